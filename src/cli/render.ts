@@ -1,0 +1,77 @@
+import type { DirectionDecision } from '../naive/evaluator.js';
+import type { RuleOrigin } from '../model/rules.js';
+import { policyRefKey } from '../model/rules.js';
+import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
+
+export function formatOrigin(o: RuleOrigin): string {
+  return `${policyRefKey(o.policy)} ${o.path}`;
+}
+
+/** The JSON line of one probe result: these field names are the conformance contract. */
+export function resultJson(r: ProbeResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { ...extra, step: r.step, probe: r.probe, from: r.from, to: r.to, port: r.port, protocol: r.protocol, allowed: r.allowed, proxied: r.proxied };
+}
+
+function explainDirection(d: DirectionDecision): Record<string, unknown> {
+  return {
+    allowed: d.allowed,
+    proxied: d.proxied,
+    defaultDeny: d.enforcedBy.length > 0,
+    enforcedBy: d.enforcedBy.map(formatOrigin),
+    allowedBy: d.allowedBy.map(formatOrigin),
+    deniedBy: d.deniedBy.map(formatOrigin),
+    redirectedBy: d.redirectedBy.map(formatOrigin),
+  };
+}
+
+export function explainJson(r: ProbeResult): Record<string, unknown> {
+  return {
+    ...(r.decision.egress ? { egress: explainDirection(r.decision.egress) } : {}),
+    ...(r.decision.ingress ? { ingress: explainDirection(r.decision.ingress) } : {}),
+  };
+}
+
+function why(d: DirectionDecision | undefined, side: string): string {
+  if (!d) return `${side}: not a pod, enforces nothing`;
+  if (d.deniedBy.length > 0) return `${side}: denied by ${d.deniedBy.map(formatOrigin).join('; ')}`;
+  if (d.enforcedBy.length === 0) return `${side}: no policy selects it, allowed`;
+  if (d.allowedBy.length > 0) return `${side}: allowed by ${d.allowedBy.map(formatOrigin).join('; ')}${d.proxied ? ' (via L7 proxy)' : ''}`;
+  return `${side}: default deny (isolated by ${d.enforcedBy.map(formatOrigin).join('; ')}), no rule allows it`;
+}
+
+/** A readable truth table per step and probe, like the upstream e2e suite prints. */
+export function renderRun(run: ScenarioRun, explain: boolean): string {
+  const out: string[] = [];
+  for (const step of run.steps) {
+    step.probes.forEach((probe, pi) => {
+      const results = step.results.filter((r) => r.probe === pi);
+      out.push(`step ${step.step}, probe ${pi}: ${probe.port}/${probe.protocol}`);
+      const froms = [...new Set(results.map((r) => r.from))].sort();
+      const tos = [...new Set(results.map((r) => r.to))].sort();
+      const cell = new Map(results.map((r) => [`${r.from}->${r.to}`, r]));
+      const width = Math.max(4, ...froms.map((f) => f.length), ...tos.map((t) => t.length)) + 1;
+      out.push(' '.repeat(width) + tos.map((t) => t.padStart(width)).join(''));
+      for (const f of froms) {
+        const row = tos.map((t) => {
+          const r = cell.get(`${f}->${t}`);
+          const mark = r === undefined ? '-' : r.allowed ? (r.proxied ? 'P' : '.') : 'X';
+          return mark.padStart(width);
+        });
+        out.push(f.padEnd(width) + row.join(''));
+      }
+      if (explain) {
+        for (const r of results) {
+          out.push(`  ${r.from} -> ${r.to}: ${r.allowed ? 'allowed' : 'denied'}${r.proxied ? ' (proxied)' : ''}`);
+          out.push(`    ${why(r.decision.egress, 'egress of ' + r.from)}`);
+          out.push(`    ${why(r.decision.ingress, 'ingress of ' + r.to)}`);
+        }
+      }
+      const mism = step.mismatches.filter((m) => m.probe === pi);
+      for (const m of mism) out.push(`  MISMATCH ${m.pair}: expected ${m.expected}, got ${m.actual}`);
+      out.push('');
+    });
+  }
+  return out.join('\n');
+}
+
+export const LEGEND = 'legend: . allowed, P allowed via L7 proxy, X denied, - not probed';

@@ -1,0 +1,97 @@
+import ipaddr from 'ipaddr.js';
+
+export type IpFamily = 'ipv4' | 'ipv6';
+
+/** A normalised prefix: the network address (host bits cleared) and its length. */
+export interface Cidr {
+  readonly family: IpFamily;
+  /** Address as an unsigned integer. */
+  readonly network: bigint;
+  readonly prefixLength: number;
+  /** Canonical text, e.g. `10.0.0.0/8`. */
+  readonly text: string;
+}
+
+export interface IpAddress {
+  readonly family: IpFamily;
+  readonly value: bigint;
+  readonly text: string;
+}
+
+function bitsOf(family: IpFamily): number {
+  return family === 'ipv4' ? 32 : 128;
+}
+
+function toBigInt(bytes: number[]): bigint {
+  let v = 0n;
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
+  return v;
+}
+
+function fromBigInt(v: bigint, family: IpFamily): string {
+  const n = bitsOf(family) / 8;
+  const bytes: number[] = [];
+  for (let i = n - 1; i >= 0; i--) bytes.push(Number((v >> BigInt(i * 8)) & 0xffn));
+  const addr = ipaddr.fromByteArray(bytes);
+  return addr.kind() === 'ipv6' ? (addr as ipaddr.IPv6).toRFC5952String() : addr.toString();
+}
+
+function mask(family: IpFamily, prefixLength: number): bigint {
+  const bits = BigInt(bitsOf(family));
+  const all = (1n << bits) - 1n;
+  return all ^ ((1n << (bits - BigInt(prefixLength))) - 1n);
+}
+
+export function isValidIp(text: string): boolean {
+  return ipaddr.IPv4.isValidFourPartDecimal(text) || ipaddr.IPv6.isValid(text);
+}
+
+/** Parses an IP address; throws Error with a readable message if invalid. */
+export function parseIp(text: string): IpAddress {
+  if (!isValidIp(text)) throw new Error(`"${text}" is not a valid IP address`);
+  const addr = ipaddr.parse(text);
+  const family: IpFamily = addr.kind();
+  const value = toBigInt(addr.toByteArray());
+  return { family, value, text: fromBigInt(value, family) };
+}
+
+/**
+ * Parses a CIDR. A bare address is taken as a host prefix (/32 or /128), as Cilium's
+ * `toCIDR` does. Host bits are cleared, as Kubernetes does for ipBlock matching.
+ */
+export function parseCidr(text: string): Cidr {
+  let addrText = text;
+  let len: number | undefined;
+  const slash = text.indexOf('/');
+  if (slash >= 0) {
+    addrText = text.slice(0, slash);
+    const lenText = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(lenText)) throw new Error(`"${text}" is not a valid CIDR`);
+    len = Number(lenText);
+  }
+  if (!isValidIp(addrText)) throw new Error(`"${text}" is not a valid CIDR`);
+  const ip = parseIp(addrText);
+  const prefixLength = len ?? bitsOf(ip.family);
+  if (prefixLength > bitsOf(ip.family)) throw new Error(`"${text}" has a prefix length above ${bitsOf(ip.family)}`);
+  const network = ip.value & mask(ip.family, prefixLength);
+  return { family: ip.family, network, prefixLength, text: `${fromBigInt(network, ip.family)}/${prefixLength}` };
+}
+
+export function cidrContainsIp(c: Cidr, ip: IpAddress): boolean {
+  return c.family === ip.family && (ip.value & mask(c.family, c.prefixLength)) === c.network;
+}
+
+/** True when `inner` lies within `outer` (equal counts). */
+export function cidrContainsCidr(outer: Cidr, inner: Cidr): boolean {
+  return (
+    outer.family === inner.family &&
+    inner.prefixLength >= outer.prefixLength &&
+    (inner.network & mask(outer.family, outer.prefixLength)) === outer.network
+  );
+}
+
+/** The n-th host address of a prefix (for allocating pod IPs). */
+export function nthAddress(c: Cidr, n: bigint): IpAddress {
+  const value = c.network + n;
+  return { family: c.family, value, text: fromBigInt(value, c.family) };
+}

@@ -1,0 +1,121 @@
+import { IpAddress, parseCidr, nthAddress } from './cidr.js';
+import { podIdentityLabels } from './identity.js';
+import { LabelSet, NAMESPACE_NAME_LABEL } from './labels.js';
+import type { ContainerPort } from './ports.js';
+import { Policy, PolicyRef, policyRefKey } from './rules.js';
+
+export interface Namespace {
+  readonly name: string;
+  /** Includes `kubernetes.io/metadata.name`, which Kubernetes sets on every namespace. */
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface Pod {
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly ip: IpAddress;
+  readonly serviceAccount: string;
+  readonly ports: readonly ContainerPort[];
+}
+
+/** A peer outside the cluster: it has an address and enforces nothing. */
+export interface External {
+  readonly name: string;
+  readonly ip: IpAddress;
+}
+
+/** The whole cluster as the policy engine sees it. Immutable: changes make a new state. */
+export interface ClusterState {
+  readonly namespaces: ReadonlyMap<string, Namespace>;
+  /** Keyed by `namespace/name`. */
+  readonly pods: ReadonlyMap<string, Pod>;
+  readonly externals: ReadonlyMap<string, External>;
+  /** Keyed by `policyRefKey`. */
+  readonly policies: ReadonlyMap<string, Policy>;
+}
+
+export const EMPTY_CLUSTER: ClusterState = {
+  namespaces: new Map(),
+  pods: new Map(),
+  externals: new Map(),
+  policies: new Map(),
+};
+
+export function podKey(p: { namespace: string; name: string }): string {
+  return `${p.namespace}/${p.name}`;
+}
+
+export function namespaceWithDefaults(name: string, labels: Readonly<Record<string, string>>): Namespace {
+  return { name, labels: { ...labels, [NAMESPACE_NAME_LABEL]: name } };
+}
+
+export function podLabels(state: ClusterState, pod: Pod): LabelSet {
+  const ns = state.namespaces.get(pod.namespace);
+  return podIdentityLabels(pod, ns?.labels ?? { [NAMESPACE_NAME_LABEL]: pod.namespace });
+}
+
+/** Thrown when a change names something that does not exist, or already exists. */
+export class ClusterChangeError extends Error {
+  override readonly name = 'ClusterChangeError';
+}
+
+function withEntry<K, V>(m: ReadonlyMap<K, V>, k: K, v: V): Map<K, V> {
+  const out = new Map(m);
+  out.set(k, v);
+  return out;
+}
+
+function withoutEntry<K, V>(m: ReadonlyMap<K, V>, k: K): Map<K, V> {
+  const out = new Map(m);
+  out.delete(k);
+  return out;
+}
+
+export function upsertNamespace(state: ClusterState, ns: Namespace): ClusterState {
+  return { ...state, namespaces: withEntry(state.namespaces, ns.name, ns) };
+}
+
+/** Deleting a namespace deletes its pods and its namespaced policies, as Kubernetes does. */
+export function deleteNamespace(state: ClusterState, name: string): ClusterState {
+  if (!state.namespaces.has(name)) throw new ClusterChangeError(`namespace "${name}" does not exist`);
+  const pods = new Map([...state.pods].filter(([, p]) => p.namespace !== name));
+  const policies = new Map([...state.policies].filter(([, p]) => p.ref.namespace !== name));
+  return { ...state, namespaces: withoutEntry(state.namespaces, name), pods, policies };
+}
+
+export function upsertPod(state: ClusterState, pod: Pod): ClusterState {
+  return { ...state, pods: withEntry(state.pods, podKey(pod), pod) };
+}
+
+export function deletePod(state: ClusterState, key: string): ClusterState {
+  if (!state.pods.has(key)) throw new ClusterChangeError(`pod "${key}" does not exist`);
+  return { ...state, pods: withoutEntry(state.pods, key) };
+}
+
+export function upsertExternal(state: ClusterState, ext: External): ClusterState {
+  return { ...state, externals: withEntry(state.externals, ext.name, ext) };
+}
+
+export function upsertPolicy(state: ClusterState, policy: Policy): ClusterState {
+  return { ...state, policies: withEntry(state.policies, policyRefKey(policy.ref), policy) };
+}
+
+export function deletePolicy(state: ClusterState, ref: PolicyRef): ClusterState {
+  const key = policyRefKey(ref);
+  if (!state.policies.has(key)) throw new ClusterChangeError(`policy ${key} does not exist`);
+  return { ...state, policies: withoutEntry(state.policies, key) };
+}
+
+/** Pod IPs are allocated from here when a scenario gives none. */
+export const POD_CIDR = parseCidr('10.244.0.0/16');
+
+export function allocatePodIp(state: ClusterState): IpAddress {
+  const used = new Set<string>();
+  for (const p of state.pods.values()) used.add(p.ip.text);
+  for (const e of state.externals.values()) used.add(e.ip.text);
+  for (let n = 2n; ; n++) {
+    const ip = nthAddress(POD_CIDR, n);
+    if (!used.has(ip.text)) return ip;
+  }
+}

@@ -1,0 +1,139 @@
+import {
+  CLUSTER_KEY,
+  DEFAULT_CLUSTER_NAME,
+  k8sLabels,
+  Label,
+  LabelSet,
+  labelSetKey,
+  makeLabelSet,
+  NAMESPACE_LABELS_PREFIX,
+  POD_NAMESPACE_KEY,
+  reservedLabel,
+  SERVICE_ACCOUNT_KEY,
+  SOURCE_K8S,
+} from './labels.js';
+
+/** Numeric security identity. 0 means "any identity" in the policy map. */
+export type IdentityId = number;
+
+export const ANY_IDENTITY: IdentityId = 0;
+
+/** Reserved identities, numbered as Cilium numbers them. */
+export const RESERVED_IDENTITIES = {
+  host: 1,
+  world: 2,
+  unmanaged: 3,
+  health: 4,
+  init: 5,
+  'remote-node': 6,
+  'kube-apiserver': 7,
+  ingress: 8,
+  'world-ipv4': 9,
+  'world-ipv6': 10,
+} as const satisfies Record<string, IdentityId>;
+
+export type ReservedName = keyof typeof RESERVED_IDENTITIES;
+
+export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
+/** Node-local identities (CIDR prefixes) have bit 24 set. */
+export const LOCAL_IDENTITY_FLAG: IdentityId = 1 << 24;
+
+export function isLocalScope(id: IdentityId): boolean {
+  return (id & LOCAL_IDENTITY_FLAG) !== 0;
+}
+
+export function reservedIdentityLabels(name: ReservedName): LabelSet {
+  return makeLabelSet([reservedLabel(name)]);
+}
+
+/** What a pod's identity is derived from. */
+export interface PodIdentitySource {
+  readonly namespace: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly serviceAccount: string;
+}
+
+/**
+ * A pod's identity labels, as Cilium derives them: its own labels, its namespace name, its
+ * namespace's labels and its service account, plus the cluster name.
+ */
+export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
+  const labels: Label[] = k8sLabels(pod.labels);
+  labels.push({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY, value: pod.namespace });
+  for (const [k, v] of Object.entries(namespaceLabels)) {
+    labels.push({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k, value: v });
+  }
+  labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
+  labels.push({ source: SOURCE_K8S, key: CLUSTER_KEY, value: DEFAULT_CLUSTER_NAME });
+  return makeLabelSet(labels);
+}
+
+interface Allocation {
+  readonly id: IdentityId;
+  readonly labels: LabelSet;
+  refs: number;
+}
+
+/**
+ * Allocates one numeric identity per distinct label set, refcounted: the first user allocates,
+ * the last release frees. Cluster-scope ids start at 256; local-scope ids (CIDRs) at 2^24 + 1.
+ * Freed ids are not reused within one allocator, so a stale id can never alias a new label set.
+ */
+export class IdentityAllocator {
+  private readonly byKey = new Map<string, Allocation>();
+  private readonly byId = new Map<IdentityId, Allocation>();
+  private nextCluster = FIRST_CLUSTER_IDENTITY;
+  private nextLocal = LOCAL_IDENTITY_FLAG + 1;
+
+  constructor() {
+    for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
+      const labels = makeLabelSet([reservedLabel(name)]);
+      const a: Allocation = { id, labels, refs: Infinity };
+      this.byKey.set(labelSetKey(labels), a);
+      this.byId.set(id, a);
+    }
+  }
+
+  /** Takes a reference on the identity of `labels`, allocating it if new. */
+  acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster'): { id: IdentityId; isNew: boolean } {
+    const key = labelSetKey(labels);
+    const existing = this.byKey.get(key);
+    if (existing) {
+      existing.refs += 1;
+      return { id: existing.id, isNew: false };
+    }
+    const id = scope === 'cluster' ? this.nextCluster++ : this.nextLocal++;
+    const a: Allocation = { id, labels, refs: 1 };
+    this.byKey.set(key, a);
+    this.byId.set(id, a);
+    return { id, isNew: true };
+  }
+
+  /** Drops a reference; returns true when that was the last one and the identity is gone. */
+  release(id: IdentityId): boolean {
+    const a = this.byId.get(id);
+    if (!a) throw new Error(`identity ${id} is not allocated`);
+    a.refs -= 1;
+    if (a.refs > 0) return false;
+    this.byId.delete(id);
+    this.byKey.delete(labelSetKey(a.labels));
+    return true;
+  }
+
+  lookup(labels: LabelSet): IdentityId | undefined {
+    return this.byKey.get(labelSetKey(labels))?.id;
+  }
+
+  labelsOf(id: IdentityId): LabelSet | undefined {
+    return this.byId.get(id)?.labels;
+  }
+
+  refCount(id: IdentityId): number {
+    return this.byId.get(id)?.refs ?? 0;
+  }
+
+  /** Every allocated identity, reserved ones included. */
+  *entries(): IterableIterator<[IdentityId, LabelSet]> {
+    for (const [id, a] of this.byId) yield [id, a.labels];
+  }
+}

@@ -1,0 +1,128 @@
+/** L4 protocols a flow can have. `ANY` appears only in rules, never in flows. */
+export const FLOW_PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPv6'] as const;
+export type FlowProtocol = (typeof FLOW_PROTOCOLS)[number];
+export type RuleProtocol = FlowProtocol | 'ANY';
+
+/** IANA protocol numbers, as they appear in the policy-map key. */
+export const PROTOCOL_NUMBER: Readonly<Record<FlowProtocol, number>> = {
+  TCP: 6,
+  UDP: 17,
+  SCTP: 132,
+  ICMP: 1,
+  ICMPv6: 58,
+};
+
+/** What Cilium expands `protocol: ANY` with a port into. */
+export const PORT_PROTOCOLS: readonly FlowProtocol[] = ['TCP', 'UDP', 'SCTP'];
+
+export const MAX_PORT = 65535;
+
+/** Which destination ports (or ICMP types) of which protocol a rule covers. */
+export type L4Match =
+  | { readonly kind: 'all' }
+  | { readonly kind: 'range'; readonly protocol: RuleProtocol; readonly from: number; readonly to: number }
+  | { readonly kind: 'named'; readonly protocol: RuleProtocol; readonly name: string };
+
+export const ALL_L4: L4Match = { kind: 'all' };
+
+/** A container port a pod exposes; named ports resolve against these. */
+export interface ContainerPort {
+  readonly name?: string;
+  readonly port: number;
+  readonly protocol: FlowProtocol;
+}
+
+export function protocolCovers(rule: RuleProtocol, flow: FlowProtocol): boolean {
+  if (rule === 'ANY') return (PORT_PROTOCOLS as readonly string[]).includes(flow);
+  return rule === flow;
+}
+
+/**
+ * Does the rule's L4 match cover a flow to `port`/`protocol` whose destination exposes
+ * `destPorts`? Named ports resolve against the destination's container ports, name and protocol.
+ */
+export function l4Covers(m: L4Match, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): boolean {
+  switch (m.kind) {
+    case 'all':
+      return true;
+    case 'range':
+      if (m.protocol === 'ANY' && m.from === 0) return true; // ANY with port 0: every protocol
+      if (!protocolCovers(m.protocol, protocol)) return false;
+      return m.from === 0 || (port >= m.from && port <= m.to);
+    case 'named':
+      return destPorts.some(
+        (cp) => cp.name === m.name && cp.port === port && cp.protocol === protocol && protocolCovers(m.protocol, protocol),
+      );
+  }
+}
+
+export function formatL4(m: L4Match): string {
+  switch (m.kind) {
+    case 'all':
+      return 'any';
+    case 'range':
+      if (m.from === 0) return `${m.protocol}/*`;
+      return m.from === m.to ? `${m.from}/${m.protocol}` : `${m.from}-${m.to}/${m.protocol}`;
+    case 'named':
+      return `${m.name}/${m.protocol}`;
+  }
+}
+
+/** ICMP type names Cilium accepts in `icmps[].fields[].type`. */
+export const ICMPV4_TYPES: Readonly<Record<string, number>> = {
+  EchoReply: 0,
+  DestinationUnreachable: 3,
+  Redirect: 5,
+  Echo: 8,
+  EchoRequest: 8,
+  RouterAdvertisement: 9,
+  RouterSelection: 10,
+  TimeExceeded: 11,
+  ParameterProblem: 12,
+  Timestamp: 13,
+  TimestampReply: 14,
+  Photuris: 40,
+  ExtendedEchoRequest: 42,
+  ExtendedEchoReply: 43,
+};
+
+export const ICMPV6_TYPES: Readonly<Record<string, number>> = {
+  DestinationUnreachable: 1,
+  PacketTooBig: 2,
+  TimeExceeded: 3,
+  ParameterProblem: 4,
+  EchoRequest: 128,
+  EchoReply: 129,
+  MulticastListenerQuery: 130,
+  MulticastListenerReport: 131,
+  MulticastListenerDone: 132,
+  RouterSolicitation: 133,
+  RouterAdvertisement: 134,
+  NeighborSolicitation: 135,
+  NeighborAdvertisement: 136,
+  RedirectMessage: 137,
+  RouterRenumbering: 138,
+  ICMPNodeInformationQuery: 139,
+  ICMPNodeInformationResponse: 140,
+  InverseNeighborDiscoverySolicitation: 141,
+  InverseNeighborDiscoveryAdvertisement: 142,
+  HomeAgentAddressDiscoveryRequest: 144,
+  HomeAgentAddressDiscoveryReply: 145,
+  MobilePrefixSolicitation: 146,
+  MobilePrefixAdvertisement: 147,
+  DuplicateAddressRequestCodeSuffix: 157,
+  DuplicateAddressConfirmationCodeSuffix: 158,
+  ExtendedEchoRequest: 160,
+  ExtendedEchoReply: 161,
+};
+
+/** IANA_SVC_NAME, the format of a named port (RFC 6335). */
+export function isValidPortName(name: string): boolean {
+  return (
+    name.length >= 1 &&
+    name.length <= 15 &&
+    /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(name) &&
+    /[a-z]/.test(name) &&
+    !name.includes('--')
+  );
+}

@@ -1,0 +1,104 @@
+import type { Cidr } from './cidr.js';
+import type { L4Match } from './ports.js';
+import type { Selector } from './selector.js';
+
+export type Direction = 'ingress' | 'egress';
+export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
+export type Verdict = 'allow' | 'deny';
+
+export type PolicyKind = 'NetworkPolicy' | 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy';
+export const POLICY_KINDS: readonly PolicyKind[] = ['NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy'];
+
+/** Names a policy object: clusterwide policies have no namespace. */
+export interface PolicyRef {
+  readonly kind: PolicyKind;
+  readonly namespace?: string;
+  readonly name: string;
+}
+
+export function policyRefKey(ref: PolicyRef): string {
+  return ref.namespace === undefined ? `${ref.kind}/${ref.name}` : `${ref.kind}/${ref.namespace}/${ref.name}`;
+}
+
+/** Where a rule came from: the policy and the field path of the rule inside it. */
+export interface RuleOrigin {
+  readonly policy: PolicyRef;
+  readonly path: string;
+}
+
+/**
+ * A peer of a rule. Label-selected peers (endpoints, entities, the wildcard) match identities by
+ * labels; CIDR peers match addresses outside the cluster (Cilium: pod traffic carries the pod's
+ * identity, never a CIDR identity).
+ */
+export type Peer =
+  | { readonly kind: 'selector'; readonly selector: Selector; readonly entity?: string }
+  | { readonly kind: 'cidr'; readonly cidr: Cidr; readonly except: readonly Cidr[] };
+
+export interface HttpHeaderMatch {
+  readonly name: string;
+  readonly value?: string;
+  readonly mismatch?: 'LOG' | 'ADD' | 'DELETE' | 'REPLACE';
+}
+
+export interface HttpRule {
+  readonly method?: string;
+  readonly path?: string;
+  readonly host?: string;
+  readonly headers?: readonly string[];
+  readonly headerMatches?: readonly HttpHeaderMatch[];
+}
+
+export interface KafkaRule {
+  readonly role?: 'produce' | 'consume';
+  readonly apiKey?: string;
+  readonly apiVersion?: string;
+  readonly clientID?: string;
+  readonly topic?: string;
+}
+
+export interface DnsRule {
+  readonly matchName?: string;
+  readonly matchPattern?: string;
+}
+
+/** L7 rules of one port rule: at most one parser per port rule, as Cilium requires. */
+export type L7Rules =
+  | { readonly parser: 'http'; readonly http: readonly HttpRule[] }
+  | { readonly parser: 'kafka'; readonly kafka: readonly KafkaRule[] }
+  | { readonly parser: 'dns'; readonly dns: readonly DnsRule[] };
+
+/** One port clause of a rule, with the L7 rules that apply to traffic it matches. */
+export interface PortClause {
+  readonly l4: L4Match;
+  readonly l7?: L7Rules;
+}
+
+/**
+ * A flattened rule: traffic in `direction` between an endpoint selected by `subject` and a peer
+ * matched by any of `peers`, on any of `ports`, gets `verdict`.
+ */
+export interface PolicyRule {
+  readonly origin: RuleOrigin;
+  readonly subject: Selector;
+  readonly direction: Direction;
+  readonly verdict: Verdict;
+  readonly peers: readonly Peer[];
+  readonly ports: readonly PortClause[];
+}
+
+/** A subject whose `direction` becomes default-deny because of this policy. */
+export interface Enforcement {
+  readonly origin: RuleOrigin;
+  readonly subject: Selector;
+  readonly direction: Direction;
+}
+
+/** A validated manifest, flattened into rules. */
+export interface Policy {
+  readonly ref: PolicyRef;
+  readonly rules: readonly PolicyRule[];
+  readonly enforcements: readonly Enforcement[];
+  /** The manifest as given, for round-tripping and display. */
+  readonly manifest: Readonly<Record<string, unknown>>;
+}

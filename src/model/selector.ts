@@ -1,0 +1,96 @@
+import { formatLabelKey, LabelKey, LabelSet, labelValues, SOURCE_ANY } from './labels.js';
+
+export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+
+export interface Requirement {
+  readonly key: LabelKey;
+  readonly operator: SelectorOperator;
+  /** Sorted, de-duplicated; empty for Exists and DoesNotExist. */
+  readonly values: readonly string[];
+}
+
+/**
+ * A normalised label selector: the AND of its requirements. No requirements selects everything.
+ * Two selectors that select the same way for every label set built from the same keys have the
+ * same `key`, so caches can share them.
+ */
+export interface Selector {
+  readonly requirements: readonly Requirement[];
+  readonly key: string;
+}
+
+function requirementKey(r: Requirement): string {
+  const k = formatLabelKey(r.key);
+  switch (r.operator) {
+    case 'In':
+      return r.values.length === 1 ? `${k}=${r.values[0]}` : `${k} in (${r.values.join(',')})`;
+    case 'NotIn':
+      return `${k} notin (${r.values.join(',')})`;
+    case 'Exists':
+      return k;
+    case 'DoesNotExist':
+      return `!${k}`;
+  }
+}
+
+export function makeSelector(requirements: Iterable<Requirement>): Selector {
+  const unique = new Map<string, Requirement>();
+  for (const r of requirements) {
+    const values = r.operator === 'In' || r.operator === 'NotIn' ? [...new Set(r.values)].sort() : [];
+    const norm: Requirement = { key: r.key, operator: r.operator, values };
+    unique.set(requirementKey(norm), norm);
+  }
+  const sorted = [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return { requirements: sorted.map(([, r]) => r), key: sorted.map(([k]) => k).join(' && ') || '<all>' };
+}
+
+export const WILDCARD_SELECTOR: Selector = makeSelector([]);
+
+export function matchLabelRequirement(key: LabelKey, value: string): Requirement {
+  return { key, operator: 'In', values: [value] };
+}
+
+export function existsRequirement(key: LabelKey): Requirement {
+  return { key, operator: 'Exists', values: [] };
+}
+
+/** Adds requirements to a selector (AND). */
+export function andSelector(sel: Selector, extra: Iterable<Requirement>): Selector {
+  return makeSelector([...sel.requirements, ...extra]);
+}
+
+export function hasKey(sel: Selector, key: LabelKey): boolean {
+  return sel.requirements.some((r) => r.key.source === key.source && r.key.key === key.key);
+}
+
+export function hasKeyPrefix(sel: Selector, source: string, prefix: string): boolean {
+  return sel.requirements.some((r) => r.key.source === source && r.key.key.startsWith(prefix));
+}
+
+export function hasSource(sel: Selector, source: string): boolean {
+  return sel.requirements.some((r) => r.key.source === source);
+}
+
+export function requirementMatches(r: Requirement, labels: LabelSet): boolean {
+  const values = labelValues(labels, r.key);
+  switch (r.operator) {
+    case 'In':
+      return values.some((v) => r.values.includes(v));
+    case 'NotIn':
+      return !values.some((v) => r.values.includes(v));
+    case 'Exists':
+      return values.length > 0;
+    case 'DoesNotExist':
+      return values.length === 0;
+  }
+}
+
+export function selectorMatches(sel: Selector, labels: LabelSet): boolean {
+  return sel.requirements.every((r) => requirementMatches(r, labels));
+}
+
+export function isWildcard(sel: Selector): boolean {
+  return sel.requirements.length === 0;
+}
+
+export { SOURCE_ANY };

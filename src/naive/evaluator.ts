@@ -1,0 +1,119 @@
+import { cidrContainsIp } from '../model/cidr.js';
+import { ClusterState, External, Pod, podLabels } from '../model/cluster.js';
+import { LabelSet, makeLabelSet, reservedLabel } from '../model/labels.js';
+import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
+import type { Direction, Peer, PolicyRule, RuleOrigin } from '../model/rules.js';
+import { selectorMatches } from '../model/selector.js';
+
+/**
+ * The reference evaluator: answers one flow at a time by scanning every rule of every policy.
+ * It is the oracle the incremental engine is tested against, so it stays the simplest code that
+ * could be right. Do not optimise it.
+ */
+
+export type FlowEndpoint =
+  | { readonly kind: 'pod'; readonly name: string; readonly pod: Pod; readonly labels: LabelSet }
+  | { readonly kind: 'external'; readonly name: string; readonly external: External; readonly labels: LabelSet };
+
+export interface Flow {
+  readonly from: string;
+  readonly to: string;
+  readonly port: number;
+  readonly protocol: FlowProtocol;
+}
+
+/** How one side (the source's egress or the destination's ingress) judged the flow, and why. */
+export interface DirectionDecision {
+  readonly direction: Direction;
+  /** Policies that make this direction default-deny for the endpoint. */
+  readonly enforcedBy: readonly RuleOrigin[];
+  readonly allowedBy: readonly RuleOrigin[];
+  readonly deniedBy: readonly RuleOrigin[];
+  /** Allow rules with L7 rules that match: the flow goes through the L7 proxy. */
+  readonly redirectedBy: readonly RuleOrigin[];
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+}
+
+export interface FlowDecision {
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+  /** Absent when the source is not a pod (externals enforce nothing). */
+  readonly egress?: DirectionDecision;
+  /** Absent when the destination is not a pod. */
+  readonly ingress?: DirectionDecision;
+}
+
+export class UnknownEndpointError extends Error {
+  override readonly name = 'UnknownEndpointError';
+}
+
+/** Labels an address outside the cluster carries: it is "world". */
+export function externalLabels(ext: External): LabelSet {
+  return makeLabelSet([reservedLabel('world'), reservedLabel(ext.ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
+}
+
+export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint {
+  const pod = state.pods.get(name);
+  if (pod) return { kind: 'pod', name, pod, labels: podLabels(state, pod) };
+  const external = state.externals.get(name);
+  if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
+  throw new UnknownEndpointError(`no pod or external named "${name}"`);
+}
+
+function peerMatches(peer: Peer, ep: FlowEndpoint): boolean {
+  if (peer.kind === 'selector') return selectorMatches(peer.selector, ep.labels);
+  // CIDR rules only ever match traffic from outside the cluster: pods are known by identity.
+  if (ep.kind !== 'external') return false;
+  return cidrContainsIp(peer.cidr, ep.external.ip) && !peer.except.some((e) => cidrContainsIp(e, ep.external.ip));
+}
+
+function ruleMatches(rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): { matches: boolean; l7: boolean } {
+  if (!rule.peers.some((p) => peerMatches(p, peer))) return { matches: false, l7: false };
+  const clauses = rule.ports.filter((c) => l4Covers(c.l4, protocol, port, destPorts));
+  return { matches: clauses.length > 0, l7: clauses.some((c) => c.l7 !== undefined) };
+}
+
+export function decideDirection(
+  state: ClusterState,
+  subject: FlowEndpoint & { kind: 'pod' },
+  direction: Direction,
+  peer: FlowEndpoint,
+  protocol: FlowProtocol,
+  port: number,
+): DirectionDecision {
+  const destPorts: readonly ContainerPort[] = direction === 'ingress' ? subject.pod.ports : peer.kind === 'pod' ? peer.pod.ports : [];
+  const enforcedBy: RuleOrigin[] = [];
+  const allowedBy: RuleOrigin[] = [];
+  const deniedBy: RuleOrigin[] = [];
+  const redirectedBy: RuleOrigin[] = [];
+  for (const policy of state.policies.values()) {
+    for (const e of policy.enforcements) {
+      if (e.direction === direction && selectorMatches(e.subject, subject.labels)) enforcedBy.push(e.origin);
+    }
+    for (const rule of policy.rules) {
+      if (rule.direction !== direction || !selectorMatches(rule.subject, subject.labels)) continue;
+      const m = ruleMatches(rule, peer, protocol, port, destPorts);
+      if (!m.matches) continue;
+      if (rule.verdict === 'deny') {
+        deniedBy.push(rule.origin);
+      } else {
+        allowedBy.push(rule.origin);
+        if (m.l7) redirectedBy.push(rule.origin);
+      }
+    }
+  }
+  const allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
+  return { direction, enforcedBy, allowedBy, deniedBy, redirectedBy, allowed, proxied: allowed && redirectedBy.length > 0 };
+}
+
+/** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */
+export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
+  const src = resolveEndpoint(state, flow.from);
+  const dst = resolveEndpoint(state, flow.to);
+  const egress = src.kind === 'pod' ? decideDirection(state, src, 'egress', dst, flow.protocol, flow.port) : undefined;
+  const ingress = dst.kind === 'pod' ? decideDirection(state, dst, 'ingress', src, flow.protocol, flow.port) : undefined;
+  const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
+  const proxied = allowed && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
+  return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
+}

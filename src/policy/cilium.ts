@@ -1,0 +1,358 @@
+import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
+import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
+import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PortClause, Verdict } from '../model/rules.js';
+import {
+  andSelector,
+  existsRequirement,
+  hasKey,
+  hasKeyPrefix,
+  hasSource,
+  makeSelector,
+  matchLabelRequirement,
+  Selector,
+  WILDCARD_SELECTOR,
+} from '../model/selector.js';
+import { namespaceRequirement, readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace } from './common.js';
+import { absent, at, join, Reader } from './reader.js';
+import { parseLabelSelector, SelectorOptions } from './selector.js';
+
+const CILIUM_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: true };
+
+export const ENTITIES = [
+  'all',
+  'world',
+  'world-ipv4',
+  'world-ipv6',
+  'cluster',
+  'host',
+  'remote-node',
+  'kube-apiserver',
+  'health',
+  'init',
+  'ingress',
+  'unmanaged',
+] as const;
+export type Entity = (typeof ENTITIES)[number];
+
+function reservedSelector(name: string): Selector {
+  const l = reservedLabel(name);
+  return makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]);
+}
+
+/** What each entity selects, as Cilium maps entities onto label selectors. */
+export function entitySelectors(entity: Entity): Selector[] {
+  switch (entity) {
+    case 'all':
+      return [WILDCARD_SELECTOR];
+    case 'world':
+      return ['world', 'world-ipv4', 'world-ipv6'].map(reservedSelector);
+    case 'cluster':
+      return [
+        ...['host', 'remote-node', 'init', 'ingress', 'health', 'unmanaged', 'kube-apiserver'].map(reservedSelector),
+        makeSelector([matchLabelRequirement({ source: SOURCE_K8S, key: CLUSTER_KEY }, DEFAULT_CLUSTER_NAME)]),
+      ];
+    default:
+      return [reservedSelector(entity)];
+  }
+}
+
+const CILIUM_PROTOCOLS: readonly RuleProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPv6', 'ANY'];
+
+interface DirectionShape {
+  readonly field: 'ingress' | 'ingressDeny' | 'egress' | 'egressDeny';
+  readonly direction: Direction;
+  readonly verdict: Verdict;
+  readonly endpoints: string;
+  readonly cidr: string;
+  readonly cidrSet: string;
+  readonly entities: string;
+  readonly unsupported: readonly string[];
+}
+
+const SHAPES: readonly DirectionShape[] = [
+  { field: 'ingress', direction: 'ingress', verdict: 'allow', endpoints: 'fromEndpoints', cidr: 'fromCIDR', cidrSet: 'fromCIDRSet', entities: 'fromEntities', unsupported: ['fromRequires', 'fromGroups', 'fromNodes', 'authentication'] },
+  { field: 'ingressDeny', direction: 'ingress', verdict: 'deny', endpoints: 'fromEndpoints', cidr: 'fromCIDR', cidrSet: 'fromCIDRSet', entities: 'fromEntities', unsupported: ['fromRequires', 'fromGroups', 'fromNodes'] },
+  { field: 'egress', direction: 'egress', verdict: 'allow', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', unsupported: ['toRequires', 'toServices', 'toFQDNs', 'toGroups', 'toNodes', 'authentication'] },
+  { field: 'egressDeny', direction: 'egress', verdict: 'deny', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', unsupported: ['toRequires', 'toServices', 'toGroups', 'toNodes'] },
+];
+
+const RULE_FIELDS = ['endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'description', 'enableDefaultDeny', 'log'];
+
+/** Parses a `cilium.io/v2` CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy (`spec` and/or `specs`). */
+export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind: Exclude<PolicyKind, 'NetworkPolicy'>): Policy {
+  const namespaced = kind === 'CiliumNetworkPolicy';
+  const md = readMetadata(r, doc.metadata, namespaced);
+  const ref = refOf(kind, md);
+  const specs: [unknown, string][] = [];
+  if (!absent(doc.spec)) specs.push([doc.spec, 'spec']);
+  (r.optArray(doc.specs, 'specs') ?? []).forEach((s, i) => specs.push([s, at('specs', i)]));
+  if (specs.length === 0) r.fail('', 'must have spec or specs');
+  const rules: PolicyRule[] = [];
+  const enforcements: Enforcement[] = [];
+  for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, rules, enforcements);
+  return { ref, rules, enforcements, manifest: doc };
+}
+
+function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, rules: PolicyRule[], enforcements: Enforcement[]): void {
+  const o = r.object(v, path, RULE_FIELDS);
+  if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'host policies (nodeSelector) are not supported by distill');
+  if (absent(o.endpointSelector)) r.fail(join(path, 'endpointSelector'), 'is required');
+  const subject = restrictToNamespace(parseLabelSelector(r, o.endpointSelector, join(path, 'endpointSelector'), CILIUM_SELECTOR), namespace);
+  r.optString(o.description, join(path, 'description'));
+  (r.optArray(o.labels, join(path, 'labels')) ?? []).forEach((l, i) => {
+    const lo = r.object(l, at(join(path, 'labels'), i), ['key', 'value', 'source']);
+    r.nonEmptyString(lo.key, join(at(join(path, 'labels'), i), 'key'));
+    r.optString(lo.value, join(at(join(path, 'labels'), i), 'value'));
+    r.optString(lo.source, join(at(join(path, 'labels'), i), 'source'));
+  });
+  r.optObject(o.log, join(path, 'log'), ['value']);
+  const dd = r.optObject(o.enableDefaultDeny, join(path, 'enableDefaultDeny'), ['ingress', 'egress']);
+  const explicitDefaultDeny: Record<Direction, boolean | undefined> = {
+    ingress: r.optBoolean(dd?.ingress, join(path, 'enableDefaultDeny.ingress')),
+    egress: r.optBoolean(dd?.egress, join(path, 'enableDefaultDeny.egress')),
+  };
+  const hasRules: Record<Direction, boolean> = { ingress: false, egress: false };
+  for (const shape of SHAPES) {
+    const list = r.optArray(o[shape.field], join(path, shape.field)) ?? [];
+    if (list.length > 0) hasRules[shape.direction] = true;
+    list.forEach((item, i) => {
+      rules.push(parseDirectionalRule(r, item, at(join(path, shape.field), i), shape, ref, namespace, subject));
+    });
+  }
+  for (const direction of ['ingress', 'egress'] as const) {
+    // Cilium: a direction becomes default-deny when the rule has allow or deny rules for it,
+    // unless enableDefaultDeny says otherwise.
+    if (explicitDefaultDeny[direction] ?? hasRules[direction]) {
+      enforcements.push({ origin: { policy: ref, path }, subject, direction });
+    }
+  }
+}
+
+/**
+ * Cilium scopes a peer endpoint selector to the policy's namespace unless it names a namespace
+ * (or namespace labels) itself; clusterwide policies only ever select pods (any namespace).
+ * Selectors on reserved labels are left alone.
+ */
+export function scopePeerSelector(sel: Selector, namespace: string | undefined): Selector {
+  if (hasSource(sel, SOURCE_RESERVED)) return sel;
+  const nsKeys = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY }, { source: SOURCE_ANY, key: POD_NAMESPACE_KEY }];
+  if (nsKeys.some((k) => hasKey(sel, k))) return sel;
+  if (namespace === undefined) return andSelector(sel, [existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY })]);
+  if (hasKeyPrefix(sel, SOURCE_K8S, NAMESPACE_LABELS_PREFIX) || hasKeyPrefix(sel, SOURCE_ANY, NAMESPACE_LABELS_PREFIX)) return sel;
+  return andSelector(sel, [namespaceRequirement(namespace)]);
+}
+
+function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector): PolicyRule {
+  const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, 'toPorts', 'icmps', ...shape.unsupported];
+  const o = r.object(v, path, allowed);
+  for (const u of shape.unsupported) {
+    if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
+  }
+  let anyL3 = false;
+  const peers: Peer[] = [];
+  const eps = r.optArray(o[shape.endpoints], join(path, shape.endpoints));
+  if (eps) {
+    anyL3 = true;
+    eps.forEach((e, i) => {
+      const sel = parseLabelSelector(r, e, at(join(path, shape.endpoints), i), CILIUM_SELECTOR);
+      peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace) });
+    });
+  }
+  const ents = r.optArray(o[shape.entities], join(path, shape.entities));
+  if (ents) {
+    anyL3 = true;
+    ents.forEach((e, i) => {
+      const entity = r.oneOf(e, at(join(path, shape.entities), i), ENTITIES);
+      for (const selector of entitySelectors(entity)) peers.push({ kind: 'selector', selector, entity });
+    });
+  }
+  const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));
+  if (cidrs) {
+    anyL3 = true;
+    cidrs.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), false), except: [] }));
+  }
+  const sets = r.optArray(o[shape.cidrSet], join(path, shape.cidrSet));
+  if (sets) {
+    anyL3 = true;
+    sets.forEach((s, i) => {
+      const spath = at(join(path, shape.cidrSet), i);
+      const so = r.object(s, spath, ['cidr', 'except', 'cidrGroupRef', 'cidrGroupSelector']);
+      if (!absent(so.cidrGroupRef)) r.fail(join(spath, 'cidrGroupRef'), 'is not supported by distill');
+      if (!absent(so.cidrGroupSelector)) r.fail(join(spath, 'cidrGroupSelector'), 'is not supported by distill');
+      peers.push(readCidrWithExcept(r, so.cidr, so.except, spath, 'cidr', 'except'));
+    });
+  }
+
+  const toPorts = r.optArray(o.toPorts, join(path, 'toPorts')) ?? [];
+  const icmps = r.optArray(o.icmps, join(path, 'icmps')) ?? [];
+  if (toPorts.length > 0 && icmps.length > 0) r.fail(join(path, 'icmps'), 'may only be present without toPorts (define a separate rule for toPorts)');
+  const ports: PortClause[] = [];
+  toPorts.forEach((p, i) => ports.push(...parsePortRule(r, p, at(join(path, 'toPorts'), i), shape)));
+  icmps.forEach((p, i) => ports.push(...parseIcmpRule(r, p, at(join(path, 'icmps'), i))));
+  const hasL4 = toPorts.length > 0 || icmps.length > 0;
+  if (!hasL4) ports.push({ l4: ALL_L4 });
+  // A rule with ports but no peer field applies to every peer; a rule with neither selects nothing.
+  if (!anyL3 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
+  return { origin: { policy: ref, path }, subject, direction: shape.direction, verdict: shape.verdict, peers, ports };
+}
+
+function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
+  if (absent(v)) return 'ANY';
+  const s = r.string(v, path);
+  // Cilium accepts protocol names in any case.
+  const match = CILIUM_PROTOCOLS.find((p) => p.toLowerCase() === s.toLowerCase());
+  if (!match) r.fail(path, `"${s}" is not one of: ${CILIUM_PROTOCOLS.join(', ')}`);
+  return match;
+}
+
+function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
+  const o = r.object(v, path, ['port', 'endPort', 'protocol']);
+  const protocol = parseProtocol(r, o.protocol, join(path, 'protocol'));
+  let port = 0;
+  let named: string | undefined;
+  if (!absent(o.port)) {
+    const raw = typeof o.port === 'number' ? String(o.port) : r.string(o.port, join(path, 'port'));
+    if (/^\d+$/.test(raw)) {
+      port = Number(raw);
+      if (port > MAX_PORT) r.fail(join(path, 'port'), `${port} is above ${MAX_PORT}`);
+    } else if (isValidPortName(raw.toLowerCase())) {
+      named = raw.toLowerCase();
+    } else if (raw !== '') {
+      r.fail(join(path, 'port'), `"${raw}" is neither a port number nor a valid port name`);
+    }
+  }
+  if (!absent(o.endPort)) {
+    const end = r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
+    if (named !== undefined) r.fail(join(path, 'endPort'), 'may not be specified when port is a named port');
+    if (end !== 0) {
+      if (port === 0) r.fail(join(path, 'endPort'), 'requires a non-zero port');
+      if (end < port) r.fail(join(path, 'endPort'), `${end} is below port ${port}`);
+      return { kind: 'range', protocol, from: port, to: end };
+    }
+  }
+  if (named !== undefined) return { kind: 'named', protocol, name: named };
+  return { kind: 'range', protocol, from: port, to: port };
+}
+
+function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShape): PortClause[] {
+  const isDeny = shape.verdict === 'deny';
+  const allowedKeys = isDeny ? ['ports'] : ['ports', 'rules', 'originatingTLS', 'terminatingTLS', 'serverNames', 'listener'];
+  const o = r.object(v, path, allowedKeys);
+  for (const u of ['originatingTLS', 'terminatingTLS', 'serverNames', 'listener']) {
+    if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
+  }
+  const portsRaw = r.optArray(o.ports, join(path, 'ports')) ?? [];
+  const l4s = portsRaw.map((p, i) => parsePortProtocol(r, p, at(join(path, 'ports'), i)));
+  const l7 = absent(o.rules) ? undefined : parseL7(r, o.rules, join(path, 'rules'), shape.direction, l4s, join(path, 'ports'));
+  if (l4s.length === 0) return [{ l4: ALL_L4, ...(l7 ? { l7 } : {}) }];
+  return l4s.map((l4) => ({ l4, ...(l7 ? { l7 } : {}) }));
+}
+
+function checkRegex(r: Reader, s: string, path: string): void {
+  try {
+    new RegExp(s);
+  } catch (e) {
+    r.fail(path, `invalid regular expression: ${(e as Error).message}`);
+  }
+}
+
+function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
+  const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
+  if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
+  if (!absent(o.l7)) r.fail(join(path, 'l7'), 'is not supported by distill');
+  const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
+  if (present.length === 0) return undefined;
+  if (present.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${present.join(', ')})`);
+  const parser = present[0] as 'http' | 'kafka' | 'dns';
+  if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
+  if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
+  l4s.forEach((l4, i) => {
+    if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
+    if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {
+      r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
+    }
+  });
+  const list = r.array(o[parser], join(path, parser));
+  const lpath = join(path, parser);
+  switch (parser) {
+    case 'http':
+      return { parser, http: list.map((x, i) => parseHttpRule(r, x, at(lpath, i))) };
+    case 'kafka':
+      return { parser, kafka: list.map((x, i) => parseKafkaRule(r, x, at(lpath, i))) };
+    case 'dns':
+      return { parser, dns: list.map((x, i) => parseDnsRule(r, x, at(lpath, i))) };
+  }
+}
+
+function parseHttpRule(r: Reader, v: unknown, path: string): HttpRule {
+  const o = r.object(v, path, ['method', 'path', 'host', 'headers', 'headerMatches']);
+  const out: { -readonly [K in keyof HttpRule]: HttpRule[K] } = {};
+  for (const f of ['method', 'path', 'host'] as const) {
+    const s = r.optString(o[f], join(path, f));
+    if (s !== undefined) {
+      checkRegex(r, s, join(path, f));
+      out[f] = s;
+    }
+  }
+  const headers = r.optArray(o.headers, join(path, 'headers'));
+  if (headers) out.headers = headers.map((h, i) => r.nonEmptyString(h, at(join(path, 'headers'), i)));
+  const hm = r.optArray(o.headerMatches, join(path, 'headerMatches'));
+  if (hm) {
+    out.headerMatches = hm.map((h, i): HttpHeaderMatch => {
+      const hpath = at(join(path, 'headerMatches'), i);
+      const ho = r.object(h, hpath, ['name', 'value', 'mismatch', 'secret']);
+      if (!absent(ho.secret)) r.fail(join(hpath, 'secret'), 'is not supported by distill');
+      const name = r.nonEmptyString(ho.name, join(hpath, 'name'));
+      const value = r.optString(ho.value, join(hpath, 'value'));
+      const mismatch = absent(ho.mismatch) ? undefined : r.oneOf(ho.mismatch, join(hpath, 'mismatch'), ['LOG', 'ADD', 'DELETE', 'REPLACE'] as const);
+      return { name, ...(value !== undefined ? { value } : {}), ...(mismatch ? { mismatch } : {}) };
+    });
+  }
+  return out;
+}
+
+function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
+  const o = r.object(v, path, ['role', 'apiKey', 'apiVersion', 'clientID', 'topic']);
+  const out: { -readonly [K in keyof KafkaRule]: KafkaRule[K] } = {};
+  if (!absent(o.role)) out.role = r.oneOf(o.role, join(path, 'role'), ['produce', 'consume'] as const);
+  for (const f of ['apiKey', 'apiVersion', 'clientID', 'topic'] as const) {
+    const s = r.optString(o[f], join(path, f));
+    if (s !== undefined) out[f] = s;
+  }
+  if (out.role !== undefined && out.apiKey !== undefined) r.fail(path, 'role and apiKey are mutually exclusive');
+  if (out.topic !== undefined && (out.topic.length > 255 || !/^[a-zA-Z0-9._-]+$/.test(out.topic))) {
+    r.fail(join(path, 'topic'), `"${out.topic}" is not a valid Kafka topic name`);
+  }
+  return out;
+}
+
+function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
+  const o = r.object(v, path, ['matchName', 'matchPattern']);
+  const matchName = r.optString(o.matchName, join(path, 'matchName'));
+  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
+  if ((matchName === undefined) === (matchPattern === undefined)) r.fail(path, 'exactly one of matchName or matchPattern is required');
+  if (matchName !== undefined && !/^[-a-zA-Z0-9_.]+$/.test(matchName)) r.fail(join(path, 'matchName'), `"${matchName}" is not a valid DNS name`);
+  if (matchPattern !== undefined && !/^[-a-zA-Z0-9_.*]+$/.test(matchPattern)) r.fail(join(path, 'matchPattern'), `"${matchPattern}" is not a valid DNS pattern`);
+  return matchName !== undefined ? { matchName } : { matchPattern: matchPattern as string };
+}
+
+function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
+  const o = r.object(v, path, ['fields']);
+  const fields = r.array(o.fields, join(path, 'fields'));
+  return fields.map((f, i) => {
+    const fpath = at(join(path, 'fields'), i);
+    const fo = r.object(f, fpath, ['type', 'family']);
+    const family = absent(fo.family) ? 'IPv4' : r.oneOf(fo.family, join(fpath, 'family'), ['IPv4', 'IPv6'] as const);
+    const protocol: FlowProtocol = family === 'IPv4' ? 'ICMP' : 'ICMPv6';
+    let type: number;
+    if (typeof fo.type === 'string' && !/^\d+$/.test(fo.type)) {
+      const table = family === 'IPv4' ? ICMPV4_TYPES : ICMPV6_TYPES;
+      const t = table[fo.type];
+      if (t === undefined) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ${family} ICMP type name`);
+      type = t;
+    } else {
+      type = r.intInRange(typeof fo.type === 'string' ? Number(fo.type) : fo.type, join(fpath, 'type'), 0, 255);
+    }
+    return { l4: { kind: 'range', protocol, from: type, to: type } };
+  });
+}

@@ -1,0 +1,83 @@
+import { Cidr, cidrContainsCidr, parseCidr } from '../model/cidr.js';
+import { parseLabelKey, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
+import { matchLabelRequirement, Selector, andSelector } from '../model/selector.js';
+import type { Peer, PolicyRef } from '../model/rules.js';
+import { at, join, Reader } from './reader.js';
+
+export const METADATA_FIELDS = [
+  'name',
+  'namespace',
+  'labels',
+  'annotations',
+  'uid',
+  'resourceVersion',
+  'generation',
+  'creationTimestamp',
+  'deletionTimestamp',
+  'deletionGracePeriodSeconds',
+  'generateName',
+  'finalizers',
+  'managedFields',
+  'ownerReferences',
+  'selfLink',
+];
+
+const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export function checkNamespaceName(r: Reader, name: string, path: string): void {
+  if (name.length > 63 || !DNS_LABEL_RE.test(name)) r.fail(path, `"${name}" is not a valid namespace name (a DNS label)`);
+}
+
+export function checkObjectName(r: Reader, name: string, path: string): void {
+  if (name.length > 253 || !DNS_SUBDOMAIN_RE.test(name)) r.fail(path, `"${name}" is not a valid object name (a DNS subdomain)`);
+}
+
+/** Reads `metadata`: name required, namespace defaulting to `default` for namespaced kinds. */
+export function readMetadata(r: Reader, v: unknown, namespaced: boolean): { name: string; namespace?: string } {
+  const md = r.object(v, 'metadata', METADATA_FIELDS);
+  const name = r.nonEmptyString(md.name, 'metadata.name');
+  checkObjectName(r, name, 'metadata.name');
+  r.stringMap(md.labels, 'metadata.labels');
+  if (!namespaced) return { name };
+  const namespace = r.optString(md.namespace, 'metadata.namespace') ?? 'default';
+  checkNamespaceName(r, namespace, 'metadata.namespace');
+  return { name, namespace };
+}
+
+export function namespaceRequirement(namespace: string) {
+  return matchLabelRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY }, namespace);
+}
+
+/** A subject selector of a namespaced policy only ever selects pods of its namespace. */
+export function restrictToNamespace(sel: Selector, namespace: string | undefined): Selector {
+  return namespace === undefined ? sel : andSelector(sel, [namespaceRequirement(namespace)]);
+}
+
+export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boolean): Cidr {
+  const s = r.nonEmptyString(v, path);
+  if (requirePrefix && !s.includes('/')) r.fail(path, `"${s}" is not a CIDR (expected address/prefix-length)`);
+  try {
+    return parseCidr(s);
+  } catch (e) {
+    return r.fail(path, (e as Error).message);
+  }
+}
+
+/** A CIDR with exceptions; every exception must lie inside the CIDR (both APIs require it). */
+export function readCidrWithExcept(r: Reader, cidrV: unknown, exceptV: unknown, path: string, cidrField: string, exceptField: string): Peer {
+  const cidr = readCidr(r, cidrV, join(path, cidrField), true);
+  const except = (r.optArray(exceptV, join(path, exceptField)) ?? []).map((e, i) => {
+    const epath = at(join(path, exceptField), i);
+    const c = readCidr(r, e, epath, true);
+    if (!cidrContainsCidr(cidr, c)) r.fail(epath, `${c.text} is not within ${cidr.text}`);
+    return c;
+  });
+  return { kind: 'cidr', cidr, except };
+}
+
+export function refOf(kind: PolicyRef['kind'], md: { name: string; namespace?: string }): PolicyRef {
+  return md.namespace === undefined ? { kind, name: md.name } : { kind, namespace: md.namespace, name: md.name };
+}
+
+export { parseLabelKey };

@@ -1,0 +1,126 @@
+import { NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
+import { ALL_L4, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
+import { Direction, Enforcement, Peer, Policy, PolicyRule, PortClause } from '../model/rules.js';
+import { andSelector, existsRequirement, isWildcard, makeSelector, WILDCARD_SELECTOR } from '../model/selector.js';
+import { readCidrWithExcept, readMetadata, refOf, restrictToNamespace, namespaceRequirement } from './common.js';
+import { at, join, Reader } from './reader.js';
+import { parseLabelSelector, SelectorOptions } from './selector.js';
+
+const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
+const NAMESPACE_SELECTOR: SelectorOptions = {
+  defaultSource: SOURCE_K8S,
+  allowSourcePrefix: false,
+  mapKey: (k) => ({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k.key }),
+};
+
+const NP_PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
+
+/**
+ * Translates a `networking.k8s.io/v1` NetworkPolicy into flattened rules, the way Cilium does:
+ * pod selectors are scoped to the policy's namespace, namespace selectors match the namespace
+ * labels every pod identity carries, an empty `from`/`to` selects every peer (world included).
+ */
+export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Policy {
+  const md = readMetadata(r, doc.metadata, true);
+  const namespace = md.namespace as string;
+  const ref = refOf('NetworkPolicy', md);
+  const spec = r.object(doc.spec, 'spec', ['podSelector', 'policyTypes', 'ingress', 'egress']);
+  const subjectSel = spec.podSelector === undefined || spec.podSelector === null
+    ? WILDCARD_SELECTOR
+    : parseLabelSelector(r, spec.podSelector, 'spec.podSelector', POD_SELECTOR);
+  const subject = restrictToNamespace(subjectSel, namespace);
+
+  const ingress = r.optArray(spec.ingress, 'spec.ingress');
+  const egress = r.optArray(spec.egress, 'spec.egress');
+  const typesRaw = r.optArray(spec.policyTypes, 'spec.policyTypes');
+  let types: Direction[];
+  if (typesRaw === undefined || typesRaw.length === 0) {
+    // Kubernetes' defaulting: Ingress always, Egress when the policy has egress rules.
+    types = egress !== undefined && egress.length > 0 ? ['ingress', 'egress'] : ['ingress'];
+  } else {
+    types = [];
+    typesRaw.forEach((t, i) => {
+      const v = r.oneOf(t, at('spec.policyTypes', i), ['Ingress', 'Egress']);
+      const d: Direction = v === 'Ingress' ? 'ingress' : 'egress';
+      if (types.includes(d)) r.fail(at('spec.policyTypes', i), `duplicate value "${v}"`);
+      types.push(d);
+    });
+  }
+
+  const rules: PolicyRule[] = [];
+  const enforcements: Enforcement[] = [];
+  for (const direction of types) {
+    const field = direction === 'ingress' ? 'ingress' : 'egress';
+    const peerField = direction === 'ingress' ? 'from' : 'to';
+    enforcements.push({ origin: { policy: ref, path: 'spec.policyTypes' }, subject, direction });
+    const list = direction === 'ingress' ? ingress : egress;
+    (list ?? []).forEach((raw, i) => {
+      const path = at(`spec.${field}`, i);
+      const ro = r.object(raw, path, [peerField, 'ports']);
+      const peersRaw = r.optArray(ro[peerField], join(path, peerField));
+      const peers: Peer[] =
+        peersRaw === undefined || peersRaw.length === 0
+          ? [{ kind: 'selector', selector: WILDCARD_SELECTOR }]
+          : peersRaw.map((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace));
+      const portsRaw = r.optArray(ro.ports, join(path, 'ports'));
+      const ports: PortClause[] =
+        portsRaw === undefined || portsRaw.length === 0
+          ? [{ l4: ALL_L4 }]
+          : portsRaw.map((p, j) => ({ l4: parsePort(r, p, at(join(path, 'ports'), j)) }));
+      rules.push({ origin: { policy: ref, path }, subject, direction, verdict: 'allow', peers, ports });
+    });
+  }
+  // Rules of a direction missing from policyTypes are ignored (as Kubernetes does), but still validated.
+  for (const [field, list] of [['ingress', ingress], ['egress', egress]] as const) {
+    if (types.includes(field)) continue;
+    const peerField = field === 'ingress' ? 'from' : 'to';
+    (list ?? []).forEach((raw, i) => {
+      const path = at(`spec.${field}`, i);
+      const ro = r.object(raw, path, [peerField, 'ports']);
+      (r.optArray(ro[peerField], join(path, peerField)) ?? []).forEach((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace));
+      (r.optArray(ro.ports, join(path, 'ports')) ?? []).forEach((p, j) => parsePort(r, p, at(join(path, 'ports'), j)));
+    });
+  }
+  return { ref, rules, enforcements, manifest: doc };
+}
+
+function parsePeer(r: Reader, v: unknown, path: string, namespace: string): Peer {
+  const po = r.object(v, path, ['podSelector', 'namespaceSelector', 'ipBlock']);
+  const hasPod = po.podSelector !== undefined && po.podSelector !== null;
+  const hasNs = po.namespaceSelector !== undefined && po.namespaceSelector !== null;
+  if (po.ipBlock !== undefined && po.ipBlock !== null) {
+    if (hasPod || hasNs) r.fail(path, 'ipBlock may not be combined with podSelector or namespaceSelector');
+    const ib = r.object(po.ipBlock, join(path, 'ipBlock'), ['cidr', 'except']);
+    return readCidrWithExcept(r, ib.cidr, ib.except, join(path, 'ipBlock'), 'cidr', 'except');
+  }
+  if (!hasPod && !hasNs) r.fail(path, 'must specify podSelector, namespaceSelector or ipBlock');
+  let sel = hasPod ? parseLabelSelector(r, po.podSelector, join(path, 'podSelector'), POD_SELECTOR) : WILDCARD_SELECTOR;
+  if (!hasNs) return { kind: 'selector', selector: andSelector(sel, [namespaceRequirement(namespace)]) };
+  const nsSel = parseLabelSelector(r, po.namespaceSelector, join(path, 'namespaceSelector'), NAMESPACE_SELECTOR);
+  // An empty namespaceSelector means every namespace: every pod, but nothing outside the cluster.
+  sel = isWildcard(nsSel)
+    ? andSelector(sel, [existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY })])
+    : makeSelector([...sel.requirements, ...nsSel.requirements]);
+  return { kind: 'selector', selector: sel };
+}
+
+function parsePort(r: Reader, v: unknown, path: string): L4Match {
+  const po = r.object(v, path, ['protocol', 'port', 'endPort']);
+  const protocol: RuleProtocol = po.protocol === undefined || po.protocol === null ? 'TCP' : r.oneOf(po.protocol, join(path, 'protocol'), NP_PROTOCOLS);
+  const portV = po.port;
+  const endPortV = po.endPort;
+  if (portV === undefined || portV === null) {
+    if (endPortV !== undefined && endPortV !== null) r.fail(join(path, 'endPort'), 'may not be specified without port');
+    return { kind: 'range', protocol, from: 0, to: 0 };
+  }
+  if (typeof portV === 'string') {
+    if (!isValidPortName(portV)) r.fail(join(path, 'port'), `"${portV}" is not a valid port name (IANA_SVC_NAME: at most 15 lowercase letters, digits and "-", with a letter)`);
+    if (endPortV !== undefined && endPortV !== null) r.fail(join(path, 'endPort'), 'may not be specified when port is a named port');
+    return { kind: 'named', protocol, name: portV };
+  }
+  const port = r.intInRange(portV, join(path, 'port'), 1, MAX_PORT);
+  if (endPortV === undefined || endPortV === null) return { kind: 'range', protocol, from: port, to: port };
+  const endPort = r.intInRange(endPortV, join(path, 'endPort'), 1, MAX_PORT);
+  if (endPort < port) r.fail(join(path, 'endPort'), `${endPort} is below port ${port}`);
+  return { kind: 'range', protocol, from: port, to: endPort };
+}

@@ -1,0 +1,115 @@
+import { ManifestError } from './errors.js';
+
+/**
+ * Typed, path-tracking access to a parsed YAML/JSON document. Every accessor either returns a
+ * value of the asked type or throws a ManifestError naming the source and field path.
+ * YAML `null` (an empty value) counts as absent, as it does for kubectl.
+ */
+export class Reader {
+  constructor(readonly source: string) {}
+
+  fail(path: string, detail: string): never {
+    throw new ManifestError(this.source, path, detail);
+  }
+
+  /** An object whose keys must all be in `allowed`. */
+  object(v: unknown, path: string, allowed: readonly string[]): Record<string, unknown> {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(path, `expected an object, got ${describe(v)}`);
+    const rec = v as Record<string, unknown>;
+    for (const k of Object.keys(rec)) {
+      if (!allowed.includes(k)) this.fail(join(path, k), `unknown field (expected one of: ${allowed.join(', ')})`);
+    }
+    return rec;
+  }
+
+  optObject(v: unknown, path: string, allowed: readonly string[]): Record<string, unknown> | undefined {
+    return absent(v) ? undefined : this.object(v, path, allowed);
+  }
+
+  array(v: unknown, path: string): unknown[] {
+    if (!Array.isArray(v)) this.fail(path, `expected a list, got ${describe(v)}`);
+    return v;
+  }
+
+  optArray(v: unknown, path: string): unknown[] | undefined {
+    return absent(v) ? undefined : this.array(v, path);
+  }
+
+  string(v: unknown, path: string): string {
+    if (typeof v !== 'string') this.fail(path, `expected a string, got ${describe(v)}`);
+    return v;
+  }
+
+  optString(v: unknown, path: string): string | undefined {
+    return absent(v) ? undefined : this.string(v, path);
+  }
+
+  nonEmptyString(v: unknown, path: string): string {
+    const s = this.string(v, path);
+    if (s === '') this.fail(path, 'must not be empty');
+    return s;
+  }
+
+  boolean(v: unknown, path: string): boolean {
+    if (typeof v !== 'boolean') this.fail(path, `expected true or false, got ${describe(v)}`);
+    return v;
+  }
+
+  optBoolean(v: unknown, path: string): boolean | undefined {
+    return absent(v) ? undefined : this.boolean(v, path);
+  }
+
+  integer(v: unknown, path: string): number {
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(path, `expected an integer, got ${describe(v)}`);
+    return v;
+  }
+
+  /** An integer within [min, max], with "is below"/"is above" messages. */
+  intInRange(v: unknown, path: string, min: number, max: number): number {
+    const n = this.integer(v, path);
+    if (n < min) this.fail(path, `${n} is below ${min}`);
+    if (n > max) this.fail(path, `${n} is above ${max}`);
+    return n;
+  }
+
+  oneOf<T extends string>(v: unknown, path: string, allowed: readonly T[]): T {
+    const s = this.string(v, path);
+    if (!(allowed as readonly string[]).includes(s)) this.fail(path, `"${s}" is not one of: ${allowed.join(', ')}`);
+    return s as T;
+  }
+
+  /** A map of string to string (labels). */
+  stringMap(v: unknown, path: string): Record<string, string> {
+    if (absent(v)) return {};
+    if (typeof v !== 'object' || Array.isArray(v) || v === null) this.fail(path, `expected a map of strings, got ${describe(v)}`);
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+      // YAML reads `true`, `80` or an empty value unquoted; Kubernetes would reject those, we do too.
+      if (typeof val !== 'string') this.fail(join(path, k), `expected a string value, got ${describe(val)} (quote it)`);
+      out[k] = val;
+    }
+    return out;
+  }
+}
+
+export function absent(v: unknown): v is undefined | null {
+  return v === undefined || v === null;
+}
+
+export function join(path: string, key: string): string {
+  const k = /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? key : JSON.stringify(key);
+  if (path === '') return k;
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? `${path}.${key}` : `${path}[${k}]`;
+}
+
+export function at(path: string, i: number): string {
+  return `${path}[${i}]`;
+}
+
+function describe(v: unknown): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'an object';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  return `${typeof v} ${String(v)}`;
+}

@@ -1,0 +1,228 @@
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { IpAddress, parseIp } from '../model/cidr.js';
+import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, isValidPortName, MAX_PORT } from '../model/ports.js';
+import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
+import { checkNamespaceName, checkObjectName } from '../policy/common.js';
+import { ManifestError } from '../policy/errors.js';
+import { parseManifest } from '../policy/manifest.js';
+import { absent, at, join, Reader } from '../policy/reader.js';
+import { checkLabels } from '../policy/selector.js';
+
+export interface PodSpec {
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly ip?: IpAddress;
+  readonly serviceAccount: string;
+  readonly ports: readonly ContainerPort[];
+}
+
+/** One change to the cluster; `path` locates it in the scenario file for error messages. */
+export type Change = { readonly path: string } & (
+  | { readonly op: 'addNamespace'; readonly name: string; readonly labels: Readonly<Record<string, string>> }
+  | { readonly op: 'deleteNamespace'; readonly name: string }
+  | { readonly op: 'setNamespaceLabels'; readonly name: string; readonly labels: Readonly<Record<string, string>> }
+  | { readonly op: 'addPod'; readonly pod: PodSpec }
+  | { readonly op: 'deletePod'; readonly key: string }
+  | { readonly op: 'setPodLabels'; readonly key: string; readonly labels: Readonly<Record<string, string>> }
+  | { readonly op: 'addExternal'; readonly name: string; readonly ip: IpAddress }
+  | { readonly op: 'apply'; readonly policy: Policy }
+  | { readonly op: 'delete'; readonly ref: PolicyRef }
+);
+
+/** A probe: one flow, or (with `from`/`to` left out) every ordered pair of distinct pods. */
+export interface Probe {
+  readonly path: string;
+  readonly from?: string;
+  readonly to?: string;
+  readonly port: number;
+  readonly protocol: FlowProtocol;
+}
+
+/** For probe `probe`: the listed pairs get the opposite verdict of every other pair. */
+export interface Expectation {
+  readonly path: string;
+  readonly probe: number;
+  readonly listed: 'deny' | 'allow';
+  readonly pairs: readonly string[];
+}
+
+export interface Step {
+  readonly changes: readonly Change[];
+  readonly probes: readonly Probe[];
+  readonly expect: readonly Expectation[];
+}
+
+export interface Scenario {
+  readonly source: string;
+  readonly description?: string;
+  /** Namespaces, pods, externals and policies, as changes applied before step 0. */
+  readonly setup: readonly Change[];
+  readonly steps: readonly Step[];
+}
+
+const PROBE_PROTOCOLS = FLOW_PROTOCOLS;
+
+function readPodKey(r: Reader, v: unknown, path: string): { namespace: string; name: string; key: string } {
+  const s = r.nonEmptyString(v, path);
+  const parts = s.split('/');
+  if (parts.length !== 2 || parts[0] === '' || parts[1] === '') r.fail(path, `"${s}" is not namespace/name`);
+  const [namespace, name] = parts as [string, string];
+  checkNamespaceName(r, namespace, path);
+  checkObjectName(r, name, path);
+  return { namespace, name, key: s };
+}
+
+function readLabels(r: Reader, v: unknown, path: string): Record<string, string> {
+  const labels = r.stringMap(v, path);
+  checkLabels(r, labels, path);
+  return labels;
+}
+
+function readIp(r: Reader, v: unknown, path: string): IpAddress {
+  const s = r.nonEmptyString(v, path);
+  try {
+    return parseIp(s);
+  } catch (e) {
+    return r.fail(path, (e as Error).message);
+  }
+}
+
+function readNamespace(r: Reader, v: unknown, path: string): { name: string; labels: Record<string, string> } {
+  const o = r.object(v, path, ['name', 'labels']);
+  const name = r.nonEmptyString(o.name, join(path, 'name'));
+  checkNamespaceName(r, name, join(path, 'name'));
+  return { name, labels: readLabels(r, o.labels, join(path, 'labels')) };
+}
+
+function readPod(r: Reader, v: unknown, path: string): PodSpec {
+  const o = r.object(v, path, ['name', 'labels', 'ip', 'serviceAccount', 'ports']);
+  const { namespace, name } = readPodKey(r, o.name, join(path, 'name'));
+  const ports = (r.optArray(o.ports, join(path, 'ports')) ?? []).map((p, i): ContainerPort => {
+    const ppath = at(join(path, 'ports'), i);
+    const po = r.object(p, ppath, ['name', 'port', 'protocol']);
+    const pname = r.optString(po.name, join(ppath, 'name'));
+    if (pname !== undefined && !isValidPortName(pname)) r.fail(join(ppath, 'name'), `"${pname}" is not a valid port name (IANA_SVC_NAME)`);
+    const port = r.intInRange(po.port, join(ppath, 'port'), 1, MAX_PORT);
+    const protocol = absent(po.protocol) ? 'TCP' : r.oneOf(po.protocol, join(ppath, 'protocol'), ['TCP', 'UDP', 'SCTP'] as const);
+    return { ...(pname !== undefined ? { name: pname } : {}), port, protocol };
+  });
+  const serviceAccount = r.optString(o.serviceAccount, join(path, 'serviceAccount')) ?? 'default';
+  return {
+    namespace,
+    name,
+    labels: readLabels(r, o.labels, join(path, 'labels')),
+    ...(absent(o.ip) ? {} : { ip: readIp(r, o.ip, join(path, 'ip')) }),
+    serviceAccount,
+    ports,
+  };
+}
+
+function readPolicy(r: Reader, v: unknown, path: string): Policy {
+  return parseManifest(v, `${r.source}#${path}`);
+}
+
+function readChange(r: Reader, v: unknown, path: string): Change {
+  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal'];
+  const o = r.object(v, path, ops);
+  const keys = Object.keys(o);
+  if (keys.length !== 1) r.fail(path, `a change has exactly one of: ${ops.join(', ')}`);
+  const op = keys[0] as string;
+  const p = join(path, op);
+  switch (op) {
+    case 'apply':
+      return { path: p, op, policy: readPolicy(r, o.apply, p) };
+    case 'delete': {
+      const d = r.object(o.delete, p, ['kind', 'namespace', 'name']);
+      const kind = r.oneOf(d.kind, join(p, 'kind'), POLICY_KINDS) as PolicyKind;
+      const name = r.nonEmptyString(d.name, join(p, 'name'));
+      if (kind === 'CiliumClusterwideNetworkPolicy') return { path: p, op, ref: { kind, name } };
+      const namespace = r.optString(d.namespace, join(p, 'namespace')) ?? 'default';
+      return { path: p, op, ref: { kind, namespace, name } };
+    }
+    case 'addPod':
+      return { path: p, op, pod: readPod(r, o.addPod, p) };
+    case 'deletePod':
+      return { path: p, op, key: readPodKey(r, o.deletePod, p).key };
+    case 'setPodLabels': {
+      const s = r.object(o.setPodLabels, p, ['pod', 'labels']);
+      return { path: p, op, key: readPodKey(r, s.pod, join(p, 'pod')).key, labels: readLabels(r, s.labels, join(p, 'labels')) };
+    }
+    case 'addNamespace': {
+      const ns = readNamespace(r, o.addNamespace, p);
+      return { path: p, op, name: ns.name, labels: ns.labels };
+    }
+    case 'deleteNamespace':
+      return { path: p, op, name: r.nonEmptyString(o.deleteNamespace, p) };
+    case 'setNamespaceLabels': {
+      const s = r.object(o.setNamespaceLabels, p, ['namespace', 'labels']);
+      return { path: p, op, name: r.nonEmptyString(s.namespace, join(p, 'namespace')), labels: readLabels(r, s.labels, join(p, 'labels')) };
+    }
+    default: {
+      const e = r.object(o.addExternal, p, ['name', 'ip']);
+      return { path: p, op: 'addExternal', name: r.nonEmptyString(e.name, join(p, 'name')), ip: readIp(r, e.ip, join(p, 'ip')) };
+    }
+  }
+}
+
+function readProbe(r: Reader, v: unknown, path: string): Probe {
+  const o = r.object(v, path, ['from', 'to', 'port', 'protocol']);
+  const protocol = absent(o.protocol) ? 'TCP' : r.oneOf(o.protocol, join(path, 'protocol'), PROBE_PROTOCOLS);
+  const maxPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 255 : MAX_PORT;
+  const minPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 0 : 1;
+  const port = r.intInRange(o.port, join(path, 'port'), minPort, maxPort);
+  const from = r.optString(o.from, join(path, 'from'));
+  const to = r.optString(o.to, join(path, 'to'));
+  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}) };
+}
+
+function readExpectation(r: Reader, v: unknown, path: string, probeCount: number): Expectation {
+  const o = r.object(v, path, ['probe', 'deny', 'allow']);
+  const probe = absent(o.probe) ? 0 : r.intInRange(o.probe, join(path, 'probe'), 0, Math.max(0, probeCount - 1));
+  if (probeCount === 0) r.fail(path, 'the step has no probes to expect results of');
+  if (!absent(o.deny) && !absent(o.allow)) r.fail(path, 'give either deny or allow, not both');
+  const listed = absent(o.allow) ? 'deny' : 'allow';
+  const pairs = (r.optArray(o[listed], join(path, listed)) ?? []).map((x, i) => {
+    const s = r.nonEmptyString(x, at(join(path, listed), i));
+    if (!s.includes('->')) r.fail(at(join(path, listed), i), `"${s}" is not a from->to pair`);
+    return s.replace(/\s+/g, '');
+  });
+  return { path, probe, listed, pairs };
+}
+
+/** Parses a scenario file; every error names the file and the field path. */
+export function parseScenario(text: string, source: string): Scenario {
+  const r = new Reader(source);
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: true });
+  } catch (e) {
+    if (e instanceof YAMLParseError) throw new ManifestError(source, '', `invalid YAML: ${e.message}`);
+    throw e;
+  }
+  const o = r.object(doc, '', ['description', 'namespaces', 'pods', 'externals', 'policies', 'steps']);
+  const description = r.optString(o.description, 'description');
+  const setup: Change[] = [];
+  (r.optArray(o.namespaces, 'namespaces') ?? []).forEach((n, i) => {
+    const ns = readNamespace(r, n, at('namespaces', i));
+    setup.push({ path: at('namespaces', i), op: 'addNamespace', name: ns.name, labels: ns.labels });
+  });
+  (r.optArray(o.externals, 'externals') ?? []).forEach((e, i) => {
+    const path = at('externals', i);
+    const eo = r.object(e, path, ['name', 'ip']);
+    const name = r.nonEmptyString(eo.name, join(path, 'name'));
+    if (name.includes('/')) r.fail(join(path, 'name'), 'external names may not contain "/" (that is how pods are named)');
+    setup.push({ path, op: 'addExternal', name, ip: readIp(r, eo.ip, join(path, 'ip')) });
+  });
+  (r.optArray(o.pods, 'pods') ?? []).forEach((p, i) => setup.push({ path: at('pods', i), op: 'addPod', pod: readPod(r, p, at('pods', i)) }));
+  (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push({ path: at('policies', i), op: 'apply', policy: readPolicy(r, p, at('policies', i)) }));
+  const steps = (r.optArray(o.steps, 'steps') ?? []).map((s, i): Step => {
+    const path = at('steps', i);
+    const so = r.object(s, path, ['changes', 'probes', 'expect']);
+    const changes = (r.optArray(so.changes, join(path, 'changes')) ?? []).map((c, j) => readChange(r, c, at(join(path, 'changes'), j)));
+    const probes = (r.optArray(so.probes, join(path, 'probes')) ?? []).map((p, j) => readProbe(r, p, at(join(path, 'probes'), j)));
+    const expect = (r.optArray(so.expect, join(path, 'expect')) ?? []).map((e, j) => readExpectation(r, e, at(join(path, 'expect'), j), probes.length));
+    return { changes, probes, expect };
+  });
+  return { source, ...(description !== undefined ? { description } : {}), setup, steps };
+}

@@ -1,0 +1,158 @@
+import {
+  allocatePodIp,
+  ClusterChangeError,
+  ClusterState,
+  deleteNamespace,
+  deletePod,
+  deletePolicy,
+  EMPTY_CLUSTER,
+  namespaceWithDefaults,
+  Pod,
+  upsertExternal,
+  upsertNamespace,
+  upsertPod,
+  upsertPolicy,
+} from '../model/cluster.js';
+import type { Flow, FlowDecision } from '../naive/evaluator.js';
+import { ManifestError } from '../policy/errors.js';
+import type { Change, Probe, Scenario } from './format.js';
+
+/** Decides flows against a cluster state: the naive evaluator, or (later) the engine. */
+export type FlowDecider = (state: ClusterState, flow: Flow) => FlowDecision;
+
+export interface ProbeResult {
+  readonly step: number;
+  readonly probe: number;
+  readonly from: string;
+  readonly to: string;
+  readonly port: number;
+  readonly protocol: string;
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+  readonly decision: FlowDecision;
+}
+
+export interface Mismatch {
+  readonly step: number;
+  readonly probe: number;
+  readonly pair: string;
+  readonly expected: 'allow' | 'deny';
+  readonly actual: 'allow' | 'deny';
+}
+
+export interface StepRun {
+  readonly step: number;
+  readonly probes: readonly Probe[];
+  readonly results: readonly ProbeResult[];
+  readonly mismatches: readonly Mismatch[];
+}
+
+export interface ScenarioRun {
+  readonly scenario: Scenario;
+  readonly steps: readonly StepRun[];
+  readonly finalState: ClusterState;
+}
+
+/**
+ * Applies one change. Namespaces a pod refers to are created implicitly (with no labels) when the
+ * scenario does not declare them, so small scenarios stay small.
+ */
+export function applyChange(state: ClusterState, c: Change): ClusterState {
+  switch (c.op) {
+    case 'addNamespace':
+      return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
+    case 'deleteNamespace':
+      return deleteNamespace(state, c.name);
+    case 'setNamespaceLabels':
+      if (!state.namespaces.has(c.name)) throw new ClusterChangeError(`namespace "${c.name}" does not exist`);
+      return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
+    case 'addPod': {
+      let s = state;
+      if (!s.namespaces.has(c.pod.namespace)) s = upsertNamespace(s, namespaceWithDefaults(c.pod.namespace, {}));
+      const key = `${c.pod.namespace}/${c.pod.name}`;
+      const previous = s.pods.get(key);
+      const ip = c.pod.ip ?? previous?.ip ?? allocatePodIp(s);
+      const pod: Pod = { namespace: c.pod.namespace, name: c.pod.name, labels: c.pod.labels, ip, serviceAccount: c.pod.serviceAccount, ports: c.pod.ports };
+      return upsertPod(s, pod);
+    }
+    case 'deletePod':
+      return deletePod(state, c.key);
+    case 'setPodLabels': {
+      const pod = state.pods.get(c.key);
+      if (!pod) throw new ClusterChangeError(`pod "${c.key}" does not exist`);
+      return upsertPod(state, { ...pod, labels: c.labels });
+    }
+    case 'addExternal':
+      return upsertExternal(state, { name: c.name, ip: c.ip });
+    case 'apply':
+      return upsertPolicy(state, c.policy);
+    case 'delete':
+      return deletePolicy(state, c.ref);
+  }
+}
+
+function applyAll(state: ClusterState, changes: readonly Change[], source: string): ClusterState {
+  let s = state;
+  for (const c of changes) {
+    try {
+      s = applyChange(s, c);
+    } catch (e) {
+      if (e instanceof ClusterChangeError) throw new ManifestError(source, c.path, e.message);
+      throw e;
+    }
+  }
+  return s;
+}
+
+/** The flows a probe stands for, in a stable order (pods sorted by namespace/name). */
+export function expandProbe(state: ClusterState, probe: Probe, source: string): Flow[] {
+  const pods = [...state.pods.keys()].sort();
+  for (const [field, name] of [['from', probe.from], ['to', probe.to]] as const) {
+    if (name !== undefined && !state.pods.has(name) && !state.externals.has(name)) {
+      throw new ManifestError(source, `${probe.path}.${field}`, `no pod or external named "${name}"`);
+    }
+  }
+  const froms = probe.from !== undefined ? [probe.from] : pods;
+  const tos = probe.to !== undefined ? [probe.to] : pods;
+  const flows: Flow[] = [];
+  for (const from of froms) {
+    for (const to of tos) {
+      if (from === to) continue;
+      flows.push({ from, to, port: probe.port, protocol: probe.protocol });
+    }
+  }
+  return flows;
+}
+
+export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRun {
+  let state = applyAll(EMPTY_CLUSTER, scenario.setup, scenario.source);
+  const steps: StepRun[] = [];
+  scenario.steps.forEach((step, si) => {
+    state = applyAll(state, step.changes, scenario.source);
+    const results: ProbeResult[] = [];
+    step.probes.forEach((probe, pi) => {
+      for (const flow of expandProbe(state, probe, scenario.source)) {
+        const decision = decide(state, flow);
+        results.push({ step: si, probe: pi, ...flow, allowed: decision.allowed, proxied: decision.proxied, decision });
+      }
+    });
+    const mismatches: Mismatch[] = [];
+    for (const exp of step.expect) {
+      const ofProbe = results.filter((r) => r.probe === exp.probe);
+      const pairs = new Set(ofProbe.map((r) => `${r.from}->${r.to}`));
+      exp.pairs.forEach((p, i) => {
+        if (!pairs.has(p)) throw new ManifestError(scenario.source, `${exp.path}.${exp.listed}[${i}]`, `"${p}" is not a pair probe ${exp.probe} covers`);
+      });
+      const listed = new Set(exp.pairs);
+      const other = exp.listed === 'deny' ? 'allow' : 'deny';
+      for (const r of ofProbe) {
+        const pair = `${r.from}->${r.to}`;
+        const expected = listed.has(pair) ? exp.listed : other;
+        const actual = r.allowed ? 'allow' : 'deny';
+        if (expected !== actual) mismatches.push({ step: si, probe: exp.probe, pair, expected, actual });
+      }
+    }
+    steps.push({ step: si, probes: step.probes, results, mismatches });
+  });
+  return { scenario, steps, finalState: state };
+}

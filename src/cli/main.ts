@@ -87,7 +87,7 @@ function reach(opts: ReachOptions): number {
     }
   }
   if (!opts.json && files.length > 1) {
-    process.stdout.write(`${files.length} scenarios${exit === 0 ? ', all as expected' : ''}\n`);
+    process.stdout.write(`${files.length} scenarios, ${exit === 0 ? 'all as expected' : 'SOME NOT AS EXPECTED'}\n`);
   }
   return exit;
 }

@@ -1,9 +1,8 @@
-import { parseAllDocuments } from 'yaml';
 import type { Policy } from '../model/rules.js';
 import { parseCiliumPolicy } from './cilium.js';
-import { ManifestError } from './errors.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
 import { Reader } from './reader.js';
+import { loadYamlDocuments } from './yaml.js';
 
 const KINDS: Readonly<Record<string, string>> = {
   NetworkPolicy: 'networking.k8s.io/v1',
@@ -31,15 +30,10 @@ export function parseManifest(doc: unknown, source: string): Policy {
 
 /** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */
 export function parseManifestFile(text: string, fileName: string): Policy[] {
-  const docs = parseAllDocuments(text, { prettyErrors: true });
-  const docList = Array.isArray(docs) ? docs : [docs];
   const out: Policy[] = [];
-  docList.forEach((d, i) => {
-    const source = `${fileName}#${i + 1}`;
-    if (d.errors.length > 0) throw new ManifestError(source, '', `invalid YAML: ${d.errors[0]?.message ?? 'parse error'}`);
-    const value: unknown = d.toJS();
-    if (value === null || value === undefined) return;
+  for (const { source, value } of loadYamlDocuments(text, fileName)) {
+    if (value === null || value === undefined) continue;
     out.push(parseManifest(value, source));
-  });
+  }
   return out;
 }

@@ -1,12 +1,11 @@
-import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { IpAddress, parseIp } from '../model/cidr.js';
 import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, isValidPortName, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
-import { ManifestError } from '../policy/errors.js';
 import { parseManifest } from '../policy/manifest.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { checkLabels } from '../policy/selector.js';
+import { loadYaml } from '../policy/yaml.js';
 
 export interface PodSpec {
   readonly namespace: string;
@@ -193,13 +192,7 @@ function readExpectation(r: Reader, v: unknown, path: string, probeCount: number
 /** Parses a scenario file; every error names the file and the field path. */
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
-  let doc: unknown;
-  try {
-    doc = parseYaml(text, { prettyErrors: true });
-  } catch (e) {
-    if (e instanceof YAMLParseError) throw new ManifestError(source, '', `invalid YAML: ${e.message}`);
-    throw e;
-  }
+  const doc = loadYaml(text, source);
   const o = r.object(doc, '', ['description', 'namespaces', 'pods', 'externals', 'policies', 'steps']);
   const description = r.optString(o.description, 'description');
   const setup: Change[] = [];

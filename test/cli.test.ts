@@ -1,0 +1,94 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+// End to end through the built CLI (npm test builds dist/ first).
+const CLI = join(process.cwd(), 'dist/cli/main.js');
+function distill(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+function tmpFile(name: string, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'distill-'));
+  const f = join(dir, name);
+  writeFileSync(f, text);
+  return f;
+}
+
+describe('distill reach', () => {
+  it('--json prints one object per probe result with the contract fields', () => {
+    const r = distill('reach', '--scenario', 'fixtures/scenarios/k8s-e2e/default-deny-ingress-tcp.yaml', '--json');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(12);
+    expect(Object.keys(lines[0]!)).toEqual(['step', 'probe', 'from', 'to', 'port', 'protocol', 'allowed', 'proxied']);
+    expect(lines.find((l) => l.from === 'y/a' && l.to === 'x/b')).toMatchObject({ step: 0, probe: 0, port: 80, protocol: 'TCP', allowed: false, proxied: false });
+    expect(lines.find((l) => l.from === 'x/a' && l.to === 'y/b')).toMatchObject({ allowed: true });
+  });
+  it('prints a truth table without --json, and reports proxied flows', () => {
+    const r = distill('reach', '--scenario', 'fixtures/scenarios/cilium-docs/l7-http.yaml');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/default\/frontend\s+P/);
+    expect(r.stdout).toMatch(/default\/other\s+X/);
+  });
+  it('--explain names the rule that decided', () => {
+    const r = distill('reach', '--scenario', 'fixtures/scenarios/cilium-docs/deny.yaml', '--json', '--explain');
+    const line = r.stdout.split('\n').map((l) => JSON.parse(l || '{}') as { from?: string; to?: string; step?: number; explain?: { ingress?: { deniedBy: string[] } } })
+      .find((l) => l.step === 0 && l.from === 'world-a');
+    expect(line?.explain?.ingress?.deniedBy).toEqual(['CiliumNetworkPolicy/default/allow-all-but-world spec.ingressDeny[0]']);
+  });
+  it('exits 1 and says which pair differs when an expectation fails', () => {
+    const f = tmpFile('s.yaml', `
+pods: [{name: x/a, labels: {pod: a}}, {name: x/b, labels: {pod: b}}]
+policies:
+  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: deny, namespace: x}, spec: {podSelector: {}}}
+steps:
+  - probes: [{port: 80, protocol: TCP}]
+    expect: [{probe: 0, deny: ["x/a->x/b"]}]
+`);
+    const r = distill('reach', '--scenario', f);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('x/b->x/a: expected allow, got deny');
+  });
+  it('a bad manifest exits 2 with the precise error and no stack trace', () => {
+    const f = tmpFile('bad.yaml', `
+pods: [{name: x/a}]
+policies:
+  - apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: p, namespace: x}
+    spec:
+      endpointSelector: {}
+      ingress: [{toPorts: [{ports: [{port: "80", endPort: 70000}]}]}]
+steps: [{probes: [{port: 80}]}]
+`);
+    const r = distill('reach', '--scenario', f);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: ${f}#policies[0] spec.ingress[0].toPorts[0].ports[0].endPort: 70000 is above 65535\n`);
+  });
+  it('a probe naming an unknown pod exits 2', () => {
+    const f = tmpFile('s.yaml', 'pods: [{name: x/a}]\nsteps: [{probes: [{from: x/a, to: x/nope, port: 80}]}]\n');
+    const r = distill('reach', '--scenario', f);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('steps[0].probes[0].to: no pod or external named "x/nope"');
+    expect(r.stderr).not.toContain('    at ');
+  });
+  it('a missing file exits 2', () => {
+    const r = distill('reach', '--scenario', 'does-not-exist.yaml');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error: .*does-not-exist\.yaml/);
+  });
+});
+
+describe('distill validate', () => {
+  it('accepts valid multi-document files and rejects bad ones naming the document', () => {
+    const good = tmpFile('good.yaml', '---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x}\nspec: {podSelector: {}}\n---\n');
+    expect(distill('validate', good)).toMatchObject({ code: 0 });
+    const bad = tmpFile('bad.yaml', 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec: {podSelector: {}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b}\nspec: {podSelector: {}, egress: [{ports: [{protocol: ICMP}]}]}\n');
+    const r = distill('validate', bad);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: ${bad}#2 spec.egress[0].ports[0].protocol: "ICMP" is not one of: TCP, UDP, SCTP\n`);
+  });
+});

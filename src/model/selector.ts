@@ -1,4 +1,4 @@
-import { formatLabelKey, LabelKey, LabelSet, labelValues, SOURCE_ANY } from './labels.js';
+import { formatLabelKey, LabelKey, LabelSet, labelValues } from './labels.js';
 
 export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
 
@@ -93,4 +93,3 @@ export function isWildcard(sel: Selector): boolean {
   return sel.requirements.length === 0;
 }
 
-export { SOURCE_ANY };

@@ -1,5 +1,5 @@
 import { Cidr, cidrContainsCidr, parseCidr } from '../model/cidr.js';
-import { parseLabelKey, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
+import { POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { matchLabelRequirement, Selector, andSelector } from '../model/selector.js';
 import type { Peer, PolicyRef } from '../model/rules.js';
 import { at, join, Reader } from './reader.js';
@@ -80,4 +80,3 @@ export function refOf(kind: PolicyRef['kind'], md: { name: string; namespace?: s
   return md.namespace === undefined ? { kind, name: md.name } : { kind, namespace: md.namespace, name: md.name };
 }
 
-export { parseLabelKey };

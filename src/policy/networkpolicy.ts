@@ -1,9 +1,9 @@
 import { NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { ALL_L4, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
-import { Direction, Enforcement, Peer, Policy, PolicyRule, PortClause } from '../model/rules.js';
-import { andSelector, existsRequirement, isWildcard, makeSelector, WILDCARD_SELECTOR } from '../model/selector.js';
+import { Direction, Enforcement, Peer, Policy, PolicyRef, PolicyRule, PortClause } from '../model/rules.js';
+import { andSelector, existsRequirement, isWildcard, makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { readCidrWithExcept, readMetadata, refOf, restrictToNamespace, namespaceRequirement } from './common.js';
-import { at, join, Reader } from './reader.js';
+import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
@@ -25,9 +25,7 @@ export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Pol
   const namespace = md.namespace as string;
   const ref = refOf('NetworkPolicy', md);
   const spec = r.object(doc.spec, 'spec', ['podSelector', 'policyTypes', 'ingress', 'egress']);
-  const subjectSel = spec.podSelector === undefined || spec.podSelector === null
-    ? WILDCARD_SELECTOR
-    : parseLabelSelector(r, spec.podSelector, 'spec.podSelector', POD_SELECTOR);
+  const subjectSel = absent(spec.podSelector) ? WILDCARD_SELECTOR : parseLabelSelector(r, spec.podSelector, 'spec.podSelector', POD_SELECTOR);
   const subject = restrictToNamespace(subjectSel, namespace);
 
   const ingress = r.optArray(spec.ingress, 'spec.ingress');
@@ -49,39 +47,32 @@ export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Pol
 
   const rules: PolicyRule[] = [];
   const enforcements: Enforcement[] = [];
-  for (const direction of types) {
-    const field = direction === 'ingress' ? 'ingress' : 'egress';
-    const peerField = direction === 'ingress' ? 'from' : 'to';
+  for (const direction of ['ingress', 'egress'] as const) {
+    // Every rule is validated; rules of a direction missing from policyTypes are then ignored, as
+    // Kubernetes ignores them.
+    const parsed = parseRules(r, direction === 'ingress' ? ingress : egress, direction, ref, namespace, subject);
+    if (!types.includes(direction)) continue;
     enforcements.push({ origin: { policy: ref, path: 'spec.policyTypes' }, subject, direction });
-    const list = direction === 'ingress' ? ingress : egress;
-    (list ?? []).forEach((raw, i) => {
-      const path = at(`spec.${field}`, i);
-      const ro = r.object(raw, path, [peerField, 'ports']);
-      const peersRaw = r.optArray(ro[peerField], join(path, peerField));
-      const peers: Peer[] =
-        peersRaw === undefined || peersRaw.length === 0
-          ? [{ kind: 'selector', selector: WILDCARD_SELECTOR }]
-          : peersRaw.map((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace));
-      const portsRaw = r.optArray(ro.ports, join(path, 'ports'));
-      const ports: PortClause[] =
-        portsRaw === undefined || portsRaw.length === 0
-          ? [{ l4: ALL_L4 }]
-          : portsRaw.map((p, j) => ({ l4: parsePort(r, p, at(join(path, 'ports'), j)) }));
-      rules.push({ origin: { policy: ref, path }, subject, direction, verdict: 'allow', peers, ports });
-    });
-  }
-  // Rules of a direction missing from policyTypes are ignored (as Kubernetes does), but still validated.
-  for (const [field, list] of [['ingress', ingress], ['egress', egress]] as const) {
-    if (types.includes(field)) continue;
-    const peerField = field === 'ingress' ? 'from' : 'to';
-    (list ?? []).forEach((raw, i) => {
-      const path = at(`spec.${field}`, i);
-      const ro = r.object(raw, path, [peerField, 'ports']);
-      (r.optArray(ro[peerField], join(path, peerField)) ?? []).forEach((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace));
-      (r.optArray(ro.ports, join(path, 'ports')) ?? []).forEach((p, j) => parsePort(r, p, at(join(path, 'ports'), j)));
-    });
+    rules.push(...parsed);
   }
   return { ref, rules, enforcements, manifest: doc };
+}
+
+function parseRules(r: Reader, list: unknown[] | undefined, direction: Direction, ref: PolicyRef, namespace: string, subject: Selector): PolicyRule[] {
+  const peerField = direction === 'ingress' ? 'from' : 'to';
+  return (list ?? []).map((raw, i) => {
+    const path = at(`spec.${direction}`, i);
+    const ro = r.object(raw, path, [peerField, 'ports']);
+    const peersRaw = r.optArray(ro[peerField], join(path, peerField));
+    const peers: Peer[] =
+      peersRaw === undefined || peersRaw.length === 0
+        ? [{ kind: 'selector', selector: WILDCARD_SELECTOR }]
+        : peersRaw.map((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace));
+    const portsRaw = r.optArray(ro.ports, join(path, 'ports'));
+    const ports: PortClause[] =
+      portsRaw === undefined || portsRaw.length === 0 ? [{ l4: ALL_L4 }] : portsRaw.map((p, j) => ({ l4: parsePort(r, p, at(join(path, 'ports'), j)) }));
+    return { origin: { policy: ref, path }, subject, direction, verdict: 'allow', peers, ports };
+  });
 }
 
 function parsePeer(r: Reader, v: unknown, path: string, namespace: string): Peer {

@@ -1,0 +1,120 @@
+import type { Direction } from './rules.js';
+import type { IdentityId } from './identity.js';
+
+/**
+ * The per-endpoint policy map, as Cilium lays it out in its BPF LPM trie. A key is
+ * (identity, direction, protocol, destination port) where the LPM prefix always covers identity
+ * and direction, then the protocol (unless it is the wildcard 0), then `portPrefixLen` bits of the
+ * port. A port range therefore becomes a few masked-port keys.
+ */
+export interface PolicyKey {
+  /** 0 = any identity. */
+  readonly identity: IdentityId;
+  readonly direction: Direction;
+  /** IANA protocol number; 0 = any protocol (then port and portPrefixLen are 0 too). */
+  readonly protocol: number;
+  /** Destination port (ICMP: the type); the low 16 - portPrefixLen bits are zero. */
+  readonly port: number;
+  /** 0..16: how many leading bits of `port` must match. */
+  readonly portPrefixLen: number;
+}
+
+export interface PolicyEntry {
+  readonly deny: boolean;
+  /** Non-zero: redirect matching traffic to the L7 proxy listening on this port. */
+  readonly proxyPort: number;
+  /** Higher wins. See `precedence`. */
+  readonly precedence: number;
+}
+
+/** Precedence at one policy level (no tiers): deny > redirect > plain allow. */
+export const PRECEDENCE_DENY = 255;
+export const PRECEDENCE_REDIRECT = 2;
+export const PRECEDENCE_ALLOW = 1;
+
+/**
+ * Cilium's precedence: the upper 24 bits are the inverted rule priority (one level here), the
+ * lower 8 bits order verdicts: 255 deny, 255 - p for a redirect with listener priority p
+ * (lower p wins), 2 for a redirect without one, 1 for an allow.
+ */
+export function precedence(verdict: 'deny' | 'allow' | 'redirect', listenerPriority?: number): number {
+  if (verdict === 'deny') return PRECEDENCE_DENY;
+  if (verdict === 'allow') return PRECEDENCE_ALLOW;
+  if (listenerPriority === undefined) return PRECEDENCE_REDIRECT;
+  if (!Number.isInteger(listenerPriority) || listenerPriority < 1 || listenerPriority > 252) {
+    throw new RangeError(`listener priority ${listenerPriority} is outside 1..252`);
+  }
+  return 255 - listenerPriority;
+}
+
+export function policyKeyString(k: PolicyKey): string {
+  return `${k.identity}/${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
+}
+
+export function wildcardKey(identity: IdentityId, direction: Direction): PolicyKey {
+  return { identity, direction, protocol: 0, port: 0, portPrefixLen: 0 };
+}
+
+export interface MaskedPort {
+  readonly port: number;
+  readonly prefixLen: number;
+}
+
+/**
+ * The fewest masked ports (value + prefix length over 16 bits) whose union is exactly
+ * [from, to]: the classic range-to-prefix split, at most 30 prefixes. [0, 65535] is one
+ * prefix of length 0.
+ */
+export function portRangeToPrefixes(from: number, to: number): MaskedPort[] {
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > 0xffff || from > to) {
+    throw new RangeError(`invalid port range ${from}-${to}`);
+  }
+  const out: MaskedPort[] = [];
+  let start = from;
+  while (start <= to) {
+    // Largest aligned block starting at `start` that stays within the range.
+    let size = start === 0 ? 0x10000 : start & -start;
+    while (start + size - 1 > to) size >>= 1;
+    out.push({ port: start, prefixLen: 16 - Math.log2(size) });
+    start += size;
+  }
+  return out;
+}
+
+/** Prefix length of a key below identity+direction: protocol bits, then port bits. */
+function prefixBits(key: PolicyKey): number {
+  return key.protocol === 0 ? 0 : 8 + key.portPrefixLen;
+}
+
+export interface LookupResult {
+  readonly key: PolicyKey;
+  readonly entry: PolicyEntry;
+}
+
+/** The LPM trie lookup for one identity: the longest-prefix key that covers the packet. */
+function longestMatch(state: ReadonlyMap<string, LookupResult>, identity: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
+  // A trie returns one longest match; probing the candidate prefixes from longest to shortest
+  // gives the same answer with plain map lookups.
+  for (let len = 16; len >= 0; len--) {
+    const shift = 16 - len;
+    const masked = len === 0 ? 0 : (port >> shift) << shift;
+    const hit = state.get(policyKeyString({ identity, direction, protocol, port: masked, portPrefixLen: len }));
+    if (hit) return hit;
+  }
+  return state.get(policyKeyString(wildcardKey(identity, direction)));
+}
+
+/**
+ * The datapath's decision, as the kernel program makes it: an LPM lookup with the peer's
+ * identity and one with identity 0; the higher precedence wins, then the longer port prefix,
+ * then the identity-specific entry. No match: the packet is dropped (default deny).
+ */
+export function datapathLookup(state: ReadonlyMap<string, LookupResult>, identity: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
+  const specific = longestMatch(state, identity, direction, protocol, port);
+  const any = identity === 0 ? undefined : longestMatch(state, 0, direction, protocol, port);
+  if (!specific) return any;
+  if (!any) return specific;
+  if (specific.entry.precedence !== any.entry.precedence) return specific.entry.precedence > any.entry.precedence ? specific : any;
+  if (prefixBits(specific.key) !== prefixBits(any.key)) return prefixBits(specific.key) > prefixBits(any.key) ? specific : any;
+  return specific;
+}

@@ -111,10 +111,10 @@ function longestMatch(state: ReadonlyMap<string, LookupResult>, identity: Identi
  */
 export function datapathLookup(state: ReadonlyMap<string, LookupResult>, identity: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
   const specific = longestMatch(state, identity, direction, protocol, port);
-  const any = identity === 0 ? undefined : longestMatch(state, 0, direction, protocol, port);
-  if (!specific) return any;
-  if (!any) return specific;
-  if (specific.entry.precedence !== any.entry.precedence) return specific.entry.precedence > any.entry.precedence ? specific : any;
-  if (prefixBits(specific.key) !== prefixBits(any.key)) return prefixBits(specific.key) > prefixBits(any.key) ? specific : any;
+  const wildcard = identity === 0 ? undefined : longestMatch(state, 0, direction, protocol, port);
+  if (!specific) return wildcard;
+  if (!wildcard) return specific;
+  if (specific.entry.precedence !== wildcard.entry.precedence) return specific.entry.precedence > wildcard.entry.precedence ? specific : wildcard;
+  if (prefixBits(specific.key) !== prefixBits(wildcard.key)) return prefixBits(specific.key) > prefixBits(wildcard.key) ? specific : wildcard;
   return specific;
 }

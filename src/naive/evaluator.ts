@@ -1,6 +1,6 @@
 import { cidrContainsIp } from '../model/cidr.js';
 import { ClusterState, External, Pod, podLabels } from '../model/cluster.js';
-import { LabelSet, makeLabelSet, reservedLabel } from '../model/labels.js';
+import { LabelSet, labelSetKey, makeLabelSet, reservedLabel } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import type { Direction, Peer, PolicyRule, RuleOrigin } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
@@ -74,6 +74,18 @@ function ruleMatches(rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtoco
   return { matches: clauses.length > 0, l7: clauses.some((c) => c.l7 !== undefined) };
 }
 
+/**
+ * The container ports a named port on egress resolves against: those of every pod sharing the
+ * destination pod's identity (its identity labels), since the policy map can only key on identity.
+ */
+function identityPorts(state: ClusterState, peer: FlowEndpoint): ContainerPort[] {
+  if (peer.kind !== 'pod') return [];
+  const key = labelSetKey(peer.labels);
+  const out: ContainerPort[] = [];
+  for (const p of state.pods.values()) if (labelSetKey(podLabels(state, p)) === key) out.push(...p.ports);
+  return out;
+}
+
 export function decideDirection(
   state: ClusterState,
   subject: FlowEndpoint & { kind: 'pod' },
@@ -82,7 +94,7 @@ export function decideDirection(
   protocol: FlowProtocol,
   port: number,
 ): DirectionDecision {
-  const destPorts: readonly ContainerPort[] = direction === 'ingress' ? subject.pod.ports : peer.kind === 'pod' ? peer.pod.ports : [];
+  const destPorts: readonly ContainerPort[] = direction === 'ingress' ? subject.pod.ports : identityPorts(state, peer);
   const enforcedBy: RuleOrigin[] = [];
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];

@@ -1,0 +1,74 @@
+import type { ClusterState } from '../model/cluster.js';
+import type { IdentityId } from '../model/identity.js';
+import { PROTOCOL_NUMBER } from '../model/ports.js';
+import type { Direction, RuleOrigin } from '../model/rules.js';
+import { DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../naive/evaluator.js';
+import type { Engine } from './engine.js';
+import { ALL_LOCAL, clusterEvents, LocalityRule } from './sync.js';
+
+function peerIdentity(engine: Engine, ep: FlowEndpoint): IdentityId {
+  if (ep.kind === 'pod') {
+    const id = engine.identityOfPod(ep.name);
+    if (id === undefined) throw new Error(`engine does not know pod ${ep.name}`);
+    return id;
+  }
+  return engine.identityOfIp(ep.external.ip);
+}
+
+/** One side of a flow, decided by the datapath lookup in the endpoint's policy map. */
+function decideSide(engine: Engine, endpoint: string, direction: Direction, peer: IdentityId, flow: Flow): DirectionDecision {
+  const hit = engine.lookup(endpoint, peer, direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
+  const allowed = hit !== undefined && !hit.entry.deny;
+  const proxied = allowed && hit.entry.proxyPort !== 0;
+  const allowedBy: RuleOrigin[] = [];
+  const deniedBy: RuleOrigin[] = [];
+  const redirectedBy: RuleOrigin[] = [];
+  if (hit) {
+    for (const c of engine.contributors(endpoint, hit.key)) {
+      if (c.origin === null || c.entry.precedence !== hit.entry.precedence) continue;
+      if (c.entry.deny) deniedBy.push(c.origin);
+      else allowedBy.push(c.origin);
+      if (c.entry.proxyPort !== 0) redirectedBy.push(c.origin);
+    }
+  }
+  return { direction, enforcedBy: engine.enforcedBy(endpoint, direction), allowedBy, deniedBy, redirectedBy, allowed, proxied };
+}
+
+/**
+ * Decides a flow the way the kernel would: the source's egress map and the destination's ingress
+ * map, each with the peer's identity. The reasons are the rules behind the winning entry.
+ */
+export function engineDecision(engine: Engine, state: ClusterState, flow: Flow): FlowDecision {
+  const src = resolveEndpoint(state, flow.from);
+  const dst = resolveEndpoint(state, flow.to);
+  const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow) : undefined;
+  const ingress = dst.kind === 'pod' ? decideSide(engine, dst.name, 'ingress', peerIdentity(engine, src), flow) : undefined;
+  const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
+  const proxied = allowed && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
+  return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
+}
+
+/**
+ * A scenario flow decider backed by an engine: each time the scenario's cluster state changes,
+ * the difference is fed to the engine as events, then flows are answered from its map states.
+ */
+export class EngineDecider {
+  private last: ClusterState = { namespaces: new Map(), pods: new Map(), externals: new Map(), policies: new Map() };
+
+  constructor(
+    readonly engine: Engine,
+    private readonly isLocal: LocalityRule = ALL_LOCAL,
+  ) {}
+
+  sync(state: ClusterState): void {
+    if (state === this.last) return;
+    const events = clusterEvents(this.last, state, this.isLocal);
+    if (events.length > 0) this.engine.apply(events);
+    this.last = state;
+  }
+
+  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+    this.sync(state);
+    return engineDecision(this.engine, state, flow);
+  };
+}

@@ -1,0 +1,883 @@
+import { Cidr, cidrContainsIp, IpAddress, IpFamily } from '../model/cidr.js';
+import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
+import { IdentityAllocator, IdentityId, podIdentityLabels, RESERVED_IDENTITIES } from '../model/identity.js';
+import { LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
+import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } from '../model/mapstate.js';
+import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
+import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin } from '../model/rules.js';
+import { ChangeSet, EngineError, EngineEvent, MapDelta, MapSnapshot } from './events.js';
+import { EntryChange, MapState } from './map-state.js';
+import {
+  ALLOW_ENTRY,
+  clauseEntry,
+  compilePolicy,
+  EnforcementUnit,
+  fixedProxyPorts,
+  NamedPortResolver,
+  portKeys,
+  ProxyPorts,
+  resolveNamedIn,
+  RuleUnit,
+} from './rule-units.js';
+import { CachedSelector, SelectableIdentity, SelectionListener, SelectorCache } from './selector-cache.js';
+import { diffStats, EngineStats, emptyStats } from './stats.js';
+
+/** One allocated identity and what the engine knows about it. */
+interface IdentityRecord extends SelectableIdentity {
+  readonly labels: LabelSet;
+  /** Pods and CIDR selectors holding it; reserved identities are never released. */
+  refs: number;
+  /** `name` → `protocol/port` → how many of its pods expose that named port. */
+  readonly namedPorts: Map<string, Map<string, number>>;
+}
+
+/** A local identity's resolved policy, shared by every endpoint with that identity. */
+interface LocalIdentity {
+  readonly record: IdentityRecord;
+  /** The rules whose subject selects it. */
+  readonly units: Set<ActiveUnit>;
+  /** How many enforcement units make each direction default-deny. */
+  readonly enforcing: Record<Direction, Set<ActiveEnforcement>>;
+  /** Map states, one per distinct container-port set of its endpoints (ingress named ports). */
+  readonly groups: Map<string, Group>;
+}
+
+/** A map state shared by the endpoints with the same identity and the same container ports. */
+interface Group {
+  readonly key: string;
+  readonly local: LocalIdentity;
+  readonly ports: readonly ContainerPort[];
+  readonly resolveNamed: NamedPortResolver;
+  readonly state: MapState;
+  readonly endpoints: Set<string>;
+}
+
+interface PodRecord {
+  readonly pod: Pod;
+  readonly local: boolean;
+  readonly identity: IdentityRecord;
+  group: Group | null;
+}
+
+interface ActiveUnit {
+  readonly unit: RuleUnit;
+  subject: CachedSelector | null;
+  /** Some local identity is selected: peers are registered and targets kept current. */
+  active: boolean;
+  peers: CachedSelector[];
+  /** Peer identities and how many of this unit's peer selectors select each. */
+  readonly targets: Map<IdentityId, number>;
+  /** CIDR identities this unit keeps allocated. */
+  cidrRefs: IdentityRecord[];
+  readonly subjectListener: SelectionListener;
+  readonly peerListener: SelectionListener;
+}
+
+interface ActiveEnforcement {
+  readonly unit: EnforcementUnit;
+  subject: CachedSelector | null;
+  readonly listener: SelectionListener;
+}
+
+interface PolicyRecord {
+  readonly policy: Policy;
+  readonly units: Map<string, ActiveUnit>;
+  readonly enforcements: Map<string, ActiveEnforcement>;
+}
+
+export interface EngineOptions {
+  readonly proxyPorts?: ProxyPorts;
+}
+
+const DEFAULT_ALLOW_SOURCE = 'default-allow';
+
+function portsSignature(ports: readonly ContainerPort[]): string {
+  return ports
+    .map((p) => `${p.name ?? ''}:${p.port}/${p.protocol}`)
+    .sort()
+    .join(',');
+}
+
+function worldLabels(family: IpFamily): LabelSet {
+  return makeLabelSet([reservedLabel('world'), reservedLabel(family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
+}
+
+/**
+ * The incremental policy engine. Events flow through:
+ * model (namespaces, pods, policies) → identities → selector caches → per-identity policy
+ * (rule units selecting each local identity) → map states (one per identity and port set, shared
+ * by its endpoints) → deltas per endpoint.
+ *
+ * `apply` is a transaction: the batch is validated against the model first (nothing changes if
+ * any event is bad), then applied. Identities whose last user left are released at the end of
+ * the transaction, so a pod deleted and re-created in one batch keeps its identity and yields no
+ * deltas.
+ */
+export class Engine {
+  private readonly statsCounters: EngineStats = emptyStats();
+  private readonly allocator = new IdentityAllocator();
+  private readonly proxy: ProxyPorts;
+  /** Every identity: pods (local and remote), reserved, CIDR. Peer selectors select from these. */
+  private readonly peerCache = new SelectorCache(this.statsCounters);
+  /** Local identities only. Rule subjects select from these. */
+  private readonly subjectCache = new SelectorCache(this.statsCounters);
+
+  private readonly identitiesByKey = new Map<string, IdentityRecord>();
+  private readonly identitiesById = new Map<IdentityId, IdentityRecord>();
+  private readonly locals = new Map<IdentityId, LocalIdentity>();
+  private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
+  private readonly pods = new Map<string, PodRecord>();
+  private readonly podsByNamespace = new Map<string, Set<string>>();
+  private readonly podsByIp = new Map<string, string>();
+  private readonly policies = new Map<string, PolicyRecord>();
+  private readonly endpointGroups = new Map<string, Group>();
+  /** prefix length → network → CIDR identity, per family: the ipcache's LPM part. */
+  private readonly cidrIdentities: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>> = { ipv4: new Map(), ipv6: new Map() };
+  /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
+  private readonly namedEgressUnits = new Map<string, Set<ActiveUnit>>();
+
+  // Transaction bookkeeping.
+  private readonly pendingRelease = new Set<IdentityRecord>();
+  private readonly dirtyGroups = new Set<Group>();
+  /** Endpoints whose group changed in this transaction → their group before it (null: none). */
+  private readonly movedEndpoints = new Map<string, Group | null>();
+  private readonly worldIpv4: IdentityRecord;
+  private readonly worldIpv6: IdentityRecord;
+
+  constructor(options: EngineOptions = {}) {
+    this.proxy = options.proxyPorts ?? fixedProxyPorts();
+    for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
+      const labels = makeLabelSet([reservedLabel(name)]);
+      const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
+      const rec: IdentityRecord = { id, labels, matchLabels, refs: Infinity, namedPorts: new Map() };
+      this.identitiesByKey.set(labelSetKey(labels), rec);
+      this.identitiesById.set(id, rec);
+      this.peerCache.addIdentity(rec);
+    }
+    this.worldIpv4 = this.identitiesById.get(RESERVED_IDENTITIES['world-ipv4']) as IdentityRecord;
+    this.worldIpv6 = this.identitiesById.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Applies a batch of events as one transaction and returns the map deltas it causes. */
+  apply(events: readonly EngineEvent[]): ChangeSet {
+    this.validate(events);
+    const before = { ...this.statsCounters };
+    for (const e of events) this.applyEvent(e);
+    const result = this.commit();
+    this.statsCounters.transactions++;
+    this.statsCounters.events += events.length;
+    this.statsCounters.deltas += result.deltas.length;
+    return { ...result, work: diffStats(this.statsCounters, before) };
+  }
+
+  stats(): EngineStats {
+    return { ...this.statsCounters };
+  }
+
+  /** Local endpoints (pod keys `namespace/name`), sorted. */
+  endpoints(): string[] {
+    return [...this.endpointGroups.keys()].sort();
+  }
+
+  /** An endpoint's policy map as the kernel would hold it. */
+  mapState(endpoint: string): MapSnapshot {
+    const g = this.endpointGroups.get(endpoint);
+    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    return g.state.entries;
+  }
+
+  /** The identity of a pod (local or remote). */
+  identityOfPod(key: string): IdentityId | undefined {
+    return this.pods.get(key)?.identity.id;
+  }
+
+  /** The ipcache lookup: pod IPs exactly, then the longest CIDR identity prefix, then world. */
+  identityOfIp(ip: IpAddress): IdentityId {
+    const podKeyOfIp = this.podsByIp.get(ip.text);
+    const pod = podKeyOfIp === undefined ? undefined : this.pods.get(podKeyOfIp);
+    if (pod) return pod.identity.id;
+    const byLen = this.cidrIdentities[ip.family];
+    const bits = ip.family === 'ipv4' ? 32 : 128;
+    for (let len = bits; len >= 0; len--) {
+      const m = byLen.get(len);
+      if (!m) continue;
+      const network = len === 0 ? 0n : (ip.value >> BigInt(bits - len)) << BigInt(bits - len);
+      const rec = m.get(network);
+      if (rec && rec.cidr && cidrContainsIp(rec.cidr, ip)) return rec.id;
+    }
+    return ip.family === 'ipv4' ? this.worldIpv4.id : this.worldIpv6.id;
+  }
+
+  identityLabels(id: IdentityId): LabelSet | undefined {
+    return this.identitiesById.get(id)?.labels;
+  }
+
+  /** Every identity currently allocated, reserved ones included. */
+  identities(): IdentityId[] {
+    return [...this.identitiesById.keys()].sort((a, b) => a - b);
+  }
+
+  /** The datapath's verdict for traffic between `endpoint` and a peer identity. */
+  lookup(endpoint: string, peer: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
+    return datapathLookup(this.mapState(endpoint), peer, direction, protocol, port);
+  }
+
+  /** Why an entry is in an endpoint's map: the rules contributing its key. */
+  contributors(endpoint: string, key: PolicyKey): { origin: RuleOrigin | null; entry: PolicyEntry }[] {
+    const g = this.endpointGroups.get(endpoint);
+    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    return g.state.contributions(key).map((c) => ({ origin: this.originOfSource(c.source), entry: c.entry }));
+  }
+
+  /** The policies that make `direction` of the endpoint default-deny. */
+  enforcedBy(endpoint: string, direction: Direction): RuleOrigin[] {
+    const g = this.endpointGroups.get(endpoint);
+    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    return [...g.local.enforcing[direction]].map((e) => e.unit.origin);
+  }
+
+  /** The resolved per-identity policy of an endpoint: each rule selecting it, with its peers. */
+  policyOf(endpoint: string): { direction: Direction; verdict: string; origin: RuleOrigin; peers: IdentityId[]; anyPeer: boolean; l7: boolean }[] {
+    const g = this.endpointGroups.get(endpoint);
+    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    return [...g.local.units].map((a) => ({
+      direction: a.unit.direction,
+      verdict: a.unit.verdict,
+      origin: a.unit.origin,
+      peers: [...a.targets.keys()].sort((x, y) => x - y),
+      anyPeer: a.unit.anyPeer,
+      l7: a.unit.clauses.some((c) => c.l7 !== undefined),
+    }));
+  }
+
+  /** Sizes, for tests and benchmarks. */
+  sizes(): { identities: number; localIdentities: number; selectors: number; subjectSelectors: number; mapStates: number; endpoints: number } {
+    let mapStates = 0;
+    for (const l of this.locals.values()) mapStates += l.groups.size;
+    return {
+      identities: this.identitiesById.size,
+      localIdentities: this.locals.size,
+      selectors: this.peerCache.selectorCount,
+      subjectSelectors: this.subjectCache.selectorCount,
+      mapStates,
+      endpoints: this.endpointGroups.size,
+    };
+  }
+
+  private originOfSource(source: string): RuleOrigin | null {
+    if (source === DEFAULT_ALLOW_SOURCE) return null;
+    for (const rec of this.policies.values()) {
+      const u = rec.units.get(source);
+      if (u) return u.unit.origin;
+    }
+    return null;
+  }
+
+  // ---------------------------------------------------------------- validation
+
+  /** Checks the whole batch against the model as it would evolve, without changing anything. */
+  private validate(events: readonly EngineEvent[]): void {
+    const nsExists = new Map<string, boolean>();
+    const podExists = new Map<string, boolean>();
+    const policyExists = new Map<string, boolean>();
+    const hasNs = (n: string): boolean => nsExists.get(n) ?? this.namespaces.has(n);
+    const hasPod = (k: string): boolean => podExists.get(k) ?? this.pods.has(k);
+    const hasPolicy = (k: string): boolean => policyExists.get(k) ?? this.policies.has(k);
+    events.forEach((e, i) => {
+      const fail = (detail: string): never => {
+        throw new EngineError(i, typeof e === 'object' && e !== null && 'type' in e ? String(e.type) : 'unknown', detail);
+      };
+      if (typeof e !== 'object' || e === null) fail('is not an event object');
+      switch (e.type) {
+        case 'upsertNamespace':
+          if (typeof e.name !== 'string' || e.name === '') fail('name must be a non-empty string');
+          checkStringMap(e.labels, 'labels', fail);
+          nsExists.set(e.name, true);
+          break;
+        case 'deleteNamespace':
+          if (!hasNs(e.name)) fail(`namespace "${e.name}" does not exist`);
+          nsExists.set(e.name, false);
+          for (const k of this.podsByNamespace.get(e.name) ?? []) podExists.set(k, false);
+          for (const k of podExists.keys()) if (k.startsWith(`${e.name}/`)) podExists.set(k, false);
+          for (const rec of this.policies.values()) if (rec.policy.ref.namespace === e.name) policyExists.set(policyRefKey(rec.policy.ref), false);
+          for (const k of policyExists.keys()) if (k.split('/').length === 3 && k.split('/')[1] === e.name) policyExists.set(k, false);
+          break;
+        case 'upsertPod':
+          checkPod(e.pod, fail);
+          podExists.set(podKey(e.pod), true);
+          break;
+        case 'deletePod': {
+          const k = `${e.namespace}/${e.name}`;
+          if (!hasPod(k)) fail(`pod "${k}" does not exist`);
+          podExists.set(k, false);
+          break;
+        }
+        case 'upsertPolicy':
+          if (typeof e.policy !== 'object' || e.policy === null || !Array.isArray(e.policy.rules)) fail('policy must be a parsed policy');
+          policyExists.set(policyRefKey(e.policy.ref), true);
+          break;
+        case 'deletePolicy': {
+          const k = policyRefKey(e.ref);
+          if (!hasPolicy(k)) fail(`policy ${k} does not exist`);
+          policyExists.set(k, false);
+          break;
+        }
+        default:
+          fail(`unknown event type "${String((e as { type: unknown }).type)}"`);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- events
+
+  private applyEvent(e: EngineEvent): void {
+    switch (e.type) {
+      case 'upsertNamespace':
+        return this.upsertNamespace(e.name, e.labels);
+      case 'deleteNamespace':
+        return this.deleteNamespace(e.name);
+      case 'upsertPod':
+        return this.upsertPod(e.pod, e.local ?? false);
+      case 'deletePod':
+        return this.deletePod(`${e.namespace}/${e.name}`);
+      case 'upsertPolicy':
+        return this.upsertPolicy(e.policy);
+      case 'deletePolicy':
+        return this.deletePolicy(policyRefKey(e.ref));
+    }
+  }
+
+  private namespaceLabels(ns: string): Readonly<Record<string, string>> {
+    return this.namespaces.get(ns) ?? { [NAMESPACE_NAME_LABEL]: ns };
+  }
+
+  private upsertNamespace(name: string, labels: Readonly<Record<string, string>>): void {
+    const next = namespaceWithDefaults(name, labels).labels;
+    const prev = this.namespaceLabels(name);
+    this.namespaces.set(name, next);
+    if (sameStringMap(prev, next)) return;
+    // Namespace labels are part of every pod identity in it: re-identify them.
+    for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
+      const rec = this.pods.get(k) as PodRecord;
+      this.removePod(k);
+      this.addPod(rec.pod, rec.local);
+    }
+  }
+
+  private deleteNamespace(name: string): void {
+    for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.removePod(k);
+    for (const [k, rec] of [...this.policies]) if (rec.policy.ref.namespace === name) this.deletePolicy(k);
+    this.namespaces.delete(name);
+  }
+
+  private upsertPod(pod: Pod, local: boolean): void {
+    const key = podKey(pod);
+    if (this.pods.has(key)) this.removePod(key);
+    this.addPod(pod, local);
+  }
+
+  private deletePod(key: string): void {
+    this.removePod(key);
+  }
+
+  private addPod(pod: Pod, local: boolean): void {
+    const key = podKey(pod);
+    const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const identity = this.acquireIdentity(labels, undefined, pod.ports);
+    const rec: PodRecord = { pod, local, identity, group: null };
+    this.pods.set(key, rec);
+    let inNs = this.podsByNamespace.get(pod.namespace);
+    if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
+    inNs.add(key);
+    this.podsByIp.set(pod.ip.text, key);
+    if (local) this.joinGroup(key, rec);
+  }
+
+  private removePod(key: string): void {
+    const rec = this.pods.get(key);
+    if (!rec) throw new Error(`internal: pod ${key} vanished`);
+    if (rec.group) this.leaveGroup(key, rec);
+    this.pods.delete(key);
+    const inNs = this.podsByNamespace.get(rec.pod.namespace);
+    inNs?.delete(key);
+    if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
+    if (this.podsByIp.get(rec.pod.ip.text) === key) this.podsByIp.delete(rec.pod.ip.text);
+    this.changeNamedPorts(rec.identity, rec.pod.ports, -1);
+    this.releaseIdentity(rec.identity);
+  }
+
+  // ---------------------------------------------------------------- identities
+
+  private acquireIdentity(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[]): IdentityRecord {
+    const key = labelSetKey(labels);
+    const existing = this.identitiesByKey.get(key);
+    if (existing) {
+      existing.refs++;
+      this.pendingRelease.delete(existing);
+      this.changeNamedPorts(existing, ports, +1);
+      return existing;
+    }
+    const { id } = this.allocator.acquire(labels, cidr ? 'local' : 'cluster');
+    const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
+    const rec: IdentityRecord = { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+    addNamedPorts(rec, ports, +1);
+    this.identitiesByKey.set(key, rec);
+    this.identitiesById.set(id, rec);
+    if (cidr) {
+      const byLen = this.cidrIdentities[cidr.family];
+      let m = byLen.get(cidr.prefixLength);
+      if (!m) byLen.set(cidr.prefixLength, (m = new Map()));
+      m.set(cidr.network, rec);
+    }
+    this.statsCounters.identitiesAllocated++;
+    this.peerCache.addIdentity(rec);
+    return rec;
+  }
+
+  private releaseIdentity(rec: IdentityRecord): void {
+    rec.refs--;
+    if (rec.refs === 0) this.pendingRelease.add(rec);
+  }
+
+  private freeIdentity(rec: IdentityRecord): void {
+    this.peerCache.removeIdentity(rec.id);
+    this.identitiesByKey.delete(labelSetKey(rec.labels));
+    this.identitiesById.delete(rec.id);
+    if (rec.cidr) {
+      const m = this.cidrIdentities[rec.cidr.family].get(rec.cidr.prefixLength);
+      m?.delete(rec.cidr.network);
+      if (m?.size === 0) this.cidrIdentities[rec.cidr.family].delete(rec.cidr.prefixLength);
+    }
+    this.allocator.release(rec.id);
+    this.statsCounters.identitiesReleased++;
+  }
+
+  private acquireCidrIdentity(cidr: Cidr): IdentityRecord {
+    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(cidr.family)]);
+    return this.acquireIdentity(labels, cidr, []);
+  }
+
+  /**
+   * A pod joining or leaving an identity may change the identity's named ports; egress rules on
+   * those names resolve against them, so their contributions for this identity are redone.
+   */
+  private changeNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
+    const changedNames = new Set<string>();
+    for (const p of ports) {
+      if (p.name === undefined) continue;
+      const count = rec.namedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
+      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) changedNames.add(p.name);
+    }
+    const affected: ActiveUnit[] = [];
+    for (const name of changedNames) {
+      for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(rec.id) && !affected.includes(a)) affected.push(a);
+    }
+    for (const a of affected) this.forEachGroupOf(a, (g) => this.contribute(a, rec.id, g, -1));
+    addNamedPorts(rec, ports, sign);
+    for (const a of affected) this.forEachGroupOf(a, (g) => this.contribute(a, rec.id, g, +1));
+  }
+
+  private resolveNamedEgress(peer: IdentityId): NamedPortResolver {
+    const rec = this.identitiesById.get(peer);
+    return (name, protocol) => {
+      const out: { protocol: (typeof FLOW_PROTOCOLS)[number]; port: number }[] = [];
+      for (const pp of rec?.namedPorts.get(name)?.keys() ?? []) {
+        const [proto, port] = pp.split('/') as [(typeof FLOW_PROTOCOLS)[number], string];
+        if (protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
+      }
+      return out;
+    };
+  }
+
+  // ---------------------------------------------------------------- groups (map states)
+
+  private joinGroup(key: string, rec: PodRecord): void {
+    this.noteMove(key);
+    let local = this.locals.get(rec.identity.id);
+    if (!local) local = this.addLocalIdentity(rec.identity);
+    const sig = portsSignature(rec.pod.ports);
+    let g = local.groups.get(sig);
+    if (!g) {
+      g = { key: `${rec.identity.id}|${sig}`, local, ports: rec.pod.ports, resolveNamed: resolveNamedIn(rec.pod.ports), state: new MapState(this.statsCounters), endpoints: new Set() };
+      local.groups.set(sig, g);
+      this.populateGroup(g);
+    }
+    g.endpoints.add(key);
+    rec.group = g;
+    this.endpointGroups.set(key, g);
+  }
+
+  private leaveGroup(key: string, rec: PodRecord): void {
+    const g = rec.group as Group;
+    this.noteMove(key);
+    g.endpoints.delete(key);
+    rec.group = null;
+    this.endpointGroups.delete(key);
+    if (g.endpoints.size > 0) return;
+    // Retired: its `entries` still hold the pre-transaction state, which the diff needs.
+    g.local.groups.delete(portsSignature(g.ports));
+    this.dirtyGroups.delete(g);
+    if (g.local.groups.size === 0) this.removeLocalIdentity(g.local);
+  }
+
+  private noteMove(endpoint: string): void {
+    if (!this.movedEndpoints.has(endpoint)) this.movedEndpoints.set(endpoint, this.endpointGroups.get(endpoint) ?? null);
+  }
+
+  private addLocalIdentity(record: IdentityRecord): LocalIdentity {
+    const local: LocalIdentity = { record, units: new Set(), enforcing: { ingress: new Set(), egress: new Set() }, groups: new Map() };
+    this.locals.set(record.id, local);
+    this.statsCounters.policyResolutions++;
+    // Subject selectors that select it report it to their units, which attach themselves.
+    this.subjectCache.addIdentity(record);
+    return local;
+  }
+
+  private removeLocalIdentity(local: LocalIdentity): void {
+    this.subjectCache.removeIdentity(local.record.id);
+    this.locals.delete(local.record.id);
+  }
+
+  /** Computes a new map state from its identity's policy. */
+  private populateGroup(g: Group): void {
+    this.dirtyGroups.add(g);
+    for (const d of DIRECTIONS) if (g.local.enforcing[d].size === 0) g.state.add(wildcardKey(0, d), DEFAULT_ALLOW_SOURCE, ALLOW_ENTRY);
+    for (const a of g.local.units) for (const t of this.targetsOf(a)) this.contribute(a, t, g, +1);
+  }
+
+  private *targetsOf(a: ActiveUnit): Iterable<IdentityId> {
+    if (a.unit.anyPeer) yield 0;
+    yield* a.targets.keys();
+  }
+
+  private forEachGroupOf(a: ActiveUnit, fn: (g: Group) => void): void {
+    if (!a.subject) return;
+    for (const x of a.subject.selected) {
+      const local = this.locals.get(x);
+      if (local) for (const g of local.groups.values()) fn(g);
+    }
+  }
+
+  /** Adds (or removes) what unit `a` says about peer `peer` to map state `g`. */
+  private contribute(a: ActiveUnit, peer: IdentityId, g: Group, sign: 1 | -1): void {
+    const u = a.unit;
+    const resolve = u.namedEgress ? this.resolveNamedEgress(peer) : g.resolveNamed;
+    this.dirtyGroups.add(g);
+    for (const c of u.clauses) {
+      const entry = clauseEntry(u.verdict, c.l7, u.direction, this.proxy);
+      for (const pk of portKeys(c.l4, resolve)) {
+        const key: PolicyKey = { identity: peer, direction: u.direction, ...pk };
+        if (sign > 0) g.state.add(key, u.uid, entry);
+        else g.state.remove(key, u.uid, entry);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- policies
+
+  private upsertPolicy(policy: Policy): void {
+    const key = policyRefKey(policy.ref);
+    const old = this.policies.get(key);
+    const compiled = compilePolicy(policy);
+    const rec: PolicyRecord = { policy, units: new Map(), enforcements: new Map() };
+    const keepUnits = new Set(compiled.units.map((u) => u.uid));
+    const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
+    if (old) {
+      for (const [uid, a] of old.units) if (!keepUnits.has(uid)) this.detachUnit(a);
+      for (const [uid, e] of old.enforcements) if (!keepEnf.has(uid)) this.detachEnforcement(e);
+    }
+    this.policies.set(key, rec);
+    for (const u of compiled.units) {
+      const kept = old?.units.get(u.uid);
+      if (!rec.units.has(u.uid)) rec.units.set(u.uid, kept ?? this.attachUnit(u));
+    }
+    for (const e of compiled.enforcements) rec.enforcements.set(e.uid, old?.enforcements.get(e.uid) ?? this.attachEnforcement(e));
+  }
+
+  private deletePolicy(key: string): void {
+    const rec = this.policies.get(key);
+    if (!rec) throw new Error(`internal: policy ${key} vanished`);
+    for (const a of rec.units.values()) this.detachUnit(a);
+    for (const e of rec.enforcements.values()) this.detachEnforcement(e);
+    this.policies.delete(key);
+  }
+
+  private attachUnit(unit: RuleUnit): ActiveUnit {
+    const a: ActiveUnit = {
+      unit,
+      subject: null,
+      active: false,
+      peers: [],
+      targets: new Map(),
+      cidrRefs: [],
+      subjectListener: { selectionChanged: (_cs, added, removed) => this.onSubjectChange(a, added, removed) },
+      peerListener: { selectionChanged: (_cs, added, removed) => this.onPeerChange(a, added, removed) },
+    };
+    a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
+    const selected = [...a.subject.selected];
+    if (selected.length > 0) this.onSubjectChange(a, selected, []);
+    return a;
+  }
+
+  private detachUnit(a: ActiveUnit): void {
+    const cs = a.subject as CachedSelector;
+    const selected = [...cs.selected];
+    if (selected.length > 0) this.onSubjectChange(a, [], selected, true);
+    this.subjectCache.unregister(cs, a.subjectListener);
+    a.subject = null;
+  }
+
+  /** Registers the unit's peers once some local identity needs it. */
+  private activate(a: ActiveUnit): void {
+    for (const sel of a.unit.peers) {
+      if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
+      if (sel.kind === 'cidr') {
+        // The prefixes a policy mentions get identities, so external addresses resolve to them.
+        for (const c of [sel.cidr, ...sel.except]) a.cidrRefs.push(this.acquireCidrIdentity(c));
+      }
+      const cs = this.peerCache.register(sel, a.peerListener);
+      a.peers.push(cs);
+      for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
+    }
+    if (a.unit.namedEgress) {
+      for (const c of a.unit.clauses) {
+        if (c.l4.kind !== 'named') continue;
+        let s = this.namedEgressUnits.get(c.l4.name);
+        if (!s) this.namedEgressUnits.set(c.l4.name, (s = new Set()));
+        s.add(a);
+      }
+    }
+  }
+
+  private deactivate(a: ActiveUnit): void {
+    for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener);
+    a.peers = [];
+    a.targets.clear();
+    for (const rec of a.cidrRefs) this.releaseIdentity(rec);
+    a.cidrRefs = [];
+    if (a.unit.namedEgress) {
+      for (const c of a.unit.clauses) {
+        if (c.l4.kind !== 'named') continue;
+        const s = this.namedEgressUnits.get(c.l4.name);
+        s?.delete(a);
+        if (s?.size === 0) this.namedEgressUnits.delete(c.l4.name);
+      }
+    }
+  }
+
+  /** Local identities entering or leaving the unit's subject selection. */
+  private onSubjectChange(a: ActiveUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
+    if (added.length > 0 && !a.active) {
+      a.active = true;
+      this.activate(a);
+    }
+    for (const x of added) {
+      const local = this.locals.get(x);
+      if (!local) continue;
+      this.statsCounters.policyResolutions++;
+      local.units.add(a);
+      for (const g of local.groups.values()) for (const t of this.targetsOf(a)) this.contribute(a, t, g, +1);
+    }
+    for (const x of removed) {
+      const local = this.locals.get(x);
+      if (!local || !local.units.has(a)) continue;
+      this.statsCounters.policyResolutions++;
+      for (const g of local.groups.values()) for (const t of this.targetsOf(a)) this.contribute(a, t, g, -1);
+      local.units.delete(a);
+    }
+    const stillSelected = detaching ? 0 : (a.subject?.selected.size ?? 0);
+    if (a.active && stillSelected === 0) {
+      a.active = false;
+      this.deactivate(a);
+    }
+  }
+
+  private onPeerChange(a: ActiveUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    for (const id of added) {
+      const n = a.targets.get(id) ?? 0;
+      a.targets.set(id, n + 1);
+      if (n === 0) this.forEachGroupOf(a, (g) => this.contribute(a, id, g, +1));
+    }
+    for (const id of removed) {
+      const n = a.targets.get(id) ?? 0;
+      if (n === 0) throw new Error(`internal: unit lost peer ${id} it never had`);
+      if (n === 1) {
+        this.forEachGroupOf(a, (g) => this.contribute(a, id, g, -1));
+        a.targets.delete(id);
+      } else {
+        a.targets.set(id, n - 1);
+      }
+    }
+  }
+
+  private attachEnforcement(unit: EnforcementUnit): ActiveEnforcement {
+    const e: ActiveEnforcement = {
+      unit,
+      subject: null,
+      listener: { selectionChanged: (_cs, added, removed) => this.onEnforcementChange(e, added, removed) },
+    };
+    e.subject = this.subjectCache.register(unit.subject, e.listener);
+    const selected = [...e.subject.selected];
+    if (selected.length > 0) this.onEnforcementChange(e, selected, []);
+    return e;
+  }
+
+  private detachEnforcement(e: ActiveEnforcement): void {
+    const cs = e.subject as CachedSelector;
+    const selected = [...cs.selected];
+    if (selected.length > 0) this.onEnforcementChange(e, [], selected);
+    this.subjectCache.unregister(cs, e.listener);
+    e.subject = null;
+  }
+
+  private onEnforcementChange(e: ActiveEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    const d = e.unit.direction;
+    const allowAll = wildcardKey(0, d);
+    for (const x of added) {
+      const local = this.locals.get(x);
+      if (!local || local.enforcing[d].has(e)) continue;
+      this.statsCounters.policyResolutions++;
+      local.enforcing[d].add(e);
+      if (local.enforcing[d].size === 1) {
+        for (const g of local.groups.values()) {
+          this.dirtyGroups.add(g);
+          g.state.remove(allowAll, DEFAULT_ALLOW_SOURCE, ALLOW_ENTRY);
+        }
+      }
+    }
+    for (const x of removed) {
+      const local = this.locals.get(x);
+      if (!local || !local.enforcing[d].has(e)) continue;
+      this.statsCounters.policyResolutions++;
+      local.enforcing[d].delete(e);
+      if (local.enforcing[d].size === 0) {
+        for (const g of local.groups.values()) {
+          this.dirtyGroups.add(g);
+          g.state.add(allowAll, DEFAULT_ALLOW_SOURCE, ALLOW_ENTRY);
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- commit
+
+  private commit(): Omit<ChangeSet, 'work'> {
+    for (const rec of [...this.pendingRelease]) if (rec.refs === 0) this.freeIdentity(rec);
+    this.pendingRelease.clear();
+    const changesByGroup = new Map<Group, EntryChange[]>();
+    for (const g of this.dirtyGroups) changesByGroup.set(g, g.state.settle());
+    this.dirtyGroups.clear();
+
+    const perEndpoint = new Map<string, { upserts: MapDelta[]; deletes: MapDelta[] }>();
+    const out = (endpoint: string): { upserts: MapDelta[]; deletes: MapDelta[] } => {
+      let o = perEndpoint.get(endpoint);
+      if (!o) perEndpoint.set(endpoint, (o = { upserts: [], deletes: [] }));
+      return o;
+    };
+    const emit = (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void => {
+      if (after) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: after });
+      else if (before) out(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: before });
+    };
+
+    const endpointsAdded: string[] = [];
+    const endpointsRemoved: string[] = [];
+    const moved = new Set<string>();
+    for (const [endpoint, was] of this.movedEndpoints) {
+      const now = this.endpointGroups.get(endpoint) ?? null;
+      if (was === now) continue;
+      moved.add(endpoint);
+      if (now === null) {
+        if (was !== null) endpointsRemoved.push(endpoint);
+        continue;
+      }
+      if (was === null) endpointsAdded.push(endpoint);
+      this.diffGroups(endpoint, was, was ? (changesByGroup.get(was) ?? []) : [], now, emit);
+    }
+    this.movedEndpoints.clear();
+
+    for (const [g, changes] of changesByGroup) {
+      if (changes.length === 0) continue;
+      for (const endpoint of g.endpoints) {
+        if (moved.has(endpoint)) continue;
+        for (const c of changes) emit(endpoint, c.key, c.before, c.after);
+      }
+    }
+    const deltas: MapDelta[] = [];
+    for (const endpoint of [...perEndpoint.keys()].sort()) {
+      const o = perEndpoint.get(endpoint) as { upserts: MapDelta[]; deletes: MapDelta[] };
+      deltas.push(...o.upserts, ...o.deletes);
+    }
+    return { deltas, endpointsAdded: endpointsAdded.sort(), endpointsRemoved: endpointsRemoved.sort() };
+  }
+
+  /** Deltas turning the old group's pre-transaction state into the new group's current one. */
+  private diffGroups(
+    endpoint: string,
+    was: Group | null,
+    wasChanges: readonly EntryChange[],
+    now: Group,
+    emit: (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined) => void,
+  ): void {
+    const before = new Map<string, LookupResult>();
+    if (was) {
+      for (const [ks, r] of was.state.entries) before.set(ks, r);
+      for (const c of wasChanges) {
+        if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
+        else before.delete(c.keyString);
+      }
+    }
+    for (const [ks, r] of now.state.entries) {
+      this.statsCounters.mapEntriesVisited++;
+      const b = before.get(ks);
+      if (!b || !sameEntry(b.entry, r.entry)) emit(endpoint, r.key, b?.entry, r.entry);
+    }
+    for (const [ks, b] of before) {
+      this.statsCounters.mapEntriesVisited++;
+      if (!now.state.entries.has(ks)) emit(endpoint, b.key, b.entry, undefined);
+    }
+  }
+}
+
+function sameEntry(a: PolicyEntry, b: PolicyEntry): boolean {
+  return a.deny === b.deny && a.proxyPort === b.proxyPort && a.precedence === b.precedence;
+}
+
+function addNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
+  for (const p of ports) {
+    if (p.name === undefined) continue;
+    let byPort = rec.namedPorts.get(p.name);
+    if (!byPort) rec.namedPorts.set(p.name, (byPort = new Map()));
+    const k = `${p.protocol}/${p.port}`;
+    const n = (byPort.get(k) ?? 0) + sign;
+    if (n > 0) byPort.set(k, n);
+    else byPort.delete(k);
+    if (byPort.size === 0) rec.namedPorts.delete(p.name);
+  }
+}
+
+function sameStringMap(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => b[k] === a[k]);
+}
+
+function checkStringMap(m: unknown, field: string, fail: (d: string) => never): void {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) fail(`${field} must be a map of strings`);
+  for (const [k, v] of Object.entries(m as object)) if (typeof v !== 'string') fail(`${field}.${k} must be a string`);
+}
+
+function checkPod(pod: Pod, fail: (d: string) => never): void {
+  if (typeof pod !== 'object' || pod === null) fail('pod is missing');
+  if (typeof pod.namespace !== 'string' || pod.namespace === '') fail('pod.namespace must be a non-empty string');
+  if (typeof pod.name !== 'string' || pod.name === '') fail('pod.name must be a non-empty string');
+  checkStringMap(pod.labels, 'pod.labels', fail);
+  if (typeof pod.serviceAccount !== 'string') fail('pod.serviceAccount must be a string');
+  if (typeof pod.ip !== 'object' || pod.ip === null || typeof pod.ip.value !== 'bigint') fail('pod.ip must be a parsed IP address');
+  if (!Array.isArray(pod.ports)) fail('pod.ports must be a list');
+  pod.ports.forEach((p, i) => {
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > MAX_PORT) fail(`pod.ports[${i}].port: ${String(p.port)} is not in 1..${MAX_PORT}`);
+    if (!(FLOW_PROTOCOLS as readonly string[]).includes(p.protocol)) fail(`pod.ports[${i}].protocol: "${String(p.protocol)}" is not a protocol`);
+  });
+}

@@ -1,0 +1,53 @@
+import type { Pod } from '../model/cluster.js';
+import type { LookupResult, PolicyEntry, PolicyKey } from '../model/mapstate.js';
+import type { Policy, PolicyRef } from '../model/rules.js';
+import type { EngineStats } from './stats.js';
+
+/**
+ * What the engine is told. Upserts carry the whole object (as a Kubernetes watch does); deletes
+ * name it. Remote pods (`local` false or absent) only contribute identities; local pods are the
+ * node's endpoints and get a policy map each.
+ */
+export type EngineEvent =
+  | { readonly type: 'upsertNamespace'; readonly name: string; readonly labels: Readonly<Record<string, string>> }
+  | { readonly type: 'deleteNamespace'; readonly name: string }
+  | { readonly type: 'upsertPod'; readonly pod: Pod; readonly local?: boolean }
+  | { readonly type: 'deletePod'; readonly namespace: string; readonly name: string }
+  | { readonly type: 'upsertPolicy'; readonly policy: Policy }
+  | { readonly type: 'deletePolicy'; readonly ref: PolicyRef };
+
+export type EngineEventType = EngineEvent['type'];
+
+/** One operation on one endpoint's policy map. For a delete, `entry` is the value removed. */
+export interface MapDelta {
+  readonly endpoint: string;
+  readonly op: 'upsert' | 'delete';
+  readonly key: PolicyKey;
+  readonly entry: PolicyEntry;
+}
+
+/** The outcome of one transaction. */
+export interface ChangeSet {
+  /** Per endpoint: upserts first, then deletes (so a backend never opens a transient drop). */
+  readonly deltas: readonly MapDelta[];
+  /** Endpoints whose map must be created (their entries are all in `deltas`). */
+  readonly endpointsAdded: readonly string[];
+  /** Endpoints whose map must be removed as a whole (no per-entry deletes are listed). */
+  readonly endpointsRemoved: readonly string[];
+  /** Work done by this transaction. */
+  readonly work: EngineStats;
+}
+
+/** A rejected event: nothing in the transaction was applied. */
+export class EngineError extends Error {
+  override readonly name = 'EngineError';
+  constructor(
+    readonly eventIndex: number,
+    readonly eventType: string,
+    readonly detail: string,
+  ) {
+    super(`event #${eventIndex} (${eventType}): ${detail}`);
+  }
+}
+
+export type MapSnapshot = ReadonlyMap<string, LookupResult>;

@@ -1,0 +1,143 @@
+import { LookupResult, PolicyEntry, portRangeToPrefixes, precedence } from '../model/mapstate.js';
+import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, protocolCovers, RuleProtocol } from '../model/ports.js';
+import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
+import { cidrSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
+
+/**
+ * A rule as the engine uses it. A `PolicyRule` becomes one unit, or two when some of its port
+ * clauses are named ports on egress: those resolve against each peer identity's own named ports,
+ * so their part can never use the identity-0 (any peer) key and is kept apart.
+ */
+export interface RuleUnit {
+  /** Equal uids mean equal content: a re-applied unchanged rule keeps its unit and its work. */
+  readonly uid: string;
+  readonly origin: RuleOrigin;
+  readonly direction: Direction;
+  readonly verdict: Verdict;
+  readonly subject: IdentitySelector;
+  /** De-duplicated by key. */
+  readonly peers: readonly IdentitySelector[];
+  readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[];
+  /** Every clause is a named port on egress. */
+  readonly namedEgress: boolean;
+  /** A wildcard peer that maps to the identity-0 key (never for `namedEgress` units). */
+  readonly anyPeer: boolean;
+}
+
+export interface EnforcementUnit {
+  readonly uid: string;
+  readonly origin: RuleOrigin;
+  readonly direction: Direction;
+  readonly subject: IdentitySelector;
+}
+
+function peerSelector(p: Peer): IdentitySelector {
+  return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
+}
+
+function canonicalClauses(clauses: readonly { l4: L4Match; l7?: L7Rules }[]): string {
+  return JSON.stringify(clauses);
+}
+
+export function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
+  const byKey = new Map<string, IdentitySelector>();
+  for (const p of rule.peers) {
+    const s = peerSelector(p);
+    byKey.set(s.key, s);
+  }
+  const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+  const parts = [
+    { tag: 'n', namedEgress: true, clauses: rule.ports.filter(isNamedEgress) },
+    { tag: 'p', namedEgress: false, clauses: rule.ports.filter((c) => !isNamedEgress(c)) },
+  ];
+  const head = `${policyRefKey(rule.origin.policy)}#${index}:${rule.origin.path}#${rule.direction}/${rule.verdict}#${rule.subject.key}#${peers.map((p) => p.key).join(';')}`;
+  const out: RuleUnit[] = [];
+  for (const part of parts) {
+    if (part.clauses.length === 0 || peers.length === 0) continue;
+    out.push({
+      uid: `${head}#${part.tag}${canonicalClauses(part.clauses)}`,
+      origin: rule.origin,
+      direction: rule.direction,
+      verdict: rule.verdict,
+      subject: labelsSelector(rule.subject),
+      peers,
+      clauses: part.clauses,
+      namedEgress: part.namedEgress,
+      anyPeer: !part.namedEgress && peers.some(isWildcardSelector),
+    });
+  }
+  return out;
+}
+
+export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
+  const units = policy.rules.flatMap((r, i) => compileRule(r, i));
+  const seen = new Set<string>();
+  const enforcements: EnforcementUnit[] = [];
+  for (const e of policy.enforcements) {
+    const uid = `${policyRefKey(policy.ref)}#enforce#${e.direction}#${e.subject.key}`;
+    if (seen.has(uid)) continue;
+    seen.add(uid);
+    enforcements.push({ uid, origin: e.origin, direction: e.direction, subject: labelsSelector(e.subject) });
+  }
+  return { units, enforcements };
+}
+
+/** Proxy listener ports: one per (parser, direction), as Cilium's built-in listeners are. */
+export interface ProxyPorts {
+  portFor(parser: L7Rules['parser'], direction: Direction): number;
+}
+
+export const DEFAULT_PROXY_PORT_BASE = 10000;
+
+export function fixedProxyPorts(base = DEFAULT_PROXY_PORT_BASE): ProxyPorts {
+  const order: L7Rules['parser'][] = ['http', 'kafka', 'dns'];
+  return { portFor: (parser, direction) => base + order.indexOf(parser) * 2 + (direction === 'ingress' ? 0 : 1) };
+}
+
+export const DENY_ENTRY: PolicyEntry = { deny: true, proxyPort: 0, precedence: precedence('deny') };
+export const ALLOW_ENTRY: PolicyEntry = { deny: false, proxyPort: 0, precedence: precedence('allow') };
+
+export interface PortKey {
+  readonly protocol: number;
+  readonly port: number;
+  readonly portPrefixLen: number;
+}
+
+const ALL_PORTS: PortKey = { protocol: 0, port: 0, portPrefixLen: 0 };
+
+/** A named port resolved to (protocol, port) pairs. */
+export type NamedPortResolver = (name: string, protocol: RuleProtocol) => readonly { protocol: FlowProtocol; port: number }[];
+
+export function resolveNamedIn(ports: readonly ContainerPort[]): NamedPortResolver {
+  return (name, protocol) => ports.filter((cp) => cp.name === name && protocolCovers(protocol, cp.protocol));
+}
+
+/** The map keys (below identity and direction) an L4 match turns into. */
+export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver): PortKey[] {
+  switch (l4.kind) {
+    case 'all':
+      return [ALL_PORTS];
+    case 'range': {
+      if (l4.protocol === 'ANY' && l4.from === 0) return [ALL_PORTS];
+      const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
+      const out: PortKey[] = [];
+      for (const p of protocols) {
+        const protocol = PROTOCOL_NUMBER[p];
+        if (l4.from === 0) out.push({ protocol, port: 0, portPrefixLen: 0 });
+        else for (const m of portRangeToPrefixes(l4.from, l4.to)) out.push({ protocol, port: m.port, portPrefixLen: m.prefixLen });
+      }
+      return out;
+    }
+    case 'named':
+      return resolveNamed(l4.name, l4.protocol).map((r) => ({ protocol: PROTOCOL_NUMBER[r.protocol], port: r.port, portPrefixLen: 16 }));
+  }
+}
+
+export function clauseEntry(verdict: Verdict, l7: L7Rules | undefined, direction: Direction, proxy: ProxyPorts): PolicyEntry {
+  if (verdict === 'deny') return DENY_ENTRY;
+  if (l7) return { deny: false, proxyPort: proxy.portFor(l7.parser, direction), precedence: precedence('redirect') };
+  return ALLOW_ENTRY;
+}
+
+export type { LookupResult };

@@ -1,0 +1,221 @@
+import { Cidr, cidrContainsCidr } from '../model/cidr.js';
+import type { IdentityId } from '../model/identity.js';
+import { CLUSTER_KEY, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
+import { isWildcard, Requirement, Selector, selectorMatches } from '../model/selector.js';
+import type { EngineStats } from './stats.js';
+
+/**
+ * What a rule's peer (or subject) selects, as the cache sees it: a label selector, or a CIDR with
+ * exceptions, which selects the CIDR identities of prefixes inside it (and not inside an exception).
+ */
+export type IdentitySelector =
+  | { readonly kind: 'labels'; readonly key: string; readonly selector: Selector }
+  | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[] };
+
+export function labelsSelector(selector: Selector): IdentitySelector {
+  return { kind: 'labels', key: selector.key, selector };
+}
+
+export function cidrSelector(cidr: Cidr, except: readonly Cidr[]): IdentitySelector {
+  const ex = [...except].map((c) => c.text).sort();
+  return { kind: 'cidr', key: `cidr:${cidr.text}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, cidr, except };
+}
+
+export function isWildcardSelector(s: IdentitySelector): boolean {
+  return s.kind === 'labels' && isWildcard(s.selector);
+}
+
+/** An identity as selectors see it. */
+export interface SelectableIdentity {
+  readonly id: IdentityId;
+  /** The labels selectors match against (never `cidr:` labels: CIDR peers select prefixes). */
+  readonly matchLabels: LabelSet;
+  /** Set for CIDR identities: the prefix they stand for. */
+  readonly cidr?: Cidr;
+}
+
+export interface SelectionListener {
+  selectionChanged(sel: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void;
+}
+
+export class CachedSelector {
+  readonly selected = new Set<IdentityId>();
+  readonly listeners = new Set<SelectionListener>();
+  constructor(
+    readonly selector: IdentitySelector,
+    /** Index buckets this selector is filed under; null = evaluated for every identity. */
+    readonly buckets: readonly string[] | null,
+  ) {}
+}
+
+const CIDR_BUCKET = 'cidr';
+const valueBucket = (key: string, value: string): string => `=${key}=${value}`;
+const keyBucket = (key: string): string => `?${key}`;
+
+/** Keys that nearly every pod identity carries: filing a selector under them prunes little. */
+function isCommonKey(key: string): boolean {
+  return key === POD_NAMESPACE_KEY || key === CLUSTER_KEY || key.startsWith(NAMESPACE_LABELS_PREFIX);
+}
+
+/**
+ * Files a label selector under its most restrictive positive requirement (as Calico's label index
+ * does): an `In` on an uncommon key beats `Exists`, which beats the namespace key. Selectors with
+ * only negative requirements are evaluated for every identity. Buckets ignore the label source;
+ * the full evaluation checks it.
+ */
+function bucketsOf(sel: IdentitySelector): string[] | null {
+  if (sel.kind === 'cidr') return [CIDR_BUCKET];
+  let best: { score: number; buckets: string[] } | null = null;
+  const consider = (r: Requirement): void => {
+    let score: number;
+    let buckets: string[];
+    if (r.operator === 'In') {
+      score = r.values.length;
+      buckets = r.values.map((v) => valueBucket(r.key.key, v));
+    } else if (r.operator === 'Exists') {
+      score = 50;
+      buckets = [keyBucket(r.key.key)];
+    } else {
+      return;
+    }
+    if (isCommonKey(r.key.key)) score += 100;
+    if (best === null || score < best.score) best = { score, buckets };
+  };
+  for (const r of sel.selector.requirements) consider(r);
+  return best === null ? null : (best as { buckets: string[] }).buckets;
+}
+
+function bucketsOfIdentity(ident: SelectableIdentity): string[] {
+  const out: string[] = [];
+  for (const l of ident.matchLabels) out.push(valueBucket(l.key, l.value), keyBucket(l.key));
+  if (ident.cidr) out.push(CIDR_BUCKET);
+  return out;
+}
+
+function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(v);
+  if (s.size === 0) m.delete(k);
+}
+
+/**
+ * Each distinct selector once, with the identities it selects, over a universe of identities.
+ * Two inverted indexes keep both directions proportional to the impact: selectors by their most
+ * restrictive requirement (an identity event evaluates only selectors that could match it), and
+ * identities by label (a new selector evaluates only identities that could match it).
+ */
+export class SelectorCache {
+  private readonly byKey = new Map<string, CachedSelector>();
+  private readonly selectorBuckets = new Map<string, Set<CachedSelector>>();
+  private readonly unindexed = new Set<CachedSelector>();
+  private readonly identities = new Map<IdentityId, SelectableIdentity>();
+  private readonly identityBuckets = new Map<string, Set<IdentityId>>();
+
+  constructor(private readonly stats: EngineStats) {}
+
+  get selectorCount(): number {
+    return this.byKey.size;
+  }
+
+  get identityCount(): number {
+    return this.identities.size;
+  }
+
+  hasIdentity(id: IdentityId): boolean {
+    return this.identities.has(id);
+  }
+
+  get(key: string): CachedSelector | undefined {
+    return this.byKey.get(key);
+  }
+
+  private evaluate(cs: CachedSelector, ident: SelectableIdentity): boolean {
+    const s = cs.selector;
+    if (s.kind === 'labels') {
+      if (isWildcard(s.selector)) return true;
+      this.stats.selectorEvaluations++;
+      return selectorMatches(s.selector, ident.matchLabels);
+    }
+    this.stats.selectorEvaluations++;
+    const c = ident.cidr;
+    return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
+  }
+
+  private candidateSelectors(ident: SelectableIdentity): Set<CachedSelector> {
+    const out = new Set<CachedSelector>(this.unindexed);
+    for (const b of bucketsOfIdentity(ident)) {
+      const s = this.selectorBuckets.get(b);
+      if (s) for (const cs of s) out.add(cs);
+    }
+    return out;
+  }
+
+  addIdentity(ident: SelectableIdentity): void {
+    if (this.identities.has(ident.id)) throw new Error(`identity ${ident.id} is already in the selector cache`);
+    this.identities.set(ident.id, ident);
+    for (const b of bucketsOfIdentity(ident)) addTo(this.identityBuckets, b, ident.id);
+    const hits: CachedSelector[] = [];
+    for (const cs of this.candidateSelectors(ident)) {
+      if (this.evaluate(cs, ident)) {
+        cs.selected.add(ident.id);
+        hits.push(cs);
+      }
+    }
+    for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [ident.id], []);
+  }
+
+  removeIdentity(id: IdentityId): void {
+    const ident = this.identities.get(id);
+    if (!ident) throw new Error(`identity ${id} is not in the selector cache`);
+    this.identities.delete(id);
+    for (const b of bucketsOfIdentity(ident)) removeFrom(this.identityBuckets, b, id);
+    // No evaluation needed: exactly the selectors that selected it lose it.
+    const hits: CachedSelector[] = [];
+    for (const cs of this.candidateSelectors(ident)) {
+      if (cs.selected.delete(id)) hits.push(cs);
+    }
+    for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [], [id]);
+  }
+
+  /** Adds a listener to the selector's entry, creating and populating the entry if new. */
+  register(selector: IdentitySelector, listener: SelectionListener): CachedSelector {
+    let cs = this.byKey.get(selector.key);
+    if (!cs) {
+      cs = new CachedSelector(selector, bucketsOf(selector));
+      this.byKey.set(selector.key, cs);
+      if (cs.buckets === null) this.unindexed.add(cs);
+      else for (const b of cs.buckets) addTo(this.selectorBuckets, b, cs);
+      for (const id of this.candidateIdentities(cs)) {
+        const ident = this.identities.get(id);
+        if (ident && this.evaluate(cs, ident)) cs.selected.add(id);
+      }
+    }
+    cs.listeners.add(listener);
+    return cs;
+  }
+
+  unregister(cs: CachedSelector, listener: SelectionListener): void {
+    cs.listeners.delete(listener);
+    if (cs.listeners.size > 0) return;
+    this.byKey.delete(cs.selector.key);
+    if (cs.buckets === null) this.unindexed.delete(cs);
+    else for (const b of cs.buckets) removeFrom(this.selectorBuckets, b, cs);
+  }
+
+  private candidateIdentities(cs: CachedSelector): Iterable<IdentityId> {
+    if (cs.buckets === null) return this.identities.keys();
+    const out = new Set<IdentityId>();
+    for (const b of cs.buckets) {
+      const s = this.identityBuckets.get(b);
+      if (s) for (const id of s) out.add(id);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * Work counters. Tests assert on these (not on time): they are how "work proportional to the
+ * event's impact" is checked.
+ */
+export interface EngineStats {
+  /** Transactions applied (refused ones are not counted). */
+  transactions: number;
+  /** Events applied. */
+  events: number;
+  /** Full evaluations of one selector against one identity's labels. */
+  selectorEvaluations: number;
+  /** Times a local identity's policy (the set of rules selecting it) was computed or changed. */
+  policyResolutions: number;
+  /** Map states (one per local identity and port set, shared by its endpoints) whose entries were touched. */
+  mapStateUpdates: number;
+  /** Map-state entries looked at or written (contributions, pruning checks, diffs). */
+  mapEntriesVisited: number;
+  identitiesAllocated: number;
+  identitiesReleased: number;
+  deltas: number;
+}
+
+export function emptyStats(): EngineStats {
+  return {
+    transactions: 0,
+    events: 0,
+    selectorEvaluations: 0,
+    policyResolutions: 0,
+    mapStateUpdates: 0,
+    mapEntriesVisited: 0,
+    identitiesAllocated: 0,
+    identitiesReleased: 0,
+    deltas: 0,
+  };
+}
+
+export function diffStats(after: EngineStats, before: EngineStats): EngineStats {
+  const out = emptyStats();
+  for (const k of Object.keys(out) as (keyof EngineStats)[]) out[k] = after[k] - before[k];
+  return out;
+}

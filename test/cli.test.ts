@@ -39,6 +39,14 @@ describe('distill reach', () => {
       .find((l) => l.step === 0 && l.from === 'world-a');
     expect(line?.explain?.ingress?.deniedBy).toEqual(['CiliumNetworkPolicy/default/allow-all-but-world spec.ingressDeny[0]']);
   });
+  it('the engine (default) and --naive print the same results over the whole corpus', () => {
+    const viaEngine = distill('reach', '--scenario', 'fixtures/scenarios', '--json');
+    const viaNaive = distill('reach', '--scenario', 'fixtures/scenarios', '--json', '--naive');
+    expect(viaEngine.code).toBe(0);
+    expect(viaNaive.code).toBe(0);
+    expect(viaEngine.stdout.trim().split('\n').length).toBeGreaterThan(700);
+    expect(viaEngine.stdout).toBe(viaNaive.stdout);
+  });
   it('exits 1 and says which pair differs when an expectation fails', () => {
     const f = tmpFile('s.yaml', `
 pods: [{name: x/a, labels: {pod: a}}, {name: x/b, labels: {pod: b}}]
@@ -90,5 +98,23 @@ describe('distill validate', () => {
     const r = distill('validate', bad);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(`error: ${bad}#2 spec.egress[0].ports[0].protocol: "ICMP" is not one of: TCP, UDP, SCTP\n`);
+  });
+});
+
+describe('distill verify', () => {
+  it('runs every scenario through the engine and the oracle and reports agreement', () => {
+    const r = distill('verify', '--scenario', 'fixtures/scenarios', '--json');
+    expect(r.code).toBe(0);
+    const summary = JSON.parse(r.stdout) as { scenarios: number; results: number; disagreements: number };
+    expect(summary.scenarios).toBeGreaterThanOrEqual(57);
+    expect(summary.results).toBeGreaterThan(700);
+    expect(summary.disagreements).toBe(0);
+    expect(distill('verify', '--scenario', 'fixtures/scenarios/cilium-docs/deny.yaml').stdout).toMatch(/^1 scenarios, \d+ results, engine and naive evaluator agree on all/);
+  });
+  it('a bad scenario exits 2', () => {
+    const f = tmpFile('bad.yaml', 'setup: [{op: bogus}]\n');
+    const r = distill('verify', '--scenario', f);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error: /);
   });
 });

@@ -6,7 +6,10 @@ import { decideFlow, UnknownEndpointError } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifestFile } from '../policy/manifest.js';
 import { parseScenario } from '../scenario/format.js';
-import { runScenario } from '../scenario/run.js';
+import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
+import { EngineDecider } from '../engine/decide.js';
+import { Engine } from '../engine/engine.js';
+import { EngineError } from '../engine/events.js';
 import { explainJson, LEGEND, renderRun, resultJson } from './render.js';
 
 const EXIT_MISMATCH = 1;
@@ -14,7 +17,7 @@ const EXIT_BAD_INPUT = 2;
 
 /** Bad input is the user's to fix: print what and where, no stack trace. */
 function reportInputError(e: unknown): number {
-  if (e instanceof ManifestError || e instanceof UnknownEndpointError) {
+  if (e instanceof ManifestError || e instanceof UnknownEndpointError || e instanceof EngineError) {
     process.stderr.write(`error: ${e.message}\n`);
     return EXIT_BAD_INPUT;
   }
@@ -43,6 +46,12 @@ interface ReachOptions {
   scenario: string[];
   json?: boolean;
   explain?: boolean;
+  naive?: boolean;
+}
+
+/** The engine answers by default (datapath lookup on its map state); `--naive` asks the oracle. */
+function decider(naive: boolean): FlowDecider {
+  return naive ? decideFlow : new EngineDecider(new Engine()).decide;
 }
 
 function reach(opts: ReachOptions): number {
@@ -58,7 +67,7 @@ function reach(opts: ReachOptions): number {
   for (const file of files) {
     let run;
     try {
-      run = runScenario(parseScenario(readFileSync(file, 'utf8'), file), decideFlow);
+      run = runScenario(parseScenario(readFileSync(file, 'utf8'), file), decider(opts.naive ?? false));
     } catch (e) {
       exit = Math.max(exit, reportInputError(e));
       continue;
@@ -92,6 +101,53 @@ function reach(opts: ReachOptions): number {
   return exit;
 }
 
+interface VerifyOptions {
+  scenario: string[];
+  json?: boolean;
+}
+
+/** Runs each scenario through the engine and through the oracle and compares every result. */
+function verify(opts: VerifyOptions): number {
+  let files: string[];
+  try {
+    files = scenarioFiles(opts.scenario);
+  } catch (e) {
+    return reportInputError(e);
+  }
+  let exit = 0;
+  let total = 0;
+  let disagreements = 0;
+  for (const file of files) {
+    let engineRun: ScenarioRun;
+    let naiveRun: ScenarioRun;
+    try {
+      const scenario = parseScenario(readFileSync(file, 'utf8'), file);
+      engineRun = runScenario(scenario, decider(false));
+      naiveRun = runScenario(scenario, decider(true));
+    } catch (e) {
+      exit = Math.max(exit, reportInputError(e));
+      continue;
+    }
+    let fileDisagreements = 0;
+    engineRun.steps.forEach((step, si) => {
+      step.results.forEach((r, ri) => {
+        total++;
+        const o = naiveRun.steps[si]?.results[ri];
+        if (o && o.allowed === r.allowed && o.proxied === r.proxied) return;
+        fileDisagreements++;
+        const verdict = (x: { allowed: boolean; proxied: boolean } | undefined): string => (x === undefined ? 'missing' : x.allowed ? (x.proxied ? 'proxied' : 'allowed') : 'denied');
+        const line = { scenario: file, step: r.step, probe: r.probe, from: r.from, to: r.to, port: r.port, protocol: r.protocol, engine: verdict(r), naive: verdict(o) };
+        process.stderr.write(opts.json ? `${JSON.stringify(line)}\n` : `${file}: step ${r.step} probe ${r.probe} ${r.from} -> ${r.to} ${r.port}/${r.protocol}: engine ${line.engine}, naive ${line.naive}\n`);
+      });
+    });
+    disagreements += fileDisagreements;
+    if (fileDisagreements > 0) exit = Math.max(exit, EXIT_MISMATCH);
+  }
+  const summary = { scenarios: files.length, results: total, disagreements };
+  process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  return exit;
+}
+
 function validate(files: string[]): number {
   let exit = 0;
   for (const file of files) {
@@ -115,8 +171,17 @@ export function buildProgram(): Command {
     .addOption(new Option('--scenario <path...>', 'scenario file(s) or directories').makeOptionMandatory())
     .option('--json', 'one JSON object per probe result')
     .option('--explain', 'say which policies allowed or denied each flow')
+    .option('--naive', 'answer with the reference evaluator instead of the engine')
     .action((opts: ReachOptions) => {
       process.exitCode = reach(opts);
+    });
+  program
+    .command('verify')
+    .description('Answer every probe with the engine and with the reference evaluator; exit 1 on any disagreement')
+    .addOption(new Option('--scenario <path...>', 'scenario file(s) or directories').makeOptionMandatory())
+    .option('--json', 'a JSON summary on stdout, one JSON object per disagreement on stderr')
+    .action((opts: VerifyOptions) => {
+      process.exitCode = verify(opts);
     });
   program
     .command('validate')

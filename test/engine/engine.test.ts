@@ -1,0 +1,216 @@
+import { describe, expect, it } from 'vitest';
+import { parseIp } from '../../src/model/cidr.js';
+import type { Pod } from '../../src/model/cluster.js';
+import { labelSetKey } from '../../src/model/labels.js';
+import type { ContainerPort } from '../../src/model/ports.js';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineError, EngineEvent } from '../../src/engine/events.js';
+import { parseManifestFile } from '../../src/policy/manifest.js';
+
+let ipCounter = 2;
+function pod(namespace: string, name: string, labels: Record<string, string>, ports: ContainerPort[] = []): Pod {
+  ipCounter++;
+  return { namespace, name, labels, ip: parseIp(`10.244.${ipCounter >> 8}.${ipCounter & 255}`), serviceAccount: 'default', ports };
+}
+const local = (p: Pod): EngineEvent => ({ type: 'upsertPod', pod: p, local: true });
+const remote = (p: Pod): EngineEvent => ({ type: 'upsertPod', pod: p, local: false });
+function policy(yaml: string): EngineEvent {
+  const [p] = parseManifestFile(yaml, 'test.yaml');
+  return { type: 'upsertPolicy', policy: p! };
+}
+const allowFrom = (name: string, app: string, from: string, port = 80) =>
+  policy(`
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ${name}, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: ${app}}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: ${from}}}]
+    toPorts: [{ports: [{port: "${port}", protocol: TCP}]}]
+`);
+
+describe('engine', () => {
+  it('gives an endpoint no policy selects the allow-all entries, and shares map states per identity', () => {
+    const e = new Engine();
+    const cs = e.apply([local(pod('prod', 'a', { app: 'web' })), local(pod('prod', 'b', { app: 'web' }))]);
+    expect(cs.endpointsAdded).toEqual(['prod/a', 'prod/b']);
+    expect([...e.mapState('prod/a').keys()].sort()).toEqual(['0/egress/0/0/0', '0/ingress/0/0/0']);
+    expect(e.sizes()).toMatchObject({ endpoints: 2, mapStates: 1, localIdentities: 1 });
+    expect(cs.deltas).toHaveLength(4);
+  });
+
+  it('an identity no selector can match costs no selector evaluation, whatever the number of policies', () => {
+    const e = new Engine();
+    e.apply([local(pod('prod', 'web', { app: 'web' }))]);
+    e.apply(Array.from({ length: 300 }, (_, i) => allowFrom(`p${i}`, 'web', `client-${i}`)));
+    const cs = e.apply([remote(pod('other', 'x', { unrelated: 'yes' }))]);
+    expect(cs.work.selectorEvaluations).toBe(0);
+    expect(cs.deltas).toEqual([]);
+    const hit = e.apply([remote(pod('prod', 'c7', { app: 'client-7' }))]);
+    expect(hit.work.selectorEvaluations).toBeLessThanOrEqual(2);
+    expect(hit.deltas.map((d) => [d.op, d.key.port])).toEqual([['upsert', 80]]);
+  });
+
+  it('a pod with an existing identity triggers no policy resolution and no selector evaluation', () => {
+    const e = new Engine();
+    e.apply([local(pod('prod', 'web-1', { app: 'web' })), allowFrom('p', 'web', 'client')]);
+    const cs = e.apply([local(pod('prod', 'web-2', { app: 'web' }))]);
+    expect(cs.work.policyResolutions).toBe(0);
+    expect(cs.work.selectorEvaluations).toBe(0);
+    expect(cs.work.mapStateUpdates).toBe(0);
+    expect(cs.endpointsAdded).toEqual(['prod/web-2']);
+    // Its new map gets every entry of the shared state.
+    expect(cs.deltas).toHaveLength(e.mapState('prod/web-1').size);
+  });
+
+  it('a policy that selects no local identity recomputes no endpoint', () => {
+    const e = new Engine();
+    e.apply([local(pod('prod', 'web', { app: 'web' }))]);
+    const cs = e.apply([allowFrom('elsewhere', 'db', 'client')]);
+    expect(cs.work.policyResolutions).toBe(0);
+    expect(cs.work.mapStateUpdates).toBe(0);
+    expect(cs.deltas).toEqual([]);
+    expect(e.sizes().selectors).toBe(0);
+  });
+
+  it('no-op events yield zero deltas; an add and a delete in one transaction cancel', () => {
+    const e = new Engine();
+    const p = pod('prod', 'web', { app: 'web' });
+    e.apply([{ type: 'upsertNamespace', name: 'prod', labels: { env: 'prod' } }, local(p), allowFrom('p', 'web', 'client')]);
+    expect(e.apply([allowFrom('p', 'web', 'client')]).deltas).toEqual([]);
+    expect(e.apply([local(p)]).deltas).toEqual([]);
+    expect(e.apply([{ type: 'upsertNamespace', name: 'prod', labels: { env: 'prod' } }]).deltas).toEqual([]);
+    const c = pod('prod', 'client', { app: 'client' });
+    expect(e.apply([remote(c), { type: 'deletePod', namespace: 'prod', name: 'client' }]).deltas).toEqual([]);
+    expect(e.apply([allowFrom('q', 'web', 'other', 443), { type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'prod', name: 'q' } }]).deltas).toEqual([]);
+    // Deleted and re-created in one batch: same identity, no deltas.
+    const ids = e.identities();
+    expect(e.apply([{ type: 'deletePod', namespace: 'prod', name: 'web' }, local(p)]).deltas).toEqual([]);
+    expect(e.identities()).toEqual(ids);
+  });
+
+  it('a batch with a bad event is refused as a whole and changes nothing', () => {
+    const e = new Engine();
+    e.apply([local(pod('prod', 'web', { app: 'web' }))]);
+    const before = JSON.stringify({ eps: e.endpoints(), ids: e.identities(), sizes: e.sizes(), map: [...e.mapState('prod/web')] });
+    const statsBefore = e.stats();
+    let err: unknown;
+    try {
+      e.apply([local(pod('prod', 'new', { app: 'new' })), allowFrom('p', 'web', 'new'), { type: 'deletePod', namespace: 'prod', name: 'ghost' }]);
+    } catch (x) {
+      err = x;
+    }
+    expect(err).toBeInstanceOf(EngineError);
+    expect((err as EngineError).message).toBe('event #2 (deletePod): pod "prod/ghost" does not exist');
+    expect(JSON.stringify({ eps: e.endpoints(), ids: e.identities(), sizes: e.sizes(), map: [...e.mapState('prod/web')] })).toBe(before);
+    expect(e.stats()).toEqual(statsBefore);
+    expect(() => e.apply([local({ ...pod('prod', 'bad', {}), ports: [{ port: 70000, protocol: 'TCP' }] })])).toThrow('event #0 (upsertPod): pod.ports[0].port: 70000 is not in 1..65535');
+    expect(() => e.apply([{ type: 'deleteNamespace', name: 'nope' }])).toThrow(EngineError);
+  });
+
+  it('allocates identities for the CIDRs policies mention, and resolves external IPs by longest prefix', () => {
+    const e = new Engine();
+    e.apply([
+      local(pod('prod', 'web', { app: 'web' })),
+      policy(`
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: out, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.96.0.0/12]}]
+`),
+    ]);
+    const labelsOf = (ip: string): string => labelSetKey(e.identityLabels(e.identityOfIp(parseIp(ip))) ?? []);
+    expect(labelsOf('10.1.2.3')).toContain('cidr:10.0.0.0/8');
+    expect(labelsOf('10.96.0.1')).toContain('cidr:10.96.0.0/12');
+    expect(e.identityOfIp(parseIp('8.8.8.8'))).toBe(9);
+    expect(e.lookup('prod/web', e.identityOfIp(parseIp('10.1.2.3')), 'egress', 6, 443)?.entry.deny).toBe(false);
+    expect(e.lookup('prod/web', e.identityOfIp(parseIp('10.96.0.1')), 'egress', 6, 443)).toBeUndefined();
+    const cs = e.apply([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'prod', name: 'out' } }]);
+    expect(cs.work.identitiesReleased).toBe(2);
+    expect(e.identityOfIp(parseIp('10.1.2.3'))).toBe(9);
+  });
+
+  it('deny beats allow and a redirect beats a plain allow, in the map itself', () => {
+    const e = new Engine();
+    e.apply([
+      local(pod('prod', 'web', { app: 'web' })),
+      remote(pod('prod', 'client', { app: 'client' })),
+      policy(`
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: mixed, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+  - fromEntities: [all]
+    toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: GET}]}}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "22", protocol: TCP}]}]
+`),
+    ]);
+    const client = e.identityOfPod('prod/client')!;
+    expect(e.lookup('prod/web', client, 'ingress', 6, 22)?.entry.deny).toBe(true);
+    expect(e.lookup('prod/web', client, 'ingress', 6, 80)?.entry.proxyPort).toBeGreaterThan(0);
+    expect(e.lookup('prod/web', client, 'ingress', 6, 443)?.entry).toEqual({ deny: false, proxyPort: 0, precedence: 1 });
+    expect(e.lookup('prod/web', 9, 'ingress', 6, 443)).toBeUndefined();
+    const why = e.contributors('prod/web', { identity: client, direction: 'ingress', protocol: 6, port: 22, portPrefixLen: 16 });
+    expect(why.map((c) => c.origin?.path)).toEqual(['spec.ingressDeny[0]']);
+  });
+
+  it('egress named ports resolve against the peer identity’s pods, and follow them', () => {
+    const e = new Engine();
+    e.apply([
+      local(pod('prod', 'client', { app: 'client' })),
+      remote(pod('prod', 'srv-1', { app: 'srv' }, [{ name: 'http', port: 8080, protocol: 'TCP' }])),
+      policy(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: http}]
+`),
+    ]);
+    const srv = e.identityOfPod('prod/srv-1')!;
+    expect(e.lookup('prod/client', srv, 'egress', 6, 8080)?.entry.deny).toBe(false);
+    expect(e.lookup('prod/client', srv, 'egress', 6, 80)).toBeUndefined();
+    const cs = e.apply([remote(pod('prod', 'srv-2', { app: 'srv' }, [{ name: 'http', port: 80, protocol: 'TCP' }]))]);
+    expect(cs.work.policyResolutions).toBe(0);
+    expect(cs.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['upsert', srv, 80]]);
+    const gone = e.apply([{ type: 'deletePod', namespace: 'prod', name: 'srv-1' }]);
+    expect(gone.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['delete', srv, 8080]]);
+  });
+
+  it('namespace label changes re-identify its pods', () => {
+    const e = new Engine();
+    e.apply([
+      { type: 'upsertNamespace', name: 'dev', labels: { team: 'a' } },
+      remote(pod('dev', 'c', { app: 'client' })),
+      local(pod('prod', 'web', { app: 'web' })),
+      policy(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-team-b, namespace: prod}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: b}}}]
+`),
+    ]);
+    const before = e.identityOfPod('dev/c')!;
+    expect(e.lookup('prod/web', before, 'ingress', 6, 80)).toBeUndefined();
+    const cs = e.apply([{ type: 'upsertNamespace', name: 'dev', labels: { team: 'b' } }]);
+    const after = e.identityOfPod('dev/c')!;
+    expect(after).not.toBe(before);
+    expect(cs.work.identitiesReleased).toBe(1);
+    expect(e.lookup('prod/web', after, 'ingress', 6, 80)?.entry.deny).toBe(false);
+  });
+});

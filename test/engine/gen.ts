@@ -1,0 +1,275 @@
+/**
+ * Generators for engine property tests: small label and port pools, so that generated selectors
+ * actually select generated pods and generated ports actually hit their container ports.
+ */
+import fc from 'fast-check';
+import { parseIp } from '../../src/model/cidr.js';
+import {
+  ClusterState,
+  deleteNamespace,
+  deletePod,
+  deletePolicy,
+  EMPTY_CLUSTER,
+  namespaceWithDefaults,
+  Pod,
+  podKey,
+  upsertExternal,
+  upsertNamespace,
+  upsertPod,
+  upsertPolicy,
+} from '../../src/model/cluster.js';
+import { labelSetKey } from '../../src/model/labels.js';
+import type { ContainerPort, FlowProtocol } from '../../src/model/ports.js';
+import { policyKeyString, PolicyEntry } from '../../src/model/mapstate.js';
+import type { PolicyKind } from '../../src/model/rules.js';
+import type { Engine } from '../../src/engine/engine.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { parseManifest } from '../../src/policy/manifest.js';
+
+export const NAMESPACES = ['n0', 'n1', 'n2'];
+const POD_NAMES = ['p0', 'p1', 'p2', 'p3'];
+
+const PORT_SETS: readonly (readonly ContainerPort[])[] = [
+  [],
+  [{ name: 'http', port: 80, protocol: 'TCP' }],
+  [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  [
+    { name: 'dns', port: 53, protocol: 'UDP' },
+    { name: 'http', port: 80, protocol: 'TCP' },
+  ],
+  [{ port: 443, protocol: 'TCP' }],
+];
+
+export const EXTERNALS = [
+  { name: 'ext-lan', ip: parseIp('192.168.1.5') },
+  { name: 'ext-dns', ip: parseIp('8.8.8.8') },
+  { name: 'ext-ten', ip: parseIp('10.1.2.3') },
+  { name: 'ext-v6', ip: parseIp('2001:db8::5') },
+];
+
+/** Probed (protocol, port) pairs: named-port numbers, range edges, ICMP echo. */
+export const PROBE_PORTS: readonly { protocol: FlowProtocol; port: number }[] = [
+  { protocol: 'TCP', port: 80 },
+  { protocol: 'TCP', port: 81 },
+  { protocol: 'TCP', port: 90 },
+  { protocol: 'TCP', port: 443 },
+  { protocol: 'TCP', port: 8080 },
+  { protocol: 'UDP', port: 53 },
+  { protocol: 'UDP', port: 80 },
+  { protocol: 'SCTP', port: 80 },
+  { protocol: 'ICMP', port: 8 },
+];
+
+const podLabels = fc.record({ app: fc.constantFrom('web', 'db', 'api'), tier: fc.constantFrom('front', 'back') }, { requiredKeys: [] });
+const nsLabels = fc.record({ team: fc.constantFrom('a', 'b') }, { requiredKeys: [] });
+
+const labelKey = fc.constantFrom('app', 'tier');
+const labelValue = fc.constantFrom('web', 'db', 'api', 'front', 'back');
+const expr = fc.oneof(
+  fc.record({ key: labelKey, operator: fc.constantFrom('In', 'NotIn'), values: fc.uniqueArray(labelValue, { minLength: 1, maxLength: 2 }) }),
+  fc.record({ key: labelKey, operator: fc.constantFrom('Exists', 'DoesNotExist') }),
+);
+const podSelector = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ matchLabels: podLabels }) },
+  { weight: 1, arbitrary: fc.record({ matchExpressions: fc.array(expr, { minLength: 1, maxLength: 2 }) }) },
+  { weight: 1, arbitrary: fc.constant({}) },
+);
+const namespaceSelector = fc.oneof(fc.record({ matchLabels: nsLabels }), fc.constant({}));
+
+const npPort = fc.constantFrom<Record<string, unknown>>(
+  { port: 80 },
+  { port: 53, protocol: 'UDP' },
+  { port: 'http' },
+  { port: 'dns', protocol: 'UDP' },
+  { protocol: 'TCP' },
+  { port: 80, endPort: 90 },
+  { port: 1, endPort: 1024 },
+  { port: 80, protocol: 'SCTP' },
+);
+const ipBlock = fc.constantFrom({ cidr: '192.168.0.0/16', except: ['192.168.1.0/24'] }, { cidr: '8.8.8.8/32' }, { cidr: '10.0.0.0/8' }, { cidr: '0.0.0.0/0' }, { cidr: '2001:db8::/32' });
+const npPeer = fc.oneof(
+  fc.record({ podSelector }),
+  fc.record({ namespaceSelector }),
+  fc.record({ podSelector, namespaceSelector }),
+  fc.record({ ipBlock }),
+);
+const npRule = (field: 'from' | 'to') => fc.record({ [field]: fc.array(npPeer, { maxLength: 2 }), ports: fc.array(npPort, { maxLength: 2 }) }, { requiredKeys: [] });
+
+const networkPolicy = fc.record({
+  apiVersion: fc.constant('networking.k8s.io/v1'),
+  kind: fc.constant('NetworkPolicy'),
+  metadata: fc.record({ name: fc.constantFrom('np-a', 'np-b'), namespace: fc.constantFrom(...NAMESPACES) }),
+  spec: fc.record(
+    {
+      podSelector,
+      policyTypes: fc.subarray(['Ingress', 'Egress'], { minLength: 1 }),
+      ingress: fc.array(npRule('from'), { maxLength: 2 }),
+      egress: fc.array(npRule('to'), { maxLength: 2 }),
+    },
+    { requiredKeys: ['podSelector'] },
+  ),
+});
+
+const ciliumPort = fc.constantFrom<Record<string, unknown>>(
+  { port: '80', protocol: 'TCP' },
+  { port: '53', protocol: 'ANY' },
+  { port: '80', endPort: 90, protocol: 'TCP' },
+  { port: 'http' },
+  { port: '0', protocol: 'UDP' },
+  { port: '443' },
+);
+const httpRules: Record<string, unknown>[] = [
+  { ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } },
+  { ports: [{ port: '80', endPort: 90, protocol: 'TCP' }], rules: { http: [{}] } },
+];
+const dnsRule = { ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } };
+/** DNS rules are egress-only in Cilium. */
+const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(...httpRules, ...(dir === 'to' ? [dnsRule] : []));
+const portRule = (deny: boolean, dir: 'from' | 'to') =>
+  deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : fc.oneof(fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }), l7Rule(dir));
+const entity = fc.constantFrom('all', 'world', 'cluster', 'host');
+const cidr = fc.constantFrom('192.168.1.0/24', '8.8.8.8/32', '10.0.0.0/8', '2001:db8::/32');
+const cidrSet = fc.constantFrom({ cidr: '192.168.0.0/16', except: ['192.168.1.0/24'] }, { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] });
+const ciliumRule = (dir: 'from' | 'to', deny: boolean) =>
+  fc.oneof(
+    fc.record({ [`${dir}Endpoints`]: fc.array(podSelector, { minLength: 1, maxLength: 2 }), toPorts: fc.array(portRule(deny, dir), { maxLength: 1 }) }, { requiredKeys: [`${dir}Endpoints`] }),
+    fc.record({ [`${dir}Entities`]: fc.uniqueArray(entity, { minLength: 1, maxLength: 2 }), toPorts: fc.array(portRule(deny, dir), { maxLength: 1 }) }, { requiredKeys: [`${dir}Entities`] }),
+    fc.record({ [`${dir}CIDR`]: fc.uniqueArray(cidr, { minLength: 1, maxLength: 2 }), toPorts: fc.array(portRule(deny, dir), { maxLength: 1 }) }, { requiredKeys: [`${dir}CIDR`] }),
+    fc.record({ [`${dir}CIDRSet`]: fc.array(cidrSet, { minLength: 1, maxLength: 1 }) }),
+    fc.record({ toPorts: fc.array(portRule(deny, dir), { minLength: 1, maxLength: 1 }) }),
+    fc.record({ [`${dir}Entities`]: fc.constant(['all']), icmps: fc.constant([{ fields: [{ type: 8 }] }]) }),
+  );
+const ciliumSpec = fc.record(
+  {
+    endpointSelector: podSelector,
+    ingress: fc.array(ciliumRule('from', false), { maxLength: 2 }),
+    ingressDeny: fc.array(ciliumRule('from', true), { maxLength: 1 }),
+    egress: fc.array(ciliumRule('to', false), { maxLength: 2 }),
+    egressDeny: fc.array(ciliumRule('to', true), { maxLength: 1 }),
+    enableDefaultDeny: fc.record({ ingress: fc.boolean(), egress: fc.boolean() }, { requiredKeys: [] }),
+  },
+  { requiredKeys: ['endpointSelector'] },
+);
+const ciliumPolicy = fc.oneof(
+  fc.record({
+    apiVersion: fc.constant('cilium.io/v2'),
+    kind: fc.constant('CiliumNetworkPolicy'),
+    metadata: fc.record({ name: fc.constantFrom('cnp-a', 'cnp-b'), namespace: fc.constantFrom(...NAMESPACES) }),
+    spec: ciliumSpec,
+  }),
+  fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumClusterwideNetworkPolicy'), metadata: fc.record({ name: fc.constant('ccnp') }), specs: fc.array(ciliumSpec, { minLength: 1, maxLength: 2 }) }),
+);
+
+/** A cluster operation, before it becomes an engine event. */
+export type Op =
+  | { readonly k: 'ns'; readonly name: string; readonly labels: Record<string, string> }
+  | { readonly k: 'delNs'; readonly name: string }
+  | { readonly k: 'pod'; readonly ns: string; readonly name: string; readonly labels: Record<string, string>; readonly ports: number; readonly local: boolean }
+  | { readonly k: 'delPod'; readonly ns: string; readonly name: string }
+  | { readonly k: 'policy'; readonly manifest: Record<string, unknown> }
+  | { readonly k: 'delPolicy'; readonly kind: PolicyKind; readonly ns: string; readonly name: string };
+
+const nsName = fc.constantFrom(...NAMESPACES);
+export const op: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('ns' as const), name: nsName, labels: nsLabels }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('delNs' as const), name: nsName }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      k: fc.constant('pod' as const),
+      ns: nsName,
+      name: fc.constantFrom(...POD_NAMES),
+      labels: podLabels,
+      ports: fc.nat({ max: PORT_SETS.length - 1 }),
+      local: fc.boolean(),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('delPod' as const), ns: nsName, name: fc.constantFrom(...POD_NAMES) }) },
+  { weight: 5, arbitrary: fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
+  {
+    weight: 2,
+    arbitrary: fc.oneof(
+      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
+      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
+      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
+    ),
+  },
+);
+
+export function toEvent(o: Op): EngineEvent {
+  switch (o.k) {
+    case 'ns':
+      return { type: 'upsertNamespace', name: o.name, labels: o.labels };
+    case 'delNs':
+      return { type: 'deleteNamespace', name: o.name };
+    case 'pod': {
+      const ip = parseIp(`10.244.${NAMESPACES.indexOf(o.ns)}.${POD_NAMES.indexOf(o.name) + 2}`);
+      const pod: Pod = { namespace: o.ns, name: o.name, labels: o.labels, ip, serviceAccount: 'default', ports: PORT_SETS[o.ports] ?? [] };
+      return { type: 'upsertPod', pod, local: o.local };
+    }
+    case 'delPod':
+      return { type: 'deletePod', namespace: o.ns, name: o.name };
+    case 'policy':
+      return { type: 'upsertPolicy', policy: parseManifest(o.manifest, 'gen#1') };
+    case 'delPolicy':
+      return { type: 'deletePolicy', ref: o.kind === 'CiliumClusterwideNetworkPolicy' ? { kind: o.kind, name: o.name } : { kind: o.kind, namespace: o.ns, name: o.name } };
+  }
+}
+
+export const INITIAL_CLUSTER: ClusterState = EXTERNALS.reduce((s, e) => upsertExternal(s, e), EMPTY_CLUSTER);
+
+/** The model side of an event (the oracle's cluster state); throws like the engine should. */
+export function applyToModel(s: ClusterState, e: EngineEvent): ClusterState {
+  switch (e.type) {
+    case 'upsertNamespace':
+      return upsertNamespace(s, namespaceWithDefaults(e.name, e.labels));
+    case 'deleteNamespace':
+      return deleteNamespace(s, e.name);
+    case 'upsertPod':
+      return upsertPod(s, e.pod);
+    case 'deletePod':
+      return deletePod(s, `${e.namespace}/${e.name}`);
+    case 'upsertPolicy':
+      return upsertPolicy(s, e.policy);
+    case 'deletePolicy':
+      return deletePolicy(s, e.ref);
+  }
+}
+
+/** Which pods are local, as the events said. */
+export function trackLocality(local: Map<string, boolean>, state: ClusterState, e: EngineEvent): void {
+  if (e.type === 'upsertPod') local.set(podKey(e.pod), e.local ?? false);
+  for (const k of [...local.keys()]) if (!state.pods.has(k)) local.delete(k);
+}
+
+function entryText(e: PolicyEntry): string {
+  return `${e.deny ? 'deny' : 'allow'}:${e.proxyPort}:${e.precedence}`;
+}
+
+/**
+ * Every endpoint's map state with identities replaced by their labels, so engines that numbered
+ * identities differently (different histories) can be compared.
+ */
+export function normalizedMaps(engine: Engine): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const ep of engine.endpoints()) {
+    out[ep] = [...engine.mapState(ep).values()]
+      .map(({ key, entry }) => {
+        const who = key.identity === 0 ? '*' : labelSetKey(engine.identityLabels(key.identity) ?? []);
+        return `${who} ${policyKeyString({ ...key, identity: 0 }).slice(2)} ${entryText(entry)}`;
+      })
+      .sort();
+  }
+  return out;
+}
+
+/** A small deterministic PRNG for sampling flows inside a property. */
+export function prng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 0x100000000;
+  };
+}

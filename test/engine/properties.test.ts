@@ -1,0 +1,256 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ClusterState } from '../../src/model/cluster.js';
+import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/mapstate.js';
+import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
+import { Engine } from '../../src/engine/engine.js';
+import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
+import { entryEquals } from '../../src/engine/map-state.js';
+import { initialEvents } from '../../src/engine/sync.js';
+import { decideDirection, resolveEndpoint } from '../../src/naive/evaluator.js';
+import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, toEvent, trackLocality } from './gen.js';
+
+const LONG = Boolean(process.env.DISTILL_LONG);
+const RUNS = LONG ? 3000 : 300;
+const FELIX_RUNS = LONG ? 5000 : 500;
+const FLOWS_PER_TXN = 24;
+/** `npm test` must exercise at least this many engine transactions across the properties. */
+const MIN_TRANSACTIONS = 10_000;
+let transactions = 0;
+
+function apply(engine: Engine, events: readonly EngineEvent[]): ChangeSet {
+  transactions++;
+  return engine.apply(events);
+}
+
+type Maps = Map<string, Map<string, LookupResult>>;
+
+function snapshot(engine: Engine): Maps {
+  const out: Maps = new Map();
+  for (const ep of engine.endpoints()) out.set(ep, new Map(engine.mapState(ep)));
+  return out;
+}
+
+/** The exact diff size between two snapshots (endpoints that vanish are dropped as a whole). */
+function exactDiffSize(before: Maps, after: Maps): number {
+  let n = 0;
+  for (const [ep, m] of after) {
+    const b = before.get(ep) ?? new Map<string, LookupResult>();
+    for (const [ks, r] of m) if (!entryEquals(b.get(ks)?.entry, r.entry)) n++;
+    for (const ks of b.keys()) if (!m.has(ks)) n++;
+  }
+  return n;
+}
+
+function applyDeltas(before: Maps, cs: ChangeSet): Maps {
+  const out: Maps = new Map([...before].map(([ep, m]) => [ep, new Map(m)]));
+  for (const ep of cs.endpointsRemoved) out.delete(ep);
+  for (const ep of cs.endpointsAdded) out.set(ep, new Map());
+  const seen = new Set<string>();
+  for (const d of cs.deltas) {
+    const ks = policyKeyString(d.key);
+    expect(seen.has(`${d.endpoint} ${ks}`), `key ${ks} of ${d.endpoint} appears twice in one change set`).toBe(false);
+    seen.add(`${d.endpoint} ${ks}`);
+    const m = out.get(d.endpoint);
+    expect(m, `delta for unknown endpoint ${d.endpoint}`).toBeDefined();
+    if (d.op === 'upsert') {
+      expect(entryEquals(m!.get(ks)?.entry, d.entry), `upsert of an unchanged value ${ks}`).toBe(false);
+      m!.set(ks, { key: d.key, entry: d.entry });
+    } else {
+      expect(m!.has(ks), `delete of an absent key ${ks}`).toBe(true);
+      m!.delete(ks);
+    }
+  }
+  return out;
+}
+
+function sameMaps(a: Maps, b: Maps): boolean {
+  if (a.size !== b.size) return false;
+  for (const [ep, m] of a) {
+    const o = b.get(ep);
+    if (!o || o.size !== m.size) return false;
+    for (const [ks, r] of m) if (!entryEquals(o.get(ks)?.entry, r.entry)) return false;
+  }
+  return true;
+}
+
+function engineState(engine: Engine): string {
+  return JSON.stringify({ maps: normalizedMaps(engine), sizes: engine.sizes(), ids: engine.identities() });
+}
+
+/** Sampled flows: the datapath lookup on the engine's map vs the naive evaluator. */
+function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
+  const endpoints = engine.endpoints();
+  if (endpoints.length === 0) return;
+  const peers = [...state.pods.keys(), ...EXTERNALS.map((e) => e.name)];
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
+  for (let i = 0; i < FLOWS_PER_TXN; i++) {
+    const ep = pick(endpoints);
+    const peerName = pick(peers);
+    const direction = rnd() < 0.5 ? 'ingress' : 'egress';
+    const { protocol, port } = pick(PROBE_PORTS);
+    const subject = resolveEndpoint(state, ep);
+    const peer = resolveEndpoint(state, peerName);
+    if (subject.kind !== 'pod') throw new Error('endpoint is not a pod');
+    const naive = decideDirection(state, subject, direction, peer, protocol, port);
+    const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(peer.external.ip);
+    const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
+    const allowed = hit !== undefined && !hit.entry.deny;
+    const proxied = allowed && hit!.entry.proxyPort !== 0;
+    expect({ ep, peerName, direction, protocol, port, allowed, proxied }).toEqual({ ep, peerName, direction, protocol, port, allowed: naive.allowed, proxied: naive.proxied });
+  }
+}
+
+/** Does key `o` cover every packet key `i` covers (identity aside)? */
+function covers(o: LookupResult['key'], i: LookupResult['key']): boolean {
+  if (o.direction !== i.direction) return false;
+  if (o.protocol === 0) return true;
+  if (o.protocol !== i.protocol || i.portPrefixLen < o.portPrefixLen) return false;
+  const shift = 16 - o.portPrefixLen;
+  return o.portPrefixLen === 0 || i.port >> shift === o.port >> shift;
+}
+
+/** Cilium's insertion rules hold in every map: nothing the datapath could never pick is kept. */
+function checkMinimal(engine: Engine): void {
+  for (const ep of engine.endpoints()) {
+    const entries = [...engine.mapState(ep).values()];
+    for (const e of entries) {
+      for (const o of entries) {
+        if (o === e || (o.key.identity !== e.key.identity && o.key.identity !== 0)) continue;
+        if (covers(o.key, e.key) && o.entry.precedence > e.entry.precedence) {
+          throw new Error(`${ep}: ${policyKeyString(e.key)} is hidden by broader ${policyKeyString(o.key)} of higher precedence`);
+        }
+      }
+      if (e.key.identity !== 0) {
+        const w = engine.mapState(ep).get(policyKeyString({ ...e.key, identity: 0 }));
+        if (w && entryEquals(w.entry, e.entry)) throw new Error(`${ep}: ${policyKeyString(e.key)} duplicates the identity-0 entry`);
+      }
+    }
+  }
+}
+
+const transaction = fc.array(op, { minLength: 1, maxLength: 3 });
+
+describe('engine vs naive evaluator, after every transaction', () => {
+  it('map state = fresh engine on the final state; deltas = exact diff; sampled flows = oracle; bad batches change nothing', () => {
+    fc.assert(
+      fc.property(fc.array(transaction, { minLength: 5, maxLength: 40 }), fc.nat(), (txns: Op[][], seed) => {
+        const engine = new Engine();
+        let state = INITIAL_CLUSTER;
+        const local = new Map<string, boolean>();
+        let maps: Maps = new Map();
+        txns.forEach((ops, ti) => {
+          const events = ops.map(toEvent);
+          let next: ClusterState | null = state;
+          try {
+            for (const e of events) next = applyToModel(next, e);
+          } catch {
+            next = null;
+          }
+          if (next === null) {
+            // The model refuses the batch: the engine must refuse it too and keep its state.
+            const before = engineState(engine);
+            expect(() => apply(engine, events)).toThrow(EngineError);
+            expect(engineState(engine)).toBe(before);
+            return;
+          }
+          const cs = apply(engine, events);
+          for (const e of events) trackLocality(local, next, e);
+          state = next;
+          // (b) deltas turn the old maps into the new ones, and there are exactly as many as changes.
+          const now = snapshot(engine);
+          expect(sameMaps(applyDeltas(maps, cs), now)).toBe(true);
+          expect(cs.deltas.length).toBe(exactDiffSize(maps, now));
+          expect(new Set(engine.endpoints())).toEqual(new Set([...local].filter(([, l]) => l).map(([k]) => k)));
+          maps = now;
+          checkMinimal(engine);
+          // (a) a fresh engine fed the final state computes the same map states.
+          const fresh = new Engine();
+          // Not counted: it is the reference here, not the engine under test.
+          fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
+          expect(normalizedMaps(engine)).toEqual(normalizedMaps(fresh));
+          // (c) sampled flows agree with the oracle.
+          checkFlows(engine, state, seed + ti);
+        });
+        // Deleting everything leaves no endpoint and no identity but the reserved ones.
+        const teardown: EngineEvent[] = [...state.namespaces.keys()].map((name) => ({ type: 'deleteNamespace', name }));
+        for (const p of state.policies.values()) if (p.ref.namespace === undefined || !state.namespaces.has(p.ref.namespace)) teardown.push({ type: 'deletePolicy', ref: p.ref });
+        for (const p of state.pods.values()) if (!state.namespaces.has(p.namespace)) teardown.push({ type: 'deletePod', namespace: p.namespace, name: p.name });
+        apply(engine, teardown);
+        expect(engine.endpoints()).toEqual([]);
+        expect(engine.sizes()).toMatchObject({ identities: 10, localIdentities: 0, selectors: 0, subjectSelectors: 0, mapStates: 0 });
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});
+
+describe('Felix-style equivalences: the same final state by different routes gives the same maps', () => {
+  it('one event per transaction = one batch = every event twice = rebuilt from the final state (both orders)', () => {
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 3, maxLength: 30 }), (ops: Op[]) => {
+        // Keep the events the model accepts, in order: a valid history.
+        let state = INITIAL_CLUSTER;
+        const local = new Map<string, boolean>();
+        const events: EngineEvent[] = [];
+        for (const o of ops) {
+          const e = toEvent(o);
+          try {
+            state = applyToModel(state, e);
+          } catch {
+            continue;
+          }
+          events.push(e);
+          trackLocality(local, state, e);
+        }
+        fc.pre(events.length > 0);
+        const isLocal = (p: { namespace: string; name: string }): boolean => local.get(`${p.namespace}/${p.name}`) ?? false;
+
+        const split = new Engine();
+        let splitDeltas = snapshot(split);
+        for (const e of events) splitDeltas = applyDeltas(splitDeltas, apply(split, [e]));
+        const expected = normalizedMaps(split);
+        expect(sameMaps(splitDeltas, snapshot(split))).toBe(true);
+
+        const squashed = new Engine();
+        const cs = apply(squashed, events);
+        expect(normalizedMaps(squashed)).toEqual(expected);
+        expect(sameMaps(applyDeltas(new Map(), cs), snapshot(squashed))).toBe(true);
+
+        const twice = new Engine();
+        for (const e of events) {
+          apply(twice, [e]);
+          const before = engineState(twice);
+          try {
+            const again = apply(twice, [e]);
+            expect(again.deltas).toEqual([]);
+          } catch (err) {
+            // Only a repeated delete may be refused, and it changes nothing.
+            expect(err).toBeInstanceOf(EngineError);
+            expect(e.type.startsWith('delete')).toBe(true);
+          }
+          expect(engineState(twice)).toBe(before);
+        }
+        expect(normalizedMaps(twice)).toEqual(expected);
+
+        const rebuilt = new Engine();
+        apply(rebuilt, initialEvents(state, isLocal));
+        expect(normalizedMaps(rebuilt)).toEqual(expected);
+
+        const reversed = new Engine();
+        for (const e of initialEvents(state, isLocal).reverse()) apply(reversed, [e]);
+        expect(normalizedMaps(reversed)).toEqual(expected);
+      }),
+      { numRuns: FELIX_RUNS },
+    );
+  });
+});
+
+afterAll(() => {
+  // Not a timing assertion: a floor on how much the properties above exercised.
+  if (transactions < MIN_TRANSACTIONS) throw new Error(`only ${transactions} engine transactions ran; at least ${MIN_TRANSACTIONS} are required`);
+  process.stdout.write(`engine properties: ${transactions} transactions\n`);
+});
+
+export type { PolicyEntry };

@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { parseCidr } from '../../src/model/cidr.js';
+import { k8sLabels, makeLabelSet, reservedLabel } from '../../src/model/labels.js';
+import { makeSelector, Requirement } from '../../src/model/selector.js';
+import { cidrSelector, labelsSelector, SelectionListener, SelectorCache } from '../../src/engine/selector-cache.js';
+import { emptyStats } from '../../src/engine/stats.js';
+
+const k8s = (key: string): { source: string; key: string } => ({ source: 'k8s', key });
+const eq = (key: string, value: string): Requirement => ({ key: k8s(key), operator: 'In', values: [value] });
+const ident = (id: number, labels: Record<string, string>) => ({ id, matchLabels: makeLabelSet(k8sLabels(labels)) });
+
+function recorder(): SelectionListener & { log: string[] } {
+  const log: string[] = [];
+  return { log, selectionChanged: (cs, added, removed) => log.push(`${cs.selector.key}: +[${added.join(',')}] -[${removed.join(',')}]`) };
+}
+
+describe('selector cache', () => {
+  it('stores each distinct selector once and reports selection changes to its users', () => {
+    const stats = emptyStats();
+    const cache = new SelectorCache(stats);
+    const a = recorder();
+    const b = recorder();
+    const s1 = cache.register(labelsSelector(makeSelector([eq('app', 'web')])), a);
+    const s2 = cache.register(labelsSelector(makeSelector([eq('app', 'web')])), b);
+    expect(s1).toBe(s2);
+    expect(cache.selectorCount).toBe(1);
+    cache.addIdentity(ident(300, { app: 'web' }));
+    cache.addIdentity(ident(301, { app: 'db' }));
+    expect([...s1.selected]).toEqual([300]);
+    expect(a.log).toEqual(['k8s:app=web: +[300] -[]']);
+    expect(b.log).toEqual(a.log);
+    cache.removeIdentity(300);
+    expect(a.log[1]).toBe('k8s:app=web: +[] -[300]');
+    cache.unregister(s1, a);
+    expect(cache.selectorCount).toBe(1);
+    cache.unregister(s1, b);
+    expect(cache.selectorCount).toBe(0);
+  });
+
+  it('evaluates only the selectors an identity could match (the label index)', () => {
+    const stats = emptyStats();
+    const cache = new SelectorCache(stats);
+    const user = recorder();
+    for (let i = 0; i < 1000; i++) cache.register(labelsSelector(makeSelector([eq('app', `svc-${i}`), eq('io.kubernetes.pod.namespace', 'prod')])), user);
+    const before = stats.selectorEvaluations;
+    cache.addIdentity(ident(400, { team: 'unrelated' }));
+    expect(stats.selectorEvaluations - before).toBe(0);
+    cache.addIdentity(ident(401, { app: 'svc-7', 'io.kubernetes.pod.namespace': 'prod' }));
+    // One candidate: the selector filed under app=svc-7, not the 999 others sharing the namespace.
+    expect(stats.selectorEvaluations - before).toBe(1);
+    const removalStart = stats.selectorEvaluations;
+    cache.removeIdentity(401);
+    expect(stats.selectorEvaluations).toBe(removalStart);
+  });
+
+  it('evaluates only candidate identities when a selector is registered', () => {
+    const stats = emptyStats();
+    const cache = new SelectorCache(stats);
+    for (let i = 0; i < 500; i++) cache.addIdentity(ident(1000 + i, { app: `svc-${i}` }));
+    const before = stats.selectorEvaluations;
+    const cs = cache.register(labelsSelector(makeSelector([eq('app', 'svc-3')])), recorder());
+    expect([...cs.selected]).toEqual([1003]);
+    expect(stats.selectorEvaluations - before).toBe(1);
+  });
+
+  it('selectors with only negative requirements are evaluated for every identity, and match correctly', () => {
+    const cache = new SelectorCache(emptyStats());
+    const cs = cache.register(labelsSelector(makeSelector([{ key: k8s('app'), operator: 'DoesNotExist', values: [] }])), recorder());
+    cache.addIdentity(ident(300, { app: 'web' }));
+    cache.addIdentity(ident(301, { tier: 'db' }));
+    expect([...cs.selected]).toEqual([301]);
+  });
+
+  it('a CIDR selector selects the CIDR identities inside it and not inside an exception', () => {
+    const cache = new SelectorCache(emptyStats());
+    const cs = cache.register(cidrSelector(parseCidr('10.0.0.0/8'), [parseCidr('10.96.0.0/12')]), recorder());
+    const world = makeLabelSet([reservedLabel('world'), reservedLabel('world-ipv4')]);
+    cache.addIdentity({ id: 1 << 24 | 1, matchLabels: world, cidr: parseCidr('10.0.0.0/8') });
+    cache.addIdentity({ id: 1 << 24 | 2, matchLabels: world, cidr: parseCidr('10.96.0.0/12') });
+    cache.addIdentity({ id: 1 << 24 | 3, matchLabels: world, cidr: parseCidr('10.1.0.0/16') });
+    cache.addIdentity({ id: 1 << 24 | 4, matchLabels: world, cidr: parseCidr('192.168.0.0/16') });
+    cache.addIdentity({ id: 9, matchLabels: world });
+    expect([...cs.selected].sort()).toEqual([1 << 24 | 1, 1 << 24 | 3]);
+  });
+});

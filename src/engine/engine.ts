@@ -61,6 +61,8 @@ interface PodRecord {
 
 interface ActiveUnit {
   readonly unit: RuleUnit;
+  /** Short contribution tag in map states (the uid is long: hashing it per entry would cost). */
+  readonly source: string;
   subject: CachedSelector | null;
   /** Some local identity is selected: peers are registered and targets kept current. */
   active: boolean;
@@ -135,6 +137,8 @@ export class Engine {
   private readonly cidrIdentities: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>> = { ipv4: new Map(), ipv6: new Map() };
   /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
   private readonly namedEgressUnits = new Map<string, Set<ActiveUnit>>();
+  private readonly unitsBySource = new Map<string, ActiveUnit>();
+  private nextSource = 1;
 
   // Transaction bookkeeping.
   private readonly pendingRelease = new Set<IdentityRecord>();
@@ -267,12 +271,7 @@ export class Engine {
   }
 
   private originOfSource(source: string): RuleOrigin | null {
-    if (source === DEFAULT_ALLOW_SOURCE) return null;
-    for (const rec of this.policies.values()) {
-      const u = rec.units.get(source);
-      if (u) return u.unit.origin;
-    }
-    return null;
+    return this.unitsBySource.get(source)?.unit.origin ?? null;
   }
 
   // ---------------------------------------------------------------- validation
@@ -569,8 +568,8 @@ export class Engine {
       const entry = clauseEntry(u.verdict, c.l7, u.direction, this.proxy);
       for (const pk of portKeys(c.l4, resolve)) {
         const key: PolicyKey = { identity: peer, direction: u.direction, ...pk };
-        if (sign > 0) g.state.add(key, u.uid, entry);
-        else g.state.remove(key, u.uid, entry);
+        if (sign > 0) g.state.add(key, a.source, entry);
+        else g.state.remove(key, a.source, entry);
       }
     }
   }
@@ -607,6 +606,7 @@ export class Engine {
   private attachUnit(unit: RuleUnit): ActiveUnit {
     const a: ActiveUnit = {
       unit,
+      source: `u${this.nextSource++}`,
       subject: null,
       active: false,
       peers: [],
@@ -615,6 +615,7 @@ export class Engine {
       subjectListener: { selectionChanged: (_cs, added, removed) => this.onSubjectChange(a, added, removed) },
       peerListener: { selectionChanged: (_cs, added, removed) => this.onPeerChange(a, added, removed) },
     };
+    this.unitsBySource.set(a.source, a);
     a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
     const selected = [...a.subject.selected];
     if (selected.length > 0) this.onSubjectChange(a, selected, []);
@@ -627,6 +628,7 @@ export class Engine {
     if (selected.length > 0) this.onSubjectChange(a, [], selected, true);
     this.subjectCache.unregister(cs, a.subjectListener);
     a.subject = null;
+    this.unitsBySource.delete(a.source);
   }
 
   /** Registers the unit's peers once some local identity needs it. */

@@ -14,6 +14,8 @@ const LONG = Boolean(process.env.DISTILL_LONG);
 const RUNS = LONG ? 3000 : 300;
 const FELIX_RUNS = LONG ? 5000 : 500;
 const FLOWS_PER_TXN = 24;
+/** Long runs take minutes; the default per-test timeout is for `npm test`. */
+const TIMEOUT = LONG ? 60 * 60_000 : undefined;
 /** `npm test` must exercise at least this many engine transactions across the properties. */
 const MIN_TRANSACTIONS = 10_000;
 let transactions = 0;
@@ -183,7 +185,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
       }),
       { numRuns: RUNS },
     );
-  });
+  }, TIMEOUT);
 });
 
 describe('Felix-style equivalences: the same final state by different routes gives the same maps', () => {
@@ -244,7 +246,7 @@ describe('Felix-style equivalences: the same final state by different routes giv
       }),
       { numRuns: FELIX_RUNS },
     );
-  });
+  }, TIMEOUT);
 });
 
 afterAll(() => {

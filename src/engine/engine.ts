@@ -5,7 +5,7 @@ import { LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL, reservedLabe
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } from '../model/mapstate.js';
 import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
 import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin } from '../model/rules.js';
-import { ChangeSet, EngineError, EngineEvent, MapDelta, MapSnapshot } from './events.js';
+import { ChangeSet, EngineError, EngineEvent, MapCapacityError, MapDelta, MapSnapshot } from './events.js';
 import { EntryChange, MapState } from './map-state.js';
 import {
   ALLOW_ENTRY,
@@ -89,7 +89,11 @@ interface PolicyRecord {
 
 export interface EngineOptions {
   readonly proxyPorts?: ProxyPorts;
+  /** Entries one endpoint's policy map may hold (Cilium's default: 16,384). */
+  readonly mapCapacity?: number;
 }
+
+export const DEFAULT_MAP_CAPACITY = 16384;
 
 const DEFAULT_ALLOW_SOURCE = 'default-allow';
 
@@ -145,11 +149,17 @@ export class Engine {
   private readonly dirtyGroups = new Set<Group>();
   /** Endpoints whose group changed in this transaction → their group before it (null: none). */
   private readonly movedEndpoints = new Map<string, Group | null>();
+  /** Undo closures of the running transaction, newest last; null outside `apply`. */
+  private undoLog: (() => void)[] | null = null;
+  /** Identities freed by the running transaction's commit, revived if it is rolled back. */
+  private readonly freedThisTxn = new Map<string, IdentityRecord>();
+  readonly mapCapacity: number;
   private readonly worldIpv4: IdentityRecord;
   private readonly worldIpv6: IdentityRecord;
 
   constructor(options: EngineOptions = {}) {
     this.proxy = options.proxyPorts ?? fixedProxyPorts();
+    this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = makeLabelSet([reservedLabel(name)]);
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
@@ -168,12 +178,54 @@ export class Engine {
   apply(events: readonly EngineEvent[]): ChangeSet {
     this.validate(events);
     const before = { ...this.statsCounters };
+    const mark = this.allocator.mark();
+    const undo: (() => void)[] = [];
+    this.undoLog = undo;
     for (const e of events) this.applyEvent(e);
     const result = this.commit();
+    this.undoLog = null;
+    const overflow = this.findOverflow(result.touched);
+    if (overflow) {
+      this.rollback(undo, before, mark);
+      throw overflow;
+    }
+    this.freedThisTxn.clear();
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
     this.statsCounters.deltas += result.deltas.length;
-    return { ...result, work: diffStats(this.statsCounters, before) };
+    return { deltas: result.deltas, endpointsAdded: result.endpointsAdded, endpointsRemoved: result.endpointsRemoved, work: diffStats(this.statsCounters, before) };
+  }
+
+  private findOverflow(endpoints: Iterable<string>): MapCapacityError | null {
+    let worst: { endpoint: string; group: Group } | null = null;
+    for (const endpoint of endpoints) {
+      const group = this.endpointGroups.get(endpoint);
+      if (!group || group.state.entries.size <= this.mapCapacity) continue;
+      if (!worst || group.state.entries.size > worst.group.state.entries.size) worst = { endpoint, group };
+    }
+    if (!worst) return null;
+    const top = [...worst.group.state.entriesBySource()]
+      .filter(([source]) => source !== DEFAULT_ALLOW_SOURCE)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([source, entries]) => {
+        const o = this.originOfSource(source);
+        return { rule: o ? `${policyRefKey(o.policy)} ${o.path}` : source, entries };
+      });
+    return new MapCapacityError(worst.endpoint, worst.group.state.entries.size, this.mapCapacity, top);
+  }
+
+  /** Undoes a committed-but-refused transaction: same model, same identity numbers, same maps. */
+  private rollback(undo: readonly (() => void)[], stats: EngineStats, mark: ReturnType<IdentityAllocator['mark']>): void {
+    for (let i = undo.length - 1; i >= 0; i--) (undo[i] as () => void)();
+    for (const rec of [...this.pendingRelease]) if (rec.refs === 0) this.freeIdentity(rec);
+    this.pendingRelease.clear();
+    for (const g of this.dirtyGroups) g.state.settle();
+    this.dirtyGroups.clear();
+    this.movedEndpoints.clear();
+    this.freedThisTxn.clear();
+    this.allocator.rewind(mark);
+    Object.assign(this.statsCounters, stats);
   }
 
   stats(): EngineStats {
@@ -354,21 +406,27 @@ export class Engine {
 
   private upsertNamespace(name: string, labels: Readonly<Record<string, string>>): void {
     const next = namespaceWithDefaults(name, labels).labels;
+    const stored = this.namespaces.get(name);
     const prev = this.namespaceLabels(name);
     this.namespaces.set(name, next);
-    if (sameStringMap(prev, next)) return;
-    // Namespace labels are part of every pod identity in it: re-identify them.
-    for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
-      const rec = this.pods.get(k) as PodRecord;
-      this.removePod(k);
-      this.addPod(rec.pod, rec.local);
+    if (!sameStringMap(prev, next)) {
+      // Namespace labels are part of every pod identity in it: re-identify them.
+      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
+        const rec = this.pods.get(k) as PodRecord;
+        this.removePod(k);
+        this.addPod(rec.pod, rec.local);
+      }
     }
+    // Logged after the pods: undoing restores the labels first, then the pods' old identities.
+    this.undoLog?.push(() => (stored ? this.namespaces.set(name, stored) : this.namespaces.delete(name)));
   }
 
   private deleteNamespace(name: string): void {
     for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.removePod(k);
     for (const [k, rec] of [...this.policies]) if (rec.policy.ref.namespace === name) this.deletePolicy(k);
+    const stored = this.namespaces.get(name);
     this.namespaces.delete(name);
+    if (stored) this.undoLog?.push(() => this.namespaces.set(name, stored));
   }
 
   private upsertPod(pod: Pod, local: boolean): void {
@@ -392,6 +450,7 @@ export class Engine {
     inNs.add(key);
     this.podsByIp.set(pod.ip.text, key);
     if (local) this.joinGroup(key, rec);
+    this.undoLog?.push(() => this.removePod(key));
   }
 
   private removePod(key: string): void {
@@ -405,6 +464,7 @@ export class Engine {
     if (this.podsByIp.get(rec.pod.ip.text) === key) this.podsByIp.delete(rec.pod.ip.text);
     this.changeNamedPorts(rec.identity, rec.pod.ports, -1);
     this.releaseIdentity(rec.identity);
+    this.undoLog?.push(() => this.addPod(rec.pod, rec.local));
   }
 
   // ---------------------------------------------------------------- identities
@@ -418,9 +478,20 @@ export class Engine {
       this.changeNamedPorts(existing, ports, +1);
       return existing;
     }
-    const { id } = this.allocator.acquire(labels, cidr ? 'local' : 'cluster');
-    const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
-    const rec: IdentityRecord = { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+    const freed = this.freedThisTxn.get(key);
+    let rec: IdentityRecord;
+    if (freed) {
+      // Rolling back a refused transaction: the identity gets its old number back.
+      this.freedThisTxn.delete(key);
+      this.allocator.revive(freed.id, labels);
+      rec = freed;
+      rec.refs = 1;
+    } else {
+      const { id } = this.allocator.acquire(labels, cidr ? 'local' : 'cluster');
+      const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
+      rec = { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+    }
+    const id = rec.id;
     addNamedPorts(rec, ports, +1);
     this.identitiesByKey.set(key, rec);
     this.identitiesById.set(id, rec);
@@ -450,6 +521,7 @@ export class Engine {
       if (m?.size === 0) this.cidrIdentities[rec.cidr.family].delete(rec.cidr.prefixLength);
     }
     this.allocator.release(rec.id);
+    this.freedThisTxn.set(labelSetKey(rec.labels), rec);
     this.statsCounters.identitiesReleased++;
   }
 
@@ -593,6 +665,7 @@ export class Engine {
       if (!rec.units.has(u.uid)) rec.units.set(u.uid, kept ?? this.attachUnit(u));
     }
     for (const e of compiled.enforcements) rec.enforcements.set(e.uid, old?.enforcements.get(e.uid) ?? this.attachEnforcement(e));
+    this.undoLog?.push(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 
   private deletePolicy(key: string): void {
@@ -601,6 +674,7 @@ export class Engine {
     for (const a of rec.units.values()) this.detachUnit(a);
     for (const e of rec.enforcements.values()) this.detachEnforcement(e);
     this.policies.delete(key);
+    this.undoLog?.push(() => this.upsertPolicy(rec.policy));
   }
 
   private attachUnit(unit: RuleUnit): ActiveUnit {
@@ -765,7 +839,7 @@ export class Engine {
 
   // ---------------------------------------------------------------- commit
 
-  private commit(): Omit<ChangeSet, 'work'> {
+  private commit(): Omit<ChangeSet, 'work'> & { touched: Set<string> } {
     for (const rec of [...this.pendingRelease]) if (rec.refs === 0) this.freeIdentity(rec);
     this.pendingRelease.clear();
     const changesByGroup = new Map<Group, EntryChange[]>();
@@ -811,7 +885,7 @@ export class Engine {
       const o = perEndpoint.get(endpoint) as { upserts: MapDelta[]; deletes: MapDelta[] };
       deltas.push(...o.upserts, ...o.deletes);
     }
-    return { deltas, endpointsAdded: endpointsAdded.sort(), endpointsRemoved: endpointsRemoved.sort() };
+    return { deltas, endpointsAdded: endpointsAdded.sort(), endpointsRemoved: endpointsRemoved.sort(), touched: new Set(perEndpoint.keys()) };
   }
 
   /** Deltas turning the old group's pre-transaction state into the new group's current one. */

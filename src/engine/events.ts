@@ -50,4 +50,29 @@ export class EngineError extends Error {
   }
 }
 
+/** Rules and how many map entries each contributes to one endpoint's map. */
+export interface EntryContribution {
+  readonly rule: string;
+  readonly entries: number;
+}
+
+/**
+ * A transaction refused because an endpoint's policy map would exceed its capacity: nothing was
+ * applied, to the engine or to any map.
+ */
+export class MapCapacityError extends Error {
+  override readonly name = 'MapCapacityError';
+  constructor(
+    readonly endpoint: string,
+    readonly needed: number,
+    readonly capacity: number,
+    readonly topContributors: readonly EntryContribution[],
+  ) {
+    super(
+      `endpoint ${endpoint} would need ${needed} policy-map entries, over its capacity of ${capacity}; ` +
+        `most entries come from: ${topContributors.map((c) => `${c.rule} (${c.entries})`).join('; ') || 'nothing identifiable'}. The transaction was not applied`,
+    );
+  }
+}
+
 export type MapSnapshot = ReadonlyMap<string, LookupResult>;

@@ -210,6 +210,17 @@ export class MapState {
     return [...r.contribs.entries()].map(([tag, c]) => ({ source: tag.slice(0, tag.lastIndexOf('|', tag.lastIndexOf('|', tag.lastIndexOf('|') - 1) - 1)), entry: c.entry }));
   }
 
+  /** For each source, how many kernel-layer entries it is a winning contributor of. */
+  entriesBySource(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const { key, entry } of this.entries.values()) {
+      for (const c of this.contributions(key)) {
+        if (entryEquals(c.entry, entry)) out.set(c.source, (out.get(c.source) ?? 0) + 1);
+      }
+    }
+    return out;
+  }
+
   /** Brings `entries` up to date with the raw layer and returns exactly what changed. */
   settle(): EntryChange[] {
     if (this.dirty.size === 0) return [];

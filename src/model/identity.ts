@@ -120,6 +120,33 @@ export class IdentityAllocator {
     return true;
   }
 
+  /** Where numbering stands now. */
+  mark(): { readonly cluster: IdentityId; readonly local: IdentityId } {
+    return { cluster: this.nextCluster, local: this.nextLocal };
+  }
+
+  /**
+   * Returns numbering to a mark, undoing a refused transaction. Only allowed once every id
+   * allocated since the mark has been released, so no live id can be handed out twice.
+   */
+  rewind(mark: { readonly cluster: IdentityId; readonly local: IdentityId }): void {
+    for (const id of this.byId.keys()) {
+      const fromMark = (id & LOCAL_IDENTITY_FLAG) !== 0 ? id >= mark.local : id >= mark.cluster;
+      if (fromMark && id >= FIRST_CLUSTER_IDENTITY) throw new Error(`cannot rewind: identity ${id} allocated since the mark is still live`);
+    }
+    this.nextCluster = mark.cluster;
+    this.nextLocal = mark.local;
+  }
+
+  /** Re-allocates a released id for the same labels (undoing a refused transaction). */
+  revive(id: IdentityId, labels: LabelSet): void {
+    const key = labelSetKey(labels);
+    if (this.byId.has(id) || this.byKey.has(key)) throw new Error(`identity ${id} is live, cannot revive it`);
+    const a: Allocation = { id, labels, refs: 1 };
+    this.byKey.set(key, a);
+    this.byId.set(id, a);
+  }
+
   lookup(labels: LabelSet): IdentityId | undefined {
     return this.byKey.get(labelSetKey(labels))?.id;
   }

@@ -4,7 +4,7 @@ import type { Pod } from '../../src/model/cluster.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import type { ContainerPort } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
-import { EngineError, EngineEvent } from '../../src/engine/events.js';
+import { EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 
 let ipCounter = 2;
@@ -212,5 +212,30 @@ spec:
     expect(after).not.toBe(before);
     expect(cs.work.identitiesReleased).toBe(1);
     expect(e.lookup('prod/web', after, 'ingress', 6, 80)?.entry.deny).toBe(false);
+  });
+
+  it('refuses a transaction that would overflow a map, naming the endpoint, the count and the biggest rules', () => {
+    const e = new Engine({ mapCapacity: 20 });
+    e.apply([local(pod('prod', 'web', { app: 'web' })), allowFrom('small', 'web', 'client')]);
+    const clients = Array.from({ length: 30 }, (_, i) => remote(pod('prod', `c${i}`, { app: 'client', n: String(i) })));
+    const before = JSON.stringify({ ids: e.identities(), map: [...e.mapState('prod/web')], stats: e.stats() });
+    const lastCluster = Math.max(...e.identities().filter((id) => id < 1 << 24));
+    let err: unknown;
+    try {
+      e.apply(clients);
+    } catch (x) {
+      err = x;
+    }
+    expect(err).toBeInstanceOf(MapCapacityError);
+    const m = err as MapCapacityError;
+    expect(m.endpoint).toBe('prod/web');
+    expect(m.needed).toBe(31); // 30 clients on port 80 + egress allow-all
+    expect(m.topContributors[0]).toEqual({ rule: 'CiliumNetworkPolicy/prod/small spec.ingress[0]', entries: 30 });
+    expect(m.message).toContain('endpoint prod/web would need 31 policy-map entries, over its capacity of 20');
+    expect(JSON.stringify({ ids: e.identities(), map: [...e.mapState('prod/web')], stats: e.stats() })).toBe(before);
+    // Smaller batches still fit, and get the same identity numbers a refusal would have burnt.
+    const next = e.apply(clients.slice(0, 10));
+    expect(next.deltas).toHaveLength(10);
+    expect(e.identityOfPod('prod/c0')).toBe(lastCluster + 1);
   });
 });

@@ -4,7 +4,7 @@ import { ClusterState } from '../../src/model/cluster.js';
 import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/mapstate.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
-import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
+import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
 import { initialEvents } from '../../src/engine/sync.js';
 import { decideDirection, resolveEndpoint } from '../../src/naive/evaluator.js';
@@ -185,6 +185,48 @@ describe('engine vs naive evaluator, after every transaction', () => {
       }),
       { numRuns: RUNS },
     );
+  }, TIMEOUT);
+});
+
+describe('map capacity', () => {
+  it('a transaction that would overflow any map is refused whole; the engine is exactly as before, identity numbers included', () => {
+    let refused = 0;
+    fc.assert(
+      fc.property(fc.array(transaction, { minLength: 5, maxLength: 30 }), fc.integer({ min: 3, max: 12 }), (txns: Op[][], capacity) => {
+        const engine = new Engine({ mapCapacity: capacity });
+        let state = INITIAL_CLUSTER;
+        const local = new Map<string, boolean>();
+        let maps: Maps = new Map();
+        for (const ops of txns) {
+          const events = ops.map(toEvent);
+          const before = engineState(engine);
+          let cs: ChangeSet;
+          try {
+            cs = apply(engine, events);
+          } catch (err) {
+            if (!(err instanceof MapCapacityError) && !(err instanceof EngineError)) throw err;
+            if (err instanceof MapCapacityError) {
+              refused++;
+              expect(err.needed).toBeGreaterThan(capacity);
+            }
+            expect(engineState(engine)).toBe(before);
+            continue;
+          }
+          for (const e of events) state = applyToModel(state, e);
+          for (const e of events) trackLocality(local, state, e);
+          const now = snapshot(engine);
+          expect(sameMaps(applyDeltas(maps, cs), now)).toBe(true);
+          for (const m of now.values()) expect(m.size).toBeLessThanOrEqual(capacity);
+          maps = now;
+        }
+        const fresh = new Engine({ mapCapacity: capacity });
+        fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
+        expect(normalizedMaps(engine)).toEqual(normalizedMaps(fresh));
+      }),
+      { numRuns: LONG ? 1000 : 100 },
+    );
+    // The property must have exercised refusals, not just accepted everything.
+    expect(refused).toBeGreaterThan(20);
   }, TIMEOUT);
 });
 

@@ -3,7 +3,9 @@ import type { IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
 import { DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../naive/evaluator.js';
+import type { PolicyEntry } from '../model/mapstate.js';
 import type { Engine } from './engine.js';
+import type { ChangeSet } from './events.js';
 import { ALL_LOCAL, clusterEvents, LocalityRule } from './sync.js';
 
 function peerIdentity(engine: Engine, ep: FlowEndpoint): IdentityId {
@@ -15,11 +17,19 @@ function peerIdentity(engine: Engine, ep: FlowEndpoint): IdentityId {
   return engine.identityOfIp(ep.external.ip);
 }
 
+/**
+ * Where verdicts are read from: by default the engine's own map states; a kernel backend plugs in
+ * its real LPM lookups here (`src/backend/reconcile.ts`).
+ */
+export type VerdictLookup = (endpoint: string, peer: IdentityId, direction: Direction, protocol: number, port: number) => PolicyEntry | undefined;
+
 /** One side of a flow, decided by the datapath lookup in the endpoint's policy map. */
-function decideSide(engine: Engine, endpoint: string, direction: Direction, peer: IdentityId, flow: Flow): DirectionDecision {
-  const hit = engine.lookup(endpoint, peer, direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
-  const allowed = hit !== undefined && !hit.entry.deny;
-  const proxied = allowed && hit.entry.proxyPort !== 0;
+function decideSide(engine: Engine, endpoint: string, direction: Direction, peer: IdentityId, flow: Flow, verdictLookup?: VerdictLookup): DirectionDecision {
+  const protocol = PROTOCOL_NUMBER[flow.protocol];
+  const hit = engine.lookup(endpoint, peer, direction, protocol, flow.port);
+  const entry = verdictLookup ? verdictLookup(endpoint, peer, direction, protocol, flow.port) : hit?.entry;
+  const allowed = entry !== undefined && !entry.deny;
+  const proxied = allowed && entry.proxyPort !== 0;
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];
   const redirectedBy: RuleOrigin[] = [];
@@ -38,11 +48,11 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
  * Decides a flow the way the kernel would: the source's egress map and the destination's ingress
  * map, each with the peer's identity. The reasons are the rules behind the winning entry.
  */
-export function engineDecision(engine: Engine, state: ClusterState, flow: Flow): FlowDecision {
+export function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup): FlowDecision {
   const src = resolveEndpoint(state, flow.from);
   const dst = resolveEndpoint(state, flow.to);
-  const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow) : undefined;
-  const ingress = dst.kind === 'pod' ? decideSide(engine, dst.name, 'ingress', peerIdentity(engine, src), flow) : undefined;
+  const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow, verdictLookup) : undefined;
+  const ingress = dst.kind === 'pod' ? decideSide(engine, dst.name, 'ingress', peerIdentity(engine, src), flow, verdictLookup) : undefined;
   const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
   const proxied = allowed && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
   return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
@@ -58,17 +68,23 @@ export class EngineDecider {
   constructor(
     readonly engine: Engine,
     private readonly isLocal: LocalityRule = ALL_LOCAL,
+    /** Called with each transaction's change set (e.g. to write it to a kernel backend). */
+    private readonly onChange?: (cs: ChangeSet) => void,
+    private readonly verdictLookup?: VerdictLookup,
   ) {}
 
   sync(state: ClusterState): void {
     if (state === this.last) return;
     const events = clusterEvents(this.last, state, this.isLocal);
-    if (events.length > 0) this.engine.apply(events);
+    if (events.length > 0) {
+      const cs = this.engine.apply(events);
+      this.onChange?.(cs);
+    }
     this.last = state;
   }
 
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
     this.sync(state);
-    return engineDecision(this.engine, state, flow);
+    return engineDecision(this.engine, state, flow, this.verdictLookup);
   };
 }

@@ -623,11 +623,17 @@ export class Engine {
     yield* a.targets.keys();
   }
 
+  /**
+   * The map states unit `a` contributes to. Invariant: a contributes to X's map states iff X has
+   * adopted it (`X.units`), not merely when its subject selects X: while a unit activates, the
+   * CIDR identities it allocates notify it before X has adopted it, and X's adoption then adds
+   * every target at once.
+   */
   private forEachGroupOf(a: ActiveUnit, fn: (g: Group) => void): void {
     if (!a.subject) return;
     for (const x of a.subject.selected) {
       const local = this.locals.get(x);
-      if (local) for (const g of local.groups.values()) fn(g);
+      if (local && local.units.has(a)) for (const g of local.groups.values()) fn(g);
     }
   }
 

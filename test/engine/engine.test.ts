@@ -238,4 +238,24 @@ spec:
     expect(next.deltas).toHaveLength(10);
     expect(e.identityOfPod('prod/c0')).toBe(lastCluster + 1);
   });
+
+  it('a rule with nested CIDR peers contributes each CIDR identity once (regression: found by the property test)', () => {
+    const e = new Engine();
+    const nested = (peers: string) =>
+      policy(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: prod}
+spec:
+  podSelector: {}
+  egress:
+  - to: ${peers}
+`);
+    e.apply([local(pod('prod', 'web', { app: 'web' })), nested('[{ipBlock: {cidr: 0.0.0.0/0}}, {ipBlock: {cidr: 192.168.0.0/16, except: [192.168.1.0/24]}}]')]);
+    // 0.0.0.0/0 selects all three CIDR identities; ingress is isolated (NetworkPolicy's default policyTypes).
+    expect(e.mapState('prod/web').size).toBe(3);
+    const cs = e.apply([nested('[{podSelector: {}}]')]);
+    expect(cs.work.identitiesReleased).toBe(3);
+    expect([...e.mapState('prod/web').values()].map((r) => r.key.identity).filter((id) => id >= 1 << 24)).toEqual([]);
+  });
 });

@@ -128,7 +128,8 @@ const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(
 const portRule = (deny: boolean, dir: 'from' | 'to') =>
   deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : fc.oneof(fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }), l7Rule(dir));
 const entity = fc.constantFrom('all', 'world', 'cluster', 'host');
-const cidr = fc.constantFrom('192.168.1.0/24', '8.8.8.8/32', '10.0.0.0/8', '2001:db8::/32');
+// Nested prefixes on purpose: one rule's CIDR identities then select each other's peers.
+const cidr = fc.constantFrom('192.168.1.0/24', '192.168.0.0/16', '8.8.8.8/32', '10.0.0.0/8', '2001:db8::/32');
 const cidrSet = fc.constantFrom({ cidr: '192.168.0.0/16', except: ['192.168.1.0/24'] }, { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] });
 const ciliumRule = (dir: 'from' | 'to', deny: boolean) =>
   fc.oneof(

@@ -7,17 +7,22 @@ import { ManifestError } from '../policy/errors.js';
 import { parseManifestFile } from '../policy/manifest.js';
 import { parseScenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
+import { applyChangeSet, BackendError, MapBackend } from '../backend/backend.js';
+import { BpfBackend, BpfError, DEFAULT_PIN_DIR } from '../backend/bpf.js';
+import { MemoryBackend } from '../backend/memory.js';
+import { backendLookup, reconcile } from '../backend/reconcile.js';
 import { EngineDecider } from '../engine/decide.js';
 import { Engine } from '../engine/engine.js';
-import { EngineError } from '../engine/events.js';
-import { explainJson, LEGEND, renderRun, resultJson } from './render.js';
+import { EngineError, MapCapacityError } from '../engine/events.js';
+import { ALL_LOCAL } from '../engine/sync.js';
+import { explainJson, LEGEND, mapRecordJson, renderMapRecords, renderRun, resultJson } from './render.js';
 
 const EXIT_MISMATCH = 1;
 const EXIT_BAD_INPUT = 2;
 
 /** Bad input is the user's to fix: print what and where, no stack trace. */
 function reportInputError(e: unknown): number {
-  if (e instanceof ManifestError || e instanceof UnknownEndpointError || e instanceof EngineError) {
+  if (e instanceof ManifestError || e instanceof UnknownEndpointError || e instanceof EngineError || e instanceof MapCapacityError || e instanceof BpfError || e instanceof BackendError) {
     process.stderr.write(`error: ${e.message}\n`);
     return EXIT_BAD_INPUT;
   }
@@ -42,16 +47,45 @@ function scenarioFiles(paths: readonly string[]): string[] {
   return files;
 }
 
-interface ReachOptions {
+type BackendKind = 'memory' | 'bpf';
+
+interface BackendOptions {
+  backend: BackendKind;
+  pinDir: string;
+}
+
+interface ReachOptions extends BackendOptions {
   scenario: string[];
   json?: boolean;
   explain?: boolean;
   naive?: boolean;
 }
 
-/** The engine answers by default (datapath lookup on its map state); `--naive` asks the oracle. */
-function decider(naive: boolean): FlowDecider {
-  return naive ? decideFlow : new EngineDecider(new Engine()).decide;
+/** Scenario runs pin their maps in a subdirectory, so they never touch an agent's maps. */
+function openBackend(opts: BackendOptions): MapBackend {
+  return opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'scenario') }) : new MemoryBackend();
+}
+
+interface EngineRun {
+  readonly engine: Engine;
+  readonly backend: MapBackend;
+  readonly decide: FlowDecider;
+}
+
+/**
+ * An engine whose change sets are written to the backend, and whose verdicts are read back from
+ * the backend's maps with the datapath's lookup (for bpf: real kernel LPM lookups).
+ */
+function engineRun(backend: MapBackend): EngineRun {
+  const engine = new Engine({ mapCapacity: backend.capacity });
+  reconcile(engine, backend); // a fresh engine: stale maps from an earlier run go
+  const decider = new EngineDecider(engine, ALL_LOCAL, (cs) => applyChangeSet(backend, cs), (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry);
+  return { engine, backend, decide: decider.decide };
+}
+
+/** The engine answers by default; `--naive` asks the oracle. */
+function decider(naive: boolean, backend: MapBackend): FlowDecider {
+  return naive ? decideFlow : engineRun(backend).decide;
 }
 
 function reach(opts: ReachOptions): number {
@@ -63,11 +97,17 @@ function reach(opts: ReachOptions): number {
   }
   const many = files.length > 1;
   let exit = 0;
+  let backend: MapBackend;
+  try {
+    backend = openBackend(opts);
+  } catch (e) {
+    return reportInputError(e);
+  }
   if (!opts.json) process.stdout.write(`${LEGEND}\n\n`);
   for (const file of files) {
     let run;
     try {
-      run = runScenario(parseScenario(readFileSync(file, 'utf8'), file), decider(opts.naive ?? false));
+      run = runScenario(parseScenario(readFileSync(file, 'utf8'), file), decider(opts.naive ?? false, backend));
     } catch (e) {
       exit = Math.max(exit, reportInputError(e));
       continue;
@@ -98,10 +138,11 @@ function reach(opts: ReachOptions): number {
   if (!opts.json && files.length > 1) {
     process.stdout.write(`${files.length} scenarios, ${exit === 0 ? 'all as expected' : 'SOME NOT AS EXPECTED'}\n`);
   }
+  backend.close();
   return exit;
 }
 
-interface VerifyOptions {
+interface VerifyOptions extends BackendOptions {
   scenario: string[];
   json?: boolean;
 }
@@ -117,13 +158,19 @@ function verify(opts: VerifyOptions): number {
   let exit = 0;
   let total = 0;
   let disagreements = 0;
+  let backend: MapBackend;
+  try {
+    backend = openBackend(opts);
+  } catch (e) {
+    return reportInputError(e);
+  }
   for (const file of files) {
     let engineRun: ScenarioRun;
     let naiveRun: ScenarioRun;
     try {
       const scenario = parseScenario(readFileSync(file, 'utf8'), file);
-      engineRun = runScenario(scenario, decider(false));
-      naiveRun = runScenario(scenario, decider(true));
+      engineRun = runScenario(scenario, decider(false, backend));
+      naiveRun = runScenario(scenario, decideFlow);
     } catch (e) {
       exit = Math.max(exit, reportInputError(e));
       continue;
@@ -143,9 +190,43 @@ function verify(opts: VerifyOptions): number {
     disagreements += fileDisagreements;
     if (fileDisagreements > 0) exit = Math.max(exit, EXIT_MISMATCH);
   }
+  backend.close();
   const summary = { scenarios: files.length, results: total, disagreements };
   process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
   return exit;
+}
+
+interface DumpOptions extends BackendOptions {
+  scenario: string;
+  endpoint: string;
+  json?: boolean;
+}
+
+/** Builds the scenario's final state through the engine and a backend, then dumps one map. */
+function mapsDump(opts: DumpOptions): number {
+  let backend: MapBackend | undefined;
+  try {
+    backend = openBackend(opts);
+    const run = engineRun(backend);
+    runScenario(parseScenario(readFileSync(opts.scenario, 'utf8'), opts.scenario), run.decide);
+    if (!backend.endpoints().includes(opts.endpoint)) {
+      throw new UnknownEndpointError(`no local endpoint "${opts.endpoint}" (endpoints: ${backend.endpoints().join(', ')})`);
+    }
+    const records = backend.dump(opts.endpoint);
+    const labelsOf = (id: number): string[] => (id === 0 ? [] : (run.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, entries: records.map((r) => mapRecordJson(r, labelsOf)) })}\n`);
+    } else {
+      const where = backend instanceof BpfBackend ? ` (pinned under ${backend.pinDir})` : '';
+      process.stdout.write(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries, ${backend.kind} backend${where}\n`);
+      process.stdout.write(renderMapRecords(records, labelsOf) + '\n');
+    }
+    return 0;
+  } catch (e) {
+    return reportInputError(e);
+  } finally {
+    backend?.close();
+  }
 }
 
 function validate(files: string[]): number {
@@ -162,6 +243,14 @@ function validate(files: string[]): number {
   return exit;
 }
 
+function backendOption(): Option {
+  return new Option('--backend <kind>', 'where policy maps are written and verdicts read back from').choices(['memory', 'bpf']).default('memory');
+}
+
+function pinDirOption(): Option {
+  return new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (scenario maps go to <dir>/scenario)').default(DEFAULT_PIN_DIR);
+}
+
 export function buildProgram(): Command {
   const program = new Command();
   program.name('distill').description('Network policy for the endpoints of one node: Kubernetes and Cilium semantics, explained.').showHelpAfterError();
@@ -172,6 +261,8 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON object per probe result')
     .option('--explain', 'say which policies allowed or denied each flow')
     .option('--naive', 'answer with the reference evaluator instead of the engine')
+    .addOption(backendOption())
+    .addOption(pinDirOption())
     .action((opts: ReachOptions) => {
       process.exitCode = reach(opts);
     });
@@ -180,8 +271,22 @@ export function buildProgram(): Command {
     .description('Answer every probe with the engine and with the reference evaluator; exit 1 on any disagreement')
     .addOption(new Option('--scenario <path...>', 'scenario file(s) or directories').makeOptionMandatory())
     .option('--json', 'a JSON summary on stdout, one JSON object per disagreement on stderr')
+    .addOption(backendOption())
+    .addOption(pinDirOption())
     .action((opts: VerifyOptions) => {
       process.exitCode = verify(opts);
+    });
+  const maps = program.command('maps').description('Per-endpoint policy maps');
+  maps
+    .command('dump')
+    .description("Build a scenario's final state and print one endpoint's policy map, read back from the backend")
+    .addOption(new Option('--scenario <file>', 'scenario file').makeOptionMandatory())
+    .addOption(new Option('--endpoint <namespace/name>', 'the local endpoint (pod) whose map to print').makeOptionMandatory())
+    .option('--json', 'one JSON object')
+    .addOption(backendOption())
+    .addOption(pinDirOption())
+    .action((opts: DumpOptions) => {
+      process.exitCode = mapsDump(opts);
     });
   program
     .command('validate')

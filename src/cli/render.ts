@@ -75,3 +75,52 @@ export function renderRun(run: ScenarioRun, explain: boolean): string {
 }
 
 export const LEGEND = 'legend: . allowed, P allowed via L7 proxy, X denied, - not probed';
+
+const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 0: 'any', 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
+
+interface MapRecordLike {
+  readonly key: { identity: number; direction: string; protocol: number; port: number; portPrefixLen: number };
+  readonly entry: { deny: boolean; proxyPort: number; precedence: number };
+}
+
+function portRange(k: MapRecordLike['key']): { from: number; to: number } | 'any' {
+  if (k.protocol === 0 || k.portPrefixLen === 0) return 'any';
+  return { from: k.port, to: k.port + 2 ** (16 - k.portPrefixLen) - 1 };
+}
+
+function verdictOf(e: MapRecordLike['entry']): 'deny' | 'redirect' | 'allow' {
+  return e.deny ? 'deny' : e.proxyPort !== 0 ? 'redirect' : 'allow';
+}
+
+/** One map entry in readable JSON: who, which traffic, what happens. */
+export function mapRecordJson(r: MapRecordLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
+  return {
+    identity: r.key.identity,
+    labels: labelsOf(r.key.identity),
+    direction: r.key.direction,
+    protocol: PROTOCOL_NAMES[r.key.protocol] ?? r.key.protocol,
+    ports: portRange(r.key),
+    verdict: verdictOf(r.entry),
+    proxyPort: r.entry.proxyPort,
+    precedence: r.entry.precedence,
+  };
+}
+
+/** The table shows the labels that tell peers apart; `--json` lists them all. */
+function shownInTable(label: string): boolean {
+  return !/^k8s:io\.cilium\.k8s\.(policy\.cluster|policy\.serviceaccount|namespace\.labels\.)/.test(label);
+}
+
+/** A policy map as a table. */
+export function renderMapRecords(records: readonly MapRecordLike[], labelsOf: (id: number) => string[]): string {
+  const rows = records.map((r) => {
+    const p = portRange(r.key);
+    const who = r.key.identity === 0 ? 'any' : `${r.key.identity} ${labelsOf(r.key.identity).filter(shownInTable).join(',')}`;
+    const ports = p === 'any' ? '*' : p.from === p.to ? String(p.from) : `${p.from}-${p.to}`;
+    return [r.key.direction, PROTOCOL_NAMES[r.key.protocol] ?? String(r.key.protocol), ports, verdictOf(r.entry) + (r.entry.proxyPort ? `:${r.entry.proxyPort}` : ''), who];
+  });
+  const header = ['DIRECTION', 'PROTO', 'PORTS', 'VERDICT', 'PEER (identity labels)'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (cols: string[]): string => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}

@@ -6,7 +6,7 @@ import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } fro
 import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
 import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin } from '../model/rules.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError, MapDelta, MapSnapshot } from './events.js';
-import { EntryChange, MapState } from './map-state.js';
+import { EntryChange, entryEquals, MapState } from './map-state.js';
 import {
   ALLOW_ENTRY,
   clauseEntry,
@@ -913,17 +913,13 @@ export class Engine {
     for (const [ks, r] of now.state.entries) {
       this.statsCounters.mapEntriesVisited++;
       const b = before.get(ks);
-      if (!b || !sameEntry(b.entry, r.entry)) emit(endpoint, r.key, b?.entry, r.entry);
+      if (!b || !entryEquals(b.entry, r.entry)) emit(endpoint, r.key, b?.entry, r.entry);
     }
     for (const [ks, b] of before) {
       this.statsCounters.mapEntriesVisited++;
       if (!now.state.entries.has(ks)) emit(endpoint, b.key, b.entry, undefined);
     }
   }
-}
-
-function sameEntry(a: PolicyEntry, b: PolicyEntry): boolean {
-  return a.deny === b.deny && a.proxyPort === b.proxyPort && a.precedence === b.precedence;
 }
 
 function addNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {

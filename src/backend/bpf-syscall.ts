@@ -1,0 +1,86 @@
+import koffi from 'koffi';
+import { arch } from 'node:os';
+
+/** bpf(2) commands used here (include/uapi/linux/bpf.h). */
+export const BPF_CMD = {
+  MAP_CREATE: 0,
+  MAP_LOOKUP_ELEM: 1,
+  MAP_UPDATE_ELEM: 2,
+  MAP_DELETE_ELEM: 3,
+  MAP_GET_NEXT_KEY: 4,
+  OBJ_PIN: 6,
+  OBJ_GET: 7,
+  MAP_LOOKUP_BATCH: 24,
+  MAP_UPDATE_BATCH: 26,
+  MAP_DELETE_BATCH: 27,
+} as const;
+
+export const BPF_MAP_TYPE_LPM_TRIE = 11;
+export const BPF_F_NO_PREALLOC = 1;
+export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
+
+/** An opaque native pointer handed out by koffi. */
+type NativePointer = ReturnType<typeof koffi.alloc>;
+
+interface Libc {
+  syscall: (nr: number, cmd: number, attr: NativePointer, size: number) => number | bigint;
+  close: (fd: number) => number;
+  mount: (source: string, target: string, fstype: string, flags: number, data: null) => number;
+}
+
+let libc: Libc | null = null;
+
+/** Loaded on first use, so the memory backend never needs a C library. */
+function lib(): Libc {
+  if (!libc) {
+    const l = koffi.load('libc.so.6');
+    libc = {
+      syscall: l.func('long syscall(long, long, void *, uint)') as Libc['syscall'],
+      close: l.func('int close(int)') as Libc['close'],
+      mount: l.func('int mount(const char *, const char *, const char *, unsigned long, const void *)') as Libc['mount'],
+    };
+  }
+  return libc;
+}
+
+const SYS_BPF = arch() === 'arm64' ? 280 : 321;
+
+/**
+ * Native memory with a Buffer view over it. The kernel reads pointers stored inside `bpf_attr`,
+ * so keys and values must live at stable native addresses: koffi memory, freed explicitly.
+ */
+export class NativeBuffer {
+  readonly ptr: NativePointer;
+  readonly buf: Buffer;
+  readonly address: bigint;
+
+  constructor(readonly size: number) {
+    this.ptr = koffi.alloc('uint8_t', size);
+    this.buf = Buffer.from(koffi.view(this.ptr, size));
+    this.address = koffi.address(this.ptr);
+    this.buf.fill(0);
+  }
+
+  free(): void {
+    koffi.free(this.ptr);
+  }
+}
+
+export interface SyscallResult {
+  readonly ret: number;
+  readonly errno: number;
+}
+
+export function bpf(cmd: number, attr: NativeBuffer): SyscallResult {
+  const ret = Number(lib().syscall(SYS_BPF, cmd, attr.ptr, attr.size));
+  return { ret, errno: ret < 0 ? koffi.errno() : 0 };
+}
+
+export function closeFd(fd: number): void {
+  lib().close(fd);
+}
+
+export function mountBpffs(target: string): SyscallResult {
+  const ret = lib().mount('bpf', target, 'bpf', 0, null);
+  return { ret, errno: ret < 0 ? koffi.errno() : 0 };
+}

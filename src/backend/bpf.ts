@@ -1,0 +1,334 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { MapDelta } from '../engine/events.js';
+import type { Direction } from '../model/rules.js';
+import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, orderDeltas, WriteStats } from './backend.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, mountBpffs, NativeBuffer } from './bpf-syscall.js';
+import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
+
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/distill';
+const BPFFS_ROOT = '/sys/fs/bpf';
+/** Entries per batched syscall. */
+export const BATCH_SIZE = 1024;
+const PIN_PREFIX = 'pol_';
+
+/** bpffs file names may not contain '/' or '.': escape everything outside [a-z0-9-] as _xx. */
+export function pinName(endpoint: string): string {
+  return PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+export function endpointOfPinName(name: string): string | undefined {
+  if (!name.startsWith(PIN_PREFIX)) return undefined;
+  return name.slice(PIN_PREFIX.length).replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+export class BpfError extends Error {
+  override readonly name = 'BpfError';
+  constructor(
+    readonly op: string,
+    readonly errno: number,
+    detail = '',
+  ) {
+    super(`bpf ${op} failed: errno ${errno}${errno === ERRNO.EPERM ? ' (EPERM: needs root or CAP_BPF)' : ''}${detail ? `: ${detail}` : ''}`);
+  }
+}
+
+function isBpffsMounted(dir: string): boolean {
+  try {
+    return readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .some((l) => {
+        const [, target, type] = l.split(' ');
+        return type === 'bpf' && (dir === target || dir.startsWith(`${target}/`));
+      });
+  } catch {
+    return false;
+  }
+}
+
+export interface BpfBackendOptions {
+  readonly capacity?: number;
+  readonly pinDir?: string;
+  /** Use BPF_MAP_UPDATE_BATCH / DELETE_BATCH (default: when the kernel supports them). */
+  readonly batch?: boolean;
+}
+
+/**
+ * Real kernel maps: one BPF_MAP_TYPE_LPM_TRIE per local endpoint, pinned under `pinDir` so they
+ * outlive the process, written through the raw bpf() syscall (koffi, no native build).
+ */
+export class BpfBackend implements MapBackend {
+  readonly kind = 'bpf' as const;
+  readonly capacity: number;
+  readonly pinDir: string;
+  private batchSupported: boolean;
+  private readonly fds = new Map<string, number>();
+  /** Keys present in each open map (hex), so writes can be ordered for capacity. */
+  private readonly present = new Map<string, Set<string>>();
+  private readonly attr = new NativeBuffer(128);
+  private readonly keys = new NativeBuffer(KEY_SIZE * BATCH_SIZE);
+  private readonly values = new NativeBuffer(VALUE_SIZE * BATCH_SIZE);
+  private readonly tokenIn = new NativeBuffer(KEY_SIZE);
+  private readonly tokenOut = new NativeBuffer(KEY_SIZE);
+  private readonly path = new NativeBuffer(4096);
+  /** bpf() calls made so far. */
+  syscalls = 0;
+
+  constructor(options: BpfBackendOptions = {}) {
+    this.capacity = checkCapacity(options.capacity ?? DEFAULT_CAPACITY);
+    this.pinDir = options.pinDir ?? DEFAULT_PIN_DIR;
+    this.batchSupported = options.batch ?? true;
+    if (!isBpffsMounted(this.pinDir)) {
+      mkdirSync(BPFFS_ROOT, { recursive: true });
+      const r = mountBpffs(BPFFS_ROOT);
+      if (r.ret < 0 && !isBpffsMounted(this.pinDir)) throw new BpfError(`mount of bpffs on ${BPFFS_ROOT}`, r.errno);
+    }
+    mkdirSync(this.pinDir, { recursive: true });
+  }
+
+  private call(cmd: number, op: string): { ret: number; errno: number } {
+    this.syscalls++;
+    return bpf(cmd, this.attr);
+  }
+
+  private setPath(p: string): void {
+    const bytes = Buffer.from(`${p}\0`, 'utf8');
+    if (bytes.length > this.path.size) throw new Error(`pin path too long: ${p}`);
+    bytes.copy(this.path.buf);
+  }
+
+  private pinPath(endpoint: string): string {
+    return join(this.pinDir, pinName(endpoint));
+  }
+
+  endpoints(): string[] {
+    return readdirSync(this.pinDir)
+      .map(endpointOfPinName)
+      .filter((e): e is string => e !== undefined)
+      .sort();
+  }
+
+  create(endpoint: string): void {
+    if (existsSync(this.pinPath(endpoint))) this.remove(endpoint);
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
+    a.writeUInt32LE(KEY_SIZE, 4);
+    a.writeUInt32LE(VALUE_SIZE, 8);
+    a.writeUInt32LE(this.capacity, 12);
+    a.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+    a.write('distill_policy', 28, 'ascii');
+    const r = this.call(BPF_CMD.MAP_CREATE, 'MAP_CREATE');
+    if (r.ret < 0) throw new BpfError('MAP_CREATE', r.errno, endpoint);
+    const fd = r.ret;
+    this.setPath(this.pinPath(endpoint));
+    a.fill(0);
+    a.writeBigUInt64LE(this.path.address, 0);
+    a.writeUInt32LE(fd, 8);
+    const p = this.call(BPF_CMD.OBJ_PIN, 'OBJ_PIN');
+    if (p.ret < 0) {
+      closeFd(fd);
+      throw new BpfError('OBJ_PIN', p.errno, this.pinPath(endpoint));
+    }
+    this.fds.set(endpoint, fd);
+    this.present.set(endpoint, new Set());
+  }
+
+  /** The map's fd, opening the pinned map on first use (as after a restart). */
+  private fd(endpoint: string): number {
+    const known = this.fds.get(endpoint);
+    if (known !== undefined) return known;
+    const path = this.pinPath(endpoint);
+    if (!existsSync(path)) throw new BackendError(`no policy map for endpoint ${endpoint} (${path})`, endpoint, 0);
+    this.setPath(path);
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeBigUInt64LE(this.path.address, 0);
+    const r = this.call(BPF_CMD.OBJ_GET, 'OBJ_GET');
+    if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
+    this.fds.set(endpoint, r.ret);
+    this.present.set(endpoint, new Set(this.dumpRaw(endpoint, r.ret).map(([k]) => k.toString('hex'))));
+    return r.ret;
+  }
+
+  private keySet(endpoint: string): Set<string> {
+    this.fd(endpoint);
+    return this.present.get(endpoint) as Set<string>;
+  }
+
+  apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
+    const fd = this.fd(endpoint);
+    const keys = this.keySet(endpoint);
+    const stats = emptyWriteStats();
+    const before = this.syscalls;
+    const ordered = orderDeltas(deltas, (d) => keys.has(encodeKey(d.key).toString('hex')), keys.size, this.capacity);
+    let done = 0;
+    let i = 0;
+    while (i < ordered.length) {
+      const op = (ordered[i] as MapDelta).op;
+      let j = i;
+      while (j < ordered.length && j - i < BATCH_SIZE && (ordered[j] as MapDelta).op === op) j++;
+      const run = ordered.slice(i, j);
+      const n = this.batchSupported ? this.writeBatch(endpoint, fd, run) : this.writeSingles(endpoint, fd, run);
+      for (const d of run.slice(0, n)) {
+        const hex = encodeKey(d.key).toString('hex');
+        if (op === 'upsert') keys.add(hex);
+        else keys.delete(hex);
+      }
+      if (op === 'upsert') stats.upserts += n;
+      else stats.deletes += n;
+      done += n;
+      if (n < run.length) throw new BackendError(`policy map of ${endpoint}: ${op} stopped after ${done} of ${ordered.length} operations`, endpoint, done, this.lastErrno);
+      i = j;
+    }
+    stats.syscalls = this.syscalls - before;
+    return stats;
+  }
+
+  private lastErrno = 0;
+
+  /** Returns how many of `run` took effect. */
+  private writeBatch(endpoint: string, fd: number, run: readonly MapDelta[]): number {
+    const op = (run[0] as MapDelta).op;
+    run.forEach((d, k) => {
+      encodeKey(d.key, this.keys.buf, k * KEY_SIZE);
+      if (op === 'upsert') encodeValue(d.entry, d.key, this.values.buf, k * VALUE_SIZE);
+    });
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeBigUInt64LE(this.keys.address, 16);
+    if (op === 'upsert') a.writeBigUInt64LE(this.values.address, 24);
+    a.writeUInt32LE(run.length, 32);
+    a.writeUInt32LE(fd, 36);
+    const r = this.call(op === 'upsert' ? BPF_CMD.MAP_UPDATE_BATCH : BPF_CMD.MAP_DELETE_BATCH, 'batch');
+    if (r.ret === 0) return run.length;
+    const processed = a.readUInt32LE(32);
+    if (processed === 0 && (r.errno === ERRNO.EINVAL || r.errno === ERRNO.EOPNOTSUPP || r.errno === ERRNO.ENOTSUPP)) {
+      // This kernel has no batch ops for LPM tries: fall back to one call per entry.
+      this.batchSupported = false;
+      return this.writeSingles(endpoint, fd, run);
+    }
+    this.lastErrno = r.errno;
+    return processed;
+  }
+
+  private writeSingles(_endpoint: string, fd: number, run: readonly MapDelta[]): number {
+    for (let k = 0; k < run.length; k++) {
+      const d = run[k] as MapDelta;
+      encodeKey(d.key, this.keys.buf, 0);
+      if (d.op === 'upsert') encodeValue(d.entry, d.key, this.values.buf, 0);
+      const a = this.attr.buf;
+      a.fill(0);
+      a.writeUInt32LE(fd, 0);
+      a.writeBigUInt64LE(this.keys.address, 8);
+      if (d.op === 'upsert') a.writeBigUInt64LE(this.values.address, 16);
+      const r = this.call(d.op === 'upsert' ? BPF_CMD.MAP_UPDATE_ELEM : BPF_CMD.MAP_DELETE_ELEM, d.op);
+      if (r.ret < 0) {
+        this.lastErrno = r.errno;
+        return k;
+      }
+    }
+    return run.length;
+  }
+
+  /** Every (key, value) in the map, read with BPF_MAP_LOOKUP_BATCH (or key by key if missing). */
+  private dumpRaw(endpoint: string, fd: number): [Buffer, Buffer][] {
+    const out: [Buffer, Buffer][] = [];
+    const a = this.attr.buf;
+    let first = true;
+    for (;;) {
+      a.fill(0);
+      a.writeBigUInt64LE(first ? 0n : this.tokenIn.address, 0);
+      a.writeBigUInt64LE(this.tokenOut.address, 8);
+      a.writeBigUInt64LE(this.keys.address, 16);
+      a.writeBigUInt64LE(this.values.address, 24);
+      a.writeUInt32LE(BATCH_SIZE, 32);
+      a.writeUInt32LE(fd, 36);
+      const r = this.call(BPF_CMD.MAP_LOOKUP_BATCH, 'MAP_LOOKUP_BATCH');
+      if (r.ret < 0 && r.errno !== ERRNO.ENOENT) {
+        if (first && (r.errno === ERRNO.EINVAL || r.errno === ERRNO.EOPNOTSUPP || r.errno === ERRNO.ENOTSUPP)) return this.dumpByKeys(endpoint, fd);
+        throw new BpfError('MAP_LOOKUP_BATCH', r.errno, endpoint);
+      }
+      const count = a.readUInt32LE(32);
+      for (let k = 0; k < count; k++) {
+        out.push([Buffer.from(this.keys.buf.subarray(k * KEY_SIZE, (k + 1) * KEY_SIZE)), Buffer.from(this.values.buf.subarray(k * VALUE_SIZE, (k + 1) * VALUE_SIZE))]);
+      }
+      if (r.ret < 0) return out; // ENOENT: no more entries
+      this.tokenOut.buf.copy(this.tokenIn.buf);
+      first = false;
+    }
+  }
+
+  private dumpByKeys(endpoint: string, fd: number): [Buffer, Buffer][] {
+    const out: [Buffer, Buffer][] = [];
+    const a = this.attr.buf;
+    let hasPrev = false;
+    for (;;) {
+      a.fill(0);
+      a.writeUInt32LE(fd, 0);
+      a.writeBigUInt64LE(hasPrev ? this.tokenIn.address : 0n, 8);
+      a.writeBigUInt64LE(this.tokenOut.address, 16);
+      const r = this.call(BPF_CMD.MAP_GET_NEXT_KEY, 'MAP_GET_NEXT_KEY');
+      if (r.ret < 0) {
+        if (r.errno === ERRNO.ENOENT) return out;
+        throw new BpfError('MAP_GET_NEXT_KEY', r.errno, endpoint);
+      }
+      this.tokenOut.buf.copy(this.tokenIn.buf);
+      hasPrev = true;
+      a.fill(0);
+      a.writeUInt32LE(fd, 0);
+      a.writeBigUInt64LE(this.tokenIn.address, 8);
+      a.writeBigUInt64LE(this.values.address, 16);
+      const v = this.call(BPF_CMD.MAP_LOOKUP_ELEM, 'MAP_LOOKUP_ELEM');
+      if (v.ret < 0) throw new BpfError('MAP_LOOKUP_ELEM', v.errno, endpoint);
+      out.push([Buffer.from(this.tokenIn.buf), Buffer.from(this.values.buf.subarray(0, VALUE_SIZE))]);
+    }
+  }
+
+  dump(endpoint: string): MapRecord[] {
+    return this.dumpRaw(endpoint, this.fd(endpoint))
+      .sort(([a], [b]) => Buffer.compare(a, b))
+      .map(([k, v]) => ({ key: decodeKey(k), entry: decodeValue(v).entry }));
+  }
+
+  /** A real kernel LPM lookup with a full-length key: the trie returns the longest match. */
+  lookup(endpoint: string, identity: number, direction: Direction, protocol: number, port: number): DecodedValue | undefined {
+    const fd = this.fd(endpoint);
+    encodePacketKey(identity, direction, protocol, port, this.keys.buf);
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeUInt32LE(fd, 0);
+    a.writeBigUInt64LE(this.keys.address, 8);
+    a.writeBigUInt64LE(this.values.address, 16);
+    const r = this.call(BPF_CMD.MAP_LOOKUP_ELEM, 'MAP_LOOKUP_ELEM');
+    if (r.ret < 0) {
+      if (r.errno === ERRNO.ENOENT) return undefined;
+      throw new BpfError('MAP_LOOKUP_ELEM', r.errno, endpoint);
+    }
+    return decodeValue(this.values.buf);
+  }
+
+  remove(endpoint: string): void {
+    const fd = this.fds.get(endpoint);
+    if (fd !== undefined) closeFd(fd);
+    this.fds.delete(endpoint);
+    this.present.delete(endpoint);
+    const path = this.pinPath(endpoint);
+    if (existsSync(path)) unlinkSync(path);
+  }
+
+  /** Closes the fds (maps stay pinned) and frees native memory. */
+  close(): void {
+    for (const fd of this.fds.values()) closeFd(fd);
+    this.fds.clear();
+    this.present.clear();
+    for (const b of [this.attr, this.keys, this.values, this.tokenIn, this.tokenOut, this.path]) b.free();
+  }
+}
+
+/** Whether this process may use bpf(): the reason it may not, or null. */
+export function bpfUnavailableReason(): string | null {
+  if (process.platform !== 'linux') return `bpf() needs Linux (this is ${process.platform})`;
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'bpf() needs root or CAP_BPF (running as a regular user)';
+  return null;
+}

@@ -52,7 +52,8 @@ export interface MapBackend {
   /**
    * Applies deltas: upserts before deletes, so no transient drop opens. When the map has no room
    * for the new keys, deletes of allow/redirect entries go first (never deny entries, whose early
-   * removal could let traffic through).
+   * removal could let traffic through). Upserts carry `previous` when they overwrite a key, as
+   * the engine's deltas do.
    */
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats;
   dump(endpoint: string): MapRecord[];
@@ -62,17 +63,23 @@ export interface MapBackend {
   close(): void;
 }
 
-/** Orders a write so that the map never allows what neither old nor new policy allows. */
-export function orderDeltas(deltas: readonly MapDelta[], present: (d: MapDelta) => boolean, size: number, capacity: number): MapDelta[] {
-  const replaces = deltas.filter((d) => d.op === 'upsert' && present(d));
-  const adds = deltas.filter((d) => d.op === 'upsert' && !present(d));
-  const deletes = deltas.filter((d) => d.op === 'delete');
+/**
+ * Orders a write: upserts before deletes; when the map has no room for the new keys, deletes of
+ * allow/redirect entries first. An upsert is known to overwrite by its `previous` field.
+ */
+export function orderDeltas(deltas: readonly MapDelta[], size: number, capacity: number): MapDelta[] {
+  const replaces: MapDelta[] = [];
+  const adds: MapDelta[] = [];
+  const deletes: MapDelta[] = [];
+  for (const d of deltas) {
+    if (d.op === 'delete') deletes.push(d);
+    else if (d.previous !== undefined) replaces.push(d);
+    else adds.push(d);
+  }
   const room = capacity - size;
   if (adds.length <= room) return [...replaces, ...adds, ...deletes];
-  const loose = deletes.filter((d) => !d.entry.deny);
-  const early = loose.slice(0, adds.length - room);
-  const late = deletes.filter((d) => !early.includes(d));
-  return [...replaces, ...early, ...adds, ...late];
+  const early = new Set(deletes.filter((d) => !d.entry.deny).slice(0, adds.length - room));
+  return [...replaces, ...early, ...adds, ...deletes.filter((d) => !early.has(d))];
 }
 
 /** Applies one engine transaction to a backend: new maps, deltas, removed maps. */

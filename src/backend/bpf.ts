@@ -63,8 +63,8 @@ export class BpfBackend implements MapBackend {
   readonly pinDir: string;
   private batchSupported: boolean;
   private readonly fds = new Map<string, number>();
-  /** Keys present in each open map (hex), so writes can be ordered for capacity. */
-  private readonly present = new Map<string, Set<string>>();
+  /** Entries in each open map, so writes can be ordered for capacity. */
+  private readonly sizes = new Map<string, number>();
   private readonly attr = new NativeBuffer(128);
   private readonly keys = new NativeBuffer(KEY_SIZE * BATCH_SIZE);
   private readonly values = new NativeBuffer(VALUE_SIZE * BATCH_SIZE);
@@ -86,7 +86,7 @@ export class BpfBackend implements MapBackend {
     mkdirSync(this.pinDir, { recursive: true });
   }
 
-  private call(cmd: number, op: string): { ret: number; errno: number } {
+  private call(cmd: number, _what: string): { ret: number; errno: number } {
     this.syscalls++;
     return bpf(cmd, this.attr);
   }
@@ -131,7 +131,7 @@ export class BpfBackend implements MapBackend {
       throw new BpfError('OBJ_PIN', p.errno, this.pinPath(endpoint));
     }
     this.fds.set(endpoint, fd);
-    this.present.set(endpoint, new Set());
+    this.sizes.set(endpoint, 0);
   }
 
   /** The map's fd, opening the pinned map on first use (as after a restart). */
@@ -147,38 +147,29 @@ export class BpfBackend implements MapBackend {
     const r = this.call(BPF_CMD.OBJ_GET, 'OBJ_GET');
     if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
     this.fds.set(endpoint, r.ret);
-    this.present.set(endpoint, new Set(this.dumpRaw(endpoint, r.ret).map(([k]) => k.toString('hex'))));
+    this.sizes.set(endpoint, this.dumpRaw(endpoint, r.ret).length);
     return r.ret;
-  }
-
-  private keySet(endpoint: string): Set<string> {
-    this.fd(endpoint);
-    return this.present.get(endpoint) as Set<string>;
   }
 
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
     const fd = this.fd(endpoint);
-    const keys = this.keySet(endpoint);
     const stats = emptyWriteStats();
     const before = this.syscalls;
-    const ordered = orderDeltas(deltas, (d) => keys.has(encodeKey(d.key).toString('hex')), keys.size, this.capacity);
+    const ordered = orderDeltas(deltas, this.sizes.get(endpoint) as number, this.capacity);
     let done = 0;
     let i = 0;
     while (i < ordered.length) {
       const op = (ordered[i] as MapDelta).op;
       let j = i;
       while (j < ordered.length && j - i < BATCH_SIZE && (ordered[j] as MapDelta).op === op) j++;
-      const run = ordered.slice(i, j);
-      const n = this.batchSupported ? this.writeBatch(endpoint, fd, run) : this.writeSingles(endpoint, fd, run);
-      for (const d of run.slice(0, n)) {
-        const hex = encodeKey(d.key).toString('hex');
-        if (op === 'upsert') keys.add(hex);
-        else keys.delete(hex);
-      }
+      const n = this.batchSupported ? this.writeBatch(endpoint, fd, ordered, i, j) : this.writeSingles(fd, ordered, i, j);
+      let grown = 0;
+      for (let k = i; k < i + n; k++) if ((ordered[k] as MapDelta).previous === undefined) grown++;
+      this.sizes.set(endpoint, (this.sizes.get(endpoint) as number) + (op === 'upsert' ? grown : -n));
       if (op === 'upsert') stats.upserts += n;
       else stats.deletes += n;
       done += n;
-      if (n < run.length) throw new BackendError(`policy map of ${endpoint}: ${op} stopped after ${done} of ${ordered.length} operations`, endpoint, done, this.lastErrno);
+      if (n < j - i) throw new BackendError(`policy map of ${endpoint}: ${op} stopped after ${done} of ${ordered.length} operations`, endpoint, done, this.lastErrno);
       i = j;
     }
     stats.syscalls = this.syscalls - before;
@@ -187,34 +178,36 @@ export class BpfBackend implements MapBackend {
 
   private lastErrno = 0;
 
-  /** Returns how many of `run` took effect. */
-  private writeBatch(endpoint: string, fd: number, run: readonly MapDelta[]): number {
-    const op = (run[0] as MapDelta).op;
-    run.forEach((d, k) => {
-      encodeKey(d.key, this.keys.buf, k * KEY_SIZE);
-      if (op === 'upsert') encodeValue(d.entry, d.key, this.values.buf, k * VALUE_SIZE);
-    });
+  /** Writes ops[from, to) in one batched call; returns how many took effect. */
+  private writeBatch(endpoint: string, fd: number, ops: readonly MapDelta[], from: number, to: number): number {
+    const op = (ops[from] as MapDelta).op;
+    for (let k = from; k < to; k++) {
+      const d = ops[k] as MapDelta;
+      encodeKey(d.key, this.keys.buf, (k - from) * KEY_SIZE);
+      if (op === 'upsert') encodeValue(d.entry, d.key, this.values.buf, (k - from) * VALUE_SIZE);
+    }
     const a = this.attr.buf;
     a.fill(0);
     a.writeBigUInt64LE(this.keys.address, 16);
     if (op === 'upsert') a.writeBigUInt64LE(this.values.address, 24);
-    a.writeUInt32LE(run.length, 32);
+    a.writeUInt32LE(to - from, 32);
     a.writeUInt32LE(fd, 36);
-    const r = this.call(op === 'upsert' ? BPF_CMD.MAP_UPDATE_BATCH : BPF_CMD.MAP_DELETE_BATCH, 'batch');
-    if (r.ret === 0) return run.length;
+    const r = this.call(op === 'upsert' ? BPF_CMD.MAP_UPDATE_BATCH : BPF_CMD.MAP_DELETE_BATCH, endpoint);
+    if (r.ret === 0) return to - from;
     const processed = a.readUInt32LE(32);
     if (processed === 0 && (r.errno === ERRNO.EINVAL || r.errno === ERRNO.EOPNOTSUPP || r.errno === ERRNO.ENOTSUPP)) {
       // This kernel has no batch ops for LPM tries: fall back to one call per entry.
       this.batchSupported = false;
-      return this.writeSingles(endpoint, fd, run);
+      return this.writeSingles(fd, ops, from, to);
     }
     this.lastErrno = r.errno;
     return processed;
   }
 
-  private writeSingles(_endpoint: string, fd: number, run: readonly MapDelta[]): number {
-    for (let k = 0; k < run.length; k++) {
-      const d = run[k] as MapDelta;
+  /** Writes ops[from, to) one call each; returns how many took effect. */
+  private writeSingles(fd: number, ops: readonly MapDelta[], from: number, to: number): number {
+    for (let k = from; k < to; k++) {
+      const d = ops[k] as MapDelta;
       encodeKey(d.key, this.keys.buf, 0);
       if (d.op === 'upsert') encodeValue(d.entry, d.key, this.values.buf, 0);
       const a = this.attr.buf;
@@ -225,10 +218,10 @@ export class BpfBackend implements MapBackend {
       const r = this.call(d.op === 'upsert' ? BPF_CMD.MAP_UPDATE_ELEM : BPF_CMD.MAP_DELETE_ELEM, d.op);
       if (r.ret < 0) {
         this.lastErrno = r.errno;
-        return k;
+        return k - from;
       }
     }
-    return run.length;
+    return to - from;
   }
 
   /** Every (key, value) in the map, read with BPF_MAP_LOOKUP_BATCH (or key by key if missing). */
@@ -312,7 +305,7 @@ export class BpfBackend implements MapBackend {
     const fd = this.fds.get(endpoint);
     if (fd !== undefined) closeFd(fd);
     this.fds.delete(endpoint);
-    this.present.delete(endpoint);
+    this.sizes.delete(endpoint);
     const path = this.pinPath(endpoint);
     if (existsSync(path)) unlinkSync(path);
   }
@@ -321,7 +314,7 @@ export class BpfBackend implements MapBackend {
   close(): void {
     for (const fd of this.fds.values()) closeFd(fd);
     this.fds.clear();
-    this.present.clear();
+    this.sizes.clear();
     for (const b of [this.attr, this.keys, this.values, this.tokenIn, this.tokenOut, this.path]) b.free();
   }
 }

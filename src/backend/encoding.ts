@@ -28,12 +28,21 @@ export function l4PrefixBits(key: PolicyKey): number {
   return key.protocol === 0 ? 0 : 8 + key.portPrefixLen;
 }
 
+// Byte stores rather than Buffer.write*: this runs once per entry written to the kernel.
+function u32le(out: Uint8Array, o: number, v: number): void {
+  out[o] = v & 0xff;
+  out[o + 1] = (v >>> 8) & 0xff;
+  out[o + 2] = (v >>> 16) & 0xff;
+  out[o + 3] = (v >>> 24) & 0xff;
+}
+
 export function encodeKey(k: PolicyKey, out: Buffer = Buffer.alloc(KEY_SIZE), offset = 0): Buffer {
-  out.writeUInt32LE(IDENTITY_AND_DIRECTION_BITS + l4PrefixBits(k), offset);
-  out.writeUInt32LE(k.identity >>> 0, offset + 4);
-  out.writeUInt8(k.direction === 'egress' ? 1 : 0, offset + 8);
-  out.writeUInt8(k.protocol, offset + 9);
-  out.writeUInt16BE(k.port, offset + 10);
+  u32le(out, offset, IDENTITY_AND_DIRECTION_BITS + l4PrefixBits(k));
+  u32le(out, offset + 4, k.identity >>> 0);
+  out[offset + 8] = k.direction === 'egress' ? 1 : 0;
+  out[offset + 9] = k.protocol;
+  out[offset + 10] = k.port >>> 8;
+  out[offset + 11] = k.port & 0xff;
   return out;
 }
 
@@ -51,11 +60,12 @@ export function decodeKey(buf: Buffer, offset = 0): PolicyKey {
 }
 
 export function encodeValue(e: PolicyEntry, key: PolicyKey, out: Buffer = Buffer.alloc(VALUE_SIZE), offset = 0): Buffer {
-  out.writeUInt16BE(e.proxyPort, offset);
-  out.writeUInt8((e.deny ? 1 : 0) | (l4PrefixBits(key) << 3), offset + 2);
-  out.writeUInt8(0, offset + 3);
-  out.writeUInt32LE(e.precedence >>> 0, offset + 4);
-  out.writeUInt32LE(0, offset + 8);
+  out[offset] = e.proxyPort >>> 8;
+  out[offset + 1] = e.proxyPort & 0xff;
+  out[offset + 2] = (e.deny ? 1 : 0) | (l4PrefixBits(key) << 3);
+  out[offset + 3] = 0;
+  u32le(out, offset + 4, e.precedence >>> 0);
+  u32le(out, offset + 8, 0);
   return out;
 }
 

@@ -33,7 +33,7 @@ export class MemoryBackend implements MapBackend {
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
     const m = this.map(endpoint);
     const stats = emptyWriteStats();
-    const ordered = orderDeltas(deltas, (d) => m.has(encodeKey(d.key).toString('hex')), m.size, this.capacity);
+    const ordered = orderDeltas(deltas, m.size, this.capacity);
     ordered.forEach((d, done) => {
       const k = encodeKey(d.key).toString('hex');
       if (d.op === 'upsert') {

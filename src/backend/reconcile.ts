@@ -36,7 +36,7 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
       for (const r of backend.dump(ep)) {
         const w = want.get(policyKeyString(r.key));
         if (!w) deltas.push({ endpoint: ep, op: 'delete', key: r.key, entry: r.entry });
-        else if (!entryEquals(w.entry, r.entry)) deltas.push({ endpoint: ep, op: 'upsert', key: w.key, entry: w.entry });
+        else if (!entryEquals(w.entry, r.entry)) deltas.push({ endpoint: ep, op: 'upsert', key: w.key, entry: w.entry, previous: r.entry });
       }
     }
     const have = new Set(existing.has(ep) ? backend.dump(ep).map((r) => policyKeyString(r.key)) : []);

@@ -859,7 +859,7 @@ export class Engine {
       return o;
     };
     const emit = (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void => {
-      if (after) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: after });
+      if (after) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: after, ...(before ? { previous: before } : {}) });
       else if (before) out(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: before });
     };
 

@@ -24,6 +24,8 @@ export interface MapDelta {
   readonly op: 'upsert' | 'delete';
   readonly key: PolicyKey;
   readonly entry: PolicyEntry;
+  /** For an upsert that overwrites an entry: the value it replaces (absent: a new key). */
+  readonly previous?: PolicyEntry;
 }
 
 /** The outcome of one transaction. */

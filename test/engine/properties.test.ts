@@ -57,6 +57,7 @@ function applyDeltas(before: Maps, cs: ChangeSet): Maps {
     expect(m, `delta for unknown endpoint ${d.endpoint}`).toBeDefined();
     if (d.op === 'upsert') {
       expect(entryEquals(m!.get(ks)?.entry, d.entry), `upsert of an unchanged value ${ks}`).toBe(false);
+      expect(d.previous, `upsert's previous value of ${ks}`).toEqual(m!.get(ks)?.entry);
       m!.set(ks, { key: d.key, entry: d.entry });
     } else {
       expect(m!.has(ks), `delete of an absent key ${ks}`).toBe(true);

@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { bpfUnavailableReason } from '../src/backend/bpf.js';
 
 // End to end through the built CLI (npm test builds dist/ first).
 const CLI = join(process.cwd(), 'dist/cli/main.js');
@@ -120,7 +121,7 @@ describe('distill verify', () => {
 });
 
 describe('distill maps dump and --backend', () => {
-  const bpfReason = process.getuid?.() === 0 ? null : 'needs root for bpf()';
+  const bpfReason = bpfUnavailableReason();
   if (bpfReason && process.env.DISTILL_REQUIRE_BPF === '1') throw new Error(`DISTILL_REQUIRE_BPF=1 but ${bpfReason}`);
   const withBpf = bpfReason ? it.skip : it;
   const pinDir = `/sys/fs/bpf/distill-cli-test-${process.pid}`;

@@ -319,9 +319,30 @@ export class BpfBackend implements MapBackend {
   }
 }
 
-/** Whether this process may use bpf(): the reason it may not, or null. */
+/**
+ * Whether this process may create BPF maps: null if it can, else why not. Probes with a real
+ * one-entry map, so CAP_BPF without root counts, and a kernel or seccomp refusal is reported.
+ */
 export function bpfUnavailableReason(): string | null {
   if (process.platform !== 'linux') return `bpf() needs Linux (this is ${process.platform})`;
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'bpf() needs root or CAP_BPF (running as a regular user)';
-  return null;
+  let attr: NativeBuffer | undefined;
+  try {
+    attr = new NativeBuffer(128);
+    const a = attr.buf;
+    a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
+    a.writeUInt32LE(KEY_SIZE, 4);
+    a.writeUInt32LE(VALUE_SIZE, 8);
+    a.writeUInt32LE(1, 12);
+    a.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+    const r = bpf(BPF_CMD.MAP_CREATE, attr);
+    if (r.ret >= 0) {
+      closeFd(r.ret);
+      return null;
+    }
+    return r.errno === ERRNO.EPERM ? 'bpf() is not permitted (needs root or CAP_BPF)' : `bpf(BPF_MAP_CREATE) fails with errno ${r.errno}`;
+  } catch (e) {
+    return `cannot call bpf(): ${(e as Error).message}`;
+  } finally {
+    attr?.free();
+  }
 }

@@ -129,7 +129,7 @@ describe('distill maps dump and --backend', () => {
   it('prints an endpoint map in readable form, and as JSON', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^policy map of default\/backend: 3 \/ 16384 entries, memory backend/);
+    expect(r.stdout).toMatch(/^policy map of default\/backend: 3 \/ 16384 entries \(0.02% full\), memory backend/);
     expect(r.stdout).toMatch(/ingress\s+TCP\s+80\s+allow\s+\d+ k8s:io.kubernetes.pod.namespace=default,k8s:role=frontend/);
     const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend', '--json').stdout) as { entries: Record<string, unknown>[] };
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'egress', protocol: 'any', ports: 'any', verdict: 'allow', identity: 0, labels: [] }));

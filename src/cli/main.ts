@@ -215,10 +215,12 @@ function mapsDump(opts: DumpOptions): number {
     const records = backend.dump(opts.endpoint);
     const labelsOf = (id: number): string[] => (id === 0 ? [] : (run.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
     if (opts.json) {
-      process.stdout.write(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, entries: records.map((r) => mapRecordJson(r, labelsOf)) })}\n`);
+      const pressure = records.length / backend.capacity;
+      process.stdout.write(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, pressure, entries: records.map((r) => mapRecordJson(r, labelsOf)) })}\n`);
     } else {
       const where = backend instanceof BpfBackend ? ` (pinned under ${backend.pinDir})` : '';
-      process.stdout.write(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries, ${backend.kind} backend${where}\n`);
+      const pct = ((100 * records.length) / backend.capacity).toFixed(2);
+      process.stdout.write(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
       process.stdout.write(renderMapRecords(records, labelsOf) + '\n');
     }
     return 0;

@@ -308,6 +308,13 @@ export class Engine {
     }));
   }
 
+  /** Map pressure per endpoint (entries / capacity), fullest first. */
+  mapPressure(): { endpoint: string; entries: number; capacity: number; pressure: number }[] {
+    return [...this.endpointGroups]
+      .map(([endpoint, g]) => ({ endpoint, entries: g.state.entries.size, capacity: this.mapCapacity, pressure: g.state.entries.size / this.mapCapacity }))
+      .sort((a, b) => b.pressure - a.pressure || (a.endpoint < b.endpoint ? -1 : 1));
+  }
+
   /** Sizes, for tests and benchmarks. */
   sizes(): { identities: number; localIdentities: number; selectors: number; subjectSelectors: number; mapStates: number; endpoints: number } {
     let mapStates = 0;

@@ -233,9 +233,11 @@ spec:
     expect(m.topContributors[0]).toEqual({ rule: 'CiliumNetworkPolicy/prod/small spec.ingress[0]', entries: 30 });
     expect(m.message).toContain('endpoint prod/web would need 31 policy-map entries, over its capacity of 20');
     expect(JSON.stringify({ ids: e.identities(), map: [...e.mapState('prod/web')], stats: e.stats() })).toBe(before);
+    expect(e.mapPressure()).toEqual([{ endpoint: 'prod/web', entries: 1, capacity: 20, pressure: 0.05 }]);
     // Smaller batches still fit, and get the same identity numbers a refusal would have burnt.
     const next = e.apply(clients.slice(0, 10));
     expect(next.deltas).toHaveLength(10);
+    expect(e.mapPressure()[0]).toMatchObject({ endpoint: 'prod/web', entries: 11, pressure: 0.55 });
     expect(e.identityOfPod('prod/c0')).toBe(lastCluster + 1);
   });
 

@@ -151,3 +151,35 @@ describe('distill maps dump and --backend', () => {
     spawnSync('rm', ['-rf', pinDir]);
   });
 });
+
+describe('distill gen and replay', () => {
+  it('gen writes a trace that replay reads; --json has the stable fields', () => {
+    const g = distill('gen', '--profile', 'cilium-2019', '--seed', '5', '--scale', '0.02', '--churn', '30');
+    expect(g.code).toBe(0);
+    const f = tmpFile('t.jsonl', g.stdout);
+    const r = distill('replay', f, '--json', '--verify-every', '5');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout) as Record<string, unknown>;
+    for (const k of ['events', 'eventsPerSec', 'latencyUs', 'deltas', 'mapEntries', 'peakHeapBytes']) expect(j).toHaveProperty(k);
+    for (const l of Object.values(j.latencyUs as Record<string, Record<string, number>>)) expect(Object.keys(l)).toEqual(['count', 'p50', 'p90', 'p99', 'max']);
+    expect(j.verifications).toBe(6);
+  });
+  it('the bundled trace replays (npm start), readable summary', () => {
+    const r = distill('replay', 'fixtures/traces/small.jsonl');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^incremental replay of profile small: \d+ events/);
+    expect(r.stdout).toMatch(/latency per churn event/);
+  });
+  it('a trace with a bad line exits 2 naming the line, and replays nothing', () => {
+    const f = tmpFile('bad.jsonl', '{"distillTrace": 1}\n{"type": "upsertNamespace", "name": "a"}\n{"type": "deletePod", "namespace": "a"}\n');
+    const r = distill('replay', f, '--json');
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/bad\.jsonl:3 name: /);
+  });
+  it('an unknown profile is refused', () => {
+    const r = distill('gen', '--profile', 'huge');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Allowed choices are small, realistic, cilium-ci, cilium-2019, antrea-worst/);
+  });
+});

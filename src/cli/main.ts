@@ -15,6 +15,10 @@ import { EngineDecider } from '../engine/decide.js';
 import { Engine } from '../engine/engine.js';
 import { EngineError, MapCapacityError } from '../engine/events.js';
 import { ALL_LOCAL } from '../engine/sync.js';
+import { generateTrace, PROFILES } from '../churn/profiles.js';
+import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
+import { parseTrace } from '../churn/trace.js';
+import cliProgress from 'cli-progress';
 import { explainJson, LEGEND, mapRecordJson, renderMapRecords, renderRun, resultJson } from './render.js';
 
 const EXIT_MISMATCH = 1;
@@ -22,7 +26,14 @@ const EXIT_BAD_INPUT = 2;
 
 /** Bad input is the user's to fix: print what and where, no stack trace. */
 function reportInputError(e: unknown): number {
-  if (e instanceof ManifestError || e instanceof UnknownEndpointError || e instanceof EngineError || e instanceof MapCapacityError || e instanceof BpfError || e instanceof BackendError) {
+  if (
+    e instanceof ManifestError ||
+    e instanceof UnknownEndpointError ||
+    e instanceof EngineError ||
+    e instanceof MapCapacityError ||
+    e instanceof BpfError ||
+    e instanceof BackendError
+  ) {
     process.stderr.write(`error: ${e.message}\n`);
     return EXIT_BAD_INPUT;
   }
@@ -231,6 +242,92 @@ function mapsDump(opts: DumpOptions): number {
   }
 }
 
+interface GenOptions {
+  profile: string;
+  seed: string;
+  scale?: string;
+  churn?: string;
+}
+
+function gen(opts: GenOptions): number {
+  const num = (v: string | undefined, what: string): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new ManifestError('distill gen', what, `"${v}" is not a non-negative number`);
+    return n;
+  };
+  try {
+    const scale = num(opts.scale, '--scale');
+    const churnEvents = num(opts.churn, '--churn');
+    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}) });
+    process.stdout.write(text);
+    return 0;
+  } catch (e) {
+    return reportInputError(e);
+  }
+}
+
+interface ReplayCliOptions extends BackendOptions {
+  json?: boolean;
+  verifyEvery?: string;
+  mode: ReplayMode;
+  limit?: string;
+}
+
+function formatReplay(r: ReplayResult): string {
+  const out = [
+    `${r.mode} replay${r.profile ? ` of profile ${r.profile}` : ''}: ${r.events} events (${r.coldStart.events} initial, ${r.churnEvents} churn), ${r.eventsPerSec} events/s`,
+    `cold start: ${r.coldStart.ms} ms, heap ${(r.coldStart.heapBytes / 1e6).toFixed(1)} MB, ${r.coldStart.deltas} map entries written`,
+    `endpoints: ${r.endpoints}, map entries: ${r.mapEntries}, deltas: ${r.deltas}, peak heap: ${(r.peakHeapBytes / 1e6).toFixed(1)} MB${r.verifications ? `, verified against a full recompute ${r.verifications} times` : ''}`,
+    'latency per churn event (µs):',
+  ];
+  const tags = Object.keys(r.latencyUs);
+  const w = Math.max(...tags.map((t) => t.length), 5);
+  out.push(`  ${'event'.padEnd(w)}  ${'count'.padStart(6)}  ${'p50'.padStart(9)}  ${'p90'.padStart(9)}  ${'p99'.padStart(9)}  ${'max'.padStart(9)}`);
+  for (const t of tags) {
+    const l = r.latencyUs[t] as ReplayResult['latencyUs'][string];
+    out.push(`  ${t.padEnd(w)}  ${String(l.count).padStart(6)}  ${l.p50.toFixed(1).padStart(9)}  ${l.p90.toFixed(1).padStart(9)}  ${l.p99.toFixed(1).padStart(9)}  ${l.max.toFixed(1).padStart(9)}`);
+  }
+  return out.join('\n');
+}
+
+function replayCommand(file: string, opts: ReplayCliOptions): number {
+  let backend: MapBackend | undefined;
+  let bar: cliProgress.SingleBar | undefined;
+  try {
+    const trace = parseTrace(readFileSync(file, 'utf8'), file);
+    backend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'replay') }) : new MemoryBackend();
+    reconcile(new Engine(), backend); // start from empty maps
+    const verifyEvery = opts.verifyEvery === undefined ? undefined : Number(opts.verifyEvery);
+    if (verifyEvery !== undefined && (!Number.isInteger(verifyEvery) || verifyEvery < 1)) throw new ManifestError('distill replay', '--verify-every', `"${opts.verifyEvery}" is not a positive integer`);
+    const limit = opts.limit === undefined ? undefined : Number(opts.limit);
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw new ManifestError('distill replay', '--limit', `"${opts.limit}" is not a non-negative integer`);
+    if (process.stderr.isTTY) {
+      bar = new cliProgress.SingleBar({ format: 'replay [{bar}] {percentage}% {value}/{total} events, {eta_formatted} left', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+      bar.start(1, 0);
+    }
+    const result = replay(trace, {
+      mode: opts.mode,
+      backend,
+      ...(verifyEvery !== undefined ? { verifyEvery } : {}),
+      ...(limit !== undefined ? { limit } : {}),
+      ...(bar ? { onProgress: (done: number, total: number) => { bar?.setTotal(total); bar?.update(done); } } : {}),
+    });
+    bar?.stop();
+    process.stdout.write(opts.json ? `${JSON.stringify(result)}\n` : `${formatReplay(result)}\n`);
+    return 0;
+  } catch (e) {
+    bar?.stop();
+    if (e instanceof ReplayDivergence) {
+      process.stderr.write(`DIVERGENCE: ${e.message}\n`);
+      return EXIT_MISMATCH;
+    }
+    return reportInputError(e);
+  } finally {
+    backend?.close();
+  }
+}
+
 function validate(files: string[]): number {
   let exit = 0;
   for (const file of files) {
@@ -277,6 +374,29 @@ export function buildProgram(): Command {
     .addOption(pinDirOption())
     .action((opts: VerifyOptions) => {
       process.exitCode = verify(opts);
+    });
+  program
+    .command('gen')
+    .description('Generate a churn trace (JSON Lines) for a cluster profile, on stdout')
+    .addOption(new Option('--profile <name>', 'cluster shape').choices(PROFILES.map((p) => p.name)).makeOptionMandatory())
+    .option('--seed <n>', 'random seed: the same seed gives the same trace', '1')
+    .option('--scale <x>', 'multiply the cluster size (1 = the published shape)')
+    .option('--churn <n>', 'number of churn events after the initial state')
+    .action((opts: GenOptions) => {
+      process.exitCode = gen(opts);
+    });
+  program
+    .command('replay')
+    .description('Replay a churn trace through the engine and report throughput, latency per event type, deltas and heap')
+    .argument('<trace>', 'trace file (JSON Lines, see docs/traces.md)')
+    .option('--json', 'one JSON object with the summary')
+    .option('--verify-every <n>', 'check the engine against a from-scratch recomputation every n churn events')
+    .addOption(new Option('--mode <mode>', 'incremental: the engine; full: recompute every local endpoint from scratch after each event').choices(['incremental', 'full']).default('incremental'))
+    .option('--limit <n>', 'replay only the first n churn events')
+    .addOption(backendOption())
+    .addOption(pinDirOption())
+    .action((file: string, opts: ReplayCliOptions) => {
+      process.exitCode = replayCommand(file, opts);
     });
   const maps = program.command('maps').description('Per-endpoint policy maps');
   maps

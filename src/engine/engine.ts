@@ -91,6 +91,11 @@ export interface EngineOptions {
   readonly proxyPorts?: ProxyPorts;
   /** Entries one endpoint's policy map may hold (Cilium's default: 16,384). */
   readonly mapCapacity?: number;
+  /**
+   * Where identity numbers come from. Engines sharing one keep the same number per label set, as
+   * agents do with cluster-allocated identities (used by full-recompute replays).
+   */
+  readonly allocator?: IdentityAllocator;
 }
 
 export const DEFAULT_MAP_CAPACITY = 16384;
@@ -121,7 +126,7 @@ function worldLabels(family: IpFamily): LabelSet {
  */
 export class Engine {
   private readonly statsCounters: EngineStats = emptyStats();
-  private readonly allocator = new IdentityAllocator();
+  private readonly allocator: IdentityAllocator;
   private readonly proxy: ProxyPorts;
   /** Every identity: pods (local and remote), reserved, CIDR. Peer selectors select from these. */
   private readonly peerCache = new SelectorCache(this.statsCounters);
@@ -160,6 +165,7 @@ export class Engine {
   constructor(options: EngineOptions = {}) {
     this.proxy = options.proxyPorts ?? fixedProxyPorts();
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
+    this.allocator = options.allocator ?? new IdentityAllocator();
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = makeLabelSet([reservedLabel(name)]);
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;

@@ -1,4 +1,18 @@
-import type { ClusterState, Pod } from '../model/cluster.js';
+import {
+  ClusterState,
+  deleteNamespace,
+  deletePod,
+  deletePolicy,
+  namespaceWithDefaults,
+  Pod,
+  podKey,
+  upsertNamespace,
+  upsertPod,
+  upsertPolicy,
+} from '../model/cluster.js';
+import { labelSetKey } from '../model/labels.js';
+import { policyKeyString } from '../model/mapstate.js';
+import type { Engine } from './engine.js';
 import type { Policy } from '../model/rules.js';
 import type { EngineEvent } from './events.js';
 
@@ -38,4 +52,45 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
 /** Every event needed to build `state` from nothing. */
 export function initialEvents(state: ClusterState, isLocal: LocalityRule = ALL_LOCAL): EngineEvent[] {
   return clusterEvents({ namespaces: new Map(), pods: new Map(), externals: new Map(), policies: new Map() }, state, isLocal);
+}
+
+/** The model side of an event: what the naive evaluator and full recomputes see. Throws like the engine. */
+export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterState {
+  switch (e.type) {
+    case 'upsertNamespace':
+      return upsertNamespace(s, namespaceWithDefaults(e.name, e.labels));
+    case 'deleteNamespace':
+      return deleteNamespace(s, e.name);
+    case 'upsertPod':
+      return upsertPod(s, e.pod);
+    case 'deletePod':
+      return deletePod(s, `${e.namespace}/${e.name}`);
+    case 'upsertPolicy':
+      return upsertPolicy(s, e.policy);
+    case 'deletePolicy':
+      return deletePolicy(s, e.ref);
+  }
+}
+
+/** Which pods are local, as the events said; call after applying `e` to `state`. */
+export function trackLocality(local: Map<string, boolean>, state: ClusterState, e: EngineEvent): void {
+  if (e.type === 'upsertPod') local.set(podKey(e.pod), e.local ?? false);
+  if (e.type === 'deletePod' || e.type === 'deleteNamespace') for (const k of [...local.keys()]) if (!state.pods.has(k)) local.delete(k);
+}
+
+/**
+ * Every endpoint's map state with identities replaced by their labels, so engines that numbered
+ * identities differently (different histories) can be compared.
+ */
+export function comparableMaps(engine: Engine): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const ep of engine.endpoints()) {
+    out[ep] = [...engine.mapState(ep).values()]
+      .map(({ key, entry }) => {
+        const who = key.identity === 0 ? '*' : labelSetKey(engine.identityLabels(key.identity) ?? []);
+        return `${who} ${policyKeyString({ ...key, identity: 0 }).slice(2)} ${entry.deny ? 'deny' : 'allow'}:${entry.proxyPort}:${entry.precedence}`;
+      })
+      .sort();
+  }
+  return out;
 }

@@ -72,13 +72,13 @@ function readPodKey(r: Reader, v: unknown, path: string): { namespace: string; n
   return { namespace, name, key: s };
 }
 
-function readLabels(r: Reader, v: unknown, path: string): Record<string, string> {
+export function readLabels(r: Reader, v: unknown, path: string): Record<string, string> {
   const labels = r.stringMap(v, path);
   checkLabels(r, labels, path);
   return labels;
 }
 
-function readIp(r: Reader, v: unknown, path: string): IpAddress {
+export function readIp(r: Reader, v: unknown, path: string): IpAddress {
   const s = r.nonEmptyString(v, path);
   try {
     return parseIp(s);
@@ -94,11 +94,10 @@ function readNamespace(r: Reader, v: unknown, path: string): { name: string; lab
   return { name, labels: readLabels(r, o.labels, join(path, 'labels')) };
 }
 
-function readPod(r: Reader, v: unknown, path: string): PodSpec {
-  const o = r.object(v, path, ['name', 'labels', 'ip', 'serviceAccount', 'ports']);
-  const { namespace, name } = readPodKey(r, o.name, join(path, 'name'));
-  const ports = (r.optArray(o.ports, join(path, 'ports')) ?? []).map((p, i): ContainerPort => {
-    const ppath = at(join(path, 'ports'), i);
+/** A pod's container ports (`[{name?, port, protocol?}]`); shared with the trace format. */
+export function readContainerPorts(r: Reader, v: unknown, path: string): ContainerPort[] {
+  return (r.optArray(v, path) ?? []).map((p, i): ContainerPort => {
+    const ppath = at(path, i);
     const po = r.object(p, ppath, ['name', 'port', 'protocol']);
     const pname = r.optString(po.name, join(ppath, 'name'));
     if (pname !== undefined && !isValidPortName(pname)) r.fail(join(ppath, 'name'), `"${pname}" is not a valid port name (IANA_SVC_NAME)`);
@@ -106,6 +105,12 @@ function readPod(r: Reader, v: unknown, path: string): PodSpec {
     const protocol = absent(po.protocol) ? 'TCP' : r.oneOf(po.protocol, join(ppath, 'protocol'), ['TCP', 'UDP', 'SCTP'] as const);
     return { ...(pname !== undefined ? { name: pname } : {}), port, protocol };
   });
+}
+
+function readPod(r: Reader, v: unknown, path: string): PodSpec {
+  const o = r.object(v, path, ['name', 'labels', 'ip', 'serviceAccount', 'ports']);
+  const { namespace, name } = readPodKey(r, o.name, join(path, 'name'));
+  const ports = readContainerPorts(r, o.ports, join(path, 'ports'));
   const serviceAccount = r.optString(o.serviceAccount, join(path, 'serviceAccount')) ?? 'default';
   return {
     namespace,

@@ -6,23 +6,12 @@ import fc from 'fast-check';
 import { parseIp } from '../../src/model/cidr.js';
 import {
   ClusterState,
-  deleteNamespace,
-  deletePod,
-  deletePolicy,
   EMPTY_CLUSTER,
-  namespaceWithDefaults,
   Pod,
-  podKey,
   upsertExternal,
-  upsertNamespace,
-  upsertPod,
-  upsertPolicy,
 } from '../../src/model/cluster.js';
-import { labelSetKey } from '../../src/model/labels.js';
 import type { ContainerPort, FlowProtocol } from '../../src/model/ports.js';
-import { policyKeyString, PolicyEntry } from '../../src/model/mapstate.js';
 import type { PolicyKind } from '../../src/model/rules.js';
-import type { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
@@ -219,50 +208,7 @@ export function toEvent(o: Op): EngineEvent {
 
 export const INITIAL_CLUSTER: ClusterState = EXTERNALS.reduce((s, e) => upsertExternal(s, e), EMPTY_CLUSTER);
 
-/** The model side of an event (the oracle's cluster state); throws like the engine should. */
-export function applyToModel(s: ClusterState, e: EngineEvent): ClusterState {
-  switch (e.type) {
-    case 'upsertNamespace':
-      return upsertNamespace(s, namespaceWithDefaults(e.name, e.labels));
-    case 'deleteNamespace':
-      return deleteNamespace(s, e.name);
-    case 'upsertPod':
-      return upsertPod(s, e.pod);
-    case 'deletePod':
-      return deletePod(s, `${e.namespace}/${e.name}`);
-    case 'upsertPolicy':
-      return upsertPolicy(s, e.policy);
-    case 'deletePolicy':
-      return deletePolicy(s, e.ref);
-  }
-}
-
-/** Which pods are local, as the events said. */
-export function trackLocality(local: Map<string, boolean>, state: ClusterState, e: EngineEvent): void {
-  if (e.type === 'upsertPod') local.set(podKey(e.pod), e.local ?? false);
-  for (const k of [...local.keys()]) if (!state.pods.has(k)) local.delete(k);
-}
-
-function entryText(e: PolicyEntry): string {
-  return `${e.deny ? 'deny' : 'allow'}:${e.proxyPort}:${e.precedence}`;
-}
-
-/**
- * Every endpoint's map state with identities replaced by their labels, so engines that numbered
- * identities differently (different histories) can be compared.
- */
-export function normalizedMaps(engine: Engine): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const ep of engine.endpoints()) {
-    out[ep] = [...engine.mapState(ep).values()]
-      .map(({ key, entry }) => {
-        const who = key.identity === 0 ? '*' : labelSetKey(engine.identityLabels(key.identity) ?? []);
-        return `${who} ${policyKeyString({ ...key, identity: 0 }).slice(2)} ${entryText(entry)}`;
-      })
-      .sort();
-  }
-  return out;
-}
+export { applyEventToCluster as applyToModel, comparableMaps as normalizedMaps, trackLocality } from '../../src/engine/sync.js';
 
 /** A small deterministic PRNG for sampling flows inside a property. */
 export function prng(seed: number): () => number {

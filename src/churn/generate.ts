@@ -1,0 +1,120 @@
+import type { ContainerPort } from '../model/ports.js';
+import type { PolicyRef } from '../model/rules.js';
+import { TRACE_VERSION, TraceEventJson, TraceHeader, traceLine } from './trace.js';
+
+/** mulberry32: small, fast, seeded; the same seed gives the same trace on every machine. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface PodRecord {
+  readonly namespace: string;
+  readonly name: string;
+  labels: Record<string, string>;
+  readonly ip: string;
+  readonly local: boolean;
+  readonly ports: readonly ContainerPort[];
+}
+
+const HTTP_PORTS: readonly ContainerPort[] = [{ name: 'http', port: 8080, protocol: 'TCP' }];
+
+/**
+ * Accumulates a trace and the cluster it describes, so churn phases can pick existing objects.
+ */
+export class TraceBuilder {
+  readonly lines: string[] = [];
+  readonly pods = new Map<string, PodRecord>();
+  readonly namespaces = new Map<string, Record<string, string>>();
+  readonly policies = new Map<string, PolicyRef>();
+  private nextIp = 0;
+  events = 0;
+
+  constructor(
+    readonly rng: () => number,
+    header: Omit<TraceHeader, 'distillTrace'>,
+  ) {
+    this.lines.push(traceLine({ distillTrace: TRACE_VERSION, ...header }));
+  }
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rng() * xs.length)] as T;
+  }
+
+  int(n: number): number {
+    return Math.floor(this.rng() * n);
+  }
+
+  private emit(e: TraceEventJson): void {
+    this.lines.push(traceLine(e));
+    if (e.type !== 'phase') this.events++;
+  }
+
+  phase(name: string): void {
+    this.emit({ type: 'phase', name });
+  }
+
+  namespace(name: string, labels: Record<string, string>, tag = 'namespace-add'): void {
+    this.namespaces.set(name, labels);
+    this.emit({ type: 'upsertNamespace', name, labels, tag });
+  }
+
+  /** Allocates pod IPs from 10.0.0.0/8 (never reused, like a pod CIDR). */
+  ip(): string {
+    const n = ++this.nextIp;
+    return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+  }
+
+  pod(namespace: string, name: string, labels: Record<string, string>, local: boolean, tag = 'pod-add', ports: readonly ContainerPort[] = HTTP_PORTS): PodRecord {
+    const existing = this.pods.get(`${namespace}/${name}`);
+    const p: PodRecord = { namespace, name, labels, ip: existing?.ip ?? this.ip(), local, ports };
+    this.pods.set(`${namespace}/${name}`, p);
+    this.emit({ type: 'upsertPod', pod: { namespace, name, labels, ip: p.ip, ports: [...ports] }, local, tag });
+    return p;
+  }
+
+  deletePod(p: { namespace: string; name: string }, tag = 'pod-remove'): void {
+    this.pods.delete(`${p.namespace}/${p.name}`);
+    this.emit({ type: 'deletePod', namespace: p.namespace, name: p.name, tag });
+  }
+
+  policy(manifest: Record<string, unknown>, tag = 'policy-add'): void {
+    const meta = manifest.metadata as { name: string; namespace?: string };
+    const kind = manifest.kind as 'NetworkPolicy' | 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy';
+    const ref = meta.namespace === undefined ? { kind, name: meta.name } : { kind, namespace: meta.namespace, name: meta.name };
+    this.policies.set(`${kind}/${meta.namespace ?? ''}/${meta.name}`, ref);
+    this.emit({ type: 'upsertPolicy', manifest, tag });
+  }
+
+  deletePolicy(key: string, tag = 'policy-remove'): void {
+    const p = this.policies.get(key);
+    if (!p) throw new Error(`generator: no policy ${key}`);
+    this.policies.delete(key);
+    this.emit({ type: 'deletePolicy', ref: p, tag });
+  }
+
+  text(): string {
+    return this.lines.join('\n') + '\n';
+  }
+}
+
+// ---------------------------------------------------------------- manifest shapes
+
+export function networkPolicy(namespace: string, name: string, spec: Record<string, unknown>): Record<string, unknown> {
+  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace, name }, spec };
+}
+
+export function ciliumPolicy(namespace: string, name: string, spec: Record<string, unknown>): Record<string, unknown> {
+  return { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { namespace, name }, spec };
+}
+
+/** A CIDR outside the pod range, as policies name external services. */
+export function externalCidr(b: TraceBuilder): string {
+  return `${b.pick([172, 192, 203])}.${b.int(256)}.${b.int(256)}.0/24`;
+}

@@ -1,0 +1,277 @@
+import { ciliumPolicy, externalCidr, networkPolicy, PodRecord, seededRandom, TraceBuilder } from './generate.js';
+
+/**
+ * Cluster shapes to replay. Each builds an initial state (phase "initial") and then churn (phase
+ * "churn"); sources for the shapes are in docs/traces.md.
+ */
+export interface Profile {
+  readonly name: string;
+  readonly description: string;
+  /** Churn events generated after the initial state unless overridden. */
+  readonly churnEvents: number;
+  build(b: TraceBuilder, scale: number): ProfileShape;
+}
+
+/** What churn needs to know about a profile's cluster. */
+interface ProfileShape {
+  /** A new policy in the profile's style, numbered `i`. */
+  policy(i: number): Record<string, unknown>;
+  /** Labels and namespace for a new workload (a new identity). */
+  newWorkload(i: number): { namespace: string; labels: Record<string, string> };
+  /** Whether the n-th pod created lands on this node. */
+  isLocal(n: number): boolean;
+}
+
+interface Deployment {
+  readonly namespace: string;
+  readonly labels: Record<string, string>;
+  replicas: number;
+}
+
+let podCounter = 0;
+
+function deploy(b: TraceBuilder, d: Deployment, isLocal: (n: number) => boolean): void {
+  for (let r = 0; r < d.replicas; r++) b.pod(d.namespace, `${d.labels.app}-${r}`, { ...d.labels }, isLocal(podCounter++), 'pod-add');
+}
+
+const everyNth = (n: number) => (i: number) => i % n === 0;
+
+/** The README's bundled trace: small enough to replay in a second with --verify-every 1. */
+const small: Profile = {
+  name: 'small',
+  description: '3 namespaces, 30 pods (10 local), 12 policies (NetworkPolicy and CiliumNetworkPolicy, L3/L4/CIDR/deny/L7), then 120 churn events',
+  churnEvents: 120,
+  build(b) {
+    const isLocal = everyNth(3);
+    const nss = ['shop', 'payments', 'monitoring'];
+    nss.forEach((ns, i) => b.namespace(ns, { team: `team-${i}`, env: i === 2 ? 'ops' : 'prod' }));
+    const apps = ['web', 'api', 'db', 'cache', 'worker'];
+    for (const ns of nss) for (const app of apps.slice(0, ns === 'monitoring' ? 2 : 5)) deploy(b, { namespace: ns, labels: { app, tier: app === 'web' ? 'front' : 'back' }, replicas: 2 + (app.length % 2) }, isLocal);
+    const policy = (i: number): Record<string, unknown> => {
+      const ns = nss[i % 2] as string;
+      const app = apps[i % apps.length] as string;
+      const peer = apps[(i + 1) % apps.length] as string;
+      switch (i % 4) {
+        case 0:
+          return networkPolicy(ns, `allow-${peer}-to-${app}-${i}`, { podSelector: { matchLabels: { app } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: peer } } }], ports: [{ port: 8080 }] }] });
+        case 1:
+          return networkPolicy(ns, `egress-${app}-${i}`, { podSelector: { matchLabels: { app } }, policyTypes: ['Egress'], egress: [{ to: [{ ipBlock: { cidr: '203.0.113.0/24' } }], ports: [{ port: 443 }] }, { to: [{ namespaceSelector: {} }] }] });
+        case 2:
+          return ciliumPolicy(ns, `l7-${app}-${i}`, { endpointSelector: { matchLabels: { app } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: peer } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/api/.*' }] } }] }] });
+        default:
+          return ciliumPolicy(ns, `deny-${app}-${i}`, { endpointSelector: { matchLabels: { app } }, ingressDeny: [{ fromEntities: ['world'] }, { fromEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'monitoring' } }], toPorts: [{ ports: [{ port: '22', protocol: 'TCP' }] }] }] });
+      }
+    };
+    for (let i = 0; i < 12; i++) b.policy(policy(i));
+    return { policy, newWorkload: (i) => ({ namespace: nss[i % 3] as string, labels: { app: `job-${i}`, tier: 'batch' } }), isLocal };
+  },
+};
+
+/**
+ * A real cluster's shape: 5,413 pods, 604 namespaces, 13,678 NetworkPolicies (3,559 empty, 495
+ * deny-only); the median policy selects 6 pods with 1 port, 1 pod selector, 1 CIDR and 2 peer pods.
+ * One node's view: ~110 local pods.
+ */
+const realistic: Profile = {
+  name: 'realistic',
+  description: '5,413 pods in 604 namespaces, 13,678 NetworkPolicies (3,559 empty, 495 deny-only), ~110 local pods',
+  churnEvents: 2000,
+  build(b, scale) {
+    const namespaces = Math.round(604 * scale);
+    const isLocal = everyNth(49);
+    let pods = 0;
+    const podTarget = Math.round(5413 * scale);
+    for (let n = 0; n < namespaces; n++) {
+      const ns = `ns-${n}`;
+      b.namespace(ns, { team: `team-${n % 40}`, env: n % 3 === 0 ? 'prod' : 'staging' });
+      // ~9 pods per namespace: a 6-replica service, a 2-replica client, sometimes a singleton.
+      const sizes = [6, 2, 1];
+      sizes.forEach((replicas, k) => {
+        if (pods >= podTarget) return;
+        const r = Math.min(replicas, podTarget - pods);
+        deploy(b, { namespace: ns, labels: { app: `svc-${n}-${k}`, role: ['server', 'client', 'job'][k] as string }, replicas: r }, isLocal);
+        pods += r;
+      });
+    }
+    const policyTarget = Math.round(13678 * scale);
+    const emptyTarget = Math.round(3559 * scale);
+    const denyTarget = Math.round(495 * scale);
+    const policy = (i: number): Record<string, unknown> => {
+      const n = i % namespaces;
+      const ns = `ns-${n}`;
+      if (i < emptyTarget) return networkPolicy(ns, `default-deny-${i}`, { podSelector: {} });
+      if (i < emptyTarget + denyTarget) return networkPolicy(ns, `deny-all-${i}`, { podSelector: { matchLabels: { app: `svc-${n}-0` } }, policyTypes: ['Ingress', 'Egress'] });
+      // The median policy: 6 pods selected, 1 pod selector (2 peers), 1 CIDR, 1 port.
+      return networkPolicy(ns, `allow-${i}`, {
+        podSelector: { matchLabels: { app: `svc-${n}-0` } },
+        ingress: [{ from: [{ podSelector: { matchLabels: { app: `svc-${n}-1` } } }, { ipBlock: { cidr: externalCidr(b) } }], ports: [{ port: 8000 + (i % 50) }] }],
+      });
+    };
+    for (let i = 0; i < policyTarget; i++) b.policy(policy(i));
+    return { policy: (i) => policy(emptyTarget + denyTarget + i), newWorkload: (i) => ({ namespace: `ns-${i % namespaces}`, labels: { app: `new-${i}`, role: 'job' } }), isLocal };
+  },
+};
+
+/**
+ * Cilium's CI scale test: 1,000 nodes, 30,000 pods, 6,000 identities, 30,000 policies mixing L3,
+ * L4, L4+CIDR and L3+CIDR. One node's view: 30 local pods.
+ */
+const ciliumCi: Profile = {
+  name: 'cilium-ci',
+  description: '30,000 pods (6,000 identities) on 1,000 nodes, 30,000 policies (L3, L4, L4+CIDR, L3+CIDR); 30 local pods',
+  churnEvents: 2000,
+  build(b, scale) {
+    const identities = Math.round(6000 * scale);
+    const namespaces = Math.max(1, Math.round(identities / 20));
+    const isLocal = everyNth(1000);
+    for (let n = 0; n < namespaces; n++) b.namespace(`ns-${n}`, { team: `team-${n % 50}` });
+    for (let d = 0; d < identities; d++) deploy(b, { namespace: `ns-${d % namespaces}`, labels: { app: `app-${d}` }, replicas: 5 }, isLocal);
+    const policy = (i: number): Record<string, unknown> => {
+      const d = i % identities;
+      const ns = `ns-${d % namespaces}`;
+      const peer = `app-${(d + namespaces) % identities}`; // same namespace, another deployment
+      const l3 = { fromEndpoints: [{ matchLabels: { app: peer } }] };
+      const port = { toPorts: [{ ports: [{ port: String(8000 + (i % 100)), protocol: 'TCP' }] }] };
+      const cidr = { fromCIDR: [externalCidr(b)] };
+      const ingress = [[l3], [{ ...l3, ...port }], [{ ...cidr, ...port }], [l3, cidr]][i % 4];
+      return ciliumPolicy(ns, `cnp-${i}`, { endpointSelector: { matchLabels: { app: `app-${d}` } }, ingress });
+    };
+    const policies = Math.round(30000 * scale);
+    for (let i = 0; i < policies; i++) b.policy(policy(i));
+    return { policy: (i) => policy(policies + i), newWorkload: (i) => ({ namespace: `ns-${i % namespaces}`, labels: { app: `new-${i}` } }), isLocal };
+  },
+};
+
+/** Cilium's 2019 regeneration benchmark: one local endpoint, 3,000 rules × 1,000 identities. */
+const cilium2019: Profile = {
+  name: 'cilium-2019',
+  description: 'one local endpoint, 1,000 peer identities, 3,000 rules selecting it',
+  churnEvents: 300,
+  build(b, scale) {
+    b.namespace('bench', {});
+    const peers = Math.round(1000 * scale);
+    b.pod('bench', 'target', { app: 'target' }, true);
+    for (let i = 0; i < peers; i++) b.pod('bench', `peer-${i}`, { app: `peer-${i}`, group: `g-${i % 100}` }, false);
+    const policy = (i: number): Record<string, unknown> =>
+      ciliumPolicy('bench', `rule-${i}`, {
+        endpointSelector: { matchLabels: { app: 'target' } },
+        ingress: [{ fromEndpoints: [{ matchLabels: { group: `g-${i % 100}` } }], toPorts: [{ ports: [{ port: String(8000 + (i % 30)), protocol: 'TCP' }] }] }],
+      });
+    const rules = Math.round(3000 * scale);
+    for (let i = 0; i < rules; i++) b.policy(policy(i));
+    return { policy: (i) => policy(rules + i), newWorkload: (i) => ({ namespace: 'bench', labels: { app: `new-${i}`, group: `g-${i % 100}` } }), isLocal: () => false };
+  },
+};
+
+/** Antrea's worst case: 10,000 pods in one namespace, 10,000 policies each selecting every pod. */
+const antreaWorst: Profile = {
+  name: 'antrea-worst',
+  description: '10,000 pods in one namespace (100 identities, ~100 local), 10,000 policies each selecting every pod',
+  churnEvents: 300,
+  build(b, scale) {
+    b.namespace('flat', {});
+    const pods = Math.round(10000 * scale);
+    const isLocal = everyNth(100);
+    for (let i = 0; i < pods; i++) b.pod('flat', `pod-${i}`, { app: `app-${i % 100}` }, isLocal(podCounter++));
+    const policy = (i: number): Record<string, unknown> =>
+      networkPolicy('flat', `all-${i}`, { podSelector: {}, ingress: [{ from: [{ podSelector: { matchLabels: { app: `app-${i % 100}` } } }], ports: [{ port: 8000 + (i % 20) }] }] });
+    const policies = Math.round(10000 * scale);
+    for (let i = 0; i < policies; i++) b.policy(policy(i));
+    return { policy: (i) => policy(policies + i), newWorkload: (i) => ({ namespace: 'flat', labels: { app: `new-${i}` } }), isLocal };
+  },
+};
+
+export const PROFILES: readonly Profile[] = [small, realistic, ciliumCi, cilium2019, antreaWorst];
+
+function identityKey(p: PodRecord): string {
+  return `${p.namespace}/${JSON.stringify(Object.entries(p.labels).sort())}`;
+}
+
+/**
+ * Churn after the initial state, in a seeded random mix: scale-ups (existing identity), new
+ * workloads (new identity), pod deletions, relabels (new identity), namespace relabels
+ * (re-identifies the namespace's pods), policy rollouts and deletions.
+ */
+function churn(b: TraceBuilder, shape: ProfileShape, events: number): void {
+  const counts = new Map<string, number>();
+  for (const p of b.pods.values()) counts.set(identityKey(p), (counts.get(identityKey(p)) ?? 0) + 1);
+  const bump = (p: PodRecord, d: number): number => {
+    const n = (counts.get(identityKey(p)) ?? 0) + d;
+    counts.set(identityKey(p), n);
+    return n;
+  };
+  let newWorkloads = 0;
+  let newPolicies = 0;
+  const kinds = ['scale-up', 'scale-up', 'new-workload', 'delete', 'delete', 'relabel', 'policy-add', 'policy-remove', 'namespace-relabel'] as const;
+  const start = b.events;
+  while (b.events - start < events) {
+    const kind = b.pick(kinds);
+    const pods = [...b.pods.values()];
+    switch (kind) {
+      case 'scale-up': {
+        if (pods.length === 0) break;
+        const like = b.pick(pods);
+        const p = b.pod(like.namespace, `${like.labels.app ?? 'pod'}-s${b.events}`, { ...like.labels }, shape.isLocal(podCounter++), 'pod-add');
+        bump(p, +1);
+        break;
+      }
+      case 'new-workload': {
+        const w = shape.newWorkload(newWorkloads++);
+        if (!b.namespaces.has(w.namespace)) b.namespace(w.namespace, {});
+        const p = b.pod(w.namespace, `${w.labels.app}-0`, w.labels, shape.isLocal(podCounter++), 'identity-add');
+        bump(p, +1);
+        break;
+      }
+      case 'delete': {
+        if (pods.length === 0) break;
+        const p = b.pick(pods);
+        b.deletePod(p, bump(p, -1) === 0 ? 'identity-remove' : 'pod-remove');
+        break;
+      }
+      case 'relabel': {
+        if (pods.length === 0) break;
+        const p = b.pick(pods);
+        bump(p, -1);
+        const q = b.pod(p.namespace, p.name, { ...p.labels, version: `v${b.events}` }, p.local, 'pod-relabel', p.ports);
+        bump(q, +1);
+        break;
+      }
+      case 'policy-add':
+        b.policy(shape.policy(newPolicies++), 'policy-add');
+        break;
+      case 'policy-remove': {
+        const keys = [...b.policies.keys()];
+        if (keys.length > 0) b.deletePolicy(b.pick(keys), 'policy-remove');
+        break;
+      }
+      case 'namespace-relabel': {
+        const names = [...b.namespaces.keys()];
+        const ns = b.pick(names);
+        // Every pod of the namespace gets a new identity (tags count identities by pod labels).
+        b.namespace(ns, { ...b.namespaces.get(ns), rollout: `r${b.events}` }, 'namespace-relabel');
+        break;
+      }
+    }
+  }
+}
+
+export interface GenerateOptions {
+  readonly profile: string;
+  readonly seed: number;
+  /** Multiplies the cluster size (the scaling series): 1 = the published shape. */
+  readonly scale?: number;
+  readonly churnEvents?: number;
+}
+
+export function generateTrace(opts: GenerateOptions): string {
+  const profile = PROFILES.find((p) => p.name === opts.profile);
+  if (!profile) throw new Error(`unknown profile "${opts.profile}" (profiles: ${PROFILES.map((p) => p.name).join(', ')})`);
+  podCounter = 0;
+  const scale = opts.scale ?? 1;
+  const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` });
+  b.phase('initial');
+  const shape = profile.build(b, scale);
+  b.phase('churn');
+  churn(b, shape, opts.churnEvents ?? profile.churnEvents);
+  return b.text();
+}

@@ -1,0 +1,205 @@
+import { getHeapStatistics } from 'node:v8';
+import { applyChangeSet, MapBackend } from '../backend/backend.js';
+import { Engine } from '../engine/engine.js';
+import type { EngineEvent, MapDelta } from '../engine/events.js';
+import { applyEventToCluster, comparableMaps, initialEvents, trackLocality } from '../engine/sync.js';
+import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
+import { IdentityAllocator } from '../model/identity.js';
+import type { LookupResult } from '../model/mapstate.js';
+import type { Trace } from './trace.js';
+
+export type ReplayMode = 'incremental' | 'full';
+
+export interface ReplayOptions {
+  /** incremental: the engine. full: every local endpoint's map state recomputed from scratch after each event. */
+  readonly mode: ReplayMode;
+  readonly backend?: MapBackend;
+  /** Check the engine against a from-scratch recomputation every N churn events. */
+  readonly verifyEvery?: number;
+  /** Replay only the first N churn events (full mode is slow by design). */
+  readonly limit?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface LatencyStats {
+  readonly count: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly max: number;
+}
+
+/** The replay summary; these field names are a stable contract (`distill replay --json`). */
+export interface ReplayResult {
+  readonly mode: ReplayMode;
+  readonly profile?: string;
+  /** Events applied: the initial state's and the churn's. */
+  readonly events: number;
+  readonly eventsPerSec: number;
+  /** Churn events only, keyed by the trace's tag (or event type): microseconds. */
+  readonly latencyUs: Record<string, LatencyStats>;
+  readonly deltas: number;
+  readonly mapEntries: number;
+  readonly peakHeapBytes: number;
+  readonly coldStart: { readonly events: number; readonly ms: number; readonly heapBytes: number; readonly deltas: number };
+  readonly churnEvents: number;
+  readonly endpoints: number;
+  readonly verifications: number;
+}
+
+export class ReplayDivergence extends Error {
+  override readonly name = 'ReplayDivergence';
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+}
+
+export function latencyStats(samples: readonly number[]): LatencyStats {
+  const s = [...samples].sort((a, b) => a - b);
+  const r = (x: number): number => Math.round(x * 10) / 10;
+  return { count: s.length, p50: r(percentile(s, 50)), p90: r(percentile(s, 90)), p99: r(percentile(s, 99)), max: r(s[s.length - 1] ?? 0) };
+}
+
+type Maps = Map<string, ReadonlyMap<string, LookupResult>>;
+
+/** What a non-incremental agent does per event: recompute every local endpoint's map state. */
+function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, allocator?: IdentityAllocator): Engine {
+  const e = new Engine({ ...(capacity === undefined ? {} : { mapCapacity: capacity }), ...(allocator ? { allocator } : {}) });
+  e.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
+  return e;
+}
+
+function snapshot(e: Engine): Maps {
+  const out: Maps = new Map();
+  for (const ep of e.endpoints()) out.set(ep, e.mapState(ep));
+  return out;
+}
+
+/** The deltas between two full recomputations (the full mode has no other way to know them). */
+function diffMaps(before: Maps, after: Maps): MapDelta[] {
+  const out: MapDelta[] = [];
+  for (const [ep, m] of after) {
+    const b = before.get(ep);
+    for (const [ks, r] of m) {
+      const o = b?.get(ks);
+      if (!o || o.entry.deny !== r.entry.deny || o.entry.proxyPort !== r.entry.proxyPort || o.entry.precedence !== r.entry.precedence) {
+        out.push({ endpoint: ep, op: 'upsert', key: r.key, entry: r.entry, ...(o ? { previous: o.entry } : {}) });
+      }
+    }
+    if (b) for (const [ks, o] of b) if (!m.has(ks)) out.push({ endpoint: ep, op: 'delete', key: o.key, entry: o.entry });
+  }
+  return out;
+}
+
+/**
+ * Replays a trace: the initial phase as one transaction (an agent starting on a running cluster),
+ * then each churn event as its own transaction, timed.
+ */
+export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
+  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+  const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  let churn = trace.items.slice(firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
+  if (opts.limit !== undefined) churn = churn.slice(0, opts.limit);
+  const capacity = opts.backend?.capacity;
+  const needModel = opts.mode === 'full' || (opts.verifyEvery ?? 0) > 0;
+  let state: ClusterState = EMPTY_CLUSTER;
+  const local = new Map<string, boolean>();
+  const track = (e: EngineEvent): void => {
+    if (!needModel) return;
+    state = applyEventToCluster(state, e);
+    trackLocality(local, state, e);
+  };
+  let peakHeap = 0;
+  const sampleHeap = (): number => {
+    const h = getHeapStatistics().used_heap_size;
+    peakHeap = Math.max(peakHeap, h);
+    return h;
+  };
+  const total = initial.length + churn.length;
+  let deltas = 0;
+  // Full recomputes share identity numbers, as an agent's cluster-allocated identities are.
+  const allocator = new IdentityAllocator();
+  const started = process.hrtime.bigint();
+
+  // Cold start.
+  const t0 = process.hrtime.bigint();
+  let engine: Engine;
+  let coldDeltas: MapDelta[];
+  if (opts.mode === 'incremental') {
+    engine = new Engine(capacity === undefined ? {} : { mapCapacity: capacity });
+    const cs = engine.apply(initial);
+    coldDeltas = [...cs.deltas];
+    if (opts.backend) applyChangeSet(opts.backend, cs);
+    for (const e of initial) track(e);
+  } else {
+    for (const e of initial) track(e);
+    engine = fullRecompute(state, local, capacity, allocator);
+    coldDeltas = diffMaps(new Map(), snapshot(engine));
+    if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
+  }
+  const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const coldHeap = sampleHeap();
+  deltas += coldDeltas.length;
+  opts.onProgress?.(initial.length, total);
+
+  const samples = new Map<string, number[]>();
+  let verifications = 0;
+  let previous = opts.mode === 'full' ? snapshot(engine) : new Map();
+  churn.forEach((item, i) => {
+    const t = process.hrtime.bigint();
+    if (opts.mode === 'incremental') {
+      const cs = engine.apply([item.event]);
+      if (opts.backend) applyChangeSet(opts.backend, cs);
+      deltas += cs.deltas.length;
+      track(item.event);
+    } else {
+      track(item.event);
+      engine = fullRecompute(state, local, capacity, allocator);
+      const now = snapshot(engine);
+      const d = diffMaps(previous, now);
+      const added = [...now.keys()].filter((ep) => !previous.has(ep));
+      const removed = [...previous.keys()].filter((ep) => !now.has(ep));
+      if (opts.backend) applyChangeSet(opts.backend, { deltas: d, endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
+      deltas += d.length;
+      previous = now;
+    }
+    const us = Number(process.hrtime.bigint() - t) / 1e3;
+    let s = samples.get(item.tag);
+    if (!s) samples.set(item.tag, (s = []));
+    s.push(us);
+    if ((i & 63) === 0) sampleHeap();
+    if (opts.verifyEvery && (i + 1) % opts.verifyEvery === 0 && opts.mode === 'incremental') {
+      verifications++;
+      const want = comparableMaps(fullRecompute(state, local, capacity));
+      const got = comparableMaps(engine);
+      if (JSON.stringify(want) !== JSON.stringify(got)) {
+        const ep = [...new Set([...Object.keys(want), ...Object.keys(got)])].find((k) => JSON.stringify(want[k]) !== JSON.stringify(got[k]));
+        throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine diverges from a from-scratch recomputation (endpoint ${ep ?? '?'}: engine ${JSON.stringify(got[ep ?? ''] ?? null)}, recomputed ${JSON.stringify(want[ep ?? ''] ?? null)})`);
+      }
+    }
+    if ((i & 255) === 0) opts.onProgress?.(initial.length + i + 1, total);
+  });
+  opts.onProgress?.(total, total);
+  sampleHeap();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const latencyUs: Record<string, LatencyStats> = {};
+  for (const [tag, s] of [...samples].sort(([a], [b]) => (a < b ? -1 : 1))) latencyUs[tag] = latencyStats(s);
+  let mapEntries = 0;
+  for (const ep of engine.endpoints()) mapEntries += engine.mapState(ep).size;
+  return {
+    mode: opts.mode,
+    ...(trace.header.profile !== undefined ? { profile: trace.header.profile } : {}),
+    events: total,
+    eventsPerSec: Math.round(total / seconds),
+    latencyUs,
+    deltas,
+    mapEntries,
+    peakHeapBytes: peakHeap,
+    coldStart: { events: initial.length, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: coldDeltas.length },
+    churnEvents: churn.length,
+    endpoints: engine.endpoints().length,
+    verifications,
+  };
+}

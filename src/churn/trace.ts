@@ -1,0 +1,158 @@
+import type { ContainerPort } from '../model/ports.js';
+import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
+import type { EngineEvent } from '../engine/events.js';
+import { checkNamespaceName, checkObjectName } from '../policy/common.js';
+import { ManifestError } from '../policy/errors.js';
+import { parseManifest } from '../policy/manifest.js';
+import { absent, join, Reader } from '../policy/reader.js';
+import { readContainerPorts, readIp, readLabels } from '../scenario/format.js';
+
+/**
+ * Churn traces: JSON Lines. Line 1 is the header, every other line one event (see
+ * docs/traces.md). Events are the engine's, with manifests inline; a `phase` line marks where a
+ * phase (e.g. the initial state, then churn) begins.
+ */
+export const TRACE_VERSION = 1;
+
+export interface TraceHeader {
+  readonly distillTrace: typeof TRACE_VERSION;
+  readonly profile?: string;
+  readonly seed?: number;
+  readonly description?: string;
+}
+
+/** One event as written in a trace. `tag` names what kind of change it is, for latency reports. */
+export type TraceEventJson = { readonly tag?: string } & (
+  | { readonly type: 'upsertNamespace'; readonly name: string; readonly labels: Readonly<Record<string, string>> }
+  | { readonly type: 'deleteNamespace'; readonly name: string }
+  | {
+      readonly type: 'upsertPod';
+      readonly pod: {
+        readonly namespace: string;
+        readonly name: string;
+        readonly labels: Readonly<Record<string, string>>;
+        readonly ip: string;
+        readonly serviceAccount?: string;
+        readonly ports?: readonly ContainerPort[];
+      };
+      readonly local?: boolean;
+    }
+  | { readonly type: 'deletePod'; readonly namespace: string; readonly name: string }
+  | { readonly type: 'upsertPolicy'; readonly manifest: Readonly<Record<string, unknown>> }
+  | { readonly type: 'deletePolicy'; readonly ref: { readonly kind: PolicyKind; readonly namespace?: string; readonly name: string } }
+  | { readonly type: 'phase'; readonly name: string }
+);
+
+export type TraceItem =
+  | { readonly kind: 'event'; readonly line: number; readonly tag: string; readonly event: EngineEvent }
+  | { readonly kind: 'phase'; readonly line: number; readonly name: string };
+
+export interface Trace {
+  readonly source: string;
+  readonly header: TraceHeader;
+  readonly items: readonly TraceItem[];
+}
+
+const EVENT_TYPES = ['upsertNamespace', 'deleteNamespace', 'upsertPod', 'deletePod', 'upsertPolicy', 'deletePolicy', 'phase'] as const;
+
+function readHeader(r: Reader, v: unknown): TraceHeader {
+  const o = r.object(v, '', ['distillTrace', 'profile', 'seed', 'description']);
+  if (o.distillTrace !== TRACE_VERSION) r.fail('distillTrace', `must be ${TRACE_VERSION} (the trace format version this distill reads)`);
+  const profile = r.optString(o.profile, 'profile');
+  const description = r.optString(o.description, 'description');
+  return {
+    distillTrace: TRACE_VERSION,
+    ...(profile !== undefined ? { profile } : {}),
+    ...(absent(o.seed) ? {} : { seed: r.integer(o.seed, 'seed') }),
+    ...(description !== undefined ? { description } : {}),
+  };
+}
+
+function readItem(r: Reader, v: unknown, line: number): TraceItem {
+  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'manifest', 'ref']);
+  const type = r.oneOf(head.type, 'type', EVENT_TYPES);
+  const tag = r.optString(head.tag, 'tag') ?? type;
+  const allowed: Record<(typeof EVENT_TYPES)[number], string[]> = {
+    upsertNamespace: ['name', 'labels'],
+    deleteNamespace: ['name'],
+    upsertPod: ['pod', 'local'],
+    deletePod: ['namespace', 'name'],
+    upsertPolicy: ['manifest'],
+    deletePolicy: ['ref'],
+    phase: ['name'],
+  };
+  const o = r.object(v, '', ['type', 'tag', ...allowed[type]]);
+  const ev = (event: EngineEvent): TraceItem => ({ kind: 'event', line, tag, event });
+  switch (type) {
+    case 'phase':
+      return { kind: 'phase', line, name: r.nonEmptyString(o.name, 'name') };
+    case 'upsertNamespace': {
+      const name = r.nonEmptyString(o.name, 'name');
+      checkNamespaceName(r, name, 'name');
+      return ev({ type, name, labels: absent(o.labels) ? {} : readLabels(r, o.labels, 'labels') });
+    }
+    case 'deleteNamespace':
+      return ev({ type, name: r.nonEmptyString(o.name, 'name') });
+    case 'upsertPod': {
+      const p = r.object(o.pod, 'pod', ['namespace', 'name', 'labels', 'ip', 'serviceAccount', 'ports']);
+      const namespace = r.nonEmptyString(p.namespace, 'pod.namespace');
+      checkNamespaceName(r, namespace, 'pod.namespace');
+      const name = r.nonEmptyString(p.name, 'pod.name');
+      checkObjectName(r, name, 'pod.name');
+      const pod = {
+        namespace,
+        name,
+        labels: absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels'),
+        ip: readIp(r, p.ip, 'pod.ip'),
+        serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
+        ports: readContainerPorts(r, p.ports, 'pod.ports'),
+      };
+      return ev({ type, pod, local: r.optBoolean(o.local, 'local') ?? false });
+    }
+    case 'deletePod':
+      return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
+    case 'upsertPolicy':
+      return ev({ type, policy: parseManifest(o.manifest, `${r.source} manifest`) });
+    case 'deletePolicy': {
+      const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
+      const kind = r.oneOf(ref.kind, join('ref', 'kind'), POLICY_KINDS);
+      const name = r.nonEmptyString(ref.name, join('ref', 'name'));
+      const namespace = r.optString(ref.namespace, join('ref', 'namespace'));
+      if ((kind === 'CiliumClusterwideNetworkPolicy') !== (namespace === undefined)) r.fail('ref.namespace', kind === 'CiliumClusterwideNetworkPolicy' ? 'a clusterwide policy has no namespace' : 'is required for a namespaced policy');
+      return ev({ type, ref: namespace === undefined ? { kind, name } : { kind, namespace, name } });
+    }
+  }
+}
+
+/**
+ * Parses a whole trace before anything is replayed: the first bad line stops it with an error
+ * naming the file and line, and nothing is applied.
+ */
+export function parseTrace(text: string, source: string): Trace {
+  const lines = text.split('\n');
+  let header: TraceHeader | undefined;
+  const items: TraceItem[] = [];
+  lines.forEach((raw, i) => {
+    const line = i + 1;
+    if (raw.trim() === '') return;
+    const r = new Reader(`${source}:${line}`);
+    let v: unknown;
+    try {
+      v = JSON.parse(raw);
+    } catch (e) {
+      throw new ManifestError(`${source}:${line}`, '', `is not valid JSON (${(e as Error).message})`);
+    }
+    if (header === undefined) {
+      header = readHeader(r, v);
+      return;
+    }
+    items.push(readItem(r, v, line));
+  });
+  if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');
+  return { source, header, items };
+}
+
+/** Serialises events into trace lines (the inverse of parseTrace for generated traces). */
+export function traceLine(v: TraceHeader | TraceEventJson): string {
+  return JSON.stringify(v);
+}

@@ -128,12 +128,13 @@ const ciliumCi: Profile = {
     for (let d = 0; d < identities; d++) deploy(b, { namespace: `ns-${d % namespaces}`, labels: { app: `app-${d}` }, replicas: 5 }, isLocal);
     const policy = (i: number): Record<string, unknown> => {
       const d = i % identities;
+      const round = Math.floor(i / identities); // each deployment gets ~5 policies, all different
       const ns = `ns-${d % namespaces}`;
-      const peer = `app-${(d + namespaces) % identities}`; // same namespace, another deployment
+      const peer = `app-${(d + namespaces * (1 + round)) % identities}`; // same namespace, another deployment
       const l3 = { fromEndpoints: [{ matchLabels: { app: peer } }] };
       const port = { toPorts: [{ ports: [{ port: String(8000 + (i % 100)), protocol: 'TCP' }] }] };
       const cidr = { fromCIDR: [externalCidr(b)] };
-      const ingress = [[l3], [{ ...l3, ...port }], [{ ...cidr, ...port }], [l3, cidr]][i % 4];
+      const ingress = [[l3], [{ ...l3, ...port }], [{ ...cidr, ...port }], [l3, cidr]][(i + round) % 4];
       return ciliumPolicy(ns, `cnp-${i}`, { endpointSelector: { matchLabels: { app: `app-${d}` } }, ingress });
     };
     const policies = Math.round(30000 * scale);

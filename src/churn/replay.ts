@@ -19,6 +19,8 @@ export interface ReplayOptions {
   /** Replay only the first N churn events (full mode is slow by design). */
   readonly limit?: number;
   readonly onProgress?: (done: number, total: number) => void;
+  /** Return every churn event's latency, in order (for per-event comparisons between modes). */
+  readonly keepSamples?: boolean;
 }
 
 export interface LatencyStats {
@@ -45,6 +47,8 @@ export interface ReplayResult {
   readonly churnEvents: number;
   readonly endpoints: number;
   readonly verifications: number;
+  /** Per churn event in order: its tag and latency (µs). Only with `keepSamples`. */
+  readonly samples?: readonly { readonly tag: string; readonly us: number }[];
 }
 
 export class ReplayDivergence extends Error {
@@ -145,6 +149,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   opts.onProgress?.(initial.length, total);
 
   const samples = new Map<string, number[]>();
+  const ordered: { tag: string; us: number }[] = [];
   let verifications = 0;
   let previous = opts.mode === 'full' ? snapshot(engine) : new Map();
   churn.forEach((item, i) => {
@@ -169,6 +174,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     let s = samples.get(item.tag);
     if (!s) samples.set(item.tag, (s = []));
     s.push(us);
+    if (opts.keepSamples) ordered.push({ tag: item.tag, us });
     if ((i & 63) === 0) sampleHeap();
     if (opts.verifyEvery && (i + 1) % opts.verifyEvery === 0 && opts.mode === 'incremental') {
       verifications++;
@@ -201,5 +207,6 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     churnEvents: churn.length,
     endpoints: engine.endpoints().length,
     verifications,
+    ...(opts.keepSamples ? { samples: ordered } : {}),
   };
 }

@@ -21,6 +21,7 @@ import {
 } from './rule-units.js';
 import { CachedSelector, SelectableIdentity, SelectionListener, SelectorCache } from './selector-cache.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
+import { TombstoneMap } from './tombstone-map.js';
 
 /** One allocated identity and what the engine knows about it. */
 interface IdentityRecord extends SelectableIdentity {
@@ -133,15 +134,15 @@ export class Engine {
   /** Local identities only. Rule subjects select from these. */
   private readonly subjectCache = new SelectorCache(this.statsCounters);
 
-  private readonly identitiesByKey = new Map<string, IdentityRecord>();
-  private readonly identitiesById = new Map<IdentityId, IdentityRecord>();
-  private readonly locals = new Map<IdentityId, LocalIdentity>();
+  private readonly identitiesByKey = new TombstoneMap<string, IdentityRecord>();
+  private readonly identitiesById = new TombstoneMap<IdentityId, IdentityRecord>();
+  private readonly locals = new TombstoneMap<IdentityId, LocalIdentity>();
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
-  private readonly pods = new Map<string, PodRecord>();
+  private readonly pods = new TombstoneMap<string, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
-  private readonly podsByIp = new Map<string, string>();
-  private readonly policies = new Map<string, PolicyRecord>();
-  private readonly endpointGroups = new Map<string, Group>();
+  private readonly podsByIp = new TombstoneMap<string, string>();
+  private readonly policies = new TombstoneMap<string, PolicyRecord>();
+  private readonly endpointGroups = new TombstoneMap<string, Group>();
   /** prefix length → network → CIDR identity, per family: the ipcache's LPM part. */
   private readonly cidrIdentities: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>> = { ipv4: new Map(), ipv6: new Map() };
   /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */

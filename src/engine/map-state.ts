@@ -12,6 +12,14 @@ function better(a: PolicyEntry, b: PolicyEntry): boolean {
   return a.proxyPort < b.proxyPort;
 }
 
+/** Entry objects are few and shared (allow, deny, one per proxy port): their tag part is cached. */
+const entryCodes = new WeakMap<PolicyEntry, string>();
+function entryCode(e: PolicyEntry): string {
+  let c = entryCodes.get(e);
+  if (c === undefined) entryCodes.set(e, (c = `${e.deny ? 1 : 0}|${e.proxyPort}|${e.precedence}`));
+  return c;
+}
+
 interface Contribution {
   readonly entry: PolicyEntry;
   count: number;
@@ -89,7 +97,7 @@ export class MapState {
   add(key: PolicyKey, source: string, entry: PolicyEntry): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
-    const tag = `${source}|${entry.deny ? 1 : 0}|${entry.proxyPort}|${entry.precedence}`;
+    const tag = `${source}|${entryCode(entry)}`;
     let r = this.raw.get(ks);
     if (!r) {
       this.markDirty(ks, key, undefined);
@@ -112,7 +120,7 @@ export class MapState {
   remove(key: PolicyKey, source: string, entry: PolicyEntry): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
-    const tag = `${source}|${entry.deny ? 1 : 0}|${entry.proxyPort}|${entry.precedence}`;
+    const tag = `${source}|${entryCode(entry)}`;
     const r = this.raw.get(ks);
     const c = r?.contribs.get(tag);
     if (!r || !c) throw new Error(`map state: removing a contribution that was never added (${ks} from ${source})`);
@@ -181,23 +189,25 @@ export class MapState {
     const levels = key.identity === 0 ? [0] : [key.identity, 0];
     for (const id of levels) {
       // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
-      const chain: PolicyKey[] = [];
+      // Key strings are built directly (policyKeyString's format): this runs for every changed key.
+      const head = `${id}/${key.direction}/`;
       if (key.protocol !== 0) {
-        for (let len = key.portPrefixLen; len >= 0; len--) {
+        for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
           const shift = 16 - len;
-          chain.push({ identity: id, direction: key.direction, protocol: key.protocol, port: len === 0 ? 0 : (key.port >> shift) << shift, portPrefixLen: len });
+          const port = len === 0 ? 0 : (key.port >> shift) << shift;
+          this.stats.mapEntriesVisited++;
+          const rb = this.raw.get(`${head}${key.protocol}/${port}/${len}`);
+          if (rb && rb.merged.precedence > p) return undefined;
         }
       }
-      chain.push({ identity: id, direction: key.direction, protocol: 0, port: 0, portPrefixLen: 0 });
-      for (const b of chain) {
-        if (id === key.identity && b.protocol === key.protocol && b.portPrefixLen === key.portPrefixLen) continue;
+      if (key.protocol !== 0 || id !== key.identity) {
         this.stats.mapEntriesVisited++;
-        const rb = this.raw.get(policyKeyString(b));
+        const rb = this.raw.get(`${head}0/0/0`);
         if (rb && rb.merged.precedence > p) return undefined;
       }
     }
     if (key.identity !== 0) {
-      const r0 = this.raw.get(policyKeyString({ ...key, identity: 0 }));
+      const r0 = this.raw.get(`0/${key.direction}/${key.protocol}/${key.port}/${key.portPrefixLen}`);
       if (r0 && entryEquals(r0.merged, r.merged)) return undefined;
     }
     return r.merged;

@@ -3,6 +3,7 @@ import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
 import { isWildcard, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
+import { TombstoneMap } from './tombstone-map.js';
 
 /**
  * What a rule's peer (or subject) selects, as the cache sees it: a label selector, or a CIDR with
@@ -92,13 +93,20 @@ function bucketsOfIdentity(ident: SelectableIdentity): string[] {
   return out;
 }
 
-function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+/** The part of Map the bucket helpers need (Map or TombstoneMap). */
+interface Buckets<K, V> {
+  get(k: K): Set<V> | undefined;
+  set(k: K, v: Set<V>): unknown;
+  delete(k: K): boolean;
+}
+
+function addTo<K, V>(m: Buckets<K, V>, k: K, v: V): void {
   let s = m.get(k);
   if (!s) m.set(k, (s = new Set()));
   s.add(v);
 }
 
-function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+function removeFrom<K, V>(m: Buckets<K, V>, k: K, v: V): void {
   const s = m.get(k);
   if (!s) return;
   s.delete(v);
@@ -112,11 +120,11 @@ function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
  * identities by label (a new selector evaluates only identities that could match it).
  */
 export class SelectorCache {
-  private readonly byKey = new Map<string, CachedSelector>();
-  private readonly selectorBuckets = new Map<string, Set<CachedSelector>>();
+  private readonly byKey = new TombstoneMap<string, CachedSelector>();
+  private readonly selectorBuckets = new TombstoneMap<string, Set<CachedSelector>>();
   private readonly unindexed = new Set<CachedSelector>();
-  private readonly identities = new Map<IdentityId, SelectableIdentity>();
-  private readonly identityBuckets = new Map<string, Set<IdentityId>>();
+  private readonly identities = new TombstoneMap<IdentityId, SelectableIdentity>();
+  private readonly identityBuckets = new TombstoneMap<string, Set<IdentityId>>();
 
   constructor(private readonly stats: EngineStats) {}
 

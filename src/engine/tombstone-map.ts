@@ -1,0 +1,72 @@
+/**
+ * A Map for big tables with delete/re-insert churn on the same keys. V8's Map (Node 20) leaves
+ * a deleted entry in its bucket chain until the next rehash, so deleting and re-adding one key in
+ * a 30,000-entry Map costs ~46 µs per cycle and grows with the table's free capacity (measured:
+ * docs/benchmarks.md). Here a delete leaves the key in place holding a tombstone, so re-adding it
+ * updates in place; tombstones are swept once they outnumber live entries (amortised O(1)).
+ */
+const GONE: unique symbol = Symbol('gone');
+
+export class TombstoneMap<K, V> implements Iterable<[K, V]> {
+  private m = new Map<K, V | typeof GONE>();
+  private live = 0;
+  private tombstones = 0;
+
+  get size(): number {
+    return this.live;
+  }
+
+  get(k: K): V | undefined {
+    const v = this.m.get(k);
+    return v === GONE ? undefined : v;
+  }
+
+  has(k: K): boolean {
+    const v = this.m.get(k);
+    return v !== GONE && this.m.has(k);
+  }
+
+  set(k: K, v: V): this {
+    const prev = this.m.get(k);
+    if (prev === GONE) {
+      this.tombstones--;
+      this.live++;
+    } else if (prev === undefined && !this.m.has(k)) {
+      this.live++;
+    }
+    this.m.set(k, v);
+    return this;
+  }
+
+  delete(k: K): boolean {
+    if (!this.has(k)) return false;
+    this.m.set(k, GONE);
+    this.live--;
+    this.tombstones++;
+    if (this.tombstones > 1024 && this.tombstones > this.live) this.sweep();
+    return true;
+  }
+
+  private sweep(): void {
+    const next = new Map<K, V | typeof GONE>();
+    for (const [k, v] of this.m) if (v !== GONE) next.set(k, v);
+    this.m = next;
+    this.tombstones = 0;
+  }
+
+  *entries(): IterableIterator<[K, V]> {
+    for (const [k, v] of this.m) if (v !== GONE) yield [k, v];
+  }
+
+  *keys(): IterableIterator<K> {
+    for (const [k] of this.entries()) yield k;
+  }
+
+  *values(): IterableIterator<V> {
+    for (const [, v] of this.entries()) yield v;
+  }
+
+  [Symbol.iterator](): IterableIterator<[K, V]> {
+    return this.entries();
+  }
+}

@@ -148,6 +148,10 @@ describe('distill maps dump and --backend', () => {
     const dump = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/port-ranges.yaml', '--endpoint', 'default/backend', '--backend', 'bpf', '--pin-dir', pinDir, '--json');
     expect(dump.code).toBe(0);
     expect((JSON.parse(dump.stdout) as { backend: string }).backend).toBe('bpf');
+    // replay writes every change set to kernel maps (a refused write would exit non-zero).
+    const kernelReplay = JSON.parse(distill('replay', 'fixtures/traces/small.jsonl', '--json', '--backend', 'bpf', '--pin-dir', pinDir).stdout) as { deltas: number; mapEntries: number };
+    const memoryReplay = JSON.parse(distill('replay', 'fixtures/traces/small.jsonl', '--json').stdout) as { deltas: number; mapEntries: number };
+    expect({ deltas: kernelReplay.deltas, mapEntries: kernelReplay.mapEntries }).toEqual({ deltas: memoryReplay.deltas, mapEntries: memoryReplay.mapEntries });
     spawnSync('rm', ['-rf', pinDir]);
   });
 });

@@ -1,4 +1,4 @@
-import type { PolicyEntry, PolicyKey } from '../model/mapstate.js';
+import { l4PrefixBits, PolicyEntry, PolicyKey } from '../model/mapstate.js';
 import type { Direction } from '../model/rules.js';
 
 /**
@@ -22,11 +22,6 @@ import type { Direction } from '../model/rules.js';
 export const KEY_SIZE = 12;
 export const VALUE_SIZE = 12;
 const IDENTITY_AND_DIRECTION_BITS = 40;
-
-/** Bits of protocol + port the key matches: what the datapath compares between two hits. */
-export function l4PrefixBits(key: PolicyKey): number {
-  return key.protocol === 0 ? 0 : 8 + key.portPrefixLen;
-}
 
 // Byte stores rather than Buffer.write*: this runs once per entry written to the kernel.
 function u32le(out: Uint8Array, o: number, v: number): void {

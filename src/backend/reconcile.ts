@@ -1,7 +1,7 @@
 import type { Engine } from '../engine/engine.js';
 import type { MapDelta } from '../engine/events.js';
 import { entryEquals } from '../engine/map-state.js';
-import { policyKeyString } from '../model/mapstate.js';
+import { pickWinner, policyKeyString } from '../model/mapstate.js';
 import type { Direction } from '../model/rules.js';
 import { emptyWriteStats, MapBackend, WriteStats } from './backend.js';
 import type { DecodedValue } from './encoding.js';
@@ -51,16 +51,12 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
 }
 
 /**
- * The datapath decision from a backend's maps, as the kernel program takes it: an LPM lookup
- * with the peer's identity and one with identity 0; higher precedence wins, then the longer
- * protocol/port prefix, then the identity-specific one.
+ * The datapath decision from a backend's maps, as the kernel program takes it: an LPM lookup with
+ * the peer's identity and one with identity 0, then the datapath's `pickWinner` (the value
+ * carries its key's protocol+port prefix length for exactly this).
  */
 export function backendLookup(backend: MapBackend, endpoint: string, peer: number, direction: Direction, protocol: number, port: number): DecodedValue | undefined {
   const specific = backend.lookup(endpoint, peer, direction, protocol, port);
   const wildcard = peer === 0 ? undefined : backend.lookup(endpoint, 0, direction, protocol, port);
-  if (!specific) return wildcard;
-  if (!wildcard) return specific;
-  if (specific.entry.precedence !== wildcard.entry.precedence) return specific.entry.precedence > wildcard.entry.precedence ? specific : wildcard;
-  if (specific.l4PrefixBits !== wildcard.l4PrefixBits) return specific.l4PrefixBits > wildcard.l4PrefixBits ? specific : wildcard;
-  return specific;
+  return pickWinner(specific, wildcard, (v) => v.entry.precedence, (v) => v.l4PrefixBits);
 }

@@ -21,6 +21,7 @@ function entryCode(e: PolicyEntry): string {
 }
 
 interface Contribution {
+  readonly source: string;
   readonly entry: PolicyEntry;
   count: number;
 }
@@ -110,7 +111,7 @@ export class MapState {
       c.count++;
       return;
     }
-    r.contribs.set(tag, { entry, count: 1 });
+    r.contribs.set(tag, { source, entry, count: 1 });
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, key, r.merged);
       r.merged = entry;
@@ -217,7 +218,7 @@ export class MapState {
   contributions(key: PolicyKey): { source: string; entry: PolicyEntry }[] {
     const r = this.raw.get(policyKeyString(key));
     if (!r) return [];
-    return [...r.contribs.entries()].map(([tag, c]) => ({ source: tag.slice(0, tag.lastIndexOf('|', tag.lastIndexOf('|', tag.lastIndexOf('|') - 1) - 1)), entry: c.entry }));
+    return [...r.contribs.values()].map((c) => ({ source: c.source, entry: c.entry }));
   }
 
   /** For each source, how many kernel-layer entries it is a winning contributor of. */

@@ -82,7 +82,7 @@ export function portRangeToPrefixes(from: number, to: number): MaskedPort[] {
 }
 
 /** Prefix length of a key below identity+direction: protocol bits, then port bits. */
-function prefixBits(key: PolicyKey): number {
+export function l4PrefixBits(key: PolicyKey): number {
   return key.protocol === 0 ? 0 : 8 + key.portPrefixLen;
 }
 
@@ -105,16 +105,24 @@ function longestMatch(state: ReadonlyMap<string, LookupResult>, identity: Identi
 }
 
 /**
+ * The datapath's choice between the identity-specific hit and the identity-0 hit: the higher
+ * precedence wins, then the longer protocol+port prefix, then the identity-specific one.
+ */
+export function pickWinner<T>(specific: T | undefined, wildcard: T | undefined, precedenceOf: (t: T) => number, prefixBitsOf: (t: T) => number): T | undefined {
+  if (specific === undefined) return wildcard;
+  if (wildcard === undefined) return specific;
+  if (precedenceOf(specific) !== precedenceOf(wildcard)) return precedenceOf(specific) > precedenceOf(wildcard) ? specific : wildcard;
+  if (prefixBitsOf(specific) !== prefixBitsOf(wildcard)) return prefixBitsOf(specific) > prefixBitsOf(wildcard) ? specific : wildcard;
+  return specific;
+}
+
+/**
  * The datapath's decision, as the kernel program makes it: an LPM lookup with the peer's
- * identity and one with identity 0; the higher precedence wins, then the longer port prefix,
- * then the identity-specific entry. No match: the packet is dropped (default deny).
+ * identity and one with identity 0, then `pickWinner`. No match: the packet is dropped (default
+ * deny).
  */
 export function datapathLookup(state: ReadonlyMap<string, LookupResult>, identity: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
   const specific = longestMatch(state, identity, direction, protocol, port);
   const wildcard = identity === 0 ? undefined : longestMatch(state, 0, direction, protocol, port);
-  if (!specific) return wildcard;
-  if (!wildcard) return specific;
-  if (specific.entry.precedence !== wildcard.entry.precedence) return specific.entry.precedence > wildcard.entry.precedence ? specific : wildcard;
-  if (prefixBits(specific.key) !== prefixBits(wildcard.key)) return prefixBits(specific.key) > prefixBits(wildcard.key) ? specific : wildcard;
-  return specific;
+  return pickWinner(specific, wildcard, (r) => r.entry.precedence, (r) => l4PrefixBits(r.key));
 }

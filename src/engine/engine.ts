@@ -14,6 +14,7 @@ import {
   EnforcementUnit,
   fixedProxyPorts,
   NamedPortResolver,
+  PortKey,
   portKeys,
   ProxyPorts,
   resolveNamedIn,
@@ -62,6 +63,8 @@ interface PodRecord {
 
 interface ActiveUnit {
   readonly unit: RuleUnit;
+  /** Per clause: its map entry, and its port keys unless they depend on named ports. */
+  readonly clauses: readonly { readonly l4: RuleUnit['clauses'][number]['l4']; readonly entry: PolicyEntry; readonly keys: readonly PortKey[] | null }[];
   /** Short contribution tag in map states (the uid is long: hashing it per entry would cost). */
   readonly source: string;
   subject: CachedSelector | null;
@@ -653,15 +656,14 @@ export class Engine {
 
   /** Adds (or removes) what unit `a` says about peer `peer` to map state `g`. */
   private contribute(a: ActiveUnit, peer: IdentityId, g: Group, sign: 1 | -1): void {
-    const u = a.unit;
-    const resolve = u.namedEgress ? this.resolveNamedEgress(peer) : g.resolveNamed;
+    const direction = a.unit.direction;
     this.dirtyGroups.add(g);
-    for (const c of u.clauses) {
-      const entry = clauseEntry(u.verdict, c.l7, u.direction, this.proxy);
-      for (const pk of portKeys(c.l4, resolve)) {
-        const key: PolicyKey = { identity: peer, direction: u.direction, ...pk };
-        if (sign > 0) g.state.add(key, a.source, entry);
-        else g.state.remove(key, a.source, entry);
+    for (const c of a.clauses) {
+      const keys = c.keys ?? portKeys(c.l4, a.unit.namedEgress ? this.resolveNamedEgress(peer) : g.resolveNamed);
+      for (const pk of keys) {
+        const key: PolicyKey = { identity: peer, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
+        if (sign > 0) g.state.add(key, a.source, c.entry);
+        else g.state.remove(key, a.source, c.entry);
       }
     }
   }
@@ -700,6 +702,11 @@ export class Engine {
   private attachUnit(unit: RuleUnit): ActiveUnit {
     const a: ActiveUnit = {
       unit,
+      clauses: unit.clauses.map((c) => ({
+        l4: c.l4,
+        entry: clauseEntry(unit.verdict, c.l7, unit.direction, this.proxy),
+        keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => []),
+      })),
       source: `u${this.nextSource++}`,
       subject: null,
       active: false,

@@ -1,0 +1,115 @@
+import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
+
+/**
+ * L7 request matching as Cilium's proxies do it (groundwork for L7 verdicts, issue 6):
+ * a request is allowed when at least one rule of the list matches; an empty list allows all;
+ * every field a rule sets must match.
+ */
+
+export interface HttpRequest {
+  readonly method: string;
+  /** The request target as sent (`:path`, query string included). */
+  readonly path: string;
+  readonly host?: string;
+  /** Header names are case-insensitive. */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export interface KafkaRequest {
+  /** Kafka API key name, lower case: `produce`, `fetch`, `metadata`, ... */
+  readonly apiKey: string;
+  readonly apiVersion?: number;
+  readonly clientID?: string;
+  readonly topic?: string;
+}
+
+export interface DnsQuery {
+  readonly name: string;
+}
+
+export type L7Request = { readonly http: HttpRequest } | { readonly kafka: KafkaRequest } | { readonly dns: DnsQuery };
+
+const regexCache = new Map<string, RegExp>();
+
+/** Envoy matches these fields with a regex over the whole value (anchored). */
+function fullMatch(pattern: string, value: string, flags = ''): boolean {
+  const key = `${flags}/${pattern}`;
+  let re = regexCache.get(key);
+  if (!re) regexCache.set(key, (re = new RegExp(`^(?:${pattern})$`, flags)));
+  return re.test(value);
+}
+
+function header(req: HttpRequest, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  for (const [k, v] of Object.entries(req.headers ?? {})) if (k.toLowerCase() === lower) return v;
+  return undefined;
+}
+
+/** `headers` entries are "Name" (must be present) or "Name: value" (exact value). */
+function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
+  const colon = spec.indexOf(':');
+  if (colon < 0) return header(req, spec.trim()) !== undefined;
+  return header(req, spec.slice(0, colon).trim()) === spec.slice(colon + 1).trim();
+}
+
+export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
+  if (rule.method !== undefined && rule.method !== '' && !fullMatch(rule.method, req.method)) return false;
+  if (rule.path !== undefined && rule.path !== '' && !fullMatch(rule.path, req.path)) return false;
+  if (rule.host !== undefined && rule.host !== '' && !fullMatch(rule.host, req.host ?? '', 'i')) return false;
+  for (const h of rule.headers ?? []) if (!headerRequirementHolds(req, h)) return false;
+  for (const m of rule.headerMatches ?? []) {
+    // With a mismatch action the proxy logs or rewrites the header instead of denying.
+    if (m.mismatch !== undefined) continue;
+    const v = header(req, m.name);
+    if (v === undefined || (m.value !== undefined && v !== m.value)) return false;
+  }
+  return true;
+}
+
+/** The API keys a Kafka role stands for (Cilium's produce/consume roles). */
+const KAFKA_ROLE_KEYS: Readonly<Record<'produce' | 'consume', readonly string[]>> = {
+  produce: ['produce', 'metadata', 'apiversions'],
+  consume: ['fetch', 'offsets', 'metadata', 'offsetcommit', 'offsetfetch', 'findcoordinator', 'joingroup', 'heartbeat', 'leavegroup', 'syncgroup', 'apiversions'],
+};
+
+export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
+  const key = req.apiKey.toLowerCase();
+  if (rule.role !== undefined && !KAFKA_ROLE_KEYS[rule.role].includes(key)) return false;
+  if (rule.apiKey !== undefined && rule.apiKey !== '' && rule.apiKey.toLowerCase() !== key) return false;
+  if (rule.apiVersion !== undefined && rule.apiVersion !== '' && Number(rule.apiVersion) !== req.apiVersion) return false;
+  if (rule.clientID !== undefined && rule.clientID !== '' && rule.clientID !== req.clientID) return false;
+  if (rule.topic !== undefined && rule.topic !== '' && rule.topic !== req.topic) return false;
+  return true;
+}
+
+/** DNS names compare case-insensitively and without the trailing root dot. */
+function normalizeName(name: string): string {
+  const lower = name.toLowerCase();
+  return lower.endsWith('.') && lower !== '.' ? lower.slice(0, -1) : lower;
+}
+
+/**
+ * `matchPattern`: a lone `*` matches every name (the root `.` included); otherwise `*` matches
+ * zero or more DNS characters within one label (never a `.`), as Cilium's matchpattern does.
+ */
+export function dnsRuleMatches(rule: DnsRule, q: DnsQuery): boolean {
+  const name = normalizeName(q.name);
+  if (rule.matchName !== undefined) return normalizeName(rule.matchName) === name;
+  if (rule.matchPattern === undefined) return false;
+  const pattern = normalizeName(rule.matchPattern);
+  if (pattern === '*') return true;
+  const re = pattern
+    .split('*')
+    .map((part) => part.replace(/[.]/g, '\\.'))
+    .join('[-a-z0-9_]*');
+  return fullMatch(re, name);
+}
+
+/** The proxy's verdict for one request under one port's L7 rules of the matching parser. */
+export function l7Allows(rules: L7Rules, req: L7Request): boolean {
+  if (rules.parser === 'http' && 'http' in req) return rules.http.length === 0 || rules.http.some((r) => httpRuleMatches(r, req.http));
+  if (rules.parser === 'kafka' && 'kafka' in req) return rules.kafka.length === 0 || rules.kafka.some((r) => kafkaRuleMatches(r, req.kafka));
+  if (rules.parser === 'dns' && 'dns' in req) return rules.dns.length === 0 || rules.dns.some((r) => dnsRuleMatches(r, req.dns));
+  // A request the port's parser cannot read is not this protocol: the proxy rejects it.
+  return false;
+}

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { dnsRuleMatches, httpRuleMatches, kafkaRuleMatches, l7Allows } from '../../src/model/l7.js';
+
+describe('L7 request matching', () => {
+  it('HTTP: method, path and host are anchored regexes; headers must be present or equal', () => {
+    const rule = { method: 'GET', path: '/public/.*' };
+    expect(httpRuleMatches(rule, { method: 'GET', path: '/public/x' })).toBe(true);
+    expect(httpRuleMatches(rule, { method: 'GET', path: '/private/public/x' })).toBe(false);
+    expect(httpRuleMatches(rule, { method: 'GETX', path: '/public/x' })).toBe(false);
+    expect(httpRuleMatches({ method: 'GET|HEAD' }, { method: 'HEAD', path: '/' })).toBe(true);
+    expect(httpRuleMatches({ host: 'api\\.example\\.com' }, { method: 'GET', path: '/', host: 'API.example.com' })).toBe(true);
+    expect(httpRuleMatches({ headers: ['X-Token: abc', 'X-Trace'] }, { method: 'GET', path: '/', headers: { 'x-token': 'abc', 'x-trace': '1' } })).toBe(true);
+    expect(httpRuleMatches({ headers: ['X-Token: abc'] }, { method: 'GET', path: '/', headers: { 'x-token': 'abd' } })).toBe(false);
+    expect(httpRuleMatches({ headerMatches: [{ name: 'X-Key', value: 'k' }] }, { method: 'GET', path: '/', headers: {} })).toBe(false);
+    expect(httpRuleMatches({ headerMatches: [{ name: 'X-Key', value: 'k', mismatch: 'LOG' }] }, { method: 'GET', path: '/', headers: {} })).toBe(true);
+    expect(httpRuleMatches({}, { method: 'DELETE', path: '/anything' })).toBe(true);
+  });
+
+  it('Kafka: roles expand to API keys; topic, client and version must match when set', () => {
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'produce', topic: 'orders' })).toBe(true);
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'fetch', topic: 'orders' })).toBe(false);
+    expect(kafkaRuleMatches({ role: 'consume' }, { apiKey: 'fetch', topic: 'x' })).toBe(true);
+    expect(kafkaRuleMatches({ apiKey: 'produce', apiVersion: '3' }, { apiKey: 'produce', apiVersion: 2 })).toBe(false);
+    expect(kafkaRuleMatches({ clientID: 'a' }, { apiKey: 'fetch', clientID: 'b' })).toBe(false);
+  });
+
+  it('DNS: matchName is exact (case, trailing dot ignored); * stays within one label; a lone * matches all', () => {
+    expect(dnsRuleMatches({ matchName: 'Cilium.io.' }, { name: 'cilium.io' })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '*.cilium.io' }, { name: 'sub.cilium.io.' })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '*.cilium.io' }, { name: 'a.b.cilium.io' })).toBe(false);
+    expect(dnsRuleMatches({ matchPattern: '*.cilium.io' }, { name: 'cilium.io' })).toBe(false);
+    expect(dnsRuleMatches({ matchPattern: 'api*.example.com' }, { name: 'api-v2.example.com' })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '*' }, { name: '.' })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '*' }, { name: 'a.b.c' })).toBe(true);
+  });
+
+  it('a list allows when any rule matches; an empty list allows all; another protocol is refused', () => {
+    const http = { parser: 'http' as const, http: [{ method: 'GET' }, { method: 'POST', path: '/submit' }] };
+    expect(l7Allows(http, { http: { method: 'POST', path: '/submit' } })).toBe(true);
+    expect(l7Allows(http, { http: { method: 'POST', path: '/other' } })).toBe(false);
+    expect(l7Allows({ parser: 'http', http: [] }, { http: { method: 'PUT', path: '/' } })).toBe(true);
+    expect(l7Allows(http, { dns: { name: 'x' } })).toBe(false);
+  });
+});

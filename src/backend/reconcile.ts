@@ -1,7 +1,6 @@
 import type { Engine } from '../engine/engine.js';
-import type { MapDelta } from '../engine/events.js';
-import { entryEquals } from '../engine/map-state.js';
-import { pickWinner, policyKeyString } from '../model/mapstate.js';
+import { diffMaps } from '../engine/map-state.js';
+import { LookupResult, pickWinner, policyKeyString } from '../model/mapstate.js';
 import type { Direction } from '../model/rules.js';
 import { emptyWriteStats, MapBackend, WriteStats } from './backend.js';
 import type { DecodedValue } from './encoding.js';
@@ -27,20 +26,14 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
   }
   const existing = new Set(backend.endpoints());
   for (const ep of desired) {
-    const want = engine.mapState(ep);
-    const deltas: MapDelta[] = [];
+    const have = new Map<string, LookupResult>();
     if (!existing.has(ep)) {
       backend.create(ep);
       stats.created++;
     } else {
-      for (const r of backend.dump(ep)) {
-        const w = want.get(policyKeyString(r.key));
-        if (!w) deltas.push({ endpoint: ep, op: 'delete', key: r.key, entry: r.entry });
-        else if (!entryEquals(w.entry, r.entry)) deltas.push({ endpoint: ep, op: 'upsert', key: w.key, entry: w.entry, previous: r.entry });
-      }
+      for (const r of backend.dump(ep)) have.set(policyKeyString(r.key), r);
     }
-    const have = new Set(existing.has(ep) ? backend.dump(ep).map((r) => policyKeyString(r.key)) : []);
-    for (const [ks, w] of want) if (!have.has(ks)) deltas.push({ endpoint: ep, op: 'upsert', key: w.key, entry: w.entry });
+    const deltas = diffMaps(ep, have, engine.mapState(ep));
     if (deltas.length === 0) continue;
     const s = backend.apply(ep, deltas);
     stats.upserts += s.upserts;

@@ -34,6 +34,7 @@ export class TraceBuilder {
   readonly namespaces = new Map<string, Record<string, string>>();
   readonly policies = new Map<string, PolicyRef>();
   private nextIp = 0;
+  private podsCreated = 0;
   events = 0;
 
   constructor(
@@ -63,6 +64,11 @@ export class TraceBuilder {
   namespace(name: string, labels: Record<string, string>, tag = 'namespace-add'): void {
     this.namespaces.set(name, labels);
     this.emit({ type: 'upsertNamespace', name, labels, tag });
+  }
+
+  /** Numbers pods in creation order, so profiles can place every n-th one on this node. */
+  nextPodIndex(): number {
+    return this.podsCreated++;
   }
 
   /** Allocates pod IPs from 10.0.0.0/8 (never reused, like a pod CIDR). */

@@ -28,10 +28,8 @@ interface Deployment {
   replicas: number;
 }
 
-let podCounter = 0;
-
 function deploy(b: TraceBuilder, d: Deployment, isLocal: (n: number) => boolean): void {
-  for (let r = 0; r < d.replicas; r++) b.pod(d.namespace, `${d.labels.app}-${r}`, { ...d.labels }, isLocal(podCounter++), 'pod-add');
+  for (let r = 0; r < d.replicas; r++) b.pod(d.namespace, `${d.labels.app}-${r}`, { ...d.labels }, isLocal(b.nextPodIndex()), 'pod-add');
 }
 
 const everyNth = (n: number) => (i: number) => i % n === 0;
@@ -173,7 +171,7 @@ const antreaWorst: Profile = {
     b.namespace('flat', {});
     const pods = Math.round(10000 * scale);
     const isLocal = everyNth(100);
-    for (let i = 0; i < pods; i++) b.pod('flat', `pod-${i}`, { app: `app-${i % 100}` }, isLocal(podCounter++));
+    for (let i = 0; i < pods; i++) b.pod('flat', `pod-${i}`, { app: `app-${i % 100}` }, isLocal(b.nextPodIndex()));
     const policy = (i: number): Record<string, unknown> =>
       networkPolicy('flat', `all-${i}`, { podSelector: {}, ingress: [{ from: [{ podSelector: { matchLabels: { app: `app-${i % 100}` } } }], ports: [{ port: 8000 + (i % 20) }] }] });
     const policies = Math.round(10000 * scale);
@@ -212,14 +210,14 @@ function churn(b: TraceBuilder, shape: ProfileShape, events: number): void {
       case 'scale-up': {
         if (pods.length === 0) break;
         const like = b.pick(pods);
-        const p = b.pod(like.namespace, `${like.labels.app ?? 'pod'}-s${b.events}`, { ...like.labels }, shape.isLocal(podCounter++), 'pod-add');
+        const p = b.pod(like.namespace, `${like.labels.app ?? 'pod'}-s${b.events}`, { ...like.labels }, shape.isLocal(b.nextPodIndex()), 'pod-add');
         bump(p, +1);
         break;
       }
       case 'new-workload': {
         const w = shape.newWorkload(newWorkloads++);
         if (!b.namespaces.has(w.namespace)) b.namespace(w.namespace, {});
-        const p = b.pod(w.namespace, `${w.labels.app}-0`, w.labels, shape.isLocal(podCounter++), 'identity-add');
+        const p = b.pod(w.namespace, `${w.labels.app}-0`, w.labels, shape.isLocal(b.nextPodIndex()), 'identity-add');
         bump(p, +1);
         break;
       }
@@ -267,7 +265,6 @@ export interface GenerateOptions {
 export function generateTrace(opts: GenerateOptions): string {
   const profile = PROFILES.find((p) => p.name === opts.profile);
   if (!profile) throw new Error(`unknown profile "${opts.profile}" (profiles: ${PROFILES.map((p) => p.name).join(', ')})`);
-  podCounter = 0;
   const scale = opts.scale ?? 1;
   const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` });
   b.phase('initial');

@@ -2,6 +2,7 @@ import { getHeapStatistics } from 'node:v8';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta } from '../engine/events.js';
+import { diffMaps } from '../engine/map-state.js';
 import { applyEventToCluster, comparableMaps, initialEvents, trackLocality } from '../engine/sync.js';
 import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
@@ -82,19 +83,9 @@ function snapshot(e: Engine): Maps {
 }
 
 /** The deltas between two full recomputations (the full mode has no other way to know them). */
-function diffMaps(before: Maps, after: Maps): MapDelta[] {
-  const out: MapDelta[] = [];
-  for (const [ep, m] of after) {
-    const b = before.get(ep);
-    for (const [ks, r] of m) {
-      const o = b?.get(ks);
-      if (!o || o.entry.deny !== r.entry.deny || o.entry.proxyPort !== r.entry.proxyPort || o.entry.precedence !== r.entry.precedence) {
-        out.push({ endpoint: ep, op: 'upsert', key: r.key, entry: r.entry, ...(o ? { previous: o.entry } : {}) });
-      }
-    }
-    if (b) for (const [ks, o] of b) if (!m.has(ks)) out.push({ endpoint: ep, op: 'delete', key: o.key, entry: o.entry });
-  }
-  return out;
+function diffAll(before: Maps, after: Maps): MapDelta[] {
+  const empty = new Map<string, LookupResult>();
+  return [...after].flatMap(([ep, m]) => diffMaps(ep, before.get(ep) ?? empty, m));
 }
 
 /**
@@ -140,7 +131,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   } else {
     for (const e of initial) track(e);
     engine = fullRecompute(state, local, capacity, allocator);
-    coldDeltas = diffMaps(new Map(), snapshot(engine));
+    coldDeltas = diffAll(new Map(), snapshot(engine));
     if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
   }
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -163,7 +154,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
       track(item.event);
       engine = fullRecompute(state, local, capacity, allocator);
       const now = snapshot(engine);
-      const d = diffMaps(previous, now);
+      const d = diffAll(previous, now);
       const added = [...now.keys()].filter((ep) => !previous.has(ep));
       const removed = [...previous.keys()].filter((ep) => !now.has(ep));
       if (opts.backend) applyChangeSet(opts.backend, { deltas: d, endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });

@@ -6,7 +6,7 @@ import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } fro
 import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
 import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin } from '../model/rules.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError, MapDelta, MapSnapshot } from './events.js';
-import { EntryChange, entryEquals, MapState } from './map-state.js';
+import { diffMaps, EntryChange, MapState } from './map-state.js';
 import {
   ALLOW_ENTRY,
   clauseEntry,
@@ -247,10 +247,15 @@ export class Engine {
     return [...this.endpointGroups.keys()].sort();
   }
 
-  /** An endpoint's policy map as the kernel would hold it. */
-  mapState(endpoint: string): MapSnapshot {
+  private groupOf(endpoint: string): Group {
     const g = this.endpointGroups.get(endpoint);
     if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    return g;
+  }
+
+  /** An endpoint's policy map as the kernel would hold it. */
+  mapState(endpoint: string): MapSnapshot {
+    const g = this.groupOf(endpoint);
     return g.state.entries;
   }
 
@@ -292,22 +297,19 @@ export class Engine {
 
   /** Why an entry is in an endpoint's map: the rules contributing its key. */
   contributors(endpoint: string, key: PolicyKey): { origin: RuleOrigin | null; entry: PolicyEntry }[] {
-    const g = this.endpointGroups.get(endpoint);
-    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    const g = this.groupOf(endpoint);
     return g.state.contributions(key).map((c) => ({ origin: this.originOfSource(c.source), entry: c.entry }));
   }
 
   /** The policies that make `direction` of the endpoint default-deny. */
   enforcedBy(endpoint: string, direction: Direction): RuleOrigin[] {
-    const g = this.endpointGroups.get(endpoint);
-    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    const g = this.groupOf(endpoint);
     return [...g.local.enforcing[direction]].map((e) => e.unit.origin);
   }
 
   /** The resolved per-identity policy of an endpoint: each rule selecting it, with its peers. */
   policyOf(endpoint: string): { direction: Direction; verdict: string; origin: RuleOrigin; peers: IdentityId[]; anyPeer: boolean; l7: boolean }[] {
-    const g = this.endpointGroups.get(endpoint);
-    if (!g) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    const g = this.groupOf(endpoint);
     return [...g.local.units].map((a) => ({
       direction: a.unit.direction,
       verdict: a.unit.verdict,
@@ -896,7 +898,10 @@ export class Engine {
         continue;
       }
       if (was === null) endpointsAdded.push(endpoint);
-      this.diffGroups(endpoint, was, was ? (changesByGroup.get(was) ?? []) : [], now, emit);
+      for (const d of this.diffGroups(endpoint, was, was ? (changesByGroup.get(was) ?? []) : [], now)) {
+        if (d.op === 'upsert') out(endpoint).upserts.push(d);
+        else out(endpoint).deletes.push(d);
+      }
     }
     this.movedEndpoints.clear();
 
@@ -916,30 +921,14 @@ export class Engine {
   }
 
   /** Deltas turning the old group's pre-transaction state into the new group's current one. */
-  private diffGroups(
-    endpoint: string,
-    was: Group | null,
-    wasChanges: readonly EntryChange[],
-    now: Group,
-    emit: (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined) => void,
-  ): void {
-    const before = new Map<string, LookupResult>();
-    if (was) {
-      for (const [ks, r] of was.state.entries) before.set(ks, r);
-      for (const c of wasChanges) {
-        if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
-        else before.delete(c.keyString);
-      }
+  private diffGroups(endpoint: string, was: Group | null, wasChanges: readonly EntryChange[], now: Group): MapDelta[] {
+    const before = new Map<string, LookupResult>(was ? was.state.entries : []);
+    for (const c of wasChanges) {
+      if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
+      else before.delete(c.keyString);
     }
-    for (const [ks, r] of now.state.entries) {
-      this.statsCounters.mapEntriesVisited++;
-      const b = before.get(ks);
-      if (!b || !entryEquals(b.entry, r.entry)) emit(endpoint, r.key, b?.entry, r.entry);
-    }
-    for (const [ks, b] of before) {
-      this.statsCounters.mapEntriesVisited++;
-      if (!now.state.entries.has(ks)) emit(endpoint, b.key, b.entry, undefined);
-    }
+    this.statsCounters.mapEntriesVisited += before.size + now.state.entries.size;
+    return diffMaps(endpoint, before, now.state.entries);
   }
 }
 

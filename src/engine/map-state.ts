@@ -1,9 +1,24 @@
 import { LookupResult, PolicyEntry, PolicyKey, policyKeyString } from '../model/mapstate.js';
+import type { MapDelta } from './events.js';
 import type { EngineStats } from './stats.js';
 
 export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   return a.deny === b.deny && a.proxyPort === b.proxyPort && a.precedence === b.precedence;
+}
+
+/**
+ * The deltas turning one endpoint's map `before` into `after` (both keyed by policyKeyString):
+ * an upsert per new or changed entry (with the value it replaces), a delete per vanished key.
+ */
+export function diffMaps(endpoint: string, before: ReadonlyMap<string, LookupResult>, after: ReadonlyMap<string, LookupResult>): MapDelta[] {
+  const out: MapDelta[] = [];
+  for (const [ks, r] of after) {
+    const b = before.get(ks);
+    if (!b || !entryEquals(b.entry, r.entry)) out.push({ endpoint, op: 'upsert', key: r.key, entry: r.entry, ...(b ? { previous: b.entry } : {}) });
+  }
+  for (const [ks, b] of before) if (!after.has(ks)) out.push({ endpoint, op: 'delete', key: b.key, entry: b.entry });
+  return out;
 }
 
 /** Higher precedence wins; between redirects of equal precedence, the lower proxy port. */

@@ -1,5 +1,6 @@
 import { getHeapStatistics } from 'node:v8';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
+import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta } from '../engine/events.js';
 import { diffMaps } from '../engine/map-state.js';
@@ -70,8 +71,8 @@ export function latencyStats(samples: readonly number[]): LatencyStats {
 type Maps = Map<string, ReadonlyMap<string, LookupResult>>;
 
 /** What a non-incremental agent does per event: recompute every local endpoint's map state. */
-function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, allocator?: IdentityAllocator): Engine {
-  const e = new Engine({ ...(capacity === undefined ? {} : { mapCapacity: capacity }), ...(allocator ? { allocator } : {}) });
+function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, shared?: { allocator: IdentityAllocator; proxyPorts: ProxyPortAllocator }): Engine {
+  const e = new Engine({ ...(capacity === undefined ? {} : { mapCapacity: capacity }), ...(shared ? { allocator: shared.allocator, proxyPortAllocator: shared.proxyPorts } : {}) });
   e.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
   return e;
 }
@@ -115,7 +116,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const total = initial.length + churn.length;
   let deltas = 0;
   // Full recomputes share identity numbers, as an agent's cluster-allocated identities are.
-  const allocator = new IdentityAllocator();
+  // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
+  // stable across a recompute (ports of endpoints that vanish stay taken: a benchmark-only leak).
+  const shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };
   const started = process.hrtime.bigint();
 
   // Cold start.
@@ -130,9 +133,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     for (const e of initial) track(e);
   } else {
     for (const e of initial) track(e);
-    engine = fullRecompute(state, local, capacity, allocator);
+    engine = fullRecompute(state, local, capacity, shared);
     coldDeltas = diffAll(new Map(), snapshot(engine));
-    if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
+    if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
   }
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldHeap = sampleHeap();
@@ -152,12 +155,12 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
       track(item.event);
     } else {
       track(item.event);
-      engine = fullRecompute(state, local, capacity, allocator);
+      engine = fullRecompute(state, local, capacity, shared);
       const now = snapshot(engine);
       const d = diffAll(previous, now);
       const added = [...now.keys()].filter((ep) => !previous.has(ep));
       const removed = [...previous.keys()].filter((ep) => !now.has(ep));
-      if (opts.backend) applyChangeSet(opts.backend, { deltas: d, endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
+      if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
       deltas += d.length;
       previous = now;
     }

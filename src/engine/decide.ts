@@ -28,8 +28,12 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
   const protocol = PROTOCOL_NUMBER[flow.protocol];
   const hit = engine.lookup(endpoint, peer, direction, protocol, flow.port);
   const entry = verdictLookup ? verdictLookup(endpoint, peer, direction, protocol, flow.port) : hit?.entry;
-  const allowed = entry !== undefined && !entry.deny;
-  const proxied = allowed && entry.proxyPort !== 0;
+  const l4Allowed = entry !== undefined && !entry.deny;
+  const proxied = l4Allowed && entry.proxyPort !== 0;
+  // A redirected request is judged by the proxy listening on the entry's port, from its L7 table.
+  const l7 = proxied && flow.request ? engine.l7Verdict(endpoint, entry.proxyPort, peer, flow.request) : undefined;
+  if (proxied && flow.request && !l7) throw new Error(`${endpoint}: ${direction} entry redirects to proxy port ${entry.proxyPort}, which is none of its redirects`);
+  const allowed = l7 ? l7.allowed : l4Allowed;
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];
   const redirectedBy: RuleOrigin[] = [];
@@ -41,7 +45,7 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
       if (c.entry.proxyPort !== 0) redirectedBy.push(c.origin);
     }
   }
-  return { direction, enforcedBy: engine.enforcedBy(endpoint, direction), allowedBy, deniedBy, redirectedBy, allowed, proxied };
+  return { direction, enforcedBy: engine.enforcedBy(endpoint, direction), allowedBy, deniedBy, redirectedBy, allowed, proxied, ...(l7 ? { l7 } : {}) };
 }
 
 /**

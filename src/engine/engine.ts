@@ -5,21 +5,23 @@ import { LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL, reservedLabe
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } from '../model/mapstate.js';
 import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
 import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin } from '../model/rules.js';
-import { ChangeSet, EngineError, EngineEvent, MapCapacityError, MapDelta, MapSnapshot } from './events.js';
-import { diffMaps, EntryChange, MapState } from './map-state.js';
+import { ChangeSet, EngineError, EngineEvent, L7Delta, MapCapacityError, MapDelta, MapSnapshot, RedirectInfo } from './events.js';
+import { diffMaps, EntryChange, L7Change, L7Row, MapState, Redirect, redirectId } from './map-state.js';
 import {
   ALLOW_ENTRY,
   clauseEntry,
   compilePolicy,
   EnforcementUnit,
-  fixedProxyPorts,
   NamedPortResolver,
+  PARSER_OF_CODE,
   PortKey,
   portKeys,
-  ProxyPorts,
   resolveNamedIn,
   RuleUnit,
 } from './rule-units.js';
+import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
+import { L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
+import type { L7Rules } from '../model/rules.js';
 import { CachedSelector, SelectableIdentity, SelectionListener, SelectorCache } from './selector-cache.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
 import { TombstoneMap } from './tombstone-map.js';
@@ -63,8 +65,18 @@ interface PodRecord {
 
 interface ActiveUnit {
   readonly unit: RuleUnit;
-  /** Per clause: its map entry, and its port keys unless they depend on named ports. */
-  readonly clauses: readonly { readonly l4: RuleUnit['clauses'][number]['l4']; readonly entry: PolicyEntry; readonly keys: readonly PortKey[] | null }[];
+  /**
+   * Per clause: its map entry, its port keys unless they depend on named ports, its L7 rules and
+   * the contribution source (clauses with L7 rules contribute under their own source, so the L7
+   * tables know whose rules a redirect carries).
+   */
+  readonly clauses: readonly {
+    readonly l4: RuleUnit['clauses'][number]['l4'];
+    readonly entry: PolicyEntry;
+    readonly keys: readonly PortKey[] | null;
+    readonly l7: L7Rules | undefined;
+    readonly source: string;
+  }[];
   /** Short contribution tag in map states (the uid is long: hashing it per entry would cost). */
   readonly source: string;
   subject: CachedSelector | null;
@@ -92,7 +104,10 @@ interface PolicyRecord {
 }
 
 export interface EngineOptions {
-  readonly proxyPorts?: ProxyPorts;
+  /** Where proxy ports for L7 redirects come from (default 10000–20000). */
+  readonly proxyPortRange?: ProxyPortRange;
+  /** A proxy port allocator shared with other engines (full-recompute replays); overrides the range. */
+  readonly proxyPortAllocator?: ProxyPortAllocator;
   /** Entries one endpoint's policy map may hold (Cilium's default: 16,384). */
   readonly mapCapacity?: number;
   /**
@@ -131,7 +146,7 @@ function worldLabels(family: IpFamily): LabelSet {
 export class Engine {
   private readonly statsCounters: EngineStats = emptyStats();
   private readonly allocator: IdentityAllocator;
-  private readonly proxy: ProxyPorts;
+  private readonly proxyPorts: ProxyPortAllocator;
   /** Every identity: pods (local and remote), reserved, CIDR. Peer selectors select from these. */
   private readonly peerCache = new SelectorCache(this.statsCounters);
   /** Local identities only. Rule subjects select from these. */
@@ -167,7 +182,7 @@ export class Engine {
   private readonly worldIpv6: IdentityRecord;
 
   constructor(options: EngineOptions = {}) {
-    this.proxy = options.proxyPorts ?? fixedProxyPorts();
+    this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
@@ -191,19 +206,28 @@ export class Engine {
     const mark = this.allocator.mark();
     const undo: (() => void)[] = [];
     this.undoLog = undo;
+    this.proxyPorts.begin();
     for (const e of events) this.applyEvent(e);
     const result = this.commit();
     this.undoLog = null;
-    const overflow = this.findOverflow(result.touched);
-    if (overflow) {
+    const refusal = result.exhausted ?? this.findOverflow(result.touched);
+    if (refusal) {
+      this.proxyPorts.rollback();
       this.rollback(undo, before, mark);
-      throw overflow;
+      throw refusal;
     }
+    this.proxyPorts.commit();
     this.freedThisTxn.clear();
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
-    this.statsCounters.deltas += result.deltas.length;
-    return { deltas: result.deltas, endpointsAdded: result.endpointsAdded, endpointsRemoved: result.endpointsRemoved, work: diffStats(this.statsCounters, before) };
+    this.statsCounters.deltas += result.deltas.length + result.l7Deltas.length;
+    return {
+      deltas: result.deltas,
+      l7Deltas: result.l7Deltas,
+      endpointsAdded: result.endpointsAdded,
+      endpointsRemoved: result.endpointsRemoved,
+      work: diffStats(this.statsCounters, before),
+    };
   }
 
   private findOverflow(endpoints: Iterable<string>): MapCapacityError | null {
@@ -253,10 +277,57 @@ export class Engine {
     return g;
   }
 
-  /** An endpoint's policy map as the kernel would hold it. */
+  /** An endpoint's policy map as the kernel would hold it (redirects carry its proxy ports). */
   mapState(endpoint: string): MapSnapshot {
     const g = this.groupOf(endpoint);
-    return g.state.entries;
+    if (!g.state.hasRedirects) return g.state.entries;
+    const out = new Map<string, LookupResult>();
+    for (const [ks, r] of g.state.entries) out.set(ks, { key: r.key, entry: this.concrete(endpoint, r.key, r.entry) });
+    return out;
+  }
+
+  /** The endpoint's proxy redirects and the port each listens on. */
+  redirects(endpoint: string): RedirectInfo[] {
+    const g = this.groupOf(endpoint);
+    return [...g.state.redirects()].sort().map((id) => this.redirectInfo(endpoint, g.state.redirect(id) as Redirect));
+  }
+
+  /** What the endpoint's proxies are told: per redirect, per peer identity (0 = any), the L7 policy. */
+  l7Table(endpoint: string): { redirect: RedirectInfo; peer: IdentityId; policy: L7Policy }[] {
+    const g = this.groupOf(endpoint);
+    return [...g.state.l7.entries()]
+      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .map(([, row]) => ({ redirect: this.redirectInfo(endpoint, row.redirect), peer: row.peer, policy: row.policy }));
+  }
+
+  /**
+   * The proxy's verdict on a request that reached it through proxy port `proxyPort` of the
+   * endpoint from `peer`: the peer's row and the any-peer row are consulted. Undefined when the
+   * port is not one of the endpoint's redirects.
+   */
+  l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): { parser: L7Parser; allowed: boolean } | undefined {
+    const g = this.groupOf(endpoint);
+    const id = this.proxyPorts.redirectOf(endpoint, proxyPort);
+    const redirect = id === undefined ? undefined : g.state.redirect(id);
+    if (id === undefined || !redirect) return undefined;
+    const rows = [g.state.l7.get(`${id}|${peer}`), peer === 0 ? undefined : g.state.l7.get(`${id}|0`)];
+    const readable = requestParser(request) === redirect.parser;
+    return { parser: redirect.parser, allowed: readable && rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request)) };
+  }
+
+  private redirectInfo(endpoint: string, r: Redirect): RedirectInfo {
+    return { ...r, proxyPort: this.proxyPorts.portOf(endpoint, redirectId(r)) ?? 0 };
+  }
+
+  /** A map-state entry as the endpoint's kernel map holds it: redirects get the endpoint's port. */
+  private concrete(endpoint: string, key: PolicyKey, e: PolicyEntry, strict = true): PolicyEntry {
+    if (e.proxyPort === 0) return e;
+    const parser = PARSER_OF_CODE[e.proxyPort] as L7Parser;
+    const port = this.proxyPorts.portOf(endpoint, redirectId({ direction: key.direction, protocol: key.protocol, port: key.port, parser }));
+    // A contribution whose redirect no kernel entry uses (it lost to another entry) has no port.
+    if (port === undefined && !strict) return e;
+    if (port === undefined) throw new Error(`internal: endpoint ${endpoint} has no proxy port for ${parser} on ${key.direction} ${key.protocol}/${key.port}`);
+    return { deny: false, proxyPort: port, precedence: e.precedence };
   }
 
   /** The identity of a pod (local or remote). */
@@ -292,13 +363,14 @@ export class Engine {
 
   /** The datapath's verdict for traffic between `endpoint` and a peer identity. */
   lookup(endpoint: string, peer: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
-    return datapathLookup(this.mapState(endpoint), peer, direction, protocol, port);
+    const hit = datapathLookup(this.groupOf(endpoint).state.entries, peer, direction, protocol, port);
+    return hit && { key: hit.key, entry: this.concrete(endpoint, hit.key, hit.entry) };
   }
 
   /** Why an entry is in an endpoint's map: the rules contributing its key. */
   contributors(endpoint: string, key: PolicyKey): { origin: RuleOrigin | null; entry: PolicyEntry }[] {
     const g = this.groupOf(endpoint);
-    return g.state.contributions(key).map((c) => ({ origin: this.originOfSource(c.source), entry: c.entry }));
+    return g.state.contributions(key).map((c) => ({ origin: this.originOfSource(c.source), entry: this.concrete(endpoint, key, c.entry, false) }));
   }
 
   /** The policies that make `direction` of the endpoint default-deny. */
@@ -342,7 +414,13 @@ export class Engine {
   }
 
   private originOfSource(source: string): RuleOrigin | null {
-    return this.unitsBySource.get(source)?.unit.origin ?? null;
+    return this.unitsBySource.get(unitSource(source))?.unit.origin ?? null;
+  }
+
+  private l7OfSource(source: string): L7Rules | undefined {
+    const dot = source.indexOf('.');
+    if (dot < 0) return undefined;
+    return this.unitsBySource.get(source.slice(0, dot))?.clauses[Number(source.slice(dot + 1))]?.l7;
   }
 
   // ---------------------------------------------------------------- validation
@@ -590,7 +668,7 @@ export class Engine {
     const sig = portsSignature(rec.pod.ports);
     let g = local.groups.get(sig);
     if (!g) {
-      g = { key: `${rec.identity.id}|${sig}`, local, ports: rec.pod.ports, resolveNamed: resolveNamedIn(rec.pod.ports), state: new MapState(this.statsCounters), endpoints: new Set() };
+      g = { key: `${rec.identity.id}|${sig}`, local, ports: rec.pod.ports, resolveNamed: resolveNamedIn(rec.pod.ports), state: new MapState(this.statsCounters, (e) => PARSER_OF_CODE[e.proxyPort], (src) => this.l7OfSource(src)), endpoints: new Set() };
       local.groups.set(sig, g);
       this.populateGroup(g);
     }
@@ -664,8 +742,8 @@ export class Engine {
       const keys = c.keys ?? portKeys(c.l4, a.unit.namedEgress ? this.resolveNamedEgress(peer) : g.resolveNamed);
       for (const pk of keys) {
         const key: PolicyKey = { identity: peer, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
-        if (sign > 0) g.state.add(key, a.source, c.entry);
-        else g.state.remove(key, a.source, c.entry);
+        if (sign > 0) g.state.add(key, c.source, c.entry);
+        else g.state.remove(key, c.source, c.entry);
       }
     }
   }
@@ -702,14 +780,20 @@ export class Engine {
   }
 
   private attachUnit(unit: RuleUnit): ActiveUnit {
+    const source = `u${this.nextSource++}`;
     const a: ActiveUnit = {
       unit,
-      clauses: unit.clauses.map((c) => ({
-        l4: c.l4,
-        entry: clauseEntry(unit.verdict, c.l7, unit.direction, this.proxy),
-        keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => []),
-      })),
-      source: `u${this.nextSource++}`,
+      clauses: unit.clauses.map((c, i) => {
+        const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
+        return {
+          l4: c.l4,
+          entry: clauseEntry(unit.verdict, l7),
+          keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
+          l7,
+          source: l7 ? `${source}.${i}` : source,
+        };
+      }),
+      source,
       subject: null,
       active: false,
       peers: [],
@@ -868,68 +952,134 @@ export class Engine {
 
   // ---------------------------------------------------------------- commit
 
-  private commit(): Omit<ChangeSet, 'work'> & { touched: Set<string> } {
+  private commit(): Omit<ChangeSet, 'work'> & { touched: Set<string>; exhausted: ProxyPortsExhaustedError | null } {
     for (const rec of [...this.pendingRelease]) if (rec.refs === 0) this.freeIdentity(rec);
     this.pendingRelease.clear();
-    const changesByGroup = new Map<Group, EntryChange[]>();
-    for (const g of this.dirtyGroups) changesByGroup.set(g, g.state.settle());
+    const changesByGroup = new Map<Group, { entries: EntryChange[]; l7: readonly L7Change[] }>();
+    for (const g of this.dirtyGroups) {
+      const entries = g.state.settle();
+      changesByGroup.set(g, { entries, l7: g.state.l7Changes });
+    }
     this.dirtyGroups.clear();
 
-    const perEndpoint = new Map<string, { upserts: MapDelta[]; deletes: MapDelta[] }>();
-    const out = (endpoint: string): { upserts: MapDelta[]; deletes: MapDelta[] } => {
+    // Endpoints whose map changed group, and those whose group's redirects changed, get their
+    // proxy ports brought in line: new redirects are allocated before any delta is written, and
+    // released ports are freed only after, so old entries still translate to their old ports.
+    const moved = new Map<string, Group | null>();
+    for (const [endpoint, was] of this.movedEndpoints) {
+      const now = this.endpointGroups.get(endpoint) ?? null;
+      if (was !== now) moved.set(endpoint, was);
+    }
+    this.movedEndpoints.clear();
+    const portEndpoints = new Set<string>(moved.keys());
+    for (const [g, ch] of changesByGroup) if (ch.l7.length > 0 || ch.entries.some((c) => c.before?.proxyPort || c.after?.proxyPort)) for (const ep of g.endpoints) portEndpoints.add(ep);
+    const toRelease: { endpoint: string; redirect: string }[] = [];
+    let exhausted: ProxyPortsExhaustedError | null = null;
+    for (const endpoint of portEndpoints) {
+      const g = this.endpointGroups.get(endpoint);
+      const want = new Set(g ? g.state.redirects() : []);
+      for (const id of this.proxyPorts.redirectsOf(endpoint).keys()) if (!want.has(id)) toRelease.push({ endpoint, redirect: id });
+      for (const id of want) {
+        try {
+          this.proxyPorts.allocate(endpoint, id);
+        } catch (e) {
+          if (!(e instanceof ProxyPortsExhaustedError)) throw e;
+          exhausted ??= e;
+        }
+      }
+    }
+    if (exhausted) return { deltas: [], l7Deltas: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted };
+
+    const perEndpoint = new Map<string, { upserts: MapDelta[]; deletes: MapDelta[]; l7: L7Delta[] }>();
+    const out = (endpoint: string): { upserts: MapDelta[]; deletes: MapDelta[]; l7: L7Delta[] } => {
       let o = perEndpoint.get(endpoint);
-      if (!o) perEndpoint.set(endpoint, (o = { upserts: [], deletes: [] }));
+      if (!o) perEndpoint.set(endpoint, (o = { upserts: [], deletes: [], l7: [] }));
       return o;
     };
     const emit = (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void => {
-      if (after) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: after, ...(before ? { previous: before } : {}) });
-      else if (before) out(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: before });
+      const b = before && this.concrete(endpoint, key, before);
+      const a = after && this.concrete(endpoint, key, after);
+      if (a) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, ...(b ? { previous: b } : {}) });
+      else if (b) out(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: b });
+    };
+    const emitL7 = (endpoint: string, before: L7Row | undefined, after: L7Row | undefined): void => {
+      const row = after ?? before;
+      if (!row) return;
+      const redirect = this.redirectInfo(endpoint, row.redirect);
+      if (after) out(endpoint).l7.push({ endpoint, op: 'upsert', redirect, peer: row.peer, policy: after.policy, ...(before ? { previous: before.policy } : {}) });
+      else out(endpoint).l7.push({ endpoint, op: 'delete', redirect, peer: row.peer, policy: row.policy });
     };
 
     const endpointsAdded: string[] = [];
     const endpointsRemoved: string[] = [];
-    const moved = new Set<string>();
-    for (const [endpoint, was] of this.movedEndpoints) {
+    for (const [endpoint, was] of moved) {
       const now = this.endpointGroups.get(endpoint) ?? null;
-      if (was === now) continue;
-      moved.add(endpoint);
       if (now === null) {
         if (was !== null) endpointsRemoved.push(endpoint);
         continue;
       }
       if (was === null) endpointsAdded.push(endpoint);
-      for (const d of this.diffGroups(endpoint, was, was ? (changesByGroup.get(was) ?? []) : [], now)) {
+      const wasChanges = was ? changesByGroup.get(was) : undefined;
+      for (const d of this.diffGroups(endpoint, was, wasChanges?.entries ?? [], now)) {
         if (d.op === 'upsert') out(endpoint).upserts.push(d);
         else out(endpoint).deletes.push(d);
       }
+      const beforeRows = new Map<string, L7Row>(was ? was.state.l7 : []);
+      for (const c of wasChanges?.l7 ?? []) {
+        if (c.before) beforeRows.set(c.rowKey, c.before);
+        else beforeRows.delete(c.rowKey);
+      }
+      for (const [rk, row] of now.state.l7) {
+        const b = beforeRows.get(rk);
+        if (!b || l7PolicyKey(b.policy) !== l7PolicyKey(row.policy)) emitL7(endpoint, b, row);
+      }
+      for (const [rk, b] of beforeRows) if (!now.state.l7.has(rk)) emitL7(endpoint, b, undefined);
     }
-    this.movedEndpoints.clear();
 
     for (const [g, changes] of changesByGroup) {
-      if (changes.length === 0) continue;
+      if (changes.entries.length === 0 && changes.l7.length === 0) continue;
       for (const endpoint of g.endpoints) {
         if (moved.has(endpoint)) continue;
-        for (const c of changes) emit(endpoint, c.key, c.before, c.after);
+        for (const c of changes.entries) emit(endpoint, c.key, c.before, c.after);
+        for (const c of changes.l7) emitL7(endpoint, c.before, c.after);
       }
     }
+    for (const r of toRelease) this.proxyPorts.release(r.endpoint, r.redirect);
+
     const deltas: MapDelta[] = [];
+    const l7Deltas: L7Delta[] = [];
     for (const endpoint of [...perEndpoint.keys()].sort()) {
-      const o = perEndpoint.get(endpoint) as { upserts: MapDelta[]; deletes: MapDelta[] };
+      const o = perEndpoint.get(endpoint) as { upserts: MapDelta[]; deletes: MapDelta[]; l7: L7Delta[] };
       deltas.push(...o.upserts, ...o.deletes);
+      l7Deltas.push(...o.l7);
     }
-    return { deltas, endpointsAdded: endpointsAdded.sort(), endpointsRemoved: endpointsRemoved.sort(), touched: new Set(perEndpoint.keys()) };
+    return { deltas, l7Deltas, endpointsAdded: endpointsAdded.sort(), endpointsRemoved: endpointsRemoved.sort(), touched: new Set(perEndpoint.keys()), exhausted: null };
   }
 
   /** Deltas turning the old group's pre-transaction state into the new group's current one. */
   private diffGroups(endpoint: string, was: Group | null, wasChanges: readonly EntryChange[], now: Group): MapDelta[] {
-    const before = new Map<string, LookupResult>(was ? was.state.entries : []);
+    const before = new Map<string, LookupResult>();
+    for (const [ks, r] of was ? was.state.entries : []) before.set(ks, r);
     for (const c of wasChanges) {
       if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
       else before.delete(c.keyString);
     }
     this.statsCounters.mapEntriesVisited += before.size + now.state.entries.size;
-    return diffMaps(endpoint, before, now.state.entries);
+    const concrete = (m: ReadonlyMap<string, LookupResult>): ReadonlyMap<string, LookupResult> => {
+      let any = false;
+      for (const r of m.values()) if (r.entry.proxyPort !== 0) any = true;
+      if (!any) return m;
+      const c = new Map<string, LookupResult>();
+      for (const [ks, r] of m) c.set(ks, { key: r.key, entry: this.concrete(endpoint, r.key, r.entry) });
+      return c;
+    };
+    return diffMaps(endpoint, concrete(before), concrete(now.state.entries));
   }
+}
+
+function unitSource(source: string): string {
+  const dot = source.indexOf('.');
+  return dot < 0 ? source : source.slice(0, dot);
 }
 
 function addNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {

@@ -1,4 +1,5 @@
 import type { Pod } from '../model/cluster.js';
+import type { L7Parser, L7Policy } from '../model/l7.js';
 import type { LookupResult, PolicyEntry, PolicyKey } from '../model/mapstate.js';
 import type { Policy, PolicyRef } from '../model/rules.js';
 import type { EngineStats } from './stats.js';
@@ -28,10 +29,34 @@ export interface MapDelta {
   readonly previous?: PolicyEntry;
 }
 
+/** A proxy redirect of one endpoint and the proxy port it listens on. */
+export interface RedirectInfo {
+  readonly direction: 'ingress' | 'egress';
+  readonly protocol: number;
+  readonly port: number;
+  readonly parser: L7Parser;
+  readonly proxyPort: number;
+}
+
+/**
+ * One change to what an endpoint's L7 proxy is told: the row of `peer` (0 = any peer) in the
+ * table of `redirect`. For a delete, `policy` is the row removed.
+ */
+export interface L7Delta {
+  readonly endpoint: string;
+  readonly op: 'upsert' | 'delete';
+  readonly redirect: RedirectInfo;
+  readonly peer: number;
+  readonly policy: L7Policy;
+  readonly previous?: L7Policy;
+}
+
 /** The outcome of one transaction. */
 export interface ChangeSet {
   /** Per endpoint: upserts first, then deletes (so a backend never opens a transient drop). */
   readonly deltas: readonly MapDelta[];
+  /** Changes to the endpoints' L7 tables (for their proxies), in endpoint order. */
+  readonly l7Deltas: readonly L7Delta[];
   /** Endpoints whose map must be created (their entries are all in `deltas`). */
   readonly endpointsAdded: readonly string[];
   /** Endpoints whose map must be removed as a whole (no per-entry deletes are listed). */

@@ -1,4 +1,6 @@
+import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { LookupResult, PolicyEntry, PolicyKey, policyKeyString } from '../model/mapstate.js';
+import type { Direction, L7Rules } from '../model/rules.js';
 import type { MapDelta } from './events.js';
 import type { EngineStats } from './stats.js';
 
@@ -56,6 +58,37 @@ export interface EntryChange {
   readonly after: PolicyEntry | undefined;
 }
 
+/** A proxy redirect of one map: traffic on (direction, protocol, port) to the `parser` proxy. */
+export interface Redirect {
+  readonly direction: Direction;
+  readonly protocol: number;
+  readonly port: number;
+  readonly parser: L7Parser;
+}
+
+export function redirectId(r: Redirect): string {
+  return `${r.direction}/${r.protocol}/${r.port}/${r.parser}`;
+}
+
+/** One row of a map's L7 tables: what the proxy of `redirect` is told for one peer identity. */
+export interface L7Row {
+  readonly redirect: Redirect;
+  /** 0: any peer. The proxy applies the peer's row and the any-peer row. */
+  readonly peer: number;
+  readonly policy: L7Policy;
+}
+
+export interface L7Change {
+  readonly rowKey: string;
+  readonly before: L7Row | undefined;
+  readonly after: L7Row | undefined;
+}
+
+/** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
+export type ParserOfEntry = (e: PolicyEntry) => L7Parser | undefined;
+/** The L7 rules behind a contribution source (a rule clause), if any. */
+export type L7OfSource = (source: string) => L7Rules | undefined;
+
 const portKeyOf = (k: PolicyKey): string => `${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
 
 /** Does `outer` cover every packet `inner` covers (ignoring identity)? */
@@ -100,10 +133,37 @@ export class MapState {
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
-  constructor(private readonly stats: EngineStats) {}
+  /** Redirects the kernel layer uses, with how many entries use each. */
+  private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
+  /** L7 tables, one row per (redirect, peer identity): `${redirectId}|${peer}`. */
+  readonly l7 = new Map<string, L7Row>();
+  private readonly rowsByRedirect = new Map<string, Set<string>>();
+  /** Raw keys whose contributions changed since the last settle, while L7 rows may depend on them. */
+  private readonly l7Touched = new Map<string, PolicyKey>();
+  /** What the last `settle()` changed in the L7 tables. */
+  l7Changes: readonly L7Change[] = [];
+
+  constructor(
+    private readonly stats: EngineStats,
+    private readonly parserOf: ParserOfEntry = () => undefined,
+    private readonly l7Of: L7OfSource = () => undefined,
+  ) {}
+
+  /** The redirects this map's entries use. */
+  redirects(): IterableIterator<string> {
+    return this.redirectUse.keys();
+  }
+
+  redirect(id: string): Redirect | undefined {
+    return this.redirectUse.get(id)?.redirect;
+  }
+
+  get hasRedirects(): boolean {
+    return this.redirectUse.size > 0;
+  }
 
   get isDirty(): boolean {
-    return this.dirty.size > 0;
+    return this.dirty.size > 0 || this.l7Touched.size > 0;
   }
 
   get rawSize(): number {
@@ -113,6 +173,7 @@ export class MapState {
   add(key: PolicyKey, source: string, entry: PolicyEntry): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
+    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     const tag = `${source}|${entryCode(entry)}`;
     let r = this.raw.get(ks);
     if (!r) {
@@ -136,6 +197,7 @@ export class MapState {
   remove(key: PolicyKey, source: string, entry: PolicyEntry): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
+    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     const tag = `${source}|${entryCode(entry)}`;
     const r = this.raw.get(ks);
     const c = r?.contribs.get(tag);
@@ -247,8 +309,14 @@ export class MapState {
     return out;
   }
 
-  /** Brings `entries` up to date with the raw layer and returns exactly what changed. */
+  /** Brings `entries` (and the L7 tables) up to date with the raw layer; returns what changed. */
   settle(): EntryChange[] {
+    const changes = this.settleEntries();
+    this.l7Changes = this.l7Touched.size > 0 || changes.length > 0 ? this.settleL7(changes) : [];
+    return changes;
+  }
+
+  private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
     const affected = new Map<string, PolicyKey>();
@@ -270,4 +338,120 @@ export class MapState {
     }
     return changes;
   }
+
+  private redirectOf(key: PolicyKey, e: PolicyEntry | undefined): Redirect | undefined {
+    if (e === undefined || e.proxyPort === 0) return undefined;
+    const parser = this.parserOf(e);
+    return parser === undefined ? undefined : { direction: key.direction, protocol: key.protocol, port: key.port, parser };
+  }
+
+  /**
+   * Redirects follow the kernel entries that use them; a new redirect gets every row, a gone one
+   * loses them, and a changed raw key recomputes the rows of its identity for the redirects whose
+   * port it covers.
+   */
+  private settleL7(changes: readonly EntryChange[]): L7Change[] {
+    const added = new Set<string>();
+    const removed = new Set<string>();
+    for (const c of changes) {
+      const before = this.redirectOf(c.key, c.before);
+      const after = this.redirectOf(c.key, c.after);
+      if (before) {
+        const id = redirectId(before);
+        const u = this.redirectUse.get(id) as { redirect: Redirect; count: number };
+        if (--u.count === 0) {
+          this.redirectUse.delete(id);
+          if (added.has(id)) added.delete(id);
+          else removed.add(id);
+        }
+      }
+      if (after) {
+        const id = redirectId(after);
+        const u = this.redirectUse.get(id);
+        if (u) u.count++;
+        else {
+          this.redirectUse.set(id, { redirect: after, count: 1 });
+          if (removed.has(id)) removed.delete(id);
+          else added.add(id);
+        }
+      }
+    }
+    const out: L7Change[] = [];
+    const setRow = (rowKey: string, redirectKey: string, row: L7Row | undefined): void => {
+      const before = this.l7.get(rowKey);
+      if (before === undefined && row === undefined) return;
+      if (before && row && l7PolicyKey(before.policy) === l7PolicyKey(row.policy)) return;
+      if (row) {
+        this.l7.set(rowKey, row);
+        let s = this.rowsByRedirect.get(redirectKey);
+        if (!s) this.rowsByRedirect.set(redirectKey, (s = new Set()));
+        s.add(rowKey);
+      } else {
+        this.l7.delete(rowKey);
+        const s = this.rowsByRedirect.get(redirectKey);
+        s?.delete(rowKey);
+        if (s?.size === 0) this.rowsByRedirect.delete(redirectKey);
+      }
+      out.push({ rowKey, before, after: row });
+    };
+    for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) setRow(rowKey, id, undefined);
+    for (const [id, { redirect }] of this.redirectUse) {
+      const peers = new Set<number>();
+      if (added.has(id)) {
+        for (const proto of [redirect.protocol, 0]) {
+          for (const ks of this.byDirProto.get(`${redirect.direction}/${proto}`) ?? []) {
+            this.stats.mapEntriesVisited++;
+            const r = this.raw.get(ks) as RawEntry;
+            if (coversPort(r.key, redirect)) peers.add(r.key.identity);
+          }
+        }
+      } else {
+        for (const key of this.l7Touched.values()) if (coversPort(key, redirect)) peers.add(key.identity);
+      }
+      for (const peer of peers) setRow(`${id}|${peer}`, id, this.computeRow(redirect, peer));
+    }
+    this.l7Touched.clear();
+    return out;
+  }
+
+  /**
+   * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
+   * peer and port, else the union of the L7 rules of the redirect's parser on that port.
+   */
+  private computeRow(redirect: Redirect, peer: number): L7Row | undefined {
+    const lists: L7Rules[] = [];
+    let allowAll = false;
+    const visit = (ks: string): void => {
+      this.stats.mapEntriesVisited++;
+      const r = this.raw.get(ks);
+      if (!r) return;
+      for (const c of r.contribs.values()) {
+        if (c.entry.deny) continue;
+        if (c.entry.proxyPort === 0) allowAll = true;
+        else if (this.parserOf(c.entry) === redirect.parser) {
+          const l7 = this.l7Of(c.source);
+          if (l7) lists.push(l7);
+        }
+      }
+    };
+    const head = `${peer}/${redirect.direction}/`;
+    for (let len = 16; len >= 0 && !allowAll; len--) {
+      const shift = 16 - len;
+      const port = len === 0 ? 0 : (redirect.port >> shift) << shift;
+      visit(`${head}${redirect.protocol}/${port}/${len}`);
+    }
+    if (!allowAll) visit(`${head}0/0/0`);
+    if (allowAll) return { redirect, peer, policy: ALLOW_ALL_L7 };
+    if (lists.length === 0) return undefined;
+    return { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
+  }
+}
+
+/** Does `key` cover the redirect's (direction, protocol, port), whatever its identity? */
+function coversPort(key: PolicyKey, r: Redirect): boolean {
+  if (key.direction !== r.direction) return false;
+  if (key.protocol === 0) return true;
+  if (key.protocol !== r.protocol) return false;
+  const shift = 16 - key.portPrefixLen;
+  return key.portPrefixLen === 0 || key.port >> shift === r.port >> shift;
 }

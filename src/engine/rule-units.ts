@@ -1,5 +1,6 @@
 import { LookupResult, PolicyEntry, portRangeToPrefixes, precedence } from '../model/mapstate.js';
 import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, protocolCovers, RuleProtocol } from '../model/ports.js';
+import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { cidrSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
@@ -83,17 +84,19 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
   return { units, enforcements };
 }
 
-/** Proxy listener ports: one per (parser, direction), as Cilium's built-in listeners are. */
-export interface ProxyPorts {
-  portFor(parser: L7Rules['parser'], direction: Direction): number;
-}
+/**
+ * Redirect entries in map states name their parser, not a port: `proxyPort` holds the parser's
+ * code until the engine translates it into the endpoint's own proxy port for that redirect
+ * (direction, protocol, port, parser). Map states stay shareable between endpoints that way.
+ */
+export const REDIRECT_CODE: Readonly<Record<L7Parser, number>> = { http: 1, kafka: 2, dns: 3 };
+export const PARSER_OF_CODE: readonly (L7Parser | undefined)[] = [undefined, 'http', 'kafka', 'dns'];
 
-export const DEFAULT_PROXY_PORT_BASE = 10000;
-
-export function fixedProxyPorts(base = DEFAULT_PROXY_PORT_BASE): ProxyPorts {
-  const order: L7Rules['parser'][] = ['http', 'kafka', 'dns'];
-  return { portFor: (parser, direction) => base + order.indexOf(parser) * 2 + (direction === 'ingress' ? 0 : 1) };
-}
+const REDIRECT_ENTRIES: Readonly<Record<L7Parser, PolicyEntry>> = {
+  http: { deny: false, proxyPort: REDIRECT_CODE.http, precedence: precedence('redirect', LISTENER_PRIORITY.http) },
+  kafka: { deny: false, proxyPort: REDIRECT_CODE.kafka, precedence: precedence('redirect', LISTENER_PRIORITY.kafka) },
+  dns: { deny: false, proxyPort: REDIRECT_CODE.dns, precedence: precedence('redirect', LISTENER_PRIORITY.dns) },
+};
 
 export const DENY_ENTRY: PolicyEntry = { deny: true, proxyPort: 0, precedence: precedence('deny') };
 export const ALLOW_ENTRY: PolicyEntry = { deny: false, proxyPort: 0, precedence: precedence('allow') };
@@ -113,8 +116,18 @@ export function resolveNamedIn(ports: readonly ContainerPort[]): NamedPortResolv
   return (name, protocol) => ports.filter((cp) => cp.name === name && protocolCovers(protocol, cp.protocol));
 }
 
-/** The map keys (below identity and direction) an L4 match turns into. */
-export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver): PortKey[] {
+/**
+ * The map keys (below identity and direction) an L4 match turns into. With L7 rules a range
+ * becomes one exact-port key per port: a proxy redirect is per (direction, protocol, port), and a
+ * redirected request must never be judged by the rules of a neighbouring port.
+ */
+export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPorts = false): PortKey[] {
+  if (exactPorts && l4.kind === 'range' && l4.from !== 0) {
+    const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
+    const out: PortKey[] = [];
+    for (const p of protocols) for (let port = l4.from; port <= l4.to; port++) out.push({ protocol: PROTOCOL_NUMBER[p], port, portPrefixLen: 16 });
+    return out;
+  }
   switch (l4.kind) {
     case 'all':
       return [ALL_PORTS];
@@ -134,9 +147,9 @@ export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver): PortKey[
   }
 }
 
-export function clauseEntry(verdict: Verdict, l7: L7Rules | undefined, direction: Direction, proxy: ProxyPorts): PolicyEntry {
+export function clauseEntry(verdict: Verdict, l7: L7Rules | undefined): PolicyEntry {
   if (verdict === 'deny') return DENY_ENTRY;
-  if (l7) return { deny: false, proxyPort: proxy.portFor(l7.parser, direction), precedence: precedence('redirect') };
+  if (l7) return REDIRECT_ENTRIES[l7.parser];
   return ALLOW_ENTRY;
 }
 

@@ -12,6 +12,7 @@ import {
 } from '../model/cluster.js';
 import { labelSetKey } from '../model/labels.js';
 import { policyKeyString } from '../model/mapstate.js';
+import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from './engine.js';
 import type { Policy } from '../model/rules.js';
 import type { EngineEvent } from './events.js';
@@ -79,18 +80,24 @@ export function trackLocality(local: Map<string, boolean>, state: ClusterState, 
 }
 
 /**
- * Every endpoint's map state with identities replaced by their labels, so engines that numbered
- * identities differently (different histories) can be compared.
+ * Every endpoint's map state and L7 tables with identities replaced by their labels and proxy
+ * ports by the redirect they serve, so engines that numbered identities or allocated proxy ports
+ * differently (different histories) can be compared.
  */
 export function comparableMaps(engine: Engine): Record<string, string[]> {
   const out: Record<string, string[]> = {};
+  const who = (id: number): string => (id === 0 ? '*' : labelSetKey(engine.identityLabels(id) ?? []));
   for (const ep of engine.endpoints()) {
-    out[ep] = [...engine.mapState(ep).values()]
-      .map(({ key, entry }) => {
-        const who = key.identity === 0 ? '*' : labelSetKey(engine.identityLabels(key.identity) ?? []);
-        return `${who} ${policyKeyString({ ...key, identity: 0 }).slice(2)} ${entry.deny ? 'deny' : 'allow'}:${entry.proxyPort}:${entry.precedence}`;
-      })
-      .sort();
+    const parserOfPort = new Map(engine.redirects(ep).map((r) => [r.proxyPort, r.parser]));
+    const maps = [...engine.mapState(ep).values()].map(({ key, entry }) => {
+      const verdict = entry.deny ? 'deny' : entry.proxyPort === 0 ? 'allow' : `redirect(${parserOfPort.get(entry.proxyPort) ?? `unallocated port ${entry.proxyPort}`})`;
+      return `${who(key.identity)} ${policyKeyString({ ...key, identity: 0 }).slice(2)} ${verdict}:${entry.precedence}`;
+    });
+    const tables = engine.l7Table(ep).map((row) => {
+      const r = row.redirect;
+      return `L7 ${r.direction}/${r.protocol}/${r.port}/${r.parser} ${who(row.peer)} ${l7PolicyKey(row.policy)}`;
+    });
+    out[ep] = [...maps, ...tables].sort();
   }
   return out;
 }

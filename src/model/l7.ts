@@ -66,6 +66,15 @@ export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   return true;
 }
 
+/** Kafka API key names, as Cilium's kafka rules spell them. */
+export const KAFKA_API_KEYS: readonly string[] = [
+  'produce', 'fetch', 'offsets', 'metadata', 'leaderandisr', 'stopreplica', 'updatemetadata', 'controlledshutdown',
+  'offsetcommit', 'offsetfetch', 'findcoordinator', 'joingroup', 'heartbeat', 'leavegroup', 'syncgroup',
+  'describegroups', 'listgroups', 'saslhandshake', 'apiversions', 'createtopics', 'deletetopics', 'deleterecords',
+  'initproducerid', 'offsetforleaderepoch', 'addpartitionstotxn', 'addoffsetstotxn', 'endtxn', 'writetxnmarkers',
+  'txnoffsetcommit', 'describeacls', 'createacls', 'deleteacls', 'describeconfigs', 'alterconfigs',
+];
+
 /** The API keys a Kafka role stands for (Cilium's produce/consume roles). */
 const KAFKA_ROLE_KEYS: Readonly<Record<'produce' | 'consume', readonly string[]>> = {
   produce: ['produce', 'metadata', 'apiversions'],
@@ -112,4 +121,71 @@ export function l7Allows(rules: L7Rules, req: L7Request): boolean {
   if (rules.parser === 'dns' && 'dns' in req) return rules.dns.length === 0 || rules.dns.some((r) => dnsRuleMatches(r, req.dns));
   // A request the port's parser cannot read is not this protocol: the proxy rejects it.
   return false;
+}
+
+export type L7Parser = L7Rules['parser'];
+export const L7_PARSERS: readonly L7Parser[] = ['http', 'kafka', 'dns'];
+
+/**
+ * Cilium's default listener priority per parser (pkg/policy/l4.go): between redirects for the same
+ * traffic, the lower number wins.
+ */
+export const LISTENER_PRIORITY: Readonly<Record<L7Parser, number>> = { http: 101, kafka: 106, dns: 121 };
+
+/**
+ * What a proxy is told for one peer on one redirected port: allow every request (some allow rule
+ * without L7 rules covers the peer and port), or the union of the L7 rules of the rules that do.
+ */
+export type L7Policy = { readonly allowAll: true } | { readonly allowAll: false; readonly rules: L7Rules };
+
+export const ALLOW_ALL_L7: L7Policy = { allowAll: true };
+
+/** The union of several rule lists of one parser, deduplicated and in a canonical order. */
+export function mergeL7Rules(parser: L7Parser, lists: readonly L7Rules[]): L7Policy {
+  const seen = new Map<string, unknown>();
+  for (const l of lists) {
+    if (l.parser !== parser) continue;
+    const items: readonly unknown[] = l.parser === 'http' ? l.http : l.parser === 'kafka' ? l.kafka : l.dns;
+    // An empty list allows every request, as does an empty rule (`http: [{}]`).
+    if (items.length === 0) return ALLOW_ALL_L7;
+    for (const item of items) {
+      const key = canonicalJson(item);
+      // An empty HTTP or Kafka rule matches every request (a DNS rule needs a name or pattern).
+      if (key === '{}' && parser !== 'dns') return ALLOW_ALL_L7;
+      seen.set(key, item);
+    }
+  }
+  const items = [...seen.keys()].sort().map((k) => seen.get(k));
+  switch (parser) {
+    case 'http':
+      return { allowAll: false, rules: { parser, http: items as HttpRule[] } };
+    case 'kafka':
+      return { allowAll: false, rules: { parser, kafka: items as KafkaRule[] } };
+    case 'dns':
+      return { allowAll: false, rules: { parser, dns: items as DnsRule[] } };
+  }
+}
+
+/** JSON with object keys sorted, so equal rules give equal strings. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o).filter((k) => o[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** The parser a request needs: a proxy of another parser cannot read it and fails it. */
+export function requestParser(req: L7Request): L7Parser {
+  return 'http' in req ? 'http' : 'kafka' in req ? 'kafka' : 'dns';
+}
+
+export function l7PolicyAllows(policy: L7Policy, req: L7Request): boolean {
+  return policy.allowAll || l7Allows(policy.rules, req);
+}
+
+export function l7PolicyKey(policy: L7Policy): string {
+  return policy.allowAll ? '*' : canonicalJson(policy.rules);
 }

@@ -2,7 +2,8 @@ import { cidrContainsIp } from '../model/cidr.js';
 import { ClusterState, External, Pod, podLabels } from '../model/cluster.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
-import type { Direction, Peer, PolicyRule, RuleOrigin } from '../model/rules.js';
+import { L7Parser, l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
+import type { Direction, L7Rules, Peer, PolicyRule, RuleOrigin } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
 
 /**
@@ -20,6 +21,8 @@ export interface Flow {
   readonly to: string;
   readonly port: number;
   readonly protocol: FlowProtocol;
+  /** An L7 request carried by the flow: a redirected flow is then judged by the proxy too. */
+  readonly request?: L7Request;
 }
 
 /** How one side (the source's egress or the destination's ingress) judged the flow, and why. */
@@ -33,6 +36,8 @@ export interface DirectionDecision {
   readonly redirectedBy: readonly RuleOrigin[];
   readonly allowed: boolean;
   readonly proxied: boolean;
+  /** For a redirected flow with a request: the proxy that got it and its verdict. */
+  readonly l7?: { readonly parser: L7Parser; readonly allowed: boolean };
 }
 
 export interface FlowDecision {
@@ -68,10 +73,10 @@ function peerMatches(peer: Peer, ep: FlowEndpoint): boolean {
   return cidrContainsIp(peer.cidr, ep.external.ip) && !peer.except.some((e) => cidrContainsIp(e, ep.external.ip));
 }
 
-function ruleMatches(rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): { matches: boolean; l7: boolean } {
-  if (!rule.peers.some((p) => peerMatches(p, peer))) return { matches: false, l7: false };
-  const clauses = rule.ports.filter((c) => l4Covers(c.l4, protocol, port, destPorts));
-  return { matches: clauses.length > 0, l7: clauses.some((c) => c.l7 !== undefined) };
+/** The port clauses of `rule` that match the flow (none when no peer matches). */
+function matchingClauses(rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): PolicyRule['ports'] {
+  if (!rule.peers.some((p) => peerMatches(p, peer))) return [];
+  return rule.ports.filter((c) => l4Covers(c.l4, protocol, port, destPorts));
 }
 
 /**
@@ -93,38 +98,56 @@ export function decideDirection(
   peer: FlowEndpoint,
   protocol: FlowProtocol,
   port: number,
+  request?: L7Request,
 ): DirectionDecision {
   const destPorts: readonly ContainerPort[] = direction === 'ingress' ? subject.pod.ports : identityPorts(state, peer);
   const enforcedBy: RuleOrigin[] = [];
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];
   const redirectedBy: RuleOrigin[] = [];
+  /** Some matching allow clause has no L7 rules: every request passes the proxy. */
+  let plainAllow = false;
+  const l7Clauses: L7Rules[] = [];
   for (const policy of state.policies.values()) {
     for (const e of policy.enforcements) {
       if (e.direction === direction && selectorMatches(e.subject, subject.labels)) enforcedBy.push(e.origin);
     }
     for (const rule of policy.rules) {
       if (rule.direction !== direction || !selectorMatches(rule.subject, subject.labels)) continue;
-      const m = ruleMatches(rule, peer, protocol, port, destPorts);
-      if (!m.matches) continue;
+      const clauses = matchingClauses(rule, peer, protocol, port, destPorts);
+      if (clauses.length === 0) continue;
       if (rule.verdict === 'deny') {
         deniedBy.push(rule.origin);
-      } else {
-        allowedBy.push(rule.origin);
-        if (m.l7) redirectedBy.push(rule.origin);
+        continue;
+      }
+      allowedBy.push(rule.origin);
+      if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
+      for (const c of clauses) {
+        if (c.l7) l7Clauses.push(c.l7);
+        else plainAllow = true;
       }
     }
   }
-  const allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
-  return { direction, enforcedBy, allowedBy, deniedBy, redirectedBy, allowed, proxied: allowed && redirectedBy.length > 0 };
+  const l4Allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
+  const proxied = l4Allowed && l7Clauses.length > 0;
+  const base = { direction, enforcedBy, allowedBy, deniedBy, redirectedBy, proxied };
+  if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
+  // The redirect with the lowest listener priority wins; that proxy judges the request with the
+  // L7 rules of its parser, and lets everything through for a peer some plain allow covers.
+  let parser = (l7Clauses[0] as L7Rules).parser;
+  for (const c of l7Clauses) if (LISTENER_PRIORITY[c.parser] < LISTENER_PRIORITY[parser]) parser = c.parser;
+  // A proxy cannot read another protocol's requests: they fail whatever the rules say.
+  const readable = requestParser(request) === parser;
+  const l7Allowed = readable && (plainAllow || enforcedBy.length === 0 || l7Clauses.some((c) => c.parser === parser && l7Allows(c, request)));
+  return { ...base, allowed: l7Allowed, l7: { parser, allowed: l7Allowed } };
 }
 
 /** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */
 export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
   const src = resolveEndpoint(state, flow.from);
   const dst = resolveEndpoint(state, flow.to);
-  const egress = src.kind === 'pod' ? decideDirection(state, src, 'egress', dst, flow.protocol, flow.port) : undefined;
-  const ingress = dst.kind === 'pod' ? decideDirection(state, dst, 'ingress', src, flow.protocol, flow.port) : undefined;
+  const egress = src.kind === 'pod' ? decideDirection(state, src, 'egress', dst, flow.protocol, flow.port, flow.request) : undefined;
+  const ingress = dst.kind === 'pod' ? decideDirection(state, dst, 'ingress', src, flow.protocol, flow.port, flow.request) : undefined;
   const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
   const proxied = allowed && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
   return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };

@@ -1,4 +1,5 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
+import { KAFKA_API_KEYS } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PortClause, Verdict } from '../model/rules.js';
 import {
@@ -256,6 +257,9 @@ function checkRegex(r: Reader, s: string, path: string): void {
   }
 }
 
+/** Each port of a range with L7 rules becomes its own map key and redirect. */
+export const MAX_L7_RANGE = 1024;
+
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
   if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
@@ -266,7 +270,12 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   const parser = present[0] as 'http' | 'kafka' | 'dns';
   if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
+  // Cilium would redirect every port; distill redirects per port, so it needs them listed.
+  if (l4s.length === 0) r.fail(portsPath, 'L7 rules need the ports they apply to (distill does not redirect all ports)');
   l4s.forEach((l4, i) => {
+    if (l4.kind === 'range' && l4.to - l4.from + 1 > MAX_L7_RANGE) {
+      r.fail(join(at(portsPath, i), 'endPort'), `L7 rules on a port range are limited to ${MAX_L7_RANGE} ports (each port gets its own redirect)`);
+    }
     if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
     if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {
       r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
@@ -320,6 +329,8 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
     if (s !== undefined) out[f] = s;
   }
   if (out.role !== undefined && out.apiKey !== undefined) r.fail(path, 'role and apiKey are mutually exclusive');
+  if (out.apiKey !== undefined && out.apiKey !== '' && !KAFKA_API_KEYS.includes(out.apiKey.toLowerCase())) r.fail(join(path, 'apiKey'), `"${out.apiKey}" is not a Kafka API key name`);
+  if (out.apiVersion !== undefined && out.apiVersion !== '' && !/^\d{1,5}$/.test(out.apiVersion)) r.fail(join(path, 'apiVersion'), `"${out.apiVersion}" is not an API version number`);
   if (out.topic !== undefined && (out.topic.length > 255 || !/^[a-zA-Z0-9._-]+$/.test(out.topic))) {
     r.fail(join(path, 'topic'), `"${out.topic}" is not a valid Kafka topic name`);
   }

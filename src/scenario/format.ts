@@ -1,4 +1,5 @@
 import { IpAddress, parseIp } from '../model/cidr.js';
+import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, isValidPortName, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
@@ -36,6 +37,8 @@ export interface Probe {
   readonly to?: string;
   readonly port: number;
   readonly protocol: FlowProtocol;
+  /** An HTTP request, Kafka request or DNS query the flow carries (judged by L7 proxies). */
+  readonly request?: L7Request;
 }
 
 /** For probe `probe`: the listed pairs get the opposite verdict of every other pair. */
@@ -169,15 +172,46 @@ function readChange(r: Reader, v: unknown, path: string): Change {
   }
 }
 
+function readRequest(r: Reader, o: Record<string, unknown>, path: string): L7Request | undefined {
+  const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
+  if (present.length > 1) r.fail(path, `a probe carries one request, not ${present.join(' and ')}`);
+  if (!absent(o.http)) {
+    const p = join(path, 'http');
+    const h = r.object(o.http, p, ['method', 'path', 'host', 'headers']);
+    const host = r.optString(h.host, join(p, 'host'));
+    const headers = absent(h.headers) ? undefined : r.stringMap(h.headers, join(p, 'headers'));
+    const method = absent(h.method) ? 'GET' : r.nonEmptyString(h.method, join(p, 'method'));
+    const reqPath = absent(h.path) ? '/' : r.nonEmptyString(h.path, join(p, 'path'));
+    return { http: { method, path: reqPath, ...(host !== undefined ? { host } : {}), ...(headers ? { headers } : {}) } };
+  }
+  if (!absent(o.kafka)) {
+    const p = join(path, 'kafka');
+    const k = r.object(o.kafka, p, ['apiKey', 'apiVersion', 'clientID', 'topic']);
+    const apiKey = r.nonEmptyString(k.apiKey, join(p, 'apiKey')).toLowerCase();
+    if (!KAFKA_API_KEYS.includes(apiKey)) r.fail(join(p, 'apiKey'), `"${apiKey}" is not a Kafka API key name (${KAFKA_API_KEYS.join(', ')})`);
+    const apiVersion = absent(k.apiVersion) ? undefined : r.intInRange(k.apiVersion, join(p, 'apiVersion'), 0, 32767);
+    const clientID = r.optString(k.clientID, join(p, 'clientID'));
+    const topic = r.optString(k.topic, join(p, 'topic'));
+    return { kafka: { apiKey, ...(apiVersion !== undefined ? { apiVersion } : {}), ...(clientID !== undefined ? { clientID } : {}), ...(topic !== undefined ? { topic } : {}) } };
+  }
+  if (!absent(o.dns)) {
+    const p = join(path, 'dns');
+    const d = r.object(o.dns, p, ['name']);
+    return { dns: { name: r.nonEmptyString(d.name, join(p, 'name')) } };
+  }
+  return undefined;
+}
+
 function readProbe(r: Reader, v: unknown, path: string): Probe {
-  const o = r.object(v, path, ['from', 'to', 'port', 'protocol']);
+  const o = r.object(v, path, ['from', 'to', 'port', 'protocol', 'http', 'kafka', 'dns']);
+  const request = readRequest(r, o, path);
   const protocol = absent(o.protocol) ? 'TCP' : r.oneOf(o.protocol, join(path, 'protocol'), PROBE_PROTOCOLS);
   const maxPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 255 : MAX_PORT;
   const minPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 0 : 1;
   const port = r.intInRange(o.port, join(path, 'port'), minPort, maxPort);
   const from = r.optString(o.from, join(path, 'from'));
   const to = r.optString(o.to, join(path, 'to'));
-  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}) };
+  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(request ? { request } : {}) };
 }
 
 function readExpectation(r: Reader, v: unknown, path: string, probeCount: number): Expectation {

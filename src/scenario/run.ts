@@ -118,7 +118,7 @@ export function expandProbe(state: ClusterState, probe: Probe, source: string): 
   for (const from of froms) {
     for (const to of tos) {
       if (from === to) continue;
-      flows.push({ from, to, port: probe.port, protocol: probe.protocol });
+      flows.push({ from, to, port: probe.port, protocol: probe.protocol, ...(probe.request ? { request: probe.request } : {}) });
     }
   }
   return flows;

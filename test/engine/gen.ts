@@ -12,6 +12,7 @@ import {
 } from '../../src/model/cluster.js';
 import type { ContainerPort, FlowProtocol } from '../../src/model/ports.js';
 import type { PolicyKind } from '../../src/model/rules.js';
+import type { L7Request } from '../../src/model/l7.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
@@ -47,6 +48,24 @@ export const PROBE_PORTS: readonly { protocol: FlowProtocol; port: number }[] = 
   { protocol: 'UDP', port: 80 },
   { protocol: 'SCTP', port: 80 },
   { protocol: 'ICMP', port: 8 },
+  { protocol: 'TCP', port: 9092 },
+  { protocol: 'TCP', port: 85 },
+];
+
+/** Requests sampled flows may carry: each matches some generated L7 rules and misses others. */
+export const REQUESTS: readonly (L7Request | undefined)[] = [
+  undefined,
+  { http: { method: 'GET', path: '/public', host: 'shop.example' } },
+  { http: { method: 'GET', path: '/public' } },
+  { http: { method: 'POST', path: '/api/v1' } },
+  { http: { method: 'DELETE', path: '/private', headers: { 'x-token': 'yes' } } },
+  { http: { method: 'GET', path: '/private' } },
+  { kafka: { apiKey: 'produce', topic: 'orders' } },
+  { kafka: { apiKey: 'fetch', topic: 'orders', clientID: 'billing' } },
+  { kafka: { apiKey: 'produce', topic: 'audit' } },
+  { dns: { name: 'www.example.com' } },
+  { dns: { name: 'cilium.io.' } },
+  { dns: { name: 'a.b.example.com' } },
 ];
 
 const podLabels = fc.record({ app: fc.constantFrom('web', 'db', 'api'), tier: fc.constantFrom('front', 'back') }, { requiredKeys: [] });
@@ -109,11 +128,21 @@ const ciliumPort = fc.constantFrom<Record<string, unknown>>(
 );
 const httpRules: Record<string, unknown>[] = [
   { ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } },
+  { ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'POST', path: '/api/.*' }, { headers: ['X-Token: yes'] }] } },
+  { ports: [{ port: 'http', protocol: 'TCP' }], rules: { http: [{ path: '/public', host: 'shop\\.example' }] } },
   { ports: [{ port: '80', endPort: 90, protocol: 'TCP' }], rules: { http: [{}] } },
+  { ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } },
+  // Kafka and HTTP on the same port: the HTTP listener has the lower priority number and wins.
+  { ports: [{ port: '80', protocol: 'TCP' }, { port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'fetch' }] } },
+  { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ topic: 'orders' }, { apiKey: 'fetch' }] } },
+  { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ role: 'consume', clientID: 'billing' }] } },
 ];
-const dnsRule = { ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } };
+const dnsRules: Record<string, unknown>[] = [
+  { ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } },
+  { ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*.example.com' }, { matchName: 'cilium.io' }] } },
+];
 /** DNS rules are egress-only in Cilium. */
-const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(...httpRules, ...(dir === 'to' ? [dnsRule] : []));
+const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(...httpRules, ...(dir === 'to' ? dnsRules : []));
 const portRule = (deny: boolean, dir: 'from' | 'to') =>
   deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : fc.oneof(fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }), l7Rule(dir));
 const entity = fc.constantFrom('all', 'world', 'cluster', 'host');

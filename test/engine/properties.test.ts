@@ -2,18 +2,21 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ClusterState } from '../../src/model/cluster.js';
 import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/mapstate.js';
-import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
+import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
 import { initialEvents } from '../../src/engine/sync.js';
 import { decideDirection, resolveEndpoint } from '../../src/naive/evaluator.js';
-import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, toEvent, trackLocality } from './gen.js';
+import { l7PolicyKey } from '../../src/model/l7.js';
+import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
 const RUNS = LONG ? 3000 : 300;
 const FELIX_RUNS = LONG ? 5000 : 500;
 const FLOWS_PER_TXN = 24;
+const L7_FLOWS_PER_TXN = 8;
+const PROTOCOL_NAME: Record<number, string> = Object.fromEntries(Object.entries(PROTOCOL_NUMBER).map(([n, v]) => [v, n]));
 /** Long runs take minutes; the default per-test timeout is for `npm test`. */
 const TIMEOUT = LONG ? 60 * 60_000 : undefined;
 /** `npm test` must exercise at least this many engine transactions across the properties. */
@@ -78,7 +81,60 @@ function sameMaps(a: Maps, b: Maps): boolean {
 }
 
 function engineState(engine: Engine): string {
-  return JSON.stringify({ maps: normalizedMaps(engine), sizes: engine.sizes(), ids: engine.identities() });
+  const redirects = engine.endpoints().map((ep) => [ep, engine.redirects(ep)]);
+  return JSON.stringify({ maps: normalizedMaps(engine), sizes: engine.sizes(), ids: engine.identities(), redirects });
+}
+
+/** Every endpoint's L7 tables: `direction/protocol/port/parser/proxyPort|peer` → policy. */
+type Tables = Map<string, Map<string, string>>;
+
+function tables(engine: Engine): Tables {
+  const out: Tables = new Map();
+  for (const ep of engine.endpoints()) {
+    const m = new Map<string, string>();
+    for (const row of engine.l7Table(ep)) {
+      const r = row.redirect;
+      expect(r.proxyPort, `${ep}: row of a redirect without a proxy port`).toBeGreaterThanOrEqual(10000);
+      m.set(`${r.direction}/${r.protocol}/${r.port}/${r.parser}/${r.proxyPort}|${row.peer}`, l7PolicyKey(row.policy));
+    }
+    out.set(ep, m);
+  }
+  return out;
+}
+
+/** Applies the L7 deltas, refusing no-op, duplicate and dangling ones; returns the new tables. */
+function applyL7Deltas(before: Tables, cs: ChangeSet): Tables {
+  const out: Tables = new Map([...before].map(([ep, m]) => [ep, new Map(m)]));
+  for (const ep of cs.endpointsRemoved) out.delete(ep);
+  for (const ep of cs.endpointsAdded) out.set(ep, new Map());
+  const seen = new Set<string>();
+  for (const d of cs.l7Deltas) {
+    const r = d.redirect;
+    const k = `${r.direction}/${r.protocol}/${r.port}/${r.parser}/${r.proxyPort}|${d.peer}`;
+    expect(seen.has(`${d.endpoint} ${k}`), `L7 row ${k} of ${d.endpoint} appears twice in one change set`).toBe(false);
+    seen.add(`${d.endpoint} ${k}`);
+    const m = out.get(d.endpoint);
+    expect(m, `L7 delta for unknown endpoint ${d.endpoint}`).toBeDefined();
+    if (d.op === 'upsert') {
+      expect(m!.get(k), `L7 upsert of an unchanged row ${k}`).not.toBe(l7PolicyKey(d.policy));
+      expect(d.previous === undefined ? undefined : l7PolicyKey(d.previous)).toBe(m!.get(k));
+      m!.set(k, l7PolicyKey(d.policy));
+    } else {
+      expect(m!.get(k), `L7 delete of an absent row ${k}`).toBe(l7PolicyKey(d.policy));
+      m!.delete(k);
+    }
+  }
+  return out;
+}
+
+function l7DiffSize(before: Tables, after: Tables): number {
+  let n = 0;
+  for (const [ep, m] of after) {
+    const b = before.get(ep) ?? new Map<string, string>();
+    for (const [k, v] of m) if (b.get(k) !== v) n++;
+    for (const k of b.keys()) if (!m.has(k)) n++;
+  }
+  return n;
 }
 
 /** Sampled flows: the datapath lookup on the engine's map vs the naive evaluator. */
@@ -88,20 +144,39 @@ function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
   const peers = [...state.pods.keys(), ...EXTERNALS.map((e) => e.name)];
   const rnd = prng(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
-  for (let i = 0; i < FLOWS_PER_TXN; i++) {
-    const ep = pick(endpoints);
+  // Random flows, then flows aimed at the redirected ports (so proxies really get requests).
+  const redirected = endpoints.flatMap((ep) => engine.redirects(ep).map((r) => ({ ep, r })));
+  for (let i = 0; i < FLOWS_PER_TXN + L7_FLOWS_PER_TXN; i++) {
+    const aimed = i >= FLOWS_PER_TXN ? (redirected.length > 0 ? pick(redirected) : undefined) : undefined;
+    if (i >= FLOWS_PER_TXN && !aimed) break;
+    const ep = aimed ? aimed.ep : pick(endpoints);
     const peerName = pick(peers);
-    const direction = rnd() < 0.5 ? 'ingress' : 'egress';
-    const { protocol, port } = pick(PROBE_PORTS);
+    const direction = aimed ? aimed.r.direction : rnd() < 0.5 ? 'ingress' : 'egress';
+    const { protocol, port } = aimed ? { protocol: PROTOCOL_NAME[aimed.r.protocol] as FlowProtocol, port: aimed.r.port } : pick(PROBE_PORTS);
+    const request = pick(REQUESTS);
     const subject = resolveEndpoint(state, ep);
     const peer = resolveEndpoint(state, peerName);
     if (subject.kind !== 'pod') throw new Error('endpoint is not a pod');
-    const naive = decideDirection(state, subject, direction, peer, protocol, port);
+    const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
     const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(peer.external.ip);
     const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
-    const allowed = hit !== undefined && !hit.entry.deny;
-    const proxied = allowed && hit!.entry.proxyPort !== 0;
-    expect({ ep, peerName, direction, protocol, port, allowed, proxied }).toEqual({ ep, peerName, direction, protocol, port, allowed: naive.allowed, proxied: naive.proxied });
+    const l4Allowed = hit !== undefined && !hit.entry.deny;
+    const proxied = l4Allowed && hit!.entry.proxyPort !== 0;
+    // A redirected request goes to the proxy on the entry's port, which decides from its L7 table.
+    const l7 = proxied && request ? engine.l7Verdict(ep, hit!.entry.proxyPort, peerId, request) : undefined;
+    if (proxied && request) l7Checked++;
+    const allowed = l7 ? l7.allowed : l4Allowed;
+    expect({ ep, peerName, direction, protocol, port, request, allowed, proxied, l7 }).toEqual({
+      ep,
+      peerName,
+      direction,
+      protocol,
+      port,
+      request,
+      allowed: naive.allowed,
+      proxied: naive.proxied,
+      l7: naive.l7,
+    });
   }
 }
 
@@ -134,6 +209,9 @@ function checkMinimal(engine: Engine): void {
 }
 
 const transaction = fc.array(op, { minLength: 1, maxLength: 3 });
+/** Redirected flows with a request the property compared (L7 verdicts must really be exercised). */
+let l7Checked = 0;
+let l7DeltaCount = 0;
 
 describe('engine vs naive evaluator, after every transaction', () => {
   it('map state = fresh engine on the final state; deltas = exact diff; sampled flows = oracle; bad batches change nothing', () => {
@@ -143,6 +221,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
         let state = INITIAL_CLUSTER;
         const local = new Map<string, boolean>();
         let maps: Maps = new Map();
+        let l7: Tables = new Map();
         txns.forEach((ops, ti) => {
           const events = ops.map(toEvent);
           let next: ClusterState | null = state;
@@ -167,6 +246,12 @@ describe('engine vs naive evaluator, after every transaction', () => {
           expect(cs.deltas.length).toBe(exactDiffSize(maps, now));
           expect(new Set(engine.endpoints())).toEqual(new Set([...local].filter(([, l]) => l).map(([k]) => k)));
           maps = now;
+          // (b') the same for the L7 tables: deltas apply cleanly and are exactly the changes.
+          const l7Now = tables(engine);
+          expect(applyL7Deltas(l7, cs)).toEqual(l7Now);
+          expect(cs.l7Deltas.length).toBe(l7DiffSize(l7, l7Now));
+          l7DeltaCount += cs.l7Deltas.length;
+          l7 = l7Now;
           checkMinimal(engine);
           // (a) a fresh engine fed the final state computes the same map states.
           const fresh = new Engine();
@@ -257,6 +342,10 @@ describe('Felix-style equivalences: the same final state by different routes giv
         for (const e of events) splitDeltas = applyDeltas(splitDeltas, apply(split, [e]));
         const expected = normalizedMaps(split);
         expect(sameMaps(splitDeltas, snapshot(split))).toBe(true);
+        let splitTables: Tables = new Map();
+        const replay = new Engine();
+        for (const e of events) splitTables = applyL7Deltas(splitTables, apply(replay, [e]));
+        expect(splitTables).toEqual(tables(replay));
 
         const squashed = new Engine();
         const cs = apply(squashed, events);
@@ -270,6 +359,7 @@ describe('Felix-style equivalences: the same final state by different routes giv
           try {
             const again = apply(twice, [e]);
             expect(again.deltas).toEqual([]);
+            expect(again.l7Deltas).toEqual([]);
           } catch (err) {
             // Only a repeated delete may be refused, and it changes nothing.
             expect(err).toBeInstanceOf(EngineError);
@@ -295,7 +385,10 @@ describe('Felix-style equivalences: the same final state by different routes giv
 afterAll(() => {
   // Not a timing assertion: a floor on how much the properties above exercised.
   if (transactions < MIN_TRANSACTIONS) throw new Error(`only ${transactions} engine transactions ran; at least ${MIN_TRANSACTIONS} are required`);
-  process.stdout.write(`engine properties: ${transactions} transactions\n`);
+  // Floors on the L7 part: requests judged by proxies, and L7 table deltas checked.
+  if (l7Checked < 500) throw new Error(`only ${l7Checked} redirected requests were compared with the oracle`);
+  if (l7DeltaCount < 500) throw new Error(`only ${l7DeltaCount} L7 table deltas were checked`);
+  process.stdout.write(`engine properties: ${transactions} transactions, ${l7Checked} redirected requests, ${l7DeltaCount} L7 deltas\n`);
 });
 
 export type { PolicyEntry };

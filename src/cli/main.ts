@@ -19,7 +19,7 @@ import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
-import { explainJson, LEGEND, mapRecordJson, renderMapRecords, renderRun, resultJson } from './render.js';
+import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Table, renderMapRecords, renderRun, resultJson } from './render.js';
 
 const EXIT_MISMATCH = 1;
 const EXIT_BAD_INPUT = 2;
@@ -227,12 +227,14 @@ function mapsDump(opts: DumpOptions): number {
     const labelsOf = (id: number): string[] => (id === 0 ? [] : (run.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
     if (opts.json) {
       const pressure = records.length / backend.capacity;
-      process.stdout.write(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, pressure, entries: records.map((r) => mapRecordJson(r, labelsOf)) })}\n`);
+      const l7 = run.engine.l7Table(opts.endpoint).map((row) => l7RowJson(row, labelsOf));
+      process.stdout.write(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, pressure, entries: records.map((r) => mapRecordJson(r, labelsOf)), l7 })}\n`);
     } else {
       const where = backend instanceof BpfBackend ? ` (pinned under ${backend.pinDir})` : '';
       const pct = ((100 * records.length) / backend.capacity).toFixed(2);
       process.stdout.write(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
       process.stdout.write(renderMapRecords(records, labelsOf) + '\n');
+      process.stdout.write(`\nL7 tables (what the proxies are told):\n${renderL7Table(run.engine.l7Table(opts.endpoint), labelsOf)}\n`);
     }
     return 0;
   } catch (e) {

@@ -1,5 +1,6 @@
+import { canonicalJson, L7Policy, L7Request } from '../model/l7.js';
 import type { DirectionDecision } from '../naive/evaluator.js';
-import type { RuleOrigin } from '../model/rules.js';
+import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import { policyRefKey } from '../model/rules.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
 
@@ -21,7 +22,24 @@ function explainDirection(d: DirectionDecision): Record<string, unknown> {
     allowedBy: d.allowedBy.map(formatOrigin),
     deniedBy: d.deniedBy.map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
+    ...(d.l7 ? { l7: { parser: d.l7.parser, allowed: d.l7.allowed } } : {}),
   };
+}
+
+/** A probe's request in one line: `GET /public`, `kafka produce topic=orders`, `dns www.example.com`. */
+export function describeRequest(req: L7Request | undefined): string {
+  if (!req) return '';
+  if ('http' in req) {
+    const h = req.http;
+    const headers = Object.entries(h.headers ?? {}).map(([k, v]) => ` ${k}: ${v}`);
+    return `${h.method} ${h.path}${h.host !== undefined ? ` host=${h.host}` : ''}${headers.length ? ` [${headers.join(',').trim()}]` : ''}`;
+  }
+  if ('kafka' in req) {
+    const k = req.kafka;
+    const parts = [`kafka ${k.apiKey}`, k.topic !== undefined ? `topic=${k.topic}` : '', k.clientID !== undefined ? `clientID=${k.clientID}` : '', k.apiVersion !== undefined ? `v${k.apiVersion}` : ''];
+    return parts.filter((p) => p !== '').join(' ');
+  }
+  return `dns ${req.dns.name}`;
 }
 
 export function explainJson(r: ProbeResult): Record<string, unknown> {
@@ -35,6 +53,12 @@ function why(d: DirectionDecision | undefined, side: string): string {
   if (!d) return `${side}: not a pod, enforces nothing`;
   if (d.deniedBy.length > 0) return `${side}: denied by ${d.deniedBy.map(formatOrigin).join('; ')}`;
   if (d.enforcedBy.length === 0) return `${side}: no policy selects it, allowed`;
+  if (d.l7) {
+    const verdict = d.l7.allowed ? 'allowed the request' : 'denied the request';
+    const alsoAllowing = d.allowedBy.filter((o) => !d.redirectedBy.includes(o));
+    const plain = alsoAllowing.length > 0 ? `; also allowed without L7 rules by ${alsoAllowing.map(formatOrigin).join('; ')}` : '';
+    return `${side}: redirected to the ${d.l7.parser} proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which ${verdict}${plain}`;
+  }
   if (d.allowedBy.length > 0) return `${side}: allowed by ${d.allowedBy.map(formatOrigin).join('; ')}${d.proxied ? ' (via L7 proxy)' : ''}`;
   return `${side}: default deny (isolated by ${d.enforcedBy.map(formatOrigin).join('; ')}), no rule allows it`;
 }
@@ -45,7 +69,8 @@ export function renderRun(run: ScenarioRun, explain: boolean): string {
   for (const step of run.steps) {
     step.probes.forEach((probe, pi) => {
       const results = step.results.filter((r) => r.probe === pi);
-      out.push(`step ${step.step}, probe ${pi}: ${probe.port}/${probe.protocol}`);
+      const request = describeRequest(probe.request);
+      out.push(`step ${step.step}, probe ${pi}: ${probe.port}/${probe.protocol}${request ? ` ${request}` : ''}`);
       const froms = [...new Set(results.map((r) => r.from))].sort();
       const tos = [...new Set(results.map((r) => r.to))].sort();
       const cell = new Map(results.map((r) => [`${r.from}->${r.to}`, r]));
@@ -123,4 +148,53 @@ export function renderMapRecords(records: readonly MapRecordLike[], labelsOf: (i
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cols: string[]): string => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
+}
+
+interface L7RowLike {
+  readonly redirect: { direction: string; protocol: number; port: number; parser: string; proxyPort: number };
+  readonly peer: number;
+  readonly policy: L7Policy;
+}
+
+function l7Items(r: L7Rules): readonly unknown[] {
+  return r.parser === 'http' ? r.http : r.parser === 'kafka' ? r.kafka : r.dns;
+}
+
+function l7RulesText(policy: L7Policy): string {
+  if (policy.allowAll) return 'every request';
+  return l7Items(policy.rules)
+    .map((i) => canonicalJson(i))
+    .join(' | ');
+}
+
+/** One L7 table row in JSON: which redirect, which peer, what the proxy allows. */
+export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
+  const r = row.redirect;
+  return {
+    direction: r.direction,
+    protocol: PROTOCOL_NAMES[r.protocol] ?? r.protocol,
+    port: r.port,
+    parser: r.parser,
+    proxyPort: r.proxyPort,
+    peer: row.peer,
+    labels: labelsOf(row.peer),
+    allowAll: row.policy.allowAll,
+    rules: row.policy.allowAll ? [] : l7Items(row.policy.rules),
+  };
+}
+
+/** What each of the endpoint's proxies is told, per redirect and peer. */
+export function renderL7Table(rows: readonly L7RowLike[], labelsOf: (id: number) => string[]): string {
+  if (rows.length === 0) return 'no L7 redirects';
+  const out: string[] = [];
+  let last = '';
+  for (const row of rows) {
+    const r = row.redirect;
+    const head = `${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${r.port} -> ${r.parser} proxy on port ${r.proxyPort}`;
+    if (head !== last) out.push(head);
+    last = head;
+    const who = row.peer === 0 ? 'any peer' : `${row.peer} ${labelsOf(row.peer).filter(shownInTable).join(',')}`;
+    out.push(`  ${who}: ${l7RulesText(row.policy)}`);
+  }
+  return out.join('\n');
 }

@@ -75,6 +75,9 @@ export const KAFKA_API_KEYS: readonly string[] = [
   'txnoffsetcommit', 'describeacls', 'createacls', 'deleteacls', 'describeconfigs', 'alterconfigs',
 ];
 
+/** API keys whose requests carry topics that a rule's `topic` is checked against. */
+const KAFKA_TOPIC_KEYS: readonly string[] = ['produce', 'fetch', 'offsetcommit', 'offsetfetch'];
+
 /** The API keys a Kafka role stands for (Cilium's produce/consume roles). */
 const KAFKA_ROLE_KEYS: Readonly<Record<'produce' | 'consume', readonly string[]>> = {
   produce: ['produce', 'metadata', 'apiversions'],
@@ -87,7 +90,9 @@ export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
   if (rule.apiKey !== undefined && rule.apiKey !== '' && rule.apiKey.toLowerCase() !== key) return false;
   if (rule.apiVersion !== undefined && rule.apiVersion !== '' && Number(rule.apiVersion) !== req.apiVersion) return false;
   if (rule.clientID !== undefined && rule.clientID !== '' && rule.clientID !== req.clientID) return false;
-  if (rule.topic !== undefined && rule.topic !== '' && rule.topic !== req.topic) return false;
+  // As Cilium's Kafka proxy: only requests that name topics are held to the rule's topic
+  // (metadata, offsets and group calls pass on API key, version and client ID alone).
+  if (rule.topic !== undefined && rule.topic !== '' && KAFKA_TOPIC_KEYS.includes(key) && rule.topic !== req.topic) return false;
   return true;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dnsRuleMatches, httpRuleMatches, kafkaRuleMatches, l7Allows } from '../../src/model/l7.js';
+import { dnsRuleMatches, httpRuleMatches, kafkaRuleMatches, mergeL7Rules, l7PolicyAllows, l7Allows } from '../../src/model/l7.js';
 
 describe('L7 request matching', () => {
   it('HTTP: method, path and host are anchored regexes; headers must be present or equal', () => {
@@ -22,6 +22,24 @@ describe('L7 request matching', () => {
     expect(kafkaRuleMatches({ role: 'consume' }, { apiKey: 'fetch', topic: 'x' })).toBe(true);
     expect(kafkaRuleMatches({ apiKey: 'produce', apiVersion: '3' }, { apiKey: 'produce', apiVersion: 2 })).toBe(false);
     expect(kafkaRuleMatches({ clientID: 'a' }, { apiKey: 'fetch', clientID: 'b' })).toBe(false);
+    // Only produce, fetch and offset commit/fetch requests name topics the rule's topic is held to.
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'produce', topic: 'audit' })).toBe(false);
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'metadata' })).toBe(true);
+    expect(kafkaRuleMatches({ role: 'consume', topic: 'orders' }, { apiKey: 'offsetcommit', topic: 'audit' })).toBe(false);
+    expect(kafkaRuleMatches({ role: 'consume', topic: 'orders' }, { apiKey: 'heartbeat' })).toBe(true);
+  });
+
+  it('merged L7 policies: union of rules, empty list or empty rule = allow all, canonical order', () => {
+    const a = { parser: 'http' as const, http: [{ path: '/b', method: 'GET' }] };
+    const b = { parser: 'http' as const, http: [{ method: 'GET', path: '/b' }, { path: '/a' }] };
+    const merged = mergeL7Rules('http', [a, b]);
+    expect(merged).toEqual({ allowAll: false, rules: { parser: 'http', http: [{ method: 'GET', path: '/b' }, { path: '/a' }] } });
+    expect(mergeL7Rules('http', [b, a])).toEqual(merged);
+    expect(mergeL7Rules('http', [a, { parser: 'http', http: [] }])).toEqual({ allowAll: true });
+    expect(mergeL7Rules('http', [a, { parser: 'http', http: [{}] }])).toEqual({ allowAll: true });
+    expect(mergeL7Rules('http', [{ parser: 'kafka', kafka: [{}] }, a]).allowAll).toBe(false);
+    expect(l7PolicyAllows(merged, { http: { method: 'PUT', path: '/a' } })).toBe(true);
+    expect(l7PolicyAllows(merged, { http: { method: 'PUT', path: '/b' } })).toBe(false);
   });
 
   it('DNS: matchName is exact (case, trailing dot ignored); * stays within one label; a lone * matches all', () => {

@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import { parseIp } from '../../src/model/cidr.js';
+import type { Pod } from '../../src/model/cluster.js';
+import { LISTENER_PRIORITY } from '../../src/model/l7.js';
+import { precedence } from '../../src/model/mapstate.js';
+import { Engine } from '../../src/engine/engine.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { ProxyPortAllocator, ProxyPortsExhaustedError } from '../../src/engine/proxy-ports.js';
+import { parseManifestFile } from '../../src/policy/manifest.js';
+
+let ipCounter = 2;
+function pod(name: string, labels: Record<string, string>): Pod {
+  ipCounter++;
+  return { namespace: 'prod', name, labels, ip: parseIp(`10.244.7.${ipCounter}`), serviceAccount: 'default', ports: [{ name: 'web', port: 80, protocol: 'TCP' }] };
+}
+const local = (p: Pod): EngineEvent => ({ type: 'upsertPod', pod: p, local: true });
+const remote = (p: Pod): EngineEvent => ({ type: 'upsertPod', pod: p, local: false });
+function cnp(name: string, ingress: string): EngineEvent {
+  const [p] = parseManifestFile(
+    `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ${name}, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+${ingress}
+`,
+    'test.yaml',
+  );
+  return { type: 'upsertPolicy', policy: p! };
+}
+const deletePolicy = (name: string): EngineEvent => ({ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'prod', name } });
+
+const httpGetPublic = cnp(
+  'get-public',
+  `  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: GET, path: /public}]}}]`,
+);
+
+describe('L7 redirects and tables', () => {
+  it('gives each endpoint its own proxy port per redirect, lowest free first, and releases it with the redirect', () => {
+    const e = new Engine();
+    e.apply([local(pod('web-1', { app: 'web' })), local(pod('web-2', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic]);
+    const ports = ['prod/web-1', 'prod/web-2'].map((ep) => e.redirects(ep));
+    expect(ports).toEqual([
+      [{ direction: 'ingress', protocol: 6, port: 80, parser: 'http', proxyPort: 10000 }],
+      [{ direction: 'ingress', protocol: 6, port: 80, parser: 'http', proxyPort: 10001 }],
+    ]);
+    // Both endpoints share one map state, yet each kernel map carries its own proxy port.
+    expect(e.sizes().mapStates).toBe(1);
+    const client = e.identityOfPod('prod/client')!;
+    expect(e.lookup('prod/web-2', client, 'ingress', 6, 80)?.entry).toEqual({ deny: false, proxyPort: 10001, precedence: precedence('redirect', LISTENER_PRIORITY.http) });
+
+    const gone = e.apply([deletePolicy('get-public')]);
+    expect(e.redirects('prod/web-1')).toEqual([]);
+    expect(gone.l7Deltas.map((d) => [d.endpoint, d.op, d.redirect.proxyPort])).toEqual([
+      ['prod/web-1', 'delete', 10000],
+      ['prod/web-2', 'delete', 10001],
+    ]);
+    // Released ports are handed out again, lowest first.
+    e.apply([httpGetPublic]);
+    expect(e.redirects('prod/web-1')[0]?.proxyPort).toBe(10000);
+    expect(e.redirects('prod/web-2')[0]?.proxyPort).toBe(10001);
+  });
+
+  it('refuses a transaction when the proxy port range runs out, and changes nothing', () => {
+    const e = new Engine({ proxyPortRange: { min: 15000, max: 15000 } });
+    e.apply([local(pod('web-1', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic]);
+    expect(e.redirects('prod/web-1')[0]?.proxyPort).toBe(15000);
+    const before = JSON.stringify([e.mapState('prod/web-1').size, e.redirects('prod/web-1'), e.l7Table('prod/web-1'), e.endpoints()]);
+    expect(() => e.apply([local(pod('web-2', { app: 'web' }))])).toThrow(ProxyPortsExhaustedError);
+    expect(JSON.stringify([e.mapState('prod/web-1').size, e.redirects('prod/web-1'), e.l7Table('prod/web-1'), e.endpoints()])).toBe(before);
+    expect(() => new ProxyPortAllocator({ min: 20, max: 10 })).toThrow(RangeError);
+  });
+
+  it('a peer allowed on the port by a rule without L7 rules gets every request; others get the L7 rules', () => {
+    const e = new Engine();
+    e.apply([
+      local(pod('web', { app: 'web' })),
+      remote(pod('client', { app: 'client' })),
+      remote(pod('admin', { app: 'admin' })),
+      httpGetPublic,
+      cnp('admin', `  - fromEndpoints: [{matchLabels: {app: admin}}]\n    toPorts: [{ports: [{port: "80", protocol: TCP}]}]`),
+      cnp('any-get', `  - toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: GET, path: /health}]}}]`),
+    ]);
+    const [client, admin] = ['prod/client', 'prod/admin'].map((p) => e.identityOfPod(p)!);
+    const port = e.lookup('prod/web', admin!, 'ingress', 6, 80)!.entry.proxyPort;
+    expect(port).toBe(10000); // the any-peer redirect outranks the admin's plain allow
+    const verdict = (peer: number, method: string, path: string) => e.l7Verdict('prod/web', port, peer, { http: { method, path } })?.allowed;
+    expect(verdict(admin!, 'DELETE', '/x')).toBe(true);
+    expect(verdict(client!, 'GET', '/public')).toBe(true);
+    expect(verdict(client!, 'GET', '/health')).toBe(true); // the any-peer row applies too
+    expect(verdict(client!, 'DELETE', '/x')).toBe(false);
+    expect(e.l7Verdict('prod/web', port, client!, { dns: { name: 'x.io' } })?.allowed).toBe(false);
+    expect(e.l7Verdict('prod/web', 4242, client!, { http: { method: 'GET', path: '/' } })).toBeUndefined();
+    const rows = e.l7Table('prod/web').map((r) => [r.peer, r.policy.allowAll]);
+    expect(rows).toEqual(expect.arrayContaining([[admin, true], [client, false], [0, false]]));
+  });
+
+  it('between listeners on one port the lower listener priority wins (HTTP 101 over Kafka 106)', () => {
+    const e = new Engine();
+    e.apply([
+      local(pod('web', { app: 'web' })),
+      remote(pod('client', { app: 'client' })),
+      cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`),
+    ]);
+    const client = e.identityOfPod('prod/client')!;
+    expect(e.redirects('prod/web').map((r) => r.parser)).toEqual(['kafka']);
+    const cs = e.apply([httpGetPublic]);
+    // The Kafka redirect loses every entry, so its port is released and its table dropped.
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.proxyPort])).toEqual([['http', 10001]]);
+    expect(cs.deltas.map((d) => [d.op, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 10001, 10000]]);
+    expect(cs.l7Deltas.map((d) => [d.op, d.redirect.parser])).toEqual(expect.arrayContaining([['upsert', 'http'], ['delete', 'kafka']]));
+    expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } })?.allowed).toBe(true);
+  });
+
+  it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {
+    const e = new Engine();
+    e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic]);
+    const cs = e.apply([cnp('more', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: POST, path: /orders}]}}]`)]);
+    expect(cs.deltas).toEqual([]);
+    expect(cs.l7Deltas).toHaveLength(1);
+    const d = cs.l7Deltas[0]!;
+    expect(d.op).toBe('upsert');
+    expect(d.previous).toEqual({ allowAll: false, rules: { parser: 'http', http: [{ method: 'GET', path: '/public' }] } });
+    expect(d.policy).toEqual({ allowAll: false, rules: { parser: 'http', http: [{ method: 'GET', path: '/public' }, { method: 'POST', path: '/orders' }] } });
+    // Re-applying the same policy is a no-op, also for the L7 tables.
+    const again = e.apply([httpGetPublic]);
+    expect([again.deltas.length, again.l7Deltas.length]).toEqual([0, 0]);
+  });
+});

@@ -34,6 +34,23 @@ describe('distill reach', () => {
     expect(r.stdout).toMatch(/default\/frontend\s+P/);
     expect(r.stdout).toMatch(/default\/other\s+X/);
   });
+  it('L7 probes: the JSON keeps its fields and carries the proxies\' verdict; --explain says which proxy judged', () => {
+    const r = distill('reach', '--scenario', 'fixtures/scenarios/cilium-docs/l7-star-wars.yaml', '--json', '--explain');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { explain: { ingress: { l7?: unknown } } });
+    const landing = lines.find((l) => l.probe === 0 && l.from === 'default/tiefighter')!;
+    const exhaust = lines.find((l) => l.probe === 1 && l.from === 'default/tiefighter')!;
+    expect(Object.keys(landing).filter((k) => k !== 'explain')).toEqual(['step', 'probe', 'from', 'to', 'port', 'protocol', 'allowed', 'proxied']);
+    expect(landing).toMatchObject({ allowed: true, proxied: true });
+    expect(exhaust).toMatchObject({ allowed: false, proxied: true });
+    expect(exhaust.explain.ingress.l7).toEqual({ parser: 'http', allowed: false });
+    const text = distill('reach', '--scenario', 'fixtures/scenarios/cilium-docs/l7-star-wars.yaml', '--explain');
+    expect(text.stdout).toContain('step 0, probe 1: 80/TCP PUT /v1/exhaust-port');
+    expect(text.stdout).toContain('redirected to the http proxy by CiliumNetworkPolicy/default/rule1 spec.ingress[0], which denied the request');
+    const bad = distill('reach', '--scenario', tmpFile('s.yaml', 'pods: [{name: a/b}]\nsteps: [{probes: [{port: 80, kafka: {apiKey: nope}}]}]\n'));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('steps[0].probes[0].kafka.apiKey: "nope" is not a Kafka API key name');
+  });
   it('--explain names the rule that decided', () => {
     const r = distill('reach', '--scenario', 'fixtures/scenarios/cilium-docs/deny.yaml', '--json', '--explain');
     const line = r.stdout.split('\n').map((l) => JSON.parse(l || '{}') as { from?: string; to?: string; step?: number; explain?: { ingress?: { deniedBy: string[] } } })
@@ -134,6 +151,15 @@ describe('distill maps dump and --backend', () => {
     const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend', '--json').stdout) as { entries: Record<string, unknown>[] };
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'egress', protocol: 'any', ports: 'any', verdict: 'allow', identity: 0, labels: [] }));
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'ingress', protocol: 'TCP', ports: { from: 80, to: 80 }, verdict: 'allow' }));
+  });
+  it('shows what the L7 proxies are told, in text and JSON', () => {
+    const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--endpoint', 'default/kafka');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('ingress TCP/9092 -> kafka proxy on port 10000');
+    expect(r.stdout).toMatch(/k8s:app=empire-outpost.*\{"role":"consume","topic":"empire-announce"\}/);
+    const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--endpoint', 'default/kafka', '--json').stdout) as { l7: Record<string, unknown>[] };
+    expect(j.l7).toHaveLength(3);
+    expect(j.l7[0]).toMatchObject({ direction: 'ingress', protocol: 'TCP', port: 9092, parser: 'kafka', proxyPort: 10000, allowAll: false });
   });
   it('an unknown endpoint exits 2 and lists the endpoints', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/nope');

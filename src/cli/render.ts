@@ -79,14 +79,14 @@ export function renderRun(run: ScenarioRun, explain: boolean): string {
       for (const f of froms) {
         const row = tos.map((t) => {
           const r = cell.get(`${f}->${t}`);
-          const mark = r === undefined ? '-' : r.allowed ? (r.proxied ? 'P' : '.') : 'X';
+          const mark = r === undefined ? '-' : r.allowed ? (r.proxied ? 'P' : '.') : r.proxied ? 'L' : 'X';
           return mark.padStart(width);
         });
         out.push(f.padEnd(width) + row.join(''));
       }
       if (explain) {
         for (const r of results) {
-          out.push(`  ${r.from} -> ${r.to}: ${r.allowed ? 'allowed' : 'denied'}${r.proxied ? ' (proxied)' : ''}`);
+          out.push(`  ${r.from} -> ${r.to}: ${r.allowed ? 'allowed' : 'denied'}${r.proxied ? (r.allowed ? ' (proxied)' : ' by an L7 proxy') : ''}`);
           out.push(`    ${why(r.decision.egress, 'egress of ' + r.from)}`);
           out.push(`    ${why(r.decision.ingress, 'ingress of ' + r.to)}`);
         }
@@ -99,7 +99,7 @@ export function renderRun(run: ScenarioRun, explain: boolean): string {
   return out.join('\n');
 }
 
-export const LEGEND = 'legend: . allowed, P allowed via L7 proxy, X denied, - not probed';
+export const LEGEND = 'legend: . allowed, P allowed via L7 proxy, L denied by an L7 proxy, X denied, - not probed';
 
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 0: 'any', 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
 

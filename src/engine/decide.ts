@@ -2,7 +2,7 @@ import type { ClusterState } from '../model/cluster.js';
 import type { IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
-import { DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../naive/evaluator.js';
+import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../naive/evaluator.js';
 import type { PolicyEntry } from '../model/mapstate.js';
 import type { Engine } from './engine.js';
 import type { ChangeSet } from './events.js';
@@ -57,9 +57,7 @@ export function engineDecision(engine: Engine, state: ClusterState, flow: Flow, 
   const dst = resolveEndpoint(state, flow.to);
   const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow, verdictLookup) : undefined;
   const ingress = dst.kind === 'pod' ? decideSide(engine, dst.name, 'ingress', peerIdentity(engine, src), flow, verdictLookup) : undefined;
-  const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
-  const proxied = allowed && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
-  return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
+  return combineSides(egress, ingress);
 }
 
 /**

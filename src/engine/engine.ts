@@ -220,7 +220,8 @@ export class Engine {
     this.freedThisTxn.clear();
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
-    this.statsCounters.deltas += result.deltas.length + result.l7Deltas.length;
+    this.statsCounters.deltas += result.deltas.length;
+    this.statsCounters.l7Deltas += result.l7Deltas.length;
     return {
       deltas: result.deltas,
       l7Deltas: result.l7Deltas,
@@ -972,7 +973,9 @@ export class Engine {
     }
     this.movedEndpoints.clear();
     const portEndpoints = new Set<string>(moved.keys());
-    for (const [g, ch] of changesByGroup) if (ch.l7.length > 0 || ch.entries.some((c) => c.before?.proxyPort || c.after?.proxyPort)) for (const ep of g.endpoints) portEndpoints.add(ep);
+    for (const [g, ch] of changesByGroup) {
+      if (ch.l7.length > 0 || ch.entries.some((c) => c.before?.proxyPort || c.after?.proxyPort)) for (const ep of g.endpoints) portEndpoints.add(ep);
+    }
     const toRelease: { endpoint: string; redirect: string }[] = [];
     let exhausted: ProxyPortsExhaustedError | null = null;
     for (const endpoint of portEndpoints) {
@@ -981,6 +984,7 @@ export class Engine {
       for (const id of this.proxyPorts.redirectsOf(endpoint).keys()) if (!want.has(id)) toRelease.push({ endpoint, redirect: id });
       for (const id of want) {
         try {
+          if (this.proxyPorts.portOf(endpoint, id) === undefined) this.statsCounters.proxyPortsAllocated++;
           this.proxyPorts.allocate(endpoint, id);
         } catch (e) {
           if (!(e instanceof ProxyPortsExhaustedError)) throw e;

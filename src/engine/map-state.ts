@@ -89,6 +89,8 @@ export type ParserOfEntry = (e: PolicyEntry) => L7Parser | undefined;
 /** The L7 rules behind a contribution source (a rule clause), if any. */
 export type L7OfSource = (source: string) => L7Rules | undefined;
 
+const NO_L7_CHANGES: readonly L7Change[] = [];
+
 const portKeyOf = (k: PolicyKey): string => `${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
 
 /** Does `outer` cover every packet `inner` covers (ignoring identity)? */
@@ -141,7 +143,7 @@ export class MapState {
   /** Raw keys whose contributions changed since the last settle, while L7 rows may depend on them. */
   private readonly l7Touched = new Map<string, PolicyKey>();
   /** What the last `settle()` changed in the L7 tables. */
-  l7Changes: readonly L7Change[] = [];
+  l7Changes: readonly L7Change[] = NO_L7_CHANGES;
 
   constructor(
     private readonly stats: EngineStats,
@@ -312,7 +314,9 @@ export class MapState {
   /** Brings `entries` (and the L7 tables) up to date with the raw layer; returns what changed. */
   settle(): EntryChange[] {
     const changes = this.settleEntries();
-    this.l7Changes = this.l7Touched.size > 0 || changes.length > 0 ? this.settleL7(changes) : [];
+    // Maps without redirects (most of them) skip the L7 layer entirely.
+    const l7Relevant = this.l7Touched.size > 0 || this.redirectUse.size > 0 || changes.some((c) => c.after !== undefined && c.after.proxyPort !== 0);
+    this.l7Changes = l7Relevant ? this.settleL7(changes) : NO_L7_CHANGES;
     return changes;
   }
 

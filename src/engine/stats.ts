@@ -17,7 +17,12 @@ export interface EngineStats {
   mapEntriesVisited: number;
   identitiesAllocated: number;
   identitiesReleased: number;
+  /** Policy-map deltas emitted. */
   deltas: number;
+  /** L7 table deltas emitted. */
+  l7Deltas: number;
+  /** Proxy ports allocated for new redirects. */
+  proxyPortsAllocated: number;
 }
 
 export function emptyStats(): EngineStats {
@@ -31,6 +36,8 @@ export function emptyStats(): EngineStats {
     identitiesAllocated: 0,
     identitiesReleased: 0,
     deltas: 0,
+    l7Deltas: 0,
+    proxyPortsAllocated: 0,
   };
 }
 

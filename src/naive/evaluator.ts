@@ -148,7 +148,17 @@ export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
   const dst = resolveEndpoint(state, flow.to);
   const egress = src.kind === 'pod' ? decideDirection(state, src, 'egress', dst, flow.protocol, flow.port, flow.request) : undefined;
   const ingress = dst.kind === 'pod' ? decideDirection(state, dst, 'ingress', src, flow.protocol, flow.port, flow.request) : undefined;
+  return combineSides(egress, ingress);
+}
+
+/**
+ * The flow's verdict from its two sides: allowed when both allow it (for a request, both proxies
+ * included); proxied when both sides let it through at L3/L4 and at least one redirects it, so it
+ * reached a proxy (even if that proxy then refused the request).
+ */
+export function combineSides(egress: DirectionDecision | undefined, ingress: DirectionDecision | undefined): FlowDecision {
   const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
-  const proxied = allowed && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
+  const l4Allowed = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined;
+  const proxied = l4Allowed(egress) && l4Allowed(ingress) && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
   return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
 }

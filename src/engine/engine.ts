@@ -1062,22 +1062,18 @@ export class Engine {
 
   /** Deltas turning the old group's pre-transaction state into the new group's current one. */
   private diffGroups(endpoint: string, was: Group | null, wasChanges: readonly EntryChange[], now: Group): MapDelta[] {
-    const before = new Map<string, LookupResult>();
-    for (const [ks, r] of was ? was.state.entries : []) before.set(ks, r);
+    const before = new Map<string, LookupResult>(was ? was.state.entries : []);
     for (const c of wasChanges) {
       if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
       else before.delete(c.keyString);
     }
     this.statsCounters.mapEntriesVisited += before.size + now.state.entries.size;
-    const concrete = (m: ReadonlyMap<string, LookupResult>): ReadonlyMap<string, LookupResult> => {
-      let any = false;
-      for (const r of m.values()) if (r.entry.proxyPort !== 0) any = true;
-      if (!any) return m;
-      const c = new Map<string, LookupResult>();
-      for (const [ks, r] of m) c.set(ks, { key: r.key, entry: this.concrete(endpoint, r.key, r.entry) });
-      return c;
-    };
-    return diffMaps(endpoint, concrete(before), concrete(now.state.entries));
+    // For one endpoint a redirect has one port, so symbolic entries differ iff their ports do.
+    return diffMaps(endpoint, before, now.state.entries).map((d) => ({
+      ...d,
+      entry: this.concrete(endpoint, d.key, d.entry),
+      ...(d.previous ? { previous: this.concrete(endpoint, d.key, d.previous) } : {}),
+    }));
   }
 }
 

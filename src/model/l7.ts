@@ -154,21 +154,19 @@ export function mergeL7Rules(parser: L7Parser, lists: readonly L7Rules[]): L7Pol
     // An empty list allows every request, as does an empty rule (`http: [{}]`).
     if (items.length === 0) return ALLOW_ALL_L7;
     for (const item of items) {
-      const key = canonicalJson(item);
+      const key = canonicalJsonCached(item as object);
       // An empty HTTP or Kafka rule matches every request (a DNS rule needs a name or pattern).
       if (key === '{}' && parser !== 'dns') return ALLOW_ALL_L7;
       seen.set(key, item);
     }
   }
-  const items = [...seen.keys()].sort().map((k) => seen.get(k));
-  switch (parser) {
-    case 'http':
-      return { allowAll: false, rules: { parser, http: items as HttpRule[] } };
-    case 'kafka':
-      return { allowAll: false, rules: { parser, kafka: items as KafkaRule[] } };
-    case 'dns':
-      return { allowAll: false, rules: { parser, dns: items as DnsRule[] } };
-  }
+  const keys = [...seen.keys()].sort();
+  const items = keys.map((k) => seen.get(k));
+  const rules: L7Rules =
+    parser === 'http' ? { parser, http: items as HttpRule[] } : parser === 'kafka' ? { parser, kafka: items as KafkaRule[] } : { parser, dns: items as DnsRule[] };
+  // canonicalJson(rules), from the item keys already computed ("<parser>" sorts before "parser").
+  canonicalCache.set(rules, `{"${parser}":[${keys.join(',')}],"parser":"${parser}"}`);
+  return { allowAll: false, rules };
 }
 
 /** JSON with object keys sorted, so equal rules give equal strings. */
@@ -191,6 +189,14 @@ export function l7PolicyAllows(policy: L7Policy, req: L7Request): boolean {
   return policy.allowAll || l7Allows(policy.rules, req);
 }
 
+/** Rules and policies are immutable once parsed or merged: their canonical text is cached. */
+const canonicalCache = new WeakMap<object, string>();
+function canonicalJsonCached(v: object): string {
+  let k = canonicalCache.get(v);
+  if (k === undefined) canonicalCache.set(v, (k = canonicalJson(v)));
+  return k;
+}
+
 export function l7PolicyKey(policy: L7Policy): string {
-  return policy.allowAll ? '*' : canonicalJson(policy.rules);
+  return policy.allowAll ? '*' : canonicalJsonCached(policy.rules);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dnsRuleMatches, httpRuleMatches, kafkaRuleMatches, mergeL7Rules, l7PolicyAllows, l7Allows } from '../../src/model/l7.js';
+import { canonicalJson, dnsRuleMatches, httpRuleMatches, kafkaRuleMatches, l7Allows, l7PolicyAllows, l7PolicyKey, mergeL7Rules } from '../../src/model/l7.js';
 
 describe('L7 request matching', () => {
   it('HTTP: method, path and host are anchored regexes; headers must be present or equal', () => {
@@ -58,5 +58,19 @@ describe('L7 request matching', () => {
     expect(l7Allows(http, { http: { method: 'POST', path: '/other' } })).toBe(false);
     expect(l7Allows({ parser: 'http', http: [] }, { http: { method: 'PUT', path: '/' } })).toBe(true);
     expect(l7Allows(http, { dns: { name: 'x' } })).toBe(false);
+  });
+});
+
+describe('L7 policy keys', () => {
+  it('the key of a merged policy is the canonical JSON of its rules', () => {
+    for (const lists of [
+      [{ parser: 'http' as const, http: [{ path: '/b', method: 'GET' }, { headers: ['X: 1'], headerMatches: [{ value: 'v', name: 'n' }] }] }],
+      [{ parser: 'kafka' as const, kafka: [{ topic: 't', role: 'produce' as const }] }],
+      [{ parser: 'dns' as const, dns: [{ matchPattern: '*.io' }, { matchName: 'a.io' }] }],
+    ]) {
+      const p = mergeL7Rules(lists[0]!.parser, lists);
+      expect(p.allowAll).toBe(false);
+      if (!p.allowAll) expect(l7PolicyKey(p)).toBe(canonicalJson(p.rules));
+    }
   });
 });

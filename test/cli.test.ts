@@ -156,7 +156,7 @@ describe('distill maps dump and --backend', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--endpoint', 'default/kafka');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('ingress TCP/9092 -> kafka proxy on port 10000');
-    expect(r.stdout).toMatch(/k8s:app=empire-outpost.*\{"role":"consume","topic":"empire-announce"\}/);
+    expect(r.stdout).toMatch(/\{"role":"consume","topic":"empire-announce"\}\n\s+for \d+ k8s:app=empire-outpost/);
     const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--endpoint', 'default/kafka', '--json').stdout) as { l7: Record<string, unknown>[] };
     expect(j.l7).toHaveLength(3);
     expect(j.l7[0]).toMatchObject({ direction: 'ingress', protocol: 'TCP', port: 9092, parser: 'kafka', proxyPort: 10000, allowAll: false });

@@ -19,7 +19,7 @@ import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
-import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Table, renderMapRecords, renderRun, resultJson } from './render.js';
+import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
 
 const EXIT_MISMATCH = 1;
 const EXIT_BAD_INPUT = 2;
@@ -234,7 +234,7 @@ function mapsDump(opts: DumpOptions): number {
       const pct = ((100 * records.length) / backend.capacity).toFixed(2);
       process.stdout.write(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
       process.stdout.write(renderMapRecords(records, labelsOf) + '\n');
-      process.stdout.write(`\nL7 tables (what the proxies are told):\n${renderL7Table(run.engine.l7Table(opts.endpoint), labelsOf)}\n`);
+      process.stdout.write(`\nL7 proxies (what each is told):\n${renderL7Policies(run.engine.l7Policies(opts.endpoint), labelsOf)}\n`);
     }
     return 0;
   } catch (e) {

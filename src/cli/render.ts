@@ -183,18 +183,20 @@ export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): R
   };
 }
 
-/** What each of the endpoint's proxies is told, per redirect and peer. */
-export function renderL7Table(rows: readonly L7RowLike[], labelsOf: (id: number) => string[]): string {
-  if (rows.length === 0) return 'no L7 redirects';
+/** What each of the endpoint's proxies is told: per redirect, each L7 policy and its peers. */
+export function renderL7Policies(
+  proxies: readonly { redirect: L7RowLike['redirect']; policies: readonly { peers: readonly number[]; policy: L7Policy }[] }[],
+  labelsOf: (id: number) => string[],
+): string {
+  if (proxies.length === 0) return 'no L7 redirects';
   const out: string[] = [];
-  let last = '';
-  for (const row of rows) {
-    const r = row.redirect;
-    const head = `${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${r.port} -> ${r.parser} proxy on port ${r.proxyPort}`;
-    if (head !== last) out.push(head);
-    last = head;
-    const who = row.peer === 0 ? 'any peer' : `${row.peer} ${labelsOf(row.peer).filter(shownInTable).join(',')}`;
-    out.push(`  ${who}: ${l7RulesText(row.policy)}`);
+  for (const { redirect: r, policies } of proxies) {
+    out.push(`${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${r.port} -> ${r.parser} proxy on port ${r.proxyPort}`);
+    for (const p of policies) {
+      const who = p.peers.map((id) => (id === 0 ? 'any peer' : `${id} ${labelsOf(id).filter(shownInTable).join(',')}`)).join('; ');
+      out.push(`  ${l7RulesText(p.policy)}`);
+      out.push(`    for ${who}`);
+    }
   }
   return out.join('\n');
 }

@@ -302,6 +302,24 @@ export class Engine {
   }
 
   /**
+   * The L7 tables as a proxy is configured (Cilium's NPDS shape): per redirect, the distinct L7
+   * policies, each with the set of peer identities it applies to (0 = any peer).
+   */
+  l7Policies(endpoint: string): { redirect: RedirectInfo; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
+    const out = new Map<string, { redirect: RedirectInfo; byPolicy: Map<string, { peers: IdentityId[]; policy: L7Policy }> }>();
+    for (const row of this.l7Table(endpoint)) {
+      const rk = `${row.redirect.direction}/${row.redirect.protocol}/${row.redirect.port}/${row.redirect.parser}`;
+      let r = out.get(rk);
+      if (!r) out.set(rk, (r = { redirect: row.redirect, byPolicy: new Map() }));
+      const pk = l7PolicyKey(row.policy);
+      const entry = r.byPolicy.get(pk);
+      if (entry) entry.peers.push(row.peer);
+      else r.byPolicy.set(pk, { peers: [row.peer], policy: row.policy });
+    }
+    return [...out.values()].map((r) => ({ redirect: r.redirect, policies: [...r.byPolicy.values()].map((p) => ({ ...p, peers: p.peers.sort((a, b) => a - b) })) }));
+  }
+
+  /**
    * The proxy's verdict on a request that reached it through proxy port `proxyPort` of the
    * endpoint from `peer`: the peer's row and the any-peer row are consulted. Undefined when the
    * port is not one of the endpoint's redirects.

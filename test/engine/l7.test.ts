@@ -96,6 +96,12 @@ describe('L7 redirects and tables', () => {
     expect(e.l7Verdict('prod/web', 4242, client!, { http: { method: 'GET', path: '/' } })).toBeUndefined();
     const rows = e.l7Table('prod/web').map((r) => [r.peer, r.policy.allowAll]);
     expect(rows).toEqual(expect.arrayContaining([[admin, true], [client, false], [0, false]]));
+    // The proxy's view groups peers by policy: identity sets per distinct L7 policy.
+    e.apply([remote(pod('admin-2', { app: 'admin', shard: '2' }))]);
+    const [proxy] = e.l7Policies('prod/web');
+    const allowAllPeers = proxy!.policies.find((p) => p.policy.allowAll)!.peers;
+    expect(allowAllPeers).toEqual([admin, e.identityOfPod('prod/admin-2')].sort((a, b) => a! - b!));
+    expect(proxy!.policies.map((p) => p.peers.length).reduce((a, b) => a + b)).toBe(e.l7Table('prod/web').length);
   });
 
   it('between listeners on one port the lower listener priority wins (HTTP 101 over Kafka 106)', () => {

@@ -35,3 +35,25 @@ describe('scenario corpus (naive evaluator and engine)', () => {
     });
   }
 });
+
+describe('probe requests', () => {
+  const probe = (p: string) => parseScenario(`pods: [{name: a/b}]\nsteps: [{probes: [${p}]}]\n`, 's.yaml').steps[0]!.probes[0]!;
+  it('reads HTTP, Kafka and DNS requests in their accepted forms', () => {
+    expect(probe('{port: 80, http: {path: /x}}').request).toEqual({ http: { method: 'GET', path: '/x' } });
+    expect(probe('{port: 80, http: {method: PUT, headers: ["X-A: 1", "X-B:two"]}}').request).toEqual({ http: { method: 'PUT', path: '/', headers: { 'X-A': '1', 'X-B': 'two' } } });
+    expect(probe('{port: 80, http: {headers: {X-A: "1"}, host: h}}').request).toEqual({ http: { method: 'GET', path: '/', host: 'h', headers: { 'X-A': '1' } } });
+    expect(probe('{port: 9092, kafka: {apiKey: Produce, topic: t}}').request).toEqual({ kafka: { apiKey: 'produce', topic: 't' } });
+    expect(probe('{port: 9092, kafka: {apiKey: 3}}').request).toEqual({ kafka: { apiKey: 'metadata' } });
+    expect(probe('{port: 9092, kafka: {role: consume, topic: t, apiVersion: "2", clientID: c}}').request).toEqual({ kafka: { apiKey: 'fetch', topic: 't', apiVersion: 2, clientID: 'c' } });
+    expect(probe('{port: 53, protocol: UDP, dns: {name: a.io}}').request).toEqual({ dns: { name: 'a.io' } });
+    expect(probe('{port: 53}').request).toBeUndefined();
+  });
+  it('refuses bad requests naming the field', () => {
+    expect(() => probe('{port: 80, http: {path: /x}, dns: {name: a}}')).toThrow('s.yaml steps[0].probes[0]: a probe carries one request, not http and dns');
+    expect(() => probe('{port: 80, http: {verb: GET}}')).toThrow('steps[0].probes[0].http');
+    expect(() => probe('{port: 80, http: {headers: ["nocolon"]}}')).toThrow('steps[0].probes[0].http.headers[0]: "nocolon" is not "Name: value"');
+    expect(() => probe('{port: 80, kafka: {apiKey: 99}}')).toThrow('steps[0].probes[0].kafka.apiKey');
+    expect(() => probe('{port: 80, kafka: {apiKey: produce, role: produce}}')).toThrow('give apiKey or role, not both');
+    expect(() => probe('{port: 80, dns: {}}')).toThrow('steps[0].probes[0].dns.name');
+  });
+});

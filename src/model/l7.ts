@@ -66,7 +66,7 @@ export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   return true;
 }
 
-/** Kafka API key names, as Cilium's kafka rules spell them. */
+/** Kafka API key names, as Cilium's kafka rules spell them; the index is the key's number. */
 export const KAFKA_API_KEYS: readonly string[] = [
   'produce', 'fetch', 'offsets', 'metadata', 'leaderandisr', 'stopreplica', 'updatemetadata', 'controlledshutdown',
   'offsetcommit', 'offsetfetch', 'findcoordinator', 'joingroup', 'heartbeat', 'leavegroup', 'syncgroup',

@@ -172,6 +172,37 @@ function readChange(r: Reader, v: unknown, path: string): Change {
   }
 }
 
+/** Headers as a map (`{X-Token: "yes"}`) or as Cilium writes them (`["X-Token: yes"]`). */
+function readHeaders(r: Reader, v: unknown, path: string): Record<string, string> {
+  if (!Array.isArray(v)) return r.stringMap(v, path);
+  const out: Record<string, string> = {};
+  v.forEach((item, i) => {
+    const line = r.nonEmptyString(item, at(path, i));
+    const colon = line.indexOf(':');
+    if (colon <= 0) r.fail(at(path, i), `"${line}" is not "Name: value"`);
+    out[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  });
+  return out;
+}
+
+/**
+ * A Kafka request's API key: a name (`produce`), its number (0), or a role as shorthand for its
+ * main call (`produce` → produce, `consume` → fetch).
+ */
+function readKafkaApiKey(r: Reader, k: Record<string, unknown>, path: string): string {
+  if (!absent(k.role)) {
+    if (!absent(k.apiKey)) r.fail(path, 'give apiKey or role, not both');
+    return r.oneOf(k.role, join(path, 'role'), ['produce', 'consume'] as const) === 'produce' ? 'produce' : 'fetch';
+  }
+  if (typeof k.apiKey === 'number') {
+    const name = KAFKA_API_KEYS[r.intInRange(k.apiKey, join(path, 'apiKey'), 0, KAFKA_API_KEYS.length - 1)];
+    return name as string;
+  }
+  const apiKey = r.nonEmptyString(k.apiKey, join(path, 'apiKey')).toLowerCase();
+  if (!KAFKA_API_KEYS.includes(apiKey)) r.fail(join(path, 'apiKey'), `"${apiKey}" is not a Kafka API key name (${KAFKA_API_KEYS.join(', ')})`);
+  return apiKey;
+}
+
 function readRequest(r: Reader, o: Record<string, unknown>, path: string): L7Request | undefined {
   const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
   if (present.length > 1) r.fail(path, `a probe carries one request, not ${present.join(' and ')}`);
@@ -179,17 +210,16 @@ function readRequest(r: Reader, o: Record<string, unknown>, path: string): L7Req
     const p = join(path, 'http');
     const h = r.object(o.http, p, ['method', 'path', 'host', 'headers']);
     const host = r.optString(h.host, join(p, 'host'));
-    const headers = absent(h.headers) ? undefined : r.stringMap(h.headers, join(p, 'headers'));
+    const headers = absent(h.headers) ? undefined : readHeaders(r, h.headers, join(p, 'headers'));
     const method = absent(h.method) ? 'GET' : r.nonEmptyString(h.method, join(p, 'method'));
     const reqPath = absent(h.path) ? '/' : r.nonEmptyString(h.path, join(p, 'path'));
     return { http: { method, path: reqPath, ...(host !== undefined ? { host } : {}), ...(headers ? { headers } : {}) } };
   }
   if (!absent(o.kafka)) {
     const p = join(path, 'kafka');
-    const k = r.object(o.kafka, p, ['apiKey', 'apiVersion', 'clientID', 'topic']);
-    const apiKey = r.nonEmptyString(k.apiKey, join(p, 'apiKey')).toLowerCase();
-    if (!KAFKA_API_KEYS.includes(apiKey)) r.fail(join(p, 'apiKey'), `"${apiKey}" is not a Kafka API key name (${KAFKA_API_KEYS.join(', ')})`);
-    const apiVersion = absent(k.apiVersion) ? undefined : r.intInRange(k.apiVersion, join(p, 'apiVersion'), 0, 32767);
+    const k = r.object(o.kafka, p, ['apiKey', 'role', 'apiVersion', 'clientID', 'topic']);
+    const apiKey = readKafkaApiKey(r, k, p);
+    const apiVersion = absent(k.apiVersion) ? undefined : r.intInRange(typeof k.apiVersion === 'string' && /^\d+$/.test(k.apiVersion) ? Number(k.apiVersion) : k.apiVersion, join(p, 'apiVersion'), 0, 32767);
     const clientID = r.optString(k.clientID, join(p, 'clientID'));
     const topic = r.optString(k.topic, join(p, 'topic'));
     return { kafka: { apiKey, ...(apiVersion !== undefined ? { apiVersion } : {}), ...(clientID !== undefined ? { clientID } : {}), ...(topic !== undefined ? { topic } : {}) } };

@@ -55,7 +55,8 @@ function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
 export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   if (rule.method !== undefined && rule.method !== '' && !fullMatch(rule.method, req.method)) return false;
   if (rule.path !== undefined && rule.path !== '' && !fullMatch(rule.path, req.path)) return false;
-  if (rule.host !== undefined && rule.host !== '' && !fullMatch(rule.host, req.host ?? '', 'i')) return false;
+  // Envoy matches the :authority header as sent, case included.
+  if (rule.host !== undefined && rule.host !== '' && !fullMatch(rule.host, req.host ?? '')) return false;
   for (const h of rule.headers ?? []) if (!headerRequirementHolds(req, h)) return false;
   for (const m of rule.headerMatches ?? []) {
     // With a mismatch action the proxy logs or rewrites the header instead of denying.

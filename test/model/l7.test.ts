@@ -8,7 +8,9 @@ describe('L7 request matching', () => {
     expect(httpRuleMatches(rule, { method: 'GET', path: '/private/public/x' })).toBe(false);
     expect(httpRuleMatches(rule, { method: 'GETX', path: '/public/x' })).toBe(false);
     expect(httpRuleMatches({ method: 'GET|HEAD' }, { method: 'HEAD', path: '/' })).toBe(true);
-    expect(httpRuleMatches({ host: 'api\\.example\\.com' }, { method: 'GET', path: '/', host: 'API.example.com' })).toBe(true);
+    expect(httpRuleMatches({ host: 'api\\.example\\.com' }, { method: 'GET', path: '/', host: 'api.example.com' })).toBe(true);
+    expect(httpRuleMatches({ host: 'api\\.example\\.com' }, { method: 'GET', path: '/', host: 'API.example.com' })).toBe(false);
+    expect(httpRuleMatches({ host: 'api\\.example\\.com' }, { method: 'GET', path: '/', host: 'api.example.com:8080' })).toBe(false);
     expect(httpRuleMatches({ headers: ['X-Token: abc', 'X-Trace'] }, { method: 'GET', path: '/', headers: { 'x-token': 'abc', 'x-trace': '1' } })).toBe(true);
     expect(httpRuleMatches({ headers: ['X-Token: abc'] }, { method: 'GET', path: '/', headers: { 'x-token': 'abd' } })).toBe(false);
     expect(httpRuleMatches({ headerMatches: [{ name: 'X-Key', value: 'k' }] }, { method: 'GET', path: '/', headers: {} })).toBe(false);

@@ -50,6 +50,20 @@ spec:
     expect(errorOf(() => parseManifest(cnp({ endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: '80' }], rules: { http: [{}] } }] }] }), 'f')).detail).toMatch(/only apply to TCP/);
     expect(errorOf(() => parseManifest(cnp({ endpointSelector: {}, egress: [{ toFQDNs: [{ matchName: 'a.com' }] }] }), 'f')).detail).toMatch(/not supported/);
   });
+  it('validates L7 rules, naming the field', () => {
+    const l7 = (rule: Record<string, unknown>) => errorOf(() => parseManifest(cnp({ endpointSelector: {}, ingress: [{ toPorts: [rule] }] }), 'f'));
+    const bad = l7({ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ path: '/a(' }] } });
+    expect(bad.fieldPath).toBe('spec.ingress[0].toPorts[0].rules.http[0].path');
+    expect(bad.detail).toMatch(/invalid regular expression/);
+    expect(l7({ rules: { http: [{ method: 'GET' }] } }).detail).toMatch(/need the ports they apply to/);
+    expect(l7({ ports: [{ port: '1', endPort: 2000, protocol: 'TCP' }], rules: { http: [{}] } }).fieldPath).toBe('spec.ingress[0].toPorts[0].ports[0].endPort');
+    expect(l7({ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'produce', role: 'produce' }] } }).detail).toMatch(/mutually exclusive/);
+    expect(l7({ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'publish' }] } }).fieldPath).toBe('spec.ingress[0].toPorts[0].rules.kafka[0].apiKey');
+    expect(l7({ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiVersion: 'v2' }] } }).fieldPath).toBe('spec.ingress[0].toPorts[0].rules.kafka[0].apiVersion');
+    expect(l7({ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{}], kafka: [{}] } }).detail).toMatch(/multiple L7 protocol rule types/);
+    // A range within the limit is accepted: one exact-port redirect per port.
+    expect(() => parseManifest(cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '80', endPort: 90, protocol: 'TCP' }], rules: { http: [{}] } }] }] }), 'f')).not.toThrow();
+  });
   it('reports YAML syntax errors with the document number', () => {
     expect(errorOf(() => parseManifestFile('apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a}\nspec: {endpointSelector: {}}\n---\nb: [1, 2\n', 'm.yaml')).source).toBe('m.yaml#2');
   });

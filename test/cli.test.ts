@@ -43,10 +43,11 @@ describe('distill reach', () => {
     expect(Object.keys(landing).filter((k) => k !== 'explain')).toEqual(['step', 'probe', 'from', 'to', 'port', 'protocol', 'allowed', 'proxied']);
     expect(landing).toMatchObject({ allowed: true, proxied: true });
     expect(exhaust).toMatchObject({ allowed: false, proxied: true });
-    expect(exhaust.explain.ingress.l7).toEqual({ parser: 'http', allowed: false });
+    expect(exhaust.explain.ingress.l7).toEqual({ parser: 'http', allowed: false, allowedBy: [] });
+    expect(landing.explain.ingress.l7).toEqual({ parser: 'http', allowed: true, allowedBy: ['CiliumNetworkPolicy/default/rule1 spec.ingress[0]'] });
     const text = distill('reach', '--scenario', 'fixtures/scenarios/cilium-docs/l7-star-wars.yaml', '--explain');
     expect(text.stdout).toContain('step 0, probe 1: 80/TCP PUT /v1/exhaust-port');
-    expect(text.stdout).toContain('redirected to the http proxy by CiliumNetworkPolicy/default/rule1 spec.ingress[0], which denied the request');
+    expect(text.stdout).toContain('redirected to the http proxy by CiliumNetworkPolicy/default/rule1 spec.ingress[0], which denied the request (no rule matches it)');
     const bad = distill('reach', '--scenario', tmpFile('s.yaml', 'pods: [{name: a/b}]\nsteps: [{probes: [{port: 80, kafka: {apiKey: nope}}]}]\n'));
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('steps[0].probes[0].kafka.apiKey: "nope" is not a Kafka API key name');

@@ -22,7 +22,7 @@ function explainDirection(d: DirectionDecision): Record<string, unknown> {
     allowedBy: d.allowedBy.map(formatOrigin),
     deniedBy: d.deniedBy.map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
-    ...(d.l7 ? { l7: { parser: d.l7.parser, allowed: d.l7.allowed } } : {}),
+    ...(d.l7 ? { l7: { parser: d.l7.parser, allowed: d.l7.allowed, allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
   };
 }
 
@@ -54,7 +54,9 @@ function why(d: DirectionDecision | undefined, side: string): string {
   if (d.deniedBy.length > 0) return `${side}: denied by ${d.deniedBy.map(formatOrigin).join('; ')}`;
   if (d.enforcedBy.length === 0) return `${side}: no policy selects it, allowed`;
   if (d.l7) {
-    const verdict = d.l7.allowed ? 'allowed the request' : 'denied the request';
+    const verdict = d.l7.allowed
+      ? `allowed the request (${d.l7.allowedBy.length > 0 ? `by ${d.l7.allowedBy.map(formatOrigin).join('; ')}` : 'no policy restricts it'})`
+      : 'denied the request (no rule matches it)';
     const alsoAllowing = d.allowedBy.filter((o) => !d.redirectedBy.includes(o));
     const plain = alsoAllowing.length > 0 ? `; also allowed without L7 rules by ${alsoAllowing.map(formatOrigin).join('; ')}` : '';
     return `${side}: redirected to the ${d.l7.parser} proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which ${verdict}${plain}`;

@@ -4,7 +4,7 @@ import { IdentityAllocator, IdentityId, podIdentityLabels, RESERVED_IDENTITIES }
 import { LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } from '../model/mapstate.js';
 import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
-import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin } from '../model/rules.js';
+import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { ChangeSet, EngineError, EngineEvent, L7Delta, MapCapacityError, MapDelta, MapSnapshot, RedirectInfo } from './events.js';
 import { diffMaps, EntryChange, L7Change, L7Row, MapState, Redirect, redirectId } from './map-state.js';
 import {
@@ -20,7 +20,7 @@ import {
   RuleUnit,
 } from './rule-units.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
-import { L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
+import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
 import type { L7Rules } from '../model/rules.js';
 import { CachedSelector, SelectableIdentity, SelectionListener, SelectorCache } from './selector-cache.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
@@ -332,6 +332,29 @@ export class Engine {
     const rows = [g.state.l7.get(`${id}|${peer}`), peer === 0 ? undefined : g.state.l7.get(`${id}|0`)];
     const readable = requestParser(request) === redirect.parser;
     return { parser: redirect.parser, allowed: readable && rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request)) };
+  }
+
+  /**
+   * Why the proxy on `proxyPort` allows a request from `peer`: the rules that let it through,
+   * either without L7 rules (they allow every request) or with L7 rules that match it.
+   */
+  l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): RuleOrigin[] {
+    const g = this.groupOf(endpoint);
+    const id = this.proxyPorts.redirectOf(endpoint, proxyPort);
+    const redirect = id === undefined ? undefined : g.state.redirect(id);
+    if (!redirect || requestParser(request) !== redirect.parser) return [];
+    const out: RuleOrigin[] = [];
+    for (const c of g.state.l7Contributions(redirect, peer)) {
+      if (c.entry.deny) continue;
+      const origin = this.originOfSource(c.source);
+      if (!origin) continue;
+      if (c.entry.proxyPort === 0) out.push(origin);
+      else if (PARSER_OF_CODE[c.entry.proxyPort] === redirect.parser) {
+        const rules = this.l7OfSource(c.source);
+        if (rules && l7Allows(rules, request)) out.push(origin);
+      }
+    }
+    return uniqueOrigins(out);
   }
 
   private redirectInfo(endpoint: string, r: Redirect): RedirectInfo {

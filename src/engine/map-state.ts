@@ -419,6 +419,24 @@ export class MapState {
   }
 
   /**
+   * The contributions a proxy's decision for `peer` on `redirect` rests on: those of every raw key
+   * of the peer (and, for a specific peer, of identity 0) that covers the redirected port.
+   */
+  l7Contributions(redirect: Redirect, peer: number): { source: string; entry: PolicyEntry }[] {
+    const out: { source: string; entry: PolicyEntry }[] = [];
+    for (const id of peer === 0 ? [0] : [peer, 0]) {
+      const head = `${id}/${redirect.direction}/`;
+      const keys = [`${head}0/0/0`];
+      for (let len = 0; len <= 16; len++) {
+        const shift = 16 - len;
+        keys.push(`${head}${redirect.protocol}/${len === 0 ? 0 : (redirect.port >> shift) << shift}/${len}`);
+      }
+      for (const ks of keys) for (const c of this.raw.get(ks)?.contribs.values() ?? []) out.push({ source: c.source, entry: c.entry });
+    }
+    return out;
+  }
+
+  /**
    * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
    * peer and port, else the union of the L7 rules of the redirect's parser on that port.
    */

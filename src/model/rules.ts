@@ -26,6 +26,13 @@ export interface RuleOrigin {
   readonly path: string;
 }
 
+/** Origins without repeats, in a stable order (policy, then field path). */
+export function uniqueOrigins(origins: readonly RuleOrigin[]): RuleOrigin[] {
+  const byKey = new Map<string, RuleOrigin>();
+  for (const o of origins) byKey.set(`${policyRefKey(o.policy)} ${o.path}`, o);
+  return [...byKey.keys()].sort().map((k) => byKey.get(k) as RuleOrigin);
+}
+
 /**
  * A peer of a rule. Label-selected peers (endpoints, entities, the wildcard) match identities by
  * labels; CIDR peers match addresses outside the cluster (Cilium: pod traffic carries the pod's

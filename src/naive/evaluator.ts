@@ -3,7 +3,7 @@ import { ClusterState, External, Pod, podLabels } from '../model/cluster.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import { L7Parser, l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
-import type { Direction, L7Rules, Peer, PolicyRule, RuleOrigin } from '../model/rules.js';
+import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
 
 /**
@@ -37,7 +37,7 @@ export interface DirectionDecision {
   readonly allowed: boolean;
   readonly proxied: boolean;
   /** For a redirected flow with a request: the proxy that got it and its verdict. */
-  readonly l7?: { readonly parser: L7Parser; readonly allowed: boolean };
+  readonly l7?: { readonly parser: L7Parser; readonly allowed: boolean; readonly allowedBy: readonly RuleOrigin[] };
 }
 
 export interface FlowDecision {
@@ -106,8 +106,8 @@ export function decideDirection(
   const deniedBy: RuleOrigin[] = [];
   const redirectedBy: RuleOrigin[] = [];
   /** Some matching allow clause has no L7 rules: every request passes the proxy. */
-  let plainAllow = false;
-  const l7Clauses: L7Rules[] = [];
+  const plainAllowBy: RuleOrigin[] = [];
+  const l7Clauses: { readonly rules: L7Rules; readonly origin: RuleOrigin }[] = [];
   for (const policy of state.policies.values()) {
     for (const e of policy.enforcements) {
       if (e.direction === direction && selectorMatches(e.subject, subject.labels)) enforcedBy.push(e.origin);
@@ -123,8 +123,8 @@ export function decideDirection(
       allowedBy.push(rule.origin);
       if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
       for (const c of clauses) {
-        if (c.l7) l7Clauses.push(c.l7);
-        else plainAllow = true;
+        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin });
+        else plainAllowBy.push(rule.origin);
       }
     }
   }
@@ -134,12 +134,14 @@ export function decideDirection(
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
   // The redirect with the lowest listener priority wins; that proxy judges the request with the
   // L7 rules of its parser, and lets everything through for a peer some plain allow covers.
-  let parser = (l7Clauses[0] as L7Rules).parser;
-  for (const c of l7Clauses) if (LISTENER_PRIORITY[c.parser] < LISTENER_PRIORITY[parser]) parser = c.parser;
+  let parser = (l7Clauses[0] as { rules: L7Rules }).rules.parser;
+  for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
   // A proxy cannot read another protocol's requests: they fail whatever the rules say.
   const readable = requestParser(request) === parser;
-  const l7Allowed = readable && (plainAllow || enforcedBy.length === 0 || l7Clauses.some((c) => c.parser === parser && l7Allows(c, request)));
-  return { ...base, allowed: l7Allowed, l7: { parser, allowed: l7Allowed } };
+  const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
+  const allowedBy7 = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
+  const l7Allowed = readable && (allowedBy7.length > 0 || enforcedBy.length === 0);
+  return { ...base, allowed: l7Allowed, l7: { parser, allowed: l7Allowed, allowedBy: allowedBy7 } };
 }
 
 /** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */

@@ -57,9 +57,7 @@ function why(d: DirectionDecision | undefined, side: string): string {
     const verdict = d.l7.allowed
       ? `allowed the request (${d.l7.allowedBy.length > 0 ? `by ${d.l7.allowedBy.map(formatOrigin).join('; ')}` : 'no policy restricts it'})`
       : 'denied the request (no rule matches it)';
-    const alsoAllowing = d.allowedBy.filter((o) => !d.redirectedBy.includes(o));
-    const plain = alsoAllowing.length > 0 ? `; also allowed without L7 rules by ${alsoAllowing.map(formatOrigin).join('; ')}` : '';
-    return `${side}: redirected to the ${d.l7.parser} proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which ${verdict}${plain}`;
+    return `${side}: redirected to the ${d.l7.parser} proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which ${verdict}`;
   }
   if (d.allowedBy.length > 0) return `${side}: allowed by ${d.allowedBy.map(formatOrigin).join('; ')}${d.proxied ? ' (via L7 proxy)' : ''}`;
   return `${side}: default deny (isolated by ${d.enforcedBy.map(formatOrigin).join('; ')}), no rule allows it`;

@@ -105,19 +105,24 @@ function normalizeName(name: string): string {
 
 /**
  * `matchPattern`: a lone `*` matches every name (the root `.` included); otherwise `*` matches
- * zero or more DNS characters within one label (never a `.`), as Cilium's matchpattern does.
+ * zero or more DNS characters within one label (never a `.`), as Cilium's matchpattern does, and
+ * a leading `**.` matches one or more labels.
  */
 export function dnsRuleMatches(rule: DnsRule, q: DnsQuery): boolean {
   const name = normalizeName(q.name);
   if (rule.matchName !== undefined) return normalizeName(rule.matchName) === name;
   if (rule.matchPattern === undefined) return false;
-  const pattern = normalizeName(rule.matchPattern);
+  let pattern = normalizeName(rule.matchPattern);
   if (pattern === '*') return true;
+  // Cilium 1.19: a leading `**.` stands for one or more whole labels (`**.cilium.io` matches
+  // `a.cilium.io` and `b.a.cilium.io`); anywhere else `**` is the same as `*`.
+  const multiLabel = pattern.startsWith('**.');
+  if (multiLabel) pattern = pattern.slice(3);
   const re = pattern
     .split('*')
     .map((part) => part.replace(/[.]/g, '\\.'))
     .join('[-a-z0-9_]*');
-  return fullMatch(re, name);
+  return fullMatch(multiLabel ? `(?:[-a-z0-9_]+\\.)+${re}` : re, name);
 }
 
 /** The proxy's verdict for one request under one port's L7 rules of the matching parser. */

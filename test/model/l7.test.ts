@@ -52,6 +52,12 @@ describe('L7 request matching', () => {
     expect(dnsRuleMatches({ matchPattern: 'api*.example.com' }, { name: 'api-v2.example.com' })).toBe(true);
     expect(dnsRuleMatches({ matchPattern: '*' }, { name: '.' })).toBe(true);
     expect(dnsRuleMatches({ matchPattern: '*' }, { name: 'a.b.c' })).toBe(true);
+    // Cilium 1.19: a leading **. matches one or more labels; elsewhere ** is *.
+    expect(dnsRuleMatches({ matchPattern: '**.cilium.io' }, { name: 'app.cilium.io' })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '**.cilium.io' }, { name: 'test.app.cilium.io' })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '**.cilium.io' }, { name: 'cilium.io' })).toBe(false);
+    expect(dnsRuleMatches({ matchPattern: 'a**.io' }, { name: 'a.b.io' })).toBe(false);
+    expect(dnsRuleMatches({ matchPattern: 'a**.io' }, { name: 'abc.io' })).toBe(true);
   });
 
   it('a list allows when any rule matches; an empty list allows all; another protocol is refused', () => {

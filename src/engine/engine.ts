@@ -325,13 +325,19 @@ export class Engine {
    * port is not one of the endpoint's redirects.
    */
   l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): { parser: L7Parser; allowed: boolean } | undefined {
-    const g = this.groupOf(endpoint);
+    const at = this.redirectAt(endpoint, proxyPort);
+    if (!at) return undefined;
+    const rows = [at.state.l7.get(`${at.id}|${peer}`), peer === 0 ? undefined : at.state.l7.get(`${at.id}|0`)];
+    const readable = requestParser(request) === at.redirect.parser;
+    return { parser: at.redirect.parser, allowed: readable && rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request)) };
+  }
+
+  /** The redirect an endpoint's proxy port serves, with the map state holding its table. */
+  private redirectAt(endpoint: string, proxyPort: number): { state: MapState; id: string; redirect: Redirect } | undefined {
+    const state = this.groupOf(endpoint).state;
     const id = this.proxyPorts.redirectOf(endpoint, proxyPort);
-    const redirect = id === undefined ? undefined : g.state.redirect(id);
-    if (id === undefined || !redirect) return undefined;
-    const rows = [g.state.l7.get(`${id}|${peer}`), peer === 0 ? undefined : g.state.l7.get(`${id}|0`)];
-    const readable = requestParser(request) === redirect.parser;
-    return { parser: redirect.parser, allowed: readable && rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request)) };
+    const redirect = id === undefined ? undefined : state.redirect(id);
+    return id !== undefined && redirect ? { state, id, redirect } : undefined;
   }
 
   /**
@@ -339,17 +345,15 @@ export class Engine {
    * either without L7 rules (they allow every request) or with L7 rules that match it.
    */
   l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): RuleOrigin[] {
-    const g = this.groupOf(endpoint);
-    const id = this.proxyPorts.redirectOf(endpoint, proxyPort);
-    const redirect = id === undefined ? undefined : g.state.redirect(id);
-    if (!redirect || requestParser(request) !== redirect.parser) return [];
+    const at = this.redirectAt(endpoint, proxyPort);
+    if (!at || requestParser(request) !== at.redirect.parser) return [];
     const out: RuleOrigin[] = [];
-    for (const c of g.state.l7Contributions(redirect, peer)) {
+    for (const c of at.state.l7Contributions(at.redirect, peer)) {
       if (c.entry.deny) continue;
       const origin = this.originOfSource(c.source);
       if (!origin) continue;
       if (c.entry.proxyPort === 0) out.push(origin);
-      else if (PARSER_OF_CODE[c.entry.proxyPort] === redirect.parser) {
+      else if (PARSER_OF_CODE[c.entry.proxyPort] === at.redirect.parser) {
         const rules = this.l7OfSource(c.source);
         if (rules && l7Allows(rules, request)) out.push(origin);
       }

@@ -73,7 +73,7 @@ export function redirectId(r: Redirect): string {
 /** One row of a map's L7 tables: what the proxy of `redirect` is told for one peer identity. */
 export interface L7Row {
   readonly redirect: Redirect;
-  /** 0: any peer. The proxy applies the peer's row and the any-peer row. */
+  /** The peer identity, 0 standing for every peer. The proxy applies the peer's row and row 0. */
   readonly peer: number;
   readonly policy: L7Policy;
 }
@@ -425,13 +425,7 @@ export class MapState {
   l7Contributions(redirect: Redirect, peer: number): { source: string; entry: PolicyEntry }[] {
     const out: { source: string; entry: PolicyEntry }[] = [];
     for (const id of peer === 0 ? [0] : [peer, 0]) {
-      const head = `${id}/${redirect.direction}/`;
-      const keys = [`${head}0/0/0`];
-      for (let len = 0; len <= 16; len++) {
-        const shift = 16 - len;
-        keys.push(`${head}${redirect.protocol}/${len === 0 ? 0 : (redirect.port >> shift) << shift}/${len}`);
-      }
-      for (const ks of keys) for (const c of this.raw.get(ks)?.contribs.values() ?? []) out.push({ source: c.source, entry: c.entry });
+      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.values() ?? []) out.push({ source: c.source, entry: c.entry });
     }
     return out;
   }
@@ -442,31 +436,31 @@ export class MapState {
    */
   private computeRow(redirect: Redirect, peer: number): L7Row | undefined {
     const lists: L7Rules[] = [];
-    let allowAll = false;
-    const visit = (ks: string): void => {
+    for (const ks of coveringKeys(peer, redirect)) {
       this.stats.mapEntriesVisited++;
-      const r = this.raw.get(ks);
-      if (!r) return;
-      for (const c of r.contribs.values()) {
+      for (const c of this.raw.get(ks)?.contribs.values() ?? []) {
         if (c.entry.deny) continue;
-        if (c.entry.proxyPort === 0) allowAll = true;
-        else if (this.parserOf(c.entry) === redirect.parser) {
+        if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
+        if (this.parserOf(c.entry) === redirect.parser) {
           const l7 = this.l7Of(c.source);
           if (l7) lists.push(l7);
         }
       }
-    };
-    const head = `${peer}/${redirect.direction}/`;
-    for (let len = 16; len >= 0 && !allowAll; len--) {
-      const shift = 16 - len;
-      const port = len === 0 ? 0 : (redirect.port >> shift) << shift;
-      visit(`${head}${redirect.protocol}/${port}/${len}`);
     }
-    if (!allowAll) visit(`${head}0/0/0`);
-    if (allowAll) return { redirect, peer, policy: ALLOW_ALL_L7 };
-    if (lists.length === 0) return undefined;
-    return { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
+    return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
   }
+}
+
+/** The raw keys of `identity` that cover the redirect's port: every port prefix, then any protocol. */
+function coveringKeys(identity: number, r: Redirect): string[] {
+  const head = `${identity}/${r.direction}/`;
+  const out: string[] = [];
+  for (let len = 16; len >= 0; len--) {
+    const shift = 16 - len;
+    out.push(`${head}${r.protocol}/${len === 0 ? 0 : (r.port >> shift) << shift}/${len}`);
+  }
+  out.push(`${head}0/0/0`);
+  return out;
 }
 
 /** Does `key` cover the redirect's (direction, protocol, port), whatever its identity? */

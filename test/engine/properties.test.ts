@@ -15,7 +15,7 @@ const LONG = Boolean(process.env.DISTILL_LONG);
 const RUNS = LONG ? 3000 : 300;
 const FELIX_RUNS = LONG ? 5000 : 500;
 const FLOWS_PER_TXN = 24;
-const L7_FLOWS_PER_TXN = 8;
+const L7_FLOWS_PER_TXN = 16;
 const PROTOCOL_NAME: Record<number, string> = Object.fromEntries(Object.entries(PROTOCOL_NUMBER).map(([n, v]) => [v, n]));
 /** Long runs take minutes; the default per-test timeout is for `npm test`. */
 const TIMEOUT = LONG ? 60 * 60_000 : undefined;

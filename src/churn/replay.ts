@@ -115,7 +115,6 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   };
   const total = initial.length + churn.length;
   let deltas = 0;
-  // Full recomputes share identity numbers, as an agent's cluster-allocated identities are.
   // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
   // stable across a recompute (ports of endpoints that vanish stay taken: a benchmark-only leak).
   const shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };

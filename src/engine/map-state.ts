@@ -1,5 +1,5 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
-import { LookupResult, PolicyEntry, PolicyKey, policyKeyString } from '../model/mapstate.js';
+import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW } from '../model/mapstate.js';
 import type { Direction, L7Rules } from '../model/rules.js';
 import type { MapDelta } from './events.js';
 import type { EngineStats } from './stats.js';
@@ -29,13 +29,6 @@ function better(a: PolicyEntry, b: PolicyEntry): boolean {
   return a.proxyPort < b.proxyPort;
 }
 
-/** Entry objects are few and shared (allow, deny, one per proxy port): their tag part is cached. */
-const entryCodes = new WeakMap<PolicyEntry, string>();
-function entryCode(e: PolicyEntry): string {
-  let c = entryCodes.get(e);
-  if (c === undefined) entryCodes.set(e, (c = `${e.deny ? 1 : 0}|${e.proxyPort}|${e.precedence}`));
-  return c;
-}
 
 interface Contribution {
   readonly source: string;
@@ -117,7 +110,8 @@ function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
 
 /**
  * One policy map's content, kept in two layers:
- * - raw: every key some rule contributes, with a refcount per (source, entry), merged by
+ * - raw: every key some rule contributes, with a refcount per source (a source, a rule or one of
+ *   its L7 clauses, always contributes one entry), merged by
  *   precedence;
  * - entries: what goes into the kernel map, the raw entries minus those the datapath can never
  *   select (Cilium's insertion rules): an entry covered by a broader-or-equal key of the same
@@ -132,6 +126,7 @@ export class MapState {
   private readonly byDirProto = new Map<string, Set<string>>();
   private readonly protocolsByDir = new Map<string, Set<number>>();
   private readonly byPortKey = new Map<string, Set<number>>();
+  private readonly highByIdentityDir = new Map<string, number>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
@@ -176,22 +171,24 @@ export class MapState {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
-    const tag = `${source}|${entryCode(entry)}`;
     let r = this.raw.get(ks);
     if (!r) {
       this.markDirty(ks, key, undefined);
       r = { key, contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
       this.index(ks, key);
+      if (entry.precedence > PRECEDENCE_ALLOW) this.countHigh(key, +1);
     }
-    const c = r.contribs.get(tag);
+    const c = r.contribs.get(source);
     if (c) {
+      if (!entryEquals(c.entry, entry)) throw new Error(`map state: source ${source} contributes two entries to ${ks}`);
       c.count++;
       return;
     }
-    r.contribs.set(tag, { source, entry, count: 1 });
+    r.contribs.set(source, { source, entry, count: 1 });
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, key, r.merged);
+      if (r.merged.precedence <= PRECEDENCE_ALLOW && entry.precedence > PRECEDENCE_ALLOW) this.countHigh(key, +1);
       r.merged = entry;
     }
   }
@@ -200,21 +197,30 @@ export class MapState {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
-    const tag = `${source}|${entryCode(entry)}`;
     const r = this.raw.get(ks);
-    const c = r?.contribs.get(tag);
-    if (!r || !c) throw new Error(`map state: removing a contribution that was never added (${ks} from ${source})`);
+    const c = r?.contribs.get(source);
+    if (!r || !c || !entryEquals(c.entry, entry)) throw new Error(`map state: removing a contribution that was never added (${ks} from ${source})`);
     if (--c.count > 0) return;
-    r.contribs.delete(tag);
+    r.contribs.delete(source);
     this.markDirty(ks, key, r.merged);
     if (r.contribs.size === 0) {
       this.raw.delete(ks);
       this.unindex(ks, key);
+      if (r.merged.precedence > PRECEDENCE_ALLOW) this.countHigh(key, -1);
       return;
     }
     let merged: PolicyEntry | undefined;
     for (const x of r.contribs.values()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
+    if (r.merged.precedence > PRECEDENCE_ALLOW && (merged as PolicyEntry).precedence <= PRECEDENCE_ALLOW) this.countHigh(key, -1);
     r.merged = merged as PolicyEntry;
+  }
+
+  /** Keys above plain-allow precedence per identity and direction: only they can hide others. */
+  private countHigh(key: PolicyKey, delta: 1 | -1): void {
+    const k = `${key.identity}/${key.direction}`;
+    const n = (this.highByIdentityDir.get(k) ?? 0) + delta;
+    if (n > 0) this.highByIdentityDir.set(k, n);
+    else this.highByIdentityDir.delete(k);
   }
 
   private markDirty(ks: string, key: PolicyKey, before: PolicyEntry | undefined): void {
@@ -268,6 +274,8 @@ export class MapState {
     const p = r.merged.precedence;
     const levels = key.identity === 0 ? [0] : [key.identity, 0];
     for (const id of levels) {
+      // Only keys above plain-allow precedence can hide this one; most levels have none.
+      if (!this.highByIdentityDir.has(`${id}/${key.direction}`)) continue;
       // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
       // Key strings are built directly (policyKeyString's format): this runs for every changed key.
       const head = `${id}/${key.direction}/`;

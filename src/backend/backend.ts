@@ -67,7 +67,9 @@ export interface MapBackend {
  * Orders a write: upserts before deletes; when the map has no room for the new keys, deletes of
  * allow/redirect entries first. An upsert is known to overwrite by its `previous` field.
  */
-export function orderDeltas(deltas: readonly MapDelta[], size: number, capacity: number): MapDelta[] {
+export function orderDeltas(deltas: readonly MapDelta[], size: number, capacity: number): readonly MapDelta[] {
+  // Deletes alone, or replaces alone, need no reordering (and no copy of a large batch).
+  if (deltas.every((d) => d.op === 'delete') || deltas.every((d) => d.op === 'upsert' && d.previous !== undefined)) return deltas;
   const replaces: MapDelta[] = [];
   const adds: MapDelta[] = [];
   const deletes: MapDelta[] = [];

@@ -164,7 +164,7 @@ export class BpfBackend implements MapBackend {
       while (j < ordered.length && j - i < BATCH_SIZE && (ordered[j] as MapDelta).op === op) j++;
       const n = this.batchSupported ? this.writeBatch(endpoint, fd, ordered, i, j) : this.writeSingles(fd, ordered, i, j);
       let grown = 0;
-      for (let k = i; k < i + n; k++) if ((ordered[k] as MapDelta).previous === undefined) grown++;
+      if (op === 'upsert') for (let k = i; k < i + n; k++) if ((ordered[k] as MapDelta).previous === undefined) grown++;
       this.sizes.set(endpoint, (this.sizes.get(endpoint) as number) + (op === 'upsert' ? grown : -n));
       if (op === 'upsert') stats.upserts += n;
       else stats.deletes += n;
@@ -181,10 +181,16 @@ export class BpfBackend implements MapBackend {
   /** Writes ops[from, to) in one batched call; returns how many took effect. */
   private writeBatch(endpoint: string, fd: number, ops: readonly MapDelta[], from: number, to: number): number {
     const op = (ops[from] as MapDelta).op;
-    for (let k = from; k < to; k++) {
-      const d = ops[k] as MapDelta;
-      encodeKey(d.key, this.keys.buf, (k - from) * KEY_SIZE);
-      if (op === 'upsert') encodeValue(d.entry, d.key, this.values.buf, (k - from) * VALUE_SIZE);
+    const keys = this.keys.buf;
+    if (op === 'delete') {
+      for (let k = from; k < to; k++) encodeKey((ops[k] as MapDelta).key, keys, (k - from) * KEY_SIZE);
+    } else {
+      const values = this.values.buf;
+      for (let k = from; k < to; k++) {
+        const d = ops[k] as MapDelta;
+        encodeKey(d.key, keys, (k - from) * KEY_SIZE);
+        encodeValue(d.entry, d.key, values, (k - from) * VALUE_SIZE);
+      }
     }
     const a = this.attr.buf;
     a.fill(0);

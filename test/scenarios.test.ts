@@ -48,6 +48,16 @@ describe('probe requests', () => {
     expect(probe('{port: 53, protocol: UDP, dns: {name: a.io}}').request).toEqual({ dns: { name: 'a.io' } });
     expect(probe('{port: 53}').request).toBeUndefined();
   });
+  it('reads protocols in any case and ports written as numeric strings', () => {
+    const p = probe('{port: "8080", protocol: udp}');
+    expect([p.port, p.protocol]).toEqual([8080, 'UDP']);
+    expect(probe('{port: 8, protocol: icmpv6}').protocol).toBe('ICMPv6');
+    const s = parseScenario('pods: [{name: a/b, ports: [{port: "53", protocol: udp}]}]\n', 's.yaml');
+    const pod = s.setup.find((c) => c.op === 'addPod');
+    expect(pod && pod.op === 'addPod' ? pod.pod.ports : []).toEqual([{ port: 53, protocol: 'UDP' }]);
+    expect(() => probe('{port: "eighty"}')).toThrow('steps[0].probes[0].port');
+    expect(() => probe('{port: 80, protocol: http}')).toThrow('steps[0].probes[0].protocol');
+  });
   it('refuses bad requests naming the field', () => {
     expect(() => probe('{port: 80, http: {path: /x}, dns: {name: a}}')).toThrow('s.yaml steps[0].probes[0]: a probe carries one request, not http and dns');
     expect(() => probe('{port: 80, http: {verb: GET}}')).toThrow('steps[0].probes[0].http');

@@ -97,6 +97,17 @@ function readNamespace(r: Reader, v: unknown, path: string): { name: string; lab
   return { name, labels: readLabels(r, o.labels, join(path, 'labels')) };
 }
 
+/** A protocol name from a list, ignoring case (`tcp` is `TCP`). */
+function readProtocol<T extends string>(r: Reader, v: unknown, path: string, allowed: readonly T[]): T {
+  const hit = typeof v === 'string' ? allowed.find((p) => p.toLowerCase() === v.toLowerCase()) : undefined;
+  return hit ?? r.oneOf(v, path, allowed);
+}
+
+/** A port number, also written as a numeric string (`"80"`), as manifests often do. */
+function readPortNumber(r: Reader, v: unknown, path: string, min: number, max: number): number {
+  return r.intInRange(typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v, path, min, max);
+}
+
 /** A pod's container ports (`[{name?, port, protocol?}]`); shared with the trace format. */
 export function readContainerPorts(r: Reader, v: unknown, path: string): ContainerPort[] {
   return (r.optArray(v, path) ?? []).map((p, i): ContainerPort => {
@@ -104,8 +115,8 @@ export function readContainerPorts(r: Reader, v: unknown, path: string): Contain
     const po = r.object(p, ppath, ['name', 'port', 'protocol']);
     const pname = r.optString(po.name, join(ppath, 'name'));
     if (pname !== undefined && !isValidPortName(pname)) r.fail(join(ppath, 'name'), `"${pname}" is not a valid port name (IANA_SVC_NAME)`);
-    const port = r.intInRange(po.port, join(ppath, 'port'), 1, MAX_PORT);
-    const protocol = absent(po.protocol) ? 'TCP' : r.oneOf(po.protocol, join(ppath, 'protocol'), ['TCP', 'UDP', 'SCTP'] as const);
+    const port = readPortNumber(r, po.port, join(ppath, 'port'), 1, MAX_PORT);
+    const protocol = absent(po.protocol) ? 'TCP' : readProtocol(r, po.protocol, join(ppath, 'protocol'), ['TCP', 'UDP', 'SCTP'] as const);
     return { ...(pname !== undefined ? { name: pname } : {}), port, protocol };
   });
 }
@@ -235,10 +246,10 @@ function readRequest(r: Reader, o: Record<string, unknown>, path: string): L7Req
 function readProbe(r: Reader, v: unknown, path: string): Probe {
   const o = r.object(v, path, ['from', 'to', 'port', 'protocol', 'http', 'kafka', 'dns']);
   const request = readRequest(r, o, path);
-  const protocol = absent(o.protocol) ? 'TCP' : r.oneOf(o.protocol, join(path, 'protocol'), PROBE_PROTOCOLS);
+  const protocol = absent(o.protocol) ? 'TCP' : readProtocol(r, o.protocol, join(path, 'protocol'), PROBE_PROTOCOLS);
   const maxPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 255 : MAX_PORT;
   const minPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 0 : 1;
-  const port = r.intInRange(o.port, join(path, 'port'), minPort, maxPort);
+  const port = readPortNumber(r, o.port, join(path, 'port'), minPort, maxPort);
   const from = r.optString(o.from, join(path, 'from'));
   const to = r.optString(o.to, join(path, 'to'));
   return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(request ? { request } : {}) };

@@ -7,6 +7,7 @@ import { diffMaps } from '../engine/map-state.js';
 import { applyEventToCluster, comparableMaps, initialEvents, trackLocality } from '../engine/sync.js';
 import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
+import { l7PolicyKey } from '../model/l7.js';
 import type { LookupResult } from '../model/mapstate.js';
 import type { Trace } from './trace.js';
 
@@ -43,6 +44,8 @@ export interface ReplayResult {
   /** Churn events only, keyed by the trace's tag (or event type): microseconds. */
   readonly latencyUs: Record<string, LatencyStats>;
   readonly deltas: number;
+  /** L7 table deltas (rows told to the endpoints' proxies), cold start included. */
+  readonly l7Deltas: number;
   readonly mapEntries: number;
   readonly peakHeapBytes: number;
   readonly coldStart: { readonly events: number; readonly ms: number; readonly heapBytes: number; readonly deltas: number };
@@ -83,6 +86,33 @@ function snapshot(e: Engine): Maps {
   return out;
 }
 
+/** Every endpoint's L7 rows: `redirect/proxyPort|peer` → policy key. */
+type Tables = Map<string, ReadonlyMap<string, string>>;
+
+function l7Snapshot(e: Engine): Tables {
+  const out: Tables = new Map();
+  for (const ep of e.endpoints()) {
+    const rows = new Map<string, string>();
+    for (const row of e.l7Table(ep)) {
+      const r = row.redirect;
+      rows.set(`${r.direction}/${r.protocol}/${r.port}/${r.parser}/${r.proxyPort}|${row.peer}`, l7PolicyKey(row.policy));
+    }
+    out.set(ep, rows);
+  }
+  return out;
+}
+
+/** How many L7 rows differ between two full recomputations (a vanished endpoint's table goes whole). */
+function diffL7(before: Tables, after: Tables): number {
+  let n = 0;
+  for (const [ep, rows] of after) {
+    const b = before.get(ep) ?? new Map<string, string>();
+    for (const [k, v] of rows) if (b.get(k) !== v) n++;
+    for (const k of b.keys()) if (!rows.has(k)) n++;
+  }
+  return n;
+}
+
 /** The deltas between two full recomputations (the full mode has no other way to know them). */
 function diffAll(before: Maps, after: Maps): MapDelta[] {
   const empty = new Map<string, LookupResult>();
@@ -115,6 +145,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   };
   const total = initial.length + churn.length;
   let deltas = 0;
+  let l7Deltas = 0;
   // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
   // stable across a recompute (ports of endpoints that vanish stay taken: a benchmark-only leak).
   const shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };
@@ -128,12 +159,14 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     engine = new Engine(capacity === undefined ? {} : { mapCapacity: capacity });
     const cs = engine.apply(initial);
     coldDeltas = [...cs.deltas];
+    l7Deltas += cs.l7Deltas.length;
     if (opts.backend) applyChangeSet(opts.backend, cs);
     for (const e of initial) track(e);
   } else {
     for (const e of initial) track(e);
     engine = fullRecompute(state, local, capacity, shared);
     coldDeltas = diffAll(new Map(), snapshot(engine));
+    l7Deltas += diffL7(new Map(), l7Snapshot(engine));
     if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
   }
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -145,12 +178,14 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const ordered: { tag: string; us: number }[] = [];
   let verifications = 0;
   let previous = opts.mode === 'full' ? snapshot(engine) : new Map();
+  let previousTables = opts.mode === 'full' ? l7Snapshot(engine) : new Map();
   churn.forEach((item, i) => {
     const t = process.hrtime.bigint();
     if (opts.mode === 'incremental') {
       const cs = engine.apply([item.event]);
       if (opts.backend) applyChangeSet(opts.backend, cs);
       deltas += cs.deltas.length;
+      l7Deltas += cs.l7Deltas.length;
       track(item.event);
     } else {
       track(item.event);
@@ -162,6 +197,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
       if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
       deltas += d.length;
       previous = now;
+      const tables = l7Snapshot(engine);
+      l7Deltas += diffL7(previousTables, tables);
+      previousTables = tables;
     }
     const us = Number(process.hrtime.bigint() - t) / 1e3;
     let s = samples.get(item.tag);
@@ -194,6 +232,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     eventsPerSec: Math.round(total / seconds),
     latencyUs,
     deltas,
+    l7Deltas,
     mapEntries,
     peakHeapBytes: peakHeap,
     coldStart: { events: initial.length, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: coldDeltas.length },

@@ -280,7 +280,7 @@ function formatReplay(r: ReplayResult): string {
   const out = [
     `${r.mode} replay${r.profile ? ` of profile ${r.profile}` : ''}: ${r.events} events (${r.coldStart.events} initial, ${r.churnEvents} churn), ${r.eventsPerSec} events/s`,
     `cold start: ${r.coldStart.ms} ms, heap ${(r.coldStart.heapBytes / 1e6).toFixed(1)} MB, ${r.coldStart.deltas} map entries written`,
-    `endpoints: ${r.endpoints}, map entries: ${r.mapEntries}, deltas: ${r.deltas}, peak heap: ${(r.peakHeapBytes / 1e6).toFixed(1)} MB${r.verifications ? `, verified against a full recompute ${r.verifications} times` : ''}`,
+    `endpoints: ${r.endpoints}, map entries: ${r.mapEntries}, deltas: ${r.deltas}, L7 table deltas: ${r.l7Deltas}, peak heap: ${(r.peakHeapBytes / 1e6).toFixed(1)} MB${r.verifications ? `, verified against a full recompute ${r.verifications} times` : ''}`,
     'latency per churn event (µs):',
   ];
   const tags = Object.keys(r.latencyUs);

@@ -76,7 +76,12 @@ describe('replay', () => {
       expect(inc.verifications).toBe(inc.churnEvents);
       expect(inc.churnEvents).toBeGreaterThanOrEqual(60);
       const full = replay(trace, { mode: 'full' });
-      expect({ deltas: full.deltas, mapEntries: full.mapEntries, endpoints: full.endpoints }).toEqual({ deltas: inc.deltas, mapEntries: inc.mapEntries, endpoints: inc.endpoints });
+      expect({ deltas: full.deltas, l7Deltas: full.l7Deltas, mapEntries: full.mapEntries, endpoints: full.endpoints }).toEqual({
+        deltas: inc.deltas,
+        l7Deltas: inc.l7Deltas,
+        mapEntries: inc.mapEntries,
+        endpoints: inc.endpoints,
+      });
       expect(Object.keys(inc.latencyUs).length).toBeGreaterThan(3);
       for (const l of Object.values(inc.latencyUs)) expect(l.p50).toBeLessThanOrEqual(l.max);
     });

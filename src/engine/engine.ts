@@ -1018,9 +1018,7 @@ export class Engine {
     }
     this.movedEndpoints.clear();
     const portEndpoints = new Set<string>(moved.keys());
-    for (const [g, ch] of changesByGroup) {
-      if (ch.l7.length > 0 || ch.entries.some((c) => c.before?.proxyPort || c.after?.proxyPort)) for (const ep of g.endpoints) portEndpoints.add(ep);
-    }
+    for (const g of changesByGroup.keys()) if (g.state.redirectsChanged) for (const ep of g.endpoints) portEndpoints.add(ep);
     const toRelease: { endpoint: string; redirect: string }[] = [];
     let exhausted: ProxyPortsExhaustedError | null = null;
     for (const endpoint of portEndpoints) {

@@ -139,6 +139,8 @@ export class MapState {
   private readonly l7Touched = new Map<string, PolicyKey>();
   /** What the last `settle()` changed in the L7 tables. */
   l7Changes: readonly L7Change[] = NO_L7_CHANGES;
+  /** Whether the last `settle()` added or removed a redirect (its endpoints' proxy ports follow). */
+  redirectsChanged = false;
 
   constructor(
     private readonly stats: EngineStats,
@@ -324,6 +326,7 @@ export class MapState {
     const changes = this.settleEntries();
     // Maps without redirects (most of them) skip the L7 layer entirely.
     const l7Relevant = this.l7Touched.size > 0 || this.redirectUse.size > 0 || changes.some((c) => c.after !== undefined && c.after.proxyPort !== 0);
+    this.redirectsChanged = false;
     this.l7Changes = l7Relevant ? this.settleL7(changes) : NO_L7_CHANGES;
     return changes;
   }
@@ -388,6 +391,7 @@ export class MapState {
         }
       }
     }
+    this.redirectsChanged = added.size > 0 || removed.size > 0;
     const out: L7Change[] = [];
     const setRow = (rowKey: string, redirectKey: string, row: L7Row | undefined): void => {
       const before = this.l7.get(rowKey);

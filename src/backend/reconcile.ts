@@ -1,4 +1,7 @@
 import type { Engine } from '../engine/engine.js';
+import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange } from '../engine/proxy-ports.js';
+import { redirectId } from '../engine/map-state.js';
+import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
 import { diffMaps } from '../engine/map-state.js';
 import { LookupResult, pickWinner, policyKeyString } from '../model/mapstate.js';
 import type { Direction } from '../model/rules.js';
@@ -21,6 +24,7 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
   for (const ep of backend.endpoints()) {
     if (!desired.has(ep)) {
       backend.remove(ep);
+      engine.releaseProxyPorts(ep);
       stats.removed++;
     }
   }
@@ -41,6 +45,24 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
     stats.syscalls += s.syscalls;
   }
   return stats;
+}
+
+/**
+ * Proxy ports as the pinned maps hold them, for an engine restarting on them
+ * (`new Engine({ proxyPortAllocator: proxyPortsFromMaps(backend) })`): each redirect entry names
+ * its port and, through its precedence, its parser, so the restarted engine keeps every port a
+ * redirect still uses and `reconcile` rewrites nothing for them. Ports of redirects that are gone
+ * are released when the engine first computes that endpoint.
+ */
+export function proxyPortsFromMaps(backend: MapBackend, range: ProxyPortRange = DEFAULT_PROXY_PORT_RANGE): ProxyPortAllocator {
+  const ports = new ProxyPortAllocator(range);
+  for (const ep of backend.endpoints()) {
+    for (const { key, entry } of backend.dump(ep)) {
+      const parser = entry.deny || entry.proxyPort === 0 ? undefined : parserOfRedirectPrecedence(entry.precedence);
+      if (parser) ports.reserve(ep, redirectId({ direction: key.direction, protocol: key.protocol, port: key.port, parser }), entry.proxyPort);
+    }
+  }
+  return ports;
 }
 
 /**

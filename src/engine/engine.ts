@@ -293,6 +293,15 @@ export class Engine {
     return [...g.state.redirects()].sort().map((id) => this.redirectInfo(endpoint, g.state.redirect(id) as Redirect));
   }
 
+  /**
+   * Releases the proxy ports an endpoint this engine does not have still holds (ports restored
+   * from pinned maps of an endpoint that is gone: `reconcile` calls this when it removes its map).
+   */
+  releaseProxyPorts(endpoint: string): void {
+    if (this.endpointGroups.has(endpoint)) throw new EngineError(0, 'query', `endpoint "${endpoint}" is live; its proxy ports follow its policy`);
+    for (const id of [...this.proxyPorts.redirectsOf(endpoint).keys()]) this.proxyPorts.release(endpoint, id);
+  }
+
   /** What the endpoint's proxies are told: per redirect, per peer identity (0 = any), the L7 policy. */
   l7Table(endpoint: string): { redirect: RedirectInfo; peer: IdentityId; policy: L7Policy }[] {
     const g = this.groupOf(endpoint);

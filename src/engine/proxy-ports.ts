@@ -85,6 +85,16 @@ export class ProxyPortAllocator {
     this.journal?.push({ op: 'free', endpoint, redirect, port });
   }
 
+  /**
+   * Gives a redirect a known port, as found in an endpoint's pinned map after a restart, so the
+   * restarted engine keeps it. Refused (false) when the port is outside the range or taken.
+   */
+  reserve(endpoint: string, redirect: string, port: number): boolean {
+    if (port < this.range.min || port > this.range.max || this.owners.has(port) || this.portOf(endpoint, redirect) !== undefined) return false;
+    this.take(endpoint, redirect, port);
+    return true;
+  }
+
   /** Starts journaling; `rollback` undoes everything since, `commit` forgets it. */
   begin(): void {
     this.journal = [];
@@ -109,7 +119,11 @@ export class ProxyPortAllocator {
     if (!m) this.byEndpoint.set(endpoint, (m = new Map()));
     m.set(redirect, port);
     this.owners.set(port, { endpoint, redirect });
-    if (port >= this.next) this.next = port + 1;
+    if (port >= this.next) {
+      // Ports skipped below the new high-water mark (a reserved port) stay allocatable.
+      for (let p = this.next; p < port; p++) this.released.push(p);
+      this.next = port + 1;
+    }
   }
 
   private drop(endpoint: string, redirect: string, port: number): void {

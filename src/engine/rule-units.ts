@@ -98,6 +98,11 @@ const REDIRECT_ENTRIES: Readonly<Record<L7Parser, PolicyEntry>> = {
   dns: { deny: false, proxyPort: REDIRECT_CODE.dns, precedence: precedence('redirect', LISTENER_PRIORITY.dns) },
 };
 
+/** The parser a kernel redirect entry stands for, from its precedence (255 - listener priority). */
+export function parserOfRedirectPrecedence(p: number): L7Parser | undefined {
+  return (Object.keys(REDIRECT_ENTRIES) as L7Parser[]).find((parser) => REDIRECT_ENTRIES[parser].precedence === p);
+}
+
 export const DENY_ENTRY: PolicyEntry = { deny: true, proxyPort: 0, precedence: precedence('deny') };
 export const ALLOW_ENTRY: PolicyEntry = { deny: false, proxyPort: 0, precedence: precedence('allow') };
 

@@ -7,6 +7,9 @@ import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from '../../src/engine/proxy-ports.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
+import { applyChangeSet } from '../../src/backend/backend.js';
+import { MemoryBackend } from '../../src/backend/memory.js';
+import { proxyPortsFromMaps, reconcile } from '../../src/backend/reconcile.js';
 
 let ipCounter = 2;
 function pod(name: string, labels: Record<string, string>): Pod {
@@ -134,5 +137,44 @@ describe('L7 redirects and tables', () => {
     // Re-applying the same policy is a no-op, also for the L7 tables.
     const again = e.apply([httpGetPublic]);
     expect([again.deltas.length, again.l7Deltas.length]).toEqual([0, 0]);
+  });
+
+  it('a restart on pinned maps keeps every proxy port still in use, so reconcile writes nothing for them', () => {
+    const kafka = cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "9092", protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`);
+    const events: EngineEvent[] = [local(pod('web-1', { app: 'web' })), local(pod('web-2', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic, kafka];
+    const backend = new MemoryBackend();
+    const first = new Engine();
+    applyChangeSet(backend, first.apply(events));
+    const ports = (e: Engine) => ['prod/web-1', 'prod/web-2'].map((ep) => e.redirects(ep).map((r) => `${r.parser}:${r.proxyPort}`).join(','));
+    expect(ports(first)).toEqual(['http:10000,kafka:10001', 'http:10002,kafka:10003']);
+
+    // The same cluster learnt in another order gives other ports, and reconcile rewrites them.
+    const reordered = [events[1]!, events[0]!, events[2]!, kafka, httpGetPublic];
+    const naive = new Engine();
+    naive.apply(reordered);
+    expect(ports(naive)).not.toEqual(ports(first));
+    const copy = new MemoryBackend();
+    for (const ep of backend.endpoints()) {
+      copy.create(ep);
+      copy.apply(ep, backend.dump(ep).map((r) => ({ endpoint: ep, op: 'upsert' as const, key: r.key, entry: r.entry })));
+    }
+    expect(reconcile(naive, copy).upserts).toBeGreaterThan(0);
+
+    // Seeded from the pinned maps, the restarted engine keeps every port: nothing to write.
+    const restarted = new Engine({ proxyPortAllocator: proxyPortsFromMaps(backend) });
+    restarted.apply(reordered);
+    expect(ports(restarted)).toEqual(ports(first));
+    expect(reconcile(restarted, backend)).toMatchObject({ upserts: 0, deletes: 0, created: 0, removed: 0 });
+
+    // A redirect gone during the downtime releases its port; an endpoint gone releases all of its.
+    const later = new Engine({ proxyPortAllocator: proxyPortsFromMaps(backend) });
+    later.apply([events[0]!, events[2]!, httpGetPublic]);
+    const portsOf = (e: Engine, ep: string) => e.redirects(ep).map((r) => `${r.parser}:${r.proxyPort}`);
+    expect(portsOf(later, 'prod/web-1')).toEqual(['http:10000']);
+    expect(reconcile(later, backend)).toMatchObject({ removed: 1, upserts: 0 });
+    later.apply([local(pod('web-3', { app: 'web' })), kafka]);
+    // Freed ports (10001 from web-1's Kafka redirect, 10002-10003 from web-2) are handed out again, lowest first.
+    expect(portsOf(later, 'prod/web-3')).toEqual(['http:10001', 'kafka:10002']);
+    expect(portsOf(later, 'prod/web-1')).toEqual(['http:10000', 'kafka:10003']);
   });
 });

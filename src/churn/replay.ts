@@ -4,10 +4,9 @@ import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta } from '../engine/events.js';
 import { diffMaps } from '../engine/map-state.js';
-import { applyEventToCluster, comparableMaps, initialEvents, trackLocality } from '../engine/sync.js';
+import { applyEventToCluster, comparableMaps, initialEvents, l7Tables, l7TablesDiffSize, trackLocality } from '../engine/sync.js';
 import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
-import { l7PolicyKey } from '../model/l7.js';
 import type { LookupResult } from '../model/mapstate.js';
 import type { Trace } from './trace.js';
 
@@ -86,33 +85,6 @@ function snapshot(e: Engine): Maps {
   return out;
 }
 
-/** Every endpoint's L7 rows: `redirect/proxyPort|peer` → policy key. */
-type Tables = Map<string, ReadonlyMap<string, string>>;
-
-function l7Snapshot(e: Engine): Tables {
-  const out: Tables = new Map();
-  for (const ep of e.endpoints()) {
-    const rows = new Map<string, string>();
-    for (const row of e.l7Table(ep)) {
-      const r = row.redirect;
-      rows.set(`${r.direction}/${r.protocol}/${r.port}/${r.parser}/${r.proxyPort}|${row.peer}`, l7PolicyKey(row.policy));
-    }
-    out.set(ep, rows);
-  }
-  return out;
-}
-
-/** How many L7 rows differ between two full recomputations (a vanished endpoint's table goes whole). */
-function diffL7(before: Tables, after: Tables): number {
-  let n = 0;
-  for (const [ep, rows] of after) {
-    const b = before.get(ep) ?? new Map<string, string>();
-    for (const [k, v] of rows) if (b.get(k) !== v) n++;
-    for (const k of b.keys()) if (!rows.has(k)) n++;
-  }
-  return n;
-}
-
 /** The deltas between two full recomputations (the full mode has no other way to know them). */
 function diffAll(before: Maps, after: Maps): MapDelta[] {
   const empty = new Map<string, LookupResult>();
@@ -166,7 +138,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     for (const e of initial) track(e);
     engine = fullRecompute(state, local, capacity, shared);
     coldDeltas = diffAll(new Map(), snapshot(engine));
-    l7Deltas += diffL7(new Map(), l7Snapshot(engine));
+    l7Deltas += l7TablesDiffSize(new Map(), l7Tables(engine));
     if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
   }
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -178,7 +150,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const ordered: { tag: string; us: number }[] = [];
   let verifications = 0;
   let previous = opts.mode === 'full' ? snapshot(engine) : new Map();
-  let previousTables = opts.mode === 'full' ? l7Snapshot(engine) : new Map();
+  let previousTables = opts.mode === 'full' ? l7Tables(engine) : new Map();
   churn.forEach((item, i) => {
     const t = process.hrtime.bigint();
     if (opts.mode === 'incremental') {
@@ -197,8 +169,8 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
       if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
       deltas += d.length;
       previous = now;
-      const tables = l7Snapshot(engine);
-      l7Deltas += diffL7(previousTables, tables);
+      const tables = l7Tables(engine);
+      l7Deltas += l7TablesDiffSize(previousTables, tables);
       previousTables = tables;
     }
     const us = Number(process.hrtime.bigint() - t) / 1e3;

@@ -15,7 +15,7 @@ import { policyKeyString } from '../model/mapstate.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from './engine.js';
 import type { Policy } from '../model/rules.js';
-import type { EngineEvent } from './events.js';
+import type { EngineEvent, RedirectInfo } from './events.js';
 
 /** Which pods are the node's own endpoints. */
 export type LocalityRule = (pod: Pod) => boolean;
@@ -100,4 +100,28 @@ export function comparableMaps(engine: Engine): Record<string, string[]> {
     out[ep] = [...maps, ...tables].sort();
   }
   return out;
+}
+
+/** Every endpoint's L7 rows: `direction/protocol/port/parser/proxyPort|peer` → policy key. */
+export type L7Tables = Map<string, ReadonlyMap<string, string>>;
+
+export function l7RowKey(redirect: RedirectInfo, peer: number): string {
+  return `${redirect.direction}/${redirect.protocol}/${redirect.port}/${redirect.parser}/${redirect.proxyPort}|${peer}`;
+}
+
+export function l7Tables(engine: Engine): L7Tables {
+  const out: L7Tables = new Map();
+  for (const ep of engine.endpoints()) out.set(ep, new Map(engine.l7Table(ep).map((row) => [l7RowKey(row.redirect, row.peer), l7PolicyKey(row.policy)])));
+  return out;
+}
+
+/** How many L7 rows differ between two snapshots (a vanished endpoint's table goes whole). */
+export function l7TablesDiffSize(before: L7Tables, after: L7Tables): number {
+  let n = 0;
+  for (const [ep, rows] of after) {
+    const b = before.get(ep) ?? new Map<string, string>();
+    for (const [k, v] of rows) if (b.get(k) !== v) n++;
+    for (const k of b.keys()) if (!rows.has(k)) n++;
+  }
+  return n;
 }

@@ -6,7 +6,7 @@ import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
-import { initialEvents } from '../../src/engine/sync.js';
+import { initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/engine/sync.js';
 import { decideDirection, resolveEndpoint } from '../../src/naive/evaluator.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
 import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
@@ -85,32 +85,24 @@ function engineState(engine: Engine): string {
   return JSON.stringify({ maps: normalizedMaps(engine), sizes: engine.sizes(), ids: engine.identities(), redirects });
 }
 
-/** Every endpoint's L7 tables: `direction/protocol/port/parser/proxyPort|peer` → policy. */
-type Tables = Map<string, Map<string, string>>;
+type Tables = L7Tables;
 
+/** Every endpoint's L7 tables; every row's redirect must have a proxy port. */
 function tables(engine: Engine): Tables {
-  const out: Tables = new Map();
   for (const ep of engine.endpoints()) {
-    const m = new Map<string, string>();
-    for (const row of engine.l7Table(ep)) {
-      const r = row.redirect;
-      expect(r.proxyPort, `${ep}: row of a redirect without a proxy port`).toBeGreaterThanOrEqual(10000);
-      m.set(`${r.direction}/${r.protocol}/${r.port}/${r.parser}/${r.proxyPort}|${row.peer}`, l7PolicyKey(row.policy));
-    }
-    out.set(ep, m);
+    for (const row of engine.l7Table(ep)) expect(row.redirect.proxyPort, `${ep}: row of a redirect without a proxy port`).toBeGreaterThanOrEqual(10000);
   }
-  return out;
+  return l7Tables(engine);
 }
 
 /** Applies the L7 deltas, refusing no-op, duplicate and dangling ones; returns the new tables. */
 function applyL7Deltas(before: Tables, cs: ChangeSet): Tables {
-  const out: Tables = new Map([...before].map(([ep, m]) => [ep, new Map(m)]));
+  const out = new Map([...before].map(([ep, m]) => [ep, new Map(m)]));
   for (const ep of cs.endpointsRemoved) out.delete(ep);
   for (const ep of cs.endpointsAdded) out.set(ep, new Map());
   const seen = new Set<string>();
   for (const d of cs.l7Deltas) {
-    const r = d.redirect;
-    const k = `${r.direction}/${r.protocol}/${r.port}/${r.parser}/${r.proxyPort}|${d.peer}`;
+    const k = l7RowKey(d.redirect, d.peer);
     expect(seen.has(`${d.endpoint} ${k}`), `L7 row ${k} of ${d.endpoint} appears twice in one change set`).toBe(false);
     seen.add(`${d.endpoint} ${k}`);
     const m = out.get(d.endpoint);
@@ -125,16 +117,6 @@ function applyL7Deltas(before: Tables, cs: ChangeSet): Tables {
     }
   }
   return out;
-}
-
-function l7DiffSize(before: Tables, after: Tables): number {
-  let n = 0;
-  for (const [ep, m] of after) {
-    const b = before.get(ep) ?? new Map<string, string>();
-    for (const [k, v] of m) if (b.get(k) !== v) n++;
-    for (const k of b.keys()) if (!m.has(k)) n++;
-  }
-  return n;
 }
 
 /** Sampled flows: the datapath lookup on the engine's map vs the naive evaluator. */
@@ -250,7 +232,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
           // (b') the same for the L7 tables: deltas apply cleanly and are exactly the changes.
           const l7Now = tables(engine);
           expect(applyL7Deltas(l7, cs)).toEqual(l7Now);
-          expect(cs.l7Deltas.length).toBe(l7DiffSize(l7, l7Now));
+          expect(cs.l7Deltas.length).toBe(l7TablesDiffSize(l7, l7Now));
           l7DeltaCount += cs.l7Deltas.length;
           l7 = l7Now;
           checkMinimal(engine);

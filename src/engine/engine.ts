@@ -5,7 +5,9 @@ import { LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL, reservedLabe
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey, wildcardKey } from '../model/mapstate.js';
 import { ContainerPort, FLOW_PROTOCOLS, MAX_PORT, protocolCovers } from '../model/ports.js';
 import { Direction, DIRECTIONS, Policy, PolicyRef, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
-import { ChangeSet, EngineError, EngineEvent, L7Delta, MapCapacityError, MapDelta, MapSnapshot, RedirectInfo } from './events.js';
+import { ChangeSet, EngineError, EngineEvent, EngineFailedError, L7Delta, MapCapacityError, MapDelta, MapSnapshot, RedirectInfo } from './events.js';
+import { ModelStore } from './model-store.js';
+import { validateBatch } from './validate.js';
 import { diffMaps, EntryChange, L7Change, L7Row, MapState, Redirect, redirectId } from './map-state.js';
 import {
   ALLOW_ENTRY,
@@ -115,6 +117,11 @@ export interface EngineOptions {
    * agents do with cluster-allocated identities (used by full-recompute replays).
    */
   readonly allocator?: IdentityAllocator;
+  /**
+   * Test-only fault injection: called at points inside every transaction (the point's name as
+   * argument); throwing from it simulates an internal error there.
+   */
+  readonly faultHook?: (point: string) => void;
 }
 
 export const DEFAULT_MAP_CAPACITY = 16384;
@@ -147,44 +154,79 @@ export class Engine {
   private readonly statsCounters: EngineStats = emptyStats();
   private readonly allocator: IdentityAllocator;
   private readonly proxyPorts: ProxyPortAllocator;
-  /** Every identity: pods (local and remote), reserved, CIDR. Peer selectors select from these. */
-  private readonly peerCache = new SelectorCache(this.statsCounters);
-  /** Local identities only. Rule subjects select from these. */
-  private readonly subjectCache = new SelectorCache(this.statsCounters);
+  /** The committed model: what validation reads and what a failed transaction rebuilds from. */
+  private readonly model = new ModelStore();
+  /** Test-only: called at points inside a transaction, to inject faults. */
+  private readonly faultHook: ((point: string) => void) | undefined;
+  /** Set when the engine could not rebuild itself after an internal error: it refuses all work. */
+  private failure: Error | null = null;
+  /** While rebuilding, identities keep the numbers the allocator already holds for them. */
+  private adopting = false;
 
-  private readonly identitiesByKey = new TombstoneMap<string, IdentityRecord>();
-  private readonly identitiesById = new TombstoneMap<IdentityId, IdentityRecord>();
-  private readonly locals = new TombstoneMap<IdentityId, LocalIdentity>();
-  private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
-  private readonly pods = new TombstoneMap<string, PodRecord>();
-  private readonly podsByNamespace = new Map<string, Set<string>>();
-  private readonly podsByIp = new TombstoneMap<string, string>();
-  private readonly policies = new TombstoneMap<string, PolicyRecord>();
-  private readonly endpointGroups = new TombstoneMap<string, Group>();
+  // Derived state (caches), rebuilt from `model` by `resetCaches` + replay after an internal error.
+  /** Every identity: pods (local and remote), reserved, CIDR. Peer selectors select from these. */
+  private peerCache!: SelectorCache;
+  /** Local identities only. Rule subjects select from these. */
+  private subjectCache!: SelectorCache;
+  private identitiesByKey!: TombstoneMap<string, IdentityRecord>;
+  private identitiesById!: TombstoneMap<IdentityId, IdentityRecord>;
+  private locals!: TombstoneMap<IdentityId, LocalIdentity>;
+  private namespaces!: Map<string, Readonly<Record<string, string>>>;
+  private pods!: TombstoneMap<string, PodRecord>;
+  private podsByNamespace!: Map<string, Set<string>>;
+  private podsByIp!: TombstoneMap<string, string>;
+  private policies!: TombstoneMap<string, PolicyRecord>;
+  private endpointGroups!: TombstoneMap<string, Group>;
   /** prefix length → network → CIDR identity, per family: the ipcache's LPM part. */
-  private readonly cidrIdentities: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>> = { ipv4: new Map(), ipv6: new Map() };
+  private cidrIdentities!: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>>;
   /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
-  private readonly namedEgressUnits = new Map<string, Set<ActiveUnit>>();
-  private readonly unitsBySource = new Map<string, ActiveUnit>();
+  private namedEgressUnits!: Map<string, Set<ActiveUnit>>;
+  private unitsBySource!: Map<string, ActiveUnit>;
   private nextSource = 1;
 
   // Transaction bookkeeping.
-  private readonly pendingRelease = new Set<IdentityRecord>();
-  private readonly dirtyGroups = new Set<Group>();
+  private pendingRelease!: Set<IdentityRecord>;
+  private dirtyGroups!: Set<Group>;
   /** Endpoints whose group changed in this transaction → their group before it (null: none). */
-  private readonly movedEndpoints = new Map<string, Group | null>();
+  private movedEndpoints!: Map<string, Group | null>;
   /** Undo closures of the running transaction, newest last; null outside `apply`. */
   private undoLog: (() => void)[] | null = null;
   /** Identities freed by the running transaction's commit, revived if it is rolled back. */
-  private readonly freedThisTxn = new Map<string, IdentityRecord>();
+  private freedThisTxn!: Map<string, IdentityRecord>;
   readonly mapCapacity: number;
-  private readonly worldIpv4: IdentityRecord;
-  private readonly worldIpv6: IdentityRecord;
+  private worldIpv4!: IdentityRecord;
+  private worldIpv6!: IdentityRecord;
 
   constructor(options: EngineOptions = {}) {
     this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();
+    this.faultHook = options.faultHook;
+    this.resetCaches();
+  }
+
+  /** Empty caches holding the reserved identities only: a new engine, or one about to rebuild. */
+  private resetCaches(): void {
+    this.peerCache = new SelectorCache(this.statsCounters);
+    this.subjectCache = new SelectorCache(this.statsCounters);
+    this.identitiesByKey = new TombstoneMap();
+    this.identitiesById = new TombstoneMap();
+    this.locals = new TombstoneMap();
+    this.namespaces = new Map();
+    this.pods = new TombstoneMap();
+    this.podsByNamespace = new Map();
+    this.podsByIp = new TombstoneMap();
+    this.policies = new TombstoneMap();
+    this.endpointGroups = new TombstoneMap();
+    this.cidrIdentities = { ipv4: new Map(), ipv6: new Map() };
+    this.namedEgressUnits = new Map();
+    this.unitsBySource = new Map();
+    this.nextSource = 1;
+    this.pendingRelease = new Set();
+    this.dirtyGroups = new Set();
+    this.movedEndpoints = new Map();
+    this.undoLog = null;
+    this.freedThisTxn = new Map();
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = makeLabelSet([reservedLabel(name)]);
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
@@ -197,27 +239,39 @@ export class Engine {
     this.worldIpv6 = this.identitiesById.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
   }
 
+  private fault(point: string): void {
+    if (!this.adopting) this.faultHook?.(point);
+  }
+
   // ---------------------------------------------------------------- public API
 
-  /** Applies a batch of events as one transaction and returns the map deltas it causes. */
+  /**
+   * Applies a batch of events as one transaction and returns the map deltas it causes. Nothing
+   * changes unless it returns: a bad event throws `EngineError` before anything is touched; a
+   * refusal (a full map, no free proxy port) is undone through the undo log; any other exception
+   * (an internal error) makes the engine rebuild its caches from the committed model, with the
+   * same identity numbers and proxy ports, before it propagates.
+   */
   apply(events: readonly EngineEvent[]): ChangeSet {
-    this.validate(events);
+    if (this.failure) throw new EngineFailedError(this.failure);
+    validateBatch(this.model, events);
     const before = { ...this.statsCounters };
     const mark = this.allocator.mark();
-    const undo: (() => void)[] = [];
-    this.undoLog = undo;
     this.proxyPorts.begin();
-    for (const e of events) this.applyEvent(e);
-    const result = this.commit();
-    this.undoLog = null;
-    const refusal = result.exhausted ?? this.findOverflow(result.touched);
-    if (refusal) {
-      this.proxyPorts.rollback();
-      this.rollback(undo, before, mark);
-      throw refusal;
+    this.allocator.begin();
+    let result: ReturnType<Engine['commit']>;
+    try {
+      result = this.transaction(events, before, mark);
+    } catch (e) {
+      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError)) this.recover(before);
+      throw e;
+    } finally {
+      this.undoLog = null;
     }
     this.proxyPorts.commit();
+    this.allocator.commit();
     this.freedThisTxn.clear();
+    for (const e of events) this.model.apply(e);
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
     this.statsCounters.deltas += result.deltas.length;
@@ -229,6 +283,45 @@ export class Engine {
       endpointsRemoved: result.endpointsRemoved,
       work: diffStats(this.statsCounters, before),
     };
+  }
+
+  /** The events, then commit; a refusal is rolled back here and thrown. */
+  private transaction(events: readonly EngineEvent[], before: EngineStats, mark: ReturnType<IdentityAllocator['mark']>): ReturnType<Engine['commit']> {
+    const undo: (() => void)[] = [];
+    this.undoLog = undo;
+    for (const e of events) this.applyEvent(e);
+    const result = this.commit();
+    this.undoLog = null;
+    const refusal = result.exhausted ?? this.findOverflow(result.touched);
+    if (!refusal) return result;
+    this.proxyPorts.rollback();
+    this.rollback(undo, before, mark);
+    this.allocator.commit();
+    throw refusal;
+  }
+
+  /**
+   * After an unexpected exception the caches may be half changed anywhere, so they are rebuilt
+   * from the committed model (which the transaction never touched). The allocators' journals give
+   * back every identity number and proxy port as they were, so the rebuilt maps are the old ones
+   * exactly and nothing needs to reach a backend. If even that fails, the engine refuses all
+   * further transactions: the kernel maps keep the last committed state.
+   */
+  private recover(before: EngineStats): void {
+    this.proxyPorts.rollback();
+    this.allocator.rollback();
+    this.adopting = true;
+    try {
+      this.resetCaches();
+      for (const e of this.model.events()) this.applyEvent(e);
+      this.commit();
+    } catch (e) {
+      this.failure = e instanceof Error ? e : new Error(String(e));
+    } finally {
+      this.adopting = false;
+      this.undoLog = null;
+      Object.assign(this.statsCounters, before);
+    }
   }
 
   private findOverflow(endpoints: Iterable<string>): MapCapacityError | null {
@@ -478,64 +571,10 @@ export class Engine {
     return this.unitsBySource.get(source.slice(0, dot))?.clauses[Number(source.slice(dot + 1))]?.l7;
   }
 
-  // ---------------------------------------------------------------- validation
-
-  /** Checks the whole batch against the model as it would evolve, without changing anything. */
-  private validate(events: readonly EngineEvent[]): void {
-    const nsExists = new Map<string, boolean>();
-    const podExists = new Map<string, boolean>();
-    const policyExists = new Map<string, boolean>();
-    const hasNs = (n: string): boolean => nsExists.get(n) ?? this.namespaces.has(n);
-    const hasPod = (k: string): boolean => podExists.get(k) ?? this.pods.has(k);
-    const hasPolicy = (k: string): boolean => policyExists.get(k) ?? this.policies.has(k);
-    events.forEach((e, i) => {
-      const fail = (detail: string): never => {
-        throw new EngineError(i, typeof e === 'object' && e !== null && 'type' in e ? String(e.type) : 'unknown', detail);
-      };
-      if (typeof e !== 'object' || e === null) fail('is not an event object');
-      switch (e.type) {
-        case 'upsertNamespace':
-          if (typeof e.name !== 'string' || e.name === '') fail('name must be a non-empty string');
-          checkStringMap(e.labels, 'labels', fail);
-          nsExists.set(e.name, true);
-          break;
-        case 'deleteNamespace':
-          if (!hasNs(e.name)) fail(`namespace "${e.name}" does not exist`);
-          nsExists.set(e.name, false);
-          for (const k of this.podsByNamespace.get(e.name) ?? []) podExists.set(k, false);
-          for (const k of podExists.keys()) if (k.startsWith(`${e.name}/`)) podExists.set(k, false);
-          for (const rec of this.policies.values()) if (rec.policy.ref.namespace === e.name) policyExists.set(policyRefKey(rec.policy.ref), false);
-          for (const k of policyExists.keys()) if (k.split('/').length === 3 && k.split('/')[1] === e.name) policyExists.set(k, false);
-          break;
-        case 'upsertPod':
-          checkPod(e.pod, fail);
-          podExists.set(podKey(e.pod), true);
-          break;
-        case 'deletePod': {
-          const k = `${e.namespace}/${e.name}`;
-          if (!hasPod(k)) fail(`pod "${k}" does not exist`);
-          podExists.set(k, false);
-          break;
-        }
-        case 'upsertPolicy':
-          if (typeof e.policy !== 'object' || e.policy === null || !Array.isArray(e.policy.rules)) fail('policy must be a parsed policy');
-          policyExists.set(policyRefKey(e.policy.ref), true);
-          break;
-        case 'deletePolicy': {
-          const k = policyRefKey(e.ref);
-          if (!hasPolicy(k)) fail(`policy ${k} does not exist`);
-          policyExists.set(k, false);
-          break;
-        }
-        default:
-          fail(`unknown event type "${String((e as { type: unknown }).type)}"`);
-      }
-    });
-  }
-
   // ---------------------------------------------------------------- events
 
   private applyEvent(e: EngineEvent): void {
+    this.fault('event');
     switch (e.type) {
       case 'upsertNamespace':
         return this.upsertNamespace(e.name, e.labels);
@@ -623,6 +662,7 @@ export class Engine {
 
   private acquireIdentity(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[]): IdentityRecord {
     const key = labelSetKey(labels);
+    this.fault('acquireIdentity');
     const existing = this.identitiesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -639,7 +679,9 @@ export class Engine {
       rec = freed;
       rec.refs = 1;
     } else {
-      const { id } = this.allocator.acquire(labels, cidr ? 'local' : 'cluster');
+      // Rebuilding after an internal error: the allocator's journal gave back the old numbers.
+      const adopted = this.adopting ? this.allocator.lookup(labels) : undefined;
+      const id = adopted ?? this.allocator.acquire(labels, cidr ? 'local' : 'cluster').id;
       const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
       rec = { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
     }
@@ -664,6 +706,7 @@ export class Engine {
   }
 
   private freeIdentity(rec: IdentityRecord): void {
+    this.fault('freeIdentity');
     this.peerCache.removeIdentity(rec.id);
     this.identitiesByKey.delete(labelSetKey(rec.labels));
     this.identitiesById.delete(rec.id);
@@ -717,6 +760,7 @@ export class Engine {
   // ---------------------------------------------------------------- groups (map states)
 
   private joinGroup(key: string, rec: PodRecord): void {
+    this.fault('joinGroup');
     this.noteMove(key);
     let local = this.locals.get(rec.identity.id);
     if (!local) local = this.addLocalIdentity(rec.identity);
@@ -733,6 +777,7 @@ export class Engine {
   }
 
   private leaveGroup(key: string, rec: PodRecord): void {
+    this.fault('leaveGroup');
     const g = rec.group as Group;
     this.noteMove(key);
     g.endpoints.delete(key);
@@ -791,6 +836,7 @@ export class Engine {
 
   /** Adds (or removes) what unit `a` says about peer `peer` to map state `g`. */
   private contribute(a: ActiveUnit, peer: IdentityId, g: Group, sign: 1 | -1): void {
+    this.fault('contribute');
     const direction = a.unit.direction;
     this.dirtyGroups.add(g);
     for (const c of a.clauses) {
@@ -835,6 +881,7 @@ export class Engine {
   }
 
   private attachUnit(unit: RuleUnit): ActiveUnit {
+    this.fault('attachUnit');
     const source = `u${this.nextSource++}`;
     const a: ActiveUnit = {
       unit,
@@ -875,6 +922,7 @@ export class Engine {
 
   /** Registers the unit's peers once some local identity needs it. */
   private activate(a: ActiveUnit): void {
+    this.fault('activate');
     for (const sel of a.unit.peers) {
       if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
       if (sel.kind === 'cidr') {
@@ -939,6 +987,7 @@ export class Engine {
   }
 
   private onPeerChange(a: ActiveUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.fault('peerChange');
     for (const id of added) {
       const n = a.targets.get(id) ?? 0;
       a.targets.set(id, n + 1);
@@ -977,6 +1026,7 @@ export class Engine {
   }
 
   private onEnforcementChange(e: ActiveEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.fault('enforcementChange');
     const d = e.unit.direction;
     const allowAll = wildcardKey(0, d);
     for (const x of added) {
@@ -1012,6 +1062,7 @@ export class Engine {
     this.pendingRelease.clear();
     const changesByGroup = new Map<Group, { entries: EntryChange[]; l7: readonly L7Change[] }>();
     for (const g of this.dirtyGroups) {
+      this.fault('settle');
       const entries = g.state.settle();
       changesByGroup.set(g, { entries, l7: g.state.l7Changes });
     }
@@ -1053,6 +1104,7 @@ export class Engine {
       return o;
     };
     const emit = (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void => {
+      this.fault('emit');
       const b = before && this.concrete(endpoint, key, before);
       const a = after && this.concrete(endpoint, key, after);
       if (a) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, ...(b ? { previous: b } : {}) });
@@ -1100,6 +1152,7 @@ export class Engine {
         for (const c of changes.l7) emitL7(endpoint, c.before, c.after);
       }
     }
+    this.fault('releasePorts');
     for (const r of toRelease) this.proxyPorts.release(r.endpoint, r.redirect);
 
     const deltas: MapDelta[] = [];
@@ -1151,23 +1204,4 @@ function sameStringMap(a: Readonly<Record<string, string>>, b: Readonly<Record<s
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
   return ka.every((k) => b[k] === a[k]);
-}
-
-function checkStringMap(m: unknown, field: string, fail: (d: string) => never): void {
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) fail(`${field} must be a map of strings`);
-  for (const [k, v] of Object.entries(m as object)) if (typeof v !== 'string') fail(`${field}.${k} must be a string`);
-}
-
-function checkPod(pod: Pod, fail: (d: string) => never): void {
-  if (typeof pod !== 'object' || pod === null) fail('pod is missing');
-  if (typeof pod.namespace !== 'string' || pod.namespace === '') fail('pod.namespace must be a non-empty string');
-  if (typeof pod.name !== 'string' || pod.name === '') fail('pod.name must be a non-empty string');
-  checkStringMap(pod.labels, 'pod.labels', fail);
-  if (typeof pod.serviceAccount !== 'string') fail('pod.serviceAccount must be a string');
-  if (typeof pod.ip !== 'object' || pod.ip === null || typeof pod.ip.value !== 'bigint') fail('pod.ip must be a parsed IP address');
-  if (!Array.isArray(pod.ports)) fail('pod.ports must be a list');
-  pod.ports.forEach((p, i) => {
-    if (!Number.isInteger(p.port) || p.port < 1 || p.port > MAX_PORT) fail(`pod.ports[${i}].port: ${String(p.port)} is not in 1..${MAX_PORT}`);
-    if (!(FLOW_PROTOCOLS as readonly string[]).includes(p.protocol)) fail(`pod.ports[${i}].protocol: "${String(p.protocol)}" is not a protocol`);
-  });
 }

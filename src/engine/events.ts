@@ -77,6 +77,17 @@ export class EngineError extends Error {
   }
 }
 
+/**
+ * The engine met an internal error and could not rebuild its state from its committed model: it
+ * refuses every further transaction (the kernel maps keep the last committed state). A bug.
+ */
+export class EngineFailedError extends Error {
+  override readonly name = 'EngineFailedError';
+  constructor(override readonly cause: Error) {
+    super(`the engine stopped after an internal error it could not recover from (${cause.message}); restart it`);
+  }
+}
+
 /** Rules and how many map entries each contributes to one endpoint's map. */
 export interface EntryContribution {
   readonly rule: string;

@@ -42,7 +42,12 @@ function mask(family: IpFamily, prefixLength: number): bigint {
   return all ^ ((1n << (bits - BigInt(prefixLength))) - 1n);
 }
 
+/**
+ * Plain IPv4 dotted quads and IPv6 addresses. IPv6 zone indexes (`fe80::1%eth0`) are refused: a
+ * zone names a link on one host, and a policy map keyed by address cannot hold it.
+ */
 export function isValidIp(text: string): boolean {
+  if (text.includes('%')) return false;
   return ipaddr.IPv4.isValidFourPartDecimal(text) || ipaddr.IPv6.isValid(text);
 }
 

@@ -1,5 +1,6 @@
 import {
   CLUSTER_KEY,
+  isDerivedLabelKey,
   DEFAULT_CLUSTER_NAME,
   k8sLabels,
   Label,
@@ -58,7 +59,8 @@ export interface PodIdentitySource {
  * namespace's labels and its service account, plus the cluster name.
  */
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
-  const labels: Label[] = k8sLabels(pod.labels);
+  // Pod labels in a derived label space never reach the identity (see DERIVED_LABEL_PREFIXES).
+  const labels: Label[] = k8sLabels(pod.labels).filter((l) => !isDerivedLabelKey(l.key));
   labels.push({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY, value: pod.namespace });
   for (const [k, v] of Object.entries(namespaceLabels)) {
     labels.push({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k, value: v });
@@ -84,6 +86,8 @@ export class IdentityAllocator {
   private readonly byId = new Map<IdentityId, Allocation>();
   private nextCluster = FIRST_CLUSTER_IDENTITY;
   private nextLocal = LOCAL_IDENTITY_FLAG + 1;
+  /** Undo steps since `begin`, newest last; null when no transaction is journaled. */
+  private journal: (() => void)[] | null = null;
 
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
@@ -94,19 +98,48 @@ export class IdentityAllocator {
     }
   }
 
+  /**
+   * Starts journaling: `rollback` then returns the allocator exactly to this point (numbering,
+   * allocations, reference counts), `commit` forgets the journal. Every change is one journaled
+   * step, so the rollback is exact wherever the caller stopped.
+   */
+  begin(): void {
+    const cluster = this.nextCluster;
+    const local = this.nextLocal;
+    this.journal = [() => ((this.nextCluster = cluster), (this.nextLocal = local))];
+  }
+
+  commit(): void {
+    this.journal = null;
+  }
+
+  rollback(): void {
+    const j = this.journal ?? [];
+    this.journal = null;
+    for (let i = j.length - 1; i >= 0; i--) (j[i] as () => void)();
+  }
+
   /** Takes a reference on the identity of `labels`, allocating it if new. */
   acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster'): { id: IdentityId; isNew: boolean } {
     const key = labelSetKey(labels);
     const existing = this.byKey.get(key);
     if (existing) {
       existing.refs += 1;
+      this.journal?.push(() => (existing.refs -= 1));
       return { id: existing.id, isNew: false };
     }
     const id = scope === 'cluster' ? this.nextCluster++ : this.nextLocal++;
-    const a: Allocation = { id, labels, refs: 1 };
-    this.byKey.set(key, a);
-    this.byId.set(id, a);
+    this.insert({ id, labels, refs: 1 }, key);
     return { id, isNew: true };
+  }
+
+  private insert(a: Allocation, key: string): void {
+    this.byKey.set(key, a);
+    this.byId.set(a.id, a);
+    this.journal?.push(() => {
+      this.byKey.delete(key);
+      this.byId.delete(a.id);
+    });
   }
 
   /** Drops a reference; returns true when that was the last one and the identity is gone. */
@@ -114,9 +147,18 @@ export class IdentityAllocator {
     const a = this.byId.get(id);
     if (!a) throw new Error(`identity ${id} is not allocated`);
     a.refs -= 1;
-    if (a.refs > 0) return false;
+    if (a.refs > 0) {
+      this.journal?.push(() => (a.refs += 1));
+      return false;
+    }
+    const key = labelSetKey(a.labels);
     this.byId.delete(id);
-    this.byKey.delete(labelSetKey(a.labels));
+    this.byKey.delete(key);
+    this.journal?.push(() => {
+      a.refs += 1;
+      this.byKey.set(key, a);
+      this.byId.set(id, a);
+    });
     return true;
   }
 
@@ -134,6 +176,9 @@ export class IdentityAllocator {
       const fromMark = (id & LOCAL_IDENTITY_FLAG) !== 0 ? id >= mark.local : id >= mark.cluster;
       if (fromMark && id >= FIRST_CLUSTER_IDENTITY) throw new Error(`cannot rewind: identity ${id} allocated since the mark is still live`);
     }
+    const cluster = this.nextCluster;
+    const local = this.nextLocal;
+    this.journal?.push(() => ((this.nextCluster = cluster), (this.nextLocal = local)));
     this.nextCluster = mark.cluster;
     this.nextLocal = mark.local;
   }
@@ -142,9 +187,7 @@ export class IdentityAllocator {
   revive(id: IdentityId, labels: LabelSet): void {
     const key = labelSetKey(labels);
     if (this.byId.has(id) || this.byKey.has(key)) throw new Error(`identity ${id} is live, cannot revive it`);
-    const a: Allocation = { id, labels, refs: 1 };
-    this.byKey.set(key, a);
-    this.byId.set(id, a);
+    this.insert({ id, labels, refs: 1 }, key);
   }
 
   lookup(labels: LabelSet): IdentityId | undefined {

@@ -87,6 +87,50 @@ export function k8sLabels(map: Readonly<Record<string, string>>): Label[] {
   return Object.entries(map).map(([key, value]) => ({ source: SOURCE_K8S, key, value }));
 }
 
+/**
+ * Label keys distill (like Cilium) derives itself for a pod's identity. A pod label in one of these
+ * spaces would let a pod claim another namespace's labels, service account or cluster, so it never
+ * reaches the identity: Cilium's `filterPodLabels` drops every pod label under `io.cilium.k8s`
+ * (pkg/k8s/utils/utils.go, `k8sconst.LabelPrefix`), and `SanitizePodLabels` then writes
+ * `io.kubernetes.pod.namespace` itself. `reserved:` and `cidr:` labels cannot come from a pod at
+ * all: a pod label's source is always `k8s`, and `:` is not allowed in a label key.
+ */
+export const DERIVED_LABEL_PREFIXES: readonly string[] = ['io.cilium.k8s', POD_NAMESPACE_KEY];
+
+export function isDerivedLabelKey(key: string): boolean {
+  return DERIVED_LABEL_PREFIXES.some((p) => key.startsWith(p));
+}
+
+/** The keys of `labels` that belong to a derived label space (dropped from the identity). */
+export function derivedLabelKeys(labels: Readonly<Record<string, string>>): string[] {
+  return Object.keys(labels).filter(isDerivedLabelKey);
+}
+
+const NAME_RE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** Kubernetes qualified name: `[prefix/]name`, name ≤ 63 chars, prefix a DNS subdomain ≤ 253. */
+export function labelKeyProblem(key: string): string | undefined {
+  const slash = key.indexOf('/');
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
+  if (name === '') return 'name part must not be empty';
+  if (name.length > 63) return 'name part must be at most 63 characters';
+  if (!NAME_RE.test(name)) return 'name part must consist of alphanumerics, "-", "_" or ".", starting and ending with an alphanumeric';
+  if (prefix !== undefined) {
+    if (prefix === '' || prefix.length > 253 || !DNS_SUBDOMAIN_RE.test(prefix)) return 'prefix must be a DNS subdomain';
+  }
+  return undefined;
+}
+
+/** Kubernetes label value: empty, or ≤ 63 chars of alphanumerics and `-_.`, alphanumeric at both ends. */
+export function labelValueProblem(value: string): string | undefined {
+  if (value === '') return undefined;
+  if (value.length > 63) return 'must be at most 63 characters';
+  if (!NAME_RE.test(value)) return 'must consist of alphanumerics, "-", "_" or ".", starting and ending with an alphanumeric';
+  return undefined;
+}
+
 export function reservedLabel(name: string): Label {
   return { source: SOURCE_RESERVED, key: name, value: '' };
 }

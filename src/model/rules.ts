@@ -109,3 +109,15 @@ export interface Policy {
   /** The manifest as given, for round-tripping and display. */
   readonly manifest: Readonly<Record<string, unknown>>;
 }
+
+/** Policies made by the manifest reader: the engine accepts no other (a hand-built one is unchecked). */
+const PARSED_POLICIES = new WeakSet<Policy>();
+
+export function markParsedPolicy(policy: Policy): Policy {
+  PARSED_POLICIES.add(policy);
+  return policy;
+}
+
+export function isParsedPolicy(v: unknown): v is Policy {
+  return typeof v === 'object' && v !== null && PARSED_POLICIES.has(v as Policy);
+}

@@ -358,7 +358,7 @@ function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
     let type: number;
     if (typeof fo.type === 'string' && !/^\d+$/.test(fo.type)) {
       const table = family === 'IPv4' ? ICMPV4_TYPES : ICMPV6_TYPES;
-      const t = table[fo.type];
+      const t = Object.hasOwn(table, fo.type) ? table[fo.type] : undefined;
       if (t === undefined) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ${family} ICMP type name`);
       type = t;
     } else {

@@ -1,4 +1,4 @@
-import type { Policy } from '../model/rules.js';
+import { markParsedPolicy, type Policy } from '../model/rules.js';
 import { parseCiliumPolicy } from './cilium.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
 import { Reader } from './reader.js';
@@ -21,11 +21,11 @@ export function parseManifest(doc: unknown, source: string): Policy {
   const o = r.object(doc, '', top);
   const kind = r.string(o.kind, 'kind');
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
-  const expected = KINDS[kind];
+  const expected = Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined;
   if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
-  if (kind === 'NetworkPolicy') return parseNetworkPolicy(r, o);
-  return parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy');
+  if (kind === 'NetworkPolicy') return markParsedPolicy(parseNetworkPolicy(r, o));
+  return markParsedPolicy(parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy'));
 }
 
 /** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */

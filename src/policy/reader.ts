@@ -78,11 +78,15 @@ export class Reader {
     return s as T;
   }
 
-  /** A map of string to string (labels). */
+  /**
+   * A map of string to string (labels). The result has no prototype, so a key such as
+   * `__proto__` or `constructor` is an ordinary key (then refused by label validation), never a
+   * prototype property.
+   */
   stringMap(v: unknown, path: string): Record<string, string> {
-    if (absent(v)) return {};
+    const out: Record<string, string> = Object.create(null) as Record<string, string>;
+    if (absent(v)) return out;
     if (typeof v !== 'object' || Array.isArray(v) || v === null) this.fail(path, `expected a map of strings, got ${describe(v)}`);
-    const out: Record<string, string> = {};
     for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
       // YAML reads `true`, `80` or an empty value unquoted; Kubernetes would reject those, we do too.
       if (typeof val !== 'string') this.fail(join(path, k), `expected a string value, got ${describe(val)} (quote it)`);

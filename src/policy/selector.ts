@@ -1,30 +1,6 @@
-import { LabelKey, LabelSource, parseLabelKey } from '../model/labels.js';
+import { LabelKey, labelKeyProblem, LabelSource, labelValueProblem, parseLabelKey } from '../model/labels.js';
 import { makeSelector, Requirement, Selector, SelectorOperator } from '../model/selector.js';
 import { at, join, Reader } from './reader.js';
-
-const NAME_RE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
-/** Kubernetes qualified name: `[prefix/]name`, name ≤ 63 chars, prefix a DNS subdomain. */
-export function labelKeyProblem(key: string): string | undefined {
-  const slash = key.lastIndexOf('/');
-  const name = slash >= 0 ? key.slice(slash + 1) : key;
-  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
-  if (name === '') return 'name part must not be empty';
-  if (name.length > 63) return 'name part must be at most 63 characters';
-  if (!NAME_RE.test(name)) return 'name part must consist of alphanumerics, "-", "_" or ".", starting and ending with an alphanumeric';
-  if (prefix !== undefined) {
-    if (prefix === '' || prefix.length > 253 || !DNS_SUBDOMAIN_RE.test(prefix)) return 'prefix must be a DNS subdomain';
-  }
-  return undefined;
-}
-
-export function labelValueProblem(value: string): string | undefined {
-  if (value === '') return undefined;
-  if (value.length > 63) return 'must be at most 63 characters';
-  if (!NAME_RE.test(value)) return 'must consist of alphanumerics, "-", "_" or ".", starting and ending with an alphanumeric';
-  return undefined;
-}
 
 export function checkLabels(r: Reader, labels: Record<string, string>, path: string): void {
   for (const [k, v] of Object.entries(labels)) {

@@ -186,7 +186,7 @@ function readChange(r: Reader, v: unknown, path: string): Change {
 /** Headers as a map (`{X-Token: "yes"}`) or as Cilium writes them (`["X-Token: yes"]`). */
 function readHeaders(r: Reader, v: unknown, path: string): Record<string, string> {
   if (!Array.isArray(v)) return r.stringMap(v, path);
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
   v.forEach((item, i) => {
     const line = r.nonEmptyString(item, at(path, i));
     const colon = line.indexOf(':');

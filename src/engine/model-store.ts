@@ -1,0 +1,108 @@
+import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
+import { Policy, policyRefKey } from '../model/rules.js';
+import type { EngineEvent } from './events.js';
+import type { ModelView } from './validate.js';
+
+/**
+ * The committed model: namespaces, pods and policies as of the last transaction that went through.
+ * It is changed only after a transaction commits, so while one runs it is the state to fall back
+ * to: validation reads it, and an engine whose caches an unexpected exception may have left half
+ * changed rebuilds them from it.
+ */
+export class ModelStore implements ModelView {
+  private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
+  private readonly pods = new Map<string, Pod>();
+  private readonly localPods = new Set<string>();
+  private readonly policies = new Map<string, Policy>();
+  private readonly podsByNs = new Map<string, Set<string>>();
+  private readonly policiesByNs = new Map<string, Set<string>>();
+
+  hasNamespace(name: string): boolean {
+    return this.namespaces.has(name);
+  }
+
+  hasPod(key: string): boolean {
+    return this.pods.has(key);
+  }
+
+  hasPolicy(key: string): boolean {
+    return this.policies.has(key);
+  }
+
+  podsInNamespace(namespace: string): Iterable<string> {
+    return this.podsByNs.get(namespace) ?? [];
+  }
+
+  policiesInNamespace(namespace: string): Iterable<string> {
+    return this.policiesByNs.get(namespace) ?? [];
+  }
+
+  /** Records a committed event (already validated), with the engine's semantics. */
+  apply(e: EngineEvent): void {
+    switch (e.type) {
+      case 'upsertNamespace':
+        this.namespaces.set(e.name, namespaceWithDefaults(e.name, e.labels).labels);
+        return;
+      case 'deleteNamespace':
+        for (const k of [...this.podsInNamespace(e.name)]) this.deletePod(k);
+        for (const k of [...this.policiesInNamespace(e.name)]) this.deletePolicy(k);
+        this.namespaces.delete(e.name);
+        return;
+      case 'upsertPod': {
+        const key = podKey(e.pod);
+        this.pods.set(key, e.pod);
+        if (e.local ?? false) this.localPods.add(key);
+        else this.localPods.delete(key);
+        index(this.podsByNs, e.pod.namespace, key, true);
+        return;
+      }
+      case 'deletePod':
+        this.deletePod(`${e.namespace}/${e.name}`);
+        return;
+      case 'upsertPolicy': {
+        const key = policyRefKey(e.policy.ref);
+        this.policies.set(key, e.policy);
+        if (e.policy.ref.namespace !== undefined) index(this.policiesByNs, e.policy.ref.namespace, key, true);
+        return;
+      }
+      case 'deletePolicy':
+        this.deletePolicy(policyRefKey(e.ref));
+        return;
+    }
+  }
+
+  private deletePod(key: string): void {
+    const pod = this.pods.get(key);
+    if (!pod) return;
+    this.pods.delete(key);
+    this.localPods.delete(key);
+    index(this.podsByNs, pod.namespace, key, false);
+  }
+
+  private deletePolicy(key: string): void {
+    const p = this.policies.get(key);
+    if (!p) return;
+    this.policies.delete(key);
+    if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
+  }
+
+  /** Events that build this model from nothing: namespaces, then pods, then policies. */
+  events(): EngineEvent[] {
+    const out: EngineEvent[] = [];
+    for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
+    for (const [key, pod] of this.pods) out.push({ type: 'upsertPod', pod, local: this.localPods.has(key) });
+    for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });
+    return out;
+  }
+}
+
+function index(m: Map<string, Set<string>>, k: string, v: string, add: boolean): void {
+  let s = m.get(k);
+  if (add) {
+    if (!s) m.set(k, (s = new Set()));
+    s.add(v);
+  } else if (s) {
+    s.delete(v);
+    if (s.size === 0) m.delete(k);
+  }
+}

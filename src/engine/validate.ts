@@ -1,0 +1,198 @@
+import { isValidIp, parseIp } from '../model/cidr.js';
+import { labelKeyProblem, labelValueProblem } from '../model/labels.js';
+import { isValidPortName, MAX_PORT } from '../model/ports.js';
+import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
+import { EngineError, EngineEvent } from './events.js';
+
+/**
+ * Batch validation, before a transaction touches anything: every event's fields (the library's
+ * callers are as untrusted as a manifest file) and its existence rules against the model as the
+ * batch would evolve it. Pure: reads a model view, changes nothing.
+ */
+
+/** What validation needs to know about the model before the batch. */
+export interface ModelView {
+  hasNamespace(name: string): boolean;
+  hasPod(key: string): boolean;
+  hasPolicy(key: string): boolean;
+  podsInNamespace(namespace: string): Iterable<string>;
+  policiesInNamespace(namespace: string): Iterable<string>;
+}
+
+export const EMPTY_MODEL: ModelView = {
+  hasNamespace: () => false,
+  hasPod: () => false,
+  hasPolicy: () => false,
+  podsInNamespace: () => [],
+  policiesInNamespace: () => [],
+};
+
+type Fail = (detail: string) => never;
+
+const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const CONTAINER_PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkName(v: unknown, field: string, kind: 'namespace' | 'object', fail: Fail): string {
+  if (typeof v !== 'string') return fail(`${field} must be a string`);
+  const ok = kind === 'namespace' ? v.length <= 63 && DNS_LABEL_RE.test(v) : v.length <= 253 && DNS_SUBDOMAIN_RE.test(v);
+  if (!ok) fail(`${field}: "${v}" is not a valid ${kind === 'namespace' ? 'namespace name (a DNS label)' : 'name (a DNS subdomain)'}`);
+  return v;
+}
+
+/** Labels as the Kubernetes API validates them: own string properties only, valid keys and values. */
+export function checkLabelMap(m: unknown, field: string, fail: Fail): void {
+  if (!isRecord(m)) fail(`${field} must be a map of strings`);
+  for (const k of Object.keys(m)) {
+    const v = m[k];
+    if (typeof v !== 'string') fail(`${field}[${JSON.stringify(k)}] must be a string`);
+    const kp = labelKeyProblem(k);
+    if (kp) fail(`${field}: invalid label key ${JSON.stringify(k)}: ${kp}`);
+    const vp = labelValueProblem(v);
+    if (vp) fail(`${field}[${JSON.stringify(k)}]: invalid label value ${JSON.stringify(v)}: ${vp}`);
+  }
+}
+
+function checkIp(ip: unknown, fail: Fail): void {
+  if (!isRecord(ip) || typeof ip.text !== 'string' || typeof ip.value !== 'bigint') fail('pod.ip must be a parsed IP address (parseIp)');
+  if (!isValidIp(ip.text)) fail(`pod.ip: ${JSON.stringify(ip.text)} is not a valid IP address`);
+  const parsed = parseIp(ip.text);
+  if (parsed.value !== ip.value || parsed.family !== ip.family) fail(`pod.ip: ${ip.text} does not match its parsed value`);
+}
+
+function checkPorts(ports: unknown, fail: Fail): void {
+  if (!Array.isArray(ports)) fail('pod.ports must be a list');
+  ports.forEach((p: unknown, i) => {
+    if (!isRecord(p)) fail(`pod.ports[${i}] must be an object`);
+    if (typeof p.port !== 'number' || !Number.isInteger(p.port) || p.port < 1 || p.port > MAX_PORT) fail(`pod.ports[${i}].port: ${String(p.port)} is not in 1..${MAX_PORT}`);
+    if (typeof p.protocol !== 'string' || !CONTAINER_PROTOCOLS.includes(p.protocol)) fail(`pod.ports[${i}].protocol: ${JSON.stringify(p.protocol)} is not TCP, UDP or SCTP`);
+    if (p.name !== undefined && (typeof p.name !== 'string' || !isValidPortName(p.name))) fail(`pod.ports[${i}].name: ${JSON.stringify(p.name)} is not a valid port name`);
+  });
+}
+
+function checkPod(pod: unknown, fail: Fail): string {
+  if (!isRecord(pod)) return fail('pod must be an object');
+  const ns = checkName(pod.namespace, 'pod.namespace', 'namespace', fail);
+  const name = checkName(pod.name, 'pod.name', 'object', fail);
+  checkLabelMap(pod.labels, 'pod.labels', fail);
+  checkName(pod.serviceAccount, 'pod.serviceAccount', 'object', fail);
+  checkIp(pod.ip, fail);
+  checkPorts(pod.ports, fail);
+  return `${ns}/${name}`;
+}
+
+function checkRef(ref: unknown, fail: Fail): string {
+  if (!isRecord(ref)) return fail('ref must be an object');
+  if (typeof ref.kind !== 'string' || !(POLICY_KINDS as readonly string[]).includes(ref.kind)) fail(`ref.kind: ${JSON.stringify(ref.kind)} is not a policy kind`);
+  if (typeof ref.name !== 'string') fail('ref.name must be a string');
+  if (ref.namespace !== undefined && typeof ref.namespace !== 'string') fail('ref.namespace must be a string');
+  return policyRefKey({ kind: ref.kind as (typeof POLICY_KINDS)[number], name: ref.name, ...(typeof ref.namespace === 'string' ? { namespace: ref.namespace } : {}) });
+}
+
+/** The model as the batch evolves it, over a read-only base view. */
+class Overlay {
+  private readonly ns = new Map<string, boolean>();
+  private readonly pods = new Map<string, boolean>();
+  private readonly policies = new Map<string, boolean>();
+  /** Pods and namespaced policies the batch created, per namespace. */
+  private readonly podsByNs = new Map<string, Set<string>>();
+  private readonly policiesByNs = new Map<string, Set<string>>();
+
+  constructor(private readonly base: ModelView) {}
+
+  hasNamespace = (n: string): boolean => this.ns.get(n) ?? this.base.hasNamespace(n);
+  hasPod = (k: string): boolean => this.pods.get(k) ?? this.base.hasPod(k);
+  hasPolicy = (k: string): boolean => this.policies.get(k) ?? this.base.hasPolicy(k);
+
+  setNamespace(n: string, exists: boolean): void {
+    this.ns.set(n, exists);
+    if (exists) return;
+    for (const k of [...this.base.podsInNamespace(n), ...(this.podsByNs.get(n) ?? [])]) this.pods.set(k, false);
+    for (const k of [...this.base.policiesInNamespace(n), ...(this.policiesByNs.get(n) ?? [])]) this.policies.set(k, false);
+    this.podsByNs.delete(n);
+    this.policiesByNs.delete(n);
+  }
+
+  setPod(namespace: string, key: string, exists: boolean): void {
+    this.pods.set(key, exists);
+    if (exists) addTo(this.podsByNs, namespace, key);
+  }
+
+  setPolicy(namespace: string | undefined, key: string, exists: boolean): void {
+    this.policies.set(key, exists);
+    if (exists && namespace !== undefined) addTo(this.policiesByNs, namespace, key);
+  }
+}
+
+function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
+  if (!isRecord(e)) fail('is not an event object');
+  switch (e.type) {
+    case 'upsertNamespace':
+      model.setNamespace(checkName(e.name, 'name', 'namespace', fail), true);
+      checkLabelMap(e.labels, 'labels', fail);
+      return;
+    case 'deleteNamespace': {
+      const name = checkName(e.name, 'name', 'namespace', fail);
+      if (!model.hasNamespace(name)) fail(`namespace "${name}" does not exist`);
+      model.setNamespace(name, false);
+      return;
+    }
+    case 'upsertPod': {
+      if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
+      const key = checkPod(e.pod, fail);
+      model.setPod(key.slice(0, key.indexOf('/')), key, true);
+      return;
+    }
+    case 'deletePod': {
+      const key = `${checkName(e.namespace, 'namespace', 'namespace', fail)}/${checkName(e.name, 'name', 'object', fail)}`;
+      if (!model.hasPod(key)) fail(`pod "${key}" does not exist`);
+      model.setPod(key.slice(0, key.indexOf('/')), key, false);
+      return;
+    }
+    case 'upsertPolicy': {
+      if (!isParsedPolicy(e.policy)) fail('policy must be a policy returned by parseManifest');
+      model.setPolicy(e.policy.ref.namespace, policyRefKey(e.policy.ref), true);
+      return;
+    }
+    case 'deletePolicy': {
+      const key = checkRef(e.ref, fail);
+      if (!model.hasPolicy(key)) fail(`policy ${key} does not exist`);
+      model.setPolicy(undefined, key, false);
+      return;
+    }
+    default:
+      fail(`unknown event type ${JSON.stringify(e.type)}`);
+  }
+}
+
+/**
+ * Checks a batch against `base` as the batch evolves it; throws `EngineError` naming the first bad
+ * event (its index, plus `indexOffset`). Fields are checked as the Kubernetes API would (names,
+ * labels), so no malformed value can reach the engine's state.
+ */
+export function validateBatch(base: ModelView, events: readonly unknown[], indexOffset = 0): void {
+  if (!Array.isArray(events)) throw new EngineError(0, 'batch', 'events must be a list');
+  const model = new Overlay(base);
+  events.forEach((e, i) => {
+    const type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
+    const fail: Fail = (detail) => {
+      throw new EngineError(i + indexOffset, type, detail);
+    };
+    checkEvent(e, model, fail);
+  });
+}
+
+/** Checks a whole event history from an empty model (a churn trace, before anything is applied). */
+export function checkEvents(events: readonly EngineEvent[]): void {
+  validateBatch(EMPTY_MODEL, events);
+}

@@ -239,8 +239,9 @@ export class Engine {
     this.worldIpv6 = this.identitiesById.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
   }
 
+  /** A fault-injection point; while rebuilding, points are named `rebuild:<point>`. */
   private fault(point: string): void {
-    if (!this.adopting) this.faultHook?.(point);
+    this.faultHook?.(this.adopting ? `rebuild:${point}` : point);
   }
 
   // ---------------------------------------------------------------- public API

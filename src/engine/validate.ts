@@ -188,7 +188,13 @@ export function validateBatch(base: ModelView, events: readonly unknown[], index
     const fail: Fail = (detail) => {
       throw new EngineError(i + indexOffset, type, detail);
     };
-    checkEvent(e, model, fail);
+    try {
+      checkEvent(e, model, fail);
+    } catch (err) {
+      // A hostile object (a throwing getter, a Proxy) is a malformed event, not an engine bug.
+      if (err instanceof EngineError) throw err;
+      fail(`malformed event: ${err instanceof Error ? err.message : String(err)}`);
+    }
   });
 }
 

@@ -6,6 +6,7 @@ import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { parseManifest } from '../policy/manifest.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { checkLabels } from '../policy/selector.js';
+import { derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
 
 export interface PodSpec {
@@ -41,11 +42,14 @@ export interface Probe {
   readonly request?: L7Request;
 }
 
-/** For probe `probe`: the listed pairs get the opposite verdict of every other pair. */
+/**
+ * For probe `probe`: the listed pairs get the opposite verdict of every other pair (`deny`,
+ * `allow`), or are the only pairs that reach an L7 proxy (`proxied`).
+ */
 export interface Expectation {
   readonly path: string;
   readonly probe: number;
-  readonly listed: 'deny' | 'allow';
+  readonly listed: 'deny' | 'allow' | 'proxied';
   readonly pairs: readonly string[];
 }
 
@@ -57,6 +61,8 @@ export interface Step {
 
 export interface Scenario {
   readonly source: string;
+  /** Accepted but worth saying: pod labels dropped from identities (`source path: detail`). */
+  readonly warnings: readonly string[];
   readonly description?: string;
   /** Namespaces, pods, externals and policies, as changes applied before step 0. */
   readonly setup: readonly Change[];
@@ -256,11 +262,12 @@ function readProbe(r: Reader, v: unknown, path: string): Probe {
 }
 
 function readExpectation(r: Reader, v: unknown, path: string, probeCount: number): Expectation {
-  const o = r.object(v, path, ['probe', 'deny', 'allow']);
+  const o = r.object(v, path, ['probe', 'deny', 'allow', 'proxied']);
   const probe = absent(o.probe) ? 0 : r.intInRange(o.probe, join(path, 'probe'), 0, Math.max(0, probeCount - 1));
   if (probeCount === 0) r.fail(path, 'the step has no probes to expect results of');
-  if (!absent(o.deny) && !absent(o.allow)) r.fail(path, 'give either deny or allow, not both');
-  const listed = absent(o.allow) ? 'deny' : 'allow';
+  const given = (['deny', 'allow', 'proxied'] as const).filter((k) => !absent(o[k]));
+  if (given.length > 1) r.fail(path, `give one of deny, allow or proxied, not ${given.join(' and ')}`);
+  const listed = given[0] ?? 'deny';
   const pairs = (r.optArray(o[listed], join(path, listed)) ?? []).map((x, i) => {
     const s = r.nonEmptyString(x, at(join(path, listed), i));
     if (!s.includes('->')) r.fail(at(join(path, listed), i), `"${s}" is not a from->to pair`);
@@ -297,5 +304,19 @@ export function parseScenario(text: string, source: string): Scenario {
     const expect = (r.optArray(so.expect, join(path, 'expect')) ?? []).map((e, j) => readExpectation(r, e, at(join(path, 'expect'), j), probes.length));
     return { changes, probes, expect };
   });
-  return { source, ...(description !== undefined ? { description } : {}), setup, steps };
+  const warnings = derivedLabelWarnings(source, [...setup, ...steps.flatMap((st) => st.changes)]);
+  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps };
+}
+
+/** Pod labels in a label space distill derives itself: accepted, dropped from the identity, said. */
+function derivedLabelWarnings(source: string, changes: readonly Change[]): string[] {
+  const out: string[] = [];
+  for (const c of changes) {
+    const labels = c.op === 'addPod' ? c.pod.labels : c.op === 'setPodLabels' ? c.labels : undefined;
+    const path = `${c.path}.labels`;
+    for (const k of labels ? derivedLabelKeys(labels) : []) {
+      out.push(`${source} ${join(path, k)}: dropped from the pod's identity: "${k}" is in a label space Cilium derives itself (a pod cannot claim it)`);
+    }
+  }
+  return out;
 }

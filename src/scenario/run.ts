@@ -36,8 +36,20 @@ export interface Mismatch {
   readonly step: number;
   readonly probe: number;
   readonly pair: string;
-  readonly expected: 'allow' | 'deny';
-  readonly actual: 'allow' | 'deny';
+  readonly expected: 'allow' | 'deny' | 'proxied' | 'not proxied';
+  readonly actual: 'allow' | 'deny' | 'proxied' | 'not proxied';
+}
+
+/** What an expectation says of one result, if the result says otherwise. */
+function expectationMismatch(kind: 'allow' | 'deny' | 'proxied', listed: boolean, r: { allowed: boolean; proxied: boolean }): Pick<Mismatch, 'expected' | 'actual'> | null {
+  if (kind === 'proxied') {
+    const actual = r.proxied ? 'proxied' : 'not proxied';
+    const expected = listed ? 'proxied' : 'not proxied';
+    return expected === actual ? null : { expected, actual };
+  }
+  const expected = listed ? kind : kind === 'deny' ? 'allow' : 'deny';
+  const actual = r.allowed ? 'allow' : 'deny';
+  return expected === actual ? null : { expected, actual };
 }
 
 export interface StepRun {
@@ -144,12 +156,10 @@ export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRu
         if (!pairs.has(p)) throw new ManifestError(scenario.source, `${exp.path}.${exp.listed}[${i}]`, `"${p}" is not a pair probe ${exp.probe} covers`);
       });
       const listed = new Set(exp.pairs);
-      const other = exp.listed === 'deny' ? 'allow' : 'deny';
       for (const r of ofProbe) {
         const pair = `${r.from}->${r.to}`;
-        const expected = listed.has(pair) ? exp.listed : other;
-        const actual = r.allowed ? 'allow' : 'deny';
-        if (expected !== actual) mismatches.push({ step: si, probe: exp.probe, pair, expected, actual });
+        const mismatch = expectationMismatch(exp.listed, listed.has(pair), r);
+        if (mismatch) mismatches.push({ step: si, probe: exp.probe, pair, ...mismatch });
       }
     }
     steps.push({ step: si, probes: step.probes, results, mismatches });

@@ -1,0 +1,137 @@
+import { describe, expect, it } from 'vitest';
+import { parseIp } from '../../src/model/cidr.js';
+import type { Pod } from '../../src/model/cluster.js';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineError, EngineEvent } from '../../src/engine/events.js';
+import { checkEvents } from '../../src/engine/validate.js';
+import { decideFlow } from '../../src/naive/evaluator.js';
+import { parseScenario } from '../../src/scenario/format.js';
+import { runScenario } from '../../src/scenario/run.js';
+import { EngineDecider } from '../../src/engine/decide.js';
+import { parseManifestFile } from '../../src/policy/manifest.js';
+
+function pod(name: string, labels: Record<string, string>, over: Partial<Pod> = {}): Pod {
+  return { namespace: 'x', name, labels, ip: parseIp('10.0.0.9'), serviceAccount: 'default', ports: [], ...over };
+}
+const upsert = (p: unknown): EngineEvent => ({ type: 'upsertPod', pod: p, local: true }) as EngineEvent;
+
+/** Prototype property names, the classic hostile keys. */
+const PROTO_NAMES = [...Object.getOwnPropertyNames(Object.prototype), 'prototype'];
+
+function refusal(events: readonly unknown[]): EngineError {
+  const e = new Engine();
+  const before = JSON.stringify({ eps: e.endpoints(), ids: e.identities(), stats: e.stats() });
+  let err: unknown;
+  try {
+    e.apply(events as EngineEvent[]);
+  } catch (x) {
+    err = x;
+  }
+  expect(err).toBeInstanceOf(EngineError);
+  expect(JSON.stringify({ eps: e.endpoints(), ids: e.identities(), stats: e.stats() })).toBe(before);
+  return err as EngineError;
+}
+
+describe('engine events are validated as the Kubernetes API validates objects', () => {
+  it('refuses malformed events with EngineError, never a TypeError', () => {
+    const bad: unknown[] = [
+      null,
+      42,
+      { type: 'upsertPod' },
+      { type: 'upsertPod', pod: null },
+      upsert({ ...pod('a', {}), ports: [null] }),
+      upsert({ ...pod('a', {}), ports: [{ port: 80, protocol: 'ICMP' }] }),
+      upsert({ ...pod('a', {}), ip: '10.0.0.1' }),
+      upsert({ ...pod('a', {}), ip: { family: 'ipv4', value: 5n, text: '10.0.0.1' } }),
+      upsert({ ...pod('a', {}), labels: null }),
+      upsert({ ...pod('a', {}), labels: { app: 7 } }),
+      upsert({ ...pod('a', {}), namespace: 'X_Y' }),
+      upsert({ ...pod('a', {}), serviceAccount: undefined }),
+      { type: 'upsertPolicy', policy: { ref: { kind: 'NetworkPolicy', name: 'n' }, rules: [], enforcements: [] } },
+      { type: 'deletePolicy', ref: null },
+      { type: 'deletePolicy', ref: { kind: 'constructor', name: 'n' } },
+      { type: 'deletePod', namespace: 3, name: 'a' },
+      { type: 'upsertNamespace', name: 'x', labels: [] },
+      { type: 'toString' },
+      { type: 'upsertPod', pod: new Proxy({}, { get: () => { throw new Error('hostile getter'); } }) },
+    ];
+    bad.forEach((ev, i) => expect(refusal([ev]).message, `bad event ${i}`).toMatch(/^event #0 /));
+  });
+
+  it('refuses every prototype property name as a label key, in pods, namespaces and selectors', () => {
+    for (const k of PROTO_NAMES) {
+      const labels = Object.create(null) as Record<string, string>;
+      labels[k] = 'v';
+      // Valid Kubernetes label keys (constructor, toString...) are accepted as ordinary keys.
+      const valid = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(k);
+      const e = new Engine();
+      const apply = (): unknown => e.apply([upsert(pod('a', labels)), { type: 'upsertNamespace', name: 'x', labels }]);
+      if (valid) expect(apply).not.toThrow();
+      else expect(apply).toThrow(EngineError);
+    }
+    for (const k of PROTO_NAMES) {
+      const text = `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {matchLabels: {${JSON.stringify(k)}: x}}\n`;
+      const valid = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(k);
+      if (valid) {
+        const [p] = parseManifestFile(text, 'f.yaml');
+        // The key really is a requirement: the selector is not the empty (select-all) one.
+        expect(p!.rules.length + p!.enforcements.length).toBeGreaterThan(0);
+        expect(p!.enforcements[0]!.subject.key).toContain(k);
+      } else {
+        expect(() => parseManifestFile(text, 'f.yaml')).toThrow(/f\.yaml#1 spec\.podSelector\.matchLabels.*invalid label key/);
+      }
+    }
+  });
+
+  it('refuses IPv6 zone addresses', () => {
+    expect(() => parseIp('fe80::1%eth0')).toThrow(/not a valid IP address/);
+    expect(refusal([upsert({ ...pod('a', {}), ip: { family: 'ipv6', value: 0xfe800000000000000000000000000001n, text: 'fe80::1%eth0' } })]).message).toMatch(/pod\.ip/);
+  });
+
+  it('checks a whole history against the model as it evolves (checkEvents), naming the event', () => {
+    const ns: EngineEvent = { type: 'upsertNamespace', name: 'x', labels: {} };
+    expect(() => checkEvents([ns, upsert(pod('a', {})), { type: 'deletePod', namespace: 'x', name: 'a' }])).not.toThrow();
+    expect(() => checkEvents([ns, { type: 'deletePod', namespace: 'x', name: 'a' }])).toThrow(/^event #1 \(deletePod\): pod "x\/a" does not exist/);
+    expect(() => checkEvents([ns, upsert(pod('a', {})), { type: 'deleteNamespace', name: 'x' }, { type: 'deletePod', namespace: 'x', name: 'a' }])).toThrow(/^event #3/);
+  });
+});
+
+describe('pod labels cannot forge identity labels', () => {
+  const scenario = (podLabels: string): string => `
+namespaces: [{name: red, labels: {}}, {name: blue, labels: {team: blue}}]
+pods:
+  - {name: red/forger, labels: ${podLabels}}
+  - {name: blue/honest, labels: {app: b}}
+  - {name: blue/server, labels: {app: server}}
+policies:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: only-team-blue, namespace: blue}
+    spec:
+      podSelector: {matchLabels: {app: server}}
+      ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}}]}]
+  - apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: only-sa-admin, namespace: blue}
+    spec:
+      endpointSelector: {matchLabels: {app: b}}
+      ingress: [{fromEndpoints: [{matchLabels: {io.cilium.k8s.policy.serviceaccount: admin, k8s:io.kubernetes.pod.namespace: red}}]}]
+steps:
+  - probes: [{from: red/forger, to: blue/server, port: 80}, {from: red/forger, to: blue/honest, port: 80}]
+    expect: [{probe: 0, allow: []}, {probe: 1, allow: []}]
+`;
+  for (const labels of [
+    '{io.cilium.k8s.namespace.labels.team: blue}',
+    '{io.kubernetes.pod.namespace: blue}',
+    '{io.cilium.k8s.policy.serviceaccount: admin}',
+    '{io.cilium.k8s.policy.cluster: other, io.cilium.k8s.namespace.labels.team: blue}',
+  ]) {
+    it(`a pod labelled ${labels} is not admitted (engine and oracle)`, () => {
+      const s = parseScenario(scenario(labels), 'forge.yaml');
+      for (const decide of [decideFlow, new EngineDecider(new Engine()).decide]) {
+        const run = runScenario(s, decide);
+        expect(run.steps.flatMap((st) => st.mismatches)).toEqual([]);
+      }
+    });
+  }
+});

@@ -139,7 +139,8 @@ export function preparePinDir(dir: string, readOnly: boolean, root = BPFFS_ROOT)
   }
   if (plan.action === 'refuse') throw new PinDirError(dir, plan.reason);
   if (plan.action === 'mount') throw new PinDirError(dir, `pin dir ${dir}: bpffs was mounted on ${root} but ${dir} is still not on it`);
-  const { resolved } = resolvePinDir(dir);
+  const { resolved, existing } = resolvePinDir(dir);
+  if (!statSync(existing).isDirectory()) throw new PinDirError(dir, `pin dir ${dir}: ${existing} is not a directory`);
   if (readOnly) {
     if (!existsSync(resolved)) throw new PinDirError(dir, `pin dir ${dir} does not exist`);
   } else {

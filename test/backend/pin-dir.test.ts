@@ -1,11 +1,11 @@
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfBackend, bpfUnavailableReason, PinDirError } from '../../src/backend/bpf.js';
-import { BPFFS_ROOT, devMajorMinor, flockHolders, MountEntry, mountOf, parseMountinfo, planPinDir, preparePinDir } from '../../src/backend/pin-dir.js';
+import { BPFFS_ROOT, devMajorMinor, flockHolders, MountEntry, mountOf, parseMountinfo, PinDirLock, planPinDir, preparePinDir } from '../../src/backend/pin-dir.js';
 
 const unavailable = bpfUnavailableReason();
 const required = process.env.DISTILL_REQUIRE_BPF === '1';
@@ -114,6 +114,15 @@ const tmp = (): string => {
 const umountIfMounted = (dir: string): void => {
   if (parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).some((e) => e.mountPoint === dir)) execFileSync('umount', [dir]);
 };
+/** Processes blocked waiting for a flock on `dir` (`->` lines of /proc/locks). */
+const lockWaiters = (dir: string): number => {
+  const st = statSync(dir, { bigint: true });
+  const [major, minor] = devMajorMinor(st.dev);
+  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`;
+  return readFileSync('/proc/locks', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('->') && l.includes(' FLOCK ') && l.includes(` ${id} `)).length;
+};
 const expectPinDirError = (f: () => unknown, message: RegExp): void => {
   let caught: unknown;
   try {
@@ -180,6 +189,38 @@ kernel('pin dir rules (kernel)', () => {
     } finally {
       umountIfMounted(root);
     }
+  });
+
+  it('concurrent processes finding the mount point empty mount bpffs once, not stacked', async () => {
+    const parent = tmp();
+    const root = join(parent, 'root');
+    mkdirSync(root);
+    // Hold the mount lock so that every child decides "mount" first and then queues on the lock.
+    const gate = PinDirLock.acquire(parent);
+    const N = 3;
+    const script = `import { preparePinDir } from ${JSON.stringify(join(process.cwd(), 'dist/backend/pin-dir.js'))}; preparePinDir(process.env.PIN_DIR, false, process.env.ROOT);`;
+    const children = Array.from({ length: N }, (_, i) => spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, PIN_DIR: join(root, `p${i}`), ROOT: root }, stdio: 'inherit' }));
+    const codes = children.map((c) => new Promise<number | null>((resolve) => c.on('exit', resolve)));
+    try {
+      while (lockWaiters(parent) < N) await new Promise((r) => setTimeout(r, 20));
+      gate.release();
+      expect(await Promise.all(codes)).toEqual(Array(N).fill(0));
+      expect(bpfMounts().filter((p) => p === root)).toHaveLength(1);
+      for (let i = 0; i < N; i++) expect(existsSync(join(root, `p${i}`))).toBe(true);
+    } finally {
+      gate.release();
+      for (const c of children) c.kill('SIGKILL');
+      await Promise.all(codes);
+      while (bpfMounts().includes(root)) execFileSync('umount', [root]);
+    }
+  });
+
+  it('refuses a pin dir that is not a directory', () => {
+    const dir = join(PIN_ROOT, 'file-parent');
+    const b = new BpfBackend({ pinDir: dir });
+    b.create('prod/web');
+    b.close();
+    expectPinDirError(() => new BpfBackend({ pinDir: join(dir, 'pol_prod_2fweb', 'sub') }), /pol_prod_2fweb is not a directory/);
   });
 
   it('a failed mount reports its real errno, not EPERM', () => {

@@ -17,7 +17,9 @@ export const BPF_CMD = {
 
 export const BPF_MAP_TYPE_LPM_TRIE = 11;
 export const BPF_F_NO_PREALLOC = 1;
-export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
+/** file_flags of BPF_OBJ_GET: a read-only fd. */
+export const BPF_F_RDONLY = 1 << 3;
+export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EAGAIN: 11, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
 
 /** An opaque native pointer handed out by koffi. */
 type NativePointer = ReturnType<typeof koffi.alloc>;
@@ -26,6 +28,7 @@ interface Libc {
   syscall: (nr: number, cmd: number, attr: NativePointer, size: number) => number | bigint;
   close: (fd: number) => number;
   mount: (source: string, target: string, fstype: string, flags: number, data: null) => number;
+  flock: (fd: number, operation: number) => number;
 }
 
 let libc: Libc | null = null;
@@ -38,6 +41,7 @@ function lib(): Libc {
       syscall: l.func('long syscall(long, long, void *, uint)') as Libc['syscall'],
       close: l.func('int close(int)') as Libc['close'],
       mount: l.func('int mount(const char *, const char *, const char *, unsigned long, const void *)') as Libc['mount'],
+      flock: l.func('int flock(int, int)') as Libc['flock'],
     };
   }
   return libc;
@@ -82,5 +86,14 @@ export function closeFd(fd: number): void {
 
 export function mountBpffs(target: string): SyscallResult {
   const ret = lib().mount('bpf', target, 'bpf', 0, null);
+  return { ret, errno: ret < 0 ? koffi.errno() : 0 };
+}
+
+/** flock(2) operations (include/uapi/asm-generic/fcntl.h). */
+export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
+
+/** flock(2) on an fd opened by Node (a plain kernel fd, so libc can use it). */
+export function flockFd(fd: number, operation: number): SyscallResult {
+  const ret = lib().flock(fd, operation);
   return { ret, errno: ret < 0 ? koffi.errno() : 0 };
 }

@@ -1,13 +1,15 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, orderDeltas, WriteStats } from './backend.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, mountBpffs, NativeBuffer } from './bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
+import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
 
+export { PinDirError } from './pin-dir.js';
+
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/distill';
-const BPFFS_ROOT = '/sys/fs/bpf';
 /** Entries per batched syscall. */
 export const BATCH_SIZE = 1024;
 const PIN_PREFIX = 'pol_';
@@ -33,24 +35,19 @@ export class BpfError extends Error {
   }
 }
 
-function isBpffsMounted(dir: string): boolean {
-  try {
-    return readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .some((l) => {
-        const [, target, type] = l.split(' ');
-        return type === 'bpf' && (dir === target || dir.startsWith(`${target}/`));
-      });
-  } catch {
-    return false;
-  }
-}
+/** bpf() commands that change maps or pins: refused by a read-only backend. */
+const WRITE_CMDS: ReadonlySet<number> = new Set([BPF_CMD.MAP_CREATE, BPF_CMD.OBJ_PIN, BPF_CMD.MAP_UPDATE_ELEM, BPF_CMD.MAP_DELETE_ELEM, BPF_CMD.MAP_UPDATE_BATCH, BPF_CMD.MAP_DELETE_BATCH]);
 
 export interface BpfBackendOptions {
   readonly capacity?: number;
   readonly pinDir?: string;
   /** Use BPF_MAP_UPDATE_BATCH / DELETE_BATCH (default: when the kernel supports them). */
   readonly batch?: boolean;
+  /**
+   * Only read the pinned maps: takes no writer lock, creates and mounts nothing, and refuses every
+   * write. Without it the backend holds an exclusive lock on the pin dir until close().
+   */
+  readonly readOnly?: boolean;
 }
 
 /**
@@ -60,7 +57,10 @@ export interface BpfBackendOptions {
 export class BpfBackend implements MapBackend {
   readonly kind = 'bpf' as const;
   readonly capacity: number;
+  /** The pin dir as given, resolved to an absolute path without symlinks. */
   readonly pinDir: string;
+  readonly readOnly: boolean;
+  private readonly lock: PinDirLock | undefined;
   private batchSupported: boolean;
   private readonly fds = new Map<string, number>();
   /** Entries in each open map, so writes can be ordered for capacity. */
@@ -76,17 +76,23 @@ export class BpfBackend implements MapBackend {
 
   constructor(options: BpfBackendOptions = {}) {
     this.capacity = checkCapacity(options.capacity ?? DEFAULT_CAPACITY);
-    this.pinDir = options.pinDir ?? DEFAULT_PIN_DIR;
     this.batchSupported = options.batch ?? true;
-    if (!isBpffsMounted(this.pinDir)) {
-      mkdirSync(BPFFS_ROOT, { recursive: true });
-      const r = mountBpffs(BPFFS_ROOT);
-      if (r.ret < 0 && !isBpffsMounted(this.pinDir)) throw new BpfError(`mount of bpffs on ${BPFFS_ROOT}`, r.errno);
+    this.readOnly = options.readOnly ?? false;
+    try {
+      this.pinDir = preparePinDir(options.pinDir ?? DEFAULT_PIN_DIR, this.readOnly);
+      this.lock = this.readOnly ? undefined : PinDirLock.acquire(this.pinDir);
+    } catch (e) {
+      this.freeBuffers();
+      throw e;
     }
-    mkdirSync(this.pinDir, { recursive: true });
   }
 
-  private call(cmd: number, _what: string): { ret: number; errno: number } {
+  private refuseIfReadOnly(what: string): void {
+    if (this.readOnly) throw new PinDirError(this.pinDir, `pin dir ${this.pinDir} was opened read-only: ${what} refused`);
+  }
+
+  private call(cmd: number, what: string): { ret: number; errno: number } {
+    if (WRITE_CMDS.has(cmd)) this.refuseIfReadOnly(`writing maps (${what})`);
     this.syscalls++;
     return bpf(cmd, this.attr);
   }
@@ -109,6 +115,7 @@ export class BpfBackend implements MapBackend {
   }
 
   create(endpoint: string): void {
+    this.refuseIfReadOnly(`creating the map of ${endpoint}`);
     if (existsSync(this.pinPath(endpoint))) this.remove(endpoint);
     const a = this.attr.buf;
     a.fill(0);
@@ -144,6 +151,7 @@ export class BpfBackend implements MapBackend {
     const a = this.attr.buf;
     a.fill(0);
     a.writeBigUInt64LE(this.path.address, 0);
+    if (this.readOnly) a.writeUInt32LE(BPF_F_RDONLY, 12); // file_flags: the kernel refuses writes too
     const r = this.call(BPF_CMD.OBJ_GET, 'OBJ_GET');
     if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
     this.fds.set(endpoint, r.ret);
@@ -308,6 +316,7 @@ export class BpfBackend implements MapBackend {
   }
 
   remove(endpoint: string): void {
+    this.refuseIfReadOnly(`removing the map of ${endpoint}`);
     const fd = this.fds.get(endpoint);
     if (fd !== undefined) closeFd(fd);
     this.fds.delete(endpoint);
@@ -321,6 +330,11 @@ export class BpfBackend implements MapBackend {
     for (const fd of this.fds.values()) closeFd(fd);
     this.fds.clear();
     this.sizes.clear();
+    this.lock?.release();
+    this.freeBuffers();
+  }
+
+  private freeBuffers(): void {
     for (const b of [this.attr, this.keys, this.values, this.tokenIn, this.tokenOut, this.path]) b.free();
   }
 }

@@ -8,7 +8,7 @@ import { parseManifestFile } from '../policy/manifest.js';
 import { parseScenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
 import { applyChangeSet, BackendError, MapBackend } from '../backend/backend.js';
-import { BpfBackend, BpfError, DEFAULT_PIN_DIR } from '../backend/bpf.js';
+import { BpfBackend, BpfError, DEFAULT_PIN_DIR, PinDirError } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { backendLookup, reconcile } from '../backend/reconcile.js';
 import { EngineDecider } from '../engine/decide.js';
@@ -32,6 +32,7 @@ function reportInputError(e: unknown): number {
     e instanceof EngineError ||
     e instanceof MapCapacityError ||
     e instanceof BpfError ||
+    e instanceof PinDirError ||
     e instanceof BackendError
   ) {
     process.stderr.write(`error: ${e.message}\n`);

@@ -1204,5 +1204,5 @@ function addNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sig
 function sameStringMap(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
-  return ka.every((k) => b[k] === a[k]);
+  return ka.every((k) => Object.hasOwn(b, k) && b[k] === a[k]);
 }

@@ -1,4 +1,4 @@
-import { isValidIp, parseIp } from '../model/cidr.js';
+import { isValidIp } from '../model/cidr.js';
 import { labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
@@ -57,11 +57,11 @@ export function checkLabelMap(m: unknown, field: string, fail: Fail): void {
   }
 }
 
+/** A parsed address (parseIp); pods are known by its text, so that is what must be valid. */
 function checkIp(ip: unknown, fail: Fail): void {
   if (!isRecord(ip) || typeof ip.text !== 'string' || typeof ip.value !== 'bigint') fail('pod.ip must be a parsed IP address (parseIp)');
   if (!isValidIp(ip.text)) fail(`pod.ip: ${JSON.stringify(ip.text)} is not a valid IP address`);
-  const parsed = parseIp(ip.text);
-  if (parsed.value !== ip.value || parsed.family !== ip.family) fail(`pod.ip: ${ip.text} does not match its parsed value`);
+  if (ip.family !== (ip.text.includes(':') ? 'ipv6' : 'ipv4')) fail(`pod.ip: family ${JSON.stringify(ip.family)} does not match ${ip.text}`);
 }
 
 function checkPorts(ports: unknown, fail: Fail): void {
@@ -93,38 +93,51 @@ function checkRef(ref: unknown, fail: Fail): string {
   return policyRefKey({ kind: ref.kind as (typeof POLICY_KINDS)[number], name: ref.name, ...(typeof ref.namespace === 'string' ? { namespace: ref.namespace } : {}) });
 }
 
-/** The model as the batch evolves it, over a read-only base view. */
+/**
+ * The model as the batch evolves it, over a read-only base view. Its tables are made on first
+ * write: most batches are one event, and this runs on every transaction.
+ */
 class Overlay {
-  private readonly ns = new Map<string, boolean>();
-  private readonly pods = new Map<string, boolean>();
-  private readonly policies = new Map<string, boolean>();
+  private ns: Map<string, boolean> | null = null;
+  private pods: Map<string, boolean> | null = null;
+  private policies: Map<string, boolean> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
-  private readonly podsByNs = new Map<string, Set<string>>();
-  private readonly policiesByNs = new Map<string, Set<string>>();
+  private podsByNs: Map<string, Set<string>> | null = null;
+  private policiesByNs: Map<string, Set<string>> | null = null;
 
   constructor(private readonly base: ModelView) {}
 
-  hasNamespace = (n: string): boolean => this.ns.get(n) ?? this.base.hasNamespace(n);
-  hasPod = (k: string): boolean => this.pods.get(k) ?? this.base.hasPod(k);
-  hasPolicy = (k: string): boolean => this.policies.get(k) ?? this.base.hasPolicy(k);
+  hasNamespace(n: string): boolean {
+    return this.ns?.get(n) ?? this.base.hasNamespace(n);
+  }
+
+  hasPod(k: string): boolean {
+    return this.pods?.get(k) ?? this.base.hasPod(k);
+  }
+
+  hasPolicy(k: string): boolean {
+    return this.policies?.get(k) ?? this.base.hasPolicy(k);
+  }
 
   setNamespace(n: string, exists: boolean): void {
-    this.ns.set(n, exists);
+    (this.ns ??= new Map()).set(n, exists);
     if (exists) return;
-    for (const k of [...this.base.podsInNamespace(n), ...(this.podsByNs.get(n) ?? [])]) this.pods.set(k, false);
-    for (const k of [...this.base.policiesInNamespace(n), ...(this.policiesByNs.get(n) ?? [])]) this.policies.set(k, false);
-    this.podsByNs.delete(n);
-    this.policiesByNs.delete(n);
+    const pods = (this.pods ??= new Map());
+    const policies = (this.policies ??= new Map());
+    for (const k of [...this.base.podsInNamespace(n), ...(this.podsByNs?.get(n) ?? [])]) pods.set(k, false);
+    for (const k of [...this.base.policiesInNamespace(n), ...(this.policiesByNs?.get(n) ?? [])]) policies.set(k, false);
+    this.podsByNs?.delete(n);
+    this.policiesByNs?.delete(n);
   }
 
   setPod(namespace: string, key: string, exists: boolean): void {
-    this.pods.set(key, exists);
-    if (exists) addTo(this.podsByNs, namespace, key);
+    (this.pods ??= new Map()).set(key, exists);
+    if (exists) addTo((this.podsByNs ??= new Map()), namespace, key);
   }
 
   setPolicy(namespace: string | undefined, key: string, exists: boolean): void {
-    this.policies.set(key, exists);
-    if (exists && namespace !== undefined) addTo(this.policiesByNs, namespace, key);
+    (this.policies ??= new Map()).set(key, exists);
+    if (exists && namespace !== undefined) addTo((this.policiesByNs ??= new Map()), namespace, key);
   }
 }
 

@@ -1,3 +1,4 @@
+import { RE2JS, RE2JSSyntaxException } from 're2js';
 import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
 
 /**
@@ -29,14 +30,69 @@ export interface DnsQuery {
 
 export type L7Request = { readonly http: HttpRequest } | { readonly kafka: KafkaRequest } | { readonly dns: DnsQuery };
 
-const regexCache = new Map<string, RegExp>();
+/**
+ * Compiled patterns by source text, shared by every rule that spells the same pattern. Bounded
+ * because a long churn trace can create and delete any number of distinct patterns.
+ */
+const patternCache = new Map<string, RE2JS>();
+const PATTERN_CACHE_MAX = 4096;
 
-/** Envoy matches these fields with a regex over the whole value (anchored). */
-function fullMatch(pattern: string, value: string, flags = ''): boolean {
-  const key = `${flags}/${pattern}`;
-  let re = regexCache.get(key);
-  if (!re) regexCache.set(key, (re = new RegExp(`^(?:${pattern})$`, flags)));
-  return re.test(value);
+function compilePattern(pattern: string): RE2JS {
+  let re = patternCache.get(pattern);
+  if (re === undefined) {
+    re = RE2JS.compile(pattern);
+    if (patternCache.size >= PATTERN_CACHE_MAX) patternCache.clear();
+    patternCache.set(pattern, re);
+  }
+  return re;
+}
+
+/**
+ * Why RE2 refuses a pattern, or undefined if it compiles. Cilium's proxy (Envoy) compiles these
+ * fields with RE2, so look-around and back-references are refused and `(?i)`, `\pL`, `[[:alpha:]]` accepted.
+ */
+export function re2SyntaxError(pattern: string): string | undefined {
+  try {
+    compilePattern(pattern);
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof RE2JSSyntaxException)) return (e as Error).message;
+    const at = e.getPattern() ?? '';
+    return `${e.getDescription()}: \`${at}\`${re2Hint(at)}`;
+  }
+}
+
+/** RE2's messages for these name the text but not the missing feature. */
+function re2Hint(at: string): string {
+  if (at.startsWith('(?=') || at.startsWith('(?!')) return ' (RE2 has no look-ahead)';
+  if (at.startsWith('(?<=') || at.startsWith('(?<!')) return ' (RE2 has no look-behind)';
+  if (/^\\([1-9]|k)/.test(at)) return ' (RE2 has no back-references)';
+  return '';
+}
+
+/** An HTTP rule's regexes, compiled once per rule object (merged policies reuse parsed rules). */
+interface CompiledHttpRule {
+  readonly method: RE2JS | undefined;
+  readonly path: RE2JS | undefined;
+  readonly host: RE2JS | undefined;
+}
+const httpCompiled = new WeakMap<HttpRule, CompiledHttpRule>();
+
+function compiledHttp(rule: HttpRule): CompiledHttpRule {
+  let c = httpCompiled.get(rule);
+  if (c === undefined) {
+    const opt = (p: string | undefined): RE2JS | undefined => (p === undefined || p === '' ? undefined : compilePattern(p));
+    httpCompiled.set(rule, (c = { method: opt(rule.method), path: opt(rule.path), host: opt(rule.host) }));
+  }
+  return c;
+}
+
+/**
+ * Envoy matches these fields with RE2 over the whole value (`RE2::FullMatch`): the same as the
+ * anchored `^(?:pattern)$`, in time linear in the value's length. An unset field matches anything.
+ */
+function fullMatch(re: RE2JS | undefined, value: string): boolean {
+  return re === undefined || re.matches(value);
 }
 
 function header(req: HttpRequest, name: string): string | undefined {
@@ -53,10 +109,10 @@ function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
 }
 
 export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
-  if (rule.method !== undefined && rule.method !== '' && !fullMatch(rule.method, req.method)) return false;
-  if (rule.path !== undefined && rule.path !== '' && !fullMatch(rule.path, req.path)) return false;
+  const re = compiledHttp(rule);
+  if (!fullMatch(re.method, req.method) || !fullMatch(re.path, req.path)) return false;
   // Envoy matches the :authority header as sent, case included.
-  if (rule.host !== undefined && rule.host !== '' && !fullMatch(rule.host, req.host ?? '')) return false;
+  if (!fullMatch(re.host, req.host ?? '')) return false;
   for (const h of rule.headers ?? []) if (!headerRequirementHolds(req, h)) return false;
   for (const m of rule.headerMatches ?? []) {
     // With a mismatch action the proxy logs or rewrites the header instead of denying.
@@ -112,17 +168,26 @@ export function dnsRuleMatches(rule: DnsRule, q: DnsQuery): boolean {
   const name = normalizeName(q.name);
   if (rule.matchName !== undefined) return normalizeName(rule.matchName) === name;
   if (rule.matchPattern === undefined) return false;
-  let pattern = normalizeName(rule.matchPattern);
-  if (pattern === '*') return true;
+  let re = dnsCompiled.get(rule);
+  if (re === undefined) dnsCompiled.set(rule, (re = compileMatchPattern(rule.matchPattern)));
+  return re === 'all' || re.matches(name);
+}
+
+const dnsCompiled = new WeakMap<DnsRule, RE2JS | 'all'>();
+
+/** RE2 keeps `*a*a*a*b`-style patterns linear (a backtracking engine takes polynomial time on them). */
+function compileMatchPattern(matchPattern: string): RE2JS | 'all' {
+  let pattern = normalizeName(matchPattern);
+  if (pattern === '*') return 'all';
   // Cilium 1.19: a leading `**.` stands for one or more whole labels (`**.cilium.io` matches
   // `a.cilium.io` and `b.a.cilium.io`); anywhere else `**` is the same as `*`.
   const multiLabel = pattern.startsWith('**.');
   if (multiLabel) pattern = pattern.slice(3);
   const re = pattern
     .split('*')
-    .map((part) => part.replace(/[.]/g, '\\.'))
+    .map((part) => (part === '' ? '' : RE2JS.quote(part)))
     .join('[-a-z0-9_]*');
-  return fullMatch(multiLabel ? `(?:[-a-z0-9_]+\\.)+${re}` : re, name);
+  return compilePattern(multiLabel ? `(?:[-a-z0-9_]+\\.)+${re}` : re);
 }
 
 /** The proxy's verdict for one request under one port's L7 rules of the matching parser. */

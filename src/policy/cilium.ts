@@ -1,5 +1,5 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
-import { KAFKA_API_KEYS } from '../model/l7.js';
+import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PortClause, Verdict } from '../model/rules.js';
 import {
@@ -249,12 +249,10 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   return l4s.map((l4) => ({ l4, ...(l7 ? { l7 } : {}) }));
 }
 
+/** Cilium's proxy compiles these with RE2: validate with the same syntax the matcher uses. */
 function checkRegex(r: Reader, s: string, path: string): void {
-  try {
-    new RegExp(s);
-  } catch (e) {
-    r.fail(path, `invalid regular expression: ${(e as Error).message}`);
-  }
+  const error = re2SyntaxError(s);
+  if (error !== undefined) r.fail(path, `invalid RE2 regular expression: ${error}`);
 }
 
 /** Each port of a range with L7 rules becomes its own map key and redirect. */

@@ -1,4 +1,7 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { ManifestError } from '../../src/policy/errors.js';
+import { parseManifest } from '../../src/policy/manifest.js';
 import { canonicalJson, dnsRuleMatches, httpRuleMatches, kafkaRuleMatches, l7Allows, l7PolicyAllows, l7PolicyKey, mergeL7Rules } from '../../src/model/l7.js';
 
 describe('L7 request matching', () => {
@@ -80,5 +83,98 @@ describe('L7 policy keys', () => {
       expect(p.allowAll).toBe(false);
       if (!p.allowAll) expect(l7PolicyKey(p)).toBe(canonicalJson(p.rules));
     }
+  });
+});
+
+const cnpWithHttp = (http: readonly Record<string, string>[]) => ({
+  apiVersion: 'cilium.io/v2',
+  kind: 'CiliumNetworkPolicy',
+  metadata: { name: 'p', namespace: 'x' },
+  spec: { endpointSelector: {}, ingress: [{}, { toPorts: [{}, { ports: [{ port: '80', protocol: 'TCP' }], rules: { http } }] }] },
+});
+
+function manifestError(http: readonly Record<string, string>[]): ManifestError {
+  try {
+    parseManifest(cnpWithHttp(http), 'f.yaml#1');
+  } catch (e) {
+    if (e instanceof ManifestError) return e;
+    throw e;
+  }
+  throw new Error('expected a ManifestError');
+}
+
+describe('L7 regexes have RE2 semantics (Envoy compiles them with RE2)', () => {
+  it('accepts and matches RE2-only syntax: (?i), \\pL, [[:alpha:]], \\Q..\\E, (?P<name>..)', () => {
+    const rules: Record<string, string>[] = [{ path: '(?i)/API/.*' }, { method: '[[:upper:]]+' }, { host: '\\pL+\\.example' }, { path: '/\\Qa.b\\E/(?P<id>[0-9]+)' }];
+    expect(() => parseManifest(cnpWithHttp(rules), 'f.yaml#1')).not.toThrow();
+    const get = (path: string, host = 'h') => ({ method: 'GET', path, host });
+    expect(httpRuleMatches(rules[0]!, get('/api/users'))).toBe(true);
+    expect(httpRuleMatches(rules[0]!, get('/Api/users'))).toBe(true);
+    expect(httpRuleMatches(rules[0]!, get('/apix'))).toBe(false);
+    expect(httpRuleMatches(rules[1]!, get('/'))).toBe(true);
+    expect(httpRuleMatches(rules[1]!, { method: 'get', path: '/' })).toBe(false);
+    expect(httpRuleMatches(rules[2]!, get('/', 'ünïcode.example'))).toBe(true);
+    expect(httpRuleMatches(rules[2]!, get('/', 'a1.example'))).toBe(false);
+    expect(httpRuleMatches(rules[3]!, get('/a.b/42'))).toBe(true);
+    expect(httpRuleMatches(rules[3]!, get('/axb/42'))).toBe(false);
+  });
+
+  it('refuses look-around and back-references, naming the field', () => {
+    const cases: [Record<string, string>, string, RegExp][] = [
+      [{ path: '/a(?=b)' }, 'path', /look-ahead/],
+      [{ path: '/(?!admin)' }, 'path', /look-ahead/],
+      [{ host: '(?<=x)y' }, 'host', /look-behind/],
+      [{ host: '(?<!x)y' }, 'host', /look-behind/],
+      [{ method: '(GET)\\1' }, 'method', /back-references/],
+      [{ path: '/(?<p>a)\\k<p>' }, 'path', /back-references/],
+      [{ path: '/a{1001}' }, 'path', /invalid repeat count/],
+    ];
+    for (const [rule, field, why] of cases) {
+      const e = manifestError([{ path: '/ok' }, { method: 'GET', ...rule }]);
+      expect(e.fieldPath).toBe(`spec.ingress[1].toPorts[1].rules.http[1].${field}`);
+      expect(e.detail).toMatch(/^invalid RE2 regular expression: /);
+      expect(e.detail).toMatch(why);
+      expect(e.message).toContain(`f.yaml#1 spec.ingress[1].toPorts[1].rules.http[1].${field}: invalid RE2 regular expression`);
+    }
+  });
+
+  it('patterns that make a backtracking engine exponential match a 10,000-character path correctly', () => {
+    const long = 'a'.repeat(10_000);
+    for (const path of ['(a+)+', '(a|a)*', '(a|aa)+', '(a*)*', '(.*a){20}']) {
+      expect(httpRuleMatches({ path }, { method: 'GET', path: long })).toBe(true);
+      expect(httpRuleMatches({ path }, { method: 'GET', path: `${long}!` })).toBe(false);
+    }
+    expect(httpRuleMatches({ path: '(a+)+$' }, { method: 'GET', path: `${long}!` })).toBe(false);
+    expect(httpRuleMatches({ host: '(x+x+)+y' }, { method: 'GET', path: '/', host: 'x'.repeat(10_000) })).toBe(false);
+  });
+
+  it('DNS matchPattern with many stars stays linear (a backtracking engine is polynomial in the stars)', () => {
+    const rule = { matchPattern: `${'*a'.repeat(30)}*b.example.com` };
+    expect(dnsRuleMatches(rule, { name: `${'a'.repeat(62)}.example.com` })).toBe(false);
+    expect(dnsRuleMatches(rule, { name: `${'a'.repeat(61)}b.example.com` })).toBe(true);
+    expect(dnsRuleMatches({ matchPattern: '**.a*a*a*a*a*a*a*a*c' }, { name: `${'a.'.repeat(100)}${'a'.repeat(60)}` })).toBe(false);
+  });
+
+  it('anchoring is unchanged: RE2 full match agrees with the anchored JS RegExp on the common syntax', () => {
+    const atom: fc.Arbitrary<string> = fc.constantFrom('a', 'b', '/', '.', '[ab]', '[^a]', '\\.', '^', '$', '');
+    const pattern = fc.letrec<{ re: string }>((tie) => ({
+      re: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        atom,
+        fc.tuple(tie('re'), tie('re')).map(([x, y]) => x + y),
+        fc.tuple(tie('re'), tie('re')).map(([x, y]) => `${x}|${y}`),
+        fc.tuple(tie('re'), fc.constantFrom('*', '+', '?', '{1,2}', '*?')).map(([x, q]) => `(?:${x})${q}`),
+        tie('re').map((x) => `(${x})`),
+      ),
+    })).re;
+    const input = fc.string({ unit: fc.constantFrom('a', 'b', '/', '.', '\n'), maxLength: 8 });
+    fc.assert(
+      // An empty pattern means "field not set" (matches anything), so it is left out here.
+      fc.property(pattern.filter((re) => re !== ''), input, (re, path) => {
+        const js = new RegExp(`^(?:${re})$`).test(path);
+        expect(httpRuleMatches({ path: re }, { method: 'GET', path })).toBe(js);
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

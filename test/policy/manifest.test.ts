@@ -54,7 +54,7 @@ spec:
     const l7 = (rule: Record<string, unknown>) => errorOf(() => parseManifest(cnp({ endpointSelector: {}, ingress: [{ toPorts: [rule] }] }), 'f'));
     const bad = l7({ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ path: '/a(' }] } });
     expect(bad.fieldPath).toBe('spec.ingress[0].toPorts[0].rules.http[0].path');
-    expect(bad.detail).toMatch(/invalid regular expression/);
+    expect(bad.detail).toMatch(/invalid RE2 regular expression/);
     expect(l7({ rules: { http: [{ method: 'GET' }] } }).detail).toMatch(/need the ports they apply to/);
     expect(l7({ ports: [{ port: '1', endPort: 2000, protocol: 'TCP' }], rules: { http: [{}] } }).fieldPath).toBe('spec.ingress[0].toPorts[0].ports[0].endPort');
     expect(l7({ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'produce', role: 'produce' }] } }).detail).toMatch(/mutually exclusive/);

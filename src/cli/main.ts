@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { decideFlow, UnknownEndpointError } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifestFile } from '../policy/manifest.js';
+import { formatWarning } from '../model/rules.js';
 import { parseScenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
 import { applyChangeSet, BackendError, MapBackend } from '../backend/backend.js';
@@ -336,6 +337,7 @@ function validate(files: string[]): number {
     try {
       const policies = parseManifestFile(readFileSync(file, 'utf8'), file);
       const rules = policies.reduce((n, p) => n + p.rules.length, 0);
+      for (const w of policies.flatMap((p) => p.warnings ?? [])) process.stderr.write(`${formatWarning(w)}\n`);
       process.stdout.write(`${file}: ${policies.length} policies, ${rules} rules, valid\n`);
     } catch (e) {
       exit = Math.max(exit, reportInputError(e));

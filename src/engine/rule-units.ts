@@ -137,7 +137,6 @@ export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPort
     case 'all':
       return [ALL_PORTS];
     case 'range': {
-      if (l4.protocol === 'ANY' && l4.from === 0) return [ALL_PORTS];
       const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
       const out: PortKey[] = [];
       for (const p of protocols) {

@@ -16,13 +16,14 @@ const KINDS: Readonly<Record<string, string>> = {
  */
 export function parseManifest(doc: unknown, source: string): Policy {
   const r = new Reader(source);
+  if (isList(doc)) r.fail('kind', `"${String(doc.kind)}" is a list of manifests: a List is read only from a manifest file; give one policy here`);
   const kindPeek = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
   const top = kindPeek === 'NetworkPolicy' ? ['apiVersion', 'kind', 'metadata', 'spec', 'status'] : ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'];
   const o = r.object(doc, '', top);
   const kind = r.string(o.kind, 'kind');
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
   const expected = KINDS[kind];
-  if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')}${LIST_KINDS.includes(kind) ? '; a List is read only from a manifest file' : ''})`);
+  if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
   if (kind === 'NetworkPolicy') return parseNetworkPolicy(r, o);
   return parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy');

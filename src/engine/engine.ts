@@ -165,6 +165,10 @@ export class Engine {
   private readonly cidrIdentities: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>> = { ipv4: new Map(), ipv6: new Map() };
   /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
   private readonly namedEgressUnits = new Map<string, Set<ActiveUnit>>();
+  /** Named ports of every pod (name → "protocol/port" → pods): Cilium's node-wide named-port map. */
+  private readonly clusterNamedPorts = new Map<string, Map<string, number>>();
+  /** Pods per identity, counted with its named ports. */
+  private readonly podsPerIdentity = new Map<IdentityId, number>();
   private readonly unitsBySource = new Map<string, ActiveUnit>();
   private nextSource = 1;
 
@@ -644,7 +648,7 @@ export class Engine {
       rec = { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
     }
     const id = rec.id;
-    addNamedPorts(rec, ports, +1);
+    this.changeNamedPorts(rec, ports, +1);
     this.identitiesByKey.set(key, rec);
     this.identitiesById.set(id, rec);
     if (cidr) {
@@ -683,32 +687,53 @@ export class Engine {
   }
 
   /**
-   * A pod joining or leaving an identity may change the identity's named ports; egress rules on
-   * those names resolve against them, so their contributions for this identity are redone.
+   * A pod joining or leaving an identity changes what egress named ports resolve to (see
+   * resolveNamedEgress): for that identity, every name it has (the "every pod" condition), and,
+   * when the cluster-wide set of ports of a name changes, every target of the rules on that name.
+   * Their contributions are taken out before the change and put back after it.
    */
   private changeNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
-    const changedNames = new Set<string>();
+    const names = new Set<string>(rec.namedPorts.keys());
+    const clusterWide = new Set<string>();
     for (const p of ports) {
       if (p.name === undefined) continue;
-      const count = rec.namedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
-      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) changedNames.add(p.name);
+      names.add(p.name);
+      const count = this.clusterNamedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
+      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) clusterWide.add(p.name);
     }
-    const affected: ActiveUnit[] = [];
-    for (const name of changedNames) {
-      for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(rec.id) && !affected.includes(a)) affected.push(a);
-    }
-    for (const a of affected) this.forEachGroupOf(a, (g) => this.contribute(a, rec.id, g, -1));
-    addNamedPorts(rec, ports, sign);
-    for (const a of affected) this.forEachGroupOf(a, (g) => this.contribute(a, rec.id, g, +1));
+    const pairs = new Map<ActiveUnit, Set<IdentityId>>();
+    const pair = (a: ActiveUnit, t: IdentityId): void => {
+      let s = pairs.get(a);
+      if (!s) pairs.set(a, (s = new Set()));
+      s.add(t);
+    };
+    for (const name of names) for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(rec.id)) pair(a, rec.id);
+    for (const name of clusterWide) for (const a of this.namedEgressUnits.get(name) ?? []) for (const t of a.targets.keys()) pair(a, t);
+    for (const [a, ts] of pairs) for (const t of ts) this.forEachGroupOf(a, (g) => this.contribute(a, t, g, -1));
+    addNamedPorts(rec.namedPorts, ports, sign);
+    addNamedPorts(this.clusterNamedPorts, ports, sign);
+    const pods = (this.podsPerIdentity.get(rec.id) ?? 0) + sign;
+    if (pods > 0 && rec.cidr === undefined) this.podsPerIdentity.set(rec.id, pods);
+    else this.podsPerIdentity.delete(rec.id);
+    for (const [a, ts] of pairs) for (const t of ts) this.forEachGroupOf(a, (g) => this.contribute(a, t, g, +1));
   }
 
+  /**
+   * Egress named ports, never more permissive than Kubernetes (the destination pod's own port) nor
+   * Cilium (one cluster-wide map; a name with two ports resolves to nothing): a name resolves, for
+   * a peer identity, to (protocol, port) when every pod of the identity has that named port and
+   * no pod of the cluster gives the name another port for that protocol.
+   */
   private resolveNamedEgress(peer: IdentityId): NamedPortResolver {
     const rec = this.identitiesById.get(peer);
     return (name, protocol) => {
       const out: { protocol: (typeof FLOW_PROTOCOLS)[number]; port: number }[] = [];
-      for (const pp of rec?.namedPorts.get(name)?.keys() ?? []) {
+      const pods = this.podsPerIdentity.get(peer) ?? 0;
+      const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
+      for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {
         const [proto, port] = pp.split('/') as [(typeof FLOW_PROTOCOLS)[number], string];
-        if (protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
+        if (count !== pods || !protocolCovers(protocol, proto)) continue;
+        if (cluster.filter((k) => k.startsWith(`${proto}/`)).length === 1) out.push({ protocol: proto, port: Number(port) });
       }
       return out;
     };
@@ -1134,16 +1159,17 @@ function unitSource(source: string): string {
   return dot < 0 ? source : source.slice(0, dot);
 }
 
-function addNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
+/** Counts named ports: name → "protocol/port" → how many pods have it. */
+function addNamedPorts(namedPorts: Map<string, Map<string, number>>, ports: readonly ContainerPort[], sign: 1 | -1): void {
   for (const p of ports) {
     if (p.name === undefined) continue;
-    let byPort = rec.namedPorts.get(p.name);
-    if (!byPort) rec.namedPorts.set(p.name, (byPort = new Map()));
+    let byPort = namedPorts.get(p.name);
+    if (!byPort) namedPorts.set(p.name, (byPort = new Map()));
     const k = `${p.protocol}/${p.port}`;
     const n = (byPort.get(k) ?? 0) + sign;
     if (n > 0) byPort.set(k, n);
     else byPort.delete(k);
-    if (byPort.size === 0) rec.namedPorts.delete(p.name);
+    if (byPort.size === 0) namedPorts.delete(p.name);
   }
 }
 

@@ -15,6 +15,7 @@ import { backendLookup, reconcile } from '../backend/reconcile.js';
 import { EngineDecider } from '../engine/decide.js';
 import { Engine } from '../engine/engine.js';
 import { EngineError, MapCapacityError } from '../engine/events.js';
+import { L7ParserConflictError } from '../engine/rule-units.js';
 import { ALL_LOCAL } from '../engine/sync.js';
 import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
@@ -32,6 +33,7 @@ function reportInputError(e: unknown): number {
     e instanceof UnknownEndpointError ||
     e instanceof EngineError ||
     e instanceof MapCapacityError ||
+    e instanceof L7ParserConflictError ||
     e instanceof BpfError ||
     e instanceof BackendError
   ) {

@@ -17,6 +17,8 @@ import {
   PortKey,
   portKeys,
   resolveNamedIn,
+  l7ParserConflict,
+  L7ParserConflictError,
   RuleUnit,
 } from './rule-units.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
@@ -181,6 +183,8 @@ export class Engine {
   private undoLog: (() => void)[] | null = null;
   /** Identities freed by the running transaction's commit, revived if it is rolled back. */
   private readonly freedThisTxn = new Map<string, IdentityRecord>();
+  /** Local identities that adopted a rule in the running transaction (checked for L7 conflicts). */
+  private readonly adoptedThisTxn = new Set<LocalIdentity>();
   readonly mapCapacity: number;
   private readonly worldIpv4: IdentityRecord;
   private readonly worldIpv6: IdentityRecord;
@@ -214,7 +218,8 @@ export class Engine {
     for (const e of events) this.applyEvent(e);
     const result = this.commit();
     this.undoLog = null;
-    const refusal = result.exhausted ?? this.findOverflow(result.touched);
+    const refusal = result.exhausted ?? this.findOverflow(result.touched) ?? this.findL7Conflict();
+    this.adoptedThisTxn.clear();
     if (refusal) {
       this.proxyPorts.rollback();
       this.rollback(undo, before, mark);
@@ -233,6 +238,16 @@ export class Engine {
       endpointsRemoved: result.endpointsRemoved,
       work: diffStats(this.statsCounters, before),
     };
+  }
+
+  /** A local identity that adopted rules in this transaction must not mix L7 parsers on a port. */
+  private findL7Conflict(): L7ParserConflictError | null {
+    for (const local of this.adoptedThisTxn) {
+      const endpoint = [...local.groups.values()].flatMap((g) => [...g.endpoints]).sort()[0];
+      const conflict = endpoint === undefined ? null : l7ParserConflict(endpoint, [...local.units].map((a) => a.unit));
+      if (conflict) return conflict;
+    }
+    return null;
   }
 
   private findOverflow(endpoints: Iterable<string>): MapCapacityError | null {
@@ -263,6 +278,7 @@ export class Engine {
     this.dirtyGroups.clear();
     this.movedEndpoints.clear();
     this.freedThisTxn.clear();
+    this.adoptedThisTxn.clear();
     this.allocator.rewind(mark);
     Object.assign(this.statsCounters, stats);
   }
@@ -947,6 +963,7 @@ export class Engine {
       if (!local) continue;
       this.statsCounters.policyResolutions++;
       local.units.add(a);
+      this.adoptedThisTxn.add(local);
       for (const g of local.groups.values()) for (const t of this.targetsOf(a)) this.contribute(a, t, g, +1);
     }
     for (const x of removed) {

@@ -131,9 +131,11 @@ const httpRules: Record<string, unknown>[] = [
   { ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'POST', path: '/api/.*' }, { headers: ['X-Token: yes'] }] } },
   { ports: [{ port: 'http', protocol: 'TCP' }], rules: { http: [{ path: '/public', host: 'shop\\.example' }] } },
   { ports: [{ port: '80', endPort: 90, protocol: 'TCP' }], rules: { http: [{}] } },
-  { ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } },
-  // Kafka and HTTP on the same port: the HTTP listener has the lower priority number and wins.
-  { ports: [{ port: '80', protocol: 'TCP' }, { port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'fetch' }] } },
+  // Kafka on 80-85 overlaps HTTP on 80 and 80-90 without naming the same L4 filter (Cilium
+  // refuses two parsers on one (port, endPort, protocol), see L7ParserConflictError): on the
+  // shared ports the HTTP listener has the lower priority number and wins.
+  { ports: [{ port: '80', endPort: 85, protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } },
+  { ports: [{ port: '80', endPort: 85, protocol: 'TCP' }, { port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'fetch' }] } },
   { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ topic: 'orders' }, { apiKey: 'fetch' }] } },
   { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ role: 'consume', clientID: 'billing' }] } },
 ];

@@ -183,7 +183,7 @@ export class Engine {
   private undoLog: (() => void)[] | null = null;
   /** Identities freed by the running transaction's commit, revived if it is rolled back. */
   private readonly freedThisTxn = new Map<string, IdentityRecord>();
-  /** Local identities that adopted a rule in the running transaction (checked for L7 conflicts). */
+  /** Local identities that adopted a rule with L7 rules in the running transaction (checked for parser conflicts). */
   private readonly adoptedThisTxn = new Set<LocalIdentity>();
   readonly mapCapacity: number;
   private readonly worldIpv4: IdentityRecord;
@@ -963,7 +963,7 @@ export class Engine {
       if (!local) continue;
       this.statsCounters.policyResolutions++;
       local.units.add(a);
-      this.adoptedThisTxn.add(local);
+      if (a.clauses.some((c) => c.l7 !== undefined)) this.adoptedThisTxn.add(local);
       for (const g of local.groups.values()) for (const t of this.targetsOf(a)) this.contribute(a, t, g, +1);
     }
     for (const x of removed) {

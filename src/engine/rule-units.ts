@@ -193,8 +193,8 @@ function filterKeys(l4: L4Match): string[] {
 /** The first conflict between the allow rules of one endpoint (its units), or null. */
 export function l7ParserConflict(endpoint: string, units: Iterable<RuleUnit>): L7ParserConflictError | null {
   const seen = new Map<string, { origin: RuleOrigin; parser: L7Parser }>();
-  for (const u of [...units].sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0))) {
-    if (u.verdict !== 'allow') continue;
+  const withL7 = [...units].filter((u) => u.verdict === 'allow' && u.clauses.some((c) => c.l7 !== undefined));
+  for (const u of withL7.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0))) {
     for (const c of u.clauses) {
       if (!c.l7) continue;
       for (const k of filterKeys(c.l4)) {

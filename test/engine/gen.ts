@@ -82,7 +82,13 @@ const podSelector = fc.oneof(
   { weight: 1, arbitrary: fc.record({ matchExpressions: fc.array(expr, { minLength: 1, maxLength: 2 }) }) },
   { weight: 1, arbitrary: fc.constant({}) },
 );
-const namespaceSelector = fc.oneof(fc.record({ matchLabels: nsLabels }), fc.constant({}));
+const namespaceSelector = fc.oneof(
+  fc.record({ matchLabels: nsLabels }),
+  fc.constant({}),
+  // Negative terms only: must still select pods only, never world or host.
+  fc.constant({ matchExpressions: [{ key: 'team', operator: 'NotIn', values: ['a'] }] }),
+  fc.constant({ matchExpressions: [{ key: 'team', operator: 'DoesNotExist' }] }),
+);
 
 const npPort = fc.constantFrom<Record<string, unknown>>(
   { port: 80 },
@@ -121,6 +127,7 @@ const networkPolicy = fc.record({
 const ciliumPort = fc.constantFrom<Record<string, unknown>>(
   { port: '80', protocol: 'TCP' },
   { port: '53', protocol: 'ANY' },
+  { port: '0', protocol: 'ANY' },
   { port: '80', endPort: 90, protocol: 'TCP' },
   { port: 'http' },
   { port: '0', protocol: 'UDP' },
@@ -147,7 +154,7 @@ const dnsRules: Record<string, unknown>[] = [
 const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(...httpRules, ...(dir === 'to' ? dnsRules : []));
 const portRule = (deny: boolean, dir: 'from' | 'to') =>
   deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : fc.oneof(fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }), l7Rule(dir));
-const entity = fc.constantFrom('all', 'world', 'cluster', 'host');
+const entity = fc.constantFrom('all', 'world', 'cluster', 'host', 'none');
 // Nested prefixes on purpose: one rule's CIDR identities then select each other's peers.
 const cidr = fc.constantFrom('192.168.1.0/24', '192.168.0.0/16', '8.8.8.8/32', '10.0.0.0/8', '2001:db8::/32');
 const cidrSet = fc.constantFrom({ cidr: '192.168.0.0/16', except: ['192.168.1.0/24'] }, { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { decideFlow, UnknownEndpointError } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifestFile } from '../policy/manifest.js';
+import { formatWarning } from '../model/rules.js';
 import { parseScenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
 import { applyChangeSet, BackendError, MapBackend } from '../backend/backend.js';
@@ -14,6 +15,7 @@ import { backendLookup, reconcile } from '../backend/reconcile.js';
 import { EngineDecider } from '../engine/decide.js';
 import { Engine } from '../engine/engine.js';
 import { EngineError, MapCapacityError } from '../engine/events.js';
+import { L7ParserConflictError } from '../engine/rule-units.js';
 import { ALL_LOCAL } from '../engine/sync.js';
 import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
@@ -31,6 +33,7 @@ function reportInputError(e: unknown): number {
     e instanceof UnknownEndpointError ||
     e instanceof EngineError ||
     e instanceof MapCapacityError ||
+    e instanceof L7ParserConflictError ||
     e instanceof BpfError ||
     e instanceof PinDirError ||
     e instanceof BackendError
@@ -337,6 +340,7 @@ function validate(files: string[]): number {
     try {
       const policies = parseManifestFile(readFileSync(file, 'utf8'), file);
       const rules = policies.reduce((n, p) => n + p.rules.length, 0);
+      for (const w of policies.flatMap((p) => p.warnings ?? [])) process.stderr.write(`${formatWarning(w)}\n`);
       process.stdout.write(`${file}: ${policies.length} policies, ${rules} rules, valid\n`);
     } catch (e) {
       exit = Math.max(exit, reportInputError(e));

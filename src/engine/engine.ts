@@ -19,6 +19,8 @@ import {
   PortKey,
   portKeys,
   resolveNamedIn,
+  l7ParserConflict,
+  L7ParserConflictError,
   RuleUnit,
 } from './rule-units.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
@@ -181,6 +183,10 @@ export class Engine {
   private cidrIdentities!: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>>;
   /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
   private namedEgressUnits!: Map<string, Set<ActiveUnit>>;
+  /** Named ports of every pod (name → "protocol/port" → pods): Cilium's node-wide named-port map. */
+  private clusterNamedPorts!: Map<string, Map<string, number>>;
+  /** Pods per identity, counted with its named ports. */
+  private podsPerIdentity!: Map<IdentityId, number>;
   private unitsBySource!: Map<string, ActiveUnit>;
   private nextSource = 1;
 
@@ -193,6 +199,8 @@ export class Engine {
   private undoLog: (() => void)[] | null = null;
   /** Identities freed by the running transaction's commit, revived if it is rolled back. */
   private freedThisTxn!: Map<string, IdentityRecord>;
+  /** Local identities that adopted a rule with L7 rules in the running transaction (checked for parser conflicts). */
+  private adoptedThisTxn!: Set<LocalIdentity>;
   readonly mapCapacity: number;
   private worldIpv4!: IdentityRecord;
   private worldIpv6!: IdentityRecord;
@@ -220,6 +228,8 @@ export class Engine {
     this.endpointGroups = new TombstoneMap();
     this.cidrIdentities = { ipv4: new Map(), ipv6: new Map() };
     this.namedEgressUnits = new Map();
+    this.clusterNamedPorts = new Map();
+    this.podsPerIdentity = new Map();
     this.unitsBySource = new Map();
     this.nextSource = 1;
     this.pendingRelease = new Set();
@@ -227,6 +237,7 @@ export class Engine {
     this.movedEndpoints = new Map();
     this.undoLog = null;
     this.freedThisTxn = new Map();
+    this.adoptedThisTxn = new Set();
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = makeLabelSet([reservedLabel(name)]);
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
@@ -264,7 +275,7 @@ export class Engine {
     try {
       result = this.transaction(events, before, mark);
     } catch (e) {
-      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError)) this.recover(before);
+      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError)) this.recover(before);
       throw e;
     } finally {
       this.undoLog = null;
@@ -293,7 +304,8 @@ export class Engine {
     for (const e of events) this.applyEvent(e);
     const result = this.commit();
     this.undoLog = null;
-    const refusal = result.exhausted ?? this.findOverflow(result.touched);
+    const refusal = result.exhausted ?? this.findOverflow(result.touched) ?? this.findL7Conflict();
+    this.adoptedThisTxn.clear();
     if (!refusal) return result;
     this.proxyPorts.rollback();
     this.rollback(undo, before, mark);
@@ -325,6 +337,16 @@ export class Engine {
     }
   }
 
+  /** A local identity that adopted rules in this transaction must not mix L7 parsers on a port. */
+  private findL7Conflict(): L7ParserConflictError | null {
+    for (const local of this.adoptedThisTxn) {
+      const endpoint = [...local.groups.values()].flatMap((g) => [...g.endpoints]).sort()[0];
+      const conflict = endpoint === undefined ? null : l7ParserConflict(endpoint, [...local.units].map((a) => a.unit));
+      if (conflict) return conflict;
+    }
+    return null;
+  }
+
   private findOverflow(endpoints: Iterable<string>): MapCapacityError | null {
     let worst: { endpoint: string; group: Group } | null = null;
     for (const endpoint of endpoints) {
@@ -353,6 +375,7 @@ export class Engine {
     this.dirtyGroups.clear();
     this.movedEndpoints.clear();
     this.freedThisTxn.clear();
+    this.adoptedThisTxn.clear();
     this.allocator.rewind(mark);
     Object.assign(this.statsCounters, stats);
   }
@@ -687,7 +710,7 @@ export class Engine {
       rec = { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
     }
     const id = rec.id;
-    addNamedPorts(rec, ports, +1);
+    this.changeNamedPorts(rec, ports, +1);
     this.identitiesByKey.set(key, rec);
     this.identitiesById.set(id, rec);
     if (cidr) {
@@ -727,32 +750,53 @@ export class Engine {
   }
 
   /**
-   * A pod joining or leaving an identity may change the identity's named ports; egress rules on
-   * those names resolve against them, so their contributions for this identity are redone.
+   * A pod joining or leaving an identity changes what egress named ports resolve to (see
+   * resolveNamedEgress): for that identity, every name it has (the "every pod" condition), and,
+   * when the cluster-wide set of ports of a name changes, every target of the rules on that name.
+   * Their contributions are taken out before the change and put back after it.
    */
   private changeNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
-    const changedNames = new Set<string>();
+    const names = new Set<string>(rec.namedPorts.keys());
+    const clusterWide = new Set<string>();
     for (const p of ports) {
       if (p.name === undefined) continue;
-      const count = rec.namedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
-      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) changedNames.add(p.name);
+      names.add(p.name);
+      const count = this.clusterNamedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
+      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) clusterWide.add(p.name);
     }
-    const affected: ActiveUnit[] = [];
-    for (const name of changedNames) {
-      for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(rec.id) && !affected.includes(a)) affected.push(a);
-    }
-    for (const a of affected) this.forEachGroupOf(a, (g) => this.contribute(a, rec.id, g, -1));
-    addNamedPorts(rec, ports, sign);
-    for (const a of affected) this.forEachGroupOf(a, (g) => this.contribute(a, rec.id, g, +1));
+    const pairs = new Map<ActiveUnit, Set<IdentityId>>();
+    const pair = (a: ActiveUnit, t: IdentityId): void => {
+      let s = pairs.get(a);
+      if (!s) pairs.set(a, (s = new Set()));
+      s.add(t);
+    };
+    for (const name of names) for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(rec.id)) pair(a, rec.id);
+    for (const name of clusterWide) for (const a of this.namedEgressUnits.get(name) ?? []) for (const t of a.targets.keys()) pair(a, t);
+    for (const [a, ts] of pairs) for (const t of ts) this.forEachGroupOf(a, (g) => this.contribute(a, t, g, -1));
+    addNamedPorts(rec.namedPorts, ports, sign);
+    addNamedPorts(this.clusterNamedPorts, ports, sign);
+    const pods = (this.podsPerIdentity.get(rec.id) ?? 0) + sign;
+    if (pods > 0 && rec.cidr === undefined) this.podsPerIdentity.set(rec.id, pods);
+    else this.podsPerIdentity.delete(rec.id);
+    for (const [a, ts] of pairs) for (const t of ts) this.forEachGroupOf(a, (g) => this.contribute(a, t, g, +1));
   }
 
+  /**
+   * Egress named ports, never more permissive than Kubernetes (the destination pod's own port) nor
+   * Cilium (one cluster-wide map; a name with two ports resolves to nothing): a name resolves, for
+   * a peer identity, to (protocol, port) when every pod of the identity has that named port and
+   * no pod of the cluster gives the name another port for that protocol.
+   */
   private resolveNamedEgress(peer: IdentityId): NamedPortResolver {
     const rec = this.identitiesById.get(peer);
     return (name, protocol) => {
       const out: { protocol: (typeof FLOW_PROTOCOLS)[number]; port: number }[] = [];
-      for (const pp of rec?.namedPorts.get(name)?.keys() ?? []) {
+      const pods = this.podsPerIdentity.get(peer) ?? 0;
+      const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
+      for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {
         const [proto, port] = pp.split('/') as [(typeof FLOW_PROTOCOLS)[number], string];
-        if (protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
+        if (count !== pods || !protocolCovers(protocol, proto)) continue;
+        if (cluster.filter((k) => k.startsWith(`${proto}/`)).length === 1) out.push({ protocol: proto, port: Number(port) });
       }
       return out;
     };
@@ -971,6 +1015,7 @@ export class Engine {
       if (!local) continue;
       this.statsCounters.policyResolutions++;
       local.units.add(a);
+      if (a.clauses.some((c) => c.l7 !== undefined)) this.adoptedThisTxn.add(local);
       for (const g of local.groups.values()) for (const t of this.targetsOf(a)) this.contribute(a, t, g, +1);
     }
     for (const x of removed) {
@@ -1188,16 +1233,17 @@ function unitSource(source: string): string {
   return dot < 0 ? source : source.slice(0, dot);
 }
 
-function addNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
+/** Counts named ports: name → "protocol/port" → how many pods have it. */
+function addNamedPorts(namedPorts: Map<string, Map<string, number>>, ports: readonly ContainerPort[], sign: 1 | -1): void {
   for (const p of ports) {
     if (p.name === undefined) continue;
-    let byPort = rec.namedPorts.get(p.name);
-    if (!byPort) rec.namedPorts.set(p.name, (byPort = new Map()));
+    let byPort = namedPorts.get(p.name);
+    if (!byPort) namedPorts.set(p.name, (byPort = new Map()));
     const k = `${p.protocol}/${p.port}`;
     const n = (byPort.get(k) ?? 0) + sign;
     if (n > 0) byPort.set(k, n);
     else byPort.delete(k);
-    if (byPort.size === 0) rec.namedPorts.delete(p.name);
+    if (byPort.size === 0) namedPorts.delete(p.name);
   }
 }
 

@@ -137,7 +137,6 @@ export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPort
     case 'all':
       return [ALL_PORTS];
     case 'range': {
-      if (l4.protocol === 'ANY' && l4.from === 0) return [ALL_PORTS];
       const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
       const out: PortKey[] = [];
       for (const p of protocols) {
@@ -159,3 +158,52 @@ export function clauseEntry(verdict: Verdict, l7: L7Rules | undefined): PolicyEn
 }
 
 export type { LookupResult };
+
+/**
+ * Two allow rules selecting one endpoint put different L7 parsers on one port of one direction.
+ * Cilium keeps one L4Filter per (port, endPort, protocol) and direction and refuses to merge two
+ * parsers into it ("cannot merge conflicting L7 parsers", pkg/policy/l4.go mergePortProto): the
+ * endpoint's new policy cannot be computed and the endpoint keeps its previous one
+ * (pkg/endpoint/policy.go regeneratePolicy). distill refuses the whole transaction instead.
+ */
+export class L7ParserConflictError extends Error {
+  override readonly name = 'L7ParserConflictError';
+  constructor(
+    readonly endpoint: string,
+    readonly direction: Direction,
+    /** The L4 filter both rules name, e.g. `80/TCP`, `80-90/TCP`, `http/TCP`. */
+    readonly port: string,
+    readonly rules: readonly [{ readonly origin: RuleOrigin; readonly parser: L7Parser }, { readonly origin: RuleOrigin; readonly parser: L7Parser }],
+  ) {
+    const [a, b] = rules;
+    super(
+      `endpoint ${endpoint}: cannot merge conflicting L7 parsers on ${direction} ${port}: ${policyRefKey(a.origin.policy)} ${a.origin.path} (${a.parser}) and ${policyRefKey(b.origin.policy)} ${b.origin.path} (${b.parser}); the transaction is refused`,
+    );
+  }
+}
+
+/** Cilium's L4Filter key of a clause: ANY counts as each of TCP, UDP and SCTP. */
+function filterKeys(l4: L4Match): string[] {
+  if (l4.kind === 'all') return [];
+  const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
+  const port = l4.kind === 'named' ? l4.name : l4.from === l4.to ? String(l4.from) : `${l4.from}-${l4.to}`;
+  return protocols.map((p) => `${port}/${p}`);
+}
+
+/** The first conflict between the allow rules of one endpoint (its units), or null. */
+export function l7ParserConflict(endpoint: string, units: Iterable<RuleUnit>): L7ParserConflictError | null {
+  const seen = new Map<string, { origin: RuleOrigin; parser: L7Parser }>();
+  const withL7 = [...units].filter((u) => u.verdict === 'allow' && u.clauses.some((c) => c.l7 !== undefined));
+  for (const u of withL7.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0))) {
+    for (const c of u.clauses) {
+      if (!c.l7) continue;
+      for (const k of filterKeys(c.l4)) {
+        const key = `${u.direction} ${k}`;
+        const first = seen.get(key);
+        if (!first) seen.set(key, { origin: u.origin, parser: c.l7.parser });
+        else if (first.parser !== c.l7.parser) return new L7ParserConflictError(endpoint, u.direction, k, [first, { origin: u.origin, parser: c.l7.parser }]);
+      }
+    }
+  }
+  return null;
+}

@@ -12,7 +12,10 @@ export const PROTOCOL_NUMBER: Readonly<Record<FlowProtocol, number>> = {
   ICMPv6: 58,
 };
 
-/** What Cilium expands `protocol: ANY` with a port into. */
+/**
+ * What Cilium expands `protocol: ANY` into, with or without a port: never ICMP (Cilium
+ * `pkg/policy/rule.go` merges an ANY port as TCP, UDP and SCTP; ICMP only comes from `icmps`).
+ */
 export const PORT_PROTOCOLS: readonly FlowProtocol[] = ['TCP', 'UDP', 'SCTP'];
 
 export const MAX_PORT = 65535;
@@ -46,7 +49,6 @@ export function l4Covers(m: L4Match, protocol: FlowProtocol, port: number, destP
     case 'all':
       return true;
     case 'range':
-      if (m.protocol === 'ANY' && m.from === 0) return true; // ANY with port 0: every protocol
       if (!protocolCovers(m.protocol, protocol)) return false;
       return m.from === 0 || (port >= m.from && port <= m.to);
     case 'named':

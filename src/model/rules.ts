@@ -101,11 +101,27 @@ export interface Enforcement {
   readonly direction: Direction;
 }
 
+/**
+ * Something accepted but probably not meant, e.g. a field Cilium silently rewrites. `source`
+ * names the manifest (`file.yaml#2`), `path` the field.
+ */
+export interface PolicyWarning {
+  readonly source: string;
+  readonly path: string;
+  readonly detail: string;
+}
+
+export function formatWarning(w: PolicyWarning): string {
+  return `warning: ${w.source} ${w.path}: ${w.detail}`;
+}
+
 /** A validated manifest, flattened into rules. */
 export interface Policy {
   readonly ref: PolicyRef;
   readonly rules: readonly PolicyRule[];
   readonly enforcements: readonly Enforcement[];
+  /** Absent or empty: nothing to warn about. */
+  readonly warnings?: readonly PolicyWarning[];
   /** The manifest as given, for round-tripping and display. */
   readonly manifest: Readonly<Record<string, unknown>>;
 }

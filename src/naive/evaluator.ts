@@ -80,15 +80,24 @@ function matchingClauses(rule: PolicyRule, peer: FlowEndpoint, protocol: FlowPro
 }
 
 /**
- * The container ports a named port on egress resolves against: those of every pod sharing the
- * destination pod's identity (its identity labels), since the policy map can only key on identity.
+ * The container ports a named port on egress resolves against: the destination pod's own named
+ * ports (Kubernetes), kept only when every pod sharing its identity (identity labels) has the
+ * same one, since the policy map keys on identity, and when no pod of the cluster gives that name
+ * another port for that protocol (Cilium's one cluster-wide map resolves an ambiguous name to
+ * nothing). So never more permissive than either.
  */
-function identityPorts(state: ClusterState, peer: FlowEndpoint): ContainerPort[] {
+function egressNamedPorts(state: ClusterState, peer: FlowEndpoint): ContainerPort[] {
   if (peer.kind !== 'pod') return [];
   const key = labelSetKey(peer.labels);
-  const out: ContainerPort[] = [];
-  for (const p of state.pods.values()) if (labelSetKey(podLabels(state, p)) === key) out.push(...p.ports);
-  return out;
+  const all = [...state.pods.values()];
+  const sameIdentity = all.filter((p) => labelSetKey(podLabels(state, p)) === key);
+  const same = (a: ContainerPort, b: ContainerPort): boolean => a.name === b.name && a.protocol === b.protocol && a.port === b.port;
+  return peer.pod.ports.filter(
+    (cp) =>
+      cp.name !== undefined &&
+      sameIdentity.every((p) => p.ports.some((q) => same(q, cp))) &&
+      all.every((p) => p.ports.every((q) => q.name !== cp.name || q.protocol !== cp.protocol || q.port === cp.port)),
+  );
 }
 
 export function decideDirection(
@@ -100,7 +109,7 @@ export function decideDirection(
   port: number,
   request?: L7Request,
 ): DirectionDecision {
-  const destPorts: readonly ContainerPort[] = direction === 'ingress' ? subject.pod.ports : identityPorts(state, peer);
+  const destPorts: readonly ContainerPort[] = direction === 'ingress' ? subject.pod.ports : egressNamedPorts(state, peer);
   const enforcedBy: RuleOrigin[] = [];
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];

@@ -1,7 +1,7 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
 import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
-import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PortClause, Verdict } from '../model/rules.js';
+import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
 import {
   andSelector,
   existsRequirement,
@@ -10,6 +10,7 @@ import {
   hasSource,
   makeSelector,
   matchLabelRequirement,
+  Requirement,
   Selector,
   WILDCARD_SELECTOR,
 } from '../model/selector.js';
@@ -32,6 +33,7 @@ export const ENTITIES = [
   'init',
   'ingress',
   'unmanaged',
+  'none',
 ] as const;
 export type Entity = (typeof ENTITIES)[number];
 
@@ -47,6 +49,9 @@ export function entitySelectors(entity: Entity): Selector[] {
       return [WILDCARD_SELECTOR];
     case 'world':
       return ['world', 'world-ipv4', 'world-ipv6'].map(reservedSelector);
+    case 'none':
+      // Cilium: "an entity that can be selected but never exist" (reserved:none).
+      return [];
     case 'cluster':
       return [
         ...['host', 'remote-node', 'init', 'ingress', 'health', 'unmanaged', 'kube-apiserver'].map(reservedSelector),
@@ -57,7 +62,8 @@ export function entitySelectors(entity: Entity): Selector[] {
   }
 }
 
-const CILIUM_PROTOCOLS: readonly RuleProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPv6', 'ANY'];
+/** The CRD's enum for `toPorts[].ports[].protocol` (case-sensitive; ICMP only through `icmps`). */
+const CILIUM_PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ANY'] as const;
 
 interface DirectionShape {
   readonly field: 'ingress' | 'ingressDeny' | 'egress' | 'egressDeny';
@@ -88,17 +94,51 @@ export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind:
   if (!absent(doc.spec)) specs.push([doc.spec, 'spec']);
   (r.optArray(doc.specs, 'specs') ?? []).forEach((s, i) => specs.push([s, at('specs', i)]));
   if (specs.length === 0) r.fail('', 'must have spec or specs');
-  const rules: PolicyRule[] = [];
-  const enforcements: Enforcement[] = [];
-  for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, rules, enforcements);
-  return { ref, rules, enforcements, manifest: doc };
+  const out: RuleSet = { rules: [], enforcements: [], warnings: [] };
+  for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, out);
+  return { ref, rules: out.rules, enforcements: out.enforcements, warnings: out.warnings, manifest: doc };
 }
 
-function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, rules: PolicyRule[], enforcements: Enforcement[]): void {
+interface RuleSet {
+  readonly rules: PolicyRule[];
+  readonly enforcements: Enforcement[];
+  readonly warnings: PolicyWarning[];
+}
+
+const K8S_NAMESPACE_KEY = `${SOURCE_K8S}:${POD_NAMESPACE_KEY}`;
+
+/**
+ * The subject of a rule. In a CiliumNetworkPolicy, Cilium overwrites a `matchLabels` entry
+ * `k8s:io.kubernetes.pod.namespace` with the policy's own namespace ("removing illegal namespace
+ * match", pkg/k8s/apis/cilium.io/utils ParseCiliumRule: GetMatch + AddMatch); any other namespace
+ * requirement is kept and ANDed with it.
+ */
+function parseSubject(r: Reader, v: unknown, path: string, namespace: string | undefined, warnings: PolicyWarning[]): Selector {
+  const parsed = parseLabelSelector(r, v, path, CILIUM_SELECTOR);
+  if (namespace === undefined) return parsed;
+  const raw = v as Record<string, unknown>;
+  let sel = parsed;
+  const ml = raw.matchLabels;
+  if (typeof ml === 'object' && ml !== null && Object.hasOwn(ml, K8S_NAMESPACE_KEY)) {
+    const named = (ml as Record<string, unknown>)[K8S_NAMESPACE_KEY];
+    if (named !== namespace) {
+      warnings.push({ source: r.source, path: join(join(path, 'matchLabels'), K8S_NAMESPACE_KEY), detail: `names namespace "${String(named)}"; Cilium replaces it with the policy's namespace "${namespace}" (an endpointSelector always applies in its policy's namespace)` });
+    }
+    const rest = Object.fromEntries(Object.entries(ml).filter(([k]) => k !== K8S_NAMESPACE_KEY));
+    sel = parseLabelSelector(r, { ...raw, matchLabels: rest }, path, CILIUM_SELECTOR);
+  }
+  const scoped = restrictToNamespace(sel, namespace);
+  const excludes = sel.requirements.some((q) => q.key.key === POD_NAMESPACE_KEY && (q.key.source === SOURCE_K8S || q.key.source === SOURCE_ANY) && q.operator === 'In' && !q.values.includes(namespace));
+  if (excludes) warnings.push({ source: r.source, path, detail: `requires another namespace than the policy's "${namespace}", to which Cilium restricts it: it selects no endpoint` });
+  return scoped;
+}
+
+function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, out: RuleSet): void {
+  const { rules, enforcements } = out;
   const o = r.object(v, path, RULE_FIELDS);
   if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'host policies (nodeSelector) are not supported by distill');
   if (absent(o.endpointSelector)) r.fail(join(path, 'endpointSelector'), 'is required');
-  const subject = restrictToNamespace(parseLabelSelector(r, o.endpointSelector, join(path, 'endpointSelector'), CILIUM_SELECTOR), namespace);
+  const subject = parseSubject(r, o.endpointSelector, join(path, 'endpointSelector'), namespace, out.warnings);
   r.optString(o.description, join(path, 'description'));
   (r.optArray(o.labels, join(path, 'labels')) ?? []).forEach((l, i) => {
     const lo = r.object(l, at(join(path, 'labels'), i), ['key', 'value', 'source']);
@@ -121,9 +161,9 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     });
   }
   for (const direction of ['ingress', 'egress'] as const) {
-    // Cilium: a direction becomes default-deny when the rule has allow or deny rules for it,
-    // unless enableDefaultDeny says otherwise.
-    if (explicitDefaultDeny[direction] ?? hasRules[direction]) {
+    // Cilium makes one policy entry per ingress/egress rule, each carrying the flag
+    // (ParseCiliumRule: newPolicyEntry), so the flag only matters for a direction with rules.
+    if (hasRules[direction] && (explicitDefaultDeny[direction] ?? true)) {
       enforcements.push({ origin: { policy: ref, path }, subject, direction });
     }
   }
@@ -137,10 +177,26 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
 export function scopePeerSelector(sel: Selector, namespace: string | undefined): Selector {
   if (hasSource(sel, SOURCE_RESERVED)) return sel;
   const nsKeys = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY }, { source: SOURCE_ANY, key: POD_NAMESPACE_KEY }];
-  if (nsKeys.some((k) => hasKey(sel, k))) return sel;
-  if (namespace === undefined) return andSelector(sel, [existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY })]);
-  if (hasKeyPrefix(sel, SOURCE_K8S, NAMESPACE_LABELS_PREFIX) || hasKeyPrefix(sel, SOURCE_ANY, NAMESPACE_LABELS_PREFIX)) return sel;
-  return andSelector(sel, [namespaceRequirement(namespace)]);
+  const namesNamespace = nsKeys.some((k) => hasKey(sel, k)) || hasKeyPrefix(sel, SOURCE_K8S, NAMESPACE_LABELS_PREFIX) || hasKeyPrefix(sel, SOURCE_ANY, NAMESPACE_LABELS_PREFIX);
+  if (!namesNamespace) return andSelector(sel, [namespace === undefined ? podsOnly() : namespaceRequirement(namespace)]);
+  // A selector that names the namespace only negatively (NotIn, DoesNotExist) would also match
+  // world, host and every other non-pod identity; Cilium always adds a namespace requirement
+  // (cilium#46949, fixed by #46996), so it selects pods only.
+  return selectsOnlyPods(sel) ? sel : andSelector(sel, [podsOnly()]);
+}
+
+function podsOnly(): Requirement {
+  return existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY });
+}
+
+/** Some requirement needs a label only pods carry: the pod namespace or a namespace label. */
+export function selectsOnlyPods(sel: Selector): boolean {
+  return sel.requirements.some(
+    (q) =>
+      (q.operator === 'In' || q.operator === 'Exists') &&
+      (q.key.source === SOURCE_K8S || q.key.source === SOURCE_ANY) &&
+      (q.key.key === POD_NAMESPACE_KEY || q.key.key.startsWith(NAMESPACE_LABELS_PREFIX)),
+  );
 }
 
 function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector): PolicyRule {
@@ -149,6 +205,10 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   for (const u of shape.unsupported) {
     if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
   }
+  // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
+  // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule.
+  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
+  if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
   let anyL3 = false;
   const peers: Peer[] = [];
   const eps = r.optArray(o[shape.endpoints], join(path, shape.endpoints));
@@ -190,20 +250,19 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   const ports: PortClause[] = [];
   toPorts.forEach((p, i) => ports.push(...parsePortRule(r, p, at(join(path, 'toPorts'), i), shape)));
   icmps.forEach((p, i) => ports.push(...parseIcmpRule(r, p, at(join(path, 'icmps'), i))));
+  // Cilium's L3-only path (every port and protocol) needs an empty toPorts and icmps.
   const hasL4 = toPorts.length > 0 || icmps.length > 0;
   if (!hasL4) ports.push({ l4: ALL_L4 });
   // A rule with ports but no peer field applies to every peer; a rule with neither selects nothing.
-  if (!anyL3 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
+  if (!anyL3 && ports.length > 0 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
   return { origin: { policy: ref, path }, subject, direction: shape.direction, verdict: shape.verdict, peers, ports };
 }
 
 function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
   if (absent(v)) return 'ANY';
-  const s = r.string(v, path);
-  // Cilium accepts protocol names in any case.
-  const match = CILIUM_PROTOCOLS.find((p) => p.toLowerCase() === s.toLowerCase());
-  if (!match) r.fail(path, `"${s}" is not one of: ${CILIUM_PROTOCOLS.join(', ')}`);
-  return match;
+  // The API server checks the CRD enum, case-sensitively, before Cilium's own (lenient) parser runs.
+  const p = r.oneOf(v, path, CILIUM_PROTOCOLS);
+  return p;
 }
 
 function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
@@ -211,16 +270,16 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   const protocol = parseProtocol(r, o.protocol, join(path, 'protocol'));
   let port = 0;
   let named: string | undefined;
-  if (!absent(o.port)) {
-    const raw = typeof o.port === 'number' ? String(o.port) : r.string(o.port, join(path, 'port'));
-    if (/^\d+$/.test(raw)) {
-      port = Number(raw);
-      if (port > MAX_PORT) r.fail(join(path, 'port'), `${port} is above ${MAX_PORT}`);
-    } else if (isValidPortName(raw.toLowerCase())) {
-      named = raw.toLowerCase();
-    } else if (raw !== '') {
-      r.fail(join(path, 'port'), `"${raw}" is neither a port number nor a valid port name`);
-    }
+  // The CRD marks `port` required and Cilium's PortProtocol.Validate refuses an empty one.
+  if (absent(o.port) || o.port === '') r.fail(join(path, 'port'), 'is required (Cilium: "port must be specified"; "0" means every port)');
+  const raw = typeof o.port === 'number' ? String(o.port) : r.string(o.port, join(path, 'port'));
+  if (/^\d+$/.test(raw)) {
+    port = Number(raw);
+    if (port > MAX_PORT) r.fail(join(path, 'port'), `${port} is above ${MAX_PORT}`);
+  } else if (isValidPortName(raw.toLowerCase())) {
+    named = raw.toLowerCase();
+  } else {
+    r.fail(join(path, 'port'), `"${raw}" is neither a port number nor a valid port name`);
   }
   if (!absent(o.endPort)) {
     const end = r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
@@ -245,7 +304,8 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   const portsRaw = r.optArray(o.ports, join(path, 'ports')) ?? [];
   const l4s = portsRaw.map((p, i) => parsePortProtocol(r, p, at(join(path, 'ports'), i)));
   const l7 = absent(o.rules) ? undefined : parseL7(r, o.rules, join(path, 'rules'), shape.direction, l4s, join(path, 'ports'));
-  if (l4s.length === 0) return [{ l4: ALL_L4, ...(l7 ? { l7 } : {}) }];
+  // A port rule without ports contributes no L4 filter at all (Cilium iterates its ports: none,
+  // nothing added), so it allows nothing; the rule still makes the direction default-deny.
   return l4s.map((l4) => ({ l4, ...(l7 ? { l7 } : {}) }));
 }
 
@@ -263,13 +323,14 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
   if (!absent(o.l7)) r.fail(join(path, 'l7'), 'is not supported by distill');
   const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
-  if (present.length === 0) return undefined;
+  for (const k of present) r.array(o[k], join(path, k));
+  // Empty lists are no L7 rules at all: Cilium (L7Rules.IsEmpty) picks a parser only for a
+  // non-empty list, so such a port rule is a plain allow, never redirected.
+  if (present.every((k) => (o[k] as unknown[]).length === 0)) return undefined;
   if (present.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${present.join(', ')})`);
   const parser = present[0] as 'http' | 'kafka' | 'dns';
   if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
-  // Cilium would redirect every port; distill redirects per port, so it needs them listed.
-  if (l4s.length === 0) r.fail(portsPath, 'L7 rules need the ports they apply to (distill does not redirect all ports)');
   l4s.forEach((l4, i) => {
     if (l4.kind === 'range' && l4.to - l4.from + 1 > MAX_L7_RANGE) {
       r.fail(join(at(portsPath, i), 'endPort'), `L7 rules on a port range are limited to ${MAX_L7_RANGE} ports (each port gets its own redirect)`);

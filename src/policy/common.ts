@@ -64,13 +64,18 @@ export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boo
   }
 }
 
-/** A CIDR with exceptions; every exception must lie inside the CIDR (both APIs require it). */
-export function readCidrWithExcept(r: Reader, cidrV: unknown, exceptV: unknown, path: string, cidrField: string, exceptField: string): Peer {
+/**
+ * A CIDR with exceptions; every exception must lie inside the CIDR (both APIs require it). With
+ * `strictSubset` (Kubernetes' ipBlock: "must be a strict subset of `cidr`",
+ * pkg/apis/networking/validation `ValidateIPBlock`) an exception may not equal the CIDR either.
+ */
+export function readCidrWithExcept(r: Reader, cidrV: unknown, exceptV: unknown, path: string, cidrField: string, exceptField: string, strictSubset = false): Peer {
   const cidr = readCidr(r, cidrV, join(path, cidrField), true);
   const except = (r.optArray(exceptV, join(path, exceptField)) ?? []).map((e, i) => {
     const epath = at(join(path, exceptField), i);
     const c = readCidr(r, e, epath, true);
     if (!cidrContainsCidr(cidr, c)) r.fail(epath, `${c.text} is not within ${cidr.text}`);
+    if (strictSubset && c.prefixLength === cidr.prefixLength) r.fail(epath, `${c.text} must be a strict subset of cidr ${cidr.text}`);
     return c;
   });
   return { kind: 'cidr', cidr, except };

@@ -16,6 +16,7 @@ const KINDS: Readonly<Record<string, string>> = {
  */
 export function parseManifest(doc: unknown, source: string): Policy {
   const r = new Reader(source);
+  if (isList(doc)) r.fail('kind', `"${String(doc.kind)}" is a list of manifests: a List is read only from a manifest file; give one policy here`);
   const kindPeek = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
   const top = kindPeek === 'NetworkPolicy' ? ['apiVersion', 'kind', 'metadata', 'spec', 'status'] : ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'];
   const o = r.object(doc, '', top);
@@ -28,12 +29,33 @@ export function parseManifest(doc: unknown, source: string): Policy {
   return markParsedPolicy(parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy'));
 }
 
+const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];
+
+function isList(doc: unknown): doc is Record<string, unknown> {
+  return typeof doc === 'object' && doc !== null && !Array.isArray(doc) && LIST_KINDS.includes(String((doc as Record<string, unknown>).kind));
+}
+
+/**
+ * One manifest, or each item of a `kind: List` (what `kubectl get -o yaml` prints for several
+ * objects; typed lists such as `NetworkPolicyList` too). Items are named `<source>.items[i]`.
+ */
+export function parseManifests(doc: unknown, source: string): Policy[] {
+  if (!isList(doc)) return [parseManifest(doc, source)];
+  const r = new Reader(source);
+  const o = r.object(doc, '', ['apiVersion', 'kind', 'metadata', 'items']);
+  const apiVersion = r.string(o.apiVersion, 'apiVersion');
+  const kind = o.kind as string;
+  const expected = kind === 'List' ? 'v1' : KINDS[kind.slice(0, -'List'.length)];
+  if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
+  return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(item, `${source}.items[${i}]`));
+}
+
 /** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */
 export function parseManifestFile(text: string, fileName: string): Policy[] {
   const out: Policy[] = [];
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
-    out.push(parseManifest(value, source));
+    out.push(...parseManifests(value, source));
   }
   return out;
 }

@@ -1,7 +1,7 @@
 import { NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { ALL_L4, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import { Direction, Enforcement, Peer, Policy, PolicyRef, PolicyRule, PortClause } from '../model/rules.js';
-import { andSelector, existsRequirement, isWildcard, makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
+import { andSelector, existsRequirement, makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { readCidrWithExcept, readMetadata, refOf, restrictToNamespace, namespaceRequirement } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
@@ -82,16 +82,16 @@ function parsePeer(r: Reader, v: unknown, path: string, namespace: string): Peer
   if (po.ipBlock !== undefined && po.ipBlock !== null) {
     if (hasPod || hasNs) r.fail(path, 'ipBlock may not be combined with podSelector or namespaceSelector');
     const ib = r.object(po.ipBlock, join(path, 'ipBlock'), ['cidr', 'except']);
-    return readCidrWithExcept(r, ib.cidr, ib.except, join(path, 'ipBlock'), 'cidr', 'except');
+    return readCidrWithExcept(r, ib.cidr, ib.except, join(path, 'ipBlock'), 'cidr', 'except', true);
   }
   if (!hasPod && !hasNs) r.fail(path, 'must specify podSelector, namespaceSelector or ipBlock');
   let sel = hasPod ? parseLabelSelector(r, po.podSelector, join(path, 'podSelector'), POD_SELECTOR) : WILDCARD_SELECTOR;
   if (!hasNs) return { kind: 'selector', selector: andSelector(sel, [namespaceRequirement(namespace)]) };
   const nsSel = parseLabelSelector(r, po.namespaceSelector, join(path, 'namespaceSelector'), NAMESPACE_SELECTOR);
-  // An empty namespaceSelector means every namespace: every pod, but nothing outside the cluster.
-  sel = isWildcard(nsSel)
-    ? andSelector(sel, [existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY })])
-    : makeSelector([...sel.requirements, ...nsSel.requirements]);
+  // A namespaceSelector selects pods only, whatever its form: `{}`, or only negative terms
+  // (NotIn, DoesNotExist) that world and host would otherwise satisfy. Cilium always adds a
+  // namespace requirement (cilium#46949, fixed by #46996).
+  sel = makeSelector([...sel.requirements, ...nsSel.requirements, existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY })]);
   return { kind: 'selector', selector: sel };
 }
 

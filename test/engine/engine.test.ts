@@ -163,7 +163,7 @@ spec:
     expect(why.map((c) => c.origin?.path)).toEqual(['spec.ingressDeny[0]']);
   });
 
-  it('egress named ports resolve against the peer identity’s pods, and follow them', () => {
+  it('egress named ports resolve only where every pod of the identity agrees and the name is unambiguous in the cluster, and follow pods', () => {
     const e = new Engine();
     e.apply([
       local(pod('prod', 'client', { app: 'client' })),
@@ -182,11 +182,22 @@ spec:
     const srv = e.identityOfPod('prod/srv-1')!;
     expect(e.lookup('prod/client', srv, 'egress', 6, 8080)?.entry.deny).toBe(false);
     expect(e.lookup('prod/client', srv, 'egress', 6, 80)).toBeUndefined();
+    // A second pod of the identity names another port: "http" is now ambiguous (Cilium resolves it
+    // to nothing) and srv-2 would not have 8080 (Kubernetes): nothing stays allowed.
     const cs = e.apply([remote(pod('prod', 'srv-2', { app: 'srv' }, [{ name: 'http', port: 80, protocol: 'TCP' }]))]);
     expect(cs.work.policyResolutions).toBe(0);
-    expect(cs.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['upsert', srv, 80]]);
+    expect(cs.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['delete', srv, 8080]]);
     const gone = e.apply([{ type: 'deletePod', namespace: 'prod', name: 'srv-1' }]);
-    expect(gone.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['delete', srv, 8080]]);
+    expect(gone.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['upsert', srv, 80]]);
+    // A pod of the identity without the name: not every pod has it.
+    const bare = e.apply([remote(pod('prod', 'srv-3', { app: 'srv' }))]);
+    expect(bare.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['delete', srv, 80]]);
+    e.apply([{ type: 'deletePod', namespace: 'prod', name: 'srv-3' }]);
+    // A pod of another identity giving the name another port makes it ambiguous for everyone.
+    const other = e.apply([remote(pod('prod', 'db', { app: 'db' }, [{ name: 'http', port: 81, protocol: 'TCP' }]))]);
+    expect(other.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['delete', srv, 80]]);
+    const back = e.apply([{ type: 'deletePod', namespace: 'prod', name: 'db' }]);
+    expect(back.deltas.map((d) => [d.op, d.key.identity, d.key.port])).toEqual([['upsert', srv, 80]]);
   });
 
   it('namespace label changes re-identify its pods', () => {

@@ -82,7 +82,13 @@ const podSelector = fc.oneof(
   { weight: 1, arbitrary: fc.record({ matchExpressions: fc.array(expr, { minLength: 1, maxLength: 2 }) }) },
   { weight: 1, arbitrary: fc.constant({}) },
 );
-const namespaceSelector = fc.oneof(fc.record({ matchLabels: nsLabels }), fc.constant({}));
+const namespaceSelector = fc.oneof(
+  fc.record({ matchLabels: nsLabels }),
+  fc.constant({}),
+  // Negative terms only: must still select pods only, never world or host.
+  fc.constant({ matchExpressions: [{ key: 'team', operator: 'NotIn', values: ['a'] }] }),
+  fc.constant({ matchExpressions: [{ key: 'team', operator: 'DoesNotExist' }] }),
+);
 
 const npPort = fc.constantFrom<Record<string, unknown>>(
   { port: 80 },
@@ -121,6 +127,7 @@ const networkPolicy = fc.record({
 const ciliumPort = fc.constantFrom<Record<string, unknown>>(
   { port: '80', protocol: 'TCP' },
   { port: '53', protocol: 'ANY' },
+  { port: '0', protocol: 'ANY' },
   { port: '80', endPort: 90, protocol: 'TCP' },
   { port: 'http' },
   { port: '0', protocol: 'UDP' },
@@ -131,9 +138,11 @@ const httpRules: Record<string, unknown>[] = [
   { ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'POST', path: '/api/.*' }, { headers: ['X-Token: yes'] }] } },
   { ports: [{ port: 'http', protocol: 'TCP' }], rules: { http: [{ path: '/public', host: 'shop\\.example' }] } },
   { ports: [{ port: '80', endPort: 90, protocol: 'TCP' }], rules: { http: [{}] } },
-  { ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } },
-  // Kafka and HTTP on the same port: the HTTP listener has the lower priority number and wins.
-  { ports: [{ port: '80', protocol: 'TCP' }, { port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'fetch' }] } },
+  // Kafka on 80-85 overlaps HTTP on 80 and 80-90 without naming the same L4 filter (Cilium
+  // refuses two parsers on one (port, endPort, protocol), see L7ParserConflictError): on the
+  // shared ports the HTTP listener has the lower priority number and wins.
+  { ports: [{ port: '80', endPort: 85, protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } },
+  { ports: [{ port: '80', endPort: 85, protocol: 'TCP' }, { port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'fetch' }] } },
   { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ topic: 'orders' }, { apiKey: 'fetch' }] } },
   { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ role: 'consume', clientID: 'billing' }] } },
 ];
@@ -145,7 +154,7 @@ const dnsRules: Record<string, unknown>[] = [
 const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(...httpRules, ...(dir === 'to' ? dnsRules : []));
 const portRule = (deny: boolean, dir: 'from' | 'to') =>
   deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : fc.oneof(fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }), l7Rule(dir));
-const entity = fc.constantFrom('all', 'world', 'cluster', 'host');
+const entity = fc.constantFrom('all', 'world', 'cluster', 'host', 'none');
 // Nested prefixes on purpose: one rule's CIDR identities then select each other's peers.
 const cidr = fc.constantFrom('192.168.1.0/24', '192.168.0.0/16', '8.8.8.8/32', '10.0.0.0/8', '2001:db8::/32');
 const cidrSet = fc.constantFrom({ cidr: '192.168.0.0/16', except: ['192.168.1.0/24'] }, { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] });

@@ -112,16 +112,17 @@ describe('L7 redirects and tables', () => {
     e.apply([
       local(pod('web', { app: 'web' })),
       remote(pod('client', { app: 'client' })),
-      cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`),
+      // A range: not the L4 filter (80/TCP) the HTTP rule names, so Cilium merges them.
+      cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", endPort: 81, protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`),
     ]);
     const client = e.identityOfPod('prod/client')!;
-    expect(e.redirects('prod/web').map((r) => r.parser)).toEqual(['kafka']);
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.proxyPort])).toEqual([['kafka', 80, 10000], ['kafka', 81, 10001]]);
     const cs = e.apply([httpGetPublic]);
-    // The Kafka redirect loses every entry, so its port is released and its table dropped.
-    expect(e.redirects('prod/web').map((r) => [r.parser, r.proxyPort])).toEqual([['http', 10001]]);
-    expect(cs.deltas.map((d) => [d.op, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 10001, 10000]]);
+    // The Kafka redirect of port 80 loses every entry, so its port is released and its table dropped.
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.proxyPort])).toEqual([['http', 80, 10002], ['kafka', 81, 10001]]);
+    expect(cs.deltas.map((d) => [d.op, d.key.port, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 80, 10002, 10000]]);
     expect(cs.l7Deltas.map((d) => [d.op, d.redirect.parser])).toEqual(expect.arrayContaining([['upsert', 'http'], ['delete', 'kafka']]));
-    expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } })?.allowed).toBe(true);
+    expect(e.l7Verdict('prod/web', 10002, client, { http: { method: 'GET', path: '/public' } })?.allowed).toBe(true);
   });
 
   it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {

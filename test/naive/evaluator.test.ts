@@ -16,7 +16,7 @@ externals:
 `;
 
 describe('naive evaluator', () => {
-  it('egress named ports resolve against the destination pod', () => {
+  it('egress named ports resolve against the destination pod, and only when the name is unambiguous in the cluster', () => {
     const s = finalState(`${base}
 policies:
   - apiVersion: networking.k8s.io/v1
@@ -26,9 +26,21 @@ policies:
       podSelector: {matchLabels: {app: a}}
       egress: [{ports: [{port: web}]}]
 `);
-    expect(decideFlow(s, { from: 'x/a', to: 'x/b', port: 9090, protocol: 'TCP' }).allowed).toBe(true);
+    // "web" is 8080 on x/a and 9090 on x/b: Cilium's cluster-wide map resolves it to nothing.
+    expect(decideFlow(s, { from: 'x/a', to: 'x/b', port: 9090, protocol: 'TCP' }).allowed).toBe(false);
     expect(decideFlow(s, { from: 'x/a', to: 'x/b', port: 8080, protocol: 'TCP' }).allowed).toBe(false);
     expect(decideFlow(s, { from: 'x/a', to: 'out', port: 8080, protocol: 'TCP' }).allowed).toBe(false);
+    const one = finalState(`${base.replace('port: 8080', 'port: 9090')}
+policies:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: e, namespace: x}
+    spec:
+      podSelector: {matchLabels: {app: a}}
+      egress: [{ports: [{port: web}]}]
+`);
+    expect(decideFlow(one, { from: 'x/a', to: 'x/b', port: 9090, protocol: 'TCP' }).allowed).toBe(true);
+    expect(decideFlow(one, { from: 'x/a', to: 'x/b', port: 8080, protocol: 'TCP' }).allowed).toBe(false);
   });
   it('deny beats allow and explains itself', () => {
     const s = finalState(`${base}

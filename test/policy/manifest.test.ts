@@ -55,7 +55,9 @@ spec:
     const bad = l7({ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ path: '/a(' }] } });
     expect(bad.fieldPath).toBe('spec.ingress[0].toPorts[0].rules.http[0].path');
     expect(bad.detail).toMatch(/invalid RE2 regular expression/);
-    expect(l7({ rules: { http: [{ method: 'GET' }] } }).detail).toMatch(/need the ports they apply to/);
+    // L7 rules without ports: accepted (Cilium accepts them for HTTP), and they allow nothing.
+    expect(parseManifest(cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ rules: { http: [{ method: 'GET' }] } }] }] }), 'f').rules[0]!.ports).toEqual([]);
+    expect(errorOf(() => parseManifest(cnp({ endpointSelector: {}, egress: [{ toPorts: [{ rules: { dns: [{ matchPattern: '*' }] } }] }] }), 'f')).detail).toMatch(/port \(53\) must be specified/);
     expect(l7({ ports: [{ port: '1', endPort: 2000, protocol: 'TCP' }], rules: { http: [{}] } }).fieldPath).toBe('spec.ingress[0].toPorts[0].ports[0].endPort');
     expect(l7({ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'produce', role: 'produce' }] } }).detail).toMatch(/mutually exclusive/);
     expect(l7({ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'publish' }] } }).fieldPath).toBe('spec.ingress[0].toPorts[0].rules.kafka[0].apiKey');
@@ -86,7 +88,7 @@ describe('translation follows Kubernetes and Cilium', () => {
   it('NetworkPolicy: namespaceSelector keys become namespace-label keys; empty means every namespace', () => {
     const p = parseManifest(np({ podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { team: 'a' } }, podSelector: { matchLabels: { app: 'b' } } }, { namespaceSelector: {} }] }] }), 'f');
     const keys = p.rules[0]!.peers.map((peer) => (peer.kind === 'selector' ? peer.selector.requirements.map((r) => formatLabelKey(r.key)) : []));
-    expect(keys).toEqual([['k8s:app', 'k8s:io.cilium.k8s.namespace.labels.team'], ['k8s:io.kubernetes.pod.namespace']]);
+    expect(keys).toEqual([['k8s:app', 'k8s:io.cilium.k8s.namespace.labels.team', 'k8s:io.kubernetes.pod.namespace'], ['k8s:io.kubernetes.pod.namespace']]);
   });
   it('Cilium: peers are namespace-scoped unless they name a namespace or namespace labels; clusterwide peers need a namespace', () => {
     const p = parseManifest(cnp({ endpointSelector: {}, ingress: [{ fromEndpoints: [{}, { matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'y' } }, { matchLabels: { 'io.cilium.k8s.namespace.labels.team': 'b' } }, { matchLabels: { 'reserved:host': '' } }] }] }), 'f');

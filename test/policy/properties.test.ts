@@ -67,7 +67,12 @@ const ciliumRule = (dir: 'from' | 'to', deny: boolean) =>
       toPorts: fc.array(deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : portRule, { maxLength: 2 }),
     },
     { requiredKeys: [] },
-  );
+  ).map((rule) => {
+    // Cilium refuses two non-empty peer kinds in one rule: keep the first.
+    const kinds = ['Endpoints', 'Entities', 'CIDR', 'CIDRSet'].map((k) => `${dir}${k}`);
+    const nonEmpty = kinds.filter((k) => Array.isArray(rule[k]) && (rule[k] as unknown[]).length > 0);
+    return Object.fromEntries(Object.entries(rule).filter(([k]) => !nonEmpty.slice(1).includes(k)));
+  });
 const ciliumSpec = fc.record(
   {
     endpointSelector: selector,

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'no
 import { join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
-import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, orderDeltas, WriteStats } from './backend.js';
+import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, mountBpffs, NativeBuffer } from './bpf-syscall.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
 
@@ -155,7 +155,7 @@ export class BpfBackend implements MapBackend {
     const fd = this.fd(endpoint);
     const stats = emptyWriteStats();
     const before = this.syscalls;
-    const ordered = orderDeltas(deltas, this.sizes.get(endpoint) as number, this.capacity);
+    const ordered = deltas;
     let done = 0;
     let i = 0;
     while (i < ordered.length) {
@@ -177,6 +177,11 @@ export class BpfBackend implements MapBackend {
   }
 
   private lastErrno = 0;
+
+  size(endpoint: string): number {
+    this.fd(endpoint);
+    return this.sizes.get(endpoint) as number;
+  }
 
   /** Writes ops[from, to) in one batched call; returns how many took effect. */
   private writeBatch(endpoint: string, fd: number, ops: readonly MapDelta[], from: number, to: number): number {

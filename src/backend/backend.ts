@@ -66,11 +66,12 @@ export interface MapBackend {
 }
 
 /**
- * Applies one engine transaction to a backend: new maps, then the deltas of all endpoints in the
- * fail-closed order of `planWrites` (every endpoint's tighten batch before any loosen batch),
- * then removed maps.
+ * Applies one engine transaction to a backend: removed maps go and new (empty) maps come first,
+ * both of which only drop traffic, then the deltas of all endpoints in the fail-closed order of
+ * `planWrites` (every endpoint's tighten batch before any loosen batch).
  */
 export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
+  for (const ep of cs.endpointsRemoved) backend.remove(ep);
   for (const ep of cs.endpointsAdded) backend.create(ep);
   const byEndpoint = new Map<string, MapDelta[]>();
   for (const d of cs.deltas) {
@@ -79,9 +80,7 @@ export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
     l.push(d);
   }
   const writes = [...byEndpoint].map(([endpoint, deltas]) => ({ endpoint, deltas, size: backend.size(endpoint) }));
-  const total = writePlan(backend, planWrites(writes, backend.capacity, (ep) => backend.dump(ep)));
-  for (const ep of cs.endpointsRemoved) backend.remove(ep);
-  return total;
+  return writePlan(backend, planWrites(writes, backend.capacity, (ep) => backend.dump(ep)));
 }
 
 /**

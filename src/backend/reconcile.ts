@@ -19,7 +19,7 @@ export interface ReconcileStats extends WriteStats {
  * restart with pinned maps and unchanged policy, nothing is written. The differences of all
  * endpoints are written in the fail-closed order of `planWrites` (a crash left maps between two
  * states; converging from there tightens every map before loosening any). Maps of endpoints the
- * engine no longer has are removed last.
+ * engine no longer has are removed first (that only drops traffic).
  */
 export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
   const stats: ReconcileStats = { ...emptyWriteStats(), created: 0, removed: 0 };
@@ -27,8 +27,12 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
   const keep = new Set(desired);
   const existing = new Set(backend.endpoints());
   const stale = [...existing].filter((ep) => !keep.has(ep));
-  // Their proxy ports are free before the desired maps (and their new redirects) are computed.
-  for (const ep of stale) engine.releaseProxyPorts(ep);
+  for (const ep of stale) {
+    backend.remove(ep);
+    // Free before the desired maps (and their new redirects) are computed.
+    engine.releaseProxyPorts(ep);
+    stats.removed++;
+  }
   const current = new Map<string, MapRecord[]>();
   const writes: MapWrite[] = [];
   for (const ep of desired) {
@@ -48,10 +52,6 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
   stats.upserts = s.upserts;
   stats.deletes = s.deletes;
   stats.syscalls = s.syscalls;
-  for (const ep of stale) {
-    backend.remove(ep);
-    stats.removed++;
-  }
   return stats;
 }
 

@@ -36,6 +36,8 @@ export interface WriteBatch {
   readonly endpoint: string;
   readonly phase: WritePhase;
   readonly ops: readonly MapDelta[];
+  /** How the map's plan dealt with capacity. */
+  readonly mode: CapacityMode;
 }
 
 /** The map's entries before the write, asked for only when the map is short of room. */
@@ -180,8 +182,8 @@ export function planWrites(writes: readonly MapWrite[], capacity: number, curren
   for (const w of writes) {
     if (w.deltas.length === 0) continue;
     const p = planMap(w, capacity, current);
-    if (p.tighten.length > 0) tighten.push({ endpoint: w.endpoint, phase: 'tighten', ops: p.tighten });
-    if (p.loosen.length > 0) loosen.push({ endpoint: w.endpoint, phase: 'loosen', ops: p.loosen });
+    if (p.tighten.length > 0) tighten.push({ endpoint: w.endpoint, phase: 'tighten', ops: p.tighten, mode: p.mode });
+    if (p.loosen.length > 0) loosen.push({ endpoint: w.endpoint, phase: 'loosen', ops: p.loosen, mode: p.mode });
   }
   return [...tighten, ...loosen];
 }

@@ -77,6 +77,8 @@ export class FlowChecker {
   private readonly maxRank: number[] = [];
   private readonly rankI = new Map<string, number[]>();
   private readonly flowsOf = new Map<string, number[][]>();
+  /** Probe indices by direction and identity. */
+  private readonly byPeer = new Map<string, number[]>();
   private readonly flowRank: number[] = [];
   private hard = 0;
   private soft = 0;
@@ -87,6 +89,10 @@ export class FlowChecker {
     const ids = [...new Set([...identities, UNNAMED_IDENTITY])];
     for (const direction of DIRECTIONS) for (const identity of ids) for (const [protocol, ps] of ports) for (const port of ps) this.probes.push({ direction, identity, protocol, port });
     const index = new Map(this.probes.map((p, i) => [`${p.direction} ${p.identity} ${p.protocol} ${p.port}`, i]));
+    this.probes.forEach((p, i) => {
+      const k = `${p.direction} ${p.identity}`;
+      this.byPeer.set(k, [...(this.byPeer.get(k) ?? []), i]);
+    });
     const endpoints = [...new Set([...old.keys(), ...next.keys(), ...start.keys()])].sort();
     for (const ep of endpoints) this.flowsOf.set(ep, this.probes.map(() => []));
     const addFlow = (f: Flow): void => {
@@ -148,34 +154,19 @@ export class FlowChecker {
     else m.delete(ks);
     const ranks = this.rankI.get(endpoint) as number[];
     const flowsOf = this.flowsOf.get(endpoint) as number[][];
-    this.probes.forEach((p, i) => {
-      if (!covers(d.key, p)) return;
+    const candidates = d.key.identity === 0 ? this.probes.map((_, i) => i) : (this.byPeer.get(`${d.key.direction} ${d.key.identity}`) ?? []);
+    for (const i of candidates) {
+      const p = this.probes[i] as Probe;
+      if (!covers(d.key, p)) continue;
       const r = rankIn(m, p);
-      if (r === ranks[i]) return;
+      if (r === ranks[i]) continue;
       ranks[i] = r;
       for (const k of flowsOf[i] as number[]) {
         this.count(k, -1);
         this.flowRank[k] = Math.max(...(this.flows[k] as Flow).map(([ep, j]) => (this.rankI.get(ep) as number[])[j] as number));
         this.count(k, 1);
       }
-    });
+    }
     return this.counts();
-  }
-
-  /** Replaces one endpoint's map (a new, empty map), re-ranking all its probes. */
-  reset(endpoint: string): void {
-    const m = new Map<string, LookupResult>();
-    this.state.set(endpoint, m);
-    const ranks = this.rankI.get(endpoint) as number[];
-    const flowsOf = this.flowsOf.get(endpoint) as number[][];
-    this.probes.forEach((p, i) => {
-      if (ranks[i] === 2) return;
-      ranks[i] = 2;
-      for (const k of flowsOf[i] as number[]) {
-        this.count(k, -1);
-        this.flowRank[k] = Math.max(...(this.flows[k] as Flow).map(([ep, j]) => (this.rankI.get(ep) as number[])[j] as number));
-        this.count(k, 1);
-      }
-    });
   }
 }

@@ -1,5 +1,5 @@
 import type { MapDelta } from '../engine/events.js';
-import { PolicyEntry, policyKeyString, PolicyKey, PRECEDENCE_DENY } from '../model/mapstate.js';
+import { LookupResult, PolicyEntry, policyKeyString, PolicyKey, PRECEDENCE_DENY, wildcardKey } from '../model/mapstate.js';
 import type { MapRecord } from './backend.js';
 
 /**
@@ -16,10 +16,15 @@ import type { MapRecord } from './backend.js';
  *   above the new state.
  *
  * Hence at every point each flow is allowed at most as much as by the old state or as by the new
- * state (rank >= min), and between the phases at most as much as by both (rank >= max). A
- * redirect key is neither (a new one can hide a deny, a deleted one can expose an allow): it is
- * written as a deny in the tighten phase and gets its final value (redirect, or gone) in the
- * loosen phase, a transient drop of the traffic it matches.
+ * state (rank >= min), and between the phases at most as much as by both (rank >= max).
+ *
+ * A new or deleted redirect key is neither in general (a new one can hide a deny, a deleted one
+ * can expose an allow). A new one is written right after the tighten phase's deletes when what it
+ * hides there cannot be a deny or a drop (`redirectRaises`); a deleted one is deleted at the very
+ * end of the loosen phase when what it exposes in the new state is such. Otherwise the key is
+ * written as a deny in the tighten phase and gets its final value in the loosen phase; that
+ * transient deny drops only traffic the old (or new) state already drops or sends to an entry the
+ * check above found, i.e. in practice none.
  */
 export type WritePhase = 'tighten' | 'loosen';
 
@@ -40,7 +45,10 @@ export interface WriteBatch {
   readonly mode: CapacityMode;
 }
 
-/** The map's entries before the write, asked for only when the map is short of room. */
+/**
+ * The map's entries before the write, asked for only when the map is short of room or the write
+ * adds or deletes redirect keys.
+ */
 export type CurrentEntries = (endpoint: string) => Iterable<MapRecord>;
 
 /** What a write plan does when a map has no room for the tighten phase. */
@@ -55,24 +63,84 @@ export function entryRank(e: PolicyEntry): number {
 
 const isRedirect = (e: PolicyEntry): boolean => entryRank(e) === 1;
 
+type State = ReadonlyMap<string, LookupResult>;
+
+/** The longest entry of the same identity strictly broader than `key` that covers it. */
+function covering(state: State, key: PolicyKey, gone: ReadonlySet<string>): LookupResult | undefined {
+  if (key.protocol === 0) return undefined;
+  const at = (k: PolicyKey): LookupResult | undefined => {
+    const ks = policyKeyString(k);
+    return gone.has(ks) ? undefined : state.get(ks);
+  };
+  for (let len = key.portPrefixLen - 1; len >= 0; len--) {
+    const shift = 16 - len;
+    const hit = at({ ...key, port: len === 0 ? 0 : (key.port >> shift) << shift, portPrefixLen: len });
+    if (hit) return hit;
+  }
+  return at(wildcardKey(key.identity, key.direction));
+}
+
+/**
+ * Whether adding a redirect at `key` to `state` (minus the keys in `gone`) can only raise ranks.
+ * It changes the lookup only for packets it is the longest match of in its trie, and there it
+ * replaces the covering entry: raising if that is an allow, equal if a redirect, lowering if a
+ * deny. With no covering entry it lowers a drop by no match, unless an identity-0 entry covers
+ * the key (then the verdict was at best that entry's and is now at least a redirect); for an
+ * identity-0 key nothing guarantees that every peer identity had a match.
+ */
+function redirectRaises(state: State, key: PolicyKey, gone: ReadonlySet<string>): boolean {
+  const c = covering(state, key, gone);
+  if (c) return !c.entry.deny;
+  if (key.identity === 0) return false;
+  const w = { ...key, identity: 0 };
+  return (state.has(policyKeyString(w)) && !gone.has(policyKeyString(w))) || covering(state, w, gone) !== undefined;
+}
+
 interface Split {
   tightenDeletes: MapDelta[];
+  /** New redirect keys that only raise ranks right after the tighten deletes. */
+  tightenRedirects: MapDelta[];
   tightenUpserts: MapDelta[];
   loosenDeletes: MapDelta[];
   loosenUpserts: MapDelta[];
+  /** Deleted redirect keys whose return, from the new state, only raises ranks. */
+  loosenRedirectDeletes: MapDelta[];
 }
 
-/** Sorts one map's deltas into the two phases (see the module comment). */
-function split(deltas: readonly MapDelta[]): Split {
-  const s: Split = { tightenDeletes: [], tightenUpserts: [], loosenDeletes: [], loosenUpserts: [] };
+/** The map's state before the write, and after it (absent: deleted redirects use a deny). */
+interface MapStates {
+  readonly old: State;
+  readonly next?: State;
+}
+
+function applied(old: State, deltas: readonly MapDelta[]): State {
+  const out = new Map(old);
+  for (const d of deltas) {
+    const ks = policyKeyString(d.key);
+    if (d.op === 'upsert') out.set(ks, { key: d.key, entry: d.entry });
+    else out.delete(ks);
+  }
+  return out;
+}
+
+/**
+ * Sorts one map's deltas into the two phases (see the module comment). Without the map's states,
+ * every new or deleted redirect key goes through a transient deny.
+ */
+function split(deltas: readonly MapDelta[], states?: MapStates): Split {
+  const s: Split = { tightenDeletes: [], tightenRedirects: [], tightenUpserts: [], loosenDeletes: [], loosenUpserts: [], loosenRedirectDeletes: [] };
+  const allowDeletes = new Set(deltas.filter((d) => d.op === 'delete' && entryRank(d.entry) === 0).map((d) => policyKeyString(d.key)));
+  const none = new Set<string>();
   for (const d of deltas) {
     if (d.op === 'delete') {
-      if (isRedirect(d.entry)) {
+      if (isRedirect(d.entry) && states?.next && redirectRaises(states.next, d.key, none)) s.loosenRedirectDeletes.push(d);
+      else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ ...d, op: 'upsert', entry: TRANSIENT_DENY, previous: d.entry });
         s.loosenDeletes.push({ ...d, entry: TRANSIENT_DENY });
       } else (d.entry.deny ? s.loosenDeletes : s.tightenDeletes).push(d);
     } else if (d.previous === undefined) {
-      if (isRedirect(d.entry)) {
+      if (isRedirect(d.entry) && states && redirectRaises(states.old, d.key, allowDeletes)) s.tightenRedirects.push(d);
+      else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY });
         s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
       } else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
@@ -91,8 +159,16 @@ const grows = (ops: readonly MapDelta[]): number => ops.filter((d) => d.op === '
  * deletes first, so it never exceeds the final size, which the engine keeps within capacity.
  */
 function tightenPeak(size: number, s: Split): number {
-  return size - s.tightenDeletes.length + grows(s.tightenUpserts);
+  return size - s.tightenDeletes.length + s.tightenRedirects.length + grows(s.tightenUpserts);
 }
+
+/** Entries after the write. */
+function finalSize(write: MapWrite): number {
+  return write.size + grows(write.deltas) - write.deltas.filter((d) => d.op === 'delete').length;
+}
+
+const changesRedirectKeys = (deltas: readonly MapDelta[]): boolean =>
+  deltas.some((d) => isRedirect(d.entry) && (d.op === 'delete' || d.previous === undefined));
 
 /** One map's writes, in order, per phase. */
 export interface MapPlan {
@@ -102,8 +178,8 @@ export interface MapPlan {
 }
 
 const ordered = (s: Split, mode: CapacityMode): MapPlan => ({
-  tighten: [...s.tightenDeletes, ...s.tightenUpserts],
-  loosen: [...s.loosenDeletes, ...s.loosenUpserts],
+  tighten: [...s.tightenDeletes, ...s.tightenRedirects, ...s.tightenUpserts],
+  loosen: [...s.loosenDeletes, ...s.loosenUpserts, ...s.loosenRedirectDeletes],
   mode,
 });
 
@@ -164,11 +240,20 @@ function denyAll(write: MapWrite, current: readonly MapRecord[]): MapPlan {
 
 /** One map's plan, with the capacity mode it needed. */
 export function planMap(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
-  const s = split(write.deltas);
+  let entries: readonly MapRecord[] | undefined;
+  const entriesNow = (): readonly MapRecord[] => (entries ??= [...current(write.endpoint)]);
+  let s = split(write.deltas);
+  if (changesRedirectKeys(write.deltas)) {
+    const old: State = new Map(entriesNow().map((r) => [policyKeyString(r.key), r]));
+    s = split(write.deltas, { old, next: applied(old, write.deltas) });
+    // Deleted redirects kept to the end of the loosen phase must fit beside the final state.
+    if (finalSize(write) + s.loosenRedirectDeletes.length > capacity) s = split(write.deltas, { old });
+  }
   if (tightenPeak(write.size, s) <= capacity) return ordered(s, 'normal');
-  const entries = [...current(write.endpoint)];
-  const a = allowsFirst(write, s, capacity, entries);
-  return a ? ordered(a, 'allows-first') : denyAll(write, entries);
+  // Short of room: the fallbacks reason on the plain split (every redirect through a deny).
+  const plain = split(write.deltas);
+  const a = allowsFirst(write, plain, capacity, entriesNow());
+  return a ? ordered(a, 'allows-first') : denyAll(write, entriesNow());
 }
 
 /**

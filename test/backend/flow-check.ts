@@ -30,6 +30,8 @@ type Flow = readonly (readonly [string, number])[];
 export interface Counts {
   hard: number;
   soft: number;
+  /** Flows dropped that both the old and the new state allow (a transient drop). */
+  drops: number;
 }
 
 export function copyMaps(m: Maps): Maps {
@@ -82,6 +84,7 @@ export class FlowChecker {
   private readonly flowRank: number[] = [];
   private hard = 0;
   private soft = 0;
+  private drops = 0;
   readonly state: Maps;
 
   constructor(old: Maps, next: Maps, endpointIds: ReadonlyMap<string, readonly number[]>, identities: readonly number[], start: Maps = old) {
@@ -138,11 +141,12 @@ export class FlowChecker {
     const r = this.flowRank[k] as number;
     if (r < (this.minRank[k] as number)) this.hard += sign;
     if (r < (this.maxRank[k] as number)) this.soft += sign;
+    if (r === 2 && (this.maxRank[k] as number) < 2) this.drops += sign;
   }
 
   /** Flows now violating each rule. */
   counts(): Counts {
-    return { hard: this.hard, soft: this.soft };
+    return { hard: this.hard, soft: this.soft, drops: this.drops };
   }
 
   /** Applies one operation to the intermediate state; returns the violations after it. */

@@ -18,6 +18,8 @@ interface Totals {
   hard: number;
   soft: number;
   boundarySoft: number;
+  /** Flows x prefixes dropped that both states allow. */
+  drops: number;
   /** Hard-rule violations of the order before the plan (per endpoint, upserts then deletes). */
   oldOrderHard: number;
   capacityExceeded: number;
@@ -27,7 +29,7 @@ interface Totals {
 }
 
 function newTotals(): Totals {
-  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, oldOrderHard: 0, capacityExceeded: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
+  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, drops: 0, oldOrderHard: 0, capacityExceeded: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
 }
 
 function writesOf(deltas: readonly MapDelta[], old: Maps): MapWrite[] {
@@ -95,6 +97,7 @@ function simulate(
       }
       totals.hard += c.hard;
       totals.soft += c.soft;
+      totals.drops += c.drops;
     }
   }
   const before = new FlowChecker(old, next, endpointIds, identities, start);
@@ -152,7 +155,7 @@ afterAll(() => {
 });
 const summary = (name: string, t: Totals): string =>
   `write order (${name}): ${t.transactions} transactions, ${t.prefixes} prefixes, ${t.flowChecks} flow checks; ` +
-  `hard-rule violations ${t.hard} (old order: ${t.oldOrderHard}), soft-rule violations ${t.soft} (flow x prefix; at phase boundaries ${t.boundarySoft}); ` +
+  `hard-rule violations ${t.hard} (old order: ${t.oldOrderHard}), soft-rule violations ${t.soft} (flow x prefix; at phase boundaries ${t.boundarySoft}); transient drops ${t.drops}; ` +
   `capacity exceeded ${t.capacityExceeded}; map plans ${JSON.stringify(t.modes)}; ops ${JSON.stringify(t.ops)}`;
 
 describe('fail-closed write order, every prefix of random engine transactions', () => {

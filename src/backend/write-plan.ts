@@ -20,11 +20,11 @@ import type { MapRecord } from './backend.js';
  *
  * A new or deleted redirect key is neither in general (a new one can hide a deny, a deleted one
  * can expose an allow). A new one is written right after the tighten phase's deletes when what it
- * hides there cannot be a deny or a drop (`redirectRaises`); a deleted one is deleted at the very
- * end of the loosen phase when what it exposes in the new state is such. Otherwise the key is
- * written as a deny in the tighten phase and gets its final value in the loosen phase; that
- * transient deny drops only traffic the old (or new) state already drops or sends to an entry the
- * check above found, i.e. in practice none.
+ * hides there is an allow or a redirect, or an identity-0 entry covers it (`redirectRaises`); a
+ * deleted one is deleted at the very end of the loosen phase when the same holds for what it
+ * exposes in the new state. Otherwise the key is a deny from the tighten phase until its final
+ * value is written in the loosen phase; that deny drops only traffic the old or the new state
+ * drops, or allows through a narrower entry of the other trie (identity 0 versus the peer's).
  */
 export type WritePhase = 'tighten' | 'loosen';
 

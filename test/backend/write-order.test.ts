@@ -4,6 +4,8 @@ import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, MapDelta } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
 import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT } from '../../src/model/mapstate.js';
+import { BackendError, writePlan } from '../../src/backend/backend.js';
+import { MemoryBackend } from '../../src/backend/memory.js';
 import { CapacityMode, entryRank, MapWrite, planWrites, WriteBatch } from '../../src/backend/write-plan.js';
 import { op, toEvent } from '../engine/gen.js';
 import { copyMaps, FlowChecker, Maps } from './flow-check.js';
@@ -269,6 +271,23 @@ describe('fail-closed write order, hand-written cases', () => {
     expect(r.planned.boundarySoft).toBe(0);
   });
 
+  it('an L7 rule added and one removed under an allow-all: the redirects are written directly, no transient drop', () => {
+    const r = handCase(
+      { a: [[key(X, 'ingress'), ALLOW], [key(X, 'ingress', 6, 443, 16), redirect(10000)]], b: allowAll },
+      { a: [[key(X, 'ingress'), ALLOW], [key(X, 'ingress', 6, 80, 16), redirect(10001)]], b: allowAll },
+    );
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.drops).toBe(0);
+    expect(r.planned.ops).toEqual({ 'tighten upsert redirect': 1, 'loosen delete redirect': 1 });
+  });
+
+  it('a new redirect for a peer with no entry but an identity-0 allow-all is written directly', () => {
+    const r = handCase({ a: [[key(0, 'ingress'), ALLOW]], b: allowAll }, { a: [[key(0, 'ingress'), ALLOW], [key(X, 'ingress', 6, 80, 16), redirect(10000)]], b: allowAll });
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.drops).toBe(0);
+    expect(r.planned.ops).toEqual({ 'tighten upsert redirect': 1 });
+  });
+
   it('a full map that must move its allows and denies: no room for the tighten phase, only drops', () => {
     // Capacity 4: A's map is full with 3 denies and an allow-all; the new state swaps the denies.
     const o: Rows = [[key(0, 'egress'), ALLOW], [key(X, 'egress', 6, 1, 16), DENY], [key(X, 'egress', 6, 2, 16), DENY], [key(X, 'egress', 6, 3, 16), DENY]];
@@ -287,5 +306,33 @@ describe('fail-closed write order, hand-written cases', () => {
     expect(r.planned.hard).toBe(0);
     expect(r.planned.boundarySoft).toBe(0);
     expect(r.planned.capacityExceeded).toBe(0);
+  });
+});
+
+describe('a refusal part-way through a plan', () => {
+  it('stops the plan there: done counts the operations that took effect in plan order, later batches are not written', () => {
+    const b = new MemoryBackend({ capacity: 256 });
+    for (const ep of ['a', 'b', 'c']) b.create(ep);
+    const up = (ep: string, k: PolicyKey, entry: PolicyEntry): MapDelta => ({ endpoint: ep, op: 'upsert', key: k, entry });
+    const writes: MapWrite[] = [
+      { endpoint: 'a', deltas: [up('a', key(X, 'egress', 6, 22, 16), DENY), up('a', key(X, 'egress'), ALLOW)], size: 0 },
+      // More than the map holds (the engine would refuse this; a kernel map shared with something else might).
+      { endpoint: 'b', deltas: Array.from({ length: 300 }, (_, i) => up('b', key(X + i, 'ingress'), ALLOW)), size: 0 },
+      { endpoint: 'c', deltas: [up('c', key(X, 'ingress'), ALLOW)], size: 0 },
+    ];
+    const plan = planWrites(writes, 256, () => []);
+    expect(plan.map((p) => `${p.phase} ${p.endpoint}`)).toEqual(['tighten a', 'loosen a', 'loosen b', 'loosen c']);
+    let err: unknown;
+    try {
+      writePlan(b, plan);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BackendError);
+    expect((err as BackendError).endpoint).toBe('b');
+    expect((err as BackendError).done).toBe(1 + 1 + 256);
+    expect((err as BackendError).message).toMatch(/loosen phase; 258 of 303 planned operations took effect/);
+    expect(b.size('b')).toBe(256);
+    expect(b.size('c')).toBe(0);
   });
 });

@@ -11,7 +11,9 @@ import { op, toEvent } from '../engine/gen.js';
 import { copyMaps, FlowChecker, Maps } from './flow-check.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
-const RUNS = LONG ? 1000 : 25;
+const RUNS = LONG ? 500 : 25;
+/** Long runs take minutes; the default per-test timeout is for `npm test`. */
+const TIMEOUT = LONG ? 60 * 60_000 : undefined;
 
 interface Totals {
   transactions: number;
@@ -170,7 +172,7 @@ describe('fail-closed write order, every prefix of random engine transactions', 
     expect(t.hard).toBe(0);
     expect(t.boundarySoft).toBe(0);
     expect(t.capacityExceeded).toBe(0);
-  });
+  }, TIMEOUT);
 
   it('capacity as tight as the engine allows (the larger of old and new size): the same, through the fallbacks', () => {
     const t = newTotals();
@@ -180,7 +182,7 @@ describe('fail-closed write order, every prefix of random engine transactions', 
     expect(t.hard).toBe(0);
     expect(t.boundarySoft).toBe(0);
     expect(t.capacityExceeded).toBe(0);
-  });
+  }, TIMEOUT);
 });
 
 // Hand-written cases: two endpoints A and B with identities 1000 and 2000, peer X = 3000.

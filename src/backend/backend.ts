@@ -2,6 +2,7 @@ import type { ChangeSet, MapDelta } from '../engine/events.js';
 import type { PolicyEntry, PolicyKey } from '../model/mapstate.js';
 import type { Direction } from '../model/rules.js';
 import type { DecodedValue } from './encoding.js';
+import { planWrites, WriteBatch } from './write-plan.js';
 
 export const DEFAULT_CAPACITY = 16384;
 export const MIN_CAPACITY = 256;
@@ -49,11 +50,12 @@ export interface MapBackend {
   endpoints(): string[];
   /** Creates an empty map for the endpoint (replacing any existing one). */
   create(endpoint: string): void;
+  /** Entries in the endpoint's map now. */
+  size(endpoint: string): number;
   /**
-   * Applies deltas: upserts before deletes, so no transient drop opens. When the map has no room
-   * for the new keys, deletes of allow/redirect entries go first (never deny entries, whose early
-   * removal could let traffic through). Upserts carry `previous` when they overwrite a key, as
-   * the engine's deltas do.
+   * Writes the operations in the order given (`planWrites` decides it). Upserts carry `previous`
+   * when they overwrite a key. A refusal part-way throws a BackendError whose `done` counts the
+   * operations that took effect.
    */
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats;
   dump(endpoint: string): MapRecord[];
@@ -64,29 +66,12 @@ export interface MapBackend {
 }
 
 /**
- * Orders a write: upserts before deletes; when the map has no room for the new keys, deletes of
- * allow/redirect entries first. An upsert is known to overwrite by its `previous` field.
+ * Applies one engine transaction to a backend: removed maps go and new (empty) maps come first,
+ * both of which only drop traffic, then the deltas of all endpoints in the fail-closed order of
+ * `planWrites` (every endpoint's tighten batch before any loosen batch).
  */
-export function orderDeltas(deltas: readonly MapDelta[], size: number, capacity: number): readonly MapDelta[] {
-  // Deletes alone, or replaces alone, need no reordering (and no copy of a large batch).
-  if (deltas.every((d) => d.op === 'delete') || deltas.every((d) => d.op === 'upsert' && d.previous !== undefined)) return deltas;
-  const replaces: MapDelta[] = [];
-  const adds: MapDelta[] = [];
-  const deletes: MapDelta[] = [];
-  for (const d of deltas) {
-    if (d.op === 'delete') deletes.push(d);
-    else if (d.previous !== undefined) replaces.push(d);
-    else adds.push(d);
-  }
-  const room = capacity - size;
-  if (adds.length <= room) return [...replaces, ...adds, ...deletes];
-  const early = new Set(deletes.filter((d) => !d.entry.deny).slice(0, adds.length - room));
-  return [...replaces, ...early, ...adds, ...deletes.filter((d) => !early.has(d))];
-}
-
-/** Applies one engine transaction to a backend: new maps, deltas, removed maps. */
 export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
-  const total = emptyWriteStats();
+  for (const ep of cs.endpointsRemoved) backend.remove(ep);
   for (const ep of cs.endpointsAdded) backend.create(ep);
   const byEndpoint = new Map<string, MapDelta[]>();
   for (const d of cs.deltas) {
@@ -94,13 +79,32 @@ export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
     if (!l) byEndpoint.set(d.endpoint, (l = []));
     l.push(d);
   }
-  for (const [ep, ds] of byEndpoint) {
-    const s = backend.apply(ep, ds);
+  const writes = [...byEndpoint].map(([endpoint, deltas]) => ({ endpoint, deltas, size: backend.size(endpoint) }));
+  return writePlan(backend, planWrites(writes, backend.capacity, (ep) => backend.dump(ep)));
+}
+
+/**
+ * Writes a plan's batches in order. A refusal stops the plan there (later batches, and so every
+ * loosen batch if it was a tighten batch, are not written): the BackendError's `done` counts the
+ * plan's operations that took effect, in plan order.
+ */
+export function writePlan(backend: MapBackend, plan: readonly WriteBatch[]): WriteStats {
+  const total = emptyWriteStats();
+  const planned = plan.reduce((n, b) => n + b.ops.length, 0);
+  let done = 0;
+  for (const b of plan) {
+    let s: WriteStats;
+    try {
+      s = backend.apply(b.endpoint, b.ops);
+    } catch (e) {
+      if (!(e instanceof BackendError)) throw e;
+      throw new BackendError(`${e.message} (${b.phase} phase; ${done + e.done} of ${planned} planned operations took effect)`, e.endpoint, done + e.done, e.errno);
+    }
+    done += b.ops.length;
     total.upserts += s.upserts;
     total.deletes += s.deletes;
     total.syscalls += s.syscalls;
   }
-  for (const ep of cs.endpointsRemoved) backend.remove(ep);
   return total;
 }
 

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
-import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, orderDeltas, WriteStats } from './backend.js';
+import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
@@ -163,7 +163,7 @@ export class BpfBackend implements MapBackend {
     const fd = this.fd(endpoint);
     const stats = emptyWriteStats();
     const before = this.syscalls;
-    const ordered = orderDeltas(deltas, this.sizes.get(endpoint) as number, this.capacity);
+    const ordered = deltas;
     let done = 0;
     let i = 0;
     while (i < ordered.length) {
@@ -185,6 +185,11 @@ export class BpfBackend implements MapBackend {
   }
 
   private lastErrno = 0;
+
+  size(endpoint: string): number {
+    this.fd(endpoint);
+    return this.sizes.get(endpoint) as number;
+  }
 
   /** Writes ops[from, to) in one batched call; returns how many took effect. */
   private writeBatch(endpoint: string, fd: number, ops: readonly MapDelta[], from: number, to: number): number {

@@ -1,6 +1,6 @@
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
-import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, orderDeltas, WriteStats } from './backend.js';
+import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodeValue } from './encoding.js';
 
 /**
@@ -33,8 +33,7 @@ export class MemoryBackend implements MapBackend {
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
     const m = this.map(endpoint);
     const stats = emptyWriteStats();
-    const ordered = orderDeltas(deltas, m.size, this.capacity);
-    ordered.forEach((d, done) => {
+    deltas.forEach((d, done) => {
       const k = encodeKey(d.key).toString('hex');
       if (d.op === 'upsert') {
         if (!m.has(k) && m.size >= this.capacity) throw new BackendError(`policy map of ${endpoint} is full (${this.capacity} entries)`, endpoint, done, 7);
@@ -46,6 +45,10 @@ export class MemoryBackend implements MapBackend {
       }
     });
     return stats;
+  }
+
+  size(endpoint: string): number {
+    return this.map(endpoint).size;
   }
 
   dump(endpoint: string): MapRecord[] {

@@ -5,7 +5,8 @@ import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
 import { diffMaps } from '../engine/map-state.js';
 import { LookupResult, pickWinner, policyKeyString } from '../model/mapstate.js';
 import type { Direction } from '../model/rules.js';
-import { emptyWriteStats, MapBackend, WriteStats } from './backend.js';
+import { emptyWriteStats, MapBackend, MapRecord, WriteStats, writePlan } from './backend.js';
+import { MapWrite, planWrites } from './write-plan.js';
 import type { DecodedValue } from './encoding.js';
 
 export interface ReconcileStats extends WriteStats {
@@ -15,35 +16,42 @@ export interface ReconcileStats extends WriteStats {
 
 /**
  * Brings the backend's maps to the engine's desired state by writing only the difference: on a
- * restart with pinned maps and unchanged policy, nothing is written. Maps of endpoints the engine
- * no longer has are removed.
+ * restart with pinned maps and unchanged policy, nothing is written. The differences of all
+ * endpoints are written in the fail-closed order of `planWrites` (a crash left maps between two
+ * states; converging from there tightens every map before loosening any). Maps of endpoints the
+ * engine no longer has are removed first (that only drops traffic).
  */
 export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
   const stats: ReconcileStats = { ...emptyWriteStats(), created: 0, removed: 0 };
-  const desired = new Set(engine.endpoints());
-  for (const ep of backend.endpoints()) {
-    if (!desired.has(ep)) {
-      backend.remove(ep);
-      engine.releaseProxyPorts(ep);
-      stats.removed++;
-    }
-  }
+  const desired = engine.endpoints();
+  const keep = new Set(desired);
   const existing = new Set(backend.endpoints());
+  const stale = [...existing].filter((ep) => !keep.has(ep));
+  for (const ep of stale) {
+    backend.remove(ep);
+    // Free before the desired maps (and their new redirects) are computed.
+    engine.releaseProxyPorts(ep);
+    stats.removed++;
+  }
+  const current = new Map<string, MapRecord[]>();
+  const writes: MapWrite[] = [];
   for (const ep of desired) {
     const have = new Map<string, LookupResult>();
     if (!existing.has(ep)) {
       backend.create(ep);
       stats.created++;
     } else {
-      for (const r of backend.dump(ep)) have.set(policyKeyString(r.key), r);
+      const records = backend.dump(ep);
+      current.set(ep, records);
+      for (const r of records) have.set(policyKeyString(r.key), r);
     }
     const deltas = diffMaps(ep, have, engine.mapState(ep));
-    if (deltas.length === 0) continue;
-    const s = backend.apply(ep, deltas);
-    stats.upserts += s.upserts;
-    stats.deletes += s.deletes;
-    stats.syscalls += s.syscalls;
+    if (deltas.length > 0) writes.push({ endpoint: ep, deltas, size: have.size });
   }
+  const s = writePlan(backend, planWrites(writes, backend.capacity, (ep) => current.get(ep) ?? []));
+  stats.upserts = s.upserts;
+  stats.deletes = s.deletes;
+  stats.syscalls = s.syscalls;
   return stats;
 }
 

@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeKey, decodeValue, encodeKey, encodeValue, KEY_SIZE, VALUE_SIZE } from '../../src/backend/encoding.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import { BackendError } from '../../src/backend/backend.js';
+import { BackendError, writePlan } from '../../src/backend/backend.js';
+import { planWrites } from '../../src/backend/write-plan.js';
 import type { PolicyKey } from '../../src/model/mapstate.js';
 
 const key = fc
@@ -62,11 +63,12 @@ describe('memory backend', () => {
     expect(err).toBeInstanceOf(BackendError);
     expect((err as BackendError).done).toBe(0);
     expect(b.dump('ep')).toHaveLength(256);
-    // With deletes in the same write, room is made first (allow entries only).
-    b.apply('ep', [
-      { endpoint: 'ep', op: 'upsert', key: k(1000), entry: allow },
-      { endpoint: 'ep', op: 'delete', key: k(1), entry: allow },
-    ]);
+    // Planned with deletes in the same write, room is made first (the allow delete tightens).
+    const deltas = [
+      { endpoint: 'ep', op: 'upsert' as const, key: k(1000), entry: allow },
+      { endpoint: 'ep', op: 'delete' as const, key: k(1), entry: allow },
+    ];
+    writePlan(b, planWrites([{ endpoint: 'ep', deltas, size: b.size('ep') }], b.capacity, (ep) => b.dump(ep)));
     expect(b.dump('ep').map((r) => r.key.identity)).toContain(1000);
   });
   it('the LPM lookup returns the longest matching prefix for the identity', () => {

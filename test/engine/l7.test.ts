@@ -172,7 +172,8 @@ describe('L7 redirects and tables', () => {
     later.apply([events[0]!, events[2]!, httpGetPublic]);
     const portsOf = (e: Engine, ep: string) => e.redirects(ep).map((r) => `${r.parser}:${r.proxyPort}`);
     expect(portsOf(later, 'prod/web-1')).toEqual(['http:10000']);
-    expect(reconcile(later, backend)).toMatchObject({ removed: 1, upserts: 0 });
+    // web-1's Kafka redirect goes: written as a deny first, deleted last (fail-closed order).
+    expect(reconcile(later, backend)).toMatchObject({ removed: 1, upserts: 1, deletes: 1 });
     later.apply([local(pod('web-3', { app: 'web' })), kafka]);
     // Freed ports (10001 from web-1's Kafka redirect, 10002-10003 from web-2) are handed out again, lowest first.
     expect(portsOf(later, 'prod/web-3')).toEqual(['http:10001', 'kafka:10002']);

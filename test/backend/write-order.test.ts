@@ -1,0 +1,340 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Engine } from '../../src/engine/engine.js';
+import type { ChangeSet, MapDelta } from '../../src/engine/events.js';
+import { entryEquals } from '../../src/engine/map-state.js';
+import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT } from '../../src/model/mapstate.js';
+import { BackendError, writePlan } from '../../src/backend/backend.js';
+import { MemoryBackend } from '../../src/backend/memory.js';
+import { CapacityMode, entryRank, MapWrite, planWrites, WriteBatch } from '../../src/backend/write-plan.js';
+import { op, toEvent } from '../engine/gen.js';
+import { copyMaps, FlowChecker, Maps } from './flow-check.js';
+
+const LONG = Boolean(process.env.DISTILL_LONG);
+const RUNS = LONG ? 500 : 25;
+/** Long runs take minutes; the default per-test timeout is for `npm test`. */
+const TIMEOUT = LONG ? 60 * 60_000 : undefined;
+
+interface Totals {
+  transactions: number;
+  prefixes: number;
+  flowChecks: number;
+  hard: number;
+  soft: number;
+  boundarySoft: number;
+  /** Flows x prefixes dropped that both states allow. */
+  drops: number;
+  /** Hard-rule violations of the order before the plan (per endpoint, upserts then deletes). */
+  oldOrderHard: number;
+  capacityExceeded: number;
+  /** Planned operations by kind: what the random transactions exercised. */
+  ops: Record<string, number>;
+  modes: Record<CapacityMode, number>;
+}
+
+function newTotals(): Totals {
+  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, drops: 0, oldOrderHard: 0, capacityExceeded: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
+}
+
+function writesOf(deltas: readonly MapDelta[], old: Maps): MapWrite[] {
+  const by = new Map<string, MapDelta[]>();
+  for (const d of deltas) {
+    let l = by.get(d.endpoint);
+    if (!l) by.set(d.endpoint, (l = []));
+    l.push(d);
+  }
+  return [...by].map(([endpoint, ds]) => ({ endpoint, deltas: ds, size: old.get(endpoint)?.size ?? 0 }));
+}
+
+/**
+ * Plans a transaction from O to N, writes it one operation at a time on in-memory maps and
+ * checks every prefix: hard-rule violations, soft-rule violations, the soft rule at the phase
+ * boundary, capacity, and that the last prefix is N.
+ */
+function simulate(
+  old: Maps,
+  next: Maps,
+  deltas: readonly MapDelta[],
+  added: readonly string[],
+  removed: readonly string[],
+  endpointIds: ReadonlyMap<string, readonly number[]>,
+  identities: readonly number[],
+  capacity: number,
+  totals: Totals,
+): void {
+  // Maps of removed endpoints go first, new maps are created empty (as `applyChangeSet` does).
+  const start = copyMaps(old);
+  for (const ep of removed) start.delete(ep);
+  for (const ep of added) start.set(ep, new Map());
+  const plan: WriteBatch[] = planWrites(writesOf(deltas, start), capacity, (ep) => [...(start.get(ep) ?? new Map<string, LookupResult>()).values()]);
+  const checker = new FlowChecker(old, next, endpointIds, identities, start);
+  totals.transactions++;
+  totals.prefixes++;
+  totals.flowChecks += checker.flows.length;
+  totals.hard += checker.counts().hard;
+  totals.soft += checker.counts().soft;
+  const seenModes = new Set<string>();
+  let phase = 'tighten';
+  for (const b of plan) {
+    if (!seenModes.has(b.endpoint)) {
+      seenModes.add(b.endpoint);
+      totals.modes[b.mode]++;
+    }
+    if (b.phase !== phase) {
+      phase = b.phase;
+      totals.boundarySoft += checker.counts().soft;
+    }
+    for (const d of b.ops) {
+      const m = checker.state.get(b.endpoint);
+      const ks = policyKeyString(d.key);
+      if (d.op === 'delete') expect(m?.has(ks), `delete of absent ${ks} in ${b.endpoint}`).toBe(true);
+      else expect(m?.get(ks)?.entry, `previous of ${ks} in ${b.endpoint}`).toEqual(d.previous);
+      const kind = `${b.phase} ${d.op} ${d.previous ? `${rankName(d.previous)}->` : ''}${rankName(d.entry)}`;
+      totals.ops[kind] = (totals.ops[kind] ?? 0) + 1;
+      const c = checker.apply(b.endpoint, d);
+      if ((checker.state.get(b.endpoint)?.size ?? 0) > capacity) totals.capacityExceeded++;
+      totals.prefixes++;
+      totals.flowChecks += checker.flows.length;
+      if (c.hard > 0 && process.env.DEBUG_WRITE_ORDER) {
+        process.stderr.write(`HARD ${c.hard} after ${d.op} ${policyKeyString(d.key)} ${JSON.stringify(d.entry)} in ${b.endpoint} (${b.phase}, ${b.mode})\n`);
+        for (const ep of new Set([...old.keys(), ...next.keys()])) process.stderr.write(`  ${ep}\n    O ${JSON.stringify([...(old.get(ep) ?? new Map()).values()].map((r) => [policyKeyString(r.key), r.entry]))}\n    N ${JSON.stringify([...(next.get(ep) ?? new Map()).values()].map((r) => [policyKeyString(r.key), r.entry]))}\n`);
+      }
+      totals.hard += c.hard;
+      totals.soft += c.soft;
+      totals.drops += c.drops;
+    }
+  }
+  const before = new FlowChecker(old, next, endpointIds, identities, start);
+  for (const d of oldOrder(deltas)) totals.oldOrderHard += before.apply(d.endpoint, d).hard;
+  for (const [ep, m] of next) {
+    const got = checker.state.get(ep) as Map<string, LookupResult>;
+    expect(got.size, `${ep}: size after the plan`).toBe(m.size);
+    for (const [ks, r] of m) expect(entryEquals(got.get(ks)?.entry, r.entry), `${ep} ${ks} after the plan`).toBe(true);
+  }
+}
+
+/** The order `applyChangeSet` used before the plan: endpoint by endpoint, overwrites, new keys, deletes. */
+function oldOrder(deltas: readonly MapDelta[]): MapDelta[] {
+  const eps = [...new Set(deltas.map((d) => d.endpoint))];
+  const rank = (d: MapDelta): number => (d.op === 'delete' ? 2 : d.previous ? 0 : 1);
+  return eps.flatMap((ep) => deltas.filter((d) => d.endpoint === ep).sort((a, b) => rank(a) - rank(b)));
+}
+
+const rankName = (e: PolicyEntry): string => ['allow', 'redirect', 'deny'][entryRank(e)] as string;
+
+function snapshot(engine: Engine): Maps {
+  return new Map(engine.endpoints().map((ep) => [ep, new Map(engine.mapState(ep))]));
+}
+
+/** Runs random histories; `capacityOf` picks the plan's capacity for each transaction. */
+function runHistories(totals: Totals, capacityOf: (old: Maps, next: Maps) => number): void {
+  fc.assert(
+    fc.property(fc.array(fc.array(op, { minLength: 1, maxLength: 6 }), { minLength: 5, maxLength: 30 }), (txns) => {
+      const engine = new Engine();
+      for (const ops of txns) {
+        const old = snapshot(engine);
+        const idsBefore = new Map(engine.endpoints().map((ep) => [ep, engine.identityOfPod(ep)]));
+        let cs: ChangeSet;
+        try {
+          cs = engine.apply(ops.map(toEvent));
+        } catch {
+          continue;
+        }
+        const next = snapshot(engine);
+        const endpointIds = new Map<string, number[]>();
+        for (const ep of new Set([...old.keys(), ...next.keys()])) {
+          endpointIds.set(ep, [...new Set([idsBefore.get(ep), engine.identityOfPod(ep)])].filter((i): i is number => i !== undefined));
+        }
+        const identities = [...new Set([...engine.identities(), ...[...endpointIds.values()].flat()])];
+        simulate(old, next, cs.deltas, cs.endpointsAdded, cs.endpointsRemoved, endpointIds, identities, capacityOf(old, next), totals);
+      }
+    }),
+    { numRuns: RUNS },
+  );
+}
+
+const report: string[] = [];
+afterAll(() => {
+  if (report.length > 0) process.stderr.write(`${report.join('\n')}\n`);
+});
+const summary = (name: string, t: Totals): string =>
+  `write order (${name}): ${t.transactions} transactions, ${t.prefixes} prefixes, ${t.flowChecks} flow checks; ` +
+  `hard-rule violations ${t.hard} (old order: ${t.oldOrderHard}), soft-rule violations ${t.soft} (flow x prefix; at phase boundaries ${t.boundarySoft}); transient drops ${t.drops}; ` +
+  `capacity exceeded ${t.capacityExceeded}; map plans ${JSON.stringify(t.modes)}; ops ${JSON.stringify(t.ops)}`;
+
+describe('fail-closed write order, every prefix of random engine transactions', () => {
+  it('default capacity: no prefix allows a flow that neither the old nor the new state allows', () => {
+    const t = newTotals();
+    runHistories(t, () => 16384);
+    report.push(summary('capacity 16384', t));
+    expect(t.transactions).toBeGreaterThan(RUNS);
+    expect(t.prefixes).toBeGreaterThan(0);
+    expect(t.hard).toBe(0);
+    expect(t.boundarySoft).toBe(0);
+    expect(t.capacityExceeded).toBe(0);
+  }, TIMEOUT);
+
+  it('capacity as tight as the engine allows (the larger of old and new size): the same, through the fallbacks', () => {
+    const t = newTotals();
+    const largest = (m: Maps): number => Math.max(0, ...[...m.values()].map((s) => s.size));
+    runHistories(t, (o, n) => Math.max(largest(o), largest(n)));
+    report.push(summary('tight capacity', t));
+    expect(t.hard).toBe(0);
+    expect(t.boundarySoft).toBe(0);
+    expect(t.capacityExceeded).toBe(0);
+  }, TIMEOUT);
+});
+
+// Hand-written cases: two endpoints A and B with identities 1000 and 2000, peer X = 3000.
+const A = 1000;
+const B = 2000;
+const X = 3000;
+const ALLOW: PolicyEntry = { deny: false, proxyPort: 0, precedence: PRECEDENCE_ALLOW };
+const DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_DENY };
+const redirect = (port: number): PolicyEntry => ({ deny: false, proxyPort: port, precedence: PRECEDENCE_REDIRECT });
+const key = (identity: number, direction: 'ingress' | 'egress', protocol = 0, port = 0, portPrefixLen = 0): PolicyKey => ({ identity, direction, protocol, port, portPrefixLen });
+type Rows = [PolicyKey, PolicyEntry][];
+const mapOf = (rows: Rows): Map<string, LookupResult> => new Map(rows.map(([k, e]) => [policyKeyString(k), { key: k, entry: e }]));
+
+function diff(ep: string, o: Map<string, LookupResult>, n: Map<string, LookupResult>): MapDelta[] {
+  const out: MapDelta[] = [];
+  for (const [ks, r] of n) {
+    const b = o.get(ks);
+    if (!b || !entryEquals(b.entry, r.entry)) out.push({ endpoint: ep, op: 'upsert', key: r.key, entry: r.entry, ...(b ? { previous: b.entry } : {}) });
+  }
+  for (const [ks, b] of o) if (!n.has(ks)) out.push({ endpoint: ep, op: 'delete', key: b.key, entry: b.entry });
+  return out;
+}
+
+/** Hard-rule violations over all prefixes of the plan, and of the naive order (deltas as listed). */
+function handCase(o: Record<string, Rows>, n: Record<string, Rows>, capacity = 16384): { planned: Totals; naive: number } {
+  const old: Maps = new Map(Object.entries(o).map(([ep, r]) => [ep, mapOf(r)]));
+  const next: Maps = new Map(Object.entries(n).map(([ep, r]) => [ep, mapOf(r)]));
+  const deltas = [...old.keys()].flatMap((ep) => diff(ep, old.get(ep) as Map<string, LookupResult>, next.get(ep) as Map<string, LookupResult>));
+  const endpointIds = new Map([['a', [A]], ['b', [B]]]);
+  const planned = newTotals();
+  simulate(old, next, deltas, [], [], endpointIds, [A, B, X], capacity, planned);
+  // The order before the plan, endpoint by endpoint: upserts then deletes; and deletes first.
+  let naive = 0;
+  for (const order of [deltas, [...deltas.filter((d) => d.op === 'delete'), ...deltas.filter((d) => d.op === 'upsert')]]) {
+    const c = new FlowChecker(old, next, endpointIds, [A, B, X]);
+    for (const ep of ['a', 'b']) for (const d of order) if (d.endpoint === ep) naive += c.apply(d.endpoint, d).hard;
+  }
+  return { planned, naive };
+}
+
+describe('fail-closed write order, hand-written cases', () => {
+  const allowAll: Rows = [[key(0, 'egress'), ALLOW], [key(0, 'ingress'), ALLOW]];
+
+  it('a deny moving from A egress to B ingress is added before it is removed', () => {
+    const r = handCase(
+      { a: [...allowAll, [key(B, 'egress', 6, 80, 16), DENY]], b: allowAll },
+      { a: allowAll, b: [...allowAll, [key(A, 'ingress', 6, 80, 16), DENY]] },
+    );
+    expect(r.naive).toBeGreaterThan(0); // A's delete listed first: the hole the issue describes
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.boundarySoft).toBe(0);
+  });
+
+  it('a new deny beside an allow-all that is removed', () => {
+    const r = handCase(
+      { a: [[key(X, 'egress'), ALLOW]], b: allowAll },
+      { a: [[key(X, 'egress', 6, 0, 0), ALLOW], [key(X, 'egress', 6, 22, 16), DENY], [key(X, 'egress', 17, 0, 0), ALLOW]], b: allowAll },
+    );
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.boundarySoft).toBe(0);
+  });
+
+  it('a deny replaced by a narrower redirect over an allow-all: the redirect never exposes a plain allow', () => {
+    const r = handCase(
+      { a: [[key(X, 'ingress', 6, 0, 8), DENY], [key(X, 'ingress'), ALLOW]], b: allowAll },
+      { a: [[key(X, 'ingress', 6, 80, 16), redirect(10000)], [key(X, 'ingress'), ALLOW]], b: allowAll },
+    );
+    expect(r.naive).toBeGreaterThan(0);
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.boundarySoft).toBe(0);
+  });
+
+  it('a redirect moving from identity X to identity 0 over an allow-all', () => {
+    const r = handCase(
+      { a: [[key(X, 'ingress', 6, 80, 16), redirect(10000)], [key(X, 'ingress'), ALLOW]], b: allowAll },
+      { a: [[key(0, 'ingress', 6, 80, 16), redirect(10001)], [key(X, 'ingress'), ALLOW]], b: allowAll },
+    );
+    expect(r.naive).toBeGreaterThan(0);
+    expect(r.planned.hard).toBe(0);
+  });
+
+  it('redirects on both sides of a flow: a new deny under an old redirect at A, an old deny under a new redirect at B', () => {
+    const r = handCase(
+      { a: [[key(B, 'egress', 6, 80, 16), redirect(10000)], [key(B, 'egress'), ALLOW]], b: [[key(A, 'ingress', 6, 0, 8), DENY], [key(A, 'ingress'), ALLOW]] },
+      { a: [[key(B, 'egress', 6, 0, 8), DENY], [key(B, 'egress'), ALLOW]], b: [[key(A, 'ingress', 6, 80, 16), redirect(10001)], [key(A, 'ingress'), ALLOW]] },
+    );
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.boundarySoft).toBe(0);
+  });
+
+  it('an L7 rule added and one removed under an allow-all: the redirects are written directly, no transient drop', () => {
+    const r = handCase(
+      { a: [[key(X, 'ingress'), ALLOW], [key(X, 'ingress', 6, 443, 16), redirect(10000)]], b: allowAll },
+      { a: [[key(X, 'ingress'), ALLOW], [key(X, 'ingress', 6, 80, 16), redirect(10001)]], b: allowAll },
+    );
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.drops).toBe(0);
+    expect(r.planned.ops).toEqual({ 'tighten upsert redirect': 1, 'loosen delete redirect': 1 });
+  });
+
+  it('a new redirect for a peer with no entry but an identity-0 allow-all is written directly', () => {
+    const r = handCase({ a: [[key(0, 'ingress'), ALLOW]], b: allowAll }, { a: [[key(0, 'ingress'), ALLOW], [key(X, 'ingress', 6, 80, 16), redirect(10000)]], b: allowAll });
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.drops).toBe(0);
+    expect(r.planned.ops).toEqual({ 'tighten upsert redirect': 1 });
+  });
+
+  it('a full map that must move its allows and denies: no room for the tighten phase, only drops', () => {
+    // Capacity 4: A's map is full with 3 denies and an allow-all; the new state swaps the denies.
+    const o: Rows = [[key(0, 'egress'), ALLOW], [key(X, 'egress', 6, 1, 16), DENY], [key(X, 'egress', 6, 2, 16), DENY], [key(X, 'egress', 6, 3, 16), DENY]];
+    const n: Rows = [[key(0, 'egress'), ALLOW], [key(X, 'egress', 6, 4, 16), DENY], [key(X, 'egress', 6, 5, 16), DENY], [key(X, 'egress', 6, 6, 16), DENY]];
+    const r = handCase({ a: o, b: allowAll }, { a: n, b: allowAll }, 4);
+    expect(r.planned.modes['deny-all']).toBe(1);
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.capacityExceeded).toBe(0);
+  });
+
+  it('a full map with unchanged allows: they are deleted early and put back last', () => {
+    const o: Rows = [[key(0, 'egress'), ALLOW], [key(X, 'egress', 6, 1, 16), ALLOW], [key(X, 'egress', 6, 2, 16), DENY], [key(X, 'egress', 6, 3, 16), DENY]];
+    const n: Rows = [[key(0, 'egress'), ALLOW], [key(X, 'egress', 6, 1, 16), ALLOW], [key(X, 'egress', 6, 4, 16), DENY], [key(X, 'egress', 6, 5, 16), DENY]];
+    const r = handCase({ a: o, b: allowAll }, { a: n, b: allowAll }, 4);
+    expect(r.planned.modes['allows-first']).toBe(1);
+    expect(r.planned.hard).toBe(0);
+    expect(r.planned.boundarySoft).toBe(0);
+    expect(r.planned.capacityExceeded).toBe(0);
+  });
+});
+
+describe('a refusal part-way through a plan', () => {
+  it('stops the plan there: done counts the operations that took effect in plan order, later batches are not written', () => {
+    const b = new MemoryBackend({ capacity: 256 });
+    for (const ep of ['a', 'b', 'c']) b.create(ep);
+    const up = (ep: string, k: PolicyKey, entry: PolicyEntry): MapDelta => ({ endpoint: ep, op: 'upsert', key: k, entry });
+    const writes: MapWrite[] = [
+      { endpoint: 'a', deltas: [up('a', key(X, 'egress', 6, 22, 16), DENY), up('a', key(X, 'egress'), ALLOW)], size: 0 },
+      // More than the map holds (the engine would refuse this; a kernel map shared with something else might).
+      { endpoint: 'b', deltas: Array.from({ length: 300 }, (_, i) => up('b', key(X + i, 'ingress'), ALLOW)), size: 0 },
+      { endpoint: 'c', deltas: [up('c', key(X, 'ingress'), ALLOW)], size: 0 },
+    ];
+    const plan = planWrites(writes, 256, () => []);
+    expect(plan.map((p) => `${p.phase} ${p.endpoint}`)).toEqual(['tighten a', 'loosen a', 'loosen b', 'loosen c']);
+    let err: unknown;
+    try {
+      writePlan(b, plan);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BackendError);
+    expect((err as BackendError).endpoint).toBe('b');
+    expect((err as BackendError).done).toBe(1 + 1 + 256);
+    expect((err as BackendError).message).toMatch(/loosen phase; 258 of 303 planned operations took effect/);
+    expect(b.size('b')).toBe(256);
+    expect(b.size('c')).toBe(0);
+  });
+});

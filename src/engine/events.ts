@@ -53,7 +53,7 @@ export interface L7Delta {
 
 /** The outcome of one transaction. */
 export interface ChangeSet {
-  /** Per endpoint: upserts first, then deletes (so a backend never opens a transient drop). */
+  /** Per endpoint, upserts then deletes; backends write them in the order `planWrites` gives (fail closed across endpoints). */
   readonly deltas: readonly MapDelta[];
   /** Changes to the endpoints' L7 tables (for their proxies), in endpoint order. */
   readonly l7Deltas: readonly L7Delta[];

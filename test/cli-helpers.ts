@@ -22,7 +22,7 @@ export function tmpDir(): string {
   return mkdtempSync(join(tmpdir(), 'distill-cli-'));
 }
 
-export function tmpFile(name: string, text: string, dir: string = tmpDir()): string {
+export function tmpFile(name: string, text: string | Uint8Array, dir: string = tmpDir()): string {
   const f = join(dir, name);
   writeFileSync(f, text);
   return f;

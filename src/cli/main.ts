@@ -389,7 +389,8 @@ function pinDirOption(): Option {
 }
 
 /** Commander's own exits: help and version are 0, every usage error is bad input (2). */
-function commanderExit(e: CommanderError): number {
+function commanderExit(io: CliIo, e: CommanderError): number {
+  if (e.code === 'commander.help' && e.exitCode !== 0) io.err('error: no command given\n');
   return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0 ? 0 : EXIT_BAD_INPUT;
 }
 
@@ -403,7 +404,7 @@ export function runCli(argv: readonly string[], io: CliIo): number {
     buildProgram(io, (code) => (exit = code)).parse([...argv], { from: 'user' });
     return exit;
   } catch (e) {
-    if (e instanceof CommanderError) return commanderExit(e);
+    if (e instanceof CommanderError) return commanderExit(io, e);
     if (BAD_INPUT_ERRORS.some((c) => e instanceof c)) return reportInputError(io, e);
     const debug = process.env.DISTILL_DEBUG === '1';
     const err = e instanceof Error ? e : new Error(String(e));

@@ -28,7 +28,8 @@ export function tmpFile(name: string, text: string | Uint8Array, dir: string = t
   return f;
 }
 
-const STACK_LINE = /^\s+at .+[:(]/m;
+/** A V8 stack frame (`    at f (/path/file.js:1:2)`), not a YAML error excerpt that happens to start with `at`. */
+const STACK_LINE = /^ {4}at (?:.+ \()?(?:file:\/\/|\/|node:).+:\d+:\d+\)?$/m;
 
 /** Bad input: exit 2, an `error:` line naming `source`, no stack trace. */
 export function expectBadInput(r: CliResult, source: string): void {

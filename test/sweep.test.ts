@@ -108,7 +108,7 @@ const TRACE_FIELDS: Record<string, (n: string) => Json[]> = {
   'deleteNamespace name': (n) => [{ type: 'deleteNamespace', name: n }],
   'phase name': (n) => [{ type: 'phase', name: n }, pod('a')],
   'deletePolicy kind': (n) => [{ type: 'deletePolicy', ref: { kind: n, namespace: 'x', name: 'p' } }],
-  'deletePolicy name': (n) => [{ type: 'upsertPolicy', manifest: np({ podSelector: {} }) }, { type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'x', name: n } }],
+  'deletePolicy name': (n): Json[] => [{ type: 'upsertPolicy', manifest: np({ podSelector: {} }) }, { type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'x', name: n } }],
   'manifest label key': (n) => [pod('a'), { type: 'upsertPolicy', manifest: np({ podSelector: { matchLabels: own(n, 'v') } }) }],
   'manifest kind': (n) => [{ type: 'upsertPolicy', manifest: { apiVersion: 'cilium.io/v2', kind: n, metadata: { name: 'p', namespace: 'x' }, spec: {} } }],
 };

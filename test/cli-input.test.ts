@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { bpfUnavailableReason } from '../src/backend/bpf.js';
 import { DEFAULT_MAX_INPUT_BYTES } from '../src/cli/input.js';
+import { runCli } from '../src/cli/main.js';
 import { cli, expectBadInput, hasStack, tmpDir, tmpFile } from './cli-helpers.js';
 
 const L4 = 'fixtures/scenarios/cilium-docs/l4.yaml';
@@ -17,6 +18,23 @@ describe('exit codes of the in-process CLI', () => {
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.err).toMatch(/^error: /m);
       expect(hasStack(r.err)).toBe(false);
+    }
+  });
+  it('a bug (an unexpected error) is exit 70 with "internal error:", the stack only with DISTILL_DEBUG=1', () => {
+    const run = (): { code: number; err: string } => {
+      let err = '';
+      const code = runCli(['verify', '--scenario', L4], { out: () => { throw new TypeError('boom'); }, err: (s) => (err += s) });
+      return { code, err };
+    };
+    const plain = run();
+    expect(plain).toEqual({ code: 70, err: 'internal error: boom\n' });
+    process.env.DISTILL_DEBUG = '1';
+    try {
+      const debug = run();
+      expect(debug.code).toBe(70);
+      expect(hasStack(debug.err)).toBe(true);
+    } finally {
+      delete process.env.DISTILL_DEBUG;
     }
   });
   it('runs a scenario and never touches process.exitCode', () => {

@@ -1,6 +1,7 @@
 import type { ContainerPort } from '../model/ports.js';
-import { POLICY_KINDS, PolicyKind, policyRefKey } from '../model/rules.js';
-import type { EngineEvent } from '../engine/events.js';
+import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
+import { EngineError, EngineEvent } from '../engine/events.js';
+import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifest } from '../policy/manifest.js';
@@ -153,42 +154,18 @@ export function parseTrace(text: string, source: string): Trace {
 }
 
 /**
- * Checks the trace's events against the model as it evolves from an empty cluster (what the
- * engine would refuse: deleting a pod, namespace or policy that does not exist), so a replay
- * refuses a bad trace before its first write. The error names the file and line.
+ * Checks the trace's events against the model as it evolves from an empty cluster (every field,
+ * and what the engine would refuse: deleting a pod, namespace or policy that does not exist), so
+ * a replay refuses a bad trace before its first write. The error names the file and line.
  */
 export function checkTrace(trace: Trace): void {
-  const namespaces = new Set<string>();
-  const pods = new Set<string>();
-  const policies = new Map<string, string | undefined>(); // key -> namespace
-  for (const item of trace.items) {
-    if (item.kind !== 'event') continue;
-    const fail = (detail: string): never => {
-      throw new ManifestError(`${trace.source}:${item.line}`, '', `${item.event.type}: ${detail}`);
-    };
-    const e = item.event;
-    switch (e.type) {
-      case 'upsertNamespace':
-        namespaces.add(e.name);
-        break;
-      case 'deleteNamespace':
-        if (!namespaces.delete(e.name)) fail(`namespace "${e.name}" does not exist`);
-        for (const k of [...pods]) if (k.startsWith(`${e.name}/`)) pods.delete(k);
-        for (const [k, ns] of [...policies]) if (ns === e.name) policies.delete(k);
-        break;
-      case 'upsertPod':
-        pods.add(`${e.pod.namespace}/${e.pod.name}`);
-        break;
-      case 'deletePod':
-        if (!pods.delete(`${e.namespace}/${e.name}`)) fail(`pod "${e.namespace}/${e.name}" does not exist`);
-        break;
-      case 'upsertPolicy':
-        policies.set(policyRefKey(e.policy.ref), e.policy.ref.namespace);
-        break;
-      case 'deletePolicy':
-        if (!policies.delete(policyRefKey(e.ref))) fail(`policy ${policyRefKey(e.ref)} does not exist`);
-        break;
-    }
+  const items = trace.items.flatMap((i) => (i.kind === 'event' ? [i] : []));
+  try {
+    checkEvents(items.map((i) => i.event));
+  } catch (e) {
+    if (!(e instanceof EngineError)) throw e;
+    const line = items[e.eventIndex]?.line;
+    throw new ManifestError(line === undefined ? trace.source : `${trace.source}:${line}`, '', `${e.eventType}: ${e.detail}`);
   }
 }
 

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { cli, CliResult, hasStack, tmpDir, tmpFile } from './cli-helpers.js';
 
 /**
@@ -23,8 +23,10 @@ type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : []));
 }
-const SCENARIO_FILES = files('fixtures/scenarios').sort();
+const SCENARIO_FILES = ['fixtures/scenarios', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s'].flatMap(files).sort();
 const SCENARIOS = SCENARIO_FILES.map((f) => parseYaml(readFileSync(f, 'utf8')) as Json);
+/** Manifests the conformance corpus accepts or refuses (each file: one or more documents). */
+const MANIFESTS = ['fixtures/conformance/accept', 'fixtures/conformance/refuse'].flatMap(files).flatMap((f) => parseAllDocuments(readFileSync(f, 'utf8')).map((d) => d.toJS() as Json));
 const TRACE_LINES = readFileSync('fixtures/traces/small.jsonl', 'utf8').trim().split('\n');
 
 const PROTO_NAMES = [...Object.getOwnPropertyNames(Object.prototype), '__proto__', 'prototype'];
@@ -222,7 +224,7 @@ describe('fuzzing the CLI with mutated fixtures', () => {
   });
 
   it('validate: mutated policies of the fixtures as multi-document manifests', () => {
-    const policies = SCENARIOS.flatMap((s) => ((s as { policies?: Json[] }).policies ?? []));
+    const policies = [...SCENARIOS.flatMap((s) => ((s as { policies?: Json[] }).policies ?? [])), ...MANIFESTS];
     fc.assert(
       fc.property(fc.nat(policies.length - 1), fc.array(anyMutation, { minLength: 1, maxLength: 3 }), fc.nat(3), (i, ms, extra) => {
         const docs = [ms.reduce((acc, m) => mutate(acc, m), policies[i] as Json), ...policies.slice(i + 1, i + 1 + extra)];

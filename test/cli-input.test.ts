@@ -96,6 +96,12 @@ describe('bad input exits 2 naming the path, never a stack trace (issue 11 item 
     const deepTrace = tmpFile('deep.jsonl', `{"distillTrace":1}\n{"type":"upsertPolicy","manifest":${'['.repeat(100_000)}${']'.repeat(100_000)}}\n`);
     expectBadInput(cli('replay', deepTrace), deepTrace);
   });
+  it('a probe over every pair of 3,000 pods (9 million flows from a 50 kB file) is refused, not run', () => {
+    const pods = Array.from({ length: 3000 }, (_, i) => `{name: x/p${i}}`).join(', ');
+    const file = tmpFile('many.yaml', `pods: [${pods}]\nsteps: [{probes: [{port: 80}]}]\n`);
+    const r = cli('verify', '--scenario', file);
+    expectBadInput(r, `${file} steps[0].probes[0]: covers 9000000 pod pairs, over the 25000 flows a scenario may probe`);
+  });
   it('proxy-port exhaustion (more L7 redirects than the 10001-port range) names the scenario', () => {
     const pods = Array.from({ length: 101 }, (_, i) => `{name: x/p${i}, labels: {app: a}}`).join(', ');
     const ports = Array.from({ length: 100 }, (_, i) => `{port: '${1000 + i}', protocol: TCP}`).join(', ');

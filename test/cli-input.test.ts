@@ -102,6 +102,12 @@ describe('bad input exits 2 naming the path, never a stack trace (issue 11 item 
     const r = cli('verify', '--scenario', file);
     expectBadInput(r, `${file} steps[0].probes[0]: covers 9000000 pod pairs, over the 25000 flows a scenario may probe`);
   });
+  it('gen stops at the input cap (a trace replay could not read back) instead of building it', () => {
+    const r = cli('--max-input-bytes', '100k', 'gen', '--profile', 'realistic');
+    expectBadInput(r, 'the trace would be larger than 102400 bytes');
+    expect(r.out).toBe('');
+    expect(cli('--max-input-bytes', '100k', 'gen', '--profile', 'small').code).toBe(0);
+  });
   it('proxy-port exhaustion (more L7 redirects than the 10001-port range) names the scenario', () => {
     const pods = Array.from({ length: 101 }, (_, i) => `{name: x/p${i}, labels: {app: a}}`).join(', ');
     const ports = Array.from({ length: 100 }, (_, i) => `{port: '${1000 + i}', protocol: TCP}`).join(', ');

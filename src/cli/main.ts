@@ -21,6 +21,7 @@ import { ProxyPortsExhaustedError } from '../engine/proxy-ports.js';
 import { L7ParserConflictError } from '../engine/rule-units.js';
 import { ALL_LOCAL } from '../engine/sync.js';
 import { ClusterChangeError } from '../model/cluster.js';
+import { TraceTooLargeError } from '../churn/generate.js';
 import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
@@ -46,7 +47,7 @@ interface Ctx {
   readonly maxInputBytes: number;
 }
 
-const BAD_INPUT_ERRORS = [ManifestError, UnknownEndpointError, EngineError, MapCapacityError, L7ParserConflictError, BpfError, PinDirError, BackendError, ProxyPortsExhaustedError, ClusterChangeError, InputError];
+const BAD_INPUT_ERRORS = [ManifestError, UnknownEndpointError, EngineError, MapCapacityError, L7ParserConflictError, BpfError, PinDirError, BackendError, TraceTooLargeError, ProxyPortsExhaustedError, ClusterChangeError, InputError];
 
 /** A stack overflow while reading a file is the file's nesting, not a bug (`[[[[...` 100k deep). */
 function isStackOverflow(e: unknown): boolean {
@@ -271,7 +272,7 @@ interface GenOptions {
   churn?: string;
 }
 
-function gen({ io }: Ctx, opts: GenOptions): number {
+function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
   const num = (v: string | undefined, what: string): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -281,7 +282,7 @@ function gen({ io }: Ctx, opts: GenOptions): number {
   try {
     const scale = num(opts.scale, '--scale');
     const churnEvents = num(opts.churn, '--churn');
-    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}) });
+    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}), maxBytes: maxInputBytes });
     io.out(text);
     return 0;
   } catch (e) {

@@ -9,9 +9,9 @@ import { cli, CliResult, hasStack, tmpDir, tmpFile } from './cli-helpers.js';
  * Fuzzing the real CLI entry in-process with mutations of the fixtures. Every run must end with
  * exit 0 (verify: engine and oracle agree) or exit 2 (an `error:` line naming the file, no stack
  * trace). Exit 1 (engine and oracle disagree) and 70 (a crash) are bugs. Runs are bounded by
- * count (DISTILL_FUZZ_RUNS, default 800 per target), inputs by --max-input-bytes.
+ * count (DISTILL_FUZZ_RUNS, default 1500 per target), inputs by --max-input-bytes.
  */
-const RUNS = Number(process.env.DISTILL_FUZZ_RUNS ?? 800);
+const RUNS = Number(process.env.DISTILL_FUZZ_RUNS ?? 1500);
 /** A hang guard, not a performance assertion: no single input may take this long. */
 const HANG_MS = 20_000;
 const MAX_INPUT = '2M';

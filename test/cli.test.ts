@@ -214,3 +214,19 @@ describe('distill gen and replay', () => {
     expect(r.stderr).toMatch(/Allowed choices are small, realistic, cilium-ci, cilium-2019, antrea-worst/);
   });
 });
+
+describe('distill (the bin) reading stdin', () => {
+  const run = (args: string[], input: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input });
+  it('validate - reads the manifests from stdin, bounded by --max-input-bytes', () => {
+    const manifest = '{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: a, namespace: x}, spec: {podSelector: {}}}\n';
+    const ok = run(['validate', '-'], manifest);
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toBe('<stdin>: 1 policies, 0 rules, valid\n');
+    const big = run(['validate', '-', '--max-input-bytes', '16'], manifest);
+    expect(big.status).toBe(2);
+    expect(big.stderr).toBe('error: <stdin>: larger than the input limit of 16 bytes (raise it with --max-input-bytes)\n');
+    const bad = run(['verify', '--scenario', '-'], 'pods: [{name: nope}]\n');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('error: <stdin> pods[0].name: "nope" is not namespace/name');
+  });
+});

@@ -25,6 +25,11 @@ export interface PodRecord {
 
 const HTTP_PORTS: readonly ContainerPort[] = [{ name: 'http', port: 8080, protocol: 'TCP' }];
 
+/** A generated trace would exceed its size limit: refused while generating, not after. */
+export class TraceTooLargeError extends Error {
+  override readonly name = 'TraceTooLargeError';
+}
+
 /**
  * Accumulates a trace and the cluster it describes, so churn phases can pick existing objects.
  */
@@ -35,13 +40,22 @@ export class TraceBuilder {
   readonly policies = new Map<string, PolicyRef>();
   private nextIp = 0;
   private podsCreated = 0;
+  private bytes = 0;
   events = 0;
 
+  /** maxBytes: the trace's size limit (what `replay --max-input-bytes` could read back). */
   constructor(
     readonly rng: () => number,
     header: Omit<TraceHeader, 'distillTrace'>,
+    readonly maxBytes: number = Number.POSITIVE_INFINITY,
   ) {
-    this.lines.push(traceLine({ distillTrace: TRACE_VERSION, ...header }));
+    this.push(traceLine({ distillTrace: TRACE_VERSION, ...header }));
+  }
+
+  private push(line: string): void {
+    this.bytes += Buffer.byteLength(line) + 1;
+    if (this.bytes > this.maxBytes) throw new TraceTooLargeError(`the trace would be larger than ${this.maxBytes} bytes (after ${this.events} events), more than replay reads; lower --scale or --churn, or raise --max-input-bytes`);
+    this.lines.push(line);
   }
 
   pick<T>(xs: readonly T[]): T {
@@ -53,7 +67,7 @@ export class TraceBuilder {
   }
 
   private emit(e: TraceEventJson): void {
-    this.lines.push(traceLine(e));
+    this.push(traceLine(e));
     if (e.type !== 'phase') this.events++;
   }
 

@@ -260,13 +260,15 @@ export interface GenerateOptions {
   /** Multiplies the cluster size (the scaling series): 1 = the published shape. */
   readonly scale?: number;
   readonly churnEvents?: number;
+  /** Refuse to build a trace larger than this (bytes). */
+  readonly maxBytes?: number;
 }
 
 export function generateTrace(opts: GenerateOptions): string {
   const profile = PROFILES.find((p) => p.name === opts.profile);
   if (!profile) throw new Error(`unknown profile "${opts.profile}" (profiles: ${PROFILES.map((p) => p.name).join(', ')})`);
   const scale = opts.scale ?? 1;
-  const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` });
+  const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` }, opts.maxBytes);
   b.phase('initial');
   const shape = profile.build(b, scale);
   b.phase('churn');

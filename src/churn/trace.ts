@@ -1,6 +1,7 @@
 import type { ContainerPort } from '../model/ports.js';
 import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
-import type { EngineEvent } from '../engine/events.js';
+import { EngineError, EngineEvent } from '../engine/events.js';
+import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifest } from '../policy/manifest.js';
@@ -150,6 +151,22 @@ export function parseTrace(text: string, source: string): Trace {
   });
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');
   return { source, header, items };
+}
+
+/**
+ * Checks the trace's events against the model as it evolves from an empty cluster (every field,
+ * and what the engine would refuse: deleting a pod, namespace or policy that does not exist), so
+ * a replay refuses a bad trace before its first write. The error names the file and line.
+ */
+export function checkTrace(trace: Trace): void {
+  const items = trace.items.flatMap((i) => (i.kind === 'event' ? [i] : []));
+  try {
+    checkEvents(items.map((i) => i.event));
+  } catch (e) {
+    if (!(e instanceof EngineError)) throw e;
+    const line = items[e.eventIndex]?.line;
+    throw new ManifestError(line === undefined ? trace.source : `${trace.source}:${line}`, '', `${e.eventType}: ${e.detail}`);
+  }
 }
 
 /** Serialises events into trace lines (the inverse of parseTrace for generated traces). */

@@ -1,12 +1,14 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { createRequire } from 'node:module';
+import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { decideFlow, UnknownEndpointError } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifestFile } from '../policy/manifest.js';
 import { formatWarning } from '../model/rules.js';
-import { parseScenario } from '../scenario/format.js';
+import { parseScenario, Scenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
 import { applyChangeSet, BackendError, MapBackend } from '../backend/backend.js';
 import { BpfBackend, BpfError, DEFAULT_PIN_DIR, PinDirError } from '../backend/bpf.js';
@@ -15,51 +17,63 @@ import { backendLookup, reconcile } from '../backend/reconcile.js';
 import { EngineDecider } from '../engine/decide.js';
 import { Engine } from '../engine/engine.js';
 import { EngineError, MapCapacityError } from '../engine/events.js';
+import { ProxyPortsExhaustedError } from '../engine/proxy-ports.js';
 import { L7ParserConflictError } from '../engine/rule-units.js';
 import { ALL_LOCAL } from '../engine/sync.js';
+import { ClusterChangeError } from '../model/cluster.js';
+import { TraceTooLargeError } from '../churn/generate.js';
 import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
-import { parseTrace } from '../churn/trace.js';
+import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
+import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
 
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 const EXIT_MISMATCH = 1;
 const EXIT_BAD_INPUT = 2;
+/** EX_SOFTWARE: a bug in distill, not in the input. */
+const EXIT_INTERNAL = 70;
 
-/** Bad input is the user's to fix: print what and where, no stack trace. */
-function reportInputError(e: unknown): number {
-  if (
-    e instanceof ManifestError ||
-    e instanceof UnknownEndpointError ||
-    e instanceof EngineError ||
-    e instanceof MapCapacityError ||
-    e instanceof L7ParserConflictError ||
-    e instanceof BpfError ||
-    e instanceof PinDirError ||
-    e instanceof BackendError
-  ) {
-    process.stderr.write(`error: ${e.message}\n`);
+/** Where the CLI writes; `progress` (a TTY) gets the replay progress bar. */
+export interface CliIo {
+  out(s: string): void;
+  err(s: string): void;
+  readonly progress?: NodeJS.WritableStream;
+}
+
+interface Ctx {
+  readonly io: CliIo;
+  readonly maxInputBytes: number;
+}
+
+const BAD_INPUT_ERRORS = [ManifestError, UnknownEndpointError, EngineError, MapCapacityError, L7ParserConflictError, BpfError, PinDirError, BackendError, TraceTooLargeError, ProxyPortsExhaustedError, ClusterChangeError, InputError];
+
+/** A stack overflow while reading a file is the file's nesting, not a bug (`[[[[...` 100k deep). */
+function isStackOverflow(e: unknown): boolean {
+  return e instanceof RangeError && /call stack size/i.test(e.message);
+}
+
+/**
+ * Bad input is the user's to fix: print what and where, no stack trace. `file` names the input
+ * being read when the error itself cannot (a stack overflow). Anything else is a bug: rethrown.
+ */
+function reportInputError(io: CliIo, e: unknown, file?: string): number {
+  if (BAD_INPUT_ERRORS.some((c) => e instanceof c)) {
+    // ManifestError and InputError name their source; the engine's errors do not know the file.
+    const where = file === undefined || e instanceof ManifestError || e instanceof InputError ? '' : `${inputName(file)}: `;
+    io.err(`error: ${where}${(e as Error).message}\n`);
     return EXIT_BAD_INPUT;
   }
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') {
-    process.stderr.write(`error: ${(e as Error).message}\n`);
+  if (isStackOverflow(e)) {
+    io.err(`error: ${file === undefined ? 'input' : inputName(file)}: nested too deeply to read\n`);
     return EXIT_BAD_INPUT;
   }
   throw e;
 }
 
-function scenarioFiles(paths: readonly string[]): string[] {
-  const files: string[] = [];
-  const walk = (p: string): void => {
-    if (statSync(p).isDirectory()) {
-      for (const entry of readdirSync(p).sort()) walk(join(p, entry));
-    } else if (/\.ya?ml$/.test(p) || paths.includes(p)) {
-      files.push(p);
-    }
-  };
-  for (const p of paths) walk(p);
-  return files;
+function readScenario(ctx: Ctx, file: string): Scenario {
+  return parseScenario(readInputText(file, ctx.maxInputBytes), inputName(file));
 }
 
 type BackendKind = 'memory' | 'bpf';
@@ -103,12 +117,13 @@ function decider(naive: boolean, backend: MapBackend): FlowDecider {
   return naive ? decideFlow : engineRun(backend).decide;
 }
 
-function reach(opts: ReachOptions): number {
+function reach(ctx: Ctx, opts: ReachOptions): number {
+  const { io } = ctx;
   let files: string[];
   try {
-    files = scenarioFiles(opts.scenario);
+    files = collectFiles(opts.scenario, isYamlFile);
   } catch (e) {
-    return reportInputError(e);
+    return reportInputError(io, e);
   }
   const many = files.length > 1;
   let exit = 0;
@@ -116,15 +131,15 @@ function reach(opts: ReachOptions): number {
   try {
     backend = openBackend(opts);
   } catch (e) {
-    return reportInputError(e);
+    return reportInputError(io, e);
   }
-  if (!opts.json) process.stdout.write(`${LEGEND}\n\n`);
+  if (!opts.json) io.out(`${LEGEND}\n\n`);
   for (const file of files) {
     let run;
     try {
-      run = runScenario(parseScenario(readFileSync(file, 'utf8'), file), decider(opts.naive ?? false, backend));
+      run = runScenario(readScenario(ctx, file), decider(opts.naive ?? false, backend));
     } catch (e) {
-      exit = Math.max(exit, reportInputError(e));
+      exit = Math.max(exit, reportInputError(io, e, file));
       continue;
     }
     const mismatches = run.steps.flatMap((s) => s.mismatches);
@@ -138,20 +153,20 @@ function reach(opts: ReachOptions): number {
           lines.push(JSON.stringify(obj));
         }
       }
-      if (lines.length > 0) process.stdout.write(lines.join('\n') + '\n');
+      if (lines.length > 0) io.out(lines.join('\n') + '\n');
     } else {
-      process.stdout.write(`== ${file}${run.scenario.description ? `: ${run.scenario.description}` : ''}\n`);
-      process.stdout.write(renderRun(run, opts.explain ?? false) + '\n');
+      io.out(`== ${file}${run.scenario.description ? `: ${run.scenario.description}` : ''}\n`);
+      io.out(renderRun(run, opts.explain ?? false) + '\n');
     }
     if (mismatches.length > 0) {
       exit = Math.max(exit, EXIT_MISMATCH);
       for (const m of mismatches) {
-        process.stderr.write(`${file}: step ${m.step} probe ${m.probe} ${m.pair}: expected ${m.expected}, got ${m.actual}\n`);
+        io.err(`${file}: step ${m.step} probe ${m.probe} ${m.pair}: expected ${m.expected}, got ${m.actual}\n`);
       }
     }
   }
   if (!opts.json && files.length > 1) {
-    process.stdout.write(`${files.length} scenarios, ${exit === 0 ? 'all as expected' : 'SOME NOT AS EXPECTED'}\n`);
+    io.out(`${files.length} scenarios, ${exit === 0 ? 'all as expected' : 'SOME NOT AS EXPECTED'}\n`);
   }
   backend.close();
   return exit;
@@ -163,12 +178,13 @@ interface VerifyOptions extends BackendOptions {
 }
 
 /** Runs each scenario through the engine and through the oracle and compares every result. */
-function verify(opts: VerifyOptions): number {
+function verify(ctx: Ctx, opts: VerifyOptions): number {
+  const { io } = ctx;
   let files: string[];
   try {
-    files = scenarioFiles(opts.scenario);
+    files = collectFiles(opts.scenario, isYamlFile);
   } catch (e) {
-    return reportInputError(e);
+    return reportInputError(io, e);
   }
   let exit = 0;
   let total = 0;
@@ -177,17 +193,17 @@ function verify(opts: VerifyOptions): number {
   try {
     backend = openBackend(opts);
   } catch (e) {
-    return reportInputError(e);
+    return reportInputError(io, e);
   }
   for (const file of files) {
     let engineRun: ScenarioRun;
     let naiveRun: ScenarioRun;
     try {
-      const scenario = parseScenario(readFileSync(file, 'utf8'), file);
+      const scenario = readScenario(ctx, file);
       engineRun = runScenario(scenario, decider(false, backend));
       naiveRun = runScenario(scenario, decideFlow);
     } catch (e) {
-      exit = Math.max(exit, reportInputError(e));
+      exit = Math.max(exit, reportInputError(io, e, file));
       continue;
     }
     let fileDisagreements = 0;
@@ -199,7 +215,7 @@ function verify(opts: VerifyOptions): number {
         fileDisagreements++;
         const verdict = (x: { allowed: boolean; proxied: boolean } | undefined): string => (x === undefined ? 'missing' : x.allowed ? (x.proxied ? 'proxied' : 'allowed') : 'denied');
         const line = { scenario: file, step: r.step, probe: r.probe, from: r.from, to: r.to, port: r.port, protocol: r.protocol, engine: verdict(r), naive: verdict(o) };
-        process.stderr.write(opts.json ? `${JSON.stringify(line)}\n` : `${file}: step ${r.step} probe ${r.probe} ${r.from} -> ${r.to} ${r.port}/${r.protocol}: engine ${line.engine}, naive ${line.naive}\n`);
+        io.err(opts.json ? `${JSON.stringify(line)}\n` : `${file}: step ${r.step} probe ${r.probe} ${r.from} -> ${r.to} ${r.port}/${r.protocol}: engine ${line.engine}, naive ${line.naive}\n`);
       });
     });
     disagreements += fileDisagreements;
@@ -207,7 +223,7 @@ function verify(opts: VerifyOptions): number {
   }
   backend.close();
   const summary = { scenarios: files.length, results: total, disagreements };
-  process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
   return exit;
 }
 
@@ -218,12 +234,13 @@ interface DumpOptions extends BackendOptions {
 }
 
 /** Builds the scenario's final state through the engine and a backend, then dumps one map. */
-function mapsDump(opts: DumpOptions): number {
+function mapsDump(ctx: Ctx, opts: DumpOptions): number {
+  const { io } = ctx;
   let backend: MapBackend | undefined;
   try {
     backend = openBackend(opts);
     const run = engineRun(backend);
-    runScenario(parseScenario(readFileSync(opts.scenario, 'utf8'), opts.scenario), run.decide);
+    runScenario(readScenario(ctx, opts.scenario), run.decide);
     if (!backend.endpoints().includes(opts.endpoint)) {
       throw new UnknownEndpointError(`no local endpoint "${opts.endpoint}" (endpoints: ${backend.endpoints().join(', ')})`);
     }
@@ -232,17 +249,17 @@ function mapsDump(opts: DumpOptions): number {
     if (opts.json) {
       const pressure = records.length / backend.capacity;
       const l7 = run.engine.l7Table(opts.endpoint).map((row) => l7RowJson(row, labelsOf));
-      process.stdout.write(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, pressure, entries: records.map((r) => mapRecordJson(r, labelsOf)), l7 })}\n`);
+      io.out(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, pressure, entries: records.map((r) => mapRecordJson(r, labelsOf)), l7 })}\n`);
     } else {
       const where = backend instanceof BpfBackend ? ` (pinned under ${backend.pinDir})` : '';
       const pct = ((100 * records.length) / backend.capacity).toFixed(2);
-      process.stdout.write(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
-      process.stdout.write(renderMapRecords(records, labelsOf) + '\n');
-      process.stdout.write(`\nL7 proxies (what each is told):\n${renderL7Policies(run.engine.l7Policies(opts.endpoint), labelsOf)}\n`);
+      io.out(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
+      io.out(renderMapRecords(records, labelsOf) + '\n');
+      io.out(`\nL7 proxies (what each is told):\n${renderL7Policies(run.engine.l7Policies(opts.endpoint), labelsOf)}\n`);
     }
     return 0;
   } catch (e) {
-    return reportInputError(e);
+    return reportInputError(io, e, opts.scenario);
   } finally {
     backend?.close();
   }
@@ -255,7 +272,7 @@ interface GenOptions {
   churn?: string;
 }
 
-function gen(opts: GenOptions): number {
+function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
   const num = (v: string | undefined, what: string): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -265,11 +282,11 @@ function gen(opts: GenOptions): number {
   try {
     const scale = num(opts.scale, '--scale');
     const churnEvents = num(opts.churn, '--churn');
-    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}) });
-    process.stdout.write(text);
+    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}), maxBytes: maxInputBytes });
+    io.out(text);
     return 0;
   } catch (e) {
-    return reportInputError(e);
+    return reportInputError(io, e);
   }
 }
 
@@ -297,19 +314,27 @@ function formatReplay(r: ReplayResult): string {
   return out.join('\n');
 }
 
-function replayCommand(file: string, opts: ReplayCliOptions): number {
+function intOption(text: string | undefined, name: string, min: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(n) || n < min) throw new ManifestError('distill replay', name, `"${text}" is not an integer >= ${min}`);
+  return n;
+}
+
+/** The whole trace is read and checked before the backend is opened: a bad line writes nothing. */
+function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
+  const { io } = ctx;
   let backend: MapBackend | undefined;
   let bar: cliProgress.SingleBar | undefined;
   try {
-    const trace = parseTrace(readFileSync(file, 'utf8'), file);
+    const verifyEvery = intOption(opts.verifyEvery, '--verify-every', 1);
+    const limit = intOption(opts.limit, '--limit', 0);
+    const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file));
+    checkTrace(trace);
     backend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'replay') }) : new MemoryBackend();
     reconcile(new Engine(), backend); // start from empty maps
-    const verifyEvery = opts.verifyEvery === undefined ? undefined : Number(opts.verifyEvery);
-    if (verifyEvery !== undefined && (!Number.isInteger(verifyEvery) || verifyEvery < 1)) throw new ManifestError('distill replay', '--verify-every', `"${opts.verifyEvery}" is not a positive integer`);
-    const limit = opts.limit === undefined ? undefined : Number(opts.limit);
-    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw new ManifestError('distill replay', '--limit', `"${opts.limit}" is not a non-negative integer`);
-    if (process.stderr.isTTY) {
-      bar = new cliProgress.SingleBar({ format: 'replay [{bar}] {percentage}% {value}/{total} events, {eta_formatted} left', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+    if (io.progress) {
+      bar = new cliProgress.SingleBar({ format: 'replay [{bar}] {percentage}% {value}/{total} events, {eta_formatted} left', stream: io.progress, hideCursor: true }, cliProgress.Presets.shades_classic);
       bar.start(1, 0);
     }
     const result = replay(trace, {
@@ -320,30 +345,37 @@ function replayCommand(file: string, opts: ReplayCliOptions): number {
       ...(bar ? { onProgress: (done: number, total: number) => { bar?.setTotal(total); bar?.update(done); } } : {}),
     });
     bar?.stop();
-    process.stdout.write(opts.json ? `${JSON.stringify(result)}\n` : `${formatReplay(result)}\n`);
+    io.out(opts.json ? `${JSON.stringify(result)}\n` : `${formatReplay(result)}\n`);
     return 0;
   } catch (e) {
     bar?.stop();
     if (e instanceof ReplayDivergence) {
-      process.stderr.write(`DIVERGENCE: ${e.message}\n`);
+      io.err(`DIVERGENCE: ${e.message}\n`);
       return EXIT_MISMATCH;
     }
-    return reportInputError(e);
+    return reportInputError(io, e, file);
   } finally {
     backend?.close();
   }
 }
 
-function validate(files: string[]): number {
+function validate(ctx: Ctx, paths: string[]): number {
+  const { io } = ctx;
+  let files: string[];
+  try {
+    files = collectFiles(paths, isYamlFile);
+  } catch (e) {
+    return reportInputError(io, e);
+  }
   let exit = 0;
   for (const file of files) {
     try {
-      const policies = parseManifestFile(readFileSync(file, 'utf8'), file);
+      const policies = parseManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
       const rules = policies.reduce((n, p) => n + p.rules.length, 0);
-      for (const w of policies.flatMap((p) => p.warnings ?? [])) process.stderr.write(`${formatWarning(w)}\n`);
-      process.stdout.write(`${file}: ${policies.length} policies, ${rules} rules, valid\n`);
+      for (const w of policies.flatMap((p) => p.warnings ?? [])) io.err(`${formatWarning(w)}\n`);
+      io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules, valid\n`);
     } catch (e) {
-      exit = Math.max(exit, reportInputError(e));
+      exit = Math.max(exit, reportInputError(io, e, file));
     }
   }
   return exit;
@@ -357,9 +389,55 @@ function pinDirOption(): Option {
   return new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (scenario maps go to <dir>/scenario)').default(DEFAULT_PIN_DIR);
 }
 
-export function buildProgram(): Command {
+/** Commander's own exits: help and version are 0, every usage error is bad input (2). */
+function commanderExit(io: CliIo, e: CommanderError): number {
+  if (e.code === 'commander.help' && e.exitCode !== 0) io.err('error: no command given\n');
+  return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0 ? 0 : EXIT_BAD_INPUT;
+}
+
+/**
+ * Runs one distill command in-process and returns its exit code: 0 ok, 1 an expectation or
+ * comparison failed, 2 bad input (a message, no stack), 70 a bug in distill.
+ */
+export function runCli(argv: readonly string[], io: CliIo): number {
+  let exit = 0;
+  try {
+    buildProgram(io, (code) => (exit = code)).parse([...argv], { from: 'user' });
+    return exit;
+  } catch (e) {
+    if (e instanceof CommanderError) return commanderExit(io, e);
+    if (BAD_INPUT_ERRORS.some((c) => e instanceof c)) return reportInputError(io, e);
+    const debug = process.env.DISTILL_DEBUG === '1';
+    const err = e instanceof Error ? e : new Error(String(e));
+    io.err(`internal error: ${err.message}\n${debug && err.stack ? `${err.stack}\n` : ''}`);
+    return EXIT_INTERNAL;
+  }
+}
+
+function maxInputBytesOption(): Option {
+  return new Option('--max-input-bytes <n>', 'refuse any input file (scenario, manifest, trace, stdin) larger than this; k/M/G suffixes allowed')
+    .default(DEFAULT_MAX_INPUT_BYTES, `${DEFAULT_MAX_INPUT_BYTES / 1024 ** 2}M`)
+    .argParser((v: string) => {
+      try {
+        return parseByteSize(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+    });
+}
+
+/** The program; each action passes its exit code to `done` (nothing here sets process.exitCode). */
+function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   const program = new Command();
-  program.name('distill').description('Network policy for the endpoints of one node: Kubernetes and Cilium semantics, explained.').showHelpAfterError();
+  program
+    .name('distill')
+    .description('Network policy for the endpoints of one node: Kubernetes and Cilium semantics, explained.')
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .addOption(maxInputBytesOption())
+    .showHelpAfterError();
+  const ctx = (): Ctx => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes });
   program
     .command('reach')
     .description('Decide every probe of a scenario (a file, or a directory of them) and check its expectations')
@@ -370,7 +448,7 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .addOption(pinDirOption())
     .action((opts: ReachOptions) => {
-      process.exitCode = reach(opts);
+      done(reach(ctx(), opts));
     });
   program
     .command('verify')
@@ -380,7 +458,7 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .addOption(pinDirOption())
     .action((opts: VerifyOptions) => {
-      process.exitCode = verify(opts);
+      done(verify(ctx(), opts));
     });
   program
     .command('gen')
@@ -390,7 +468,7 @@ export function buildProgram(): Command {
     .option('--scale <x>', 'multiply the cluster size (1 = the published shape)')
     .option('--churn <n>', 'number of churn events after the initial state')
     .action((opts: GenOptions) => {
-      process.exitCode = gen(opts);
+      done(gen(ctx(), opts));
     });
   program
     .command('replay')
@@ -403,7 +481,7 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .addOption(pinDirOption())
     .action((file: string, opts: ReplayCliOptions) => {
-      process.exitCode = replayCommand(file, opts);
+      done(replayCommand(ctx(), file, opts));
     });
   const maps = program.command('maps').description('Per-endpoint policy maps');
   maps
@@ -415,16 +493,33 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .addOption(pinDirOption())
     .action((opts: DumpOptions) => {
-      process.exitCode = mapsDump(opts);
+      done(mapsDump(ctx(), opts));
     });
   program
     .command('validate')
     .description('Validate manifest files (multi-document YAML of NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy)')
-    .argument('<files...>')
+    .argument('<paths...>', 'manifest files, directories (their *.yaml/*.yml files) or - for stdin')
     .action((files: string[]) => {
-      process.exitCode = validate(files);
+      done(validate(ctx(), files));
     });
   return program;
 }
 
-buildProgram().parse(process.argv);
+/** Run as the `distill` bin (not when imported, e.g. by the tests). */
+function isMain(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(script)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  process.exitCode = runCli(process.argv.slice(2), {
+    out: (s) => process.stdout.write(s),
+    err: (s) => process.stderr.write(s),
+    ...(process.stderr.isTTY ? { progress: process.stderr } : {}),
+  });
+}

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { decideFlow, UnknownEndpointError } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
-import { parseManifestFile } from '../policy/manifest.js';
+import { readManifestFile } from '../policy/manifest.js';
 import { formatWarning } from '../model/rules.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
@@ -72,8 +72,11 @@ function reportInputError(io: CliIo, e: unknown, file?: string): number {
   throw e;
 }
 
+/** Reads a scenario; what it accepted but would rather say (pod labels dropped) goes to stderr. */
 function readScenario(ctx: Ctx, file: string): Scenario {
-  return parseScenario(readInputText(file, ctx.maxInputBytes), inputName(file));
+  const scenario = parseScenario(readInputText(file, ctx.maxInputBytes), inputName(file));
+  for (const w of scenario.warnings) ctx.io.err(`warning: ${w}\n`);
+  return scenario;
 }
 
 type BackendKind = 'memory' | 'bpf';
@@ -370,10 +373,11 @@ function validate(ctx: Ctx, paths: string[]): number {
   let exit = 0;
   for (const file of files) {
     try {
-      const policies = parseManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
+      const { policies, objects } = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
       const rules = policies.reduce((n, p) => n + p.rules.length, 0);
-      for (const w of policies.flatMap((p) => p.warnings ?? [])) io.err(`${formatWarning(w)}\n`);
-      io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules, valid\n`);
+      for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings)]) io.err(`${formatWarning(w)}\n`);
+      const others = objects.length > 0 ? `, ${objects.length} pods and namespaces` : '';
+      io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules${others}, valid\n`);
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));
     }

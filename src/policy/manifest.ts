@@ -1,6 +1,7 @@
 import { markParsedPolicy, type Policy } from '../model/rules.js';
 import { parseCiliumPolicy } from './cilium.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
+import { CheckedObject, checkObjectManifest, isObjectKind } from './objects.js';
 import { Reader } from './reader.js';
 import { loadYamlDocuments } from './yaml.js';
 
@@ -48,6 +49,36 @@ export function parseManifests(doc: unknown, source: string): Policy[] {
   const expected = kind === 'List' ? 'v1' : KINDS[kind.slice(0, -'List'.length)];
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
   return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(item, `${source}.items[${i}]`));
+}
+
+/**
+ * What `distill validate` reads: policies, and `v1` Pods and Namespaces (checked for their names and
+ * labels), in any document or List item of a multi-document file.
+ */
+export function readManifestFile(text: string, fileName: string): { policies: Policy[]; objects: CheckedObject[] } {
+  const policies: Policy[] = [];
+  const objects: CheckedObject[] = [];
+  const one = (doc: unknown, source: string): void => {
+    const kind = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
+    if (isObjectKind(kind)) objects.push(checkObjectManifest(doc, source));
+    else policies.push(parseManifest(doc, source));
+  };
+  for (const { source, value } of loadYamlDocuments(text, fileName)) {
+    if (value === null || value === undefined) continue;
+    if (!isList(value)) {
+      one(value, source);
+      continue;
+    }
+    if (value.kind !== 'List') {
+      policies.push(...parseManifests(value, source));
+      continue;
+    }
+    const r = new Reader(source);
+    const o = r.object(value, '', ['apiVersion', 'kind', 'metadata', 'items']);
+    if (r.string(o.apiVersion, 'apiVersion') !== 'v1') r.fail('apiVersion', `"${String(o.apiVersion)}" is not the apiVersion of List (expected v1)`);
+    (r.optArray(o.items, 'items') ?? []).forEach((item, i) => one(item, `${source}.items[${i}]`));
+  }
+  return { policies, objects };
 }
 
 /** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */

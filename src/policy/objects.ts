@@ -1,6 +1,7 @@
 import { derivedLabelKeys } from '../model/labels.js';
+import type { PolicyWarning } from '../model/rules.js';
 import { readMetadata } from './common.js';
-import { Reader } from './reader.js';
+import { join, Reader } from './reader.js';
 import { checkLabels } from './selector.js';
 
 /**
@@ -15,7 +16,7 @@ export type ObjectKind = (typeof OBJECT_KINDS)[number];
 export interface CheckedObject {
   readonly kind: ObjectKind;
   readonly name: string;
-  readonly warnings: readonly string[];
+  readonly warnings: readonly PolicyWarning[];
 }
 
 export function isObjectKind(kind: unknown): kind is ObjectKind {
@@ -33,7 +34,7 @@ export function checkObjectManifest(doc: unknown, source: string): CheckedObject
   checkLabels(r, labels, 'metadata.labels');
   const warnings =
     kind === 'Pod'
-      ? derivedLabelKeys(labels).map((k) => `${source} metadata.labels.${k}: dropped from the pod's identity: "${k}" is in a label space Cilium derives itself (a pod cannot claim it)`)
+      ? derivedLabelKeys(labels).map((k) => ({ source, path: join('metadata.labels', k), detail: `dropped from the pod's identity: "${k}" is in a label space Cilium derives itself (a pod cannot claim it)` }))
       : [];
   return { kind, name: md.namespace === undefined ? md.name : `${md.namespace}/${md.name}`, warnings };
 }

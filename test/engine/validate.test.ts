@@ -8,7 +8,7 @@ import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario } from '../../src/scenario/run.js';
 import { EngineDecider } from '../../src/engine/decide.js';
-import { parseManifestFile } from '../../src/policy/manifest.js';
+import { parseManifestFile, readManifestFile } from '../../src/policy/manifest.js';
 
 function pod(name: string, labels: Record<string, string>, over: Partial<Pod> = {}): Pod {
   return { namespace: 'x', name, labels, ip: parseIp('10.0.0.9'), serviceAccount: 'default', ports: [], ...over };
@@ -134,4 +134,17 @@ steps:
       }
     });
   }
+});
+
+describe('derived-label pod labels are reported', () => {
+  it('by scenarios and by validate (v1 Pod manifests, also inside a List)', () => {
+    const s = parseScenario('pods: [{name: x/a, labels: {app: a, io.cilium.k8s.policy.serviceaccount: admin}}]\n', 's.yaml');
+    expect(s.warnings).toEqual([expect.stringMatching(/^s\.yaml pods\[0\]\.labels\["io\.cilium\.k8s\.policy\.serviceaccount"\]: dropped from the pod's identity/)]);
+    const text = 'apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: a, namespace: x, labels: {io.kubernetes.pod.namespace: kube-system}}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: x, labels: {team: a}}}\n';
+    const { policies, objects } = readManifestFile(text, 'p.yaml');
+    expect(policies).toEqual([]);
+    expect(objects.map((o) => o.name)).toEqual(['x/a', 'x']);
+    expect(objects[0]!.warnings).toEqual([{ source: 'p.yaml#1.items[0]', path: 'metadata.labels["io.kubernetes.pod.namespace"]', detail: expect.stringMatching(/dropped from the pod's identity/) }]);
+    expect(() => readManifestFile('apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {"__proto__": x}}\n', 'p.yaml')).toThrow(/p\.yaml#1 metadata\.labels.*invalid label key "__proto__"/);
+  });
 });

@@ -3,21 +3,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ManifestError } from '../../src/policy/errors.js';
 import { parseManifest, parseManifestFile } from '../../src/policy/manifest.js';
 
-function errorOf(fn: () => unknown): ManifestError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ManifestError) return e;
-    throw e;
-  }
-  throw new Error('expected a ManifestError');
-}
-
-const np = (spec: Record<string, unknown>) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec });
-const cnp = (spec: Record<string, unknown>) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec });
+import { cnp, errorOf, np } from './helpers.js';
 const ingressPorts = (ports: unknown[]) => cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ ports }] }] });
 
 describe('CNP port entries (issue 12 item 3)', () => {

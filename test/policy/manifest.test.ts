@@ -1,20 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { formatLabelKey } from '../../src/model/labels.js';
-import { ManifestError } from '../../src/policy/errors.js';
 import { parseManifest, parseManifestFile } from '../../src/policy/manifest.js';
 
-function errorOf(fn: () => unknown): ManifestError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ManifestError) return e;
-    throw e;
-  }
-  throw new Error('expected a ManifestError');
-}
-
-const np = (spec: Record<string, unknown>) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec });
-const cnp = (spec: Record<string, unknown>) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec });
+import { cnp, errorOf, np } from './helpers.js';
 
 describe('manifest errors name the file, document and field path', () => {
   it('port out of range', () => {

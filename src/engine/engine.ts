@@ -250,7 +250,10 @@ export class Engine {
     this.worldIpv6 = this.identitiesById.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
   }
 
-  /** A fault-injection point; while rebuilding, points are named `rebuild:<point>`. */
+  /**
+   * A fault-injection point; while rebuilding, points are named `rebuild:<point>`. Call sites test
+   * `faultHook` first: they sit on the per-event path, where a call per contribution shows.
+   */
   private fault(point: string): void {
     this.faultHook?.(this.adopting ? `rebuild:${point}` : point);
   }
@@ -598,7 +601,7 @@ export class Engine {
   // ---------------------------------------------------------------- events
 
   private applyEvent(e: EngineEvent): void {
-    this.fault('event');
+    if (this.faultHook) this.fault('event');
     switch (e.type) {
       case 'upsertNamespace':
         return this.upsertNamespace(e.name, e.labels);
@@ -686,7 +689,7 @@ export class Engine {
 
   private acquireIdentity(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[]): IdentityRecord {
     const key = labelSetKey(labels);
-    this.fault('acquireIdentity');
+    if (this.faultHook) this.fault('acquireIdentity');
     const existing = this.identitiesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -730,7 +733,7 @@ export class Engine {
   }
 
   private freeIdentity(rec: IdentityRecord): void {
-    this.fault('freeIdentity');
+    if (this.faultHook) this.fault('freeIdentity');
     this.peerCache.removeIdentity(rec.id);
     this.identitiesByKey.delete(labelSetKey(rec.labels));
     this.identitiesById.delete(rec.id);
@@ -805,7 +808,7 @@ export class Engine {
   // ---------------------------------------------------------------- groups (map states)
 
   private joinGroup(key: string, rec: PodRecord): void {
-    this.fault('joinGroup');
+    if (this.faultHook) this.fault('joinGroup');
     this.noteMove(key);
     let local = this.locals.get(rec.identity.id);
     if (!local) local = this.addLocalIdentity(rec.identity);
@@ -822,7 +825,7 @@ export class Engine {
   }
 
   private leaveGroup(key: string, rec: PodRecord): void {
-    this.fault('leaveGroup');
+    if (this.faultHook) this.fault('leaveGroup');
     const g = rec.group as Group;
     this.noteMove(key);
     g.endpoints.delete(key);
@@ -881,7 +884,7 @@ export class Engine {
 
   /** Adds (or removes) what unit `a` says about peer `peer` to map state `g`. */
   private contribute(a: ActiveUnit, peer: IdentityId, g: Group, sign: 1 | -1): void {
-    this.fault('contribute');
+    if (this.faultHook) this.fault('contribute');
     const direction = a.unit.direction;
     this.dirtyGroups.add(g);
     for (const c of a.clauses) {
@@ -926,7 +929,7 @@ export class Engine {
   }
 
   private attachUnit(unit: RuleUnit): ActiveUnit {
-    this.fault('attachUnit');
+    if (this.faultHook) this.fault('attachUnit');
     const source = `u${this.nextSource++}`;
     const a: ActiveUnit = {
       unit,
@@ -967,7 +970,7 @@ export class Engine {
 
   /** Registers the unit's peers once some local identity needs it. */
   private activate(a: ActiveUnit): void {
-    this.fault('activate');
+    if (this.faultHook) this.fault('activate');
     for (const sel of a.unit.peers) {
       if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
       if (sel.kind === 'cidr') {
@@ -1033,7 +1036,7 @@ export class Engine {
   }
 
   private onPeerChange(a: ActiveUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.fault('peerChange');
+    if (this.faultHook) this.fault('peerChange');
     for (const id of added) {
       const n = a.targets.get(id) ?? 0;
       a.targets.set(id, n + 1);
@@ -1072,7 +1075,7 @@ export class Engine {
   }
 
   private onEnforcementChange(e: ActiveEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.fault('enforcementChange');
+    if (this.faultHook) this.fault('enforcementChange');
     const d = e.unit.direction;
     const allowAll = wildcardKey(0, d);
     for (const x of added) {
@@ -1108,7 +1111,7 @@ export class Engine {
     this.pendingRelease.clear();
     const changesByGroup = new Map<Group, { entries: EntryChange[]; l7: readonly L7Change[] }>();
     for (const g of this.dirtyGroups) {
-      this.fault('settle');
+      if (this.faultHook) this.fault('settle');
       const entries = g.state.settle();
       changesByGroup.set(g, { entries, l7: g.state.l7Changes });
     }
@@ -1150,7 +1153,7 @@ export class Engine {
       return o;
     };
     const emit = (endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void => {
-      this.fault('emit');
+      if (this.faultHook) this.fault('emit');
       const b = before && this.concrete(endpoint, key, before);
       const a = after && this.concrete(endpoint, key, after);
       if (a) out(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, ...(b ? { previous: b } : {}) });
@@ -1198,7 +1201,7 @@ export class Engine {
         for (const c of changes.l7) emitL7(endpoint, c.before, c.after);
       }
     }
-    this.fault('releasePorts');
+    if (this.faultHook) this.fault('releasePorts');
     for (const r of toRelease) this.proxyPorts.release(r.endpoint, r.redirect);
 
     const deltas: MapDelta[] = [];

@@ -105,6 +105,9 @@ class Overlay {
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
 
+  /** Set for a batch's last event: nothing reads the overlay after it, so it is not written. */
+  frozen = false;
+
   constructor(private readonly base: ModelView) {}
 
   hasNamespace(n: string): boolean {
@@ -120,6 +123,7 @@ class Overlay {
   }
 
   setNamespace(n: string, exists: boolean): void {
+    if (this.frozen) return;
     (this.ns ??= new Map()).set(n, exists);
     if (exists) return;
     const pods = (this.pods ??= new Map());
@@ -131,11 +135,13 @@ class Overlay {
   }
 
   setPod(namespace: string, key: string, exists: boolean): void {
+    if (this.frozen) return;
     (this.pods ??= new Map()).set(key, exists);
     if (exists) addTo((this.podsByNs ??= new Map()), namespace, key);
   }
 
   setPolicy(namespace: string | undefined, key: string, exists: boolean): void {
+    if (this.frozen) return;
     (this.policies ??= new Map()).set(key, exists);
     if (exists && namespace !== undefined) addTo((this.policiesByNs ??= new Map()), namespace, key);
   }
@@ -196,11 +202,15 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
 export function validateBatch(base: ModelView, events: readonly unknown[], indexOffset = 0): void {
   if (!Array.isArray(events)) throw new EngineError(0, 'batch', 'events must be a list');
   const model = new Overlay(base);
+  let index = 0;
+  let type = 'unknown';
+  const fail: Fail = (detail) => {
+    throw new EngineError(index + indexOffset, type, detail);
+  };
   events.forEach((e, i) => {
-    const type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
-    const fail: Fail = (detail) => {
-      throw new EngineError(i + indexOffset, type, detail);
-    };
+    index = i;
+    type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
+    model.frozen = i === events.length - 1;
     try {
       checkEvent(e, model, fail);
     } catch (err) {

@@ -86,7 +86,9 @@ export class IdentityAllocator {
   private readonly byId = new Map<IdentityId, Allocation>();
   private nextCluster = FIRST_CLUSTER_IDENTITY;
   private nextLocal = LOCAL_IDENTITY_FLAG + 1;
-  /** Undo steps since `begin`, newest last; null when no transaction is journaled. */
+  /** Numbering at `begin`, or null when no transaction is journaled. */
+  private saved: { readonly cluster: IdentityId; readonly local: IdentityId } | null = null;
+  /** Undo steps since `begin`, newest last (made on the first change: most transactions make none). */
   private journal: (() => void)[] | null = null;
 
   constructor() {
@@ -104,19 +106,29 @@ export class IdentityAllocator {
    * step, so the rollback is exact wherever the caller stopped.
    */
   begin(): void {
-    const cluster = this.nextCluster;
-    const local = this.nextLocal;
-    this.journal = [() => ((this.nextCluster = cluster), (this.nextLocal = local))];
+    this.saved = { cluster: this.nextCluster, local: this.nextLocal };
+    this.journal = null;
   }
 
   commit(): void {
+    this.saved = null;
     this.journal = null;
   }
 
   rollback(): void {
     const j = this.journal ?? [];
+    const saved = this.saved;
     this.journal = null;
+    this.saved = null;
     for (let i = j.length - 1; i >= 0; i--) (j[i] as () => void)();
+    if (saved) {
+      this.nextCluster = saved.cluster;
+      this.nextLocal = saved.local;
+    }
+  }
+
+  private record(undo: () => void): void {
+    if (this.saved) (this.journal ??= []).push(undo);
   }
 
   /** Takes a reference on the identity of `labels`, allocating it if new. */
@@ -125,7 +137,7 @@ export class IdentityAllocator {
     const existing = this.byKey.get(key);
     if (existing) {
       existing.refs += 1;
-      this.journal?.push(() => (existing.refs -= 1));
+      this.record(() => (existing.refs -= 1));
       return { id: existing.id, isNew: false };
     }
     const id = scope === 'cluster' ? this.nextCluster++ : this.nextLocal++;
@@ -136,7 +148,7 @@ export class IdentityAllocator {
   private insert(a: Allocation, key: string): void {
     this.byKey.set(key, a);
     this.byId.set(a.id, a);
-    this.journal?.push(() => {
+    this.record(() => {
       this.byKey.delete(key);
       this.byId.delete(a.id);
     });
@@ -148,13 +160,13 @@ export class IdentityAllocator {
     if (!a) throw new Error(`identity ${id} is not allocated`);
     a.refs -= 1;
     if (a.refs > 0) {
-      this.journal?.push(() => (a.refs += 1));
+      this.record(() => (a.refs += 1));
       return false;
     }
     const key = labelSetKey(a.labels);
     this.byId.delete(id);
     this.byKey.delete(key);
-    this.journal?.push(() => {
+    this.record(() => {
       a.refs += 1;
       this.byKey.set(key, a);
       this.byId.set(id, a);
@@ -178,7 +190,7 @@ export class IdentityAllocator {
     }
     const cluster = this.nextCluster;
     const local = this.nextLocal;
-    this.journal?.push(() => ((this.nextCluster = cluster), (this.nextLocal = local)));
+    this.record(() => ((this.nextCluster = cluster), (this.nextLocal = local)));
     this.nextCluster = mark.cluster;
     this.nextLocal = mark.local;
   }

@@ -4,7 +4,7 @@ import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta } from '../engine/events.js';
 import { diffMaps } from '../engine/map-state.js';
-import { applyEventToCluster, comparableMaps, initialEvents, l7Tables, l7TablesDiffSize, trackLocality } from '../engine/sync.js';
+import { applyEventToCluster, comparableMaps, initialEvents, l7Tables, l7TablesDiffSize, trackLocality } from '../harness/cluster-sync.js';
 import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
 import type { LookupResult } from '../model/mapstate.js';

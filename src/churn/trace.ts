@@ -6,7 +6,7 @@ import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifest } from '../policy/manifest.js';
 import { absent, join, Reader } from '../policy/reader.js';
-import { readContainerPorts, readIp, readLabels } from '../scenario/format.js';
+import { readContainerPorts, readIp, readLabels } from '../policy/readers.js';
 
 /**
  * Churn traces: JSON Lines. Line 1 is the header, every other line one event (see

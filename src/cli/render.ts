@@ -1,5 +1,5 @@
 import { canonicalJson, L7Policy, L7Request } from '../model/l7.js';
-import type { DirectionDecision } from '../naive/evaluator.js';
+import type { DirectionDecision } from '../model/flow.js';
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import { policyRefKey } from '../model/rules.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';

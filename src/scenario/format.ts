@@ -5,7 +5,7 @@ import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { parseManifest } from '../policy/manifest.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
-import { checkLabels } from '../policy/selector.js';
+import { readContainerPorts, readIp, readLabels, readPortNumber, readProtocol } from '../policy/readers.js';
 import { derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
 
@@ -81,50 +81,11 @@ function readPodKey(r: Reader, v: unknown, path: string): { namespace: string; n
   return { namespace, name, key: s };
 }
 
-export function readLabels(r: Reader, v: unknown, path: string): Record<string, string> {
-  const labels = r.stringMap(v, path);
-  checkLabels(r, labels, path);
-  return labels;
-}
-
-export function readIp(r: Reader, v: unknown, path: string): IpAddress {
-  const s = r.nonEmptyString(v, path);
-  try {
-    return parseIp(s);
-  } catch (e) {
-    return r.fail(path, (e as Error).message);
-  }
-}
-
 function readNamespace(r: Reader, v: unknown, path: string): { name: string; labels: Record<string, string> } {
   const o = r.object(v, path, ['name', 'labels']);
   const name = r.nonEmptyString(o.name, join(path, 'name'));
   checkNamespaceName(r, name, join(path, 'name'));
   return { name, labels: readLabels(r, o.labels, join(path, 'labels')) };
-}
-
-/** A protocol name from a list, ignoring case (`tcp` is `TCP`). */
-function readProtocol<T extends string>(r: Reader, v: unknown, path: string, allowed: readonly T[]): T {
-  const hit = typeof v === 'string' ? allowed.find((p) => p.toLowerCase() === v.toLowerCase()) : undefined;
-  return hit ?? r.oneOf(v, path, allowed);
-}
-
-/** A port number, also written as a numeric string (`"80"`), as manifests often do. */
-function readPortNumber(r: Reader, v: unknown, path: string, min: number, max: number): number {
-  return r.intInRange(typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v, path, min, max);
-}
-
-/** A pod's container ports (`[{name?, port, protocol?}]`); shared with the trace format. */
-export function readContainerPorts(r: Reader, v: unknown, path: string): ContainerPort[] {
-  return (r.optArray(v, path) ?? []).map((p, i): ContainerPort => {
-    const ppath = at(path, i);
-    const po = r.object(p, ppath, ['name', 'port', 'protocol']);
-    const pname = r.optString(po.name, join(ppath, 'name'));
-    if (pname !== undefined && !isValidPortName(pname)) r.fail(join(ppath, 'name'), `"${pname}" is not a valid port name (IANA_SVC_NAME)`);
-    const port = readPortNumber(r, po.port, join(ppath, 'port'), 1, MAX_PORT);
-    const protocol = absent(po.protocol) ? 'TCP' : readProtocol(r, po.protocol, join(ppath, 'protocol'), ['TCP', 'UDP', 'SCTP'] as const);
-    return { ...(pname !== undefined ? { name: pname } : {}), port, protocol };
-  });
 }
 
 function readPod(r: Reader, v: unknown, path: string): PodSpec {

@@ -13,7 +13,7 @@ import {
   upsertPod,
   upsertPolicy,
 } from '../model/cluster.js';
-import type { Flow, FlowDecision } from '../naive/evaluator.js';
+import type { Flow, FlowDecision } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import type { Change, Probe, Scenario } from './format.js';
 

@@ -7,7 +7,8 @@ import { applyChangeSet, BackendError, MapBackend } from '../../src/backend/back
 import { BpfBackend, bpfUnavailableReason, pinName } from '../../src/backend/bpf.js';
 import { encodeKey, encodeValue } from '../../src/backend/encoding.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import { backendLookup, reconcile } from '../../src/backend/reconcile.js';
+import { backendLookup } from '../../src/backend/lookup.js';
+import { reconcile } from '../../src/node/restart.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';

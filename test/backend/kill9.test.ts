@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, MapBackend, WriteStats } from '../../src/backend/backend.js';
 import { BpfBackend, bpfUnavailableReason } from '../../src/backend/bpf.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import { reconcile } from '../../src/backend/reconcile.js';
+import { reconcile } from '../../src/node/restart.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent, MapDelta } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';

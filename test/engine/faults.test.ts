@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, EngineFailedError } from '../../src/engine/events.js';
-import { initialEvents } from '../../src/engine/sync.js';
+import { initialEvents } from '../../src/harness/cluster-sync.js';
 import { policyKeyString } from '../../src/model/mapstate.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { ClusterState } from '../../src/model/cluster.js';

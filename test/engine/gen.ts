@@ -246,7 +246,7 @@ export function toEvent(o: Op): EngineEvent {
 
 export const INITIAL_CLUSTER: ClusterState = EXTERNALS.reduce((s, e) => upsertExternal(s, e), EMPTY_CLUSTER);
 
-export { applyEventToCluster as applyToModel, comparableMaps as normalizedMaps, trackLocality } from '../../src/engine/sync.js';
+export { applyEventToCluster as applyToModel, comparableMaps as normalizedMaps, trackLocality } from '../../src/harness/cluster-sync.js';
 
 /** A small deterministic PRNG for sampling flows inside a property. */
 export function prng(seed: number): () => number {

@@ -9,7 +9,7 @@ import { ProxyPortAllocator, ProxyPortsExhaustedError } from '../../src/engine/p
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { applyChangeSet } from '../../src/backend/backend.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import { proxyPortsFromMaps, reconcile } from '../../src/backend/reconcile.js';
+import { proxyPortsFromMaps, reconcile } from '../../src/node/restart.js';
 
 let ipCounter = 2;
 function pod(name: string, labels: Record<string, string>): Pod {

@@ -6,8 +6,9 @@ import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
-import { initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/engine/sync.js';
-import { decideDirection, resolveEndpoint } from '../../src/naive/evaluator.js';
+import { initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
+import { decideDirection } from '../../src/naive/evaluator.js';
+import { resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
 import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
 

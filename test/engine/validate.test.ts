@@ -7,7 +7,7 @@ import { checkEvents } from '../../src/engine/validate.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario } from '../../src/scenario/run.js';
-import { EngineDecider } from '../../src/engine/decide.js';
+import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { parseManifestFile, readManifestFile } from '../../src/policy/manifest.js';
 
 function pod(name: string, labels: Record<string, string>, over: Partial<Pod> = {}): Pod {

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EngineDecider } from '../../src/engine/decide.js';
+import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { Engine } from '../../src/engine/engine.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';

@@ -13,9 +13,9 @@ import {
 import { labelSetKey } from '../model/labels.js';
 import { policyKeyString } from '../model/mapstate.js';
 import { l7PolicyKey } from '../model/l7.js';
-import type { Engine } from './engine.js';
+import type { Engine } from '../engine/engine.js';
 import type { Policy } from '../model/rules.js';
-import type { EngineEvent, RedirectInfo } from './events.js';
+import type { EngineEvent, RedirectInfo } from '../engine/events.js';
 
 /** Which pods are the node's own endpoints. */
 export type LocalityRule = (pod: Pod) => boolean;

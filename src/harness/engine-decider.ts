@@ -2,11 +2,11 @@ import type { ClusterState } from '../model/cluster.js';
 import type { IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
-import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../naive/evaluator.js';
+import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import type { PolicyEntry } from '../model/mapstate.js';
-import type { Engine } from './engine.js';
-import type { ChangeSet } from './events.js';
-import { ALL_LOCAL, clusterEvents, LocalityRule } from './sync.js';
+import type { Engine } from '../engine/engine.js';
+import type { ChangeSet } from '../engine/events.js';
+import { ALL_LOCAL, clusterEvents, LocalityRule } from './cluster-sync.js';
 
 function peerIdentity(engine: Engine, ep: FlowEndpoint): IdentityId {
   if (ep.kind === 'pod') {

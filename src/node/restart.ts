@@ -1,13 +1,15 @@
+import { emptyWriteStats, MapBackend, MapRecord, WriteStats, writePlan } from '../backend/backend.js';
+import { MapWrite, planWrites } from '../backend/write-plan.js';
 import type { Engine } from '../engine/engine.js';
+import { diffMaps, redirectId } from '../engine/map-state.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange } from '../engine/proxy-ports.js';
-import { redirectId } from '../engine/map-state.js';
 import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
-import { diffMaps } from '../engine/map-state.js';
-import { LookupResult, pickWinner, policyKeyString } from '../model/mapstate.js';
-import type { Direction } from '../model/rules.js';
-import { emptyWriteStats, MapBackend, MapRecord, WriteStats, writePlan } from './backend.js';
-import { MapWrite, planWrites } from './write-plan.js';
-import type { DecodedValue } from './encoding.js';
+import { LookupResult, policyKeyString } from '../model/mapstate.js';
+
+/**
+ * Restart: the node-level step that needs both the engine and a backend (so it lives above both):
+ * pinned maps are brought to the engine's desired state, and proxy ports are read back from them.
+ */
 
 export interface ReconcileStats extends WriteStats {
   created: number;
@@ -71,15 +73,4 @@ export function proxyPortsFromMaps(backend: MapBackend, range: ProxyPortRange = 
     }
   }
   return ports;
-}
-
-/**
- * The datapath decision from a backend's maps, as the kernel program takes it: an LPM lookup with
- * the peer's identity and one with identity 0, then the datapath's `pickWinner` (the value
- * carries its key's protocol+port prefix length for exactly this).
- */
-export function backendLookup(backend: MapBackend, endpoint: string, peer: number, direction: Direction, protocol: number, port: number): DecodedValue | undefined {
-  const specific = backend.lookup(endpoint, peer, direction, protocol, port);
-  const wildcard = peer === 0 ? undefined : backend.lookup(endpoint, 0, direction, protocol, port);
-  return pickWinner(specific, wildcard, (v) => v.entry.precedence, (v) => v.l4PrefixBits);
 }

@@ -1,0 +1,77 @@
+import type { ClusterState, External, Pod } from './cluster.js';
+import { podLabels } from './cluster.js';
+import type { L7Parser, L7Request } from './l7.js';
+import { LabelSet, makeLabelSet, reservedLabel } from './labels.js';
+import type { FlowProtocol } from './ports.js';
+import type { Direction, RuleOrigin } from './rules.js';
+
+/**
+ * Flows and flow decisions: what both deciders (the reference evaluator and the engine's datapath
+ * lookup) answer, and what scenarios and the CLI print. Plain data and pure functions.
+ */
+
+export type FlowEndpoint =
+  | { readonly kind: 'pod'; readonly name: string; readonly pod: Pod; readonly labels: LabelSet }
+  | { readonly kind: 'external'; readonly name: string; readonly external: External; readonly labels: LabelSet };
+
+export interface Flow {
+  readonly from: string;
+  readonly to: string;
+  readonly port: number;
+  readonly protocol: FlowProtocol;
+  /** An L7 request carried by the flow: a redirected flow is then judged by the proxy too. */
+  readonly request?: L7Request;
+}
+
+/** How one side (the source's egress or the destination's ingress) judged the flow, and why. */
+export interface DirectionDecision {
+  readonly direction: Direction;
+  /** Policies that make this direction default-deny for the endpoint. */
+  readonly enforcedBy: readonly RuleOrigin[];
+  readonly allowedBy: readonly RuleOrigin[];
+  readonly deniedBy: readonly RuleOrigin[];
+  /** Allow rules with L7 rules that match: the flow goes through the L7 proxy. */
+  readonly redirectedBy: readonly RuleOrigin[];
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+  /** For a redirected flow with a request: the proxy that got it and its verdict. */
+  readonly l7?: { readonly parser: L7Parser; readonly allowed: boolean; readonly allowedBy: readonly RuleOrigin[] };
+}
+
+export interface FlowDecision {
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+  /** Absent when the source is not a pod (externals enforce nothing). */
+  readonly egress?: DirectionDecision;
+  /** Absent when the destination is not a pod. */
+  readonly ingress?: DirectionDecision;
+}
+
+export class UnknownEndpointError extends Error {
+  override readonly name = 'UnknownEndpointError';
+}
+
+/** Labels an address outside the cluster carries: it is "world". */
+export function externalLabels(ext: External): LabelSet {
+  return makeLabelSet([reservedLabel('world'), reservedLabel(ext.ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
+}
+
+export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint {
+  const pod = state.pods.get(name);
+  if (pod) return { kind: 'pod', name, pod, labels: podLabels(state, pod) };
+  const external = state.externals.get(name);
+  if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
+  throw new UnknownEndpointError(`no pod or external named "${name}"`);
+}
+
+/**
+ * The flow's verdict from its two sides: allowed when both allow it (for a request, both proxies
+ * included); proxied when both sides let it through at L3/L4 and at least one redirects it, so it
+ * reached a proxy (even if that proxy then refused the request).
+ */
+export function combineSides(egress: DirectionDecision | undefined, ingress: DirectionDecision | undefined): FlowDecision {
+  const allowed = (egress?.allowed ?? true) && (ingress?.allowed ?? true);
+  const l4Allowed = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined;
+  const proxied = l4Allowed(egress) && l4Allowed(ingress) && ((egress?.proxied ?? false) || (ingress?.proxied ?? false));
+  return { allowed, proxied, ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
+}

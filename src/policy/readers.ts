@@ -1,0 +1,47 @@
+import { IpAddress, parseIp } from '../model/cidr.js';
+import { ContainerPort, isValidPortName, MAX_PORT } from '../model/ports.js';
+import { absent, at, join, Reader } from './reader.js';
+import { checkLabels } from './selector.js';
+
+/** Readers for the pieces of pods and namespaces that scenarios and traces share. */
+
+/** A label map, validated as the Kubernetes API validates labels. */
+export function readLabels(r: Reader, v: unknown, path: string): Record<string, string> {
+  const labels = r.stringMap(v, path);
+  checkLabels(r, labels, path);
+  return labels;
+}
+
+export function readIp(r: Reader, v: unknown, path: string): IpAddress {
+  const s = r.nonEmptyString(v, path);
+  try {
+    return parseIp(s);
+  } catch (e) {
+    return r.fail(path, (e as Error).message);
+  }
+}
+
+/** A protocol name from a list, ignoring case (`tcp` is `TCP`). */
+export function readProtocol<T extends string>(r: Reader, v: unknown, path: string, allowed: readonly T[]): T {
+  const hit = typeof v === 'string' ? allowed.find((p) => p.toLowerCase() === v.toLowerCase()) : undefined;
+  return hit ?? r.oneOf(v, path, allowed);
+}
+
+/** A port number, also written as a numeric string (`"80"`), as manifests often do. */
+export function readPortNumber(r: Reader, v: unknown, path: string, min: number, max: number): number {
+  return r.intInRange(typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v, path, min, max);
+}
+
+/** A pod's container ports (`[{name?, port, protocol?}]`); shared with the trace format. */
+export function readContainerPorts(r: Reader, v: unknown, path: string): ContainerPort[] {
+  return (r.optArray(v, path) ?? []).map((p, i): ContainerPort => {
+    const ppath = at(path, i);
+    const po = r.object(p, ppath, ['name', 'port', 'protocol']);
+    const pname = r.optString(po.name, join(ppath, 'name'));
+    if (pname !== undefined && !isValidPortName(pname)) r.fail(join(ppath, 'name'), `"${pname}" is not a valid port name (IANA_SVC_NAME)`);
+    const port = readPortNumber(r, po.port, join(ppath, 'port'), 1, MAX_PORT);
+    const protocol = absent(po.protocol) ? 'TCP' : readProtocol(r, po.protocol, join(ppath, 'protocol'), ['TCP', 'UDP', 'SCTP'] as const);
+    return { ...(pname !== undefined ? { name: pname } : {}), port, protocol };
+  });
+}
+

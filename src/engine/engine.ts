@@ -263,7 +263,7 @@ export class Engine {
   /**
    * Applies a batch of events as one transaction and returns the map deltas it causes. Nothing
    * changes unless it returns: a bad event throws `EngineError` before anything is touched; a
-   * refusal (a full map, no free proxy port) is undone through the undo log; any other exception
+   * refusal (a full map, no free proxy port, conflicting L7 parsers) is undone through the undo log; any other exception
    * (an internal error) makes the engine rebuild its caches from the committed model, with the
    * same identity numbers and proxy ports, before it propagates.
    */

@@ -1,5 +1,5 @@
 import { isValidIp } from '../model/cidr.js';
-import { labelKeyProblem, labelValueProblem } from '../model/labels.js';
+import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
 import { EngineError, EngineEvent } from './events.js';
@@ -29,8 +29,6 @@ export const EMPTY_MODEL: ModelView = {
 
 type Fail = (detail: string) => never;
 
-const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const CONTAINER_PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -39,7 +37,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 function checkName(v: unknown, field: string, kind: 'namespace' | 'object', fail: Fail): string {
   if (typeof v !== 'string') return fail(`${field} must be a string`);
-  const ok = kind === 'namespace' ? v.length <= 63 && DNS_LABEL_RE.test(v) : v.length <= 253 && DNS_SUBDOMAIN_RE.test(v);
+  const ok = kind === 'namespace' ? isDnsLabel(v) : isDnsSubdomain(v);
   if (!ok) fail(`${field}: "${v}" is not a valid ${kind === 'namespace' ? 'namespace name (a DNS label)' : 'name (a DNS subdomain)'}`);
   return v;
 }

@@ -106,8 +106,24 @@ export function derivedLabelKeys(labels: Readonly<Record<string, string>>): stri
   return Object.keys(labels).filter(isDerivedLabelKey);
 }
 
+/** Why a pod label key in a derived label space is dropped (warnings name it). */
+export function derivedLabelDetail(key: string): string {
+  return `dropped from the pod's identity: "${key}" is in a label space Cilium derives itself (a pod cannot claim it)`;
+}
+
 const NAME_RE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** RFC 1123 label (namespace names): at most 63 lowercase alphanumerics and `-`. */
+export function isDnsLabel(name: string): boolean {
+  return name.length <= 63 && DNS_LABEL_RE.test(name);
+}
+
+/** RFC 1123 subdomain (object names, label-key prefixes): at most 253 characters. */
+export function isDnsSubdomain(name: string): boolean {
+  return name.length <= 253 && DNS_SUBDOMAIN_RE.test(name);
+}
 
 /** Kubernetes qualified name: `[prefix/]name`, name ≤ 63 chars, prefix a DNS subdomain ≤ 253. */
 export function labelKeyProblem(key: string): string | undefined {
@@ -118,7 +134,7 @@ export function labelKeyProblem(key: string): string | undefined {
   if (name.length > 63) return 'name part must be at most 63 characters';
   if (!NAME_RE.test(name)) return 'name part must consist of alphanumerics, "-", "_" or ".", starting and ending with an alphanumeric';
   if (prefix !== undefined) {
-    if (prefix === '' || prefix.length > 253 || !DNS_SUBDOMAIN_RE.test(prefix)) return 'prefix must be a DNS subdomain';
+    if (!isDnsSubdomain(prefix)) return 'prefix must be a DNS subdomain';
   }
   return undefined;
 }

@@ -1,5 +1,5 @@
 import { Cidr, cidrContainsCidr, parseCidr } from '../model/cidr.js';
-import { POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
+import { isDnsLabel, isDnsSubdomain, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { matchLabelRequirement, Selector, andSelector } from '../model/selector.js';
 import type { Peer, PolicyRef } from '../model/rules.js';
 import { at, join, Reader } from './reader.js';
@@ -22,15 +22,13 @@ export const METADATA_FIELDS = [
   'selfLink',
 ];
 
-const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export function checkNamespaceName(r: Reader, name: string, path: string): void {
-  if (name.length > 63 || !DNS_LABEL_RE.test(name)) r.fail(path, `"${name}" is not a valid namespace name (a DNS label)`);
+  if (!isDnsLabel(name)) r.fail(path, `"${name}" is not a valid namespace name (a DNS label)`);
 }
 
 export function checkObjectName(r: Reader, name: string, path: string): void {
-  if (name.length > 253 || !DNS_SUBDOMAIN_RE.test(name)) r.fail(path, `"${name}" is not a valid object name (a DNS subdomain)`);
+  if (!isDnsSubdomain(name)) r.fail(path, `"${name}" is not a valid object name (a DNS subdomain)`);
 }
 
 /** Reads `metadata`: name required, namespace defaulting to `default` for namespaced kinds. */

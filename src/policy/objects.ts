@@ -1,4 +1,4 @@
-import { derivedLabelKeys } from '../model/labels.js';
+import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import type { PolicyWarning } from '../model/rules.js';
 import { readMetadata } from './common.js';
 import { join, Reader } from './reader.js';
@@ -34,7 +34,7 @@ export function checkObjectManifest(doc: unknown, source: string): CheckedObject
   checkLabels(r, labels, 'metadata.labels');
   const warnings =
     kind === 'Pod'
-      ? derivedLabelKeys(labels).map((k) => ({ source, path: join('metadata.labels', k), detail: `dropped from the pod's identity: "${k}" is in a label space Cilium derives itself (a pod cannot claim it)` }))
+      ? derivedLabelKeys(labels).map((k) => ({ source, path: join('metadata.labels', k), detail: derivedLabelDetail(k) }))
       : [];
   return { kind, name: md.namespace === undefined ? md.name : `${md.namespace}/${md.name}`, warnings };
 }

@@ -6,7 +6,7 @@ import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { parseManifest } from '../policy/manifest.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPortNumber, readProtocol } from '../policy/readers.js';
-import { derivedLabelKeys } from '../model/labels.js';
+import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
 
 export interface PodSpec {
@@ -276,7 +276,7 @@ function derivedLabelWarnings(source: string, changes: readonly Change[]): strin
     const labels = c.op === 'addPod' ? c.pod.labels : c.op === 'setPodLabels' ? c.labels : undefined;
     const path = `${c.path}.labels`;
     for (const k of labels ? derivedLabelKeys(labels) : []) {
-      out.push(`${source} ${join(path, k)}: dropped from the pod's identity: "${k}" is in a label space Cilium derives itself (a pod cannot claim it)`);
+      out.push(`${source} ${join(path, k)}: ${derivedLabelDetail(k)}`);
     }
   }
   return out;

@@ -1,12 +1,11 @@
 import type { ChangeSet, MapDelta } from '../engine/events.js';
-import type { PolicyEntry, PolicyKey } from '../model/mapstate.js';
+import type { PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction } from '../model/rules.js';
 import type { DecodedValue } from './encoding.js';
 import { planWrites, WriteBatch } from './write-plan.js';
 
-export const DEFAULT_CAPACITY = 16384;
-export const MIN_CAPACITY = 256;
-export const MAX_CAPACITY = 65536;
+const MIN_CAPACITY = 256;
+const MAX_CAPACITY = 65536;
 
 export interface MapRecord {
   readonly key: PolicyKey;

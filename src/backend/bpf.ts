@@ -1,8 +1,9 @@
+import { DEFAULT_MAP_CAPACITY } from '../model/policy-map.js';
 import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
-import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
+import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
@@ -11,7 +12,7 @@ export { PinDirError } from './pin-dir.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/distill';
 /** Entries per batched syscall. */
-export const BATCH_SIZE = 1024;
+const BATCH_SIZE = 1024;
 const PIN_PREFIX = 'pol_';
 
 /** bpffs file names may not contain '/' or '.': escape everything outside [a-z0-9-] as _xx. */
@@ -19,7 +20,7 @@ export function pinName(endpoint: string): string {
   return PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
-export function endpointOfPinName(name: string): string | undefined {
+function endpointOfPinName(name: string): string | undefined {
   if (!name.startsWith(PIN_PREFIX)) return undefined;
   return name.slice(PIN_PREFIX.length).replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
 }
@@ -75,7 +76,7 @@ export class BpfBackend implements MapBackend {
   syscalls = 0;
 
   constructor(options: BpfBackendOptions = {}) {
-    this.capacity = checkCapacity(options.capacity ?? DEFAULT_CAPACITY);
+    this.capacity = checkCapacity(options.capacity ?? DEFAULT_MAP_CAPACITY);
     this.batchSupported = options.batch ?? true;
     this.readOnly = options.readOnly ?? false;
     try {

@@ -1,4 +1,4 @@
-import { l4PrefixBits, PolicyEntry, PolicyKey } from '../model/mapstate.js';
+import { l4PrefixBits, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction } from '../model/rules.js';
 
 /**
@@ -78,7 +78,3 @@ export function decodeValue(buf: Buffer, offset = 0): DecodedValue {
   };
 }
 
-/** Canonical text of an encoded key, for maps keyed by bytes. */
-export function keyHex(k: PolicyKey): string {
-  return encodeKey(k).toString('hex');
-}

@@ -1,4 +1,4 @@
-import { pickWinner } from '../model/mapstate.js';
+import { pickWinner } from '../model/policy-map.js';
 import type { Direction } from '../model/rules.js';
 import type { MapBackend } from './backend.js';
 import type { DecodedValue } from './encoding.js';

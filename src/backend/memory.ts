@@ -1,6 +1,7 @@
+import { DEFAULT_MAP_CAPACITY, maskPort } from '../model/policy-map.js';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
-import { BackendError, checkCapacity, DEFAULT_CAPACITY, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
+import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodeValue } from './encoding.js';
 
 /**
@@ -13,7 +14,7 @@ export class MemoryBackend implements MapBackend {
   private readonly maps = new Map<string, Map<string, Buffer>>();
 
   constructor(options: { capacity?: number } = {}) {
-    this.capacity = checkCapacity(options.capacity ?? DEFAULT_CAPACITY);
+    this.capacity = checkCapacity(options.capacity ?? DEFAULT_MAP_CAPACITY);
   }
 
   endpoints(): string[] {
@@ -60,9 +61,7 @@ export class MemoryBackend implements MapBackend {
   lookup(endpoint: string, identity: number, direction: Direction, protocol: number, port: number): DecodedValue | undefined {
     const m = this.map(endpoint);
     for (let len = 16; len >= 0; len--) {
-      const shift = 16 - len;
-      const masked = len === 0 ? 0 : (port >> shift) << shift;
-      const v = m.get(encodeKey({ identity, direction, protocol, port: masked, portPrefixLen: len }).toString('hex'));
+      const v = m.get(encodeKey({ identity, direction, protocol, port: maskPort(port, len), portPrefixLen: len }).toString('hex'));
       if (v) return decodeValue(v);
     }
     const any = m.get(encodeKey({ identity, direction, protocol: 0, port: 0, portPrefixLen: 0 }).toString('hex'));

@@ -6,7 +6,7 @@ import { ERRNO, flockFd, LOCK, mountBpffs } from './bpf-syscall.js';
 /** Where bpffs lives by convention; the only place distill ever mounts it. */
 export const BPFFS_ROOT = '/sys/fs/bpf';
 /** statfs(2) f_type of bpffs (include/uapi/linux/magic.h). */
-export const BPF_FS_MAGIC = 0xcafe4a11;
+const BPF_FS_MAGIC = 0xcafe4a11;
 
 /** A pin dir that cannot be used: on the wrong filesystem, missing, or held by another writer. */
 export class PinDirError extends Error {
@@ -19,7 +19,7 @@ export class PinDirError extends Error {
   }
 }
 
-export function errnoName(errno: number): string {
+function errnoName(errno: number): string {
   const name = Object.entries(osConstants.errno).find(([, n]) => n === errno)?.[0];
   return name ? `${name} (errno ${errno})` : `errno ${errno}`;
 }
@@ -31,7 +31,7 @@ export interface MountEntry {
 }
 
 /** mountinfo escapes space, tab, newline and backslash in paths as \040, \011, \012, \134. */
-export function unescapeMountPath(s: string): string {
+function unescapeMountPath(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
@@ -61,7 +61,7 @@ export function mountOf(path: string, mounts: readonly MountEntry[]): MountEntry
 }
 
 /** An absolute pin dir without symlinks: the realpath of its nearest existing ancestor, plus the missing components. */
-export function resolvePinDir(dir: string): { resolved: string; existing: string } {
+function resolvePinDir(dir: string): { resolved: string; existing: string } {
   let existing = resolve(dir);
   const missing: string[] = [];
   while (!existsSync(existing)) {

@@ -1,5 +1,5 @@
 import type { MapDelta } from '../engine/events.js';
-import { LookupResult, PolicyEntry, policyKeyString, PolicyKey, PRECEDENCE_DENY, wildcardKey } from '../model/mapstate.js';
+import { LookupResult, maskPort, PolicyEntry, policyKeyString, PolicyKey, PRECEDENCE_DENY, wildcardKey } from '../model/policy-map.js';
 import type { MapRecord } from './backend.js';
 
 /**
@@ -26,7 +26,7 @@ import type { MapRecord } from './backend.js';
  * value is written in the loosen phase; that deny drops only traffic the old or the new state
  * drops, or allows through a narrower entry of the other trie (identity 0 versus the peer's).
  */
-export type WritePhase = 'tighten' | 'loosen';
+type WritePhase = 'tighten' | 'loosen';
 
 /** One endpoint's part of a transaction. */
 export interface MapWrite {
@@ -55,7 +55,7 @@ export type CurrentEntries = (endpoint: string) => Iterable<MapRecord>;
 export type CapacityMode = 'normal' | 'allows-first' | 'deny-all';
 
 /** The deny an entry turns into while its final value waits for the loosen phase. */
-export const TRANSIENT_DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_DENY };
+const TRANSIENT_DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_DENY };
 
 export function entryRank(e: PolicyEntry): number {
   return e.deny ? 2 : e.proxyPort !== 0 ? 1 : 0;
@@ -73,8 +73,7 @@ function covering(state: State, key: PolicyKey, gone: ReadonlySet<string>): Look
     return gone.has(ks) ? undefined : state.get(ks);
   };
   for (let len = key.portPrefixLen - 1; len >= 0; len--) {
-    const shift = 16 - len;
-    const hit = at({ ...key, port: len === 0 ? 0 : (key.port >> shift) << shift, portPrefixLen: len });
+    const hit = at({ ...key, port: maskPort(key.port, len), portPrefixLen: len });
     if (hit) return hit;
   }
   return at(wildcardKey(key.identity, key.direction));
@@ -171,7 +170,7 @@ const changesRedirectKeys = (deltas: readonly MapDelta[]): boolean =>
   deltas.some((d) => isRedirect(d.entry) && (d.op === 'delete' || d.previous === undefined));
 
 /** One map's writes, in order, per phase. */
-export interface MapPlan {
+interface MapPlan {
   readonly tighten: readonly MapDelta[];
   readonly loosen: readonly MapDelta[];
   readonly mode: CapacityMode;
@@ -239,7 +238,7 @@ function denyAll(write: MapWrite, current: readonly MapRecord[]): MapPlan {
 }
 
 /** One map's plan, with the capacity mode it needed. */
-export function planMap(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
+function planMap(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
   let entries: readonly MapRecord[] | undefined;
   const entriesNow = (): readonly MapRecord[] => (entries ??= [...current(write.endpoint)]);
   let s = split(write.deltas);

@@ -3,11 +3,9 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta } from '../engine/events.js';
-import { diffMaps } from '../engine/map-state.js';
-import { applyEventToCluster, comparableMaps, initialEvents, l7Tables, l7TablesDiffSize, trackLocality } from '../harness/cluster-sync.js';
+import { applyEventToCluster, comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize, trackLocality } from '../harness/cluster-sync.js';
 import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
-import type { LookupResult } from '../model/mapstate.js';
 import type { Trace } from './trace.js';
 
 export type ReplayMode = 'incremental' | 'full';
@@ -25,7 +23,7 @@ export interface ReplayOptions {
   readonly keepSamples?: boolean;
 }
 
-export interface LatencyStats {
+interface LatencyStats {
   readonly count: number;
   readonly p50: number;
   readonly p90: number;
@@ -64,31 +62,18 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
 }
 
-export function latencyStats(samples: readonly number[]): LatencyStats {
+function latencyStats(samples: readonly number[]): LatencyStats {
   const s = [...samples].sort((a, b) => a - b);
   const r = (x: number): number => Math.round(x * 10) / 10;
   return { count: s.length, p50: r(percentile(s, 50)), p90: r(percentile(s, 90)), p99: r(percentile(s, 99)), max: r(s[s.length - 1] ?? 0) };
 }
 
-type Maps = Map<string, ReadonlyMap<string, LookupResult>>;
 
 /** What a non-incremental agent does per event: recompute every local endpoint's map state. */
 function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, shared?: { allocator: IdentityAllocator; proxyPorts: ProxyPortAllocator }): Engine {
   const e = new Engine({ ...(capacity === undefined ? {} : { mapCapacity: capacity }), ...(shared ? { allocator: shared.allocator, proxyPortAllocator: shared.proxyPorts } : {}) });
   e.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
   return e;
-}
-
-function snapshot(e: Engine): Maps {
-  const out: Maps = new Map();
-  for (const ep of e.endpoints()) out.set(ep, e.mapState(ep));
-  return out;
-}
-
-/** The deltas between two full recomputations (the full mode has no other way to know them). */
-function diffAll(before: Maps, after: Maps): MapDelta[] {
-  const empty = new Map<string, LookupResult>();
-  return [...after].flatMap(([ep, m]) => diffMaps(ep, before.get(ep) ?? empty, m));
 }
 
 /**
@@ -137,7 +122,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   } else {
     for (const e of initial) track(e);
     engine = fullRecompute(state, local, capacity, shared);
-    coldDeltas = diffAll(new Map(), snapshot(engine));
+    coldDeltas = diffEndpointMaps(new Map(), endpointMaps(engine));
     l7Deltas += l7TablesDiffSize(new Map(), l7Tables(engine));
     if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
   }
@@ -149,7 +134,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const samples = new Map<string, number[]>();
   const ordered: { tag: string; us: number }[] = [];
   let verifications = 0;
-  let previous = opts.mode === 'full' ? snapshot(engine) : new Map();
+  let previous: EndpointMaps = opts.mode === 'full' ? endpointMaps(engine) : new Map();
   let previousTables = opts.mode === 'full' ? l7Tables(engine) : new Map();
   churn.forEach((item, i) => {
     const t = process.hrtime.bigint();
@@ -162,8 +147,8 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     } else {
       track(item.event);
       engine = fullRecompute(state, local, capacity, shared);
-      const now = snapshot(engine);
-      const d = diffAll(previous, now);
+      const now = endpointMaps(engine);
+      const d = diffEndpointMaps(previous, now);
       const added = [...now.keys()].filter((ep) => !previous.has(ep));
       const removed = [...previous.keys()].filter((ep) => !now.has(ep));
       if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });

@@ -44,7 +44,7 @@ export type TraceEventJson = { readonly tag?: string } & (
   | { readonly type: 'phase'; readonly name: string }
 );
 
-export type TraceItem =
+type TraceItem =
   | { readonly kind: 'event'; readonly line: number; readonly tag: string; readonly event: EngineEvent }
   | { readonly kind: 'phase'; readonly line: number; readonly name: string };
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
  */
 export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024 * 1024;
 /** V8's longest string (2^29 - 24 UTF-16 units): a larger input could not be decoded at all. */
-export const MAX_INPUT_BYTES_LIMIT = 0x1fffffe8;
+const MAX_INPUT_BYTES_LIMIT = 0x1fffffe8;
 const CHUNK = 1 << 16;
 
 /** Bad input the CLI reports with exit 2: a missing, unreadable, oversized or looping path. */

@@ -1,6 +1,6 @@
 import type { Pod } from '../model/cluster.js';
 import type { L7Parser, L7Policy } from '../model/l7.js';
-import type { LookupResult, PolicyEntry, PolicyKey } from '../model/mapstate.js';
+import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Policy, PolicyRef } from '../model/rules.js';
 import type { EngineStats } from './stats.js';
 
@@ -16,8 +16,6 @@ export type EngineEvent =
   | { readonly type: 'deletePod'; readonly namespace: string; readonly name: string }
   | { readonly type: 'upsertPolicy'; readonly policy: Policy }
   | { readonly type: 'deletePolicy'; readonly ref: PolicyRef };
-
-export type EngineEventType = EngineEvent['type'];
 
 /** One operation on one endpoint's policy map. For a delete, `entry` is the value removed. */
 export interface MapDelta {

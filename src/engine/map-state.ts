@@ -1,7 +1,10 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
-import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW } from '../model/mapstate.js';
+import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
+import { LookupResult, maskPort, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
+import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
+import { PARSER_OF_CODE } from './rule-units.js';
 import type { EngineStats } from './stats.js';
 
 export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefined): boolean {
@@ -29,17 +32,10 @@ function better(a: PolicyEntry, b: PolicyEntry): boolean {
   return a.proxyPort < b.proxyPort;
 }
 
-
-interface Contribution {
-  readonly source: string;
-  readonly entry: PolicyEntry;
-  count: number;
-}
-
-/** All the rules' wishes for one key, and their merge. */
+/** All the rules' wishes for one key (each contribution with how many times it is made), and their merge. */
 interface RawEntry {
   readonly key: PolicyKey;
-  readonly contribs: Map<string, Contribution>;
+  readonly contribs: Map<Contribution, number>;
   merged: PolicyEntry;
 }
 
@@ -66,8 +62,8 @@ export function redirectId(r: Redirect): string {
 /** One row of a map's L7 tables: what the proxy of `redirect` is told for one peer identity. */
 export interface L7Row {
   readonly redirect: Redirect;
-  /** The peer identity, 0 standing for every peer. The proxy applies the peer's row and row 0. */
-  readonly peer: number;
+  /** The peer identity, ANY_IDENTITY standing for every peer. The proxy applies the peer's row and the ANY_IDENTITY row. */
+  readonly peer: IdentityId;
   readonly policy: L7Policy;
 }
 
@@ -77,12 +73,23 @@ export interface L7Change {
   readonly after: L7Row | undefined;
 }
 
-/** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
-export type ParserOfEntry = (e: PolicyEntry) => L7Parser | undefined;
-/** The L7 rules behind a contribution source (a rule clause), if any. */
-export type L7OfSource = (source: string) => L7Rules | undefined;
+/** What one `settle()` changed. */
+export interface SettleResult {
+  /** Kernel-layer entries, before and after. */
+  readonly entries: readonly EntryChange[];
+  /** L7 table rows, before and after. */
+  readonly l7: readonly L7Change[];
+  /** Whether a redirect was added or removed (the endpoints' proxy ports follow). */
+  readonly redirectsChanged: boolean;
+}
 
 const NO_L7_CHANGES: readonly L7Change[] = [];
+const NOTHING_CHANGED: SettleResult = { entries: [], l7: NO_L7_CHANGES, redirectsChanged: false };
+
+/** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
+function parserOf(e: PolicyEntry): L7Parser | undefined {
+  return PARSER_OF_CODE[e.proxyPort];
+}
 
 const portKeyOf = (k: PolicyKey): string => `${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
 
@@ -91,8 +98,7 @@ function covers(outer: PolicyKey, inner: PolicyKey): boolean {
   if (outer.direction !== inner.direction) return false;
   if (outer.protocol === 0) return true;
   if (outer.protocol !== inner.protocol || inner.portPrefixLen < outer.portPrefixLen) return false;
-  const shift = 16 - outer.portPrefixLen;
-  return outer.portPrefixLen === 0 || inner.port >> shift === outer.port >> shift;
+  return maskPort(inner.port, outer.portPrefixLen) === maskPort(outer.port, outer.portPrefixLen);
 }
 
 function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
@@ -110,9 +116,8 @@ function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
 
 /**
  * One policy map's content, kept in two layers:
- * - raw: every key some rule contributes, with a refcount per source (a source, a rule or one of
- *   its L7 clauses, always contributes one entry), merged by
- *   precedence;
+ * - raw: every key some rule contributes, with a refcount per contribution (a rule unit, or one
+ *   of its L7 clauses; each always contributes the same entry), merged by precedence;
  * - entries: what goes into the kernel map, the raw entries minus those the datapath can never
  *   select (Cilium's insertion rules): an entry covered by a broader-or-equal key of the same
  *   identity or of identity 0 with higher precedence, and an identity-specific entry equal to the
@@ -137,16 +142,8 @@ export class MapState {
   private readonly rowsByRedirect = new Map<string, Set<string>>();
   /** Raw keys whose contributions changed since the last settle, while L7 rows may depend on them. */
   private readonly l7Touched = new Map<string, PolicyKey>();
-  /** What the last `settle()` changed in the L7 tables. */
-  l7Changes: readonly L7Change[] = NO_L7_CHANGES;
-  /** Whether the last `settle()` added or removed a redirect (its endpoints' proxy ports follow). */
-  redirectsChanged = false;
 
-  constructor(
-    private readonly stats: EngineStats,
-    private readonly parserOf: ParserOfEntry = () => undefined,
-    private readonly l7Of: L7OfSource = () => undefined,
-  ) {}
+  constructor(private readonly stats: EngineStats) {}
 
   /** The redirects this map's entries use. */
   redirects(): IterableIterator<string> {
@@ -169,8 +166,9 @@ export class MapState {
     return this.raw.size;
   }
 
-  add(key: PolicyKey, source: string, entry: PolicyEntry): void {
+  add(key: PolicyKey, c: Contribution): void {
     this.stats.mapEntriesVisited++;
+    const entry = c.entry;
     const ks = policyKeyString(key);
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     let r = this.raw.get(ks);
@@ -181,13 +179,12 @@ export class MapState {
       this.index(ks, key);
       if (entry.precedence > PRECEDENCE_ALLOW) this.countHigh(key, +1);
     }
-    const c = r.contribs.get(source);
-    if (c) {
-      if (!entryEquals(c.entry, entry)) throw new Error(`map state: source ${source} contributes two entries to ${ks}`);
-      c.count++;
+    const count = r.contribs.get(c);
+    if (count !== undefined) {
+      r.contribs.set(c, count + 1);
       return;
     }
-    r.contribs.set(source, { source, entry, count: 1 });
+    r.contribs.set(c, 1);
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, key, r.merged);
       if (r.merged.precedence <= PRECEDENCE_ALLOW && entry.precedence > PRECEDENCE_ALLOW) this.countHigh(key, +1);
@@ -195,15 +192,18 @@ export class MapState {
     }
   }
 
-  remove(key: PolicyKey, source: string, entry: PolicyEntry): void {
+  remove(key: PolicyKey, c: Contribution): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
-    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
+    if (c.entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     const r = this.raw.get(ks);
-    const c = r?.contribs.get(source);
-    if (!r || !c || !entryEquals(c.entry, entry)) throw new Error(`map state: removing a contribution that was never added (${ks} from ${source})`);
-    if (--c.count > 0) return;
-    r.contribs.delete(source);
+    const count = r?.contribs.get(c);
+    if (!r || count === undefined) throw new Error(`map state: removing a contribution that was never added (${ks} from ${c.label})`);
+    if (count > 1) {
+      r.contribs.set(c, count - 1);
+      return;
+    }
+    r.contribs.delete(c);
     this.markDirty(ks, key, r.merged);
     if (r.contribs.size === 0) {
       this.raw.delete(ks);
@@ -212,7 +212,7 @@ export class MapState {
       return;
     }
     let merged: PolicyEntry | undefined;
-    for (const x of r.contribs.values()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
+    for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
     if (r.merged.precedence > PRECEDENCE_ALLOW && (merged as PolicyEntry).precedence <= PRECEDENCE_ALLOW) this.countHigh(key, -1);
     r.merged = merged as PolicyEntry;
   }
@@ -283,10 +283,8 @@ export class MapState {
       const head = `${id}/${key.direction}/`;
       if (key.protocol !== 0) {
         for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
-          const shift = 16 - len;
-          const port = len === 0 ? 0 : (key.port >> shift) << shift;
           this.stats.mapEntriesVisited++;
-          const rb = this.raw.get(`${head}${key.protocol}/${port}/${len}`);
+          const rb = this.raw.get(`${head}${key.protocol}/${maskPort(key.port, len)}/${len}`);
           if (rb && rb.merged.precedence > p) return undefined;
         }
       }
@@ -303,32 +301,30 @@ export class MapState {
     return r.merged;
   }
 
-  /** The contributions behind a raw key: which sources asked for what. */
-  contributions(key: PolicyKey): { source: string; entry: PolicyEntry }[] {
+  /** The contributions behind a raw key. */
+  contributions(key: PolicyKey): Contribution[] {
     const r = this.raw.get(policyKeyString(key));
-    if (!r) return [];
-    return [...r.contribs.values()].map((c) => ({ source: c.source, entry: c.entry }));
+    return r ? [...r.contribs.keys()] : [];
   }
 
-  /** For each source, how many kernel-layer entries it is a winning contributor of. */
-  entriesBySource(): Map<string, number> {
-    const out = new Map<string, number>();
+  /** For each contribution, how many kernel-layer entries it is a winning contributor of. */
+  entriesByContribution(): Map<Contribution, number> {
+    const out = new Map<Contribution, number>();
     for (const { key, entry } of this.entries.values()) {
       for (const c of this.contributions(key)) {
-        if (entryEquals(c.entry, entry)) out.set(c.source, (out.get(c.source) ?? 0) + 1);
+        if (entryEquals(c.entry, entry)) out.set(c, (out.get(c) ?? 0) + 1);
       }
     }
     return out;
   }
 
   /** Brings `entries` (and the L7 tables) up to date with the raw layer; returns what changed. */
-  settle(): EntryChange[] {
+  settle(): SettleResult {
     const changes = this.settleEntries();
     // Maps without redirects (most of them) skip the L7 layer entirely.
     const l7Relevant = this.l7Touched.size > 0 || this.redirectUse.size > 0 || changes.some((c) => c.after !== undefined && c.after.proxyPort !== 0);
-    this.redirectsChanged = false;
-    this.l7Changes = l7Relevant ? this.settleL7(changes) : NO_L7_CHANGES;
-    return changes;
+    if (!l7Relevant) return changes.length === 0 ? NOTHING_CHANGED : { entries: changes, l7: NO_L7_CHANGES, redirectsChanged: false };
+    return { entries: changes, ...this.settleL7(changes) };
   }
 
   private settleEntries(): EntryChange[] {
@@ -356,7 +352,7 @@ export class MapState {
 
   private redirectOf(key: PolicyKey, e: PolicyEntry | undefined): Redirect | undefined {
     if (e === undefined || e.proxyPort === 0) return undefined;
-    const parser = this.parserOf(e);
+    const parser = parserOf(e);
     return parser === undefined ? undefined : { direction: key.direction, protocol: key.protocol, port: key.port, parser };
   }
 
@@ -365,7 +361,7 @@ export class MapState {
    * loses them, and a changed raw key recomputes the rows of its identity for the redirects whose
    * port it covers.
    */
-  private settleL7(changes: readonly EntryChange[]): L7Change[] {
+  private settleL7(changes: readonly EntryChange[]): { l7: L7Change[]; redirectsChanged: boolean } {
     const added = new Set<string>();
     const removed = new Set<string>();
     for (const c of changes) {
@@ -391,7 +387,6 @@ export class MapState {
         }
       }
     }
-    this.redirectsChanged = added.size > 0 || removed.size > 0;
     const out: L7Change[] = [];
     const setRow = (rowKey: string, redirectKey: string, row: L7Row | undefined): void => {
       const before = this.l7.get(rowKey);
@@ -412,7 +407,7 @@ export class MapState {
     };
     for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) setRow(rowKey, id, undefined);
     for (const [id, { redirect }] of this.redirectUse) {
-      const peers = new Set<number>();
+      const peers = new Set<IdentityId>();
       if (added.has(id)) {
         for (const proto of [redirect.protocol, 0]) {
           for (const ks of this.byDirProto.get(`${redirect.direction}/${proto}`) ?? []) {
@@ -427,17 +422,17 @@ export class MapState {
       for (const peer of peers) setRow(`${id}|${peer}`, id, this.computeRow(redirect, peer));
     }
     this.l7Touched.clear();
-    return out;
+    return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
   }
 
   /**
    * The contributions a proxy's decision for `peer` on `redirect` rests on: those of every raw key
    * of the peer (and, for a specific peer, of identity 0) that covers the redirected port.
    */
-  l7Contributions(redirect: Redirect, peer: number): { source: string; entry: PolicyEntry }[] {
-    const out: { source: string; entry: PolicyEntry }[] = [];
-    for (const id of peer === 0 ? [0] : [peer, 0]) {
-      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.values() ?? []) out.push({ source: c.source, entry: c.entry });
+  l7Contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
+    const out: Contribution[] = [];
+    for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
+      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) out.push(c);
     }
     return out;
   }
@@ -446,17 +441,14 @@ export class MapState {
    * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
    * peer and port, else the union of the L7 rules of the redirect's parser on that port.
    */
-  private computeRow(redirect: Redirect, peer: number): L7Row | undefined {
+  private computeRow(redirect: Redirect, peer: IdentityId): L7Row | undefined {
     const lists: L7Rules[] = [];
     for (const ks of coveringKeys(peer, redirect)) {
       this.stats.mapEntriesVisited++;
-      for (const c of this.raw.get(ks)?.contribs.values() ?? []) {
+      for (const c of this.raw.get(ks)?.contribs.keys() ?? []) {
         if (c.entry.deny) continue;
         if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
-        if (this.parserOf(c.entry) === redirect.parser) {
-          const l7 = this.l7Of(c.source);
-          if (l7) lists.push(l7);
-        }
+        if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
       }
     }
     return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
@@ -464,12 +456,11 @@ export class MapState {
 }
 
 /** The raw keys of `identity` that cover the redirect's port: every port prefix, then any protocol. */
-function coveringKeys(identity: number, r: Redirect): string[] {
+function coveringKeys(identity: IdentityId, r: Redirect): string[] {
   const head = `${identity}/${r.direction}/`;
   const out: string[] = [];
   for (let len = 16; len >= 0; len--) {
-    const shift = 16 - len;
-    out.push(`${head}${r.protocol}/${len === 0 ? 0 : (r.port >> shift) << shift}/${len}`);
+    out.push(`${head}${r.protocol}/${maskPort(r.port, len)}/${len}`);
   }
   out.push(`${head}0/0/0`);
   return out;
@@ -480,6 +471,5 @@ function coversPort(key: PolicyKey, r: Redirect): boolean {
   if (key.direction !== r.direction) return false;
   if (key.protocol === 0) return true;
   if (key.protocol !== r.protocol) return false;
-  const shift = 16 - key.portPrefixLen;
-  return key.portPrefixLen === 0 || key.port >> shift === r.port >> shift;
+  return maskPort(r.port, key.portPrefixLen) === maskPort(key.port, key.portPrefixLen);
 }

@@ -1,4 +1,4 @@
-import { LookupResult, PolicyEntry, portRangeToPrefixes, precedence } from '../model/mapstate.js';
+import { PolicyEntry, portRangeToPrefixes, precedence } from '../model/policy-map.js';
 import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, protocolCovers, RuleProtocol } from '../model/ports.js';
 import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
@@ -40,7 +40,7 @@ function canonicalClauses(clauses: readonly { l4: L4Match; l7?: L7Rules }[]): st
   return JSON.stringify(clauses);
 }
 
-export function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
+function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
   const byKey = new Map<string, IdentitySelector>();
   for (const p of rule.peers) {
     const s = peerSelector(p);
@@ -89,7 +89,7 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
  * code until the engine translates it into the endpoint's own proxy port for that redirect
  * (direction, protocol, port, parser). Map states stay shareable between endpoints that way.
  */
-export const REDIRECT_CODE: Readonly<Record<L7Parser, number>> = { http: 1, kafka: 2, dns: 3 };
+const REDIRECT_CODE: Readonly<Record<L7Parser, number>> = { http: 1, kafka: 2, dns: 3 };
 export const PARSER_OF_CODE: readonly (L7Parser | undefined)[] = [undefined, 'http', 'kafka', 'dns'];
 
 const REDIRECT_ENTRIES: Readonly<Record<L7Parser, PolicyEntry>> = {
@@ -103,7 +103,7 @@ export function parserOfRedirectPrecedence(p: number): L7Parser | undefined {
   return (Object.keys(REDIRECT_ENTRIES) as L7Parser[]).find((parser) => REDIRECT_ENTRIES[parser].precedence === p);
 }
 
-export const DENY_ENTRY: PolicyEntry = { deny: true, proxyPort: 0, precedence: precedence('deny') };
+const DENY_ENTRY: PolicyEntry = { deny: true, proxyPort: 0, precedence: precedence('deny') };
 export const ALLOW_ENTRY: PolicyEntry = { deny: false, proxyPort: 0, precedence: precedence('allow') };
 
 export interface PortKey {
@@ -156,8 +156,6 @@ export function clauseEntry(verdict: Verdict, l7: L7Rules | undefined): PolicyEn
   if (l7) return REDIRECT_ENTRIES[l7.parser];
   return ALLOW_ENTRY;
 }
-
-export type { LookupResult };
 
 /**
  * Two allow rules selecting one endpoint put different L7 parsers on one port of one direction.

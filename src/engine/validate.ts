@@ -19,7 +19,7 @@ export interface ModelView {
   policiesInNamespace(namespace: string): Iterable<string>;
 }
 
-export const EMPTY_MODEL: ModelView = {
+const EMPTY_MODEL: ModelView = {
   hasNamespace: () => false,
   hasPod: () => false,
   hasPolicy: () => false,
@@ -43,7 +43,7 @@ function checkName(v: unknown, field: string, kind: 'namespace' | 'object', fail
 }
 
 /** Labels as the Kubernetes API validates them: own string properties only, valid keys and values. */
-export function checkLabelMap(m: unknown, field: string, fail: Fail): void {
+function checkLabelMap(m: unknown, field: string, fail: Fail): void {
   if (!isRecord(m)) fail(`${field} must be a map of strings`);
   for (const k of Object.keys(m)) {
     const v = m[k];

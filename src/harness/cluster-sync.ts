@@ -11,11 +11,12 @@ import {
   upsertPolicy,
 } from '../model/cluster.js';
 import { labelSetKey } from '../model/labels.js';
-import { policyKeyString } from '../model/mapstate.js';
+import { LookupResult, policyKeyString } from '../model/policy-map.js';
+import { diffMaps } from '../engine/map-state.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
 import type { Policy } from '../model/rules.js';
-import type { EngineEvent, RedirectInfo } from '../engine/events.js';
+import type { EngineEvent, MapDelta, RedirectInfo } from '../engine/events.js';
 
 /** Which pods are the node's own endpoints. */
 export type LocalityRule = (pod: Pod) => boolean;
@@ -124,4 +125,18 @@ export function l7TablesDiffSize(before: L7Tables, after: L7Tables): number {
     for (const k of b.keys()) if (!rows.has(k)) n++;
   }
   return n;
+}
+
+/** Every endpoint's map, keyed by endpoint then by policy key string. */
+export type EndpointMaps = Map<string, Map<string, LookupResult>>;
+
+/** A copy of every local endpoint's map as the kernel would hold it. */
+export function endpointMaps(engine: Engine): EndpointMaps {
+  return new Map(engine.endpoints().map((ep) => [ep, new Map(engine.mapState(ep))]));
+}
+
+/** The exact deltas between two snapshots (an endpoint that vanishes is removed as a whole, with no deletes). */
+export function diffEndpointMaps(before: EndpointMaps, after: EndpointMaps): MapDelta[] {
+  const empty = new Map<string, LookupResult>();
+  return [...after].flatMap(([ep, m]) => diffMaps(ep, before.get(ep) ?? empty, m));
 }

@@ -3,7 +3,7 @@ import type { IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
-import type { PolicyEntry } from '../model/mapstate.js';
+import type { PolicyEntry } from '../model/policy-map.js';
 import type { Engine } from '../engine/engine.js';
 import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL, clusterEvents, LocalityRule } from './cluster-sync.js';
@@ -53,7 +53,7 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
  * Decides a flow the way the kernel would: the source's egress map and the destination's ingress
  * map, each with the peer's identity. The reasons are the rules behind the winning entry.
  */
-export function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup): FlowDecision {
+function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup): FlowDecision {
   const src = resolveEndpoint(state, flow.from);
   const dst = resolveEndpoint(state, flow.to);
   const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow, verdictLookup) : undefined;

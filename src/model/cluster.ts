@@ -108,7 +108,7 @@ export function deletePolicy(state: ClusterState, ref: PolicyRef): ClusterState 
 }
 
 /** Pod IPs are allocated from here when a scenario gives none. */
-export const POD_CIDR = parseCidr('10.244.0.0/16');
+const POD_CIDR = parseCidr('10.244.0.0/16');
 
 export function allocatePodIp(state: ClusterState): IpAddress {
   const used = new Set<string>();

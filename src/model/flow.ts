@@ -1,7 +1,8 @@
 import type { ClusterState, External, Pod } from './cluster.js';
 import { podLabels } from './cluster.js';
 import type { L7Parser, L7Request } from './l7.js';
-import { LabelSet, makeLabelSet, reservedLabel } from './labels.js';
+import type { LabelSet } from './labels.js';
+import { worldLabels } from './identity.js';
 import type { FlowProtocol } from './ports.js';
 import type { Direction, RuleOrigin } from './rules.js';
 
@@ -52,8 +53,8 @@ export class UnknownEndpointError extends Error {
 }
 
 /** Labels an address outside the cluster carries: it is "world". */
-export function externalLabels(ext: External): LabelSet {
-  return makeLabelSet([reservedLabel('world'), reservedLabel(ext.ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
+function externalLabels(ext: External): LabelSet {
+  return worldLabels(ext.ip.family);
 }
 
 export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint {

@@ -35,16 +35,17 @@ export const RESERVED_IDENTITIES = {
 
 export type ReservedName = keyof typeof RESERVED_IDENTITIES;
 
-export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
+const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
 /** Node-local identities (CIDR prefixes) have bit 24 set. */
 export const LOCAL_IDENTITY_FLAG: IdentityId = 1 << 24;
 
-export function isLocalScope(id: IdentityId): boolean {
-  return (id & LOCAL_IDENTITY_FLAG) !== 0;
-}
-
 export function reservedIdentityLabels(name: ReservedName): LabelSet {
   return makeLabelSet([reservedLabel(name)]);
+}
+
+/** The labels an address outside the cluster matches as: world, and world of its family. */
+export function worldLabels(family: 'ipv4' | 'ipv6'): LabelSet {
+  return makeLabelSet([reservedLabel('world'), reservedLabel(family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
 }
 
 /** What a pod's identity is derived from. */
@@ -93,7 +94,7 @@ export class IdentityAllocator {
 
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
-      const labels = makeLabelSet([reservedLabel(name)]);
+      const labels = reservedIdentityLabels(name as ReservedName);
       const a: Allocation = { id, labels, refs: Infinity };
       this.byKey.set(labelSetKey(labels), a);
       this.byId.set(id, a);

@@ -200,8 +200,6 @@ export function l7Allows(rules: L7Rules, req: L7Request): boolean {
 }
 
 export type L7Parser = L7Rules['parser'];
-export const L7_PARSERS: readonly L7Parser[] = ['http', 'kafka', 'dns'];
-
 /**
  * Cilium's default listener priority per parser (pkg/policy/l4.go): between redirects for the same
  * traffic, the lower number wins.

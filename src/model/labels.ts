@@ -57,7 +57,7 @@ export function formatLabel(l: Label): string {
   return l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`;
 }
 
-export function compareLabels(a: Label, b: Label): number {
+function compareLabels(a: Label, b: Label): number {
   if (a.source !== b.source) return a.source < b.source ? -1 : 1;
   if (a.key !== b.key) return a.key < b.key ? -1 : 1;
   return a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
@@ -95,7 +95,7 @@ export function k8sLabels(map: Readonly<Record<string, string>>): Label[] {
  * `io.kubernetes.pod.namespace` itself. `reserved:` and `cidr:` labels cannot come from a pod at
  * all: a pod label's source is always `k8s`, and `:` is not allowed in a label key.
  */
-export const DERIVED_LABEL_PREFIXES: readonly string[] = ['io.cilium.k8s', POD_NAMESPACE_KEY];
+const DERIVED_LABEL_PREFIXES: readonly string[] = ['io.cilium.k8s', POD_NAMESPACE_KEY];
 
 export function isDerivedLabelKey(key: string): boolean {
   return DERIVED_LABEL_PREFIXES.some((p) => key.startsWith(p));

@@ -58,18 +58,6 @@ export function l4Covers(m: L4Match, protocol: FlowProtocol, port: number, destP
   }
 }
 
-export function formatL4(m: L4Match): string {
-  switch (m.kind) {
-    case 'all':
-      return 'any';
-    case 'range':
-      if (m.from === 0) return `${m.protocol}/*`;
-      return m.from === m.to ? `${m.from}/${m.protocol}` : `${m.from}-${m.to}/${m.protocol}`;
-    case 'named':
-      return `${m.name}/${m.protocol}`;
-  }
-}
-
 /** ICMP type names Cilium accepts in `icmps[].fields[].type`. */
 export const ICMPV4_TYPES: Readonly<Record<string, number>> = {
   EchoReply: 0,

@@ -71,7 +71,7 @@ export function hasSource(sel: Selector, source: string): boolean {
   return sel.requirements.some((r) => r.key.source === source);
 }
 
-export function requirementMatches(r: Requirement, labels: LabelSet): boolean {
+function requirementMatches(r: Requirement, labels: LabelSet): boolean {
   const values = labelValues(labels, r.key);
   switch (r.operator) {
     case 'In':

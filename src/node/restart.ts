@@ -4,7 +4,7 @@ import type { Engine } from '../engine/engine.js';
 import { diffMaps, redirectId } from '../engine/map-state.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange } from '../engine/proxy-ports.js';
 import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
-import { LookupResult, policyKeyString } from '../model/mapstate.js';
+import { LookupResult, policyKeyString } from '../model/policy-map.js';
 
 /**
  * Restart: the node-level step that needs both the engine and a backend (so it lives above both):

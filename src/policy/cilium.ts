@@ -20,7 +20,7 @@ import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 const CILIUM_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: true };
 
-export const ENTITIES = [
+const ENTITIES = [
   'all',
   'world',
   'world-ipv4',
@@ -35,7 +35,7 @@ export const ENTITIES = [
   'unmanaged',
   'none',
 ] as const;
-export type Entity = (typeof ENTITIES)[number];
+type Entity = (typeof ENTITIES)[number];
 
 function reservedSelector(name: string): Selector {
   const l = reservedLabel(name);
@@ -43,7 +43,7 @@ function reservedSelector(name: string): Selector {
 }
 
 /** What each entity selects, as Cilium maps entities onto label selectors. */
-export function entitySelectors(entity: Entity): Selector[] {
+function entitySelectors(entity: Entity): Selector[] {
   switch (entity) {
     case 'all':
       return [WILDCARD_SELECTOR];
@@ -174,7 +174,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
  * (or namespace labels) itself; clusterwide policies only ever select pods (any namespace).
  * Selectors on reserved labels are left alone.
  */
-export function scopePeerSelector(sel: Selector, namespace: string | undefined): Selector {
+function scopePeerSelector(sel: Selector, namespace: string | undefined): Selector {
   if (hasSource(sel, SOURCE_RESERVED)) return sel;
   const nsKeys = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY }, { source: SOURCE_ANY, key: POD_NAMESPACE_KEY }];
   const namesNamespace = nsKeys.some((k) => hasKey(sel, k)) || hasKeyPrefix(sel, SOURCE_K8S, NAMESPACE_LABELS_PREFIX) || hasKeyPrefix(sel, SOURCE_ANY, NAMESPACE_LABELS_PREFIX);
@@ -190,7 +190,7 @@ function podsOnly(): Requirement {
 }
 
 /** Some requirement needs a label only pods carry: the pod namespace or a namespace label. */
-export function selectsOnlyPods(sel: Selector): boolean {
+function selectsOnlyPods(sel: Selector): boolean {
   return sel.requirements.some(
     (q) =>
       (q.operator === 'In' || q.operator === 'Exists') &&
@@ -316,7 +316,7 @@ function checkRegex(r: Reader, s: string, path: string): void {
 }
 
 /** Each port of a range with L7 rules becomes its own map key and redirect. */
-export const MAX_L7_RANGE = 1024;
+const MAX_L7_RANGE = 1024;
 
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);

@@ -4,7 +4,7 @@ import { matchLabelRequirement, Selector, andSelector } from '../model/selector.
 import type { Peer, PolicyRef } from '../model/rules.js';
 import { at, join, Reader } from './reader.js';
 
-export const METADATA_FIELDS = [
+const METADATA_FIELDS = [
   'name',
   'namespace',
   'labels',

@@ -10,7 +10,7 @@ import { checkLabels } from './selector.js';
  * validates them; pod labels in a label space distill derives itself are reported, since they
  * will be dropped from the pod's identity.
  */
-export const OBJECT_KINDS = ['Pod', 'Namespace'] as const;
+const OBJECT_KINDS = ['Pod', 'Namespace'] as const;
 export type ObjectKind = (typeof OBJECT_KINDS)[number];
 
 export interface CheckedObject {

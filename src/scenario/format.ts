@@ -9,7 +9,7 @@ import { readContainerPorts, readIp, readLabels, readPortNumber, readProtocol } 
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
 
-export interface PodSpec {
+interface PodSpec {
   readonly namespace: string;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
@@ -46,14 +46,14 @@ export interface Probe {
  * For probe `probe`: the listed pairs get the opposite verdict of every other pair (`deny`,
  * `allow`), or are the only pairs that reach an L7 proxy (`proxied`).
  */
-export interface Expectation {
+interface Expectation {
   readonly path: string;
   readonly probe: number;
   readonly listed: 'deny' | 'allow' | 'proxied';
   readonly pairs: readonly string[];
 }
 
-export interface Step {
+interface Step {
   readonly changes: readonly Change[];
   readonly probes: readonly Probe[];
   readonly expect: readonly Expectation[];

@@ -32,7 +32,7 @@ export interface ProbeResult {
   readonly decision: FlowDecision;
 }
 
-export interface Mismatch {
+interface Mismatch {
   readonly step: number;
   readonly probe: number;
   readonly pair: string;
@@ -52,7 +52,7 @@ function expectationMismatch(kind: 'allow' | 'deny' | 'proxied', listed: boolean
   return expected === actual ? null : { expected, actual };
 }
 
-export interface StepRun {
+interface StepRun {
   readonly step: number;
   readonly probes: readonly Probe[];
   readonly results: readonly ProbeResult[];
@@ -69,7 +69,7 @@ export interface ScenarioRun {
  * Applies one change. Namespaces a pod refers to are created implicitly (with no labels) when the
  * scenario does not declare them, so small scenarios stay small.
  */
-export function applyChange(state: ClusterState, c: Change): ClusterState {
+function applyChange(state: ClusterState, c: Change): ClusterState {
   switch (c.op) {
     case 'addNamespace':
       return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
@@ -122,15 +122,15 @@ function applyAll(state: ClusterState, changes: readonly Change[], source: strin
  * 100,000 flows take ~50 s to verify here).
  * The whole corpus (62 scenarios) probes 774.
  */
-export const MAX_SCENARIO_FLOWS = 25_000;
+const MAX_SCENARIO_FLOWS = 25_000;
 
 /** The flows a scenario run may still probe. */
-export interface FlowBudget {
+interface FlowBudget {
   left: number;
 }
 
 /** The flows a probe stands for, in a stable order (pods sorted by namespace/name). */
-export function expandProbe(state: ClusterState, probe: Probe, source: string, budget: FlowBudget = { left: MAX_SCENARIO_FLOWS }): Flow[] {
+function expandProbe(state: ClusterState, probe: Probe, source: string, budget: FlowBudget = { left: MAX_SCENARIO_FLOWS }): Flow[] {
   const pods = [...state.pods.keys()].sort();
   for (const [field, name] of [['from', probe.from], ['to', probe.to]] as const) {
     if (name !== undefined && !state.pods.has(name) && !state.externals.has(name)) {

@@ -12,7 +12,7 @@ import { reconcile } from '../../src/node/restart.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { datapathLookup } from '../../src/model/mapstate.js';
+import { datapathLookup } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { op, Op, PROBE_PORTS, prng, toEvent } from '../engine/gen.js';

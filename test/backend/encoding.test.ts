@@ -4,7 +4,7 @@ import { decodeKey, decodeValue, encodeKey, encodeValue, KEY_SIZE, VALUE_SIZE } 
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { BackendError, writePlan } from '../../src/backend/backend.js';
 import { planWrites } from '../../src/backend/write-plan.js';
-import type { PolicyKey } from '../../src/model/mapstate.js';
+import type { PolicyKey } from '../../src/model/policy-map.js';
 
 const key = fc
   .record({

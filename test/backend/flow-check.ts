@@ -6,15 +6,15 @@
  * identity of any kind). Hard rule: rank(I) >= min(rank(O), rank(N)); soft: >= max.
  */
 import type { MapDelta } from '../../src/engine/events.js';
-import { datapathLookup, LookupResult, PolicyKey, policyKeyString } from '../../src/model/mapstate.js';
+import { datapathLookup, LookupResult, PolicyKey, policyKeyString } from '../../src/model/policy-map.js';
 import type { Direction } from '../../src/model/rules.js';
 import { entryRank } from '../../src/backend/write-plan.js';
 
 export type Maps = Map<string, Map<string, LookupResult>>;
 
-export const PROTOCOLS = [6, 17, 132, 1, 58];
+const PROTOCOLS = [6, 17, 132, 1, 58];
 /** An identity no key names. */
-export const UNNAMED_IDENTITY = 70000;
+const UNNAMED_IDENTITY = 70000;
 const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
 
 interface Probe {

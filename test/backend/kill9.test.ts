@@ -1,3 +1,4 @@
+import { endpointMaps } from '../../src/harness/cluster-sync.js';
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent, MapDelta } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { policyKeyString } from '../../src/model/mapstate.js';
+import { policyKeyString } from '../../src/model/policy-map.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { FlowChecker, Maps } from './flow-check.js';
 import { stage } from './kill9-scenario.mjs';
@@ -42,9 +43,6 @@ function dumpMaps(b: MapBackend): Maps {
   return new Map(b.endpoints().map((ep) => [ep, new Map(b.dump(ep).map((r) => [policyKeyString(r.key), r]))]));
 }
 
-function snapshot(e: Engine): Maps {
-  return new Map(e.endpoints().map((ep) => [ep, new Map(e.mapState(ep))]));
-}
 
 function sameMaps(a: Maps, b: Maps): boolean {
   if (a.size !== b.size) return false;
@@ -93,11 +91,11 @@ kernel('kill -9 during a write to real kernel maps', () => {
     expect(existsSync(DIST), `${DIST} is missing: run \`npm run build\` (npm test does) before this test`).toBe(true);
     const oldEngine = new Engine();
     const cs1 = oldEngine.apply(stageEvents(1));
-    const old = snapshot(oldEngine);
+    const old = endpointMaps(oldEngine);
     const newEngine = new Engine();
     newEngine.apply(stageEvents(1));
     newEngine.apply(stageEvents(2));
-    const next = snapshot(newEngine);
+    const next = endpointMaps(newEngine);
     // Flows: the local endpoints with each other, and with a sample of the peer identities.
     const endpointIds = new Map(newEngine.endpoints().map((ep) => [ep, [newEngine.identityOfPod(ep) as number]]));
     const clients = Array.from({ length: 6 }, (_, i) => newEngine.identityOfPod(`prod/client-${i * 37}`) as number);

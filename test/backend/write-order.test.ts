@@ -1,9 +1,11 @@
+import { diffMaps } from '../../src/engine/map-state.js';
+import { endpointMaps } from '../../src/harness/cluster-sync.js';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, MapDelta } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
-import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT } from '../../src/model/mapstate.js';
+import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT } from '../../src/model/policy-map.js';
 import { BackendError, writePlan } from '../../src/backend/backend.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { CapacityMode, entryRank, MapWrite, planWrites, WriteBatch } from '../../src/backend/write-plan.js';
@@ -122,9 +124,6 @@ function oldOrder(deltas: readonly MapDelta[]): MapDelta[] {
 
 const rankName = (e: PolicyEntry): string => ['allow', 'redirect', 'deny'][entryRank(e)] as string;
 
-function snapshot(engine: Engine): Maps {
-  return new Map(engine.endpoints().map((ep) => [ep, new Map(engine.mapState(ep))]));
-}
 
 /** Runs random histories; `capacityOf` picks the plan's capacity for each transaction. */
 function runHistories(totals: Totals, capacityOf: (old: Maps, next: Maps) => number): void {
@@ -132,7 +131,7 @@ function runHistories(totals: Totals, capacityOf: (old: Maps, next: Maps) => num
     fc.property(fc.array(fc.array(op, { minLength: 1, maxLength: 6 }), { minLength: 5, maxLength: 30 }), (txns) => {
       const engine = new Engine();
       for (const ops of txns) {
-        const old = snapshot(engine);
+        const old = endpointMaps(engine);
         const idsBefore = new Map(engine.endpoints().map((ep) => [ep, engine.identityOfPod(ep)]));
         let cs: ChangeSet;
         try {
@@ -140,7 +139,7 @@ function runHistories(totals: Totals, capacityOf: (old: Maps, next: Maps) => num
         } catch {
           continue;
         }
-        const next = snapshot(engine);
+        const next = endpointMaps(engine);
         const endpointIds = new Map<string, number[]>();
         for (const ep of new Set([...old.keys(), ...next.keys()])) {
           endpointIds.set(ep, [...new Set([idsBefore.get(ep), engine.identityOfPod(ep)])].filter((i): i is number => i !== undefined));
@@ -196,21 +195,11 @@ const key = (identity: number, direction: 'ingress' | 'egress', protocol = 0, po
 type Rows = [PolicyKey, PolicyEntry][];
 const mapOf = (rows: Rows): Map<string, LookupResult> => new Map(rows.map(([k, e]) => [policyKeyString(k), { key: k, entry: e }]));
 
-function diff(ep: string, o: Map<string, LookupResult>, n: Map<string, LookupResult>): MapDelta[] {
-  const out: MapDelta[] = [];
-  for (const [ks, r] of n) {
-    const b = o.get(ks);
-    if (!b || !entryEquals(b.entry, r.entry)) out.push({ endpoint: ep, op: 'upsert', key: r.key, entry: r.entry, ...(b ? { previous: b.entry } : {}) });
-  }
-  for (const [ks, b] of o) if (!n.has(ks)) out.push({ endpoint: ep, op: 'delete', key: b.key, entry: b.entry });
-  return out;
-}
-
 /** Hard-rule violations over all prefixes of the plan, and of the naive order (deltas as listed). */
 function handCase(o: Record<string, Rows>, n: Record<string, Rows>, capacity = 16384): { planned: Totals; naive: number } {
   const old: Maps = new Map(Object.entries(o).map(([ep, r]) => [ep, mapOf(r)]));
   const next: Maps = new Map(Object.entries(n).map(([ep, r]) => [ep, mapOf(r)]));
-  const deltas = [...old.keys()].flatMap((ep) => diff(ep, old.get(ep) as Map<string, LookupResult>, next.get(ep) as Map<string, LookupResult>));
+  const deltas = [...old.keys()].flatMap((ep) => diffMaps(ep, old.get(ep) as Map<string, LookupResult>, next.get(ep) as Map<string, LookupResult>));
   const endpointIds = new Map([['a', [A]], ['b', [B]]]);
   const planned = newTotals();
   simulate(old, next, deltas, [], [], endpointIds, [A, B, X], capacity, planned);

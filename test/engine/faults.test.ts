@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, EngineFailedError } from '../../src/engine/events.js';
 import { initialEvents } from '../../src/harness/cluster-sync.js';
-import { policyKeyString } from '../../src/model/mapstate.js';
+import { policyKeyString } from '../../src/model/policy-map.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { ClusterState } from '../../src/model/cluster.js';
 import { applyToModel, INITIAL_CLUSTER, normalizedMaps, op, Op, toEvent, trackLocality } from './gen.js';
@@ -96,7 +96,7 @@ describe('an exception anywhere inside a transaction changes nothing', () => {
       { numRuns: LONG ? 1000 : 120 },
     );
     expect(injected).toBeGreaterThan(200);
-    for (const p of ['event', 'acquireIdentity', 'contribute', 'settle', 'emit', 'joinGroup', 'attachUnit']) expect(points.get(p) ?? 0, `faults at ${p}`).toBeGreaterThan(0);
+    for (const p of ['event', 'acquireIdentity', 'contribute', 'settle', 'emit', 'attachEndpoint', 'attachUnit']) expect(points.get(p) ?? 0, `faults at ${p}`).toBeGreaterThan(0);
   }, LONG ? 3_600_000 : 120_000);
 
   it('deltas after a recovered fault are relative to the state before it', () => {

@@ -16,7 +16,7 @@ import type { L7Request } from '../../src/model/l7.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
-export const NAMESPACES = ['n0', 'n1', 'n2'];
+const NAMESPACES = ['n0', 'n1', 'n2'];
 const POD_NAMES = ['p0', 'p1', 'p2', 'p3'];
 
 const PORT_SETS: readonly (readonly ContainerPort[])[] = [

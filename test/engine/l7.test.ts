@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../src/model/cidr.js';
 import type { Pod } from '../../src/model/cluster.js';
 import { LISTENER_PRIORITY } from '../../src/model/l7.js';
-import { precedence } from '../../src/model/mapstate.js';
+import { precedence } from '../../src/model/policy-map.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from '../../src/engine/proxy-ports.js';

@@ -1,12 +1,12 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ClusterState } from '../../src/model/cluster.js';
-import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/mapstate.js';
+import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/policy-map.js';
 import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
-import { initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
+import { endpointMaps, initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
@@ -31,11 +31,6 @@ function apply(engine: Engine, events: readonly EngineEvent[]): ChangeSet {
 
 type Maps = Map<string, Map<string, LookupResult>>;
 
-function snapshot(engine: Engine): Maps {
-  const out: Maps = new Map();
-  for (const ep of engine.endpoints()) out.set(ep, new Map(engine.mapState(ep)));
-  return out;
-}
 
 /** The exact diff size between two snapshots (endpoints that vanish are dropped as a whole). */
 function exactDiffSize(before: Maps, after: Maps): number {
@@ -225,7 +220,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
           for (const e of events) trackLocality(local, next, e);
           state = next;
           // (b) deltas turn the old maps into the new ones, and there are exactly as many as changes.
-          const now = snapshot(engine);
+          const now = endpointMaps(engine);
           expect(sameMaps(applyDeltas(maps, cs), now)).toBe(true);
           expect(cs.deltas.length).toBe(exactDiffSize(maps, now));
           expect(new Set(engine.endpoints())).toEqual(new Set([...local].filter(([, l]) => l).map(([k]) => k)));
@@ -284,7 +279,7 @@ describe('map capacity', () => {
           }
           for (const e of events) state = applyToModel(state, e);
           for (const e of events) trackLocality(local, state, e);
-          const now = snapshot(engine);
+          const now = endpointMaps(engine);
           expect(sameMaps(applyDeltas(maps, cs), now)).toBe(true);
           for (const m of now.values()) expect(m.size).toBeLessThanOrEqual(capacity);
           maps = now;
@@ -322,10 +317,10 @@ describe('Felix-style equivalences: the same final state by different routes giv
         const isLocal = (p: { namespace: string; name: string }): boolean => local.get(`${p.namespace}/${p.name}`) ?? false;
 
         const split = new Engine();
-        let splitDeltas = snapshot(split);
+        let splitDeltas = endpointMaps(split);
         for (const e of events) splitDeltas = applyDeltas(splitDeltas, apply(split, [e]));
         const expected = normalizedMaps(split);
-        expect(sameMaps(splitDeltas, snapshot(split))).toBe(true);
+        expect(sameMaps(splitDeltas, endpointMaps(split))).toBe(true);
         let splitTables: Tables = new Map();
         const replay = new Engine();
         for (const e of events) splitTables = applyL7Deltas(splitTables, apply(replay, [e]));
@@ -334,7 +329,7 @@ describe('Felix-style equivalences: the same final state by different routes giv
         const squashed = new Engine();
         const cs = apply(squashed, events);
         expect(normalizedMaps(squashed)).toEqual(expected);
-        expect(sameMaps(applyDeltas(new Map(), cs), snapshot(squashed))).toBe(true);
+        expect(sameMaps(applyDeltas(new Map(), cs), endpointMaps(squashed))).toBe(true);
 
         const twice = new Engine();
         for (const e of events) {

@@ -10,7 +10,7 @@ import {
   precedence,
   PRECEDENCE_ALLOW,
   PRECEDENCE_DENY,
-} from '../../src/model/mapstate.js';
+} from '../../src/model/policy-map.js';
 
 describe('port ranges as masked ports', () => {
   it('examples', () => {

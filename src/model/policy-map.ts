@@ -91,14 +91,20 @@ export interface LookupResult {
   readonly entry: PolicyEntry;
 }
 
+/** `port` with its low `16 - prefixLen` bits cleared: the port of a masked-port key of that prefix length. */
+export function maskPort(port: number, prefixLen: number): number {
+  return prefixLen === 0 ? 0 : (port >> (16 - prefixLen)) << (16 - prefixLen);
+}
+
+/** Entries one endpoint's policy map holds by default (Cilium's \`bpf-policy-map-max\`: 16,384). */
+export const DEFAULT_MAP_CAPACITY = 16384;
+
 /** The LPM trie lookup for one identity: the longest-prefix key that covers the packet. */
 function longestMatch(state: ReadonlyMap<string, LookupResult>, identity: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
   // A trie returns one longest match; probing the candidate prefixes from longest to shortest
   // gives the same answer with plain map lookups.
   for (let len = 16; len >= 0; len--) {
-    const shift = 16 - len;
-    const masked = len === 0 ? 0 : (port >> shift) << shift;
-    const hit = state.get(policyKeyString({ identity, direction, protocol, port: masked, portPrefixLen: len }));
+    const hit = state.get(policyKeyString({ identity, direction, protocol, port: maskPort(port, len), portPrefixLen: len }));
     if (hit) return hit;
   }
   return state.get(policyKeyString(wildcardKey(identity, direction)));

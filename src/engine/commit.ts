@@ -1,0 +1,220 @@
+import type { L7Parser } from '../model/l7.js';
+import { l7PolicyKey } from '../model/l7.js';
+import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
+import { policyRefKey } from '../model/rules.js';
+import type { EngineContext } from './context.js';
+import { ChangeSet, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
+import { diffMaps, EntryChange, L7Change, L7Row, Redirect, redirectId, SettleResult } from './map-state.js';
+import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
+import { l7ParserConflict, L7ParserConflictError, PARSER_OF_CODE } from './rule-units.js';
+import type { SharedMapState, SharedMaps } from './shared-maps.js';
+
+/** What commit produces: the change set (without work counters) and what the refusal checks need. */
+export type CommitResult = Omit<ChangeSet, 'work'> & { readonly touched: ReadonlySet<string>; readonly exhausted: ProxyPortsExhaustedError | null };
+
+/** A map-state entry as the endpoint's kernel map holds it: redirects get the endpoint's proxy port. */
+export function concreteEntry(ports: ProxyPortAllocator, endpoint: string, key: PolicyKey, e: PolicyEntry, strict = true): PolicyEntry {
+  if (e.proxyPort === 0) return e;
+  const parser = PARSER_OF_CODE[e.proxyPort] as L7Parser;
+  const port = ports.portOf(endpoint, redirectId({ direction: key.direction, protocol: key.protocol, port: key.port, parser }));
+  // A contribution whose redirect no kernel entry uses (it lost to another entry) has no port.
+  if (port === undefined && !strict) return e;
+  if (port === undefined) throw new Error(`internal: endpoint ${endpoint} has no proxy port for ${parser} on ${key.direction} ${key.protocol}/${key.port}`);
+  return { deny: false, proxyPort: port, precedence: e.precedence };
+}
+
+export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Redirect): RedirectInfo {
+  return { ...r, proxyPort: ports.portOf(endpoint, redirectId(r)) ?? 0 };
+}
+
+interface EndpointDeltas {
+  readonly upserts: MapDelta[];
+  readonly deletes: MapDelta[];
+  readonly l7: L7Delta[];
+}
+
+/**
+ * The commit stage: settle the dirty map states, bring the proxy ports of the endpoints whose
+ * redirects changed in line, and turn the settled changes into per-endpoint deltas.
+ *
+ * Contract: consumes the transaction's dirty map states and moved endpoints (EngineContext);
+ * emits the change set. New proxy ports are allocated before any delta is emitted and released
+ * ones are freed after, so a delta's `previous` still carries its old port. It never emits an
+ * unchanged entry; an endpoint that changed map state is diffed old-before against new-now.
+ */
+export class Commit {
+  private readonly out = new Map<string, EndpointDeltas>();
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly maps: SharedMaps,
+    private readonly ports: ProxyPortAllocator,
+  ) {}
+
+  run(): CommitResult {
+    const settled = new Map<SharedMapState, SettleResult>();
+    for (const m of this.ctx.dirtyMaps) {
+      if (this.ctx.faultHook) this.ctx.fault('settle');
+      settled.set(m, m.state.settle());
+    }
+    this.ctx.dirtyMaps.clear();
+    const moved = this.movedEndpoints();
+    const ports = this.allocatePorts(moved, settled);
+    if (ports.exhausted) return { deltas: [], l7Deltas: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: ports.exhausted };
+
+    const added: string[] = [];
+    const removed: string[] = [];
+    for (const [endpoint, was] of moved) {
+      const now = this.maps.byEndpoint.get(endpoint) ?? null;
+      if (now === null) {
+        if (was !== null) removed.push(endpoint);
+        continue;
+      }
+      if (was === null) added.push(endpoint);
+      this.emitMove(endpoint, was, was ? settled.get(was) : undefined, now);
+    }
+    for (const [m, changes] of settled) {
+      if (changes.entries.length === 0 && changes.l7.length === 0) continue;
+      for (const endpoint of m.endpoints) {
+        if (moved.has(endpoint)) continue;
+        for (const c of changes.entries) this.emit(endpoint, c.key, c.before, c.after);
+        for (const c of changes.l7) this.emitL7(endpoint, c.before, c.after);
+      }
+    }
+    if (this.ctx.faultHook) this.ctx.fault('releasePorts');
+    for (const r of ports.release) this.ports.release(r.endpoint, r.redirect);
+    return { ...this.collect(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), exhausted: null };
+  }
+
+  /** Endpoints whose map state really changed in this transaction → their map state before it. */
+  private movedEndpoints(): Map<string, SharedMapState | null> {
+    const moved = new Map<string, SharedMapState | null>();
+    for (const [endpoint, was] of this.ctx.movedEndpoints) if (was !== (this.maps.byEndpoint.get(endpoint) ?? null)) moved.set(endpoint, was);
+    this.ctx.movedEndpoints.clear();
+    return moved;
+  }
+
+  /**
+   * Proxy ports for the endpoints that moved and those whose map state's redirects changed: every
+   * redirect gets a port now; ports of gone redirects are returned to be released after the deltas.
+   */
+  private allocatePorts(
+    moved: ReadonlyMap<string, SharedMapState | null>,
+    settled: ReadonlyMap<SharedMapState, SettleResult>,
+  ): { release: { endpoint: string; redirect: string }[]; exhausted: ProxyPortsExhaustedError | null } {
+    const endpoints = new Set<string>(moved.keys());
+    for (const [m, s] of settled) if (s.redirectsChanged) for (const ep of m.endpoints) endpoints.add(ep);
+    const release: { endpoint: string; redirect: string }[] = [];
+    let exhausted: ProxyPortsExhaustedError | null = null;
+    for (const endpoint of endpoints) {
+      const m = this.maps.byEndpoint.get(endpoint);
+      const want = new Set(m ? m.state.redirects() : []);
+      for (const id of this.ports.redirectsOf(endpoint).keys()) if (!want.has(id)) release.push({ endpoint, redirect: id });
+      for (const id of want) {
+        try {
+          if (this.ports.portOf(endpoint, id) === undefined) this.ctx.stats.proxyPortsAllocated++;
+          this.ports.allocate(endpoint, id);
+        } catch (e) {
+          if (!(e instanceof ProxyPortsExhaustedError)) throw e;
+          exhausted ??= e;
+        }
+      }
+    }
+    return { release, exhausted };
+  }
+
+  private deltasOf(endpoint: string): EndpointDeltas {
+    let o = this.out.get(endpoint);
+    if (!o) this.out.set(endpoint, (o = { upserts: [], deletes: [], l7: [] }));
+    return o;
+  }
+
+  private emit(endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void {
+    if (this.ctx.faultHook) this.ctx.fault('emit');
+    const b = before && concreteEntry(this.ports, endpoint, key, before);
+    const a = after && concreteEntry(this.ports, endpoint, key, after);
+    if (a) this.deltasOf(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, ...(b ? { previous: b } : {}) });
+    else if (b) this.deltasOf(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: b });
+  }
+
+  private emitL7(endpoint: string, before: L7Row | undefined, after: L7Row | undefined): void {
+    const row = after ?? before;
+    if (!row) return;
+    const redirect = redirectInfo(this.ports, endpoint, row.redirect);
+    if (after) this.deltasOf(endpoint).l7.push({ endpoint, op: 'upsert', redirect, peer: row.peer, policy: after.policy, ...(before ? { previous: before.policy } : {}) });
+    else this.deltasOf(endpoint).l7.push({ endpoint, op: 'delete', redirect, peer: row.peer, policy: row.policy });
+  }
+
+  /** An endpoint that changed map state: old map state's pre-transaction content → new one's current content. */
+  private emitMove(endpoint: string, was: SharedMapState | null, wasChanges: SettleResult | undefined, now: SharedMapState): void {
+    for (const d of this.diffMapStates(endpoint, was, wasChanges?.entries ?? [], now)) {
+      if (d.op === 'upsert') this.deltasOf(endpoint).upserts.push(d);
+      else this.deltasOf(endpoint).deletes.push(d);
+    }
+    const beforeRows = new Map<string, L7Row>(was ? was.state.l7 : []);
+    for (const c of wasChanges?.l7 ?? ([] as readonly L7Change[])) {
+      if (c.before) beforeRows.set(c.rowKey, c.before);
+      else beforeRows.delete(c.rowKey);
+    }
+    for (const [rk, row] of now.state.l7) {
+      const b = beforeRows.get(rk);
+      if (!b || l7PolicyKey(b.policy) !== l7PolicyKey(row.policy)) this.emitL7(endpoint, b, row);
+    }
+    for (const [rk, b] of beforeRows) if (!now.state.l7.has(rk)) this.emitL7(endpoint, b, undefined);
+  }
+
+  /** Deltas turning the old map state's pre-transaction content into the new one's current content. */
+  private diffMapStates(endpoint: string, was: SharedMapState | null, wasChanges: readonly EntryChange[], now: SharedMapState): MapDelta[] {
+    const before = new Map<string, LookupResult>(was ? was.state.entries : []);
+    for (const c of wasChanges) {
+      if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
+      else before.delete(c.keyString);
+    }
+    this.ctx.stats.mapEntriesVisited += before.size + now.state.entries.size;
+    // For one endpoint a redirect has one port, so symbolic entries differ iff their ports do.
+    return diffMaps(endpoint, before, now.state.entries).map((d) => ({
+      ...d,
+      entry: concreteEntry(this.ports, endpoint, d.key, d.entry),
+      ...(d.previous ? { previous: concreteEntry(this.ports, endpoint, d.key, d.previous) } : {}),
+    }));
+  }
+
+  /** Per endpoint in order: upserts, then deletes (the write plan orders across endpoints). */
+  private collect(): { deltas: MapDelta[]; l7Deltas: L7Delta[]; touched: Set<string> } {
+    const deltas: MapDelta[] = [];
+    const l7Deltas: L7Delta[] = [];
+    for (const endpoint of [...this.out.keys()].sort()) {
+      const o = this.out.get(endpoint) as EndpointDeltas;
+      deltas.push(...o.upserts, ...o.deletes);
+      l7Deltas.push(...o.l7);
+    }
+    return { deltas, l7Deltas, touched: new Set(this.out.keys()) };
+  }
+}
+
+/** The first touched endpoint whose map would exceed its capacity (the fullest), with its top contributors. */
+export function findOverflow(maps: SharedMaps, endpoints: Iterable<string>, capacity: number): MapCapacityError | null {
+  let worst: { endpoint: string; map: SharedMapState } | null = null;
+  for (const endpoint of endpoints) {
+    const m = maps.byEndpoint.get(endpoint);
+    if (!m || m.state.entries.size <= capacity) continue;
+    if (!worst || m.state.entries.size > worst.map.state.entries.size) worst = { endpoint, map: m };
+  }
+  if (!worst) return null;
+  const top = [...worst.map.state.entriesByContribution()]
+    .filter(([c]) => c.origin !== null)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([c, entries]) => ({ rule: c.origin ? `${policyRefKey(c.origin.policy)} ${c.origin.path}` : c.label, entries }));
+  return new MapCapacityError(worst.endpoint, worst.map.state.entries.size, capacity, top);
+}
+
+/** A local identity that adopted rules in this transaction must not mix L7 parsers on a port. */
+export function findL7Conflict(ctx: EngineContext): L7ParserConflictError | null {
+  for (const local of ctx.adoptedL7) {
+    const endpoint = [...local.maps.values()].flatMap((m) => [...m.endpoints]).sort()[0];
+    const conflict = endpoint === undefined ? null : l7ParserConflict(endpoint, [...local.units].map((a) => a.unit));
+    if (conflict) return conflict;
+  }
+  return null;
+}

@@ -1,0 +1,53 @@
+import type { IdentityRecord } from './identities.js';
+import type { LocalIdentity, SharedMapState } from './shared-maps.js';
+import type { EngineStats } from './stats.js';
+
+/**
+ * What every stage of one engine shares: the work counters, the fault-injection hook, and the
+ * bookkeeping of the running transaction (what commit must look at, and how to undo it).
+ */
+export class EngineContext {
+  /** Undo closures of the running transaction, newest last; null outside `apply` (and while rebuilding). */
+  undoLog: (() => void)[] | null = null;
+  /** Identities whose last user left in this transaction: freed at commit unless someone takes them back. */
+  readonly pendingRelease = new Set<IdentityRecord>();
+  /** Identities freed by this transaction's commit (by label-set key), revived if it is rolled back. */
+  readonly freed = new Map<string, IdentityRecord>();
+  /** Map states touched in this transaction: commit settles exactly these. */
+  readonly dirtyMaps = new Set<SharedMapState>();
+  /** Endpoints whose map state changed in this transaction → their map state before it (null: none). */
+  readonly movedEndpoints = new Map<string, SharedMapState | null>();
+  /** Local identities that adopted a rule with L7 rules in this transaction (checked for parser conflicts). */
+  readonly adoptedL7 = new Set<LocalIdentity>();
+  /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
+  adopting = false;
+
+  constructor(
+    readonly stats: EngineStats,
+    /** Test-only: called at points inside a transaction, to inject faults. */
+    readonly faultHook: ((point: string) => void) | undefined,
+  ) {}
+
+  /**
+   * A fault-injection point; while rebuilding, points are named `rebuild:<point>`. Call sites test
+   * `faultHook` first: they sit on the per-event path, where a call per contribution shows.
+   */
+  fault(point: string): void {
+    this.faultHook?.(this.adopting ? `rebuild:${point}` : point);
+  }
+
+  /** Records how to undo a mutation (outside a transaction, nothing is recorded). */
+  onUndo(fn: () => void): void {
+    this.undoLog?.push(fn);
+  }
+
+  /** Forgets the transaction's bookkeeping (after commit or rollback). */
+  endTransaction(): void {
+    this.undoLog = null;
+    this.pendingRelease.clear();
+    this.freed.clear();
+    this.dirtyMaps.clear();
+    this.movedEndpoints.clear();
+    this.adoptedL7.clear();
+  }
+}

@@ -1,0 +1,191 @@
+import type { IpAddress } from '../model/cidr.js';
+import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
+import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
+import type { LabelSet } from '../model/labels.js';
+import { datapathLookup, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
+import { Direction, RuleOrigin, uniqueOrigins } from '../model/rules.js';
+import { concreteEntry, redirectInfo } from './commit.js';
+import { EngineError, MapSnapshot, RedirectInfo } from './events.js';
+import type { IdentityTable } from './identities.js';
+import type { MapState, Redirect } from './map-state.js';
+import type { PodTable } from './pod-table.js';
+import type { ProxyPortAllocator } from './proxy-ports.js';
+import { PARSER_OF_CODE } from './rule-units.js';
+import type { SelectorCache } from './selector-cache.js';
+import type { SharedMapState, SharedMaps } from './shared-maps.js';
+
+/** Sizes, for tests and benchmarks. */
+export interface EngineSizes {
+  readonly identities: number;
+  readonly localIdentities: number;
+  readonly selectors: number;
+  readonly subjectSelectors: number;
+  readonly mapStates: number;
+  readonly endpoints: number;
+}
+
+/** One rule of an endpoint's resolved policy. */
+export interface ResolvedRule {
+  readonly direction: Direction;
+  readonly verdict: string;
+  readonly origin: RuleOrigin;
+  readonly peers: IdentityId[];
+  readonly anyPeer: boolean;
+  readonly l7: boolean;
+}
+
+/** The stages an engine's queries read; replaced as a whole when the engine rebuilds. */
+export interface EngineStages {
+  readonly identities: IdentityTable;
+  readonly maps: SharedMaps;
+  readonly pods: PodTable;
+  readonly peerCache: SelectorCache;
+  readonly subjectCache: SelectorCache;
+}
+
+/**
+ * The read-only queries: what an endpoint's kernel map and proxies hold, and why.
+ *
+ * Contract: reads the committed stages; never mutates anything (proxy ports are only looked up).
+ */
+export class EngineQueries {
+  constructor(
+    private readonly s: EngineStages,
+    private readonly ports: ProxyPortAllocator,
+    private readonly mapCapacity: number,
+  ) {}
+
+  endpoints(): string[] {
+    return [...this.s.maps.byEndpoint.keys()].sort();
+  }
+
+  private mapOf(endpoint: string): SharedMapState {
+    const m = this.s.maps.byEndpoint.get(endpoint);
+    if (!m) throw new EngineError(0, 'query', `no local endpoint "${endpoint}"`);
+    return m;
+  }
+
+  isEndpoint(endpoint: string): boolean {
+    return this.s.maps.byEndpoint.has(endpoint);
+  }
+
+  mapState(endpoint: string): MapSnapshot {
+    const m = this.mapOf(endpoint);
+    if (!m.state.hasRedirects) return m.state.entries;
+    const out = new Map<string, LookupResult>();
+    for (const [ks, r] of m.state.entries) out.set(ks, { key: r.key, entry: concreteEntry(this.ports, endpoint, r.key, r.entry) });
+    return out;
+  }
+
+  redirects(endpoint: string): RedirectInfo[] {
+    const m = this.mapOf(endpoint);
+    return [...m.state.redirects()].sort().map((id) => redirectInfo(this.ports, endpoint, m.state.redirect(id) as Redirect));
+  }
+
+  l7Table(endpoint: string): { redirect: RedirectInfo; peer: IdentityId; policy: L7Policy }[] {
+    const m = this.mapOf(endpoint);
+    return [...m.state.l7.entries()]
+      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .map(([, row]) => ({ redirect: redirectInfo(this.ports, endpoint, row.redirect), peer: row.peer, policy: row.policy }));
+  }
+
+  l7Policies(endpoint: string): { redirect: RedirectInfo; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
+    const out = new Map<string, { redirect: RedirectInfo; byPolicy: Map<string, { peers: IdentityId[]; policy: L7Policy }> }>();
+    for (const row of this.l7Table(endpoint)) {
+      const rk = `${row.redirect.direction}/${row.redirect.protocol}/${row.redirect.port}/${row.redirect.parser}`;
+      let r = out.get(rk);
+      if (!r) out.set(rk, (r = { redirect: row.redirect, byPolicy: new Map() }));
+      const pk = l7PolicyKey(row.policy);
+      const entry = r.byPolicy.get(pk);
+      if (entry) entry.peers.push(row.peer);
+      else r.byPolicy.set(pk, { peers: [row.peer], policy: row.policy });
+    }
+    return [...out.values()].map((r) => ({ redirect: r.redirect, policies: [...r.byPolicy.values()].map((p) => ({ ...p, peers: p.peers.sort((a, b) => a - b) })) }));
+  }
+
+  l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): { parser: L7Parser; allowed: boolean } | undefined {
+    const at = this.redirectAt(endpoint, proxyPort);
+    if (!at) return undefined;
+    const rows = [at.state.l7.get(`${at.id}|${peer}`), peer === ANY_IDENTITY ? undefined : at.state.l7.get(`${at.id}|${ANY_IDENTITY}`)];
+    const readable = requestParser(request) === at.redirect.parser;
+    return { parser: at.redirect.parser, allowed: readable && rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request)) };
+  }
+
+  /** The redirect an endpoint's proxy port serves, with the map state holding its table. */
+  private redirectAt(endpoint: string, proxyPort: number): { state: MapState; id: string; redirect: Redirect } | undefined {
+    const state = this.mapOf(endpoint).state;
+    const id = this.ports.redirectOf(endpoint, proxyPort);
+    const redirect = id === undefined ? undefined : state.redirect(id);
+    return id !== undefined && redirect ? { state, id, redirect } : undefined;
+  }
+
+  l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): RuleOrigin[] {
+    const at = this.redirectAt(endpoint, proxyPort);
+    if (!at || requestParser(request) !== at.redirect.parser) return [];
+    const out: RuleOrigin[] = [];
+    for (const c of at.state.l7Contributions(at.redirect, peer)) {
+      if (c.entry.deny || !c.origin) continue;
+      if (c.entry.proxyPort === 0) out.push(c.origin);
+      else if (PARSER_OF_CODE[c.entry.proxyPort] === at.redirect.parser && c.l7 && l7Allows(c.l7, request)) out.push(c.origin);
+    }
+    return uniqueOrigins(out);
+  }
+
+  identityOfPod(key: string): IdentityId | undefined {
+    return this.s.pods.get(key)?.identity.id;
+  }
+
+  identityOfIp(ip: IpAddress): IdentityId {
+    return (this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.cidrIdentityOf(ip)).id;
+  }
+
+  identityLabels(id: IdentityId): LabelSet | undefined {
+    return this.s.identities.get(id)?.labels;
+  }
+
+  identities(): IdentityId[] {
+    return [...this.s.identities.ids()].sort((a, b) => a - b);
+  }
+
+  lookup(endpoint: string, peer: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
+    const hit = datapathLookup(this.mapOf(endpoint).state.entries, peer, direction, protocol, port);
+    return hit && { key: hit.key, entry: concreteEntry(this.ports, endpoint, hit.key, hit.entry) };
+  }
+
+  contributors(endpoint: string, key: PolicyKey): { origin: RuleOrigin | null; entry: PolicyEntry }[] {
+    const m = this.mapOf(endpoint);
+    return m.state.contributions(key).map((c) => ({ origin: c.origin, entry: concreteEntry(this.ports, endpoint, key, c.entry, false) }));
+  }
+
+  enforcedBy(endpoint: string, direction: Direction): RuleOrigin[] {
+    return [...this.mapOf(endpoint).local.enforcing[direction]].map((e) => e.unit.origin);
+  }
+
+  policyOf(endpoint: string): ResolvedRule[] {
+    return [...this.mapOf(endpoint).local.units].map((a) => ({
+      direction: a.unit.direction,
+      verdict: a.unit.verdict,
+      origin: a.unit.origin,
+      peers: [...a.targets.keys()].sort((x, y) => x - y),
+      anyPeer: a.unit.anyPeer,
+      l7: a.unit.clauses.some((c) => c.l7 !== undefined),
+    }));
+  }
+
+  mapPressure(): { endpoint: string; entries: number; capacity: number; pressure: number }[] {
+    return [...this.s.maps.byEndpoint]
+      .map(([endpoint, m]) => ({ endpoint, entries: m.state.entries.size, capacity: this.mapCapacity, pressure: m.state.entries.size / this.mapCapacity }))
+      .sort((a, b) => b.pressure - a.pressure || (a.endpoint < b.endpoint ? -1 : 1));
+  }
+
+  sizes(): EngineSizes {
+    return {
+      identities: this.s.identities.size,
+      localIdentities: this.s.maps.locals.size,
+      selectors: this.s.peerCache.selectorCount,
+      subjectSelectors: this.s.subjectCache.selectorCount,
+      mapStates: this.s.maps.mapStateCount,
+      endpoints: this.s.maps.byEndpoint.size,
+    };
+  }
+}

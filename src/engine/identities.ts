@@ -1,0 +1,239 @@
+import { Cidr, cidrContainsIp, IpAddress, IpFamily } from '../model/cidr.js';
+import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, worldLabels } from '../model/identity.js';
+import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR } from '../model/labels.js';
+import { ContainerPort, FlowProtocol, protocolCovers } from '../model/ports.js';
+import type { EngineContext } from './context.js';
+import type { NamedPortResolver } from './rule-units.js';
+import type { SelectableIdentity, SelectorCache } from './selector-cache.js';
+import { TombstoneMap } from './tombstone-map.js';
+
+/** One allocated identity and what the engine knows about it. */
+export interface IdentityRecord extends SelectableIdentity {
+  readonly labels: LabelSet;
+  /** Pods and CIDR selectors holding it; reserved identities are never released. */
+  refs: number;
+  /** `name` → `protocol/port` → how many of its pods expose that named port. */
+  readonly namedPorts: Map<string, Map<string, number>>;
+}
+
+/**
+ * Told around a change of named ports, so the egress rules on those names can take their
+ * contributions out under the old ports and put them back under the new ones.
+ */
+export interface NamedPortListener {
+  /**
+   * `names`: names the identity has or gains; `clusterWide`: names whose cluster-wide set of ports
+   * changes (every peer of the rules on them is affected).
+   */
+  namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void;
+  namedPortsChanged(): void;
+}
+
+/**
+ * The identity table: identities refcounted per label set (pods: cluster scope; CIDRs that
+ * active rules mention: node-local scope; reserved: fixed), the LPM part of the ipcache, and
+ * named ports per identity and cluster-wide. Every identity is added to the peer selector cache.
+ *
+ * Contract: consumes acquire/release from the pod table and the policy resolver; emits identities
+ * to the peer selector cache and named-port changes to its listener. Never frees an identity
+ * before commit (`freeUnused`), so one deleted and re-created in a transaction keeps its number.
+ */
+export class IdentityTable {
+  private readonly byKey = new TombstoneMap<string, IdentityRecord>();
+  private readonly byId = new TombstoneMap<IdentityId, IdentityRecord>();
+  /** prefix length → network → CIDR identity, per family: the ipcache's LPM part. */
+  private readonly cidrs: Record<IpFamily, Map<number, Map<bigint, IdentityRecord>>> = { ipv4: new Map(), ipv6: new Map() };
+  /** Named ports of every pod (name → "protocol/port" → pods): Cilium's node-wide named-port map. */
+  private readonly clusterNamedPorts = new Map<string, Map<string, number>>();
+  /** Pods per identity, counted with its named ports. */
+  private readonly podsPerIdentity = new Map<IdentityId, number>();
+  readonly worldIpv4: IdentityRecord;
+  readonly worldIpv6: IdentityRecord;
+  /** Set once by the engine when it wires its stages. */
+  namedPortListener: NamedPortListener | null = null;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly allocator: IdentityAllocator,
+    private readonly peerCache: SelectorCache,
+  ) {
+    for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
+      const labels = reservedIdentityLabels(name as ReservedName);
+      const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
+      const rec: IdentityRecord = { id, labels, matchLabels, refs: Infinity, namedPorts: new Map() };
+      this.byKey.set(labelSetKey(labels), rec);
+      this.byId.set(id, rec);
+      peerCache.addIdentity(rec);
+    }
+    this.worldIpv4 = this.byId.get(RESERVED_IDENTITIES['world-ipv4']) as IdentityRecord;
+    this.worldIpv6 = this.byId.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
+  }
+
+  get(id: IdentityId): IdentityRecord | undefined {
+    return this.byId.get(id);
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  ids(): IterableIterator<IdentityId> {
+    return this.byId.keys();
+  }
+
+  /** The identity of a label set, allocated on first use; `ports` are the named ports the new user brings. */
+  acquire(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[]): IdentityRecord {
+    const key = labelSetKey(labels);
+    if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
+    const existing = this.byKey.get(key);
+    if (existing) {
+      existing.refs++;
+      this.ctx.pendingRelease.delete(existing);
+      this.changeNamedPorts(existing, ports, +1);
+      return existing;
+    }
+    const rec = this.revive(key, labels) ?? this.allocate(labels, cidr);
+    this.changeNamedPorts(rec, ports, +1);
+    this.byKey.set(key, rec);
+    this.byId.set(rec.id, rec);
+    if (cidr) {
+      const byLen = this.cidrs[cidr.family];
+      let m = byLen.get(cidr.prefixLength);
+      if (!m) byLen.set(cidr.prefixLength, (m = new Map()));
+      m.set(cidr.network, rec);
+    }
+    this.ctx.stats.identitiesAllocated++;
+    this.peerCache.addIdentity(rec);
+    return rec;
+  }
+
+  /** Rolling back a refused transaction: an identity its commit freed gets its old number back. */
+  private revive(key: string, labels: LabelSet): IdentityRecord | undefined {
+    const freed = this.ctx.freed.get(key);
+    if (!freed) return undefined;
+    this.ctx.freed.delete(key);
+    this.allocator.revive(freed.id, labels);
+    freed.refs = 1;
+    return freed;
+  }
+
+  private allocate(labels: LabelSet, cidr: Cidr | undefined): IdentityRecord {
+    // Rebuilding after an internal error: the allocator's journal gave back the old numbers.
+    const adopted = this.ctx.adopting ? this.allocator.lookup(labels) : undefined;
+    const id = adopted ?? this.allocator.acquire(labels, cidr ? 'local' : 'cluster').id;
+    const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
+    return { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+  }
+
+  /** The CIDR identity of a prefix a rule mentions (labels `cidr:<prefix>` plus world). */
+  acquireCidr(cidr: Cidr): IdentityRecord {
+    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(cidr.family)]);
+    return this.acquire(labels, cidr, []);
+  }
+
+  /** Drops a pod using it, with the named ports the pod brought. */
+  releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[]): void {
+    this.changeNamedPorts(rec, ports, -1);
+    this.release(rec);
+  }
+
+  /** Drops one user. */
+  release(rec: IdentityRecord): void {
+    rec.refs--;
+    if (rec.refs === 0) this.ctx.pendingRelease.add(rec);
+  }
+
+  /** At commit (and rollback): frees the identities nobody took back during the transaction. */
+  freeUnused(): void {
+    for (const rec of [...this.ctx.pendingRelease]) if (rec.refs === 0) this.free(rec);
+    this.ctx.pendingRelease.clear();
+  }
+
+  private free(rec: IdentityRecord): void {
+    if (this.ctx.faultHook) this.ctx.fault('freeIdentity');
+    this.peerCache.removeIdentity(rec.id);
+    this.byKey.delete(labelSetKey(rec.labels));
+    this.byId.delete(rec.id);
+    if (rec.cidr) {
+      const m = this.cidrs[rec.cidr.family].get(rec.cidr.prefixLength);
+      m?.delete(rec.cidr.network);
+      if (m?.size === 0) this.cidrs[rec.cidr.family].delete(rec.cidr.prefixLength);
+    }
+    this.allocator.release(rec.id);
+    this.ctx.freed.set(labelSetKey(rec.labels), rec);
+    this.ctx.stats.identitiesReleased++;
+  }
+
+  /** The ipcache's LPM part: the longest CIDR identity prefix holding `ip`, else world. */
+  cidrIdentityOf(ip: IpAddress): IdentityRecord {
+    const byLen = this.cidrs[ip.family];
+    const bits = ip.family === 'ipv4' ? 32 : 128;
+    for (let len = bits; len >= 0; len--) {
+      const m = byLen.get(len);
+      if (!m) continue;
+      const network = len === 0 ? 0n : (ip.value >> BigInt(bits - len)) << BigInt(bits - len);
+      const rec = m.get(network);
+      if (rec && rec.cidr && cidrContainsIp(rec.cidr, ip)) return rec;
+    }
+    return ip.family === 'ipv4' ? this.worldIpv4 : this.worldIpv6;
+  }
+
+  /**
+   * A pod joining or leaving an identity changes what egress named ports resolve to (see
+   * resolveNamedEgress): for that identity, every name it has (the "every pod" condition), and,
+   * when the cluster-wide set of ports of a name changes, every target of the rules on that name.
+   * The listener takes their contributions out before the change and puts them back after it.
+   */
+  private changeNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
+    const names = new Set<string>(rec.namedPorts.keys());
+    const clusterWide = new Set<string>();
+    for (const p of ports) {
+      if (p.name === undefined) continue;
+      names.add(p.name);
+      const count = this.clusterNamedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
+      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) clusterWide.add(p.name);
+    }
+    this.namedPortListener?.namedPortsChanging(rec.id, names, clusterWide);
+    addNamedPorts(rec.namedPorts, ports, sign);
+    addNamedPorts(this.clusterNamedPorts, ports, sign);
+    const pods = (this.podsPerIdentity.get(rec.id) ?? 0) + sign;
+    if (pods > 0 && rec.cidr === undefined) this.podsPerIdentity.set(rec.id, pods);
+    else this.podsPerIdentity.delete(rec.id);
+    this.namedPortListener?.namedPortsChanged();
+  }
+
+  /**
+   * Egress named ports, never more permissive than Kubernetes (the destination pod's own port) nor
+   * Cilium (one cluster-wide map; a name with two ports resolves to nothing): a name resolves, for
+   * a peer identity, to (protocol, port) when every pod of the identity has that named port and
+   * no pod of the cluster gives the name another port for that protocol.
+   */
+  resolveNamedEgress(peer: IdentityId): NamedPortResolver {
+    const rec = this.byId.get(peer);
+    return (name, protocol) => {
+      const out: { protocol: FlowProtocol; port: number }[] = [];
+      const pods = this.podsPerIdentity.get(peer) ?? 0;
+      const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
+      for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {
+        const [proto, port] = pp.split('/') as [FlowProtocol, string];
+        if (count !== pods || !protocolCovers(protocol, proto)) continue;
+        if (cluster.filter((k) => k.startsWith(`${proto}/`)).length === 1) out.push({ protocol: proto, port: Number(port) });
+      }
+      return out;
+    };
+  }
+}
+
+/** Counts named ports: name → "protocol/port" → how many pods have it. */
+function addNamedPorts(namedPorts: Map<string, Map<string, number>>, ports: readonly ContainerPort[], sign: 1 | -1): void {
+  for (const p of ports) {
+    if (p.name === undefined) continue;
+    let byPort = namedPorts.get(p.name);
+    if (!byPort) namedPorts.set(p.name, (byPort = new Map()));
+    const k = `${p.protocol}/${p.port}`;
+    const n = (byPort.get(k) ?? 0) + sign;
+    if (n > 0) byPort.set(k, n);
+    else byPort.delete(k);
+    if (byPort.size === 0) namedPorts.delete(p.name);
+  }
+}

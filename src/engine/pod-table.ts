@@ -1,0 +1,126 @@
+import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
+import { podIdentityLabels } from '../model/identity.js';
+import { NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import type { EngineContext } from './context.js';
+import type { IdentityRecord, IdentityTable } from './identities.js';
+import type { PolicyResolver } from './policy-resolver.js';
+import type { SharedMapState, SharedMaps } from './shared-maps.js';
+import { TombstoneMap } from './tombstone-map.js';
+
+export interface PodRecord {
+  readonly pod: Pod;
+  readonly local: boolean;
+  readonly identity: IdentityRecord;
+  /** Its map state, for a local pod (an endpoint). */
+  map: SharedMapState | null;
+}
+
+/**
+ * Namespaces and pods as the engine holds them: each pod with its identity (acquired from its
+ * labels and its namespace's labels) and, for a local pod, its map state.
+ *
+ * Contract: consumes namespace and pod events; emits identity acquire/release and endpoint
+ * attach/detach (populating new map states through the policy resolver). A namespace relabel
+ * re-identifies its pods. Every mutation records its undo.
+ */
+export class PodTable {
+  private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
+  private readonly pods = new TombstoneMap<string, PodRecord>();
+  private readonly podsByNamespace = new Map<string, Set<string>>();
+  private readonly podsByIp = new TombstoneMap<string, string>();
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly identities: IdentityTable,
+    private readonly maps: SharedMaps,
+    private readonly resolver: PolicyResolver,
+  ) {}
+
+  get(key: string): PodRecord | undefined {
+    return this.pods.get(key);
+  }
+
+  /** The pod holding an IP (the ipcache's exact part). */
+  byIp(ip: string): PodRecord | undefined {
+    const key = this.podsByIp.get(ip);
+    return key === undefined ? undefined : this.pods.get(key);
+  }
+
+  private namespaceLabels(ns: string): Readonly<Record<string, string>> {
+    return this.namespaces.get(ns) ?? { [NAMESPACE_NAME_LABEL]: ns };
+  }
+
+  upsertNamespace(name: string, labels: Readonly<Record<string, string>>): void {
+    const next = namespaceWithDefaults(name, labels).labels;
+    const stored = this.namespaces.get(name);
+    const prev = this.namespaceLabels(name);
+    this.namespaces.set(name, next);
+    if (!sameStringMap(prev, next)) {
+      // Namespace labels are part of every pod identity in it: re-identify them.
+      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
+        const rec = this.pods.get(k) as PodRecord;
+        this.removePod(k);
+        this.addPod(rec.pod, rec.local);
+      }
+    }
+    // Logged after the pods: undoing restores the labels first, then the pods' old identities.
+    this.ctx.onUndo(() => (stored ? this.namespaces.set(name, stored) : this.namespaces.delete(name)));
+  }
+
+  /** Removes the namespace's pods; `forgetNamespace` then drops the namespace itself. */
+  removePodsIn(name: string): void {
+    for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.removePod(k);
+  }
+
+  forgetNamespace(name: string): void {
+    const stored = this.namespaces.get(name);
+    this.namespaces.delete(name);
+    if (stored) this.ctx.onUndo(() => this.namespaces.set(name, stored));
+  }
+
+  upsertPod(pod: Pod, local: boolean): void {
+    const key = podKey(pod);
+    if (this.pods.has(key)) this.removePod(key);
+    this.addPod(pod, local);
+  }
+
+  private addPod(pod: Pod, local: boolean): void {
+    const key = podKey(pod);
+    const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const identity = this.identities.acquire(labels, undefined, pod.ports);
+    const rec: PodRecord = { pod, local, identity, map: null };
+    this.pods.set(key, rec);
+    let inNs = this.podsByNamespace.get(pod.namespace);
+    if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
+    inNs.add(key);
+    this.podsByIp.set(pod.ip.text, key);
+    if (local) {
+      const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
+      rec.map = map;
+      if (created) this.resolver.populate(map);
+    }
+    this.ctx.onUndo(() => this.removePod(key));
+  }
+
+  removePod(key: string): void {
+    const rec = this.pods.get(key);
+    if (!rec) throw new Error(`internal: pod ${key} vanished`);
+    if (rec.map) {
+      this.maps.detachEndpoint(key, rec.map);
+      rec.map = null;
+    }
+    this.pods.delete(key);
+    const inNs = this.podsByNamespace.get(rec.pod.namespace);
+    inNs?.delete(key);
+    if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
+    if (this.podsByIp.get(rec.pod.ip.text) === key) this.podsByIp.delete(rec.pod.ip.text);
+    this.identities.releaseForPod(rec.identity, rec.pod.ports);
+    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local));
+  }
+}
+
+function sameStringMap(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => Object.hasOwn(b, k) && b[k] === a[k]);
+}

@@ -1,0 +1,352 @@
+import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
+import { PolicyKey, wildcardKey } from '../model/policy-map.js';
+import { DIRECTIONS, Policy, policyRefKey } from '../model/rules.js';
+import type { L4Match } from '../model/ports.js';
+import type { EngineContext } from './context.js';
+import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
+import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
+import { clauseEntry, compilePolicy, EnforcementUnit, PortKey, portKeys, RuleUnit } from './rule-units.js';
+import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
+import type { SharedMapState, SharedMaps } from './shared-maps.js';
+import { TombstoneMap } from './tombstone-map.js';
+
+/** One clause of an attached unit: its port match, its map keys unless they depend on named ports, and what it contributes. */
+interface AttachedClause {
+  readonly l4: L4Match;
+  readonly keys: readonly PortKey[] | null;
+  readonly contribution: Contribution;
+}
+
+/** A rule unit of a stored policy, wired to the selector caches. */
+export interface AttachedUnit {
+  readonly unit: RuleUnit;
+  readonly clauses: readonly AttachedClause[];
+  subject: CachedSelector | null;
+  /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
+  peersRegistered: boolean;
+  peers: CachedSelector[];
+  /** Peer identities and how many of this unit's peer selectors select each. */
+  readonly targets: Map<IdentityId, number>;
+  /** CIDR identities this unit keeps allocated. */
+  cidrRefs: IdentityRecord[];
+  readonly subjectListener: SelectionListener;
+  readonly peerListener: SelectionListener;
+}
+
+/** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache. */
+export interface AttachedEnforcement {
+  readonly unit: EnforcementUnit;
+  subject: CachedSelector | null;
+  readonly listener: SelectionListener;
+}
+
+interface PolicyRecord {
+  readonly policy: Policy;
+  readonly units: Map<string, AttachedUnit>;
+  readonly enforcements: Map<string, AttachedEnforcement>;
+}
+
+/**
+ * The per-identity policy: stored policies compiled into rule units and enforcement units, each
+ * registered in the selector caches, and the contributions they make to the map states of the
+ * local identities their subjects select.
+ *
+ * Contract: consumes policy upserts/deletes, selector notifications (subject and peer caches) and
+ * named-port changes; emits contributions (add/remove) to map states and marks them dirty. Never
+ * reads or writes kernel-layer entries: that is the map state's `settle()` at commit.
+ */
+export class PolicyResolver implements NamedPortListener {
+  private readonly policies = new TombstoneMap<string, PolicyRecord>();
+  /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
+  private readonly namedEgressUnits = new Map<string, Set<AttachedUnit>>();
+  private nextUnit = 1;
+  /** Contributions taken out while named ports change, put back after. */
+  private namedPortPairs: Map<AttachedUnit, Set<IdentityId>> | null = null;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly identities: IdentityTable,
+    private readonly maps: SharedMaps,
+    private readonly subjectCache: SelectorCache,
+    private readonly peerCache: SelectorCache,
+  ) {}
+
+  // ---------------------------------------------------------------- policies
+
+  upsertPolicy(policy: Policy): void {
+    const key = policyRefKey(policy.ref);
+    const old = this.policies.get(key);
+    const compiled = compilePolicy(policy);
+    const rec: PolicyRecord = { policy, units: new Map(), enforcements: new Map() };
+    const keepUnits = new Set(compiled.units.map((u) => u.uid));
+    const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
+    if (old) {
+      for (const [uid, a] of old.units) if (!keepUnits.has(uid)) this.detachUnit(a);
+      for (const [uid, e] of old.enforcements) if (!keepEnf.has(uid)) this.detachEnforcement(e);
+    }
+    this.policies.set(key, rec);
+    for (const u of compiled.units) {
+      const kept = old?.units.get(u.uid);
+      if (!rec.units.has(u.uid)) rec.units.set(u.uid, kept ?? this.attachUnit(u));
+    }
+    for (const e of compiled.enforcements) rec.enforcements.set(e.uid, old?.enforcements.get(e.uid) ?? this.attachEnforcement(e));
+    this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
+  }
+
+  deletePolicy(key: string): void {
+    const rec = this.policies.get(key);
+    if (!rec) throw new Error(`internal: policy ${key} vanished`);
+    for (const a of rec.units.values()) this.detachUnit(a);
+    for (const e of rec.enforcements.values()) this.detachEnforcement(e);
+    this.policies.delete(key);
+    this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
+  }
+
+  /** A deleted namespace takes its namespaced policies with it. */
+  deletePoliciesIn(namespace: string): void {
+    for (const [k, rec] of [...this.policies]) if (rec.policy.ref.namespace === namespace) this.deletePolicy(k);
+  }
+
+  // ---------------------------------------------------------------- map states
+
+  /** Computes a new map state from its identity's policy. */
+  populate(m: SharedMapState): void {
+    this.ctx.dirtyMaps.add(m);
+    for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
+    for (const a of m.local.units) {
+      if (a.unit.anyPeer) this.contribute(a, ANY_IDENTITY, m, +1);
+      for (const t of a.targets.keys()) this.contribute(a, t, m, +1);
+    }
+  }
+
+  /** Adds (or removes) what unit `a` says about `peer` to map state `m`. */
+  private contribute(a: AttachedUnit, peer: IdentityId, m: SharedMapState, sign: 1 | -1): void {
+    if (this.ctx.faultHook) this.ctx.fault('contribute');
+    const direction = a.unit.direction;
+    this.ctx.dirtyMaps.add(m);
+    for (const c of a.clauses) {
+      const keys = c.keys ?? portKeys(c.l4, a.unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed);
+      for (const pk of keys) {
+        const key: PolicyKey = { identity: peer, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
+        if (sign > 0) m.state.add(key, c.contribution);
+        else m.state.remove(key, c.contribution);
+      }
+    }
+  }
+
+  /** Every target of `a` (the any-peer key first) into or out of one map state. */
+  private contributeTargets(a: AttachedUnit, m: SharedMapState, sign: 1 | -1): void {
+    if (a.unit.anyPeer) this.contribute(a, ANY_IDENTITY, m, sign);
+    for (const t of a.targets.keys()) this.contribute(a, t, m, sign);
+  }
+
+  /**
+   * One peer into or out of every map state `a` contributes to. Invariant: `a` contributes to X's
+   * map states iff X has adopted it (`X.units`), not merely when its subject selects X: while a
+   * unit registers its peers, the CIDR identities it allocates notify it before X has adopted it,
+   * and X's adoption then adds every target at once.
+   */
+  private contributePeer(a: AttachedUnit, peer: IdentityId, sign: 1 | -1): void {
+    if (!a.subject) return;
+    for (const x of a.subject.selected) {
+      const local = this.maps.locals.get(x);
+      if (local && local.units.has(a)) for (const m of local.maps.values()) this.contribute(a, peer, m, sign);
+    }
+  }
+
+  // ---------------------------------------------------------------- named ports
+
+  namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void {
+    const pairs = new Map<AttachedUnit, Set<IdentityId>>();
+    const pair = (a: AttachedUnit, t: IdentityId): void => {
+      let s = pairs.get(a);
+      if (!s) pairs.set(a, (s = new Set()));
+      s.add(t);
+    };
+    for (const name of names) for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(identity)) pair(a, identity);
+    for (const name of clusterWide) for (const a of this.namedEgressUnits.get(name) ?? []) for (const t of a.targets.keys()) pair(a, t);
+    for (const [a, ts] of pairs) for (const t of ts) this.contributePeer(a, t, -1);
+    this.namedPortPairs = pairs;
+  }
+
+  namedPortsChanged(): void {
+    const pairs = this.namedPortPairs;
+    this.namedPortPairs = null;
+    for (const [a, ts] of pairs ?? []) for (const t of ts) this.contributePeer(a, t, +1);
+  }
+
+  // ---------------------------------------------------------------- rule units
+
+  private attachUnit(unit: RuleUnit): AttachedUnit {
+    if (this.ctx.faultHook) this.ctx.fault('attachUnit');
+    const n = this.nextUnit++;
+    const plain = unitContribution(n, unit.origin, clauseEntry(unit.verdict, undefined));
+    const a: AttachedUnit = {
+      unit,
+      clauses: unit.clauses.map((c, i) => {
+        const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
+        return {
+          l4: c.l4,
+          keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
+          contribution: l7 ? clauseContribution(n, i, unit.origin, clauseEntry(unit.verdict, l7), l7) : plain,
+        };
+      }),
+      subject: null,
+      peersRegistered: false,
+      peers: [],
+      targets: new Map(),
+      cidrRefs: [],
+      subjectListener: { selectionChanged: (_cs, added, removed) => this.onSubjectChange(a, added, removed) },
+      peerListener: { selectionChanged: (_cs, added, removed) => this.onPeerChange(a, added, removed) },
+    };
+    a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
+    const selected = [...a.subject.selected];
+    if (selected.length > 0) this.onSubjectChange(a, selected, []);
+    return a;
+  }
+
+  private detachUnit(a: AttachedUnit): void {
+    const cs = a.subject as CachedSelector;
+    const selected = [...cs.selected];
+    if (selected.length > 0) this.onSubjectChange(a, [], selected, true);
+    this.subjectCache.unregister(cs, a.subjectListener);
+    a.subject = null;
+  }
+
+  /** Registers the unit's peers once some local identity needs it. */
+  private registerPeers(a: AttachedUnit): void {
+    if (this.ctx.faultHook) this.ctx.fault('registerPeers');
+    for (const sel of a.unit.peers) {
+      if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
+      if (sel.kind === 'cidr') {
+        // The prefixes a policy mentions get identities, so external addresses resolve to them.
+        for (const c of [sel.cidr, ...sel.except]) a.cidrRefs.push(this.identities.acquireCidr(c));
+      }
+      const cs = this.peerCache.register(sel, a.peerListener);
+      a.peers.push(cs);
+      for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
+    }
+    if (a.unit.namedEgress) {
+      for (const c of a.unit.clauses) {
+        if (c.l4.kind !== 'named') continue;
+        let s = this.namedEgressUnits.get(c.l4.name);
+        if (!s) this.namedEgressUnits.set(c.l4.name, (s = new Set()));
+        s.add(a);
+      }
+    }
+  }
+
+  private unregisterPeers(a: AttachedUnit): void {
+    for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener);
+    a.peers = [];
+    a.targets.clear();
+    for (const rec of a.cidrRefs) this.identities.release(rec);
+    a.cidrRefs = [];
+    if (a.unit.namedEgress) {
+      for (const c of a.unit.clauses) {
+        if (c.l4.kind !== 'named') continue;
+        const s = this.namedEgressUnits.get(c.l4.name);
+        s?.delete(a);
+        if (s?.size === 0) this.namedEgressUnits.delete(c.l4.name);
+      }
+    }
+  }
+
+  /** Local identities entering or leaving the unit's subject selection. */
+  private onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
+    if (added.length > 0 && !a.peersRegistered) {
+      a.peersRegistered = true;
+      this.registerPeers(a);
+    }
+    for (const x of added) {
+      const local = this.maps.locals.get(x);
+      if (!local) continue;
+      this.ctx.stats.policyResolutions++;
+      local.units.add(a);
+      if (a.clauses.some((c) => c.contribution.l7 !== undefined)) this.ctx.adoptedL7.add(local);
+      for (const m of local.maps.values()) this.contributeTargets(a, m, +1);
+    }
+    for (const x of removed) {
+      const local = this.maps.locals.get(x);
+      if (!local || !local.units.has(a)) continue;
+      this.ctx.stats.policyResolutions++;
+      for (const m of local.maps.values()) this.contributeTargets(a, m, -1);
+      local.units.delete(a);
+    }
+    const stillSelected = detaching ? 0 : (a.subject?.selected.size ?? 0);
+    if (a.peersRegistered && stillSelected === 0) {
+      a.peersRegistered = false;
+      this.unregisterPeers(a);
+    }
+  }
+
+  private onPeerChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    if (this.ctx.faultHook) this.ctx.fault('peerChange');
+    for (const id of added) {
+      const n = a.targets.get(id) ?? 0;
+      a.targets.set(id, n + 1);
+      if (n === 0) this.contributePeer(a, id, +1);
+    }
+    for (const id of removed) {
+      const n = a.targets.get(id) ?? 0;
+      if (n === 0) throw new Error(`internal: unit lost peer ${id} it never had`);
+      if (n === 1) {
+        this.contributePeer(a, id, -1);
+        a.targets.delete(id);
+      } else {
+        a.targets.set(id, n - 1);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- enforcement
+
+  private attachEnforcement(unit: EnforcementUnit): AttachedEnforcement {
+    const e: AttachedEnforcement = {
+      unit,
+      subject: null,
+      listener: { selectionChanged: (_cs, added, removed) => this.onEnforcementChange(e, added, removed) },
+    };
+    e.subject = this.subjectCache.register(unit.subject, e.listener);
+    const selected = [...e.subject.selected];
+    if (selected.length > 0) this.onEnforcementChange(e, selected, []);
+    return e;
+  }
+
+  private detachEnforcement(e: AttachedEnforcement): void {
+    const cs = e.subject as CachedSelector;
+    const selected = [...cs.selected];
+    if (selected.length > 0) this.onEnforcementChange(e, [], selected);
+    this.subjectCache.unregister(cs, e.listener);
+    e.subject = null;
+  }
+
+  /** The first enforcement of a direction removes the identity's default allow; the last one brings it back. */
+  private onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    if (this.ctx.faultHook) this.ctx.fault('enforcementChange');
+    const d = e.unit.direction;
+    const allowAll = wildcardKey(ANY_IDENTITY, d);
+    for (const x of added) {
+      const local = this.maps.locals.get(x);
+      if (!local || local.enforcing[d].has(e)) continue;
+      this.ctx.stats.policyResolutions++;
+      local.enforcing[d].add(e);
+      if (local.enforcing[d].size !== 1) continue;
+      for (const m of local.maps.values()) {
+        this.ctx.dirtyMaps.add(m);
+        m.state.remove(allowAll, DEFAULT_ALLOW);
+      }
+    }
+    for (const x of removed) {
+      const local = this.maps.locals.get(x);
+      if (!local || !local.enforcing[d].has(e)) continue;
+      this.ctx.stats.policyResolutions++;
+      local.enforcing[d].delete(e);
+      if (local.enforcing[d].size !== 0) continue;
+      for (const m of local.maps.values()) {
+        this.ctx.dirtyMaps.add(m);
+        m.state.add(allowAll, DEFAULT_ALLOW);
+      }
+    }
+  }
+}

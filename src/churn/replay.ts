@@ -124,7 +124,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     engine = fullRecompute(state, local, capacity, shared);
     coldDeltas = diffEndpointMaps(new Map(), endpointMaps(engine));
     l7Deltas += l7TablesDiffSize(new Map(), l7Tables(engine));
-    if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
+    if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], ipcache: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
   }
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldHeap = sampleHeap();
@@ -151,7 +151,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
       const d = diffEndpointMaps(previous, now);
       const added = [...now.keys()].filter((ep) => !previous.has(ep));
       const removed = [...previous.keys()].filter((ep) => !now.has(ep));
-      if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
+      if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], ipcache: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
       deltas += d.length;
       previous = now;
       const tables = l7Tables(engine);

@@ -3,7 +3,7 @@ import { l7PolicyKey } from '../model/l7.js';
 import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
-import { ChangeSet, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
+import { ChangeSet, IpcacheDelta, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
 import { diffMaps, EntryChange, L7Change, L7Row, Redirect, redirectId, SettleResult } from './map-state.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { l7ParserConflict, L7ParserConflictError, PARSER_OF_CODE } from './rule-units.js';
@@ -60,7 +60,7 @@ export class Commit {
     this.ctx.dirtyMaps.clear();
     const moved = this.movedEndpoints();
     const ports = this.allocatePorts(moved, settled);
-    if (ports.exhausted) return { deltas: [], l7Deltas: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: ports.exhausted };
+    if (ports.exhausted) return { deltas: [], l7Deltas: [], ipcache: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: ports.exhausted };
 
     const added: string[] = [];
     const removed: string[] = [];
@@ -83,7 +83,20 @@ export class Commit {
     }
     if (this.ctx.faultHook) this.ctx.fault('releasePorts');
     for (const r of ports.release) this.ports.release(r.endpoint, r.redirect);
-    return { ...this.collect(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), exhausted: null };
+    return { ...this.collect(), ipcache: this.ipcacheDeltas(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), exhausted: null };
+  }
+
+  /** The touched ipcache prefixes whose identity changed, by prefix text. */
+  private ipcacheDeltas(): IpcacheDelta[] {
+    const out: IpcacheDelta[] = [];
+    for (const [prefix, { cidr, before }] of this.ctx.ipcacheTouched) {
+      const now = this.ctx.ipcacheAt(cidr);
+      if (now === before) continue;
+      if (now === undefined) out.push({ op: 'delete', prefix, identity: before as number });
+      else out.push({ op: 'upsert', prefix, identity: now, ...(before === undefined ? {} : { previous: before }) });
+    }
+    this.ctx.ipcacheTouched.clear();
+    return out.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   }
 
   /** Endpoints whose map state really changed in this transaction → their map state before it. */

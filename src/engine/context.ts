@@ -1,3 +1,5 @@
+import type { Cidr } from '../model/cidr.js';
+import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
@@ -19,6 +21,10 @@ export class EngineContext {
   readonly movedEndpoints = new Map<string, SharedMapState | null>();
   /** Local identities that adopted a rule with L7 rules in this transaction (checked for parser conflicts). */
   readonly adoptedL7 = new Set<LocalIdentity>();
+  /** ipcache prefixes touched in this transaction, with the identity each had before (by prefix text). */
+  readonly ipcacheTouched = new Map<string, { readonly cidr: Cidr; readonly before: IdentityId | undefined }>();
+  /** The ipcache's current identity for an exact prefix (wired by the engine: pod IPs, then CIDR identities). */
+  ipcacheAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
   adopting = false;
 
@@ -41,6 +47,11 @@ export class EngineContext {
     this.undoLog?.push(fn);
   }
 
+  /** Called before an ipcache prefix changes (a pod IP, a CIDR identity): commit diffs it. */
+  touchIpcache(prefix: Cidr): void {
+    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.set(prefix.text, { cidr: prefix, before: this.ipcacheAt(prefix) });
+  }
+
   /** Forgets the transaction's bookkeeping (after commit or rollback). */
   endTransaction(): void {
     this.undoLog = null;
@@ -49,5 +60,6 @@ export class EngineContext {
     this.dirtyMaps.clear();
     this.movedEndpoints.clear();
     this.adoptedL7.clear();
+    this.ipcacheTouched.clear();
   }
 }

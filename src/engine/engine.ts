@@ -87,6 +87,11 @@ export class Engine {
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
     const stages = { identities, maps, pods, peerCache, subjectCache };
+    ctx.ipcacheAt = (prefix) => {
+      const hostLength = prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128);
+      const pod = hostLength ? pods.byIp(prefix.text.slice(0, prefix.text.lastIndexOf('/'))) : undefined;
+      return (pod?.identity ?? identities.cidrExact(prefix))?.id;
+    };
     this.stages = { ...stages, resolver, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
@@ -126,6 +131,7 @@ export class Engine {
     return {
       deltas: result.deltas,
       l7Deltas: result.l7Deltas,
+      ipcache: result.ipcache,
       endpointsAdded: result.endpointsAdded,
       endpointsRemoved: result.endpointsRemoved,
       work: diffStats(this.statsCounters, before),
@@ -276,6 +282,11 @@ export class Engine {
   /** The ipcache lookup: pod IPs exactly, then the longest CIDR identity prefix, then world. */
   identityOfIp(ip: IpAddress): IdentityId {
     return this.stages.queries.identityOfIp(ip);
+  }
+
+  /** The ipcache as the datapath would hold it: pod IPs (host prefixes) and CIDR identities. */
+  ipcache(): { prefix: string; identity: IdentityId }[] {
+    return this.stages.queries.ipcache();
   }
 
   identityLabels(id: IdentityId): LabelSet | undefined {

@@ -49,12 +49,28 @@ export interface L7Delta {
   readonly previous?: L7Policy;
 }
 
+/**
+ * One change to the ipcache (IP prefix → identity of the peer behind it): pod IPs as host
+ * prefixes, and the prefixes of CIDR identities. An address under no entry is world.
+ */
+export interface IpcacheDelta {
+  readonly op: 'upsert' | 'delete';
+  /** CIDR text, e.g. `10.0.0.5/32`. */
+  readonly prefix: string;
+  /** For a delete, the identity removed. */
+  readonly identity: number;
+  /** For an upsert that overwrites an entry: the identity it replaces. */
+  readonly previous?: number;
+}
+
 /** The outcome of one transaction. */
 export interface ChangeSet {
   /** Per endpoint, upserts then deletes; backends write them in the order `planWrites` gives (fail closed across endpoints). */
   readonly deltas: readonly MapDelta[];
   /** Changes to the endpoints' L7 tables (for their proxies), in endpoint order. */
   readonly l7Deltas: readonly L7Delta[];
+  /** Changes to the ipcache, by prefix text. */
+  readonly ipcache: readonly IpcacheDelta[];
   /** Endpoints whose map must be created (their entries are all in `deltas`). */
   readonly endpointsAdded: readonly string[];
   /** Endpoints whose map must be removed as a whole (no per-entry deletes are listed). */

@@ -1,4 +1,4 @@
-import type { IpAddress } from '../model/cidr.js';
+import { hostCidr, IpAddress } from '../model/cidr.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
@@ -137,6 +137,14 @@ export class EngineQueries {
 
   identityOfIp(ip: IpAddress): IdentityId {
     return (this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.cidrIdentityOf(ip)).id;
+  }
+
+  /** The whole ipcache: pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */
+  ipcache(): { prefix: string; identity: IdentityId }[] {
+    const out = new Map<string, IdentityId>();
+    for (const rec of this.s.identities.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, rec.id);
+    for (const { ip, identity } of this.s.pods.ipEntries()) out.set(hostCidr(ip).text, identity.id);
+    return [...out].map(([prefix, identity]) => ({ prefix, identity })).sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   }
 
   identityLabels(id: IdentityId): LabelSet | undefined {

@@ -97,6 +97,7 @@ export class IdentityTable {
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
     if (cidr) {
+      this.ctx.touchIpcache(cidr);
       const byLen = this.cidrs[cidr.family];
       let m = byLen.get(cidr.prefixLength);
       if (!m) byLen.set(cidr.prefixLength, (m = new Map()));
@@ -155,6 +156,7 @@ export class IdentityTable {
     this.byKey.delete(labelSetKey(rec.labels));
     this.byId.delete(rec.id);
     if (rec.cidr) {
+      this.ctx.touchIpcache(rec.cidr);
       const m = this.cidrs[rec.cidr.family].get(rec.cidr.prefixLength);
       m?.delete(rec.cidr.network);
       if (m?.size === 0) this.cidrs[rec.cidr.family].delete(rec.cidr.prefixLength);
@@ -162,6 +164,17 @@ export class IdentityTable {
     this.allocator.release(rec.id);
     this.ctx.freed.set(labelSetKey(rec.labels), rec);
     this.ctx.stats.identitiesReleased++;
+  }
+
+  /** The CIDR identity of exactly this prefix, if a rule holds one. */
+  cidrExact(prefix: Cidr): IdentityRecord | undefined {
+    return this.cidrs[prefix.family].get(prefix.prefixLength)?.get(prefix.network);
+  }
+
+  /** The CIDR identities (the ipcache's prefix entries). */
+  *cidrIdentities(): Iterable<IdentityRecord> {
+    for (const byNetwork of this.cidrs.ipv4.values()) yield* byNetwork.values();
+    for (const byNetwork of this.cidrs.ipv6.values()) yield* byNetwork.values();
   }
 
   /** The ipcache's LPM part: the longest CIDR identity prefix holding `ip`, else world. */

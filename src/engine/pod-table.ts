@@ -1,3 +1,4 @@
+import { hostCidr } from '../model/cidr.js';
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
 import { NAMESPACE_NAME_LABEL } from '../model/labels.js';
@@ -44,6 +45,14 @@ export class PodTable {
   byIp(ip: string): PodRecord | undefined {
     const key = this.podsByIp.get(ip);
     return key === undefined ? undefined : this.pods.get(key);
+  }
+
+  /** Every pod IP with its pod's identity (the ipcache's host entries). */
+  *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
+    for (const [, key] of this.podsByIp) {
+      const rec = this.pods.get(key);
+      if (rec) yield { ip: rec.pod.ip, identity: rec.identity };
+    }
   }
 
   private namespaceLabels(ns: string): Readonly<Record<string, string>> {
@@ -93,6 +102,7 @@ export class PodTable {
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
+    this.ctx.touchIpcache(hostCidr(pod.ip));
     this.podsByIp.set(pod.ip.text, key);
     if (local) {
       const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
@@ -105,6 +115,7 @@ export class PodTable {
   removePod(key: string): void {
     const rec = this.pods.get(key);
     if (!rec) throw new Error(`internal: pod ${key} vanished`);
+    this.ctx.touchIpcache(hostCidr(rec.pod.ip));
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;

@@ -86,6 +86,12 @@ export function parseCidr(text: string): Cidr {
   return { family: ip.family, network, prefixLength, text: `${fromBigInt(network, ip.family)}/${prefixLength}` };
 }
 
+/** The host prefix of an address (/32 or /128): the ipcache key of a pod IP. */
+export function hostCidr(ip: IpAddress): Cidr {
+  const prefixLength = ip.family === 'ipv4' ? 32 : 128;
+  return { family: ip.family, network: ip.value, prefixLength, text: `${ip.text}/${prefixLength}` };
+}
+
 export function cidrContainsIp(c: Cidr, ip: IpAddress): boolean {
   return c.family === ip.family && (ip.value & mask(c.family, c.prefixLength)) === c.network;
 }

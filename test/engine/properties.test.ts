@@ -31,6 +31,26 @@ function apply(engine: Engine, events: readonly EngineEvent[]): ChangeSet {
 
 type Maps = Map<string, Map<string, LookupResult>>;
 
+let ipcacheDeltaCount = 0;
+
+/** Applies ipcache deltas, checking each against the state it claims to change. */
+function applyIpcacheDeltas(before: ReadonlyMap<string, number>, cs: ChangeSet): Map<string, number> {
+  const out = new Map(before);
+  for (const d of cs.ipcache) {
+    expect(out.get(d.prefix)).toBe(d.op === 'delete' ? d.identity : d.previous);
+    if (d.op === 'delete') out.delete(d.prefix);
+    else out.set(d.prefix, d.identity);
+  }
+  return out;
+}
+
+function mapDiffSize<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>): number {
+  let n = 0;
+  for (const [k, v] of b) if (a.get(k) !== v) n++;
+  for (const k of a.keys()) if (!b.has(k)) n++;
+  return n;
+}
+
 
 /** The exact diff size between two snapshots (endpoints that vanish are dropped as a whole). */
 function exactDiffSize(before: Maps, after: Maps): number {
@@ -201,6 +221,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
         const local = new Map<string, boolean>();
         let maps: Maps = new Map();
         let l7: Tables = new Map();
+        let ipcache = new Map<string, number>();
         txns.forEach((ops, ti) => {
           const events = ops.map(toEvent);
           let next: ClusterState | null = state;
@@ -231,6 +252,12 @@ describe('engine vs naive evaluator, after every transaction', () => {
           expect(cs.l7Deltas.length).toBe(l7TablesDiffSize(l7, l7Now));
           l7DeltaCount += cs.l7Deltas.length;
           l7 = l7Now;
+          // (b'') the ipcache deltas are exactly the changes of the whole ipcache.
+          const ipcacheNow = new Map(engine.ipcache().map((e) => [e.prefix, e.identity]));
+          expect(applyIpcacheDeltas(ipcache, cs)).toEqual(ipcacheNow);
+          expect(cs.ipcache.length).toBe(mapDiffSize(ipcache, ipcacheNow));
+          ipcacheDeltaCount += cs.ipcache.length;
+          ipcache = ipcacheNow;
           checkMinimal(engine);
           // (a) a fresh engine fed the final state computes the same map states.
           const fresh = new Engine();
@@ -367,7 +394,7 @@ afterAll(() => {
   // Floors on the L7 part: requests judged by proxies, and L7 table deltas checked.
   if (l7Checked < 300) throw new Error(`only ${l7Checked} redirected requests were compared with the oracle`);
   if (l7DeltaCount < 300) throw new Error(`only ${l7DeltaCount} L7 table deltas were checked`);
-  process.stdout.write(`engine properties: ${transactions} transactions, ${l7Checked} redirected requests, ${l7DeltaCount} L7 deltas\n`);
+  process.stdout.write(`engine properties: ${transactions} transactions, ${l7Checked} redirected requests, ${l7DeltaCount} L7 deltas, ${ipcacheDeltaCount} ipcache deltas\n`);
 });
 
 export type { PolicyEntry };

@@ -1,5 +1,5 @@
 import type { IpAddress } from '../model/cidr.js';
-import { IdentityAllocator, IdentityId } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, identityLabelsFrom } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -32,6 +32,14 @@ export interface EngineOptions {
    */
   readonly allocator?: IdentityAllocator;
   /**
+   * Where pod identity numbers come from. `local` (default): this engine allocates them.
+   * `external`: the cluster does (CiliumIdentity objects, a kvstore), told by `upsertIdentity` /
+   * `deleteIdentity` events, so map keys are the cluster's numbers; a pod whose labels have no
+   * identity yet is an endpoint in default deny, and a peer without one is reserved `init`
+   * (matched only by the `init` and `all` entities). CIDR identities stay this engine's own.
+   */
+  readonly identitySource?: 'local' | 'external';
+  /**
    * Test-only fault injection: called at points inside every transaction (the point's name as
    * argument); throwing from it simulates an internal error there.
    */
@@ -59,7 +67,7 @@ export class Engine {
   private readonly allocator: IdentityAllocator;
   private readonly proxyPorts: ProxyPortAllocator;
   /** The committed model: what validation reads and what a failed transaction rebuilds from. */
-  private readonly model = new ModelStore();
+  private readonly model: ModelStore;
   private readonly ctx: EngineContext;
   /** Set when the engine could not rebuild itself after an internal error: it refuses all work. */
   private failure: Error | null = null;
@@ -71,6 +79,7 @@ export class Engine {
     this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();
+    this.model = new ModelStore(options.identitySource ?? 'local');
     this.ctx = new EngineContext(this.statsCounters, options.faultHook);
     this.resetStages();
   }
@@ -81,7 +90,7 @@ export class Engine {
     ctx.endTransaction();
     const peerCache = new SelectorCache(this.statsCounters);
     const subjectCache = new SelectorCache(this.statsCounters);
-    const identities = new IdentityTable(ctx, this.allocator, peerCache);
+    const identities = new IdentityTable(ctx, this.allocator, peerCache, this.model.identitySource);
     const maps = new SharedMaps(ctx, subjectCache);
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
     identities.namedPortListener = resolver;
@@ -211,6 +220,10 @@ export class Engine {
         return resolver.upsertPolicy(e.policy);
       case 'deletePolicy':
         return resolver.deletePolicy(policyRefKey(e.ref));
+      case 'upsertIdentity':
+        return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
+      case 'deleteIdentity':
+        return pods.reidentify(this.stages.identities.deleteExternal(e.id));
     }
   }
 

@@ -7,7 +7,7 @@ import type { EngineStats } from './stats.js';
 /**
  * What the engine is told. Upserts carry the whole object (as a Kubernetes watch does); deletes
  * name it. Remote pods (`local` false or absent) only contribute identities; local pods are the
- * node's endpoints and get a policy map each.
+ * node's endpoints and get a policy map each. Identity events exist only with external identities.
  */
 export type EngineEvent =
   | { readonly type: 'upsertNamespace'; readonly name: string; readonly labels: Readonly<Record<string, string>> }
@@ -15,7 +15,13 @@ export type EngineEvent =
   | { readonly type: 'upsertPod'; readonly pod: Pod; readonly local?: boolean }
   | { readonly type: 'deletePod'; readonly namespace: string; readonly name: string }
   | { readonly type: 'upsertPolicy'; readonly policy: Policy }
-  | { readonly type: 'deletePolicy'; readonly ref: PolicyRef };
+  | { readonly type: 'deletePolicy'; readonly ref: PolicyRef }
+  /**
+   * A cluster identity allocated outside this engine (engines with `identitySource: 'external'`):
+   * `labels` as Cilium's `security-labels` hold them, `source:key` → value (e.g. `k8s:app` → `web`).
+   */
+  | { readonly type: 'upsertIdentity'; readonly id: number; readonly labels: Readonly<Record<string, string>> }
+  | { readonly type: 'deleteIdentity'; readonly id: number };
 
 /** One operation on one endpoint's policy map. For a delete, `entry` is the value removed. */
 export interface MapDelta {

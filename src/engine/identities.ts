@@ -49,6 +49,10 @@ export class IdentityTable {
   private readonly podsPerIdentity = new Map<IdentityId, number>();
   readonly worldIpv4: IdentityRecord;
   readonly worldIpv6: IdentityRecord;
+  /** What a pod whose identity the cluster has not allocated yet gets (external identities): reserved init. */
+  readonly pending: IdentityRecord;
+  /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
+  private readonly external = new Map<string, IdentityId[]>();
   /** Set once by the engine when it wires its stages. */
   namedPortListener: NamedPortListener | null = null;
 
@@ -56,6 +60,8 @@ export class IdentityTable {
     private readonly ctx: EngineContext,
     private readonly allocator: IdentityAllocator,
     private readonly peerCache: SelectorCache,
+    /** `external`: pods get the numbers identity events give (else `pending`); only CIDR identities are allocated here. */
+    readonly source: 'local' | 'external' = 'local',
   ) {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = reservedIdentityLabels(name as ReservedName);
@@ -67,6 +73,7 @@ export class IdentityTable {
     }
     this.worldIpv4 = this.byId.get(RESERVED_IDENTITIES['world-ipv4']) as IdentityRecord;
     this.worldIpv6 = this.byId.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
+    this.pending = this.byId.get(RESERVED_IDENTITIES.init) as IdentityRecord;
   }
 
   get(id: IdentityId): IdentityRecord | undefined {
@@ -85,7 +92,7 @@ export class IdentityTable {
   acquire(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[]): IdentityRecord {
     const key = labelSetKey(labels);
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
-    const existing = this.byKey.get(key);
+    const existing = this.byKey.get(key) ?? (this.source === 'external' && !cidr ? this.pending : undefined);
     if (existing) {
       existing.refs++;
       this.ctx.pendingRelease.delete(existing);
@@ -124,6 +131,54 @@ export class IdentityTable {
     const id = adopted ?? this.allocator.acquire(labels, cidr ? 'local' : 'cluster').id;
     const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
     return { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+  }
+
+  /**
+   * An identity allocated outside (CiliumIdentity, kvstore): selectable as a peer from now on,
+   * whether or not a pod uses it (as Cilium's selector cache holds every cluster identity). It is
+   * held by its source, never freed by its pods. Returns the label-set key whose pods may change
+   * identity (the caller re-identifies them).
+   */
+  upsertExternal(id: IdentityId, labels: LabelSet): string[] {
+    const key = labelSetKey(labels);
+    const old = this.byId.get(id);
+    if (old && labelSetKey(old.labels) === key) return [];
+    const touched = old ? this.deleteExternal(id) : [];
+    if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
+    const rec: IdentityRecord = { id, labels, matchLabels: labels, refs: Infinity, namedPorts: new Map() };
+    this.byId.set(id, rec);
+    const ids = [...(this.external.get(key) ?? []), id].sort((a, b) => a - b);
+    this.external.set(key, ids);
+    this.byKey.set(key, this.byId.get(ids[0] as IdentityId) as IdentityRecord);
+    this.ctx.stats.identitiesAllocated++;
+    this.peerCache.addIdentity(rec);
+    this.ctx.onUndo(() => this.deleteExternal(id));
+    return [...touched, key];
+  }
+
+  /** An external identity deleted: no longer selectable; returns the label-set key whose pods must be re-identified. */
+  deleteExternal(id: IdentityId): string[] {
+    const rec = this.byId.get(id);
+    if (!rec) throw new Error(`internal: external identity ${id} vanished`);
+    const key = labelSetKey(rec.labels);
+    this.peerCache.removeIdentity(id);
+    this.byId.delete(id);
+    const ids = (this.external.get(key) ?? []).filter((x) => x !== id);
+    if (ids.length > 0) {
+      this.external.set(key, ids);
+      this.byKey.set(key, this.byId.get(ids[0] as IdentityId) as IdentityRecord);
+    } else {
+      this.external.delete(key);
+      this.byKey.delete(key);
+    }
+    this.ctx.stats.identitiesReleased++;
+    this.ctx.onUndo(() => this.upsertExternal(id, rec.labels));
+    return [key];
+  }
+
+  /** The identity a pod with these labels gets now (external: the lowest id for them, else pending). */
+  current(key: string): IdentityRecord | undefined {
+    return this.byKey.get(key) ?? (this.source === 'external' ? this.pending : undefined);
   }
 
   /** The CIDR identity of a prefix a rule mentions (labels `cidr:<prefix>` plus world). */

@@ -16,6 +16,13 @@ export class ModelStore implements ModelView {
   private readonly policies = new Map<string, Policy>();
   private readonly podsByNs = new Map<string, Set<string>>();
   private readonly policiesByNs = new Map<string, Set<string>>();
+  private readonly identities = new Map<number, Readonly<Record<string, string>>>();
+
+  constructor(readonly identitySource: 'local' | 'external' = 'local') {}
+
+  hasIdentity(id: number): boolean {
+    return this.identities.has(id);
+  }
 
   hasNamespace(name: string): boolean {
     return this.namespaces.has(name);
@@ -68,6 +75,12 @@ export class ModelStore implements ModelView {
       case 'deletePolicy':
         this.deletePolicy(policyRefKey(e.ref));
         return;
+      case 'upsertIdentity':
+        this.identities.set(e.id, e.labels);
+        return;
+      case 'deleteIdentity':
+        this.identities.delete(e.id);
+        return;
     }
   }
 
@@ -86,9 +99,10 @@ export class ModelStore implements ModelView {
     if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
   }
 
-  /** Events that build this model from nothing: namespaces, then pods, then policies. */
+  /** Events that build this model from nothing: identities, namespaces, then pods, then policies. */
   events(): EngineEvent[] {
     const out: EngineEvent[] = [];
+    for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
     for (const [key, pod] of this.pods) out.push({ type: 'upsertPod', pod, local: this.localPods.has(key) });
     for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });

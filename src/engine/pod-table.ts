@@ -1,7 +1,7 @@
 import { hostCidr } from '../model/cidr.js';
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PolicyResolver } from './policy-resolver.js';
@@ -12,6 +12,8 @@ export interface PodRecord {
   readonly pod: Pod;
   readonly local: boolean;
   readonly identity: IdentityRecord;
+  /** The key of its identity labels: identity events re-identify the pods of one key. */
+  readonly labelKey: string;
   /** Its map state, for a local pod (an endpoint). */
   map: SharedMapState | null;
 }
@@ -29,6 +31,8 @@ export class PodTable {
   private readonly pods = new TombstoneMap<string, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
   private readonly podsByIp = new TombstoneMap<string, string>();
+  /** Pods by identity label-set key (kept only with external identities). */
+  private readonly podsByLabels = new Map<string, Set<string>>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -87,6 +91,18 @@ export class PodTable {
     if (stored) this.ctx.onUndo(() => this.namespaces.set(name, stored));
   }
 
+  /** After identity events: pods of these label keys whose identity is no longer the current one are re-identified. */
+  reidentify(labelKeys: readonly string[]): void {
+    for (const labelKey of labelKeys) {
+      for (const k of [...(this.podsByLabels.get(labelKey) ?? [])]) {
+        const rec = this.pods.get(k) as PodRecord;
+        if (this.identities.current(labelKey) === rec.identity) continue;
+        this.removePod(k);
+        this.addPod(rec.pod, rec.local);
+      }
+    }
+  }
+
   upsertPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
     if (this.pods.has(key)) this.removePod(key);
@@ -97,7 +113,9 @@ export class PodTable {
     const key = podKey(pod);
     const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
     const identity = this.identities.acquire(labels, undefined, pod.ports);
-    const rec: PodRecord = { pod, local, identity, map: null };
+    const labelKey = labelSetKey(labels);
+    const rec: PodRecord = { pod, local, identity, labelKey, map: null };
+    if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
     this.pods.set(key, rec);
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
@@ -121,6 +139,7 @@ export class PodTable {
       rec.map = null;
     }
     this.pods.delete(key);
+    if (this.identities.source === 'external') removeFrom(this.podsByLabels, rec.labelKey, key);
     const inNs = this.podsByNamespace.get(rec.pod.namespace);
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
@@ -128,6 +147,18 @@ export class PodTable {
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
     this.ctx.onUndo(() => this.addPod(rec.pod, rec.local));
   }
+}
+
+function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function removeFrom(m: Map<string, Set<string>>, k: string, v: string): void {
+  const s = m.get(k);
+  s?.delete(v);
+  if (s?.size === 0) m.delete(k);
 }
 
 function sameStringMap(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {

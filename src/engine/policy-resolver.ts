@@ -112,6 +112,7 @@ export class PolicyResolver implements NamedPortListener {
   /** Computes a new map state from its identity's policy. */
   populate(m: SharedMapState): void {
     this.ctx.dirtyMaps.add(m);
+    if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
     for (const a of m.local.units) {
       if (a.unit.anyPeer) this.contribute(a, ANY_IDENTITY, m, +1);

@@ -1,4 +1,4 @@
-import type { IdentityId } from '../model/identity.js';
+import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import type { ContainerPort } from '../model/ports.js';
 import type { Direction } from '../model/rules.js';
 import type { EngineContext } from './context.js';
@@ -18,6 +18,11 @@ export interface LocalIdentity {
   readonly enforcing: Record<Direction, Set<AttachedEnforcement>>;
   /** Its map states, one per distinct container-port set of its endpoints (ingress named ports). */
   readonly maps: Map<string, SharedMapState>;
+  /**
+   * The identity of endpoints whose cluster identity is not known yet (external identities):
+   * no rule applies to it and its map stays empty, so they are default deny in both directions.
+   */
+  readonly pending: boolean;
 }
 
 /** A map state shared by the endpoints with the same identity and the same container ports. */
@@ -90,16 +95,17 @@ export class SharedMaps {
   }
 
   private addLocalIdentity(record: IdentityRecord): LocalIdentity {
-    const local: LocalIdentity = { record, units: new Set(), enforcing: { ingress: new Set(), egress: new Set() }, maps: new Map() };
+    const pending = record.id === RESERVED_IDENTITIES.init;
+    const local: LocalIdentity = { record, units: new Set(), enforcing: { ingress: new Set(), egress: new Set() }, maps: new Map(), pending };
     this.locals.set(record.id, local);
     this.ctx.stats.policyResolutions++;
     // Subject selectors that select it report it to their units, which attach themselves.
-    this.subjectCache.addIdentity(record);
+    if (!pending) this.subjectCache.addIdentity(record);
     return local;
   }
 
   private removeLocalIdentity(local: LocalIdentity): void {
-    this.subjectCache.removeIdentity(local.record.id);
+    if (!local.pending) this.subjectCache.removeIdentity(local.record.id);
     this.locals.delete(local.record.id);
   }
 

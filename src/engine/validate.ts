@@ -1,4 +1,5 @@
 import { isValidIp } from '../model/cidr.js';
+import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
@@ -17,6 +18,9 @@ export interface ModelView {
   hasPolicy(key: string): boolean;
   podsInNamespace(namespace: string): Iterable<string>;
   policiesInNamespace(namespace: string): Iterable<string>;
+  /** Where identity numbers come from: identity events exist only with `external`. */
+  readonly identitySource: 'local' | 'external';
+  hasIdentity(id: number): boolean;
 }
 
 const EMPTY_MODEL: ModelView = {
@@ -25,6 +29,8 @@ const EMPTY_MODEL: ModelView = {
   hasPolicy: () => false,
   podsInNamespace: () => [],
   policiesInNamespace: () => [],
+  identitySource: 'local',
+  hasIdentity: () => false,
 };
 
 type Fail = (detail: string) => never;
@@ -83,6 +89,25 @@ function checkPod(pod: unknown, fail: Fail): string {
   return `${ns}/${name}`;
 }
 
+function checkIdentityId(id: unknown, fail: Fail): number {
+  if (typeof id !== 'number' || !Number.isInteger(id) || id < FIRST_CLUSTER_IDENTITY || id > MAX_CLUSTER_IDENTITY) {
+    return fail(`id: ${String(id)} is not a cluster identity (${FIRST_CLUSTER_IDENTITY}..${MAX_CLUSTER_IDENTITY})`);
+  }
+  return id;
+}
+
+function checkIdentityLabels(m: unknown, fail: Fail): void {
+  if (!isRecord(m)) fail('labels must be a map of strings (Cilium security-labels: source:key → value)');
+  const keys = Object.keys(m);
+  if (keys.length === 0) fail('labels must not be empty');
+  for (const k of keys) {
+    const v = m[k];
+    if (typeof v !== 'string') fail(`labels[${JSON.stringify(k)}] must be a string`);
+    const problem = identityLabelProblem(k, v);
+    if (problem) fail(`labels: ${problem}`);
+  }
+}
+
 function checkRef(ref: unknown, fail: Fail): string {
   if (!isRecord(ref)) return fail('ref must be an object');
   if (typeof ref.kind !== 'string' || !(POLICY_KINDS as readonly string[]).includes(ref.kind)) fail(`ref.kind: ${JSON.stringify(ref.kind)} is not a policy kind`);
@@ -99,6 +124,7 @@ class Overlay {
   private ns: Map<string, boolean> | null = null;
   private pods: Map<string, boolean> | null = null;
   private policies: Map<string, boolean> | null = null;
+  private identities: Map<number, boolean> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -118,6 +144,19 @@ class Overlay {
 
   hasPolicy(k: string): boolean {
     return this.policies?.get(k) ?? this.base.hasPolicy(k);
+  }
+
+  get identitySource(): 'local' | 'external' {
+    return this.base.identitySource;
+  }
+
+  hasIdentity(id: number): boolean {
+    return this.identities?.get(id) ?? this.base.hasIdentity(id);
+  }
+
+  setIdentity(id: number, exists: boolean): void {
+    if (this.frozen) return;
+    (this.identities ??= new Map()).set(id, exists);
   }
 
   setNamespace(n: string, exists: boolean): void {
@@ -187,6 +226,15 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       model.setPolicy(undefined, key, false);
       return;
     }
+    case 'upsertIdentity':
+    case 'deleteIdentity': {
+      if (model.identitySource !== 'external') fail(`identity events need an engine whose identities come from outside (identitySource: 'external')`);
+      const id = checkIdentityId(e.id, fail);
+      if (e.type === 'upsertIdentity') checkIdentityLabels(e.labels, fail);
+      else if (!model.hasIdentity(id)) fail(`identity ${id} does not exist`);
+      model.setIdentity(id, e.type === 'upsertIdentity');
+      return;
+    }
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }
@@ -220,6 +268,6 @@ export function validateBatch(base: ModelView, events: readonly unknown[], index
 }
 
 /** Checks a whole event history from an empty model (a churn trace, before anything is applied). */
-export function checkEvents(events: readonly EngineEvent[]): void {
-  validateBatch(EMPTY_MODEL, events);
+export function checkEvents(events: readonly EngineEvent[], identitySource: 'local' | 'external' = 'local'): void {
+  validateBatch({ ...EMPTY_MODEL, identitySource }, events);
 }

@@ -71,6 +71,10 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
       return upsertPolicy(s, e.policy);
     case 'deletePolicy':
       return deletePolicy(s, e.ref);
+    case 'upsertIdentity':
+    case 'deleteIdentity':
+      // Identity numbers are not part of the cluster model: the oracle decides by labels.
+      return s;
   }
 }
 

@@ -35,7 +35,7 @@ export const RESERVED_IDENTITIES = {
 
 export type ReservedName = keyof typeof RESERVED_IDENTITIES;
 
-const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
+export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
 /** Node-local identities (CIDR prefixes) have bit 24 set. */
 export const LOCAL_IDENTITY_FLAG: IdentityId = 1 << 24;
 
@@ -47,6 +47,46 @@ export function reservedIdentityLabels(name: ReservedName): LabelSet {
 export function worldLabels(family: 'ipv4' | 'ipv6'): LabelSet {
   return makeLabelSet([reservedLabel('world'), reservedLabel(family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
 }
+
+/** Label sources a cluster identity's labels may carry (reserved, CIDR and FQDN identities are node-local). */
+const CLUSTER_LABEL_SOURCES: ReadonlySet<string> = new Set([SOURCE_K8S, 'container', 'unspec']);
+const IDENTITY_LABEL_KEY = /^[\x21-\x3a\x3c\x3e-\x7e]{1,512}$/;
+const IDENTITY_LABEL_VALUE = /^[\x20-\x3a\x3c-\x7e]{0,512}$/;
+
+/**
+ * Why `source:key` → value (Cilium's `security-labels` form) is not a valid cluster identity
+ * label, or undefined. Keys and values are printable ASCII without Cilium's separators (`;`, and
+ * `=` in keys), a source is required and must be a cluster source.
+ */
+export function identityLabelProblem(rawKey: string, value: string): string | undefined {
+  const colon = rawKey.indexOf(':');
+  if (colon <= 0) return `label ${JSON.stringify(rawKey)} has no source (expected source:key, e.g. k8s:app)`;
+  const source = rawKey.slice(0, colon);
+  if (!CLUSTER_LABEL_SOURCES.has(source)) return `label ${JSON.stringify(rawKey)}: source ${JSON.stringify(source)} is not a cluster identity source (k8s, container, unspec)`;
+  if (!IDENTITY_LABEL_KEY.test(rawKey.slice(colon + 1))) return `label key ${JSON.stringify(rawKey)} must be 1-512 printable characters without ';' or '='`;
+  if (!IDENTITY_LABEL_VALUE.test(value)) return `label ${JSON.stringify(rawKey)}: value must be at most 512 printable characters without ';'`;
+  return undefined;
+}
+
+/** A cluster identity's labels from Cilium's `security-labels` form (checked by identityLabelProblem). */
+export function identityLabelsFrom(securityLabels: Readonly<Record<string, string>>): LabelSet {
+  const out: Label[] = [];
+  for (const [rawKey, value] of Object.entries(securityLabels)) {
+    const colon = rawKey.indexOf(':');
+    out.push({ source: rawKey.slice(0, colon), key: rawKey.slice(colon + 1), value });
+  }
+  return makeLabelSet(out);
+}
+
+/** A label set in Cilium's `security-labels` form (`source:key` → value), as CiliumIdentity objects and identity events carry it. */
+export function securityLabels(labels: LabelSet): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const l of labels) out[`${l.source}:${l.key}`] = l.value;
+  return out;
+}
+
+/** The numbers a cluster identity may have: 256 up to the 24-bit limit (bit 24 marks node-local ones). */
+export const MAX_CLUSTER_IDENTITY: IdentityId = LOCAL_IDENTITY_FLAG - 1;
 
 /** What a pod's identity is derived from. */
 export interface PodIdentitySource {

@@ -45,9 +45,14 @@ function portMatches(p: TierPort, f: Flow4): boolean {
   return f.destPorts.some((cp) => cp.name === p.name && cp.port === f.port && cp.protocol === f.protocol);
 }
 
+/** The API's fail-closed rule: a Deny or Pass rule with a peer distill cannot read is a "Deny all" rule. */
+function failsClosedToDenyAll(rule: TierRule): boolean {
+  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
+}
+
 function ruleMatches(rule: TierRule, f: Flow4): boolean {
-  // Fail closed: an unknown peer makes Deny and Pass rules match everything, Accept rules nothing.
-  if (rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown')) return true;
+  // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules only their known peers.
+  if (failsClosedToDenyAll(rule)) return true;
   if (!rule.peers.some((p) => peerMatches(p, f.peer))) return false;
   return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
 }
@@ -56,7 +61,8 @@ const GROUP_ORDER: readonly TierAction[] = ['Deny', 'Pass', 'Accept'];
 
 function originOf(policy: Policy, rule: TierRule): TierOrigin {
   const t = policy.tiered as NonNullable<Policy['tiered']>;
-  return { tier: t.tier, policy: policy.ref.name, priority: t.priority, rule: tierRuleName(rule), path: rule.path, action: rule.action };
+  const action = failsClosedToDenyAll(rule) ? 'Deny' : rule.action;
+  return { tier: t.tier, policy: policy.ref.name, priority: t.priority, rule: tierRuleName(rule), path: rule.path, action };
 }
 
 /** The first decision of `tier` for the subject's `direction`, or undefined when no rule matches. */

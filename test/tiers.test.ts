@@ -103,6 +103,9 @@ describe('the oracle walks the tiers literally', () => {
     expect(verdicts(base + np('a', 'Egress'))).toBe('XXXX');
     const allowAll = `  - apiVersion: networking.k8s.io/v1\n    kind: NetworkPolicy\n    metadata: {name: all, namespace: a}\n    spec: {podSelector: {}, policyTypes: [Egress, Ingress], egress: [{}], ingress: [{}]}\n`;
     expect(verdicts(pass + base + allowAll)).toBe('....');
+    // A Cilium allow that does not isolate (enableDefaultDeny: false) still decides what it allows.
+    const cnpAllow = `  - apiVersion: cilium.io/v2\n    kind: CiliumNetworkPolicy\n    metadata: {name: c, namespace: a}\n    spec:\n      endpointSelector: {}\n      enableDefaultDeny: {egress: false}\n      egress: [{toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]\n`;
+    expect(verdicts(base + cnpAllow)).toBe('.X.X');
     // A Baseline Pass reaches default allow.
     expect(verdicts(policy('bp', 'Baseline', 0, 'egress: [{action: Pass, to: [{namespaces: {}}]}]') + base)).toBe('...X');
   });

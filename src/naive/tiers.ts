@@ -96,8 +96,8 @@ export function tierDecision(direction: Direction, origin: TierOrigin): Directio
 
 /**
  * Wraps the NetworkPolicy-tier decision in the tiers: Admin first; on Pass or no match the
- * NetworkPolicy tier, final for a subject it selects in this direction (some policy enforces or
- * denies); otherwise Baseline; a Baseline Pass or no match leaves the NP-tier answer (default allow).
+ * NetworkPolicy tier, final for a subject it selects in this direction (some policy enforces) or
+ * for a flow one of its rules matched; otherwise Baseline; a Baseline Pass or no match leaves the NP-tier answer (default allow).
  */
 export function decideTiered(
   state: ClusterState,
@@ -108,7 +108,9 @@ export function decideTiered(
   const admin = walkTier(state, 'Admin', subject, f);
   if (admin && admin.action !== 'Pass') return tierDecision(f.direction, admin);
   const np = npTier();
-  if (np.enforcedBy.length > 0 || np.deniedBy.length > 0) return np;
+  // Final when the tier selects the subject in this direction, or when one of its rules matched
+  // (a Cilium allow with enableDefaultDeny: false decides what it allows, without isolating).
+  if (np.enforcedBy.length > 0 || np.deniedBy.length > 0 || np.allowedBy.length > 0) return np;
   const baseline = walkTier(state, 'Baseline', subject, f);
   if (baseline && baseline.action !== 'Pass') return tierDecision(f.direction, baseline);
   return np;

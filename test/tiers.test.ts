@@ -136,3 +136,13 @@ describe('scenarios with ClusterNetworkPolicies', () => {
     expect(parseScenario(`${CLUSTER}policies:\n${policy('one', 'Admin', 7, 'egress: []') + policy('two', 'Admin', 8, 'egress: []')}`, 's.yaml').warnings).toEqual([]);
   });
 });
+
+describe('replay traces', () => {
+  it('refuse a ClusterNetworkPolicy (the engine would ignore it) and read its delete ref as cluster-scoped', async () => {
+    const { parseTrace } = await import('../src/churn/trace.js');
+    const head = '{"distillTrace":1,"profile":"t","seed":1}\n';
+    const manifest = { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'g' }, spec: { tier: 'Admin', priority: 1, subject: { namespaces: {} } } };
+    expect(() => parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest })}\n`, 't.jsonl')).toThrow('ClusterNetworkPolicy is not supported by the engine yet');
+    expect(() => parseTrace(`${head}{"type":"deletePolicy","ref":{"kind":"ClusterNetworkPolicy","namespace":"a","name":"g"}}\n`, 't.jsonl')).toThrow('a clusterwide policy has no namespace');
+  });
+});

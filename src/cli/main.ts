@@ -5,6 +5,7 @@ import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { decideFlow } from '../naive/evaluator.js';
+import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { UnknownEndpointError } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
@@ -376,8 +377,9 @@ function validate(ctx: Ctx, paths: string[]): number {
   for (const file of files) {
     try {
       const { policies, objects } = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
-      const rules = policies.reduce((n, p) => n + p.rules.length, 0);
-      for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings)]) io.err(`${formatWarning(w)}\n`);
+      const rules = policies.reduce((n, p) => n + p.rules.length + (p.tiered?.rules.length ?? 0), 0);
+      const tierWarnings = samePriorityWarnings(policies, inputName(file));
+      for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings), ...tierWarnings]) io.err(`${formatWarning(w)}\n`);
       const others = objects.length > 0 ? `, ${objects.length} pods and namespaces` : '';
       io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules${others}, valid\n`);
     } catch (e) {

@@ -2,6 +2,7 @@ import { canonicalJson, L7Policy, L7Request } from '../model/l7.js';
 import type { DirectionDecision } from '../model/flow.js';
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import { policyRefKey } from '../model/rules.js';
+import { formatTierOrigin } from '../model/tiers.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
 
 function formatOrigin(o: RuleOrigin): string {
@@ -23,6 +24,7 @@ function explainDirection(d: DirectionDecision): Record<string, unknown> {
     deniedBy: d.deniedBy.map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
     ...(d.l7 ? { l7: { parser: d.l7.parser, allowed: d.l7.allowed, allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
+    ...(d.tier ? { tier: { ...d.tier } } : {}),
   };
 }
 
@@ -51,6 +53,7 @@ export function explainJson(r: ProbeResult): Record<string, unknown> {
 
 function why(d: DirectionDecision | undefined, side: string): string {
   if (!d) return `${side}: not a pod, enforces nothing`;
+  if (d.tier) return `${side}: ${d.tier.action === 'Accept' ? 'accepted' : 'denied'} by ${formatTierOrigin(d.tier)}`;
   if (d.deniedBy.length > 0) return `${side}: denied by ${d.deniedBy.map(formatOrigin).join('; ')}`;
   if (d.enforcedBy.length === 0) return `${side}: no policy selects it, allowed`;
   if (d.l7) {

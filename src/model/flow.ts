@@ -5,6 +5,7 @@ import type { LabelSet } from './labels.js';
 import { worldLabels } from './identity.js';
 import type { FlowProtocol } from './ports.js';
 import type { Direction, RuleOrigin } from './rules.js';
+import type { TierOrigin } from './tiers.js';
 
 /**
  * Flows and flow decisions: what both deciders (the reference evaluator and the engine's datapath
@@ -37,6 +38,8 @@ export interface DirectionDecision {
   readonly proxied: boolean;
   /** For a redirected flow with a request: the proxy that got it and its verdict. */
   readonly l7?: { readonly parser: L7Parser; readonly allowed: boolean; readonly allowedBy: readonly RuleOrigin[] };
+  /** A ClusterNetworkPolicy rule (Admin, or Baseline for a pod no NetworkPolicy-tier policy selects) decided. */
+  readonly tier?: TierOrigin;
 }
 
 export interface FlowDecision {

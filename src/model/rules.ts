@@ -1,13 +1,14 @@
 import type { Cidr } from './cidr.js';
 import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
+import type { TieredSpec } from './tiers.js';
 
 export type Direction = 'ingress' | 'egress';
 export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
 export type Verdict = 'allow' | 'deny';
 
-export type PolicyKind = 'NetworkPolicy' | 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy';
-export const POLICY_KINDS: readonly PolicyKind[] = ['NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy'];
+export type PolicyKind = 'NetworkPolicy' | 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy' | 'ClusterNetworkPolicy';
+export const POLICY_KINDS: readonly PolicyKind[] = ['NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
 
 /** Names a policy object: clusterwide policies have no namespace. */
 export interface PolicyRef {
@@ -122,6 +123,11 @@ export interface Policy {
   readonly enforcements: readonly Enforcement[];
   /** Absent or empty: nothing to warn about. */
   readonly warnings?: readonly PolicyWarning[];
+  /**
+   * A ClusterNetworkPolicy (Admin or Baseline tier): its rules live here, not in `rules` and
+   * `enforcements`, since tiered first-match semantics are not allow/deny unions.
+   */
+  readonly tiered?: TieredSpec;
   /** The manifest as given, for round-tripping and display. */
   readonly manifest: Readonly<Record<string, unknown>>;
 }

@@ -6,6 +6,7 @@ import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import { L7Parser, l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
+import { decideTiered } from './tiers.js';
 
 /**
  * The reference evaluator: answers one flow at a time by scanning every rule of every policy.
@@ -47,7 +48,25 @@ function egressNamedPorts(state: ClusterState, peer: FlowEndpoint): ContainerPor
   );
 }
 
+/**
+ * One side of a flow: the ClusterNetworkPolicy tiers around the NetworkPolicy tier (./tiers.ts).
+ * Named ports of tier rules resolve against the destination pod's own ports, as the API says.
+ */
 export function decideDirection(
+  state: ClusterState,
+  subject: FlowEndpoint & { kind: 'pod' },
+  direction: Direction,
+  peer: FlowEndpoint,
+  protocol: FlowProtocol,
+  port: number,
+  request?: L7Request,
+): DirectionDecision {
+  const destPorts = direction === 'ingress' ? subject.pod.ports : peer.kind === 'pod' ? peer.pod.ports : [];
+  return decideTiered(state, subject, { direction, peer, protocol, port, destPorts }, () => decideNpTier(state, subject, direction, peer, protocol, port, request));
+}
+
+/** The NetworkPolicy tier: Kubernetes NetworkPolicy and Cilium's CNP/CCNP. */
+function decideNpTier(
   state: ClusterState,
   subject: FlowEndpoint & { kind: 'pod' },
   direction: Direction,

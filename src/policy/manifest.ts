@@ -1,5 +1,6 @@
 import { markParsedPolicy, type Policy } from '../model/rules.js';
 import { parseCiliumPolicy } from './cilium.js';
+import { parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
 import { CheckedObject, checkObjectManifest, isObjectKind } from './objects.js';
 import { Reader } from './reader.js';
@@ -9,6 +10,7 @@ const KINDS: Readonly<Record<string, string>> = {
   NetworkPolicy: 'networking.k8s.io/v1',
   CiliumNetworkPolicy: 'cilium.io/v2',
   CiliumClusterwideNetworkPolicy: 'cilium.io/v2',
+  ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2',
 };
 
 /**
@@ -19,7 +21,7 @@ export function parseManifest(doc: unknown, source: string): Policy {
   const r = new Reader(source);
   if (isList(doc)) r.fail('kind', `"${String(doc.kind)}" is a list of manifests: a List is read only from a manifest file; give one policy here`);
   const kindPeek = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
-  const top = kindPeek === 'NetworkPolicy' ? ['apiVersion', 'kind', 'metadata', 'spec', 'status'] : ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'];
+  const top = kindPeek === 'NetworkPolicy' || kindPeek === 'ClusterNetworkPolicy' ? ['apiVersion', 'kind', 'metadata', 'spec', 'status'] : ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'];
   const o = r.object(doc, '', top);
   const kind = r.string(o.kind, 'kind');
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
@@ -27,6 +29,7 @@ export function parseManifest(doc: unknown, source: string): Policy {
   if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
   if (kind === 'NetworkPolicy') return markParsedPolicy(parseNetworkPolicy(r, o));
+  if (kind === 'ClusterNetworkPolicy') return markParsedPolicy(parseClusterNetworkPolicy(r, o));
   return markParsedPolicy(parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy'));
 }
 

@@ -4,6 +4,7 @@ import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, isValidPortName, MAX_PORT 
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { parseManifest } from '../policy/manifest.js';
+import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPortNumber, readProtocol } from '../policy/readers.js';
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
@@ -121,7 +122,10 @@ function readChange(r: Reader, v: unknown, path: string): Change {
       const d = r.object(o.delete, p, ['kind', 'namespace', 'name']);
       const kind = r.oneOf(d.kind, join(p, 'kind'), POLICY_KINDS) as PolicyKind;
       const name = r.nonEmptyString(d.name, join(p, 'name'));
-      if (kind === 'CiliumClusterwideNetworkPolicy') return { path: p, op, ref: { kind, name } };
+      if (kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy') {
+        if (!absent(d.namespace)) r.fail(join(p, 'namespace'), `a ${kind} is cluster-scoped: it has no namespace`);
+        return { path: p, op, ref: { kind, name } };
+      }
       const namespace = r.optString(d.namespace, join(p, 'namespace')) ?? 'default';
       return { path: p, op, ref: { kind, namespace, name } };
     }
@@ -265,7 +269,7 @@ export function parseScenario(text: string, source: string): Scenario {
     const expect = (r.optArray(so.expect, join(path, 'expect')) ?? []).map((e, j) => readExpectation(r, e, at(join(path, 'expect'), j), probes.length));
     return { changes, probes, expect };
   });
-  const warnings = derivedLabelWarnings(source, [...setup, ...steps.flatMap((st) => st.changes)]);
+  const warnings = [...derivedLabelWarnings(source, [...setup, ...steps.flatMap((st) => st.changes)]), ...tierPriorityWarnings(source, setup, steps)];
   return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps };
 }
 
@@ -280,4 +284,18 @@ function derivedLabelWarnings(source: string, changes: readonly Change[]): strin
     }
   }
   return out;
+}
+
+/** Same-tier, same-priority ClusterNetworkPolicies alive together at setup or after some step. */
+function tierPriorityWarnings(source: string, setup: readonly Change[], steps: readonly Step[]): string[] {
+  const live = new Map<string, Policy>();
+  const out = new Set<string>();
+  for (const changes of [setup, ...steps.map((s) => s.changes)]) {
+    for (const c of changes) {
+      if (c.op === 'apply' && c.policy.tiered) live.set(c.policy.ref.name, c.policy);
+      if (c.op === 'delete' && c.ref.kind === 'ClusterNetworkPolicy') live.delete(c.ref.name);
+    }
+    for (const w of samePriorityWarnings([...live.values()].sort((a, b) => (a.ref.name < b.ref.name ? -1 : 1)), source)) out.add(`${source} ${w.path}: ${w.detail}`);
+  }
+  return [...out];
 }

@@ -1,0 +1,76 @@
+import type { Cidr } from './cidr.js';
+import type { Direction } from './rules.js';
+import type { Selector } from './selector.js';
+
+/**
+ * ClusterNetworkPolicy (kubernetes-sigs/network-policy-api, `policy.networking.k8s.io/v1alpha2`):
+ * policies in ordered tiers around the NetworkPolicy tier. Evaluation order (the API's
+ * `ClusterNetworkPolicySpec.Tier` doc): Admin → NetworkPolicy tier → Baseline → default allow.
+ * Selectors here match identity labels, like NetworkPolicy's: pod keys as `k8s:` labels, namespace
+ * keys as `io.cilium.k8s.namespace.labels.*`.
+ */
+export type Tier = 'Admin' | 'Baseline';
+export const TIERS: readonly Tier[] = ['Admin', 'Baseline'];
+export type TierAction = 'Accept' | 'Deny' | 'Pass';
+export const TIER_ACTIONS: readonly TierAction[] = ['Accept', 'Deny', 'Pass'];
+export const MIN_PRIORITY = 0;
+export const MAX_PRIORITY = 1000;
+
+/**
+ * A peer. `namespaces` and `pods` select pods (never host-network ones); `networks` match any
+ * address in the CIDRs, pod IPs included. `unknown` is a peer with no field distill understands
+ * (a newer CRD): it fails closed, an Accept rule then matches nothing, a Deny or Pass rule
+ * everything (the API's `ClusterNetworkPolicyEgressPeer` doc).
+ */
+export type TierPeer =
+  | { readonly kind: 'pods'; readonly selector: Selector }
+  | { readonly kind: 'networks'; readonly cidrs: readonly Cidr[] }
+  | { readonly kind: 'unknown'; readonly fields: readonly string[] };
+
+export type TierPortProtocol = 'TCP' | 'UDP' | 'SCTP';
+
+/** One `protocols` entry: a port (range) of one protocol, or a named port of the destination pod. */
+export type TierPort =
+  | { readonly kind: 'range'; readonly protocol: TierPortProtocol; readonly from: number; readonly to: number }
+  | { readonly kind: 'named'; readonly name: string };
+
+export interface TierRule {
+  readonly direction: Direction;
+  /** Position in its direction's list: the order rules are tried in. */
+  readonly index: number;
+  readonly name?: string;
+  readonly action: TierAction;
+  readonly peers: readonly TierPeer[];
+  /** Empty: all traffic (every protocol, ICMP included). Entries are OR'ed. */
+  readonly protocols: readonly TierPort[];
+  /** Field path in the manifest, e.g. `spec.ingress[2]`. */
+  readonly path: string;
+}
+
+/** The flattened spec of one ClusterNetworkPolicy. */
+export interface TieredSpec {
+  readonly tier: Tier;
+  readonly priority: number;
+  /** Pods the policy applies to (namespace and pod selector folded into one). */
+  readonly subject: Selector;
+  readonly rules: readonly TierRule[];
+}
+
+/** Where a tier decision came from: what `reach --explain` prints. */
+export interface TierOrigin {
+  readonly tier: Tier;
+  readonly policy: string;
+  readonly priority: number;
+  readonly rule: string;
+  readonly path: string;
+  readonly action: TierAction;
+}
+
+export function formatTierOrigin(o: TierOrigin): string {
+  return `${o.tier} tier: ClusterNetworkPolicy/${o.policy} priority ${o.priority} rule "${o.rule}" (${o.path}): ${o.action}`;
+}
+
+/** A rule's display name: its `name`, or its field path when it has none. */
+export function tierRuleName(rule: TierRule): string {
+  return rule.name ?? rule.path;
+}

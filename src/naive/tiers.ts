@@ -1,0 +1,117 @@
+import { cidrContainsIp, IpAddress } from '../model/cidr.js';
+import type { ClusterState } from '../model/cluster.js';
+import type { DirectionDecision, FlowEndpoint } from '../model/flow.js';
+import type { ContainerPort, FlowProtocol } from '../model/ports.js';
+import type { Direction, Policy } from '../model/rules.js';
+import { selectorMatches } from '../model/selector.js';
+import { Tier, TierAction, TierOrigin, TierPeer, TierPort, TierRule, tierRuleName } from '../model/tiers.js';
+
+/**
+ * The ClusterNetworkPolicy tiers, read literally from the API (apis/v1alpha2): in a tier, policies
+ * by ascending priority; in a policy, rules in the order written; the first rule whose peer and
+ * protocols match decides with its action. Policies sharing a priority are each asked for their
+ * first match, and the group decides Deny over Pass over Accept (the most restrictive, whatever
+ * order they were created in; the API leaves it to the implementation).
+ */
+
+interface Flow4 {
+  readonly direction: Direction;
+  readonly peer: FlowEndpoint;
+  readonly protocol: FlowProtocol;
+  readonly port: number;
+  /** The destination pod's container ports (named ports resolve against them). */
+  readonly destPorts: readonly ContainerPort[];
+}
+
+function endpointIp(ep: FlowEndpoint): IpAddress {
+  return ep.kind === 'pod' ? ep.pod.ip : ep.external.ip;
+}
+
+/** Does `peer` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */
+function peerMatches(peer: TierPeer, ep: FlowEndpoint): boolean {
+  switch (peer.kind) {
+    case 'pods':
+      return ep.kind === 'pod' && selectorMatches(peer.selector, ep.labels);
+    case 'networks':
+      // Networks match pod addresses too (the API's `Networks` doc: 0.0.0.0/0 covers pod-to-pod).
+      return peer.cidrs.some((c) => cidrContainsIp(c, endpointIp(ep)));
+    case 'unknown':
+      return false;
+  }
+}
+
+function portMatches(p: TierPort, f: Flow4): boolean {
+  if (p.kind === 'range') return p.protocol === f.protocol && f.port >= p.from && f.port <= p.to;
+  return f.destPorts.some((cp) => cp.name === p.name && cp.port === f.port && cp.protocol === f.protocol);
+}
+
+/** The API's fail-closed rule: a Deny or Pass rule with a peer distill cannot read is a "Deny all" rule. */
+function failsClosedToDenyAll(rule: TierRule): boolean {
+  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
+}
+
+function ruleMatches(rule: TierRule, f: Flow4): boolean {
+  // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules only their known peers.
+  if (failsClosedToDenyAll(rule)) return true;
+  if (!rule.peers.some((p) => peerMatches(p, f.peer))) return false;
+  return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
+}
+
+const GROUP_ORDER: readonly TierAction[] = ['Deny', 'Pass', 'Accept'];
+
+function originOf(policy: Policy, rule: TierRule): TierOrigin {
+  const t = policy.tiered as NonNullable<Policy['tiered']>;
+  const action = failsClosedToDenyAll(rule) ? 'Deny' : rule.action;
+  return { tier: t.tier, policy: policy.ref.name, priority: t.priority, rule: tierRuleName(rule), path: rule.path, action };
+}
+
+/** The first decision of `tier` for the subject's `direction`, or undefined when no rule matches. */
+export function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint & { kind: 'pod' }, f: Flow4): TierOrigin | undefined {
+  const byPriority = new Map<number, Policy[]>();
+  for (const p of state.policies.values()) {
+    if (p.tiered?.tier !== tier || !selectorMatches(p.tiered.subject, subject.labels)) continue;
+    byPriority.set(p.tiered.priority, [...(byPriority.get(p.tiered.priority) ?? []), p]);
+  }
+  for (const priority of [...byPriority.keys()].sort((a, b) => a - b)) {
+    const group = (byPriority.get(priority) as Policy[]).sort((a, b) => (a.ref.name < b.ref.name ? -1 : a.ref.name > b.ref.name ? 1 : 0));
+    const hits: TierOrigin[] = [];
+    for (const p of group) {
+      const rule = (p.tiered as NonNullable<Policy['tiered']>).rules.find((r) => r.direction === f.direction && ruleMatches(r, f));
+      if (rule) hits.push(originOf(p, rule));
+    }
+    for (const action of GROUP_ORDER) {
+      const hit = hits.find((h) => h.action === action);
+      if (hit) return hit;
+    }
+  }
+  return undefined;
+}
+
+/** A direction decided by a tier rule: final, never proxied (an L7 redirect is an NP-tier allow). */
+export function tierDecision(direction: Direction, origin: TierOrigin): DirectionDecision {
+  const by = [{ policy: { kind: 'ClusterNetworkPolicy' as const, name: origin.policy }, path: origin.path }];
+  const allowed = origin.action === 'Accept';
+  return { direction, enforcedBy: [], allowedBy: allowed ? by : [], deniedBy: allowed ? [] : by, redirectedBy: [], allowed, proxied: false, tier: origin };
+}
+
+/**
+ * Wraps the NetworkPolicy-tier decision in the tiers: Admin first; on Pass or no match the
+ * NetworkPolicy tier, final for a subject it selects in this direction (some policy enforces) or
+ * for a flow one of its rules matched; otherwise Baseline; a Baseline Pass or no match leaves the NP-tier answer (default allow).
+ */
+export function decideTiered(
+  state: ClusterState,
+  subject: FlowEndpoint & { kind: 'pod' },
+  f: Flow4,
+  npTier: () => DirectionDecision,
+): DirectionDecision {
+  const admin = walkTier(state, 'Admin', subject, f);
+  if (admin && admin.action !== 'Pass') return tierDecision(f.direction, admin);
+  const np = npTier();
+  // Final when the tier selects the subject in this direction, or when one of its rules matched
+  // (a Cilium allow with enableDefaultDeny: false decides what it allows, without isolating).
+  if (np.enforcedBy.length > 0 || np.deniedBy.length > 0 || np.allowedBy.length > 0) return np;
+  const baseline = walkTier(state, 'Baseline', subject, f);
+  if (baseline && baseline.action !== 'Pass') return tierDecision(f.direction, baseline);
+  return np;
+}

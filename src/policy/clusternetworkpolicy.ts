@@ -1,0 +1,168 @@
+import type { Cidr } from '../model/cidr.js';
+import { NAMESPACE_LABELS_PREFIX, SOURCE_K8S } from '../model/labels.js';
+import type { Direction, Policy, PolicyWarning } from '../model/rules.js';
+import { makeSelector, Selector } from '../model/selector.js';
+import { MAX_PRIORITY, MIN_PRIORITY, TIER_ACTIONS, TIERS, TierAction, TieredSpec, TierPeer, TierPort, TierRule } from '../model/tiers.js';
+import { isValidPortName } from '../model/ports.js';
+import { readCidr, readMetadata, refOf } from './common.js';
+import { absent, at, join, Reader } from './reader.js';
+import { parseLabelSelector, SelectorOptions } from './selector.js';
+
+/**
+ * Reads `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (apis/v1alpha2/
+ * clusternetworkpolicy_types.go in kubernetes-sigs/network-policy-api). Limits are the CRD's
+ * (priority 0–1000, at most 25 rules per direction, 25 peers, 25 protocols, 25 networks).
+ */
+export const CNP_API_VERSIONS: readonly string[] = ['policy.networking.k8s.io/v1alpha2'];
+
+const MAX_ITEMS = 25;
+const MAX_RULE_NAME = 100;
+const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
+const NAMESPACE_SELECTOR: SelectorOptions = {
+  defaultSource: SOURCE_K8S,
+  allowSourcePrefix: false,
+  mapKey: (k) => ({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k.key }),
+};
+/** Peer fields distill reads; the experimental ones are refused, not guessed at. */
+const PEER_FIELDS: Readonly<Record<Direction, readonly string[]>> = { ingress: ['namespaces', 'pods'], egress: ['namespaces', 'pods', 'networks'] };
+const EXPERIMENTAL_PEERS = ['nodes', 'domainNames'];
+
+function limited(r: Reader, v: unknown, path: string, min: number): unknown[] {
+  const a = r.array(v, path);
+  if (a.length < min) r.fail(path, `must have at least ${min} item${min === 1 ? '' : 's'}`);
+  if (a.length > MAX_ITEMS) r.fail(path, `has ${a.length} items; the API allows at most ${MAX_ITEMS}`);
+  return a;
+}
+
+/** `namespaces: <LabelSelector>` or `pods: {namespaceSelector, podSelector}` as one selector. */
+function readPodSelection(r: Reader, o: Record<string, unknown>, path: string): Selector {
+  if (!absent(o.namespaces)) return parseLabelSelector(r, o.namespaces, join(path, 'namespaces'), NAMESPACE_SELECTOR);
+  const p = join(path, 'pods');
+  const pods = r.object(o.pods, p, ['namespaceSelector', 'podSelector']);
+  if (absent(pods.podSelector)) r.fail(join(p, 'podSelector'), 'is required');
+  const podSel = parseLabelSelector(r, pods.podSelector, join(p, 'podSelector'), POD_SELECTOR);
+  const nsSel = absent(pods.namespaceSelector) ? makeSelector([]) : parseLabelSelector(r, pods.namespaceSelector, join(p, 'namespaceSelector'), NAMESPACE_SELECTOR);
+  return makeSelector([...podSel.requirements, ...nsSel.requirements]);
+}
+
+function readSubject(r: Reader, v: unknown): Selector {
+  const o = r.object(v, 'spec.subject', ['namespaces', 'pods']);
+  const given = ['namespaces', 'pods'].filter((k) => !absent(o[k]));
+  if (given.length !== 1) r.fail('spec.subject', `exactly one of namespaces, pods must be set${given.length > 1 ? ` (got ${given.join(' and ')})` : ''}`);
+  return readPodSelection(r, o, 'spec.subject');
+}
+
+function readPeer(r: Reader, v: unknown, path: string, direction: Direction, warnings: PolicyWarning[]): TierPeer {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) r.fail(path, 'must be an object');
+  const o = v as Record<string, unknown>;
+  const present = Object.keys(o).filter((k) => !absent(o[k]));
+  for (const k of present) {
+    if (direction === 'ingress' && ['networks', ...EXPERIMENTAL_PEERS].includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods`);
+    if (EXPERIMENTAL_PEERS.includes(k)) {
+      r.fail(join(path, k), `the experimental "${k}" peer is not supported by distill (only namespaces, pods and networks are)`);
+    }
+  }
+  const known = present.filter((k) => PEER_FIELDS[direction].includes(k));
+  if (known.length > 1) r.fail(path, `exactly one peer field may be set (got ${known.join(' and ')})`);
+  if (known.length === 0) {
+    // The API: a peer with no field this implementation knows comes from a newer CRD; fail closed.
+    warnings.push({ source: r.source, path, detail: `no peer field distill knows (${present.join(', ') || 'empty'}): fails closed (an Accept rule matches nothing, a Deny or Pass rule denies everything)` });
+    return { kind: 'unknown', fields: present };
+  }
+  if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
+  const np = join(path, 'networks');
+  const cidrs: Cidr[] = limited(r, o.networks, np, 1).map((c, i) => readCidr(r, c, at(np, i), true));
+  return { kind: 'networks', cidrs };
+}
+
+function readPort(r: Reader, v: unknown, path: string): { from: number; to: number } {
+  const o = r.object(v, path, ['number', 'range']);
+  const given = ['number', 'range'].filter((k) => !absent(o[k]));
+  if (given.length !== 1) r.fail(path, 'exactly one of number, range must be set');
+  if (!absent(o.number)) {
+    const n = r.intInRange(o.number, join(path, 'number'), 1, 65535);
+    return { from: n, to: n };
+  }
+  const rp = join(path, 'range');
+  const range = r.object(o.range, rp, ['start', 'end']);
+  const start = r.intInRange(range.start, join(rp, 'start'), 1, 65535);
+  const end = r.intInRange(range.end, join(rp, 'end'), 1, 65535);
+  if (start >= end) r.fail(rp, `start (${start}) must be less than end (${end})`);
+  return { from: start, to: end };
+}
+
+function readProtocolEntry(r: Reader, v: unknown, path: string): TierPort {
+  const o = r.object(v, path, ['tcp', 'udp', 'sctp', 'destinationNamedPort']);
+  const given = ['tcp', 'udp', 'sctp', 'destinationNamedPort'].filter((k) => !absent(o[k]));
+  if (given.length !== 1) r.fail(path, 'exactly one of tcp, udp, sctp, destinationNamedPort must be set');
+  const field = given[0] as string;
+  if (field === 'destinationNamedPort') {
+    const name = r.nonEmptyString(o.destinationNamedPort, join(path, field));
+    if (!isValidPortName(name)) r.fail(join(path, field), `"${name}" is not a valid port name`);
+    return { kind: 'named', name };
+  }
+  const pp = join(path, field);
+  const proto = r.object(o[field], pp, ['destinationPort']);
+  if (absent(proto.destinationPort)) r.fail(join(pp, 'destinationPort'), 'is required');
+  const { from, to } = readPort(r, proto.destinationPort, join(pp, 'destinationPort'));
+  return { kind: 'range', protocol: field.toUpperCase() as 'TCP' | 'UDP' | 'SCTP', from, to };
+}
+
+function readRule(r: Reader, v: unknown, path: string, direction: Direction, index: number, warnings: PolicyWarning[]): TierRule {
+  const peersField = direction === 'ingress' ? 'from' : 'to';
+  const o = r.object(v, path, ['name', 'action', peersField, 'protocols']);
+  const name = r.optString(o.name, join(path, 'name'));
+  if (name !== undefined && name.length > MAX_RULE_NAME) r.fail(join(path, 'name'), `is ${name.length} characters; at most ${MAX_RULE_NAME}`);
+  const action: TierAction = r.oneOf(o.action, join(path, 'action'), TIER_ACTIONS);
+  if (absent(o[peersField])) r.fail(join(path, peersField), 'is required');
+  const pp = join(path, peersField);
+  const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
+  const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i)));
+  if (protocols.some((p) => p.kind === 'named') && peers.some((p) => p.kind === 'networks')) {
+    r.fail(join(path, 'protocols'), 'destinationNamedPort cannot be used with a networks peer (networks have no named ports)');
+  }
+  return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };
+}
+
+function readRules(r: Reader, v: unknown, direction: Direction, warnings: PolicyWarning[]): TierRule[] {
+  if (absent(v)) return [];
+  const path = `spec.${direction}`;
+  const a = r.array(v, path);
+  if (a.length > MAX_ITEMS) r.fail(path, `has ${a.length} rules; the API allows at most ${MAX_ITEMS}`);
+  return a.map((rule, i) => readRule(r, rule, at(path, i), direction, i, warnings));
+}
+
+/** Flattens a ClusterNetworkPolicy: `rules` and `enforcements` stay empty, everything is in `tiered`. */
+export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>): Policy {
+  const md = readMetadata(r, doc.metadata, false);
+  const ref = refOf('ClusterNetworkPolicy', md);
+  const spec = r.object(doc.spec, 'spec', ['tier', 'priority', 'subject', 'ingress', 'egress']);
+  const tier = r.oneOf(spec.tier, 'spec.tier', TIERS);
+  if (absent(spec.priority)) r.fail('spec.priority', 'is required');
+  const priority = r.intInRange(spec.priority, 'spec.priority', MIN_PRIORITY, MAX_PRIORITY);
+  if (absent(spec.subject)) r.fail('spec.subject', 'is required');
+  const subject = readSubject(r, spec.subject);
+  const warnings: PolicyWarning[] = [];
+  const rules = [...readRules(r, spec.ingress, 'ingress', warnings), ...readRules(r, spec.egress, 'egress', warnings)];
+  const tiered: TieredSpec = { tier, priority, subject, rules };
+  return { ref, rules: [], enforcements: [], tiered, manifest: doc, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/**
+ * Two ClusterNetworkPolicies of one tier with one priority: the API lets an implementation pick
+ * either when both match; distill applies both (Deny over Pass over Accept) but says so.
+ */
+export function samePriorityWarnings(policies: Iterable<Policy>, source: string): PolicyWarning[] {
+  const seen = new Map<string, string>();
+  const out: PolicyWarning[] = [];
+  for (const p of policies) {
+    if (p.tiered === undefined) continue;
+    const key = `${p.tiered.tier}/${p.tiered.priority}`;
+    const other = seen.get(key);
+    if (other === undefined) seen.set(key, p.ref.name);
+    else if (other !== p.ref.name) {
+      out.push({ source, path: `ClusterNetworkPolicy/${p.ref.name}`, detail: `has the same ${p.tiered.tier} priority (${p.tiered.priority}) as ClusterNetworkPolicy/${other}: where both match, distill applies Deny over Pass over Accept; give them distinct priorities if the order matters` });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,121 @@
+import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfBackend } from '../backend/bpf.js';
+import { Engine } from '../engine/engine.js';
+import { initialEvents } from '../harness/cluster-sync.js';
+import type { ClusterState } from '../model/cluster.js';
+import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioState, table } from './common.js';
+import { labelsOfEngine } from './render.js';
+
+interface ClusterOptions {
+  scenario: string;
+  step?: string;
+  output: OutputFormat;
+}
+
+/** The scenario's cluster at --step, built into an engine (memory only). */
+function clusterEngine(ctx: Ctx, opts: ClusterOptions): { state: ClusterState; engine: Engine } {
+  const state = scenarioState(readScenario(ctx, opts.scenario), intOption(opts.step, '--step', 0));
+  const engine = new Engine();
+  engine.apply(initialEvents(state));
+  return { state, engine };
+}
+
+const RESERVED_MAX = 255;
+
+/** Identities as `cilium identity list` shows them, with the pods that carry each and where they run. */
+function identities(ctx: Ctx, opts: ClusterOptions): number {
+  try {
+    const { state, engine } = clusterEngine(ctx, opts);
+    const labelsOf = labelsOfEngine(engine);
+    const local = new Set(engine.endpoints());
+    const podsOf = new Map<number, string[]>();
+    for (const key of [...state.pods.keys()].sort()) {
+      const id = engine.identityOfPod(key);
+      if (id !== undefined) podsOf.set(id, [...(podsOf.get(id) ?? []), key]);
+    }
+    const rows = engine.identities().map((id) => {
+      const pods = podsOf.get(id) ?? [];
+      const scope = id <= RESERVED_MAX ? 'reserved' : pods.length === 0 ? 'cidr' : pods.some((p) => local.has(p)) ? 'local' : 'remote';
+      return { id, labels: labelsOf(id), pods, scope };
+    });
+    if (!printData(ctx.io, opts.output, rows)) {
+      const wide = opts.output === 'wide';
+      ctx.io.out(`${table(['ID', 'LABELS', 'ENDPOINTS/PODS', 'SCOPE'], rows.map((r) => [String(r.id), (wide ? r.labels : r.labels.filter((l) => !l.startsWith('k8s:io.cilium.k8s.namespace.labels.'))).join(','), r.pods.join(',') || '-', r.scope]))}\n`);
+    }
+    return 0;
+  } catch (e) {
+    return reportInputError(ctx.io, e, opts.scenario);
+  }
+}
+
+/** Each endpoint's map size and pressure, fullest first (`cilium bpf policy list` in brief). */
+function mapsList(ctx: Ctx, opts: ClusterOptions): number {
+  try {
+    const { engine } = clusterEngine(ctx, opts);
+    const rows = engine.mapPressure().map((p) => ({ endpoint: p.endpoint, entries: p.entries, capacity: p.capacity, pressure: p.pressure, redirects: engine.redirects(p.endpoint).length }));
+    if (!printData(ctx.io, opts.output, rows)) {
+      ctx.io.out(`${table(['ENDPOINT', 'ENTRIES', 'CAPACITY', 'PRESSURE', 'L7 REDIRECTS'], rows.map((r) => [r.endpoint, String(r.entries), String(r.capacity), `${(100 * r.pressure).toFixed(2)}%`, String(r.redirects)]))}\n`);
+    }
+    return 0;
+  } catch (e) {
+    return reportInputError(ctx.io, e, opts.scenario);
+  }
+}
+
+/**
+ * Removes distill's pinned maps (names it recognises as its own, nothing else) from the pin dir
+ * and the subdirectories its commands use, each with the pin dir's lock held.
+ */
+function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): number {
+  const removed: string[] = [];
+  try {
+    for (const dir of [opts.pinDir, join(opts.pinDir, 'scenario'), join(opts.pinDir, 'replay')]) {
+      if (dir !== opts.pinDir && !existsSync(dir)) continue;
+      const backend = new BpfBackend({ pinDir: dir });
+      try {
+        for (const ep of backend.endpoints()) {
+          backend.remove(ep);
+          removed.push(`${backend.pinDir}: ${ep}`);
+        }
+      } finally {
+        backend.close();
+      }
+    }
+    if (!printData(ctx.io, opts.output, { removed })) ctx.io.out(removed.length === 0 ? `no distill maps under ${opts.pinDir}\n` : `removed ${removed.length} maps:\n${removed.map((r) => `  ${r}`).join('\n')}\n`);
+    return 0;
+  } catch (e) {
+    return reportInputError(ctx.io, e);
+  }
+}
+
+function clusterCommand(parent: Command, name: string, description: string): Command {
+  return parent
+    .command(name)
+    .description(description)
+    .addOption(new Option('--scenario <file>', 'the cluster: a scenario file').makeOptionMandatory())
+    .option('--step <n>', 'the cluster after step n (default: after the last step)')
+    .addOption(outputOption());
+}
+
+/** `maps list` and `maps clean`, under the `maps` command main.ts creates. */
+export function registerMapsViews(maps: Command, { ctx, done }: CliEnv): void {
+  clusterCommand(maps, 'list', 'Every endpoint with its map entries, capacity, pressure and L7 redirects').action((opts: ClusterOptions) => {
+    done(mapsList(ctx(), opts));
+  });
+  maps
+    .command('clean')
+    .description("Remove distill's pinned policy maps (only those) from a bpffs pin dir, holding its lock")
+    .requiredOption('--pin-dir <dir>', 'the pin dir (its scenario/ and replay/ subdirectories too)')
+    .addOption(outputOption())
+    .action((opts: { pinDir: string; output: OutputFormat }) => {
+      done(mapsClean(ctx(), opts));
+    });
+}
+
+export function registerViews(program: Command, { ctx, done }: CliEnv): void {
+  clusterCommand(program, 'identities', 'Security identities: ID, labels, the pods carrying each, scope (reserved, local, remote, cidr)').action((opts: ClusterOptions) => {
+    done(identities(ctx(), opts));
+  });
+}

@@ -184,6 +184,19 @@ describe('views', () => {
     expect(r.out).toMatch(/^2\s+reserved:world\s+-\s+reserved$/m);
     expect(r.out).toMatch(/^\d{3,}\s+\S*k8s:class=xwing\S*\s+default\/xwing\s+local$/m);
   });
+  it('selectors: SELECTOR, LABELS, USERS, IDENTITIES, as cilium-dbg policy selectors', () => {
+    const r = cli('selectors', '--scenario', STAR_WARS);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^SELECTOR\s+LABELS\s+USERS\s+IDENTITIES$/m);
+    // org=empire in namespace default: deathstar and tiefighter, not xwing.
+    const ids = JSON.parse(cli('identities', '--scenario', STAR_WARS, '-o', 'json').out) as { id: number; pods: string[] }[];
+    const idOf = (pod: string): number | undefined => ids.find((i) => i.pods.includes(pod))?.id;
+    expect(JSON.parse(cli('selectors', '--scenario', STAR_WARS, '-o', 'json').out)).toEqual([
+      { selector: 'any:org=empire && k8s:io.kubernetes.pod.namespace=default', labels: ['CiliumNetworkPolicy/default/rule1'], users: 1, identities: [idOf('default/deathstar'), idOf('default/tiefighter')] },
+    ]);
+    const cidr = JSON.parse(cli('selectors', '--scenario', 'fixtures/scenarios/cilium-docs/cidr.yaml', '-o', 'json').out) as { selector: string; users: number; identities: number[] }[];
+    expect(cidr.find((c) => c.selector === 'cidr:10.0.0.0/8 except 10.96.0.0/12')).toMatchObject({ users: 2, identities: [expect.any(Number)] });
+  });
   it('maps list: endpoints, entries, pressure, redirects', () => {
     const rows = JSON.parse(cli('maps', 'list', '--scenario', STAR_WARS, '-o', 'json').out) as { endpoint: string; entries: number; redirects: number }[];
     expect(rows.find((r) => r.endpoint === 'default/deathstar')).toMatchObject({ entries: 3, redirects: 1 });
@@ -206,7 +219,7 @@ describe('views', () => {
 
 describe('runCli', () => {
   it('every command prints its help with exit 0', () => {
-    for (const c of [['trace'], ['plan'], ['identities'], ['maps', 'list'], ['maps', 'clean'], ['maps', 'dump']]) {
+    for (const c of [['trace'], ['plan'], ['identities'], ['selectors'], ['maps', 'list'], ['maps', 'clean'], ['maps', 'dump']]) {
       let out = '';
       expect(runCli([...c, '--help'], { out: (s) => (out += s), err: () => undefined })).toBe(0);
       expect(out).toContain(`Usage: distill ${c.join(' ')}`);

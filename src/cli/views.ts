@@ -5,6 +5,10 @@ import { BpfBackend } from '../backend/bpf.js';
 import { Engine } from '../engine/engine.js';
 import { initialEvents } from '../harness/cluster-sync.js';
 import type { ClusterState } from '../model/cluster.js';
+import { cidrContainsCidr, parseCidr } from '../model/cidr.js';
+import type { LabelSet } from '../model/labels.js';
+import { Peer, policyRefKey } from '../model/rules.js';
+import { selectorMatches } from '../model/selector.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioState, table } from './common.js';
 import { labelsOfEngine } from './render.js';
 
@@ -43,6 +47,63 @@ function identities(ctx: Ctx, opts: ClusterOptions): number {
     if (!printData(ctx.io, opts.output, rows)) {
       const wide = opts.output === 'wide';
       ctx.io.out(`${table(['ID', 'LABELS', 'ENDPOINTS/PODS', 'SCOPE'], rows.map((r) => [String(r.id), (wide ? r.labels : r.labels.filter((l) => !l.startsWith('k8s:io.cilium.k8s.namespace.labels.'))).join(','), r.pods.join(',') || '-', r.scope]))}\n`);
+    }
+    return 0;
+  } catch (e) {
+    return reportInputError(ctx.io, e, opts.scenario);
+  }
+}
+
+interface SelectorRow {
+  selector: string;
+  labels: string[];
+  users: number;
+  identities: number[];
+}
+
+/** A CIDR identity's prefix (its `cidr:` label), if it is one. */
+function cidrOf(labels: LabelSet): ReturnType<typeof parseCidr> | undefined {
+  const l = labels.find((x) => x.source === 'cidr');
+  return l ? parseCidr(l.key) : undefined;
+}
+
+/** Which identities a peer selects: label selectors by the identity's labels (CIDR label aside), CIDR peers by prefix. */
+function peerSelects(peer: Peer, labels: LabelSet): boolean {
+  if (peer.kind === 'selector') return selectorMatches(peer.selector, labels.filter((l) => l.source !== 'cidr'));
+  const c = cidrOf(labels);
+  return c !== undefined && cidrContainsCidr(peer.cidr, c) && !peer.except.some((x) => cidrContainsCidr(x, c));
+}
+
+function peerText(peer: Peer): string {
+  if (peer.kind === 'cidr') return `cidr:${peer.cidr.text}${peer.except.length ? ` except ${peer.except.map((x) => x.text).join(',')}` : ''}`;
+  return peer.entity !== undefined ? `entity:${peer.entity}` : peer.selector.key;
+}
+
+/**
+ * The peer selectors of every rule, as `cilium-dbg policy selectors` lists its selector cache:
+ * SELECTOR, LABELS (the policies using it), USERS (rules using it), IDENTITIES (those it selects
+ * now). Computed from the policies' rules against the engine's identities.
+ */
+function selectors(ctx: Ctx, opts: ClusterOptions): number {
+  try {
+    const { state, engine } = clusterEngine(ctx, opts);
+    const ids = engine.identities().map((id) => ({ id, labels: engine.identityLabels(id) ?? [] }));
+    const rows = new Map<string, SelectorRow & { peer: Peer }>();
+    for (const policy of state.policies.values()) {
+      for (const rule of policy.rules) {
+        for (const peer of rule.peers) {
+          const text = peerText(peer);
+          let row = rows.get(text);
+          if (!row) rows.set(text, (row = { selector: text, labels: [], users: 0, identities: ids.filter((x) => peerSelects(peer, x.labels)).map((x) => x.id), peer }));
+          row.users++;
+          const ref = policyRefKey(policy.ref);
+          if (!row.labels.includes(ref)) row.labels.push(ref);
+        }
+      }
+    }
+    const out: SelectorRow[] = [...rows.values()].sort((a, b) => (a.selector < b.selector ? -1 : 1)).map(({ peer: _peer, ...r }) => r);
+    if (!printData(ctx.io, opts.output, out)) {
+      ctx.io.out(`${table(['SELECTOR', 'LABELS', 'USERS', 'IDENTITIES'], out.map((r) => [r.selector, r.labels.join(','), String(r.users), r.identities.join(' ') || '-']))}\n`);
     }
     return 0;
   } catch (e) {
@@ -117,5 +178,8 @@ export function registerMapsViews(maps: Command, { ctx, done }: CliEnv): void {
 export function registerViews(program: Command, { ctx, done }: CliEnv): void {
   clusterCommand(program, 'identities', 'Security identities: ID, labels, the pods carrying each, scope (reserved, local, remote, cidr)').action((opts: ClusterOptions) => {
     done(identities(ctx(), opts));
+  });
+  clusterCommand(program, 'selectors', 'Peer selectors of every rule, as cilium-dbg policy selectors: SELECTOR, LABELS (policies), USERS (rules), IDENTITIES').action((opts: ClusterOptions) => {
+    done(selectors(ctx(), opts));
   });
 }

@@ -103,6 +103,15 @@ describe('kubectl habits', () => {
     const j = JSON.parse(cli('maps', 'list', '--scenario', L4, '-o', 'json').out) as unknown;
     expect(parse(cli('maps', 'list', '--scenario', L4, '-o', 'yaml').out)).toEqual(j);
   });
+  it('-o on reach, verify and replay: json is --json (the conformance contract), yaml the same objects, wide is --explain', () => {
+    const json = cli('reach', '--scenario', L4, '--json').out;
+    expect(cli('reach', '--scenario', L4, '-o', 'json').out).toBe(json);
+    expect(parse(cli('reach', '--scenario', L4, '-o', 'yaml').out)).toEqual(json.trim().split('\n').map((l) => JSON.parse(l) as unknown));
+    expect(cli('reach', '--scenario', L4, '-o', 'wide').out).toBe(cli('reach', '--scenario', L4, '--explain').out);
+    expect(parse(cli('verify', '--scenario', L4, '-o', 'yaml').out)).toEqual(JSON.parse(cli('verify', '--scenario', L4, '--json').out));
+    const replay = parse(cli('replay', 'fixtures/traces/small.jsonl', '--limit', '5', '-o', 'yaml').out) as Record<string, unknown>;
+    expect(replay).toMatchObject({ mode: 'incremental', churnEvents: 5 });
+  });
   it('an unknown -o format is a usage error', () => {
     expect(cli('maps', 'list', '--scenario', L4, '-o', 'xml').code).toBe(2);
   });
@@ -124,6 +133,13 @@ describe('distill trace', () => {
     const drop = JSON.parse(cli(...base, '--from', 'default/xwing', '-o', 'json').out) as { verdict: string; sides: { direction: string; entry: unknown }[] };
     expect(drop.verdict).toBe('DROPPED');
     expect(drop.sides.find((s) => s.direction === 'ingress')?.entry).toBeNull();
+  });
+  it('a Kafka request: the proxy judges it by API key and topic', () => {
+    const k = ['trace', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--from', 'default/empire-outpost', '--to', 'default/kafka', '--port', '9092/TCP'];
+    expect(cli(...k, '--kafka-api-key', 'fetch', '--kafka-topic', 'empire-announce').out).toMatch(/^\S+ -> \S+ 9092\/TCP: REDIRECTED to proxy port \d+ \(kafka\), L7 FORWARDED$/m);
+    expect(cli(...k, '--kafka-api-key', 'produce', '--kafka-topic', 'deathstar-plans').out).toMatch(/L7 DROPPED$/m);
+    expect(cli(...k, '--kafka-api-key', 'nope').err).toContain('--kafka-api-key: "nope" is not a Kafka API key');
+    expect(cli(...k, '--kafka-topic', 't', '--dns-name', 'x.com').code).toBe(2);
   });
   it('-f applies extra manifests first; a plain IP is an external peer', () => {
     const f = tmpFile('open.yaml', OPEN_DEATHSTAR);

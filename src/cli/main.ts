@@ -22,6 +22,7 @@ import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
+import { stringify as stringifyYaml } from 'yaml';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
@@ -42,6 +43,8 @@ interface BackendOptions {
 interface ReachOptions extends BackendOptions {
   scenario: string[];
   json?: boolean;
+  /** -o: json is --json, wide is --explain, yaml the JSON objects as one YAML list per scenario. */
+  output: OutputFormat;
   explain?: boolean;
   naive?: boolean;
 }
@@ -73,8 +76,10 @@ function decider(naive: boolean, backend: MapBackend): FlowDecider {
   return naive ? decideFlow : engineRun(backend).decide;
 }
 
-function reach(ctx: Ctx, opts: ReachOptions): number {
+function reach(ctx: Ctx, given: ReachOptions): number {
   const { io } = ctx;
+  const yaml = given.output === 'yaml';
+  const opts: ReachOptions = { ...given, json: given.json === true || given.output === 'json' || yaml, explain: given.explain === true || given.output === 'wide' };
   let files: string[];
   try {
     files = collectFiles(opts.scenario, isYamlFile);
@@ -100,16 +105,17 @@ function reach(ctx: Ctx, opts: ReachOptions): number {
     }
     const mismatches = run.steps.flatMap((s) => s.mismatches);
     if (opts.json) {
-      const lines: string[] = [];
+      const lines: unknown[] = [];
       for (const step of run.steps) {
         for (const r of step.results) {
           const extra = many ? { scenario: file } : {};
           const obj = resultJson(r, extra);
           if (opts.explain) obj.explain = explainJson(r);
-          lines.push(JSON.stringify(obj));
+          lines.push(yaml ? obj : JSON.stringify(obj));
         }
       }
-      if (lines.length > 0) io.out(lines.join('\n') + '\n');
+      if (yaml) io.out(`${many ? '---\n' : ''}${stringifyYaml(lines)}`);
+      else if (lines.length > 0) io.out(lines.join('\n') + '\n');
     } else {
       io.out(`== ${file}${run.scenario.description ? `: ${run.scenario.description}` : ''}\n`);
       io.out(renderRun(run, opts.explain ?? false) + '\n');
@@ -131,11 +137,13 @@ function reach(ctx: Ctx, opts: ReachOptions): number {
 interface VerifyOptions extends BackendOptions {
   scenario: string[];
   json?: boolean;
+  output: OutputFormat;
 }
 
 /** Runs each scenario through the engine and through the oracle and compares every result. */
-function verify(ctx: Ctx, opts: VerifyOptions): number {
+function verify(ctx: Ctx, given: VerifyOptions): number {
   const { io } = ctx;
+  const opts: VerifyOptions = { ...given, json: given.json === true || given.output === 'json' };
   let files: string[];
   try {
     files = collectFiles(opts.scenario, isYamlFile);
@@ -179,7 +187,8 @@ function verify(ctx: Ctx, opts: VerifyOptions): number {
   }
   backend.close();
   const summary = { scenarios: files.length, results: total, disagreements };
-  io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  if (opts.output === 'yaml') io.out(stringifyYaml(summary));
+  else io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
   return exit;
 }
 
@@ -266,6 +275,7 @@ function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
 
 interface ReplayCliOptions extends BackendOptions {
   json?: boolean;
+  output: OutputFormat;
   verifyEvery?: string;
   mode: ReplayMode;
   limit?: string;
@@ -319,7 +329,7 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
       ...(bar ? { onProgress: (done: number, total: number) => { bar?.setTotal(total); bar?.update(done); } } : {}),
     });
     bar?.stop();
-    io.out(opts.json ? `${JSON.stringify(result)}\n` : `${formatReplay(result)}\n`);
+    if (!printData(io, opts.json ? 'json' : opts.output, result)) io.out(`${formatReplay(result)}\n`);
     return 0;
   } catch (e) {
     bar?.stop();
@@ -438,6 +448,7 @@ function registerReach(program: Command, { ctx, done }: CliEnv): void {
     .option('--json', 'one JSON object per probe result')
     .option('--explain', 'say which policies allowed or denied each flow')
     .option('--naive', 'answer with the reference evaluator instead of the engine')
+    .addOption(outputOption())
     .addOption(backendOption())
     .addOption(pinDirOption('scenario'))
     .action((opts: ReachOptions) => {
@@ -451,6 +462,7 @@ function registerVerify(program: Command, { ctx, done }: CliEnv): void {
     .description('Answer every probe with the engine and with the reference evaluator; exit 1 on any disagreement')
     .addOption(new Option('--scenario <path...>', 'scenario file(s) or directories').makeOptionMandatory())
     .option('--json', 'a JSON summary on stdout, one JSON object per disagreement on stderr')
+    .addOption(outputOption())
     .addOption(backendOption())
     .addOption(pinDirOption('scenario'))
     .action((opts: VerifyOptions) => {
@@ -480,6 +492,7 @@ function registerReplay(program: Command, { ctx, done }: CliEnv): void {
     .option('--verify-every <n>', 'check the engine against a from-scratch recomputation every n churn events')
     .addOption(new Option('--mode <mode>', 'incremental: the engine; full: recompute every local endpoint from scratch after each event').choices(['incremental', 'full']).default('incremental'))
     .option('--limit <n>', 'replay only the first n churn events')
+    .addOption(outputOption())
     .addOption(backendOption())
     .addOption(pinDirOption('replay'))
     .action((file: string, opts: ReplayCliOptions) => {

@@ -13,7 +13,7 @@ import { L7ParserConflictError } from '../engine/rule-units.js';
 import { clusterEvents, initialEvents } from '../harness/cluster-sync.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioState, table } from './common.js';
 import { InputError } from './input.js';
-import { describeRequest, formatOrigin, hubbleVerdict, l7RowJson, labelsOfEngine, mapRecordJson, portProto } from './render.js';
+import { describeRequest, formatOrigin, hubbleVerdict, l7RowJson, labelsOfEngine, mapRecordJson, portProto, shownInTable } from './render.js';
 import { parsePortProto } from './trace.js';
 
 /** A port (with the request a probe carries there, if any) every pod pair is checked on. */
@@ -173,7 +173,7 @@ function planText(r: PlanResult, wide: boolean): string {
   out.push(eps.length === 0 ? 'no map or L7 changes' : table(['ENDPOINT', 'UPSERTS', 'DELETES', 'L7', 'PRESSURE AFTER'], eps.map(([ep, d]) => [ep, String(d.upserts.length), String(d.deletes.length), String(d.l7.length), `${(100 * (r.pressure.get(ep) ?? 0)).toFixed(2)}%`])));
   if (wide) {
     for (const [ep, d] of eps) {
-      for (const x of [...d.upserts, ...d.deletes]) out.push(`  ${ep} ${x.op === 'upsert' ? '+' : '-'} ${x.entry.deny ? 'Deny' : 'Allow'} ${x.key.direction} ${x.key.identity === 0 ? 'ANY' : labelsOf(x.key.identity).join(',')} ${portProto(x.key)} ${hubbleVerdict(x.entry)}${x.entry.proxyPort ? ` proxy ${x.entry.proxyPort}` : ''}`);
+      for (const x of [...d.upserts, ...d.deletes]) out.push(`  ${ep} ${x.op === 'upsert' ? '+' : '-'} ${x.entry.deny ? 'Deny' : 'Allow'} ${x.key.direction} ${x.key.identity === 0 ? 'ANY' : labelsOf(x.key.identity).filter(shownInTable).join(',')} ${portProto(x.key)} ${hubbleVerdict(x.entry)}${x.entry.proxyPort ? ` proxy ${x.entry.proxyPort}` : ''}`);
     }
   }
   out.push('');

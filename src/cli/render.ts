@@ -132,7 +132,7 @@ export function mapRecordJson(r: MapRecordLike, labelsOf: (id: number) => string
 }
 
 /** The table shows the labels that tell peers apart; `--json` lists them all. */
-function shownInTable(label: string): boolean {
+export function shownInTable(label: string): boolean {
   return !/^k8s:io\.cilium\.k8s\.(policy\.cluster|policy\.serviceaccount|namespace\.labels\.)/.test(label);
 }
 

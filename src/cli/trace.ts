@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { parseIp } from '../model/cidr.js';
 import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js';
 import type { DirectionDecision, Flow } from '../model/flow.js';
-import type { L7Request } from '../model/l7.js';
+import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
 import { Engine } from '../engine/engine.js';
 import { engineDecision } from '../harness/engine-decider.js';
@@ -22,6 +22,10 @@ interface TraceOptions {
   httpPath?: string;
   httpHost?: string;
   dnsName?: string;
+  kafkaApiKey?: string;
+  kafkaTopic?: string;
+  kafkaClientId?: string;
+  kafkaApiVersion?: string;
   output: OutputFormat;
 }
 
@@ -34,10 +38,19 @@ export function parsePortProto(text: string): { port: number; protocol: FlowProt
   return { port, protocol };
 }
 
+function kafkaRequest(opts: TraceOptions): L7Request {
+  const apiKey = (opts.kafkaApiKey ?? 'produce').toLowerCase();
+  if (!KAFKA_API_KEYS.includes(apiKey)) throw new InputError(`--kafka-api-key: "${opts.kafkaApiKey}" is not a Kafka API key (${KAFKA_API_KEYS.join(', ')})`);
+  const apiVersion = intOption(opts.kafkaApiVersion, '--kafka-api-version', 0);
+  return { kafka: { apiKey, ...(apiVersion !== undefined ? { apiVersion } : {}), ...(opts.kafkaClientId !== undefined ? { clientID: opts.kafkaClientId } : {}), ...(opts.kafkaTopic !== undefined ? { topic: opts.kafkaTopic } : {}) } };
+}
+
 function requestOf(opts: TraceOptions): L7Request | undefined {
   const http = opts.httpMethod !== undefined || opts.httpPath !== undefined || opts.httpHost !== undefined;
-  if (http && opts.dnsName !== undefined) throw new InputError('--dns-name cannot be combined with --http-*: a flow carries one request');
+  const kafka = opts.kafkaApiKey !== undefined || opts.kafkaTopic !== undefined || opts.kafkaClientId !== undefined || opts.kafkaApiVersion !== undefined;
+  if ([http, kafka, opts.dnsName !== undefined].filter(Boolean).length > 1) throw new InputError('--http-*, --kafka-* and --dns-name cannot be combined: a flow carries one request');
   if (opts.dnsName !== undefined) return { dns: { name: opts.dnsName } };
+  if (kafka) return kafkaRequest(opts);
   if (!http) return undefined;
   return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}) } };
 }
@@ -107,6 +120,7 @@ function renderSide(s: SideReport): string {
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
+  if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (no policy tiers: deny > redirect > allow)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   return out.join('\n');
 }
@@ -157,6 +171,10 @@ export function registerTrace(program: Command, { ctx, done }: CliEnv): void {
     .option('--http-path <path>', 'HTTP request path (default /)')
     .option('--http-host <host>', 'HTTP Host header')
     .option('--dns-name <name>', 'a DNS query the flow carries')
+    .option('--kafka-api-key <key>', 'a Kafka request the flow carries: API key (default produce)')
+    .option('--kafka-topic <topic>', 'Kafka topic')
+    .option('--kafka-client-id <id>', 'Kafka client ID')
+    .option('--kafka-api-version <n>', 'Kafka API version')
     .addOption(outputOption())
     .action((opts: TraceOptions) => {
       done(trace(ctx(), opts));

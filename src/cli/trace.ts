@@ -74,6 +74,8 @@ interface SideReport {
   direction: string;
   verdict: string;
   entry: Record<string, unknown> | null;
+  /** The entry as `cilium bpf policy get` shows it (text output only). */
+  table?: string;
   defaultDeny: boolean;
   enforcedBy: string[];
   allowedBy: string[];
@@ -87,7 +89,7 @@ function side(engine: Engine, state: ClusterState, endpoint: string, peer: strin
   const hit = engine.lookup(endpoint, peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
   const labelsOf = labelsOfEngine(engine);
   const entry = hit
-    ? { policy: hit.entry.deny ? 'Deny' : 'Allow', direction: d.direction, identity: hit.key.identity, labels: labelsOf(hit.key.identity), portProto: portProto(hit.key), proxyPort: hit.entry.proxyPort, verdict: hubbleVerdict(hit.entry), precedence: hit.entry.precedence, table: renderMapRecords([hit], labelsOf) }
+    ? { policy: hit.entry.deny ? 'Deny' : 'Allow', direction: d.direction, identity: hit.key.identity, labels: labelsOf(hit.key.identity), portProto: portProto(hit.key), proxyPort: hit.entry.proxyPort, verdict: hubbleVerdict(hit.entry), precedence: hit.entry.precedence }
     : null;
   const verdict = !d.allowed && !(d.l7 !== undefined) ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED';
   return {
@@ -95,6 +97,7 @@ function side(engine: Engine, state: ClusterState, endpoint: string, peer: strin
     direction: d.direction,
     verdict,
     entry,
+    ...(hit ? { table: renderMapRecords([hit], labelsOf) } : {}),
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(formatOrigin),
     allowedBy: d.allowedBy.map(formatOrigin),
@@ -115,7 +118,7 @@ function flowVerdict(sides: readonly SideReport[], allowed: boolean, proxied: bo
 
 function renderSide(s: SideReport): string {
   const out = [`${s.direction} of ${s.endpoint}: ${s.verdict}`];
-  out.push(s.entry ? (s.entry.table as string).split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
+  out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
   out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy selects this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
@@ -144,8 +147,8 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     if (decision.egress) sides.push(side(engine, state, flow.from, flow.to, flow, decision.egress));
     if (decision.ingress) sides.push(side(engine, state, flow.to, flow.from, flow, decision.ingress));
     const verdict = flowVerdict(sides, decision.allowed, decision.proxied);
-    const data = { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict, allowed: decision.allowed, proxied: decision.proxied, sides: sides.map(({ entry, ...rest }) => ({ ...rest, entry: entry && { ...entry, table: undefined } })) };
-    if (!printData(io, opts.output, JSON.parse(JSON.stringify(data)))) {
+    const data = { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict, allowed: decision.allowed, proxied: decision.proxied, sides: sides.map(({ table: _table, ...rest }) => rest) };
+    if (!printData(io, opts.output, data)) {
       io.out(`${flow.from} -> ${flow.to} ${port}/${protocol}: ${verdict}\n\n${sides.map(renderSide).join('\n\n')}\n`);
       if (sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
     }

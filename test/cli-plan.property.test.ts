@@ -2,8 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { planChange, PlanPort } from '../src/cli/plan.js';
 import { Engine } from '../src/engine/engine.js';
-import { engineDecision } from '../src/harness/engine-decider.js';
-import { initialEvents } from '../src/harness/cluster-sync.js';
+import { EngineDecider } from '../src/harness/engine-decider.js';
 import { INITIAL_CLUSTER, op, Op, PROBE_PORTS, toEvent, applyToModel } from './engine/gen.js';
 import type { ClusterState } from '../src/model/cluster.js';
 
@@ -56,9 +55,11 @@ describe('plan against reality', () => {
         const r = planChange(before, after, PORTS);
         if (r.refused) return; // refusals are covered by the CLI tests
         const engineBefore = new Engine();
-        engineBefore.apply(initialEvents(before));
+        const decideBefore = new EngineDecider(engineBefore);
+        decideBefore.sync(before);
         const engineAfter = new Engine();
-        engineAfter.apply(initialEvents(after));
+        const decideAfter = new EngineDecider(engineAfter);
+        decideAfter.sync(after);
         // Proxy ports depend on allocation history: compare without them.
         const strip = (m: Record<string, string[]>): Record<string, string[]> => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v.map((row) => row.replace(/"proxyPort":\d+/, '"proxyPort":P'))]));
         labelsOf = namer(r.engine, engineBefore);
@@ -73,8 +74,8 @@ describe('plan against reality', () => {
             for (const to of pods) {
               if (from === to) continue;
               const flow = { from, to, port: p.port, protocol: p.protocol };
-              const b = engineDecision(engineBefore, before, flow);
-              const a = engineDecision(engineAfter, after, flow);
+              const b = decideBefore.decide(before, flow);
+              const a = decideAfter.decide(after, flow);
               if (b.allowed !== a.allowed || b.proxied !== a.proxied) expected.push(`${from}->${to} ${p.port}/${p.protocol}`);
             }
           }

@@ -1,12 +1,12 @@
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { UnknownEndpointError } from '../model/flow.js';
-import { ClusterChangeError, ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
+import { ClusterChangeError, ClusterState } from '../model/cluster.js';
 import type { Policy } from '../model/rules.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
-import { applyChange } from '../scenario/run.js';
+import { runScenario } from '../scenario/run.js';
 import { BackendError } from '../backend/backend.js';
 import { BpfError, PinDirError } from '../backend/bpf.js';
 import { EngineError, MapCapacityError } from '../engine/events.js';
@@ -76,22 +76,15 @@ export function readScenario(ctx: Ctx, file: string): Scenario {
   return scenario;
 }
 
-/** The cluster after the scenario's setup and its steps 0..step (all steps when undefined). */
+/** The cluster after the scenario's setup and its steps 0..step (all steps when undefined); no probe is run. */
 export function scenarioState(scenario: Scenario, step: number | undefined): ClusterState {
   if (step !== undefined && step >= scenario.steps.length) {
     throw new ManifestError(scenario.source, 'steps', `has ${scenario.steps.length} steps: --step ${step} is not one of them (0 to ${scenario.steps.length - 1})`);
   }
-  const changes = [...scenario.setup, ...scenario.steps.slice(0, step === undefined ? undefined : step + 1).flatMap((s) => s.changes)];
-  let state = EMPTY_CLUSTER;
-  for (const c of changes) {
-    try {
-      state = applyChange(state, c);
-    } catch (e) {
-      if (e instanceof ClusterChangeError) throw new ManifestError(scenario.source, c.path, e.message);
-      throw e;
-    }
-  }
-  return state;
+  const steps = scenario.steps.slice(0, step === undefined ? undefined : step + 1).map((s) => ({ changes: s.changes, probes: [], expect: [] }));
+  return runScenario({ ...scenario, steps }, () => {
+    throw new Error('internal: a scenario without probes decided a flow');
+  }).finalState;
 }
 
 export const isManifestFile = (f: string): boolean => /\.(ya?ml|json)$/.test(f);

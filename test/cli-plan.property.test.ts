@@ -52,6 +52,9 @@ describe('plan against reality', () => {
       fc.property(fc.array(op, { minLength: 3, maxLength: 25 }), fc.array(op, { minLength: 1, maxLength: 4 }), (setup, change) => {
         const before = build(INITIAL_CLUSTER, setup);
         const after = build(before, change);
+        // Scenario states (what plan reads) never hold a pod outside an existing namespace: adding
+        // a pod creates its namespace, deleting a namespace deletes its pods. The engine generators do.
+        fc.pre([before, after].every((st) => [...st.pods.values()].every((p) => st.namespaces.has(p.namespace))));
         const r = planChange(before, after, PORTS);
         if (r.refused) return; // refusals are covered by the CLI tests
         const engineBefore = new Engine();

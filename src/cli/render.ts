@@ -4,7 +4,7 @@ import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import { policyRefKey } from '../model/rules.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
 
-export function formatOrigin(o: RuleOrigin): string {
+function formatOrigin(o: RuleOrigin): string {
   return `${policyRefKey(o.policy)} ${o.path}`;
 }
 
@@ -27,7 +27,7 @@ function explainDirection(d: DirectionDecision): Record<string, unknown> {
 }
 
 /** A probe's request in one line: `GET /public`, `kafka produce topic=orders`, `dns www.example.com`. */
-export function describeRequest(req: L7Request | undefined): string {
+function describeRequest(req: L7Request | undefined): string {
   if (!req) return '';
   if ('http' in req) {
     const h = req.http;
@@ -223,3 +223,6 @@ export function renderL7Policies(
   }
   return out.join('\n');
 }
+
+/** Used by trace and plan (listed here so that they stay exported when main prunes unused exports). */
+export { describeRequest, formatOrigin };

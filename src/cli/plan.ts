@@ -23,7 +23,7 @@ export interface PlanPort {
   readonly request?: Flow['request'];
 }
 
-export interface VerdictChange {
+interface VerdictChange {
   readonly from: string;
   readonly to: string;
   readonly port: number;
@@ -34,9 +34,9 @@ export interface VerdictChange {
   readonly after: Verdict;
 }
 
-export type Verdict = 'FORWARDED' | 'DROPPED' | 'REDIRECTED' | 'REDIRECTED, L7 DROPPED';
+type Verdict = 'FORWARDED' | 'DROPPED' | 'REDIRECTED' | 'REDIRECTED, L7 DROPPED';
 
-export interface PlanResult {
+interface PlanResult {
   /** Per endpoint, the map and L7 deltas the change emits (empty when refused). */
   readonly endpoints: Map<string, { upserts: MapDelta[]; deletes: MapDelta[]; l7: L7Delta[] }>;
   readonly endpointsAdded: readonly string[];
@@ -128,7 +128,7 @@ export function probePorts(scenario: Scenario): PlanPort[] {
 }
 
 /** `KIND/NAMESPACE/NAME`, or `CiliumClusterwideNetworkPolicy/NAME`. */
-export function parsePolicyRef(text: string): PolicyRef {
+function parsePolicyRef(text: string): PolicyRef {
   const parts = text.split('/');
   const kind = POLICY_KINDS.find((k) => k.toLowerCase() === (parts[0] ?? '').toLowerCase()) as PolicyKind | undefined;
   const clusterwide = kind === 'CiliumClusterwideNetworkPolicy';

@@ -55,7 +55,7 @@ function requestOf(opts: TraceOptions): L7Request | undefined {
 }
 
 /** A pod or external by name, a pod by IP, or else a plain IP added as an external named by it. */
-export function resolvePeer(state: ClusterState, name: string, option: string): { state: ClusterState; name: string } {
+function resolvePeer(state: ClusterState, name: string, option: string): { state: ClusterState; name: string } {
   if (state.pods.has(name) || state.externals.has(name)) return { state, name };
   let ip;
   try {

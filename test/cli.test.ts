@@ -150,7 +150,7 @@ describe('distill maps dump and --backend', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^policy map of default\/backend: 3 \/ 16384 entries \(0.02% full\), memory backend/);
-    expect(r.stdout).toMatch(/ingress\s+TCP\s+80\s+allow\s+\d+ k8s:io.kubernetes.pod.namespace=default,k8s:role=frontend/);
+    expect(r.stdout).toMatch(/Allow\s+Ingress\s+k8s:io.kubernetes.pod.namespace=default,k8s:role=frontend\s+80\/TCP\s+NONE\s+FORWARDED/);
     const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend', '--json').stdout) as { entries: Record<string, unknown>[] };
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'egress', protocol: 'any', ports: 'any', verdict: 'allow', identity: 0, labels: [] }));
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'ingress', protocol: 'TCP', ports: { from: 80, to: 80 }, verdict: 'allow' }));

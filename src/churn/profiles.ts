@@ -9,6 +9,8 @@ export interface Profile {
   readonly description: string;
   /** Churn events generated after the initial state unless overridden. */
   readonly churnEvents: number;
+  /** Whether `build` honours a scale other than 1 (small is a fixed shape). */
+  readonly scalable: boolean;
   build(b: TraceBuilder, scale: number): ProfileShape;
 }
 
@@ -39,6 +41,7 @@ const small: Profile = {
   name: 'small',
   description: '3 namespaces, 30 pods (10 local), 12 policies (NetworkPolicy and CiliumNetworkPolicy, L3/L4/CIDR/deny/L7), then 120 churn events',
   churnEvents: 120,
+  scalable: false,
   build(b) {
     const isLocal = everyNth(3);
     const nss = ['shop', 'payments', 'monitoring'];
@@ -74,6 +77,7 @@ const realistic: Profile = {
   name: 'realistic',
   description: '5,413 pods in 604 namespaces, 13,678 NetworkPolicies (3,559 empty, 495 deny-only), ~110 local pods',
   churnEvents: 2000,
+  scalable: true,
   build(b, scale) {
     const namespaces = Math.round(604 * scale);
     const isLocal = everyNth(49);
@@ -118,6 +122,7 @@ const ciliumCi: Profile = {
   name: 'cilium-ci',
   description: '30,000 pods (6,000 identities) on 1,000 nodes, 30,000 policies (L3, L4, L4+CIDR, L3+CIDR); 30 local pods',
   churnEvents: 2000,
+  scalable: true,
   build(b, scale) {
     const identities = Math.round(6000 * scale);
     const namespaces = Math.max(1, Math.round(identities / 20));
@@ -146,6 +151,7 @@ const cilium2019: Profile = {
   name: 'cilium-2019',
   description: 'one local endpoint, 1,000 peer identities, 3,000 rules selecting it',
   churnEvents: 300,
+  scalable: true,
   build(b, scale) {
     b.namespace('bench', {});
     const peers = Math.round(1000 * scale);
@@ -167,6 +173,7 @@ const antreaWorst: Profile = {
   name: 'antrea-worst',
   description: '10,000 pods in one namespace (100 identities, ~100 local), 10,000 policies each selecting every pod',
   churnEvents: 300,
+  scalable: true,
   build(b, scale) {
     b.namespace('flat', {});
     const pods = Math.round(10000 * scale);
@@ -264,9 +271,22 @@ export interface GenerateOptions {
   readonly maxBytes?: number;
 }
 
+/** Options `generateTrace` cannot honour: named in the message as the CLI spells them. */
+export class GenerateOptionsError extends Error {
+  override readonly name = 'GenerateOptionsError';
+}
+
+function checkOptions(profile: Profile, opts: GenerateOptions): void {
+  const { scale, churnEvents } = opts;
+  if (scale !== undefined && !(Number.isFinite(scale) && scale > 0)) throw new GenerateOptionsError(`--scale: "${scale}" is not a positive number`);
+  if (scale !== undefined && scale !== 1 && !profile.scalable) throw new GenerateOptionsError(`--scale: profile ${profile.name} has a fixed shape and cannot be scaled (leave --scale out, or use another profile)`);
+  if (churnEvents !== undefined && !(Number.isSafeInteger(churnEvents) && churnEvents >= 0)) throw new GenerateOptionsError(`--churn: "${churnEvents}" is not a whole number of events (0 or more)`);
+}
+
 export function generateTrace(opts: GenerateOptions): string {
   const profile = PROFILES.find((p) => p.name === opts.profile);
-  if (!profile) throw new Error(`unknown profile "${opts.profile}" (profiles: ${PROFILES.map((p) => p.name).join(', ')})`);
+  if (!profile) throw new GenerateOptionsError(`unknown profile "${opts.profile}" (profiles: ${PROFILES.map((p) => p.name).join(', ')})`);
+  checkOptions(profile, opts);
   const scale = opts.scale ?? 1;
   const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` }, opts.maxBytes);
   b.phase('initial');

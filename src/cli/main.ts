@@ -10,78 +10,30 @@ import { UnknownEndpointError } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { formatWarning } from '../model/rules.js';
-import { parseScenario, Scenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
-import { applyChangeSet, BackendError, MapBackend } from '../backend/backend.js';
-import { BpfBackend, BpfError, DEFAULT_PIN_DIR, PinDirError } from '../backend/bpf.js';
+import { applyChangeSet, MapBackend } from '../backend/backend.js';
+import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { backendLookup } from '../backend/lookup.js';
 import { reconcile } from '../node/restart.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { Engine } from '../engine/engine.js';
-import { EngineError, MapCapacityError } from '../engine/events.js';
-import { ProxyPortsExhaustedError } from '../engine/proxy-ports.js';
-import { L7ParserConflictError } from '../engine/rule-units.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
-import { ClusterChangeError } from '../model/cluster.js';
-import { TraceTooLargeError } from '../churn/generate.js';
 import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
+import { stringify as stringifyYaml } from 'yaml';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
-import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
+import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
+import { registerTrace } from './trace.js';
+import { registerPlan } from './plan.js';
+import { registerMapsViews, registerViews } from './views.js';
+
+export type { CliIo } from './common.js';
+import { explainJson, l7RowJson, labelsOfEngine, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
 
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
-const EXIT_MISMATCH = 1;
-const EXIT_BAD_INPUT = 2;
-/** EX_SOFTWARE: a bug in distill, not in the input. */
-const EXIT_INTERNAL = 70;
-
-/** Where the CLI writes; `progress` (a TTY) gets the replay progress bar. */
-export interface CliIo {
-  out(s: string): void;
-  err(s: string): void;
-  readonly progress?: NodeJS.WritableStream;
-}
-
-interface Ctx {
-  readonly io: CliIo;
-  readonly maxInputBytes: number;
-}
-
-const BAD_INPUT_ERRORS = [ManifestError, UnknownEndpointError, EngineError, MapCapacityError, L7ParserConflictError, BpfError, PinDirError, BackendError, TraceTooLargeError, ProxyPortsExhaustedError, ClusterChangeError, InputError];
-
-/** A stack overflow while reading a file is the file's nesting, not a bug (`[[[[...` 100k deep). */
-function isStackOverflow(e: unknown): boolean {
-  return e instanceof RangeError && /call stack size/i.test(e.message);
-}
-
-/**
- * Bad input is the user's to fix: print what and where, no stack trace. `file` names the input
- * being read when the error itself cannot (a stack overflow). Anything else is a bug: rethrown.
- */
-function reportInputError(io: CliIo, e: unknown, file?: string): number {
-  if (BAD_INPUT_ERRORS.some((c) => e instanceof c)) {
-    // ManifestError and InputError name their source; the engine's errors do not know the file.
-    const where = file === undefined || e instanceof ManifestError || e instanceof InputError ? '' : `${inputName(file)}: `;
-    io.err(`error: ${where}${(e as Error).message}\n`);
-    return EXIT_BAD_INPUT;
-  }
-  if (isStackOverflow(e)) {
-    io.err(`error: ${file === undefined ? 'input' : inputName(file)}: nested too deeply to read\n`);
-    return EXIT_BAD_INPUT;
-  }
-  throw e;
-}
-
-/** Reads a scenario; what it accepted but would rather say (pod labels dropped) goes to stderr. */
-function readScenario(ctx: Ctx, file: string): Scenario {
-  const scenario = parseScenario(readInputText(file, ctx.maxInputBytes), inputName(file));
-  for (const w of scenario.warnings) ctx.io.err(`warning: ${w}\n`);
-  return scenario;
-}
-
 type BackendKind = 'memory' | 'bpf';
 
 interface BackendOptions {
@@ -92,6 +44,8 @@ interface BackendOptions {
 interface ReachOptions extends BackendOptions {
   scenario: string[];
   json?: boolean;
+  /** -o: json is --json, wide is --explain, yaml the JSON objects as one YAML list per scenario. */
+  output: OutputFormat;
   explain?: boolean;
   naive?: boolean;
 }
@@ -123,8 +77,10 @@ function decider(naive: boolean, backend: MapBackend): FlowDecider {
   return naive ? decideFlow : engineRun(backend).decide;
 }
 
-function reach(ctx: Ctx, opts: ReachOptions): number {
+function reach(ctx: Ctx, given: ReachOptions): number {
   const { io } = ctx;
+  const yaml = given.output === 'yaml';
+  const opts: ReachOptions = { ...given, json: given.json === true || given.output === 'json' || yaml, explain: given.explain === true || given.output === 'wide' };
   let files: string[];
   try {
     files = collectFiles(opts.scenario, isYamlFile);
@@ -150,16 +106,17 @@ function reach(ctx: Ctx, opts: ReachOptions): number {
     }
     const mismatches = run.steps.flatMap((s) => s.mismatches);
     if (opts.json) {
-      const lines: string[] = [];
+      const lines: unknown[] = [];
       for (const step of run.steps) {
         for (const r of step.results) {
           const extra = many ? { scenario: file } : {};
           const obj = resultJson(r, extra);
           if (opts.explain) obj.explain = explainJson(r);
-          lines.push(JSON.stringify(obj));
+          lines.push(yaml ? obj : JSON.stringify(obj));
         }
       }
-      if (lines.length > 0) io.out(lines.join('\n') + '\n');
+      if (yaml) io.out(`${many ? '---\n' : ''}${stringifyYaml(lines)}`);
+      else if (lines.length > 0) io.out(lines.join('\n') + '\n');
     } else {
       io.out(`== ${file}${run.scenario.description ? `: ${run.scenario.description}` : ''}\n`);
       io.out(renderRun(run, opts.explain ?? false) + '\n');
@@ -181,11 +138,13 @@ function reach(ctx: Ctx, opts: ReachOptions): number {
 interface VerifyOptions extends BackendOptions {
   scenario: string[];
   json?: boolean;
+  output: OutputFormat;
 }
 
 /** Runs each scenario through the engine and through the oracle and compares every result. */
-function verify(ctx: Ctx, opts: VerifyOptions): number {
+function verify(ctx: Ctx, given: VerifyOptions): number {
   const { io } = ctx;
+  const opts: VerifyOptions = { ...given, json: given.json === true || given.output === 'json' };
   let files: string[];
   try {
     files = collectFiles(opts.scenario, isYamlFile);
@@ -229,39 +188,58 @@ function verify(ctx: Ctx, opts: VerifyOptions): number {
   }
   backend.close();
   const summary = { scenarios: files.length, results: total, disagreements };
-  io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  if (opts.output === 'yaml') io.out(stringifyYaml(summary));
+  else io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
   return exit;
 }
 
 interface DumpOptions extends BackendOptions {
   scenario: string;
-  endpoint: string;
+  endpoint?: string;
+  all?: boolean;
   json?: boolean;
+  output: OutputFormat;
 }
 
-/** Builds the scenario's final state through the engine and a backend, then dumps one map. */
+/** One endpoint's map as data: what `--json` and `-o json|yaml` print. */
+function dumpJson(run: EngineRun, endpoint: string, labelsOf: (id: number) => string[]): Record<string, unknown> {
+  const records = run.backend.dump(endpoint);
+  const l7 = run.engine.l7Table(endpoint).map((row) => l7RowJson(row, labelsOf));
+  return { endpoint, backend: run.backend.kind, capacity: run.backend.capacity, pressure: records.length / run.backend.capacity, entries: records.map((r) => mapRecordJson(r, labelsOf)), l7 };
+}
+
+function dumpText(io: CliIo, run: EngineRun, endpoint: string, labelsOf: (id: number) => string[], wide: boolean): void {
+  const { backend } = run;
+  const records = backend.dump(endpoint);
+  const where = backend instanceof BpfBackend ? ` (pinned under ${backend.pinDir})` : '';
+  const pct = ((100 * records.length) / backend.capacity).toFixed(2);
+  io.out(`policy map of ${endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
+  io.out(renderMapRecords(records, labelsOf, wide) + '\n');
+  io.out(`\nL7 proxies (what each is told):\n${renderL7Policies(run.engine.l7Policies(endpoint), labelsOf)}\n`);
+}
+
+/** Builds the scenario's final state through the engine and a backend, then dumps maps. */
 function mapsDump(ctx: Ctx, opts: DumpOptions): number {
   const { io } = ctx;
   let backend: MapBackend | undefined;
   try {
+    if ((opts.endpoint === undefined) === (opts.all !== true)) throw new InputError('maps dump: give --endpoint NAMESPACE/NAME or --all (run `distill maps list --scenario FILE` to see the endpoints)');
     backend = openBackend(opts);
     const run = engineRun(backend);
     runScenario(readScenario(ctx, opts.scenario), run.decide);
-    if (!backend.endpoints().includes(opts.endpoint)) {
-      throw new UnknownEndpointError(`no local endpoint "${opts.endpoint}" (endpoints: ${backend.endpoints().join(', ')})`);
+    const endpoints = opts.all ? backend.endpoints() : [opts.endpoint as string];
+    for (const ep of endpoints) {
+      if (!backend.endpoints().includes(ep)) throw new UnknownEndpointError(`no local endpoint "${ep}" (endpoints: ${backend.endpoints().join(', ')})`);
     }
-    const records = backend.dump(opts.endpoint);
-    const labelsOf = (id: number): string[] => (id === 0 ? [] : (run.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
-    if (opts.json) {
-      const pressure = records.length / backend.capacity;
-      const l7 = run.engine.l7Table(opts.endpoint).map((row) => l7RowJson(row, labelsOf));
-      io.out(`${JSON.stringify({ endpoint: opts.endpoint, backend: backend.kind, capacity: backend.capacity, pressure, entries: records.map((r) => mapRecordJson(r, labelsOf)), l7 })}\n`);
-    } else {
-      const where = backend instanceof BpfBackend ? ` (pinned under ${backend.pinDir})` : '';
-      const pct = ((100 * records.length) / backend.capacity).toFixed(2);
-      io.out(`policy map of ${opts.endpoint}: ${records.length} / ${backend.capacity} entries (${pct}% full), ${backend.kind} backend${where}\n`);
-      io.out(renderMapRecords(records, labelsOf) + '\n');
-      io.out(`\nL7 proxies (what each is told):\n${renderL7Policies(run.engine.l7Policies(opts.endpoint), labelsOf)}\n`);
+    const labelsOf = labelsOfEngine(run.engine);
+    const format: OutputFormat = opts.json ? 'json' : opts.output;
+    if (format === 'json') {
+      for (const ep of endpoints) io.out(`${JSON.stringify(dumpJson(run, ep, labelsOf))}\n`);
+    } else if (!printData(io, format, opts.all ? endpoints.map((ep) => dumpJson(run, ep, labelsOf)) : dumpJson(run, endpoints[0] as string, labelsOf))) {
+      endpoints.forEach((ep, i) => {
+        if (i > 0) io.out('\n');
+        dumpText(io, run, ep, labelsOf, format === 'wide');
+      });
     }
     return 0;
   } catch (e) {
@@ -298,6 +276,7 @@ function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
 
 interface ReplayCliOptions extends BackendOptions {
   json?: boolean;
+  output: OutputFormat;
   verifyEvery?: string;
   mode: ReplayMode;
   limit?: string;
@@ -351,7 +330,7 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
       ...(bar ? { onProgress: (done: number, total: number) => { bar?.setTotal(total); bar?.update(done); } } : {}),
     });
     bar?.stop();
-    io.out(opts.json ? `${JSON.stringify(result)}\n` : `${formatReplay(result)}\n`);
+    if (!printData(io, opts.json ? 'json' : opts.output, result)) io.out(`${formatReplay(result)}\n`);
     return 0;
   } catch (e) {
     bar?.stop();
@@ -369,7 +348,8 @@ function validate(ctx: Ctx, paths: string[]): number {
   const { io } = ctx;
   let files: string[];
   try {
-    files = collectFiles(paths, isYamlFile);
+    if (paths.length === 0) throw new InputError('validate: give manifest files, directories or - (stdin), as arguments or with -f');
+    files = collectFiles(paths, isManifestFile);
   } catch (e) {
     return reportInputError(io, e);
   }
@@ -393,8 +373,9 @@ function backendOption(): Option {
   return new Option('--backend <kind>', 'where policy maps are written and verdicts read back from').choices(['memory', 'bpf']).default('memory');
 }
 
-function pinDirOption(): Option {
-  return new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (scenario maps go to <dir>/scenario)').default(DEFAULT_PIN_DIR);
+/** `sub`: the subdirectory the command pins its maps in, so they never touch an agent's maps. */
+function pinDirOption(sub: 'scenario' | 'replay'): Option {
+  return new Option('--pin-dir <dir>', `bpffs directory for --backend bpf (this command's maps go to <dir>/${sub})`).default(DEFAULT_PIN_DIR);
 }
 
 /** Commander's own exits: help and version are 0, every usage error is bad input (2). */
@@ -434,18 +415,34 @@ function maxInputBytesOption(): Option {
     });
 }
 
+/** Every command, in help order. A new command: one `register<Command>` line here. */
+const COMMANDS: readonly RegisterCommand[] = [registerReach, registerVerify, registerTrace, registerPlan, registerGen, registerReplay, registerMaps, registerValidate, registerViews];
+
+/** Usage errors print one line and where to look, not the whole help text. */
+function oneLineUsageErrors(cmd: Command): void {
+  const path: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) path.unshift(c.name());
+  cmd.showHelpAfterError(`(run '${path.join(' ')} --help' for usage)`).showSuggestionAfterError(true);
+  for (const sub of cmd.commands) oneLineUsageErrors(sub);
+}
+
 /** The program; each action passes its exit code to `done` (nothing here sets process.exitCode). */
 function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   const program = new Command();
   program
     .name('distill')
     .description('Network policy for the endpoints of one node: Kubernetes and Cilium semantics, explained.')
-    .version(VERSION)
+    .version(VERSION, '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
-    .addOption(maxInputBytesOption())
-    .showHelpAfterError();
-  const ctx = (): Ctx => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes });
+    .addOption(maxInputBytesOption());
+  const env: CliEnv = { ctx: () => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes }), done };
+  for (const register of COMMANDS) register(program, env);
+  oneLineUsageErrors(program);
+  return program;
+}
+
+function registerReach(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('reach')
     .description('Decide every probe of a scenario (a file, or a directory of them) and check its expectations')
@@ -453,31 +450,42 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
     .option('--json', 'one JSON object per probe result')
     .option('--explain', 'say which policies allowed or denied each flow')
     .option('--naive', 'answer with the reference evaluator instead of the engine')
+    .addOption(outputOption())
     .addOption(backendOption())
-    .addOption(pinDirOption())
+    .addOption(pinDirOption('scenario'))
     .action((opts: ReachOptions) => {
       done(reach(ctx(), opts));
     });
+}
+
+function registerVerify(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('verify')
     .description('Answer every probe with the engine and with the reference evaluator; exit 1 on any disagreement')
     .addOption(new Option('--scenario <path...>', 'scenario file(s) or directories').makeOptionMandatory())
     .option('--json', 'a JSON summary on stdout, one JSON object per disagreement on stderr')
+    .addOption(outputOption())
     .addOption(backendOption())
-    .addOption(pinDirOption())
+    .addOption(pinDirOption('scenario'))
     .action((opts: VerifyOptions) => {
       done(verify(ctx(), opts));
     });
+}
+
+function registerGen(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('gen')
     .description('Generate a churn trace (JSON Lines) for a cluster profile, on stdout')
     .addOption(new Option('--profile <name>', 'cluster shape').choices(PROFILES.map((p) => p.name)).makeOptionMandatory())
     .option('--seed <n>', 'random seed: the same seed gives the same trace', '1')
-    .option('--scale <x>', 'multiply the cluster size (1 = the published shape)')
-    .option('--churn <n>', 'number of churn events after the initial state')
+    .option('--scale <x>', 'multiply the cluster size (a positive number, 1 = the published shape; not for small, a fixed shape)')
+    .option('--churn <n>', 'number of churn events after the initial state (a whole number)')
     .action((opts: GenOptions) => {
       done(gen(ctx(), opts));
     });
+}
+
+function registerReplay(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('replay')
     .description('Replay a churn trace through the engine and report throughput, latency per event type, deltas and heap')
@@ -486,31 +494,41 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
     .option('--verify-every <n>', 'check the engine against a from-scratch recomputation every n churn events')
     .addOption(new Option('--mode <mode>', 'incremental: the engine; full: recompute every local endpoint from scratch after each event').choices(['incremental', 'full']).default('incremental'))
     .option('--limit <n>', 'replay only the first n churn events')
+    .addOption(outputOption())
     .addOption(backendOption())
-    .addOption(pinDirOption())
+    .addOption(pinDirOption('replay'))
     .action((file: string, opts: ReplayCliOptions) => {
       done(replayCommand(ctx(), file, opts));
     });
+}
+
+function registerMaps(program: Command, env: CliEnv): void {
   const maps = program.command('maps').description('Per-endpoint policy maps');
   maps
     .command('dump')
-    .description("Build a scenario's final state and print one endpoint's policy map, read back from the backend")
+    .description("Build a scenario's final state and print policy maps (one endpoint, or --all), read back from the backend")
     .addOption(new Option('--scenario <file>', 'scenario file').makeOptionMandatory())
-    .addOption(new Option('--endpoint <namespace/name>', 'the local endpoint (pod) whose map to print').makeOptionMandatory())
-    .option('--json', 'one JSON object')
+    .option('--endpoint <namespace/name>', 'the local endpoint (pod) whose map to print')
+    .option('--all', 'every endpoint\'s map')
+    .option('--json', 'one JSON object (per endpoint, one line each)')
+    .addOption(outputOption())
     .addOption(backendOption())
-    .addOption(pinDirOption())
+    .addOption(pinDirOption('scenario'))
     .action((opts: DumpOptions) => {
-      done(mapsDump(ctx(), opts));
+      env.done(mapsDump(env.ctx(), opts));
     });
+  registerMapsViews(maps, env);
+}
+
+function registerValidate(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('validate')
     .description('Validate manifest files (multi-document YAML of NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy)')
-    .argument('<paths...>', 'manifest files, directories (their *.yaml/*.yml files) or - for stdin')
-    .action((files: string[]) => {
-      done(validate(ctx(), files));
+    .argument('[paths...]', 'manifest files, directories (their *.yaml/*.yml/*.json files) or - for stdin')
+    .option('-f, --filename <path>', 'manifest file, directory or - (repeatable, as kubectl)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .action((files: string[], opts: { filename: string[] }) => {
+      done(validate(ctx(), [...files, ...opts.filename]));
     });
-  return program;
 }
 
 /** Run as the `distill` bin (not when imported, e.g. by the tests). */

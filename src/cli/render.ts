@@ -135,22 +135,45 @@ export function mapRecordJson(r: MapRecordLike, labelsOf: (id: number) => string
 }
 
 /** The table shows the labels that tell peers apart; `--json` lists them all. */
-function shownInTable(label: string): boolean {
+export function shownInTable(label: string): boolean {
   return !/^k8s:io\.cilium\.k8s\.(policy\.cluster|policy\.serviceaccount|namespace\.labels\.)/.test(label);
 }
 
-/** A policy map as a table. */
-export function renderMapRecords(records: readonly MapRecordLike[], labelsOf: (id: number) => string[]): string {
+/** Hubble's word for what an entry does to a flow it matches (`hubble observe` verdicts). */
+export function hubbleVerdict(e: MapRecordLike['entry']): 'FORWARDED' | 'DROPPED' | 'REDIRECTED' {
+  return e.deny ? 'DROPPED' : e.proxyPort !== 0 ? 'REDIRECTED' : 'FORWARDED';
+}
+
+/** `80/TCP`, `8000-8063/TCP`, `ANY/TCP` or `ANY`, as `cilium bpf policy get` prints PORT/PROTO. */
+export function portProto(k: MapRecordLike['key']): string {
+  if (k.protocol === 0) return 'ANY';
+  const proto = PROTOCOL_NAMES[k.protocol] ?? String(k.protocol);
+  const p = portRange(k);
+  return p === 'any' ? `ANY/${proto}` : `${p.from === p.to ? p.from : `${p.from}-${p.to}`}/${proto}`;
+}
+
+const capitalized = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
+
+/**
+ * A policy map as a table, in the columns of `cilium bpf policy get` (POLICY, DIRECTION, LABELS,
+ * PORT/PROTO, PROXY PORT), plus Hubble's verdict; `wide` adds the identity number and precedence.
+ */
+export function renderMapRecords(records: readonly MapRecordLike[], labelsOf: (id: number) => string[], wide = false): string {
+  const header = ['POLICY', 'DIRECTION', ...(wide ? ['IDENTITY'] : []), 'LABELS (source:key=value)', 'PORT/PROTO', 'PROXY PORT', 'VERDICT', ...(wide ? ['PRECEDENCE'] : [])];
   const rows = records.map((r) => {
-    const p = portRange(r.key);
-    const who = r.key.identity === 0 ? 'any' : `${r.key.identity} ${labelsOf(r.key.identity).filter(shownInTable).join(',')}`;
-    const ports = p === 'any' ? '*' : p.from === p.to ? String(p.from) : `${p.from}-${p.to}`;
-    return [r.key.direction, PROTOCOL_NAMES[r.key.protocol] ?? String(r.key.protocol), ports, verdictOf(r.entry) + (r.entry.proxyPort ? `:${r.entry.proxyPort}` : ''), who];
+    const labels = r.key.identity === 0 ? 'ANY' : labelsOf(r.key.identity).filter((l) => wide || shownInTable(l)).join(',') || String(r.key.identity);
+    const policy = r.entry.deny ? 'Deny' : 'Allow';
+    const proxy = r.entry.proxyPort === 0 ? 'NONE' : String(r.entry.proxyPort);
+    return [policy, capitalized(r.key.direction), ...(wide ? [String(r.key.identity)] : []), labels, portProto(r.key), proxy, hubbleVerdict(r.entry), ...(wide ? [String(r.entry.precedence)] : [])];
   });
-  const header = ['DIRECTION', 'PROTO', 'PORTS', 'VERDICT', 'PEER (identity labels)'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cols: string[]): string => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
+}
+
+/** How identities are named in tables and JSON: `source:key=value` labels (none for 0, "any"). */
+export function labelsOfEngine(engine: { identityLabels(id: number): readonly { source: string; key: string; value: string }[] | undefined }): (id: number) => string[] {
+  return (id) => (id === 0 ? [] : (engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
 }
 
 interface L7RowLike {
@@ -203,3 +226,6 @@ export function renderL7Policies(
   }
   return out.join('\n');
 }
+
+/** Used by trace and plan (listed here so that they stay exported when main prunes unused exports). */
+export { describeRequest, formatOrigin };

@@ -1,0 +1,183 @@
+import { Command, Option } from 'commander';
+import { parseIp } from '../model/cidr.js';
+import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js';
+import type { DirectionDecision, Flow } from '../model/flow.js';
+import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
+import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
+import { Engine } from '../engine/engine.js';
+import { EngineDecider } from '../harness/engine-decider.js';
+import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioState } from './common.js';
+import { InputError } from './input.js';
+import { formatOrigin, hubbleVerdict, labelsOfEngine, portProto, renderMapRecords } from './render.js';
+
+interface TraceOptions {
+  scenario: string;
+  step?: string;
+  filename: string[];
+  from: string;
+  to: string;
+  port: string;
+  httpMethod?: string;
+  httpPath?: string;
+  httpHost?: string;
+  dnsName?: string;
+  kafkaApiKey?: string;
+  kafkaTopic?: string;
+  kafkaClientId?: string;
+  kafkaApiVersion?: string;
+  output: OutputFormat;
+}
+
+/** `80/TCP`, `53/udp` or `80` (TCP). */
+export function parsePortProto(text: string): { port: number; protocol: FlowProtocol } {
+  const m = /^(\d{1,5})(?:\/([A-Za-z0-9]+))?$/.exec(text.trim());
+  const protocol = FLOW_PROTOCOLS.find((p) => p.toLowerCase() === (m?.[2] ?? 'TCP').toLowerCase());
+  const port = Number(m?.[1]);
+  if (!m || protocol === undefined || port > MAX_PORT) throw new InputError(`--port: "${text}" is not PORT/PROTOCOL (e.g. 80/TCP; protocols: ${FLOW_PROTOCOLS.join(', ')})`);
+  return { port, protocol };
+}
+
+function kafkaRequest(opts: TraceOptions): L7Request {
+  const apiKey = (opts.kafkaApiKey ?? 'produce').toLowerCase();
+  if (!KAFKA_API_KEYS.includes(apiKey)) throw new InputError(`--kafka-api-key: "${opts.kafkaApiKey}" is not a Kafka API key (${KAFKA_API_KEYS.join(', ')})`);
+  const apiVersion = intOption(opts.kafkaApiVersion, '--kafka-api-version', 0);
+  return { kafka: { apiKey, ...(apiVersion !== undefined ? { apiVersion } : {}), ...(opts.kafkaClientId !== undefined ? { clientID: opts.kafkaClientId } : {}), ...(opts.kafkaTopic !== undefined ? { topic: opts.kafkaTopic } : {}) } };
+}
+
+function requestOf(opts: TraceOptions): L7Request | undefined {
+  const http = opts.httpMethod !== undefined || opts.httpPath !== undefined || opts.httpHost !== undefined;
+  const kafka = opts.kafkaApiKey !== undefined || opts.kafkaTopic !== undefined || opts.kafkaClientId !== undefined || opts.kafkaApiVersion !== undefined;
+  if ([http, kafka, opts.dnsName !== undefined].filter(Boolean).length > 1) throw new InputError('--http-*, --kafka-* and --dns-name cannot be combined: a flow carries one request');
+  if (opts.dnsName !== undefined) return { dns: { name: opts.dnsName } };
+  if (kafka) return kafkaRequest(opts);
+  if (!http) return undefined;
+  return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}) } };
+}
+
+/** A pod or external by name, a pod by IP, or else a plain IP added as an external named by it. */
+function resolvePeer(state: ClusterState, name: string, option: string): { state: ClusterState; name: string } {
+  if (state.pods.has(name) || state.externals.has(name)) return { state, name };
+  let ip;
+  try {
+    ip = parseIp(name);
+  } catch {
+    throw new InputError(`${option}: no pod or external named "${name}", and not an IP address (pods: namespace/name)`);
+  }
+  for (const [key, pod] of state.pods) if (pod.ip.text === ip.text) return { state, name: key };
+  for (const [key, ext] of state.externals) if (ext.ip.text === ip.text) return { state, name: key };
+  return { state: upsertExternal(state, { name, ip }), name };
+}
+
+interface SideReport {
+  endpoint: string;
+  direction: string;
+  verdict: string;
+  entry: Record<string, unknown> | null;
+  /** The entry as `cilium bpf policy get` shows it (text output only). */
+  table?: string;
+  defaultDeny: boolean;
+  enforcedBy: string[];
+  allowedBy: string[];
+  deniedBy: string[];
+  redirectedBy: string[];
+  l7?: { parser: string; verdict: string; allowedBy: string[] };
+}
+
+function side(engine: Engine, state: ClusterState, endpoint: string, peer: string, flow: Flow, d: DirectionDecision): SideReport {
+  const peerId = state.pods.has(peer) ? (engine.identityOfPod(peer) as number) : engine.identityOfIp((state.externals.get(peer) as { ip: Parameters<Engine['identityOfIp']>[0] }).ip);
+  const hit = engine.lookup(endpoint, peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
+  const labelsOf = labelsOfEngine(engine);
+  const entry = hit
+    ? { policy: hit.entry.deny ? 'Deny' : 'Allow', direction: d.direction, identity: hit.key.identity, labels: labelsOf(hit.key.identity), portProto: portProto(hit.key), proxyPort: hit.entry.proxyPort, verdict: hubbleVerdict(hit.entry), precedence: hit.entry.precedence }
+    : null;
+  const verdict = !d.allowed && !(d.l7 !== undefined) ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED';
+  return {
+    endpoint,
+    direction: d.direction,
+    verdict,
+    entry,
+    ...(hit ? { table: renderMapRecords([hit], labelsOf) } : {}),
+    defaultDeny: d.enforcedBy.length > 0,
+    enforcedBy: d.enforcedBy.map(formatOrigin),
+    allowedBy: d.allowedBy.map(formatOrigin),
+    deniedBy: d.deniedBy.map(formatOrigin),
+    redirectedBy: d.redirectedBy.map(formatOrigin),
+    ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
+  };
+}
+
+/** The flow's verdict in Hubble's words: FORWARDED, DROPPED, or REDIRECTED to a proxy and its L7 verdict. */
+function flowVerdict(sides: readonly SideReport[], allowed: boolean, proxied: boolean): string {
+  const redirect = sides.find((s) => s.verdict === 'REDIRECTED' && s.entry !== null);
+  if (!proxied) return allowed ? 'FORWARDED' : 'DROPPED';
+  const to = redirect ? `REDIRECTED to proxy port ${String(redirect.entry?.proxyPort)}` : 'REDIRECTED';
+  const l7 = sides.map((s) => s.l7).find((x) => x !== undefined);
+  return l7 ? `${to} (${l7.parser}), L7 ${allowed ? 'FORWARDED' : 'DROPPED'}` : to;
+}
+
+function renderSide(s: SideReport): string {
+  const out = [`${s.direction} of ${s.endpoint}: ${s.verdict}`];
+  out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
+  out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy selects this direction)'}`);
+  if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
+  if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
+  if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
+  if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (no policy tiers: deny > redirect > allow)`);
+  if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
+  return out.join('\n');
+}
+
+function trace(ctx: Ctx, opts: TraceOptions): number {
+  const io: CliIo = ctx.io;
+  try {
+    const { port, protocol } = parsePortProto(opts.port);
+    const request = requestOf(opts);
+    const step = intOption(opts.step, '--step', 0);
+    let state = scenarioState(readScenario(ctx, opts.scenario), step);
+    for (const p of readPolicies(ctx, opts.filename)) state = upsertPolicy(state, p);
+    const src = resolvePeer(state, opts.from, '--from');
+    const dst = resolvePeer(src.state, opts.to, '--to');
+    state = dst.state;
+    const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
+    const engine = new Engine();
+    const decision = new EngineDecider(engine).decide(state, flow);
+    const sides: SideReport[] = [];
+    if (decision.egress) sides.push(side(engine, state, flow.from, flow.to, flow, decision.egress));
+    if (decision.ingress) sides.push(side(engine, state, flow.to, flow.from, flow, decision.ingress));
+    const verdict = flowVerdict(sides, decision.allowed, decision.proxied);
+    const data = { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict, allowed: decision.allowed, proxied: decision.proxied, sides: sides.map(({ table: _table, ...rest }) => rest) };
+    if (!printData(io, opts.output, data)) {
+      io.out(`${flow.from} -> ${flow.to} ${port}/${protocol}: ${verdict}\n\n${sides.map(renderSide).join('\n\n')}\n`);
+      if (sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
+    }
+    return 0;
+  } catch (e) {
+    return reportInputError(io, e, opts.scenario);
+  }
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+export function registerTrace(program: Command, { ctx, done }: CliEnv): void {
+  program
+    .command('trace')
+    .description("Trace one flow: its verdict in Hubble's words, the map entry that matched on each side and the rules behind it")
+    .addOption(new Option('--scenario <file>', 'the cluster: a scenario file').makeOptionMandatory())
+    .option('--step <n>', 'the cluster after step n (default: after the last step)')
+    .option('-f, --filename <path>', 'also apply these manifests (file, directory or -; repeatable)', collect, [] as string[])
+    .addOption(new Option('--from <peer>', 'source: pod (namespace/name), external, or IP').makeOptionMandatory())
+    .addOption(new Option('--to <peer>', 'destination: pod (namespace/name), external, or IP').makeOptionMandatory())
+    .addOption(new Option('--port <port/proto>', 'destination port and protocol, e.g. 80/TCP').makeOptionMandatory())
+    .option('--http-method <method>', 'an HTTP request the flow carries: method (default GET)')
+    .option('--http-path <path>', 'HTTP request path (default /)')
+    .option('--http-host <host>', 'HTTP Host header')
+    .option('--dns-name <name>', 'a DNS query the flow carries')
+    .option('--kafka-api-key <key>', 'a Kafka request the flow carries: API key (default produce)')
+    .option('--kafka-topic <topic>', 'Kafka topic')
+    .option('--kafka-client-id <id>', 'Kafka client ID')
+    .option('--kafka-api-version <n>', 'Kafka API version')
+    .addOption(outputOption())
+    .action((opts: TraceOptions) => {
+      done(trace(ctx(), opts));
+    });
+}

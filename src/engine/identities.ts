@@ -252,7 +252,8 @@ export class IdentityTable {
    * when the cluster-wide set of ports of a name changes, every target of the rules on that name.
    * The listener takes their contributions out before the change and puts them back after it.
    */
-  private changeNamedPorts(rec: IdentityRecord, ports: readonly ContainerPort[], sign: 1 | -1): void {
+  private changeNamedPorts(rec: IdentityRecord, allPorts: readonly ContainerPort[], sign: 1 | -1): void {
+    const ports = distinctNamedPorts(allPorts);
     const names = new Set<string>(rec.namedPorts.keys());
     const clusterWide = new Set<string>();
     for (const p of ports) {
@@ -290,6 +291,21 @@ export class IdentityTable {
       return out;
     };
   }
+}
+
+/**
+ * A pod's named ports, each (name, protocol, port) once: a pod listing one twice (two containers,
+ * or a repeated entry) still has it once, or "every pod of the identity has it" would fail.
+ */
+function distinctNamedPorts(ports: readonly ContainerPort[]): readonly ContainerPort[] {
+  if (ports.length < 2) return ports;
+  const seen = new Set<string>();
+  return ports.filter((p) => {
+    const k = `${p.name ?? ''}|${p.protocol}/${p.port}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /** Counts named ports: name → "protocol/port" → how many pods have it. */

@@ -163,6 +163,26 @@ spec:
     expect(why.map((c) => c.origin?.path)).toEqual(['spec.ingressDeny[0]']);
   });
 
+  it('a pod listing one named port twice still has it (fuzz: engine denied, oracle allowed)', () => {
+    const e = new Engine();
+    const twice = [{ name: 'api', port: 7000, protocol: 'TCP' as const }, { name: 'api', port: 7000, protocol: 'TCP' as const }];
+    e.apply([
+      local(pod('prod', 'client', { app: 'client' })),
+      remote(pod('prod', 'd', { app: 'd' }, twice)),
+      policy(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: api}]
+`),
+    ]);
+    expect(e.lookup('prod/client', e.identityOfPod('prod/d')!, 'egress', 6, 7000)?.entry.deny).toBe(false);
+  });
+
   it('egress named ports resolve only where every pod of the identity agrees and the name is unambiguous in the cluster, and follow pods', () => {
     const e = new Engine();
     e.apply([

@@ -14,7 +14,8 @@ import { labelSetKey } from '../model/labels.js';
 import { policyKeyString } from '../model/mapstate.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
-import type { Policy } from '../model/rules.js';
+import { Policy, policyRefKey } from '../model/rules.js';
+import { ManifestError } from '../policy/errors.js';
 import type { EngineEvent, RedirectInfo } from '../engine/events.js';
 
 /** Which pods are the node's own endpoints. */
@@ -42,12 +43,24 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (from.pods.get(key) !== pod) events.push({ type: 'upsertPod', pod, local: isLocal(pod) });
   }
   for (const [key, p] of to.policies) {
-    if (from.policies.get(key) !== p) events.push({ type: 'upsertPolicy', policy: p as Policy });
+    if (from.policies.get(key) !== p) events.push({ type: 'upsertPolicy', policy: refuseFqdnForEngine(p) });
   }
   for (const name of from.namespaces.keys()) {
     if (!to.namespaces.has(name)) events.push({ type: 'deleteNamespace', name });
   }
   return events;
+}
+
+/**
+ * The engine cannot compute DNS-based peers yet (issue 16, phase 2): a policy with `toFQDNs`
+ * (which only the scenario reader parses, for the oracle) is refused here, on every path that
+ * feeds the engine from a cluster state (scenarios through the engine, `verify`, `maps dump`).
+ * Manifest files and traces never get that far: their reader refuses `toFQDNs` itself.
+ */
+export function refuseFqdnForEngine(p: Policy): Policy {
+  const rule = p.rules.find((r) => r.toFQDNs !== undefined);
+  if (rule) throw new ManifestError(policyRefKey(rule.origin.policy), `${rule.origin.path}.toFQDNs`, "is not supported by distill's engine yet (DNS-based peers: the oracle reads them, `--naive`)");
+  return p;
 }
 
 /** Every event needed to build `state` from nothing. */

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { generateTrace } from '../src/churn/profiles.js';
 import { parseTrace } from '../src/churn/trace.js';
 import { Engine } from '../src/engine/engine.js';
 import { EngineDecider } from '../src/harness/engine-decider.js';
@@ -175,5 +176,23 @@ describe('scenario and trace formats', () => {
     const items = parseTrace(text, 't.jsonl', { fqdn: true }).items;
     expect(items.map((i) => (i.kind === 'fqdn' ? i.event.type : i.kind))).toEqual(['dnsResponse', 'advanceTime']);
     expect(() => parseTrace(text.replace('"ttl":30', '"ttl":-1'), 't.jsonl', { fqdn: true })).toThrow('t.jsonl:2 ttl');
+  });
+});
+
+describe('distill gen --profile fqdn', () => {
+  it('writes S3-like answers, clock steps and policy churn, seeded; the engine path refuses the trace', () => {
+    const opts = { profile: 'fqdn', scale: 0.02, churnEvents: 400 };
+    const text = generateTrace({ ...opts, seed: 5 });
+    expect(generateTrace({ ...opts, seed: 5 })).toBe(text);
+    expect(generateTrace({ ...opts, seed: 6 })).not.toBe(text);
+    expect(() => parseTrace(text, 'fqdn.jsonl')).toThrow(/toFQDNs: is not supported by distill's engine yet/);
+    const items = parseTrace(text, 'fqdn.jsonl', { fqdn: true }).items;
+    const tags = new Map<string, number>();
+    for (const i of items) if (i.kind !== 'phase') tags.set(i.tag, (tags.get(i.tag) ?? 0) + 1);
+    for (const t of ['dns-new-name', 'dns-new-ip', 'dns-refresh', 'advance-time']) expect(tags.get(t) ?? 0).toBeGreaterThan(0);
+    expect((tags.get('policy-add') ?? 0) + (tags.get('policy-remove') ?? 0)).toBeGreaterThan(1);
+    const pods = new Set(items.flatMap((i) => (i.kind === 'event' && i.event.type === 'upsertPod' ? [`${i.event.pod.namespace}/${i.event.pod.name}`] : [])));
+    const answers = items.flatMap((i) => (i.kind === 'fqdn' && i.event.type === 'dnsResponse' ? [i.event] : []));
+    expect(answers.every((a) => pods.has(a.endpoint) && a.ips.length === 8 && /^bucket-\d+\.s3\./.test(a.name))).toBe(true);
   });
 });

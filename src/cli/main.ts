@@ -24,7 +24,7 @@ import { L7ParserConflictError } from '../engine/rule-units.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { ClusterChangeError } from '../model/cluster.js';
 import { TraceTooLargeError } from '../churn/generate.js';
-import { generateTrace, PROFILES } from '../churn/profiles.js';
+import { GEN_PROFILES, generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
@@ -469,7 +469,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   program
     .command('gen')
     .description('Generate a churn trace (JSON Lines) for a cluster profile, on stdout')
-    .addOption(new Option('--profile <name>', 'cluster shape').choices(PROFILES.map((p) => p.name)).makeOptionMandatory())
+    .addOption(new Option('--profile <name>', 'cluster shape').choices(GEN_PROFILES.map((p) => p.name)).makeOptionMandatory())
     .option('--seed <n>', 'random seed: the same seed gives the same trace', '1')
     .option('--scale <x>', 'multiply the cluster size (1 = the published shape)')
     .option('--churn <n>', 'number of churn events after the initial state')

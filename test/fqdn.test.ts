@@ -196,3 +196,49 @@ describe('distill gen --profile fqdn', () => {
     expect(answers.every((a) => pods.has(a.endpoint) && a.ips.length === 8 && /^bucket-\d+\.s3\./.test(a.name))).toBe(true);
   });
 });
+
+describe('DNS cache against the log of answers (property)', () => {
+  type Step = { kind: 'answer'; endpoint: number; name: number; ip: number; ttl: number } | { kind: 'advance'; seconds: number };
+  const NAMES = ['a.s3.example', 'b.s3.example', 'x.b.s3.example', 'other.example'];
+  const SELECTORS: FqdnSelector[][] = [[pattern('*.s3.example')], [pattern('**.s3.example')], [makeFqdnSelector('matchName', 'other.example'), pattern('a.*.example')], [pattern('*')]];
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    fc.record({ kind: fc.constant('answer' as const), endpoint: fc.nat(2), name: fc.nat(NAMES.length - 1), ip: fc.nat(5), ttl: fc.nat(20) }),
+    fc.record({ kind: fc.constant('advance' as const), seconds: fc.nat(15) }),
+  );
+
+  it('an IP is selected iff some answer for a matching name is still within max(TTL, minTTL), and no (endpoint, name) holds more than the limit', () => {
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 40 }), fc.nat(10), fc.integer({ min: 1, max: 3 }), fc.nat(SELECTORS.length - 1), (steps, minTtl, limit, si) => {
+        const sels = SELECTORS[si] as FqdnSelector[];
+        let unlimited: DnsCacheState = { ...EMPTY_DNS_CACHE, options: { minTtl, maxIpsPerHostname: 1000 } };
+        let limited: DnsCacheState = { ...EMPTY_DNS_CACHE, options: { minTtl, maxIpsPerHostname: limit } };
+        const log: { until: number; name: string; ip: string }[] = [];
+        let now = 0;
+        for (const s of steps) {
+          if (s.kind === 'advance') {
+            now += s.seconds;
+            unlimited = advanceDnsClock(unlimited, s.seconds);
+            limited = advanceDnsClock(limited, s.seconds);
+            continue;
+          }
+          const name = NAMES[s.name] as string;
+          const addr = `192.0.2.${s.ip}`;
+          log.push({ until: now + Math.max(s.ttl, minTtl), name, ip: addr });
+          unlimited = recordDnsAnswer(unlimited, `x/p${s.endpoint}`, name, [ip(addr)], s.ttl);
+          limited = recordDnsAnswer(limited, `x/p${s.endpoint}`, name, [ip(addr)], s.ttl);
+        }
+        for (let i = 0; i <= 5; i++) {
+          const addr = `192.0.2.${i}`;
+          const want = log.some((l) => l.ip === addr && l.until > now && sels.some((sel) => fqdnSelectorMatches(sel, l.name)));
+          expect(liveMatches(unlimited, sels, ip(addr)).length > 0).toBe(want);
+          // Eviction only ever takes away.
+          if (!want) expect(liveMatches(limited, sels, ip(addr))).toEqual([]);
+        }
+        const perKey = new Map<string, number>();
+        for (const e of limited.entries) perKey.set(`${e.endpoint} ${e.name}`, (perKey.get(`${e.endpoint} ${e.name}`) ?? 0) + 1);
+        expect(Math.max(0, ...perKey.values())).toBeLessThanOrEqual(limit);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

@@ -178,8 +178,8 @@ describe('distill maps dump and --backend', () => {
     expect(r.stderr).toMatch(/no local endpoint "default\/nope" \(endpoints: default\/backend/);
   });
   withBpf('reach --backend bpf answers from real kernel maps exactly as the memory backend does', () => {
-    const viaKernel = distill('reach', '--scenario', 'fixtures/scenarios', '--json', '--backend', 'bpf', '--pin-dir', pinDir);
-    const viaMemory = distill('reach', '--scenario', 'fixtures/scenarios', '--json', '--backend', 'memory');
+    const viaKernel = distill('reach', ...ENGINE_CORPUS, '--json', '--backend', 'bpf', '--pin-dir', pinDir);
+    const viaMemory = distill('reach', ...ENGINE_CORPUS, '--json', '--backend', 'memory');
     expect(viaKernel.code).toBe(0);
     expect(viaKernel.stdout).toBe(viaMemory.stdout);
     const dump = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/port-ranges.yaml', '--endpoint', 'default/backend', '--backend', 'bpf', '--pin-dir', pinDir, '--json');

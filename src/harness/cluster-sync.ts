@@ -14,7 +14,7 @@ import { labelSetKey } from '../model/labels.js';
 import { policyKeyString } from '../model/mapstate.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
-import { Policy, policyRefKey } from '../model/rules.js';
+import { Policy, PolicyRef, policyRefKey } from '../model/rules.js';
 import { ManifestError } from '../policy/errors.js';
 import type { EngineEvent, RedirectInfo } from '../engine/events.js';
 
@@ -59,9 +59,21 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
  */
 export function refuseFqdnForEngine(p: Policy): Policy {
   const rule = p.rules.find((r) => r.toFQDNs !== undefined);
-  if (rule) throw new ManifestError(policyRefKey(rule.origin.policy), `${rule.origin.path}.toFQDNs`, "is not supported by distill's engine yet (DNS-based peers: the oracle reads them, `--naive`)");
+  if (rule) throw new FqdnUnsupportedError(rule.origin.policy, `${rule.origin.path}.toFQDNs`);
   return p;
 }
+
+/** A policy with `toFQDNs` reached the engine; callers that know the file re-throw it naming it. */
+export class FqdnUnsupportedError extends ManifestError {
+  constructor(
+    readonly ref: PolicyRef,
+    fieldPath: string,
+  ) {
+    super(policyRefKey(ref), fieldPath, FQDN_ENGINE_REFUSAL);
+  }
+}
+
+export const FQDN_ENGINE_REFUSAL = "is not supported by distill's engine yet (DNS-based peers: the oracle reads them, `--naive`)";
 
 /** Every event needed to build `state` from nothing. */
 export function initialEvents(state: ClusterState, isLocal: LocalityRule = ALL_LOCAL): EngineEvent[] {

@@ -209,7 +209,7 @@ export interface FqdnShape {
  */
 export const fqdnProfile: Profile = {
   name: 'fqdn',
-  description: 'toFQDNs: 100 local endpoints, 10,000 S3-like names with 1,000 rotating IPs each (8 per answer, TTL 5 s), then DNS answers, clock steps and policy churn',
+  description: 'toFQDNs: 100 local endpoints, 10,000 S3-like names with 1,000 rotating IPs each (8 per answer, TTL 5 s), then DNS answers (skewed popularity), clock steps and policy churn',
   churnEvents: 2000,
   build(b, scale) {
     const endpoints = Math.max(2, Math.round(100 * scale));
@@ -245,7 +245,8 @@ function fqdnChurn(b: TraceBuilder, shape: ProfileShape, f: FqdnShape, events: n
       else b.policy(shape.policy(newPolicies++), 'policy-add');
       continue;
     }
-    const n = b.int(f.names);
+    // Skewed popularity (a few names take most queries, as for real buckets): index = names × u³.
+    const n = Math.floor(f.names * b.rng() ** 3);
     const seen = rotation.has(n);
     const at = rotation.get(n) ?? 0;
     // A known name mostly answers with IPs it gave before (a refresh) and sometimes rotates in

@@ -7,7 +7,7 @@ import { bpfUnavailableReason } from '../src/backend/bpf.js';
 
 // End to end through the built CLI (npm test builds dist/ first).
 const CLI = join(process.cwd(), 'dist/cli/main.js');
-/** The scenario corpus the engine runs; fixtures/scenarios/network-policy-api waits for tier support (see below). */
+/** The scenario corpus the engine runs: network-policy-api waits for tier support, fqdn (toFQDNs) for DNS-based peers. */
 const ENGINE_CORPUS = ['fixtures/scenarios/k8s-e2e', 'fixtures/scenarios/cilium-docs'];
 function distill(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
@@ -67,6 +67,14 @@ describe('distill reach', () => {
     expect(viaNaive.code).toBe(0);
     expect(viaEngine.stdout.trim().split('\n').length).toBeGreaterThan(700);
     expect(viaEngine.stdout).toBe(viaNaive.stdout);
+  });
+  it('toFQDNs scenarios: the engine refuses them (exit 2, naming the field), --naive answers them', () => {
+    const viaEngine = distill('reach', '--scenario', 'fixtures/scenarios/fqdn/docs-to-fqdn.yaml');
+    expect(viaEngine.code).toBe(2);
+    expect(viaEngine.stderr).toContain("spec.egress[1].toFQDNs: is not supported by distill's engine yet");
+    const viaNaive = distill('reach', '--scenario', 'fixtures/scenarios/fqdn', '--json', '--naive');
+    expect(viaNaive.code).toBe(0);
+    expect(viaNaive.stdout).toContain('"to":"192.0.2.10"');
   });
   it('exits 1 and says which pair differs when an expectation fails', () => {
     const f = tmpFile('s.yaml', `

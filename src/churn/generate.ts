@@ -119,6 +119,15 @@ export class TraceBuilder {
     this.emit({ type: 'deletePolicy', ref: p, tag });
   }
 
+  /** A DNS answer the endpoint's proxy saw (toFQDNs; traces with it are read with `{fqdn: true}`). */
+  dnsResponse(endpoint: string, name: string, ips: readonly string[], ttl: number, tag = 'dns-response'): void {
+    this.emit({ type: 'dnsResponse', endpoint, name, ips: [...ips], ttl, tag });
+  }
+
+  advanceTime(seconds: number, tag = 'advance-time'): void {
+    this.emit({ type: 'advanceTime', seconds, tag });
+  }
+
   text(): string {
     return this.lines.join('\n') + '\n';
   }

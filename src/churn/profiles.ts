@@ -22,6 +22,8 @@ interface ProfileShape {
   newWorkload(i: number): { namespace: string; labels: Record<string, string> };
   /** Whether the n-th pod created lands on this node. */
   isLocal(n: number): boolean;
+  /** toFQDNs profiles: churn is DNS answers and clock steps (fqdnChurn) instead of the pod mix. */
+  readonly fqdn?: FqdnShape;
 }
 
 interface Deployment {
@@ -189,6 +191,83 @@ const antreaWorst: Profile = {
 
 export const PROFILES: readonly Profile[] = [small, realistic, ciliumCi, cilium2019, antreaWorst];
 
+/** S3-like names: `bucket-<i>.s3.<region>.amazonaws.com`. */
+function s3Name(i: number): string {
+  return `bucket-${i}.s3.${['us-east-1', 'eu-west-1', 'ap-south-1'][i % 3]}.amazonaws.com`;
+}
+
+/** The k-th address of name n's pool: 24 bits of 52.0.0.0/8, 1,024 per name (up to 16,384 names). */
+function s3Ip(n: number, k: number): string {
+  const v = (n % 16384) * 1024 + (k % 1024);
+  return `52.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`;
+}
+
+export interface FqdnShape {
+  readonly names: number;
+  readonly ipsPerName: number;
+  readonly endpoints: readonly string[];
+}
+
+/**
+ * toFQDNs at S3 scale (issue 16): local endpoints whose DNS goes through the proxy and whose
+ * egress allows `*.s3.*.amazonaws.com` on 443; names rotate through a pool of IPs per name (each
+ * answer 8 of them, TTL 5 s as S3 gives), queried at a steady rate (one answer per event, one
+ * clock second per 20 answers), plus policy churn (per-bucket matchName policies come and go).
+ */
+export const fqdnProfile: Profile = {
+  name: 'fqdn',
+  scalable: true,
+  description: 'toFQDNs: 100 local endpoints, 10,000 S3-like names with 1,000 rotating IPs each (8 per answer, TTL 5 s), then DNS answers (skewed popularity), clock steps and policy churn',
+  churnEvents: 2000,
+  build(b, scale) {
+    const endpoints = Math.max(2, Math.round(100 * scale));
+    b.namespace('kube-system', {});
+    b.pod('kube-system', 'coredns-0', { 'k8s-app': 'kube-dns' }, false, 'pod-add', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
+    b.namespace('apps', {});
+    const eps: string[] = [];
+    for (let i = 0; i < endpoints; i++) eps.push(podKeyOf(b.pod('apps', `client-${i}`, { app: `client-${i % 10}` }, true)));
+    const dns = { toEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } }], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] };
+    const https = [{ ports: [{ port: '443', protocol: 'TCP' }] }];
+    b.policy(ciliumPolicy('apps', 's3', { endpointSelector: {}, egress: [dns, { toFQDNs: [{ matchPattern: '*.s3.*.amazonaws.com' }], toPorts: https }] }));
+    const names = Math.max(1, Math.round(10000 * scale));
+    const policy = (i: number): Record<string, unknown> =>
+      ciliumPolicy('apps', `bucket-${i}`, { endpointSelector: { matchLabels: { app: `client-${i % 10}` } }, egress: [dns, { toFQDNs: [{ matchName: s3Name(i % names) }], toPorts: https }] });
+    return { policy, newWorkload: (i) => ({ namespace: 'apps', labels: { app: `client-new-${i}` } }), isLocal: () => true, fqdn: { names, ipsPerName: 1000, endpoints: eps } };
+  },
+};
+
+function podKeyOf(p: PodRecord): string {
+  return `${p.namespace}/${p.name}`;
+}
+
+/** DNS answers at a steady rate, one clock second per 20 answers, and 2% policy churn. */
+function fqdnChurn(b: TraceBuilder, shape: ProfileShape, f: FqdnShape, events: number): void {
+  const start = b.events;
+  const rotation = new Map<number, number>();
+  let answers = 0;
+  let newPolicies = 0;
+  while (b.events - start < events) {
+    if (b.rng() < 0.02) {
+      const keys = [...b.policies.keys()].filter((k) => k.includes('bucket-'));
+      if (keys.length > 0 && b.rng() < 0.5) b.deletePolicy(b.pick(keys), 'policy-remove');
+      else b.policy(shape.policy(newPolicies++), 'policy-add');
+      continue;
+    }
+    // Skewed popularity (a few names take most queries, as for real buckets): index = names × u³.
+    const n = Math.floor(f.names * b.rng() ** 3);
+    const seen = rotation.has(n);
+    const at = rotation.get(n) ?? 0;
+    // A known name mostly answers with IPs it gave before (a refresh) and sometimes rotates in
+    // new ones: the tags separate the three costs the benchmark reports.
+    const fresh = seen && b.rng() < 0.2;
+    const base = fresh ? at + 8 : Math.max(0, at - b.int(64));
+    rotation.set(n, fresh ? at + 8 : at);
+    const ips = Array.from({ length: 8 }, (_, k) => s3Ip(n, (base + k) % f.ipsPerName));
+    b.dnsResponse(b.pick(f.endpoints), s3Name(n), ips, 5, !seen ? 'dns-new-name' : fresh ? 'dns-new-ip' : 'dns-refresh');
+    if (++answers % 20 === 0) b.advanceTime(1);
+  }
+}
+
 function identityKey(p: PodRecord): string {
   return `${p.namespace}/${JSON.stringify(Object.entries(p.labels).sort())}`;
 }
@@ -283,15 +362,23 @@ function checkOptions(profile: Profile, opts: GenerateOptions): void {
   if (churnEvents !== undefined && !(Number.isSafeInteger(churnEvents) && churnEvents >= 0)) throw new GenerateOptionsError(`--churn: "${churnEvents}" is not a whole number of events (0 or more)`);
 }
 
+/**
+ * Every profile `distill gen` writes. PROFILES are those the engine replays today; `fqdn` traces
+ * carry DNS events and toFQDNs, read only with `parseTrace(..., {fqdn: true})` until it takes them.
+ */
+export const GEN_PROFILES: readonly Profile[] = [...PROFILES, fqdnProfile];
+
 export function generateTrace(opts: GenerateOptions): string {
-  const profile = PROFILES.find((p) => p.name === opts.profile);
-  if (!profile) throw new GenerateOptionsError(`unknown profile "${opts.profile}" (profiles: ${PROFILES.map((p) => p.name).join(', ')})`);
+  const profile = GEN_PROFILES.find((p) => p.name === opts.profile);
+  if (!profile) throw new GenerateOptionsError(`unknown profile "${opts.profile}" (profiles: ${GEN_PROFILES.map((p) => p.name).join(', ')})`);
   checkOptions(profile, opts);
   const scale = opts.scale ?? 1;
   const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` }, opts.maxBytes);
   b.phase('initial');
   const shape = profile.build(b, scale);
   b.phase('churn');
-  churn(b, shape, opts.churnEvents ?? profile.churnEvents);
+  const events = opts.churnEvents ?? profile.churnEvents;
+  if (shape.fqdn) fqdnChurn(b, shape, shape.fqdn, events);
+  else churn(b, shape, events);
   return b.text();
 }

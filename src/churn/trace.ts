@@ -1,3 +1,4 @@
+import type { FqdnEvent } from '../model/fqdn-events.js';
 import type { ContainerPort } from '../model/ports.js';
 import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -5,6 +6,7 @@ import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseManifest } from '../policy/manifest.js';
+import { fqdnSyntaxError } from '../model/fqdn.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels } from '../policy/readers.js';
 
@@ -42,11 +44,23 @@ export type TraceEventJson = { readonly tag?: string } & (
   | { readonly type: 'upsertPolicy'; readonly manifest: Readonly<Record<string, unknown>> }
   | { readonly type: 'deletePolicy'; readonly ref: { readonly kind: PolicyKind; readonly namespace?: string; readonly name: string } }
   | { readonly type: 'phase'; readonly name: string }
+  | { readonly type: 'dnsResponse'; readonly endpoint: string; readonly name: string; readonly ips: readonly string[]; readonly ttl: number }
+  | { readonly type: 'advanceTime'; readonly seconds: number }
 );
 
 type TraceItem =
   | { readonly kind: 'event'; readonly line: number; readonly tag: string; readonly event: EngineEvent }
-  | { readonly kind: 'phase'; readonly line: number; readonly name: string };
+  | { readonly kind: 'phase'; readonly line: number; readonly name: string }
+  /** DNS answers and clock steps (toFQDNs): read only with `{fqdn: true}`, until the engine takes them. */
+  | { readonly kind: 'fqdn'; readonly line: number; readonly tag: string; readonly event: FqdnEvent };
+
+/** `fqdn: true` reads toFQDNs policies and DNS events (for the oracle); the engine's replay refuses both. */
+export interface TraceOptions {
+  readonly fqdn?: boolean;
+}
+
+/** Seconds in TTLs and clock steps: whole, like DNS TTLs (RFC 2181: 31 bits). */
+const MAX_SECONDS = 2 ** 31 - 1;
 
 export interface Trace {
   readonly source: string;
@@ -54,7 +68,7 @@ export interface Trace {
   readonly items: readonly TraceItem[];
 }
 
-const EVENT_TYPES = ['upsertNamespace', 'deleteNamespace', 'upsertPod', 'deletePod', 'upsertPolicy', 'deletePolicy', 'phase'] as const;
+const EVENT_TYPES = ['upsertNamespace', 'deleteNamespace', 'upsertPod', 'deletePod', 'upsertPolicy', 'deletePolicy', 'phase', 'dnsResponse', 'advanceTime'] as const;
 
 function readHeader(r: Reader, v: unknown): TraceHeader {
   const o = r.object(v, '', ['distillTrace', 'profile', 'seed', 'description']);
@@ -69,8 +83,8 @@ function readHeader(r: Reader, v: unknown): TraceHeader {
   };
 }
 
-function readItem(r: Reader, v: unknown, line: number): TraceItem {
-  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'manifest', 'ref']);
+function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): TraceItem {
+  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
   const allowed: Record<(typeof EVENT_TYPES)[number], string[]> = {
@@ -81,10 +95,26 @@ function readItem(r: Reader, v: unknown, line: number): TraceItem {
     upsertPolicy: ['manifest'],
     deletePolicy: ['ref'],
     phase: ['name'],
+    dnsResponse: ['endpoint', 'name', 'ips', 'ttl'],
+    advanceTime: ['seconds'],
   };
   const o = r.object(v, '', ['type', 'tag', ...allowed[type]]);
   const ev = (event: EngineEvent): TraceItem => ({ kind: 'event', line, tag, event });
+  if ((type === 'dnsResponse' || type === 'advanceTime') && options.fqdn !== true) {
+    r.fail('type', `${type} events are not supported by distill's engine yet (toFQDNs, issue 16)`);
+  }
   switch (type) {
+    case 'dnsResponse': {
+      const endpoint = r.nonEmptyString(o.endpoint, 'endpoint');
+      if (!/^[^/]+\/[^/]+$/.test(endpoint)) r.fail('endpoint', `"${endpoint}" is not namespace/name`);
+      const name = r.nonEmptyString(o.name, 'name');
+      const bad = fqdnSyntaxError('matchName', name);
+      if (bad !== undefined) r.fail('name', bad);
+      const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
+      return { kind: 'fqdn', line, tag, event: { type, endpoint, name, ips, ttl: r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS) } };
+    }
+    case 'advanceTime':
+      return { kind: 'fqdn', line, tag, event: { type, seconds: r.intInRange(o.seconds, 'seconds', 0, MAX_SECONDS) } };
     case 'phase':
       return { kind: 'phase', line, name: r.nonEmptyString(o.name, 'name') };
     case 'upsertNamespace': {
@@ -113,7 +143,7 @@ function readItem(r: Reader, v: unknown, line: number): TraceItem {
     case 'deletePod':
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
-      const policy = parseManifest(o.manifest, `${r.source} manifest`);
+      const policy = parseManifest(o.manifest, `${r.source} manifest`, options);
       // Replays feed the engine directly; it does not encode tiers yet (src/harness/tier-gate.ts).
       if (policy.tiered) r.fail('manifest', 'ClusterNetworkPolicy is not supported by the engine yet');
       return ev({ type, policy });
@@ -134,7 +164,7 @@ function readItem(r: Reader, v: unknown, line: number): TraceItem {
  * Parses a whole trace before anything is replayed: the first bad line stops it with an error
  * naming the file and line, and nothing is applied.
  */
-export function parseTrace(text: string, source: string): Trace {
+export function parseTrace(text: string, source: string, options: TraceOptions = {}): Trace {
   const lines = text.split('\n');
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
@@ -152,7 +182,7 @@ export function parseTrace(text: string, source: string): Trace {
       header = readHeader(r, v);
       return;
     }
-    items.push(readItem(r, v, line));
+    items.push(readItem(r, v, line, options));
   });
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');
   return { source, header, items };

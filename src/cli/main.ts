@@ -19,7 +19,7 @@ import { reconcile } from '../node/restart.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { Engine } from '../engine/engine.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
-import { generateTrace, PROFILES } from '../churn/profiles.js';
+import { GEN_PROFILES, generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
@@ -476,7 +476,7 @@ function registerGen(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('gen')
     .description('Generate a churn trace (JSON Lines) for a cluster profile, on stdout')
-    .addOption(new Option('--profile <name>', 'cluster shape').choices(PROFILES.map((p) => p.name)).makeOptionMandatory())
+    .addOption(new Option('--profile <name>', 'cluster shape').choices(GEN_PROFILES.map((p) => p.name)).makeOptionMandatory())
     .option('--seed <n>', 'random seed: the same seed gives the same trace', '1')
     .option('--scale <x>', 'multiply the cluster size (a positive number, 1 = the published shape; not for small, a fixed shape)')
     .option('--churn <n>', 'number of churn events after the initial state (a whole number)')

@@ -1,4 +1,5 @@
 import { IpAddress, parseCidr, nthAddress } from './cidr.js';
+import type { DnsCacheState } from './fqdn.js';
 import { podIdentityLabels } from './identity.js';
 import { LabelSet, NAMESPACE_NAME_LABEL } from './labels.js';
 import type { ContainerPort } from './ports.js';
@@ -33,6 +34,8 @@ export interface ClusterState {
   readonly externals: ReadonlyMap<string, External>;
   /** Keyed by `policyRefKey`. */
   readonly policies: ReadonlyMap<string, Policy>;
+  /** What the DNS proxy learnt, and the clock (toFQDNs); absent = empty at time 0. */
+  readonly dns?: DnsCacheState;
 }
 
 export const EMPTY_CLUSTER: ClusterState = {

@@ -1,4 +1,5 @@
 import type { Cidr } from './cidr.js';
+import type { FqdnSelector } from './fqdn.js';
 import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
 import type { TieredSpec } from './tiers.js';
@@ -93,6 +94,12 @@ export interface PolicyRule {
   readonly verdict: Verdict;
   readonly peers: readonly Peer[];
   readonly ports: readonly PortClause[];
+  /**
+   * Egress allow rules only: `toFQDNs`. The rule's peers are then empty and it matches the IPs a
+   * live DNS answer for a matching name holds (src/model/fqdn.ts). Only the oracle reads this; the
+   * engine is never given such a rule (the manifest reader refuses it unless asked not to).
+   */
+  readonly toFQDNs?: readonly FqdnSelector[];
 }
 
 /** A subject whose `direction` becomes default-deny because of this policy. */

@@ -1,4 +1,5 @@
-import { cidrContainsIp } from '../model/cidr.js';
+import { cidrContainsIp, IpAddress } from '../model/cidr.js';
+import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatches, recordDnsAnswer } from '../model/fqdn.js';
 import { ClusterState, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel } from '../model/labels.js';
@@ -21,9 +22,19 @@ function peerMatches(peer: Peer, ep: FlowEndpoint): boolean {
   return cidrContainsIp(peer.cidr, ep.external.ip) && !peer.except.some((e) => cidrContainsIp(e, ep.external.ip));
 }
 
+/**
+ * A `toFQDNs` rule matches an address outside the cluster for which some live answer, learnt by
+ * any endpoint of the node, of a name a selector matches holds it (Cilium's name manager selects
+ * node-wide). Pods are known by their identity, never by a DNS answer.
+ */
+export function fqdnEvidence(state: ClusterState, rule: PolicyRule, ep: FlowEndpoint): DnsCacheEntry[] {
+  if (rule.toFQDNs === undefined || ep.kind !== 'external') return [];
+  return liveMatches(state.dns ?? EMPTY_DNS_CACHE, rule.toFQDNs, ep.external.ip);
+}
+
 /** The port clauses of `rule` that match the flow (none when no peer matches). */
-function matchingClauses(rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): PolicyRule['ports'] {
-  if (!rule.peers.some((p) => peerMatches(p, peer))) return [];
+function matchingClauses(state: ClusterState, rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): PolicyRule['ports'] {
+  if (!rule.peers.some((p) => peerMatches(p, peer)) && fqdnEvidence(state, rule, peer).length === 0) return [];
   return rule.ports.filter((c) => l4Covers(c.l4, protocol, port, destPorts));
 }
 
@@ -89,7 +100,7 @@ function decideNpTier(
     }
     for (const rule of policy.rules) {
       if (rule.direction !== direction || !selectorMatches(rule.subject, subject.labels)) continue;
-      const clauses = matchingClauses(rule, peer, protocol, port, destPorts);
+      const clauses = matchingClauses(state, rule, peer, protocol, port, destPorts);
       if (clauses.length === 0) continue;
       if (rule.verdict === 'deny') {
         deniedBy.push(rule.origin);
@@ -126,4 +137,39 @@ export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
   const egress = src.kind === 'pod' ? decideDirection(state, src, 'egress', dst, flow.protocol, flow.port, flow.request) : undefined;
   const ingress = dst.kind === 'pod' ? decideDirection(state, dst, 'ingress', src, flow.protocol, flow.port, flow.request) : undefined;
   return combineSides(egress, ingress);
+}
+
+/**
+ * Whether the DNS proxy learns an answer to `pod`'s query for `name`: the query must be redirected
+ * to the proxy by an L7 `dns` rule of the pod's egress and allowed by it (the proxy refuses the
+ * others, and an answer to a query it never saw teaches nothing). With a `server` (a pod or an
+ * external, on UDP `port`), the query is judged as that flow; without one, by any egress allow
+ * rule of the pod whose DNS rules allow the name.
+ */
+export function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?: { readonly to: string; readonly port: number }): boolean {
+  const src = resolveEndpoint(state, pod);
+  if (src.kind !== 'pod') return false;
+  const request = { dns: { name } };
+  if (server !== undefined) {
+    const d = decideDirection(state, src, 'egress', resolveEndpoint(state, server.to), 'UDP', server.port, request);
+    return d.l7?.parser === 'dns' && d.l7.allowed;
+  }
+  for (const policy of state.policies.values()) {
+    for (const rule of policy.rules) {
+      if (rule.direction !== 'egress' || rule.verdict !== 'allow' || !selectorMatches(rule.subject, src.labels)) continue;
+      if (rule.ports.some((c) => c.l7?.parser === 'dns' && l7Allows(c.l7, request))) return true;
+    }
+  }
+  return false;
+}
+
+/** The state after `pod` got an answer: recorded when the proxy learns it, else unchanged. */
+export function applyDnsAnswer(state: ClusterState, pod: string, name: string, ips: readonly IpAddress[], ttl: number, server?: { readonly to: string; readonly port: number }): ClusterState {
+  if (!dnsProxyLearns(state, pod, name, server)) return state;
+  return { ...state, dns: recordDnsAnswer(state.dns ?? EMPTY_DNS_CACHE, pod, name, ips, ttl) };
+}
+
+/** The DNS cache without a deleted pod's answers. */
+export function withoutPodAnswers(dns: DnsCacheState | undefined, pod: string): DnsCacheState | undefined {
+  return dns === undefined ? undefined : forgetEndpoint(dns, pod);
 }

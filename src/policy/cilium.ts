@@ -14,6 +14,7 @@ import {
   Selector,
   WILDCARD_SELECTOR,
 } from '../model/selector.js';
+import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.js';
 import { namespaceRequirement, readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
@@ -83,10 +84,19 @@ const SHAPES: readonly DirectionShape[] = [
   { field: 'egressDeny', direction: 'egress', verdict: 'deny', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', unsupported: ['toRequires', 'toServices', 'toGroups', 'toNodes'] },
 ];
 
+/**
+ * `fqdn: true` reads `toFQDNs` (for the oracle: scenarios and `--naive`). Without it `toFQDNs`
+ * is refused as before: the engine cannot compute DNS-based peers yet (issue 16, phase 2), and
+ * every path that feeds the engine (manifest files, traces, `validate`) parses without it.
+ */
+export interface ParseOptions {
+  readonly fqdn?: boolean;
+}
+
 const RULE_FIELDS = ['endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'description', 'enableDefaultDeny', 'log'];
 
 /** Parses a `cilium.io/v2` CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy (`spec` and/or `specs`). */
-export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind: Exclude<PolicyKind, 'NetworkPolicy'>): Policy {
+export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind: Exclude<PolicyKind, 'NetworkPolicy'>, options: ParseOptions = {}): Policy {
   const namespaced = kind === 'CiliumNetworkPolicy';
   const md = readMetadata(r, doc.metadata, namespaced);
   const ref = refOf(kind, md);
@@ -95,7 +105,7 @@ export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind:
   (r.optArray(doc.specs, 'specs') ?? []).forEach((s, i) => specs.push([s, at('specs', i)]));
   if (specs.length === 0) r.fail('', 'must have spec or specs');
   const out: RuleSet = { rules: [], enforcements: [], warnings: [] };
-  for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, out);
+  for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, out, options);
   return { ref, rules: out.rules, enforcements: out.enforcements, warnings: out.warnings, manifest: doc };
 }
 
@@ -133,7 +143,7 @@ function parseSubject(r: Reader, v: unknown, path: string, namespace: string | u
   return scoped;
 }
 
-function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, out: RuleSet): void {
+function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, out: RuleSet, options: ParseOptions): void {
   const { rules, enforcements } = out;
   const o = r.object(v, path, RULE_FIELDS);
   if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'host policies (nodeSelector) are not supported by distill');
@@ -157,7 +167,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     const list = r.optArray(o[shape.field], join(path, shape.field)) ?? [];
     if (list.length > 0) hasRules[shape.direction] = true;
     list.forEach((item, i) => {
-      rules.push(parseDirectionalRule(r, item, at(join(path, shape.field), i), shape, ref, namespace, subject));
+      rules.push(parseDirectionalRule(r, item, at(join(path, shape.field), i), shape, ref, namespace, subject, options));
     });
   }
   for (const direction of ['ingress', 'egress'] as const) {
@@ -199,15 +209,18 @@ function selectsOnlyPods(sel: Selector): boolean {
   );
 }
 
-function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector): PolicyRule {
+function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector, options: ParseOptions): PolicyRule {
   const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, 'toPorts', 'icmps', ...shape.unsupported];
   const o = r.object(v, path, allowed);
+  const fqdnField = shape.field === 'egress' && options.fqdn === true ? 'toFQDNs' : undefined;
   for (const u of shape.unsupported) {
-    if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
+    if (u === fqdnField) continue;
+    if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not supported by distill\'s engine yet (DNS-based peers: the oracle reads them, `--naive`)' : 'is not supported by distill');
   }
   // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
-  // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule.
-  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
+  // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule; ToFQDNs is one of
+  // the L3 members it counts.
+  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
   if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
   let anyL3 = false;
   const peers: Peer[] = [];
@@ -244,6 +257,12 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
     });
   }
 
+  let toFQDNs: FqdnSelector[] | undefined;
+  if (fqdnField !== undefined && !absent(o.toFQDNs)) {
+    anyL3 = true;
+    toFQDNs = r.array(o.toFQDNs, join(path, 'toFQDNs')).map((f, i) => parseFqdnSelector(r, f, at(join(path, 'toFQDNs'), i)));
+  }
+
   const toPorts = r.optArray(o.toPorts, join(path, 'toPorts')) ?? [];
   const icmps = r.optArray(o.icmps, join(path, 'icmps')) ?? [];
   if (toPorts.length > 0 && icmps.length > 0) r.fail(join(path, 'icmps'), 'may only be present without toPorts (define a separate rule for toPorts)');
@@ -255,7 +274,20 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   if (!hasL4) ports.push({ l4: ALL_L4 });
   // A rule with ports but no peer field applies to every peer; a rule with neither selects nothing.
   if (!anyL3 && ports.length > 0 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
-  return { origin: { policy: ref, path }, subject, direction: shape.direction, verdict: shape.verdict, peers, ports };
+  return { origin: { policy: ref, path }, subject, direction: shape.direction, verdict: shape.verdict, peers, ports, ...(toFQDNs ? { toFQDNs } : {}) };
+}
+
+/** One `toFQDNs` entry: exactly one of matchName, matchPattern (FQDNSelector, pkg/policy/api/fqdn.go). */
+function parseFqdnSelector(r: Reader, v: unknown, path: string): FqdnSelector {
+  const o = r.object(v, path, ['matchName', 'matchPattern']);
+  const name = r.optString(o.matchName, join(path, 'matchName'));
+  const pattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
+  if ((name === undefined || name === '') === (pattern === undefined || pattern === '')) r.fail(path, 'exactly one of matchName or matchPattern is required');
+  const field = name !== undefined && name !== '' ? 'matchName' : 'matchPattern';
+  const value = (field === 'matchName' ? name : pattern) as string;
+  const error = fqdnSyntaxError(field, value);
+  if (error !== undefined) r.fail(join(path, field), error);
+  return makeFqdnSelector(field, value);
 }
 
 function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {

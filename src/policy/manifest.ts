@@ -1,6 +1,8 @@
 import { markParsedPolicy, type Policy } from '../model/rules.js';
-import { parseCiliumPolicy } from './cilium.js';
+import { parseCiliumPolicy, ParseOptions } from './cilium.js';
 import { parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
+
+export type { ParseOptions } from './cilium.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
 import { CheckedObject, checkObjectManifest, isObjectKind } from './objects.js';
 import { Reader } from './reader.js';
@@ -17,7 +19,7 @@ const KINDS: Readonly<Record<string, string>> = {
  * Validates one manifest (already parsed from YAML/JSON) and flattens it into rules.
  * `source` names it in errors, e.g. `policies.yaml#2`.
  */
-export function parseManifest(doc: unknown, source: string): Policy {
+export function parseManifest(doc: unknown, source: string, options: ParseOptions = {}): Policy {
   const r = new Reader(source);
   if (isList(doc)) r.fail('kind', `"${String(doc.kind)}" is a list of manifests: a List is read only from a manifest file; give one policy here`);
   const kindPeek = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
@@ -30,7 +32,7 @@ export function parseManifest(doc: unknown, source: string): Policy {
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
   if (kind === 'NetworkPolicy') return markParsedPolicy(parseNetworkPolicy(r, o));
   if (kind === 'ClusterNetworkPolicy') return markParsedPolicy(parseClusterNetworkPolicy(r, o));
-  return markParsedPolicy(parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy'));
+  return markParsedPolicy(parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options));
 }
 
 const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];

@@ -7,6 +7,7 @@ import { parseManifest } from '../policy/manifest.js';
 import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPortNumber, readProtocol } from '../policy/readers.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError } from '../model/fqdn.js';
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
 
@@ -30,7 +31,24 @@ export type Change = { readonly path: string } & (
   | { readonly op: 'addExternal'; readonly name: string; readonly ip: IpAddress }
   | { readonly op: 'apply'; readonly policy: Policy }
   | { readonly op: 'delete'; readonly ref: PolicyRef }
+  | { readonly op: 'dnsResponse'; readonly answer: DnsAnswerSpec }
+  | { readonly op: 'advanceTime'; readonly seconds: number }
 );
+
+/**
+ * A DNS answer to a pod's query (`toFQDNs`): learnt only when the pod's DNS proxy sees and allows
+ * the query; `server` (a pod or an external) and `port` (default 53) name the query's flow.
+ */
+export interface DnsAnswerSpec {
+  readonly pod: string;
+  readonly name: string;
+  readonly ips: readonly IpAddress[];
+  readonly ttl: number;
+  readonly server?: { readonly to: string; readonly port: number };
+}
+
+/** Seconds; TTLs and clock steps are whole seconds, like DNS TTLs. */
+const MAX_SECONDS = 2 ** 31 - 1;
 
 /** A probe: one flow, or (with `from`/`to` left out) every ordered pair of distinct pods. */
 export interface Probe {
@@ -41,6 +59,8 @@ export interface Probe {
   readonly protocol: FlowProtocol;
   /** An HTTP request, Kafka request or DNS query the flow carries (judged by L7 proxies). */
   readonly request?: L7Request;
+  /** Set for `to: {ip: ...}`: `to` is then the address, an external created on first use. */
+  readonly toIp?: IpAddress;
 }
 
 /**
@@ -68,6 +88,8 @@ export interface Scenario {
   /** Namespaces, pods, externals and policies, as changes applied before step 0. */
   readonly setup: readonly Change[];
   readonly steps: readonly Step[];
+  /** The DNS proxy's options (`dnsProxy: {minTtl, maxIpsPerHostname}`); Cilium's defaults when absent. */
+  readonly dnsProxy?: DnsCacheOptions;
 }
 
 const PROBE_PROTOCOLS = FLOW_PROTOCOLS;
@@ -105,11 +127,12 @@ function readPod(r: Reader, v: unknown, path: string): PodSpec {
 }
 
 function readPolicy(r: Reader, v: unknown, path: string): Policy {
-  return parseManifest(v, `${r.source}#${path}`);
+  // Scenarios are read by the oracle too: toFQDNs is parsed here, and the engine's harness refuses it.
+  return parseManifest(v, `${r.source}#${path}`, { fqdn: true });
 }
 
 function readChange(r: Reader, v: unknown, path: string): Change {
-  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal'];
+  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal', 'dnsResponse', 'advanceTime'];
   const o = r.object(v, path, ops);
   const keys = Object.keys(o);
   if (keys.length !== 1) r.fail(path, `a change has exactly one of: ${ops.join(', ')}`);
@@ -147,11 +170,28 @@ function readChange(r: Reader, v: unknown, path: string): Change {
       const s = r.object(o.setNamespaceLabels, p, ['namespace', 'labels']);
       return { path: p, op, name: r.nonEmptyString(s.namespace, join(p, 'namespace')), labels: readLabels(r, s.labels, join(p, 'labels')) };
     }
+    case 'dnsResponse':
+      return { path: p, op, answer: readDnsAnswer(r, o.dnsResponse, p) };
+    case 'advanceTime':
+      return { path: p, op, seconds: r.intInRange(o.advanceTime, p, 0, MAX_SECONDS) };
     default: {
       const e = r.object(o.addExternal, p, ['name', 'ip']);
       return { path: p, op: 'addExternal', name: r.nonEmptyString(e.name, join(p, 'name')), ip: readIp(r, e.ip, join(p, 'ip')) };
     }
   }
+}
+
+function readDnsAnswer(r: Reader, v: unknown, path: string): DnsAnswerSpec {
+  const o = r.object(v, path, ['pod', 'name', 'ips', 'ttl', 'server', 'port']);
+  const pod = readPodKey(r, o.pod, join(path, 'pod')).key;
+  const name = r.nonEmptyString(o.name, join(path, 'name'));
+  const error = fqdnSyntaxError('matchName', name);
+  if (error !== undefined) r.fail(join(path, 'name'), error);
+  const ips = r.array(o.ips, join(path, 'ips')).map((ip, i) => readIp(r, ip, at(join(path, 'ips'), i)));
+  const ttl = r.intInRange(o.ttl, join(path, 'ttl'), 0, MAX_SECONDS);
+  if (absent(o.server) && !absent(o.port)) r.fail(join(path, 'port'), 'needs a server');
+  const server = absent(o.server) ? undefined : { to: r.nonEmptyString(o.server, join(path, 'server')), port: absent(o.port) ? 53 : readPortNumber(r, o.port, join(path, 'port'), 1, MAX_PORT) };
+  return { pod, name, ips, ttl, ...(server ? { server } : {}) };
 }
 
 /** Headers as a map (`{X-Token: "yes"}`) or as Cilium writes them (`["X-Token: yes"]`). */
@@ -222,8 +262,11 @@ function readProbe(r: Reader, v: unknown, path: string): Probe {
   const minPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 0 : 1;
   const port = readPortNumber(r, o.port, join(path, 'port'), minPort, maxPort);
   const from = r.optString(o.from, join(path, 'from'));
-  const to = r.optString(o.to, join(path, 'to'));
-  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(request ? { request } : {}) };
+  // `to: {ip: A.B.C.D}`: an address outside the cluster that no external names (e.g. one a DNS
+  // answer gave); the probe's pairs then name it by the address.
+  const toIp = typeof o.to === 'object' && o.to !== null && !Array.isArray(o.to) ? readIp(r, r.object(o.to, join(path, 'to'), ['ip']).ip, join(join(path, 'to'), 'ip')) : undefined;
+  const to = toIp ? toIp.text : r.optString(o.to, join(path, 'to'));
+  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(toIp ? { toIp } : {}), ...(request ? { request } : {}) };
 }
 
 function readExpectation(r: Reader, v: unknown, path: string, probeCount: number): Expectation {
@@ -245,7 +288,12 @@ function readExpectation(r: Reader, v: unknown, path: string, probeCount: number
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
-  const o = r.object(doc, '', ['description', 'namespaces', 'pods', 'externals', 'policies', 'steps']);
+  const o = r.object(doc, '', ['description', 'dnsProxy', 'namespaces', 'pods', 'externals', 'policies', 'steps']);
+  const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
+  const dnsProxy: DnsCacheOptions | undefined = dp && {
+    minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
+    maxIpsPerHostname: absent(dp.maxIpsPerHostname) ? DEFAULT_DNS_CACHE_OPTIONS.maxIpsPerHostname : r.intInRange(dp.maxIpsPerHostname, 'dnsProxy.maxIpsPerHostname', 1, 1_000_000),
+  };
   const description = r.optString(o.description, 'description');
   const setup: Change[] = [];
   (r.optArray(o.namespaces, 'namespaces') ?? []).forEach((n, i) => {
@@ -270,7 +318,7 @@ export function parseScenario(text: string, source: string): Scenario {
     return { changes, probes, expect };
   });
   const warnings = [...derivedLabelWarnings(source, [...setup, ...steps.flatMap((st) => st.changes)]), ...tierPriorityWarnings(source, setup, steps)];
-  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps };
+  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}) };
 }
 
 /** Pod labels in a label space distill derives itself: accepted, dropped from the identity, said. */

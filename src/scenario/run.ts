@@ -14,7 +14,11 @@ import {
   upsertPolicy,
 } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
+import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
+import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
+import { policyRefKey } from '../model/rules.js';
+import { FqdnUnsupportedError } from '../harness/cluster-sync.js';
 import type { Change, Probe, Scenario } from './format.js';
 
 /** Decides flows against a cluster state: the naive evaluator, or (later) the engine. */
@@ -73,8 +77,11 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
   switch (c.op) {
     case 'addNamespace':
       return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
-    case 'deleteNamespace':
-      return deleteNamespace(state, c.name);
+    case 'deleteNamespace': {
+      const s = deleteNamespace(state, c.name);
+      const dns = s.dns && { ...s.dns, entries: s.dns.entries.filter((e) => s.pods.has(e.endpoint)) };
+      return dns ? { ...s, dns } : s;
+    }
     case 'setNamespaceLabels':
       if (!state.namespaces.has(c.name)) throw new ClusterChangeError(`namespace "${c.name}" does not exist`);
       return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
@@ -87,8 +94,12 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
       const pod: Pod = { namespace: c.pod.namespace, name: c.pod.name, labels: c.pod.labels, ip, serviceAccount: c.pod.serviceAccount, ports: c.pod.ports };
       return upsertPod(s, pod);
     }
-    case 'deletePod':
-      return deletePod(state, c.key);
+    case 'deletePod': {
+      // An endpoint that is gone takes its DNS history with it.
+      const s = deletePod(state, c.key);
+      const dns = withoutPodAnswers(s.dns, c.key);
+      return dns ? { ...s, dns } : s;
+    }
     case 'setPodLabels': {
       const pod = state.pods.get(c.key);
       if (!pod) throw new ClusterChangeError(`pod "${c.key}" does not exist`);
@@ -100,6 +111,14 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
       return upsertPolicy(state, c.policy);
     case 'delete':
       return deletePolicy(state, c.ref);
+    case 'dnsResponse': {
+      const a = c.answer;
+      if (!state.pods.has(a.pod)) throw new ClusterChangeError(`pod "${a.pod}" does not exist`);
+      if (a.server && !state.pods.has(a.server.to) && !state.externals.has(a.server.to)) throw new ClusterChangeError(`no pod or external named "${a.server.to}"`);
+      return applyDnsAnswer(state, a.pod, a.name, a.ips, a.ttl, a.server);
+    }
+    case 'advanceTime':
+      return { ...state, dns: advanceDnsClock(state.dns ?? EMPTY_DNS_CACHE, c.seconds) };
   }
 }
 
@@ -132,6 +151,7 @@ interface FlowBudget {
 /** The flows a probe stands for, in a stable order (pods sorted by namespace/name). */
 function expandProbe(state: ClusterState, probe: Probe, source: string, budget: FlowBudget = { left: MAX_SCENARIO_FLOWS }): Flow[] {
   const pods = [...state.pods.keys()].sort();
+  if (probe.toIp && !state.externals.has(probe.toIp.text)) throw new ManifestError(source, `${probe.path}.to`, `internal: ${probe.toIp.text} was not added`);
   for (const [field, name] of [['from', probe.from], ['to', probe.to]] as const) {
     if (name !== undefined && !state.pods.has(name) && !state.externals.has(name)) {
       throw new ManifestError(source, `${probe.path}.${field}`, `no pod or external named "${name}"`);
@@ -153,16 +173,37 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
   return flows;
 }
 
+/** Externals for the `to: {ip}` probes that no external has yet, named by their address. */
+export function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): ClusterState {
+  let s = state;
+  for (const p of probes) if (p.toIp && !s.externals.has(p.toIp.text)) s = upsertExternal(s, { name: p.toIp.text, ip: p.toIp });
+  return s;
+}
+
+/** The engine refuses toFQDNs naming the policy; here the error names the scenario file and field. */
+function decideNamingFile(scenario: Scenario, decide: FlowDecider, state: ClusterState, flow: Flow): FlowDecision {
+  try {
+    return decide(state, flow);
+  } catch (e) {
+    if (!(e instanceof FqdnUnsupportedError)) throw e;
+    const changes = [...scenario.setup, ...scenario.steps.flatMap((s) => s.changes)];
+    const c = changes.find((x) => x.op === 'apply' && policyRefKey(x.policy.ref) === policyRefKey(e.ref));
+    throw new ManifestError(scenario.source, c ? `${c.path}.${e.fieldPath}` : e.fieldPath, e.detail);
+  }
+}
+
 export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRun {
-  let state = applyAll(EMPTY_CLUSTER, scenario.setup, scenario.source);
+  const start: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
+  let state = applyAll(start, scenario.setup, scenario.source);
   const steps: StepRun[] = [];
   const budget: FlowBudget = { left: MAX_SCENARIO_FLOWS };
   scenario.steps.forEach((step, si) => {
     state = applyAll(state, step.changes, scenario.source);
+    state = withProbeAddresses(state, step.probes);
     const results: ProbeResult[] = [];
     step.probes.forEach((probe, pi) => {
       for (const flow of expandProbe(state, probe, scenario.source, budget)) {
-        const decision = decide(state, flow);
+        const decision = decideNamingFile(scenario, decide, state, flow);
         results.push({ step: si, probe: pi, ...flow, allowed: decision.allowed, proxied: decision.proxied, decision });
       }
     });

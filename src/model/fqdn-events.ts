@@ -1,0 +1,22 @@
+import type { IpAddress } from './cidr.js';
+
+/**
+ * The DNS events of `toFQDNs` (issue 16), for the engine to take in phase 2 next to its
+ * `EngineEvent`s: both are transactional like every event (a batch applies whole or not at all).
+ * Nothing in the engine may read the wall clock: `advanceTime` is the only way time passes, and a
+ * `dnsResponse` happens at the engine's current time.
+ */
+export type FqdnEvent =
+  /**
+   * The DNS proxy of `endpoint` (`namespace/name`, a local pod) saw an answer for `name` holding
+   * `ips`, valid `ttl` seconds. The engine learns it only if the endpoint's egress DNS rules allow
+   * the query (`src/naive/evaluator.ts` `dnsProxyLearns` is the reference); else it is a no-op.
+   * Each (endpoint, name, IP) then lives max(ttl, minTtl) seconds from now.
+   */
+  | { readonly type: 'dnsResponse'; readonly endpoint: string; readonly name: string; readonly ips: readonly IpAddress[]; readonly ttl: number }
+  /** Moves the clock forward by `seconds` (≥ 0); answers that expire by then leave the selections. */
+  | { readonly type: 'advanceTime'; readonly seconds: number };
+
+export type FqdnEventType = FqdnEvent['type'];
+
+export const FQDN_EVENT_TYPES: readonly FqdnEventType[] = ['dnsResponse', 'advanceTime'];

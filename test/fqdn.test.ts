@@ -1,0 +1,244 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { generateTrace } from '../src/churn/profiles.js';
+import { parseTrace } from '../src/churn/trace.js';
+import { Engine } from '../src/engine/engine.js';
+import { EngineDecider } from '../src/harness/engine-decider.js';
+import { parseIp } from '../src/model/cidr.js';
+import {
+  advanceDnsClock,
+  DnsCacheState,
+  EMPTY_DNS_CACHE,
+  FqdnSelector,
+  fqdnSelectorMatches,
+  fqdnSyntaxError,
+  liveMatches,
+  makeFqdnSelector,
+  recordDnsAnswer,
+} from '../src/model/fqdn.js';
+import { dnsRuleMatches } from '../src/model/l7.js';
+import { decideFlow } from '../src/naive/evaluator.js';
+import { parseManifest } from '../src/policy/manifest.js';
+import { parseScenario } from '../src/scenario/format.js';
+import { runScenario } from '../src/scenario/run.js';
+
+const pattern = (p: string): FqdnSelector => makeFqdnSelector('matchPattern', p);
+const ip = parseIp;
+
+describe('FQDN selectors (Cilium matchpattern)', () => {
+  it('matches names and patterns as Cilium does', () => {
+    const cases: [FqdnSelector, string, boolean][] = [
+      [makeFqdnSelector('matchName', 'API.GitHub.com.'), 'api.github.com', true],
+      [makeFqdnSelector('matchName', 'api.github.com'), 'API.GITHUB.COM.', true],
+      [makeFqdnSelector('matchName', 'api.github.com'), 'github.com', false],
+      [pattern('*'), 'a.b.c', true],
+      [pattern('*.cilium.io'), 'docs.cilium.io', true],
+      [pattern('*.cilium.io'), 'cilium.io', false],
+      [pattern('*.cilium.io'), 'a.b.cilium.io', false],
+      [pattern('*cilium.io'), 'cilium.io', true],
+      [pattern('*cilium.io'), 'xcilium.io', true],
+      [pattern('sub*x.example.com'), 'subx.example.com', true],
+      [pattern('sub*x.example.com'), 'sub-abc-x.example.com', true],
+      [pattern('sub*x.example.com'), 'sub.x.example.com', false],
+      [pattern('a*b*c.io'), 'abbc.io', true],
+      [pattern('a*b*c.io'), 'acb.io', false],
+      [pattern('**.cilium.io'), 'a.cilium.io', true],
+      [pattern('**.cilium.io'), 'c.b.a.cilium.io', true],
+      [pattern('**.cilium.io'), 'cilium.io', false],
+      [pattern('a.**.io'), 'a.b.io', true],
+      [pattern('a.**.io'), 'a.b.c.io', false],
+      [pattern('*.*'), 'a.b', true],
+    ];
+    for (const [sel, name, want] of cases) expect([sel, name, fqdnSelectorMatches(sel, name)]).toEqual([sel, name, want]);
+  });
+
+  it('agrees with the RE2 matcher the DNS proxy rules use, on random patterns and names', () => {
+    const label = fc.stringMatching(/^[a-c*]{1,4}$/);
+    const nameLabel = fc.stringMatching(/^[a-c]{1,4}$/);
+    fc.assert(
+      fc.property(fc.boolean(), fc.array(label, { minLength: 1, maxLength: 3 }), fc.array(nameLabel, { minLength: 1, maxLength: 5 }), (multi, labels, name) => {
+        const p = `${multi ? '**.' : ''}${labels.join('.')}`;
+        const n = name.join('.');
+        expect(fqdnSelectorMatches(pattern(p), n)).toBe(dnsRuleMatches({ matchPattern: p }, { name: n }));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('is linear on patterns that make a backtracking matcher explode', () => {
+    const hostile = pattern(`${'*a'.repeat(30)}*b.io`);
+    // A count of work, not a timer: the matcher scans each piece once.
+    expect(fqdnSelectorMatches(hostile, `${'a'.repeat(63)}.io`)).toBe(false);
+  });
+
+  it('validates as the CRD does', () => {
+    expect(fqdnSyntaxError('matchName', 'cilium.io.')).toBeUndefined();
+    expect(fqdnSyntaxError('matchName', '_http._tcp.cilium.io')).toBeUndefined();
+    expect(fqdnSyntaxError('matchPattern', '*.cilium.io.*')).toBeUndefined();
+    expect(fqdnSyntaxError('matchName', '*.cilium.io')).toMatch(/not a valid DNS name/);
+    expect(fqdnSyntaxError('matchName', 'a..b')).toMatch(/not a valid/);
+    expect(fqdnSyntaxError('matchPattern', '%$*.*')).toMatch(/not a valid DNS pattern/);
+    expect(fqdnSyntaxError('matchName', `${'a'.repeat(256)}`)).toMatch(/longer than 255/);
+  });
+});
+
+describe('DNS cache', () => {
+  const sel = [pattern('*.example.com')];
+  const live = (c: DnsCacheState, a: string): number => liveMatches(c, sel, ip(a)).length;
+
+  it('keeps an answer max(TTL, minTTL) seconds and refreshes to the later expiry', () => {
+    let c = recordDnsAnswer(EMPTY_DNS_CACHE, 'x/a', 'a.example.com', [ip('192.0.2.1')], 10);
+    c = advanceDnsClock(c, 9);
+    expect(live(c, '192.0.2.1')).toBe(1);
+    c = recordDnsAnswer(c, 'x/a', 'a.example.com', [ip('192.0.2.1')], 0);
+    c = advanceDnsClock(c, 1);
+    expect(live(c, '192.0.2.1')).toBe(0);
+    let m: DnsCacheState = { ...EMPTY_DNS_CACHE, options: { minTtl: 100, maxIpsPerHostname: 1000 } };
+    m = advanceDnsClock(recordDnsAnswer(m, 'x/a', 'a.example.com', [ip('192.0.2.1')], 1), 99);
+    expect(live(m, '192.0.2.1')).toBe(1);
+    expect(() => advanceDnsClock(m, -1)).toThrow(RangeError);
+  });
+
+  it('evicts per endpoint and name beyond maxIpsPerHostname, earliest expiry first', () => {
+    let c: DnsCacheState = { ...EMPTY_DNS_CACHE, options: { minTtl: 0, maxIpsPerHostname: 2 } };
+    c = recordDnsAnswer(c, 'x/a', 'a.example.com', [ip('192.0.2.1'), ip('192.0.2.2')], 60);
+    c = recordDnsAnswer(c, 'x/b', 'a.example.com', [ip('192.0.2.1')], 60);
+    c = advanceDnsClock(c, 1);
+    c = recordDnsAnswer(c, 'x/a', 'a.example.com', [ip('192.0.2.3')], 60);
+    expect(c.entries.filter((e) => e.endpoint === 'x/a').map((e) => e.ip.text).sort()).toEqual(['192.0.2.2', '192.0.2.3']);
+    // x/b still holds .1, and selection is node-wide.
+    expect(live(c, '192.0.2.1')).toBe(1);
+  });
+});
+
+describe('toFQDNs in Cilium manifests', () => {
+  const manifest = (egress: string, deny = ''): unknown => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'default' },
+    spec: { endpointSelector: {}, egress: [JSON.parse(egress) as unknown], ...(deny ? { egressDeny: [JSON.parse(deny) as unknown] } : {}) },
+  });
+  const fqdn = { fqdn: true } as const;
+
+  it('is refused for the engine (the default) and read for the oracle', () => {
+    const m = manifest('{"toFQDNs": [{"matchName": "A.io."}], "toPorts": [{"ports": [{"port": "443"}]}]}');
+    expect(() => parseManifest(m, 'f.yaml#0')).toThrow("f.yaml#0 spec.egress[0].toFQDNs: is not supported by distill's engine yet");
+    const rule = parseManifest(m, 'f.yaml#0', fqdn).rules[0];
+    expect(rule?.toFQDNs).toEqual([{ matchName: 'a.io' }]);
+    expect(rule?.peers).toEqual([]);
+  });
+
+  it('refuses what Cilium refuses, naming the field', () => {
+    expect(() => parseManifest(manifest('{"toFQDNs": [{"matchName": "a.io"}], "toCIDR": ["1.2.3.4/32"]}'), 'f', fqdn)).toThrow('combining toCIDR and toFQDNs is not supported');
+    expect(() => parseManifest(manifest('{"toFQDNs": [{"matchName": "a.io"}], "toEndpoints": [{}]}'), 'f', fqdn)).toThrow('combining toEndpoints and toFQDNs');
+    expect(() => parseManifest(manifest('{"toFQDNs": [{"matchName": "a.io", "matchPattern": "*"}]}'), 'f', fqdn)).toThrow('spec.egress[0].toFQDNs[0]: exactly one of matchName or matchPattern');
+    expect(() => parseManifest(manifest('{"toFQDNs": [{}]}'), 'f', fqdn)).toThrow('exactly one of');
+    expect(() => parseManifest(manifest('{"toFQDNs": [{"matchName": "a b"}]}'), 'f', fqdn)).toThrow('spec.egress[0].toFQDNs[0].matchName');
+    expect(() => parseManifest(manifest('{"toFQDNs": [{"matchPattern": "a/b"}]}'), 'f', fqdn)).toThrow('spec.egress[0].toFQDNs[0].matchPattern');
+    expect(() => parseManifest(manifest('{}', '{"toFQDNs": [{"matchName": "a.io"}]}'), 'f', fqdn)).toThrow('spec.egressDeny[0]');
+  });
+});
+
+const CORPUS = 'fixtures/scenarios/fqdn';
+const corpus = readdirSync(CORPUS).filter((f) => f.endsWith('.yaml')).sort();
+
+describe('fqdn scenario corpus', () => {
+  it('covers the Cilium example and the corners', () => {
+    expect(corpus.length).toBeGreaterThanOrEqual(10);
+  });
+  for (const f of corpus) {
+    const file = join(CORPUS, f);
+    it(`${file}: the oracle meets every expectation; the engine refuses it, naming toFQDNs`, () => {
+      const scenario = parseScenario(readFileSync(file, 'utf8'), file);
+      expect(scenario.steps.reduce((n, s) => n + s.expect.length, 0)).toBeGreaterThan(0);
+      const naive = runScenario(scenario, decideFlow);
+      expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
+      expect(() => runScenario(scenario, new EngineDecider(new Engine()).decide)).toThrow(new RegExp(`^${file} policies\\[\\d\\]\\.spec\\.egress\\[\\d\\]\\.toFQDNs: is not supported by distill's engine yet`));
+    });
+  }
+});
+
+describe('scenario and trace formats', () => {
+  it('refuses bad DNS steps naming the field', () => {
+    const bad = (change: string): (() => unknown) => () => parseScenario(`pods: [{name: a/b}]\nsteps: [{changes: [${change}]}]\n`, 's.yaml');
+    expect(bad('{dnsResponse: {pod: a/b, name: "x y", ips: [], ttl: 1}}')).toThrow('s.yaml steps[0].changes[0].dnsResponse.name');
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [nope], ttl: 1}}')).toThrow('steps[0].changes[0].dnsResponse.ips[0]');
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: -1}}')).toThrow('steps[0].changes[0].dnsResponse.ttl');
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, port: 53}}')).toThrow('dnsResponse.port: needs a server');
+    expect(bad('{advanceTime: -5}')).toThrow('steps[0].changes[0].advanceTime');
+  });
+
+  it('reads DNS events in traces only for the oracle', () => {
+    const text = ['{"distillTrace":1}', '{"type":"dnsResponse","endpoint":"x/a","name":"a.io","ips":["192.0.2.1"],"ttl":30}', '{"type":"advanceTime","seconds":5}'].join('\n');
+    expect(() => parseTrace(text, 't.jsonl')).toThrow("t.jsonl:2 type: dnsResponse events are not supported by distill's engine yet");
+    const items = parseTrace(text, 't.jsonl', { fqdn: true }).items;
+    expect(items.map((i) => (i.kind === 'fqdn' ? i.event.type : i.kind))).toEqual(['dnsResponse', 'advanceTime']);
+    expect(() => parseTrace(text.replace('"ttl":30', '"ttl":-1'), 't.jsonl', { fqdn: true })).toThrow('t.jsonl:2 ttl');
+  });
+});
+
+describe('distill gen --profile fqdn', () => {
+  it('writes S3-like answers, clock steps and policy churn, seeded; the engine path refuses the trace', () => {
+    const opts = { profile: 'fqdn', scale: 0.02, churnEvents: 400 };
+    const text = generateTrace({ ...opts, seed: 5 });
+    expect(generateTrace({ ...opts, seed: 5 })).toBe(text);
+    expect(generateTrace({ ...opts, seed: 6 })).not.toBe(text);
+    expect(() => parseTrace(text, 'fqdn.jsonl')).toThrow(/toFQDNs: is not supported by distill's engine yet/);
+    const items = parseTrace(text, 'fqdn.jsonl', { fqdn: true }).items;
+    const tags = new Map<string, number>();
+    for (const i of items) if (i.kind !== 'phase') tags.set(i.tag, (tags.get(i.tag) ?? 0) + 1);
+    for (const t of ['dns-new-name', 'dns-new-ip', 'dns-refresh', 'advance-time']) expect(tags.get(t) ?? 0).toBeGreaterThan(0);
+    expect((tags.get('policy-add') ?? 0) + (tags.get('policy-remove') ?? 0)).toBeGreaterThan(1);
+    const pods = new Set(items.flatMap((i) => (i.kind === 'event' && i.event.type === 'upsertPod' ? [`${i.event.pod.namespace}/${i.event.pod.name}`] : [])));
+    const answers = items.flatMap((i) => (i.kind === 'fqdn' && i.event.type === 'dnsResponse' ? [i.event] : []));
+    expect(answers.every((a) => pods.has(a.endpoint) && a.ips.length === 8 && /^bucket-\d+\.s3\./.test(a.name))).toBe(true);
+  });
+});
+
+describe('DNS cache against the log of answers (property)', () => {
+  type Step = { kind: 'answer'; endpoint: number; name: number; ip: number; ttl: number } | { kind: 'advance'; seconds: number };
+  const NAMES = ['a.s3.example', 'b.s3.example', 'x.b.s3.example', 'other.example'];
+  const SELECTORS: FqdnSelector[][] = [[pattern('*.s3.example')], [pattern('**.s3.example')], [makeFqdnSelector('matchName', 'other.example'), pattern('a.*.example')], [pattern('*')]];
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    fc.record({ kind: fc.constant('answer' as const), endpoint: fc.nat(2), name: fc.nat(NAMES.length - 1), ip: fc.nat(5), ttl: fc.nat(20) }),
+    fc.record({ kind: fc.constant('advance' as const), seconds: fc.nat(15) }),
+  );
+
+  it('an IP is selected iff some answer for a matching name is still within max(TTL, minTTL), and no (endpoint, name) holds more than the limit', () => {
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 40 }), fc.nat(10), fc.integer({ min: 1, max: 3 }), fc.nat(SELECTORS.length - 1), (steps, minTtl, limit, si) => {
+        const sels = SELECTORS[si] as FqdnSelector[];
+        let unlimited: DnsCacheState = { ...EMPTY_DNS_CACHE, options: { minTtl, maxIpsPerHostname: 1000 } };
+        let limited: DnsCacheState = { ...EMPTY_DNS_CACHE, options: { minTtl, maxIpsPerHostname: limit } };
+        const log: { until: number; name: string; ip: string }[] = [];
+        let now = 0;
+        for (const s of steps) {
+          if (s.kind === 'advance') {
+            now += s.seconds;
+            unlimited = advanceDnsClock(unlimited, s.seconds);
+            limited = advanceDnsClock(limited, s.seconds);
+            continue;
+          }
+          const name = NAMES[s.name] as string;
+          const addr = `192.0.2.${s.ip}`;
+          log.push({ until: now + Math.max(s.ttl, minTtl), name, ip: addr });
+          unlimited = recordDnsAnswer(unlimited, `x/p${s.endpoint}`, name, [ip(addr)], s.ttl);
+          limited = recordDnsAnswer(limited, `x/p${s.endpoint}`, name, [ip(addr)], s.ttl);
+        }
+        for (let i = 0; i <= 5; i++) {
+          const addr = `192.0.2.${i}`;
+          const want = log.some((l) => l.ip === addr && l.until > now && sels.some((sel) => fqdnSelectorMatches(sel, l.name)));
+          expect(liveMatches(unlimited, sels, ip(addr)).length > 0).toBe(want);
+          // Eviction only ever takes away.
+          if (!want) expect(liveMatches(limited, sels, ip(addr))).toEqual([]);
+        }
+        const perKey = new Map<string, number>();
+        for (const e of limited.entries) perKey.set(`${e.endpoint} ${e.name}`, (perKey.get(`${e.endpoint} ${e.name}`) ?? 0) + 1);
+        expect(Math.max(0, ...perKey.values())).toBeLessThanOrEqual(limit);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

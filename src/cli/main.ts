@@ -19,7 +19,7 @@ import { reconcile } from '../node/restart.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { Engine } from '../engine/engine.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
-import { GEN_PROFILES, generateTrace, PROFILES } from '../churn/profiles.js';
+import { GEN_PROFILES, generateTrace } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';

@@ -5,10 +5,6 @@ import { BpfBackend } from '../backend/bpf.js';
 import { Engine } from '../engine/engine.js';
 import { initialEvents } from '../harness/cluster-sync.js';
 import type { ClusterState } from '../model/cluster.js';
-import { cidrContainsCidr, parseCidr } from '../model/cidr.js';
-import type { LabelSet } from '../model/labels.js';
-import { Peer, policyRefKey } from '../model/rules.js';
-import { selectorMatches } from '../model/selector.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioState, table } from './common.js';
 import { labelsOfEngine } from './render.js';
 
@@ -54,54 +50,18 @@ function identities(ctx: Ctx, opts: ClusterOptions): number {
   }
 }
 
-interface SelectorRow {
-  selector: string;
-  labels: string[];
-  users: number;
-  identities: number[];
-}
-
-/** A CIDR identity's prefix (its `cidr:` label), if it is one. */
-function cidrOf(labels: LabelSet): ReturnType<typeof parseCidr> | undefined {
-  const l = labels.find((x) => x.source === 'cidr');
-  return l ? parseCidr(l.key) : undefined;
-}
-
-/** Which identities a peer selects: label selectors by the identity's labels (CIDR label aside), CIDR peers by prefix. */
-function peerSelects(peer: Peer, labels: LabelSet): boolean {
-  if (peer.kind === 'selector') return selectorMatches(peer.selector, labels.filter((l) => l.source !== 'cidr'));
-  const c = cidrOf(labels);
-  return c !== undefined && cidrContainsCidr(peer.cidr, c) && !peer.except.some((x) => cidrContainsCidr(x, c));
-}
-
-function peerText(peer: Peer): string {
-  if (peer.kind === 'cidr') return `cidr:${peer.cidr.text}${peer.except.length ? ` except ${peer.except.map((x) => x.text).join(',')}` : ''}`;
-  return peer.entity !== undefined ? `entity:${peer.entity}` : peer.selector.key;
-}
-
 /**
- * The peer selectors of every rule, as `cilium-dbg policy selectors` lists its selector cache:
- * SELECTOR, LABELS (the policies using it), USERS (rules using it), IDENTITIES (those it selects
- * now). Computed from the policies' rules against the engine's identities.
+ * The engine's peer selector cache, as `cilium-dbg policy selectors` lists it: SELECTOR, LABELS
+ * (the policies using it), USERS (rules using it), IDENTITIES (those it selects now). A peer
+ * selector is cached only while a local endpoint needs it, as in Cilium.
  */
 function selectors(ctx: Ctx, opts: ClusterOptions): number {
   try {
-    const { state, engine } = clusterEngine(ctx, opts);
-    const ids = engine.identities().map((id) => ({ id, labels: engine.identityLabels(id) ?? [] }));
-    const rows = new Map<string, SelectorRow & { peer: Peer }>();
-    for (const policy of state.policies.values()) {
-      for (const rule of policy.rules) {
-        for (const peer of rule.peers) {
-          const text = peerText(peer);
-          let row = rows.get(text);
-          if (!row) rows.set(text, (row = { selector: text, labels: [], users: 0, identities: ids.filter((x) => peerSelects(peer, x.labels)).map((x) => x.id), peer }));
-          row.users++;
-          const ref = policyRefKey(policy.ref);
-          if (!row.labels.includes(ref)) row.labels.push(ref);
-        }
-      }
-    }
-    const out: SelectorRow[] = [...rows.values()].sort((a, b) => (a.selector < b.selector ? -1 : 1)).map(({ peer: _peer, ...r }) => r);
+    const { engine } = clusterEngine(ctx, opts);
+    const out = engine
+      .selectors()
+      .filter((s) => s.kind === 'peer')
+      .map((s) => ({ selector: s.selector, labels: s.policies, users: s.users, identities: s.identities }));
     if (!printData(ctx.io, opts.output, out)) {
       ctx.io.out(`${table(['SELECTOR', 'LABELS', 'USERS', 'IDENTITIES'], out.map((r) => [r.selector, r.labels.join(','), String(r.users), r.identities.join(' ') || '-']))}\n`);
     }

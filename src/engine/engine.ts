@@ -7,7 +7,7 @@ import { Direction, policyRefKey, RuleOrigin } from '../model/rules.js';
 import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js';
 import { EngineContext } from './context.js';
 import { ChangeSet, EngineError, EngineEvent, EngineFailedError, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
-import { EngineQueries, EngineSizes, EngineStages, ResolvedRule } from './explain.js';
+import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } from './explain.js';
 import { IdentityTable } from './identities.js';
 import { ModelStore } from './model-store.js';
 import { PodTable } from './pod-table.js';
@@ -329,6 +329,11 @@ export class Engine {
   /** The resolved per-identity policy of an endpoint: each rule selecting it, with its peers. */
   policyOf(endpoint: string): ResolvedRule[] {
     return this.stages.queries.policyOf(endpoint);
+  }
+
+  /** The selector caches, as `cilium-dbg policy selectors` lists them. */
+  selectors(): SelectorInfo[] {
+    return this.stages.queries.selectors();
   }
 
   /** Map pressure per endpoint (entries / capacity), fullest first. */

@@ -3,7 +3,7 @@ import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
-import { Direction, RuleOrigin, uniqueOrigins } from '../model/rules.js';
+import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { concreteEntry, redirectInfo } from './commit.js';
 import { EngineError, MapSnapshot, RedirectInfo } from './events.js';
 import type { IdentityTable } from './identities.js';
@@ -22,6 +22,16 @@ export interface EngineSizes {
   readonly subjectSelectors: number;
   readonly mapStates: number;
   readonly endpoints: number;
+}
+
+/** One cached selector (see `EngineQueries.selectors`). */
+export interface SelectorInfo {
+  readonly selector: string;
+  /** `peer`: selects peers (every identity); `subject`: selects the endpoints rules apply to (local identities). */
+  readonly kind: 'peer' | 'subject';
+  readonly policies: string[];
+  readonly users: number;
+  readonly identities: IdentityId[];
 }
 
 /** One rule of an endpoint's resolved policy. */
@@ -178,6 +188,23 @@ export class EngineQueries {
       anyPeer: a.unit.anyPeer,
       l7: a.unit.clauses.some((c) => c.l7 !== undefined),
     }));
+  }
+
+  /**
+   * The selector caches as `cilium-dbg policy selectors` lists them: each selector, the policies
+   * and number of rules using it, and the identities it selects now. Peer selectors exist only
+   * while some local endpoint needs them (lazy registration); subject selectors always.
+   */
+  selectors(): SelectorInfo[] {
+    const rows = (cache: SelectorCache, kind: SelectorInfo['kind']): SelectorInfo[] =>
+      [...cache.selectors()].map((cs) => ({
+        selector: cs.selector.key,
+        kind,
+        policies: [...new Set([...cs.listeners].flatMap((l) => (l.origin ? [policyRefKey(l.origin.policy)] : [])))].sort(),
+        users: cs.listeners.size,
+        identities: [...cs.selected].sort((a, b) => a - b),
+      }));
+    return [...rows(this.s.peerCache, 'peer'), ...rows(this.s.subjectCache, 'subject')].sort((a, b) => (a.selector < b.selector ? -1 : a.selector > b.selector ? 1 : a.kind < b.kind ? -1 : 1));
   }
 
   mapPressure(): { endpoint: string; entries: number; capacity: number; pressure: number }[] {

@@ -197,8 +197,8 @@ export class PolicyResolver implements NamedPortListener {
       peers: [],
       targets: new Map(),
       cidrRefs: [],
-      subjectListener: { selectionChanged: (_cs, added, removed) => this.onSubjectChange(a, added, removed) },
-      peerListener: { selectionChanged: (_cs, added, removed) => this.onPeerChange(a, added, removed) },
+      subjectListener: { origin: unit.origin, selectionChanged: (_cs, added, removed) => this.onSubjectChange(a, added, removed) },
+      peerListener: { origin: unit.origin, selectionChanged: (_cs, added, removed) => this.onPeerChange(a, added, removed) },
     };
     a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
     const selected = [...a.subject.selected];
@@ -306,7 +306,7 @@ export class PolicyResolver implements NamedPortListener {
     const e: AttachedEnforcement = {
       unit,
       subject: null,
-      listener: { selectionChanged: (_cs, added, removed) => this.onEnforcementChange(e, added, removed) },
+      listener: { origin: unit.origin, selectionChanged: (_cs, added, removed) => this.onEnforcementChange(e, added, removed) },
     };
     e.subject = this.subjectCache.register(unit.subject, e.listener);
     const selected = [...e.subject.selected];

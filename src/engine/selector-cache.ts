@@ -1,3 +1,4 @@
+import type { RuleOrigin } from '../model/rules.js';
 import { Cidr, cidrContainsCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
@@ -37,6 +38,8 @@ export interface SelectableIdentity {
 
 export interface SelectionListener {
   selectionChanged(sel: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void;
+  /** The rule the listener acts for (what `Engine.selectors()` reports as a selector's users). */
+  readonly origin?: RuleOrigin;
 }
 
 export class CachedSelector {
@@ -142,6 +145,11 @@ export class SelectorCache {
 
   get(key: string): CachedSelector | undefined {
     return this.byKey.get(key);
+  }
+
+  /** Every registered selector. */
+  selectors(): IterableIterator<CachedSelector> {
+    return this.byKey.values();
   }
 
   private evaluate(cs: CachedSelector, ident: SelectableIdentity): boolean {

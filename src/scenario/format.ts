@@ -1,6 +1,6 @@
-import { IpAddress, parseIp } from '../model/cidr.js';
+import { IpAddress } from '../model/cidr.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
-import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, isValidPortName, MAX_PORT } from '../model/ports.js';
+import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { parseManifest } from '../policy/manifest.js';

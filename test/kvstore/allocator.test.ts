@@ -1,0 +1,165 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IdentityAllocator } from '../../src/kvstore/allocator.js';
+import { connectEtcd, KvstoreUnavailableError } from '../../src/kvstore/client.js';
+import { runIdentityGc } from '../../src/kvstore/gc.js';
+import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
+import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+
+const P = 'cilium/state/identities/v1';
+const withEtcd = requireEtcdOrSkip('etcd identity allocator tests') ? describe : describe.skip;
+
+let etcd: EtcdServer;
+const clients: Etcd3[] = [];
+const client = (): Etcd3 => {
+  const c = connectEtcd(etcd.url, { callTimeoutMs: 1000 });
+  clients.push(c);
+  return c;
+};
+const alloc = (node: string, c = client()) => IdentityAllocator.create(c, { url: etcd.url, node });
+const dump = async (c: Etcd3, prefix = `${P}/`) => new Map(Object.entries(await c.getAll().prefix(prefix).strings()));
+
+async function until(what: string, check: () => Promise<boolean> | boolean, tries = 200): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`still not true after ${tries} polls: ${what}`);
+}
+
+withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
+  beforeAll(async () => {
+    etcd = await EtcdServer.start();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await etcd?.destroy();
+  });
+
+  it('writes the master and slave keys, reuses the id on other nodes, releases by deleting the slave key', async () => {
+    const c = client();
+    const [a, b] = [await alloc('node-a'), await alloc('node-b')];
+    const first = await a.allocate(['k8s:app=web', 'k8s:io.kubernetes.pod.namespace=prod']);
+    expect(first.isNew).toBe(true);
+    expect(first.id).toBeGreaterThanOrEqual(256);
+    expect(first.id).toBeLessThanOrEqual(65535);
+    const labels = 'k8s:app=web;k8s:io.kubernetes.pod.namespace=prod;';
+    expect(await c.get(`${P}/id/${first.id}`).string()).toBe(labels);
+    expect(await c.get(`${P}/value/${labels}/node-a`).string()).toBe(String(first.id));
+    const slave = await c.getAll().prefix(`${P}/value/${labels}/node-a`).exec();
+    expect(slave.kvs[0]?.lease).not.toBe('0');
+
+    expect(await b.allocate(['k8s:io.kubernetes.pod.namespace=prod', 'k8s:app=web'])).toEqual({ id: first.id, isNew: false });
+    expect(await a.allocate(['k8s:app=web', 'k8s:io.kubernetes.pod.namespace=prod'])).toEqual({ id: first.id, isNew: false });
+    await a.release(['k8s:app=web', 'k8s:io.kubernetes.pod.namespace=prod']);
+    expect(await c.get(`${P}/value/${labels}/node-a`).string()).toBe(String(first.id));
+    await a.release(['k8s:app=web', 'k8s:io.kubernetes.pod.namespace=prod']);
+    expect(await c.get(`${P}/value/${labels}/node-a`).string()).toBeNull();
+    expect(await c.get(`${P}/value/${labels}/node-b`).string()).toBe(String(first.id));
+    await a.close();
+    await b.close();
+  });
+
+  it('gives one id to one new label set allocated by 8 allocators at once', async () => {
+    const nodes = await Promise.all([...Array(8).keys()].map((i) => alloc(`race-${i}`)));
+    const results = await Promise.all(nodes.map((n) => n.allocate(['k8s:app=race', 'k8s:round=1'])));
+    expect(new Set(results.map((r) => r.id)).size).toBe(1);
+    expect(results.filter((r) => r.isNew)).toHaveLength(1);
+    const masters = [...(await dump(client(), `${P}/id/`)).values()].filter((v) => v === 'k8s:app=race;k8s:round=1;');
+    expect(masters).toHaveLength(1);
+    await Promise.all(nodes.map((n) => n.close()));
+  });
+
+  it('garbage-collects an unreferenced id in the second round only, rate-limited, never a referenced one', async () => {
+    const c = client();
+    const watcher = await IdentityWatcher.start(c, () => {});
+    const a = await IdentityAllocator.create(c, { url: etcd.url, node: 'gc-a', cache: watcher });
+    const b = await alloc('gc-b');
+    const dead = await a.allocate(['k8s:app=gc-dead']);
+    const kept = await b.allocate(['k8s:app=gc-kept']);
+    await a.release(['k8s:app=gc-dead']);
+    await until('watcher saw the id', () => watcher.identities.has(dead.id));
+    const sleeps: number[] = [];
+    const sleep = async (ms: number) => void sleeps.push(ms);
+    const round1 = await runIdentityGc(c, { sleep, maxDeletesPerSec: 4 });
+    expect(round1.deleted).toBe(0);
+    expect(round1.stale.has(`${P}/id/${dead.id}`)).toBe(true);
+    expect(round1.stale.has(`${P}/id/${kept.id}`)).toBe(false);
+    // Re-acquired between rounds: must survive round 2.
+    const again = await a.allocate(['k8s:app=gc-dead']);
+    expect(again.id).toBe(dead.id);
+    const round2 = await runIdentityGc(c, { previous: round1.stale, sleep, maxDeletesPerSec: 4 });
+    expect(await c.get(`${P}/id/${dead.id}`).string()).toBe('k8s:app=gc-dead;');
+    await a.release(['k8s:app=gc-dead']);
+    const round3 = await runIdentityGc(c, { previous: round2.stale, sleep, maxDeletesPerSec: 4 });
+    const round4 = await runIdentityGc(c, { previous: round3.stale, sleep, maxDeletesPerSec: 4 });
+    expect(round4.deleted).toBeGreaterThanOrEqual(1);
+    expect(await c.get(`${P}/id/${dead.id}`).string()).toBeNull();
+    expect(await c.get(`${P}/id/${kept.id}`).string()).toBe('k8s:app=gc-kept;');
+    expect(sleeps.every((ms) => ms === 250)).toBe(true);
+    expect(sleeps.length).toBe(round2.deleted + round3.deleted + round4.deleted);
+    await watcher.close();
+    await a.close();
+    await b.close();
+  });
+
+  it('lets the slave keys of a kill -9ed allocator expire with its lease', async () => {
+    const c = client();
+    const child = spawn(process.execPath, [join(import.meta.dirname, 'hold-lease-child.mjs'), etcd.url, 'doomed', 'k8s:app=doomed'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout.once('data', (d: Buffer) => resolve(d.toString()));
+      child.once('exit', (code) => reject(new Error(`child exited ${code} before allocating`)));
+    });
+    const id = Number(/^ready (\d+)/.exec(line)?.[1]);
+    const slave = `${P}/value/k8s:app=doomed;/doomed`;
+    expect(await c.get(slave).string()).toBe(String(id));
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    await until('slave key of the killed node expired', async () => (await c.get(slave).string()) === null);
+    // The id stays until the GC finds it unreferenced.
+    expect(await c.get(`${P}/id/${id}`).string()).toBe('k8s:app=doomed;');
+  });
+
+  it('fails clearly while etcd is down, keeps its state, and resumes (watch included, nothing lost) when it returns', async () => {
+    const watchClient = client();
+    const events: IdentityEvent[] = [];
+    const watcher = await IdentityWatcher.start(watchClient, (e) => events.push(e));
+    const a = await alloc('fault-a');
+    const held = await a.allocate(['k8s:app=before']);
+    await until('watcher saw the first id', () => watcher.identities.has(held.id));
+
+    await etcd.stop();
+    await expect(a.allocate(['k8s:app=during'])).rejects.toThrow(KvstoreUnavailableError);
+    await expect(a.allocate(['k8s:app=during'])).rejects.toThrow(/etcd at http:\/\/127\.0\.0\.1:\d+ unavailable during allocation of k8s:app=during;/);
+    expect(a.held()).toEqual(new Map([['k8s:app=before;', held.id]]));
+    expect(await a.allocate(['k8s:app=before'])).toEqual({ id: held.id, isNew: false });
+
+    await etcd.start();
+    // Written right after the restart, before the watch stream has reconnected: a watch resumed
+    // "from now" instead of from its last revision would miss these.
+    const writer = await alloc('fault-b');
+    const later = await writer.allocate(['k8s:app=after']);
+    await writer.release(['k8s:app=after']);
+    await runIdentityGc(client(), { previous: (await runIdentityGc(client())).stale, maxDeletesPerSec: 1000 });
+    let during: number | undefined;
+    await until('allocation succeeds after etcd returned', async () => {
+      during = await a.allocate(['k8s:app=during']).then((r) => r.id, () => undefined);
+      return during !== undefined;
+    });
+    await until('watcher converged to etcd', async () => {
+      const masters = await dump(client(), `${P}/id/`);
+      return masters.size === watcher.identities.size && [...masters].every(([k, v]) => watcher.identities.get(Number(k.split('/').pop())) === v);
+    });
+    const laterEvents = events.filter((e) => e.id === later.id).map((e) => e.kind);
+    expect(laterEvents).toEqual(['upsertIdentity', 'deleteIdentity']);
+    expect(events.some((e) => e.kind === 'upsertIdentity' && e.id === during)).toBe(true);
+    await watcher.close();
+    await a.close();
+    await writer.close();
+  });
+});

@@ -81,6 +81,8 @@ export class IdentityAllocator {
   readonly keys: IdentityKeys;
   readonly stats = { attempts: 0, conflicts: 0, leasesGranted: 0, leasesLost: 0 };
   private readonly local = new Map<string, { id: number; refs: number }>();
+  /** Per label set, the tail of its queue: allocate and release of one label set run in call order. */
+  private readonly queues = new Map<string, Promise<unknown>>();
   private lease: Lease | undefined;
   private leaseId: string | undefined;
   private closed = false;
@@ -111,25 +113,27 @@ export class IdentityAllocator {
   /** The id of a label set (`source:key=value` strings), reusing the cluster's id if there is one. */
   async allocate(labels: Iterable<string>): Promise<Allocation> {
     const key = labelSetKey(labels);
+    return this.inOrder(key, () => this.allocateKey(key));
+  }
+
+  private async allocateKey(key: string): Promise<Allocation> {
     const held = this.local.get(key);
     if (held) {
       held.refs++;
       return { id: held.id, isNew: false };
     }
     const result = await this.allocateGlobal(key);
-    const raced = this.local.get(key);
-    if (raced) {
-      if (raced.id !== result.id) throw new Error(`BUG: label set ${key} got ids ${raced.id} and ${result.id}`);
-      raced.refs++;
-    } else {
-      this.local.set(key, { id: result.id, refs: 1 });
-    }
+    this.local.set(key, { id: result.id, refs: 1 });
     return result;
   }
 
   /** Drops one local reference; the last one deletes this node's slave key. */
   async release(labels: Iterable<string>): Promise<void> {
     const key = labelSetKey(labels);
+    return this.inOrder(key, () => this.releaseKey(key));
+  }
+
+  private async releaseKey(key: string): Promise<void> {
     const held = this.local.get(key);
     if (!held) throw new Error(`release of label set ${key} not held by node ${this.opts.node}`);
     if (--held.refs > 0) return;
@@ -152,6 +156,16 @@ export class IdentityAllocator {
     if (!lease) return;
     if (revoke) await lease.revoke().catch(() => lease.release());
     else lease.release();
+  }
+
+  private inOrder<T>(key: string, op: () => Promise<T>): Promise<T> {
+    const run = (this.queues.get(key) ?? Promise.resolve()).then(op, op);
+    const tail = run.catch(() => undefined);
+    this.queues.set(key, tail);
+    void tail.then(() => {
+      if (this.queues.get(key) === tail) this.queues.delete(key);
+    });
+    return run;
   }
 
   private async allocateGlobal(key: string): Promise<Allocation> {

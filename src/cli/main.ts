@@ -28,6 +28,7 @@ import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
+import { registerIdentityGc } from './identity-gc.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
 
@@ -508,6 +509,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
     .action((files: string[]) => {
       done(validate(ctx(), files));
     });
+  registerIdentityGc(program, io);
   return program;
 }
 

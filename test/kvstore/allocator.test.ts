@@ -163,3 +163,45 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     await writer.close();
   });
 });
+
+withEtcd('distill identity-gc', () => {
+  let server: EtcdServer;
+  beforeAll(async () => {
+    server = await EtcdServer.start();
+  });
+  afterAll(async () => {
+    await server?.destroy();
+  });
+  const MAIN = join(import.meta.dirname, '../../dist/cli/main.js');
+  const runGc = (url: string) =>
+    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [MAIN, 'identity-gc', '--etcd', url, '--grace', '0', '--rate', '1000', '--json']);
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      p.once('exit', (code) => resolve({ code, out, err }));
+    });
+
+  it('deletes the ids no node references and keeps the others', async () => {
+    const c = connectEtcd(server.url);
+    const a = await IdentityAllocator.create(c, { url: server.url, node: 'cli-a' });
+    const gone = await a.allocate(['k8s:app=gone']);
+    const kept = await a.allocate(['k8s:app=kept']);
+    await a.release(['k8s:app=gone']);
+    const res = await runGc(server.url);
+    expect(res).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(res.out)).toEqual({ ids: 2, unreferenced: 1, deleted: 1 });
+    expect(await c.get(`${P}/id/${gone.id}`).string()).toBeNull();
+    expect(await c.get(`${P}/id/${kept.id}`).string()).toBe('k8s:app=kept;');
+    await a.close();
+    c.close();
+  });
+
+  it('exits 1 naming the URL when etcd is unreachable', async () => {
+    const url = 'http://127.0.0.1:9'; // discard port: nothing listens there
+    const res = await runGc(url);
+    expect(res.code).toBe(1);
+    expect(res.err).toContain(`etcd at ${url} unavailable during identity-gc`);
+  });
+});

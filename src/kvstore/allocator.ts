@@ -201,9 +201,14 @@ export class IdentityAllocator {
         prefixIsEmpty(this.keys.slavePrefix(key)),
       ],
       success: [put(this.keys.master(id), key), put(this.keys.slave(key, this.opts.node), String(id), lease)],
-      failure: [],
+      failure: [{ request_range: { key: Buffer.from(this.keys.slavePrefix(key)), range_end: prefixEnd(Buffer.from(this.keys.slavePrefix(key))), limit: 1 } }],
     });
-    return res.succeeded ? { id, isNew: true } : undefined;
+    if (res.succeeded) return { id, isNew: true };
+    // Lost the race for this label set: join the winner's id at once, no backoff.
+    const winner = res.responses[0]?.response_range?.kvs[0];
+    if (winner === undefined) return undefined;
+    const won = Number(winner.value.toString());
+    return (await this.acquireExisting(key, won, lease)) ? { id: won, isNew: false } : undefined;
   }
 
   /** Adds this node's slave key only while the master key still maps the id to this label set. */

@@ -1,6 +1,7 @@
 import type { Etcd3, ICompare, IRequestOp, Lease } from 'etcd3';
 import { IDENTITIES_PREFIX, isUnavailable, KvstoreUnavailableError, prefixEnd } from './client.js';
 import { labelSetKey } from './labels.js';
+import { KvLock } from './lock.js';
 
 /** Cilium's cluster-wide identity range (the local cluster, no cluster-mesh bits). */
 export const MIN_GLOBAL_ID = 256;
@@ -52,6 +53,10 @@ export class IdentityKeys {
   slave(labelsKey: string, node: string): string {
     return `${this.slavePrefix(labelsKey)}${node}`;
   }
+  /** The lock of a label set (Cilium: path.Join(lockPrefix, key)); holders add /<lease hex>. */
+  lock(labelsKey: string): string {
+    return `${this.base}/locks/${labelsKey}`;
+  }
   get idPrefix(): string {
     return `${this.base}/id/`;
   }
@@ -83,6 +88,7 @@ export class IdentityAllocator {
   private readonly local = new Map<string, { id: number; refs: number }>();
   /** Per label set, the tail of its queue: allocate and release of one label set run in call order. */
   private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly pendingUnlocks: KvLock[] = [];
   private lease: Lease | undefined;
   private leaseId: string | undefined;
   private closed = false;
@@ -186,29 +192,55 @@ export class IdentityAllocator {
 
   private async tryOnce(key: string): Promise<Allocation | undefined> {
     const lease = await this.ensureLease();
-    const existing = await this.client.getAll().prefix(this.keys.slavePrefix(key)).limit(1).strings();
-    const found = Object.values(existing)[0];
-    if (found !== undefined) {
-      const id = Number(found);
-      return (await this.acquireExisting(key, id, lease)) ? { id, isNew: false } : undefined;
+    await this.retryUnlocks();
+    const reused = await this.reuse(key, lease);
+    if (reused) return reused;
+    // A new id, under the label set's lock as in Cilium (so Cilium agents sharing this etcd never
+    // race us into two ids); the transaction itself also requires "no slave key yet".
+    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, async () => (await this.findSlave(key)) !== undefined);
+    if (!lock) return this.reuse(key, lease);
+    try {
+      const id = this.pickId();
+      const slavePrefix = Buffer.from(this.keys.slavePrefix(key));
+      const res = await this.client.kv.txn({
+        compare: [
+          { key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 },
+          prefixIsEmpty(this.keys.slavePrefix(key)),
+          lock.held(),
+        ],
+        success: [put(this.keys.master(id), key), put(this.keys.slave(key, this.opts.node), String(id), lease)],
+        failure: [{ request_range: { key: slavePrefix, range_end: prefixEnd(slavePrefix), limit: 1 } }],
+      });
+      if (res.succeeded) return { id, isNew: true };
+      // Lost the race for this label set: join the winner's id at once, no backoff.
+      const winner = res.responses[0]?.response_range?.kvs[0];
+      if (winner === undefined) return undefined;
+      const won = Number(winner.value.toString());
+      return (await this.acquireExisting(key, won, lease)) ? { id: won, isNew: false } : undefined;
+    } finally {
+      await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
     }
+  }
+
+  /** The id of a label set some node already uses (its slave keys), or one the cache knows. */
+  private async reuse(key: string, lease: string): Promise<Allocation | undefined> {
+    const found = await this.findSlave(key);
+    if (found !== undefined) return (await this.acquireExisting(key, found, lease)) ? { id: found, isNew: false } : undefined;
     const cached = this.opts.cache?.idForLabels(key);
     if (cached !== undefined && (await this.acquireExisting(key, cached, lease))) return { id: cached, isNew: false };
-    const id = this.pickId();
-    const res = await this.client.kv.txn({
-      compare: [
-        { key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 },
-        prefixIsEmpty(this.keys.slavePrefix(key)),
-      ],
-      success: [put(this.keys.master(id), key), put(this.keys.slave(key, this.opts.node), String(id), lease)],
-      failure: [{ request_range: { key: Buffer.from(this.keys.slavePrefix(key)), range_end: prefixEnd(Buffer.from(this.keys.slavePrefix(key))), limit: 1 } }],
-    });
-    if (res.succeeded) return { id, isNew: true };
-    // Lost the race for this label set: join the winner's id at once, no backoff.
-    const winner = res.responses[0]?.response_range?.kvs[0];
-    if (winner === undefined) return undefined;
-    const won = Number(winner.value.toString());
-    return (await this.acquireExisting(key, won, lease)) ? { id: won, isNew: false } : undefined;
+    return undefined;
+  }
+
+  private async findSlave(key: string): Promise<number | undefined> {
+    const existing = await this.client.getAll().prefix(this.keys.slavePrefix(key)).limit(1).strings();
+    const found = Object.values(existing)[0];
+    return found === undefined ? undefined : Number(found);
+  }
+
+  /** Lock keys left behind by an unlock that failed (etcd away): they would block others until our lease ends. */
+  private async retryUnlocks(): Promise<void> {
+    const pending = this.pendingUnlocks.splice(0);
+    for (const lock of pending) await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
   }
 
   /** Adds this node's slave key only while the master key still maps the id to this label set. */

@@ -72,6 +72,23 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     await Promise.all(nodes.map((n) => n.close()));
   });
 
+  it("waits for a label set's lock (etcd mutex layout, as a Cilium agent holds it) and then joins the holder's id", async () => {
+    const c = client();
+    const lease = c.lease(30);
+    const holder = `${P}/locks/k8s:app=locked;/${BigInt(await lease.grant()).toString(16)}`;
+    await c.put(holder).value('').lease(await lease.grant());
+    const a = await alloc('lock-a');
+    const pending = a.allocate(['k8s:app=locked']);
+    await until('allocator queued behind the holder', async () => (await c.getAll().prefix(`${P}/locks/k8s:app=locked;/`).keys()).length === 2);
+    await c.put(`${P}/id/4242`).value('k8s:app=locked;');
+    await c.put(`${P}/value/k8s:app=locked;/cilium-x`).value('4242').lease(await lease.grant());
+    await c.delete().key(holder);
+    expect(await pending).toEqual({ id: 4242, isNew: false });
+    expect(await c.getAll().prefix(`${P}/locks/k8s:app=locked;/`).keys()).toEqual([]);
+    await lease.revoke();
+    await a.close();
+  });
+
   it('garbage-collects an unreferenced id in the second round only, rate-limited, never a referenced one', async () => {
     const c = client();
     const watcher = await IdentityWatcher.start(c, () => {});

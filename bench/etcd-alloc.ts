@@ -2,13 +2,15 @@
  * Cluster-wide identity allocation against a real etcd (started here: 127.0.0.1, random ports,
  * temp data dir): latency p50/p99 of `allocate()` uncontended (one allocator, new label sets one
  * after another; then a second node reusing them) and with 8 allocators (8 clients, 8 leases)
- * allocating the same new label set at once; then etcd keys and bytes per identity.
+ * allocating the same new label set at once, and 8 distinct ones at once; then etcd keys and
+ * bytes per identity. Each agent has its own client, lease and id/ watcher (the allocator's cache).
  *
  *   npm run bench:etcd           (needs the `etcd` binary: Debian etcd-server)
  */
 import type { Etcd3 } from 'etcd3';
 import { IdentityAllocator } from '../src/kvstore/allocator.js';
 import { connectEtcd, IDENTITIES_PREFIX } from '../src/kvstore/client.js';
+import { IdentityWatcher } from '../src/kvstore/watcher.js';
 import { EtcdServer } from '../test/kvstore/etcd-server.js';
 
 const N = Number(process.env.BENCH_IDS ?? 500);
@@ -39,25 +41,42 @@ async function main(): Promise<void> {
     return c;
   };
   try {
-    const a = await IdentityAllocator.create(client(), { url: etcd.url, node: 'node-0' });
-    const b = await IdentityAllocator.create(client(), { url: etcd.url, node: 'node-1' });
+    // Every agent watches id/ (as it would to feed its engine); the allocator uses that cache.
+    const watchers: IdentityWatcher[] = [];
+    const agent = async (node: string, locks = true) => {
+      const c = client();
+      const w = await IdentityWatcher.start(c, () => {});
+      watchers.push(w);
+      return IdentityAllocator.create(c, { url: etcd.url, node, cache: w, locks });
+    };
+    const a = await agent('node-0');
+    const b = await agent('node-1');
     for (let i = 0; i < 50; i++) await a.allocate(podLabels(i, 'warm'));
     const fresh: number[] = [];
     const reuse: number[] = [];
     for (let i = 0; i < N; i++) await timed(fresh, () => a.allocate(podLabels(i, 'solo')));
     for (let i = 0; i < N; i++) await timed(reuse, () => b.allocate(podLabels(i, 'solo')));
 
-    const agents = await Promise.all([...Array(AGENTS).keys()].map((i) => IdentityAllocator.create(client(), { url: etcd.url, node: `agent-${i}` })));
-    const contended: number[] = [];
-    const parallelDistinct: number[] = [];
-    let created = 0;
-    for (let r = 0; r < ROUNDS; r++) {
-      const rs = await Promise.all(agents.map((ag) => timed(contended, () => ag.allocate(podLabels(r, 'race')))));
-      created += rs.filter((x) => x.isNew).length;
-      if (new Set(rs.map((x) => x.id)).size !== 1) throw new Error(`round ${r}: several ids for one label set`);
-      await Promise.all(agents.map((ag, i) => timed(parallelDistinct, () => ag.allocate(podLabels(r * AGENTS + i, 'par')))));
+    const contention: Record<string, unknown> = {};
+    const allAgents: IdentityAllocator[] = [];
+    for (const locks of [true, false]) {
+      const agents = await Promise.all([...Array(AGENTS).keys()].map((i) => agent(`agent-${i}-${locks}`, locks)));
+      allAgents.push(...agents);
+      const contended: number[] = [];
+      const parallelDistinct: number[] = [];
+      let created = 0;
+      for (let r = 0; r < ROUNDS; r++) {
+        const rs = await Promise.all(agents.map((ag) => timed(contended, () => ag.allocate(podLabels(r, `race-${locks}`)))));
+        created += rs.filter((x) => x.isNew).length;
+        if (new Set(rs.map((x) => x.id)).size !== 1) throw new Error(`round ${r}: several ids for one label set`);
+        await Promise.all(agents.map((ag, i) => timed(parallelDistinct, () => ag.allocate(podLabels(r * AGENTS + i, `par-${locks}`)))));
+      }
+      const conflicts = agents.reduce((s, ag) => s + ag.stats.conflicts, 0);
+      contention[locks ? 'withLocks' : 'withoutLocks'] = {
+        sameNewLabelsUs: { ...summary(contended), idsCreated: created, conflicts },
+        distinctNewLabelsUs: summary(parallelDistinct),
+      };
     }
-    const conflicts = agents.reduce((s, ag) => s + ag.stats.conflicts, 0);
 
     // Footprint: the `solo` ids, referenced by 2 nodes each (node-0, node-1).
     const all = await clients[0]!.getAll().prefix(`${IDENTITIES_PREFIX}/`).exec();
@@ -83,8 +102,7 @@ async function main(): Promise<void> {
       etcd: 'Debian etcd-server, one member, 127.0.0.1',
       uncontendedNewUs: summary(fresh),
       uncontendedReuseUs: summary(reuse),
-      contendedSameLabelsUs: { ...summary(contended), agents: AGENTS, rounds: ROUNDS, idsCreated: created, conflicts },
-      parallelDistinctUs: { ...summary(parallelDistinct), agents: AGENTS },
+      eightAgents: { agents: AGENTS, rounds: ROUNDS, ...contention },
       perIdentity: {
         masterKeys: masters / N,
         masterBytes: Math.round(masterBytes / masters),
@@ -93,7 +111,8 @@ async function main(): Promise<void> {
       },
     };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    for (const ag of [a, b, ...agents]) await ag.close();
+    for (const w of watchers) await w.close();
+    for (const ag of [a, b, ...allAgents]) await ag.close();
   } finally {
     for (const c of clients) c.close();
     await etcd.destroy();

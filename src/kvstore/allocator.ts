@@ -22,6 +22,12 @@ export interface AllocatorOptions {
   readonly backoffMs?: number;
   readonly random?: () => number;
   /**
+   * Take the label set's lock around creating a new id (default true, as Cilium). Our create
+   * transaction is safe without it among distill agents; the lock is for Cilium agents on the
+   * same etcd, and costs two more writes per new id.
+   */
+  readonly locks?: boolean;
+  /**
    * The cluster's ids as this node has seen them (its identity watcher): an id whose label set
    * nobody references any more is reused instead of doubled, and known ids are not tried as new.
    */
@@ -197,29 +203,34 @@ export class IdentityAllocator {
     if (reused) return reused;
     // A new id, under the label set's lock as in Cilium (so Cilium agents sharing this etcd never
     // race us into two ids); the transaction itself also requires "no slave key yet".
+    if (this.opts.locks === false) return this.createNew(key, lease, undefined);
     const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, async () => (await this.findSlave(key)) !== undefined);
     if (!lock) return this.reuse(key, lease);
     try {
-      const id = this.pickId();
-      const slavePrefix = Buffer.from(this.keys.slavePrefix(key));
-      const res = await this.client.kv.txn({
-        compare: [
-          { key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 },
-          prefixIsEmpty(this.keys.slavePrefix(key)),
-          lock.held(),
-        ],
-        success: [put(this.keys.master(id), key), put(this.keys.slave(key, this.opts.node), String(id), lease)],
-        failure: [{ request_range: { key: slavePrefix, range_end: prefixEnd(slavePrefix), limit: 1 } }],
-      });
-      if (res.succeeded) return { id, isNew: true };
-      // Lost the race for this label set: join the winner's id at once, no backoff.
-      const winner = res.responses[0]?.response_range?.kvs[0];
-      if (winner === undefined) return undefined;
-      const won = Number(winner.value.toString());
-      return (await this.acquireExisting(key, won, lease)) ? { id: won, isNew: false } : undefined;
+      return await this.createNew(key, lease, lock);
     } finally {
       await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
     }
+  }
+
+  private async createNew(key: string, lease: string, lock: KvLock | undefined): Promise<Allocation | undefined> {
+    const id = this.pickId();
+    const slavePrefix = Buffer.from(this.keys.slavePrefix(key));
+    const res = await this.client.kv.txn({
+      compare: [
+        { key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 },
+        prefixIsEmpty(this.keys.slavePrefix(key)),
+        ...(lock ? [lock.held()] : []),
+      ],
+      success: [put(this.keys.master(id), key), put(this.keys.slave(key, this.opts.node), String(id), lease)],
+      failure: [{ request_range: { key: slavePrefix, range_end: prefixEnd(slavePrefix), limit: 1 } }],
+    });
+    if (res.succeeded) return { id, isNew: true };
+    // Lost the race for this label set: join the winner's id at once, no backoff.
+    const winner = res.responses[0]?.response_range?.kvs[0];
+    if (winner === undefined) return undefined;
+    const won = Number(winner.value.toString());
+    return (await this.acquireExisting(key, won, lease)) ? { id: won, isNew: false } : undefined;
   }
 
   /** The id of a label set some node already uses (its slave keys), or one the cache knows. */

@@ -62,15 +62,19 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     await b.close();
   });
 
-  it('gives one id to one new label set allocated by 8 allocators at once', async () => {
-    const nodes = await Promise.all([...Array(8).keys()].map((i) => alloc(`race-${i}`)));
-    const results = await Promise.all(nodes.map((n) => n.allocate(['k8s:app=race', 'k8s:round=1'])));
-    expect(new Set(results.map((r) => r.id)).size).toBe(1);
-    expect(results.filter((r) => r.isNew)).toHaveLength(1);
-    const masters = [...(await dump(client(), `${P}/id/`)).values()].filter((v) => v === 'k8s:app=race;k8s:round=1;');
-    expect(masters).toHaveLength(1);
-    await Promise.all(nodes.map((n) => n.close()));
-  });
+  for (const locks of [true, false]) {
+    it(`gives one id to one new label set allocated by 8 allocators at once (locks: ${locks})`, async () => {
+      const nodes = await Promise.all([...Array(8).keys()].map((i) => IdentityAllocator.create(client(), { url: etcd.url, node: `race-${i}`, locks })));
+      const labels = ['k8s:app=race', `k8s:locks=${locks}`];
+      const results = await Promise.all(nodes.map((n) => n.allocate(labels)));
+      expect(new Set(results.map((r) => r.id)).size).toBe(1);
+      expect(results.filter((r) => r.isNew)).toHaveLength(1);
+      const masters = [...(await dump(client(), `${P}/id/`)).values()].filter((v) => v === `k8s:app=race;k8s:locks=${locks};`);
+      expect(masters).toHaveLength(1);
+      expect(await client().getAll().prefix(`${P}/locks/`).keys()).toEqual([]);
+      await Promise.all(nodes.map((n) => n.close()));
+    });
+  }
 
   it("waits for a label set's lock (etcd mutex layout, as a Cilium agent holds it) and then joins the holder's id", async () => {
     const c = client();

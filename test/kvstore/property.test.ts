@@ -10,7 +10,8 @@ import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
 /**
  * Several in-process allocators (each with its own client, lease and id/ watcher, as separate
  * agents would have) share one etcd; random batches of acquire/release run concurrently on random
- * nodes, with GC rounds in between. After every batch: each referenced label set has one id, its
+ * nodes, with GC rounds in between. Node n0 creates ids without the label-set lock, the others
+ * with it (both kinds share an etcd, as distill and Cilium agents could). After every batch: each referenced label set has one id, its
  * master key says so, every node's held ids equal its slave keys in etcd, and every node's
  * watcher converges to etcd's id/ keys.
  */
@@ -53,7 +54,7 @@ withEtcd('identity allocation under random churn on several nodes', () => {
             clients.push(c);
             const w = await IdentityWatcher.start(c, () => {}, prefix);
             watchers.push(w);
-            nodes.push(await IdentityAllocator.create(c, { url: etcd.url, node: `n${i}`, prefix, cache: w }));
+            nodes.push(await IdentityAllocator.create(c, { url: etcd.url, node: `n${i}`, prefix, cache: w, locks: i !== 0 }));
           }
           const refs = nodes.map(() => new Map<number, number>());
           let stale = new Map<string, string>();

@@ -117,6 +117,11 @@ export class IdentityAllocator {
     return this.opts.node;
   }
 
+  /** The lease the slave keys are on now (hex as in lock keys is `BigInt(id).toString(16)`). */
+  get currentLease(): string | undefined {
+    return this.leaseId;
+  }
+
   /** The label sets this node holds and their ids (its local view). */
   held(): Map<string, number> {
     return new Map([...this.local].map(([k, v]) => [k, v.id]));

@@ -93,6 +93,26 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     await a.close();
   });
 
+  it('after its lease is lost, grants a new one and restores every slave key it holds (and a collected master key)', async () => {
+    const c = client();
+    const a = await IdentityAllocator.create(client(), { url: etcd.url, node: 'lost-a', leaseTtlSec: 3 });
+    const kept = await a.allocate(['k8s:app=lost-kept']);
+    const alone = await a.allocate(['k8s:app=lost-alone']);
+    const first = a.currentLease as string;
+    // As if the lease expired while the node was cut off: etcd drops every slave key of the node.
+    await c.leaseClient.leaseRevoke({ ID: first });
+    await until('lease revoked', async () => (await c.getAll().prefix(`${P}/value/k8s:app=lost-`).keys()).length === 0);
+    // The GC collects the now unreferenced master of one of them.
+    await c.delete().key(`${P}/id/${alone.id}`);
+    await until('allocator noticed the lost lease', () => a.stats.leasesLost === 1, 400);
+    await a.allocate(['k8s:app=lost-new']);
+    expect(a.currentLease).not.toBe(first);
+    expect(await c.get(`${P}/value/k8s:app=lost-kept;/lost-a`).string()).toBe(String(kept.id));
+    expect(await c.get(`${P}/value/k8s:app=lost-alone;/lost-a`).string()).toBe(String(alone.id));
+    expect(await c.get(`${P}/id/${alone.id}`).string()).toBe('k8s:app=lost-alone;');
+    await a.close();
+  });
+
   it('garbage-collects an unreferenced id in the second round only, rate-limited, never a referenced one', async () => {
     const c = client();
     const watcher = await IdentityWatcher.start(c, () => {});

@@ -14,6 +14,8 @@ export class KvstoreUnavailableError extends Error {
 export interface KvstoreOptions {
   /** Deadline of each unary call, ms: a stopped etcd turns into an error after this long, not a hang. */
   readonly callTimeoutMs?: number;
+  /** First delay before a broken watch stream reconnects, ms (doubles up to 20x). */
+  readonly watchBackoffMs?: number;
 }
 
 /**
@@ -23,6 +25,7 @@ export interface KvstoreOptions {
  */
 export function connectEtcd(url: string, opts: KvstoreOptions = {}): Etcd3 {
   const timeout = opts.callTimeoutMs ?? 2000;
+  const backoff = opts.watchBackoffMs ?? 50;
   return new Etcd3({
     hosts: url,
     dialTimeout: timeout,
@@ -31,7 +34,7 @@ export function connectEtcd(url: string, opts: KvstoreOptions = {}): Etcd3 {
       host: () => noop,
       global: noop,
       // etcd3 calls .next() on it like on a factory; its declared type says IBackoff.
-      watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }) as unknown as IBackoff<unknown>,
+      watchBackoff: new ExponentialBackoff({ initialDelay: backoff, maxDelay: backoff * 20 }) as unknown as IBackoff<unknown>,
     },
   });
 }

@@ -121,3 +121,49 @@ export class EtcdServer {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 }
+
+/** A TCP proxy on 127.0.0.1 in front of etcd that can cut every connection (a partition) and heal. */
+export class CuttableProxy {
+  private open = true;
+  private readonly sockets = new Set<import('node:net').Socket>();
+  private constructor(
+    private readonly server: import('node:net').Server,
+    readonly url: string,
+  ) {}
+
+  static async start(target: string): Promise<CuttableProxy> {
+    const { hostname, port } = new URL(target);
+    const { connect } = await import('node:net');
+    let proxy: CuttableProxy | undefined;
+    const server = createServer((client) => {
+      if (!proxy?.open) return void client.destroy();
+      const upstream = connect(Number(port), hostname);
+      for (const s of [client, upstream]) {
+        proxy.sockets.add(s);
+        s.once('close', () => proxy?.sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+      client.once('close', () => upstream.destroy());
+      upstream.once('close', () => client.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const addr = server.address();
+    proxy = new CuttableProxy(server, `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`);
+    return proxy;
+  }
+
+  cut(): void {
+    this.open = false;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  heal(): void {
+    this.open = true;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise((r) => this.server.close(r));
+  }
+}

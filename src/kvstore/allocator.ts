@@ -98,6 +98,7 @@ export class IdentityAllocator {
   private lease: Lease | undefined;
   private leaseId: string | undefined;
   private closed = false;
+  private granting: Promise<string> | undefined;
 
   private constructor(
     private readonly client: Etcd3,
@@ -294,16 +295,25 @@ export class IdentityAllocator {
   private async ensureLease(): Promise<string> {
     if (this.leaseId !== undefined) return this.leaseId;
     if (this.closed) throw new Error(`allocator of node ${this.opts.node} is closed`);
+    // One grant at a time: a recovery and a caller's allocate must not both grant a lease.
+    this.granting ??= this.grantLease().finally(() => (this.granting = undefined));
+    return this.granting;
+  }
+
+  private async grantLease(): Promise<string> {
     const lease = this.client.lease(this.opts.leaseTtlSec ?? 15, { autoKeepAlive: true });
     lease.on('lost', () => {
       if (this.lease !== lease) return;
       this.stats.leasesLost++;
       this.lease = undefined;
       this.leaseId = undefined;
+      void this.recover();
     });
     let id: string;
     try {
       id = await lease.grant();
+      // The keys go on the new lease before it is used, so a failed restore is retried whole.
+      if (this.stats.leasesGranted > 0) await this.restoreSlaveKeys(id);
     } catch (err) {
       lease.release();
       throw this.wrap(err, 'lease grant');
@@ -311,8 +321,18 @@ export class IdentityAllocator {
     this.stats.leasesGranted++;
     this.lease = lease;
     this.leaseId = id;
-    if (this.stats.leasesGranted > 1) await this.restoreSlaveKeys(id);
     return id;
+  }
+
+  /** Re-grants the lease and restores the slave keys without waiting for the next call (an idle node still uses its ids). */
+  private async recover(): Promise<void> {
+    for (let attempt = 0; !this.closed && this.leaseId === undefined; attempt++) {
+      try {
+        await this.ensureLease();
+      } catch {
+        await this.backoff(Math.min(attempt + 4, 6));
+      }
+    }
   }
 
   private async restoreSlaveKeys(lease: string): Promise<void> {

@@ -21,6 +21,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   naive: ['naive', 'model'],
   engine: ['engine', 'model'],
   backend: ['backend', 'model', 'engine/events.ts'],
+  kvstore: ['kvstore'],
 };
 
 function importsOf(file: string): string[] {

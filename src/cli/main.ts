@@ -24,6 +24,7 @@ import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/rep
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
 import { stringify as stringifyYaml } from 'yaml';
+import { registerIdentityGc } from './identity-gc.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
@@ -438,6 +439,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
     .addOption(maxInputBytesOption());
   const env: CliEnv = { ctx: () => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes }), done };
   for (const register of COMMANDS) register(program, env);
+  registerIdentityGc(program, io);
   oneLineUsageErrors(program);
   return program;
 }

@@ -28,6 +28,7 @@ import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
+import { registerAgent } from './agent.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
 
@@ -501,6 +502,8 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
     .action((opts: DumpOptions) => {
       done(mapsDump(ctx(), opts));
     });
+  // The agent runs past runCli's return: its exit code goes to the process when it stops.
+  registerAgent(program, io, (code) => (process.exitCode = code));
   program
     .command('validate')
     .description('Validate manifest files (multi-document YAML of NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy)')

@@ -21,6 +21,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   naive: ['naive', 'model'],
   engine: ['engine', 'model'],
   backend: ['backend', 'model', 'engine/events.ts'],
+  k8s: ['k8s', 'policy', 'model', 'engine/events.ts'],
 };
 
 function importsOf(file: string): string[] {

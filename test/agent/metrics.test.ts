@@ -1,4 +1,4 @@
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -18,7 +18,7 @@ const policy = (name: string, ports: number): EngineEvent => ({
   ),
 });
 
-function logSink(): { logger: ReturnType<typeof pino>; lines: Record<string, unknown>[] } {
+function logSink(): { logger: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {

@@ -44,6 +44,8 @@ export type { IdentityEvent, K8sObject, KnownKind, PodEndpoint, Identity } from 
 export { WatchStreamParser, parseWatchItem } from './k8s/watch.js';
 export type { WatchItem, WatchEventType } from './k8s/watch.js';
 export { ClusterMirror } from './k8s/mirror.js';
+export { watchInformer, toWire } from './k8s/informer.js';
+export type { InformerLike, InformerFeedOptions } from './k8s/informer.js';
 export type { MirrorOptions, MirrorBatch, AgentEvent } from './k8s/mirror.js';
 
 /** Metrics and logs, from outside the engine. */

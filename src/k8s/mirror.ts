@@ -45,10 +45,14 @@ function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
-/** True when `a` is older than or equal to `b`; resourceVersions that are not integers are not compared. */
-function notNewer(a: string | undefined, b: string | undefined): boolean {
+/**
+ * True when an event at resourceVersion `a` is stale against `b`, the object's last: older, or
+ * the same for an upsert. A delete at the same version counts: an informer's relist reports a
+ * vanished object with the last version it saw. Versions that are not integers are not compared.
+ */
+function stale(a: string | undefined, b: string | undefined, deleted: boolean): boolean {
   if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return false;
-  return BigInt(a) <= BigInt(b);
+  return deleted ? BigInt(a) < BigInt(b) : BigInt(a) <= BigInt(b);
 }
 
 function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
@@ -121,7 +125,7 @@ export class ClusterMirror {
     const rv = rec(obj.metadata).resourceVersion;
     const rvs = typeof rv === 'string' ? rv : undefined;
     const state = this.objects.get(key);
-    if (!fromList && state !== undefined && notNewer(rvs, state.rv)) {
+    if (!fromList && state !== undefined && stale(rvs, state.rv, deleted)) {
       this.counts.stale++;
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
       return key;

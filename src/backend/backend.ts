@@ -8,6 +8,7 @@ export const DEFAULT_CAPACITY = 16384;
 export const MIN_CAPACITY = 256;
 export const MAX_CAPACITY = 65536;
 
+/** One entry of a policy map: its key and value, decoded. */
 export interface MapRecord {
   readonly key: PolicyKey;
   readonly entry: PolicyEntry;

@@ -144,7 +144,7 @@ export class Agent {
       return batch.rollback();
     }
     batch.commit();
-    this.summary.transactions++;
+    if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
     if (!this.mirror.idle) this.queueFlush();
   }

@@ -76,7 +76,8 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     process.off('SIGINT', onTerm);
     await agent.stop();
   }
-  return 0;
+  // A stream that could not be read (missing file, cut-off or malformed JSON) is bad input; its error is logged.
+  return agent.summary.unreadableStreams > 0 ? EXIT_BAD_INPUT : 0;
 }
 
 function labelsOf(agent: Agent): (id: number) => string[] {

@@ -22,6 +22,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   engine: ['engine', 'model'],
   backend: ['backend', 'model', 'engine/events.ts'],
   kvstore: ['kvstore'],
+  k8s: ['k8s', 'policy', 'model', 'engine/events.ts'],
 };
 
 function importsOf(file: string): string[] {

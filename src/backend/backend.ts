@@ -7,6 +7,7 @@ import { planWrites, WriteBatch } from './write-plan.js';
 const MIN_CAPACITY = 256;
 const MAX_CAPACITY = 65536;
 
+/** One entry of a policy map: its key and value, decoded. */
 export interface MapRecord {
   readonly key: PolicyKey;
   readonly entry: PolicyEntry;

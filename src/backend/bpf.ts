@@ -10,6 +10,7 @@ import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encod
 
 export { PinDirError } from './pin-dir.js';
 
+/** Where the bpf backend pins endpoint maps unless told otherwise. */
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/distill';
 /** Entries per batched syscall. */
 const BATCH_SIZE = 1024;
@@ -25,6 +26,7 @@ function endpointOfPinName(name: string): string | undefined {
   return name.slice(PIN_PREFIX.length).replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
 }
 
+/** A bpf() syscall failed: `op` names the command, `errno` the kernel's answer. */
 export class BpfError extends Error {
   override readonly name = 'BpfError';
   constructor(
@@ -39,8 +41,11 @@ export class BpfError extends Error {
 /** bpf() commands that change maps or pins: refused by a read-only backend. */
 const WRITE_CMDS: ReadonlySet<number> = new Set([BPF_CMD.MAP_CREATE, BPF_CMD.OBJ_PIN, BPF_CMD.MAP_UPDATE_ELEM, BPF_CMD.MAP_DELETE_ELEM, BPF_CMD.MAP_UPDATE_BATCH, BPF_CMD.MAP_DELETE_BATCH]);
 
+/** Options of the bpf backend. */
 export interface BpfBackendOptions {
+  /** Entries per endpoint map (default 16,384, as Cilium's). */
   readonly capacity?: number;
+  /** A directory on bpffs (default `DEFAULT_PIN_DIR`). */
   readonly pinDir?: string;
   /** Use BPF_MAP_UPDATE_BATCH / DELETE_BATCH (default: when the kernel supports them). */
   readonly batch?: boolean;

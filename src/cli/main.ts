@@ -25,6 +25,7 @@ import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
 import { stringify as stringifyYaml } from 'yaml';
 import { registerIdentityGc } from './identity-gc.js';
+import { registerAgent } from './agent.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
@@ -440,6 +441,8 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   const env: CliEnv = { ctx: () => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes }), done };
   for (const register of COMMANDS) register(program, env);
   registerIdentityGc(program, io);
+  // The agent runs past runCli's return: its exit code goes to the process when it stops.
+  registerAgent(program, io, (code) => (process.exitCode = code));
   oneLineUsageErrors(program);
   return program;
 }

@@ -19,6 +19,7 @@ import { SharedMaps } from './shared-maps.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
 import { validateBatch } from './validate.js';
 
+/** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
   /** Where proxy ports for L7 redirects come from (default 10000–20000). */
   readonly proxyPortRange?: ProxyPortRange;

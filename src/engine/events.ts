@@ -133,4 +133,5 @@ export class MapCapacityError extends Error {
   }
 }
 
+/** One endpoint's policy map, keyed by `policyKeyString`. */
 export type MapSnapshot = ReadonlyMap<string, LookupResult>;

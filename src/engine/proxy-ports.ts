@@ -1,5 +1,6 @@
 import { MinHeap } from 'mnemonist';
 
+/** The proxy ports L7 redirects get (inclusive), like Cilium's range; the lowest free port is taken. */
 export interface ProxyPortRange {
   readonly min: number;
   readonly max: number;
@@ -8,6 +9,7 @@ export interface ProxyPortRange {
 /** Cilium's default proxy port range (`--proxy-port-range`-like): 10000–20000. */
 export const DEFAULT_PROXY_PORT_RANGE: ProxyPortRange = { min: 10000, max: 20000 };
 
+/** A transaction refused because no proxy port was free for a new L7 redirect: nothing was applied. */
 export class ProxyPortsExhaustedError extends Error {
   override readonly name = 'ProxyPortsExhaustedError';
   constructor(

@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js';
 
+/** An address family. */
 export type IpFamily = 'ipv4' | 'ipv6';
 
 /** A normalised prefix: the network address (host bits cleared) and its length. */
@@ -12,6 +13,7 @@ export interface Cidr {
   readonly text: string;
 }
 
+/** A parsed IPv4 or IPv6 address (`parseIp`): its family, numeric value and canonical text. */
 export interface IpAddress {
   readonly family: IpFamily;
   readonly value: bigint;

@@ -11,6 +11,7 @@ export interface Namespace {
   readonly labels: Readonly<Record<string, string>>;
 }
 
+/** A pod as the engine takes it: namespace, name, labels, one IP, service account and container ports. */
 export interface Pod {
   readonly namespace: string;
   readonly name: string;

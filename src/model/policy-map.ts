@@ -19,6 +19,7 @@ export interface PolicyKey {
   readonly portPrefixLen: number;
 }
 
+/** A policy-map value: deny or allow, the proxy port of an L7 redirect (0: none), and its precedence. */
 export interface PolicyEntry {
   readonly deny: boolean;
   /** Non-zero: redirect matching traffic to the L7 proxy listening on this port. */
@@ -86,6 +87,7 @@ export function l4PrefixBits(key: PolicyKey): number {
   return key.protocol === 0 ? 0 : 8 + key.portPrefixLen;
 }
 
+/** A policy-map key with its value, as a lookup or a dump returns them. */
 export interface LookupResult {
   readonly key: PolicyKey;
   readonly entry: PolicyEntry;

@@ -4,10 +4,12 @@ import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
 import type { TieredSpec } from './tiers.js';
 
+/** Traffic direction from the endpoint's side: ingress (to it) or egress (from it). */
 export type Direction = 'ingress' | 'egress';
 export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
 export type Verdict = 'allow' | 'deny';
 
+/** The policy kinds distill reads. */
 export type PolicyKind = 'NetworkPolicy' | 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy' | 'ClusterNetworkPolicy';
 export const POLICY_KINDS: readonly PolicyKind[] = ['NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
 

@@ -1,0 +1,208 @@
+import { createReadStream } from 'node:fs';
+import { createServer, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { applyChangeSet, MapBackend } from '../backend/backend.js';
+import { Engine } from '../engine/engine.js';
+import type { EngineEvent } from '../engine/events.js';
+import { ClusterMirror } from '../k8s/mirror.js';
+import { WatchStreamParser } from '../k8s/watch.js';
+import { reconcile } from '../node/restart.js';
+import { InstrumentedEngine } from './instrument.js';
+
+/** What `distill agent` is told. */
+export interface AgentConfig {
+  readonly node: string;
+  /** Watch stream files; `-` is standard input. */
+  readonly watch: readonly string[];
+  readonly backend: MapBackend;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  /** `HOST:PORT` for /metrics and /healthz. */
+  readonly metricsAddr?: string;
+  /** Called once the metrics server listens, with the address it got (port 0: any free port). */
+  readonly onListening?: (addr: string) => void;
+  /** Finish when every stream has ended (else: run until `stop`). */
+  readonly exitAtEof?: boolean;
+  /**
+   * Where identity numbers come from: `local` (the engine allocates; CiliumIdentity objects are
+   * ignored) or `external` (CiliumIdentity objects / identity events give the cluster's numbers).
+   */
+  readonly identities?: 'local' | 'external';
+}
+
+/** What the agent did, for its summary. */
+export interface AgentSummary {
+  transactions: number;
+  refusals: number;
+  events: number;
+  unreadableStreams: number;
+}
+
+/**
+ * The node agent: watch streams in, one transaction per batch of what arrived together, maps
+ * written (reconciled with the pinned maps at the first transaction), metrics served.
+ */
+export class Agent {
+  readonly engine: Engine;
+  readonly mirror: ClusterMirror;
+  readonly instrumented: InstrumentedEngine;
+  readonly summary: AgentSummary = { transactions: 0, refusals: 0, events: 0, unreadableStreams: 0 };
+  private readonly streams: Readable[] = [];
+  private started = 0;
+  private ended = 0;
+  private reconciled = false;
+  private flushQueued = false;
+  private server: Server | undefined;
+  /** True once `stop` was called (by SIGTERM, or at the end). */
+  stopped = false;
+  private readonly finished: Promise<void>;
+  private finish: () => void = () => {};
+
+  constructor(private readonly config: AgentConfig) {
+    const log = config.logger;
+    this.engine = new Engine({ identitySource: config.identities ?? 'local' });
+    this.mirror = new ClusterMirror({
+      nodeName: config.node,
+      debug: (msg, fields) => log.debug(fields, msg),
+      warn: (msg, fields) => log.warn(fields, msg),
+    });
+    this.instrumented = new InstrumentedEngine(this.engine, { registry: config.registry, logger: log });
+    this.finished = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  /** Starts reading every stream (and the metrics server); resolves when every stream has ended. */
+  async run(): Promise<void> {
+    if (this.config.metricsAddr !== undefined) await this.listen(this.config.metricsAddr);
+    for (const path of this.config.watch) this.open(path);
+    if (this.config.exitAtEof && this.config.watch.length === 0) this.finish();
+    return this.finished;
+  }
+
+  private open(path: string): void {
+    const stream: Readable = path === '-' ? process.stdin : createReadStream(path);
+    stream.setEncoding('utf8');
+    const parser = new WatchStreamParser(path === '-' ? '<stdin>' : path);
+    let first = true;
+    let done = false;
+    const started = (): void => {
+      if (first) (first = false), this.started++;
+    };
+    const ended = (): void => {
+      started();
+      if (!done) (done = true), this.ended++;
+      this.queueFlush();
+    };
+    this.streams.push(stream);
+    stream.on('data', (data: string | Buffer) => {
+      started();
+      try {
+        for (const item of parser.push(typeof data === 'string' ? data : data.toString('utf8'))) this.mirror.observe(item, path);
+      } catch (e) {
+        this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream unreadable: it is closed, what it gave before stays');
+        this.summary.unreadableStreams++;
+        if (stream !== process.stdin) stream.destroy();
+        else stream.pause();
+        ended();
+        return;
+      }
+      this.queueFlush();
+    });
+    stream.on('end', () => {
+      try {
+        parser.end();
+      } catch (e) {
+        this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream ended inside an object');
+        this.summary.unreadableStreams++;
+      }
+      ended();
+    });
+    stream.on('error', (e: Error) => {
+      this.config.logger.error({ stream: path, error: e.message }, 'watch stream failed');
+      this.summary.unreadableStreams++;
+      ended();
+    });
+  }
+
+  /** Everything that arrived before the next turn of the event loop is one transaction. */
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      this.flush();
+      if (this.config.exitAtEof && this.ended === this.config.watch.length) this.finish();
+    });
+  }
+
+  /** Applies what waits; the first transaction waits for every stream's first data (a restart must see the whole state). */
+  flush(): void {
+    if (!this.reconciled && this.started < this.config.watch.length) return;
+    const batch = this.mirror.flush();
+    // With local identities the engine numbers pods itself: the cluster's identities are not its input.
+    const external = (this.config.identities ?? 'local') === 'external';
+    const events = external ? batch.events : batch.events.filter((e): e is EngineEvent => e.type !== 'upsertIdentity' && e.type !== 'deleteIdentity');
+    if (events.length === 0 && this.reconciled) return batch.commit();
+    this.summary.events += events.length;
+    const outcome = this.instrumented.apply(events);
+    if (!outcome.ok) {
+      this.summary.refusals++;
+      return batch.rollback();
+    }
+    batch.commit();
+    if (events.length > 0) this.summary.transactions++;
+    this.write(outcome.changes);
+    if (!this.mirror.idle) this.queueFlush();
+  }
+
+  private write(cs: Parameters<typeof applyChangeSet>[1]): void {
+    const log = this.config.logger;
+    try {
+      if (!this.reconciled) {
+        const stats = reconcile(this.engine, this.config.backend);
+        this.reconciled = true;
+        log.info({ ...stats }, 'pinned maps reconciled');
+      } else {
+        applyChangeSet(this.config.backend, cs);
+      }
+    } catch (e) {
+      log.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
+      reconcile(this.engine, this.config.backend);
+    }
+  }
+
+  private async listen(addr: string): Promise<void> {
+    const m = /^(.*):(\d+)$/.exec(addr);
+    if (!m) throw new Error(`--metrics-addr: "${addr}" is not HOST:PORT`);
+    const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    const server = createServer((req, res) => {
+      if (req.url === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      if (req.url !== '/metrics') return void res.writeHead(404).end();
+      this.config.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.config.registry.contentType }).end(text),
+        (e: Error) => res.writeHead(500).end(e.message),
+      );
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(Number(m[2]), host, () => resolve());
+    });
+    const a = server.address() as AddressInfo;
+    this.config.onListening?.(`${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
+  }
+
+  /** Stops reading, applies what already arrived, closes the server and the backend (releasing the pin-dir lock). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const s of this.streams) if (s !== process.stdin) s.destroy();
+    process.stdin.pause();
+    this.flush();
+    if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.config.backend.close();
+    this.finish();
+  }
+}

@@ -1,0 +1,127 @@
+import { pino, Logger } from 'pino';
+import { Counter, Gauge, Histogram, Registry, register as defaultRegistry } from 'prom-client';
+import type { Engine } from '../engine/engine.js';
+import type { ChangeSet, EngineEvent } from '../engine/events.js';
+import { MapCapacityError } from '../engine/events.js';
+import type { EngineStats } from '../engine/stats.js';
+import { pinName } from '../backend/bpf.js';
+
+/** Options of an InstrumentedEngine. */
+export interface InstrumentOptions {
+  /** Where the metrics are registered (default: prom-client's default registry). */
+  readonly registry?: Registry;
+  /** Where logs go (default: a silent pino logger). */
+  readonly logger?: Logger;
+}
+
+/** What one `apply` did: the change set, or the error that refused the transaction. */
+export type ApplyOutcome = { readonly ok: true; readonly changes: ChangeSet } | { readonly ok: false; readonly error: Error };
+
+const WORK_COUNTERS: readonly (keyof EngineStats)[] = ['selectorEvaluations', 'policyResolutions', 'mapStateUpdates', 'mapEntriesVisited', 'identitiesAllocated', 'identitiesReleased', 'proxyPortsAllocated'];
+
+function snake(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** The batch's event type for the duration histogram: its one type, or `mixed`. */
+function batchType(events: readonly EngineEvent[]): string {
+  const types = new Set(events.map((e) => e.type));
+  return types.size === 1 ? [...types][0]! : types.size === 0 ? 'empty' : 'mixed';
+}
+
+/**
+ * An Engine observed from outside: `apply` is timed and counted, refusals are counted by error
+ * class and logged at `warn` with their culprits, transactions are logged at `debug`, and gauges
+ * read `sizes()` and `mapPressure()` when the registry is scraped. Metric names follow Cilium's
+ * under a `distill_` prefix.
+ */
+export class InstrumentedEngine {
+  /** The logger in use (silent unless one was given). */
+  readonly logger: Logger;
+  private readonly policyChanges: Counter<'outcome'>;
+  private readonly regenerations: Counter<'outcome'>;
+  private readonly refused: Counter<'reason'>;
+  private readonly deltas: Counter;
+  private readonly l7Deltas: Counter;
+  private readonly work: Counter<'counter'>;
+  private readonly duration: Histogram<'event_type'>;
+  private readonly implementationDelay: Histogram;
+
+  constructor(
+    readonly engine: Engine,
+    options: InstrumentOptions = {},
+  ) {
+    const registers = [options.registry ?? defaultRegistry];
+    this.logger = options.logger ?? pino({ level: 'silent' });
+    this.policyChanges = new Counter({ name: 'distill_policy_change_total', help: 'Policy transactions by outcome (success, failure)', labelNames: ['outcome'], registers });
+    this.regenerations = new Counter({ name: 'distill_endpoint_regenerations_total', help: 'Endpoints whose policy map a transaction changed, by outcome', labelNames: ['outcome'], registers });
+    this.refused = new Counter({ name: 'distill_refused_transactions_total', help: 'Transactions refused, by error class', labelNames: ['reason'], registers });
+    this.deltas = new Counter({ name: 'distill_deltas_total', help: 'Policy-map deltas emitted', registers });
+    this.l7Deltas = new Counter({ name: 'distill_l7_deltas_total', help: 'L7 table deltas emitted', registers });
+    this.work = new Counter({ name: 'distill_engine_work_total', help: 'Engine work counters (see EngineStats)', labelNames: ['counter'], registers });
+    this.duration = new Histogram({ name: 'distill_transaction_duration_seconds', help: 'Time to compute one transaction, by event type (mixed: several types)', labelNames: ['event_type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers });
+    this.implementationDelay = new Histogram({ name: 'distill_policy_implementation_delay', help: 'Seconds from a policy change reaching the engine to its deltas being computed', buckets: [0.0001, 0.001, 0.01, 0.1, 1, 10], registers });
+    this.registerGauges(registers);
+  }
+
+  private registerGauges(registers: Registry[]): void {
+    const engine = this.engine;
+    new Gauge({ name: 'distill_policy_selector_cache_selectors', help: 'Selectors in the selector cache', registers, collect() { this.set(engine.sizes().selectors); } });
+    new Gauge({ name: 'distill_policy_selector_cache_identities', help: 'Identities the selector cache matches against', registers, collect() { this.set(engine.sizes().identities); } });
+    new Gauge({
+      name: 'distill_identity', help: 'Identities by type (cluster, local)', labelNames: ['type'], registers,
+      collect() {
+        const s = engine.sizes();
+        this.set({ type: 'cluster' }, s.identities - s.localIdentities);
+        this.set({ type: 'local' }, s.localIdentities);
+      },
+    });
+    new Gauge({ name: 'distill_endpoints', help: 'Local endpoints', registers, collect() { this.set(engine.sizes().endpoints); } });
+    new Gauge({
+      name: 'distill_bpf_map_pressure', help: 'Fill of each endpoint policy map (entries / capacity)', labelNames: ['map_name'], registers,
+      collect() {
+        this.reset();
+        for (const p of engine.mapPressure()) this.set({ map_name: pinName(p.endpoint) }, p.pressure);
+      },
+    });
+  }
+
+  /** Applies one transaction; never throws: a refusal is counted, logged and returned. */
+  apply(events: readonly EngineEvent[]): ApplyOutcome {
+    const started = process.hrtime.bigint();
+    const hasPolicy = events.some((e) => e.type === 'upsertPolicy' || e.type === 'deletePolicy');
+    try {
+      const changes = this.engine.apply(events);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      this.recordSuccess(events, changes, seconds, hasPolicy);
+      return { ok: true, changes };
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      this.recordRefusal(events, error, hasPolicy);
+      return { ok: false, error };
+    }
+  }
+
+  private recordSuccess(events: readonly EngineEvent[], cs: ChangeSet, seconds: number, hasPolicy: boolean): void {
+    this.duration.observe({ event_type: batchType(events) }, seconds);
+    if (hasPolicy) {
+      this.policyChanges.inc({ outcome: 'success' });
+      this.implementationDelay.observe(seconds);
+    }
+    const touched = new Set(cs.deltas.map((d) => d.endpoint));
+    for (const ep of cs.endpointsAdded) touched.add(ep);
+    this.regenerations.inc({ outcome: 'success' }, touched.size);
+    this.deltas.inc(cs.deltas.length);
+    this.l7Deltas.inc(cs.l7Deltas.length);
+    for (const k of WORK_COUNTERS) this.work.inc({ counter: snake(k) }, cs.work[k]);
+    this.logger.debug({ events: events.length, eventType: batchType(events), deltas: cs.deltas.length, l7Deltas: cs.l7Deltas.length, endpointsAdded: cs.endpointsAdded.length, endpointsRemoved: cs.endpointsRemoved.length, seconds }, 'transaction applied');
+  }
+
+  private recordRefusal(events: readonly EngineEvent[], error: Error, hasPolicy: boolean): void {
+    this.refused.inc({ reason: error.name });
+    if (hasPolicy) this.policyChanges.inc({ outcome: 'failure' });
+    this.regenerations.inc({ outcome: 'failure' }, 0);
+    const culprits = error instanceof MapCapacityError ? error.topContributors.map((c) => c.rule) : [];
+    this.logger.warn({ reason: error.name, error: error.message, culprits, events: events.length }, 'transaction refused');
+  }
+}

@@ -1,0 +1,98 @@
+import { Command, Option } from 'commander';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { Agent } from '../agent/agent.js';
+import type { MapBackend } from '../backend/backend.js';
+import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
+import { MemoryBackend } from '../backend/memory.js';
+import { mapRecordJson, l7RowJson } from './render.js';
+
+interface AgentCliOptions {
+  node: string;
+  watch: string[];
+  identities: 'local' | 'external';
+  backend: 'memory' | 'bpf';
+  pinDir: string;
+  metricsAddr?: string;
+  exitAtEof?: boolean;
+  json?: boolean;
+}
+
+/** Where the agent writes (stdout: the summary; stderr: logs and the metrics address). */
+export interface AgentIo {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+const EXIT_BAD_INPUT = 2;
+
+/** Adds `distill agent` to the program; `done` gets its exit code when the agent stops. */
+export function registerAgent(program: Command, io: AgentIo, done: (exit: number) => void): void {
+  program
+    .command('agent')
+    .description('Run as a node agent: read Kubernetes watch streams, write the node endpoints\' policy maps')
+    .addOption(new Option('--node <name>', 'this node: pods whose spec.nodeName is it are the local endpoints').makeOptionMandatory())
+    .addOption(new Option('--watch <file...>', 'watch stream (kubectl get --watch --output-watch-events -o json), - for stdin; one per resource type').makeOptionMandatory())
+    .addOption(new Option('--identities <source>', 'where identity numbers come from').choices(['local', 'external']).default('local'))
+    .addOption(new Option('--backend <kind>', 'where policy maps are written').choices(['memory', 'bpf']).default('memory'))
+    .addOption(new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (maps go to <dir>/agent)').default(DEFAULT_PIN_DIR))
+    .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
+    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary')
+    .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
+    .action((opts: AgentCliOptions) => {
+      runAgent(opts, io).then(done, (e: Error) => {
+        io.err(`error: ${e.message}\n`);
+        done(EXIT_BAD_INPUT);
+      });
+    });
+}
+
+async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
+  const backend: MapBackend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'agent') }) : new MemoryBackend();
+  const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
+  const agent = new Agent({
+    node: opts.node,
+    watch: opts.watch,
+    backend,
+    logger,
+    registry: new Registry(),
+    exitAtEof: opts.exitAtEof === true,
+    identities: opts.identities,
+    ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
+    onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),
+  });
+  const onTerm = (): void => void agent.stop();
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onTerm);
+  try {
+    await agent.run();
+    if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true));
+  } finally {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onTerm);
+    await agent.stop();
+  }
+  // A stream that could not be read (missing file, cut-off or malformed JSON) is bad input; its error is logged.
+  return agent.summary.unreadableStreams > 0 ? EXIT_BAD_INPUT : 0;
+}
+
+function labelsOf(agent: Agent): (id: number) => string[] {
+  return (id) => (id === 0 ? [] : (agent.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
+}
+
+/** Endpoints, map entries, transactions, refusals; with `json`, every local endpoint's map as `maps dump --json` shows it. */
+function summary(agent: Agent, backend: MapBackend, json: boolean): string {
+  const endpoints = backend.endpoints();
+  const entries = endpoints.reduce((n, ep) => n + backend.size(ep), 0);
+  const s = agent.summary;
+  if (!json) {
+    return `${endpoints.length} endpoints, ${entries} map entries, ${s.transactions} transactions, ${s.refusals} refused, ${agent.mirror.counts.stale} stale events dropped, ${agent.mirror.counts.ignored} objects of unknown kinds ignored\n`;
+  }
+  const lo = labelsOf(agent);
+  const maps = endpoints.map((ep) => {
+    const records = backend.dump(ep);
+    return { endpoint: ep, backend: backend.kind, capacity: backend.capacity, pressure: records.length / backend.capacity, entries: records.map((r) => mapRecordJson(r, lo)), l7: agent.engine.l7Table(ep).map((row) => l7RowJson(row, lo)) };
+  });
+  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps })}\n`;
+}

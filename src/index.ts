@@ -1,0 +1,57 @@
+/**
+ * distill's public API: what an embedding agent imports from `'distill'`. Everything else under
+ * `dist/` is internal and may change without notice.
+ *
+ * @packageDocumentation
+ */
+
+/** The incremental policy engine and its options. */
+export { Engine } from './engine/engine.js';
+export { DEFAULT_MAP_CAPACITY } from './model/policy-map.js';
+export type { EngineOptions } from './engine/engine.js';
+/** What the engine is told and what it answers, and the errors it refuses transactions with. */
+export { EngineError, EngineFailedError, MapCapacityError } from './engine/events.js';
+export type { ChangeSet, EngineEvent, EntryContribution, IpcacheDelta, L7Delta, MapDelta, MapSnapshot, RedirectInfo } from './engine/events.js';
+export type { EngineSizes, ResolvedRule, SelectorInfo } from './engine/explain.js';
+export type { EngineStats } from './engine/stats.js';
+export { ProxyPortsExhaustedError } from './engine/proxy-ports.js';
+export type { ProxyPortRange } from './engine/proxy-ports.js';
+export { L7ParserConflictError } from './engine/rule-units.js';
+
+/** The model types events carry. */
+export type { Pod } from './model/cluster.js';
+export type { IpAddress, IpFamily } from './model/cidr.js';
+export { parseIp } from './model/cidr.js';
+export type { ContainerPort } from './model/ports.js';
+export type { Policy, PolicyRef, PolicyKind, Direction } from './model/rules.js';
+export type { PolicyEntry, PolicyKey, LookupResult } from './model/policy-map.js';
+export type { IdentityId } from './model/identity.js';
+export { podIdentityLabels, securityLabels } from './model/identity.js';
+
+/** Reading policy manifests. */
+export { parseManifest, parseManifests } from './policy/manifest.js';
+export { ManifestError } from './policy/errors.js';
+
+/** Where the maps live. */
+export { applyChangeSet, BackendError } from './backend/backend.js';
+export type { MapBackend, MapRecord, WriteStats } from './backend/backend.js';
+export { MemoryBackend } from './backend/memory.js';
+export { BpfBackend, BpfError, DEFAULT_PIN_DIR, bpfUnavailableReason } from './backend/bpf.js';
+export { PinDirError } from './backend/pin-dir.js';
+export type { BpfBackendOptions } from './backend/bpf.js';
+export { reconcile } from './node/restart.js';
+export type { ReconcileStats } from './node/restart.js';
+
+/** Kubernetes objects in: adapters and watch streams. */
+export { podEndpoint, namespaceOf, identityOf, objectKind, KNOWN_KINDS } from './k8s/objects.js';
+export type { IdentityEvent, K8sObject, KnownKind, PodEndpoint, Identity } from './k8s/objects.js';
+export { WatchStreamParser, parseWatchItem } from './k8s/watch.js';
+export type { WatchItem, WatchEventType } from './k8s/watch.js';
+export { ClusterMirror } from './k8s/mirror.js';
+export { watchInformer, toWire } from './k8s/informer.js';
+export type { InformerLike, InformerFeedOptions } from './k8s/informer.js';
+export type { MirrorOptions, MirrorBatch, AgentEvent } from './k8s/mirror.js';
+
+/** Metrics and logs, from outside the engine. */
+export { InstrumentedEngine } from './agent/instrument.js';
+export type { InstrumentOptions, ApplyOutcome } from './agent/instrument.js';

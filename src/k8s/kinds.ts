@@ -1,0 +1,9 @@
+/** The API objects distill reads, and the `apiVersion` of each. */
+export const KINDS_API_VERSIONS = {
+  Namespace: 'v1',
+  Pod: 'v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
+  CiliumNetworkPolicy: 'cilium.io/v2',
+  CiliumClusterwideNetworkPolicy: 'cilium.io/v2',
+  CiliumIdentity: 'cilium.io/v2',
+} as const;

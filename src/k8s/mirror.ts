@@ -1,0 +1,284 @@
+import type { EngineEvent } from '../engine/events.js';
+import type { Pod } from '../model/cluster.js';
+import type { Policy } from '../model/rules.js';
+import { parseManifest } from '../policy/manifest.js';
+import { identityOf, IdentityEvent, KnownKind, namespaceOf, objectKind, podEndpoint } from './objects.js';
+import type { WatchItem } from './watch.js';
+
+/** What an agent feeds its engine: engine events, and identity events (external identities). */
+export type AgentEvent = EngineEvent | IdentityEvent;
+
+/** Options of a ClusterMirror. */
+export interface MirrorOptions {
+  /** The node whose pods are local endpoints (`spec.nodeName`). */
+  readonly nodeName: string;
+  /** Called for what is skipped (unknown kinds, stale or duplicate events, bookmarks, errors). */
+  readonly debug?: (msg: string, fields: Readonly<Record<string, unknown>>) => void;
+  /** Called for ERROR watch events and objects that cannot be read (the object is skipped). */
+  readonly warn?: (msg: string, fields: Readonly<Record<string, unknown>>) => void;
+}
+
+/** The events of one flush, to be applied as one transaction, then committed or rolled back. */
+export interface MirrorBatch {
+  readonly events: readonly AgentEvent[];
+  /** The engine applied the events: the mirror now holds what they describe. */
+  commit(): void;
+  /** The engine refused them: the mirror keeps what the engine holds (the objects are retried when they change). */
+  rollback(): void;
+}
+
+/** What one object means to the engine, with a signature: equal signatures, no event. */
+type Held =
+  | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
+  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly sig: string }
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
+  | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string };
+
+interface ObjectState {
+  /** The last resourceVersion seen (deletes included: a replayed older event is dropped). */
+  rv: string | undefined;
+  /** What the object means now; undefined: nothing (deleted, or not an endpoint). */
+  desired: Held | undefined;
+}
+
+function rec(v: unknown): Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+/**
+ * True when an event at resourceVersion `a` is stale against `b`, the object's last: older, or
+ * the same for an upsert. A delete at the same version counts: an informer's relist reports a
+ * vanished object with the last version it saw. Versions that are not integers are not compared.
+ */
+function stale(a: string | undefined, b: string | undefined, deleted: boolean): boolean {
+  if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return false;
+  return deleted ? BigInt(a) < BigInt(b) : BigInt(a) <= BigInt(b);
+}
+
+function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
+  const md = rec(obj.metadata);
+  const ns = kind === 'Namespace' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'CiliumIdentity' ? '' : String(md.namespace ?? 'default');
+  return `${kind}/${ns}/${String(md.name)}`;
+}
+
+/** The namespace an engine-held object lives in (deleting the namespace deletes it in the engine). */
+function namespaceOfHeld(h: Held): string | undefined {
+  if (h.kind === 'Pod') return h.pod.namespace;
+  if (h.kind === 'Policy') return h.policy.ref.namespace;
+  return undefined;
+}
+
+/** Sorted-key JSON: two objects with the same meaning get the same text. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (typeof v === 'bigint') return v.toString();
+  if (typeof v !== 'object' || v === null) return JSON.stringify(v) ?? 'null';
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+    .join(',')}}`;
+}
+
+/**
+ * The cluster as watch streams describe it, and as the engine holds it. Watch events and relists
+ * update the first; `flush` gives the minimal events that bring the engine to it: unchanged
+ * objects (a replayed or duplicated event, a status-only update, a relist of what is held) give
+ * none, events older than the object's last resourceVersion are dropped, and a relist deletes what
+ * it no longer lists. Several streams (one per kind) may feed one mirror.
+ */
+export class ClusterMirror {
+  private readonly objects = new Map<string, ObjectState>();
+  /** What the engine holds, by object key. */
+  private readonly held = new Map<string, Held>();
+  private readonly dirty = new Set<string>();
+  private readonly debug: NonNullable<MirrorOptions['debug']>;
+  private readonly warn: NonNullable<MirrorOptions['warn']>;
+  /** Counts of what was read, for metrics and summaries. */
+  readonly counts = { events: 0, stale: 0, ignored: 0, errors: 0, invalid: 0, relists: 0 };
+
+  constructor(private readonly options: MirrorOptions) {
+    this.debug = options.debug ?? (() => {});
+    this.warn = options.warn ?? (() => {});
+  }
+
+  /** Takes one item of a watch stream; `source` names it in logs. */
+  observe(item: WatchItem, source: string): void {
+    this.counts.events++;
+    if (item.type === 'LIST') return this.relist(item, source);
+    if (item.type === 'BOOKMARK') return this.debug('bookmark', { source, resourceVersion: rec(item.object.metadata).resourceVersion });
+    if (item.type === 'ERROR') {
+      this.counts.errors++;
+      return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
+    }
+    this.observeObject(item.object, item.type === 'DELETED', source, false);
+  }
+
+  private observeObject(obj: Record<string, unknown>, deleted: boolean, source: string, fromList: boolean): string | undefined {
+    const kind = objectKind(obj);
+    if (kind === undefined) {
+      this.counts.ignored++;
+      this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
+      return undefined;
+    }
+    const key = objectKey(kind, obj);
+    const rv = rec(obj.metadata).resourceVersion;
+    const rvs = typeof rv === 'string' ? rv : undefined;
+    const state = this.objects.get(key);
+    if (!fromList && state !== undefined && stale(rvs, state.rv, deleted)) {
+      this.counts.stale++;
+      this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
+      return key;
+    }
+    let desired: Held | undefined;
+    try {
+      desired = deleted ? undefined : this.meaning(kind, obj, source);
+    } catch (e) {
+      this.counts.invalid++;
+      this.warn('object skipped: it cannot be read', { source, key, error: (e as Error).message });
+      desired = undefined;
+    }
+    this.objects.set(key, { rv: rvs ?? state?.rv, desired });
+    this.dirty.add(key);
+    return key;
+  }
+
+  private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
+    this.counts.relists++;
+    const listed = new Set<string>();
+    const kinds = new Set<string>();
+    item.items.forEach((raw, i) => {
+      const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
+      if (typeof obj.kind === 'string') kinds.add(obj.kind);
+      const key = this.observeObject(obj, false, `${source}.items[${i}]`, true);
+      if (key !== undefined) listed.add(key);
+    });
+    if (item.itemKind !== undefined) kinds.add(item.itemKind);
+    for (const [key, state] of this.objects) {
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
+      this.objects.set(key, { rv: item.resourceVersion ?? state.rv, desired: undefined });
+      this.dirty.add(key);
+    }
+  }
+
+  private meaning(kind: KnownKind, obj: Record<string, unknown>, source: string): Held | undefined {
+    switch (kind) {
+      case 'Namespace': {
+        const ns = namespaceOf(obj, source);
+        return { kind, ...ns, sig: canonical(ns) };
+      }
+      case 'Pod': {
+        const ep = podEndpoint(obj, this.options.nodeName, source);
+        if (ep.pod === null) {
+          this.debug('pod is not an endpoint', { source, reason: ep.reason });
+          return undefined;
+        }
+        return { kind, pod: ep.pod, local: ep.local, sig: canonical({ ...ep.pod, ip: ep.pod.ip.text, local: ep.local }) };
+      }
+      case 'CiliumIdentity': {
+        const id = identityOf(obj, source);
+        return { kind: 'Identity', ...id, sig: canonical(id) };
+      }
+      default: {
+        const md = rec(obj.metadata);
+        // What a policy means: its spec and its name; not its status or bookkeeping metadata.
+        const manifest = { ...obj, metadata: { name: md.name, ...(md.namespace !== undefined ? { namespace: md.namespace } : {}), ...(md.labels !== undefined ? { labels: md.labels } : {}) } };
+        delete (manifest as Record<string, unknown>).status;
+        return { kind: 'Policy', policy: parseManifest(manifest, source), sig: canonical(manifest) };
+      }
+    }
+  }
+
+  /** True when no change waits for a flush. */
+  get idle(): boolean {
+    return this.dirty.size === 0;
+  }
+
+  /** Local endpoints the engine holds, as `namespace/name`. */
+  localEndpoints(): string[] {
+    const out: string[] = [];
+    for (const h of this.held.values()) if (h.kind === 'Pod' && h.local) out.push(`${h.pod.namespace}/${h.pod.name}`);
+    return out.sort();
+  }
+
+  /**
+   * The minimal events from what the engine holds to what the streams describe: namespace and
+   * policy upserts first (so pods land on their policy at once), then pod changes, then deletes of
+   * policies and namespaces. Commit or roll back the batch before the next flush.
+   */
+  flush(): MirrorBatch {
+    const next = new Map<string, Held | undefined>();
+    for (const key of this.dirty) {
+      const want = this.objects.get(key)?.desired;
+      if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
+    }
+    this.dirty.clear();
+    const events = this.eventsFor(next);
+    return {
+      events,
+      commit: () => this.commit(next),
+      rollback: () => {},
+    };
+  }
+
+  private commit(next: Map<string, Held | undefined>): void {
+    for (const [key, want] of next) {
+      if (want === undefined) this.held.delete(key);
+      else this.held.set(key, want);
+      if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
+    }
+  }
+
+  /** The engine deleted everything in the namespace with it: what is still wanted is re-sent at the next flush. */
+  private dropNamespace(ns: string): void {
+    for (const [key, h] of this.held) {
+      if (namespaceOfHeld(h) !== ns) continue;
+      this.held.delete(key);
+      this.dirty.add(key);
+    }
+  }
+
+  private eventsFor(next: Map<string, Held | undefined>): AgentEvent[] {
+    const order: AgentEvent[][] = [[], [], [], [], [], []];
+    for (const [key, want] of next) {
+      const had = this.held.get(key);
+      if (want !== undefined) order[rank(want, true)]!.push(upsertOf(want));
+      else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
+    }
+    return order.flat();
+  }
+}
+
+/** Batch position: identities, namespaces, policies, pods (upserts) then pod, policy, namespace deletes. */
+function rank(h: Held, upsert: boolean): number {
+  if (h.kind === 'Identity') return upsert ? 0 : 5;
+  if (h.kind === 'Namespace') return upsert ? 0 : 5;
+  if (h.kind === 'Policy') return upsert ? 1 : 4;
+  return upsert ? 2 : 3;
+}
+
+function upsertOf(h: Held): AgentEvent {
+  switch (h.kind) {
+    case 'Namespace':
+      return { type: 'upsertNamespace', name: h.name, labels: h.labels };
+    case 'Pod':
+      return { type: 'upsertPod', pod: h.pod, local: h.local };
+    case 'Policy':
+      return { type: 'upsertPolicy', policy: h.policy };
+    case 'Identity':
+      return { type: 'upsertIdentity', id: h.id, labels: h.labels };
+  }
+}
+
+function deleteOf(h: Held): AgentEvent {
+  switch (h.kind) {
+    case 'Namespace':
+      return { type: 'deleteNamespace', name: h.name };
+    case 'Pod':
+      return { type: 'deletePod', namespace: h.pod.namespace, name: h.pod.name };
+    case 'Policy':
+      return { type: 'deletePolicy', ref: h.policy.ref };
+    case 'Identity':
+      return { type: 'deleteIdentity', id: h.id };
+  }
+}

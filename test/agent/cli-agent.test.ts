@@ -1,0 +1,67 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+/** `distill agent` as a user runs it, on the memory backend (needs dist/, built by npm test). */
+const dir = mkdtempSync(join(tmpdir(), 'distill-agent-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const agent = (args: string[], input?: string) => spawnSync('node', ['dist/cli/main.js', 'agent', ...args], { encoding: 'utf8', ...(input !== undefined ? { input } : {}) });
+const file = (name: string, items: unknown[]): string => {
+  const p = join(dir, name);
+  writeFileSync(p, items.map((i) => JSON.stringify(i)).join('\n'));
+  return p;
+};
+const ns = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } };
+const pod = (name: string, node: string, rv: number) => ({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', resourceVersion: String(rv), labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running', podIP: `10.0.0.${rv}` } } });
+const svc = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'shop', resourceVersion: '9' }, spec: {} } };
+
+describe('distill agent (CLI)', () => {
+  it('prints a summary at EOF: local endpoints only, unknown kinds ignored', () => {
+    const r = agent(['--node', 'node-a', '--watch', file('ns.json', [ns]), '--watch', file('pods.json', [pod('a', 'node-a', 2), pod('b', 'node-b', 3), svc]), '--exit-at-eof']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('1 endpoints, 2 map entries, 1 transactions, 0 refused, 0 stale events dropped, 1 objects of unknown kinds ignored\n');
+  });
+  it('--json: each local endpoint map with peer labels', () => {
+    const r = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--json'], [ns, pod('a', 'node-a', 2)].map((x) => JSON.stringify(x)).join(''));
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout) as { maps: { endpoint: string; backend: string; entries: unknown[] }[] };
+    expect(out.maps.map((m) => [m.endpoint, m.backend, m.entries.length])).toEqual([['shop/a', 'memory', 2]]);
+  });
+  it('--identities external: map keys are the CiliumIdentity numbers; a pod without one is default deny', () => {
+    const labelsOf = (app: string): Record<string, string> => ({
+      'k8s:app': app,
+      'k8s:io.kubernetes.pod.namespace': 'shop',
+      'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
+      'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
+      'k8s:io.cilium.k8s.policy.cluster': 'default',
+    });
+    const identity = (id: number, app: string, rv: number) => ({ type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: { name: String(id), resourceVersion: String(rv) }, 'security-labels': labelsOf(app) } });
+    const allow = { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'shop', resourceVersion: '20' }, spec: { endpointSelector: { matchLabels: { app: 'a' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] } } };
+    type Out = { maps: { endpoint: string; entries: { identity: number; direction: string; ports: unknown }[] }[] };
+    const run = (items: unknown[]): Out => {
+      const r = agent(['--node', 'node-a', '--watch', '-', '--identities', 'external', '--exit-at-eof', '--json'], items.map((x) => JSON.stringify(x)).join(''));
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Out;
+    };
+    const known = run([ns, pod('a', 'node-a', 2), pod('b', 'node-b', 3), allow, identity(31000, 'a', 4), identity(32000, 'b', 5)]);
+    const entries = known.maps.find((m) => m.endpoint === 'shop/a')?.entries ?? [];
+    expect(entries.filter((e) => e.direction === 'ingress').map((e) => [e.identity, e.ports])).toEqual([[32000, { from: 80, to: 80 }]]);
+    const pending = run([ns, pod('a', 'node-a', 2), pod('b', 'node-b', 3), allow, identity(32000, 'b', 5)]);
+    expect(pending.maps.find((m) => m.endpoint === 'shop/a')?.entries).toEqual([]);
+  });
+  it('exits 2 naming the stream that cannot be read', () => {
+    const missing = agent(['--node', 'n', '--watch', join(dir, 'missing.json'), '--exit-at-eof']);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/missing\.json.*watch stream failed/);
+    const cut = agent(['--node', 'n', '--watch', '-', '--exit-at-eof'], '{"type":"ADDED"');
+    expect(cut.status).toBe(2);
+    expect(cut.stderr).toMatch(/<stdin>#1: the stream ended inside a JSON value/);
+  });
+  it('requires --node and --watch', () => {
+    expect(agent(['--watch', '-']).status).toBe(2);
+    expect(agent(['--node', 'n']).status).toBe(2);
+  });
+});

@@ -28,6 +28,7 @@ import { generateTrace, PROFILES } from '../churn/profiles.js';
 import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
+import { registerTestbed } from './testbed.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { explainJson, l7RowJson, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
 
@@ -456,6 +457,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
     .action((opts: ReachOptions) => {
       done(reach(ctx(), opts));
     });
+  registerTestbed(program, io, done);
   program
     .command('verify')
     .description('Answer every probe with the engine and with the reference evaluator; exit 1 on any disagreement')

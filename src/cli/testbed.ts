@@ -27,9 +27,6 @@ export interface TestbedIo {
   err(s: string): void;
 }
 
-/** Signals that end a run: the cluster is removed first, then the process ends as signalled. */
-const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-
 /**
  * Runs each scenario on a fresh testbed, every probe a real connection; prints what `reach`
  * prints (with --json, exactly its format). Exit 1 when an expectation fails.
@@ -43,11 +40,6 @@ export function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
   for (const file of files) {
     const scenario = parseScenario(readFileSync(file, 'utf8'), file);
     const bed = new Testbed({ listen: listenSet(scenario), timeoutMs: Number(opts.timeout) });
-    const onSignal = (sig: NodeJS.Signals): void => {
-      bed.close();
-      process.kill(process.pid, sig);
-    };
-    for (const s of SIGNALS) process.once(s, onSignal);
     let run;
     try {
       run = runScenario(scenario, bed.decide);
@@ -59,7 +51,6 @@ export function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
     } finally {
       probes += bed.probes;
       bed.close();
-      for (const s of SIGNALS) process.removeListener(s, onSignal);
     }
     if (opts.json) {
       const lines = run.steps.flatMap((st) => st.results.map((r) => JSON.stringify(resultJson(r, many ? { scenario: file } : {}))));

@@ -78,7 +78,8 @@ export class IpcacheMaps {
     a.fill(0);
     a.writeUInt32LE(fd, 0);
     a.writeBigUInt64LE(this.key.address, 8);
-    a.writeBigUInt64LE(this.value.address, 16);
+    // DELETE_ELEM refuses an attr with anything past the key set.
+    if (cmd === BPF_CMD.MAP_UPDATE_ELEM) a.writeBigUInt64LE(this.value.address, 16);
     const r = bpf(cmd, this.attr);
     if (r.ret < 0 && !(cmd === BPF_CMD.MAP_DELETE_ELEM && r.errno === ERRNO.ENOENT)) throw new BpfError(cmd === BPF_CMD.MAP_DELETE_ELEM ? 'MAP_DELETE_ELEM' : 'MAP_UPDATE_ELEM', r.errno, `ipcache ${c.text}`);
   }

@@ -31,7 +31,7 @@ export function listNetns(prefix: string): string[] {
 export function addNetns(ns: string, forwarding: boolean): void {
   run('ip', ['netns', 'add', ns]);
   inNs(ns, 'ip', ['link', 'set', 'lo', 'up']);
-  const sysctls = ['net.ipv4.ping_group_range=0 2147483647', 'net.ipv4.icmp_ratelimit=0', 'net.ipv6.icmp.ratelimit=0', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'];
+  const sysctls = ['net.ipv4.ping_group_range=0 2147483647', 'net.ipv4.icmp_ratelimit=0', 'net.ipv6.icmp.ratelimit=0', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'];
   if (forwarding) sysctls.push('net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1');
   inNs(ns, 'sysctl', ['-q', '-w', ...sysctls]);
 }

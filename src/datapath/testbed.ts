@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import { backendLookup } from '../backend/lookup.js';
 import { Engine } from '../engine/engine.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
-import type { IpAddress } from '../model/cidr.js';
+import { IpAddress, parseIp } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
 import { reconcile } from '../node/restart.js';
@@ -27,6 +27,8 @@ interface Node {
   readonly ns: string;
   readonly ifname: string;
   readonly ip: IpAddress;
+  /** An address of the other family, so a v4-only pod can still reach a v6 peer (dual stack). */
+  readonly alt: IpAddress;
   readonly serverPid: number;
   /** Pods only: where its programs are pinned, and the policy map (inode) they were loaded with. */
   epDir?: string;
@@ -60,11 +62,13 @@ export class Testbed {
   private built: ClusterState | undefined;
   private readonly sctp = existsSync('/proc/net/sctp');
   probes = 0;
+  private readonly watchdog: ChildProcess;
 
   constructor(options: TestbedOptions) {
     this.timeoutMs = options.timeoutMs ?? 150;
     this.listen = [...options.listen].sort();
     mkdirSync(this.pinRoot, { recursive: false });
+    this.watchdog = startWatchdog(this.id);
     try {
       this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
       this.ipcache = new IpcacheMaps(this.pinRoot);
@@ -113,7 +117,13 @@ export class Testbed {
     }
     for (const [name, ip] of wanted) if (!this.nodes.has(name)) this.addNode(name, ip);
     for (const key of state.pods.keys()) this.loadPod(key);
-    this.ipcache.sync(ipcacheContent(this.engine, state));
+    const content = ipcacheContent(this.engine, state);
+    for (const [name, n] of this.nodes) {
+      const pod = state.pods.get(name);
+      const id = pod ? this.engine.identityOfPod(name) : this.engine.identityOfIp(n.ip);
+      if (id !== undefined) content.set(hostPrefix(n.alt), id);
+    }
+    this.ipcache.sync(content);
     this.built = state;
   }
 
@@ -123,23 +133,24 @@ export class Testbed {
     const ifname = `v${i}`;
     addNetns(ns, false);
     run('ip', ['-n', this.router, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-    const v6 = ip.family === 'ipv6';
+    const alt = alternateAddress(ip, i);
+    const addrs = [ip, alt];
     inNs(this.router, 'sh', ['-c', [
       `ip link set ${ifname} up`,
       `ip addr add ${GATEWAY4}/32 dev ${ifname}`,
       `ip -6 addr add ${GATEWAY6}/64 dev ${ifname} nodad`,
-      `ip ${v6 ? '-6 ' : ''}route add ${ip.text} dev ${ifname}`,
+      ...addrs.map((a) => `ip ${a.family === 'ipv6' ? '-6 ' : ''}route add ${a.text} dev ${ifname}`),
     ].join(' && ')]);
     inNs(ns, 'sh', ['-c', [
       'ip link set eth0 up',
-      `ip ${v6 ? '-6 ' : ''}addr add ${ip.text}/${v6 ? 128 : 32} dev eth0${v6 ? ' nodad' : ''}`,
+      ...addrs.map((a) => (a.family === 'ipv6' ? `ip -6 addr add ${a.text}/128 dev eth0 nodad` : `ip addr add ${a.text}/32 dev eth0`)),
       `ip route add ${GATEWAY4} dev eth0 scope link`,
       `ip route add default via ${GATEWAY4} dev eth0`,
       `ip -6 route add default via ${GATEWAY6} dev eth0`,
     ].join(' && ')]);
     const server = spawnSync(PROBE_TOOL, ['serve', netnsPath(ns), ...this.listen], { encoding: 'utf8' });
     if (server.status !== 0) throw new Error(`testbed: probe server in ${ns} failed: ${server.stderr}`);
-    this.nodes.set(name, { ns, ifname, ip, serverPid: Number(server.stdout.trim()) });
+    this.nodes.set(name, { ns, ifname, ip, alt, serverPid: Number(server.stdout.trim()) });
   }
 
   /** Loads (or, when the engine re-created its policy map, reloads) a pod's endpoint program. */
@@ -170,9 +181,12 @@ export class Testbed {
     const echo = (flow.protocol === 'ICMP' && flow.port === 8) || (flow.protocol === 'ICMPv6' && flow.port === 128);
     const connection = flow.protocol === 'TCP' || flow.protocol === 'UDP' || (flow.protocol === 'SCTP' && this.sctp) || echo;
     const proto = flow.protocol === 'ICMPv6' ? 'ICMP' : flow.protocol;
+    // ICMP and ICMPv6 name their family; TCP, UDP and SCTP go to the address the peer has.
+    const family = flow.protocol === 'ICMP' ? 'ipv4' : flow.protocol === 'ICMPv6' ? 'ipv6' : dst.ip.family;
+    const to = dst.ip.family === family ? dst.ip : dst.alt;
     const args = connection
-      ? ['client', netnsPath(src.ns), proto, dst.ip.text, String(flow.port), String(this.timeoutMs)]
-      : ['oneway', netnsPath(src.ns), netnsPath(dst.ns), proto, dst.ip.text, String(flow.port), String(this.timeoutMs)];
+      ? ['client', netnsPath(src.ns), proto, to.text, String(flow.port), String(this.timeoutMs)]
+      : ['oneway', netnsPath(src.ns), netnsPath(dst.ns), proto, to.text, String(flow.port), String(this.timeoutMs)];
     const r = spawnSync(PROBE_TOOL, args, { encoding: 'utf8' });
     if (r.status !== 0 && r.status !== 1) throw new Error(`testbed: probe ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
     return r.status === 0;
@@ -180,6 +194,7 @@ export class Testbed {
 
   /** Removes everything this run made. Safe to call twice and after a partial set-up. */
   close(): void {
+    if (this.watchdog.pid !== undefined) killQuietly(this.watchdog.pid);
     for (const n of this.nodes.values()) killQuietly(n.serverPid);
     this.nodes.clear();
     removeRun(this.id);
@@ -197,6 +212,15 @@ export class Testbed {
   }
 }
 
+/** The testbed's own address of the other family for node `i` (CGNAT / ULA ranges). */
+function alternateAddress(ip: IpAddress, i: number): IpAddress {
+  return ip.family === 'ipv4' ? parseIp(`fd00:d157::${(i + 1).toString(16)}`) : parseIp(`100.64.${(i + 1) >> 8}.${(i + 1) & 0xff}`);
+}
+
+function hostPrefix(ip: IpAddress): string {
+  return `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
+}
+
 function redirects(before: VerdictCounts | undefined, after: VerdictCounts | undefined, dir: 'ingress' | 'egress'): boolean {
   return before !== undefined && after !== undefined && after[dir].redirect > before[dir].redirect;
 }
@@ -209,10 +233,26 @@ function killQuietly(pid: number): void {
   }
 }
 
+/**
+ * A detached shell that removes the run once this process is gone, however it went (an uncaught
+ * error, a signal, kill -9): synchronous probing keeps Node's own signal handlers from running.
+ */
+function startWatchdog(id: string): ChildProcess {
+  const script = [
+    `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.2; done`,
+    `for ns in $(ip netns list | awk '{print $1}' | grep '^${TESTBED_NETNS_PREFIX}${id}-'); do ip netns pids "$ns" | xargs -r kill -9; ip netns del "$ns"; done`,
+    `rm -rf '${TESTBED_PIN_PREFIX}${id}'`,
+  ].join('\n');
+  const child = spawn('sh', ['-c', script], { detached: true, stdio: 'ignore' });
+  child.unref();
+  return child;
+}
+
 /** Deletes every namespace and pin of a run id (its veths go with their namespaces). */
 export function removeRun(id: string): void {
   for (const ns of listNetns(`${TESTBED_NETNS_PREFIX}${id}-`)) {
     try {
+      for (const pid of run('ip', ['netns', 'pids', ns]).split('\n').filter((l) => l !== '')) killQuietly(Number(pid));
       deleteNetns(ns);
     } catch {
       // raced with another removal

@@ -40,6 +40,7 @@ export function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
   for (const file of files) {
     const scenario = parseScenario(readFileSync(file, 'utf8'), file);
     const bed = new Testbed({ listen: listenSet(scenario), timeoutMs: Number(opts.timeout) });
+    io.err(`testbed: run ${bed.id}: ${file}\n`);
     let run;
     try {
       run = runScenario(scenario, bed.decide);

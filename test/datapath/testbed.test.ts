@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import { listNetns } from '../../src/datapath/netns.js';
@@ -25,12 +25,19 @@ function cli(args: string[]): { exit: number; out: string; err: string } {
   return { exit, out, err };
 }
 
-/** What this machine has of testbeds right now: namespaces and pin dirs. */
-function leftovers(): string[] {
-  return [...listNetns(TESTBED_NETNS_PREFIX), ...readdirSync('/sys/fs/bpf').filter((d) => `/sys/fs/bpf/${d}`.startsWith(TESTBED_PIN_PREFIX))].sort();
+/** What is left on this machine of the given runs: namespaces and pin dirs. */
+function leftovers(ids: readonly string[]): string[] {
+  const mine = (name: string): boolean => ids.some((id) => name === `${TESTBED_NETNS_PREFIX}${id}-r` || name.startsWith(`${TESTBED_NETNS_PREFIX}${id}-`) || `/sys/fs/bpf/${name}` === `${TESTBED_PIN_PREFIX}${id}`);
+  return [...listNetns(TESTBED_NETNS_PREFIX), ...readdirSync('/sys/fs/bpf')].filter(mine).sort();
 }
 
-const before = existsSync('/sys/fs/bpf') ? leftovers() : [];
+/** The run ids a testbed run announced on stderr. */
+function runIds(err: string): string[] {
+  return [...err.matchAll(/testbed: run ([0-9a-f]+)/g)].map((m) => m[1] as string);
+}
+
+/** Every result of the agreement tests (vitest runs a file's tests in order). */
+const seen: { allowed: boolean; proxied: boolean }[] = [];
 
 kernel('testbed', () => {
   for (const file of SUBSET) {
@@ -41,44 +48,59 @@ kernel('testbed', () => {
       expect(real.out.trim().split('\n').length).toBeGreaterThan(0);
       expect(real.out).toBe(reach.out);
       expect(real.exit).toBe(reach.exit);
+      seen.push(...real.out.trim().split('\n').map((l) => JSON.parse(l) as { allowed: boolean; proxied: boolean }));
     });
   }
 
   it('is not vacuous: the subset has probes of both verdicts and redirected ones', () => {
-    const lines = SUBSET.flatMap((f) => cli(['testbed', '--scenario', f, '--json']).out.trim().split('\n'));
-    const results = lines.map((l) => JSON.parse(l) as { allowed: boolean; proxied: boolean });
+    const results = seen;
+    expect(results.length).toBeGreaterThan(SUBSET.length);
     expect(results.some((r) => r.allowed)).toBe(true);
     expect(results.some((r) => !r.allowed)).toBe(true);
     expect(results.some((r) => r.proxied)).toBe(true);
-  }, 120_000);
+  });
 
-  it('leaves no namespace, veth or pin behind, after a run, and after SIGTERM or kill -9 mid-run', async () => {
-    expect(leftovers()).toEqual(before);
-    const child = spawn(process.execPath, ['dist/cli/main.js', 'testbed', '--scenario', 'fixtures/scenarios/cilium-docs', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    // Wait until the run has built something, then signal it.
-    for (let i = 0; i < 200 && leftovers().length === before.length; i++) await new Promise((r) => setTimeout(r, 50));
-    expect(leftovers().length).toBeGreaterThan(before.length);
-    child.kill('SIGTERM');
-    const code = await new Promise<number | null>((r) => child.on('exit', (c, sig) => r(sig === 'SIGTERM' ? -15 : c)));
-    expect(code).toBe(-15);
-    expect(leftovers()).toEqual(before);
-    const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
-    expect(links).not.toMatch(/\bv\d+@/); // no testbed veth ever lands in the host namespace
-  }, 120_000);
+  it('leaves no namespace, veth or pin behind after a run', () => {
+    const r = cli(['testbed', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--json']);
+    const ids = runIds(r.err);
+    expect(ids).toHaveLength(1);
+    expect(leftovers(ids)).toEqual([]);
+  });
+
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    it(`leaves nothing behind after ${signal} mid-run`, async () => {
+      const child = spawn(process.execPath, ['dist/cli/main.js', 'testbed', '--scenario', 'fixtures/scenarios/cilium-docs', '--json'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      // Wait until the run has built namespaces, then signal it.
+      for (let i = 0; i < 400 && !(runIds(err).length > 0 && leftovers(runIds(err)).length > 2); i++) await new Promise((r) => setTimeout(r, 25));
+      const ids = runIds(err);
+      expect(leftovers(ids).length).toBeGreaterThan(2);
+      child.kill(signal);
+      await new Promise((r) => child.on('exit', r));
+      // The run's watchdog removes it once the process is gone.
+      for (let i = 0; i < 100 && leftovers(ids).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(leftovers(ids)).toEqual([]);
+      expect(spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout).not.toMatch(/: v\d+@/); // no testbed veth in the host namespace
+    }, 120_000);
+  }
 
   it('names every run uniquely: two runs at once do not collide', async () => {
-    const run = (): Promise<string> =>
+    const run = (): Promise<{ out: string; err: string }> =>
       new Promise((resolve) => {
-        const c = spawn(process.execPath, ['dist/cli/main.js', 'testbed', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+        const c = spawn(process.execPath, ['dist/cli/main.js', 'testbed', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
+        let err = '';
         c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        c.on('exit', () => resolve(out));
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('exit', () => resolve({ out, err }));
       });
     const [a, b] = await Promise.all([run(), run()]);
     const reach = cli(['reach', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--json']).out;
-    expect(a).toBe(reach);
-    expect(b).toBe(reach);
-    expect(leftovers()).toEqual(before);
+    expect(a.out).toBe(reach);
+    expect(b.out).toBe(reach);
+    const ids = [...runIds(a.err), ...runIds(b.err)];
+    expect(new Set(ids).size).toBe(2);
+    expect(leftovers(ids)).toEqual([]);
   }, 120_000);
 });
-

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef IPPROTO_SCTP
@@ -99,6 +100,33 @@ static int client(const char *proto, const char *addr, int port, int timeout)
 	if (!(wait_for(fd, POLLIN, timeout) & POLLIN))
 		return 1;
 	return recv(fd, msg, sizeof(msg), 0) > 0 ? 0 : 1;
+}
+
+// UDP request/response ping-pong for SECONDS: prints round trips per second and mean RTT in us.
+static int bench(const char *addr, int port, int seconds)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int family = addr_of(addr, port, &ss, &len);
+	int fd = socket(family, SOCK_DGRAM, 0);
+	if (family < 0 || fd < 0 || connect(fd, (struct sockaddr *)&ss, len) < 0)
+		return 2;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	long n = 0;
+	double elapsed = 0;
+	char buf[64] = "bench";
+	while (elapsed < seconds) {
+		if (send(fd, buf, 5, 0) < 0 || !(wait_for(fd, POLLIN, 1000) & POLLIN) || recv(fd, buf, sizeof(buf), 0) <= 0)
+			return 1;
+		n++;
+		if ((n & 255) == 0) {
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			elapsed = (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
+		}
+	}
+	printf("%.0f %.2f\n", n / elapsed, elapsed * 1e6 / n);
+	return 0;
 }
 
 static unsigned short csum(const unsigned char *p, size_t n)
@@ -241,6 +269,8 @@ int main(int argc, char **argv)
 		return 2;
 	if (!strcmp(argv[1], "client") && argc == 7)
 		return client(argv[3], argv[4], atoi(argv[5]), atoi(argv[6]));
+	if (!strcmp(argv[1], "bench") && argc == 6)
+		return bench(argv[3], atoi(argv[4]), atoi(argv[5]));
 	if (!strcmp(argv[1], "oneway") && argc == 8)
 		return oneway(argv[3], argv[4], argv[5], atoi(argv[6]), atoi(argv[7]));
 	if (!strcmp(argv[1], "serve"))

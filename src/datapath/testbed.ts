@@ -53,10 +53,12 @@ export class Testbed {
   readonly router = `${TESTBED_NETNS_PREFIX}${this.id}-r`;
   readonly timeoutMs: number;
   private readonly listen: readonly string[];
-  private readonly backend: BpfBackend;
+  private backend: BpfBackend;
   private readonly ipcache: IpcacheMaps;
-  readonly engine: Engine;
-  private readonly decider: EngineDecider;
+  engine: Engine;
+  private decider: EngineDecider;
+  /** Off while a restarted agent catches up: the maps are then reconciled, not rewritten. */
+  private writing = true;
   private readonly nodes = new Map<string, Node>();
   private nextIndex = 0;
   private built: ClusterState | undefined;
@@ -76,12 +78,49 @@ export class Testbed {
       addNetns(this.router, true);
       this.engine = new Engine({ mapCapacity: this.backend.capacity });
       reconcile(this.engine, this.backend);
-      const backend = this.backend;
-      this.decider = new EngineDecider(this.engine, ALL_LOCAL, (cs) => applyChangeSet(backend, cs), (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry);
+      this.decider = this.makeDecider();
     } catch (e) {
       this.close();
       throw e;
     }
+  }
+
+  private makeDecider(): EngineDecider {
+    const backend = this.backend;
+    return new EngineDecider(
+      this.engine,
+      ALL_LOCAL,
+      (cs) => {
+        if (this.writing) applyChangeSet(backend, cs);
+      },
+      (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
+    );
+  }
+
+  /**
+   * distill restarting under the running datapath: the engine and the backend (its fds and pin-dir
+   * lock) are dropped, a fresh engine learns the cluster state, and the pinned maps are reconciled
+   * to it, as `src/node/restart.ts` does. Programs, filters and pins stay throughout. Returns what
+   * the reconcile wrote (nothing, when nothing changed while it was down).
+   */
+  restartAgent(state: ClusterState): ReturnType<typeof reconcile> {
+    this.backend.close();
+    this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
+    this.engine = new Engine({ mapCapacity: this.backend.capacity });
+    this.decider = this.makeDecider();
+    this.writing = false;
+    try {
+      this.decider.sync(state);
+    } finally {
+      this.writing = true;
+    }
+    return reconcile(this.engine, this.backend);
+  }
+
+  /** Where a built node's namespace is, and the address a probe of `family` reaches it at. */
+  address(name: string, family: 'ipv4' | 'ipv6'): { netns: string; ip: string } {
+    const n = this.node(name);
+    return { netns: netnsPath(n.ns), ip: (n.ip.family === family ? n.ip : n.alt).text };
   }
 
   /** The flow decided by real packets; the engine's decision supplies the explanation. */

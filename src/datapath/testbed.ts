@@ -187,7 +187,7 @@ export class Testbed {
       `ip route add default via ${GATEWAY4} dev eth0`,
       `ip -6 route add default via ${GATEWAY6} dev eth0`,
     ].join(' && ')]);
-    const server = spawnSync(PROBE_TOOL, ['serve', netnsPath(ns), ...this.listen], { encoding: 'utf8' });
+    const server = runTool(['serve', netnsPath(ns), ...this.listen]);
     if (server.status !== 0) throw new Error(`testbed: probe server in ${ns} failed: ${server.stderr}`);
     this.nodes.set(name, { ns, ifname, ip, alt, serverPid: Number(server.stdout.trim()) });
   }
@@ -226,8 +226,8 @@ export class Testbed {
     const args = connection
       ? ['client', netnsPath(src.ns), proto, to.text, String(flow.port), String(this.timeoutMs)]
       : ['oneway', netnsPath(src.ns), netnsPath(dst.ns), proto, to.text, String(flow.port), String(this.timeoutMs)];
-    const r = spawnSync(PROBE_TOOL, args, { encoding: 'utf8' });
-    if (r.status !== 0 && r.status !== 1) throw new Error(`testbed: probe ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
+    const r = runTool(args);
+    if (r.status !== 0 && r.status !== 1) throw new Error(`testbed: probe ${args.join(' ')} failed (exit ${r.status ?? 'none'}): ${r.stderr}`);
     return r.status === 0;
   }
 
@@ -249,6 +249,20 @@ export class Testbed {
     }
     rmSync(this.pinRoot, { recursive: true, force: true });
   }
+}
+
+/**
+ * Runs the probe tool. A failure to start it (EAGAIN on a loaded machine) is retried: it says
+ * nothing about the network, unlike the tool's own exit status.
+ */
+function runTool(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  let last: Error | undefined;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const r = spawnSync(PROBE_TOOL, args, { encoding: 'utf8' });
+    if (!r.error) return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+    last = r.error;
+  }
+  throw new Error(`testbed: cannot run ${PROBE_TOOL} ${args.join(' ')}: ${last?.message ?? 'unknown error'}`);
 }
 
 /** The testbed's own address of the other family for node `i` (CGNAT / ULA ranges). */

@@ -26,6 +26,7 @@ import cliProgress from 'cli-progress';
 import { stringify as stringifyYaml } from 'yaml';
 import { registerIdentityGc } from './identity-gc.js';
 import { registerAgent } from './agent.js';
+import { registerTestbed } from './testbed.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
@@ -443,6 +444,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   registerIdentityGc(program, io);
   // The agent runs past runCli's return: its exit code goes to the process when it stops.
   registerAgent(program, io, (code) => (process.exitCode = code));
+  registerTestbed(program, io, done);
   oneLineUsageErrors(program);
   return program;
 }

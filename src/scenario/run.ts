@@ -73,7 +73,7 @@ export interface ScenarioRun {
  * Applies one change. Namespaces a pod refers to are created implicitly (with no labels) when the
  * scenario does not declare them, so small scenarios stay small.
  */
-function applyChange(state: ClusterState, c: Change): ClusterState {
+export function applyChange(state: ClusterState, c: Change): ClusterState {
   switch (c.op) {
     case 'addNamespace':
       return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-2.0
+// distill's endpoint datapath: a tc program on the host side of a pod's veth that enforces the
+// policy map distill writes (src/backend/encoding.ts has the layout; the lookup rule is
+// pickWinner in src/model/mapstate.ts). Compiled once; per endpoint the loader reuses the
+// endpoint's pinned maps by name (ELF templating), so no per-endpoint compilation.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+#define WORLD_IDENTITY 2
+#define VERDICT_PASS 0
+#define VERDICT_DROP 1
+#define VERDICT_REDIRECT 2
+// Bits of identity + direction in a policy key; protocol and port follow.
+#define ID_DIR_BITS 40
+#define FULL_KEY_BITS (ID_DIR_BITS + 8 + 16)
+// skb->mark for a redirected packet: Cilium's "to proxy" magic in the upper half, the port below.
+#define MARK_TO_PROXY 0x0200
+
+struct policy_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u8 direction;
+	__u8 protocol;
+	__be16 port;
+};
+
+struct policy_value {
+	__be16 proxy_port;
+	__u8 flags; // bit 0 deny; bits 3-7 protocol+port prefix bits of the key
+	__u8 auth;
+	__u32 precedence;
+	__u32 cookie;
+};
+
+// Replaced at load time by the endpoint's pinned LPM map (its capacity comes from the pin).
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} policy SEC(".maps");
+
+struct ipcache4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+struct ipcache6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache4_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} ipcache4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache6_key);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} ipcache6 SEC(".maps");
+
+// Connection tracking, so replies of an allowed flow pass. Keyed by the interface and the
+// direction a flow was first seen in, so one endpoint's entry never opens another's policy.
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 ifindex;
+	__u8 proto;
+	__u8 direction;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+} ct SEC(".maps");
+
+// Per endpoint: packets of each verdict, index direction * 3 + verdict.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 6);
+} counters SEC(".maps");
+
+struct flow {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 proto;
+	__u8 v6;
+	__u16 sport; // network order; ICMP: echo id
+	__u16 dport; // network order; ICMP: type (host order, see parse_l4)
+	__u8 icmp_type;
+	__u8 is_reply; // TCP without SYN: never the start of a flow
+};
+
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP) {
+		__u16 *ports = data + off;
+		if ((void *)(ports + 2) > end)
+			return -1;
+		f->sport = ports[0];
+		f->dport = ports[1];
+		if (f->proto == IPPROTO_TCP) {
+			__u8 *flags = data + off + 13;
+			if ((void *)(flags + 1) > end)
+				return -1;
+			// SYN without ACK opens a flow; anything else must belong to a tracked one.
+			f->is_reply = !((*flags & 0x02) && !(*flags & 0x10));
+		}
+		return 0;
+	}
+	if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6) {
+		__u8 *icmp = data + off;
+		if ((void *)(icmp + 8) > end)
+			return -1;
+		f->icmp_type = icmp[0];
+		f->sport = *(__u16 *)(icmp + 4);
+		f->dport = 0;
+		// Every ICMP type is decided by policy (by type), unless it answers a tracked echo.
+		return 0;
+	}
+	return 0;
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return -1;
+		__builtin_memcpy(f->saddr, &ip->saddr, 4);
+		__builtin_memcpy(f->daddr, &ip->daddr, 4);
+		f->proto = ip->protocol;
+		return parse_l4(skb, sizeof(*eth) + ip->ihl * 4, f);
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
+		f->proto = ip6->nexthdr; // no extension headers on the testbed's probes
+		f->v6 = 1;
+		return parse_l4(skb, sizeof(*eth) + sizeof(*ip6), f);
+	}
+	return 1; // ARP and the like: not policy's business
+}
+
+static __always_inline __u32 identity_of(const __u8 *addr, int v6)
+{
+	__u32 *id;
+	if (v6) {
+		struct ipcache6_key k = { .prefixlen = 128 };
+		__builtin_memcpy(k.addr, addr, 16);
+		id = bpf_map_lookup_elem(&ipcache6, &k);
+	} else {
+		struct ipcache4_key k = { .prefixlen = 32 };
+		__builtin_memcpy(k.addr, addr, 4);
+		id = bpf_map_lookup_elem(&ipcache4, &k);
+	}
+	return id ? *id : WORLD_IDENTITY;
+}
+
+static __always_inline struct policy_value *policy_lookup(__u32 identity, __u8 dir, __u8 proto, __u16 port)
+{
+	struct policy_key k = { .prefixlen = FULL_KEY_BITS, .identity = identity, .direction = dir, .protocol = proto, .port = bpf_htons(port) };
+	return bpf_map_lookup_elem(&policy, &k);
+}
+
+// pickWinner: higher precedence, then the more specific protocol+port match, then the
+// identity-specific entry.
+static __always_inline struct policy_value *pick(struct policy_value *s, struct policy_value *w)
+{
+	if (!s)
+		return w;
+	if (!w)
+		return s;
+	if (s->precedence != w->precedence)
+		return s->precedence > w->precedence ? s : w;
+	if ((s->flags >> 3) != (w->flags >> 3))
+		return (s->flags >> 3) > (w->flags >> 3) ? s : w;
+	return s;
+}
+
+static __always_inline void count(__u32 dir, __u32 verdict)
+{
+	__u32 idx = dir * 3 + verdict;
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	if (c)
+		__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline void ct_fill(struct ct_key *k, const struct flow *f, __u32 ifindex, __u8 dir, int reverse)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, reverse ? f->daddr : f->saddr, 16);
+	__builtin_memcpy(k->daddr, reverse ? f->saddr : f->daddr, 16);
+	int icmp = f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6;
+	if (icmp) {
+		// The echo id names the flow both ways; a reply (0 / 129) answers a request (8 / 128).
+		k->sport = f->sport;
+		k->dport = !reverse ? f->icmp_type : f->icmp_type == 0 ? 8 : f->icmp_type == 129 ? 128 : 0xffff;
+	} else {
+		k->sport = reverse ? f->dport : f->sport;
+		k->dport = reverse ? f->sport : f->dport;
+	}
+	k->ifindex = ifindex;
+	k->proto = f->proto;
+	k->direction = dir;
+}
+
+static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
+{
+	struct flow f = {};
+	int r = parse(skb, &f);
+	if (r < 0) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
+	// Neighbour discovery (router/neighbour solicitation and advertisement, redirect) is the
+	// link's own business, as ARP is for IPv4: Cilium answers it without policy too.
+	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && f.icmp_type >= 133 && f.icmp_type <= 137))
+		return TC_ACT_OK;
+	struct ct_key k;
+	__u32 one = 1;
+	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
+	ct_fill(&k, &f, skb->ifindex, dir ^ 1, 1);
+	if (bpf_map_lookup_elem(&ct, &k))
+		return TC_ACT_OK;
+	ct_fill(&k, &f, skb->ifindex, dir, 0);
+	if (bpf_map_lookup_elem(&ct, &k) && f.is_reply)
+		return TC_ACT_OK;
+	if (f.is_reply) {
+		// ICMP errors and stray TCP segments of no tracked flow.
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
+	// Ingress: the peer sent the packet; egress: the peer receives it.
+	__u32 peer = identity_of(dir == DIR_INGRESS ? f.saddr : f.daddr, f.v6);
+	__u16 port = (f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6) ? f.icmp_type : bpf_ntohs(f.dport);
+	struct policy_value *s = policy_lookup(peer, dir, f.proto, port);
+	struct policy_value *w = peer == 0 ? 0 : policy_lookup(0, dir, f.proto, port);
+	struct policy_value *v = pick(s, w);
+	if (!v || (v->flags & 1)) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
+	bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
+	if (v->proxy_port) {
+		// The L7 proxy is out of scope: the packet is marked for it, counted, and passed on.
+		skb->mark = ((__u32)bpf_ntohs(v->proxy_port) << 16) | MARK_TO_PROXY;
+		count(dir, VERDICT_REDIRECT);
+		return TC_ACT_OK;
+	}
+	count(dir, VERDICT_PASS);
+	return TC_ACT_OK;
+}
+
+// tc ingress of the host-side veth: packets the pod sends, its egress policy.
+SEC("tc")
+int from_endpoint(struct __sk_buff *skb)
+{
+	return enforce(skb, DIR_EGRESS);
+}
+
+// tc egress of the host-side veth: packets to the pod, its ingress policy.
+SEC("tc")
+int to_endpoint(struct __sk_buff *skb)
+{
+	return enforce(skb, DIR_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "GPL";

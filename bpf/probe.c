@@ -1,0 +1,280 @@
+// The testbed's probe tool (native, not BPF). Enters a network namespace by path, then either
+//   probe client NETNS_PATH PROTO ADDR PORT TIMEOUT_MS   exit 0: answered, 1: no answer, 2: error
+//   probe oneway SRC_NETNS DST_NETNS PROTO ADDR PORT TIMEOUT_MS  (see oneway())
+//   probe serve  NETNS_PATH PROTO:PORT...                 listens (TCP accept+close, UDP echo) until killed
+// ICMP: PORT is the echo type (8 or 128); an echo through a datagram ICMP socket.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/ip_icmp.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IPPROTO_SCTP
+#define IPPROTO_SCTP 132
+#endif
+
+static int enter(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+		perror(path);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int addr_of(const char *text, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, text, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		*len = sizeof(*a4);
+		return AF_INET;
+	}
+	if (inet_pton(AF_INET6, text, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		*len = sizeof(*a6);
+		return AF_INET6;
+	}
+	return -1;
+}
+
+static int wait_for(int fd, short events, int timeout)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	return poll(&p, 1, timeout) == 1 ? p.revents : 0;
+}
+
+static int client(const char *proto, const char *addr, int port, int timeout)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int icmp = !strcmp(proto, "ICMP");
+	int family = addr_of(addr, icmp ? 0 : port, &ss, &len);
+	if (family < 0)
+		return 2;
+	int type = !strcmp(proto, "UDP") || icmp ? SOCK_DGRAM : SOCK_STREAM;
+	int p = !strcmp(proto, "SCTP") ? IPPROTO_SCTP : icmp ? (family == AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6) : 0;
+	int fd = socket(family, type | SOCK_NONBLOCK, p);
+	if (fd < 0) {
+		perror("socket");
+		return 2;
+	}
+	if (type == SOCK_STREAM) {
+		if (connect(fd, (struct sockaddr *)&ss, len) == 0)
+			return 0;
+		if (errno != EINPROGRESS)
+			return 1;
+		if (!(wait_for(fd, POLLOUT, timeout) & POLLOUT))
+			return 1;
+		int err = 0;
+		socklen_t el = sizeof(err);
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+		return err == 0 ? 0 : 1;
+	}
+	unsigned char msg[64] = { 0 };
+	size_t n = 5;
+	if (icmp) {
+		msg[0] = port; // echo request type; the kernel fills id and checksum
+		n = 16;
+	} else {
+		memcpy(msg, "probe", 5);
+	}
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0 || send(fd, msg, n, 0) < 0)
+		return 1;
+	if (!(wait_for(fd, POLLIN, timeout) & POLLIN))
+		return 1;
+	return recv(fd, msg, sizeof(msg), 0) > 0 ? 0 : 1;
+}
+
+// UDP request/response ping-pong for SECONDS: prints round trips per second and mean RTT in us.
+static int bench(const char *addr, int port, int seconds)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int family = addr_of(addr, port, &ss, &len);
+	int fd = socket(family, SOCK_DGRAM, 0);
+	if (family < 0 || fd < 0 || connect(fd, (struct sockaddr *)&ss, len) < 0)
+		return 2;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	long n = 0;
+	double elapsed = 0;
+	char buf[64] = "bench";
+	while (elapsed < seconds) {
+		if (send(fd, buf, 5, 0) < 0 || !(wait_for(fd, POLLIN, 1000) & POLLIN) || recv(fd, buf, sizeof(buf), 0) <= 0)
+			return 1;
+		n++;
+		if ((n & 255) == 0) {
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			elapsed = (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
+		}
+	}
+	printf("%.0f %.2f\n", n / elapsed, elapsed * 1e6 / n);
+	return 0;
+}
+
+static unsigned short csum(const unsigned char *p, size_t n)
+{
+	unsigned long sum = 0;
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += (p[i] << 8) | p[i + 1];
+	if (n & 1)
+		sum += p[n - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return htons(~sum & 0xffff);
+}
+
+// One packet of PROTO from SRC to ADDR, seen (or not) arriving in DST: for ICMP types that are no
+// echo request, and for SCTP on kernels without it. A raw socket in DST receives a copy of every
+// packet of the protocol delivered there.
+static int oneway(const char *dst_ns, const char *proto, const char *addr, int port, int timeout)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int family = addr_of(addr, 0, &ss, &len);
+	if (family < 0)
+		return 2;
+	int sctp = !strcmp(proto, "SCTP");
+	int p = sctp ? IPPROTO_SCTP : family == AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+	int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0 || enter(dst_ns) < 0)
+		return 2;
+	int rx = socket(family, SOCK_RAW | SOCK_NONBLOCK, p);
+	if (rx < 0 || setns(self, CLONE_NEWNET) < 0)
+		return 2;
+	int tx = socket(family, SOCK_RAW, p);
+	if (tx < 0)
+		return 2;
+	unsigned char pkt[32] = { 0 };
+	size_t n;
+	unsigned short tag = getpid() & 0xffff;
+	if (sctp) {
+		unsigned short sp = htons(40000 + tag % 20000), dp = htons(port);
+		memcpy(pkt, &sp, 2);
+		memcpy(pkt + 2, &dp, 2);
+		pkt[12] = 1; // INIT chunk
+		pkt[15] = 20;
+		n = 32;
+	} else {
+		pkt[0] = port;
+		memcpy(pkt + 4, &tag, 2);
+		n = 16;
+		if (family == AF_INET) {
+			unsigned short c = csum(pkt, n);
+			memcpy(pkt + 2, &c, 2);
+		}
+	}
+	if (sendto(tx, pkt, n, 0, (struct sockaddr *)&ss, len) < 0)
+		return 1;
+	for (;;) {
+		if (!(wait_for(rx, POLLIN, timeout) & POLLIN))
+			return 1;
+		unsigned char buf[2048];
+		ssize_t r = recv(rx, buf, sizeof(buf), 0);
+		if (r <= 0)
+			continue;
+		unsigned char *l4 = buf;
+		if (family == AF_INET) {
+			if (r < 20)
+				continue;
+			l4 = buf + (buf[0] & 0xf) * 4;
+		}
+		if (l4 + n <= buf + r && !memcmp(l4, pkt, sctp ? 4 : 1) && (sctp || !memcmp(l4 + 4, &tag, 2)))
+			return 0;
+	}
+}
+
+static int serve(int argc, char **argv)
+{
+	struct pollfd fds[256];
+	int n = 0;
+	for (int i = 0; i < argc && n < 256; i++) {
+		char proto[8];
+		int port;
+		if (sscanf(argv[i], "%7[A-Z]:%d", proto, &port) != 2)
+			return 2;
+		int udp = !strcmp(proto, "UDP"), sctp = !strcmp(proto, "SCTP");
+		int fd = socket(AF_INET6, udp ? SOCK_DGRAM : SOCK_STREAM, sctp ? IPPROTO_SCTP : 0);
+		if (fd < 0)
+			continue; // SCTP without kernel support: nothing listens, the probe says so
+		int zero = 0, one = 1;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = in6addr_any };
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || (!udp && listen(fd, 128) < 0)) {
+			perror(argv[i]);
+			return 2;
+		}
+		fds[n].fd = fd;
+		fds[n].events = POLLIN;
+		fds[n].revents = udp; // remembered until the first poll
+		n++;
+	}
+	int is_udp[256];
+	for (int i = 0; i < n; i++)
+		is_udp[i] = fds[i].revents;
+	// Listening: the caller may probe as soon as this returns. The child serves until killed.
+	pid_t child = fork();
+	if (child != 0) {
+		printf("%d\n", (int)child);
+		return child > 0 ? 0 : 2;
+	}
+	setsid();
+	int devnull = open("/dev/null", O_RDWR);
+	dup2(devnull, 0);
+	dup2(devnull, 1);
+	dup2(devnull, 2);
+	for (;;) {
+		if (poll(fds, n, -1) < 0)
+			continue;
+		for (int i = 0; i < n; i++) {
+			if (!(fds[i].revents & POLLIN))
+				continue;
+			if (is_udp[i]) {
+				char buf[512];
+				struct sockaddr_storage from;
+				socklen_t fl = sizeof(from);
+				ssize_t r = recvfrom(fds[i].fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+				if (r > 0)
+					sendto(fds[i].fd, buf, r, 0, (struct sockaddr *)&from, fl);
+			} else {
+				int c = accept(fds[i].fd, 0, 0);
+				if (c >= 0)
+					close(c);
+			}
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3 || enter(argv[2]) < 0)
+		return 2;
+	if (!strcmp(argv[1], "client") && argc == 7)
+		return client(argv[3], argv[4], atoi(argv[5]), atoi(argv[6]));
+	if (!strcmp(argv[1], "bench") && argc == 6)
+		return bench(argv[3], atoi(argv[4]), atoi(argv[5]));
+	if (!strcmp(argv[1], "oneway") && argc == 8)
+		return oneway(argv[3], argv[4], argv[5], atoi(argv[6]), atoi(argv[7]));
+	if (!strcmp(argv[1], "serve"))
+		return serve(argc - 3, argv + 3);
+	fprintf(stderr, "usage: probe client NETNS PROTO ADDR PORT TIMEOUT_MS | probe serve NETNS PROTO:PORT...\n");
+	return 2;
+}

@@ -1,0 +1,315 @@
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { applyChangeSet } from '../backend/backend.js';
+import { BpfBackend, pinName } from '../backend/bpf.js';
+import { backendLookup } from '../backend/lookup.js';
+import { Engine } from '../engine/engine.js';
+import { ALL_LOCAL } from '../harness/cluster-sync.js';
+import { EngineDecider } from '../harness/engine-decider.js';
+import { IpAddress, parseIp } from '../model/cidr.js';
+import type { ClusterState } from '../model/cluster.js';
+import type { Flow, FlowDecision } from '../model/flow.js';
+import { reconcile } from '../node/restart.js';
+import { ipcacheContent } from './ipcache-content.js';
+import { IpcacheMaps } from './ipcache.js';
+import { attachEndpoint, createCtMap, endpointPinDir, loadEndpoint, PROBE_TOOL, readCounters, VerdictCounts } from './loader.js';
+import { addNetns, deleteNetns, inNs, listNetns, netnsPath, run } from './netns.js';
+
+export const TESTBED_PIN_PREFIX = '/sys/fs/bpf/distill-testbed-';
+export const TESTBED_NETNS_PREFIX = 'dtb-';
+const GATEWAY4 = '169.254.1.1';
+const GATEWAY6 = 'fe80::1';
+
+/** A pod or an external, as built: its namespace and the router side of its veth. */
+interface Node {
+  readonly ns: string;
+  readonly ifname: string;
+  readonly ip: IpAddress;
+  /** An address of the other family, so a v4-only pod can still reach a v6 peer (dual stack). */
+  readonly alt: IpAddress;
+  readonly serverPid: number;
+  /** Pods only: where its programs are pinned, and the policy map (inode) they were loaded with. */
+  epDir?: string;
+  policyIno?: number;
+}
+
+export interface TestbedOptions {
+  /** How long a probe waits for an answer. */
+  readonly timeoutMs?: number;
+  /** Every (protocol, port) a probe may use, so each namespace listens on them: `TCP:80`. */
+  readonly listen: ReadonlySet<string>;
+}
+
+/**
+ * One scenario's cluster on this machine: a router namespace, a namespace per pod and external
+ * with a veth into the router; pods' router-side veths carry the endpoint program, which enforces
+ * the policy maps the engine writes through the bpf backend. Names carry a random run id.
+ */
+export class Testbed {
+  readonly id = randomBytes(4).toString('hex');
+  readonly pinRoot = `${TESTBED_PIN_PREFIX}${this.id}`;
+  readonly router = `${TESTBED_NETNS_PREFIX}${this.id}-r`;
+  readonly timeoutMs: number;
+  private readonly listen: readonly string[];
+  private backend: BpfBackend;
+  private readonly ipcache: IpcacheMaps;
+  engine: Engine;
+  private decider: EngineDecider;
+  /** Off while a restarted agent catches up: the maps are then reconciled, not rewritten. */
+  private writing = true;
+  private readonly nodes = new Map<string, Node>();
+  private nextIndex = 0;
+  private built: ClusterState | undefined;
+  private readonly sctp = existsSync('/proc/net/sctp');
+  probes = 0;
+  private readonly watchdog: ChildProcess;
+
+  constructor(options: TestbedOptions) {
+    this.timeoutMs = options.timeoutMs ?? 150;
+    this.listen = [...options.listen].sort();
+    mkdirSync(this.pinRoot, { recursive: false });
+    this.watchdog = startWatchdog(this.id);
+    try {
+      this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
+      this.ipcache = new IpcacheMaps(this.pinRoot);
+      createCtMap(join(this.pinRoot, 'ct'));
+      addNetns(this.router, true);
+      this.engine = new Engine({ mapCapacity: this.backend.capacity });
+      reconcile(this.engine, this.backend);
+      this.decider = this.makeDecider();
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  private makeDecider(): EngineDecider {
+    const backend = this.backend;
+    return new EngineDecider(
+      this.engine,
+      ALL_LOCAL,
+      (cs) => {
+        if (this.writing) applyChangeSet(backend, cs);
+      },
+      (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
+    );
+  }
+
+  /**
+   * distill restarting under the running datapath: the engine and the backend (its fds and pin-dir
+   * lock) are dropped, a fresh engine learns the cluster state, and the pinned maps are reconciled
+   * to it, as `src/node/restart.ts` does. Programs, filters and pins stay throughout. Returns what
+   * the reconcile wrote (nothing, when nothing changed while it was down).
+   */
+  restartAgent(state: ClusterState): ReturnType<typeof reconcile> {
+    this.backend.close();
+    this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
+    this.engine = new Engine({ mapCapacity: this.backend.capacity });
+    this.decider = this.makeDecider();
+    this.writing = false;
+    try {
+      this.decider.sync(state);
+    } finally {
+      this.writing = true;
+    }
+    return reconcile(this.engine, this.backend);
+  }
+
+  /** Where a built node's namespace is, and the address a probe of `family` reaches it at. */
+  address(name: string, family: 'ipv4' | 'ipv6'): { netns: string; ip: string } {
+    const n = this.node(name);
+    return { netns: netnsPath(n.ns), ip: (n.ip.family === family ? n.ip : n.alt).text };
+  }
+
+  /** The flow decided by real packets; the engine's decision supplies the explanation. */
+  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+    const engineSays = this.decider.decide(state, flow);
+    if (state !== this.built) this.build(state);
+    const src = this.node(flow.from);
+    const dst = this.node(flow.to);
+    const before = [src, dst].map((n) => (n.epDir ? readCounters(n.epDir) : undefined));
+    const l4 = this.probe(src, dst, flow);
+    const after = [src, dst].map((n) => (n.epDir ? readCounters(n.epDir) : undefined));
+    const redirected = redirects(before[0], after[0], 'egress') || redirects(before[1], after[1], 'ingress');
+    const proxied = l4 && redirected;
+    // The L7 proxy is not part of the testbed: a redirected request keeps the engine's L7 verdict.
+    const allowed = l4 && (!proxied || engineSays.allowed);
+    return { ...engineSays, allowed, proxied };
+  };
+
+  private node(name: string): Node {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`testbed: ${name} was not built`);
+    return n;
+  }
+
+  /** Brings namespaces, programs and the ipcache in line with a cluster state. */
+  private build(state: ClusterState): void {
+    const wanted = new Map<string, IpAddress>();
+    for (const [key, pod] of state.pods) wanted.set(key, pod.ip);
+    for (const [name, ext] of state.externals) wanted.set(name, ext.ip);
+    for (const [name, n] of this.nodes) {
+      const ip = wanted.get(name);
+      if (ip === undefined || ip.text !== n.ip.text) this.removeNode(name);
+    }
+    for (const [name, ip] of wanted) if (!this.nodes.has(name)) this.addNode(name, ip);
+    for (const key of state.pods.keys()) this.loadPod(key);
+    const content = ipcacheContent(this.engine, state);
+    for (const [name, n] of this.nodes) {
+      const pod = state.pods.get(name);
+      const id = pod ? this.engine.identityOfPod(name) : this.engine.identityOfIp(n.ip);
+      if (id !== undefined) content.set(hostPrefix(n.alt), id);
+    }
+    this.ipcache.sync(content);
+    this.built = state;
+  }
+
+  private addNode(name: string, ip: IpAddress): void {
+    const i = this.nextIndex++;
+    const ns = `${TESTBED_NETNS_PREFIX}${this.id}-${i}`;
+    const ifname = `v${i}`;
+    addNetns(ns, false);
+    run('ip', ['-n', this.router, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    const alt = alternateAddress(ip, i);
+    const addrs = [ip, alt];
+    inNs(this.router, 'sh', ['-c', [
+      `ip link set ${ifname} up`,
+      `ip addr add ${GATEWAY4}/32 dev ${ifname}`,
+      `ip -6 addr add ${GATEWAY6}/64 dev ${ifname} nodad`,
+      ...addrs.map((a) => `ip ${a.family === 'ipv6' ? '-6 ' : ''}route add ${a.text} dev ${ifname}`),
+    ].join(' && ')]);
+    inNs(ns, 'sh', ['-c', [
+      'ip link set eth0 up',
+      ...addrs.map((a) => (a.family === 'ipv6' ? `ip -6 addr add ${a.text}/128 dev eth0 nodad` : `ip addr add ${a.text}/32 dev eth0`)),
+      `ip route add ${GATEWAY4} dev eth0 scope link`,
+      `ip route add default via ${GATEWAY4} dev eth0`,
+      `ip -6 route add default via ${GATEWAY6} dev eth0`,
+    ].join(' && ')]);
+    const server = runTool(['serve', netnsPath(ns), ...this.listen]);
+    if (server.status !== 0) throw new Error(`testbed: probe server in ${ns} failed: ${server.stderr}`);
+    this.nodes.set(name, { ns, ifname, ip, alt, serverPid: Number(server.stdout.trim()) });
+  }
+
+  /** Loads (or, when the engine re-created its policy map, reloads) a pod's endpoint program. */
+  private loadPod(key: string): void {
+    const n = this.node(key);
+    const policyPin = join(this.backend.pinDir, pinName(key));
+    const ino = statSync(policyPin).ino;
+    if (n.policyIno === ino) return;
+    const fresh = n.epDir === undefined;
+    if (n.epDir) rmSync(n.epDir, { recursive: true, force: true });
+    n.epDir = endpointPinDir(this.pinRoot, this.nextIndex++);
+    loadEndpoint(this.pinRoot, n.epDir, policyPin);
+    attachEndpoint(this.router, n.ifname, n.epDir, fresh);
+    n.policyIno = ino;
+  }
+
+  private removeNode(name: string): void {
+    const n = this.node(name);
+    killQuietly(n.serverPid);
+    deleteNetns(n.ns);
+    if (n.epDir) rmSync(n.epDir, { recursive: true, force: true });
+    this.nodes.delete(name);
+  }
+
+  /** One real connection (or, where none can be made, one packet seen arriving). */
+  private probe(src: Node, dst: Node, flow: Flow): boolean {
+    this.probes++;
+    const echo = (flow.protocol === 'ICMP' && flow.port === 8) || (flow.protocol === 'ICMPv6' && flow.port === 128);
+    const connection = flow.protocol === 'TCP' || flow.protocol === 'UDP' || (flow.protocol === 'SCTP' && this.sctp) || echo;
+    const proto = flow.protocol === 'ICMPv6' ? 'ICMP' : flow.protocol;
+    // ICMP and ICMPv6 name their family; TCP, UDP and SCTP go to the address the peer has.
+    const family = flow.protocol === 'ICMP' ? 'ipv4' : flow.protocol === 'ICMPv6' ? 'ipv6' : dst.ip.family;
+    const to = dst.ip.family === family ? dst.ip : dst.alt;
+    const args = connection
+      ? ['client', netnsPath(src.ns), proto, to.text, String(flow.port), String(this.timeoutMs)]
+      : ['oneway', netnsPath(src.ns), netnsPath(dst.ns), proto, to.text, String(flow.port), String(this.timeoutMs)];
+    const r = runTool(args);
+    if (r.status !== 0 && r.status !== 1) throw new Error(`testbed: probe ${args.join(' ')} failed (exit ${r.status ?? 'none'}): ${r.stderr}`);
+    return r.status === 0;
+  }
+
+  /** Removes everything this run made. Safe to call twice and after a partial set-up. */
+  close(): void {
+    if (this.watchdog.pid !== undefined) killQuietly(this.watchdog.pid);
+    for (const n of this.nodes.values()) killQuietly(n.serverPid);
+    this.nodes.clear();
+    removeRun(this.id);
+    try {
+      this.ipcache?.close();
+    } catch {
+      // already closed
+    }
+    try {
+      this.backend?.close();
+    } catch {
+      // already closed
+    }
+    rmSync(this.pinRoot, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs the probe tool. A failure to start it (EAGAIN on a loaded machine) is retried: it says
+ * nothing about the network, unlike the tool's own exit status.
+ */
+function runTool(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  let last: Error | undefined;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const r = spawnSync(PROBE_TOOL, args, { encoding: 'utf8' });
+    if (!r.error) return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+    last = r.error;
+  }
+  throw new Error(`testbed: cannot run ${PROBE_TOOL} ${args.join(' ')}: ${last?.message ?? 'unknown error'}`);
+}
+
+/** The testbed's own address of the other family for node `i` (CGNAT / ULA ranges). */
+function alternateAddress(ip: IpAddress, i: number): IpAddress {
+  return ip.family === 'ipv4' ? parseIp(`fd00:d157::${(i + 1).toString(16)}`) : parseIp(`100.64.${(i + 1) >> 8}.${(i + 1) & 0xff}`);
+}
+
+function hostPrefix(ip: IpAddress): string {
+  return `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
+}
+
+function redirects(before: VerdictCounts | undefined, after: VerdictCounts | undefined, dir: 'ingress' | 'egress'): boolean {
+  return before !== undefined && after !== undefined && after[dir].redirect > before[dir].redirect;
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
+}
+
+/**
+ * A detached shell that removes the run once this process is gone, however it went (an uncaught
+ * error, a signal, kill -9): synchronous probing keeps Node's own signal handlers from running.
+ */
+function startWatchdog(id: string): ChildProcess {
+  const script = [
+    `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.2; done`,
+    `for ns in $(ip netns list | awk '{print $1}' | grep '^${TESTBED_NETNS_PREFIX}${id}-'); do ip netns pids "$ns" | xargs -r kill -9; ip netns del "$ns"; done`,
+    `rm -rf '${TESTBED_PIN_PREFIX}${id}'`,
+  ].join('\n');
+  const child = spawn('sh', ['-c', script], { detached: true, stdio: 'ignore' });
+  child.unref();
+  return child;
+}
+
+/** Deletes every namespace and pin of a run id (its veths go with their namespaces). */
+export function removeRun(id: string): void {
+  for (const ns of listNetns(`${TESTBED_NETNS_PREFIX}${id}-`)) {
+    try {
+      for (const pid of run('ip', ['netns', 'pids', ns]).split('\n').filter((l) => l !== '')) killQuietly(Number(pid));
+      deleteNetns(ns);
+    } catch {
+      // raced with another removal
+    }
+  }
+  rmSync(`${TESTBED_PIN_PREFIX}${id}`, { recursive: true, force: true });
+}

@@ -1,0 +1,48 @@
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli/main.js';
+import { unavailable } from './gate.js';
+
+/**
+ * The whole scenario corpus through `distill testbed` (real packets) against `distill reach`: too
+ * slow for every `npm test` (a namespace per pod, a timeout per denied probe), so it runs with
+ * DISTILL_TESTBED_CORPUS=1: `npm run test:testbed`, which CI runs.
+ */
+const enabled = process.env.DISTILL_TESTBED_CORPUS === '1';
+if (enabled && unavailable) throw new Error(`DISTILL_TESTBED_CORPUS=1 but ${unavailable}`);
+const CORPUS = ['fixtures/scenarios', 'fixtures/conformance/accept', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s'];
+
+function yamlFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .sort()
+    .flatMap((e) => {
+      const p = join(dir, e);
+      return statSync(p).isDirectory() ? yamlFiles(p) : p.endsWith('.yaml') ? [p] : [];
+    });
+}
+
+function cli(args: string[]): { out: string; err: string; exit: number } {
+  let out = '';
+  let err = '';
+  const exit = runCli(args, { out: (s) => (out += s), err: (s) => (err += s) });
+  return { out, err, exit };
+}
+
+(enabled ? describe : describe.skip)('testbed corpus', () => {
+  it('agrees with reach on every probe of every scenario', () => {
+    const started = process.hrtime.bigint();
+    let probes = 0;
+    const disagreements: string[] = [];
+    for (const file of CORPUS.flatMap(yamlFiles)) {
+      const real = cli(['testbed', '--scenario', file, '--json']);
+      const reach = cli(['reach', '--scenario', file, '--json']);
+      probes += reach.out.split('\n').filter((l) => l !== '').length;
+      if (real.out !== reach.out || real.exit !== reach.exit) disagreements.push(`${file}:\n${real.out}${real.err}--- reach:\n${reach.out}`);
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    process.stderr.write(`testbed corpus: ${probes} probes, ${seconds.toFixed(1)} s including namespace set-up (${(probes / seconds).toFixed(1)} probes/s)\n`);
+    expect(disagreements).toEqual([]);
+    expect(probes).toBeGreaterThan(500);
+  }, 3_600_000);
+});

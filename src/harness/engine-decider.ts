@@ -53,7 +53,7 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
  * Decides a flow the way the kernel would: the source's egress map and the destination's ingress
  * map, each with the peer's identity. The reasons are the rules behind the winning entry.
  */
-function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup): FlowDecision {
+export function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup): FlowDecision {
   const src = resolveEndpoint(state, flow.from);
   const dst = resolveEndpoint(state, flow.to);
   const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow, verdictLookup) : undefined;

@@ -1,7 +1,11 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { applyChangeSet } from '../src/backend/backend.js';
+import { BpfBackend, bpfUnavailableReason } from '../src/backend/bpf.js';
+import { backendLookup } from '../src/backend/lookup.js';
+import { reconcile } from '../src/node/restart.js';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { generateTrace } from '../src/churn/profiles.js';
 import { parseTrace } from '../src/churn/trace.js';
 import { Engine } from '../src/engine/engine.js';
@@ -142,6 +146,12 @@ describe('toFQDNs in Cilium manifests', () => {
 });
 
 const CORPUS = 'fixtures/scenarios/fqdn';
+const unavailable = bpfUnavailableReason();
+if (unavailable && process.env.DISTILL_REQUIRE_BPF === '1') throw new Error(`DISTILL_REQUIRE_BPF=1 but ${unavailable}`);
+const PIN_DIR = `/sys/fs/bpf/distill-test-fqdn-${process.pid}`;
+afterAll(() => {
+  if (!unavailable) rmSync(PIN_DIR, { recursive: true, force: true });
+});
 const corpus = readdirSync(CORPUS).filter((f) => f.endsWith('.yaml')).sort();
 
 describe('fqdn scenario corpus', () => {
@@ -159,6 +169,20 @@ describe('fqdn scenario corpus', () => {
       expect(engine.steps.flatMap((s) => s.mismatches)).toEqual([]);
       const verdicts = (r: typeof naive): string[] => r.steps.flatMap((s) => s.results.map((x) => `${x.from}->${x.to}:${x.port} ${x.allowed} ${x.proxied}`));
       expect(verdicts(engine)).toEqual(verdicts(naive));
+      if (unavailable) return;
+      // Through real kernel policy maps (the peer's identity still comes from the engine's ipcache).
+      const backend = new BpfBackend({ pinDir: PIN_DIR });
+      try {
+        const e = new Engine({ mapCapacity: backend.capacity, ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}) });
+        reconcile(e, backend);
+        const d = new EngineDecider(e, undefined, (cs) => applyChangeSet(backend, cs), (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry);
+        const kernel = runScenario(scenario, d.decide);
+        expect(kernel.steps.flatMap((s) => s.mismatches), 'kernel maps').toEqual([]);
+        expect(verdicts(kernel)).toEqual(verdicts(naive));
+      } finally {
+        backend.close();
+        rmSync(PIN_DIR, { recursive: true, force: true });
+      }
     });
   }
 });

@@ -1,7 +1,9 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { applyChangeSet } from '../src/backend/backend.js';
 import { BpfBackend, bpfUnavailableReason } from '../src/backend/bpf.js';
+import { KernelIpcache } from '../src/backend/ipcache.js';
 import { backendLookup } from '../src/backend/lookup.js';
+import { RESERVED_IDENTITIES } from '../src/model/identity.js';
 import { reconcile } from '../src/node/restart.js';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -170,16 +172,28 @@ describe('fqdn scenario corpus', () => {
       const verdicts = (r: typeof naive): string[] => r.steps.flatMap((s) => s.results.map((x) => `${x.from}->${x.to}:${x.port} ${x.allowed} ${x.proxied}`));
       expect(verdicts(engine)).toEqual(verdicts(naive));
       if (unavailable) return;
-      // Through real kernel policy maps (the peer's identity still comes from the engine's ipcache).
+      // Through real kernel maps: the peer's identity from the kernel ipcache, then the policy map.
       const backend = new BpfBackend({ pinDir: PIN_DIR });
+      const ipcache = new KernelIpcache(PIN_DIR);
       try {
         const e = new Engine({ mapCapacity: backend.capacity, ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}) });
         reconcile(e, backend);
-        const d = new EngineDecider(e, undefined, (cs) => applyChangeSet(backend, cs), (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry);
+        const world = (f: string): number => RESERVED_IDENTITIES[f === 'ipv4' ? 'world-ipv4' : 'world-ipv6'];
+        const d = new EngineDecider(
+          e,
+          undefined,
+          (cs) => {
+            applyChangeSet(backend, cs);
+            ipcache.apply(cs.ipcache);
+          },
+          (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
+          (a) => ipcache.lookup(a) ?? world(a.family),
+        );
         const kernel = runScenario(scenario, d.decide);
         expect(kernel.steps.flatMap((s) => s.mismatches), 'kernel maps').toEqual([]);
         expect(verdicts(kernel)).toEqual(verdicts(naive));
       } finally {
+        ipcache.close();
         backend.close();
         rmSync(PIN_DIR, { recursive: true, force: true });
       }

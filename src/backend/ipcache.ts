@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IpcacheDelta } from '../engine/events.js';
 import { Cidr, hostCidr, IpAddress, IpFamily, parseCidr } from '../model/cidr.js';
@@ -46,6 +46,12 @@ export class KernelIpcache {
       this.close();
       throw e;
     }
+  }
+
+  /** An empty ipcache in `pinDir` (a fresh run: whatever an earlier run pinned there goes). */
+  static fresh(pinDir: string): KernelIpcache {
+    for (const family of ['ipv4', 'ipv6'] as const) rmSync(ipcachePinPath(pinDir, family), { force: true });
+    return new KernelIpcache(pinDir);
   }
 
   private setPath(p: string): void {

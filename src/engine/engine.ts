@@ -17,8 +17,9 @@ import { L7ParserConflictError } from './rule-units.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
-import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions } from '../model/fqdn.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { FqdnStage } from './fqdn-stage.js';
+import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { validateBatch } from './validate.js';
 
 export interface EngineOptions {
@@ -246,6 +247,25 @@ export class Engine {
       case 'deleteIdentity':
         return pods.reidentify(this.stages.identities.deleteExternal(e.id));
     }
+  }
+
+  // ---------------------------------------------------------------- DNS cache file (restart)
+
+  /** The committed DNS cache as a file (dns-persist.ts), to restore after a restart. */
+  dnsCacheFile(): string {
+    return formatDnsCache(this.model.dns);
+  }
+
+  /**
+   * Loads a DNS cache file into a new engine, before its first transaction: the first transaction
+   * (the cluster's initial events) then gives every restored IP its identity in the same change
+   * set as the policy maps, so traffic to known names is not dropped while caches refill.
+   */
+  restoreDnsCache(text: string, source: string): void {
+    if (this.statsCounters.transactions > 0) throw new EngineError(0, 'restoreDnsCache', 'a DNS cache is restored only before the first transaction');
+    const cache = parseDnsCache(text, source, this.model.dns.options);
+    this.model.dns = cache;
+    this.resetStages();
   }
 
   // ---------------------------------------------------------------- queries (explain.ts)

@@ -21,7 +21,7 @@ export class ModelStore implements ModelView {
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
 
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
-  readonly dns: DnsCache;
+  dns: DnsCache;
 
   constructor(
     readonly identitySource: 'local' | 'external' = 'local',

@@ -197,6 +197,27 @@ describe('FQDN identities and deltas', () => {
     expect(engine.apply([{ type: 'advanceTime', seconds: 1 }]).ipcache.map((d) => [d.op, d.prefix])).toEqual([['delete', '198.51.100.1/32']]);
   });
 
+  it('restores a persisted DNS cache before the first transaction: the first change set holds the learnt IPs', () => {
+    const initial: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }, ...PODS.map((pod) => ({ type: 'upsertPod' as const, pod, local: true })), { type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: fqdnPolicy }];
+    const a = new Engine();
+    a.apply(initial);
+    a.apply([answer('a.example.com', ['198.51.100.1', '198.51.100.2'], 10), { type: 'advanceTime', seconds: 4 }, answer('b.example.com', ['198.51.100.3'], 2), answer('x.cilium.io', ['198.51.100.4'], 50)]);
+    const file = a.dnsCacheFile();
+    expect(file.split('\n')[0]).toBe('{"distillDnsCache":1,"now":4,"options":{"minTtl":0,"maxIpsPerHostname":1000}}');
+    const b = new Engine();
+    b.restoreDnsCache(file, 'dns.jsonl');
+    const first = b.apply(initial);
+    const learnt = (e: Engine): string[] => e.ipcache().filter((x) => x.prefix.startsWith('198.51.100.')).map((x) => x.prefix);
+    expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32', '198.51.100.3/32']);
+    expect(first.ipcache.filter((d) => d.prefix.startsWith('198.51.100.')).length).toBe(3);
+    expect(learnt(b)).toEqual(learnt(a));
+    for (const e of [a, b]) e.apply([{ type: 'advanceTime', seconds: 2 }]);
+    expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32']);
+    expect(learnt(a)).toEqual(learnt(b));
+    expect(() => b.restoreDnsCache(file, 'dns.jsonl')).toThrow('only before the first transaction');
+    expect(() => new Engine().restoreDnsCache(`${file}{"endpoint":"apps/x","name":"a.io","ip":"nope","learntAt":0,"expiresAt":9}\n`, 'dns.jsonl')).toThrow('dns.jsonl:6 ip must be an IP address');
+  });
+
   it('validates DNS events, naming the field', () => {
     const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
     expect(() => engine.apply([{ type: 'advanceTime', seconds: -1 }])).toThrow('event #0 (advanceTime): seconds must be a non-negative integer');

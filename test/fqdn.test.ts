@@ -1,7 +1,13 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { applyChangeSet } from '../src/backend/backend.js';
+import { BpfBackend, bpfUnavailableReason } from '../src/backend/bpf.js';
+import { KernelIpcache } from '../src/backend/ipcache.js';
+import { backendLookup } from '../src/backend/lookup.js';
+import { RESERVED_IDENTITIES } from '../src/model/identity.js';
+import { reconcile } from '../src/node/restart.js';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { generateTrace } from '../src/churn/profiles.js';
 import { parseTrace } from '../src/churn/trace.js';
 import { Engine } from '../src/engine/engine.js';
@@ -142,6 +148,12 @@ describe('toFQDNs in Cilium manifests', () => {
 });
 
 const CORPUS = 'fixtures/scenarios/fqdn';
+const unavailable = bpfUnavailableReason();
+if (unavailable && process.env.DISTILL_REQUIRE_BPF === '1') throw new Error(`DISTILL_REQUIRE_BPF=1 but ${unavailable}`);
+const PIN_DIR = `/sys/fs/bpf/distill-test-fqdn-${process.pid}`;
+afterAll(() => {
+  if (!unavailable) rmSync(PIN_DIR, { recursive: true, force: true });
+});
 const corpus = readdirSync(CORPUS).filter((f) => f.endsWith('.yaml')).sort();
 
 describe('fqdn scenario corpus', () => {
@@ -150,12 +162,41 @@ describe('fqdn scenario corpus', () => {
   });
   for (const f of corpus) {
     const file = join(CORPUS, f);
-    it(`${file}: the oracle meets every expectation; the engine refuses it, naming toFQDNs`, () => {
+    it(`${file}: the oracle and the engine meet every expectation, flow by flow alike`, () => {
       const scenario = parseScenario(readFileSync(file, 'utf8'), file);
       expect(scenario.steps.reduce((n, s) => n + s.expect.length, 0)).toBeGreaterThan(0);
       const naive = runScenario(scenario, decideFlow);
       expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
-      expect(() => runScenario(scenario, new EngineDecider(new Engine()).decide)).toThrow(new RegExp(`^${file} policies\\[\\d\\]\\.spec\\.egress\\[\\d\\]\\.toFQDNs: is not supported by distill's engine yet`));
+      const engine = runScenario(scenario, new EngineDecider(new Engine(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {})).decide);
+      expect(engine.steps.flatMap((s) => s.mismatches)).toEqual([]);
+      const verdicts = (r: typeof naive): string[] => r.steps.flatMap((s) => s.results.map((x) => `${x.from}->${x.to}:${x.port} ${x.allowed} ${x.proxied}`));
+      expect(verdicts(engine)).toEqual(verdicts(naive));
+      if (unavailable) return;
+      // Through real kernel maps: the peer's identity from the kernel ipcache, then the policy map.
+      const backend = new BpfBackend({ pinDir: PIN_DIR });
+      const ipcache = new KernelIpcache(PIN_DIR);
+      try {
+        const e = new Engine({ mapCapacity: backend.capacity, ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}) });
+        reconcile(e, backend);
+        const world = (f: string): number => RESERVED_IDENTITIES[f === 'ipv4' ? 'world-ipv4' : 'world-ipv6'];
+        const d = new EngineDecider(
+          e,
+          undefined,
+          (cs) => {
+            applyChangeSet(backend, cs);
+            ipcache.apply(cs.ipcache);
+          },
+          (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
+          (a) => ipcache.lookup(a) ?? world(a.family),
+        );
+        const kernel = runScenario(scenario, d.decide);
+        expect(kernel.steps.flatMap((s) => s.mismatches), 'kernel maps').toEqual([]);
+        expect(verdicts(kernel)).toEqual(verdicts(naive));
+      } finally {
+        ipcache.close();
+        backend.close();
+        rmSync(PIN_DIR, { recursive: true, force: true });
+      }
     });
   }
 });

@@ -15,6 +15,11 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { backendLookup } from '../backend/lookup.js';
+import { KernelIpcache } from '../backend/ipcache.js';
+import type { ChangeSet } from '../engine/events.js';
+import type { IpAddress } from '../model/cidr.js';
+import type { DnsCacheOptions } from '../model/fqdn.js';
+import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { Engine } from '../engine/engine.js';
@@ -68,16 +73,23 @@ interface EngineRun {
  * An engine whose change sets are written to the backend, and whose verdicts are read back from
  * the backend's maps with the datapath's lookup (for bpf: real kernel LPM lookups).
  */
-function engineRun(backend: MapBackend): EngineRun {
-  const engine = new Engine({ mapCapacity: backend.capacity });
+function engineRun(backend: MapBackend, dns?: DnsCacheOptions): EngineRun {
+  const engine = new Engine({ mapCapacity: backend.capacity, ...(dns ? { dns } : {}) });
   reconcile(engine, backend); // a fresh engine: stale maps from an earlier run go
-  const decider = new EngineDecider(engine, ALL_LOCAL, (cs) => applyChangeSet(backend, cs), (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry);
+  // bpf: peers resolve through the kernel's ipcache (LPM), then the kernel's policy map.
+  const ipcache = backend instanceof BpfBackend ? KernelIpcache.fresh(backend.pinDir) : undefined;
+  const ipLookup = ipcache && ((ip: IpAddress) => ipcache.lookup(ip) ?? RESERVED_IDENTITIES[ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6']);
+  const write = (cs: ChangeSet): void => {
+    applyChangeSet(backend, cs);
+    ipcache?.apply(cs.ipcache);
+  };
+  const decider = new EngineDecider(engine, ALL_LOCAL, write, (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry, ipLookup);
   return { engine, backend, decide: decider.decide };
 }
 
 /** The engine answers by default; `--naive` asks the oracle. */
-function decider(naive: boolean, backend: MapBackend): FlowDecider {
-  return naive ? decideFlow : engineRun(backend).decide;
+function decider(naive: boolean, backend: MapBackend, dns?: DnsCacheOptions): FlowDecider {
+  return naive ? decideFlow : engineRun(backend, dns).decide;
 }
 
 function reach(ctx: Ctx, given: ReachOptions): number {
@@ -102,7 +114,8 @@ function reach(ctx: Ctx, given: ReachOptions): number {
   for (const file of files) {
     let run;
     try {
-      run = runScenario(readScenario(ctx, file), decider(opts.naive ?? false, backend));
+      const scenario = readScenario(ctx, file);
+      run = runScenario(scenario, decider(opts.naive ?? false, backend, scenario.dnsProxy));
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));
       continue;
@@ -168,7 +181,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
     let naiveRun: ScenarioRun;
     try {
       const scenario = readScenario(ctx, file);
-      engineRun = runScenario(scenario, decider(false, backend));
+      engineRun = runScenario(scenario, decider(false, backend, scenario.dnsProxy));
       naiveRun = runScenario(scenario, decideFlow);
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));

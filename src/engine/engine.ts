@@ -17,6 +17,9 @@ import { L7ParserConflictError } from './rule-units.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
+import { FqdnStage } from './fqdn-stage.js';
+import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { validateBatch } from './validate.js';
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
@@ -40,6 +43,8 @@ export interface EngineOptions {
    * (matched only by the `init` and `all` entities). CIDR identities stay this engine's own.
    */
   readonly identitySource?: 'local' | 'external';
+  /** toFQDNs: `minTtl` (s, default 0) and `maxIpsPerHostname` (default 1,000), as Cilium's `--tofqdns-*` options. */
+  readonly dns?: Partial<DnsCacheOptions>;
   /**
    * Test-only fault injection: called at points inside every transaction (the point's name as
    * argument); throwing from it simulates an internal error there.
@@ -50,6 +55,7 @@ export interface EngineOptions {
 /** The stages of one engine, wired together (rebuilt as a whole after an internal error). */
 interface Stages extends EngineStages {
   readonly resolver: PolicyResolver;
+  readonly fqdn: FqdnStage;
   readonly queries: EngineQueries;
 }
 
@@ -70,6 +76,8 @@ export class Engine {
   /** The committed model: what validation reads and what a failed transaction rebuilds from. */
   private readonly model: ModelStore;
   private readonly ctx: EngineContext;
+  /** The DNS answers of the running transaction that the proxy learnt (the model records only those). */
+  private readonly learnt = new Set<EngineEvent>();
   /** Set when the engine could not rebuild itself after an internal error: it refuses all work. */
   private failure: Error | null = null;
   /** Derived state, rebuilt from `model` after an internal error. */
@@ -80,7 +88,7 @@ export class Engine {
     this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();
-    this.model = new ModelStore(options.identitySource ?? 'local');
+    this.model = new ModelStore(options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
     this.ctx = new EngineContext(this.statsCounters, options.faultHook);
     this.resetStages();
   }
@@ -97,12 +105,14 @@ export class Engine {
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
     const stages = { identities, maps, pods, peerCache, subjectCache };
+    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone());
     ctx.ipcacheAt = (prefix) => {
       const hostLength = prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128);
-      const pod = hostLength ? pods.byIp(prefix.text.slice(0, prefix.text.lastIndexOf('/'))) : undefined;
-      return (pod?.identity ?? identities.cidrExact(prefix))?.id;
+      const ip = hostLength ? prefix.text.slice(0, prefix.text.lastIndexOf('/')) : undefined;
+      const host = ip === undefined ? undefined : (pods.byIp(ip)?.identity ?? identities.fqdnHost(ip));
+      return (host ?? identities.cidrExact(prefix))?.id;
     };
-    this.stages = { ...stages, resolver, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
+    this.stages = { ...stages, resolver, fqdn, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
   // ---------------------------------------------------------------- transactions
@@ -122,6 +132,7 @@ export class Engine {
     this.proxyPorts.begin();
     this.allocator.begin();
     let result: CommitResult;
+    this.learnt.clear();
     try {
       result = this.transaction(events, before, mark);
     } catch (e) {
@@ -133,7 +144,8 @@ export class Engine {
     this.proxyPorts.commit();
     this.allocator.commit();
     this.ctx.endTransaction();
-    for (const e of events) this.model.apply(e);
+    for (const e of events) if (e.type !== 'dnsResponse' || this.learnt.has(e)) this.model.apply(e);
+    this.learnt.clear();
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
     this.statsCounters.deltas += result.deltas.length;
@@ -165,6 +177,7 @@ export class Engine {
   }
 
   private commit(): CommitResult {
+    this.stages.fqdn.settle();
     this.stages.identities.freeUnused();
     return new Commit(this.ctx, this.stages.maps, this.proxyPorts).run();
   }
@@ -205,27 +218,55 @@ export class Engine {
 
   private applyEvent(e: EngineEvent): void {
     if (this.ctx.faultHook) this.ctx.fault('event');
-    const { pods, resolver } = this.stages;
+    const { pods, resolver, fqdn } = this.stages;
+    if (e.type === 'dnsResponse' || e.type === 'advanceTime') {
+      if (fqdn.apply(e) && e.type === 'dnsResponse') this.learnt.add(e);
+      return;
+    }
+    fqdn.structuralChange();
     switch (e.type) {
       case 'upsertNamespace':
         return pods.upsertNamespace(e.name, e.labels);
       case 'deleteNamespace':
+        fqdn.namespaceDeleted(e.name);
         pods.removePodsIn(e.name);
         resolver.deletePoliciesIn(e.name);
         return pods.forgetNamespace(e.name);
       case 'upsertPod':
         return pods.upsertPod(e.pod, e.local ?? false);
       case 'deletePod':
+        fqdn.podDeleted(`${e.namespace}/${e.name}`);
         return pods.removePod(`${e.namespace}/${e.name}`);
       case 'upsertPolicy':
+        fqdn.policyUpserted(e.policy);
         return resolver.upsertPolicy(e.policy);
       case 'deletePolicy':
+        fqdn.policyDeleted(policyRefKey(e.ref));
         return resolver.deletePolicy(policyRefKey(e.ref));
       case 'upsertIdentity':
         return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
       case 'deleteIdentity':
         return pods.reidentify(this.stages.identities.deleteExternal(e.id));
     }
+  }
+
+  // ---------------------------------------------------------------- DNS cache file (restart)
+
+  /** The committed DNS cache as a file (dns-persist.ts), to restore after a restart. */
+  dnsCacheFile(): string {
+    return formatDnsCache(this.model.dns);
+  }
+
+  /**
+   * Loads a DNS cache file into a new engine, before its first transaction: the first transaction
+   * (the cluster's initial events) then gives every restored IP its identity in the same change
+   * set as the policy maps, so traffic to known names is not dropped while caches refill.
+   */
+  restoreDnsCache(text: string, source: string): void {
+    if (this.statsCounters.transactions > 0) throw new EngineError(0, 'restoreDnsCache', 'a DNS cache is restored only before the first transaction');
+    const cache = parseDnsCache(text, source, this.model.dns.options);
+    this.model.dns = cache;
+    this.resetStages();
   }
 
   // ---------------------------------------------------------------- queries (explain.ts)

@@ -1,4 +1,5 @@
 import type { Pod } from '../model/cluster.js';
+import type { FqdnEvent } from '../model/fqdn-events.js';
 import type { L7Parser, L7Policy } from '../model/l7.js';
 import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Policy, PolicyRef } from '../model/rules.js';
@@ -21,7 +22,9 @@ export type EngineEvent =
    * `labels` as Cilium's `security-labels` hold them, `source:key` → value (e.g. `k8s:app` → `web`).
    */
   | { readonly type: 'upsertIdentity'; readonly id: number; readonly labels: Readonly<Record<string, string>> }
-  | { readonly type: 'deleteIdentity'; readonly id: number };
+  | { readonly type: 'deleteIdentity'; readonly id: number }
+  /** DNS answers and clock steps (toFQDNs, src/model/fqdn-events.ts; the FQDN stage, fqdn-stage.ts). */
+  | FqdnEvent;
 
 /** One operation on one endpoint's policy map. For a delete, `entry` is the value removed. */
 export interface MapDelta {

@@ -146,13 +146,14 @@ export class EngineQueries {
   }
 
   identityOfIp(ip: IpAddress): IdentityId {
-    return (this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.cidrIdentityOf(ip)).id;
+    return (this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
   }
 
   /** The whole ipcache: pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */
   ipcache(): { prefix: string; identity: IdentityId }[] {
     const out = new Map<string, IdentityId>();
     for (const rec of this.s.identities.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, rec.id);
+    for (const { ip, identity } of this.s.identities.fqdnHostEntries()) out.set(hostCidr(ip).text, identity.id);
     for (const { ip, identity } of this.s.pods.ipEntries()) out.set(hostCidr(ip).text, identity.id);
     return [...out].map(([prefix, identity]) => ({ prefix, identity })).sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   }

@@ -1,10 +1,11 @@
 import { Cidr, cidrContainsIp, IpAddress, IpFamily } from '../model/cidr.js';
 import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, worldLabels } from '../model/identity.js';
+import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, protocolCovers } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import type { NamedPortResolver } from './rule-units.js';
-import type { SelectableIdentity, SelectorCache } from './selector-cache.js';
+import { SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** One allocated identity and what the engine knows about it. */
@@ -14,6 +15,8 @@ export interface IdentityRecord extends SelectableIdentity {
   refs: number;
   /** `name` → `protocol/port` → how many of its pods expose that named port. */
   readonly namedPorts: Map<string, Map<string, number>>;
+  /** An FQDN identity: `cidr` (if any) is the prefix it stands in for, not an ipcache entry of its own. */
+  readonly fqdn?: true;
 }
 
 /**
@@ -53,6 +56,10 @@ export class IdentityTable {
   readonly pending: IdentityRecord;
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
   private readonly external = new Map<string, IdentityId[]>();
+  /** Learnt IPs (FQDN) → their identity: host entries of the ipcache, set by the FQDN stage. */
+  private readonly fqdnHosts = new Map<string, { ip: IpAddress; rec: IdentityRecord }>();
+  /** Every FQDN selector a unit registered (key → selector); the peer cache says which are in force. */
+  private readonly fqdnSelectorsSeen = new Map<string, FqdnSelector>();
   /** Set once by the engine when it wires its stages. */
   namedPortListener: NamedPortListener | null = null;
 
@@ -125,10 +132,10 @@ export class IdentityTable {
     return freed;
   }
 
-  private allocate(labels: LabelSet, cidr: Cidr | undefined): IdentityRecord {
+  private allocate(labels: LabelSet, cidr: Cidr | undefined, nodeLocal = cidr !== undefined): IdentityRecord {
     // Rebuilding after an internal error: the allocator's journal gave back the old numbers.
     const adopted = this.ctx.adopting ? this.allocator.lookup(labels) : undefined;
-    const id = adopted ?? this.allocator.acquire(labels, cidr ? 'local' : 'cluster').id;
+    const id = adopted ?? this.allocator.acquire(labels, nodeLocal ? 'local' : 'cluster').id;
     const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
     return { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
   }
@@ -187,6 +194,55 @@ export class IdentityTable {
     return this.acquire(labels, cidr, []);
   }
 
+  /**
+   * The identity of one FQDN selector alone (`fqdn:<key>` + IPv4 world), held while a unit has the
+   * selector as a peer: its map entries exist before the first answer (CFP-28427).
+   */
+  acquireFqdnSelector(sel: FqdnSelector): IdentityRecord {
+    const key = fqdnSelectorKey(sel);
+    this.fqdnSelectorsSeen.set(key, sel);
+    return this.acquireFqdn(makeLabelSet([{ source: SOURCE_FQDN, key, value: '' }, ...worldLabels('ipv4')]), undefined);
+  }
+
+  fqdnSelectors(): Iterable<[string, FqdnSelector]> {
+    return this.fqdnSelectorsSeen;
+  }
+
+  /** A node-local FQDN identity; `cidr`: the CIDR identity's prefix the IPs stand in for (selection only). */
+  acquireFqdn(labels: LabelSet, cidr: Cidr | undefined): IdentityRecord {
+    const key = labelSetKey(labels);
+    if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
+    const existing = this.byKey.get(key);
+    if (existing) {
+      existing.refs++;
+      this.ctx.pendingRelease.delete(existing);
+      return existing;
+    }
+    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, cidr, true), fqdn: true as const };
+    this.byKey.set(key, rec);
+    this.byId.set(rec.id, rec);
+    this.ctx.stats.identitiesAllocated++;
+    this.peerCache.addIdentity(rec);
+    return rec;
+  }
+
+  fqdnHost(ip: string): IdentityRecord | undefined {
+    return this.fqdnHosts.get(ip)?.rec;
+  }
+
+  setFqdnHost(ip: IpAddress, rec: IdentityRecord | undefined): void {
+    if (rec) this.fqdnHosts.set(ip.text, { ip, rec });
+    else this.fqdnHosts.delete(ip.text);
+  }
+
+  fqdnHostIps(): IpAddress[] {
+    return [...this.fqdnHosts.values()].map((h) => h.ip);
+  }
+
+  *fqdnHostEntries(): Iterable<{ ip: IpAddress; identity: IdentityRecord }> {
+    for (const { ip, rec } of this.fqdnHosts.values()) yield { ip, identity: rec };
+  }
+
   /** Drops a pod using it, with the named ports the pod brought. */
   releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[]): void {
     this.changeNamedPorts(rec, ports, -1);
@@ -210,7 +266,7 @@ export class IdentityTable {
     this.peerCache.removeIdentity(rec.id);
     this.byKey.delete(labelSetKey(rec.labels));
     this.byId.delete(rec.id);
-    if (rec.cidr) {
+    if (rec.cidr && !rec.fqdn) {
       this.ctx.touchIpcache(rec.cidr);
       const m = this.cidrs[rec.cidr.family].get(rec.cidr.prefixLength);
       m?.delete(rec.cidr.network);

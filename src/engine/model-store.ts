@@ -1,5 +1,7 @@
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { Policy, policyRefKey } from '../model/rules.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
+import { DnsCache } from './dns-cache.js';
 import type { EngineEvent } from './events.js';
 import type { ModelView } from './validate.js';
 
@@ -18,7 +20,15 @@ export class ModelStore implements ModelView {
   private readonly policiesByNs = new Map<string, Set<string>>();
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
 
-  constructor(readonly identitySource: 'local' | 'external' = 'local') {}
+  /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
+  dns: DnsCache;
+
+  constructor(
+    readonly identitySource: 'local' | 'external' = 'local',
+    dnsOptions: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
+  ) {
+    this.dns = new DnsCache(dnsOptions);
+  }
 
   hasIdentity(id: number): boolean {
     return this.identities.has(id);
@@ -49,6 +59,12 @@ export class ModelStore implements ModelView {
     switch (e.type) {
       case 'upsertNamespace':
         this.namespaces.set(e.name, namespaceWithDefaults(e.name, e.labels).labels);
+        return;
+      case 'dnsResponse':
+        this.dns.record(e.endpoint, e.name, e.ips, e.ttl, noop);
+        return;
+      case 'advanceTime':
+        this.dns.advance(e.seconds, noop);
         return;
       case 'deleteNamespace':
         for (const k of [...this.podsInNamespace(e.name)]) this.deletePod(k);
@@ -89,6 +105,7 @@ export class ModelStore implements ModelView {
     if (!pod) return;
     this.pods.delete(key);
     this.localPods.delete(key);
+    this.dns.forgetEndpoint(key, noop);
     index(this.podsByNs, pod.namespace, key, false);
   }
 
@@ -99,7 +116,7 @@ export class ModelStore implements ModelView {
     if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
   }
 
-  /** Events that build this model from nothing: identities, namespaces, then pods, then policies. */
+  /** Events that build this model from nothing (the DNS cache aside: `dns.clone()`): identities, namespaces, then pods, then policies. */
   events(): EngineEvent[] {
     const out: EngineEvent[] = [];
     for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });
@@ -109,6 +126,8 @@ export class ModelStore implements ModelView {
     return out;
   }
 }
+
+const noop = (): void => undefined;
 
 function index(m: Map<string, Set<string>>, k: string, v: string, add: boolean): void {
   let s = m.get(k);

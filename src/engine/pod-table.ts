@@ -1,7 +1,7 @@
 import { hostCidr } from '../model/cidr.js';
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { LabelSet, labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PolicyResolver } from './policy-resolver.js';
@@ -43,6 +43,12 @@ export class PodTable {
 
   get(key: string): PodRecord | undefined {
     return this.pods.get(key);
+  }
+
+  /** A pod's identity labels (what policy subjects match), whether or not it has an identity yet. */
+  labelsOf(key: string): LabelSet | undefined {
+    const rec = this.pods.get(key);
+    return rec && podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
   }
 
   /** The pod holding an IP (the ipcache's exact part). */

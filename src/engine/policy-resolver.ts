@@ -223,6 +223,8 @@ export class PolicyResolver implements NamedPortListener {
         // The prefixes a policy mentions get identities, so external addresses resolve to them.
         for (const c of [sel.cidr, ...sel.except]) a.cidrRefs.push(this.identities.acquireCidr(c));
       }
+      // An FQDN selector's own identity exists before any answer: a first IP costs no map write.
+      if (sel.kind === 'fqdn') a.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
       const cs = this.peerCache.register(sel, a.peerListener);
       a.peers.push(cs);
       for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);

@@ -2,7 +2,7 @@ import { PolicyEntry, portRangeToPrefixes, precedence } from '../model/policy-ma
 import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, protocolCovers, RuleProtocol } from '../model/ports.js';
 import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
-import { cidrSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
+import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
 /**
  * A rule as the engine uses it. A `PolicyRule` becomes one unit, or two when some of its port
@@ -44,6 +44,11 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
   const byKey = new Map<string, IdentitySelector>();
   for (const p of rule.peers) {
     const s = peerSelector(p);
+    byKey.set(s.key, s);
+  }
+  // toFQDNs rules have no other peers (the reader refuses mixing them).
+  for (const f of rule.toFQDNs ?? []) {
+    const s = fqdnPeerSelector(f);
     byKey.set(s.key, s);
   }
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

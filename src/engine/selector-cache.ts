@@ -2,6 +2,7 @@ import type { RuleOrigin } from '../model/rules.js';
 import { Cidr, cidrContainsCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
+import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { isWildcard, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
 import { TombstoneMap } from './tombstone-map.js';
@@ -12,7 +13,16 @@ import { TombstoneMap } from './tombstone-map.js';
  */
 export type IdentitySelector =
   | { readonly kind: 'labels'; readonly key: string; readonly selector: Selector }
-  | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[] };
+  | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[] }
+  /** A `toFQDNs` entry: selects the identities carrying its `fqdn:<selector key>` label (dns-cache.ts). */
+  | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector };
+
+/** The label source of FQDN selector identities (Cilium's `fqdn:` labels). */
+export const SOURCE_FQDN = 'fqdn';
+
+export function fqdnPeerSelector(fqdn: FqdnSelector): IdentitySelector {
+  return { kind: 'fqdn', key: `fqdn:${fqdnSelectorKey(fqdn)}`, fqdn };
+}
 
 export function labelsSelector(selector: Selector): IdentitySelector {
   return { kind: 'labels', key: selector.key, selector };
@@ -69,6 +79,7 @@ function isCommonKey(key: string): boolean {
  */
 function bucketsOf(sel: IdentitySelector): string[] | null {
   if (sel.kind === 'cidr') return [CIDR_BUCKET];
+  if (sel.kind === 'fqdn') return [sel.key];
   let best: { score: number; buckets: string[] } | null = null;
   const consider = (r: Requirement): void => {
     let score: number;
@@ -91,7 +102,10 @@ function bucketsOf(sel: IdentitySelector): string[] | null {
 
 function bucketsOfIdentity(ident: SelectableIdentity): string[] {
   const out: string[] = [];
-  for (const l of ident.matchLabels) out.push(valueBucket(l.key, l.value), keyBucket(l.key));
+  for (const l of ident.matchLabels) {
+    out.push(valueBucket(l.key, l.value), keyBucket(l.key));
+    if (l.source === SOURCE_FQDN) out.push(`fqdn:${l.key}`);
+  }
   if (ident.cidr) out.push(CIDR_BUCKET);
   return out;
 }
@@ -160,6 +174,10 @@ export class SelectorCache {
       return selectorMatches(s.selector, ident.matchLabels);
     }
     this.stats.selectorEvaluations++;
+    if (s.kind === 'fqdn') {
+      const key = s.key.slice('fqdn:'.length);
+      return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
+    }
     const c = ident.cidr;
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }

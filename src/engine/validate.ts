@@ -1,4 +1,5 @@
-import { isValidIp } from '../model/cidr.js';
+import { isValidIp, parseIp } from '../model/cidr.js';
+import { fqdnSyntaxError } from '../model/fqdn.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
@@ -235,9 +236,35 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       model.setIdentity(id, e.type === 'upsertIdentity');
       return;
     }
+    case 'dnsResponse': {
+      const key = typeof e.endpoint === 'string' ? e.endpoint : fail('endpoint must be a pod key "namespace/name"');
+      if (!model.hasPod(key)) fail(`endpoint "${key}" is not a pod`);
+      if (typeof e.name !== 'string') fail('name must be a DNS name');
+      const bad = fqdnSyntaxError('matchName', e.name);
+      if (bad !== undefined) fail(`name ${bad}`);
+      if (!Array.isArray(e.ips)) fail('ips must be a list of parsed IP addresses');
+      (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
+      checkSeconds(e.ttl, 'ttl', fail);
+      return;
+    }
+    case 'advanceTime':
+      checkSeconds(e.seconds, 'seconds', fail);
+      return;
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }
+}
+
+/** An IpAddress as parseIp returns it (its value and family agree with its text). */
+function checkParsedIp(v: unknown, field: string, fail: Fail): void {
+  if (!isRecord(v) || typeof v.text !== 'string' || !isValidIp(v.text)) return fail(`${field} must be an IP address from parseIp`);
+  const want = parseIp(v.text);
+  if (v.value !== want.value || v.family !== want.family) fail(`${field} (${v.text}) does not match its value or family`);
+}
+
+/** Seconds on the engine's clock: a non-negative integer (no wall clock is ever read). */
+function checkSeconds(v: unknown, field: string, fail: Fail): void {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`${field} must be a non-negative integer number of seconds`);
 }
 
 /**

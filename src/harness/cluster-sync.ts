@@ -11,6 +11,8 @@ import {
   upsertPolicy,
 } from '../model/cluster.js';
 import { labelSetKey } from '../model/labels.js';
+import { advanceDnsClock, DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, entryKey } from '../model/fqdn.js';
+import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
 import { LookupResult, policyKeyString } from '../model/policy-map.js';
 import { diffMaps } from '../engine/map-state.js';
 import { l7PolicyKey } from '../model/l7.js';
@@ -45,13 +47,45 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (from.pods.get(key) !== pod) events.push({ type: 'upsertPod', pod, local: isLocal(pod) });
   }
   for (const [key, p] of to.policies) {
-    if (from.policies.get(key) !== p) events.push({ type: 'upsertPolicy', policy: refuseFqdnForEngine(p) });
+    if (from.policies.get(key) !== p) events.push({ type: 'upsertPolicy', policy: p });
   }
   for (const name of from.namespaces.keys()) {
     if (!to.namespaces.has(name)) events.push({ type: 'deleteNamespace', name });
   }
+  events.push(...dnsEvents(from.dns, to.dns));
   refuseTieredPolicies(events);
   return events;
+}
+
+/**
+ * The DNS events that take the engine's cache from `from` to `to` (both as the oracle holds them):
+ * each answer new or refreshed in `to`, at the time it was learnt (its TTL as it was granted, so
+ * the engine's minTtl adds nothing), then the clock to `to.now`. Answers the oracle did not learn
+ * are not in `to`: this path tests what the engine makes of learnt answers; the engine's own
+ * learning decision is tested where raw events feed both (test/engine/fqdn.test.ts).
+ */
+export function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefined): EngineEvent[] {
+  if (!to) return [];
+  const before = new Map((from?.entries ?? []).map((e) => [entryKey(e), e]));
+  const fresh = to.entries.filter((e) => {
+    const old = before.get(entryKey(e));
+    return !old || old.expiresAt !== e.expiresAt || old.learntAt !== e.learntAt;
+  });
+  const groups = new Map<string, DnsCacheEntry[]>();
+  for (const e of [...fresh].sort((a, b) => a.learntAt - b.learntAt)) {
+    const k = `${e.learntAt} ${e.expiresAt} ${e.endpoint} ${e.name}`;
+    groups.set(k, [...(groups.get(k) ?? []), e]);
+  }
+  const out: EngineEvent[] = [];
+  let now = from?.now ?? 0;
+  for (const g of groups.values()) {
+    const first = g[0] as DnsCacheEntry;
+    if (first.learntAt > now) out.push({ type: 'advanceTime', seconds: first.learntAt - now });
+    now = Math.max(now, first.learntAt);
+    out.push({ type: 'dnsResponse', endpoint: first.endpoint, name: first.name, ips: g.map((e) => e.ip), ttl: first.expiresAt - first.learntAt });
+  }
+  if (to.now > now) out.push({ type: 'advanceTime', seconds: to.now - now });
+  return out;
 }
 
 /**
@@ -88,12 +122,17 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
   switch (e.type) {
     case 'upsertNamespace':
       return upsertNamespace(s, namespaceWithDefaults(e.name, e.labels));
-    case 'deleteNamespace':
-      return deleteNamespace(s, e.name);
+    case 'deleteNamespace': {
+      const after = deleteNamespace(s, e.name);
+      return after.dns ? { ...after, dns: { ...after.dns, entries: after.dns.entries.filter((d) => after.pods.has(d.endpoint)) } } : after;
+    }
     case 'upsertPod':
       return upsertPod(s, e.pod);
-    case 'deletePod':
-      return deletePod(s, `${e.namespace}/${e.name}`);
+    case 'deletePod': {
+      const after = deletePod(s, `${e.namespace}/${e.name}`);
+      const dns = withoutPodAnswers(after.dns, `${e.namespace}/${e.name}`);
+      return dns ? { ...after, dns } : after;
+    }
     case 'upsertPolicy':
       return upsertPolicy(s, e.policy);
     case 'deletePolicy':
@@ -102,6 +141,10 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'deleteIdentity':
       // Identity numbers are not part of the cluster model: the oracle decides by labels.
       return s;
+    case 'dnsResponse':
+      return applyDnsAnswer(s, e.endpoint, e.name, e.ips, e.ttl);
+    case 'advanceTime':
+      return { ...s, dns: advanceDnsClock(s.dns ?? EMPTY_DNS_CACHE, e.seconds) };
   }
 }
 

@@ -1,4 +1,5 @@
 import type { ClusterState } from '../model/cluster.js';
+import type { IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
@@ -8,13 +9,16 @@ import type { Engine } from '../engine/engine.js';
 import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL, clusterEvents, LocalityRule } from './cluster-sync.js';
 
-function peerIdentity(engine: Engine, ep: FlowEndpoint): IdentityId {
+/** Where an address's identity comes from: by default the engine's ipcache; a kernel ipcache plugs in here. */
+export type IpLookup = (ip: IpAddress) => IdentityId;
+
+function peerIdentity(engine: Engine, ep: FlowEndpoint, ipLookup?: IpLookup): IdentityId {
   if (ep.kind === 'pod') {
-    const id = engine.identityOfPod(ep.name);
+    const id = ipLookup ? ipLookup(ep.pod.ip) : engine.identityOfPod(ep.name);
     if (id === undefined) throw new Error(`engine does not know pod ${ep.name}`);
     return id;
   }
-  return engine.identityOfIp(ep.external.ip);
+  return (ipLookup ?? ((ip: IpAddress) => engine.identityOfIp(ip)))(ep.external.ip);
 }
 
 /**
@@ -53,11 +57,11 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
  * Decides a flow the way the kernel would: the source's egress map and the destination's ingress
  * map, each with the peer's identity. The reasons are the rules behind the winning entry.
  */
-export function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup): FlowDecision {
+export function engineDecision(engine: Engine, state: ClusterState, flow: Flow, verdictLookup?: VerdictLookup, ipLookup?: IpLookup): FlowDecision {
   const src = resolveEndpoint(state, flow.from);
   const dst = resolveEndpoint(state, flow.to);
-  const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst), flow, verdictLookup) : undefined;
-  const ingress = dst.kind === 'pod' ? decideSide(engine, dst.name, 'ingress', peerIdentity(engine, src), flow, verdictLookup) : undefined;
+  const egress = src.kind === 'pod' ? decideSide(engine, src.name, 'egress', peerIdentity(engine, dst, ipLookup), flow, verdictLookup) : undefined;
+  const ingress = dst.kind === 'pod' ? decideSide(engine, dst.name, 'ingress', peerIdentity(engine, src, ipLookup), flow, verdictLookup) : undefined;
   return combineSides(egress, ingress);
 }
 
@@ -74,6 +78,8 @@ export class EngineDecider {
     /** Called with each transaction's change set (e.g. to write it to a kernel backend). */
     private readonly onChange?: (cs: ChangeSet) => void,
     private readonly verdictLookup?: VerdictLookup,
+    /** Resolves peers' addresses (e.g. through the kernel's ipcache) instead of the engine's. */
+    private readonly ipLookup?: IpLookup,
   ) {}
 
   sync(state: ClusterState): void {
@@ -88,6 +94,6 @@ export class EngineDecider {
 
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
     this.sync(state);
-    return engineDecision(this.engine, state, flow, this.verdictLookup);
+    return engineDecision(this.engine, state, flow, this.verdictLookup, this.ipLookup);
   };
 }

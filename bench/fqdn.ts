@@ -1,0 +1,104 @@
+/**
+ * toFQDNs (issue 16): latency from a `dnsResponse` to its change set, for the first answer of a
+ * new name and for new IPs of a known name, with NAMES names of IPS_PER_NAME IPs each learnt
+ * (TTL one hour, so the whole pool stays live), and the heap with the pool learnt.
+ * 100 local endpoints in 10 identities; DNS through the proxy (matchPattern "*"); one pattern
+ * policy `*.s3.*.amazonaws.com` on 443 for all and 100 `matchName` policies.
+ *
+ *   npm run bench:fqdn      (writes bench/results/fqdn.json; BENCH_NAMES, BENCH_IPS_PER_NAME, BENCH_OUT)
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Engine } from '../src/engine/engine.js';
+import type { EngineEvent } from '../src/engine/events.js';
+import { parseIp } from '../src/model/cidr.js';
+import { parseManifest } from '../src/policy/manifest.js';
+
+const NAMES = Number(process.env.BENCH_NAMES ?? 10_000);
+const IPS_PER_NAME = Number(process.env.BENCH_IPS_PER_NAME ?? 1000);
+const PER_ANSWER = 8;
+const ENDPOINTS = 100;
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+
+const name = (i: number): string => `bucket-${i}.s3.us-east-1.amazonaws.com`;
+function ip(i: number, j: number): ReturnType<typeof parseIp> {
+  const v = 0x34000000 + i * IPS_PER_NAME + j;
+  return parseIp(`${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`);
+}
+const cnp = (n: string, spec: object) => parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: n, namespace: 'apps' }, spec }, `${n}.yaml`, { fqdn: true });
+
+function setup(): Engine {
+  const engine = new Engine();
+  const events: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }];
+  for (let i = 0; i < ENDPOINTS; i++) {
+    events.push({ type: 'upsertPod', local: true, pod: { namespace: 'apps', name: `client-${i}`, labels: { app: `client-${i % 10}` }, ip: parseIp(`10.1.${i >> 8}.${i & 255}`), serviceAccount: 'default', ports: [] } });
+  }
+  const https = [{ ports: [{ port: '443', protocol: 'TCP' }] }];
+  events.push({ type: 'upsertPolicy', policy: cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] }] }) });
+  events.push({ type: 'upsertPolicy', policy: cnp('s3', { endpointSelector: {}, egress: [{ toFQDNs: [{ matchPattern: '*.s3.*.amazonaws.com' }], toPorts: https }] }) });
+  for (let i = 0; i < 100; i++) {
+    events.push({ type: 'upsertPolicy', policy: cnp(`bucket-${i}`, { endpointSelector: { matchLabels: { app: `client-${i % 10}` } }, egress: [{ toFQDNs: [{ matchName: name(i) }], toPorts: https }] }) });
+  }
+  engine.apply(events);
+  return engine;
+}
+
+interface Series {
+  ns: number[];
+  policyDeltas: number;
+  ipcacheDeltas: number;
+  l7Deltas: number;
+}
+const series = (): Series => ({ ns: [], policyDeltas: 0, ipcacheDeltas: 0, l7Deltas: 0 });
+
+function answer(engine: Engine, s: Series, i: number, from: number, k: number): void {
+  const ips = [];
+  for (let j = from; j < from + PER_ANSWER; j++) ips.push(ip(i, j));
+  const e: EngineEvent = { type: 'dnsResponse', endpoint: `apps/client-${k % ENDPOINTS}`, name: name(i), ips, ttl: 3600 };
+  const t0 = process.hrtime.bigint();
+  const cs = engine.apply([e]);
+  s.ns.push(Number(process.hrtime.bigint() - t0));
+  s.policyDeltas += cs.deltas.length;
+  s.ipcacheDeltas += cs.ipcache.length;
+  s.l7Deltas += cs.l7Deltas.length;
+}
+
+function summary(s: Series) {
+  const sorted = [...s.ns].sort((a, b) => a - b);
+  const q = (p: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? 0) / 100) / 10;
+  return { samples: sorted.length, p50_us: q(0.5), p99_us: q(0.99), max_us: q(1), policyMapDeltas: s.policyDeltas, ipcacheDeltas: s.ipcacheDeltas, l7Deltas: s.l7Deltas };
+}
+
+function gcHeapMb(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return Math.round(process.memoryUsage().heapUsed / 2 ** 20);
+}
+
+const heapBefore = gcHeapMb();
+const engine = setup();
+const newName = series();
+for (let i = 0; i < NAMES; i++) answer(engine, newName, i, 0, i);
+const newIp = series();
+let k = 0;
+for (let from = PER_ANSWER; from < IPS_PER_NAME; from += PER_ANSWER) for (let i = 0; i < NAMES; i++) answer(engine, newIp, i, from, k++);
+const result = {
+  bench: 'fqdn',
+  commit: execFileSync('git', ['rev-parse', 'HEAD'], { cwd: repo, encoding: 'utf8' }).trim(),
+  node: process.version,
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cpus: cpus().length,
+  date: new Date().toISOString(),
+  note: 'shared 2-core machine under load from other sessions (load average ~5): latencies are upper bounds',
+  shape: { endpoints: ENDPOINTS, identities: 10, names: NAMES, ipsPerName: IPS_PER_NAME, ipsPerAnswer: PER_ANSWER, ttl: 3600, selectors: '1 pattern + 100 matchName' },
+  firstAnswerOfNewName: summary(newName),
+  newIpsOfKnownName: summary(newIp),
+  liveIps: engine.ipcache().length,
+  heapMb: { before: heapBefore, withPoolLearnt: gcHeapMb() },
+};
+mkdirSync(join(repo, 'bench', 'results'), { recursive: true });
+writeFileSync(join(repo, 'bench', 'results', process.env.BENCH_OUT ?? 'fqdn.json'), `${JSON.stringify(result, null, 2)}\n`);
+console.log(JSON.stringify(result, null, 2));

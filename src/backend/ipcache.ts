@@ -1,0 +1,134 @@
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { IpcacheDelta } from '../engine/events.js';
+import { Cidr, hostCidr, IpAddress, IpFamily, parseCidr } from '../model/cidr.js';
+import type { IdentityId } from '../model/identity.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
+import { BpfError } from './bpf.js';
+
+const ADDR_BYTES: Record<IpFamily, number> = { ipv4: 4, ipv6: 16 };
+/** Entries per family (pod IPs, CIDR identities and learnt FQDN IPs). */
+export const IPCACHE_CAPACITY = 1 << 20;
+
+/** `ipcache4` / `ipcache6` in the pin dir, beside the policy maps (the datapath helper's layout). */
+export function ipcachePinPath(pinDir: string, family: IpFamily): string {
+  return join(pinDir, family === 'ipv4' ? 'ipcache4' : 'ipcache6');
+}
+
+/** The kernel key: u32 prefix length (host order), then the address in network order. */
+function encodeKey(c: Cidr, out: Buffer): void {
+  out.fill(0);
+  out.writeUInt32LE(c.prefixLength, 0);
+  let v = c.network;
+  for (let i = ADDR_BYTES[c.family] - 1; i >= 0; i--) {
+    out[4 + i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+}
+
+/**
+ * The ipcache in the kernel: one LPM trie per family (prefix → peer identity, u32), pinned beside
+ * the policy maps and reopened if already pinned (a restart). It is written from
+ * `ChangeSet.ipcache`, and `lookup` asks the kernel's longest-prefix match, as the datapath does
+ * before it looks the identity up in the endpoint's policy map.
+ */
+export class KernelIpcache {
+  private readonly fds = new Map<IpFamily, number>();
+  private readonly attr = new NativeBuffer(128);
+  private readonly key = new NativeBuffer(20);
+  private readonly value = new NativeBuffer(4);
+  private readonly path = new NativeBuffer(4096);
+
+  constructor(readonly pinDir: string) {
+    try {
+      for (const family of ['ipv4', 'ipv6'] as const) this.fds.set(family, this.open(family));
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** An empty ipcache in `pinDir` (a fresh run: whatever an earlier run pinned there goes). */
+  static fresh(pinDir: string): KernelIpcache {
+    for (const family of ['ipv4', 'ipv6'] as const) rmSync(ipcachePinPath(pinDir, family), { force: true });
+    return new KernelIpcache(pinDir);
+  }
+
+  private setPath(p: string): void {
+    this.path.buf.fill(0);
+    Buffer.from(`${p}\0`).copy(this.path.buf);
+  }
+
+  private open(family: IpFamily): number {
+    const path = ipcachePinPath(this.pinDir, family);
+    const a = this.attr.buf;
+    this.setPath(path);
+    if (existsSync(path)) {
+      a.fill(0);
+      a.writeBigUInt64LE(this.path.address, 0);
+      const r = bpf(BPF_CMD.OBJ_GET, this.attr);
+      if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
+      return r.ret;
+    }
+    a.fill(0);
+    a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
+    a.writeUInt32LE(4 + ADDR_BYTES[family], 4);
+    a.writeUInt32LE(4, 8);
+    a.writeUInt32LE(IPCACHE_CAPACITY, 12);
+    a.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+    a.write(family === 'ipv4' ? 'ipcache4' : 'ipcache6', 28, 'ascii');
+    const r = bpf(BPF_CMD.MAP_CREATE, this.attr);
+    if (r.ret < 0) throw new BpfError('MAP_CREATE', r.errno, `ipcache ${family}`);
+    a.fill(0);
+    a.writeBigUInt64LE(this.path.address, 0);
+    a.writeUInt32LE(r.ret, 8);
+    const p = bpf(BPF_CMD.OBJ_PIN, this.attr);
+    if (p.ret < 0) {
+      closeFd(r.ret);
+      throw new BpfError('OBJ_PIN', p.errno, path);
+    }
+    return r.ret;
+  }
+
+  private elem(cmd: number, c: Cidr, identity: number): { ret: number; errno: number } {
+    const fd = this.fds.get(c.family);
+    if (fd === undefined) throw new Error(`ipcache: no map for ${c.family} (closed?)`);
+    encodeKey(c, this.key.buf);
+    this.value.buf.writeUInt32LE(identity >>> 0, 0);
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeUInt32LE(fd, 0);
+    a.writeBigUInt64LE(this.key.address, 8);
+    // DELETE_ELEM refuses an attr with anything past the key set.
+    if (cmd !== BPF_CMD.MAP_DELETE_ELEM) a.writeBigUInt64LE(this.value.address, 16);
+    return bpf(cmd, this.attr);
+  }
+
+  /** Writes one change set's ipcache deltas, in order (the engine lists them by prefix). */
+  apply(deltas: readonly IpcacheDelta[]): void {
+    for (const d of deltas) {
+      const c = parseCidr(d.prefix);
+      const cmd = d.op === 'upsert' ? BPF_CMD.MAP_UPDATE_ELEM : BPF_CMD.MAP_DELETE_ELEM;
+      const r = this.elem(cmd, c, d.identity);
+      if (r.ret < 0 && !(cmd === BPF_CMD.MAP_DELETE_ELEM && r.errno === ERRNO.ENOENT)) {
+        throw new BpfError(cmd === BPF_CMD.MAP_DELETE_ELEM ? 'MAP_DELETE_ELEM' : 'MAP_UPDATE_ELEM', r.errno, `ipcache ${c.text}`);
+      }
+    }
+  }
+
+  /** The kernel's longest-prefix match for an address; undefined: no entry covers it (world). */
+  lookup(ip: IpAddress): IdentityId | undefined {
+    const r = this.elem(BPF_CMD.MAP_LOOKUP_ELEM, hostCidr(ip), 0);
+    if (r.ret < 0) {
+      if (r.errno === ERRNO.ENOENT) return undefined;
+      throw new BpfError('MAP_LOOKUP_ELEM', r.errno, `ipcache ${ip.text}`);
+    }
+    return this.value.buf.readUInt32LE(0);
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeFd(fd);
+    this.fds.clear();
+    for (const b of [this.attr, this.key, this.value, this.path]) b.free();
+  }
+}

@@ -1,0 +1,228 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Engine } from '../../src/engine/engine.js';
+import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
+import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
+import { engineDecision } from '../../src/harness/engine-decider.js';
+import { parseIp } from '../../src/model/cidr.js';
+import { ClusterState, EMPTY_CLUSTER, Pod, upsertExternal } from '../../src/model/cluster.js';
+import { DnsCacheOptions, EMPTY_DNS_CACHE } from '../../src/model/fqdn.js';
+
+import type { Policy } from '../../src/model/rules.js';
+import { decideFlow } from '../../src/naive/evaluator.js';
+import { parseManifest } from '../../src/policy/manifest.js';
+
+const NAMES = ['a.example.com', 'b.example.com', 'x.cilium.io', 'deep.x.cilium.io', 's3.us.amazonaws.com'];
+const SELECTORS = [
+  { matchName: 'a.example.com' },
+  { matchName: 'x.cilium.io' },
+  { matchPattern: '*.example.com' },
+  { matchPattern: '*.cilium.io' },
+  { matchPattern: '**.cilium.io' },
+  { matchPattern: '*' },
+  { matchPattern: 's3.*.amazonaws.com' },
+];
+const IPS = ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.9', '203.0.113.7', '10.0.0.3'];
+const PODS: Pod[] = ['client-a', 'client-b', 'server'].map((name, i) => ({
+  namespace: 'apps',
+  name,
+  labels: { app: name },
+  ip: parseIp(`10.0.0.${i + 1}`),
+  serviceAccount: 'default',
+  ports: [],
+}));
+
+function cnp(name: string, spec: object): Policy {
+  return parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'apps' }, spec }, `${name}.yaml`, { fqdn: true });
+}
+
+const subjects = fc.subarray(['client-a', 'client-b'], { minLength: 1 });
+const policyGen: fc.Arbitrary<Policy> = fc.oneof(
+  fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io', 'a.example.com') }).map(({ s, pattern }) =>
+    cnp('dns', {
+      endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] },
+      egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: pattern }] } }] }],
+    }),
+  ),
+  fc
+    .record({ k: fc.integer({ min: 0, max: 2 }), s: subjects, sels: fc.subarray(SELECTORS, { minLength: 1, maxLength: 3 }), port: fc.option(fc.constantFrom('443', '80')), http: fc.boolean() })
+    .map(({ k, s, sels, port, http }) =>
+      cnp(`fqdn-${k}`, {
+        endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] },
+        egress: [{ toFQDNs: sels, ...(port === null ? {} : { toPorts: [{ ports: [{ port, protocol: 'TCP' }], ...(http ? { rules: { http: [{ method: 'GET' }] } } : {}) }] }) }],
+      }),
+    ),
+  fc.constantFrom('198.51.100.0/30', '198.51.100.0/24', '0.0.0.0/0').map((cidr) =>
+    cnp('cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ toCIDR: [cidr], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] }),
+  ),
+  fc.constantFrom('198.51.100.2/32', '198.51.100.0/24').map((cidr) => cnp('cidr-allow', { endpointSelector: { matchLabels: { app: 'client-b' } }, egress: [{ toCIDR: [cidr] }] })),
+);
+
+const eventGen: fc.Arbitrary<EngineEvent> = fc.oneof(
+  { weight: 5, arbitrary: fc.record({ pod: fc.constantFrom('apps/client-a', 'apps/client-b'), name: fc.constantFrom(...NAMES), ips: fc.subarray(IPS, { minLength: 1, maxLength: 3 }), ttl: fc.integer({ min: 0, max: 6 }) }).map((a) => ({ type: 'dnsResponse' as const, endpoint: a.pod, name: a.name, ips: a.ips.map(parseIp), ttl: a.ttl })) },
+  { weight: 2, arbitrary: fc.integer({ min: 0, max: 4 }).map((seconds) => ({ type: 'advanceTime' as const, seconds })) },
+  { weight: 2, arbitrary: policyGen.map((policy) => ({ type: 'upsertPolicy' as const, policy })) },
+  { weight: 1, arbitrary: fc.constantFrom('dns', 'fqdn-0', 'fqdn-1', 'fqdn-2', 'cidr', 'cidr-allow').map((name) => ({ type: 'deletePolicy' as const, ref: { kind: 'CiliumNetworkPolicy' as const, namespace: 'apps', name } })) },
+);
+
+function setup(options: DnsCacheOptions): { engine: Engine; state: ClusterState } {
+  const engine = new Engine({ dns: options });
+  let state: ClusterState = { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options } };
+  const events: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }, ...PODS.map((pod) => ({ type: 'upsertPod' as const, pod, local: true }))];
+  engine.apply(events);
+  for (const e of events) state = applyEventToCluster(state, e);
+  for (const ip of IPS) if (!PODS.some((p) => p.ip.text === ip)) state = upsertExternal(state, { name: ip, ip: parseIp(ip) });
+  return { engine, state };
+}
+
+function maps(engine: Engine): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const ep of engine.endpoints()) for (const [k, v] of engine.mapState(ep)) out.set(`${ep} ${k}`, JSON.stringify(v.entry ?? v));
+  return out;
+}
+
+function ipcache(engine: Engine): Map<string, number> {
+  return new Map(engine.ipcache().map((e) => [e.prefix, e.identity]));
+}
+
+/** The change set turns the old state into the new one, with no delta that changes nothing. */
+function checkDeltas(beforeMaps: Map<string, string>, beforeIpc: Map<string, number>, cs: ChangeSet, engine: Engine): void {
+  const ipc = new Map(beforeIpc);
+  for (const d of cs.ipcache) {
+    if (d.op === 'upsert') {
+      expect(ipc.get(d.prefix)).not.toBe(d.identity);
+      ipc.set(d.prefix, d.identity);
+    } else {
+      expect(ipc.get(d.prefix)).toBe(d.identity);
+      ipc.delete(d.prefix);
+    }
+  }
+  expect(ipc).toEqual(ipcache(engine));
+  const after = maps(engine);
+  let changed = 0;
+  for (const k of new Set([...beforeMaps.keys(), ...after.keys()])) if (beforeMaps.get(k) !== after.get(k)) changed++;
+  expect(cs.deltas.length).toBe(changed);
+}
+
+function checkFlows(engine: Engine, state: ClusterState): void {
+  for (const from of ['apps/client-a', 'apps/client-b']) {
+    for (const to of IPS) {
+      const toName = PODS.find((p) => p.ip.text === to) ? `apps/${PODS.find((p) => p.ip.text === to)?.name}` : to;
+      for (const port of [443, 80]) {
+        for (const request of [undefined, { http: { method: 'GET', path: '/', headers: {} } }, { http: { method: 'POST', path: '/', headers: {} } }]) {
+          const flow = { from, to: toName, port, protocol: 'TCP' as const, ...(request ? { request } : {}) };
+          const want = decideFlow(state, flow);
+          const got = engineDecision(engine, state, flow);
+          expect([flow, got.allowed, got.proxied]).toEqual([flow, want.allowed, want.proxied]);
+        }
+      }
+    }
+  }
+}
+
+describe('toFQDNs in the engine against the oracle', () => {
+  it('agrees flow by flow on random answers, TTLs, clock steps, selectors and policy churn; deltas are minimal', () => {
+    fc.assert(
+      fc.property(
+        fc.record({ minTtl: fc.constantFrom(0, 0, 3), maxIpsPerHostname: fc.constantFrom(1000, 2) }),
+        fc.array(fc.array(eventGen, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 12 }),
+        (options, batches) => {
+          let { engine, state } = setup(options);
+          for (const batch of batches) {
+            const beforeMaps = maps(engine);
+            const beforeIpc = ipcache(engine);
+            const exists = new Set(state.policies.keys());
+            const events = batch.filter((e) => {
+              if (e.type === 'upsertPolicy') exists.add(`CiliumNetworkPolicy/apps/${e.policy.ref.name}`);
+              return e.type !== 'deletePolicy' || exists.delete(`CiliumNetworkPolicy/apps/${e.ref.name}`);
+            });
+            if (events.length === 0) continue;
+            const cs = engine.apply(events);
+            for (const e of events) state = applyEventToCluster(state, e);
+            checkDeltas(beforeMaps, beforeIpc, cs, engine);
+            checkFlows(engine, state);
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});
+
+describe('FQDN identities and deltas', () => {
+  const dnsPolicy = cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const fqdnPolicy = cnp('fqdn-0', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toFQDNs: [{ matchPattern: '*.example.com' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] });
+  const answer = (name: string, ips: string[], ttl = 30): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client-a', name, ips: ips.map(parseIp), ttl });
+
+  it('a first answer of a name one selector matches, and a new IP of a known name, cost only ipcache upserts; a refresh costs nothing', () => {
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    const withPolicy = engine.apply([{ type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: fqdnPolicy }]);
+    expect(withPolicy.ipcache).toEqual([]);
+    const first = engine.apply([answer('a.example.com', ['198.51.100.1'])]);
+    expect(first.deltas).toEqual([]);
+    expect(first.ipcache.map((d) => [d.op, d.prefix])).toEqual([['upsert', '198.51.100.1/32']]);
+    const next = engine.apply([answer('a.example.com', ['198.51.100.2', '198.51.100.3'])]);
+    expect(next.deltas).toEqual([]);
+    expect(next.ipcache.map((d) => [d.op, d.prefix, d.identity])).toEqual([
+      ['upsert', '198.51.100.2/32', first.ipcache[0]?.identity],
+      ['upsert', '198.51.100.3/32', first.ipcache[0]?.identity],
+    ]);
+    const refresh = engine.apply([answer('a.example.com', ['198.51.100.1'])]);
+    expect([refresh.deltas, refresh.ipcache, refresh.l7Deltas]).toEqual([[], [], []]);
+    const expire = engine.apply([{ type: 'advanceTime', seconds: 30 }]);
+    expect(expire.deltas).toEqual([]);
+    expect(expire.ipcache.map((d) => d.op)).toEqual(['delete', 'delete', 'delete']);
+  });
+
+  it('an answer the DNS rules refuse teaches nothing', () => {
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    engine.apply([{ type: 'upsertPolicy', policy: fqdnPolicy }]);
+    const cs = engine.apply([answer('a.example.com', ['198.51.100.1'])]);
+    expect([cs.deltas, cs.ipcache]).toEqual([[], []]);
+    expect(engine.identityOfIp(parseIp('198.51.100.1'))).toBe(engine.identityOfIp(parseIp('192.0.2.1')));
+  });
+
+  it('rebuilds the DNS cache exactly after an internal error', () => {
+    let fail = false;
+    const engine = new Engine({ faultHook: (p) => { if (fail && p === 'acquireIdentity') throw new Error('injected'); } });
+    engine.apply([{ type: 'upsertNamespace', name: 'apps', labels: {} }, ...PODS.map((pod) => ({ type: 'upsertPod' as const, pod, local: true })), { type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: fqdnPolicy }]);
+    engine.apply([answer('a.example.com', ['198.51.100.1'], 10)]);
+    const before = { ipc: engine.ipcache(), maps: maps(engine) };
+    fail = true;
+    expect(() => engine.apply([answer('b.example.com', ['198.51.100.2'], 10), { type: 'advanceTime', seconds: 3 }])).toThrow('injected');
+    fail = false;
+    expect({ ipc: engine.ipcache(), maps: maps(engine) }).toEqual(before);
+    // The clock and the answers are the committed ones: 10 s from the answer, not 13.
+    expect(engine.apply([{ type: 'advanceTime', seconds: 9 }]).ipcache).toEqual([]);
+    expect(engine.apply([{ type: 'advanceTime', seconds: 1 }]).ipcache.map((d) => [d.op, d.prefix])).toEqual([['delete', '198.51.100.1/32']]);
+  });
+
+  it('restores a persisted DNS cache before the first transaction: the first change set holds the learnt IPs', () => {
+    const initial: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }, ...PODS.map((pod) => ({ type: 'upsertPod' as const, pod, local: true })), { type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: fqdnPolicy }];
+    const a = new Engine();
+    a.apply(initial);
+    a.apply([answer('a.example.com', ['198.51.100.1', '198.51.100.2'], 10), { type: 'advanceTime', seconds: 4 }, answer('b.example.com', ['198.51.100.3'], 2), answer('x.cilium.io', ['198.51.100.4'], 50)]);
+    const file = a.dnsCacheFile();
+    expect(file.split('\n')[0]).toBe('{"distillDnsCache":1,"now":4,"options":{"minTtl":0,"maxIpsPerHostname":1000}}');
+    const b = new Engine();
+    b.restoreDnsCache(file, 'dns.jsonl');
+    const first = b.apply(initial);
+    const learnt = (e: Engine): string[] => e.ipcache().filter((x) => x.prefix.startsWith('198.51.100.')).map((x) => x.prefix);
+    expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32', '198.51.100.3/32']);
+    expect(first.ipcache.filter((d) => d.prefix.startsWith('198.51.100.')).length).toBe(3);
+    expect(learnt(b)).toEqual(learnt(a));
+    for (const e of [a, b]) e.apply([{ type: 'advanceTime', seconds: 2 }]);
+    expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32']);
+    expect(learnt(a)).toEqual(learnt(b));
+    expect(() => b.restoreDnsCache(file, 'dns.jsonl')).toThrow('only before the first transaction');
+    expect(() => new Engine().restoreDnsCache(`${file}{"endpoint":"apps/x","name":"a.io","ip":"nope","learntAt":0,"expiresAt":9}\n`, 'dns.jsonl')).toThrow('dns.jsonl:6 ip must be an IP address');
+  });
+
+  it('validates DNS events, naming the field', () => {
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    expect(() => engine.apply([{ type: 'advanceTime', seconds: -1 }])).toThrow('event #0 (advanceTime): seconds must be a non-negative integer');
+    expect(() => engine.apply([{ ...(answer('a.example.com', ['198.51.100.1']) as object), endpoint: 'apps/nobody' } as EngineEvent])).toThrow('endpoint "apps/nobody" is not a pod');
+    expect(() => engine.apply([answer('a b', ['198.51.100.1'])])).toThrow('event #0 (dnsResponse): name');
+    expect(() => engine.apply([{ type: 'dnsResponse', endpoint: 'apps/client-a', name: 'a.io', ips: [{ family: 'ipv4', value: 1n, text: '10.0.0.9' }], ttl: 1 }])).toThrow('ips[0] (10.0.0.9) does not match');
+  });
+});

@@ -1,7 +1,7 @@
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import type { EngineEvent } from './events.js';
-import type { ModelView } from './validate.js';
+import { tierSlot, type ModelView } from './validate.js';
 
 /**
  * The committed model: namespaces, pods and policies as of the last transaction that went through.
@@ -17,8 +17,14 @@ export class ModelStore implements ModelView {
   private readonly podsByNs = new Map<string, Set<string>>();
   private readonly policiesByNs = new Map<string, Set<string>>();
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
+  /** ClusterNetworkPolicies by tier slot (tier and priority). */
+  private readonly bySlot = new Map<string, Set<string>>();
 
   constructor(readonly identitySource: 'local' | 'external' = 'local') {}
+
+  tierSlotHolders(slot: string): Iterable<string> {
+    return this.bySlot.get(slot) ?? [];
+  }
 
   hasIdentity(id: number): boolean {
     return this.identities.has(id);
@@ -68,7 +74,9 @@ export class ModelStore implements ModelView {
         return;
       case 'upsertPolicy': {
         const key = policyRefKey(e.policy.ref);
+        this.deletePolicy(key);
         this.policies.set(key, e.policy);
+        if (e.policy.tiered) index(this.bySlot, tierSlot(e.policy.tiered.tier, e.policy.tiered.priority), key, true);
         if (e.policy.ref.namespace !== undefined) index(this.policiesByNs, e.policy.ref.namespace, key, true);
         return;
       }
@@ -96,6 +104,7 @@ export class ModelStore implements ModelView {
     const p = this.policies.get(key);
     if (!p) return;
     this.policies.delete(key);
+    if (p.tiered) index(this.bySlot, tierSlot(p.tiered.tier, p.tiered.priority), key, false);
     if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
   }
 

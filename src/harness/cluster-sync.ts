@@ -17,7 +17,6 @@ import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
 import type { Policy } from '../model/rules.js';
 import type { EngineEvent, MapDelta, RedirectInfo } from '../engine/events.js';
-import { refuseTieredPolicies } from './tier-gate.js';
 
 /** Which pods are the node's own endpoints. */
 export type LocalityRule = (pod: Pod) => boolean;
@@ -49,7 +48,6 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
   for (const name of from.namespaces.keys()) {
     if (!to.namespaces.has(name)) events.push({ type: 'deleteNamespace', name });
   }
-  refuseTieredPolicies(events);
   return events;
 }
 

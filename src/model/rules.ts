@@ -1,7 +1,7 @@
 import type { Cidr } from './cidr.js';
 import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
-import type { TieredSpec } from './tiers.js';
+import type { TieredSpec, TierOrigin } from './tiers.js';
 
 export type Direction = 'ingress' | 'egress';
 export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
@@ -25,6 +25,8 @@ export function policyRefKey(ref: PolicyRef): string {
 export interface RuleOrigin {
   readonly policy: PolicyRef;
   readonly path: string;
+  /** A ClusterNetworkPolicy rule: its tier, priority, name and action. */
+  readonly tier?: TierOrigin;
 }
 
 /** Origins without repeats, in a stable order (policy, then field path). */

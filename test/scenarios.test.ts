@@ -14,7 +14,7 @@ function files(dir: string): string[] {
   });
 }
 
-/** ClusterNetworkPolicy scenarios: the engine refuses them until it encodes tiers (test/network-policy-api.test.ts). */
+/** The network-policy-api corpus needs Pass/Baseline/networks, which the engine refuses yet (test/network-policy-api.test.ts). */
 const TIERED = 'fixtures/scenarios/network-policy-api';
 const corpus = files('fixtures/scenarios').filter((f) => !f.startsWith(TIERED));
 

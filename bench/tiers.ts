@@ -72,8 +72,12 @@ function run(): { setup: Sample; priority: Sample; reorder: Sample; endpoints: n
   const namespaces = [...new Set(initial.flatMap((e) => (e.type === 'upsertNamespace' ? [e.name] : [])))].sort();
   // Priorities 10, 20, ... leave room for the change below to move one policy between two others.
   const setup = measure(engine, Array.from({ length: POLICIES }, (_, i) => adminPolicy(i, namespaces, 10 * (i + 1))));
-  const priority = measure(engine, [adminPolicy(50, namespaces, 5)]);
-  const reorder = measure(engine, [adminPolicy(60, namespaces, 610, true)]);
+  // Policies whose subject namespace has local endpoints (others change no map at all).
+  const localNs = new Set(engine.endpoints().map((ep) => ep.slice(0, ep.indexOf('/'))));
+  const touching = Array.from({ length: POLICIES }, (_, i) => i).filter((i) => localNs.has(namespaces[i % namespaces.length] as string));
+  const [p1, p2] = [touching[Math.floor(touching.length / 2)] as number, touching[Math.floor(touching.length / 2) + 1] as number];
+  const priority = measure(engine, [adminPolicy(p1, namespaces, 5)]);
+  const reorder = measure(engine, [adminPolicy(p2, namespaces, 10 * (p2 + 1), true)]);
   const mapEntries = engine.mapPressure().reduce((n, m) => n + m.entries, 0);
   return { setup, priority, reorder, endpoints: engine.endpoints().length, mapEntries };
 }

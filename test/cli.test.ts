@@ -248,10 +248,17 @@ describe('ClusterNetworkPolicy through the CLI', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('denied by Admin tier: ClusterNetworkPolicy/pass-example priority 10 rule "deny-all-ingress-from-slytherin" (spec.ingress[0]): Deny');
   });
-  it('the engine refuses them, loudly, until it encodes tiers (pending: issue 15 phase 2)', () => {
-    const r = distill('verify', '--scenario', NPA);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain('ClusterNetworkPolicy is not supported by the engine yet');
+  it('the engine refuses, naming policy, rule and reason, what it does not encode yet (Baseline, Pass, networks)', () => {
+    const r = distill('verify', '--scenario', `${NPA}/admin-tier-ingress-tcp.yaml`);
+    expect(r.stderr).toContain('ClusterNetworkPolicy/ingress-tcp: spec.ingress[2] (pass-from-ravenclaw-everything): action Pass is not encoded by the engine yet');
+  });
+  it('reach --explain (engine) names the tier, policy, priority and rule that decided; verify agrees', () => {
+    const r = distill('reach', '--explain', '--scenario', 'fixtures/scenarios/tiers-engine/admin-accept-deny.yaml');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('ingress of gryffindor/harry: denied by Admin tier: ClusterNetworkPolicy/house-rules priority 3 rule "deny-slytherin-80" (spec.ingress[0]): Deny');
+    const v = distill('verify', '--scenario', 'fixtures/scenarios/tiers-engine');
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('engine and naive evaluator agree on all');
   });
   it('validate warns about two policies of one tier with one priority', () => {
     const cnp = (name: string) => `apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: ${name}}\nspec: {tier: Baseline, priority: 3, subject: {namespaces: {}}}\n`;

@@ -14,7 +14,7 @@ function files(dir: string): string[] {
   });
 }
 
-/** ClusterNetworkPolicy scenarios (test/network-policy-api.test.ts) and toFQDNs ones (test/fqdn.test.ts) wait for engine support. */
+/** The network-policy-api corpus needs Pass/Baseline/networks, which the engine refuses yet (test/network-policy-api.test.ts); the fqdn corpus runs in test/fqdn.test.ts. */
 const TIERED = 'fixtures/scenarios/network-policy-api';
 const corpus = files('fixtures/scenarios').filter((f) => !f.startsWith(TIERED) && !f.includes('/fqdn/'));
 

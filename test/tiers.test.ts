@@ -138,11 +138,12 @@ describe('scenarios with ClusterNetworkPolicies', () => {
 });
 
 describe('replay traces', () => {
-  it('refuse a ClusterNetworkPolicy (the engine would ignore it) and read its delete ref as cluster-scoped', async () => {
-    const { parseTrace } = await import('../src/churn/trace.js');
+  it('accept an Admin ClusterNetworkPolicy, refuse what the engine does not encode, and read its delete ref as cluster-scoped', async () => {
+    const { checkTrace, parseTrace } = await import('../src/churn/trace.js');
     const head = '{"distillTrace":1,"profile":"t","seed":1}\n';
-    const manifest = { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'g' }, spec: { tier: 'Admin', priority: 1, subject: { namespaces: {} } } };
-    expect(() => parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest })}\n`, 't.jsonl')).toThrow('ClusterNetworkPolicy is not supported by the engine yet');
+    const manifest = (tier: string) => ({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'g' }, spec: { tier, priority: 1, subject: { namespaces: {} } } });
+    expect(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Admin') })}\n`, 't.jsonl').items).toHaveLength(1);
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline') })}\n`, 't.jsonl'))).toThrow('ClusterNetworkPolicy/g: the Baseline tier is not encoded by the engine yet');
     expect(() => parseTrace(`${head}{"type":"deletePolicy","ref":{"kind":"ClusterNetworkPolicy","namespace":"a","name":"g"}}\n`, 't.jsonl')).toThrow('a clusterwide policy has no namespace');
   });
 });

@@ -181,7 +181,7 @@ export class PolicyResolver implements NamedPortListener {
   private attachUnit(unit: RuleUnit): AttachedUnit {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
     const n = this.nextUnit++;
-    const plain = unitContribution(n, unit.origin, clauseEntry(unit.verdict, undefined));
+    const plain = unitContribution(n, unit.origin, unit.entry ?? clauseEntry(unit.verdict, undefined));
     const a: AttachedUnit = {
       unit,
       clauses: unit.clauses.map((c, i) => {

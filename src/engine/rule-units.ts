@@ -2,6 +2,7 @@ import { PolicyEntry, portRangeToPrefixes, precedence } from '../model/policy-ma
 import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, protocolCovers, RuleProtocol } from '../model/ports.js';
 import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
+import { compileTiered } from './tiers.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
 /**
@@ -23,6 +24,8 @@ export interface RuleUnit {
   readonly namedEgress: boolean;
   /** A wildcard peer that maps to the identity-0 key (never for `namedEgress` units). */
   readonly anyPeer: boolean;
+  /** A ClusterNetworkPolicy rule's entry (its tier precedence); otherwise `clauseEntry` decides. */
+  readonly entry?: PolicyEntry;
 }
 
 export interface EnforcementUnit {
@@ -77,6 +80,7 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
 }
 
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
+  if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
   const units = policy.rules.flatMap((r, i) => compileRule(r, i));
   const seen = new Set<string>();
   const enforcements: EnforcementUnit[] = [];

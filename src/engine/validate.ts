@@ -5,6 +5,8 @@ import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
 import { EngineError, EngineEvent } from './events.js';
+import type { TieredSpec } from '../model/tiers.js';
+import { tierSupportProblem } from './tiers.js';
 
 /**
  * Batch validation, before a transaction touches anything: every event's fields (the library's
@@ -22,6 +24,13 @@ export interface ModelView {
   /** Where identity numbers come from: identity events exist only with `external`. */
   readonly identitySource: 'local' | 'external';
   hasIdentity(id: number): boolean;
+  /** Keys of the ClusterNetworkPolicies at `slot` (`tierSlot`: tier and priority). */
+  tierSlotHolders(slot: string): Iterable<string>;
+}
+
+/** A ClusterNetworkPolicy's tier and priority, as one string. */
+export function tierSlot(tier: string, priority: number): string {
+  return `${tier}/${priority}`;
 }
 
 const EMPTY_MODEL: ModelView = {
@@ -32,6 +41,7 @@ const EMPTY_MODEL: ModelView = {
   policiesInNamespace: () => [],
   identitySource: 'local',
   hasIdentity: () => false,
+  tierSlotHolders: () => [],
 };
 
 type Fail = (detail: string) => never;
@@ -126,6 +136,8 @@ class Overlay {
   private pods: Map<string, boolean> | null = null;
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
+  /** Policies the batch upserted or deleted: their tier slot, null when not a ClusterNetworkPolicy or gone. */
+  private slots: Map<string, string | null> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -153,6 +165,18 @@ class Overlay {
 
   hasIdentity(id: number): boolean {
     return this.identities?.get(id) ?? this.base.hasIdentity(id);
+  }
+
+  /** Another ClusterNetworkPolicy than `key` at `slot`, as the batch evolved the model. */
+  slotTakenByOther(slot: string, key: string): string | undefined {
+    for (const k of this.base.tierSlotHolders(slot)) if (k !== key && !this.slots?.has(k) && this.hasPolicy(k)) return k;
+    for (const [k, s] of this.slots ?? []) if (k !== key && s === slot && this.hasPolicy(k)) return k;
+    return undefined;
+  }
+
+  setSlot(key: string, slot: string | null): void {
+    if (this.frozen) return;
+    (this.slots ??= new Map()).set(key, slot);
   }
 
   setIdentity(id: number, exists: boolean): void {
@@ -191,6 +215,14 @@ function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
   s.add(v);
 }
 
+/** What the engine cannot encode exactly yet it refuses, naming the policy and the rule. */
+function checkTiered(key: string, t: TieredSpec, model: Overlay, fail: Fail): void {
+  const problem = tierSupportProblem(t);
+  if (problem) fail(`${key}: ${problem}; only the reference evaluator (--naive) decides it`);
+  const other = model.slotTakenByOther(tierSlot(t.tier, t.priority), key);
+  if (other !== undefined) fail(`${key}: ${other} has the same priority ${t.priority} in the ${t.tier} tier; same-priority policies are not encoded by the engine yet; only the reference evaluator (--naive) decides them`);
+}
+
 function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
   if (!isRecord(e)) fail('is not an event object');
   switch (e.type) {
@@ -218,13 +250,18 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     }
     case 'upsertPolicy': {
       if (!isParsedPolicy(e.policy)) fail('policy must be a policy returned by parseManifest');
-      model.setPolicy(e.policy.ref.namespace, policyRefKey(e.policy.ref), true);
+      const key = policyRefKey(e.policy.ref);
+      const t = e.policy.tiered;
+      if (t) checkTiered(key, t, model, fail);
+      model.setPolicy(e.policy.ref.namespace, key, true);
+      model.setSlot(key, t ? tierSlot(t.tier, t.priority) : null);
       return;
     }
     case 'deletePolicy': {
       const key = checkRef(e.ref, fail);
       if (!model.hasPolicy(key)) fail(`policy ${key} does not exist`);
       model.setPolicy(undefined, key, false);
+      model.setSlot(key, null);
       return;
     }
     case 'upsertIdentity':

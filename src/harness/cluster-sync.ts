@@ -20,7 +20,6 @@ import type { Engine } from '../engine/engine.js';
 import { Policy, PolicyRef, policyRefKey } from '../model/rules.js';
 import { ManifestError } from '../policy/errors.js';
 import type { EngineEvent, MapDelta, RedirectInfo } from '../engine/events.js';
-import { refuseTieredPolicies } from './tier-gate.js';
 
 /** Which pods are the node's own endpoints. */
 export type LocalityRule = (pod: Pod) => boolean;
@@ -53,7 +52,6 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (!to.namespaces.has(name)) events.push({ type: 'deleteNamespace', name });
   }
   events.push(...dnsEvents(from.dns, to.dns));
-  refuseTieredPolicies(events);
   return events;
 }
 

@@ -50,7 +50,9 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
       if (c.entry.proxyPort !== 0) redirectedBy.push(c.origin);
     }
   }
-  return { direction, enforcedBy: engine.enforcedBy(endpoint, direction), allowedBy, deniedBy, redirectedBy, allowed, proxied, ...(l7 ? { l7 } : {}) };
+  // A ClusterNetworkPolicy rule's entry decided: its tier, policy, priority and rule name (one rule per precedence).
+  const tier = [...deniedBy, ...allowedBy].find((o) => o.tier !== undefined)?.tier;
+  return { direction, enforcedBy: engine.enforcedBy(endpoint, direction), allowedBy, deniedBy, redirectedBy, allowed, proxied, ...(l7 ? { l7 } : {}), ...(tier ? { tier } : {}) };
 }
 
 /**

@@ -48,6 +48,28 @@ export function precedence(verdict: 'deny' | 'allow' | 'redirect', listenerPrior
   return 255 - listenerPriority;
 }
 
+/**
+ * The precedence of a ClusterNetworkPolicy rule's entries (docs/tiers-encoding.md, byte layout):
+ * bits 31-16 the tier level, bits 15-8 `sub` (255: the rule's own entry), bits 7-0 the verdict
+ * byte (255 deny, 1 accept). Admin levels are `65535 - slot`, `slot = priority * 25 + ruleIndex`
+ * (40 511 and up), so every Admin rule is above every NetworkPolicy-tier entry (level 0, the
+ * values `precedence()` returns) and an earlier rule is above a later one.
+ */
+export const TIER_SLOTS_PER_PRIORITY = 25;
+export function tierPrecedence(tier: 'Admin' | 'Baseline', priority: number, ruleIndex: number, deny: boolean): number {
+  if (tier !== 'Admin') throw new RangeError(`the ${tier} tier has no precedence encoding yet`);
+  if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new RangeError(`priority ${priority} is outside 0..1000`);
+  if (!Number.isInteger(ruleIndex) || ruleIndex < 0 || ruleIndex >= TIER_SLOTS_PER_PRIORITY) throw new RangeError(`rule index ${ruleIndex} is outside 0..${TIER_SLOTS_PER_PRIORITY - 1}`);
+  const level = 0xffff - (priority * TIER_SLOTS_PER_PRIORITY + ruleIndex);
+  // Multiplication, not <<: the result must stay an unsigned 32-bit number.
+  return level * 0x10000 + 0xff00 + (deny ? PRECEDENCE_DENY : PRECEDENCE_ALLOW);
+}
+
+/** The tier level of a precedence (0: the NetworkPolicy tier). */
+export function precedenceLevel(p: number): number {
+  return Math.floor(p / 0x10000);
+}
+
 export function policyKeyString(k: PolicyKey): string {
   return `${k.identity}/${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
 }

@@ -2,7 +2,7 @@ import type { Cidr } from './cidr.js';
 import type { FqdnSelector } from './fqdn.js';
 import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
-import type { TieredSpec } from './tiers.js';
+import type { TieredSpec, TierOrigin } from './tiers.js';
 
 /** Traffic direction from the endpoint's side: ingress (to it) or egress (from it). */
 export type Direction = 'ingress' | 'egress';
@@ -28,6 +28,8 @@ export function policyRefKey(ref: PolicyRef): string {
 export interface RuleOrigin {
   readonly policy: PolicyRef;
   readonly path: string;
+  /** A ClusterNetworkPolicy rule: its tier, priority, name and action. */
+  readonly tier?: TierOrigin;
 }
 
 /** Origins without repeats, in a stable order (policy, then field path). */

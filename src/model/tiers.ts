@@ -15,6 +15,8 @@ export type TierAction = 'Accept' | 'Deny' | 'Pass';
 export const TIER_ACTIONS: readonly TierAction[] = ['Accept', 'Deny', 'Pass'];
 export const MIN_PRIORITY = 0;
 export const MAX_PRIORITY = 1000;
+/** The CRD's maximum number of rules per direction. */
+export const RULES_PER_DIRECTION = 25;
 
 /**
  * A peer. `namespaces` and `pods` select pods (never host-network ones); `networks` match any

@@ -188,6 +188,48 @@ const ciliumPolicy = fc.oneof(
   fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumClusterwideNetworkPolicy'), metadata: fc.record({ name: fc.constant('ccnp') }), specs: fc.array(ciliumSpec, { minLength: 1, maxLength: 2 }) }),
 );
 
+// ClusterNetworkPolicies (Admin tier, Accept/Deny: what the engine encodes). Each name has its own
+// priorities (disjoint across names: same-priority policies are refused), so upserts change
+// priorities, reorder and re-action rules of one policy.
+const TIER_NAMES = ['cnp-t0', 'cnp-t1', 'cnp-t2'];
+const tierPeer = fc.oneof(
+  fc.record({ namespaces: namespaceSelector }),
+  fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) }),
+  { weight: 1, arbitrary: fc.constant({ futurePeerField: {} }) },
+);
+const tierProtocol = (dir: 'ingress' | 'egress') =>
+  fc.constantFrom<Record<string, unknown>>(
+    { tcp: { destinationPort: { number: 80 } } },
+    { udp: { destinationPort: { number: 53 } } },
+    { tcp: { destinationPort: { range: { start: 80, end: 90 } } } },
+    { sctp: { destinationPort: { number: 80 } } },
+    ...(dir === 'ingress' ? [{ destinationNamedPort: 'http' }, { destinationNamedPort: 'dns' }] : []),
+  );
+const tierRule = (dir: 'ingress' | 'egress') =>
+  fc.record(
+    {
+      name: fc.constantFrom('r-a', 'r-b', 'r-c'),
+      action: fc.constantFrom('Accept', 'Deny'),
+      [dir === 'ingress' ? 'from' : 'to']: fc.array(tierPeer, { minLength: 1, maxLength: 2 }),
+      protocols: fc.array(tierProtocol(dir), { minLength: 1, maxLength: 2 }),
+    },
+    { requiredKeys: ['action', dir === 'ingress' ? 'from' : 'to'] },
+  );
+export const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
+  fc.record({
+    apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
+    kind: fc.constant('ClusterNetworkPolicy'),
+    metadata: fc.constant({ name: TIER_NAMES[i] }),
+    spec: fc.record({
+      tier: fc.constant('Admin'),
+      priority: fc.constantFrom(i + 1, i + 4, i + 7),
+      subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
+      ingress: fc.array(tierRule('ingress'), { maxLength: 3 }),
+      egress: fc.array(tierRule('egress'), { maxLength: 3 }),
+    }),
+  }),
+);
+
 /** A cluster operation, before it becomes an engine event. */
 export type Op =
   | { readonly k: 'ns'; readonly name: string; readonly labels: Record<string, string> }
@@ -214,12 +256,14 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('delPod' as const), ns: nsName, name: fc.constantFrom(...POD_NAMES) }) },
   { weight: 5, arbitrary: fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
+  { weight: 3, arbitrary: tierPolicy.map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
   {
     weight: 2,
     arbitrary: fc.oneof(
       fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
       fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
       fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
+      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES) }),
     ),
   },
 );
@@ -240,7 +284,7 @@ export function toEvent(o: Op): EngineEvent {
     case 'policy':
       return { type: 'upsertPolicy', policy: parseManifest(o.manifest, 'gen#1') };
     case 'delPolicy':
-      return { type: 'deletePolicy', ref: o.kind === 'CiliumClusterwideNetworkPolicy' ? { kind: o.kind, name: o.name } : { kind: o.kind, namespace: o.ns, name: o.name } };
+      return { type: 'deletePolicy', ref: o.kind === 'CiliumClusterwideNetworkPolicy' || o.kind === 'ClusterNetworkPolicy' ? { kind: o.kind, name: o.name } : { kind: o.kind, namespace: o.ns, name: o.name } };
   }
 }
 

@@ -16,7 +16,7 @@ export function ipcachePinPath(pinDir: string, family: IpFamily): string {
 }
 
 /** The kernel key: u32 prefix length (host order), then the address in network order. */
-function encodeKey(c: Cidr, out: Buffer): void {
+export function encodeIpcacheKey(c: Cidr, out: Buffer): void {
   out.fill(0);
   out.writeUInt32LE(c.prefixLength, 0);
   let v = c.network;
@@ -34,6 +34,8 @@ function encodeKey(c: Cidr, out: Buffer): void {
  */
 export class KernelIpcache {
   private readonly fds = new Map<IpFamily, number>();
+  /** What this instance wrote (prefix text → identity): `sync` diffs against it. */
+  private readonly content = new Map<string, IdentityId>();
   private readonly attr = new NativeBuffer(128);
   private readonly key = new NativeBuffer(20);
   private readonly value = new NativeBuffer(4);
@@ -93,7 +95,7 @@ export class KernelIpcache {
   private elem(cmd: number, c: Cidr, identity: number): { ret: number; errno: number } {
     const fd = this.fds.get(c.family);
     if (fd === undefined) throw new Error(`ipcache: no map for ${c.family} (closed?)`);
-    encodeKey(c, this.key.buf);
+    encodeIpcacheKey(c, this.key.buf);
     this.value.buf.writeUInt32LE(identity >>> 0, 0);
     const a = this.attr.buf;
     a.fill(0);
@@ -113,7 +115,31 @@ export class KernelIpcache {
       if (r.ret < 0 && !(cmd === BPF_CMD.MAP_DELETE_ELEM && r.errno === ERRNO.ENOENT)) {
         throw new BpfError(cmd === BPF_CMD.MAP_DELETE_ELEM ? 'MAP_DELETE_ELEM' : 'MAP_UPDATE_ELEM', r.errno, `ipcache ${c.text}`);
       }
+      if (d.op === 'upsert') this.content.set(c.text, d.identity);
+      else this.content.delete(c.text);
     }
+  }
+
+  /**
+   * Makes the maps hold exactly `wanted` (prefix → identity) as far as this instance wrote them
+   * (a fresh one: exactly): upserts before deletes. Returns how many entries changed.
+   */
+  sync(wanted: ReadonlyMap<string, IdentityId>): number {
+    const deltas: IpcacheDelta[] = [];
+    const canonical = new Map<string, IdentityId>();
+    for (const [prefix, id] of wanted) canonical.set(parseCidr(prefix).text, id);
+    for (const [prefix, id] of canonical) {
+      const old = this.content.get(prefix);
+      if (old !== id) deltas.push({ op: 'upsert', prefix, identity: id, ...(old === undefined ? {} : { previous: old }) });
+    }
+    for (const [prefix, id] of this.content) if (!canonical.has(prefix)) deltas.push({ op: 'delete', prefix, identity: id });
+    this.apply(deltas);
+    return deltas.length;
+  }
+
+  /** What this instance wrote. */
+  entries(): ReadonlyMap<string, IdentityId> {
+    return this.content;
   }
 
   /** The kernel's longest-prefix match for an address; undefined: no entry covers it (world). */

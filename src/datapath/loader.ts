@@ -3,7 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bpf, BPF_CMD, closeFd, NativeBuffer } from '../backend/bpf-syscall.js';
 import { BpfError } from '../backend/bpf.js';
-import { IpcacheMaps } from './ipcache.js';
+import { ipcachePinPath } from '../backend/ipcache.js';
 import { netnsPath, run } from './netns.js';
 
 const BUILD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../build/bpf');
@@ -31,8 +31,8 @@ export function loadEndpoint(pinRoot: string, dir: string, policyPin: string, ob
   run('bpftool', [
     'prog', 'loadall', object, join(dir, 'prog'), 'type', 'classifier',
     'map', 'name', 'policy', 'pinned', policyPin,
-    'map', 'name', 'ipcache4', 'pinned', IpcacheMaps.pinPath(pinRoot, 'ipv4'),
-    'map', 'name', 'ipcache6', 'pinned', IpcacheMaps.pinPath(pinRoot, 'ipv6'),
+    'map', 'name', 'ipcache4', 'pinned', ipcachePinPath(pinRoot, 'ipv4'),
+    'map', 'name', 'ipcache6', 'pinned', ipcachePinPath(pinRoot, 'ipv6'),
     'map', 'name', 'ct', 'pinned', join(pinRoot, 'ct'),
     'pinmaps', join(dir, 'maps'),
   ]);

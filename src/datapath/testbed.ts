@@ -13,7 +13,7 @@ import type { ClusterState } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
 import { reconcile } from '../node/restart.js';
 import { ipcacheContent } from './ipcache-content.js';
-import { IpcacheMaps } from './ipcache.js';
+import { KernelIpcache } from '../backend/ipcache.js';
 import { attachEndpoint, createCtMap, endpointPinDir, loadEndpoint, PROBE_TOOL, readCounters, VerdictCounts } from './loader.js';
 import { addNetns, deleteNetns, inNs, listNetns, netnsPath, run } from './netns.js';
 
@@ -54,7 +54,7 @@ export class Testbed {
   readonly timeoutMs: number;
   private readonly listen: readonly string[];
   private backend: BpfBackend;
-  private readonly ipcache: IpcacheMaps;
+  private readonly ipcache: KernelIpcache;
   engine: Engine;
   private decider: EngineDecider;
   /** Off while a restarted agent catches up: the maps are then reconciled, not rewritten. */
@@ -73,7 +73,7 @@ export class Testbed {
     this.watchdog = startWatchdog(this.id);
     try {
       this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
-      this.ipcache = new IpcacheMaps(this.pinRoot);
+      this.ipcache = KernelIpcache.fresh(this.pinRoot);
       createCtMap(join(this.pinRoot, 'ct'));
       addNetns(this.router, true);
       this.engine = new Engine({ mapCapacity: this.backend.capacity });

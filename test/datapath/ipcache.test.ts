@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { rmSync, mkdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { IpcacheMaps, encodeIpcacheKey } from '../../src/datapath/ipcache.js';
+import { encodeIpcacheKey, KernelIpcache } from '../../src/backend/ipcache.js';
 import { ipcacheContent } from '../../src/datapath/ipcache-content.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
@@ -44,10 +44,10 @@ describe('ipcache content', () => {
 kernel('ipcache kernel maps', () => {
   it('full sync and deltas leave exactly the wanted entries, as bpftool reads them', () => {
     mkdirSync(PIN, { recursive: true });
-    const m = new IpcacheMaps(PIN);
+    const m = KernelIpcache.fresh(PIN);
     try {
       expect(m.sync(new Map([['10.0.0.0/8', 300], ['10.1.2.3/32', 301], ['fd00::/64', 302]]))).toBe(3);
-      expect(m.applyDelta([{ cidr: '10.1.2.3/32', identity: null }, { cidr: '10.0.0.0/8', identity: 303 }, { cidr: '192.168.0.0/16', identity: 304 }])).toBe(3);
+      m.apply([{ op: 'delete', prefix: '10.1.2.3/32', identity: 301 }, { op: 'upsert', prefix: '10.0.0.0/8', identity: 303, previous: 300 }, { op: 'upsert', prefix: '192.168.0.0/16', identity: 304 }]);
       expect(m.sync(new Map([['10.0.0.0/8', 303], ['192.168.0.0/16', 304]]))).toBe(1); // fd00::/64 goes
       const dump = (f: string): unknown[] => JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${PIN}/${f}`], { encoding: 'utf8' })) as unknown[];
       expect(dump('ipcache4')).toHaveLength(2);

@@ -257,6 +257,7 @@ interface GenOptions {
   seed: string;
   scale?: string;
   churn?: string;
+  nodes?: string;
 }
 
 function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
@@ -269,7 +270,8 @@ function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
   try {
     const scale = num(opts.scale, '--scale');
     const churnEvents = num(opts.churn, '--churn');
-    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}), maxBytes: maxInputBytes });
+    const nodes = num(opts.nodes, '--nodes');
+    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(nodes !== undefined ? { nodes } : {}), ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}), maxBytes: maxInputBytes });
     io.out(text);
     return 0;
   } catch (e) {
@@ -487,6 +489,7 @@ function registerGen(program: Command, { ctx, done }: CliEnv): void {
     .option('--seed <n>', 'random seed: the same seed gives the same trace', '1')
     .option('--scale <x>', 'multiply the cluster size (a positive number, 1 = the published shape; not for small, a fixed shape)')
     .option('--churn <n>', 'number of churn events after the initial state (a whole number)')
+    .option('--nodes <k>', 'spread pods over k nodes (a node field on each pod; local pods on node-0)')
     .action((opts: GenOptions) => {
       done(gen(ctx(), opts));
     });

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { EngineEvent } from '../engine/events.js';
 import { IdentityAllocator } from '../kvstore/allocator.js';
 import { connectEtcd } from '../kvstore/client.js';
+import { labelSetKey } from '../kvstore/labels.js';
 import { IdentityWatcher, type IdentityEvent } from '../kvstore/watcher.js';
 import type { Pod } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
@@ -62,6 +63,8 @@ export class EtcdIdentitySource {
   private watcher: IdentityWatcher | undefined;
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
   private readonly pods = new Map<string, Pod>();
+  /** Every pod known (local or not) -> its label-set key: settled needs an id for each. */
+  private readonly allPods = new Map<string, Pod>();
   /** Pod -> the kvstore label set it should hold / holds in etcd now. */
   private readonly wanted = new Map<string, string[]>();
   private readonly held = new Map<string, string[]>();
@@ -88,6 +91,15 @@ export class EtcdIdentitySource {
     return true;
   }
 
+  /** Settled, and every known pod (remote ones too: their nodes allocate them) has an id here. */
+  get settledCluster(): boolean {
+    if (!this.settled || !this.watcher) return false;
+    for (const pod of this.allPods.values()) {
+      if (this.watcher.idForLabels(labelSetKey(kvLabels(pod, this.namespaces.get(pod.namespace) ?? {}))) === undefined) return false;
+    }
+    return true;
+  }
+
   /** The ids this node's watcher knows, label-set key -> id (for checks). */
   identities(): ReadonlyMap<number, string> {
     return this.watcher?.identities ?? new Map();
@@ -99,9 +111,15 @@ export class EtcdIdentitySource {
     for (const e of events) {
       if (e.type === 'upsertNamespace') this.namespaces.set(e.name, e.labels);
       else if (e.type === 'deleteNamespace') this.namespaces.delete(e.name);
-      else if (e.type === 'upsertPod' && e.local === true) this.pods.set(podKey(e.pod.namespace, e.pod.name), e.pod);
-      else if (e.type === 'upsertPod' || e.type === 'deletePod') this.pods.delete(e.type === 'upsertPod' ? podKey(e.pod.namespace, e.pod.name) : podKey(e.namespace, e.name));
-      else continue;
+      else if (e.type === 'upsertPod') {
+        const key = podKey(e.pod.namespace, e.pod.name);
+        this.allPods.set(key, e.pod);
+        if (e.local === true) this.pods.set(key, e.pod);
+        else this.pods.delete(key);
+      } else if (e.type === 'deletePod') {
+        this.pods.delete(podKey(e.namespace, e.name));
+        this.allPods.delete(podKey(e.namespace, e.name));
+      } else continue;
       touched = true;
     }
     if (!touched) return;

@@ -75,7 +75,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   try {
     await agent.run();
     if (source && !agent.stopped) await settle(agent, source);
-    if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true));
+    if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true, source));
   } finally {
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onTerm);
@@ -86,10 +86,20 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   return agent.summary.unreadableStreams > 0 ? EXIT_BAD_INPUT : 0;
 }
 
-/** With etcd identities, --exit-at-eof waits until this node's pods hold their ids and the engine has every id seen. */
+/**
+ * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
+ * knows has one (remote pods: from their nodes' agents) and the engine has applied them all.
+ */
 async function settle(agent: Agent, source: EtcdIdentitySource): Promise<void> {
-  while (!agent.stopped && !(source.settled && source.peek().length === 0)) await new Promise((r) => setTimeout(r, 20));
+  while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) await new Promise((r) => setTimeout(r, 20));
   agent.flush();
+}
+
+/** With etcd identities: the table this node saw (id -> kvstore label-set key) and its allocation latencies. */
+function etcdSummary(source: EtcdIdentitySource): { identities: Record<string, string>; allocationUs: number[] } {
+  const identities = Object.create(null) as Record<string, string>;
+  for (const [id, key] of source.identities()) identities[String(id)] = key;
+  return { identities, allocationUs: source.stats.allocationUs };
 }
 
 function labelsOf(agent: Agent): (id: number) => string[] {
@@ -97,7 +107,7 @@ function labelsOf(agent: Agent): (id: number) => string[] {
 }
 
 /** Endpoints, map entries, transactions, refusals; with `json`, every local endpoint's map as `maps dump --json` shows it. */
-function summary(agent: Agent, backend: MapBackend, json: boolean): string {
+export function summary(agent: Agent, backend: MapBackend, json: boolean, source?: EtcdIdentitySource): string {
   const endpoints = backend.endpoints();
   const entries = endpoints.reduce((n, ep) => n + backend.size(ep), 0);
   const s = agent.summary;
@@ -109,5 +119,5 @@ function summary(agent: Agent, backend: MapBackend, json: boolean): string {
     const records = backend.dump(ep);
     return { endpoint: ep, backend: backend.kind, capacity: backend.capacity, pressure: records.length / backend.capacity, entries: records.map((r) => mapRecordJson(r, lo)), l7: agent.engine.l7Table(ep).map((row) => l7RowJson(row, lo)) };
   });
-  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps })}\n`;
+  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps, ...(source ? etcdSummary(source) : {}) })}\n`;
 }

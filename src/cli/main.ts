@@ -26,6 +26,7 @@ import cliProgress from 'cli-progress';
 import { stringify as stringifyYaml } from 'yaml';
 import { registerIdentityGc } from './identity-gc.js';
 import { registerAgent } from './agent.js';
+import { registerCluster } from './cluster.js';
 import { registerTestbed } from './testbed.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
@@ -444,6 +445,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   const env: CliEnv = { ctx: () => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes }), done };
   for (const register of COMMANDS) register(program, env);
   registerIdentityGc(program, io);
+  registerCluster(program, io);
   // The agent runs past runCli's return: its exit code goes to the process when it stops.
   registerAgent(program, io, (code) => (process.exitCode = code));
   registerTestbed(program, io, done);

@@ -46,6 +46,11 @@ export interface AgentIdentitySource {
   ack(n: number): void;
   /** Set by the agent: called when identity events wait. */
   onChange: () => void;
+  /**
+   * False until the cluster's identities were listed once: the first transaction (which
+   * reconciles the pinned maps) waits for it, so a restart does not empty the maps it then refills.
+   */
+  readonly ready: boolean;
 }
 
 /** What the agent did, for its summary. */
@@ -156,6 +161,7 @@ export class Agent {
   /** Applies what waits; the first transaction waits for every stream's first data (a restart must see the whole state). */
   flush(): void {
     if (!this.reconciled && this.started < this.config.watch.length) return;
+    if (!this.reconciled && this.config.identitySource?.ready === false) return;
     const batch = this.mirror.flush();
     // With local identities the engine numbers pods itself: the cluster's identities are not its input.
     const source = this.config.identitySource;

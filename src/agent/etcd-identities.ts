@@ -5,7 +5,7 @@ import { IdentityAllocator } from '../kvstore/allocator.js';
 import { connectEtcd } from '../kvstore/client.js';
 import { labelSetKey } from '../kvstore/labels.js';
 import { IdentityWatcher, type IdentityEvent } from '../kvstore/watcher.js';
-import type { Pod } from '../model/cluster.js';
+import { namespaceWithDefaults, type Pod } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
 
 /** What the agent's etcd identity source is told. */
@@ -83,6 +83,11 @@ export class EtcdIdentitySource {
     this.kick();
   }
 
+  /** True once the id/ keys were listed (their events wait in `peek`). */
+  get ready(): boolean {
+    return this.watcher !== undefined;
+  }
+
   /** True when every local pod holds its wanted label set in etcd and the watcher runs. */
   get settled(): boolean {
     if (!this.watcher || this.pumping || this.again) return false;
@@ -95,7 +100,7 @@ export class EtcdIdentitySource {
   get settledCluster(): boolean {
     if (!this.settled || !this.watcher) return false;
     for (const pod of this.allPods.values()) {
-      if (this.watcher.idForLabels(labelSetKey(kvLabels(pod, this.namespaces.get(pod.namespace) ?? {}))) === undefined) return false;
+      if (this.watcher.idForLabels(labelSetKey(kvLabels(pod, this.namespaceLabels(pod.namespace)))) === undefined) return false;
     }
     return true;
   }
@@ -109,7 +114,8 @@ export class EtcdIdentitySource {
   observe(events: readonly EngineEvent[]): void {
     let touched = false;
     for (const e of events) {
-      if (e.type === 'upsertNamespace') this.namespaces.set(e.name, e.labels);
+      // As the engine stores them: Kubernetes' kubernetes.io/metadata.name added.
+      if (e.type === 'upsertNamespace') this.namespaces.set(e.name, namespaceWithDefaults(e.name, e.labels).labels);
       else if (e.type === 'deleteNamespace') this.namespaces.delete(e.name);
       else if (e.type === 'upsertPod') {
         const key = podKey(e.pod.namespace, e.pod.name);
@@ -124,8 +130,12 @@ export class EtcdIdentitySource {
     }
     if (!touched) return;
     this.wanted.clear();
-    for (const [key, pod] of this.pods) this.wanted.set(key, kvLabels(pod, this.namespaces.get(pod.namespace) ?? {}));
+    for (const [key, pod] of this.pods) this.wanted.set(key, kvLabels(pod, this.namespaceLabels(pod.namespace)));
     this.kick();
+  }
+
+  private namespaceLabels(ns: string): Readonly<Record<string, string>> {
+    return this.namespaces.get(ns) ?? namespaceWithDefaults(ns, {}).labels;
   }
 
   /** Identity events not yet applied (the agent acks them after its transaction commits). */
@@ -189,6 +199,7 @@ export class EtcdIdentitySource {
       },
       this.opts.prefix,
     );
+    this.onChange();
     this.allocator ??= await IdentityAllocator.create(this.client, {
       url: this.opts.url,
       node: this.opts.node,

@@ -26,7 +26,7 @@ function render(r: ClusterReport): string {
     `${r.nodes} agents, ${r.events} events, ${r.identities} identities, ${r.kills} agents killed and restarted`,
     `duplicate ids for one label set: ${r.duplicates}`,
     `label sets with different ids on different nodes: ${r.disagreements}`,
-    `nodes whose maps equal a single-process engine's: ${r.mapsVerified}/${r.nodes}${r.mapMismatches.length > 0 ? ` (mismatch: ${r.mapMismatches.join(', ')})` : ''}`,
+    `nodes whose maps equal a single-process engine's: ${r.mapsVerified}/${r.nodes}, ${r.entries} map entries in all${r.mapMismatches.length > 0 ? ` (mismatch: ${r.mapMismatches.join(', ')})` : ''}`,
     `allocation latency: p50 ${r.allocationUs.p50} us, p99 ${r.allocationUs.p99} us`,
     `events/s: ${r.eventsPerSec}`,
   ].join('\n') + '\n';

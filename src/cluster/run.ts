@@ -27,6 +27,8 @@ export interface ClusterReport {
   duplicates: number;
   disagreements: number;
   mapsVerified: number;
+  /** Map entries over all nodes (0 would mean every endpoint is default deny: nothing was checked). */
+  entries: number;
   mapMismatches: string[];
   kills: number;
   allocationUs: { p50: number; p99: number };
@@ -34,6 +36,7 @@ export interface ClusterReport {
 }
 
 interface AgentOut {
+  entries: number;
   maps: unknown[];
   identities: Record<string, string>;
   allocationUs: number[];
@@ -116,7 +119,7 @@ function check(feed: ClusterFeed, names: string[], outs: AgentOut[], kills: numb
   const mapMismatches: string[] = [];
   outs.forEach((o, i) => {
     const want = referenceMaps(names[i]!, feed.items, o.identities);
-    if (JSON.stringify(want) !== JSON.stringify(o.maps)) mapMismatches.push(names[i]!);
+    if (comparable(want) !== comparable(o.maps)) mapMismatches.push(names[i]!);
   });
   const lat = outs.flatMap((o) => o.allocationUs).sort((a, b) => a - b);
   return {
@@ -126,11 +129,25 @@ function check(feed: ClusterFeed, names: string[], outs: AgentOut[], kills: numb
     duplicates,
     disagreements,
     mapsVerified: names.length - mapMismatches.length,
+    entries: outs.reduce((n, o) => n + o.entries, 0),
     mapMismatches,
     kills,
     allocationUs: { p50: percentile(lat, 50), p99: percentile(lat, 99) },
     eventsPerSec: Math.round(feed.events / seconds),
   };
+}
+
+/**
+ * A node's maps as text, proxy ports renumbered in order of first appearance: which port a
+ * redirect got depends on the order redirects came and went (as in replay's comparableMaps).
+ */
+export function comparable(maps: readonly unknown[]): string {
+  const ports = new Map<number, number>();
+  return JSON.stringify(maps, (key, value: unknown) => {
+    if (key !== 'proxyPort' || typeof value !== 'number' || value === 0) return value;
+    if (!ports.has(value)) ports.set(value, ports.size + 1);
+    return ports.get(value);
+  });
 }
 
 /** One node computed by a single in-process engine with external identities fed `table` as CiliumIdentity objects. */

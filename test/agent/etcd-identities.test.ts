@@ -1,9 +1,12 @@
+import fc from 'fast-check';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { EtcdIdentitySource } from '../../src/agent/etcd-identities.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
+import { summary } from '../../src/cli/agent.js';
+import { comparable, referenceMaps } from '../../src/cluster/run.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { parseLabelSetKey } from '../../src/kvstore/labels.js';
@@ -53,7 +56,7 @@ const feed = (nodes: Node[], items: WatchItem[]): void => {
 async function converge(nodes: Node[]): Promise<void> {
   for (let i = 0; i < 1000; i++) {
     const tables = nodes.map((n) => JSON.stringify([...n.source.identities()].sort((x, y) => x[0] - y[0])));
-    if (nodes.every((n) => n.source.settled && n.source.peek().length === 0) && tables.every((t) => t === tables[0])) return;
+    if (nodes.every((n) => n.source.settledCluster && n.source.peek().length === 0) && tables.every((t) => t === tables[0])) return;
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error('agents did not converge');
@@ -142,4 +145,56 @@ suite('distill agent --identities etcd', () => {
       client.close();
     }
   }, 60_000);
+});
+
+const opArb = fc.oneof(
+  fc.record({ kind: fc.constantFrom<'add' | 'relabel'>('add', 'relabel'), pod: fc.nat(7), node: fc.nat(2), app: fc.nat(3) }),
+  fc.record({ kind: fc.constant<'delete'>('delete'), pod: fc.nat(7) }),
+);
+const APPS = ['a', 'b', 'c', 'd'];
+
+suite('several agents on one etcd under random churn (property)', () => {
+  it('every node converges to the maps of a single-process engine fed the same table; one id per label set', async () => {
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 20 }), async (ops) => {
+        const prefix = `test-prop-${process.pid}-${run++}`;
+        const names = ['node-0', 'node-1', 'node-2'];
+        const nodes = names.map((n) => node(n, prefix));
+        const placed = new Map<number, number>();
+        const items: WatchItem[] = [ns, allow];
+        try {
+          feed(nodes, items);
+          for (const op of ops) {
+            const where = placed.get(op.pod);
+            let item: WatchItem | undefined;
+            if (op.kind === 'delete') {
+              if (where !== undefined) item = pod(`p${op.pod}`, names[where]!, 'a', 'DELETED');
+              placed.delete(op.pod);
+            } else {
+              const n = where ?? op.node;
+              placed.set(op.pod, n);
+              item = pod(`p${op.pod}`, names[n]!, APPS[op.app]!, where === undefined ? 'ADDED' : 'MODIFIED');
+            }
+            if (!item) continue;
+            items.push(item);
+            feed([nodes[op.pod % nodes.length]!], [item]);
+            feed(nodes.filter((_, i) => i !== op.pod % nodes.length), [item]);
+          }
+          await converge(nodes);
+          const table = nodes[0]!.source.identities();
+          expect(new Set(table.values()).size).toBe(table.size);
+          const record = Object.fromEntries([...table].map(([id, key]) => [String(id), key]));
+          for (const [i, n] of nodes.entries()) {
+            n.agent.flush();
+            const got = (JSON.parse(summary(n.agent, n.backend, true)) as { maps: unknown[] }).maps;
+            expect(comparable(got)).toBe(comparable(referenceMaps(names[i]!, items, record)));
+          }
+        } finally {
+          for (const n of nodes) await n.source.close();
+        }
+      }),
+      { numRuns: 8 },
+    );
+  }, 300_000);
 });

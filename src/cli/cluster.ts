@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { runCluster, type ClusterReport } from '../cluster/run.js';
+import { EtcdServer } from '../cluster/etcd.js';
 import { traceToWatch } from '../cluster/watch-objects.js';
 
 interface Io {
@@ -13,6 +14,7 @@ interface ClusterCliOptions {
   nodes: number;
   json?: boolean;
   killAgentEvery?: number;
+  restartEtcdAt?: number;
 }
 
 const whole = (name: string, min: number) => (v: string): number => {
@@ -36,9 +38,26 @@ function render(r: ClusterReport): string {
 export async function cluster(io: Io, trace: string, opts: ClusterCliOptions): Promise<number> {
   const feed = traceToWatch(readFileSync(trace, 'utf8'), trace, opts.nodes);
   const distill = [process.execPath, ...process.execArgv, process.argv[1]!];
-  const report = await runCluster(feed, { etcd: opts.etcd, nodes: opts.nodes, distill, ...(opts.killAgentEvery !== undefined ? { killAgentEvery: opts.killAgentEvery } : {}), log: (l) => io.err(`${l}\n`) });
-  const { mapMismatches: _m, kills: _k, ...json } = report;
-  io.out(opts.json ? `${JSON.stringify(json)}\n` : render(report));
+  if (opts.restartEtcdAt !== undefined && opts.etcd !== 'local') throw new Error('--restart-etcd-at needs --etcd local (distill cluster can only restart an etcd it started)');
+  const own = opts.etcd === 'local' ? await EtcdServer.start() : undefined;
+  try {
+    const report = await runCluster(feed, {
+      etcd: own?.url ?? opts.etcd,
+      nodes: opts.nodes,
+      distill,
+      ...(opts.killAgentEvery !== undefined ? { killAgentEvery: opts.killAgentEvery } : {}),
+      ...(opts.restartEtcdAt !== undefined && own ? { restartEtcdAt: opts.restartEtcdAt, etcdControl: own } : {}),
+      log: (l) => io.err(`${l}\n`),
+    });
+    return print(io, report, opts.json === true);
+  } finally {
+    await own?.destroy();
+  }
+}
+
+function print(io: Io, report: ClusterReport, json: boolean): number {
+  const { mapMismatches: _m, kills: _k, ...rest } = report;
+  io.out(json ? `${JSON.stringify(rest)}\n` : render(report));
   return report.duplicates > 0 || report.disagreements > 0 || report.mapMismatches.length > 0 ? 1 : 0;
 }
 
@@ -47,9 +66,10 @@ export function registerCluster(program: Command, io: Io): void {
     .command('cluster')
     .description('Run N agents sharing identities through etcd, feed them a trace, check they agree and compute the right maps')
     .argument('<trace>', 'trace file (JSON Lines; pods placed by their node field, see distill gen --nodes)')
-    .addOption(new Option('--etcd <url>', 'etcd client URL').makeOptionMandatory())
+    .addOption(new Option('--etcd <url>', 'etcd client URL, or local: start a private etcd on 127.0.0.1 (binary etcd on PATH)').makeOptionMandatory())
     .addOption(new Option('--nodes <n>', 'number of agents (node-0 … node-(n-1))').default(2).argParser(whole('--nodes', 1)))
     .addOption(new Option('--kill-agent-every <k>', 'kill -9 one agent after every k events and restart it').argParser(whole('--kill-agent-every', 1)))
+    .addOption(new Option('--restart-etcd-at <e>', 'stop etcd after e events, start it again halfway through the rest (with --etcd local)').argParser(whole('--restart-etcd-at', 0)))
     .option('--json', 'one JSON object {nodes, events, identities, duplicates, disagreements, mapsVerified, allocationUs: {p50, p99}, eventsPerSec}')
     .action((trace: string, opts: ClusterCliOptions) => {
       cluster(io, trace, opts).then(

@@ -17,6 +17,9 @@ export interface ClusterOptions {
   /** Kill -9 one agent (round robin) after every K events, and restart it (it relists). */
   readonly killAgentEvery?: number;
   readonly log?: (line: string) => void;
+  /** Stop etcd after this many events and start it again halfway through the rest (needs etcdControl). */
+  readonly restartEtcdAt?: number;
+  readonly etcdControl?: { stop(): Promise<void>; start(): Promise<void> };
 }
 
 /** The checks and measurements of one run. */
@@ -79,19 +82,38 @@ export async function runCluster(feed: ClusterFeed, opts: ClusterOptions): Promi
   const agents = names.map((n) => startAgent(opts, n));
   let kills = 0;
   const every = opts.killAgentEvery ?? 0;
-  for (let at = 0; at < feed.items.length; ) {
-    const next = every > 0 ? Math.min(feed.items.length, at + every) : feed.items.length;
-    const chunk = lines(feed.items.slice(at, next));
-    for (const a of agents) a.proc.stdin!.write(chunk);
-    at = next;
-    if (every > 0 && at < feed.items.length) {
+  const n = feed.items.length;
+  const at = new Set<number>();
+  if (every > 0) for (let k = every; k < n; k += every) at.add(k);
+  const stopAt = opts.restartEtcdAt;
+  // etcd is down from E to halfway through the rest: agents keep enforcing, new pods wait.
+  const startAt = stopAt !== undefined ? stopAt + Math.max(1, Math.floor((n - stopAt) / 2)) : undefined;
+  if (stopAt !== undefined && startAt !== undefined) at.add(stopAt).add(Math.min(startAt, n));
+  let from = 0;
+  for (const to of [...at, n].filter((x) => x > 0 && x <= n).sort((a, b) => a - b)) {
+    if (to > from) {
+      const chunk = lines(feed.items.slice(from, to));
+      for (const a of agents) a.proc.stdin!.write(chunk);
+      from = to;
+    }
+    if (to === stopAt && opts.etcdControl) {
+      await opts.etcdControl.stop();
+      opts.log?.(`etcd stopped after ${to} events`);
+    }
+    if (to === Math.min(startAt ?? -1, n) && opts.etcdControl) {
+      // Give the agents time to take what was written while etcd is down (not a measured wait).
+      await new Promise((r) => setTimeout(r, 1000));
+      await opts.etcdControl.start();
+      opts.log?.(`etcd restarted after ${to} events`);
+    }
+    if (every > 0 && to % every === 0 && to < n) {
       const i = kills++ % opts.nodes;
       const victim = agents[i]!;
       victim.proc.kill('SIGKILL');
       await victim.out.catch(() => undefined);
-      opts.log?.(`killed agent ${names[i]} (kill -9) after ${at} events; restarting it`);
+      opts.log?.(`killed agent ${names[i]} (kill -9) after ${to} events; restarting it`);
       agents[i] = startAgent(opts, names[i]!);
-      agents[i]!.proc.stdin!.write(lines(feed.items.slice(0, at)));
+      agents[i]!.proc.stdin!.write(lines(feed.items.slice(0, to)));
     }
   }
   for (const a of agents) a.proc.stdin!.end();

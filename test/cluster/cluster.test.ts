@@ -70,6 +70,16 @@ suite('distill cluster', () => {
     expect(r.entries).toBeGreaterThan(0);
   }, 180_000);
 
+  it('--etcd local --restart-etcd-at: etcd stopped mid-trace and restarted, the agents converge and verify', () => {
+    const r = spawnSync('node', ['dist/cli/main.js', 'cluster', '--etcd', 'local', '--nodes', '3', '--restart-etcd-at', '50', '--json', traceFile('r3.jsonl', 3, 8)], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/etcd stopped after 50 events[\s\S]*etcd restarted/);
+    expect(JSON.parse(r.stdout)).toMatchObject({ nodes: 3, duplicates: 0, disagreements: 0, mapsVerified: 3 });
+    const remote = spawnSync('node', ['dist/cli/main.js', 'cluster', '--etcd', etcd.url, '--restart-etcd-at', '5', traceFile('r1.jsonl', 2, 8)], { encoding: 'utf8' });
+    expect(remote.status).toBe(2);
+    expect(remote.stderr).toMatch(/--restart-etcd-at needs --etcd local/);
+  }, 180_000);
+
   it('the map check can fail: another identity table gives other maps', () => {
     const feed = traceToWatch(generateTrace({ profile: 'small', seed: 5, nodes: 2 }), 't', 2);
     const table: Record<string, string> = Object.create(null) as Record<string, string>;

@@ -31,6 +31,26 @@ export interface AgentConfig {
    * ignored) or `external` (CiliumIdentity objects / identity events give the cluster's numbers).
    */
   readonly identities?: 'local' | 'external';
+  /**
+   * Identities from elsewhere (etcd): the engine runs with external identities, CiliumIdentity
+   * objects are ignored, and this source sees every committed event and gives identity events.
+   */
+  readonly identitySource?: AgentIdentitySource;
+}
+
+/** An identity source the agent feeds its committed events to and takes identity events from. */
+export interface AgentIdentitySource {
+  observe(events: readonly EngineEvent[]): void;
+  /** Identity events waiting; `ack(n)` drops the first n once a transaction applied them. */
+  peek(): readonly EngineEvent[];
+  ack(n: number): void;
+  /** Set by the agent: called when identity events wait. */
+  onChange: () => void;
+  /**
+   * False until the cluster's identities were listed once: the first transaction (which
+   * reconciles the pinned maps) waits for it, so a restart does not empty the maps it then refills.
+   */
+  readonly ready: boolean;
 }
 
 /** What the agent did, for its summary. */
@@ -63,7 +83,8 @@ export class Agent {
 
   constructor(private readonly config: AgentConfig) {
     const log = config.logger;
-    this.engine = new Engine({ identitySource: config.identities ?? 'local' });
+    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local') });
+    if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.mirror = new ClusterMirror({
       nodeName: config.node,
       debug: (msg, fields) => log.debug(fields, msg),
@@ -140,10 +161,14 @@ export class Agent {
   /** Applies what waits; the first transaction waits for every stream's first data (a restart must see the whole state). */
   flush(): void {
     if (!this.reconciled && this.started < this.config.watch.length) return;
+    if (!this.reconciled && this.config.identitySource?.ready === false) return;
     const batch = this.mirror.flush();
     // With local identities the engine numbers pods itself: the cluster's identities are not its input.
-    const external = (this.config.identities ?? 'local') === 'external';
-    const events = external ? batch.events : batch.events.filter((e): e is EngineEvent => e.type !== 'upsertIdentity' && e.type !== 'deleteIdentity');
+    const source = this.config.identitySource;
+    const external = !source && (this.config.identities ?? 'local') === 'external';
+    const k8s = external ? batch.events : batch.events.filter((e): e is EngineEvent => e.type !== 'upsertIdentity' && e.type !== 'deleteIdentity');
+    const identities = [...(source?.peek() ?? [])];
+    const events = [...identities, ...k8s];
     if (events.length === 0 && this.reconciled) return batch.commit();
     this.summary.events += events.length;
     const outcome = this.instrumented.apply(events);
@@ -152,6 +177,8 @@ export class Agent {
       return batch.rollback();
     }
     batch.commit();
+    source?.ack(identities.length);
+    source?.observe(k8s);
     if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
     if (!this.mirror.idle) this.queueFlush();

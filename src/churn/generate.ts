@@ -20,6 +20,8 @@ export interface PodRecord {
   labels: Record<string, string>;
   readonly ip: string;
   readonly local: boolean;
+  /** Set when the trace spreads pods over nodes (`--nodes`). */
+  readonly node?: string;
   readonly ports: readonly ContainerPort[];
 }
 
@@ -41,7 +43,13 @@ export class TraceBuilder {
   private nextIp = 0;
   private podsCreated = 0;
   private bytes = 0;
+  private remotePods = 0;
   events = 0;
+  /**
+   * Nodes to spread pods over (0: no `node` field, as before). Local pods run on node-0 (the
+   * replaying node); the others round-robin over node-1 … node-(K-1), so `local` keeps its meaning.
+   */
+  nodes = 0;
 
   /** maxBytes: the trace's size limit (what `replay --max-input-bytes` could read back). */
   constructor(
@@ -91,11 +99,19 @@ export class TraceBuilder {
     return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
   }
 
+  private nodeOf(local: boolean, existing: PodRecord | undefined): string | undefined {
+    if (this.nodes === 0) return undefined;
+    if (existing?.node !== undefined && existing.local === local) return existing.node;
+    if (local || this.nodes === 1) return 'node-0';
+    return `node-${1 + (this.remotePods++ % (this.nodes - 1))}`;
+  }
+
   pod(namespace: string, name: string, labels: Record<string, string>, local: boolean, tag = 'pod-add', ports: readonly ContainerPort[] = HTTP_PORTS): PodRecord {
     const existing = this.pods.get(`${namespace}/${name}`);
-    const p: PodRecord = { namespace, name, labels, ip: existing?.ip ?? this.ip(), local, ports };
+    const node = this.nodeOf(local, existing);
+    const p: PodRecord = { namespace, name, labels, ip: existing?.ip ?? this.ip(), local, ports, ...(node !== undefined ? { node } : {}) };
     this.pods.set(`${namespace}/${name}`, p);
-    this.emit({ type: 'upsertPod', pod: { namespace, name, labels, ip: p.ip, ports: [...ports] }, local, tag });
+    this.emit({ type: 'upsertPod', pod: { namespace, name, labels, ip: p.ip, ports: [...ports] }, local, ...(node !== undefined ? { node } : {}), tag });
     return p;
   }
 

@@ -346,6 +346,8 @@ export interface GenerateOptions {
   /** Multiplies the cluster size (the scaling series): 1 = the published shape. */
   readonly scale?: number;
   readonly churnEvents?: number;
+  /** Spread pods over this many nodes (a `node` field on each pod; local pods on node-0). */
+  readonly nodes?: number;
   /** Refuse to build a trace larger than this (bytes). */
   readonly maxBytes?: number;
 }
@@ -360,6 +362,7 @@ function checkOptions(profile: Profile, opts: GenerateOptions): void {
   if (scale !== undefined && !(Number.isFinite(scale) && scale > 0)) throw new GenerateOptionsError(`--scale: "${scale}" is not a positive number`);
   if (scale !== undefined && scale !== 1 && !profile.scalable) throw new GenerateOptionsError(`--scale: profile ${profile.name} has a fixed shape and cannot be scaled (leave --scale out, or use another profile)`);
   if (churnEvents !== undefined && !(Number.isSafeInteger(churnEvents) && churnEvents >= 0)) throw new GenerateOptionsError(`--churn: "${churnEvents}" is not a whole number of events (0 or more)`);
+  if (opts.nodes !== undefined && !(Number.isSafeInteger(opts.nodes) && opts.nodes >= 1 && opts.nodes <= 100_000)) throw new GenerateOptionsError(`--nodes: "${opts.nodes}" is not a whole number of nodes (1 to 100000)`);
 }
 
 /**
@@ -374,6 +377,7 @@ export function generateTrace(opts: GenerateOptions): string {
   checkOptions(profile, opts);
   const scale = opts.scale ?? 1;
   const b = new TraceBuilder(seededRandom(opts.seed), { profile: profile.name, seed: opts.seed, description: `${profile.description}${scale !== 1 ? ` (scale ×${scale})` : ''}` }, opts.maxBytes);
+  b.nodes = opts.nodes ?? 0;
   b.phase('initial');
   const shape = profile.build(b, scale);
   b.phase('churn');

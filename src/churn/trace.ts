@@ -39,6 +39,8 @@ export type TraceEventJson = { readonly tag?: string } & (
         readonly ports?: readonly ContainerPort[];
       };
       readonly local?: boolean;
+      /** The node the pod runs on (multi-node traces, `distill gen --nodes`); `local` stays "on the replaying node". */
+      readonly node?: string;
     }
   | { readonly type: 'deletePod'; readonly namespace: string; readonly name: string }
   | { readonly type: 'upsertPolicy'; readonly manifest: Readonly<Record<string, unknown>> }
@@ -49,7 +51,7 @@ export type TraceEventJson = { readonly tag?: string } & (
 );
 
 type TraceItem =
-  | { readonly kind: 'event'; readonly line: number; readonly tag: string; readonly event: EngineEvent }
+  | { readonly kind: 'event'; readonly line: number; readonly tag: string; readonly event: EngineEvent; readonly node?: string }
   | { readonly kind: 'phase'; readonly line: number; readonly name: string }
   /** DNS answers and clock steps (toFQDNs): read only with `{fqdn: true}`, until the engine takes them. */
   | { readonly kind: 'fqdn'; readonly line: number; readonly tag: string; readonly event: FqdnEvent };
@@ -84,13 +86,13 @@ function readHeader(r: Reader, v: unknown): TraceHeader {
 }
 
 function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): TraceItem {
-  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'seconds']);
+  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
   const allowed: Record<(typeof EVENT_TYPES)[number], string[]> = {
     upsertNamespace: ['name', 'labels'],
     deleteNamespace: ['name'],
-    upsertPod: ['pod', 'local'],
+    upsertPod: ['pod', 'local', 'node'],
     deletePod: ['namespace', 'name'],
     upsertPolicy: ['manifest'],
     deletePolicy: ['ref'],
@@ -138,7 +140,9 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
         serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
         ports: readContainerPorts(r, p.ports, 'pod.ports'),
       };
-      return ev({ type, pod, local: r.optBoolean(o.local, 'local') ?? false });
+      const node = absent(o.node) ? undefined : r.nonEmptyString(o.node, 'node');
+      if (node?.includes('/')) r.fail('node', `"${node}" must not contain '/'`);
+      return { ...ev({ type, pod, local: r.optBoolean(o.local, 'local') ?? false }), ...(node !== undefined ? { node } : {}) };
     }
     case 'deletePod':
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { Agent } from '../agent/agent.js';
+import { EtcdIdentitySource } from '../agent/etcd-identities.js';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
@@ -11,7 +12,8 @@ import { mapRecordJson, l7RowJson } from './render.js';
 interface AgentCliOptions {
   node: string;
   watch: string[];
-  identities: 'local' | 'external';
+  identities: 'local' | 'external' | 'etcd';
+  etcd?: string;
   backend: 'memory' | 'bpf';
   pinDir: string;
   metricsAddr?: string;
@@ -34,7 +36,8 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .description('Run as a node agent: read Kubernetes watch streams, write the node endpoints\' policy maps')
     .addOption(new Option('--node <name>', 'this node: pods whose spec.nodeName is it are the local endpoints').makeOptionMandatory())
     .addOption(new Option('--watch <file...>', 'watch stream (kubectl get --watch --output-watch-events -o json), - for stdin; one per resource type').makeOptionMandatory())
-    .addOption(new Option('--identities <source>', 'where identity numbers come from').choices(['local', 'external']).default('local'))
+    .addOption(new Option('--identities <source>', 'where identity numbers come from').choices(['local', 'external', 'etcd']).default('local'))
+    .option('--etcd <url>', 'etcd URL for --identities etcd (cluster identities in Cilium\'s kvstore layout)')
     .addOption(new Option('--backend <kind>', 'where policy maps are written').choices(['memory', 'bpf']).default('memory'))
     .addOption(new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (maps go to <dir>/agent)').default(DEFAULT_PIN_DIR))
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
@@ -51,6 +54,8 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
 async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   const backend: MapBackend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'agent') }) : new MemoryBackend();
   const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
+  if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');
+  const source = opts.etcd !== undefined ? new EtcdIdentitySource({ url: opts.etcd, node: opts.node, logger }) : undefined;
   const agent = new Agent({
     node: opts.node,
     watch: opts.watch,
@@ -58,23 +63,43 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     logger,
     registry: new Registry(),
     exitAtEof: opts.exitAtEof === true,
-    identities: opts.identities,
+    identities: opts.identities === 'etcd' ? 'external' : opts.identities,
+    ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
     onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),
   });
   const onTerm = (): void => void agent.stop();
   process.once('SIGTERM', onTerm);
   process.once('SIGINT', onTerm);
+  source?.start();
   try {
     await agent.run();
-    if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true));
+    if (source && !agent.stopped) await settle(agent, source);
+    if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true, source));
   } finally {
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onTerm);
     await agent.stop();
+    await source?.close();
   }
   // A stream that could not be read (missing file, cut-off or malformed JSON) is bad input; its error is logged.
   return agent.summary.unreadableStreams > 0 ? EXIT_BAD_INPUT : 0;
+}
+
+/**
+ * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
+ * knows has one (remote pods: from their nodes' agents) and the engine has applied them all.
+ */
+async function settle(agent: Agent, source: EtcdIdentitySource): Promise<void> {
+  while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) await new Promise((r) => setTimeout(r, 20));
+  agent.flush();
+}
+
+/** With etcd identities: the table this node saw (id -> kvstore label-set key) and its allocation latencies. */
+function etcdSummary(source: EtcdIdentitySource): { identities: Record<string, string>; allocationUs: number[] } {
+  const identities = Object.create(null) as Record<string, string>;
+  for (const [id, key] of source.identities()) identities[String(id)] = key;
+  return { identities, allocationUs: source.stats.allocationUs };
 }
 
 function labelsOf(agent: Agent): (id: number) => string[] {
@@ -82,7 +107,7 @@ function labelsOf(agent: Agent): (id: number) => string[] {
 }
 
 /** Endpoints, map entries, transactions, refusals; with `json`, every local endpoint's map as `maps dump --json` shows it. */
-function summary(agent: Agent, backend: MapBackend, json: boolean): string {
+export function summary(agent: Agent, backend: MapBackend, json: boolean, source?: EtcdIdentitySource): string {
   const endpoints = backend.endpoints();
   const entries = endpoints.reduce((n, ep) => n + backend.size(ep), 0);
   const s = agent.summary;
@@ -94,5 +119,5 @@ function summary(agent: Agent, backend: MapBackend, json: boolean): string {
     const records = backend.dump(ep);
     return { endpoint: ep, backend: backend.kind, capacity: backend.capacity, pressure: records.length / backend.capacity, entries: records.map((r) => mapRecordJson(r, lo)), l7: agent.engine.l7Table(ep).map((row) => l7RowJson(row, lo)) };
   });
-  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps })}\n`;
+  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps, ...(source ? etcdSummary(source) : {}) })}\n`;
 }

@@ -31,6 +31,7 @@ import cliProgress from 'cli-progress';
 import { stringify as stringifyYaml } from 'yaml';
 import { registerIdentityGc } from './identity-gc.js';
 import { registerAgent } from './agent.js';
+import { registerCluster } from './cluster.js';
 import { registerTestbed } from './testbed.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
@@ -270,6 +271,7 @@ interface GenOptions {
   seed: string;
   scale?: string;
   churn?: string;
+  nodes?: string;
 }
 
 function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
@@ -282,7 +284,8 @@ function gen({ io, maxInputBytes }: Ctx, opts: GenOptions): number {
   try {
     const scale = num(opts.scale, '--scale');
     const churnEvents = num(opts.churn, '--churn');
-    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}), maxBytes: maxInputBytes });
+    const nodes = num(opts.nodes, '--nodes');
+    const text = generateTrace({ profile: opts.profile, seed: num(opts.seed, '--seed') ?? 1, ...(nodes !== undefined ? { nodes } : {}), ...(scale !== undefined ? { scale } : {}), ...(churnEvents !== undefined ? { churnEvents } : {}), maxBytes: maxInputBytes });
     io.out(text);
     return 0;
   } catch (e) {
@@ -455,6 +458,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   const env: CliEnv = { ctx: () => ({ io, maxInputBytes: program.opts<{ maxInputBytes: number }>().maxInputBytes }), done };
   for (const register of COMMANDS) register(program, env);
   registerIdentityGc(program, io);
+  registerCluster(program, io);
   // The agent runs past runCli's return: its exit code goes to the process when it stops.
   registerAgent(program, io, (code) => (process.exitCode = code));
   registerTestbed(program, io, done);
@@ -500,6 +504,7 @@ function registerGen(program: Command, { ctx, done }: CliEnv): void {
     .option('--seed <n>', 'random seed: the same seed gives the same trace', '1')
     .option('--scale <x>', 'multiply the cluster size (a positive number, 1 = the published shape; not for small, a fixed shape)')
     .option('--churn <n>', 'number of churn events after the initial state (a whole number)')
+    .option('--nodes <k>', 'spread pods over k nodes (a node field on each pod; local pods on node-0)')
     .action((opts: GenOptions) => {
       done(gen(ctx(), opts));
     });

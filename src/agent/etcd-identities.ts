@@ -1,0 +1,245 @@
+import type { Etcd3 } from 'etcd3';
+import type { Logger } from 'pino';
+import type { EngineEvent } from '../engine/events.js';
+import { IdentityAllocator } from '../kvstore/allocator.js';
+import { connectEtcd } from '../kvstore/client.js';
+import { labelSetKey } from '../kvstore/labels.js';
+import { IdentityWatcher, type IdentityEvent } from '../kvstore/watcher.js';
+import { namespaceWithDefaults, type Pod } from '../model/cluster.js';
+import { podIdentityLabels } from '../model/identity.js';
+
+/** What the agent's etcd identity source is told. */
+export interface EtcdIdentityOptions {
+  readonly url: string;
+  /** Slave-key suffix of this node (no '/'). */
+  readonly node: string;
+  readonly logger: Logger;
+  readonly prefix?: string;
+  readonly leaseTtlSec?: number;
+  /** Delay before retrying while etcd is unreachable, ms. */
+  readonly retryMs?: number;
+}
+
+/** Counters of the etcd identity source (for summaries and tests). */
+export interface EtcdIdentityStats {
+  allocations: number;
+  releases: number;
+  failures: number;
+  /** Microseconds of each successful allocation (etcd round trips included). */
+  readonly allocationUs: number[];
+}
+
+const podKey = (namespace: string, name: string): string => `${namespace}/${name}`;
+
+/** A pod's cluster identity labels in the kvstore form (`source:key=value`). */
+export function kvLabels(pod: Pod, namespaceLabels: Readonly<Record<string, string>>): string[] {
+  return podIdentityLabels(pod, namespaceLabels).map((l) => `${l.source}:${l.key}=${l.value}`);
+}
+
+/** A watcher event as the engine's identity event (labels in security-labels form). */
+export function engineIdentityEvent(e: IdentityEvent): EngineEvent {
+  if (e.kind === 'deleteIdentity') return { type: 'deleteIdentity', id: e.id };
+  const labels = Object.create(null) as Record<string, string>;
+  for (const text of e.labels) {
+    const eq = text.indexOf('=');
+    labels[text.slice(0, eq)] = text.slice(eq + 1);
+  }
+  return { type: 'upsertIdentity', id: e.id, labels };
+}
+
+/**
+ * Cluster identities through etcd (Cilium's kvstore allocator): the node's local pods are
+ * allocated (acquire on add or relabel, release on delete) and the cluster's id/ keys are watched
+ * and handed to the engine as identity events. The wanted state is kept apart from what etcd
+ * holds, and a single pump moves one toward the other, so while etcd is down nothing is lost: the
+ * pump retries, the engine keeps its last identities (pods without an id stay default deny).
+ */
+export class EtcdIdentitySource {
+  readonly stats: EtcdIdentityStats = { allocations: 0, releases: 0, failures: 0, allocationUs: [] };
+  /** Called when identity events wait (the agent queues a transaction). */
+  onChange: () => void = () => {};
+  private readonly client: Etcd3;
+  private allocator: IdentityAllocator | undefined;
+  private watcher: IdentityWatcher | undefined;
+  private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
+  private readonly pods = new Map<string, Pod>();
+  /** Every pod known (local or not) -> its label-set key: settled needs an id for each. */
+  private readonly allPods = new Map<string, Pod>();
+  /** Pod -> the kvstore label set it should hold / holds in etcd now. */
+  private readonly wanted = new Map<string, string[]>();
+  private readonly held = new Map<string, string[]>();
+  private readonly pending: EngineEvent[] = [];
+  private pumping = false;
+  private again = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly opts: EtcdIdentityOptions) {
+    this.client = connectEtcd(opts.url);
+  }
+
+  /** Starts connecting (retrying while etcd is down); never throws for an unreachable etcd. */
+  start(): void {
+    this.kick();
+  }
+
+  /** True once the id/ keys were listed (their events wait in `peek`). */
+  get ready(): boolean {
+    return this.watcher !== undefined;
+  }
+
+  /** True when every local pod holds its wanted label set in etcd and the watcher runs. */
+  get settled(): boolean {
+    if (!this.watcher || this.pumping || this.again) return false;
+    if (this.wanted.size !== this.held.size) return false;
+    for (const [pod, labels] of this.wanted) if (this.held.get(pod)?.join(';') !== labels.join(';')) return false;
+    return true;
+  }
+
+  /** Settled, and every known pod (remote ones too: their nodes allocate them) has an id here. */
+  get settledCluster(): boolean {
+    if (!this.settled || !this.watcher) return false;
+    for (const pod of this.allPods.values()) {
+      if (this.watcher.idForLabels(labelSetKey(kvLabels(pod, this.namespaceLabels(pod.namespace)))) === undefined) return false;
+    }
+    return true;
+  }
+
+  /** The ids this node's watcher knows, label-set key -> id (for checks). */
+  identities(): ReadonlyMap<number, string> {
+    return this.watcher?.identities ?? new Map();
+  }
+
+  /** Sees the agent's committed events: local pods and namespaces decide what is wanted. */
+  observe(events: readonly EngineEvent[]): void {
+    let touched = false;
+    for (const e of events) {
+      // As the engine stores them: Kubernetes' kubernetes.io/metadata.name added.
+      if (e.type === 'upsertNamespace') this.namespaces.set(e.name, namespaceWithDefaults(e.name, e.labels).labels);
+      else if (e.type === 'deleteNamespace') this.namespaces.delete(e.name);
+      else if (e.type === 'upsertPod') {
+        const key = podKey(e.pod.namespace, e.pod.name);
+        this.allPods.set(key, e.pod);
+        if (e.local === true) this.pods.set(key, e.pod);
+        else this.pods.delete(key);
+      } else if (e.type === 'deletePod') {
+        this.pods.delete(podKey(e.namespace, e.name));
+        this.allPods.delete(podKey(e.namespace, e.name));
+      } else continue;
+      touched = true;
+    }
+    if (!touched) return;
+    this.wanted.clear();
+    for (const [key, pod] of this.pods) this.wanted.set(key, kvLabels(pod, this.namespaceLabels(pod.namespace)));
+    this.kick();
+  }
+
+  private namespaceLabels(ns: string): Readonly<Record<string, string>> {
+    return this.namespaces.get(ns) ?? namespaceWithDefaults(ns, {}).labels;
+  }
+
+  /** Identity events not yet applied (the agent acks them after its transaction commits). */
+  peek(): readonly EngineEvent[] {
+    return this.pending;
+  }
+
+  ack(n: number): void {
+    this.pending.splice(0, n);
+  }
+
+  async close(revoke = true): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    await this.watcher?.close().catch(() => undefined);
+    await this.allocator?.close(revoke).catch(() => undefined);
+    this.client.close();
+  }
+
+  private kick(): void {
+    if (this.closed) return;
+    if (this.pumping) return void (this.again = true);
+    this.pumping = true;
+    this.pump().then(
+      () => this.pumped(undefined),
+      (e: unknown) => this.pumped(e),
+    );
+  }
+
+  private pumped(err: unknown): void {
+    this.pumping = false;
+    if (err !== undefined) {
+      this.stats.failures++;
+      this.opts.logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'etcd identities: retrying');
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.kick(), this.opts.retryMs ?? 200);
+      return;
+    }
+    if (this.again) (this.again = false), this.kick();
+    else this.onChange();
+  }
+
+  private async pump(): Promise<void> {
+    await this.connect();
+    for (;;) {
+      this.again = false;
+      const todo = [...this.wanted].filter(([pod, labels]) => this.held.get(pod)?.join(';') !== labels.join(';'));
+      const gone = [...this.held.keys()].filter((pod) => !this.wanted.has(pod));
+      if (todo.length === 0 && gone.length === 0) return;
+      await Promise.all(todo.map(([pod, labels]) => this.acquire(pod, labels)));
+      await Promise.all(gone.map((pod) => this.release(pod)));
+    }
+  }
+
+  private async connect(): Promise<void> {
+    this.watcher ??= await IdentityWatcher.start(
+      this.client,
+      (e) => {
+        this.pending.push(engineIdentityEvent(e));
+        if (!this.pumping) this.onChange();
+      },
+      this.opts.prefix,
+    );
+    this.onChange();
+    this.allocator ??= await IdentityAllocator.create(this.client, {
+      url: this.opts.url,
+      node: this.opts.node,
+      cache: this.watcher,
+      ...(this.opts.prefix !== undefined ? { prefix: this.opts.prefix } : {}),
+      ...(this.opts.leaseTtlSec !== undefined ? { leaseTtlSec: this.opts.leaseTtlSec } : {}),
+    });
+  }
+
+  /** Acquire first, then release the old set: a relabelled pod never has no id in between. */
+  private async acquire(pod: string, labels: string[]): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    await this.allocator!.allocate(labels);
+    this.stats.allocationUs.push(Number((process.hrtime.bigint() - t0) / 1000n));
+    this.stats.allocations++;
+    const old = this.held.get(pod);
+    this.held.set(pod, labels);
+    if (old) await this.releaseLabels(pod, old);
+  }
+
+  private async release(pod: string): Promise<void> {
+    const old = this.held.get(pod);
+    if (!old) return;
+    this.held.delete(pod);
+    try {
+      await this.allocator!.release(old);
+      this.stats.releases++;
+    } catch (e) {
+      this.held.set(pod, old);
+      throw e;
+    }
+  }
+
+  private async releaseLabels(pod: string, labels: string[]): Promise<void> {
+    try {
+      await this.allocator!.release(labels);
+      this.stats.releases++;
+    } catch (e) {
+      // The reference is gone locally: the slave key stays until the lease ends or the next release.
+      this.opts.logger.warn({ pod, error: (e as Error).message }, 'etcd identities: release failed');
+    }
+  }
+}

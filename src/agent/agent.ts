@@ -9,7 +9,7 @@ import { Engine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
-import { reconcile } from '../node/restart.js';
+import { proxyPortsFromMaps, reconcile } from '../node/restart.js';
 import { InstrumentedEngine } from './instrument.js';
 
 /** What `distill agent` is told. */
@@ -83,7 +83,8 @@ export class Agent {
 
   constructor(private readonly config: AgentConfig) {
     const log = config.logger;
-    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local') });
+    // A restarted agent keeps the proxy ports its pinned maps already use, so reconcile rewrites no redirect.
+    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend) });
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.mirror = new ClusterMirror({
       nodeName: config.node,

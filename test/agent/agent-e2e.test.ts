@@ -175,7 +175,10 @@ describe('distill agent serving metrics', () => {
     child.stdin.write(l7('kafka-9999', { kafka: [{ topic: 'a' }] }, 90002));
     const refused = await pollUntil(`${base}/metrics`, (b) => /^distill_refused_transactions_total\{reason="L7ParserConflictError"\} 1/m.test(b));
     expect(refused).toMatch(/^distill_refused_transactions_total\{reason="L7ParserConflictError"\} 1$/m);
-    expect(stderr).toMatch(/"level":40.*"reason":"L7ParserConflictError".*"msg":"transaction refused"/);
+    // The log line travels through a pipe: it may reach us after the metric does.
+    const logged = /"level":40.*"reason":"L7ParserConflictError".*"msg":"transaction refused"/;
+    for (let i = 0; i < 100 && !logged.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(stderr).toMatch(logged);
     // It keeps running on its last good state: a new pod still becomes an endpoint.
     child.stdin.write(JSON.stringify({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'late', namespace: 'default', resourceVersion: '90003', labels: { app: 'late' } }, spec: { nodeName: 'node-a', containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running', podIP: '10.9.9.9' } } }));
     const metrics = await pollUntil(`${base}/metrics`, (b) => new RegExp(`^distill_endpoints ${endpoints + 1}$`, 'm').test(b));

@@ -128,9 +128,10 @@ describe('toFQDNs in Cilium manifests', () => {
   });
   const fqdn = { fqdn: true } as const;
 
-  it('is refused for the engine (the default) and read for the oracle', () => {
+  it('is read by default (engine and oracle), refused only with fqdn: false', () => {
     const m = manifest('{"toFQDNs": [{"matchName": "A.io."}], "toPorts": [{"ports": [{"port": "443"}]}]}');
-    expect(() => parseManifest(m, 'f.yaml#0')).toThrow("f.yaml#0 spec.egress[0].toFQDNs: is not supported by distill's engine yet");
+    expect(() => parseManifest(m, 'f.yaml#0', { fqdn: false })).toThrow('f.yaml#0 spec.egress[0].toFQDNs: is not read here');
+    expect(parseManifest(m, 'f.yaml#0').rules[0]?.toFQDNs).toEqual([{ matchName: 'a.io' }]);
     const rule = parseManifest(m, 'f.yaml#0', fqdn).rules[0];
     expect(rule?.toFQDNs).toEqual([{ matchName: 'a.io' }]);
     expect(rule?.peers).toEqual([]);
@@ -211,29 +212,28 @@ describe('scenario and trace formats', () => {
     expect(bad('{advanceTime: -5}')).toThrow('steps[0].changes[0].advanceTime');
   });
 
-  it('reads DNS events in traces only for the oracle', () => {
+  it('reads DNS events in traces as engine events (refused only with fqdn: false)', () => {
     const text = ['{"distillTrace":1}', '{"type":"dnsResponse","endpoint":"x/a","name":"a.io","ips":["192.0.2.1"],"ttl":30}', '{"type":"advanceTime","seconds":5}'].join('\n');
-    expect(() => parseTrace(text, 't.jsonl')).toThrow("t.jsonl:2 type: dnsResponse events are not supported by distill's engine yet");
-    const items = parseTrace(text, 't.jsonl', { fqdn: true }).items;
-    expect(items.map((i) => (i.kind === 'fqdn' ? i.event.type : i.kind))).toEqual(['dnsResponse', 'advanceTime']);
+    expect(() => parseTrace(text, 't.jsonl', { fqdn: false })).toThrow('t.jsonl:2 type: dnsResponse events are not read here');
+    const items = parseTrace(text, 't.jsonl').items;
+    expect(items.map((i) => (i.kind === 'event' ? i.event.type : i.kind))).toEqual(['dnsResponse', 'advanceTime']);
     expect(() => parseTrace(text.replace('"ttl":30', '"ttl":-1'), 't.jsonl', { fqdn: true })).toThrow('t.jsonl:2 ttl');
   });
 });
 
 describe('distill gen --profile fqdn', () => {
-  it('writes S3-like answers, clock steps and policy churn, seeded; the engine path refuses the trace', () => {
+  it('writes S3-like answers, clock steps and policy churn, seeded, that replay reads', () => {
     const opts = { profile: 'fqdn', scale: 0.02, churnEvents: 400 };
     const text = generateTrace({ ...opts, seed: 5 });
     expect(generateTrace({ ...opts, seed: 5 })).toBe(text);
     expect(generateTrace({ ...opts, seed: 6 })).not.toBe(text);
-    expect(() => parseTrace(text, 'fqdn.jsonl')).toThrow(/toFQDNs: is not supported by distill's engine yet/);
-    const items = parseTrace(text, 'fqdn.jsonl', { fqdn: true }).items;
+    const items = parseTrace(text, 'fqdn.jsonl').items;
     const tags = new Map<string, number>();
     for (const i of items) if (i.kind !== 'phase') tags.set(i.tag, (tags.get(i.tag) ?? 0) + 1);
     for (const t of ['dns-new-name', 'dns-new-ip', 'dns-refresh', 'advance-time']) expect(tags.get(t) ?? 0).toBeGreaterThan(0);
     expect((tags.get('policy-add') ?? 0) + (tags.get('policy-remove') ?? 0)).toBeGreaterThan(1);
     const pods = new Set(items.flatMap((i) => (i.kind === 'event' && i.event.type === 'upsertPod' ? [`${i.event.pod.namespace}/${i.event.pod.name}`] : [])));
-    const answers = items.flatMap((i) => (i.kind === 'fqdn' && i.event.type === 'dnsResponse' ? [i.event] : []));
+    const answers = items.flatMap((i) => (i.kind === 'event' && i.event.type === 'dnsResponse' ? [i.event] : []));
     expect(answers.every((a) => pods.has(a.endpoint) && a.ips.length === 8 && /^bucket-\d+\.s3\./.test(a.name))).toBe(true);
   });
 });

@@ -1,4 +1,3 @@
-import type { FqdnEvent } from '../model/fqdn-events.js';
 import type { ContainerPort } from '../model/ports.js';
 import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -53,10 +52,9 @@ export type TraceEventJson = { readonly tag?: string } & (
 type TraceItem =
   | { readonly kind: 'event'; readonly line: number; readonly tag: string; readonly event: EngineEvent; readonly node?: string }
   | { readonly kind: 'phase'; readonly line: number; readonly name: string }
-  /** DNS answers and clock steps (toFQDNs): read only with `{fqdn: true}`, until the engine takes them. */
-  | { readonly kind: 'fqdn'; readonly line: number; readonly tag: string; readonly event: FqdnEvent };
 
-/** `fqdn: true` reads toFQDNs policies and DNS events (for the oracle); the engine's replay refuses both. */
+
+/** `fqdn: false` refuses toFQDNs policies and DNS events; by default they are read (the engine takes both). */
 export interface TraceOptions {
   readonly fqdn?: boolean;
 }
@@ -102,9 +100,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
   };
   const o = r.object(v, '', ['type', 'tag', ...allowed[type]]);
   const ev = (event: EngineEvent): TraceItem => ({ kind: 'event', line, tag, event });
-  if ((type === 'dnsResponse' || type === 'advanceTime') && options.fqdn !== true) {
-    r.fail('type', `${type} events are not supported by distill's engine yet (toFQDNs, issue 16)`);
-  }
+  if ((type === 'dnsResponse' || type === 'advanceTime') && options.fqdn === false) r.fail('type', `${type} events are not read here (fqdn: false)`);
   switch (type) {
     case 'dnsResponse': {
       const endpoint = r.nonEmptyString(o.endpoint, 'endpoint');
@@ -113,10 +109,10 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
       const bad = fqdnSyntaxError('matchName', name);
       if (bad !== undefined) r.fail('name', bad);
       const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
-      return { kind: 'fqdn', line, tag, event: { type, endpoint, name, ips, ttl: r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS) } };
+      return ev({ type, endpoint, name, ips, ttl: r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS) });
     }
     case 'advanceTime':
-      return { kind: 'fqdn', line, tag, event: { type, seconds: r.intInRange(o.seconds, 'seconds', 0, MAX_SECONDS) } };
+      return ev({ type, seconds: r.intInRange(o.seconds, 'seconds', 0, MAX_SECONDS) });
     case 'phase':
       return { kind: 'phase', line, name: r.nonEmptyString(o.name, 'name') };
     case 'upsertNamespace': {

@@ -17,8 +17,6 @@ import { LookupResult, policyKeyString } from '../model/policy-map.js';
 import { diffMaps } from '../engine/map-state.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
-import { Policy, PolicyRef, policyRefKey } from '../model/rules.js';
-import { ManifestError } from '../policy/errors.js';
 import type { EngineEvent, MapDelta, RedirectInfo } from '../engine/events.js';
 
 /** Which pods are the node's own endpoints. */
@@ -85,30 +83,6 @@ export function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | u
   if (to.now > now) out.push({ type: 'advanceTime', seconds: to.now - now });
   return out;
 }
-
-/**
- * The engine cannot compute DNS-based peers yet (issue 16, phase 2): a policy with `toFQDNs`
- * (which only the scenario reader parses, for the oracle) is refused here, on every path that
- * feeds the engine from a cluster state (scenarios through the engine, `verify`, `maps dump`).
- * Manifest files and traces never get that far: their reader refuses `toFQDNs` itself.
- */
-export function refuseFqdnForEngine(p: Policy): Policy {
-  const rule = p.rules.find((r) => r.toFQDNs !== undefined);
-  if (rule) throw new FqdnUnsupportedError(rule.origin.policy, `${rule.origin.path}.toFQDNs`);
-  return p;
-}
-
-/** A policy with `toFQDNs` reached the engine; callers that know the file re-throw it naming it. */
-export class FqdnUnsupportedError extends ManifestError {
-  constructor(
-    readonly ref: PolicyRef,
-    fieldPath: string,
-  ) {
-    super(policyRefKey(ref), fieldPath, FQDN_ENGINE_REFUSAL);
-  }
-}
-
-export const FQDN_ENGINE_REFUSAL = "is not supported by distill's engine yet (DNS-based peers: the oracle reads them, `--naive`)";
 
 /** Every event needed to build `state` from nothing. */
 export function initialEvents(state: ClusterState, isLocal: LocalityRule = ALL_LOCAL): EngineEvent[] {

@@ -84,12 +84,9 @@ const SHAPES: readonly DirectionShape[] = [
   { field: 'egressDeny', direction: 'egress', verdict: 'deny', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', unsupported: ['toRequires', 'toServices', 'toGroups', 'toNodes'] },
 ];
 
-/**
- * `fqdn: true` reads `toFQDNs` (for the oracle: scenarios and `--naive`). Without it `toFQDNs`
- * is refused as before: the engine cannot compute DNS-based peers yet (issue 16, phase 2), and
- * every path that feeds the engine (manifest files, traces, `validate`) parses without it.
- */
+/** How manifests are read. */
 export interface ParseOptions {
+  /** `false` refuses `toFQDNs` (for a consumer that cannot learn DNS answers); default: read it. */
   readonly fqdn?: boolean;
 }
 
@@ -212,10 +209,10 @@ function selectsOnlyPods(sel: Selector): boolean {
 function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector, options: ParseOptions): PolicyRule {
   const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, 'toPorts', 'icmps', ...shape.unsupported];
   const o = r.object(v, path, allowed);
-  const fqdnField = shape.field === 'egress' && options.fqdn === true ? 'toFQDNs' : undefined;
+  const fqdnField = shape.field === 'egress' && options.fqdn !== false ? 'toFQDNs' : undefined;
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
-    if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not supported by distill\'s engine yet (DNS-based peers: the oracle reads them, `--naive`)' : 'is not supported by distill');
+    if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
   }
   // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
   // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule; ToFQDNs is one of

@@ -17,8 +17,6 @@ import type { Flow, FlowDecision } from '../model/flow.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
 import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
-import { policyRefKey } from '../model/rules.js';
-import { FqdnUnsupportedError } from '../harness/cluster-sync.js';
 import type { Change, Probe, Scenario } from './format.js';
 
 /** Decides flows against a cluster state: the naive evaluator, or (later) the engine. */
@@ -180,18 +178,6 @@ export function withProbeAddresses(state: ClusterState, probes: readonly Probe[]
   return s;
 }
 
-/** The engine refuses toFQDNs naming the policy; here the error names the scenario file and field. */
-function decideNamingFile(scenario: Scenario, decide: FlowDecider, state: ClusterState, flow: Flow): FlowDecision {
-  try {
-    return decide(state, flow);
-  } catch (e) {
-    if (!(e instanceof FqdnUnsupportedError)) throw e;
-    const changes = [...scenario.setup, ...scenario.steps.flatMap((s) => s.changes)];
-    const c = changes.find((x) => x.op === 'apply' && policyRefKey(x.policy.ref) === policyRefKey(e.ref));
-    throw new ManifestError(scenario.source, c ? `${c.path}.${e.fieldPath}` : e.fieldPath, e.detail);
-  }
-}
-
 export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRun {
   const start: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
   let state = applyAll(start, scenario.setup, scenario.source);
@@ -203,7 +189,7 @@ export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRu
     const results: ProbeResult[] = [];
     step.probes.forEach((probe, pi) => {
       for (const flow of expandProbe(state, probe, scenario.source, budget)) {
-        const decision = decideNamingFile(scenario, decide, state, flow);
+        const decision = decide(state, flow);
         results.push({ step: si, probe: pi, ...flow, allowed: decision.allowed, proxied: decision.proxied, decision });
       }
     });

@@ -7,6 +7,7 @@
 
 /** The incremental policy engine and its options. */
 export { Engine } from './engine/engine.js';
+export { DnsCacheFileError } from './engine/dns-persist.js';
 export { DEFAULT_MAP_CAPACITY } from './model/policy-map.js';
 export type { EngineOptions } from './engine/engine.js';
 /** What the engine is told and what it answers, and the errors it refuses transactions with. */

@@ -39,7 +39,7 @@ export interface AgentConfig {
 }
 
 /** An identity source the agent feeds its committed events to and takes identity events from. */
-export interface AgentIdentitySource {
+interface AgentIdentitySource {
   observe(events: readonly EngineEvent[]): void;
   /** Identity events waiting; `ack(n)` drops the first n once a transaction applied them. */
   peek(): readonly EngineEvent[];

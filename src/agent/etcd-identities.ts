@@ -37,7 +37,7 @@ export function kvLabels(pod: Pod, namespaceLabels: Readonly<Record<string, stri
 }
 
 /** A watcher event as the engine's identity event (labels in security-labels form). */
-export function engineIdentityEvent(e: IdentityEvent): EngineEvent {
+function engineIdentityEvent(e: IdentityEvent): EngineEvent {
   if (e.kind === 'deleteIdentity') return { type: 'deleteIdentity', id: e.id };
   const labels = Object.create(null) as Record<string, string>;
   for (const text of e.labels) {

@@ -8,7 +8,7 @@ import { BpfError } from './bpf.js';
 
 const ADDR_BYTES: Record<IpFamily, number> = { ipv4: 4, ipv6: 16 };
 /** Entries per family (pod IPs, CIDR identities and learnt FQDN IPs). */
-export const IPCACHE_CAPACITY = 1 << 20;
+const IPCACHE_CAPACITY = 1 << 20;
 
 /** `ipcache4` / `ipcache6` in the pin dir, beside the policy maps (the datapath helper's layout). */
 export function ipcachePinPath(pinDir: string, family: IpFamily): string {

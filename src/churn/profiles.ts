@@ -202,7 +202,7 @@ function s3Ip(n: number, k: number): string {
   return `52.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`;
 }
 
-export interface FqdnShape {
+interface FqdnShape {
   readonly names: number;
   readonly ipsPerName: number;
   readonly endpoints: readonly string[];
@@ -214,7 +214,7 @@ export interface FqdnShape {
  * answer 8 of them, TTL 5 s as S3 gives), queried at a steady rate (one answer per event, one
  * clock second per 20 answers), plus policy churn (per-bucket matchName policies come and go).
  */
-export const fqdnProfile: Profile = {
+const fqdnProfile: Profile = {
   name: 'fqdn',
   scalable: true,
   description: 'toFQDNs: 100 local endpoints, 10,000 S3-like names with 1,000 rotating IPs each (8 per answer, TTL 5 s), then DNS answers (skewed popularity), clock steps and policy churn',

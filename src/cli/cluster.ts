@@ -35,7 +35,7 @@ function render(r: ClusterReport): string {
 }
 
 /** `distill cluster`: N agent processes on one etcd, fed a trace; exit 1 on a duplicate, disagreement or map mismatch. */
-export async function cluster(io: Io, trace: string, opts: ClusterCliOptions): Promise<number> {
+async function cluster(io: Io, trace: string, opts: ClusterCliOptions): Promise<number> {
   const feed = traceToWatch(readFileSync(trace, 'utf8'), trace, opts.nodes);
   const distill = [process.execPath, ...process.execArgv, process.argv[1]!];
   if (opts.restartEtcdAt !== undefined && opts.etcd !== 'local') throw new Error('--restart-etcd-at needs --etcd local (distill cluster can only restart an etcd it started)');

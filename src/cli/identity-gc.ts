@@ -7,7 +7,7 @@ interface Io {
   err(s: string): void;
 }
 
-export interface IdentityGcOptions {
+interface IdentityGcOptions {
   readonly etcd: string;
   readonly grace: number;
   readonly rate: number;
@@ -26,7 +26,7 @@ const number = (name: string, min: number) => (v: string): number => {
  * seconds (a node that is restarting re-creates its slave keys meanwhile), delete those still
  * unreferenced and unmodified, at most `rate` per second. Exit 0 done, 1 etcd unreachable.
  */
-export async function identityGc(io: Io, opts: IdentityGcOptions): Promise<number> {
+async function identityGc(io: Io, opts: IdentityGcOptions): Promise<number> {
   const client = connectEtcd(opts.etcd);
   try {
     const first = await runIdentityGc(client, { prefix: opts.prefix });

@@ -74,7 +74,7 @@ function groupDeltas(cs: ChangeSet): PlanResult['endpoints'] {
 }
 
 /** Every ordered pair of distinct pods on each port: the oracle's verdict before and after, where they differ. */
-export function verdictChanges(before: ClusterState, after: ClusterState, ports: readonly PlanPort[]): VerdictChange[] {
+function verdictChanges(before: ClusterState, after: ClusterState, ports: readonly PlanPort[]): VerdictChange[] {
   const pods = [...new Set([...before.pods.keys(), ...after.pods.keys()])].sort();
   const changes: VerdictChange[] = [];
   for (const p of ports) {
@@ -115,7 +115,7 @@ function pressureOf(engine: Engine): Map<string, number> {
 }
 
 /** The ports a scenario's probes use (each with its request), in first-use order. */
-export function probePorts(scenario: Scenario): PlanPort[] {
+function probePorts(scenario: Scenario): PlanPort[] {
   const seen = new Map<string, PlanPort>();
   for (const step of scenario.steps) {
     for (const p of step.probes) {

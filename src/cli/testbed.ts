@@ -31,7 +31,7 @@ export interface TestbedIo {
  * Runs each scenario on a fresh testbed, every probe a real connection; prints what `reach`
  * prints (with --json, exactly its format). Exit 1 when an expectation fails.
  */
-export function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
+function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
   const files = collectFiles(opts.scenario, isYamlFile);
   const many = files.length > 1;
   let exit = 0;

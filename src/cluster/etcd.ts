@@ -10,7 +10,7 @@ import { join } from 'node:path';
  * `distill cluster --restart-etcd-at`); `destroy()` kills it and removes the data dir. Every
  * server is also killed when the process exits.
  */
-export async function freePort(): Promise<number> {
+async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

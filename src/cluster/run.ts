@@ -66,7 +66,7 @@ function startAgent(opts: ClusterOptions, node: string): { proc: ChildProcess; o
   return { proc, out };
 }
 
-export function percentile(sorted: readonly number[], p: number): number {
+function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }

@@ -54,8 +54,8 @@ export function attachEndpoint(ns: string, ifname: string, dir: string, fresh: b
   tcIn(ns, ['filter', 'replace', 'dev', ifname, 'egress', 'prio', '1', 'handle', '1', 'bpf', 'da', 'pinned', join(dir, 'prog', 'to_endpoint')]);
 }
 
-export const VERDICTS = ['pass', 'drop', 'redirect'] as const;
-export type Verdict = (typeof VERDICTS)[number];
+const VERDICTS = ['pass', 'drop', 'redirect'] as const;
+type Verdict = (typeof VERDICTS)[number];
 
 /** Packets per verdict and direction an endpoint's program counted. */
 export interface VerdictCounts {

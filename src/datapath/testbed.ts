@@ -302,7 +302,7 @@ function startWatchdog(id: string): ChildProcess {
 }
 
 /** Deletes every namespace and pin of a run id (its veths go with their namespaces). */
-export function removeRun(id: string): void {
+function removeRun(id: string): void {
   for (const ns of listNetns(`${TESTBED_NETNS_PREFIX}${id}-`)) {
     try {
       for (const pid of run('ip', ['netns', 'pids', ns]).split('\n').filter((l) => l !== '')) killQuietly(Number(pid));

@@ -1,4 +1,4 @@
-import { hostCidr, IpAddress } from '../model/cidr.js';
+import type { IpAddress } from '../model/cidr.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, normalizeFqdn } from '../model/fqdn.js';
 
 /** One learnt (endpoint, name, IP). `live`: counted in `namesByIp` (expiresAt was after the clock). */
@@ -161,9 +161,4 @@ export class DnsCache {
     }
     if (wasNew || n === 0) changed(a.ip);
   }
-}
-
-/** The host prefix text of an IP (the ipcache key of a learnt IP). */
-export function hostPrefix(ip: IpAddress): string {
-  return hostCidr(ip).text;
 }

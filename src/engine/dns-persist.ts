@@ -13,6 +13,7 @@ export function formatDnsCache(cache: DnsCache): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** A DNS cache file (Engine.restoreDnsCache) that cannot be read: its line and field are named. */
 export class DnsCacheFileError extends Error {
   override readonly name = 'DnsCacheFileError';
 }

@@ -60,7 +60,7 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
  * are not in `to`: this path tests what the engine makes of learnt answers; the engine's own
  * learning decision is tested where raw events feed both (test/engine/fqdn.test.ts).
  */
-export function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefined): EngineEvent[] {
+function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefined): EngineEvent[] {
   if (!to) return [];
   const before = new Map((from?.entries ?? []).map((e) => [entryKey(e), e]));
   const fresh = to.entries.filter((e) => {

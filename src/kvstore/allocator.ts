@@ -4,8 +4,8 @@ import { labelSetKey } from './labels.js';
 import { KvLock } from './lock.js';
 
 /** Cilium's cluster-wide identity range (the local cluster, no cluster-mesh bits). */
-export const MIN_GLOBAL_ID = 256;
-export const MAX_GLOBAL_ID = 65535;
+const MIN_GLOBAL_ID = 256;
+const MAX_GLOBAL_ID = 65535;
 
 export interface AllocatorOptions {
   /** etcd URL, for error messages. */
@@ -34,7 +34,7 @@ export interface AllocatorOptions {
   readonly cache?: IdentityCache;
 }
 
-export interface IdentityCache {
+interface IdentityCache {
   idForLabels(labelsKey: string): number | undefined;
   readonly identities: ReadonlyMap<number, string>;
 }
@@ -45,7 +45,7 @@ export interface Allocation {
   readonly isNew: boolean;
 }
 
-export class AllocationConflictError extends Error {}
+class AllocationConflictError extends Error {}
 
 /** Keys of the kvstore layout (pkg/kvstore/allocator: basePath/id, basePath/value, basePath/locks). */
 export class IdentityKeys {

@@ -4,7 +4,7 @@
  * Example: `k8s:app=web;k8s:io.kubernetes.pod.namespace=prod;`. The etcd backend stores it as is
  * (its Encode is the identity), as the master key's value and inside the slave key's path.
  */
-export interface Label {
+interface Label {
   readonly source: string;
   readonly key: string;
   readonly value: string;
@@ -13,7 +13,7 @@ export interface Label {
 export class LabelFormatError extends Error {}
 
 /** Parses `source:key=value` (the source is mandatory, as in every kvstore label). */
-export function parseLabel(text: string): Label {
+function parseLabel(text: string): Label {
   const colon = text.indexOf(':');
   const eq = text.indexOf('=', colon + 1);
   if (colon <= 0 || eq < 0 || eq === colon + 1) {

@@ -16,7 +16,3 @@ export type FqdnEvent =
   | { readonly type: 'dnsResponse'; readonly endpoint: string; readonly name: string; readonly ips: readonly IpAddress[]; readonly ttl: number }
   /** Moves the clock forward by `seconds` (≥ 0); answers that expire by then leave the selections. */
   | { readonly type: 'advanceTime'; readonly seconds: number };
-
-export type FqdnEventType = FqdnEvent['type'];
-
-export const FQDN_EVENT_TYPES: readonly FqdnEventType[] = ['dnsResponse', 'advanceTime'];

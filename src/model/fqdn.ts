@@ -30,7 +30,7 @@ export function fqdnSelectorKey(s: FqdnSelector): string {
 const NAME_RE = /^([-a-zA-Z0-9_]+[.]?)+$/;
 const PATTERN_RE = /^([-a-zA-Z0-9_*]+[.]?)+$/;
 /** `+kubebuilder:validation:MaxLength=255` on both fields. */
-export const MAX_FQDN_LENGTH = 255;
+const MAX_FQDN_LENGTH = 255;
 
 /** Why `value` is not a valid matchName / matchPattern, or undefined when it is. */
 export function fqdnSyntaxError(field: 'matchName' | 'matchPattern', value: string): string | undefined {

@@ -55,7 +55,7 @@ export function precedence(verdict: 'deny' | 'allow' | 'redirect', listenerPrior
  * (40 511 and up), so every Admin rule is above every NetworkPolicy-tier entry (level 0, the
  * values `precedence()` returns) and an earlier rule is above a later one.
  */
-export const TIER_SLOTS_PER_PRIORITY = 25;
+const TIER_SLOTS_PER_PRIORITY = 25;
 export function tierPrecedence(tier: 'Admin' | 'Baseline', priority: number, ruleIndex: number, deny: boolean): number {
   if (tier !== 'Admin') throw new RangeError(`the ${tier} tier has no precedence encoding yet`);
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new RangeError(`priority ${priority} is outside 0..1000`);

@@ -29,7 +29,7 @@ export type TierPeer =
   | { readonly kind: 'networks'; readonly cidrs: readonly Cidr[] }
   | { readonly kind: 'unknown'; readonly fields: readonly string[] };
 
-export type TierPortProtocol = 'TCP' | 'UDP' | 'SCTP';
+type TierPortProtocol = 'TCP' | 'UDP' | 'SCTP';
 
 /** One `protocols` entry: a port (range) of one protocol, or a named port of the destination pod. */
 export type TierPort =

@@ -27,7 +27,7 @@ function peerMatches(peer: Peer, ep: FlowEndpoint): boolean {
  * any endpoint of the node, of a name a selector matches holds it (Cilium's name manager selects
  * node-wide). Pods are known by their identity, never by a DNS answer.
  */
-export function fqdnEvidence(state: ClusterState, rule: PolicyRule, ep: FlowEndpoint): DnsCacheEntry[] {
+function fqdnEvidence(state: ClusterState, rule: PolicyRule, ep: FlowEndpoint): DnsCacheEntry[] {
   if (rule.toFQDNs === undefined || ep.kind !== 'external') return [];
   return liveMatches(state.dns ?? EMPTY_DNS_CACHE, rule.toFQDNs, ep.external.ip);
 }
@@ -146,7 +146,7 @@ export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
  * external, on UDP `port`), the query is judged as that flow; without one, by any egress allow
  * rule of the pod whose DNS rules allow the name.
  */
-export function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?: { readonly to: string; readonly port: number }): boolean {
+function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?: { readonly to: string; readonly port: number }): boolean {
   const src = resolveEndpoint(state, pod);
   if (src.kind !== 'pod') return false;
   const request = { dns: { name } };

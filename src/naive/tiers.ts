@@ -66,7 +66,7 @@ function originOf(policy: Policy, rule: TierRule): TierOrigin {
 }
 
 /** The first decision of `tier` for the subject's `direction`, or undefined when no rule matches. */
-export function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint & { kind: 'pod' }, f: Flow4): TierOrigin | undefined {
+function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint & { kind: 'pod' }, f: Flow4): TierOrigin | undefined {
   const byPriority = new Map<number, Policy[]>();
   for (const p of state.policies.values()) {
     if (p.tiered?.tier !== tier || !selectorMatches(p.tiered.subject, subject.labels)) continue;
@@ -88,7 +88,7 @@ export function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint 
 }
 
 /** A direction decided by a tier rule: final, never proxied (an L7 redirect is an NP-tier allow). */
-export function tierDecision(direction: Direction, origin: TierOrigin): DirectionDecision {
+function tierDecision(direction: Direction, origin: TierOrigin): DirectionDecision {
   const by = [{ policy: { kind: 'ClusterNetworkPolicy' as const, name: origin.policy }, path: origin.path }];
   const allowed = origin.action === 'Accept';
   return { direction, enforcedBy: [], allowedBy: allowed ? by : [], deniedBy: allowed ? [] : by, redirectedBy: [], allowed, proxied: false, tier: origin };

@@ -8,13 +8,11 @@ import { readCidr, readMetadata, refOf } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
-/**
+/*
  * Reads `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (apis/v1alpha2/
  * clusternetworkpolicy_types.go in kubernetes-sigs/network-policy-api). Limits are the CRD's
  * (priority 0–1000, at most 25 rules per direction, 25 peers, 25 protocols, 25 networks).
  */
-export const CNP_API_VERSIONS: readonly string[] = ['policy.networking.k8s.io/v1alpha2'];
-
 const MAX_ITEMS = 25;
 const MAX_RULE_NAME = 100;
 const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };

@@ -39,7 +39,7 @@ export type Change = { readonly path: string } & (
  * A DNS answer to a pod's query (`toFQDNs`): learnt only when the pod's DNS proxy sees and allows
  * the query; `server` (a pod or an external) and `port` (default 53) name the query's flow.
  */
-export interface DnsAnswerSpec {
+interface DnsAnswerSpec {
   readonly pod: string;
   readonly name: string;
   readonly ips: readonly IpAddress[];

@@ -172,7 +172,7 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
 }
 
 /** Externals for the `to: {ip}` probes that no external has yet, named by their address. */
-export function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): ClusterState {
+function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): ClusterState {
   let s = state;
   for (const p of probes) if (p.toIp && !s.externals.has(p.toIp.text)) s = upsertExternal(s, { name: p.toIp.text, ip: p.toIp });
   return s;

@@ -215,7 +215,7 @@ const tierRule = (dir: 'ingress' | 'egress') =>
     },
     { requiredKeys: ['action', dir === 'ingress' ? 'from' : 'to'] },
   );
-export const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
+const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
   fc.record({
     apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
     kind: fc.constant('ClusterNetworkPolicy'),

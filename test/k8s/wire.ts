@@ -9,7 +9,7 @@ import type { WatchItem } from '../../src/k8s/watch.js';
  */
 export type Obj = Record<string, unknown>;
 
-export function namespaceObject(ns: Namespace, rv: number): Obj {
+function namespaceObject(ns: Namespace, rv: number): Obj {
   return {
     apiVersion: 'v1',
     kind: 'Namespace',
@@ -19,7 +19,7 @@ export function namespaceObject(ns: Namespace, rv: number): Obj {
   };
 }
 
-export function podObject(pod: Pod, nodeName: string, rv: number): Obj {
+function podObject(pod: Pod, nodeName: string, rv: number): Obj {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -36,7 +36,7 @@ export function podObject(pod: Pod, nodeName: string, rv: number): Obj {
 
 const API_VERSIONS: Readonly<Record<string, string>> = { NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2' };
 
-export function policyObject(policy: Policy, rv: number): Obj {
+function policyObject(policy: Policy, rv: number): Obj {
   const m = policy.manifest as Obj;
   const md = (m.metadata ?? {}) as Obj;
   return {
@@ -48,7 +48,7 @@ export function policyObject(policy: Policy, rv: number): Obj {
 }
 
 /** The objects of a cluster state by kind and key. */
-export function objectsOf(state: ClusterState, isLocal: (p: Pod) => boolean, rvOf: (key: string) => number): Map<string, Obj> {
+function objectsOf(state: ClusterState, isLocal: (p: Pod) => boolean, rvOf: (key: string) => number): Map<string, Obj> {
   const out = new Map<string, Obj>();
   for (const ns of state.namespaces.values()) out.set(`Namespace/${ns.name}`, namespaceObject(ns, rvOf(`Namespace/${ns.name}`)));
   for (const [k, p] of state.pods) out.set(`Pod/${k}`, podObject(p, isLocal(p) ? 'node-a' : 'node-b', rvOf(`Pod/${k}`)));

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 
 /** A real etcd for tests: EtcdServer (src/cluster/etcd.ts), and a visible skip without one. */
-export function etcdUnavailableReason(): string | undefined {
+function etcdUnavailableReason(): string | undefined {
   try {
     execFileSync('etcd', ['--version'], { stdio: 'ignore' });
     return undefined;

@@ -139,11 +139,11 @@ async function scalingSeries(): Promise<ScalingPoint[]> {
   return points;
 }
 
-/** The commit the numbers come from; `+dirty` when the work tree differs from it. */
+/** The commit the numbers come from; `+dirty` when the measured code (src, the bench) differs from it. */
 function gitCommit(): string {
   try {
     const head = execFileSync('git', ['-C', repo, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+    const dirty = execFileSync('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'bench/churn.ts', 'bench/plots.ts'], { encoding: 'utf8' }).trim() !== '';
     return dirty ? `${head}+dirty` : head;
   } catch {
     return 'unknown';

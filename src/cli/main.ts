@@ -324,6 +324,9 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
     const phase = (name: string, unit: string) => (done: number, total: number): void => {
       bar?.setTotal(total);
       bar?.update(done, { phase: name, unit });
+      // A phase's first frame is drawn now: the cold start is one synchronous transaction, and
+      // cli-progress would otherwise skip a frame that comes right after the last one.
+      if (done === 0) bar?.render();
     };
     const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file), bar ? { onProgress: phase('parse', 'lines') } : {});
     checkTrace(trace);

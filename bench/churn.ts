@@ -151,6 +151,7 @@ function gitCommit(): string {
 }
 
 async function main(): Promise<void> {
+  const commit = gitCommit(); // before the run: the code measured
   const results: ProfileResult[] = [];
   for (const p of profiles) {
     process.stderr.write(`profile ${p}...\n`);
@@ -158,7 +159,7 @@ async function main(): Promise<void> {
   }
   const scaling = await scalingSeries();
   mkdirSync(join(repo, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(repo, 'bench', 'results', 'churn.json'), JSON.stringify({ date: new Date().toISOString(), commit: gitCommit(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadavg: loadavg(), results, scaling }, null, 2) + '\n');
+  writeFileSync(join(repo, 'bench', 'results', 'churn.json'), JSON.stringify({ date: new Date().toISOString(), commit, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadavg: loadavg(), results, scaling }, null, 2) + '\n');
   const img = join(repo, 'docs', 'img');
   mkdirSync(img, { recursive: true });
   await renderPlots({ results, scaling }, img);

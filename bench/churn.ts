@@ -7,12 +7,12 @@
  *   BENCH_PROFILES=small,cilium-2019   restrict the profiles
  *   BENCH_FULL_EVENTS=20               churn events replayed in full mode for the ratio
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import b from 'benny';
-import * as vega from 'vega';
-import * as vl from 'vega-lite';
 import { generateTrace, PROFILES } from '../src/churn/profiles.js';
 import { replay, ReplayResult } from '../src/churn/replay.js';
 import { parseTrace, Trace } from '../src/churn/trace.js';
@@ -20,6 +20,7 @@ import { Engine } from '../src/engine/engine.js';
 import type { EngineEvent } from '../src/engine/events.js';
 import { parseIp } from '../src/model/cidr.js';
 import { parseManifest } from '../src/policy/manifest.js';
+import { renderPlots } from './plots.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const profiles = (process.env.BENCH_PROFILES ?? PROFILES.map((p) => p.name).join(',')).split(',');
@@ -138,12 +139,19 @@ async function scalingSeries(): Promise<ScalingPoint[]> {
   return points;
 }
 
-async function svg(spec: vl.TopLevelSpec, file: string): Promise<void> {
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
-  writeFileSync(file, await view.toSVG());
+/** The commit the numbers come from; `+dirty` when the measured code (src, the bench) differs from it. */
+function gitCommit(): string {
+  try {
+    const head = execFileSync('git', ['-C', repo, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'bench/churn.ts', 'bench/plots.ts'], { encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head}+dirty` : head;
+  } catch {
+    return 'unknown';
+  }
 }
 
 async function main(): Promise<void> {
+  const commit = gitCommit(); // before the run: the code measured
   const results: ProfileResult[] = [];
   for (const p of profiles) {
     process.stderr.write(`profile ${p}...\n`);
@@ -151,55 +159,10 @@ async function main(): Promise<void> {
   }
   const scaling = await scalingSeries();
   mkdirSync(join(repo, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(repo, 'bench', 'results', 'churn.json'), JSON.stringify({ date: new Date().toISOString(), node: process.version, results, scaling }, null, 2) + '\n');
+  writeFileSync(join(repo, 'bench', 'results', 'churn.json'), JSON.stringify({ date: new Date().toISOString(), commit, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadavg: loadavg(), results, scaling }, null, 2) + '\n');
   const img = join(repo, 'docs', 'img');
   mkdirSync(img, { recursive: true });
-  const latencyRows = results.flatMap((r) => Object.entries(r.latencyUs).flatMap(([tag, l]) => [
-    { profile: r.profile, event: tag, stat: 'p50', us: Math.max(l.p50, 0.1) },
-    { profile: r.profile, event: tag, stat: 'p99', us: Math.max(l.p99, 0.1) },
-  ]));
-  await svg(
-    {
-      title: 'Per-event latency by event type (incremental engine, µs, log scale)',
-      data: { values: latencyRows },
-      mark: 'point',
-      encoding: {
-        row: { field: 'profile', type: 'nominal' },
-        x: { field: 'us', type: 'quantitative', scale: { type: 'log' }, title: 'µs' },
-        y: { field: 'event', type: 'nominal' },
-        color: { field: 'stat', type: 'nominal' },
-        shape: { field: 'stat', type: 'nominal' },
-      },
-    },
-    join(img, 'latency.svg'),
-  );
-  await svg(
-    {
-      title: 'Per-event cost vs cluster size (cilium-ci shape, fixed impact)',
-      data: { values: scaling },
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'factor', type: 'quantitative', title: 'cluster size (×, 1 = 3,000 pods / 3,000 policies)', scale: { type: 'log' } },
-        y: { field: 'usPerCycle', type: 'quantitative', title: 'µs per add+remove cycle', scale: { zero: true } },
-        color: { field: 'case', type: 'nominal' },
-      },
-    },
-    join(img, 'scaling.svg'),
-  );
-  const ratioRows = results.flatMap((r) => Object.entries(r.fullVsIncremental).map(([tag, v]) => ({ profile: r.profile, event: tag, ratio: v.ratio })));
-  await svg(
-    {
-      title: 'Full recompute / incremental, same events, same run (median, log scale)',
-      data: { values: ratioRows },
-      mark: 'bar',
-      encoding: {
-        y: { field: 'event', type: 'nominal' },
-        x: { field: 'ratio', type: 'quantitative', scale: { type: 'log' }, title: '× faster incremental' },
-        row: { field: 'profile', type: 'nominal' },
-      },
-    },
-    join(img, 'ratio.svg'),
-  );
+  await renderPlots({ results, scaling }, img);
   console.log(JSON.stringify({ results: results.map((r) => ({ ...r, latencyUs: undefined })), scaling }, null, 1));
 }
 

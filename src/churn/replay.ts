@@ -3,12 +3,14 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta } from '../engine/events.js';
-import { applyEventToCluster, comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize, trackLocality } from '../harness/cluster-sync.js';
-import { ClusterState, EMPTY_CLUSTER } from '../model/cluster.js';
+import { comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize } from '../harness/cluster-sync.js';
+import { MutableCluster } from '../harness/mutable-cluster.js';
+import type { ClusterState } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
 import type { Trace } from './trace.js';
 
 export type ReplayMode = 'incremental' | 'full';
+export type ReplayPhase = 'cold start' | 'churn';
 
 export interface ReplayOptions {
   /** incremental: the engine. full: every local endpoint's map state recomputed from scratch after each event. */
@@ -18,7 +20,8 @@ export interface ReplayOptions {
   readonly verifyEvery?: number;
   /** Replay only the first N churn events (full mode is slow by design). */
   readonly limit?: number;
-  readonly onProgress?: (done: number, total: number) => void;
+  /** Per phase: `cold start` (done 0 before the one transaction, then its events), then `churn` (churn events done). */
+  readonly onProgress?: (done: number, total: number, phase: ReplayPhase) => void;
   /** Return every churn event's latency, in order (for per-event comparisons between modes). */
   readonly keepSamples?: boolean;
 }
@@ -87,12 +90,12 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   if (opts.limit !== undefined) churn = churn.slice(0, opts.limit);
   const capacity = opts.backend?.capacity;
   const needModel = opts.mode === 'full' || (opts.verifyEvery ?? 0) > 0;
-  let state: ClusterState = EMPTY_CLUSTER;
-  const local = new Map<string, boolean>();
+  // The model is bookkeeping of the benchmark, not the agent's work: updated in place, untimed.
+  const model = new MutableCluster();
+  const state: ClusterState = model;
+  const local = model.local;
   const track = (e: EngineEvent): void => {
-    if (!needModel) return;
-    state = applyEventToCluster(state, e);
-    trackLocality(local, state, e);
+    if (needModel) model.apply(e);
   };
   let peakHeap = 0;
   const sampleHeap = (): number => {
@@ -108,7 +111,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };
   const started = process.hrtime.bigint();
 
-  // Cold start.
+  // Cold start: one transaction.
+  opts.onProgress?.(0, initial.length, 'cold start');
+  for (const e of initial) track(e);
   const t0 = process.hrtime.bigint();
   let engine: Engine;
   let coldDeltas: MapDelta[];
@@ -118,9 +123,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     coldDeltas = [...cs.deltas];
     l7Deltas += cs.l7Deltas.length;
     if (opts.backend) applyChangeSet(opts.backend, cs);
-    for (const e of initial) track(e);
   } else {
-    for (const e of initial) track(e);
     engine = fullRecompute(state, local, capacity, shared);
     coldDeltas = diffEndpointMaps(new Map(), endpointMaps(engine));
     l7Deltas += l7TablesDiffSize(new Map(), l7Tables(engine));
@@ -129,7 +132,8 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldHeap = sampleHeap();
   deltas += coldDeltas.length;
-  opts.onProgress?.(initial.length, total);
+  opts.onProgress?.(initial.length, initial.length, 'cold start');
+  opts.onProgress?.(0, churn.length, 'churn');
 
   const samples = new Map<string, number[]>();
   const ordered: { tag: string; us: number }[] = [];
@@ -137,15 +141,15 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   let previous: EndpointMaps = opts.mode === 'full' ? endpointMaps(engine) : new Map();
   let previousTables = opts.mode === 'full' ? l7Tables(engine) : new Map();
   churn.forEach((item, i) => {
+    // Full mode recomputes from the model, so the model moves first; both outside the timed region.
+    if (opts.mode === 'full') track(item.event);
     const t = process.hrtime.bigint();
     if (opts.mode === 'incremental') {
       const cs = engine.apply([item.event]);
       if (opts.backend) applyChangeSet(opts.backend, cs);
       deltas += cs.deltas.length;
       l7Deltas += cs.l7Deltas.length;
-      track(item.event);
     } else {
-      track(item.event);
       engine = fullRecompute(state, local, capacity, shared);
       const now = endpointMaps(engine);
       const d = diffEndpointMaps(previous, now);
@@ -159,6 +163,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
       previousTables = tables;
     }
     const us = Number(process.hrtime.bigint() - t) / 1e3;
+    if (opts.mode === 'incremental') track(item.event);
     let s = samples.get(item.tag);
     if (!s) samples.set(item.tag, (s = []));
     s.push(us);
@@ -173,9 +178,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
         throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine diverges from a from-scratch recomputation (endpoint ${ep ?? '?'}: engine ${JSON.stringify(got[ep ?? ''] ?? null)}, recomputed ${JSON.stringify(want[ep ?? ''] ?? null)})`);
       }
     }
-    if ((i & 255) === 0) opts.onProgress?.(initial.length + i + 1, total);
+    if ((i & 255) === 0) opts.onProgress?.(i + 1, churn.length, 'churn');
   });
-  opts.onProgress?.(total, total);
+  opts.onProgress?.(churn.length, churn.length, 'churn');
   sampleHeap();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const latencyUs: Record<string, LatencyStats> = {};

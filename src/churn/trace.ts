@@ -57,6 +57,8 @@ type TraceItem =
 /** `fqdn: false` refuses toFQDNs policies and DNS events; by default they are read (the engine takes both). */
 export interface TraceOptions {
   readonly fqdn?: boolean;
+  /** Called every 4,096 lines and at the end with lines read so far and the total. */
+  readonly onProgress?: (done: number, total: number) => void;
 }
 
 /** Seconds in TTLs and clock steps: whole, like DNS TTLs (RFC 2181: 31 bits). */
@@ -168,6 +170,7 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
   const items: TraceItem[] = [];
   lines.forEach((raw, i) => {
     const line = i + 1;
+    if ((i & 4095) === 0) options.onProgress?.(i, lines.length);
     if (raw.trim() === '') return;
     const r = new Reader(`${source}:${line}`);
     let v: unknown;
@@ -182,6 +185,7 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
     }
     items.push(readItem(r, v, line, options));
   });
+  options.onProgress?.(lines.length, lines.length);
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');
   return { source, header, items };
 }

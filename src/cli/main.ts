@@ -333,20 +333,27 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
   try {
     const verifyEvery = intOption(opts.verifyEvery, '--verify-every', 1);
     const limit = intOption(opts.limit, '--limit', 0);
-    const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file));
+    if (io.progress) {
+      bar = new cliProgress.SingleBar({ format: 'replay {phase} [{bar}] {percentage}% {value}/{total} {unit}, {eta_formatted} left', stream: io.progress, hideCursor: true }, cliProgress.Presets.shades_classic);
+      bar.start(1, 0, { phase: 'parse', unit: 'lines' });
+    }
+    const phase = (name: string, unit: string) => (done: number, total: number): void => {
+      bar?.setTotal(total);
+      bar?.update(done, { phase: name, unit });
+      // A phase's first frame is drawn now: the cold start is one synchronous transaction, and
+      // cli-progress would otherwise skip a frame that comes right after the last one.
+      if (done === 0) bar?.render();
+    };
+    const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file), bar ? { onProgress: phase('parse', 'lines') } : {});
     checkTrace(trace);
     backend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'replay') }) : new MemoryBackend();
     reconcile(new Engine(), backend); // start from empty maps
-    if (io.progress) {
-      bar = new cliProgress.SingleBar({ format: 'replay [{bar}] {percentage}% {value}/{total} events, {eta_formatted} left', stream: io.progress, hideCursor: true }, cliProgress.Presets.shades_classic);
-      bar.start(1, 0);
-    }
     const result = replay(trace, {
       mode: opts.mode,
       backend,
       ...(verifyEvery !== undefined ? { verifyEvery } : {}),
       ...(limit !== undefined ? { limit } : {}),
-      ...(bar ? { onProgress: (done: number, total: number) => { bar?.setTotal(total); bar?.update(done); } } : {}),
+      ...(bar ? { onProgress: (done: number, total: number, name: string) => phase(name === 'churn' ? 'churn' : 'cold start (one transaction)', 'events')(done, total) } : {}),
     });
     bar?.stop();
     if (!printData(io, opts.json ? 'json' : opts.output, result)) io.out(`${formatReplay(result)}\n`);

@@ -6,4 +6,5 @@ export const KINDS_API_VERSIONS = {
   CiliumNetworkPolicy: 'cilium.io/v2',
   CiliumClusterwideNetworkPolicy: 'cilium.io/v2',
   CiliumIdentity: 'cilium.io/v2',
+  ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2',
 } as const;

@@ -57,7 +57,8 @@ function stale(a: string | undefined, b: string | undefined, deleted: boolean): 
 
 function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
   const md = rec(obj.metadata);
-  const ns = kind === 'Namespace' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'CiliumIdentity' ? '' : String(md.namespace ?? 'default');
+  const clusterScoped = kind === 'Namespace' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
+  const ns = clusterScoped ? '' : String(md.namespace ?? 'default');
   return `${kind}/${ns}/${String(md.name)}`;
 }
 

@@ -34,7 +34,7 @@ function podObject(pod: Pod, nodeName: string, rv: number): Obj {
   };
 }
 
-const API_VERSIONS: Readonly<Record<string, string>> = { NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2' };
+const API_VERSIONS: Readonly<Record<string, string>> = { NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2', ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2' };
 
 function policyObject(policy: Policy, rv: number): Obj {
   const m = policy.manifest as Obj;
@@ -95,7 +95,7 @@ export class FakeApiServer {
       const { kind: _k, apiVersion: _a, ...item } = obj;
       byKind.get(kind)!.push(item);
     }
-    const kinds = ['Namespace', 'Pod', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy'];
+    const kinds = ['Namespace', 'Pod', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
     return kinds.map((kind) => ({ type: 'LIST', itemKind: kind, apiVersion: API_VERSIONS[kind] ?? 'v1', items: byKind.get(kind) ?? [], resourceVersion: String(this.rv) }));
   }
 }

@@ -27,6 +27,9 @@ export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Red
   return { ...r, proxyPort: ports.portOf(endpoint, redirectId(r)) ?? 0 };
 }
 
+/** A commit with nothing to settle and no endpoint moved (its arrays are never written to). */
+const NOTHING: Omit<CommitResult, 'ipcache'> = { deltas: [], l7Deltas: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: null };
+
 interface EndpointDeltas {
   readonly upserts: MapDelta[];
   readonly deletes: MapDelta[];
@@ -52,6 +55,8 @@ export class Commit {
   ) {}
 
   run(): CommitResult {
+    // Most transactions (a remote pod no rule selects) touch no map state: nothing to allocate.
+    if (this.ctx.dirtyMaps.size === 0 && this.ctx.movedEndpoints.size === 0) return { ...NOTHING, ipcache: this.ipcacheDeltas() };
     const settled = new Map<SharedMapState, SettleResult>();
     for (const m of this.ctx.dirtyMaps) {
       if (this.ctx.faultHook) this.ctx.fault('settle');
@@ -88,6 +93,7 @@ export class Commit {
 
   /** The touched ipcache prefixes whose identity changed, by prefix text. */
   private ipcacheDeltas(): IpcacheDelta[] {
+    if (this.ctx.ipcacheTouched.size === 0) return [];
     const out: IpcacheDelta[] = [];
     for (const [prefix, { cidr, before }] of this.ctx.ipcacheTouched) {
       const now = this.ctx.ipcacheAt(cidr);

@@ -1,4 +1,4 @@
-import type { Cidr } from '../model/cidr.js';
+import { Cidr, hostCidr, IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
@@ -52,14 +52,21 @@ export class EngineContext {
     if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.set(prefix.text, { cidr: prefix, before: this.ipcacheAt(prefix) });
   }
 
+  /** `touchIpcache` for an address's host prefix, building the prefix only on its first touch in the transaction. */
+  touchIpcacheHost(ip: IpAddress): void {
+    const text = `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
+    if (!this.ipcacheTouched.has(text)) this.touchIpcache(hostCidr(ip));
+  }
+
   /** Forgets the transaction's bookkeeping (after commit or rollback). */
   endTransaction(): void {
     this.undoLog = null;
-    this.pendingRelease.clear();
-    this.freed.clear();
-    this.dirtyMaps.clear();
-    this.movedEndpoints.clear();
-    this.adoptedL7.clear();
-    this.ipcacheTouched.clear();
+    // Clearing an empty Map or Set is not free, and most of these are empty here.
+    if (this.pendingRelease.size > 0) this.pendingRelease.clear();
+    if (this.freed.size > 0) this.freed.clear();
+    if (this.dirtyMaps.size > 0) this.dirtyMaps.clear();
+    if (this.movedEndpoints.size > 0) this.movedEndpoints.clear();
+    if (this.adoptedL7.size > 0) this.adoptedL7.clear();
+    if (this.ipcacheTouched.size > 0) this.ipcacheTouched.clear();
   }
 }

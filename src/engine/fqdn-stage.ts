@@ -1,4 +1,4 @@
-import { Cidr, hostCidr, IpAddress } from '../model/cidr.js';
+import { Cidr, IpAddress } from '../model/cidr.js';
 import { compileFqdnSelector, FqdnMatcher } from '../model/fqdn.js';
 import type { FqdnEvent } from '../model/fqdn-events.js';
 import { worldLabels } from '../model/identity.js';
@@ -169,7 +169,7 @@ export class FqdnStage {
     const current = this.identities.fqdnHost(ip.text);
     if (want && current && labelSetKey(current.labels) === labelSetKey(want.labels)) return;
     if (!want && !current) return;
-    this.ctx.touchIpcache(hostCidr(ip));
+    this.ctx.touchIpcacheHost(ip);
     const next = want ? this.identities.acquireFqdn(want.labels, want.cidr) : undefined;
     this.identities.setFqdnHost(ip, next);
     if (current) this.identities.release(current);

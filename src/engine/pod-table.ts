@@ -1,4 +1,3 @@
-import { hostCidr } from '../model/cidr.js';
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
 import { LabelSet, labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
@@ -126,7 +125,7 @@ export class PodTable {
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
-    this.ctx.touchIpcache(hostCidr(pod.ip));
+    this.ctx.touchIpcacheHost(pod.ip);
     this.podsByIp.set(pod.ip.text, key);
     if (local) {
       const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
@@ -139,7 +138,7 @@ export class PodTable {
   removePod(key: string): void {
     const rec = this.pods.get(key);
     if (!rec) throw new Error(`internal: pod ${key} vanished`);
-    this.ctx.touchIpcache(hostCidr(rec.pod.ip));
+    this.ctx.touchIpcacheHost(rec.pod.ip);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;

@@ -1,0 +1,23 @@
+// Per-transaction cost of small transactions: one remote pod added, then deleted, N times, after the
+// trace's initial phase. Usage: N=20000 node scripts/txn-micro.mjs DIST TRACE (DIST: a build's dist/ dir).
+const [dist, trace] = process.argv.slice(2);
+const { Engine } = await import(`${dist}/engine/engine.js`);
+const { parseTrace } = await import(`${dist}/churn/trace.js`);
+const fs = await import('node:fs');
+const t = parseTrace(fs.readFileSync(trace, 'utf8'), 't');
+const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+const e = new Engine();
+e.apply(initial);
+const pods = initial.filter((x) => x.type === 'upsertPod' && !x.local).slice(0, 2000);
+// Re-add existing remote pods as new pods with fresh names: pod add + delete per transaction.
+const N = Number(process.env.N ?? 4000);
+const t0 = process.hrtime.bigint();
+for (let i = 0; i < N; i++) {
+  const p = pods[i % pods.length].pod;
+  const np = { ...p, name: `${p.name}-x${i}` };
+  e.apply([{ type: 'upsertPod', pod: np, local: false }]);
+  e.apply([{ type: 'deletePod', namespace: np.namespace, name: np.name }]);
+}
+const us = Number(process.hrtime.bigint() - t0) / 1e3 / (2 * N);
+console.log(dist, us.toFixed(2));

@@ -55,7 +55,9 @@ export type CurrentEntries = (endpoint: string) => Iterable<MapRecord>;
 export type CapacityMode = 'normal' | 'allows-first' | 'deny-all';
 
 /** The deny an entry turns into while its final value waits for the loosen phase. */
-const TRANSIENT_DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_DENY };
+const PRECEDENCE_TRANSIENT_DENY = 0xffffffff;
+// Above every tier level: whatever identity-0 entry the map holds, the transient deny wins (fails closed).
+const TRANSIENT_DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_TRANSIENT_DENY };
 
 export function entryRank(e: PolicyEntry): number {
   return e.deny ? 2 : e.proxyPort !== 0 ? 1 : 0;
@@ -126,6 +128,18 @@ function applied(old: State, deltas: readonly MapDelta[]): State {
  * Sorts one map's deltas into the two phases (see the module comment). Without the map's states,
  * every new or deleted redirect key goes through a transient deny.
  */
+/**
+ * A Baseline deny (below the NetworkPolicy tier's deny) can lose, in an intermediate state, to an
+ * identity-0 NP-tier allow or redirect the tighten phase has not deleted yet (or a redirect kept
+ * to the end): it goes through the transient deny, which wins over everything.
+ */
+const belowNpTier = (e: PolicyEntry): boolean => e.deny && e.precedence < PRECEDENCE_DENY;
+
+function throughTransientDeny(s: Split, d: MapDelta): void {
+  s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY, ...(d.previous ? { previous: d.previous } : {}) });
+  s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
+}
+
 function split(deltas: readonly MapDelta[], states?: MapStates): Split {
   const s: Split = { tightenDeletes: [], tightenRedirects: [], tightenUpserts: [], loosenDeletes: [], loosenUpserts: [], loosenRedirectDeletes: [] };
   const allowDeletes = new Set(deltas.filter((d) => d.op === 'delete' && entryRank(d.entry) === 0).map((d) => policyKeyString(d.key)));
@@ -142,10 +156,14 @@ function split(deltas: readonly MapDelta[], states?: MapStates): Split {
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY });
         s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
-      } else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
-    } else {
+      } else if (belowNpTier(d.entry)) throughTransientDeny(s, d);
+      else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
+    } else if (entryRank(d.entry) >= entryRank(d.previous)) {
       // Equal ranks (a redirect's port or priority) cannot open anything: written early.
-      (entryRank(d.entry) >= entryRank(d.previous) ? s.tightenUpserts : s.loosenUpserts).push(d);
+      if (belowNpTier(d.entry)) throughTransientDeny(s, d);
+      else s.tightenUpserts.push(d);
+    } else {
+      s.loosenUpserts.push(d);
     }
   }
   return s;

@@ -89,12 +89,15 @@ function covering(state: State, key: PolicyKey, gone: ReadonlySet<string>): Look
  * the key (then the verdict was at best that entry's and is now at least a redirect); for an
  * identity-0 key nothing guarantees that every peer identity had a match.
  */
-function redirectRaises(state: State, key: PolicyKey, gone: ReadonlySet<string>): boolean {
+function redirectRaises(state: State, key: PolicyKey, gone: ReadonlySet<string>, precedence: number): boolean {
   const c = covering(state, key, gone);
   if (c) return !c.entry.deny;
   if (key.identity === 0) return false;
   const w = { ...key, identity: 0 };
-  return (state.has(policyKeyString(w)) && !gone.has(policyKeyString(w))) || covering(state, w, gone) !== undefined;
+  const ws = policyKeyString(w);
+  const hit = state.has(ws) && !gone.has(ws) ? state.get(ws) : covering(state, w, gone);
+  // An identity-0 deny of a lower tier level than the redirect would lose to it: not a raise.
+  return hit !== undefined && !(hit.entry.deny && hit.entry.precedence < precedence);
 }
 
 interface Split {
@@ -146,20 +149,21 @@ function split(deltas: readonly MapDelta[], states?: MapStates): Split {
   const none = new Set<string>();
   for (const d of deltas) {
     if (d.op === 'delete') {
-      if (isRedirect(d.entry) && states?.next && redirectRaises(states.next, d.key, none)) s.loosenRedirectDeletes.push(d);
+      if (isRedirect(d.entry) && states?.next && redirectRaises(states.next, d.key, none, d.entry.precedence)) s.loosenRedirectDeletes.push(d);
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ ...d, op: 'upsert', entry: TRANSIENT_DENY, previous: d.entry });
         s.loosenDeletes.push({ ...d, entry: TRANSIENT_DENY });
       } else (d.entry.deny ? s.loosenDeletes : s.tightenDeletes).push(d);
     } else if (d.previous === undefined) {
-      if (isRedirect(d.entry) && states && redirectRaises(states.old, d.key, allowDeletes)) s.tightenRedirects.push(d);
+      if (isRedirect(d.entry) && states && redirectRaises(states.old, d.key, allowDeletes, d.entry.precedence)) s.tightenRedirects.push(d);
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY });
         s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
       } else if (belowNpTier(d.entry)) throughTransientDeny(s, d);
       else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
-    } else if (entryRank(d.entry) >= entryRank(d.previous)) {
-      // Equal ranks (a redirect's port or priority) cannot open anything: written early.
+    } else if (entryRank(d.entry) > entryRank(d.previous) || (entryRank(d.entry) === entryRank(d.previous) && (d.entry.deny || d.entry.precedence <= d.previous.precedence))) {
+      // Equal ranks (a redirect's port or priority) cannot open anything: written early. Not an
+      // allow or redirect raised to a higher tier level: it may now beat denies of other keys.
       if (belowNpTier(d.entry)) throughTransientDeny(s, d);
       else s.tightenUpserts.push(d);
     } else {

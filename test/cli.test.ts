@@ -248,7 +248,12 @@ describe('ClusterNetworkPolicy through the CLI', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('denied by Admin tier: ClusterNetworkPolicy/pass-example priority 10 rule "deny-all-ingress-from-slytherin" (spec.ingress[0]): Deny');
   });
-  it('the engine refuses, naming policy, rule and reason, what it does not encode yet (Baseline, Pass, networks)', () => {
+  it('verify (engine) agrees with the oracle on a Baseline scenario', () => {
+    const v = distill('verify', '--scenario', `${NPA}/baseline-tier-ingress-tcp.yaml`);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('engine and naive evaluator agree on all');
+  });
+  it('the engine refuses, naming policy, rule and reason, what it does not encode yet (Pass, networks)', () => {
     const r = distill('verify', '--scenario', `${NPA}/admin-tier-ingress-tcp.yaml`);
     expect(r.stderr).toContain('ClusterNetworkPolicy/ingress-tcp: spec.ingress[2] (pass-from-ravenclaw-everything): action Pass is not encoded by the engine yet');
   });

@@ -141,9 +141,11 @@ describe('replay traces', () => {
   it('accept an Admin ClusterNetworkPolicy, refuse what the engine does not encode, and read its delete ref as cluster-scoped', async () => {
     const { checkTrace, parseTrace } = await import('../src/churn/trace.js');
     const head = '{"distillTrace":1,"profile":"t","seed":1}\n';
-    const manifest = (tier: string) => ({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'g' }, spec: { tier, priority: 1, subject: { namespaces: {} } } });
+    const manifest = (tier: string, ingress: unknown[] = []) => ({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'g' }, spec: { tier, priority: 1, subject: { namespaces: {} }, ingress } });
     expect(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Admin') })}\n`, 't.jsonl').items).toHaveLength(1);
-    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline') })}\n`, 't.jsonl'))).toThrow('ClusterNetworkPolicy/g: the Baseline tier is not encoded by the engine yet');
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline') })}\n`, 't.jsonl'))).not.toThrow();
+    const pass = [{ name: 'skip', action: 'Pass', from: [{ namespaces: {} }] }];
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline', pass) })}\n`, 't.jsonl'))).toThrow('ClusterNetworkPolicy/g: spec.ingress[0] (skip): action Pass is not encoded by the engine yet');
     expect(() => parseTrace(`${head}{"type":"deletePolicy","ref":{"kind":"ClusterNetworkPolicy","namespace":"a","name":"g"}}\n`, 't.jsonl')).toThrow('a clusterwide policy has no namespace');
   });
 });

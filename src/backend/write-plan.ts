@@ -55,7 +55,9 @@ export type CurrentEntries = (endpoint: string) => Iterable<MapRecord>;
 export type CapacityMode = 'normal' | 'allows-first' | 'deny-all';
 
 /** The deny an entry turns into while its final value waits for the loosen phase. */
-const TRANSIENT_DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_DENY };
+const PRECEDENCE_TRANSIENT_DENY = 0xffffffff;
+// Above every tier level: whatever identity-0 entry the map holds, the transient deny wins (fails closed).
+const TRANSIENT_DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_TRANSIENT_DENY };
 
 export function entryRank(e: PolicyEntry): number {
   return e.deny ? 2 : e.proxyPort !== 0 ? 1 : 0;
@@ -87,12 +89,15 @@ function covering(state: State, key: PolicyKey, gone: ReadonlySet<string>): Look
  * the key (then the verdict was at best that entry's and is now at least a redirect); for an
  * identity-0 key nothing guarantees that every peer identity had a match.
  */
-function redirectRaises(state: State, key: PolicyKey, gone: ReadonlySet<string>): boolean {
+function redirectRaises(state: State, key: PolicyKey, gone: ReadonlySet<string>, precedence: number): boolean {
   const c = covering(state, key, gone);
   if (c) return !c.entry.deny;
   if (key.identity === 0) return false;
   const w = { ...key, identity: 0 };
-  return (state.has(policyKeyString(w)) && !gone.has(policyKeyString(w))) || covering(state, w, gone) !== undefined;
+  const ws = policyKeyString(w);
+  const hit = state.has(ws) && !gone.has(ws) ? state.get(ws) : covering(state, w, gone);
+  // An identity-0 deny of a lower tier level than the redirect would lose to it: not a raise.
+  return hit !== undefined && !(hit.entry.deny && hit.entry.precedence < precedence);
 }
 
 interface Split {
@@ -126,26 +131,43 @@ function applied(old: State, deltas: readonly MapDelta[]): State {
  * Sorts one map's deltas into the two phases (see the module comment). Without the map's states,
  * every new or deleted redirect key goes through a transient deny.
  */
+/**
+ * A Baseline deny (below the NetworkPolicy tier's deny) can lose, in an intermediate state, to an
+ * identity-0 NP-tier allow or redirect the tighten phase has not deleted yet (or a redirect kept
+ * to the end): it goes through the transient deny, which wins over everything.
+ */
+const belowNpTier = (e: PolicyEntry): boolean => e.deny && e.precedence < PRECEDENCE_DENY;
+
+function throughTransientDeny(s: Split, d: MapDelta): void {
+  s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY, ...(d.previous ? { previous: d.previous } : {}) });
+  s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
+}
+
 function split(deltas: readonly MapDelta[], states?: MapStates): Split {
   const s: Split = { tightenDeletes: [], tightenRedirects: [], tightenUpserts: [], loosenDeletes: [], loosenUpserts: [], loosenRedirectDeletes: [] };
   const allowDeletes = new Set(deltas.filter((d) => d.op === 'delete' && entryRank(d.entry) === 0).map((d) => policyKeyString(d.key)));
   const none = new Set<string>();
   for (const d of deltas) {
     if (d.op === 'delete') {
-      if (isRedirect(d.entry) && states?.next && redirectRaises(states.next, d.key, none)) s.loosenRedirectDeletes.push(d);
+      if (isRedirect(d.entry) && states?.next && redirectRaises(states.next, d.key, none, d.entry.precedence)) s.loosenRedirectDeletes.push(d);
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ ...d, op: 'upsert', entry: TRANSIENT_DENY, previous: d.entry });
         s.loosenDeletes.push({ ...d, entry: TRANSIENT_DENY });
       } else (d.entry.deny ? s.loosenDeletes : s.tightenDeletes).push(d);
     } else if (d.previous === undefined) {
-      if (isRedirect(d.entry) && states && redirectRaises(states.old, d.key, allowDeletes)) s.tightenRedirects.push(d);
+      if (isRedirect(d.entry) && states && redirectRaises(states.old, d.key, allowDeletes, d.entry.precedence)) s.tightenRedirects.push(d);
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY });
         s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
-      } else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
+      } else if (belowNpTier(d.entry)) throughTransientDeny(s, d);
+      else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
+    } else if (entryRank(d.entry) > entryRank(d.previous) || (entryRank(d.entry) === entryRank(d.previous) && (d.entry.deny || d.entry.precedence <= d.previous.precedence))) {
+      // Equal ranks (a redirect's port or priority) cannot open anything: written early. Not an
+      // allow or redirect raised to a higher tier level: it may now beat denies of other keys.
+      if (belowNpTier(d.entry)) throughTransientDeny(s, d);
+      else s.tightenUpserts.push(d);
     } else {
-      // Equal ranks (a redirect's port or priority) cannot open anything: written early.
-      (entryRank(d.entry) >= entryRank(d.previous) ? s.tightenUpserts : s.loosenUpserts).push(d);
+      s.loosenUpserts.push(d);
     }
   }
   return s;

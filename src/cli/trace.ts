@@ -4,6 +4,7 @@ import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js'
 import type { DirectionDecision, Flow } from '../model/flow.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
+import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { Engine } from '../engine/engine.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioState } from './common.js';
@@ -122,7 +123,7 @@ function renderSide(s: SideReport): string {
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
-  if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (no policy tiers: deny > redirect > allow)`);
+  if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (level ${String(precedenceLevel(Number(s.entry.precedence)))}, verdict byte ${String(verdictByte(Number(s.entry.precedence)))}: higher wins)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   return out.join('\n');
 }

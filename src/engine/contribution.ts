@@ -1,6 +1,6 @@
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import type { PolicyEntry } from '../model/policy-map.js';
-import { ALLOW_ENTRY } from './rule-units.js';
+import { PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
 
 /**
  * Who asks a map state for an entry. Map states count contributions by object identity: each is
@@ -18,8 +18,11 @@ export interface Contribution {
   readonly label: string;
 }
 
-/** The allow-all wildcard entry of a direction no policy enforces (Kubernetes' default allow). */
-export const DEFAULT_ALLOW: Contribution = { origin: null, entry: ALLOW_ENTRY, label: 'default-allow' };
+/**
+ * The allow-all wildcard entry of a direction no policy enforces (Kubernetes' default allow), at the
+ * default-allow level: below the Baseline tier and the NetworkPolicy tier.
+ */
+export const DEFAULT_ALLOW: Contribution = { origin: null, entry: { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, label: 'default-allow' };
 
 /** The contribution of a rule unit's clauses without L7 rules. */
 export function unitContribution(unit: number, origin: RuleOrigin, entry: PolicyEntry): Contribution {

@@ -1,6 +1,6 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { LookupResult, maskPort, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW } from '../model/policy-map.js';
+import { LookupResult, maskPort, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
 import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
@@ -177,7 +177,7 @@ export class MapState {
       r = { key, contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
       this.index(ks, key);
-      if (entry.precedence > PRECEDENCE_ALLOW) this.countHigh(key, +1);
+      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(key, +1);
     }
     const count = r.contribs.get(c);
     if (count !== undefined) {
@@ -187,7 +187,7 @@ export class MapState {
     r.contribs.set(c, 1);
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, key, r.merged);
-      if (r.merged.precedence <= PRECEDENCE_ALLOW && entry.precedence > PRECEDENCE_ALLOW) this.countHigh(key, +1);
+      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(key, +1);
       r.merged = entry;
     }
   }
@@ -208,16 +208,16 @@ export class MapState {
     if (r.contribs.size === 0) {
       this.raw.delete(ks);
       this.unindex(ks, key);
-      if (r.merged.precedence > PRECEDENCE_ALLOW) this.countHigh(key, -1);
+      if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(key, -1);
       return;
     }
     let merged: PolicyEntry | undefined;
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
-    if (r.merged.precedence > PRECEDENCE_ALLOW && (merged as PolicyEntry).precedence <= PRECEDENCE_ALLOW) this.countHigh(key, -1);
+    if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(key, -1);
     r.merged = merged as PolicyEntry;
   }
 
-  /** Keys above plain-allow precedence per identity and direction: only they can hide others. */
+  /** Keys above the lowest precedence (the default allow's) per identity and direction: only they can hide others. */
   private countHigh(key: PolicyKey, delta: 1 | -1): void {
     const k = `${key.identity}/${key.direction}`;
     const n = (this.highByIdentityDir.get(k) ?? 0) + delta;
@@ -252,7 +252,7 @@ export class MapState {
         out.set(policyKeyString(k), k);
       }
     }
-    // Only an entry above plain-allow precedence can hide narrower entries.
+    // Only an entry above the lowest precedence (the default allow's) can hide narrower entries.
     if (!mayPrune) return;
     const scan = (keys: Iterable<string> | undefined): void => {
       for (const other of keys ?? []) {
@@ -276,7 +276,7 @@ export class MapState {
     const p = r.merged.precedence;
     const levels = key.identity === 0 ? [0] : [key.identity, 0];
     for (const id of levels) {
-      // Only keys above plain-allow precedence can hide this one; most levels have none.
+      // Only keys above the lowest precedence (the default allow's) can hide this one; most levels have none.
       if (!this.highByIdentityDir.has(`${id}/${key.direction}`)) continue;
       // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
       // Key strings are built directly (policyKeyString's format): this runs for every changed key.
@@ -334,7 +334,7 @@ export class MapState {
     for (const [ks, d] of this.dirty) {
       const now = this.raw.get(ks)?.merged;
       if (entryEquals(now, d.before)) continue;
-      const mayPrune = Math.max(now?.precedence ?? 0, d.before?.precedence ?? 0) > 1;
+      const mayPrune = Math.max(now?.precedence ?? 0, d.before?.precedence ?? 0) > PRECEDENCE_LOWEST;
       this.dependents(d.key, ks, mayPrune, affected);
     }
     this.dirty.clear();
@@ -426,13 +426,13 @@ export class MapState {
   }
 
   /**
-   * The contributions a proxy's decision for `peer` on `redirect` rests on: those of every raw key
+   * The NP-tier contributions a proxy's decision for `peer` on `redirect` rests on: those of every raw key
    * of the peer (and, for a specific peer, of identity 0) that covers the redirected port.
    */
   l7Contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
     const out: Contribution[] = [];
     for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
-      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) out.push(c);
+      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) if (!c.origin?.tier) out.push(c);
     }
     return out;
   }
@@ -446,7 +446,8 @@ export class MapState {
     for (const ks of coveringKeys(peer, redirect)) {
       this.stats.mapEntriesVisited++;
       for (const c of this.raw.get(ks)?.contribs.keys() ?? []) {
-        if (c.entry.deny) continue;
+        // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
+        if (c.entry.deny || c.origin?.tier) continue;
         if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
         if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
       }

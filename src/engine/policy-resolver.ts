@@ -1,13 +1,13 @@
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { PolicyKey, wildcardKey } from '../model/policy-map.js';
-import { DIRECTIONS, Policy, policyRefKey } from '../model/rules.js';
+import { Direction, DIRECTIONS, Policy, policyRefKey } from '../model/rules.js';
 import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
 import { clauseEntry, compilePolicy, EnforcementUnit, PortKey, portKeys, RuleUnit } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
-import type { SharedMapState, SharedMaps } from './shared-maps.js';
+import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** One clause of an attached unit: its port match, its map keys unless they depend on named ports, and what it contributes. */
@@ -124,6 +124,8 @@ export class PolicyResolver implements NamedPortListener {
   private contribute(a: AttachedUnit, peer: IdentityId, m: SharedMapState, sign: 1 | -1): void {
     if (this.ctx.faultHook) this.ctx.fault('contribute');
     const direction = a.unit.direction;
+    // Baseline applies only where no NetworkPolicy-tier policy isolates the identity in this direction.
+    if (a.unit.baseline && m.local.enforcing[direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
     for (const c of a.clauses) {
       const keys = c.keys ?? portKeys(c.l4, a.unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed);
@@ -333,6 +335,8 @@ export class PolicyResolver implements NamedPortListener {
       const local = this.maps.locals.get(x);
       if (!local || local.enforcing[d].has(e)) continue;
       this.ctx.stats.policyResolutions++;
+      // Withdraw the Baseline entries while the direction is still open (`contribute` reads it).
+      if (local.enforcing[d].size === 0) this.contributeBaseline(local, d, -1);
       local.enforcing[d].add(e);
       if (local.enforcing[d].size !== 1) continue;
       for (const m of local.maps.values()) {
@@ -350,6 +354,15 @@ export class PolicyResolver implements NamedPortListener {
         this.ctx.dirtyMaps.add(m);
         m.state.add(allowAll, DEFAULT_ALLOW);
       }
+      this.contributeBaseline(local, d, +1);
+    }
+  }
+
+  /** The Baseline units `local` adopted for direction `d`, into or out of its map states. */
+  private contributeBaseline(local: LocalIdentity, d: Direction, sign: 1 | -1): void {
+    for (const a of local.units) {
+      if (!a.unit.baseline || a.unit.direction !== d) continue;
+      for (const m of local.maps.values()) this.contributeTargets(a, m, sign);
     }
   }
 }

@@ -26,6 +26,8 @@ export interface RuleUnit {
   readonly anyPeer: boolean;
   /** A ClusterNetworkPolicy rule's entry (its tier precedence); otherwise `clauseEntry` decides. */
   readonly entry?: PolicyEntry;
+  /** A Baseline-tier rule: contributes only where no NetworkPolicy-tier policy isolates the direction. */
+  readonly baseline?: boolean;
 }
 
 export interface EnforcementUnit {

@@ -16,7 +16,6 @@ import { labelsSelector, type IdentitySelector } from './selector-cache.js';
 
 /** Why the engine cannot encode `spec` exactly (it refuses it), or null. */
 export function tierSupportProblem(spec: TieredSpec): string | null {
-  if (spec.tier === 'Baseline') return 'the Baseline tier is not encoded by the engine yet';
   for (const r of spec.rules) {
     const where = `${r.path} (${tierRuleName(r)})`;
     if (r.action === 'Pass') return `${where}: action Pass is not encoded by the engine yet`;
@@ -66,6 +65,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
     namedEgress: false,
     anyPeer: denyAll,
     entry,
+    baseline: spec.tier === 'Baseline',
   };
 }
 

@@ -28,15 +28,43 @@ export interface PolicyEntry {
   readonly precedence: number;
 }
 
-/** Precedence at one policy level (no tiers): deny > redirect > plain allow. */
-export const PRECEDENCE_DENY = 255;
-export const PRECEDENCE_REDIRECT = 2;
-export const PRECEDENCE_ALLOW = 1;
+/**
+ * The verdict byte (bits 7-0 of a precedence): deny > redirect > plain allow. Cilium's precedence
+ * orders verdicts the same way inside one level.
+ */
+export const VERDICT_DENY = 255;
+export const VERDICT_REDIRECT = 2;
+export const VERDICT_ALLOW = 1;
 
 /**
- * Cilium's precedence: the upper 24 bits are the inverted rule priority (one level here), the
- * lower 8 bits order verdicts: 255 deny, 255 - p for a redirect with listener priority p
- * (lower p wins), 2 for a redirect without one, 1 for an allow.
+ * Tier levels (bits 31-16 of a precedence, docs/tiers-encoding.md §2): Admin rules 65 535 … 40 511,
+ * the NetworkPolicy tier (Kubernetes NP, CNP, CCNP) 40 000, Baseline rules 39 999 … 14 975, the
+ * default allow of a direction nothing isolates 1.
+ */
+export const NP_TIER_LEVEL = 40000;
+export const DEFAULT_ALLOW_LEVEL = 1;
+
+/** Bits 15-8: 255 for an entry its own rule writes. */
+const OWN_SUB = 0xff00;
+
+/** An NP-tier precedence with verdict byte `v`. Multiplication, not <<: the result stays unsigned. */
+function npTier(v: number): number {
+  return NP_TIER_LEVEL * 0x10000 + v;
+}
+
+/** NP-tier precedences: deny > redirect > plain allow. */
+export const PRECEDENCE_DENY = npTier(VERDICT_DENY);
+export const PRECEDENCE_REDIRECT = npTier(VERDICT_REDIRECT);
+export const PRECEDENCE_ALLOW = npTier(VERDICT_ALLOW);
+/** The default allow: below every tier, so Baseline rules and the NP tier decide above it. */
+export const PRECEDENCE_DEFAULT_ALLOW = DEFAULT_ALLOW_LEVEL * 0x10000 + VERDICT_ALLOW;
+/** The lowest precedence the engine writes: entries above it may hide narrower ones. */
+export const PRECEDENCE_LOWEST = PRECEDENCE_DEFAULT_ALLOW;
+
+/**
+ * Cilium's precedence inside the NetworkPolicy tier's level: the lower 8 bits order verdicts:
+ * 255 deny, 255 - p for a redirect with listener priority p (lower p wins), 2 for a redirect
+ * without one, 1 for an allow.
  */
 export function precedence(verdict: 'deny' | 'allow' | 'redirect', listenerPriority?: number): number {
   if (verdict === 'deny') return PRECEDENCE_DENY;
@@ -45,27 +73,32 @@ export function precedence(verdict: 'deny' | 'allow' | 'redirect', listenerPrior
   if (!Number.isInteger(listenerPriority) || listenerPriority < 1 || listenerPriority > 252) {
     throw new RangeError(`listener priority ${listenerPriority} is outside 1..252`);
   }
-  return 255 - listenerPriority;
+  return npTier(255 - listenerPriority);
+}
+
+/** The verdict byte of a precedence. */
+export function verdictByte(p: number): number {
+  return p % 0x100;
 }
 
 /**
  * The precedence of a ClusterNetworkPolicy rule's entries (docs/tiers-encoding.md, byte layout):
  * bits 31-16 the tier level, bits 15-8 `sub` (255: the rule's own entry), bits 7-0 the verdict
- * byte (255 deny, 1 accept). Admin levels are `65535 - slot`, `slot = priority * 25 + ruleIndex`
- * (40 511 and up), so every Admin rule is above every NetworkPolicy-tier entry (level 0, the
- * values `precedence()` returns) and an earlier rule is above a later one.
+ * byte (255 deny, 1 accept). `slot = priority * 25 + ruleIndex`; Admin levels are `65535 - slot`
+ * (40 511 and up, above the NetworkPolicy tier's 40 000), Baseline levels `39999 - slot`
+ * (14 975 … 39 999, between the NetworkPolicy tier and the default allow); an earlier rule is
+ * above a later one.
  */
 const TIER_SLOTS_PER_PRIORITY = 25;
 export function tierPrecedence(tier: 'Admin' | 'Baseline', priority: number, ruleIndex: number, deny: boolean): number {
-  if (tier !== 'Admin') throw new RangeError(`the ${tier} tier has no precedence encoding yet`);
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new RangeError(`priority ${priority} is outside 0..1000`);
   if (!Number.isInteger(ruleIndex) || ruleIndex < 0 || ruleIndex >= TIER_SLOTS_PER_PRIORITY) throw new RangeError(`rule index ${ruleIndex} is outside 0..${TIER_SLOTS_PER_PRIORITY - 1}`);
-  const level = 0xffff - (priority * TIER_SLOTS_PER_PRIORITY + ruleIndex);
-  // Multiplication, not <<: the result must stay an unsigned 32-bit number.
-  return level * 0x10000 + 0xff00 + (deny ? PRECEDENCE_DENY : PRECEDENCE_ALLOW);
+  const slot = priority * TIER_SLOTS_PER_PRIORITY + ruleIndex;
+  const level = tier === 'Admin' ? 0xffff - slot : NP_TIER_LEVEL - 1 - slot;
+  return level * 0x10000 + OWN_SUB + (deny ? VERDICT_DENY : VERDICT_ALLOW);
 }
 
-/** The tier level of a precedence (0: the NetworkPolicy tier). */
+/** The tier level of a precedence (`NP_TIER_LEVEL`: the NetworkPolicy tier). */
 export function precedenceLevel(p: number): number {
   return Math.floor(p / 0x10000);
 }

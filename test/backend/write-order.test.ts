@@ -85,6 +85,10 @@ function simulate(
     if (b.phase !== phase) {
       phase = b.phase;
       totals.boundarySoft += checker.counts().soft;
+      if (checker.counts().soft > 0 && process.env.DEBUG_WRITE_ORDER) {
+        process.stderr.write(`SOFT ${checker.counts().soft} at ${b.phase} ${b.mode}\n`);
+        for (const ep of new Set([...old.keys(), ...next.keys()])) process.stderr.write(`  ${ep}\n    O ${JSON.stringify([...(old.get(ep) ?? new Map()).values()].map((r) => [policyKeyString(r.key), r.entry.deny ? 'D' : r.entry.proxyPort ? 'R' : 'A', r.entry.precedence]))}\n    N ${JSON.stringify([...(next.get(ep) ?? new Map()).values()].map((r) => [policyKeyString(r.key), r.entry.deny ? 'D' : r.entry.proxyPort ? 'R' : 'A', r.entry.precedence]))}\n    I ${JSON.stringify([...(checker.state.get(ep) ?? new Map()).values()].map((r) => [policyKeyString(r.key), r.entry.deny ? 'D' : r.entry.proxyPort ? 'R' : 'A', r.entry.precedence]))}\n`);
+      }
     }
     for (const d of b.ops) {
       const m = checker.state.get(b.endpoint);

@@ -4,6 +4,7 @@ import type { Pod } from '../../src/model/cluster.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import type { ContainerPort } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
+import { PRECEDENCE_ALLOW } from '../../src/model/policy-map.js';
 import { EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 
@@ -157,7 +158,7 @@ spec:
     const client = e.identityOfPod('prod/client')!;
     expect(e.lookup('prod/web', client, 'ingress', 6, 22)?.entry.deny).toBe(true);
     expect(e.lookup('prod/web', client, 'ingress', 6, 80)?.entry.proxyPort).toBeGreaterThan(0);
-    expect(e.lookup('prod/web', client, 'ingress', 6, 443)?.entry).toEqual({ deny: false, proxyPort: 0, precedence: 1 });
+    expect(e.lookup('prod/web', client, 'ingress', 6, 443)?.entry).toEqual({ deny: false, proxyPort: 0, precedence: PRECEDENCE_ALLOW });
     expect(e.lookup('prod/web', 9, 'ingress', 6, 443)).toBeUndefined();
     const why = e.contributors('prod/web', { identity: client, direction: 'ingress', protocol: 6, port: 22, portPrefixLen: 16 });
     expect(why.map((c) => c.origin?.path)).toEqual(['spec.ingressDeny[0]']);

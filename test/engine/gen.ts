@@ -188,7 +188,7 @@ const ciliumPolicy = fc.oneof(
   fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumClusterwideNetworkPolicy'), metadata: fc.record({ name: fc.constant('ccnp') }), specs: fc.array(ciliumSpec, { minLength: 1, maxLength: 2 }) }),
 );
 
-// ClusterNetworkPolicies (Admin tier, Accept/Deny: what the engine encodes). Each name has its own
+// ClusterNetworkPolicies (Admin and Baseline tiers, Accept/Deny: what the engine encodes). Each name has its own
 // priorities (disjoint across names: same-priority policies are refused), so upserts change
 // priorities, reorder and re-action rules of one policy.
 const TIER_NAMES = ['cnp-t0', 'cnp-t1', 'cnp-t2'];
@@ -221,7 +221,7 @@ const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
     kind: fc.constant('ClusterNetworkPolicy'),
     metadata: fc.constant({ name: TIER_NAMES[i] }),
     spec: fc.record({
-      tier: fc.constant('Admin'),
+      tier: fc.constantFrom('Admin', 'Baseline'),
       priority: fc.constantFrom(i + 1, i + 4, i + 7),
       subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
       ingress: fc.array(tierRule('ingress'), { maxLength: 3 }),

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { datapathLookup, PolicyEntry, PolicyKey } from '../../src/model/policy-map.js';
+import { datapathLookup, PolicyEntry, PolicyKey, PRECEDENCE_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT } from '../../src/model/policy-map.js';
 import { MapState } from '../../src/engine/map-state.js';
 import { emptyStats } from '../../src/engine/stats.js';
 import type { Contribution } from '../../src/engine/contribution.js';
 
-const ALLOW: PolicyEntry = { deny: false, proxyPort: 0, precedence: 1 };
-const DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: 255 };
-const REDIRECT: PolicyEntry = { deny: false, proxyPort: 10000, precedence: 2 };
+// NetworkPolicy-tier entries (level 40 000, above the default allow's level 1: docs/tiers-encoding.md).
+const ALLOW: PolicyEntry = { deny: false, proxyPort: 0, precedence: PRECEDENCE_ALLOW };
+const DENY: PolicyEntry = { deny: true, proxyPort: 0, precedence: PRECEDENCE_DENY };
+const REDIRECT: PolicyEntry = { deny: false, proxyPort: 10000, precedence: PRECEDENCE_REDIRECT };
 const key = (identity: number, protocol = 0, port = 0, portPrefixLen = protocol === 0 ? 0 : port === 0 ? 0 : 16): PolicyKey => ({ identity, direction: 'ingress', protocol, port, portPrefixLen });
 const contributions = new Map<string, Contribution>();
 /** One contribution per (name, entry), as the engine makes one per rule unit or L7 clause. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineError, EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { PRECEDENCE_DENY, precedenceLevel, tierPrecedence } from '../../src/model/policy-map.js';
+import { NP_TIER_LEVEL, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, precedenceLevel, tierPrecedence } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
 const cnp = (name: string, priority: number, rules: string, tier = 'Admin'): EngineEvent => ({
@@ -21,6 +21,13 @@ describe('tier precedence (docs/tiers-encoding.md byte layout)', () => {
     expect(tierPrecedence('Admin', 3, 0, true) & 0xff).toBe(255);
     expect(() => tierPrecedence('Admin', 3, 25, true)).toThrow(RangeError);
   });
+  it('puts every Baseline rule between the NetworkPolicy tier and the default allow, in priority then rule order', () => {
+    const ps = [PRECEDENCE_ALLOW, tierPrecedence('Baseline', 0, 0, true), tierPrecedence('Baseline', 0, 1, false), tierPrecedence('Baseline', 1000, 24, true), PRECEDENCE_DEFAULT_ALLOW];
+    for (let i = 1; i < ps.length; i++) expect(ps[i - 1]).toBeGreaterThan(ps[i] as number);
+    expect(precedenceLevel(PRECEDENCE_DENY)).toBe(NP_TIER_LEVEL);
+    expect(precedenceLevel(ps[1] as number)).toBe(NP_TIER_LEVEL - 1);
+    expect(precedenceLevel(ps[3] as number)).toBe(NP_TIER_LEVEL - 1 - 25024);
+  });
 });
 
 describe('the engine refuses what it cannot encode exactly, and nothing else', () => {
@@ -38,11 +45,25 @@ describe('the engine refuses what it cannot encode exactly, and nothing else', (
     e.apply([{ type: 'deletePolicy', ref: { kind: 'ClusterNetworkPolicy', name: 'x' } }, cnp('z', 6, RULE)]);
     expect(() => e.apply([cnp('w', 6, RULE)])).toThrow(/ClusterNetworkPolicy\/z has the same priority 6/);
   });
-  it('Baseline and Pass: refused with policy, rule and reason', () => {
+  it('Pass: refused with policy, rule and reason, in both tiers', () => {
     const e = new Engine();
     e.apply(base);
-    expect(() => e.apply([cnp('b', 1, RULE, 'Baseline')])).toThrow(/ClusterNetworkPolicy\/b: the Baseline tier is not encoded/);
-    expect(() => e.apply([cnp('p', 1, '[{"name":"skip","action":"Pass","from":[{"namespaces":{}}]}]')])).toThrow(/spec\.ingress\[0\] \(skip\): action Pass is not encoded/);
+    const pass = '[{"name":"skip","action":"Pass","from":[{"namespaces":{}}]}]';
+    expect(() => e.apply([cnp('p', 1, pass)])).toThrow(/spec\.ingress\[0\] \(skip\): action Pass is not encoded/);
+    expect(() => e.apply([cnp('p', 1, pass, 'Baseline')])).toThrow(/spec\.ingress\[0\] \(skip\): action Pass is not encoded/);
+  });
+  it('a Baseline Deny decides only while no NetworkPolicy isolates the pod in that direction', () => {
+    const e = new Engine();
+    e.apply(base);
+    e.apply([cnp('b', 1, RULE, 'Baseline')]);
+    const id = e.identityOfPod('a/p') as number;
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: tierPrecedence('Baseline', 1, 0, true) });
+    expect(e.lookup('a/p', id, 'egress', 6, 80)?.entry.deny).toBe(false);
+    const np = parseManifest({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'np', namespace: 'a' }, spec: { podSelector: {}, ingress: [{ from: [{ podSelector: {} }] }] } }, 'np.yaml');
+    e.apply([{ type: 'upsertPolicy', policy: np }]);
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: false, proxyPort: 0, precedence: PRECEDENCE_ALLOW });
+    e.apply([{ type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'a', name: 'np' } }]);
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry.deny).toBe(true);
   });
   it('an Admin Deny decides above a NetworkPolicy allow; its entry carries the tier precedence', () => {
     const e = new Engine();

@@ -115,7 +115,7 @@ export function parserOfRedirectPrecedence(p: number): L7Parser | undefined {
 }
 
 const DENY_ENTRY: PolicyEntry = { deny: true, proxyPort: 0, precedence: precedence('deny') };
-export const ALLOW_ENTRY: PolicyEntry = { deny: false, proxyPort: 0, precedence: precedence('allow') };
+const ALLOW_ENTRY: PolicyEntry = { deny: false, proxyPort: 0, precedence: precedence('allow') };
 
 export interface PortKey {
   readonly protocol: number;

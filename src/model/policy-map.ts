@@ -32,9 +32,9 @@ export interface PolicyEntry {
  * The verdict byte (bits 7-0 of a precedence): deny > redirect > plain allow. Cilium's precedence
  * orders verdicts the same way inside one level.
  */
-export const VERDICT_DENY = 255;
-export const VERDICT_REDIRECT = 2;
-export const VERDICT_ALLOW = 1;
+const VERDICT_DENY = 255;
+const VERDICT_REDIRECT = 2;
+const VERDICT_ALLOW = 1;
 
 /**
  * Tier levels (bits 31-16 of a precedence, docs/tiers-encoding.md §2): Admin rules 65 535 … 40 511,
@@ -42,7 +42,7 @@ export const VERDICT_ALLOW = 1;
  * default allow of a direction nothing isolates 1.
  */
 export const NP_TIER_LEVEL = 40000;
-export const DEFAULT_ALLOW_LEVEL = 1;
+const DEFAULT_ALLOW_LEVEL = 1;
 
 /** Bits 15-8: 255 for an entry its own rule writes. */
 const OWN_SUB = 0xff00;

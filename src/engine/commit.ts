@@ -30,6 +30,9 @@ export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Red
 /** A commit with nothing to settle and no endpoint moved (its arrays are never written to). */
 const NOTHING: Omit<CommitResult, 'ipcache'> = { deltas: [], l7Deltas: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: null };
 
+const NO_MOVES: ReadonlyMap<string, SharedMapState | null> = new Map();
+const NO_PORT_CHANGES: { release: { endpoint: string; redirect: string }[]; exhausted: null } = { release: [], exhausted: null };
+
 interface EndpointDeltas {
   readonly upserts: MapDelta[];
   readonly deletes: MapDelta[];
@@ -106,7 +109,8 @@ export class Commit {
   }
 
   /** Endpoints whose map state really changed in this transaction → their map state before it. */
-  private movedEndpoints(): Map<string, SharedMapState | null> {
+  private movedEndpoints(): ReadonlyMap<string, SharedMapState | null> {
+    if (this.ctx.movedEndpoints.size === 0) return NO_MOVES;
     const moved = new Map<string, SharedMapState | null>();
     for (const [endpoint, was] of this.ctx.movedEndpoints) if (was !== (this.maps.byEndpoint.get(endpoint) ?? null)) moved.set(endpoint, was);
     this.ctx.movedEndpoints.clear();
@@ -121,8 +125,9 @@ export class Commit {
     moved: ReadonlyMap<string, SharedMapState | null>,
     settled: ReadonlyMap<SharedMapState, SettleResult>,
   ): { release: { endpoint: string; redirect: string }[]; exhausted: ProxyPortsExhaustedError | null } {
-    const endpoints = new Set<string>(moved.keys());
-    for (const [m, s] of settled) if (s.redirectsChanged) for (const ep of m.endpoints) endpoints.add(ep);
+    let endpoints: Set<string> | null = moved.size > 0 ? new Set(moved.keys()) : null;
+    for (const [m, s] of settled) if (s.redirectsChanged) for (const ep of m.endpoints) (endpoints ??= new Set()).add(ep);
+    if (endpoints === null) return NO_PORT_CHANGES;
     const release: { endpoint: string; redirect: string }[] = [];
     let exhausted: ProxyPortsExhaustedError | null = null;
     for (const endpoint of endpoints) {

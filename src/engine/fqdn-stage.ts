@@ -34,6 +34,8 @@ export class FqdnStage {
   cache: DnsCache;
   private readonly dirty = new Map<string, IpAddress>();
   private structural = true;
+  /** The selector tables need a rebuild (after a structural event) before the next IP is re-identified. */
+  private selectorsStale = true;
   /** Policy key → its egress-allow DNS rules (what `dnsProxyLearns` reads). */
   private readonly dnsRules = new Map<string, { readonly namespace: string | undefined; readonly rules: readonly DnsRule[] }>();
   /** The FQDN selectors in force, by name (matchName) and as patterns; rebuilt after structural events. */
@@ -116,10 +118,16 @@ export class FqdnStage {
   /** Before commit: the learnt IPs whose identity may have changed get their new one. */
   settle(): void {
     if (this.structural) {
-      this.rebuildSelectors();
       for (const ip of this.cache.liveIps()) this.dirty.set(ip.text, ip);
       for (const ip of this.identities.fqdnHostIps()) this.dirty.set(ip.text, ip);
       this.structural = false;
+      this.selectorsStale = true;
+    }
+    // Most transactions have no learnt IP to look at: the selectors are rebuilt only when one is.
+    if (this.dirty.size === 0) return;
+    if (this.selectorsStale) {
+      this.rebuildSelectors();
+      this.selectorsStale = false;
     }
     for (const ip of this.dirty.values()) this.reidentify(ip);
     this.dirty.clear();

@@ -96,8 +96,7 @@ export class IdentityTable {
   }
 
   /** The identity of a label set, allocated on first use; `ports` are the named ports the new user brings. */
-  acquire(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[]): IdentityRecord {
-    const key = labelSetKey(labels);
+  acquire(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[], key = labelSetKey(labels)): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
     const existing = this.byKey.get(key) ?? (this.source === 'external' && !cidr ? this.pending : undefined);
     if (existing) {

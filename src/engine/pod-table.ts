@@ -117,8 +117,8 @@ export class PodTable {
   private addPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
     const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
-    const identity = this.identities.acquire(labels, undefined, pod.ports);
     const labelKey = labelSetKey(labels);
+    const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey, map: null };
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
     this.pods.set(key, rec);

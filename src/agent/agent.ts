@@ -22,7 +22,7 @@ export interface AgentConfig {
   readonly registry: Registry;
   /** `HOST:PORT` for /metrics and /healthz. */
   readonly metricsAddr?: string;
-  /** Called once the metrics server listens, with the address it got (port 0: any free port). */
+  /** Called once the metrics server listens, with the address it got (port 0: the kernel picks a free one). */
   readonly onListening?: (addr: string) => void;
   /** Finish when every stream has ended (else: run until `stop`). */
   readonly exitAtEof?: boolean;

@@ -1,16 +1,14 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { applyChangeSet } from '../src/backend/backend.js';
-import { BpfBackend, bpfUnavailableReason } from '../src/backend/bpf.js';
-import { backendLookup } from '../src/backend/lookup.js';
-import { reconcile } from '../src/node/restart.js';
-import { EngineDecider } from '../src/harness/engine-decider.js';
+import { bpfUnavailableReason } from '../src/backend/bpf.js';
+import { kernelDecider, verdicts } from './backend/kernel-decider.js';
 import { Engine } from '../src/engine/engine.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseManifestFile } from '../src/policy/manifest.js';
 import { parseScenario } from '../src/scenario/format.js';
-import { FlowDecider, runScenario, ScenarioRun } from '../src/scenario/run.js';
+import { runScenario } from '../src/scenario/run.js';
+import { EngineDecider } from '../src/harness/engine-decider.js';
 
 /**
  * The independent conformance corpus (fixtures/conformance/): expectations written by hand from
@@ -44,15 +42,6 @@ afterAll(() => {
   if (!unavailable) rmSync(PIN_DIR, { recursive: true, force: true });
 });
 
-function kernelDecider(): { decide: FlowDecider; close: () => void } {
-  const backend = new BpfBackend({ pinDir: PIN_DIR });
-  const engine = new Engine({ mapCapacity: backend.capacity });
-  reconcile(engine, backend);
-  const d = new EngineDecider(engine, undefined, (cs) => applyChangeSet(backend, cs), (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry);
-  return { decide: d.decide, close: () => backend.close() };
-}
-
-const verdicts = (r: ScenarioRun): string[] => r.steps.flatMap((s) => s.results.map((x) => `${x.from}->${x.to} ${x.port}/${x.protocol} ${x.allowed} ${x.proxied}`));
 
 /** What the first lines of a refusal or acceptance file say it expects. */
 function header(text: string, tag: string): string | undefined {
@@ -85,7 +74,7 @@ describe('conformance corpus: expectations from the sources', () => {
       expect(engine.steps.flatMap((s) => s.mismatches), 'engine').toEqual([]);
       expect(verdicts(engine)).toEqual(verdicts(naive));
       if (unavailable) return;
-      const k = kernelDecider();
+      const k = kernelDecider(PIN_DIR);
       try {
         const kernel = runScenario(scenario, k.decide);
         expect(kernel.steps.flatMap((s) => s.mismatches), 'kernel maps').toEqual([]);

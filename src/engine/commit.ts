@@ -28,7 +28,7 @@ export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Red
 }
 
 /** A commit with nothing to settle and no endpoint moved (its arrays are never written to). */
-const NOTHING: Omit<CommitResult, 'ipcache'> = { deltas: [], l7Deltas: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: null };
+const NOTHING: Omit<CommitResult, 'ipcache'> = Object.freeze({ deltas: Object.freeze([]), l7Deltas: Object.freeze([]), endpointsAdded: Object.freeze([]), endpointsRemoved: Object.freeze([]), touched: new Set<string>(), exhausted: null });
 
 const NO_MOVES: ReadonlyMap<string, SharedMapState | null> = new Map();
 const NO_PORT_CHANGES: { release: { endpoint: string; redirect: string }[]; exhausted: null } = { release: [], exhausted: null };

@@ -14,7 +14,7 @@ import { labelSetKey } from '../model/labels.js';
 import { advanceDnsClock, DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, entryKey } from '../model/fqdn.js';
 import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
 import { LookupResult, policyKeyString } from '../model/policy-map.js';
-import { diffMaps } from '../engine/map-state.js';
+import { diffMaps, entryEquals } from '../engine/map-state.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
 import type { EngineEvent, MapDelta, RedirectInfo } from '../engine/events.js';
@@ -179,6 +179,17 @@ export type EndpointMaps = Map<string, Map<string, LookupResult>>;
 /** A copy of every local endpoint's map as the kernel would hold it. */
 export function endpointMaps(engine: Engine): EndpointMaps {
   return new Map(engine.endpoints().map((ep) => [ep, new Map(engine.mapState(ep))]));
+}
+
+/** Whether two snapshots hold the same endpoints with the same entries. */
+export function sameEndpointMaps(a: ReadonlyMap<string, ReadonlyMap<string, LookupResult>>, b: ReadonlyMap<string, ReadonlyMap<string, LookupResult>>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [ep, m] of a) {
+    const o = b.get(ep);
+    if (!o || o.size !== m.size) return false;
+    for (const [ks, r] of m) if (!entryEquals(o.get(ks)?.entry, r.entry)) return false;
+  }
+  return true;
 }
 
 /** The exact deltas between two snapshots (an endpoint that vanishes is removed as a whole, with no deletes). */

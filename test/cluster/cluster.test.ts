@@ -1,3 +1,4 @@
+import type { ClusterReport } from '../../src/cluster/run.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,17 +38,7 @@ const traceFile = (name: string, nodes: number, seed: number): string => {
   return p;
 };
 
-interface Report {
-  nodes: number;
-  events: number;
-  identities: number;
-  duplicates: number;
-  disagreements: number;
-  mapsVerified: number;
-  entries: number;
-  allocationUs: { p50: number; p99: number };
-  eventsPerSec: number;
-}
+type Report = Omit<ClusterReport, 'mapMismatches' | 'kills'>;
 
 const cluster = (args: string[]): Report => {
   const r = spawnSync('node', ['dist/cli/main.js', 'cluster', '--etcd', etcd.url, '--json', ...args], { encoding: 'utf8' });

@@ -6,7 +6,7 @@ import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
-import { endpointMaps, initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
+import { endpointMaps, sameEndpointMaps, initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
@@ -86,15 +86,6 @@ function applyDeltas(before: Maps, cs: ChangeSet): Maps {
   return out;
 }
 
-function sameMaps(a: Maps, b: Maps): boolean {
-  if (a.size !== b.size) return false;
-  for (const [ep, m] of a) {
-    const o = b.get(ep);
-    if (!o || o.size !== m.size) return false;
-    for (const [ks, r] of m) if (!entryEquals(o.get(ks)?.entry, r.entry)) return false;
-  }
-  return true;
-}
 
 function engineState(engine: Engine): string {
   const redirects = engine.endpoints().map((ep) => [ep, engine.redirects(ep)]);
@@ -242,7 +233,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
           state = next;
           // (b) deltas turn the old maps into the new ones, and there are exactly as many as changes.
           const now = endpointMaps(engine);
-          expect(sameMaps(applyDeltas(maps, cs), now)).toBe(true);
+          expect(sameEndpointMaps(applyDeltas(maps, cs), now)).toBe(true);
           expect(cs.deltas.length).toBe(exactDiffSize(maps, now));
           expect(new Set(engine.endpoints())).toEqual(new Set([...local].filter(([, l]) => l).map(([k]) => k)));
           maps = now;
@@ -307,7 +298,7 @@ describe('map capacity', () => {
           for (const e of events) state = applyToModel(state, e);
           for (const e of events) trackLocality(local, state, e);
           const now = endpointMaps(engine);
-          expect(sameMaps(applyDeltas(maps, cs), now)).toBe(true);
+          expect(sameEndpointMaps(applyDeltas(maps, cs), now)).toBe(true);
           for (const m of now.values()) expect(m.size).toBeLessThanOrEqual(capacity);
           maps = now;
         }
@@ -347,7 +338,7 @@ describe('Felix-style equivalences: the same final state by different routes giv
         let splitDeltas = endpointMaps(split);
         for (const e of events) splitDeltas = applyDeltas(splitDeltas, apply(split, [e]));
         const expected = normalizedMaps(split);
-        expect(sameMaps(splitDeltas, endpointMaps(split))).toBe(true);
+        expect(sameEndpointMaps(splitDeltas, endpointMaps(split))).toBe(true);
         let splitTables: Tables = new Map();
         const replay = new Engine();
         for (const e of events) splitTables = applyL7Deltas(splitTables, apply(replay, [e]));
@@ -356,7 +347,7 @@ describe('Felix-style equivalences: the same final state by different routes giv
         const squashed = new Engine();
         const cs = apply(squashed, events);
         expect(normalizedMaps(squashed)).toEqual(expected);
-        expect(sameMaps(applyDeltas(new Map(), cs), endpointMaps(squashed))).toBe(true);
+        expect(sameEndpointMaps(applyDeltas(new Map(), cs), endpointMaps(squashed))).toBe(true);
 
         const twice = new Engine();
         for (const e of events) {

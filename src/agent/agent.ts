@@ -36,7 +36,25 @@ export interface AgentConfig {
    * objects are ignored, and this source sees every committed event and gives identity events.
    */
   readonly identitySource?: AgentIdentitySource;
+  /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
+  readonly now?: () => number;
+  /** Timer functions (default the global ones): the agent keeps one timer, for the earliest pending pod deletion. */
+  readonly timers?: AgentTimers;
 }
+
+/** The timer functions an agent uses (injectable, for tests with a fake clock). */
+export interface AgentTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const GLOBAL_TIMERS: AgentTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
+
+/** setTimeout's longest delay (2^31 - 1 ms, ~24.8 days); a later deadline is re-armed when it fires. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 /** An identity source the agent feeds its committed events to and takes identity events from. */
 interface AgentIdentitySource {
@@ -76,6 +94,10 @@ export class Agent {
   private reconciled = false;
   private flushQueued = false;
   private server: Server | undefined;
+  private readonly now: () => number;
+  private readonly timers: AgentTimers;
+  /** The timer set for the earliest pending pod deletion, and that deadline. */
+  private deadlineTimer: { readonly at: number; readonly handle: unknown } | undefined;
   /** True once `stop` was called (by SIGTERM, or at the end). */
   stopped = false;
   private readonly finished: Promise<void>;
@@ -86,8 +108,11 @@ export class Agent {
     // A restarted agent keeps the proxy ports its pinned maps already use, so reconcile rewrites no redirect.
     this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend) });
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
+    this.now = config.now ?? Date.now;
+    this.timers = config.timers ?? GLOBAL_TIMERS;
     this.mirror = new ClusterMirror({
       nodeName: config.node,
+      now: this.now,
       debug: (msg, fields) => log.debug(fields, msg),
       warn: (msg, fields) => log.warn(fields, msg),
     });
@@ -159,8 +184,17 @@ export class Agent {
     });
   }
 
-  /** Applies what waits; the first transaction waits for every stream's first data (a restart must see the whole state). */
+  /**
+   * Applies what waits (pods whose deletion grace period is over included), then sets the timer
+   * for the next such deadline. The first transaction waits for every stream's first data (a
+   * restart must see the whole state).
+   */
   flush(): void {
+    this.applyPending();
+    this.armDeadlineTimer();
+  }
+
+  private applyPending(): void {
     if (!this.reconciled && this.started < this.config.watch.length) return;
     if (!this.reconciled && this.config.identitySource?.ready === false) return;
     const batch = this.mirror.flush();
@@ -183,6 +217,21 @@ export class Agent {
     if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
     if (!this.mirror.idle) this.queueFlush();
+  }
+
+  /** One timer, for the earliest deadline of a pod being deleted; when it fires, a flush removes the pod. */
+  private armDeadlineTimer(): void {
+    const at = this.stopped ? undefined : this.mirror.nextDeadline();
+    if (this.deadlineTimer?.at === at) return;
+    if (this.deadlineTimer) this.timers.clearTimeout(this.deadlineTimer.handle);
+    this.deadlineTimer = undefined;
+    if (at === undefined) return;
+    const delay = Math.min(Math.max(0, at - this.now()), MAX_TIMER_DELAY);
+    const handle = this.timers.setTimeout(() => {
+      this.deadlineTimer = undefined;
+      this.queueFlush();
+    }, delay);
+    this.deadlineTimer = { at, handle };
   }
 
   private write(cs: Parameters<typeof applyChangeSet>[1]): void {

@@ -1,4 +1,4 @@
-import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
+import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
 import { LabelSet, labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
@@ -56,11 +56,12 @@ export class PodTable {
     return key === undefined ? undefined : this.pods.get(key);
   }
 
-  /** Every pod IP with its pod's identity (the ipcache's host entries). */
+  /** Every pod IP (both of a dual-stack pod) with its pod's identity (the ipcache's host entries). */
   *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
-    for (const [, key] of this.podsByIp) {
+    for (const [text, key] of this.podsByIp) {
       const rec = this.pods.get(key);
-      if (rec) yield { ip: rec.pod.ip, identity: rec.identity };
+      const ip = rec && (rec.pod.ips === undefined ? rec.pod.ip : rec.pod.ips.find((a) => a.text === text));
+      if (rec && ip) yield { ip, identity: rec.identity };
     }
   }
 
@@ -125,8 +126,10 @@ export class PodTable {
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
-    this.ctx.touchIpcacheHost(pod.ip);
-    this.podsByIp.set(pod.ip.text, key);
+    for (const ip of podIps(pod)) {
+      this.ctx.touchIpcacheHost(ip);
+      this.podsByIp.set(ip.text, key);
+    }
     if (local) {
       const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
       rec.map = map;
@@ -138,7 +141,7 @@ export class PodTable {
   removePod(key: string): void {
     const rec = this.pods.get(key);
     if (!rec) throw new Error(`internal: pod ${key} vanished`);
-    this.ctx.touchIpcacheHost(rec.pod.ip);
+    for (const ip of podIps(rec.pod)) this.ctx.touchIpcacheHost(ip);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;
@@ -148,7 +151,7 @@ export class PodTable {
     const inNs = this.podsByNamespace.get(rec.pod.namespace);
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
-    if (this.podsByIp.get(rec.pod.ip.text) === key) this.podsByIp.delete(rec.pod.ip.text);
+    for (const ip of podIps(rec.pod)) if (this.podsByIp.get(ip.text) === key) this.podsByIp.delete(ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
     this.ctx.onUndo(() => this.addPod(rec.pod, rec.local));
   }

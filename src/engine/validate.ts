@@ -73,10 +73,21 @@ function checkLabelMap(m: unknown, field: string, fail: Fail): void {
 }
 
 /** A parsed address (parseIp); pods are known by its text, so that is what must be valid. */
-function checkIp(ip: unknown, fail: Fail): void {
-  if (!isRecord(ip) || typeof ip.text !== 'string' || typeof ip.value !== 'bigint') fail('pod.ip must be a parsed IP address (parseIp)');
-  if (!isValidIp(ip.text)) fail(`pod.ip: ${JSON.stringify(ip.text)} is not a valid IP address`);
-  if (ip.family !== (ip.text.includes(':') ? 'ipv6' : 'ipv4')) fail(`pod.ip: family ${JSON.stringify(ip.family)} does not match ${ip.text}`);
+function checkIp(ip: unknown, fail: Fail, field = 'pod.ip'): void {
+  if (!isRecord(ip) || typeof ip.text !== 'string' || typeof ip.value !== 'bigint') fail(`${field} must be a parsed IP address (parseIp)`);
+  if (!isValidIp(ip.text)) fail(`${field}: ${JSON.stringify(ip.text)} is not a valid IP address`);
+  if (ip.family !== (ip.text.includes(':') ? 'ipv6' : 'ipv4')) fail(`${field}: family ${JSON.stringify(ip.family)} does not match ${ip.text}`);
+}
+
+/** A dual-stack pod's `ips`: `ip` first, at most one address per family (as `status.podIPs`). */
+function checkIps(pod: Record<string, unknown>, fail: Fail): void {
+  const ips = pod.ips;
+  if (ips === undefined) return;
+  if (!Array.isArray(ips) || ips.length === 0 || ips.length > 2) return fail('pod.ips must list 1 or 2 addresses');
+  ips.forEach((ip: unknown, i) => checkIp(ip, fail, `pod.ips[${i}]`));
+  const [first, second] = ips as { text: string; family: string }[];
+  if (first!.text !== (pod.ip as { text: string }).text) fail(`pod.ips[0] (${first!.text}) must be pod.ip (${(pod.ip as { text: string }).text})`);
+  if (second && second.family === first!.family) fail(`pod.ips: two ${first!.family} addresses; a pod has at most one per family`);
 }
 
 function checkPorts(ports: unknown, fail: Fail): void {
@@ -96,6 +107,7 @@ function checkPod(pod: unknown, fail: Fail): string {
   checkLabelMap(pod.labels, 'pod.labels', fail);
   checkName(pod.serviceAccount, 'pod.serviceAccount', 'object', fail);
   checkIp(pod.ip, fail);
+  checkIps(pod, fail);
   checkPorts(pod.ports, fail);
   return `${ns}/${name}`;
 }

@@ -16,6 +16,11 @@ export interface MirrorOptions {
   readonly debug?: (msg: string, fields: Readonly<Record<string, unknown>>) => void;
   /** Called for ERROR watch events and objects that cannot be read (the object is skipped). */
   readonly warn?: (msg: string, fields: Readonly<Record<string, unknown>>) => void;
+  /**
+   * The clock (ms since the epoch; default `Date.now`): a pod being deleted stays an endpoint
+   * until its `deletionTimestamp`, and `flush` removes the ones whose time has come.
+   */
+  readonly now?: () => number;
 }
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
@@ -30,7 +35,7 @@ export interface MirrorBatch {
 /** What one object means to the engine, with a signature: equal signatures, no event. */
 type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
-  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly sig: string }
+  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
   | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
   | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string };
 
@@ -93,6 +98,9 @@ export class ClusterMirror {
   /** What the engine holds, by object key. */
   private readonly held = new Map<string, Held>();
   private readonly dirty = new Set<string>();
+  /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
+  private readonly deadlines = new Map<string, number>();
+  private readonly now: () => number;
   private readonly debug: NonNullable<MirrorOptions['debug']>;
   private readonly warn: NonNullable<MirrorOptions['warn']>;
   /** Counts of what was read, for metrics and summaries. */
@@ -101,6 +109,7 @@ export class ClusterMirror {
   constructor(private readonly options: MirrorOptions) {
     this.debug = options.debug ?? (() => {});
     this.warn = options.warn ?? (() => {});
+    this.now = options.now ?? Date.now;
   }
 
   /** Takes one item of a watch stream; `source` names it in logs. */
@@ -139,9 +148,38 @@ export class ClusterMirror {
       this.warn('object skipped: it cannot be read', { source, key, error: (e as Error).message });
       desired = undefined;
     }
-    this.objects.set(key, { rv: rvs ?? state?.rv, desired });
-    this.dirty.add(key);
+    this.setDesired(key, rvs ?? state?.rv, desired);
     return key;
+  }
+
+  private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
+    this.objects.set(key, { rv, desired });
+    this.dirty.add(key);
+    if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
+    else this.deadlines.delete(key);
+  }
+
+  /**
+   * Pods whose deletion grace period is over stop being endpoints: the next flush deletes them
+   * (as a DELETED event would). `flush` calls it; returns how many there were.
+   */
+  expire(): number {
+    const now = this.now();
+    let n = 0;
+    for (const [key, at] of this.deadlines) {
+      if (at > now) continue;
+      this.setDesired(key, this.objects.get(key)?.rv, undefined);
+      this.debug('pod deletion grace period over: no longer an endpoint', { key, deletionTimestamp: new Date(at).toISOString() });
+      n++;
+    }
+    return n;
+  }
+
+  /** The earliest deletionTimestamp (ms) of a pod still an endpoint, if any: when to flush next. */
+  nextDeadline(): number | undefined {
+    let next: number | undefined;
+    for (const at of this.deadlines.values()) if (next === undefined || at < next) next = at;
+    return next;
   }
 
   private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
@@ -157,8 +195,7 @@ export class ClusterMirror {
     if (item.itemKind !== undefined) kinds.add(item.itemKind);
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
-      this.objects.set(key, { rv: item.resourceVersion ?? state.rv, desired: undefined });
-      this.dirty.add(key);
+      this.setDesired(key, item.resourceVersion ?? state.rv, undefined);
     }
   }
 
@@ -169,12 +206,14 @@ export class ClusterMirror {
         return { kind, ...ns, sig: canonical(ns) };
       }
       case 'Pod': {
-        const ep = podEndpoint(obj, this.options.nodeName, source);
+        const ep = podEndpoint(obj, this.options.nodeName, source, this.now());
         if (ep.pod === null) {
           this.debug('pod is not an endpoint', { source, reason: ep.reason });
           return undefined;
         }
-        return { kind, pod: ep.pod, local: ep.local, sig: canonical({ ...ep.pod, ip: ep.pod.ip.text, local: ep.local }) };
+        // The deadline is not part of the signature: a pod marked for deletion is the same endpoint until it passes.
+        const sig = canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local });
+        return { kind, pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
       }
       case 'CiliumIdentity': {
         const id = identityOf(obj, source);
@@ -208,6 +247,7 @@ export class ClusterMirror {
    * policies and namespaces. Commit or roll back the batch before the next flush.
    */
   flush(): MirrorBatch {
+    this.expire();
     const next = new Map<string, Held | undefined>();
     for (const key of this.dirty) {
       const want = this.objects.get(key)?.desired;

@@ -1,4 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
+import type { IpAddress } from '../model/cidr.js';
 import type { Pod } from '../model/cluster.js';
 import { KINDS_API_VERSIONS } from './kinds.js';
 import { readContainerPorts, readIp, readLabels } from '../policy/readers.js';
@@ -31,8 +32,11 @@ export interface Identity {
  */
 export type IdentityEvent = Extract<EngineEvent, { readonly type: 'upsertIdentity' | 'deleteIdentity' }>;
 
-/** A pod as the engine sees it, or why it is not an endpoint (yet). */
-export type PodEndpoint = { readonly pod: Pod; readonly local: boolean } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
+/**
+ * A pod as the engine sees it, or why it is not an endpoint (yet). `deleteAt` (ms since the
+ * epoch): the pod is being deleted gracefully and stops being an endpoint then.
+ */
+export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly deleteAt?: number } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
 
 function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -71,20 +75,51 @@ function containerPorts(r: Reader, spec: Record<string, unknown>): Pod['ports'] 
   return out;
 }
 
-/** The pod's address: the first of `status.podIPs`, else `status.podIP`. */
-function podAddress(status: Record<string, unknown>): unknown {
-  const ips = Array.isArray(status.podIPs) ? status.podIPs : [];
-  const first = rec(ips[0]).ip;
-  return first ?? status.podIP;
+/**
+ * The pod's addresses: every entry of `status.podIPs` (at most one per family, the primary first),
+ * else `status.podIP`; empty while it has none. Throws ManifestError naming the field.
+ */
+function podAddresses(r: Reader, status: Record<string, unknown>): IpAddress[] {
+  const listed = r.optArray(status.podIPs, 'status.podIPs') ?? [];
+  const ips: IpAddress[] = [];
+  listed.forEach((entry, i) => {
+    const path = `status.podIPs[${i}].ip`;
+    const v = rec(entry).ip;
+    if (v === undefined || v === null || v === '') return;
+    const ip = readIp(r, v, path);
+    if (ips.some((o) => o.family === ip.family)) r.fail(path, `a second ${ip.family} address (${ips.find((o) => o.family === ip.family)?.text} and ${ip.text}); a pod has at most one per family`);
+    ips.push(ip);
+  });
+  if (ips.length > 0) return ips;
+  const single = status.podIP;
+  return single === undefined || single === null || single === '' ? [] : [readIp(r, single, 'status.podIP')];
 }
 
 /**
- * A `v1` Pod as an endpoint of node `nodeName` (`spec.nodeName` equal: local) or a remote peer.
- * Host-network pods are never endpoints (they have the node's address); pods without an address
- * wait; `Succeeded`/`Failed` pods and pods being deleted (`deletionTimestamp` set) stop being
- * endpoints. Throws ManifestError naming `source` and the field.
+ * When a gracefully deleted pod stops being an endpoint: its `deletionTimestamp` (the time the
+ * API server will delete it, now + `deletionGracePeriodSeconds` when the delete was asked), in ms
+ * since the epoch; undefined when no deletion was asked.
  */
-export function podEndpoint(obj: unknown, nodeName: string, source: string): PodEndpoint {
+function deletionDeadline(r: Reader, meta: Record<string, unknown>): number | undefined {
+  const ts = meta.deletionTimestamp;
+  if (ts === undefined || ts === null) return undefined;
+  const text = r.nonEmptyString(ts, 'metadata.deletionTimestamp');
+  const at = RFC3339.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(at)) r.fail('metadata.deletionTimestamp', `"${text}" is not an RFC 3339 time`);
+  return at;
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
+
+/**
+ * A `v1` Pod as an endpoint of node `nodeName` (`spec.nodeName` equal: local) or a remote peer, at
+ * time `now` (ms since the epoch). Host-network pods are never endpoints (they have the node's
+ * address); pods without an address wait; `Succeeded`/`Failed` pods stop being endpoints, and so
+ * do pods being deleted once their `deletionTimestamp` has passed (before it, they are endpoints
+ * with `deleteAt` set: their containers may still serve while they drain). Throws ManifestError
+ * naming `source` and the field.
+ */
+export function podEndpoint(obj: unknown, nodeName: string, source: string, now: number = Date.now()): PodEndpoint {
   const r = new Reader(source);
   const o = rec(obj);
   const md = readMetadata(r, o.metadata, true);
@@ -93,16 +128,16 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string): Pod
   const status = rec(o.status);
   const labels = readLabels(r, meta.labels ?? {}, 'metadata.labels');
   const ports = containerPorts(r, spec);
+  const deleteAt = deletionDeadline(r, meta);
   if (spec.hostNetwork === true) return { pod: null, reason: 'host-network' };
   if (status.phase === 'Succeeded' || status.phase === 'Failed') return { pod: null, reason: 'terminated' };
-  if (meta.deletionTimestamp !== undefined && meta.deletionTimestamp !== null) return { pod: null, reason: 'terminating' };
-  const address = podAddress(status);
-  if (address === undefined || address === null || address === '') return { pod: null, reason: 'no-ip' };
-  const ip = readIp(r, address, status.podIPs !== undefined ? 'status.podIPs[0].ip' : 'status.podIP');
+  if (deleteAt !== undefined && deleteAt <= now) return { pod: null, reason: 'terminating' };
+  const ips = podAddresses(r, status);
+  if (ips.length === 0) return { pod: null, reason: 'no-ip' };
   const sa = spec.serviceAccountName ?? spec.serviceAccount ?? 'default';
   const serviceAccount = r.nonEmptyString(sa, join('spec', 'serviceAccountName'));
-  const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip, serviceAccount, ports };
-  return { pod, local: spec.nodeName === nodeName };
+  const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount, ports };
+  return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }
 
 /**

@@ -11,12 +11,18 @@ export interface Namespace {
   readonly labels: Readonly<Record<string, string>>;
 }
 
-/** A pod as the engine takes it: namespace, name, labels, one IP, service account and container ports. */
+/** A pod as the engine takes it: namespace, name, labels, its IPs, service account and container ports. */
 export interface Pod {
   readonly namespace: string;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** Its primary address (`status.podIPs[0]`). */
   readonly ip: IpAddress;
+  /**
+   * Every address of a dual-stack pod (`status.podIPs`: at most one per family), `ip` first.
+   * Absent: the pod has `ip` only.
+   */
+  readonly ips?: readonly IpAddress[];
   readonly serviceAccount: string;
   readonly ports: readonly ContainerPort[];
 }
@@ -45,6 +51,11 @@ export const EMPTY_CLUSTER: ClusterState = {
   externals: new Map(),
   policies: new Map(),
 };
+
+/** Every address of a pod: `ips`, or `ip` alone. */
+export function podIps(pod: Pick<Pod, 'ip' | 'ips'>): readonly IpAddress[] {
+  return pod.ips ?? [pod.ip];
+}
 
 export function podKey(p: { namespace: string; name: string }): string {
   return `${p.namespace}/${p.name}`;
@@ -116,7 +127,7 @@ const POD_CIDR = parseCidr('10.244.0.0/16');
 
 export function allocatePodIp(state: ClusterState): IpAddress {
   const used = new Set<string>();
-  for (const p of state.pods.values()) used.add(p.ip.text);
+  for (const p of state.pods.values()) for (const ip of podIps(p)) used.add(ip.text);
   for (const e of state.externals.values()) used.add(e.ip.text);
   for (let n = 2n; ; n++) {
     const ip = nthAddress(POD_CIDR, n);

@@ -39,6 +39,15 @@ describe('v1 Pod', () => {
     expect(podEndpoint(pod(), 'node-b', 's')).toMatchObject({ local: false });
     expect(podEndpoint(pod({ spec: { nodeName: undefined } }), 'node-a', 's')).toMatchObject({ local: false });
   });
+  it('keeps both addresses of a dual-stack pod, the first of podIPs as its primary', () => {
+    const ep = podEndpoint(pod(), 'node-a', 's');
+    expect(ep.pod?.ip.text).toBe('10.0.0.7');
+    expect(ep.pod?.ips?.map((a) => a.text)).toEqual(['10.0.0.7', 'fd00::7']);
+    const v6first = podEndpoint(pod({ status: { podIPs: [{ ip: 'fd00::7' }, { ip: '10.0.0.7' }] } }), 'node-a', 's').pod;
+    expect(v6first?.ips?.map((a) => a.text)).toEqual(['fd00::7', '10.0.0.7']);
+    expect(podEndpoint(pod({ status: { podIPs: [{ ip: '10.0.0.7' }] } }), 'node-a', 's').pod).not.toHaveProperty('ips');
+    expect(() => podEndpoint(pod({ status: { podIPs: [{ ip: '10.0.0.7' }, { ip: '10.0.0.8' }] } }), 'node-a', 'p#4')).toThrow(/p#4 status\.podIPs\[1\]\.ip: a second ipv4 address/);
+  });
   it('takes podIPs first, podIP without it, and waits without either', () => {
     expect(podEndpoint(pod({ status: { podIPs: [{ ip: 'fd00::9' }], podIP: '10.0.0.9' } }), 'node-a', 's').pod?.ip.text).toBe('fd00::9');
     expect(podEndpoint(pod({ status: { podIPs: undefined, podIP: '10.0.0.9' } }), 'node-a', 's').pod?.ip.text).toBe('10.0.0.9');
@@ -48,7 +57,18 @@ describe('v1 Pod', () => {
     expect(podEndpoint(pod({ spec: { hostNetwork: true } }), 'node-a', 's')).toEqual({ pod: null, reason: 'host-network' });
     expect(podEndpoint(pod({ status: { phase: 'Succeeded' } }), 'node-a', 's')).toEqual({ pod: null, reason: 'terminated' });
     expect(podEndpoint(pod({ status: { phase: 'Failed' } }), 'node-a', 's')).toEqual({ pod: null, reason: 'terminated' });
-    expect(podEndpoint(pod({ metadata: { deletionTimestamp: '2026-11-29T10:00:00Z', deletionGracePeriodSeconds: 30 } }), 'node-a', 's')).toEqual({ pod: null, reason: 'terminating' });
+  });
+  it('stays an endpoint while it is being deleted, until its deletionTimestamp', () => {
+    const deleting = pod({ metadata: { deletionTimestamp: '2026-11-29T10:00:30Z', deletionGracePeriodSeconds: 30 } });
+    const deadline = Date.parse('2026-11-29T10:00:30Z');
+    const before = podEndpoint(deleting, 'node-a', 's', deadline - 1);
+    expect(before).toMatchObject({ local: true, deleteAt: deadline });
+    expect(before.pod?.name).toBe('web-7d4b9c');
+    expect(podEndpoint(deleting, 'node-a', 's', deadline)).toEqual({ pod: null, reason: 'terminating' });
+    expect(podEndpoint(deleting, 'node-a', 's', deadline + 60_000)).toEqual({ pod: null, reason: 'terminating' });
+    expect(podEndpoint(pod({ metadata: { deletionTimestamp: '2026-11-29T11:00:30+01:00' } }), 'node-a', 's', deadline - 1)).toMatchObject({ deleteAt: deadline });
+    expect(podEndpoint(pod(), 'node-a', 's', deadline)).not.toHaveProperty('deleteAt');
+    expect(() => podEndpoint(pod({ metadata: { deletionTimestamp: 'soon' } }), 'node-a', 'p#2')).toThrow(/p#2 metadata\.deletionTimestamp: "soon" is not an RFC 3339 time/);
   });
   it('defaults the service account as the API server does', () => {
     expect(podEndpoint(pod({ spec: { serviceAccountName: undefined } }), 'node-a', 's').pod?.serviceAccount).toBe('default');

@@ -1,4 +1,4 @@
-import type { ClusterState } from '../model/cluster.js';
+import { ClusterState, podIps } from '../model/cluster.js';
 import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import type { IpAddress } from '../model/cidr.js';
 import { SOURCE_CIDR, LabelSet } from '../model/labels.js';
@@ -31,7 +31,7 @@ export function ipcacheContent(engine: IdentitySource, state: ClusterState): Map
   for (const ext of state.externals.values()) out.set(hostPrefix(ext.ip), engine.identityOfIp(ext.ip));
   for (const [key, pod] of state.pods) {
     const id = engine.identityOfPod(key);
-    if (id !== undefined) out.set(hostPrefix(pod.ip), id);
+    if (id !== undefined) for (const ip of podIps(pod)) out.set(hostPrefix(ip), id);
   }
   return out;
 }

@@ -14,7 +14,8 @@ export type IpLookup = (ip: IpAddress) => IdentityId;
 
 function peerIdentity(engine: Engine, ep: FlowEndpoint, ipLookup?: IpLookup): IdentityId {
   if (ep.kind === 'pod') {
-    const id = ipLookup ? ipLookup(ep.pod.ip) : engine.identityOfPod(ep.name);
+    // A pod the flow names by address is looked up by that address, as the datapath does (ipcache).
+    const id = ipLookup ? ipLookup(ep.address ?? ep.pod.ip) : ep.address ? engine.identityOfIp(ep.address) : engine.identityOfPod(ep.name);
     if (id === undefined) throw new Error(`engine does not know pod ${ep.name}`);
     return id;
   }

@@ -1,5 +1,6 @@
 import type { ClusterState, External, Pod } from './cluster.js';
-import { podLabels } from './cluster.js';
+import { podIps, podLabels } from './cluster.js';
+import { IpAddress, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
 import type { LabelSet } from './labels.js';
 import { worldLabels } from './identity.js';
@@ -13,7 +14,8 @@ import type { TierOrigin } from './tiers.js';
  */
 
 export type FlowEndpoint =
-  | { readonly kind: 'pod'; readonly name: string; readonly pod: Pod; readonly labels: LabelSet }
+  /** `address`: the flow named the pod by this one of its addresses (else it uses the pod's primary `ip`). */
+  | { readonly kind: 'pod'; readonly name: string; readonly pod: Pod; readonly labels: LabelSet; readonly address?: IpAddress }
   | { readonly kind: 'external'; readonly name: string; readonly external: External; readonly labels: LabelSet };
 
 export interface Flow {
@@ -60,12 +62,24 @@ function externalLabels(ext: External): LabelSet {
   return worldLabels(ext.ip.family);
 }
 
+/** The pod holding `ip` among its addresses (a dual-stack pod has two), if any. */
+function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: Pod; address: IpAddress } | undefined {
+  for (const [key, pod] of state.pods) {
+    const address = podIps(pod).find((a) => a.text === ip.text);
+    if (address) return { key, pod, address };
+  }
+  return undefined;
+}
+
+/** A pod or an external by name, or a pod by one of its addresses (`10.0.0.5`, `fd00::5`). */
 export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint {
   const pod = state.pods.get(name);
   if (pod) return { kind: 'pod', name, pod, labels: podLabels(state, pod) };
   const external = state.externals.get(name);
   if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
-  throw new UnknownEndpointError(`no pod or external named "${name}"`);
+  const byAddress = isValidIp(name) ? podByAddress(state, parseIp(name)) : undefined;
+  if (byAddress) return { kind: 'pod', name: byAddress.key, pod: byAddress.pod, labels: podLabels(state, byAddress.pod), address: byAddress.address };
+  throw new UnknownEndpointError(`no pod or external named "${name}", and no pod has that address`);
 }
 
 /**

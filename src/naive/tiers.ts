@@ -23,8 +23,9 @@ interface Flow4 {
   readonly destPorts: readonly ContainerPort[];
 }
 
+/** The address the flow uses: the one it named a pod by, else the pod's primary address. */
 function endpointIp(ep: FlowEndpoint): IpAddress {
-  return ep.kind === 'pod' ? ep.pod.ip : ep.external.ip;
+  return ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.external.ip;
 }
 
 /** Does `peer` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */

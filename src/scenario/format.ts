@@ -16,6 +16,8 @@ interface PodSpec {
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly ip?: IpAddress;
+  /** A dual-stack pod's addresses (`ips: [10.0.0.5, fd00::5]`), the first its primary. */
+  readonly ips?: readonly IpAddress[];
   readonly serviceAccount: string;
   readonly ports: readonly ContainerPort[];
 }
@@ -59,8 +61,13 @@ export interface Probe {
   readonly protocol: FlowProtocol;
   /** An HTTP request, Kafka request or DNS query the flow carries (judged by L7 proxies). */
   readonly request?: L7Request;
-  /** Set for `to: {ip: ...}`: `to` is then the address, an external created on first use. */
+  /**
+   * Set for `to: {ip: ...}`: `to` is then the address: a pod's (a dual-stack pod has two), or an
+   * external created on first use.
+   */
   readonly toIp?: IpAddress;
+  /** `from: {ip: ...}`, as `toIp`. */
+  readonly fromIp?: IpAddress;
 }
 
 /**
@@ -111,16 +118,29 @@ function readNamespace(r: Reader, v: unknown, path: string): { name: string; lab
   return { name, labels: readLabels(r, o.labels, join(path, 'labels')) };
 }
 
+/** `ips`: one or two addresses, at most one per family (as a pod's `status.podIPs`). */
+function readPodIps(r: Reader, v: unknown, path: string): IpAddress[] {
+  const list = r.array(v, path);
+  if (list.length < 1 || list.length > 2) r.fail(path, `a pod has 1 or 2 addresses (one per family), not ${list.length}`);
+  const ips = list.map((x, i) => readIp(r, x, at(path, i)));
+  if (ips.length === 2 && ips[0]!.family === ips[1]!.family) r.fail(at(path, 1), `a second ${ips[0]!.family} address; a pod has at most one per family`);
+  return ips;
+}
+
 function readPod(r: Reader, v: unknown, path: string): PodSpec {
-  const o = r.object(v, path, ['name', 'labels', 'ip', 'serviceAccount', 'ports']);
+  const o = r.object(v, path, ['name', 'labels', 'ip', 'ips', 'serviceAccount', 'ports']);
   const { namespace, name } = readPodKey(r, o.name, join(path, 'name'));
   const ports = readContainerPorts(r, o.ports, join(path, 'ports'));
   const serviceAccount = r.optString(o.serviceAccount, join(path, 'serviceAccount')) ?? 'default';
+  if (!absent(o.ip) && !absent(o.ips)) r.fail(join(path, 'ips'), 'give ip or ips, not both');
+  const ips = absent(o.ips) ? undefined : readPodIps(r, o.ips, join(path, 'ips'));
+  const ip = ips ? ips[0] : absent(o.ip) ? undefined : readIp(r, o.ip, join(path, 'ip'));
   return {
     namespace,
     name,
     labels: readLabels(r, o.labels, join(path, 'labels')),
-    ...(absent(o.ip) ? {} : { ip: readIp(r, o.ip, join(path, 'ip')) }),
+    ...(ip ? { ip } : {}),
+    ...(ips && ips.length > 1 ? { ips } : {}),
     serviceAccount,
     ports,
   };
@@ -254,6 +274,11 @@ function readRequest(r: Reader, o: Record<string, unknown>, path: string): L7Req
   return undefined;
 }
 
+function readProbeAddress(r: Reader, v: unknown, path: string): IpAddress | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  return readIp(r, r.object(v, path, ['ip']).ip, join(path, 'ip'));
+}
+
 function readProbe(r: Reader, v: unknown, path: string): Probe {
   const o = r.object(v, path, ['from', 'to', 'port', 'protocol', 'http', 'kafka', 'dns']);
   const request = readRequest(r, o, path);
@@ -261,12 +286,14 @@ function readProbe(r: Reader, v: unknown, path: string): Probe {
   const maxPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 255 : MAX_PORT;
   const minPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 0 : 1;
   const port = readPortNumber(r, o.port, join(path, 'port'), minPort, maxPort);
-  const from = r.optString(o.from, join(path, 'from'));
-  // `to: {ip: A.B.C.D}`: an address outside the cluster that no external names (e.g. one a DNS
-  // answer gave); the probe's pairs then name it by the address.
-  const toIp = typeof o.to === 'object' && o.to !== null && !Array.isArray(o.to) ? readIp(r, r.object(o.to, join(path, 'to'), ['ip']).ip, join(join(path, 'to'), 'ip')) : undefined;
+  // `to: {ip: A.B.C.D}`: a pod's address (either of a dual-stack pod's), or an address outside
+  // the cluster that no external names (e.g. one a DNS answer gave); the probe's pairs then name
+  // it by the address. The same for `from`.
+  const fromIp = readProbeAddress(r, o.from, join(path, 'from'));
+  const toIp = readProbeAddress(r, o.to, join(path, 'to'));
+  const from = fromIp ? fromIp.text : r.optString(o.from, join(path, 'from'));
   const to = toIp ? toIp.text : r.optString(o.to, join(path, 'to'));
-  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(toIp ? { toIp } : {}), ...(request ? { request } : {}) };
+  return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(fromIp ? { fromIp } : {}), ...(toIp ? { toIp } : {}), ...(request ? { request } : {}) };
 }
 
 function readExpectation(r: Reader, v: unknown, path: string, probeCount: number): Expectation {

@@ -8,6 +8,7 @@ import {
   EMPTY_CLUSTER,
   namespaceWithDefaults,
   Pod,
+  podIps,
   upsertExternal,
   upsertNamespace,
   upsertPod,
@@ -88,8 +89,10 @@ export function applyChange(state: ClusterState, c: Change): ClusterState {
       if (!s.namespaces.has(c.pod.namespace)) s = upsertNamespace(s, namespaceWithDefaults(c.pod.namespace, {}));
       const key = `${c.pod.namespace}/${c.pod.name}`;
       const previous = s.pods.get(key);
+      // A pod re-added without addresses keeps the ones it had.
       const ip = c.pod.ip ?? previous?.ip ?? allocatePodIp(s);
-      const pod: Pod = { namespace: c.pod.namespace, name: c.pod.name, labels: c.pod.labels, ip, serviceAccount: c.pod.serviceAccount, ports: c.pod.ports };
+      const ips = c.pod.ip ? c.pod.ips : previous?.ips;
+      const pod: Pod = { namespace: c.pod.namespace, name: c.pod.name, labels: c.pod.labels, ip, ...(ips ? { ips } : {}), serviceAccount: c.pod.serviceAccount, ports: c.pod.ports };
       return upsertPod(s, pod);
     }
     case 'deletePod': {
@@ -149,9 +152,10 @@ interface FlowBudget {
 /** The flows a probe stands for, in a stable order (pods sorted by namespace/name). */
 function expandProbe(state: ClusterState, probe: Probe, source: string, budget: FlowBudget = { left: MAX_SCENARIO_FLOWS }): Flow[] {
   const pods = [...state.pods.keys()].sort();
-  if (probe.toIp && !state.externals.has(probe.toIp.text)) throw new ManifestError(source, `${probe.path}.to`, `internal: ${probe.toIp.text} was not added`);
-  for (const [field, name] of [['from', probe.from], ['to', probe.to]] as const) {
-    if (name !== undefined && !state.pods.has(name) && !state.externals.has(name)) {
+  const held = podAddresses(state);
+  for (const [field, name, ip] of [['from', probe.from, probe.fromIp], ['to', probe.to, probe.toIp]] as const) {
+    if (ip && !state.externals.has(ip.text) && !held.has(ip.text)) throw new ManifestError(source, `${probe.path}.${field}`, `internal: ${ip.text} was not added`);
+    if (name !== undefined && !ip && !state.pods.has(name) && !state.externals.has(name)) {
       throw new ManifestError(source, `${probe.path}.${field}`, `no pod or external named "${name}"`);
     }
   }
@@ -163,7 +167,8 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
   const flows: Flow[] = [];
   for (const from of froms) {
     for (const to of tos) {
-      if (from === to) continue;
+      // A pod reached at one of its own addresses is the pod itself.
+      if ((held.get(from) ?? from) === (held.get(to) ?? to)) continue;
       flows.push({ from, to, port: probe.port, protocol: probe.protocol, ...(probe.request ? { request: probe.request } : {}) });
     }
   }
@@ -171,10 +176,20 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
   return flows;
 }
 
-/** Externals for the `to: {ip}` probes that no external has yet, named by their address. */
+/** Every pod address (both of a dual-stack pod's) by text, to the pod's key. */
+function podAddresses(state: ClusterState): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [key, p] of state.pods) for (const ip of podIps(p)) out.set(ip.text, key);
+  return out;
+}
+
+/** Externals for the `{ip}` probe ends that no pod or external has yet, named by their address. */
 function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): ClusterState {
   let s = state;
-  for (const p of probes) if (p.toIp && !s.externals.has(p.toIp.text)) s = upsertExternal(s, { name: p.toIp.text, ip: p.toIp });
+  const held = podAddresses(state);
+  for (const p of probes) {
+    for (const ip of [p.fromIp, p.toIp]) if (ip && !held.has(ip.text) && !s.externals.has(ip.text)) s = upsertExternal(s, { name: ip.text, ip });
+  }
   return s;
 }
 

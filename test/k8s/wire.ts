@@ -1,4 +1,4 @@
-import type { ClusterState, Namespace, Pod } from '../../src/model/cluster.js';
+import { ClusterState, Namespace, Pod, podIps } from '../../src/model/cluster.js';
 import type { Policy } from '../../src/model/rules.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 
@@ -30,7 +30,7 @@ function podObject(pod: Pod, nodeName: string, rv: number): Obj {
       containers: [{ name: 'main', image: 'registry.example/app:1', ports: pod.ports.map((p) => ({ ...(p.name !== undefined ? { name: p.name } : {}), containerPort: p.port, protocol: p.protocol })) }],
       restartPolicy: 'Always',
     },
-    status: { phase: 'Running', podIP: pod.ip.text, podIPs: [{ ip: pod.ip.text }], hostIP: '192.0.2.10' },
+    status: { phase: 'Running', podIP: pod.ip.text, podIPs: podIps(pod).map((ip) => ({ ip: ip.text })), hostIP: '192.0.2.10' },
   };
 }
 

@@ -8,7 +8,7 @@ import { backendLookup } from '../backend/lookup.js';
 import { Engine } from '../engine/engine.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
-import { IpAddress, parseIp } from '../model/cidr.js';
+import { IpAddress, IpFamily, parseIp } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
 import { reconcile } from '../node/restart.js';
@@ -27,8 +27,13 @@ interface Node {
   readonly ns: string;
   readonly ifname: string;
   readonly ip: IpAddress;
-  /** An address of the other family, so a v4-only pod can still reach a v6 peer (dual stack). */
+  /**
+   * An address of the other family: a dual-stack pod's second address, else the testbed's own,
+   * so a v4-only pod can still reach a v6 peer.
+   */
   readonly alt: IpAddress;
+  /** The dual-stack pod's second address, when `alt` is it. */
+  readonly givenAlt: string | undefined;
   readonly serverPid: number;
   /** Pods only: where its programs are pinned, and the policy map (inode) they were loaded with. */
   epDir?: string;
@@ -127,10 +132,11 @@ export class Testbed {
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
     const engineSays = this.decider.decide(state, flow);
     if (state !== this.built) this.build(state);
-    const src = this.node(flow.from);
-    const dst = this.node(flow.to);
+    const from = this.endpoint(flow.from);
+    const to = this.endpoint(flow.to);
+    const [src, dst] = [from.node, to.node];
     const before = [src, dst].map((n) => (n.epDir ? readCounters(n.epDir) : undefined));
-    const l4 = this.probe(src, dst, flow);
+    const l4 = this.probe(src, dst, flow, to.address?.family ?? from.address?.family);
     const after = [src, dst].map((n) => (n.epDir ? readCounters(n.epDir) : undefined));
     const redirected = redirects(before[0], after[0], 'egress') || redirects(before[1], after[1], 'ingress');
     const proxied = l4 && redirected;
@@ -138,6 +144,14 @@ export class Testbed {
     const allowed = l4 && (!proxied || engineSays.allowed);
     return { ...engineSays, allowed, proxied };
   };
+
+  /** A node by name, or (a flow naming a pod by address) by one of its addresses. */
+  private endpoint(name: string): { node: Node; address?: IpAddress } {
+    const n = this.nodes.get(name);
+    if (n) return { node: n };
+    for (const node of this.nodes.values()) for (const a of [node.ip, node.alt]) if (a.text === name) return { node, address: a };
+    throw new Error(`testbed: ${name} was not built`);
+  }
 
   private node(name: string): Node {
     const n = this.nodes.get(name);
@@ -147,14 +161,14 @@ export class Testbed {
 
   /** Brings namespaces, programs and the ipcache in line with a cluster state. */
   private build(state: ClusterState): void {
-    const wanted = new Map<string, IpAddress>();
-    for (const [key, pod] of state.pods) wanted.set(key, pod.ip);
-    for (const [name, ext] of state.externals) wanted.set(name, ext.ip);
+    const wanted = new Map<string, { ip: IpAddress; alt?: IpAddress | undefined }>();
+    for (const [key, pod] of state.pods) wanted.set(key, { ip: pod.ip, alt: pod.ips?.[1] });
+    for (const [name, ext] of state.externals) wanted.set(name, { ip: ext.ip });
     for (const [name, n] of this.nodes) {
-      const ip = wanted.get(name);
-      if (ip === undefined || ip.text !== n.ip.text) this.removeNode(name);
+      const w = wanted.get(name);
+      if (w === undefined || w.ip.text !== n.ip.text || w.alt?.text !== n.givenAlt) this.removeNode(name);
     }
-    for (const [name, ip] of wanted) if (!this.nodes.has(name)) this.addNode(name, ip);
+    for (const [name, w] of wanted) if (!this.nodes.has(name)) this.addNode(name, w.ip, w.alt);
     for (const key of state.pods.keys()) this.loadPod(key);
     const content = ipcacheContent(this.engine, state);
     for (const [name, n] of this.nodes) {
@@ -166,13 +180,13 @@ export class Testbed {
     this.built = state;
   }
 
-  private addNode(name: string, ip: IpAddress): void {
+  private addNode(name: string, ip: IpAddress, given: IpAddress | undefined): void {
     const i = this.nextIndex++;
     const ns = `${TESTBED_NETNS_PREFIX}${this.id}-${i}`;
     const ifname = `v${i}`;
     addNetns(ns, false);
     run('ip', ['-n', this.router, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-    const alt = alternateAddress(ip, i);
+    const alt = given ?? alternateAddress(ip, i);
     const addrs = [ip, alt];
     inNs(this.router, 'sh', ['-c', [
       `ip link set ${ifname} up`,
@@ -189,7 +203,7 @@ export class Testbed {
     ].join(' && ')]);
     const server = runTool(['serve', netnsPath(ns), ...this.listen]);
     if (server.status !== 0) throw new Error(`testbed: probe server in ${ns} failed: ${server.stderr}`);
-    this.nodes.set(name, { ns, ifname, ip, alt, serverPid: Number(server.stdout.trim()) });
+    this.nodes.set(name, { ns, ifname, ip, alt, givenAlt: given?.text, serverPid: Number(server.stdout.trim()) });
   }
 
   /** Loads (or, when the engine re-created its policy map, reloads) a pod's endpoint program. */
@@ -215,13 +229,14 @@ export class Testbed {
   }
 
   /** One real connection (or, where none can be made, one packet seen arriving). */
-  private probe(src: Node, dst: Node, flow: Flow): boolean {
+  private probe(src: Node, dst: Node, flow: Flow, named: IpFamily | undefined): boolean {
     this.probes++;
     const echo = (flow.protocol === 'ICMP' && flow.port === 8) || (flow.protocol === 'ICMPv6' && flow.port === 128);
     const connection = flow.protocol === 'TCP' || flow.protocol === 'UDP' || (flow.protocol === 'SCTP' && this.sctp) || echo;
     const proto = flow.protocol === 'ICMPv6' ? 'ICMP' : flow.protocol;
-    // ICMP and ICMPv6 name their family; TCP, UDP and SCTP go to the address the peer has.
-    const family = flow.protocol === 'ICMP' ? 'ipv4' : flow.protocol === 'ICMPv6' ? 'ipv6' : dst.ip.family;
+    // ICMP and ICMPv6 name their family; TCP, UDP and SCTP go to the family of the address the
+    // flow named a pod by, else to the address the peer has.
+    const family = flow.protocol === 'ICMP' ? 'ipv4' : flow.protocol === 'ICMPv6' ? 'ipv6' : (named ?? dst.ip.family);
     const to = dst.ip.family === family ? dst.ip : dst.alt;
     const args = connection
       ? ['client', netnsPath(src.ns), proto, to.text, String(flow.port), String(this.timeoutMs)]

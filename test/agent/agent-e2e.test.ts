@@ -35,7 +35,7 @@ afterAll(() => {
 });
 
 const CLI = 'dist/cli/main.js';
-const SCENARIOS = ['fixtures/scenarios/cilium-docs/l4.yaml', 'fixtures/scenarios/cilium-docs/deny.yaml', 'fixtures/scenarios/cilium-docs/l7-http.yaml', 'fixtures/scenarios/k8s-e2e/deny-ingress-to-updated-pod.yaml', 'fixtures/scenarios/k8s-e2e/egress-one-named-port.yaml'];
+const SCENARIOS = ['fixtures/scenarios/cilium-docs/l4.yaml', 'fixtures/scenarios/cilium-docs/deny.yaml', 'fixtures/scenarios/cilium-docs/l7-http.yaml', 'fixtures/scenarios/k8s-e2e/deny-ingress-to-updated-pod.yaml', 'fixtures/scenarios/k8s-e2e/egress-one-named-port.yaml', 'fixtures/scenarios/dual-stack/pods.yaml'];
 
 /** Pods of the final state alternate between this node and another (sorted by key); the others are remote. */
 function localityOf(final: ClusterState): (p: { namespace: string; name: string }) => boolean {

@@ -44,7 +44,7 @@ class FakeTimers implements AgentTimers {
   }
   fire(): void {
     expect(this.pending.size).toBe(1);
-    const [[handle, t]] = [...this.pending];
+    const [handle, t] = [...this.pending][0]!;
     this.pending.delete(handle);
     t.fn();
   }

@@ -205,6 +205,12 @@ describe('distill gen and replay', () => {
     for (const l of Object.values(j.latencyUs as Record<string, Record<string, number>>)) expect(Object.keys(l)).toEqual(['count', 'p50', 'p90', 'p99', 'max']);
     expect(j.verifications).toBe(6);
   });
+  it('gen into a pipe closed early (`| head -1`) exits 0 without an EPIPE stack', () => {
+    const r = spawnSync('bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${CLI}" gen --profile cilium-ci --seed 1 --scale 0.05 --churn 500 | head -1`], { encoding: 'utf8' });
+    expect(r.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^\{"distillTrace":1/);
+  });
   it('the bundled trace replays (npm start), readable summary', () => {
     const r = distill('replay', 'fixtures/traces/small.jsonl');
     expect(r.code).toBe(0);

@@ -7,7 +7,7 @@ import { ManifestError } from '../policy/errors.js';
 import { parseManifest } from '../policy/manifest.js';
 import { fqdnSyntaxError } from '../model/fqdn.js';
 import { absent, join, Reader } from '../policy/reader.js';
-import { readContainerPorts, readIp, readLabels } from '../policy/readers.js';
+import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
 
 /**
  * Churn traces: JSON Lines. Line 1 is the header, every other line one event (see
@@ -34,6 +34,8 @@ export type TraceEventJson = { readonly tag?: string } & (
         readonly name: string;
         readonly labels: Readonly<Record<string, string>>;
         readonly ip: string;
+        /** A dual-stack pod's addresses, `ip` first (as `status.podIPs`). */
+        readonly ips?: readonly string[];
         readonly serviceAccount?: string;
         readonly ports?: readonly ContainerPort[];
       };
@@ -125,7 +127,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
     case 'deleteNamespace':
       return ev({ type, name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPod': {
-      const p = r.object(o.pod, 'pod', ['namespace', 'name', 'labels', 'ip', 'serviceAccount', 'ports']);
+      const p = r.object(o.pod, 'pod', ['namespace', 'name', 'labels', 'ip', 'ips', 'serviceAccount', 'ports']);
       const namespace = r.nonEmptyString(p.namespace, 'pod.namespace');
       checkNamespaceName(r, namespace, 'pod.namespace');
       const name = r.nonEmptyString(p.name, 'pod.name');
@@ -135,6 +137,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
         name,
         labels: absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels'),
         ip: readIp(r, p.ip, 'pod.ip'),
+        ...podIpsOf(r, p.ips, p.ip),
         serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
         ports: readContainerPorts(r, p.ports, 'pod.ports'),
       };
@@ -209,4 +212,12 @@ export function checkTrace(trace: Trace): void {
 /** Serialises events into trace lines (the inverse of parseTrace for generated traces). */
 export function traceLine(v: TraceHeader | TraceEventJson): string {
   return JSON.stringify(v);
+}
+
+/** `pod.ips` of a dual-stack pod: its first address must be `pod.ip`. */
+function podIpsOf(r: Reader, v: unknown, ip: unknown): { ips?: ReturnType<typeof readPodIps> } {
+  if (absent(v)) return {};
+  const ips = readPodIps(r, v, 'pod.ips');
+  if (ips[0]!.text !== readIp(r, ip, 'pod.ip').text) r.fail('pod.ips[0]', `must be pod.ip (${String(ip)})`);
+  return ips.length > 1 ? { ips } : {};
 }

@@ -575,6 +575,11 @@ function isMain(): boolean {
 }
 
 if (isMain()) {
+  // A closed pipe (`distill gen … | head`) ends the output, as for any Unix filter: exit quietly.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? 0);
+  });
   process.exitCode = runCli(process.argv.slice(2), {
     out: (s) => process.stdout.write(s),
     err: (s) => process.stderr.write(s),

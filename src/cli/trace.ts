@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { parseIp } from '../model/cidr.js';
-import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js';
+import { ClusterState, podIps, upsertExternal, upsertPolicy } from '../model/cluster.js';
 import type { DirectionDecision, Flow } from '../model/flow.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
@@ -64,7 +64,7 @@ function resolvePeer(state: ClusterState, name: string, option: string): { state
   } catch {
     throw new InputError(`${option}: no pod or external named "${name}", and not an IP address (pods: namespace/name)`);
   }
-  for (const [key, pod] of state.pods) if (pod.ip.text === ip.text) return { state, name: key };
+  for (const [key, pod] of state.pods) if (podIps(pod).some((a) => a.text === ip.text)) return { state, name: key };
   for (const [key, ext] of state.externals) if (ext.ip.text === ip.text) return { state, name: key };
   return { state: upsertExternal(state, { name, ip }), name };
 }

@@ -64,7 +64,7 @@ export function traceToWatch(text: string, source: string, nodes: number): Clust
             kind: 'Pod',
             metadata: md({ name: e.pod.name, namespace: e.pod.namespace, labels: e.pod.labels }),
             spec: { nodeName: node, serviceAccountName: e.pod.serviceAccount ?? 'default', containers: [{ name: 'c', image: 'i', ports }] },
-            status: { phase: 'Running', podIP: e.pod.ip },
+            status: { phase: 'Running', podIP: e.pod.ip, podIPs: (e.pod.ips ?? [e.pod.ip]).map((ip) => ({ ip })) },
           },
         });
         break;

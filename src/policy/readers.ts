@@ -45,3 +45,11 @@ export function readContainerPorts(r: Reader, v: unknown, path: string): Contain
   });
 }
 
+/** `ips`: one or two addresses, at most one per family (as a pod's `status.podIPs`). */
+export function readPodIps(r: Reader, v: unknown, path: string): IpAddress[] {
+  const list = r.array(v, path);
+  if (list.length < 1 || list.length > 2) r.fail(path, `a pod has 1 or 2 addresses (one per family), not ${list.length}`);
+  const ips = list.map((x, i) => readIp(r, x, at(path, i)));
+  if (ips.length === 2 && ips[0]!.family === ips[1]!.family) r.fail(at(path, 1), `a second ${ips[0]!.family} address; a pod has at most one per family`);
+  return ips;
+}

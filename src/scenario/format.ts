@@ -6,7 +6,7 @@ import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { parseManifest } from '../policy/manifest.js';
 import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
-import { readContainerPorts, readIp, readLabels, readPortNumber, readProtocol } from '../policy/readers.js';
+import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, readProtocol } from '../policy/readers.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError } from '../model/fqdn.js';
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
@@ -116,15 +116,6 @@ function readNamespace(r: Reader, v: unknown, path: string): { name: string; lab
   const name = r.nonEmptyString(o.name, join(path, 'name'));
   checkNamespaceName(r, name, join(path, 'name'));
   return { name, labels: readLabels(r, o.labels, join(path, 'labels')) };
-}
-
-/** `ips`: one or two addresses, at most one per family (as a pod's `status.podIPs`). */
-function readPodIps(r: Reader, v: unknown, path: string): IpAddress[] {
-  const list = r.array(v, path);
-  if (list.length < 1 || list.length > 2) r.fail(path, `a pod has 1 or 2 addresses (one per family), not ${list.length}`);
-  const ips = list.map((x, i) => readIp(r, x, at(path, i)));
-  if (ips.length === 2 && ips[0]!.family === ips[1]!.family) r.fail(at(path, 1), `a second ${ips[0]!.family} address; a pod has at most one per family`);
-  return ips;
 }
 
 function readPod(r: Reader, v: unknown, path: string): PodSpec {

@@ -23,6 +23,17 @@ describe('trace format', () => {
     ]);
   });
 
+  it('a dual-stack pod carries ips, its first address pod.ip', () => {
+    const ds = '{"type": "upsertPod", "pod": {"namespace": "a", "name": "d", "ip": "10.0.0.2", "ips": ["10.0.0.2", "fd00::2"]}}';
+    const t = parseTrace([header, ns, ds].join('\n'), 't.jsonl');
+    const ev = t.items[1];
+    expect(ev?.kind === 'event' && ev.event.type === 'upsertPod' ? ev.event.pod.ips?.map((a) => a.text) : undefined).toEqual(['10.0.0.2', 'fd00::2']);
+    const bad = '{"type": "upsertPod", "pod": {"namespace": "a", "name": "d", "ip": "10.0.0.3", "ips": ["10.0.0.2", "fd00::2"]}}';
+    expect(() => parseTrace([header, ns, bad].join('\n'), 't.jsonl')).toThrow('t.jsonl:3 pod.ips[0]: must be pod.ip (10.0.0.3)');
+    const twoV4 = '{"type": "upsertPod", "pod": {"namespace": "a", "name": "d", "ip": "10.0.0.2", "ips": ["10.0.0.2", "10.0.0.9"]}}';
+    expect(() => parseTrace([header, ns, twoV4].join('\n'), 't.jsonl')).toThrow(/pod\.ips\[1\]: a second ipv4 address/);
+  });
+
   it('a bad line fails the whole trace with its line number, before anything is replayed', () => {
     const bad = (line: string): string => {
       try {

@@ -1,6 +1,7 @@
 // The testbed's probe tool (native, not BPF). Enters a network namespace by path, then either
 //   probe client NETNS_PATH PROTO ADDR PORT TIMEOUT_MS   exit 0: answered, 1: no answer, 2: error
 //   probe oneway SRC_NETNS DST_NETNS PROTO ADDR PORT TIMEOUT_MS  (see oneway())
+//   probe loop   NETNS_PATH PROTO ADDR PORT TIMEOUT_MS PACE_US  client attempts until killed (see loop())
 //   probe serve  NETNS_PATH PROTO:PORT...                 listens (TCP accept+close, UDP echo) until killed
 // ICMP: PORT is the echo type (8 or 128); an echo through a datagram ICMP socket.
 #define _GNU_SOURCE
@@ -60,6 +61,8 @@ static int wait_for(int fd, short events, int timeout)
 	return poll(&p, 1, timeout) == 1 ? p.revents : 0;
 }
 
+static int client_fd(int fd, int type, int icmp, int port, const struct sockaddr_storage *ss, socklen_t len, int timeout);
+
 static int client(const char *proto, const char *addr, int port, int timeout)
 {
 	struct sockaddr_storage ss;
@@ -75,6 +78,14 @@ static int client(const char *proto, const char *addr, int port, int timeout)
 		perror("socket");
 		return 2;
 	}
+	int r = client_fd(fd, type, icmp, port, &ss, len, timeout);
+	close(fd);
+	return r;
+}
+
+static int client_fd(int fd, int type, int icmp, int port, const struct sockaddr_storage *ssp, socklen_t len, int timeout)
+{
+	struct sockaddr_storage ss = *ssp;
 	if (type == SOCK_STREAM) {
 		if (connect(fd, (struct sockaddr *)&ss, len) == 0)
 			return 0;
@@ -100,6 +111,30 @@ static int client(const char *proto, const char *addr, int port, int timeout)
 	if (!(wait_for(fd, POLLIN, timeout) & POLLIN))
 		return 1;
 	return recv(fd, msg, sizeof(msg), 0) > 0 ? 0 : 1;
+}
+
+static long long now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+// Connections attempted back to back (one every PACE_US at most) until killed or orphaned: one
+// line per attempt, "START_NS END_NS STATUS" on CLOCK_MONOTONIC (Node's process.hrtime clock).
+static int loop(const char *proto, const char *addr, int port, int timeout, int pace_us)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	pid_t parent = getppid();
+	while (getppid() == parent) {
+		long long t0 = now_ns();
+		int r = client(proto, addr, port, timeout);
+		if (r == 2)
+			return 2;
+		printf("%lld %lld %d\n", t0, now_ns(), r);
+		usleep(pace_us);
+	}
+	return 0;
 }
 
 // UDP request/response ping-pong for SECONDS: prints round trips per second and mean RTT in us.
@@ -269,6 +304,8 @@ int main(int argc, char **argv)
 		return 2;
 	if (!strcmp(argv[1], "client") && argc == 7)
 		return client(argv[3], argv[4], atoi(argv[5]), atoi(argv[6]));
+	if (!strcmp(argv[1], "loop") && argc == 8)
+		return loop(argv[3], argv[4], atoi(argv[5]), atoi(argv[6]), atoi(argv[7]));
 	if (!strcmp(argv[1], "bench") && argc == 6)
 		return bench(argv[3], atoi(argv[4]), atoi(argv[5]));
 	if (!strcmp(argv[1], "oneway") && argc == 8)

@@ -2,7 +2,7 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { applyChangeSet } from '../backend/backend.js';
+import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, pinName } from '../backend/bpf.js';
 import { backendLookup } from '../backend/lookup.js';
 import { Engine } from '../engine/engine.js';
@@ -10,6 +10,7 @@ import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { IpAddress, parseIp } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
+import type { ChangeSet } from '../engine/events.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
 import { reconcile } from '../node/restart.js';
 import { ipcacheContent } from './ipcache-content.js';
@@ -40,6 +41,13 @@ export interface TestbedOptions {
   readonly timeoutMs?: number;
   /** Every (protocol, port) a probe may use, so each namespace listens on them: `TCP:80`. */
   readonly listen: ReadonlySet<string>;
+  /** How a transaction reaches the maps (default `applyChangeSet`); tests write it step by step. */
+  readonly write?: (backend: MapBackend, cs: ChangeSet) => void;
+}
+
+/** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
+export function policyPinDir(pinRoot: string): string {
+  return join(pinRoot, 'policy');
 }
 
 /**
@@ -65,14 +73,19 @@ export class Testbed {
   private readonly sctp = existsSync('/proc/net/sctp');
   probes = 0;
   private readonly watchdog: ChildProcess;
+  private readonly write: (backend: MapBackend, cs: ChangeSet) => void;
+  /** Set once the maps were handed to another process: this one writes no more. */
+  private released = false;
+  private closed = false;
 
   constructor(options: TestbedOptions) {
     this.timeoutMs = options.timeoutMs ?? 150;
+    this.write = options.write ?? ((b, cs) => void applyChangeSet(b, cs));
     this.listen = [...options.listen].sort();
     mkdirSync(this.pinRoot, { recursive: false });
     this.watchdog = startWatchdog(this.id);
     try {
-      this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
+      this.backend = new BpfBackend({ pinDir: policyPinDir(this.pinRoot) });
       this.ipcache = KernelIpcache.fresh(this.pinRoot);
       createCtMap(join(this.pinRoot, 'ct'));
       addNetns(this.router, true);
@@ -91,7 +104,7 @@ export class Testbed {
       this.engine,
       ALL_LOCAL,
       (cs) => {
-        if (this.writing) applyChangeSet(backend, cs);
+        if (this.writing) this.write(backend, cs);
       },
       (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
     );
@@ -105,7 +118,7 @@ export class Testbed {
    */
   restartAgent(state: ClusterState): ReturnType<typeof reconcile> {
     this.backend.close();
-    this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
+    this.backend = new BpfBackend({ pinDir: policyPinDir(this.pinRoot) });
     this.engine = new Engine({ mapCapacity: this.backend.capacity });
     this.decider = this.makeDecider();
     this.writing = false;
@@ -117,6 +130,17 @@ export class Testbed {
     return reconcile(this.engine, this.backend);
   }
 
+  /**
+   * Hands the pinned maps to a policy process of their own (`distill testbed-agent`): this one
+   * closes its maps and drops the pin-dir lock. Namespaces, programs, filters and pins stay, and
+   * so does enforcement, until close(); the run's lifetime remains this process's.
+   */
+  releaseMaps(): void {
+    this.released = true;
+    this.backend.close();
+    this.ipcache.close();
+  }
+
   /** Where a built node's namespace is, and the address a probe of `family` reaches it at. */
   address(name: string, family: 'ipv4' | 'ipv6'): { netns: string; ip: string } {
     const n = this.node(name);
@@ -125,6 +149,7 @@ export class Testbed {
 
   /** The flow decided by real packets; the engine's decision supplies the explanation. */
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+    if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
     const engineSays = this.decider.decide(state, flow);
     if (state !== this.built) this.build(state);
     const src = this.node(flow.from);
@@ -233,19 +258,23 @@ export class Testbed {
 
   /** Removes everything this run made. Safe to call twice and after a partial set-up. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     if (this.watchdog.pid !== undefined) killQuietly(this.watchdog.pid);
     for (const n of this.nodes.values()) killQuietly(n.serverPid);
     this.nodes.clear();
     removeRun(this.id);
-    try {
-      this.ipcache?.close();
-    } catch {
-      // already closed
-    }
-    try {
-      this.backend?.close();
-    } catch {
-      // already closed
+    if (!this.released) {
+      try {
+        this.ipcache?.close();
+      } catch {
+        // already closed
+      }
+      try {
+        this.backend?.close();
+      } catch {
+        // already closed
+      }
     }
     rmSync(this.pinRoot, { recursive: true, force: true });
   }

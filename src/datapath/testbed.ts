@@ -61,12 +61,10 @@ export class Testbed {
   readonly router = `${TESTBED_NETNS_PREFIX}${this.id}-r`;
   readonly timeoutMs: number;
   private readonly listen: readonly string[];
-  private backend: BpfBackend;
+  private readonly backend: BpfBackend;
   private readonly ipcache: KernelIpcache;
-  engine: Engine;
-  private decider: EngineDecider;
-  /** Off while a restarted agent catches up: the maps are then reconciled, not rewritten. */
-  private writing = true;
+  private readonly engine: Engine;
+  private readonly decider: EngineDecider;
   private readonly nodes = new Map<string, Node>();
   private nextIndex = 0;
   private built: ClusterState | undefined;
@@ -103,31 +101,9 @@ export class Testbed {
     return new EngineDecider(
       this.engine,
       ALL_LOCAL,
-      (cs) => {
-        if (this.writing) this.write(backend, cs);
-      },
+      (cs) => this.write(backend, cs),
       (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
     );
-  }
-
-  /**
-   * distill restarting under the running datapath: the engine and the backend (its fds and pin-dir
-   * lock) are dropped, a fresh engine learns the cluster state, and the pinned maps are reconciled
-   * to it, as `src/node/restart.ts` does. Programs, filters and pins stay throughout. Returns what
-   * the reconcile wrote (nothing, when nothing changed while it was down).
-   */
-  restartAgent(state: ClusterState): ReturnType<typeof reconcile> {
-    this.backend.close();
-    this.backend = new BpfBackend({ pinDir: policyPinDir(this.pinRoot) });
-    this.engine = new Engine({ mapCapacity: this.backend.capacity });
-    this.decider = this.makeDecider();
-    this.writing = false;
-    try {
-      this.decider.sync(state);
-    } finally {
-      this.writing = true;
-    }
-    return reconcile(this.engine, this.backend);
   }
 
   /**

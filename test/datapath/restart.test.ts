@@ -75,10 +75,14 @@ class ProbeLoop {
   private readonly child: ChildProcess;
   private rest = '';
 
-  constructor(bed: Testbed, from: string, to: string) {
+  /**
+   * `timeoutMs`: an allowed flow gets long enough for a loaded machine but less than TCP's 1 s
+   * SYN retransmission, so a dropped SYN is never masked by its retransmission.
+   */
+  constructor(bed: Testbed, from: string, to: string, timeoutMs: number) {
     const src = bed.address(from, 'ipv4');
     const dst = bed.address(to, 'ipv4');
-    this.child = spawn(PROBE_TOOL, ['loop', src.netns, 'TCP', dst.ip, '80', '100', '2000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child = spawn(PROBE_TOOL, ['loop', src.netns, 'TCP', dst.ip, '80', String(timeoutMs), '2000'], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.child.stdout?.on('data', (d: Buffer) => {
       const lines = (this.rest + d.toString()).split('\n');
       this.rest = lines.pop() ?? '';
@@ -158,7 +162,7 @@ kernel('datapath across kill -9 restarts of a separate distill process', () => {
       for (const f of FLOWS) expect(b.decide(s, { from: f.from, to: f.to, port: 80, protocol: 'TCP' }).allowed, `${f.from} -> ${f.to}`).toBe(f.allowed);
     }
     b.releaseMaps();
-    loops.push(...FLOWS.map((f) => new ProbeLoop(b, f.from, f.to)));
+    loops.push(...FLOWS.map((f) => new ProbeLoop(b, f.from, f.to, f.allowed ? 800 : 100)));
     const windows: { killed: bigint; ready: bigint }[] = [];
     let rewritten = 0;
     let distill = await startDistill(b.pinRoot, file, true);
@@ -201,7 +205,7 @@ kernel('datapath across kill -9 restarts of a separate distill process', () => {
     const moved = join(dir, 'moved.yaml');
     writeFileSync(moved, scenario(81)); // the allow rule moves to port 81: client -> server:80 now denied
     const probe = (): Promise<boolean> => {
-      const l = new ProbeLoop(b, 'x/client', 'x/server');
+      const l = new ProbeLoop(b, 'x/client', 'x/server', 800);
       return until('one attempt', () => l.attempts.length > 0).then(() => {
         l.stop();
         return (l.attempts[0] as Attempt).connected;

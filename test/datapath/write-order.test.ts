@@ -65,7 +65,8 @@ const flow = { from: 'x/client', to: 'x/server', port: 80, protocol: 'TCP' } as 
 
 /**
  * A testbed whose transactions, while `stepping` is set, are written one operation at a time, with
- * a real connection from the client to the server attempted before the first and after each.
+ * a real connection from the client to the server attempted before the first and after each
+ * (500 ms each: a loaded machine cannot hide a leak, and less than TCP's 1 s SYN retransmission).
  */
 class SteppedBed {
   stepping: Order | undefined;
@@ -80,7 +81,7 @@ class SteppedBed {
   private connect(after: number): void {
     const src = this.bed.address(flow.from, 'ipv4');
     const dst = this.bed.address(flow.to, 'ipv4');
-    const r = spawnSync(PROBE_TOOL, ['client', src.netns, 'TCP', dst.ip, '80', '150'], { encoding: 'utf8' });
+    const r = spawnSync(PROBE_TOOL, ['client', src.netns, 'TCP', dst.ip, '80', '500'], { encoding: 'utf8' });
     if (r.status !== 0 && r.status !== 1) throw new Error(`probe failed (exit ${r.status ?? 'none'}): ${r.stderr}`);
     this.attempts.push({ connected: r.status === 0, after });
   }

@@ -220,11 +220,15 @@ kernel('datapath across kill -9 restarts of a separate distill process', () => {
     await kill9(d.child);
   }, 60_000);
 
-  it('removes every namespace and pin of the run', () => {
+  it('removes every namespace and pin of the run, and a distill still running on it stops by itself', async () => {
     const b = bed as Testbed;
+    const d = await startDistill(b.pinRoot, join(dir, 'restart.yaml'), true);
+    const exited = new Promise<number | null>((r) => d.child.once('exit', r));
     expect(listNetns(`${TESTBED_NETNS_PREFIX}${b.id}-`).length).toBeGreaterThan(2);
     b.close();
     expect(listNetns(`${TESTBED_NETNS_PREFIX}${b.id}-`)).toEqual([]);
     expect(existsSync(b.pinRoot)).toBe(false);
-  });
+    expect(await exited).toBe(1); // it saw its run's pin root go
+    children.delete(d.child);
+  }, 60_000);
 });

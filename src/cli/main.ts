@@ -33,6 +33,7 @@ import { registerIdentityGc } from './identity-gc.js';
 import { registerAgent } from './agent.js';
 import { registerCluster } from './cluster.js';
 import { registerTestbed } from './testbed.js';
+import { registerTestbedAgent } from './testbed-agent.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
@@ -469,6 +470,7 @@ function buildProgram(io: CliIo, done: (exit: number) => void): Command {
   // The agent runs past runCli's return: its exit code goes to the process when it stops.
   registerAgent(program, io, (code) => (process.exitCode = code));
   registerTestbed(program, io, done);
+  registerTestbedAgent(program, io, (code) => (process.exitCode = code));
   oneLineUsageErrors(program);
   return program;
 }

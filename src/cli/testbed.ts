@@ -14,7 +14,7 @@ interface TestbedOptions {
 }
 
 /** The ports each namespace must listen on for a scenario's probes. */
-export function listenSet(scenario: Scenario): Set<string> {
+function listenSet(scenario: Scenario): Set<string> {
   const out = new Set<string>();
   for (const step of scenario.steps) {
     for (const p of step.probes) if (p.protocol === 'TCP' || p.protocol === 'UDP' || p.protocol === 'SCTP') out.add(`${p.protocol}:${p.port}`);

@@ -2,10 +2,11 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { applyChangeSet } from '../backend/backend.js';
+import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, pinName } from '../backend/bpf.js';
 import { backendLookup } from '../backend/lookup.js';
 import { Engine } from '../engine/engine.js';
+import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { IpAddress, IpFamily, parseIp } from '../model/cidr.js';
@@ -45,6 +46,13 @@ export interface TestbedOptions {
   readonly timeoutMs?: number;
   /** Every (protocol, port) a probe may use, so each namespace listens on them: `TCP:80`. */
   readonly listen: ReadonlySet<string>;
+  /** How a transaction reaches the maps (default `applyChangeSet`); tests write it step by step. */
+  readonly write?: (backend: MapBackend, cs: ChangeSet) => void;
+}
+
+/** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
+export function policyPinDir(pinRoot: string): string {
+  return join(pinRoot, 'policy');
 }
 
 /**
@@ -58,26 +66,29 @@ export class Testbed {
   readonly router = `${TESTBED_NETNS_PREFIX}${this.id}-r`;
   readonly timeoutMs: number;
   private readonly listen: readonly string[];
-  private backend: BpfBackend;
+  private readonly backend: BpfBackend;
   private readonly ipcache: KernelIpcache;
-  engine: Engine;
-  private decider: EngineDecider;
-  /** Off while a restarted agent catches up: the maps are then reconciled, not rewritten. */
-  private writing = true;
+  private readonly engine: Engine;
+  private readonly decider: EngineDecider;
   private readonly nodes = new Map<string, Node>();
   private nextIndex = 0;
   private built: ClusterState | undefined;
   private readonly sctp = existsSync('/proc/net/sctp');
   probes = 0;
   private readonly watchdog: ChildProcess;
+  private readonly write: (backend: MapBackend, cs: ChangeSet) => void;
+  /** Set once the maps were handed to another process: this one writes no more. */
+  private released = false;
+  private closed = false;
 
   constructor(options: TestbedOptions) {
     this.timeoutMs = options.timeoutMs ?? 150;
+    this.write = options.write ?? ((b, cs) => void applyChangeSet(b, cs));
     this.listen = [...options.listen].sort();
     mkdirSync(this.pinRoot, { recursive: false });
     this.watchdog = startWatchdog(this.id);
     try {
-      this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
+      this.backend = new BpfBackend({ pinDir: policyPinDir(this.pinRoot) });
       this.ipcache = KernelIpcache.fresh(this.pinRoot);
       createCtMap(join(this.pinRoot, 'ct'));
       addNetns(this.router, true);
@@ -95,31 +106,20 @@ export class Testbed {
     return new EngineDecider(
       this.engine,
       ALL_LOCAL,
-      (cs) => {
-        if (this.writing) applyChangeSet(backend, cs);
-      },
+      (cs) => this.write(backend, cs),
       (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
     );
   }
 
   /**
-   * distill restarting under the running datapath: the engine and the backend (its fds and pin-dir
-   * lock) are dropped, a fresh engine learns the cluster state, and the pinned maps are reconciled
-   * to it, as `src/node/restart.ts` does. Programs, filters and pins stay throughout. Returns what
-   * the reconcile wrote (nothing, when nothing changed while it was down).
+   * Hands the pinned maps to a policy process of their own (`distill testbed-agent`): this one
+   * closes its maps and drops the pin-dir lock. Namespaces, programs, filters and pins stay, and
+   * so does enforcement, until close(); the run's lifetime remains this process's.
    */
-  restartAgent(state: ClusterState): ReturnType<typeof reconcile> {
+  releaseMaps(): void {
+    this.released = true;
     this.backend.close();
-    this.backend = new BpfBackend({ pinDir: join(this.pinRoot, 'policy') });
-    this.engine = new Engine({ mapCapacity: this.backend.capacity });
-    this.decider = this.makeDecider();
-    this.writing = false;
-    try {
-      this.decider.sync(state);
-    } finally {
-      this.writing = true;
-    }
-    return reconcile(this.engine, this.backend);
+    this.ipcache.close();
   }
 
   /** Where a built node's namespace is, and the address a probe of `family` reaches it at. */
@@ -130,6 +130,7 @@ export class Testbed {
 
   /** The flow decided by real packets; the engine's decision supplies the explanation. */
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+    if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
     const engineSays = this.decider.decide(state, flow);
     if (state !== this.built) this.build(state);
     const from = this.endpoint(flow.from);
@@ -248,19 +249,23 @@ export class Testbed {
 
   /** Removes everything this run made. Safe to call twice and after a partial set-up. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     if (this.watchdog.pid !== undefined) killQuietly(this.watchdog.pid);
     for (const n of this.nodes.values()) killQuietly(n.serverPid);
     this.nodes.clear();
     removeRun(this.id);
-    try {
-      this.ipcache?.close();
-    } catch {
-      // already closed
-    }
-    try {
-      this.backend?.close();
-    } catch {
-      // already closed
+    if (!this.released) {
+      try {
+        this.ipcache?.close();
+      } catch {
+        // already closed
+      }
+      try {
+        this.backend?.close();
+      } catch {
+        // already closed
+      }
     }
     rmSync(this.pinRoot, { recursive: true, force: true });
   }

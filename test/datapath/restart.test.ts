@@ -1,16 +1,18 @@
-import { spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { listenSet } from '../../src/cli/testbed.js';
 import { PROBE_TOOL } from '../../src/datapath/loader.js';
-import { Testbed } from '../../src/datapath/testbed.js';
+import { listNetns } from '../../src/datapath/netns.js';
+import { Testbed, TESTBED_NETNS_PREFIX } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { EMPTY_CLUSTER } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { applyChange } from '../../src/scenario/run.js';
 import { kernel } from './gate.js';
 
-const POLICY = (name: string, selector: string, rule: string): string => `
-      - apply:
+const cnp = (name: string, selector: string, rule: string): string => `
           apiVersion: cilium.io/v2
           kind: CiliumNetworkPolicy
           metadata: {name: ${name}, namespace: x}
@@ -18,35 +20,39 @@ const POLICY = (name: string, selector: string, rule: string): string => `
             endpointSelector: {matchLabels: {app: ${selector}}}
             ${rule}`;
 
-/** client → server allowed; other → server denied; then a deny that moves from client's egress to server's ingress. */
-const SCENARIO = `
+/**
+ * client → server:80 allowed by a rule, other → client:80 allowed by default; other → server:80
+ * denied by default deny, client → other:80 by an explicit deny. The steps are churn distill keeps
+ * writing while it runs: they rewrite the server's map, never a key the probed flows look up.
+ */
+const scenario = (serverPort: number): string => `
 namespaces: [{name: x, labels: {}}]
 pods:
   - {name: x/client, labels: {app: client}}
   - {name: x/server, labels: {app: server}}
   - {name: x/other, labels: {app: other}}
 policies:
-  - apiVersion: cilium.io/v2
-    kind: CiliumNetworkPolicy
-    metadata: {name: server-in, namespace: x}
-    spec:
-      endpointSelector: {matchLabels: {app: server}}
-      ingress: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]
+  - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "${serverPort}", protocol: TCP}]}]}]`)}
+  - ${cnp('other-deny', 'other', 'ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}]}]')}
 steps:
   - changes:
-${POLICY('deny-out', 'client', 'egressDeny: [{toEndpoints: [{matchLabels: {app: server}}]}]')}
-    probes: [{from: x/client, to: x/server, port: 80, protocol: TCP}, {from: x/other, to: x/server, port: 80, protocol: TCP}]
+      - apply: ${cnp('churn-a', 'server', 'ingress: [{fromEndpoints: [{matchLabels: {app: other}}], toPorts: [{ports: [{port: "81", protocol: TCP}]}]}]')}
   - changes:
-      - delete: {kind: CiliumNetworkPolicy, namespace: x, name: deny-out}
-${POLICY('deny-in', 'server', 'ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}]}]')}
-    probes: [{from: x/client, to: x/server, port: 80, protocol: TCP}]
+      - apply: ${cnp('churn-b', 'server', 'ingress: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "8080", endPort: 8095, protocol: TCP}]}]}]')}
+  - changes: [{delete: {kind: CiliumNetworkPolicy, namespace: x, name: churn-a}}]
+  - changes: [{delete: {kind: CiliumNetworkPolicy, namespace: x, name: churn-b}}]
 `;
 
-let bed: Testbed | undefined;
-afterAll(() => bed?.close());
+const FLOWS = [
+  { from: 'x/client', to: 'x/server', allowed: true },
+  { from: 'x/other', to: 'x/client', allowed: true },
+  { from: 'x/other', to: 'x/server', allowed: false },
+  { from: 'x/client', to: 'x/other', allowed: false },
+] as const;
+const ROUNDS = 6;
 
-function states(): ClusterState[] {
-  const sc = parseScenario(SCENARIO, 'restart.yaml');
+function states(text: string): ClusterState[] {
+  const sc = parseScenario(text, 'restart.yaml');
   let s = EMPTY_CLUSTER;
   for (const c of sc.setup) s = applyChange(s, c);
   const out = [s];
@@ -57,52 +63,172 @@ function states(): ClusterState[] {
   return out;
 }
 
-/** Connections attempted back to back from `from` to `to` in a child process, while the test works. */
-function connections(b: Testbed, from: string, to: string, n: number): Promise<number[]> {
-  const src = b.address(from, 'ipv4');
-  const dst = b.address(to, 'ipv4');
-  const script = `for i in $(seq 1 ${n}); do ${PROBE_TOOL} client ${src.netns} TCP ${dst.ip} 80 100; echo $?; done`;
-  return new Promise((resolve) => {
-    const c = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.on('exit', () => resolve(out.trim().split('\n').map(Number)));
-  });
+interface Attempt {
+  readonly start: bigint;
+  readonly end: bigint;
+  readonly connected: boolean;
 }
 
-const flow = (from: string): { from: string; to: string; port: number; protocol: 'TCP' } => ({ from, to: 'x/server', port: 80, protocol: 'TCP' });
+/** Connections attempted back to back from one namespace, for as long as the test runs. */
+class ProbeLoop {
+  readonly attempts: Attempt[] = [];
+  private readonly child: ChildProcess;
+  private rest = '';
 
-kernel('datapath across restarts and transactions', () => {
-  it('a restarting agent opens no allowed-to-denied or denied-to-allowed gap, and rewrites nothing', async () => {
-    const [base] = states();
-    bed = new Testbed({ listen: listenSet(parseScenario(SCENARIO, 'restart.yaml')) });
-    const s = base as ClusterState;
-    expect(bed.decide(s, flow('x/client')).allowed).toBe(true);
-    expect(bed.decide(s, flow('x/other')).allowed).toBe(false);
-    const allowed = connections(bed, 'x/client', 'x/server', 150);
-    const denied = connections(bed, 'x/other', 'x/server', 20);
-    for (let i = 0; i < 20; i++) {
-      const stats = bed.restartAgent(s);
-      expect([stats.upserts, stats.deletes, stats.created, stats.removed]).toEqual([0, 0, 0, 0]);
-      await new Promise((r) => setTimeout(r, 20));
+  /**
+   * `timeoutMs`: an allowed flow gets long enough for a loaded machine but less than TCP's 1 s
+   * SYN retransmission, so a dropped SYN is never masked by its retransmission.
+   */
+  constructor(bed: Testbed, from: string, to: string, timeoutMs: number) {
+    const src = bed.address(from, 'ipv4');
+    const dst = bed.address(to, 'ipv4');
+    this.child = spawn(PROBE_TOOL, ['loop', src.netns, 'TCP', dst.ip, '80', String(timeoutMs), '2000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child.stdout?.on('data', (d: Buffer) => {
+      const lines = (this.rest + d.toString()).split('\n');
+      this.rest = lines.pop() ?? '';
+      for (const l of lines) {
+        const [start, end, status] = l.split(' ');
+        if (status !== '0' && status !== '1') throw new Error(`probe loop: ${l}`);
+        this.attempts.push({ start: BigInt(start as string), end: BigInt(end as string), connected: status === '0' });
+      }
+    });
+  }
+
+  /** Attempts that started at or after `t` (and, when given, ended by `until`). */
+  since(t: bigint, until?: bigint): Attempt[] {
+    return this.attempts.filter((a) => a.start >= t && (until === undefined || a.end <= until));
+  }
+
+  stop(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 6000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+interface Started {
+  readonly child: ChildProcess;
+  readonly ready: bigint;
+  readonly policy: { upserts: number; deletes: number; created: number; removed: number };
+}
+
+/** `distill testbed-agent` as a process of its own, once it has reconciled the pins. */
+async function startDistill(pinRoot: string, file: string, churn: boolean): Promise<Started> {
+  const child = spawn(process.execPath, ['dist/cli/main.js', 'testbed-agent', '--pin-root', pinRoot, '--scenario', file, ...(churn ? ['--churn'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  await until('distill testbed-agent to be ready', () => out.includes('\n') || child.exitCode !== null);
+  if (!out.includes('"ready":true')) throw new Error(`testbed-agent did not start (exit ${child.exitCode ?? '-'}): ${err}`);
+  const line = JSON.parse(out.split('\n')[0] as string) as { policy: Started['policy'] };
+  return { child, ready: process.hrtime.bigint(), policy: line.policy };
+}
+
+async function kill9(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  children.delete(child);
+}
+
+const children = new Set<ChildProcess>();
+const loops: ProbeLoop[] = [];
+let bed: Testbed | undefined;
+const dir = mkdtempSync(join(tmpdir(), 'distill-restart-'));
+
+afterAll(() => {
+  for (const l of loops) l.stop();
+  for (const c of children) c.kill('SIGKILL');
+  bed?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+kernel('datapath across kill -9 restarts of a separate distill process', () => {
+  it(`no allowed connection fails and no denied one succeeds while distill is killed and restarted ${ROUNDS} times`, async () => {
+    const file = join(dir, 'restart.yaml');
+    writeFileSync(file, scenario(80));
+    const all = states(scenario(80));
+    const b = (bed = new Testbed({ listen: new Set(['TCP:80']) }));
+    // In this process first: the verdicts are as expected with real packets, in every churn state.
+    for (const s of [...all, all[0] as ClusterState]) {
+      for (const f of FLOWS) expect(b.decide(s, { from: f.from, to: f.to, port: 80, protocol: 'TCP' }).allowed, `${f.from} -> ${f.to}`).toBe(f.allowed);
     }
-    const [a, d] = await Promise.all([allowed, denied]);
-    expect(a).toHaveLength(150);
-    expect(a.every((x) => x === 0)).toBe(true);
-    expect(d.every((x) => x === 1)).toBe(true);
-    expect(bed.decide(s, flow('x/client')).allowed).toBe(true); // the restarted agent still drives the maps
-  }, 120_000);
+    b.releaseMaps();
+    loops.push(...FLOWS.map((f) => new ProbeLoop(b, f.from, f.to, f.allowed ? 800 : 100)));
+    const windows: { killed: bigint; ready: bigint }[] = [];
+    let rewritten = 0;
+    let distill = await startDistill(b.pinRoot, file, true);
+    for (let round = 0; round < ROUNDS; round++) {
+      const live = distill.ready;
+      // Probes while distill runs and churns, then kill -9 at a random point of its work.
+      await until('probes while distill runs', () => loops.every((l) => l.since(live).length >= 2));
+      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 50)));
+      const killed = process.hrtime.bigint();
+      await kill9(distill.child);
+      // Probes while no distill runs at all: enforcement is the pinned programs' and maps' alone.
+      await until('probes while distill is dead', () => loops.every((l) => l.since(killed).length >= 2));
+      distill = await startDistill(b.pinRoot, file, round < ROUNDS - 1);
+      windows.push({ killed, ready: distill.ready });
+      rewritten += distill.policy.upserts + distill.policy.deletes;
+      expect([distill.policy.created, distill.policy.removed]).toEqual([0, 0]); // the pinned maps were reopened, not replaced
+    }
+    await until('probes after the last restart', () => loops.every((l) => l.since(distill.ready).length >= 2));
+    // A clean restart at the same state writes nothing: the restarted process left the maps as a fresh one wants them.
+    await kill9(distill.child);
+    distill = await startDistill(b.pinRoot, file, false);
+    expect(distill.policy).toMatchObject({ upserts: 0, deletes: 0, created: 0, removed: 0 });
+    await kill9(distill.child);
+    for (const l of loops) l.stop();
 
-  it('a transaction moving a deny from the client egress to the server ingress never lets a connection through', async () => {
-    const [, withEgressDeny, withIngressDeny] = states() as [ClusterState, ClusterState, ClusterState];
+    FLOWS.forEach((f, i) => {
+      const attempts = (loops[i] as ProbeLoop).attempts;
+      const wrong = attempts.filter((a) => a.connected !== f.allowed);
+      expect(wrong, `${f.from} -> ${f.to}: ${wrong.length} of ${attempts.length} attempts got the wrong verdict`).toEqual([]);
+      for (const w of windows) expect((loops[i] as ProbeLoop).since(w.killed, w.ready).length).toBeGreaterThanOrEqual(2);
+    });
+    // Killed mid-churn, the restarted process had maps to bring back to its state: restarts wrote while connections ran.
+    expect(rewritten).toBeGreaterThan(0);
+    const total = loops.reduce((n, l) => n + l.attempts.length, 0);
+    process.stderr.write(`restart: ${ROUNDS} kill -9 rounds, ${total} connection attempts, ${rewritten} entries rewritten by restarts\n`);
+  }, 180_000);
+
+  it('enforcement follows the separate process: a distill started on another state changes real verdicts', async () => {
     const b = bed as Testbed;
-    expect(b.decide(withEgressDeny, flow('x/client')).allowed).toBe(false);
-    const attempts = connections(b, 'x/client', 'x/server', 40);
-    for (let i = 0; i < 40; i++) {
-      expect(b.decide(i % 2 === 0 ? withIngressDeny : withEgressDeny, flow('x/client')).allowed).toBe(false);
-    }
-    const results = await attempts;
-    expect(results).toHaveLength(40);
-    expect(results.every((x) => x === 1)).toBe(true);
-  }, 120_000);
+    const moved = join(dir, 'moved.yaml');
+    writeFileSync(moved, scenario(81)); // the allow rule moves to port 81: client -> server:80 now denied
+    const probe = (): Promise<boolean> => {
+      const l = new ProbeLoop(b, 'x/client', 'x/server', 800);
+      return until('one attempt', () => l.attempts.length > 0).then(() => {
+        l.stop();
+        return (l.attempts[0] as Attempt).connected;
+      });
+    };
+    let d = await startDistill(b.pinRoot, moved, false);
+    expect(d.policy.upserts + d.policy.deletes).toBeGreaterThan(0);
+    expect(await probe()).toBe(false);
+    await kill9(d.child);
+    d = await startDistill(b.pinRoot, join(dir, 'restart.yaml'), false);
+    expect(await probe()).toBe(true);
+    await kill9(d.child);
+  }, 60_000);
+
+  it('removes every namespace and pin of the run, and a distill still running on it stops by itself', async () => {
+    const b = bed as Testbed;
+    const d = await startDistill(b.pinRoot, join(dir, 'restart.yaml'), true);
+    const exited = new Promise<number | null>((r) => d.child.once('exit', r));
+    expect(listNetns(`${TESTBED_NETNS_PREFIX}${b.id}-`).length).toBeGreaterThan(2);
+    b.close();
+    expect(listNetns(`${TESTBED_NETNS_PREFIX}${b.id}-`)).toEqual([]);
+    expect(existsSync(b.pinRoot)).toBe(false);
+    expect(await exited).toBe(1); // it saw its run's pin root go
+    children.delete(d.child);
+  }, 60_000);
 });

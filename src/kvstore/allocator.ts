@@ -77,6 +77,15 @@ export function prefixIsEmpty(prefix: string): ICompare {
   return { key, range_end: prefixEnd(key), target: 'Create', result: 'Equal', create_revision: 0 };
 }
 
+/** A slave key as read: which node's key, naming which id. */
+interface SlaveKey {
+  readonly key: string;
+  readonly id: number;
+}
+
+/** The slave key still exists and still names the same id. */
+const slaveStill = (s: SlaveKey): ICompare => ({ key: Buffer.from(s.key), target: 'Value', result: 'Equal', value: Buffer.from(String(s.id)) });
+
 const put = (key: string, value: string, lease?: string): IRequestOp => ({
   request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease === undefined ? {} : { lease }) },
 });
@@ -235,23 +244,23 @@ export class IdentityAllocator {
     // Lost the race for this label set: join the winner's id at once, no backoff.
     const winner = res.responses[0]?.response_range?.kvs[0];
     if (winner === undefined) return undefined;
-    const won = Number(winner.value.toString());
-    return (await this.acquireExisting(key, won, lease)) ? { id: won, isNew: false } : undefined;
+    const won = { key: winner.key.toString(), id: Number(winner.value.toString()) };
+    return (await this.acquireExisting(key, won.id, lease, slaveStill(won))) ? { id: won.id, isNew: false } : undefined;
   }
 
   /** The id of a label set some node already uses (its slave keys), or one the cache knows. */
   private async reuse(key: string, lease: string): Promise<Allocation | undefined> {
     const found = await this.findSlave(key);
-    if (found !== undefined) return (await this.acquireExisting(key, found, lease)) ? { id: found, isNew: false } : undefined;
+    if (found !== undefined) return (await this.acquireExisting(key, found.id, lease, slaveStill(found))) ? { id: found.id, isNew: false } : undefined;
     const cached = this.opts.cache?.idForLabels(key);
-    if (cached !== undefined && (await this.acquireExisting(key, cached, lease))) return { id: cached, isNew: false };
+    if (cached !== undefined && (await this.acquireExisting(key, cached, lease, prefixIsEmpty(this.keys.slavePrefix(key))))) return { id: cached, isNew: false };
     return undefined;
   }
 
-  private async findSlave(key: string): Promise<number | undefined> {
+  private async findSlave(key: string): Promise<SlaveKey | undefined> {
     const existing = await this.client.getAll().prefix(this.keys.slavePrefix(key)).limit(1).strings();
-    const found = Object.values(existing)[0];
-    return found === undefined ? undefined : Number(found);
+    const first = Object.entries(existing)[0];
+    return first === undefined ? undefined : { key: first[0], id: Number(first[1]) };
   }
 
   /** Lock keys left behind by an unlock that failed (etcd away): they would block others until our lease ends. */
@@ -260,10 +269,15 @@ export class IdentityAllocator {
     for (const lock of pending) await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
   }
 
-  /** Adds this node's slave key only while the master key still maps the id to this label set. */
-  private async acquireExisting(key: string, id: number, lease: string): Promise<boolean> {
+  /**
+   * Adds this node's slave key only while the master key still maps the id to this label set and
+   * `guard` holds. Every slave key of a label set must name one id: joining an id is guarded by a
+   * slave key that still names it (or by "no slave key at all" for an id only the cache knows), so
+   * a node creating a new id at the same time (which needs "no slave key") cannot leave two.
+   */
+  private async acquireExisting(key: string, id: number, lease: string, guard: ICompare | undefined): Promise<boolean> {
     const res = await this.client.kv.txn({
-      compare: [{ key: Buffer.from(this.keys.master(id)), target: 'Value', result: 'Equal', value: Buffer.from(key) }],
+      compare: [{ key: Buffer.from(this.keys.master(id)), target: 'Value', result: 'Equal', value: Buffer.from(key) }, ...(guard ? [guard] : [])],
       success: [put(this.keys.slave(key, this.opts.node), String(id), lease)],
       failure: [],
     });
@@ -337,7 +351,9 @@ export class IdentityAllocator {
 
   private async restoreSlaveKeys(lease: string): Promise<void> {
     for (const [key, { id }] of this.local) {
-      if (await this.acquireExisting(key, id, lease)) continue;
+      // Unguarded, as Cilium's UpdateKey: our endpoints use this id, so it is restored even if
+      // another node created a second id for the label set while our lease was gone.
+      if (await this.acquireExisting(key, id, lease, undefined)) continue;
       // The master key was collected meanwhile: re-create it for the same id if still free (as Cilium's UpdateKey).
       await this.client.kv.txn({
         compare: [{ key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 }],

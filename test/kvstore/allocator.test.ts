@@ -114,6 +114,37 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     await a.close();
   });
 
+  it('a node joining an id it read meets a node creating a new one at that moment: the label set still has one id', async () => {
+    // The race: B reads no slave key and takes the id its cache remembers (the master key is still
+    // there, nobody references it); right then C, finding no slave key either, creates a new id.
+    // B's join must notice, else the label set has two ids in the cluster.
+    const labels = ['k8s:app=race-join'];
+    const a = await alloc('join-a');
+    const old = await a.allocate(labels);
+    await a.release(labels);
+    const nodeC = await alloc('join-c');
+    const raw = client();
+    let raced: number | undefined;
+    const kv = new Proxy(raw.kv, {
+      get(t, p) {
+        if (p !== 'txn') return Reflect.get(t, p, t) as unknown;
+        return async (req: Parameters<typeof t.txn>[0]) => {
+          if (raced === undefined) raced = (await nodeC.allocate(labels)).id;
+          return t.txn(req);
+        };
+      },
+    });
+    const wrapped = new Proxy(raw, { get: (t, p) => (p === 'kv' ? kv : (Reflect.get(t, p, t) as unknown)) });
+    const cache = { idForLabels: (k: string) => (k === 'k8s:app=race-join;' ? old.id : undefined), identities: new Map([[old.id, 'k8s:app=race-join;']]) };
+    const b = await IdentityAllocator.create(wrapped, { url: etcd.url, node: 'join-b', cache });
+    const got = await b.allocate(labels);
+    expect(raced).toBeDefined();
+    const ids = new Set([...(await dump(raw, `${P}/value/k8s:app=race-join;/`)).values()]);
+    expect([...ids]).toEqual([String(raced)]);
+    expect(got.id).toBe(raced);
+    await Promise.all([b.close(), nodeC.close(), a.close()]);
+  });
+
   it('garbage-collects an unreferenced id in the second round only, rate-limited, never a referenced one', async () => {
     const c = client();
     const watcher = await IdentityWatcher.start(c, () => {});

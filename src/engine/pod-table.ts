@@ -1,6 +1,6 @@
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { LabelSet, labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { Label, LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PolicyResolver } from './policy-resolver.js';
@@ -32,6 +32,8 @@ export class PodTable {
   private readonly podsByIp = new TombstoneMap<string, string>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
+  /** Labels the engine derives for a pod's identity (network-splits.ts), set once when the stages are wired. */
+  derivedLabels: ((pod: Pod) => Label[]) | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -48,6 +50,10 @@ export class PodTable {
   labelsOf(key: string): LabelSet | undefined {
     const rec = this.pods.get(key);
     return rec && podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
+  }
+
+  records(): IterableIterator<PodRecord> {
+    return this.pods.values();
   }
 
   /** The pod holding an IP (the ipcache's exact part). */
@@ -116,7 +122,9 @@ export class PodTable {
 
   private addPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
-    const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const base = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const derived = this.derivedLabels?.(pod);
+    const labels = derived === undefined || derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey, map: null };

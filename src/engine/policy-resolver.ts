@@ -5,7 +5,8 @@ import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
-import { clauseEntry, compilePolicy, EnforcementUnit, PortKey, portKeys, RuleUnit } from './rule-units.js';
+import { namedPortsFromLabels } from './network-splits.js';
+import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
@@ -128,13 +129,19 @@ export class PolicyResolver implements NamedPortListener {
     if (a.unit.baseline && m.local.enforcing[direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
     for (const c of a.clauses) {
-      const keys = c.keys ?? portKeys(c.l4, a.unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed);
+      const keys = c.keys ?? portKeys(c.l4, this.namedResolver(a.unit, peer, m));
       for (const pk of keys) {
         const key: PolicyKey = { identity: peer, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
         if (sign > 0) m.state.add(key, c.contribution);
         else m.state.remove(key, c.contribution);
       }
     }
+  }
+
+  /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
+  private namedResolver(unit: RuleUnit, peer: IdentityId, m: SharedMapState): NamedPortResolver {
+    if (unit.peerNamedPorts) return namedPortsFromLabels(this.identities.get(peer)?.labels);
+    return unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed;
   }
 
   /** Every target of `a` (the any-peer key first) into or out of one map state. */

@@ -18,14 +18,14 @@ import { cidrSelector, labelsSelector, type IdentitySelector } from './selector-
  * IPv4, and the ports of every name some egress rule resolves. Pods that differ there get
  * different identities; pods that agree keep sharing one.
  *
- * Unforgeable: the keys are under `io.cilium.k8s`, which a pod's own labels never reach
- * (`isDerivedLabelKey`, Cilium's filterPodLabels), and not one of them is a valid Kubernetes label
- * key (two `/`, or `io.cilium.k8s.distill.family`, which no policy selector names since only the
- * engine builds selectors on these keys; see `networksPeerSelectors`).
+ * Unforgeable and unselectable: the keys are under `io.cilium.k8s`, which a pod's own labels never
+ * reach (`isDerivedLabelKey`, Cilium's filterPodLabels), and each has two `/`, so it is no valid
+ * Kubernetes label key and no policy selector can name it (`labelKeyProblem`): only the selectors
+ * `networksPeerSelectors` builds see these labels, and user selectors match as the oracle does.
  */
-const NET_PREFIX = 'io.cilium.k8s.distill.net/';
-const FAMILY_KEY = 'io.cilium.k8s.distill.family';
-const PORT_PREFIX = 'io.cilium.k8s.distill.port/';
+const NET_PREFIX = 'io.cilium.k8s.distill/net/';
+const FAMILY_KEY = 'io.cilium.k8s.distill/ip/family';
+const PORT_PREFIX = 'io.cilium.k8s.distill/port/';
 const k8s = (key: string): { source: string; key: string } => ({ source: SOURCE_K8S, key });
 
 const isZero = (c: Cidr): boolean => c.prefixLength === 0;

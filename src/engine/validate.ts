@@ -222,8 +222,8 @@ function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
 function splitProblem(t: TieredSpec): string | null {
   for (const r of t.rules) {
     if (r.direction !== 'egress') continue;
-    const what = r.peers.some((p) => p.kind === 'networks') ? 'networks peers' : r.protocols.some((p) => p.kind === 'named') ? 'destinationNamedPort' : null;
-    if (what) return `${r.path} (${tierRuleName(r)}): ${what} need pod identities split by address or named port, which the engine cannot do with identities from outside (identitySource: 'external')`;
+    const what = r.peers.some((p) => p.kind === 'networks') ? 'a networks peer' : r.protocols.some((p) => p.kind === 'named') ? 'an egress destinationNamedPort' : null;
+    if (what) return `${r.path} (${tierRuleName(r)}): ${what} needs pod identities split by address or named port, which the engine cannot do with identities from outside (identitySource: 'external')`;
   }
   return null;
 }

@@ -290,6 +290,13 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
   },
 );
 
+/** A ClusterNetworkPolicy with egress networks peers or destinationNamedPort: identities from outside cannot encode it (they cannot be split). */
+export function needsIdentitySplits(o: Op): boolean {
+  if (o.k !== 'policy' || o.manifest.kind !== 'ClusterNetworkPolicy') return false;
+  const egress = ((o.manifest.spec as Record<string, unknown>).egress ?? []) as Record<string, unknown>[];
+  return egress.some((r) => hasNamed(r) || hasNetworks(r));
+}
+
 export function toEvent(o: Op): EngineEvent {
   switch (o.k) {
     case 'ns':

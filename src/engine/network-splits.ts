@@ -4,6 +4,7 @@ import { Label, LabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.
 import { FlowProtocol, protocolCovers } from '../model/ports.js';
 import { policyRefKey, type Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
+import type { TierPeer } from '../model/tiers.js';
 import type { EngineContext } from './context.js';
 import type { PodTable } from './pod-table.js';
 import type { NamedPortResolver } from './rule-units.js';
@@ -72,6 +73,12 @@ export function networksPeerSelectors(cidrs: readonly Cidr[]): IdentitySelector[
   return out;
 }
 
+/** Do a rule's networks peers hold both /0s, i.e. every address (pods, externals, nodes alike)? */
+export function networksCoverEverything(peers: readonly TierPeer[]): boolean {
+  const zeros = new Set(peers.flatMap((p) => (p.kind === 'networks' ? p.cidrs.filter(isZero).map((c) => c.family) : [])));
+  return zeros.size === 2;
+}
+
 /** Egress named ports resolved against a destination identity's derived port labels (exact: its pods agree). */
 export function namedPortsFromLabels(labels: LabelSet | undefined): NamedPortResolver {
   return (name, protocol) => {
@@ -99,7 +106,8 @@ function termsOf(policy: Policy): Terms | undefined {
   const names = new Set<string>();
   for (const r of t.rules) {
     if (r.direction !== 'egress') continue;
-    for (const p of r.peers) if (p.kind === 'networks') for (const c of p.cidrs) cidrs.set(c.text, c);
+    // A rule over every address is one identity-0 key (`networksCoverEverything`): it splits nothing.
+    if (!networksCoverEverything(r.peers)) for (const p of r.peers) if (p.kind === 'networks') for (const c of p.cidrs) cidrs.set(c.text, c);
     for (const p of r.protocols) if (p.kind === 'named') names.add(p.name);
   }
   if (cidrs.size === 0 && names.size === 0) return undefined;

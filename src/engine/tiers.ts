@@ -4,7 +4,7 @@ import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
 import { makeSelector, type Selector } from '../model/selector.js';
 import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
-import { networksPeerSelectors } from './network-splits.js';
+import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
 import { labelsSelector, type IdentitySelector } from './selector-cache.js';
 
@@ -40,7 +40,9 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
   // Fail closed: an unknown peer makes a Deny rule match every peer, an Accept rule only its known ones.
   const denyAll = rule.action === 'Deny' && rule.peers.some((p) => p.kind === 'unknown');
   const byKey = new Map<string, IdentitySelector>();
-  if (denyAll) byKey.set('', labelsSelector(makeSelector([])));
+  // Both /0s match every address: the identity-0 key, not one key per identity (network-splits.ts).
+  const anyPeer = denyAll || networksCoverEverything(rule.peers);
+  if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
   else for (const p of rule.peers) {
     const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : [];
     for (const s of sels) byKey.set(s.key, s);
@@ -64,7 +66,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
     namedEgress: false,
     // Egress named ports resolve against the destination identity's derived port labels (network-splits.ts).
     peerNamedPorts: rule.direction === 'egress' && rule.protocols.some((p) => p.kind === 'named'),
-    anyPeer: denyAll,
+    anyPeer,
     entry,
     baseline: spec.tier === 'Baseline',
   };

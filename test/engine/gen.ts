@@ -204,6 +204,7 @@ const NETWORKS: readonly (readonly string[])[] = [
   ['10.0.0.0/8'],
   ['192.168.0.0/16', '8.8.8.8/32'],
   ['::/0'],
+  ['0.0.0.0/0', '::/0'],
   ['2001:db8::/32', '10.244.1.5/32'],
 ];
 const tierPeer = (dir: 'ingress' | 'egress') =>

@@ -94,6 +94,15 @@ describe('networks peers split pod identities by address', () => {
     expect(b.egress('ext', 'TCP', 443)).toBe(false);
   });
 
+  it('both /0s in one rule are one identity-0 entry per port key, whatever the identities', () => {
+    const b = cluster([pod('b', 'v6', 'fd00::10', { app: 'web' }, [HTTP80])]);
+    b.apply([cnp('deny-all', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0'] }, { networks: ['::/0'] }], protocols: [{ tcp: { destinationPort: { number: 80 } } }] }])]);
+    const admin = [...b.engine.mapState('client/c').values()].filter((r) => r.entry.deny);
+    expect(admin.map((r) => [r.key.identity, r.key.direction, r.key.protocol, r.key.port])).toEqual([[0, 'egress', 6, 80]]);
+    expect(b.id('b/v6')).toBe(b.id('b/x0'));
+    expect([b.egress('b/x0', 'TCP', 80), b.egress('b/v6', 'TCP', 80), b.egress('ext', 'TCP', 80), b.egress('ext', 'TCP', 443)]).toEqual([false, false, false, true]);
+  });
+
   it('an IPv6 pod and an IPv4 pod sharing labels are split while a /0 is in force, each matched by its own family', () => {
     const b = cluster([pod('b', 'v6', 'fd00::10', { app: 'web' }, [HTTP80])]);
     expect(b.id('b/v6')).toBe(b.id('b/x0'));

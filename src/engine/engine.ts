@@ -106,8 +106,8 @@ export class Engine {
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
-    const splits = new NetworkSplits(ctx, pods);
-    if (this.model.identitySource === 'local') pods.derivedLabels = (p) => splits.labelsFor(p);
+    const splits = new NetworkSplits(ctx, pods, peerCache);
+    if (this.model.identitySource === 'local') pods.splits = splits;
     const stages = { identities, maps, pods, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone());
     ctx.ipcacheAt = (prefix) => {
@@ -181,6 +181,7 @@ export class Engine {
   }
 
   private commit(): CommitResult {
+    this.stages.splits.settle();
     this.stages.fqdn.settle();
     this.stages.identities.freeUnused();
     return new Commit(this.ctx, this.stages.maps, this.proxyPorts).run();

@@ -1,14 +1,15 @@
 import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
-import type { Pod } from '../model/cluster.js';
-import { Label, LabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
+import { podKey, type Pod } from '../model/cluster.js';
+import { Label, LabelSet, labelSetKey, makeLabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { FlowProtocol, protocolCovers } from '../model/ports.js';
 import { policyRefKey, type Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
 import type { TierPeer } from '../model/tiers.js';
 import type { EngineContext } from './context.js';
+import type { IdentityRecord } from './identities.js';
 import type { PodTable } from './pod-table.js';
 import type { NamedPortResolver } from './rule-units.js';
-import { cidrSelector, labelsSelector, type IdentitySelector } from './selector-cache.js';
+import { cidrSelector, labelsSelector, type IdentitySelector, type SelectorCache } from './selector-cache.js';
 
 /*
  * Identity splits for ClusterNetworkPolicy `networks` peers and egress `destinationNamedPort`
@@ -53,22 +54,21 @@ function portsValue(pod: Pod, name: string): string | undefined {
 
 /**
  * What a `networks` peer selects: per CIDR, the CIDR identities inside (external addresses, as a
- * CiliumNetworkPolicy `toCIDR`) and the pod identities whose pods are inside (their derived label;
+ * CiliumNetworkPolicy `toCIDR`) and the pod identities whose pods are all inside (their `nets`;
  * for /0, every pod identity of that family).
  */
 export function networksPeerSelectors(cidrs: readonly Cidr[]): IdentitySelector[] {
   const out: IdentitySelector[] = [];
   for (const c of cidrs) {
     out.push(cidrSelector(c, []));
-    const reqs: Requirement[] = [];
-    if (!isZero(c)) reqs.push({ key: k8s(NET_PREFIX + c.text), operator: 'Exists', values: [] });
-    else {
-      reqs.push({ key: k8s(POD_NAMESPACE_KEY), operator: 'Exists', values: [] });
-      // IPv4-only pods carry no family label; every other pod names its families.
-      if (c.family === 'ipv4') reqs.push({ key: k8s(FAMILY_KEY), operator: 'NotIn', values: ['ipv6'] });
-      else reqs.push({ key: k8s(FAMILY_KEY), operator: 'In', values: ['ipv4+ipv6', 'ipv6'] });
+    if (!isZero(c)) {
+      out.push({ kind: 'podnet', key: `podnet:${c.text}`, cidr: c });
+      continue;
     }
-    out.push(labelsSelector(makeSelector(reqs)));
+    // IPv4-only pods carry no family label; every other pod names its families.
+    const family: Requirement =
+      c.family === 'ipv4' ? { key: k8s(FAMILY_KEY), operator: 'NotIn', values: ['ipv6'] } : { key: k8s(FAMILY_KEY), operator: 'In', values: ['ipv4+ipv6', 'ipv6'] };
+    out.push(labelsSelector(makeSelector([{ key: k8s(POD_NAMESPACE_KEY), operator: 'Exists', values: [] }, family])));
   }
   return out;
 }
@@ -114,6 +114,12 @@ function termsOf(policy: Policy): Terms | undefined {
   return { cidrs: [...cidrs.values()], names: [...names] };
 }
 
+/** The pods of one base label set (their labels without derived ones), and how many are inside each tracked CIDR. */
+interface Group {
+  readonly pods: Map<string, Pod>;
+  readonly inside: Map<string, number>;
+}
+
 interface State {
   readonly cidrs: Map<string, { readonly cidr: Cidr; refs: number }>;
   readonly names: Map<string, number>;
@@ -130,27 +136,81 @@ function cloneState(s: State): State {
   };
 }
 
+const inCidr = (pod: Pod, c: Cidr): boolean => podIps(pod).some((ip) => cidrContainsIp(c, ip));
+
 /**
- * The split stage: which terms are in force (refcounted by policy) and the derived labels they
- * give a pod. A term entering or leaving force re-identifies exactly the pods it concerns (those
- * whose address it holds, those having the port name; for the first or last /0, the pods that are
- * not IPv4-only), through the pod table as a namespace relabel does.
+ * The split stage. Terms (networks CIDRs, port names) are refcounted by policy. CIDRs other than
+ * /0 split only where needed: pods of one base label set get `…/net/<c>` only while `c` holds some
+ * but not all of them; a base set wholly inside `c` keeps its identities, which then carry `c` in
+ * their `nets` (what `podnet` selectors read). So the split of one pod can relabel the others of
+ * its set: `settle()` does that at the end of the transaction, for the sets that changed, and
+ * re-announces identities whose `nets` changed to the peer selector cache.
+ *
+ * Named ports and the family label are per pod (no group state): a pod having the name gets its
+ * ports as a label, a non-IPv4-only pod its families while a /0 is in force.
  */
 export class NetworkSplits {
   private s: State = { cidrs: new Map(), names: new Map(), zeroRefs: 0, byPolicy: new Map() };
+  /** Base label-set key → its group; kept only while some CIDR other than /0 is in force. */
+  private groups = new Map<string, Group>();
+  private readonly groupOf = new Map<string, string>();
+  /** Groups whose membership changed and pods a CIDR entering or leaving force holds: `settle()` looks at them. */
+  private readonly dirty = new Set<string>();
+  private readonly dirtyPods = new Set<string>();
+  private settling = false;
 
   constructor(
     private readonly ctx: EngineContext,
     private readonly pods: PodTable,
+    private readonly peerCache: SelectorCache,
   ) {}
 
-  /** The derived labels of a pod's identity under the terms in force. */
-  labelsFor(pod: Pod): Label[] {
+  private get tracking(): boolean {
+    for (const { cidr } of this.s.cidrs.values()) if (!isZero(cidr)) return true;
+    return false;
+  }
+
+  /** A pod enters the pod table with base labels `base`: its derived labels under the terms in force. */
+  podJoined(key: string, pod: Pod, base: LabelSet): Label[] {
+    if (this.s.byPolicy.size === 0) return [];
+    let g: Group | undefined;
+    if (this.groups.size > 0 || this.tracking) {
+      const b = labelSetKey(base);
+      g = this.groups.get(b);
+      if (!g) this.groups.set(b, (g = { pods: new Map(), inside: new Map() }));
+      g.pods.set(key, pod);
+      this.groupOf.set(key, b);
+      for (const [text, { cidr }] of this.s.cidrs) if (!isZero(cidr) && inCidr(pod, cidr)) g.inside.set(text, (g.inside.get(text) ?? 0) + 1);
+      if (!this.settling) this.dirty.add(b);
+    }
+    return this.labelsFor(pod, g);
+  }
+
+  podLeft(key: string, pod: Pod): void {
+    const b = this.groupOf.get(key);
+    if (b === undefined) return;
+    this.groupOf.delete(key);
+    const g = this.groups.get(b) as Group;
+    g.pods.delete(key);
+    for (const [text, { cidr }] of this.s.cidrs) {
+      if (isZero(cidr) || !inCidr(pod, cidr)) continue;
+      const n = (g.inside.get(text) ?? 0) - 1;
+      if (n > 0) g.inside.set(text, n);
+      else g.inside.delete(text);
+    }
+    if (g.pods.size === 0) this.groups.delete(b);
+    if (!this.settling) this.dirty.add(b);
+  }
+
+  private labelsFor(pod: Pod, g: Group | undefined): Label[] {
     const s = this.s;
-    if (s.byPolicy.size === 0) return [];
     const out: Label[] = [];
-    const ips = podIps(pod);
-    for (const { cidr } of s.cidrs.values()) if (!isZero(cidr) && ips.some((ip) => cidrContainsIp(cidr, ip))) out.push({ ...k8s(NET_PREFIX + cidr.text), value: '' });
+    if (g) {
+      for (const [text, n] of g.inside) {
+        const c = s.cidrs.get(text)?.cidr;
+        if (c && n < g.pods.size && inCidr(pod, c)) out.push({ ...k8s(NET_PREFIX + text), value: '' });
+      }
+    }
     const family = s.zeroRefs > 0 ? familyValue(pod) : undefined;
     if (family !== undefined) out.push({ ...k8s(FAMILY_KEY), value: family });
     for (const name of s.names.keys()) {
@@ -177,9 +237,13 @@ export class NetworkSplits {
     if (next) this.count(next, +1, touched);
     if (next) this.s.byPolicy.set(key, next);
     else this.s.byPolicy.delete(key);
+    this.regroup(touched.cidrs);
     this.reidentify(touched);
     // Logged after the pods: undoing restores the terms first, then the pods' old identities.
-    this.ctx.onUndo(() => (this.s = saved));
+    this.ctx.onUndo(() => {
+      this.s = saved;
+      this.rebuildGroups();
+    });
   }
 
   private count(t: Terms, sign: 1 | -1, touched: { cidrs: Cidr[]; names: string[]; zero: boolean }): void {
@@ -204,13 +268,95 @@ export class NetworkSplits {
     }
   }
 
-  /** Pods whose derived labels the touched terms may change get their identity again. */
-  private reidentify(t: { cidrs: readonly Cidr[]; names: readonly string[]; zero: boolean }): void {
-    if (t.cidrs.length === 0 && t.names.length === 0 && !t.zero) return;
-    const concerned = (pod: Pod): boolean =>
-      podIps(pod).some((ip) => t.cidrs.some((c) => cidrContainsIp(c, ip))) ||
-      (t.zero && familyValue(pod) !== undefined) ||
-      pod.ports.some((p) => p.name !== undefined && t.names.includes(p.name));
+  /** The groups again from the pod table (tracking starts or stops, or an undo restored the terms). */
+  private rebuildGroups(): void {
+    this.groups = new Map();
+    this.groupOf.clear();
+    if (!this.tracking) return;
+    for (const rec of this.pods.records()) {
+      const base = this.pods.labelsOf(podKey(rec.pod)) as LabelSet;
+      const b = labelSetKey(base);
+      let g = this.groups.get(b);
+      if (!g) this.groups.set(b, (g = { pods: new Map(), inside: new Map() }));
+      g.pods.set(podKey(rec.pod), rec.pod);
+      this.groupOf.set(podKey(rec.pod), b);
+      for (const [text, { cidr }] of this.s.cidrs) if (!isZero(cidr) && inCidr(rec.pod, cidr)) g.inside.set(text, (g.inside.get(text) ?? 0) + 1);
+    }
+  }
+
+  /** CIDRs entering or leaving force: the pods inside them may change labels or `nets` (settled at commit). */
+  private regroup(cidrs: readonly Cidr[]): void {
+    if (cidrs.length === 0) return;
+    this.rebuildGroups();
+    for (const rec of this.pods.records()) if (cidrs.some((c) => inCidr(rec.pod, c))) this.dirtyPods.add(podKey(rec.pod));
+  }
+
+  /** Pods whose per-pod labels (family, named ports) the touched terms may change get their identity again. */
+  private reidentify(t: { names: readonly string[]; zero: boolean }): void {
+    if (t.names.length === 0 && !t.zero) return;
+    const concerned = (pod: Pod): boolean => (t.zero && familyValue(pod) !== undefined) || pod.ports.some((p) => p.name !== undefined && t.names.includes(p.name));
     for (const rec of [...this.pods.records()]) if (concerned(rec.pod)) this.pods.upsertPod(rec.pod, rec.local);
   }
+
+  /**
+   * At commit: every pod of a changed group gets the labels its group now gives it, and every
+   * identity of those groups the `nets` its pods share (re-announced to the peer cache on change).
+   */
+  settle(): void {
+    if (this.dirty.size === 0 && this.dirtyPods.size === 0) return;
+    const keys = new Set(this.dirtyPods);
+    for (const b of this.dirty) for (const k of this.groups.get(b)?.pods.keys() ?? []) keys.add(k);
+    this.dirty.clear();
+    this.dirtyPods.clear();
+    this.settling = true;
+    try {
+      for (const k of keys) this.relabel(k);
+    } finally {
+      this.settling = false;
+    }
+    const seen = new Set<IdentityRecord>();
+    for (const k of keys) {
+      const rec = this.pods.get(k)?.identity;
+      if (!rec || seen.has(rec)) continue;
+      seen.add(rec);
+      this.setNets(rec, this.netsOf(rec, this.groups.get(this.groupOf.get(k) ?? '')));
+    }
+  }
+
+  private relabel(key: string): void {
+    const rec = this.pods.get(key);
+    if (!rec) return;
+    const base = this.pods.labelsOf(key) as LabelSet;
+    const derived = this.labelsFor(rec.pod, this.groups.get(this.groupOf.get(key) ?? ''));
+    const want = derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
+    if (labelSetKey(want) !== rec.labelKey) this.pods.upsertPod(rec.pod, rec.local);
+  }
+
+  /** The CIDRs holding every pod of an identity: its split labels, and those holding its whole group. */
+  private netsOf(rec: IdentityRecord, g: Group | undefined): ReadonlySet<string> | undefined {
+    const nets = new Set<string>();
+    if (g) for (const [text, n] of g.inside) if (n === g.pods.size) nets.add(text);
+    for (const l of rec.labels) if (l.source === SOURCE_K8S && l.key.startsWith(NET_PREFIX)) nets.add(l.key.slice(NET_PREFIX.length));
+    return nets.size === 0 ? undefined : nets;
+  }
+
+  private setNets(rec: IdentityRecord, nets: ReadonlySet<string> | undefined): void {
+    const old = rec.nets;
+    if (sameSet(old, nets)) return;
+    this.reannounce(rec, nets);
+    this.ctx.onUndo(() => this.reannounce(rec, old));
+  }
+
+  private reannounce(rec: IdentityRecord, nets: ReadonlySet<string> | undefined): void {
+    const present = this.peerCache.hasIdentity(rec.id);
+    if (present) this.peerCache.removeIdentity(rec.id);
+    (rec as { nets?: ReadonlySet<string> }).nets = nets;
+    if (present) this.peerCache.addIdentity(rec);
+  }
+}
+
+function sameSet(a: ReadonlySet<string> | undefined, b: ReadonlySet<string> | undefined): boolean {
+  if ((a?.size ?? 0) !== (b?.size ?? 0)) return false;
+  for (const x of a ?? []) if (!b?.has(x)) return false;
+  return true;
 }

@@ -32,8 +32,8 @@ export class PodTable {
   private readonly podsByIp = new TombstoneMap<string, string>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
-  /** Labels the engine derives for a pod's identity (network-splits.ts), set once when the stages are wired. */
-  derivedLabels: ((pod: Pod) => Label[]) | null = null;
+  /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
+  splits: { podJoined(key: string, pod: Pod, base: LabelSet): Label[]; podLeft(key: string, pod: Pod): void } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -120,11 +120,12 @@ export class PodTable {
     this.addPod(pod, local);
   }
 
-  private addPod(pod: Pod, local: boolean): void {
+  /** `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods). */
+  private addPod(pod: Pod, local: boolean, labels?: LabelSet): void {
     const key = podKey(pod);
     const base = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
-    const derived = this.derivedLabels?.(pod);
-    const labels = derived === undefined || derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
+    const derived = this.splits?.podJoined(key, pod, base) ?? [];
+    labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey, map: null };
@@ -158,7 +159,9 @@ export class PodTable {
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     if (this.podsByIp.get(rec.pod.ip.text) === key) this.podsByIp.delete(rec.pod.ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
-    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local));
+    this.splits?.podLeft(key, rec.pod);
+    const labels = this.splits ? rec.identity.labels : undefined;
+    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local, labels));
   }
 }
 

@@ -127,6 +127,36 @@ describe('networks peers split pod identities by address', () => {
   });
 });
 
+describe('a refused transaction undoes the splits it caused', () => {
+  it('a pod joining splits its set (the others get relabelled at commit); refused for capacity, everything is as before', () => {
+    const setup = (e: Engine): void => {
+      e.apply([
+        { type: 'upsertNamespace', name: 'client', labels: { role: 'client' } },
+        { type: 'upsertNamespace', name: 'b', labels: {} },
+        pod('client', 'c', '10.244.1.10', { app: 'c' }),
+        pod('b', 'x0', '10.244.2.10'),
+        pod('b', 'x1', '10.244.2.11'),
+        cnp('deny-pair', 1, [{ action: 'Deny', to: [{ networks: ['10.244.2.10/31'] }] }]),
+      ]);
+    };
+    const probe = new Engine();
+    setup(probe);
+    const capacity = Math.max(...probe.endpoints().map((ep) => probe.mapState(ep).size));
+    const e = new Engine({ mapCapacity: capacity });
+    setup(e);
+    const snapshot = (): unknown => ({ ids: ['b/x0', 'b/x1'].map((k) => e.identityOfPod(k)), maps: e.endpoints().map((ep) => [ep, [...e.mapState(ep).keys()].sort().map((k) => [k, e.mapState(ep).get(k)?.entry])]), ipcache: e.ipcache() });
+    const before = snapshot() as { ids: number[] };
+    // x2 shares the labels, outside the /31: the /31 now splits the set, so x0 and x1 are relabelled.
+    const np = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'many', namespace: 'client' }, spec: { podSelector: {}, egress: [{ ports: [81, 82, 83, 84, 85].map((port) => ({ port })) }] } };
+    expect(() => e.apply([pod('b', 'x2', '10.244.2.12'), { type: 'upsertPolicy', policy: parseManifest(np, 'np.yaml') }])).toThrow(/capacity/);
+    expect(snapshot()).toEqual(before);
+    // The same pod alone is accepted and splits the set.
+    e.apply([pod('b', 'x2', '10.244.2.12')]);
+    expect(e.identityOfPod('b/x0')).not.toBe(before.ids[0]);
+    expect(e.identityOfPod('b/x2')).not.toBe(e.identityOfPod('b/x0'));
+  });
+});
+
 describe('egress destinationNamedPort splits pod identities by what the name means on each pod', () => {
   it('pods of one identity that disagree on a name get their own identities; each is judged by its own port', () => {
     const b = cluster([pod('b', 'x2', '10.244.2.12', { app: 'web' }, [HTTP8080]), pod('b', 'x3', '10.244.2.13', { app: 'web' })]);

@@ -39,9 +39,9 @@ const CASES = [
   ['networks: external only (8.8.8.8/32)', [{ action: 'Deny', to: [{ networks: ['8.8.8.8/32'] }] }]],
   ['networks: 0.0.0.0/0', [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0'] }] }]],
   ['networks: 0.0.0.0/0 and ::/0 (every address: one identity-0 key)', [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }]],
-  ['networks: 10.0.0.0/8 (every pod: renumbers every pod identity)', [{ action: 'Deny', to: [{ networks: ['10.0.0.0/8'] }] }]],
+  ['networks: 10.0.0.0/8 (every pod, no split)', [{ action: 'Deny', to: [{ networks: ['10.0.0.0/8'] }] }]],
   ['pods selector, no split (reference)', [{ action: 'Deny', to: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'db' } } } }] }]],
-  ['destinationNamedPort http (pods of each app disagree)', [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }]],
+  ['destinationNamedPort http (pods of each app disagree: every pod relabelled)', [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }]],
 ];
 
 const rows = [];

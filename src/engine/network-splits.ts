@@ -1,14 +1,12 @@
 import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
 import { podKey, type Pod } from '../model/cluster.js';
 import { Label, LabelSet, labelSetKey, makeLabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
-import { FlowProtocol, protocolCovers } from '../model/ports.js';
 import { policyRefKey, type Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
 import type { TierPeer } from '../model/tiers.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord } from './identities.js';
 import type { PodTable } from './pod-table.js';
-import type { NamedPortResolver } from './rule-units.js';
 import { cidrSelector, labelsSelector, type IdentitySelector, type SelectorCache } from './selector-cache.js';
 
 /*
@@ -79,20 +77,6 @@ export function networksCoverEverything(peers: readonly TierPeer[]): boolean {
   return zeros.size === 2;
 }
 
-/** Egress named ports resolved against a destination identity's derived port labels (exact: its pods agree). */
-export function namedPortsFromLabels(labels: LabelSet | undefined): NamedPortResolver {
-  return (name, protocol) => {
-    const value = labels?.find((l) => l.source === SOURCE_K8S && l.key === PORT_PREFIX + name)?.value;
-    if (value === undefined) return [];
-    const out: { protocol: FlowProtocol; port: number }[] = [];
-    for (const pair of value.split('_')) {
-      const [proto, port] = pair.split('-') as [FlowProtocol, string];
-      if (protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
-    }
-    return out;
-  };
-}
-
 /** The terms a policy puts in force: networks CIDRs and egress named-port names. */
 interface Terms {
   readonly cidrs: readonly Cidr[];
@@ -118,6 +102,16 @@ function termsOf(policy: Policy): Terms | undefined {
 interface Group {
   readonly pods: Map<string, Pod>;
   readonly inside: Map<string, number>;
+  /** Per port name in force: how many pods give it each meaning (`portsValue`, '' = the pod lacks it). */
+  readonly ports: Map<string, Map<string, number>>;
+}
+
+const newGroup = (): Group => ({ pods: new Map(), inside: new Map(), ports: new Map() });
+
+function bump(m: Map<string, number>, k: string, sign: 1 | -1): void {
+  const n = (m.get(k) ?? 0) + sign;
+  if (n > 0) m.set(k, n);
+  else m.delete(k);
 }
 
 interface State {
@@ -166,8 +160,22 @@ export class NetworkSplits {
   ) {}
 
   private get tracking(): boolean {
+    if (this.s.names.size > 0) return true;
     for (const { cidr } of this.s.cidrs.values()) if (!isZero(cidr)) return true;
     return false;
+  }
+
+  /** A pod into (or out of) its group's counts. */
+  private count1(g: Group, key: string, pod: Pod, sign: 1 | -1): void {
+    if (sign > 0) g.pods.set(key, pod);
+    else g.pods.delete(key);
+    for (const [text, { cidr }] of this.s.cidrs) if (!isZero(cidr) && inCidr(pod, cidr)) bump(g.inside, text, sign);
+    for (const name of this.s.names.keys()) {
+      let m = g.ports.get(name);
+      if (!m) g.ports.set(name, (m = new Map()));
+      bump(m, portsValue(pod, name) ?? '', sign);
+      if (m.size === 0) g.ports.delete(name);
+    }
   }
 
   /** A pod enters the pod table with base labels `base`: its derived labels under the terms in force. */
@@ -177,10 +185,9 @@ export class NetworkSplits {
     if (this.groups.size > 0 || this.tracking) {
       const b = labelSetKey(base);
       g = this.groups.get(b);
-      if (!g) this.groups.set(b, (g = { pods: new Map(), inside: new Map() }));
-      g.pods.set(key, pod);
+      if (!g) this.groups.set(b, (g = newGroup()));
+      this.count1(g, key, pod, +1);
       this.groupOf.set(key, b);
-      for (const [text, { cidr }] of this.s.cidrs) if (!isZero(cidr) && inCidr(pod, cidr)) g.inside.set(text, (g.inside.get(text) ?? 0) + 1);
       if (!this.settling) this.dirty.add(b);
     }
     return this.labelsFor(pod, g);
@@ -191,13 +198,7 @@ export class NetworkSplits {
     if (b === undefined) return;
     this.groupOf.delete(key);
     const g = this.groups.get(b) as Group;
-    g.pods.delete(key);
-    for (const [text, { cidr }] of this.s.cidrs) {
-      if (isZero(cidr) || !inCidr(pod, cidr)) continue;
-      const n = (g.inside.get(text) ?? 0) - 1;
-      if (n > 0) g.inside.set(text, n);
-      else g.inside.delete(text);
-    }
+    this.count1(g, key, pod, -1);
     if (g.pods.size === 0) this.groups.delete(b);
     if (!this.settling) this.dirty.add(b);
   }
@@ -213,8 +214,9 @@ export class NetworkSplits {
     }
     const family = s.zeroRefs > 0 ? familyValue(pod) : undefined;
     if (family !== undefined) out.push({ ...k8s(FAMILY_KEY), value: family });
-    for (const name of s.names.keys()) {
-      const v = portsValue(pod, name);
+    // A name splits only a group whose pods give it more than one meaning.
+    for (const [name, meanings] of g?.ports ?? []) {
+      const v = meanings.size > 1 ? portsValue(pod, name) : undefined;
       if (v !== undefined) out.push({ ...k8s(PORT_PREFIX + name), value: v });
     }
     return out;
@@ -237,8 +239,8 @@ export class NetworkSplits {
     if (next) this.count(next, +1, touched);
     if (next) this.s.byPolicy.set(key, next);
     else this.s.byPolicy.delete(key);
-    this.regroup(touched.cidrs);
-    this.reidentify(touched);
+    this.regroup(touched.cidrs, touched.names);
+    this.reidentify(touched.zero);
     // Logged after the pods: undoing restores the terms first, then the pods' old identities.
     this.ctx.onUndo(() => {
       this.s = saved;
@@ -277,25 +279,24 @@ export class NetworkSplits {
       const base = this.pods.labelsOf(podKey(rec.pod)) as LabelSet;
       const b = labelSetKey(base);
       let g = this.groups.get(b);
-      if (!g) this.groups.set(b, (g = { pods: new Map(), inside: new Map() }));
-      g.pods.set(podKey(rec.pod), rec.pod);
+      if (!g) this.groups.set(b, (g = newGroup()));
+      this.count1(g, podKey(rec.pod), rec.pod, +1);
       this.groupOf.set(podKey(rec.pod), b);
-      for (const [text, { cidr }] of this.s.cidrs) if (!isZero(cidr) && inCidr(rec.pod, cidr)) g.inside.set(text, (g.inside.get(text) ?? 0) + 1);
     }
   }
 
-  /** CIDRs entering or leaving force: the pods inside them may change labels or `nets` (settled at commit). */
-  private regroup(cidrs: readonly Cidr[]): void {
-    if (cidrs.length === 0) return;
+  /** CIDRs or names entering or leaving force: the pods inside them or having them may change labels or `nets` (settled at commit). */
+  private regroup(cidrs: readonly Cidr[], names: readonly string[]): void {
+    if (cidrs.length === 0 && names.length === 0) return;
     this.rebuildGroups();
-    for (const rec of this.pods.records()) if (cidrs.some((c) => inCidr(rec.pod, c))) this.dirtyPods.add(podKey(rec.pod));
+    const concerned = (pod: Pod): boolean => cidrs.some((c) => inCidr(pod, c)) || pod.ports.some((p) => p.name !== undefined && names.includes(p.name));
+    for (const rec of this.pods.records()) if (concerned(rec.pod)) this.dirtyPods.add(podKey(rec.pod));
   }
 
-  /** Pods whose per-pod labels (family, named ports) the touched terms may change get their identity again. */
-  private reidentify(t: { names: readonly string[]; zero: boolean }): void {
-    if (t.names.length === 0 && !t.zero) return;
-    const concerned = (pod: Pod): boolean => (t.zero && familyValue(pod) !== undefined) || pod.ports.some((p) => p.name !== undefined && t.names.includes(p.name));
-    for (const rec of [...this.pods.records()]) if (concerned(rec.pod)) this.pods.upsertPod(rec.pod, rec.local);
+  /** The first or last /0: pods that are not IPv4-only get or lose their family label now. */
+  private reidentify(zero: boolean): void {
+    if (!zero) return;
+    for (const rec of [...this.pods.records()]) if (familyValue(rec.pod) !== undefined) this.pods.upsertPod(rec.pod, rec.local);
   }
 
   /**

@@ -5,7 +5,6 @@ import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
-import { namedPortsFromLabels } from './network-splits.js';
 import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
@@ -140,7 +139,7 @@ export class PolicyResolver implements NamedPortListener {
 
   /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
   private namedResolver(unit: RuleUnit, peer: IdentityId, m: SharedMapState): NamedPortResolver {
-    if (unit.peerNamedPorts) return namedPortsFromLabels(this.identities.get(peer)?.labels);
+    if (unit.peerNamedPorts) return this.identities.resolveNamedShared(peer);
     return unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed;
   }
 
@@ -238,7 +237,7 @@ export class PolicyResolver implements NamedPortListener {
       a.peers.push(cs);
       for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
     }
-    if (a.unit.namedEgress) {
+    if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
         let s = this.namedEgressUnits.get(c.l4.name);
@@ -254,7 +253,7 @@ export class PolicyResolver implements NamedPortListener {
     a.targets.clear();
     for (const rec of a.cidrRefs) this.identities.release(rec);
     a.cidrRefs = [];
-    if (a.unit.namedEgress) {
+    if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
         const s = this.namedEgressUnits.get(c.l4.name);

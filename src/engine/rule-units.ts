@@ -22,7 +22,7 @@ export interface RuleUnit {
   readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[];
   /** Every clause is a named port on egress. */
   readonly namedEgress: boolean;
-  /** Named ports resolve against the peer identity's derived port labels (ClusterNetworkPolicy egress). */
+  /** Named ports resolve against the ports every pod of the peer identity shares (ClusterNetworkPolicy egress; network-splits.ts). */
   readonly peerNamedPorts?: boolean;
   /** A wildcard peer that maps to the identity-0 key (never for `namedEgress` units). */
   readonly anyPeer: boolean;

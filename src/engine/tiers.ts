@@ -64,7 +64,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
     peers,
     clauses,
     namedEgress: false,
-    // Egress named ports resolve against the destination identity's derived port labels (network-splits.ts).
+    // Egress named ports resolve against the destination identity's pods, which agree (network-splits.ts).
     peerNamedPorts: rule.direction === 'egress' && rule.protocols.some((p) => p.kind === 'named'),
     anyPeer,
     entry,

@@ -1,7 +1,8 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
-import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
+import { applyEventToCluster, comparableMaps, diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, EMPTY_CLUSTER, upsertExternal } from '../../src/model/cluster.js';
 import { resolveEndpoint } from '../../src/model/flow.js';
@@ -220,5 +221,94 @@ describe('identities from outside', () => {
       "ClusterNetworkPolicy/n: spec.egress[0] (by-address): a networks peer needs pod identities split by address or named port, which the engine cannot do with identities from outside (identitySource: 'external')",
     );
     expect(() => e.apply([cnp('n', 1, [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }])])).toThrow(/spec\.egress\[0\] \(spec\.egress\[0\]\): an egress destinationNamedPort needs pod identities split/);
+  });
+});
+
+/*
+ * Random histories focused on splits: few label sets, so pods share identities; addresses inside
+ * and outside the policies' prefixes; ports that give one name different meanings; policies that
+ * add and drop CIDRs and names. After every transaction: the client's verdict to every pod and
+ * external equals the oracle's, the deltas are exactly the change of the maps, and the maps equal
+ * a fresh engine's on the final state.
+ */
+const SPLIT_IPS = ['10.244.2.10', '10.244.2.11', '10.244.2.12', '10.244.3.10', '10.244.3.11', 'fd00::10'];
+const SPLIT_PORTS: ContainerPort[][] = [[], [HTTP80], [HTTP8080], [HTTP80, { name: 'dns', port: 53, protocol: 'UDP' }]];
+const SPLIT_NETS = [['10.244.2.10/32'], ['10.244.2.10/31'], ['10.244.2.0/24'], ['10.244.3.0/24', '192.0.2.0/24'], ['0.0.0.0/0'], ['::/0'], ['0.0.0.0/0', '::/0'], ['10.0.0.0/8']];
+const splitOp = fc.oneof(
+  fc.record({ k: fc.constant('pod' as const), name: fc.constantFrom('x0', 'x1', 'x2', 'x3'), app: fc.constantFrom('web', 'db'), ip: fc.nat(SPLIT_IPS.length - 1), ports: fc.nat(SPLIT_PORTS.length - 1) }),
+  fc.record({ k: fc.constant('del' as const), name: fc.constantFrom('x0', 'x1', 'x2', 'x3') }),
+  fc.record({
+    k: fc.constant('cnp' as const),
+    name: fc.constantFrom('t0', 't1'),
+    tier: fc.constantFrom('Admin', 'Baseline'),
+    rules: fc.array(
+      fc.oneof(
+        fc.record({ action: fc.constantFrom('Accept', 'Deny'), nets: fc.nat(SPLIT_NETS.length - 1), port: fc.constantFrom(0, 80, 8080) }),
+        fc.record({ action: fc.constantFrom('Accept', 'Deny'), named: fc.constantFrom('http', 'dns') }),
+      ),
+      { minLength: 1, maxLength: 3 },
+    ),
+  }),
+  fc.record({ k: fc.constant('delCnp' as const), name: fc.constantFrom('t0', 't1') }),
+);
+type SplitOp = typeof splitOp extends fc.Arbitrary<infer T> ? T : never;
+
+function splitEvent(o: SplitOp, b: Both): EngineEvent | null {
+  switch (o.k) {
+    case 'pod': {
+      const ip = SPLIT_IPS[o.ip] as string;
+      // One address per pod: skip an address another pod holds.
+      for (const p of b.state.pods.values()) if (p.ip.text === ip && p.name !== o.name) return null;
+      return pod('b', o.name, ip, { app: o.app }, SPLIT_PORTS[o.ports]);
+    }
+    case 'del':
+      return b.state.pods.has(`b/${o.name}`) ? { type: 'deletePod', namespace: 'b', name: o.name } : null;
+    case 'cnp': {
+      const egress = o.rules.map((r) =>
+        'named' in r
+          ? { action: r.action, to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: r.named }] }
+          : { action: r.action, to: [{ networks: SPLIT_NETS[r.nets] }], ...(r.port ? { protocols: [{ tcp: { destinationPort: { number: r.port } } }] } : {}) },
+      );
+      // Distinct priorities per name: same-priority policies are not this test's subject.
+      return cnp(o.name, o.name === 't0' ? 1 : 2, egress, o.tier);
+    }
+    case 'delCnp':
+      return b.state.policies.has(`ClusterNetworkPolicy/${o.name}`) ? del(o.name) : null;
+  }
+}
+
+describe('splits under random histories (against the oracle, exact deltas, equal to a fresh engine)', () => {
+  it('holds after every transaction', () => {
+    let splits = 0;
+    fc.assert(
+      fc.property(fc.array(fc.array(splitOp, { minLength: 1, maxLength: 3 }), { minLength: 3, maxLength: 15 }), (txns) => {
+        const b = cluster();
+        let maps = endpointMaps(b.engine);
+        for (const ops of txns) {
+          const events: EngineEvent[] = [];
+          for (const o of ops) {
+            const e = splitEvent(o, b);
+            if (!e) continue;
+            events.push(e);
+            b.state = applyEventToCluster(b.state, e);
+          }
+          if (events.length === 0) continue;
+          const cs = b.engine.apply(events);
+          const now = endpointMaps(b.engine);
+          expect(cs.deltas.length).toBe(diffEndpointMaps(maps, now).length);
+          maps = now;
+          const ids = new Set([...b.state.pods.keys()].filter((k) => k.startsWith('b/')).map((k) => b.id(k)));
+          const labelSets = new Set([...b.state.pods.values()].filter((p) => p.namespace === 'b').map((p) => p.labels.app));
+          if (ids.size > labelSets.size) splits++;
+          for (const to of [...b.state.pods.keys(), 'ext']) for (const [proto, port] of [['TCP', 80], ['TCP', 8080], ['UDP', 53]] as const) if (to !== 'client/c') b.egress(to, proto, port);
+        }
+        const fresh = new Engine();
+        fresh.apply(initialEvents(b.state));
+        expect(comparableMaps(b.engine)).toEqual(comparableMaps(fresh));
+      }),
+      { numRuns: 150 },
+    );
+    // The histories must really split identities.
+    expect(splits).toBeGreaterThan(50);
   });
 });

@@ -18,8 +18,8 @@ function cluster() {
     events.push({ type: 'upsertNamespace', name: `ns${n}`, labels: { team: `t${n % 4}` } });
     for (let i = 0; i < PODS; i++) {
       const app = APPS[i % APPS.length];
-      // Pods of one app disagree on what `http` means: every third one serves it on 8080.
-      const ports = [{ name: 'http', port: i % 3 === 0 ? 8080 : 80, protocol: 'TCP' }];
+      // Pods of one app disagree on what `http` means: every fourth pod serves it on 8080.
+      const ports = [{ name: 'http', port: i % 4 === 0 ? 8080 : 80, protocol: 'TCP' }];
       events.push({ type: 'upsertPod', pod: { namespace: `ns${n}`, name: `p${i}`, labels: { app }, ip: parseIp(`10.244.${n}.${i + 2}`), serviceAccount: 'default', ports }, local: true });
     }
     const np = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'from-web', namespace: `ns${n}` }, spec: { podSelector: { matchLabels: { app: 'db' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port: 5432 }] }] } };
@@ -41,7 +41,7 @@ const CASES = [
   ['networks: 0.0.0.0/0 and ::/0 (every address: one identity-0 key)', [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }]],
   ['networks: 10.0.0.0/8 (every pod, no split)', [{ action: 'Deny', to: [{ networks: ['10.0.0.0/8'] }] }]],
   ['pods selector, no split (reference)', [{ action: 'Deny', to: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'db' } } } }] }]],
-  ['destinationNamedPort http (pods of each app disagree: every pod relabelled)', [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }]],
+  ['destinationNamedPort http (the pods of each app disagree)', [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }]],
 ];
 
 const rows = [];

@@ -12,11 +12,11 @@ import { cidrSelector, labelsSelector, type IdentitySelector, type SelectorCache
 /*
  * Identity splits for ClusterNetworkPolicy `networks` peers and egress `destinationNamedPort`
  * (docs/tiers-encoding.md §4). Both depend on the destination pod itself (its address, its
- * container ports), while map keys are identities. So a pod's identity gets derived labels that
- * make every identity uniform for every term in force: one label per `networks` CIDR (other than
- * /0) holding the pod's address, the pod's address family while some /0 is in force and it is not
- * IPv4, and the ports of every name some egress rule resolves. Pods that differ there get
- * different identities; pods that agree keep sharing one.
+ * container ports), while map keys are identities. So pods sharing labels get derived labels
+ * where they differ on a term in force: a `networks` CIDR (other than /0) holding some but not all
+ * of them, a port name they give different meanings, and, while some /0 is in force, the address
+ * family of pods that are not IPv4-only. Every identity is then uniform for every term; pods that
+ * agree keep sharing one.
  *
  * Unforgeable and unselectable: the keys are under `io.cilium.k8s`, which a pod's own labels never
  * reach (`isDerivedLabelKey`, Cilium's filterPodLabels), and each has two `/`, so it is no valid
@@ -140,12 +140,12 @@ const inCidr = (pod: Pod, c: Cidr): boolean => podIps(pod).some((ip) => cidrCont
  * its set: `settle()` does that at the end of the transaction, for the sets that changed, and
  * re-announces identities whose `nets` changed to the peer selector cache.
  *
- * Named ports and the family label are per pod (no group state): a pod having the name gets its
- * ports as a label, a non-IPv4-only pod its families while a /0 is in force.
+ * Names work the same way: a set whose pods give a name more than one meaning labels each pod
+ * having it with its ports. The family label is per pod (no set state).
  */
 export class NetworkSplits {
   private s: State = { cidrs: new Map(), names: new Map(), zeroRefs: 0, byPolicy: new Map() };
-  /** Base label-set key → its group; kept only while some CIDR other than /0 is in force. */
+  /** Base label-set key → its group; kept only while some CIDR other than /0, or some name, is in force. */
   private groups = new Map<string, Group>();
   private readonly groupOf = new Map<string, string>();
   /** Groups whose membership changed and pods a CIDR entering or leaving force holds: `settle()` looks at them. */

@@ -231,6 +231,7 @@ describe('identities from outside', () => {
  * external equals the oracle's, the deltas are exactly the change of the maps, and the maps equal
  * a fresh engine's on the final state.
  */
+const LONG = Boolean(process.env.DISTILL_LONG);
 const SPLIT_IPS = ['10.244.2.10', '10.244.2.11', '10.244.2.12', '10.244.3.10', '10.244.3.11', 'fd00::10'];
 const SPLIT_PORTS: ContainerPort[][] = [[], [HTTP80], [HTTP8080], [HTTP80, { name: 'dns', port: 53, protocol: 'UDP' }]];
 const SPLIT_NETS = [['10.244.2.10/32'], ['10.244.2.10/31'], ['10.244.2.0/24'], ['10.244.3.0/24', '192.0.2.0/24'], ['0.0.0.0/0'], ['::/0'], ['0.0.0.0/0', '::/0'], ['10.0.0.0/8']];
@@ -278,7 +279,7 @@ function splitEvent(o: SplitOp, b: Both): EngineEvent | null {
 }
 
 describe('splits under random histories (against the oracle, exact deltas, equal to a fresh engine)', () => {
-  it('holds after every transaction', () => {
+  it('holds after every transaction', { timeout: LONG ? 60 * 60_000 : 60_000 }, () => {
     let splits = 0;
     fc.assert(
       fc.property(fc.array(fc.array(splitOp, { minLength: 1, maxLength: 3 }), { minLength: 3, maxLength: 15 }), (txns) => {
@@ -306,7 +307,7 @@ describe('splits under random histories (against the oracle, exact deltas, equal
         fresh.apply(initialEvents(b.state));
         expect(comparableMaps(b.engine)).toEqual(comparableMaps(fresh));
       }),
-      { numRuns: 150 },
+      { numRuns: LONG ? 1500 : 150 },
     );
     // The histories must really split identities.
     expect(splits).toBeGreaterThan(50);

@@ -259,7 +259,7 @@ describe('ClusterNetworkPolicy through the CLI', () => {
     expect(v.code).toBe(0);
     expect(v.stdout).toContain('engine and naive evaluator agree on all');
   });
-  it('the engine refuses, naming policy, rule and reason, what it does not encode yet (Pass, networks)', () => {
+  it('the engine refuses, naming policy, rule and reason, what it does not encode yet (Pass)', () => {
     const r = distill('verify', '--scenario', `${NPA}/admin-tier-ingress-tcp.yaml`);
     expect(r.stderr).toContain('ClusterNetworkPolicy/ingress-tcp: spec.ingress[2] (pass-from-ravenclaw-everything): action Pass is not encoded by the engine yet');
   });

@@ -10,6 +10,7 @@ import { ChangeSet, EngineError, EngineEvent, EngineFailedError, MapCapacityErro
 import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } from './explain.js';
 import { IdentityTable } from './identities.js';
 import { ModelStore } from './model-store.js';
+import { NetworkSplits } from './network-splits.js';
 import { PodTable } from './pod-table.js';
 import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
@@ -56,6 +57,7 @@ export interface EngineOptions {
 interface Stages extends EngineStages {
   readonly resolver: PolicyResolver;
   readonly fqdn: FqdnStage;
+  readonly splits: NetworkSplits;
   readonly queries: EngineQueries;
 }
 
@@ -104,6 +106,8 @@ export class Engine {
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
+    const splits = new NetworkSplits(ctx, pods, peerCache);
+    if (this.model.identitySource === 'local') pods.splits = splits;
     const stages = { identities, maps, pods, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone());
     ctx.ipcacheAt = (prefix) => {
@@ -112,7 +116,7 @@ export class Engine {
       const host = ip === undefined ? undefined : (pods.byIp(ip)?.identity ?? identities.fqdnHost(ip));
       return (host ?? identities.cidrExact(prefix))?.id;
     };
-    this.stages = { ...stages, resolver, fqdn, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
+    this.stages = { ...stages, resolver, fqdn, splits, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
   // ---------------------------------------------------------------- transactions
@@ -177,6 +181,7 @@ export class Engine {
   }
 
   private commit(): CommitResult {
+    this.stages.splits.settle();
     this.stages.fqdn.settle();
     this.stages.identities.freeUnused();
     return new Commit(this.ctx, this.stages.maps, this.proxyPorts).run();
@@ -218,7 +223,7 @@ export class Engine {
 
   private applyEvent(e: EngineEvent): void {
     if (this.ctx.faultHook) this.ctx.fault('event');
-    const { pods, resolver, fqdn } = this.stages;
+    const { pods, resolver, fqdn, splits } = this.stages;
     if (e.type === 'dnsResponse' || e.type === 'advanceTime') {
       if (fqdn.apply(e) && e.type === 'dnsResponse') this.learnt.add(e);
       return;
@@ -239,9 +244,11 @@ export class Engine {
         return pods.removePod(`${e.namespace}/${e.name}`);
       case 'upsertPolicy':
         fqdn.policyUpserted(e.policy);
+        splits.policyUpserted(e.policy);
         return resolver.upsertPolicy(e.policy);
       case 'deletePolicy':
         fqdn.policyDeleted(policyRefKey(e.ref));
+        splits.policyDeleted(policyRefKey(e.ref));
         return resolver.deletePolicy(policyRefKey(e.ref));
       case 'upsertIdentity':
         return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));

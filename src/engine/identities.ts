@@ -332,6 +332,23 @@ export class IdentityTable {
    * a peer identity, to (protocol, port) when every pod of the identity has that named port and
    * no pod of the cluster gives the name another port for that protocol.
    */
+  /**
+   * ClusterNetworkPolicy egress named ports: the (protocol, port) pairs every pod of the identity
+   * has for the name; exact, as network-splits.ts splits identities whose pods disagree.
+   */
+  resolveNamedShared(peer: IdentityId): NamedPortResolver {
+    const rec = this.byId.get(peer);
+    const pods = this.podsPerIdentity.get(peer) ?? 0;
+    return (name, protocol) => {
+      const out: { protocol: FlowProtocol; port: number }[] = [];
+      for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {
+        const [proto, port] = pp.split('/') as [FlowProtocol, string];
+        if (count === pods && protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
+      }
+      return out;
+    };
+  }
+
   resolveNamedEgress(peer: IdentityId): NamedPortResolver {
     const rec = this.byId.get(peer);
     return (name, protocol) => {

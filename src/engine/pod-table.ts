@@ -1,6 +1,6 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { LabelSet, labelSetKey, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { Label, LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PolicyResolver } from './policy-resolver.js';
@@ -32,6 +32,8 @@ export class PodTable {
   private readonly podsByIp = new TombstoneMap<string, string>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
+  /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
+  splits: { podJoined(key: string, pod: Pod, base: LabelSet): Label[]; podLeft(key: string, pod: Pod): void } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -48,6 +50,10 @@ export class PodTable {
   labelsOf(key: string): LabelSet | undefined {
     const rec = this.pods.get(key);
     return rec && podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
+  }
+
+  records(): IterableIterator<PodRecord> {
+    return this.pods.values();
   }
 
   /** The pod holding an IP (the ipcache's exact part). */
@@ -115,9 +121,12 @@ export class PodTable {
     this.addPod(pod, local);
   }
 
-  private addPod(pod: Pod, local: boolean): void {
+  /** `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods). */
+  private addPod(pod: Pod, local: boolean, labels?: LabelSet): void {
     const key = podKey(pod);
-    const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const base = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const derived = this.splits?.podJoined(key, pod, base) ?? [];
+    labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey, map: null };
@@ -153,7 +162,9 @@ export class PodTable {
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     for (const ip of podIps(rec.pod)) if (this.podsByIp.get(ip.text) === key) this.podsByIp.delete(ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
-    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local));
+    this.splits?.podLeft(key, rec.pod);
+    const labels = this.splits ? rec.identity.labels : undefined;
+    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local, labels));
   }
 }
 

@@ -5,7 +5,7 @@ import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
-import { clauseEntry, compilePolicy, EnforcementUnit, PortKey, portKeys, RuleUnit } from './rule-units.js';
+import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
@@ -128,13 +128,19 @@ export class PolicyResolver implements NamedPortListener {
     if (a.unit.baseline && m.local.enforcing[direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
     for (const c of a.clauses) {
-      const keys = c.keys ?? portKeys(c.l4, a.unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed);
+      const keys = c.keys ?? portKeys(c.l4, this.namedResolver(a.unit, peer, m));
       for (const pk of keys) {
         const key: PolicyKey = { identity: peer, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
         if (sign > 0) m.state.add(key, c.contribution);
         else m.state.remove(key, c.contribution);
       }
     }
+  }
+
+  /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
+  private namedResolver(unit: RuleUnit, peer: IdentityId, m: SharedMapState): NamedPortResolver {
+    if (unit.peerNamedPorts) return this.identities.resolveNamedShared(peer);
+    return unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed;
   }
 
   /** Every target of `a` (the any-peer key first) into or out of one map state. */
@@ -231,7 +237,7 @@ export class PolicyResolver implements NamedPortListener {
       a.peers.push(cs);
       for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
     }
-    if (a.unit.namedEgress) {
+    if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
         let s = this.namedEgressUnits.get(c.l4.name);
@@ -247,7 +253,7 @@ export class PolicyResolver implements NamedPortListener {
     a.targets.clear();
     for (const rec of a.cidrRefs) this.identities.release(rec);
     a.cidrRefs = [];
-    if (a.unit.namedEgress) {
+    if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
         const s = this.namedEgressUnits.get(c.l4.name);

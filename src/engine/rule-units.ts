@@ -22,6 +22,8 @@ export interface RuleUnit {
   readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[];
   /** Every clause is a named port on egress. */
   readonly namedEgress: boolean;
+  /** Named ports resolve against the ports every pod of the peer identity shares (ClusterNetworkPolicy egress; network-splits.ts). */
+  readonly peerNamedPorts?: boolean;
   /** A wildcard peer that maps to the identity-0 key (never for `namedEgress` units). */
   readonly anyPeer: boolean;
   /** A ClusterNetworkPolicy rule's entry (its tier precedence); otherwise `clauseEntry` decides. */

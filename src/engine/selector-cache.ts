@@ -15,7 +15,9 @@ export type IdentitySelector =
   | { readonly kind: 'labels'; readonly key: string; readonly selector: Selector }
   | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[] }
   /** A `toFQDNs` entry: selects the identities carrying its `fqdn:<selector key>` label (dns-cache.ts). */
-  | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector };
+  | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector }
+  /** A ClusterNetworkPolicy `networks` CIDR over pods: the pod identities whose pods are all inside (`nets`, network-splits.ts). */
+  | { readonly kind: 'podnet'; readonly key: string; readonly cidr: Cidr };
 
 /** The label source of FQDN selector identities (Cilium's `fqdn:` labels). */
 export const SOURCE_FQDN = 'fqdn';
@@ -44,6 +46,8 @@ export interface SelectableIdentity {
   readonly matchLabels: LabelSet;
   /** Set for CIDR identities: the prefix they stand for. */
   readonly cidr?: Cidr;
+  /** Pod identities: the `networks` CIDRs in force holding every one of its pods (network-splits.ts). */
+  readonly nets?: ReadonlySet<string>;
 }
 
 export interface SelectionListener {
@@ -79,7 +83,7 @@ function isCommonKey(key: string): boolean {
  */
 function bucketsOf(sel: IdentitySelector): string[] | null {
   if (sel.kind === 'cidr') return [CIDR_BUCKET];
-  if (sel.kind === 'fqdn') return [sel.key];
+  if (sel.kind === 'fqdn' || sel.kind === 'podnet') return [sel.key];
   let best: { score: number; buckets: string[] } | null = null;
   const consider = (r: Requirement): void => {
     let score: number;
@@ -107,6 +111,7 @@ function bucketsOfIdentity(ident: SelectableIdentity): string[] {
     if (l.source === SOURCE_FQDN) out.push(`fqdn:${l.key}`);
   }
   if (ident.cidr) out.push(CIDR_BUCKET);
+  for (const n of ident.nets ?? []) out.push(`podnet:${n}`);
   return out;
 }
 
@@ -178,6 +183,7 @@ export class SelectorCache {
       const key = s.key.slice('fqdn:'.length);
       return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
     }
+    if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
     const c = ident.cidr;
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }

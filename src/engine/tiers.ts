@@ -4,6 +4,7 @@ import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
 import { makeSelector, type Selector } from '../model/selector.js';
 import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
+import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
 import { labelsSelector, type IdentitySelector } from './selector-cache.js';
 
@@ -20,8 +21,6 @@ export function tierSupportProblem(spec: TieredSpec): string | null {
     const where = `${r.path} (${tierRuleName(r)})`;
     if (r.action === 'Pass') return `${where}: action Pass is not encoded by the engine yet`;
     if (r.index >= RULES_PER_DIRECTION) return `${where}: more than ${RULES_PER_DIRECTION} rules in one direction`;
-    if (r.peers.some((p) => p.kind === 'networks')) return `${where}: networks peers are not encoded by the engine yet (they match pod addresses, the map keys on identities)`;
-    if (r.direction === 'egress' && r.protocols.some((p) => p.kind === 'named')) return `${where}: egress destinationNamedPort is not encoded by the engine yet (it resolves per destination pod)`;
   }
   return null;
 }
@@ -41,10 +40,12 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
   // Fail closed: an unknown peer makes a Deny rule match every peer, an Accept rule only its known ones.
   const denyAll = rule.action === 'Deny' && rule.peers.some((p) => p.kind === 'unknown');
   const byKey = new Map<string, IdentitySelector>();
-  if (denyAll) byKey.set('', labelsSelector(makeSelector([])));
-  else for (const p of rule.peers) if (p.kind === 'pods') {
-    const s = labelsSelector(podsOnly(p.selector));
-    byKey.set(s.key, s);
+  // Both /0s match every address: the identity-0 key, not one key per identity (network-splits.ts).
+  const anyPeer = denyAll || networksCoverEverything(rule.peers);
+  if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
+  else for (const p of rule.peers) {
+    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : [];
+    for (const s of sels) byKey.set(s.key, s);
   }
   if (byKey.size === 0) return null;
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -63,7 +64,9 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
     peers,
     clauses,
     namedEgress: false,
-    anyPeer: denyAll,
+    // Egress named ports resolve against the destination identity's pods, which agree (network-splits.ts).
+    peerNamedPorts: rule.direction === 'egress' && rule.protocols.some((p) => p.kind === 'named'),
+    anyPeer,
     entry,
     baseline: spec.tier === 'Baseline',
   };

@@ -5,7 +5,7 @@ import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
 import { EngineError, EngineEvent } from './events.js';
-import type { TieredSpec } from '../model/tiers.js';
+import { tierRuleName, type TieredSpec } from '../model/tiers.js';
 import { tierSupportProblem } from './tiers.js';
 
 /**
@@ -227,9 +227,22 @@ function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
   s.add(v);
 }
 
+/**
+ * `networks` peers and egress `destinationNamedPort` split pod identities by address and port
+ * (network-splits.ts); identities that come from outside cannot be split.
+ */
+function splitProblem(t: TieredSpec): string | null {
+  for (const r of t.rules) {
+    if (r.direction !== 'egress') continue;
+    const what = r.peers.some((p) => p.kind === 'networks') ? 'a networks peer' : r.protocols.some((p) => p.kind === 'named') ? 'an egress destinationNamedPort' : null;
+    if (what) return `${r.path} (${tierRuleName(r)}): ${what} needs pod identities split by address or named port, which the engine cannot do with identities from outside (identitySource: 'external')`;
+  }
+  return null;
+}
+
 /** What the engine cannot encode exactly yet it refuses, naming the policy and the rule. */
 function checkTiered(key: string, t: TieredSpec, model: Overlay, fail: Fail): void {
-  const problem = tierSupportProblem(t);
+  const problem = tierSupportProblem(t) ?? (model.identitySource === 'external' ? splitProblem(t) : null);
   if (problem) fail(`${key}: ${problem}; only the reference evaluator (--naive) decides it`);
   const other = model.slotTakenByOther(tierSlot(t.tier, t.priority), key);
   if (other !== undefined) fail(`${key}: ${other} has the same priority ${t.priority} in the ${t.tier} tier; same-priority policies are not encoded by the engine yet; only the reference evaluator (--naive) decides them`);

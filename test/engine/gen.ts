@@ -192,29 +192,52 @@ const ciliumPolicy = fc.oneof(
 // priorities (disjoint across names: same-priority policies are refused), so upserts change
 // priorities, reorder and re-action rules of one policy.
 const TIER_NAMES = ['cnp-t0', 'cnp-t1', 'cnp-t2'];
-const tierPeer = fc.oneof(
-  fc.record({ namespaces: namespaceSelector }),
-  fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) }),
-  { weight: 1, arbitrary: fc.constant({ futurePeerField: {} }) },
+/**
+ * Egress `networks` (pods are at 10.244.<namespace>.<2..5>): one pod, part of a namespace, every pod
+ * and ext-ten, the /0s (pod-to-pod too), externals only; they split pod identities by address.
+ */
+const NETWORKS: readonly (readonly string[])[] = [
+  ['10.244.0.2/32'],
+  ['10.244.1.0/24'],
+  ['10.244.0.4/31', '10.244.2.3/32'],
+  ['0.0.0.0/0'],
+  ['10.0.0.0/8'],
+  ['192.168.0.0/16', '8.8.8.8/32'],
+  ['::/0'],
+  ['0.0.0.0/0', '::/0'],
+  ['2001:db8::/32', '10.244.1.5/32'],
+];
+const tierPeer = (dir: 'ingress' | 'egress') =>
+  fc.oneof(
+    fc.record({ namespaces: namespaceSelector }),
+    fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) }),
+    { weight: 1, arbitrary: fc.constant({ futurePeerField: {} }) },
+    ...(dir === 'egress' ? [{ weight: 2, arbitrary: fc.constantFrom(...NETWORKS).map((n) => ({ networks: [...n] })) }] : []),
+  );
+/** Named ports on both sides: ingress resolves against the subject, egress against each destination pod (PORT_SETS disagree on http). */
+const tierProtocol = fc.constantFrom<Record<string, unknown>>(
+  { tcp: { destinationPort: { number: 80 } } },
+  { udp: { destinationPort: { number: 53 } } },
+  { tcp: { destinationPort: { range: { start: 80, end: 90 } } } },
+  { sctp: { destinationPort: { number: 80 } } },
+  { destinationNamedPort: 'http' },
+  { destinationNamedPort: 'dns' },
 );
-const tierProtocol = (dir: 'ingress' | 'egress') =>
-  fc.constantFrom<Record<string, unknown>>(
-    { tcp: { destinationPort: { number: 80 } } },
-    { udp: { destinationPort: { number: 53 } } },
-    { tcp: { destinationPort: { range: { start: 80, end: 90 } } } },
-    { sctp: { destinationPort: { number: 80 } } },
-    ...(dir === 'ingress' ? [{ destinationNamedPort: 'http' }, { destinationNamedPort: 'dns' }] : []),
-  );
+const hasNamed = (r: Record<string, unknown>): boolean => ((r.protocols ?? []) as Record<string, unknown>[]).some((p) => 'destinationNamedPort' in p);
+const hasNetworks = (r: Record<string, unknown>): boolean => ((r.to ?? []) as Record<string, unknown>[]).some((p) => 'networks' in p);
 const tierRule = (dir: 'ingress' | 'egress') =>
-  fc.record(
-    {
-      name: fc.constantFrom('r-a', 'r-b', 'r-c'),
-      action: fc.constantFrom('Accept', 'Deny'),
-      [dir === 'ingress' ? 'from' : 'to']: fc.array(tierPeer, { minLength: 1, maxLength: 2 }),
-      protocols: fc.array(tierProtocol(dir), { minLength: 1, maxLength: 2 }),
-    },
-    { requiredKeys: ['action', dir === 'ingress' ? 'from' : 'to'] },
-  );
+  fc
+    .record(
+      {
+        name: fc.constantFrom('r-a', 'r-b', 'r-c'),
+        action: fc.constantFrom('Accept', 'Deny'),
+        [dir === 'ingress' ? 'from' : 'to']: fc.array(tierPeer(dir), { minLength: 1, maxLength: 2 }),
+        protocols: fc.array(tierProtocol, { minLength: 1, maxLength: 2 }),
+      },
+      { requiredKeys: ['action', dir === 'ingress' ? 'from' : 'to'] },
+    )
+    // The API refuses destinationNamedPort with a networks peer (networks have no named ports).
+    .filter((r) => !(hasNamed(r) && hasNetworks(r)));
 const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
   fc.record({
     apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
@@ -267,6 +290,13 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
     ),
   },
 );
+
+/** A ClusterNetworkPolicy with egress networks peers or destinationNamedPort: identities from outside cannot encode it (they cannot be split). */
+export function needsIdentitySplits(o: Op): boolean {
+  if (o.k !== 'policy' || o.manifest.kind !== 'ClusterNetworkPolicy') return false;
+  const egress = ((o.manifest.spec as Record<string, unknown>).egress ?? []) as Record<string, unknown>[];
+  return egress.some((r) => hasNamed(r) || hasNetworks(r));
+}
 
 export function toEvent(o: Op): EngineEvent {
   switch (o.k) {

@@ -1,10 +1,11 @@
-import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
-import { podKey, type Pod } from '../model/cluster.js';
+import { Cidr, cidrContainsIp } from '../model/cidr.js';
+import { podIps, podKey, type Pod } from '../model/cluster.js';
 import { Label, LabelSet, labelSetKey, makeLabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { policyRefKey, type Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
 import type { TierPeer } from '../model/tiers.js';
 import type { EngineContext } from './context.js';
+import { EngineError } from './events.js';
 import type { IdentityRecord } from './identities.js';
 import type { PodTable } from './pod-table.js';
 import { cidrSelector, labelsSelector, type IdentitySelector, type SelectorCache } from './selector-cache.js';
@@ -30,10 +31,6 @@ const k8s = (key: string): { source: string; key: string } => ({ source: SOURCE_
 
 const isZero = (c: Cidr): boolean => c.prefixLength === 0;
 
-/** The addresses of a pod. */
-function podIps(pod: Pod): readonly IpAddress[] {
-  return [pod.ip];
-}
 
 /**
  * The family label's value: absent for IPv4-only pods (the usual cluster), so a /0 splits nothing
@@ -152,6 +149,8 @@ export class NetworkSplits {
   private readonly dirty = new Set<string>();
   private readonly dirtyPods = new Set<string>();
   private settling = false;
+  /** Pods with addresses of two families (`Pod.ips`): see `dualStackProblem`. */
+  private readonly dualStack = new Set<string>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -180,6 +179,8 @@ export class NetworkSplits {
 
   /** A pod enters the pod table with base labels `base`: its derived labels under the terms in force. */
   podJoined(key: string, pod: Pod, base: LabelSet): Label[] {
+    if (podIps(pod).length > 1) this.dualStack.add(key);
+    else this.dualStack.delete(key);
     if (this.s.byPolicy.size === 0) return [];
     let g: Group | undefined;
     if (this.groups.size > 0 || this.tracking) {
@@ -194,6 +195,7 @@ export class NetworkSplits {
   }
 
   podLeft(key: string, pod: Pod): void {
+    this.dualStack.delete(key);
     const b = this.groupOf.get(key);
     if (b === undefined) return;
     this.groupOf.delete(key);
@@ -304,6 +306,8 @@ export class NetworkSplits {
    * identity of those groups the `nets` its pods share (re-announced to the peer cache on change).
    */
   settle(): void {
+    const problem = this.dualStackProblem();
+    if (problem) throw new EngineError(0, 'batch', problem);
     if (this.dirty.size === 0 && this.dirtyPods.size === 0) return;
     const keys = new Set(this.dirtyPods);
     for (const b of this.dirty) for (const k of this.groups.get(b)?.pods.keys() ?? []) keys.add(k);
@@ -322,6 +326,18 @@ export class NetworkSplits {
       seen.add(rec);
       this.setNets(rec, this.netsOf(rec, this.groups.get(this.groupOf.get(k) ?? '')));
     }
+  }
+
+  /**
+   * A networks CIDR matches a flow by the address it uses, and a dual-stack pod's two addresses
+   * share one identity: no CIDR of one family can hold one of them and not the other in the maps.
+   * Refused (fail closed) rather than matched on both; a rule with both /0s is exact and allowed.
+   */
+  private dualStackProblem(): string | undefined {
+    if (this.dualStack.size === 0 || this.s.cidrs.size === 0) return undefined;
+    const pod = this.dualStack.values().next().value as string;
+    const cidr = this.s.cidrs.values().next().value?.cidr.text ?? '';
+    return `ClusterNetworkPolicy networks peer ${cidr} with dual-stack pod ${pod}: both addresses of a pod share one identity, so the maps cannot match a CIDR on one address and not the other; only the reference evaluator (--naive) decides it`;
   }
 
   private relabel(key: string): void {

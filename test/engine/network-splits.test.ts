@@ -128,6 +128,30 @@ describe('networks peers split pod identities by address', () => {
   });
 });
 
+describe('dual-stack pods with networks peers', () => {
+  const dual = (ns: string, name: string, v4: string, v6: string): EngineEvent => ({
+    type: 'upsertPod',
+    pod: { namespace: ns, name, labels: { app: 'web' }, ip: parseIp(v4), ips: [parseIp(v4), parseIp(v6)], serviceAccount: 'default', ports: [HTTP80] },
+    local: true,
+  });
+  it('are refused, in either order, and the engine is left as it was: one identity cannot match a CIDR on one address only', () => {
+    const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12')]);
+    const maps = comparableMaps(b.engine);
+    // The oracle allows the client to reach d's IPv6 address (0.0.0.0/0 does not hold it) and denies the IPv4 one.
+    expect(() => b.engine.apply([cnp('deny-v4', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0'] }] }])])).toThrow(/networks peer 0\.0\.0\.0\/0 with dual-stack pod b\/d/);
+    expect(comparableMaps(b.engine)).toEqual(maps);
+    expect(() => b.engine.apply([cnp('deny-net', 1, [{ action: 'Deny', to: [{ networks: ['10.244.2.0/24'] }] }])])).toThrow(/dual-stack pod b\/d/);
+    const c = cluster([cnp('deny-net', 1, [{ action: 'Deny', to: [{ networks: ['10.244.2.0/24'] }] }])]);
+    expect(() => c.engine.apply([dual('b', 'd', '10.244.2.12', 'fd00::12')])).toThrow(/dual-stack pod b\/d/);
+    expect(c.engine.identityOfPod('b/d')).toBeUndefined();
+  });
+  it('both /0s in one rule hold both addresses: encoded, and the engine agrees with the oracle', () => {
+    const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12')]);
+    b.apply([cnp('deny-all', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }])]);
+    expect(b.egress('b/d', 'TCP', 80)).toBe(false);
+  });
+});
+
 describe('a refused transaction undoes the splits it caused', () => {
   it('a pod joining splits its set (the others get relabelled at commit); refused for capacity, everything is as before', () => {
     const setup = (e: Engine): void => {

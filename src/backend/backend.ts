@@ -69,8 +69,16 @@ export interface MapBackend {
  * Applies one engine transaction to a backend: removed maps go and new (empty) maps come first,
  * both of which only drop traffic, then the deltas of all endpoints in the fail-closed order of
  * `planWrites` (every endpoint's tighten batch before any loosen batch).
+ *
+ * `betweenPhases` runs after the last tighten batch and before the first loosen batch: that is
+ * where a caller that owns an ipcache writes the transaction's ipcache deltas. Between the phases
+ * every map allows a peer identity only what both the old and the new state allow it, so a pod
+ * read under its old identity (before the ipcache write) or its new one (after) gets at most what
+ * the old, respectively the new, state gives it. Written before the policy maps, a new identity
+ * would meet maps without its entries; written after, an old identity whose entries are already
+ * deleted falls through to identity-0 entries: both can open what both states deny.
  */
-export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
+export function applyChangeSet(backend: MapBackend, cs: ChangeSet, betweenPhases?: () => void): WriteStats {
   for (const ep of cs.endpointsRemoved) backend.remove(ep);
   for (const ep of cs.endpointsAdded) backend.create(ep);
   const byEndpoint = new Map<string, MapDelta[]>();
@@ -80,7 +88,7 @@ export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
     l.push(d);
   }
   const writes = [...byEndpoint].map(([endpoint, deltas]) => ({ endpoint, deltas, size: backend.size(endpoint) }));
-  return writePlan(backend, planWrites(writes, backend.capacity, (ep) => backend.dump(ep)));
+  return writePlan(backend, planWrites(writes, backend.capacity, (ep) => backend.dump(ep)), betweenPhases);
 }
 
 /**
@@ -88,11 +96,16 @@ export function applyChangeSet(backend: MapBackend, cs: ChangeSet): WriteStats {
  * loosen batch if it was a tighten batch, are not written): the BackendError's `done` counts the
  * plan's operations that took effect, in plan order.
  */
-export function writePlan(backend: MapBackend, plan: readonly WriteBatch[]): WriteStats {
+export function writePlan(backend: MapBackend, plan: readonly WriteBatch[], betweenPhases?: () => void): WriteStats {
   const total = emptyWriteStats();
   const planned = plan.reduce((n, b) => n + b.ops.length, 0);
   let done = 0;
+  let between = betweenPhases;
   for (const b of plan) {
+    if (between && b.phase === 'loosen') {
+      between();
+      between = undefined;
+    }
     let s: WriteStats;
     try {
       s = backend.apply(b.endpoint, b.ops);
@@ -105,6 +118,7 @@ export function writePlan(backend: MapBackend, plan: readonly WriteBatch[]): Wri
     total.deletes += s.deletes;
     total.syscalls += s.syscalls;
   }
+  between?.();
   return total;
 }
 

@@ -82,8 +82,7 @@ function engineRun(backend: MapBackend, dns?: DnsCacheOptions): EngineRun {
   const ipcache = backend instanceof BpfBackend ? KernelIpcache.fresh(backend.pinDir) : undefined;
   const ipLookup = ipcache && ((ip: IpAddress) => ipcache.lookup(ip) ?? RESERVED_IDENTITIES[ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6']);
   const write = (cs: ChangeSet): void => {
-    applyChangeSet(backend, cs);
-    ipcache?.apply(cs.ipcache);
+    applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache)));
   };
   const decider = new EngineDecider(engine, ALL_LOCAL, write, (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry, ipLookup);
   return { engine, backend, decide: decider.decide };

@@ -12,6 +12,7 @@ import { EngineDecider } from '../harness/engine-decider.js';
 import { IpAddress, IpFamily, parseIp } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
+import type { IdentityId } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { ipcacheContent } from './ipcache-content.js';
 import { KernelIpcache } from '../backend/ipcache.js';
@@ -47,7 +48,7 @@ export interface TestbedOptions {
   /** Every (protocol, port) a probe may use, so each namespace listens on them: `TCP:80`. */
   readonly listen: ReadonlySet<string>;
   /** How a transaction reaches the maps (default `applyChangeSet`); tests write it step by step. */
-  readonly write?: (backend: MapBackend, cs: ChangeSet) => void;
+  readonly write?: (backend: MapBackend, cs: ChangeSet, betweenPhases: () => void) => void;
 }
 
 /** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
@@ -76,14 +77,16 @@ export class Testbed {
   private readonly sctp = existsSync('/proc/net/sctp');
   probes = 0;
   private readonly watchdog: ChildProcess;
-  private readonly write: (backend: MapBackend, cs: ChangeSet) => void;
+  private readonly write: (backend: MapBackend, cs: ChangeSet, betweenPhases: () => void) => void;
+  /** The state `decide` is bringing the maps to: the ipcache follows it between the write phases. */
+  private target: ClusterState | undefined;
   /** Set once the maps were handed to another process: this one writes no more. */
   private released = false;
   private closed = false;
 
   constructor(options: TestbedOptions) {
     this.timeoutMs = options.timeoutMs ?? 150;
-    this.write = options.write ?? ((b, cs) => void applyChangeSet(b, cs));
+    this.write = options.write ?? ((b, cs, between) => void applyChangeSet(b, cs, between));
     this.listen = [...options.listen].sort();
     mkdirSync(this.pinRoot, { recursive: false });
     this.watchdog = startWatchdog(this.id);
@@ -106,7 +109,7 @@ export class Testbed {
     return new EngineDecider(
       this.engine,
       ALL_LOCAL,
-      (cs) => this.write(backend, cs),
+      (cs) => this.write(backend, cs, () => this.target && this.ipcache.sync(this.ipcacheFor(this.target))),
       (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry,
     );
   }
@@ -131,6 +134,7 @@ export class Testbed {
   /** The flow decided by real packets; the engine's decision supplies the explanation. */
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
     if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
+    this.target = state;
     const engineSays = this.decider.decide(state, flow);
     if (state !== this.built) this.build(state);
     const from = this.endpoint(flow.from);
@@ -171,14 +175,19 @@ export class Testbed {
     }
     for (const [name, w] of wanted) if (!this.nodes.has(name)) this.addNode(name, w.ip, w.alt);
     for (const key of state.pods.keys()) this.loadPod(key);
+    this.ipcache.sync(this.ipcacheFor(state));
+    this.built = state;
+  }
+
+  /** The ipcache for a state: the engine's (ipcacheContent) plus each built node's made-up second address. */
+  private ipcacheFor(state: ClusterState): Map<string, IdentityId> {
     const content = ipcacheContent(this.engine, state);
     for (const [name, n] of this.nodes) {
       const pod = state.pods.get(name);
       const id = pod ? this.engine.identityOfPod(name) : this.engine.identityOfIp(n.ip);
       if (id !== undefined) content.set(hostPrefix(n.alt), id);
     }
-    this.ipcache.sync(content);
-    this.built = state;
+    return content;
   }
 
   private addNode(name: string, ip: IpAddress, given: IpAddress | undefined): void {

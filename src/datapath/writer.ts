@@ -29,6 +29,8 @@ export class TestbedWriter {
   private readonly engine: Engine;
   private readonly decider: EngineDecider;
   private writing = false;
+  /** The state being written: the ipcache follows it between the policy maps' write phases. */
+  private target: ClusterState | undefined;
   transactions = 0;
 
   constructor(readonly pinRoot: string) {
@@ -42,7 +44,7 @@ export class TestbedWriter {
     }
     this.engine = new Engine({ mapCapacity: this.backend.capacity });
     this.decider = new EngineDecider(this.engine, ALL_LOCAL, (cs) => {
-      if (this.writing) applyChangeSet(this.backend, cs);
+      if (this.writing) applyChangeSet(this.backend, cs, () => this.target && this.ipcache.sync(ipcacheContent(this.engine, this.target)));
     });
   }
 
@@ -58,6 +60,7 @@ export class TestbedWriter {
   /** One transaction: the maps and the ipcache follow the cluster to `state`. */
   apply(state: ClusterState): void {
     if (!this.writing) throw new Error('testbed-agent: apply() before start()');
+    this.target = state;
     this.decider.sync(state);
     this.ipcache.sync(ipcacheContent(this.engine, state));
     this.transactions++;

@@ -14,7 +14,7 @@ function files(dir: string): string[] {
   });
 }
 
-/** The network-policy-api corpus runs (8 Baseline scenarios) or is refused (Pass, networks, egress named ports) in test/network-policy-api.test.ts; the fqdn corpus runs in test/fqdn.test.ts. */
+/** The network-policy-api corpus runs (18 scenarios) or is refused (networks, egress named ports) in test/network-policy-api.test.ts; the fqdn corpus runs in test/fqdn.test.ts. */
 const TIERED = 'fixtures/scenarios/network-policy-api';
 const corpus = files('fixtures/scenarios').filter((f) => !f.startsWith(TIERED) && !f.includes('/fqdn/'));
 

@@ -145,7 +145,9 @@ describe('replay traces', () => {
     expect(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Admin') })}\n`, 't.jsonl').items).toHaveLength(1);
     expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline') })}\n`, 't.jsonl'))).not.toThrow();
     const pass = [{ name: 'skip', action: 'Pass', from: [{ namespaces: {} }] }];
-    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline', pass) })}\n`, 't.jsonl'))).toThrow('ClusterNetworkPolicy/g: spec.ingress[0] (skip): action Pass is not encoded by the engine yet');
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline', pass) })}\n`, 't.jsonl'))).not.toThrow();
+    const networks = { ...manifest('Admin'), spec: { tier: 'Admin', priority: 1, subject: { namespaces: {} }, egress: [{ name: 'net', action: 'Deny', to: [{ networks: ['10.0.0.0/8'] }] }] } };
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: networks })}\n`, 't.jsonl'))).toThrow('ClusterNetworkPolicy/g: spec.egress[0] (net): networks peers are not encoded by the engine yet');
     expect(() => parseTrace(`${head}{"type":"deletePolicy","ref":{"kind":"ClusterNetworkPolicy","namespace":"a","name":"g"}}\n`, 't.jsonl')).toThrow('a clusterwide policy has no namespace');
   });
 });

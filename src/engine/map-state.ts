@@ -1,6 +1,6 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { LookupResult, maskPort, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_LOWEST } from '../model/policy-map.js';
+import { isBelowAdmin, isPassFloor, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
 import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
@@ -37,6 +37,24 @@ interface RawEntry {
   readonly key: PolicyKey;
   readonly contribs: Map<Contribution, number>;
   merged: PolicyEntry;
+}
+
+/** An open Pass band: a key and the Admin Pass levels (with their floor counts) holding a floor there. */
+interface Band {
+  readonly key: PolicyKey;
+  readonly levels: Map<number, number>;
+}
+
+/** Pass-band copies: their source holds the same L7 rules on a broader key, so the L7 tables skip them. */
+const COPIES = new WeakSet<Contribution>();
+
+/** The intersection of two keys (nested or disjoint), or undefined. */
+function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
+  if (a.identity !== 0 && b.identity !== 0 && a.identity !== b.identity) return undefined;
+  const inner = covers(a, b) ? b : covers(b, a) ? a : undefined;
+  if (!inner) return undefined;
+  const identity = a.identity !== 0 ? a.identity : b.identity;
+  return inner.identity === identity ? inner : { ...inner, identity };
 }
 
 /** One changed entry of a settled map state. */
@@ -132,6 +150,11 @@ export class MapState {
   private readonly protocolsByDir = new Map<string, Set<number>>();
   private readonly byPortKey = new Map<string, Set<number>>();
   private readonly highByIdentityDir = new Map<string, number>();
+  /** Open Pass bands by key (docs/tiers-encoding.md §3): each Admin Pass level holding a floor there. */
+  private readonly bands = new Map<string, Band>();
+  private readonly bandsByDir = new Map<Direction, Set<Band>>();
+  /** The copy of each lower-tier contribution in each band level it is copied into, with its use count. */
+  private readonly copies = new Map<Contribution, Map<number, { readonly copy: Contribution; uses: number }>>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
@@ -167,6 +190,16 @@ export class MapState {
   }
 
   add(key: PolicyKey, c: Contribution): void {
+    this.addRaw(key, c);
+    this.passEffects(key, c, +1);
+  }
+
+  remove(key: PolicyKey, c: Contribution): void {
+    this.removeRaw(key, c);
+    this.passEffects(key, c, -1);
+  }
+
+  private addRaw(key: PolicyKey, c: Contribution): void {
     this.stats.mapEntriesVisited++;
     const entry = c.entry;
     const ks = policyKeyString(key);
@@ -192,7 +225,7 @@ export class MapState {
     }
   }
 
-  remove(key: PolicyKey, c: Contribution): void {
+  private removeRaw(key: PolicyKey, c: Contribution): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
     if (c.entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
@@ -215,6 +248,91 @@ export class MapState {
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
     if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(key, -1);
     r.merged = merged as PolicyEntry;
+  }
+
+  // ------------------------------------------------------------ Pass bands
+
+  /**
+   * An Admin Pass floor at `key` opens (or closes) its band; a lower-tier contribution is copied
+   * into (or out of) every open band its key meets. Invariant: each copy is held, at the
+   * intersection key, once per (lower-tier contribution held at a key meeting the band, band open).
+   */
+  private passEffects(key: PolicyKey, c: Contribution, sign: 1 | -1): void {
+    const p = c.entry.precedence;
+    if (isPassFloor(p)) this.passBand(key, precedenceLevel(p), sign);
+    else if (this.bands.size > 0 && isBelowAdmin(p)) {
+      for (const band of this.bandsMeeting(key)) for (const level of band.levels.keys()) this.copy(band.key, key, c, level, sign);
+    }
+  }
+
+  private passBand(key: PolicyKey, level: number, sign: 1 | -1): void {
+    const ks = policyKeyString(key);
+    let band = this.bands.get(ks);
+    if (!band) {
+      band = { key, levels: new Map() };
+      this.bands.set(ks, band);
+      addTo(this.bandsByDir, key.direction, band);
+    }
+    const n = (band.levels.get(level) ?? 0) + sign;
+    if (n > 0) band.levels.set(level, n);
+    else band.levels.delete(level);
+    if (band.levels.size === 0) {
+      this.bands.delete(ks);
+      removeFrom(this.bandsByDir, key.direction, band);
+    }
+    if (n !== (sign > 0 ? 1 : 0)) return;
+    // The band at this level opens or closes: copy every lower-tier contribution meeting it.
+    const sources: [PolicyKey, Contribution, number][] = [];
+    for (const r of this.rawMeeting(key)) for (const [src, count] of r.contribs) if (isBelowAdmin(src.entry.precedence)) sources.push([r.key, src, count]);
+    for (const [k, src, count] of sources) for (let i = 0; i < count; i++) this.copy(key, k, src, level, sign);
+  }
+
+  /** Adds (removes) the copy of `src`, held at `at`, into the band of `band` at `level`. */
+  private copy(band: PolicyKey, at: PolicyKey, src: Contribution, level: number, sign: 1 | -1): void {
+    const k = meet(band, at);
+    if (!k) return;
+    let bySource = this.copies.get(src);
+    if (!bySource) this.copies.set(src, (bySource = new Map()));
+    let held = bySource.get(level);
+    if (!held) {
+      const entry: PolicyEntry = { deny: src.entry.deny, proxyPort: src.entry.proxyPort, precedence: passCopyPrecedence(level, src.entry.precedence) };
+      const copy: Contribution = { origin: src.origin, entry, ...(src.l7 ? { l7: src.l7 } : {}), label: `${src.label}@pass${level}` };
+      bySource.set(level, (held = { copy, uses: 0 }));
+      COPIES.add(copy);
+    }
+    held.uses += sign;
+    if (sign > 0) this.addRaw(k, held.copy);
+    else this.removeRaw(k, held.copy);
+    if (held.uses === 0) {
+      bySource.delete(level);
+      if (bySource.size === 0) this.copies.delete(src);
+    }
+  }
+
+  /** The open bands whose key meets `key`. */
+  private bandsMeeting(key: PolicyKey): Band[] {
+    const out: Band[] = [];
+    for (const b of this.bandsByDir.get(key.direction) ?? []) if (meet(b.key, key)) out.push(b);
+    return out;
+  }
+
+  /** The raw entries whose key meets `key`. */
+  private rawMeeting(key: PolicyKey): RawEntry[] {
+    const out: RawEntry[] = [];
+    const scan = (keys: Iterable<string> | undefined): void => {
+      for (const ks of keys ?? []) {
+        this.stats.mapEntriesVisited++;
+        const r = this.raw.get(ks);
+        if (r && meet(key, r.key)) out.push(r);
+      }
+    };
+    if (key.identity !== 0) {
+      scan(this.byIdentityDir.get(`${key.identity}/${key.direction}`));
+      scan(this.byIdentityDir.get(`0/${key.direction}`));
+    } else {
+      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(`${key.direction}/${p}`));
+    }
+    return out;
   }
 
   /** Keys above the lowest precedence (the default allow's) per identity and direction: only they can hide others. */
@@ -432,7 +550,7 @@ export class MapState {
   l7Contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
     const out: Contribution[] = [];
     for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
-      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) if (!c.origin?.tier) out.push(c);
+      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) if (!c.origin?.tier && !COPIES.has(c)) out.push(c);
     }
     return out;
   }
@@ -447,7 +565,7 @@ export class MapState {
       this.stats.mapEntriesVisited++;
       for (const c of this.raw.get(ks)?.contribs.keys() ?? []) {
         // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
-        if (c.entry.deny || c.origin?.tier) continue;
+        if (c.entry.deny || c.origin?.tier || COPIES.has(c)) continue;
         if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
         if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
       }

@@ -188,7 +188,7 @@ const ciliumPolicy = fc.oneof(
   fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumClusterwideNetworkPolicy'), metadata: fc.record({ name: fc.constant('ccnp') }), specs: fc.array(ciliumSpec, { minLength: 1, maxLength: 2 }) }),
 );
 
-// ClusterNetworkPolicies (Admin and Baseline tiers, Accept/Deny: what the engine encodes). Each name has its own
+// ClusterNetworkPolicies (Admin and Baseline tiers, Accept/Deny/Pass: what the engine encodes). Each name has its own
 // priorities (disjoint across names: same-priority policies are refused), so upserts change
 // priorities, reorder and re-action rules of one policy.
 const TIER_NAMES = ['cnp-t0', 'cnp-t1', 'cnp-t2'];
@@ -205,17 +205,18 @@ const tierProtocol = (dir: 'ingress' | 'egress') =>
     { sctp: { destinationPort: { number: 80 } } },
     ...(dir === 'ingress' ? [{ destinationNamedPort: 'http' }, { destinationNamedPort: 'dns' }] : []),
   );
-const tierRule = (dir: 'ingress' | 'egress') =>
+const ACTIONS = fc.constantFrom('Accept', 'Deny', 'Pass');
+const tierRule = (dir: 'ingress' | 'egress', action: fc.Arbitrary<string>) =>
   fc.record(
     {
       name: fc.constantFrom('r-a', 'r-b', 'r-c'),
-      action: fc.constantFrom('Accept', 'Deny'),
+      action,
       [dir === 'ingress' ? 'from' : 'to']: fc.array(tierPeer, { minLength: 1, maxLength: 2 }),
       protocols: fc.array(tierProtocol(dir), { minLength: 1, maxLength: 2 }),
     },
     { requiredKeys: ['action', dir === 'ingress' ? 'from' : 'to'] },
   );
-const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
+const tierPolicy = (action: fc.Arbitrary<string>) => fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
   fc.record({
     apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
     kind: fc.constant('ClusterNetworkPolicy'),
@@ -224,8 +225,8 @@ const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
       tier: fc.constantFrom('Admin', 'Baseline'),
       priority: fc.constantFrom(i + 1, i + 4, i + 7),
       subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
-      ingress: fc.array(tierRule('ingress'), { maxLength: 3 }),
-      egress: fc.array(tierRule('egress'), { maxLength: 3 }),
+      ingress: fc.array(tierRule('ingress', action), { maxLength: 3 }),
+      egress: fc.array(tierRule('egress', action), { maxLength: 3 }),
     }),
   }),
 );
@@ -240,32 +241,40 @@ export type Op =
   | { readonly k: 'delPolicy'; readonly kind: PolicyKind; readonly ns: string; readonly name: string };
 
 const nsName = fc.constantFrom(...NAMESPACES);
+const nsOp: fc.Arbitrary<Op> = fc.record({ k: fc.constant('ns' as const), name: nsName, labels: nsLabels });
+const podOp: fc.Arbitrary<Op> = fc.record({
+  k: fc.constant('pod' as const),
+  ns: nsName,
+  name: fc.constantFrom(...POD_NAMES),
+  labels: podLabels,
+  ports: fc.nat({ max: PORT_SETS.length - 1 }),
+  local: fc.boolean(),
+});
+const npTierOp: fc.Arbitrary<Op> = fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
+const tierOp = (action: fc.Arbitrary<string>): fc.Arbitrary<Op> => tierPolicy(action).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
+const delPolicyOp: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES) }),
+);
 export const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('ns' as const), name: nsName, labels: nsLabels }) },
+  { weight: 2, arbitrary: nsOp },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('delNs' as const), name: nsName }) },
-  {
-    weight: 6,
-    arbitrary: fc.record({
-      k: fc.constant('pod' as const),
-      ns: nsName,
-      name: fc.constantFrom(...POD_NAMES),
-      labels: podLabels,
-      ports: fc.nat({ max: PORT_SETS.length - 1 }),
-      local: fc.boolean(),
-    }),
-  },
+  { weight: 6, arbitrary: podOp },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('delPod' as const), ns: nsName, name: fc.constantFrom(...POD_NAMES) }) },
-  { weight: 5, arbitrary: fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
-  { weight: 3, arbitrary: tierPolicy.map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
-  {
-    weight: 2,
-    arbitrary: fc.oneof(
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES) }),
-    ),
-  },
+  { weight: 5, arbitrary: npTierOp },
+  { weight: 3, arbitrary: tierOp(ACTIONS) },
+  { weight: 2, arbitrary: delPolicyOp },
+);
+
+/** Histories dense in ClusterNetworkPolicies (Pass included) and in NetworkPolicy-tier changes under them. */
+export const tierHeavyOp: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 1, arbitrary: nsOp },
+  { weight: 3, arbitrary: podOp },
+  { weight: 4, arbitrary: npTierOp },
+  { weight: 6, arbitrary: tierOp(fc.constantFrom('Pass', 'Pass', 'Accept', 'Deny')) },
+  { weight: 2, arbitrary: delPolicyOp },
 );
 
 export function toEvent(o: Op): EngineEvent {

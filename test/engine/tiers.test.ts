@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineError, EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { NP_TIER_LEVEL, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, precedenceLevel, tierPrecedence } from '../../src/model/policy-map.js';
+import { adminLevel, isPassFloor, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
 const cnp = (name: string, priority: number, rules: string, tier = 'Admin'): EngineEvent => ({
@@ -45,13 +45,6 @@ describe('the engine refuses what it cannot encode exactly, and nothing else', (
     e.apply([{ type: 'deletePolicy', ref: { kind: 'ClusterNetworkPolicy', name: 'x' } }, cnp('z', 6, RULE)]);
     expect(() => e.apply([cnp('w', 6, RULE)])).toThrow(/ClusterNetworkPolicy\/z has the same priority 6/);
   });
-  it('Pass: refused with policy, rule and reason, in both tiers', () => {
-    const e = new Engine();
-    e.apply(base);
-    const pass = '[{"name":"skip","action":"Pass","from":[{"namespaces":{}}]}]';
-    expect(() => e.apply([cnp('p', 1, pass)])).toThrow(/spec\.ingress\[0\] \(skip\): action Pass is not encoded/);
-    expect(() => e.apply([cnp('p', 1, pass, 'Baseline')])).toThrow(/spec\.ingress\[0\] \(skip\): action Pass is not encoded/);
-  });
   it('a Baseline Deny decides only while no NetworkPolicy isolates the pod in that direction', () => {
     const e = new Engine();
     e.apply(base);
@@ -71,5 +64,85 @@ describe('the engine refuses what it cannot encode exactly, and nothing else', (
     e.apply([cnp('x', 2, RULE)]);
     const id = e.identityOfPod('a/p') as number;
     expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: tierPrecedence('Admin', 2, 0, true) });
+  });
+});
+
+describe('Pass bands (docs/tiers-encoding.md §3, materialised)', () => {
+  it('order the copies inside a band as the lower tiers are ordered, between the Admin levels around it', () => {
+    const L = adminLevel(3, 2);
+    const ordered = [
+      tierPrecedence('Admin', 3, 3, true),
+      passFloorPrecedence(L),
+      passCopyPrecedence(L, PRECEDENCE_DEFAULT_ALLOW),
+      passCopyPrecedence(L, tierPrecedence('Baseline', 1000, 24, false)),
+      passCopyPrecedence(L, tierPrecedence('Baseline', 1000, 24, true)),
+      passCopyPrecedence(L, tierPrecedence('Baseline', 0, 0, false)),
+      passCopyPrecedence(L, tierPrecedence('Baseline', 0, 0, true)),
+      passCopyPrecedence(L, PRECEDENCE_ALLOW),
+      passCopyPrecedence(L, PRECEDENCE_REDIRECT),
+      passCopyPrecedence(L, PRECEDENCE_DENY),
+      tierPrecedence('Admin', 3, 2, false),
+    ];
+    for (let i = 1; i < ordered.length; i++) expect(ordered[i] as number).toBeGreaterThan(ordered[i - 1] as number);
+    for (const p of ordered.slice(1, -1)) expect(precedenceLevel(p)).toBe(L);
+    expect(ordered.filter(isPassFloor)).toEqual([passFloorPrecedence(L)]);
+    expect(verdictByte(passCopyPrecedence(L, PRECEDENCE_REDIRECT))).toBe(verdictByte(PRECEDENCE_REDIRECT));
+    expect(() => passCopyPrecedence(L, tierPrecedence('Admin', 5, 0, true))).toThrow(RangeError);
+  });
+
+  const pod = (name: string, labels: Record<string, string>, ip: string): EngineEvent => ({ type: 'upsertPod', pod: { namespace: 'a', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] }, local: true });
+  const np = (from: Record<string, string>): EngineEvent => ({
+    type: 'upsertPolicy',
+    policy: parseManifest({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'np', namespace: 'a' }, spec: { podSelector: { matchLabels: { role: 'srv' } }, ingress: [{ from: [{ podSelector: { matchLabels: from } }] }] } }, 'np.yaml'),
+  });
+  const ADMIN = JSON.stringify([
+    { name: 'pass-clients', action: 'Pass', from: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { role: 'client' } } } }] },
+    { name: 'deny-rest', action: 'Deny', from: [{ namespaces: {} }] },
+  ]);
+  const setup = (): { e: Engine; client: number; other: number } => {
+    const e = new Engine();
+    e.apply([{ type: 'upsertNamespace', name: 'a', labels: {} }, pod('srv', { role: 'srv' }, '10.0.0.1'), pod('c', { role: 'client' }, '10.0.0.2'), pod('o', { role: 'other' }, '10.0.0.3'), cnp('admin', 4, ADMIN)]);
+    return { e, client: e.identityOfPod('a/c') as number, other: e.identityOfPod('a/o') as number };
+  };
+  const allowed = (e: Engine, peer: number, port = 80): boolean => e.lookup('a/srv', peer, 'ingress', 6, port)?.entry.deny === false;
+
+  it('an Admin Pass hands its peers to the lower tiers (default allow here), past a later Admin Deny', () => {
+    const { e, client, other } = setup();
+    expect(allowed(e, client)).toBe(true);
+    expect(allowed(e, other)).toBe(false);
+    expect(e.lookup('a/srv', client, 'ingress', 6, 80)?.entry.precedence).toBe(passCopyPrecedence(adminLevel(4, 0), PRECEDENCE_DEFAULT_ALLOW));
+  });
+  it('a NetworkPolicy change under the Pass updates the band: isolation drops, its allow opens, its removal restores', () => {
+    const { e, client, other } = setup();
+    const isolated = e.apply([np({ role: 'nobody' })]);
+    expect(allowed(e, client)).toBe(false);
+    expect(e.lookup('a/srv', client, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: passFloorPrecedence(adminLevel(4, 0)) });
+    // The band's copy of the default allow goes with it: one delta on the client key, one for the allow-all itself.
+    expect(isolated.deltas.filter((d) => d.endpoint === 'a/srv' && d.key.direction === 'ingress').length).toBe(2);
+    e.apply([np({ role: 'client' })]);
+    expect(allowed(e, client)).toBe(true);
+    expect(e.lookup('a/srv', client, 'ingress', 6, 80)?.entry.precedence).toBe(passCopyPrecedence(adminLevel(4, 0), PRECEDENCE_ALLOW));
+    expect(allowed(e, other)).toBe(false);
+    e.apply([{ type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'a', name: 'np' } }]);
+    expect(allowed(e, client)).toBe(true);
+    expect(allowed(e, other)).toBe(false);
+  });
+  it('an Admin Pass reaches Baseline where nothing isolates; a Baseline Pass reaches the default allow past a later Baseline Deny', () => {
+    const { e, client } = setup();
+    const baseline = (rules: unknown[]): EngineEvent => cnp('base', 2, JSON.stringify(rules), 'Baseline');
+    e.apply([baseline([{ name: 'deny-clients', action: 'Deny', from: [{ namespaces: {} }] }])]);
+    expect(allowed(e, client)).toBe(false);
+    e.apply([baseline([{ name: 'skip', action: 'Pass', from: [{ namespaces: {} }] }, { name: 'deny-clients', action: 'Deny', from: [{ namespaces: {} }] }])]);
+    expect(allowed(e, client)).toBe(true);
+    e.apply([np({ role: 'nobody' })]);
+    expect(allowed(e, client)).toBe(false);
+  });
+  it('a Pass rule with a peer distill cannot read fails closed to a Deny all, in both tiers', () => {
+    for (const tier of ['Admin', 'Baseline']) {
+      const e = new Engine();
+      e.apply([{ type: 'upsertNamespace', name: 'a', labels: {} }, pod('srv', {}, '10.0.0.1'), pod('c', {}, '10.0.0.2')]);
+      e.apply([cnp('x', 1, JSON.stringify([{ name: 'skip', action: 'Pass', from: [{ futurePeerField: {} }] }]), tier)]);
+      expect(e.lookup('a/srv', e.identityOfPod('a/c') as number, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: tierPrecedence(tier as 'Admin', 1, 0, true) });
+    }
   });
 });

@@ -1,7 +1,8 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { isBelowAdmin, isPassFloor, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
+import { groupCellPrecedence, isBelowAdmin, isPassFloor, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
+import type { TierOrigin } from '../model/tiers.js';
 import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -55,6 +56,53 @@ function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
   if (!inner) return undefined;
   const identity = a.identity !== 0 ? a.identity : b.identity;
   return inner.identity === identity ? inner : { ...inner, identity };
+}
+
+/** The Admin contributions of one priority and direction in one map state, and the cells they flatten to. */
+interface Group {
+  readonly priority: number;
+  readonly held: Map<string, { readonly key: PolicyKey; readonly contribs: Map<Contribution, number> }>;
+  /** Policy name → contributions held. */
+  readonly policies: Map<string, number>;
+  /** In the raw layer while two or more policies hold contributions. */
+  cells: { readonly key: PolicyKey; readonly c: Contribution }[];
+}
+
+const groupPolicy = (c: Contribution): string => (c.origin?.tier as TierOrigin).policy;
+
+/**
+ * A same-priority group's cells: its keys, plus the intersection of each identity-specific key
+ * with each identity-0 key (so the peer's own trie always holds its most specific cell). Each cell
+ * gets the oracle's group decision for the packets it is the most specific cell of: each policy's
+ * first matching rule (its highest-precedence contribution covering the cell), then Deny over
+ * Accept, the policy first by name naming the rule. All cells share one precedence: the datapath's
+ * tie-break (longer prefix, then the specific identity) picks the most specific cell.
+ */
+function flatten(g: Group): { key: PolicyKey; c: Contribution }[] {
+  const cells = new Map<string, PolicyKey>();
+  const keys = [...g.held.values()].map((h) => h.key);
+  for (const k of keys) cells.set(policyKeyString(k), k);
+  for (const a of keys) if (a.identity !== 0) for (const z of keys) {
+    const m = z.identity === 0 ? meet(a, z) : undefined;
+    if (m) cells.set(policyKeyString(m), m);
+  }
+  const precedence = groupCellPrecedence(g.priority);
+  const out: { key: PolicyKey; c: Contribution }[] = [];
+  for (const cell of cells.values()) {
+    const first = new Map<string, Contribution>();
+    for (const h of g.held.values()) {
+      if ((h.key.identity !== 0 && h.key.identity !== cell.identity) || !covers(h.key, cell)) continue;
+      for (const c of h.contribs.keys()) {
+        const best = first.get(groupPolicy(c));
+        if (!best || c.entry.precedence > best.entry.precedence) first.set(groupPolicy(c), c);
+      }
+    }
+    const byName = [...first.values()].sort((a, b) => (groupPolicy(a) < groupPolicy(b) ? -1 : 1));
+    const decided = byName.find((c) => c.entry.deny) ?? byName[0];
+    if (!decided) continue;
+    out.push({ key: cell, c: { origin: decided.origin, entry: { deny: decided.entry.deny, proxyPort: 0, precedence }, label: `${decided.label}@group` } });
+  }
+  return out;
 }
 
 /** One changed entry of a settled map state. */
@@ -155,6 +203,8 @@ export class MapState {
   private readonly bandsByDir = new Map<Direction, Set<Band>>();
   /** The copy of each lower-tier contribution in each band level it is copied into, with its use count. */
   private readonly copies = new Map<Contribution, Map<number, { readonly copy: Contribution; uses: number }>>();
+  /** Admin contributions by `${priority}/${direction}` (see `adminChange`). */
+  private readonly groups = new Map<string, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
@@ -190,13 +240,64 @@ export class MapState {
   }
 
   add(key: PolicyKey, c: Contribution): void {
-    this.addRaw(key, c);
-    this.passEffects(key, c, +1);
+    const t = c.origin?.tier;
+    if (t?.tier === 'Admin') this.adminChange(key, c, t.priority, t.policy, +1);
+    else this.direct(key, c, +1);
   }
 
   remove(key: PolicyKey, c: Contribution): void {
-    this.removeRaw(key, c);
-    this.passEffects(key, c, -1);
+    const t = c.origin?.tier;
+    if (t?.tier === 'Admin') this.adminChange(key, c, t.priority, t.policy, -1);
+    else this.direct(key, c, -1);
+  }
+
+  /** A contribution into (out of) the raw layer, with its Pass-band effects. */
+  private direct(key: PolicyKey, c: Contribution, sign: 1 | -1): void {
+    if (sign > 0) this.addRaw(key, c);
+    else this.removeRaw(key, c);
+    this.passEffects(key, c, sign);
+  }
+
+  // ------------------------------------------------------------ same-priority groups
+
+  /**
+   * Admin contributions are held per (priority, direction). While one policy holds them they go
+   * into the raw layer as they are; while two or more do (a same-priority group), the group is
+   * flattened (docs/tiers-encoding.md §3): its cells (the group's keys, closed under
+   * intersection) each get the group's decision for that cell, all at one precedence, so the most
+   * specific cell decides. Recomputed whole on each change: groups are rare and `validate` warns.
+   */
+  private adminChange(key: PolicyKey, c: Contribution, priority: number, policy: string, sign: 1 | -1): void {
+    const gk = `${priority}/${key.direction}`;
+    let g = this.groups.get(gk);
+    if (!g) this.groups.set(gk, (g = { priority, held: new Map(), policies: new Map(), cells: [] }));
+    const flatBefore = g.policies.size > 1;
+    const ks = policyKeyString(key);
+    const h = g.held.get(ks);
+    const n = (h?.contribs.get(c) ?? 0) + sign;
+    const p = (g.policies.get(policy) ?? 0) + sign;
+    const policiesAfter = g.policies.size + (p > 0 && !g.policies.has(policy) ? 1 : 0) - (p === 0 ? 1 : 0);
+    const flatAfter = policiesAfter > 1;
+    if (!flatBefore && !flatAfter) this.direct(key, c, sign);
+    else if (flatBefore) for (const cell of g.cells) this.removeRaw(cell.key, cell.c);
+    else for (const x of g.held.values()) for (const [hc, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, hc, -1);
+    if (p > 0) g.policies.set(policy, p);
+    else g.policies.delete(policy);
+    if (n > 0) {
+      if (h) h.contribs.set(c, n);
+      else g.held.set(ks, { key, contribs: new Map([[c, n]]) });
+    } else if (h) {
+      h.contribs.delete(c);
+      if (h.contribs.size === 0) g.held.delete(ks);
+    }
+    g.cells = [];
+    if (flatAfter) {
+      g.cells = flatten(g);
+      for (const cell of g.cells) this.addRaw(cell.key, cell.c);
+    } else if (flatBefore) {
+      for (const x of g.held.values()) for (const [hc, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, hc, +1);
+    }
+    if (g.held.size === 0) this.groups.delete(gk);
   }
 
   private addRaw(key: PolicyKey, c: Contribution): void {

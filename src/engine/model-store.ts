@@ -3,6 +3,7 @@ import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
 import type { EngineEvent } from './events.js';
+import type { TieredSpec } from '../model/tiers.js';
 import { tierSlot, type ModelView } from './validate.js';
 
 /**
@@ -34,6 +35,10 @@ export class ModelStore implements ModelView {
 
   tierSlotHolders(slot: string): Iterable<string> {
     return this.bySlot.get(slot) ?? [];
+  }
+
+  tieredSpec(key: string): TieredSpec | undefined {
+    return this.policies.get(key)?.tiered;
   }
 
   hasIdentity(id: number): boolean {

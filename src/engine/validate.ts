@@ -26,6 +26,8 @@ export interface ModelView {
   hasIdentity(id: number): boolean;
   /** Keys of the ClusterNetworkPolicies at `slot` (`tierSlot`: tier and priority). */
   tierSlotHolders(slot: string): Iterable<string>;
+  /** The tiered spec of a stored ClusterNetworkPolicy. */
+  tieredSpec(key: string): TieredSpec | undefined;
 }
 
 /** A ClusterNetworkPolicy's tier and priority, as one string. */
@@ -42,6 +44,7 @@ const EMPTY_MODEL: ModelView = {
   identitySource: 'local',
   hasIdentity: () => false,
   tierSlotHolders: () => [],
+  tieredSpec: () => undefined,
 };
 
 type Fail = (detail: string) => never;
@@ -136,8 +139,8 @@ class Overlay {
   private pods: Map<string, boolean> | null = null;
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
-  /** Policies the batch upserted or deleted: their tier slot, null when not a ClusterNetworkPolicy or gone. */
-  private slots: Map<string, string | null> | null = null;
+  /** Policies the batch upserted or deleted: their tier slot and spec, null when not a ClusterNetworkPolicy or gone. */
+  private slots: Map<string, { readonly slot: string; readonly spec: TieredSpec } | null> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -167,16 +170,18 @@ class Overlay {
     return this.identities?.get(id) ?? this.base.hasIdentity(id);
   }
 
-  /** Another ClusterNetworkPolicy than `key` at `slot`, as the batch evolved the model. */
-  slotTakenByOther(slot: string, key: string): string | undefined {
-    for (const k of this.base.tierSlotHolders(slot)) if (k !== key && !this.slots?.has(k) && this.hasPolicy(k)) return k;
-    for (const [k, s] of this.slots ?? []) if (k !== key && s === slot && this.hasPolicy(k)) return k;
-    return undefined;
+  /** The other ClusterNetworkPolicies than `key` at `slot`, with their specs, as the batch evolved the model. */
+  *slotHolders(slot: string, key: string): Generator<[string, TieredSpec]> {
+    for (const k of this.base.tierSlotHolders(slot)) {
+      const spec = this.base.tieredSpec(k);
+      if (k !== key && !this.slots?.has(k) && this.hasPolicy(k) && spec) yield [k, spec];
+    }
+    for (const [k, s] of this.slots ?? []) if (k !== key && s !== null && s.slot === slot && this.hasPolicy(k)) yield [k, s.spec];
   }
 
-  setSlot(key: string, slot: string | null): void {
+  setSlot(key: string, spec: TieredSpec | null): void {
     if (this.frozen) return;
-    (this.slots ??= new Map()).set(key, slot);
+    (this.slots ??= new Map()).set(key, spec ? { slot: tierSlot(spec.tier, spec.priority), spec } : null);
   }
 
   setIdentity(id: number, exists: boolean): void {
@@ -219,8 +224,16 @@ function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
 function checkTiered(key: string, t: TieredSpec, model: Overlay, fail: Fail): void {
   const problem = tierSupportProblem(t);
   if (problem) fail(`${key}: ${problem}; only the reference evaluator (--naive) decides it`);
-  const other = model.slotTakenByOther(tierSlot(t.tier, t.priority), key);
-  if (other !== undefined) fail(`${key}: ${other} has the same priority ${t.priority} in the ${t.tier} tier; same-priority policies are not encoded by the engine yet; only the reference evaluator (--naive) decides them`);
+  // Same priority: the engine flattens Admin Accept/Deny groups (map-state.ts); the rest it refuses.
+  for (const [other, spec] of model.slotHolders(tierSlot(t.tier, t.priority), key)) {
+    const why = t.tier === 'Baseline' ? 'same-priority Baseline policies are not encoded by the engine yet' : hasPass(t) || hasPass(spec) ? 'a same-priority group with a Pass rule is not encoded by the engine yet' : null;
+    if (why) fail(`${key}: ${other} has the same priority ${t.priority} in the ${t.tier} tier; ${why}; only the reference evaluator (--naive) decides it`);
+  }
+}
+
+/** A Pass rule that is not a fail-closed "Deny all" (an unknown peer). */
+function hasPass(t: TieredSpec): boolean {
+  return t.rules.some((r) => r.action === 'Pass' && !r.peers.some((p) => p.kind === 'unknown'));
 }
 
 function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
@@ -254,7 +267,7 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       const t = e.policy.tiered;
       if (t) checkTiered(key, t, model, fail);
       model.setPolicy(e.policy.ref.namespace, key, true);
-      model.setSlot(key, t ? tierSlot(t.tier, t.priority) : null);
+      model.setSlot(key, t ?? null);
       return;
     }
     case 'deletePolicy': {

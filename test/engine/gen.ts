@@ -189,7 +189,7 @@ const ciliumPolicy = fc.oneof(
 );
 
 // ClusterNetworkPolicies (Admin and Baseline tiers, Accept/Deny/Pass: what the engine encodes). Each name has its own
-// priorities (disjoint across names: same-priority policies are refused), so upserts change
+// priorities (disjoint across names; same-priority groups come from SAME_PRIORITY_NAMES below), so upserts change
 // priorities, reorder and re-action rules of one policy.
 const TIER_NAMES = ['cnp-t0', 'cnp-t1', 'cnp-t2'];
 const tierPeer = fc.oneof(
@@ -231,6 +231,26 @@ const tierPolicy = (action: fc.Arbitrary<string>) => fc.nat({ max: TIER_NAMES.le
   }),
 );
 
+/**
+ * Same-priority Admin groups (what the engine flattens): these names always share priority 20 (the
+ * names above never reach it), with Accept and Deny rules only (a group with a Pass is refused).
+ */
+const SAME_PRIORITY_NAMES = ['cnp-s0', 'cnp-s1', 'cnp-s2'];
+const samePriorityPolicy = fc.constantFrom(...SAME_PRIORITY_NAMES).chain((name) =>
+  fc.record({
+    apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
+    kind: fc.constant('ClusterNetworkPolicy'),
+    metadata: fc.constant({ name }),
+    spec: fc.record({
+      tier: fc.constant('Admin'),
+      priority: fc.constant(20),
+      subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
+      ingress: fc.array(tierRule('ingress', fc.constantFrom('Accept', 'Deny')), { maxLength: 3 }),
+      egress: fc.array(tierRule('egress', fc.constantFrom('Accept', 'Deny')), { maxLength: 3 }),
+    }),
+  }),
+);
+
 /** A cluster operation, before it becomes an engine event. */
 export type Op =
   | { readonly k: 'ns'; readonly name: string; readonly labels: Record<string, string> }
@@ -252,11 +272,12 @@ const podOp: fc.Arbitrary<Op> = fc.record({
 });
 const npTierOp: fc.Arbitrary<Op> = fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
 const tierOp = (action: fc.Arbitrary<string>): fc.Arbitrary<Op> => tierPolicy(action).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
+const samePriorityOp: fc.Arbitrary<Op> = samePriorityPolicy.map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
 const delPolicyOp: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
   fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
   fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
-  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES) }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES, ...SAME_PRIORITY_NAMES) }),
 );
 export const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: nsOp },
@@ -265,15 +286,17 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('delPod' as const), ns: nsName, name: fc.constantFrom(...POD_NAMES) }) },
   { weight: 5, arbitrary: npTierOp },
   { weight: 3, arbitrary: tierOp(ACTIONS) },
+  { weight: 1, arbitrary: samePriorityOp },
   { weight: 2, arbitrary: delPolicyOp },
 );
 
-/** Histories dense in ClusterNetworkPolicies (Pass included) and in NetworkPolicy-tier changes under them. */
+/** Histories dense in ClusterNetworkPolicies (Pass and same-priority groups included) and in NetworkPolicy-tier changes under them. */
 export const tierHeavyOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: nsOp },
   { weight: 3, arbitrary: podOp },
   { weight: 4, arbitrary: npTierOp },
   { weight: 6, arbitrary: tierOp(fc.constantFrom('Pass', 'Pass', 'Accept', 'Deny')) },
+  { weight: 3, arbitrary: samePriorityOp },
   { weight: 2, arbitrary: delPolicyOp },
 );
 

@@ -2,8 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineError, EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { adminLevel, isPassFloor, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
+import { adminLevel, datapathLookup, groupCellPrecedence, isPassFloor, type PolicyKey, policyKeyString, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';
+import type { Contribution } from '../../src/engine/contribution.js';
+import { MapState } from '../../src/engine/map-state.js';
+import { emptyStats } from '../../src/engine/stats.js';
 
 const cnp = (name: string, priority: number, rules: string, tier = 'Admin'): EngineEvent => ({
   type: 'upsertPolicy',
@@ -35,15 +38,25 @@ describe('the engine refuses what it cannot encode exactly, and nothing else', (
     { type: 'upsertNamespace', name: 'a', labels: {} },
     { type: 'upsertPod', pod: { namespace: 'a', name: 'p', labels: {}, ip: parseIp('10.0.0.1'), serviceAccount: 'default', ports: [] }, local: true },
   ];
-  it('two Admin policies with one priority: refused, in one batch or across batches; a changed priority frees the slot', () => {
+  it('two Admin policies with one priority are flattened, unless one has a Pass rule: refused, in one batch or across batches', () => {
     const e = new Engine();
     e.apply(base);
-    expect(() => e.apply([cnp('x', 5, RULE), cnp('y', 5, RULE)])).toThrow(/ClusterNetworkPolicy\/x has the same priority 5 in the Admin tier/);
-    e.apply([cnp('x', 5, RULE)]);
-    expect(() => e.apply([cnp('y', 5, RULE)])).toThrow(EngineError);
-    e.apply([cnp('x', 6, RULE), cnp('y', 5, RULE)]);
-    e.apply([{ type: 'deletePolicy', ref: { kind: 'ClusterNetworkPolicy', name: 'x' } }, cnp('z', 6, RULE)]);
-    expect(() => e.apply([cnp('w', 6, RULE)])).toThrow(/ClusterNetworkPolicy\/z has the same priority 6/);
+    const pass = '[{"name":"skip","action":"Pass","from":[{"namespaces":{}}]}]';
+    e.apply([cnp('x', 5, RULE), cnp('y', 5, '[{"name":"ok","action":"Accept","from":[{"namespaces":{}}]}]')]);
+    const id = e.identityOfPod('a/p') as number;
+    // x's Deny and y's Accept are both first matches: Deny over Accept.
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: groupCellPrecedence(5) });
+    expect(() => e.apply([cnp('z', 5, pass)])).toThrow(/ClusterNetworkPolicy\/z: ClusterNetworkPolicy\/x has the same priority 5 in the Admin tier; a same-priority group with a Pass rule is not encoded/);
+    expect(() => e.apply([cnp('x', 6, RULE), cnp('z', 5, pass)])).toThrow(/ClusterNetworkPolicy\/y has the same priority 5/);
+    e.apply([cnp('x', 6, RULE), cnp('y', 7, RULE), cnp('z', 5, pass)]);
+    expect(() => e.apply([cnp('w', 5, RULE)])).toThrow(/ClusterNetworkPolicy\/z has the same priority 5 in the Admin tier; a same-priority group with a Pass rule/);
+    // A fail-closed Pass (unknown peer) is a Deny all: it flattens.
+    e.apply([cnp('w', 6, '[{"name":"f","action":"Pass","from":[{"futurePeerField":{}}]}]')]);
+  });
+  it('two Baseline policies with one priority: refused', () => {
+    const e = new Engine();
+    e.apply(base);
+    expect(() => e.apply([cnp('x', 5, RULE, 'Baseline'), cnp('y', 5, RULE, 'Baseline')])).toThrow(/ClusterNetworkPolicy\/y: ClusterNetworkPolicy\/x has the same priority 5 in the Baseline tier; same-priority Baseline policies are not encoded/);
   });
   it('a Baseline Deny decides only while no NetworkPolicy isolates the pod in that direction', () => {
     const e = new Engine();
@@ -144,5 +157,48 @@ describe('Pass bands (docs/tiers-encoding.md §3, materialised)', () => {
       e.apply([cnp('x', 1, JSON.stringify([{ name: 'skip', action: 'Pass', from: [{ futurePeerField: {} }] }]), tier)]);
       expect(e.lookup('a/srv', e.identityOfPod('a/c') as number, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: tierPrecedence(tier as 'Admin', 1, 0, true) });
     }
+  });
+});
+
+describe('same-priority Admin groups, flattened in the map state', () => {
+  const contribution = (policy: string, index: number, deny: boolean): Contribution => ({
+    origin: { policy: { kind: 'ClusterNetworkPolicy', name: policy }, path: `spec.ingress[${index}]`, tier: { tier: 'Admin', policy, priority: 7, rule: `r${index}`, path: `spec.ingress[${index}]`, action: deny ? 'Deny' : 'Accept' } },
+    entry: { deny, proxyPort: 0, precedence: tierPrecedence('Admin', 7, index, deny) },
+    label: `${policy}${index}`,
+  });
+  const key = (identity: number, protocol = 0, port = 0): PolicyKey => ({ identity, direction: 'ingress', protocol, port, portPrefixLen: protocol === 0 ? 0 : 16 });
+  const verdict = (m: MapState, identity: number, port: number): boolean | undefined => {
+    m.settle();
+    const hit = datapathLookup(m.entries, identity, 'ingress', 6, port);
+    return hit === undefined ? undefined : !hit.entry.deny;
+  };
+
+  it('each policy first match, then Deny over Accept; the identity-0 key narrower than a specific one gets its own cell', () => {
+    const m = new MapState(emptyStats());
+    // a: [Accept from 9 (all ports), Deny from anyone on tcp/80]; b: [Accept from anyone on tcp/80].
+    const a0 = contribution('a', 0, false);
+    const a1 = contribution('a', 1, true);
+    m.add(key(9), a0);
+    m.add(key(0, 6, 80), a1);
+    // One policy: plain rule order, a's Accept first for identity 9.
+    expect(verdict(m, 9, 80)).toBe(true);
+    expect(verdict(m, 5, 80)).toBe(false);
+    const b0 = contribution('b', 0, false);
+    m.add(key(0, 6, 80), b0);
+    // a's first match for 9 on tcp/80 is its Accept, b's is its Accept: allowed (cell (9, tcp/80)).
+    expect(verdict(m, 9, 80)).toBe(true);
+    // For 5 on tcp/80: a's first match is its Deny, b's an Accept: Deny over Accept.
+    expect(verdict(m, 5, 80)).toBe(false);
+    expect(m.entries.get(policyKeyString(key(9, 6, 80)))?.entry.precedence).toBe(groupCellPrecedence(7));
+    const b1 = contribution('b', 1, true);
+    m.add(key(9), b1);
+    // Now b's first match for 9 on tcp/81 is its Deny; on tcp/80 still its Accept.
+    expect(verdict(m, 9, 81)).toBe(false);
+    expect(verdict(m, 9, 80)).toBe(true);
+    // Back to one policy: entries at their own levels again, exactly as a alone.
+    m.remove(key(9), b1);
+    m.remove(key(0, 6, 80), b0);
+    m.settle();
+    expect([...m.entries.values()].map((r) => r.entry.precedence).sort()).toEqual([a0.entry.precedence, a1.entry.precedence].sort());
   });
 });

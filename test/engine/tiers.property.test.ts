@@ -5,15 +5,15 @@ import { EngineError } from '../../src/engine/events.js';
 import { initialEvents } from '../../src/harness/cluster-sync.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { resolveEndpoint } from '../../src/model/flow.js';
-import { NP_TIER_LEVEL, precedenceLevel } from '../../src/model/policy-map.js';
+import { groupCellPrecedence, NP_TIER_LEVEL, precedenceLevel } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { DIRECTIONS } from '../../src/model/rules.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, PROBE_PORTS, prng, tierHeavyOp, toEvent, trackLocality } from './gen.js';
 
 /**
- * Histories dense in ClusterNetworkPolicies with Pass rules, NetworkPolicy-tier changes under them,
- * relabels and priority changes (issue 15): after every transaction the incremental engine equals
+ * Histories dense in ClusterNetworkPolicies with Pass rules and same-priority Admin groups,
+ * NetworkPolicy-tier changes under them, relabels and priority changes (issue 15): after every transaction the incremental engine equals
  * a fresh one, and flows decided through the engine's map agree with the oracle (sampled after
  * each transaction, every flow at the end of the history).
  */
@@ -24,6 +24,8 @@ const SAMPLED = 40;
 
 /** Flows whose winning entry was a Pass band's (a copy of the lower tiers or the floor). */
 let bandDecided = 0;
+/** Flows whose winning entry was a cell of a flattened same-priority group (gen.ts: priority 20). */
+let groupDecided = 0;
 let checked = 0;
 
 const isBandEntry = (p: number): boolean => precedenceLevel(p) > NP_TIER_LEVEL && p % 0x10000 < 0xff00;
@@ -38,6 +40,7 @@ function checkFlow(engine: Engine, state: ClusterState, ep: string, peerName: st
   const allowed = hit !== undefined && !hit.entry.deny;
   checked++;
   if (hit && isBandEntry(hit.entry.precedence)) bandDecided++;
+  if (hit?.entry.precedence === groupCellPrecedence(20)) groupDecided++;
   expect({ ep, peerName, direction, ...probe, allowed, proxied: allowed && hit.entry.proxyPort !== 0 }).toEqual({ ep, peerName, direction, ...probe, allowed: naive.allowed, proxied: naive.proxied });
 }
 
@@ -45,7 +48,7 @@ function peersOf(state: ClusterState): string[] {
   return [...state.pods.keys(), ...EXTERNALS.map((e) => e.name)];
 }
 
-describe('Pass bands: engine vs oracle on tier-dense histories', () => {
+describe('Pass bands and same-priority groups: engine vs oracle on tier-dense histories', () => {
   it('incremental = fresh engine and flows = oracle after every transaction; every flow at the end', () => {
     fc.assert(
       fc.property(fc.array(fc.array(tierHeavyOp, { minLength: 1, maxLength: 3 }), { minLength: 4, maxLength: 25 }), fc.nat(), (txns: Op[][], seed) => {
@@ -80,8 +83,9 @@ describe('Pass bands: engine vs oracle on tier-dense histories', () => {
       }),
       { numRuns: RUNS },
     );
-    console.log(`Pass bands: ${checked} flows checked, ${bandDecided} decided by a Pass band entry`);
-    // The histories must really reach Pass bands, not only Accept/Deny.
-    expect(bandDecided).toBeGreaterThan(checked / 100);
+    console.log(`tiers: ${checked} flows checked, ${bandDecided} decided by a Pass band entry, ${groupDecided} by a same-priority group cell`);
+    // The histories must really reach Pass bands and flattened groups, not only Accept/Deny.
+    expect(bandDecided).toBeGreaterThan(checked / 200);
+    expect(groupDecided).toBeGreaterThan(checked / 200);
   }, TIMEOUT);
 });

@@ -58,13 +58,31 @@ function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
   return inner.identity === identity ? inner : { ...inner, identity };
 }
 
-/** The Admin contributions of one priority and direction in one map state, and the cells they flatten to. */
+/** Contributions by raw key, with their counts. */
+type Held = Map<string, { readonly key: PolicyKey; readonly contribs: Map<Contribution, number> }>;
+
+function hold(held: Held, key: PolicyKey, c: Contribution, sign: 1 | -1): void {
+  const ks = policyKeyString(key);
+  const h = held.get(ks);
+  const n = (h?.contribs.get(c) ?? 0) + sign;
+  if (n > 0) {
+    if (h) h.contribs.set(c, n);
+    else held.set(ks, { key, contribs: new Map([[c, n]]) });
+  } else if (h) {
+    h.contribs.delete(c);
+    if (h.contribs.size === 0) held.delete(ks);
+  }
+}
+
+/** The Admin contributions of one priority and direction in one map state. */
 interface Group {
   readonly priority: number;
-  readonly held: Map<string, { readonly key: PolicyKey; readonly contribs: Map<Contribution, number> }>;
-  /** Policy name → contributions held. */
+  readonly direction: Direction;
+  /** Policy name → contributions it makes. */
   readonly policies: Map<string, number>;
-  /** In the raw layer while two or more policies hold contributions. */
+  /** While two or more policies contribute (flat): their contributions, out of the raw layer. */
+  held: Held | null;
+  /** In the raw layer while flat. */
   cells: { readonly key: PolicyKey; readonly c: Contribution }[];
 }
 
@@ -78,19 +96,19 @@ const groupPolicy = (c: Contribution): string => (c.origin?.tier as TierOrigin).
  * Accept, the policy first by name naming the rule. All cells share one precedence: the datapath's
  * tie-break (longer prefix, then the specific identity) picks the most specific cell.
  */
-function flatten(g: Group): { key: PolicyKey; c: Contribution }[] {
+function flatten(priority: number, held: Held): { key: PolicyKey; c: Contribution }[] {
   const cells = new Map<string, PolicyKey>();
-  const keys = [...g.held.values()].map((h) => h.key);
+  const keys = [...held.values()].map((h) => h.key);
   for (const k of keys) cells.set(policyKeyString(k), k);
   for (const a of keys) if (a.identity !== 0) for (const z of keys) {
     const m = z.identity === 0 ? meet(a, z) : undefined;
     if (m) cells.set(policyKeyString(m), m);
   }
-  const precedence = groupCellPrecedence(g.priority);
+  const precedence = groupCellPrecedence(priority);
   const out: { key: PolicyKey; c: Contribution }[] = [];
   for (const cell of cells.values()) {
     const first = new Map<string, Contribution>();
-    for (const h of g.held.values()) {
+    for (const h of held.values()) {
       if ((h.key.identity !== 0 && h.key.identity !== cell.identity) || !covers(h.key, cell)) continue;
       for (const c of h.contribs.keys()) {
         const best = first.get(groupPolicy(c));
@@ -203,8 +221,8 @@ export class MapState {
   private readonly bandsByDir = new Map<Direction, Set<Band>>();
   /** The copy of each lower-tier contribution in each band level it is copied into, with its use count. */
   private readonly copies = new Map<Contribution, Map<number, { readonly copy: Contribution; uses: number }>>();
-  /** Admin contributions by `${priority}/${direction}` (see `adminChange`). */
-  private readonly groups = new Map<string, Group>();
+  /** Admin contributions by priority × 2 + (0 ingress, 1 egress) (see `adminChange`). */
+  private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
@@ -261,43 +279,51 @@ export class MapState {
   // ------------------------------------------------------------ same-priority groups
 
   /**
-   * Admin contributions are held per (priority, direction). While one policy holds them they go
-   * into the raw layer as they are; while two or more do (a same-priority group), the group is
+   * Admin contributions are counted per (priority, direction) and policy. While one policy makes
+   * them they go into the raw layer as they are; while two or more do (a same-priority group), they
+   * are held apart (taken out of the raw layer by a scan when the group forms) and the group is
    * flattened (docs/tiers-encoding.md §3): its cells (the group's keys, closed under
    * intersection) each get the group's decision for that cell, all at one precedence, so the most
    * specific cell decides. Recomputed whole on each change: groups are rare and `validate` warns.
    */
   private adminChange(key: PolicyKey, c: Contribution, priority: number, policy: string, sign: 1 | -1): void {
-    const gk = `${priority}/${key.direction}`;
+    const gk = priority * 2 + (key.direction === 'ingress' ? 0 : 1);
     let g = this.groups.get(gk);
-    if (!g) this.groups.set(gk, (g = { priority, held: new Map(), policies: new Map(), cells: [] }));
-    const flatBefore = g.policies.size > 1;
-    const ks = policyKeyString(key);
-    const h = g.held.get(ks);
-    const n = (h?.contribs.get(c) ?? 0) + sign;
-    const p = (g.policies.get(policy) ?? 0) + sign;
-    const policiesAfter = g.policies.size + (p > 0 && !g.policies.has(policy) ? 1 : 0) - (p === 0 ? 1 : 0);
-    const flatAfter = policiesAfter > 1;
-    if (!flatBefore && !flatAfter) this.direct(key, c, sign);
-    else if (flatBefore) for (const cell of g.cells) this.removeRaw(cell.key, cell.c);
-    else for (const x of g.held.values()) for (const [hc, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, hc, -1);
-    if (p > 0) g.policies.set(policy, p);
+    if (!g) this.groups.set(gk, (g = { priority, direction: key.direction, held: null, policies: new Map(), cells: [] }));
+    const before = g.policies.size;
+    const n = (g.policies.get(policy) ?? 0) + sign;
+    if (n > 0) g.policies.set(policy, n);
     else g.policies.delete(policy);
-    if (n > 0) {
-      if (h) h.contribs.set(c, n);
-      else g.held.set(ks, { key, contribs: new Map([[c, n]]) });
-    } else if (h) {
-      h.contribs.delete(c);
-      if (h.contribs.size === 0) g.held.delete(ks);
-    }
-    g.cells = [];
-    if (flatAfter) {
-      g.cells = flatten(g);
+    const after = g.policies.size;
+    if (after === 0) this.groups.delete(gk);
+    if (before <= 1 && after <= 1) return this.direct(key, c, sign);
+    // The group is or becomes flat: its contributions leave the raw layer, then come back as cells or as they are.
+    if (before > 1) for (const cell of g.cells) this.removeRaw(cell.key, cell.c);
+    const held = g.held ?? this.withdrawAdmin(g);
+    hold(held, key, c, sign);
+    if (after > 1) {
+      g.held = held;
+      g.cells = flatten(g.priority, held);
       for (const cell of g.cells) this.addRaw(cell.key, cell.c);
-    } else if (flatBefore) {
-      for (const x of g.held.values()) for (const [hc, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, hc, +1);
+    } else {
+      g.held = null;
+      g.cells = [];
+      for (const x of held.values()) for (const [hc, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, hc, +1);
     }
-    if (g.held.size === 0) this.groups.delete(gk);
+  }
+
+  /** Takes a group's contributions, held as they are while one policy held them, out of the raw layer. */
+  private withdrawAdmin(g: Group): Held {
+    const held: Held = new Map();
+    for (const r of this.raw.values()) {
+      if (r.key.direction !== g.direction) continue;
+      for (const [c, count] of r.contribs) {
+        const t = c.origin?.tier;
+        if (t?.tier === 'Admin' && t.priority === g.priority) for (let i = 0; i < count; i++) hold(held, r.key, c, +1);
+      }
+    }
+    for (const x of held.values()) for (const [c, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, c, -1);
+    return held;
   }
 
   private addRaw(key: PolicyKey, c: Contribution): void {

@@ -151,6 +151,12 @@ export function groupCellPrecedence(priority: number): number {
   return adminLevel(priority, 0) * 0x10000 + OWN_SUB + 128;
 }
 
+/** The NetworkPolicy-tier precedence a Pass-band copy was made from; any other precedence unchanged. */
+export function sourcePrecedence(p: number): number {
+  const low = p % 0x10000;
+  return precedenceLevel(p) > NP_TIER_LEVEL && low >= BAND_NP_TIER && low < OWN_SUB ? npTier(verdictByte(p)) : p;
+}
+
 /** The tier level of a precedence (`NP_TIER_LEVEL`: the NetworkPolicy tier). */
 export function precedenceLevel(p: number): number {
   return Math.floor(p / 0x10000);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineError, EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { adminLevel, datapathLookup, groupCellPrecedence, isPassFloor, type PolicyKey, policyKeyString, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
+import { adminLevel, datapathLookup, precedence, sourcePrecedence, groupCellPrecedence, isPassFloor, type PolicyKey, policyKeyString, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 import type { Contribution } from '../../src/engine/contribution.js';
 import { MapState } from '../../src/engine/map-state.js';
@@ -101,6 +101,9 @@ describe('Pass bands (docs/tiers-encoding.md §3, materialised)', () => {
     expect(ordered.filter(isPassFloor)).toEqual([passFloorPrecedence(L)]);
     expect(verdictByte(passCopyPrecedence(L, PRECEDENCE_REDIRECT))).toBe(verdictByte(PRECEDENCE_REDIRECT));
     expect(() => passCopyPrecedence(L, tierPrecedence('Admin', 5, 0, true))).toThrow(RangeError);
+    // A restarted agent finds a copied redirect's parser from the NP-tier precedence it was copied from.
+    expect(sourcePrecedence(passCopyPrecedence(L, precedence('redirect', 1)))).toBe(precedence('redirect', 1));
+    for (const p of [passFloorPrecedence(L), passCopyPrecedence(L, PRECEDENCE_DEFAULT_ALLOW), groupCellPrecedence(3), tierPrecedence('Admin', 3, 2, false), PRECEDENCE_DENY]) expect(sourcePrecedence(p)).toBe(p);
   });
 
   const pod = (name: string, labels: Record<string, string>, ip: string): EngineEvent => ({ type: 'upsertPod', pod: { namespace: 'a', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] }, local: true });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { EngineError, EngineEvent } from '../../src/engine/events.js';
+import type { EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { adminLevel, datapathLookup, precedence, sourcePrecedence, groupCellPrecedence, isPassFloor, type PolicyKey, policyKeyString, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';

@@ -1,8 +1,8 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { groupCellPrecedence, isBelowAdmin, isPassFloor, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
+import { adminLevel, isBelowAdmin, isPassFloor, passFloorPrecedence, tierPrecedence, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
-import type { TierOrigin } from '../model/tiers.js';
+import type { Tier, TierOrigin } from '../model/tiers.js';
 import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -74,8 +74,9 @@ function hold(held: Held, key: PolicyKey, c: Contribution, sign: 1 | -1): void {
   }
 }
 
-/** The Admin contributions of one priority and direction in one map state. */
+/** The contributions of one tier, priority and direction in one map state. */
 interface Group {
+  readonly tier: Tier;
   readonly priority: number;
   readonly direction: Direction;
   /** Policy name → contributions it makes. */
@@ -86,17 +87,27 @@ interface Group {
   cells: { readonly key: PolicyKey; readonly c: Contribution }[];
 }
 
-const groupPolicy = (c: Contribution): string => (c.origin?.tier as TierOrigin).policy;
+const tierOf = (c: Contribution): TierOrigin => c.origin?.tier as TierOrigin;
+
+/**
+ * How specific a cell is: 0 … 19, strictly greater for a strictly smaller key (L4 prefix, then the
+ * specific identity). A cell at depth `d` takes the slot of rule index `24 − d` of its priority
+ * (the group's own rules are out of the raw layer while it is flat), so of the cells covering a
+ * packet the most specific one has the highest level.
+ */
+function cellDepth(k: PolicyKey): number {
+  return (k.protocol === 0 ? 0 : 1 + k.portPrefixLen) + (k.identity === 0 ? 0 : 1);
+}
 
 /**
  * A same-priority group's cells: its keys, plus the intersection of each identity-specific key
- * with each identity-0 key (so the peer's own trie always holds its most specific cell). Each cell
- * gets the oracle's group decision for the packets it is the most specific cell of: each policy's
- * first matching rule (its highest-precedence contribution covering the cell), then Deny over
- * Accept, the policy first by name naming the rule. All cells share one precedence: the datapath's
- * tie-break (longer prefix, then the specific identity) picks the most specific cell.
+ * with each identity-0 key, so the cells covering a packet always have a most specific one. Each
+ * cell gets the oracle's group decision for the packets it is the most specific cell of: each
+ * policy's first matching rule (its highest-precedence contribution covering the cell), then Deny
+ * over Pass over Accept, the policy first by name naming the rule. An Admin Pass cell is a floor:
+ * the Pass band machinery materialises the lower tiers on it. A Baseline Pass is an Accept.
  */
-function flatten(priority: number, held: Held): { key: PolicyKey; c: Contribution }[] {
+function flatten(held: Held): { key: PolicyKey; c: Contribution }[] {
   const cells = new Map<string, PolicyKey>();
   const keys = [...held.values()].map((h) => h.key);
   for (const k of keys) cells.set(policyKeyString(k), k);
@@ -104,21 +115,24 @@ function flatten(priority: number, held: Held): { key: PolicyKey; c: Contributio
     const m = z.identity === 0 ? meet(a, z) : undefined;
     if (m) cells.set(policyKeyString(m), m);
   }
-  const precedence = groupCellPrecedence(priority);
   const out: { key: PolicyKey; c: Contribution }[] = [];
   for (const cell of cells.values()) {
     const first = new Map<string, Contribution>();
     for (const h of held.values()) {
       if ((h.key.identity !== 0 && h.key.identity !== cell.identity) || !covers(h.key, cell)) continue;
       for (const c of h.contribs.keys()) {
-        const best = first.get(groupPolicy(c));
-        if (!best || c.entry.precedence > best.entry.precedence) first.set(groupPolicy(c), c);
+        const best = first.get(tierOf(c).policy);
+        if (!best || c.entry.precedence > best.entry.precedence) first.set(tierOf(c).policy, c);
       }
     }
-    const byName = [...first.values()].sort((a, b) => (groupPolicy(a) < groupPolicy(b) ? -1 : 1));
-    const decided = byName.find((c) => c.entry.deny) ?? byName[0];
+    const byName = [...first.values()].sort((a, b) => (tierOf(a).policy < tierOf(b).policy ? -1 : 1));
+    const decided = byName.find((c) => c.entry.deny && !isPassFloor(c.entry.precedence)) ?? byName.find((c) => isPassFloor(c.entry.precedence)) ?? byName[0];
     if (!decided) continue;
-    out.push({ key: cell, c: { origin: decided.origin, entry: { deny: decided.entry.deny, proxyPort: 0, precedence }, label: `${decided.label}@group` } });
+    const t = tierOf(decided);
+    const index = 24 - cellDepth(cell);
+    const pass = isPassFloor(decided.entry.precedence);
+    const precedence = pass ? passFloorPrecedence(adminLevel(t.priority, index)) : tierPrecedence(t.tier, t.priority, index, decided.entry.deny);
+    out.push({ key: cell, c: { origin: decided.origin, entry: { deny: decided.entry.deny, proxyPort: 0, precedence }, label: `${decided.label}@cell` } });
   }
   return out;
 }
@@ -221,7 +235,7 @@ export class MapState {
   private readonly bandsByDir = new Map<Direction, Set<Band>>();
   /** The copy of each lower-tier contribution in each band level it is copied into, with its use count. */
   private readonly copies = new Map<Contribution, Map<number, { readonly copy: Contribution; uses: number }>>();
-  /** Admin contributions by priority × 2 + (0 ingress, 1 egress) (see `adminChange`). */
+  /** Tier contributions by (priority, direction, tier) (see `tierChange`). */
   private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
@@ -259,13 +273,13 @@ export class MapState {
 
   add(key: PolicyKey, c: Contribution): void {
     const t = c.origin?.tier;
-    if (t?.tier === 'Admin') this.adminChange(key, c, t.priority, t.policy, +1);
+    if (t && !COPIES.has(c)) this.tierChange(key, c, t, +1);
     else this.direct(key, c, +1);
   }
 
   remove(key: PolicyKey, c: Contribution): void {
     const t = c.origin?.tier;
-    if (t?.tier === 'Admin') this.adminChange(key, c, t.priority, t.policy, -1);
+    if (t && !COPIES.has(c)) this.tierChange(key, c, t, -1);
     else this.direct(key, c, -1);
   }
 
@@ -279,32 +293,32 @@ export class MapState {
   // ------------------------------------------------------------ same-priority groups
 
   /**
-   * Admin contributions are counted per (priority, direction) and policy. While one policy makes
-   * them they go into the raw layer as they are; while two or more do (a same-priority group), they
-   * are held apart (taken out of the raw layer by a scan when the group forms) and the group is
-   * flattened (docs/tiers-encoding.md §3): its cells (the group's keys, closed under
-   * intersection) each get the group's decision for that cell, all at one precedence, so the most
-   * specific cell decides. Recomputed whole on each change: groups are rare and `validate` warns.
+   * ClusterNetworkPolicy contributions are counted per (tier, priority, direction) and policy.
+   * While one policy makes them they go into the raw layer as they are; while two or more do (a
+   * same-priority group), they are held apart (taken out of the raw layer by a scan when the group
+   * forms) and the group is flattened (`flatten`, docs/tiers-encoding.md §3): each cell gets the
+   * group's decision at a level that grows with its specificity, so the most specific cell decides.
+   * Recomputed whole on each change: groups are rare and `validate` warns.
    */
-  private adminChange(key: PolicyKey, c: Contribution, priority: number, policy: string, sign: 1 | -1): void {
-    const gk = priority * 2 + (key.direction === 'ingress' ? 0 : 1);
+  private tierChange(key: PolicyKey, c: Contribution, t: TierOrigin, sign: 1 | -1): void {
+    const gk = (t.priority * 2 + (key.direction === 'ingress' ? 0 : 1)) * 2 + (t.tier === 'Admin' ? 0 : 1);
     let g = this.groups.get(gk);
-    if (!g) this.groups.set(gk, (g = { priority, direction: key.direction, held: null, policies: new Map(), cells: [] }));
+    if (!g) this.groups.set(gk, (g = { tier: t.tier, priority: t.priority, direction: key.direction, held: null, policies: new Map(), cells: [] }));
     const before = g.policies.size;
-    const n = (g.policies.get(policy) ?? 0) + sign;
-    if (n > 0) g.policies.set(policy, n);
-    else g.policies.delete(policy);
+    const n = (g.policies.get(t.policy) ?? 0) + sign;
+    if (n > 0) g.policies.set(t.policy, n);
+    else g.policies.delete(t.policy);
     const after = g.policies.size;
     if (after === 0) this.groups.delete(gk);
     if (before <= 1 && after <= 1) return this.direct(key, c, sign);
     // The group is or becomes flat: its contributions leave the raw layer, then come back as cells or as they are.
-    if (before > 1) for (const cell of g.cells) this.removeRaw(cell.key, cell.c);
-    const held = g.held ?? this.withdrawAdmin(g);
+    if (before > 1) for (const cell of g.cells) this.direct(cell.key, cell.c, -1);
+    const held = g.held ?? this.withdrawGroup(g);
     hold(held, key, c, sign);
     if (after > 1) {
       g.held = held;
-      g.cells = flatten(g.priority, held);
-      for (const cell of g.cells) this.addRaw(cell.key, cell.c);
+      g.cells = flatten(held);
+      for (const cell of g.cells) this.direct(cell.key, cell.c, +1);
     } else {
       g.held = null;
       g.cells = [];
@@ -313,13 +327,13 @@ export class MapState {
   }
 
   /** Takes a group's contributions, held as they are while one policy held them, out of the raw layer. */
-  private withdrawAdmin(g: Group): Held {
+  private withdrawGroup(g: Group): Held {
     const held: Held = new Map();
     for (const r of this.raw.values()) {
       if (r.key.direction !== g.direction) continue;
       for (const [c, count] of r.contribs) {
         const t = c.origin?.tier;
-        if (t?.tier === 'Admin' && t.priority === g.priority) for (let i = 0; i < count; i++) hold(held, r.key, c, +1);
+        if (t?.tier === g.tier && t.priority === g.priority && !COPIES.has(c)) for (let i = 0; i < count; i++) hold(held, r.key, c, +1);
       }
     }
     for (const x of held.values()) for (const [c, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, c, -1);

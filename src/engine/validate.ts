@@ -24,15 +24,6 @@ export interface ModelView {
   /** Where identity numbers come from: identity events exist only with `external`. */
   readonly identitySource: 'local' | 'external';
   hasIdentity(id: number): boolean;
-  /** Keys of the ClusterNetworkPolicies at `slot` (`tierSlot`: tier and priority). */
-  tierSlotHolders(slot: string): Iterable<string>;
-  /** The tiered spec of a stored ClusterNetworkPolicy. */
-  tieredSpec(key: string): TieredSpec | undefined;
-}
-
-/** A ClusterNetworkPolicy's tier and priority, as one string. */
-export function tierSlot(tier: string, priority: number): string {
-  return `${tier}/${priority}`;
 }
 
 const EMPTY_MODEL: ModelView = {
@@ -43,8 +34,6 @@ const EMPTY_MODEL: ModelView = {
   policiesInNamespace: () => [],
   identitySource: 'local',
   hasIdentity: () => false,
-  tierSlotHolders: () => [],
-  tieredSpec: () => undefined,
 };
 
 type Fail = (detail: string) => never;
@@ -139,8 +128,6 @@ class Overlay {
   private pods: Map<string, boolean> | null = null;
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
-  /** Policies the batch upserted or deleted: their tier slot and spec, null when not a ClusterNetworkPolicy or gone. */
-  private slots: Map<string, { readonly slot: string; readonly spec: TieredSpec } | null> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -168,20 +155,6 @@ class Overlay {
 
   hasIdentity(id: number): boolean {
     return this.identities?.get(id) ?? this.base.hasIdentity(id);
-  }
-
-  /** The other ClusterNetworkPolicies than `key` at `slot`, with their specs, as the batch evolved the model. */
-  *slotHolders(slot: string, key: string): Generator<[string, TieredSpec]> {
-    for (const k of this.base.tierSlotHolders(slot)) {
-      const spec = this.base.tieredSpec(k);
-      if (k !== key && !this.slots?.has(k) && this.hasPolicy(k) && spec) yield [k, spec];
-    }
-    for (const [k, s] of this.slots ?? []) if (k !== key && s !== null && s.slot === slot && this.hasPolicy(k)) yield [k, s.spec];
-  }
-
-  setSlot(key: string, spec: TieredSpec | null): void {
-    if (this.frozen) return;
-    (this.slots ??= new Map()).set(key, spec ? { slot: tierSlot(spec.tier, spec.priority), spec } : null);
   }
 
   setIdentity(id: number, exists: boolean): void {
@@ -221,19 +194,9 @@ function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
 }
 
 /** What the engine cannot encode exactly yet it refuses, naming the policy and the rule. */
-function checkTiered(key: string, t: TieredSpec, model: Overlay, fail: Fail): void {
+function checkTiered(key: string, t: TieredSpec, fail: Fail): void {
   const problem = tierSupportProblem(t);
   if (problem) fail(`${key}: ${problem}; only the reference evaluator (--naive) decides it`);
-  // Same priority: the engine flattens Admin Accept/Deny groups (map-state.ts); the rest it refuses.
-  for (const [other, spec] of model.slotHolders(tierSlot(t.tier, t.priority), key)) {
-    const why = t.tier === 'Baseline' ? 'same-priority Baseline policies are not encoded by the engine yet' : hasPass(t) || hasPass(spec) ? 'a same-priority group with a Pass rule is not encoded by the engine yet' : null;
-    if (why) fail(`${key}: ${other} has the same priority ${t.priority} in the ${t.tier} tier; ${why}; only the reference evaluator (--naive) decides it`);
-  }
-}
-
-/** A Pass rule that is not a fail-closed "Deny all" (an unknown peer). */
-function hasPass(t: TieredSpec): boolean {
-  return t.rules.some((r) => r.action === 'Pass' && !r.peers.some((p) => p.kind === 'unknown'));
 }
 
 function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
@@ -265,16 +228,14 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       if (!isParsedPolicy(e.policy)) fail('policy must be a policy returned by parseManifest');
       const key = policyRefKey(e.policy.ref);
       const t = e.policy.tiered;
-      if (t) checkTiered(key, t, model, fail);
+      if (t) checkTiered(key, t, fail);
       model.setPolicy(e.policy.ref.namespace, key, true);
-      model.setSlot(key, t ?? null);
       return;
     }
     case 'deletePolicy': {
       const key = checkRef(e.ref, fail);
       if (!model.hasPolicy(key)) fail(`policy ${key} does not exist`);
       model.setPolicy(undefined, key, false);
-      model.setSlot(key, null);
       return;
     }
     case 'upsertIdentity':

@@ -142,15 +142,6 @@ export function passCopyPrecedence(level: number, p: number): number {
   return level * 0x10000 + o;
 }
 
-/**
- * The one precedence of every cell of a flattened same-priority Admin group (docs/tiers-encoding.md
- * §3): the level of the priority's first rule, `sub` 255, verdict byte 128 (the deny flag carries
- * the verdict, so the most specific cell wins the datapath's tie-break).
- */
-export function groupCellPrecedence(priority: number): number {
-  return adminLevel(priority, 0) * 0x10000 + OWN_SUB + 128;
-}
-
 /** The NetworkPolicy-tier precedence a Pass-band copy was made from; any other precedence unchanged. */
 export function sourcePrecedence(p: number): number {
   const low = p % 0x10000;

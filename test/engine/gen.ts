@@ -232,8 +232,8 @@ const tierPolicy = (action: fc.Arbitrary<string>) => fc.nat({ max: TIER_NAMES.le
 );
 
 /**
- * Same-priority Admin groups (what the engine flattens): these names always share priority 20 (the
- * names above never reach it), with Accept and Deny rules only (a group with a Pass is refused).
+ * Same-priority groups (what the engine flattens): these names always share priority 20 (the
+ * names above never reach it), in either tier, with every action.
  */
 const SAME_PRIORITY_NAMES = ['cnp-s0', 'cnp-s1', 'cnp-s2'];
 const samePriorityPolicy = fc.constantFrom(...SAME_PRIORITY_NAMES).chain((name) =>
@@ -242,11 +242,11 @@ const samePriorityPolicy = fc.constantFrom(...SAME_PRIORITY_NAMES).chain((name) 
     kind: fc.constant('ClusterNetworkPolicy'),
     metadata: fc.constant({ name }),
     spec: fc.record({
-      tier: fc.constant('Admin'),
+      tier: fc.constantFrom('Admin', 'Baseline'),
       priority: fc.constant(20),
       subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
-      ingress: fc.array(tierRule('ingress', fc.constantFrom('Accept', 'Deny')), { maxLength: 3 }),
-      egress: fc.array(tierRule('egress', fc.constantFrom('Accept', 'Deny')), { maxLength: 3 }),
+      ingress: fc.array(tierRule('ingress', ACTIONS), { maxLength: 3 }),
+      egress: fc.array(tierRule('egress', ACTIONS), { maxLength: 3 }),
     }),
   }),
 );

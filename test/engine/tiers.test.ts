@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { adminLevel, datapathLookup, precedence, sourcePrecedence, groupCellPrecedence, isPassFloor, type PolicyKey, policyKeyString, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
+import { adminLevel, datapathLookup, precedence, sourcePrecedence, isPassFloor, type PolicyKey, policyKeyString, NP_TIER_LEVEL, passCopyPrecedence, passFloorPrecedence, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT, precedenceLevel, tierPrecedence, verdictByte } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 import type { Contribution } from '../../src/engine/contribution.js';
 import { MapState } from '../../src/engine/map-state.js';
@@ -38,25 +38,30 @@ describe('the engine refuses what it cannot encode exactly, and nothing else', (
     { type: 'upsertNamespace', name: 'a', labels: {} },
     { type: 'upsertPod', pod: { namespace: 'a', name: 'p', labels: {}, ip: parseIp('10.0.0.1'), serviceAccount: 'default', ports: [] }, local: true },
   ];
-  it('two Admin policies with one priority are flattened, unless one has a Pass rule: refused, in one batch or across batches', () => {
+  it('two Admin policies with one priority: flattened, Deny over Pass over Accept, whatever the order they arrive in', () => {
     const e = new Engine();
     e.apply(base);
     const pass = '[{"name":"skip","action":"Pass","from":[{"namespaces":{}}]}]';
-    e.apply([cnp('x', 5, RULE), cnp('y', 5, '[{"name":"ok","action":"Accept","from":[{"namespaces":{}}]}]')]);
+    const accept = '[{"name":"ok","action":"Accept","from":[{"namespaces":{}}]}]';
+    e.apply([cnp('x', 5, RULE), cnp('y', 5, accept)]);
     const id = e.identityOfPod('a/p') as number;
-    // x's Deny and y's Accept are both first matches: Deny over Accept.
-    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: groupCellPrecedence(5) });
-    expect(() => e.apply([cnp('z', 5, pass)])).toThrow(/ClusterNetworkPolicy\/z: ClusterNetworkPolicy\/x has the same priority 5 in the Admin tier; a same-priority group with a Pass rule is not encoded/);
-    expect(() => e.apply([cnp('x', 6, RULE), cnp('z', 5, pass)])).toThrow(/ClusterNetworkPolicy\/y has the same priority 5/);
-    e.apply([cnp('x', 6, RULE), cnp('y', 7, RULE), cnp('z', 5, pass)]);
-    expect(() => e.apply([cnp('w', 5, RULE)])).toThrow(/ClusterNetworkPolicy\/z has the same priority 5 in the Admin tier; a same-priority group with a Pass rule/);
-    // A fail-closed Pass (unknown peer) is a Deny all: it flattens.
-    e.apply([cnp('w', 6, '[{"name":"f","action":"Pass","from":[{"futurePeerField":{}}]}]')]);
+    // x's Deny and y's Accept are both first matches: Deny. The cell (id, ingress, any) has depth 1: rule index 23.
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: tierPrecedence('Admin', 5, 23, true) });
+    // Pass over Accept: the lower tiers decide (here the default allow, copied into the cell's band).
+    e.apply([cnp('x', 5, pass)]);
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: false, proxyPort: 0, precedence: passCopyPrecedence(adminLevel(5, 23), PRECEDENCE_DEFAULT_ALLOW) });
+    // A later Admin Deny stays below the Pass.
+    e.apply([cnp('z', 9, RULE)]);
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry.deny).toBe(false);
+    e.apply([{ type: 'deletePolicy', ref: { kind: 'ClusterNetworkPolicy', name: 'x' } }]);
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: false, proxyPort: 0, precedence: tierPrecedence('Admin', 5, 0, false) });
   });
-  it('two Baseline policies with one priority: refused', () => {
+  it('two Baseline policies with one priority: flattened, Deny over Accept', () => {
     const e = new Engine();
     e.apply(base);
-    expect(() => e.apply([cnp('x', 5, RULE, 'Baseline'), cnp('y', 5, RULE, 'Baseline')])).toThrow(/ClusterNetworkPolicy\/y: ClusterNetworkPolicy\/x has the same priority 5 in the Baseline tier; same-priority Baseline policies are not encoded/);
+    e.apply([cnp('x', 5, '[{"name":"ok","action":"Accept","from":[{"namespaces":{}}]}]', 'Baseline'), cnp('y', 5, RULE, 'Baseline')]);
+    const id = e.identityOfPod('a/p') as number;
+    expect(e.lookup('a/p', id, 'ingress', 6, 80)?.entry).toEqual({ deny: true, proxyPort: 0, precedence: tierPrecedence('Baseline', 5, 23, true) });
   });
   it('a Baseline Deny decides only while no NetworkPolicy isolates the pod in that direction', () => {
     const e = new Engine();
@@ -103,7 +108,7 @@ describe('Pass bands (docs/tiers-encoding.md §3, materialised)', () => {
     expect(() => passCopyPrecedence(L, tierPrecedence('Admin', 5, 0, true))).toThrow(RangeError);
     // A restarted agent finds a copied redirect's parser from the NP-tier precedence it was copied from.
     expect(sourcePrecedence(passCopyPrecedence(L, precedence('redirect', 1)))).toBe(precedence('redirect', 1));
-    for (const p of [passFloorPrecedence(L), passCopyPrecedence(L, PRECEDENCE_DEFAULT_ALLOW), groupCellPrecedence(3), tierPrecedence('Admin', 3, 2, false), PRECEDENCE_DENY]) expect(sourcePrecedence(p)).toBe(p);
+    for (const p of [passFloorPrecedence(L), passCopyPrecedence(L, PRECEDENCE_DEFAULT_ALLOW), tierPrecedence('Admin', 3, 2, false), PRECEDENCE_DENY]) expect(sourcePrecedence(p)).toBe(p);
   });
 
   const pod = (name: string, labels: Record<string, string>, ip: string): EngineEvent => ({ type: 'upsertPod', pod: { namespace: 'a', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] }, local: true });
@@ -192,7 +197,8 @@ describe('same-priority Admin groups, flattened in the map state', () => {
     expect(verdict(m, 9, 80)).toBe(true);
     // For 5 on tcp/80: a's first match is its Deny, b's an Accept: Deny over Accept.
     expect(verdict(m, 5, 80)).toBe(false);
-    expect(m.entries.get(policyKeyString(key(9, 6, 80)))?.entry.precedence).toBe(groupCellPrecedence(7));
+    // The cell's depth (L4 prefix 8 + 16 bits, then the specific identity: 18) picks rule index 24 - 18 of the priority.
+    expect(m.entries.get(policyKeyString(key(9, 6, 80)))?.entry.precedence).toBe(tierPrecedence('Admin', 7, 6, false));
     const b1 = contribution('b', 1, true);
     m.add(key(9), b1);
     // Now b's first match for 9 on tcp/81 is its Deny; on tcp/80 still its Accept.

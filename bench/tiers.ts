@@ -1,7 +1,8 @@
 /**
  * Tier benchmark (issue 15): the cilium-ci profile's initial cluster plus 100 Admin-tier
  * ClusterNetworkPolicies, then the cost of one priority change and of one rule reorder (median
- * and range of 3 runs in one process, each on a fresh engine). Work counters and deltas are exact;
+ * and range of 3 runs in one process, each on a fresh engine), and of one NetworkPolicy change
+ * without and with an Admin Pass above it. Work counters and deltas are exact;
  * milliseconds depend on the machine. Writes bench/results/tiers.json.
  *
  *   node dist-bench/bench/tiers.js
@@ -66,7 +67,19 @@ function summary(xs: readonly Sample[]): Record<string, { median: number; min: n
   return out;
 }
 
-function run(): { setup: Sample; priority: Sample; reorder: Sample; endpoints: number; mapEntries: number } {
+/** An Admin Pass at the top: ns-0's ingress from namespace `from` goes to the NetworkPolicy tier. */
+function passPolicy(namespaces: readonly string[], from: string): EngineEvent {
+  const manifest = { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'admin-pass' }, spec: { tier: 'Admin', priority: 1, subject: ns(namespaces[0] as string), ingress: [{ name: 'pass-n', action: 'Pass', from: [ns(from)] }] } };
+  return { type: 'upsertPolicy', policy: parseManifest(manifest, 'admin-pass') };
+}
+
+/** A NetworkPolicy in ns-0 allowing tcp/80 from namespace `from` (the NP-tier change measured with and without a Pass above it). */
+function npUnderPass(namespaces: readonly string[], from: string): EngineEvent {
+  const manifest = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'np-under-pass', namespace: namespaces[0] }, spec: { podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': from } } }], ports: [{ protocol: 'TCP', port: 80 }] }] } };
+  return { type: 'upsertPolicy', policy: parseManifest(manifest, 'np-under-pass') };
+}
+
+function run(): { setup: Sample; priority: Sample; reorder: Sample; npAlone: Sample; passAdd: Sample; npUnderPass: Sample; endpoints: number; mapEntries: number } {
   const trace = parseTrace(generateTrace({ profile: 'cilium-ci', seed: 1 }), 'cilium-ci.jsonl');
   const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
   const initial = trace.items.slice(0, firstChurn < 0 ? undefined : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
@@ -79,8 +92,14 @@ function run(): { setup: Sample; priority: Sample; reorder: Sample; endpoints: n
   const [p1, p2] = [50, 0];
   const priority = measure(engine, [adminPolicy(p1, namespaces, 5)]);
   const reorder = measure(engine, [adminPolicy(p2, namespaces, 10 * (p2 + 1), true)]);
+  // The same NetworkPolicy change without, then with, an Admin Pass from that namespace above it.
+  const from = namespaces[150] as string;
+  const npAlone = measure(engine, [npUnderPass(namespaces, from)]);
+  engine.apply([{ type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: namespaces[0] as string, name: 'np-under-pass' } }]);
+  const passAdd = measure(engine, [passPolicy(namespaces, from)]);
+  const withPass = measure(engine, [npUnderPass(namespaces, from)]);
   const mapEntries = engine.mapPressure().reduce((n, m) => n + m.entries, 0);
-  return { setup, priority, reorder, endpoints: engine.endpoints().length, mapEntries };
+  return { setup, priority, reorder, npAlone, passAdd, npUnderPass: withPass, endpoints: engine.endpoints().length, mapEntries };
 }
 
 const runs = Array.from({ length: RUNS }, run);
@@ -97,8 +116,11 @@ const result = {
   setup100: summary(runs.map((r) => r.setup)),
   priorityChange: summary(runs.map((r) => r.priority)),
   ruleReorder: summary(runs.map((r) => r.reorder)),
+  npChangeAlone: summary(runs.map((r) => r.npAlone)),
+  passAdd: summary(runs.map((r) => r.passAdd)),
+  npChangeUnderPass: summary(runs.map((r) => r.npUnderPass)),
   raw: runs,
 };
 mkdirSync(join(repo, 'bench', 'results'), { recursive: true });
 writeFileSync(join(repo, 'bench', 'results', 'tiers.json'), `${JSON.stringify(result, null, 2)}\n`);
-process.stdout.write(`${JSON.stringify({ setup100: result.setup100, priorityChange: result.priorityChange, ruleReorder: result.ruleReorder, endpoints: result.endpoints, mapEntries: result.mapEntries })}\n`);
+process.stdout.write(`${JSON.stringify({ setup100: result.setup100, priorityChange: result.priorityChange, ruleReorder: result.ruleReorder, npChangeAlone: result.npChangeAlone, passAdd: result.passAdd, npChangeUnderPass: result.npChangeUnderPass, endpoints: result.endpoints, mapEntries: result.mapEntries })}\n`);

@@ -259,9 +259,15 @@ describe('ClusterNetworkPolicy through the CLI', () => {
     expect(v.code).toBe(0);
     expect(v.stdout).toContain('engine and naive evaluator agree on all');
   });
-  it('the engine refuses, naming policy, rule and reason, what it does not encode yet (Pass)', () => {
-    const r = distill('verify', '--scenario', `${NPA}/admin-tier-ingress-tcp.yaml`);
-    expect(r.stderr).toContain('ClusterNetworkPolicy/ingress-tcp: spec.ingress[2] (pass-from-ravenclaw-everything): action Pass is not encoded by the engine yet');
+  it('verify (engine) agrees with the oracle on an Admin scenario with Pass rules', () => {
+    const v = distill('verify', '--scenario', `${NPA}/admin-tier-ingress-tcp.yaml`);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('engine and naive evaluator agree on all');
+  });
+  it('verify (engine) agrees with the oracle on networks peers (identity splits)', () => {
+    const v = distill('verify', '--scenario', `${NPA}/admin-tier-egress-inline-cidr-peers.yaml`);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('engine and naive evaluator agree on all');
   });
   it('reach --explain (engine) names the tier, policy, priority and rule that decided; verify agrees', () => {
     const r = distill('reach', '--explain', '--scenario', 'fixtures/scenarios/tiers-engine/admin-accept-deny.yaml');

@@ -19,19 +19,8 @@ const engineCorpus = readdirSync(ENGINE_DIR).filter((f) => f.endsWith('.yaml')).
  * What the engine does not encode yet (issue 15; docs/tiers-encoding.md): it refuses the scenario
  * at the first such policy, naming it, the rule and the reason, instead of mis-enforcing.
  */
-const PASS = /action Pass is not encoded by the engine yet/;
+// Nothing left: Pass, same priority, networks peers and egress named ports are all encoded.
 const REFUSED: ReadonlyMap<string, RegExp> = new Map([
-  ['admin-tier-egress-named-port', PASS],
-  ['admin-tier-egress-sctp', PASS],
-  ['admin-tier-egress-tcp', PASS],
-  ['admin-tier-egress-udp', PASS],
-  ['admin-tier-gress', PASS],
-  ['admin-tier-ingress-named-port', PASS],
-  ['admin-tier-ingress-sctp', PASS],
-  ['admin-tier-ingress-tcp', PASS],
-  ['admin-tier-ingress-udp', PASS],
-  ['admin-tier-integration', /ClusterNetworkPolicy\/pass-example: spec\.ingress\[0\] \(deny-all-ingress-from-slytherin\): action Pass is not encoded/],
-  ['admin-tier-priority-field', PASS],
 ]);
 const baseName = (file: string): string => file.slice(file.lastIndexOf('/') + 1, -'.yaml'.length);
 
@@ -66,7 +55,7 @@ afterAll(() => {
 describe('network-policy-api conformance corpus (ClusterNetworkPolicy tiers)', () => {
   it('restates every standard conformance test (node-peer tests are refused, so not restated)', () => {
     expect(corpus.length).toBe(22);
-    expect(corpus.length - REFUSED.size, 'scenarios through the engine').toBe(11);
+    expect(corpus.length - REFUSED.size, 'scenarios through the engine').toBe(22);
   });
   for (const file of corpus) {
     it(`${file}: the oracle gives every result the Go test expects`, () => {

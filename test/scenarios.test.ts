@@ -14,7 +14,7 @@ function files(dir: string): string[] {
   });
 }
 
-/** The network-policy-api corpus runs (11 scenarios) or is refused (Pass) in test/network-policy-api.test.ts; the fqdn corpus runs in test/fqdn.test.ts. */
+/** The network-policy-api corpus (all 22 through the engine) runs in test/network-policy-api.test.ts; the fqdn corpus runs in test/fqdn.test.ts. */
 const TIERED = 'fixtures/scenarios/network-policy-api';
 const corpus = files('fixtures/scenarios').filter((f) => !f.startsWith(TIERED) && !f.includes('/fqdn/'));
 

@@ -138,14 +138,16 @@ describe('scenarios with ClusterNetworkPolicies', () => {
 });
 
 describe('replay traces', () => {
-  it('accept an Admin ClusterNetworkPolicy, refuse what the engine does not encode, and read its delete ref as cluster-scoped', async () => {
+  it('accept ClusterNetworkPolicies (Pass and networks peers included) and read a delete ref as cluster-scoped', async () => {
     const { checkTrace, parseTrace } = await import('../src/churn/trace.js');
     const head = '{"distillTrace":1,"profile":"t","seed":1}\n';
     const manifest = (tier: string, ingress: unknown[] = []) => ({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'g' }, spec: { tier, priority: 1, subject: { namespaces: {} }, ingress } });
     expect(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Admin') })}\n`, 't.jsonl').items).toHaveLength(1);
     expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline') })}\n`, 't.jsonl'))).not.toThrow();
     const pass = [{ name: 'skip', action: 'Pass', from: [{ namespaces: {} }] }];
-    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline', pass) })}\n`, 't.jsonl'))).toThrow('ClusterNetworkPolicy/g: spec.ingress[0] (skip): action Pass is not encoded by the engine yet');
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: manifest('Baseline', pass) })}\n`, 't.jsonl'))).not.toThrow();
+    const networks = { ...manifest('Admin'), spec: { tier: 'Admin', priority: 1, subject: { namespaces: {} }, egress: [{ name: 'net', action: 'Deny', to: [{ networks: ['10.0.0.0/8'] }] }] } };
+    expect(() => checkTrace(parseTrace(`${head}${JSON.stringify({ type: 'upsertPolicy', manifest: networks })}\n`, 't.jsonl'))).not.toThrow();
     expect(() => parseTrace(`${head}{"type":"deletePolicy","ref":{"kind":"ClusterNetworkPolicy","namespace":"a","name":"g"}}\n`, 't.jsonl')).toThrow('a clusterwide policy has no namespace');
   });
 });

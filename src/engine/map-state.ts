@@ -1,7 +1,8 @@
 import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { LookupResult, maskPort, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_LOWEST } from '../model/policy-map.js';
+import { adminLevel, isBelowAdmin, isPassFloor, passFloorPrecedence, tierPrecedence, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
+import type { Tier, TierOrigin } from '../model/tiers.js';
 import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -37,6 +38,103 @@ interface RawEntry {
   readonly key: PolicyKey;
   readonly contribs: Map<Contribution, number>;
   merged: PolicyEntry;
+}
+
+/** An open Pass band: a key and the Admin Pass levels (with their floor counts) holding a floor there. */
+interface Band {
+  readonly key: PolicyKey;
+  readonly levels: Map<number, number>;
+}
+
+/** Pass-band copies: their source holds the same L7 rules on a broader key, so the L7 tables skip them. */
+const COPIES = new WeakSet<Contribution>();
+
+/** The intersection of two keys (nested or disjoint), or undefined. */
+function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
+  if (a.identity !== 0 && b.identity !== 0 && a.identity !== b.identity) return undefined;
+  const inner = covers(a, b) ? b : covers(b, a) ? a : undefined;
+  if (!inner) return undefined;
+  const identity = a.identity !== 0 ? a.identity : b.identity;
+  return inner.identity === identity ? inner : { ...inner, identity };
+}
+
+/** Contributions by raw key, with their counts. */
+type Held = Map<string, { readonly key: PolicyKey; readonly contribs: Map<Contribution, number> }>;
+
+function hold(held: Held, key: PolicyKey, c: Contribution, sign: 1 | -1): void {
+  const ks = policyKeyString(key);
+  const h = held.get(ks);
+  const n = (h?.contribs.get(c) ?? 0) + sign;
+  if (n > 0) {
+    if (h) h.contribs.set(c, n);
+    else held.set(ks, { key, contribs: new Map([[c, n]]) });
+  } else if (h) {
+    h.contribs.delete(c);
+    if (h.contribs.size === 0) held.delete(ks);
+  }
+}
+
+/** The contributions of one tier, priority and direction in one map state. */
+interface Group {
+  readonly tier: Tier;
+  readonly priority: number;
+  readonly direction: Direction;
+  /** Policy name → contributions it makes. */
+  readonly policies: Map<string, number>;
+  /** While two or more policies contribute (flat): their contributions, out of the raw layer. */
+  held: Held | null;
+  /** In the raw layer while flat. */
+  cells: { readonly key: PolicyKey; readonly c: Contribution }[];
+}
+
+const tierOf = (c: Contribution): TierOrigin => c.origin?.tier as TierOrigin;
+
+/**
+ * How specific a cell is: 0 … 19, strictly greater for a strictly smaller key (L4 prefix, then the
+ * specific identity). A cell at depth `d` takes the slot of rule index `24 − d` of its priority
+ * (the group's own rules are out of the raw layer while it is flat), so of the cells covering a
+ * packet the most specific one has the highest level.
+ */
+function cellDepth(k: PolicyKey): number {
+  return (k.protocol === 0 ? 0 : 1 + k.portPrefixLen) + (k.identity === 0 ? 0 : 1);
+}
+
+/**
+ * A same-priority group's cells: its keys, plus the intersection of each identity-specific key
+ * with each identity-0 key, so the cells covering a packet always have a most specific one. Each
+ * cell gets the oracle's group decision for the packets it is the most specific cell of: each
+ * policy's first matching rule (its highest-precedence contribution covering the cell), then Deny
+ * over Pass over Accept, the policy first by name naming the rule. An Admin Pass cell is a floor:
+ * the Pass band machinery materialises the lower tiers on it. A Baseline Pass is an Accept.
+ */
+function flatten(held: Held): { key: PolicyKey; c: Contribution }[] {
+  const cells = new Map<string, PolicyKey>();
+  const keys = [...held.values()].map((h) => h.key);
+  for (const k of keys) cells.set(policyKeyString(k), k);
+  for (const a of keys) if (a.identity !== 0) for (const z of keys) {
+    const m = z.identity === 0 ? meet(a, z) : undefined;
+    if (m) cells.set(policyKeyString(m), m);
+  }
+  const out: { key: PolicyKey; c: Contribution }[] = [];
+  for (const cell of cells.values()) {
+    const first = new Map<string, Contribution>();
+    for (const h of held.values()) {
+      if ((h.key.identity !== 0 && h.key.identity !== cell.identity) || !covers(h.key, cell)) continue;
+      for (const c of h.contribs.keys()) {
+        const best = first.get(tierOf(c).policy);
+        if (!best || c.entry.precedence > best.entry.precedence) first.set(tierOf(c).policy, c);
+      }
+    }
+    const byName = [...first.values()].sort((a, b) => (tierOf(a).policy < tierOf(b).policy ? -1 : 1));
+    const decided = byName.find((c) => c.entry.deny && !isPassFloor(c.entry.precedence)) ?? byName.find((c) => isPassFloor(c.entry.precedence)) ?? byName[0];
+    if (!decided) continue;
+    const t = tierOf(decided);
+    const index = 24 - cellDepth(cell);
+    const pass = isPassFloor(decided.entry.precedence);
+    const precedence = pass ? passFloorPrecedence(adminLevel(t.priority, index)) : tierPrecedence(t.tier, t.priority, index, decided.entry.deny);
+    out.push({ key: cell, c: { origin: decided.origin, entry: { deny: decided.entry.deny, proxyPort: 0, precedence }, label: `${decided.label}@cell` } });
+  }
+  return out;
 }
 
 /** One changed entry of a settled map state. */
@@ -132,6 +230,13 @@ export class MapState {
   private readonly protocolsByDir = new Map<string, Set<number>>();
   private readonly byPortKey = new Map<string, Set<number>>();
   private readonly highByIdentityDir = new Map<string, number>();
+  /** Open Pass bands by key (docs/tiers-encoding.md §3): each Admin Pass level holding a floor there. */
+  private readonly bands = new Map<string, Band>();
+  private readonly bandsByDir = new Map<Direction, Set<Band>>();
+  /** The copy of each lower-tier contribution in each band level it is copied into, with its use count. */
+  private readonly copies = new Map<Contribution, Map<number, { readonly copy: Contribution; uses: number }>>();
+  /** Tier contributions by (priority, direction, tier) (see `tierChange`). */
+  private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
@@ -167,6 +272,75 @@ export class MapState {
   }
 
   add(key: PolicyKey, c: Contribution): void {
+    const t = c.origin?.tier;
+    if (t && !COPIES.has(c)) this.tierChange(key, c, t, +1);
+    else this.direct(key, c, +1);
+  }
+
+  remove(key: PolicyKey, c: Contribution): void {
+    const t = c.origin?.tier;
+    if (t && !COPIES.has(c)) this.tierChange(key, c, t, -1);
+    else this.direct(key, c, -1);
+  }
+
+  /** A contribution into (out of) the raw layer, with its Pass-band effects. */
+  private direct(key: PolicyKey, c: Contribution, sign: 1 | -1): void {
+    if (sign > 0) this.addRaw(key, c);
+    else this.removeRaw(key, c);
+    this.passEffects(key, c, sign);
+  }
+
+  // ------------------------------------------------------------ same-priority groups
+
+  /**
+   * ClusterNetworkPolicy contributions are counted per (tier, priority, direction) and policy.
+   * While one policy makes them they go into the raw layer as they are; while two or more do (a
+   * same-priority group), they are held apart (taken out of the raw layer by a scan when the group
+   * forms) and the group is flattened (`flatten`, docs/tiers-encoding.md §3): each cell gets the
+   * group's decision at a level that grows with its specificity, so the most specific cell decides.
+   * Recomputed whole on each change: groups are rare and `validate` warns.
+   */
+  private tierChange(key: PolicyKey, c: Contribution, t: TierOrigin, sign: 1 | -1): void {
+    const gk = (t.priority * 2 + (key.direction === 'ingress' ? 0 : 1)) * 2 + (t.tier === 'Admin' ? 0 : 1);
+    let g = this.groups.get(gk);
+    if (!g) this.groups.set(gk, (g = { tier: t.tier, priority: t.priority, direction: key.direction, held: null, policies: new Map(), cells: [] }));
+    const before = g.policies.size;
+    const n = (g.policies.get(t.policy) ?? 0) + sign;
+    if (n > 0) g.policies.set(t.policy, n);
+    else g.policies.delete(t.policy);
+    const after = g.policies.size;
+    if (after === 0) this.groups.delete(gk);
+    if (before <= 1 && after <= 1) return this.direct(key, c, sign);
+    // The group is or becomes flat: its contributions leave the raw layer, then come back as cells or as they are.
+    if (before > 1) for (const cell of g.cells) this.direct(cell.key, cell.c, -1);
+    const held = g.held ?? this.withdrawGroup(g);
+    hold(held, key, c, sign);
+    if (after > 1) {
+      g.held = held;
+      g.cells = flatten(held);
+      for (const cell of g.cells) this.direct(cell.key, cell.c, +1);
+    } else {
+      g.held = null;
+      g.cells = [];
+      for (const x of held.values()) for (const [hc, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, hc, +1);
+    }
+  }
+
+  /** Takes a group's contributions, held as they are while one policy held them, out of the raw layer. */
+  private withdrawGroup(g: Group): Held {
+    const held: Held = new Map();
+    for (const r of this.raw.values()) {
+      if (r.key.direction !== g.direction) continue;
+      for (const [c, count] of r.contribs) {
+        const t = c.origin?.tier;
+        if (t?.tier === g.tier && t.priority === g.priority && !COPIES.has(c)) for (let i = 0; i < count; i++) hold(held, r.key, c, +1);
+      }
+    }
+    for (const x of held.values()) for (const [c, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, c, -1);
+    return held;
+  }
+
+  private addRaw(key: PolicyKey, c: Contribution): void {
     this.stats.mapEntriesVisited++;
     const entry = c.entry;
     const ks = policyKeyString(key);
@@ -192,7 +366,7 @@ export class MapState {
     }
   }
 
-  remove(key: PolicyKey, c: Contribution): void {
+  private removeRaw(key: PolicyKey, c: Contribution): void {
     this.stats.mapEntriesVisited++;
     const ks = policyKeyString(key);
     if (c.entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
@@ -215,6 +389,91 @@ export class MapState {
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
     if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(key, -1);
     r.merged = merged as PolicyEntry;
+  }
+
+  // ------------------------------------------------------------ Pass bands
+
+  /**
+   * An Admin Pass floor at `key` opens (or closes) its band; a lower-tier contribution is copied
+   * into (or out of) every open band its key meets. Invariant: each copy is held, at the
+   * intersection key, once per (lower-tier contribution held at a key meeting the band, band open).
+   */
+  private passEffects(key: PolicyKey, c: Contribution, sign: 1 | -1): void {
+    const p = c.entry.precedence;
+    if (isPassFloor(p)) this.passBand(key, precedenceLevel(p), sign);
+    else if (this.bands.size > 0 && isBelowAdmin(p)) {
+      for (const band of this.bandsMeeting(key)) for (const level of band.levels.keys()) this.copy(band.key, key, c, level, sign);
+    }
+  }
+
+  private passBand(key: PolicyKey, level: number, sign: 1 | -1): void {
+    const ks = policyKeyString(key);
+    let band = this.bands.get(ks);
+    if (!band) {
+      band = { key, levels: new Map() };
+      this.bands.set(ks, band);
+      addTo(this.bandsByDir, key.direction, band);
+    }
+    const n = (band.levels.get(level) ?? 0) + sign;
+    if (n > 0) band.levels.set(level, n);
+    else band.levels.delete(level);
+    if (band.levels.size === 0) {
+      this.bands.delete(ks);
+      removeFrom(this.bandsByDir, key.direction, band);
+    }
+    if (n !== (sign > 0 ? 1 : 0)) return;
+    // The band at this level opens or closes: copy every lower-tier contribution meeting it.
+    const sources: [PolicyKey, Contribution, number][] = [];
+    for (const r of this.rawMeeting(key)) for (const [src, count] of r.contribs) if (isBelowAdmin(src.entry.precedence)) sources.push([r.key, src, count]);
+    for (const [k, src, count] of sources) for (let i = 0; i < count; i++) this.copy(key, k, src, level, sign);
+  }
+
+  /** Adds (removes) the copy of `src`, held at `at`, into the band of `band` at `level`. */
+  private copy(band: PolicyKey, at: PolicyKey, src: Contribution, level: number, sign: 1 | -1): void {
+    const k = meet(band, at);
+    if (!k) return;
+    let bySource = this.copies.get(src);
+    if (!bySource) this.copies.set(src, (bySource = new Map()));
+    let held = bySource.get(level);
+    if (!held) {
+      const entry: PolicyEntry = { deny: src.entry.deny, proxyPort: src.entry.proxyPort, precedence: passCopyPrecedence(level, src.entry.precedence) };
+      const copy: Contribution = { origin: src.origin, entry, ...(src.l7 ? { l7: src.l7 } : {}), label: `${src.label}@pass${level}` };
+      bySource.set(level, (held = { copy, uses: 0 }));
+      COPIES.add(copy);
+    }
+    held.uses += sign;
+    if (sign > 0) this.addRaw(k, held.copy);
+    else this.removeRaw(k, held.copy);
+    if (held.uses === 0) {
+      bySource.delete(level);
+      if (bySource.size === 0) this.copies.delete(src);
+    }
+  }
+
+  /** The open bands whose key meets `key`. */
+  private bandsMeeting(key: PolicyKey): Band[] {
+    const out: Band[] = [];
+    for (const b of this.bandsByDir.get(key.direction) ?? []) if (meet(b.key, key)) out.push(b);
+    return out;
+  }
+
+  /** The raw entries whose key meets `key`. */
+  private rawMeeting(key: PolicyKey): RawEntry[] {
+    const out: RawEntry[] = [];
+    const scan = (keys: Iterable<string> | undefined): void => {
+      for (const ks of keys ?? []) {
+        this.stats.mapEntriesVisited++;
+        const r = this.raw.get(ks);
+        if (r && meet(key, r.key)) out.push(r);
+      }
+    };
+    if (key.identity !== 0) {
+      scan(this.byIdentityDir.get(`${key.identity}/${key.direction}`));
+      scan(this.byIdentityDir.get(`0/${key.direction}`));
+    } else {
+      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(`${key.direction}/${p}`));
+    }
+    return out;
   }
 
   /** Keys above the lowest precedence (the default allow's) per identity and direction: only they can hide others. */
@@ -432,7 +691,7 @@ export class MapState {
   l7Contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
     const out: Contribution[] = [];
     for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
-      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) if (!c.origin?.tier) out.push(c);
+      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) if (!c.origin?.tier && !COPIES.has(c)) out.push(c);
     }
     return out;
   }
@@ -447,7 +706,7 @@ export class MapState {
       this.stats.mapEntriesVisited++;
       for (const c of this.raw.get(ks)?.contribs.keys() ?? []) {
         // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
-        if (c.entry.deny || c.origin?.tier) continue;
+        if (c.entry.deny || c.origin?.tier || COPIES.has(c)) continue;
         if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
         if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
       }

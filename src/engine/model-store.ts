@@ -3,7 +3,7 @@ import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
 import type { EngineEvent } from './events.js';
-import { tierSlot, type ModelView } from './validate.js';
+import type { ModelView } from './validate.js';
 
 /**
  * The committed model: namespaces, pods and policies as of the last transaction that went through.
@@ -20,7 +20,6 @@ export class ModelStore implements ModelView {
   private readonly policiesByNs = new Map<string, Set<string>>();
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
   /** ClusterNetworkPolicies by tier slot (tier and priority). */
-  private readonly bySlot = new Map<string, Set<string>>();
 
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
@@ -30,10 +29,6 @@ export class ModelStore implements ModelView {
     dnsOptions: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
   ) {
     this.dns = new DnsCache(dnsOptions);
-  }
-
-  tierSlotHolders(slot: string): Iterable<string> {
-    return this.bySlot.get(slot) ?? [];
   }
 
   hasIdentity(id: number): boolean {
@@ -92,7 +87,6 @@ export class ModelStore implements ModelView {
         const key = policyRefKey(e.policy.ref);
         this.deletePolicy(key);
         this.policies.set(key, e.policy);
-        if (e.policy.tiered) index(this.bySlot, tierSlot(e.policy.tiered.tier, e.policy.tiered.priority), key, true);
         if (e.policy.ref.namespace !== undefined) index(this.policiesByNs, e.policy.ref.namespace, key, true);
         return;
       }
@@ -121,7 +115,6 @@ export class ModelStore implements ModelView {
     const p = this.policies.get(key);
     if (!p) return;
     this.policies.delete(key);
-    if (p.tiered) index(this.bySlot, tierSlot(p.tiered.tier, p.tiered.priority), key, false);
     if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
   }
 

@@ -1,5 +1,5 @@
 import { parseLabelKey, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
-import { tierPrecedence, type PolicyEntry } from '../model/policy-map.js';
+import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } from '../model/policy-map.js';
 import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
 import { makeSelector, type Selector } from '../model/selector.js';
@@ -12,14 +12,14 @@ import { labelsSelector, type IdentitySelector } from './selector-cache.js';
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
  * rule unit whose entries carry the rule's own precedence (tier level from priority and rule
  * index, see `tierPrecedence`), so the datapath's highest-precedence covering entry is the first
- * matching rule. A tiered policy never enforces default deny (it has no enforcement units).
+ * matching rule; an Admin Pass rule's unit writes its band's floor, and the map state copies the
+ * lower tiers into the band. A tiered policy never enforces default deny (no enforcement units).
  */
 
 /** Why the engine cannot encode `spec` exactly (it refuses it), or null. */
 export function tierSupportProblem(spec: TieredSpec): string | null {
   for (const r of spec.rules) {
     const where = `${r.path} (${tierRuleName(r)})`;
-    if (r.action === 'Pass') return `${where}: action Pass is not encoded by the engine yet`;
     if (r.index >= RULES_PER_DIRECTION) return `${where}: more than ${RULES_PER_DIRECTION} rules in one direction`;
   }
   return null;
@@ -36,9 +36,20 @@ function l4Of(p: TierPort): L4Match {
   return p.kind === 'range' ? { kind: 'range', protocol: p.protocol, from: p.from, to: p.to } : { kind: 'named', protocol: 'ANY', name: p.name };
 }
 
+/**
+ * A rule's entry. Deny and Accept: its own level, `sub` 255. An Admin Pass: the floor of its band
+ * (the map state materialises the lower tiers above it, docs/tiers-encoding.md §3). A Baseline
+ * Pass hands over to the default allow, which exists exactly where Baseline rules apply: an Accept.
+ */
+function ruleEntry(spec: TieredSpec, rule: TierRule, denyAll: boolean): PolicyEntry {
+  if (rule.action === 'Pass' && !denyAll && spec.tier === 'Admin') return { deny: true, proxyPort: 0, precedence: passFloorPrecedence(adminLevel(spec.priority, rule.index)) };
+  const deny = rule.action === 'Deny' || denyAll;
+  return { deny, proxyPort: 0, precedence: tierPrecedence(spec.tier, spec.priority, rule.index, deny) };
+}
+
 function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | null {
-  // Fail closed: an unknown peer makes a Deny rule match every peer, an Accept rule only its known ones.
-  const denyAll = rule.action === 'Deny' && rule.peers.some((p) => p.kind === 'unknown');
+  // Fail closed: an unknown peer makes a Deny or Pass rule match every peer (the API's "Deny all"), an Accept rule only its known ones.
+  const denyAll = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
   const byKey = new Map<string, IdentitySelector>();
   // Both /0s match every address: the identity-0 key, not one key per identity (network-splits.ts).
   const anyPeer = denyAll || networksCoverEverything(rule.peers);
@@ -49,8 +60,9 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
   }
   if (byKey.size === 0) return null;
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const entry: PolicyEntry = { deny: rule.action === 'Deny', proxyPort: 0, precedence: tierPrecedence(spec.tier, spec.priority, rule.index, rule.action === 'Deny') };
-  const origin: RuleOrigin = { policy: policy.ref, path: rule.path, tier: { tier: spec.tier, policy: policy.ref.name, priority: spec.priority, rule: tierRuleName(rule), path: rule.path, action: rule.action } };
+  const entry = ruleEntry(spec, rule, denyAll);
+  const action = denyAll ? 'Deny' : rule.action;
+  const origin: RuleOrigin = { policy: policy.ref, path: rule.path, tier: { tier: spec.tier, policy: policy.ref.name, priority: spec.priority, rule: tierRuleName(rule), path: rule.path, action } };
   // A fail-closed Deny is the API's "Deny all": every peer, every protocol.
   const clauses = (rule.protocols.length === 0 || denyAll ? [{ kind: 'all' } as const] : rule.protocols.map(l4Of)).map((l4) => ({ l4 }));
   return {
@@ -59,7 +71,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
     uid: `${policyRefKey(policy.ref)}#tier#${rule.path}#${entry.precedence}#${rule.direction}/${rule.action}#${spec.subject.key}#${peers.map((p) => p.key).join(';')}#${JSON.stringify(clauses)}`,
     origin,
     direction: rule.direction,
-    verdict: rule.action === 'Deny' ? 'deny' : 'allow',
+    verdict: entry.deny ? 'deny' : 'allow',
     subject: labelsSelector(spec.subject),
     peers,
     clauses,

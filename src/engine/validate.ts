@@ -24,13 +24,6 @@ export interface ModelView {
   /** Where identity numbers come from: identity events exist only with `external`. */
   readonly identitySource: 'local' | 'external';
   hasIdentity(id: number): boolean;
-  /** Keys of the ClusterNetworkPolicies at `slot` (`tierSlot`: tier and priority). */
-  tierSlotHolders(slot: string): Iterable<string>;
-}
-
-/** A ClusterNetworkPolicy's tier and priority, as one string. */
-export function tierSlot(tier: string, priority: number): string {
-  return `${tier}/${priority}`;
 }
 
 const EMPTY_MODEL: ModelView = {
@@ -41,7 +34,6 @@ const EMPTY_MODEL: ModelView = {
   policiesInNamespace: () => [],
   identitySource: 'local',
   hasIdentity: () => false,
-  tierSlotHolders: () => [],
 };
 
 type Fail = (detail: string) => never;
@@ -148,8 +140,6 @@ class Overlay {
   private pods: Map<string, boolean> | null = null;
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
-  /** Policies the batch upserted or deleted: their tier slot, null when not a ClusterNetworkPolicy or gone. */
-  private slots: Map<string, string | null> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -177,18 +167,6 @@ class Overlay {
 
   hasIdentity(id: number): boolean {
     return this.identities?.get(id) ?? this.base.hasIdentity(id);
-  }
-
-  /** Another ClusterNetworkPolicy than `key` at `slot`, as the batch evolved the model. */
-  slotTakenByOther(slot: string, key: string): string | undefined {
-    for (const k of this.base.tierSlotHolders(slot)) if (k !== key && !this.slots?.has(k) && this.hasPolicy(k)) return k;
-    for (const [k, s] of this.slots ?? []) if (k !== key && s === slot && this.hasPolicy(k)) return k;
-    return undefined;
-  }
-
-  setSlot(key: string, slot: string | null): void {
-    if (this.frozen) return;
-    (this.slots ??= new Map()).set(key, slot);
   }
 
   setIdentity(id: number, exists: boolean): void {
@@ -244,8 +222,6 @@ function splitProblem(t: TieredSpec): string | null {
 function checkTiered(key: string, t: TieredSpec, model: Overlay, fail: Fail): void {
   const problem = tierSupportProblem(t) ?? (model.identitySource === 'external' ? splitProblem(t) : null);
   if (problem) fail(`${key}: ${problem}; only the reference evaluator (--naive) decides it`);
-  const other = model.slotTakenByOther(tierSlot(t.tier, t.priority), key);
-  if (other !== undefined) fail(`${key}: ${other} has the same priority ${t.priority} in the ${t.tier} tier; same-priority policies are not encoded by the engine yet; only the reference evaluator (--naive) decides them`);
 }
 
 function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
@@ -279,14 +255,12 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       const t = e.policy.tiered;
       if (t) checkTiered(key, t, model, fail);
       model.setPolicy(e.policy.ref.namespace, key, true);
-      model.setSlot(key, t ? tierSlot(t.tier, t.priority) : null);
       return;
     }
     case 'deletePolicy': {
       const key = checkRef(e.ref, fail);
       if (!model.hasPolicy(key)) fail(`policy ${key} does not exist`);
       model.setPolicy(undefined, key, false);
-      model.setSlot(key, null);
       return;
     }
     case 'upsertIdentity':

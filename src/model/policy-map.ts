@@ -90,12 +90,62 @@ export function verdictByte(p: number): number {
  * above a later one.
  */
 const TIER_SLOTS_PER_PRIORITY = 25;
+const MAX_TIER_SLOT = 1000 * TIER_SLOTS_PER_PRIORITY + TIER_SLOTS_PER_PRIORITY - 1;
 export function tierPrecedence(tier: 'Admin' | 'Baseline', priority: number, ruleIndex: number, deny: boolean): number {
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new RangeError(`priority ${priority} is outside 0..1000`);
   if (!Number.isInteger(ruleIndex) || ruleIndex < 0 || ruleIndex >= TIER_SLOTS_PER_PRIORITY) throw new RangeError(`rule index ${ruleIndex} is outside 0..${TIER_SLOTS_PER_PRIORITY - 1}`);
   const slot = priority * TIER_SLOTS_PER_PRIORITY + ruleIndex;
   const level = tier === 'Admin' ? 0xffff - slot : NP_TIER_LEVEL - 1 - slot;
   return level * 0x10000 + OWN_SUB + (deny ? VERDICT_DENY : VERDICT_ALLOW);
+}
+
+/** The level of the Admin rule at (priority, ruleIndex): where its Pass band lives. */
+export function adminLevel(priority: number, ruleIndex: number): number {
+  return precedenceLevel(tierPrecedence('Admin', priority, ruleIndex, false));
+}
+
+/**
+ * Pass bands (docs/tiers-encoding.md §3, "Pass (materialised)"): an Admin Pass rule at level L
+ * writes, on each of its keys K, a floor deny at `L.0.0` (the lower tiers' "no match drops") and a
+ * copy at level L of every lower-tier entry meeting K. Inside the band the low 16 bits order the
+ * copies exactly as the lower tiers are ordered: floor 0 < default allow 1 < Baseline slots
+ * (2 + 2 × (level − lowest Baseline level) + deny, up to 50 051) < NetworkPolicy tier
+ * (0xC400 + its verdict byte, so a redirect copy keeps its verdict byte in bits 7-0). Every copy is
+ * below the Admin rule's own entries (`sub` 255) of level L, above every level below L.
+ */
+const BASELINE_LOWEST_LEVEL = NP_TIER_LEVEL - 1 - MAX_TIER_SLOT;
+const BAND_NP_TIER = 0xc400;
+
+/** The floor of a Pass band at `level`: a deny, below every copy of the band. */
+export function passFloorPrecedence(level: number): number {
+  return level * 0x10000;
+}
+
+/** Is `p` the floor of a Pass band (an Admin level, low 16 bits 0)? */
+export function isPassFloor(p: number): boolean {
+  return precedenceLevel(p) > NP_TIER_LEVEL && p % 0x10000 === 0;
+}
+
+/** Does `p` belong to the tiers an Admin Pass hands over to (NetworkPolicy tier, Baseline, default allow)? */
+export function isBelowAdmin(p: number): boolean {
+  return precedenceLevel(p) <= NP_TIER_LEVEL;
+}
+
+/** The precedence of the copy, in the Pass band at `level`, of a lower-tier entry of precedence `p`. */
+export function passCopyPrecedence(level: number, p: number): number {
+  const from = precedenceLevel(p);
+  let o: number;
+  if (from === NP_TIER_LEVEL) o = BAND_NP_TIER + verdictByte(p);
+  else if (from >= BASELINE_LOWEST_LEVEL && from < NP_TIER_LEVEL) o = 2 + 2 * (from - BASELINE_LOWEST_LEVEL) + (verdictByte(p) === VERDICT_DENY ? 1 : 0);
+  else if (p === PRECEDENCE_DEFAULT_ALLOW) o = 1;
+  else throw new RangeError(`precedence ${p} is not a lower-tier precedence`);
+  return level * 0x10000 + o;
+}
+
+/** The NetworkPolicy-tier precedence a Pass-band copy was made from; any other precedence unchanged. */
+export function sourcePrecedence(p: number): number {
+  const low = p % 0x10000;
+  return precedenceLevel(p) > NP_TIER_LEVEL && low >= BAND_NP_TIER && low < OWN_SUB ? npTier(verdictByte(p)) : p;
 }
 
 /** The tier level of a precedence (`NP_TIER_LEVEL`: the NetworkPolicy tier). */

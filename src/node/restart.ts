@@ -4,7 +4,7 @@ import type { Engine } from '../engine/engine.js';
 import { diffMaps, redirectId } from '../engine/map-state.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange } from '../engine/proxy-ports.js';
 import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
-import { LookupResult, policyKeyString } from '../model/policy-map.js';
+import { LookupResult, policyKeyString, sourcePrecedence } from '../model/policy-map.js';
 
 /**
  * Restart: the node-level step that needs both the engine and a backend (so it lives above both):
@@ -68,7 +68,7 @@ export function proxyPortsFromMaps(backend: MapBackend, range: ProxyPortRange = 
   const ports = new ProxyPortAllocator(range);
   for (const ep of backend.endpoints()) {
     for (const { key, entry } of backend.dump(ep)) {
-      const parser = entry.deny || entry.proxyPort === 0 ? undefined : parserOfRedirectPrecedence(entry.precedence);
+      const parser = entry.deny || entry.proxyPort === 0 ? undefined : parserOfRedirectPrecedence(sourcePrecedence(entry.precedence));
       if (parser) ports.reserve(ep, redirectId({ direction: key.direction, protocol: key.protocol, port: key.port, parser }), entry.proxyPort);
     }
   }

@@ -188,8 +188,8 @@ const ciliumPolicy = fc.oneof(
   fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumClusterwideNetworkPolicy'), metadata: fc.record({ name: fc.constant('ccnp') }), specs: fc.array(ciliumSpec, { minLength: 1, maxLength: 2 }) }),
 );
 
-// ClusterNetworkPolicies (Admin and Baseline tiers, Accept/Deny: what the engine encodes). Each name has its own
-// priorities (disjoint across names: same-priority policies are refused), so upserts change
+// ClusterNetworkPolicies (Admin and Baseline tiers, Accept/Deny/Pass: what the engine encodes). Each name has its own
+// priorities (disjoint across names; same-priority groups come from SAME_PRIORITY_NAMES below), so upserts change
 // priorities, reorder and re-action rules of one policy.
 const TIER_NAMES = ['cnp-t0', 'cnp-t1', 'cnp-t2'];
 /**
@@ -223,14 +223,15 @@ const tierProtocol = fc.constantFrom<Record<string, unknown>>(
   { destinationNamedPort: 'http' },
   { destinationNamedPort: 'dns' },
 );
+const ACTIONS = fc.constantFrom('Accept', 'Deny', 'Pass');
 const hasNamed = (r: Record<string, unknown>): boolean => ((r.protocols ?? []) as Record<string, unknown>[]).some((p) => 'destinationNamedPort' in p);
 const hasNetworks = (r: Record<string, unknown>): boolean => ((r.to ?? []) as Record<string, unknown>[]).some((p) => 'networks' in p);
-const tierRule = (dir: 'ingress' | 'egress') =>
+const tierRule = (dir: 'ingress' | 'egress', action: fc.Arbitrary<string>) =>
   fc
     .record(
       {
         name: fc.constantFrom('r-a', 'r-b', 'r-c'),
-        action: fc.constantFrom('Accept', 'Deny'),
+        action,
         [dir === 'ingress' ? 'from' : 'to']: fc.array(tierPeer(dir), { minLength: 1, maxLength: 2 }),
         protocols: fc.array(tierProtocol, { minLength: 1, maxLength: 2 }),
       },
@@ -238,7 +239,7 @@ const tierRule = (dir: 'ingress' | 'egress') =>
     )
     // The API refuses destinationNamedPort with a networks peer (networks have no named ports).
     .filter((r) => !(hasNamed(r) && hasNetworks(r)));
-const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
+const tierPolicy = (action: fc.Arbitrary<string>) => fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
   fc.record({
     apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
     kind: fc.constant('ClusterNetworkPolicy'),
@@ -247,8 +248,28 @@ const tierPolicy = fc.nat({ max: TIER_NAMES.length - 1 }).chain((i) =>
       tier: fc.constantFrom('Admin', 'Baseline'),
       priority: fc.constantFrom(i + 1, i + 4, i + 7),
       subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
-      ingress: fc.array(tierRule('ingress'), { maxLength: 3 }),
-      egress: fc.array(tierRule('egress'), { maxLength: 3 }),
+      ingress: fc.array(tierRule('ingress', action), { maxLength: 3 }),
+      egress: fc.array(tierRule('egress', action), { maxLength: 3 }),
+    }),
+  }),
+);
+
+/**
+ * Same-priority groups (what the engine flattens): these names always share priority 20 (the
+ * names above never reach it), in either tier, with every action.
+ */
+const SAME_PRIORITY_NAMES = ['cnp-s0', 'cnp-s1', 'cnp-s2'];
+const samePriorityPolicy = fc.constantFrom(...SAME_PRIORITY_NAMES).chain((name) =>
+  fc.record({
+    apiVersion: fc.constant('policy.networking.k8s.io/v1alpha2'),
+    kind: fc.constant('ClusterNetworkPolicy'),
+    metadata: fc.constant({ name }),
+    spec: fc.record({
+      tier: fc.constantFrom('Admin', 'Baseline'),
+      priority: fc.constant(20),
+      subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
+      ingress: fc.array(tierRule('ingress', ACTIONS), { maxLength: 3 }),
+      egress: fc.array(tierRule('egress', ACTIONS), { maxLength: 3 }),
     }),
   }),
 );
@@ -263,32 +284,43 @@ export type Op =
   | { readonly k: 'delPolicy'; readonly kind: PolicyKind; readonly ns: string; readonly name: string };
 
 const nsName = fc.constantFrom(...NAMESPACES);
+const nsOp: fc.Arbitrary<Op> = fc.record({ k: fc.constant('ns' as const), name: nsName, labels: nsLabels });
+const podOp: fc.Arbitrary<Op> = fc.record({
+  k: fc.constant('pod' as const),
+  ns: nsName,
+  name: fc.constantFrom(...POD_NAMES),
+  labels: podLabels,
+  ports: fc.nat({ max: PORT_SETS.length - 1 }),
+  local: fc.boolean(),
+});
+const npTierOp: fc.Arbitrary<Op> = fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
+const tierOp = (action: fc.Arbitrary<string>): fc.Arbitrary<Op> => tierPolicy(action).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
+const samePriorityOp: fc.Arbitrary<Op> = samePriorityPolicy.map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> }));
+const delPolicyOp: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
+  fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES, ...SAME_PRIORITY_NAMES) }),
+);
 export const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('ns' as const), name: nsName, labels: nsLabels }) },
+  { weight: 2, arbitrary: nsOp },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('delNs' as const), name: nsName }) },
-  {
-    weight: 6,
-    arbitrary: fc.record({
-      k: fc.constant('pod' as const),
-      ns: nsName,
-      name: fc.constantFrom(...POD_NAMES),
-      labels: podLabels,
-      ports: fc.nat({ max: PORT_SETS.length - 1 }),
-      local: fc.boolean(),
-    }),
-  },
+  { weight: 6, arbitrary: podOp },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('delPod' as const), ns: nsName, name: fc.constantFrom(...POD_NAMES) }) },
-  { weight: 5, arbitrary: fc.oneof(networkPolicy, ciliumPolicy).map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
-  { weight: 3, arbitrary: tierPolicy.map((m) => ({ k: 'policy' as const, manifest: m as Record<string, unknown> })) },
-  {
-    weight: 2,
-    arbitrary: fc.oneof(
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('NetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('np-a', 'np-b') }),
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom('cnp-a', 'cnp-b') }),
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('CiliumClusterwideNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constant('ccnp') }),
-      fc.record({ k: fc.constant('delPolicy' as const), kind: fc.constant('ClusterNetworkPolicy' as PolicyKind), ns: nsName, name: fc.constantFrom(...TIER_NAMES) }),
-    ),
-  },
+  { weight: 5, arbitrary: npTierOp },
+  { weight: 3, arbitrary: tierOp(ACTIONS) },
+  { weight: 1, arbitrary: samePriorityOp },
+  { weight: 2, arbitrary: delPolicyOp },
+);
+
+/** Histories dense in ClusterNetworkPolicies (Pass and same-priority groups included) and in NetworkPolicy-tier changes under them. */
+export const tierHeavyOp: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 1, arbitrary: nsOp },
+  { weight: 3, arbitrary: podOp },
+  { weight: 4, arbitrary: npTierOp },
+  { weight: 6, arbitrary: tierOp(fc.constantFrom('Pass', 'Pass', 'Accept', 'Deny')) },
+  { weight: 3, arbitrary: samePriorityOp },
+  { weight: 2, arbitrary: delPolicyOp },
 );
 
 /** A ClusterNetworkPolicy with egress networks peers or destinationNamedPort: identities from outside cannot encode it (they cannot be split). */

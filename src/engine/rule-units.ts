@@ -11,8 +11,14 @@ import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, l
  * so their part can never use the identity-0 (any peer) key and is kept apart.
  */
 export interface RuleUnit {
-  /** Equal uids mean equal content: a re-applied unchanged rule keeps its unit and its work. */
+  /**
+   * Equal uids mean equal content within one policy (units are only matched against the previous
+   * version of their own policy): a re-applied unchanged rule keeps its unit and its work. One flat
+   * string (JSON): a uid built by concatenation stays a tree of string pieces on the heap.
+   */
   readonly uid: string;
+  /** The rule's index in its policy (NetworkPolicy-tier units; the order L7 conflicts are looked for in). */
+  readonly index?: number;
   readonly origin: RuleOrigin;
   readonly direction: Direction;
   readonly verdict: Verdict;
@@ -31,6 +37,7 @@ export interface RuleUnit {
 }
 
 export interface EnforcementUnit {
+  /** Unique within its policy. */
   readonly uid: string;
   readonly origin: RuleOrigin;
   readonly direction: Direction;
@@ -39,10 +46,6 @@ export interface EnforcementUnit {
 
 function peerSelector(p: Peer): IdentitySelector {
   return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
-}
-
-function canonicalClauses(clauses: readonly { l4: L4Match; l7?: L7Rules }[]): string {
-  return JSON.stringify(clauses);
 }
 
 function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
@@ -62,12 +65,13 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
     { tag: 'n', namedEgress: true, clauses: rule.ports.filter(isNamedEgress) },
     { tag: 'p', namedEgress: false, clauses: rule.ports.filter((c) => !isNamedEgress(c)) },
   ];
-  const head = `${policyRefKey(rule.origin.policy)}#${index}:${rule.origin.path}#${rule.direction}/${rule.verdict}#${rule.subject.key}#${peers.map((p) => p.key).join(';')}`;
+  const peerKeys = peers.map((p) => p.key);
   const out: RuleUnit[] = [];
   for (const part of parts) {
     if (part.clauses.length === 0 || peers.length === 0) continue;
     out.push({
-      uid: `${head}#${part.tag}${canonicalClauses(part.clauses)}`,
+      uid: JSON.stringify([index, rule.origin.path, rule.direction, rule.verdict, rule.subject.key, peerKeys, part.tag, part.clauses]),
+      index,
       origin: rule.origin,
       direction: rule.direction,
       verdict: rule.verdict,
@@ -87,7 +91,7 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
   const seen = new Set<string>();
   const enforcements: EnforcementUnit[] = [];
   for (const e of policy.enforcements) {
-    const uid = `${policyRefKey(policy.ref)}#enforce#${e.direction}#${e.subject.key}`;
+    const uid = JSON.stringify([e.direction, e.subject.key]);
     if (seen.has(uid)) continue;
     seen.add(uid);
     enforcements.push({ uid, origin: e.origin, direction: e.direction, subject: labelsSelector(e.subject) });
@@ -199,11 +203,21 @@ function filterKeys(l4: L4Match): string[] {
   return protocols.map((p) => `${port}/${p}`);
 }
 
+/** The order conflicts are looked for in: by policy, then rule index, path, direction, verdict, selectors and clauses. */
+function conflictOrder(u: RuleUnit): string {
+  const peers = u.peers.map((p) => p.key).join(';');
+  return `${policyRefKey(u.origin.policy)}#${u.index ?? 0}:${u.origin.path}#${u.direction}/${u.verdict}#${u.subject.key}#${peers}#${u.namedEgress ? 'n' : 'p'}${JSON.stringify(u.clauses)}`;
+}
+
 /** The first conflict between the allow rules of one endpoint (its units), or null. */
 export function l7ParserConflict(endpoint: string, units: Iterable<RuleUnit>): L7ParserConflictError | null {
   const seen = new Map<string, { origin: RuleOrigin; parser: L7Parser }>();
-  const withL7 = [...units].filter((u) => u.verdict === 'allow' && u.clauses.some((c) => c.l7 !== undefined));
-  for (const u of withL7.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0))) {
+  const withL7 = [...units]
+    .filter((u) => u.verdict === 'allow' && u.clauses.some((c) => c.l7 !== undefined))
+    .map((u) => ({ u, order: conflictOrder(u) }))
+    .sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0))
+    .map((x) => x.u);
+  for (const u of withL7) {
     for (const c of u.clauses) {
       if (!c.l7) continue;
       for (const k of filterKeys(c.l4)) {

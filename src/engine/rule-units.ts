@@ -61,9 +61,11 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
   }
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+  // The rule's own clause array when it is not split (the common case): nothing copied per unit.
+  const named = rule.ports.filter(isNamedEgress);
   const parts = [
-    { tag: 'n', namedEgress: true, clauses: rule.ports.filter(isNamedEgress) },
-    { tag: 'p', namedEgress: false, clauses: rule.ports.filter((c) => !isNamedEgress(c)) },
+    { tag: 'n', namedEgress: true, clauses: named.length === rule.ports.length ? rule.ports : named.slice() },
+    { tag: 'p', namedEgress: false, clauses: named.length === 0 ? rule.ports : rule.ports.filter((c) => !isNamedEgress(c)).slice() },
   ];
   const peerKeys = peers.map((p) => p.key);
   const out: RuleUnit[] = [];
@@ -128,6 +130,18 @@ export interface PortKey {
 }
 
 const ALL_PORTS: PortKey = { protocol: 0, port: 0, portPrefixLen: 0 };
+const ALL_PORTS_KEYS: readonly PortKey[] = Object.freeze([ALL_PORTS]);
+
+/** Is [from, to] one port prefix (what `portRangeToPrefixes` would return as a single entry)? */
+function isPrefix(from: number, to: number): boolean {
+  const size = to - from + 1;
+  return Number.isInteger(from) && Number.isInteger(to) && from >= 0 && to <= 0xffff && size > 0 && (size & (size - 1)) === 0 && (from & (size - 1)) === 0;
+}
+
+function rangeKey(protocol: number, from: number, to: number): PortKey {
+  if (from === 0) return { protocol, port: 0, portPrefixLen: 0 };
+  return { protocol, port: from, portPrefixLen: 16 - Math.log2(to - from + 1) };
+}
 
 /** A named port resolved to (protocol, port) pairs. */
 export type NamedPortResolver = (name: string, protocol: RuleProtocol) => readonly { protocol: FlowProtocol; port: number }[];
@@ -141,7 +155,7 @@ export function resolveNamedIn(ports: readonly ContainerPort[]): NamedPortResolv
  * becomes one exact-port key per port: a proxy redirect is per (direction, protocol, port), and a
  * redirected request must never be judged by the rules of a neighbouring port.
  */
-export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPorts = false): PortKey[] {
+export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPorts = false): readonly PortKey[] {
   if (exactPorts && l4.kind === 'range' && l4.from !== 0) {
     const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
     const out: PortKey[] = [];
@@ -150,8 +164,10 @@ export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPort
   }
   switch (l4.kind) {
     case 'all':
-      return [ALL_PORTS];
+      return ALL_PORTS_KEYS;
     case 'range': {
+      // One protocol and one prefix (the common case): an exact one-element array, kept per clause.
+      if (l4.protocol !== 'ANY' && (l4.from === 0 || isPrefix(l4.from, l4.to))) return [rangeKey(PROTOCOL_NUMBER[l4.protocol], l4.from, l4.to)];
       const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
       const out: PortKey[] = [];
       for (const p of protocols) {

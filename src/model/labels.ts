@@ -1,3 +1,4 @@
+import { intern } from './intern.js';
 /**
  * Labels as Cilium sees them: every label has a source (`k8s`, `reserved`, `cidr`, ...).
  * A selector key without a source prefix matches labels of any source.
@@ -71,7 +72,7 @@ export function makeLabelSet(labels: Iterable<Label>): LabelSet {
 
 /** Canonical string of a label set: equal sets give equal strings (the identity key). */
 export function labelSetKey(set: LabelSet): string {
-  return set.map(formatLabel).join(',');
+  return intern(set.map(formatLabel).join(','));
 }
 
 /** Values the set holds for a selector key; a key of source `any` looks through every source. */

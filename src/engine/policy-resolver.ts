@@ -132,7 +132,7 @@ export class PolicyResolver implements NamedPortListener {
       units.push(oldUnits.get(u.uid) ?? this.attachUnit(u));
     }
     const enforcements = compiled.enforcements.map((e) => oldEnf.get(e.uid) ?? this.attachEnforcement(e));
-    this.policies.set(key, { policy, units, enforcements });
+    this.policies.set(key, { policy, units: units.slice(), enforcements });
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 

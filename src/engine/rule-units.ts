@@ -3,7 +3,7 @@ import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, 
 import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { compileTiered } from './tiers.js';
-import { intern } from '../model/intern.js';
+import { flat } from '../model/intern.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
 /**
@@ -14,8 +14,8 @@ import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, l
 export interface RuleUnit {
   /**
    * Equal uids mean equal content within one policy (units are only matched against the previous
-   * version of their own policy): a re-applied unchanged rule keeps its unit and its work. Interned:
-   * a uid built by concatenation (or JSON.stringify) stays a tree of string pieces on the heap.
+   * version of their own policy): a re-applied unchanged rule keeps its unit and its work. Flat: a
+   * uid built by concatenation (or JSON.stringify) stays a tree of string pieces on the heap.
    */
   readonly uid: string;
   /** The rule's index in its policy (NetworkPolicy-tier units; the order L7 conflicts are looked for in). */
@@ -73,7 +73,7 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
   for (const part of parts) {
     if (part.clauses.length === 0 || peers.length === 0) continue;
     out.push({
-      uid: intern(JSON.stringify([index, rule.origin.path, rule.direction, rule.verdict, rule.subject.key, peerKeys, part.tag, part.clauses])),
+      uid: flat(JSON.stringify([index, rule.origin.path, rule.direction, rule.verdict, rule.subject.key, peerKeys, part.tag, part.clauses])),
       index,
       origin: rule.origin,
       direction: rule.direction,
@@ -94,7 +94,7 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
   const seen = new Set<string>();
   const enforcements: EnforcementUnit[] = [];
   for (const e of policy.enforcements) {
-    const uid = intern(JSON.stringify([e.direction, e.subject.key]));
+    const uid = flat(`${e.direction}#${e.subject.key}`);
     if (seen.has(uid)) continue;
     seen.add(uid);
     enforcements.push({ uid, origin: e.origin, direction: e.direction, subject: labelsSelector(e.subject) });

@@ -124,15 +124,10 @@ export class PolicyResolver implements NamedPortListener {
       for (const e of old.enforcements) if (keepEnf.has(e.unit.uid)) oldEnf.set(e.unit.uid, e);
       else this.detachEnforcement(e);
     }
-    const units: AttachedUnit[] = [];
-    const seen = new Set<string>();
-    for (const u of compiled.units) {
-      if (seen.has(u.uid)) continue;
-      seen.add(u.uid);
-      units.push(oldUnits.get(u.uid) ?? this.attachUnit(u));
-    }
+    // Uids are distinct within a compiled policy, and only computed when there is an old version.
+    const units = compiled.units.map((u) => (old ? oldUnits.get(u.uid) : undefined) ?? this.attachUnit(u));
     const enforcements = compiled.enforcements.map((e) => oldEnf.get(e.uid) ?? this.attachEnforcement(e));
-    this.policies.set(key, { policy, units: units.slice(), enforcements });
+    this.policies.set(key, { policy, units, enforcements });
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 

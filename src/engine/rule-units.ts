@@ -14,8 +14,8 @@ import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, l
 export interface RuleUnit {
   /**
    * Equal uids mean equal content within one policy (units are only matched against the previous
-   * version of their own policy): a re-applied unchanged rule keeps its unit and its work. Flat: a
-   * uid built by concatenation (or JSON.stringify) stays a tree of string pieces on the heap.
+   * version of their own policy): a re-applied unchanged rule keeps its unit and its work. The
+   * units of one compiled policy have distinct uids (each names its rule's index or path).
    */
   readonly uid: string;
   /** The rule's index in its policy (NetworkPolicy-tier units; the order L7 conflicts are looked for in). */
@@ -68,24 +68,39 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
     { tag: 'n', namedEgress: true, clauses: named.length === rule.ports.length ? rule.ports : named.slice() },
     { tag: 'p', namedEgress: false, clauses: named.length === 0 ? rule.ports : rule.ports.filter((c) => !isNamedEgress(c)).slice() },
   ];
-  const peerKeys = peers.map((p) => p.key);
+  const subject = labelsSelector(rule.subject);
   const out: RuleUnit[] = [];
   for (const part of parts) {
     if (part.clauses.length === 0 || peers.length === 0) continue;
-    out.push({
-      uid: flat(JSON.stringify([index, rule.origin.path, rule.direction, rule.verdict, rule.subject.key, peerKeys, part.tag, part.clauses])),
-      index,
-      origin: rule.origin,
-      direction: rule.direction,
-      verdict: rule.verdict,
-      subject: labelsSelector(rule.subject),
-      peers,
-      clauses: part.clauses,
-      namedEgress: part.namedEgress,
-      anyPeer: !part.namedEgress && peers.some(isWildcardSelector),
-    });
+    const anyPeer = !part.namedEgress && peers.some(isWildcardSelector);
+    out.push(new NetworkPolicyUnit(index, rule.origin, rule.direction, rule.verdict, subject, peers, part.clauses, part.namedEgress, anyPeer));
   }
   return out;
+}
+
+/**
+ * A NetworkPolicy-tier rule unit. Its uid is only needed when its policy is updated (to match it
+ * against the previous version's units), so it is built on first use and kept from then on.
+ */
+class NetworkPolicyUnit implements RuleUnit {
+  private cachedUid: string | undefined = undefined;
+
+  constructor(
+    readonly index: number,
+    readonly origin: RuleOrigin,
+    readonly direction: Direction,
+    readonly verdict: Verdict,
+    readonly subject: IdentitySelector,
+    readonly peers: readonly IdentitySelector[],
+    readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[],
+    readonly namedEgress: boolean,
+    readonly anyPeer: boolean,
+  ) {}
+
+  get uid(): string {
+    this.cachedUid ??= flat(JSON.stringify([this.index, this.origin.path, this.direction, this.verdict, this.subject.key, this.peers.map((p) => p.key), this.namedEgress ? 'n' : 'p', this.clauses]));
+    return this.cachedUid;
+  }
 }
 
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {

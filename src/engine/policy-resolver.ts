@@ -1,6 +1,6 @@
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { PolicyKey, wildcardKey } from '../model/policy-map.js';
-import { Direction, DIRECTIONS, Policy, policyRefKey } from '../model/rules.js';
+import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
 import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
@@ -25,25 +25,62 @@ export interface AttachedUnit {
   /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
   peersRegistered: boolean;
   peers: CachedSelector[];
-  /** Peer identities and how many of this unit's peer selectors select each. */
-  readonly targets: Map<IdentityId, number>;
+  /** Peer identities and how many of this unit's peer selectors select each (`NO_TARGETS` while peers are unregistered). */
+  targets: Map<IdentityId, number>;
   /** CIDR identities this unit keeps allocated. */
   cidrRefs: IdentityRecord[];
-  readonly subjectListener: SelectionListener;
-  readonly peerListener: SelectionListener;
+  subjectListener: SelectionListener;
+  peerListener: SelectionListener;
 }
 
 /** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache. */
 export interface AttachedEnforcement {
   readonly unit: EnforcementUnit;
   subject: CachedSelector | null;
-  readonly listener: SelectionListener;
+  listener: SelectionListener;
 }
 
+/** Arrays, not Maps keyed by uid: most policies are never updated, and a Map costs ~200 bytes each. */
 interface PolicyRecord {
   readonly policy: Policy;
-  readonly units: Map<string, AttachedUnit>;
-  readonly enforcements: Map<string, AttachedEnforcement>;
+  readonly units: readonly AttachedUnit[];
+  readonly enforcements: readonly AttachedEnforcement[];
+}
+
+/** The targets of every unit whose peers are not registered; never written. */
+const NO_TARGETS: Map<IdentityId, number> = new Map();
+
+/** A unit's subject or peer listener: an object per unit and role instead of a closure and its context. */
+class UnitListener implements SelectionListener {
+  constructor(
+    private readonly resolver: PolicyResolver,
+    private readonly a: AttachedUnit,
+    private readonly peer: boolean,
+  ) {}
+
+  get origin(): RuleOrigin {
+    return this.a.unit.origin;
+  }
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    if (this.peer) this.resolver.onPeerChange(this.a, added, removed);
+    else this.resolver.onSubjectChange(this.a, added, removed);
+  }
+}
+
+class EnforcementListener implements SelectionListener {
+  constructor(
+    private readonly resolver: PolicyResolver,
+    private readonly e: AttachedEnforcement,
+  ) {}
+
+  get origin(): RuleOrigin {
+    return this.e.unit.origin;
+  }
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.resolver.onEnforcementChange(this.e, added, removed);
+  }
 }
 
 /**
@@ -77,27 +114,28 @@ export class PolicyResolver implements NamedPortListener {
     const key = policyRefKey(policy.ref);
     const old = this.policies.get(key);
     const compiled = compilePolicy(policy);
-    const rec: PolicyRecord = { policy, units: new Map(), enforcements: new Map() };
-    const keepUnits = new Set(compiled.units.map((u) => u.uid));
-    const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
+    const oldUnits = new Map<string, AttachedUnit>();
+    const oldEnf = new Map<string, AttachedEnforcement>();
     if (old) {
-      for (const [uid, a] of old.units) if (!keepUnits.has(uid)) this.detachUnit(a);
-      for (const [uid, e] of old.enforcements) if (!keepEnf.has(uid)) this.detachEnforcement(e);
+      const keepUnits = new Set(compiled.units.map((u) => u.uid));
+      const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
+      for (const a of old.units) if (keepUnits.has(a.unit.uid)) oldUnits.set(a.unit.uid, a);
+      else this.detachUnit(a);
+      for (const e of old.enforcements) if (keepEnf.has(e.unit.uid)) oldEnf.set(e.unit.uid, e);
+      else this.detachEnforcement(e);
     }
-    this.policies.set(key, rec);
-    for (const u of compiled.units) {
-      const kept = old?.units.get(u.uid);
-      if (!rec.units.has(u.uid)) rec.units.set(u.uid, kept ?? this.attachUnit(u));
-    }
-    for (const e of compiled.enforcements) rec.enforcements.set(e.uid, old?.enforcements.get(e.uid) ?? this.attachEnforcement(e));
+    // Uids are distinct within a compiled policy, and only computed when there is an old version.
+    const units = compiled.units.map((u) => (old ? oldUnits.get(u.uid) : undefined) ?? this.attachUnit(u));
+    const enforcements = compiled.enforcements.map((e) => oldEnf.get(e.uid) ?? this.attachEnforcement(e));
+    this.policies.set(key, { policy, units, enforcements });
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 
   deletePolicy(key: string): void {
     const rec = this.policies.get(key);
     if (!rec) throw new Error(`internal: policy ${key} vanished`);
-    for (const a of rec.units.values()) this.detachUnit(a);
-    for (const e of rec.enforcements.values()) this.detachEnforcement(e);
+    for (const a of rec.units) this.detachUnit(a);
+    for (const e of rec.enforcements) this.detachEnforcement(e);
     this.policies.delete(key);
     this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
   }
@@ -203,11 +241,13 @@ export class PolicyResolver implements NamedPortListener {
       subject: null,
       peersRegistered: false,
       peers: [],
-      targets: new Map(),
+      targets: NO_TARGETS,
       cidrRefs: [],
-      subjectListener: { origin: unit.origin, selectionChanged: (_cs, added, removed) => this.onSubjectChange(a, added, removed) },
-      peerListener: { origin: unit.origin, selectionChanged: (_cs, added, removed) => this.onPeerChange(a, added, removed) },
+      subjectListener: null as unknown as SelectionListener,
+      peerListener: null as unknown as SelectionListener,
     };
+    a.subjectListener = new UnitListener(this, a, false);
+    a.peerListener = new UnitListener(this, a, true);
     a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
     const selected = [...a.subject.selected];
     if (selected.length > 0) this.onSubjectChange(a, selected, []);
@@ -225,6 +265,7 @@ export class PolicyResolver implements NamedPortListener {
   /** Registers the unit's peers once some local identity needs it. */
   private registerPeers(a: AttachedUnit): void {
     if (this.ctx.faultHook) this.ctx.fault('registerPeers');
+    a.targets = new Map();
     for (const sel of a.unit.peers) {
       if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
       if (sel.kind === 'cidr') {
@@ -250,7 +291,7 @@ export class PolicyResolver implements NamedPortListener {
   private unregisterPeers(a: AttachedUnit): void {
     for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener);
     a.peers = [];
-    a.targets.clear();
+    a.targets = NO_TARGETS;
     for (const rec of a.cidrRefs) this.identities.release(rec);
     a.cidrRefs = [];
     if (a.unit.namedEgress || a.unit.peerNamedPorts) {
@@ -264,7 +305,7 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** Local identities entering or leaving the unit's subject selection. */
-  private onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
+  onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
     if (added.length > 0 && !a.peersRegistered) {
       a.peersRegistered = true;
       this.registerPeers(a);
@@ -291,7 +332,7 @@ export class PolicyResolver implements NamedPortListener {
     }
   }
 
-  private onPeerChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+  onPeerChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('peerChange');
     for (const id of added) {
       const n = a.targets.get(id) ?? 0;
@@ -313,11 +354,8 @@ export class PolicyResolver implements NamedPortListener {
   // ---------------------------------------------------------------- enforcement
 
   private attachEnforcement(unit: EnforcementUnit): AttachedEnforcement {
-    const e: AttachedEnforcement = {
-      unit,
-      subject: null,
-      listener: { origin: unit.origin, selectionChanged: (_cs, added, removed) => this.onEnforcementChange(e, added, removed) },
-    };
+    const e: AttachedEnforcement = { unit, subject: null, listener: null as unknown as SelectionListener };
+    e.listener = new EnforcementListener(this, e);
     e.subject = this.subjectCache.register(unit.subject, e.listener);
     const selected = [...e.subject.selected];
     if (selected.length > 0) this.onEnforcementChange(e, selected, []);
@@ -333,7 +371,7 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** The first enforcement of a direction removes the identity's default allow; the last one brings it back. */
-  private onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+  onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('enforcementChange');
     const d = e.unit.direction;
     const allowAll = wildcardKey(ANY_IDENTITY, d);

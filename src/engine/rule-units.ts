@@ -3,6 +3,7 @@ import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, 
 import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { compileTiered } from './tiers.js';
+import { flat } from '../model/intern.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
 /**
@@ -11,8 +12,14 @@ import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, l
  * so their part can never use the identity-0 (any peer) key and is kept apart.
  */
 export interface RuleUnit {
-  /** Equal uids mean equal content: a re-applied unchanged rule keeps its unit and its work. */
+  /**
+   * Equal uids mean equal content within one policy (units are only matched against the previous
+   * version of their own policy): a re-applied unchanged rule keeps its unit and its work. The
+   * units of one compiled policy have distinct uids (each names its rule's index or path).
+   */
   readonly uid: string;
+  /** The rule's index in its policy (NetworkPolicy-tier units; the order L7 conflicts are looked for in). */
+  readonly index?: number;
   readonly origin: RuleOrigin;
   readonly direction: Direction;
   readonly verdict: Verdict;
@@ -33,6 +40,7 @@ export interface RuleUnit {
 }
 
 export interface EnforcementUnit {
+  /** Unique within its policy. */
   readonly uid: string;
   readonly origin: RuleOrigin;
   readonly direction: Direction;
@@ -41,10 +49,6 @@ export interface EnforcementUnit {
 
 function peerSelector(p: Peer): IdentitySelector {
   return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
-}
-
-function canonicalClauses(clauses: readonly { l4: L4Match; l7?: L7Rules }[]): string {
-  return JSON.stringify(clauses);
 }
 
 function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
@@ -60,27 +64,45 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
   }
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+  // The rule's own clause array when it is not split (the common case): nothing copied per unit.
+  const named = rule.ports.filter(isNamedEgress);
   const parts = [
-    { tag: 'n', namedEgress: true, clauses: rule.ports.filter(isNamedEgress) },
-    { tag: 'p', namedEgress: false, clauses: rule.ports.filter((c) => !isNamedEgress(c)) },
+    { tag: 'n', namedEgress: true, clauses: named.length === rule.ports.length ? rule.ports : named.slice() },
+    { tag: 'p', namedEgress: false, clauses: named.length === 0 ? rule.ports : rule.ports.filter((c) => !isNamedEgress(c)).slice() },
   ];
-  const head = `${policyRefKey(rule.origin.policy)}#${index}:${rule.origin.path}#${rule.direction}/${rule.verdict}#${rule.subject.key}#${peers.map((p) => p.key).join(';')}`;
+  const subject = labelsSelector(rule.subject);
   const out: RuleUnit[] = [];
   for (const part of parts) {
     if (part.clauses.length === 0 || peers.length === 0) continue;
-    out.push({
-      uid: `${head}#${part.tag}${canonicalClauses(part.clauses)}`,
-      origin: rule.origin,
-      direction: rule.direction,
-      verdict: rule.verdict,
-      subject: labelsSelector(rule.subject),
-      peers,
-      clauses: part.clauses,
-      namedEgress: part.namedEgress,
-      anyPeer: !part.namedEgress && peers.some(isWildcardSelector),
-    });
+    const anyPeer = !part.namedEgress && peers.some(isWildcardSelector);
+    out.push(new NetworkPolicyUnit(index, rule.origin, rule.direction, rule.verdict, subject, peers, part.clauses, part.namedEgress, anyPeer));
   }
   return out;
+}
+
+/**
+ * A NetworkPolicy-tier rule unit. Its uid is only needed when its policy is updated (to match it
+ * against the previous version's units), so it is built on first use and kept from then on.
+ */
+class NetworkPolicyUnit implements RuleUnit {
+  private cachedUid: string | undefined = undefined;
+
+  constructor(
+    readonly index: number,
+    readonly origin: RuleOrigin,
+    readonly direction: Direction,
+    readonly verdict: Verdict,
+    readonly subject: IdentitySelector,
+    readonly peers: readonly IdentitySelector[],
+    readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[],
+    readonly namedEgress: boolean,
+    readonly anyPeer: boolean,
+  ) {}
+
+  get uid(): string {
+    this.cachedUid ??= flat(JSON.stringify([this.index, this.origin.path, this.direction, this.verdict, this.subject.key, this.peers.map((p) => p.key), this.namedEgress ? 'n' : 'p', this.clauses]));
+    return this.cachedUid;
+  }
 }
 
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
@@ -89,7 +111,7 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
   const seen = new Set<string>();
   const enforcements: EnforcementUnit[] = [];
   for (const e of policy.enforcements) {
-    const uid = `${policyRefKey(policy.ref)}#enforce#${e.direction}#${e.subject.key}`;
+    const uid = flat(`${e.direction}#${e.subject.key}`);
     if (seen.has(uid)) continue;
     seen.add(uid);
     enforcements.push({ uid, origin: e.origin, direction: e.direction, subject: labelsSelector(e.subject) });
@@ -126,6 +148,18 @@ export interface PortKey {
 }
 
 const ALL_PORTS: PortKey = { protocol: 0, port: 0, portPrefixLen: 0 };
+const ALL_PORTS_KEYS: readonly PortKey[] = Object.freeze([ALL_PORTS]);
+
+/** Is [from, to] one port prefix (what `portRangeToPrefixes` would return as a single entry)? */
+function isPrefix(from: number, to: number): boolean {
+  const size = to - from + 1;
+  return Number.isInteger(from) && Number.isInteger(to) && from >= 0 && to <= 0xffff && size > 0 && (size & (size - 1)) === 0 && (from & (size - 1)) === 0;
+}
+
+function rangeKey(protocol: number, from: number, to: number): PortKey {
+  if (from === 0) return { protocol, port: 0, portPrefixLen: 0 };
+  return { protocol, port: from, portPrefixLen: 16 - Math.log2(to - from + 1) };
+}
 
 /** A named port resolved to (protocol, port) pairs. */
 export type NamedPortResolver = (name: string, protocol: RuleProtocol) => readonly { protocol: FlowProtocol; port: number }[];
@@ -139,7 +173,7 @@ export function resolveNamedIn(ports: readonly ContainerPort[]): NamedPortResolv
  * becomes one exact-port key per port: a proxy redirect is per (direction, protocol, port), and a
  * redirected request must never be judged by the rules of a neighbouring port.
  */
-export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPorts = false): PortKey[] {
+export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPorts = false): readonly PortKey[] {
   if (exactPorts && l4.kind === 'range' && l4.from !== 0) {
     const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
     const out: PortKey[] = [];
@@ -148,8 +182,10 @@ export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPort
   }
   switch (l4.kind) {
     case 'all':
-      return [ALL_PORTS];
+      return ALL_PORTS_KEYS;
     case 'range': {
+      // One protocol and one prefix (the common case): an exact one-element array, kept per clause.
+      if (l4.protocol !== 'ANY' && (l4.from === 0 || isPrefix(l4.from, l4.to))) return [rangeKey(PROTOCOL_NUMBER[l4.protocol], l4.from, l4.to)];
       const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
       const out: PortKey[] = [];
       for (const p of protocols) {
@@ -201,11 +237,21 @@ function filterKeys(l4: L4Match): string[] {
   return protocols.map((p) => `${port}/${p}`);
 }
 
+/** The order conflicts are looked for in: by policy, then rule index, path, direction, verdict, selectors and clauses. */
+function conflictOrder(u: RuleUnit): string {
+  const peers = u.peers.map((p) => p.key).join(';');
+  return `${policyRefKey(u.origin.policy)}#${u.index ?? 0}:${u.origin.path}#${u.direction}/${u.verdict}#${u.subject.key}#${peers}#${u.namedEgress ? 'n' : 'p'}${JSON.stringify(u.clauses)}`;
+}
+
 /** The first conflict between the allow rules of one endpoint (its units), or null. */
 export function l7ParserConflict(endpoint: string, units: Iterable<RuleUnit>): L7ParserConflictError | null {
   const seen = new Map<string, { origin: RuleOrigin; parser: L7Parser }>();
-  const withL7 = [...units].filter((u) => u.verdict === 'allow' && u.clauses.some((c) => c.l7 !== undefined));
-  for (const u of withL7.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0))) {
+  const withL7 = [...units]
+    .filter((u) => u.verdict === 'allow' && u.clauses.some((c) => c.l7 !== undefined))
+    .map((u) => ({ u, order: conflictOrder(u) }))
+    .sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0))
+    .map((x) => x.u);
+  for (const u of withL7) {
     for (const c of u.clauses) {
       if (!c.l7) continue;
       for (const k of filterKeys(c.l4)) {

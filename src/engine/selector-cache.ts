@@ -188,9 +188,9 @@ export class SelectorCache {
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }
 
-  private candidateSelectors(ident: SelectableIdentity): Set<CachedSelector> {
+  private candidateSelectors(buckets: readonly string[]): Set<CachedSelector> {
     const out = new Set<CachedSelector>(this.unindexed);
-    for (const b of bucketsOfIdentity(ident)) {
+    for (const b of buckets) {
       const s = this.selectorBuckets.get(b);
       if (s) for (const cs of s) out.add(cs);
     }
@@ -200,9 +200,10 @@ export class SelectorCache {
   addIdentity(ident: SelectableIdentity): void {
     if (this.identities.has(ident.id)) throw new Error(`identity ${ident.id} is already in the selector cache`);
     this.identities.set(ident.id, ident);
-    for (const b of bucketsOfIdentity(ident)) addTo(this.identityBuckets, b, ident.id);
+    const buckets = bucketsOfIdentity(ident);
+    for (const b of buckets) addTo(this.identityBuckets, b, ident.id);
     const hits: CachedSelector[] = [];
-    for (const cs of this.candidateSelectors(ident)) {
+    for (const cs of this.candidateSelectors(buckets)) {
       if (this.evaluate(cs, ident)) {
         cs.selected.add(ident.id);
         hits.push(cs);
@@ -215,10 +216,11 @@ export class SelectorCache {
     const ident = this.identities.get(id);
     if (!ident) throw new Error(`identity ${id} is not in the selector cache`);
     this.identities.delete(id);
-    for (const b of bucketsOfIdentity(ident)) removeFrom(this.identityBuckets, b, id);
+    const buckets = bucketsOfIdentity(ident);
+    for (const b of buckets) removeFrom(this.identityBuckets, b, id);
     // No evaluation needed: exactly the selectors that selected it lose it.
     const hits: CachedSelector[] = [];
-    for (const cs of this.candidateSelectors(ident)) {
+    for (const cs of this.candidateSelectors(buckets)) {
       if (cs.selected.delete(id)) hits.push(cs);
     }
     for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [], [id]);

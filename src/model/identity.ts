@@ -102,13 +102,24 @@ export interface PodIdentitySource {
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
   // Pod labels in a derived label space never reach the identity (see DERIVED_LABEL_PREFIXES).
   const labels: Label[] = k8sLabels(pod.labels).filter((l) => !isDerivedLabelKey(l.key));
-  labels.push({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY, value: pod.namespace });
-  for (const [k, v] of Object.entries(namespaceLabels)) {
-    labels.push({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k, value: v });
-  }
+  for (const l of namespacePart(pod.namespace, namespaceLabels)) labels.push(l);
   labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
-  labels.push({ source: SOURCE_K8S, key: CLUSTER_KEY, value: DEFAULT_CLUSTER_NAME });
   return makeLabelSet(labels);
+}
+
+const CLUSTER_LABEL: Label = { source: SOURCE_K8S, key: CLUSTER_KEY, value: DEFAULT_CLUSTER_NAME };
+
+/** The labels every pod of a namespace shares, per namespace-labels object: built once, the Label objects shared. */
+const namespaceParts = new WeakMap<object, { readonly namespace: string; readonly labels: readonly Label[] }>();
+
+function namespacePart(namespace: string, namespaceLabels: Readonly<Record<string, string>>): readonly Label[] {
+  const hit = namespaceParts.get(namespaceLabels);
+  if (hit !== undefined && hit.namespace === namespace) return hit.labels;
+  const labels: Label[] = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY, value: namespace }];
+  for (const [k, v] of Object.entries(namespaceLabels)) labels.push({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k, value: v });
+  labels.push(CLUSTER_LABEL);
+  namespaceParts.set(namespaceLabels, { namespace, labels });
+  return labels;
 }
 
 interface Allocation {

@@ -1,3 +1,4 @@
+import { intern } from './intern.js';
 /**
  * Labels as Cilium sees them: every label has a source (`k8s`, `reserved`, `cidr`, ...).
  * A selector key without a source prefix matches labels of any source.
@@ -57,21 +58,27 @@ export function formatLabel(l: Label): string {
   return l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`;
 }
 
-function compareLabels(a: Label, b: Label): number {
-  if (a.source !== b.source) return a.source < b.source ? -1 : 1;
-  if (a.key !== b.key) return a.key < b.key ? -1 : 1;
-  return a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
+function sameKey(a: Label, b: Label): boolean {
+  return a.source === b.source && a.key === b.key;
 }
 
+/** The labels sorted, one per `source:key` (the last given wins). Sorting is stable, so a key's last label ends its run. */
 export function makeLabelSet(labels: Iterable<Label>): LabelSet {
-  const byKey = new Map<string, Label>();
-  for (const l of labels) byKey.set(`${l.source}:${l.key}`, l);
-  return [...byKey.values()].sort(compareLabels);
+  const sorted = Array.from(labels).sort(compareLabelKeys);
+  let dups = 0;
+  for (let i = 1; i < sorted.length; i++) if (sameKey(sorted[i - 1] as Label, sorted[i] as Label)) dups++;
+  if (dups === 0) return sorted;
+  return sorted.filter((l, i) => i + 1 === sorted.length || !sameKey(l, sorted[i + 1] as Label));
+}
+
+function compareLabelKeys(a: Label, b: Label): number {
+  if (a.source !== b.source) return a.source < b.source ? -1 : 1;
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
 /** Canonical string of a label set: equal sets give equal strings (the identity key). */
 export function labelSetKey(set: LabelSet): string {
-  return set.map(formatLabel).join(',');
+  return intern(set.map(formatLabel).join(','));
 }
 
 /** Values the set holds for a selector key; a key of source `any` looks through every source. */

@@ -1,3 +1,4 @@
+import { intern } from './intern.js';
 import { formatLabelKey, LabelKey, LabelSet, labelValues } from './labels.js';
 
 export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
@@ -41,7 +42,7 @@ export function makeSelector(requirements: Iterable<Requirement>): Selector {
     unique.set(requirementKey(norm), norm);
   }
   const sorted = [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return { requirements: sorted.map(([, r]) => r), key: sorted.map(([k]) => k).join(' && ') || '<all>' };
+  return { requirements: sorted.map(([, r]) => r), key: intern(sorted.map(([k]) => k).join(' && ') || '<all>') };
 }
 
 export const WILDCARD_SELECTOR: Selector = makeSelector([]);

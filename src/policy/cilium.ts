@@ -17,6 +17,7 @@ import {
 import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.js';
 import { namespaceRequirement, readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
+import { intern } from '../model/intern.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 const CILIUM_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: true };
@@ -103,7 +104,7 @@ export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind:
   if (specs.length === 0) r.fail('', 'must have spec or specs');
   const out: RuleSet = { rules: [], enforcements: [], warnings: [] };
   for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, out, options);
-  return { ref, rules: out.rules, enforcements: out.enforcements, warnings: out.warnings, manifest: doc };
+  return { ref, rules: out.rules.slice(), enforcements: out.enforcements.slice(), warnings: out.warnings.slice(), manifest: doc };
 }
 
 interface RuleSet {
@@ -171,7 +172,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     // Cilium makes one policy entry per ingress/egress rule, each carrying the flag
     // (ParseCiliumRule: newPolicyEntry), so the flag only matters for a direction with rules.
     if (hasRules[direction] && (explicitDefaultDeny[direction] ?? true)) {
-      enforcements.push({ origin: { policy: ref, path }, subject, direction });
+      enforcements.push({ origin: { policy: ref, path: intern(path) }, subject, direction });
     }
   }
 }
@@ -271,7 +272,8 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   if (!hasL4) ports.push({ l4: ALL_L4 });
   // A rule with ports but no peer field applies to every peer; a rule with neither selects nothing.
   if (!anyL3 && ports.length > 0 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
-  return { origin: { policy: ref, path }, subject, direction: shape.direction, verdict: shape.verdict, peers, ports, ...(toFQDNs ? { toFQDNs } : {}) };
+  // Exact-size copies: arrays grown by push keep spare capacity for as long as the policy lives.
+  return { origin: { policy: ref, path: intern(path) }, subject, direction: shape.direction, verdict: shape.verdict, peers: peers.slice(), ports: ports.slice(), ...(toFQDNs ? { toFQDNs } : {}) };
 }
 
 /** One `toFQDNs` entry: exactly one of matchName, matchPattern (FQDNSelector, pkg/policy/api/fqdn.go). */

@@ -4,6 +4,7 @@ import { Direction, Enforcement, Peer, Policy, PolicyRef, PolicyRule, PortClause
 import { andSelector, existsRequirement, makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { readCidrWithExcept, readMetadata, refOf, restrictToNamespace, namespaceRequirement } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
+import { intern } from '../model/intern.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
@@ -71,7 +72,7 @@ function parseRules(r: Reader, list: unknown[] | undefined, direction: Direction
     const portsRaw = r.optArray(ro.ports, join(path, 'ports'));
     const ports: PortClause[] =
       portsRaw === undefined || portsRaw.length === 0 ? [{ l4: ALL_L4 }] : portsRaw.map((p, j) => ({ l4: parsePort(r, p, at(join(path, 'ports'), j)) }));
-    return { origin: { policy: ref, path }, subject, direction, verdict: 'allow', peers, ports };
+    return { origin: { policy: ref, path: intern(path) }, subject, direction, verdict: 'allow', peers, ports };
   });
 }
 

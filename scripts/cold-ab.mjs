@@ -1,0 +1,55 @@
+// Same-run A/B of a trace's cold start (the initial phase applied as one transaction, as
+// `distill replay` does) for two builds: fresh process per run, builds alternating. Prints a
+// header line (commits, Node, CPU model, date, load) and one JSON line per run: wall and CPU ms of
+// the cold start (CPU time is the steadier number on a shared machine: it excludes waiting for a
+// core), the heap at its end (garbage included, as `replay` reports it) and after a forced GC
+// (live, parsed trace included), the process's peak RSS, and the engine's work counters (which
+// must be equal for both builds).
+// Usage: node scripts/cold-ab.mjs OLD_DIST NEW_DIST TRACE [RUNS=3] > bench/results/NAME.jsonl
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+async function child(dist, tracePath) {
+  const { getHeapStatistics } = await import('node:v8');
+  const { parseTrace } = await import(resolve(dist, 'churn/trace.js'));
+  const { Engine } = await import(resolve(dist, 'engine/engine.js'));
+  const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
+  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+  const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  globalThis.gc();
+  const t0 = process.hrtime.bigint();
+  const c0 = process.cpuUsage();
+  const engine = new Engine({});
+  const cs = engine.apply(initial);
+  const cpu = process.cpuUsage(c0);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const atEnd = getHeapStatistics().used_heap_size;
+  globalThis.gc();
+  const live = getHeapStatistics().used_heap_size;
+  const mb = (b) => Math.round(b / 2 ** 20);
+  process.stdout.write(JSON.stringify({ coldMs: Math.round(ms), coldCpuMs: Math.round((cpu.user + cpu.system) / 1000), heapAfterColdMB: mb(live), heapAtEndOfColdMB: mb(atEnd), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), deltas: cs.deltas.length, work: engine.stats() }));
+}
+
+const argv = process.argv.slice(2);
+if (argv[0] === '--child') {
+  await child(argv[1], argv[2]);
+} else {
+  const [oldDist, newDist, trace, runsArg] = argv;
+  if (!oldDist || !newDist || !trace) {
+    process.stderr.write('usage: node scripts/cold-ab.mjs OLD_DIST NEW_DIST TRACE [RUNS]\n');
+    process.exit(2);
+  }
+  const self = fileURLToPath(import.meta.url);
+  const commitOf = (dist) => execFileSync('git', ['-C', dirname(resolve(dist)), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  const header = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, old: commitOf(oldDist), new: commitOf(newDist), trace, load: loadavg() };
+  process.stdout.write(`${JSON.stringify({ header })}\n`);
+  for (let i = 0; i < Number(runsArg ?? 3); i++) {
+    for (const [build, dist] of [['old', oldDist], ['new', newDist]]) {
+      const out = execFileSync('node', ['--expose-gc', self, '--child', dist, trace], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      process.stdout.write(`${JSON.stringify({ build, run: i, load: loadavg()[0], ...JSON.parse(out) })}\n`);
+    }
+  }
+}

@@ -5,8 +5,9 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas } from '../datapath/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
-import type { EngineEvent } from '../engine/events.js';
+import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
 import { proxyPortsFromMaps, reconcile } from '../node/restart.js';
@@ -18,6 +19,12 @@ export interface AgentConfig {
   /** Watch stream files; `-` is standard input. */
   readonly watch: readonly string[];
   readonly backend: MapBackend;
+  /**
+   * The datapath's ipcache (prefix → identity; `KernelIpcache` for bpf maps), written between the
+   * policy maps' tighten and loosen phases and brought to the engine's at the first write. None:
+   * another component owns it. The agent closes it when it stops.
+   */
+  readonly ipcache?: AgentIpcache;
   readonly logger: Logger;
   readonly registry: Registry;
   /** `HOST:PORT` for /metrics and /healthz. */
@@ -40,6 +47,14 @@ export interface AgentConfig {
   readonly now?: () => number;
   /** Timer functions (default the global ones): the agent keeps one timer, for the earliest pending pod deletion. */
   readonly timers?: AgentTimers;
+}
+
+/** An ipcache the agent writes (`KernelIpcache` is one). */
+export interface AgentIpcache {
+  apply(deltas: readonly IpcacheDelta[]): void;
+  /** Makes it hold exactly `wanted`, writing only the difference; returns how many entries changed. */
+  sync(wanted: ReadonlyMap<string, number>): number;
+  close(): void;
 }
 
 /** The timer functions an agent uses (injectable, for tests with a fake clock). */
@@ -234,19 +249,26 @@ export class Agent {
     this.deadlineTimer = { at, handle };
   }
 
-  private write(cs: Parameters<typeof applyChangeSet>[1]): void {
+  /**
+   * One transaction's writes, the ipcache's between the policy maps' phases. The first (and any
+   * after a failed write) brings the pinned maps and the ipcache to the engine's state, writing
+   * only the difference.
+   */
+  private write(cs: ChangeSet): void {
     const log = this.config.logger;
+    const ipcache = this.config.ipcache;
     try {
       if (!this.reconciled) {
-        const stats = reconcile(this.engine, this.config.backend);
+        let ipcacheWrites = 0;
+        const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine)))));
         this.reconciled = true;
-        log.info({ ...stats }, 'pinned maps reconciled');
+        log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, 'pinned maps reconciled');
       } else {
-        applyChangeSet(this.config.backend, cs);
+        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache))));
       }
     } catch (e) {
       log.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
-      reconcile(this.engine, this.config.backend);
+      reconcile(this.engine, this.config.backend, ipcache && (() => void ipcache.sync(kernelIpcacheContent(this.engine))));
     }
   }
 
@@ -279,6 +301,7 @@ export class Agent {
     process.stdin.pause();
     this.flush();
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.config.ipcache?.close();
     this.config.backend.close();
     this.finish();
   }

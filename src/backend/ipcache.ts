@@ -1,7 +1,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IpcacheDelta } from '../engine/events.js';
-import { Cidr, hostCidr, IpAddress, IpFamily, parseCidr } from '../model/cidr.js';
+import { Cidr, hostCidr, IpAddress, IpFamily, nthAddress, parseCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
 import { BpfError } from './bpf.js';
@@ -26,6 +26,15 @@ export function encodeIpcacheKey(c: Cidr, out: Buffer): void {
   }
 }
 
+/** The prefix a kernel key stands for (the inverse of `encodeIpcacheKey`). */
+export function decodeIpcacheKey(family: IpFamily, key: Buffer): Cidr {
+  const prefixLength = key.readUInt32LE(0);
+  let network = 0n;
+  for (let i = 0; i < ADDR_BYTES[family]; i++) network = (network << 8n) | BigInt(key[4 + i]!);
+  const ip = nthAddress({ family, network: 0n, prefixLength: 0, text: '' }, network);
+  return parseCidr(`${ip.text}/${prefixLength}`);
+}
+
 /**
  * The ipcache in the kernel: one LPM trie per family (prefix → peer identity, u32), pinned beside
  * the policy maps and reopened if already pinned (a restart). It is written from
@@ -34,16 +43,19 @@ export function encodeIpcacheKey(c: Cidr, out: Buffer): void {
  */
 export class KernelIpcache {
   private readonly fds = new Map<IpFamily, number>();
-  /** What this instance wrote (prefix text → identity): `sync` diffs against it. */
+  /** What the maps hold (prefix text → identity), read back from the kernel at open: `sync` diffs against it. */
   private readonly content = new Map<string, IdentityId>();
   private readonly attr = new NativeBuffer(128);
   private readonly key = new NativeBuffer(20);
+  private readonly nextKey = new NativeBuffer(20);
   private readonly value = new NativeBuffer(4);
   private readonly path = new NativeBuffer(4096);
 
   constructor(readonly pinDir: string) {
     try {
       for (const family of ['ipv4', 'ipv6'] as const) this.fds.set(family, this.open(family));
+      // A restart: what an earlier writer pinned is what `sync` diffs against (stale entries go, unchanged ones stay).
+      for (const family of ['ipv4', 'ipv6'] as const) for (const [prefix, id] of this.read(family)) this.content.set(prefix, id);
     } catch (e) {
       this.close();
       throw e;
@@ -106,6 +118,36 @@ export class KernelIpcache {
     return bpf(cmd, this.attr);
   }
 
+  /** Every entry of one family's trie, as the kernel holds it (BPF_MAP_GET_NEXT_KEY, then a lookup per key). */
+  private read(family: IpFamily): Map<string, IdentityId> {
+    const fd = this.fds.get(family)!;
+    const out = new Map<string, IdentityId>();
+    const a = this.attr.buf;
+    let first = true;
+    for (;;) {
+      a.fill(0);
+      a.writeUInt32LE(fd, 0);
+      // No key: the first key (an LPM trie's get_next_key starts at its leftmost node).
+      a.writeBigUInt64LE(first ? 0n : this.key.address, 8);
+      a.writeBigUInt64LE(this.nextKey.address, 16);
+      const r = bpf(BPF_CMD.MAP_GET_NEXT_KEY, this.attr);
+      if (r.ret < 0) {
+        if (r.errno === ERRNO.ENOENT) return out;
+        throw new BpfError('MAP_GET_NEXT_KEY', r.errno, ipcachePinPath(this.pinDir, family));
+      }
+      first = false;
+      this.nextKey.buf.copy(this.key.buf);
+      const c = decodeIpcacheKey(family, this.key.buf);
+      a.fill(0);
+      a.writeUInt32LE(fd, 0);
+      a.writeBigUInt64LE(this.key.address, 8);
+      a.writeBigUInt64LE(this.value.address, 16);
+      const l = bpf(BPF_CMD.MAP_LOOKUP_ELEM, this.attr);
+      if (l.ret < 0) throw new BpfError('MAP_LOOKUP_ELEM', l.errno, `ipcache ${c.text}`);
+      out.set(c.text, this.value.buf.readUInt32LE(0));
+    }
+  }
+
   /** Writes one change set's ipcache deltas, in order (the engine lists them by prefix). */
   apply(deltas: readonly IpcacheDelta[]): void {
     for (const d of deltas) {
@@ -121,8 +163,9 @@ export class KernelIpcache {
   }
 
   /**
-   * Makes the maps hold exactly `wanted` (prefix → identity) as far as this instance wrote them
-   * (a fresh one: exactly): upserts before deletes. Returns how many entries changed.
+   * Makes the maps hold exactly `wanted` (prefix → identity), writing only the difference with
+   * what they hold (read back at open, so a restart with nothing changed writes nothing): upserts
+   * before deletes. Returns how many entries changed.
    */
   sync(wanted: ReadonlyMap<string, IdentityId>): number {
     const deltas: IpcacheDelta[] = [];
@@ -137,7 +180,7 @@ export class KernelIpcache {
     return deltas.length;
   }
 
-  /** What this instance wrote. */
+  /** What the maps hold (read back at open, then as written). */
   entries(): ReadonlyMap<string, IdentityId> {
     return this.content;
   }
@@ -155,6 +198,6 @@ export class KernelIpcache {
   close(): void {
     for (const fd of this.fds.values()) closeFd(fd);
     this.fds.clear();
-    for (const b of [this.attr, this.key, this.value, this.path]) b.free();
+    for (const b of [this.attr, this.key, this.nextKey, this.value, this.path]) b.free();
   }
 }

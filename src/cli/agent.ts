@@ -6,6 +6,8 @@ import { Agent } from '../agent/agent.js';
 import { EtcdIdentitySource } from '../agent/etcd-identities.js';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
+import { KernelIpcache } from '../backend/ipcache.js';
+import { kernelIpcacheContent } from '../datapath/ipcache-content.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { mapRecordJson, l7RowJson } from './render.js';
 
@@ -16,6 +18,7 @@ interface AgentCliOptions {
   etcd?: string;
   backend: 'memory' | 'bpf';
   pinDir: string;
+  ipcache: boolean;
   metricsAddr?: string;
   exitAtEof?: boolean;
   json?: boolean;
@@ -40,6 +43,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--etcd <url>', 'etcd URL for --identities etcd (cluster identities in Cilium\'s kvstore layout)')
     .addOption(new Option('--backend <kind>', 'where policy maps are written').choices(['memory', 'bpf']).default('memory'))
     .addOption(new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (maps go to <dir>/agent)').default(DEFAULT_PIN_DIR))
+    .option('--no-ipcache', 'with --backend bpf: leave the ipcache (<dir>/agent/ipcache4, ipcache6) to another writer')
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
     .option('--exit-at-eof', 'exit when every stream has ended, printing a summary')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
@@ -53,6 +57,14 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
 
 async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   const backend: MapBackend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'agent') }) : new MemoryBackend();
+  let ipcache: KernelIpcache | undefined;
+  try {
+    // Opened, not fresh: a restart reads back what is pinned and writes only the difference.
+    if (backend instanceof BpfBackend && opts.ipcache) ipcache = new KernelIpcache(backend.pinDir);
+  } catch (e) {
+    backend.close();
+    throw e;
+  }
   const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
   if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');
   const source = opts.etcd !== undefined ? new EtcdIdentitySource({ url: opts.etcd, node: opts.node, logger }) : undefined;
@@ -60,6 +72,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     node: opts.node,
     watch: opts.watch,
     backend,
+    ...(ipcache ? { ipcache } : {}),
     logger,
     registry: new Registry(),
     exitAtEof: opts.exitAtEof === true,
@@ -106,7 +119,10 @@ function labelsOf(agent: Agent): (id: number) => string[] {
   return (id) => (id === 0 ? [] : (agent.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
 }
 
-/** Endpoints, map entries, transactions, refusals; with `json`, every local endpoint's map as `maps dump --json` shows it. */
+/**
+ * Endpoints, map entries, transactions, refusals; with `json`, every local endpoint's map as `maps
+ * dump --json` shows it, and the ipcache the engine wants (prefix → identity).
+ */
 export function summary(agent: Agent, backend: MapBackend, json: boolean, source?: EtcdIdentitySource): string {
   const endpoints = backend.endpoints();
   const entries = endpoints.reduce((n, ep) => n + backend.size(ep), 0);
@@ -119,5 +135,5 @@ export function summary(agent: Agent, backend: MapBackend, json: boolean, source
     const records = backend.dump(ep);
     return { endpoint: ep, backend: backend.kind, capacity: backend.capacity, pressure: records.length / backend.capacity, entries: records.map((r) => mapRecordJson(r, lo)), l7: agent.engine.l7Table(ep).map((row) => l7RowJson(row, lo)) };
   });
-  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps, ...(source ? etcdSummary(source) : {}) })}\n`;
+  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps, ipcache: Object.fromEntries(kernelIpcacheContent(agent.engine)), ...(source ? etcdSummary(source) : {}) })}\n`;
 }

@@ -1,14 +1,40 @@
-import { ClusterState, podIps } from '../model/cluster.js';
+import type { IpcacheDelta } from '../engine/events.js';
+import type { ClusterState } from '../model/cluster.js';
 import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import type { IpAddress } from '../model/cidr.js';
-import { SOURCE_CIDR, LabelSet } from '../model/labels.js';
 
-/** The engine's public identity queries the ipcache is computed from. */
-export interface IdentitySource {
-  identityOfPod(key: string): IdentityId | undefined;
+/** The engine's public queries the ipcache is computed from. */
+export interface IpcacheSource {
   identityOfIp(ip: IpAddress): IdentityId;
-  identities(): IdentityId[];
-  identityLabels(id: IdentityId): LabelSet | undefined;
+  /** Pod IPs (host prefixes), learnt FQDN IPs and CIDR identities' prefixes. */
+  ipcache(): { prefix: string; identity: IdentityId }[];
+}
+
+/**
+ * The datapath's ipcache miss is plain world (bpf/datapath.c), while the engine gives an address
+ * no entry covers its family's world identity: a /0 entry per family makes the kernel agree.
+ */
+const WORLD_BASE: ReadonlyMap<string, IdentityId> = new Map([
+  ['0.0.0.0/0', RESERVED_IDENTITIES['world-ipv4']],
+  ['::/0', RESERVED_IDENTITIES['world-ipv6']],
+]);
+
+/** What the kernel ipcache must hold for an engine: world at /0 per family, then the engine's entries. */
+export function kernelIpcacheContent(engine: IpcacheSource): Map<string, IdentityId> {
+  const out = new Map(WORLD_BASE);
+  for (const { prefix, identity } of engine.ipcache()) out.set(prefix, identity);
+  return out;
+}
+
+/**
+ * A change set's ipcache deltas as the kernel ipcache (holding `kernelIpcacheContent`) takes them:
+ * an entry the engine drops at a /0 falls back to world instead of going.
+ */
+export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[]): IpcacheDelta[] {
+  return deltas.map((d) => {
+    const world = WORLD_BASE.get(d.prefix);
+    return d.op === 'delete' && world !== undefined ? { op: 'upsert', prefix: d.prefix, identity: world, previous: d.identity } : d;
+  });
 }
 
 function hostPrefix(ip: IpAddress): string {
@@ -16,22 +42,11 @@ function hostPrefix(ip: IpAddress): string {
 }
 
 /**
- * What the kernel ipcache must hold for a cluster state, as Cilium fills it: every pod's address,
- * every CIDR identity's prefix, each external's address (its identity as the engine resolves it),
- * and world for everything else.
+ * What the kernel ipcache must hold for a testbed's cluster state: the engine's
+ * (`kernelIpcacheContent`), and each external's address with its identity as the engine resolves it.
  */
-export function ipcacheContent(engine: IdentitySource, state: ClusterState): Map<string, IdentityId> {
-  const out = new Map<string, IdentityId>([
-    ['0.0.0.0/0', RESERVED_IDENTITIES['world-ipv4']],
-    ['::/0', RESERVED_IDENTITIES['world-ipv6']],
-  ]);
-  for (const id of engine.identities()) {
-    for (const l of engine.identityLabels(id) ?? []) if (l.source === SOURCE_CIDR) out.set(l.key, id);
-  }
+export function ipcacheContent(engine: IpcacheSource, state: ClusterState): Map<string, IdentityId> {
+  const out = kernelIpcacheContent(engine);
   for (const ext of state.externals.values()) out.set(hostPrefix(ext.ip), engine.identityOfIp(ext.ip));
-  for (const [key, pod] of state.pods) {
-    const id = engine.identityOfPod(key);
-    if (id !== undefined) for (const ip of podIps(pod)) out.set(hostPrefix(ip), id);
-  }
   return out;
 }

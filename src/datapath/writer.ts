@@ -13,8 +13,8 @@ import { policyPinDir } from './testbed.js';
 /** What a (re)started policy process wrote to bring the pinned maps to its state. */
 export interface WriterStart {
   readonly policy: ReconcileStats;
-  /** ipcache entries upserted: a restarted process rewrites each with its (unchanged) value. */
-  readonly ipcacheUpserts: number;
+  /** ipcache entries written (upserts and deletes): the pinned ipcache is read back, so 0 when nothing changed. */
+  readonly ipcacheWrites: number;
 }
 
 /**
@@ -48,13 +48,16 @@ export class TestbedWriter {
     });
   }
 
-  /** Learns `state` writing nothing, then writes only the difference between the pins and it. */
+  /**
+   * Learns `state` writing nothing, then writes only the difference between the pins and it (the
+   * ipcache's between the policy maps' phases; stale entries an earlier writer left are deleted).
+   */
   start(state: ClusterState): WriterStart {
     this.decider.sync(state);
-    const policy = reconcile(this.engine, this.backend);
-    const ipcacheUpserts = this.ipcache.sync(ipcacheContent(this.engine, state));
+    let ipcacheWrites = 0;
+    const policy = reconcile(this.engine, this.backend, () => void (ipcacheWrites = this.ipcache.sync(ipcacheContent(this.engine, state))));
     this.writing = true;
-    return { policy, ipcacheUpserts };
+    return { policy, ipcacheWrites };
   }
 
   /** One transaction: the maps and the ipcache follow the cluster to `state`. */

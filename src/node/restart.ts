@@ -21,9 +21,10 @@ export interface ReconcileStats extends WriteStats {
  * restart with pinned maps and unchanged policy, nothing is written. The differences of all
  * endpoints are written in the fail-closed order of `planWrites` (a crash left maps between two
  * states; converging from there tightens every map before loosening any). Maps of endpoints the
- * engine no longer has are removed first (that only drops traffic).
+ * engine no longer has are removed first (that only drops traffic). `betweenPhases` runs between
+ * the tighten and the loosen writes, as in `applyChangeSet` (where an ipcache is brought to the engine's).
  */
-export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
+export function reconcile(engine: Engine, backend: MapBackend, betweenPhases?: () => void): ReconcileStats {
   const stats: ReconcileStats = { ...emptyWriteStats(), created: 0, removed: 0 };
   const desired = engine.endpoints();
   const keep = new Set(desired);
@@ -50,7 +51,7 @@ export function reconcile(engine: Engine, backend: MapBackend): ReconcileStats {
     const deltas = diffMaps(ep, have, engine.mapState(ep));
     if (deltas.length > 0) writes.push({ endpoint: ep, deltas, size: have.size });
   }
-  const s = writePlan(backend, planWrites(writes, backend.capacity, (ep) => current.get(ep) ?? []));
+  const s = writePlan(backend, planWrites(writes, backend.capacity, (ep) => current.get(ep) ?? []), betweenPhases);
   stats.upserts = s.upserts;
   stats.deletes = s.deletes;
   stats.syscalls = s.syscalls;

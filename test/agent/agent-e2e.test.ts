@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BpfBackend, bpfUnavailableReason } from '../../src/backend/bpf.js';
+import { KernelIpcache } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
-import { ClusterState, podLabels } from '../../src/model/cluster.js';
+import { ClusterState, podIps, podLabels } from '../../src/model/cluster.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import type { Direction } from '../../src/model/rules.js';
@@ -74,6 +75,8 @@ interface Summary {
   transactions: number;
   refusals: number;
   maps: { endpoint: string; entries: { identity: number; labels: string[] }[] }[];
+  /** The ipcache the agent's engine wants. */
+  ipcache: Record<string, number>;
 }
 
 function agent(args: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -100,8 +103,20 @@ kernel('distill agent with kernel maps', () => {
       const idOf = new Map<string, number>();
       for (const m of summary.maps) for (const e of m.entries) if (e.identity !== 0) idOf.set(e.labels.join(','), e.identity);
       const backend = new BpfBackend({ pinDir: join(pinDir, 'agent'), readOnly: true });
+      // The kernel ipcache the agent pinned holds exactly what its engine wants, every pod address included.
+      const ipcache = new KernelIpcache(join(pinDir, 'agent'));
       let compared = 0;
       try {
+        expect(Object.fromEntries(ipcache.entries())).toEqual(summary.ipcache);
+        for (const pod of final.pods.values()) {
+          for (const ip of podIps(pod)) {
+            const id = ipcache.lookup(ip);
+            expect(id).toBe(summary.ipcache[`${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`]);
+            const byLabels = idOf.get(labelSetKey(podLabels(final, pod)));
+            if (byLabels !== undefined) expect(id).toBe(byLabels);
+          }
+        }
+        expect(Object.keys(summary.ipcache).length).toBeGreaterThanOrEqual(final.pods.size + 2);
         const ports = new Map(scenario.steps.flatMap((st) => st.probes.filter((p) => p.request === undefined).map((p) => [`${p.port}/${p.protocol}`, p] as const)));
         const pods = [...final.pods.values()];
         const flows = pods.flatMap((from) => pods.filter((to) => to !== from).flatMap((to) => [...ports.values()].map((p) => ({ from, to, port: p.port, protocol: p.protocol }))));
@@ -124,13 +139,28 @@ kernel('distill agent with kernel maps', () => {
           }
         }
       } finally {
+        ipcache.close();
         backend.close();
       }
       expect(compared).toBeGreaterThan(0);
-      // A restart on the same streams writes nothing to the pinned maps.
+      // A restart on the same streams writes nothing to the pinned maps, nor to the ipcache.
       const again = agent(['--watch', ...files, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof']);
       expect(again.status).toBe(0);
-      expect(again.stderr).toMatch(/"upserts":0,"deletes":0,"syscalls":\d+,"created":0,"removed":0,"msg":"pinned maps reconciled"/);
+      expect(again.stderr).toMatch(/"upserts":0,"deletes":0,"syscalls":\d+,"created":0,"removed":0,"ipcacheWrites":0,"msg":"pinned maps reconciled"/);
+      if (i > 0) return;
+      // An entry no engine wants (left by a crashed writer): the next restart deletes it, and only it.
+      const stale = new KernelIpcache(join(pinDir, 'agent'));
+      stale.apply([{ op: 'upsert', prefix: '203.0.113.7/32', identity: 54321 }]);
+      stale.close();
+      const third = agent(['--watch', ...files, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof', '--json']);
+      expect(third.status).toBe(0);
+      expect(third.stderr).toMatch(/"created":0,"removed":0,"ipcacheWrites":1,"msg":"pinned maps reconciled"/);
+      const after = new KernelIpcache(join(pinDir, 'agent'));
+      try {
+        expect(Object.fromEntries(after.entries())).toEqual((JSON.parse(third.stdout) as Summary).ipcache);
+      } finally {
+        after.close();
+      }
     });
   }
 });

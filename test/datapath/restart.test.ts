@@ -116,6 +116,8 @@ interface Started {
   readonly child: ChildProcess;
   readonly ready: bigint;
   readonly policy: { upserts: number; deletes: number; created: number; removed: number };
+  /** ipcache entries the restart wrote (upserts and deletes). */
+  readonly ipcacheWrites: number;
 }
 
 /** `distill testbed-agent` as a process of its own, once it has reconciled the pins. */
@@ -128,8 +130,8 @@ async function startDistill(pinRoot: string, file: string, churn: boolean): Prom
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   await until('distill testbed-agent to be ready', () => out.includes('\n') || child.exitCode !== null);
   if (!out.includes('"ready":true')) throw new Error(`testbed-agent did not start (exit ${child.exitCode ?? '-'}): ${err}`);
-  const line = JSON.parse(out.split('\n')[0] as string) as { policy: Started['policy'] };
-  return { child, ready: process.hrtime.bigint(), policy: line.policy };
+  const line = JSON.parse(out.split('\n')[0] as string) as { policy: Started['policy']; ipcacheWrites: number };
+  return { child, ready: process.hrtime.bigint(), policy: line.policy, ipcacheWrites: line.ipcacheWrites };
 }
 
 async function kill9(child: ChildProcess): Promise<void> {
@@ -185,6 +187,7 @@ kernel('datapath across kill -9 restarts of a separate distill process', () => {
     await kill9(distill.child);
     distill = await startDistill(b.pinRoot, file, false);
     expect(distill.policy).toMatchObject({ upserts: 0, deletes: 0, created: 0, removed: 0 });
+    expect(distill.ipcacheWrites).toBe(0); // the pinned ipcache was read back: nothing rewritten
     await kill9(distill.child);
     for (const l of loops) l.stop();
 

@@ -10,7 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/engine/engine.js';
 import type { EngineEvent } from '../src/engine/events.js';
@@ -100,5 +100,5 @@ const result = {
   heapMb: { before: heapBefore, withPoolLearnt: gcHeapMb() },
 };
 mkdirSync(join(repo, 'bench', 'results'), { recursive: true });
-writeFileSync(join(repo, 'bench', 'results', process.env.BENCH_OUT ?? 'fqdn.json'), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(resolve(repo, 'bench', 'results', process.env.BENCH_OUT ?? 'fqdn.json'), `${JSON.stringify(result, null, 2)}\n`);
 console.log(JSON.stringify(result, null, 2));

@@ -8,7 +8,7 @@ import { DnsCache } from './dns-cache.js';
  * `{"endpoint", "name", "ip", "learntAt", "expiresAt"}` per stored answer.
  */
 export function formatDnsCache(cache: DnsCache): string {
-  const lines = [JSON.stringify({ distillDnsCache: 1, now: cache.now, options: cache.options })];
+  const lines = [JSON.stringify({ distillDnsCache: 1, now: cache.now, options: { minTtl: cache.options.minTtl, maxIpsPerHostname: cache.options.maxIpsPerHostname } })];
   for (const e of cache.entries()) lines.push(JSON.stringify({ endpoint: e.endpoint, name: e.name, ip: e.ip.text, learntAt: e.learntAt, expiresAt: e.expiresAt }));
   return `${lines.join('\n')}\n`;
 }

@@ -17,7 +17,7 @@ import { L7ParserConflictError } from './rule-units.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
-import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { validateBatch } from './validate.js';
@@ -105,7 +105,7 @@ export class Engine {
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
     const stages = { identities, maps, pods, peerCache, subjectCache };
-    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone());
+    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
     ctx.ipcacheAt = (prefix) => {
       const hostLength = prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128);
       const ip = hostLength ? prefix.text.slice(0, prefix.text.lastIndexOf('/')) : undefined;
@@ -223,7 +223,6 @@ export class Engine {
       if (fqdn.apply(e) && e.type === 'dnsResponse') this.learnt.add(e);
       return;
     }
-    fqdn.structuralChange();
     switch (e.type) {
       case 'upsertNamespace':
         return pods.upsertNamespace(e.name, e.labels);

@@ -29,7 +29,7 @@ export class ModelStore implements ModelView {
     readonly identitySource: 'local' | 'external' = 'local',
     dnsOptions: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
   ) {
-    this.dns = new DnsCache(dnsOptions);
+    this.dns = new DnsCache(dnsOptions, false);
   }
 
   tierSlotHolders(slot: string): Iterable<string> {

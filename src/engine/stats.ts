@@ -23,6 +23,8 @@ export interface EngineStats {
   l7Deltas: number;
   /** Proxy ports allocated for new redirects. */
   proxyPortsAllocated: number;
+  /** Learnt IPs left unselected because a new FQDN combination identity would pass `maxSelectorCombinations`. */
+  fqdnIdentitiesRefused: number;
 }
 
 export function emptyStats(): EngineStats {
@@ -38,6 +40,7 @@ export function emptyStats(): EngineStats {
     deltas: 0,
     l7Deltas: 0,
     proxyPortsAllocated: 0,
+    fqdnIdentitiesRefused: 0,
   };
 }
 

@@ -283,6 +283,7 @@ export class FqdnStage {
   }
 
   private reidentify(key: IpKey): void {
+    this.ctx.stats.fqdnIpsChecked++;
     const ip = ipOfKey(key);
     let want = this.desired(ip, key);
     const current = this.identities.fqdnHostOf(key);
@@ -301,7 +302,7 @@ export class FqdnStage {
     } else if (this.refused.delete(key)) this.ctx.onUndo(() => this.refused.add(key));
     if (!want && !current) return;
     this.ctx.touchIpcacheHost(ip);
-    const next = want ? this.identities.acquireFqdn(want.labels, want.cidr) : undefined;
+    const next = want ? this.identities.acquireFqdn(want.labels, want.cidr, want.key) : undefined;
     this.setHost(key, current, next);
     this.ctx.onUndo(() => this.restore(key, current, next));
   }
@@ -327,7 +328,7 @@ export class FqdnStage {
   }
 
   private restore(key: IpKey, previous: IdentityRecord | undefined, next: IdentityRecord | undefined): void {
-    const back = previous ? this.identities.acquireFqdn(previous.labels, previous.cidr) : undefined;
+    const back = previous ? this.identities.acquireFqdn(previous.labels, previous.cidr, this.keyOf(previous.labels)) : undefined;
     this.setHost(key, next, back);
   }
 }

@@ -215,8 +215,7 @@ export class IdentityTable {
   }
 
   /** A node-local FQDN identity; `cidr`: the CIDR identity's prefix the IPs stand in for (selection only). */
-  acquireFqdn(labels: LabelSet, cidr: Cidr | undefined): IdentityRecord {
-    const key = labelSetKey(labels);
+  acquireFqdn(labels: LabelSet, cidr: Cidr | undefined, key = labelSetKey(labels)): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
     const existing = this.byKey.get(key);
     if (existing) {

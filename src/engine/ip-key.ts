@@ -11,18 +11,30 @@ export function ipKey(ip: IpAddress): IpKey {
   return ip.family === 'ipv4' ? Number(ip.value) | 0 : ip.text;
 }
 
-/** The key of an address's canonical text (`IpAddress.text`); undefined when it is not one. */
+/**
+ * The key of an address's canonical text (`IpAddress.text`: a dotted quad without leading zeros,
+ * or IPv6 text, returned as is); undefined when it is neither. Allocates nothing for IPv4.
+ */
 export function ipKeyOfText(text: string): IpKey | undefined {
   if (text.includes(':')) return text;
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
   let v = 0;
-  for (const p of parts) {
-    const n = Number(p);
-    if (!Number.isInteger(n) || n < 0 || n > 255) return undefined;
-    v = v * 256 + n;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || part > 255 || ++dots > 4) return undefined;
+      v = v * 256 + part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return undefined;
+      part = part * 10 + (c - 48);
+      if (++digits > 3) return undefined;
+    } else return undefined;
   }
-  return v | 0;
+  return dots === 4 ? v | 0 : undefined;
 }
 
 /** The address of a key (a new object each call: keep it only as long as needed). */

@@ -25,6 +25,8 @@ export interface EngineStats {
   proxyPortsAllocated: number;
   /** Learnt IPs left unselected because a new FQDN combination identity would pass `maxSelectorCombinations`. */
   fqdnIdentitiesRefused: number;
+  /** Learnt IPs whose FQDN identity was recomputed (the FQDN stage's work). */
+  fqdnIpsChecked: number;
 }
 
 export function emptyStats(): EngineStats {
@@ -41,6 +43,7 @@ export function emptyStats(): EngineStats {
     l7Deltas: 0,
     proxyPortsAllocated: 0,
     fqdnIdentitiesRefused: 0,
+    fqdnIpsChecked: 0,
   };
 }
 

@@ -13,6 +13,8 @@ import { IpKey, ipKeyOfText, ipOfKey } from './ip-key.js';
 import type { PodTable } from './pod-table.js';
 import { SelectorCache, SOURCE_FQDN } from './selector-cache.js';
 
+const MAX_MEMOISED_NAMES = 100_000;
+
 interface DnsRule {
   readonly subject: Selector;
   readonly l7: L7Rules;
@@ -23,6 +25,9 @@ interface NameSelectors {
   readonly keys: readonly string[];
   /** `keys` sorted and joined: the part of a template key the name gives. */
   readonly joined: string;
+  /** Its templates without a CIDR, per family: a learnt IP's usual lookup, no string built. */
+  v4?: Template;
+  v6?: Template;
 }
 
 /** What a learnt IP's identity is made of: labels, the CIDR it stands in for. Shared by all IPs alike. */
@@ -227,6 +232,7 @@ export class FqdnStage {
     this.exact = new Map();
     this.patterns = [];
     this.selectorsOfName.clear();
+    this.templates.clear();
     for (const [key, sel] of this.identities.fqdnSelectors()) {
       // In force while a unit has it registered as a peer.
       if (!this.peerCache.get(`fqdn:${key}`)) continue;
@@ -242,6 +248,8 @@ export class FqdnStage {
   private selectorsOf(name: string): NameSelectors {
     let s = this.selectorsOfName.get(name);
     if (s === undefined) {
+      // Names come from untrusted answers: the memo stays bounded.
+      if (this.selectorsOfName.size >= MAX_MEMOISED_NAMES) this.selectorsOfName.clear();
       const keys = [...new Set([...(this.exact.get(name) ?? []), ...this.patterns.filter((p) => p.match(name)).map((p) => p.key)])].sort();
       s = { keys, joined: keys.join('\n') };
       this.selectorsOfName.set(name, s);
@@ -264,6 +272,10 @@ export class FqdnStage {
     }
     if (sel.keys.length === 0) return undefined;
     const cidr = this.identities.cidrIdentityOf(ip).cidr;
+    if (!cidr) {
+      const t = ip.family === 'ipv4' ? sel.v4 : sel.v6;
+      if (t) return t;
+    }
     const tkey = `${ip.family} ${cidr?.text ?? ''} ${sel.joined}`;
     let t = this.templates.get(tkey);
     if (!t) {
@@ -273,6 +285,8 @@ export class FqdnStage {
       t = { labels: set, key: labelSetKey(set), cidr, single: sel.keys.length === 1 && !cidr && ip.family === 'ipv4' };
       this.templates.set(tkey, t);
     }
+    if (!cidr && ip.family === 'ipv4') sel.v4 = t;
+    else if (!cidr) sel.v6 = t;
     return t;
   }
 

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
-import { applyEventToCluster, diffEndpointMaps, endpointMaps } from '../../src/harness/cluster-sync.js';
+import { applyEventToCluster, diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
 import { engineDecision } from '../../src/harness/engine-decider.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, EMPTY_CLUSTER, Pod, upsertExternal } from '../../src/model/cluster.js';
@@ -142,6 +142,16 @@ describe('toFQDNs in the engine against the oracle', () => {
             checkDeltas(beforeMaps, beforeIpc, cs, engine);
             checkFlows(engine, state);
           }
+          // A restart: the DNS cache file, then the cluster's state in one transaction (policies in
+          // reverse order) gives the same maps and ipcache, identity numbers included (proxy port
+          // numbers are the agent's to restore, proxyPortsFromMaps: only whether a port is there counts).
+          const restarted = new Engine({ dns: options });
+          restarted.restoreDnsCache(engine.dnsCacheFile(), 'dns.jsonl');
+          const initial = initialEvents(state).filter((e) => e.type !== 'dnsResponse' && e.type !== 'advanceTime');
+          restarted.apply([...initial.filter((e) => e.type !== 'upsertPolicy'), ...initial.filter((e) => e.type === 'upsertPolicy').reverse()]);
+          const noPorts = (e: Engine): Map<string, string> => new Map([...maps(e)].map(([k, v]) => [k, v.replace(/"proxyPort":[1-9]\d*/, '"proxyPort":"some"')]));
+          expect(noPorts(restarted)).toEqual(noPorts(engine));
+          expect(ipcache(restarted)).toEqual(ipcache(engine));
         },
       ),
       { numRuns: 150 },

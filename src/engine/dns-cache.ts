@@ -1,6 +1,6 @@
 import type { IpAddress } from '../model/cidr.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, normalizeFqdn } from '../model/fqdn.js';
-import { IpKey, ipKey, ipOfKey } from './ip-key.js';
+import { IpKey, ipKey, IpMap, ipOfKey } from './ip-key.js';
 
 /** What one endpoint learnt for one name: IP → the answer it came from. */
 interface Group {
@@ -11,7 +11,7 @@ interface Group {
 
 /**
  * The IPs one answer taught a group, at one time: one object per answer, not per IP. An IP a
- * later answer refreshed (or eviction removed) no longer maps to it; `held` counts those that do.
+ * later answer refreshed (or eviction removed) no longer maps to it.
  * In the cache, an answer is live exactly while `expiresAt > now` (expired ones are removed).
  */
 interface Batch {
@@ -19,7 +19,8 @@ interface Batch {
   readonly learntAt: number;
   readonly expiresAt: number;
   readonly ips: IpKey[];
-  held: number;
+  /** In its wheel slot (it stays there, holding IPs or not, until the slot drains). */
+  queued: boolean;
 }
 
 /** Called with each IP whose set of live names changed. */
@@ -45,10 +46,13 @@ export class DnsCache {
   now = 0;
   /** endpoint → name → group. */
   private readonly answers = new Map<string, Map<string, Group>>();
-  /** expiresAt → answers due then that still hold an IP. */
-  private readonly wheel = new Map<number, Set<Batch>>();
+  /**
+   * expiresAt → answers due then. An answer whose IPs all went elsewhere stays until its slot
+   * drains (skipped then): slots are append-only arrays, cheap to grow, and never searched.
+   */
+  private readonly wheel = new Map<number, Batch[]>();
   /** IP → its live names. */
-  private readonly live = new Map<IpKey, LiveNames>();
+  private readonly live = new IpMap<LiveNames>();
 
   constructor(
     readonly options: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
@@ -72,7 +76,7 @@ export class DnsCache {
   /** Records an answer the proxy learnt (`recordDnsAnswer`); `undo` gets the inverse operation. */
   record(endpoint: string, rawName: string, ips: readonly IpAddress[], ttl: number, changed: IpsChanged, undo?: UndoSink): void {
     const g = this.group(endpoint, normalizeFqdn(rawName));
-    const b: Batch = { group: g, learntAt: this.now, expiresAt: this.now + Math.max(ttl, this.options.minTtl), ips: [], held: 0 };
+    const b: Batch = { group: g, learntAt: this.now, expiresAt: this.now + Math.max(ttl, this.options.minTtl), ips: [], queued: false };
     const displaced: (Batch | undefined)[] = [];
     for (const ip of ips) {
       const key = ipKey(ip);
@@ -117,7 +121,10 @@ export class DnsCache {
     const due = [...this.wheel.keys()].filter((t) => t <= this.now).sort((a, b) => a - b);
     const removed: [IpKey, Batch][] = [];
     for (const t of due) {
-      for (const b of [...(this.wheel.get(t) ?? [])]) {
+      const slot = this.wheel.get(t) ?? [];
+      this.wheel.delete(t);
+      for (const b of slot) {
+        b.queued = false;
         for (const key of b.ips) {
           if (b.group.ips.get(key) !== b) continue;
           this.detach(key, b, b.expiresAt > before, changed);
@@ -182,7 +189,7 @@ export class DnsCache {
         const cg = c.group(g.endpoint, g.name);
         for (const [key, b] of g.ips) {
           let cb = copies.get(b);
-          if (!cb) copies.set(b, (cb = { group: cg, learntAt: b.learntAt, expiresAt: b.expiresAt, ips: [], held: 0 }));
+          if (!cb) copies.set(b, (cb = { group: cg, learntAt: b.learntAt, expiresAt: b.expiresAt, ips: [], queued: false }));
           cb.ips.push(key);
           c.attach(key, cb, ignore);
         }
@@ -202,7 +209,7 @@ export class DnsCache {
     if (old) this.detach(key, old, old.expiresAt > this.now, changed);
     let b = this.lastRestored;
     if (!b || b.group !== g || b.learntAt !== e.learntAt || b.expiresAt !== e.expiresAt) {
-      b = this.lastRestored = { group: g, learntAt: e.learntAt, expiresAt: e.expiresAt, ips: [], held: 0 };
+      b = this.lastRestored = { group: g, learntAt: e.learntAt, expiresAt: e.expiresAt, ips: [], queued: false };
     }
     b.ips.push(key);
     this.attach(key, b, changed);
@@ -236,10 +243,11 @@ export class DnsCache {
     const g = b.group;
     if (g.ips.size === 0) this.ensureListed(g);
     g.ips.set(key, b);
-    if (b.held++ === 0) {
+    if (!b.queued) {
+      b.queued = true;
       let slot = this.wheel.get(b.expiresAt);
-      if (!slot) this.wheel.set(b.expiresAt, (slot = new Set()));
-      slot.add(b);
+      if (!slot) this.wheel.set(b.expiresAt, (slot = []));
+      slot.push(b);
     }
     if (b.expiresAt > this.now) this.count(key, g.name, +1, changed);
   }
@@ -248,11 +256,6 @@ export class DnsCache {
     const g = b.group;
     g.ips.delete(key);
     if (g.ips.size === 0) this.dropIfEmpty(g);
-    if (--b.held === 0) {
-      const slot = this.wheel.get(b.expiresAt);
-      slot?.delete(b);
-      if (slot?.size === 0) this.wheel.delete(b.expiresAt);
-    }
     if (live) this.count(key, g.name, -1, changed);
   }
 

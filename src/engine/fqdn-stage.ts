@@ -86,11 +86,6 @@ export class FqdnStage {
     this.cache = cache;
   }
 
-  /** How many combination identities learnt IPs hold now. */
-  get combinationCount(): number {
-    return this.combinations.size;
-  }
-
   policyUpserted(p: Policy): void {
     this.policyDeleted(policyRefKey(p.ref));
     const rules: DnsRule[] = [];

@@ -6,7 +6,7 @@ import { ContainerPort, FlowProtocol, protocolCovers } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import type { NamedPortResolver } from './rule-units.js';
 import { SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
-import { IpKey, ipKeyOfText, ipOfKey } from './ip-key.js';
+import { IpKey, ipKeyOfText, IpMap, ipOfKey } from './ip-key.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** One allocated identity and what the engine knows about it. */
@@ -58,7 +58,7 @@ export class IdentityTable {
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
   private readonly external = new Map<string, IdentityId[]>();
   /** Learnt IPs (FQDN, keyed as ip-key.ts: no object per IP) → their identity: host entries of the ipcache, set by the FQDN stage. */
-  private readonly fqdnHosts = new Map<IpKey, IdentityRecord>();
+  private readonly fqdnHosts = new IpMap<IdentityRecord>();
   /** Every FQDN selector a unit registered (key → selector); the peer cache says which are in force. */
   private readonly fqdnSelectorsSeen = new Map<string, FqdnSelector>();
   /**
@@ -250,7 +250,7 @@ export class IdentityTable {
   }
 
   *fqdnHostEntries(): Iterable<{ ip: IpAddress; identity: IdentityRecord }> {
-    for (const [key, rec] of this.fqdnHosts) yield { ip: ipOfKey(key), identity: rec };
+    for (const [key, rec] of this.fqdnHosts.entries()) yield { ip: ipOfKey(key), identity: rec };
   }
 
   /** Drops a pod using it, with the named ports the pod brought. */

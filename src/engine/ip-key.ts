@@ -43,3 +43,51 @@ export function ipOfKey(key: IpKey): IpAddress {
   const v = key >>> 0;
   return { family: 'ipv4', value: BigInt(v), text: `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}` };
 }
+
+const SHARDS = 64;
+
+/**
+ * A Map of learnt IPs split in 64 by the key's low bits: each part rehashes on its own, so
+ * growing to millions of IPs never stops a transaction to copy one table of millions of entries
+ * (one part holds 1/64 of them), and no part nears V8's limit of 2^24 entries per Map.
+ */
+export class IpMap<V> {
+  private readonly shards: Map<IpKey, V>[] = Array.from({ length: SHARDS }, () => new Map<IpKey, V>());
+  private count = 0;
+
+  private shard(key: IpKey): Map<IpKey, V> {
+    const h = typeof key === 'number' ? key : key.charCodeAt(key.length - 1) * 31 + key.charCodeAt(key.length >> 1);
+    return this.shards[h & (SHARDS - 1)] as Map<IpKey, V>;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(key: IpKey): V | undefined {
+    return this.shard(key).get(key);
+  }
+
+  has(key: IpKey): boolean {
+    return this.shard(key).has(key);
+  }
+
+  set(key: IpKey, value: V): void {
+    const s = this.shard(key);
+    const before = s.size;
+    s.set(key, value);
+    this.count += s.size - before;
+  }
+
+  delete(key: IpKey): void {
+    if (this.shard(key).delete(key)) this.count--;
+  }
+
+  *keys(): IterableIterator<IpKey> {
+    for (const s of this.shards) yield* s.keys();
+  }
+
+  *entries(): IterableIterator<[IpKey, V]> {
+    for (const s of this.shards) yield* s.entries();
+  }
+}

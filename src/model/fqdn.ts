@@ -123,6 +123,7 @@ export interface DnsCacheOptions {
 
 export const DEFAULT_DNS_CACHE_OPTIONS: DnsCacheOptions = { minTtl: 0, maxIpsPerHostname: 1000 };
 
+/** `maxSelectorCombinations` when not set: 2^10, the CFP's "10 distinct selectors would be OK (1024)". */
 export const DEFAULT_MAX_SELECTOR_COMBINATIONS = 1024;
 
 /** One learnt (endpoint, name, IP), alive while `now < expiresAt`. */

@@ -9,12 +9,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { cpus, loadavg } from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/engine/engine.js';
 import type { EngineEvent } from '../src/engine/events.js';
-import { parseIp } from '../src/model/cidr.js';
+import { IpAddress, parseIp } from '../src/model/cidr.js';
 import { parseManifest } from '../src/policy/manifest.js';
 
 const NAMES = Number(process.env.BENCH_NAMES ?? 10_000);
@@ -25,9 +26,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
 
 const name = (i: number): string => `bucket-${i}.s3.us-east-1.amazonaws.com`;
-function ip(i: number, j: number): ReturnType<typeof parseIp> {
+/** What parseIp returns, built directly: the bench's own garbage (ipaddr.js) would land in the timed regions' GC. */
+function ip(i: number, j: number): IpAddress {
   const v = 0x34000000 + i * IPS_PER_NAME + j;
-  return parseIp(`${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`);
+  return { family: 'ipv4', value: BigInt(v), text: `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}` };
 }
 const cnp = (n: string, spec: object) => parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: n, namespace: 'apps' }, spec }, `${n}.yaml`, { fqdn: true });
 
@@ -49,28 +51,43 @@ function setup(): Engine {
 
 interface Series {
   ns: number[];
+  /** Process CPU time (user + system, µs) of the same transaction: what the machine's load does not add. */
+  cpuUs: number[];
+  /** The CPU time of the transactions that wrote policy-map entries (a new selector combination). */
+  withPolicyDeltasCpuUs: number[];
   policyDeltas: number;
   ipcacheDeltas: number;
   l7Deltas: number;
 }
-const series = (): Series => ({ ns: [], policyDeltas: 0, ipcacheDeltas: 0, l7Deltas: 0 });
+const series = (): Series => ({ ns: [], cpuUs: [], withPolicyDeltasCpuUs: [], policyDeltas: 0, ipcacheDeltas: 0, l7Deltas: 0 });
 
 function answer(engine: Engine, s: Series, i: number, from: number, k: number): void {
   const ips = [];
   for (let j = from; j < from + PER_ANSWER; j++) ips.push(ip(i, j));
   const e: EngineEvent = { type: 'dnsResponse', endpoint: `apps/client-${k % ENDPOINTS}`, name: name(i), ips, ttl: 3600 };
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const cs = engine.apply([e]);
   s.ns.push(Number(process.hrtime.bigint() - t0));
+  const c = process.cpuUsage(c0);
+  s.cpuUs.push(c.user + c.system);
   s.policyDeltas += cs.deltas.length;
+  if (cs.deltas.length > 0) s.withPolicyDeltasCpuUs.push(c.user + c.system);
   s.ipcacheDeltas += cs.ipcache.length;
   s.l7Deltas += cs.l7Deltas.length;
+}
+
+function combinations(s: Series) {
+  const c = [...s.withPolicyDeltasCpuUs].sort((a, b) => a - b);
+  return c.length === 0 ? {} : { newCombinations: { samples: c.length, cpu_p50_us: c[Math.floor(c.length / 2)], cpu_max_us: c[c.length - 1] } };
 }
 
 function summary(s: Series) {
   const sorted = [...s.ns].sort((a, b) => a - b);
   const q = (p: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? 0) / 100) / 10;
-  return { samples: sorted.length, p50_us: q(0.5), p99_us: q(0.99), max_us: q(1), policyMapDeltas: s.policyDeltas, ipcacheDeltas: s.ipcacheDeltas, l7Deltas: s.l7Deltas };
+  const cpu = [...s.cpuUs].sort((a, b) => a - b);
+  const qc = (p: number): number => cpu[Math.min(cpu.length - 1, Math.floor(p * cpu.length))] ?? 0;
+  return { samples: sorted.length, p50_us: q(0.5), p99_us: q(0.99), max_us: q(1), cpu_p50_us: qc(0.5), cpu_p99_us: qc(0.99), ...combinations(s), policyMapDeltas: s.policyDeltas, ipcacheDeltas: s.ipcacheDeltas, l7Deltas: s.l7Deltas };
 }
 
 function gcHeapMb(): number {
@@ -78,13 +95,35 @@ function gcHeapMb(): number {
   return Math.round(process.memoryUsage().heapUsed / 2 ** 20);
 }
 
+/** GC pauses during the timed phases (V8's gc performance entries: kind 1 scavenge, 2 mark-compact, 4 incremental, 8 weak callbacks). */
+const gcPauses: { kind: number; ms: number }[] = [];
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcPauses.push({ kind: (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0, ms: e.duration });
+});
+function gcSummary() {
+  const byKind = new Map<number, number[]>();
+  for (const p of gcPauses) byKind.set(p.kind, [...(byKind.get(p.kind) ?? []), p.ms]);
+  const out: Record<string, { count: number; totalMs: number; maxMs: number }> = Object.create(null) as Record<string, { count: number; totalMs: number; maxMs: number }>;
+  const names: Record<number, string> = { 1: 'scavenge', 2: 'markCompact', 4: 'incremental', 8: 'weakCallbacks' };
+  for (const [k, ms] of byKind) out[names[k] ?? `kind${k}`] = { count: ms.length, totalMs: Math.round(ms.reduce((a, b) => a + b, 0)), maxMs: Math.round(Math.max(...ms) * 10) / 10 };
+  return out;
+}
+
+const loadStart = loadavg()[0] ?? 0;
 const heapBefore = gcHeapMb();
 const engine = setup();
+gcObserver.observe({ entryTypes: ['gc'] });
 const newName = series();
 for (let i = 0; i < NAMES; i++) answer(engine, newName, i, 0, i);
 const newIp = series();
 let k = 0;
 for (let from = PER_ANSWER; from < IPS_PER_NAME; from += PER_ANSWER) for (let i = 0; i < NAMES; i++) answer(engine, newIp, i, from, k++);
+// The observer's entries arrive on the event loop: let it turn once.
+await new Promise((resolve) => setTimeout(resolve, 10));
+gcObserver.disconnect();
+const heapWithPool = gcHeapMb();
+// Read after the heap was measured: the engine must still be reachable when it is.
+const transactions = engine.stats().transactions;
 const result = {
   bench: 'fqdn',
   commit: execFileSync('git', ['rev-parse', 'HEAD'], { cwd: repo, encoding: 'utf8' }).trim(),
@@ -92,13 +131,18 @@ const result = {
   cpu: cpus()[0]?.model ?? 'unknown',
   cpus: cpus().length,
   date: new Date().toISOString(),
-  note: 'shared 2-core machine under load from other sessions (load average ~5): latencies are upper bounds',
+  loadAverage1m: { start: Math.round(loadStart * 10) / 10, end: Math.round((loadavg()[0] ?? 0) * 10) / 10 },
+  note: 'shared 2-core machine: wall-clock latencies include time the process waited for a core; cpu_* is the process CPU time of the same transaction',
   shape: { endpoints: ENDPOINTS, identities: 10, names: NAMES, ipsPerName: IPS_PER_NAME, ipsPerAnswer: PER_ANSWER, ttl: 3600, selectors: '1 pattern + 100 matchName' },
   firstAnswerOfNewName: summary(newName),
   newIpsOfKnownName: summary(newIp),
-  liveIps: engine.ipcache().length,
-  heapMb: { before: heapBefore, withPoolLearnt: gcHeapMb() },
+  liveIps: newName.ipcacheDeltas + newIp.ipcacheDeltas,
+  gcDuringTimedPhases: gcSummary(),
+  transactions,
+  heapMb: { before: heapBefore, withPoolLearnt: heapWithPool },
+  bytesPerLearntIp: 0,
 };
+result.bytesPerLearntIp = Math.round(((result.heapMb.withPoolLearnt - result.heapMb.before) * 2 ** 20) / result.liveIps);
 mkdirSync(join(repo, 'bench', 'results'), { recursive: true });
-writeFileSync(join(repo, 'bench', 'results', process.env.BENCH_OUT ?? 'fqdn.json'), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(resolve(repo, 'bench', 'results', process.env.BENCH_OUT ?? 'fqdn.json'), `${JSON.stringify(result, null, 2)}\n`);
 console.log(JSON.stringify(result, null, 2));

@@ -17,7 +17,7 @@ export interface InstrumentOptions {
 /** What one `apply` did: the change set, or the error that refused the transaction. */
 export type ApplyOutcome = { readonly ok: true; readonly changes: ChangeSet } | { readonly ok: false; readonly error: Error };
 
-const WORK_COUNTERS: readonly (keyof EngineStats)[] = ['selectorEvaluations', 'policyResolutions', 'mapStateUpdates', 'mapEntriesVisited', 'identitiesAllocated', 'identitiesReleased', 'proxyPortsAllocated'];
+const WORK_COUNTERS: readonly (keyof EngineStats)[] = ['selectorEvaluations', 'policyResolutions', 'mapStateUpdates', 'mapEntriesVisited', 'identitiesAllocated', 'identitiesReleased', 'proxyPortsAllocated', 'fqdnIpsChecked', 'fqdnIdentitiesRefused'];
 
 function snake(s: string): string {
   return s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -114,6 +114,7 @@ export class InstrumentedEngine {
     this.deltas.inc(cs.deltas.length);
     this.l7Deltas.inc(cs.l7Deltas.length);
     for (const k of WORK_COUNTERS) this.work.inc({ counter: snake(k) }, cs.work[k]);
+    if (cs.work.fqdnIdentitiesRefused > 0) this.logger.warn({ refused: cs.work.fqdnIdentitiesRefused }, 'learnt IPs left unselected: the FQDN combination identity limit (maxSelectorCombinations) is reached');
     this.logger.debug({ events: events.length, eventType: batchType(events), deltas: cs.deltas.length, l7Deltas: cs.l7Deltas.length, endpointsAdded: cs.endpointsAdded.length, endpointsRemoved: cs.endpointsRemoved.length, seconds }, 'transaction applied');
   }
 

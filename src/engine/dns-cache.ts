@@ -1,164 +1,297 @@
 import type { IpAddress } from '../model/cidr.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, normalizeFqdn } from '../model/fqdn.js';
+import { IpKey, ipKey, IpMap, ipOfKey } from './ip-key.js';
 
-/** One learnt (endpoint, name, IP). `live`: counted in `namesByIp` (expiresAt was after the clock). */
-interface Answer {
+/** What one endpoint learnt for one name: IP → the answer it came from. */
+interface Group {
   readonly endpoint: string;
   readonly name: string;
-  readonly ip: IpAddress;
-  readonly learntAt: number;
-  readonly expiresAt: number;
-  live: boolean;
+  readonly ips: Map<IpKey, Batch>;
 }
 
-/** What changed for the IPs of one operation: the IPs whose set of live names changed. */
-export type IpsChanged = (ip: IpAddress) => void;
+/**
+ * The IPs one answer taught a group, at one time: one object per answer, not per IP. An IP a
+ * later answer refreshed (or eviction removed) no longer maps to it.
+ * In the cache, an answer is live exactly while `expiresAt > now` (expired ones are removed).
+ */
+interface Batch {
+  readonly group: Group;
+  readonly learntAt: number;
+  readonly expiresAt: number;
+  readonly ips: IpKey[];
+  /** In its wheel slot (it stays there, holding IPs or not, until the slot drains). */
+  queued: boolean;
+}
+
+/** Called with each IP whose set of live names changed. */
+export type IpsChanged = (ip: IpKey) => void;
+type UndoSink = (fn: () => void) => void;
+const ignore: IpsChanged = () => undefined;
+
+/**
+ * The live names of an IP: the name itself when one endpoint holds one name (the common case,
+ * no object), else name → how many endpoints hold it live.
+ */
+export type LiveNames = string | ReadonlyMap<string, number>;
 
 /**
  * The node's DNS cache, incrementally: the same semantics as `recordDnsAnswer` /
  * `advanceDnsClock` / `forgetEndpoint` (src/model/fqdn.ts, what the oracle reads), with a timing
- * wheel for expiry and, per IP, its live names. Plain data: the engine's stage and its committed
- * model each hold one, fed the same learnt answers, so a rebuild after an internal error clones
- * the committed one. Every mutation reports the IPs whose live names changed, and can be undone.
+ * wheel of answers for expiry and, per IP, its live names. Memory per learnt IP is one entry in
+ * its group's Map and one in the live index, keyed by a number for IPv4 (no object per IP).
+ * Every mutation reports the IPs whose live names changed, and can be undone.
+ * `liveIndex: false` (the engine's committed copy) keeps no per-IP index: it only records.
  */
 export class DnsCache {
   now = 0;
-  /** endpoint → name → IP text → answer. */
-  private readonly answers = new Map<string, Map<string, Map<string, Answer>>>();
-  /** expiresAt → answers due then (an answer refreshed later is skipped when its old slot drains). */
-  private readonly wheel = new Map<number, Set<Answer>>();
-  /** IP text → live name → how many endpoints hold it live. */
-  private readonly namesByIp = new Map<string, Map<string, number>>();
-  private readonly ipsByText = new Map<string, IpAddress>();
+  /** endpoint → name → group. */
+  private readonly answers = new Map<string, Map<string, Group>>();
+  /**
+   * expiresAt → answers due then. An answer whose IPs all went elsewhere stays until its slot
+   * drains (skipped then): slots are append-only arrays, cheap to grow, and never searched.
+   */
+  private readonly wheel = new Map<number, Batch[]>();
+  /** IP → its live names. */
+  private readonly live = new IpMap<LiveNames>();
 
-  constructor(readonly options: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS) {}
+  constructor(
+    readonly options: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
+    private readonly liveIndex = true,
+  ) {}
 
   /** The live names of an IP. */
-  namesOf(ipText: string): ReadonlyMap<string, number> | undefined {
-    return this.namesByIp.get(ipText);
+  liveNames(ip: IpKey): LiveNames | undefined {
+    return this.live.get(ip);
   }
 
   /** Every IP with a live name. */
-  liveIps(): Iterable<IpAddress> {
-    return [...this.namesByIp.keys()].map((t) => this.ipsByText.get(t) as IpAddress);
+  liveIps(): Iterable<IpKey> {
+    return this.live.keys();
   }
 
   get liveIpCount(): number {
-    return this.namesByIp.size;
+    return this.live.size;
   }
 
-  /** Records an answer the proxy learnt (`recordDnsAnswer`); `undo` gets the inverse operations. */
-  record(endpoint: string, rawName: string, ips: readonly IpAddress[], ttl: number, changed: IpsChanged, undo?: (fn: () => void) => void): void {
-    const name = normalizeFqdn(rawName);
-    const expiresAt = this.now + Math.max(ttl, this.options.minTtl);
-    let byName = this.answers.get(endpoint);
-    if (!byName) this.answers.set(endpoint, (byName = new Map()));
-    let mine = byName.get(name);
-    if (!mine) byName.set(name, (mine = new Map()));
+  /** Records an answer the proxy learnt (`recordDnsAnswer`); `undo` gets the inverse operation. */
+  record(endpoint: string, rawName: string, ips: readonly IpAddress[], ttl: number, changed: IpsChanged, undo?: UndoSink): void {
+    const g = this.group(endpoint, normalizeFqdn(rawName));
+    const b: Batch = { group: g, learntAt: this.now, expiresAt: this.now + Math.max(ttl, this.options.minTtl), ips: [], queued: false };
+    const displaced: (Batch | undefined)[] = [];
     for (const ip of ips) {
-      const old = mine.get(ip.text);
-      if (old && old.expiresAt >= expiresAt) continue;
-      if (old) this.remove(old, changed, undo);
-      this.insert({ endpoint, name, ip, learntAt: this.now, expiresAt, live: false }, changed, undo);
+      const key = ipKey(ip);
+      const old = g.ips.get(key);
+      if (old && old.expiresAt >= b.expiresAt) continue;
+      if (old) this.detach(key, old, old.expiresAt > this.now, changed);
+      b.ips.push(key);
+      displaced.push(old);
+      this.attach(key, b, changed);
     }
-    const over = mine.size - this.options.maxIpsPerHostname;
-    if (over > 0) {
-      const order = [...mine.values()].sort((a, b) => a.expiresAt - b.expiresAt || a.learntAt - b.learntAt || (a.ip.text < b.ip.text ? -1 : 1));
-      for (const a of order.slice(0, over)) this.remove(a, changed, undo);
-    }
+    const evicted = this.evict(g, changed);
+    if (g.ips.size === 0) this.dropIfEmpty(g);
+    undo?.(() => {
+      for (let i = evicted.length - 1; i >= 0; i--) {
+        const [key, e] = evicted[i] as [IpKey, Batch];
+        this.attach(key, e, ignore);
+      }
+      for (let i = b.ips.length - 1; i >= 0; i--) {
+        const key = b.ips[i] as IpKey;
+        if (g.ips.get(key) === b) this.detach(key, b, b.expiresAt > this.now, ignore);
+        const old = displaced[i];
+        if (old) this.attach(key, old, ignore);
+      }
+    });
+  }
+
+  /** Over `maxIpsPerHostname`: the entries that expire first (then the oldest, then by IP text) go. */
+  private evict(g: Group, changed: IpsChanged): [IpKey, Batch][] {
+    const over = g.ips.size - this.options.maxIpsPerHostname;
+    if (over <= 0) return [];
+    const text = (k: IpKey): string => (typeof k === 'string' ? k : ipOfKey(k).text);
+    const order = [...g.ips].sort(([ka, a], [kb, b]) => a.expiresAt - b.expiresAt || a.learntAt - b.learntAt || (text(ka) < text(kb) ? -1 : 1));
+    const out = order.slice(0, over);
+    for (const [key, b] of out) this.detach(key, b, b.expiresAt > this.now, changed);
+    return out;
   }
 
   /** Moves the clock (`advanceDnsClock`): every answer with expiresAt ≤ the new time goes. */
-  advance(seconds: number, changed: IpsChanged, undo?: (fn: () => void) => void): void {
+  advance(seconds: number, changed: IpsChanged, undo?: UndoSink): void {
     const before = this.now;
     this.now += seconds;
     const due = [...this.wheel.keys()].filter((t) => t <= this.now).sort((a, b) => a - b);
-    for (const t of due) for (const a of [...(this.wheel.get(t) ?? [])]) this.remove(a, changed, undo);
-    // Pushed last so it runs first: re-inserted answers are counted live against the old clock.
-    undo?.(() => {
+    const removed: [IpKey, Batch][] = [];
+    for (const t of due) {
+      const slot = this.wheel.get(t) ?? [];
+      this.wheel.delete(t);
+      for (const b of slot) {
+        b.queued = false;
+        for (const key of b.ips) {
+          if (b.group.ips.get(key) !== b) continue;
+          this.detach(key, b, b.expiresAt > before, changed);
+          removed.push([key, b]);
+        }
+      }
+    }
+    if (!undo) return;
+    undo(() => {
+      for (let i = removed.length - 1; i >= 0; i--) {
+        const [key, b] = removed[i] as [IpKey, Batch];
+        this.attach(key, b, ignore);
+      }
+    });
+    // Pushed last so it runs first: re-attached answers are counted live against the old clock.
+    undo(() => {
       this.now = before;
     });
   }
 
   /** Drops an endpoint's answers (the pod is gone). */
-  forgetEndpoint(endpoint: string, changed: IpsChanged, undo?: (fn: () => void) => void): void {
+  forgetEndpoint(endpoint: string, changed: IpsChanged, undo?: UndoSink): void {
     const byName = this.answers.get(endpoint);
     if (!byName) return;
-    for (const mine of [...byName.values()]) for (const a of [...mine.values()]) this.remove(a, changed, undo);
+    const removed: [IpKey, Batch][] = [];
+    for (const g of [...byName.values()]) {
+      for (const [key, b] of [...g.ips]) {
+        this.detach(key, b, b.expiresAt > this.now, changed);
+        removed.push([key, b]);
+      }
+    }
+    undo?.(() => {
+      for (let i = removed.length - 1; i >= 0; i--) {
+        const [key, b] = removed[i] as [IpKey, Batch];
+        this.attach(key, b, ignore);
+      }
+    });
   }
 
   /** Drops the answers of every endpoint in a namespace (keys `namespace/name`). */
-  forgetNamespace(ns: string, changed: IpsChanged, undo?: (fn: () => void) => void): void {
+  forgetNamespace(ns: string, changed: IpsChanged, undo?: UndoSink): void {
     for (const endpoint of [...this.answers.keys()]) if (endpoint.startsWith(`${ns}/`)) this.forgetEndpoint(endpoint, changed, undo);
   }
 
   /** Every stored answer (the persisted form and the oracle's `DnsCacheState.entries`). */
   *entries(): Iterable<DnsCacheEntry> {
-    for (const byName of this.answers.values()) {
-      for (const mine of byName.values()) for (const a of mine.values()) yield { endpoint: a.endpoint, name: a.name, ip: a.ip, learntAt: a.learntAt, expiresAt: a.expiresAt };
-    }
+    for (const [key, b] of this.keyedEntries()) yield { endpoint: b.group.endpoint, name: b.group.name, ip: ipOfKey(key), learntAt: b.learntAt, expiresAt: b.expiresAt };
   }
 
-  /** A deep copy (the engine's stage rebuilt from the committed model's cache). */
+  /** Every stored answer as (IP key, answer): no object per entry. */
+  *keyedEntries(): Iterable<[IpKey, { readonly group: { readonly endpoint: string; readonly name: string }; readonly learntAt: number; readonly expiresAt: number }]> {
+    for (const byName of this.answers.values()) for (const g of byName.values()) yield* g.ips;
+  }
+
+  /** A deep copy with a live index (the engine's stage, rebuilt from the committed model's cache). */
   clone(): DnsCache {
-    const c = new DnsCache(this.options);
+    const c = new DnsCache(this.options, true);
     c.now = this.now;
-    for (const e of this.entries()) c.insert({ ...e, live: false }, () => undefined);
+    const copies = new Map<Batch, Batch>();
+    for (const byName of this.answers.values()) {
+      for (const g of byName.values()) {
+        const cg = c.group(g.endpoint, g.name);
+        for (const [key, b] of g.ips) {
+          let cb = copies.get(b);
+          if (!cb) copies.set(b, (cb = { group: cg, learntAt: b.learntAt, expiresAt: b.expiresAt, ips: [], queued: false }));
+          cb.ips.push(key);
+          c.attach(key, cb, ignore);
+        }
+      }
+    }
     return c;
   }
 
-  /** Loads an entry as it was (restored from a file); the caller checks it is not in the past. */
+  /**
+   * Loads an entry as it was (restored from a file); the caller checks it is not in the past.
+   * Consecutive entries of one answer (same endpoint, name and times) share one record.
+   */
   restore(e: DnsCacheEntry, changed: IpsChanged): void {
-    this.insert({ ...e, name: normalizeFqdn(e.name), live: false }, changed);
+    const g = this.group(e.endpoint, normalizeFqdn(e.name));
+    const key = ipKey(e.ip);
+    const old = g.ips.get(key);
+    if (old) this.detach(key, old, old.expiresAt > this.now, changed);
+    let b = this.lastRestored;
+    if (!b || b.group !== g || b.learntAt !== e.learntAt || b.expiresAt !== e.expiresAt) {
+      b = this.lastRestored = { group: g, learntAt: e.learntAt, expiresAt: e.expiresAt, ips: [], queued: false };
+    }
+    b.ips.push(key);
+    this.attach(key, b, changed);
   }
 
-  private insert(a: Answer, changed: IpsChanged, undo?: (fn: () => void) => void): void {
-    let byName = this.answers.get(a.endpoint);
-    if (!byName) this.answers.set(a.endpoint, (byName = new Map()));
-    let mine = byName.get(a.name);
-    if (!mine) byName.set(a.name, (mine = new Map()));
-    mine.set(a.ip.text, a);
-    let slot = this.wheel.get(a.expiresAt);
-    if (!slot) this.wheel.set(a.expiresAt, (slot = new Set()));
-    slot.add(a);
-    if (a.expiresAt > this.now) {
-      a.live = true;
-      this.count(a, +1, changed);
-    }
-    undo?.(() => this.remove(a, () => undefined));
+  private lastRestored: Batch | undefined;
+
+  private group(endpoint: string, name: string): Group {
+    let byName = this.answers.get(endpoint);
+    if (!byName) this.answers.set(endpoint, (byName = new Map()));
+    let g = byName.get(name);
+    if (!g) byName.set(name, (g = { endpoint, name, ips: new Map() }));
+    return g;
   }
 
-  private remove(a: Answer, changed: IpsChanged, undo?: (fn: () => void) => void): void {
-    const byName = this.answers.get(a.endpoint);
-    const mine = byName?.get(a.name);
-    if (!byName || mine?.get(a.ip.text) !== a) return;
-    mine.delete(a.ip.text);
-    if (mine.size === 0) byName.delete(a.name);
-    if (byName.size === 0) this.answers.delete(a.endpoint);
-    const slot = this.wheel.get(a.expiresAt);
-    slot?.delete(a);
-    if (slot?.size === 0) this.wheel.delete(a.expiresAt);
-    if (a.live) {
-      a.live = false;
-      this.count(a, -1, changed);
-    }
-    undo?.(() => this.insert(a, () => undefined));
+  /** Puts a group back in the index if it was dropped (undo of its last removal). */
+  private ensureListed(g: Group): void {
+    let byName = this.answers.get(g.endpoint);
+    if (!byName) this.answers.set(g.endpoint, (byName = new Map()));
+    if (byName.get(g.name) !== g) byName.set(g.name, g);
   }
 
-  private count(a: Answer, sign: 1 | -1, changed: IpsChanged): void {
-    let names = this.namesByIp.get(a.ip.text);
-    if (!names) {
-      this.namesByIp.set(a.ip.text, (names = new Map()));
-      this.ipsByText.set(a.ip.text, a.ip);
+  private dropIfEmpty(g: Group): void {
+    const byName = this.answers.get(g.endpoint);
+    if (!byName || byName.get(g.name) !== g) return;
+    byName.delete(g.name);
+    if (byName.size === 0) this.answers.delete(g.endpoint);
+  }
+
+  private attach(key: IpKey, b: Batch, changed: IpsChanged): void {
+    const g = b.group;
+    if (g.ips.size === 0) this.ensureListed(g);
+    g.ips.set(key, b);
+    if (!b.queued) {
+      b.queued = true;
+      let slot = this.wheel.get(b.expiresAt);
+      if (!slot) this.wheel.set(b.expiresAt, (slot = []));
+      slot.push(b);
     }
-    const n = (names.get(a.name) ?? 0) + sign;
-    const wasNew = n === 1 && sign > 0;
-    if (n > 0) names.set(a.name, n);
-    else names.delete(a.name);
-    if (names.size === 0) {
-      this.namesByIp.delete(a.ip.text);
-      this.ipsByText.delete(a.ip.text);
+    if (b.expiresAt > this.now) this.count(key, g.name, +1, changed);
+  }
+
+  private detach(key: IpKey, b: Batch, live: boolean, changed: IpsChanged): void {
+    const g = b.group;
+    g.ips.delete(key);
+    if (g.ips.size === 0) this.dropIfEmpty(g);
+    if (live) this.count(key, g.name, -1, changed);
+  }
+
+  private count(key: IpKey, name: string, sign: 1 | -1, changed: IpsChanged): void {
+    if (!this.liveIndex) return;
+    const v = this.live.get(key);
+    if (sign > 0) {
+      if (v === undefined) {
+        this.live.set(key, name);
+        changed(key);
+      } else if (typeof v === 'string') {
+        this.live.set(key, v === name ? new Map([[name, 2]]) : new Map([[v, 1], [name, 1]]));
+        if (v !== name) changed(key);
+      } else {
+        const m = v as Map<string, number>;
+        const n = m.get(name) ?? 0;
+        m.set(name, n + 1);
+        if (n === 0) changed(key);
+      }
+      return;
     }
-    if (wasNew || n === 0) changed(a.ip);
+    if (typeof v === 'string') {
+      this.live.delete(key);
+      changed(key);
+      return;
+    }
+    const m = v as Map<string, number>;
+    const n = (m.get(name) ?? 0) - 1;
+    if (n > 0) m.set(name, n);
+    else {
+      m.delete(name);
+      changed(key);
+    }
+    if (m.size === 1) {
+      const [only, c] = m.entries().next().value as [string, number];
+      if (c === 1) this.live.set(key, only);
+    }
   }
 }

@@ -1,5 +1,5 @@
 import type { IpAddress } from '../model/cidr.js';
-import { IdentityAllocator, IdentityId, identityLabelsFrom } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -8,7 +8,7 @@ import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js'
 import { EngineContext } from './context.js';
 import { ChangeSet, EngineError, EngineEvent, EngineFailedError, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
 import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } from './explain.js';
-import { IdentityTable } from './identities.js';
+import { IdentityRecord, IdentityTable } from './identities.js';
 import { ModelStore } from './model-store.js';
 import { NetworkSplits } from './network-splits.js';
 import { PodTable } from './pod-table.js';
@@ -18,7 +18,7 @@ import { L7ParserConflictError } from './rule-units.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
-import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { validateBatch } from './validate.js';
@@ -109,7 +109,7 @@ export class Engine {
     const splits = new NetworkSplits(ctx, pods, peerCache);
     if (this.model.identitySource === 'local') pods.splits = splits;
     const stages = { identities, maps, pods, peerCache, subjectCache };
-    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone());
+    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
     ctx.ipcacheAt = (prefix) => {
       const hostLength = prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128);
       const ip = hostLength ? prefix.text.slice(0, prefix.text.lastIndexOf('/')) : undefined;
@@ -228,7 +228,6 @@ export class Engine {
       if (fqdn.apply(e) && e.type === 'dnsResponse') this.learnt.add(e);
       return;
     }
-    fqdn.structuralChange();
     switch (e.type) {
       case 'upsertNamespace':
         return pods.upsertNamespace(e.name, e.labels);
@@ -261,7 +260,9 @@ export class Engine {
 
   /** The committed DNS cache as a file (dns-persist.ts), to restore after a restart. */
   dnsCacheFile(): string {
-    return formatDnsCache(this.model.dns);
+    const { identities } = this.stages;
+    const local = [...identities.ids()].filter((id) => id > LOCAL_IDENTITY_FLAG).sort((a, b) => a - b);
+    return formatDnsCache(this.model.dns, local.map((id) => ({ id, labels: (identities.get(id) as IdentityRecord).labels })));
   }
 
   /**
@@ -271,8 +272,10 @@ export class Engine {
    */
   restoreDnsCache(text: string, source: string): void {
     if (this.statsCounters.transactions > 0) throw new EngineError(0, 'restoreDnsCache', 'a DNS cache is restored only before the first transaction');
-    const cache = parseDnsCache(text, source, this.model.dns.options);
+    const { cache, identities } = parseDnsCache(text, source, this.model.dns.options);
     this.model.dns = cache;
+    // The numbers the previous run gave these label sets: the first write finds the pinned maps right.
+    this.allocator.prefer(identities);
     this.resetStages();
   }
 

@@ -9,12 +9,34 @@ import { Selector, selectorMatches } from '../model/selector.js';
 import type { EngineContext } from './context.js';
 import { DnsCache } from './dns-cache.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
+import { IpKey, ipKeyOfText, ipOfKey } from './ip-key.js';
 import type { PodTable } from './pod-table.js';
 import { SelectorCache, SOURCE_FQDN } from './selector-cache.js';
+
+const MAX_MEMOISED_NAMES = 100_000;
 
 interface DnsRule {
   readonly subject: Selector;
   readonly l7: L7Rules;
+}
+
+/** The selectors matching one name (computed once per name while the selectors in force stay). */
+interface NameSelectors {
+  readonly keys: readonly string[];
+  /** `keys` sorted and joined: the part of a template key the name gives. */
+  readonly joined: string;
+  /** Its templates without a CIDR, per family: a learnt IP's usual lookup, no string built. */
+  v4?: Template;
+  v6?: Template;
+}
+
+/** What a learnt IP's identity is made of: labels, the CIDR it stands in for. Shared by all IPs alike. */
+interface Template {
+  readonly labels: LabelSet;
+  readonly key: string;
+  readonly cidr: Cidr | undefined;
+  /** The labels of a selector's own pre-allocated identity (one selector, IPv4, no CIDR): not a combination. */
+  readonly single: boolean;
 }
 
 /**
@@ -26,22 +48,32 @@ interface DnsRule {
  * a new IP of a known name only adds an ipcache entry.
  *
  * Contract: consumes DNS events, policy events (DNS rules) and pod deletions; at `settle` (before
- * commit) re-identifies the IPs whose names changed, or every learnt IP after a structural event
- * (a policy, pod or namespace change may change the selectors in force or the CIDR identities).
- * Every mutation records its undo.
+ * commit) re-identifies the IPs whose names changed, the learnt IPs a pod took or gave back, the
+ * learnt IPs inside a CIDR identity that appeared or went, and every learnt IP when the FQDN
+ * selectors in force changed. A transaction that touches none of these costs O(1) here.
+ * Combination identities are bounded by `identityLimit`: past it an IP stays unselected (fail
+ * closed) and `fqdnIdentitiesRefused` counts it. Every mutation records its undo.
  */
 export class FqdnStage {
   cache: DnsCache;
-  private readonly dirty = new Map<string, IpAddress>();
-  private structural = true;
-  /** The selector tables need a rebuild (after a structural event) before the next IP is re-identified. */
-  private selectorsStale = true;
+  private readonly dirty = new Set<IpKey>();
+  /** Set by a new stage: everything is re-identified at the first settle. */
+  private everything = true;
+  /** `identities.fqdnSelectorEpoch` when the selectors in force were last looked at. */
+  private seenEpoch = -1;
+  private inForce = '';
   /** Policy key → its egress-allow DNS rules (what `dnsProxyLearns` reads). */
   private readonly dnsRules = new Map<string, { readonly namespace: string | undefined; readonly rules: readonly DnsRule[] }>();
-  /** The FQDN selectors in force, by name (matchName) and as patterns; rebuilt after structural events. */
+  /** The FQDN selectors in force, by name (matchName) and as patterns; rebuilt when they change. */
   private exact = new Map<string, string[]>();
   private patterns: { key: string; match: FqdnMatcher }[] = [];
-  private readonly selectorsOfName = new Map<string, readonly string[]>();
+  private readonly selectorsOfName = new Map<string, NameSelectors>();
+  private readonly templates = new Map<string, Template>();
+  private readonly keyOfLabels = new WeakMap<LabelSet, string>();
+  /** Combination identities held by learnt IPs → how many IPs hold each (bounded by `identityLimit`). */
+  private readonly combinations = new Map<IdentityRecord, number>();
+  /** IPs left unselected by the limit: retried when a combination identity goes. */
+  private readonly refused = new Set<IpKey>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -49,13 +81,9 @@ export class FqdnStage {
     private readonly pods: PodTable,
     private readonly peerCache: SelectorCache,
     cache: DnsCache,
+    private readonly identityLimit: number,
   ) {
     this.cache = cache;
-  }
-
-  /** A non-DNS event happened: re-identify every learnt IP at settle. */
-  structuralChange(): void {
-    this.structural = true;
   }
 
   policyUpserted(p: Policy): void {
@@ -109,34 +137,97 @@ export class FqdnStage {
     return true;
   }
 
-  private readonly changed = (ip: IpAddress): void => {
-    this.dirty.set(ip.text, ip);
+  private readonly changed = (ip: IpKey): void => {
+    this.dirty.add(ip);
   };
 
   private readonly undo = (fn: () => void): void => this.ctx.onUndo(fn);
 
   /** Before commit: the learnt IPs whose identity may have changed get their new one. */
   settle(): void {
-    if (this.structural) {
-      for (const ip of this.cache.liveIps()) this.dirty.set(ip.text, ip);
-      for (const ip of this.identities.fqdnHostIps()) this.dirty.set(ip.text, ip);
-      this.structural = false;
-      this.selectorsStale = true;
-    }
-    // Most transactions have no learnt IP to look at: the selectors are rebuilt only when one is.
+    this.collectStructural();
     if (this.dirty.size === 0) return;
-    if (this.selectorsStale) {
-      this.rebuildSelectors();
-      this.selectorsStale = false;
-    }
-    for (const ip of this.dirty.values()) this.reidentify(ip);
+    for (const ip of this.dirty) this.reidentify(ip);
     this.dirty.clear();
+    if (this.refused.size > 0 && this.combinations.size < this.identityLimit) {
+      // A combination went: the IPs the limit left out try again (next transaction at the latest).
+      for (const ip of this.refused) this.reidentify(ip);
+    }
+    this.seenEpoch = this.identities.fqdnSelectorEpoch;
+  }
+
+  /**
+   * What other stages changed that moves learnt IPs: the selectors in force (every IP), CIDR
+   * identities (the IPs inside), pod IPs (that IP). Looks only at this transaction's own changes.
+   */
+  private collectStructural(): void {
+    let all = this.everything;
+    if (this.identities.fqdnSelectorEpoch !== this.seenEpoch) {
+      this.seenEpoch = this.identities.fqdnSelectorEpoch;
+      if (this.selectorsChanged()) {
+        all = true;
+        // Rolled back: the selectors in force are looked at again at the next settle.
+        this.ctx.onUndo(() => {
+          this.seenEpoch = -1;
+          this.inForce = '\u0000';
+        });
+      }
+    }
+    if (all) {
+      this.everything = false;
+      for (const ip of this.cache.liveIps()) this.dirty.add(ip);
+      for (const ip of this.identities.fqdnHostKeys()) this.dirty.add(ip);
+      return;
+    }
+    const cidrs: Cidr[] = [];
+    for (const [text, { cidr }] of this.ctx.ipcacheTouched) {
+      if (cidr.prefixLength === (cidr.family === 'ipv4' ? 32 : 128)) {
+        const key = ipKeyOfText(text.slice(0, text.lastIndexOf('/')));
+        if (key !== undefined && (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key))) this.dirty.add(key);
+      } else cidrs.push(cidr);
+    }
+    for (const rec of this.ctx.pendingRelease) if (rec.refs === 0 && rec.cidr && !rec.fqdn) cidrs.push(rec.cidr);
+    if (cidrs.length > 0) this.dirtyWithin(cidrs);
+  }
+
+  /** Marks the learnt IPs inside these prefixes (a CIDR identity appeared or went): one pass over the learnt IPs. */
+  private dirtyWithin(cidrs: readonly Cidr[]): void {
+    const v4 = cidrs.filter((c) => c.family === 'ipv4').map((c) => {
+      const shift = 32 - c.prefixLength;
+      return { network: Number(c.network), shift };
+    });
+    const hasV6 = cidrs.some((c) => c.family === 'ipv6');
+    for (const ip of this.cache.liveIps()) {
+      if (typeof ip === 'string') {
+        if (hasV6) this.dirty.add(ip);
+        continue;
+      }
+      const u = ip >>> 0;
+      for (const c of v4) {
+        if (c.shift === 32 || Math.floor(u / 2 ** c.shift) === Math.floor(c.network / 2 ** c.shift)) {
+          this.dirty.add(ip);
+          break;
+        }
+      }
+    }
+  }
+
+  /** Recomputes the FQDN selectors in force (registered as peers); true when they changed. */
+  private selectorsChanged(): boolean {
+    const keys: string[] = [];
+    for (const [key] of this.identities.fqdnSelectors()) if (this.peerCache.get(`fqdn:${key}`)) keys.push(key);
+    const joined = keys.sort().join('\n');
+    if (joined === this.inForce) return false;
+    this.inForce = joined;
+    this.rebuildSelectors();
+    return true;
   }
 
   private rebuildSelectors(): void {
     this.exact = new Map();
     this.patterns = [];
     this.selectorsOfName.clear();
+    this.templates.clear();
     for (const [key, sel] of this.identities.fqdnSelectors()) {
       // In force while a unit has it registered as a peer.
       if (!this.peerCache.get(`fqdn:${key}`)) continue;
@@ -149,44 +240,104 @@ export class FqdnStage {
     }
   }
 
-  private selectorsOf(name: string): readonly string[] {
-    let keys = this.selectorsOfName.get(name);
-    if (keys === undefined) {
-      keys = [...(this.exact.get(name) ?? []), ...this.patterns.filter((p) => p.match(name)).map((p) => p.key)];
-      this.selectorsOfName.set(name, keys);
+  private selectorsOf(name: string): NameSelectors {
+    let s = this.selectorsOfName.get(name);
+    if (s === undefined) {
+      // Names come from untrusted answers: the memo stays bounded.
+      if (this.selectorsOfName.size >= MAX_MEMOISED_NAMES) this.selectorsOfName.clear();
+      const keys = [...new Set([...(this.exact.get(name) ?? []), ...this.patterns.filter((p) => p.match(name)).map((p) => p.key)])].sort();
+      s = { keys, joined: keys.join('\n') };
+      this.selectorsOfName.set(name, s);
     }
-    return keys;
+    return s;
   }
 
-  /** The labels an IP should have now, with the CIDR it stands in for; undefined: no entry. */
-  private desired(ip: IpAddress): { labels: LabelSet; cidr: Cidr | undefined } | undefined {
+  /** The identity template an IP should have now; undefined: no entry (not learnt, a pod's, or no selector). */
+  private desired(ip: IpAddress, key: IpKey): Template | undefined {
     if (this.pods.byIp(ip.text)) return undefined;
-    const names = this.cache.namesOf(ip.text);
-    if (!names) return undefined;
-    const keys = new Set<string>();
-    for (const name of names.keys()) for (const k of this.selectorsOf(name)) keys.add(k);
-    if (keys.size === 0) return undefined;
+    const names = this.cache.liveNames(key);
+    if (names === undefined) return undefined;
+    let sel: NameSelectors;
+    if (typeof names === 'string') sel = this.selectorsOf(names);
+    else {
+      const keys = new Set<string>();
+      for (const name of names.keys()) for (const k of this.selectorsOf(name).keys) keys.add(k);
+      const sorted = [...keys].sort();
+      sel = { keys: sorted, joined: sorted.join('\n') };
+    }
+    if (sel.keys.length === 0) return undefined;
     const cidr = this.identities.cidrIdentityOf(ip).cidr;
-    const labels: Label[] = [...keys].map((key) => ({ source: SOURCE_FQDN, key, value: '' }));
-    if (cidr) labels.push({ source: SOURCE_CIDR, key: cidr.text, value: '' });
-    return { labels: makeLabelSet([...labels, ...worldLabels(ip.family)]), cidr };
+    if (!cidr) {
+      const t = ip.family === 'ipv4' ? sel.v4 : sel.v6;
+      if (t) return t;
+    }
+    const tkey = `${ip.family} ${cidr?.text ?? ''} ${sel.joined}`;
+    let t = this.templates.get(tkey);
+    if (!t) {
+      const labels: Label[] = sel.keys.map((k) => ({ source: SOURCE_FQDN, key: k, value: '' }));
+      if (cidr) labels.push({ source: SOURCE_CIDR, key: cidr.text, value: '' });
+      const set = makeLabelSet([...labels, ...worldLabels(ip.family)]);
+      t = { labels: set, key: labelSetKey(set), cidr, single: sel.keys.length === 1 && !cidr && ip.family === 'ipv4' };
+      this.templates.set(tkey, t);
+    }
+    if (!cidr && ip.family === 'ipv4') sel.v4 = t;
+    else if (!cidr) sel.v6 = t;
+    return t;
   }
 
-  private reidentify(ip: IpAddress): void {
-    const want = this.desired(ip);
-    const current = this.identities.fqdnHost(ip.text);
-    if (want && current && labelSetKey(current.labels) === labelSetKey(want.labels)) return;
+  private keyOf(labels: LabelSet): string {
+    let k = this.keyOfLabels.get(labels);
+    if (k === undefined) this.keyOfLabels.set(labels, (k = labelSetKey(labels)));
+    return k;
+  }
+
+  private reidentify(key: IpKey): void {
+    this.ctx.stats.fqdnIpsChecked++;
+    const ip = ipOfKey(key);
+    let want = this.desired(ip, key);
+    const current = this.identities.fqdnHostOf(key);
+    if (want && current && this.keyOf(current.labels) === want.key) {
+      if (this.refused.delete(key)) this.ctx.onUndo(() => this.refused.add(key));
+      return;
+    }
+    if (want && !want.single && !this.combinations.has(this.identities.current(want.key) as IdentityRecord) && this.combinations.size >= this.identityLimit) {
+      // Fail closed: the IP keeps no FQDN identity (the LPM's CIDR identity or world decides it).
+      this.ctx.stats.fqdnIdentitiesRefused++;
+      if (!this.refused.has(key)) {
+        this.refused.add(key);
+        this.ctx.onUndo(() => this.refused.delete(key));
+      }
+      want = undefined;
+    } else if (this.refused.delete(key)) this.ctx.onUndo(() => this.refused.add(key));
     if (!want && !current) return;
     this.ctx.touchIpcacheHost(ip);
-    const next = want ? this.identities.acquireFqdn(want.labels, want.cidr) : undefined;
-    this.identities.setFqdnHost(ip, next);
-    if (current) this.identities.release(current);
-    this.ctx.onUndo(() => this.restore(ip, current, next));
+    const next = want ? this.identities.acquireFqdn(want.labels, want.cidr, want.key) : undefined;
+    this.setHost(key, current, next);
+    this.ctx.onUndo(() => this.restore(key, current, next));
   }
 
-  private restore(ip: IpAddress, previous: IdentityRecord | undefined, next: IdentityRecord | undefined): void {
-    const back = previous ? this.identities.acquireFqdn(previous.labels, previous.cidr) : undefined;
-    this.identities.setFqdnHost(ip, back);
-    if (next) this.identities.release(next);
+  /** Moves an IP from one identity to another (either may be undefined), counting combinations. */
+  private setHost(key: IpKey, from: IdentityRecord | undefined, to: IdentityRecord | undefined): void {
+    this.identities.setFqdnHost(key, to);
+    if (to && !this.isSingle(to)) this.combinations.set(to, (this.combinations.get(to) ?? 0) + 1);
+    if (from) {
+      if (!this.isSingle(from)) {
+        const n = (this.combinations.get(from) ?? 0) - 1;
+        if (n > 0) this.combinations.set(from, n);
+        else this.combinations.delete(from);
+      }
+      this.identities.release(from);
+    }
+  }
+
+  private isSingle(rec: IdentityRecord): boolean {
+    let fqdn = 0;
+    for (const l of rec.labels) if (l.source === SOURCE_FQDN) fqdn++;
+    return fqdn === 1 && rec.cidr === undefined && rec.labels.some((l) => l.key === 'world-ipv4');
+  }
+
+  private restore(key: IpKey, previous: IdentityRecord | undefined, next: IdentityRecord | undefined): void {
+    const back = previous ? this.identities.acquireFqdn(previous.labels, previous.cidr, this.keyOf(previous.labels)) : undefined;
+    this.setHost(key, next, back);
   }
 }

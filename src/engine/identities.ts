@@ -6,6 +6,7 @@ import { ContainerPort, FlowProtocol, protocolCovers } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import type { NamedPortResolver } from './rule-units.js';
 import { SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
+import { IpKey, ipKeyOfText, IpMap, ipOfKey } from './ip-key.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** One allocated identity and what the engine knows about it. */
@@ -56,10 +57,15 @@ export class IdentityTable {
   readonly pending: IdentityRecord;
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
   private readonly external = new Map<string, IdentityId[]>();
-  /** Learnt IPs (FQDN) → their identity: host entries of the ipcache, set by the FQDN stage. */
-  private readonly fqdnHosts = new Map<string, { ip: IpAddress; rec: IdentityRecord }>();
+  /** Learnt IPs (FQDN, keyed as ip-key.ts: no object per IP) → their identity: host entries of the ipcache, set by the FQDN stage. */
+  private readonly fqdnHosts = new IpMap<IdentityRecord>();
   /** Every FQDN selector a unit registered (key → selector); the peer cache says which are in force. */
   private readonly fqdnSelectorsSeen = new Map<string, FqdnSelector>();
+  /**
+   * Bumped whenever an FQDN identity is acquired as a selector's or released: the FQDN stage
+   * re-checks the selectors in force only when it moved (O(1) for every other transaction).
+   */
+  fqdnSelectorEpoch = 0;
   /** Set once by the engine when it wires its stages. */
   namedPortListener: NamedPortListener | null = null;
 
@@ -198,6 +204,7 @@ export class IdentityTable {
    * selector as a peer: its map entries exist before the first answer (CFP-28427).
    */
   acquireFqdnSelector(sel: FqdnSelector): IdentityRecord {
+    this.fqdnSelectorEpoch++;
     const key = fqdnSelectorKey(sel);
     this.fqdnSelectorsSeen.set(key, sel);
     return this.acquireFqdn(makeLabelSet([{ source: SOURCE_FQDN, key, value: '' }, ...worldLabels('ipv4')]), undefined);
@@ -208,8 +215,7 @@ export class IdentityTable {
   }
 
   /** A node-local FQDN identity; `cidr`: the CIDR identity's prefix the IPs stand in for (selection only). */
-  acquireFqdn(labels: LabelSet, cidr: Cidr | undefined): IdentityRecord {
-    const key = labelSetKey(labels);
+  acquireFqdn(labels: LabelSet, cidr: Cidr | undefined, key = labelSetKey(labels)): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
     const existing = this.byKey.get(key);
     if (existing) {
@@ -226,20 +232,25 @@ export class IdentityTable {
   }
 
   fqdnHost(ip: string): IdentityRecord | undefined {
-    return this.fqdnHosts.get(ip)?.rec;
+    const key = ipKeyOfText(ip);
+    return key === undefined ? undefined : this.fqdnHosts.get(key);
   }
 
-  setFqdnHost(ip: IpAddress, rec: IdentityRecord | undefined): void {
-    if (rec) this.fqdnHosts.set(ip.text, { ip, rec });
-    else this.fqdnHosts.delete(ip.text);
+  fqdnHostOf(ip: IpKey): IdentityRecord | undefined {
+    return this.fqdnHosts.get(ip);
   }
 
-  fqdnHostIps(): IpAddress[] {
-    return [...this.fqdnHosts.values()].map((h) => h.ip);
+  setFqdnHost(ip: IpKey, rec: IdentityRecord | undefined): void {
+    if (rec) this.fqdnHosts.set(ip, rec);
+    else this.fqdnHosts.delete(ip);
+  }
+
+  fqdnHostKeys(): Iterable<IpKey> {
+    return this.fqdnHosts.keys();
   }
 
   *fqdnHostEntries(): Iterable<{ ip: IpAddress; identity: IdentityRecord }> {
-    for (const { ip, rec } of this.fqdnHosts.values()) yield { ip, identity: rec };
+    for (const [key, rec] of this.fqdnHosts.entries()) yield { ip: ipOfKey(key), identity: rec };
   }
 
   /** Drops a pod using it, with the named ports the pod brought. */
@@ -250,6 +261,7 @@ export class IdentityTable {
 
   /** Drops one user. */
   release(rec: IdentityRecord): void {
+    if (rec.fqdn) this.fqdnSelectorEpoch++;
     rec.refs--;
     if (rec.refs === 0) this.ctx.pendingRelease.add(rec);
   }
@@ -296,7 +308,8 @@ export class IdentityTable {
       if (!m) continue;
       const network = len === 0 ? 0n : (ip.value >> BigInt(bits - len)) << BigInt(bits - len);
       const rec = m.get(network);
-      if (rec && rec.cidr && cidrContainsIp(rec.cidr, ip)) return rec;
+      // refs 0: released in this transaction, gone at commit (the FQDN stage looks before that).
+      if (rec && rec.refs > 0 && rec.cidr && cidrContainsIp(rec.cidr, ip)) return rec;
     }
     return ip.family === 'ipv4' ? this.worldIpv4 : this.worldIpv6;
   }

@@ -28,7 +28,7 @@ export class ModelStore implements ModelView {
     readonly identitySource: 'local' | 'external' = 'local',
     dnsOptions: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
   ) {
-    this.dns = new DnsCache(dnsOptions);
+    this.dns = new DnsCache(dnsOptions, false);
   }
 
   hasIdentity(id: number): boolean {

@@ -23,6 +23,10 @@ export interface EngineStats {
   l7Deltas: number;
   /** Proxy ports allocated for new redirects. */
   proxyPortsAllocated: number;
+  /** Learnt IPs left unselected because a new FQDN combination identity would pass `maxSelectorCombinations`. */
+  fqdnIdentitiesRefused: number;
+  /** Learnt IPs whose FQDN identity was recomputed (the FQDN stage's work). */
+  fqdnIpsChecked: number;
 }
 
 export function emptyStats(): EngineStats {
@@ -38,6 +42,8 @@ export function emptyStats(): EngineStats {
     deltas: 0,
     l7Deltas: 0,
     proxyPortsAllocated: 0,
+    fqdnIdentitiesRefused: 0,
+    fqdnIpsChecked: 0,
   };
 }
 

@@ -7,6 +7,7 @@ import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
 import { EngineError, EngineEvent } from './events.js';
 import { tierRuleName, type TieredSpec } from '../model/tiers.js';
 import { tierSupportProblem } from './tiers.js';
+import { ipKeyOfText } from './ip-key.js';
 
 /**
  * Batch validation, before a transaction touches anything: every event's fields (the library's
@@ -293,7 +294,14 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
 
 /** An IpAddress as parseIp returns it (its value and family agree with its text). */
 function checkParsedIp(v: unknown, field: string, fail: Fail): void {
-  if (!isRecord(v) || typeof v.text !== 'string' || !isValidIp(v.text)) return fail(`${field} must be an IP address from parseIp`);
+  if (!isRecord(v) || typeof v.text !== 'string') return fail(`${field} must be an IP address from parseIp`);
+  const v4 = ipKeyOfText(v.text);
+  if (typeof v4 === 'number') {
+    // A canonical dotted quad, checked without parsing (DNS answers carry many).
+    if (v.family !== 'ipv4' || typeof v.value !== 'bigint' || Number(v.value) !== v4 >>> 0) fail(`${field} (${v.text}) does not match its value or family`);
+    return;
+  }
+  if (!isValidIp(v.text)) return fail(`${field} must be an IP address from parseIp`);
   const want = parseIp(v.text);
   if (v.value !== want.value || v.family !== want.family) fail(`${field} (${v.text}) does not match its value or family`);
 }

@@ -111,9 +111,20 @@ export interface DnsCacheOptions {
   readonly minTtl: number;
   /** Per endpoint and name; beyond it the entries that expire first (the oldest) go. Default 1,000. */
   readonly maxIpsPerHostname: number;
+  /**
+   * The engine's circuit breaker on FQDN identities (CFP-28427, "Circuit breakers?": up to 2^N − 1
+   * selector combinations for N selectors, allocated from untrusted answers): at most this many
+   * identities held by learnt IPs beyond the selectors' own pre-allocated ones (combinations of
+   * selectors, IPs inside a CIDR identity, IPv6). Past it a learnt IP needing a new one stays
+   * unselected: fail closed. Default 1,024. Not part of the oracle's semantics.
+   */
+  readonly maxSelectorCombinations?: number;
 }
 
 export const DEFAULT_DNS_CACHE_OPTIONS: DnsCacheOptions = { minTtl: 0, maxIpsPerHostname: 1000 };
+
+/** `maxSelectorCombinations` when not set: 2^10, the CFP's "10 distinct selectors would be OK (1024)". */
+export const DEFAULT_MAX_SELECTOR_COMBINATIONS = 1024;
 
 /** One learnt (endpoint, name, IP), alive while `now < expiresAt`. */
 export interface DnsCacheEntry {

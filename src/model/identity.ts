@@ -142,6 +142,9 @@ export class IdentityAllocator {
   private saved: { readonly cluster: IdentityId; readonly local: IdentityId } | null = null;
   /** Undo steps since `begin`, newest last (made on the first change: most transactions make none). */
   private journal: (() => void)[] | null = null;
+  /** Node-local numbers a restart restored (label-set key → id), and those ids: fresh numbers skip them. */
+  private readonly preferred = new Map<string, IdentityId>();
+  private readonly preferredIds = new Set<IdentityId>();
 
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
@@ -192,9 +195,30 @@ export class IdentityAllocator {
       this.record(() => (existing.refs -= 1));
       return { id: existing.id, isNew: false };
     }
-    const id = scope === 'cluster' ? this.nextCluster++ : this.nextLocal++;
+    const id = scope === 'cluster' ? this.nextCluster++ : this.localId(key);
     this.insert({ id, labels, refs: 1 }, key);
     return { id, isNew: true };
+  }
+
+  /** A node-local number: the one restored for these labels if it is free, else the next one nobody was promised. */
+  private localId(key: string): IdentityId {
+    const restored = this.preferred.get(key);
+    if (restored !== undefined && !this.byId.has(restored)) return restored;
+    let id = this.nextLocal++;
+    while (this.preferredIds.has(id) || this.byId.has(id)) id = this.nextLocal++;
+    return id;
+  }
+
+  /**
+   * Node-local identities as a previous run numbered them (the DNS cache file): the same label
+   * sets get the same numbers again, so the first write after a restart finds the pinned maps
+   * right. Call before the first allocation.
+   */
+  prefer(identities: Iterable<{ readonly id: IdentityId; readonly labels: LabelSet }>): void {
+    for (const { id, labels } of identities) {
+      this.preferred.set(labelSetKey(labels), id);
+      this.preferredIds.add(id);
+    }
   }
 
   private insert(a: Allocation, key: string): void {
@@ -238,7 +262,7 @@ export class IdentityAllocator {
   rewind(mark: { readonly cluster: IdentityId; readonly local: IdentityId }): void {
     for (const id of this.byId.keys()) {
       const fromMark = (id & LOCAL_IDENTITY_FLAG) !== 0 ? id >= mark.local : id >= mark.cluster;
-      if (fromMark && id >= FIRST_CLUSTER_IDENTITY) throw new Error(`cannot rewind: identity ${id} allocated since the mark is still live`);
+      if (fromMark && id >= FIRST_CLUSTER_IDENTITY && !this.preferredIds.has(id)) throw new Error(`cannot rewind: identity ${id} allocated since the mark is still live`);
     }
     const cluster = this.nextCluster;
     const local = this.nextLocal;

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
-import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
+import { applyEventToCluster, diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
 import { engineDecision } from '../../src/harness/engine-decider.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, EMPTY_CLUSTER, Pod, upsertExternal } from '../../src/model/cluster.js';
@@ -142,6 +142,16 @@ describe('toFQDNs in the engine against the oracle', () => {
             checkDeltas(beforeMaps, beforeIpc, cs, engine);
             checkFlows(engine, state);
           }
+          // A restart: the DNS cache file, then the cluster's state in one transaction (policies in
+          // reverse order) gives the same maps and ipcache, identity numbers included (proxy port
+          // numbers are the agent's to restore, proxyPortsFromMaps: only whether a port is there counts).
+          const restarted = new Engine({ dns: options });
+          restarted.restoreDnsCache(engine.dnsCacheFile(), 'dns.jsonl');
+          const initial = initialEvents(state).filter((e) => e.type !== 'dnsResponse' && e.type !== 'advanceTime');
+          restarted.apply([...initial.filter((e) => e.type !== 'upsertPolicy'), ...initial.filter((e) => e.type === 'upsertPolicy').reverse()]);
+          const noPorts = (e: Engine): Map<string, string> => new Map([...maps(e)].map(([k, v]) => [k, v.replace(/"proxyPort":[1-9]\d*/, '"proxyPort":"some"')]));
+          expect(noPorts(restarted)).toEqual(noPorts(engine));
+          expect(ipcache(restarted)).toEqual(ipcache(engine));
         },
       ),
       { numRuns: 150 },
@@ -215,7 +225,9 @@ describe('FQDN identities and deltas', () => {
     expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32']);
     expect(learnt(a)).toEqual(learnt(b));
     expect(() => b.restoreDnsCache(file, 'dns.jsonl')).toThrow('only before the first transaction');
-    expect(() => new Engine().restoreDnsCache(`${file}{"endpoint":"apps/x","name":"a.io","ip":"nope","learntAt":0,"expiresAt":9}\n`, 'dns.jsonl')).toThrow('dns.jsonl:6 ip must be an IP address');
+    const lineCount = file.trimEnd().split('\n').length;
+    expect(() => new Engine().restoreDnsCache(`${file}{"endpoint":"apps/x","name":"a.io","ip":"nope","learntAt":0,"expiresAt":9}\n`, 'dns.jsonl')).toThrow(`dns.jsonl:${lineCount + 1} ip must be an IP address`);
+    expect(() => new Engine().restoreDnsCache(`${file}{"identity":5,"labels":[["fqdn","a.io",""]]}\n`, 'dns.jsonl')).toThrow(`dns.jsonl:${lineCount + 1} identity must be a node-local identity number`);
   });
 
   it('validates DNS events, naming the field', () => {
@@ -226,3 +238,86 @@ describe('FQDN identities and deltas', () => {
     expect(() => engine.apply([{ type: 'dnsResponse', endpoint: 'apps/client-a', name: 'a.io', ips: [{ family: 'ipv4', value: 1n, text: '10.0.0.9' }], ttl: 1 }])).toThrow('ips[0] (10.0.0.9) does not match');
   });
 });
+
+describe('FQDN scale: restore with identity numbers, the combination limit, O(1) for unrelated transactions', () => {
+  const dnsPolicy = cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const fqdn = (name: string, app: string, sels: object[]): Policy => cnp(name, { endpointSelector: { matchLabels: { app } }, egress: [{ toFQDNs: sels, toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] });
+  const answer = (endpoint: string, name: string, ips: string[], ttl = 60): EngineEvent => ({ type: 'dnsResponse', endpoint, name, ips: ips.map(parseIp), ttl });
+  const base: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }, ...PODS.map((pod) => ({ type: 'upsertPod' as const, pod, local: true }))];
+
+  it('a restored DNS cache keeps every node-local identity number: restore + the cluster state in another order = the pinned maps and ipcache, 0 deltas', () => {
+    const policies = [
+      dnsPolicy,
+      fqdn('p-pattern', 'client-a', [{ matchPattern: '*.example.com' }]),
+      fqdn('p-name', 'client-b', [{ matchName: 'a.example.com' }, { matchPattern: '*.cilium.io' }]),
+      cnp('p-cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ toCIDR: ['198.51.100.0/30'], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] }),
+    ];
+    const a = new Engine();
+    a.apply([...base, policies[0] as Policy, policies[1] as Policy].map((p) => ('type' in p ? p : { type: 'upsertPolicy' as const, policy: p })) as EngineEvent[]);
+    // A history that numbers identities in an order a fresh start would not: combinations first, then the rest.
+    a.apply([answer('apps/client-a', 'a.example.com', ['198.51.100.1', '198.51.100.9'])]);
+    a.apply([{ type: 'upsertPolicy', policy: policies[2] as Policy }]);
+    a.apply([answer('apps/client-b', 'x.cilium.io', ['203.0.113.7']), answer('apps/client-a', 'b.example.com', ['198.51.100.2'])]);
+    a.apply([{ type: 'upsertPolicy', policy: policies[3] as Policy }, { type: 'advanceTime', seconds: 5 }]);
+    a.apply([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'apps', name: 'p-pattern' } }, { type: 'upsertPolicy', policy: policies[1] as Policy }]);
+    const file = a.dnsCacheFile();
+    expect(file).toContain('"identity":');
+
+    const b = new Engine();
+    b.restoreDnsCache(file, 'dns.jsonl');
+    b.apply([...base, ...[...policies].reverse().map((policy) => ({ type: 'upsertPolicy' as const, policy }))]);
+    // What a reconcile of b against a's pinned maps and ipcache writes: nothing.
+    expect(diffEndpointMaps(endpointMaps(a), endpointMaps(b))).toEqual([]);
+    expect(ipcache(b)).toEqual(ipcache(a));
+    // And both go on alike.
+    for (const e of [a, b]) e.apply([answer('apps/client-a', 'c.example.com', ['198.51.100.3']), { type: 'advanceTime', seconds: 1 }]);
+    expect(ipcache(b)).toEqual(ipcache(a));
+  });
+
+  it('past maxSelectorCombinations a learnt IP needing a new combination stays unselected (fail closed), counted; it is selected once a combination goes', () => {
+    const engine = new Engine({ dns: { maxSelectorCombinations: 1 } });
+    engine.apply([...base, { type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: fqdn('p1', 'client-a', [{ matchPattern: '*.example.com' }, { matchName: 'a.example.com' }, { matchPattern: '*.cilium.io' }, { matchName: 'x.cilium.io' }]) }]);
+    const world = engine.identityOfIp(parseIp('192.0.2.77'));
+    const first = engine.apply([answer('apps/client-a', 'a.example.com', ['198.51.100.1'], 10)]);
+    expect(first.ipcache.map((d) => [d.op, d.prefix])).toEqual([['upsert', '198.51.100.1/32']]);
+    expect(first.work.fqdnIdentitiesRefused).toBe(0);
+    const second = engine.apply([answer('apps/client-a', 'x.cilium.io', ['203.0.113.7'], 60), answer('apps/client-a', 'b.example.com', ['198.51.100.2'], 60)]);
+    // x.cilium.io needs a second combination: refused, no entry, the IP is world; b.example.com needs only its selector's identity.
+    expect(second.work.fqdnIdentitiesRefused).toBe(1);
+    expect(second.ipcache.map((d) => d.prefix)).toEqual(['198.51.100.2/32']);
+    expect(engine.identityOfIp(parseIp('203.0.113.7'))).toBe(world);
+    expect(engineDecision(engine, stateOf(engine), { from: 'apps/client-a', to: '203.0.113.7', port: 443, protocol: 'TCP' }).allowed).toBe(false);
+    expect(engineDecision(engine, stateOf(engine), { from: 'apps/client-a', to: '198.51.100.2', port: 443, protocol: 'TCP' }).allowed).toBe(true);
+    // The first combination expires: the refused IP gets its identity in the same transaction.
+    const expire = engine.apply([{ type: 'advanceTime', seconds: 10 }]);
+    expect(expire.ipcache.map((d) => [d.op, d.prefix]).sort()).toEqual([['delete', '198.51.100.1/32'], ['upsert', '203.0.113.7/32']]);
+    expect(engineDecision(engine, stateOf(engine), { from: 'apps/client-a', to: '203.0.113.7', port: 443, protocol: 'TCP' }).allowed).toBe(true);
+  });
+
+  it('a transaction that touches no DNS state and no FQDN selector re-identifies no learnt IP; a pod taking a learnt IP, a CIDR over some, a selector change re-identify exactly those', () => {
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    engine.apply([{ type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: fqdn('p1', 'client-a', [{ matchPattern: '*.example.com' }]) }]);
+    const ips = Array.from({ length: 400 }, (_, i) => `198.51.${100 + (i >> 8)}.${i & 255}`);
+    for (let i = 0; i < ips.length; i += 50) engine.apply([answer('apps/client-b', `n${i}.example.com`, ips.slice(i, i + 50), 600)]);
+    const unrelatedPod: Pod = { namespace: 'apps', name: 'other', labels: { app: 'other' }, ip: parseIp('10.0.0.50'), serviceAccount: 'default', ports: [] };
+    const checked = (events: EngineEvent[]): number => engine.apply(events).work.fqdnIpsChecked;
+    expect(checked([{ type: 'upsertPod', pod: unrelatedPod, local: true }])).toBe(0);
+    expect(checked([{ type: 'upsertPolicy', policy: cnp('plain', { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{}] }] }) }])).toBe(0);
+    expect(checked([{ type: 'upsertNamespace', name: 'other', labels: { a: 'b' } }])).toBe(0);
+    expect(checked([{ type: 'deletePod', namespace: 'apps', name: 'other' }])).toBe(0);
+    // A pod takes one learnt IP: that IP only.
+    expect(checked([{ type: 'upsertPod', pod: { ...unrelatedPod, ip: parseIp(ips[7] as string) }, local: true }])).toBe(1);
+    // A CIDR identity over 4 learnt IPs: those.
+    expect(checked([{ type: 'upsertPolicy', policy: cnp('cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toCIDR: ['198.51.100.0/30'] }] }) }])).toBe(4);
+    // A new FQDN selector in force: every learnt IP (the selector sets may change).
+    expect(checked([{ type: 'upsertPolicy', policy: fqdn('p2', 'client-b', [{ matchName: 'n0.example.com' }]) }])).toBe(ips.length);
+  });
+});
+
+/** The cluster as engineDecision reads it (only to name endpoints): the pods, and the external IPs by name. */
+function stateOf(_engine: Engine): ClusterState {
+  let state: ClusterState = applyEventToCluster(EMPTY_CLUSTER, { type: 'upsertNamespace', name: 'apps', labels: {} });
+  for (const pod of PODS) state = applyEventToCluster(state, { type: 'upsertPod', pod, local: true });
+  for (const ip of ['203.0.113.7', '198.51.100.2']) state = upsertExternal(state, { name: ip, ip: parseIp(ip) });
+  return state;
+}

@@ -1,8 +1,13 @@
-import { Cidr, hostCidr, IpAddress } from '../model/cidr.js';
+import type { Cidr, IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
+
+/** An ipcache prefix touched in a transaction: a host prefix (`host`) or a shorter one (`cidr`). */
+type IpcacheTouch =
+  | { readonly host: IpAddress; readonly cidr: null; readonly before: IdentityId | undefined }
+  | { readonly host: null; readonly cidr: Cidr; readonly before: IdentityId | undefined };
 
 /**
  * What every stage of one engine shares: the work counters, the fault-injection hook, and the
@@ -21,10 +26,16 @@ export class EngineContext {
   readonly movedEndpoints = new Map<string, SharedMapState | null>();
   /** Local identities that adopted a rule with L7 rules in this transaction (checked for parser conflicts). */
   readonly adoptedL7 = new Set<LocalIdentity>();
-  /** ipcache prefixes touched in this transaction, with the identity each had before (by prefix text). */
-  readonly ipcacheTouched = new Map<string, { readonly cidr: Cidr; readonly before: IdentityId | undefined }>();
-  /** The ipcache's current identity for an exact prefix (wired by the engine: pod IPs, then CIDR identities). */
-  ipcacheAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
+  /**
+   * ipcache prefixes touched in this transaction, with the identity each had before. Keyed by the
+   * address text for host prefixes (a pod IP's text is kept with the pod, so its hash is computed
+   * once, and no prefix is built per event), by the prefix text for the others.
+   */
+  readonly ipcacheTouched = new Map<string, IpcacheTouch>();
+  /** The ipcache's current identity for an address's host prefix (wired by the engine: pod IPs, learnt IPs, then CIDR identities). */
+  ipcacheHostAt: (ip: IpAddress) => IdentityId | undefined = () => undefined;
+  /** The ipcache's current identity for an exact prefix shorter than a host prefix (CIDR identities). */
+  ipcachePrefixAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
   adopting = false;
 
@@ -47,15 +58,18 @@ export class EngineContext {
     this.undoLog?.push(fn);
   }
 
-  /** Called before an ipcache prefix changes (a pod IP, a CIDR identity): commit diffs it. */
+  /** Called before an ipcache prefix changes (a CIDR identity): commit diffs it. */
   touchIpcache(prefix: Cidr): void {
-    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.set(prefix.text, { cidr: prefix, before: this.ipcacheAt(prefix) });
+    if (prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128)) {
+      const text = prefix.text.slice(0, prefix.text.lastIndexOf('/'));
+      return this.touchIpcacheHost({ family: prefix.family, value: prefix.network, text });
+    }
+    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.set(prefix.text, { host: null, cidr: prefix, before: this.ipcachePrefixAt(prefix) });
   }
 
-  /** `touchIpcache` for an address's host prefix, building the prefix only on its first touch in the transaction. */
+  /** Called before an address's host prefix changes (a pod IP, a learnt IP). */
   touchIpcacheHost(ip: IpAddress): void {
-    const text = `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
-    if (!this.ipcacheTouched.has(text)) this.touchIpcache(hostCidr(ip));
+    if (!this.ipcacheTouched.has(ip.text)) this.ipcacheTouched.set(ip.text, { host: ip, cidr: null, before: this.ipcacheHostAt(ip) });
   }
 
   /** Forgets the transaction's bookkeeping (after commit or rollback). */

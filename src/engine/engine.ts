@@ -56,6 +56,7 @@ export interface EngineOptions {
 interface Stages extends EngineStages {
   readonly resolver: PolicyResolver;
   readonly fqdn: FqdnStage;
+  readonly commit: Commit;
   readonly queries: EngineQueries;
 }
 
@@ -106,13 +107,10 @@ export class Engine {
     const pods = new PodTable(ctx, identities, maps, resolver);
     const stages = { identities, maps, pods, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone());
-    ctx.ipcacheAt = (prefix) => {
-      const hostLength = prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128);
-      const ip = hostLength ? prefix.text.slice(0, prefix.text.lastIndexOf('/')) : undefined;
-      const host = ip === undefined ? undefined : (pods.byIp(ip)?.identity ?? identities.fqdnHost(ip));
-      return (host ?? identities.cidrExact(prefix))?.id;
-    };
-    this.stages = { ...stages, resolver, fqdn, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
+    ctx.ipcacheHostAt = (ip) => (pods.byIp(ip.text)?.identity ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
+    ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
+    const commit = new Commit(ctx, maps, this.proxyPorts);
+    this.stages = { ...stages, resolver, fqdn, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
   // ---------------------------------------------------------------- transactions
@@ -132,7 +130,7 @@ export class Engine {
     this.proxyPorts.begin();
     this.allocator.begin();
     let result: CommitResult;
-    this.learnt.clear();
+    if (this.learnt.size > 0) this.learnt.clear();
     try {
       result = this.transaction(events, before, mark);
     } catch (e) {
@@ -145,7 +143,7 @@ export class Engine {
     this.allocator.commit();
     this.ctx.endTransaction();
     for (const e of events) if (e.type !== 'dnsResponse' || this.learnt.has(e)) this.model.apply(e);
-    this.learnt.clear();
+    if (this.learnt.size > 0) this.learnt.clear();
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
     this.statsCounters.deltas += result.deltas.length;
@@ -179,7 +177,7 @@ export class Engine {
   private commit(): CommitResult {
     this.stages.fqdn.settle();
     this.stages.identities.freeUnused();
-    return new Commit(this.ctx, this.stages.maps, this.proxyPorts).run();
+    return this.stages.commit.run();
   }
 
   /**

@@ -29,7 +29,8 @@ export class PodTable {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
   private readonly pods = new TombstoneMap<string, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
-  private readonly podsByIp = new TombstoneMap<string, string>();
+  /** IP text → the pod holding it (the last one added, while it stays). */
+  private readonly podsByIp = new TombstoneMap<string, PodRecord>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
 
@@ -52,16 +53,12 @@ export class PodTable {
 
   /** The pod holding an IP (the ipcache's exact part). */
   byIp(ip: string): PodRecord | undefined {
-    const key = this.podsByIp.get(ip);
-    return key === undefined ? undefined : this.pods.get(key);
+    return this.podsByIp.get(ip);
   }
 
   /** Every pod IP with its pod's identity (the ipcache's host entries). */
   *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
-    for (const [, key] of this.podsByIp) {
-      const rec = this.pods.get(key);
-      if (rec) yield { ip: rec.pod.ip, identity: rec.identity };
-    }
+    for (const [, rec] of this.podsByIp) yield { ip: rec.pod.ip, identity: rec.identity };
   }
 
   private namespaceLabels(ns: string): Readonly<Record<string, string>> {
@@ -78,7 +75,7 @@ export class PodTable {
       for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
         const rec = this.pods.get(k) as PodRecord;
         this.removePod(k);
-        this.addPod(rec.pod, rec.local);
+        this.addPod(k, rec.pod, rec.local);
       }
     }
     // Logged after the pods: undoing restores the labels first, then the pods' old identities.
@@ -103,7 +100,7 @@ export class PodTable {
         const rec = this.pods.get(k) as PodRecord;
         if (this.identities.current(labelKey) === rec.identity) continue;
         this.removePod(k);
-        this.addPod(rec.pod, rec.local);
+        this.addPod(k, rec.pod, rec.local);
       }
     }
   }
@@ -111,11 +108,10 @@ export class PodTable {
   upsertPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
     if (this.pods.has(key)) this.removePod(key);
-    this.addPod(pod, local);
+    this.addPod(key, pod, local);
   }
 
-  private addPod(pod: Pod, local: boolean): void {
-    const key = podKey(pod);
+  private addPod(key: string, pod: Pod, local: boolean): void {
     const labels = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
     const labelKey = labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
@@ -126,7 +122,7 @@ export class PodTable {
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
     this.ctx.touchIpcacheHost(pod.ip);
-    this.podsByIp.set(pod.ip.text, key);
+    this.podsByIp.set(pod.ip.text, rec);
     if (local) {
       const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
       rec.map = map;
@@ -148,9 +144,9 @@ export class PodTable {
     const inNs = this.podsByNamespace.get(rec.pod.namespace);
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
-    if (this.podsByIp.get(rec.pod.ip.text) === key) this.podsByIp.delete(rec.pod.ip.text);
+    if (this.podsByIp.get(rec.pod.ip.text) === rec) this.podsByIp.delete(rec.pod.ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
-    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local));
+    this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local));
   }
 }
 

@@ -105,7 +105,9 @@ export class Commit {
   private ipcacheDeltas(): IpcacheDelta[] {
     if (this.ctx.ipcacheTouched.size === 0) return [];
     const out: IpcacheDelta[] = [];
-    for (const t of this.ctx.ipcacheTouched.values()) {
+    const touched = this.ctx.ipcacheTouched;
+    for (let i = 0; i < touched.size; i++) {
+      const t = touched.at(i);
       const now = t.host ? this.ctx.ipcacheHostAt(t.host) : this.ctx.ipcachePrefixAt(t.cidr);
       const before = t.before;
       if (now === before) continue;

@@ -4,10 +4,57 @@ import type { IdentityRecord } from './identities.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
 
-/** An ipcache prefix touched in a transaction: a host prefix (`host`) or a shorter one (`cidr`). */
+/**
+ * An ipcache prefix touched in a transaction: a host prefix (`host`) or a shorter one (`cidr`).
+ * `key`: the address text for host prefixes (a pod IP's text is kept with the pod, so no prefix is
+ * built per event), the prefix text for the others.
+ */
 type IpcacheTouch =
-  | { readonly host: IpAddress; readonly cidr: null; readonly before: IdentityId | undefined }
-  | { readonly host: null; readonly cidr: Cidr; readonly before: IdentityId | undefined };
+  | { readonly key: string; readonly host: IpAddress; readonly cidr: null; readonly before: IdentityId | undefined }
+  | { readonly key: string; readonly host: null; readonly cidr: Cidr; readonly before: IdentityId | undefined };
+
+/**
+ * The ipcache prefixes one transaction touched, each once, in touch order. Most transactions touch
+ * one or two: a scan of a reused array is cheaper for them than a Map (whose `clear` allocates a
+ * new table each time); past `SCAN_LIMIT` a Map indexes them.
+ */
+class IpcacheJournal {
+  private static readonly SCAN_LIMIT = 16;
+  private readonly touches: IpcacheTouch[] = [];
+  private n = 0;
+  private index: Map<string, IpcacheTouch> | null = null;
+
+  get size(): number {
+    return this.n;
+  }
+
+  has(key: string): boolean {
+    if (this.index) return this.index.has(key);
+    for (let i = 0; i < this.n; i++) if ((this.touches[i] as IpcacheTouch).key === key) return true;
+    return false;
+  }
+
+  /** Records a touch whose key `has` just said is new. */
+  add(t: IpcacheTouch): void {
+    this.touches[this.n++] = t;
+    if (this.index) this.index.set(t.key, t);
+    else if (this.n > IpcacheJournal.SCAN_LIMIT) this.index = new Map(this.touches.slice(0, this.n).map((x) => [x.key, x]));
+  }
+
+  at(i: number): IpcacheTouch {
+    return this.touches[i] as IpcacheTouch;
+  }
+
+  clear(): void {
+    if (this.n > IpcacheJournal.SCAN_LIMIT) this.touches.length = 0;
+    else this.touches.fill(NO_TOUCH, 0, this.n);
+    this.n = 0;
+    this.index = null;
+  }
+}
+
+/** What a journal slot holds once cleared (so it keeps no address alive). */
+const NO_TOUCH: IpcacheTouch = { key: '', host: null, cidr: { family: 'ipv4', network: 0n, prefixLength: 0, text: '' }, before: undefined };
 
 /**
  * What every stage of one engine shares: the work counters, the fault-injection hook, and the
@@ -26,12 +73,8 @@ export class EngineContext {
   readonly movedEndpoints = new Map<string, SharedMapState | null>();
   /** Local identities that adopted a rule with L7 rules in this transaction (checked for parser conflicts). */
   readonly adoptedL7 = new Set<LocalIdentity>();
-  /**
-   * ipcache prefixes touched in this transaction, with the identity each had before. Keyed by the
-   * address text for host prefixes (a pod IP's text is kept with the pod, so its hash is computed
-   * once, and no prefix is built per event), by the prefix text for the others.
-   */
-  readonly ipcacheTouched = new Map<string, IpcacheTouch>();
+  /** ipcache prefixes touched in this transaction, with the identity each had before. */
+  readonly ipcacheTouched = new IpcacheJournal();
   /** The ipcache's current identity for an address's host prefix (wired by the engine: pod IPs, learnt IPs, then CIDR identities). */
   ipcacheHostAt: (ip: IpAddress) => IdentityId | undefined = () => undefined;
   /** The ipcache's current identity for an exact prefix shorter than a host prefix (CIDR identities). */
@@ -64,12 +107,12 @@ export class EngineContext {
       const text = prefix.text.slice(0, prefix.text.lastIndexOf('/'));
       return this.touchIpcacheHost({ family: prefix.family, value: prefix.network, text });
     }
-    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.set(prefix.text, { host: null, cidr: prefix, before: this.ipcachePrefixAt(prefix) });
+    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.add({ key: prefix.text, host: null, cidr: prefix, before: this.ipcachePrefixAt(prefix) });
   }
 
   /** Called before an address's host prefix changes (a pod IP, a learnt IP). */
   touchIpcacheHost(ip: IpAddress): void {
-    if (!this.ipcacheTouched.has(ip.text)) this.ipcacheTouched.set(ip.text, { host: ip, cidr: null, before: this.ipcacheHostAt(ip) });
+    if (!this.ipcacheTouched.has(ip.text)) this.ipcacheTouched.add({ key: ip.text, host: ip, cidr: null, before: this.ipcacheHostAt(ip) });
   }
 
   /** Forgets the transaction's bookkeeping (after commit or rollback). */

@@ -166,7 +166,7 @@ export class Engine {
     const result = this.commit();
     this.ctx.undoLog = null;
     const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx);
-    this.ctx.adoptedL7.clear();
+    if (this.ctx.adoptedL7.size > 0) this.ctx.adoptedL7.clear();
     if (!refusal) return result;
     this.proxyPorts.rollback();
     this.rollback(undo, before, mark);

@@ -234,7 +234,9 @@ export class IdentityTable {
     else this.fqdnHosts.delete(ip.text);
   }
 
-  fqdnHostIps(): IpAddress[] {
+  fqdnHostIps(): readonly IpAddress[] {
+    // Read at every structural transaction's settle, usually with no learnt IP.
+    if (this.fqdnHosts.size === 0) return NO_IPS;
     return [...this.fqdnHosts.values()].map((h) => h.ip);
   }
 
@@ -364,6 +366,8 @@ export class IdentityTable {
     };
   }
 }
+
+const NO_IPS: readonly IpAddress[] = Object.freeze([]);
 
 /**
  * A pod's named ports, each (name, protocol, port) once: a pod listing one twice (two containers,

@@ -367,7 +367,8 @@ export class IdentityTable {
   }
 }
 
-const NO_IPS: readonly IpAddress[] = Object.freeze([]);
+// Not frozen: a for-of over this frozen array measured ~1.7 µs per call in FqdnStage.settle (plain: nothing).
+const NO_IPS: readonly IpAddress[] = [];
 
 /**
  * A pod's named ports, each (name, protocol, port) once: a pod listing one twice (two containers,

@@ -88,14 +88,9 @@ export class ModelStore implements ModelView {
       case 'deletePod':
         this.deletePod(`${e.namespace}/${e.name}`);
         return;
-      case 'upsertPolicy': {
-        const key = policyRefKey(e.policy.ref);
-        this.deletePolicy(key);
-        this.policies.set(key, e.policy);
-        if (e.policy.tiered) index(this.bySlot, tierSlot(e.policy.tiered.tier, e.policy.tiered.priority), key, true);
-        if (e.policy.ref.namespace !== undefined) index(this.policiesByNs, e.policy.ref.namespace, key, true);
+      case 'upsertPolicy':
+        this.upsertPolicy(e.policy);
         return;
-      }
       case 'deletePolicy':
         this.deletePolicy(policyRefKey(e.ref));
         return;
@@ -115,6 +110,23 @@ export class ModelStore implements ModelView {
     this.localPods.delete(key);
     this.dns.forgetEndpoint(key, noop);
     index(this.podsByNs, pod.namespace, key, false);
+  }
+
+  /**
+   * An update is written in place: deleting and re-adding a key costs a big Map or Set far more
+   * (see tombstone-map.ts). The key names the namespace, so only the tier slot can move.
+   */
+  private upsertPolicy(policy: Policy): void {
+    const key = policyRefKey(policy.ref);
+    const old = this.policies.get(key);
+    this.policies.set(key, policy);
+    const oldSlot = old?.tiered ? tierSlot(old.tiered.tier, old.tiered.priority) : undefined;
+    const slot = policy.tiered ? tierSlot(policy.tiered.tier, policy.tiered.priority) : undefined;
+    if (oldSlot !== slot) {
+      if (oldSlot !== undefined) index(this.bySlot, oldSlot, key, false);
+      if (slot !== undefined) index(this.bySlot, slot, key, true);
+    }
+    if (!old && policy.ref.namespace !== undefined) index(this.policiesByNs, policy.ref.namespace, key, true);
   }
 
   private deletePolicy(key: string): void {

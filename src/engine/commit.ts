@@ -225,7 +225,9 @@ export class Commit {
       deltas.push(...o.upserts, ...o.deletes);
       l7Deltas.push(...o.l7);
     }
-    return { deltas, l7Deltas, touched: new Set(this.out.keys()) };
+    const touched = new Set(this.out.keys());
+    this.out.clear();
+    return { deltas, l7Deltas, touched };
   }
 }
 

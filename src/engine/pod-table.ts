@@ -107,7 +107,8 @@ export class PodTable {
 
   upsertPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
-    if (this.pods.has(key)) this.removePod(key);
+    const old = this.pods.get(key);
+    if (old) this.removeRecord(key, old);
     this.addPod(key, pod, local);
   }
 
@@ -134,6 +135,10 @@ export class PodTable {
   removePod(key: string): void {
     const rec = this.pods.get(key);
     if (!rec) throw new Error(`internal: pod ${key} vanished`);
+    this.removeRecord(key, rec);
+  }
+
+  private removeRecord(key: string, rec: PodRecord): void {
     this.ctx.touchIpcacheHost(rec.pod.ip);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);

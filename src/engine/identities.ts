@@ -30,6 +30,8 @@ export interface NamedPortListener {
    */
   namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void;
   namedPortsChanged(): void;
+  /** False while no rule names a port on egress: nothing to take out or put back, so nothing to tell. */
+  readonly resolvesNamedEgress: boolean;
 }
 
 /**
@@ -321,6 +323,12 @@ export class IdentityTable {
     const ports = distinctNamedPorts(allPorts);
     if (rec.namedPorts.size === 0 && !ports.some((p) => p.name !== undefined)) {
       // No name involved: no rule's resolution changes, only the identity's pod count.
+      this.countPods(rec, sign);
+      return;
+    }
+    if (!this.namedPortListener?.resolvesNamedEgress) {
+      addNamedPorts(rec.namedPorts, ports, sign);
+      addNamedPorts(this.clusterNamedPorts, ports, sign);
       this.countPods(rec, sign);
       return;
     }

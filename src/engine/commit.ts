@@ -27,11 +27,14 @@ export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Red
   return { ...r, proxyPort: ports.portOf(endpoint, redirectId(r)) ?? 0 };
 }
 
-/** A commit with nothing to settle and no endpoint moved (its arrays are never written to). */
-const NOTHING: Omit<CommitResult, 'ipcache'> = Object.freeze({ deltas: Object.freeze([]), l7Deltas: Object.freeze([]), endpointsAdded: Object.freeze([]), endpointsRemoved: Object.freeze([]), touched: new Set<string>(), exhausted: null });
+/** What a commit with nothing to settle and no endpoint moved shares (never written to). */
+const NONE: readonly never[] = Object.freeze([]);
+const NO_ENDPOINTS: ReadonlySet<string> = new Set<string>();
 
 const NO_MOVES: ReadonlyMap<string, SharedMapState | null> = new Map();
 const NO_PORT_CHANGES: { release: { endpoint: string; redirect: string }[]; exhausted: null } = { release: [], exhausted: null };
+
+const byPrefix = (a: IpcacheDelta, b: IpcacheDelta): number => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0);
 
 interface EndpointDeltas {
   readonly upserts: MapDelta[];
@@ -49,6 +52,7 @@ interface EndpointDeltas {
  * unchanged entry; an endpoint that changed map state is diffed old-before against new-now.
  */
 export class Commit {
+  /** The running commit's deltas per endpoint (one Map for the stage's life: emptied at each commit). */
   private readonly out = new Map<string, EndpointDeltas>();
 
   constructor(
@@ -59,7 +63,10 @@ export class Commit {
 
   run(): CommitResult {
     // Most transactions (a remote pod no rule selects) touch no map state: nothing to allocate.
-    if (this.ctx.dirtyMaps.size === 0 && this.ctx.movedEndpoints.size === 0) return { ...NOTHING, ipcache: this.ipcacheDeltas() };
+    if (this.ctx.dirtyMaps.size === 0 && this.ctx.movedEndpoints.size === 0) {
+      return { deltas: NONE, l7Deltas: NONE, ipcache: this.ipcacheDeltas(), endpointsAdded: NONE, endpointsRemoved: NONE, touched: NO_ENDPOINTS, exhausted: null };
+    }
+    if (this.out.size > 0) this.out.clear();
     const settled = new Map<SharedMapState, SettleResult>();
     for (const m of this.ctx.dirtyMaps) {
       if (this.ctx.faultHook) this.ctx.fault('settle');
@@ -98,14 +105,20 @@ export class Commit {
   private ipcacheDeltas(): IpcacheDelta[] {
     if (this.ctx.ipcacheTouched.size === 0) return [];
     const out: IpcacheDelta[] = [];
-    for (const [prefix, { cidr, before }] of this.ctx.ipcacheTouched) {
-      const now = this.ctx.ipcacheAt(cidr);
+    const touched = this.ctx.ipcacheTouched;
+    for (let i = 0; i < touched.size; i++) {
+      const t = touched.at(i);
+      const now = t.host ? this.ctx.ipcacheHostAt(t.host) : this.ctx.ipcachePrefixAt(t.cidr);
+      const before = t.before;
       if (now === before) continue;
+      const prefix = t.host ? `${t.host.text}/${t.host.family === 'ipv4' ? 32 : 128}` : t.cidr.text;
       if (now === undefined) out.push({ op: 'delete', prefix, identity: before as number });
-      else out.push({ op: 'upsert', prefix, identity: now, ...(before === undefined ? {} : { previous: before }) });
+      else if (before === undefined) out.push({ op: 'upsert', prefix, identity: now });
+      else out.push({ op: 'upsert', prefix, identity: now, previous: before });
     }
     this.ctx.ipcacheTouched.clear();
-    return out.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+    if (out.length > 1) out.sort(byPrefix);
+    return out;
   }
 
   /** Endpoints whose map state really changed in this transaction → their map state before it. */
@@ -212,7 +225,9 @@ export class Commit {
       deltas.push(...o.upserts, ...o.deletes);
       l7Deltas.push(...o.l7);
     }
-    return { deltas, l7Deltas, touched: new Set(this.out.keys()) };
+    const touched = new Set(this.out.keys());
+    this.out.clear();
+    return { deltas, l7Deltas, touched };
   }
 }
 

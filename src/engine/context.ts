@@ -1,8 +1,60 @@
-import { Cidr, hostCidr, IpAddress } from '../model/cidr.js';
+import type { Cidr, IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
+
+/**
+ * An ipcache prefix touched in a transaction: a host prefix (`host`) or a shorter one (`cidr`).
+ * `key`: the address text for host prefixes (a pod IP's text is kept with the pod, so no prefix is
+ * built per event), the prefix text for the others.
+ */
+type IpcacheTouch =
+  | { readonly key: string; readonly host: IpAddress; readonly cidr: null; readonly before: IdentityId | undefined }
+  | { readonly key: string; readonly host: null; readonly cidr: Cidr; readonly before: IdentityId | undefined };
+
+/**
+ * The ipcache prefixes one transaction touched, each once, in touch order. Most transactions touch
+ * one or two: a scan of a reused array is cheaper for them than a Map (whose `clear` allocates a
+ * new table each time); past `SCAN_LIMIT` a Map indexes them.
+ */
+class IpcacheJournal {
+  private static readonly SCAN_LIMIT = 16;
+  private readonly touches: IpcacheTouch[] = [];
+  private n = 0;
+  private index: Map<string, IpcacheTouch> | null = null;
+
+  get size(): number {
+    return this.n;
+  }
+
+  has(key: string): boolean {
+    if (this.index) return this.index.has(key);
+    for (let i = 0; i < this.n; i++) if ((this.touches[i] as IpcacheTouch).key === key) return true;
+    return false;
+  }
+
+  /** Records a touch whose key `has` just said is new. */
+  add(t: IpcacheTouch): void {
+    this.touches[this.n++] = t;
+    if (this.index) this.index.set(t.key, t);
+    else if (this.n > IpcacheJournal.SCAN_LIMIT) this.index = new Map(this.touches.slice(0, this.n).map((x) => [x.key, x]));
+  }
+
+  at(i: number): IpcacheTouch {
+    return this.touches[i] as IpcacheTouch;
+  }
+
+  clear(): void {
+    if (this.n > IpcacheJournal.SCAN_LIMIT) this.touches.length = 0;
+    else this.touches.fill(NO_TOUCH, 0, this.n);
+    this.n = 0;
+    this.index = null;
+  }
+}
+
+/** What a journal slot holds once cleared (so it keeps no address alive). */
+const NO_TOUCH: IpcacheTouch = { key: '', host: null, cidr: { family: 'ipv4', network: 0n, prefixLength: 0, text: '' }, before: undefined };
 
 /**
  * What every stage of one engine shares: the work counters, the fault-injection hook, and the
@@ -21,10 +73,12 @@ export class EngineContext {
   readonly movedEndpoints = new Map<string, SharedMapState | null>();
   /** Local identities that adopted a rule with L7 rules in this transaction (checked for parser conflicts). */
   readonly adoptedL7 = new Set<LocalIdentity>();
-  /** ipcache prefixes touched in this transaction, with the identity each had before (by prefix text). */
-  readonly ipcacheTouched = new Map<string, { readonly cidr: Cidr; readonly before: IdentityId | undefined }>();
-  /** The ipcache's current identity for an exact prefix (wired by the engine: pod IPs, then CIDR identities). */
-  ipcacheAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
+  /** ipcache prefixes touched in this transaction, with the identity each had before. */
+  readonly ipcacheTouched = new IpcacheJournal();
+  /** The ipcache's current identity for an address's host prefix (wired by the engine: pod IPs, learnt IPs, then CIDR identities). */
+  ipcacheHostAt: (ip: IpAddress) => IdentityId | undefined = () => undefined;
+  /** The ipcache's current identity for an exact prefix shorter than a host prefix (CIDR identities). */
+  ipcachePrefixAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
   adopting = false;
 
@@ -47,15 +101,18 @@ export class EngineContext {
     this.undoLog?.push(fn);
   }
 
-  /** Called before an ipcache prefix changes (a pod IP, a CIDR identity): commit diffs it. */
+  /** Called before an ipcache prefix changes (a CIDR identity): commit diffs it. */
   touchIpcache(prefix: Cidr): void {
-    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.set(prefix.text, { cidr: prefix, before: this.ipcacheAt(prefix) });
+    if (prefix.prefixLength === (prefix.family === 'ipv4' ? 32 : 128)) {
+      const text = prefix.text.slice(0, prefix.text.lastIndexOf('/'));
+      return this.touchIpcacheHost({ family: prefix.family, value: prefix.network, text });
+    }
+    if (!this.ipcacheTouched.has(prefix.text)) this.ipcacheTouched.add({ key: prefix.text, host: null, cidr: prefix, before: this.ipcachePrefixAt(prefix) });
   }
 
-  /** `touchIpcache` for an address's host prefix, building the prefix only on its first touch in the transaction. */
+  /** Called before an address's host prefix changes (a pod IP, a learnt IP). */
   touchIpcacheHost(ip: IpAddress): void {
-    const text = `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
-    if (!this.ipcacheTouched.has(text)) this.touchIpcache(hostCidr(ip));
+    if (!this.ipcacheTouched.has(ip.text)) this.ipcacheTouched.add({ key: ip.text, host: ip, cidr: null, before: this.ipcacheHostAt(ip) });
   }
 
   /** Forgets the transaction's bookkeeping (after commit or rollback). */

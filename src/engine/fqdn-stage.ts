@@ -180,11 +180,13 @@ export class FqdnStage {
       return;
     }
     const cidrs: Cidr[] = [];
-    for (const [text, { cidr }] of this.ctx.ipcacheTouched) {
-      if (cidr.prefixLength === (cidr.family === 'ipv4' ? 32 : 128)) {
-        const key = ipKeyOfText(text.slice(0, text.lastIndexOf('/')));
+    const touched = this.ctx.ipcacheTouched;
+    for (let i = 0; i < touched.size; i++) {
+      const t = touched.at(i);
+      if (t.host) {
+        const key = ipKeyOfText(t.key);
         if (key !== undefined && (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key))) this.dirty.add(key);
-      } else cidrs.push(cidr);
+      } else cidrs.push(t.cidr);
     }
     for (const rec of this.ctx.pendingRelease) if (rec.refs === 0 && rec.cidr && !rec.fqdn) cidrs.push(rec.cidr);
     if (cidrs.length > 0) this.dirtyWithin(cidrs);

@@ -31,6 +31,8 @@ export interface NamedPortListener {
    */
   namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void;
   namedPortsChanged(): void;
+  /** False while no rule names a port on egress: nothing to take out or put back, so nothing to tell. */
+  readonly resolvesNamedEgress: boolean;
 }
 
 /**
@@ -268,8 +270,11 @@ export class IdentityTable {
 
   /** At commit (and rollback): frees the identities nobody took back during the transaction. */
   freeUnused(): void {
-    for (const rec of [...this.ctx.pendingRelease]) if (rec.refs === 0) this.free(rec);
-    this.ctx.pendingRelease.clear();
+    const pending = this.ctx.pendingRelease;
+    if (pending.size === 0) return;
+    // Freeing never adds to or deletes from `pendingRelease`, so it is iterated in place.
+    for (const rec of pending) if (rec.refs === 0) this.free(rec);
+    pending.clear();
   }
 
   private free(rec: IdentityRecord): void {
@@ -291,6 +296,11 @@ export class IdentityTable {
   /** The CIDR identity of exactly this prefix, if a rule holds one. */
   cidrExact(prefix: Cidr): IdentityRecord | undefined {
     return this.cidrs[prefix.family].get(prefix.prefixLength)?.get(prefix.network);
+  }
+
+  /** The CIDR identity of exactly the address's host prefix (/32, /128), if a rule holds one. */
+  cidrHost(ip: IpAddress): IdentityRecord | undefined {
+    return this.cidrs[ip.family].get(ip.family === 'ipv4' ? 32 : 128)?.get(ip.value);
   }
 
   /** The CIDR identities (the ipcache's prefix entries). */
@@ -322,6 +332,17 @@ export class IdentityTable {
    */
   private changeNamedPorts(rec: IdentityRecord, allPorts: readonly ContainerPort[], sign: 1 | -1): void {
     const ports = distinctNamedPorts(allPorts);
+    if (rec.namedPorts.size === 0 && !ports.some((p) => p.name !== undefined)) {
+      // No name involved: no rule's resolution changes, only the identity's pod count.
+      this.countPods(rec, sign);
+      return;
+    }
+    if (!this.namedPortListener?.resolvesNamedEgress) {
+      addNamedPorts(rec.namedPorts, ports, sign);
+      addNamedPorts(this.clusterNamedPorts, ports, sign);
+      this.countPods(rec, sign);
+      return;
+    }
     const names = new Set<string>(rec.namedPorts.keys());
     const clusterWide = new Set<string>();
     for (const p of ports) {
@@ -333,10 +354,14 @@ export class IdentityTable {
     this.namedPortListener?.namedPortsChanging(rec.id, names, clusterWide);
     addNamedPorts(rec.namedPorts, ports, sign);
     addNamedPorts(this.clusterNamedPorts, ports, sign);
+    this.countPods(rec, sign);
+    this.namedPortListener?.namedPortsChanged();
+  }
+
+  private countPods(rec: IdentityRecord, sign: 1 | -1): void {
     const pods = (this.podsPerIdentity.get(rec.id) ?? 0) + sign;
     if (pods > 0 && rec.cidr === undefined) this.podsPerIdentity.set(rec.id, pods);
     else this.podsPerIdentity.delete(rec.id);
-    this.namedPortListener?.namedPortsChanged();
   }
 
   /**

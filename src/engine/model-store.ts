@@ -19,8 +19,6 @@ export class ModelStore implements ModelView {
   private readonly podsByNs = new Map<string, Set<string>>();
   private readonly policiesByNs = new Map<string, Set<string>>();
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
-  /** ClusterNetworkPolicies by tier slot (tier and priority). */
-
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
 
@@ -83,13 +81,9 @@ export class ModelStore implements ModelView {
       case 'deletePod':
         this.deletePod(`${e.namespace}/${e.name}`);
         return;
-      case 'upsertPolicy': {
-        const key = policyRefKey(e.policy.ref);
-        this.deletePolicy(key);
-        this.policies.set(key, e.policy);
-        if (e.policy.ref.namespace !== undefined) index(this.policiesByNs, e.policy.ref.namespace, key, true);
+      case 'upsertPolicy':
+        this.upsertPolicy(e.policy);
         return;
-      }
       case 'deletePolicy':
         this.deletePolicy(policyRefKey(e.ref));
         return;
@@ -109,6 +103,17 @@ export class ModelStore implements ModelView {
     this.localPods.delete(key);
     this.dns.forgetEndpoint(key, noop);
     index(this.podsByNs, pod.namespace, key, false);
+  }
+
+  /**
+   * An update is written in place: deleting and re-adding a key costs a big Map or Set far more
+   * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
+   */
+  private upsertPolicy(policy: Policy): void {
+    const key = policyRefKey(policy.ref);
+    const old = this.policies.get(key);
+    this.policies.set(key, policy);
+    if (!old && policy.ref.namespace !== undefined) index(this.policiesByNs, policy.ref.namespace, key, true);
   }
 
   private deletePolicy(key: string): void {

@@ -29,7 +29,8 @@ export class PodTable {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
   private readonly pods = new TombstoneMap<string, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
-  private readonly podsByIp = new TombstoneMap<string, string>();
+  /** IP text → the pod holding it (the last one added, while it stays). */
+  private readonly podsByIp = new TombstoneMap<string, PodRecord>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
@@ -58,16 +59,14 @@ export class PodTable {
 
   /** The pod holding an IP (the ipcache's exact part). */
   byIp(ip: string): PodRecord | undefined {
-    const key = this.podsByIp.get(ip);
-    return key === undefined ? undefined : this.pods.get(key);
+    return this.podsByIp.get(ip);
   }
 
   /** Every pod IP (both of a dual-stack pod) with its pod's identity (the ipcache's host entries). */
   *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
-    for (const [text, key] of this.podsByIp) {
-      const rec = this.pods.get(key);
-      const ip = rec && (rec.pod.ips === undefined ? rec.pod.ip : rec.pod.ips.find((a) => a.text === text));
-      if (rec && ip) yield { ip, identity: rec.identity };
+    for (const [text, rec] of this.podsByIp) {
+      const ip = rec.pod.ips === undefined ? rec.pod.ip : rec.pod.ips.find((a) => a.text === text);
+      if (ip) yield { ip, identity: rec.identity };
     }
   }
 
@@ -85,7 +84,7 @@ export class PodTable {
       for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
         const rec = this.pods.get(k) as PodRecord;
         this.removePod(k);
-        this.addPod(rec.pod, rec.local);
+        this.addPod(k, rec.pod, rec.local);
       }
     }
     // Logged after the pods: undoing restores the labels first, then the pods' old identities.
@@ -110,20 +109,20 @@ export class PodTable {
         const rec = this.pods.get(k) as PodRecord;
         if (this.identities.current(labelKey) === rec.identity) continue;
         this.removePod(k);
-        this.addPod(rec.pod, rec.local);
+        this.addPod(k, rec.pod, rec.local);
       }
     }
   }
 
   upsertPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
-    if (this.pods.has(key)) this.removePod(key);
-    this.addPod(pod, local);
+    const old = this.pods.get(key);
+    if (old) this.removeRecord(key, old);
+    this.addPod(key, pod, local);
   }
 
   /** `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods). */
-  private addPod(pod: Pod, local: boolean, labels?: LabelSet): void {
-    const key = podKey(pod);
+  private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet): void {
     const base = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
     const derived = this.splits?.podJoined(key, pod, base) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
@@ -137,7 +136,7 @@ export class PodTable {
     inNs.add(key);
     for (const ip of podIps(pod)) {
       this.ctx.touchIpcacheHost(ip);
-      this.podsByIp.set(ip.text, key);
+      this.podsByIp.set(ip.text, rec);
     }
     if (local) {
       const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
@@ -150,6 +149,10 @@ export class PodTable {
   removePod(key: string): void {
     const rec = this.pods.get(key);
     if (!rec) throw new Error(`internal: pod ${key} vanished`);
+    this.removeRecord(key, rec);
+  }
+
+  private removeRecord(key: string, rec: PodRecord): void {
     for (const ip of podIps(rec.pod)) this.ctx.touchIpcacheHost(ip);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
@@ -160,11 +163,11 @@ export class PodTable {
     const inNs = this.podsByNamespace.get(rec.pod.namespace);
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
-    for (const ip of podIps(rec.pod)) if (this.podsByIp.get(ip.text) === key) this.podsByIp.delete(ip.text);
+    for (const ip of podIps(rec.pod)) if (this.podsByIp.get(ip.text) === rec) this.podsByIp.delete(ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
     this.splits?.podLeft(key, rec.pod);
     const labels = this.splits ? rec.identity.labels : undefined;
-    this.ctx.onUndo(() => this.addPod(rec.pod, rec.local, labels));
+    this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels));
   }
 }
 

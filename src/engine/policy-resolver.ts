@@ -203,6 +203,10 @@ export class PolicyResolver implements NamedPortListener {
 
   // ---------------------------------------------------------------- named ports
 
+  get resolvesNamedEgress(): boolean {
+    return this.namedEgressUnits.size > 0;
+  }
+
   namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void {
     const pairs = new Map<AttachedUnit, Set<IdentityId>>();
     const pair = (a: AttachedUnit, t: IdentityId): void => {

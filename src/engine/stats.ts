@@ -47,8 +47,21 @@ export function emptyStats(): EngineStats {
   };
 }
 
+/** Field by field (no key list per call: this runs once per transaction). */
 export function diffStats(after: EngineStats, before: EngineStats): EngineStats {
-  const out = emptyStats();
-  for (const k of Object.keys(out) as (keyof EngineStats)[]) out[k] = after[k] - before[k];
-  return out;
+  return {
+    transactions: after.transactions - before.transactions,
+    events: after.events - before.events,
+    selectorEvaluations: after.selectorEvaluations - before.selectorEvaluations,
+    policyResolutions: after.policyResolutions - before.policyResolutions,
+    mapStateUpdates: after.mapStateUpdates - before.mapStateUpdates,
+    mapEntriesVisited: after.mapEntriesVisited - before.mapEntriesVisited,
+    identitiesAllocated: after.identitiesAllocated - before.identitiesAllocated,
+    identitiesReleased: after.identitiesReleased - before.identitiesReleased,
+    deltas: after.deltas - before.deltas,
+    l7Deltas: after.l7Deltas - before.l7Deltas,
+    proxyPortsAllocated: after.proxyPortsAllocated - before.proxyPortsAllocated,
+    fqdnIdentitiesRefused: after.fqdnIdentitiesRefused - before.fqdnIdentitiesRefused,
+    fqdnIpsChecked: after.fqdnIpsChecked - before.fqdnIpsChecked,
+  };
 }

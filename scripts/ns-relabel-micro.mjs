@@ -1,0 +1,28 @@
+// Per-transaction cost of namespace relabels (every pod of the namespace re-identified): after
+// the trace's initial phase, N relabels cycling over its namespaces (N warm-up ones first).
+// Usage: N=400 node scripts/ns-relabel-micro.mjs DIST TRACE (DIST: a build's dist/ dir, absolute).
+// Prints DIST, namespaces, wall µs and CPU µs (user + system of this process) per relabel.
+const [dist, trace] = process.argv.slice(2);
+const { Engine } = await import(`${dist}/engine/engine.js`);
+const { parseTrace } = await import(`${dist}/churn/trace.js`);
+const fs = await import('node:fs');
+const t = parseTrace(fs.readFileSync(trace, 'utf8'), 't');
+const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+const e = new Engine();
+e.apply(initial);
+const nss = initial.filter((x) => x.type === 'upsertNamespace');
+const N = Number(process.env.N ?? 400);
+const run = (n, off) => {
+  for (let i = 0; i < n; i++) {
+    const ns = nss[i % nss.length];
+    e.apply([{ type: 'upsertNamespace', name: ns.name, labels: { ...ns.labels, flip: String((i + off) % 3) } }]);
+  }
+};
+run(N, 0);
+const c0 = process.cpuUsage();
+const t0 = process.hrtime.bigint();
+run(N, 1);
+const us = Number(process.hrtime.bigint() - t0) / 1e3 / N;
+const cpu = process.cpuUsage(c0);
+console.log(dist, nss.length, us.toFixed(0), ((cpu.user + cpu.system) / N).toFixed(0));

@@ -2,7 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, afterEach, expect, it } from 'vitest';
 import { PROBE_TOOL } from '../../src/datapath/loader.js';
 import { listNetns } from '../../src/datapath/netns.js';
 import { Testbed, TESTBED_NETNS_PREFIX } from '../../src/datapath/testbed.js';
@@ -145,6 +145,12 @@ const children = new Set<ChildProcess>();
 const loops: ProbeLoop[] = [];
 let bed: Testbed | undefined;
 const dir = mkdtempSync(join(tmpdir(), 'distill-restart-'));
+
+// A test that failed half-way leaves its distill running, holding the pin dir: the next test must not meet it.
+afterEach(async () => {
+  for (const c of [...children]) if (c.exitCode === null && c.signalCode === null) await kill9(c);
+  children.clear();
+});
 
 afterAll(() => {
   for (const l of loops) l.stop();

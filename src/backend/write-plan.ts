@@ -20,13 +20,13 @@ import type { MapRecord } from './backend.js';
  *
  * A new or deleted redirect key is neither in general (a new one can hide a deny, a deleted one
  * can expose an allow). A new one is written right after the tighten phase's deletes when adding
- * it there raises no packet's rank (`redirectRaises`); a deleted one is deleted at the end of the
- * loosen phase when adding it back to the new state raises none. Otherwise the key is a deny from
+ * it there lowers no packet's rank (`redirectRaises`); a deleted one is deleted at the end of the
+ * loosen phase when adding it back to the new state lowers none. Otherwise the key is a deny from
  * the tighten phase until its final value is written in the loosen phase; that deny drops only
  * traffic the old or the new state drops, or allows through a narrower entry of the other trie
  * (identity 0 versus the peer's).
  *
- * "Raises no rank" is decided on the datapath's verdict, not on the redirect's own trie: the
+ * "Lowers no rank" is decided on the datapath's verdict, not on the redirect's own trie: the
  * datapath picks between the peer's and the identity-0 trie by precedence, so an identity-0
  * NP-tier redirect kept over an identity-0 default allow still beat a peer's Baseline deny that
  * the new state enforces: the flow stayed open through the phase boundary (where the ipcache is

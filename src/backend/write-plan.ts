@@ -15,6 +15,10 @@ import type { MapRecord } from './backend.js';
  *   deletes, overwrites to a lower rank). So every prefix of the phase leaves every map at or
  *   above the new state.
  *
+ * An overwrite's rank is not enough: the entry meets the other trie's match by precedence, so a
+ * deny lowered below an allow of the other trie opens what that allow covers (`overwriteRaises`);
+ * an overwrite neither raising nor, undone, raising goes through the transient deny.
+ *
  * Hence at every point each flow is allowed at most as much as by the old state or as by the new
  * state (rank >= min), and between the phases at most as much as by both (rank >= max).
  *
@@ -174,6 +178,32 @@ function applied(old: State, deltas: readonly MapDelta[]): State {
  */
 const belowNpTier = (e: PolicyEntry): boolean => e.deny && e.precedence < PRECEDENCE_DENY;
 
+/** Whether some precedence in [lo, hi] has a verdict byte (bits 7-0) that `byte` accepts. */
+function somePrecedence(lo: number, hi: number, byte: (b: number) => boolean): boolean {
+  if (hi - lo >= 0xff) return true;
+  for (let p = lo; p <= hi; p++) if (byte(p & 0xff)) return true;
+  return false;
+}
+
+const DENY_BYTE = (b: number): boolean => b === 0xff;
+
+/**
+ * Whether overwriting `from` with `to` lowers no rank whatever the other trie holds. The entry
+ * meets the other trie's match W by precedence (ties: prefix lengths): the same key with a
+ * higher precedence also beats the W between the two precedences, so it must then rank at least
+ * as high as any entry there can (a deny; a redirect if no deny precedence lies between); with a
+ * lower precedence it loses to the W between, so `from` must rank no higher than any entry there
+ * can (an allow; a redirect if no allow or default-allow precedence lies between).
+ */
+function overwriteRaises(from: PolicyEntry, to: PolicyEntry): boolean {
+  const rf = entryRank(from);
+  const rt = entryRank(to);
+  if (rt < rf) return false;
+  if (to.precedence === from.precedence) return true;
+  if (to.precedence > from.precedence) return to.deny || (rt === 1 && !somePrecedence(from.precedence, to.precedence, DENY_BYTE));
+  return rf === 0 || (rf === 1 && !somePrecedence(to.precedence, from.precedence, (b) => b === 1 || b === 0));
+}
+
 function throughTransientDeny(s: Split, d: MapDelta): void {
   s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY, ...(d.previous ? { previous: d.previous } : {}) });
   s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
@@ -206,14 +236,12 @@ function split(deltas: readonly MapDelta[], states?: MapStates): Split {
         s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
       } else if (belowNpTier(d.entry)) throughTransientDeny(s, d);
       else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
-    } else if (entryRank(d.entry) > entryRank(d.previous) || (entryRank(d.entry) === entryRank(d.previous) && (d.entry.deny || d.entry.precedence <= d.previous.precedence))) {
-      // Equal ranks (a redirect's port or priority) cannot open anything: written early. Not an
-      // allow or redirect raised to a higher tier level: it may now beat denies of other keys.
+    } else if (overwriteRaises(d.previous, d.entry)) {
       if (belowNpTier(d.entry)) throughTransientDeny(s, d);
       else s.tightenUpserts.push(d);
-    } else {
+    } else if (overwriteRaises(d.entry, d.previous)) {
       s.loosenUpserts.push(d);
-    }
+    } else throughTransientDeny(s, d);
   }
   return s;
 }

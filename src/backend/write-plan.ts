@@ -1,5 +1,5 @@
 import type { MapDelta } from '../engine/events.js';
-import { LookupResult, maskPort, PolicyEntry, policyKeyString, PolicyKey, PRECEDENCE_DENY, wildcardKey } from '../model/policy-map.js';
+import { datapathLookup, LookupResult, PolicyEntry, policyKeyString, PolicyKey, PRECEDENCE_DENY } from '../model/policy-map.js';
 import type { MapRecord } from './backend.js';
 
 /**
@@ -15,16 +15,26 @@ import type { MapRecord } from './backend.js';
  *   deletes, overwrites to a lower rank). So every prefix of the phase leaves every map at or
  *   above the new state.
  *
+ * An overwrite's rank is not enough: the entry meets the other trie's match by precedence, so a
+ * deny lowered below an allow of the other trie opens what that allow covers (`overwriteRaises`);
+ * an overwrite neither raising nor, undone, raising goes through the transient deny.
+ *
  * Hence at every point each flow is allowed at most as much as by the old state or as by the new
  * state (rank >= min), and between the phases at most as much as by both (rank >= max).
  *
  * A new or deleted redirect key is neither in general (a new one can hide a deny, a deleted one
- * can expose an allow). A new one is written right after the tighten phase's deletes when what it
- * hides there is an allow or a redirect, or an identity-0 entry covers it (`redirectRaises`); a
- * deleted one is deleted at the very end of the loosen phase when the same holds for what it
- * exposes in the new state. Otherwise the key is a deny from the tighten phase until its final
- * value is written in the loosen phase; that deny drops only traffic the old or the new state
- * drops, or allows through a narrower entry of the other trie (identity 0 versus the peer's).
+ * can expose an allow). A new one is written right after the tighten phase's deletes when adding
+ * it there lowers no packet's rank (`redirectRaises`); a deleted one is deleted at the end of the
+ * loosen phase when adding it back to the new state lowers none. Otherwise the key is a deny from
+ * the tighten phase until its final value is written in the loosen phase; that deny drops only
+ * traffic the old or the new state drops, or allows through a narrower entry of the other trie
+ * (identity 0 versus the peer's).
+ *
+ * "Lowers no rank" is decided on the datapath's verdict, not on the redirect's own trie: the
+ * datapath picks between the peer's and the identity-0 trie by precedence, so an identity-0
+ * NP-tier redirect kept over an identity-0 default allow still beat a peer's Baseline deny that
+ * the new state enforces: the flow stayed open through the phase boundary (where the ipcache is
+ * written) and, once the other side's map opened, beyond what the old and the new state allow.
  */
 type WritePhase = 'tighten' | 'loosen';
 
@@ -67,37 +77,67 @@ const isRedirect = (e: PolicyEntry): boolean => entryRank(e) === 1;
 
 type State = ReadonlyMap<string, LookupResult>;
 
-/** The longest entry of the same identity strictly broader than `key` that covers it. */
-function covering(state: State, key: PolicyKey, gone: ReadonlySet<string>): LookupResult | undefined {
-  if (key.protocol === 0) return undefined;
-  const at = (k: PolicyKey): LookupResult | undefined => {
-    const ks = policyKeyString(k);
-    return gone.has(ks) ? undefined : state.get(ks);
-  };
-  for (let len = key.portPrefixLen - 1; len >= 0; len--) {
-    const hit = at({ ...key, port: maskPort(key.port, len), portPrefixLen: len });
-    if (hit) return hit;
-  }
-  return at(wildcardKey(key.identity, key.direction));
+/** The ports [lo, hi] a key matches (protocol 0: every port of every protocol). */
+function portRange(k: PolicyKey): [number, number] {
+  if (k.protocol === 0) return [0, 0xffff];
+  return [k.port, k.port + 2 ** (16 - k.portPrefixLen) - 1];
 }
 
 /**
- * Whether adding a redirect at `key` to `state` (minus the keys in `gone`) can only raise ranks.
- * It changes the lookup only for packets it is the longest match of in its trie, and there it
- * replaces the covering entry: raising if that is an allow, equal if a redirect, lowering if a
- * deny. With no covering entry it lowers a drop by no match, unless an identity-0 entry covers
- * the key (then the verdict was at best that entry's and is now at least a redirect); for an
- * identity-0 key nothing guarantees that every peer identity had a match.
+ * The packets adding `key` can change the verdict of: peer identity, protocol, port. The lookup
+ * is constant between the range ends of the keys of the same protocol, so those ends (inside the
+ * key's range) stand for every port; identities without a key of the direction and protocol
+ * behave alike, so one unnamed identity stands for them.
  */
-function redirectRaises(state: State, key: PolicyKey, gone: ReadonlySet<string>, precedence: number): boolean {
-  const c = covering(state, key, gone);
-  if (c) return !c.entry.deny;
-  if (key.identity === 0) return false;
-  const w = { ...key, identity: 0 };
-  const ws = policyKeyString(w);
-  const hit = state.has(ws) && !gone.has(ws) ? state.get(ws) : covering(state, w, gone);
-  // An identity-0 deny of a lower tier level than the redirect would lose to it: not a raise.
-  return hit !== undefined && !(hit.entry.deny && hit.entry.precedence < precedence);
+function probesOf(state: State, key: PolicyKey): { identity: number; protocol: number; port: number }[] {
+  const [lo, hi] = portRange(key);
+  const ids = new Set<number>(key.identity === 0 ? [] : [key.identity]);
+  const ports = new Map<number, Set<number>>();
+  const portsOf = (protocol: number): Set<number> => {
+    let set = ports.get(protocol);
+    if (!set) ports.set(protocol, (set = new Set([lo])));
+    return set;
+  };
+  if (key.protocol !== 0) portsOf(key.protocol);
+  for (const { key: k } of state.values()) {
+    if (k.direction !== key.direction || (key.protocol !== 0 && k.protocol !== 0 && k.protocol !== key.protocol)) continue;
+    if (key.identity === 0 && k.identity !== 0) ids.add(k.identity);
+    if (k.protocol === 0) continue;
+    const [a, b] = portRange(k);
+    const set = portsOf(k.protocol);
+    if (a >= lo && a <= hi) set.add(a);
+    if (b + 1 >= lo && b + 1 <= hi) set.add(b + 1);
+  }
+  if (key.identity === 0) ids.add(Math.max(0xffffff, ...ids) + 1);
+  // A protocol-0 key also matches protocols no key names.
+  if (key.protocol === 0) portsOf(Math.max(255, ...ports.keys()) + 1);
+  const out: { identity: number; protocol: number; port: number }[] = [];
+  for (const identity of ids) for (const [protocol, ps] of ports) for (const port of ps) out.push({ identity, protocol, port });
+  return out;
+}
+
+const rankAt = (state: State, key: PolicyKey, p: { identity: number; protocol: number; port: number }): number => {
+  const r = datapathLookup(state, p.identity, key.direction, p.protocol, p.port);
+  return r ? entryRank(r.entry) : 2;
+};
+
+/**
+ * Whether adding the redirect `entry` at `key` to `state` can only raise ranks, packet by packet.
+ * The redirect changes its own trie's longest match, but the datapath then picks between the
+ * peer's and the identity-0 trie by precedence: an identity-0 NP-tier redirect beats a peer's
+ * lower-tier (Baseline) deny, and a peer's redirect beats a lower-tier identity-0 deny. So the
+ * answer compares the datapath's verdicts before and after, on every packet class the key covers.
+ * `state` is restored before returning.
+ */
+function redirectRaises(state: Map<string, LookupResult>, key: PolicyKey, entry: PolicyEntry): boolean {
+  const ks = policyKeyString(key);
+  if (state.has(ks)) return false;
+  const probes = probesOf(state, key);
+  const before = probes.map((p) => rankAt(state, key, p));
+  state.set(ks, { key, entry });
+  const raises = probes.every((p, i) => rankAt(state, key, p) >= (before[i] as number));
+  state.delete(ks);
+  return raises;
 }
 
 interface Split {
@@ -138,6 +178,32 @@ function applied(old: State, deltas: readonly MapDelta[]): State {
  */
 const belowNpTier = (e: PolicyEntry): boolean => e.deny && e.precedence < PRECEDENCE_DENY;
 
+/** Whether some precedence in [lo, hi] has a verdict byte (bits 7-0) that `byte` accepts. */
+function somePrecedence(lo: number, hi: number, byte: (b: number) => boolean): boolean {
+  if (hi - lo >= 0xff) return true;
+  for (let p = lo; p <= hi; p++) if (byte(p & 0xff)) return true;
+  return false;
+}
+
+const DENY_BYTE = (b: number): boolean => b === 0xff;
+
+/**
+ * Whether overwriting `from` with `to` lowers no rank whatever the other trie holds. The entry
+ * meets the other trie's match W by precedence (ties: prefix lengths): the same key with a
+ * higher precedence also beats the W between the two precedences, so it must then rank at least
+ * as high as any entry there can (a deny; a redirect if no deny precedence lies between); with a
+ * lower precedence it loses to the W between, so `from` must rank no higher than any entry there
+ * can (an allow; a redirect if no allow or default-allow precedence lies between).
+ */
+function overwriteRaises(from: PolicyEntry, to: PolicyEntry): boolean {
+  const rf = entryRank(from);
+  const rt = entryRank(to);
+  if (rt < rf) return false;
+  if (to.precedence === from.precedence) return true;
+  if (to.precedence > from.precedence) return to.deny || (rt === 1 && !somePrecedence(from.precedence, to.precedence, DENY_BYTE));
+  return rf === 0 || (rf === 1 && !somePrecedence(to.precedence, from.precedence, (b) => b === 1 || b === 0));
+}
+
 function throughTransientDeny(s: Split, d: MapDelta): void {
   s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY, ...(d.previous ? { previous: d.previous } : {}) });
   s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
@@ -145,30 +211,37 @@ function throughTransientDeny(s: Split, d: MapDelta): void {
 
 function split(deltas: readonly MapDelta[], states?: MapStates): Split {
   const s: Split = { tightenDeletes: [], tightenRedirects: [], tightenUpserts: [], loosenDeletes: [], loosenUpserts: [], loosenRedirectDeletes: [] };
+  // The states the redirects written directly meet, each with the ones accepted before it: the
+  // old state minus the tighten deletes, and the new state (the kept redirects are deleted last,
+  // in reverse order, so every state of the loosen phase's tail is the new state plus some).
   const allowDeletes = new Set(deltas.filter((d) => d.op === 'delete' && entryRank(d.entry) === 0).map((d) => policyKeyString(d.key)));
-  const none = new Set<string>();
+  const early = states ? new Map([...states.old].filter(([ks]) => !allowDeletes.has(ks))) : undefined;
+  const late = states?.next ? new Map(states.next) : undefined;
+  const accept = (state: Map<string, LookupResult> | undefined, d: MapDelta): boolean => {
+    if (!state || !redirectRaises(state, d.key, d.entry)) return false;
+    state.set(policyKeyString(d.key), { key: d.key, entry: d.entry });
+    return true;
+  };
   for (const d of deltas) {
     if (d.op === 'delete') {
-      if (isRedirect(d.entry) && states?.next && redirectRaises(states.next, d.key, none, d.entry.precedence)) s.loosenRedirectDeletes.push(d);
+      if (isRedirect(d.entry) && accept(late, d)) s.loosenRedirectDeletes.unshift(d);
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ ...d, op: 'upsert', entry: TRANSIENT_DENY, previous: d.entry });
         s.loosenDeletes.push({ ...d, entry: TRANSIENT_DENY });
       } else (d.entry.deny ? s.loosenDeletes : s.tightenDeletes).push(d);
     } else if (d.previous === undefined) {
-      if (isRedirect(d.entry) && states && redirectRaises(states.old, d.key, allowDeletes, d.entry.precedence)) s.tightenRedirects.push(d);
+      if (isRedirect(d.entry) && accept(early, d)) s.tightenRedirects.push(d);
       else if (isRedirect(d.entry)) {
         s.tightenUpserts.push({ endpoint: d.endpoint, op: 'upsert', key: d.key, entry: TRANSIENT_DENY });
         s.loosenUpserts.push({ ...d, previous: TRANSIENT_DENY });
       } else if (belowNpTier(d.entry)) throughTransientDeny(s, d);
       else (d.entry.deny ? s.tightenUpserts : s.loosenUpserts).push(d);
-    } else if (entryRank(d.entry) > entryRank(d.previous) || (entryRank(d.entry) === entryRank(d.previous) && (d.entry.deny || d.entry.precedence <= d.previous.precedence))) {
-      // Equal ranks (a redirect's port or priority) cannot open anything: written early. Not an
-      // allow or redirect raised to a higher tier level: it may now beat denies of other keys.
+    } else if (overwriteRaises(d.previous, d.entry)) {
       if (belowNpTier(d.entry)) throughTransientDeny(s, d);
       else s.tightenUpserts.push(d);
-    } else {
+    } else if (overwriteRaises(d.entry, d.previous)) {
       s.loosenUpserts.push(d);
-    }
+    } else throughTransientDeny(s, d);
   }
   return s;
 }

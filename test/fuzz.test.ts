@@ -1,5 +1,6 @@
 import fc from 'fast-check';
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
@@ -194,6 +195,9 @@ function check(target: string, file: string, args: string[]): CliResult {
 
 const serialise = (v: Json, asJson: boolean): string => (asJson ? JSON.stringify(v) : JSON.stringify(v, null, 1));
 
+/** Replays a failure fast-check printed: FUZZ_SEED=<seed> FUZZ_PATH=<path> npx vitest run test/fuzz.test.ts -t '<test>'. */
+const REPLAY = process.env.FUZZ_SEED ? { seed: Number(process.env.FUZZ_SEED), ...(process.env.FUZZ_PATH ? { path: process.env.FUZZ_PATH } : {}) } : {};
+
 describe('fuzzing the CLI with mutated fixtures', () => {
   afterAll(() => {
     const summary = [...counts].sort().map(([k, n]) => `${k}: ${n}`).join(', ');
@@ -205,10 +209,12 @@ describe('fuzzing the CLI with mutated fixtures', () => {
       fc.property(fc.nat(SCENARIOS.length - 1), fc.array(anyMutation, { minLength: 1, maxLength: 3 }), fc.boolean(), (i, ms, asJson) => {
         const v = ms.reduce((acc, m) => mutate(acc, m), SCENARIOS[i] as Json);
         const file = tmpFile('fuzz.yaml', serialise(v, asJson), dir);
+        // Replaying: keep the input where it can be read after the run.
+        if (process.env.FUZZ_SEED) copyFileSync(file, join(tmpdir(), 'distill-fuzz-replay.yaml'));
         const r = check('verify', file, ['verify', '--scenario', file]);
         if (r.code === 0) expect(r.out).toContain('engine and naive evaluator agree on all');
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...REPLAY },
     );
   });
 
@@ -219,7 +225,7 @@ describe('fuzzing the CLI with mutated fixtures', () => {
         const file = tmpFile('raw.yaml', text, dir);
         check('verify-raw', file, ['verify', '--scenario', file]);
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...REPLAY },
     );
   });
 
@@ -231,7 +237,7 @@ describe('fuzzing the CLI with mutated fixtures', () => {
         const file = tmpFile('m.yaml', docs.map((d) => serialise(d, true)).join('\n---\n'), dir);
         check('validate', file, ['validate', file]);
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...REPLAY },
     );
   });
 
@@ -244,7 +250,7 @@ describe('fuzzing the CLI with mutated fixtures', () => {
         const file = tmpFile('t.jsonl', text, dir);
         check('replay', file, ['replay', file, '--verify-every', '10']);
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...REPLAY },
     );
   });
 });

@@ -2,9 +2,8 @@ import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { TestbedWriter } from '../datapath/writer.js';
 import type { ClusterState } from '../model/cluster.js';
-import { EMPTY_CLUSTER } from '../model/cluster.js';
 import { parseScenario } from '../scenario/format.js';
-import { applyChange } from '../scenario/run.js';
+import { scenarioStates } from '../scenario/run.js';
 
 interface TestbedAgentOptions {
   pinRoot: string;
@@ -18,16 +17,8 @@ export interface TestbedAgentIo {
 }
 
 /** The scenario's state after its setup, then after each step. */
-function scenarioStates(file: string): ClusterState[] {
-  const sc = parseScenario(readFileSync(file, 'utf8'), file);
-  let s = EMPTY_CLUSTER;
-  for (const c of sc.setup) s = applyChange(s, c);
-  const out = [s];
-  for (const step of sc.steps) {
-    for (const c of step.changes) s = applyChange(s, c);
-    out.push(s);
-  }
-  return out;
+function scenarioStatesOf(file: string): ClusterState[] {
+  return scenarioStates(parseScenario(readFileSync(file, 'utf8'), file));
 }
 
 /**
@@ -36,7 +27,7 @@ function scenarioStates(file: string): ClusterState[] {
  * the run's pin root is gone; otherwise it holds the maps until then.
  */
 function runTestbedAgent(io: TestbedAgentIo, opts: TestbedAgentOptions, done: (code: number) => void): void {
-  const states = scenarioStates(opts.scenario);
+  const states = scenarioStatesOf(opts.scenario);
   const writer = new TestbedWriter(opts.pinRoot);
   const started = writer.start(states[0] as ClusterState);
   io.out(`${JSON.stringify({ ready: true, pid: process.pid, ...started })}\n`);

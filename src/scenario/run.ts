@@ -72,7 +72,7 @@ export interface ScenarioRun {
  * Applies one change. Namespaces a pod refers to are created implicitly (with no labels) when the
  * scenario does not declare them, so small scenarios stay small.
  */
-export function applyChange(state: ClusterState, c: Change): ClusterState {
+function applyChange(state: ClusterState, c: Change): ClusterState {
   switch (c.op) {
     case 'addNamespace':
       return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
@@ -180,6 +180,18 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
 function podAddresses(state: ClusterState): Map<string, string> {
   const out = new Map<string, string>();
   for (const [key, p] of state.pods) for (const ip of podIps(p)) out.set(ip.text, key);
+  return out;
+}
+
+/** The scenario's cluster after its setup, then after each step. */
+export function scenarioStates(sc: Scenario): ClusterState[] {
+  let s = EMPTY_CLUSTER;
+  for (const c of sc.setup) s = applyChange(s, c);
+  const out = [s];
+  for (const step of sc.steps) {
+    for (const c of step.changes) s = applyChange(s, c);
+    out.push(s);
+  }
   return out;
 }
 

@@ -7,9 +7,8 @@ import { PROBE_TOOL } from '../../src/datapath/loader.js';
 import { listNetns } from '../../src/datapath/netns.js';
 import { Testbed, TESTBED_NETNS_PREFIX } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { EMPTY_CLUSTER } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
-import { applyChange } from '../../src/scenario/run.js';
+import { scenarioStates } from '../../src/scenario/run.js';
 import { kernel } from './gate.js';
 
 const cnp = (name: string, selector: string, rule: string): string => `
@@ -52,14 +51,7 @@ const FLOWS = [
 const ROUNDS = 6;
 
 function states(text: string): ClusterState[] {
-  const sc = parseScenario(text, 'restart.yaml');
-  let s = EMPTY_CLUSTER;
-  for (const c of sc.setup) s = applyChange(s, c);
-  const out = [s];
-  for (const step of sc.steps) {
-    for (const c of step.changes) s = applyChange(s, c);
-    out.push(s);
-  }
+  const out = scenarioStates(parseScenario(text, 'restart.yaml'));
   return out;
 }
 

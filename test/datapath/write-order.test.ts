@@ -6,9 +6,8 @@ import { PROBE_TOOL } from '../../src/datapath/loader.js';
 import { Testbed } from '../../src/datapath/testbed.js';
 import type { ChangeSet, MapDelta } from '../../src/engine/events.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { EMPTY_CLUSTER } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
-import { applyChange } from '../../src/scenario/run.js';
+import { scenarioStates } from '../../src/scenario/run.js';
 import { kernel } from './gate.js';
 
 const cnp = (name: string, selector: string, rule: string): string => `
@@ -37,14 +36,7 @@ steps:
 
 /** Before the deny (client → server:80 allowed), with it on the client's egress, with it on the server's ingress. */
 function states(): [ClusterState, ClusterState, ClusterState] {
-  const sc = parseScenario(SCENARIO, 'write-order.yaml');
-  let s = EMPTY_CLUSTER;
-  for (const c of sc.setup) s = applyChange(s, c);
-  const out = [s];
-  for (const step of sc.steps) {
-    for (const c of step.changes) s = applyChange(s, c);
-    out.push(s);
-  }
+  const out = scenarioStates(parseScenario(SCENARIO, 'write-order.yaml'));
   return out as [ClusterState, ClusterState, ClusterState];
 }
 

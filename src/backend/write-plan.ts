@@ -191,7 +191,7 @@ const DENY_BYTE = (b: number): boolean => b === 0xff;
  * Whether overwriting `from` with `to` lowers no rank whatever the other trie holds. The entry
  * meets the other trie's match W by precedence (ties: prefix lengths): the same key with a
  * higher precedence also beats the W between the two precedences, so it must then rank at least
- * as high as any entry there can (a deny; a redirect if no deny precedence lies between); with a
+ * as high as the highest entry there can be (a deny; a redirect if no deny precedence lies between); with a
  * lower precedence it loses to the W between, so `from` must rank no higher than any entry there
  * can (an allow; a redirect if no allow or default-allow precedence lies between).
  */

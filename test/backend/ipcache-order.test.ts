@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { applyChangeSet, MapBackend, WriteStats } from '../../src/backend/backend.js';
+import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { ChangeSet, EngineEvent, IpcacheDelta, MapDelta } from '../../src/engine/events.js';
+import type { ChangeSet, EngineEvent, IpcacheDelta } from '../../src/engine/events.js';
+import { steppedBackend } from './stepped-backend.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
@@ -43,19 +44,7 @@ class SteppedNode {
   /** P → A:80 allowed, after each operation. */
   readonly seen: boolean[] = [];
 
-  readonly stepped: MapBackend = Object.assign(Object.create(this.maps) as MapBackend, {
-    apply: (endpoint: string, deltas: readonly MapDelta[]): WriteStats => {
-      const total: WriteStats = { upserts: 0, deletes: 0, syscalls: 0 };
-      for (const d of deltas) {
-        const s = this.maps.apply(endpoint, [d]);
-        total.upserts += s.upserts;
-        total.deletes += s.deletes;
-        total.syscalls += s.syscalls;
-        this.check();
-      }
-      return total;
-    },
-  });
+  readonly stepped: MapBackend = steppedBackend(this.maps, () => this.check());
 
   writeIpcache(deltas: readonly IpcacheDelta[]): void {
     for (const d of deltas) {

@@ -1,16 +1,17 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { applyChangeSet, MapBackend, WriteStats } from '../../src/backend/backend.js';
+import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/datapath/ipcache-content.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { ChangeSet, IpcacheDelta, MapDelta } from '../../src/engine/events.js';
+import type { ChangeSet, IpcacheDelta } from '../../src/engine/events.js';
 import { cidrContainsIp, IpAddress, parseCidr } from '../../src/model/cidr.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import type { Direction } from '../../src/model/rules.js';
 import { EXTERNALS, op, Op, PROBE_PORTS, toEvent } from '../engine/gen.js';
+import { steppedBackend } from './stepped-backend.js';
 
 /*
  * The fail-closed write order with the ipcache in it: random engine transactions (pods created,
@@ -84,23 +85,8 @@ class SteppedNode {
   private sides = new Set<string>();
   private lowest: number[] = [];
   private dirty = new Set<number>();
-  /** Endpoints that have a map now. */
-  private present = new Set<string>();
 
-  readonly stepped: MapBackend = Object.assign(Object.create(this.maps) as MapBackend, {
-    apply: (endpoint: string, deltas: readonly MapDelta[]): WriteStats => {
-      const total: WriteStats = { upserts: 0, deletes: 0, syscalls: 0 };
-      for (const d of deltas) {
-        const s = this.maps.apply(endpoint, [d]);
-        total.upserts += s.upserts;
-        total.deletes += s.deletes;
-        this.mapChanged(endpoint);
-      }
-      return total;
-    },
-    create: (endpoint: string): void => (this.maps.create(endpoint), this.present.add(endpoint), this.mapChanged(endpoint)),
-    remove: (endpoint: string): void => (this.maps.remove(endpoint), this.present.delete(endpoint), this.mapChanged(endpoint)),
-  });
+  readonly stepped: MapBackend = steppedBackend(this.maps, (endpoint) => this.mapChanged(endpoint));
 
   constructor(private readonly totals: Totals) {}
 
@@ -113,14 +99,13 @@ class SteppedNode {
   }
 
   private side(endpoint: string, direction: Direction, peer: number, probe: number): number {
-    if (!this.present.has(endpoint)) return 2;
     let memo = this.sideMemo.get(endpoint);
     if (!memo) this.sideMemo.set(endpoint, (memo = new Map()));
     const k = `${direction} ${peer} ${probe}`;
     let r = memo.get(k);
     if (r === undefined) {
       const p = PROBES[probe]!;
-      const hit = backendLookup(this.maps, endpoint, peer, direction, p.protocol, p.port);
+      const hit = this.maps.endpoints().includes(endpoint) ? backendLookup(this.maps, endpoint, peer, direction, p.protocol, p.port) : undefined;
       memo.set(k, (r = hit ? entryRank(hit.entry) : 2));
     }
     return r;

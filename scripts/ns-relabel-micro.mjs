@@ -1,16 +1,11 @@
 // Per-transaction cost of namespace relabels (every pod of the namespace re-identified): after
 // the trace's initial phase, N relabels cycling over its namespaces (N warm-up ones first).
-// Usage: N=400 node scripts/ns-relabel-micro.mjs DIST TRACE (DIST: a build's dist/ dir, absolute).
+// Usage: N=400 node scripts/ns-relabel-micro.mjs DIST TRACE (DIST: a build's dist/ dir).
 // Prints DIST, namespaces, wall µs and CPU µs (user + system of this process) per relabel.
+import { engineAfterInitial } from './lib/initial.mjs';
+
 const [dist, trace] = process.argv.slice(2);
-const { Engine } = await import(`${dist}/engine/engine.js`);
-const { parseTrace } = await import(`${dist}/churn/trace.js`);
-const fs = await import('node:fs');
-const t = parseTrace(fs.readFileSync(trace, 'utf8'), 't');
-const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const e = new Engine();
-e.apply(initial);
+const { engine: e, initial } = await engineAfterInitial(dist, trace);
 const nss = initial.filter((x) => x.type === 'upsertNamespace');
 const N = Number(process.env.N ?? 400);
 const run = (n, off) => {

@@ -2,15 +2,10 @@
 // trace's initial phase. Usage: N=20000 node scripts/txn-micro.mjs DIST TRACE (DIST: a build's dist/ dir).
 // Prints DIST, wall µs and CPU µs (user + system of this process) per transaction: on a shared
 // machine CPU time moves less with other people's load than wall time.
+import { engineAfterInitial } from './lib/initial.mjs';
+
 const [dist, trace] = process.argv.slice(2);
-const { Engine } = await import(`${dist}/engine/engine.js`);
-const { parseTrace } = await import(`${dist}/churn/trace.js`);
-const fs = await import('node:fs');
-const t = parseTrace(fs.readFileSync(trace, 'utf8'), 't');
-const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const e = new Engine();
-e.apply(initial);
+const { engine: e, initial } = await engineAfterInitial(dist, trace);
 const pods = initial.filter((x) => x.type === 'upsertPod' && !x.local).slice(0, 2000);
 // Re-add existing remote pods as new pods with fresh names: pod add + delete per transaction.
 const N = Number(process.env.N ?? 4000);

@@ -10,14 +10,8 @@ import type { ClusterState } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
 import { kernel } from './gate.js';
+import { cnp } from './yaml.js';
 
-const cnp = (name: string, selector: string, rule: string): string => `
-          apiVersion: cilium.io/v2
-          kind: CiliumNetworkPolicy
-          metadata: {name: ${name}, namespace: x}
-          spec:
-            endpointSelector: {matchLabels: {app: ${selector}}}
-            ${rule}`;
 
 /**
  * client → server:80 allowed by a rule, other → client:80 allowed by default; other → server:80

@@ -9,14 +9,8 @@ import type { ClusterState } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
 import { kernel } from './gate.js';
+import { cnp } from './yaml.js';
 
-const cnp = (name: string, selector: string, rule: string): string => `
-          apiVersion: cilium.io/v2
-          kind: CiliumNetworkPolicy
-          metadata: {name: ${name}, namespace: x}
-          spec:
-            endpointSelector: {matchLabels: {app: ${selector}}}
-            ${rule}`;
 
 /** The server allows the client on port 80; a deny of that flow moves from the client's egress to the server's ingress. */
 const SCENARIO = `

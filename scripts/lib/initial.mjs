@@ -1,0 +1,17 @@
+// Shared by the micro-benchmarks: a build's Engine after a trace's initial phase (one transaction).
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+/** Loads `dist` (a build's dist/ dir; relative to the working directory), applies the trace's initial phase; returns the engine and those events. */
+export async function engineAfterInitial(dist, trace) {
+  const base = pathToFileURL(resolve(dist)).href;
+  const { Engine } = await import(`${base}/engine/engine.js`);
+  const { parseTrace } = await import(`${base}/churn/trace.js`);
+  const t = parseTrace(readFileSync(trace, 'utf8'), 't');
+  const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+  const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  const engine = new Engine();
+  engine.apply(initial);
+  return { engine, initial };
+}

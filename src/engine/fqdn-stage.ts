@@ -179,6 +179,8 @@ export class FqdnStage {
       for (const ip of this.identities.fqdnHostKeys()) this.dirty.add(ip);
       return;
     }
+    // Nothing learnt: no pod or CIDR change can move a learnt IP (the usual transaction without toFQDNs).
+    if (this.cache.liveIpCount === 0 && this.identities.fqdnHostCount === 0) return;
     const cidrs: Cidr[] = [];
     const touched = this.ctx.ipcacheTouched;
     for (let i = 0; i < touched.size; i++) {

@@ -238,6 +238,11 @@ export class IdentityTable {
     return key === undefined ? undefined : this.fqdnHosts.get(key);
   }
 
+  /** How many learnt IPs hold an fqdn identity. */
+  get fqdnHostCount(): number {
+    return this.fqdnHosts.size;
+  }
+
   fqdnHostOf(ip: IpKey): IdentityRecord | undefined {
     return this.fqdnHosts.get(ip);
   }

@@ -7,6 +7,7 @@ import type { EngineContext } from './context.js';
 import type { NamedPortResolver } from './rule-units.js';
 import { SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
 import { IpKey, ipKeyOfText, IpMap, ipOfKey } from './ip-key.js';
+import { splitByPortName } from './network-splits.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** One allocated identity and what the engine knows about it. */
@@ -396,6 +397,7 @@ export class IdentityTable {
     const rec = this.byId.get(peer);
     return (name, protocol) => {
       const out: { protocol: FlowProtocol; port: number }[] = [];
+      if (rec && splitByPortName(rec.labels, name)) return out;
       const pods = this.podsPerIdentity.get(peer) ?? 0;
       const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
       for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {

@@ -27,6 +27,16 @@ import { cidrSelector, labelsSelector, type IdentitySelector, type SelectorCache
 const NET_PREFIX = 'io.cilium.k8s.distill/net/';
 const FAMILY_KEY = 'io.cilium.k8s.distill/ip/family';
 const PORT_PREFIX = 'io.cilium.k8s.distill/port/';
+
+/**
+ * Whether these identity labels carry a split by port `name`: the pods sharing their base labels
+ * give the name more than one meaning. A NetworkPolicy-tier egress named port resolves over the
+ * pods sharing labels (as the oracle does), so for it the name is ambiguous there.
+ */
+export function splitByPortName(labels: LabelSet, name: string): boolean {
+  const key = PORT_PREFIX + name;
+  return labels.some((l) => l.source === SOURCE_K8S && l.key === key);
+}
 const k8s = (key: string): { source: string; key: string } => ({ source: SOURCE_K8S, key });
 
 const isZero = (c: Cidr): boolean => c.prefixLength === 0;

@@ -207,6 +207,27 @@ describe('egress destinationNamedPort splits pod identities by what the name mea
   });
 });
 
+describe('a NetworkPolicy-tier egress named port beside a split by the same name', () => {
+  it('resolves over the pods sharing labels, as the oracle does: a split does not make the name unambiguous', () => {
+    const b = cluster([pod('b', 'x2', '10.244.2.12', { app: 'web' })]);
+    // A Baseline destinationNamedPort puts `http` in force: x2 (no http) splits from x0 and x1.
+    b.apply([cnp('named', 1, [{ action: 'Accept', to: [{ pods: { namespaceSelector: {}, podSelector: {} } }], protocols: [{ destinationNamedPort: 'http' }] }], 'Baseline')]);
+    expect(b.id('b/x0')).not.toBe(b.id('b/x2'));
+    const deny = parseManifest(
+      {
+        apiVersion: 'cilium.io/v2',
+        kind: 'CiliumNetworkPolicy',
+        metadata: { name: 'deny-http', namespace: 'client' },
+        spec: { endpointSelector: {}, egress: [{ toEntities: ['all'] }], egressDeny: [{ toPorts: [{ ports: [{ port: 'http' }] }] }] },
+      },
+      't.yaml',
+    );
+    b.apply([{ type: 'upsertPolicy', policy: deny }]);
+    // x0, x1 and x2 share labels and disagree on http: unresolved for the NP tier, so the deny does not apply.
+    expect(b.egress('b/x0', 'TCP', 80)).toBe(true);
+  });
+});
+
 describe('derived labels cannot be forged or selected', () => {
   it("a pod carrying the derived label keys gets its honest twin's identity, and neither gains nor loses access", () => {
     const forged = { app: 'web', 'io.cilium.k8s.distill/port': 'TCP-8080', 'io.cilium.k8s.distill/ip': 'ipv6', 'io.cilium.k8s.distill/net': '10.244.2.10' };

@@ -110,7 +110,7 @@ export class Engine {
     const splits = new NetworkSplits(ctx, pods, peerCache);
     if (this.model.identitySource === 'local') pods.splits = splits;
     const stages = { identities, maps, pods, peerCache, subjectCache };
-    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
+    const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
     ctx.ipcacheHostAt = (ip) => (pods.byIp(ip.text)?.identity ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
     ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
     const commit = new Commit(ctx, maps, this.proxyPorts);
@@ -239,6 +239,8 @@ export class Engine {
     if (this.ctx.faultHook) this.ctx.fault('event');
     const { pods, resolver, fqdn, splits } = this.stages;
     if (e.type === 'dnsResponse' || e.type === 'advanceTime') {
+      // A query judged as a flow sees the pods' identities as of this event, splits included.
+      if (e.type === 'dnsResponse' && e.server) splits.settle();
       if (fqdn.apply(e) && e.type === 'dnsResponse') this.learnt.add(e);
       return;
     }

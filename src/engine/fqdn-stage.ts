@@ -1,17 +1,22 @@
 import { Cidr, IpAddress } from '../model/cidr.js';
 import { compileFqdnSelector, FqdnMatcher } from '../model/fqdn.js';
-import type { FqdnEvent } from '../model/fqdn-events.js';
-import { worldLabels } from '../model/identity.js';
+import type { DnsServer, FqdnEvent } from '../model/fqdn-events.js';
+import { IdentityId, worldLabels } from '../model/identity.js';
 import { l7Allows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
+import { datapathLookup, LookupResult, maskPort, policyKeyString } from '../model/policy-map.js';
+import { PROTOCOL_NUMBER } from '../model/ports.js';
 import { L7Rules, Policy, policyRefKey } from '../model/rules.js';
 import { Selector, selectorMatches } from '../model/selector.js';
 import type { EngineContext } from './context.js';
 import { DnsCache } from './dns-cache.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
-import { IpKey, ipKeyOfText, ipOfKey } from './ip-key.js';
+import { IpKey, ipKey, ipKeyOfText, ipOfKey } from './ip-key.js';
+import type { MapState } from './map-state.js';
 import type { PodTable } from './pod-table.js';
+import { PARSER_OF_CODE } from './rule-units.js';
 import { SelectorCache, SOURCE_FQDN } from './selector-cache.js';
+import type { SharedMaps } from './shared-maps.js';
 
 const MAX_MEMOISED_NAMES = 100_000;
 
@@ -80,6 +85,7 @@ export class FqdnStage {
     private readonly identities: IdentityTable,
     private readonly pods: PodTable,
     private readonly peerCache: SelectorCache,
+    private readonly maps: SharedMaps,
     cache: DnsCache,
     private readonly identityLimit: number,
   ) {
@@ -115,8 +121,13 @@ export class FqdnStage {
     this.cache.forgetEndpoint(endpoint, this.changed, this.undo);
   }
 
-  /** Whether the DNS proxy learns this answer (`dnsProxyLearns` without a server). */
-  learns(endpoint: string, name: string): boolean {
+  /** Whether the DNS proxy learns this answer (`dnsProxyLearns`): judged as the query's flow when the server is known. */
+  learns(endpoint: string, name: string, server?: DnsServer): boolean {
+    return server ? this.proxyAllows(endpoint, name, server) : this.someDnsRuleAllows(endpoint, name);
+  }
+
+  /** Without a server: some egress DNS rule of the endpoint allows the name. */
+  private someDnsRuleAllows(endpoint: string, name: string): boolean {
     const labels = this.pods.labelsOf(endpoint);
     if (!labels) return false;
     const request: { dns: DnsQuery } = { dns: { name } };
@@ -126,13 +137,54 @@ export class FqdnStage {
     return false;
   }
 
+  /**
+   * The query as the datapath sees it: only a query the endpoint's egress policy map redirects to
+   * the DNS proxy reaches it, and the proxy judges it with that redirect's L7 rules (a plain allow
+   * of the same peer and port merges in as allow-all, as in Cilium). UDP to the server's identity
+   * on its port, looked up in the map as it stands at this point of the transaction (its pending
+   * entries: `entries` is settled only at commit), like the datapath would after the events so far.
+   * An endpoint of another node has no map here: its queries never reach this node's proxy.
+   */
+  private proxyAllows(endpoint: string, name: string, server: DnsServer): boolean {
+    const m = this.maps.byEndpoint.get(endpoint);
+    if (!m) return false;
+    const peer = this.serverIdentity(server.ip);
+    const hit = pendingLookup(m.state, peer, PROTOCOL_NUMBER.UDP, server.port);
+    if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
+    const request: { dns: DnsQuery } = { dns: { name } };
+    const redirect = { direction: 'egress' as const, protocol: hit.key.protocol, port: hit.key.port, parser: 'dns' as const };
+    // The peer's L7 row and the any-peer row (explain.ts l7Verdict / l7AllowedBy), from the raw contributions.
+    for (const c of m.state.l7Contributions(redirect, peer)) {
+      if (c.entry.deny) continue;
+      if (c.entry.proxyPort === 0) return true;
+      if (PARSER_OF_CODE[c.entry.proxyPort] === 'dns' && c.l7 && l7Allows(c.l7, request)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The server's identity as the ipcache has it at this point: a pod's, else a learnt IP's (brought
+   * up to date first: answers and selectors earlier in the transaction may have moved it), else
+   * the longest CIDR identity's, else world.
+   */
+  private serverIdentity(ip: IpAddress): IdentityId {
+    const pod = this.pods.byIp(ip.text);
+    if (pod) return pod.identity.id;
+    const key = ipKey(ip);
+    if (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key)) {
+      this.syncSelectors();
+      this.reidentify(key);
+    }
+    return (this.identities.fqdnHostOf(key) ?? this.identities.cidrIdentityOf(ip)).id;
+  }
+
   /** Applies a DNS event; returns whether it changed the cache (a refused answer does not). */
   apply(e: FqdnEvent): boolean {
     if (e.type === 'advanceTime') {
       this.cache.advance(e.seconds, this.changed, this.undo);
       return true;
     }
-    if (!this.learns(e.endpoint, e.name)) return false;
+    if (!this.learns(e.endpoint, e.name, e.server)) return false;
     this.cache.record(e.endpoint, e.name, e.ips, e.ttl, this.changed, this.undo);
     return true;
   }
@@ -161,19 +213,8 @@ export class FqdnStage {
    * identities (the IPs inside), pod IPs (that IP). Looks only at this transaction's own changes.
    */
   private collectStructural(): void {
-    let all = this.everything;
-    if (this.identities.fqdnSelectorEpoch !== this.seenEpoch) {
-      this.seenEpoch = this.identities.fqdnSelectorEpoch;
-      if (this.selectorsChanged()) {
-        all = true;
-        // Rolled back: the selectors in force are looked at again at the next settle.
-        this.ctx.onUndo(() => {
-          this.seenEpoch = -1;
-          this.inForce = '\u0000';
-        });
-      }
-    }
-    if (all) {
+    this.syncSelectors();
+    if (this.everything) {
       this.everything = false;
       for (const ip of this.cache.liveIps()) this.dirty.add(ip);
       for (const ip of this.identities.fqdnHostKeys()) this.dirty.add(ip);
@@ -214,6 +255,19 @@ export class FqdnStage {
         }
       }
     }
+  }
+
+  /** Looks at the FQDN selectors in force if they may have changed; when they did, every learnt IP is re-identified at settle. */
+  private syncSelectors(): void {
+    if (this.identities.fqdnSelectorEpoch === this.seenEpoch) return;
+    this.seenEpoch = this.identities.fqdnSelectorEpoch;
+    if (!this.selectorsChanged()) return;
+    this.everything = true;
+    // Rolled back: the selectors in force are looked at again at the next settle.
+    this.ctx.onUndo(() => {
+      this.seenEpoch = -1;
+      this.inForce = '\u0000';
+    });
   }
 
   /** Recomputes the FQDN selectors in force (registered as peers); true when they changed. */
@@ -344,4 +398,22 @@ export class FqdnStage {
     const back = previous ? this.identities.acquireFqdn(previous.labels, previous.cidr, this.keyOf(previous.labels)) : undefined;
     this.setHost(key, next, back);
   }
+}
+
+/**
+ * The datapath's lookup (`datapathLookup`) over the entries the map will hold after the next
+ * settle: only the keys a lookup of (peer, egress, protocol, port) probes are computed.
+ */
+function pendingLookup(state: MapState, peer: IdentityId, protocol: number, port: number): LookupResult | undefined {
+  const probed = new Map<string, LookupResult>();
+  for (const identity of peer === 0 ? [0] : [peer, 0]) {
+    const keys = [{ identity, direction: 'egress' as const, protocol: 0, port: 0, portPrefixLen: 0 }];
+    for (let len = 0; len <= 16; len++) keys.push({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len });
+    for (const k of keys) {
+      const ks = policyKeyString(k);
+      const r = state.pendingEntry(ks);
+      if (r) probed.set(ks, r);
+    }
+  }
+  return datapathLookup(probed, peer, 'egress', protocol, port);
 }

@@ -560,6 +560,17 @@ export class MapState {
     return r.merged;
   }
 
+  /**
+   * The kernel-layer entry of a key as the next `settle()` will make it: what the datapath would
+   * hold now, mid-transaction, while `entries` still holds the state before it.
+   */
+  pendingEntry(ks: string): LookupResult | undefined {
+    const r = this.raw.get(ks);
+    if (!r) return undefined;
+    const entry = this.finalEntry(r.key, r);
+    return entry && { key: r.key, entry };
+  }
+
   /** The contributions behind a raw key. */
   contributions(key: PolicyKey): Contribution[] {
     const r = this.raw.get(policyKeyString(key));

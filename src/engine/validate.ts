@@ -282,6 +282,7 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       if (!Array.isArray(e.ips)) fail('ips must be a list of parsed IP addresses');
       (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
       checkSeconds(e.ttl, 'ttl', fail);
+      if (e.server !== undefined) checkDnsServer(e.server, fail);
       return;
     }
     case 'advanceTime':
@@ -290,6 +291,13 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }
+}
+
+/** A DNS server as the proxy knows it: a parsed address and a UDP port. */
+function checkDnsServer(v: unknown, fail: Fail): void {
+  if (!isRecord(v)) return fail('server must be {ip, port}');
+  checkParsedIp(v.ip, 'server.ip', fail);
+  if (typeof v.port !== 'number' || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) fail('server.port must be a port number (1-65535)');
 }
 
 /** An IpAddress as parseIp returns it (its value and family agree with its text). */

@@ -8,8 +8,12 @@ import {
   podKey,
   upsertNamespace,
   upsertPod,
+  podIps,
+  upsertExternal,
   upsertPolicy,
 } from '../model/cluster.js';
+import type { IpAddress } from '../model/cidr.js';
+import type { DnsServer } from '../model/fqdn-events.js';
 import { labelSetKey } from '../model/labels.js';
 import { advanceDnsClock, DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, entryKey } from '../model/fqdn.js';
 import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
@@ -56,9 +60,12 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
 /**
  * The DNS events that take the engine's cache from `from` to `to` (both as the oracle holds them):
  * each answer new or refreshed in `to`, at the time it was learnt (its TTL as it was granted, so
- * the engine's minTtl adds nothing), then the clock to `to.now`. Answers the oracle did not learn
- * are not in `to`: this path tests what the engine makes of learnt answers; the engine's own
- * learning decision is tested where raw events feed both (test/engine/fqdn.test.ts).
+ * the engine's minTtl adds nothing), with the server it came from, then the clock to `to.now`.
+ * Answers the oracle did not learn are not in `to`: this path tests what the engine makes of
+ * learnt answers, and that it learns them too (judged with the server, after the step's other
+ * changes: a step that answers and then changes the rules the query went through would differ).
+ * The engine's learning decision in event order is tested where raw events feed both
+ * (test/engine/fqdn.test.ts).
  */
 function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefined): EngineEvent[] {
   if (!to) return [];
@@ -69,7 +76,7 @@ function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefine
   });
   const groups = new Map<string, DnsCacheEntry[]>();
   for (const e of [...fresh].sort((a, b) => a.learntAt - b.learntAt)) {
-    const k = `${e.learntAt} ${e.expiresAt} ${e.endpoint} ${e.name}`;
+    const k = `${e.learntAt} ${e.expiresAt} ${e.endpoint} ${e.name} ${e.server ? `${e.server.ip.text} ${e.server.port}` : ''}`;
     groups.set(k, [...(groups.get(k) ?? []), e]);
   }
   const out: EngineEvent[] = [];
@@ -78,7 +85,7 @@ function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefine
     const first = g[0] as DnsCacheEntry;
     if (first.learntAt > now) out.push({ type: 'advanceTime', seconds: first.learntAt - now });
     now = Math.max(now, first.learntAt);
-    out.push({ type: 'dnsResponse', endpoint: first.endpoint, name: first.name, ips: g.map((e) => e.ip), ttl: first.expiresAt - first.learntAt });
+    out.push({ type: 'dnsResponse', endpoint: first.endpoint, name: first.name, ips: g.map((e) => e.ip), ttl: first.expiresAt - first.learntAt, ...(first.server ? { server: first.server } : {}) });
   }
   if (to.now > now) out.push({ type: 'advanceTime', seconds: to.now - now });
   return out;
@@ -114,10 +121,24 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
       // Identity numbers are not part of the cluster model: the oracle decides by labels.
       return s;
     case 'dnsResponse':
-      return applyDnsAnswer(s, e.endpoint, e.name, e.ips, e.ttl);
+      return e.server ? answerFromServer(s, e.endpoint, e.name, e.ips, e.ttl, e.server) : applyDnsAnswer(s, e.endpoint, e.name, e.ips, e.ttl);
     case 'advanceTime':
       return { ...s, dns: advanceDnsClock(s.dns ?? EMPTY_DNS_CACHE, e.seconds) };
   }
+}
+
+/**
+ * The oracle's side of an answer from a server known by address: the query is the flow to the pod
+ * holding that address, else to an external with it (one named by the address if the model has
+ * none; only the DNS cache of the result is kept).
+ */
+function answerFromServer(s: ClusterState, endpoint: string, name: string, ips: readonly IpAddress[], ttl: number, server: DnsServer): ClusterState {
+  const text = server.ip.text;
+  const holdsIt = [...s.pods.values()].some((p) => podIps(p).some((ip) => ip.text === text));
+  const external = holdsIt ? undefined : [...s.externals.values()].find((x) => x.ip.text === text);
+  const withServer = holdsIt || external ? s : upsertExternal(s, { name: text, ip: server.ip });
+  const after = applyDnsAnswer(withServer, endpoint, name, ips, ttl, { to: external?.name ?? text, port: server.port });
+  return after === withServer ? s : { ...s, ...(after.dns ? { dns: after.dns } : {}) };
 }
 
 /** Which pods are local, as the events said; call after applying `e` to `state`. */

@@ -9,10 +9,19 @@ import type { IpAddress } from './cidr.js';
 export type FqdnEvent =
   /**
    * The DNS proxy of `endpoint` (`namespace/name`, a local pod) saw an answer for `name` holding
-   * `ips`, valid `ttl` seconds. The engine learns it only if the endpoint's egress DNS rules allow
-   * the query (`src/naive/evaluator.ts` `dnsProxyLearns` is the reference); else it is a no-op.
+   * `ips`, valid `ttl` seconds, from `server` when given. The engine learns it only if the proxy
+   * would have seen and allowed the query (`src/naive/evaluator.ts` `dnsProxyLearns` is the
+   * reference): with a server, the query (UDP to the server's address and port) must hit a
+   * redirect to the DNS proxy in the endpoint's egress policy map whose L7 rules allow the name;
+   * without one, some egress DNS rule of the endpoint must allow the name. Else it is a no-op.
    * Each (endpoint, name, IP) then lives max(ttl, minTtl) seconds from now.
    */
-  | { readonly type: 'dnsResponse'; readonly endpoint: string; readonly name: string; readonly ips: readonly IpAddress[]; readonly ttl: number }
+  | { readonly type: 'dnsResponse'; readonly endpoint: string; readonly name: string; readonly ips: readonly IpAddress[]; readonly ttl: number; readonly server?: DnsServer }
   /** Moves the clock forward by `seconds` (≥ 0); answers that expire by then leave the selections. */
   | { readonly type: 'advanceTime'; readonly seconds: number };
+
+/** The DNS server a query went to, as Cilium's DNS proxy knows it: the original destination address and UDP port. */
+export interface DnsServer {
+  readonly ip: IpAddress;
+  readonly port: number;
+}

@@ -1,4 +1,5 @@
 import type { IpAddress } from './cidr.js';
+import type { DnsServer } from './fqdn-events.js';
 
 /**
  * DNS-based peers (`toFQDNs`): FQDN selectors, their matching, and the DNS cache the DNS proxy
@@ -133,6 +134,8 @@ export interface DnsCacheEntry {
   readonly ip: IpAddress;
   readonly learntAt: number;
   readonly expiresAt: number;
+  /** The server whose answer taught it, when known (the scenario harness replays the answer with it). */
+  readonly server?: DnsServer;
 }
 
 /**
@@ -156,13 +159,13 @@ export function entryKey(e: Pick<DnsCacheEntry, 'endpoint' | 'name' | 'ip'>): st
  * known for (endpoint, name) keeps the later expiry of the two. Over `maxIpsPerHostname`, the
  * entries of (endpoint, name) that expire first are evicted (equal TTLs: the oldest answers).
  */
-export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: string, ips: readonly IpAddress[], ttl: number): DnsCacheState {
+export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: string, ips: readonly IpAddress[], ttl: number, server?: DnsServer): DnsCacheState {
   const n = normalizeFqdn(name);
   const expiresAt = cache.now + Math.max(ttl, cache.options.minTtl);
   const byKey = new Map<string, DnsCacheEntry>();
   for (const e of cache.entries) byKey.set(entryKey(e), e);
   for (const ip of ips) {
-    const fresh: DnsCacheEntry = { endpoint, name: n, ip, learntAt: cache.now, expiresAt };
+    const fresh: DnsCacheEntry = { endpoint, name: n, ip, learntAt: cache.now, expiresAt, ...(server ? { server } : {}) };
     const old = byKey.get(entryKey(fresh));
     byKey.set(entryKey(fresh), old && old.expiresAt >= expiresAt ? old : fresh);
   }

@@ -166,7 +166,13 @@ function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?:
 /** The state after `pod` got an answer: recorded when the proxy learns it, else unchanged. */
 export function applyDnsAnswer(state: ClusterState, pod: string, name: string, ips: readonly IpAddress[], ttl: number, server?: { readonly to: string; readonly port: number }): ClusterState {
   if (!dnsProxyLearns(state, pod, name, server)) return state;
-  return { ...state, dns: recordDnsAnswer(state.dns ?? EMPTY_DNS_CACHE, pod, name, ips, ttl) };
+  return { ...state, dns: recordDnsAnswer(state.dns ?? EMPTY_DNS_CACHE, pod, name, ips, ttl, server && serverAddress(state, server)) };
+}
+
+/** The server's address and port as the proxy knows them (the query's destination). */
+function serverAddress(state: ClusterState, server: { readonly to: string; readonly port: number }): { ip: IpAddress; port: number } {
+  const ep = resolveEndpoint(state, server.to);
+  return { ip: ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.external.ip, port: server.port };
 }
 
 /** The DNS cache without a deleted pod's answers. */

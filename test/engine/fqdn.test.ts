@@ -56,13 +56,31 @@ const policyGen: fc.Arbitrary<Policy> = fc.oneof(
     cnp('cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ toCIDR: [cidr], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] }),
   ),
   fc.constantFrom('198.51.100.2/32', '198.51.100.0/24').map((cidr) => cnp('cidr-allow', { endpointSelector: { matchLabels: { app: 'client-b' } }, egress: [{ toCIDR: [cidr] }] })),
+  // DNS to the server pod, to addresses by CIDR, to a learnt name; a plain allow merging into the redirect; a deny.
+  fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io'), to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.0/24'] }, { toCIDR: ['198.51.100.0/24'] }, { toFQDNs: [{ matchName: 'x.cilium.io' }] }) }).map(({ s, pattern, to }) =>
+    cnp('dns-to', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: pattern }] } }] }] }),
+  ),
+  fc.record({ s: subjects, to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.53/32'] }, { toEntities: ['world'] }), port: fc.constantFrom('53', '5353') }).map(({ s, to, port }) =>
+    cnp('plain-dns', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port, protocol: 'UDP' }] }] }] }),
+  ),
+  fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.0/24'] }).map((to) =>
+    cnp('deny-dns', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] }),
+  ),
 );
 
+/** DNS servers: the server pod, another port, an address some answers hold (a learnt IP), a plain world address. */
+const serverGen = fc.option(fc.constantFrom(['10.0.0.3', 53], ['10.0.0.3', 5353], ['198.51.100.9', 53], ['192.0.2.53', 53]), { nil: undefined, freq: 3 });
+
 const eventGen: fc.Arbitrary<EngineEvent> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ pod: fc.constantFrom('apps/client-a', 'apps/client-b'), name: fc.constantFrom(...NAMES), ips: fc.subarray(IPS, { minLength: 1, maxLength: 3 }), ttl: fc.integer({ min: 0, max: 6 }) }).map((a) => ({ type: 'dnsResponse' as const, endpoint: a.pod, name: a.name, ips: a.ips.map(parseIp), ttl: a.ttl })) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .record({ pod: fc.constantFrom('apps/client-a', 'apps/client-b'), name: fc.constantFrom(...NAMES), ips: fc.subarray(IPS, { minLength: 1, maxLength: 3 }), ttl: fc.integer({ min: 0, max: 6 }), server: serverGen })
+      .map((a) => ({ type: 'dnsResponse' as const, endpoint: a.pod, name: a.name, ips: a.ips.map(parseIp), ttl: a.ttl, ...(a.server ? { server: { ip: parseIp(a.server[0] as string), port: a.server[1] as number } } : {}) })),
+  },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 4 }).map((seconds) => ({ type: 'advanceTime' as const, seconds })) },
   { weight: 2, arbitrary: policyGen.map((policy) => ({ type: 'upsertPolicy' as const, policy })) },
-  { weight: 1, arbitrary: fc.constantFrom('dns', 'fqdn-0', 'fqdn-1', 'fqdn-2', 'cidr', 'cidr-allow').map((name) => ({ type: 'deletePolicy' as const, ref: { kind: 'CiliumNetworkPolicy' as const, namespace: 'apps', name } })) },
+  { weight: 1, arbitrary: fc.constantFrom('dns', 'fqdn-0', 'fqdn-1', 'fqdn-2', 'cidr', 'cidr-allow', 'dns-to', 'plain-dns', 'deny-dns').map((name) => ({ type: 'deletePolicy' as const, ref: { kind: 'CiliumNetworkPolicy' as const, namespace: 'apps', name } })) },
 );
 
 function setup(options: DnsCacheOptions): { engine: Engine; state: ClusterState } {
@@ -104,6 +122,18 @@ function checkDeltas(beforeMaps: Map<string, string>, beforeIpc: Map<string, num
   expect(cs.deltas.length).toBe(changed);
 }
 
+/** The live answers the engine holds (its DNS cache file), as `endpoint name ip expiresAt`. */
+function learnt(engine: Engine): string[] {
+  const lines = engine.dnsCacheFile().trim().split('\n').map((l) => JSON.parse(l) as { now?: number; endpoint?: string; name?: string; ip?: string; expiresAt?: number });
+  const now = lines[0]?.now ?? 0;
+  return lines.flatMap((l) => (l.endpoint !== undefined && (l.expiresAt ?? 0) > now ? [`${l.endpoint} ${l.name} ${l.ip} ${l.expiresAt}`] : [])).sort();
+}
+
+function learntByOracle(state: ClusterState): string[] {
+  const dns = state.dns ?? EMPTY_DNS_CACHE;
+  return dns.entries.filter((e) => e.expiresAt > dns.now).map((e) => `${e.endpoint} ${e.name} ${e.ip.text} ${e.expiresAt}`).sort();
+}
+
 function checkFlows(engine: Engine, state: ClusterState): void {
   for (const from of ['apps/client-a', 'apps/client-b']) {
     for (const to of IPS) {
@@ -140,6 +170,7 @@ describe('toFQDNs in the engine against the oracle', () => {
             const cs = engine.apply(events);
             for (const e of events) state = applyEventToCluster(state, e);
             checkDeltas(beforeMaps, beforeIpc, cs, engine);
+            expect(learnt(engine)).toEqual(learntByOracle(state));
             checkFlows(engine, state);
           }
           // A restart: the DNS cache file, then the cluster's state in one transaction (policies in
@@ -236,6 +267,81 @@ describe('FQDN identities and deltas', () => {
     expect(() => engine.apply([{ ...(answer('a.example.com', ['198.51.100.1']) as object), endpoint: 'apps/nobody' } as EngineEvent])).toThrow('endpoint "apps/nobody" is not a pod');
     expect(() => engine.apply([answer('a b', ['198.51.100.1'])])).toThrow('event #0 (dnsResponse): name');
     expect(() => engine.apply([{ type: 'dnsResponse', endpoint: 'apps/client-a', name: 'a.io', ips: [{ family: 'ipv4', value: 1n, text: '10.0.0.9' }], ttl: 1 }])).toThrow('ips[0] (10.0.0.9) does not match');
+  });
+});
+
+describe('a DNS answer with its server: learnt only if the query reached the DNS proxy through the map and its rules allow it', () => {
+  const KUBE_DNS = { ip: parseIp('10.0.0.3'), port: 53 };
+  const dnsTo = (pattern: string, to: object = { toEndpoints: [{ matchLabels: { app: 'server' } }] }): Policy =>
+    cnp('dns', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: pattern }] } }] }] });
+  const plainToServer = cnp('plain', { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] });
+  const fqdnAll = cnp('fqdn-0', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toFQDNs: [{ matchPattern: '*' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] });
+  const answer = (name: string, ip: string, server: { ip: ReturnType<typeof parseIp>; port: number } | null = KUBE_DNS): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client-a', name, ips: [parseIp(ip)], ttl: 60, ...(server ? { server } : {}) });
+  /** The engine learnt `ip` iff the change set gave it an ipcache entry; the oracle, fed the same events, must agree. */
+  function run(setupEvents: EngineEvent[], batch: EngineEvent[]): { learnt: boolean; oracle: boolean } {
+    let { engine, state } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    engine.apply(setupEvents);
+    for (const e of setupEvents) state = applyEventToCluster(state, e);
+    const cs = engine.apply(batch);
+    for (const e of batch) state = applyEventToCluster(state, e);
+    const ip = '198.51.100.1';
+    return { learnt: cs.ipcache.some((d) => d.op === 'upsert' && d.prefix === `${ip}/32`), oracle: (state.dns?.entries ?? []).some((e) => e.ip.text === ip) };
+  }
+  const policies = (...ps: Policy[]): EngineEvent[] => [fqdnAll, ...ps].map((policy) => ({ type: 'upsertPolicy' as const, policy }));
+
+  it('a plain L4 allow to the server merges into the DNS redirect as allow-all: a name the DNS rule does not list is learnt (as in Cilium)', () => {
+    expect(run(policies(dnsTo('*.cilium.io'), plainToServer), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
+    // Without the plain allow, the DNS rule refuses the name.
+    expect(run(policies(dnsTo('*.cilium.io')), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+    // Without a server, only the DNS rules are read (the rule of before, kept for answers that name none).
+    expect(run(policies(dnsTo('*.cilium.io'), plainToServer), [answer('a.example.com', '198.51.100.1', null)])).toEqual({ learnt: false, oracle: false });
+  });
+
+  it('an L7 DNS rule that refuses the name teaches nothing; one that allows it teaches', () => {
+    expect(run(policies(dnsTo('*.cilium.io')), [answer('x.cilium.io', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
+    expect(run(policies(dnsTo('*.cilium.io')), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+  });
+
+  it('a deny to the server wins over the DNS redirect: the proxy never sees the query', () => {
+    const deny = cnp('deny', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] });
+    expect(run(policies(dnsTo('*'), deny), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+    // The deny covers UDP/53 only: a DNS rule on another port of the same server still sees its queries.
+    const on5353 = cnp('dns-5353', { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '5353', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+    expect(run(policies(on5353, deny), [answer('a.example.com', '198.51.100.1', { ...KUBE_DNS, port: 5353 })])).toEqual({ learnt: true, oracle: true });
+  });
+
+  it('a server the DNS rule does not select, or another port, is not redirected: nothing is learnt', () => {
+    const world = { ip: parseIp('192.0.2.53'), port: 53 };
+    expect(run(policies(dnsTo('*')), [answer('a.example.com', '198.51.100.1', world)])).toEqual({ learnt: false, oracle: false });
+    expect(run(policies(dnsTo('*')), [answer('a.example.com', '198.51.100.1', { ...KUBE_DNS, port: 5353 })])).toEqual({ learnt: false, oracle: false });
+    // A DNS rule by CIDR selects that world address.
+    expect(run(policies(dnsTo('*', { toCIDR: ['192.0.2.0/24'] })), [answer('a.example.com', '198.51.100.1', world)])).toEqual({ learnt: true, oracle: true });
+  });
+
+  it('judges the query with the state as of that event in its transaction: the server relabelled, the rule deleted, the server IP learnt just before', () => {
+    const relabelled: Pod = { ...(PODS[2] as Pod), labels: { app: 'not-dns' } };
+    const relabel: EngineEvent = { type: 'upsertPod', pod: relabelled, local: true };
+    // The server stops being selected by the DNS rule before the answer: refused; after it: learnt.
+    expect(run(policies(dnsTo('*')), [relabel, answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+    expect(run(policies(dnsTo('*')), [answer('a.example.com', '198.51.100.1'), relabel])).toEqual({ learnt: true, oracle: true });
+    // Back to being the server in the same transaction: the answer after that is learnt.
+    expect(run([...policies(dnsTo('*')), relabel], [{ type: 'upsertPod', pod: PODS[2] as Pod, local: true }, answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
+    const deleteDns: EngineEvent = { type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'apps', name: 'dns' } };
+    expect(run(policies(dnsTo('*')), [deleteDns, answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+    expect(run(policies(dnsTo('*')), [answer('a.example.com', '198.51.100.1'), deleteDns])).toEqual({ learnt: true, oracle: true });
+    // The server's address is a learnt IP of a name a DNS rule selects by toFQDNs: an answer earlier in the same transaction gives it that identity.
+    const viaName = cnp('dns-by-name', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toFQDNs: [{ matchName: 'ns.cilium.io' }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+    const resolver = { ip: parseIp('198.51.100.9'), port: 53 };
+    expect(run(policies(dnsTo('*'), viaName), [answer('ns.cilium.io', '198.51.100.9'), answer('a.example.com', '198.51.100.1', resolver)])).toEqual({ learnt: true, oracle: true });
+    expect(run(policies(dnsTo('*'), viaName), [answer('a.example.com', '198.51.100.1', resolver), answer('ns.cilium.io', '198.51.100.9')])).toEqual({ learnt: false, oracle: false });
+  });
+
+  it('validates the server, naming the field', () => {
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    const bad = (server: unknown): EngineEvent => ({ ...(answer('a.example.com', '198.51.100.1') as object), server } as EngineEvent);
+    expect(() => engine.apply([bad('10.0.0.3')])).toThrow('event #0 (dnsResponse): server must be {ip, port}');
+    expect(() => engine.apply([bad({ ip: '10.0.0.3', port: 53 })])).toThrow('server.ip must be an IP address from parseIp');
+    expect(() => engine.apply([bad({ ip: parseIp('10.0.0.3'), port: 0 })])).toThrow('server.port must be a port number');
   });
 });
 

@@ -219,6 +219,16 @@ describe('scenario and trace formats', () => {
     expect(items.map((i) => (i.kind === 'event' ? i.event.type : i.kind))).toEqual(['dnsResponse', 'advanceTime']);
     expect(() => parseTrace(text.replace('"ttl":30', '"ttl":-1'), 't.jsonl', { fqdn: true })).toThrow('t.jsonl:2 ttl');
   });
+
+  it('reads the optional server of a trace answer ({ip, port}), naming a bad field', () => {
+    const line = (server: string): string => ['{"distillTrace":1}', `{"type":"dnsResponse","endpoint":"x/a","name":"a.io","ips":["192.0.2.1"],"ttl":30,"server":${server}}`].join('\n');
+    const item = parseTrace(line('{"ip":"10.96.0.10","port":53}'), 't.jsonl').items[0];
+    expect(item?.kind === 'event' && item.event.type === 'dnsResponse' ? item.event.server : undefined).toEqual({ ip: parseIp('10.96.0.10'), port: 53 });
+    expect(() => parseTrace(line('"10.96.0.10"'), 't.jsonl')).toThrow('t.jsonl:2 server');
+    expect(() => parseTrace(line('{"ip":"10.96.0.300","port":53}'), 't.jsonl')).toThrow('t.jsonl:2 server.ip');
+    expect(() => parseTrace(line('{"ip":"10.96.0.10","port":0}'), 't.jsonl')).toThrow('t.jsonl:2 server.port');
+    expect(() => parseTrace(line('{"ip":"10.96.0.10","port":53,"tcp":true}'), 't.jsonl')).toThrow('t.jsonl:2 server');
+  });
 });
 
 describe('distill gen --profile fqdn', () => {
@@ -235,6 +245,13 @@ describe('distill gen --profile fqdn', () => {
     const pods = new Set(items.flatMap((i) => (i.kind === 'event' && i.event.type === 'upsertPod' ? [`${i.event.pod.namespace}/${i.event.pod.name}`] : [])));
     const answers = items.flatMap((i) => (i.kind === 'event' && i.event.type === 'dnsResponse' ? [i.event] : []));
     expect(answers.every((a) => pods.has(a.endpoint) && a.ips.length === 8 && /^bucket-\d+\.s3\./.test(a.name))).toBe(true);
+    // Every answer comes from kube-dns, and the engine, judging each query as a flow to it, learns them.
+    const coredns = items.find((i) => i.kind === 'event' && i.event.type === 'upsertPod' && i.event.pod.name === 'coredns-0');
+    const dnsIp = coredns?.kind === 'event' && coredns.event.type === 'upsertPod' ? coredns.event.pod.ip : undefined;
+    expect(answers.every((a) => a.server?.ip.text === dnsIp?.text && a.server?.port === 53)).toBe(true);
+    const engine = new Engine();
+    for (const i of items) if (i.kind === 'event') engine.apply([i.event]);
+    expect(engine.ipcache().filter((e) => e.prefix.startsWith('52.')).length).toBeGreaterThan(0);
   });
 });
 

@@ -135,9 +135,9 @@ export class TraceBuilder {
     this.emit({ type: 'deletePolicy', ref: p, tag });
   }
 
-  /** A DNS answer the endpoint's proxy saw (toFQDNs; traces with it are read with `{fqdn: true}`). */
-  dnsResponse(endpoint: string, name: string, ips: readonly string[], ttl: number, tag = 'dns-response'): void {
-    this.emit({ type: 'dnsResponse', endpoint, name, ips: [...ips], ttl, tag });
+  /** A DNS answer the endpoint's proxy saw, from `server` if given (toFQDNs; traces with it are read with `{fqdn: true}`). */
+  dnsResponse(endpoint: string, name: string, ips: readonly string[], ttl: number, tag = 'dns-response', server?: { ip: string; port: number }): void {
+    this.emit({ type: 'dnsResponse', endpoint, name, ips: [...ips], ttl, ...(server ? { server } : {}), tag });
   }
 
   advanceTime(seconds: number, tag = 'advance-time'): void {

@@ -206,6 +206,8 @@ interface FqdnShape {
   readonly names: number;
   readonly ipsPerName: number;
   readonly endpoints: readonly string[];
+  /** The DNS server every answer comes from (kube-dns). */
+  readonly server: { readonly ip: string; readonly port: number };
 }
 
 /**
@@ -222,7 +224,7 @@ const fqdnProfile: Profile = {
   build(b, scale) {
     const endpoints = Math.max(2, Math.round(100 * scale));
     b.namespace('kube-system', {});
-    b.pod('kube-system', 'coredns-0', { 'k8s-app': 'kube-dns' }, false, 'pod-add', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
+    const coredns = b.pod('kube-system', 'coredns-0', { 'k8s-app': 'kube-dns' }, false, 'pod-add', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
     b.namespace('apps', {});
     const eps: string[] = [];
     for (let i = 0; i < endpoints; i++) eps.push(podKeyOf(b.pod('apps', `client-${i}`, { app: `client-${i % 10}` }, true)));
@@ -232,7 +234,7 @@ const fqdnProfile: Profile = {
     const names = Math.max(1, Math.round(10000 * scale));
     const policy = (i: number): Record<string, unknown> =>
       ciliumPolicy('apps', `bucket-${i}`, { endpointSelector: { matchLabels: { app: `client-${i % 10}` } }, egress: [dns, { toFQDNs: [{ matchName: s3Name(i % names) }], toPorts: https }] });
-    return { policy, newWorkload: (i) => ({ namespace: 'apps', labels: { app: `client-new-${i}` } }), isLocal: () => true, fqdn: { names, ipsPerName: 1000, endpoints: eps } };
+    return { policy, newWorkload: (i) => ({ namespace: 'apps', labels: { app: `client-new-${i}` } }), isLocal: () => true, fqdn: { names, ipsPerName: 1000, endpoints: eps, server: { ip: coredns.ip, port: 53 } } };
   },
 };
 
@@ -263,7 +265,7 @@ function fqdnChurn(b: TraceBuilder, shape: ProfileShape, f: FqdnShape, events: n
     const base = fresh ? at + 8 : Math.max(0, at - b.int(64));
     rotation.set(n, fresh ? at + 8 : at);
     const ips = Array.from({ length: 8 }, (_, k) => s3Ip(n, (base + k) % f.ipsPerName));
-    b.dnsResponse(b.pick(f.endpoints), s3Name(n), ips, 5, !seen ? 'dns-new-name' : fresh ? 'dns-new-ip' : 'dns-refresh');
+    b.dnsResponse(b.pick(f.endpoints), s3Name(n), ips, 5, !seen ? 'dns-new-name' : fresh ? 'dns-new-ip' : 'dns-refresh', f.server);
     if (++answers % 20 === 0) b.advanceTime(1);
   }
 }

@@ -47,7 +47,15 @@ export type TraceEventJson = { readonly tag?: string } & (
   | { readonly type: 'upsertPolicy'; readonly manifest: Readonly<Record<string, unknown>> }
   | { readonly type: 'deletePolicy'; readonly ref: { readonly kind: PolicyKind; readonly namespace?: string; readonly name: string } }
   | { readonly type: 'phase'; readonly name: string }
-  | { readonly type: 'dnsResponse'; readonly endpoint: string; readonly name: string; readonly ips: readonly string[]; readonly ttl: number }
+  | {
+      readonly type: 'dnsResponse';
+      readonly endpoint: string;
+      readonly name: string;
+      readonly ips: readonly string[];
+      readonly ttl: number;
+      /** The DNS server the query went to (its address and UDP port): the engine then judges the query as a flow. */
+      readonly server?: { readonly ip: string; readonly port: number };
+    }
   | { readonly type: 'advanceTime'; readonly seconds: number }
 );
 
@@ -88,7 +96,7 @@ function readHeader(r: Reader, v: unknown): TraceHeader {
 }
 
 function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): TraceItem {
-  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'seconds']);
+  const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'server', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
   const allowed: Record<(typeof EVENT_TYPES)[number], string[]> = {
@@ -99,7 +107,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
     upsertPolicy: ['manifest'],
     deletePolicy: ['ref'],
     phase: ['name'],
-    dnsResponse: ['endpoint', 'name', 'ips', 'ttl'],
+    dnsResponse: ['endpoint', 'name', 'ips', 'ttl', 'server'],
     advanceTime: ['seconds'],
   };
   const o = r.object(v, '', ['type', 'tag', ...allowed[type]]);
@@ -113,7 +121,10 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
       const bad = fqdnSyntaxError('matchName', name);
       if (bad !== undefined) r.fail('name', bad);
       const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
-      return ev({ type, endpoint, name, ips, ttl: r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS) });
+      const ttl = r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS);
+      if (absent(o.server)) return ev({ type, endpoint, name, ips, ttl });
+      const server = r.object(o.server, 'server', ['ip', 'port']);
+      return ev({ type, endpoint, name, ips, ttl, server: { ip: readIp(r, server.ip, 'server.ip'), port: r.intInRange(server.port, 'server.port', 1, 65535) } });
     }
     case 'advanceTime':
       return ev({ type, seconds: r.intInRange(o.seconds, 'seconds', 0, MAX_SECONDS) });

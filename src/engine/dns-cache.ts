@@ -1,4 +1,4 @@
-import type { IpAddress } from '../model/cidr.js';
+import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, normalizeFqdn } from '../model/fqdn.js';
 import { IpKey, ipKey, IpMap, ipOfKey } from './ip-key.js';
 
@@ -53,6 +53,9 @@ export class DnsCache {
   private readonly wheel = new Map<number, Batch[]>();
   /** IP → its live names. */
   private readonly live = new IpMap<LiveNames>();
+  /** The live IPs by prefix (IPv4) and as a set (IPv6): which learnt IPs a CIDR holds. */
+  private readonly liveV4 = new V4Prefixes();
+  private readonly liveV6 = new Set<string>();
 
   constructor(
     readonly options: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
@@ -71,6 +74,17 @@ export class DnsCache {
 
   get liveIpCount(): number {
     return this.live.size;
+  }
+
+  /**
+   * Calls `onIp` with every live IP inside `cidr`; returns how many IPs it looked at: for IPv4
+   * those inside plus none (a prefix of /24 or shorter) or only those of the same /24 (longer),
+   * for IPv6 every live IPv6 address.
+   */
+  liveWithin(cidr: Cidr, onIp: (ip: IpKey) => void): number {
+    if (cidr.family === 'ipv4') return this.liveV4.within(Number(cidr.network), cidr.prefixLength, onIp);
+    for (const key of this.liveV6) if (cidrContainsIp(cidr, ipOfKey(key))) onIp(key);
+    return this.liveV6.size;
   }
 
   /** Records an answer the proxy learnt (`recordDnsAnswer`); `undo` gets the inverse operation. */
@@ -265,6 +279,8 @@ export class DnsCache {
     if (sign > 0) {
       if (v === undefined) {
         this.live.set(key, name);
+        if (typeof key === 'number') this.liveV4.add(key >>> 0);
+        else this.liveV6.add(key);
         changed(key);
       } else if (typeof v === 'string') {
         this.live.set(key, v === name ? new Map([[name, 2]]) : new Map([[v, 1], [name, 1]]));
@@ -279,6 +295,8 @@ export class DnsCache {
     }
     if (typeof v === 'string') {
       this.live.delete(key);
+      if (typeof key === 'number') this.liveV4.remove(key >>> 0);
+      else this.liveV6.delete(key);
       changed(key);
       return;
     }
@@ -293,5 +311,111 @@ export class DnsCache {
       const [only, c] = m.entries().next().value as [string, number];
       if (c === 1) this.live.set(key, only);
     }
+  }
+}
+
+/** Eight 32-bit words: which low bytes of one /24 are live. */
+type Bits = number[];
+
+function popcount(bits: Bits): number {
+  let n = 0;
+  for (let w of bits) {
+    for (; w !== 0; w &= w - 1) n++;
+  }
+  return n;
+}
+
+/**
+ * Live IPv4 addresses by prefix, to find those inside a CIDR in time proportional to them: Maps by
+ * the first, second and third byte, then per /24 the low byte of its one address, or a 256-bit
+ * bitmap once it has two (a few bytes per address when dense, no object per address when sparse).
+ * Addresses are unsigned 32-bit numbers here; `within` reports IpKeys (signed).
+ */
+class V4Prefixes {
+  private readonly top = new Map<number, Map<number, Map<number, number | Bits>>>();
+
+  add(u: number): void {
+    let m1 = this.top.get(u >>> 24);
+    if (!m1) this.top.set(u >>> 24, (m1 = new Map()));
+    let m2 = m1.get((u >>> 16) & 255);
+    if (!m2) m1.set((u >>> 16) & 255, (m2 = new Map()));
+    const b2 = (u >>> 8) & 255;
+    const lo = u & 255;
+    const leaf = m2.get(b2);
+    if (leaf === undefined) m2.set(b2, lo);
+    else if (typeof leaf === 'number') {
+      if (leaf === lo) return;
+      const bits: Bits = [0, 0, 0, 0, 0, 0, 0, 0];
+      bits[leaf >>> 5] = (bits[leaf >>> 5] as number) | (1 << (leaf & 31));
+      bits[lo >>> 5] = (bits[lo >>> 5] as number) | (1 << (lo & 31));
+      m2.set(b2, bits);
+    } else leaf[lo >>> 5] = (leaf[lo >>> 5] as number) | (1 << (lo & 31));
+  }
+
+  remove(u: number): void {
+    const m1 = this.top.get(u >>> 24);
+    const m2 = m1?.get((u >>> 16) & 255);
+    const b2 = (u >>> 8) & 255;
+    const lo = u & 255;
+    const leaf = m2?.get(b2);
+    if (!m1 || !m2 || leaf === undefined) return;
+    if (typeof leaf === 'number') {
+      if (leaf !== lo) return;
+      m2.delete(b2);
+    } else {
+      leaf[lo >>> 5] = (leaf[lo >>> 5] as number) & ~(1 << (lo & 31));
+      // Back to one address: its low byte again.
+      if (popcount(leaf) === 1) m2.set(b2, leaf.findIndex((w) => w !== 0) * 32 + (31 - Math.clz32(leaf.find((w) => w !== 0) as number)));
+      return;
+    }
+    if (m2.size > 0) return;
+    m1.delete((u >>> 16) & 255);
+    if (m1.size === 0) this.top.delete(u >>> 24);
+  }
+
+  /** Calls `onIp` with every address inside network/len; returns how many addresses it looked at. */
+  within(network: number, len: number, onIp: (ip: IpKey) => void): number {
+    let seen = 0;
+    const byte = (i: number): number => (network >>> (24 - 8 * i)) & 255;
+    // At byte i: every child (the prefix ends before it), the children whose high bits the prefix
+    // fixes (it ends inside it: at most 128 probes, or the children if fewer), or one child.
+    const level = <T>(m: Map<number, T>, i: number, each: (v: T, prefix: number) => void, prefix: number): void => {
+      const free = Math.min(8, Math.max(0, 8 * (i + 1) - len));
+      if (free === 8) {
+        for (const [b, v] of m) each(v, prefix * 256 + b);
+        return;
+      }
+      const from = byte(i) & ~((1 << free) - 1);
+      if (m.size < 1 << free) {
+        for (const [b, v] of m) if (b >= from && b < from + (1 << free)) each(v, prefix * 256 + b);
+        return;
+      }
+      for (let b = from; b < from + (1 << free); b++) {
+        const v = m.get(b);
+        if (v !== undefined) each(v, prefix * 256 + b);
+      }
+    };
+    // Inside a /24: the low bytes from `first` for `span` addresses (all 256 for /24 and shorter).
+    const span = len <= 24 ? 256 : 2 ** (32 - len);
+    const first = len <= 24 ? 0 : network & 255 & ~(span - 1);
+    level(this.top, 0, (m1, p0) => level(m1, 1, (m2, p1) => level(m2, 2, (leaf, p2) => {
+      const base = p2 * 256;
+      if (typeof leaf === 'number') {
+        if (leaf >= first && leaf < first + span) {
+          seen++;
+          onIp((base + leaf) | 0);
+        }
+        return;
+      }
+      for (let wi = first >>> 5; wi <= (first + span - 1) >>> 5; wi++) {
+        for (let w = leaf[wi] as number; w !== 0; w &= w - 1) {
+          const lo = wi * 32 + 31 - Math.clz32(w & -w);
+          if (lo < first || lo >= first + span) continue;
+          seen++;
+          onIp((base + lo) | 0);
+        }
+      }
+    }, p1), p0), 0);
+    return seen;
   }
 }

@@ -235,26 +235,9 @@ export class FqdnStage {
     if (cidrs.length > 0) this.dirtyWithin(cidrs);
   }
 
-  /** Marks the learnt IPs inside these prefixes (a CIDR identity appeared or went): one pass over the learnt IPs. */
+  /** Marks the learnt IPs inside these prefixes (a CIDR identity appeared or went): only those are looked at (IPv4; `liveWithin`). */
   private dirtyWithin(cidrs: readonly Cidr[]): void {
-    const v4 = cidrs.filter((c) => c.family === 'ipv4').map((c) => {
-      const shift = 32 - c.prefixLength;
-      return { network: Number(c.network), shift };
-    });
-    const hasV6 = cidrs.some((c) => c.family === 'ipv6');
-    for (const ip of this.cache.liveIps()) {
-      if (typeof ip === 'string') {
-        if (hasV6) this.dirty.add(ip);
-        continue;
-      }
-      const u = ip >>> 0;
-      for (const c of v4) {
-        if (c.shift === 32 || Math.floor(u / 2 ** c.shift) === Math.floor(c.network / 2 ** c.shift)) {
-          this.dirty.add(ip);
-          break;
-        }
-      }
-    }
+    for (const c of cidrs) this.ctx.stats.fqdnIpsScanned += this.cache.liveWithin(c, this.changed);
   }
 
   /** Looks at the FQDN selectors in force if they may have changed; when they did, every learnt IP is re-identified at settle. */

@@ -27,6 +27,8 @@ export interface EngineStats {
   fqdnIdentitiesRefused: number;
   /** Learnt IPs whose FQDN identity was recomputed (the FQDN stage's work). */
   fqdnIpsChecked: number;
+  /** Learnt IPs looked at to find those inside a CIDR identity that appeared or went. */
+  fqdnIpsScanned: number;
 }
 
 export function emptyStats(): EngineStats {
@@ -44,6 +46,7 @@ export function emptyStats(): EngineStats {
     proxyPortsAllocated: 0,
     fqdnIdentitiesRefused: 0,
     fqdnIpsChecked: 0,
+    fqdnIpsScanned: 0,
   };
 }
 
@@ -63,5 +66,6 @@ export function diffStats(after: EngineStats, before: EngineStats): EngineStats 
     proxyPortsAllocated: after.proxyPortsAllocated - before.proxyPortsAllocated,
     fqdnIdentitiesRefused: after.fqdnIdentitiesRefused - before.fqdnIdentitiesRefused,
     fqdnIpsChecked: after.fqdnIpsChecked - before.fqdnIpsChecked,
+    fqdnIpsScanned: after.fqdnIpsScanned - before.fqdnIpsScanned,
   };
 }

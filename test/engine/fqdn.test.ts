@@ -4,7 +4,8 @@ import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
 import { applyEventToCluster, diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
 import { engineDecision } from '../../src/harness/engine-decider.js';
-import { parseIp } from '../../src/model/cidr.js';
+import { cidrContainsIp, parseCidr, parseIp } from '../../src/model/cidr.js';
+import { DnsCache } from '../../src/engine/dns-cache.js';
 import { ClusterState, EMPTY_CLUSTER, Pod, upsertExternal } from '../../src/model/cluster.js';
 import { DnsCacheOptions, EMPTY_DNS_CACHE } from '../../src/model/fqdn.js';
 
@@ -345,6 +346,35 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
   });
 });
 
+describe('the DNS cache finds the live IPs inside a CIDR by prefix', () => {
+  it('gives exactly the live IPs inside, looking at no other (property, against a scan)', () => {
+    const addr = fc.tuple(fc.constantFrom(10, 52, 198, 255), fc.constantFrom(0, 51, 255), fc.constantFrom(0, 1, 100), fc.integer({ min: 0, max: 255 })).map((b) => b.join('.'));
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.record({ ips: fc.array(addr, { minLength: 1, maxLength: 6 }), ttl: fc.integer({ min: 1, max: 5 }) }), fc.integer({ min: 1, max: 3 })), { maxLength: 30 }),
+        fc.array(fc.tuple(addr, fc.integer({ min: 0, max: 32 })), { minLength: 1, maxLength: 5 }),
+        (steps, cidrs) => {
+          const cache = new DnsCache();
+          for (const st of steps) {
+            if (typeof st === 'number') cache.advance(st, () => undefined);
+            else cache.record('apps/a', 'n.example.com', st.ips.map(parseIp), st.ttl, () => undefined);
+          }
+          const live = [...cache.liveIps()];
+          for (const [a, len] of cidrs) {
+            const cidr = parseCidr(`${a}/${len}`);
+            const got: number[] = [];
+            const seen = cache.liveWithin(cidr, (ip) => got.push(ip as number));
+            const want = live.filter((ip) => cidrContainsIp(cidr, parseIp(ipText(ip as number))));
+            expect(got.sort()).toEqual([...want].sort());
+            expect(seen).toBe(want.length);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
 describe('FQDN scale: restore with identity numbers, the combination limit, O(1) for unrelated transactions', () => {
   const dnsPolicy = cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
   const fqdn = (name: string, app: string, sels: object[]): Policy => cnp(name, { endpointSelector: { matchLabels: { app } }, egress: [{ toFQDNs: sels, toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] });
@@ -413,8 +443,12 @@ describe('FQDN scale: restore with identity numbers, the combination limit, O(1)
     expect(checked([{ type: 'deletePod', namespace: 'apps', name: 'other' }])).toBe(0);
     // A pod takes one learnt IP: that IP only.
     expect(checked([{ type: 'upsertPod', pod: { ...unrelatedPod, ip: parseIp(ips[7] as string) }, local: true }])).toBe(1);
-    // A CIDR identity over 4 learnt IPs: those.
-    expect(checked([{ type: 'upsertPolicy', policy: cnp('cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toCIDR: ['198.51.100.0/30'] }] }) }])).toBe(4);
+    // A CIDR identity over 4 learnt IPs: those, and only those are looked at (not the 400).
+    const cidrAdded = engine.apply([{ type: 'upsertPolicy', policy: cnp('cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toCIDR: ['198.51.100.0/30'] }] }) }]).work;
+    expect([cidrAdded.fqdnIpsChecked, cidrAdded.fqdnIpsScanned]).toEqual([4, 4]);
+    // A /23 over 256 + 144 of them, then a /25 over 128, freed: those.
+    expect(engine.apply([{ type: 'upsertPolicy', policy: cnp('cidr', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toCIDR: ['198.51.101.0/25'] }] }) }]).work.fqdnIpsScanned).toBe(4 + 128);
+    expect(engine.apply([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'apps', name: 'cidr' } }]).work.fqdnIpsScanned).toBe(128);
     // A new FQDN selector in force: every learnt IP (the selector sets may change).
     expect(checked([{ type: 'upsertPolicy', policy: fqdn('p2', 'client-b', [{ matchName: 'n0.example.com' }]) }])).toBe(ips.length);
   });
@@ -426,4 +460,9 @@ function stateOf(_engine: Engine): ClusterState {
   for (const pod of PODS) state = applyEventToCluster(state, { type: 'upsertPod', pod, local: true });
   for (const ip of ['203.0.113.7', '198.51.100.2']) state = upsertExternal(state, { name: ip, ip: parseIp(ip) });
   return state;
+}
+
+function ipText(key: number): string {
+  const v = key >>> 0;
+  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }

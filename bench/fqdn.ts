@@ -2,7 +2,8 @@
  * toFQDNs (issue 16): latency from a `dnsResponse` to its change set, for the first answer of a
  * new name and for new IPs of a known name, with NAMES names of IPS_PER_NAME IPs each learnt
  * (TTL one hour, so the whole pool stays live), and the heap with the pool learnt.
- * 100 local endpoints in 10 identities; DNS through the proxy (matchPattern "*"); one pattern
+ * 100 local endpoints in 10 identities; DNS through the proxy (matchPattern "*"), every answer
+ * from a DNS server pod (so each query is judged as a flow to it); one pattern
  * policy `*.s3.*.amazonaws.com` on 443 for all and 100 `matchName` policies.
  *
  *   npm run bench:fqdn      (writes bench/results/fqdn.json; BENCH_NAMES, BENCH_IPS_PER_NAME, BENCH_OUT)
@@ -31,6 +32,8 @@ function ip(i: number, j: number): IpAddress {
   const v = 0x34000000 + i * IPS_PER_NAME + j;
   return { family: 'ipv4', value: BigInt(v), text: `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}` };
 }
+/** The DNS server every answer comes from: a pod the DNS rule selects. */
+const SERVER = { ip: parseIp('10.1.255.53'), port: 53 };
 const cnp = (n: string, spec: object) => parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: n, namespace: 'apps' }, spec }, `${n}.yaml`, { fqdn: true });
 
 function setup(): Engine {
@@ -39,6 +42,7 @@ function setup(): Engine {
   for (let i = 0; i < ENDPOINTS; i++) {
     events.push({ type: 'upsertPod', local: true, pod: { namespace: 'apps', name: `client-${i}`, labels: { app: `client-${i % 10}` }, ip: parseIp(`10.1.${i >> 8}.${i & 255}`), serviceAccount: 'default', ports: [] } });
   }
+  events.push({ type: 'upsertPod', local: false, pod: { namespace: 'apps', name: 'dns', labels: { app: 'dns' }, ip: SERVER.ip, serviceAccount: 'default', ports: [] } });
   const https = [{ ports: [{ port: '443', protocol: 'TCP' }] }];
   events.push({ type: 'upsertPolicy', policy: cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] }] }) });
   events.push({ type: 'upsertPolicy', policy: cnp('s3', { endpointSelector: {}, egress: [{ toFQDNs: [{ matchPattern: '*.s3.*.amazonaws.com' }], toPorts: https }] }) });
@@ -64,7 +68,7 @@ const series = (): Series => ({ ns: [], cpuUs: [], withPolicyDeltasCpuUs: [], po
 function answer(engine: Engine, s: Series, i: number, from: number, k: number): void {
   const ips = [];
   for (let j = from; j < from + PER_ANSWER; j++) ips.push(ip(i, j));
-  const e: EngineEvent = { type: 'dnsResponse', endpoint: `apps/client-${k % ENDPOINTS}`, name: name(i), ips, ttl: 3600 };
+  const e: EngineEvent = { type: 'dnsResponse', endpoint: `apps/client-${k % ENDPOINTS}`, name: name(i), ips, ttl: 3600, server: SERVER };
   const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const cs = engine.apply([e]);

@@ -1,10 +1,10 @@
 import { Cidr, IpAddress } from '../model/cidr.js';
 import { compileFqdnSelector, FqdnMatcher } from '../model/fqdn.js';
 import type { DnsServer, FqdnEvent } from '../model/fqdn-events.js';
-import { IdentityId, worldLabels } from '../model/identity.js';
-import { l7Allows, type DnsQuery } from '../model/l7.js';
+import { ANY_IDENTITY, IdentityId, worldLabels } from '../model/identity.js';
+import { l7Allows, l7PolicyAllows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
-import { datapathLookup, LookupResult, maskPort, policyKeyString } from '../model/policy-map.js';
+import { l4PrefixBits, LookupResult, maskPort, pickWinner, policyKeyString } from '../model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import { L7Rules, Policy, policyRefKey } from '../model/rules.js';
 import { Selector, selectorMatches } from '../model/selector.js';
@@ -19,6 +19,13 @@ import { SelectorCache, SOURCE_FQDN } from './selector-cache.js';
 import type { SharedMaps } from './shared-maps.js';
 
 const MAX_MEMOISED_NAMES = 100_000;
+const MAX_MEMOISED_PROBES = 4096;
+
+/** The key strings one identity's LPM lookup probes (`longestMatch`), longest prefix first. */
+interface ProbeKeys {
+  readonly specific: readonly string[];
+  readonly wildcard: readonly string[] | undefined;
+}
 
 interface DnsRule {
   readonly subject: Selector;
@@ -79,6 +86,8 @@ export class FqdnStage {
   private readonly combinations = new Map<IdentityRecord, number>();
   /** IPs left unselected by the limit: retried when a combination identity goes. */
   private readonly refused = new Set<IpKey>();
+  /** (server identity, port) → the keys its query's lookup probes. */
+  private readonly probes = new Map<number, ProbeKeys>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -149,9 +158,20 @@ export class FqdnStage {
     const m = this.maps.byEndpoint.get(endpoint);
     if (!m) return false;
     const peer = this.serverIdentity(server.ip);
-    const hit = pendingLookup(m.state, peer, PROTOCOL_NUMBER.UDP, server.port);
-    if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
     const request: { dns: DnsQuery } = { dns: { name } };
+    const keys = this.probeKeys(peer, server.port);
+    if (!this.ctx.dirtyMaps.has(m)) {
+      // Untouched in this transaction: the settled entries and L7 rows are current (no garbage but the request).
+      const hit = probe(m.state.entries, keys);
+      if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
+      const rows = m.state.l7;
+      const rid = `egress/${hit.key.protocol}/${hit.key.port}/dns|`;
+      const own = rows.get(rid + peer);
+      const any = peer === ANY_IDENTITY ? undefined : rows.get(rid + ANY_IDENTITY);
+      return (own !== undefined && l7PolicyAllows(own.policy, request)) || (any !== undefined && l7PolicyAllows(any.policy, request));
+    }
+    const hit = probe(pendingEntries(m.state), keys);
+    if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
     const redirect = { direction: 'egress' as const, protocol: hit.key.protocol, port: hit.key.port, parser: 'dns' as const };
     // The peer's L7 row and the any-peer row (explain.ts l7Verdict / l7AllowedBy), from the raw contributions.
     for (const c of m.state.l7Contributions(redirect, peer)) {
@@ -160,6 +180,18 @@ export class FqdnStage {
       if (PARSER_OF_CODE[c.entry.proxyPort] === 'dns' && c.l7 && l7Allows(c.l7, request)) return true;
     }
     return false;
+  }
+
+  /** The policy keys an egress lookup of (peer, UDP, port) probes, longest first per identity (memoised: no strings per answer). */
+  private probeKeys(peer: IdentityId, port: number): ProbeKeys {
+    const k = peer * 65536 + port;
+    let keys = this.probes.get(k);
+    if (keys === undefined) {
+      if (this.probes.size >= MAX_MEMOISED_PROBES) this.probes.clear();
+      keys = { specific: lookupKeys(peer, PROTOCOL_NUMBER.UDP, port), wildcard: peer === ANY_IDENTITY ? undefined : lookupKeys(ANY_IDENTITY, PROTOCOL_NUMBER.UDP, port) };
+      this.probes.set(k, keys);
+    }
+    return keys;
   }
 
   /**
@@ -383,20 +415,36 @@ export class FqdnStage {
   }
 }
 
+function lookupKeys(identity: IdentityId, protocol: number, port: number): string[] {
+  const out: string[] = [];
+  for (let len = 16; len >= 0; len--) out.push(policyKeyString({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len }));
+  out.push(policyKeyString({ identity, direction: 'egress', protocol: 0, port: 0, portPrefixLen: 0 }));
+  return out;
+}
+
+/** Entries by key string: the settled ones, or those the next settle will make (`pendingEntries`). */
+interface EntryReader {
+  get(ks: string): LookupResult | undefined;
+}
+
+/** A map state's entries as the next settle will make them (mid-transaction: `entries` lags behind). */
+function pendingEntries(state: MapState): EntryReader {
+  return { get: (ks) => state.pendingEntry(ks) };
+}
+
 /**
- * The datapath's lookup (`datapathLookup`) over the entries the map will hold after the next
- * settle: only the keys a lookup of (peer, egress, protocol, port) probes are computed.
+ * The datapath's lookup (`datapathLookup`): the longest match for the peer and for identity 0,
+ * then the higher precedence, the longer L4 prefix, the specific one (`pickWinner`).
  */
-function pendingLookup(state: MapState, peer: IdentityId, protocol: number, port: number): LookupResult | undefined {
-  const probed = new Map<string, LookupResult>();
-  for (const identity of peer === 0 ? [0] : [peer, 0]) {
-    const keys = [{ identity, direction: 'egress' as const, protocol: 0, port: 0, portPrefixLen: 0 }];
-    for (let len = 0; len <= 16; len++) keys.push({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len });
-    for (const k of keys) {
-      const ks = policyKeyString(k);
-      const r = state.pendingEntry(ks);
-      if (r) probed.set(ks, r);
+function probe(entries: EntryReader, keys: ProbeKeys): LookupResult | undefined {
+  const longest = (ks: readonly string[]): LookupResult | undefined => {
+    for (const k of ks) {
+      const r = entries.get(k);
+      if (r) return r;
     }
-  }
-  return datapathLookup(probed, peer, 'egress', protocol, port);
+    return undefined;
+  };
+  const specific = longest(keys.specific);
+  const wildcard = keys.wildcard && longest(keys.wildcard);
+  return pickWinner(specific, wildcard, (r) => r.entry.precedence, (r) => l4PrefixBits(r.key));
 }

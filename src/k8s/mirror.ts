@@ -145,8 +145,9 @@ export class ClusterMirror {
       desired = deleted ? undefined : this.meaning(kind, obj, source);
     } catch (e) {
       this.counts.invalid++;
-      this.warn('object skipped: it cannot be read', { source, key, error: (e as Error).message });
-      desired = undefined;
+      desired = keptOnUnreadable(state?.desired);
+      const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
+      this.warn(msg, { source, key, error: (e as Error).message });
     }
     this.setDesired(key, rvs ?? state?.rv, desired);
     return key;
@@ -288,6 +289,17 @@ export class ClusterMirror {
     }
     return order.flat();
   }
+}
+
+/**
+ * What an object that cannot be read (an update distill refuses) stands for: a policy, namespace
+ * or identity keeps its last readable version, as Cilium's policy watcher returns on a validation
+ * or parse error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go
+ * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
+ * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
+ */
+function keptOnUnreadable(had: Held | undefined): Held | undefined {
+  return had === undefined || had.kind === 'Pod' ? undefined : had;
 }
 
 /** Batch position: identities, namespaces, policies, pods (upserts) then pod, policy, namespace deletes. */

@@ -28,7 +28,12 @@ export interface MirrorBatch {
   readonly events: readonly AgentEvent[];
   /** The engine applied the events: the mirror now holds what they describe. */
   commit(): void;
-  /** The engine refused them: the mirror keeps what the engine holds (the objects are retried when they change). */
+  /**
+   * The engine refused them: the mirror keeps what the engine holds. The objects are retried: a
+   * refused batch of several objects one object per flush next (so one object the engine refuses
+   * cannot hold back the others), a refused single object when it changes or after the next
+   * committed change (what it conflicted with may have gone).
+   */
   rollback(): void;
 }
 
@@ -98,6 +103,10 @@ export class ClusterMirror {
   /** What the engine holds, by object key. */
   private readonly held = new Map<string, Held>();
   private readonly dirty = new Set<string>();
+  /** Objects whose change the engine refused on its own: retried when they change or after the next commit. */
+  private readonly refused = new Set<string>();
+  /** After a refused batch of several objects: flush one object at a time until the backlog is through. */
+  private oneAtATime = false;
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -155,6 +164,7 @@ export class ClusterMirror {
 
   private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
     this.objects.set(key, { rv, desired });
+    this.refused.delete(key);
     this.dirty.add(key);
     if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
     else this.deadlines.delete(key);
@@ -251,19 +261,37 @@ export class ClusterMirror {
     this.expire();
     const next = new Map<string, Held | undefined>();
     for (const key of this.dirty) {
+      this.dirty.delete(key);
       const want = this.objects.get(key)?.desired;
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
+      if (this.oneAtATime && next.size > 0) break;
     }
-    this.dirty.clear();
+    if (this.dirty.size === 0) this.oneAtATime = false;
     const events = this.eventsFor(next);
     return {
       events,
       commit: () => this.commit(next),
-      rollback: () => {},
+      rollback: () => this.rollback(next),
     };
   }
 
+  private rollback(next: Map<string, Held | undefined>): void {
+    if (next.size === 1) {
+      for (const key of next.keys()) this.refused.add(key);
+      return;
+    }
+    // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
+    const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
+    const keys = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    for (const key of keys) this.dirty.add(key);
+    this.oneAtATime = true;
+  }
+
   private commit(next: Map<string, Held | undefined>): void {
+    if (next.size > 0) {
+      for (const key of this.refused) this.dirty.add(key);
+      this.refused.clear();
+    }
     for (const [key, want] of next) {
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);

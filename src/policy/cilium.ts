@@ -314,6 +314,19 @@ function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
   return p;
 }
 
+/**
+ * A numeric port string as Cilium reads it: `strconv.ParseUint(port, 0, 16)` (PortProtocol.Validate
+ * and createL4Filter, pkg/policy/api and pkg/policy/l4.go), base 0, so a leading 0 means octal:
+ * "010" is port 8, and "08" is refused.
+ */
+function goPortNumber(r: Reader, raw: string, path: string): number {
+  const octal = raw.length > 1 && raw.startsWith('0');
+  if (octal && !/^0[0-7]+$/.test(raw)) r.fail(path, `"${raw}" is not a port number: Cilium reads a leading 0 as octal (strconv.ParseUint base 0)`);
+  const port = octal ? parseInt(raw, 8) : Number(raw);
+  if (port > MAX_PORT) r.fail(path, `${raw} is above ${MAX_PORT}`);
+  return port;
+}
+
 function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   const o = r.object(v, path, ['port', 'endPort', 'protocol']);
   const protocol = parseProtocol(r, o.protocol, join(path, 'protocol'));
@@ -323,8 +336,7 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   if (absent(o.port) || o.port === '') r.fail(join(path, 'port'), 'is required (Cilium: "port must be specified"; "0" means every port)');
   const raw = typeof o.port === 'number' ? String(o.port) : r.string(o.port, join(path, 'port'));
   if (/^\d+$/.test(raw)) {
-    port = Number(raw);
-    if (port > MAX_PORT) r.fail(join(path, 'port'), `${port} is above ${MAX_PORT}`);
+    port = goPortNumber(r, raw, join(path, 'port'));
   } else if (isValidPortName(raw.toLowerCase())) {
     named = raw.toLowerCase();
   } else {

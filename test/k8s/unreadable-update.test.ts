@@ -78,3 +78,15 @@ describe('agent: an update that cannot be read', () => {
     expect(a.warn).toEqual(['object skipped: it cannot be read']);
   });
 });
+
+describe('CiliumIdentity objects the engine cannot take', () => {
+  it('are unreadable (skipped with a warning), not handed to the engine to refuse the whole batch', async () => {
+    const { identityOf } = await import('../../src/k8s/objects.js');
+    const id = (name: string, labels: Record<string, string>) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: { name }, 'security-labels': labels });
+    expect(() => identityOf(id('5', { 'k8s:app': 'x' }), 'ids')).toThrow(/ids metadata\.name: "5" is not an identity number of a cluster identity \(256\.\.16777215\)/);
+    expect(() => identityOf(id('16777216', { 'k8s:app': 'x' }), 'ids')).toThrow(/"16777216" is not an identity number/);
+    expect(() => identityOf(id('300', { 'reserved:host': '' }), 'ids')).toThrow(/ids security-labels\["reserved:host"\]: .*not a cluster identity source/);
+    expect(() => identityOf(id('300', {}), 'ids')).toThrow(/security-labels: must not be empty/);
+    expect(identityOf(id('300', { 'k8s:app': 'x' }), 'ids')).toEqual({ id: 300, labels: { 'k8s:app': 'x' } });
+  });
+});

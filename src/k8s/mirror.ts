@@ -2,6 +2,7 @@ import type { EngineEvent } from '../engine/events.js';
 import type { Pod } from '../model/cluster.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
+import { failClosedStandIn } from '../policy/stand-in.js';
 import { identityOf, IdentityEvent, KnownKind, namespaceOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
@@ -235,8 +236,20 @@ export class ClusterMirror {
         // What a policy means: its spec and its name; not its status or bookkeeping metadata.
         const manifest = { ...obj, metadata: { name: md.name, ...(md.namespace !== undefined ? { namespace: md.namespace } : {}), ...(md.labels !== undefined ? { labels: md.labels } : {}) } };
         delete (manifest as Record<string, unknown>).status;
-        return { kind: 'Policy', policy: parseManifest(manifest, source), sig: canonical(manifest) };
+        return { kind: 'Policy', policy: this.policyOf(manifest, source), sig: canonical(manifest) };
       }
+    }
+  }
+
+  /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
+  private policyOf(manifest: Record<string, unknown>, source: string): Policy {
+    try {
+      return parseManifest(manifest, source);
+    } catch (e) {
+      const standIn = failClosedStandIn(manifest, source, e);
+      if (standIn === undefined) throw e;
+      this.warn('policy enforced fail-closed: it uses what distill does not read', { source, error: (e as Error).message });
+      return standIn;
     }
   }
 

@@ -15,6 +15,7 @@ import { parseManifest } from './manifest.js';
 export function failClosedStandIn(doc: unknown, source: string, error: unknown): Policy | undefined {
   if (!unsupported(error) || typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
   const o = doc as Record<string, unknown>;
+  if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
   if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
   const parses = (spec: unknown): unknown => {
     try {
@@ -70,4 +71,32 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   }
   // Spec-level fields distill does not read (a newer CRD): isolate what the spec has rules for.
   return parses(out) === undefined ? out : undefined;
+}
+
+/** The experimental ClusterNetworkPolicy peers distill refuses (src/policy/clusternetworkpolicy.ts). */
+const EXPERIMENTAL_PEERS = ['nodes', 'domainNames'];
+
+/**
+ * A ClusterNetworkPolicy whose peers include an experimental one distill does not read: each such
+ * peer becomes one distill does not know, which the API makes fail closed (an Accept rule's peer
+ * matches nothing, a Deny or Pass rule with one denies everything: apis/v1alpha2
+ * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
+ */
+function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
+  const spec = o.spec;
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return undefined;
+  const peer = (p: unknown): unknown => {
+    if (typeof p !== 'object' || p === null || Array.isArray(p)) return p;
+    const fields = Object.keys(p).filter((k) => EXPERIMENTAL_PEERS.includes(k));
+    return fields.length === 0 ? p : { notReadByDistill: fields };
+  };
+  const rules = (list: unknown, peers: 'from' | 'to'): unknown =>
+    Array.isArray(list) ? list.map((r: unknown) => (typeof r === 'object' && r !== null && Array.isArray((r as Record<string, unknown>)[peers]) ? { ...r, [peers]: ((r as Record<string, unknown>)[peers] as unknown[]).map(peer) } : r)) : list;
+  const s = spec as Record<string, unknown>;
+  const rewritten = { ...s, ...(s.ingress !== undefined ? { ingress: rules(s.ingress, 'from') } : {}), ...(s.egress !== undefined ? { egress: rules(s.egress, 'to') } : {}) };
+  try {
+    return parseManifest({ ...o, spec: rewritten }, source);
+  } catch {
+    return undefined;
+  }
 }

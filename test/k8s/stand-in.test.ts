@@ -66,4 +66,17 @@ describe('agent: a Cilium policy with a field distill does not read', () => {
     const host = run(cnp({ nodeSelector: {}, ingress: [fromClient] }, 'CiliumClusterwideNetworkPolicy'));
     expect(host.warn).toEqual(['object skipped: it cannot be read']);
   });
+  it('a ClusterNetworkPolicy Deny rule with an experimental peer denies all its traffic (the API: unknown peers fail closed)', () => {
+    const cnpol = (action: string): Obj => ({
+      apiVersion: 'policy.networking.k8s.io/v1alpha2',
+      kind: 'ClusterNetworkPolicy',
+      metadata: { name: 'no-nodes', resourceVersion: '10' },
+      spec: { tier: 'Admin', priority: 5, subject: { pods: { podSelector: { matchLabels: { app: 'server' } } } }, egress: [{ name: 'nodes', action, to: [{ nodes: { matchLabels: {} } }] }] },
+    });
+    const deny = run(cnpol('Deny'));
+    expect(deny.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    expect(deny.verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'allow', 'egress client': 'deny', 'egress other': 'deny' });
+    // An Accept rule's unknown peer matches nothing: nothing changes.
+    expect(run(cnpol('Accept')).verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'allow', 'egress client': 'allow', 'egress other': 'allow' });
+  });
 });

@@ -31,7 +31,7 @@ export interface MirrorBatch {
   commit(): void;
   /**
    * The engine refused them: the mirror keeps what the engine holds. The objects are retried: a
-   * refused batch of several objects one object per flush next (so one object the engine refuses
+   * refused batch of several objects in halves, in its order (so one object the engine refuses
    * cannot hold back the others), a refused single object when it changes or after the next
    * committed change (what it conflicted with may have gone).
    */
@@ -106,8 +106,8 @@ export class ClusterMirror {
   private readonly dirty = new Set<string>();
   /** Objects whose change the engine refused on its own: retried when they change or after the next commit. */
   private readonly refused = new Set<string>();
-  /** After a refused batch of several objects: flush one object at a time until the backlog is through. */
-  private oneAtATime = false;
+  /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
+  private limit = Infinity;
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -277,9 +277,9 @@ export class ClusterMirror {
       this.dirty.delete(key);
       const want = this.objects.get(key)?.desired;
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
-      if (this.oneAtATime && next.size > 0) break;
+      if (next.size >= this.limit) break;
     }
-    if (this.dirty.size === 0) this.oneAtATime = false;
+    if (this.dirty.size === 0) this.limit = Infinity;
     const events = this.eventsFor(next);
     return {
       events,
@@ -296,12 +296,17 @@ export class ClusterMirror {
     // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
     const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
     const keys = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
-    for (const key of keys) this.dirty.add(key);
-    this.oneAtATime = true;
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const key of [...keys, ...rest]) this.dirty.add(key);
+    this.limit = Math.ceil(next.size / 2);
   }
 
   private commit(next: Map<string, Held | undefined>): void {
-    if (next.size > 0) {
+    // Past the refused object: larger steps again.
+    if (this.limit !== Infinity) this.limit *= 2;
+    // Once the backlog is through, what the engine refused alone is tried again (what it conflicted with may have gone).
+    if (next.size > 0 && this.dirty.size === 0) {
       for (const key of this.refused) this.dirty.add(key);
       this.refused.clear();
     }

@@ -54,7 +54,7 @@ function agent() {
 }
 
 describe('agent: a refused batch', () => {
-  it('applies the rest of the batch one object at a time; the refused object waits', () => {
+  it('applies the rest of the batch (halving it); the refused object waits', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)));
     expect(a.verdict()).toBe('allow');
@@ -76,8 +76,18 @@ describe('agent: a refused batch', () => {
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)), ev('ADDED', deny(5)));
     // The deny's replacement arrives with its delete and with a refused object: the replacement lands first.
     const replacement = cnp('deny2', 7, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] });
-    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'upsertPolicy', 'refused', 'deletePolicy', 'refused']);
+    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'deletePolicy', 'refused']);
     expect(a.verdict()).toBe('deny');
+  });
+  it('a big refused batch is retried in halves: a few refusals, not one transaction per object', () => {
+    const a = agent();
+    a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)));
+    const pods = Array.from({ length: 60 }, (_, i) => ev('ADDED', pod(`p${i}`, 100 + i, 'n2', `10.1.0.${i}`)));
+    const flushes = a.step(ev('ADDED', deny(5)), ev('ADDED', http(6)), ...pods);
+    expect(flushes.filter((f) => f === 'refused').length).toBeLessThanOrEqual(12); // log2(62) halvings and the refused object's own tries
+    expect(flushes.length).toBeLessThanOrEqual(20);
+    expect(a.verdict()).toBe('deny');
+    expect(a.engine.identityOfPod('x/p59')).toBeDefined();
   });
   it('distill agent: a conflict in the first relist still leaves the other endpoints enforced', () => {
     const webDeny = { ...deny(6), spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] } };

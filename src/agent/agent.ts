@@ -195,7 +195,8 @@ export class Agent {
     setImmediate(() => {
       this.flushQueued = false;
       this.flush();
-      if (this.config.exitAtEof && this.ended === this.config.watch.length) this.finish();
+      // A flush that left work (a refused batch retried one object at a time) queued the next one.
+      if (this.config.exitAtEof && this.ended === this.config.watch.length && !this.flushQueued) this.finish();
     });
   }
 
@@ -224,7 +225,9 @@ export class Agent {
     const outcome = this.instrumented.apply(events);
     if (!outcome.ok) {
       this.summary.refusals++;
-      return batch.rollback();
+      batch.rollback();
+      if (!this.mirror.idle) this.queueFlush();
+      return;
     }
     batch.commit();
     source?.ack(identities.length);

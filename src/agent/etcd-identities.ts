@@ -6,7 +6,7 @@ import { connectEtcd } from '../kvstore/client.js';
 import { labelSetKey } from '../kvstore/labels.js';
 import { IdentityWatcher, type IdentityEvent } from '../kvstore/watcher.js';
 import { namespaceWithDefaults, type Pod } from '../model/cluster.js';
-import { podIdentityLabels } from '../model/identity.js';
+import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY, podIdentityLabels } from '../model/identity.js';
 
 /** What the agent's etcd identity source is told. */
 export interface EtcdIdentityOptions {
@@ -25,6 +25,8 @@ export interface EtcdIdentityStats {
   allocations: number;
   releases: number;
   failures: number;
+  /** Master keys the engine cannot take (an id outside 256..2^24-1, a label no cluster identity has): skipped. */
+  skipped: number;
   /** Microseconds of each successful allocation (etcd round trips included). */
   readonly allocationUs: number[];
 }
@@ -34,6 +36,14 @@ const podKey = (namespace: string, name: string): string => `${namespace}/${name
 /** A pod's cluster identity labels in the kvstore form (`source:key=value`). */
 export function kvLabels(pod: Pod, namespaceLabels: Readonly<Record<string, string>>): string[] {
   return podIdentityLabels(pod, namespaceLabels).map((l) => `${l.source}:${l.key}=${l.value}`);
+}
+
+/** Why the engine would refuse this cluster identity (validate.ts checkIdentityId / checkIdentityLabels), if it would. */
+function identityProblem(id: number, labels: Readonly<Record<string, string>>): string | undefined {
+  if (id < FIRST_CLUSTER_IDENTITY || id > MAX_CLUSTER_IDENTITY) return `id ${id} is not a cluster identity (${FIRST_CLUSTER_IDENTITY}..${MAX_CLUSTER_IDENTITY})`;
+  const entries = Object.entries(labels);
+  if (entries.length === 0) return 'no labels';
+  return entries.map(([k, v]) => identityLabelProblem(k, v)).find((p) => p !== undefined);
 }
 
 /** A watcher event as the engine's identity event (labels in security-labels form). */
@@ -55,7 +65,7 @@ function engineIdentityEvent(e: IdentityEvent): EngineEvent {
  * pump retries, the engine keeps its last identities (pods without an id stay default deny).
  */
 export class EtcdIdentitySource {
-  readonly stats: EtcdIdentityStats = { allocations: 0, releases: 0, failures: 0, allocationUs: [] };
+  readonly stats: EtcdIdentityStats = { allocations: 0, releases: 0, failures: 0, skipped: 0, allocationUs: [] };
   /** Called when identity events wait (the agent queues a transaction). */
   onChange: () => void = () => {};
   private readonly client: Etcd3;
@@ -69,6 +79,8 @@ export class EtcdIdentitySource {
   private readonly wanted = new Map<string, string[]>();
   private readonly held = new Map<string, string[]>();
   private readonly pending: EngineEvent[] = [];
+  /** Ids whose upsert went to the engine (their delete goes too; a skipped id's does not). */
+  private readonly admittedIds = new Set<number>();
   private pumping = false;
   private again = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -194,7 +206,9 @@ export class EtcdIdentitySource {
     this.watcher ??= await IdentityWatcher.start(
       this.client,
       (e) => {
-        this.pending.push(engineIdentityEvent(e));
+        const event = this.admit(e);
+        if (event === undefined) return;
+        this.pending.push(event);
         if (!this.pumping) this.onChange();
       },
       this.opts.prefix,
@@ -207,6 +221,25 @@ export class EtcdIdentitySource {
       ...(this.opts.prefix !== undefined ? { prefix: this.opts.prefix } : {}),
       ...(this.opts.leaseTtlSec !== undefined ? { leaseTtlSec: this.opts.leaseTtlSec } : {}),
     });
+  }
+
+  /**
+   * The engine event for a watcher event, or undefined for a master key the engine would refuse
+   * (it refuses the whole transaction, and the event would come back in every later one: one bad
+   * key in etcd would freeze the node's policy). Such a key is skipped and counted, as the
+   * watcher skips malformed ones; an admitted id that turns bad is deleted.
+   */
+  private admit(e: IdentityEvent): EngineEvent | undefined {
+    if (e.kind === 'deleteIdentity') return this.admittedIds.delete(e.id) ? engineIdentityEvent(e) : undefined;
+    const event = engineIdentityEvent(e);
+    const problem = identityProblem(e.id, event.type === 'upsertIdentity' ? event.labels : {});
+    if (problem === undefined) {
+      this.admittedIds.add(e.id);
+      return event;
+    }
+    this.stats.skipped++;
+    this.opts.logger.warn({ id: e.id, problem }, 'etcd identity skipped: the engine cannot take it');
+    return this.admittedIds.delete(e.id) ? { type: 'deleteIdentity', id: e.id } : undefined;
   }
 
   /** Acquire first, then release the old set: a relabelled pod never has no id in between. */

@@ -2,6 +2,7 @@ import type { EngineEvent } from '../engine/events.js';
 import type { Pod } from '../model/cluster.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
+import { failClosedStandIn } from '../policy/stand-in.js';
 import { identityOf, IdentityEvent, KnownKind, namespaceOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
@@ -28,7 +29,12 @@ export interface MirrorBatch {
   readonly events: readonly AgentEvent[];
   /** The engine applied the events: the mirror now holds what they describe. */
   commit(): void;
-  /** The engine refused them: the mirror keeps what the engine holds (the objects are retried when they change). */
+  /**
+   * The engine refused them: the mirror keeps what the engine holds. The objects are retried: a
+   * refused batch of several objects in halves, in its order (so one object the engine refuses
+   * cannot hold back the others), a refused single object when it changes or after the next
+   * committed change (what it conflicted with may have gone).
+   */
   rollback(): void;
 }
 
@@ -98,6 +104,10 @@ export class ClusterMirror {
   /** What the engine holds, by object key. */
   private readonly held = new Map<string, Held>();
   private readonly dirty = new Set<string>();
+  /** Objects whose change the engine refused on its own: retried when they change or after the next commit. */
+  private readonly refused = new Set<string>();
+  /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
+  private limit = Infinity;
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -145,8 +155,9 @@ export class ClusterMirror {
       desired = deleted ? undefined : this.meaning(kind, obj, source);
     } catch (e) {
       this.counts.invalid++;
-      this.warn('object skipped: it cannot be read', { source, key, error: (e as Error).message });
-      desired = undefined;
+      desired = keptOnUnreadable(state?.desired);
+      const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
+      this.warn(msg, { source, key, error: (e as Error).message });
     }
     this.setDesired(key, rvs ?? state?.rv, desired);
     return key;
@@ -154,6 +165,7 @@ export class ClusterMirror {
 
   private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
     this.objects.set(key, { rv, desired });
+    this.refused.delete(key);
     this.dirty.add(key);
     if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
     else this.deadlines.delete(key);
@@ -224,8 +236,20 @@ export class ClusterMirror {
         // What a policy means: its spec and its name; not its status or bookkeeping metadata.
         const manifest = { ...obj, metadata: { name: md.name, ...(md.namespace !== undefined ? { namespace: md.namespace } : {}), ...(md.labels !== undefined ? { labels: md.labels } : {}) } };
         delete (manifest as Record<string, unknown>).status;
-        return { kind: 'Policy', policy: parseManifest(manifest, source), sig: canonical(manifest) };
+        return { kind: 'Policy', policy: this.policyOf(manifest, source), sig: canonical(manifest) };
       }
+    }
+  }
+
+  /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
+  private policyOf(manifest: Record<string, unknown>, source: string): Policy {
+    try {
+      return parseManifest(manifest, source);
+    } catch (e) {
+      const standIn = failClosedStandIn(manifest, source, e);
+      if (standIn === undefined) throw e;
+      this.warn('policy enforced fail-closed: it uses what distill does not read', { source, error: (e as Error).message });
+      return standIn;
     }
   }
 
@@ -250,19 +274,42 @@ export class ClusterMirror {
     this.expire();
     const next = new Map<string, Held | undefined>();
     for (const key of this.dirty) {
+      this.dirty.delete(key);
       const want = this.objects.get(key)?.desired;
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
+      if (next.size >= this.limit) break;
     }
-    this.dirty.clear();
+    if (this.dirty.size === 0) this.limit = Infinity;
     const events = this.eventsFor(next);
     return {
       events,
       commit: () => this.commit(next),
-      rollback: () => {},
+      rollback: () => this.rollback(next),
     };
   }
 
+  private rollback(next: Map<string, Held | undefined>): void {
+    if (next.size === 1) {
+      for (const key of next.keys()) this.refused.add(key);
+      return;
+    }
+    // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
+    const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
+    const keys = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const key of [...keys, ...rest]) this.dirty.add(key);
+    this.limit = Math.ceil(next.size / 2);
+  }
+
   private commit(next: Map<string, Held | undefined>): void {
+    // Past the refused object: larger steps again.
+    if (this.limit !== Infinity) this.limit *= 2;
+    // Once the backlog is through, what the engine refused alone is tried again (what it conflicted with may have gone).
+    if (next.size > 0 && this.dirty.size === 0) {
+      for (const key of this.refused) this.dirty.add(key);
+      this.refused.clear();
+    }
     for (const [key, want] of next) {
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);
@@ -288,6 +335,17 @@ export class ClusterMirror {
     }
     return order.flat();
   }
+}
+
+/**
+ * What an object that cannot be read (an update distill refuses) stands for: a policy, namespace
+ * or identity keeps its last readable version, as Cilium's policy watcher returns on a validation
+ * or parse error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go
+ * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
+ * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
+ */
+function keptOnUnreadable(had: Held | undefined): Held | undefined {
+  return had === undefined || had.kind === 'Pod' ? undefined : had;
 }
 
 /** Batch position: identities, namespaces, policies, pods (upserts) then pod, policy, namespace deletes. */

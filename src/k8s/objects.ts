@@ -2,6 +2,7 @@ import type { EngineEvent } from '../engine/events.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Pod } from '../model/cluster.js';
 import { KINDS_API_VERSIONS } from './kinds.js';
+import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { readContainerPorts, readIp, readLabels } from '../policy/readers.js';
 import { readMetadata } from '../policy/common.js';
 import { join, Reader } from '../policy/reader.js';
@@ -147,7 +148,14 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
 export function identityOf(obj: unknown, source: string): Identity {
   const r = new Reader(source);
   const md = readMetadata(r, rec(obj).metadata, false);
-  if (!/^[1-9]\d{0,9}$/.test(md.name) || Number(md.name) > 0xffffffff) r.fail('metadata.name', `"${md.name}" is not an identity number`);
+  const id = /^[1-9]\d{0,9}$/.test(md.name) ? Number(md.name) : NaN;
+  // The engine takes cluster identities only (reserved ids and node-local ones never come from the cluster).
+  if (!(id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY)) r.fail('metadata.name', `"${md.name}" is not an identity number of a cluster identity (${FIRST_CLUSTER_IDENTITY}..${MAX_CLUSTER_IDENTITY})`);
   const labels = r.stringMap(rec(obj)['security-labels'] ?? {}, 'security-labels');
-  return { id: Number(md.name), labels };
+  if (Object.keys(labels).length === 0) r.fail('security-labels', 'must not be empty');
+  for (const [k, v] of Object.entries(labels)) {
+    const problem = identityLabelProblem(k, v);
+    if (problem) r.fail(join('security-labels', k), problem);
+  }
+  return { id, labels };
 }

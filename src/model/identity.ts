@@ -100,7 +100,7 @@ export interface PodIdentitySource {
  * namespace's labels and its service account, plus the cluster name.
  */
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
-  // Pod labels in a derived label space never reach the identity (see DERIVED_LABEL_PREFIXES).
+  // Pod labels in a derived label space never reach the identity (see isDerivedLabelKey).
   const labels: Label[] = k8sLabels(pod.labels).filter((l) => !isDerivedLabelKey(l.key));
   for (const l of namespacePart(pod.namespace, namespaceLabels)) labels.push(l);
   labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });

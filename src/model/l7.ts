@@ -101,11 +101,16 @@ function header(req: HttpRequest, name: string): string | undefined {
   return undefined;
 }
 
-/** `headers` entries are "Name" (must be present) or "Name: value" (exact value). */
+/**
+ * A `headers` entry as Cilium hands it to Envoy (pkg/envoy/server.go getHTTPRule): split at the
+ * first space, "Name: value" (or "Name value") needs that exact value, the name's trailing ':'
+ * removed; an entry without a space needs a header of exactly that name. So "X-Token:yes" asks
+ * for a header named "X-Token:yes", which no request has.
+ */
 function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
-  const colon = spec.indexOf(':');
-  if (colon < 0) return header(req, spec.trim()) !== undefined;
-  return header(req, spec.slice(0, colon).trim()) === spec.slice(colon + 1).trim();
+  const space = spec.indexOf(' ');
+  if (space < 0) return header(req, spec) !== undefined;
+  return header(req, spec.slice(0, space).replace(/:+$/, '')) === spec.slice(space + 1);
 }
 
 export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {

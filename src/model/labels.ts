@@ -102,10 +102,15 @@ export function k8sLabels(map: Readonly<Record<string, string>>): Label[] {
  * `io.kubernetes.pod.namespace` itself. `reserved:` and `cidr:` labels cannot come from a pod at
  * all: a pod label's source is always `k8s`, and `:` is not allowed in a label key.
  */
-const DERIVED_LABEL_PREFIXES: readonly string[] = ['io.cilium.k8s', POD_NAMESPACE_KEY];
+const DERIVED_LABEL_PREFIX = 'io.cilium.k8s';
 
+/**
+ * `io.kubernetes.pod.namespace` is one exact key (SanitizePodLabels overwrites it): a pod label
+ * that only starts with it (`io.kubernetes.pod.namespace/quarantine`, `io.kubernetes.pod.namespaced`)
+ * is an ordinary label Cilium keeps, and a deny rule may select it.
+ */
 export function isDerivedLabelKey(key: string): boolean {
-  return DERIVED_LABEL_PREFIXES.some((p) => key.startsWith(p));
+  return key.startsWith(DERIVED_LABEL_PREFIX) || key === POD_NAMESPACE_KEY;
 }
 
 /** The keys of `labels` that belong to a derived label space (dropped from the identity). */

@@ -60,14 +60,6 @@ export function andSelector(sel: Selector, extra: Iterable<Requirement>): Select
   return makeSelector([...sel.requirements, ...extra]);
 }
 
-export function hasKey(sel: Selector, key: LabelKey): boolean {
-  return sel.requirements.some((r) => r.key.source === key.source && r.key.key === key.key);
-}
-
-export function hasKeyPrefix(sel: Selector, source: string, prefix: string): boolean {
-  return sel.requirements.some((r) => r.key.source === source && r.key.key.startsWith(prefix));
-}
-
 export function hasSource(sel: Selector, source: string): boolean {
   return sel.requirements.some((r) => r.key.source === source);
 }

@@ -5,8 +5,6 @@ import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaR
 import {
   andSelector,
   existsRequirement,
-  hasKey,
-  hasKeyPrefix,
   hasSource,
   makeSelector,
   matchLabelRequirement,
@@ -182,15 +180,35 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
  * (or namespace labels) itself; clusterwide policies only ever select pods (any namespace).
  * Selectors on reserved labels are left alone.
  */
-function scopePeerSelector(sel: Selector, namespace: string | undefined): Selector {
+function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNamespace: boolean): Selector {
   if (hasSource(sel, SOURCE_RESERVED)) return sel;
-  const nsKeys = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY }, { source: SOURCE_ANY, key: POD_NAMESPACE_KEY }];
-  const namesNamespace = nsKeys.some((k) => hasKey(sel, k)) || hasKeyPrefix(sel, SOURCE_K8S, NAMESPACE_LABELS_PREFIX) || hasKeyPrefix(sel, SOURCE_ANY, NAMESPACE_LABELS_PREFIX);
   if (!namesNamespace) return andSelector(sel, [namespace === undefined ? podsOnly() : namespaceRequirement(namespace)]);
   // A selector that names the namespace only negatively (NotIn, DoesNotExist) would also match
   // world, host and every other non-pod identity; Cilium always adds a namespace requirement
   // (cilium#46949, fixed by #46996), so it selects pods only.
   return selectsOnlyPods(sel) ? sel : andSelector(sel, [podsOnly()]);
+}
+
+/**
+ * Whether a peer selector names the namespace itself, decided on its keys as written, as Cilium's
+ * getEndpointSelector does (pkg/k8s/apis/cilium.io/utils/utils.go): only a `k8s:` or `any:` (or
+ * unprefixed) `io.kubernetes.pod.namespace` or `io.cilium.k8s.namespace.labels.*` key counts. An
+ * `unspec:` key matches like `any:` but does not lift the scope (`HasKey("any:...")` is false).
+ */
+function rawKeysNameNamespace(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const o = v as Record<string, unknown>;
+  const keys = typeof o.matchLabels === 'object' && o.matchLabels !== null ? Object.keys(o.matchLabels) : [];
+  for (const e of Array.isArray(o.matchExpressions) ? (o.matchExpressions as unknown[]) : []) {
+    const key = typeof e === 'object' && e !== null ? (e as Record<string, unknown>).key : undefined;
+    if (typeof key === 'string') keys.push(key);
+  }
+  return keys.some((raw) => {
+    const colon = raw.indexOf(':');
+    const source = colon >= 0 ? raw.slice(0, colon) : SOURCE_ANY;
+    const key = colon >= 0 ? raw.slice(colon + 1) : raw;
+    return (source === SOURCE_K8S || source === SOURCE_ANY) && (key === POD_NAMESPACE_KEY || key.startsWith(NAMESPACE_LABELS_PREFIX));
+  });
 }
 
 function podsOnly(): Requirement {
@@ -227,7 +245,7 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
     anyL3 = true;
     eps.forEach((e, i) => {
       const sel = parseLabelSelector(r, e, at(join(path, shape.endpoints), i), CILIUM_SELECTOR);
-      peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace) });
+      peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace, rawKeysNameNamespace(e)) });
     });
   }
   const ents = r.optArray(o[shape.entities], join(path, shape.entities));
@@ -296,6 +314,19 @@ function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
   return p;
 }
 
+/**
+ * A numeric port string as Cilium reads it: `strconv.ParseUint(port, 0, 16)` (PortProtocol.Validate
+ * and createL4Filter, pkg/policy/api and pkg/policy/l4.go), base 0, so a leading 0 means octal:
+ * "010" is port 8, and "08" is refused.
+ */
+function goPortNumber(r: Reader, raw: string, path: string): number {
+  const octal = raw.length > 1 && raw.startsWith('0');
+  if (octal && !/^0[0-7]+$/.test(raw)) r.fail(path, `"${raw}" is not a port number: Cilium reads a leading 0 as octal (strconv.ParseUint base 0)`);
+  const port = octal ? parseInt(raw, 8) : Number(raw);
+  if (port > MAX_PORT) r.fail(path, `${raw} is above ${MAX_PORT}`);
+  return port;
+}
+
 function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   const o = r.object(v, path, ['port', 'endPort', 'protocol']);
   const protocol = parseProtocol(r, o.protocol, join(path, 'protocol'));
@@ -305,8 +336,7 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   if (absent(o.port) || o.port === '') r.fail(join(path, 'port'), 'is required (Cilium: "port must be specified"; "0" means every port)');
   const raw = typeof o.port === 'number' ? String(o.port) : r.string(o.port, join(path, 'port'));
   if (/^\d+$/.test(raw)) {
-    port = Number(raw);
-    if (port > MAX_PORT) r.fail(join(path, 'port'), `${port} is above ${MAX_PORT}`);
+    port = goPortNumber(r, raw, join(path, 'port'));
   } else if (isValidPortName(raw.toLowerCase())) {
     named = raw.toLowerCase();
   } else {

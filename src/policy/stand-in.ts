@@ -1,0 +1,102 @@
+import type { Policy } from '../model/rules.js';
+import { ManifestError } from './errors.js';
+import { parseManifest } from './manifest.js';
+
+/**
+ * A Cilium policy that uses what distill does not read (a field Cilium supports: `toServices`,
+ * `fromRequires`, `cidrGroupRef`, an L7 `secret`, a field of a newer CRD) is still enforced by
+ * Cilium. Skipping it would drop the isolation it gives its subject and the denies it holds, so
+ * the agent enforces a fail-closed stand-in instead: each rule distill cannot read is dropped from
+ * an allow list (the direction stays isolated: an emptied list becomes `[{}]`, Cilium's "NoAllow"
+ * rule) and becomes "deny every peer" in a deny list; the rest of the policy is kept. Undefined
+ * when some error is not such a feature (an invalid policy, which Cilium refuses too), for host
+ * policies (`nodeSelector`: no pod is their subject), or when the subject cannot be read.
+ */
+export function failClosedStandIn(doc: unknown, source: string, error: unknown): Policy | undefined {
+  if (!unsupported(error) || typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
+  const o = doc as Record<string, unknown>;
+  if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
+  if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
+  const parses = (spec: unknown): unknown => {
+    try {
+      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec }, source);
+      return undefined;
+    } catch (e) {
+      return e;
+    }
+  };
+  const specs: unknown[] = [];
+  for (const s of [...(o.spec !== undefined ? [o.spec] : []), ...(Array.isArray(o.specs) ? (o.specs as unknown[]) : [])]) {
+    const stood = standInSpec(s, parses);
+    if (stood === undefined) return undefined;
+    if (stood !== null) specs.push(stood);
+  }
+  if (specs.length === 0) return undefined;
+  try {
+    return parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, specs }, source);
+  } catch {
+    return undefined;
+  }
+}
+
+function unsupported(e: unknown): boolean {
+  return e instanceof ManifestError && /is not supported by distill|unknown field/.test(e.detail);
+}
+
+const LISTS = [
+  { field: 'ingress', deny: false, all: 'fromEntities' },
+  { field: 'egress', deny: false, all: 'toEntities' },
+  { field: 'ingressDeny', deny: true, all: 'fromEntities' },
+  { field: 'egressDeny', deny: true, all: 'toEntities' },
+] as const;
+
+/** One spec's stand-in; null: a host policy (skipped); undefined: no stand-in possible. */
+function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<string, unknown> | null | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const s = v as Record<string, unknown>;
+  if (s.nodeSelector !== undefined) return null;
+  const subject = { endpointSelector: s.endpointSelector };
+  if (parses(subject) !== undefined) return undefined;
+  const out: Record<string, unknown> = { ...subject };
+  for (const { field, deny, all } of LISTS) {
+    if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;
+    const kept: unknown[] = [];
+    for (const rule of s[field] as unknown[]) {
+      const err = parses({ ...subject, [field]: [rule] });
+      if (err === undefined) kept.push(rule);
+      else if (!unsupported(err)) return undefined;
+      else if (deny) kept.push({ [all]: ['all'] });
+    }
+    out[field] = kept.length > 0 ? kept : [{}];
+  }
+  // Spec-level fields distill does not read (a newer CRD): isolate what the spec has rules for.
+  return parses(out) === undefined ? out : undefined;
+}
+
+/** The experimental ClusterNetworkPolicy peers distill refuses (src/policy/clusternetworkpolicy.ts). */
+const EXPERIMENTAL_PEERS = ['nodes', 'domainNames'];
+
+/**
+ * A ClusterNetworkPolicy whose peers include an experimental one distill does not read: each such
+ * peer becomes one distill does not know, which the API makes fail closed (an Accept rule's peer
+ * matches nothing, a Deny or Pass rule with one denies everything: apis/v1alpha2
+ * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
+ */
+function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
+  const spec = o.spec;
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return undefined;
+  const peer = (p: unknown): unknown => {
+    if (typeof p !== 'object' || p === null || Array.isArray(p)) return p;
+    const fields = Object.keys(p).filter((k) => EXPERIMENTAL_PEERS.includes(k));
+    return fields.length === 0 ? p : { notReadByDistill: fields };
+  };
+  const rules = (list: unknown, peers: 'from' | 'to'): unknown =>
+    Array.isArray(list) ? list.map((r: unknown) => (typeof r === 'object' && r !== null && Array.isArray((r as Record<string, unknown>)[peers]) ? { ...r, [peers]: ((r as Record<string, unknown>)[peers] as unknown[]).map(peer) } : r)) : list;
+  const s = spec as Record<string, unknown>;
+  const rewritten = { ...s, ...(s.ingress !== undefined ? { ingress: rules(s.ingress, 'from') } : {}), ...(s.egress !== undefined ? { egress: rules(s.egress, 'to') } : {}) };
+  try {
+    return parseManifest({ ...o, spec: rewritten }, source);
+  } catch {
+    return undefined;
+  }
+}

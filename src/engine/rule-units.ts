@@ -51,33 +51,32 @@ function peerSelector(p: Peer): IdentitySelector {
   return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
 }
 
-function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
-  const byKey = new Map<string, IdentitySelector>();
-  for (const p of rule.peers) {
-    const s = peerSelector(p);
-    byKey.set(s.key, s);
-  }
+const byKey = (a: IdentitySelector, b: IdentitySelector): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+/** A rule's peer selectors, sorted by key, one per key (the last one given), in an exact-size array. */
+function peerSelectors(rule: PolicyRule): IdentitySelector[] {
   // toFQDNs rules have no other peers (the reader refuses mixing them).
-  for (const f of rule.toFQDNs ?? []) {
-    const s = fqdnPeerSelector(f);
-    byKey.set(s.key, s);
-  }
-  const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
-  // The rule's own clause array when it is not split (the common case): nothing copied per unit.
-  const named = rule.ports.filter(isNamedEgress);
-  const parts = [
-    { tag: 'n', namedEgress: true, clauses: named.length === rule.ports.length ? rule.ports : named.slice() },
-    { tag: 'p', namedEgress: false, clauses: named.length === 0 ? rule.ports : rule.ports.filter((c) => !isNamedEgress(c)).slice() },
-  ];
+  const all = rule.toFQDNs && rule.toFQDNs.length > 0 ? [...rule.peers.map(peerSelector), ...rule.toFQDNs.map(fqdnPeerSelector)] : rule.peers.map(peerSelector);
+  all.sort(byKey);
+  let duplicates = false;
+  for (let i = 1; i < all.length; i++) if ((all[i] as IdentitySelector).key === (all[i - 1] as IdentitySelector).key) duplicates = true;
+  // The sort is stable: the last of equal keys is the one given last.
+  return duplicates ? all.filter((s, i) => i + 1 === all.length || (all[i + 1] as IdentitySelector).key !== s.key).slice() : all;
+}
+
+function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
+  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return [];
+  const peers = peerSelectors(rule);
   const subject = labelsSelector(rule.subject);
-  const out: RuleUnit[] = [];
-  for (const part of parts) {
-    if (part.clauses.length === 0 || peers.length === 0) continue;
-    const anyPeer = !part.namedEgress && peers.some(isWildcardSelector);
-    out.push(new NetworkPolicyUnit(index, rule.origin, rule.direction, rule.verdict, subject, peers, part.clauses, part.namedEgress, anyPeer));
-  }
-  return out;
+  const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+  let named = 0;
+  for (const c of rule.ports) if (isNamedEgress(c)) named++;
+  const unit = (namedEgress: boolean, clauses: RuleUnit['clauses']): RuleUnit =>
+    new NetworkPolicyUnit(index, rule.origin, rule.direction, rule.verdict, subject, peers, clauses, namedEgress, !namedEgress && peers.some(isWildcardSelector));
+  // The rule's own clause array when it is not split (the common case): nothing copied per unit.
+  if (named === 0) return [unit(false, rule.ports)];
+  if (named === rule.ports.length) return [unit(true, rule.ports)];
+  return [unit(true, rule.ports.filter(isNamedEgress).slice()), unit(false, rule.ports.filter((c) => !isNamedEgress(c)).slice())];
 }
 
 /**
@@ -108,15 +107,28 @@ class NetworkPolicyUnit implements RuleUnit {
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
   const units = policy.rules.flatMap((r, i) => compileRule(r, i));
-  const seen = new Set<string>();
-  const enforcements: EnforcementUnit[] = [];
+  // A policy has one or two enforcements: a scan finds the duplicates without building their uids.
+  const enforcements: Enforcement[] = [];
   for (const e of policy.enforcements) {
-    const uid = flat(`${e.direction}#${e.subject.key}`);
-    if (seen.has(uid)) continue;
-    seen.add(uid);
-    enforcements.push({ uid, origin: e.origin, direction: e.direction, subject: labelsSelector(e.subject) });
+    if (!enforcements.some((x) => x.direction === e.direction && x.subject.key === e.subject.key)) enforcements.push(new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
   return { units, enforcements };
+}
+
+/** An enforcement unit whose uid (direction and subject) is built on first use, as a NetworkPolicy unit's. */
+class Enforcement implements EnforcementUnit {
+  private cachedUid: string | undefined = undefined;
+
+  constructor(
+    readonly origin: RuleOrigin,
+    readonly direction: Direction,
+    readonly subject: IdentitySelector,
+  ) {}
+
+  get uid(): string {
+    this.cachedUid ??= flat(`${this.direction}#${this.subject.key}`);
+    return this.cachedUid;
+  }
 }
 
 /**

@@ -66,13 +66,11 @@ function peerSelectors(rule: PolicyRule): IdentitySelector[] {
 
 function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
   if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return [];
-  const peers = peerSelectors(rule);
   const subject = labelsSelector(rule.subject);
   const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
   let named = 0;
   for (const c of rule.ports) if (isNamedEgress(c)) named++;
-  const unit = (namedEgress: boolean, clauses: RuleUnit['clauses']): RuleUnit =>
-    new NetworkPolicyUnit(index, rule.origin, rule.direction, rule.verdict, subject, peers, clauses, namedEgress, !namedEgress && peers.some(isWildcardSelector));
+  const unit = (namedEgress: boolean, clauses: RuleUnit['clauses']): RuleUnit => new NetworkPolicyUnit(index, rule, subject, clauses, namedEgress);
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
   if (named === 0) return [unit(false, rule.ports)];
   if (named === rule.ports.length) return [unit(true, rule.ports)];
@@ -81,22 +79,38 @@ function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
 
 /**
  * A NetworkPolicy-tier rule unit. Its uid is only needed when its policy is updated (to match it
- * against the previous version's units), so it is built on first use and kept from then on.
+ * against the previous version's units), and its peers only once some local identity adopts it
+ * (most units never are), so both are built on first use and kept from then on.
  */
 class NetworkPolicyUnit implements RuleUnit {
   private cachedUid: string | undefined = undefined;
+  private cachedPeers: readonly IdentitySelector[] | undefined = undefined;
+  private cachedAnyPeer: boolean | undefined = undefined;
+  readonly origin: RuleOrigin;
+  readonly direction: Direction;
+  readonly verdict: Verdict;
 
   constructor(
     readonly index: number,
-    readonly origin: RuleOrigin,
-    readonly direction: Direction,
-    readonly verdict: Verdict,
+    private readonly rule: PolicyRule,
     readonly subject: IdentitySelector,
-    readonly peers: readonly IdentitySelector[],
     readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[],
     readonly namedEgress: boolean,
-    readonly anyPeer: boolean,
-  ) {}
+  ) {
+    this.origin = rule.origin;
+    this.direction = rule.direction;
+    this.verdict = rule.verdict;
+  }
+
+  get peers(): readonly IdentitySelector[] {
+    this.cachedPeers ??= peerSelectors(this.rule);
+    return this.cachedPeers;
+  }
+
+  get anyPeer(): boolean {
+    this.cachedAnyPeer ??= !this.namedEgress && this.peers.some(isWildcardSelector);
+    return this.cachedAnyPeer;
+  }
 
   get uid(): string {
     this.cachedUid ??= flat(JSON.stringify([this.index, this.origin.path, this.direction, this.verdict, this.subject.key, this.peers.map((p) => p.key), this.namedEgress ? 'n' : 'p', this.clauses]));

@@ -5,7 +5,7 @@ import type { Direction, L7Rules } from '../model/rules.js';
 import type { Tier, TierOrigin } from '../model/tiers.js';
 import type { Contribution } from './contribution.js';
 import type { MapDelta } from './events.js';
-import { PARSER_OF_CODE } from './rule-units.js';
+import { PARSER_OF_CODE, type PortKey } from './rule-units.js';
 import type { EngineStats } from './stats.js';
 
 export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefined): boolean {
@@ -36,6 +36,8 @@ function better(a: PolicyEntry, b: PolicyEntry): boolean {
 /** All the rules' wishes for one key (each contribution with how many times it is made), and their merge. */
 interface RawEntry {
   readonly key: PolicyKey;
+  /** `rawKey(key)`. */
+  readonly rk: number;
   readonly contribs: Map<Contribution, number>;
   merged: PolicyEntry;
 }
@@ -189,7 +191,31 @@ function parserOf(e: PolicyEntry): L7Parser | undefined {
   return PARSER_OF_CODE[e.proxyPort];
 }
 
-const portKeyOf = (k: PolicyKey): string => `${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
+/*
+ * Raw keys are numbers: the raw layer is probed for every contribution and, per changed key, for
+ * each of its broader port prefixes, and a key string would be built, flattened and hashed each
+ * time. (protocol, port prefix) is one integer below 2^25: the protocol above the prefix's bits
+ * under a leading 1 (len 0 → 1, len 16 → 2^16 + port); identity and direction above it (exact
+ * below 2^53 for identities below 2^27).
+ */
+const P25 = 2 ** 25;
+const P17 = 2 ** 17;
+const dirBit = (d: Direction): number => (d === 'ingress' ? 0 : 1);
+/** Identity and direction as one small integer. */
+const idDir = (identity: IdentityId, d: Direction): number => identity * 2 + dirBit(d);
+/** The prefix code of (port, len) within a protocol. */
+const prefixCode = (port: number, len: number): number => (1 << len) + (port >>> (16 - len));
+/** The raw key of (identity and direction, protocol, port prefix). */
+const rawKeyAt = (idd: number, protocol: number, port: number, len: number): number => idd * P25 + protocol * P17 + prefixCode(port, len);
+
+function rawKey(k: PolicyKey): number {
+  return rawKeyAt(idDir(k.identity, k.direction), k.protocol, k.port, k.portPrefixLen);
+}
+
+/** (direction, protocol) as one integer. */
+const dirProto = (d: Direction, protocol: number): number => dirBit(d) * 256 + protocol;
+/** A key without its identity. */
+const portKeyOf = (k: PolicyKey): number => dirProto(k.direction, k.protocol) * P17 + prefixCode(k.port, k.portPrefixLen);
 
 /** Does `outer` cover every packet `inner` covers (ignoring identity)? */
 function covers(outer: PolicyKey, inner: PolicyKey): boolean {
@@ -223,22 +249,25 @@ function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
  * `entries` changes only in `settle()`, so until then it is the state before the transaction.
  */
 export class MapState {
-  private readonly raw = new Map<string, RawEntry>();
+  /** By `rawKey`. */
+  private readonly raw = new Map<number, RawEntry>();
   readonly entries = new Map<string, LookupResult>();
-  private readonly byIdentityDir = new Map<string, Set<string>>();
-  private readonly byDirProto = new Map<string, Set<string>>();
+  /** Raw entries by `idDir`. */
+  private readonly byIdentityDir = new Map<number, Set<RawEntry>>();
+  /** Raw entries by `dirProto`. */
+  private readonly byDirProto = new Map<number, Set<RawEntry>>();
   private readonly protocolsByDir = new Map<string, Set<number>>();
-  private readonly byPortKey = new Map<string, Set<number>>();
-  private readonly highByIdentityDir = new Map<string, number>();
-  /** Open Pass bands by key (docs/tiers-encoding.md §3): each Admin Pass level holding a floor there. */
-  private readonly bands = new Map<string, Band>();
+  private readonly byPortKey = new Map<number, Set<number>>();
+  private readonly highByIdentityDir = new Map<number, number>();
+  /** Open Pass bands by raw key (docs/tiers-encoding.md §3): each Admin Pass level holding a floor there. */
+  private readonly bands = new Map<number, Band>();
   private readonly bandsByDir = new Map<Direction, Set<Band>>();
   /** The copy of each lower-tier contribution in each band level it is copied into, with its use count. */
   private readonly copies = new Map<Contribution, Map<number, { readonly copy: Contribution; uses: number }>>();
   /** Tier contributions by (priority, direction, tier) (see `tierChange`). */
   private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
-  private readonly dirty = new Map<string, { key: PolicyKey; before: PolicyEntry | undefined }>();
+  private readonly dirty = new Map<number, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
   /** Redirects the kernel layer uses, with how many entries use each. */
   private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
@@ -246,7 +275,7 @@ export class MapState {
   readonly l7 = new Map<string, L7Row>();
   private readonly rowsByRedirect = new Map<string, Set<string>>();
   /** Raw keys whose contributions changed since the last settle, while L7 rows may depend on them. */
-  private readonly l7Touched = new Map<string, PolicyKey>();
+  private readonly l7Touched = new Map<number, PolicyKey>();
 
   constructor(private readonly stats: EngineStats) {}
 
@@ -281,6 +310,24 @@ export class MapState {
     const t = c.origin?.tier;
     if (t && !COPIES.has(c)) this.tierChange(key, c, t, -1);
     else this.direct(key, c, -1);
+  }
+
+  /**
+   * `add` (sign +1) or `remove` (-1) of `c` at each of `keys` for the peer `identity`, in order. A
+   * key object is built only for a raw key that is new: a rule unit calls this for every peer.
+   */
+  change(identity: IdentityId, direction: Direction, keys: readonly PortKey[], c: Contribution, sign: 1 | -1): void {
+    const t = c.origin?.tier;
+    if (t && !COPIES.has(c)) {
+      for (const pk of keys) this.tierChange({ identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen }, c, t, sign);
+      return;
+    }
+    const idd = idDir(identity, direction);
+    for (const pk of keys) {
+      const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
+      const r = sign > 0 ? this.addRawAt(rk, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
+      this.passEffects(r.key, c, sign);
+    }
   }
 
   /** A contribution into (out of) the raw layer, with its Pass-band effects. */
@@ -341,54 +388,69 @@ export class MapState {
   }
 
   private addRaw(key: PolicyKey, c: Contribution): void {
+    this.addRawAt(rawKey(key), c, key, key.identity, key.direction, key);
+  }
+
+  /** Adds `c` at raw key `ks`: `key` when the caller has it, else built from identity, direction and `pk` if the raw key is new. */
+  private addRawAt(ks: number, c: Contribution, key: PolicyKey | null, identity: IdentityId, direction: Direction, pk: PortKey): RawEntry {
     this.stats.mapEntriesVisited++;
     const entry = c.entry;
-    const ks = policyKeyString(key);
-    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     let r = this.raw.get(ks);
     if (!r) {
-      this.markDirty(ks, key, undefined);
-      r = { key, contribs: new Map(), merged: entry };
+      const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
+      this.markDirty(ks, k, undefined);
+      r = { key: k, rk: ks, contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
-      this.index(ks, key);
-      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(key, +1);
+      this.index(r);
+      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(k, +1);
     }
+    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, r.key);
     const count = r.contribs.get(c);
     if (count !== undefined) {
       r.contribs.set(c, count + 1);
-      return;
+      return r;
     }
     r.contribs.set(c, 1);
     if (r.contribs.size > 1 && better(entry, r.merged)) {
-      this.markDirty(ks, key, r.merged);
-      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(key, +1);
+      this.markDirty(ks, r.key, r.merged);
+      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.key, +1);
       r.merged = entry;
     }
+    return r;
   }
 
   private removeRaw(key: PolicyKey, c: Contribution): void {
+    this.removeRawAt(rawKey(key), c, key.identity, key.direction, key);
+  }
+
+  /** Removes `c` at raw key `ks`; returns the raw entry it was held in (possibly no longer in the raw layer). */
+  private removeRawAt(ks: number, c: Contribution, identity: IdentityId, direction: Direction, pk: PortKey): RawEntry {
     this.stats.mapEntriesVisited++;
-    const ks = policyKeyString(key);
-    if (c.entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     const r = this.raw.get(ks);
     const count = r?.contribs.get(c);
-    if (!r || count === undefined) throw new Error(`map state: removing a contribution that was never added (${ks} from ${c.label})`);
+    if (!r || count === undefined) {
+      const key: PolicyKey = { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
+      throw new Error(`map state: removing a contribution that was never added (${policyKeyString(key)} from ${c.label})`);
+    }
+    const key = r.key;
+    if (c.entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
     if (count > 1) {
       r.contribs.set(c, count - 1);
-      return;
+      return r;
     }
     r.contribs.delete(c);
     this.markDirty(ks, key, r.merged);
     if (r.contribs.size === 0) {
       this.raw.delete(ks);
-      this.unindex(ks, key);
+      this.unindex(r);
       if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(key, -1);
-      return;
+      return r;
     }
     let merged: PolicyEntry | undefined;
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
     if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(key, -1);
     r.merged = merged as PolicyEntry;
+    return r;
   }
 
   // ------------------------------------------------------------ Pass bands
@@ -407,7 +469,7 @@ export class MapState {
   }
 
   private passBand(key: PolicyKey, level: number, sign: 1 | -1): void {
-    const ks = policyKeyString(key);
+    const ks = rawKey(key);
     let band = this.bands.get(ks);
     if (!band) {
       band = { key, levels: new Map() };
@@ -460,72 +522,73 @@ export class MapState {
   /** The raw entries whose key meets `key`. */
   private rawMeeting(key: PolicyKey): RawEntry[] {
     const out: RawEntry[] = [];
-    const scan = (keys: Iterable<string> | undefined): void => {
-      for (const ks of keys ?? []) {
+    const scan = (entries: Iterable<RawEntry> | undefined): void => {
+      for (const r of entries ?? []) {
         this.stats.mapEntriesVisited++;
-        const r = this.raw.get(ks);
-        if (r && meet(key, r.key)) out.push(r);
+        if (meet(key, r.key)) out.push(r);
       }
     };
     if (key.identity !== 0) {
-      scan(this.byIdentityDir.get(`${key.identity}/${key.direction}`));
-      scan(this.byIdentityDir.get(`0/${key.direction}`));
+      scan(this.byIdentityDir.get(idDir(key.identity, key.direction)));
+      scan(this.byIdentityDir.get(idDir(0, key.direction)));
     } else {
-      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(`${key.direction}/${p}`));
+      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(dirProto(key.direction, p)));
     }
     return out;
   }
 
   /** Keys above the lowest precedence (the default allow's) per identity and direction: only they can hide others. */
   private countHigh(key: PolicyKey, delta: 1 | -1): void {
-    const k = `${key.identity}/${key.direction}`;
+    const k = idDir(key.identity, key.direction);
     const n = (this.highByIdentityDir.get(k) ?? 0) + delta;
     if (n > 0) this.highByIdentityDir.set(k, n);
     else this.highByIdentityDir.delete(k);
   }
 
-  private markDirty(ks: string, key: PolicyKey, before: PolicyEntry | undefined): void {
+  private markDirty(ks: number, key: PolicyKey, before: PolicyEntry | undefined): void {
     if (!this.dirty.has(ks)) this.dirty.set(ks, { key, before });
   }
 
-  private index(ks: string, key: PolicyKey): void {
-    addTo(this.byIdentityDir, `${key.identity}/${key.direction}`, ks);
-    addTo(this.byDirProto, `${key.direction}/${key.protocol}`, ks);
+  private index(r: RawEntry): void {
+    const key = r.key;
+    addTo(this.byIdentityDir, idDir(key.identity, key.direction), r);
+    addTo(this.byDirProto, dirProto(key.direction, key.protocol), r);
     addTo(this.protocolsByDir, key.direction, key.protocol);
     addTo(this.byPortKey, portKeyOf(key), key.identity);
   }
 
-  private unindex(ks: string, key: PolicyKey): void {
-    removeFrom(this.byIdentityDir, `${key.identity}/${key.direction}`, ks);
-    removeFrom(this.byDirProto, `${key.direction}/${key.protocol}`, ks);
-    if (!this.byDirProto.has(`${key.direction}/${key.protocol}`)) removeFrom(this.protocolsByDir, key.direction, key.protocol);
+  private unindex(r: RawEntry): void {
+    const key = r.key;
+    removeFrom(this.byIdentityDir, idDir(key.identity, key.direction), r);
+    const dp = dirProto(key.direction, key.protocol);
+    removeFrom(this.byDirProto, dp, r);
+    if (!this.byDirProto.has(dp)) removeFrom(this.protocolsByDir, key.direction, key.protocol);
     removeFrom(this.byPortKey, portKeyOf(key), key.identity);
   }
 
   /** Keys whose final entry may depend on raw key `key`. */
-  private dependents(key: PolicyKey, ks: string, mayPrune: boolean, out: Map<string, PolicyKey>): void {
+  private dependents(key: PolicyKey, ks: number, mayPrune: boolean, out: Map<number, PolicyKey>): void {
     out.set(ks, key);
     if (key.identity === 0) {
       for (const id of this.byPortKey.get(portKeyOf(key)) ?? []) {
         const k = { ...key, identity: id };
-        out.set(policyKeyString(k), k);
+        out.set(rawKey(k), k);
       }
     }
     // Only an entry above the lowest precedence (the default allow's) can hide narrower entries.
     if (!mayPrune) return;
-    const scan = (keys: Iterable<string> | undefined): void => {
-      for (const other of keys ?? []) {
+    const scan = (entries: Iterable<RawEntry> | undefined): void => {
+      for (const r of entries ?? []) {
         this.stats.mapEntriesVisited++;
-        const r = this.raw.get(other);
-        if (r && covers(key, r.key)) out.set(other, r.key);
+        if (covers(key, r.key)) out.set(r.rk, r.key);
       }
     };
     if (key.identity !== 0) {
-      scan(this.byIdentityDir.get(`${key.identity}/${key.direction}`));
+      scan(this.byIdentityDir.get(idDir(key.identity, key.direction)));
     } else if (key.protocol !== 0) {
-      scan(this.byDirProto.get(`${key.direction}/${key.protocol}`));
+      scan(this.byDirProto.get(dirProto(key.direction, key.protocol)));
     } else {
-      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(`${key.direction}/${p}`));
+      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(dirProto(key.direction, p)));
     }
   }
 
@@ -533,28 +596,11 @@ export class MapState {
   private finalEntry(key: PolicyKey, r: RawEntry | undefined): PolicyEntry | undefined {
     if (!r) return undefined;
     const p = r.merged.precedence;
-    const levels = key.identity === 0 ? [0] : [key.identity, 0];
-    for (const id of levels) {
-      // Only keys above the lowest precedence (the default allow's) can hide this one; most levels have none.
-      if (!this.highByIdentityDir.has(`${id}/${key.direction}`)) continue;
-      // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
-      // Key strings are built directly (policyKeyString's format): this runs for every changed key.
-      const head = `${id}/${key.direction}/`;
-      if (key.protocol !== 0) {
-        for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
-          this.stats.mapEntriesVisited++;
-          const rb = this.raw.get(`${head}${key.protocol}/${maskPort(key.port, len)}/${len}`);
-          if (rb && rb.merged.precedence > p) return undefined;
-        }
-      }
-      if (key.protocol !== 0 || id !== key.identity) {
-        this.stats.mapEntriesVisited++;
-        const rb = this.raw.get(`${head}0/0/0`);
-        if (rb && rb.merged.precedence > p) return undefined;
-      }
-    }
+    // The key's own identity, then identity 0 (once when they are the same).
+    if (key.identity !== 0 && this.hiddenAt(key, key.identity, p)) return undefined;
+    if (this.hiddenAt(key, 0, p)) return undefined;
     if (key.identity !== 0) {
-      const r0 = this.raw.get(`0/${key.direction}/${key.protocol}/${key.port}/${key.portPrefixLen}`);
+      const r0 = this.raw.get(rawKeyAt(idDir(0, key.direction), key.protocol, key.port, key.portPrefixLen));
       if (r0 && entryEquals(r0.merged, r.merged)) return undefined;
     }
     return r.merged;
@@ -565,15 +611,37 @@ export class MapState {
    * hold now, mid-transaction, while `entries` still holds the state before it.
    */
   pendingEntry(ks: string): LookupResult | undefined {
-    const r = this.raw.get(ks);
+    const [identity, direction, protocol, port, len] = ks.split('/');
+    const r = this.raw.get(rawKey({ identity: Number(identity), direction: direction === 'egress' ? 'egress' : 'ingress', protocol: Number(protocol), port: Number(port), portPrefixLen: Number(len) }));
     if (!r) return undefined;
     const entry = this.finalEntry(r.key, r);
     return entry && { key: r.key, entry };
   }
 
+  /** Is a broader-or-equal key of identity `id` above precedence `p`? (For the key itself, only broader ones.) */
+  private hiddenAt(key: PolicyKey, id: IdentityId, p: number): boolean {
+    const idd = idDir(id, key.direction);
+    // Only keys above the lowest precedence (the default allow's) can hide this one; most levels have none.
+    if (!this.highByIdentityDir.has(idd)) return false;
+    // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
+    if (key.protocol !== 0) {
+      for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
+        this.stats.mapEntriesVisited++;
+        const rb = this.raw.get(rawKeyAt(idd, key.protocol, key.port, len));
+        if (rb && rb.merged.precedence > p) return true;
+      }
+    }
+    if (key.protocol !== 0 || id !== key.identity) {
+      this.stats.mapEntriesVisited++;
+      const rb = this.raw.get(rawKeyAt(idd, 0, 0, 0));
+      if (rb && rb.merged.precedence > p) return true;
+    }
+    return false;
+  }
+
   /** The contributions behind a raw key. */
   contributions(key: PolicyKey): Contribution[] {
-    const r = this.raw.get(policyKeyString(key));
+    const r = this.raw.get(rawKey(key));
     return r ? [...r.contribs.keys()] : [];
   }
 
@@ -600,7 +668,7 @@ export class MapState {
   private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
-    const affected = new Map<string, PolicyKey>();
+    const affected = new Map<number, PolicyKey>();
     for (const [ks, d] of this.dirty) {
       const now = this.raw.get(ks)?.merged;
       if (entryEquals(now, d.before)) continue;
@@ -609,9 +677,10 @@ export class MapState {
     }
     this.dirty.clear();
     const changes: EntryChange[] = [];
-    for (const [ks, key] of affected) {
+    for (const [rk, key] of affected) {
+      const ks = policyKeyString(key);
       const before = this.entries.get(ks)?.entry;
-      const after = this.finalEntry(key, this.raw.get(ks));
+      const after = this.finalEntry(key, this.raw.get(rk));
       if (entryEquals(before, after)) continue;
       if (after) this.entries.set(ks, { key, entry: after });
       else this.entries.delete(ks);
@@ -680,9 +749,8 @@ export class MapState {
       const peers = new Set<IdentityId>();
       if (added.has(id)) {
         for (const proto of [redirect.protocol, 0]) {
-          for (const ks of this.byDirProto.get(`${redirect.direction}/${proto}`) ?? []) {
+          for (const r of this.byDirProto.get(dirProto(redirect.direction, proto)) ?? []) {
             this.stats.mapEntriesVisited++;
-            const r = this.raw.get(ks) as RawEntry;
             if (coversPort(r.key, redirect)) peers.add(r.key.identity);
           }
         }
@@ -727,13 +795,11 @@ export class MapState {
 }
 
 /** The raw keys of `identity` that cover the redirect's port: every port prefix, then any protocol. */
-function coveringKeys(identity: IdentityId, r: Redirect): string[] {
-  const head = `${identity}/${r.direction}/`;
-  const out: string[] = [];
-  for (let len = 16; len >= 0; len--) {
-    out.push(`${head}${r.protocol}/${maskPort(r.port, len)}/${len}`);
-  }
-  out.push(`${head}0/0/0`);
+function coveringKeys(identity: IdentityId, r: Redirect): number[] {
+  const idd = idDir(identity, r.direction);
+  const out: number[] = [];
+  for (let len = 16; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
+  out.push(rawKeyAt(idd, 0, 0, 0));
   return out;
 }
 

@@ -1,5 +1,5 @@
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { PolicyKey, wildcardKey } from '../model/policy-map.js';
+import { wildcardKey } from '../model/policy-map.js';
 import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
 import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
@@ -20,7 +20,10 @@ interface AttachedClause {
 /** A rule unit of a stored policy, wired to the selector caches. */
 export interface AttachedUnit {
   readonly unit: RuleUnit;
-  readonly clauses: readonly AttachedClause[];
+  /** Its number (contribution labels). */
+  readonly n: number;
+  /** Built when its peers are first registered (`NO_CLAUSES` until then): most units never select a local identity. */
+  clauses: readonly AttachedClause[];
   subject: CachedSelector | null;
   /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
   peersRegistered: boolean;
@@ -30,7 +33,8 @@ export interface AttachedUnit {
   /** CIDR identities this unit keeps allocated. */
   cidrRefs: IdentityRecord[];
   subjectListener: SelectionListener;
-  peerListener: SelectionListener;
+  /** Created when its peers are first registered. */
+  peerListener: SelectionListener | null;
 }
 
 /** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache. */
@@ -49,6 +53,10 @@ interface PolicyRecord {
 
 /** The targets of every unit whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
+/** Shared by every unit whose peers are not registered; never written (`registerPeers` gives each unit its own arrays). */
+const NO_CLAUSES: readonly AttachedClause[] = Object.freeze([]);
+const NO_PEERS: CachedSelector[] = [];
+const NO_CIDR_REFS: IdentityRecord[] = [];
 
 /** A unit's subject or peer listener: an object per unit and role instead of a closure and its context. */
 class UnitListener implements SelectionListener {
@@ -114,9 +122,11 @@ export class PolicyResolver implements NamedPortListener {
     const key = policyRefKey(policy.ref);
     const old = this.policies.get(key);
     const compiled = compilePolicy(policy);
-    const oldUnits = new Map<string, AttachedUnit>();
-    const oldEnf = new Map<string, AttachedEnforcement>();
+    let oldUnits: Map<string, AttachedUnit> | undefined;
+    let oldEnf: Map<string, AttachedEnforcement> | undefined;
     if (old) {
+      oldUnits = new Map();
+      oldEnf = new Map();
       const keepUnits = new Set(compiled.units.map((u) => u.uid));
       const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
       for (const a of old.units) if (keepUnits.has(a.unit.uid)) oldUnits.set(a.unit.uid, a);
@@ -125,8 +135,8 @@ export class PolicyResolver implements NamedPortListener {
       else this.detachEnforcement(e);
     }
     // Uids are distinct within a compiled policy, and only computed when there is an old version.
-    const units = compiled.units.map((u) => (old ? oldUnits.get(u.uid) : undefined) ?? this.attachUnit(u));
-    const enforcements = compiled.enforcements.map((e) => oldEnf.get(e.uid) ?? this.attachEnforcement(e));
+    const units = compiled.units.map((u) => oldUnits?.get(u.uid) ?? this.attachUnit(u));
+    const enforcements = compiled.enforcements.map((e) => oldEnf?.get(e.uid) ?? this.attachEnforcement(e));
     this.policies.set(key, { policy, units, enforcements });
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
@@ -165,14 +175,7 @@ export class PolicyResolver implements NamedPortListener {
     // Baseline applies only where no NetworkPolicy-tier policy isolates the identity in this direction.
     if (a.unit.baseline && m.local.enforcing[direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
-    for (const c of a.clauses) {
-      const keys = c.keys ?? portKeys(c.l4, this.namedResolver(a.unit, peer, m));
-      for (const pk of keys) {
-        const key: PolicyKey = { identity: peer, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
-        if (sign > 0) m.state.add(key, c.contribution);
-        else m.state.remove(key, c.contribution);
-      }
-    }
+    for (const c of a.clauses) m.state.change(peer, direction, c.keys ?? portKeys(c.l4, this.namedResolver(a.unit, peer, m)), c.contribution, sign);
   }
 
   /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
@@ -230,45 +233,54 @@ export class PolicyResolver implements NamedPortListener {
 
   private attachUnit(unit: RuleUnit): AttachedUnit {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
-    const n = this.nextUnit++;
-    const plain = unitContribution(n, unit.origin, unit.entry ?? clauseEntry(unit.verdict, undefined));
     const a: AttachedUnit = {
       unit,
-      clauses: unit.clauses.map((c, i) => {
-        const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
-        return {
-          l4: c.l4,
-          keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
-          contribution: l7 ? clauseContribution(n, i, unit.origin, clauseEntry(unit.verdict, l7), l7) : plain,
-        };
-      }),
+      n: this.nextUnit++,
+      clauses: NO_CLAUSES,
       subject: null,
       peersRegistered: false,
-      peers: [],
+      peers: NO_PEERS,
       targets: NO_TARGETS,
-      cidrRefs: [],
+      cidrRefs: NO_CIDR_REFS,
       subjectListener: null as unknown as SelectionListener,
-      peerListener: null as unknown as SelectionListener,
+      peerListener: null,
     };
     a.subjectListener = new UnitListener(this, a, false);
-    a.peerListener = new UnitListener(this, a, true);
     a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
-    const selected = [...a.subject.selected];
-    if (selected.length > 0) this.onSubjectChange(a, selected, []);
+    // No array for the (many) units that select no local identity.
+    if (a.subject.selected.size > 0) this.onSubjectChange(a, [...a.subject.selected], []);
     return a;
   }
 
   private detachUnit(a: AttachedUnit): void {
     const cs = a.subject as CachedSelector;
-    const selected = [...cs.selected];
-    if (selected.length > 0) this.onSubjectChange(a, [], selected, true);
+    if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected], true);
     this.subjectCache.unregister(cs, a.subjectListener);
     a.subject = null;
+  }
+
+  /** The unit's clauses with their map keys and contributions. */
+  private static clausesOf(a: AttachedUnit): AttachedClause[] {
+    const unit = a.unit;
+    const plain = unitContribution(a.n, unit.origin, unit.entry ?? clauseEntry(unit.verdict, undefined));
+    return unit.clauses.map((c, i) => {
+      const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
+      return {
+        l4: c.l4,
+        keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
+        contribution: l7 ? clauseContribution(a.n, i, unit.origin, clauseEntry(unit.verdict, l7), l7) : plain,
+      };
+    });
   }
 
   /** Registers the unit's peers once some local identity needs it. */
   private registerPeers(a: AttachedUnit): void {
     if (this.ctx.faultHook) this.ctx.fault('registerPeers');
+    if (a.clauses === NO_CLAUSES) a.clauses = PolicyResolver.clausesOf(a);
+    a.peerListener ??= new UnitListener(this, a, true);
+    const listener = a.peerListener;
+    a.peers = [];
+    a.cidrRefs = [];
     a.targets = new Map();
     for (const sel of a.unit.peers) {
       if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
@@ -278,7 +290,7 @@ export class PolicyResolver implements NamedPortListener {
       }
       // An FQDN selector's own identity exists before any answer: a first IP costs no map write.
       if (sel.kind === 'fqdn') a.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
-      const cs = this.peerCache.register(sel, a.peerListener);
+      const cs = this.peerCache.register(sel, listener);
       a.peers.push(cs);
       for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
     }
@@ -293,11 +305,11 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   private unregisterPeers(a: AttachedUnit): void {
-    for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener);
-    a.peers = [];
+    for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener as SelectionListener);
+    a.peers = NO_PEERS;
     a.targets = NO_TARGETS;
     for (const rec of a.cidrRefs) this.identities.release(rec);
-    a.cidrRefs = [];
+    a.cidrRefs = NO_CIDR_REFS;
     if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
@@ -361,15 +373,13 @@ export class PolicyResolver implements NamedPortListener {
     const e: AttachedEnforcement = { unit, subject: null, listener: null as unknown as SelectionListener };
     e.listener = new EnforcementListener(this, e);
     e.subject = this.subjectCache.register(unit.subject, e.listener);
-    const selected = [...e.subject.selected];
-    if (selected.length > 0) this.onEnforcementChange(e, selected, []);
+    if (e.subject.selected.size > 0) this.onEnforcementChange(e, [...e.subject.selected], []);
     return e;
   }
 
   private detachEnforcement(e: AttachedEnforcement): void {
     const cs = e.subject as CachedSelector;
-    const selected = [...cs.selected];
-    if (selected.length > 0) this.onEnforcementChange(e, [], selected);
+    if (cs.selected.size > 0) this.onEnforcementChange(e, [], [...cs.selected]);
     this.subjectCache.unregister(cs, e.listener);
     e.subject = null;
   }

@@ -51,53 +51,66 @@ function peerSelector(p: Peer): IdentitySelector {
   return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
 }
 
-function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
-  const byKey = new Map<string, IdentitySelector>();
-  for (const p of rule.peers) {
-    const s = peerSelector(p);
-    byKey.set(s.key, s);
-  }
+const byKey = (a: IdentitySelector, b: IdentitySelector): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+/** A rule's peer selectors, sorted by key, one per key (the last one given), in an exact-size array. */
+function peerSelectors(rule: PolicyRule): IdentitySelector[] {
   // toFQDNs rules have no other peers (the reader refuses mixing them).
-  for (const f of rule.toFQDNs ?? []) {
-    const s = fqdnPeerSelector(f);
-    byKey.set(s.key, s);
-  }
-  const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
-  // The rule's own clause array when it is not split (the common case): nothing copied per unit.
-  const named = rule.ports.filter(isNamedEgress);
-  const parts = [
-    { tag: 'n', namedEgress: true, clauses: named.length === rule.ports.length ? rule.ports : named.slice() },
-    { tag: 'p', namedEgress: false, clauses: named.length === 0 ? rule.ports : rule.ports.filter((c) => !isNamedEgress(c)).slice() },
-  ];
+  const all = rule.toFQDNs && rule.toFQDNs.length > 0 ? [...rule.peers.map(peerSelector), ...rule.toFQDNs.map(fqdnPeerSelector)] : rule.peers.map(peerSelector);
+  all.sort(byKey);
+  let duplicates = false;
+  for (let i = 1; i < all.length; i++) if ((all[i] as IdentitySelector).key === (all[i - 1] as IdentitySelector).key) duplicates = true;
+  // The sort is stable: the last of equal keys is the one given last.
+  return duplicates ? all.filter((s, i) => i + 1 === all.length || (all[i + 1] as IdentitySelector).key !== s.key).slice() : all;
+}
+
+function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
+  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return [];
   const subject = labelsSelector(rule.subject);
-  const out: RuleUnit[] = [];
-  for (const part of parts) {
-    if (part.clauses.length === 0 || peers.length === 0) continue;
-    const anyPeer = !part.namedEgress && peers.some(isWildcardSelector);
-    out.push(new NetworkPolicyUnit(index, rule.origin, rule.direction, rule.verdict, subject, peers, part.clauses, part.namedEgress, anyPeer));
-  }
-  return out;
+  const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+  let named = 0;
+  for (const c of rule.ports) if (isNamedEgress(c)) named++;
+  const unit = (namedEgress: boolean, clauses: RuleUnit['clauses']): RuleUnit => new NetworkPolicyUnit(index, rule, subject, clauses, namedEgress);
+  // The rule's own clause array when it is not split (the common case): nothing copied per unit.
+  if (named === 0) return [unit(false, rule.ports)];
+  if (named === rule.ports.length) return [unit(true, rule.ports)];
+  return [unit(true, rule.ports.filter(isNamedEgress).slice()), unit(false, rule.ports.filter((c) => !isNamedEgress(c)).slice())];
 }
 
 /**
  * A NetworkPolicy-tier rule unit. Its uid is only needed when its policy is updated (to match it
- * against the previous version's units), so it is built on first use and kept from then on.
+ * against the previous version's units), and its peers only once some local identity adopts it
+ * (most units never are), so both are built on first use and kept from then on.
  */
 class NetworkPolicyUnit implements RuleUnit {
   private cachedUid: string | undefined = undefined;
+  private cachedPeers: readonly IdentitySelector[] | undefined = undefined;
+  private cachedAnyPeer: boolean | undefined = undefined;
+  readonly origin: RuleOrigin;
+  readonly direction: Direction;
+  readonly verdict: Verdict;
 
   constructor(
     readonly index: number,
-    readonly origin: RuleOrigin,
-    readonly direction: Direction,
-    readonly verdict: Verdict,
+    private readonly rule: PolicyRule,
     readonly subject: IdentitySelector,
-    readonly peers: readonly IdentitySelector[],
     readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[],
     readonly namedEgress: boolean,
-    readonly anyPeer: boolean,
-  ) {}
+  ) {
+    this.origin = rule.origin;
+    this.direction = rule.direction;
+    this.verdict = rule.verdict;
+  }
+
+  get peers(): readonly IdentitySelector[] {
+    this.cachedPeers ??= peerSelectors(this.rule);
+    return this.cachedPeers;
+  }
+
+  get anyPeer(): boolean {
+    this.cachedAnyPeer ??= !this.namedEgress && this.peers.some(isWildcardSelector);
+    return this.cachedAnyPeer;
+  }
 
   get uid(): string {
     this.cachedUid ??= flat(JSON.stringify([this.index, this.origin.path, this.direction, this.verdict, this.subject.key, this.peers.map((p) => p.key), this.namedEgress ? 'n' : 'p', this.clauses]));
@@ -108,15 +121,28 @@ class NetworkPolicyUnit implements RuleUnit {
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
   const units = policy.rules.flatMap((r, i) => compileRule(r, i));
-  const seen = new Set<string>();
-  const enforcements: EnforcementUnit[] = [];
+  // A policy has one or two enforcements: a scan finds the duplicates without building their uids.
+  const enforcements: Enforcement[] = [];
   for (const e of policy.enforcements) {
-    const uid = flat(`${e.direction}#${e.subject.key}`);
-    if (seen.has(uid)) continue;
-    seen.add(uid);
-    enforcements.push({ uid, origin: e.origin, direction: e.direction, subject: labelsSelector(e.subject) });
+    if (!enforcements.some((x) => x.direction === e.direction && x.subject.key === e.subject.key)) enforcements.push(new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
   return { units, enforcements };
+}
+
+/** An enforcement unit whose uid (direction and subject) is built on first use, as a NetworkPolicy unit's. */
+class Enforcement implements EnforcementUnit {
+  private cachedUid: string | undefined = undefined;
+
+  constructor(
+    readonly origin: RuleOrigin,
+    readonly direction: Direction,
+    readonly subject: IdentitySelector,
+  ) {}
+
+  get uid(): string {
+    this.cachedUid ??= flat(`${this.direction}#${this.subject.key}`);
+    return this.cachedUid;
+  }
 }
 
 /**

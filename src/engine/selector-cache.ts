@@ -62,13 +62,29 @@ export class CachedSelector {
   constructor(
     readonly selector: IdentitySelector,
     /** Index buckets this selector is filed under; null = evaluated for every identity. */
-    readonly buckets: readonly string[] | null,
+    readonly buckets: readonly Bucket[] | null,
   ) {}
 }
 
+/** A bucket of the two indexes: a label value (`key` = value), a label key (Exists), or a named one (CIDR, FQDN, pod network). */
+const enum BucketKind {
+  Value,
+  Key,
+  Named,
+}
+
+interface Bucket {
+  readonly kind: BucketKind;
+  /** The label key, or the name. */
+  readonly key: string;
+  /** The label value (Value buckets). */
+  readonly value: string;
+}
+
 const CIDR_BUCKET = 'cidr';
-const valueBucket = (key: string, value: string): string => `=${key}=${value}`;
-const keyBucket = (key: string): string => `?${key}`;
+const valueBucket = (key: string, value: string): Bucket => ({ kind: BucketKind.Value, key, value });
+const keyBucket = (key: string): Bucket => ({ kind: BucketKind.Key, key, value: '' });
+const namedBucket = (name: string): Bucket => ({ kind: BucketKind.Named, key: name, value: '' });
 
 /** Keys that nearly every pod identity carries: filing a selector under them prunes little. */
 function isCommonKey(key: string): boolean {
@@ -81,13 +97,13 @@ function isCommonKey(key: string): boolean {
  * only negative requirements are evaluated for every identity. Buckets ignore the label source;
  * the full evaluation checks it.
  */
-function bucketsOf(sel: IdentitySelector): string[] | null {
-  if (sel.kind === 'cidr') return [CIDR_BUCKET];
-  if (sel.kind === 'fqdn' || sel.kind === 'podnet') return [sel.key];
-  let best: { score: number; buckets: string[] } | null = null;
+function bucketsOf(sel: IdentitySelector): Bucket[] | null {
+  if (sel.kind === 'cidr') return [namedBucket(CIDR_BUCKET)];
+  if (sel.kind === 'fqdn' || sel.kind === 'podnet') return [namedBucket(sel.key)];
+  let best: { score: number; buckets: Bucket[] } | null = null;
   const consider = (r: Requirement): void => {
     let score: number;
-    let buckets: string[];
+    let buckets: Bucket[];
     if (r.operator === 'In') {
       score = r.values.length;
       buckets = r.values.map((v) => valueBucket(r.key.key, v));
@@ -101,38 +117,59 @@ function bucketsOf(sel: IdentitySelector): string[] | null {
     if (best === null || score < best.score) best = { score, buckets };
   };
   for (const r of sel.selector.requirements) consider(r);
-  return best === null ? null : (best as { buckets: string[] }).buckets;
+  return best === null ? null : (best as { buckets: Bucket[] }).buckets;
 }
 
-function bucketsOfIdentity(ident: SelectableIdentity): string[] {
-  const out: string[] = [];
-  for (const l of ident.matchLabels) {
-    out.push(valueBucket(l.key, l.value), keyBucket(l.key));
-    if (l.source === SOURCE_FQDN) out.push(`fqdn:${l.key}`);
+/**
+ * Sets of V by bucket. Value buckets are two-level (label key, then value), so an identity's
+ * buckets are found from its labels' own strings, with no bucket string built and hashed per
+ * label. Tombstone maps: identities come and go under the same labels.
+ */
+class BucketIndex<V> {
+  private readonly values = new TombstoneMap<string, TombstoneMap<string, Set<V>>>();
+  private readonly keys = new TombstoneMap<string, Set<V>>();
+  private readonly named = new TombstoneMap<string, Set<V>>();
+
+  get(kind: BucketKind, key: string, value: string): Set<V> | undefined {
+    if (kind === BucketKind.Value) return this.values.get(key)?.get(value);
+    return (kind === BucketKind.Key ? this.keys : this.named).get(key);
   }
-  if (ident.cidr) out.push(CIDR_BUCKET);
-  for (const n of ident.nets ?? []) out.push(`podnet:${n}`);
-  return out;
+
+  /** Adds (sign 1) or removes (-1) `v` under the bucket. */
+  change(kind: BucketKind, key: string, value: string, v: V, sign: 1 | -1): void {
+    if (sign > 0) this.add(kind, key, value, v);
+    else this.remove(kind, key, value, v);
+  }
+
+  private add(kind: BucketKind, key: string, value: string, v: V): void {
+    let m: TombstoneMap<string, Set<V>> | undefined;
+    if (kind === BucketKind.Value) {
+      m = this.values.get(key);
+      if (!m) this.values.set(key, (m = new TombstoneMap()));
+    } else {
+      m = kind === BucketKind.Key ? this.keys : this.named;
+    }
+    const k = kind === BucketKind.Value ? value : key;
+    let s = m.get(k);
+    if (!s) m.set(k, (s = new Set()));
+    s.add(v);
+  }
+
+  private remove(kind: BucketKind, key: string, value: string, v: V): void {
+    const m = kind === BucketKind.Value ? this.values.get(key) : kind === BucketKind.Key ? this.keys : this.named;
+    const k = kind === BucketKind.Value ? value : key;
+    const s = m?.get(k);
+    if (!m || !s) return;
+    s.delete(v);
+    if (s.size > 0) return;
+    m.delete(k);
+    if (kind === BucketKind.Value && m.size === 0) this.values.delete(key);
+  }
 }
 
-/** The part of Map the bucket helpers need (Map or TombstoneMap). */
-interface Buckets<K, V> {
-  get(k: K): Set<V> | undefined;
-  set(k: K, v: Set<V>): unknown;
-  delete(k: K): boolean;
-}
-
-function addTo<K, V>(m: Buckets<K, V>, k: K, v: V): void {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(v);
-}
-
-function removeFrom<K, V>(m: Buckets<K, V>, k: K, v: V): void {
-  const s = m.get(k);
-  if (!s) return;
-  s.delete(v);
-  if (s.size === 0) m.delete(k);
+/** Adds the members of `s` to `out`. */
+function addAll<V>(out: Set<V>, s: Set<V> | undefined): void {
+  if (s) for (const v of s) out.add(v);
 }
 
 /**
@@ -143,10 +180,10 @@ function removeFrom<K, V>(m: Buckets<K, V>, k: K, v: V): void {
  */
 export class SelectorCache {
   private readonly byKey = new TombstoneMap<string, CachedSelector>();
-  private readonly selectorBuckets = new TombstoneMap<string, Set<CachedSelector>>();
+  private readonly selectorBuckets = new BucketIndex<CachedSelector>();
   private readonly unindexed = new Set<CachedSelector>();
   private readonly identities = new TombstoneMap<IdentityId, SelectableIdentity>();
-  private readonly identityBuckets = new TombstoneMap<string, Set<IdentityId>>();
+  private readonly identityBuckets = new BucketIndex<IdentityId>();
 
   constructor(private readonly stats: EngineStats) {}
 
@@ -188,22 +225,39 @@ export class SelectorCache {
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }
 
-  private candidateSelectors(buckets: readonly string[]): Set<CachedSelector> {
+  /** The selectors filed under a bucket of `ident` (its labels' values and keys, FQDN labels, CIDR, pod networks, in that order), and the unindexed ones. */
+  private candidateSelectors(ident: SelectableIdentity): Set<CachedSelector> {
     const out = new Set<CachedSelector>(this.unindexed);
-    for (const b of buckets) {
-      const s = this.selectorBuckets.get(b);
-      if (s) for (const cs of s) out.add(cs);
+    const idx = this.selectorBuckets;
+    for (const l of ident.matchLabels) {
+      addAll(out, idx.get(BucketKind.Value, l.key, l.value));
+      addAll(out, idx.get(BucketKind.Key, l.key, ''));
+      if (l.source === SOURCE_FQDN) addAll(out, idx.get(BucketKind.Named, `fqdn:${l.key}`, ''));
     }
+    if (ident.cidr) addAll(out, idx.get(BucketKind.Named, CIDR_BUCKET, ''));
+    for (const n of ident.nets ?? []) addAll(out, idx.get(BucketKind.Named, `podnet:${n}`, ''));
     return out;
+  }
+
+  /** Lists (sign 1) or unlists (-1) an identity under each of its buckets (as `candidateSelectors` finds them). */
+  private indexIdentity(ident: SelectableIdentity, sign: 1 | -1): void {
+    const idx = this.identityBuckets;
+    const id = ident.id;
+    for (const l of ident.matchLabels) {
+      idx.change(BucketKind.Value, l.key, l.value, id, sign);
+      idx.change(BucketKind.Key, l.key, '', id, sign);
+      if (l.source === SOURCE_FQDN) idx.change(BucketKind.Named, `fqdn:${l.key}`, '', id, sign);
+    }
+    if (ident.cidr) idx.change(BucketKind.Named, CIDR_BUCKET, '', id, sign);
+    for (const n of ident.nets ?? []) idx.change(BucketKind.Named, `podnet:${n}`, '', id, sign);
   }
 
   addIdentity(ident: SelectableIdentity): void {
     if (this.identities.has(ident.id)) throw new Error(`identity ${ident.id} is already in the selector cache`);
     this.identities.set(ident.id, ident);
-    const buckets = bucketsOfIdentity(ident);
-    for (const b of buckets) addTo(this.identityBuckets, b, ident.id);
+    this.indexIdentity(ident, +1);
     const hits: CachedSelector[] = [];
-    for (const cs of this.candidateSelectors(buckets)) {
+    for (const cs of this.candidateSelectors(ident)) {
       if (this.evaluate(cs, ident)) {
         cs.selected.add(ident.id);
         hits.push(cs);
@@ -216,11 +270,10 @@ export class SelectorCache {
     const ident = this.identities.get(id);
     if (!ident) throw new Error(`identity ${id} is not in the selector cache`);
     this.identities.delete(id);
-    const buckets = bucketsOfIdentity(ident);
-    for (const b of buckets) removeFrom(this.identityBuckets, b, id);
+    this.indexIdentity(ident, -1);
     // No evaluation needed: exactly the selectors that selected it lose it.
     const hits: CachedSelector[] = [];
-    for (const cs of this.candidateSelectors(buckets)) {
+    for (const cs of this.candidateSelectors(ident)) {
       if (cs.selected.delete(id)) hits.push(cs);
     }
     for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [], [id]);
@@ -233,7 +286,7 @@ export class SelectorCache {
       cs = new CachedSelector(selector, bucketsOf(selector));
       this.byKey.set(selector.key, cs);
       if (cs.buckets === null) this.unindexed.add(cs);
-      else for (const b of cs.buckets) addTo(this.selectorBuckets, b, cs);
+      else for (const b of cs.buckets) this.selectorBuckets.change(b.kind, b.key, b.value, cs, +1);
       for (const id of this.candidateIdentities(cs)) {
         const ident = this.identities.get(id);
         if (ident && this.evaluate(cs, ident)) cs.selected.add(id);
@@ -248,16 +301,13 @@ export class SelectorCache {
     if (cs.listeners.size > 0) return;
     this.byKey.delete(cs.selector.key);
     if (cs.buckets === null) this.unindexed.delete(cs);
-    else for (const b of cs.buckets) removeFrom(this.selectorBuckets, b, cs);
+    else for (const b of cs.buckets) this.selectorBuckets.change(b.kind, b.key, b.value, cs, -1);
   }
 
   private candidateIdentities(cs: CachedSelector): Iterable<IdentityId> {
     if (cs.buckets === null) return this.identities.keys();
     const out = new Set<IdentityId>();
-    for (const b of cs.buckets) {
-      const s = this.identityBuckets.get(b);
-      if (s) for (const id of s) out.add(id);
-    }
+    for (const b of cs.buckets) addAll(out, this.identityBuckets.get(b.kind, b.key, b.value));
     return out;
   }
 }

@@ -92,3 +92,67 @@ describe('map state (Cilium insertion rules)', () => {
     expect(datapathLookup(m.entries, 301, 'ingress', 17, 53)).toBeUndefined();
   });
 });
+
+describe('map state raw keys', () => {
+  const LOCAL = (1 << 24) + 1;
+  const egress = (k: PolicyKey): PolicyKey => ({ ...k, direction: 'egress' });
+  // Keys that differ in one field only: identity scope, direction, protocol, prefix length, port.
+  const distinct: PolicyKey[] = [
+    key(0),
+    key(0, 6),
+    key(0, 6, 0, 16),
+    key(0, 6, 65535),
+    key(0, 6, 32768, 1),
+    key(0, 17, 53),
+    key(0, 1, 8),
+    key(300, 6, 80),
+    key(300, 6, 80, 15),
+    key(300, 6, 81),
+    egress(key(300, 6, 80)),
+    key(LOCAL, 6, 80),
+    key(LOCAL + 1, 6, 80),
+    key(LOCAL),
+    egress(key(LOCAL)),
+  ];
+
+  it('keeps apart keys that differ in one field only', () => {
+    const m = new MapState(emptyStats());
+    distinct.forEach((k, i) => m.add(k, c(`k${i}`, ALLOW)));
+    expect(m.rawSize).toBe(distinct.length);
+    distinct.forEach((k, i) => expect(m.contributions(k).map((x) => x.label)).toEqual([`k${i}`]));
+    m.settle();
+    distinct.forEach((k, i) => m.remove(k, c(`k${i}`, ALLOW)));
+    expect(m.rawSize).toBe(0);
+  });
+
+  it('change() for a peer does what add/remove of each key does, settle by settle', () => {
+    const viaKeys = new MapState(emptyStats());
+    const viaChange = new MapState(emptyStats());
+    const ports = [
+      { protocol: 6, port: 80, portPrefixLen: 16 },
+      { protocol: 6, port: 0, portPrefixLen: 0 },
+      { protocol: 0, port: 0, portPrefixLen: 0 },
+    ];
+    const steps: [number, PolicyEntry, 1 | -1][] = [
+      [300, ALLOW, 1],
+      [0, DENY, 1],
+      [LOCAL, REDIRECT, 1],
+      [300, DENY, 1],
+      [0, DENY, -1],
+      [300, ALLOW, -1],
+      [LOCAL, REDIRECT, -1],
+    ];
+    for (const [identity, entry, sign] of steps) {
+      const contribution = c(`peer${identity}`, entry);
+      for (const pk of ports) {
+        const k: PolicyKey = { identity, direction: 'ingress', ...pk };
+        if (sign > 0) viaKeys.add(k, contribution);
+        else viaKeys.remove(k, contribution);
+      }
+      viaChange.change(identity, 'ingress', ports, contribution, sign);
+      expect(viaChange.settle()).toEqual(viaKeys.settle());
+      expect([...viaChange.entries]).toEqual([...viaKeys.entries]);
+    }
+    expect(viaChange.rawSize).toBe(viaKeys.rawSize);
+  });
+});

@@ -322,18 +322,28 @@ function otherMatches(sides: readonly Side[]): Side[] {
   return out;
 }
 
-const neverLowersMemo = new Map<string, boolean>();
+/** A side as one number (precedence, prefix bits, rank); -1: no entry. Exact below 2^53. */
+const sideCode = (s: Side | undefined): number => (s ? (s.precedence * 32 + s.bits) * 4 + s.rank : -1);
+/** Memo of `neverLowers`, by trie kind, then before, then after. */
+const neverLowersMemo = [new Map<number, Map<number, boolean>>(), new Map<number, Map<number, boolean>>()];
+let memoSize = 0;
 
 /** Whether T's match changing from `before` to `after` lowers no packet's rank, whatever the other trie holds. */
 function neverLowers(before: Side | undefined, after: Side | undefined, zeroTrie: boolean): boolean {
-  const id = (s: Side | undefined): string => (s ? `${s.precedence},${s.bits},${s.rank}` : '-');
-  const memoKey = `${zeroTrie ? 1 : 0}|${id(before)}|${id(after)}`;
-  const known = neverLowersMemo.get(memoKey);
+  const byBefore = neverLowersMemo[zeroTrie ? 1 : 0] as Map<number, Map<number, boolean>>;
+  const b = sideCode(before);
+  const a = sideCode(after);
+  let byAfter = byBefore.get(b);
+  const known = byAfter?.get(a);
   if (known !== undefined) return known;
-  const sides = [before, after].filter((s): s is Side => s !== undefined);
+  const sides = [before, after].filter((x): x is Side => x !== undefined);
   const ok = [undefined, ...otherMatches(sides)].every((w) => verdictRank(after, w, zeroTrie) >= verdictRank(before, w, zeroTrie));
-  if (neverLowersMemo.size > 50_000) neverLowersMemo.clear();
-  neverLowersMemo.set(memoKey, ok);
+  if (++memoSize > 100_000) {
+    for (const m of neverLowersMemo) m.clear();
+    memoSize = 0;
+  }
+  if (!byAfter) byBefore.set(b, (byAfter = new Map()));
+  byAfter.set(a, ok);
   return ok;
 }
 
@@ -350,6 +360,54 @@ function ancestors(k: PolicyKey): PolicyKey[] {
 
 /** An ancestor the plan does not write: any rank, below every W that can beat K (see above). */
 const UNWRITTEN_ANCESTORS: readonly Side[] = ANY_RANK.map((rank) => ({ precedence: 0, bits: 0, rank }));
+const NO_ANCESTOR: readonly (Side | undefined)[] = [undefined];
+const ANY_ANCESTOR: readonly (Side | undefined)[] = [undefined, ...UNWRITTEN_ANCESTORS];
+
+const NOTHING_TRUSTED: ReadonlySet<MapDelta> = new Set();
+
+/**
+ * Whether an operation from `was` to `now` (one of them absent: the fallback) lowers no rank when
+ * the fallback is no entry or an ancestor the plan does not write.
+ */
+function safeOverUnwritten(k: PolicyKey, was: PolicyEntry | undefined, now: PolicyEntry | undefined, tighten: boolean): boolean {
+  const zero = k.identity === 0;
+  const fallbacks: readonly (Side | undefined)[] = k.protocol === 0 ? NO_ANCESTOR : ANY_ANCESTOR;
+  for (const f of fallbacks) {
+    const before = was ? sideOf(was, k) : f;
+    const after = now ? sideOf(now, k) : f;
+    if (!(tighten ? neverLowers(before, after, zero) : neverLowers(after, before, zero))) return false;
+  }
+  return true;
+}
+
+/** Whether `a` is a strict ancestor of `k` in k's trie (same identity and direction assumed). */
+function isAncestor(a: PolicyKey, k: PolicyKey): boolean {
+  if (a.protocol === 0) return k.protocol !== 0;
+  return a.protocol === k.protocol && a.portPrefixLen < k.portPrefixLen && maskPort(k.port, a.portPrefixLen) === a.port;
+}
+
+/** The written ancestors of `k`: from its trie's written keys, or by name when the trie has many. */
+function writtenAncestors(k: PolicyKey, trie: readonly PolicyKey[]): PolicyKey[] {
+  if (trie.length <= 1 || k.protocol === 0) return [];
+  return trie.length <= 24 ? trie.filter((a) => isAncestor(a, k)) : ancestors(k);
+}
+
+/** Whether an operation lowers no rank (tighten) or, undone, raises none (loosen); see above. */
+function opSafe(k: PolicyKey, was: PolicyEntry | undefined, now: PolicyEntry | undefined, tighten: boolean, current: ReadonlyMap<string, PolicyEntry | undefined>, trie: readonly PolicyKey[]): boolean {
+  const zero = k.identity === 0;
+  if (was && now) return tighten ? neverLowers(sideOf(was, k), sideOf(now, k), zero) : neverLowers(sideOf(now, k), sideOf(was, k), zero);
+  if (!safeOverUnwritten(k, was, now, tighten)) return false;
+  // Ancestors the plan writes: their value at this point of the plan.
+  for (const a of writtenAncestors(k, trie)) {
+    const e = current.get(policyKeyString(a));
+    if (!e) continue;
+    const f = sideOf(e, a);
+    const before = was ? sideOf(was, k) : f;
+    const after = now ? sideOf(now, k) : f;
+    if (!(tighten ? neverLowers(before, after, zero) : neverLowers(after, before, zero))) return false;
+  }
+  return true;
+}
 
 /**
  * The keys of a map's plan whose operation fails the exact check. `trusted`: operations already
@@ -357,33 +415,26 @@ const UNWRITTEN_ANCESTORS: readonly Side[] = ANY_RANK.map((rank) => ({ precedenc
  */
 function unsafeKeys(plan: MapPlan, trusted: ReadonlySet<MapDelta>): Set<string> {
   const current = new Map<string, PolicyEntry | undefined>();
-  for (const d of [...plan.tighten, ...plan.loosen]) {
+  const tries = new Map<string, PolicyKey[]>();
+  const trieOf = (k: PolicyKey): string => `${k.identity}/${k.direction}`;
+  const keys = new Map<MapDelta, string>();
+  const first = (d: MapDelta): void => {
     const ks = policyKeyString(d.key);
-    if (!current.has(ks)) current.set(ks, d.op === 'delete' ? d.entry : d.previous);
-  }
-  const bad = new Set<string>();
-  const fallbacks = (k: PolicyKey): (Side | undefined)[] => {
-    const out: (Side | undefined)[] = [undefined];
-    if (k.protocol === 0) return out;
-    out.push(...UNWRITTEN_ANCESTORS);
-    if (current.size === 1) return out;
-    for (const a of ancestors(k)) {
-      const e = current.get(policyKeyString(a));
-      if (e) out.push(sideOf(e, a));
-    }
-    return out;
+    keys.set(d, ks);
+    if (current.has(ks)) return;
+    current.set(ks, d.op === 'delete' ? d.entry : d.previous);
+    const t = trieOf(d.key);
+    const l = tries.get(t);
+    if (l) l.push(d.key);
+    else tries.set(t, [d.key]);
   };
+  for (const d of plan.tighten) first(d);
+  for (const d of plan.loosen) first(d);
+  const bad = new Set<string>();
   const step = (d: MapDelta, tighten: boolean): void => {
-    const ks = policyKeyString(d.key);
-    const was = current.get(ks);
+    const ks = keys.get(d) as string;
     const now = d.op === 'upsert' ? d.entry : undefined;
-    if (!trusted.has(d)) {
-      const zero = d.key.identity === 0;
-      const b = was ? [sideOf(was, d.key)] : fallbacks(d.key);
-      const a = now ? [sideOf(now, d.key)] : fallbacks(d.key);
-      const ok = b.every((x) => a.every((y) => (tighten ? neverLowers(x, y, zero) : neverLowers(y, x, zero))));
-      if (!ok) bad.add(ks);
-    }
+    if (!trusted.has(d) && !opSafe(d.key, current.get(ks), now, tighten, current, tries.get(trieOf(d.key)) ?? [])) bad.add(ks);
     current.set(ks, now);
   };
   for (const d of plan.tighten) step(d, true);
@@ -491,14 +542,14 @@ function planMap(write: MapWrite, capacity: number, current: CurrentEntries): Ma
     if (old && finalSize(write) + s.loosenRedirectDeletes.length > capacity) s = split(write.deltas, { old }, forced);
     if (tightenPeak(write.size, s) > capacity) break;
     const plan = ordered(s, 'normal');
-    const bad = unsafeKeys(plan, new Set([...s.tightenRedirects, ...s.loosenRedirectDeletes]));
+    const bad = unsafeKeys(plan, s.tightenRedirects.length + s.loosenRedirectDeletes.length === 0 ? NOTHING_TRUSTED : new Set([...s.tightenRedirects, ...s.loosenRedirectDeletes]));
     if (bad.size === 0) return plan;
     for (const ks of bad) forced.add(ks);
   }
   // Short of room: the fallbacks reason on the plain split (every redirect through a deny).
   const a = allowsFirst(write, split(write.deltas, undefined, forced), capacity, entriesNow());
   const plan = a && ordered(a, 'allows-first');
-  return plan && unsafeKeys(plan, new Set()).size === 0 ? plan : denyAll(write, entriesNow());
+  return plan && unsafeKeys(plan, NOTHING_TRUSTED).size === 0 ? plan : denyAll(write, entriesNow());
 }
 
 /**

@@ -31,13 +31,15 @@ interface Totals {
   /** Hard-rule violations of the order before the plan (per endpoint, upserts then deletes). */
   oldOrderHard: number;
   capacityExceeded: number;
+  /** Transactions with a precedence corner (see `hasCorner`). */
+  corners: number;
   /** Planned operations by kind: what the random transactions exercised. */
   ops: Record<string, number>;
   modes: Record<CapacityMode, number>;
 }
 
 function newTotals(): Totals {
-  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, drops: 0, oldOrderHard: 0, capacityExceeded: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
+  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, drops: 0, oldOrderHard: 0, capacityExceeded: 0, corners: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
 }
 
 function writesOf(deltas: readonly MapDelta[], old: Maps): MapWrite[] {
@@ -73,6 +75,7 @@ function simulate(
   const plan: WriteBatch[] = planWrites(writesOf(deltas, start), capacity, (ep) => [...(start.get(ep) ?? new Map<string, LookupResult>()).values()]);
   const checker = new FlowChecker(old, next, endpointIds, identities, start);
   totals.transactions++;
+  if ([...new Set([...old.keys(), ...next.keys()])].some((ep) => hasCorner(old.get(ep) ?? new Map(), next.get(ep) ?? new Map()))) totals.corners++;
   totals.prefixes++;
   totals.flowChecks += checker.flows.length;
   totals.hard += checker.counts().hard;
@@ -177,7 +180,7 @@ afterAll(() => {
   if (report.length > 0) process.stderr.write(`${report.join('\n')}\n`);
 });
 const summary = (name: string, t: Totals): string =>
-  `write order (${name}): ${t.transactions} transactions, ${t.prefixes} prefixes, ${t.flowChecks} flow checks; ` +
+  `write order (${name}): ${t.transactions} transactions (${t.corners} with a precedence corner), ${t.prefixes} prefixes, ${t.flowChecks} flow checks; ` +
   `hard-rule violations ${t.hard} (old order: ${t.oldOrderHard}), soft-rule violations ${t.soft} (flow x prefix; at phase boundaries ${t.boundarySoft}); transient drops ${t.drops}; ` +
   `capacity exceeded ${t.capacityExceeded}; map plans ${JSON.stringify(t.modes)}; ops ${JSON.stringify(t.ops)}`;
 

@@ -110,6 +110,18 @@ describe('write plan corners: a key under a same-trie key of another precedence'
     clean(r);
   });
 
+  // Found by the random map-state property on the code before the exact check (shrunk): a Pass
+  // band's floor deny (level 60000, verdict byte 0) written under an identity-0 Admin deny
+  // (64000) that goes in the loosen phase, beside a new redirect of X (a Pass-band copy at 60000)
+  // written directly: at the phase boundary the redirect beats the floor deny on TCP/81 although
+  // the old state denies it.
+  it('(a) a Pass floor deny under an identity-0 Admin deny, a new redirect of the other trie between', () => {
+    const copy: PolicyEntry = { deny: false, proxyPort: 10002, precedence: passCopyPrecedence(60000, PRECEDENCE_REDIRECT) };
+    const floor: PolicyEntry = { deny: true, proxyPort: 0, precedence: 60000 * 0x10000 };
+    const r = run({ a: [[key(0, 'ingress'), admin(64000, true)]], b: [] }, { a: [[key(X, 'ingress'), copy], [key(0, 'ingress', 6, 81, 16), floor]], b: [] });
+    clean(r);
+  });
+
   // (b) B's ingress: a redirect (a Pass-band copy at Admin level 60000) over all of A's traffic
   // goes; a NetworkPolicy allow of A's TCP comes; an identity-0 Admin deny of TCP/80 (level
   // 50000) stays. The redirect's delete is kept to the end of the loosen phase (putting it back

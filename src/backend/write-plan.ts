@@ -22,6 +22,12 @@ import type { MapRecord } from './backend.js';
  * Hence at every point each flow is allowed at most as much as by the old state or as by the new
  * state (rank >= min), and between the phases at most as much as by both (rank >= max).
  *
+ * The sorting above is a first guess: a key's operation also changes which entry meets the other
+ * trie for the packets under it, so a deny of lower precedence written under a same-trie deny of
+ * higher precedence, or an allow written under a redirect kept to the end, can lower a rank. Every
+ * map's plan is therefore checked operation by operation (`unsafeKeys`, exact for every entry the
+ * other trie can hold) and a failing key goes through the transient deny.
+ *
  * A new or deleted redirect key is neither in general (a new one can hide a deny, a deleted one
  * can expose an allow). A new one is written right after the tighten phase's deletes when adding
  * it there lowers no packet's rank (`redirectRaises`); a deleted one is deleted at the end of the

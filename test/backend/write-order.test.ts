@@ -31,13 +31,15 @@ interface Totals {
   /** Hard-rule violations of the order before the plan (per endpoint, upserts then deletes). */
   oldOrderHard: number;
   capacityExceeded: number;
+  /** Transactions with a precedence corner (see `hasCorner`). */
+  corners: number;
   /** Planned operations by kind: what the random transactions exercised. */
   ops: Record<string, number>;
   modes: Record<CapacityMode, number>;
 }
 
 function newTotals(): Totals {
-  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, drops: 0, oldOrderHard: 0, capacityExceeded: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
+  return { transactions: 0, prefixes: 0, flowChecks: 0, hard: 0, soft: 0, boundarySoft: 0, drops: 0, oldOrderHard: 0, capacityExceeded: 0, corners: 0, ops: {}, modes: { normal: 0, 'allows-first': 0, 'deny-all': 0 } };
 }
 
 function writesOf(deltas: readonly MapDelta[], old: Maps): MapWrite[] {
@@ -73,6 +75,7 @@ function simulate(
   const plan: WriteBatch[] = planWrites(writesOf(deltas, start), capacity, (ep) => [...(start.get(ep) ?? new Map<string, LookupResult>()).values()]);
   const checker = new FlowChecker(old, next, endpointIds, identities, start);
   totals.transactions++;
+  if ([...new Set([...old.keys(), ...next.keys()])].some((ep) => hasCorner(old.get(ep) ?? new Map(), next.get(ep) ?? new Map()))) totals.corners++;
   totals.prefixes++;
   totals.flowChecks += checker.flows.length;
   totals.hard += checker.counts().hard;
@@ -160,6 +163,8 @@ function runHistories(totals: Totals, capacityOf: (old: Maps, next: Maps) => num
         }
         const identities = [...new Set([...engine.identities(), ...[...endpointIds.values()].flat()])];
         const before = { hard: totals.hard, boundarySoft: totals.boundarySoft };
+        // The plan relies on the engine's insertion rule (see write-plan.ts, the exact check).
+        for (const m of [...old.values(), ...next.values()]) expect(underHigherAncestor(m), 'an entry under a same-trie key of higher precedence').toEqual([]);
         simulate(old, next, cs.deltas, cs.endpointsAdded, cs.endpointsRemoved, endpointIds, identities, capacityOf(old, next), totals);
         // Fail on the transaction, not at the end: fast-check then shrinks it and prints its seed.
         expect(totals.hard - before.hard, 'hard-rule violations in one transaction').toBe(0);
@@ -175,7 +180,7 @@ afterAll(() => {
   if (report.length > 0) process.stderr.write(`${report.join('\n')}\n`);
 });
 const summary = (name: string, t: Totals): string =>
-  `write order (${name}): ${t.transactions} transactions, ${t.prefixes} prefixes, ${t.flowChecks} flow checks; ` +
+  `write order (${name}): ${t.transactions} transactions (${t.corners} with a precedence corner), ${t.prefixes} prefixes, ${t.flowChecks} flow checks; ` +
   `hard-rule violations ${t.hard} (old order: ${t.oldOrderHard}), soft-rule violations ${t.soft} (flow x prefix; at phase boundaries ${t.boundarySoft}); transient drops ${t.drops}; ` +
   `capacity exceeded ${t.capacityExceeded}; map plans ${JSON.stringify(t.modes)}; ops ${JSON.stringify(t.ops)}`;
 
@@ -391,4 +396,138 @@ describe('a refusal part-way through a plan', () => {
     expect(b.size('b')).toBe(256);
     expect(b.size('c')).toBe(0);
   });
+});
+
+/*
+ * Random map states, drawn directly (not through the engine) from a pool of nested keys and of
+ * entries of every tier, so the precedence corners engine histories rarely reach come often: a
+ * key written or deleted under a same-trie key of another precedence, with an entry of the other
+ * trie (identity 0 against the peer's) between the two. Both states obey the engine's insertion
+ * rule (no entry under a broader-or-equal key of its own identity or of identity 0 with a higher
+ * precedence), which the plan relies on. Two endpoints a (identity A) and b (identity B), peer X.
+ */
+const lvl = (level: number, byte: number): number => level * 0x10000 + byte;
+const ENTRY_POOL: readonly PolicyEntry[] = [
+  ALLOW,
+  DENY,
+  redirect(10000),
+  { deny: false, proxyPort: 10001, precedence: PRECEDENCE_REDIRECT + 5 },
+  DEFAULT_ALLOW,
+  BASELINE_DENY,
+  { deny: false, proxyPort: 0, precedence: lvl(39000, 0xff01) },
+  ...[63000, 64000, 65000].flatMap((l) => [
+    { deny: true, proxyPort: 0, precedence: lvl(l, 0xffff) },
+    { deny: false, proxyPort: 0, precedence: lvl(l, 0xff01) },
+  ]),
+  // Pass band at 60 000: floor deny, a redirect copy, an allow copy, a Baseline deny copy.
+  { deny: true, proxyPort: 0, precedence: lvl(60000, 0) },
+  { deny: false, proxyPort: 10002, precedence: lvl(60000, 0xc402) },
+  { deny: false, proxyPort: 0, precedence: lvl(60000, 0xc401) },
+  { deny: true, proxyPort: 0, precedence: lvl(60000, 0x0c33) },
+];
+const PORT_KEYS: readonly [number, number, number][] = [[0, 0, 0], [6, 0, 0], [6, 64, 10], [6, 80, 12], [6, 80, 16], [6, 81, 16], [17, 0, 0], [17, 53, 16]];
+
+interface CornerCounts {
+  transactions: number;
+  /** Transactions holding a write under a same-trie key of higher precedence (old or new) with an entry of the other trie between. */
+  corners: number;
+  hard: number;
+  boundarySoft: number;
+  /** Prefixes where a map ranks some packet below its phase's reference state. */
+  phase: number;
+  drops: number;
+}
+
+const mapRows = (ep: string): fc.Arbitrary<Rows> => {
+  const peer = ep === 'a' ? B : A;
+  const k = fc.tuple(fc.constantFrom(0, peer, X), fc.constantFrom<'ingress' | 'egress'>('ingress', 'egress'), fc.constantFrom(...PORT_KEYS));
+  return fc.array(fc.tuple(k, fc.nat({ max: ENTRY_POOL.length - 1 })), { maxLength: 9 }).map((rs) => rs.map(([[id, dir, [proto, port, len]], e]) => [key(id, dir, proto, port, len), ENTRY_POOL[e] as PolicyEntry]));
+};
+
+/** The engine's insertion rule (map-state.ts `finalEntry`): drop entries a broader-or-equal key of their identity or of identity 0 outranks. */
+function insertionRule(rows: Rows): Map<string, LookupResult> {
+  const m = mapOf(rows);
+  const outranked = (k: PolicyKey, e: PolicyEntry): boolean =>
+    [...m.values()].some((r) => r.entry.precedence > e.precedence && r.key.direction === k.direction && (r.key.identity === k.identity || r.key.identity === 0) && coversKey(r.key, k) && (r.key.identity !== k.identity || policyKeyString(r.key) !== policyKeyString(k)));
+  return new Map([...m].filter(([, r]) => !outranked(r.key, r.entry)));
+}
+
+/** Entries of a map under a broader same-trie key of higher precedence (the engine never writes one). */
+function underHigherAncestor(m: ReadonlyMap<string, LookupResult>): string[] {
+  const rows = [...m.values()];
+  return rows.filter((r) => rows.some((u) => u !== r && u.key.identity === r.key.identity && u.key.direction === r.key.direction && coversKey(u.key, r.key) && u.entry.precedence > r.entry.precedence)).map((r) => policyKeyString(r.key));
+}
+
+function coversKey(outer: PolicyKey, inner: PolicyKey): boolean {
+  if (outer.protocol === 0) return true;
+  if (outer.protocol !== inner.protocol || outer.portPrefixLen > inner.portPrefixLen) return false;
+  const shift = 16 - outer.portPrefixLen;
+  return outer.portPrefixLen === 0 || outer.port >> shift === inner.port >> shift;
+}
+
+/** Whether a changed key sits under a same-trie key of higher precedence, with an entry of the other trie between (the corners). */
+function hasCorner(old: Map<string, LookupResult>, next: Map<string, LookupResult>): boolean {
+  const all = [...old.values(), ...next.values()];
+  for (const ks of new Set([...old.keys(), ...next.keys()])) {
+    const o = old.get(ks)?.entry;
+    const n = next.get(ks)?.entry;
+    if (o && n && entryEquals(o, n)) continue;
+    const k = (old.get(ks) ?? next.get(ks))?.key as PolicyKey;
+    const mine = Math.min(...[o, n].filter((e): e is PolicyEntry => e !== undefined).map((e) => e.precedence));
+    for (const up of all) {
+      if (up.key.identity !== k.identity || up.key.direction !== k.direction || policyKeyString(up.key) === ks || !coversKey(up.key, k) || up.entry.precedence <= mine) continue;
+      const between = all.some((w) => (w.key.identity === 0) !== (k.identity === 0) && w.key.direction === k.direction && w.entry.precedence > mine && w.entry.precedence < up.entry.precedence && entryRank(w.entry) !== entryRank(up.entry));
+      if (between) return true;
+    }
+  }
+  return false;
+}
+
+/** One random transaction between two drawn states, checked flow by flow and map by map. */
+function mapTransaction(oRows: Record<string, Rows>, nRows: Record<string, Rows>, t: CornerCounts): void {
+  const old: Maps = new Map(Object.entries(oRows).map(([ep, r]) => [ep, insertionRule(r)]));
+  const next: Maps = new Map(Object.entries(nRows).map(([ep, r]) => [ep, insertionRule(r)]));
+  t.transactions++;
+  if ([...old.keys()].some((ep) => hasCorner(old.get(ep) as Map<string, LookupResult>, next.get(ep) as Map<string, LookupResult>))) t.corners++;
+  const deltas = [...old.keys()].flatMap((ep) => diffMaps(ep, old.get(ep) as Map<string, LookupResult>, next.get(ep) as Map<string, LookupResult>));
+  const plan = planWrites(writesOf(deltas, old), 16384, (ep) => [...(old.get(ep) ?? new Map<string, LookupResult>()).values()]);
+  const ids = new Map([['a', [A]], ['b', [B]]]);
+  const flows = new FlowChecker(old, next, ids, [A, B, X]);
+  const tighten = new FlowChecker(old, old, ids, [A, B, X]);
+  let loosen: FlowChecker | undefined;
+  for (const b of plan) {
+    if (b.phase === 'loosen' && !loosen) {
+      t.boundarySoft += flows.counts().soft;
+      loosen = new FlowChecker(next, next, ids, [A, B, X], flows.state);
+    }
+    for (const d of b.ops) {
+      const c = flows.apply(b.endpoint, d);
+      t.hard += c.hard;
+      t.drops += c.drops;
+      t.phase += (loosen ?? tighten).apply(b.endpoint, d).hard;
+    }
+  }
+  if (!loosen) t.boundarySoft += flows.counts().soft;
+  for (const [ep, m] of next) for (const [ks, r] of m) expect(entryEquals(flows.state.get(ep)?.get(ks)?.entry, r.entry), `${ep} ${ks} after the plan`).toBe(true);
+}
+
+describe('fail-closed write order, random map states with tiers (the precedence corners)', () => {
+  it('no prefix opens a flow, the boundary allows only what both states allow, every map keeps its phase bound', () => {
+    const t: CornerCounts = { transactions: 0, corners: 0, hard: 0, boundarySoft: 0, phase: 0, drops: 0 };
+    const state = fc.record({ a: mapRows('a'), b: mapRows('b') });
+    fc.assert(
+      fc.property(state, state, (o, n) => {
+        const before = { ...t };
+        mapTransaction(o, n, t);
+        // Also the transaction from N back to O, with the endpoints' batches in the other order.
+        mapTransaction({ b: n.b, a: n.a }, { b: o.b, a: o.a }, t);
+        expect(t.hard - before.hard, 'hard-rule violations').toBe(0);
+        expect(t.boundarySoft - before.boundarySoft, 'soft-rule violations at the phase boundary').toBe(0);
+        expect(t.phase - before.phase, 'a map below its phase bound').toBe(0);
+      }),
+      { numRuns: Number(process.env.DISTILL_MAP_RUNS ?? (LONG ? 20_000 : 120)), ...SEED },
+    );
+    report.push(`write order (random map states): ${t.transactions} transactions, ${t.corners} with a precedence corner; hard ${t.hard}, boundary soft ${t.boundarySoft}, phase-bound breaks ${t.phase}, transient drops ${t.drops}`);
+    expect(t.corners).toBeGreaterThan(t.transactions / 20);
+  }, TIMEOUT);
 });

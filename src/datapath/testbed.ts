@@ -10,8 +10,8 @@ import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { IpAddress, IpFamily, parseIp } from '../model/cidr.js';
-import type { ClusterState } from '../model/cluster.js';
-import type { Flow, FlowDecision } from '../model/flow.js';
+import { ClusterState, podIps } from '../model/cluster.js';
+import { Flow, FlowDecision, resolveEndpoint } from '../model/flow.js';
 import type { IdentityId } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { ipcacheContent } from './ipcache-content.js';
@@ -137,8 +137,8 @@ export class Testbed {
     this.target = state;
     const engineSays = this.decider.decide(state, flow);
     if (state !== this.built) this.build(state);
-    const from = this.endpoint(flow.from);
-    const to = this.endpoint(flow.to);
+    const from = this.endpoint(state, flow.from);
+    const to = this.endpoint(state, flow.to);
     const [src, dst] = [from.node, to.node];
     const before = [src, dst].map((n) => (n.epDir ? readCounters(n.epDir) : undefined));
     const l4 = this.probe(src, dst, flow, to.address?.family ?? from.address?.family);
@@ -150,12 +150,10 @@ export class Testbed {
     return { ...engineSays, allowed, proxied };
   };
 
-  /** A node by name, or (a flow naming a pod by address) by one of its addresses. */
-  private endpoint(name: string): { node: Node; address?: IpAddress } {
-    const n = this.nodes.get(name);
-    if (n) return { node: n };
-    for (const node of this.nodes.values()) for (const a of [node.ip, node.alt]) if (a.text === name) return { node, address: a };
-    throw new Error(`testbed: ${name} was not built`);
+  /** The node a flow's endpoint is, as the model resolves it (a pod also by one of its addresses, or by an external's). */
+  private endpoint(state: ClusterState, name: string): { node: Node; address?: IpAddress } {
+    const e = resolveEndpoint(state, name);
+    return { node: this.node(e.name), ...(e.kind === 'pod' && e.address ? { address: e.address } : {}) };
   }
 
   private node(name: string): Node {
@@ -168,7 +166,9 @@ export class Testbed {
   private build(state: ClusterState): void {
     const wanted = new Map<string, { ip: IpAddress; alt?: IpAddress | undefined }>();
     for (const [key, pod] of state.pods) wanted.set(key, { ip: pod.ip, alt: pod.ips?.[1] });
-    for (const [name, ext] of state.externals) wanted.set(name, { ip: ext.ip });
+    const podAddresses = new Set([...state.pods.values()].flatMap((p) => podIps(p).map((a) => a.text)));
+    // An external at a pod's address is that pod (resolveEndpoint): the packets go to the pod.
+    for (const [name, ext] of state.externals) if (!podAddresses.has(ext.ip.text)) wanted.set(name, { ip: ext.ip });
     for (const [name, n] of this.nodes) {
       const w = wanted.get(name);
       if (w === undefined || w.ip.text !== n.ip.text || w.alt?.text !== n.givenAlt) this.removeNode(name);
@@ -202,7 +202,8 @@ export class Testbed {
       `ip link set ${ifname} up`,
       `ip addr add ${GATEWAY4}/32 dev ${ifname}`,
       `ip -6 addr add ${GATEWAY6}/64 dev ${ifname} nodad`,
-      ...addrs.map((a) => `ip ${a.family === 'ipv6' ? '-6 ' : ''}route add ${a.text} dev ${ifname}`),
+      // replace, not add: a removed node's veth (and its route) lives on until its killed server has exited.
+      ...addrs.map((a) => `ip ${a.family === 'ipv6' ? '-6 ' : ''}route replace ${a.text} dev ${ifname}`),
     ].join(' && ')]);
     inNs(ns, 'sh', ['-c', [
       'ip link set eth0 up',

@@ -71,13 +71,17 @@ function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: P
   return undefined;
 }
 
-/** A pod or an external by name, or a pod by one of its addresses (`10.0.0.5`, `fd00::5`). */
+/**
+ * A pod or an external by name, or a pod by one of its addresses (`10.0.0.5`, `fd00::5`). An
+ * external whose address a pod holds is that pod.
+ */
 export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint {
   const pod = state.pods.get(name);
   if (pod) return { kind: 'pod', name, pod, labels: podLabels(state, pod) };
   const external = state.externals.get(name);
-  if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
-  const byAddress = isValidIp(name) ? podByAddress(state, parseIp(name)) : undefined;
+  // The datapath knows addresses, not names: an external at a pod's address reaches the pod (the ipcache).
+  const byAddress = external ? podByAddress(state, external.ip) : isValidIp(name) ? podByAddress(state, parseIp(name)) : undefined;
+  if (external && !byAddress) return { kind: 'external', name, external, labels: externalLabels(external) };
   if (byAddress) return { kind: 'pod', name: byAddress.key, pod: byAddress.pod, labels: podLabels(state, byAddress.pod), address: byAddress.address };
   throw new UnknownEndpointError(`no pod or external named "${name}", and no pod has that address`);
 }

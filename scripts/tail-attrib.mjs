@@ -1,10 +1,13 @@
 // Where a replay's slow events come from (issue 18). Replays TRACE through DIST exactly as
 // `distill replay` does (cold start as one transaction, then each churn event timed around
 // `engine.apply` + `applyChangeSet` to a MemoryBackend), and records for every churn event its
-// wall time, the main thread's CPU and run-queue wait time, the GCs that overlap it (PerformanceObserver 'gc' entries), and
-// whether it is the first event of its tag. Prints one JSON line: per tag p50/p99 (same percentile
-// as replay.ts), then the events above THRESHOLD µs with their attribution; and with --hash, a
-// sha256 over every churn transaction's change set and work counters (old vs new build must agree).
+// wall time, its main thread's run-queue wait (/proc/thread-self/schedstat: time the event was
+// ready but descheduled; wall minus wait is "on-CPU"), the bytes it allocated, the GCs that overlap
+// it (PerformanceObserver 'gc' entries), and whether it is the first event of its tag. Prints one
+// JSON line: per tag p50/p99 of wall time (the same percentile as replay.ts), on-CPU p50/p99, mean
+// KB allocated (events without a GC), the churn's GCs and process CPU, then the events above
+// THRESHOLD µs with their attribution; with --hash, a sha256 over the cold start's and every churn
+// transaction's change set and work counters (old and new builds must agree).
 //   node [--trace-gc] scripts/tail-attrib.mjs DIST TRACE [THRESHOLD=100] [--hash] [--mark]
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -45,10 +48,13 @@ const backend = new MemoryBackend();
 reconcile(new Engine(), backend);
 const engine = new Engine();
 const hash = createHash('sha256');
+const coldCpu0 = process.cpuUsage();
 const cold = engine.apply(initial);
+const coldCpu = process.cpuUsage(coldCpu0);
 applyChangeSet(backend, cold);
 if (wantHash) hash.update(JSON.stringify(cold));
 const events = [];
+const churnCpu0 = process.cpuUsage();
 // --alloc=TAG: a sampling heap profile (collected objects included) around TAG's events only,
 // summed per allocating stack; printed instead of the report.
 const allocTag = process.argv.find((a) => a.startsWith('--alloc='))?.slice(8);
@@ -97,6 +103,7 @@ if (allocTag) {
   for (const [k, v] of rows) process.stdout.write(`${String(Math.round(v / n)).padStart(7)} B/event  ${k}\n`);
   process.exit(0);
 }
+const churnCpu = process.cpuUsage(churnCpu0);
 // --windows=FILE: every churn event's [tag, start, end] (µs, the CPU profile's clock) for `node --cpu-prof`.
 const windows = process.argv.find((a) => a.startsWith('--windows='));
 if (windows) writeFileSync(windows.slice(10), JSON.stringify(events.map((e) => [e.tag, e.h0, e.h1])));
@@ -136,4 +143,5 @@ for (const g of churnGcs) {
   gcSummary[k].n++;
   gcSummary[k].ms = r1(gcSummary[k].ms + g.end - g.start);
 }
-process.stdout.write(`${JSON.stringify({ stats, churnGcs: gcSummary, ...(wantHash ? { hash: hash.digest('hex') } : {}), slow })}\n`);
+const cpuMs = (u) => Math.round((u.user + u.system) / 1000);
+process.stdout.write(`${JSON.stringify({ stats, churnGcs: gcSummary, coldCpuMs: cpuMs(coldCpu), churnCpuMs: cpuMs(churnCpu), ...(wantHash ? { hash: hash.digest('hex') } : {}), slow })}\n`);

@@ -146,7 +146,7 @@ export class IdentityTable {
   private allocate(labels: LabelSet, key: string, cidr: Cidr | undefined, nodeLocal = cidr !== undefined): IdentityRecord {
     // Rebuilding after an internal error: the allocator's journal gave back the old numbers.
     const adopted = this.ctx.adopting ? this.allocator.lookup(labels) : undefined;
-    const id = adopted ?? this.allocator.acquire(labels, nodeLocal ? 'local' : 'cluster').id;
+    const id = adopted ?? this.allocator.acquire(labels, nodeLocal ? 'local' : 'cluster', key).id;
     const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
     return { id, key, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
   }

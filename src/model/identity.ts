@@ -125,6 +125,8 @@ function namespacePart(namespace: string, namespaceLabels: Readonly<Record<strin
 interface Allocation {
   readonly id: IdentityId;
   readonly labels: LabelSet;
+  /** `labelSetKey(labels)`, kept for the release. */
+  readonly key: string;
   refs: number;
 }
 
@@ -149,8 +151,9 @@ export class IdentityAllocator {
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = reservedIdentityLabels(name as ReservedName);
-      const a: Allocation = { id, labels, refs: Infinity };
-      this.byKey.set(labelSetKey(labels), a);
+      const key = labelSetKey(labels);
+      const a: Allocation = { id, labels, key, refs: Infinity };
+      this.byKey.set(key, a);
       this.byId.set(id, a);
     }
   }
@@ -187,8 +190,8 @@ export class IdentityAllocator {
   }
 
   /** Takes a reference on the identity of `labels`, allocating it if new. */
-  acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster'): { id: IdentityId; isNew: boolean } {
-    const key = labelSetKey(labels);
+  /** `key`: `labelSetKey(labels)`, if the caller has it. */
+  acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster', key = labelSetKey(labels)): { id: IdentityId; isNew: boolean } {
     const existing = this.byKey.get(key);
     if (existing) {
       existing.refs += 1;
@@ -196,7 +199,7 @@ export class IdentityAllocator {
       return { id: existing.id, isNew: false };
     }
     const id = scope === 'cluster' ? this.nextCluster++ : this.localId(key);
-    this.insert({ id, labels, refs: 1 }, key);
+    this.insert({ id, labels, key, refs: 1 }, key);
     return { id, isNew: true };
   }
 
@@ -239,7 +242,7 @@ export class IdentityAllocator {
       this.record(() => (a.refs += 1));
       return false;
     }
-    const key = labelSetKey(a.labels);
+    const key = a.key;
     this.byId.delete(id);
     this.byKey.delete(key);
     this.record(() => {
@@ -275,7 +278,7 @@ export class IdentityAllocator {
   revive(id: IdentityId, labels: LabelSet): void {
     const key = labelSetKey(labels);
     if (this.byId.has(id) || this.byKey.has(key)) throw new Error(`identity ${id} is live, cannot revive it`);
-    this.insert({ id, labels, refs: 1 }, key);
+    this.insert({ id, labels, key, refs: 1 }, key);
   }
 
   lookup(labels: LabelSet): IdentityId | undefined {

@@ -2,9 +2,9 @@ import {
   CLUSTER_KEY,
   isDerivedLabelKey,
   DEFAULT_CLUSTER_NAME,
-  k8sLabels,
   Label,
   LabelSet,
+  labelSetOf,
   labelSetKey,
   makeLabelSet,
   NAMESPACE_LABELS_PREFIX,
@@ -101,10 +101,12 @@ export interface PodIdentitySource {
  */
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
   // Pod labels in a derived label space never reach the identity (see DERIVED_LABEL_PREFIXES).
-  const labels: Label[] = k8sLabels(pod.labels).filter((l) => !isDerivedLabelKey(l.key));
+  // One array, built and sorted in place: this runs for every pod of a relabelled namespace.
+  const labels: Label[] = [];
+  for (const key of Object.keys(pod.labels)) if (!isDerivedLabelKey(key)) labels.push({ source: SOURCE_K8S, key, value: pod.labels[key] as string });
   for (const l of namespacePart(pod.namespace, namespaceLabels)) labels.push(l);
   labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
-  return makeLabelSet(labels);
+  return labelSetOf(labels);
 }
 
 const CLUSTER_LABEL: Label = { source: SOURCE_K8S, key: CLUSTER_KEY, value: DEFAULT_CLUSTER_NAME };

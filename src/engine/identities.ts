@@ -13,6 +13,8 @@ import { TombstoneMap } from './tombstone-map.js';
 /** One allocated identity and what the engine knows about it. */
 export interface IdentityRecord extends SelectableIdentity {
   readonly labels: LabelSet;
+  /** `labelSetKey(labels)`, kept: freeing an identity needs it, and computing it builds a string per label. */
+  readonly key: string;
   /** Pods and CIDR selectors holding it; reserved identities are never released. */
   refs: number;
   /** `name` → `protocol/port` → how many of its pods expose that named port. */
@@ -82,8 +84,9 @@ export class IdentityTable {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = reservedIdentityLabels(name as ReservedName);
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
-      const rec: IdentityRecord = { id, labels, matchLabels, refs: Infinity, namedPorts: new Map() };
-      this.byKey.set(labelSetKey(labels), rec);
+      const key = labelSetKey(labels);
+      const rec: IdentityRecord = { id, key, labels, matchLabels, refs: Infinity, namedPorts: new Map() };
+      this.byKey.set(key, rec);
       this.byId.set(id, rec);
       peerCache.addIdentity(rec);
     }
@@ -114,7 +117,7 @@ export class IdentityTable {
       this.changeNamedPorts(existing, ports, +1);
       return existing;
     }
-    const rec = this.revive(key, labels) ?? this.allocate(labels, cidr);
+    const rec = this.revive(key, labels) ?? this.allocate(labels, key, cidr);
     this.changeNamedPorts(rec, ports, +1);
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
@@ -140,12 +143,12 @@ export class IdentityTable {
     return freed;
   }
 
-  private allocate(labels: LabelSet, cidr: Cidr | undefined, nodeLocal = cidr !== undefined): IdentityRecord {
+  private allocate(labels: LabelSet, key: string, cidr: Cidr | undefined, nodeLocal = cidr !== undefined): IdentityRecord {
     // Rebuilding after an internal error: the allocator's journal gave back the old numbers.
     const adopted = this.ctx.adopting ? this.allocator.lookup(labels) : undefined;
-    const id = adopted ?? this.allocator.acquire(labels, nodeLocal ? 'local' : 'cluster').id;
+    const id = adopted ?? this.allocator.acquire(labels, nodeLocal ? 'local' : 'cluster', key).id;
     const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
-    return { id, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+    return { id, key, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
   }
 
   /**
@@ -157,10 +160,10 @@ export class IdentityTable {
   upsertExternal(id: IdentityId, labels: LabelSet): string[] {
     const key = labelSetKey(labels);
     const old = this.byId.get(id);
-    if (old && labelSetKey(old.labels) === key) return [];
+    if (old && old.key === key) return [];
     const touched = old ? this.deleteExternal(id) : [];
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
-    const rec: IdentityRecord = { id, labels, matchLabels: labels, refs: Infinity, namedPorts: new Map() };
+    const rec: IdentityRecord = { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: new Map() };
     this.byId.set(id, rec);
     const ids = [...(this.external.get(key) ?? []), id].sort((a, b) => a - b);
     this.external.set(key, ids);
@@ -175,7 +178,7 @@ export class IdentityTable {
   deleteExternal(id: IdentityId): string[] {
     const rec = this.byId.get(id);
     if (!rec) throw new Error(`internal: external identity ${id} vanished`);
-    const key = labelSetKey(rec.labels);
+    const key = rec.key;
     this.peerCache.removeIdentity(id);
     this.byId.delete(id);
     const ids = (this.external.get(key) ?? []).filter((x) => x !== id);
@@ -226,7 +229,7 @@ export class IdentityTable {
       this.ctx.pendingRelease.delete(existing);
       return existing;
     }
-    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, cidr, true), fqdn: true as const };
+    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr, true), fqdn: true as const };
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
     this.ctx.stats.identitiesAllocated++;
@@ -286,7 +289,7 @@ export class IdentityTable {
   private free(rec: IdentityRecord): void {
     if (this.ctx.faultHook) this.ctx.fault('freeIdentity');
     this.peerCache.removeIdentity(rec.id);
-    this.byKey.delete(labelSetKey(rec.labels));
+    this.byKey.delete(rec.key);
     this.byId.delete(rec.id);
     if (rec.cidr && !rec.fqdn) {
       this.ctx.touchIpcache(rec.cidr);
@@ -295,7 +298,7 @@ export class IdentityTable {
       if (m?.size === 0) this.cidrs[rec.cidr.family].delete(rec.cidr.prefixLength);
     }
     this.allocator.release(rec.id);
-    this.ctx.freed.set(labelSetKey(rec.labels), rec);
+    this.ctx.freed.set(rec.key, rec);
     this.ctx.stats.identitiesReleased++;
   }
 

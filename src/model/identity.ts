@@ -2,9 +2,9 @@ import {
   CLUSTER_KEY,
   isDerivedLabelKey,
   DEFAULT_CLUSTER_NAME,
-  k8sLabels,
   Label,
   LabelSet,
+  labelSetOf,
   labelSetKey,
   makeLabelSet,
   NAMESPACE_LABELS_PREFIX,
@@ -101,10 +101,12 @@ export interface PodIdentitySource {
  */
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
   // Pod labels in a derived label space never reach the identity (see isDerivedLabelKey).
-  const labels: Label[] = k8sLabels(pod.labels).filter((l) => !isDerivedLabelKey(l.key));
+  // One array, built and sorted in place: this runs for every pod of a relabelled namespace.
+  const labels: Label[] = [];
+  for (const key of Object.keys(pod.labels)) if (!isDerivedLabelKey(key)) labels.push({ source: SOURCE_K8S, key, value: pod.labels[key] as string });
   for (const l of namespacePart(pod.namespace, namespaceLabels)) labels.push(l);
   labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
-  return makeLabelSet(labels);
+  return labelSetOf(labels);
 }
 
 const CLUSTER_LABEL: Label = { source: SOURCE_K8S, key: CLUSTER_KEY, value: DEFAULT_CLUSTER_NAME };
@@ -125,6 +127,8 @@ function namespacePart(namespace: string, namespaceLabels: Readonly<Record<strin
 interface Allocation {
   readonly id: IdentityId;
   readonly labels: LabelSet;
+  /** `labelSetKey(labels)`, kept for the release. */
+  readonly key: string;
   refs: number;
 }
 
@@ -149,8 +153,9 @@ export class IdentityAllocator {
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = reservedIdentityLabels(name as ReservedName);
-      const a: Allocation = { id, labels, refs: Infinity };
-      this.byKey.set(labelSetKey(labels), a);
+      const key = labelSetKey(labels);
+      const a: Allocation = { id, labels, key, refs: Infinity };
+      this.byKey.set(key, a);
       this.byId.set(id, a);
     }
   }
@@ -187,8 +192,8 @@ export class IdentityAllocator {
   }
 
   /** Takes a reference on the identity of `labels`, allocating it if new. */
-  acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster'): { id: IdentityId; isNew: boolean } {
-    const key = labelSetKey(labels);
+  /** `key`: `labelSetKey(labels)`, if the caller has it. */
+  acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster', key = labelSetKey(labels)): { id: IdentityId; isNew: boolean } {
     const existing = this.byKey.get(key);
     if (existing) {
       existing.refs += 1;
@@ -196,7 +201,7 @@ export class IdentityAllocator {
       return { id: existing.id, isNew: false };
     }
     const id = scope === 'cluster' ? this.nextCluster++ : this.localId(key);
-    this.insert({ id, labels, refs: 1 }, key);
+    this.insert({ id, labels, key, refs: 1 }, key);
     return { id, isNew: true };
   }
 
@@ -239,7 +244,7 @@ export class IdentityAllocator {
       this.record(() => (a.refs += 1));
       return false;
     }
-    const key = labelSetKey(a.labels);
+    const key = a.key;
     this.byId.delete(id);
     this.byKey.delete(key);
     this.record(() => {
@@ -275,7 +280,7 @@ export class IdentityAllocator {
   revive(id: IdentityId, labels: LabelSet): void {
     const key = labelSetKey(labels);
     if (this.byId.has(id) || this.byKey.has(key)) throw new Error(`identity ${id} is live, cannot revive it`);
-    this.insert({ id, labels, refs: 1 }, key);
+    this.insert({ id, labels, key, refs: 1 }, key);
   }
 
   lookup(labels: LabelSet): IdentityId | undefined {

@@ -64,11 +64,36 @@ function sameKey(a: Label, b: Label): boolean {
 
 /** The labels sorted, one per `source:key` (the last given wins). Sorting is stable, so a key's last label ends its run. */
 export function makeLabelSet(labels: Iterable<Label>): LabelSet {
-  const sorted = Array.from(labels).sort(compareLabelKeys);
+  return labelSetOf(Array.from(labels));
+}
+
+/** `makeLabelSet` of an array the caller gives up (sorted in place: no copy). */
+export function labelSetOf(sorted: Label[]): LabelSet {
+  sortLabels(sorted);
   let dups = 0;
   for (let i = 1; i < sorted.length; i++) if (sameKey(sorted[i - 1] as Label, sorted[i] as Label)) dups++;
   if (dups === 0) return sorted;
   return sorted.filter((l, i) => i + 1 === sorted.length || !sameKey(l, sorted[i + 1] as Label));
+}
+
+/**
+ * Stable sort by `compareLabelKeys`. Label sets are short: an insertion sort in place allocates
+ * nothing, where `Array.prototype.sort` copies into a work array on every call (per pod identity).
+ */
+function sortLabels(a: Label[]): void {
+  if (a.length > 32) {
+    a.sort(compareLabelKeys);
+    return;
+  }
+  for (let i = 1; i < a.length; i++) {
+    const x = a[i] as Label;
+    let j = i - 1;
+    while (j >= 0 && compareLabelKeys(a[j] as Label, x) > 0) {
+      a[j + 1] = a[j] as Label;
+      j--;
+    }
+    a[j + 1] = x;
+  }
 }
 
 function compareLabelKeys(a: Label, b: Label): number {

@@ -24,6 +24,36 @@ describe('label sets', () => {
     );
   });
 
+  it('makeLabelSet: the same for sets longer than the in-place insertion sort handles (> 32 labels)', () => {
+    const many = fc.record({ source: fc.constantFrom('k8s', 'any'), key: fc.integer({ min: 0, max: 60 }).map((i) => `k${i}`), value: fc.constantFrom('x', 'y') });
+    fc.assert(
+      fc.property(fc.array(many, { minLength: 20, maxLength: 80 }), (labels) => {
+        expect(makeLabelSet(labels)).toEqual(reference(labels));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('podIdentityLabels: the pod labels outside the derived spaces, the namespace part and the service account, as one label set', () => {
+    const key = fc.constantFrom('app', 'tier', 'io.cilium.k8s.policy.cluster', 'io.kubernetes.pod.namespace', 'io.cilium.k8s.x', 'b/c', 'z');
+    fc.assert(
+      fc.property(fc.dictionary(key, fc.constantFrom('x', 'y', '')), fc.dictionary(fc.constantFrom('team', 'env'), fc.constantFrom('a', 'b')), (labels, nsLabels) => {
+        const pod = { namespace: 'n1', labels, serviceAccount: 'sa' };
+        const own = Object.entries(labels)
+          .filter(([k]) => !k.startsWith('io.cilium.k8s') && !k.startsWith('io.kubernetes.pod.namespace'))
+          .map(([k, value]) => ({ source: 'k8s', key: k, value }));
+        const nsPart = [
+          { source: 'k8s', key: 'io.kubernetes.pod.namespace', value: 'n1' },
+          ...Object.entries(nsLabels).map(([k, value]) => ({ source: 'k8s', key: `io.cilium.k8s.namespace.labels.${k}`, value })),
+          { source: 'k8s', key: 'io.cilium.k8s.policy.cluster', value: 'default' },
+          { source: 'k8s', key: 'io.cilium.k8s.policy.serviceaccount', value: 'sa' },
+        ];
+        expect(podIdentityLabels(pod, nsLabels)).toEqual(reference([...own, ...nsPart]));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('pods of one namespace get their namespace labels, and a relabelled namespace (a new labels object) its new ones', () => {
     const ns = { team: 'a' };
     const pod = { namespace: 'n1', labels: { app: 'web' }, serviceAccount: 'default' };

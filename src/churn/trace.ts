@@ -1,5 +1,6 @@
 import type { ContainerPort } from '../model/ports.js';
-import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
+import { markParsedPolicy, Policy, POLICY_KINDS, PolicyKind } from '../model/rules.js';
+import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
 import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
@@ -87,7 +88,7 @@ function readHeader(r: Reader, v: unknown): TraceHeader {
   };
 }
 
-function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): TraceItem {
+function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, shared: SharedValues): TraceItem {
   const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
@@ -133,13 +134,13 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
       const name = r.nonEmptyString(p.name, 'pod.name');
       checkObjectName(r, name, 'pod.name');
       const pod = {
-        namespace,
+        namespace: intern(namespace),
         name,
-        labels: absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels'),
+        labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
         ip: readIp(r, p.ip, 'pod.ip'),
         ...podIpsOf(r, p.ips, p.ip),
         serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
-        ports: readContainerPorts(r, p.ports, 'pod.ports'),
+        ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
       };
       const node = absent(o.node) ? undefined : r.nonEmptyString(o.node, 'node');
       if (node?.includes('/')) r.fail('node', `"${node}" must not contain '/'`);
@@ -148,8 +149,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
     case 'deletePod':
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
-      const policy = parseManifest(o.manifest, `${r.source} manifest`, options);
-      return ev({ type, policy });
+      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), o.manifest) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
@@ -164,6 +164,69 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
 }
 
 /**
+ * A trace's policy keeps its manifest as JSON text, parsed again when read: the engine keeps every
+ * policy it is given, and nothing in a replay reads the manifest, while a parsed one costs ~1 KB
+ * of heap per policy (3× its text; 31 of the cilium-ci replay's MB).
+ */
+class TracePolicy implements Policy {
+  // `declare`: an absent optional field stays absent, as in the parser's objects.
+  declare readonly ref: Policy['ref'];
+  declare readonly rules: Policy['rules'];
+  declare readonly enforcements: Policy['enforcements'];
+  declare readonly warnings?: Policy['warnings'];
+  declare readonly tiered?: Policy['tiered'];
+  readonly #manifestText: string;
+
+  /** Fields assigned one by one (not Object.assign), so V8 lays them out in the object. */
+  constructor(policy: Policy, manifestText: string) {
+    const { manifest: _, ref, rules, enforcements, warnings, tiered, ...rest } = policy;
+    // A field added to Policy must be copied here: this stops compiling until it is.
+    const uncopied: Record<string, never> = rest;
+    if (Object.keys(uncopied).length > 0) throw new Error(`internal: TracePolicy does not copy ${Object.keys(uncopied).join(', ')}`);
+    this.ref = ref;
+    this.rules = rules;
+    this.enforcements = enforcements;
+    if (warnings !== undefined && warnings.length > 0) this.warnings = warnings;
+    if (tiered !== undefined) this.tiered = tiered;
+    this.#manifestText = manifestText;
+  }
+
+  /** A fresh copy on every read, equal to the manifest as given (JSON round-trips exactly). */
+  get manifest(): Readonly<Record<string, unknown>> {
+    return JSON.parse(this.#manifestText) as Record<string, unknown>;
+  }
+}
+
+function compactPolicy(policy: Policy, raw: unknown): Policy {
+  return markParsedPolicy(new TracePolicy(policy, flat(JSON.stringify(raw))));
+}
+
+/**
+ * One frozen copy of each distinct pod label map and port list of a trace (the pods of an
+ * identity repeat them; the engine keeps every pod it is given). Label maps are built with fast
+ * properties and no prototype: a map made with Object.create(null) is a ~170-byte dictionary.
+ */
+class SharedValues {
+  private readonly labelMaps = new Map<string, Readonly<Record<string, string>>>();
+  private readonly portLists = new Map<string, readonly ContainerPort[]>();
+
+  labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+    const entries = Object.entries(labels);
+    const key = JSON.stringify(entries);
+    let hit = this.labelMaps.get(key);
+    if (hit === undefined) this.labelMaps.set(key, (hit = Object.freeze(Object.setPrototypeOf(Object.fromEntries(entries), null) as Record<string, string>)));
+    return hit;
+  }
+
+  ports(ports: readonly ContainerPort[]): readonly ContainerPort[] {
+    const key = JSON.stringify(ports);
+    let hit = this.portLists.get(key);
+    if (hit === undefined) this.portLists.set(key, (hit = Object.freeze(ports.map((p) => Object.freeze(p)))));
+    return hit;
+  }
+}
+
+/**
  * Parses a whole trace before anything is replayed: the first bad line stops it with an error
  * naming the file and line, and nothing is applied.
  */
@@ -171,6 +234,7 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
   const lines = text.split('\n');
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
+  const shared = new SharedValues();
   lines.forEach((raw, i) => {
     const line = i + 1;
     if ((i & 4095) === 0) options.onProgress?.(i, lines.length);
@@ -186,7 +250,7 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
       header = readHeader(r, v);
       return;
     }
-    items.push(readItem(r, v, line, options));
+    items.push(readItem(r, v, line, options, shared));
   });
   options.onProgress?.(lines.length, lines.length);
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');

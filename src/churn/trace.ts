@@ -231,14 +231,19 @@ class SharedValues {
  * naming the file and line, and nothing is applied.
  */
 export function parseTrace(text: string, source: string, options: TraceOptions = {}): Trace {
-  const lines = text.split('\n');
+  const total = lineCount(text);
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
   const shared = new SharedValues();
-  lines.forEach((raw, i) => {
+  // Line by line, not text.split: an array of every line would live (and be promoted) through the whole parse.
+  for (let i = 0, start = 0; start <= text.length; i++) {
+    const nl = text.indexOf('\n', start);
+    const end = nl < 0 ? text.length : nl;
+    const raw = text.slice(start, end);
+    start = end + 1;
     const line = i + 1;
-    if ((i & 4095) === 0) options.onProgress?.(i, lines.length);
-    if (raw.trim() === '') return;
+    if ((i & 4095) === 0) options.onProgress?.(i, total);
+    if (raw.trim() === '') continue;
     const r = new Reader(`${source}:${line}`);
     let v: unknown;
     try {
@@ -248,13 +253,20 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
     }
     if (header === undefined) {
       header = readHeader(r, v);
-      return;
+      continue;
     }
     items.push(readItem(r, v, line, options, shared));
-  });
-  options.onProgress?.(lines.length, lines.length);
+  }
+  options.onProgress?.(total, total);
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');
   return { source, header, items };
+}
+
+/** Lines as `split('\n')` counts them. */
+function lineCount(text: string): number {
+  let n = 1;
+  for (let at = text.indexOf('\n'); at >= 0; at = text.indexOf('\n', at + 1)) n++;
+  return n;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { ContainerPort } from '../model/ports.js';
-import { markParsedPolicy, Policy, POLICY_KINDS, PolicyKind } from '../model/rules.js';
+import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule } from '../model/rules.js';
+import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
 import { checkEvents } from '../engine/validate.js';
@@ -149,7 +150,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
     case 'deletePod':
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
-      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), o.manifest) });
+      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), o.manifest, shared) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
@@ -197,8 +198,13 @@ class TracePolicy implements Policy {
   }
 }
 
-function compactPolicy(policy: Policy, raw: unknown): Policy {
-  return markParsedPolicy(new TracePolicy(policy, flat(JSON.stringify(raw))));
+function compactPolicy(policy: Policy, raw: unknown, shared: SharedValues): Policy {
+  const rules = policy.rules.map((r) => shared.rule(r));
+  const enforcements = policy.enforcements.map((e) => {
+    const subject = shared.selector(e.subject);
+    return subject === e.subject ? e : { ...e, subject };
+  });
+  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, flat(JSON.stringify(raw))));
 }
 
 /**
@@ -209,6 +215,7 @@ function compactPolicy(policy: Policy, raw: unknown): Policy {
 class SharedValues {
   private readonly labelMaps = new Map<string, Readonly<Record<string, string>>>();
   private readonly portLists = new Map<string, readonly ContainerPort[]>();
+  private readonly selectors = new Map<string, Selector>();
 
   labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
     const entries = Object.entries(labels);
@@ -216,6 +223,28 @@ class SharedValues {
     let hit = this.labelMaps.get(key);
     if (hit === undefined) this.labelMaps.set(key, (hit = Object.freeze(Object.setPrototypeOf(Object.fromEntries(entries), null) as Record<string, string>)));
     return hit;
+  }
+
+  /** Equal keys select alike (makeSelector's contract): one selector object per key, with its requirements. */
+  selector(sel: Selector): Selector {
+    const hit = this.selectors.get(sel.key);
+    if (hit !== undefined) return hit;
+    this.selectors.set(sel.key, sel);
+    return sel;
+  }
+
+  /** The rule with shared selectors (a copy only if one changed: its origin stays its own). */
+  rule(rule: PolicyRule): PolicyRule {
+    const subject = this.selector(rule.subject);
+    let peers: Peer[] | undefined;
+    rule.peers.forEach((p, i) => {
+      if (p.kind !== 'selector') return;
+      const selector = this.selector(p.selector);
+      if (selector === p.selector) return;
+      peers ??= rule.peers.slice();
+      peers[i] = { ...p, selector };
+    });
+    return subject === rule.subject && peers === undefined ? rule : { ...rule, subject, peers: peers ?? rule.peers };
   }
 
   ports(ports: readonly ContainerPort[]): readonly ContainerPort[] {

@@ -36,6 +36,20 @@ describe('a parsed trace holds its objects compactly (issue 18)', () => {
     expect(got.every(isParsedPolicy)).toBe(true);
   });
 
+  it('policies of a trace share one selector object per selector key; each rule keeps its own origin', () => {
+    const cnp = (name: string, peer: string): string =>
+      JSON.stringify({ type: 'upsertPolicy', manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { namespace: 'a', name }, spec: { endpointSelector: { matchLabels: { app: 'x' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: peer } }] }] } } });
+    const [p1, p2, p3] = policiesOf(parseTrace([header, ns, cnp('one', 'y'), cnp('two', 'y'), cnp('three', 'z')].join('\n'), 't.jsonl'));
+    const peerSelector = (p: Policy | undefined): unknown => { const peer = p?.rules[0]?.peers[0]; return peer?.kind === 'selector' ? peer.selector : undefined; };
+    expect(peerSelector(p1)).toBeDefined();
+    expect(peerSelector(p2)).toBe(peerSelector(p1));
+    expect(peerSelector(p3)).not.toBe(peerSelector(p1));
+    expect(p2?.rules[0]?.subject).toBe(p1?.rules[0]?.subject);
+    expect(p3?.enforcements[0]?.subject).toBe(p1?.enforcements[0]?.subject);
+    expect(p2?.rules[0]?.origin.policy.name).toBe('two');
+    expect(p2?.rules.map((r) => r.origin)).toEqual(parseManifest(JSON.parse(cnp('two', 'y')).manifest, 't').rules.map((r) => r.origin));
+  });
+
   it('pods with equal labels share one frozen label map (fast properties, no prototype), and one port list', () => {
     const t = parseTrace([header, ns, podLine('p1', '{"app": "web"}', '10.0.0.1'), podLine('p2', '{"app": "web"}', '10.0.0.2'), podLine('p3', '{"app": "db", "constructor": "x"}', '10.0.0.3')].join('\n'), 't.jsonl');
     const [p1, p2, p3] = podsOf(t);

@@ -1,5 +1,7 @@
 import type { ContainerPort } from '../model/ports.js';
-import { POLICY_KINDS, PolicyKind } from '../model/rules.js';
+import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule } from '../model/rules.js';
+import type { Selector } from '../model/selector.js';
+import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
 import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
@@ -95,7 +97,7 @@ function readHeader(r: Reader, v: unknown): TraceHeader {
   };
 }
 
-function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): TraceItem {
+function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, shared: SharedValues): TraceItem {
   const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'server', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
@@ -144,13 +146,13 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
       const name = r.nonEmptyString(p.name, 'pod.name');
       checkObjectName(r, name, 'pod.name');
       const pod = {
-        namespace,
+        namespace: intern(namespace),
         name,
-        labels: absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels'),
+        labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
         ip: readIp(r, p.ip, 'pod.ip'),
         ...podIpsOf(r, p.ips, p.ip),
         serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
-        ports: readContainerPorts(r, p.ports, 'pod.ports'),
+        ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
       };
       const node = absent(o.node) ? undefined : r.nonEmptyString(o.node, 'node');
       if (node?.includes('/')) r.fail('node', `"${node}" must not contain '/'`);
@@ -159,8 +161,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
     case 'deletePod':
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
-      const policy = parseManifest(o.manifest, `${r.source} manifest`, options);
-      return ev({ type, policy });
+      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), o.manifest, shared) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
@@ -175,17 +176,114 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions): T
 }
 
 /**
+ * A trace's policy keeps its manifest as JSON text, parsed again when read: the engine keeps every
+ * policy it is given, and nothing in a replay reads the manifest, while a parsed one costs ~1 KB
+ * of heap per policy (3× its text; 31 of the cilium-ci replay's MB).
+ */
+class TracePolicy implements Policy {
+  // `declare`: an absent optional field stays absent, as in the parser's objects.
+  declare readonly ref: Policy['ref'];
+  declare readonly rules: Policy['rules'];
+  declare readonly enforcements: Policy['enforcements'];
+  declare readonly warnings?: Policy['warnings'];
+  declare readonly tiered?: Policy['tiered'];
+  readonly #manifestText: string;
+
+  /** Fields assigned one by one (not Object.assign), so V8 lays them out in the object. */
+  constructor(policy: Policy, manifestText: string) {
+    const { manifest: _, ref, rules, enforcements, warnings, tiered, ...rest } = policy;
+    // A field added to Policy must be copied here: this stops compiling until it is.
+    const uncopied: Record<string, never> = rest;
+    if (Object.keys(uncopied).length > 0) throw new Error(`internal: TracePolicy does not copy ${Object.keys(uncopied).join(', ')}`);
+    this.ref = ref;
+    this.rules = rules;
+    this.enforcements = enforcements;
+    if (warnings !== undefined && warnings.length > 0) this.warnings = warnings;
+    if (tiered !== undefined) this.tiered = tiered;
+    this.#manifestText = manifestText;
+  }
+
+  /** A fresh copy on every read, equal to the manifest as given (JSON round-trips exactly). */
+  get manifest(): Readonly<Record<string, unknown>> {
+    return JSON.parse(this.#manifestText) as Record<string, unknown>;
+  }
+}
+
+function compactPolicy(policy: Policy, raw: unknown, shared: SharedValues): Policy {
+  const rules = policy.rules.map((r) => shared.rule(r));
+  const enforcements = policy.enforcements.map((e) => {
+    const subject = shared.selector(e.subject);
+    return subject === e.subject ? e : { ...e, subject };
+  });
+  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, flat(JSON.stringify(raw))));
+}
+
+/**
+ * One frozen copy of each distinct pod label map and port list of a trace (the pods of an
+ * identity repeat them; the engine keeps every pod it is given). Label maps are built with fast
+ * properties and no prototype: a map made with Object.create(null) is a ~170-byte dictionary.
+ */
+class SharedValues {
+  private readonly labelMaps = new Map<string, Readonly<Record<string, string>>>();
+  private readonly portLists = new Map<string, readonly ContainerPort[]>();
+  private readonly selectors = new Map<string, Selector>();
+
+  labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+    const entries = Object.entries(labels);
+    const key = JSON.stringify(entries);
+    let hit = this.labelMaps.get(key);
+    if (hit === undefined) this.labelMaps.set(key, (hit = Object.freeze(Object.setPrototypeOf(Object.fromEntries(entries), null) as Record<string, string>)));
+    return hit;
+  }
+
+  /** Equal keys select alike (makeSelector's contract): one selector object per key, with its requirements. */
+  selector(sel: Selector): Selector {
+    const hit = this.selectors.get(sel.key);
+    if (hit !== undefined) return hit;
+    this.selectors.set(sel.key, sel);
+    return sel;
+  }
+
+  /** The rule with shared selectors (a copy only if one changed: its origin stays its own). */
+  rule(rule: PolicyRule): PolicyRule {
+    const subject = this.selector(rule.subject);
+    let peers: Peer[] | undefined;
+    rule.peers.forEach((p, i) => {
+      if (p.kind !== 'selector') return;
+      const selector = this.selector(p.selector);
+      if (selector === p.selector) return;
+      peers ??= rule.peers.slice();
+      peers[i] = { ...p, selector };
+    });
+    return subject === rule.subject && peers === undefined ? rule : { ...rule, subject, peers: peers ?? rule.peers };
+  }
+
+  ports(ports: readonly ContainerPort[]): readonly ContainerPort[] {
+    const key = JSON.stringify(ports);
+    let hit = this.portLists.get(key);
+    if (hit === undefined) this.portLists.set(key, (hit = Object.freeze(ports.map((p) => Object.freeze(p)))));
+    return hit;
+  }
+}
+
+/**
  * Parses a whole trace before anything is replayed: the first bad line stops it with an error
  * naming the file and line, and nothing is applied.
  */
 export function parseTrace(text: string, source: string, options: TraceOptions = {}): Trace {
-  const lines = text.split('\n');
+  const total = lineCount(text);
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
-  lines.forEach((raw, i) => {
+  const shared = new SharedValues();
+  // Line by line, not text.split: an array of every line would live (and be promoted) through the whole parse.
+  for (let i = 0, start = 0; start <= text.length; i++) {
+    const nl = text.indexOf('\n', start);
+    const end = nl < 0 ? text.length : nl;
+    const raw = text.slice(start, end);
+    start = end + 1;
     const line = i + 1;
-    if ((i & 4095) === 0) options.onProgress?.(i, lines.length);
-    if (raw.trim() === '') return;
+    if ((i & 4095) === 0) options.onProgress?.(i, total);
+    if (raw.trim() === '') continue;
     const r = new Reader(`${source}:${line}`);
     let v: unknown;
     try {
@@ -195,13 +293,20 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
     }
     if (header === undefined) {
       header = readHeader(r, v);
-      return;
+      continue;
     }
-    items.push(readItem(r, v, line, options));
-  });
-  options.onProgress?.(lines.length, lines.length);
+    items.push(readItem(r, v, line, options, shared));
+  }
+  options.onProgress?.(total, total);
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');
   return { source, header, items };
+}
+
+/** Lines as `split('\n')` counts them. */
+function lineCount(text: string): number {
+  let n = 1;
+  for (let at = text.indexOf('\n'); at >= 0; at = text.indexOf('\n', at + 1)) n++;
+  return n;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
+import { intern } from '../model/intern.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
@@ -71,7 +72,7 @@ export class ModelStore implements ModelView {
         this.namespaces.delete(e.name);
         return;
       case 'upsertPod': {
-        const key = podKey(e.pod);
+        const key = intern(podKey(e.pod)); // flat and shared with the pod table's (a concatenation is a tree of 32-byte pieces)
         this.pods.set(key, e.pod);
         if (e.local ?? false) this.localPods.add(key);
         else this.localPods.delete(key);
@@ -110,7 +111,7 @@ export class ModelStore implements ModelView {
    * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
    */
   private upsertPolicy(policy: Policy): void {
-    const key = policyRefKey(policy.ref);
+    const key = intern(policyRefKey(policy.ref));
     const old = this.policies.get(key);
     this.policies.set(key, policy);
     if (!old && policy.ref.namespace !== undefined) index(this.policiesByNs, policy.ref.namespace, key, true);

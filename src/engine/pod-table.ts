@@ -1,5 +1,6 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
+import { intern } from '../model/intern.js';
 import { Label, LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -15,6 +16,16 @@ export interface PodRecord {
   readonly labelKey: string;
   /** Its map state, for a local pod (an endpoint). */
   map: SharedMapState | null;
+}
+
+/** A pod's identity labels and their key, with what they were derived from (compared by identity: label maps are never changed in place). */
+interface IdentityLabelsMemo {
+  readonly podLabels: Pod['labels'];
+  readonly nsLabels: Readonly<Record<string, string>>;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly labels: LabelSet;
+  readonly labelKey: string;
 }
 
 /**
@@ -33,6 +44,7 @@ export class PodTable {
   private readonly podsByIp = new TombstoneMap<string, PodRecord>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
+  private lastIdentityLabels: IdentityLabelsMemo | null = null;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
   splits: { podJoined(key: string, pod: Pod, base: LabelSet): Label[]; podLeft(key: string, pod: Pod): void } | null = null;
 
@@ -115,7 +127,7 @@ export class PodTable {
   }
 
   upsertPod(pod: Pod, local: boolean): void {
-    const key = podKey(pod);
+    const key = intern(podKey(pod)); // one flat copy, shared with the model store's key
     const old = this.pods.get(key);
     if (old) this.removeRecord(key, old);
     this.addPod(key, pod, local);
@@ -123,10 +135,11 @@ export class PodTable {
 
   /** `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods). */
   private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet): void {
-    const base = podIdentityLabels(pod, this.namespaceLabels(pod.namespace));
+    const memo = this.identityLabels(pod);
+    const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
-    const labelKey = labelSetKey(labels);
+    const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey, map: null };
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
@@ -144,6 +157,19 @@ export class PodTable {
       if (created) this.resolver.populate(map);
     }
     this.ctx.onUndo(() => this.removePod(key));
+  }
+
+  /**
+   * The replicas of a workload arrive one after another with the same labels object (a trace's
+   * pods share one, as a ReplicaSet's pods share a template): the last pod's identity labels are
+   * reused rather than rebuilt (~2.7 KB of garbage a pod).
+   */
+  private identityLabels(pod: Pod): IdentityLabelsMemo {
+    const nsLabels = this.namespaceLabels(pod.namespace);
+    const last = this.lastIdentityLabels;
+    if (last !== null && last.podLabels === pod.labels && last.nsLabels === nsLabels && last.namespace === pod.namespace && last.serviceAccount === pod.serviceAccount) return last;
+    const labels = podIdentityLabels(pod, nsLabels);
+    return (this.lastIdentityLabels = { podLabels: pod.labels, nsLabels, namespace: pod.namespace, serviceAccount: pod.serviceAccount, labels, labelKey: labelSetKey(labels) });
   }
 
   removePod(key: string): void {

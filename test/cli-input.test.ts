@@ -37,6 +37,19 @@ describe('exit codes of the in-process CLI', () => {
       delete process.env.DISTILL_DEBUG;
     }
   });
+  it('a kind or apiVersion that is an object (a toString key included) is bad input, exit 2, not an internal error', () => {
+    const dir = tmpDir();
+    for (const [field, doc] of [
+      ['kind', 'apiVersion: cilium.io/v2\nkind: {toString: 1}\nmetadata: {name: a, namespace: b}\nspec: {}\n'],
+      ['apiVersion', 'apiVersion: {toString: 1}\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: b}\nspec: {}\n'],
+      ['kind', 'apiVersion: v1\nkind: {valueOf: 1}\nmetadata: {name: a}\n'],
+    ] as const) {
+      const f = tmpFile(`${field}.yaml`, doc, dir);
+      const r = cli('validate', f);
+      expectBadInput(r, f);
+      expect(r.err).toContain(`${field}: expected a string`);
+    }
+  });
   it('runs a scenario and never touches process.exitCode', () => {
     const before = process.exitCode;
     const r = cli('verify', '--scenario', L4);

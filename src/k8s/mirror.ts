@@ -66,11 +66,14 @@ function stale(a: string | undefined, b: string | undefined, deleted: boolean): 
   return deleted ? BigInt(a) < BigInt(b) : BigInt(a) <= BigInt(b);
 }
 
+/** A name as text, whatever the wire holds (`String` throws on an object whose `toString` is not a function). */
+const keyPart = (v: unknown): string => (typeof v === 'string' ? v : (JSON.stringify(v) ?? ''));
+
 function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
   const md = rec(obj.metadata);
   const clusterScoped = kind === 'Namespace' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
-  const ns = clusterScoped ? '' : String(md.namespace ?? 'default');
-  return `${kind}/${ns}/${String(md.name)}`;
+  const ns = clusterScoped ? '' : keyPart(md.namespace ?? 'default');
+  return `${kind}/${ns}/${keyPart(md.name)}`;
 }
 
 /** The namespace an engine-held object lives in (deleting the namespace deletes it in the engine). */

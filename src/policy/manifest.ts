@@ -38,7 +38,9 @@ export function parseManifest(doc: unknown, source: string, options: ParseOption
 const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];
 
 function isList(doc: unknown): doc is Record<string, unknown> {
-  return typeof doc === 'object' && doc !== null && !Array.isArray(doc) && LIST_KINDS.includes(String((doc as Record<string, unknown>).kind));
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return false;
+  const kind = (doc as Record<string, unknown>).kind;
+  return typeof kind === 'string' && LIST_KINDS.includes(kind);
 }
 
 /**

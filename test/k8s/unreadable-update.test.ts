@@ -71,6 +71,14 @@ describe('agent: an update that cannot be read', () => {
     expect(a.step(list)).toEqual([]);
     expect(a.clientToServer()).toBe('deny');
   });
+  it('a name or namespace that is an object (even with a toString key) is skipped, not a crash', () => {
+    const a = agent();
+    a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', cnp(4, denyRule)));
+    const hostile = (md: Obj): Obj => ({ ...cnp(5, { fromEndpoints: [{}] }), metadata: md });
+    expect(a.step(ev('ADDED', hostile({ name: { toString: 1 }, namespace: 'x', resourceVersion: '5' })), ev('ADDED', hostile({ name: 'g', namespace: { toString: 1 }, resourceVersion: '6' })))).toEqual([]);
+    expect(a.warn).toEqual(['object skipped: it cannot be read', 'object skipped: it cannot be read']);
+    expect(a.clientToServer()).toBe('deny');
+  });
   it('still skips an object whose first version cannot be read (nothing to keep)', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')));

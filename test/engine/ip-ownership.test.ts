@@ -109,4 +109,15 @@ describe('a pod IP claimed by two pods', () => {
     expect(ipcache(e)).toEqual(before);
     expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, trusted));
   });
+
+  it('re-identifying the earlier claimant (its namespace relabelled) is no new claim on the IP', () => {
+    const e = new Engine();
+    const inA = { ...trusted, namespace: 'a' };
+    const inB = { ...evil, namespace: 'b' };
+    e.apply([{ type: 'upsertNamespace', name: 'a', labels: {} }, { type: 'upsertNamespace', name: 'b', labels: {} }, add(inA)]);
+    e.apply([add(inB)]);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
+    e.apply([{ type: 'upsertNamespace', name: 'a', labels: { team: 'x' } }]);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
+  });
 });

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import type { Pod } from '../../src/model/cluster.js';
+import { ClusterState, EMPTY_CLUSTER, namespaceWithDefaults, Pod, upsertNamespace, upsertPod } from '../../src/model/cluster.js';
+import { resolveEndpoint } from '../../src/model/flow.js';
+import { initialEvents } from '../../src/harness/cluster-sync.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 
 /**
@@ -119,5 +121,20 @@ describe('a pod IP claimed by two pods', () => {
     expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
     e.apply([{ type: 'upsertNamespace', name: 'a', labels: { team: 'x' } }]);
     expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
+  });
+});
+
+describe('the oracle on a pod IP claimed by two pods', () => {
+  const at = (s: ClusterState): string => resolveEndpoint(s, shared).name;
+  it('resolves it to the last pod written, as the engine', () => {
+    let s = upsertNamespace(EMPTY_CLUSTER, namespaceWithDefaults('prod', {}));
+    s = upsertPod(upsertPod(s, trusted), evil);
+    expect(at(s)).toBe('prod/evil');
+    // An update of the earlier claimant is a new write: it owns the IP now (engine: same).
+    s = upsertPod(s, { ...trusted, labels: { app: 'trusted', v: '2' } });
+    expect(at(s)).toBe('prod/trusted');
+    const e = new Engine();
+    e.apply(initialEvents(s));
+    expect(e.identityOfIp(parseIp(shared))).toBe(e.identityOfPod('prod/trusted'));
   });
 });

@@ -1,4 +1,5 @@
-import { mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync, existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -230,6 +231,21 @@ describe('views', () => {
     expect((JSON.parse(r.out) as { removed: string[] }).removed.length).toBeGreaterThan(0);
     expect(JSON.parse(cli('maps', 'clean', '--pin-dir', pinDir, '-o', 'json').out)).toEqual({ removed: [] });
     rmSync(pinDir, { recursive: true, force: true });
+  });
+  it.skipIf(process.getuid?.() !== 0 || !existsSync('/sys/fs/bpf'))('maps clean removes the ipcache pins too: the pin dir of a reach run can then be removed with rmdir', () => {
+    const pinDir = `/sys/fs/bpf/distill-test-${randomBytes(6).toString('hex')}`;
+    try {
+      expect(cli('reach', '--scenario', L4, '--backend', 'bpf', '--pin-dir', pinDir).code).toBe(0);
+      expect(readdirSync(join(pinDir, 'scenario'))).toEqual(expect.arrayContaining(['ipcache4', 'ipcache6']));
+      const r = cli('maps', 'clean', '--pin-dir', pinDir, '-o', 'json');
+      expect(r.code, r.err).toBe(0);
+      expect((JSON.parse(r.out) as { removed: string[] }).removed).toEqual(expect.arrayContaining([`${join(pinDir, 'scenario')}: ipcache4`, `${join(pinDir, 'scenario')}: ipcache6`]));
+      expect(readdirSync(join(pinDir, 'scenario'))).toEqual([]);
+      rmdirSync(join(pinDir, 'scenario'));
+      rmdirSync(pinDir);
+    } finally {
+      rmSync(pinDir, { recursive: true, force: true });
+    }
   });
 });
 

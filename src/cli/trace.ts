@@ -64,7 +64,9 @@ function resolvePeer(state: ClusterState, name: string, option: string): { state
   } catch {
     throw new InputError(`${option}: no pod or external named "${name}", and not an IP address (pods: namespace/name)`);
   }
-  for (const [key, pod] of state.pods) if (podIps(pod).some((a) => a.text === ip.text)) return { state, name: key };
+  // Of two pods claiming the address, the last written (pods are kept in write order), as the ipcache.
+  const holder = [...state.pods].reverse().find(([, pod]) => podIps(pod).some((a) => a.text === ip.text));
+  if (holder) return { state, name: holder[0] };
   for (const [key, ext] of state.externals) if (ext.ip.text === ip.text) return { state, name: key };
   return { state: upsertExternal(state, { name, ip }), name };
 }

@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, unlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { BpfBackend } from '../backend/bpf.js';
+import { ipcachePinPath } from '../backend/ipcache.js';
 import { Engine } from '../engine/engine.js';
 import { initialEvents } from '../harness/cluster-sync.js';
 import type { ClusterState } from '../model/cluster.js';
@@ -86,7 +87,7 @@ function mapsList(ctx: Ctx, opts: ClusterOptions): number {
 }
 
 /**
- * Removes distill's pinned maps (names it recognises as its own, nothing else) from the pin dir
+ * Removes distill's pinned maps (policy maps and the ipcache: names it recognises as its own, nothing else) from the pin dir
  * and the subdirectories its commands use, each with the pin dir's lock held.
  */
 function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): number {
@@ -99,6 +100,13 @@ function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): nu
         for (const ep of backend.endpoints()) {
           backend.remove(ep);
           removed.push(`${backend.pinDir}: ${ep}`);
+        }
+        // The kernel ipcache pinned beside them (bpf runs write it): else the dir cannot be removed.
+        for (const family of ['ipv4', 'ipv6'] as const) {
+          const path = ipcachePinPath(backend.pinDir, family);
+          if (!existsSync(path)) continue;
+          unlinkSync(path);
+          removed.push(`${backend.pinDir}: ${basename(path)}`);
         }
       } finally {
         backend.close();

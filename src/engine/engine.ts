@@ -215,6 +215,7 @@ export class Engine {
       this.resetStages();
       this.ctx.adopting = true;
       for (const e of this.model.events()) this.applyEvent(e);
+      this.stages.pods.adoptIpOwners((ip) => this.model.ownerOfIp(ip));
       this.commit();
     } catch (e) {
       this.failure = e instanceof Error ? e : new Error(String(e));

@@ -1,4 +1,4 @@
-import { namespaceWithDefaults, Pod, podKey } from '../model/cluster.js';
+import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { intern } from '../model/intern.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
@@ -16,6 +16,12 @@ export class ModelStore implements ModelView {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
   private readonly pods = new Map<string, Pod>();
   private readonly localPods = new Set<string>();
+  /**
+   * Pod IP → the key of the pod owning it in the ipcache: the last pod written with it. Deleting
+   * the owner leaves the IP unowned even when another pod still claims it (Cilium's pod watcher
+   * deletes the entry; docs/semantics.md "Pods as endpoints"), so a replay alone cannot rebuild this.
+   */
+  private readonly ipOwners = new Map<string, string>();
   private readonly policies = new Map<string, Policy>();
   private readonly podsByNs = new Map<string, Set<string>>();
   private readonly policiesByNs = new Map<string, Set<string>>();
@@ -40,6 +46,10 @@ export class ModelStore implements ModelView {
 
   hasPod(key: string): boolean {
     return this.pods.has(key);
+  }
+
+  ownerOfIp(ip: string): string | undefined {
+    return this.ipOwners.get(ip);
   }
 
   hasPolicy(key: string): boolean {
@@ -73,6 +83,9 @@ export class ModelStore implements ModelView {
         return;
       case 'upsertPod': {
         const key = intern(podKey(e.pod)); // flat and shared with the pod table's (a concatenation is a tree of 32-byte pieces)
+        const old = this.pods.get(key);
+        if (old) this.disown(key, old, e.pod);
+        for (const ip of podIps(e.pod)) this.ipOwners.set(ip.text, key);
         this.pods.set(key, e.pod);
         if (e.local ?? false) this.localPods.add(key);
         else this.localPods.delete(key);
@@ -100,10 +113,19 @@ export class ModelStore implements ModelView {
   private deletePod(key: string): void {
     const pod = this.pods.get(key);
     if (!pod) return;
+    this.disown(key, pod);
     this.pods.delete(key);
     this.localPods.delete(key);
     this.dns.forgetEndpoint(key, noop);
     index(this.podsByNs, pod.namespace, key, false);
+  }
+
+  /** Drops the pod's ownership of its IPs (those `next`, its update, keeps are set again by the caller). */
+  private disown(key: string, pod: Pod, next?: Pod): void {
+    for (const ip of podIps(pod)) {
+      if (this.ipOwners.get(ip.text) !== key) continue;
+      if (!next || !podIps(next).some((a) => a.text === ip.text)) this.ipOwners.delete(ip.text);
+    }
   }
 
   /**
@@ -124,7 +146,10 @@ export class ModelStore implements ModelView {
     if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
   }
 
-  /** Events that build this model from nothing (the DNS cache aside: `dns.clone()`): identities, namespaces, then pods, then policies. */
+  /**
+   * Events that build this model from nothing (the DNS cache aside: `dns.clone()`): identities,
+   * namespaces, then pods, then policies. Who owns an IP two pods claim is not in them: `ownerOfIp`.
+   */
   events(): EngineEvent[] {
     const out: EngineEvent[] = [];
     for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });

@@ -308,7 +308,7 @@ export class NetworkSplits {
   /** The first or last /0: pods that are not IPv4-only get or lose their family label now. */
   private reidentify(zero: boolean): void {
     if (!zero) return;
-    for (const rec of [...this.pods.records()]) if (familyValue(rec.pod) !== undefined) this.pods.upsertPod(rec.pod, rec.local);
+    for (const rec of [...this.pods.records()]) if (familyValue(rec.pod) !== undefined) this.pods.reidentifyPod(podKey(rec.pod));
   }
 
   /**
@@ -356,7 +356,7 @@ export class NetworkSplits {
     const base = this.pods.labelsOf(key) as LabelSet;
     const derived = this.labelsFor(rec.pod, this.groups.get(this.groupOf.get(key) ?? ''));
     const want = derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
-    if (labelSetKey(want) !== rec.labelKey) this.pods.upsertPod(rec.pod, rec.local);
+    if (labelSetKey(want) !== rec.labelKey) this.pods.reidentifyPod(key);
   }
 
   /** The CIDRs holding every pod of an identity: its split labels, and those holding its whole group. */

@@ -93,11 +93,7 @@ export class PodTable {
     this.namespaces.set(name, next);
     if (!sameStringMap(prev, next)) {
       // Namespace labels are part of every pod identity in it: re-identify them.
-      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
-        const rec = this.pods.get(k) as PodRecord;
-        this.removePod(k);
-        this.addPod(k, rec.pod, rec.local);
-      }
+      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.reidentifyPod(k);
     }
     // Logged after the pods: undoing restores the labels first, then the pods' old identities.
     this.ctx.onUndo(() => (stored ? this.namespaces.set(name, stored) : this.namespaces.delete(name)));
@@ -120,9 +116,42 @@ export class PodTable {
       for (const k of [...(this.podsByLabels.get(labelKey) ?? [])]) {
         const rec = this.pods.get(k) as PodRecord;
         if (this.identities.current(labelKey) === rec.identity) continue;
-        this.removePod(k);
-        this.addPod(k, rec.pod, rec.local);
+        this.reidentifyPod(k);
       }
+    }
+  }
+
+  /** A new identity is no new claim on the pod's IPs: it keeps exactly the ones it owned. */
+  reidentifyPod(key: string): void {
+    const rec = this.pods.get(key) as PodRecord;
+    const owned = this.ownedIps(rec);
+    this.removeRecord(key, rec);
+    this.addPod(key, rec.pod, rec.local, undefined, owned);
+  }
+
+  /** The IPs a record owns in the ipcache; undefined when it owns all of them (the usual case). */
+  private ownedIps(rec: PodRecord): string[] | undefined {
+    const ips = podIps(rec.pod);
+    if (ips.every((ip) => this.podsByIp.get(ip.text) === rec)) return undefined;
+    return ips.filter((ip) => this.podsByIp.get(ip.text) === rec).map((ip) => ip.text);
+  }
+
+  /**
+   * After a rebuild replayed the committed pods: gives each pod IP to the pod the committed model
+   * says owns it (`ownerOf`: its key, or undefined when its owner was deleted and nobody owns it).
+   */
+  adoptIpOwners(ownerOf: (ip: string) => string | undefined): void {
+    const changes: [Pod['ip'], PodRecord | undefined][] = [];
+    for (const [text, held] of this.podsByIp) {
+      const want = ownerOf(text);
+      if (want === podKey(held.pod)) continue;
+      const rec = want === undefined ? undefined : this.pods.get(want) ?? fail(want);
+      changes.push([podIps(held.pod).find((a) => a.text === text) as Pod['ip'], rec]);
+    }
+    for (const [ip, rec] of changes) {
+      this.ctx.touchIpcacheHost(ip);
+      if (rec) this.podsByIp.set(ip.text, rec);
+      else this.podsByIp.delete(ip.text);
     }
   }
 
@@ -133,8 +162,11 @@ export class PodTable {
     this.addPod(key, pod, local);
   }
 
-  /** `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods). */
-  private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet): void {
+  /**
+   * `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods).
+   * `owned`: the IPs it takes in the ipcache (all when absent: the last writer owns an IP).
+   */
+  private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet, owned?: readonly string[]): void {
     const memo = this.identityLabels(pod);
     const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base) ?? [];
@@ -147,8 +179,12 @@ export class PodTable {
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
+    let previous: [string, string][] | null = null;
     for (const ip of podIps(pod)) {
       this.ctx.touchIpcacheHost(ip);
+      if (owned && !owned.includes(ip.text)) continue;
+      const prev = this.podsByIp.get(ip.text);
+      if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
       this.podsByIp.set(ip.text, rec);
     }
     if (local) {
@@ -156,7 +192,11 @@ export class PodTable {
       rec.map = map;
       if (created) this.resolver.populate(map);
     }
-    this.ctx.onUndo(() => this.removePod(key));
+    this.ctx.onUndo(() => {
+      this.removePod(key);
+      // The IPs it took go back to the pods that held them (by key: their records may be new ones by now).
+      for (const [ip, prevKey] of previous ?? []) this.podsByIp.set(ip, this.pods.get(prevKey) ?? fail(prevKey));
+    });
   }
 
   /**
@@ -179,6 +219,7 @@ export class PodTable {
   }
 
   private removeRecord(key: string, rec: PodRecord): void {
+    const owned = this.ownedIps(rec);
     for (const ip of podIps(rec.pod)) this.ctx.touchIpcacheHost(ip);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
@@ -193,8 +234,12 @@ export class PodTable {
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
     this.splits?.podLeft(key, rec.pod);
     const labels = this.splits ? rec.identity.labels : undefined;
-    this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels));
+    this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned));
   }
+}
+
+function fail(key: string): never {
+  throw new Error(`internal: pod ${key} vanished`);
 }
 
 function addTo(m: Map<string, Set<string>>, k: string, v: string): void {

@@ -99,8 +99,12 @@ export function deleteNamespace(state: ClusterState, name: string): ClusterState
   return { ...state, namespaces: withoutEntry(state.namespaces, name), pods, policies };
 }
 
+/** Pods are kept in write order (an update moves a pod last): of two pods claiming one IP, the last written owns it. */
 export function upsertPod(state: ClusterState, pod: Pod): ClusterState {
-  return { ...state, pods: withEntry(state.pods, podKey(pod), pod) };
+  const pods = new Map(state.pods);
+  pods.delete(podKey(pod));
+  pods.set(podKey(pod), pod);
+  return { ...state, pods };
 }
 
 export function deletePod(state: ClusterState, key: string): ClusterState {

@@ -62,13 +62,17 @@ function externalLabels(ext: External): LabelSet {
   return worldLabels(ext.ip.family);
 }
 
-/** The pod holding `ip` among its addresses (a dual-stack pod has two), if any. */
+/**
+ * The pod holding `ip` among its addresses (a dual-stack pod has two), if any. Of two pods claiming
+ * it, the last written (pods are kept in write order), as the engine's ipcache.
+ */
 function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: Pod; address: IpAddress } | undefined {
+  let found: { key: string; pod: Pod; address: IpAddress } | undefined;
   for (const [key, pod] of state.pods) {
     const address = podIps(pod).find((a) => a.text === ip.text);
-    if (address) return { key, pod, address };
+    if (address) found = { key, pod, address };
   }
-  return undefined;
+  return found;
 }
 
 /**

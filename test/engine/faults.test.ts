@@ -14,7 +14,7 @@ class InjectedFault extends Error {}
 
 /**
  * Everything observable, exactly: map entries with their real identity numbers and proxy ports,
- * L7 rows, redirects, identities with labels, sizes and counters.
+ * L7 rows, redirects, identities with labels, the ipcache (who owns an IP two pods claim), sizes and counters.
  */
 function exactState(engine: Engine): string {
   const endpoints = engine.endpoints().map((ep) => ({
@@ -25,7 +25,7 @@ function exactState(engine: Engine): string {
     enforced: [engine.enforcedBy(ep, 'ingress').length, engine.enforcedBy(ep, 'egress').length],
   }));
   const ids = engine.identities().map((id) => `${id} ${labelSetKey(engine.identityLabels(id) ?? [])}`);
-  return JSON.stringify({ endpoints, ids, sizes: engine.sizes(), stats: engine.stats() });
+  return JSON.stringify({ endpoints, ids, ipcache: engine.ipcache(), sizes: engine.sizes(), stats: engine.stats() });
 }
 
 /** A hook that throws at its n-th call (counting from 1), or never when `at` is 0. */

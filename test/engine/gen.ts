@@ -337,7 +337,8 @@ export function toEvent(o: Op): EngineEvent {
     case 'delNs':
       return { type: 'deleteNamespace', name: o.name };
     case 'pod': {
-      const ip = parseIp(`10.244.${NAMESPACES.indexOf(o.ns)}.${POD_NAMES.indexOf(o.name) + 2}`);
+      // Pods of one name in two namespaces share an IP: the ipcache gives it to the last writer.
+      const ip = parseIp(`10.244.0.${POD_NAMES.indexOf(o.name) + 2}`);
       const pod: Pod = { namespace: o.ns, name: o.name, labels: o.labels, ip, serviceAccount: 'default', ports: PORT_SETS[o.ports] ?? [] };
       return { type: 'upsertPod', pod, local: o.local };
     }

@@ -89,7 +89,8 @@ function applyDeltas(before: Maps, cs: ChangeSet): Maps {
 
 function engineState(engine: Engine): string {
   const redirects = engine.endpoints().map((ep) => [ep, engine.redirects(ep)]);
-  return JSON.stringify({ maps: normalizedMaps(engine), sizes: engine.sizes(), ids: engine.identities(), redirects });
+  // The ipcache too: a refused batch must leave each IP two pods claim with its owner.
+  return JSON.stringify({ maps: normalizedMaps(engine), sizes: engine.sizes(), ids: engine.identities(), redirects, ipcache: engine.ipcache() });
 }
 
 type Tables = L7Tables;

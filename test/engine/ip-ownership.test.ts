@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineEvent, MapCapacityError } from '../../src/engine/events.js';
+import { parseIp } from '../../src/model/cidr.js';
+import { ClusterState, EMPTY_CLUSTER, namespaceWithDefaults, Pod, upsertNamespace, upsertPod } from '../../src/model/cluster.js';
+import { resolveEndpoint } from '../../src/model/flow.js';
+import { initialEvents } from '../../src/harness/cluster-sync.js';
+import { parseManifestFile } from '../../src/policy/manifest.js';
+
+/**
+ * Two pods claiming one IP: the last writer owns it in the ipcache (as Cilium's pod watcher:
+ * docs/semantics.md "Pods as endpoints"). A refused or failed transaction must leave exactly that
+ * owner, never hand the IP back to the earlier pod.
+ */
+const ns: EngineEvent = { type: 'upsertNamespace', name: 'prod', labels: {} };
+const mkPod = (name: string, labels: Record<string, string>, ip: string): Pod => ({ namespace: 'prod', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] });
+const add = (p: Pod, local = false): EngineEvent => ({ type: 'upsertPod', pod: p, local });
+const del = (p: Pod): EngineEvent => ({ type: 'deletePod', namespace: p.namespace, name: p.name });
+const [allowTrusted] = parseManifestFile(
+  `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: trusted}}]
+  - fromEndpoints: [{matchExpressions: [{key: filler, operator: Exists}]}]
+`,
+  'server.yaml',
+);
+const shared = '10.0.0.2';
+const trusted = mkPod('trusted', { app: 'trusted' }, shared);
+const evil = mkPod('evil', { app: 'evil' }, shared);
+const server = mkPod('server', { app: 'server' }, '10.0.0.1');
+/** Remote pods with distinct labels: each is one more entry in the server's map. */
+const fillers = Array.from({ length: 30 }, (_, i) => add(mkPod(`f${i}`, { filler: String(i) }, `10.0.1.${i + 1}`)));
+const idOf = (e: Engine, p: Pod): number => e.identityOfPod(`${p.namespace}/${p.name}`) as number;
+const ipcache = (e: Engine): Map<string, number> => new Map(e.ipcache().map((x) => [x.prefix, x.identity]));
+
+function setUp(faultHook?: (point: string) => void): Engine {
+  const e = new Engine({ mapCapacity: 20, ...(faultHook ? { faultHook } : {}) });
+  e.apply([ns, { type: 'upsertPolicy', policy: allowTrusted! }, add(server, true), add(trusted)]);
+  e.apply([add(evil)]);
+  expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, evil));
+  return e;
+}
+
+describe('a pod IP claimed by two pods', () => {
+  it('a refused transaction deleting the earlier claimant leaves the IP with the later one', () => {
+    const e = setUp();
+    const before = ipcache(e);
+    expect(() => e.apply([del(trusted), ...fillers])).toThrow(MapCapacityError);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, evil));
+    expect(ipcache(e)).toEqual(before);
+    // Deleting trusted for real leaves evil's entry as it was.
+    expect(e.apply([del(trusted)]).ipcache).toEqual([]);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, evil));
+  });
+
+  it('a refused transaction adding a claimant gives the IP back to its owner', () => {
+    const e = setUp();
+    const before = ipcache(e);
+    const third = mkPod('third', { app: 'third' }, shared);
+    expect(() => e.apply([add(third), ...fillers])).toThrow(MapCapacityError);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, evil));
+    expect(ipcache(e)).toEqual(before);
+  });
+
+  it('a refused transaction deleting the owner restores it, and only it', () => {
+    const e = setUp();
+    e.apply([del(evil)]);
+    // Deleting the owner leaves the IP unowned (Cilium deletes the entry; trusted does not get it back).
+    const unowned = e.identityOfIp(parseIp(shared));
+    expect(unowned).not.toBe(idOf(e, trusted));
+    const before = ipcache(e);
+    expect(() => e.apply([del(trusted), ...fillers])).toThrow(MapCapacityError);
+    expect(e.identityOfIp(parseIp(shared))).toBe(unowned);
+    expect(ipcache(e)).toEqual(before);
+  });
+
+  for (const [name, prepare] of [
+    ['the later claimant owns it', (_: Engine): void => undefined],
+    ['the owner was deleted', (e: Engine): void => void e.apply([del(evil)])],
+  ] as const) {
+    it(`an internal error rebuilds the same ownership (${name})`, () => {
+      let armed = false;
+      const e = setUp((point) => {
+        if (armed && point === 'event') throw new TypeError('injected');
+      });
+      prepare(e);
+      const before = ipcache(e);
+      armed = true;
+      expect(() => e.apply([add(mkPod('other', { app: 'other' }, '10.0.0.9'))])).toThrow(TypeError);
+      armed = false;
+      expect(ipcache(e)).toEqual(before);
+    });
+  }
+
+  it('an internal error after a re-upsert of the earlier claimant keeps it the owner', () => {
+    let armed = false;
+    const e = setUp((point) => {
+      if (armed && point === 'event') throw new TypeError('injected');
+    });
+    // Re-upserting trusted makes it the last writer: it owns the IP now.
+    e.apply([add(mkPod('trusted', { app: 'trusted', v: '2' }, shared))]);
+    const before = ipcache(e);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, trusted));
+    armed = true;
+    expect(() => e.apply([add(mkPod('other', { app: 'other' }, '10.0.0.9'))])).toThrow(TypeError);
+    armed = false;
+    expect(ipcache(e)).toEqual(before);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, trusted));
+  });
+
+  it('re-identifying the earlier claimant (its namespace relabelled) is no new claim on the IP', () => {
+    const e = new Engine();
+    const inA = { ...trusted, namespace: 'a' };
+    const inB = { ...evil, namespace: 'b' };
+    e.apply([{ type: 'upsertNamespace', name: 'a', labels: {} }, { type: 'upsertNamespace', name: 'b', labels: {} }, add(inA)]);
+    e.apply([add(inB)]);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
+    e.apply([{ type: 'upsertNamespace', name: 'a', labels: { team: 'x' } }]);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
+  });
+});
+
+describe('the oracle on a pod IP claimed by two pods', () => {
+  const at = (s: ClusterState): string => resolveEndpoint(s, shared).name;
+  it('resolves it to the last pod written, as the engine', () => {
+    let s = upsertNamespace(EMPTY_CLUSTER, namespaceWithDefaults('prod', {}));
+    s = upsertPod(upsertPod(s, trusted), evil);
+    expect(at(s)).toBe('prod/evil');
+    // An update of the earlier claimant is a new write: it owns the IP now (engine: same).
+    s = upsertPod(s, { ...trusted, labels: { app: 'trusted', v: '2' } });
+    expect(at(s)).toBe('prod/trusted');
+    const e = new Engine();
+    e.apply(initialEvents(s));
+    expect(e.identityOfIp(parseIp(shared))).toBe(e.identityOfPod('prod/trusted'));
+  });
+});

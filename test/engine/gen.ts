@@ -337,8 +337,10 @@ export function toEvent(o: Op): EngineEvent {
     case 'delNs':
       return { type: 'deleteNamespace', name: o.name };
     case 'pod': {
-      // Pods of one name in two namespaces share an IP: the ipcache gives it to the last writer.
-      const ip = parseIp(`10.244.0.${POD_NAMES.indexOf(o.name) + 2}`);
+      // Pods sit at 10.244.<namespace>.<2..5>, except the last name's, which share one address in
+      // every namespace (10.244.0.5): the ipcache gives it to the last writer.
+      const n = POD_NAMES.indexOf(o.name);
+      const ip = parseIp(`10.244.${n === POD_NAMES.length - 1 ? 0 : NAMESPACES.indexOf(o.ns)}.${n + 2}`);
       const pod: Pod = { namespace: o.ns, name: o.name, labels: o.labels, ip, serviceAccount: 'default', ports: PORT_SETS[o.ports] ?? [] };
       return { type: 'upsertPod', pod, local: o.local };
     }

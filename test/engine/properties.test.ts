@@ -8,7 +8,7 @@ import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src
 import { entryEquals } from '../../src/engine/map-state.js';
 import { endpointMaps, sameEndpointMaps, initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
-import { resolveEndpoint } from '../../src/model/flow.js';
+import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
 import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
 
@@ -147,7 +147,7 @@ function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
     const peer = resolveEndpoint(state, peerName);
     if (subject.kind !== 'pod') throw new Error('endpoint is not a pod');
     const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
-    const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(peer.external.ip);
+    const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(endpointAddress(peer));
     const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
     const l4Allowed = hit !== undefined && !hit.entry.deny;
     const proxied = l4Allowed && hit!.entry.proxyPort !== 0;

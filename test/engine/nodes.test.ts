@@ -4,6 +4,10 @@ import { EngineError, EngineEvent, MapCapacityError } from '../../src/engine/eve
 import { parseIp } from '../../src/model/cidr.js';
 import type { Pod } from '../../src/model/cluster.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
+import { EngineDecider } from '../../src/harness/engine-decider.js';
+import { decideFlow } from '../../src/naive/evaluator.js';
+import { parseScenario } from '../../src/scenario/format.js';
+import { runScenario } from '../../src/scenario/run.js';
 
 const ns: EngineEvent = { type: 'upsertNamespace', name: 'prod', labels: {} };
 const pod = (name: string, ip: string): Pod => ({ namespace: 'prod', name, labels: { app: name }, ip: parseIp(ip), serviceAccount: 'default', ports: [] });
@@ -94,5 +98,38 @@ spec:
     armed = false;
     expect([...ipcache(e)]).toEqual([['192.168.0.1/32', 1]]);
     expect(e.apply([{ type: 'deleteNode', name: 'a' }]).ipcache).toEqual([{ op: 'delete', prefix: '192.168.0.1/32', identity: 1 }]);
+  });
+
+  it('a ClusterNetworkPolicy Deny with networks denies nodes (all of them: one identity per kind), an Accept admits none', () => {
+    const sc = parseScenario(
+      `nodes: [{name: n1, ips: [192.168.1.1], local: true}, {name: n2, ips: [192.168.1.2]}, {name: far, ips: [172.16.0.1]}]
+pods: [{name: default/client, labels: {role: client}, ip: 10.244.0.11}]
+externals: [{name: outside, ip: 192.168.9.9}]
+policies:
+  - apiVersion: policy.networking.k8s.io/v1alpha2
+    kind: ClusterNetworkPolicy
+    metadata: {name: deny-net}
+    spec:
+      tier: Admin
+      priority: 10
+      subject: {namespaces: {}}
+      egress:
+        - {name: deny-192, action: Deny, to: [{networks: [192.168.0.0/16]}], protocols: [{tcp: {destinationPort: {number: 80}}}]}
+        - {name: allow-192, action: Accept, to: [{networks: [192.168.0.0/16]}], protocols: [{tcp: {destinationPort: {number: 81}}}]}
+steps:
+  - probes:
+      - {from: default/client, to: {node: n1}, port: 80}
+      - {from: default/client, to: {node: n2}, port: 80}
+      - {from: default/client, to: outside, port: 80}
+      - {from: default/client, to: {node: far}, port: 80}
+      - {from: default/client, to: {node: n2}, port: 81}
+`,
+      'cnp.yaml',
+    );
+    const v = (r: ReturnType<typeof runScenario>): boolean[] => r.steps.flatMap((s) => s.results.map((x) => x.allowed));
+    // The API matches networks by address: n1, n2 and outside are denied, far is not, n2 is accepted on 81.
+    expect(v(runScenario(sc, decideFlow))).toEqual([false, false, false, true, true]);
+    // The engine is never more permissive: far is denied too, and the Accept does not reach n2 (the NP tier's default allow does).
+    expect(v(runScenario(sc, new EngineDecider(new Engine()).decide))).toEqual([false, false, false, false, true]);
   });
 });

@@ -46,6 +46,6 @@ describe('nodes (reserved host / remote-node, never world)', () => {
     expect(() => parseScenario('nodes: [{name: A_, ips: [10.0.0.1]}]\n', 's.yaml')).toThrow('nodes[0].name');
     expect(() => parseScenario('steps: [{probes: [{from: {node: zz}, to: a/b, port: 1}]}]\npods: [{name: a/b}]\n', 's.yaml')).not.toThrow();
     const missing = parseScenario('pods: [{name: a/b}]\nsteps: [{probes: [{from: {node: zz}, to: a/b, port: 1}]}]\n', 's.yaml');
-    expect(() => runScenario(missing, decideFlow)).toThrow('no pod, external or node named "node:zz"');
+    expect(() => runScenario(missing, decideFlow)).toThrow('steps[0].probes[0].from: no node named "zz"');
   });
 });

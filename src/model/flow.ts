@@ -87,10 +87,11 @@ export function endpointAddress(ep: FlowEndpoint): IpAddress {
   return ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.kind === 'node' ? ep.address : ep.external.ip;
 }
 
-/** The node holding `ip` among its addresses, if any. */
+/** The node holding `ip` among its addresses, if any; of two that list it, the agent's own node. */
 function nodeByAddress(state: ClusterState, ip: IpAddress): FlowEndpoint | undefined {
-  for (const node of state.nodes?.values() ?? []) if (node.ips.some((a) => a.text === ip.text)) return nodeEndpoint(node, ip);
-  return undefined;
+  const holders = [...(state.nodes?.values() ?? [])].filter((n) => n.ips.some((a) => a.text === ip.text));
+  const node = holders.find((n) => n.local) ?? holders[0];
+  return node && nodeEndpoint(node, ip);
 }
 
 /**
@@ -104,7 +105,9 @@ export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint
   const external = state.externals.get(name);
   if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
   const node = name.startsWith(NODE_PREFIX) ? state.nodes?.get(name.slice(NODE_PREFIX.length)) : undefined;
-  if (node?.ips[0]) return nodeEndpoint(node, node.ips[0]);
+  // Its identity is its first address's (the agent's own node, if another node lists that address too).
+  const first = node?.ips[0];
+  if (node && first) return { ...nodeEndpoint(node, first), labels: (nodeByAddress(state, first) ?? nodeEndpoint(node, first)).labels };
   const byNode = isValidIp(name) ? nodeByAddress(state, parseIp(name)) : undefined;
   if (byNode) return byNode;
   const byAddress = isValidIp(name) ? podByAddress(state, parseIp(name)) : undefined;

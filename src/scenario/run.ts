@@ -162,9 +162,10 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
   const held = podAddresses(state);
   for (const [field, name, ip] of [['from', probe.from, probe.fromIp], ['to', probe.to, probe.toIp]] as const) {
     if (ip && !state.externals.has(ip.text) && !held.has(ip.text)) throw new ManifestError(source, `${probe.path}.${field}`, `internal: ${ip.text} was not added`);
-    const isNode = name !== undefined && name.startsWith(NODE_PREFIX) && state.nodes?.has(name.slice(NODE_PREFIX.length)) === true;
-    if (name !== undefined && !ip && !isNode && !state.pods.has(name) && !state.externals.has(name)) {
-      throw new ManifestError(source, `${probe.path}.${field}`, `no pod, external or node named "${name}"`);
+    if (name !== undefined && name.startsWith(NODE_PREFIX) && !ip) {
+      if (state.nodes?.has(name.slice(NODE_PREFIX.length)) !== true) throw new ManifestError(source, `${probe.path}.${field}`, `no node named "${name.slice(NODE_PREFIX.length)}"`);
+    } else if (name !== undefined && !ip && !state.pods.has(name) && !state.externals.has(name)) {
+      throw new ManifestError(source, `${probe.path}.${field}`, `no pod or external named "${name}"`);
     }
   }
   const froms = probe.from !== undefined ? [probe.from] : pods;

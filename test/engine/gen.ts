@@ -154,7 +154,7 @@ const dnsRules: Record<string, unknown>[] = [
 const l7Rule = (dir: 'from' | 'to') => fc.constantFrom<Record<string, unknown>>(...httpRules, ...(dir === 'to' ? dnsRules : []));
 const portRule = (deny: boolean, dir: 'from' | 'to') =>
   deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : fc.oneof(fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }), l7Rule(dir));
-const entity = fc.constantFrom('all', 'world', 'cluster', 'host', 'remote-node', 'none');
+const entity = fc.constantFrom('all', 'world', 'cluster', 'host', 'none');
 // Nested prefixes on purpose: one rule's CIDR identities then select each other's peers.
 const cidr = fc.constantFrom('192.168.1.0/24', '192.168.0.0/16', '8.8.8.8/32', '10.0.0.0/8', '2001:db8::/32');
 const cidrSet = fc.constantFrom({ cidr: '192.168.0.0/16', except: ['192.168.1.0/24'] }, { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] });
@@ -322,9 +322,13 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: tierOp(ACTIONS) },
   { weight: 1, arbitrary: samePriorityOp },
   { weight: 2, arbitrary: delPolicyOp },
-  { weight: 1, arbitrary: nodeOp },
-  { weight: 1, arbitrary: delNodeOp },
 );
+
+/**
+ * `op` plus node changes (a separate arbitrary: `op`'s fixed-seed histories stay as they were).
+ * `cluster` and `host` entities select nodes; the nodes' addresses lie in the CIDR rules' prefixes.
+ */
+export const opWithNodes: fc.Arbitrary<Op> = fc.oneof({ weight: 12, arbitrary: op }, { weight: 1, arbitrary: nodeOp }, { weight: 1, arbitrary: delNodeOp });
 
 /** Histories dense in ClusterNetworkPolicies (Pass and same-priority groups included) and in NetworkPolicy-tier changes under them. */
 export const tierHeavyOp: fc.Arbitrary<Op> = fc.oneof(

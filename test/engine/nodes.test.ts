@@ -44,6 +44,16 @@ describe('engine: nodes', () => {
     expect(e.apply([{ type: 'deleteNode', name: 'n' }]).ipcache).toEqual([{ op: 'upsert', prefix: '10.0.0.5/32', identity: podId, previous: 6 }]);
   });
 
+  it('two nodes listing one address: it stays a node address until both are gone; host if either is the own node', () => {
+    const e = new Engine();
+    e.apply([node('a', ['192.168.0.1']), node('b', ['192.168.0.1'])]);
+    expect(e.apply([{ type: 'deleteNode', name: 'a' }]).ipcache).toEqual([]);
+    expect(e.identityOfIp(parseIp('192.168.0.1'))).toBe(6);
+    expect(e.apply([node('c', ['192.168.0.1'], true)]).ipcache).toEqual([{ op: 'upsert', prefix: '192.168.0.1/32', identity: 1, previous: 6 }]);
+    expect(e.apply([{ type: 'deleteNode', name: 'c' }]).ipcache).toEqual([{ op: 'upsert', prefix: '192.168.0.1/32', identity: 6, previous: 1 }]);
+    expect(e.apply([{ type: 'deleteNode', name: 'b' }]).ipcache).toEqual([{ op: 'delete', prefix: '192.168.0.1/32', identity: 6 }]);
+  });
+
   it('validates node events, naming the field, and refuses the batch as a whole', () => {
     const e = new Engine();
     e.apply([node('a', ['192.168.0.1'])]);

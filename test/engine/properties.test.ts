@@ -10,7 +10,7 @@ import { endpointMaps, sameEndpointMaps, initialEvents, l7RowKey, L7Tables, l7Ta
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
-import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
+import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, opWithNodes, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
 const RUNS = LONG ? 3000 : 300;
@@ -206,7 +206,7 @@ function checkMinimal(engine: Engine): void {
   }
 }
 
-const transaction = fc.array(op, { minLength: 1, maxLength: 3 });
+const transaction = fc.array(opWithNodes, { minLength: 1, maxLength: 3 });
 /** Redirected flows with a request the property compared (L7 verdicts must really be exercised). */
 let l7Checked = 0;
 /** Sampled flows with a node as the peer. */
@@ -326,7 +326,7 @@ describe('map capacity', () => {
 describe('Felix-style equivalences: the same final state by different routes gives the same maps', () => {
   it('one event per transaction = one batch = every event twice = rebuilt from the final state (both orders)', () => {
     fc.assert(
-      fc.property(fc.array(op, { minLength: 3, maxLength: 30 }), (ops: Op[]) => {
+      fc.property(fc.array(opWithNodes, { minLength: 3, maxLength: 30 }), (ops: Op[]) => {
         // Keep the events the model accepts, in order: a valid history.
         let state = INITIAL_CLUSTER;
         const local = new Map<string, boolean>();

@@ -11,6 +11,7 @@ import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } 
 import { IdentityRecord, IdentityTable } from './identities.js';
 import { ModelStore } from './model-store.js';
 import { NetworkSplits } from './network-splits.js';
+import { NodeTable } from './node-table.js';
 import { PodTable } from './pod-table.js';
 import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
@@ -107,11 +108,12 @@ export class Engine {
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
+    const nodes = new NodeTable(ctx, identities);
     const splits = new NetworkSplits(ctx, pods, peerCache);
     if (this.model.identitySource === 'local') pods.splits = splits;
-    const stages = { identities, maps, pods, peerCache, subjectCache };
+    const stages = { identities, maps, pods, nodes, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
-    ctx.ipcacheHostAt = (ip) => (pods.byIp(ip.text)?.identity ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
+    ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.byIp(ip.text)?.identity ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
     ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
     const commit = new Commit(ctx, maps, this.proxyPorts);
     this.stages = { ...stages, resolver, fqdn, splits, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
@@ -270,6 +272,10 @@ export class Engine {
         return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
       case 'deleteIdentity':
         return pods.reidentify(this.stages.identities.deleteExternal(e.id));
+      case 'upsertNode':
+        return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false);
+      case 'deleteNode':
+        return this.stages.nodes.delete(e.name);
     }
   }
 

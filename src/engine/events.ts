@@ -1,3 +1,4 @@
+import type { IpAddress } from '../model/cidr.js';
 import type { Pod } from '../model/cluster.js';
 import type { FqdnEvent } from '../model/fqdn-events.js';
 import type { L7Parser, L7Policy } from '../model/l7.js';
@@ -23,6 +24,13 @@ export type EngineEvent =
    */
   | { readonly type: 'upsertIdentity'; readonly id: number; readonly labels: Readonly<Record<string, string>> }
   | { readonly type: 'deleteIdentity'; readonly id: number }
+  /**
+   * A cluster node and its addresses (`local`: the agent's own node): ipcache host entries with the
+   * reserved identity host (1) or remote-node (6), which world and CIDR selectors do not select.
+   * An upsert replaces the node's addresses.
+   */
+  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean }
+  | { readonly type: 'deleteNode'; readonly name: string }
   /** DNS answers and clock steps (toFQDNs, src/model/fqdn-events.ts; the FQDN stage, fqdn-stage.ts). */
   | FqdnEvent;
 

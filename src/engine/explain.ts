@@ -8,6 +8,7 @@ import { concreteEntry, redirectInfo } from './commit.js';
 import { EngineError, MapSnapshot, RedirectInfo } from './events.js';
 import type { IdentityTable } from './identities.js';
 import type { MapState, Redirect } from './map-state.js';
+import type { NodeTable } from './node-table.js';
 import type { PodTable } from './pod-table.js';
 import type { ProxyPortAllocator } from './proxy-ports.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -49,6 +50,7 @@ export interface EngineStages {
   readonly identities: IdentityTable;
   readonly maps: SharedMaps;
   readonly pods: PodTable;
+  readonly nodes: NodeTable;
   readonly peerCache: SelectorCache;
   readonly subjectCache: SelectorCache;
 }
@@ -146,15 +148,17 @@ export class EngineQueries {
   }
 
   identityOfIp(ip: IpAddress): IdentityId {
-    return (this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
+    return (this.s.nodes.at(ip.text) ?? this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
   }
 
-  /** The whole ipcache: pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */
+  /** The whole ipcache: node and pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */
   ipcache(): { prefix: string; identity: IdentityId }[] {
     const out = new Map<string, IdentityId>();
     for (const rec of this.s.identities.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, rec.id);
     for (const { ip, identity } of this.s.identities.fqdnHostEntries()) out.set(hostCidr(ip).text, identity.id);
     for (const { ip, identity } of this.s.pods.ipEntries()) out.set(hostCidr(ip).text, identity.id);
+    // A node's address wins over a pod claiming it (a host-network pod is not an endpoint).
+    for (const { ip, identity } of this.s.nodes.entries()) out.set(hostCidr(ip).text, identity.id);
     return [...out].map(([prefix, identity]) => ({ prefix, identity })).sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   }
 

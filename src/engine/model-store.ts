@@ -26,6 +26,7 @@ export class ModelStore implements ModelView {
   private readonly podsByNs = new Map<string, Set<string>>();
   private readonly policiesByNs = new Map<string, Set<string>>();
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
+  private readonly nodes = new Map<string, EngineEvent & { type: 'upsertNode' }>();
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
 
@@ -38,6 +39,10 @@ export class ModelStore implements ModelView {
 
   hasIdentity(id: number): boolean {
     return this.identities.has(id);
+  }
+
+  hasNode(name: string): boolean {
+    return this.nodes.has(name);
   }
 
   hasNamespace(name: string): boolean {
@@ -107,6 +112,12 @@ export class ModelStore implements ModelView {
       case 'deleteIdentity':
         this.identities.delete(e.id);
         return;
+      case 'upsertNode':
+        this.nodes.set(e.name, e);
+        return;
+      case 'deleteNode':
+        this.nodes.delete(e.name);
+        return;
     }
   }
 
@@ -153,6 +164,7 @@ export class ModelStore implements ModelView {
   events(): EngineEvent[] {
     const out: EngineEvent[] = [];
     for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });
+    for (const node of this.nodes.values()) out.push(node);
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
     for (const [key, pod] of this.pods) out.push({ type: 'upsertPod', pod, local: this.localPods.has(key) });
     for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });

@@ -1,8 +1,8 @@
-import { parseLabelKey, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
+import { parseLabelKey, POD_NAMESPACE_KEY, reservedLabel, SOURCE_K8S } from '../model/labels.js';
 import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } from '../model/policy-map.js';
 import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
-import { makeSelector, type Selector } from '../model/selector.js';
+import { makeSelector, matchLabelRequirement, type Selector } from '../model/selector.js';
 import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
@@ -47,6 +47,11 @@ function ruleEntry(spec: TieredSpec, rule: TierRule, denyAll: boolean): PolicyEn
   return { deny, proxyPort: 0, precedence: tierPrecedence(spec.tier, spec.priority, rule.index, deny) };
 }
 
+const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node'].map((name) => {
+  const l = reservedLabel(name);
+  return labelsSelector(makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]));
+});
+
 function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | null {
   // Fail closed: an unknown peer makes a Deny or Pass rule match every peer (the API's "Deny all"), an Accept rule only its known ones.
   const denyAll = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
@@ -58,6 +63,9 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | 
     const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : [];
     for (const s of sels) byKey.set(s.key, s);
   }
+  // Nodes share one identity per kind (host, remote-node), so a networks CIDR cannot split them by
+  // address: a Deny rule with networks denies every node (fail closed), an Accept admits none.
+  if (!anyPeer && rule.action === 'Deny' && rule.peers.some((p) => p.kind === 'networks')) for (const s of NODE_SELECTORS) byKey.set(s.key, s);
   if (byKey.size === 0) return null;
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const entry = ruleEntry(spec, rule, denyAll);

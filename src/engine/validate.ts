@@ -25,6 +25,7 @@ export interface ModelView {
   /** Where identity numbers come from: identity events exist only with `external`. */
   readonly identitySource: 'local' | 'external';
   hasIdentity(id: number): boolean;
+  hasNode(name: string): boolean;
 }
 
 const EMPTY_MODEL: ModelView = {
@@ -35,6 +36,7 @@ const EMPTY_MODEL: ModelView = {
   policiesInNamespace: () => [],
   identitySource: 'local',
   hasIdentity: () => false,
+  hasNode: () => false,
 };
 
 type Fail = (detail: string) => never;
@@ -141,6 +143,7 @@ class Overlay {
   private pods: Map<string, boolean> | null = null;
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
+  private nodes: Map<string, boolean> | null = null;
   /** Pods and namespaced policies the batch created, per namespace. */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -168,6 +171,15 @@ class Overlay {
 
   hasIdentity(id: number): boolean {
     return this.identities?.get(id) ?? this.base.hasIdentity(id);
+  }
+
+  hasNode(name: string): boolean {
+    return this.nodes?.get(name) ?? this.base.hasNode(name);
+  }
+
+  setNode(name: string, exists: boolean): void {
+    if (this.frozen) return;
+    (this.nodes ??= new Map()).set(name, exists);
   }
 
   setIdentity(id: number, exists: boolean): void {
@@ -288,6 +300,20 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     case 'advanceTime':
       checkSeconds(e.seconds, 'seconds', fail);
       return;
+    case 'upsertNode': {
+      const name = checkName(e.name, 'name', 'object', fail);
+      if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
+      if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
+      (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
+      model.setNode(name, true);
+      return;
+    }
+    case 'deleteNode': {
+      const name = checkName(e.name, 'name', 'object', fail);
+      if (!model.hasNode(name)) fail(`node "${name}" does not exist`);
+      model.setNode(name, false);
+      return;
+    }
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }

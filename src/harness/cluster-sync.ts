@@ -11,6 +11,8 @@ import {
   podIps,
   upsertExternal,
   upsertPolicy,
+  upsertNode,
+  deleteNode,
 } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { DnsServer } from '../model/fqdn-events.js';
@@ -52,6 +54,12 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
   }
   for (const name of from.namespaces.keys()) {
     if (!to.namespaces.has(name)) events.push({ type: 'deleteNamespace', name });
+  }
+  for (const name of from.nodes?.keys() ?? []) {
+    if (!to.nodes?.has(name)) events.push({ type: 'deleteNode', name });
+  }
+  for (const [name, n] of to.nodes ?? []) {
+    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local });
   }
   events.push(...dnsEvents(from.dns, to.dns));
   return events;
@@ -124,6 +132,10 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
       return e.server ? answerFromServer(s, e.endpoint, e.name, e.ips, e.ttl, e.server) : applyDnsAnswer(s, e.endpoint, e.name, e.ips, e.ttl);
     case 'advanceTime':
       return { ...s, dns: advanceDnsClock(s.dns ?? EMPTY_DNS_CACHE, e.seconds) };
+    case 'upsertNode':
+      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false });
+    case 'deleteNode':
+      return deleteNode(s, e.name);
   }
 }
 

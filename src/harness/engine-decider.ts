@@ -3,7 +3,7 @@ import type { IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
-import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
+import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
 import type { PolicyEntry } from '../model/policy-map.js';
 import type { Engine } from '../engine/engine.js';
 import type { ChangeSet } from '../engine/events.js';
@@ -19,7 +19,7 @@ function peerIdentity(engine: Engine, ep: FlowEndpoint, ipLookup?: IpLookup): Id
     if (id === undefined) throw new Error(`engine does not know pod ${ep.name}`);
     return id;
   }
-  return (ipLookup ?? ((ip: IpAddress) => engine.identityOfIp(ip)))(ep.external.ip);
+  return (ipLookup ?? ((ip: IpAddress) => engine.identityOfIp(ip)))(endpointAddress(ep));
 }
 
 /**

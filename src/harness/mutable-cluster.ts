@@ -1,5 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
-import { ClusterChangeError, ClusterState, Namespace, namespaceWithDefaults, Pod, podKey, External } from '../model/cluster.js';
+import { ClusterChangeError, ClusterNode, ClusterState, Namespace, namespaceWithDefaults, Pod, podKey, External } from '../model/cluster.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 
 /**
@@ -12,6 +12,7 @@ export class MutableCluster implements ClusterState {
   readonly namespaces = new Map<string, Namespace>();
   readonly pods = new Map<string, Pod>();
   readonly externals = new Map<string, External>();
+  readonly nodes = new Map<string, ClusterNode>();
   readonly policies = new Map<string, Policy>();
   /** Local pod keys → local?, as the events said. */
   readonly local = new Map<string, boolean>();
@@ -36,6 +37,12 @@ export class MutableCluster implements ClusterState {
         if (!this.policies.delete(key)) throw new ClusterChangeError(`policy ${key} does not exist`);
         return;
       }
+      case 'upsertNode':
+        this.nodes.set(e.name, { name: e.name, ips: e.ips, local: e.local ?? false });
+        return;
+      case 'deleteNode':
+        if (!this.nodes.delete(e.name)) throw new ClusterChangeError(`node "${e.name}" does not exist`);
+        return;
       case 'upsertIdentity':
       case 'deleteIdentity':
         // Identity numbers are not part of the cluster model: the oracle decides by labels.

@@ -3,7 +3,7 @@ import type { Pod } from '../model/cluster.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { identityOf, IdentityEvent, KnownKind, namespaceOf, objectKind, podEndpoint } from './objects.js';
+import { identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
 /** What an agent feeds its engine: engine events, and identity events (external identities). */
@@ -43,7 +43,8 @@ type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
   | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
   | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
-  | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string };
+  | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
+  | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string };
 
 interface ObjectState {
   /** The last resourceVersion seen (deletes included: a replayed older event is dropped). */
@@ -71,7 +72,7 @@ const keyPart = (v: unknown): string => (typeof v === 'string' ? v : (JSON.strin
 
 function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
   const md = rec(obj.metadata);
-  const clusterScoped = kind === 'Namespace' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
+  const clusterScoped = kind === 'Namespace' || kind === 'Node' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
   const ns = clusterScoped ? '' : keyPart(md.namespace ?? 'default');
   return `${kind}/${ns}/${keyPart(md.name)}`;
 }
@@ -230,6 +231,14 @@ export class ClusterMirror {
         const sig = canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local });
         return { kind, pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
       }
+      case 'Node': {
+        const node = nodeOf(obj, this.options.nodeName, source);
+        if (node.ips.length === 0) {
+          this.debug('node has no address yet', { source });
+          return undefined;
+        }
+        return { kind, node, sig: canonical({ ...node, ips: node.ips.map((a) => a.text) }) };
+      }
       case 'CiliumIdentity': {
         const id = identityOf(obj, source);
         return { kind: 'Identity', ...id, sig: canonical(id) };
@@ -351,9 +360,9 @@ function keptOnUnreadable(had: Held | undefined): Held | undefined {
   return had === undefined || had.kind === 'Pod' ? undefined : had;
 }
 
-/** Batch position: identities, namespaces, policies, pods (upserts) then pod, policy, namespace deletes. */
+/** Batch position: identities, namespaces, nodes, policies, pods (upserts) then pod, policy, node, namespace deletes. */
 function rank(h: Held, upsert: boolean): number {
-  if (h.kind === 'Identity') return upsert ? 0 : 5;
+  if (h.kind === 'Identity' || h.kind === 'Node') return upsert ? 0 : 5;
   if (h.kind === 'Namespace') return upsert ? 0 : 5;
   if (h.kind === 'Policy') return upsert ? 1 : 4;
   return upsert ? 2 : 3;
@@ -369,6 +378,8 @@ function upsertOf(h: Held): AgentEvent {
       return { type: 'upsertPolicy', policy: h.policy };
     case 'Identity':
       return { type: 'upsertIdentity', id: h.id, labels: h.labels };
+    case 'Node':
+      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local };
   }
 }
 
@@ -382,5 +393,7 @@ function deleteOf(h: Held): AgentEvent {
       return { type: 'deletePolicy', ref: h.policy.ref };
     case 'Identity':
       return { type: 'deleteIdentity', id: h.id };
+    case 'Node':
+      return { type: 'deleteNode', name: h.node.name };
   }
 }

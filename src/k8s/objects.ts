@@ -141,6 +141,34 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }
 
+/** A node's addresses as the engine takes them (`local`: the agent's own node). */
+export interface NodeAddresses {
+  readonly name: string;
+  readonly ips: readonly IpAddress[];
+  readonly local: boolean;
+}
+
+/** The `status.addresses` types that are IP addresses (Hostname, InternalDNS and ExternalDNS are names). */
+const NODE_IP_TYPES: ReadonlySet<string> = new Set(['InternalIP', 'ExternalIP']);
+
+/**
+ * A `v1` Node: its InternalIP and ExternalIP addresses (`status.addresses`), each once; `local`
+ * when it is the agent's node `nodeName` (Cilium: reserved host, else remote-node). Throws
+ * ManifestError naming `source` and the field.
+ */
+export function nodeOf(obj: unknown, nodeName: string, source: string): NodeAddresses {
+  const r = new Reader(source);
+  const md = readMetadata(r, rec(obj).metadata, false);
+  const ips: IpAddress[] = [];
+  (r.optArray(rec(rec(obj).status).addresses, 'status.addresses') ?? []).forEach((a, i) => {
+    const type = rec(a).type;
+    if (typeof type !== 'string' || !NODE_IP_TYPES.has(type)) return;
+    const ip = readIp(r, rec(a).address, `status.addresses[${i}].address`);
+    if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
+  });
+  return { name: md.name, ips, local: md.name === nodeName };
+}
+
 /**
  * A `cilium.io/v2` CiliumIdentity (CRD mode): the name is the number, `security-labels` the
  * labels. Throws ManifestError naming `source` and the field.

@@ -33,12 +33,28 @@ export interface External {
   readonly ip: IpAddress;
 }
 
+/**
+ * A cluster node: its addresses (`status.addresses` InternalIP/ExternalIP). Cilium gives them the
+ * reserved identity `host` (the agent's own node, `local`) or `remote-node`
+ * (cilium pkg/node/manager/manager.go `upsertIntoIDMD`), which world and CIDR selectors do not select.
+ */
+export interface ClusterNode {
+  readonly name: string;
+  readonly ips: readonly IpAddress[];
+  readonly local: boolean;
+}
+
+/** How flows name a node: `node:<name>` (pod keys hold a `/`, never a `:`). */
+export const NODE_PREFIX = 'node:';
+
 /** The whole cluster as the policy engine sees it. Immutable: changes make a new state. */
 export interface ClusterState {
   readonly namespaces: ReadonlyMap<string, Namespace>;
   /** Keyed by `namespace/name`. */
   readonly pods: ReadonlyMap<string, Pod>;
   readonly externals: ReadonlyMap<string, External>;
+  /** Nodes by name; absent = none known. */
+  readonly nodes?: ReadonlyMap<string, ClusterNode>;
   /** Keyed by `policyRefKey`. */
   readonly policies: ReadonlyMap<string, Policy>;
   /** What the DNS proxy learnt, and the clock (toFQDNs); absent = empty at time 0. */
@@ -116,6 +132,15 @@ export function upsertExternal(state: ClusterState, ext: External): ClusterState
   return { ...state, externals: withEntry(state.externals, ext.name, ext) };
 }
 
+export function upsertNode(state: ClusterState, node: ClusterNode): ClusterState {
+  return { ...state, nodes: withEntry(state.nodes ?? new Map(), node.name, node) };
+}
+
+export function deleteNode(state: ClusterState, name: string): ClusterState {
+  if (!state.nodes?.has(name)) throw new ClusterChangeError(`node "${name}" does not exist`);
+  return { ...state, nodes: withoutEntry(state.nodes, name) };
+}
+
 export function upsertPolicy(state: ClusterState, policy: Policy): ClusterState {
   return { ...state, policies: withEntry(state.policies, policyRefKey(policy.ref), policy) };
 }
@@ -133,6 +158,7 @@ export function allocatePodIp(state: ClusterState): IpAddress {
   const used = new Set<string>();
   for (const p of state.pods.values()) for (const ip of podIps(p)) used.add(ip.text);
   for (const e of state.externals.values()) used.add(e.ip.text);
+  for (const n of state.nodes?.values() ?? []) for (const ip of n.ips) used.add(ip.text);
   for (let n = 2n; ; n++) {
     const ip = nthAddress(POD_CIDR, n);
     if (!used.has(ip.text)) return ip;

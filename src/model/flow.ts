@@ -1,9 +1,9 @@
-import type { ClusterState, External, Pod } from './cluster.js';
-import { podIps, podLabels } from './cluster.js';
+import type { ClusterNode, ClusterState, External, Pod } from './cluster.js';
+import { NODE_PREFIX, podIps, podLabels } from './cluster.js';
 import { IpAddress, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
 import type { LabelSet } from './labels.js';
-import { worldLabels } from './identity.js';
+import { reservedIdentityLabels, worldLabels } from './identity.js';
 import type { FlowProtocol } from './ports.js';
 import type { Direction, RuleOrigin } from './rules.js';
 import type { TierOrigin } from './tiers.js';
@@ -16,7 +16,9 @@ import type { TierOrigin } from './tiers.js';
 export type FlowEndpoint =
   /** `address`: the flow named the pod by this one of its addresses (else it uses the pod's primary `ip`). */
   | { readonly kind: 'pod'; readonly name: string; readonly pod: Pod; readonly labels: LabelSet; readonly address?: IpAddress }
-  | { readonly kind: 'external'; readonly name: string; readonly external: External; readonly labels: LabelSet };
+  | { readonly kind: 'external'; readonly name: string; readonly external: External; readonly labels: LabelSet }
+  /** A node (or a host-network pod on it, which uses its address): reserved `host` or `remote-node`. */
+  | { readonly kind: 'node'; readonly name: string; readonly node: ClusterNode; readonly labels: LabelSet; readonly address: IpAddress };
 
 export interface Flow {
   readonly from: string;
@@ -75,19 +77,49 @@ function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: P
   return found;
 }
 
+/** A node's labels: the agent's own node is `host`, every other `remote-node`. */
+function nodeLabels(node: ClusterNode): LabelSet {
+  return reservedIdentityLabels(node.local ? 'host' : 'remote-node');
+}
+
+function nodeEndpoint(node: ClusterNode, address: IpAddress): FlowEndpoint {
+  return { kind: 'node', name: NODE_PREFIX + node.name, node, labels: nodeLabels(node), address };
+}
+
+/** The address a flow uses for an endpoint: the one it named it by, else a pod's primary address. */
+export function endpointAddress(ep: FlowEndpoint): IpAddress {
+  return ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.kind === 'node' ? ep.address : ep.external.ip;
+}
+
+/** The node holding `ip` among its addresses, if any; of two that list it, the agent's own node. */
+function nodeByAddress(state: ClusterState, ip: IpAddress): FlowEndpoint | undefined {
+  const holders = [...(state.nodes?.values() ?? [])].filter((n) => n.ips.some((a) => a.text === ip.text));
+  const node = holders.find((n) => n.local) ?? holders[0];
+  return node && nodeEndpoint(node, ip);
+}
+
 /**
- * A pod or an external by name, or a pod by one of its addresses (`10.0.0.5`, `fd00::5`). An
- * external whose address a pod holds is that pod.
+ * A pod or an external by name, a node by `node:<name>` (its first address), or a node or pod by
+ * one of its addresses (`10.0.0.5`, `fd00::5`). A node's address wins over a pod claiming it: a pod
+ * with a node's address is a host-network pod, which is not an endpoint (docs/semantics.md). An
+ * external at a node's or a pod's address is that node or pod (the datapath resolves addresses).
  */
 export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint {
   const pod = state.pods.get(name);
   if (pod) return { kind: 'pod', name, pod, labels: podLabels(state, pod) };
   const external = state.externals.get(name);
-  // The datapath knows addresses, not names: an external at a pod's address reaches the pod (the ipcache).
-  const byAddress = external ? podByAddress(state, external.ip) : isValidIp(name) ? podByAddress(state, parseIp(name)) : undefined;
-  if (external && !byAddress) return { kind: 'external', name, external, labels: externalLabels(external) };
+  const node = !external && name.startsWith(NODE_PREFIX) ? state.nodes?.get(name.slice(NODE_PREFIX.length)) : undefined;
+  // Its identity is its first address's (the agent's own node, if another node lists that address too).
+  const first = node?.ips[0];
+  if (node && first) return { ...nodeEndpoint(node, first), labels: (nodeByAddress(state, first) ?? nodeEndpoint(node, first)).labels };
+  // The datapath knows addresses, not names: an external at a node's or a pod's address reaches it (the ipcache).
+  const address = external ? external.ip : isValidIp(name) ? parseIp(name) : undefined;
+  const byNode = address && nodeByAddress(state, address);
+  if (byNode) return byNode;
+  const byAddress = address && podByAddress(state, address);
   if (byAddress) return { kind: 'pod', name: byAddress.key, pod: byAddress.pod, labels: podLabels(state, byAddress.pod), address: byAddress.address };
-  throw new UnknownEndpointError(`no pod or external named "${name}", and no pod has that address`);
+  if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
+  throw new UnknownEndpointError(`no pod, external or node named "${name}", and no pod or node has that address`);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
 import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatches, recordDnsAnswer } from '../model/fqdn.js';
 import { ClusterState, podLabels } from '../model/cluster.js';
-import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
+import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
 import { labelSetKey } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import { l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
@@ -17,7 +17,8 @@ import { decideTiered } from './tiers.js';
 
 function peerMatches(peer: Peer, ep: FlowEndpoint): boolean {
   if (peer.kind === 'selector') return selectorMatches(peer.selector, ep.labels);
-  // CIDR rules only ever match traffic from outside the cluster: pods are known by identity.
+  // CIDR rules only ever match traffic from outside the cluster: pods are known by identity, and
+  // nodes by reserved host/remote-node (Cilium's policy-cidr-match-mode default: CIDRs select no node).
   if (ep.kind !== 'external') return false;
   return cidrContainsIp(peer.cidr, ep.external.ip) && !peer.except.some((e) => cidrContainsIp(e, ep.external.ip));
 }
@@ -172,7 +173,7 @@ export function applyDnsAnswer(state: ClusterState, pod: string, name: string, i
 /** The server's address and port as the proxy knows them (the query's destination). */
 function serverAddress(state: ClusterState, server: { readonly to: string; readonly port: number }): { ip: IpAddress; port: number } {
   const ep = resolveEndpoint(state, server.to);
-  return { ip: ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.external.ip, port: server.port };
+  return { ip: endpointAddress(ep), port: server.port };
 }
 
 /** The DNS cache without a deleted pod's answers. */

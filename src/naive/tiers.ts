@@ -1,6 +1,6 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
-import type { DirectionDecision, FlowEndpoint } from '../model/flow.js';
+import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
 import type { Direction, Policy } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
@@ -25,7 +25,7 @@ interface Flow4 {
 
 /** The address the flow uses: the one it named a pod by, else the pod's primary address. */
 function endpointIp(ep: FlowEndpoint): IpAddress {
-  return ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.external.ip;
+  return endpointAddress(ep);
 }
 
 /** Does `peer` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */

@@ -1,4 +1,5 @@
 import { IpAddress } from '../model/cidr.js';
+import { NODE_PREFIX } from '../model/cluster.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
@@ -31,6 +32,8 @@ export type Change = { readonly path: string } & (
   | { readonly op: 'deletePod'; readonly key: string }
   | { readonly op: 'setPodLabels'; readonly key: string; readonly labels: Readonly<Record<string, string>> }
   | { readonly op: 'addExternal'; readonly name: string; readonly ip: IpAddress }
+  | { readonly op: 'addNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local: boolean }
+  | { readonly op: 'deleteNode'; readonly name: string }
   | { readonly op: 'apply'; readonly policy: Policy }
   | { readonly op: 'delete'; readonly ref: PolicyRef }
   | { readonly op: 'dnsResponse'; readonly answer: DnsAnswerSpec }
@@ -143,7 +146,7 @@ function readPolicy(r: Reader, v: unknown, path: string): Policy {
 }
 
 function readChange(r: Reader, v: unknown, path: string): Change {
-  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal', 'dnsResponse', 'advanceTime'];
+  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal', 'addNode', 'deleteNode', 'dnsResponse', 'advanceTime'];
   const o = r.object(v, path, ops);
   const keys = Object.keys(o);
   if (keys.length !== 1) r.fail(path, `a change has exactly one of: ${ops.join(', ')}`);
@@ -185,6 +188,10 @@ function readChange(r: Reader, v: unknown, path: string): Change {
       return { path: p, op, answer: readDnsAnswer(r, o.dnsResponse, p) };
     case 'advanceTime':
       return { path: p, op, seconds: r.intInRange(o.advanceTime, p, 0, MAX_SECONDS) };
+    case 'addNode':
+      return { path: p, op, ...readNode(r, o.addNode, p) };
+    case 'deleteNode':
+      return { path: p, op, name: readNodeName(r, o.deleteNode, p) };
     default: {
       const e = r.object(o.addExternal, p, ['name', 'ip']);
       return { path: p, op: 'addExternal', name: r.nonEmptyString(e.name, join(p, 'name')), ip: readIp(r, e.ip, join(p, 'ip')) };
@@ -265,9 +272,33 @@ function readRequest(r: Reader, o: Record<string, unknown>, path: string): L7Req
   return undefined;
 }
 
+function readNodeName(r: Reader, v: unknown, path: string): string {
+  const name = r.nonEmptyString(v, path);
+  checkObjectName(r, name, path);
+  return name;
+}
+
+/** `{name, ips: [..], local?}`: a node and its addresses; `local` marks the agent's own node (`host`). */
+function readNode(r: Reader, v: unknown, path: string): { name: string; ips: IpAddress[]; local: boolean } {
+  const o = r.object(v, path, ['name', 'ips', 'local']);
+  const name = readNodeName(r, o.name, join(path, 'name'));
+  const ips = r.array(o.ips, join(path, 'ips')).map((x, i) => readIp(r, x, at(join(path, 'ips'), i)));
+  if (ips.length === 0) r.fail(join(path, 'ips'), 'a node needs at least one address');
+  const local = absent(o.local) ? false : r.boolean(o.local, join(path, 'local'));
+  return { name, ips, local };
+}
+
+/** `{ip: A.B.C.D}` or `{node: name}` (named `node:name`), else undefined (a plain name). */
 function readProbeAddress(r: Reader, v: unknown, path: string): IpAddress | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  if (Object.hasOwn(v, 'node')) return undefined;
   return readIp(r, r.object(v, path, ['ip']).ip, join(path, 'ip'));
+}
+
+/** A probe end as a name: `{node: name}` → `node:name`, a string as it is. */
+function readProbeName(r: Reader, v: unknown, path: string): string | undefined {
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) return NODE_PREFIX + readNodeName(r, r.object(v, path, ['node']).node, join(path, 'node'));
+  return r.optString(v, path);
 }
 
 function readProbe(r: Reader, v: unknown, path: string): Probe {
@@ -282,8 +313,8 @@ function readProbe(r: Reader, v: unknown, path: string): Probe {
   // it by the address. The same for `from`.
   const fromIp = readProbeAddress(r, o.from, join(path, 'from'));
   const toIp = readProbeAddress(r, o.to, join(path, 'to'));
-  const from = fromIp ? fromIp.text : r.optString(o.from, join(path, 'from'));
-  const to = toIp ? toIp.text : r.optString(o.to, join(path, 'to'));
+  const from = fromIp ? fromIp.text : readProbeName(r, o.from, join(path, 'from'));
+  const to = toIp ? toIp.text : readProbeName(r, o.to, join(path, 'to'));
   return { path, port, protocol, ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(fromIp ? { fromIp } : {}), ...(toIp ? { toIp } : {}), ...(request ? { request } : {}) };
 }
 
@@ -306,7 +337,7 @@ function readExpectation(r: Reader, v: unknown, path: string, probeCount: number
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
-  const o = r.object(doc, '', ['description', 'dnsProxy', 'namespaces', 'pods', 'externals', 'policies', 'steps']);
+  const o = r.object(doc, '', ['description', 'dnsProxy', 'namespaces', 'nodes', 'pods', 'externals', 'policies', 'steps']);
   const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
   const dnsProxy: DnsCacheOptions | undefined = dp && {
     minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
@@ -325,6 +356,7 @@ export function parseScenario(text: string, source: string): Scenario {
     if (name.includes('/')) r.fail(join(path, 'name'), 'external names may not contain "/" (that is how pods are named)');
     setup.push({ path, op: 'addExternal', name, ip: readIp(r, eo.ip, join(path, 'ip')) });
   });
+  (r.optArray(o.nodes, 'nodes') ?? []).forEach((n, i) => setup.push({ path: at('nodes', i), op: 'addNode', ...readNode(r, n, at('nodes', i)) }));
   (r.optArray(o.pods, 'pods') ?? []).forEach((p, i) => setup.push({ path: at('pods', i), op: 'addPod', pod: readPod(r, p, at('pods', i)) }));
   (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push({ path: at('policies', i), op: 'apply', policy: readPolicy(r, p, at('policies', i)) }));
   const steps = (r.optArray(o.steps, 'steps') ?? []).map((s, i): Step => {

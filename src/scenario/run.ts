@@ -7,10 +7,13 @@ import {
   deletePolicy,
   EMPTY_CLUSTER,
   namespaceWithDefaults,
+  NODE_PREFIX,
   Pod,
   podIps,
+  deleteNode,
   upsertExternal,
   upsertNamespace,
+  upsertNode,
   upsertPod,
   upsertPolicy,
 } from '../model/cluster.js';
@@ -108,6 +111,10 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
     }
     case 'addExternal':
       return upsertExternal(state, { name: c.name, ip: c.ip });
+    case 'addNode':
+      return upsertNode(state, { name: c.name, ips: c.ips, local: c.local });
+    case 'deleteNode':
+      return deleteNode(state, c.name);
     case 'apply':
       return upsertPolicy(state, c.policy);
     case 'delete':
@@ -155,7 +162,9 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
   const held = podAddresses(state);
   for (const [field, name, ip] of [['from', probe.from, probe.fromIp], ['to', probe.to, probe.toIp]] as const) {
     if (ip && !state.externals.has(ip.text) && !held.has(ip.text)) throw new ManifestError(source, `${probe.path}.${field}`, `internal: ${ip.text} was not added`);
-    if (name !== undefined && !ip && !state.pods.has(name) && !state.externals.has(name)) {
+    if (name !== undefined && name.startsWith(NODE_PREFIX) && !ip) {
+      if (state.nodes?.has(name.slice(NODE_PREFIX.length)) !== true) throw new ManifestError(source, `${probe.path}.${field}`, `no node named "${name.slice(NODE_PREFIX.length)}"`);
+    } else if (name !== undefined && !ip && !state.pods.has(name) && !state.externals.has(name)) {
       throw new ManifestError(source, `${probe.path}.${field}`, `no pod or external named "${name}"`);
     }
   }
@@ -180,6 +189,8 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
 function podAddresses(state: ClusterState): Map<string, string> {
   const out = new Map<string, string>();
   for (const [key, p] of state.pods) for (const ip of podIps(p)) out.set(ip.text, key);
+  // A node's address is held by the node (it wins over a pod claiming it, as resolveEndpoint says).
+  for (const n of state.nodes?.values() ?? []) for (const ip of n.ips) out.set(ip.text, NODE_PREFIX + n.name);
   return out;
 }
 

@@ -281,7 +281,18 @@ export type Op =
   | { readonly k: 'pod'; readonly ns: string; readonly name: string; readonly labels: Record<string, string>; readonly ports: number; readonly local: boolean }
   | { readonly k: 'delPod'; readonly ns: string; readonly name: string }
   | { readonly k: 'policy'; readonly manifest: Record<string, unknown> }
-  | { readonly k: 'delPolicy'; readonly kind: PolicyKind; readonly ns: string; readonly name: string };
+  | { readonly k: 'delPolicy'; readonly kind: PolicyKind; readonly ns: string; readonly name: string }
+  | { readonly k: 'node'; readonly name: string; readonly ips: number; readonly local: boolean }
+  | { readonly k: 'delNode'; readonly name: string };
+
+/**
+ * Node addresses: inside the CIDR rules' prefixes (192.168.1.0/24, 10.0.0.0/8, 2001:db8::/32), which
+ * must not select them, and outside every pod's and external's address.
+ */
+const NODE_IPS: readonly (readonly string[])[] = [['192.168.1.7'], ['192.168.1.8', '2001:db8::8'], ['10.1.2.9']];
+const nodeName = fc.constantFrom('n1', 'n2');
+const nodeOp: fc.Arbitrary<Op> = fc.record({ k: fc.constant('node' as const), name: nodeName, ips: fc.nat({ max: NODE_IPS.length - 1 }), local: fc.boolean() });
+const delNodeOp: fc.Arbitrary<Op> = fc.record({ k: fc.constant('delNode' as const), name: nodeName });
 
 const nsName = fc.constantFrom(...NAMESPACES);
 const nsOp: fc.Arbitrary<Op> = fc.record({ k: fc.constant('ns' as const), name: nsName, labels: nsLabels });
@@ -312,6 +323,12 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: samePriorityOp },
   { weight: 2, arbitrary: delPolicyOp },
 );
+
+/**
+ * `op` plus node changes (a separate arbitrary: `op`'s fixed-seed histories stay as they were).
+ * `cluster` and `host` entities select nodes; the nodes' addresses lie in the CIDR rules' prefixes.
+ */
+export const opWithNodes: fc.Arbitrary<Op> = fc.oneof({ weight: 12, arbitrary: op }, { weight: 1, arbitrary: nodeOp }, { weight: 1, arbitrary: delNodeOp });
 
 /** Histories dense in ClusterNetworkPolicies (Pass and same-priority groups included) and in NetworkPolicy-tier changes under them. */
 export const tierHeavyOp: fc.Arbitrary<Op> = fc.oneof(
@@ -348,6 +365,10 @@ export function toEvent(o: Op): EngineEvent {
       return { type: 'deletePod', namespace: o.ns, name: o.name };
     case 'policy':
       return { type: 'upsertPolicy', policy: parseManifest(o.manifest, 'gen#1') };
+    case 'node':
+      return { type: 'upsertNode', name: o.name, ips: (NODE_IPS[o.ips] ?? []).map(parseIp), local: o.local };
+    case 'delNode':
+      return { type: 'deleteNode', name: o.name };
     case 'delPolicy':
       return { type: 'deletePolicy', ref: o.kind === 'CiliumClusterwideNetworkPolicy' || o.kind === 'ClusterNetworkPolicy' ? { kind: o.kind, name: o.name } : { kind: o.kind, namespace: o.ns, name: o.name } };
   }

@@ -5,7 +5,7 @@ import type { EngineEvent } from '../../src/engine/events.js';
 import { applyEventToCluster, comparableMaps, diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, EMPTY_CLUSTER, upsertExternal } from '../../src/model/cluster.js';
-import { resolveEndpoint } from '../../src/model/flow.js';
+import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../../src/model/ports.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
@@ -42,7 +42,7 @@ class Both {
   /** The client's egress verdict to `to`, from the engine's map and from the oracle (they must agree). */
   egress(to: string, protocol: FlowProtocol, port: number): boolean {
     const dst = resolveEndpoint(this.state, to);
-    const peer = dst.kind === 'pod' ? (this.engine.identityOfPod(to) as number) : this.engine.identityOfIp(dst.external.ip);
+    const peer = dst.kind === 'pod' ? (this.engine.identityOfPod(to) as number) : this.engine.identityOfIp(endpointAddress(dst));
     const hit = this.engine.lookup('client/c', peer, 'egress', PROTOCOL_NUMBER[protocol], port);
     const engine = hit !== undefined && !hit.entry.deny;
     const oracle = decideDirection(this.state, resolveEndpoint(this.state, 'client/c') as never, 'egress', dst, protocol, port).allowed;

@@ -8,9 +8,9 @@ import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src
 import { entryEquals } from '../../src/engine/map-state.js';
 import { endpointMaps, sameEndpointMaps, initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
-import { resolveEndpoint } from '../../src/model/flow.js';
+import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
-import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, op, Op, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
+import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, opWithNodes, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
 const RUNS = LONG ? 3000 : 300;
@@ -131,7 +131,10 @@ function applyL7Deltas(before: Tables, cs: ChangeSet): Tables {
 function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
   const endpoints = engine.endpoints();
   if (endpoints.length === 0) return;
-  const peers = [...state.pods.keys(), ...EXTERNALS.map((e) => e.name)];
+  const peers = [...state.pods.keys(), ...EXTERNALS.map((e) => e.name), ...[...(state.nodes?.keys() ?? [])].map((n) => `node:${n}`)];
+  // Nodes share one identity per kind: the engine cannot split them by a ClusterNetworkPolicy's
+  // networks CIDR, so with one in force it is only required never to be more permissive.
+  const networksInForce = [...state.policies.values()].some((p) => p.tiered?.rules.some((r) => r.peers.some((x) => x.kind === 'networks')));
   const rnd = prng(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
   // Random flows, then flows aimed at the redirected ports (so proxies really get requests).
@@ -148,7 +151,7 @@ function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
     const peer = resolveEndpoint(state, peerName);
     if (subject.kind !== 'pod') throw new Error('endpoint is not a pod');
     const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
-    const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(peer.external.ip);
+    const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(endpointAddress(peer));
     const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
     const l4Allowed = hit !== undefined && !hit.entry.deny;
     const proxied = l4Allowed && hit!.entry.proxyPort !== 0;
@@ -157,6 +160,11 @@ function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
     const l7 = verdict && request ? { ...verdict, allowedBy: engine.l7AllowedBy(ep, hit!.entry.proxyPort, peerId, request) } : undefined;
     if (proxied && request) l7Checked++;
     const allowed = l7 ? l7.allowed : l4Allowed;
+    if (peer.kind === 'node') nodeFlows++;
+    if (peer.kind === 'node' && networksInForce) {
+      if (allowed) expect({ ep, peerName, direction, protocol, port, request, allowed: naive.allowed }).toEqual({ ep, peerName, direction, protocol, port, request, allowed: true });
+      continue;
+    }
     expect({ ep, peerName, direction, protocol, port, request, allowed, proxied, l7 }).toEqual({
       ep,
       peerName,
@@ -199,9 +207,11 @@ function checkMinimal(engine: Engine): void {
   }
 }
 
-const transaction = fc.array(op, { minLength: 1, maxLength: 3 });
+const transaction = fc.array(opWithNodes, { minLength: 1, maxLength: 3 });
 /** Redirected flows with a request the property compared (L7 verdicts must really be exercised). */
 let l7Checked = 0;
+/** Sampled flows with a node as the peer. */
+let nodeFlows = 0;
 let l7DeltaCount = 0;
 
 describe('engine vs naive evaluator, after every transaction', () => {
@@ -317,7 +327,7 @@ describe('map capacity', () => {
 describe('Felix-style equivalences: the same final state by different routes gives the same maps', () => {
   it('one event per transaction = one batch = every event twice = rebuilt from the final state (both orders)', () => {
     fc.assert(
-      fc.property(fc.array(op, { minLength: 3, maxLength: 30 }), (ops: Op[]) => {
+      fc.property(fc.array(opWithNodes, { minLength: 3, maxLength: 30 }), (ops: Op[]) => {
         // Keep the events the model accepts, in order: a valid history.
         let state = INITIAL_CLUSTER;
         const local = new Map<string, boolean>();
@@ -386,7 +396,8 @@ afterAll(() => {
   // Floors on the L7 part: requests judged by proxies, and L7 table deltas checked.
   if (l7Checked < 300) throw new Error(`only ${l7Checked} redirected requests were compared with the oracle`);
   if (l7DeltaCount < 300) throw new Error(`only ${l7DeltaCount} L7 table deltas were checked`);
-  process.stdout.write(`engine properties: ${transactions} transactions, ${l7Checked} redirected requests, ${l7DeltaCount} L7 deltas, ${ipcacheDeltaCount} ipcache deltas\n`);
+  if (nodeFlows < 100) throw new Error(`only ${nodeFlows} flows with a node peer were compared with the oracle`);
+  process.stdout.write(`engine properties: ${transactions} transactions, ${l7Checked} redirected requests, ${nodeFlows} node flows, ${l7DeltaCount} L7 deltas, ${ipcacheDeltaCount} ipcache deltas\n`);
 });
 
 export type { PolicyEntry };

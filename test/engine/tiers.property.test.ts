@@ -4,7 +4,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { EngineError } from '../../src/engine/events.js';
 import { initialEvents } from '../../src/harness/cluster-sync.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { resolveEndpoint } from '../../src/model/flow.js';
+import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { adminLevel, NP_TIER_LEVEL, precedenceLevel, tierPrecedence } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { DIRECTIONS } from '../../src/model/rules.js';
@@ -41,7 +41,7 @@ function checkFlow(engine: Engine, state: ClusterState, ep: string, peerName: st
   const peer = resolveEndpoint(state, peerName);
   if (subject.kind !== 'pod') throw new Error(`${ep} is not a pod`);
   const naive = decideDirection(state, subject, direction, peer, probe.protocol, probe.port, undefined);
-  const peerId = peer.kind === 'pod' ? (engine.identityOfPod(peer.name) as number) : engine.identityOfIp(peer.external.ip);
+  const peerId = peer.kind === 'pod' ? (engine.identityOfPod(peer.name) as number) : engine.identityOfIp(endpointAddress(peer));
   const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[probe.protocol], probe.port);
   const allowed = hit !== undefined && !hit.entry.deny;
   checked++;

@@ -1,4 +1,4 @@
-import { ClusterState, Namespace, Pod, podIps } from '../../src/model/cluster.js';
+import { ClusterNode, ClusterState, Namespace, Pod, podIps } from '../../src/model/cluster.js';
 import type { Policy } from '../../src/model/rules.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 
@@ -34,6 +34,23 @@ function podObject(pod: Pod, nodeName: string, rv: number): Obj {
   };
 }
 
+/** The agent runs on `node-a`: the scenario's local node is written under that name (a remote one so named is renamed). */
+function nodeName(n: ClusterNode): string {
+  return n.local ? 'node-a' : n.name === 'node-a' ? 'node-a-remote' : n.name;
+}
+
+/** A Node as the API returns it: its addresses as InternalIP, with a Hostname entry that is no address. */
+function nodeObject(n: ClusterNode, rv: number): Obj {
+  const name = nodeName(n);
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, uid: `uid-node-${name}`, resourceVersion: String(rv), creationTimestamp: '2026-01-01T00:00:00Z', labels: { 'kubernetes.io/hostname': name } },
+    spec: {},
+    status: { addresses: [...n.ips.map((ip) => ({ type: 'InternalIP', address: ip.text })), { type: 'Hostname', address: name }] },
+  };
+}
+
 const API_VERSIONS: Readonly<Record<string, string>> = { NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2', ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2' };
 
 function policyObject(policy: Policy, rv: number): Obj {
@@ -53,6 +70,7 @@ function objectsOf(state: ClusterState, isLocal: (p: Pod) => boolean, rvOf: (key
   for (const ns of state.namespaces.values()) out.set(`Namespace/${ns.name}`, namespaceObject(ns, rvOf(`Namespace/${ns.name}`)));
   for (const [k, p] of state.pods) out.set(`Pod/${k}`, podObject(p, isLocal(p) ? 'node-a' : 'node-b', rvOf(`Pod/${k}`)));
   for (const [k, p] of state.policies) out.set(`Policy/${k}`, policyObject(p, rvOf(`Policy/${k}`)));
+  for (const n of state.nodes?.values() ?? []) out.set(`Node/${nodeName(n)}`, nodeObject(n, rvOf(`Node/${nodeName(n)}`)));
   return out;
 }
 
@@ -95,7 +113,7 @@ export class FakeApiServer {
       const { kind: _k, apiVersion: _a, ...item } = obj;
       byKind.get(kind)!.push(item);
     }
-    const kinds = ['Namespace', 'Pod', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
+    const kinds = ['Namespace', 'Pod', 'Node', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
     return kinds.map((kind) => ({ type: 'LIST', itemKind: kind, apiVersion: API_VERSIONS[kind] ?? 'v1', items: byKind.get(kind) ?? [], resourceVersion: String(this.rv) }));
   }
 }

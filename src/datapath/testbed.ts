@@ -10,7 +10,7 @@ import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { IpAddress, IpFamily, parseIp } from '../model/cidr.js';
-import { ClusterState, podIps } from '../model/cluster.js';
+import { ClusterState, NODE_PREFIX, podIps } from '../model/cluster.js';
 import { Flow, FlowDecision, resolveEndpoint } from '../model/flow.js';
 import type { IdentityId } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
@@ -165,10 +165,26 @@ export class Testbed {
   /** Brings namespaces, programs and the ipcache in line with a cluster state. */
   private build(state: ClusterState): void {
     const wanted = new Map<string, { ip: IpAddress; alt?: IpAddress | undefined }>();
-    for (const [key, pod] of state.pods) wanted.set(key, { ip: pod.ip, alt: pod.ips?.[1] });
-    const podAddresses = new Set([...state.pods.values()].flatMap((p) => podIps(p).map((a) => a.text)));
-    // An external at a pod's address is that pod (resolveEndpoint): the packets go to the pod.
-    for (const [name, ext] of state.externals) if (!podAddresses.has(ext.ip.text)) wanted.set(name, { ip: ext.ip });
+    // Who holds an address, as resolveEndpoint decides: a node before a pod, a pod before an external.
+    const taken = new Set<string>();
+    const take = (what: string, ips: readonly IpAddress[]): void => {
+      if (ips.length > 2 || (ips.length === 2 && ips[0]?.family === ips[1]?.family)) throw new Error(`testbed: ${what}: at most one address of each family`);
+      for (const a of ips) if (taken.has(a.text)) throw new Error(`testbed: ${what} shares an address with another node, which the testbed cannot build`);
+      for (const a of ips) taken.add(a.text);
+    };
+    for (const node of state.nodes?.values() ?? []) {
+      take(`node ${node.name}`, node.ips);
+      if (node.ips[0]) wanted.set(NODE_PREFIX + node.name, { ip: node.ips[0], alt: node.ips[1] });
+    }
+    const nodeAddresses = new Set(taken);
+    for (const [key, pod] of state.pods) {
+      if (podIps(pod).some((a) => nodeAddresses.has(a.text))) throw new Error(`testbed: pod ${key} has a node's address (a host-network pod), which the testbed cannot build`);
+      // Two pods on one address: both are built, and the last written (the ipcache's owner) gets the route.
+      wanted.set(key, { ip: pod.ip, alt: pod.ips?.[1] });
+      for (const a of podIps(pod)) taken.add(a.text);
+    }
+    // An external at a node's or a pod's address is that node or pod: the packets go there.
+    for (const [name, ext] of state.externals) if (!taken.has(ext.ip.text)) wanted.set(name, { ip: ext.ip });
     for (const [name, n] of this.nodes) {
       const w = wanted.get(name);
       if (w === undefined || w.ip.text !== n.ip.text || w.alt?.text !== n.givenAlt) this.removeNode(name);

@@ -3,28 +3,18 @@
 // applies that one event and prints inclusive µs and calls per method. The wrappers inflate the
 // total (a timer pair per call): compare shares, not absolute numbers.
 //   node scripts/event-breakdown.mjs DIST TRACE LINE [TOP=40]
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { engineBeforeLine } from './lib/initial.mjs';
 
 const [dist, tracePath, lineArg, topArg] = process.argv.slice(2);
 if (!dist || !tracePath || !lineArg) {
   process.stderr.write('usage: node scripts/event-breakdown.mjs DIST TRACE LINE [TOP]\n');
   process.exit(2);
 }
-const base = pathToFileURL(resolve(dist)).href;
-const { Engine } = await import(`${base}/engine/engine.js`);
-const { parseTrace } = await import(`${base}/churn/trace.js`);
-const t = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
 const line = Number(lineArg);
-const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const churn = t.items.slice(firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
-const idx = churn.findIndex((i) => i.line === line);
+const { engine, base, churn, idx } = await engineBeforeLine(dist, tracePath, line);
 if (idx < 0) throw new Error(`${tracePath}:${line}: not a churn event`);
-const engine = new Engine();
-engine.apply(initial);
-for (const it of churn.slice(0, idx)) engine.apply([it.event]);
 
 const ns = new Map();
 const calls = new Map();

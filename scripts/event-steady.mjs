@@ -4,24 +4,15 @@
 // gap with `node --no-opt` (or `--no-opt --no-sparkplug`) showing the same gap means the first
 // application is slow because of the memory it touches first, not because of the JIT tier.
 //   node [V8 FLAGS] scripts/event-steady.mjs DIST TRACE LINE [RUNS=200]
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { engineBeforeLine } from './lib/initial.mjs';
 
 const [dist, tracePath, lineArg, runsArg] = process.argv.slice(2);
 if (!dist || !tracePath || !lineArg) {
   process.stderr.write('usage: node scripts/event-steady.mjs DIST TRACE LINE [RUNS]\n');
   process.exit(2);
 }
-const base = pathToFileURL(resolve(dist)).href;
-const { Engine } = await import(`${base}/engine/engine.js`);
-const { parseTrace } = await import(`${base}/churn/trace.js`);
-const t = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
 const line = Number(lineArg);
-const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const churn = t.items.slice(firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
-const idx = churn.findIndex((i) => i.line === line);
+const { engine, trace: t, churn, idx } = await engineBeforeLine(dist, tracePath, line);
 const ev = churn[idx]?.event;
 if (ev?.type !== 'upsertPod') throw new Error(`${tracePath}:${line}: not a churn pod upsert`);
 const prev = t.items
@@ -29,9 +20,6 @@ const prev = t.items
   .filter((x) => x.type === 'upsertPod' && x.pod.namespace === ev.pod.namespace && x.pod.name === ev.pod.name)
   .pop();
 if (!prev) throw new Error(`${tracePath}:${line}: the pod has no earlier version to flip back to`);
-const engine = new Engine();
-engine.apply(initial);
-for (const it of churn.slice(0, idx)) engine.apply([it.event]);
 const time = (x) => {
   const t0 = process.hrtime.bigint();
   const cs = engine.apply([x]);

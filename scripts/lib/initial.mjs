@@ -15,3 +15,23 @@ export async function engineAfterInitial(dist, trace) {
   engine.apply(initial);
   return { engine, initial };
 }
+
+/**
+ * A build's Engine after the initial phase and every churn event before trace line `line`, one
+ * event per transaction; returns it with the build's URL, the parsed trace, the churn items and
+ * the index of `line`'s item among them (-1 when `line` is no churn event).
+ */
+export async function engineBeforeLine(dist, trace, line) {
+  const base = pathToFileURL(resolve(dist)).href;
+  const { Engine } = await import(`${base}/engine/engine.js`);
+  const { parseTrace } = await import(`${base}/churn/trace.js`);
+  const t = parseTrace(readFileSync(trace, 'utf8'), trace);
+  const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+  const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  const churn = t.items.slice(firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
+  const idx = churn.findIndex((i) => i.line === line);
+  const engine = new Engine();
+  engine.apply(initial);
+  for (const it of churn.slice(0, Math.max(idx, 0))) engine.apply([it.event]);
+  return { engine, base, trace: t, churn, idx };
+}

@@ -274,7 +274,7 @@ function split(deltas: readonly MapDelta[], states?: MapStates, forced?: Readonl
  * F is known for ancestors the plan writes (their value at that point of the plan). Ancestors it
  * does not write are in the old and the new state alike, and there, by the engine's insertion
  * rule (map-state.ts: no entry under a broader same-trie key of higher precedence), their
- * precedence is at most K's: any W that beats K's entry beats them too, so they act as an entry
+ * precedence is at most K's: every W that beats K's entry beats them too, so they act as an entry
  * of any rank at the lowest precedence. An operation that fails the check goes through the
  * transient deny (which passes it at both ends), and the map's plan is checked again.
  */
@@ -364,7 +364,7 @@ function ancestors(k: PolicyKey): PolicyKey[] {
   return out;
 }
 
-/** An ancestor the plan does not write: any rank, below every W that can beat K (see above). */
+/** An ancestor the plan does not write, of whatever rank, below every W that can beat K (see above). */
 const UNWRITTEN_ANCESTORS: readonly Side[] = ANY_RANK.map((rank) => ({ precedence: 0, bits: 0, rank }));
 const NO_ANCESTOR: readonly (Side | undefined)[] = [undefined];
 const ANY_ANCESTOR: readonly (Side | undefined)[] = [undefined, ...UNWRITTEN_ANCESTORS];

@@ -4,7 +4,7 @@ import type { DnsServer, FqdnEvent } from '../model/fqdn-events.js';
 import { ANY_IDENTITY, IdentityId, worldLabels } from '../model/identity.js';
 import { l7Allows, l7PolicyAllows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
-import { l4PrefixBits, LookupResult, maskPort, pickWinner, policyKeyString } from '../model/policy-map.js';
+import { l4PrefixBits, LookupResult, maskPort, pickWinner, PolicyKey, policyKeyString } from '../model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import { L7Rules, Policy, policyRefKey } from '../model/rules.js';
 import { Selector, selectorMatches } from '../model/selector.js';
@@ -21,10 +21,16 @@ import type { SharedMaps } from './shared-maps.js';
 const MAX_MEMOISED_NAMES = 100_000;
 const MAX_MEMOISED_PROBES = 4096;
 
-/** The key strings one identity's LPM lookup probes (`longestMatch`), longest prefix first. */
+/** A key one identity's LPM lookup probes, with its string (how settled entries are keyed). */
+interface ProbeKey {
+  readonly key: PolicyKey;
+  readonly ks: string;
+}
+
+/** The keys one identity's LPM lookup probes (`longestMatch`), longest prefix first. */
 interface ProbeKeys {
-  readonly specific: readonly string[];
-  readonly wildcard: readonly string[] | undefined;
+  readonly specific: readonly ProbeKey[];
+  readonly wildcard: readonly ProbeKey[] | undefined;
 }
 
 interface DnsRule {
@@ -162,7 +168,7 @@ export class FqdnStage {
     const keys = this.probeKeys(peer, server.port);
     if (!this.ctx.dirtyMaps.has(m)) {
       // Untouched in this transaction: the settled entries and L7 rows are current (no garbage but the request).
-      const hit = probe(m.state.entries, keys);
+      const hit = probe(m.state, false, keys);
       if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
       const rows = m.state.l7;
       const rid = `egress/${hit.key.protocol}/${hit.key.port}/dns|`;
@@ -170,7 +176,7 @@ export class FqdnStage {
       const any = peer === ANY_IDENTITY ? undefined : rows.get(rid + ANY_IDENTITY);
       return (own !== undefined && l7PolicyAllows(own.policy, request)) || (any !== undefined && l7PolicyAllows(any.policy, request));
     }
-    const hit = probe(pendingEntries(m.state), keys);
+    const hit = probe(m.state, true, keys);
     if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
     const redirect = { direction: 'egress' as const, protocol: hit.key.protocol, port: hit.key.port, parser: 'dns' as const };
     // The peer's L7 row and the any-peer row (explain.ts l7Verdict / l7AllowedBy), from the raw contributions.
@@ -415,36 +421,28 @@ export class FqdnStage {
   }
 }
 
-function lookupKeys(identity: IdentityId, protocol: number, port: number): string[] {
-  const out: string[] = [];
-  for (let len = 16; len >= 0; len--) out.push(policyKeyString({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len }));
-  out.push(policyKeyString({ identity, direction: 'egress', protocol: 0, port: 0, portPrefixLen: 0 }));
-  return out;
-}
-
-/** Entries by key string: the settled ones, or those the next settle will make (`pendingEntries`). */
-interface EntryReader {
-  get(ks: string): LookupResult | undefined;
-}
-
-/** A map state's entries as the next settle will make them (mid-transaction: `entries` lags behind). */
-function pendingEntries(state: MapState): EntryReader {
-  return { get: (ks) => state.pendingEntry(ks) };
+function lookupKeys(identity: IdentityId, protocol: number, port: number): ProbeKey[] {
+  const keys: PolicyKey[] = [];
+  for (let len = 16; len >= 0; len--) keys.push({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len });
+  keys.push({ identity, direction: 'egress', protocol: 0, port: 0, portPrefixLen: 0 });
+  return keys.map((key) => ({ key, ks: policyKeyString(key) }));
 }
 
 /**
  * The datapath's lookup (`datapathLookup`): the longest match for the peer and for identity 0,
- * then the higher precedence, the longer L4 prefix, the specific one (`pickWinner`).
+ * then the higher precedence, the longer L4 prefix, the specific one (`pickWinner`). `pending`:
+ * the entries as the next settle will make them (mid-transaction, `entries` lags behind).
  */
-function probe(entries: EntryReader, keys: ProbeKeys): LookupResult | undefined {
-  const longest = (ks: readonly string[]): LookupResult | undefined => {
-    for (const k of ks) {
-      const r = entries.get(k);
-      if (r) return r;
-    }
-    return undefined;
-  };
-  const specific = longest(keys.specific);
-  const wildcard = keys.wildcard && longest(keys.wildcard);
+function probe(state: MapState, pending: boolean, keys: ProbeKeys): LookupResult | undefined {
+  const specific = longest(state, pending, keys.specific);
+  const wildcard = keys.wildcard && longest(state, pending, keys.wildcard);
   return pickWinner(specific, wildcard, (r) => r.entry.precedence, (r) => l4PrefixBits(r.key));
+}
+
+function longest(state: MapState, pending: boolean, keys: readonly ProbeKey[]): LookupResult | undefined {
+  for (const k of keys) {
+    const r = pending ? state.pendingEntry(k.key) : state.entries.get(k.ks);
+    if (r) return r;
+  }
+  return undefined;
 }

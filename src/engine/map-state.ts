@@ -610,9 +610,8 @@ export class MapState {
    * The kernel-layer entry of a key as the next `settle()` will make it: what the datapath would
    * hold now, mid-transaction, while `entries` still holds the state before it.
    */
-  pendingEntry(ks: string): LookupResult | undefined {
-    const [identity, direction, protocol, port, len] = ks.split('/');
-    const r = this.raw.get(rawKey({ identity: Number(identity), direction: direction === 'egress' ? 'egress' : 'ingress', protocol: Number(protocol), port: Number(port), portPrefixLen: Number(len) }));
+  pendingEntry(key: PolicyKey): LookupResult | undefined {
+    const r = this.raw.get(rawKey(key));
     if (!r) return undefined;
     const entry = this.finalEntry(r.key, r);
     return entry && { key: r.key, entry };

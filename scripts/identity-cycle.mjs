@@ -3,25 +3,17 @@
 // the trace as template) and deletes it, N times, each its own transaction. Prints µs per
 // add + delete; run it under `node --cpu-prof` for the steady-state profile of that path.
 //   node [--cpu-prof] scripts/identity-cycle.mjs DIST TRACE [N=20000]
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { engineBeforeLine } from './lib/initial.mjs';
 
 const [dist, tracePath, nArg] = process.argv.slice(2);
 if (!dist || !tracePath) {
   process.stderr.write('usage: node scripts/identity-cycle.mjs DIST TRACE [N]\n');
   process.exit(2);
 }
-const base = pathToFileURL(resolve(dist)).href;
-const { Engine } = await import(`${base}/engine/engine.js`);
-const { parseTrace } = await import(`${base}/churn/trace.js`);
-const t = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
-const firstChurn = t.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = t.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const template = t.items.slice(firstChurn).find((i) => i.kind === 'event' && i.tag === 'identity-add')?.event;
+// No churn line: the engine after the initial phase only.
+const { engine, churn } = await engineBeforeLine(dist, tracePath, -1);
+const template = churn.find((i) => i.tag === 'identity-add')?.event;
 if (template?.type !== 'upsertPod') throw new Error(`${tracePath}: no identity-add churn event to use as a template`);
-const engine = new Engine();
-engine.apply(initial);
 const n = Number(nArg ?? 20000);
 const t0 = process.hrtime.bigint();
 for (let i = 0; i < n; i++) {

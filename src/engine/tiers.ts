@@ -52,20 +52,30 @@ const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node'].map(
   return labelsSelector(makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]));
 });
 
-function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule): RuleUnit | null {
+/**
+ * Nodes share one identity per kind (host, remote-node), so a networks CIDR short of both /0s
+ * cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
+ * Pass rule denies every node at its own level (it would hand a node inside the CIDR to the lower
+ * tiers and one outside it to the next rules: a deny is never more open than either), an Accept
+ * admits none.
+ */
+function networksMissNodes(rule: TierRule): boolean {
+  return rule.peers.some((p) => p.kind === 'networks') && !rule.peers.some((p) => p.kind === 'unknown') && !networksCoverEverything(rule.peers);
+}
+
+/** `nodesOnly`: the rule's Deny of every node (`networksMissNodes`) instead of its own peers. */
+function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = false): RuleUnit | null {
   // Fail closed: an unknown peer makes a Deny or Pass rule match every peer (the API's "Deny all"), an Accept rule only its known ones.
   const denyAll = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
   const byKey = new Map<string, IdentitySelector>();
   // Both /0s match every address: the identity-0 key, not one key per identity (network-splits.ts).
-  const anyPeer = denyAll || networksCoverEverything(rule.peers);
+  const anyPeer = !nodesOnly && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
-  else for (const p of rule.peers) {
+  else if (!nodesOnly) for (const p of rule.peers) {
     const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : [];
     for (const s of sels) byKey.set(s.key, s);
   }
-  // Nodes share one identity per kind (host, remote-node), so a networks CIDR cannot split them by
-  // address: a Deny rule with networks denies every node (fail closed), an Accept admits none.
-  if (!anyPeer && rule.action === 'Deny' && rule.peers.some((p) => p.kind === 'networks')) for (const s of NODE_SELECTORS) byKey.set(s.key, s);
+  if (nodesOnly || (rule.action === 'Deny' && networksMissNodes(rule))) for (const s of NODE_SELECTORS) byKey.set(s.key, s);
   if (byKey.size === 0) return null;
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const entry = ruleEntry(spec, rule, denyAll);
@@ -98,6 +108,8 @@ export function compileTiered(policy: Policy, spec: TieredSpec): RuleUnit[] {
   for (const r of spec.rules) {
     const u = ruleUnit(policy, spec, r);
     if (u) out.push(u);
+    const nodes = r.action === 'Pass' && networksMissNodes(r) ? ruleUnit(policy, spec, { ...r, action: 'Deny' }, true) : null;
+    if (nodes) out.push(nodes);
   }
   return out;
 }

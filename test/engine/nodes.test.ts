@@ -142,4 +142,40 @@ steps:
     // The engine is never more permissive: far is denied too, and the Accept does not reach n2 (the NP tier's default allow does).
     expect(v(runScenario(sc, new EngineDecider(new Engine()).decide))).toEqual([false, false, false, false, true]);
   });
+  it('a ClusterNetworkPolicy Pass with networks denies every node at its level: the Accept of everything after it reaches no node', () => {
+    const sc = parseScenario(
+      `nodes: [{name: n2, ips: [192.168.1.2]}, {name: far, ips: [172.16.0.1]}]
+pods: [{name: default/client, labels: {role: client}, ip: 10.244.0.11}]
+externals: [{name: outside, ip: 8.8.4.4}]
+policies:
+  - apiVersion: policy.networking.k8s.io/v1alpha2
+    kind: ClusterNetworkPolicy
+    metadata: {name: pass-net}
+    spec:
+      tier: Admin
+      priority: 3
+      subject: {namespaces: {}}
+      egress:
+        - {name: pass-192, action: Pass, to: [{networks: [192.168.0.0/16]}]}
+        - {name: accept-all, action: Accept, to: [{networks: [0.0.0.0/0, "::/0"]}]}
+  - apiVersion: cilium.io/v2
+    kind: CiliumClusterwideNetworkPolicy
+    metadata: {name: deny-all-out}
+    spec:
+      endpointSelector: {matchLabels: {role: client}}
+      egressDeny: [{toEntities: [all]}]
+steps:
+  - probes:
+      - {from: default/client, to: {node: n2}, port: 80}
+      - {from: default/client, to: {node: far}, port: 80}
+      - {from: default/client, to: outside, port: 80}
+`,
+      'pass.yaml',
+    );
+    const v = (r: ReturnType<typeof runScenario>): boolean[] => r.steps.flatMap((s) => s.results.map((x) => x.allowed));
+    // The API: n2 is passed to the NetworkPolicy tier (denied there), far and outside are accepted.
+    expect(v(runScenario(sc, decideFlow))).toEqual([false, true, true]);
+    // The engine cannot tell n2 from far (one remote-node identity): both denied, never more open.
+    expect(v(runScenario(sc, new EngineDecider(new Engine()).decide))).toEqual([false, false, true]);
+  });
 });

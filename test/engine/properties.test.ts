@@ -207,6 +207,9 @@ function checkMinimal(engine: Engine): void {
   }
 }
 
+/** Replays a failure fast-check printed: DISTILL_SEED=<seed> DISTILL_PATH=<path>. */
+const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
+
 const transaction = fc.array(opWithNodes, { minLength: 1, maxLength: 3 });
 /** Redirected flows with a request the property compared (L7 verdicts must really be exercised). */
 let l7Checked = 0;
@@ -277,7 +280,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
         expect(engine.endpoints()).toEqual([]);
         expect(engine.sizes()).toMatchObject({ identities: 10, localIdentities: 0, selectors: 0, subjectSelectors: 0, mapStates: 0 });
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...REPLAY },
     );
   }, TIMEOUT);
 });

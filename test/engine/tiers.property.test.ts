@@ -87,7 +87,7 @@ describe('Pass bands and same-priority groups: engine vs oracle on tier-dense hi
         }
         for (const ep of engine.endpoints()) for (const peer of peersOf(state)) for (const d of DIRECTIONS) for (const probe of PROBE_PORTS) checkFlow(engine, state, ep, peer, d, probe);
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...(process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {}) },
     );
     console.log(`tiers: ${checked} flows checked, ${bandDecided} decided by a Pass band entry, ${groupDecided} by a same-priority group cell`);
     // The histories must really reach Pass bands and flattened groups, not only Accept/Deny.

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { fqdnSelectorMatches, fqdnSyntaxError, makeFqdnSelector } from '../src/model/fqdn.js';
 import { dnsRuleMatches } from '../src/model/l7.js';
+import { parseManifest } from '../src/policy/manifest.js';
 
 /**
  * Cilium's own tables for matchPattern, restated against both distill matchers (toFQDNs selectors
@@ -70,5 +71,20 @@ describe("Cilium's matchpattern tables", () => {
     // The CRD's pattern `^([-a-zA-Z0-9_*]+[.]?)+$` refuses "." and characters outside the set.
     for (const bad of ['.', 'a b.io', 'a/b.io', '[a].io', 'a+.io']) expect(fqdnSyntaxError('matchPattern', bad)).toBeDefined();
     expect(fqdnSyntaxError('matchPattern', `${'a'.repeat(253)}.io`)).toMatch(/longer than 255/);
+  });
+});
+
+describe('DNS rules on port ranges', () => {
+  const policy = (ports: unknown[]): unknown => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'default' },
+    spec: { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports, rules: { dns: [{ matchPattern: '*' }] } }] }] },
+  });
+
+  it('are refused as Cilium refuses them (cilium#34023, PortProtocol.Validate: "DNS rules do not support port ranges")', () => {
+    expect(() => parseManifest(policy([{ port: '53', endPort: 54, protocol: 'UDP' }]), 'f')).toThrow('f spec.egress[0].toPorts[0].ports[0].endPort: DNS rules do not support port ranges');
+    // "EndPort is considered not present when it is equal to or less than the Port" (cilium#34023).
+    expect(parseManifest(policy([{ port: '53', endPort: 53, protocol: 'UDP' }]), 'f').rules).toHaveLength(1);
   });
 });

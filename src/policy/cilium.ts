@@ -397,6 +397,8 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
       r.fail(join(at(portsPath, i), 'endPort'), `L7 rules on a port range are limited to ${MAX_L7_RANGE} ports (each port gets its own redirect)`);
     }
     if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
+    // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
+    if (parser === 'dns' && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');
     if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {
       r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
     }

@@ -172,7 +172,8 @@ function normalizeName(name: string): string {
  */
 export function dnsRuleMatches(rule: DnsRule, q: DnsQuery): boolean {
   const name = normalizeName(q.name);
-  if (rule.matchName !== undefined) return normalizeName(rule.matchName) === name;
+  // Both fields may be set (a PortRuleDNS is not an FQDNSelector): either one matching is enough.
+  if (rule.matchName !== undefined && normalizeName(rule.matchName) === name) return true;
   if (rule.matchPattern === undefined) return false;
   let re = dnsCompiled.get(rule);
   if (re === undefined) dnsCompiled.set(rule, (re = compileMatchPattern(rule.matchPattern)));

@@ -78,8 +78,25 @@ function labelMatches(pattern: string, label: string): boolean {
 export type FqdnMatcher = (normalizedName: string) => boolean;
 
 /**
- * Compiles a selector into a matcher of normalised names, as Cilium's matchpattern does: a lone
- * `*` matches every name; otherwise `*` matches zero or more DNS characters within one label, and
+ * Cilium 1.19 `matchpattern.go`: a pattern of stars alone, with or without the trailing dot (`*`,
+ * `**`, `***.`: `dnsWildcardRegex`, `^[*]{1,}[.]?$`), matches every name; before 1.19 only `*` did.
+ */
+export function isDnsWildcard(pattern: string): boolean {
+  return /^\*+\.?$/.test(pattern);
+}
+
+/**
+ * The length of a leading multi-label wildcard: two or more stars and a dot (`**.`, `***.`:
+ * `subdomainWildcardSpecifierPrefix`, `^[*]{2,}[.]`, Cilium ≥ 1.19), else 0.
+ */
+export function multiLabelPrefixLength(pattern: string): number {
+  const m = /^\*{2,}\./.exec(pattern);
+  return m ? m[0].length : 0;
+}
+
+/**
+ * Compiles a selector into a matcher of normalised names, as Cilium's matchpattern does: stars
+ * alone match every name; otherwise `*` matches zero or more DNS characters within one label, and
  * (Cilium ≥ 1.19) a leading `**.` matches one or more whole labels; elsewhere `**` is `*`.
  */
 export function compileFqdnSelector(s: FqdnSelector): FqdnMatcher {
@@ -88,9 +105,10 @@ export function compileFqdnSelector(s: FqdnSelector): FqdnMatcher {
     return (name) => name === want;
   }
   const pattern = s.matchPattern;
-  if (pattern === '*') return () => true;
-  const multi = pattern.startsWith('**.');
-  const labels = (multi ? pattern.slice(3) : pattern).split('.');
+  if (isDnsWildcard(pattern)) return () => true;
+  const prefix = multiLabelPrefixLength(pattern);
+  const multi = prefix > 0;
+  const labels = pattern.slice(prefix).split('.');
   return (name) => {
     const got = name.split('.');
     const extra = got.length - labels.length;

@@ -1,4 +1,5 @@
 import { RE2JS, RE2JSSyntaxException } from 're2js';
+import { isDnsWildcard, multiLabelPrefixLength } from './fqdn.js';
 import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
 
 /**
@@ -171,7 +172,8 @@ function normalizeName(name: string): string {
  */
 export function dnsRuleMatches(rule: DnsRule, q: DnsQuery): boolean {
   const name = normalizeName(q.name);
-  if (rule.matchName !== undefined) return normalizeName(rule.matchName) === name;
+  // Both fields may be set (a PortRuleDNS is not an FQDNSelector): either one matching is enough.
+  if (rule.matchName !== undefined && normalizeName(rule.matchName) === name) return true;
   if (rule.matchPattern === undefined) return false;
   let re = dnsCompiled.get(rule);
   if (re === undefined) dnsCompiled.set(rule, (re = compileMatchPattern(rule.matchPattern)));
@@ -183,11 +185,12 @@ const dnsCompiled = new WeakMap<DnsRule, RE2JS | 'all'>();
 /** RE2 keeps `*a*a*a*b`-style patterns linear (a backtracking engine takes polynomial time on them). */
 function compileMatchPattern(matchPattern: string): RE2JS | 'all' {
   let pattern = normalizeName(matchPattern);
-  if (pattern === '*') return 'all';
+  if (isDnsWildcard(pattern)) return 'all';
   // Cilium 1.19: a leading `**.` stands for one or more whole labels (`**.cilium.io` matches
   // `a.cilium.io` and `b.a.cilium.io`); anywhere else `**` is the same as `*`.
-  const multiLabel = pattern.startsWith('**.');
-  if (multiLabel) pattern = pattern.slice(3);
+  const prefix = multiLabelPrefixLength(pattern);
+  const multiLabel = prefix > 0;
+  if (multiLabel) pattern = pattern.slice(prefix);
   const re = pattern
     .split('*')
     .map((part) => (part === '' ? '' : RE2JS.quote(part)))

@@ -397,6 +397,8 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
       r.fail(join(at(portsPath, i), 'endPort'), `L7 rules on a port range are limited to ${MAX_L7_RANGE} ports (each port gets its own redirect)`);
     }
     if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
+    // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
+    if (parser === 'dns' && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');
     if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {
       r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
     }
@@ -457,14 +459,23 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
   return out;
 }
 
+/**
+ * A DNS rule may set matchName, matchPattern or both ("MatchName and MatchPattern are mutually
+ * exclusive in an FQDNSelector (but not in a PortRuleDNS)", pkg/policy/api/fqdn.go): the proxy's
+ * GeneratePattern ORs every name and pattern of the port's rules. Each field is checked with the
+ * CRD's pattern and length, as toFQDNs fields are.
+ */
 function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
   const o = r.object(v, path, ['matchName', 'matchPattern']);
-  const matchName = r.optString(o.matchName, join(path, 'matchName'));
-  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
-  if ((matchName === undefined) === (matchPattern === undefined)) r.fail(path, 'exactly one of matchName or matchPattern is required');
-  if (matchName !== undefined && !/^[-a-zA-Z0-9_.]+$/.test(matchName)) r.fail(join(path, 'matchName'), `"${matchName}" is not a valid DNS name`);
-  if (matchPattern !== undefined && !/^[-a-zA-Z0-9_.*]+$/.test(matchPattern)) r.fail(join(path, 'matchPattern'), `"${matchPattern}" is not a valid DNS pattern`);
-  return matchName !== undefined ? { matchName } : { matchPattern: matchPattern as string };
+  // An empty string is an absent field, as Go reads it (`len(dnsRule.MatchName) > 0`).
+  const matchName = r.optString(o.matchName, join(path, 'matchName')) || undefined;
+  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern')) || undefined;
+  if (matchName === undefined && matchPattern === undefined) r.fail(path, 'one of matchName or matchPattern is required');
+  for (const [field, value] of [['matchName', matchName], ['matchPattern', matchPattern]] as const) {
+    const error = value === undefined ? undefined : fqdnSyntaxError(field, value);
+    if (error !== undefined) r.fail(join(path, field), error);
+  }
+  return { ...(matchName !== undefined ? { matchName } : {}), ...(matchPattern !== undefined ? { matchPattern } : {}) };
 }
 
 function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {

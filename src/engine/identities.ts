@@ -396,6 +396,21 @@ export class IdentityTable {
     };
   }
 
+  /**
+   * Deny rules on an egress named port: every (protocol, port) some pod of the cluster gives the
+   * name, for any peer. Cilium resolves the name once in its node-wide map and denies that port to
+   * every peer the rule selects (pkg/policy/l4.go toMapState, Endpoint.GetNamedPort); where Cilium
+   * finds the name ambiguous and writes no deny, this denies every port the name has.
+   */
+  readonly resolveNamedAnyPod: NamedPortResolver = (name, protocol) => {
+    const out: { protocol: FlowProtocol; port: number }[] = [];
+    for (const pp of this.clusterNamedPorts.get(name)?.keys() ?? []) {
+      const [proto, port] = pp.split('/') as [FlowProtocol, string];
+      if (protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
+    }
+    return out;
+  };
+
   resolveNamedEgress(peer: IdentityId): NamedPortResolver {
     const rec = this.byId.get(peer);
     return (name, protocol) => {

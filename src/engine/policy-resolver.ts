@@ -181,7 +181,8 @@ export class PolicyResolver implements NamedPortListener {
   /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
   private namedResolver(unit: RuleUnit, peer: IdentityId, m: SharedMapState): NamedPortResolver {
     if (unit.peerNamedPorts) return this.identities.resolveNamedShared(peer);
-    return unit.namedEgress ? this.identities.resolveNamedEgress(peer) : m.resolveNamed;
+    if (!unit.namedEgress) return m.resolveNamed;
+    return unit.verdict === 'deny' ? this.identities.resolveNamedAnyPod : this.identities.resolveNamedEgress(peer);
   }
 
   /** Every target of `a` (the any-peer key first) into or out of one map state. */
@@ -218,7 +219,12 @@ export class PolicyResolver implements NamedPortListener {
       s.add(t);
     };
     for (const name of names) for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(identity)) pair(a, identity);
-    for (const name of clusterWide) for (const a of this.namedEgressUnits.get(name) ?? []) for (const t of a.targets.keys()) pair(a, t);
+    for (const name of clusterWide) {
+      for (const a of this.namedEgressUnits.get(name) ?? []) {
+        if (a.unit.anyPeer) pair(a, ANY_IDENTITY);
+        for (const t of a.targets.keys()) pair(a, t);
+      }
+    }
     for (const [a, ts] of pairs) for (const t of ts) this.contributePeer(a, t, -1);
     this.namedPortPairs = pairs;
   }

@@ -108,7 +108,9 @@ class NetworkPolicyUnit implements RuleUnit {
   }
 
   get anyPeer(): boolean {
-    this.cachedAnyPeer ??= !this.namedEgress && this.peers.some(isWildcardSelector);
+    // An allow on an egress named port resolves per peer, so a wildcard peer is every identity; a
+    // deny's resolution does not depend on the peer (identities.resolveNamedAnyPod).
+    this.cachedAnyPeer ??= (!this.namedEgress || this.verdict === 'deny') && this.peers.some(isWildcardSelector);
     return this.cachedAnyPeer;
   }
 

@@ -61,6 +61,16 @@ function egressNamedPorts(state: ClusterState, peer: FlowEndpoint): ContainerPor
 }
 
 /**
+ * The container ports a named port in an egress deny rule resolves against: every pod's, whoever
+ * the peer is. Cilium resolves the name in its node-wide map and denies that port to every peer
+ * the rule selects (pkg/policy/l4.go toMapState; Endpoint.GetNamedPort). Where Cilium finds the
+ * name ambiguous and writes no deny, this denies every port the name has: never more open.
+ */
+function clusterNamedPorts(state: ClusterState): ContainerPort[] {
+  return [...state.pods.values()].flatMap((p) => p.ports.filter((cp) => cp.name !== undefined));
+}
+
+/**
  * One side of a flow: the ClusterNetworkPolicy tiers around the NetworkPolicy tier (./tiers.ts).
  * Named ports of tier rules resolve against the destination pod's own ports, as the API says.
  */
@@ -101,7 +111,7 @@ function decideNpTier(
     }
     for (const rule of policy.rules) {
       if (rule.direction !== direction || !selectorMatches(rule.subject, subject.labels)) continue;
-      const clauses = matchingClauses(state, rule, peer, protocol, port, destPorts);
+      const clauses = matchingClauses(state, rule, peer, protocol, port, rule.verdict === 'deny' && direction === 'egress' ? clusterNamedPorts(state) : destPorts);
       if (clauses.length === 0) continue;
       if (rule.verdict === 'deny') {
         deniedBy.push(rule.origin);

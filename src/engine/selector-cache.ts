@@ -185,12 +185,14 @@ export class SelectorCache {
   private readonly identities = new TombstoneMap<IdentityId, SelectableIdentity>();
   private readonly identityBuckets = new BucketIndex<IdentityId>();
   /**
-   * Label keys whose identity buckets (value and key) are kept: those some selector has been filed
-   * under. Most of an identity's labels (`version`, the cluster, most namespace labels) file no
-   * selector, and each kept label costs every identity event two bucket updates, often in a Set
-   * holding every identity. A key is indexed when a selector first needs it, and stays indexed.
+   * Label keys whose identity buckets are kept: value buckets for keys some selector was filed
+   * under by value (`In`), key buckets for keys filed under by `Exists`. Most of an identity's
+   * labels (`version`, the cluster, most namespace labels) file no selector, and each kept label
+   * costs every identity event a bucket update, often in a Set holding most identities. A key is
+   * indexed when a selector first needs it, and stays indexed.
    */
-  private readonly indexedKeys = new Set<string>();
+  private readonly valueKeys = new Set<string>();
+  private readonly existsKeys = new Set<string>();
   /** When each identity was last added: a key indexed late lists its identities in the order eager indexing would have. */
   private readonly addedAt = new Map<IdentityId, number>();
   private adds = 0;
@@ -253,12 +255,9 @@ export class SelectorCache {
   private indexIdentity(ident: SelectableIdentity, sign: 1 | -1): void {
     const idx = this.identityBuckets;
     const id = ident.id;
-    const keys = this.indexedKeys;
     for (const l of ident.matchLabels) {
-      if (keys.has(l.key)) {
-        idx.change(BucketKind.Value, l.key, l.value, id, sign);
-        idx.change(BucketKind.Key, l.key, '', id, sign);
-      }
+      if (this.valueKeys.has(l.key)) idx.change(BucketKind.Value, l.key, l.value, id, sign);
+      if (this.existsKeys.has(l.key)) idx.change(BucketKind.Key, l.key, '', id, sign);
       if (l.source === SOURCE_FQDN) idx.change(BucketKind.Named, `fqdn:${l.key}`, '', id, sign);
     }
     if (ident.cidr) idx.change(BucketKind.Named, CIDR_BUCKET, '', id, sign);
@@ -322,25 +321,22 @@ export class SelectorCache {
     if (cs.buckets === null) return this.identities.keys();
     const out = new Set<IdentityId>();
     for (const b of cs.buckets) {
-      if (b.kind !== BucketKind.Named) this.indexKey(b.key);
+      if (b.kind !== BucketKind.Named) this.indexKey(b.kind, b.key);
       addAll(out, this.identityBuckets.get(b.kind, b.key, b.value));
     }
     return out;
   }
 
-  /** Starts keeping the identity buckets of a label key (once per key: one pass over the identities). */
-  private indexKey(key: string): void {
-    if (this.indexedKeys.has(key)) return;
-    this.indexedKeys.add(key);
+  /** Starts keeping the value (or key) buckets of a label key: once per key and kind, one pass over the identities. */
+  private indexKey(kind: BucketKind.Value | BucketKind.Key, key: string): void {
+    const keys = kind === BucketKind.Value ? this.valueKeys : this.existsKeys;
+    if (keys.has(key)) return;
+    keys.add(key);
     const having: SelectableIdentity[] = [];
     for (const ident of this.identities.values()) if (ident.matchLabels.some((l) => l.key === key)) having.push(ident);
     having.sort((a, b) => (this.addedAt.get(a.id) as number) - (this.addedAt.get(b.id) as number));
     for (const ident of having) {
-      for (const l of ident.matchLabels) {
-        if (l.key !== key) continue;
-        this.identityBuckets.change(BucketKind.Value, key, l.value, ident.id, +1);
-        this.identityBuckets.change(BucketKind.Key, key, '', ident.id, +1);
-      }
+      for (const l of ident.matchLabels) if (l.key === key) this.identityBuckets.change(kind, key, kind === BucketKind.Value ? l.value : '', ident.id, +1);
     }
   }
 }

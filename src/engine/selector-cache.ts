@@ -184,6 +184,18 @@ export class SelectorCache {
   private readonly unindexed = new Set<CachedSelector>();
   private readonly identities = new TombstoneMap<IdentityId, SelectableIdentity>();
   private readonly identityBuckets = new BucketIndex<IdentityId>();
+  /**
+   * Label keys whose identity buckets are kept: value buckets for keys some selector was filed
+   * under by value (`In`), key buckets for keys filed under by `Exists`. Most of an identity's
+   * labels (`version`, the cluster, most namespace labels) file no selector, and each kept label
+   * costs every identity event a bucket update, often in a Set holding most identities. A key is
+   * indexed when a selector first needs it, and stays indexed.
+   */
+  private readonly valueKeys = new Set<string>();
+  private readonly existsKeys = new Set<string>();
+  /** When each identity was last added: a key indexed late lists its identities in the order eager indexing would have. */
+  private readonly addedAt = new Map<IdentityId, number>();
+  private adds = 0;
 
   constructor(private readonly stats: EngineStats) {}
 
@@ -244,8 +256,8 @@ export class SelectorCache {
     const idx = this.identityBuckets;
     const id = ident.id;
     for (const l of ident.matchLabels) {
-      idx.change(BucketKind.Value, l.key, l.value, id, sign);
-      idx.change(BucketKind.Key, l.key, '', id, sign);
+      if (this.valueKeys.has(l.key)) idx.change(BucketKind.Value, l.key, l.value, id, sign);
+      if (this.existsKeys.has(l.key)) idx.change(BucketKind.Key, l.key, '', id, sign);
       if (l.source === SOURCE_FQDN) idx.change(BucketKind.Named, `fqdn:${l.key}`, '', id, sign);
     }
     if (ident.cidr) idx.change(BucketKind.Named, CIDR_BUCKET, '', id, sign);
@@ -255,6 +267,7 @@ export class SelectorCache {
   addIdentity(ident: SelectableIdentity): void {
     if (this.identities.has(ident.id)) throw new Error(`identity ${ident.id} is already in the selector cache`);
     this.identities.set(ident.id, ident);
+    this.addedAt.set(ident.id, this.adds++);
     this.indexIdentity(ident, +1);
     const hits: CachedSelector[] = [];
     for (const cs of this.candidateSelectors(ident)) {
@@ -307,7 +320,23 @@ export class SelectorCache {
   private candidateIdentities(cs: CachedSelector): Iterable<IdentityId> {
     if (cs.buckets === null) return this.identities.keys();
     const out = new Set<IdentityId>();
-    for (const b of cs.buckets) addAll(out, this.identityBuckets.get(b.kind, b.key, b.value));
+    for (const b of cs.buckets) {
+      if (b.kind !== BucketKind.Named) this.indexKey(b.kind, b.key);
+      addAll(out, this.identityBuckets.get(b.kind, b.key, b.value));
+    }
     return out;
+  }
+
+  /** Starts keeping the value (or key) buckets of a label key: once per key and kind, one pass over the identities. */
+  private indexKey(kind: BucketKind.Value | BucketKind.Key, key: string): void {
+    const keys = kind === BucketKind.Value ? this.valueKeys : this.existsKeys;
+    if (keys.has(key)) return;
+    keys.add(key);
+    const having: SelectableIdentity[] = [];
+    for (const ident of this.identities.values()) if (ident.matchLabels.some((l) => l.key === key)) having.push(ident);
+    having.sort((a, b) => (this.addedAt.get(a.id) as number) - (this.addedAt.get(b.id) as number));
+    for (const ident of having) {
+      for (const l of ident.matchLabels) if (l.key === key) this.identityBuckets.change(kind, key, kind === BucketKind.Value ? l.value : '', ident.id, +1);
+    }
   }
 }

@@ -63,6 +63,28 @@ describe('selector cache', () => {
     expect(stats.selectorEvaluations - before).toBe(1);
   });
 
+  it('a selector on a label key no selector used before finds the identities added earlier, in the order they were last added', () => {
+    const stats = emptyStats();
+    const cache = new SelectorCache(stats);
+    cache.register(labelsSelector(makeSelector([eq('app', 'web')])), recorder());
+    cache.addIdentity(ident(300, { app: 'web', tier: 'front' }));
+    cache.addIdentity(ident(301, { app: 'db', tier: 'front' }));
+    cache.addIdentity(ident(302, { app: 'db', tier: 'back' }));
+    cache.removeIdentity(300);
+    cache.addIdentity(ident(300, { app: 'web', tier: 'front' }));
+    const before = stats.selectorEvaluations;
+    const front = cache.register(labelsSelector(makeSelector([eq('tier', 'front')])), recorder());
+    expect([...front.selected]).toEqual([301, 300]);
+    expect(stats.selectorEvaluations - before).toBe(2);
+    const anyTier = cache.register(labelsSelector(makeSelector([{ key: k8s('tier'), operator: 'Exists', values: [] }])), recorder());
+    expect([...anyTier.selected]).toEqual([301, 302, 300]);
+    // Kept from now on: later identities and removals reach both selectors.
+    cache.addIdentity(ident(303, { tier: 'front' }));
+    cache.removeIdentity(301);
+    expect([...front.selected]).toEqual([300, 303]);
+    expect([...anyTier.selected]).toEqual([302, 300, 303]);
+  });
+
   it('selectors with only negative requirements are evaluated for every identity, and match correctly', () => {
     const cache = new SelectorCache(emptyStats());
     const cs = cache.register(labelsSelector(makeSelector([{ key: k8s('app'), operator: 'DoesNotExist', values: [] }])), recorder());

@@ -209,11 +209,7 @@ export class Commit {
     }
     this.ctx.stats.mapEntriesVisited += before.size + now.state.entries.size;
     // For one endpoint a redirect has one port, so symbolic entries differ iff their ports do.
-    return diffMaps(endpoint, before, now.state.entries).map((d) => ({
-      ...d,
-      entry: concreteEntry(this.ports, endpoint, d.key, d.entry),
-      ...(d.previous ? { previous: concreteEntry(this.ports, endpoint, d.key, d.previous) } : {}),
-    }));
+    return diffMaps(endpoint, before, now.state.entries, (key, e) => concreteEntry(this.ports, endpoint, key, e));
   }
 
   /** Per endpoint in order: upserts, then deletes (the write plan orders across endpoints). */

@@ -19,17 +19,35 @@ export interface Contribution {
 }
 
 /**
+ * Every contribution has this one shape (L7 rules or not, copies and cells too): the map-state
+ * code that reads them then sees a single hidden class instead of one per kind.
+ */
+class ContributionRecord implements Contribution {
+  constructor(
+    readonly origin: RuleOrigin | null,
+    readonly entry: PolicyEntry,
+    readonly l7: L7Rules | undefined,
+    readonly label: string,
+  ) {}
+}
+
+/** A contribution made inside the map state (Pass-band copies, same-priority cells). */
+export function derivedContribution(origin: RuleOrigin | null, entry: PolicyEntry, l7: L7Rules | undefined, label: string): Contribution {
+  return new ContributionRecord(origin, entry, l7, label);
+}
+
+/**
  * The allow-all wildcard entry of a direction no policy enforces (Kubernetes' default allow), at the
  * default-allow level: below the Baseline tier and the NetworkPolicy tier.
  */
-export const DEFAULT_ALLOW: Contribution = { origin: null, entry: { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, label: 'default-allow' };
+export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, undefined, 'default-allow');
 
 /** The contribution of a rule unit's clauses without L7 rules. */
 export function unitContribution(unit: number, origin: RuleOrigin, entry: PolicyEntry): Contribution {
-  return { origin, entry, label: `u${unit}` };
+  return new ContributionRecord(origin, entry, undefined, `u${unit}`);
 }
 
 /** The contribution of one L7 clause of a rule unit: its own, so redirects know whose L7 rules they carry. */
 export function clauseContribution(unit: number, clause: number, origin: RuleOrigin, entry: PolicyEntry, l7: L7Rules): Contribution {
-  return { origin, entry, l7, label: `u${unit}.${clause}` };
+  return new ContributionRecord(origin, entry, l7, `u${unit}.${clause}`);
 }

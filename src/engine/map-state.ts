@@ -3,7 +3,7 @@ import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { adminLevel, isBelowAdmin, isPassFloor, passFloorPrecedence, tierPrecedence, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
 import type { Tier, TierOrigin } from '../model/tiers.js';
-import type { Contribution } from './contribution.js';
+import { type Contribution, derivedContribution } from './contribution.js';
 import type { MapDelta } from './events.js';
 import { PARSER_OF_CODE, type PortKey } from './rule-units.js';
 import type { EngineStats } from './stats.js';
@@ -16,14 +16,19 @@ export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefin
 /**
  * The deltas turning one endpoint's map `before` into `after` (both keyed by policyKeyString):
  * an upsert per new or changed entry (with the value it replaces), a delete per vanished key.
+ * Entries are compared as they are; `concrete` (when given) turns each delta's entries into what
+ * the kernel map holds (the commit's proxy ports), in the same pass.
  */
-export function diffMaps(endpoint: string, before: ReadonlyMap<string, LookupResult>, after: ReadonlyMap<string, LookupResult>): MapDelta[] {
+export function diffMaps(endpoint: string, before: ReadonlyMap<string, LookupResult>, after: ReadonlyMap<string, LookupResult>, concrete?: (key: PolicyKey, e: PolicyEntry) => PolicyEntry): MapDelta[] {
   const out: MapDelta[] = [];
   for (const [ks, r] of after) {
     const b = before.get(ks);
-    if (!b || !entryEquals(b.entry, r.entry)) out.push({ endpoint, op: 'upsert', key: r.key, entry: r.entry, ...(b ? { previous: b.entry } : {}) });
+    if (b && entryEquals(b.entry, r.entry)) continue;
+    const entry = concrete ? concrete(r.key, r.entry) : r.entry;
+    if (!b) out.push({ endpoint, op: 'upsert', key: r.key, entry });
+    else out.push({ endpoint, op: 'upsert', key: r.key, entry, previous: concrete ? concrete(r.key, b.entry) : b.entry });
   }
-  for (const [ks, b] of before) if (!after.has(ks)) out.push({ endpoint, op: 'delete', key: b.key, entry: b.entry });
+  for (const [ks, b] of before) if (!after.has(ks)) out.push({ endpoint, op: 'delete', key: b.key, entry: concrete ? concrete(b.key, b.entry) : b.entry });
   return out;
 }
 
@@ -58,6 +63,12 @@ function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
   if (!inner) return undefined;
   const identity = a.identity !== 0 ? a.identity : b.identity;
   return inner.identity === identity ? inner : { ...inner, identity };
+}
+
+/** A rule unit's clause as `changeEach` takes it: its map keys (null while they depend on the peer) and its contribution. */
+export interface KeyedClause {
+  readonly keys: readonly PortKey[] | null;
+  readonly contribution: Contribution;
 }
 
 /** Contributions by raw key, with their counts. */
@@ -134,7 +145,7 @@ function flatten(held: Held): { key: PolicyKey; c: Contribution }[] {
     const index = 24 - cellDepth(cell);
     const pass = isPassFloor(decided.entry.precedence);
     const precedence = pass ? passFloorPrecedence(adminLevel(t.priority, index)) : tierPrecedence(t.tier, t.priority, index, decided.entry.deny);
-    out.push({ key: cell, c: { origin: decided.origin, entry: { deny: decided.entry.deny, proxyPort: 0, precedence }, label: `${decided.label}@cell` } });
+    out.push({ key: cell, c: derivedContribution(decided.origin, { deny: decided.entry.deny, proxyPort: 0, precedence }, undefined, `${decided.label}@cell`) });
   }
   return out;
 }
@@ -330,6 +341,33 @@ export class MapState {
     }
   }
 
+  /**
+   * `change` for each peer in turn, each clause's keys in order: what one `change` per (peer,
+   * clause) would do, in one call per rule unit and map state (a cold start makes tens of
+   * thousands). Every clause must have its keys (no named port resolved per peer).
+   */
+  changeEach(peers: Iterable<IdentityId>, direction: Direction, clauses: readonly KeyedClause[], sign: 1 | -1): void {
+    // Without tiers, Pass floors or open bands a contribution has no effect beyond its raw keys.
+    let plain = this.bands.size === 0;
+    for (const cl of clauses) if (cl.keys === null || cl.contribution.origin?.tier || COPIES.has(cl.contribution) || isPassFloor(cl.contribution.entry.precedence)) plain = false;
+    for (const peer of peers) {
+      const idd = idDir(peer, direction);
+      for (const cl of clauses) {
+        const keys = cl.keys;
+        if (keys === null) throw new Error(`map state: clause of ${cl.contribution.label} has no keys`);
+        if (!plain) {
+          this.change(peer, direction, keys, cl.contribution, sign);
+          continue;
+        }
+        for (const pk of keys) {
+          const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
+          if (sign > 0) this.addRawAt(rk, cl.contribution, null, peer, direction, pk);
+          else this.removeRawAt(rk, cl.contribution, peer, direction, pk);
+        }
+      }
+    }
+  }
+
   /** A contribution into (out of) the raw layer, with its Pass-band effects. */
   private direct(key: PolicyKey, c: Contribution, sign: 1 | -1): void {
     if (sign > 0) this.addRaw(key, c);
@@ -499,7 +537,7 @@ export class MapState {
     let held = bySource.get(level);
     if (!held) {
       const entry: PolicyEntry = { deny: src.entry.deny, proxyPort: src.entry.proxyPort, precedence: passCopyPrecedence(level, src.entry.precedence) };
-      const copy: Contribution = { origin: src.origin, entry, ...(src.l7 ? { l7: src.l7 } : {}), label: `${src.label}@pass${level}` };
+      const copy = derivedContribution(src.origin, entry, src.l7, `${src.label}@pass${level}`);
       bySource.set(level, (held = { copy, uses: 0 }));
       COPIES.add(copy);
     }

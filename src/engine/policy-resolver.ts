@@ -51,6 +51,8 @@ interface PolicyRecord {
   readonly enforcements: readonly AttachedEnforcement[];
 }
 
+const keyed = (c: AttachedClause): boolean => c.keys !== null;
+
 /** The targets of every unit whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
 /** Shared by every unit whose peers are not registered; never written (`registerPeers` gives each unit its own arrays). */
@@ -162,10 +164,7 @@ export class PolicyResolver implements NamedPortListener {
     this.ctx.dirtyMaps.add(m);
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
-    for (const a of m.local.units) {
-      if (a.unit.anyPeer) this.contribute(a, ANY_IDENTITY, m, +1);
-      for (const t of a.targets.keys()) this.contribute(a, t, m, +1);
-    }
+    for (const a of m.local.units) this.contributeTargets(a, m, +1);
   }
 
   /** Adds (or removes) what unit `a` says about `peer` to map state `m`. */
@@ -188,7 +187,16 @@ export class PolicyResolver implements NamedPortListener {
   /** Every target of `a` (the any-peer key first) into or out of one map state. */
   private contributeTargets(a: AttachedUnit, m: SharedMapState, sign: 1 | -1): void {
     if (a.unit.anyPeer) this.contribute(a, ANY_IDENTITY, m, sign);
-    for (const t of a.targets.keys()) this.contribute(a, t, m, sign);
+    if (a.targets.size === 0) return;
+    // Clauses whose keys do not depend on the peer: every target in one map-state call.
+    if (!a.clauses.every(keyed)) {
+      for (const t of a.targets.keys()) this.contribute(a, t, m, sign);
+      return;
+    }
+    if (this.ctx.faultHook) for (let i = 0; i < a.targets.size; i++) this.ctx.fault('contribute');
+    if (a.unit.baseline && m.local.enforcing[a.unit.direction].size > 0) return;
+    this.ctx.dirtyMaps.add(m);
+    m.state.changeEach(a.targets.keys(), a.unit.direction, a.clauses, sign);
   }
 
   /**

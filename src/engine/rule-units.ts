@@ -4,6 +4,7 @@ import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { compileTiered } from './tiers.js';
 import { flat } from '../model/intern.js';
+import type { Selector } from '../model/selector.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
 /**
@@ -47,6 +48,18 @@ export interface EnforcementUnit {
   readonly subject: IdentitySelector;
 }
 
+/**
+ * One IdentitySelector per selector object: the reader shares equal selectors, so cilium-ci's
+ * 68,000 rule and enforcement subjects are 6,000 objects, and the units keep those.
+ */
+const subjectSelectors = new WeakMap<Selector, IdentitySelector>();
+
+function subjectSelector(s: Selector): IdentitySelector {
+  let out = subjectSelectors.get(s);
+  if (out === undefined) subjectSelectors.set(s, (out = labelsSelector(s)));
+  return out;
+}
+
 function peerSelector(p: Peer): IdentitySelector {
   return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
 }
@@ -64,17 +77,21 @@ function peerSelectors(rule: PolicyRule): IdentitySelector[] {
   return duplicates ? all.filter((s, i) => i + 1 === all.length || (all[i + 1] as IdentitySelector).key !== s.key).slice() : all;
 }
 
-function compileRule(rule: PolicyRule, index: number): RuleUnit[] {
-  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return [];
-  const subject = labelsSelector(rule.subject);
-  const isNamedEgress = (c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+const isNamedEgress = (rule: PolicyRule, c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
+
+/** Pushes the rule's units onto `out`. */
+function compileRule(rule: PolicyRule, index: number, out: RuleUnit[]): void {
+  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return;
+  const subject = subjectSelector(rule.subject);
   let named = 0;
-  for (const c of rule.ports) if (isNamedEgress(c)) named++;
-  const unit = (namedEgress: boolean, clauses: RuleUnit['clauses']): RuleUnit => new NetworkPolicyUnit(index, rule, subject, clauses, namedEgress);
+  for (const c of rule.ports) if (isNamedEgress(rule, c)) named++;
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
-  if (named === 0) return [unit(false, rule.ports)];
-  if (named === rule.ports.length) return [unit(true, rule.ports)];
-  return [unit(true, rule.ports.filter(isNamedEgress).slice()), unit(false, rule.ports.filter((c) => !isNamedEgress(c)).slice())];
+  if (named === 0 || named === rule.ports.length) {
+    out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0));
+    return;
+  }
+  out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => isNamedEgress(rule, c)).slice(), true));
+  out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => !isNamedEgress(rule, c)).slice(), false));
 }
 
 /**
@@ -122,11 +139,14 @@ class NetworkPolicyUnit implements RuleUnit {
 
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
-  const units = policy.rules.flatMap((r, i) => compileRule(r, i));
+  const units: RuleUnit[] = [];
+  for (let i = 0; i < policy.rules.length; i++) compileRule(policy.rules[i] as PolicyRule, i, units);
   // A policy has one or two enforcements: a scan finds the duplicates without building their uids.
   const enforcements: Enforcement[] = [];
   for (const e of policy.enforcements) {
-    if (!enforcements.some((x) => x.direction === e.direction && x.subject.key === e.subject.key)) enforcements.push(new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
+    let seen = false;
+    for (const x of enforcements) if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
+    if (!seen) enforcements.push(new Enforcement(e.origin, e.direction, subjectSelector(e.subject)));
   }
   return { units, enforcements };
 }

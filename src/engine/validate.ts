@@ -144,9 +144,15 @@ class Overlay {
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
   private nodes: Map<string, boolean> | null = null;
-  /** Pods and namespaced policies the batch created, per namespace. */
+  /**
+   * Pods and namespaced policies the batch created, per namespace. Kept as plain logs (pod keys;
+   * namespace and key pairs) until a namespace of the batch is deleted, then indexed once: a cold
+   * start creates tens of thousands and deletes none.
+   */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
+  private podLog: string[] | null = null;
+  private policyLog: string[] | null = null;
 
   /** Set for a batch's last event: nothing reads the overlay after it, so it is not written. */
   frozen = false;
@@ -193,23 +199,40 @@ class Overlay {
     if (exists) return;
     const pods = (this.pods ??= new Map());
     const policies = (this.policies ??= new Map());
-    for (const k of [...this.base.podsInNamespace(n), ...(this.podsByNs?.get(n) ?? [])]) pods.set(k, false);
-    for (const k of [...this.base.policiesInNamespace(n), ...(this.policiesByNs?.get(n) ?? [])]) policies.set(k, false);
-    this.podsByNs?.delete(n);
-    this.policiesByNs?.delete(n);
+    const podsByNs = (this.podsByNs ??= indexLog(this.podLog, true));
+    const policiesByNs = (this.policiesByNs ??= indexLog(this.policyLog, false));
+    this.podLog = this.policyLog = null;
+    for (const k of [...this.base.podsInNamespace(n), ...(podsByNs.get(n) ?? [])]) pods.set(k, false);
+    for (const k of [...this.base.policiesInNamespace(n), ...(policiesByNs.get(n) ?? [])]) policies.set(k, false);
+    podsByNs.delete(n);
+    policiesByNs.delete(n);
   }
 
-  setPod(namespace: string, key: string, exists: boolean): void {
+  /** `key` is `namespace/name`. */
+  setPod(key: string, exists: boolean): void {
     if (this.frozen) return;
     (this.pods ??= new Map()).set(key, exists);
-    if (exists) addTo((this.podsByNs ??= new Map()), namespace, key);
+    if (!exists) return;
+    if (this.podsByNs) addTo(this.podsByNs, key.slice(0, key.indexOf('/')), key);
+    else (this.podLog ??= []).push(key);
   }
 
   setPolicy(namespace: string | undefined, key: string, exists: boolean): void {
     if (this.frozen) return;
     (this.policies ??= new Map()).set(key, exists);
-    if (exists && namespace !== undefined) addTo((this.policiesByNs ??= new Map()), namespace, key);
+    if (!exists || namespace === undefined) return;
+    if (this.policiesByNs) addTo(this.policiesByNs, namespace, key);
+    else (this.policyLog ??= []).push(namespace, key);
   }
+}
+
+/** A log of pod keys (`pods`) or of namespace and key pairs, indexed by namespace. */
+function indexLog(log: readonly string[] | null, pods: boolean): Map<string, Set<string>> {
+  const m = new Map<string, Set<string>>();
+  if (!log) return m;
+  if (pods) for (const key of log) addTo(m, key.slice(0, key.indexOf('/')), key);
+  else for (let i = 0; i + 1 < log.length; i += 2) addTo(m, log[i] as string, log[i + 1] as string);
+  return m;
 }
 
 function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
@@ -253,13 +276,13 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     case 'upsertPod': {
       if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
       const key = checkPod(e.pod, fail);
-      model.setPod(key.slice(0, key.indexOf('/')), key, true);
+      model.setPod(key, true);
       return;
     }
     case 'deletePod': {
       const key = `${checkName(e.namespace, 'namespace', 'namespace', fail)}/${checkName(e.name, 'name', 'object', fail)}`;
       if (!model.hasPod(key)) fail(`pod "${key}" does not exist`);
-      model.setPod(key.slice(0, key.indexOf('/')), key, false);
+      model.setPod(key, false);
       return;
     }
     case 'upsertPolicy': {

@@ -94,6 +94,22 @@ describe('engine events are validated as the Kubernetes API validates objects', 
     expect(() => checkEvents([ns, { type: 'deletePod', namespace: 'x', name: 'a' }])).toThrow(/^event #1 \(deletePod\): pod "x\/a" does not exist/);
     expect(() => checkEvents([ns, upsert(pod('a', {})), { type: 'deleteNamespace', name: 'x' }, { type: 'deletePod', namespace: 'x', name: 'a' }])).toThrow(/^event #3/);
   });
+
+  it('a namespace deleted in a batch takes the pods and policies the batch created in it, before and after an earlier deletion', () => {
+    const nsOf = (name: string): EngineEvent => ({ type: 'upsertNamespace', name, labels: {} });
+    const inNs = (namespace: string, name: string): EngineEvent => upsert(pod(name, {}, { namespace }));
+    const [policy] = parseManifestFile('apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: y}\nspec: {podSelector: {}}\n', 'p.yaml');
+    const created = [nsOf('x'), nsOf('y'), inNs('x', 'a'), { type: 'upsertPolicy', policy } as EngineEvent];
+    const delY: EngineEvent = { type: 'deleteNamespace', name: 'y' };
+    const delPolicy: EngineEvent = { type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'y', name: 'p' } } as EngineEvent;
+    expect(() => checkEvents([...created, delPolicy, nsOf('z')])).not.toThrow();
+    expect(() => checkEvents([...created, delY, delPolicy, nsOf('z')])).toThrow(/^event #5 .*does not exist/);
+    // Indexed by the first deletion (x), then created (y/b) and deleted with its namespace.
+    const later = [...created, { type: 'deleteNamespace', name: 'x' } as EngineEvent, inNs('y', 'b'), delY];
+    expect(() => checkEvents([...later, { type: 'deletePod', namespace: 'y', name: 'b' }, nsOf('z')])).toThrow(/^event #7 .*does not exist/);
+    expect(() => checkEvents([...later, delPolicy, nsOf('z')])).toThrow(/^event #7 .*does not exist/);
+    expect(() => checkEvents([...later, { type: 'deletePod', namespace: 'x', name: 'a' }, nsOf('z')])).toThrow(/^event #7 .*does not exist/);
+  });
 });
 
 describe('pod labels cannot forge identity labels', () => {

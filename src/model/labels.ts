@@ -40,6 +40,8 @@ const KNOWN_SOURCES = new Set([SOURCE_K8S, SOURCE_RESERVED, SOURCE_CIDR, SOURCE_
  * such as `example.com:8080` (not a valid label key anyway) is not mistaken for a source.
  */
 export function parseLabelKey(raw: string, defaultSource: LabelSource = SOURCE_ANY): LabelKey {
+  // Cilium's ParseSource (pkg/labels): a leading `$` is the short form of `reserved:` (`$host`).
+  if (raw.startsWith('$')) return { source: SOURCE_RESERVED, key: raw.slice(1) };
   const colon = raw.indexOf(':');
   if (colon > 0) {
     const source = raw.slice(0, colon);

@@ -159,7 +159,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     egress: r.optBoolean(dd?.egress, join(path, 'enableDefaultDeny.egress')),
   };
   const hasRules: Record<Direction, boolean> = { ingress: false, egress: false };
-  const matchesInit = namespace === undefined && rawKeys(o.endpointSelector).includes(POD_INIT_KEY);
+  const matchesInit = namespace === undefined && rawKeys(o.endpointSelector).some((k) => k === POD_INIT_KEY || k === '$init');
   for (const shape of SHAPES) {
     const list = r.optArray(o[shape.field], join(path, shape.field)) ?? [];
     if (list.length > 0) hasRules[shape.direction] = true;

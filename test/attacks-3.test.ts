@@ -1,9 +1,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../src/engine/events.js';
 import { Engine } from '../src/engine/engine.js';
 import { EngineDecider } from '../src/harness/engine-decider.js';
+import { ClusterMirror } from '../src/k8s/mirror.js';
 import { podEndpoint } from '../src/k8s/objects.js';
+import { WatchStreamParser } from '../src/k8s/watch.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseScenario } from '../src/scenario/format.js';
 import { runScenario } from '../src/scenario/run.js';
@@ -91,5 +94,50 @@ describe('wildcard deny on a named port', () => {
     const scenario = parseScenario(WILDCARD_NAMED_DENY, 'wildcard-named-deny.yaml');
     expect(runScenario(scenario, decideFlow).steps.flatMap((s) => s.mismatches)).toEqual([]);
     expect(runScenario(scenario, new EngineDecider(new Engine()).decide).steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+});
+
+/**
+ * What Cilium accepts and distill does not model must not make the agent skip the policy (its
+ * subject would lose the isolation and the denies): such refusals say "not supported", so the agent
+ * enforces the fail-closed stand-in (src/policy/stand-in.ts). Cilium takes `endPort` on a named port
+ * (PortProtocol.Validate checks numeric ports only) and L7 rules on a port range of any width.
+ */
+type Obj = Record<string, unknown>;
+const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
+const wirePod = (name: string, rv: number, node: string, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'x', resourceVersion: String(rv), labels: { app: name } }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } });
+
+function serverVerdicts(spec: Obj): Record<string, string> {
+  const mirror = new ClusterMirror({ nodeName: 'n1' });
+  const engine = new Engine();
+  const lines = [
+    ev('ADDED', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', resourceVersion: '1' } }),
+    ev('ADDED', wirePod('server', 2, 'n1', '10.0.0.1')),
+    ev('ADDED', wirePod('client', 3, 'n2', '10.0.0.2')),
+    ev('ADDED', wirePod('other', 4, 'n2', '10.0.0.3')),
+    ev('ADDED', { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x', resourceVersion: '10' }, spec }),
+  ];
+  for (const item of new WatchStreamParser('w').push(lines.join('\n'))) mirror.observe(item, 'w');
+  const batch = mirror.flush();
+  engine.apply(batch.events as EngineEvent[]);
+  batch.commit();
+  const out: Record<string, string> = {};
+  for (const peer of ['client', 'other']) {
+    const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`)!, 'ingress', 6, 80);
+    out[peer] = hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+  }
+  return out;
+}
+
+describe('agent: a Cilium policy distill reads only in part', () => {
+  const server = { matchLabels: { app: 'server' } };
+  const fromClient = { fromEndpoints: [{ matchLabels: { app: 'client' } }] };
+  it('an ingressDeny with endPort on a named port denies every peer (was: policy skipped, other allowed)', () => {
+    const spec = { endpointSelector: server, ingress: [{ fromEntities: ['all'] }], ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'other' } }], toPorts: [{ ports: [{ port: 'http', endPort: 90 }] }] }] };
+    expect(serverVerdicts(spec)).toEqual({ client: 'deny', other: 'deny' });
+  });
+  it('an allow with L7 rules on a range of 2,001 ports is dropped, the subject stays isolated (was: skipped, all allowed)', () => {
+    const wide = { fromEndpoints: [{ matchLabels: { app: 'other' } }], toPorts: [{ ports: [{ port: '1000', endPort: 3000, protocol: 'TCP' }], rules: { http: [{ method: 'GET' }] } }] };
+    expect(serverVerdicts({ endpointSelector: server, ingress: [fromClient, wide] })).toEqual({ client: 'allow', other: 'deny' });
   });
 });

@@ -360,7 +360,9 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   }
   if (!absent(o.endPort)) {
     const end = r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
-    if (named !== undefined) r.fail(join(path, 'endPort'), 'may not be specified when port is a named port');
+    // Cilium accepts it (PortProtocol.Validate checks numeric ports only) without defining the range
+    // of a name: "not supported" lets the agent enforce a fail-closed stand-in (src/policy/stand-in.ts).
+    if (named !== undefined) r.fail(join(path, 'endPort'), 'with a named port is not supported by distill (Cilium defines no range of a name)');
     if (end !== 0) {
       if (port === 0) r.fail(join(path, 'endPort'), 'requires a non-zero port');
       if (end < port) r.fail(join(path, 'endPort'), `${end} is below port ${port}`);
@@ -410,7 +412,8 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
   l4s.forEach((l4, i) => {
     if (l4.kind === 'range' && l4.to - l4.from + 1 > MAX_L7_RANGE) {
-      r.fail(join(at(portsPath, i), 'endPort'), `L7 rules on a port range are limited to ${MAX_L7_RANGE} ports (each port gets its own redirect)`);
+      // Cilium takes it: "not supported" (not "invalid") makes the agent drop this allow rule only.
+      r.fail(join(at(portsPath, i), 'endPort'), `a range of more than ${MAX_L7_RANGE} ports with L7 rules is not supported by distill (each port gets its own redirect)`);
     }
     if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
     if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {

@@ -33,23 +33,19 @@ export interface LabelKey {
   readonly key: string;
 }
 
-const KNOWN_SOURCES = new Set([SOURCE_K8S, SOURCE_RESERVED, SOURCE_CIDR, SOURCE_ANY, 'unspec', 'container', 'fqdn', 'cilium-generated', 'node']);
-
 /**
- * Splits `k8s:app` into source and key. Only a known source name counts as a prefix, so a key
- * such as `example.com:8080` (not a valid label key anyway) is not mistaken for a source.
+ * Splits `k8s:app` into source and key as Cilium's ParseSource (pkg/labels) does: a leading `$` is
+ * the short form of `reserved:` (`$host`), and whatever precedes the first `:` is the source, known
+ * or not (`example.com:8080` is key `8080` of source `example.com`, which no identity label has, so
+ * it selects nothing; refusing it instead made the agent skip a policy Cilium enforces). An empty
+ * source (`:app`) is `any`.
  */
 export function parseLabelKey(raw: string, defaultSource: LabelSource = SOURCE_ANY): LabelKey {
-  // Cilium's ParseSource (pkg/labels): a leading `$` is the short form of `reserved:` (`$host`).
   if (raw.startsWith('$')) return { source: SOURCE_RESERVED, key: raw.slice(1) };
   const colon = raw.indexOf(':');
-  if (colon > 0) {
-    const source = raw.slice(0, colon);
-    if (KNOWN_SOURCES.has(source)) {
-      return { source: source === 'unspec' ? SOURCE_ANY : source, key: raw.slice(colon + 1) };
-    }
-  }
-  return { source: defaultSource, key: raw };
+  if (colon < 0) return { source: defaultSource, key: raw };
+  const source = raw.slice(0, colon);
+  return { source: source === 'unspec' || source === '' ? SOURCE_ANY : source, key: raw.slice(colon + 1) };
 }
 
 export function formatLabelKey(k: LabelKey): string {

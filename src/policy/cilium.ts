@@ -209,7 +209,7 @@ function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNa
 function rawKeysNameNamespace(v: unknown): boolean {
   return rawKeys(v).some((raw) => {
     const colon = raw.indexOf(':');
-    const source = colon >= 0 ? raw.slice(0, colon) : SOURCE_ANY;
+    const source = colon >= 0 ? raw.slice(0, colon) || SOURCE_ANY : SOURCE_ANY;
     const key = colon >= 0 ? raw.slice(colon + 1) : raw;
     return (source === SOURCE_K8S || source === SOURCE_ANY) && (key === POD_NAMESPACE_KEY || key.startsWith(NAMESPACE_LABELS_PREFIX));
   });

@@ -148,7 +148,11 @@ export function isDerivedLabelKey(key: string): boolean {
 const LABEL_FILTER_IGNORES = [/^io\.kubernetes/, /^kubernetes\.io/, /^.*beta\.kubernetes\.io/, /^k8s\.io/, /^pod-template-generation/, /^pod-template-hash/, /^controller-revision-hash/, /^annotation.*/, /^etcd_node/];
 const LABEL_FILTER_INCLUDES = [/^io\.kubernetes\.pod\.namespace/, /^io\.cilium\.k8s\.namespace\.labels/, /^app\.kubernetes\.io/];
 
+/** Any ignore pattern at all: most keys (`app`, `tier`) fail this one test. */
+const ANY_LABEL_FILTER_IGNORE = new RegExp(LABEL_FILTER_IGNORES.map((re) => `(?:${re.source})`).join('|'));
+
 function filteredOut(key: string): boolean {
+  if (!ANY_LABEL_FILTER_IGNORE.test(key)) return false;
   let ignored = 0;
   for (const re of LABEL_FILTER_IGNORES) {
     const m = re.exec(key);

@@ -3,7 +3,7 @@ import type { IpAddress } from '../model/cidr.js';
 import type { Pod } from '../model/cluster.js';
 import { KINDS_API_VERSIONS } from './kinds.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
-import { readContainerPorts, readIp, readLabels } from '../policy/readers.js';
+import { lastNamedPortWins, readContainerPorts, readIp, readLabels } from '../policy/readers.js';
 import { readMetadata } from '../policy/common.js';
 import { join, Reader } from '../policy/reader.js';
 
@@ -73,7 +73,7 @@ function containerPorts(r: Reader, spec: Record<string, unknown>): Pod['ports'] 
     });
     out.push(...readContainerPorts(r, ports, path));
   });
-  return out;
+  return lastNamedPortWins(out);
 }
 
 /**

@@ -33,21 +33,19 @@ export interface LabelKey {
   readonly key: string;
 }
 
-const KNOWN_SOURCES = new Set([SOURCE_K8S, SOURCE_RESERVED, SOURCE_CIDR, SOURCE_ANY, 'unspec', 'container', 'fqdn', 'cilium-generated', 'node']);
-
 /**
- * Splits `k8s:app` into source and key. Only a known source name counts as a prefix, so a key
- * such as `example.com:8080` (not a valid label key anyway) is not mistaken for a source.
+ * Splits `k8s:app` into source and key as Cilium's ParseSource (pkg/labels) does: a leading `$` is
+ * the short form of `reserved:` (`$host`), and whatever precedes the first `:` is the source, known
+ * or not (`example.com:8080` is key `8080` of source `example.com`, which no identity label has, so
+ * it selects nothing; refusing it instead made the agent skip a policy Cilium enforces). An empty
+ * source (`:app`) is `any`.
  */
 export function parseLabelKey(raw: string, defaultSource: LabelSource = SOURCE_ANY): LabelKey {
+  if (raw.startsWith('$')) return { source: SOURCE_RESERVED, key: raw.slice(1) };
   const colon = raw.indexOf(':');
-  if (colon > 0) {
-    const source = raw.slice(0, colon);
-    if (KNOWN_SOURCES.has(source)) {
-      return { source: source === 'unspec' ? SOURCE_ANY : source, key: raw.slice(colon + 1) };
-    }
-  }
-  return { source: defaultSource, key: raw };
+  if (colon < 0) return { source: defaultSource, key: raw };
+  const source = raw.slice(0, colon);
+  return { source: source === 'unspec' || source === '' ? SOURCE_ANY : source, key: raw.slice(colon + 1) };
 }
 
 export function formatLabelKey(k: LabelKey): string {
@@ -135,7 +133,35 @@ const DERIVED_LABEL_PREFIX = 'io.cilium.k8s';
  * is an ordinary label Cilium keeps, and a deny rule may select it.
  */
 export function isDerivedLabelKey(key: string): boolean {
-  return key.startsWith(DERIVED_LABEL_PREFIX) || key === POD_NAMESPACE_KEY;
+  return key.startsWith(DERIVED_LABEL_PREFIX) || key === POD_NAMESPACE_KEY || filteredOut(key);
+}
+
+/**
+ * Cilium's default identity label filter (pkg/labelsfilter, defaultLabelPrefixCfg; no `--labels`
+ * given): a label is left out of the identity when an ignore pattern matches at the start of its
+ * key, unless an include pattern matches a longer start (filterLabels: shortest ignore against
+ * longest include). So `pod-template-hash`, `controller-revision-hash`, `pod-template-generation`,
+ * `k8s.io/…`, `kubernetes.io/…`, `…beta.kubernetes.io…`, `io.kubernetes…`, `annotation…` and
+ * `etcd_node…` pod labels select nothing in Cilium, while `app.kubernetes.io/…` and
+ * `io.kubernetes.pod.namespace…` are kept.
+ */
+const LABEL_FILTER_IGNORES = [/^io\.kubernetes/, /^kubernetes\.io/, /^.*beta\.kubernetes\.io/, /^k8s\.io/, /^pod-template-generation/, /^pod-template-hash/, /^controller-revision-hash/, /^annotation.*/, /^etcd_node/];
+const LABEL_FILTER_INCLUDES = [/^io\.kubernetes\.pod\.namespace/, /^io\.cilium\.k8s\.namespace\.labels/, /^app\.kubernetes\.io/];
+
+/** Any ignore pattern at all: most keys (`app`, `tier`) fail this one test. */
+const ANY_LABEL_FILTER_IGNORE = new RegExp(LABEL_FILTER_IGNORES.map((re) => `(?:${re.source})`).join('|'));
+
+function filteredOut(key: string): boolean {
+  if (!ANY_LABEL_FILTER_IGNORE.test(key)) return false;
+  let ignored = 0;
+  for (const re of LABEL_FILTER_IGNORES) {
+    const m = re.exec(key);
+    if (m && (ignored === 0 || m[0].length < ignored)) ignored = m[0].length;
+  }
+  if (ignored === 0) return false;
+  let included = 0;
+  for (const re of LABEL_FILTER_INCLUDES) included = Math.max(included, re.exec(key)?.[0].length ?? 0);
+  return included <= ignored;
 }
 
 /** The keys of `labels` that belong to a derived label space (dropped from the identity). */
@@ -145,6 +171,7 @@ export function derivedLabelKeys(labels: Readonly<Record<string, string>>): stri
 
 /** Why a pod label key in a derived label space is dropped (warnings name it). */
 export function derivedLabelDetail(key: string): string {
+  if (!key.startsWith(DERIVED_LABEL_PREFIX) && key !== POD_NAMESPACE_KEY) return `dropped from the pod's identity: Cilium's default label filter ignores "${key}", so no selector matches it`;
   return `dropped from the pod's identity: "${key}" is in a label space Cilium derives itself (a pod cannot claim it)`;
 }
 

@@ -159,11 +159,12 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     egress: r.optBoolean(dd?.egress, join(path, 'enableDefaultDeny.egress')),
   };
   const hasRules: Record<Direction, boolean> = { ingress: false, egress: false };
+  const matchesInit = namespace === undefined && rawKeys(o.endpointSelector).some((k) => k === POD_INIT_KEY || k === '$init');
   for (const shape of SHAPES) {
     const list = r.optArray(o[shape.field], join(path, shape.field)) ?? [];
     if (list.length > 0) hasRules[shape.direction] = true;
     list.forEach((item, i) => {
-      rules.push(parseDirectionalRule(r, item, at(join(path, shape.field), i), shape, ref, namespace, subject, options));
+      rules.push(parseDirectionalRule(r, item, at(join(path, shape.field), i), shape, ref, namespace, subject, options, matchesInit));
     });
   }
   for (const direction of ['ingress', 'egress'] as const) {
@@ -176,12 +177,22 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
 }
 
 /**
- * Cilium scopes a peer endpoint selector to the policy's namespace unless it names a namespace
- * (or namespace labels) itself; clusterwide policies only ever select pods (any namespace).
- * Selectors on reserved labels are left alone.
+ * The subject key that makes a clusterwide policy's peers match init endpoints too: Cilium's
+ * getEndpointSelector adds no `Exists k8s:io.kubernetes.pod.namespace` to a CCNP peer when the
+ * rule's endpointSelector HasKey `reserved:init` (matchesPodInit; init endpoints carry no namespace
+ * label, cilium#28007 kept this for clusterwide policies only), whatever the key's operator.
  */
-function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNamespace: boolean): Selector {
+const POD_INIT_KEY = `${SOURCE_RESERVED}:init`;
+
+/**
+ * Cilium scopes a peer endpoint selector to the policy's namespace unless it names a namespace
+ * (or namespace labels) itself; clusterwide policies only ever select pods (any namespace),
+ * unless their subject names `reserved:init` (see POD_INIT_KEY). Selectors on reserved labels are
+ * left alone.
+ */
+function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNamespace: boolean, matchesInit: boolean): Selector {
   if (hasSource(sel, SOURCE_RESERVED)) return sel;
+  if (!namesNamespace && namespace === undefined && matchesInit) return sel;
   if (!namesNamespace) return andSelector(sel, [namespace === undefined ? podsOnly() : namespaceRequirement(namespace)]);
   // A selector that names the namespace only negatively (NotIn, DoesNotExist) would also match
   // world, host and every other non-pod identity; Cilium always adds a namespace requirement
@@ -196,19 +207,24 @@ function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNa
  * `unspec:` key matches like `any:` but does not lift the scope (`HasKey("any:...")` is false).
  */
 function rawKeysNameNamespace(v: unknown): boolean {
-  if (typeof v !== 'object' || v === null) return false;
+  return rawKeys(v).some((raw) => {
+    const colon = raw.indexOf(':');
+    const source = colon >= 0 ? raw.slice(0, colon) || SOURCE_ANY : SOURCE_ANY;
+    const key = colon >= 0 ? raw.slice(colon + 1) : raw;
+    return (source === SOURCE_K8S || source === SOURCE_ANY) && (key === POD_NAMESPACE_KEY || key.startsWith(NAMESPACE_LABELS_PREFIX));
+  });
+}
+
+/** A selector's keys as written (matchLabels and matchExpressions), as Cilium's HasKey reads them. */
+function rawKeys(v: unknown): string[] {
+  if (typeof v !== 'object' || v === null) return [];
   const o = v as Record<string, unknown>;
   const keys = typeof o.matchLabels === 'object' && o.matchLabels !== null ? Object.keys(o.matchLabels) : [];
   for (const e of Array.isArray(o.matchExpressions) ? (o.matchExpressions as unknown[]) : []) {
     const key = typeof e === 'object' && e !== null ? (e as Record<string, unknown>).key : undefined;
     if (typeof key === 'string') keys.push(key);
   }
-  return keys.some((raw) => {
-    const colon = raw.indexOf(':');
-    const source = colon >= 0 ? raw.slice(0, colon) : SOURCE_ANY;
-    const key = colon >= 0 ? raw.slice(colon + 1) : raw;
-    return (source === SOURCE_K8S || source === SOURCE_ANY) && (key === POD_NAMESPACE_KEY || key.startsWith(NAMESPACE_LABELS_PREFIX));
-  });
+  return keys;
 }
 
 function podsOnly(): Requirement {
@@ -225,7 +241,7 @@ function selectsOnlyPods(sel: Selector): boolean {
   );
 }
 
-function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector, options: ParseOptions): PolicyRule {
+function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector, options: ParseOptions, matchesInit: boolean): PolicyRule {
   const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, 'toPorts', 'icmps', ...shape.unsupported];
   const o = r.object(v, path, allowed);
   const fqdnField = shape.field === 'egress' && options.fqdn !== false ? 'toFQDNs' : undefined;
@@ -245,7 +261,7 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
     anyL3 = true;
     eps.forEach((e, i) => {
       const sel = parseLabelSelector(r, e, at(join(path, shape.endpoints), i), CILIUM_SELECTOR);
-      peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace, rawKeysNameNamespace(e)) });
+      peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit) });
     });
   }
   const ents = r.optArray(o[shape.entities], join(path, shape.entities));
@@ -344,7 +360,9 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   }
   if (!absent(o.endPort)) {
     const end = r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
-    if (named !== undefined) r.fail(join(path, 'endPort'), 'may not be specified when port is a named port');
+    // Cilium accepts it (PortProtocol.Validate checks numeric ports only) without defining the range
+    // of a name: "not supported" lets the agent enforce a fail-closed stand-in (src/policy/stand-in.ts).
+    if (named !== undefined) r.fail(join(path, 'endPort'), 'with a named port is not supported by distill (Cilium defines no range of a name)');
     if (end !== 0) {
       if (port === 0) r.fail(join(path, 'endPort'), 'requires a non-zero port');
       if (end < port) r.fail(join(path, 'endPort'), `${end} is below port ${port}`);
@@ -394,7 +412,8 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
   l4s.forEach((l4, i) => {
     if (l4.kind === 'range' && l4.to - l4.from + 1 > MAX_L7_RANGE) {
-      r.fail(join(at(portsPath, i), 'endPort'), `L7 rules on a port range are limited to ${MAX_L7_RANGE} ports (each port gets its own redirect)`);
+      // Cilium takes it: "not supported" (not "invalid") makes the agent drop this allow rule only.
+      r.fail(join(at(portsPath, i), 'endPort'), `a range of more than ${MAX_L7_RANGE} ports with L7 rules is not supported by distill (each port gets its own redirect)`);
     }
     if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
     // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".

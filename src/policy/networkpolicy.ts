@@ -37,12 +37,14 @@ export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Pol
     // Kubernetes' defaulting: Ingress always, Egress when the policy has egress rules.
     types = egress !== undefined && egress.length > 0 ? ['ingress', 'egress'] : ['ingress'];
   } else {
+    if (typesRaw.length > 2) r.fail('spec.policyTypes', 'may not specify more than two policyTypes');
     types = [];
     typesRaw.forEach((t, i) => {
       const v = r.oneOf(t, at('spec.policyTypes', i), ['Ingress', 'Egress']);
       const d: Direction = v === 'Ingress' ? 'ingress' : 'egress';
-      if (types.includes(d)) r.fail(at('spec.policyTypes', i), `duplicate value "${v}"`);
-      types.push(d);
+      // The API server accepts a repeated type (ValidateNetworkPolicySpec checks at most two entries,
+      // each Ingress or Egress, not uniqueness); refusing it made the agent skip an isolating policy.
+      if (!types.includes(d)) types.push(d);
     });
   }
 

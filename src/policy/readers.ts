@@ -34,6 +34,25 @@ export function readPortNumber(r: Reader, v: unknown, path: string, min: number,
 
 /** A pod's container ports (`[{name?, port, protocol?}]`); shared with the trace format. */
 export function readContainerPorts(r: Reader, v: unknown, path: string): ContainerPort[] {
+  return lastNamedPortWins(readPorts(r, v, path));
+}
+
+/**
+ * A pod's named ports as Cilium keeps them: Endpoint.SetK8sMetadata adds each container port to
+ * one NamedPortMap keyed by name alone (`npm[name] = pp`, pkg/policy/types), so when two ports
+ * share a name (Kubernetes allows it across containers) the last one is the name's only port. The
+ * earlier ones keep their number and protocol and lose the name, so no rule resolves the name to them.
+ */
+export function lastNamedPortWins(ports: ContainerPort[]): ContainerPort[] {
+  const last = new Map<string, number>();
+  ports.forEach((p, i) => {
+    if (p.name !== undefined) last.set(p.name, i);
+  });
+  if (last.size === ports.filter((p) => p.name !== undefined).length) return ports;
+  return ports.map((p, i) => (p.name === undefined || last.get(p.name) === i ? p : { port: p.port, protocol: p.protocol }));
+}
+
+function readPorts(r: Reader, v: unknown, path: string): ContainerPort[] {
   return (r.optArray(v, path) ?? []).map((p, i): ContainerPort => {
     const ppath = at(path, i);
     const po = r.object(p, ppath, ['name', 'port', 'protocol']);

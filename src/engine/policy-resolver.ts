@@ -17,38 +17,62 @@ interface AttachedClause {
   readonly contribution: Contribution;
 }
 
-/** A rule unit of a stored policy, wired to the selector caches. */
-export interface AttachedUnit {
-  readonly unit: RuleUnit;
-  /** Its number (contribution labels). */
-  readonly n: number;
+/**
+ * A rule unit of a stored policy, wired to the selector caches. It is its own subject listener
+ * (no listener object per unit): most units are attached and never adopted.
+ */
+export class AttachedUnit implements SelectionListener {
   /** Built when its peers are first registered (`NO_CLAUSES` until then): most units never select a local identity. */
-  clauses: readonly AttachedClause[];
-  subject: CachedSelector | null;
+  clauses: readonly AttachedClause[] = NO_CLAUSES;
+  subject: CachedSelector | null = null;
   /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
-  peersRegistered: boolean;
-  peers: CachedSelector[];
+  peersRegistered = false;
+  peers: CachedSelector[] = NO_PEERS;
   /** Peer identities and how many of this unit's peer selectors select each (`NO_TARGETS` while peers are unregistered). */
-  targets: Map<IdentityId, number>;
+  targets: Map<IdentityId, number> = NO_TARGETS;
   /** CIDR identities this unit keeps allocated. */
-  cidrRefs: IdentityRecord[];
-  subjectListener: SelectionListener;
+  cidrRefs: IdentityRecord[] = NO_CIDR_REFS;
   /** Created when its peers are first registered. */
-  peerListener: SelectionListener | null;
+  peerListener: SelectionListener | null = null;
+
+  constructor(
+    private readonly resolver: PolicyResolver,
+    readonly unit: RuleUnit,
+    /** Its number (contribution labels). */
+    readonly n: number,
+  ) {}
+
+  get origin(): RuleOrigin {
+    return this.unit.origin;
+  }
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.resolver.onSubjectChange(this, added, removed);
+  }
 }
 
-/** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache. */
-export interface AttachedEnforcement {
-  readonly unit: EnforcementUnit;
-  subject: CachedSelector | null;
-  listener: SelectionListener;
+/** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache as its own listener. */
+export class AttachedEnforcement implements SelectionListener {
+  subject: CachedSelector | null = null;
+
+  constructor(
+    private readonly resolver: PolicyResolver,
+    readonly unit: EnforcementUnit,
+  ) {}
+
+  get origin(): RuleOrigin {
+    return this.unit.origin;
+  }
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.resolver.onEnforcementChange(this, added, removed);
+  }
 }
 
-/** Arrays, not Maps keyed by uid: most policies are never updated, and a Map costs ~200 bytes each. */
+/** One array for a policy's units and enforcements (most policies have one of each): Maps keyed by uid would cost ~200 bytes each. */
 interface PolicyRecord {
   readonly policy: Policy;
-  readonly units: readonly AttachedUnit[];
-  readonly enforcements: readonly AttachedEnforcement[];
+  readonly attached: readonly (AttachedUnit | AttachedEnforcement)[];
 }
 
 /** The targets of every unit whose peers are not registered; never written. */
@@ -58,12 +82,11 @@ const NO_CLAUSES: readonly AttachedClause[] = Object.freeze([]);
 const NO_PEERS: CachedSelector[] = [];
 const NO_CIDR_REFS: IdentityRecord[] = [];
 
-/** A unit's subject or peer listener: an object per unit and role instead of a closure and its context. */
-class UnitListener implements SelectionListener {
+/** A unit's peer listener (built once some local identity adopts the unit). */
+class PeerListener implements SelectionListener {
   constructor(
     private readonly resolver: PolicyResolver,
     private readonly a: AttachedUnit,
-    private readonly peer: boolean,
   ) {}
 
   get origin(): RuleOrigin {
@@ -71,23 +94,7 @@ class UnitListener implements SelectionListener {
   }
 
   selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    if (this.peer) this.resolver.onPeerChange(this.a, added, removed);
-    else this.resolver.onSubjectChange(this.a, added, removed);
-  }
-}
-
-class EnforcementListener implements SelectionListener {
-  constructor(
-    private readonly resolver: PolicyResolver,
-    private readonly e: AttachedEnforcement,
-  ) {}
-
-  get origin(): RuleOrigin {
-    return this.e.unit.origin;
-  }
-
-  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onEnforcementChange(this.e, added, removed);
+    this.resolver.onPeerChange(this.a, added, removed);
   }
 }
 
@@ -122,30 +129,33 @@ export class PolicyResolver implements NamedPortListener {
     const key = policyRefKey(policy.ref);
     const old = this.policies.get(key);
     const compiled = compilePolicy(policy);
-    let oldUnits: Map<string, AttachedUnit> | undefined;
-    let oldEnf: Map<string, AttachedEnforcement> | undefined;
+    let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;
     if (old) {
-      oldUnits = new Map();
-      oldEnf = new Map();
+      // Uids are distinct within a compiled policy (units and enforcements apart), and only computed when there is an old version.
       const keepUnits = new Set(compiled.units.map((u) => u.uid));
       const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
-      for (const a of old.units) if (keepUnits.has(a.unit.uid)) oldUnits.set(a.unit.uid, a);
-      else this.detachUnit(a);
-      for (const e of old.enforcements) if (keepEnf.has(e.unit.uid)) oldEnf.set(e.unit.uid, e);
-      else this.detachEnforcement(e);
+      kept = new Map();
+      for (const a of old.attached) {
+        const isUnit = a instanceof AttachedUnit;
+        if ((isUnit ? keepUnits : keepEnf).has(a.unit.uid)) kept.set(`${isUnit ? 'u' : 'e'}${a.unit.uid}`, a);
+        else if (isUnit) this.detachUnit(a);
+        else this.detachEnforcement(a);
+      }
     }
-    // Uids are distinct within a compiled policy, and only computed when there is an old version.
-    const units = compiled.units.map((u) => oldUnits?.get(u.uid) ?? this.attachUnit(u));
-    const enforcements = compiled.enforcements.map((e) => oldEnf?.get(e.uid) ?? this.attachEnforcement(e));
-    this.policies.set(key, { policy, units, enforcements });
+    const attached: (AttachedUnit | AttachedEnforcement)[] = [];
+    for (const u of compiled.units) attached.push(kept?.get(`u${u.uid}`) ?? this.attachUnit(u));
+    for (const e of compiled.enforcements) attached.push(kept?.get(`e${e.uid}`) ?? this.attachEnforcement(e));
+    this.policies.set(key, { policy, attached });
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 
   deletePolicy(key: string): void {
     const rec = this.policies.get(key);
     if (!rec) throw new Error(`internal: policy ${key} vanished`);
-    for (const a of rec.units) this.detachUnit(a);
-    for (const e of rec.enforcements) this.detachEnforcement(e);
+    for (const a of rec.attached) {
+      if (a instanceof AttachedUnit) this.detachUnit(a);
+      else this.detachEnforcement(a);
+    }
     this.policies.delete(key);
     this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
   }
@@ -233,20 +243,8 @@ export class PolicyResolver implements NamedPortListener {
 
   private attachUnit(unit: RuleUnit): AttachedUnit {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
-    const a: AttachedUnit = {
-      unit,
-      n: this.nextUnit++,
-      clauses: NO_CLAUSES,
-      subject: null,
-      peersRegistered: false,
-      peers: NO_PEERS,
-      targets: NO_TARGETS,
-      cidrRefs: NO_CIDR_REFS,
-      subjectListener: null as unknown as SelectionListener,
-      peerListener: null,
-    };
-    a.subjectListener = new UnitListener(this, a, false);
-    a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
+    const a = new AttachedUnit(this, unit, this.nextUnit++);
+    a.subject = this.subjectCache.register(unit.subject, a);
     // No array for the (many) units that select no local identity.
     if (a.subject.selected.size > 0) this.onSubjectChange(a, [...a.subject.selected], []);
     return a;
@@ -255,7 +253,7 @@ export class PolicyResolver implements NamedPortListener {
   private detachUnit(a: AttachedUnit): void {
     const cs = a.subject as CachedSelector;
     if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected], true);
-    this.subjectCache.unregister(cs, a.subjectListener);
+    this.subjectCache.unregister(cs, a);
     a.subject = null;
   }
 
@@ -277,7 +275,7 @@ export class PolicyResolver implements NamedPortListener {
   private registerPeers(a: AttachedUnit): void {
     if (this.ctx.faultHook) this.ctx.fault('registerPeers');
     if (a.clauses === NO_CLAUSES) a.clauses = PolicyResolver.clausesOf(a);
-    a.peerListener ??= new UnitListener(this, a, true);
+    a.peerListener ??= new PeerListener(this, a);
     const listener = a.peerListener;
     a.peers = [];
     a.cidrRefs = [];
@@ -370,9 +368,8 @@ export class PolicyResolver implements NamedPortListener {
   // ---------------------------------------------------------------- enforcement
 
   private attachEnforcement(unit: EnforcementUnit): AttachedEnforcement {
-    const e: AttachedEnforcement = { unit, subject: null, listener: null as unknown as SelectionListener };
-    e.listener = new EnforcementListener(this, e);
-    e.subject = this.subjectCache.register(unit.subject, e.listener);
+    const e = new AttachedEnforcement(this, unit);
+    e.subject = this.subjectCache.register(unit.subject, e);
     if (e.subject.selected.size > 0) this.onEnforcementChange(e, [...e.subject.selected], []);
     return e;
   }
@@ -380,7 +377,7 @@ export class PolicyResolver implements NamedPortListener {
   private detachEnforcement(e: AttachedEnforcement): void {
     const cs = e.subject as CachedSelector;
     if (cs.selected.size > 0) this.onEnforcementChange(e, [], [...cs.selected]);
-    this.subjectCache.unregister(cs, e.listener);
+    this.subjectCache.unregister(cs, e);
     e.subject = null;
   }
 

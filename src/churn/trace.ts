@@ -167,7 +167,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
       const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
-      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared, r.source) });
+      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
@@ -193,11 +193,12 @@ class TracePolicy implements Policy {
   declare readonly enforcements: Policy['enforcements'];
   declare readonly warnings?: Policy['warnings'];
   declare readonly tiered?: Policy['tiered'];
-  /** Null when the trace was read with `manifests: false`; then `#source` names where it was. */
+  /** Null when the trace was read with `manifests: false`. */
   readonly #manifestText: string | null;
   readonly #source: string;
 
   /** Fields assigned one by one (not Object.assign), so V8 lays them out in the object. */
+  /** `source`: the trace's name (one string for all its policies). */
   constructor(policy: Policy, manifestText: string | null, source: string) {
     const { manifest: _, ref, rules, enforcements, warnings, tiered, ...rest } = policy;
     // A field added to Policy must be copied here: this stops compiling until it is.
@@ -214,18 +215,18 @@ class TracePolicy implements Policy {
 
   /** A fresh copy on every read, equal to the manifest as given (JSON round-trips exactly). */
   get manifest(): Readonly<Record<string, unknown>> {
-    if (this.#manifestText === null) throw new Error(`${this.#source}: the manifest of ${policyRefKey(this.ref)} was not kept (trace read with manifests: false)`);
+    if (this.#manifestText === null) throw new Error(`the manifest of ${policyRefKey(this.ref)} was not kept (${this.#source} read with manifests: false)`);
     return JSON.parse(this.#manifestText) as Record<string, unknown>;
   }
 }
 
-function compactPolicy(policy: Policy, manifestText: string | null, shared: SharedValues, source: string): Policy {
+function compactPolicy(policy: Policy, manifestText: string | null, shared: SharedValues): Policy {
   const rules = policy.rules.map((r) => shared.rule(r));
   const enforcements = policy.enforcements.map((e) => {
     const subject = shared.selector(e.subject);
     return subject === e.subject ? e : { ...e, subject };
   });
-  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, manifestText, source));
+  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source));
 }
 
 /**
@@ -234,6 +235,8 @@ function compactPolicy(policy: Policy, manifestText: string | null, shared: Shar
  * properties and no prototype: a map made with Object.create(null) is a ~170-byte dictionary.
  */
 class SharedValues {
+  constructor(readonly source: string) {}
+
   private readonly labelMaps = new Map<string, Readonly<Record<string, string>>>();
   private readonly portLists = new Map<string, readonly ContainerPort[]>();
   private readonly selectors = new Map<string, Selector>();
@@ -306,7 +309,7 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
   const total = lineCount(text);
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
-  const shared = new SharedValues();
+  const shared = new SharedValues(source);
   // Line by line, not text.split: an array of every line would live (and be promoted) through the whole parse.
   for (let i = 0, start = 0; start <= text.length; i++) {
     const nl = text.indexOf('\n', start);

@@ -23,18 +23,9 @@ interface AttachedClause {
  * (no listener object per unit): most units are attached and never adopted.
  */
 export class AttachedUnit implements SelectionListener {
-  /** Built when its peers are first registered (`NO_CLAUSES` until then): most units never select a local identity. */
-  clauses: readonly AttachedClause[] = NO_CLAUSES;
   subject: CachedSelector | null = null;
-  /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
-  peersRegistered = false;
-  peers: CachedSelector[] = NO_PEERS;
-  /** Peer identities and how many of this unit's peer selectors select each (`NO_TARGETS` while peers are unregistered). */
-  targets: Map<IdentityId, number> = NO_TARGETS;
-  /** CIDR identities this unit keeps allocated. */
-  cidrRefs: IdentityRecord[] = NO_CIDR_REFS;
-  /** Created when its peers are first registered. */
-  peerListener: SelectionListener | null = null;
+  /** Built when some local identity first adopts the unit (most never are), and kept after. */
+  wiring: UnitWiring | null = null;
 
   constructor(
     private readonly resolver: PolicyResolver,
@@ -43,6 +34,21 @@ export class AttachedUnit implements SelectionListener {
     readonly n: number,
   ) {}
 
+  /** `NO_CLAUSES` until its peers are first registered. */
+  get clauses(): readonly AttachedClause[] {
+    return this.wiring?.clauses ?? NO_CLAUSES;
+  }
+
+  /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
+  get peersRegistered(): boolean {
+    return this.wiring?.registered ?? false;
+  }
+
+  /** Peer identities and how many of this unit's peer selectors select each (`NO_TARGETS` while peers are unregistered). */
+  get targets(): Map<IdentityId, number> {
+    return this.wiring?.targets ?? NO_TARGETS;
+  }
+
   get origin(): RuleOrigin {
     return this.unit.origin;
   }
@@ -50,6 +56,20 @@ export class AttachedUnit implements SelectionListener {
   selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     this.resolver.onSubjectChange(this, added, removed);
   }
+}
+
+/** What an adopted unit adds: its clauses, peer registrations and targets (an object apart, so the many units never adopted stay small). */
+class UnitWiring {
+  registered = false;
+  peers: CachedSelector[] = NO_PEERS;
+  targets: Map<IdentityId, number> = NO_TARGETS;
+  /** CIDR identities this unit keeps allocated. */
+  cidrRefs: IdentityRecord[] = NO_CIDR_REFS;
+
+  constructor(
+    readonly clauses: readonly AttachedClause[],
+    readonly peerListener: SelectionListener,
+  ) {}
 }
 
 /** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache as its own listener. */
@@ -78,7 +98,7 @@ interface PolicyRecord {
 
 /** The targets of every unit whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
-/** Shared by every unit whose peers are not registered; never written (`registerPeers` gives each unit its own arrays). */
+/** The clauses of every unit never adopted (no wiring yet); never written. */
 const NO_CLAUSES: readonly AttachedClause[] = Object.freeze([]);
 const NO_PEERS: CachedSelector[] = [];
 const NO_CIDR_REFS: IdentityRecord[] = [];
@@ -276,25 +296,23 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** Registers the unit's peers once some local identity needs it. */
-  private registerPeers(a: AttachedUnit): void {
+  private registerPeers(a: AttachedUnit, w: UnitWiring): void {
     if (this.ctx.faultHook) this.ctx.fault('registerPeers');
-    if (a.clauses === NO_CLAUSES) a.clauses = PolicyResolver.clausesOf(a);
-    a.peerListener ??= new PeerListener(this, a);
-    const listener = a.peerListener;
-    a.peers = [];
-    a.cidrRefs = [];
-    a.targets = new Map();
+    const listener = w.peerListener;
+    w.peers = [];
+    w.cidrRefs = [];
+    w.targets = new Map();
     for (const sel of a.unit.peers) {
       if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
       if (sel.kind === 'cidr') {
         // The prefixes a policy mentions get identities, so external addresses resolve to them.
-        for (const c of [sel.cidr, ...sel.except]) a.cidrRefs.push(this.identities.acquireCidr(c));
+        for (const c of [sel.cidr, ...sel.except]) w.cidrRefs.push(this.identities.acquireCidr(c));
       }
       // An FQDN selector's own identity exists before any answer: a first IP costs no map write.
-      if (sel.kind === 'fqdn') a.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
+      if (sel.kind === 'fqdn') w.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
       const cs = this.peerCache.register(sel, listener);
-      a.peers.push(cs);
-      for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
+      w.peers.push(cs);
+      for (const id of cs.selected) w.targets.set(id, (w.targets.get(id) ?? 0) + 1);
     }
     if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
@@ -306,12 +324,12 @@ export class PolicyResolver implements NamedPortListener {
     }
   }
 
-  private unregisterPeers(a: AttachedUnit): void {
-    for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener as SelectionListener);
-    a.peers = NO_PEERS;
-    a.targets = NO_TARGETS;
-    for (const rec of a.cidrRefs) this.identities.release(rec);
-    a.cidrRefs = NO_CIDR_REFS;
+  private unregisterPeers(a: AttachedUnit, w: UnitWiring): void {
+    for (const cs of w.peers) this.peerCache.unregister(cs, w.peerListener);
+    w.peers = NO_PEERS;
+    w.targets = NO_TARGETS;
+    for (const rec of w.cidrRefs) this.identities.release(rec);
+    w.cidrRefs = NO_CIDR_REFS;
     if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
@@ -325,8 +343,9 @@ export class PolicyResolver implements NamedPortListener {
   /** Local identities entering or leaving the unit's subject selection. */
   onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
     if (added.length > 0 && !a.peersRegistered) {
-      a.peersRegistered = true;
-      this.registerPeers(a);
+      const w = (a.wiring ??= new UnitWiring(PolicyResolver.clausesOf(a), new PeerListener(this, a)));
+      w.registered = true;
+      this.registerPeers(a, w);
     }
     for (const x of added) {
       const local = this.maps.locals.get(x);
@@ -344,9 +363,10 @@ export class PolicyResolver implements NamedPortListener {
       local.units.delete(a);
     }
     const stillSelected = detaching ? 0 : (a.subject?.selected.size ?? 0);
-    if (a.peersRegistered && stillSelected === 0) {
-      a.peersRegistered = false;
-      this.unregisterPeers(a);
+    const w = a.wiring;
+    if (w?.registered && stillSelected === 0) {
+      w.registered = false;
+      this.unregisterPeers(a, w);
     }
   }
 

@@ -16,7 +16,7 @@ async function child(dist, tracePath) {
   const { getHeapStatistics } = await import('node:v8');
   const { parseTrace } = await import(resolve(dist, 'churn/trace.js'));
   const { Engine } = await import(resolve(dist, 'engine/engine.js'));
-  const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
+  const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false }); // as `distill replay` reads it (builds before the option ignore it)
   const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
   const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
   globalThis.gc();

@@ -2,7 +2,7 @@ import { getHeapStatistics } from 'node:v8';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
-import type { EngineEvent, MapDelta } from '../engine/events.js';
+import type { EngineEvent } from '../engine/events.js';
 import { comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize } from '../harness/cluster-sync.js';
 import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
@@ -80,6 +80,25 @@ function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>,
 }
 
 /**
+ * The cold start: the initial events as one transaction. In its own function so that its change
+ * set (30,000 ipcache deltas for cilium-ci) is not kept alive by the replay's frame through the churn.
+ */
+function coldStart(initial: readonly EngineEvent[], opts: ReplayOptions, state: ClusterState, local: ReadonlyMap<string, boolean>, shared: { allocator: IdentityAllocator; proxyPorts: ProxyPortAllocator }): { engine: Engine; deltas: number; l7Deltas: number } {
+  const capacity = opts.backend?.capacity;
+  if (opts.mode === 'incremental') {
+    const engine = new Engine(capacity === undefined ? {} : { mapCapacity: capacity });
+    const cs = engine.apply(initial);
+    if (opts.backend) applyChangeSet(opts.backend, cs);
+    return { engine, deltas: cs.deltas.length, l7Deltas: cs.l7Deltas.length };
+  }
+  const engine = fullRecompute(state, local, capacity, shared);
+  const deltas = diffEndpointMaps(new Map(), endpointMaps(engine));
+  const l7Deltas = l7TablesDiffSize(new Map(), l7Tables(engine));
+  if (opts.backend) applyChangeSet(opts.backend, { deltas, l7Deltas: [], ipcache: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
+  return { engine, deltas: deltas.length, l7Deltas };
+}
+
+/**
  * Replays a trace: the initial phase as one transaction (an agent starting on a running cluster),
  * then each churn event as its own transaction, timed.
  */
@@ -115,23 +134,12 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   opts.onProgress?.(0, initial.length, 'cold start');
   for (const e of initial) track(e);
   const t0 = process.hrtime.bigint();
-  let engine: Engine;
-  let coldDeltas: MapDelta[];
-  if (opts.mode === 'incremental') {
-    engine = new Engine(capacity === undefined ? {} : { mapCapacity: capacity });
-    const cs = engine.apply(initial);
-    coldDeltas = [...cs.deltas];
-    l7Deltas += cs.l7Deltas.length;
-    if (opts.backend) applyChangeSet(opts.backend, cs);
-  } else {
-    engine = fullRecompute(state, local, capacity, shared);
-    coldDeltas = diffEndpointMaps(new Map(), endpointMaps(engine));
-    l7Deltas += l7TablesDiffSize(new Map(), l7Tables(engine));
-    if (opts.backend) applyChangeSet(opts.backend, { deltas: coldDeltas, l7Deltas: [], ipcache: [], endpointsAdded: engine.endpoints(), endpointsRemoved: [], work: engine.stats() });
-  }
+  const cold = coldStart(initial, opts, state, local, shared);
+  let engine = cold.engine;
+  l7Deltas += cold.l7Deltas;
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldHeap = sampleHeap();
-  deltas += coldDeltas.length;
+  deltas += cold.deltas;
   opts.onProgress?.(initial.length, initial.length, 'cold start');
   opts.onProgress?.(0, churn.length, 'churn');
 
@@ -197,7 +205,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     l7Deltas,
     mapEntries,
     peakHeapBytes: peakHeap,
-    coldStart: { events: initial.length, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: coldDeltas.length },
+    coldStart: { events: initial.length, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: cold.deltas },
     churnEvents: churn.length,
     endpoints: engine.endpoints().length,
     verifications,

@@ -1,5 +1,5 @@
 import type { ContainerPort } from '../model/ports.js';
-import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule } from '../model/rules.js';
+import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -71,6 +71,11 @@ export interface TraceOptions {
   readonly fqdn?: boolean;
   /** Called every 4,096 lines and at the end with lines read so far and the total. */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * `false`: policies keep no manifest (reading a policy's `manifest` throws). For readers that
+   * never look at it, as a replay: the text is ~280 bytes of heap a policy (8 MB for cilium-ci).
+   */
+  readonly manifests?: boolean;
 }
 
 /** Seconds in TTLs and clock steps: whole, like DNS TTLs (RFC 2181: 31 bits). */
@@ -161,7 +166,8 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
     case 'deletePod':
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
-      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), o.manifest, shared) });
+      const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
+      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
@@ -187,10 +193,13 @@ class TracePolicy implements Policy {
   declare readonly enforcements: Policy['enforcements'];
   declare readonly warnings?: Policy['warnings'];
   declare readonly tiered?: Policy['tiered'];
-  readonly #manifestText: string;
+  /** Null when the trace was read with `manifests: false`. */
+  readonly #manifestText: string | null;
+  readonly #source: string;
 
   /** Fields assigned one by one (not Object.assign), so V8 lays them out in the object. */
-  constructor(policy: Policy, manifestText: string) {
+  /** `source`: the trace's name (one string for all its policies). */
+  constructor(policy: Policy, manifestText: string | null, source: string) {
     const { manifest: _, ref, rules, enforcements, warnings, tiered, ...rest } = policy;
     // A field added to Policy must be copied here: this stops compiling until it is.
     const uncopied: Record<string, never> = rest;
@@ -201,21 +210,23 @@ class TracePolicy implements Policy {
     if (warnings !== undefined && warnings.length > 0) this.warnings = warnings;
     if (tiered !== undefined) this.tiered = tiered;
     this.#manifestText = manifestText;
+    this.#source = source;
   }
 
   /** A fresh copy on every read, equal to the manifest as given (JSON round-trips exactly). */
   get manifest(): Readonly<Record<string, unknown>> {
+    if (this.#manifestText === null) throw new Error(`the manifest of ${policyRefKey(this.ref)} was not kept (${this.#source} read with manifests: false)`);
     return JSON.parse(this.#manifestText) as Record<string, unknown>;
   }
 }
 
-function compactPolicy(policy: Policy, raw: unknown, shared: SharedValues): Policy {
+function compactPolicy(policy: Policy, manifestText: string | null, shared: SharedValues): Policy {
   const rules = policy.rules.map((r) => shared.rule(r));
   const enforcements = policy.enforcements.map((e) => {
     const subject = shared.selector(e.subject);
     return subject === e.subject ? e : { ...e, subject };
   });
-  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, flat(JSON.stringify(raw))));
+  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source));
 }
 
 /**
@@ -224,9 +235,13 @@ function compactPolicy(policy: Policy, raw: unknown, shared: SharedValues): Poli
  * properties and no prototype: a map made with Object.create(null) is a ~170-byte dictionary.
  */
 class SharedValues {
+  constructor(readonly source: string) {}
+
   private readonly labelMaps = new Map<string, Readonly<Record<string, string>>>();
   private readonly portLists = new Map<string, readonly ContainerPort[]>();
   private readonly selectors = new Map<string, Selector>();
+  private readonly peerLists = new Map<string, readonly Peer[]>();
+  private readonly portClauses = new Map<string, readonly PortClause[]>();
 
   labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
     const entries = Object.entries(labels);
@@ -244,18 +259,38 @@ class SharedValues {
     return sel;
   }
 
-  /** The rule with shared selectors (a copy only if one changed: its origin stays its own). */
+  /**
+   * The rule with shared selectors, peer lists and port lists (a copy only if one changed: its
+   * origin stays its own). Equal keys mean equal lists: a peer is its kind, selector key and entity,
+   * or its CIDR and exceptions (canonical texts); a port list is its JSON.
+   */
   rule(rule: PolicyRule): PolicyRule {
     const subject = this.selector(rule.subject);
-    let peers: Peer[] | undefined;
-    rule.peers.forEach((p, i) => {
-      if (p.kind !== 'selector') return;
+    const peers = this.peerList(rule.peers);
+    const ports = this.shared(this.portClauses, JSON.stringify(rule.ports), rule.ports);
+    return subject === rule.subject && peers === rule.peers && ports === rule.ports ? rule : { ...rule, subject, peers, ports };
+  }
+
+  private peerList(peers: readonly Peer[]): readonly Peer[] {
+    const key = JSON.stringify(peers.map((p) => (p.kind === 'selector' ? ['s', p.selector.key, p.entity ?? null] : ['c', p.cidr.text, p.except.map((c) => c.text)])));
+    const hit = this.peerLists.get(key);
+    if (hit !== undefined) return hit;
+    // First of its key: kept, with its label selectors shared.
+    const own = peers.map((p) => {
+      if (p.kind !== 'selector') return p;
       const selector = this.selector(p.selector);
-      if (selector === p.selector) return;
-      peers ??= rule.peers.slice();
-      peers[i] = { ...p, selector };
+      return selector === p.selector ? p : { ...p, selector };
     });
-    return subject === rule.subject && peers === undefined ? rule : { ...rule, subject, peers: peers ?? rule.peers };
+    const list = own.every((p, i) => p === peers[i]) ? peers : own;
+    this.peerLists.set(key, list);
+    return list;
+  }
+
+  private shared<T>(m: Map<string, T>, key: string, value: T): T {
+    const hit = m.get(key);
+    if (hit !== undefined) return hit;
+    m.set(key, value);
+    return value;
   }
 
   ports(ports: readonly ContainerPort[]): readonly ContainerPort[] {
@@ -274,7 +309,7 @@ export function parseTrace(text: string, source: string, options: TraceOptions =
   const total = lineCount(text);
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
-  const shared = new SharedValues();
+  const shared = new SharedValues(source);
   // Line by line, not text.split: an array of every line would live (and be promoted) through the whole parse.
   for (let i = 0, start = 0; start <= text.length; i++) {
     const nl = text.indexOf('\n', start);

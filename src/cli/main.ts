@@ -344,7 +344,7 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
       // cli-progress would otherwise skip a frame that comes right after the last one.
       if (done === 0) bar?.render();
     };
-    const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file), bar ? { onProgress: phase('parse', 'lines') } : {});
+    const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file), { manifests: false, ...(bar ? { onProgress: phase('parse', 'lines') } : {}) });
     checkTrace(trace);
     backend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'replay') }) : new MemoryBackend();
     reconcile(new Engine(), backend); // start from empty maps

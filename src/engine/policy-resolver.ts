@@ -9,6 +9,7 @@ import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
+import { intern } from '../model/intern.js';
 
 /** One clause of an attached unit: its port match, its map keys unless they depend on named ports, and what it contributes. */
 interface AttachedClause {
@@ -17,55 +18,98 @@ interface AttachedClause {
   readonly contribution: Contribution;
 }
 
-/** A rule unit of a stored policy, wired to the selector caches. */
-export interface AttachedUnit {
-  readonly unit: RuleUnit;
-  /** Its number (contribution labels). */
-  readonly n: number;
-  /** Built when its peers are first registered (`NO_CLAUSES` until then): most units never select a local identity. */
-  clauses: readonly AttachedClause[];
-  subject: CachedSelector | null;
+/**
+ * A rule unit of a stored policy, wired to the selector caches. It is its own subject listener
+ * (no listener object per unit): most units are attached and never adopted.
+ */
+export class AttachedUnit implements SelectionListener {
+  subject: CachedSelector | null = null;
+  /** Built when some local identity first adopts the unit (most never are), and kept after. */
+  wiring: UnitWiring | null = null;
+
+  constructor(
+    private readonly resolver: PolicyResolver,
+    readonly unit: RuleUnit,
+    /** Its number (contribution labels). */
+    readonly n: number,
+  ) {}
+
+  /** `NO_CLAUSES` until its peers are first registered. */
+  get clauses(): readonly AttachedClause[] {
+    return this.wiring?.clauses ?? NO_CLAUSES;
+  }
+
   /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
-  peersRegistered: boolean;
-  peers: CachedSelector[];
+  get peersRegistered(): boolean {
+    return this.wiring?.registered ?? false;
+  }
+
   /** Peer identities and how many of this unit's peer selectors select each (`NO_TARGETS` while peers are unregistered). */
-  targets: Map<IdentityId, number>;
+  get targets(): Map<IdentityId, number> {
+    return this.wiring?.targets ?? NO_TARGETS;
+  }
+
+  get origin(): RuleOrigin {
+    return this.unit.origin;
+  }
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.resolver.onSubjectChange(this, added, removed);
+  }
+}
+
+/** What an adopted unit adds: its clauses, peer registrations and targets (an object apart, so the many units never adopted stay small). */
+class UnitWiring {
+  registered = false;
+  peers: CachedSelector[] = NO_PEERS;
+  targets: Map<IdentityId, number> = NO_TARGETS;
   /** CIDR identities this unit keeps allocated. */
-  cidrRefs: IdentityRecord[];
-  subjectListener: SelectionListener;
-  /** Created when its peers are first registered. */
-  peerListener: SelectionListener | null;
+  cidrRefs: IdentityRecord[] = NO_CIDR_REFS;
+
+  constructor(
+    readonly clauses: readonly AttachedClause[],
+    readonly peerListener: SelectionListener,
+  ) {}
 }
 
-/** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache. */
-export interface AttachedEnforcement {
-  readonly unit: EnforcementUnit;
-  subject: CachedSelector | null;
-  listener: SelectionListener;
+/** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache as its own listener. */
+export class AttachedEnforcement implements SelectionListener {
+  subject: CachedSelector | null = null;
+
+  constructor(
+    private readonly resolver: PolicyResolver,
+    readonly unit: EnforcementUnit,
+  ) {}
+
+  get origin(): RuleOrigin {
+    return this.unit.origin;
+  }
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.resolver.onEnforcementChange(this, added, removed);
+  }
 }
 
-/** Arrays, not Maps keyed by uid: most policies are never updated, and a Map costs ~200 bytes each. */
+/** One array for a policy's units and enforcements (most policies have one of each): Maps keyed by uid would cost ~200 bytes each. */
 interface PolicyRecord {
   readonly policy: Policy;
-  readonly units: readonly AttachedUnit[];
-  readonly enforcements: readonly AttachedEnforcement[];
+  readonly attached: readonly (AttachedUnit | AttachedEnforcement)[];
 }
 
 const keyed = (c: AttachedClause): boolean => c.keys !== null;
 
 /** The targets of every unit whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
-/** Shared by every unit whose peers are not registered; never written (`registerPeers` gives each unit its own arrays). */
+/** The clauses of every unit never adopted (no wiring yet); never written. */
 const NO_CLAUSES: readonly AttachedClause[] = Object.freeze([]);
 const NO_PEERS: CachedSelector[] = [];
 const NO_CIDR_REFS: IdentityRecord[] = [];
 
-/** A unit's subject or peer listener: an object per unit and role instead of a closure and its context. */
-class UnitListener implements SelectionListener {
+/** A unit's peer listener (built once some local identity adopts the unit). */
+class PeerListener implements SelectionListener {
   constructor(
     private readonly resolver: PolicyResolver,
     private readonly a: AttachedUnit,
-    private readonly peer: boolean,
   ) {}
 
   get origin(): RuleOrigin {
@@ -73,23 +117,7 @@ class UnitListener implements SelectionListener {
   }
 
   selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    if (this.peer) this.resolver.onPeerChange(this.a, added, removed);
-    else this.resolver.onSubjectChange(this.a, added, removed);
-  }
-}
-
-class EnforcementListener implements SelectionListener {
-  constructor(
-    private readonly resolver: PolicyResolver,
-    private readonly e: AttachedEnforcement,
-  ) {}
-
-  get origin(): RuleOrigin {
-    return this.e.unit.origin;
-  }
-
-  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onEnforcementChange(this.e, added, removed);
+    this.resolver.onPeerChange(this.a, added, removed);
   }
 }
 
@@ -121,33 +149,39 @@ export class PolicyResolver implements NamedPortListener {
   // ---------------------------------------------------------------- policies
 
   upsertPolicy(policy: Policy): void {
-    const key = policyRefKey(policy.ref);
+    // Interned: the model store keeps the same key, and a concatenation would be a tree of pieces.
+    const key = intern(policyRefKey(policy.ref));
     const old = this.policies.get(key);
     const compiled = compilePolicy(policy);
-    let oldUnits: Map<string, AttachedUnit> | undefined;
-    let oldEnf: Map<string, AttachedEnforcement> | undefined;
+    let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;
     if (old) {
-      oldUnits = new Map();
-      oldEnf = new Map();
+      // Uids are distinct within a compiled policy (units and enforcements apart), and only computed when there is an old version.
       const keepUnits = new Set(compiled.units.map((u) => u.uid));
       const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
-      for (const a of old.units) if (keepUnits.has(a.unit.uid)) oldUnits.set(a.unit.uid, a);
-      else this.detachUnit(a);
-      for (const e of old.enforcements) if (keepEnf.has(e.unit.uid)) oldEnf.set(e.unit.uid, e);
-      else this.detachEnforcement(e);
+      kept = new Map();
+      for (const a of old.attached) {
+        const isUnit = a instanceof AttachedUnit;
+        if ((isUnit ? keepUnits : keepEnf).has(a.unit.uid)) kept.set(`${isUnit ? 'u' : 'e'}${a.unit.uid}`, a);
+        else if (isUnit) this.detachUnit(a);
+        else this.detachEnforcement(a);
+      }
     }
-    // Uids are distinct within a compiled policy, and only computed when there is an old version.
-    const units = compiled.units.map((u) => oldUnits?.get(u.uid) ?? this.attachUnit(u));
-    const enforcements = compiled.enforcements.map((e) => oldEnf?.get(e.uid) ?? this.attachEnforcement(e));
-    this.policies.set(key, { policy, units, enforcements });
+    // Exactly sized: an array grown by push keeps room for 16 more (136 bytes).
+    const { units: us, enforcements: es } = compiled;
+    const attached = new Array<AttachedUnit | AttachedEnforcement>(us.length + es.length);
+    for (let i = 0; i < us.length; i++) attached[i] = kept?.get(`u${us[i]!.uid}`) ?? this.attachUnit(us[i]!);
+    for (let i = 0; i < es.length; i++) attached[us.length + i] = kept?.get(`e${es[i]!.uid}`) ?? this.attachEnforcement(es[i]!);
+    this.policies.set(key, { policy, attached });
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 
   deletePolicy(key: string): void {
     const rec = this.policies.get(key);
     if (!rec) throw new Error(`internal: policy ${key} vanished`);
-    for (const a of rec.units) this.detachUnit(a);
-    for (const e of rec.enforcements) this.detachEnforcement(e);
+    for (const a of rec.attached) {
+      if (a instanceof AttachedUnit) this.detachUnit(a);
+      else this.detachEnforcement(a);
+    }
     this.policies.delete(key);
     this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
   }
@@ -247,20 +281,8 @@ export class PolicyResolver implements NamedPortListener {
 
   private attachUnit(unit: RuleUnit): AttachedUnit {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
-    const a: AttachedUnit = {
-      unit,
-      n: this.nextUnit++,
-      clauses: NO_CLAUSES,
-      subject: null,
-      peersRegistered: false,
-      peers: NO_PEERS,
-      targets: NO_TARGETS,
-      cidrRefs: NO_CIDR_REFS,
-      subjectListener: null as unknown as SelectionListener,
-      peerListener: null,
-    };
-    a.subjectListener = new UnitListener(this, a, false);
-    a.subject = this.subjectCache.register(unit.subject, a.subjectListener);
+    const a = new AttachedUnit(this, unit, this.nextUnit++);
+    a.subject = this.subjectCache.register(unit.subject, a);
     // No array for the (many) units that select no local identity.
     if (a.subject.selected.size > 0) this.onSubjectChange(a, [...a.subject.selected], []);
     return a;
@@ -269,7 +291,7 @@ export class PolicyResolver implements NamedPortListener {
   private detachUnit(a: AttachedUnit): void {
     const cs = a.subject as CachedSelector;
     if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected], true);
-    this.subjectCache.unregister(cs, a.subjectListener);
+    this.subjectCache.unregister(cs, a);
     a.subject = null;
   }
 
@@ -288,25 +310,23 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** Registers the unit's peers once some local identity needs it. */
-  private registerPeers(a: AttachedUnit): void {
+  private registerPeers(a: AttachedUnit, w: UnitWiring): void {
     if (this.ctx.faultHook) this.ctx.fault('registerPeers');
-    if (a.clauses === NO_CLAUSES) a.clauses = PolicyResolver.clausesOf(a);
-    a.peerListener ??= new UnitListener(this, a, true);
-    const listener = a.peerListener;
-    a.peers = [];
-    a.cidrRefs = [];
-    a.targets = new Map();
+    const listener = w.peerListener;
+    w.peers = [];
+    w.cidrRefs = [];
+    w.targets = new Map();
     for (const sel of a.unit.peers) {
       if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
       if (sel.kind === 'cidr') {
         // The prefixes a policy mentions get identities, so external addresses resolve to them.
-        for (const c of [sel.cidr, ...sel.except]) a.cidrRefs.push(this.identities.acquireCidr(c));
+        for (const c of [sel.cidr, ...sel.except]) w.cidrRefs.push(this.identities.acquireCidr(c));
       }
       // An FQDN selector's own identity exists before any answer: a first IP costs no map write.
-      if (sel.kind === 'fqdn') a.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
+      if (sel.kind === 'fqdn') w.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
       const cs = this.peerCache.register(sel, listener);
-      a.peers.push(cs);
-      for (const id of cs.selected) a.targets.set(id, (a.targets.get(id) ?? 0) + 1);
+      w.peers.push(cs);
+      for (const id of cs.selected) w.targets.set(id, (w.targets.get(id) ?? 0) + 1);
     }
     if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
@@ -318,12 +338,12 @@ export class PolicyResolver implements NamedPortListener {
     }
   }
 
-  private unregisterPeers(a: AttachedUnit): void {
-    for (const cs of a.peers) this.peerCache.unregister(cs, a.peerListener as SelectionListener);
-    a.peers = NO_PEERS;
-    a.targets = NO_TARGETS;
-    for (const rec of a.cidrRefs) this.identities.release(rec);
-    a.cidrRefs = NO_CIDR_REFS;
+  private unregisterPeers(a: AttachedUnit, w: UnitWiring): void {
+    for (const cs of w.peers) this.peerCache.unregister(cs, w.peerListener);
+    w.peers = NO_PEERS;
+    w.targets = NO_TARGETS;
+    for (const rec of w.cidrRefs) this.identities.release(rec);
+    w.cidrRefs = NO_CIDR_REFS;
     if (a.unit.namedEgress || a.unit.peerNamedPorts) {
       for (const c of a.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
@@ -337,8 +357,9 @@ export class PolicyResolver implements NamedPortListener {
   /** Local identities entering or leaving the unit's subject selection. */
   onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
     if (added.length > 0 && !a.peersRegistered) {
-      a.peersRegistered = true;
-      this.registerPeers(a);
+      const w = (a.wiring ??= new UnitWiring(PolicyResolver.clausesOf(a), new PeerListener(this, a)));
+      w.registered = true;
+      this.registerPeers(a, w);
     }
     for (const x of added) {
       const local = this.maps.locals.get(x);
@@ -356,9 +377,10 @@ export class PolicyResolver implements NamedPortListener {
       local.units.delete(a);
     }
     const stillSelected = detaching ? 0 : (a.subject?.selected.size ?? 0);
-    if (a.peersRegistered && stillSelected === 0) {
-      a.peersRegistered = false;
-      this.unregisterPeers(a);
+    const w = a.wiring;
+    if (w?.registered && stillSelected === 0) {
+      w.registered = false;
+      this.unregisterPeers(a, w);
     }
   }
 
@@ -384,9 +406,8 @@ export class PolicyResolver implements NamedPortListener {
   // ---------------------------------------------------------------- enforcement
 
   private attachEnforcement(unit: EnforcementUnit): AttachedEnforcement {
-    const e: AttachedEnforcement = { unit, subject: null, listener: null as unknown as SelectionListener };
-    e.listener = new EnforcementListener(this, e);
-    e.subject = this.subjectCache.register(unit.subject, e.listener);
+    const e = new AttachedEnforcement(this, unit);
+    e.subject = this.subjectCache.register(unit.subject, e);
     if (e.subject.selected.size > 0) this.onEnforcementChange(e, [...e.subject.selected], []);
     return e;
   }
@@ -394,7 +415,7 @@ export class PolicyResolver implements NamedPortListener {
   private detachEnforcement(e: AttachedEnforcement): void {
     const cs = e.subject as CachedSelector;
     if (cs.selected.size > 0) this.onEnforcementChange(e, [], [...cs.selected]);
-    this.subjectCache.unregister(cs, e.listener);
+    this.subjectCache.unregister(cs, e);
     e.subject = null;
   }
 

@@ -26,8 +26,13 @@ export function fqdnPeerSelector(fqdn: FqdnSelector): IdentitySelector {
   return { kind: 'fqdn', key: `fqdn:${fqdnSelectorKey(fqdn)}`, fqdn };
 }
 
+/** One per selector object (a trace's policies share their selectors): every unit and enforcement subject would otherwise wrap its own. */
+const labelSelectors = new WeakMap<Selector, IdentitySelector>();
+
 export function labelsSelector(selector: Selector): IdentitySelector {
-  return { kind: 'labels', key: selector.key, selector };
+  let s = labelSelectors.get(selector);
+  if (s === undefined) labelSelectors.set(selector, (s = { kind: 'labels', key: selector.key, selector }));
+  return s;
 }
 
 export function cidrSelector(cidr: Cidr, except: readonly Cidr[]): IdentitySelector {

@@ -50,6 +50,34 @@ describe('a parsed trace holds its objects compactly (issue 18)', () => {
     expect(p2?.rules.map((r) => r.origin)).toEqual(parseManifest(JSON.parse(cnp('two', 'y')).manifest, 't').rules.map((r) => r.origin));
   });
 
+  it('rules of a trace share one peer list and one port list per key; a different peer, entity, CIDR exception or port does not', () => {
+    const np = (name: string, from: unknown, ports: unknown): string =>
+      JSON.stringify({ type: 'upsertPolicy', manifest: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: 'a', name }, spec: { podSelector: {}, ingress: [{ from, ports }] } } });
+    const block = (except: string[]): unknown => [{ ipBlock: { cidr: '10.0.0.0/8', except } }];
+    const tcp = (port: number): unknown => [{ port, protocol: 'TCP' }];
+    const lines = [np('p1', block(['10.1.0.0/16']), tcp(80)), np('p2', block(['10.1.0.0/16']), tcp(80)), np('p3', block(['10.2.0.0/16']), tcp(81)), np('p4', [{ podSelector: { matchLabels: { app: 'y' } } }], tcp(80)), np('p5', [{ podSelector: { matchLabels: { app: 'z' } } }], tcp(80))];
+    const [p1, p2, p3, p4, p5] = policiesOf(parseTrace([header, ns, ...lines].join('\n'), 't.jsonl')).map((p) => p.rules[0]);
+    expect(p2?.peers).toBe(p1?.peers);
+    expect(p2?.ports).toBe(p1?.ports);
+    expect(p3?.peers).not.toBe(p1?.peers);
+    expect(p3?.ports).not.toBe(p1?.ports);
+    expect(p4?.ports).toBe(p1?.ports);
+    expect(p5?.peers).not.toBe(p4?.peers);
+    expect(p3?.peers).toEqual(parseManifest(JSON.parse(lines[2] as string).manifest, 't').rules[0]?.peers);
+    expect(p2?.origin.policy.name).toBe('p2');
+  });
+
+  it('read with manifests: false, a policy keeps no manifest and says so when asked; its rules are the same', () => {
+    const line = JSON.stringify({ type: 'upsertPolicy', manifest: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: 'a', name: 'np' }, spec: { podSelector: {}, ingress: [{}] } } });
+    const [kept] = policiesOf(parseTrace([header, ns, line].join('\n'), 't.jsonl'));
+    const [dropped] = policiesOf(parseTrace([header, ns, line].join('\n'), 't.jsonl', { manifests: false }));
+    expect(() => dropped?.manifest).toThrow(/the manifest of NetworkPolicy\/a\/np was not kept \(t\.jsonl read with manifests: false\)/);
+    expect(kept?.manifest).toEqual(JSON.parse(line).manifest);
+    const parts = (p: Policy | undefined): unknown => p && [p.ref, p.rules, p.enforcements, p.warnings, p.tiered];
+    expect(parts(dropped)).toEqual(parts(kept));
+    expect(dropped && isParsedPolicy(dropped)).toBe(true);
+  });
+
   it('pods with equal labels share one frozen label map (fast properties, no prototype), and one port list', () => {
     const t = parseTrace([header, ns, podLine('p1', '{"app": "web"}', '10.0.0.1'), podLine('p2', '{"app": "web"}', '10.0.0.2'), podLine('p3', '{"app": "db", "constructor": "x"}', '10.0.0.3')].join('\n'), 't.jsonl');
     const [p1, p2, p3] = podsOf(t);

@@ -108,3 +108,14 @@ describe('matchPattern: distill vs a restatement of Cilium 1.19 matchpattern.go'
     }
   });
 });
+
+describe('DNS rule query names outside ASCII', () => {
+  it('fold case in ASCII only, as the proxy sees them (miekg/dns escapes other bytes): the Kelvin sign is not k', () => {
+    expect(dnsRuleMatches({ matchName: 'kube.io' }, { name: 'KUBE.io.' })).toBe(true);
+    expect(dnsRuleMatches({ matchName: 'kube.io' }, { name: '\u212Aube.io' })).toBe(false);
+    expect(dnsRuleMatches({ matchPattern: '*.kube.io' }, { name: 'a.\u212Aube.io' })).toBe(false);
+    expect(dnsRuleMatches({ matchPattern: 'k*.io' }, { name: '\u212Aube.io' })).toBe(false);
+    // A match-all rule is `(?:)` in GeneratePattern: every query, whatever its bytes.
+    expect(dnsRuleMatches({ matchPattern: '**' }, { name: '\u212Aube.io' })).toBe(true);
+  });
+});

@@ -467,9 +467,10 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
  */
 function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
   const o = r.object(v, path, ['matchName', 'matchPattern']);
-  // An empty string is an absent field, as Go reads it (`len(dnsRule.MatchName) > 0`).
-  const matchName = r.optString(o.matchName, join(path, 'matchName')) || undefined;
-  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern')) || undefined;
+  // An empty string is refused, as the API server refuses it: the CRD pattern needs one
+  // character (TestFQDNNameRegex lists "" as bad), though the agent would read it as absent.
+  const matchName = r.optString(o.matchName, join(path, 'matchName'));
+  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
   if (matchName === undefined && matchPattern === undefined) r.fail(path, 'one of matchName or matchPattern is required');
   for (const [field, value] of [['matchName', matchName], ['matchPattern', matchPattern]] as const) {
     const error = value === undefined ? undefined : fqdnSyntaxError(field, value);

@@ -102,4 +102,18 @@ describe('DNS rule fields set to the empty string', () => {
     expect(() => parseManifest(policy({ matchName: 'a.io', matchPattern: '' }), 'f')).toThrow(/dns\[0\]\.matchPattern: "" is not a valid DNS pattern/);
     expect(parseManifest(policy({ matchName: 'a.io', matchPattern: '*.io' }), 'f').rules).toHaveLength(1);
   });
+
+  it('in toFQDNs too', () => {
+    const fqdns = (sel: unknown): unknown => ({
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumNetworkPolicy',
+      metadata: { name: 'p', namespace: 'default' },
+      spec: { endpointSelector: {}, egress: [{ toFQDNs: [sel] }] },
+    });
+    expect(() => parseManifest(fqdns({ matchName: '', matchPattern: '*.io' }), 'f')).toThrow(/f spec\.egress\[0\]\.toFQDNs\[0\]\.matchName: "" is not a valid DNS name/);
+    expect(() => parseManifest(fqdns({ matchPattern: '' }), 'f')).toThrow(/toFQDNs\[0\]\.matchPattern: "" is not a valid DNS pattern/);
+    expect(() => parseManifest(fqdns({ matchName: 'a.io', matchPattern: '*.io' }), 'f')).toThrow(/exactly one of matchName or matchPattern/);
+    expect(() => parseManifest(fqdns({}), 'f')).toThrow(/exactly one of matchName or matchPattern/);
+    expect(parseManifest(fqdns({ matchPattern: '*.IO.' }), 'f').rules[0]?.toFQDNs).toEqual([{ matchPattern: '*.io' }]);
+  });
 });

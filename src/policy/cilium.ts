@@ -299,12 +299,13 @@ function parseFqdnSelector(r: Reader, v: unknown, path: string): FqdnSelector {
   const o = r.object(v, path, ['matchName', 'matchPattern']);
   const name = r.optString(o.matchName, join(path, 'matchName'));
   const pattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
-  if ((name === undefined || name === '') === (pattern === undefined || pattern === '')) r.fail(path, 'exactly one of matchName or matchPattern is required');
-  const field = name !== undefined && name !== '' ? 'matchName' : 'matchPattern';
-  const value = (field === 'matchName' ? name : pattern) as string;
-  const error = fqdnSyntaxError(field, value);
-  if (error !== undefined) r.fail(join(path, field), error);
-  return makeFqdnSelector(field, value);
+  // A field set to "" is refused too: the API server's CRD pattern needs one character.
+  for (const [field, value] of [['matchName', name], ['matchPattern', pattern]] as const) {
+    const error = value === undefined ? undefined : fqdnSyntaxError(field, value);
+    if (error !== undefined) r.fail(join(path, field), error);
+  }
+  if ((name === undefined) === (pattern === undefined)) r.fail(path, 'exactly one of matchName or matchPattern is required');
+  return name !== undefined ? makeFqdnSelector('matchName', name) : makeFqdnSelector('matchPattern', pattern as string);
 }
 
 function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {

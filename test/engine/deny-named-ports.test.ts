@@ -52,6 +52,7 @@ const POLICIES: readonly EngineEvent[] = [
   cnp('deny-any-ep', '  endpointSelector: {matchLabels: {app: two}}\n  egressDeny: [{toEndpoints: [{}], toPorts: [{ports: [{port: dns}]}]}]\n'),
   cnp('deny-ingress', '  endpointSelector: {}\n  ingressDeny: [{fromEndpoints: [{}], toPorts: [{ports: [{port: web}]}]}]\n'),
   cnp('ccnp-deny', '  endpointSelector: {}\n  egressDeny: [{toEndpoints: [{matchLabels: {app: one}}], toPorts: [{ports: [{port: web, protocol: ANY}]}]}]\n', 'CiliumClusterwideNetworkPolicy'),
+  cnp('ccnp-deny-all-ep', '  endpointSelector: {matchLabels: {app: three}}\n  egressDeny: [{toEndpoints: [{}], toPorts: [{ports: [{port: web, protocol: TCP}]}]}]\n', 'CiliumClusterwideNetworkPolicy'),
   cnp('allow-named', '  endpointSelector: {matchLabels: {app: one}}\n  egress: [{toEndpoints: [{}], toPorts: [{ports: [{port: web}]}]}]\n'),
 ];
 

@@ -88,3 +88,32 @@ describe('DNS rules on port ranges', () => {
     expect(parseManifest(policy([{ port: '53', endPort: 53, protocol: 'UDP' }]), 'f').rules).toHaveLength(1);
   });
 });
+
+describe('DNS rule fields set to the empty string', () => {
+  const policy = (dns: unknown): unknown => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'default' },
+    spec: { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [dns] } }] }] },
+  });
+
+  it('are refused as the API server refuses them (CRD pattern ^([-a-zA-Z0-9_]+[.]?)+$; TestFQDNNameRegex lists "" as bad)', () => {
+    expect(() => parseManifest(policy({ matchName: '', matchPattern: '*.io' }), 'f')).toThrow(/f spec\.egress\[0\]\.toPorts\[0\]\.rules\.dns\[0\]\.matchName: "" is not a valid DNS name/);
+    expect(() => parseManifest(policy({ matchName: 'a.io', matchPattern: '' }), 'f')).toThrow(/dns\[0\]\.matchPattern: "" is not a valid DNS pattern/);
+    expect(parseManifest(policy({ matchName: 'a.io', matchPattern: '*.io' }), 'f').rules).toHaveLength(1);
+  });
+
+  it('in toFQDNs too', () => {
+    const fqdns = (sel: unknown): unknown => ({
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumNetworkPolicy',
+      metadata: { name: 'p', namespace: 'default' },
+      spec: { endpointSelector: {}, egress: [{ toFQDNs: [sel] }] },
+    });
+    expect(() => parseManifest(fqdns({ matchName: '', matchPattern: '*.io' }), 'f')).toThrow(/f spec\.egress\[0\]\.toFQDNs\[0\]\.matchName: "" is not a valid DNS name/);
+    expect(() => parseManifest(fqdns({ matchPattern: '' }), 'f')).toThrow(/toFQDNs\[0\]\.matchPattern: "" is not a valid DNS pattern/);
+    expect(() => parseManifest(fqdns({ matchName: 'a.io', matchPattern: '*.io' }), 'f')).toThrow(/exactly one of matchName or matchPattern/);
+    expect(() => parseManifest(fqdns({}), 'f')).toThrow(/exactly one of matchName or matchPattern/);
+    expect(parseManifest(fqdns({ matchPattern: '*.IO.' }), 'f').rules[0]?.toFQDNs).toEqual([{ matchPattern: '*.io' }]);
+  });
+});

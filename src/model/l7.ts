@@ -159,9 +159,13 @@ export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
   return true;
 }
 
-/** DNS names compare case-insensitively and without the trailing root dot. */
+/**
+ * DNS names compare case-insensitively (ASCII only: the proxy sees a name in miekg/dns's
+ * presentation form, where every byte outside printable ASCII is a `\DDD` escape, so `K`, U+212A,
+ * never folds to `k`) and without the trailing root dot.
+ */
 function normalizeName(name: string): string {
-  const lower = name.toLowerCase();
+  const lower = name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
   return lower.endsWith('.') && lower !== '.' ? lower.slice(0, -1) : lower;
 }
 

@@ -315,12 +315,13 @@ function parseFqdnSelector(r: Reader, v: unknown, path: string): FqdnSelector {
   const o = r.object(v, path, ['matchName', 'matchPattern']);
   const name = r.optString(o.matchName, join(path, 'matchName'));
   const pattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
-  if ((name === undefined || name === '') === (pattern === undefined || pattern === '')) r.fail(path, 'exactly one of matchName or matchPattern is required');
-  const field = name !== undefined && name !== '' ? 'matchName' : 'matchPattern';
-  const value = (field === 'matchName' ? name : pattern) as string;
-  const error = fqdnSyntaxError(field, value);
-  if (error !== undefined) r.fail(join(path, field), error);
-  return makeFqdnSelector(field, value);
+  // A field set to "" is refused too: the API server's CRD pattern needs one character.
+  for (const [field, value] of [['matchName', name], ['matchPattern', pattern]] as const) {
+    const error = value === undefined ? undefined : fqdnSyntaxError(field, value);
+    if (error !== undefined) r.fail(join(path, field), error);
+  }
+  if ((name === undefined) === (pattern === undefined)) r.fail(path, 'exactly one of matchName or matchPattern is required');
+  return name !== undefined ? makeFqdnSelector('matchName', name) : makeFqdnSelector('matchPattern', pattern as string);
 }
 
 function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
@@ -486,9 +487,10 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
  */
 function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
   const o = r.object(v, path, ['matchName', 'matchPattern']);
-  // An empty string is an absent field, as Go reads it (`len(dnsRule.MatchName) > 0`).
-  const matchName = r.optString(o.matchName, join(path, 'matchName')) || undefined;
-  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern')) || undefined;
+  // An empty string is refused, as the API server refuses it: the CRD pattern needs one
+  // character (TestFQDNNameRegex lists "" as bad), though the agent would read it as absent.
+  const matchName = r.optString(o.matchName, join(path, 'matchName'));
+  const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
   if (matchName === undefined && matchPattern === undefined) r.fail(path, 'one of matchName or matchPattern is required');
   for (const [field, value] of [['matchName', matchName], ['matchPattern', matchPattern]] as const) {
     const error = value === undefined ? undefined : fqdnSyntaxError(field, value);

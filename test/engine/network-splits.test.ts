@@ -213,18 +213,13 @@ describe('a NetworkPolicy-tier egress named port beside a split by the same name
     // A Baseline destinationNamedPort puts `http` in force: x2 (no http) splits from x0 and x1.
     b.apply([cnp('named', 1, [{ action: 'Accept', to: [{ pods: { namespaceSelector: {}, podSelector: {} } }], protocols: [{ destinationNamedPort: 'http' }] }], 'Baseline')]);
     expect(b.id('b/x0')).not.toBe(b.id('b/x2'));
-    const deny = parseManifest(
-      {
-        apiVersion: 'cilium.io/v2',
-        kind: 'CiliumNetworkPolicy',
-        metadata: { name: 'deny-http', namespace: 'client' },
-        spec: { endpointSelector: {}, egress: [{ toEntities: ['all'] }], egressDeny: [{ toPorts: [{ ports: [{ port: 'http' }] }] }] },
-      },
-      't.yaml',
-    );
-    b.apply([{ type: 'upsertPolicy', policy: deny }]);
-    // x0, x1 and x2 share labels and disagree on http: unresolved for the NP tier, so the deny does not apply.
-    expect(b.egress('b/x0', 'TCP', 80)).toBe(true);
+    const cnpOf = (spec: unknown): EngineEvent => ({ type: 'upsertPolicy', policy: parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'http', namespace: 'client' }, spec }, 't.yaml') });
+    b.apply([cnpOf({ endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: 'http' }] }] }] })]);
+    // x0, x1 and x2 share labels and disagree on http: unresolved for an NP-tier allow, so 80 is not allowed.
+    expect(b.egress('b/x0', 'TCP', 80)).toBe(false);
+    // A deny resolves the name over every pod of the cluster (TCP/80 only) for every peer (fbe797c): x2 too.
+    b.apply([cnpOf({ endpointSelector: {}, egress: [{ toEntities: ['all'] }], egressDeny: [{ toPorts: [{ ports: [{ port: 'http' }] }] }] })]);
+    expect([b.egress('b/x0', 'TCP', 80), b.egress('b/x2', 'TCP', 80), b.egress('b/x0', 'TCP', 81)]).toEqual([false, false, true]);
   });
 });
 

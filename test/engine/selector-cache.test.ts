@@ -1,8 +1,9 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseCidr } from '../../src/model/cidr.js';
 import { k8sLabels, makeLabelSet, reservedLabel } from '../../src/model/labels.js';
-import { makeSelector, Requirement } from '../../src/model/selector.js';
-import { cidrSelector, labelsSelector, SelectionListener, SelectorCache } from '../../src/engine/selector-cache.js';
+import { makeSelector, Requirement, selectorMatches } from '../../src/model/selector.js';
+import { CachedSelector, cidrSelector, labelsSelector, SelectionListener, SelectorCache } from '../../src/engine/selector-cache.js';
 import { emptyStats } from '../../src/engine/stats.js';
 
 const k8s = (key: string): { source: string; key: string } => ({ source: 'k8s', key });
@@ -103,5 +104,75 @@ describe('selector cache', () => {
     cache.addIdentity({ id: 1 << 24 | 4, matchLabels: world, cidr: parseCidr('192.168.0.0/16') });
     cache.addIdentity({ id: 9, matchLabels: world });
     expect([...cs.selected].sort()).toEqual([1 << 24 | 1, 1 << 24 | 3]);
+  });
+});
+
+describe('selector cache vs brute force (keys indexed on first need)', () => {
+  const KEYS = ['app', 'tier', 'io.kubernetes.pod.namespace', 'io.cilium.k8s.namespace.labels.team', 'io.cilium.k8s.policy.cluster'];
+  const VALUES = ['a', 'b', 'c'];
+  const SOURCES = ['k8s', 'any', 'reserved'];
+  const reqArb = fc.record({
+    key: fc.record({ source: fc.constantFrom(...SOURCES), key: fc.constantFrom(...KEYS) }),
+    operator: fc.constantFrom('In' as const, 'NotIn' as const, 'Exists' as const, 'DoesNotExist' as const),
+    values: fc.uniqueArray(fc.constantFrom(...VALUES), { minLength: 1, maxLength: 2 }),
+  });
+  const labelsArb = fc.uniqueArray(fc.record({ source: fc.constantFrom('k8s', 'reserved'), key: fc.constantFrom(...KEYS), value: fc.constantFrom(...VALUES) }), {
+    maxLength: 4,
+    selector: (l) => `${l.source}:${l.key}`,
+  });
+  type Op =
+    | { k: 'add'; id: number; labels: { source: string; key: string; value: string }[] }
+    | { k: 'remove'; id: number }
+    | { k: 'register'; sel: number; reqs: Requirement[] }
+    | { k: 'unregister'; sel: number };
+  const opArb: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({ k: fc.constant('add' as const), id: fc.integer({ min: 256, max: 262 }), labels: labelsArb }),
+    fc.record({ k: fc.constant('remove' as const), id: fc.integer({ min: 256, max: 262 }) }),
+    fc.record({ k: fc.constant('register' as const), sel: fc.nat(5), reqs: fc.array(reqArb, { minLength: 1, maxLength: 2 }) }),
+    fc.record({ k: fc.constant('unregister' as const), sel: fc.nat(5) }),
+  );
+
+  it('every registered selector selects exactly the identities it matches, and its listener saw exactly those changes', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 40 }), (ops) => {
+        const cache = new SelectorCache(emptyStats());
+        const live = new Map<number, ReturnType<typeof makeLabelSet>>();
+        const slots = new Map<number, { cs: CachedSelector; listener: SelectionListener; seen: Set<number> }>();
+        // A slot's listener may be re-registered under another selector; each has its own view.
+        for (const o of ops) {
+          if (o.k === 'add' && !live.has(o.id)) {
+            const labels = makeLabelSet(o.labels);
+            live.set(o.id, labels);
+            cache.addIdentity({ id: o.id, matchLabels: labels });
+          } else if (o.k === 'remove' && live.has(o.id)) {
+            live.delete(o.id);
+            cache.removeIdentity(o.id);
+          } else if (o.k === 'register' && !slots.has(o.sel)) {
+            const seen = new Set<number>();
+            const listener: SelectionListener = {
+              selectionChanged: (_cs, added, removed) => {
+                for (const id of added) seen.add(id);
+                for (const id of removed) seen.delete(id);
+              },
+            };
+            const cs = cache.register(labelsSelector(makeSelector(o.reqs)), listener);
+            for (const id of cs.selected) seen.add(id);
+            slots.set(o.sel, { cs, listener, seen });
+          } else if (o.k === 'unregister' && slots.has(o.sel)) {
+            const s = slots.get(o.sel)!;
+            cache.unregister(s.cs, s.listener);
+            slots.delete(o.sel);
+          }
+          for (const { cs, seen } of slots.values()) {
+            const sel = cs.selector;
+            if (sel.kind !== 'labels') throw new Error('label selectors only');
+            const want = [...live].filter(([, l]) => selectorMatches(sel.selector, l)).map(([id]) => id).sort();
+            expect([sel.key, [...cs.selected].sort()]).toEqual([sel.key, want]);
+            expect([sel.key, [...seen].sort()]).toEqual([sel.key, want]);
+          }
+        }
+      }),
+      { numRuns: process.env.DISTILL_LONG ? 20_000 : 500, ...(process.env.DISTILL_LONG ? {} : { seed: 20261130 }) },
+    );
   });
 });

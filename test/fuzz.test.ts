@@ -24,7 +24,7 @@ type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : []));
 }
-const SCENARIO_FILES = ['fixtures/scenarios', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s'].flatMap(files).sort();
+const SCENARIO_FILES = ['fixtures/scenarios', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s', 'fixtures/conformance/npapi'].flatMap(files).sort();
 const SCENARIOS = SCENARIO_FILES.map((f) => parseYaml(readFileSync(f, 'utf8')) as Json);
 /** Manifests the conformance corpus accepts or refuses (each file: one or more documents). */
 const MANIFESTS = ['fixtures/conformance/accept', 'fixtures/conformance/refuse'].flatMap(files).flatMap((f) => parseAllDocuments(readFileSync(f, 'utf8')).map((d) => d.toJS() as Json));

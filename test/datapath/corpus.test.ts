@@ -11,7 +11,7 @@ import { unavailable } from './gate.js';
  */
 const enabled = process.env.DISTILL_TESTBED_CORPUS === '1';
 if (enabled && unavailable) throw new Error(`DISTILL_TESTBED_CORPUS=1 but ${unavailable}`);
-const CORPUS = ['fixtures/scenarios', 'fixtures/conformance/accept', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s'];
+const CORPUS = ['fixtures/scenarios', 'fixtures/conformance/accept', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s', 'fixtures/conformance/npapi'];
 
 function yamlFiles(dir: string): string[] {
   return readdirSync(dir)

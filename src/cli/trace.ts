@@ -6,8 +6,7 @@ import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { Engine } from '../engine/engine.js';
-import { EngineDecider } from '../harness/engine-decider.js';
-import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioState } from './common.js';
+import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
 import { formatOrigin, hubbleVerdict, labelsOfEngine, portProto, renderMapRecords } from './render.js';
 
@@ -136,14 +135,15 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     const { port, protocol } = parsePortProto(opts.port);
     const request = requestOf(opts);
     const step = intOption(opts.step, '--step', 0);
-    let state = scenarioState(readScenario(ctx, opts.scenario), step);
+    const built = scenarioEngine(readScenario(ctx, opts.scenario), step);
+    let state = built.state;
     for (const p of readPolicies(ctx, opts.filename)) state = upsertPolicy(state, p);
     const src = resolvePeer(state, opts.from, '--from');
     const dst = resolvePeer(src.state, opts.to, '--to');
     state = dst.state;
     const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
-    const engine = new Engine();
-    const decision = new EngineDecider(engine).decide(state, flow);
+    const engine = built.decider.engine;
+    const decision = built.decider.decide(state, flow);
     const sides: SideReport[] = [];
     if (decision.egress) sides.push(side(engine, state, flow.from, flow.to, flow, decision.egress));
     if (decision.ingress) sides.push(side(engine, state, flow.to, flow.from, flow, decision.ingress));

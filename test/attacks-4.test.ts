@@ -29,3 +29,24 @@ describe('trace agrees with reach on a history-dependent flow', () => {
     expect((JSON.parse(last.out) as { allowed: boolean }).allowed).toBe(true);
   });
 });
+
+describe('trace resolves peers as reach does', () => {
+  it('an external at a pod address is that pod (the ipcache), not an error', () => {
+    const f = 'fixtures/scenarios/attacks-2/external-at-a-pod-address.yaml';
+    const t = cli('trace', '--scenario', f, '--step', '0', '--from', 'x/client', '--to', 'same-as-server', '--port', '443/TCP', '-o', 'json');
+    expect(t.code).toBe(0);
+    const o = JSON.parse(t.out) as { allowed: boolean; sides: { endpoint: string }[] };
+    expect(o.allowed).toBe(false);
+    expect(o.sides.map((s) => s.endpoint)).toEqual(['x/client', 'x/server']);
+  });
+  it('node peers (`node:<name>`, as scenario probes name them)', () => {
+    const t = cli('trace', '--scenario', 'fixtures/scenarios/nodes/node-identities.yaml', '--step', '0', '--from', 'node:n1', '--to', 'default/web', '--port', '80/TCP', '-o', 'json');
+    expect(t.code).toBe(0);
+    const reach = cli('reach', '--scenario', 'fixtures/scenarios/nodes/node-identities.yaml', '--json')
+      .out.trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { step: number; probe: number; allowed: boolean })
+      .find((o) => o.step === 0 && o.probe === 0);
+    expect((JSON.parse(t.out) as { allowed: boolean }).allowed).toBe(reach?.allowed);
+  });
+});

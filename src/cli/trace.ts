@@ -1,13 +1,13 @@
 import { Command, Option } from 'commander';
-import { parseIp } from '../model/cidr.js';
-import { ClusterState, podIps, upsertExternal, upsertPolicy } from '../model/cluster.js';
-import type { DirectionDecision, Flow } from '../model/flow.js';
+import { isValidIp, parseIp } from '../model/cidr.js';
+import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js';
+import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
-import { Engine } from '../engine/engine.js';
-import { EngineDecider } from '../harness/engine-decider.js';
-import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioState } from './common.js';
+import type { Engine } from '../engine/engine.js';
+import { peerIdentity } from '../harness/engine-decider.js';
+import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
 import { formatOrigin, hubbleVerdict, labelsOfEngine, portProto, renderMapRecords } from './render.js';
 
@@ -57,17 +57,20 @@ function requestOf(opts: TraceOptions): L7Request | undefined {
 
 /** A pod or external by name, a pod by IP, or else a plain IP added as an external named by it. */
 function resolvePeer(state: ClusterState, name: string, option: string): { state: ClusterState; name: string } {
-  if (state.pods.has(name) || state.externals.has(name)) return { state, name };
+  // What reach resolves (pods, externals, `node:<name>`, a pod's or node's address) is taken as is: the decider resolves it the same way.
+  try {
+    const ep = resolveEndpoint(state, name);
+    // A pod given by its address is shown by its name.
+    return { state, name: ep.kind === 'pod' && isValidIp(name) ? ep.name : name };
+  } catch (e) {
+    if (!(e instanceof UnknownEndpointError)) throw e;
+  }
   let ip;
   try {
     ip = parseIp(name);
   } catch {
     throw new InputError(`${option}: no pod or external named "${name}", and not an IP address (pods: namespace/name)`);
   }
-  // Of two pods claiming the address, the last written (pods are kept in write order), as the ipcache.
-  const holder = [...state.pods].reverse().find(([, pod]) => podIps(pod).some((a) => a.text === ip.text));
-  if (holder) return { state, name: holder[0] };
-  for (const [key, ext] of state.externals) if (ext.ip.text === ip.text) return { state, name: key };
   return { state: upsertExternal(state, { name, ip }), name };
 }
 
@@ -86,8 +89,10 @@ interface SideReport {
   l7?: { parser: string; verdict: string; allowedBy: string[] };
 }
 
-function side(engine: Engine, state: ClusterState, endpoint: string, peer: string, flow: Flow, d: DirectionDecision): SideReport {
-  const peerId = state.pods.has(peer) ? (engine.identityOfPod(peer) as number) : engine.identityOfIp((state.externals.get(peer) as { ip: Parameters<Engine['identityOfIp']>[0] }).ip);
+/** One side of the flow: `at` enforces (a pod, as the decider resolved it), `peer` is the other end. */
+function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, d: DirectionDecision): SideReport {
+  const endpoint = at.name;
+  const peerId = peerIdentity(engine, peer);
   const hit = engine.lookup(endpoint, peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
   const labelsOf = labelsOfEngine(engine);
   const entry = hit
@@ -136,17 +141,19 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     const { port, protocol } = parsePortProto(opts.port);
     const request = requestOf(opts);
     const step = intOption(opts.step, '--step', 0);
-    let state = scenarioState(readScenario(ctx, opts.scenario), step);
+    const built = scenarioEngine(readScenario(ctx, opts.scenario), step);
+    let state = built.state;
     for (const p of readPolicies(ctx, opts.filename)) state = upsertPolicy(state, p);
     const src = resolvePeer(state, opts.from, '--from');
     const dst = resolvePeer(src.state, opts.to, '--to');
     state = dst.state;
     const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
-    const engine = new Engine();
-    const decision = new EngineDecider(engine).decide(state, flow);
+    const engine = built.decider.engine;
+    const decision = built.decider.decide(state, flow);
     const sides: SideReport[] = [];
-    if (decision.egress) sides.push(side(engine, state, flow.from, flow.to, flow, decision.egress));
-    if (decision.ingress) sides.push(side(engine, state, flow.to, flow.from, flow, decision.ingress));
+    const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
+    if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress));
+    if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress));
     const verdict = flowVerdict(sides, decision.allowed, decision.proxied);
     const data = { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict, allowed: decision.allowed, proxied: decision.proxied, sides: sides.map(({ table: _table, ...rest }) => rest) };
     if (!printData(io, opts.output, data)) {

@@ -4,9 +4,8 @@ import { basename, join } from 'node:path';
 import { BpfBackend } from '../backend/bpf.js';
 import { ipcachePinPath } from '../backend/ipcache.js';
 import { Engine } from '../engine/engine.js';
-import { initialEvents } from '../harness/cluster-sync.js';
 import type { ClusterState } from '../model/cluster.js';
-import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioState, table } from './common.js';
+import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioEngine, table } from './common.js';
 import { labelsOfEngine } from './render.js';
 
 interface ClusterOptions {
@@ -17,10 +16,8 @@ interface ClusterOptions {
 
 /** The scenario's cluster at --step, built into an engine (memory only). */
 function clusterEngine(ctx: Ctx, opts: ClusterOptions): { state: ClusterState; engine: Engine } {
-  const state = scenarioState(readScenario(ctx, opts.scenario), intOption(opts.step, '--step', 0));
-  const engine = new Engine();
-  engine.apply(initialEvents(state));
-  return { state, engine };
+  const { state, decider } = scenarioEngine(readScenario(ctx, opts.scenario), intOption(opts.step, '--step', 0));
+  return { state, engine: decider.engine };
 }
 
 const RESERVED_MAX = 255;

@@ -12,7 +12,7 @@ import { ALL_LOCAL, clusterEvents, LocalityRule } from './cluster-sync.js';
 /** Where an address's identity comes from: by default the engine's ipcache; a kernel ipcache plugs in here. */
 export type IpLookup = (ip: IpAddress) => IdentityId;
 
-function peerIdentity(engine: Engine, ep: FlowEndpoint, ipLookup?: IpLookup): IdentityId {
+export function peerIdentity(engine: Engine, ep: FlowEndpoint, ipLookup?: IpLookup): IdentityId {
   if (ep.kind === 'pod') {
     // A pod the flow names by address is looked up by that address, as the datapath does (ipcache).
     const id = ipLookup ? ipLookup(ep.address ?? ep.pod.ip) : ep.address ? engine.identityOfIp(ep.address) : engine.identityOfPod(ep.name);

@@ -112,6 +112,11 @@ export class ClusterMirror {
   private readonly refused = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
+  /**
+   * True once a Namespace was listed or watched: from then on a pod waits for its namespace (see
+   * `awaitNamespaces`). Without a namespace stream pods carry only their namespace's name.
+   */
+  private namespacesWatched = false;
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -145,6 +150,7 @@ export class ClusterMirror {
       this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
       return undefined;
     }
+    if (kind === 'Namespace') this.namespacesWatched = true;
     const key = objectKey(kind, obj);
     const rv = rec(obj.metadata).resourceVersion;
     const rvs = typeof rv === 'string' ? rv : undefined;
@@ -209,6 +215,7 @@ export class ClusterMirror {
       if (key !== undefined) listed.add(key);
     });
     if (item.itemKind !== undefined) kinds.add(item.itemKind);
+    if (kinds.has('Namespace')) this.namespacesWatched = true;
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
       this.setDesired(key, item.resourceVersion ?? state.rv, undefined);
@@ -292,12 +299,33 @@ export class ClusterMirror {
       if (next.size >= this.limit) break;
     }
     if (this.dirty.size === 0) this.limit = Infinity;
+    this.awaitNamespaces(next);
     const events = this.eventsFor(next);
     return {
       events,
       commit: () => this.commit(next),
       rollback: () => this.rollback(next),
     };
+  }
+
+  /**
+   * A pod whose namespace the engine does not hold (and this batch does not bring) is no endpoint
+   * yet: its identity would lack the namespace's labels, so a deny or a `NotIn` selector on them
+   * would miss it. Cilium refuses such an endpoint: fetchK8sMetadataForEndpoint
+   * (daemon/cmd/endpoint.go) reads the namespace from the watcher's store (GetCachedNamespace,
+   * pkg/k8s/watchers/namespace.go) and fails with NotFound. The pod is sent when its namespace
+   * commits (`commit`).
+   */
+  private awaitNamespaces(next: Map<string, Held | undefined>): void {
+    if (!this.namespacesWatched) return;
+    for (const [key, want] of next) {
+      if (want?.kind !== 'Pod') continue;
+      const nsKey = `Namespace//${want.pod.namespace}`;
+      if (next.has(nsKey) ? next.get(nsKey) !== undefined : this.held.has(nsKey)) continue;
+      this.debug('pod waits for its namespace', { key, namespace: want.pod.namespace });
+      if (this.held.has(key)) next.set(key, undefined);
+      else next.delete(key);
+    }
   }
 
   private rollback(next: Map<string, Held | undefined>): void {
@@ -326,6 +354,14 @@ export class ClusterMirror {
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
+      if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
+    }
+  }
+
+  /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */
+  private podsWaitingIn(ns: string): void {
+    for (const [key, state] of this.objects) {
+      if (state.desired?.kind === 'Pod' && state.desired.pod.namespace === ns && !this.held.has(key)) this.dirty.add(key);
     }
   }
 

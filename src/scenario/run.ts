@@ -216,7 +216,8 @@ function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): Clus
   return s;
 }
 
-export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRun {
+/** `onStep`: called with the cluster after each step's changes (before its probes). */
+export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (state: ClusterState) => void): ScenarioRun {
   const start: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
   let state = applyAll(start, scenario.setup, scenario.source);
   const steps: StepRun[] = [];
@@ -224,6 +225,7 @@ export function runScenario(scenario: Scenario, decide: FlowDecider): ScenarioRu
   scenario.steps.forEach((step, si) => {
     state = applyAll(state, step.changes, scenario.source);
     state = withProbeAddresses(state, step.probes);
+    onStep?.(state);
     const results: ProbeResult[] = [];
     step.probes.forEach((probe, pi) => {
       for (const flow of expandProbe(state, probe, scenario.source, budget)) {

@@ -103,7 +103,7 @@ describe('cluster mirror', () => {
     expect(events.map((e) => `${e.type} ${e.type === 'upsertPod' ? e.pod.name : e.type === 'deletePod' ? e.name : ''}`)).toEqual(['upsertPod c', 'deletePod b']);
     expect(h.types(JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicyList', metadata: { resourceVersion: '21' }, items: [] }))).toEqual(['deletePolicy']);
   });
-  it('re-sends what a namespace deletion took from the engine but still exists', () => {
+  it('re-sends what a namespace deletion took from the engine once the namespace is back (a pod waits for its namespace)', () => {
     const h = harness();
     const engine = new Engine();
     const apply = (...lines: string[]): string[] => {
@@ -114,6 +114,10 @@ describe('cluster mirror', () => {
     apply(ev('ADDED', ns('shop', 1)), ev('ADDED', pod('web', 2)));
     expect(apply(ev('DELETED', ns('shop', 3)))).toEqual(['deleteNamespace']);
     expect(engine.endpoints()).toEqual([]);
+    // Without its namespace the pod's identity would lack the namespace labels (test/k8s/namespace-first.test.ts).
+    expect(apply()).toEqual([]);
+    expect(engine.endpoints()).toEqual([]);
+    expect(apply(ev('ADDED', ns('shop', 4)))).toEqual(['upsertNamespace']);
     expect(apply()).toEqual(['upsertPod']);
     expect(engine.endpoints()).toEqual(['shop/web']);
   });

@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { Engine } from '../../src/engine/engine.js';
+import { ClusterMirror } from '../../src/k8s/mirror.js';
+import { WatchStreamParser } from '../../src/k8s/watch.js';
+
+/**
+ * Attack round 4: a pod whose Namespace the agent has not seen yet (separate watch streams, no
+ * order between them) or no longer sees (the namespace stream ran ahead of the pod stream). Its
+ * identity lacked the namespace's labels, so a deny on them missed it while a cluster-wide allow
+ * matched it: fail-open. Cilium makes no endpoint for such a pod: fetchK8sMetadataForEndpoint
+ * (daemon/cmd/endpoint.go) reads the namespace from the watcher's store (GetCachedNamespace,
+ * pkg/k8s/watchers/namespace.go) and fails with NotFound; a remote pod's identity comes from its
+ * own agent, which refuses the same way.
+ */
+type Obj = Record<string, unknown>;
+const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
+const ns = (name: string, rv: number, labels: Obj = {}): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv), labels } });
+const pod = (namespace: string, name: string, rv: number, node: string, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, resourceVersion: String(rv), labels: { app: name } }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } });
+const ccnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name, resourceVersion: String(rv) }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
+const allowCluster = (rv: number) => ccnp('allow', rv, { ingress: [{ fromEntities: ['cluster'] }] });
+const denyEvil = (rv: number) => ccnp('deny-evil', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'io.cilium.k8s.namespace.labels.team': 'evil' } }] }] });
+
+function agent() {
+  const mirror = new ClusterMirror({ nodeName: 'n1' });
+  const engine = new Engine();
+  const parser = new WatchStreamParser('w');
+  const step = (...lines: string[]): void => {
+    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
+    for (let i = 0; i < 50 && !mirror.idle; i++) {
+      const b = mirror.flush();
+      engine.apply(b.events as EngineEvent[]);
+      b.commit();
+    }
+    expect(mirror.idle).toBe(true);
+  };
+  /** The verdict for the peer holding `ip` (as the datapath resolves it) to x/server on 80/TCP. */
+  const verdict = (ip: string): string => {
+    const id = engine.ipcache().find((e) => e.prefix === `${ip}/32`)?.identity;
+    const hit = id === undefined ? undefined : engine.lookup('x/server', id, 'ingress', 6, 80);
+    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+  };
+  return { step, verdict, engine };
+}
+
+describe('agent: a pod whose namespace is not (or no longer) known', () => {
+  it('is no endpoint until its namespace arrives, then carries its labels', () => {
+    const a = agent();
+    a.step(ev('ADDED', ns('x', 1)), ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1')), ev('ADDED', allowCluster(3)), ev('ADDED', denyEvil(4)));
+    a.step(ev('ADDED', pod('y', 'intruder', 5, 'n2', '10.0.0.9')));
+    expect(a.engine.identityOfPod('y/intruder')).toBeUndefined();
+    expect(a.verdict('10.0.0.9')).not.toBe('allow');
+    a.step(ev('ADDED', ns('y', 6, { team: 'evil' })));
+    expect(a.engine.identityOfPod('y/intruder')).toBeDefined();
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+  });
+  it('is not re-sent without its namespace labels after the namespace is deleted', () => {
+    const a = agent();
+    a.step(ev('ADDED', ns('x', 1)), ev('ADDED', ns('y', 2, { team: 'evil' })), ev('ADDED', pod('x', 'server', 3, 'n1', '10.0.0.1')), ev('ADDED', allowCluster(4)), ev('ADDED', denyEvil(5)));
+    a.step(ev('ADDED', pod('y', 'intruder', 6, 'n2', '10.0.0.9')));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    a.step(ev('DELETED', ns('y', 7, { team: 'evil' })));
+    expect(a.engine.identityOfPod('y/intruder')).toBeUndefined();
+    expect(a.verdict('10.0.0.9')).not.toBe('allow');
+  });
+  it('without any Namespace stream, pods still become endpoints (namespace name only)', () => {
+    const a = agent();
+    a.step(ev('ADDED', pod('x', 'server', 1, 'n1', '10.0.0.1')));
+    expect(a.engine.identityOfPod('x/server')).toBeDefined();
+  });
+});

@@ -2,15 +2,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, Pod } from '../../src/model/cluster.js';
-import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
-import { ContainerPort, FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
+import { ContainerPort, FlowProtocol } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { L7ParserConflictError } from '../../src/engine/rule-units.js';
 import { applyEventToCluster, comparableMaps, initialEvents } from '../../src/harness/cluster-sync.js';
-import { decideDirection } from '../../src/naive/evaluator.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { INITIAL_CLUSTER } from './gen.js';
+import { checkAllFlows } from './all-flows.js';
 
 /**
  * Deny rules on named ports, incrementally: pods bringing and dropping (name, port) pairs, relabels,
@@ -112,27 +111,10 @@ let flowsChecked = 0;
 let deniedByNamedPort = 0;
 let refusals = 0;
 
-/** Every local endpoint, every peer, both directions, every probe: engine lookup vs oracle. */
-function checkAllFlows(engine: Engine, state: ClusterState, step: string): void {
-  const peers = [...state.pods.keys(), ...state.externals.keys()];
-  for (const ep of engine.endpoints()) {
-    const subject = resolveEndpoint(state, ep);
-    if (subject.kind !== 'pod') throw new Error('endpoint is not a pod');
-    for (const peerName of peers) {
-      const peer = resolveEndpoint(state, peerName);
-      const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(endpointAddress(peer));
-      for (const direction of ['ingress', 'egress'] as const) {
-        for (const { protocol, port } of PROBES) {
-          const naive = decideDirection(state, subject, direction, peer, protocol, port, undefined);
-          const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
-          const allowed = hit !== undefined && !hit.entry.deny;
-          flowsChecked++;
-          if (hit?.entry.deny && direction === 'egress') deniedByNamedPort++;
-          expect({ step, ep, peerName, direction, protocol, port, allowed }).toEqual({ step, ep, peerName, direction, protocol, port, allowed: naive.allowed });
-        }
-      }
-    }
-  }
+function checkFlows(engine: Engine, state: ClusterState, step: string): void {
+  const { flows, egressDenies } = checkAllFlows(engine, state, PROBES, step);
+  flowsChecked += flows;
+  deniedByNamedPort += egressDenies;
 }
 
 function run(ops: readonly Op[]): void {
@@ -152,7 +134,7 @@ function run(ops: readonly Op[]): void {
       if (!(err instanceof L7ParserConflictError) || o.k !== 'refused') throw err;
       expect(comparableMaps(engine)).toEqual(before);
       refusals++;
-      return checkAllFlows(engine, state, `#${i} refused ${JSON.stringify(o)}`);
+      return checkFlows(engine, state, `#${i} refused ${JSON.stringify(o)}`);
     }
     for (const ev of batch) {
       state = applyEventToCluster(state, ev);
@@ -160,7 +142,7 @@ function run(ops: readonly Op[]): void {
       if (ev.type === 'deletePod') local.delete(`x/${ev.name}`);
     }
     const step = `#${i} ${JSON.stringify(o)}`;
-    checkAllFlows(engine, state, step);
+    checkFlows(engine, state, step);
   });
   const fresh = new Engine();
   fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));

@@ -2,15 +2,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, Pod } from '../../src/model/cluster.js';
-import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
-import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
+import { FlowProtocol } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { L7ParserConflictError } from '../../src/engine/rule-units.js';
 import { applyEventToCluster, comparableMaps, initialEvents } from '../../src/harness/cluster-sync.js';
-import { decideDirection } from '../../src/naive/evaluator.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { INITIAL_CLUSTER } from './gen.js';
+import { checkAllFlows } from './all-flows.js';
 
 /**
  * The selector cache files identities only under label keys some selector uses, indexed on first
@@ -103,24 +102,8 @@ function batch(o: Op, state: ClusterState): EngineEvent[] {
 let flows = 0;
 let refusals = 0;
 
-function checkAllFlows(engine: Engine, state: ClusterState, step: string): void {
-  const peers = [...state.pods.keys(), ...state.externals.keys()];
-  for (const ep of engine.endpoints()) {
-    const subject = resolveEndpoint(state, ep);
-    if (subject.kind !== 'pod') throw new Error('endpoint is not a pod');
-    for (const peerName of peers) {
-      const peer = resolveEndpoint(state, peerName);
-      const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(endpointAddress(peer));
-      for (const direction of ['ingress', 'egress'] as const) {
-        for (const { protocol, port } of PROBES) {
-          const naive = decideDirection(state, subject, direction, peer, protocol, port, undefined);
-          const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
-          flows++;
-          expect({ step, ep, peerName, direction, protocol, port, allowed: hit !== undefined && !hit.entry.deny }).toEqual({ step, ep, peerName, direction, protocol, port, allowed: naive.allowed });
-        }
-      }
-    }
-  }
+function checkFlows(engine: Engine, state: ClusterState, step: string): void {
+  flows += checkAllFlows(engine, state, PROBES, step).flows;
 }
 
 function run(ops: readonly Op[]): void {
@@ -139,14 +122,14 @@ function run(ops: readonly Op[]): void {
       if (!(err instanceof L7ParserConflictError) || o.k !== 'refused') throw err;
       refusals++;
       expect(comparableMaps(engine)).toEqual(before);
-      return checkAllFlows(engine, state, `#${i} refused`);
+      return checkFlows(engine, state, `#${i} refused`);
     }
     for (const e of events) {
       state = applyEventToCluster(state, e);
       if (e.type === 'upsertPod') local.set(`${e.pod.namespace}/${e.pod.name}`, e.local ?? false);
       if (e.type === 'deletePod') local.delete(`${e.namespace}/${e.name}`);
     }
-    checkAllFlows(engine, state, `#${i} ${JSON.stringify(o)}`);
+    checkFlows(engine, state, `#${i} ${JSON.stringify(o)}`);
   });
   const fresh = new Engine();
   fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));

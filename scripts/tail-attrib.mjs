@@ -15,6 +15,7 @@ import { resolve } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import { performance, PerformanceObserver, constants } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
+import { splitTrace } from './lib/initial.mjs';
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const wantHash = process.argv.includes('--hash');
@@ -41,9 +42,7 @@ const kindName = (k) =>
 // a slow event with a long wait was descheduled (the machine is shared), not working.
 const sched = () => readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ', 2).map(Number);
 const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
-const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = trace.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const churn = trace.items.slice(firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
+const { initial, churn } = splitTrace(trace);
 const backend = new MemoryBackend();
 reconcile(new Engine(), backend);
 const engine = new Engine();

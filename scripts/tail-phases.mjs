@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { splitTrace } from './lib/initial.mjs';
 const [dist, tracePath, tagArg] = process.argv.slice(2);
 const base = pathToFileURL(resolve(dist)).href;
 const { Engine } = await import(`${base}/engine/engine.js`);
@@ -55,9 +56,7 @@ for (const m of ['emit', 'collect', 'ipcacheDeltas', 'allocatePorts', 'movedEndp
 for (const m of ['apply', 'size', 'dump']) wrap(MemoryBackend, m);
 wrap(Engine, 'record'); wrap(Engine, 'commit'); wrap(Engine, 'transaction'); wrap(Engine, 'applyEvents');
 const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath);
-const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = trace.items.slice(0, firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-const churn = trace.items.slice(firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
+const { initial, churn } = splitTrace(trace);
 const backend = new MemoryBackend();
 reconcile(new Engine(), backend);
 const engine = new Engine();

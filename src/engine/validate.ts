@@ -144,15 +144,9 @@ class Overlay {
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
   private nodes: Map<string, boolean> | null = null;
-  /**
-   * Pods and namespaced policies the batch created, per namespace. Kept as plain logs (pod keys;
-   * namespace and key pairs) until a namespace of the batch is deleted, then indexed once: a cold
-   * start creates tens of thousands and deletes none.
-   */
+  /** Pods and namespaced policies the batch created, per namespace (recorded only with `recordObjects`). */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
-  private podLog: string[] | null = null;
-  private policyLog: string[] | null = null;
 
   /** Set for a batch's last event: nothing reads the overlay after it, so it is not written. */
   frozen = false;
@@ -201,40 +195,24 @@ class Overlay {
     if (exists) return;
     const pods = (this.pods ??= new Map());
     const policies = (this.policies ??= new Map());
-    const podsByNs = (this.podsByNs ??= indexLog(this.podLog, true));
-    const policiesByNs = (this.policiesByNs ??= indexLog(this.policyLog, false));
-    this.podLog = this.policyLog = null;
-    for (const k of [...this.base.podsInNamespace(n), ...(podsByNs.get(n) ?? [])]) pods.set(k, false);
-    for (const k of [...this.base.policiesInNamespace(n), ...(policiesByNs.get(n) ?? [])]) policies.set(k, false);
-    podsByNs.delete(n);
-    policiesByNs.delete(n);
+    for (const k of [...this.base.podsInNamespace(n), ...(this.podsByNs?.get(n) ?? [])]) pods.set(k, false);
+    for (const k of [...this.base.policiesInNamespace(n), ...(this.policiesByNs?.get(n) ?? [])]) policies.set(k, false);
+    this.podsByNs?.delete(n);
+    this.policiesByNs?.delete(n);
   }
 
   /** `key` is `namespace/name`. */
   setPod(key: string, exists: boolean): void {
     if (this.frozen || !this.recordObjects) return;
     (this.pods ??= new Map()).set(key, exists);
-    if (!exists) return;
-    if (this.podsByNs) addTo(this.podsByNs, key.slice(0, key.indexOf('/')), key);
-    else (this.podLog ??= []).push(key);
+    if (exists) addTo((this.podsByNs ??= new Map()), key.slice(0, key.indexOf('/')), key);
   }
 
   setPolicy(namespace: string | undefined, key: string, exists: boolean): void {
     if (this.frozen || !this.recordObjects) return;
     (this.policies ??= new Map()).set(key, exists);
-    if (!exists || namespace === undefined) return;
-    if (this.policiesByNs) addTo(this.policiesByNs, namespace, key);
-    else (this.policyLog ??= []).push(namespace, key);
+    if (exists && namespace !== undefined) addTo((this.policiesByNs ??= new Map()), namespace, key);
   }
-}
-
-/** A log of pod keys (`pods`) or of namespace and key pairs, indexed by namespace. */
-function indexLog(log: readonly string[] | null, pods: boolean): Map<string, Set<string>> {
-  const m = new Map<string, Set<string>>();
-  if (!log) return m;
-  if (pods) for (const key of log) addTo(m, key.slice(0, key.indexOf('/')), key);
-  else for (let i = 0; i + 1 < log.length; i += 2) addTo(m, log[i] as string, log[i + 1] as string);
-  return m;
 }
 
 function addTo(m: Map<string, Set<string>>, k: string, v: string): void {

@@ -4,7 +4,6 @@ import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { compileTiered } from './tiers.js';
 import { flat } from '../model/intern.js';
-import type { Selector } from '../model/selector.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
 
 /**
@@ -48,18 +47,6 @@ export interface EnforcementUnit {
   readonly subject: IdentitySelector;
 }
 
-/**
- * One IdentitySelector per selector object: the reader shares equal selectors, so cilium-ci's
- * 68,000 rule and enforcement subjects are 6,000 objects, and the units keep those.
- */
-const subjectSelectors = new WeakMap<Selector, IdentitySelector>();
-
-function subjectSelector(s: Selector): IdentitySelector {
-  let out = subjectSelectors.get(s);
-  if (out === undefined) subjectSelectors.set(s, (out = labelsSelector(s)));
-  return out;
-}
-
 function peerSelector(p: Peer): IdentitySelector {
   return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
 }
@@ -82,7 +69,7 @@ const isNamedEgress = (rule: PolicyRule, c: { l4: L4Match }): boolean => rule.di
 /** Pushes the rule's units onto `out`. */
 function compileRule(rule: PolicyRule, index: number, out: RuleUnit[]): void {
   if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return;
-  const subject = subjectSelector(rule.subject);
+  const subject = labelsSelector(rule.subject);
   let named = 0;
   for (const c of rule.ports) if (isNamedEgress(rule, c)) named++;
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
@@ -146,7 +133,7 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
   for (const e of policy.enforcements) {
     let seen = false;
     for (const x of enforcements) if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
-    if (!seen) enforcements.push(new Enforcement(e.origin, e.direction, subjectSelector(e.subject)));
+    if (!seen) enforcements.push(new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
   return { units, enforcements };
 }

@@ -26,7 +26,10 @@ export function fqdnPeerSelector(fqdn: FqdnSelector): IdentitySelector {
   return { kind: 'fqdn', key: `fqdn:${fqdnSelectorKey(fqdn)}`, fqdn };
 }
 
-/** One per selector object (a trace's policies share their selectors): every unit and enforcement subject would otherwise wrap its own. */
+/**
+ * One per selector object (the readers share equal selectors): every unit and enforcement subject
+ * would otherwise wrap its own (cilium-ci: 68,000 subjects, 6,000 wrappers).
+ */
 const labelSelectors = new WeakMap<Selector, IdentitySelector>();
 
 export function labelsSelector(selector: Selector): IdentitySelector {

@@ -1,6 +1,6 @@
-import { cidrContainsIp, IpAddress } from '../model/cidr.js';
+import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
 import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatches, recordDnsAnswer } from '../model/fqdn.js';
-import { ClusterState, podLabels } from '../model/cluster.js';
+import { ClusterState, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
 import { labelSetKey } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
@@ -49,15 +49,52 @@ function matchingClauses(state: ClusterState, rule: PolicyRule, peer: FlowEndpoi
 function egressNamedPorts(state: ClusterState, peer: FlowEndpoint): ContainerPort[] {
   if (peer.kind !== 'pod') return [];
   const key = labelSetKey(peer.labels);
+  const splits = identitySplits(state);
   const all = [...state.pods.values()];
-  const sameIdentity = all.filter((p) => labelSetKey(podLabels(state, p)) === key);
   const same = (a: ContainerPort, b: ContainerPort): boolean => a.name === b.name && a.protocol === b.protocol && a.port === b.port;
-  return peer.pod.ports.filter(
-    (cp) =>
-      cp.name !== undefined &&
-      sameIdentity.every((p) => p.ports.some((q) => same(q, cp))) &&
-      all.every((p) => p.ports.every((q) => q.name !== cp.name || q.protocol !== cp.protocol || q.port === cp.port)),
-  );
+  return peer.pod.ports.filter((cp) => {
+    if (cp.name === undefined) return false;
+    const name = cp.name;
+    const mine = splits(peer.pod, name);
+    const sameIdentity = all.filter((p) => labelSetKey(podLabels(state, p)) === key && splits(p, name) === mine);
+    return sameIdentity.every((p) => p.ports.some((q) => same(q, cp))) && all.every((p) => p.ports.every((q) => q.name !== cp.name || q.protocol !== cp.protocol || q.port === cp.port));
+  });
+}
+
+/**
+ * What tells apart pods that share labels but are different identities, for resolving the named
+ * port `name`: the ClusterNetworkPolicy egress `networks` CIDRs (short of both /0s) holding their
+ * addresses, their address families when a /0 is in force, and what they give each
+ * `destinationNamedPort` name in force other than `name` (a split by `name` itself leaves the
+ * name ambiguous). The engine splits identities by exactly these (tiers-encoding.md, "Identity
+ * splits"); pods agreeing on all of them share one identity.
+ */
+function identitySplits(state: ClusterState): (pod: Pod, name: string) => string {
+  const cidrs: Cidr[] = [];
+  const names = new Set<string>();
+  for (const policy of state.policies.values()) {
+    for (const r of policy.tiered?.rules ?? []) {
+      if (r.direction !== 'egress') continue;
+      for (const p of r.protocols) if (p.kind === 'named') names.add(p.name);
+      const zeros = new Set(r.peers.flatMap((p) => (p.kind === 'networks' ? p.cidrs.filter((c) => c.prefixLength === 0).map((c) => c.family) : [])));
+      if (zeros.size === 2) continue;
+      for (const p of r.peers) if (p.kind === 'networks') cidrs.push(...p.cidrs);
+    }
+  }
+  const families = cidrs.some((c) => c.prefixLength === 0);
+  const meaning = (pod: Pod, n: string): string =>
+    pod.ports
+      .filter((q) => q.name === n)
+      .map((q) => `${q.protocol}-${q.port}`)
+      .sort()
+      .join('_');
+  return (pod, name) => {
+    const ips = podIps(pod);
+    const nets = cidrs.map((c) => (ips.some((ip) => cidrContainsIp(c, ip)) ? '1' : '0')).join('');
+    const family = families ? [...new Set(ips.map((ip) => ip.family))].sort().join('+') : '';
+    const ports = [...names].filter((n) => n !== name).map((n) => meaning(pod, n));
+    return JSON.stringify([nets, family, ports]);
+  };
 }
 
 /**

@@ -18,6 +18,8 @@
 //   - TCP/81 from foo: the L3 allow (bit 0); from bar: nothing.
 // Nothing matching = denied (every case has an ingress rule, so ingress is default-deny).
 //
+// Test_MergeRulesWithNamedPorts (cases 0-31, the port named) is generated the same way.
+//
 //   node scripts/gen-cilium-merge-rules.mjs   # rewrites fixtures/conformance/cilium-tests/merge-rules-*.yaml
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Document, isCollection, visit } from 'yaml';
@@ -26,10 +28,12 @@ const OUT = new URL('../fixtures/conformance/cilium-tests/', import.meta.url);
 mkdirSync(OUT, { recursive: true });
 
 const foo = { matchLabels: { foo: '' } };
-const port80 = [{ ports: [{ port: '80', protocol: 'TCP' }] }];
-const port80Http = [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/' }] } }];
-/** Upstream's rulesIdx, bit i = rule i; the names are upstream's variable names. */
-const RULES = [
+
+/** Upstream's rulesIdx, bit i = rule i (the names are upstream's), with the port written as `port`. */
+function rules(port) {
+  const port80 = [{ ports: [{ port, protocol: 'TCP' }] }];
+  const port80Http = [{ ports: [{ port, protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/' }] } }];
+  return [
   ['l3-allow', 'ruleL3____Allow', { ingress: [{ fromEndpoints: [foo] }] }],
   ['l4-allow', 'rule__L4__Allow', { ingress: [{ toPorts: port80 }] }],
   ['l3l4-allow', 'ruleL3L4__Allow', { ingress: [{ fromEndpoints: [foo], toPorts: port80 }] }],
@@ -38,7 +42,8 @@ const RULES = [
   ['l3-deny', 'ruleL3_____Deny', { ingressDeny: [{ fromEndpoints: [foo] }] }],
   ['l4-deny', 'rule__L4___Deny', { ingressDeny: [{ toPorts: port80 }] }],
   ['l3l4-deny', 'ruleL3L4___Deny', { ingressDeny: [{ fromEndpoints: [foo], toPorts: port80 }] }],
-];
+  ];
+}
 
 const bit = (c, i) => ((c >> i) & 1) === 1;
 
@@ -58,7 +63,7 @@ const PEERS = [['foo', 'x/foo-peer'], ['bar', 'x/bar']];
 const PORTS = [80, 81];
 
 /** The slots whose rule differs from the previous case's (the first case applies all eight). */
-function step(c) {
+function step(RULES, c) {
   const changed = RULES.map((_, i) => i).filter((i) => c % 32 === 0 || bit(c, i) !== bit(c - 1, i));
   const changes = changed.map((i) => RULES[i]).map(([name, , spec], j) => ({
     apply: {
@@ -84,27 +89,45 @@ function step(c) {
 }
 
 const BLOCK = 32;
-for (let first = 0; first < 256; first += BLOCK) {
+/**
+ * Test_MergeRules: cases 0-255 on port "80". Test_MergeRulesWithNamedPorts: its cases 0-31 (allows only) are
+ * cases 0-31 of Test_MergeRules with the port named "port-80" (rule__npL4__Allow, ruleL3npL4__Allow, ...) and
+ * the same expected map states; the endpoint's container port port-80 is TCP 80.
+ */
+const TESTS = [
+  { test: 'Test_MergeRules', prefix: 'merge-rules', port: '80', cases: 256, ports: undefined },
+  { test: 'Test_MergeRulesWithNamedPorts', prefix: 'merge-rules-named-ports', port: 'port-80', cases: 32, ports: [{ name: 'port-80', port: 80, protocol: 'TCP' }] },
+];
+for (const { test, prefix, port, cases, ports } of TESTS) {
+  const RULES = rules(port);
+  for (let first = 0; first < cases; first += BLOCK) {
+    writeBlock(test, prefix, RULES, first, ports);
+  }
+}
+
+function writeBlock(test, prefix, RULES, first, ports) {
   const last = first + BLOCK - 1;
   const description =
-    `Cilium pkg/policy/distillery_test.go Test_MergeRules, cases ${first}-${last} (step i = case ${first} + i), ` +
+    `Cilium pkg/policy/distillery_test.go ${test}, cases ${first}-${last} (step i = case ${first} + i), ` +
     'restated by scripts/gen-cilium-merge-rules.mjs: the rules of a case are the bits of its number (generateRule: ' +
     RULES.map(([, v], i) => `bit ${i} ${v}`).join(', ') +
-    '; an absent rule is an empty ingress rule, CNP r<bit>-<name>; each step applies the slots that change). Verdicts follow the expected map state of each case (cases 0-31 ' +
+    `; port ${JSON.stringify(RULES[1][2].ingress[0].toPorts[0].ports[0].port)}/TCP; an absent rule is an empty ingress rule, CNP r<bit>-<name>; ` +
+    'each step applies the slots that change). Verdicts follow the expected map state of each case (cases 0-31 ' +
     'written out, 32-255 from generateMapStates/testCaseToMapState) looked up as the datapath does: a deny key ' +
     'covering the flow drops it, an L4 redirect beats an L3L4 allow (cases 12-15 suppress the L3L4 entry), no ' +
-    'key = dropped. Endpoint x/foo; x/foo-peer has foo\'s identity, x/bar is identity bar. Cilium 1.19.';
+    "key = dropped. Endpoint x/foo; x/foo-peer has foo's identity, x/bar is identity bar. Cilium 1.19.";
+  const endpoint = { name: 'x/foo', labels: { foo: '', blue: '' }, ...(ports ? { ports } : {}) };
   const doc = {
     description,
     namespaces: [{ name: 'x', labels: {} }],
     pods: [
-      { name: 'x/foo', labels: { foo: '', blue: '' } },
+      endpoint,
       { name: 'x/foo-peer', labels: { foo: '', blue: '' } },
       { name: 'x/bar', labels: { bar: '', blue: '' } },
     ],
-    steps: Array.from({ length: BLOCK }, (_, i) => step(first + i)),
+    steps: Array.from({ length: BLOCK }, (_, i) => step(RULES, first + i)),
   };
-  const name = `merge-rules-${String(first).padStart(3, '0')}-${String(last).padStart(3, '0')}.yaml`;
+  const name = `${prefix}-${String(first).padStart(3, '0')}-${String(last).padStart(3, '0')}.yaml`;
   const yaml = new Document(doc, { aliasDuplicateObjects: false });
   // Short collections on one line, as the hand-written scenarios are.
   visit(yaml, (_, node) => {

@@ -40,8 +40,10 @@ function checkEveryFlow(engine: Engine, state: ClusterState, step: number): numb
             const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
             const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
             const l4Allowed = hit !== undefined && !hit.entry.deny;
-            const proxied = l4Allowed && hit.entry.proxyPort !== 0;
-            const allowed = proxied && request ? engine.l7Verdict(ep, hit.entry.proxyPort, peerId, request).allowed : l4Allowed;
+            const proxyPort = hit?.entry.proxyPort ?? 0;
+            const proxied = l4Allowed && proxyPort !== 0;
+            const verdict = proxied && request ? engine.l7Verdict(ep, proxyPort, peerId, request) : undefined;
+            const allowed = verdict ? verdict.allowed : l4Allowed;
             flows++;
             expect({ step, ep, peerName, direction, protocol, port, request, allowed, proxied }).toEqual({ step, ep, peerName, direction, protocol, port, request, allowed: naive.allowed, proxied: naive.proxied });
           }

@@ -8,7 +8,7 @@ import {
   podKey,
   upsertNamespace,
   upsertPod,
-  podIps,
+  ipOwner,
   upsertExternal,
   upsertPolicy,
   upsertNode,
@@ -146,7 +146,7 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
  */
 function answerFromServer(s: ClusterState, endpoint: string, name: string, ips: readonly IpAddress[], ttl: number, server: DnsServer): ClusterState {
   const text = server.ip.text;
-  const holdsIt = [...s.pods.values()].some((p) => podIps(p).some((ip) => ip.text === text));
+  const holdsIt = ipOwner(s, text) !== undefined;
   const external = holdsIt ? undefined : [...s.externals.values()].find((x) => x.ip.text === text);
   const withServer = holdsIt || external ? s : upsertExternal(s, { name: text, ip: server.ip });
   const after = applyDnsAnswer(withServer, endpoint, name, ips, ttl, { to: external?.name ?? text, port: server.port });

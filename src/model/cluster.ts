@@ -59,6 +59,11 @@ export interface ClusterState {
   readonly policies: ReadonlyMap<string, Policy>;
   /** What the DNS proxy learnt, and the clock (toFQDNs); absent = empty at time 0. */
   readonly dns?: DnsCacheState;
+  /**
+   * Addresses some pod claims but none owns in the ipcache: their owner was deleted, or dropped them
+   * in an update, while another pod still claimed them (`ipOwner`). Absent = none.
+   */
+  readonly unownedIps?: ReadonlySet<string>;
 }
 
 export const EMPTY_CLUSTER: ClusterState = {
@@ -112,20 +117,64 @@ export function deleteNamespace(state: ClusterState, name: string): ClusterState
   if (!state.namespaces.has(name)) throw new ClusterChangeError(`namespace "${name}" does not exist`);
   const pods = new Map([...state.pods].filter(([, p]) => p.namespace !== name));
   const policies = new Map([...state.policies].filter(([, p]) => p.ref.namespace !== name));
-  return { ...state, namespaces: withoutEntry(state.namespaces, name), pods, policies };
+  const lost = [...state.pods].filter(([, p]) => p.namespace === name).flatMap(([k, p]) => podIps(p).map((ip): [string, string] => [k, ip.text]));
+  return withPods({ ...state, namespaces: withoutEntry(state.namespaces, name), policies }, pods, unownedAfter(state, pods, lost, []));
 }
 
-/** Pods are kept in write order (an update moves a pod last): of two pods claiming one IP, the last written owns it. */
+/**
+ * The key of the pod owning `ip` (its text) in the ipcache: of the pods claiming it, the last
+ * written (pods are kept in write order), unless its owner left it since (`unownedIps`). Cilium's
+ * CiliumEndpoint watcher overwrites the entry on every write of a claimant, and deletes it when the
+ * pod it names is deleted or drops the address (`IPCache.Upsert` / `DeleteOnMetadataMatch`,
+ * pkg/k8s/watchers/cilium_endpoint.go): the other claimants get it back only when written again.
+ */
+export function ipOwner(state: ClusterState, ip: string): string | undefined {
+  if (state.unownedIps?.has(ip)) return undefined;
+  let owner: string | undefined;
+  for (const [key, pod] of state.pods) if (podIps(pod).some((a) => a.text === ip)) owner = key;
+  return owner;
+}
+
+/**
+ * `unownedIps` once the pods of `lost` (key, address) no longer claim those addresses and a write
+ * took `taken`: an address its owner lost becomes unowned; one no pod claims any more is forgotten.
+ */
+function unownedAfter(before: ClusterState, pods: ReadonlyMap<string, Pod>, lost: readonly (readonly [string, string])[], taken: readonly string[]): Set<string> {
+  const out = new Set(before.unownedIps ?? []);
+  for (const [key, ip] of lost) if (ipOwner(before, ip) === key) out.add(ip);
+  for (const ip of taken) out.delete(ip);
+  if (out.size === 0) return out;
+  const claimed = new Set<string>();
+  for (const p of pods.values()) for (const ip of podIps(p)) claimed.add(ip.text);
+  for (const ip of out) if (!claimed.has(ip)) out.delete(ip);
+  return out;
+}
+
+function withPods(state: ClusterState, pods: ReadonlyMap<string, Pod>, unowned: ReadonlySet<string>): ClusterState {
+  const { unownedIps: _, ...rest } = state;
+  return unowned.size === 0 ? { ...rest, pods } : { ...rest, pods, unownedIps: unowned };
+}
+
+/**
+ * Pods are kept in write order (an update moves a pod last): of two pods claiming one IP, the last
+ * written owns it (`ipOwner`); an address its update drops goes from the ipcache if it owned it.
+ */
 export function upsertPod(state: ClusterState, pod: Pod): ClusterState {
+  const key = podKey(pod);
   const pods = new Map(state.pods);
-  pods.delete(podKey(pod));
-  pods.set(podKey(pod), pod);
-  return { ...state, pods };
+  const old = pods.get(key);
+  pods.delete(key);
+  pods.set(key, pod);
+  const taken = podIps(pod).map((ip) => ip.text);
+  const lost = old ? podIps(old).filter((ip) => !taken.includes(ip.text)).map((ip): [string, string] => [key, ip.text]) : [];
+  return withPods(state, pods, unownedAfter(state, pods, lost, taken));
 }
 
 export function deletePod(state: ClusterState, key: string): ClusterState {
-  if (!state.pods.has(key)) throw new ClusterChangeError(`pod "${key}" does not exist`);
-  return { ...state, pods: withoutEntry(state.pods, key) };
+  const old = state.pods.get(key);
+  if (!old) throw new ClusterChangeError(`pod "${key}" does not exist`);
+  const pods = withoutEntry(state.pods, key);
+  return withPods(state, pods, unownedAfter(state, pods, podIps(old).map((ip): [string, string] => [key, ip.text]), []));
 }
 
 export function upsertExternal(state: ClusterState, ext: External): ClusterState {

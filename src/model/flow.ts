@@ -1,5 +1,5 @@
 import type { ClusterNode, ClusterState, External, Pod } from './cluster.js';
-import { NODE_PREFIX, podIps, podLabels } from './cluster.js';
+import { ipOwner, NODE_PREFIX, podIps, podLabels } from './cluster.js';
 import { IpAddress, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
 import type { LabelSet } from './labels.js';
@@ -65,16 +65,14 @@ function externalLabels(ext: External): LabelSet {
 }
 
 /**
- * The pod holding `ip` among its addresses (a dual-stack pod has two), if any. Of two pods claiming
- * it, the last written (pods are kept in write order), as the engine's ipcache.
+ * The pod owning `ip` in the ipcache (a dual-stack pod has two addresses), if any: of two pods
+ * claiming it, the last written, none once its owner left it (`ipOwner`), as the engine's ipcache.
  */
 function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: Pod; address: IpAddress } | undefined {
-  let found: { key: string; pod: Pod; address: IpAddress } | undefined;
-  for (const [key, pod] of state.pods) {
-    const address = podIps(pod).find((a) => a.text === ip.text);
-    if (address) found = { key, pod, address };
-  }
-  return found;
+  const key = ipOwner(state, ip.text);
+  const pod = key === undefined ? undefined : state.pods.get(key);
+  const address = pod && podIps(pod).find((a) => a.text === ip.text);
+  return key !== undefined && pod && address ? { key, pod, address } : undefined;
 }
 
 /** A node's labels: the agent's own node is `host`, every other `remote-node`. */

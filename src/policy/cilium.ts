@@ -351,7 +351,9 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   let named: string | undefined;
   // The CRD marks `port` required and Cilium's PortProtocol.Validate refuses an empty one.
   if (absent(o.port) || o.port === '') r.fail(join(path, 'port'), 'is required (Cilium: "port must be specified"; "0" means every port)');
-  const raw = typeof o.port === 'number' ? String(o.port) : r.string(o.port, join(path, 'port'));
+  // The CRD types `port` as a string (no int-or-string): the API server refuses `port: 80`.
+  if (typeof o.port === 'number') r.fail(join(path, 'port'), `${o.port} is a number: the CRD types port as a string, so the API server refuses it (quote it: "${o.port}")`);
+  const raw = r.string(o.port, join(path, 'port'));
   if (/^\d+$/.test(raw)) {
     port = goPortNumber(r, raw, join(path, 'port'));
   } else if (isValidPortName(raw.toLowerCase())) {

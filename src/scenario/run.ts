@@ -185,10 +185,10 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
   return flows;
 }
 
-/** Every pod address (both of a dual-stack pod's) by text, to the pod's key. */
+/** Every pod address (both of a dual-stack pod's) by text, to the key of the pod owning it (`ipOwner`). */
 function podAddresses(state: ClusterState): Map<string, string> {
   const out = new Map<string, string>();
-  for (const [key, p] of state.pods) for (const ip of podIps(p)) out.set(ip.text, key);
+  for (const [key, p] of state.pods) for (const ip of podIps(p)) if (!state.unownedIps?.has(ip.text)) out.set(ip.text, key);
   // A node's address is held by the node (it wins over a pod claiming it, as resolveEndpoint says).
   for (const n of state.nodes?.values() ?? []) for (const ip of n.ips) out.set(ip.text, NODE_PREFIX + n.name);
   return out;

@@ -1,10 +1,11 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { ClusterState, EMPTY_CLUSTER, namespaceWithDefaults, Pod, upsertNamespace, upsertPod } from '../../src/model/cluster.js';
-import { resolveEndpoint } from '../../src/model/flow.js';
-import { initialEvents } from '../../src/harness/cluster-sync.js';
+import { ClusterState, deleteNamespace, deletePod, EMPTY_CLUSTER, ipOwner, namespaceWithDefaults, Pod, upsertExternal, upsertNamespace, upsertPod } from '../../src/model/cluster.js';
+import { resolveEndpoint, UnknownEndpointError } from '../../src/model/flow.js';
+import { applyEventToCluster, initialEvents } from '../../src/harness/cluster-sync.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 
 /**
@@ -136,5 +137,73 @@ describe('the oracle on a pod IP claimed by two pods', () => {
     const e = new Engine();
     e.apply(initialEvents(s));
     expect(e.identityOfIp(parseIp(shared))).toBe(e.identityOfPod('prod/trusted'));
+  });
+});
+
+describe('the oracle after the owner of a shared IP leaves it (Cilium: DeleteOnMetadataMatch deletes the entry)', () => {
+  const at = (s: ClusterState): string => resolveEndpoint(s, shared).name;
+  const base = (): ClusterState => upsertPod(upsertPod(upsertNamespace(EMPTY_CLUSTER, namespaceWithDefaults('prod', {})), trusted), evil);
+
+  it('deleting the owner leaves the address to no pod; a write of the other claimant takes it back', () => {
+    let s = deletePod(base(), 'prod/evil');
+    expect(ipOwner(s, shared)).toBeUndefined();
+    expect(() => at(s)).toThrow(UnknownEndpointError);
+    expect(resolveEndpoint(upsertExternal(s, { name: 'out', ip: parseIp(shared) }), 'out').kind).toBe('external');
+    s = upsertPod(s, { ...trusted, labels: { app: 'trusted', v: '2' } });
+    expect(at(s)).toBe('prod/trusted');
+    expect(s.unownedIps).toBeUndefined();
+  });
+
+  it('an owner dropping the address in an update leaves it to no pod; deleting a non-owner changes nothing', () => {
+    const s = upsertPod(base(), { ...evil, ip: parseIp('10.0.0.9') });
+    expect(ipOwner(s, shared)).toBeUndefined();
+    expect(ipOwner(deletePod(base(), 'prod/trusted'), shared)).toBe('prod/evil');
+    // Once no pod claims it, it is forgotten.
+    expect(deletePod(s, 'prod/trusted').unownedIps).toBeUndefined();
+  });
+
+  it('deleting the owner\'s namespace leaves the address to no pod in the other namespace', () => {
+    let s = upsertNamespace(upsertNamespace(EMPTY_CLUSTER, namespaceWithDefaults('a', {})), namespaceWithDefaults('b', {}));
+    s = upsertPod(upsertPod(s, { ...trusted, namespace: 'a' }), { ...evil, namespace: 'b' });
+    expect(ipOwner(deleteNamespace(s, 'b'), shared)).toBeUndefined();
+    expect(ipOwner(deleteNamespace(s, 'a'), shared)).toBe('b/evil');
+  });
+
+  /** Pods p0..p3 of two namespaces claiming one of two addresses; random writes and deletes. */
+  const podOp = fc.record({ ns: fc.constantFrom('a', 'b'), name: fc.constantFrom('p0', 'p1', 'p2'), ip: fc.constantFrom(shared, '10.0.0.3'), app: fc.constantFrom('x', 'y', 'z'), del: fc.boolean() });
+  it('engine ipcache = oracle owner after every event (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.array(podOp, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 25 }), (batches) => {
+        const e = new Engine();
+        let s = EMPTY_CLUSTER;
+        const nsEvents: EngineEvent[] = ['a', 'b'].map((name) => ({ type: 'upsertNamespace', name, labels: {} }));
+        e.apply(nsEvents);
+        for (const ev of nsEvents) s = applyEventToCluster(s, ev);
+        for (const batch of batches) {
+          const events: EngineEvent[] = batch.flatMap((o): EngineEvent[] => {
+            const key = `${o.ns}/${o.name}`;
+            if (o.del) return s.pods.has(key) ? [{ type: 'deletePod', namespace: o.ns, name: o.name }] : [];
+            return [add({ ...mkPod(o.name, { app: o.app }, o.ip), namespace: o.ns })];
+          });
+          // Fold the batch into the model one event at a time (a repeated key in a batch is two writes).
+          let next = s;
+          const applied: EngineEvent[] = [];
+          for (const ev of events) {
+            if (ev.type === 'deletePod' && !next.pods.has(`${ev.namespace}/${ev.name}`)) continue;
+            next = applyEventToCluster(next, ev);
+            applied.push(ev);
+          }
+          e.apply(applied);
+          s = next;
+          for (const ip of [shared, '10.0.0.3']) {
+            const owner = ipOwner(s, ip);
+            const id = e.identityOfIp(parseIp(ip));
+            if (owner !== undefined) expect(id).toBe(e.identityOfPod(owner));
+            else expect([2, 9]).toContain(id);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

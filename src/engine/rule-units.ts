@@ -124,6 +124,17 @@ class NetworkPolicyUnit implements RuleUnit {
   }
 }
 
+/**
+ * What makes the contributions of two units equal: direction, verdict, named-port mode, subject,
+ * peers and clauses (L7 rules included). Units with equal keys make one contribution together
+ * (policy-resolver.ts `UnitShare`). Null for a ClusterNetworkPolicy unit: its tier, priority and
+ * policy take part in the map state's same-priority groups, so it always contributes on its own.
+ */
+export function shareKey(unit: RuleUnit): string | null {
+  if (unit.origin.tier !== undefined || unit.entry !== undefined || unit.baseline === true || unit.peerNamedPorts === true) return null;
+  return JSON.stringify([unit.direction, unit.verdict, unit.namedEgress, unit.subject.key, unit.peers.map((p) => p.key), unit.clauses]);
+}
+
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
   const units: RuleUnit[] = [];

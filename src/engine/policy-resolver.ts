@@ -496,7 +496,6 @@ export class PolicyResolver implements NamedPortListener {
   onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('enforcementChange');
     const d = e.unit.direction;
-    const allowAll = wildcardKey(ANY_IDENTITY, d);
     for (const x of added) {
       const local = this.maps.locals.get(x);
       if (!local || local.enforcing[d].has(e)) continue;
@@ -507,7 +506,7 @@ export class PolicyResolver implements NamedPortListener {
       if (local.enforcing[d].size !== 1) continue;
       for (const m of local.maps.values()) {
         this.ctx.dirtyMaps.add(m);
-        m.state.remove(allowAll, DEFAULT_ALLOW);
+        m.state.remove(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
       }
     }
     for (const x of removed) {
@@ -518,7 +517,7 @@ export class PolicyResolver implements NamedPortListener {
       if (local.enforcing[d].size !== 0) continue;
       for (const m of local.maps.values()) {
         this.ctx.dirtyMaps.add(m);
-        m.state.add(allowAll, DEFAULT_ALLOW);
+        m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
       }
       this.contributeBaseline(local, d, +1);
     }

@@ -132,7 +132,17 @@ class NetworkPolicyUnit implements RuleUnit {
  */
 export function shareKey(unit: RuleUnit): string | null {
   if (unit.origin.tier !== undefined || unit.entry !== undefined || unit.baseline === true || unit.peerNamedPorts === true) return null;
-  return JSON.stringify([unit.direction, unit.verdict, unit.namedEgress, unit.subject.key, unit.peers.map((p) => p.key), unit.clauses]);
+  // Built by hand (a JSON.stringify per adopted unit was a tenth of a 3,000-rule cold start); NUL
+  // separates the parts: no label, selector or port name contains it.
+  let key = `${unit.direction}\0${unit.verdict}\0${unit.namedEgress ? 'n' : 'p'}\0${unit.peers.length}\0${unit.subject.key}`;
+  for (const p of unit.peers) key += `\0${p.key}`;
+  for (const c of unit.clauses) key += `\0${clauseKey(c.l4)}${c.l7 ? JSON.stringify(c.l7) : ''}`;
+  return key;
+}
+
+function clauseKey(l4: L4Match): string {
+  if (l4.kind === 'all') return '*';
+  return l4.kind === 'range' ? `${l4.protocol}:${l4.from}-${l4.to}` : `${l4.protocol}:${l4.name}`;
 }
 
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {

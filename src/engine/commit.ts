@@ -3,6 +3,7 @@ import { l7PolicyKey } from '../model/l7.js';
 import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
+import { originsOf } from './contribution.js';
 import { ChangeSet, IpcacheDelta, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
 import { diffMaps, EntryChange, L7Change, L7Row, Redirect, redirectId, SettleResult } from './map-state.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
@@ -238,9 +239,9 @@ export function findOverflow(maps: SharedMaps, endpoints: Iterable<string>, capa
   if (!worst) return null;
   const top = [...worst.map.state.entriesByContribution()]
     .filter(([c]) => c.origin !== null)
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 3)
-    .map(([c, entries]) => ({ rule: c.origin ? `${policyRefKey(c.origin.policy)} ${c.origin.path}` : c.label, entries }));
+    .flatMap(([c, entries]) => originsOf(c).map((o) => ({ rule: o ? `${policyRefKey(o.policy)} ${o.path}` : c.label, entries })))
+    .sort((a, b) => b.entries - a.entries)
+    .slice(0, 3);
   return new MapCapacityError(worst.endpoint, worst.map.state.entries.size, capacity, top);
 }
 

@@ -9,13 +9,31 @@ import { PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
  * rule or the L7 rules behind a map entry.
  */
 export interface Contribution {
-  /** The rule behind it; null for the default allow of a direction nobody enforces. */
+  /** The rule behind it (the leader's, for a shared one); null for the default allow of a direction nobody enforces. */
   readonly origin: RuleOrigin | null;
   readonly entry: PolicyEntry;
   /** The L7 rules a redirect entry carries (only for the L7 clauses of allow rules). */
   readonly l7?: L7Rules;
   /** For diagnostics: `u<unit>` or `u<unit>.<clause>`. */
   readonly label: string;
+  /** The rule units making it together (equal content); absent or null for a contribution of one rule. */
+  readonly sharers?: ContributionSharers | null;
+}
+
+/**
+ * Rule units of equal content (policy-resolver.ts `UnitShare`) make one contribution: the first
+ * of them (the leader) names it, and when the leader goes the next one does, with no map change.
+ */
+export interface ContributionSharers {
+  /** The leader's origin. */
+  readonly origin: RuleOrigin;
+  /** Every sharing unit's origin, the leader's first. */
+  origins(): RuleOrigin[];
+}
+
+/** The rules behind a contribution: one per sharing unit; `[null]` for the default allow. */
+export function originsOf(c: Contribution): (RuleOrigin | null)[] {
+  return c.sharers ? c.sharers.origins() : [c.origin];
 }
 
 /**
@@ -24,30 +42,35 @@ export interface Contribution {
  */
 class ContributionRecord implements Contribution {
   constructor(
-    readonly origin: RuleOrigin | null,
+    private readonly own: RuleOrigin | null,
     readonly entry: PolicyEntry,
     readonly l7: L7Rules | undefined,
     readonly label: string,
+    readonly sharers: ContributionSharers | null,
   ) {}
+
+  get origin(): RuleOrigin | null {
+    return this.sharers === null ? this.own : this.sharers.origin;
+  }
 }
 
-/** A contribution made inside the map state (Pass-band copies, same-priority cells). */
-export function derivedContribution(origin: RuleOrigin | null, entry: PolicyEntry, l7: L7Rules | undefined, label: string): Contribution {
-  return new ContributionRecord(origin, entry, l7, label);
+/** A contribution made inside the map state (Pass-band copies, same-priority cells); a copy of a shared one is shared by the same units. */
+export function derivedContribution(origin: RuleOrigin | null, entry: PolicyEntry, l7: L7Rules | undefined, label: string, sharers: ContributionSharers | null = null): Contribution {
+  return new ContributionRecord(origin, entry, l7, label, sharers);
 }
 
 /**
  * The allow-all wildcard entry of a direction no policy enforces (Kubernetes' default allow), at the
  * default-allow level: below the Baseline tier and the NetworkPolicy tier.
  */
-export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, undefined, 'default-allow');
+export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, undefined, 'default-allow', null);
 
-/** The contribution of a rule unit's clauses without L7 rules. */
-export function unitContribution(unit: number, origin: RuleOrigin, entry: PolicyEntry): Contribution {
-  return new ContributionRecord(origin, entry, undefined, `u${unit}`);
+/** The contribution of a rule unit's clauses without L7 rules (of every unit sharing it). */
+export function unitContribution(unit: number, sharers: ContributionSharers, entry: PolicyEntry): Contribution {
+  return new ContributionRecord(null, entry, undefined, `u${unit}`, sharers);
 }
 
 /** The contribution of one L7 clause of a rule unit: its own, so redirects know whose L7 rules they carry. */
-export function clauseContribution(unit: number, clause: number, origin: RuleOrigin, entry: PolicyEntry, l7: L7Rules): Contribution {
-  return new ContributionRecord(origin, entry, l7, `u${unit}.${clause}`);
+export function clauseContribution(unit: number, clause: number, sharers: ContributionSharers, entry: PolicyEntry, l7: L7Rules): Contribution {
+  return new ContributionRecord(null, entry, l7, `u${unit}.${clause}`, sharers);
 }

@@ -5,11 +5,13 @@ import type { LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { concreteEntry, redirectInfo } from './commit.js';
+import { originsOf } from './contribution.js';
 import { EngineError, MapSnapshot, RedirectInfo } from './events.js';
 import type { IdentityTable } from './identities.js';
 import type { MapState, Redirect } from './map-state.js';
 import type { NodeTable } from './node-table.js';
 import type { PodTable } from './pod-table.js';
+import { sharedListenerOrigins } from './policy-resolver.js';
 import type { ProxyPortAllocator } from './proxy-ports.js';
 import { PARSER_OF_CODE } from './rule-units.js';
 import type { SelectorCache } from './selector-cache.js';
@@ -137,8 +139,7 @@ export class EngineQueries {
     const out: RuleOrigin[] = [];
     for (const c of at.state.l7Contributions(at.redirect, peer)) {
       if (c.entry.deny || !c.origin) continue;
-      if (c.entry.proxyPort === 0) out.push(c.origin);
-      else if (PARSER_OF_CODE[c.entry.proxyPort] === at.redirect.parser && c.l7 && l7Allows(c.l7, request)) out.push(c.origin);
+      if (c.entry.proxyPort === 0 || (PARSER_OF_CODE[c.entry.proxyPort] === at.redirect.parser && c.l7 && l7Allows(c.l7, request))) for (const o of originsOf(c)) if (o) out.push(o);
     }
     return uniqueOrigins(out);
   }
@@ -177,7 +178,8 @@ export class EngineQueries {
 
   contributors(endpoint: string, key: PolicyKey): { origin: RuleOrigin | null; entry: PolicyEntry }[] {
     const m = this.mapOf(endpoint);
-    return m.state.contributions(key).map((c) => ({ origin: c.origin, entry: concreteEntry(this.ports, endpoint, key, c.entry, false) }));
+    // A contribution of equal rules (policy-resolver.ts UnitShare) stands for each of them.
+    return m.state.contributions(key).flatMap((c) => originsOf(c).map((origin) => ({ origin, entry: concreteEntry(this.ports, endpoint, key, c.entry, false) })));
   }
 
   enforcedBy(endpoint: string, direction: Direction): RuleOrigin[] {
@@ -205,8 +207,9 @@ export class EngineQueries {
       [...cache.selectors()].map((cs) => ({
         selector: cs.selector.key,
         kind,
-        policies: [...new Set([...cs.listeners].flatMap((l) => (l.origin ? [policyRefKey(l.origin.policy)] : [])))].sort(),
-        users: cs.listeners.size,
+        policies: [...new Set([...cs.listeners].flatMap((l) => (sharedListenerOrigins(l) ?? (l.origin ? [l.origin] : [])).map((o) => policyRefKey(o.policy))))].sort(),
+        // A peer selector's listener may stand for several equal rules (policy-resolver.ts UnitShare).
+        users: [...cs.listeners].reduce((n, l) => n + (sharedListenerOrigins(l)?.length ?? 1), 0),
         identities: [...cs.selected].sort((a, b) => a - b),
       }));
     return [...rows(this.s.peerCache, 'peer'), ...rows(this.s.subjectCache, 'subject')].sort((a, b) => (a.selector < b.selector ? -1 : a.selector > b.selector ? 1 : a.kind < b.kind ? -1 : 1));

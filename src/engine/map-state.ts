@@ -537,7 +537,7 @@ export class MapState {
     let held = bySource.get(level);
     if (!held) {
       const entry: PolicyEntry = { deny: src.entry.deny, proxyPort: src.entry.proxyPort, precedence: passCopyPrecedence(level, src.entry.precedence) };
-      const copy = derivedContribution(src.origin, entry, src.l7, `${src.label}@pass${level}`);
+      const copy = derivedContribution(src.origin, entry, src.l7, `${src.label}@pass${level}`, src.sharers ?? null);
       bySource.set(level, (held = { copy, uses: 0 }));
       COPIES.add(copy);
     }

@@ -3,9 +3,9 @@ import { wildcardKey } from '../model/policy-map.js';
 import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
 import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
-import { clauseContribution, Contribution, DEFAULT_ALLOW, unitContribution } from './contribution.js';
+import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
-import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit } from './rule-units.js';
+import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit, shareKey } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
@@ -24,8 +24,8 @@ interface AttachedClause {
  */
 export class AttachedUnit implements SelectionListener {
   subject: CachedSelector | null = null;
-  /** Built when some local identity first adopts the unit (most never are), and kept after. */
-  wiring: UnitWiring | null = null;
+  /** Joined when some local identity first adopts the unit (most never are), and kept until it is detached. */
+  share: UnitShare | null = null;
 
   constructor(
     private readonly resolver: PolicyResolver,
@@ -34,19 +34,14 @@ export class AttachedUnit implements SelectionListener {
     readonly n: number,
   ) {}
 
-  /** `NO_CLAUSES` until its peers are first registered. */
+  /** `NO_CLAUSES` until it first joins a share. */
   get clauses(): readonly AttachedClause[] {
-    return this.wiring?.clauses ?? NO_CLAUSES;
+    return this.share?.clauses ?? NO_CLAUSES;
   }
 
-  /** Its peer selectors are registered (some local identity is selected) and `targets` is kept current. */
-  get peersRegistered(): boolean {
-    return this.wiring?.registered ?? false;
-  }
-
-  /** Peer identities and how many of this unit's peer selectors select each (`NO_TARGETS` while peers are unregistered). */
+  /** Peer identities and how many of the unit's peer selectors select each (`NO_TARGETS` while its share's peers are unregistered). */
   get targets(): Map<IdentityId, number> {
-    return this.wiring?.targets ?? NO_TARGETS;
+    return this.share?.targets ?? NO_TARGETS;
   }
 
   get origin(): RuleOrigin {
@@ -58,18 +53,66 @@ export class AttachedUnit implements SelectionListener {
   }
 }
 
-/** What an adopted unit adds: its clauses, peer registrations and targets (an object apart, so the many units never adopted stay small). */
-class UnitWiring {
+/**
+ * The adopted units of equal content (`shareKey`; a ClusterNetworkPolicy unit is alone in its
+ * own): one peer registration, one set of targets and one contribution per (peer, map key), made
+ * while some member is adopted. The other members are followers, listed in each local identity's
+ * units (explain, L7 conflicts, resolution counts) and in the origins the contributions report;
+ * when the leader goes, the next member names the contributions and no map changes.
+ */
+class UnitShare implements ContributionSharers {
   registered = false;
   peers: CachedSelector[] = NO_PEERS;
   targets: Map<IdentityId, number> = NO_TARGETS;
-  /** CIDR identities this unit keeps allocated. */
+  /** CIDR identities this share keeps allocated. */
   cidrRefs: IdentityRecord[] = NO_CIDR_REFS;
+  /** Local identities that adopted some member, with how many: the share contributes to exactly their map states. */
+  readonly adopters = new Map<LocalIdentity, number>();
+  /** In joining order; the first is the leader. */
+  readonly members: AttachedUnit[] = [];
+  readonly clauses: readonly AttachedClause[];
+  readonly peerListener: PeerListener;
+  /** The leader's unit (the content every member has). */
+  unit: RuleUnit;
+  /** The pass that last visited it (`PolicyResolver.visit`). */
+  visited = 0;
 
   constructor(
-    readonly clauses: readonly AttachedClause[],
-    readonly peerListener: SelectionListener,
-  ) {}
+    readonly key: string | null,
+    first: AttachedUnit,
+    resolver: PolicyResolver,
+  ) {
+    this.unit = first.unit;
+    this.members.push(first);
+    this.clauses = clausesOf(first.unit, first.n, this);
+    this.peerListener = new PeerListener(resolver, this);
+  }
+
+  get origin(): RuleOrigin {
+    return this.unit.origin;
+  }
+
+  origins(): RuleOrigin[] {
+    return this.members.map((a) => a.unit.origin);
+  }
+}
+
+/** The unit's clauses with their map keys and contributions (made for every unit of the share). */
+function clausesOf(unit: RuleUnit, n: number, share: UnitShare): AttachedClause[] {
+  const plain = unitContribution(n, share, unit.entry ?? clauseEntry(unit.verdict, undefined));
+  return unit.clauses.map((c, i) => {
+    const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
+    return {
+      l4: c.l4,
+      keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
+      contribution: l7 ? clauseContribution(n, i, share, clauseEntry(unit.verdict, l7), l7) : plain,
+    };
+  });
+}
+
+/** The origins of the units a peer selector's listener stands for when it is a share's, else null (explain.ts `selectors`). */
+export function sharedListenerOrigins(l: SelectionListener): RuleOrigin[] | null {
+  return l instanceof PeerListener ? l.share.origins() : null;
 }
 
 /** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache as its own listener. */
@@ -98,26 +141,26 @@ interface PolicyRecord {
 
 const keyed = (c: AttachedClause): boolean => c.keys !== null;
 
-/** The targets of every unit whose peers are not registered; never written. */
+/** The targets of every share whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
-/** The clauses of every unit never adopted (no wiring yet); never written. */
+/** The clauses of every unit never adopted (no share yet); never written. */
 const NO_CLAUSES: readonly AttachedClause[] = Object.freeze([]);
 const NO_PEERS: CachedSelector[] = [];
 const NO_CIDR_REFS: IdentityRecord[] = [];
 
-/** A unit's peer listener (built once some local identity adopts the unit). */
+/** A share's peer listener (built once some local identity adopts one of its units). */
 class PeerListener implements SelectionListener {
   constructor(
     private readonly resolver: PolicyResolver,
-    private readonly a: AttachedUnit,
+    readonly share: UnitShare,
   ) {}
 
   get origin(): RuleOrigin {
-    return this.a.unit.origin;
+    return this.share.origin;
   }
 
   selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onPeerChange(this.a, added, removed);
+    this.resolver.onPeerChange(this.share, added, removed);
   }
 }
 
@@ -132,11 +175,15 @@ class PeerListener implements SelectionListener {
  */
 export class PolicyResolver implements NamedPortListener {
   private readonly policies = new TombstoneMap<string, PolicyRecord>();
-  /** Named-port-on-egress units by port name: a peer's named ports changing touches only these. */
-  private readonly namedEgressUnits = new Map<string, Set<AttachedUnit>>();
+  /** Named-port-on-egress shares by port name: a peer's named ports changing touches only these. */
+  private readonly namedEgressUnits = new Map<string, Set<UnitShare>>();
+  /** Shares of equal units by `shareKey`. */
+  private readonly shares = new Map<string, UnitShare>();
   private nextUnit = 1;
+  /** The number of the last pass over a local identity's units that must see each share once. */
+  private pass = 0;
   /** Contributions taken out while named ports change, put back after. */
-  private namedPortPairs: Map<AttachedUnit, Set<IdentityId>> | null = null;
+  private namedPortPairs: Map<UnitShare, Set<IdentityId>> | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -198,17 +245,23 @@ export class PolicyResolver implements NamedPortListener {
     this.ctx.dirtyMaps.add(m);
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
-    for (const a of m.local.units) this.contributeTargets(a, m, +1);
+    const pass = ++this.pass;
+    for (const a of m.local.units) {
+      const share = a.share as UnitShare;
+      if (share.visited === pass) continue;
+      share.visited = pass;
+      this.contributeTargets(share, m, +1);
+    }
   }
 
-  /** Adds (or removes) what unit `a` says about `peer` to map state `m`. */
-  private contribute(a: AttachedUnit, peer: IdentityId, m: SharedMapState, sign: 1 | -1): void {
+  /** Adds (or removes) what share `s` says about `peer` to map state `m`. */
+  private contribute(s: UnitShare, peer: IdentityId, m: SharedMapState, sign: 1 | -1): void {
     if (this.ctx.faultHook) this.ctx.fault('contribute');
-    const direction = a.unit.direction;
+    const direction = s.unit.direction;
     // Baseline applies only where no NetworkPolicy-tier policy isolates the identity in this direction.
-    if (a.unit.baseline && m.local.enforcing[direction].size > 0) return;
+    if (s.unit.baseline && m.local.enforcing[direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
-    for (const c of a.clauses) m.state.change(peer, direction, c.keys ?? portKeys(c.l4, this.namedResolver(a.unit, peer, m)), c.contribution, sign);
+    for (const c of s.clauses) m.state.change(peer, direction, c.keys ?? portKeys(c.l4, this.namedResolver(s.unit, peer, m)), c.contribution, sign);
   }
 
   /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
@@ -218,33 +271,29 @@ export class PolicyResolver implements NamedPortListener {
     return unit.verdict === 'deny' ? this.identities.resolveNamedAnyPod : this.identities.resolveNamedEgress(peer);
   }
 
-  /** Every target of `a` (the any-peer key first) into or out of one map state. */
-  private contributeTargets(a: AttachedUnit, m: SharedMapState, sign: 1 | -1): void {
-    if (a.unit.anyPeer) this.contribute(a, ANY_IDENTITY, m, sign);
-    if (a.targets.size === 0) return;
+  /** Every target of `s` (the any-peer key first) into or out of one map state. */
+  private contributeTargets(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
+    if (s.unit.anyPeer) this.contribute(s, ANY_IDENTITY, m, sign);
+    if (s.targets.size === 0) return;
     // Clauses whose keys do not depend on the peer: every target in one map-state call.
-    if (!a.clauses.every(keyed)) {
-      for (const t of a.targets.keys()) this.contribute(a, t, m, sign);
+    if (!s.clauses.every(keyed)) {
+      for (const t of s.targets.keys()) this.contribute(s, t, m, sign);
       return;
     }
-    if (this.ctx.faultHook) for (let i = 0; i < a.targets.size; i++) this.ctx.fault('contribute');
-    if (a.unit.baseline && m.local.enforcing[a.unit.direction].size > 0) return;
+    if (this.ctx.faultHook) for (let i = 0; i < s.targets.size; i++) this.ctx.fault('contribute');
+    if (s.unit.baseline && m.local.enforcing[s.unit.direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
-    m.state.changeEach(a.targets.keys(), a.unit.direction, a.clauses, sign);
+    m.state.changeEach(s.targets.keys(), s.unit.direction, s.clauses, sign);
   }
 
   /**
-   * One peer into or out of every map state `a` contributes to. Invariant: `a` contributes to X's
-   * map states iff X has adopted it (`X.units`), not merely when its subject selects X: while a
-   * unit registers its peers, the CIDR identities it allocates notify it before X has adopted it,
-   * and X's adoption then adds every target at once.
+   * One peer into or out of every map state `s` contributes to. Invariant: `s` contributes to X's
+   * map states iff X has adopted one of its units (`s.adopters`), not merely when their subject
+   * selects X: while a share registers its peers, the CIDR identities it allocates notify it
+   * before X has adopted a unit, and X's adoption then adds every target at once.
    */
-  private contributePeer(a: AttachedUnit, peer: IdentityId, sign: 1 | -1): void {
-    if (!a.subject) return;
-    for (const x of a.subject.selected) {
-      const local = this.maps.locals.get(x);
-      if (local && local.units.has(a)) for (const m of local.maps.values()) this.contribute(a, peer, m, sign);
-    }
+  private contributePeer(s: UnitShare, peer: IdentityId, sign: 1 | -1): void {
+    for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.contribute(s, peer, m, sign);
   }
 
   // ---------------------------------------------------------------- named ports
@@ -254,27 +303,27 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void {
-    const pairs = new Map<AttachedUnit, Set<IdentityId>>();
-    const pair = (a: AttachedUnit, t: IdentityId): void => {
-      let s = pairs.get(a);
-      if (!s) pairs.set(a, (s = new Set()));
-      s.add(t);
+    const pairs = new Map<UnitShare, Set<IdentityId>>();
+    const pair = (s: UnitShare, t: IdentityId): void => {
+      let ts = pairs.get(s);
+      if (!ts) pairs.set(s, (ts = new Set()));
+      ts.add(t);
     };
-    for (const name of names) for (const a of this.namedEgressUnits.get(name) ?? []) if (a.targets.has(identity)) pair(a, identity);
+    for (const name of names) for (const s of this.namedEgressUnits.get(name) ?? []) if (s.targets.has(identity)) pair(s, identity);
     for (const name of clusterWide) {
-      for (const a of this.namedEgressUnits.get(name) ?? []) {
-        if (a.unit.anyPeer) pair(a, ANY_IDENTITY);
-        for (const t of a.targets.keys()) pair(a, t);
+      for (const s of this.namedEgressUnits.get(name) ?? []) {
+        if (s.unit.anyPeer) pair(s, ANY_IDENTITY);
+        for (const t of s.targets.keys()) pair(s, t);
       }
     }
-    for (const [a, ts] of pairs) for (const t of ts) this.contributePeer(a, t, -1);
+    for (const [s, ts] of pairs) for (const t of ts) this.contributePeer(s, t, -1);
     this.namedPortPairs = pairs;
   }
 
   namedPortsChanged(): void {
     const pairs = this.namedPortPairs;
     this.namedPortPairs = null;
-    for (const [a, ts] of pairs ?? []) for (const t of ts) this.contributePeer(a, t, +1);
+    for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, +1);
   }
 
   // ---------------------------------------------------------------- rule units
@@ -290,115 +339,139 @@ export class PolicyResolver implements NamedPortListener {
 
   private detachUnit(a: AttachedUnit): void {
     const cs = a.subject as CachedSelector;
-    if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected], true);
+    if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected]);
     this.subjectCache.unregister(cs, a);
     a.subject = null;
+    if (a.share) this.leaveShare(a, a.share);
   }
 
-  /** The unit's clauses with their map keys and contributions. */
-  private static clausesOf(a: AttachedUnit): AttachedClause[] {
-    const unit = a.unit;
-    const plain = unitContribution(a.n, unit.origin, unit.entry ?? clauseEntry(unit.verdict, undefined));
-    return unit.clauses.map((c, i) => {
-      const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
-      return {
-        l4: c.l4,
-        keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
-        contribution: l7 ? clauseContribution(a.n, i, unit.origin, clauseEntry(unit.verdict, l7), l7) : plain,
-      };
-    });
+  /** The share of `a`'s content, joined; a new one when no adopted unit has that content. */
+  private joinShare(a: AttachedUnit): UnitShare {
+    const key = shareKey(a.unit);
+    const found = key === null ? undefined : this.shares.get(key);
+    if (found) {
+      found.members.push(a);
+      return (a.share = found);
+    }
+    const s = new UnitShare(key, a, this);
+    if (key !== null) this.shares.set(key, s);
+    return (a.share = s);
   }
 
-  /** Registers the unit's peers once some local identity needs it. */
-  private registerPeers(a: AttachedUnit, w: UnitWiring): void {
+  /** A detached unit leaves its share (no longer adopted anywhere): the next member leads, or the last one takes the share with it. */
+  private leaveShare(a: AttachedUnit, s: UnitShare): void {
+    a.share = null;
+    const i = s.members.indexOf(a);
+    s.members.splice(i, 1);
+    if (s.members.length > 0) {
+      s.unit = (s.members[0] as AttachedUnit).unit;
+      return;
+    }
+    if (s.registered) {
+      s.registered = false;
+      this.unregisterPeers(s);
+    }
+    if (s.key !== null) this.shares.delete(s.key);
+  }
+
+  /** Registers the share's peers once some local identity needs them. */
+  private registerPeers(s: UnitShare): void {
     if (this.ctx.faultHook) this.ctx.fault('registerPeers');
-    const listener = w.peerListener;
-    w.peers = [];
-    w.cidrRefs = [];
-    w.targets = new Map();
-    for (const sel of a.unit.peers) {
-      if (a.unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
+    const listener = s.peerListener;
+    const unit = s.unit;
+    s.peers = [];
+    s.cidrRefs = [];
+    s.targets = new Map();
+    for (const sel of unit.peers) {
+      if (unit.anyPeer && sel.kind === 'labels' && sel.selector.requirements.length === 0) continue;
       if (sel.kind === 'cidr') {
         // The prefixes a policy mentions get identities, so external addresses resolve to them.
-        for (const c of [sel.cidr, ...sel.except]) w.cidrRefs.push(this.identities.acquireCidr(c));
+        for (const c of [sel.cidr, ...sel.except]) s.cidrRefs.push(this.identities.acquireCidr(c));
       }
       // An FQDN selector's own identity exists before any answer: a first IP costs no map write.
-      if (sel.kind === 'fqdn') w.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
+      if (sel.kind === 'fqdn') s.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
       const cs = this.peerCache.register(sel, listener);
-      w.peers.push(cs);
-      for (const id of cs.selected) w.targets.set(id, (w.targets.get(id) ?? 0) + 1);
+      s.peers.push(cs);
+      for (const id of cs.selected) s.targets.set(id, (s.targets.get(id) ?? 0) + 1);
     }
-    if (a.unit.namedEgress || a.unit.peerNamedPorts) {
-      for (const c of a.unit.clauses) {
+    if (unit.namedEgress || unit.peerNamedPorts) {
+      for (const c of unit.clauses) {
         if (c.l4.kind !== 'named') continue;
-        let s = this.namedEgressUnits.get(c.l4.name);
-        if (!s) this.namedEgressUnits.set(c.l4.name, (s = new Set()));
-        s.add(a);
+        let set = this.namedEgressUnits.get(c.l4.name);
+        if (!set) this.namedEgressUnits.set(c.l4.name, (set = new Set()));
+        set.add(s);
       }
     }
   }
 
-  private unregisterPeers(a: AttachedUnit, w: UnitWiring): void {
-    for (const cs of w.peers) this.peerCache.unregister(cs, w.peerListener);
-    w.peers = NO_PEERS;
-    w.targets = NO_TARGETS;
-    for (const rec of w.cidrRefs) this.identities.release(rec);
-    w.cidrRefs = NO_CIDR_REFS;
-    if (a.unit.namedEgress || a.unit.peerNamedPorts) {
-      for (const c of a.unit.clauses) {
+  private unregisterPeers(s: UnitShare): void {
+    for (const cs of s.peers) this.peerCache.unregister(cs, s.peerListener);
+    s.peers = NO_PEERS;
+    s.targets = NO_TARGETS;
+    for (const rec of s.cidrRefs) this.identities.release(rec);
+    s.cidrRefs = NO_CIDR_REFS;
+    if (s.unit.namedEgress || s.unit.peerNamedPorts) {
+      for (const c of s.unit.clauses) {
         if (c.l4.kind !== 'named') continue;
-        const s = this.namedEgressUnits.get(c.l4.name);
-        s?.delete(a);
-        if (s?.size === 0) this.namedEgressUnits.delete(c.l4.name);
+        const set = this.namedEgressUnits.get(c.l4.name);
+        set?.delete(s);
+        if (set?.size === 0) this.namedEgressUnits.delete(c.l4.name);
       }
     }
   }
 
   /** Local identities entering or leaving the unit's subject selection. */
-  onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[], detaching = false): void {
-    if (added.length > 0 && !a.peersRegistered) {
-      const w = (a.wiring ??= new UnitWiring(PolicyResolver.clausesOf(a), new PeerListener(this, a)));
-      w.registered = true;
-      this.registerPeers(a, w);
+  onSubjectChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    const s = added.length > 0 ? (a.share ?? this.joinShare(a)) : a.share;
+    if (!s) return;
+    if (added.length > 0 && !s.registered) {
+      s.registered = true;
+      this.registerPeers(s);
     }
     for (const x of added) {
       const local = this.maps.locals.get(x);
       if (!local) continue;
       this.ctx.stats.policyResolutions++;
       local.units.add(a);
-      if (a.clauses.some((c) => c.contribution.l7 !== undefined)) this.ctx.adoptedL7.add(local);
-      for (const m of local.maps.values()) this.contributeTargets(a, m, +1);
+      if (s.clauses.some((c) => c.contribution.l7 !== undefined)) this.ctx.adoptedL7.add(local);
+      const n = s.adopters.get(local) ?? 0;
+      s.adopters.set(local, n + 1);
+      if (n === 0) for (const m of local.maps.values()) this.contributeTargets(s, m, +1);
     }
     for (const x of removed) {
       const local = this.maps.locals.get(x);
       if (!local || !local.units.has(a)) continue;
       this.ctx.stats.policyResolutions++;
-      for (const m of local.maps.values()) this.contributeTargets(a, m, -1);
+      const n = s.adopters.get(local) ?? 0;
+      if (n === 1) {
+        for (const m of local.maps.values()) this.contributeTargets(s, m, -1);
+        s.adopters.delete(local);
+      } else {
+        s.adopters.set(local, n - 1);
+      }
       local.units.delete(a);
     }
-    const stillSelected = detaching ? 0 : (a.subject?.selected.size ?? 0);
-    const w = a.wiring;
-    if (w?.registered && stillSelected === 0) {
-      w.registered = false;
-      this.unregisterPeers(a, w);
+    if (s.registered && s.adopters.size === 0) {
+      s.registered = false;
+      this.unregisterPeers(s);
     }
   }
 
-  onPeerChange(a: AttachedUnit, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+  onPeerChange(s: UnitShare, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('peerChange');
     for (const id of added) {
-      const n = a.targets.get(id) ?? 0;
-      a.targets.set(id, n + 1);
-      if (n === 0) this.contributePeer(a, id, +1);
+      const n = s.targets.get(id) ?? 0;
+      s.targets.set(id, n + 1);
+      if (n === 0) this.contributePeer(s, id, +1);
     }
     for (const id of removed) {
-      const n = a.targets.get(id) ?? 0;
+      const n = s.targets.get(id) ?? 0;
       if (n === 0) throw new Error(`internal: unit lost peer ${id} it never had`);
       if (n === 1) {
-        this.contributePeer(a, id, -1);
-        a.targets.delete(id);
+        this.contributePeer(s, id, -1);
+        s.targets.delete(id);
       } else {
-        a.targets.set(id, n - 1);
+        s.targets.set(id, n - 1);
       }
     }
   }
@@ -423,7 +496,6 @@ export class PolicyResolver implements NamedPortListener {
   onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('enforcementChange');
     const d = e.unit.direction;
-    const allowAll = wildcardKey(ANY_IDENTITY, d);
     for (const x of added) {
       const local = this.maps.locals.get(x);
       if (!local || local.enforcing[d].has(e)) continue;
@@ -434,7 +506,7 @@ export class PolicyResolver implements NamedPortListener {
       if (local.enforcing[d].size !== 1) continue;
       for (const m of local.maps.values()) {
         this.ctx.dirtyMaps.add(m);
-        m.state.remove(allowAll, DEFAULT_ALLOW);
+        m.state.remove(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
       }
     }
     for (const x of removed) {
@@ -445,7 +517,7 @@ export class PolicyResolver implements NamedPortListener {
       if (local.enforcing[d].size !== 0) continue;
       for (const m of local.maps.values()) {
         this.ctx.dirtyMaps.add(m);
-        m.state.add(allowAll, DEFAULT_ALLOW);
+        m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
       }
       this.contributeBaseline(local, d, +1);
     }
@@ -453,9 +525,12 @@ export class PolicyResolver implements NamedPortListener {
 
   /** The Baseline units `local` adopted for direction `d`, into or out of its map states. */
   private contributeBaseline(local: LocalIdentity, d: Direction, sign: 1 | -1): void {
+    const pass = ++this.pass;
     for (const a of local.units) {
-      if (!a.unit.baseline || a.unit.direction !== d) continue;
-      for (const m of local.maps.values()) this.contributeTargets(a, m, sign);
+      const s = a.share as UnitShare;
+      if (!s.unit.baseline || s.unit.direction !== d || s.visited === pass) continue;
+      s.visited = pass;
+      for (const m of local.maps.values()) this.contributeTargets(s, m, sign);
     }
   }
 }

@@ -124,6 +124,27 @@ class NetworkPolicyUnit implements RuleUnit {
   }
 }
 
+/**
+ * What makes the contributions of two units equal: direction, verdict, named-port mode, subject,
+ * peers and clauses (L7 rules included). Units with equal keys make one contribution together
+ * (policy-resolver.ts `UnitShare`). Null for a ClusterNetworkPolicy unit: its tier, priority and
+ * policy take part in the map state's same-priority groups, so it always contributes on its own.
+ */
+export function shareKey(unit: RuleUnit): string | null {
+  if (unit.origin.tier !== undefined || unit.entry !== undefined || unit.baseline === true || unit.peerNamedPorts === true) return null;
+  // Built by hand (a JSON.stringify per adopted unit was a tenth of a 3,000-rule cold start); NUL
+  // separates the parts: no label, selector or port name contains it.
+  let key = `${unit.direction}\0${unit.verdict}\0${unit.namedEgress ? 'n' : 'p'}\0${unit.peers.length}\0${unit.subject.key}`;
+  for (const p of unit.peers) key += `\0${p.key}`;
+  for (const c of unit.clauses) key += `\0${clauseKey(c.l4)}${c.l7 ? JSON.stringify(c.l7) : ''}`;
+  return key;
+}
+
+function clauseKey(l4: L4Match): string {
+  if (l4.kind === 'all') return '*';
+  return l4.kind === 'range' ? `${l4.protocol}:${l4.from}-${l4.to}` : `${l4.protocol}:${l4.name}`;
+}
+
 export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
   const units: RuleUnit[] = [];

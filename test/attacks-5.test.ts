@@ -1,0 +1,149 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { applyChangeSet } from '../src/backend/backend.js';
+import { bpfUnavailableReason } from '../src/backend/bpf.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, NativeBuffer } from '../src/backend/bpf-syscall.js';
+import { ipcachePinPath, ipcacheWriteOrder, KernelIpcache } from '../src/backend/ipcache.js';
+import { backendLookup } from '../src/backend/lookup.js';
+import { MemoryBackend } from '../src/backend/memory.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas } from '../src/datapath/ipcache-content.js';
+import { Engine } from '../src/engine/engine.js';
+import type { EngineEvent, IpcacheDelta } from '../src/engine/events.js';
+import { cidrContainsIp, parseCidr, parseIp } from '../src/model/cidr.js';
+import { parseManifest } from '../src/policy/manifest.js';
+
+/*
+ * Round 5 attacks (docs/attack-findings-5.md): failures and write orders that leave the kernel
+ * state more open than both the old and the new policy.
+ */
+
+const unavailable = bpfUnavailableReason();
+if (unavailable && process.env.DISTILL_REQUIRE_BPF === '1') throw new Error(`DISTILL_REQUIRE_BPF=1 but ${unavailable}`);
+const kernel = unavailable ? describe.skip : describe;
+const PIN = `/sys/fs/bpf/distill-test-${randomBytes(6).toString('hex')}`;
+afterAll(() => rmSync(PIN, { recursive: true, force: true }));
+
+/** Pins an empty IPv4 ipcache trie with room for `maxEntries` prefixes where KernelIpcache reopens it. */
+function pinTinyIpcache4(dir: string, maxEntries: number): void {
+  const attr = new NativeBuffer(128);
+  const path = new NativeBuffer(4096);
+  try {
+    const a = attr.buf;
+    a.fill(0);
+    a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
+    a.writeUInt32LE(8, 4);
+    a.writeUInt32LE(4, 8);
+    a.writeUInt32LE(maxEntries, 12);
+    a.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+    const r = bpf(BPF_CMD.MAP_CREATE, attr);
+    if (r.ret < 0) throw new Error(`MAP_CREATE: errno ${r.errno}`);
+    Buffer.from(`${ipcachePinPath(dir, 'ipv4')}\0`).copy(path.buf);
+    a.fill(0);
+    a.writeBigUInt64LE(path.address, 0);
+    a.writeUInt32LE(r.ret, 8);
+    const p = bpf(BPF_CMD.OBJ_PIN, attr);
+    closeFd(r.ret);
+    if (p.ret < 0) throw new Error(`OBJ_PIN: errno ${p.errno}`);
+  } finally {
+    attr.free();
+    path.free();
+  }
+}
+
+const SERVER_POLICY = parseManifest(
+  {
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'server', namespace: 'ns' },
+    spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEntities: ['world'] }] },
+  },
+  'server.yaml',
+);
+const DENY_CIDR = parseManifest(
+  {
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'deny-range', namespace: 'ns' },
+    spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromCIDR: ['10.0.0.8/29'] }] },
+  },
+  'deny-range.yaml',
+);
+const pod = (name: string, app: string, ip: string, local: boolean): EngineEvent => ({
+  type: 'upsertPod',
+  pod: { namespace: 'ns', name, labels: { app }, ip: parseIp(ip), serviceAccount: 'default', ports: [] },
+  local,
+});
+
+kernel('kernel ipcache: a write that fails part-way (real kernel maps)', () => {
+  it('leaves every address at its old or its new identity, never at world through a deleted /32', () => {
+    mkdirSync(PIN, { recursive: true });
+    // Room for the /0 and two pods: the transaction's third new prefix does not fit.
+    pinTinyIpcache4(PIN, 3);
+    const ipcache = new KernelIpcache(PIN);
+    const maps = new MemoryBackend();
+    try {
+      const engine = new Engine();
+      const first = engine.apply([{ type: 'upsertNamespace', name: 'ns', labels: {} }, pod('server', 'server', '10.0.1.1', true), pod('p', 'client', '10.0.0.10', false), { type: 'upsertPolicy', policy: SERVER_POLICY }]);
+      applyChangeSet(maps, first, () => ipcache.sync(kernelIpcacheContent(engine)));
+      const allowedFrom = (ip: string): boolean => {
+        const v = backendLookup(maps, 'ns/server', ipcache.lookup(parseIp(ip)) ?? 2, 'ingress', 6, 80);
+        return v !== undefined && !v.entry.deny;
+      };
+      const oldIdentity = engine.identityOfIp(parseIp('10.0.0.10'));
+      expect(allowedFrom('10.0.0.10'), 'the pod at 10.0.0.10 is denied (only world is allowed)').toBe(false);
+      // P goes, Q comes at 10.0.0.11, and a deny for 10.0.0.8/29 makes that range a CIDR identity.
+      const cs = engine.apply([{ type: 'deletePod', namespace: 'ns', name: 'p' }, pod('q', 'client', '10.0.0.11', false), { type: 'upsertPolicy', policy: DENY_CIDR }]);
+      const newIdentity = engine.identityOfIp(parseIp('10.0.0.10'));
+      expect(newIdentity).not.toBe(oldIdentity);
+      expect(cs.ipcache.map((d) => `${d.op} ${d.prefix}`)).toEqual(['delete 10.0.0.10/32', 'upsert 10.0.0.11/32', 'upsert 10.0.0.8/29']);
+      expect(() => applyChangeSet(maps, cs, () => ipcache.apply(kernelIpcacheDeltas(cs.ipcache)))).toThrow(/MAP_UPDATE_ELEM/);
+      expect([oldIdentity, newIdentity]).toContain(ipcache.lookup(parseIp('10.0.0.10')));
+      expect(allowedFrom('10.0.0.10'), 'old state: denied (a pod); new state: denied (the CIDR deny)').toBe(false);
+    } finally {
+      ipcache.close();
+      maps.close();
+      rmSync(PIN, { recursive: true, force: true });
+    }
+    expect(existsSync(PIN)).toBe(false);
+  });
+});
+
+/** The identity of `ip` in an ipcache (prefix text → identity): longest prefix, else world (2). */
+function lpm(cache: ReadonlyMap<string, number>, ip: string): number {
+  const addr = parseIp(ip);
+  let best: { len: number; id: number } | undefined;
+  for (const [prefix, id] of cache) {
+    const c = parseCidr(prefix);
+    if (cidrContainsIp(c, addr) && (!best || c.prefixLength > best.len)) best = { len: c.prefixLength, id };
+  }
+  return best?.id ?? 2;
+}
+
+const PREFIXES = ['10.0.0.0/24', '10.0.0.0/28', '10.0.0.8/29', '10.0.0.8/30', '10.0.0.10/31', '10.0.0.10/32', '10.0.0.11/32', '10.0.0.9/32', '10.0.0.0/32'];
+const ADDRESSES = Array.from({ length: 16 }, (_, i) => `10.0.0.${i}`);
+const cacheOf = fc.dictionary(fc.constantFrom(...PREFIXES), fc.integer({ min: 256, max: 260 }), { maxKeys: PREFIXES.length });
+
+describe('ipcacheWriteOrder', () => {
+  it('every prefix of the write sequence gives each address its old or its new identity', () => {
+    fc.assert(
+      fc.property(cacheOf, cacheOf, fc.boolean(), (oldObj, newObj, reversed) => {
+        const old = new Map(Object.entries(oldObj));
+        const next = new Map(Object.entries(newObj));
+        const deltas: IpcacheDelta[] = [];
+        for (const [prefix, id] of next) if (old.get(prefix) !== id) deltas.push({ op: 'upsert', prefix, identity: id, ...(old.has(prefix) ? { previous: old.get(prefix) } : {}) });
+        for (const [prefix, id] of old) if (!next.has(prefix)) deltas.push({ op: 'delete', prefix, identity: id });
+        if (reversed) deltas.reverse();
+        const cache = new Map(old);
+        for (const d of ipcacheWriteOrder(deltas)) {
+          if (d.op === 'upsert') cache.set(d.prefix, d.identity);
+          else cache.delete(d.prefix);
+          for (const ip of ADDRESSES) expect([lpm(old, ip), lpm(next, ip)]).toContain(lpm(cache, ip));
+        }
+        expect(cache).toEqual(next);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});

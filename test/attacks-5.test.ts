@@ -12,6 +12,8 @@ import { kernelIpcacheContent, kernelIpcacheDeltas } from '../src/datapath/ipcac
 import { Engine } from '../src/engine/engine.js';
 import type { EngineEvent, IpcacheDelta } from '../src/engine/events.js';
 import { cidrContainsIp, parseCidr, parseIp } from '../src/model/cidr.js';
+import { ClusterMirror } from '../src/k8s/mirror.js';
+import { WatchStreamParser } from '../src/k8s/watch.js';
 import { parseManifest } from '../src/policy/manifest.js';
 
 /*
@@ -145,5 +147,40 @@ describe('ipcacheWriteOrder', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+/** A CiliumNetworkPolicy as the API server returns it. */
+function cnpObject(name: string, rv: number, spec: Record<string, unknown>): Record<string, unknown> {
+  return { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'ns', uid: `uid-${name}`, resourceVersion: String(rv), generation: 1 }, spec };
+}
+
+describe('agent mirror: a relist that is kubectl\'s empty List', () => {
+  const allow = cnpObject('allow-client', 10, { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] });
+  const gone = { type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'too old resource version: 10 (25)', reason: 'Expired', code: 410 } };
+  // `kubectl get cnp -A -o json` when no policy is left (kubectl wraps every list in a v1 List).
+  const emptyList = { apiVersion: 'v1', kind: 'List', metadata: { resourceVersion: '' }, items: [] };
+
+  it('deletes what the stream held: a policy deleted during the watch gap after a 410 does not stay', () => {
+    const mirror = new ClusterMirror({ nodeName: 'node-a' });
+    const parser = new WatchStreamParser('cnp.json');
+    const stream = [{ type: 'ADDED', object: allow }, gone, emptyList].map((o) => JSON.stringify(o)).join('\n');
+    const items = parser.push(stream);
+    parser.end();
+    mirror.observe(items[0]!, 'cnp.json');
+    const first = mirror.flush();
+    expect(first.events.map((e) => e.type)).toEqual(['upsertPolicy']);
+    first.commit();
+    for (const item of items.slice(1)) mirror.observe(item, 'cnp.json');
+    const second = mirror.flush();
+    expect(second.events.map((e) => e.type), 'the relist lists no policy: the allow goes').toEqual(['deletePolicy']);
+    second.commit();
+    // Another stream's empty List names none of this stream's kinds.
+    mirror.observe({ type: 'ADDED', object: { ...allow, metadata: { ...(allow.metadata as object), resourceVersion: '30' } } }, 'cnp.json');
+    const third = mirror.flush();
+    expect(third.events.map((e) => e.type)).toEqual(['upsertPolicy']);
+    third.commit();
+    mirror.observe(parser.push(JSON.stringify(emptyList))[0]!, 'pods.json');
+    expect(mirror.flush().events).toEqual([]);
   });
 });

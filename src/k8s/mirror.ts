@@ -117,6 +117,8 @@ export class ClusterMirror {
    * `awaitNamespaces`). Without a namespace stream pods carry only their namespace's name.
    */
   private namespacesWatched = false;
+  /** The kinds each stream (by source) carried: what its empty `List` relists (`relist`). */
+  private readonly streamKinds = new Map<string, Set<string>>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -140,7 +142,14 @@ export class ClusterMirror {
       this.counts.errors++;
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
-    this.observeObject(item.object, item.type === 'DELETED', source, false);
+    const key = this.observeObject(item.object, item.type === 'DELETED', source, false);
+    if (key !== undefined) this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
+  }
+
+  private kindsOf(source: string): Set<string> {
+    let kinds = this.streamKinds.get(source);
+    if (!kinds) this.streamKinds.set(source, (kinds = new Set()));
+    return kinds;
   }
 
   private observeObject(obj: Record<string, unknown>, deleted: boolean, source: string, fromList: boolean): string | undefined {
@@ -204,10 +213,17 @@ export class ClusterMirror {
     return next;
   }
 
+  /**
+   * A relist: what the stream holds now. Held objects of its kinds (the list's, or its items')
+   * that it does not list are deleted. `kubectl get -o json` prints every list as a plain `List`
+   * (kubectl's get command builds one "for display"), so an empty one names no kind: it stands for
+   * the kinds the stream carried. Without them, a relist after the last object of a kind was
+   * deleted (e.g. in a watch gap after a 410 Gone) deleted nothing, and a deleted allow policy stayed.
+   */
   private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
     this.counts.relists++;
     const listed = new Set<string>();
-    const kinds = new Set<string>();
+    const kinds = item.itemKind === undefined && item.items.length === 0 ? new Set(this.streamKinds.get(source)) : new Set<string>();
     item.items.forEach((raw, i) => {
       const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
       if (typeof obj.kind === 'string') kinds.add(obj.kind);
@@ -215,6 +231,7 @@ export class ClusterMirror {
       if (key !== undefined) listed.add(key);
     });
     if (item.itemKind !== undefined) kinds.add(item.itemKind);
+    for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;

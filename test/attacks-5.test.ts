@@ -184,3 +184,49 @@ describe('agent mirror: a relist that is kubectl\'s empty List', () => {
     expect(mirror.flush().events).toEqual([]);
   });
 });
+
+describe('agent: Node addresses read as Cilium\'s ParseNode reads them (pkg/k8s/node.go)', () => {
+  type Obj = Record<string, unknown>;
+  const nodeObj = (name: string, rv: number, addresses: [string, string][]): Obj => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, uid: `uid-${name}`, resourceVersion: String(rv) },
+    status: { addresses: addresses.map(([type, address]) => ({ type, address })) },
+  });
+  const podObj = (name: string, rv: number, app: string, nodeName: string, ip: string): Obj => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'shop', resourceVersion: String(rv), labels: { app } },
+    spec: { nodeName, containers: [{ name: 'c', image: 'i' }] },
+    status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] },
+  });
+  const cnp = (spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'web', namespace: 'shop', resourceVersion: '5' }, spec });
+
+  /** The objects through a mirror into an engine: does shop/web admit `ip` on 80/TCP? */
+  function admits(objects: readonly Obj[], ip: string): boolean {
+    const mirror = new ClusterMirror({ nodeName: 'node-a' });
+    const engine = new Engine();
+    for (const object of objects) mirror.observe({ type: 'ADDED', object }, 'stream');
+    const batch = mirror.flush();
+    engine.apply(batch.events as EngineEvent[]);
+    batch.commit();
+    const hit = engine.lookup('shop/web', engine.identityOfIp(parseIp(ip)), 'ingress', 6, 80);
+    return hit !== undefined && !hit.entry.deny;
+  }
+  const base: readonly Obj[] = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } }, podObj('web', 2, 'web', 'node-a', '10.244.0.5')];
+
+  it('an empty ExternalIP does not make the node\'s InternalIP world', () => {
+    const fromWorld = cnp({ endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEntities: ['world'] }] });
+    const nodeB = nodeObj('node-b', 11, [['InternalIP', '192.0.2.11'], ['ExternalIP', '']]);
+    expect(admits([...base, fromWorld, nodeB], '192.0.2.11'), 'remote-node is not world').toBe(false);
+    expect(admits([...base, fromWorld, nodeB], '198.51.100.1')).toBe(true);
+  });
+
+  it('a second InternalIP of the same family (a pod\'s address) does not give the pod remote-node', () => {
+    const fromNodes = cnp({ endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEntities: ['remote-node'] }] });
+    const evil = podObj('evil', 3, 'evil', 'node-b', '10.244.1.7');
+    const nodeB = nodeObj('node-b', 11, [['InternalIP', '192.0.2.11'], ['InternalIP', '10.244.1.7']]);
+    expect(admits([...base, evil, fromNodes, nodeB], '192.0.2.11')).toBe(true);
+    expect(admits([...base, evil, fromNodes, nodeB], '10.244.1.7'), 'the pod keeps its identity').toBe(false);
+  });
+});

@@ -222,6 +222,31 @@ describe('agent: Node addresses read as Cilium\'s ParseNode reads them (pkg/k8s/
     expect(admits([...base, fromWorld, nodeB], '198.51.100.1')).toBe(true);
   });
 
+  it('a CiliumNode\'s CiliumInternalIP (cilium_host: node-to-pod traffic) is remote-node, not world; merged with the Node', () => {
+    const fromWorld = cnp({ endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEntities: ['world'] }] });
+    const ciliumNodeB: Obj = {
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumNode',
+      metadata: { name: 'node-b', resourceVersion: '12' },
+      spec: { addresses: [{ type: 'InternalIP', ip: '192.0.2.11' }, { type: 'CiliumInternalIP', ip: '10.244.1.1' }], health: { ipv4: '10.244.1.2' } },
+    };
+    const nodeB = nodeObj('node-b', 11, [['InternalIP', '192.0.2.11'], ['ExternalIP', '203.0.113.11']]);
+    expect(admits([...base, fromWorld, ciliumNodeB], '10.244.1.1'), 'cilium_host of node-b').toBe(false);
+    expect(admits([...base, fromWorld, nodeB, ciliumNodeB], '10.244.1.1')).toBe(false);
+    expect(admits([...base, fromWorld, nodeB, ciliumNodeB], '203.0.113.11'), 'the Node\'s ExternalIP stays').toBe(false);
+    const mirror = new ClusterMirror({ nodeName: 'node-a' });
+    for (const object of [nodeB, ciliumNodeB]) mirror.observe({ type: 'ADDED', object }, 'nodes');
+    const batch = mirror.flush();
+    expect(batch.events.map((e) => (e.type === 'upsertNode' ? `${e.name} ${e.ips.map((a) => a.text).join(',')}` : e.type))).toEqual(['node-b 192.0.2.11,203.0.113.11,10.244.1.1']);
+    batch.commit();
+    mirror.observe({ type: 'DELETED', object: { ...nodeB, metadata: { name: 'node-b', resourceVersion: '13' } } }, 'nodes');
+    const after = mirror.flush();
+    expect(after.events.map((e) => (e.type === 'upsertNode' ? `${e.name} ${e.ips.map((a) => a.text).join(',')}` : e.type)), 'the CiliumNode keeps its addresses').toEqual(['node-b 192.0.2.11,10.244.1.1']);
+    after.commit();
+    mirror.observe({ type: 'DELETED', object: { ...ciliumNodeB, metadata: { name: 'node-b', resourceVersion: '14' } } }, 'cnodes');
+    expect(mirror.flush().events.map((e) => e.type)).toEqual(['deleteNode']);
+  });
+
   it('a second InternalIP of the same family (a pod\'s address) does not give the pod remote-node', () => {
     const fromNodes = cnp({ endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEntities: ['remote-node'] }] });
     const evil = podObj('evil', 3, 'evil', 'node-b', '10.244.1.7');

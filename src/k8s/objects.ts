@@ -177,6 +177,29 @@ export function nodeOf(obj: unknown, nodeName: string, source: string): NodeAddr
   return { name: md.name, ips, local: md.name === nodeName };
 }
 
+/** The `spec.addresses` types of a CiliumNode (pkg/node/addressing: InternalIP, ExternalIP, CiliumInternalIP). */
+const CILIUM_NODE_IP_TYPES: ReadonlySet<string> = new Set(['InternalIP', 'ExternalIP', 'CiliumInternalIP']);
+
+/**
+ * A `cilium.io/v2` CiliumNode: every valid address of `spec.addresses` (`{type, ip}`), each once.
+ * Cilium's node manager (pkg/node/manager NodeUpdated) puts each of a node's addresses in the
+ * ipcache as remote-node (host for its own node), the CiliumInternalIP (cilium_host, the source of
+ * node-to-pod traffic) included; that address is in no Node object.
+ */
+export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): NodeAddresses {
+  const r = new Reader(source);
+  const md = readMetadata(r, rec(obj).metadata, false);
+  const ips: IpAddress[] = [];
+  for (const a of r.optArray(rec(rec(obj).spec).addresses, 'spec.addresses') ?? []) {
+    const type = rec(a).type;
+    const address = rec(a).ip;
+    if (typeof type !== 'string' || !CILIUM_NODE_IP_TYPES.has(type) || typeof address !== 'string' || !isValidIp(address)) continue;
+    const ip = parseIp(address);
+    if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
+  }
+  return { name: md.name, ips, local: md.name === nodeName };
+}
+
 /**
  * A `cilium.io/v2` CiliumIdentity (CRD mode): the name is the number, `security-labels` the
  * labels. Throws ManifestError naming `source` and the field.

@@ -1,15 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet } from '../src/backend/backend.js';
-import { bpfUnavailableReason } from '../src/backend/bpf.js';
+import { BpfBackend, bpfUnavailableReason, pinName } from '../src/backend/bpf.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, NativeBuffer } from '../src/backend/bpf-syscall.js';
 import { ipcachePinPath, ipcacheWriteOrder, KernelIpcache } from '../src/backend/ipcache.js';
 import { backendLookup } from '../src/backend/lookup.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../src/datapath/ipcache-content.js';
 import { Engine } from '../src/engine/engine.js';
+import { reconcile } from '../src/node/restart.js';
 import type { EngineEvent, IpcacheDelta } from '../src/engine/events.js';
 import { cidrContainsIp, parseCidr, parseIp } from '../src/model/cidr.js';
 import { ClusterMirror } from '../src/k8s/mirror.js';
@@ -25,7 +26,10 @@ const unavailable = bpfUnavailableReason();
 if (unavailable && process.env.DISTILL_REQUIRE_BPF === '1') throw new Error(`DISTILL_REQUIRE_BPF=1 but ${unavailable}`);
 const kernel = unavailable ? describe.skip : describe;
 const PIN = `/sys/fs/bpf/distill-test-${randomBytes(6).toString('hex')}`;
-afterAll(() => rmSync(PIN, { recursive: true, force: true }));
+afterAll(() => {
+  rmSync(PIN, { recursive: true, force: true });
+  rmSync(`${PIN}-long`, { recursive: true, force: true });
+});
 
 /** Pins an empty IPv4 ipcache trie with room for `maxEntries` prefixes where KernelIpcache reopens it. */
 function pinTinyIpcache4(dir: string, maxEntries: number): void {
@@ -253,5 +257,40 @@ describe('agent: Node addresses read as Cilium\'s ParseNode reads them (pkg/k8s/
     const nodeB = nodeObj('node-b', 11, [['InternalIP', '192.0.2.11'], ['InternalIP', '10.244.1.7']]);
     expect(admits([...base, evil, fromNodes, nodeB], '192.0.2.11')).toBe(true);
     expect(admits([...base, evil, fromNodes, nodeB], '10.244.1.7'), 'the pod keeps its identity').toBe(false);
+  });
+});
+
+kernel('bpf backend: a pod name longer than a bpffs file name (real kernel maps)', () => {
+  it('is pinned (cut into directories), so the transaction that brings it and every later one are written', () => {
+    const dir = `${PIN}-long`;
+    // 253 characters, the longest pod name Kubernetes takes (a DNS subdomain); each '.' is escaped as "_2e".
+    const longName = `${'a.'.repeat(126)}a`;
+    const engine = new Engine();
+    const backend = new BpfBackend({ pinDir: dir });
+    try {
+      applyChangeSet(backend, engine.apply([{ type: 'upsertNamespace', name: 'ns', labels: {} }, pod('server', 'server', '10.0.1.1', true), pod('p', 'client', '10.0.0.10', false), { type: 'upsertPolicy', policy: SERVER_POLICY }]));
+      const denyAll = parseManifest(
+        { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'deny-world', namespace: 'ns' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEntities: ['world'] }] } },
+        'deny-world.yaml',
+      );
+      const cs = engine.apply([pod(longName, 'client', '10.0.0.20', true), { type: 'upsertPolicy', policy: denyAll }]);
+      applyChangeSet(backend, cs);
+      const world = backendLookup(backend, 'ns/server', 2, 'ingress', 6, 80);
+      expect(world?.entry.deny, 'the new deny is in the server\'s kernel map').toBe(true);
+      expect(backend.endpoints()).toEqual([`ns/${longName}`, 'ns/server'].sort());
+      expect(backend.dump(`ns/${longName}`).length).toBeGreaterThan(0);
+    } finally {
+      backend.close();
+    }
+    // A restart reads both maps back: nothing to write; removing the long one leaves no directory behind.
+    const again = new BpfBackend({ pinDir: dir });
+    try {
+      expect(reconcile(engine, again)).toMatchObject({ created: 0, removed: 0, upserts: 0, deletes: 0 });
+      again.remove(`ns/${longName}`);
+      expect(readdirSync(dir).filter((n) => n.startsWith('pol_'))).toEqual([pinName('ns/server')]);
+    } finally {
+      again.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { DEFAULT_MAP_CAPACITY } from '../model/policy-map.js';
-import { existsSync, readdirSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
@@ -16,14 +16,41 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/distill';
 const BATCH_SIZE = 1024;
 const PIN_PREFIX = 'pol_';
 
-/** bpffs file names may not contain '/' or '.': escape everything outside [a-z0-9-] as _xx. */
+/** NAME_MAX: the longest file name bpffs (any Linux filesystem) takes. */
+const NAME_MAX = 255;
+
+/**
+ * The pin's path under the pin dir. bpffs file names may not contain '/' or '.': everything
+ * outside [a-z0-9-] is escaped as _xx. A name longer than NAME_MAX (a pod name may have 253
+ * characters, each '.' escaped to three) is cut into NAME_MAX-byte directories and a last pin
+ * file: one over-long pod name must not make its map impossible to pin (ENAMETOOLONG), which
+ * refused every later transaction of the node and every reconcile.
+ */
 export function pinName(endpoint: string): string {
-  return PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const flat = PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const parts: string[] = [];
+  for (let i = 0; i < flat.length; i += NAME_MAX) parts.push(flat.slice(i, i + NAME_MAX));
+  return parts.join('/');
 }
 
 function endpointOfPinName(name: string): string | undefined {
   if (!name.startsWith(PIN_PREFIX)) return undefined;
-  return name.slice(PIN_PREFIX.length).replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+  return name
+    .slice(PIN_PREFIX.length)
+    .replaceAll('/', '')
+    .replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+/** The pins under `dir` whose first component starts with the prefix, as paths relative to it (directories of cut names walked). */
+function pinPaths(dir: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    if (rel === '' && !e.name.startsWith(PIN_PREFIX)) continue;
+    const path = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) out.push(...pinPaths(dir, path));
+    else out.push(path);
+  }
+  return out;
 }
 
 /** A bpf() syscall failed: `op` names the command, `errno` the kernel's answer. */
@@ -114,7 +141,7 @@ export class BpfBackend implements MapBackend {
   }
 
   endpoints(): string[] {
-    return readdirSync(this.pinDir)
+    return pinPaths(this.pinDir)
       .map(endpointOfPinName)
       .filter((e): e is string => e !== undefined)
       .sort();
@@ -134,6 +161,7 @@ export class BpfBackend implements MapBackend {
     const r = this.call(BPF_CMD.MAP_CREATE, 'MAP_CREATE');
     if (r.ret < 0) throw new BpfError('MAP_CREATE', r.errno, endpoint);
     const fd = r.ret;
+    if (pinName(endpoint).includes('/')) mkdirSync(dirname(this.pinPath(endpoint)), { recursive: true });
     this.setPath(this.pinPath(endpoint));
     a.fill(0);
     a.writeBigUInt64LE(this.path.address, 0);
@@ -334,6 +362,12 @@ export class BpfBackend implements MapBackend {
     this.sizes.delete(endpoint);
     const path = this.pinPath(endpoint);
     if (existsSync(path)) unlinkSync(path);
+    // A cut name's directories, innermost first, as far as they are empty.
+    for (let dir = dirname(pinName(endpoint)); dir !== '.'; dir = dirname(dir)) {
+      const abs = join(this.pinDir, dir);
+      if (!existsSync(abs) || readdirSync(abs).length > 0) break;
+      rmdirSync(abs);
+    }
   }
 
   /** Closes the fds (maps stay pinned) and frees native memory. */

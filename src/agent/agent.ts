@@ -3,7 +3,7 @@ import { createServer, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../datapath/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
@@ -68,6 +68,13 @@ const GLOBAL_TIMERS: AgentTimers = {
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
+/**
+ * Retries of a failed map write: the delay doubles from the first to the last (then stays). The
+ * maps stay as the failed write left them (its plan stops before the loosen phase), never looser.
+ */
+const WRITE_RETRY_FIRST_MS = 1000;
+const WRITE_RETRY_MAX_MS = 60_000;
+
 /** setTimeout's longest delay (2^31 - 1 ms, ~24.8 days); a later deadline is re-armed when it fires. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
@@ -92,6 +99,8 @@ export interface AgentSummary {
   refusals: number;
   events: number;
   unreadableStreams: number;
+  /** Map writes (a transaction's, or a reconcile) that failed. */
+  writeFailures: number;
 }
 
 /**
@@ -102,7 +111,7 @@ export class Agent {
   readonly engine: Engine;
   readonly mirror: ClusterMirror;
   readonly instrumented: InstrumentedEngine;
-  readonly summary: AgentSummary = { transactions: 0, refusals: 0, events: 0, unreadableStreams: 0 };
+  readonly summary: AgentSummary = { transactions: 0, refusals: 0, events: 0, unreadableStreams: 0, writeFailures: 0 };
   private readonly streams: Readable[] = [];
   private started = 0;
   private ended = 0;
@@ -113,6 +122,9 @@ export class Agent {
   private readonly timers: AgentTimers;
   /** The timer set for the earliest pending pod deletion, and that deadline. */
   private deadlineTimer: { readonly at: number; readonly handle: unknown } | undefined;
+  /** Failed map writes in a row, and the timer of the next reconcile (set while the maps lag the engine). */
+  private writeRetry: { failures: number; handle: unknown } | undefined;
+  private readonly writeFailures: Counter<'stage'>;
   /** True once `stop` was called (by SIGTERM, or at the end). */
   stopped = false;
   private readonly finished: Promise<void>;
@@ -132,6 +144,7 @@ export class Agent {
       warn: (msg, fields) => log.warn(fields, msg),
     });
     this.instrumented = new InstrumentedEngine(this.engine, { registry: config.registry, logger: log });
+    this.writeFailures = new Counter({ name: 'distill_map_write_failures_total', help: 'Map writes that failed, by stage (write: a transaction\'s, reconcile: bringing the maps to the engine\'s state)', labelNames: ['stage'], registers: [config.registry] });
     this.finished = new Promise((resolve) => (this.finish = resolve));
   }
 
@@ -258,21 +271,49 @@ export class Agent {
    * only the difference.
    */
   private write(cs: ChangeSet): void {
+    const ipcache = this.config.ipcache;
+    if (this.reconciled) {
+      try {
+        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache))));
+        return;
+      } catch (e) {
+        this.config.logger.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
+        this.countWriteFailure('write');
+        this.reconciled = false;
+      }
+    }
+    this.reconcileMaps();
+  }
+
+  /**
+   * Brings the maps to the engine's state. A failure is logged, counted and retried with backoff
+   * (every transaction meanwhile also retries): the agent keeps running on maps that are never
+   * looser than the old or the new policy (the write plan stops before its loosen phase).
+   */
+  private reconcileMaps(): void {
     const log = this.config.logger;
     const ipcache = this.config.ipcache;
     try {
-      if (!this.reconciled) {
-        let ipcacheWrites = 0;
-        const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine)))));
-        this.reconciled = true;
-        log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, 'pinned maps reconciled');
-      } else {
-        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache))));
-      }
+      let ipcacheWrites = 0;
+      const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine)))));
+      this.reconciled = true;
+      if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
+      this.writeRetry = undefined;
+      log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, 'pinned maps reconciled');
     } catch (e) {
-      log.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
-      reconcile(this.engine, this.config.backend, ipcache && (() => void ipcache.sync(kernelIpcacheContent(this.engine))));
+      this.countWriteFailure('reconcile');
+      const failures = (this.writeRetry?.failures ?? 0) + 1;
+      if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
+      const delay = Math.min(WRITE_RETRY_FIRST_MS * 2 ** Math.min(failures - 1, 30), WRITE_RETRY_MAX_MS);
+      log.error({ error: (e as Error).message, failures, retryInMs: delay }, 'reconciling the maps with the engine failed; they keep what was written, the policy is not in force until a retry succeeds');
+      const handle = this.stopped ? undefined : this.timers.setTimeout(() => this.reconcileMaps(), delay);
+      this.writeRetry = { failures, handle };
     }
+  }
+
+  private countWriteFailure(stage: 'write' | 'reconcile'): void {
+    this.summary.writeFailures++;
+    this.writeFailures.inc({ stage });
   }
 
   private async listen(addr: string): Promise<void> {
@@ -303,6 +344,7 @@ export class Agent {
     for (const s of this.streams) if (s !== process.stdin) s.destroy();
     process.stdin.pause();
     this.flush();
+    if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     this.config.ipcache?.close();
     this.config.backend.close();

@@ -10,6 +10,7 @@ export const BPF_CMD = {
   MAP_GET_NEXT_KEY: 4,
   OBJ_PIN: 6,
   OBJ_GET: 7,
+  OBJ_GET_INFO_BY_FD: 15,
   MAP_LOOKUP_BATCH: 24,
   MAP_UPDATE_BATCH: 26,
   MAP_DELETE_BATCH: 27,
@@ -87,6 +88,33 @@ export function closeFd(fd: number): void {
 export function mountBpffs(target: string): SyscallResult {
   const ret = lib().mount('bpf', target, 'bpf', 0, null);
   return { ret, errno: ret < 0 ? koffi.errno() : 0 };
+}
+
+/** What the kernel says of a map (struct bpf_map_info's first fields). */
+export interface MapInfo {
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+}
+
+/** BPF_OBJ_GET_INFO_BY_FD on a map fd. */
+export function mapInfo(fd: number): MapInfo | SyscallResult {
+  const attr = new NativeBuffer(16);
+  const info = new NativeBuffer(88);
+  try {
+    attr.buf.writeUInt32LE(fd, 0);
+    attr.buf.writeUInt32LE(info.size, 4);
+    attr.buf.writeBigUInt64LE(info.address, 8);
+    const r = bpf(BPF_CMD.OBJ_GET_INFO_BY_FD, attr);
+    if (r.ret < 0) return r;
+    const b = info.buf;
+    return { type: b.readUInt32LE(0), keySize: b.readUInt32LE(8), valueSize: b.readUInt32LE(12), maxEntries: b.readUInt32LE(16), flags: b.readUInt32LE(20) };
+  } finally {
+    attr.free();
+    info.free();
+  }
 }
 
 /** flock(2) operations (include/uapi/asm-generic/fcntl.h). */

@@ -1,10 +1,10 @@
 import { DEFAULT_MAP_CAPACITY } from '../model/policy-map.js';
-import { existsSync, readdirSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, MapInfo, mapInfo, NativeBuffer } from './bpf-syscall.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
 
@@ -16,14 +16,41 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/distill';
 const BATCH_SIZE = 1024;
 const PIN_PREFIX = 'pol_';
 
-/** bpffs file names may not contain '/' or '.': escape everything outside [a-z0-9-] as _xx. */
+/** NAME_MAX: the longest file name bpffs (any Linux filesystem) takes. */
+const NAME_MAX = 255;
+
+/**
+ * The pin's path under the pin dir. bpffs file names may not contain '/' or '.': everything
+ * outside [a-z0-9-] is escaped as _xx. A name longer than NAME_MAX (a pod name may have 253
+ * characters, each '.' escaped to three) is cut into NAME_MAX-byte directories and a last pin
+ * file: one over-long pod name must not make its map impossible to pin (ENAMETOOLONG), which
+ * refused every later transaction of the node and every reconcile.
+ */
 export function pinName(endpoint: string): string {
-  return PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const flat = PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const parts: string[] = [];
+  for (let i = 0; i < flat.length; i += NAME_MAX) parts.push(flat.slice(i, i + NAME_MAX));
+  return parts.join('/');
 }
 
 function endpointOfPinName(name: string): string | undefined {
   if (!name.startsWith(PIN_PREFIX)) return undefined;
-  return name.slice(PIN_PREFIX.length).replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+  return name
+    .slice(PIN_PREFIX.length)
+    .replaceAll('/', '')
+    .replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+/** The pins under `dir` whose first component starts with the prefix, as paths relative to it (directories of cut names walked). */
+function pinPaths(dir: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    if (rel === '' && !e.name.startsWith(PIN_PREFIX)) continue;
+    const path = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) out.push(...pinPaths(dir, path));
+    else out.push(path);
+  }
+  return out;
 }
 
 /** A bpf() syscall failed: `op` names the command, `errno` the kernel's answer. */
@@ -114,7 +141,7 @@ export class BpfBackend implements MapBackend {
   }
 
   endpoints(): string[] {
-    return readdirSync(this.pinDir)
+    return pinPaths(this.pinDir)
       .map(endpointOfPinName)
       .filter((e): e is string => e !== undefined)
       .sort();
@@ -123,28 +150,88 @@ export class BpfBackend implements MapBackend {
   create(endpoint: string): void {
     this.refuseIfReadOnly(`creating the map of ${endpoint}`);
     if (existsSync(this.pinPath(endpoint))) this.remove(endpoint);
+    const fd = this.createMap(endpoint);
+    if (pinName(endpoint).includes('/')) mkdirSync(dirname(this.pinPath(endpoint)), { recursive: true });
+    this.pin(fd, this.pinPath(endpoint));
+    this.fds.set(endpoint, fd);
+    this.sizes.set(endpoint, 0);
+  }
+
+  /** The spec every policy map has (Cilium's objCheck compares the same fields). */
+  private get spec(): MapInfo {
+    return { type: BPF_MAP_TYPE_LPM_TRIE, keySize: KEY_SIZE, valueSize: VALUE_SIZE, maxEntries: this.capacity, flags: BPF_F_NO_PREALLOC };
+  }
+
+  private createMap(endpoint: string): number {
     const a = this.attr.buf;
+    const spec = this.spec;
     a.fill(0);
-    a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
-    a.writeUInt32LE(KEY_SIZE, 4);
-    a.writeUInt32LE(VALUE_SIZE, 8);
-    a.writeUInt32LE(this.capacity, 12);
-    a.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+    a.writeUInt32LE(spec.type, 0);
+    a.writeUInt32LE(spec.keySize, 4);
+    a.writeUInt32LE(spec.valueSize, 8);
+    a.writeUInt32LE(spec.maxEntries, 12);
+    a.writeUInt32LE(spec.flags, 16);
     a.write('distill_policy', 28, 'ascii');
     const r = this.call(BPF_CMD.MAP_CREATE, 'MAP_CREATE');
     if (r.ret < 0) throw new BpfError('MAP_CREATE', r.errno, endpoint);
-    const fd = r.ret;
-    this.setPath(this.pinPath(endpoint));
+    return r.ret;
+  }
+
+  /** Pins `fd` at `path`; closes it if that fails. */
+  private pin(fd: number, path: string): void {
+    this.setPath(path);
+    const a = this.attr.buf;
     a.fill(0);
     a.writeBigUInt64LE(this.path.address, 0);
     a.writeUInt32LE(fd, 8);
     const p = this.call(BPF_CMD.OBJ_PIN, 'OBJ_PIN');
     if (p.ret < 0) {
       closeFd(fd);
-      throw new BpfError('OBJ_PIN', p.errno, this.pinPath(endpoint));
+      throw new BpfError('OBJ_PIN', p.errno, path);
     }
-    this.fds.set(endpoint, fd);
-    this.sizes.set(endpoint, 0);
+  }
+
+  /**
+   * A pinned map whose type, key or value size, max_entries or flags differ from the spec
+   * (an older or foreign writer's) is replaced, as Cilium's OpenOrCreateMap does (objCheck,
+   * pkg/bpf/bpf_linux.go: "Removing map to allow for property upgrade"); read-only, one of another
+   * encoding is refused (its entries would be misread).
+   * Cilium's datapath keeps the old map until its program is reloaded; here readers open the pin,
+   * so the new map is filled first and renamed over the old pin in one step. It holds the old
+   * entries when their encoding is the same and all of them fit, else none: an empty map admits
+   * nothing, so it is never looser than the old or the new policy (reconcile then fills it).
+   */
+  private checkSpec(endpoint: string, fd: number, path: string): number {
+    const info = mapInfo(fd);
+    if (!('type' in info)) {
+      closeFd(fd);
+      throw new BpfError('OBJ_GET_INFO_BY_FD', info.errno, path);
+    }
+    const want = this.spec;
+    const diff = (Object.keys(want) as (keyof MapInfo)[]).filter((k) => info[k] !== want[k]).map((k) => `${k} ${info[k]} (expected ${want[k]})`);
+    if (diff.length === 0) return fd;
+    const sameEncoding = info.type === want.type && info.keySize === want.keySize && info.valueSize === want.valueSize;
+    if (this.readOnly && sameEncoding) return fd; // only its capacity or flags differ: it reads the same
+    if (this.readOnly) {
+      closeFd(fd);
+      throw new BackendError(`the map pinned at ${path} is not a distill policy map: ${diff.join(', ')}`, endpoint, 0);
+    }
+    const old = sameEncoding ? this.dumpRaw(endpoint, fd) : [];
+    closeFd(fd);
+    const fresh = this.createMap(endpoint);
+    const temp = join(this.pinDir, `tmp_${process.pid}_${PIN_PREFIX}replace`);
+    if (existsSync(temp)) unlinkSync(temp);
+    this.pin(fresh, temp);
+    try {
+      const copy: MapDelta[] = old.length <= want.maxEntries ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
+      if (copy.length > 0 && this.writeSingles(fresh, copy, 0, copy.length) < copy.length) throw new BpfError('MAP_UPDATE_ELEM', this.lastErrno, `copying ${path} into its replacement`);
+      renameSync(temp, path);
+    } catch (e) {
+      unlinkSync(temp);
+      closeFd(fresh);
+      throw e;
+    }
+    return fresh;
   }
 
   /** The map's fd, opening the pinned map on first use (as after a restart). */
@@ -160,9 +247,10 @@ export class BpfBackend implements MapBackend {
     if (this.readOnly) a.writeUInt32LE(BPF_F_RDONLY, 12); // file_flags: the kernel refuses writes too
     const r = this.call(BPF_CMD.OBJ_GET, 'OBJ_GET');
     if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
-    this.fds.set(endpoint, r.ret);
-    this.sizes.set(endpoint, this.dumpRaw(endpoint, r.ret).length);
-    return r.ret;
+    const fd = this.checkSpec(endpoint, r.ret, path);
+    this.fds.set(endpoint, fd);
+    this.sizes.set(endpoint, this.dumpRaw(endpoint, fd).length);
+    return fd;
   }
 
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
@@ -334,6 +422,12 @@ export class BpfBackend implements MapBackend {
     this.sizes.delete(endpoint);
     const path = this.pinPath(endpoint);
     if (existsSync(path)) unlinkSync(path);
+    // A cut name's directories, innermost first, as far as they are empty.
+    for (let dir = dirname(pinName(endpoint)); dir !== '.'; dir = dirname(dir)) {
+      const abs = join(this.pinDir, dir);
+      if (!existsSync(abs) || readdirSync(abs).length > 0) break;
+      rmdirSync(abs);
+    }
   }
 
   /** Closes the fds (maps stay pinned) and frees native memory. */

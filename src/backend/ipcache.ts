@@ -35,6 +35,24 @@ export function decodeIpcacheKey(family: IpFamily, key: Buffer): Cidr {
   return parseCidr(`${ip.text}/${prefixLength}`);
 }
 
+const prefixLength = (d: IpcacheDelta): number => Number(d.prefix.slice(d.prefix.lastIndexOf('/') + 1));
+
+/**
+ * The order in which deltas reach the kernel so that, after every single write (and so after a
+ * write that fails part-way), each address's longest match gives it its old or its new identity,
+ * never a third one: upserts (new keys and overwrites) longest prefix first, then deletes shortest
+ * prefix first. A longer upsert written after a shorter one would leave its addresses with the
+ * shorter prefix's identity meanwhile; a longer delete written before a shorter one would expose
+ * the shorter one's old identity. The engine's order (by prefix text) did both: deleting a gone
+ * pod's 10.0.0.10/32 before upserting a new CIDR identity's 10.0.0.8/29 left 10.0.0.10 at world,
+ * which a policy can allow while it denies both the pod and the CIDR.
+ */
+export function ipcacheWriteOrder(deltas: readonly IpcacheDelta[]): IpcacheDelta[] {
+  const upserts = deltas.filter((d) => d.op === 'upsert').sort((a, b) => prefixLength(b) - prefixLength(a));
+  const deletes = deltas.filter((d) => d.op === 'delete').sort((a, b) => prefixLength(a) - prefixLength(b));
+  return [...upserts, ...deletes];
+}
+
 /**
  * The ipcache in the kernel: one LPM trie per family (prefix → peer identity, u32), pinned beside
  * the policy maps and reopened if already pinned (a restart). It is written from
@@ -148,9 +166,9 @@ export class KernelIpcache {
     }
   }
 
-  /** Writes one change set's ipcache deltas, in order (the engine lists them by prefix). */
+  /** Writes one change set's ipcache deltas, in `ipcacheWriteOrder`. */
   apply(deltas: readonly IpcacheDelta[]): void {
-    for (const d of deltas) {
+    for (const d of ipcacheWriteOrder(deltas)) {
       const c = parseCidr(d.prefix);
       const cmd = d.op === 'upsert' ? BPF_CMD.MAP_UPDATE_ELEM : BPF_CMD.MAP_DELETE_ELEM;
       const r = this.elem(cmd, c, d.identity);
@@ -164,8 +182,8 @@ export class KernelIpcache {
 
   /**
    * Makes the maps hold exactly `wanted` (prefix → identity), writing only the difference with
-   * what they hold (read back at open, so a restart with nothing changed writes nothing): upserts
-   * before deletes. Returns how many entries changed.
+   * what they hold (read back at open, so a restart with nothing changed writes nothing), in
+   * `ipcacheWriteOrder`. Returns how many entries changed.
    */
   sync(wanted: ReadonlyMap<string, IdentityId>): number {
     const deltas: IpcacheDelta[] = [];

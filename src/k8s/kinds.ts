@@ -3,6 +3,7 @@ export const KINDS_API_VERSIONS = {
   Namespace: 'v1',
   Pod: 'v1',
   Node: 'v1',
+  CiliumNode: 'cilium.io/v2',
   NetworkPolicy: 'networking.k8s.io/v1',
   CiliumNetworkPolicy: 'cilium.io/v2',
   CiliumClusterwideNetworkPolicy: 'cilium.io/v2',

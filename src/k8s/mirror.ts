@@ -3,7 +3,7 @@ import type { Pod } from '../model/cluster.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
+import { ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
 /** What an agent feeds its engine: engine events, and identity events (external identities). */
@@ -72,7 +72,7 @@ const keyPart = (v: unknown): string => (typeof v === 'string' ? v : (JSON.strin
 
 function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
   const md = rec(obj.metadata);
-  const clusterScoped = kind === 'Namespace' || kind === 'Node' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
+  const clusterScoped = kind === 'Namespace' || kind === 'Node' || kind === 'CiliumNode' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
   const ns = clusterScoped ? '' : keyPart(md.namespace ?? 'default');
   return `${kind}/${ns}/${keyPart(md.name)}`;
 }
@@ -117,6 +117,8 @@ export class ClusterMirror {
    * `awaitNamespaces`). Without a namespace stream pods carry only their namespace's name.
    */
   private namespacesWatched = false;
+  /** The kinds each stream (by source) carried: what its empty `List` relists (`relist`). */
+  private readonly streamKinds = new Map<string, Set<string>>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -140,7 +142,14 @@ export class ClusterMirror {
       this.counts.errors++;
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
-    this.observeObject(item.object, item.type === 'DELETED', source, false);
+    const key = this.observeObject(item.object, item.type === 'DELETED', source, false);
+    if (key !== undefined) this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
+  }
+
+  private kindsOf(source: string): Set<string> {
+    let kinds = this.streamKinds.get(source);
+    if (!kinds) this.streamKinds.set(source, (kinds = new Set()));
+    return kinds;
   }
 
   private observeObject(obj: Record<string, unknown>, deleted: boolean, source: string, fromList: boolean): string | undefined {
@@ -204,10 +213,17 @@ export class ClusterMirror {
     return next;
   }
 
+  /**
+   * A relist: what the stream holds now. Held objects of its kinds (the list's, or its items')
+   * that it does not list are deleted. `kubectl get -o json` prints every list as a plain `List`
+   * (kubectl's get command builds one "for display"), so an empty one names no kind: it stands for
+   * the kinds the stream carried. Without them, a relist after the last object of a kind was
+   * deleted (e.g. in a watch gap after a 410 Gone) deleted nothing, and a deleted allow policy stayed.
+   */
   private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
     this.counts.relists++;
     const listed = new Set<string>();
-    const kinds = new Set<string>();
+    const kinds = item.itemKind === undefined && item.items.length === 0 ? new Set(this.streamKinds.get(source)) : new Set<string>();
     item.items.forEach((raw, i) => {
       const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
       if (typeof obj.kind === 'string') kinds.add(obj.kind);
@@ -215,6 +231,7 @@ export class ClusterMirror {
       if (key !== undefined) listed.add(key);
     });
     if (item.itemKind !== undefined) kinds.add(item.itemKind);
+    for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
@@ -238,13 +255,14 @@ export class ClusterMirror {
         const sig = canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local });
         return { kind, pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
       }
-      case 'Node': {
-        const node = nodeOf(obj, this.options.nodeName, source);
+      case 'Node':
+      case 'CiliumNode': {
+        const node = kind === 'Node' ? nodeOf(obj, this.options.nodeName, source) : ciliumNodeOf(obj, this.options.nodeName, source);
         if (node.ips.length === 0) {
           this.debug('node has no address yet', { source });
           return undefined;
         }
-        return { kind, node, sig: canonical({ ...node, ips: node.ips.map((a) => a.text) }) };
+        return { kind: 'Node', node, sig: canonical({ ...node, ips: node.ips.map((a) => a.text) }) };
       }
       case 'CiliumIdentity': {
         const id = identityOf(obj, source);
@@ -376,12 +394,31 @@ export class ClusterMirror {
 
   private eventsFor(next: Map<string, Held | undefined>): AgentEvent[] {
     const order: AgentEvent[][] = [[], [], [], [], [], []];
+    const nodes = new Set<string>();
     for (const [key, want] of next) {
       const had = this.held.get(key);
-      if (want !== undefined) order[rank(want, true)]!.push(upsertOf(want));
+      if ((want ?? had)?.kind === 'Node') nodes.add(key.slice(key.lastIndexOf('/') + 1));
+      else if (want !== undefined) order[rank(want, true)]!.push(upsertOf(want));
       else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
     }
+    for (const name of nodes) {
+      const e = this.nodeEvent(name, next);
+      if (e) order[e.type === 'upsertNode' ? 0 : 5]!.push(e);
+    }
     return order.flat();
+  }
+
+  /**
+   * One engine node per name, with the addresses of its Node and its CiliumNode object together
+   * (Cilium's node manager takes every address of either into the ipcache).
+   */
+  private nodeEvent(name: string, next: ReadonlyMap<string, Held | undefined>): AgentEvent | undefined {
+    const keys = [`Node//${name}`, `CiliumNode//${name}`];
+    const nodeOfKey = (h: Held | undefined): NodeAddresses | undefined => (h?.kind === 'Node' ? h.node : undefined);
+    const after = keys.map((k) => nodeOfKey(next.has(k) ? next.get(k) : this.held.get(k))).filter((n): n is NodeAddresses => n !== undefined);
+    const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
+    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local };
+    return keys.some((k) => this.held.has(k)) ? { type: 'deleteNode', name } : undefined;
   }
 }
 

@@ -1,5 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
-import type { IpAddress } from '../model/cidr.js';
+import { IpAddress, isValidIp, parseIp } from '../model/cidr.js';
 import type { Pod } from '../model/cluster.js';
 import { KINDS_API_VERSIONS } from './kinds.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
@@ -152,20 +152,51 @@ export interface NodeAddresses {
 const NODE_IP_TYPES: ReadonlySet<string> = new Set(['InternalIP', 'ExternalIP']);
 
 /**
- * A `v1` Node: its InternalIP and ExternalIP addresses (`status.addresses`), each once; `local`
- * when it is the agent's node `nodeName` (Cilium: reserved host, else remote-node). Throws
- * ManifestError naming `source` and the field.
+ * A `v1` Node: its InternalIP and ExternalIP addresses (`status.addresses`; the first valid one of
+ * each type and family), each once; `local` when it is the agent's node `nodeName` (Cilium:
+ * reserved host, else remote-node). Throws ManifestError naming `source` and the field.
  */
 export function nodeOf(obj: unknown, nodeName: string, source: string): NodeAddresses {
   const r = new Reader(source);
   const md = readMetadata(r, rec(obj).metadata, false);
   const ips: IpAddress[] = [];
-  (r.optArray(rec(rec(obj).status).addresses, 'status.addresses') ?? []).forEach((a, i) => {
+  const groups = new Set<string>();
+  for (const a of r.optArray(rec(rec(obj).status).addresses, 'status.addresses') ?? []) {
     const type = rec(a).type;
-    if (typeof type !== 'string' || !NODE_IP_TYPES.has(type)) return;
-    const ip = readIp(r, rec(a).address, `status.addresses[${i}].address`);
+    const address = rec(a).address;
+    if (typeof type !== 'string' || !NODE_IP_TYPES.has(type)) continue;
+    // As Cilium's ParseNode (pkg/k8s/node.go): an empty or invalid address is ignored, not the whole
+    // node (whose other addresses would be world), and only the first IP of a type and family counts.
+    if (typeof address !== 'string' || !isValidIp(address)) continue;
+    const ip = parseIp(address);
+    const group = `${type}/${ip.family}`;
+    if (groups.has(group)) continue;
+    groups.add(group);
     if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
-  });
+  }
+  return { name: md.name, ips, local: md.name === nodeName };
+}
+
+/** The `spec.addresses` types of a CiliumNode (pkg/node/addressing: InternalIP, ExternalIP, CiliumInternalIP). */
+const CILIUM_NODE_IP_TYPES: ReadonlySet<string> = new Set(['InternalIP', 'ExternalIP', 'CiliumInternalIP']);
+
+/**
+ * A `cilium.io/v2` CiliumNode: every valid address of `spec.addresses` (`{type, ip}`), each once.
+ * Cilium's node manager (pkg/node/manager NodeUpdated) puts each of a node's addresses in the
+ * ipcache as remote-node (host for its own node), the CiliumInternalIP (cilium_host, the source of
+ * node-to-pod traffic) included; that address is in no Node object.
+ */
+export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): NodeAddresses {
+  const r = new Reader(source);
+  const md = readMetadata(r, rec(obj).metadata, false);
+  const ips: IpAddress[] = [];
+  for (const a of r.optArray(rec(rec(obj).spec).addresses, 'spec.addresses') ?? []) {
+    const type = rec(a).type;
+    const address = rec(a).ip;
+    if (typeof type !== 'string' || !CILIUM_NODE_IP_TYPES.has(type) || typeof address !== 'string' || !isValidIp(address)) continue;
+    const ip = parseIp(address);
+    if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
+  }
   return { name: md.name, ips, local: md.name === nodeName };
 }
 

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
+import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
@@ -128,7 +129,8 @@ class SteppedNode {
   }
 
   writeIpcache(deltas: readonly IpcacheDelta[]): void {
-    for (const d of kernelIpcacheDeltas(deltas)) {
+    // In the order KernelIpcache.apply writes them.
+    for (const d of ipcacheWriteOrder(kernelIpcacheDeltas(deltas))) {
       if (d.op === 'delete') this.ipcache.delete(d.prefix);
       else this.ipcache.set(d.prefix, d.identity);
       const c = parseCidr(d.prefix);

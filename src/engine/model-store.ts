@@ -1,5 +1,5 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
-import { intern } from '../model/intern.js';
+import { flat } from '../model/intern.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
@@ -87,7 +87,7 @@ export class ModelStore implements ModelView {
         this.namespaces.delete(e.name);
         return;
       case 'upsertPod': {
-        const key = intern(podKey(e.pod)); // flat and shared with the pod table's (a concatenation is a tree of 32-byte pieces)
+        const key = flat(podKey(e.pod)); // a concatenation is a tree of 32-byte pieces until flattened
         const old = this.pods.get(key);
         if (old) this.disown(key, old, e.pod);
         for (const ip of podIps(e.pod)) this.ipOwners.set(ip.text, key);
@@ -144,7 +144,7 @@ export class ModelStore implements ModelView {
    * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
    */
   private upsertPolicy(policy: Policy): void {
-    const key = intern(policyRefKey(policy.ref));
+    const key = flat(policyRefKey(policy.ref));
     const old = this.policies.get(key);
     this.policies.set(key, policy);
     if (!old && policy.ref.namespace !== undefined) index(this.policiesByNs, policy.ref.namespace, key, true);

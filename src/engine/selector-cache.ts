@@ -175,6 +175,8 @@ class BucketIndex<V> {
   }
 }
 
+const NO_IDS: readonly IdentityId[] = [];
+
 /** Adds the members of `s` to `out`. */
 function addAll<V>(out: Set<V>, s: Set<V> | undefined): void {
   if (s) for (const v of s) out.add(v);
@@ -327,6 +329,12 @@ export class SelectorCache {
 
   private candidateIdentities(cs: CachedSelector): Iterable<IdentityId> {
     if (cs.buckets === null) return this.identities.keys();
+    if (cs.buckets.length === 1) {
+      // One bucket (most selectors): its own Set, not a copy; the caller only reads it.
+      const b = cs.buckets[0] as Bucket;
+      if (b.kind !== BucketKind.Named) this.indexKey(b.kind, b.key);
+      return this.identityBuckets.get(b.kind, b.key, b.value) ?? NO_IDS;
+    }
     const out = new Set<IdentityId>();
     for (const b of cs.buckets) {
       if (b.kind !== BucketKind.Named) this.indexKey(b.kind, b.key);

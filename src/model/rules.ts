@@ -1,5 +1,4 @@
 import type { Cidr } from './cidr.js';
-import { flat } from './intern.js';
 import type { FqdnSelector } from './fqdn.js';
 import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
@@ -21,17 +20,8 @@ export interface PolicyRef {
   readonly name: string;
 }
 
-/**
- * Keys by ref object: a parsed policy's ref is one object that every stage an upsert passes keys
- * the policy by (validation, FQDN stage, network splits, resolver, model store). Built once, flat,
- * its hash computed once, rather than a new string (a tree of pieces) per stage.
- */
-const refKeys = new WeakMap<PolicyRef, string>();
-
 export function policyRefKey(ref: PolicyRef): string {
-  let key = refKeys.get(ref);
-  if (key === undefined) refKeys.set(ref, (key = flat(ref.namespace === undefined ? `${ref.kind}/${ref.name}` : `${ref.kind}/${ref.namespace}/${ref.name}`)));
-  return key;
+  return ref.namespace === undefined ? `${ref.kind}/${ref.name}` : `${ref.kind}/${ref.namespace}/${ref.name}`;
 }
 
 /** Where a rule came from: the policy and the field path of the rule inside it. */

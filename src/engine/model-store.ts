@@ -157,7 +157,7 @@ export class ModelStore implements ModelView {
    * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
    */
   private upsertPolicy(policy: Policy): void {
-    const key = policyRefKey(policy.ref);
+    const key = flat(policyRefKey(policy.ref));
     const old = this.policies.get(key);
     this.policies.set(key, policy);
     if (!old && policy.ref.namespace !== undefined && this.policiesByNs !== null) index(this.policiesByNs, policy.ref.namespace, key, true);

@@ -103,10 +103,11 @@ export class ModelStore implements ModelView {
         const key = flat(podKey(e.pod)); // a concatenation is a tree of 32-byte pieces until flattened
         const old = this.pods.get(key);
         if (old) this.disown(key, old, e.pod);
-        for (const ip of podIps(e.pod)) this.ipOwners.set(ip.text, key);
+        if (e.pod.ips === undefined) this.ipOwners.set(e.pod.ip.text, key); // no array per pod (podIps)
+        else for (const ip of e.pod.ips) this.ipOwners.set(ip.text, key);
         this.pods.set(key, e.pod);
         if (e.local ?? false) this.localPods.add(key);
-        else this.localPods.delete(key);
+        else if (this.localPods.size > 0) this.localPods.delete(key);
         if (this.podsByNs !== null) index(this.podsByNs, e.pod.namespace, key, true);
         return;
       }

@@ -46,7 +46,7 @@ export class PodTable {
   private readonly podsByLabels = new Map<string, Set<string>>();
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
-  splits: { podJoined(key: string, pod: Pod, base: LabelSet): Label[]; podLeft(key: string, pod: Pod): void } | null = null;
+  splits: { podJoined(key: string, pod: Pod, base: LabelSet): readonly Label[]; podLeft(key: string, pod: Pod): void } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,

@@ -188,12 +188,15 @@ export class Engine {
    * cilium-ci churn, in apply and transaction alike).
    */
   private applyEvents(events: readonly EngineEvent[]): void {
-    for (const e of events) this.applyEvent(e);
+    for (let i = 0; i < events.length; i++) this.applyEvent(events[i] as EngineEvent);
   }
 
   /** The committed events into the model (DNS answers only if the proxy learnt them). */
   private record(events: readonly EngineEvent[]): void {
-    for (const e of events) if (e.type !== 'dnsResponse' || this.learnt.has(e)) this.model.apply(e);
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i] as EngineEvent;
+      if (e.type !== 'dnsResponse' || this.learnt.has(e)) this.model.apply(e);
+    }
   }
 
   private commit(): CommitResult {

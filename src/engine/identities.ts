@@ -238,6 +238,7 @@ export class IdentityTable {
   }
 
   fqdnHost(ip: string): IdentityRecord | undefined {
+    if (this.fqdnHosts.size === 0) return undefined; // no address text parsed per pod IP when nothing was learnt
     const key = ipKeyOfText(ip);
     return key === undefined ? undefined : this.fqdnHosts.get(key);
   }

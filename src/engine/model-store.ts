@@ -1,5 +1,5 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
-import { intern } from '../model/intern.js';
+import { flat } from '../model/intern.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
@@ -23,8 +23,13 @@ export class ModelStore implements ModelView {
    */
   private readonly ipOwners = new Map<string, string>();
   private readonly policies = new Map<string, Policy>();
-  private readonly podsByNs = new Map<string, Set<string>>();
-  private readonly policiesByNs = new Map<string, Set<string>>();
+  /**
+   * Pod and policy keys by namespace, built when first asked for (a namespace deletion, which
+   * validation and this model handle): until then no upsert pays for a Set entry nobody reads.
+   * Built from the Maps in insertion order, they list keys as incremental indexes would.
+   */
+  private podsByNs: Map<string, Set<string>> | null = null;
+  private policiesByNs: Map<string, Set<string>> | null = null;
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
   private readonly nodes = new Map<string, EngineEvent & { type: 'upsertNode' }>();
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
@@ -62,10 +67,18 @@ export class ModelStore implements ModelView {
   }
 
   podsInNamespace(namespace: string): Iterable<string> {
+    if (this.podsByNs === null) {
+      this.podsByNs = new Map();
+      for (const [key, pod] of this.pods) index(this.podsByNs, pod.namespace, key, true);
+    }
     return this.podsByNs.get(namespace) ?? [];
   }
 
   policiesInNamespace(namespace: string): Iterable<string> {
+    if (this.policiesByNs === null) {
+      this.policiesByNs = new Map();
+      for (const [key, p] of this.policies) if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, true);
+    }
     return this.policiesByNs.get(namespace) ?? [];
   }
 
@@ -87,14 +100,15 @@ export class ModelStore implements ModelView {
         this.namespaces.delete(e.name);
         return;
       case 'upsertPod': {
-        const key = intern(podKey(e.pod)); // flat and shared with the pod table's (a concatenation is a tree of 32-byte pieces)
+        const key = flat(podKey(e.pod)); // a concatenation is a tree of 32-byte pieces until flattened
         const old = this.pods.get(key);
         if (old) this.disown(key, old, e.pod);
-        for (const ip of podIps(e.pod)) this.ipOwners.set(ip.text, key);
+        if (e.pod.ips === undefined) this.ipOwners.set(e.pod.ip.text, key); // no array per pod (podIps)
+        else for (const ip of e.pod.ips) this.ipOwners.set(ip.text, key);
         this.pods.set(key, e.pod);
         if (e.local ?? false) this.localPods.add(key);
-        else this.localPods.delete(key);
-        index(this.podsByNs, e.pod.namespace, key, true);
+        else if (this.localPods.size > 0) this.localPods.delete(key);
+        if (this.podsByNs !== null) index(this.podsByNs, e.pod.namespace, key, true);
         return;
       }
       case 'deletePod':
@@ -128,7 +142,7 @@ export class ModelStore implements ModelView {
     this.pods.delete(key);
     this.localPods.delete(key);
     this.dns.forgetEndpoint(key, noop);
-    index(this.podsByNs, pod.namespace, key, false);
+    if (this.podsByNs !== null) index(this.podsByNs, pod.namespace, key, false);
   }
 
   /** Drops the pod's ownership of its IPs (those `next`, its update, keeps are set again by the caller). */
@@ -144,17 +158,17 @@ export class ModelStore implements ModelView {
    * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
    */
   private upsertPolicy(policy: Policy): void {
-    const key = intern(policyRefKey(policy.ref));
+    const key = flat(policyRefKey(policy.ref));
     const old = this.policies.get(key);
     this.policies.set(key, policy);
-    if (!old && policy.ref.namespace !== undefined) index(this.policiesByNs, policy.ref.namespace, key, true);
+    if (!old && policy.ref.namespace !== undefined && this.policiesByNs !== null) index(this.policiesByNs, policy.ref.namespace, key, true);
   }
 
   private deletePolicy(key: string): void {
     const p = this.policies.get(key);
     if (!p) return;
     this.policies.delete(key);
-    if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, false);
+    if (p.ref.namespace !== undefined && this.policiesByNs !== null) index(this.policiesByNs, p.ref.namespace, key, false);
   }
 
   /**

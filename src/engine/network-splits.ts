@@ -150,6 +150,9 @@ const inCidr = (pod: Pod, c: Cidr): boolean => podIps(pod).some((ip) => cidrCont
  * Names work the same way: a set whose pods give a name more than one meaning labels each pod
  * having it with its ports. The family label is per pod (no set state).
  */
+/** What a pod joining derives when no policy splits identities (no array per pod). */
+const NO_LABELS: readonly Label[] = [];
+
 export class NetworkSplits {
   private s: State = { cidrs: new Map(), names: new Map(), zeroRefs: 0, byPolicy: new Map() };
   /** Base label-set key → its group; kept only while some CIDR other than /0, or some name, is in force. */
@@ -188,10 +191,10 @@ export class NetworkSplits {
   }
 
   /** A pod enters the pod table with base labels `base`: its derived labels under the terms in force. */
-  podJoined(key: string, pod: Pod, base: LabelSet): Label[] {
-    if (podIps(pod).length > 1) this.dualStack.add(key);
-    else this.dualStack.delete(key);
-    if (this.s.byPolicy.size === 0) return [];
+  podJoined(key: string, pod: Pod, base: LabelSet): readonly Label[] {
+    if (pod.ips !== undefined && pod.ips.length > 1) this.dualStack.add(key);
+    else if (this.dualStack.size > 0) this.dualStack.delete(key);
+    if (this.s.byPolicy.size === 0) return NO_LABELS;
     let g: Group | undefined;
     if (this.groups.size > 0 || this.tracking) {
       const b = labelSetKey(base);

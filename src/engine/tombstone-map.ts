@@ -10,11 +10,10 @@ const GONE: unique symbol = Symbol('gone');
 
 export class TombstoneMap<K, V extends object> implements Iterable<[K, V]> {
   private m = new Map<K, V | typeof GONE>();
-  private live = 0;
   private tombstones = 0;
 
   get size(): number {
-    return this.live;
+    return this.m.size - this.tombstones;
   }
 
   get(k: K): V | undefined {
@@ -28,13 +27,8 @@ export class TombstoneMap<K, V extends object> implements Iterable<[K, V]> {
   }
 
   set(k: K, v: V): this {
-    const prev = this.m.get(k);
-    if (prev === GONE) {
-      this.tombstones--;
-      this.live++;
-    } else if (prev === undefined) {
-      this.live++;
-    }
+    // Without tombstones (a table that never lost a key) no lookup is needed before the write.
+    if (this.tombstones > 0 && this.m.get(k) === GONE) this.tombstones--;
     this.m.set(k, v);
     return this;
   }
@@ -42,9 +36,8 @@ export class TombstoneMap<K, V extends object> implements Iterable<[K, V]> {
   delete(k: K): boolean {
     if (!this.has(k)) return false;
     this.m.set(k, GONE);
-    this.live--;
     this.tombstones++;
-    if (this.tombstones > 1024 && this.tombstones > this.live) this.sweep();
+    if (this.tombstones > 1024 && this.tombstones > this.size) this.sweep();
     return true;
   }
 

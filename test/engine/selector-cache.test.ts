@@ -176,3 +176,33 @@ describe('selector cache vs brute force (keys indexed on first need)', () => {
     );
   });
 });
+
+describe("a selector's listeners (a Set's semantics, kept in an array while few)", () => {
+  it('keeps each listener once, in the order added, across the switch to a Set and back below it', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 39 })), { maxLength: 200 }), (ops) => {
+        const cache = new SelectorCache(emptyStats());
+        const pool = Array.from({ length: 40 }, () => recorder());
+        const keeper = recorder();
+        const sel = labelsSelector(makeSelector([eq('app', 'web')]));
+        const cs = cache.register(sel, keeper);
+        const model = new Set<SelectionListener>([keeper]);
+        for (const [add, i] of ops) {
+          const l = pool[i] as SelectionListener;
+          if (add) {
+            expect(cache.register(sel, l)).toBe(cs);
+            model.add(l);
+          } else if (model.has(l)) {
+            cache.unregister(cs, l);
+            model.delete(l);
+          }
+          expect(cs.listeners.size).toBe(model.size);
+          expect([...cs.listeners]).toEqual([...model]);
+        }
+        cache.addIdentity(ident(300, { app: 'web' }));
+        for (const l of pool) expect((l as ReturnType<typeof recorder>).log.length).toBe(model.has(l) ? 1 : 0);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

@@ -370,6 +370,8 @@ const NO_ANCESTOR: readonly (Side | undefined)[] = [undefined];
 const ANY_ANCESTOR: readonly (Side | undefined)[] = [undefined, ...UNWRITTEN_ANCESTORS];
 
 const NOTHING_TRUSTED: ReadonlySet<MapDelta> = new Set();
+/** A trie whose only written key is the operation's own: it has no written ancestor. */
+const NO_ANCESTOR_KEYS: readonly PolicyKey[] = Object.freeze([]);
 
 /**
  * Whether an operation from `was` to `now` (one of them absent: the fallback) lowers no rank when
@@ -467,7 +469,7 @@ const changesRedirectKeys = (deltas: readonly MapDelta[]): boolean =>
   deltas.some((d) => isRedirect(d.entry) && (d.op === 'delete' || d.previous === undefined));
 
 /** One map's writes, in order, per phase. */
-interface MapPlan {
+export interface MapPlan {
   readonly tighten: readonly MapDelta[];
   readonly loosen: readonly MapDelta[];
   readonly mode: CapacityMode;
@@ -534,8 +536,48 @@ function denyAll(write: MapWrite, current: readonly MapRecord[]): MapPlan {
   return { tighten: [...overwrites, ...deletes, ...adds], loosen, mode: 'deny-all' };
 }
 
+const NO_OPS: readonly MapDelta[] = Object.freeze([]);
+const NO_KEYS: ReadonlyMap<string, PolicyEntry | undefined> = new Map();
+
+/**
+ * The plan of a map with one operation that is no new or deleted redirect key, when the general
+ * path would write it as it is, in one phase, within capacity; else undefined. It is exactly what
+ * the general path gives then (`split` puts it in one bucket, and `unsafeKeys` checks it with its
+ * own trie as the only written key), without the general path's Maps, Sets and closures: a map
+ * change between churn events is rare enough that the general path runs as cold code every time.
+ */
+function planSingle(write: MapWrite, capacity: number): MapPlan | undefined {
+  const d = write.deltas[0] as MapDelta;
+  let tighten: boolean;
+  if (d.op === 'delete') {
+    if (isRedirect(d.entry)) return undefined;
+    tighten = !d.entry.deny;
+  } else if (d.previous === undefined) {
+    if (isRedirect(d.entry) || belowNpTier(d.entry)) return undefined;
+    tighten = d.entry.deny;
+  } else if (overwriteRaises(d.previous, d.entry)) {
+    if (belowNpTier(d.entry)) return undefined;
+    tighten = true;
+  } else if (overwriteRaises(d.entry, d.previous)) {
+    tighten = false;
+  } else return undefined;
+  const grows = tighten && d.op === 'upsert' && d.previous === undefined ? 1 : 0;
+  const shrinks = tighten && d.op === 'delete' ? 1 : 0;
+  if (write.size - shrinks + grows > capacity) return undefined;
+  const was = d.op === 'delete' ? d.entry : d.previous;
+  const now = d.op === 'upsert' ? d.entry : undefined;
+  if (!opSafe(d.key, was, now, tighten, NO_KEYS, NO_ANCESTOR_KEYS)) return undefined;
+  const ops: readonly MapDelta[] = write.deltas;
+  return tighten ? { tighten: ops, loosen: NO_OPS, mode: 'normal' } : { tighten: NO_OPS, loosen: ops, mode: 'normal' };
+}
+
 /** One map's plan, with the capacity mode it needed. */
 function planMap(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
+  return (write.deltas.length === 1 ? planSingle(write, capacity) : undefined) ?? planGeneral(write, capacity, current);
+}
+
+/** `planMap` without the one-operation shortcut (exported for the test that they agree). */
+export function planGeneral(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
   let entries: readonly MapRecord[] | undefined;
   const entriesNow = (): readonly MapRecord[] => (entries ??= [...current(write.endpoint)]);
   const forced = new Set<string>();

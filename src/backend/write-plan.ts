@@ -545,28 +545,32 @@ const NO_KEYS: ReadonlyMap<string, PolicyEntry | undefined> = new Map();
  * the general path gives then (`split` puts it in one bucket, and `unsafeKeys` checks it with its
  * own trie as the only written key), without the general path's Maps, Sets and closures: a map
  * change between churn events is rare enough that the general path runs as cold code every time.
+ * A key that comes or goes with an allow or a deny needs no check: an allow is the lowest rank and
+ * a deny the highest, so whatever the fallback and the other trie hold, adding a deny or removing
+ * an allow (and undoing an allow added or a deny removed) lowers no packet's rank.
  */
 function planSingle(write: MapWrite, capacity: number): MapPlan | undefined {
   const d = write.deltas[0] as MapDelta;
+  const e = d.entry;
+  // Field tests rather than `isRedirect`/`belowNpTier`: fewer functions on a path that runs cold.
+  const redirect = !e.deny && e.proxyPort !== 0;
   let tighten: boolean;
   if (d.op === 'delete') {
-    if (isRedirect(d.entry)) return undefined;
-    tighten = !d.entry.deny;
+    if (redirect) return undefined;
+    tighten = !e.deny;
   } else if (d.previous === undefined) {
-    if (isRedirect(d.entry) || belowNpTier(d.entry)) return undefined;
-    tighten = d.entry.deny;
-  } else if (overwriteRaises(d.previous, d.entry)) {
-    if (belowNpTier(d.entry)) return undefined;
+    if (redirect || (e.deny && e.precedence < PRECEDENCE_DENY)) return undefined;
+    tighten = e.deny;
+  } else if (overwriteRaises(d.previous, e)) {
+    if (belowNpTier(e)) return undefined;
     tighten = true;
-  } else if (overwriteRaises(d.entry, d.previous)) {
+  } else if (overwriteRaises(e, d.previous)) {
     tighten = false;
   } else return undefined;
   const grows = tighten && d.op === 'upsert' && d.previous === undefined ? 1 : 0;
   const shrinks = tighten && d.op === 'delete' ? 1 : 0;
   if (write.size - shrinks + grows > capacity) return undefined;
-  const was = d.op === 'delete' ? d.entry : d.previous;
-  const now = d.op === 'upsert' ? d.entry : undefined;
-  if (!opSafe(d.key, was, now, tighten, NO_KEYS, NO_ANCESTOR_KEYS)) return undefined;
+  if (d.op === 'upsert' && d.previous !== undefined && !opSafe(d.key, d.previous, e, tighten, NO_KEYS, NO_ANCESTOR_KEYS)) return undefined;
   const ops: readonly MapDelta[] = write.deltas;
   return tighten ? { tighten: ops, loosen: NO_OPS, mode: 'normal' } : { tighten: NO_OPS, loosen: ops, mode: 'normal' };
 }

@@ -370,6 +370,8 @@ const NO_ANCESTOR: readonly (Side | undefined)[] = [undefined];
 const ANY_ANCESTOR: readonly (Side | undefined)[] = [undefined, ...UNWRITTEN_ANCESTORS];
 
 const NOTHING_TRUSTED: ReadonlySet<MapDelta> = new Set();
+/** A trie whose only written key is the operation's own: it has no written ancestor. */
+const NO_ANCESTOR_KEYS: readonly PolicyKey[] = Object.freeze([]);
 
 /**
  * Whether an operation from `was` to `now` (one of them absent: the fallback) lowers no rank when
@@ -467,7 +469,7 @@ const changesRedirectKeys = (deltas: readonly MapDelta[]): boolean =>
   deltas.some((d) => isRedirect(d.entry) && (d.op === 'delete' || d.previous === undefined));
 
 /** One map's writes, in order, per phase. */
-interface MapPlan {
+export interface MapPlan {
   readonly tighten: readonly MapDelta[];
   readonly loosen: readonly MapDelta[];
   readonly mode: CapacityMode;
@@ -534,8 +536,52 @@ function denyAll(write: MapWrite, current: readonly MapRecord[]): MapPlan {
   return { tighten: [...overwrites, ...deletes, ...adds], loosen, mode: 'deny-all' };
 }
 
+const NO_OPS: readonly MapDelta[] = Object.freeze([]);
+const NO_KEYS: ReadonlyMap<string, PolicyEntry | undefined> = new Map();
+
+/**
+ * The plan of a map with one operation that is no new or deleted redirect key, when the general
+ * path would write it as it is, in one phase, within capacity; else undefined. It is exactly what
+ * the general path gives then (`split` puts it in one bucket, and `unsafeKeys` checks it with its
+ * own trie as the only written key), without the general path's Maps, Sets and closures: a map
+ * change between churn events is rare enough that the general path runs as cold code every time.
+ * A key that comes or goes with an allow or a deny needs no check: an allow is the lowest rank and
+ * a deny the highest, so whatever the fallback and the other trie hold, adding a deny or removing
+ * an allow (and undoing an allow added or a deny removed) lowers no packet's rank.
+ */
+function planSingle(write: MapWrite, capacity: number): MapPlan | undefined {
+  const d = write.deltas[0] as MapDelta;
+  const e = d.entry;
+  // Field tests rather than `isRedirect`/`belowNpTier`: fewer functions on a path that runs cold.
+  const redirect = !e.deny && e.proxyPort !== 0;
+  let tighten: boolean;
+  if (d.op === 'delete') {
+    if (redirect) return undefined;
+    tighten = !e.deny;
+  } else if (d.previous === undefined) {
+    if (redirect || (e.deny && e.precedence < PRECEDENCE_DENY)) return undefined;
+    tighten = e.deny;
+  } else if (overwriteRaises(d.previous, e)) {
+    if (belowNpTier(e)) return undefined;
+    tighten = true;
+  } else if (overwriteRaises(e, d.previous)) {
+    tighten = false;
+  } else return undefined;
+  const grows = tighten && d.op === 'upsert' && d.previous === undefined ? 1 : 0;
+  const shrinks = tighten && d.op === 'delete' ? 1 : 0;
+  if (write.size - shrinks + grows > capacity) return undefined;
+  if (d.op === 'upsert' && d.previous !== undefined && !opSafe(d.key, d.previous, e, tighten, NO_KEYS, NO_ANCESTOR_KEYS)) return undefined;
+  const ops: readonly MapDelta[] = write.deltas;
+  return tighten ? { tighten: ops, loosen: NO_OPS, mode: 'normal' } : { tighten: NO_OPS, loosen: ops, mode: 'normal' };
+}
+
 /** One map's plan, with the capacity mode it needed. */
 function planMap(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
+  return (write.deltas.length === 1 ? planSingle(write, capacity) : undefined) ?? planGeneral(write, capacity, current);
+}
+
+/** `planMap` without the one-operation shortcut (exported for the test that they agree). */
+export function planGeneral(write: MapWrite, capacity: number, current: CurrentEntries): MapPlan {
   let entries: readonly MapRecord[] | undefined;
   const entriesNow = (): readonly MapRecord[] => (entries ??= [...current(write.endpoint)]);
   const forced = new Set<string>();

@@ -99,7 +99,8 @@ export class Commit {
     }
     if (this.ctx.faultHook) this.ctx.fault('releasePorts');
     for (const r of ports.release) this.ports.release(r.endpoint, r.redirect);
-    return { ...this.collect(), ipcache: this.ipcacheDeltas(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), exhausted: null };
+    const { deltas, l7Deltas, touched } = this.collect();
+    return { deltas, l7Deltas, ipcache: this.ipcacheDeltas(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), touched, exhausted: null };
   }
 
   /** The touched ipcache prefixes whose identity changed, by prefix text. */
@@ -169,10 +170,13 @@ export class Commit {
 
   private emit(endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void {
     if (this.ctx.faultHook) this.ctx.fault('emit');
-    const b = before && concreteEntry(this.ports, endpoint, key, before);
-    const a = after && concreteEntry(this.ports, endpoint, key, after);
-    if (a) this.deltasOf(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, ...(b ? { previous: b } : {}) });
-    else if (b) this.deltasOf(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: b });
+    // Built as literals of fixed shapes: a spread of a conditional object would go through a generic clone.
+    const b = before === undefined || before.proxyPort === 0 ? before : concreteEntry(this.ports, endpoint, key, before);
+    const a = after === undefined || after.proxyPort === 0 ? after : concreteEntry(this.ports, endpoint, key, after);
+    if (a === undefined) {
+      if (b !== undefined) this.deltasOf(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: b });
+    } else if (b === undefined) this.deltasOf(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a });
+    else this.deltasOf(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, previous: b });
   }
 
   private emitL7(endpoint: string, before: L7Row | undefined, after: L7Row | undefined): void {
@@ -217,12 +221,15 @@ export class Commit {
   private collect(): { deltas: MapDelta[]; l7Deltas: L7Delta[]; touched: Set<string> } {
     const deltas: MapDelta[] = [];
     const l7Deltas: L7Delta[] = [];
-    for (const endpoint of [...this.out.keys()].sort()) {
+    const endpoints = [...this.out.keys()];
+    if (endpoints.length > 1) endpoints.sort();
+    for (const endpoint of endpoints) {
       const o = this.out.get(endpoint) as EndpointDeltas;
-      deltas.push(...o.upserts, ...o.deletes);
-      l7Deltas.push(...o.l7);
+      for (const d of o.upserts) deltas.push(d);
+      for (const d of o.deletes) deltas.push(d);
+      for (const d of o.l7) l7Deltas.push(d);
     }
-    const touched = new Set(this.out.keys());
+    const touched = new Set(endpoints);
     this.out.clear();
     return { deltas, l7Deltas, touched };
   }

@@ -615,18 +615,21 @@ export class MapState {
     }
     // Only an entry above the lowest precedence (the default allow's) can hide narrower entries.
     if (!mayPrune) return;
-    const scan = (entries: Iterable<RawEntry> | undefined): void => {
-      for (const r of entries ?? []) {
-        this.stats.mapEntriesVisited++;
-        if (covers(key, r.key)) out.set(r.rk, r.key);
-      }
-    };
     if (key.identity !== 0) {
-      scan(this.byIdentityDir.get(idDir(key.identity, key.direction)));
+      this.coveredBy(key, this.byIdentityDir.get(idDir(key.identity, key.direction)), out);
     } else if (key.protocol !== 0) {
-      scan(this.byDirProto.get(dirProto(key.direction, key.protocol)));
+      this.coveredBy(key, this.byDirProto.get(dirProto(key.direction, key.protocol)), out);
     } else {
-      for (const p of this.protocolsByDir.get(key.direction) ?? []) scan(this.byDirProto.get(dirProto(key.direction, p)));
+      for (const p of this.protocolsByDir.get(key.direction) ?? []) this.coveredBy(key, this.byDirProto.get(dirProto(key.direction, p)), out);
+    }
+  }
+
+  /** The raw entries of `entries` that `key` covers, into `out` (a method, not a closure per call: this runs once per settled key). */
+  private coveredBy(key: PolicyKey, entries: Set<RawEntry> | undefined, out: Map<number, PolicyKey>): void {
+    if (entries === undefined) return;
+    for (const r of entries) {
+      this.stats.mapEntriesVisited++;
+      if (covers(key, r.key)) out.set(r.rk, r.key);
     }
   }
 
@@ -697,7 +700,7 @@ export class MapState {
   settle(): SettleResult {
     const changes = this.settleEntries();
     // Maps without redirects (most of them) skip the L7 layer entirely.
-    const l7Relevant = this.l7Touched.size > 0 || this.redirectUse.size > 0 || changes.some((c) => c.after !== undefined && c.after.proxyPort !== 0);
+    const l7Relevant = this.l7Touched.size > 0 || this.redirectUse.size > 0 || someRedirect(changes);
     if (!l7Relevant) return changes.length === 0 ? NOTHING_CHANGED : { entries: changes, l7: NO_L7_CHANGES, redirectsChanged: false };
     return { entries: changes, ...this.settleL7(changes) };
   }
@@ -829,6 +832,12 @@ export class MapState {
     }
     return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
   }
+}
+
+/** Whether a change leaves a redirect entry. */
+function someRedirect(changes: readonly EntryChange[]): boolean {
+  for (const c of changes) if (c.after !== undefined && c.after.proxyPort !== 0) return true;
+  return false;
 }
 
 /** The raw keys of `identity` that cover the redirect's port: every port prefix, then any protocol. */

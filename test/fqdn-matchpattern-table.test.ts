@@ -100,7 +100,12 @@ describe('DNS rule fields set to the empty string', () => {
   it('are refused as the API server refuses them (CRD pattern ^([-a-zA-Z0-9_]+[.]?)+$; TestFQDNNameRegex lists "" as bad)', () => {
     expect(() => parseManifest(policy({ matchName: '', matchPattern: '*.io' }), 'f')).toThrow(/f spec\.egress\[0\]\.toPorts\[0\]\.rules\.dns\[0\]\.matchName: "" is not a valid DNS name/);
     expect(() => parseManifest(policy({ matchName: 'a.io', matchPattern: '' }), 'f')).toThrow(/dns\[0\]\.matchPattern: "" is not a valid DNS pattern/);
-    expect(parseManifest(policy({ matchName: 'a.io', matchPattern: '*.io' }), 'f').rules).toHaveLength(1);
+  });
+
+  it('a rule with both fields is refused, as the CRD refuses it (rules.dns[] items: oneOf matchName / matchPattern, as toFQDNs items)', () => {
+    expect(() => parseManifest(policy({ matchName: 'a.io', matchPattern: '*.io' }), 'f')).toThrow(/f spec\.egress\[0\]\.toPorts\[0\]\.rules\.dns\[0\]: exactly one of matchName or matchPattern/);
+    expect(() => parseManifest(policy({}), 'f')).toThrow(/dns\[0\]: exactly one of matchName or matchPattern/);
+    expect(parseManifest(policy({ matchName: 'a.io' }), 'f').rules).toHaveLength(1);
   });
 
   it('in toFQDNs too', () => {

@@ -20,11 +20,14 @@ import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 const CILIUM_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: true };
 
+/**
+ * The CRD's enum for `toEntities`/`fromEntities` items (`+kubebuilder:validation:Enum` on
+ * `Entity`, pkg/policy/api/entity.go): the API server refuses `world-ipv4` and `world-ipv6`,
+ * though the agent maps them (`EntitySelectorMapping`); `world` still selects both families.
+ */
 const ENTITIES = [
   'all',
   'world',
-  'world-ipv4',
-  'world-ipv6',
   'cluster',
   'host',
   'remote-node',
@@ -482,22 +485,24 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
 }
 
 /**
- * A DNS rule may set matchName, matchPattern or both ("MatchName and MatchPattern are mutually
- * exclusive in an FQDNSelector (but not in a PortRuleDNS)", pkg/policy/api/fqdn.go): the proxy's
- * GeneratePattern ORs every name and pattern of the port's rules. Each field is checked with the
- * CRD's pattern and length, as toFQDNs fields are.
+ * A DNS rule sets exactly one of matchName and matchPattern, each checked with the CRD's pattern
+ * and length as toFQDNs fields are. The agent's code would take both ("mutually exclusive in an
+ * FQDNSelector (but not in a PortRuleDNS)", pkg/policy/api/fqdn.go; GeneratePattern ORs them), but
+ * the API server never stores such a rule: PortRuleDNS is FQDNSelector, whose fields carry
+ * `+kubebuilder:validation:OneOf`, so the CRD gives `rules.dns[]` items the same
+ * `oneOf: [{required: [matchName]}, {required: [matchPattern]}]` as toFQDNs items.
  */
 function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
   const o = r.object(v, path, ['matchName', 'matchPattern']);
-  // An empty string is refused, as the API server refuses it: the CRD pattern needs one
-  // character (TestFQDNNameRegex lists "" as bad), though the agent would read it as absent.
   const matchName = r.optString(o.matchName, join(path, 'matchName'));
   const matchPattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
-  if (matchName === undefined && matchPattern === undefined) r.fail(path, 'one of matchName or matchPattern is required');
+  // An empty string is refused, as the API server refuses it: the CRD pattern needs one
+  // character (TestFQDNNameRegex lists "" as bad), though the agent would read it as absent.
   for (const [field, value] of [['matchName', matchName], ['matchPattern', matchPattern]] as const) {
     const error = value === undefined ? undefined : fqdnSyntaxError(field, value);
     if (error !== undefined) r.fail(join(path, field), error);
   }
+  if ((matchName === undefined) === (matchPattern === undefined)) r.fail(path, 'exactly one of matchName or matchPattern is required');
   return { ...(matchName !== undefined ? { matchName } : {}), ...(matchPattern !== undefined ? { matchPattern } : {}) };
 }
 

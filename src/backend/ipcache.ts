@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { IpcacheDelta } from '../engine/events.js';
 import { Cidr, hostCidr, IpAddress, IpFamily, nthAddress, parseCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, NativeBuffer } from './bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, mapInfo, NativeBuffer } from './bpf-syscall.js';
 import { BpfError } from './bpf.js';
 
 const ADDR_BYTES: Record<IpFamily, number> = { ipv4: 4, ipv6: 16 };
@@ -59,6 +59,22 @@ export function ipcacheWriteOrder(deltas: readonly IpcacheDelta[]): IpcacheDelta
  * `ChangeSet.ipcache`, and `lookup` asks the kernel's longest-prefix match, as the datapath does
  * before it looks the identity up in the endpoint's policy map.
  */
+/**
+ * A pinned ipcache of another type or key/value size is refused: its entries would be misread, and
+ * replacing it with an empty map would make every address world (fail-open). Another max_entries
+ * is kept (a smaller one refuses new prefixes: the write order leaves every address its old or
+ * new identity).
+ */
+function checkIpcacheSpec(fd: number, family: IpFamily, path: string): number {
+  const info = mapInfo(fd);
+  const want = { type: BPF_MAP_TYPE_LPM_TRIE, keySize: 4 + ADDR_BYTES[family], valueSize: 4 };
+  const diff = 'type' in info ? (Object.keys(want) as (keyof typeof want)[]).filter((k) => info[k] !== want[k]).map((k) => `${k} ${info[k]} (expected ${want[k]})`) : [];
+  if ('type' in info && diff.length === 0) return fd;
+  closeFd(fd);
+  if (!('type' in info)) throw new BpfError('OBJ_GET_INFO_BY_FD', info.errno, path);
+  throw new Error(`the map pinned at ${path} is not a distill ipcache: ${diff.join(', ')}; remove it (or start with a fresh ipcache)`);
+}
+
 export class KernelIpcache {
   private readonly fds = new Map<IpFamily, number>();
   /** What the maps hold (prefix text → identity), read back from the kernel at open: `sync` diffs against it. */
@@ -100,7 +116,7 @@ export class KernelIpcache {
       a.writeBigUInt64LE(this.path.address, 0);
       const r = bpf(BPF_CMD.OBJ_GET, this.attr);
       if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
-      return r.ret;
+      return checkIpcacheSpec(r.ret, family, path);
     }
     a.fill(0);
     a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { BackendError } from '../../src/backend/backend.js';
 import { BpfBackend, bpfUnavailableReason, pinName } from '../../src/backend/bpf.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, mapInfo, NativeBuffer } from '../../src/backend/bpf-syscall.js';
+import { ipcachePinPath, KernelIpcache } from '../../src/backend/ipcache.js';
 import type { MapDelta } from '../../src/engine/events.js';
 import type { PolicyEntry, PolicyKey } from '../../src/model/policy-map.js';
 
@@ -113,5 +114,12 @@ kernel('bpf backend: a pinned map of another spec', () => {
     } finally {
       b.close();
     }
+  });
+
+  it('an ipcache of another key size is refused (an empty replacement would make every address world)', () => {
+    const dir = pinDir();
+    mkdirSync(dir, { recursive: true });
+    pinRaw(ipcachePinPath(dir, 'ipv4'), 12, 4);
+    expect(() => new KernelIpcache(dir)).toThrow(/keySize 12 \(expected 8\)/);
   });
 });

@@ -515,18 +515,20 @@ describe('fail-closed write order, random map states with tiers (the precedence 
   it('no prefix opens a flow, the boundary allows only what both states allow, every map keeps its phase bound', () => {
     const t: CornerCounts = { transactions: 0, corners: 0, hard: 0, boundarySoft: 0, phase: 0, drops: 0 };
     const state = fc.record({ a: mapRows('a'), b: mapRows('b') });
-    fc.assert(
-      fc.property(state, state, (o, n) => {
-        const before = { ...t };
-        mapTransaction(o, n, t);
-        // Also the transaction from N back to O, with the endpoints' batches in the other order.
-        mapTransaction({ b: n.b, a: n.a }, { b: o.b, a: o.a }, t);
-        expect(t.hard - before.hard, 'hard-rule violations').toBe(0);
-        expect(t.boundarySoft - before.boundarySoft, 'soft-rule violations at the phase boundary').toBe(0);
-        expect(t.phase - before.phase, 'a map below its phase bound').toBe(0);
-      }),
-      { numRuns: Number(process.env.DISTILL_MAP_RUNS ?? (LONG ? 20_000 : 120)), ...SEED },
-    );
+    const property = fc.property(state, state, (o, n) => {
+      const before = { ...t };
+      mapTransaction(o, n, t);
+      // Also the transaction from N back to O, with the endpoints' batches in the other order.
+      mapTransaction({ b: n.b, a: n.a }, { b: o.b, a: o.a }, t);
+      expect(t.hard - before.hard, 'hard-rule violations').toBe(0);
+      expect(t.boundarySoft - before.boundarySoft, 'soft-rule violations at the phase boundary').toBe(0);
+      expect(t.phase - before.phase, 'a map below its phase bound').toBe(0);
+    });
+    const numRuns = Number(process.env.DISTILL_MAP_RUNS ?? (LONG ? 20_000 : 120));
+    fc.assert(property, { numRuns, ...SEED });
+    // A random seed can draw few corners (8 of 240 seen once; 28-46 usual): top up with more
+    // random runs rather than let the coverage check below fail on an unlucky draw.
+    for (let round = 0; round < 3 && t.corners <= t.transactions / 20 && process.env.DISTILL_SEED === undefined; round++) fc.assert(property, { numRuns });
     report.push(`write order (random map states): ${t.transactions} transactions, ${t.corners} with a precedence corner; hard ${t.hard}, boundary soft ${t.boundarySoft}, phase-bound breaks ${t.phase}, transient drops ${t.drops}`);
     expect(t.corners).toBeGreaterThan(t.transactions / 20);
   }, TIMEOUT);

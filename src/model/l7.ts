@@ -123,8 +123,9 @@ export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   for (const m of rule.headerMatches ?? []) {
     // With a mismatch action the proxy logs or rewrites the header instead of denying.
     if (m.mismatch !== undefined) continue;
+    // An empty value asks for presence only (pkg/envoy getHTTPRule: `value != ""` else PresentMatch).
     const v = header(req, m.name);
-    if (v === undefined || (m.value !== undefined && v !== m.value)) return false;
+    if (v === undefined || (m.value !== undefined && m.value !== '' && v !== m.value)) return false;
   }
   return true;
 }
@@ -138,8 +139,19 @@ export const KAFKA_API_KEYS: readonly string[] = [
   'txnoffsetcommit', 'describeacls', 'createacls', 'deleteacls', 'describeconfigs', 'alterconfigs',
 ];
 
-/** API keys whose requests carry topics that a rule's `topic` is checked against. */
-const KAFKA_TOPIC_KEYS: readonly string[] = ['produce', 'fetch', 'offsetcommit', 'offsetfetch'];
+/**
+ * API keys whose requests carry topics, so a rule's `topic` binds them (Cilium's Kafka parser,
+ * cilium/proxy proxylib/kafka/kafkalib policy.go `isTopicAPIKey`; 34, 35 and 37 have no name here).
+ */
+const KAFKA_TOPIC_KEYS: readonly string[] = [
+  'produce', 'fetch', 'offsets', 'metadata', 'leaderandisr', 'stopreplica', 'updatemetadata', 'offsetcommit', 'offsetfetch',
+  'createtopics', 'deletetopics', 'deleterecords', 'offsetforleaderepoch', 'addpartitionstotxn', 'writetxnmarkers', 'txnoffsetcommit',
+];
+/**
+ * Of those, the requests the parser decodes (kafkalib request.go `setTopics`). The others reach the
+ * rule with no topics, and a rule with a topic matches a request only when it finds its topic in it.
+ */
+const KAFKA_DECODED_TOPIC_KEYS: readonly string[] = ['produce', 'fetch', 'offsets', 'metadata', 'offsetcommit', 'offsetfetch'];
 
 /** The API keys a Kafka role stands for (Cilium's produce/consume roles). */
 const KAFKA_ROLE_KEYS: Readonly<Record<'produce' | 'consume', readonly string[]>> = {
@@ -153,10 +165,11 @@ export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
   if (rule.apiKey !== undefined && rule.apiKey !== '' && rule.apiKey.toLowerCase() !== key) return false;
   if (rule.apiVersion !== undefined && rule.apiVersion !== '' && Number(rule.apiVersion) !== req.apiVersion) return false;
   if (rule.clientID !== undefined && rule.clientID !== '' && rule.clientID !== req.clientID) return false;
-  // As Cilium's Kafka proxy: only requests that name topics are held to the rule's topic
-  // (metadata, offsets and group calls pass on API key, version and client ID alone).
-  if (rule.topic !== undefined && rule.topic !== '' && KAFKA_TOPIC_KEYS.includes(key) && rule.topic !== req.topic) return false;
-  return true;
+  // As Cilium's Kafka parser (kafkalib `Rule.Matches`): group and API-version calls pass on key,
+  // version and client ID alone; a topic-carrying request needs the rule's topic among its topics,
+  // so one naming no topic (a metadata request for all topics) or one not decoded fails the rule.
+  if (rule.topic === undefined || rule.topic === '' || !KAFKA_TOPIC_KEYS.includes(key)) return true;
+  return KAFKA_DECODED_TOPIC_KEYS.includes(key) && req.topic === rule.topic;
 }
 
 /**

@@ -27,9 +27,13 @@ describe('L7 request matching', () => {
     expect(kafkaRuleMatches({ role: 'consume' }, { apiKey: 'fetch', topic: 'x' })).toBe(true);
     expect(kafkaRuleMatches({ apiKey: 'produce', apiVersion: '3' }, { apiKey: 'produce', apiVersion: 2 })).toBe(false);
     expect(kafkaRuleMatches({ clientID: 'a' }, { apiKey: 'fetch', clientID: 'b' })).toBe(false);
-    // Only produce, fetch and offset commit/fetch requests name topics the rule's topic is held to.
+    // Topic-carrying requests (kafkalib isTopicAPIKey) are held to the rule's topic; metadata is one.
     expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'produce', topic: 'audit' })).toBe(false);
-    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'metadata' })).toBe(true);
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'metadata', topic: 'orders' })).toBe(true);
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'metadata', topic: 'audit' })).toBe(false);
+    expect(kafkaRuleMatches({ role: 'produce', topic: 'orders' }, { apiKey: 'metadata' })).toBe(false);
+    expect(kafkaRuleMatches({ role: 'consume', topic: 'orders' }, { apiKey: 'offsets', topic: 'audit' })).toBe(false);
+    expect(kafkaRuleMatches({ apiKey: 'createtopics', topic: 'orders' }, { apiKey: 'createtopics', topic: 'orders' })).toBe(false);
     expect(kafkaRuleMatches({ role: 'consume', topic: 'orders' }, { apiKey: 'offsetcommit', topic: 'audit' })).toBe(false);
     expect(kafkaRuleMatches({ role: 'consume', topic: 'orders' }, { apiKey: 'heartbeat' })).toBe(true);
   });

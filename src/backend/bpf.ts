@@ -22,14 +22,17 @@ const NAME_MAX = 255;
 /**
  * The pin's path under the pin dir. bpffs file names may not contain '/' or '.': everything
  * outside [a-z0-9-] is escaped as _xx. A name longer than NAME_MAX (a pod name may have 253
- * characters, each '.' escaped to three) is cut into NAME_MAX-byte directories and a last pin
+ * characters, each '.' escaped to three) is cut into NAME_MAX-byte directories ('+'-ended) and a last pin
  * file: one over-long pod name must not make its map impossible to pin (ENAMETOOLONG), which
  * refused every later transaction of the node and every reconcile.
  */
 export function pinName(endpoint: string): string {
   const flat = PIN_PREFIX + endpoint.replace(/[^a-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  // A directory's name ends in '+', which no escaped name has: no pin file stands where another pin needs a directory.
   const parts: string[] = [];
-  for (let i = 0; i < flat.length; i += NAME_MAX) parts.push(flat.slice(i, i + NAME_MAX));
+  let i = 0;
+  for (; flat.length - i > NAME_MAX; i += NAME_MAX - 1) parts.push(`${flat.slice(i, i + NAME_MAX - 1)}+`);
+  parts.push(flat.slice(i));
   return parts.join('/');
 }
 
@@ -37,7 +40,7 @@ function endpointOfPinName(name: string): string | undefined {
   if (!name.startsWith(PIN_PREFIX)) return undefined;
   return name
     .slice(PIN_PREFIX.length)
-    .replaceAll('/', '')
+    .replaceAll('+/', '')
     .replace(/_([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
 }
 

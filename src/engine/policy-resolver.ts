@@ -34,11 +34,6 @@ export class AttachedUnit implements SelectionListener {
     readonly n: number,
   ) {}
 
-  /** `NO_CLAUSES` until it first joins a share. */
-  get clauses(): readonly AttachedClause[] {
-    return this.share?.clauses ?? NO_CLAUSES;
-  }
-
   /** Peer identities and how many of the unit's peer selectors select each (`NO_TARGETS` while its share's peers are unregistered). */
   get targets(): Map<IdentityId, number> {
     return this.share?.targets ?? NO_TARGETS;
@@ -143,8 +138,6 @@ const keyed = (c: AttachedClause): boolean => c.keys !== null;
 
 /** The targets of every share whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
-/** The clauses of every unit never adopted (no share yet); never written. */
-const NO_CLAUSES: readonly AttachedClause[] = Object.freeze([]);
 const NO_PEERS: CachedSelector[] = [];
 const NO_CIDR_REFS: IdentityRecord[] = [];
 

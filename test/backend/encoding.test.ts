@@ -4,7 +4,7 @@ import { decodeKey, decodeValue, encodeKey, encodeValue, KEY_SIZE, VALUE_SIZE } 
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { BackendError, writePlan } from '../../src/backend/backend.js';
 import { planWrites } from '../../src/backend/write-plan.js';
-import type { PolicyKey } from '../../src/model/policy-map.js';
+import type { PolicyEntry, PolicyKey } from '../../src/model/policy-map.js';
 
 const key = fc
   .record({
@@ -50,6 +50,31 @@ describe('kernel encoding', () => {
 describe('memory backend', () => {
   const k = (identity: number): PolicyKey => ({ identity, direction: 'ingress', protocol: 6, port: 80, portPrefixLen: 16 });
   const allow = { deny: false, proxyPort: 0, precedence: 1 };
+  it('holds one entry per distinct kernel key, dumps in key-byte order and deletes by key (table keys built from the fields)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(key, entry, fc.boolean()), { maxLength: 40 }), (ops) => {
+        const b = new MemoryBackend({ capacity: 256 });
+        b.create('ep');
+        const model = new Map<string, { key: PolicyKey; entry: PolicyEntry }>();
+        for (const [k, e, del] of ops) {
+          const hex = encodeKey(k).toString('hex');
+          if (del && model.has(hex)) {
+            b.apply('ep', [{ endpoint: 'ep', op: 'delete', key: k, entry: e }]);
+            model.delete(hex);
+          } else {
+            b.apply('ep', [{ endpoint: 'ep', op: 'upsert', key: k, entry: e }]);
+            model.set(hex, { key: k, entry: e });
+          }
+        }
+        const want = [...model].sort(([a], [b2]) => (a < b2 ? -1 : a > b2 ? 1 : 0)).map(([, r]) => r);
+        expect(b.size('ep')).toBe(model.size);
+        expect(b.dump('ep')).toEqual(want);
+        // Every held key is found by a lookup of its own packet (this entry or a longer match).
+        for (const { key: k } of want) expect(b.lookup('ep', k.identity, k.direction, k.protocol, k.port)).toBeDefined();
+      }),
+    );
+  });
+
   it('refuses to grow past its capacity and reports how far it got', () => {
     const b = new MemoryBackend({ capacity: 256 });
     b.create('ep');

@@ -178,6 +178,13 @@ describe('distill maps dump and --backend', () => {
     expect(r.stderr).toMatch(/no local endpoint "default\/nope" \(endpoints: default\/backend/);
   });
   withBpf('reach --backend bpf answers from real kernel maps exactly as the memory backend does', () => {
+    try {
+      kernelAgreesWithMemory();
+    } finally {
+      spawnSync('rm', ['-rf', pinDir]); // also when an assertion fails: no pin dir left behind
+    }
+  });
+  function kernelAgreesWithMemory(): void {
     const viaKernel = distill('reach', '--scenario', ...ENGINE_CORPUS, '--json', '--backend', 'bpf', '--pin-dir', pinDir);
     const viaMemory = distill('reach', '--scenario', ...ENGINE_CORPUS, '--json', '--backend', 'memory');
     expect(viaKernel.code).toBe(0);
@@ -189,8 +196,7 @@ describe('distill maps dump and --backend', () => {
     const kernelReplay = JSON.parse(distill('replay', 'fixtures/traces/small.jsonl', '--json', '--backend', 'bpf', '--pin-dir', pinDir).stdout) as { deltas: number; mapEntries: number };
     const memoryReplay = JSON.parse(distill('replay', 'fixtures/traces/small.jsonl', '--json').stdout) as { deltas: number; mapEntries: number };
     expect({ deltas: kernelReplay.deltas, mapEntries: kernelReplay.mapEntries }).toEqual({ deltas: memoryReplay.deltas, mapEntries: memoryReplay.mapEntries });
-    spawnSync('rm', ['-rf', pinDir]);
-  });
+  }
 });
 
 describe('distill gen and replay', () => {

@@ -13,9 +13,18 @@ const enabled = process.env.DISTILL_TESTBED_CORPUS === '1';
 if (enabled && unavailable) throw new Error(`DISTILL_TESTBED_CORPUS=1 but ${unavailable}`);
 const CORPUS = ['fixtures/scenarios', 'fixtures/conformance/accept', 'fixtures/conformance/cilium', 'fixtures/conformance/k8s', 'fixtures/conformance/npapi'];
 
+/**
+ * Scenarios the testbed cannot send as written, each still checked on real kernel maps by
+ * `verify --backend bpf` in .ci/run: a pod address whose owner changes between claimants (the
+ * testbed builds one namespace per pod and routes a shared address to one of them, so the probe
+ * and its reply can leave and return through different namespaces).
+ */
+const NOT_IN_TESTBED = new Set(['fixtures/scenarios/ipcache/shared-ip-owner-deleted.yaml']);
+
 function yamlFiles(dir: string): string[] {
   return readdirSync(dir)
     .sort()
+    .filter((e) => !NOT_IN_TESTBED.has(join(dir, e)))
     .flatMap((e) => {
       const p = join(dir, e);
       return statSync(p).isDirectory() ? yamlFiles(p) : p.endsWith('.yaml') ? [p] : [];
@@ -31,6 +40,7 @@ function cli(args: string[]): { out: string; err: string; exit: number } {
 
 (enabled ? describe : describe.skip)('testbed corpus', () => {
   it('agrees with reach on every probe of every scenario', () => {
+    process.stderr.write(`testbed corpus: not sent as packets (kernel maps only, see NOT_IN_TESTBED): ${[...NOT_IN_TESTBED].join(', ')}\n`);
     const started = process.hrtime.bigint();
     let probes = 0;
     const disagreements: string[] = [];

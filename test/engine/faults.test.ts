@@ -6,7 +6,7 @@ import { initialEvents } from '../../src/harness/cluster-sync.js';
 import { policyKeyString } from '../../src/model/policy-map.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { ClusterState } from '../../src/model/cluster.js';
-import { applyToModel, INITIAL_CLUSTER, normalizedMaps, op, Op, toEventSharedAddress, trackLocality } from './gen.js';
+import { INITIAL_CLUSTER, normalizedMaps, op, Op, toEventSharedAddress, trackLocality, modelAfter } from './gen.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
 
@@ -54,12 +54,7 @@ describe('an exception anywhere inside a transaction changes nothing', () => {
         const local = new Map<string, boolean>();
         for (const [ops, at, typeError] of txns as [Op[], number, boolean][]) {
           const events: EngineEvent[] = ops.map(toEventSharedAddress);
-          let next: ClusterState | null = state;
-          try {
-            for (const e of events) next = applyToModel(next, e);
-          } catch {
-            next = null;
-          }
+          const next = modelAfter(state, events);
           const before = exactState(engine);
           hook.calls = 0;
           hook.at = at;

@@ -385,7 +385,17 @@ export function toEvent(o: Op): EngineEvent {
 
 export const INITIAL_CLUSTER: ClusterState = EXTERNALS.reduce((s, e) => upsertExternal(s, e), EMPTY_CLUSTER);
 
+import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
 export { applyEventToCluster as applyToModel, comparableMaps as normalizedMaps, trackLocality } from '../../src/harness/cluster-sync.js';
+
+/** The model after a whole batch, or null when the model refuses any event of it (the engine must refuse it too). */
+export function modelAfter(state: ClusterState, events: readonly EngineEvent[]): ClusterState | null {
+  try {
+    return events.reduce(applyEventToCluster, state);
+  } catch {
+    return null;
+  }
+}
 
 /** A small deterministic PRNG for sampling flows inside a property. */
 export function prng(seed: number): () => number {

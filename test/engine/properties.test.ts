@@ -10,7 +10,7 @@ import { endpointMaps, sameEndpointMaps, initialEvents, l7RowKey, L7Tables, l7Ta
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
-import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, opWithNodes, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality } from './gen.js';
+import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, opWithNodes, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality, modelAfter } from './gen.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
 const RUNS = LONG ? 3000 : 300;
@@ -229,12 +229,7 @@ describe('engine vs naive evaluator, after every transaction', () => {
         let ipcache = new Map<string, number>();
         txns.forEach((ops, ti) => {
           const events = ops.map(toEvent);
-          let next: ClusterState | null = state;
-          try {
-            for (const e of events) next = applyToModel(next, e);
-          } catch {
-            next = null;
-          }
+          const next = modelAfter(state, events);
           if (next === null) {
             // The model refuses the batch: the engine must refuse it too and keep its state.
             const before = engineState(engine);

@@ -6,7 +6,7 @@ import { policyKeyString } from '../../src/model/policy-map.js';
 import { policyRefKey, RuleOrigin } from '../../src/model/rules.js';
 import { Engine } from '../../src/engine/engine.js';
 import { diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
-import { applyToModel, INITIAL_CLUSTER, normalizedMaps, Op, op, REQUESTS, toEvent, trackLocality } from './gen.js';
+import { INITIAL_CLUSTER, normalizedMaps, Op, op, REQUESTS, toEvent, trackLocality, modelAfter } from './gen.js';
 
 // Histories dense in equal rules (policy-resolver.ts UnitShare): each NetworkPolicy-tier policy
 // comes with a copy under its sibling name, or with its rules twice, so shares form, lose their
@@ -56,12 +56,8 @@ describe('equal rules: one contribution, every rule explained', () => {
         const local = new Map<string, boolean>();
         for (const ops of txns) {
           const events = ops.map(toEvent);
-          let next: ClusterState = state;
-          try {
-            for (const e of events) next = applyToModel(next, e);
-          } catch {
-            continue;
-          }
+          const next = modelAfter(state, events);
+          if (next === null) continue;
           const before = endpointMaps(engine);
           const cs = engine.apply(events);
           for (const e of events) trackLocality(local, next, e);

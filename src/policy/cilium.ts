@@ -294,8 +294,14 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
 
   let toFQDNs: FqdnSelector[] | undefined;
   if (fqdnField !== undefined && !absent(o.toFQDNs)) {
-    anyL3 = true;
-    toFQDNs = r.array(o.toFQDNs, join(path, 'toFQDNs')).map((f, i) => parseFqdnSelector(r, f, at(join(path, 'toFQDNs'), i)));
+    const fqdns = r.array(o.toFQDNs, join(path, 'toFQDNs')).map((f, i) => parseFqdnSelector(r, f, at(join(path, 'toFQDNs'), i)));
+    // Unlike an empty toEndpoints/toEntities/toCIDR/toCIDRSet, Cilium does not treat `toFQDNs: []`
+    // as "select nothing" (pkg/policy/utils/parserules.go mergeEndpointSelectors leaves fqdns out
+    // of its explicit-empty check): the rule is then a rule without peers.
+    if (fqdns.length > 0) {
+      anyL3 = true;
+      toFQDNs = fqdns;
+    }
   }
 
   const toPorts = r.optArray(o.toPorts, join(path, 'toPorts')) ?? [];

@@ -69,7 +69,12 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   }
   if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
   const np = join(path, 'networks');
-  const cidrs: Cidr[] = limited(r, o.networks, np, 1).map((c, i) => readCidr(r, c, at(np, i), true));
+  const items = limited(r, o.networks, np, 1);
+  // The CRD types networks as x-kubernetes-list-type: set: the API server refuses a repeated item.
+  items.forEach((c, i) => {
+    if (items.indexOf(c) !== i) r.fail(at(np, i), `duplicate value ${JSON.stringify(c)} (networks is a set)`);
+  });
+  const cidrs: Cidr[] = items.map((c, i) => readCidr(r, c, at(np, i), true));
   return { kind: 'networks', cidrs };
 }
 

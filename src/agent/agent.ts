@@ -125,6 +125,8 @@ export class Agent {
   /** Failed map writes in a row, and the timer of the next reconcile (set while the maps lag the engine). */
   private writeRetry: { failures: number; handle: unknown } | undefined;
   private readonly writeFailures: Counter<'stage'>;
+  /** The last failed map write's error, while the maps lag the engine (cleared by a reconcile that succeeds). */
+  private lastWriteError: string | undefined;
   /** True once `stop` was called (by SIGTERM, or at the end). */
   stopped = false;
   private readonly finished: Promise<void>;
@@ -278,7 +280,7 @@ export class Agent {
         return;
       } catch (e) {
         this.config.logger.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
-        this.countWriteFailure('write');
+        this.countWriteFailure('write', e);
         this.reconciled = false;
       }
     }
@@ -297,11 +299,12 @@ export class Agent {
       let ipcacheWrites = 0;
       const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine)))));
       this.reconciled = true;
+      this.lastWriteError = undefined;
       if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
       this.writeRetry = undefined;
       log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, 'pinned maps reconciled');
     } catch (e) {
-      this.countWriteFailure('reconcile');
+      this.countWriteFailure('reconcile', e);
       const failures = (this.writeRetry?.failures ?? 0) + 1;
       if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
       const delay = Math.min(WRITE_RETRY_FIRST_MS * 2 ** Math.min(failures - 1, 30), WRITE_RETRY_MAX_MS);
@@ -311,9 +314,20 @@ export class Agent {
     }
   }
 
-  private countWriteFailure(stage: 'write' | 'reconcile'): void {
+  private countWriteFailure(stage: 'write' | 'reconcile', e: unknown): void {
     this.summary.writeFailures++;
     this.writeFailures.inc({ stage });
+    this.lastWriteError = `${stage}: ${(e as Error).message}`;
+  }
+
+  /**
+   * Why the maps do not hold the engine's policy, or undefined when they do (or nothing was
+   * written yet). Set by a failed write until a reconcile succeeds: /healthz answers 503 with it,
+   * as Cilium's endpoint health is not-ready while its regeneration fails, and `--exit-at-eof`
+   * exits non-0.
+   */
+  get mapsBehind(): string | undefined {
+    return this.reconciled ? undefined : this.lastWriteError;
   }
 
   private async listen(addr: string): Promise<void> {
@@ -321,7 +335,11 @@ export class Agent {
     if (!m) throw new Error(`--metrics-addr: "${addr}" is not HOST:PORT`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
     const server = createServer((req, res) => {
-      if (req.url === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      if (req.url === '/healthz') {
+        const behind = this.mapsBehind;
+        if (behind !== undefined) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`maps behind the policy after a failed write (${behind}); retrying\n`);
+        return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      }
       if (req.url !== '/metrics') return void res.writeHead(404).end();
       this.config.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': this.config.registry.contentType }).end(text),

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { EngineEvent } from '../engine/events.js';
 import { IdentityAllocator } from '../kvstore/allocator.js';
 import { connectEtcd } from '../kvstore/client.js';
-import { labelSetKey } from '../kvstore/labels.js';
+import { labelSetKey, parseLabelSetKey } from '../kvstore/labels.js';
 import { IdentityWatcher, type IdentityEvent } from '../kvstore/watcher.js';
 import { namespaceWithDefaults, type Pod } from '../model/cluster.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY, podIdentityLabels } from '../model/identity.js';
@@ -46,6 +46,14 @@ function identityProblem(id: number, labels: Readonly<Record<string, string>>): 
   return entries.map(([k, v]) => identityLabelProblem(k, v)).find((p) => p !== undefined);
 }
 
+function sameLabelSet(labels: readonly string[], key: string): boolean {
+  try {
+    return labelSetKey(labels) === key;
+  } catch {
+    return false;
+  }
+}
+
 /** A watcher event as the engine's identity event (labels in security-labels form). */
 function engineIdentityEvent(e: IdentityEvent): EngineEvent {
   if (e.kind === 'deleteIdentity') return { type: 'deleteIdentity', id: e.id };
@@ -81,6 +89,8 @@ export class EtcdIdentitySource {
   private readonly pending: EngineEvent[] = [];
   /** Ids whose upsert went to the engine (their delete goes too; a skipped id's does not). */
   private readonly admittedIds = new Set<number>();
+  /** Label sets this node holds whose master key was deleted or rewritten: the pump repairs them (`IdentityAllocator.repair`). */
+  private readonly broken = new Set<string>();
   private pumping = false;
   private again = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -194,6 +204,7 @@ export class EtcdIdentitySource {
     await this.connect();
     for (;;) {
       this.again = false;
+      await this.repairBroken();
       const todo = [...this.wanted].filter(([pod, labels]) => this.held.get(pod)?.join(';') !== labels.join(';'));
       const gone = [...this.held.keys()].filter((pod) => !this.wanted.has(pod));
       if (todo.length === 0 && gone.length === 0) return;
@@ -206,6 +217,7 @@ export class EtcdIdentitySource {
     this.watcher ??= await IdentityWatcher.start(
       this.client,
       (e) => {
+        this.checkHeld(e);
         const event = this.admit(e);
         if (event === undefined) return;
         this.pending.push(event);
@@ -240,6 +252,32 @@ export class EtcdIdentitySource {
     this.stats.skipped++;
     this.opts.logger.warn({ id: e.id, problem }, 'etcd identity skipped: the engine cannot take it');
     return this.admittedIds.delete(e.id) ? { type: 'deleteIdentity', id: e.id } : undefined;
+  }
+
+  /**
+   * A master key of an id this node holds that is deleted, or now names other labels (etcd was
+   * written by someone else): without a repair the node's pods with those labels had no id any more
+   * (reserved:init) for good, the allocator still counting them as holding it.
+   */
+  private checkHeld(e: IdentityEvent): void {
+    if (!this.allocator) return;
+    for (const [key, id] of this.allocator.held()) {
+      if (id !== e.id) continue;
+      if (e.kind === 'upsertIdentity' && sameLabelSet(e.labels, key)) continue;
+      this.opts.logger.warn({ id, labels: key, change: e.kind === 'deleteIdentity' ? 'deleted' : 'relabelled' }, 'etcd identities: the master key of an id this node holds changed; repairing it');
+      this.broken.add(key);
+      this.kick();
+    }
+  }
+
+  /** Restores deleted master keys; a rewritten one makes its pods allocate again (the next pump round). */
+  private async repairBroken(): Promise<void> {
+    for (const key of [...this.broken]) {
+      const outcome = await this.allocator!.repair(parseLabelSetKey(key));
+      this.broken.delete(key);
+      if (outcome !== 'dropped') continue;
+      for (const [pod, labels] of this.held) if (sameLabelSet(labels, key)) this.held.delete(pod);
+    }
   }
 
   /** Acquire first, then release the old set: a relabelled pod never has no id in between. */

@@ -101,6 +101,12 @@ export class BpfBackend implements MapBackend {
   private readonly fds = new Map<string, number>();
   /** Entries in each open map, so writes can be ordered for capacity. */
   private readonly sizes = new Map<string, number>();
+  /**
+   * Maps replaced at open that lost entries (`checkSpec`): deltas computed against what the map
+   * held before would write a subset of the policy, so `apply` refuses them until `dump` read the
+   * map (as `reconcile` does before it diffs).
+   */
+  private readonly unread = new Set<string>();
   private readonly attr = new NativeBuffer(128);
   private readonly keys = new NativeBuffer(KEY_SIZE * BATCH_SIZE);
   private readonly values = new NativeBuffer(VALUE_SIZE * BATCH_SIZE);
@@ -158,6 +164,7 @@ export class BpfBackend implements MapBackend {
     this.pin(fd, this.pinPath(endpoint));
     this.fds.set(endpoint, fd);
     this.sizes.set(endpoint, 0);
+    this.unread.delete(endpoint);
   }
 
   /** The spec every policy map has (Cilium's objCheck compares the same fields). */
@@ -229,6 +236,7 @@ export class BpfBackend implements MapBackend {
       const copy: MapDelta[] = old.length <= want.maxEntries ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
       if (copy.length > 0 && this.writeSingles(fresh, copy, 0, copy.length) < copy.length) throw new BpfError('MAP_UPDATE_ELEM', this.lastErrno, `copying ${path} into its replacement`);
       renameSync(temp, path);
+      if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
     } catch (e) {
       unlinkSync(temp);
       closeFd(fresh);
@@ -258,6 +266,9 @@ export class BpfBackend implements MapBackend {
 
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
     const fd = this.fd(endpoint);
+    if (this.unread.has(endpoint) && deltas.length > 0) {
+      throw new BackendError(`policy map of ${endpoint} was replaced when opened and lost its entries (${this.pinPath(endpoint)} had another layout or more entries than fit): deltas against its old content would write a subset of the policy; read it first (dump, as reconcile does)`, endpoint, 0);
+    }
     const stats = emptyWriteStats();
     const before = this.syscalls;
     const ordered = deltas;
@@ -395,7 +406,9 @@ export class BpfBackend implements MapBackend {
   }
 
   dump(endpoint: string): MapRecord[] {
-    return this.dumpRaw(endpoint, this.fd(endpoint))
+    const raw = this.dumpRaw(endpoint, this.fd(endpoint));
+    this.unread.delete(endpoint);
+    return raw
       .sort(([a], [b]) => Buffer.compare(a, b))
       .map(([k, v]) => ({ key: decodeKey(k), entry: decodeValue(v).entry }));
   }
@@ -423,6 +436,7 @@ export class BpfBackend implements MapBackend {
     if (fd !== undefined) closeFd(fd);
     this.fds.delete(endpoint);
     this.sizes.delete(endpoint);
+    this.unread.delete(endpoint);
     const path = this.pinPath(endpoint);
     if (existsSync(path)) unlinkSync(path);
     // A cut name's directories, innermost first, as far as they are empty.

@@ -31,6 +31,8 @@ export interface AgentIo {
 }
 
 const EXIT_BAD_INPUT = 2;
+/** The maps do not hold the engine's policy at the end: the last write and its retries failed (sysexits EX_IOERR). */
+const EXIT_MAPS_BEHIND = 74;
 
 /** Adds `distill agent` to the program; `done` gets its exit code when the agent stops. */
 export function registerAgent(program: Command, io: AgentIo, done: (exit: number) => void): void {
@@ -45,7 +47,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .addOption(new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (maps go to <dir>/agent)').default(DEFAULT_PIN_DIR))
     .option('--no-ipcache', 'with --backend bpf: leave the ipcache (<dir>/agent/ipcache4, ipcache6) to another writer')
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
-    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary')
+    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary; exit code 74 when the maps are behind the policy after failed writes')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
     .action((opts: AgentCliOptions) => {
       runAgent(opts, io).then(done, (e: Error) => {
@@ -96,7 +98,11 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     await source?.close();
   }
   // A stream that could not be read (missing file, cut-off or malformed JSON) is bad input; its error is logged.
-  return agent.summary.unreadableStreams > 0 ? EXIT_BAD_INPUT : 0;
+  if (agent.summary.unreadableStreams > 0) return EXIT_BAD_INPUT;
+  const behind = agent.mapsBehind;
+  if (behind === undefined) return 0;
+  io.err(`error: the maps are behind the policy: writing them failed (${behind})\n`);
+  return EXIT_MAPS_BEHIND;
 }
 
 /**

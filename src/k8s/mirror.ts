@@ -219,11 +219,14 @@ export class ClusterMirror {
    * (kubectl's get command builds one "for display"), so an empty one names no kind: it stands for
    * the kinds the stream carried. Without them, a relist after the last object of a kind was
    * deleted (e.g. in a watch gap after a 410 Gone) deleted nothing, and a deleted allow policy stayed.
+   * A plain List is the whole stream's state also when it has items (`kubectl get pods,cnp` prints
+   * one List for both): a kind it no longer lists is gone, not kept. A typed list (`PodList`)
+   * speaks for its kind only.
    */
   private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
     this.counts.relists++;
     const listed = new Set<string>();
-    const kinds = item.itemKind === undefined && item.items.length === 0 ? new Set(this.streamKinds.get(source)) : new Set<string>();
+    const kinds = item.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
     item.items.forEach((raw, i) => {
       const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
       if (typeof obj.kind === 'string') kinds.add(obj.kind);

@@ -160,6 +160,35 @@ export class IdentityAllocator {
     return this.inOrder(key, () => this.releaseKey(key));
   }
 
+  /**
+   * Repairs a label set this node holds whose master key no longer maps its id to it. Deleted:
+   * re-created for the same id (only if still absent), with this node's slave key, as Cilium's
+   * syncLocalKeys / UpdateKey (pkg/allocator) does. Naming other labels (rewritten in etcd): this
+   * node's hold is dropped (its slave key deleted, every local reference forgotten) so the next
+   * `allocate` gets an id of the set's own labels. Cilium keeps the endpoint on the id, whose
+   * traffic then carries the rewritten labels on every node; that is more open than either set.
+   */
+  async repair(labels: Iterable<string>): Promise<'ok' | 'restored' | 'dropped'> {
+    const key = labelSetKey(labels);
+    return this.inOrder(key, async () => {
+      const held = this.local.get(key);
+      if (!held) return 'ok';
+      const master = this.keys.master(held.id);
+      const lease = await this.ensureLease();
+      const res = await this.client.kv.txn({
+        compare: [{ key: Buffer.from(master), target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [put(master, key), put(this.keys.slave(key, this.opts.node), String(held.id), lease)],
+        failure: [{ request_range: { key: Buffer.from(master) } }],
+      });
+      if (res.succeeded) return 'restored';
+      const value = res.responses[0]?.response_range?.kvs[0]?.value.toString();
+      if (value === key || value === undefined) return 'ok';
+      await this.client.delete().key(this.keys.slave(key, this.opts.node));
+      this.local.delete(key);
+      return 'dropped';
+    });
+  }
+
   private async releaseKey(key: string): Promise<void> {
     const held = this.local.get(key);
     if (!held) throw new Error(`release of label set ${key} not held by node ${this.opts.node}`);

@@ -7,7 +7,7 @@ import { comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEv
 import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
-import type { Trace } from './trace.js';
+import { takeItems, Trace } from './trace.js';
 
 export type ReplayMode = 'incremental' | 'full';
 export type ReplayPhase = 'cold start' | 'churn';
@@ -24,6 +24,11 @@ export interface ReplayOptions {
   readonly onProgress?: (done: number, total: number, phase: ReplayPhase) => void;
   /** Return every churn event's latency, in order (for per-event comparisons between modes). */
   readonly keepSamples?: boolean;
+  /**
+   * The trace is the replay's alone (the CLI's): its items are taken out of it, and each event is
+   * dropped once applied, so the parsed trace does not stay live through the replay.
+   */
+  readonly consume?: boolean;
 }
 
 interface LatencyStats {
@@ -98,15 +103,20 @@ function coldStart(initial: readonly EngineEvent[], opts: ReplayOptions, state: 
   return { engine, deltas: deltas.length, l7Deltas };
 }
 
+/** The initial phase's events and the churn items (fresh arrays, the replay's to empty). */
+function splitItems(items: Trace['items'], limit: number | undefined) {
+  const firstChurn = items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+  const initial = items.slice(0, firstChurn < 0 ? items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  const churn = items.slice(firstChurn < 0 ? items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
+  return { initial, churn: limit === undefined ? churn : churn.slice(0, limit) };
+}
+
 /**
  * Replays a trace: the initial phase as one transaction (an agent starting on a running cluster),
  * then each churn event as its own transaction, timed.
  */
 export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
-  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-  let churn = trace.items.slice(firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
-  if (opts.limit !== undefined) churn = churn.slice(0, opts.limit);
+  const { initial, churn } = splitItems(opts.consume ? takeItems(trace) : trace.items, opts.limit);
   const capacity = opts.backend?.capacity;
   const needModel = opts.mode === 'full' || (opts.verifyEvery ?? 0) > 0;
   // The model is bookkeeping of the benchmark, not the agent's work: updated in place, untimed.
@@ -122,7 +132,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     peakHeap = Math.max(peakHeap, h);
     return h;
   };
-  const total = initial.length + churn.length;
+  const coldEvents = initial.length;
+  const churnEvents = churn.length;
+  const total = coldEvents + churnEvents;
   let deltas = 0;
   let l7Deltas = 0;
   // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
@@ -131,7 +143,7 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const started = process.hrtime.bigint();
 
   // Cold start: one transaction.
-  opts.onProgress?.(0, initial.length, 'cold start');
+  opts.onProgress?.(0, coldEvents, 'cold start');
   for (const e of initial) track(e);
   const t0 = process.hrtime.bigint();
   const cold = coldStart(initial, opts, state, local, shared);
@@ -140,15 +152,18 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldHeap = sampleHeap();
   deltas += cold.deltas;
-  opts.onProgress?.(initial.length, initial.length, 'cold start');
-  opts.onProgress?.(0, churn.length, 'churn');
+  initial.length = 0; // the engine keeps what it needs
+  opts.onProgress?.(coldEvents, coldEvents, 'cold start');
+  opts.onProgress?.(0, churnEvents, 'churn');
 
   const samples = new Map<string, number[]>();
   const ordered: { tag: string; us: number }[] = [];
   let verifications = 0;
   let previous: EndpointMaps = opts.mode === 'full' ? endpointMaps(engine) : new Map();
   let previousTables = opts.mode === 'full' ? l7Tables(engine) : new Map();
-  churn.forEach((item, i) => {
+  // Popped from the end of the reversed list: an applied event is no longer referenced here.
+  churn.reverse();
+  for (let i = 0, item = churn.pop(); item !== undefined; i++, item = churn.pop()) {
     // Full mode recomputes from the model, so the model moves first; both outside the timed region.
     if (opts.mode === 'full') track(item.event);
     const t = process.hrtime.bigint();
@@ -186,9 +201,9 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
         throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine diverges from a from-scratch recomputation (endpoint ${ep ?? '?'}: engine ${JSON.stringify(got[ep ?? ''] ?? null)}, recomputed ${JSON.stringify(want[ep ?? ''] ?? null)})`);
       }
     }
-    if ((i & 255) === 0) opts.onProgress?.(i + 1, churn.length, 'churn');
-  });
-  opts.onProgress?.(churn.length, churn.length, 'churn');
+    if ((i & 255) === 0) opts.onProgress?.(i + 1, churnEvents, 'churn');
+  }
+  opts.onProgress?.(churnEvents, churnEvents, 'churn');
   sampleHeap();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const latencyUs: Record<string, LatencyStats> = {};
@@ -205,8 +220,8 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     l7Deltas,
     mapEntries,
     peakHeapBytes: peakHeap,
-    coldStart: { events: initial.length, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: cold.deltas },
-    churnEvents: churn.length,
+    coldStart: { events: coldEvents, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: cold.deltas },
+    churnEvents,
     endpoints: engine.endpoints().length,
     verifications,
     ...(opts.keepSamples ? { samples: ordered } : {}),

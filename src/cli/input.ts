@@ -1,4 +1,5 @@
 import { closeSync, openSync, readdirSync, readSync, realpathSync, statSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
 import { join } from 'node:path';
 
 /**
@@ -97,14 +98,27 @@ function decode(bytes: Buffer, name: string): string {
 
 /** The text of a file (or of stdin for `-`), at most maxBytes long. */
 export function readInputText(path: string, maxBytes: number = DEFAULT_MAX_INPUT_BYTES): string {
-  if (path === '-') return decode(fsCall('<stdin>', () => readBounded(0, '<stdin>', maxBytes)), '<stdin>');
+  const name = path === '-' ? '<stdin>' : path;
+  return decode(readRaw(path, name, maxBytes), name);
+}
+
+/** The same as bytes checked to be UTF-8 (outside the JS heap: for a reader that decodes line by line). */
+export function readInputUtf8(path: string, maxBytes: number = DEFAULT_MAX_INPUT_BYTES): Buffer {
+  const name = path === '-' ? '<stdin>' : path;
+  const bytes = readRaw(path, name, maxBytes);
+  if (!isUtf8(bytes)) throw new InputError(`${name}: is not UTF-8 text`);
+  return bytes;
+}
+
+function readRaw(path: string, name: string, maxBytes: number): Buffer {
+  if (path === '-') return fsCall(name, () => readBounded(0, name, maxBytes));
   const st = fsCall(path, () => statSync(path));
   if (st.isDirectory()) throw new InputError(`${path}: is a directory, not a file`);
   if (st.isSocket()) throw new InputError(`${path}: is a socket, not a file`);
   if (st.isFile() && st.size > maxBytes) tooBig(path, maxBytes);
   const fd = fsCall(path, () => openSync(path, 'r'));
   try {
-    return decode(fsCall(path, () => readBounded(fd, path, maxBytes)), path);
+    return fsCall(path, () => readBounded(fd, path, maxBytes));
   } finally {
     closeSync(fd);
   }

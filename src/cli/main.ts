@@ -34,7 +34,7 @@ import { registerAgent } from './agent.js';
 import { registerCluster } from './cluster.js';
 import { registerTestbed } from './testbed.js';
 import { registerTestbedAgent } from './testbed-agent.js';
-import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText } from './input.js';
+import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText, readInputUtf8 } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
 import { registerPlan } from './plan.js';
@@ -344,12 +344,13 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
       // cli-progress would otherwise skip a frame that comes right after the last one.
       if (done === 0) bar?.render();
     };
-    const trace = parseTrace(readInputText(file, ctx.maxInputBytes), inputName(file), { manifests: false, ...(bar ? { onProgress: phase('parse', 'lines') } : {}) });
+    const trace = parseTrace(readInputUtf8(file, ctx.maxInputBytes), inputName(file), { manifests: false, ...(bar ? { onProgress: phase('parse', 'lines') } : {}) });
     checkTrace(trace);
     backend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'replay') }) : new MemoryBackend();
     reconcile(new Engine(), backend); // start from empty maps
     const result = replay(trace, {
       mode: opts.mode,
+      consume: true,
       backend,
       ...(verifyEvery !== undefined ? { verifyEvery } : {}),
       ...(limit !== undefined ? { limit } : {}),

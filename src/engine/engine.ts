@@ -166,7 +166,9 @@ export class Engine {
 
   /** The events, then commit; a refusal is rolled back here and thrown. */
   private transaction(events: readonly EngineEvent[], before: EngineStats, mark: ReturnType<IdentityAllocator['mark']>): CommitResult {
-    const undo: (() => void)[] = [];
+    // On an empty model (a cold start) a refusal rebuilds the empty stages instead: no undo log,
+    // whose closures (one per pod or policy) would live through the whole batch and then be garbage.
+    const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
     this.ctx.undoLog = undo;
     this.applyEvents(events);
     const result = this.commit();
@@ -174,6 +176,10 @@ export class Engine {
     const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx);
     if (this.ctx.adoptedL7.size > 0) this.ctx.adoptedL7.clear();
     if (!refusal) return result;
+    if (undo === null) {
+      this.recover(before);
+      throw refusal;
+    }
     this.proxyPorts.rollback();
     this.rollback(undo, before, mark);
     this.allocator.commit();

@@ -42,6 +42,11 @@ export class ModelStore implements ModelView {
     this.dns = new DnsCache(dnsOptions, false);
   }
 
+  /** No namespace, pod, policy, identity or node (the DNS cache aside): rebuilding from it is free. */
+  isEmpty(): boolean {
+    return this.namespaces.size === 0 && this.pods.size === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0;
+  }
+
   hasIdentity(id: number): boolean {
     return this.identities.has(id);
   }

@@ -71,3 +71,22 @@ describe('docs/cli.md: every example runs as shown', () => {
     expect(r.code).toBe(e.exit);
   });
 });
+
+describe('README.md: what it says of the commands is what they do', () => {
+  const readme = readFileSync('README.md', 'utf8');
+  it('the gen profiles listed are the choices of --profile', () => {
+    const listed = /profiles: ([a-z0-9, -]+)\)/.exec(readme)?.[1]?.split(', ');
+    const choices = /Allowed choices are ([^.]+)\./.exec(cli('gen', '--profile', 'none').err)?.[1]?.split(', ');
+    expect(listed).toBeDefined();
+    expect(listed).toEqual(choices);
+  });
+  it('the commands said to take -o and -f take them', () => {
+    const para = /`-o text\|wide\|json\|yaml` on ([^(]+)\(/.exec(readme)?.[1] ?? '';
+    const withO = para.replace(/\s+/g, ' ').replace(' and ', ', ').replace('maps list/dump', 'maps list, maps dump').split(', ').map((s) => s.trim()).filter((s) => s !== '');
+    expect(withO.length).toBeGreaterThan(5);
+    for (const c of withO) expect(cli(...c.split(' '), '--help').out, c).toContain('-o, --output');
+    const withF = (/`-f FILE\|DIR\|-` \(repeatable[^)]*\) on ([a-z ,]+);/.exec(readme.replace(/\s+/g, ' '))?.[1] ?? '').replace(' and ', ', ').split(', ');
+    expect(withF).toEqual(['trace', 'plan', 'validate']);
+    for (const c of withF) expect(cli(c, '--help').out, c).toContain('-f, --filename');
+  });
+});

@@ -90,3 +90,13 @@ describe('README.md: what it says of the commands is what they do', () => {
     for (const c of withF) expect(cli(c, '--help').out, c).toContain('-f, --filename');
   });
 });
+
+describe('a user asking why a flow is allowed', () => {
+  it('distill explain is trace (it suggested plan before)', () => {
+    const args = ['--scenario', 'fixtures/scenarios/cilium-docs/l7-star-wars.yaml', '--from', 'default/tiefighter', '--to', 'default/deathstar', '--port', '80/TCP', '-o', 'json'];
+    const explain = cli('explain', ...args);
+    expect(explain.code, explain.err).toBe(0);
+    expect(explain.out).toBe(cli('trace', ...args).out);
+    expect(cli('--help').out).toContain('trace|explain');
+  });
+});

@@ -1,7 +1,7 @@
 /**
  * A minimal node agent embedding distill: Kubernetes watch streams in (files, or `-` for stdin,
- * as `kubectl get pods,namespaces,networkpolicies -A --watch --output-watch-events -o json`
- * prints them), one engine transaction per batch of what arrived together, maps written, metrics
+ * as `kubectl get pods -A --watch --output-watch-events -o json` prints them; kubectl watches one
+ * resource type at a time, so one stream each for namespaces, pods and networkpolicies), one engine transaction per batch of what arrived together, maps written, metrics
  * on a prom-client registry. Run: node minimal-agent.js NODE-NAME STREAM...
  */
 import { createReadStream } from 'node:fs';

@@ -9,7 +9,7 @@ import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { UnknownEndpointError } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
-import { formatWarning } from '../model/rules.js';
+import { formatWarning, policyRefKey } from '../model/rules.js';
 import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
@@ -371,8 +371,12 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
   }
 }
 
-function validate(ctx: Ctx, paths: string[]): number {
+/** One file's outcome, as `validate -o json|yaml` prints it. */
+type ValidateResult = { file: string; valid: true; policies: number; rules: number; podsAndNamespaces: number; names: string[] } | { file: string; valid: false; error: string };
+
+function validate(ctx: Ctx, paths: string[], format: OutputFormat = 'text'): number {
   const { io } = ctx;
+  const results: ValidateResult[] = [];
   let files: string[];
   try {
     if (paths.length === 0) throw new InputError('validate: give manifest files, directories or - (stdin), as arguments or with -f');
@@ -388,11 +392,15 @@ function validate(ctx: Ctx, paths: string[]): number {
       const tierWarnings = samePriorityWarnings(policies, inputName(file));
       for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings), ...tierWarnings]) io.err(`${formatWarning(w)}\n`);
       const others = objects.length > 0 ? `, ${objects.length} pods and namespaces` : '';
-      io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules${others}, valid\n`);
+      results.push({ file: inputName(file), valid: true, policies: policies.length, rules, podsAndNamespaces: objects.length, names: policies.map((p) => policyRefKey(p.ref)) });
+      if (format === 'text' || format === 'wide') io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules${others}, valid\n`);
     } catch (e) {
-      exit = Math.max(exit, reportInputError(io, e, file));
+      let error = '';
+      exit = Math.max(exit, reportInputError({ out: io.out, err: (s) => (io.err(s), (error += s)) }, e, file));
+      results.push({ file: inputName(file), valid: false, error: error.replace(/^error: /, '').trimEnd() });
     }
   }
+  printData(io, format, results);
   return exit;
 }
 
@@ -557,11 +565,13 @@ function registerMaps(program: Command, env: CliEnv): void {
 function registerValidate(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('validate')
-    .description('Validate manifest files (multi-document YAML of NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy)')
+    .summary('Validate manifest files: policies, Lists, v1 Pods and Namespaces')
+    .description('Validate manifest files (multi-document YAML or JSON, kind: List as kubectl get -o yaml prints it: NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy, v1 Pod and Namespace); exit 2 naming the file, document and field of the first error in each file')
     .argument('[paths...]', 'manifest files, directories (their *.yaml/*.yml/*.json files) or - for stdin')
     .option('-f, --filename <path>', 'manifest file, directory or - (repeatable, as kubectl)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .action((files: string[], opts: { filename: string[] }) => {
-      done(validate(ctx(), [...files, ...opts.filename]));
+    .addOption(outputOption())
+    .action((files: string[], opts: { filename: string[]; output: OutputFormat }) => {
+      done(validate(ctx(), [...files, ...opts.filename], opts.output));
     });
 }
 

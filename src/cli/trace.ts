@@ -171,6 +171,7 @@ const collect = (v: string, prev: string[]): string[] => [...prev, v];
 export function registerTrace(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('trace')
+    .alias('explain')
     .description("Trace one flow: its verdict in Hubble's words, the map entry that matched on each side and the rules behind it")
     .addOption(new Option('--scenario <file>', 'the cluster: a scenario file').makeOptionMandatory())
     .option('--step <n>', 'the cluster after step n (default: after the last step)')

@@ -343,7 +343,7 @@ function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
  */
 function goPortNumber(r: Reader, raw: string, path: string): number {
   const n = goParseUint16(raw);
-  if (n === 'syntax') r.fail(path, `"${raw}" is neither a port number nor a valid port name (Cilium reads numbers with strconv.ParseUint base 0: a leading 0 means octal)`);
+  if (n === 'syntax') r.fail(path, `"${raw}" is not a port number: Cilium reads a leading 0 as octal, and "_" only between digits (strconv.ParseUint base 0); nor is it a valid port name`);
   if (n === 'range') r.fail(path, `${raw} is above ${MAX_PORT}`);
   return n;
 }

@@ -341,16 +341,66 @@ function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
 }
 
 /**
- * A numeric port string as Cilium reads it: `strconv.ParseUint(port, 0, 16)` (PortProtocol.Validate
- * and createL4Filter, pkg/policy/api and pkg/policy/l4.go), base 0, so a leading 0 means octal:
- * "010" is port 8, and "08" is refused.
+ * A port string that is not a service name, as Cilium reads it: `strconv.ParseUint(port, 0, 16)`
+ * (PortProtocol.sanitize, pkg/policy/api/rule_validation.go; createL4Filter, pkg/policy/l4.go).
+ * Base 0: a leading 0 means octal ("010" is 8, "08" is refused), 0x/0o/0b prefixes, and `_`
+ * between digits ("8_0" is 80). The CRD's port pattern is anchored at the start only for numbers,
+ * so any string that starts with a digit reaches this parser.
  */
 function goPortNumber(r: Reader, raw: string, path: string): number {
-  const octal = raw.length > 1 && raw.startsWith('0');
-  if (octal && !/^0[0-7]+$/.test(raw)) r.fail(path, `"${raw}" is not a port number: Cilium reads a leading 0 as octal (strconv.ParseUint base 0)`);
-  const port = octal ? parseInt(raw, 8) : Number(raw);
-  if (port > MAX_PORT) r.fail(path, `${raw} is above ${MAX_PORT}`);
-  return port;
+  const n = goParseUint16(raw);
+  if (n === 'syntax') r.fail(path, `"${raw}" is not a port number: Cilium reads a leading 0 as octal, and "_" only between digits (strconv.ParseUint base 0); nor is it a valid port name`);
+  if (n === 'range') r.fail(path, `${raw} is above ${MAX_PORT}`);
+  return n;
+}
+
+/** Go's strconv.ParseUint(s, 0, 16): a number, or which error Go returns. */
+function goParseUint16(s: string): number | 'syntax' | 'range' {
+  if (s === '') return 'syntax';
+  let base = 10;
+  let digits = s;
+  if (s[0] === '0') {
+    const p = s.length >= 3 ? (s[1] as string).toLowerCase() : '';
+    base = p === 'b' ? 2 : p === 'o' ? 8 : p === 'x' ? 16 : 8;
+    digits = p === 'b' || p === 'o' || p === 'x' ? s.slice(2) : s.slice(1);
+  }
+  let n = 0;
+  let underscores = false;
+  for (const c of digits) {
+    if (c === '_') {
+      underscores = true;
+      continue;
+    }
+    const d = parseInt(c, 36);
+    if (Number.isNaN(d) || d >= base) return 'syntax';
+    n = n * base + d;
+    if (n > MAX_PORT) return 'range';
+  }
+  if (underscores && !goUnderscoreOk(s)) return 'syntax';
+  return n;
+}
+
+/** Go's strconv.underscoreOK: `_` only between digits, or right after a base prefix. */
+function goUnderscoreOk(s: string): boolean {
+  let saw = '^';
+  let i = 0;
+  const hex = s.length >= 2 && s[0] === '0' && (s[1] as string).toLowerCase() === 'x';
+  if (s.length >= 2 && s[0] === '0' && 'box'.includes((s[1] as string).toLowerCase())) {
+    i = 2;
+    saw = '0';
+  }
+  for (; i < s.length; i++) {
+    const c = s[i] as string;
+    if ((c >= '0' && c <= '9') || (hex && /^[a-fA-F]$/.test(c))) saw = '0';
+    else if (c === '_') {
+      if (saw !== '0') return false;
+      saw = '_';
+    } else {
+      if (saw === '_') return false;
+      saw = '!';
+    }
+  }
+  return saw !== '_';
 }
 
 function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
@@ -363,12 +413,11 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   // The CRD types `port` as a string (no int-or-string): the API server refuses `port: 80`.
   if (typeof o.port === 'number') r.fail(join(path, 'port'), `${o.port} is a number: the CRD types port as a string, so the API server refuses it (quote it: "${o.port}")`);
   const raw = r.string(o.port, join(path, 'port'));
-  if (/^\d+$/.test(raw)) {
-    port = goPortNumber(r, raw, join(path, 'port'));
-  } else if (isValidPortName(raw.toLowerCase())) {
+  // Cilium tries the service name first ("0x50" is a name), then strconv.ParseUint.
+  if (isValidPortName(raw.toLowerCase())) {
     named = raw.toLowerCase();
   } else {
-    r.fail(join(path, 'port'), `"${raw}" is neither a port number nor a valid port name`);
+    port = goPortNumber(r, raw, join(path, 'port'));
   }
   if (!absent(o.endPort)) {
     const end = r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
@@ -377,8 +426,9 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
     if (named !== undefined) r.fail(join(path, 'endPort'), 'with a named port is not supported by distill (Cilium defines no range of a name)');
     if (end !== 0) {
       if (port === 0) r.fail(join(path, 'endPort'), 'requires a non-zero port');
-      if (end < port) r.fail(join(path, 'endPort'), `${end} is below port ${port}`);
-      return { kind: 'range', protocol, from: port, to: end };
+      // Cilium accepts it and enforces the single port (PortRangeToMaskedPorts, pkg/policy/types:
+      // "If the end port is equal to or less then the start port than the start port is returned").
+      if (end > port) return { kind: 'range', protocol, from: port, to: end };
     }
   }
   if (named !== undefined) return { kind: 'named', protocol, name: named };

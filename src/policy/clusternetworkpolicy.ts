@@ -1,4 +1,4 @@
-import type { Cidr } from '../model/cidr.js';
+import { Cidr, parseCidr } from '../model/cidr.js';
 import { NAMESPACE_LABELS_PREFIX, SOURCE_K8S } from '../model/labels.js';
 import type { Direction, Policy, PolicyWarning } from '../model/rules.js';
 import { makeSelector, Selector } from '../model/selector.js';
@@ -74,8 +74,19 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   items.forEach((c, i) => {
     if (items.indexOf(c) !== i) r.fail(at(np, i), `duplicate value ${JSON.stringify(c)} (networks is a set)`);
   });
-  const cidrs: Cidr[] = items.map((c, i) => readCidr(r, c, at(np, i), true));
+  const cidrs: Cidr[] = items.map((c, i) => readNetwork(r, c, at(np, i)));
   return { kind: 'networks', cidrs };
+}
+
+/**
+ * The CRD's `isCIDR(self)` (apiserver CEL library parseCIDR: netip.ParsePrefix, then "IPv4-mapped
+ * IPv6 address is not allowed"); readCidr applies the netip rules.
+ */
+function readNetwork(r: Reader, v: unknown, path: string): Cidr {
+  const c = readCidr(r, v, path, true);
+  const addr = parseCidr((v as string).slice(0, (v as string).indexOf('/')));
+  if (addr.family === 'ipv6' && addr.network >> 32n === 0xffffn) r.fail(path, `"${String(v)}": an IPv4-mapped IPv6 address is not allowed (the API's isCIDR refuses it)`);
+  return c;
 }
 
 function readPort(r: Reader, v: unknown, path: string): { from: number; to: number } {

@@ -52,9 +52,12 @@ export function restrictToNamespace(sel: Selector, namespace: string | undefined
   return namespace === undefined ? sel : andSelector(sel, [namespaceRequirement(namespace)]);
 }
 
-export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boolean): Cidr {
+export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boolean, goPrefix = true): Cidr {
   const s = r.nonEmptyString(v, path);
   if (requirePrefix && !s.includes('/')) r.fail(path, `"${s}" is not a CIDR (expected address/prefix-length)`);
+  // Go's netip.ParsePrefix (Cilium's CIDR sanitize; the API's CEL isCIDR) refuses a prefix length
+  // with a leading zero ("bad bits after slash"); Kubernetes' ipBlock parser takes "/024" as /24.
+  if (goPrefix && /\/0\d/.test(s)) r.fail(path, `"${s}": a prefix length with a leading zero is refused (Go netip.ParsePrefix: bad bits after slash)`);
   try {
     return parseCidr(s);
   } catch (e) {
@@ -68,10 +71,11 @@ export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boo
  * pkg/apis/networking/validation `ValidateIPBlock`) an exception may not equal the CIDR either.
  */
 export function readCidrWithExcept(r: Reader, cidrV: unknown, exceptV: unknown, path: string, cidrField: string, exceptField: string, strictSubset = false): Peer {
-  const cidr = readCidr(r, cidrV, join(path, cidrField), true);
+  const cidr = readCidr(r, cidrV, join(path, cidrField), true, !strictSubset);
   const except = (r.optArray(exceptV, join(path, exceptField)) ?? []).map((e, i) => {
     const epath = at(join(path, exceptField), i);
-    const c = readCidr(r, e, epath, true);
+    const c = readCidr(r, e, epath, true, !strictSubset);
+    if (!strictSubset && exceptAddressInside(cidr, e as string, c)) return cidr;
     if (!cidrContainsCidr(cidr, c)) r.fail(epath, `${c.text} is not within ${cidr.text}`);
     if (strictSubset && c.prefixLength === cidr.prefixLength) r.fail(epath, `${c.text} must be a strict subset of cidr ${cidr.text}`);
     return c;
@@ -83,3 +87,15 @@ export function refOf(kind: PolicyRef['kind'], md: { name: string; namespace?: s
   return md.namespace === undefined ? { kind, name: md.name } : { kind, namespace: md.namespace, name: md.name };
 }
 
+/**
+ * Cilium's CIDRRule.sanitize (pkg/policy/api/rule_validation.go) only checks that the exception's
+ * address as written lies in the CIDR (`prefix.Contains(except.Addr())`), so an exception wider
+ * than the CIDR ("10.0.0.0/4" in 10.0.0.0/8) is accepted; its DoesNotExist requirement on the
+ * wider prefix's label (GetAsEndpointSelectors, pkg/policy/api/cidr.go) then excludes the whole
+ * CIDR. True when that is the case: the exception then stands for the whole CIDR.
+ */
+function exceptAddressInside(cidr: Cidr, text: string, except: Cidr): boolean {
+  if (except.family !== cidr.family || except.prefixLength >= cidr.prefixLength) return false;
+  const slash = text.indexOf('/');
+  return cidrContainsCidr(cidr, parseCidr(slash < 0 ? text : text.slice(0, slash)));
+}

@@ -26,8 +26,8 @@ describe('CNP port entries (issue 12 item 3)', () => {
     const e = errorOf(() => parseManifest(np({ podSelector: {}, ingress: [{ ports: [{ port: 80, protocol: 'tcp' }] }] }), 'f'));
     expect(e.fieldPath).toBe('spec.ingress[0].ports[0].protocol');
   });
-  it('endPort below port and endPort on a named port stay refused', () => {
-    expect(errorOf(() => parseManifest(ingressPorts([{ port: '90', endPort: 80, protocol: 'TCP' }]), 'f')).detail).toMatch(/80 is below port 90/);
+  it('endPort below port is the single port (PortRangeToMaskedPorts); endPort on a named port stays refused', () => {
+    expect(parseManifest(ingressPorts([{ port: '90', endPort: 80, protocol: 'TCP' }]), 'f').rules[0]!.ports[0]!.l4).toEqual({ kind: 'range', protocol: 'TCP', from: 90, to: 90 });
     expect(errorOf(() => parseManifest(ingressPorts([{ port: 'http', endPort: 90, protocol: 'TCP' }]), 'f')).detail).toMatch(/named port/);
   });
 });

@@ -1,0 +1,156 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Engine } from '../src/engine/engine.js';
+import { EngineDecider } from '../src/harness/engine-decider.js';
+import { decideFlow } from '../src/naive/evaluator.js';
+import { parseManifest } from '../src/policy/manifest.js';
+import { parseScenario } from '../src/scenario/format.js';
+import { runScenario } from '../src/scenario/run.js';
+import { cnp, errorOf, np } from './policy/helpers.js';
+
+/**
+ * Attack round 6a (docs/attack-findings-6a.md). The scenarios in fixtures/scenarios/attacks-6/ run
+ * through the oracle and the engine in test/scenarios.test.ts; here: their citation rule and the
+ * parser tables behind findings 35-38.
+ */
+const DIR = 'fixtures/scenarios/attacks-6';
+const SOURCE = /\.go\b|pkg\/|kubernetes\.io|Cilium 1\.\d+/;
+const portOf = (port: string) => parseManifest(cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port, protocol: 'TCP' }] }] }] }), 'f').rules[0]!.ports[0]!.l4;
+const ccnpNetworks = (networks: string[]) => ({
+  apiVersion: 'policy.networking.k8s.io/v1alpha2',
+  kind: 'ClusterNetworkPolicy',
+  metadata: { name: 'n' },
+  spec: { tier: 'Admin', priority: 1, subject: { namespaces: {} }, egress: [{ action: 'Accept', to: [{ networks }] }] },
+});
+
+describe('attacks-6 corpus', () => {
+  it('has scenarios, each citing its source', () => {
+    const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    for (const f of files) expect(readFileSync(join(DIR, f), 'utf8'), f).toMatch(SOURCE);
+  });
+});
+
+describe('35: CNP ports as strconv.ParseUint(port, 0, 16) reads them', () => {
+  it('reads Go base-0 numbers, service names first', () => {
+    const table: [string, unknown][] = [
+      ['80', { kind: 'range', protocol: 'TCP', from: 80, to: 80 }],
+      ['010', { kind: 'range', protocol: 'TCP', from: 8, to: 8 }],
+      ['8_0', { kind: 'range', protocol: 'TCP', from: 80, to: 80 }],
+      ['0_120', { kind: 'range', protocol: 'TCP', from: 80, to: 80 }],
+      ['0x_1bb', { kind: 'range', protocol: 'TCP', from: 443, to: 443 }],
+      ['0X_1BB', { kind: 'range', protocol: 'TCP', from: 443, to: 443 }],
+      ['0b_1010000', { kind: 'range', protocol: 'TCP', from: 80, to: 80 }],
+      ['6_5_5_3_5', { kind: 'range', protocol: 'TCP', from: 65535, to: 65535 }],
+      ['0x50', { kind: 'named', protocol: 'TCP', name: '0x50' }],
+      ['0o120', { kind: 'named', protocol: 'TCP', name: '0o120' }],
+      ['0x', { kind: 'named', protocol: 'TCP', name: '0x' }],
+      ['HTTP', { kind: 'named', protocol: 'TCP', name: 'http' }],
+    ];
+    for (const [port, l4] of table) expect(portOf(port), port).toEqual(l4);
+  });
+  it('refuses what Go refuses', () => {
+    for (const port of ['8__0', '80_', '_80', '08', '0_8', '0x_', '+80', ' 80', '80 ', '65536', '6_5_5_3_6', '0x1_0000', '8 0', '٨٠']) {
+      const e = errorOf(() => portOf(port));
+      expect(e.fieldPath, port).toBe('spec.ingress[0].toPorts[0].ports[0].port');
+    }
+  });
+});
+
+describe('36: CNP endPort below port', () => {
+  it('is the single port, in allow and deny rules', () => {
+    const ports = [{ port: '80', endPort: 70, protocol: 'TCP' }];
+    const p = parseManifest(cnp({ endpointSelector: {}, ingressDeny: [{ fromEntities: ['all'], toPorts: [{ ports }] }] }), 'f');
+    expect(p.rules[0]!.ports[0]!.l4).toEqual({ kind: 'range', protocol: 'TCP', from: 80, to: 80 });
+  });
+});
+
+describe('37: a CIDRSet exception wider than its CIDR', () => {
+  it('is accepted when its address as written is inside, and excludes the whole CIDR', () => {
+    const peer = (cidr: string, except: string[]) => parseManifest(cnp({ endpointSelector: {}, ingress: [{ fromCIDRSet: [{ cidr, except }] }] }), 'f').rules[0]!.peers[0];
+    expect(peer('10.0.0.0/8', ['10.0.0.0/4'])).toMatchObject({ kind: 'cidr', cidr: { text: '10.0.0.0/8' }, except: [{ text: '10.0.0.0/8' }] });
+    expect(peer('192.168.0.0/16', ['192.168.7.1/1'])).toMatchObject({ except: [{ text: '192.168.0.0/16' }] });
+    expect(peer('2001:db8::/32', ['2001:db8::1/16'])).toMatchObject({ except: [{ text: '2001:db8::/32' }] });
+  });
+  it('stays refused when its address is outside (Cilium: "does not contain exclude CIDR prefix")', () => {
+    const e = errorOf(() => parseManifest(cnp({ endpointSelector: {}, ingress: [{ fromCIDRSet: [{ cidr: '10.0.0.0/8', except: ['0.0.0.0/4'] }] }] }), 'f'));
+    expect(e.fieldPath).toBe('spec.ingress[0].fromCIDRSet[0].except[0]');
+  });
+  it('NetworkPolicy keeps Kubernetes\' strict subset rule', () => {
+    const e = errorOf(() => parseManifest(np({ podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['10.0.0.0/4'] } }] }] }), 'f'));
+    expect(e.fieldPath).toBe('spec.ingress[0].from[0].ipBlock.except[0]');
+  });
+});
+
+describe('38: prefix lengths with a leading zero', () => {
+  it('are refused in Cilium CIDRs and ClusterNetworkPolicy networks (netip.ParsePrefix)', () => {
+    const cases: [unknown, string][] = [
+      [cnp({ endpointSelector: {}, egress: [{ toCIDR: ['10.0.0.0/024'] }] }), 'spec.egress[0].toCIDR[0]'],
+      [cnp({ endpointSelector: {}, egress: [{ toCIDRSet: [{ cidr: '10.0.0.0/08' }] }] }), 'spec.egress[0].toCIDRSet[0].cidr'],
+      [cnp({ endpointSelector: {}, egress: [{ toCIDRSet: [{ cidr: '10.0.0.0/8', except: ['10.1.0.0/016'] }] }] }), 'spec.egress[0].toCIDRSet[0].except[0]'],
+      [cnp({ endpointSelector: {}, egress: [{ toCIDR: ['::/00'] }] }), 'spec.egress[0].toCIDR[0]'],
+      [ccnpNetworks(['10.0.0.0/024']), 'spec.egress[0].to[0].networks[0]'],
+    ];
+    for (const [doc, field] of cases) expect(errorOf(() => parseManifest(doc, 'f')).fieldPath).toBe(field);
+    expect(parseManifest(cnp({ endpointSelector: {}, egress: [{ toCIDR: ['10.0.0.0/0', '10.0.0.0/10'] }] }), 'f').rules[0]!.peers).toHaveLength(2);
+  });
+  it('NetworkPolicy ipBlock keeps reading /024 as /24', () => {
+    const p = parseManifest(np({ podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/024' } }] }] }), 'f');
+    expect(p.rules[0]!.peers[0]).toMatchObject({ cidr: { text: '10.0.0.0/24' } });
+  });
+  it('ClusterNetworkPolicy networks refuse IPv4-mapped IPv6 (isCIDR)', () => {
+    expect(errorOf(() => parseManifest(ccnpNetworks(['::ffff:10.0.0.0/104']), 'f')).fieldPath).toBe('spec.egress[0].to[0].networks[0]');
+    expect(parseManifest(ccnpNetworks(['::/0', '2001:db8::/32']), 'f').tiered!.rules[0]!.peers).toHaveLength(1);
+  });
+});
+
+/**
+ * 39 (noted, not fixed: src/engine/identities.ts is not this round's). tiers.property seed 202
+ * (DISTILL_LONG=1), reduced: two pods share labels and disagree on the port names `dns` and `http`,
+ * which ClusterNetworkPolicy egress rules name, so the engine splits their identity by both. The
+ * NetworkPolicy-tier egress named port `dns` then resolves to nothing on n1/p0's identity
+ * (`resolveNamedEgress`: "split by the name itself: ambiguous"), while the oracle sees that the
+ * `http` split already separates n1/p0 from n1/p2 and allows it, as Kubernetes (the destination
+ * pod's own port) and Cilium (one cluster-wide meaning, UDP/53) do. The engine is the stricter.
+ * `it.fails`: this starts failing when the engine agrees; then make it a plain `it`.
+ */
+const SPLIT_SCENARIO = `
+description: seed 202 reduced
+namespaces: [{name: n0}, {name: n1}]
+pods:
+  - {name: n1/p0, labels: {app: api}, ip: 10.244.1.10, ports: [{name: dns, port: 53, protocol: UDP}, {name: http, port: 80, protocol: TCP}]}
+  - {name: n1/p2, labels: {app: api}, ip: 10.244.1.12}
+  - {name: n0/p0, labels: {}, ip: 10.244.0.10}
+policies:
+  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: np-a, namespace: n0}, spec: {podSelector: {}, egress: [{ports: [{port: dns, protocol: UDP}]}]}}
+  - apiVersion: policy.networking.k8s.io/v1alpha2
+    kind: ClusterNetworkPolicy
+    metadata: {name: names-http}
+    spec: {tier: Admin, priority: 2, subject: {pods: {podSelector: {matchLabels: {app: web}}}}, egress: [{action: Deny, to: [{pods: {podSelector: {}}}], protocols: [{destinationNamedPort: http}]}]}
+  - apiVersion: policy.networking.k8s.io/v1alpha2
+    kind: ClusterNetworkPolicy
+    metadata: {name: names-dns}
+    spec: {tier: Admin, priority: 20, subject: {pods: {podSelector: {matchLabels: {app: web}}}}, egress: [{action: Accept, to: [{pods: {podSelector: {}}}], protocols: [{destinationNamedPort: dns}]}]}
+steps:
+  - probes:
+      - {from: n0/p0, to: n1/p0, port: 53, protocol: UDP}
+      - {from: n0/p0, to: n1/p2, port: 53, protocol: UDP}
+    expect:
+      - {probe: 0, deny: []}
+      - {probe: 1, allow: []}
+`;
+
+describe('39: an NP egress named port on an identity split by that name and another', () => {
+  it.fails('engine agrees with the oracle (fails today: the engine denies n0/p0 -> n1/p0 53/UDP)', () => {
+    const scenario = parseScenario(SPLIT_SCENARIO, 'split');
+    const naive = runScenario(scenario, decideFlow);
+    expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
+    const engine = runScenario(scenario, new EngineDecider(new Engine()).decide);
+    expect(engine.steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+  it('the oracle allows it (Kubernetes and Cilium both would)', () => {
+    const naive = runScenario(parseScenario(SPLIT_SCENARIO, 'split'), decideFlow);
+    expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+});

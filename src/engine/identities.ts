@@ -446,7 +446,10 @@ function distinctNamedPorts(ports: readonly ContainerPort[]): readonly Container
 
 /** Counts named ports: name → "protocol/port" → how many pods have it. */
 function addNamedPorts(namedPorts: Map<string, Map<string, number>>, ports: readonly ContainerPort[], sign: 1 | -1): void {
-  for (const p of ports) {
+  // Indexed: every pod add and remove runs this, and for-of left an iterator result per port in
+  // the unoptimised code it often runs as (a namespace relabel moves every pod of it).
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i] as ContainerPort;
     if (p.name === undefined) continue;
     let byPort = namedPorts.get(p.name);
     if (!byPort) namedPorts.set(p.name, (byPort = new Map()));

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { fqdnSelectorMatches } from '../src/model/fqdn.js';
 import type { TierPeer } from '../src/model/tiers.js';
 import { parseManifest } from '../src/policy/manifest.js';
+import { failClosedStandIn } from '../src/policy/stand-in.js';
 
 /*
  * ClusterNetworkPolicy `domainNames` (kubernetes-sigs/network-policy-api apis/v1alpha2
@@ -70,6 +71,22 @@ describe('ClusterNetworkPolicy domainNames', () => {
   it('is an Accept-only, egress-only peer', () => {
     const deny = { ...(policy(['a.io']) as Record<string, Record<string, unknown>>) };
     deny.spec = { ...deny.spec, egress: [{ action: 'Deny', to: [{ domainNames: ['a.io'] }] }] };
-    expect(() => parseManifest(deny, 't.yaml')).toThrow('spec.egress[0].action: is Deny; a domainNames peer is only supported for Accept rules');
+    expect(() => parseManifest(deny, 't.yaml')).toThrow('spec.egress[0].action: is Deny: a domainNames peer in a Deny rule is not supported by distill');
+  });
+
+  it('a stored Deny rule with domainNames fails closed in the agent: the stand-in denies all', () => {
+    const doc = policy(['a.io']) as Record<string, Record<string, unknown>>;
+    doc.spec = { ...doc.spec, egress: [{ action: 'Deny', to: [{ domainNames: ['a.io'] }] }, { action: 'Deny', to: [{ networks: ['10.0.0.0/8'] }] }] };
+    let error: unknown;
+    try {
+      parseManifest(doc, 't.yaml');
+    } catch (e) {
+      error = e;
+    }
+    const standIn = failClosedStandIn(doc, 't.yaml', error);
+    expect(standIn?.tiered?.rules.map((r) => [r.action, r.peers[0]?.kind])).toEqual([
+      ['Deny', 'unknown'],
+      ['Deny', 'networks'],
+    ]);
   });
 });

@@ -154,7 +154,8 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   }
   if (action !== 'Accept' && peers.some((p) => p.kind === 'domainNames')) {
     // types.go: "DomainNames is only supported for Accept rules" (no CEL rule; NPEP-133: a Deny on incompletely learnt IPs fails open).
-    r.fail(join(path, 'action'), `is ${action}; a domainNames peer is only supported for Accept rules`);
+    // "not supported by distill": the agent's stand-in then fails closed (src/policy/stand-in.ts).
+    r.fail(join(path, 'action'), `is ${action}: a domainNames peer in a ${action} rule is not supported by distill (the API supports it in Accept rules only)`);
   }
   return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };
 }

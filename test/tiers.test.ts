@@ -29,7 +29,7 @@ describe('ClusterNetworkPolicy reader', () => {
     ['tier: Admin\npriority: 1\nsubject: {namespaces: {}, pods: {podSelector: {}}}', 'spec.subject: exactly one of namespaces, pods must be set (got namespaces and pods)'],
     [`${SUBJECT}ingress: [{action: Deny, from: [{networks: [0.0.0.0/0]}]}]`, 'spec.ingress[0].from[0].networks: "networks" is an egress peer'],
     [`${SUBJECT}egress: [{action: Deny, to: [{nodes: {}}]}]`, 'spec.egress[0].to[0].nodes: the experimental "nodes" peer is not supported by distill'],
-    [`${SUBJECT}egress: [{action: Accept, to: [{domainNames: [a.io]}]}]`, 'spec.egress[0].to[0].domainNames: the experimental "domainNames" peer'],
+    [`${SUBJECT}egress: [{action: Deny, to: [{domainNames: [a.io]}]}]`, 'spec.egress[0].action: is Deny: a domainNames peer in a Deny rule is not supported by distill'],
     [`${SUBJECT}egress: [{action: Deny, to: [{namespaces: {}, networks: [1.0.0.0/8]}]}]`, 'spec.egress[0].to[0]: exactly one peer field may be set'],
     [`${SUBJECT}egress: [{action: Allow, to: [{namespaces: {}}]}]`, 'spec.egress[0].action'],
     [`${SUBJECT}egress: [{action: Deny, to: []}]`, 'spec.egress[0].to: must have at least 1 item'],

@@ -6,7 +6,7 @@ import { makeSelector, matchLabelRequirement, type Selector } from '../model/sel
 import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
-import { labelsSelector, type IdentitySelector } from './selector-cache.js';
+import { fqdnPeerSelector, labelsSelector, type IdentitySelector } from './selector-cache.js';
 
 /**
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
@@ -72,7 +72,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = 
   const anyPeer = !nodesOnly && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
   else if (!nodesOnly) for (const p of rule.peers) {
-    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : [];
+    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : [];
     for (const s of sels) byKey.set(s.key, s);
   }
   if (nodesOnly || (rule.action === 'Deny' && networksMissNodes(rule))) for (const s of NODE_SELECTORS) byKey.set(s.key, s);

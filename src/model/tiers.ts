@@ -1,4 +1,5 @@
 import type { Cidr } from './cidr.js';
+import type { FqdnSelector } from './fqdn.js';
 import type { Direction } from './rules.js';
 import type { Selector } from './selector.js';
 
@@ -27,6 +28,8 @@ export const RULES_PER_DIRECTION = 25;
 export type TierPeer =
   | { readonly kind: 'pods'; readonly selector: Selector }
   | { readonly kind: 'networks'; readonly cidrs: readonly Cidr[] }
+  /** Experimental `domainNames` (Accept only): addresses outside the cluster learnt from DNS answers, as `toFQDNs`. */
+  | { readonly kind: 'domainNames'; readonly fqdns: readonly FqdnSelector[] }
   | { readonly kind: 'unknown'; readonly fields: readonly string[] };
 
 type TierPortProtocol = 'TCP' | 'UDP' | 'SCTP';

@@ -3,6 +3,7 @@ import type { ClusterState } from '../model/cluster.js';
 import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
 import type { Direction, Policy } from '../model/rules.js';
+import { DnsCacheState, EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
 import { selectorMatches } from '../model/selector.js';
 import { Tier, TierAction, TierOrigin, TierPeer, TierPort, TierRule, tierRuleName } from '../model/tiers.js';
 
@@ -29,13 +30,16 @@ function endpointIp(ep: FlowEndpoint): IpAddress {
 }
 
 /** Does `peer` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */
-function peerMatches(peer: TierPeer, ep: FlowEndpoint): boolean {
+function peerMatches(peer: TierPeer, ep: FlowEndpoint, dns: DnsCacheState): boolean {
   switch (peer.kind) {
     case 'pods':
       return ep.kind === 'pod' && selectorMatches(peer.selector, ep.labels);
     case 'networks':
       // Networks match pod addresses too (the API's `Networks` doc: 0.0.0.0/0 covers pod-to-pod).
       return peer.cidrs.some((c) => cidrContainsIp(c, endpointIp(ep)));
+    case 'domainNames':
+      // As a toFQDNs rule: an address outside the cluster a live learnt answer of a matching name holds.
+      return ep.kind === 'external' && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
     case 'unknown':
       return false;
   }
@@ -51,10 +55,10 @@ function failsClosedToDenyAll(rule: TierRule): boolean {
   return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
 }
 
-function ruleMatches(rule: TierRule, f: Flow4): boolean {
+function ruleMatches(rule: TierRule, f: Flow4, dns: DnsCacheState): boolean {
   // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules only their known peers.
   if (failsClosedToDenyAll(rule)) return true;
-  if (!rule.peers.some((p) => peerMatches(p, f.peer))) return false;
+  if (!rule.peers.some((p) => peerMatches(p, f.peer, dns))) return false;
   return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
 }
 
@@ -77,7 +81,7 @@ function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint & { kin
     const group = (byPriority.get(priority) as Policy[]).sort((a, b) => (a.ref.name < b.ref.name ? -1 : a.ref.name > b.ref.name ? 1 : 0));
     const hits: TierOrigin[] = [];
     for (const p of group) {
-      const rule = (p.tiered as NonNullable<Policy['tiered']>).rules.find((r) => r.direction === f.direction && ruleMatches(r, f));
+      const rule = (p.tiered as NonNullable<Policy['tiered']>).rules.find((r) => r.direction === f.direction && ruleMatches(r, f, state.dns ?? EMPTY_DNS_CACHE));
       if (rule) hits.push(originOf(p, rule));
     }
     for (const action of GROUP_ORDER) {

@@ -3,6 +3,7 @@ import { NAMESPACE_LABELS_PREFIX, SOURCE_K8S } from '../model/labels.js';
 import type { Direction, Policy, PolicyWarning } from '../model/rules.js';
 import { makeSelector, Selector } from '../model/selector.js';
 import { MAX_PRIORITY, MIN_PRIORITY, TIER_ACTIONS, TIERS, TierAction, TieredSpec, TierPeer, TierPort, TierRule } from '../model/tiers.js';
+import { FqdnSelector, makeFqdnSelector } from '../model/fqdn.js';
 import { isValidPortName } from '../model/ports.js';
 import { readCidr, readMetadata, refOf } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
@@ -22,8 +23,11 @@ const NAMESPACE_SELECTOR: SelectorOptions = {
   mapKey: (k) => ({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k.key }),
 };
 /** Peer fields distill reads; the experimental ones are refused, not guessed at. */
-const PEER_FIELDS: Readonly<Record<Direction, readonly string[]>> = { ingress: ['namespaces', 'pods'], egress: ['namespaces', 'pods', 'networks'] };
-const EXPERIMENTAL_PEERS = ['nodes', 'domainNames'];
+const PEER_FIELDS: Readonly<Record<Direction, readonly string[]>> = { ingress: ['namespaces', 'pods'], egress: ['namespaces', 'pods', 'networks', 'domainNames'] };
+const EGRESS_ONLY_PEERS = ['networks', 'nodes', 'domainNames'];
+const EXPERIMENTAL_PEERS = ['nodes'];
+/** One label of the CRD's `DomainName` pattern, `A-z` (which also takes `[\]^_` and a backquote) kept as written. */
+const DOMAIN_LABEL = /^[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?$/;
 
 function limited(r: Reader, v: unknown, path: string, min: number): unknown[] {
   const a = r.array(v, path);
@@ -55,7 +59,7 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   const o = v as Record<string, unknown>;
   const present = Object.keys(o).filter((k) => !absent(o[k]));
   for (const k of present) {
-    if (direction === 'ingress' && ['networks', ...EXPERIMENTAL_PEERS].includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods`);
+    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods`);
     if (EXPERIMENTAL_PEERS.includes(k)) {
       r.fail(join(path, k), `the experimental "${k}" peer is not supported by distill (only namespaces, pods and networks are)`);
     }
@@ -67,6 +71,7 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
     warnings.push({ source: r.source, path, detail: `no peer field distill knows (${present.join(', ') || 'empty'}): fails closed (an Accept rule matches nothing, a Deny or Pass rule denies everything)` });
     return { kind: 'unknown', fields: present };
   }
+  if (known[0] === 'domainNames') return { kind: 'domainNames', fqdns: readDomainNames(r, o.domainNames, join(path, 'domainNames')) };
   if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
   const np = join(path, 'networks');
   const items = limited(r, o.networks, np, 1);
@@ -87,6 +92,28 @@ function readNetwork(r: Reader, v: unknown, path: string): Cidr {
   const addr = parseCidr((v as string).slice(0, (v as string).indexOf('/')));
   if (addr.family === 'ipv6' && addr.network >> 32n === 0xffffn) r.fail(path, `"${String(v)}": an IPv4-mapped IPv6 address is not allowed (the API's isCIDR refuses it)`);
   return c;
+}
+
+/**
+ * `domainNames` (apis/v1alpha2 `DomainName`): the CRD's pattern, checked label by label (no
+ * backtracking): an optional `*.` prefix, two or more labels, an optional trailing dot. `*.x`
+ * takes one or more labels before `x` ("matches subdomains", "latest.blog.kubernetes.io" too), so it
+ * becomes the FQDN pattern `**.x`; names compare in lower case without the trailing dot.
+ */
+function readDomainNames(r: Reader, v: unknown, path: string): FqdnSelector[] {
+  const items = limited(r, v, path, 1);
+  return items.map((item, i) => {
+    const p = at(path, i);
+    const name = r.nonEmptyString(item, p);
+    if (items.indexOf(item) !== i) r.fail(p, `duplicate value ${JSON.stringify(name)} (domainNames is a set)`);
+    const wildcard = name.startsWith('*.');
+    const body = wildcard ? name.slice(2) : name;
+    const labels = (body.endsWith('.') ? body.slice(0, -1) : body).split('.');
+    if (labels.length < 2 || !labels.every((l) => DOMAIN_LABEL.test(l))) {
+      r.fail(p, `"${name}" is not a domain name the API takes (two or more labels of letters, digits, "-", "_", an optional "*." prefix, an optional trailing dot)`);
+    }
+    return wildcard ? makeFqdnSelector('matchPattern', `**.${body}`) : makeFqdnSelector('matchName', body);
+  });
 }
 
 function readPort(r: Reader, v: unknown, path: string): { from: number; to: number } {
@@ -132,8 +159,14 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const pp = join(path, peersField);
   const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
   const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i)));
-  if (protocols.some((p) => p.kind === 'named') && peers.some((p) => p.kind === 'networks')) {
-    r.fail(join(path, 'protocols'), 'destinationNamedPort cannot be used with a networks peer (networks have no named ports)');
+  const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames');
+  if (unnamed && protocols.some((p) => p.kind === 'named')) {
+    r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
+  }
+  if (action !== 'Accept' && peers.some((p) => p.kind === 'domainNames')) {
+    // types.go: "DomainNames is only supported for Accept rules" (no CEL rule; NPEP-133: a Deny on incompletely learnt IPs fails open).
+    // "not supported by distill": the agent's stand-in then fails closed (src/policy/stand-in.ts).
+    r.fail(join(path, 'action'), `is ${action}: a domainNames peer in a ${action} rule is not supported by distill (the API supports it in Accept rules only)`);
   }
   return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };
 }

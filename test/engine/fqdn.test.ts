@@ -37,6 +37,11 @@ function cnp(name: string, spec: object): Policy {
   return parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'apps' }, spec }, `${name}.yaml`, { fqdn: true });
 }
 
+function clusterPolicy(name: string, priority: number, s: readonly string[], egress: object[]): Policy {
+  const subject = { pods: { namespaceSelector: {}, podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] } } };
+  return parseManifest({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name }, spec: { tier: 'Admin', priority, subject, egress } }, `${name}.yaml`);
+}
+
 const subjects = fc.subarray(['client-a', 'client-b'], { minLength: 1 });
 const policyGen: fc.Arbitrary<Policy> = fc.oneof(
   fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io', 'a.example.com') }).map(({ s, pattern }) =>
@@ -64,6 +69,16 @@ const policyGen: fc.Arbitrary<Policy> = fc.oneof(
   fc.record({ s: subjects, to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.53/32'] }, { toEntities: ['world'] }), port: fc.constantFrom('53', '5353') }).map(({ s, to, port }) =>
     cnp('plain-dns', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port, protocol: 'UDP' }] }] }] }),
   ),
+  // ClusterNetworkPolicy domainNames (Accept), then maybe a Deny; an Admin Deny of one learnt IP at a priority between.
+  fc
+    .record({ s: subjects, priority: fc.constantFrom(10, 60), names: fc.subarray(['a.example.com', '*.example.com', '*.cilium.io', 'x.cilium.io'], { minLength: 1 }), port: fc.boolean(), deny: fc.option(fc.constantFrom('198.51.100.0/24', '0.0.0.0/0')) })
+    .map(({ s, priority, names, port, deny }) =>
+      clusterPolicy('cnp-domains', priority, s, [
+        { action: 'Accept', to: [{ domainNames: names }], ...(port ? { protocols: [{ tcp: { destinationPort: { number: 443 } } }] } : {}) },
+        ...(deny === null ? [] : [{ action: 'Deny', to: [{ networks: [deny] }] }]),
+      ]),
+    ),
+  subjects.map((s) => clusterPolicy('cnp-deny', 30, s, [{ action: 'Deny', to: [{ networks: ['198.51.100.2/32'] }] }])),
   fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.0/24'] }).map((to) =>
     cnp('deny-dns', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] }),
   ),

@@ -1,4 +1,5 @@
 import type { IpAddress } from '../model/cidr.js';
+import { nodeEndpointsOf } from '../model/cluster.js';
 import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
@@ -282,7 +283,7 @@ export class Engine {
       case 'deleteIdentity':
         return pods.reidentify(this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
-        return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false);
+        return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e));
       case 'deleteNode':
         return this.stages.nodes.delete(e.name);
     }

@@ -27,9 +27,10 @@ export type EngineEvent =
   /**
    * A cluster node and its addresses (`local`: the agent's own node): ipcache host entries with the
    * reserved identity host (1) or remote-node (6), which world and CIDR selectors do not select.
-   * An upsert replaces the node's addresses.
+   * An upsert replaces the node's addresses. `health`, `ingress`: its health endpoint's and Ingress's
+   * addresses, reserved identities health (4) and ingress (8).
    */
-  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean }
+  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[] }
   | { readonly type: 'deleteNode'; readonly name: string }
   /** DNS answers and clock steps (toFQDNs, src/model/fqdn-events.ts; the FQDN stage, fqdn-stage.ts). */
   | FqdnEvent;

@@ -308,6 +308,12 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
       if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
       (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
+      for (const field of ['health', 'ingress'] as const) {
+        const list: unknown = e[field];
+        if (list === undefined) continue;
+        if (!Array.isArray(list)) fail(`${field} must be a list of parsed IP addresses`);
+        (list as unknown[]).forEach((ip, i) => checkParsedIp(ip, `${field}[${i}]`, fail));
+      }
       model.setNode(name, true);
       return;
     }

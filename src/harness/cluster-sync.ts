@@ -13,6 +13,7 @@ import {
   upsertPolicy,
   upsertNode,
   deleteNode,
+  nodeEndpointsOf,
 } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { DnsServer } from '../model/fqdn-events.js';
@@ -59,7 +60,7 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (!to.nodes?.has(name)) events.push({ type: 'deleteNode', name });
   }
   for (const [name, n] of to.nodes ?? []) {
-    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local });
+    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n) });
   }
   events.push(...dnsEvents(from.dns, to.dns));
   return events;
@@ -133,7 +134,7 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'advanceTime':
       return { ...s, dns: advanceDnsClock(s.dns ?? EMPTY_DNS_CACHE, e.seconds) };
     case 'upsertNode':
-      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false });
+      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e) });
     case 'deleteNode':
       return deleteNode(s, e.name);
   }

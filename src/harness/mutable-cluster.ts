@@ -1,5 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
-import { ClusterChangeError, ClusterNode, ClusterState, Namespace, namespaceWithDefaults, Pod, podKey, External } from '../model/cluster.js';
+import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podKey, External } from '../model/cluster.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 
 /**
@@ -38,7 +38,7 @@ export class MutableCluster implements ClusterState {
         return;
       }
       case 'upsertNode':
-        this.nodes.set(e.name, { name: e.name, ips: e.ips, local: e.local ?? false });
+        this.nodes.set(e.name, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e) });
         return;
       case 'deleteNode':
         if (!this.nodes.delete(e.name)) throw new ClusterChangeError(`node "${e.name}" does not exist`);

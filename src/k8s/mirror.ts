@@ -1,5 +1,6 @@
 import type { EngineEvent } from '../engine/events.js';
-import type { Pod } from '../model/cluster.js';
+import { nodeEndpointsOf, type Pod } from '../model/cluster.js';
+import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
@@ -265,7 +266,8 @@ export class ClusterMirror {
           this.debug('node has no address yet', { source });
           return undefined;
         }
-        return { kind: 'Node', node, sig: canonical({ ...node, ips: node.ips.map((a) => a.text) }) };
+        const texts = (l: readonly IpAddress[] | undefined): string[] | undefined => l?.map((a) => a.text);
+        return { kind: 'Node', node, sig: canonical({ ...node, ips: texts(node.ips), health: texts(node.health), ingress: texts(node.ingress) }) };
       }
       case 'CiliumIdentity': {
         const id = identityOf(obj, source);
@@ -420,7 +422,8 @@ export class ClusterMirror {
     const nodeOfKey = (h: Held | undefined): NodeAddresses | undefined => (h?.kind === 'Node' ? h.node : undefined);
     const after = keys.map((k) => nodeOfKey(next.has(k) ? next.get(k) : this.held.get(k))).filter((n): n is NodeAddresses => n !== undefined);
     const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
-    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local };
+    const endpoints = nodeEndpointsOf({ health: after.flatMap((n) => n.health ?? []), ingress: after.flatMap((n) => n.ingress ?? []) });
+    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints };
     return keys.some((k) => this.held.has(k)) ? { type: 'deleteNode', name } : undefined;
   }
 }
@@ -455,7 +458,7 @@ function upsertOf(h: Held): AgentEvent {
     case 'Identity':
       return { type: 'upsertIdentity', id: h.id, labels: h.labels };
     case 'Node':
-      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local };
+      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node) };
   }
 }
 

@@ -1,6 +1,6 @@
 import type { EngineEvent } from '../engine/events.js';
 import { IpAddress, isValidIp, parseIp } from '../model/cidr.js';
-import type { Pod } from '../model/cluster.js';
+import { type NodeEndpointAddresses, nodeEndpointsOf, type Pod } from '../model/cluster.js';
 import { KINDS_API_VERSIONS } from './kinds.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { lastNamedPortWins, readContainerPorts, readIp, readLabels } from '../policy/readers.js';
@@ -141,8 +141,11 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }
 
-/** A node's addresses as the engine takes them (`local`: the agent's own node). */
-export interface NodeAddresses {
+/**
+ * A node's addresses as the engine takes them (`local`: the agent's own node); a CiliumNode's also
+ * its health endpoint's and Ingress's (`health`, `ingress`).
+ */
+export interface NodeAddresses extends NodeEndpointAddresses {
   readonly name: string;
   readonly ips: readonly IpAddress[];
   readonly local: boolean;
@@ -184,7 +187,10 @@ const CILIUM_NODE_IP_TYPES: ReadonlySet<string> = new Set(['InternalIP', 'Extern
  * A `cilium.io/v2` CiliumNode: every valid address of `spec.addresses` (`{type, ip}`), each once.
  * Cilium's node manager (pkg/node/manager NodeUpdated) puts each of a node's addresses in the
  * ipcache as remote-node (host for its own node), the CiliumInternalIP (cilium_host, the source of
- * node-to-pod traffic) included; that address is in no Node object.
+ * node-to-pod traffic) included; that address is in no Node object. `spec.health.ipv4/ipv6` and
+ * `spec.ingress.ipv4/ipv6` are the node's health endpoint and Ingress addresses, which Cilium puts
+ * in the ipcache as reserved health and ingress (pkg/node/manager/policy.go updatePolicy.Upsert; read
+ * by pkg/node/types ParseCiliumNode, an unparsable one skipped as here).
  */
 export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): NodeAddresses {
   const r = new Reader(source);
@@ -197,7 +203,14 @@ export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): No
     const ip = parseIp(address);
     if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
   }
-  return { name: md.name, ips, local: md.name === nodeName };
+  const spec = rec(rec(obj).spec);
+  return { name: md.name, ips, local: md.name === nodeName, ...nodeEndpointsOf({ health: familyAddresses(spec.health), ingress: familyAddresses(spec.ingress) }) };
+}
+
+/** The valid addresses of a CiliumNode `{ipv4, ipv6}` addressing spec (spec.health, spec.ingress). */
+function familyAddresses(v: unknown): IpAddress[] {
+  const o = rec(v);
+  return [o.ipv4, o.ipv6].filter((a): a is string => typeof a === 'string' && isValidIp(a)).map(parseIp);
 }
 
 /**

@@ -38,10 +38,46 @@ export interface External {
  * reserved identity `host` (the agent's own node, `local`) or `remote-node`
  * (cilium pkg/node/manager/manager.go `upsertIntoIDMD`), which world and CIDR selectors do not select.
  */
-export interface ClusterNode {
+export interface ClusterNode extends NodeEndpointAddresses {
   readonly name: string;
   readonly ips: readonly IpAddress[];
   readonly local: boolean;
+}
+
+/**
+ * The addresses of a node's cilium-health endpoint and of its Ingress (CiliumNode `spec.health`,
+ * `spec.ingress`): ipcache entries with the reserved identities `health` (4) and `ingress` (8), not
+ * the node's (cilium pkg/node/manager/policy.go `updatePolicy.Upsert`: labels.LabelHealth,
+ * labels.LabelIngress). Absent: none.
+ */
+export interface NodeEndpointAddresses {
+  readonly health?: readonly IpAddress[];
+  readonly ingress?: readonly IpAddress[];
+}
+
+/** The reserved identity a node gives one of its addresses. */
+type NodeAddressRole = 'host' | 'remote-node' | 'health' | 'ingress';
+
+/** The health and Ingress addresses of `n`, without absent fields (exactOptionalPropertyTypes). */
+export function nodeEndpointsOf(n: NodeEndpointAddresses): NodeEndpointAddresses {
+  return { ...(n.health?.length ? { health: n.health } : {}), ...(n.ingress?.length ? { ingress: n.ingress } : {}) };
+}
+
+/** Of several nodes holding one address, the role that decides its identity comes first here. */
+export const NODE_ROLE_ORDER: readonly NodeAddressRole[] = ['host', 'remote-node', 'health', 'ingress'];
+
+/** Where the role `node` gives `ipText` stands in NODE_ROLE_ORDER; -1 when the node does not hold it. */
+export function nodeRoleRank(node: Pick<ClusterNode, 'ips' | 'local' | 'health' | 'ingress'>, ipText: string): number {
+  const role = nodeAddressRole(node, ipText);
+  return role === undefined ? -1 : NODE_ROLE_ORDER.indexOf(role);
+}
+
+/** Which reserved identity a node gives `ipText`, if it holds it: its own node address before its health, then Ingress address. */
+export function nodeAddressRole(node: Pick<ClusterNode, 'ips' | 'local' | 'health' | 'ingress'>, ipText: string): NodeAddressRole | undefined {
+  if (node.ips.some((a) => a.text === ipText)) return node.local ? 'host' : 'remote-node';
+  if (node.health?.some((a) => a.text === ipText)) return 'health';
+  if (node.ingress?.some((a) => a.text === ipText)) return 'ingress';
+  return undefined;
 }
 
 /** How flows name a node: `node:<name>` (pod keys hold a `/`, never a `:`). */

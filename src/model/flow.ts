@@ -1,5 +1,5 @@
 import type { ClusterNode, ClusterState, External, Pod } from './cluster.js';
-import { ipOwner, NODE_PREFIX, podIps, podLabels } from './cluster.js';
+import { ipOwner, nodeAddressRole, NODE_PREFIX, nodeRoleRank, podIps, podLabels } from './cluster.js';
 import { IpAddress, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
 import type { LabelSet } from './labels.js';
@@ -75,13 +75,16 @@ function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: P
   return key !== undefined && pod && address ? { key, pod, address } : undefined;
 }
 
-/** A node's labels: the agent's own node is `host`, every other `remote-node`. */
-function nodeLabels(node: ClusterNode): LabelSet {
-  return reservedIdentityLabels(node.local ? 'host' : 'remote-node');
+/**
+ * The labels of a node's address: the agent's own node is `host`, every other `remote-node`; its
+ * health endpoint's address `health`, its Ingress address `ingress`.
+ */
+function nodeLabels(node: ClusterNode, address: IpAddress): LabelSet {
+  return reservedIdentityLabels(nodeAddressRole(node, address.text) ?? (node.local ? 'host' : 'remote-node'));
 }
 
 function nodeEndpoint(node: ClusterNode, address: IpAddress): FlowEndpoint {
-  return { kind: 'node', name: NODE_PREFIX + node.name, node, labels: nodeLabels(node), address };
+  return { kind: 'node', name: NODE_PREFIX + node.name, node, labels: nodeLabels(node, address), address };
 }
 
 /** The address a flow uses for an endpoint: the one it named it by, else a pod's primary address. */
@@ -89,10 +92,14 @@ export function endpointAddress(ep: FlowEndpoint): IpAddress {
   return ep.kind === 'pod' ? (ep.address ?? ep.pod.ip) : ep.kind === 'node' ? ep.address : ep.external.ip;
 }
 
-/** The node holding `ip` among its addresses, if any; of two that list it, the agent's own node. */
+/**
+ * The node holding `ip` among its addresses (its health and Ingress addresses included), if any;
+ * of two that hold it, the one whose role comes first in NODE_ROLE_ORDER (the agent's own node first).
+ */
 function nodeByAddress(state: ClusterState, ip: IpAddress): FlowEndpoint | undefined {
-  const holders = [...(state.nodes?.values() ?? [])].filter((n) => n.ips.some((a) => a.text === ip.text));
-  const node = holders.find((n) => n.local) ?? holders[0];
+  const rank = (n: ClusterNode): number => nodeRoleRank(n, ip.text);
+  const holders = [...(state.nodes?.values() ?? [])].filter((n) => rank(n) >= 0).sort((a, b) => rank(a) - rank(b));
+  const node = holders[0];
   return node && nodeEndpoint(node, ip);
 }
 

@@ -1,5 +1,5 @@
 import { IpAddress } from '../model/cidr.js';
-import { NODE_PREFIX } from '../model/cluster.js';
+import { NODE_PREFIX, NodeEndpointAddresses, nodeEndpointsOf } from '../model/cluster.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
@@ -32,7 +32,7 @@ export type Change = { readonly path: string } & (
   | { readonly op: 'deletePod'; readonly key: string }
   | { readonly op: 'setPodLabels'; readonly key: string; readonly labels: Readonly<Record<string, string>> }
   | { readonly op: 'addExternal'; readonly name: string; readonly ip: IpAddress }
-  | { readonly op: 'addNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local: boolean }
+  | ({ readonly op: 'addNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local: boolean } & NodeEndpointAddresses)
   | { readonly op: 'deleteNode'; readonly name: string }
   | { readonly op: 'apply'; readonly policy: Policy }
   | { readonly op: 'delete'; readonly ref: PolicyRef }
@@ -278,14 +278,18 @@ function readNodeName(r: Reader, v: unknown, path: string): string {
   return name;
 }
 
-/** `{name, ips: [..], local?}`: a node and its addresses; `local` marks the agent's own node (`host`). */
-function readNode(r: Reader, v: unknown, path: string): { name: string; ips: IpAddress[]; local: boolean } {
-  const o = r.object(v, path, ['name', 'ips', 'local']);
+/**
+ * `{name, ips: [..], local?, health?: [..], ingress?: [..]}`: a node and its addresses; `local` marks
+ * the agent's own node (`host`); `health`, `ingress`: its health endpoint's and Ingress's addresses.
+ */
+function readNode(r: Reader, v: unknown, path: string): { name: string; ips: IpAddress[]; local: boolean } & NodeEndpointAddresses {
+  const o = r.object(v, path, ['name', 'ips', 'local', 'health', 'ingress']);
   const name = readNodeName(r, o.name, join(path, 'name'));
   const ips = r.array(o.ips, join(path, 'ips')).map((x, i) => readIp(r, x, at(join(path, 'ips'), i)));
   if (ips.length === 0) r.fail(join(path, 'ips'), 'a node needs at least one address');
   const local = absent(o.local) ? false : r.boolean(o.local, join(path, 'local'));
-  return { name, ips, local };
+  const more = (f: 'health' | 'ingress'): IpAddress[] => (absent(o[f]) ? [] : r.array(o[f], join(path, f)).map((x, i) => readIp(r, x, at(join(path, f), i))));
+  return { name, ips, local, ...nodeEndpointsOf({ health: more('health'), ingress: more('ingress') }) };
 }
 
 /** `{ip: A.B.C.D}` or `{node: name}` (named `node:name`), else undefined (a plain name). */

@@ -16,6 +16,7 @@ import {
   upsertNode,
   upsertPod,
   upsertPolicy,
+  nodeEndpointsOf,
 } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
@@ -112,7 +113,7 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
     case 'addExternal':
       return upsertExternal(state, { name: c.name, ip: c.ip });
     case 'addNode':
-      return upsertNode(state, { name: c.name, ips: c.ips, local: c.local });
+      return upsertNode(state, { name: c.name, ips: c.ips, local: c.local, ...nodeEndpointsOf(c) });
     case 'deleteNode':
       return deleteNode(state, c.name);
     case 'apply':
@@ -190,7 +191,7 @@ function podAddresses(state: ClusterState): Map<string, string> {
   const out = new Map<string, string>();
   for (const [key, p] of state.pods) for (const ip of podIps(p)) if (!state.unownedIps?.has(ip.text)) out.set(ip.text, key);
   // A node's address is held by the node (it wins over a pod claiming it, as resolveEndpoint says).
-  for (const n of state.nodes?.values() ?? []) for (const ip of n.ips) out.set(ip.text, NODE_PREFIX + n.name);
+  for (const n of state.nodes?.values() ?? []) for (const ip of [...n.ips, ...(n.health ?? []), ...(n.ingress ?? [])]) out.set(ip.text, NODE_PREFIX + n.name);
   return out;
 }
 

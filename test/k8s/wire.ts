@@ -1,4 +1,5 @@
 import { ClusterNode, ClusterState, Namespace, Pod, podIps } from '../../src/model/cluster.js';
+import type { IpAddress } from '../../src/model/cidr.js';
 import type { Policy } from '../../src/model/rules.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 
@@ -51,7 +52,23 @@ function nodeObject(n: ClusterNode, rv: number): Obj {
   };
 }
 
-const API_VERSIONS: Readonly<Record<string, string>> = { NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2', ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2' };
+/**
+ * A node with health or Ingress addresses also has a CiliumNode (where Cilium keeps them:
+ * spec.health, spec.ingress; one address of each family).
+ */
+function ciliumNodeObject(n: ClusterNode, rv: number): Obj | undefined {
+  if (!n.health && !n.ingress) return undefined;
+  const name = nodeName(n);
+  const families = (l: readonly IpAddress[] | undefined): Obj => Object.fromEntries((l ?? []).map((ip) => [ip.family, ip.text]));
+  return {
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNode',
+    metadata: { name, uid: `uid-cnode-${name}`, resourceVersion: String(rv) },
+    spec: { addresses: n.ips.map((ip) => ({ type: 'InternalIP', ip: ip.text })), health: families(n.health), ingress: families(n.ingress) },
+  };
+}
+
+const API_VERSIONS: Readonly<Record<string, string>> = { CiliumNode: 'cilium.io/v2', NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2', ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2' };
 
 function policyObject(policy: Policy, rv: number): Obj {
   const m = policy.manifest as Obj;
@@ -71,6 +88,10 @@ function objectsOf(state: ClusterState, isLocal: (p: Pod) => boolean, rvOf: (key
   for (const [k, p] of state.pods) out.set(`Pod/${k}`, podObject(p, isLocal(p) ? 'node-a' : 'node-b', rvOf(`Pod/${k}`)));
   for (const [k, p] of state.policies) out.set(`Policy/${k}`, policyObject(p, rvOf(`Policy/${k}`)));
   for (const n of state.nodes?.values() ?? []) out.set(`Node/${nodeName(n)}`, nodeObject(n, rvOf(`Node/${nodeName(n)}`)));
+  for (const n of state.nodes?.values() ?? []) {
+    const cn = ciliumNodeObject(n, rvOf(`CiliumNode/${nodeName(n)}`));
+    if (cn) out.set(`CiliumNode/${nodeName(n)}`, cn);
+  }
   return out;
 }
 
@@ -113,7 +134,7 @@ export class FakeApiServer {
       const { kind: _k, apiVersion: _a, ...item } = obj;
       byKind.get(kind)!.push(item);
     }
-    const kinds = ['Namespace', 'Pod', 'Node', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
+    const kinds = ['Namespace', 'Pod', 'Node', 'CiliumNode', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
     return kinds.map((kind) => ({ type: 'LIST', itemKind: kind, apiVersion: API_VERSIONS[kind] ?? 'v1', items: byKind.get(kind) ?? [], resourceVersion: String(this.rv) }));
   }
 }

@@ -360,7 +360,7 @@ describe('validate: manifests from the upstream docs and kubectl', () => {
     expect(r.code).toBe(2);
     const results = JSON.parse(r.out) as Valid[];
     expect(results.map((x) => x.valid)).toEqual([true, false]);
-    expect(results[1]?.error).toBe(`${bad}#4 spec.ingres: unknown field (expected one of: podSelector, policyTypes, ingress, egress)`);
+    expect(results[1]?.error).toBe(`${bad}#4 (NetworkPolicy default/test-network-policy) spec.ingres: unknown field (expected one of: podSelector, policyTypes, ingress, egress)`);
     expect(r.err).toBe(`error: ${results[1]?.error}\n`);
   });
   it('-o yaml lists the same objects; text stays one line per file', () => {

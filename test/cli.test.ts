@@ -126,7 +126,7 @@ describe('distill validate', () => {
     const bad = tmpFile('bad.yaml', 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec: {podSelector: {}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b}\nspec: {podSelector: {}, egress: [{ports: [{protocol: ICMP}]}]}\n');
     const r = distill('validate', bad);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`error: ${bad}#2 spec.egress[0].ports[0].protocol: "ICMP" is not one of: TCP, UDP, SCTP\n`);
+    expect(r.stderr).toBe(`error: ${bad}#2 (NetworkPolicy b) spec.egress[0].ports[0].protocol: "ICMP" is not one of: TCP, UDP, SCTP\n`);
   });
 });
 

@@ -301,6 +301,8 @@ class SharedValues {
   }
 }
 
+const NOT_A_TRACE = 'this is not a distill trace (JSON Lines, first line {"distillTrace": 1, ...}); make one with `distill gen` (see docs/traces.md)';
+
 /**
  * Parses a whole trace before anything is replayed: the first bad line stops it with an error
  * naming the file and line, and nothing is applied. `input` may be the file's UTF-8 bytes (the
@@ -327,9 +329,10 @@ export function parseTrace(input: string | Uint8Array, source: string, options: 
     try {
       v = JSON.parse(raw);
     } catch (e) {
-      throw new ManifestError(`${source}:${line}`, '', `is not valid JSON (${(e as Error).message})`);
+      throw new ManifestError(`${source}:${line}`, '', `is not valid JSON (${(e as Error).message})${header === undefined ? `: ${NOT_A_TRACE}` : ''}`);
     }
     if (header === undefined) {
+      if (typeof v !== 'object' || v === null || !Object.hasOwn(v, 'distillTrace')) throw new ManifestError(`${source}:${line}`, '', `has no "distillTrace" header: ${NOT_A_TRACE}`);
       header = readHeader(r, v);
       continue;
     }

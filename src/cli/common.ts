@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { UnknownEndpointError } from '../model/flow.js';
 import { ClusterChangeError, ClusterState } from '../model/cluster.js';
-import type { Policy } from '../model/rules.js';
+import { formatWarning, type Policy } from '../model/rules.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
@@ -110,6 +110,7 @@ export function readPolicies(ctx: Ctx, paths: readonly string[]): Policy[] {
   for (const file of collectFiles(paths, isManifestFile)) {
     const read = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
     if (read.objects.length > 0) ctx.io.err(`warning: ${inputName(file)}: ${read.objects.length} pods and namespaces ignored (only policies are applied)\n`);
+    for (const w of read.skipped) ctx.io.err(`${formatWarning(w)}\n`);
     policies.push(...read.policies);
   }
   return policies;

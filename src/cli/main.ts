@@ -372,7 +372,7 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
 }
 
 /** One file's outcome, as `validate -o json|yaml` prints it. */
-type ValidateResult = { file: string; valid: true; policies: number; rules: number; podsAndNamespaces: number; names: string[] } | { file: string; valid: false; error: string };
+type ValidateResult = { file: string; valid: true; policies: number; rules: number; podsAndNamespaces: number; skipped: number; names: string[] } | { file: string; valid: false; error: string };
 
 function validate(ctx: Ctx, paths: string[], format: OutputFormat = 'text'): number {
   const { io } = ctx;
@@ -387,12 +387,12 @@ function validate(ctx: Ctx, paths: string[], format: OutputFormat = 'text'): num
   let exit = 0;
   for (const file of files) {
     try {
-      const { policies, objects } = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
+      const { policies, objects, skipped } = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
       const rules = policies.reduce((n, p) => n + p.rules.length + (p.tiered?.rules.length ?? 0), 0);
       const tierWarnings = samePriorityWarnings(policies, inputName(file));
-      for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings), ...tierWarnings]) io.err(`${formatWarning(w)}\n`);
+      for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings), ...skipped, ...tierWarnings]) io.err(`${formatWarning(w)}\n`);
       const others = objects.length > 0 ? `, ${objects.length} pods and namespaces` : '';
-      results.push({ file: inputName(file), valid: true, policies: policies.length, rules, podsAndNamespaces: objects.length, names: policies.map((p) => policyRefKey(p.ref)) });
+      results.push({ file: inputName(file), valid: true, policies: policies.length, rules, podsAndNamespaces: objects.length, skipped: skipped.length, names: policies.map((p) => policyRefKey(p.ref)) });
       if (format === 'text' || format === 'wide') io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules${others}, valid\n`);
     } catch (e) {
       let error = '';
@@ -566,7 +566,7 @@ function registerValidate(program: Command, { ctx, done }: CliEnv): void {
   program
     .command('validate')
     .summary('Validate manifest files: policies, Lists, v1 Pods and Namespaces')
-    .description('Validate manifest files (multi-document YAML or JSON, kind: List as kubectl get -o yaml prints it: NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy, v1 Pod and Namespace); exit 2 naming the file, document and field of the first error in each file')
+    .description('Validate manifest files (multi-document YAML or JSON, kind: List as kubectl get -o yaml prints it: NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy, v1 Pod and Namespace; built-in kinds without policy such as Deployment or Service are skipped with a warning, any other kind is refused); exit 2 naming the file, document and field of the first error in each file')
     .argument('[paths...]', 'manifest files, directories (their *.yaml/*.yml/*.json files) or - for stdin')
     .option('-f, --filename <path>', 'manifest file, directory or - (repeatable, as kubectl)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(outputOption())

@@ -1,6 +1,8 @@
-import { markParsedPolicy, type Policy } from '../model/rules.js';
+import { markParsedPolicy, type Policy, type PolicyWarning } from '../model/rules.js';
+import { carriesNoPolicy, noPolicyVersionsOf } from './builtin-kinds.js';
 import { parseCiliumPolicy, ParseOptions } from './cilium.js';
 import { parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
+import { ManifestError } from './errors.js';
 
 export type { ParseOptions } from './cilium.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
@@ -59,16 +61,26 @@ export function parseManifests(doc: unknown, source: string): Policy[] {
 }
 
 /**
- * What `distill validate` reads: policies, and `v1` Pods and Namespaces (checked for their names and
- * labels), in any document or List item of a multi-document file.
+ * What `distill validate` and `-f` read: policies, `v1` Pods and Namespaces (checked for their names
+ * and labels), in any document or List item of a multi-document file. Built-in kinds that carry no
+ * policy (Deployment, Service, ...) are skipped with a warning in `skipped`; any other kind is refused.
+ * Errors name the document's kind and name next to `file#N` where it has them.
  */
-export function readManifestFile(text: string, fileName: string): { policies: Policy[]; objects: CheckedObject[] } {
+export function readManifestFile(text: string, fileName: string): { policies: Policy[]; objects: CheckedObject[]; skipped: PolicyWarning[] } {
   const policies: Policy[] = [];
   const objects: CheckedObject[] = [];
+  const skipped: PolicyWarning[] = [];
   const one = (doc: unknown, source: string): void => {
-    const kind = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
-    if (isObjectKind(kind)) objects.push(checkObjectManifest(doc, source));
-    else policies.push(parseManifest(doc, source));
+    const top = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>) : {};
+    const label = documentLabel(source, top);
+    try {
+      if (isObjectKind(top.kind)) objects.push(checkObjectManifest(doc, source));
+      else if (carriesNoPolicy(top.apiVersion, top.kind)) skipped.push({ source: label, path: 'kind', detail: `${String(top.kind)} (${String(top.apiVersion)}) carries no network policy: skipped` });
+      else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source));
+    } catch (e) {
+      if (e instanceof ManifestError && e.source === source && label !== source) throw new ManifestError(label, e.fieldPath, e.detail);
+      throw e;
+    }
   };
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
@@ -85,7 +97,25 @@ export function readManifestFile(text: string, fileName: string): { policies: Po
     if (r.string(o.apiVersion, 'apiVersion') !== 'v1') r.fail('apiVersion', `"${String(o.apiVersion)}" is not the apiVersion of List (expected v1)`);
     (r.optArray(o.items, 'items') ?? []).forEach((item, i) => one(item, `${source}.items[${i}]`));
   }
-  return { policies, objects };
+  return { policies, objects, skipped };
+}
+
+/** `file#N (Kind namespace/name)`, or less where the document lacks them. */
+function documentLabel(source: string, top: Record<string, unknown>): string {
+  if (typeof top.kind !== 'string') return source;
+  const md = typeof top.metadata === 'object' && top.metadata !== null ? (top.metadata as Record<string, unknown>) : {};
+  const name = typeof md.name === 'string' ? (typeof md.namespace === 'string' ? `${md.namespace}/${md.name}` : md.name) : '';
+  return `${source} (${top.kind}${name === '' ? '' : ` ${name}`})`;
+}
+
+/** Refuses a kind that is neither a policy, a Pod or Namespace, nor a built-in kind at a known apiVersion. */
+function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: string): unknown {
+  const kind = top.kind;
+  if (typeof kind !== 'string' || Object.hasOwn(KINDS, kind)) return doc;
+  const r = new Reader(source);
+  const versions = noPolicyVersionsOf(kind);
+  if (versions.length > 0) r.fail('apiVersion', `"${String(top.apiVersion)}" is not an apiVersion distill knows for ${kind} (expected ${versions.join(' or ')}); an object distill cannot classify is refused, not skipped`);
+  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)`);
 }
 
 /** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */

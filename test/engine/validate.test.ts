@@ -161,6 +161,6 @@ describe('derived-label pod labels are reported', () => {
     expect(policies).toEqual([]);
     expect(objects.map((o) => o.name)).toEqual(['x/a', 'x']);
     expect(objects[0]!.warnings).toEqual([{ source: 'p.yaml#1.items[0]', path: 'metadata.labels["io.kubernetes.pod.namespace"]', detail: expect.stringMatching(/dropped from the pod's identity/) }]);
-    expect(() => readManifestFile('apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {"__proto__": x}}\n', 'p.yaml')).toThrow(/p\.yaml#1 metadata\.labels.*invalid label key "__proto__"/);
+    expect(() => readManifestFile('apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {"__proto__": x}}\n', 'p.yaml')).toThrow(/p\.yaml#1 \(Pod a\) metadata\.labels.*invalid label key "__proto__"/);
   });
 });

@@ -189,5 +189,30 @@ kernel('52. bpf backend: deltas on a pinned map replaced at open', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('are refused also when planning the write read the map (an L7 redirect makes applyChangeSet dump it first)', () => {
+    const dir = join(PIN, 'replaced-redirect');
+    const engine = new Engine();
+    const old = new BpfBackend({ pinDir: dir, capacity: 1024 });
+    try {
+      applyChangeSet(old, engine.apply(events));
+      old.apply('ns/server', Array.from({ length: 300 }, (_, i) => ({ endpoint: 'ns/server', op: 'upsert', key: { identity: 100000 + i, direction: 'egress', protocol: 6, port: 9, portPrefixLen: 16 }, entry: { deny: true, proxyPort: 0, precedence: 0 } })));
+    } finally {
+      old.close();
+    }
+    const cs = engine.apply([{ type: 'upsertPolicy', policy: policy('l7-all-80', { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEntities: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET' }] } }] }] }) }]);
+    expect(cs.deltas.some((d) => d.op === 'upsert' && !d.entry.deny && d.entry.proxyPort !== 0)).toBe(true);
+    const b = new BpfBackend({ pinDir: dir, capacity: 256 });
+    try {
+      expect(() => applyChangeSet(b, cs)).toThrow(/was replaced when opened and lost its entries/);
+      const v = backendLookup(b, 'ns/server', WORLD, 'ingress', 6, 80);
+      expect(v === undefined || v.entry.deny, 'world on 80: the engine denies it, the map must not admit it').toBe(true);
+      reconcile(engine, b);
+      expect(backendLookup(b, 'ns/server', WORLD, 'ingress', 6, 80)?.entry.deny).toBe(true);
+    } finally {
+      b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 

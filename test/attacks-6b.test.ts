@@ -164,8 +164,9 @@ kernel('52. bpf backend: deltas on a pinned map replaced at open', () => {
     { type: 'upsertPolicy', policy: policy('deny-world', { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEntities: ['world'] }] }) },
   ];
 
-  it('are refused until the map was read (as reconcile reads it): an allow alone would admit what the lost deny denied', () => {
-    const dir = join(PIN, 'replaced');
+  /** The engine's second policy goes to a map an older writer left with more entries than the new capacity. */
+  const replacedCase = (name: string, second: Obj, check: (cs: ReturnType<Engine['apply']>) => void): void => {
+    const dir = join(PIN, name);
     const engine = new Engine();
     const old = new BpfBackend({ pinDir: dir, capacity: 1024 });
     try {
@@ -175,8 +176,8 @@ kernel('52. bpf backend: deltas on a pinned map replaced at open', () => {
     } finally {
       old.close();
     }
-    const cs = engine.apply([{ type: 'upsertPolicy', policy: policy('allow-all-80', { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEntities: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] }) }]);
-    expect(cs.deltas.length).toBeGreaterThan(0);
+    const cs = engine.apply([{ type: 'upsertPolicy', policy: policy(name, { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [second] }) }]);
+    check(cs);
     const b = new BpfBackend({ pinDir: dir, capacity: 256 });
     try {
       expect(() => applyChangeSet(b, cs)).toThrow(/was replaced when opened and lost its entries/);
@@ -188,6 +189,15 @@ kernel('52. bpf backend: deltas on a pinned map replaced at open', () => {
       b.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  };
+
+  it('are refused until the map was read (as reconcile reads it): an allow alone would admit what the lost deny denied', () => {
+    replacedCase('allow-all-80', { fromEntities: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }, (cs) => expect(cs.deltas.length).toBeGreaterThan(0));
+  });
+
+  it('are refused also when planning the write read the map (an L7 redirect makes applyChangeSet dump it first)', () => {
+    const http = { fromEntities: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET' }] } }] };
+    replacedCase('l7-all-80', http, (cs) => expect(cs.deltas.some((d) => d.op === 'upsert' && !d.entry.deny && d.entry.proxyPort !== 0)).toBe(true));
   });
 });
 

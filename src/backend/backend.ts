@@ -58,7 +58,12 @@ export interface MapBackend {
    * operations that took effect.
    */
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats;
-  dump(endpoint: string): MapRecord[];
+  /**
+   * The map's entries. `purpose: 'diff'`: the caller writes the difference between them and the
+   * engine's state (`reconcile`), so a bpf map replaced at open accepts deltas again; any other
+   * read (write planning, proxy ports, a summary) leaves it refusing them.
+   */
+  dump(endpoint: string, purpose?: 'diff'): MapRecord[];
   /** The LPM lookup for one peer identity: the longest-prefix entry covering the packet. */
   lookup(endpoint: string, identity: number, direction: Direction, protocol: number, port: number): DecodedValue | undefined;
   remove(endpoint: string): void;

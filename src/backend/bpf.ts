@@ -103,8 +103,8 @@ export class BpfBackend implements MapBackend {
   private readonly sizes = new Map<string, number>();
   /**
    * Maps replaced at open that lost entries (`checkSpec`): deltas computed against what the map
-   * held before would write a subset of the policy, so `apply` refuses them until `dump` read the
-   * map (as `reconcile` does before it diffs).
+   * held before would write a subset of the policy, so `apply` refuses them until a `dump` for a
+   * diff (`reconcile`); a dump for anything else (applyChangeSet's write planning) does not count.
    */
   private readonly unread = new Set<string>();
   private readonly attr = new NativeBuffer(128);
@@ -267,7 +267,7 @@ export class BpfBackend implements MapBackend {
   apply(endpoint: string, deltas: readonly MapDelta[]): WriteStats {
     const fd = this.fd(endpoint);
     if (this.unread.has(endpoint) && deltas.length > 0) {
-      throw new BackendError(`policy map of ${endpoint} was replaced when opened and lost its entries (${this.pinPath(endpoint)} had another layout or more entries than fit): deltas against its old content would write a subset of the policy; read it first (dump, as reconcile does)`, endpoint, 0);
+      throw new BackendError(`policy map of ${endpoint} was replaced when opened and lost its entries (${this.pinPath(endpoint)} had another layout or more entries than fit): deltas against its old content would write a subset of the policy; reconcile it first (a dump for a diff)`, endpoint, 0);
     }
     const stats = emptyWriteStats();
     const before = this.syscalls;
@@ -405,9 +405,9 @@ export class BpfBackend implements MapBackend {
     }
   }
 
-  dump(endpoint: string): MapRecord[] {
+  dump(endpoint: string, purpose?: 'diff'): MapRecord[] {
     const raw = this.dumpRaw(endpoint, this.fd(endpoint));
-    this.unread.delete(endpoint);
+    if (purpose === 'diff') this.unread.delete(endpoint);
     return raw
       .sort(([a], [b]) => Buffer.compare(a, b))
       .map(([k, v]) => ({ key: decodeKey(k), entry: decodeValue(v).entry }));

@@ -44,7 +44,7 @@ export function reconcile(engine: Engine, backend: MapBackend, betweenPhases?: (
       backend.create(ep);
       stats.created++;
     } else {
-      const records = backend.dump(ep);
+      const records = backend.dump(ep, 'diff');
       current.set(ep, records);
       for (const r of records) have.set(policyKeyString(r.key), r);
     }

@@ -107,6 +107,9 @@ kernel('bpf backend: a pinned map of another spec', () => {
     try {
       expect(b.dump(EP)).toEqual([]);
       expect(b.lookup(EP, 1000, 'ingress', 6, 80)).toBeUndefined();
+      // A plain read does not make deltas safe: only a read for a diff (reconcile's) does.
+      expect(() => b.apply(EP, upserts(3, 0, false))).toThrow(/replaced when opened/);
+      expect(b.dump(EP, 'diff')).toEqual([]);
       b.apply(EP, upserts(3, 0, false));
       expect(b.size(EP)).toBe(3);
       expect(existsSync(path)).toBe(true);

@@ -51,7 +51,8 @@ const WORLD = 2;
 
 describe('50. agent mirror: a plain List relists every kind its stream carried', () => {
   it('a relist of `kubectl get pods,cnp -o json` that lists pods but no policy deletes the policy', () => {
-    const mirror = new ClusterMirror({ nodeName: 'node-a' });
+    const warnings: unknown[] = [];
+    const mirror = new ClusterMirror({ nodeName: 'node-a', warn: (msg, fields) => warnings.push({ msg, ...fields }) });
     const parser = new WatchStreamParser('mixed.json');
     const server = podObj('server', 'server', '10.0.0.1', 2);
     const items = parser.push([ns, server, ALLOW_WORLD_80].map((object) => JSON.stringify({ type: 'ADDED', object })).join('\n'));
@@ -64,6 +65,8 @@ describe('50. agent mirror: a plain List relists every kind its stream carried',
     for (const item of parser.push(JSON.stringify(relist))) mirror.observe(item, 'mixed.json');
     const second = mirror.flush();
     expect(second.events.map((e) => e.type), 'the relist lists no policy: the allow goes').toEqual(['deletePolicy']);
+    // Per-kind lists concatenated onto one stream would read the same way: the deletion is said aloud.
+    expect(warnings).toEqual([expect.objectContaining({ source: 'mixed.json', kinds: ['CiliumNetworkPolicy'] })]);
     second.commit();
     // A typed list speaks for its kind only: a PodList on the same stream keeps the namespace.
     for (const item of parser.push(JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: {}, items: [] }))) mirror.observe(item, 'mixed.json');

@@ -235,12 +235,26 @@ export class ClusterMirror {
       if (key !== undefined) listed.add(key);
     });
     if (item.itemKind !== undefined) kinds.add(item.itemKind);
+    this.warnKindsDropped(item, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
       this.setDesired(key, item.resourceVersion ?? state.rv, undefined);
     }
+  }
+
+  /**
+   * A non-empty plain List that lists none of a kind its stream carried deletes every object of
+   * that kind. That is right for a relist of one stream (`kubectl get pods,cnp`), wrong for
+   * per-kind lists concatenated onto one stream (each would delete the kinds before it): the two
+   * cannot be told apart, so the contract is one stream per resource type, and this says so loudly.
+   */
+  private warnKindsDropped(item: Extract<WatchItem, { type: 'LIST' }>, source: string, kinds: ReadonlySet<string>): void {
+    if (item.itemKind !== undefined || item.items.length === 0) return;
+    const listedKinds = new Set(item.items.map((o) => o.kind));
+    const dropped = [...kinds].filter((k) => !listedKinds.has(k));
+    if (dropped.length > 0) this.warn('a List without any object of a kind its stream carried deletes every object of that kind (feed one stream per resource type)', { source, kinds: dropped });
   }
 
   private meaning(kind: KnownKind, obj: Record<string, unknown>, source: string): Held | undefined {

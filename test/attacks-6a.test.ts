@@ -178,3 +178,62 @@ describe('39: an NP egress named port on an identity split by that name and anot
     expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
   });
 });
+
+/**
+ * 40. CNP `port: "0"` with a non-zero `endPort`: Cilium accepts it (PortProtocol.sanitize checks
+ * only DNS rules against ranges) and keys 0..endPort (l4.go toMapState, PortRangeToMaskedPorts(0,
+ * end); 0..65535 is the wildcard). distill refused the policy, and an agent skips a refused policy:
+ * with denies, fail-open. L7 rules on it stay refused ("L7 rules can not be used when a port is 0").
+ */
+describe('40: CNP port "0" with an endPort', () => {
+  const denyRange = (endPort: number, rules?: unknown) =>
+    parseManifest(cnp({ endpointSelector: {}, egressDeny: [{ toPorts: [{ ports: [{ port: '0', endPort, protocol: 'TCP' }] }] }] }), 'f').rules[0]!.ports[0]!.l4;
+  it('reads 0..endPort (ports 1..endPort: port 0 is no flow), 0..65535 as every port', () => {
+    expect(denyRange(100)).toEqual({ kind: 'range', protocol: 'TCP', from: 1, to: 100 });
+    expect(denyRange(65535)).toEqual({ kind: 'range', protocol: 'TCP', from: 0, to: 0 });
+  });
+  it('refuses L7 rules on it, as Cilium does', () => {
+    const e = errorOf(() => parseManifest(cnp({ endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: '0', endPort: 100, protocol: 'TCP' }], rules: { http: [{ method: 'GET' }] } }] }] }), 'f'));
+    expect(e.message).toMatch(/L7 rules can not be used when a port is 0/);
+  });
+  it('an egressDeny on 0..100 denies 80 and not 8080, in the oracle and the engine', () => {
+    const scenario = parseScenario(
+      `
+description: finding 40 (Cilium 1.19 pkg/policy/l4.go toMapState, PortRangeToMaskedPorts)
+namespaces: [{name: n0}]
+pods:
+  - {name: n0/a, labels: {app: a}, ip: 10.244.0.10}
+  - {name: n0/b, labels: {app: b}, ip: 10.244.0.11}
+policies:
+  - apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: deny-low, namespace: n0}
+    spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toEndpoints: [{}]}], egressDeny: [{toEndpoints: [{}], toPorts: [{ports: [{port: "0", endPort: 100, protocol: TCP}]}]}]}
+steps:
+  - probes:
+      - {from: n0/a, to: n0/b, port: 80}
+      - {from: n0/a, to: n0/b, port: 8080}
+      - {from: n0/a, to: n0/b, port: 100}
+    expect: [{probe: 0, allow: []}, {probe: 1, deny: []}, {probe: 2, allow: []}]
+`,
+      'finding-40',
+    );
+    expect(runScenario(scenario, decideFlow).steps.flatMap((s) => s.mismatches)).toEqual([]);
+    expect(runScenario(scenario, new EngineDecider(new Engine()).decide).steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+});
+
+/**
+ * Held: `toCIDR: ["fe80::1%eth0"]`. CIDR.sanitize would take it (netip.ParseAddr keeps a zone) and
+ * IPStringToLabel would drop the zone (PrefixFrom: ip.withoutZone()), but api.CIDR carries
+ * `+kubebuilder:validation:Format=cidr`, and the API server checks format cidr with net.ParseCIDR,
+ * which refuses a zone: no such CiliumNetworkPolicy exists, and distill refuses it too.
+ */
+describe('toCIDR with an IPv6 zone', () => {
+  it('is refused, naming the field', () => {
+    for (const c of ['fe80::1%eth0', 'fe80::1%eth0/64']) {
+      const e = errorOf(() => parseManifest(cnp({ endpointSelector: {}, egressDeny: [{ toCIDR: [c] }] }), 'f'));
+      expect(e.fieldPath, c).toBe('spec.egressDeny[0].toCIDR[0]');
+    }
+  });
+});

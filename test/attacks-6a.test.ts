@@ -106,7 +106,7 @@ describe('38: prefix lengths with a leading zero', () => {
 });
 
 /**
- * 39 (noted, not fixed: src/engine/identities.ts is not this round's). tiers.property seed 202
+ * 39 (fixed in part 2). tiers.property seed 202
  * (DISTILL_LONG=1), reduced: two pods share labels and disagree on the port names `dns` and `http`,
  * which ClusterNetworkPolicy egress rules name, so the engine splits their identity by both. The
  * NetworkPolicy-tier egress named port `dns` then resolves to nothing on n1/p0's identity

@@ -30,8 +30,8 @@ const PORT_PREFIX = 'io.cilium.k8s.distill/port/';
 
 /**
  * Whether these identity labels carry a split by port `name`: the pods sharing their base labels
- * give the name more than one meaning. A NetworkPolicy-tier egress named port resolves over the
- * pods sharing labels (as the oracle does), so for it the name is ambiguous there.
+ * give the name more than one meaning. A NetworkPolicy-tier egress named port then resolves over
+ * the pods of the identities that differ only by this split (as the oracle does; identities.ts).
  */
 export function splitByPortName(labels: LabelSet, name: string): boolean {
   const key = PORT_PREFIX + name;

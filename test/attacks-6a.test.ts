@@ -106,14 +106,15 @@ describe('38: prefix lengths with a leading zero', () => {
 });
 
 /**
- * 39 (noted, not fixed: src/engine/identities.ts is not this round's). tiers.property seed 202
+ * 39 (fixed in part 2). tiers.property seed 202
  * (DISTILL_LONG=1), reduced: two pods share labels and disagree on the port names `dns` and `http`,
  * which ClusterNetworkPolicy egress rules name, so the engine splits their identity by both. The
  * NetworkPolicy-tier egress named port `dns` then resolves to nothing on n1/p0's identity
  * (`resolveNamedEgress`: "split by the name itself: ambiguous"), while the oracle sees that the
  * `http` split already separates n1/p0 from n1/p2 and allows it, as Kubernetes (the destination
  * pod's own port) and Cilium (one cluster-wide meaning, UDP/53) do. The engine is the stricter.
- * `it.fails`: this starts failing when the engine agrees; then make it a plain `it`.
+ * Fixed in resolveNamedEgress: a split by the name itself resolves over the identities that differ
+ * only by that split (their pods), as the oracle does; SPLIT_CHURN checks the incremental side.
  */
 const SPLIT_SCENARIO = `
 description: seed 202 reduced
@@ -141,8 +142,31 @@ steps:
       - {probe: 1, allow: []}
 `;
 
+/**
+ * 39, incremental: a pod joining the identity that differs from n1/p0's only by the `dns` split
+ * (it lacks dns) makes the name unresolvable on n1/p0's identity, though n1/p0's identity does not
+ * change; leaving makes it resolvable again.
+ */
+const SPLIT_CHURN = `${SPLIT_SCENARIO}  - changes: [{addPod: {name: n1/p3, labels: {app: api}, ip: 10.244.1.13, ports: [{name: http, port: 80, protocol: TCP}]}}]
+    probes: [{from: n0/p0, to: n1/p0, port: 53, protocol: UDP}, {from: n0/p0, to: n1/p3, port: 53, protocol: UDP}]
+    expect: [{probe: 0, allow: []}, {probe: 1, allow: []}]
+  - changes: [{deletePod: n1/p3}]
+    probes: [{from: n0/p0, to: n1/p0, port: 53, protocol: UDP}]
+    expect: [{probe: 0, deny: []}]
+  - changes: [{addPod: {name: n1/p3, labels: {app: api}, ip: 10.244.1.13, ports: [{name: http, port: 80, protocol: TCP}]}}, {deletePod: n1/p2}]
+    probes: [{from: n0/p0, to: n1/p0, port: 53, protocol: UDP}]
+    expect: [{probe: 0, allow: []}]
+`;
+
 describe('39: an NP egress named port on an identity split by that name and another', () => {
-  it.fails('engine agrees with the oracle (fails today: the engine denies n0/p0 -> n1/p0 53/UDP)', () => {
+  it('engine and oracle agree while the identities split by the name gain and lose pods', () => {
+    const scenario = parseScenario(SPLIT_CHURN, 'split-churn');
+    const naive = runScenario(scenario, decideFlow);
+    expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
+    const engine = runScenario(scenario, new EngineDecider(new Engine()).decide);
+    expect(engine.steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+  it('engine agrees with the oracle (failed before the fix: the engine denied n0/p0 -> n1/p0 53/UDP)', () => {
     const scenario = parseScenario(SPLIT_SCENARIO, 'split');
     const naive = runScenario(scenario, decideFlow);
     expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
@@ -152,5 +176,64 @@ describe('39: an NP egress named port on an identity split by that name and anot
   it('the oracle allows it (Kubernetes and Cilium both would)', () => {
     const naive = runScenario(parseScenario(SPLIT_SCENARIO, 'split'), decideFlow);
     expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+});
+
+/**
+ * 40. CNP `port: "0"` with a non-zero `endPort`: Cilium accepts it (PortProtocol.sanitize checks
+ * only DNS rules against ranges) and keys 0..endPort (l4.go toMapState, PortRangeToMaskedPorts(0,
+ * end); 0..65535 is the wildcard). distill refused the policy, and an agent skips a refused policy:
+ * with denies, fail-open. L7 rules on it stay refused ("L7 rules can not be used when a port is 0").
+ */
+describe('40: CNP port "0" with an endPort', () => {
+  const denyRange = (endPort: number, rules?: unknown) =>
+    parseManifest(cnp({ endpointSelector: {}, egressDeny: [{ toPorts: [{ ports: [{ port: '0', endPort, protocol: 'TCP' }] }] }] }), 'f').rules[0]!.ports[0]!.l4;
+  it('reads 0..endPort (ports 1..endPort: port 0 is no flow), 0..65535 as every port', () => {
+    expect(denyRange(100)).toEqual({ kind: 'range', protocol: 'TCP', from: 1, to: 100 });
+    expect(denyRange(65535)).toEqual({ kind: 'range', protocol: 'TCP', from: 0, to: 0 });
+  });
+  it('refuses L7 rules on it, as Cilium does', () => {
+    const e = errorOf(() => parseManifest(cnp({ endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: '0', endPort: 100, protocol: 'TCP' }], rules: { http: [{ method: 'GET' }] } }] }] }), 'f'));
+    expect(e.message).toMatch(/L7 rules can not be used when a port is 0/);
+  });
+  it('an egressDeny on 0..100 denies 80 and not 8080, in the oracle and the engine', () => {
+    const scenario = parseScenario(
+      `
+description: finding 40 (Cilium 1.19 pkg/policy/l4.go toMapState, PortRangeToMaskedPorts)
+namespaces: [{name: n0}]
+pods:
+  - {name: n0/a, labels: {app: a}, ip: 10.244.0.10}
+  - {name: n0/b, labels: {app: b}, ip: 10.244.0.11}
+policies:
+  - apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: deny-low, namespace: n0}
+    spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toEndpoints: [{}]}], egressDeny: [{toEndpoints: [{}], toPorts: [{ports: [{port: "0", endPort: 100, protocol: TCP}]}]}]}
+steps:
+  - probes:
+      - {from: n0/a, to: n0/b, port: 80}
+      - {from: n0/a, to: n0/b, port: 8080}
+      - {from: n0/a, to: n0/b, port: 100}
+    expect: [{probe: 0, allow: []}, {probe: 1, deny: []}, {probe: 2, allow: []}]
+`,
+      'finding-40',
+    );
+    expect(runScenario(scenario, decideFlow).steps.flatMap((s) => s.mismatches)).toEqual([]);
+    expect(runScenario(scenario, new EngineDecider(new Engine()).decide).steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+});
+
+/**
+ * Held: `toCIDR: ["fe80::1%eth0"]`. CIDR.sanitize would take it (netip.ParseAddr keeps a zone) and
+ * IPStringToLabel would drop the zone (PrefixFrom: ip.withoutZone()), but api.CIDR carries
+ * `+kubebuilder:validation:Format=cidr`, and the API server checks format cidr with net.ParseCIDR,
+ * which refuses a zone: no such CiliumNetworkPolicy exists, and distill refuses it too.
+ */
+describe('toCIDR with an IPv6 zone', () => {
+  it('is refused, naming the field', () => {
+    for (const c of ['fe80::1%eth0', 'fe80::1%eth0/64']) {
+      const e = errorOf(() => parseManifest(cnp({ endpointSelector: {}, egressDeny: [{ toCIDR: [c] }] }), 'f'));
+      expect(e.fieldPath, c).toBe('spec.egressDeny[0].toCIDR[0]');
+    }
   });
 });

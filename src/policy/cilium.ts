@@ -403,6 +403,9 @@ function goUnderscoreOk(s: string): boolean {
   return saw !== '_';
 }
 
+/** Ranges written as port "0" with an endPort: Cilium refuses L7 rules on them (PortRule.sanitize, haveZeroPort). */
+const fromPortZero = new WeakSet<L4Match>();
+
 function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   const o = r.object(v, path, ['port', 'endPort', 'protocol']);
   const protocol = parseProtocol(r, o.protocol, join(path, 'protocol'));
@@ -424,8 +427,15 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
     // Cilium accepts it (PortProtocol.Validate checks numeric ports only) without defining the range
     // of a name: "not supported" lets the agent enforce a fail-closed stand-in (src/policy/stand-in.ts).
     if (named !== undefined) r.fail(join(path, 'endPort'), 'with a named port is not supported by distill (Cilium defines no range of a name)');
+    if (end !== 0 && port === 0) {
+      // Cilium accepts it (PortProtocol.sanitize) and keys 0..end (l4.go toMapState,
+      // PortRangeToMaskedPorts(0, end)); 0..65535 is the wildcard. Port 0 itself is no flow's
+      // (probes start at 1) and `from: 0` reads as "every port" here, so the range starts at 1.
+      const l4: L4Match = end === MAX_PORT ? { kind: 'range', protocol, from: 0, to: 0 } : { kind: 'range', protocol, from: 1, to: end };
+      fromPortZero.add(l4);
+      return l4;
+    }
     if (end !== 0) {
-      if (port === 0) r.fail(join(path, 'endPort'), 'requires a non-zero port');
       // Cilium accepts it and enforces the single port (PortRangeToMaskedPorts, pkg/policy/types:
       // "If the end port is equal to or less then the start port than the start port is returned").
       if (end > port) return { kind: 'range', protocol, from: port, to: end };
@@ -477,7 +487,7 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
       // Cilium takes it: "not supported" (not "invalid") makes the agent drop this allow rule only.
       r.fail(join(at(portsPath, i), 'endPort'), `a range of more than ${MAX_L7_RANGE} ports with L7 rules is not supported by distill (each port gets its own redirect)`);
     }
-    if (l4.kind === 'range' && l4.from === 0) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
+    if (l4.kind === 'range' && (l4.from === 0 || fromPortZero.has(l4))) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
     // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
     if (parser === 'dns' && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');
     if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {

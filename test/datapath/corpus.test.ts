@@ -17,9 +17,10 @@ const CORPUS = ['fixtures/scenarios', 'fixtures/conformance/accept', 'fixtures/c
  * Scenarios the testbed cannot send as written, each still checked on real kernel maps by
  * `verify --backend bpf` in .ci/run: a pod address whose owner changes between claimants (the
  * testbed builds one namespace per pod and routes a shared address to one of them, so the probe
- * and its reply can leave and return through different namespaces).
+ * and its reply can leave and return through different namespaces); a node's health and Ingress
+ * addresses (the testbed's node namespaces carry only the node's InternalIP/ExternalIP addresses).
  */
-const NOT_IN_TESTBED = new Set(['fixtures/scenarios/ipcache/shared-ip-owner-deleted.yaml']);
+const NOT_IN_TESTBED = new Set(['fixtures/scenarios/ipcache/shared-ip-owner-deleted.yaml', 'fixtures/scenarios/nodes/node-health-ingress.yaml']);
 
 function yamlFiles(dir: string): string[] {
   return readdirSync(dir)

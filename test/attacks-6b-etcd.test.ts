@@ -19,7 +19,7 @@ beforeAll(async () => {
 afterAll(async () => etcd?.destroy());
 
 const polls = async (done: () => boolean): Promise<boolean> => {
-  for (let i = 0; i < 250; i++) {
+  for (let i = 0; i < 1000; i++) {
     if (done()) return true;
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -261,10 +261,9 @@ export class EtcdIdentitySource {
    */
   private checkHeld(e: IdentityEvent): void {
     if (!this.allocator) return;
-    for (const [key, id] of this.allocator.held()) {
-      if (id !== e.id) continue;
+    for (const key of this.allocator.keysHeldAs(e.id)) {
       if (e.kind === 'upsertIdentity' && sameLabelSet(e.labels, key)) continue;
-      this.opts.logger.warn({ id, labels: key, change: e.kind === 'deleteIdentity' ? 'deleted' : 'relabelled' }, 'etcd identities: the master key of an id this node holds changed; repairing it');
+      this.opts.logger.warn({ id: e.id, labels: key, change: e.kind === 'deleteIdentity' ? 'deleted' : 'relabelled' }, 'etcd identities: the master key of an id this node holds changed; repairing it');
       this.broken.add(key);
       this.kick();
     }
@@ -273,8 +272,9 @@ export class EtcdIdentitySource {
   /** Restores deleted master keys; a rewritten one makes its pods allocate again (the next pump round). */
   private async repairBroken(): Promise<void> {
     for (const key of [...this.broken]) {
-      const outcome = await this.allocator!.repair(parseLabelSetKey(key));
+      // Before the await: a change seen while this repair runs marks the set again, for the next round.
       this.broken.delete(key);
+      const outcome = await this.allocator!.repair(parseLabelSetKey(key));
       if (outcome !== 'dropped') continue;
       for (const [pod, labels] of this.held) if (sameLabelSet(labels, key)) this.held.delete(pod);
     }

@@ -137,6 +137,13 @@ export class IdentityAllocator {
     return new Map([...this.local].map(([k, v]) => [k, v.id]));
   }
 
+  /** The label sets this node holds under `id` (one, unless etcd was rewritten), without copying `held()`. */
+  keysHeldAs(id: number): string[] {
+    const out: string[] = [];
+    for (const [key, held] of this.local) if (held.id === id) out.push(key);
+    return out;
+  }
+
   /** The id of a label set (`source:key=value` strings), reusing the cluster's id if there is one. */
   async allocate(labels: Iterable<string>): Promise<Allocation> {
     const key = labelSetKey(labels);

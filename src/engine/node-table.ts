@@ -1,19 +1,15 @@
 import type { IpAddress } from '../model/cidr.js';
-import { NODE_ROLE_ORDER, nodeRoleRank, NodeEndpointAddresses } from '../model/cluster.js';
+import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 
 interface NodeRecord extends NodeEndpointAddresses {
-  readonly name: string;
   readonly ips: readonly IpAddress[];
   readonly local: boolean;
 }
 
-/** Every address a node puts in the ipcache: its own, its health endpoint's and its Ingress's. */
-function allIps(rec: NodeRecord): IpAddress[] {
-  return [...rec.ips, ...(rec.health ?? []), ...(rec.ingress ?? [])];
-}
+const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
 
 /**
  * Cluster nodes and their addresses: each address is an ipcache host entry with the reserved
@@ -24,8 +20,8 @@ function allIps(rec: NodeRecord): IpAddress[] {
  */
 export class NodeTable {
   private readonly nodes = new Map<string, NodeRecord>();
-  /** Address text → the address and the nodes holding it (two Node objects may list one address). */
-  private readonly ips = new Map<string, { readonly ip: IpAddress; readonly holders: Map<string, NodeRecord> }>();
+  /** Address text → the address and the nodes holding it, with the role each gives it (two Node objects may list one address). */
+  private readonly ips = new Map<string, { readonly ip: IpAddress; readonly holders: Map<string, NodeAddressRole> }>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -34,8 +30,8 @@ export class NodeTable {
 
   upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}): void {
     if (this.nodes.has(name)) this.delete(name);
-    const rec: NodeRecord = { name, ips, local, ...endpoints };
-    for (const ip of allIps(rec)) this.ctx.touchIpcacheHost(ip);
+    const rec: NodeRecord = { ips, local, ...endpoints };
+    for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
     this.add(name, rec);
     this.ctx.onUndo(() => this.forget(name, rec));
   }
@@ -43,23 +39,25 @@ export class NodeTable {
   delete(name: string): void {
     const rec = this.nodes.get(name);
     if (!rec) throw new Error(`internal: node "${name}" vanished`);
-    for (const ip of allIps(rec)) this.ctx.touchIpcacheHost(ip);
+    for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
     this.forget(name, rec);
     this.ctx.onUndo(() => this.add(name, rec));
   }
 
   private add(name: string, rec: NodeRecord): void {
     this.nodes.set(name, rec);
-    for (const ip of allIps(rec)) {
+    for (const { ip, role } of nodeAddresses(rec)) {
       let e = this.ips.get(ip.text);
       if (!e) this.ips.set(ip.text, (e = { ip, holders: new Map() }));
-      e.holders.set(name, rec);
+      // One node listing an address twice: its own address before its health, then Ingress address.
+      const held = e.holders.get(name);
+      if (held === undefined || rank(role) < rank(held)) e.holders.set(name, role);
     }
   }
 
   private forget(name: string, rec: NodeRecord): void {
     this.nodes.delete(name);
-    for (const ip of allIps(rec)) {
+    for (const { ip } of nodeAddresses(rec)) {
       const e = this.ips.get(ip.text);
       if (e?.holders.delete(name) && e.holders.size === 0) this.ips.delete(ip.text);
     }
@@ -68,18 +66,17 @@ export class NodeTable {
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */
   at(ipText: string): IdentityRecord | undefined {
     const e = this.ips.get(ipText);
-    return e && this.identityOf(ipText, e.holders);
+    return e && this.identityOf(e.holders);
   }
 
-  private identityOf(ipText: string, holders: ReadonlyMap<string, NodeRecord>): IdentityRecord {
-    const ranks = [...holders.values()].map((n) => nodeRoleRank(n, ipText)).filter((r) => r >= 0);
-    const role = NODE_ROLE_ORDER[Math.min(...ranks)];
+  private identityOf(holders: ReadonlyMap<string, NodeAddressRole>): IdentityRecord {
+    const role = NODE_ROLE_ORDER[Math.min(...[...holders.values()].map(rank))];
     const identity = role === undefined ? undefined : this.identities.get(RESERVED_IDENTITIES[role]);
     if (!identity) throw new Error(`internal: reserved node identity ${String(role)} missing`);
     return identity;
   }
 
   *entries(): IterableIterator<{ ip: IpAddress; identity: IdentityRecord }> {
-    for (const { ip, holders } of this.ips.values()) yield { ip, identity: this.identityOf(ip.text, holders) };
+    for (const { ip, holders } of this.ips.values()) yield { ip, identity: this.identityOf(holders) };
   }
 }

@@ -56,7 +56,16 @@ export interface NodeEndpointAddresses {
 }
 
 /** The reserved identity a node gives one of its addresses. */
-type NodeAddressRole = 'host' | 'remote-node' | 'health' | 'ingress';
+export type NodeAddressRole = 'host' | 'remote-node' | 'health' | 'ingress';
+
+/**
+ * Every address a node puts in the ipcache with the role it gives it: its own addresses (`host` on
+ * the agent's node, else `remote-node`), then its health endpoint's, then its Ingress's.
+ */
+export function nodeAddresses(node: Pick<ClusterNode, 'ips' | 'local' | 'health' | 'ingress'>): { ip: IpAddress; role: NodeAddressRole }[] {
+  const own: NodeAddressRole = node.local ? 'host' : 'remote-node';
+  return [...node.ips.map((ip) => ({ ip, role: own })), ...(node.health ?? []).map((ip) => ({ ip, role: 'health' as const })), ...(node.ingress ?? []).map((ip) => ({ ip, role: 'ingress' as const }))];
+}
 
 /** The health and Ingress addresses of `n`, without absent fields (exactOptionalPropertyTypes). */
 export function nodeEndpointsOf(n: NodeEndpointAddresses): NodeEndpointAddresses {
@@ -74,10 +83,7 @@ export function nodeRoleRank(node: Pick<ClusterNode, 'ips' | 'local' | 'health' 
 
 /** Which reserved identity a node gives `ipText`, if it holds it: its own node address before its health, then Ingress address. */
 export function nodeAddressRole(node: Pick<ClusterNode, 'ips' | 'local' | 'health' | 'ingress'>, ipText: string): NodeAddressRole | undefined {
-  if (node.ips.some((a) => a.text === ipText)) return node.local ? 'host' : 'remote-node';
-  if (node.health?.some((a) => a.text === ipText)) return 'health';
-  if (node.ingress?.some((a) => a.text === ipText)) return 'ingress';
-  return undefined;
+  return nodeAddresses(node).find((a) => a.ip.text === ipText)?.role;
 }
 
 /** How flows name a node: `node:<name>` (pod keys hold a `/`, never a `:`). */

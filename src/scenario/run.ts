@@ -17,6 +17,7 @@ import {
   upsertPod,
   upsertPolicy,
   nodeEndpointsOf,
+  nodeAddresses,
 } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
@@ -191,7 +192,7 @@ function podAddresses(state: ClusterState): Map<string, string> {
   const out = new Map<string, string>();
   for (const [key, p] of state.pods) for (const ip of podIps(p)) if (!state.unownedIps?.has(ip.text)) out.set(ip.text, key);
   // A node's address is held by the node (it wins over a pod claiming it, as resolveEndpoint says).
-  for (const n of state.nodes?.values() ?? []) for (const ip of [...n.ips, ...(n.health ?? []), ...(n.ingress ?? [])]) out.set(ip.text, NODE_PREFIX + n.name);
+  for (const n of state.nodes?.values() ?? []) for (const { ip } of nodeAddresses(n)) out.set(ip.text, NODE_PREFIX + n.name);
   return out;
 }
 

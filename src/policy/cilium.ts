@@ -466,6 +466,24 @@ function checkRegex(r: Reader, s: string, path: string): void {
   if (error !== undefined) r.fail(path, `invalid RE2 regular expression: ${error}`);
 }
 
+/**
+ * Cilium's PortRuleHTTP.Sanitize compiles path and method only, and the CRD's `idn-hostname`
+ * format on `host` is one the API server ignores: Cilium takes a policy whose host is no regex
+ * (`*.example.com`) and leaves it to the proxy. Refusing it as invalid would make the agent skip
+ * the whole policy; "not supported" makes it drop this allow rule only (src/policy/stand-in.ts).
+ */
+function checkUnsanitizedRegex(r: Reader, s: string, path: string): void {
+  const error = re2SyntaxError(s);
+  if (error !== undefined) r.fail(path, `invalid RE2 regular expression: ${error}; Cilium accepts it and leaves it to its proxy, which is not supported by distill`);
+}
+
+/** `headers` entries are not sanitized by Cilium either ("Headers are not sanitized"). */
+function unsanitizedHeader(r: Reader, v: unknown, path: string): string {
+  const h = r.string(v, path);
+  if (h === '') r.fail(path, 'an empty header name: Cilium accepts it and leaves it to its proxy, which is not supported by distill');
+  return h;
+}
+
 /** Each port of a range with L7 rules becomes its own map key and redirect. */
 const MAX_L7_RANGE = 1024;
 
@@ -512,12 +530,13 @@ function parseHttpRule(r: Reader, v: unknown, path: string): HttpRule {
   for (const f of ['method', 'path', 'host'] as const) {
     const s = r.optString(o[f], join(path, f));
     if (s !== undefined) {
-      checkRegex(r, s, join(path, f));
+      if (f === 'host') checkUnsanitizedRegex(r, s, join(path, f));
+      else checkRegex(r, s, join(path, f));
       out[f] = s;
     }
   }
   const headers = r.optArray(o.headers, join(path, 'headers'));
-  if (headers) out.headers = headers.map((h, i) => r.nonEmptyString(h, at(join(path, 'headers'), i)));
+  if (headers) out.headers = headers.map((h, i) => unsanitizedHeader(r, h, at(join(path, 'headers'), i)));
   const hm = r.optArray(o.headerMatches, join(path, 'headerMatches'));
   if (hm) {
     out.headerMatches = hm.map((h, i): HttpHeaderMatch => {

@@ -51,3 +51,18 @@ describe('finding 60: HTTP fields Cilium does not sanitize', () => {
     expect(r.warn).toEqual(['object skipped: it cannot be read']);
   });
 });
+
+describe('finding 61: Kafka rule fields read as Cilium sanitizes them', () => {
+  const kafka = (rule: Obj): Obj => ({ ...fromClient, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [rule] } }] });
+  it('apiVersion "+5" / "-0" and a topic with a backslash are accepted (was: refused, the policy skipped)', () => {
+    for (const rule of [{ apiKey: 'produce', apiVersion: '+5' }, { apiVersion: '-0' }, { topic: 'a\\b' }]) {
+      const r = run(cnp({ endpointSelector: server, ingress: [kafka(rule)] }));
+      expect(r.warn, JSON.stringify(rule)).toEqual([]);
+      expect(r.verdicts, JSON.stringify(rule)).toEqual({ client: 'allow', other: 'deny' });
+    }
+  });
+  it('apiVersion "40000" is refused as Cilium refuses it (was: accepted, its allows enforced)', () => {
+    const r = run(cnp({ endpointSelector: server, ingress: [kafka({ apiVersion: '40000' })] }));
+    expect(r.warn).toEqual(['object skipped: it cannot be read']);
+  });
+});

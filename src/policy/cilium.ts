@@ -562,8 +562,11 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
   }
   if (out.role !== undefined && out.apiKey !== undefined) r.fail(path, 'role and apiKey are mutually exclusive');
   if (out.apiKey !== undefined && out.apiKey !== '' && !KAFKA_API_KEYS.includes(out.apiKey.toLowerCase())) r.fail(join(path, 'apiKey'), `"${out.apiKey}" is not a Kafka API key name`);
-  if (out.apiVersion !== undefined && out.apiVersion !== '' && !/^\d{1,5}$/.test(out.apiVersion)) r.fail(join(path, 'apiVersion'), `"${out.apiVersion}" is not an API version number`);
-  if (out.topic !== undefined && (out.topic.length > 255 || !/^[a-zA-Z0-9._-]+$/.test(out.topic))) {
+  // Cilium (kafka.PortRule.Sanitize): strconv.ParseInt(v, 10, 16) within 0..32767, so "+5" and "-0" are versions.
+  const version = out.apiVersion !== undefined && /^[+-]?\d+$/.test(out.apiVersion) ? Number(out.apiVersion) : Number.NaN;
+  if (out.apiVersion !== undefined && out.apiVersion !== '' && !(version >= 0 && version <= 32767)) r.fail(join(path, 'apiVersion'), `"${out.apiVersion}" is not an API version number (0 to 32767)`);
+  // TopicValidChar, `^[a-zA-Z0-9\\._\\-]+$` in a Go raw string, lets a backslash through too.
+  if (out.topic !== undefined && (out.topic.length > 255 || !/^[a-zA-Z0-9._\\-]+$/.test(out.topic))) {
     r.fail(join(path, 'topic'), `"${out.topic}" is not a valid Kafka topic name`);
   }
   return out;

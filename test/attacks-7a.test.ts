@@ -66,3 +66,18 @@ describe('finding 61: Kafka rule fields read as Cilium sanitizes them', () => {
     expect(r.warn).toEqual(['object skipped: it cannot be read']);
   });
 });
+
+describe('finding 62: more than 40 ports or ICMP types in one rule (Cilium refuses the policy)', () => {
+  const ports = (n: number): Obj[] => Array.from({ length: n }, (_, i) => ({ port: String(1000 + i), protocol: 'TCP' }));
+  it('41 ports in an allow rule: skipped as Cilium skips it (was: enforced, its allows open)', () => {
+    const r = run(cnp({ endpointSelector: server, ingress: [{ ...fromClient, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }, ...ports(40)] }] }] }));
+    expect(r.warn).toEqual(['object skipped: it cannot be read']);
+  });
+  it('41 ICMP types in a deny rule are refused; 40 ports and 40 types are read', () => {
+    const icmps = [{ fields: Array.from({ length: 41 }, (_, i) => ({ type: i })) }];
+    expect(run(cnp({ endpointSelector: server, ingressDeny: [{ ...fromOther, icmps }] })).warn).toEqual(['object skipped: it cannot be read']);
+    const forty = run(cnp({ endpointSelector: server, ingress: [{ ...fromClient, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }, ...ports(39)] }] }, { ...fromOther, icmps: [{ fields: icmps[0]!.fields.slice(1) }] }] }));
+    expect(forty.warn).toEqual([]);
+    expect(forty.verdicts).toEqual({ client: 'allow', other: 'deny' });
+  });
+});

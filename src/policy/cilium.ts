@@ -403,6 +403,9 @@ function goUnderscoreOk(s: string): boolean {
   return saw !== '_';
 }
 
+/** Cilium's maxPorts and maxICMPFields (pkg/policy/api/rule_validation.go). */
+const MAX_RULE_ITEMS = 40;
+
 /** Ranges written as port "0" with an endPort: Cilium refuses L7 rules on them (PortRule.sanitize, haveZeroPort). */
 const fromPortZero = new WeakSet<L4Match>();
 
@@ -453,6 +456,8 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
     if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
   }
   const portsRaw = r.optArray(o.ports, join(path, 'ports')) ?? [];
+  // Cilium refuses the policy (PortRule.Validate, PortDenyRule.Validate: maxPorts).
+  if (portsRaw.length > MAX_RULE_ITEMS) r.fail(join(path, 'ports'), `too many ports, the max is ${MAX_RULE_ITEMS} (Cilium refuses the policy)`);
   const l4s = portsRaw.map((p, i) => parsePortProtocol(r, p, at(join(path, 'ports'), i)));
   const l7 = absent(o.rules) ? undefined : parseL7(r, o.rules, join(path, 'rules'), shape.direction, l4s, join(path, 'ports'));
   // A port rule without ports contributes no L4 filter at all (Cilium iterates its ports: none,
@@ -597,6 +602,8 @@ function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
 function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
   const o = r.object(v, path, ['fields']);
   const fields = r.array(o.fields, join(path, 'fields'));
+  // Cilium refuses the policy (ICMPRule.Validate: maxICMPFields).
+  if (fields.length > MAX_RULE_ITEMS) r.fail(join(path, 'fields'), `too many types, the max is ${MAX_RULE_ITEMS} (Cilium refuses the policy)`);
   return fields.map((f, i) => {
     const fpath = at(join(path, 'fields'), i);
     const fo = r.object(f, fpath, ['type', 'family']);

@@ -81,3 +81,19 @@ describe('finding 62: more than 40 ports or ICMP types in one rule (Cilium refus
     expect(forty.verdicts).toEqual({ client: 'allow', other: 'deny' });
   });
 });
+
+describe('finding 63: ICMP types the CRD does not bound', () => {
+  it('an integer type above 255 (the CRD pattern bounds strings only): enforced fail-closed (was: policy skipped)', () => {
+    const r = run(cnp({ endpointSelector: server, ingress: [{ ...fromClient, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }, { ...fromOther, icmps: [{ fields: [{ type: 256 }] }] }] }));
+    expect(r.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    expect(r.verdicts).toEqual({ client: 'allow', other: 'deny' });
+  });
+  it('a deny of type -1: every peer denied in that direction (was: skipped, nothing denied)', () => {
+    const r = run(cnp({ endpointSelector: server, ingress: [{ fromEntities: ['all'] }], ingressDeny: [{ ...fromOther, icmps: [{ fields: [{ type: -1 }] }] }] }));
+    expect(r.verdicts).toEqual({ client: 'deny', other: 'deny' });
+  });
+  it('a string type with a leading zero is refused as the API server refuses it (was: read as 8)', () => {
+    const r = run(cnp({ endpointSelector: server, ingress: [{ ...fromOther, icmps: [{ fields: [{ type: '08' }] }] }] }));
+    expect(r.warn).toEqual(['object skipped: it cannot be read']);
+  });
+});

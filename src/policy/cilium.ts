@@ -615,7 +615,13 @@ function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
       const t = Object.hasOwn(table, fo.type) ? table[fo.type] : undefined;
       if (t === undefined) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ${family} ICMP type name`);
       type = t;
+    } else if (typeof fo.type === 'number' && Number.isInteger(fo.type) && (fo.type < 0 || fo.type > 255)) {
+      // The CRD's pattern bounds only strings and ICMPRule.Validate checks no type: Cilium takes the
+      // integer and keys a "port" no ICMP type has. "Not supported" makes the agent enforce a stand-in.
+      r.fail(join(fpath, 'type'), `${fo.type} is no ICMP type (0 to 255): Cilium accepts it, which is not supported by distill`);
     } else {
+      // A numeric string must match the CRD's pattern (no leading zero, at most 255).
+      if (typeof fo.type === 'string' && !/^(0|[1-9]\d{0,2})$/.test(fo.type)) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ICMP type (the CRD's pattern: 0 to 255 without leading zeros)`);
       type = r.intInRange(typeof fo.type === 'string' ? Number(fo.type) : fo.type, join(fpath, 'type'), 0, 255);
     }
     return { l4: { kind: 'range', protocol, from: type, to: type } };

@@ -54,8 +54,8 @@ describe('finding 60: HTTP fields Cilium does not sanitize', () => {
 
 describe('finding 61: Kafka rule fields read as Cilium sanitizes them', () => {
   const kafka = (rule: Obj): Obj => ({ ...fromClient, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [rule] } }] });
-  it('apiVersion "+5" / "-0" and a topic with a backslash are accepted (was: refused, the policy skipped)', () => {
-    for (const rule of [{ apiKey: 'produce', apiVersion: '+5' }, { apiVersion: '-0' }, { topic: 'a\\b' }]) {
+  it('apiVersion "+5" / "-0", a topic with a backslash, a role with an empty apiKey are accepted (was: refused, the policy skipped)', () => {
+    for (const rule of [{ apiKey: 'produce', apiVersion: '+5' }, { apiVersion: '-0' }, { topic: 'a\\b' }, { role: 'produce', apiKey: '' }]) {
       const r = run(cnp({ endpointSelector: server, ingress: [kafka(rule)] }));
       expect(r.warn, JSON.stringify(rule)).toEqual([]);
       expect(r.verdicts, JSON.stringify(rule)).toEqual({ client: 'allow', other: 'deny' });

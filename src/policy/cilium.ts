@@ -565,7 +565,8 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
     const s = r.optString(o[f], join(path, f));
     if (s !== undefined) out[f] = s;
   }
-  if (out.role !== undefined && out.apiKey !== undefined) r.fail(path, 'role and apiKey are mutually exclusive');
+  // Cilium: `len(kr.APIKey) > 0 && len(kr.Role) > 0`; an empty apiKey is no apiKey.
+  if (out.role !== undefined && out.apiKey !== undefined && out.apiKey !== '') r.fail(path, 'role and apiKey are mutually exclusive');
   if (out.apiKey !== undefined && out.apiKey !== '' && !KAFKA_API_KEYS.includes(out.apiKey.toLowerCase())) r.fail(join(path, 'apiKey'), `"${out.apiKey}" is not a Kafka API key name`);
   // Cilium (kafka.PortRule.Sanitize): strconv.ParseInt(v, 10, 16) within 0..32767, so "+5" and "-0" are versions.
   const version = out.apiVersion !== undefined && /^[+-]?\d+$/.test(out.apiVersion) ? Number(out.apiVersion) : Number.NaN;

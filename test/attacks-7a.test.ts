@@ -97,3 +97,18 @@ describe('finding 63: ICMP types the CRD does not bound', () => {
     expect(r.warn).toEqual(['object skipped: it cannot be read']);
   });
 });
+
+describe('finding 64: `cidr:` label keys in endpoint selectors', () => {
+  it('a deny whose selector names reserved:world and a cidr: label is enforced fail-closed (was: matched no CIDR identity)', () => {
+    const deny = { fromEndpoints: [{ matchLabels: { 'reserved:world': '', 'cidr:10.0.0.0/8': '' } }] };
+    const r = run(cnp({ endpointSelector: server, ingress: [{ fromEntities: ['all'] }], ingressDeny: [deny] }));
+    expect(r.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    expect(r.verdicts).toEqual({ client: 'deny', other: 'deny' });
+  });
+  it('an allow with DoesNotExist on a cidr: key is dropped, the subject stays isolated', () => {
+    const allow = { fromEndpoints: [{ matchLabels: { 'reserved:world': '' }, matchExpressions: [{ key: 'cidr:10.0.0.0/8', operator: 'DoesNotExist' }] }] };
+    const r = run(cnp({ endpointSelector: server, ingress: [fromClient, allow] }));
+    expect(r.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    expect(r.verdicts).toEqual({ client: 'allow', other: 'deny' });
+  });
+});

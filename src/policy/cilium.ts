@@ -1,4 +1,4 @@
-import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
+import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
 import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
@@ -264,6 +264,9 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
     anyL3 = true;
     eps.forEach((e, i) => {
       const sel = parseLabelSelector(r, e, at(join(path, shape.endpoints), i), CILIUM_SELECTOR);
+      // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
+      // never see those labels, so a deny would miss them and a DoesNotExist would match them.
+      if (hasSource(sel, SOURCE_CIDR)) r.fail(at(join(path, shape.endpoints), i), 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
       peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit) });
     });
   }

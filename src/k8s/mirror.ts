@@ -222,13 +222,18 @@ export class ClusterMirror {
    * deleted (e.g. in a watch gap after a 410 Gone) deleted nothing, and a deleted allow policy stayed.
    * A plain List is the whole stream's state also when it has items (`kubectl get pods,cnp` prints
    * one List for both): a kind it no longer lists is gone, not kept. A typed list (`PodList`)
-   * speaks for its kind only.
+   * speaks for its kind only: an item claiming another kind is skipped (its Go type holds only
+   * the list's kind; client-go's reflector skips a watch event of another type), so it can
+   * neither add a policy nor make the relist delete the objects of its kind.
    */
   private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
     this.counts.relists++;
     const listed = new Set<string>();
     const kinds = item.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
     item.items.forEach((raw, i) => {
+      if (item.itemKind !== undefined && raw.kind !== undefined && raw.kind !== item.itemKind) {
+        return this.warn(`a ${item.itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source: `${source}.items[${i}]`, kind: raw.kind });
+      }
       const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
       if (typeof obj.kind === 'string') kinds.add(obj.kind);
       const key = this.observeObject(obj, false, `${source}.items[${i}]`, true);

@@ -50,3 +50,58 @@ describe('80. agent mirror: a typed List speaks for its kind only, whatever its 
     expect(warnings.some((w) => /PodList/.test(w) && /CiliumNetworkPolicy/.test(w))).toBe(true);
   });
 });
+
+/** Runs an agent over `files` (to their end) with a metrics server; returns it and a /healthz probe. */
+async function agentOn(files: readonly string[]): Promise<{ agent: Agent; health: () => Promise<[number, string]> }> {
+  let addr = '';
+  const agent = new Agent({ node: 'node-a', watch: files, backend: new MemoryBackend(), logger: pino({ level: 'silent' }), registry: new Registry(), exitAtEof: true, metricsAddr: '127.0.0.1:0', onListening: (a) => (addr = a) });
+  await agent.run();
+  const health = async (): Promise<[number, string]> => {
+    const r = await fetch(`http://${addr}/healthz`);
+    return [r.status, await r.text()];
+  };
+  return { agent, health };
+}
+
+describe('81. agent: /healthz while a watch stream is unreadable or lost events', () => {
+  const good = events([ns, podObj('server', 'server', '10.0.0.1', 2)]);
+  it.each([
+    ['a UTF-8 byte order mark', `\uFEFF${events([DENY_WORLD])}`],
+    ['a NUL byte between events', `${events([DENY_WORLD])}\n\u0000\n`],
+    ['a value cut off at the end', `${events([DENY_WORLD])}\n{"type":"ADDED","object":{"kind":`],
+  ])('answers 503 naming the stream after %s (the deny it carried is not in force)', async (_what, text) => {
+    const ok = join(work, 'good.json');
+    const bad = join(work, 'bad.json');
+    writeFileSync(ok, good);
+    writeFileSync(bad, text);
+    const { agent, health } = await agentOn([ok, bad]);
+    try {
+      expect(agent.summary.unreadableStreams).toBe(1);
+      const [status, body] = await health();
+      expect(status, 'the policy no longer follows the stream: not ready').toBe(503);
+      expect(body).toContain(bad);
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  it('answers 503 after an ERROR event (410 Gone) until the stream is relisted', async () => {
+    const file = join(work, 'err.json');
+    writeFileSync(file, `${good}\n${events([DENY_WORLD])}`);
+    const { agent, health } = await agentOn([file]);
+    try {
+      expect(await health()).toEqual([200, 'ok\n']);
+      const gone = { apiVersion: 'v1', kind: 'Status', status: 'Failure', message: 'too old resource version: 3 (40)', reason: 'Expired', code: 410 };
+      agent.mirror.observe({ type: 'ERROR', object: gone }, file);
+      agent.flush();
+      const [status, body] = await health();
+      expect(status, 'the watch ended: what happened until the relist is unknown').toBe(503);
+      expect(body).toMatch(/watch stream error not followed by a relist/);
+      agent.mirror.observe({ type: 'LIST', itemKind: undefined, apiVersion: 'v1', items: [ns, podObj('server', 'server', '10.0.0.1', 2), DENY_WORLD], resourceVersion: '41' }, file);
+      agent.flush();
+      expect(await health()).toEqual([200, 'ok\n']);
+    } finally {
+      await agent.stop();
+    }
+  });
+});

@@ -27,6 +27,8 @@ const podObj = (name: string, app: string, ip: string, rv: number): Obj => ({
   status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] },
 });
 const cnpObj = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'ns', uid: `uid-${name}`, resourceVersion: String(rv) }, spec });
+const ALLOW_WORLD_80 = cnpObj('allow', 4, { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEntities: ['world'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] });
+const WORLD = 2;
 const DENY_WORLD = cnpObj('deny', 3, { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEntities: ['world'] }] });
 const events = (objs: readonly Obj[]): string => objs.map((object) => JSON.stringify({ type: 'ADDED', object })).join('\n');
 
@@ -100,6 +102,25 @@ describe('81. agent: /healthz while a watch stream is unreadable or lost events'
       agent.mirror.observe({ type: 'LIST', itemKind: undefined, apiVersion: 'v1', items: [ns, podObj('server', 'server', '10.0.0.1', 2), DENY_WORLD], resourceVersion: '41' }, file);
       agent.flush();
       expect(await health()).toEqual([200, 'ok\n']);
+    } finally {
+      await agent.stop();
+    }
+  });
+});
+
+describe('82. agent: the events before bad input in the same read are applied', () => {
+  it('a deny followed by a NUL byte in one chunk is in force (it was dropped with the chunk)', async () => {
+    const file = join(work, 'prefix.json');
+    const first = events([ns, podObj('server', 'server', '10.0.0.1', 2), ALLOW_WORLD_80]);
+    // Whitespace pads the first part to the read stream's first chunk (64 KiB): the deny and the NUL arrive together.
+    const pad = ' '.repeat(64 * 1024 - Buffer.byteLength(first));
+    writeFileSync(file, `${first}${pad}${events([DENY_WORLD])}\u0000`);
+    const { agent } = await agentOn([file]);
+    try {
+      expect(agent.summary.unreadableStreams).toBe(1);
+      const server = 'ns/server';
+      const verdict = agent.engine.lookup(server, WORLD, 'ingress', 6, 80);
+      expect(verdict?.entry.deny, 'the deny arrived whole before the bad byte').toBe(true);
     } finally {
       await agent.stop();
     }

@@ -178,7 +178,7 @@ export class Agent {
     stream.on('data', (data: string | Buffer) => {
       started();
       try {
-        for (const item of parser.push(typeof data === 'string' ? data : data.toString('utf8'))) this.mirror.observe(item, path);
+        parser.push(typeof data === 'string' ? data : data.toString('utf8'), (item) => this.mirror.observe(item, path));
       } catch (e) {
         this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream unreadable: it is closed, what it gave before stays');
         this.markUnreadable(path);

@@ -8,6 +8,7 @@ import { Agent } from '../src/agent/agent.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { ClusterMirror } from '../src/k8s/mirror.js';
 import { WatchStreamParser } from '../src/k8s/watch.js';
+import { parseManifestFile } from '../src/policy/manifest.js';
 
 /*
  * Round 7b attacks (docs/attack-findings-7b.md): the agent's edges — the Kubernetes wire format
@@ -124,5 +125,50 @@ describe('82. agent: the events before bad input in the same read are applied', 
     } finally {
       await agent.stop();
     }
+  });
+});
+
+describe('83. manifests: YAML 1.1 booleans as kubectl reads them (go-yaml v2)', () => {
+  const cnp = (selector: string, extra = ''): string => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  endpointSelector: {matchLabels: {${selector}}}
+${extra}  ingressDeny: [{fromEntities: [world]}]
+`;
+  it.each(['exposed: yes', 'tier: n', 'debug: Off', 'canary: Y'])('a label value `%s` is a boolean to kubectl, which the API server refuses: refused, not enforced', (label) => {
+    expect(() => parseManifestFile(cnp(label), 'm.yaml')).toThrow(/m\.yaml#1.*spec\.endpointSelector\.matchLabels\.\w+: .*boolean/);
+  });
+  it('quoted, the same value is a string and the policy is read', () => {
+    const [p] = parseManifestFile(cnp('exposed: "yes"'), 'm.yaml');
+    expect(JSON.stringify(p!.rules[0]!.subject.requirements)).toContain('"values":["yes"]');
+  });
+  it('a key `on:` is the key "true" (sigs.k8s.io/yaml turns boolean keys into "true"/"false")', () => {
+    const [p] = parseManifestFile(cnp('on: x'), 'm.yaml');
+    expect(p!.rules[0]!.subject.key).toContain('true=x');
+    expect(p!.rules[0]!.subject.key).not.toContain('on=x');
+  });
+  it('`enableDefaultDeny: {ingress: no}` is false, as kubectl reads it (it was refused as a string)', () => {
+    const [p] = parseManifestFile(cnp('app: web', '  enableDefaultDeny: {ingress: no}\n'), 'm.yaml');
+    const quoted = parseManifestFile(cnp('app: web', '  enableDefaultDeny: {ingress: false}\n'), 'm.yaml');
+    expect(JSON.stringify(p)).toBe(JSON.stringify(quoted[0]));
+  });
+  it('a merge key `<<: *deny` is the rule it names, as kubectl reads it (it was refused as an unknown field)', () => {
+    const text = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingressDeny:
+  - &deny {fromEntities: [world], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}
+  - <<: *deny
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+`;
+    const [p] = parseManifestFile(text, 'm.yaml');
+    expect(p!.rules).toHaveLength(2);
+    const ports = (i: number): unknown => (p!.rules[i] as unknown as { ports: unknown }).ports;
+    expect(ports(0)).toEqual([{ l4: { kind: 'range', protocol: 'TCP', from: 80, to: 80 } }]);
+    expect(ports(1), "the mapping's own toPorts wins over the merged one").toEqual([{ l4: { kind: 'range', protocol: 'TCP', from: 443, to: 443 } }]);
+    expect(p!.rules[1]!.peers).toEqual(p!.rules[0]!.peers);
   });
 });

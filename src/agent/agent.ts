@@ -91,6 +91,8 @@ interface AgentIdentitySource {
    * reconciles the pinned maps) waits for it, so a restart does not empty the maps it then refills.
    */
   readonly ready: boolean;
+  /** Why the node's identities may lag (e.g. etcd unreachable), or undefined: /healthz answers 503 with it. */
+  readonly problem?: string | undefined;
 }
 
 /** What the agent did, for its summary. */
@@ -340,13 +342,16 @@ export class Agent {
   /**
    * Why the agent is not ready, or undefined: the maps lag the engine (`mapsBehind`), a watch
    * stream became unreadable (the policy no longer follows it), or a stream reported an ERROR
-   * and was not relisted since (events may be lost). Cilium's /healthz fails likewise while its
-   * Kubernetes or kvstore connection is not ready (daemon/cmd/status.go getStatus).
+   * and was not relisted since (events may be lost), or the identity source cannot reach etcd.
+   * Cilium's /healthz fails likewise while its Kubernetes or kvstore connection is not ready
+   * (daemon/cmd/status.go getStatus).
    */
   get notReady(): string | undefined {
     const behind = this.mapsBehind;
     if (behind !== undefined) return `maps behind the policy after a failed write (${behind}); retrying`;
     if (this.unreadable.length > 0) return `watch stream unreadable (${[...new Set(this.unreadable)].join(', ')}): the policy no longer follows it`;
+    const identities = this.config.identitySource?.problem;
+    if (identities !== undefined) return identities;
     const lost = this.mirror.streamsAwaitingRelist();
     if (lost.length > 0) return `watch stream error not followed by a relist (${lost.join(', ')}): events may be lost`;
     return undefined;

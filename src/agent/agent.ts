@@ -91,6 +91,8 @@ interface AgentIdentitySource {
    * reconciles the pinned maps) waits for it, so a restart does not empty the maps it then refills.
    */
   readonly ready: boolean;
+  /** Why the node's identities may lag (e.g. etcd unreachable), or undefined: /healthz answers 503 with it. */
+  readonly problem?: string | undefined;
 }
 
 /** What the agent did, for its summary. */
@@ -127,6 +129,8 @@ export class Agent {
   private readonly writeFailures: Counter<'stage'>;
   /** The last failed map write's error, while the maps lag the engine (cleared by a reconcile that succeeds). */
   private lastWriteError: string | undefined;
+  /** Streams that became unreadable (closed, what they gave before stays): the policy no longer follows them. */
+  private readonly unreadable: string[] = [];
   /** True once `stop` was called (by SIGTERM, or at the end). */
   stopped = false;
   private readonly finished: Promise<void>;
@@ -176,10 +180,10 @@ export class Agent {
     stream.on('data', (data: string | Buffer) => {
       started();
       try {
-        for (const item of parser.push(typeof data === 'string' ? data : data.toString('utf8'))) this.mirror.observe(item, path);
+        parser.push(typeof data === 'string' ? data : data.toString('utf8'), (item) => this.mirror.observe(item, path));
       } catch (e) {
         this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream unreadable: it is closed, what it gave before stays');
-        this.summary.unreadableStreams++;
+        this.markUnreadable(path);
         if (stream !== process.stdin) stream.destroy();
         else stream.pause();
         ended();
@@ -192,13 +196,13 @@ export class Agent {
         parser.end();
       } catch (e) {
         this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream ended inside an object');
-        this.summary.unreadableStreams++;
+        this.markUnreadable(path);
       }
       ended();
     });
     stream.on('error', (e: Error) => {
       this.config.logger.error({ stream: path, error: e.message }, 'watch stream failed');
-      this.summary.unreadableStreams++;
+      this.markUnreadable(path);
       ended();
     });
   }
@@ -330,14 +334,37 @@ export class Agent {
     return this.reconciled ? undefined : this.lastWriteError;
   }
 
+  private markUnreadable(path: string): void {
+    this.summary.unreadableStreams++;
+    this.unreadable.push(path);
+  }
+
+  /**
+   * Why the agent is not ready, or undefined: the maps lag the engine (`mapsBehind`), a watch
+   * stream became unreadable (the policy no longer follows it), or a stream reported an ERROR
+   * and was not relisted since (events may be lost), or the identity source cannot reach etcd.
+   * Cilium's /healthz fails likewise while its Kubernetes or kvstore connection is not ready
+   * (daemon/cmd/status.go getStatus).
+   */
+  get notReady(): string | undefined {
+    const behind = this.mapsBehind;
+    if (behind !== undefined) return `maps behind the policy after a failed write (${behind}); retrying`;
+    if (this.unreadable.length > 0) return `watch stream unreadable (${[...new Set(this.unreadable)].join(', ')}): the policy no longer follows it`;
+    const identities = this.config.identitySource?.problem;
+    if (identities !== undefined) return identities;
+    const lost = this.mirror.streamsAwaitingRelist();
+    if (lost.length > 0) return `watch stream error not followed by a relist (${lost.join(', ')}): events may be lost`;
+    return undefined;
+  }
+
   private async listen(addr: string): Promise<void> {
     const m = /^(.*):(\d+)$/.exec(addr);
     if (!m) throw new Error(`--metrics-addr: "${addr}" is not HOST:PORT`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
     const server = createServer((req, res) => {
       if (req.url === '/healthz') {
-        const behind = this.mapsBehind;
-        if (behind !== undefined) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`maps behind the policy after a failed write (${behind}); retrying\n`);
+        const problem = this.notReady;
+        if (problem !== undefined) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${problem}\n`);
         return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       }
       if (req.url !== '/metrics') return void res.writeHead(404).end();

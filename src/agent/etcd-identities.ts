@@ -95,6 +95,7 @@ export class EtcdIdentitySource {
   private again = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private lastError: string | undefined;
 
   constructor(private readonly opts: EtcdIdentityOptions) {
     this.client = connectEtcd(opts.url);
@@ -103,6 +104,14 @@ export class EtcdIdentitySource {
   /** Starts connecting (retrying while etcd is down); never throws for an unreachable etcd. */
   start(): void {
     this.kick();
+  }
+
+  /**
+   * Why this node's pods may lack their identities, or undefined: the last attempt to reach etcd
+   * failed (cleared once one succeeds). Cilium's /healthz fails while "Kvstore service is not ready".
+   */
+  get problem(): string | undefined {
+    return this.lastError;
   }
 
   /** True once the id/ keys were listed (their events wait in `peek`). */
@@ -189,6 +198,7 @@ export class EtcdIdentitySource {
 
   private pumped(err: unknown): void {
     this.pumping = false;
+    this.lastError = err === undefined ? undefined : `etcd identities: ${err instanceof Error ? err.message : String(err)}; retrying`;
     if (err !== undefined) {
       this.stats.failures++;
       this.opts.logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'etcd identities: retrying');

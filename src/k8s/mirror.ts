@@ -120,6 +120,11 @@ export class ClusterMirror {
   private namespacesWatched = false;
   /** The kinds each stream (by source) carried: what its empty `List` relists (`relist`). */
   private readonly streamKinds = new Map<string, Set<string>>();
+  /**
+   * Streams (by source) whose watch reported an ERROR and that were not relisted since: events
+   * may have been lost (client-go's reflector ends the watch on an ERROR event and relists).
+   */
+  private readonly awaitingRelist = new Set<string>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   private readonly now: () => number;
@@ -141,6 +146,7 @@ export class ClusterMirror {
     if (item.type === 'BOOKMARK') return this.debug('bookmark', { source, resourceVersion: rec(item.object.metadata).resourceVersion });
     if (item.type === 'ERROR') {
       this.counts.errors++;
+      this.awaitingRelist.add(source);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
     const key = this.observeObject(item.object, item.type === 'DELETED', source, false);
@@ -222,13 +228,19 @@ export class ClusterMirror {
    * deleted (e.g. in a watch gap after a 410 Gone) deleted nothing, and a deleted allow policy stayed.
    * A plain List is the whole stream's state also when it has items (`kubectl get pods,cnp` prints
    * one List for both): a kind it no longer lists is gone, not kept. A typed list (`PodList`)
-   * speaks for its kind only.
+   * speaks for its kind only: an item claiming another kind is skipped (its Go type holds only
+   * the list's kind; client-go's reflector skips a watch event of another type), so it can
+   * neither add a policy nor make the relist delete the objects of its kind.
    */
   private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
     this.counts.relists++;
+    this.awaitingRelist.delete(source);
     const listed = new Set<string>();
     const kinds = item.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
     item.items.forEach((raw, i) => {
+      if (item.itemKind !== undefined && raw.kind !== undefined && raw.kind !== item.itemKind) {
+        return this.warn(`a ${item.itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source: `${source}.items[${i}]`, kind: raw.kind });
+      }
       const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
       if (typeof obj.kind === 'string') kinds.add(obj.kind);
       const key = this.observeObject(obj, false, `${source}.items[${i}]`, true);
@@ -307,6 +319,11 @@ export class ClusterMirror {
       this.warn('policy enforced fail-closed: it uses what distill does not read', { source, error: (e as Error).message });
       return standIn;
     }
+  }
+
+  /** Streams whose watch reported an ERROR and that were not relisted since (sorted). */
+  streamsAwaitingRelist(): string[] {
+    return [...this.awaitingRelist].sort();
   }
 
   /** True when no change waits for a flush. */

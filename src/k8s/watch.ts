@@ -58,8 +58,12 @@ export class WatchStreamParser {
     private readonly maxValueBytes = 64 * 1024 * 1024,
   ) {}
 
-  /** Feeds a chunk; returns the items it completed, in order. Throws ManifestError on bad input. */
-  push(chunk: string): WatchItem[] {
+  /**
+   * Feeds a chunk; returns the items it completed, in order. Throws ManifestError on bad input.
+   * `each` gets every item as it completes, so the items before bad input in the same chunk are
+   * delivered before the throw (as client-go's stream watcher delivers each decoded event).
+   */
+  push(chunk: string, each?: (item: WatchItem) => void): WatchItem[] {
     this.buf += chunk;
     const out: WatchItem[] = [];
     for (let i = this.scanned; i < this.buf.length; i++) {
@@ -70,8 +74,10 @@ export class WatchStreamParser {
         this.start = i;
       }
       if (!this.step(c)) continue;
-      out.push(this.complete(this.buf.slice(this.start, i + 1)));
+      const item = this.complete(this.buf.slice(this.start, i + 1));
       this.start = -1;
+      each?.(item);
+      out.push(item);
     }
     this.compact();
     if (this.start >= 0 && this.buf.length - this.start > this.maxValueBytes) {

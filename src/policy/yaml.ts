@@ -22,6 +22,27 @@ const GO_INTS = [goInt(/^[-+]?0[0-7_]*[0-7][0-7_]*$/, 8, 0), goInt(/^[-+]?0b_*[0
 
 const OPTIONS = { prettyErrors: true, logLevel: 'error' as const, uniqueKeys: true, customTags: (tags: Tags): Tags => [...GO_INTS, ...tags] };
 
+/**
+ * A boolean as kubectl reads a manifest: go-yaml v2 (sigs.k8s.io/yaml goyaml.v2/resolve.go) takes
+ * `y`, `yes`, `on` (and `n`, `no`, `off`, each also capitalised or upper case) as booleans, which
+ * YAML 1.2 reads as strings. A label `exposed: yes` is `true` to kubectl, which the API server
+ * refuses as a label value; read as "yes", distill enforced a policy the cluster never holds. A
+ * key `on:` becomes "true" (sigs.k8s.io/yaml convertToJSONableObject).
+ */
+const GO_BOOL: ScalarTag = {
+  tag: 'tag:yaml.org,2002:bool',
+  default: true,
+  identify: (v) => typeof v === 'boolean',
+  test: /^(?:y|Y|yes|Yes|YES|on|On|ON|n|N|no|No|NO|off|Off|OFF)$/,
+  resolve: (s) => /^(?:y|Y|yes|Yes|YES|on|On|ON)$/.test(s),
+};
+/**
+ * Manifests (what kubectl applies), with go-yaml v2's booleans and merge keys (`<<: *base`, keys
+ * of the mapping itself win; resolve.go's yaml_MERGE_TAG); scenario files are distill's own
+ * format and keep YAML 1.2's.
+ */
+const MANIFEST_OPTIONS = { ...OPTIONS, merge: true, customTags: (tags: Tags): Tags => [...GO_INTS, GO_BOOL, ...tags] };
+
 function toValue(doc: Document.Parsed, source: string): unknown {
   const err = doc.errors[0];
   if (err) throw new ManifestError(source, '', `invalid YAML: ${err.message}`);
@@ -33,9 +54,9 @@ function toValue(doc: Document.Parsed, source: string): unknown {
   }
 }
 
-/** Every document of a multi-document YAML text; `#n` (from 1) names document n in errors. */
+/** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors. */
 export function loadYamlDocuments(text: string, fileName: string): { source: string; value: unknown }[] {
-  const parsed = parseAllDocuments(text, OPTIONS);
+  const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
   return parsed.map((d, i) => ({ source: `${fileName}#${i + 1}`, value: toValue(d, `${fileName}#${i + 1}`) }));
 }

@@ -410,15 +410,18 @@ export class IdentityTable {
   }
 
   /**
-   * The port names whose resolution on other identities changes when `rec` gains its first pod or
-   * loses its last: the names it is split by, and those of the classes it is the unsplit member of
-   * (its pods lack the name). None while no identity with pods is split by a name.
+   * The port names whose resolution on other identities changes when `rec` gains or loses a pod:
+   * the names it is split by when it gains its first pod or loses its last (its pods agree on the
+   * name, so only joining or leaving the class counts), and, on every change, those of the classes
+   * it is the unsplit member of (its pods need not agree: some may lack the name, some may still
+   * carry it until their re-identification). Only identities with pods resolve over a class
+   * (resolveNamedEgress), so none while no identity with pods is split by a name.
    */
   private portSplitClassesChanging(rec: IdentityRecord, sign: 1 | -1): string[] {
     if (this.portSplitClasses.size === 0) return [];
     const pods = this.podsPerIdentity.get(rec.id) ?? 0;
-    if ((sign > 0 && pods !== 0) || (sign < 0 && pods !== 1)) return [];
-    return [...portSplitNames(rec.labels), ...(this.portSplitClasses.get(rec.key)?.keys() ?? [])];
+    const joinsOrLeaves = (sign > 0 && pods === 0) || (sign < 0 && pods === 1);
+    return [...(joinsOrLeaves ? portSplitNames(rec.labels) : []), ...(this.portSplitClasses.get(rec.key)?.keys() ?? [])];
   }
 
   /** The pods of the identities `rec` shares a class for `name` with (itself included): their count, and per "protocol/port" of the name. */
@@ -478,9 +481,13 @@ export class IdentityTable {
     const rec = this.byId.get(peer);
     return (name, protocol) => {
       const out: { protocol: FlowProtocol; port: number }[] = [];
-      // Split by the name itself: over the pods of the identities that differ only by that split, as the oracle.
-      const { pods, ports } =
-        rec && splitByPortName(rec.labels, name) ? this.portSplitClassPods(rec, name) : { pods: this.podsPerIdentity.get(peer) ?? 0, ports: rec?.namedPorts.get(name) };
+      const own = this.podsPerIdentity.get(peer) ?? 0;
+      // Split by the name itself: over the pods of the identities that differ only by that split, as
+      // the oracle. An identity without pods resolves nothing (no flow reaches it), so the changes of
+      // its class never touch what it contributed (portSplitClassesChanging).
+      const split = rec !== undefined && splitByPortName(rec.labels, name);
+      if (split && own === 0) return out;
+      const { pods, ports } = split ? this.portSplitClassPods(rec, name) : { pods: own, ports: rec?.namedPorts.get(name) };
       const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
       for (const [pp, count] of ports ?? []) {
         const [proto, port] = pp.split('/') as [FlowProtocol, string];

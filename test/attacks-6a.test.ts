@@ -113,7 +113,8 @@ describe('38: prefix lengths with a leading zero', () => {
  * (`resolveNamedEgress`: "split by the name itself: ambiguous"), while the oracle sees that the
  * `http` split already separates n1/p0 from n1/p2 and allows it, as Kubernetes (the destination
  * pod's own port) and Cilium (one cluster-wide meaning, UDP/53) do. The engine is the stricter.
- * `it.fails`: this starts failing when the engine agrees; then make it a plain `it`.
+ * Fixed in resolveNamedEgress: a split by the name itself resolves over the identities that differ
+ * only by that split (their pods), as the oracle does; SPLIT_CHURN checks the incremental side.
  */
 const SPLIT_SCENARIO = `
 description: seed 202 reduced
@@ -141,8 +142,31 @@ steps:
       - {probe: 1, allow: []}
 `;
 
+/**
+ * 39, incremental: a pod joining the identity that differs from n1/p0's only by the `dns` split
+ * (it lacks dns) makes the name unresolvable on n1/p0's identity, though n1/p0's identity does not
+ * change; leaving makes it resolvable again.
+ */
+const SPLIT_CHURN = `${SPLIT_SCENARIO}  - changes: [{addPod: {name: n1/p3, labels: {app: api}, ip: 10.244.1.13, ports: [{name: http, port: 80, protocol: TCP}]}}]
+    probes: [{from: n0/p0, to: n1/p0, port: 53, protocol: UDP}, {from: n0/p0, to: n1/p3, port: 53, protocol: UDP}]
+    expect: [{probe: 0, allow: []}, {probe: 1, allow: []}]
+  - changes: [{deletePod: n1/p3}]
+    probes: [{from: n0/p0, to: n1/p0, port: 53, protocol: UDP}]
+    expect: [{probe: 0, deny: []}]
+  - changes: [{addPod: {name: n1/p3, labels: {app: api}, ip: 10.244.1.13, ports: [{name: http, port: 80, protocol: TCP}]}}, {deletePod: n1/p2}]
+    probes: [{from: n0/p0, to: n1/p0, port: 53, protocol: UDP}]
+    expect: [{probe: 0, allow: []}]
+`;
+
 describe('39: an NP egress named port on an identity split by that name and another', () => {
-  it.fails('engine agrees with the oracle (fails today: the engine denies n0/p0 -> n1/p0 53/UDP)', () => {
+  it('engine and oracle agree while the identities split by the name gain and lose pods', () => {
+    const scenario = parseScenario(SPLIT_CHURN, 'split-churn');
+    const naive = runScenario(scenario, decideFlow);
+    expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
+    const engine = runScenario(scenario, new EngineDecider(new Engine()).decide);
+    expect(engine.steps.flatMap((s) => s.mismatches)).toEqual([]);
+  });
+  it('engine agrees with the oracle (failed before the fix: the engine denied n0/p0 -> n1/p0 53/UDP)', () => {
     const scenario = parseScenario(SPLIT_SCENARIO, 'split');
     const naive = runScenario(scenario, decideFlow);
     expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);

@@ -7,7 +7,7 @@ import type { EngineContext } from './context.js';
 import type { NamedPortResolver } from './rule-units.js';
 import { SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
 import { IpKey, ipKeyOfText, IpMap, ipOfKey } from './ip-key.js';
-import { splitByPortName } from './network-splits.js';
+import { keyWithoutPortSplit, portSplitNames, splitByPortName } from './network-splits.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** One allocated identity and what the engine knows about it. */
@@ -56,6 +56,11 @@ export class IdentityTable {
   private readonly clusterNamedPorts = new Map<string, Map<string, number>>();
   /** Pods per identity, counted with its named ports. */
   private readonly podsPerIdentity = new Map<IdentityId, number>();
+  /**
+   * Identities with pods and a split by a port name, by the key of their labels without that split
+   * (`keyWithoutPortSplit`), then by the name: the pods an egress named port resolves over.
+   */
+  private readonly portSplitClasses = new Map<string, Map<string, Set<IdentityRecord>>>();
   readonly worldIpv4: IdentityRecord;
   readonly worldIpv6: IdentityRecord;
   /** What a pod whose identity the cluster has not allocated yet gets (external identities): reserved init. */
@@ -118,9 +123,10 @@ export class IdentityTable {
       return existing;
     }
     const rec = this.revive(key, labels) ?? this.allocate(labels, key, cidr);
-    this.changeNamedPorts(rec, ports, +1);
+    // Before the named ports: the rules re-resolved there read the classes of port splits by key.
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
+    this.changeNamedPorts(rec, ports, +1);
     if (cidr) {
       this.ctx.touchIpcache(cidr);
       const byLen = this.cidrs[cidr.family];
@@ -342,7 +348,8 @@ export class IdentityTable {
    */
   private changeNamedPorts(rec: IdentityRecord, allPorts: readonly ContainerPort[], sign: 1 | -1): void {
     const ports = distinctNamedPorts(allPorts);
-    if (rec.namedPorts.size === 0 && !ports.some((p) => p.name !== undefined)) {
+    const classes = this.portSplitClassesChanging(rec, sign);
+    if (rec.namedPorts.size === 0 && !ports.some((p) => p.name !== undefined) && classes.length === 0) {
       // No name involved: no rule's resolution changes, only the identity's pod count.
       this.countPods(rec, sign);
       return;
@@ -354,7 +361,8 @@ export class IdentityTable {
       return;
     }
     const names = new Set<string>(rec.namedPorts.keys());
-    const clusterWide = new Set<string>();
+    // The other identities of a class resolve the name over this one's pods too.
+    const clusterWide = new Set<string>(classes);
     for (const p of ports) {
       if (p.name === undefined) continue;
       names.add(p.name);
@@ -369,9 +377,66 @@ export class IdentityTable {
   }
 
   private countPods(rec: IdentityRecord, sign: 1 | -1): void {
-    const pods = (this.podsPerIdentity.get(rec.id) ?? 0) + sign;
+    const before = this.podsPerIdentity.get(rec.id) ?? 0;
+    const pods = before + sign;
     if (pods > 0 && rec.cidr === undefined) this.podsPerIdentity.set(rec.id, pods);
     else this.podsPerIdentity.delete(rec.id);
+    if (rec.cidr !== undefined) return;
+    if (before === 0 && pods > 0) this.joinPortSplitClasses(rec);
+    else if (before > 0 && pods <= 0) this.leavePortSplitClasses(rec);
+  }
+
+  private joinPortSplitClasses(rec: IdentityRecord): void {
+    for (const name of portSplitNames(rec.labels)) {
+      const key = keyWithoutPortSplit(rec.labels, name);
+      let byName = this.portSplitClasses.get(key);
+      if (!byName) this.portSplitClasses.set(key, (byName = new Map()));
+      let members = byName.get(name);
+      if (!members) byName.set(name, (members = new Set()));
+      members.add(rec);
+    }
+  }
+
+  private leavePortSplitClasses(rec: IdentityRecord): void {
+    for (const name of portSplitNames(rec.labels)) {
+      const key = keyWithoutPortSplit(rec.labels, name);
+      const byName = this.portSplitClasses.get(key);
+      const members = byName?.get(name);
+      if (!byName || !members) continue;
+      members.delete(rec);
+      if (members.size === 0) byName.delete(name);
+      if (byName.size === 0) this.portSplitClasses.delete(key);
+    }
+  }
+
+  /**
+   * The port names whose resolution on other identities changes when `rec` gains or loses a pod:
+   * the names it is split by when it gains its first pod or loses its last (its pods agree on the
+   * name, so only joining or leaving the class counts), and, on every change, those of the classes
+   * it is the unsplit member of (its pods need not agree: some may lack the name, some may still
+   * carry it until their re-identification). Only identities with pods resolve over a class
+   * (resolveNamedEgress), so none while no identity with pods is split by a name.
+   */
+  private portSplitClassesChanging(rec: IdentityRecord, sign: 1 | -1): string[] {
+    if (this.portSplitClasses.size === 0) return [];
+    const pods = this.podsPerIdentity.get(rec.id) ?? 0;
+    const joinsOrLeaves = (sign > 0 && pods === 0) || (sign < 0 && pods === 1);
+    return [...(joinsOrLeaves ? portSplitNames(rec.labels) : []), ...(this.portSplitClasses.get(rec.key)?.keys() ?? [])];
+  }
+
+  /** The pods of the identities `rec` shares a class for `name` with (itself included): their count, and per "protocol/port" of the name. */
+  private portSplitClassPods(rec: IdentityRecord, name: string): { pods: number; ports: Map<string, number> } {
+    const key = keyWithoutPortSplit(rec.labels, name);
+    const members = [...(this.portSplitClasses.get(key)?.get(name) ?? [])];
+    const unsplit = this.byKey.get(key);
+    if (unsplit) members.push(unsplit);
+    let pods = 0;
+    const ports = new Map<string, number>();
+    for (const m of members) {
+      pods += this.podsPerIdentity.get(m.id) ?? 0;
+      for (const [pp, n] of m.namedPorts.get(name) ?? []) ports.set(pp, (ports.get(pp) ?? 0) + n);
+    }
+    return { pods, ports };
   }
 
   /**
@@ -416,10 +481,15 @@ export class IdentityTable {
     const rec = this.byId.get(peer);
     return (name, protocol) => {
       const out: { protocol: FlowProtocol; port: number }[] = [];
-      if (rec && splitByPortName(rec.labels, name)) return out;
-      const pods = this.podsPerIdentity.get(peer) ?? 0;
+      const own = this.podsPerIdentity.get(peer) ?? 0;
+      // Split by the name itself: over the pods of the identities that differ only by that split, as
+      // the oracle. An identity without pods resolves nothing (no flow reaches it), so the changes of
+      // its class never touch what it contributed (portSplitClassesChanging).
+      const split = rec !== undefined && splitByPortName(rec.labels, name);
+      if (split && own === 0) return out;
+      const { pods, ports } = split ? this.portSplitClassPods(rec, name) : { pods: own, ports: rec?.namedPorts.get(name) };
       const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
-      for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {
+      for (const [pp, count] of ports ?? []) {
         const [proto, port] = pp.split('/') as [FlowProtocol, string];
         if (count !== pods || !protocolCovers(protocol, proto)) continue;
         if (cluster.filter((k) => k.startsWith(`${proto}/`)).length === 1) out.push({ protocol: proto, port: Number(port) });

@@ -37,6 +37,19 @@ export function splitByPortName(labels: LabelSet, name: string): boolean {
   const key = PORT_PREFIX + name;
   return labels.some((l) => l.source === SOURCE_K8S && l.key === key);
 }
+
+/** The names these identity labels carry a split by (see splitByPortName). */
+export function portSplitNames(labels: LabelSet): string[] {
+  const out: string[] = [];
+  for (const l of labels) if (l.source === SOURCE_K8S && l.key.startsWith(PORT_PREFIX)) out.push(l.key.slice(PORT_PREFIX.length));
+  return out;
+}
+
+/** The key of these identity labels without their split by `name`: what the identities that differ only by it share. */
+export function keyWithoutPortSplit(labels: LabelSet, name: string): string {
+  const key = PORT_PREFIX + name;
+  return labelSetKey(labels.filter((l) => l.source !== SOURCE_K8S || l.key !== key));
+}
 const k8s = (key: string): { source: string; key: string } => ({ source: SOURCE_K8S, key });
 
 const isZero = (c: Cidr): boolean => c.prefixLength === 0;

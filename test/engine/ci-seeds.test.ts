@@ -20,7 +20,9 @@ import { INITIAL_CLUSTER, Op, PROBE_PORTS, REQUESTS, toEvent, modelAfter } from 
  * every transaction: allowed, and whether it reaches a proxy.
  * Also the history CI's seed -559118890 shrank to on 2026-11-30 (properties.test.ts): an engine
  * change for attack finding 39 (named ports over a class of port-split identities) threw "removing a
- * contribution that was never added" on it; that change was reverted, and this keeps the next one honest.
+ * contribution that was never added" on it (a split identity without pods read its class through an
+ * unsplit member whose first pod was not bracketed; attack-findings-6a.md "Finding 39"); the fix that
+ * re-applied it passes.
  */
 const HISTORIES: Record<string, Op[][]> = {
   'tiers.property seed 417184428': ([[[{"k":"pod","ns":"n0","name":"p0","labels":{},"ports":0,"local":true},{"k":"pod","ns":"n1","name":"p1","labels":{"app":"web","tier":"back"},"ports":1,"local":false}],[{"k":"policy","manifest":{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"np-a","namespace":"n0"},"spec":{"podSelector":{"matchLabels":{}},"egress":[{"ports":[{"port":"http"}]}]}}},{"k":"pod","ns":"n1","name":"p3","labels":{"app":"web","tier":"back"},"ports":0,"local":false}],[{"k":"delPolicy","kind":"NetworkPolicy","ns":"n0","name":"np-b"}],[{"k":"policy","manifest":{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"cnp-a","namespace":"n0"},"spec":{"endpointSelector":{}}}}],[{"k":"policy","manifest":{"apiVersion":"policy.networking.k8s.io/v1alpha2","kind":"ClusterNetworkPolicy","metadata":{"name":"cnp-t1"},"spec":{"tier":"Admin","priority":2,"subject":{"pods":{"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["web"]}]}}},"ingress":[],"egress":[{"action":"Pass","to":[{"networks":["2001:db8::/32","10.244.1.5/32"]},{"futurePeerField":{}}]}]}}}],[{"k":"pod","ns":"n1","name":"p0","labels":{},"ports":0,"local":false}]],0] as [Op[][], number])[0],

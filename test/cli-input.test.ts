@@ -123,11 +123,13 @@ describe('bad input exits 2 naming the path, never a stack trace (issue 11 item 
   });
   it('proxy-port exhaustion (more L7 redirects than the 10001-port range) names the scenario', () => {
     const pods = Array.from({ length: 101 }, (_, i) => `{name: x/p${i}, labels: {app: a}}`).join(', ');
-    const ports = Array.from({ length: 100 }, (_, i) => `{port: '${1000 + i}', protocol: TCP}`).join(', ');
+    // Cilium takes at most 40 ports per port rule (PortRule.Validate): 100 ports in 4 port rules.
+    const ports = (from: number, n: number) => Array.from({ length: n }, (_, i) => `{port: '${from + i}', protocol: TCP}`).join(', ');
+    const toPorts = [0, 25, 50, 75].map((o) => `{ports: [${ports(1000 + o, 25)}], rules: {http: [{method: GET}]}}`).join(', ');
     const file = tmpFile('ports.yaml', `pods: [${pods}]
 policies:
   - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: l7, namespace: x},
-     spec: {endpointSelector: {}, ingress: [{toPorts: [{ports: [${ports}], rules: {http: [{method: GET}]}}]}]}}
+     spec: {endpointSelector: {}, ingress: [{toPorts: [${toPorts}]}]}}
 steps: [{probes: [{from: x/p0, to: x/p1, port: 1000}]}]
 `);
     const r = cli('verify', '--scenario', file);

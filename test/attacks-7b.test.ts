@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
+import { backendLookup } from '../src/backend/lookup.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { ClusterMirror } from '../src/k8s/mirror.js';
 import { WatchStreamParser } from '../src/k8s/watch.js';
@@ -170,5 +171,34 @@ spec:
     expect(ports(0)).toEqual([{ l4: { kind: 'range', protocol: 'TCP', from: 80, to: 80 } }]);
     expect(ports(1), "the mapping's own toPorts wins over the merged one").toEqual([{ l4: { kind: 'range', protocol: 'TCP', from: 443, to: 443 } }]);
     expect(p!.rules[1]!.peers).toEqual(p!.rules[0]!.peers);
+  });
+});
+
+describe('85. agent: what another writer put in the maps is undone by the periodic full reconcile', () => {
+  it('a foreign allow (world to server:443) written behind the agent is gone after the next full reconcile', async () => {
+    const backend = new MemoryBackend();
+    const pending: { fn: () => void; ms: number }[] = [];
+    const timers = { setTimeout: (fn: () => void, ms: number) => pending.push({ fn, ms }), clearTimeout: () => {} };
+    const file = join(work, 'foreign.json');
+    writeFileSync(file, events([ns, podObj('server', 'server', '10.0.0.1', 2), ALLOW_WORLD_80]));
+    const agent = new Agent({ node: 'node-a', watch: [file], backend, logger: pino({ level: 'silent' }), registry: new Registry(), exitAtEof: true, timers, fullReconcileMs: 60_000 });
+    try {
+      await agent.run();
+      const allow80 = backendLookup(backend, 'ns/server', WORLD, 'ingress', 6, 80);
+      expect(allow80?.entry.deny).toBe(false);
+      expect(backendLookup(backend, 'ns/server', WORLD, 'ingress', 6, 443), 'isolated: 443 is not allowed').toBeUndefined();
+      // Another writer (a second agent on the pin dir, a debugging session) adds an allow neither policy has.
+      const key = { identity: WORLD, direction: 'ingress' as const, protocol: 6, port: 443, portPrefixLen: 16 };
+      backend.apply('ns/server', [{ endpoint: 'ns/server', op: 'upsert', key, entry: allow80!.entry }]);
+      expect(backendLookup(backend, 'ns/server', WORLD, 'ingress', 6, 443)?.entry.deny).toBe(false);
+      const full = pending.find((t) => t.ms === 60_000);
+      expect(full, 'a full reconcile is scheduled').toBeDefined();
+      full!.fn();
+      expect(backendLookup(backend, 'ns/server', WORLD, 'ingress', 6, 443), 'the foreign allow is gone').toBeUndefined();
+      expect(backendLookup(backend, 'ns/server', WORLD, 'ingress', 6, 80)?.entry.deny).toBe(false);
+      expect(pending.filter((t) => t.ms === 60_000), 'and the next one is scheduled').toHaveLength(2);
+    } finally {
+      await agent.stop();
+    }
   });
 });

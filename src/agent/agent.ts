@@ -47,6 +47,12 @@ export interface AgentConfig {
   readonly now?: () => number;
   /** Timer functions (default the global ones): the agent keeps one timer, for the earliest pending pod deletion. */
   readonly timers?: AgentTimers;
+  /**
+   * Every this many ms, bring the maps to the engine's state by reading them (what another writer
+   * changed is undone), as Cilium's `bpf-policy-map-full-reconciliation-interval` (15 min)
+   * does. 0 or absent: never (the CLI's default is 15 min).
+   */
+  readonly fullReconcileMs?: number;
 }
 
 /** An ipcache the agent writes (`KernelIpcache` is one). */
@@ -127,6 +133,8 @@ export class Agent {
   /** Failed map writes in a row, and the timer of the next reconcile (set while the maps lag the engine). */
   private writeRetry: { failures: number; handle: unknown } | undefined;
   private readonly writeFailures: Counter<'stage'>;
+  /** The timer of the next periodic full reconcile (`fullReconcileMs`). */
+  private fullReconcileTimer: unknown;
   /** The last failed map write's error, while the maps lag the engine (cleared by a reconcile that succeeds). */
   private lastWriteError: string | undefined;
   /** Streams that became unreadable (closed, what they gave before stays): the policy no longer follows them. */
@@ -307,6 +315,7 @@ export class Agent {
       if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
       this.writeRetry = undefined;
       log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, 'pinned maps reconciled');
+      this.armFullReconcile();
     } catch (e) {
       this.countWriteFailure('reconcile', e);
       const failures = (this.writeRetry?.failures ?? 0) + 1;
@@ -316,6 +325,18 @@ export class Agent {
       const handle = this.stopped ? undefined : this.timers.setTimeout(() => this.reconcileMaps(), delay);
       this.writeRetry = { failures, handle };
     }
+  }
+
+  /** The next periodic full reconcile; unref'd, so it never keeps the process alive. */
+  private armFullReconcile(): void {
+    const ms = this.config.fullReconcileMs ?? 0;
+    if (ms <= 0 || this.stopped || this.fullReconcileTimer !== undefined) return;
+    const handle = this.timers.setTimeout(() => {
+      this.fullReconcileTimer = undefined;
+      if (!this.stopped) this.reconcileMaps();
+    }, ms);
+    (handle as { unref?: () => void } | undefined)?.unref?.();
+    this.fullReconcileTimer = handle;
   }
 
   private countWriteFailure(stage: 'write' | 'reconcile', e: unknown): void {
@@ -390,6 +411,7 @@ export class Agent {
     process.stdin.pause();
     this.flush();
     if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
+    if (this.fullReconcileTimer !== undefined) this.timers.clearTimeout(this.fullReconcileTimer);
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     this.config.ipcache?.close();
     this.config.backend.close();

@@ -33,6 +33,8 @@ export interface AgentIo {
 const EXIT_BAD_INPUT = 2;
 /** The maps do not hold the engine's policy at the end: the last write and its retries failed (sysexits EX_IOERR). */
 const EXIT_MAPS_BEHIND = 74;
+/** Cilium's `bpf-policy-map-full-reconciliation-interval` default: the maps are read back and repaired this often. */
+const FULL_RECONCILE_MS = 15 * 60_000;
 
 /** Adds `distill agent` to the program; `done` gets its exit code when the agent stops. */
 export function registerAgent(program: Command, io: AgentIo, done: (exit: number) => void): void {
@@ -78,6 +80,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     logger,
     registry: new Registry(),
     exitAtEof: opts.exitAtEof === true,
+    fullReconcileMs: FULL_RECONCILE_MS,
     identities: opts.identities === 'etcd' ? 'external' : opts.identities,
     ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),

@@ -39,7 +39,7 @@ const POLICIES: readonly EngineEvent[] = [
   policy('deny-zone-exists', `  endpointSelector: ${sel('{key: zone, operator: Exists}')}\n  ingressDeny: [{fromEndpoints: [${sel('{key: io.cilium.k8s.namespace.labels.team, operator: Exists}')}], toPorts: [{ports: [{port: "53", protocol: UDP}]}]}]\n`),
   policy('deny-team-missing', `  endpointSelector: {}\n  egressDeny: [{toEndpoints: [${sel('{key: io.cilium.k8s.namespace.labels.team, operator: DoesNotExist}')}], toPorts: [{ports: [{port: "53", protocol: UDP}]}]}]\n`),
   policy('deny-team-q', `  endpointSelector: ${sel('{key: io.cilium.k8s.namespace.labels.team, operator: In, values: [q]}')}\n  ingressDeny: [{fromEndpoints: [${sel('{key: zone, operator: In, values: [q]}')}]}]\n`),
-  policy('deny-ns-y', `  endpointSelector: {}\n  egressDeny: [{toEndpoints: [${sel('{key: io.kubernetes.pod.namespace, operator: In, values: [y]}, {key: tier, operator: Exists}')}], toPorts: [{ports: [{port: "80"}]}]}]\n`),
+  policy('deny-ns-y', `  endpointSelector: {}\n  egressDeny: [{toEndpoints: [${sel('{key: io.kubernetes.pod.namespace, operator: In, values: ["y"]}, {key: tier, operator: Exists}')}], toPorts: [{ports: [{port: "80"}]}]}]\n`),
 ];
 const CONFLICT: readonly EngineEvent[] = [
   policy('l7-http', `  endpointSelector: {}\n  egress: [{toEndpoints: [${sel('{key: color, operator: In, values: [p]}')}], toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{}]}}]}]\n`),

@@ -98,7 +98,7 @@ describe('engine events are validated as the Kubernetes API validates objects', 
   it('a namespace deleted in a batch takes the pods and policies the batch created in it, before and after an earlier deletion', () => {
     const nsOf = (name: string): EngineEvent => ({ type: 'upsertNamespace', name, labels: {} });
     const inNs = (namespace: string, name: string): EngineEvent => upsert(pod(name, {}, { namespace }));
-    const [policy] = parseManifestFile('apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: y}\nspec: {podSelector: {}}\n', 'p.yaml');
+    const [policy] = parseManifestFile('apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: "y"}\nspec: {podSelector: {}}\n', 'p.yaml');
     const created = [nsOf('x'), nsOf('y'), inNs('x', 'a'), { type: 'upsertPolicy', policy } as EngineEvent];
     const delY: EngineEvent = { type: 'deleteNamespace', name: 'y' };
     const delPolicy: EngineEvent = { type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'y', name: 'p' } } as EngineEvent;

@@ -133,7 +133,7 @@ describe('distill validate prints warnings', () => {
   it('on stderr as "warning: <source> <path>: <detail>", exit 0', () => {
     const dir = mkdtempSync(join(tmpdir(), 'distill-'));
     const f = join(dir, 'w.yaml');
-    writeFileSync(f, 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: w, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {"k8s:io.kubernetes.pod.namespace": y}}\n  ingress: [{}]\n');
+    writeFileSync(f, 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: w, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {"k8s:io.kubernetes.pod.namespace": "y"}}\n  ingress: [{}]\n');
     const r = spawnSync(process.execPath, [join(process.cwd(), 'dist/cli/main.js'), 'validate', f], { encoding: 'utf8' });
     expect(r.status).toBe(0);
     expect(r.stderr).toContain(`warning: ${f}#1 spec.endpointSelector.matchLabels["k8s:io.kubernetes.pod.namespace"]: names namespace "y"`);

@@ -3,7 +3,7 @@ import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } fro
 import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
 import { makeSelector, matchLabelRequirement, type Selector } from '../model/selector.js';
-import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
+import { nodesPeerRule, RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
 import { fqdnPeerSelector, labelsSelector, type IdentitySelector } from './selector-cache.js';
@@ -22,6 +22,9 @@ export function tierSupportProblem(spec: TieredSpec): string | null {
     const where = `${r.path} (${tierRuleName(r)})`;
     if (r.index >= RULES_PER_DIRECTION) return `${where}: more than ${RULES_PER_DIRECTION} rules in one direction`;
   }
+  const nodes = nodesPeerRule(spec);
+  // Node addresses share the reserved host and remote-node identities: no identity tells one node's labels from another's.
+  if (nodes) return `${nodes.path} (${tierRuleName(nodes)}): a nodes peer needs node identities split by node labels, which the engine does not have`;
   return null;
 }
 

@@ -3,7 +3,7 @@ import { nodeEndpointsOf, type Pod } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
-import { failClosedStandIn } from '../policy/stand-in.js';
+import { engineRefusal, failClosedStandIn } from '../policy/stand-in.js';
 import { ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
@@ -300,7 +300,10 @@ export class ClusterMirror {
   /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
   private policyOf(manifest: Record<string, unknown>, source: string): Policy {
     try {
-      return parseManifest(manifest, source);
+      const policy = parseManifest(manifest, source);
+      const refused = engineRefusal(policy, source);
+      if (refused) throw refused;
+      return policy;
     } catch (e) {
       const standIn = failClosedStandIn(manifest, source, e);
       if (standIn === undefined) throw e;

@@ -1,5 +1,6 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
-import type { ClusterState } from '../model/cluster.js';
+import { type ClusterNode, type ClusterState, nodeAddressRole } from '../model/cluster.js';
+import { k8sLabels, type LabelSet, makeLabelSet } from '../model/labels.js';
 import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
 import type { Direction, Policy } from '../model/rules.js';
@@ -40,9 +41,25 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, dns: DnsCacheState): bool
     case 'domainNames':
       // As a toFQDNs rule: an address outside the cluster a live learnt answer of a matching name holds.
       return ep.kind === 'external' && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
+    case 'nodes':
+      return ep.kind === 'node' && isNodeOwnAddress(ep.node, ep.address) && selectorMatches(peer.selector, nodeLabelSet(ep.node));
     case 'unknown':
       return false;
   }
+}
+
+/**
+ * A `nodes` peer matches "the IPs present in the node.Status.Addresses field" (types.go `Nodes`):
+ * the node's own addresses, which distill reads from the Node and CiliumNode (their ipcache
+ * identity is host or remote-node); its health endpoint's and Ingress's addresses are not the node's.
+ */
+function isNodeOwnAddress(node: ClusterNode, address: IpAddress): boolean {
+  const role = nodeAddressRole(node, address.text);
+  return role === 'host' || role === 'remote-node';
+}
+
+function nodeLabelSet(node: ClusterNode): LabelSet {
+  return makeLabelSet(k8sLabels(node.labels ?? {}));
 }
 
 function portMatches(p: TierPort, f: Flow4): boolean {

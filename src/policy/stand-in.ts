@@ -1,4 +1,5 @@
 import type { Policy } from '../model/rules.js';
+import { nodesPeerRule } from '../model/tiers.js';
 import { ManifestError } from './errors.js';
 import { parseManifest } from './manifest.js';
 
@@ -37,6 +38,16 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown):
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Why the engine cannot enforce a policy that parses, as the error the stand-in takes: a
+ * ClusterNetworkPolicy `nodes` peer, which only the reference evaluator decides (src/engine/tiers.ts
+ * `tierSupportProblem`). Undefined when the engine takes it.
+ */
+export function engineRefusal(policy: Policy, source: string): ManifestError | undefined {
+  const rule = policy.tiered && nodesPeerRule(policy.tiered);
+  return rule && new ManifestError(source, rule.path, 'a "nodes" peer is not supported by distill\'s engine (only by the reference evaluator)');
 }
 
 function unsupported(e: unknown): boolean {

@@ -87,21 +87,49 @@ describe('ClusterNetworkPolicy nodes peer: oracle', () => {
 });
 
 describe('ClusterNetworkPolicy nodes peer: engine and agent', () => {
-  it('the engine refuses it (node addresses share the host and remote-node identities), naming the rule', () => {
-    const e = new Engine();
-    expect(() => e.apply([{ type: 'upsertPolicy', policy: parseManifest(cnp('Accept', {}), 't.yaml') }])).toThrow('spec.egress[0] (nodes): a nodes peer needs node identities split by node labels');
-  });
-  it('the agent enforces its fail-closed stand-in: an Accept to nodes matches nothing, the policy reaches the engine', () => {
+  const node = (name: string, ip: string, labels: Record<string, string>, rv: number): string =>
+    JSON.stringify({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Node', metadata: { name, labels, resourceVersion: String(rv) }, status: { addresses: [{ type: 'InternalIP', address: ip }] } } });
+  /** The agent's path: Node objects with labels, a client pod on n1, a Deny to the gpu nodes. */
+  function agent(): { engine: Engine; warn: string[] } {
     const warn: string[] = [];
     const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
     const parser = new WatchStreamParser('w');
-    const obj = { ...cnp('Accept', { matchLabels: { pool: 'gpu' } }), metadata: { name: 'to-nodes', resourceVersion: '3' } };
-    for (const item of parser.push(JSON.stringify({ type: 'ADDED', object: obj }) + '\n')) mirror.observe(item, 'w');
+    const lines = [
+      JSON.stringify({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', resourceVersion: '1' } } }),
+      JSON.stringify({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'client', namespace: 'x', resourceVersion: '2', labels: { app: 'client' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.244.0.10' } } }),
+      node('n1', '172.18.0.2', { pool: 'cpu' }, 3),
+      node('n2', '172.18.0.3', { pool: 'gpu' }, 4),
+      node('n3', '172.18.0.4', {}, 5),
+      JSON.stringify({ type: 'ADDED', object: { ...cnp('Deny', { matchLabels: { pool: 'gpu' } }), metadata: { name: 'to-nodes', resourceVersion: '6' } } }),
+    ];
+    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
+    const engine = new Engine();
     const batch = mirror.flush();
-    const events = batch.events as EngineEvent[];
-    const up = events.find((ev) => ev.type === 'upsertPolicy');
-    expect(warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
-    expect(up?.type === 'upsertPolicy' && up.policy.tiered?.rules[0]?.peers.map((p) => p.kind)).toEqual(['unknown']);
-    expect(() => new Engine().apply(events)).not.toThrow();
+    engine.apply(batch.events as EngineEvent[]);
+    batch.commit();
+    return { engine, warn };
+  }
+  const egress = (engine: Engine, ip: string): string => {
+    const hit = engine.lookup('x/client', engine.identityOfIp(parseIp(ip))!, 'egress', 6, 22);
+    return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+  };
+  it('the agent reads Node labels: a remote node with labels gets its own identity, the Deny selects exactly it', () => {
+    const { engine, warn } = agent();
+    expect(warn).toEqual([]);
+    const ids = ['172.18.0.2', '172.18.0.3', '172.18.0.4'].map((ip) => engine.identityOfIp(parseIp(ip)));
+    // host (1) for the agent's node, remote-node (6) for a node without labels, a node-local one for n2's label set.
+    expect([ids[0], ids[2]]).toEqual([1, 6]);
+    expect(ids[1]).toBeGreaterThan(1 << 24);
+    expect(['172.18.0.2', '172.18.0.3', '172.18.0.4'].map((ip) => egress(engine, ip))).toEqual(['allow', 'deny', 'allow']);
+  });
+  it('a relabelled node moves in and out of the peer, the own node too (host carries its labels)', () => {
+    const { engine } = agent();
+    engine.apply([
+      { type: 'upsertNode', name: 'n2', ips: [parseIp('172.18.0.3')], local: false, labels: {} },
+      { type: 'upsertNode', name: 'n1', ips: [parseIp('172.18.0.2')], local: true, labels: { pool: 'gpu' } },
+    ]);
+    expect(['172.18.0.2', '172.18.0.3'].map((ip) => egress(engine, ip))).toEqual(['deny', 'allow']);
+    expect(engine.identityOfIp(parseIp('172.18.0.3'))).toBe(6);
+    expect(() => engine.apply([{ type: 'upsertNode', name: 'n3', ips: [parseIp('172.18.0.4')], labels: { 'bad key!': 'x' } }])).toThrow('invalid label key');
   });
 });

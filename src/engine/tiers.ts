@@ -3,10 +3,10 @@ import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } fro
 import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
 import { makeSelector, matchLabelRequirement, type Selector } from '../model/selector.js';
-import { nodesPeerRule, RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
+import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
-import { fqdnPeerSelector, labelsSelector, type IdentitySelector } from './selector-cache.js';
+import { fqdnPeerSelector, labelsSelector, nodesSelector, type IdentitySelector } from './selector-cache.js';
 
 /**
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
@@ -22,9 +22,6 @@ export function tierSupportProblem(spec: TieredSpec): string | null {
     const where = `${r.path} (${tierRuleName(r)})`;
     if (r.index >= RULES_PER_DIRECTION) return `${where}: more than ${RULES_PER_DIRECTION} rules in one direction`;
   }
-  const nodes = nodesPeerRule(spec);
-  // Node addresses share the reserved host and remote-node identities: no identity tells one node's labels from another's.
-  if (nodes) return `${nodes.path} (${tierRuleName(nodes)}): a nodes peer needs node identities split by node labels, which the engine does not have`;
   return null;
 }
 
@@ -56,8 +53,8 @@ const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node'].map(
 });
 
 /**
- * Nodes share one identity per kind (host, remote-node), so a networks CIDR short of both /0s
- * cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
+ * Node identities (host, remote-node, a labelled remote node's) follow labels, not addresses, so a
+ * networks CIDR short of both /0s cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
  * Pass rule denies every node at its own level (it would hand a node inside the CIDR to the lower
  * tiers and one outside it to the next rules: a deny is never more open than either), an Accept
  * admits none.
@@ -75,7 +72,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = 
   const anyPeer = !nodesOnly && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
   else if (!nodesOnly) for (const p of rule.peers) {
-    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : [];
+    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [nodesSelector(p.selector)] : [];
     for (const s of sels) byKey.set(s.key, s);
   }
   if (nodesOnly || (rule.action === 'Deny' && networksMissNodes(rule))) for (const s of NODE_SELECTORS) byKey.set(s.key, s);

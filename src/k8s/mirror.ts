@@ -3,7 +3,7 @@ import { nodeEndpointsOf, type Pod } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
-import { engineRefusal, failClosedStandIn } from '../policy/stand-in.js';
+import { failClosedStandIn } from '../policy/stand-in.js';
 import { ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
@@ -300,10 +300,7 @@ export class ClusterMirror {
   /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
   private policyOf(manifest: Record<string, unknown>, source: string): Policy {
     try {
-      const policy = parseManifest(manifest, source);
-      const refused = engineRefusal(policy, source);
-      if (refused) throw refused;
-      return policy;
+      return parseManifest(manifest, source);
     } catch (e) {
       const standIn = failClosedStandIn(manifest, source, e);
       if (standIn === undefined) throw e;
@@ -440,7 +437,8 @@ export class ClusterMirror {
     const after = keys.map((k) => nodeOfKey(next.has(k) ? next.get(k) : this.held.get(k))).filter((n): n is NodeAddresses => n !== undefined);
     const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
     const endpoints = nodeEndpointsOf({ health: after.flatMap((n) => n.health ?? []), ingress: after.flatMap((n) => n.ingress ?? []) });
-    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints };
+    // The labels of the Node object, else of the CiliumNode (`nodes` peers select on them).
+    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints, labels: after[0]!.labels };
     return keys.some((k) => this.held.has(k)) ? { type: 'deleteNode', name } : undefined;
   }
 }
@@ -475,7 +473,7 @@ function upsertOf(h: Held): AgentEvent {
     case 'Identity':
       return { type: 'upsertIdentity', id: h.id, labels: h.labels };
     case 'Node':
-      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node) };
+      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels };
   }
 }
 

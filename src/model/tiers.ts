@@ -84,8 +84,3 @@ export function formatTierOrigin(o: TierOrigin): string {
 export function tierRuleName(rule: TierRule): string {
   return rule.name ?? rule.path;
 }
-
-/** The first rule of `spec` with a `nodes` peer, if any (the engine cannot encode one yet). */
-export function nodesPeerRule(spec: TieredSpec): TierRule | undefined {
-  return spec.rules.find((r) => r.peers.some((p) => p.kind === 'nodes'));
-}

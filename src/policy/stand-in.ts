@@ -1,5 +1,4 @@
 import type { Policy } from '../model/rules.js';
-import { nodesPeerRule } from '../model/tiers.js';
 import { ManifestError } from './errors.js';
 import { parseManifest } from './manifest.js';
 
@@ -40,16 +39,6 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown):
   }
 }
 
-/**
- * Why the engine cannot enforce a policy that parses, as the error the stand-in takes: a
- * ClusterNetworkPolicy `nodes` peer, which only the reference evaluator decides (src/engine/tiers.ts
- * `tierSupportProblem`). Undefined when the engine takes it.
- */
-export function engineRefusal(policy: Policy, source: string): ManifestError | undefined {
-  const rule = policy.tiered && nodesPeerRule(policy.tiered);
-  return rule && new ManifestError(source, rule.path, 'a "nodes" peer is not supported by distill\'s engine (only by the reference evaluator)');
-}
-
 function unsupported(e: unknown): boolean {
   return e instanceof ManifestError && /is not supported by distill|unknown field/.test(e.detail);
 }
@@ -85,7 +74,7 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
 }
 
 /** The experimental ClusterNetworkPolicy peers distill refuses (src/policy/clusternetworkpolicy.ts). */
-const EXPERIMENTAL_PEERS = ['nodes', 'domainNames'];
+const EXPERIMENTAL_PEERS = ['domainNames'];
 
 /**
  * A ClusterNetworkPolicy whose peers include an experimental one distill does not read: each such

@@ -273,17 +273,19 @@ export class Engine {
       case 'upsertPolicy':
         fqdn.policyUpserted(e.policy);
         splits.policyUpserted(e.policy);
+        this.stages.nodes.policyUpserted(e.policy);
         return resolver.upsertPolicy(e.policy);
       case 'deletePolicy':
         fqdn.policyDeleted(policyRefKey(e.ref));
         splits.policyDeleted(policyRefKey(e.ref));
+        this.stages.nodes.policyDeleted(policyRefKey(e.ref));
         return resolver.deletePolicy(policyRefKey(e.ref));
       case 'upsertIdentity':
         return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
       case 'deleteIdentity':
         return pods.reidentify(this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
-        return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e));
+        return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels);
       case 'deleteNode':
         return this.stages.nodes.delete(e.name);
     }

@@ -28,9 +28,10 @@ export type EngineEvent =
    * A cluster node and its addresses (`local`: the agent's own node): ipcache host entries with the
    * reserved identity host (1) or remote-node (6), which world and CIDR selectors do not select.
    * An upsert replaces the node's addresses. `health`, `ingress`: its health endpoint's and Ingress's
-   * addresses, reserved identities health (4) and ingress (8).
+   * addresses, reserved identities health (4) and ingress (8). `labels`: the node's labels
+   * (ClusterNetworkPolicy `nodes` peers select on them).
    */
-  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[] }
+  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>> }
   | { readonly type: 'deleteNode'; readonly name: string }
   /** DNS answers and clock steps (toFQDNs, src/model/fqdn-events.ts; the FQDN stage, fqdn-stage.ts). */
   | FqdnEvent;

@@ -21,7 +21,12 @@ export interface IdentityRecord extends SelectableIdentity {
   readonly namedPorts: Map<string, Map<string, number>>;
   /** An FQDN identity: `cidr` (if any) is the prefix it stands in for, not an ipcache entry of its own. */
   readonly fqdn?: true;
+  /** Set by `setHostNodeLabels` on `host`: the agent's own node's labels. */
+  nodeLabels?: LabelSet | undefined;
 }
+
+/** The label source that keeps a remote node's labels in its identity's labels (never in `matchLabels`). */
+const SOURCE_NODE = 'node';
 
 /**
  * Told around a change of named ports, so the egress rules on those names can take their
@@ -90,7 +95,8 @@ export class IdentityTable {
       const labels = reservedIdentityLabels(name as ReservedName);
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
       const key = labelSetKey(labels);
-      const rec: IdentityRecord = { id, key, labels, matchLabels, refs: Infinity, namedPorts: new Map() };
+      // remote-node (6) is the identity of the remote nodes without labels.
+      const rec: IdentityRecord = { id, key, labels, matchLabels, refs: Infinity, namedPorts: new Map(), ...(name === 'remote-node' ? { nodeLabels: [] } : {}) };
       this.byKey.set(key, rec);
       this.byId.set(id, rec);
       peerCache.addIdentity(rec);
@@ -137,6 +143,40 @@ export class IdentityTable {
     this.ctx.stats.identitiesAllocated++;
     this.peerCache.addIdentity(rec);
     return rec;
+  }
+
+  /**
+   * The identity of a remote node with `nodeLabels` (ClusterNetworkPolicy `nodes` peers select on
+   * them): node-local, one per label set, `reserved:remote-node` to every other selector; a node
+   * without labels has remote-node (6) itself. Released with `release`.
+   */
+  acquireNode(nodeLabels: LabelSet): IdentityRecord {
+    const remote = this.byId.get(RESERVED_IDENTITIES['remote-node']) as IdentityRecord;
+    if (nodeLabels.length === 0) return remote;
+    const labels = makeLabelSet([...remote.labels, ...nodeLabels.map((l) => ({ source: SOURCE_NODE, key: l.key, value: l.value }))]);
+    const key = labelSetKey(labels);
+    const existing = this.byKey.get(key);
+    if (existing) {
+      existing.refs++;
+      this.ctx.pendingRelease.delete(existing);
+      return existing;
+    }
+    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, undefined, true), matchLabels: remote.matchLabels, nodeLabels };
+    this.byKey.set(key, rec);
+    this.byId.set(rec.id, rec);
+    this.ctx.stats.identitiesAllocated++;
+    this.peerCache.addIdentity(rec);
+    return rec;
+  }
+
+  /** The agent's own node's labels on `host` (undefined: no own node); selectors see it anew. */
+  setHostNodeLabels(nodeLabels: LabelSet | undefined): void {
+    const host = this.byId.get(RESERVED_IDENTITIES.host) as IdentityRecord;
+    const old = host.nodeLabels;
+    if (old === nodeLabels || (old !== undefined && nodeLabels !== undefined && labelSetKey(old) === labelSetKey(nodeLabels))) return;
+    this.peerCache.removeIdentity(host.id);
+    host.nodeLabels = nodeLabels;
+    this.peerCache.addIdentity(host);
   }
 
   /** Rolling back a refused transaction: an identity its commit freed gets its old number back. */

@@ -1,12 +1,18 @@
 import type { IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
+import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
+import { type Policy, policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 
 interface NodeRecord extends NodeEndpointAddresses {
   readonly ips: readonly IpAddress[];
   readonly local: boolean;
+  /** The node's labels (`k8s:`), which ClusterNetworkPolicy `nodes` peers select on. */
+  readonly labels: LabelSet;
+  /** When the node was first upserted (kept by later upserts): of several nodes holding one address, the first decides. */
+  readonly seq: number;
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
@@ -15,22 +21,32 @@ const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
  * Cluster nodes and their addresses: each address is an ipcache host entry with the reserved
  * identity `host` (the agent's own node) or `remote-node` (Cilium's node manager,
  * pkg/node/manager/policy.go updatePolicy.Upsert), and its health endpoint's and Ingress's
- * addresses `health` and `ingress` (same function). Reserved identities always exist and every
- * selector already knows them, so a node changes the ipcache only, never a policy map.
+ * addresses `health` and `ingress` (same function). So that ClusterNetworkPolicy `nodes` peers can
+ * tell nodes apart, a remote node whose labels include keys some `nodes` peer selects on gets an
+ * identity per set of those labels instead of `remote-node` (`IdentityTable.acquireNode`; every
+ * other selector sees it as remote-node), and `host` carries the agent's own node's labels. Without
+ * `nodes` peers every remote node is `remote-node`, as before.
  */
 export class NodeTable {
   private readonly nodes = new Map<string, NodeRecord>();
+  /** The identity each remote node holds (`acquireNode`). */
+  private readonly remote = new Map<string, IdentityRecord>();
   /** Address text → the address and the nodes holding it, with the role each gives it (two Node objects may list one address). */
   private readonly ips = new Map<string, { readonly ip: IpAddress; readonly holders: Map<string, NodeAddressRole> }>();
+  private nextSeq = 0;
+  /** Node label keys the `nodes` peers of each policy select on; `keys`: their union. */
+  private readonly keysByPolicy = new Map<string, ReadonlySet<string>>();
+  private keys: ReadonlySet<string> = new Set();
 
   constructor(
     private readonly ctx: EngineContext,
     private readonly identities: IdentityTable,
   ) {}
 
-  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}): void {
+  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}): void {
+    const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
     if (this.nodes.has(name)) this.delete(name);
-    const rec: NodeRecord = { ips, local, ...endpoints };
+    const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq };
     for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
     this.add(name, rec);
     this.ctx.onUndo(() => this.forget(name, rec));
@@ -46,6 +62,8 @@ export class NodeTable {
 
   private add(name: string, rec: NodeRecord): void {
     this.nodes.set(name, rec);
+    if (!rec.local) this.remote.set(name, this.identities.acquireNode(this.relevant(rec.labels)));
+    else this.updateHost();
     for (const { ip, role } of nodeAddresses(rec)) {
       let e = this.ips.get(ip.text);
       if (!e) this.ips.set(ip.text, (e = { ip, holders: new Map() }));
@@ -57,10 +75,63 @@ export class NodeTable {
 
   private forget(name: string, rec: NodeRecord): void {
     this.nodes.delete(name);
+    const identity = this.remote.get(name);
+    if (identity) this.identities.release(identity);
+    this.remote.delete(name);
+    if (rec.local) this.updateHost();
     for (const { ip } of nodeAddresses(rec)) {
       const e = this.ips.get(ip.text);
       if (e?.holders.delete(name) && e.holders.size === 0) this.ips.delete(ip.text);
     }
+  }
+
+  policyUpserted(policy: Policy): void {
+    const keys = new Set<string>();
+    for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
+    this.setPolicyKeys(policyRefKey(policy.ref), keys);
+  }
+
+  policyDeleted(key: string): void {
+    this.setPolicyKeys(key, new Set());
+  }
+
+  private setPolicyKeys(key: string, keys: ReadonlySet<string>): void {
+    const old = this.keysByPolicy.get(key);
+    if (old === undefined && keys.size === 0) return;
+    const put = (k: ReadonlySet<string> | undefined): void => void (k === undefined || k.size === 0 ? this.keysByPolicy.delete(key) : this.keysByPolicy.set(key, k));
+    put(keys);
+    this.ctx.onUndo(() => {
+      put(old);
+      this.rekey();
+    });
+    this.rekey();
+  }
+
+  /** The union of the peers' keys changed: remote nodes whose relevant labels changed take their new identity. */
+  private rekey(): void {
+    const next = new Set<string>();
+    for (const ks of this.keysByPolicy.values()) for (const k of ks) next.add(k);
+    if (next.size === this.keys.size && [...next].every((k) => this.keys.has(k))) return;
+    this.keys = next;
+    for (const [name, rec] of this.nodes) {
+      const old = this.remote.get(name);
+      if (old === undefined) continue;
+      const identity = this.identities.acquireNode(this.relevant(rec.labels));
+      this.remote.set(name, identity);
+      this.identities.release(old);
+      if (identity !== old) for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
+    }
+  }
+
+  private relevant(labels: LabelSet): LabelSet {
+    return labels.filter((l) => this.keys.has(l.key));
+  }
+
+  /** `host` carries the labels of the agent's own node (the first, if several are marked local). */
+  private updateHost(): void {
+    let own: NodeRecord | undefined;
+    for (const rec of this.nodes.values()) if (rec.local && (own === undefined || rec.seq < own.seq)) own = rec;
+    this.identities.setHostNodeLabels(own?.labels);
   }
 
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */
@@ -71,9 +142,20 @@ export class NodeTable {
 
   private identityOf(holders: ReadonlyMap<string, NodeAddressRole>): IdentityRecord {
     const role = NODE_ROLE_ORDER[Math.min(...[...holders.values()].map(rank))];
+    if (role === 'remote-node') {
+      // Of the remote nodes holding it, the first upserted (the oracle: the first in the cluster's node order).
+      let first: string | undefined;
+      for (const [name, r] of holders) if (r === role && (first === undefined || this.seqOf(name) < this.seqOf(first))) first = name;
+      const identity = first === undefined ? undefined : this.remote.get(first);
+      if (identity) return identity;
+    }
     const identity = role === undefined ? undefined : this.identities.get(RESERVED_IDENTITIES[role]);
     if (!identity) throw new Error(`internal: reserved node identity ${String(role)} missing`);
     return identity;
+  }
+
+  private seqOf(name: string): number {
+    return this.nodes.get(name)?.seq ?? Infinity;
   }
 
   *entries(): IterableIterator<{ ip: IpAddress; identity: IdentityRecord }> {

@@ -17,7 +17,15 @@ export type IdentitySelector =
   /** A `toFQDNs` entry: selects the identities carrying its `fqdn:<selector key>` label (dns-cache.ts). */
   | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector }
   /** A ClusterNetworkPolicy `networks` CIDR over pods: the pod identities whose pods are all inside (`nets`, network-splits.ts). */
-  | { readonly kind: 'podnet'; readonly key: string; readonly cidr: Cidr };
+  | { readonly kind: 'podnet'; readonly key: string; readonly cidr: Cidr }
+  /** A ClusterNetworkPolicy `nodes` peer: the node identities whose node labels (`nodeLabels`, node-table.ts) it matches. */
+  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector };
+
+const NODES_BUCKET = 'nodes';
+
+export function nodesSelector(selector: Selector): IdentitySelector {
+  return { kind: 'nodes', key: `nodes:${selector.key}`, selector };
+}
 
 /** The label source of FQDN selector identities (Cilium's `fqdn:` labels). */
 export const SOURCE_FQDN = 'fqdn';
@@ -56,6 +64,8 @@ export interface SelectableIdentity {
   readonly cidr?: Cidr;
   /** Pod identities: the `networks` CIDRs in force holding every one of its pods (network-splits.ts). */
   readonly nets?: ReadonlySet<string>;
+  /** Node identities (host, remote-node and the remote nodes' by labels): the labels of the node(s) they stand for. */
+  readonly nodeLabels?: LabelSet | undefined;
 }
 
 export interface SelectionListener {
@@ -151,6 +161,7 @@ function isCommonKey(key: string): boolean {
 function bucketsOf(sel: IdentitySelector): Bucket[] | null {
   if (sel.kind === 'cidr') return [namedBucket(CIDR_BUCKET)];
   if (sel.kind === 'fqdn' || sel.kind === 'podnet') return [namedBucket(sel.key)];
+  if (sel.kind === 'nodes') return [namedBucket(NODES_BUCKET)];
   let best: { score: number; buckets: Bucket[] } | null = null;
   const consider = (r: Requirement): void => {
     let score: number;
@@ -286,6 +297,7 @@ export class SelectorCache {
       return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
     }
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
+    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && selectorMatches(s.selector, ident.nodeLabels);
     const c = ident.cidr;
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }
@@ -301,6 +313,7 @@ export class SelectorCache {
     }
     if (ident.cidr) addAll(out, idx.get(BucketKind.Named, CIDR_BUCKET, ''));
     for (const n of ident.nets ?? []) addAll(out, idx.get(BucketKind.Named, `podnet:${n}`, ''));
+    if (ident.nodeLabels) addAll(out, idx.get(BucketKind.Named, NODES_BUCKET, ''));
     return out;
   }
 
@@ -315,6 +328,7 @@ export class SelectorCache {
     }
     if (ident.cidr) idx.change(BucketKind.Named, CIDR_BUCKET, '', id, sign);
     for (const n of ident.nets ?? []) idx.change(BucketKind.Named, `podnet:${n}`, '', id, sign);
+    if (ident.nodeLabels) idx.change(BucketKind.Named, NODES_BUCKET, '', id, sign);
   }
 
   addIdentity(ident: SelectableIdentity): void {

@@ -6,7 +6,7 @@ import { makeSelector, matchLabelRequirement, type Selector } from '../model/sel
 import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
-import { fqdnPeerSelector, labelsSelector, type IdentitySelector } from './selector-cache.js';
+import { fqdnPeerSelector, labelsSelector, nodesSelector, type IdentitySelector } from './selector-cache.js';
 
 /**
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
@@ -53,8 +53,8 @@ const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node'].map(
 });
 
 /**
- * Nodes share one identity per kind (host, remote-node), so a networks CIDR short of both /0s
- * cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
+ * Node identities (host, remote-node, a labelled remote node's) follow labels, not addresses, so a
+ * networks CIDR short of both /0s cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
  * Pass rule denies every node at its own level (it would hand a node inside the CIDR to the lower
  * tiers and one outside it to the next rules: a deny is never more open than either), an Accept
  * admits none.
@@ -72,7 +72,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = 
   const anyPeer = !nodesOnly && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
   else if (!nodesOnly) for (const p of rule.peers) {
-    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : [];
+    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [nodesSelector(p.selector)] : [];
     for (const s of sels) byKey.set(s.key, s);
   }
   if (nodesOnly || (rule.action === 'Deny' && networksMissNodes(rule))) for (const s of NODE_SELECTORS) byKey.set(s.key, s);

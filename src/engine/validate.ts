@@ -307,6 +307,7 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       const name = checkName(e.name, 'name', 'object', fail);
       if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
       if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
+      if (e.labels !== undefined) checkLabelMap(e.labels, 'labels', fail);
       (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
       for (const field of ['health', 'ingress'] as const) {
         const list: unknown = e[field];

@@ -60,7 +60,7 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (!to.nodes?.has(name)) events.push({ type: 'deleteNode', name });
   }
   for (const [name, n] of to.nodes ?? []) {
-    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n) });
+    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n), ...(n.labels ? { labels: n.labels } : {}) });
   }
   events.push(...dnsEvents(from.dns, to.dns));
   return events;
@@ -134,7 +134,7 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'advanceTime':
       return { ...s, dns: advanceDnsClock(s.dns ?? EMPTY_DNS_CACHE, e.seconds) };
     case 'upsertNode':
-      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e) });
+      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e), ...(e.labels ? { labels: e.labels } : {}) });
     case 'deleteNode':
       return deleteNode(s, e.name);
   }

@@ -454,7 +454,8 @@ export class ClusterMirror {
     const after = keys.map((k) => nodeOfKey(next.has(k) ? next.get(k) : this.held.get(k))).filter((n): n is NodeAddresses => n !== undefined);
     const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
     const endpoints = nodeEndpointsOf({ health: after.flatMap((n) => n.health ?? []), ingress: after.flatMap((n) => n.ingress ?? []) });
-    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints };
+    // The labels of the Node object, else of the CiliumNode (`nodes` peers select on them).
+    if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints, labels: after[0]!.labels };
     return keys.some((k) => this.held.has(k)) ? { type: 'deleteNode', name } : undefined;
   }
 }
@@ -489,7 +490,7 @@ function upsertOf(h: Held): AgentEvent {
     case 'Identity':
       return { type: 'upsertIdentity', id: h.id, labels: h.labels };
     case 'Node':
-      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node) };
+      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels };
   }
 }
 

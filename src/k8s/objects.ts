@@ -149,6 +149,8 @@ export interface NodeAddresses extends NodeEndpointAddresses {
   readonly name: string;
   readonly ips: readonly IpAddress[];
   readonly local: boolean;
+  /** `metadata.labels` (ClusterNetworkPolicy `nodes` peers select on them). */
+  readonly labels: Readonly<Record<string, string>>;
 }
 
 /** The `status.addresses` types that are IP addresses (Hostname, InternalDNS and ExternalDNS are names). */
@@ -177,7 +179,7 @@ export function nodeOf(obj: unknown, nodeName: string, source: string): NodeAddr
     groups.add(group);
     if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
   }
-  return { name: md.name, ips, local: md.name === nodeName };
+  return { name: md.name, ips, local: md.name === nodeName, labels: readLabels(r, rec(rec(obj).metadata).labels ?? {}, 'metadata.labels') };
 }
 
 /** The `spec.addresses` types of a CiliumNode (pkg/node/addressing: InternalIP, ExternalIP, CiliumInternalIP). */
@@ -204,7 +206,8 @@ export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): No
     if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
   }
   const spec = rec(rec(obj).spec);
-  return { name: md.name, ips, local: md.name === nodeName, ...nodeEndpointsOf({ health: familyAddresses(spec.health), ingress: familyAddresses(spec.ingress) }) };
+  const labels = readLabels(r, rec(rec(obj).metadata).labels ?? {}, 'metadata.labels');
+  return { name: md.name, ips, local: md.name === nodeName, labels, ...nodeEndpointsOf({ health: familyAddresses(spec.health), ingress: familyAddresses(spec.ingress) }) };
 }
 
 /** The valid addresses of a CiliumNode `{ipv4, ipv6}` addressing spec (spec.health, spec.ingress). */

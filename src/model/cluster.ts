@@ -42,6 +42,8 @@ export interface ClusterNode extends NodeEndpointAddresses {
   readonly name: string;
   readonly ips: readonly IpAddress[];
   readonly local: boolean;
+  /** The Node's `metadata.labels` (a ClusterNetworkPolicy `nodes` peer selects on them); absent = none. */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 /**

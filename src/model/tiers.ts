@@ -30,6 +30,11 @@ export type TierPeer =
   | { readonly kind: 'networks'; readonly cidrs: readonly Cidr[] }
   /** Experimental `domainNames` (Accept only): addresses outside the cluster learnt from DNS answers, as `toFQDNs`. */
   | { readonly kind: 'domainNames'; readonly fqdns: readonly FqdnSelector[] }
+  /**
+   * Experimental `nodes` (egress): the addresses of the nodes whose labels the selector matches
+   * (keys as `k8s:` labels of the node's own labels).
+   */
+  | { readonly kind: 'nodes'; readonly selector: Selector }
   | { readonly kind: 'unknown'; readonly fields: readonly string[] };
 
 type TierPortProtocol = 'TCP' | 'UDP' | 'SCTP';

@@ -1,9 +1,10 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
-import type { ClusterState } from '../model/cluster.js';
+import { type ClusterNode, type ClusterState, nodeAddressRole, nodeRoleRank } from '../model/cluster.js';
+import { k8sLabels, type LabelSet, makeLabelSet } from '../model/labels.js';
 import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
 import type { Direction, Policy } from '../model/rules.js';
-import { DnsCacheState, EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
+import { EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
 import { selectorMatches } from '../model/selector.js';
 import { Tier, TierAction, TierOrigin, TierPeer, TierPort, TierRule, tierRuleName } from '../model/tiers.js';
 
@@ -30,7 +31,8 @@ function endpointIp(ep: FlowEndpoint): IpAddress {
 }
 
 /** Does `peer` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */
-function peerMatches(peer: TierPeer, ep: FlowEndpoint, dns: DnsCacheState): boolean {
+function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boolean {
+  const dns = state.dns ?? EMPTY_DNS_CACHE;
   switch (peer.kind) {
     case 'pods':
       return ep.kind === 'pod' && selectorMatches(peer.selector, ep.labels);
@@ -40,9 +42,35 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, dns: DnsCacheState): bool
     case 'domainNames':
       // As a toFQDNs rule: an address outside the cluster a live learnt answer of a matching name holds.
       return ep.kind === 'external' && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
+    case 'nodes': {
+      const labels = nodePeerLabels(state, ep);
+      return labels !== undefined && selectorMatches(peer.selector, labels);
+    }
     case 'unknown':
       return false;
   }
+}
+
+/**
+ * The node labels a `nodes` peer sees at a node endpoint's address, or undefined when it is no
+ * node's own address. The peer matches "the IPs present in the node.Status.Addresses field"
+ * (types.go `Nodes`): the node's own addresses, which distill reads from the Node and CiliumNode
+ * (ipcache identity host or remote-node), not its health endpoint's or Ingress's. Of several nodes
+ * holding the address, the one the ipcache gives it to (`resolveEndpoint`: host first, then the
+ * first node in the cluster's order); a `host` address carries the agent's own node's labels (the
+ * first local node's, if several are marked local).
+ */
+function nodePeerLabels(state: ClusterState, ep: FlowEndpoint): LabelSet | undefined {
+  if (ep.kind !== 'node') return undefined;
+  const nodes = [...(state.nodes?.values() ?? [])];
+  const holder = nodes.filter((n) => nodeRoleRank(n, ep.address.text) >= 0).sort((a, b) => nodeRoleRank(a, ep.address.text) - nodeRoleRank(b, ep.address.text))[0];
+  const role = holder && nodeAddressRole(holder, ep.address.text);
+  const node = role === 'remote-node' ? holder : role === 'host' ? nodes.find((n) => n.local) : undefined;
+  return node && nodeLabelSet(node);
+}
+
+function nodeLabelSet(node: ClusterNode): LabelSet {
+  return makeLabelSet(k8sLabels(node.labels ?? {}));
 }
 
 function portMatches(p: TierPort, f: Flow4): boolean {
@@ -55,10 +83,10 @@ function failsClosedToDenyAll(rule: TierRule): boolean {
   return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
 }
 
-function ruleMatches(rule: TierRule, f: Flow4, dns: DnsCacheState): boolean {
+function ruleMatches(rule: TierRule, f: Flow4, state: ClusterState): boolean {
   // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules only their known peers.
   if (failsClosedToDenyAll(rule)) return true;
-  if (!rule.peers.some((p) => peerMatches(p, f.peer, dns))) return false;
+  if (!rule.peers.some((p) => peerMatches(p, f.peer, state))) return false;
   return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
 }
 
@@ -81,7 +109,7 @@ function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint & { kin
     const group = (byPriority.get(priority) as Policy[]).sort((a, b) => (a.ref.name < b.ref.name ? -1 : a.ref.name > b.ref.name ? 1 : 0));
     const hits: TierOrigin[] = [];
     for (const p of group) {
-      const rule = (p.tiered as NonNullable<Policy['tiered']>).rules.find((r) => r.direction === f.direction && ruleMatches(r, f, state.dns ?? EMPTY_DNS_CACHE));
+      const rule = (p.tiered as NonNullable<Policy['tiered']>).rules.find((r) => r.direction === f.direction && ruleMatches(r, f, state));
       if (rule) hits.push(originOf(p, rule));
     }
     for (const action of GROUP_ORDER) {

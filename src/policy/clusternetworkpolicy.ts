@@ -23,9 +23,10 @@ const NAMESPACE_SELECTOR: SelectorOptions = {
   mapKey: (k) => ({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k.key }),
 };
 /** Peer fields distill reads; the experimental ones are refused, not guessed at. */
-const PEER_FIELDS: Readonly<Record<Direction, readonly string[]>> = { ingress: ['namespaces', 'pods'], egress: ['namespaces', 'pods', 'networks', 'domainNames'] };
+const PEER_FIELDS: Readonly<Record<Direction, readonly string[]>> = { ingress: ['namespaces', 'pods'], egress: ['namespaces', 'pods', 'networks', 'domainNames', 'nodes'] };
 const EGRESS_ONLY_PEERS = ['networks', 'nodes', 'domainNames'];
-const EXPERIMENTAL_PEERS = ['nodes'];
+/** Node label keys are plain Kubernetes label keys (`kubernetes.io/os`), read as `k8s:` labels of the node. */
+const NODE_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
 /** One label of the CRD's `DomainName` pattern, `A-z` (which also takes `[\]^_` and a backquote) kept as written. */
 const DOMAIN_LABEL = /^[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?$/;
 
@@ -60,9 +61,6 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   const present = Object.keys(o).filter((k) => !absent(o[k]));
   for (const k of present) {
     if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods`);
-    if (EXPERIMENTAL_PEERS.includes(k)) {
-      r.fail(join(path, k), `the experimental "${k}" peer is not supported by distill (only namespaces, pods and networks are)`);
-    }
   }
   const known = present.filter((k) => PEER_FIELDS[direction].includes(k));
   if (known.length > 1) r.fail(path, `exactly one peer field may be set (got ${known.join(' and ')})`);
@@ -72,6 +70,8 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
     return { kind: 'unknown', fields: present };
   }
   if (known[0] === 'domainNames') return { kind: 'domainNames', fqdns: readDomainNames(r, o.domainNames, join(path, 'domainNames')) };
+  // types.go `Nodes`: a LabelSelector over node labels; "if present but empty, it selects all Nodes".
+  if (known[0] === 'nodes') return { kind: 'nodes', selector: parseLabelSelector(r, o.nodes, join(path, 'nodes'), NODE_SELECTOR) };
   if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
   const np = join(path, 'networks');
   const items = limited(r, o.networks, np, 1);
@@ -159,7 +159,7 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const pp = join(path, peersField);
   const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
   const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i)));
-  const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames');
+  const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames' || p.kind === 'nodes');
   if (unnamed && protocols.some((p) => p.kind === 'named')) {
     r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
   }

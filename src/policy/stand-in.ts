@@ -74,7 +74,7 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
 }
 
 /** The experimental ClusterNetworkPolicy peers distill refuses (src/policy/clusternetworkpolicy.ts). */
-const EXPERIMENTAL_PEERS = ['nodes', 'domainNames'];
+const EXPERIMENTAL_PEERS = ['domainNames'];
 
 /**
  * A ClusterNetworkPolicy whose peers include an experimental one distill does not read: each such

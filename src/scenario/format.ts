@@ -32,7 +32,7 @@ export type Change = { readonly path: string } & (
   | { readonly op: 'deletePod'; readonly key: string }
   | { readonly op: 'setPodLabels'; readonly key: string; readonly labels: Readonly<Record<string, string>> }
   | { readonly op: 'addExternal'; readonly name: string; readonly ip: IpAddress }
-  | ({ readonly op: 'addNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local: boolean } & NodeEndpointAddresses)
+  | ({ readonly op: 'addNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local: boolean; readonly labels?: Readonly<Record<string, string>> } & NodeEndpointAddresses)
   | { readonly op: 'deleteNode'; readonly name: string }
   | { readonly op: 'apply'; readonly policy: Policy }
   | { readonly op: 'delete'; readonly ref: PolicyRef }
@@ -279,17 +279,19 @@ function readNodeName(r: Reader, v: unknown, path: string): string {
 }
 
 /**
- * `{name, ips: [..], local?, health?: [..], ingress?: [..]}`: a node and its addresses; `local` marks
- * the agent's own node (`host`); `health`, `ingress`: its health endpoint's and Ingress's addresses.
+ * `{name, ips: [..], local?, health?: [..], ingress?: [..], labels?: {..}}`: a node and its addresses; `local` marks
+ * the agent's own node (`host`); `health`, `ingress`: its health endpoint's and Ingress's addresses;
+ * `labels`: the Node's labels (ClusterNetworkPolicy `nodes` peers select on them).
  */
-function readNode(r: Reader, v: unknown, path: string): { name: string; ips: IpAddress[]; local: boolean } & NodeEndpointAddresses {
-  const o = r.object(v, path, ['name', 'ips', 'local', 'health', 'ingress']);
+function readNode(r: Reader, v: unknown, path: string): { name: string; ips: IpAddress[]; local: boolean; labels?: Record<string, string> } & NodeEndpointAddresses {
+  const o = r.object(v, path, ['name', 'ips', 'local', 'health', 'ingress', 'labels']);
   const name = readNodeName(r, o.name, join(path, 'name'));
   const ips = r.array(o.ips, join(path, 'ips')).map((x, i) => readIp(r, x, at(join(path, 'ips'), i)));
   if (ips.length === 0) r.fail(join(path, 'ips'), 'a node needs at least one address');
   const local = absent(o.local) ? false : r.boolean(o.local, join(path, 'local'));
   const more = (f: 'health' | 'ingress'): IpAddress[] => (absent(o[f]) ? [] : r.array(o[f], join(path, f)).map((x, i) => readIp(r, x, at(join(path, f), i))));
-  return { name, ips, local, ...nodeEndpointsOf({ health: more('health'), ingress: more('ingress') }) };
+  const labels = absent(o.labels) ? undefined : readLabels(r, o.labels, join(path, 'labels'));
+  return { name, ips, local, ...nodeEndpointsOf({ health: more('health'), ingress: more('ingress') }), ...(labels ? { labels } : {}) };
 }
 
 /** `{ip: A.B.C.D}` or `{node: name}` (named `node:name`), else undefined (a plain name). */

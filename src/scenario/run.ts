@@ -114,7 +114,7 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
     case 'addExternal':
       return upsertExternal(state, { name: c.name, ip: c.ip });
     case 'addNode':
-      return upsertNode(state, { name: c.name, ips: c.ips, local: c.local, ...nodeEndpointsOf(c) });
+      return upsertNode(state, { name: c.name, ips: c.ips, local: c.local, ...nodeEndpointsOf(c), ...(c.labels ? { labels: c.labels } : {}) });
     case 'deleteNode':
       return deleteNode(state, c.name);
     case 'apply':

@@ -71,12 +71,12 @@ describe('agent: a Cilium policy with a field distill does not read', () => {
       apiVersion: 'policy.networking.k8s.io/v1alpha2',
       kind: 'ClusterNetworkPolicy',
       metadata: { name: 'no-nodes', resourceVersion: '10' },
-      spec: { tier: 'Admin', priority: 5, subject: { pods: { podSelector: { matchLabels: { app: 'server' } } } }, egress: [{ name: 'nodes', action, to: [{ nodes: { matchLabels: {} } }] }] },
+      spec: { tier: 'Admin', priority: 5, subject: { pods: { podSelector: { matchLabels: { app: 'server' } } } }, egress: [{ name: 'names', action, to: [{ domainNames: ['api.example.com'] }] }] },
     });
     const deny = run(cnpol('Deny'));
     expect(deny.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
     expect(deny.verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'allow', 'egress client': 'deny', 'egress other': 'deny' });
-    // An Accept rule's unknown peer matches nothing: nothing changes.
+    // An Accept rule with domainNames is read as it is (it matches learnt answers only, none here): nothing changes.
     expect(run(cnpol('Accept')).verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'allow', 'egress client': 'allow', 'egress other': 'allow' });
   });
 });

@@ -37,10 +37,11 @@ const NO_PORT_CHANGES: { release: { endpoint: string; redirect: string }[]; exha
 
 const byPrefix = (a: IpcacheDelta, b: IpcacheDelta): number => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0);
 
-interface EndpointDeltas {
-  readonly upserts: MapDelta[];
-  readonly deletes: MapDelta[];
-  readonly l7: L7Delta[];
+/** One endpoint's deltas of the running commit (a class: a nested literal is built by the runtime in code that runs rarely). */
+class EndpointDeltas {
+  readonly upserts: MapDelta[] = [];
+  readonly deletes: MapDelta[] = [];
+  readonly l7: L7Delta[] = [];
 }
 
 /**
@@ -164,7 +165,7 @@ export class Commit {
 
   private deltasOf(endpoint: string): EndpointDeltas {
     let o = this.out.get(endpoint);
-    if (!o) this.out.set(endpoint, (o = { upserts: [], deletes: [], l7: [] }));
+    if (!o) this.out.set(endpoint, (o = new EndpointDeltas()));
     return o;
   }
 

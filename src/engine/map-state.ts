@@ -43,6 +43,10 @@ interface RawEntry {
   readonly key: PolicyKey;
   /** `rawKey(key)`. */
   readonly rk: number;
+  /** `idDir`, `dirProto` and `portKeyOf` of its key, for the indexes (computed once, at creation). */
+  readonly idd: number;
+  readonly dp: number;
+  readonly pkc: number;
   readonly contribs: Map<Contribution, number>;
   merged: PolicyEntry;
 }
@@ -328,12 +332,22 @@ export class MapState {
    * key object is built only for a raw key that is new: a rule unit calls this for every peer.
    */
   change(identity: IdentityId, direction: Direction, keys: readonly PortKey[], c: Contribution, sign: 1 | -1): void {
+    const idd = idDir(identity, direction);
+    // A plain contribution has no tier and no Pass effect unless a band is open: its raw keys only.
+    if (c.plain === true && this.bands.size === 0) {
+      for (let i = 0; i < keys.length; i++) {
+        const pk = keys[i] as PortKey;
+        const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
+        if (sign > 0) this.addRawAt(rk, c, null, identity, direction, pk);
+        else this.removeRawAt(rk, c, identity, direction, pk);
+      }
+      return;
+    }
     const t = c.origin?.tier;
     if (t && !COPIES.has(c)) {
       for (const pk of keys) this.tierChange({ identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen }, c, t, sign);
       return;
     }
-    const idd = idDir(identity, direction);
     for (const pk of keys) {
       const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
       const r = sign > 0 ? this.addRawAt(rk, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
@@ -437,10 +451,11 @@ export class MapState {
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      r = { key: k, rk: ks, contribs: new Map(), merged: entry };
+      const dp = dirProto(direction, pk.protocol);
+      r = { key: k, rk: ks, idd: idDir(identity, direction), dp, pkc: dp * P17 + prefixCode(pk.port, pk.portPrefixLen), contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
-      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(k, +1);
+      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
     }
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, r.key);
     const count = r.contribs.get(c);
@@ -451,7 +466,7 @@ export class MapState {
     r.contribs.set(c, 1);
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, r.key, r.merged);
-      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.key, +1);
+      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
       r.merged = entry;
     }
     return r;
@@ -481,12 +496,12 @@ export class MapState {
     if (r.contribs.size === 0) {
       this.raw.delete(ks);
       this.unindex(r);
-      if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(key, -1);
+      if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, -1);
       return r;
     }
     let merged: PolicyEntry | undefined;
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
-    if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(key, -1);
+    if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(r.idd, -1);
     r.merged = merged as PolicyEntry;
     return r;
   }
@@ -576,11 +591,10 @@ export class MapState {
   }
 
   /** Keys above the lowest precedence (the default allow's) per identity and direction: only they can hide others. */
-  private countHigh(key: PolicyKey, delta: 1 | -1): void {
-    const k = idDir(key.identity, key.direction);
-    const n = (this.highByIdentityDir.get(k) ?? 0) + delta;
-    if (n > 0) this.highByIdentityDir.set(k, n);
-    else this.highByIdentityDir.delete(k);
+  private countHigh(idd: number, delta: 1 | -1): void {
+    const n = (this.highByIdentityDir.get(idd) ?? 0) + delta;
+    if (n > 0) this.highByIdentityDir.set(idd, n);
+    else this.highByIdentityDir.delete(idd);
   }
 
   private markDirty(ks: number, key: PolicyKey, before: PolicyEntry | undefined): void {
@@ -589,19 +603,18 @@ export class MapState {
 
   private index(r: RawEntry): void {
     const key = r.key;
-    addTo(this.byIdentityDir, idDir(key.identity, key.direction), r);
-    addTo(this.byDirProto, dirProto(key.direction, key.protocol), r);
+    addTo(this.byIdentityDir, r.idd, r);
+    addTo(this.byDirProto, r.dp, r);
     addTo(this.protocolsByDir, key.direction, key.protocol);
-    addTo(this.byPortKey, portKeyOf(key), key.identity);
+    addTo(this.byPortKey, r.pkc, key.identity);
   }
 
   private unindex(r: RawEntry): void {
     const key = r.key;
-    removeFrom(this.byIdentityDir, idDir(key.identity, key.direction), r);
-    const dp = dirProto(key.direction, key.protocol);
-    removeFrom(this.byDirProto, dp, r);
-    if (!this.byDirProto.has(dp)) removeFrom(this.protocolsByDir, key.direction, key.protocol);
-    removeFrom(this.byPortKey, portKeyOf(key), key.identity);
+    removeFrom(this.byIdentityDir, r.idd, r);
+    removeFrom(this.byDirProto, r.dp, r);
+    if (!this.byDirProto.has(r.dp)) removeFrom(this.protocolsByDir, key.direction, key.protocol);
+    removeFrom(this.byPortKey, r.pkc, key.identity);
   }
 
   /** Keys whose final entry may depend on raw key `key`. */

@@ -25,11 +25,19 @@ export function diffMaps(endpoint: string, before: ReadonlyMap<string, LookupRes
     const b = before.get(ks);
     if (b && entryEquals(b.entry, r.entry)) continue;
     const entry = concrete ? concrete(r.key, r.entry) : r.entry;
-    if (!b) out.push({ endpoint, op: 'upsert', key: r.key, entry });
-    else out.push({ endpoint, op: 'upsert', key: r.key, entry, previous: concrete ? concrete(r.key, b.entry) : b.entry });
+    out.push(mapDelta(endpoint, 'upsert', r.key, entry, b && (concrete ? concrete(r.key, b.entry) : b.entry)));
   }
-  for (const [ks, b] of before) if (!after.has(ks)) out.push({ endpoint, op: 'delete', key: b.key, entry: concrete ? concrete(b.key, b.entry) : b.entry });
+  for (const [ks, b] of before) if (!after.has(ks)) out.push(mapDelta(endpoint, 'delete', b.key, concrete ? concrete(b.key, b.entry) : b.entry, undefined));
   return out;
+}
+
+/**
+ * One map delta (`previous` only on an overwrite). Every delta is built here: the cold start's
+ * diffs run it thousands of times, so the rare delta of a churn event (`Commit.emit`, which runs
+ * a handful of times per process) builds its object in warm code, not through the runtime.
+ */
+export function mapDelta(endpoint: string, op: 'upsert' | 'delete', key: PolicyKey, entry: PolicyEntry, previous: PolicyEntry | undefined): MapDelta {
+  return previous === undefined ? { endpoint, op, key, entry } : { endpoint, op, key, entry, previous };
 }
 
 /** Higher precedence wins; between redirects of equal precedence, the lower proxy port. */
@@ -722,7 +730,9 @@ export class MapState {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
     const affected = new Map<number, PolicyKey>();
-    for (const [ks, d] of this.dirty) {
+    // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
+    for (const ks of this.dirty.keys()) {
+      const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
       const now = this.raw.get(ks)?.merged;
       if (entryEquals(now, d.before)) continue;
       const mayPrune = Math.max(now?.precedence ?? 0, d.before?.precedence ?? 0) > PRECEDENCE_LOWEST;
@@ -730,7 +740,8 @@ export class MapState {
     }
     this.dirty.clear();
     const changes: EntryChange[] = [];
-    for (const [rk, key] of affected) {
+    for (const rk of affected.keys()) {
+      const key = affected.get(rk) as PolicyKey;
       const ks = policyKeyString(key);
       const before = this.entries.get(ks)?.entry;
       const after = this.finalEntry(key, this.raw.get(rk));

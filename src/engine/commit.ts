@@ -5,7 +5,7 @@ import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import { originsOf } from './contribution.js';
 import { ChangeSet, IpcacheDelta, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
-import { diffMaps, EntryChange, L7Change, L7Row, Redirect, redirectId, SettleResult } from './map-state.js';
+import { diffMaps, EntryChange, L7Change, L7Row, mapDelta, Redirect, redirectId, SettleResult } from './map-state.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { l7ParserConflict, L7ParserConflictError, PARSER_OF_CODE } from './rule-units.js';
 import type { SharedMapState, SharedMaps } from './shared-maps.js';
@@ -37,10 +37,11 @@ const NO_PORT_CHANGES: { release: { endpoint: string; redirect: string }[]; exha
 
 const byPrefix = (a: IpcacheDelta, b: IpcacheDelta): number => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0);
 
-interface EndpointDeltas {
-  readonly upserts: MapDelta[];
-  readonly deletes: MapDelta[];
-  readonly l7: L7Delta[];
+/** One endpoint's deltas of the running commit (a class: a nested literal is built by the runtime in code that runs rarely). */
+class EndpointDeltas {
+  readonly upserts: MapDelta[] = [];
+  readonly deletes: MapDelta[] = [];
+  readonly l7: L7Delta[] = [];
 }
 
 /**
@@ -89,7 +90,8 @@ export class Commit {
       if (was === null) added.push(endpoint);
       this.emitMove(endpoint, was, was ? settled.get(was) : undefined, now);
     }
-    for (const [m, changes] of settled) {
+    for (const m of settled.keys()) {
+      const changes = settled.get(m) as SettleResult;
       if (changes.entries.length === 0 && changes.l7.length === 0) continue;
       for (const endpoint of m.endpoints) {
         if (moved.has(endpoint)) continue;
@@ -141,7 +143,7 @@ export class Commit {
     settled: ReadonlyMap<SharedMapState, SettleResult>,
   ): { release: { endpoint: string; redirect: string }[]; exhausted: ProxyPortsExhaustedError | null } {
     let endpoints: Set<string> | null = moved.size > 0 ? new Set(moved.keys()) : null;
-    for (const [m, s] of settled) if (s.redirectsChanged) for (const ep of m.endpoints) (endpoints ??= new Set()).add(ep);
+    for (const m of settled.keys()) if ((settled.get(m) as SettleResult).redirectsChanged) for (const ep of m.endpoints) (endpoints ??= new Set()).add(ep);
     if (endpoints === null) return NO_PORT_CHANGES;
     const release: { endpoint: string; redirect: string }[] = [];
     let exhausted: ProxyPortsExhaustedError | null = null;
@@ -164,19 +166,17 @@ export class Commit {
 
   private deltasOf(endpoint: string): EndpointDeltas {
     let o = this.out.get(endpoint);
-    if (!o) this.out.set(endpoint, (o = { upserts: [], deletes: [], l7: [] }));
+    if (!o) this.out.set(endpoint, (o = new EndpointDeltas()));
     return o;
   }
 
   private emit(endpoint: string, key: PolicyKey, before: PolicyEntry | undefined, after: PolicyEntry | undefined): void {
     if (this.ctx.faultHook) this.ctx.fault('emit');
-    // Built as literals of fixed shapes: a spread of a conditional object would go through a generic clone.
     const b = before === undefined || before.proxyPort === 0 ? before : concreteEntry(this.ports, endpoint, key, before);
     const a = after === undefined || after.proxyPort === 0 ? after : concreteEntry(this.ports, endpoint, key, after);
     if (a === undefined) {
-      if (b !== undefined) this.deltasOf(endpoint).deletes.push({ endpoint, op: 'delete', key, entry: b });
-    } else if (b === undefined) this.deltasOf(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a });
-    else this.deltasOf(endpoint).upserts.push({ endpoint, op: 'upsert', key, entry: a, previous: b });
+      if (b !== undefined) this.deltasOf(endpoint).deletes.push(mapDelta(endpoint, 'delete', key, b, undefined));
+    } else this.deltasOf(endpoint).upserts.push(mapDelta(endpoint, 'upsert', key, a, b));
   }
 
   private emitL7(endpoint: string, before: L7Row | undefined, after: L7Row | undefined): void {

@@ -1,6 +1,6 @@
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import type { PolicyEntry } from '../model/policy-map.js';
-import { PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
+import { isPassFloor, PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
 
 /**
  * Who asks a map state for an entry. Map states count contributions by object identity: each is
@@ -18,6 +18,12 @@ export interface Contribution {
   readonly label: string;
   /** The rule units making it together (equal content); absent or null for a contribution of one rule. */
   readonly sharers?: ContributionSharers | null;
+  /**
+   * True when it changes nothing but its raw keys: no tier (its origin's tier cannot change, as a
+   * tiered unit shares with no other), no Pass floor, not a map state's own copy or cell. Lets a
+   * map state skip the tier and Pass-band checks (three getters and a WeakSet) per contribution.
+   */
+  readonly plain?: boolean;
 }
 
 /**
@@ -47,6 +53,7 @@ class ContributionRecord implements Contribution {
     readonly l7: L7Rules | undefined,
     readonly label: string,
     readonly sharers: ContributionSharers | null,
+    readonly plain: boolean,
   ) {}
 
   get origin(): RuleOrigin | null {
@@ -56,21 +63,24 @@ class ContributionRecord implements Contribution {
 
 /** A contribution made inside the map state (Pass-band copies, same-priority cells); a copy of a shared one is shared by the same units. */
 export function derivedContribution(origin: RuleOrigin | null, entry: PolicyEntry, l7: L7Rules | undefined, label: string, sharers: ContributionSharers | null = null): Contribution {
-  return new ContributionRecord(origin, entry, l7, label, sharers);
+  return new ContributionRecord(origin, entry, l7, label, sharers, false);
 }
+
+/** Whether a rule's contribution is plain (see `Contribution.plain`). */
+const isPlain = (origin: RuleOrigin | null, entry: PolicyEntry): boolean => origin?.tier === undefined && !isPassFloor(entry.precedence);
 
 /**
  * The allow-all wildcard entry of a direction no policy enforces (Kubernetes' default allow), at the
  * default-allow level: below the Baseline tier and the NetworkPolicy tier.
  */
-export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, undefined, 'default-allow', null);
+export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, undefined, 'default-allow', null, true);
 
 /** The contribution of a rule unit's clauses without L7 rules (of every unit sharing it). */
 export function unitContribution(unit: number, sharers: ContributionSharers, entry: PolicyEntry): Contribution {
-  return new ContributionRecord(null, entry, undefined, `u${unit}`, sharers);
+  return new ContributionRecord(null, entry, undefined, `u${unit}`, sharers, isPlain(sharers.origin, entry));
 }
 
 /** The contribution of one L7 clause of a rule unit: its own, so redirects know whose L7 rules they carry. */
 export function clauseContribution(unit: number, clause: number, sharers: ContributionSharers, entry: PolicyEntry, l7: L7Rules): Contribution {
-  return new ContributionRecord(null, entry, l7, `u${unit}.${clause}`, sharers);
+  return new ContributionRecord(null, entry, l7, `u${unit}.${clause}`, sharers, isPlain(sharers.origin, entry));
 }

@@ -25,11 +25,19 @@ export function diffMaps(endpoint: string, before: ReadonlyMap<string, LookupRes
     const b = before.get(ks);
     if (b && entryEquals(b.entry, r.entry)) continue;
     const entry = concrete ? concrete(r.key, r.entry) : r.entry;
-    if (!b) out.push({ endpoint, op: 'upsert', key: r.key, entry });
-    else out.push({ endpoint, op: 'upsert', key: r.key, entry, previous: concrete ? concrete(r.key, b.entry) : b.entry });
+    out.push(mapDelta(endpoint, 'upsert', r.key, entry, b && (concrete ? concrete(r.key, b.entry) : b.entry)));
   }
-  for (const [ks, b] of before) if (!after.has(ks)) out.push({ endpoint, op: 'delete', key: b.key, entry: concrete ? concrete(b.key, b.entry) : b.entry });
+  for (const [ks, b] of before) if (!after.has(ks)) out.push(mapDelta(endpoint, 'delete', b.key, concrete ? concrete(b.key, b.entry) : b.entry, undefined));
   return out;
+}
+
+/**
+ * One map delta (`previous` only on an overwrite). Every delta is built here: the cold start's
+ * diffs run it thousands of times, so the rare delta of a churn event (`Commit.emit`, which runs
+ * a handful of times per process) builds its object in warm code, not through the runtime.
+ */
+export function mapDelta(endpoint: string, op: 'upsert' | 'delete', key: PolicyKey, entry: PolicyEntry, previous: PolicyEntry | undefined): MapDelta {
+  return previous === undefined ? { endpoint, op, key, entry } : { endpoint, op, key, entry, previous };
 }
 
 /** Higher precedence wins; between redirects of equal precedence, the lower proxy port. */
@@ -43,6 +51,10 @@ interface RawEntry {
   readonly key: PolicyKey;
   /** `rawKey(key)`. */
   readonly rk: number;
+  /** `idDir`, `dirProto` and `portKeyOf` of its key, for the indexes (computed once, at creation). */
+  readonly idd: number;
+  readonly dp: number;
+  readonly pkc: number;
   readonly contribs: Map<Contribution, number>;
   merged: PolicyEntry;
 }
@@ -328,12 +340,22 @@ export class MapState {
    * key object is built only for a raw key that is new: a rule unit calls this for every peer.
    */
   change(identity: IdentityId, direction: Direction, keys: readonly PortKey[], c: Contribution, sign: 1 | -1): void {
+    const idd = idDir(identity, direction);
+    // A plain contribution has no tier and no Pass effect unless a band is open: its raw keys only.
+    if (c.plain === true && this.bands.size === 0) {
+      for (let i = 0; i < keys.length; i++) {
+        const pk = keys[i] as PortKey;
+        const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
+        if (sign > 0) this.addRawAt(rk, c, null, identity, direction, pk);
+        else this.removeRawAt(rk, c, identity, direction, pk);
+      }
+      return;
+    }
     const t = c.origin?.tier;
     if (t && !COPIES.has(c)) {
       for (const pk of keys) this.tierChange({ identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen }, c, t, sign);
       return;
     }
-    const idd = idDir(identity, direction);
     for (const pk of keys) {
       const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
       const r = sign > 0 ? this.addRawAt(rk, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
@@ -437,10 +459,11 @@ export class MapState {
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      r = { key: k, rk: ks, contribs: new Map(), merged: entry };
+      const dp = dirProto(direction, pk.protocol);
+      r = { key: k, rk: ks, idd: idDir(identity, direction), dp, pkc: dp * P17 + prefixCode(pk.port, pk.portPrefixLen), contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
-      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(k, +1);
+      if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
     }
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, r.key);
     const count = r.contribs.get(c);
@@ -451,7 +474,7 @@ export class MapState {
     r.contribs.set(c, 1);
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, r.key, r.merged);
-      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.key, +1);
+      if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
       r.merged = entry;
     }
     return r;
@@ -481,12 +504,12 @@ export class MapState {
     if (r.contribs.size === 0) {
       this.raw.delete(ks);
       this.unindex(r);
-      if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(key, -1);
+      if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, -1);
       return r;
     }
     let merged: PolicyEntry | undefined;
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
-    if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(key, -1);
+    if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(r.idd, -1);
     r.merged = merged as PolicyEntry;
     return r;
   }
@@ -576,11 +599,10 @@ export class MapState {
   }
 
   /** Keys above the lowest precedence (the default allow's) per identity and direction: only they can hide others. */
-  private countHigh(key: PolicyKey, delta: 1 | -1): void {
-    const k = idDir(key.identity, key.direction);
-    const n = (this.highByIdentityDir.get(k) ?? 0) + delta;
-    if (n > 0) this.highByIdentityDir.set(k, n);
-    else this.highByIdentityDir.delete(k);
+  private countHigh(idd: number, delta: 1 | -1): void {
+    const n = (this.highByIdentityDir.get(idd) ?? 0) + delta;
+    if (n > 0) this.highByIdentityDir.set(idd, n);
+    else this.highByIdentityDir.delete(idd);
   }
 
   private markDirty(ks: number, key: PolicyKey, before: PolicyEntry | undefined): void {
@@ -589,19 +611,18 @@ export class MapState {
 
   private index(r: RawEntry): void {
     const key = r.key;
-    addTo(this.byIdentityDir, idDir(key.identity, key.direction), r);
-    addTo(this.byDirProto, dirProto(key.direction, key.protocol), r);
+    addTo(this.byIdentityDir, r.idd, r);
+    addTo(this.byDirProto, r.dp, r);
     addTo(this.protocolsByDir, key.direction, key.protocol);
-    addTo(this.byPortKey, portKeyOf(key), key.identity);
+    addTo(this.byPortKey, r.pkc, key.identity);
   }
 
   private unindex(r: RawEntry): void {
     const key = r.key;
-    removeFrom(this.byIdentityDir, idDir(key.identity, key.direction), r);
-    const dp = dirProto(key.direction, key.protocol);
-    removeFrom(this.byDirProto, dp, r);
-    if (!this.byDirProto.has(dp)) removeFrom(this.protocolsByDir, key.direction, key.protocol);
-    removeFrom(this.byPortKey, portKeyOf(key), key.identity);
+    removeFrom(this.byIdentityDir, r.idd, r);
+    removeFrom(this.byDirProto, r.dp, r);
+    if (!this.byDirProto.has(r.dp)) removeFrom(this.protocolsByDir, key.direction, key.protocol);
+    removeFrom(this.byPortKey, r.pkc, key.identity);
   }
 
   /** Keys whose final entry may depend on raw key `key`. */
@@ -709,7 +730,9 @@ export class MapState {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
     const affected = new Map<number, PolicyKey>();
-    for (const [ks, d] of this.dirty) {
+    // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
+    for (const ks of this.dirty.keys()) {
+      const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
       const now = this.raw.get(ks)?.merged;
       if (entryEquals(now, d.before)) continue;
       const mayPrune = Math.max(now?.precedence ?? 0, d.before?.precedence ?? 0) > PRECEDENCE_LOWEST;
@@ -717,7 +740,8 @@ export class MapState {
     }
     this.dirty.clear();
     const changes: EntryChange[] = [];
-    for (const [rk, key] of affected) {
+    for (const rk of affected.keys()) {
+      const key = affected.get(rk) as PolicyKey;
       const ks = policyKeyString(key);
       const before = this.entries.get(ks)?.entry;
       const after = this.finalEntry(key, this.raw.get(rk));

@@ -254,7 +254,11 @@ export class PolicyResolver implements NamedPortListener {
     // Baseline applies only where no NetworkPolicy-tier policy isolates the identity in this direction.
     if (s.unit.baseline && m.local.enforcing[direction].size > 0) return;
     this.ctx.dirtyMaps.add(m);
-    for (const c of s.clauses) m.state.change(peer, direction, c.keys ?? portKeys(c.l4, this.namedResolver(s.unit, peer, m)), c.contribution, sign);
+    const clauses = s.clauses;
+    for (let i = 0; i < clauses.length; i++) {
+      const c = clauses[i] as AttachedClause;
+      m.state.change(peer, direction, c.keys ?? portKeys(c.l4, this.namedResolver(s.unit, peer, m)), c.contribution, sign);
+    }
   }
 
   /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
@@ -452,12 +456,14 @@ export class PolicyResolver implements NamedPortListener {
 
   onPeerChange(s: UnitShare, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('peerChange');
-    for (const id of added) {
+    for (let i = 0; i < added.length; i++) {
+      const id = added[i] as IdentityId;
       const n = s.targets.get(id) ?? 0;
       s.targets.set(id, n + 1);
       if (n === 0) this.contributePeer(s, id, +1);
     }
-    for (const id of removed) {
+    for (let i = 0; i < removed.length; i++) {
+      const id = removed[i] as IdentityId;
       const n = s.targets.get(id) ?? 0;
       if (n === 0) throw new Error(`internal: unit lost peer ${id} it never had`);
       if (n === 1) {

@@ -4,8 +4,9 @@ import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
 import { checkEvents } from '../engine/validate.js';
-import { checkNamespaceName, checkObjectName } from '../policy/common.js';
+import { checkNamespaceName, checkObjectName, forgetExtendedSelectors } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
+import { forgetParsedSelectors } from '../policy/selector.js';
 import { parseManifest } from '../policy/manifest.js';
 import { fqdnSyntaxError } from '../model/fqdn.js';
 import { absent, join, Reader } from '../policy/reader.js';
@@ -310,6 +311,16 @@ const NOT_A_TRACE = 'this is not a distill trace (JSON Lines, first line {"disti
  * sits in the JS heap (for cilium-ci 15 MB, garbage through the cold start that follows).
  */
 export function parseTrace(input: string | Uint8Array, source: string, options: TraceOptions = {}): Trace {
+  try {
+    return parseLines(input, source, options);
+  } finally {
+    // The parser's selector caches: what they hold is now kept by the trace's policies, or garbage.
+    forgetParsedSelectors();
+    forgetExtendedSelectors();
+  }
+}
+
+function parseLines(input: string | Uint8Array, source: string, options: TraceOptions): Trace {
   const text = typeof input === 'string' ? new TextLines(input) : new ByteLines(input);
   const total = text.count();
   let header: TraceHeader | undefined;

@@ -37,8 +37,8 @@ function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): 
  * of times (cilium-ci: 6,000 distinct in 60,000), and each parse allocated ~15 objects, most of
  * them dropped when a trace shares equal selectors; V8 pretenures such allocation sites, so that
  * garbage filled the old space. Only successful parses are cached, of inputs made of plain objects,
- * arrays and strings alone (`plainText`), whose JSON text then determines the result. Bounded: a
- * full cache is emptied.
+ * arrays and strings alone, as data properties (`plainText`), whose JSON text then determines the
+ * result. Bounded: a full cache is emptied.
  */
 let parsedSelectors = new WeakMap<SelectorOptions, Map<string, Selector>>();
 const MAX_CACHED_SELECTORS = 16384;
@@ -51,13 +51,17 @@ function plainText(v: unknown): string | null {
 function isPlain(v: unknown, depth: number): boolean {
   if (typeof v === 'string') return true;
   if (typeof v !== 'object' || v === null || depth === 0) return false;
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) if (!Object.hasOwn(v, i) || !isPlain(v[i], depth - 1)) return false;
-    return true;
-  }
+  const array = Array.isArray(v);
   const proto: unknown = Object.getPrototypeOf(v);
-  if (proto !== Object.prototype && proto !== null) return false;
-  for (const k of Object.keys(v)) if (!isPlain((v as Record<string, unknown>)[k], depth - 1)) return false;
+  if (proto !== (array ? Array.prototype : Object.prototype) && proto !== null) return false;
+  const keys = Reflect.ownKeys(v);
+  // No holes, no extra array fields; every property an enumerable data property (what JSON writes is what the parser reads).
+  if (array && keys.length !== (v as unknown[]).length + 1) return false;
+  for (const k of keys) {
+    if (array && k === 'length') continue;
+    const d = Object.getOwnPropertyDescriptor(v, k);
+    if (typeof k !== 'string' || d === undefined || !d.enumerable || !('value' in d) || !isPlain(d.value, depth - 1)) return false;
+  }
   return true;
 }
 

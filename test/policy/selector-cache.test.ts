@@ -42,6 +42,17 @@ describe('parse-time selector sharing', () => {
     expect(() => firstRule(cnp('d', 'ns-1', disguised, ok))).toThrow(ManifestError);
   });
 
+  it('a field JSON does not write (non-enumerable) or a getter is read as the parser reads it, not from the cache', () => {
+    const wildcard = firstRule(cnp('a', 'ns-1', {}, { matchLabels: { app: 'y' } }));
+    const hidden = Object.defineProperty({}, 'matchLabels', { value: { app: 'x' }, enumerable: false });
+    expect(JSON.stringify(hidden)).toBe('{}');
+    expect(firstRule(cnp('b', 'ns-1', hidden, { matchLabels: { app: 'y' } })).subject.key).not.toBe(wildcard.subject.key);
+    let reads = 0;
+    const changing = Object.defineProperty({}, 'matchLabels', { get: () => ({ app: reads++ === 0 ? 'x' : 'z' }), enumerable: true });
+    const once = firstRule(cnp('c', 'ns-1', changing, { matchLabels: { app: 'y' } }));
+    expect(once.subject.key).toContain('app=x');
+  });
+
   it('parsing a selector twice gives the same result as parsing it once (property)', () => {
     const label = fc.stringMatching(/^[a-z]([a-z0-9.-]{0,6}[a-z0-9])?$/);
     const sel = fc.record({

@@ -7,7 +7,7 @@ import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName, forgetExtendedSelectors } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
 import { forgetParsedSelectors } from '../policy/selector.js';
-import { parseManifest } from '../policy/manifest.js';
+import { readManifest } from '../policy/manifest.js';
 import { fqdnSyntaxError } from '../model/fqdn.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
@@ -168,7 +168,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
       const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
-      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
+      return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);

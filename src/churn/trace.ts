@@ -4,9 +4,10 @@ import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
 import { checkEvents } from '../engine/validate.js';
-import { checkNamespaceName, checkObjectName } from '../policy/common.js';
+import { checkNamespaceName, checkObjectName, forgetExtendedSelectors } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
-import { parseManifest } from '../policy/manifest.js';
+import { forgetParsedSelectors } from '../policy/selector.js';
+import { readManifest } from '../policy/manifest.js';
 import { fqdnSyntaxError } from '../model/fqdn.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
@@ -167,7 +168,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
       const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
-      return ev({ type, policy: compactPolicy(parseManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
+      return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
     }
     case 'deletePolicy': {
       const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
@@ -310,6 +311,16 @@ const NOT_A_TRACE = 'this is not a distill trace (JSON Lines, first line {"disti
  * sits in the JS heap (for cilium-ci 15 MB, garbage through the cold start that follows).
  */
 export function parseTrace(input: string | Uint8Array, source: string, options: TraceOptions = {}): Trace {
+  try {
+    return parseLines(input, source, options);
+  } finally {
+    // The parser's selector caches: what they hold is now kept by the trace's policies, or garbage.
+    forgetParsedSelectors();
+    forgetExtendedSelectors();
+  }
+}
+
+function parseLines(input: string | Uint8Array, source: string, options: TraceOptions): Trace {
   const text = typeof input === 'string' ? new TextLines(input) : new ByteLines(input);
   const total = text.count();
   let header: TraceHeader | undefined;

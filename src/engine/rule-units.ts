@@ -90,9 +90,6 @@ class NetworkPolicyUnit implements RuleUnit {
   private cachedUid: string | undefined = undefined;
   private cachedPeers: readonly IdentitySelector[] | undefined = undefined;
   private cachedAnyPeer: boolean | undefined = undefined;
-  readonly origin: RuleOrigin;
-  readonly direction: Direction;
-  readonly verdict: Verdict;
 
   constructor(
     readonly index: number,
@@ -100,10 +97,19 @@ class NetworkPolicyUnit implements RuleUnit {
     readonly subject: IdentitySelector,
     readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[],
     readonly namedEgress: boolean,
-  ) {
-    this.origin = rule.origin;
-    this.direction = rule.direction;
-    this.verdict = rule.verdict;
+  ) {}
+
+  // Read from the rule, not copied: 24 bytes less per unit (cilium-ci keeps 37,500 units).
+  get origin(): RuleOrigin {
+    return this.rule.origin;
+  }
+
+  get direction(): Direction {
+    return this.rule.direction;
+  }
+
+  get verdict(): Verdict {
+    return this.rule.verdict;
   }
 
   get peers(): readonly IdentitySelector[] {

@@ -3,7 +3,6 @@ import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
 import {
-  andSelector,
   existsRequirement,
   hasSource,
   makeSelector,
@@ -13,7 +12,7 @@ import {
   WILDCARD_SELECTOR,
 } from '../model/selector.js';
 import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.js';
-import { namespaceRequirement, readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace } from './common.js';
+import { readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace, withRequirement } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { intern } from '../model/intern.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
@@ -196,11 +195,11 @@ const POD_INIT_KEY = `${SOURCE_RESERVED}:init`;
 function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNamespace: boolean, matchesInit: boolean): Selector {
   if (hasSource(sel, SOURCE_RESERVED)) return sel;
   if (!namesNamespace && namespace === undefined && matchesInit) return sel;
-  if (!namesNamespace) return andSelector(sel, [namespace === undefined ? podsOnly() : namespaceRequirement(namespace)]);
+  if (!namesNamespace) return namespace === undefined ? withRequirement(sel, '', podsOnly) : restrictToNamespace(sel, namespace);
   // A selector that names the namespace only negatively (NotIn, DoesNotExist) would also match
   // world, host and every other non-pod identity; Cilium always adds a namespace requirement
   // (cilium#46949, fixed by #46996), so it selects pods only.
-  return selectsOnlyPods(sel) ? sel : andSelector(sel, [podsOnly()]);
+  return selectsOnlyPods(sel) ? sel : withRequirement(sel, '', podsOnly);
 }
 
 /**

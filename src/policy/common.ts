@@ -1,6 +1,6 @@
 import { Cidr, cidrContainsCidr, parseCidr } from '../model/cidr.js';
 import { isDnsLabel, isDnsSubdomain, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
-import { matchLabelRequirement, Selector, andSelector } from '../model/selector.js';
+import { matchLabelRequirement, Requirement, Selector, andSelector } from '../model/selector.js';
 import type { Peer, PolicyRef } from '../model/rules.js';
 import { at, join, Reader } from './reader.js';
 
@@ -49,7 +49,30 @@ export function namespaceRequirement(namespace: string) {
 
 /** A subject selector of a namespaced policy only ever selects pods of its namespace. */
 export function restrictToNamespace(sel: Selector, namespace: string | undefined): Selector {
-  return namespace === undefined ? sel : andSelector(sel, [namespaceRequirement(namespace)]);
+  return namespace === undefined ? sel : withRequirement(sel, namespace, () => namespaceRequirement(namespace));
+}
+
+/**
+ * `sel` AND one more requirement, named by `name` (equal names, equal requirements), made once per
+ * (selector key, name): with parsed selectors shared (selector.ts), every policy of a namespace
+ * scoping an equal selector gets the same result instead of a copy. Equal keys mean equal
+ * requirements (makeSelector). Bounded: a full cache is emptied.
+ */
+const extended = new Map<string, Selector>();
+
+export function withRequirement(sel: Selector, name: string, requirement: () => Requirement): Selector {
+  const key = `${name}\0${sel.key}`;
+  const hit = extended.get(key);
+  if (hit !== undefined) return hit;
+  const out = andSelector(sel, [requirement()]);
+  if (extended.size >= 16384) extended.clear();
+  extended.set(key, out);
+  return out;
+}
+
+/** Empties the cache of `withRequirement` (a trace's parse is over: what it built is kept by its policies). */
+export function forgetExtendedSelectors(): void {
+  extended.clear();
 }
 
 export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boolean, goPrefix = true): Cidr {

@@ -22,6 +22,14 @@ const KINDS: Readonly<Record<string, string>> = {
  * `source` names it in errors, e.g. `policies.yaml#2`.
  */
 export function parseManifest(doc: unknown, source: string, options: ParseOptions = {}): Policy {
+  return markParsedPolicy(readManifest(doc, source, options));
+}
+
+/**
+ * `parseManifest` for a reader that makes its own policy object from the result and marks that one
+ * (a trace: `markParsedPolicy` on both would double the weak set while a big trace is read).
+ */
+export function readManifest(doc: unknown, source: string, options: ParseOptions = {}): Policy {
   const r = new Reader(source);
   if (isList(doc)) r.fail('kind', `"${String(doc.kind)}" is a list of manifests: a List is read only from a manifest file; give one policy here`);
   const kindPeek = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
@@ -32,9 +40,9 @@ export function parseManifest(doc: unknown, source: string, options: ParseOption
   const expected = Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined;
   if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
-  if (kind === 'NetworkPolicy') return markParsedPolicy(parseNetworkPolicy(r, o));
-  if (kind === 'ClusterNetworkPolicy') return markParsedPolicy(parseClusterNetworkPolicy(r, o));
-  return markParsedPolicy(parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options));
+  if (kind === 'NetworkPolicy') return parseNetworkPolicy(r, o);
+  if (kind === 'ClusterNetworkPolicy') return parseClusterNetworkPolicy(r, o);
+  return parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
 }
 
 const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];

@@ -32,8 +32,59 @@ function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): 
   return opts.mapKey ? opts.mapKey(parsed) : parsed;
 }
 
-/** Parses a Kubernetes LabelSelector (`matchLabels`, `matchExpressions`). */
+/**
+ * Parsed selectors by options and input text. Manifests repeat the same few selectors thousands
+ * of times (cilium-ci: 6,000 distinct in 60,000), and each parse allocated ~15 objects, most of
+ * them dropped when a trace shares equal selectors; V8 pretenures such allocation sites, so that
+ * garbage filled the old space. Only successful parses are cached, of inputs made of plain objects,
+ * arrays and strings alone, as data properties (`plainText`), whose JSON text then determines the
+ * result. Bounded: a full cache is emptied.
+ */
+let parsedSelectors = new WeakMap<SelectorOptions, Map<string, Selector>>();
+const MAX_CACHED_SELECTORS = 16384;
+
+/** The JSON text of `v` when it holds nothing but plain objects, arrays and strings (a selector's depth), else null. */
+function plainText(v: unknown): string | null {
+  return isPlain(v, 4) ? JSON.stringify(v) : null;
+}
+
+function isPlain(v: unknown, depth: number): boolean {
+  if (typeof v === 'string') return true;
+  if (typeof v !== 'object' || v === null || depth === 0) return false;
+  const array = Array.isArray(v);
+  const proto: unknown = Object.getPrototypeOf(v);
+  if (proto !== (array ? Array.prototype : Object.prototype) && proto !== null) return false;
+  const keys = Reflect.ownKeys(v);
+  // No holes, no extra array fields; every property an enumerable data property (what JSON writes is what the parser reads).
+  if (array && keys.length !== (v as unknown[]).length + 1) return false;
+  for (const k of keys) {
+    if (array && k === 'length') continue;
+    const d = Object.getOwnPropertyDescriptor(v, k);
+    if (typeof k !== 'string' || d === undefined || !d.enumerable || !('value' in d) || !isPlain(d.value, depth - 1)) return false;
+  }
+  return true;
+}
+
+/** Parses a Kubernetes LabelSelector (`matchLabels`, `matchExpressions`); equal plain inputs give the same (immutable) Selector. */
 export function parseLabelSelector(r: Reader, v: unknown, path: string, opts: SelectorOptions): Selector {
+  const text = plainText(v);
+  let cache = parsedSelectors.get(opts);
+  const hit = text === null ? undefined : cache?.get(text);
+  if (hit !== undefined) return hit;
+  const sel = parseSelectorObject(r, v, path, opts);
+  if (text === null) return sel;
+  if (!cache) parsedSelectors.set(opts, (cache = new Map()));
+  if (cache.size >= MAX_CACHED_SELECTORS) cache.clear();
+  cache.set(text, sel);
+  return sel;
+}
+
+/** Empties the cache of parsed selectors (a trace's parse is over: what it built is kept by its policies). */
+export function forgetParsedSelectors(): void {
+  parsedSelectors = new WeakMap();
+}
+
+function parseSelectorObject(r: Reader, v: unknown, path: string, opts: SelectorOptions): Selector {
   const obj = r.object(v, path, ['matchLabels', 'matchExpressions']);
   const reqs: Requirement[] = [];
   const ml = r.stringMap(obj.matchLabels, join(path, 'matchLabels'));

@@ -3,6 +3,7 @@ import { isDnsLabel, isDnsSubdomain, POD_NAMESPACE_KEY, SOURCE_K8S } from '../mo
 import { matchLabelRequirement, Requirement, Selector, andSelector } from '../model/selector.js';
 import type { Peer, PolicyRef } from '../model/rules.js';
 import { at, join, Reader } from './reader.js';
+import { MAX_CACHED_TEXT } from './selector.js';
 
 const METADATA_FIELDS = [
   'name',
@@ -65,6 +66,7 @@ export function withRequirement(sel: Selector, name: string, requirement: () => 
   const hit = extended.get(key);
   if (hit !== undefined) return hit;
   const out = andSelector(sel, [requirement()]);
+  if (key.length > MAX_CACHED_TEXT) return out;
   if (extended.size >= 16384) extended.clear();
   extended.set(key, out);
   return out;

@@ -42,6 +42,8 @@ function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): 
  */
 let parsedSelectors = new WeakMap<SelectorOptions, Map<string, Selector>>();
 const MAX_CACHED_SELECTORS = 16384;
+/** Longer inputs are parsed every time: the cache must not hold up to 16,384 huge texts (an agent's churn of hostile policies). */
+export const MAX_CACHED_TEXT = 4096;
 
 /** The JSON text of `v` when it holds nothing but plain objects, arrays and strings (a selector's depth), else null. */
 function plainText(v: unknown): string | null {
@@ -72,7 +74,7 @@ export function parseLabelSelector(r: Reader, v: unknown, path: string, opts: Se
   const hit = text === null ? undefined : cache?.get(text);
   if (hit !== undefined) return hit;
   const sel = parseSelectorObject(r, v, path, opts);
-  if (text === null) return sel;
+  if (text === null || text.length > MAX_CACHED_TEXT) return sel;
   if (!cache) parsedSelectors.set(opts, (cache = new Map()));
   if (cache.size >= MAX_CACHED_SELECTORS) cache.clear();
   cache.set(text, sel);

@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { parseManifest } from '../../src/policy/manifest.js';
 import { ManifestError } from '../../src/policy/errors.js';
 import type { PolicyRule } from '../../src/model/rules.js';
+import { MAX_CACHED_TEXT } from '../../src/policy/selector.js';
 
 // The parser shares the selectors it builds (policy/selector.ts, policy/common.ts withRequirement):
 // equal inputs give one Selector object, and the cache never turns a refusal into an acceptance.
@@ -51,6 +52,15 @@ describe('parse-time selector sharing', () => {
     const changing = Object.defineProperty({}, 'matchLabels', { get: () => ({ app: reads++ === 0 ? 'x' : 'z' }), enumerable: true });
     const once = firstRule(cnp('c', 'ns-1', changing, { matchLabels: { app: 'y' } }));
     expect(once.subject.key).toContain('app=x');
+  });
+
+  it('a long selector is parsed every time, never kept in the cache (an agent must not hold huge hostile texts)', () => {
+    const long = { matchLabels: Object.fromEntries(Array.from({ length: 80 }, (_, i) => [`key-${i}`, 'v'.repeat(60)])) };
+    expect(JSON.stringify(long).length).toBeGreaterThan(MAX_CACHED_TEXT);
+    const a = firstRule(cnp('a', 'ns-1', long, { matchLabels: { app: 'y' } }));
+    const b = firstRule(cnp('b', 'ns-1', long, { matchLabels: { app: 'y' } }));
+    expect(b.subject).not.toBe(a.subject);
+    expect(b.subject.key).toBe(a.subject.key);
   });
 
   it('parsing a selector twice gives the same result as parsing it once (property)', () => {

@@ -144,6 +144,32 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flo
 	return 0;
 }
 
+// The offset of the L4 header behind IPv6 extension headers, its protocol in *proto; -1 to drop.
+// As Cilium (bpf/lib/ipv6.h ipv6_hdrlen_offset): at most IPV6_MAX_HEADERS hop-by-hop, routing,
+// authentication and destination options headers, no "no next header"; a fragment header only in
+// a first fragment (later ones carry no ports, and no fragment is tracked here).
+#define IPV6_MAX_HEADERS 4
+static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off, __u8 *proto)
+{
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_HEADERS; i++) {
+		__u8 h[4];
+		if (nh != 0 && nh != 43 && nh != 44 && nh != 51 && nh != 60) {
+			if (nh == 59)
+				return -1;
+			*proto = nh;
+			return off;
+		}
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return -1;
+		if (nh == 44 && ((h[2] << 8 | h[3]) & 0xfff8))
+			return -1;
+		off += nh == 44 ? 8 : nh == 51 ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
+		nh = h[0];
+	}
+	return -1;
+}
+
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -165,9 +191,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			return -1;
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
-		f->proto = ip6->nexthdr; // no extension headers on the testbed's probes
 		f->v6 = 1;
-		return parse_l4(skb, sizeof(*eth) + sizeof(*ip6), f);
+		int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(*eth) + sizeof(*ip6), &f->proto);
+		return off < 0 ? -1 : parse_l4(skb, off, f);
 	}
 	return 1; // ARP and the like: not policy's business
 }

@@ -1,0 +1,143 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { PROBE_TOOL } from '../../src/datapath/loader.js';
+import { run } from '../../src/datapath/netns.js';
+import { Testbed } from '../../src/datapath/testbed.js';
+import { parseIp } from '../../src/model/cidr.js';
+import type { ClusterState } from '../../src/model/cluster.js';
+import { parseScenario } from '../../src/scenario/format.js';
+import { scenarioStates } from '../../src/scenario/run.js';
+import { kernel } from './gate.js';
+import { cnp } from './yaml.js';
+
+/**
+ * Attack round 7c: hand-made packets (bpf/probe.c `frame`) against bpf/datapath.c. The server
+ * allows the client at L3 but denies its TCP/80; the client's egress reaches the server and
+ * `locked` only (so client -> other is denied by the client's egress alone); `locked` admits the
+ * server only (client -> locked is denied by locked's ingress alone).
+ */
+const SCENARIO = `
+namespaces: [{name: x, labels: {}}]
+pods:
+  - {name: x/client, labels: {app: client}}
+  - {name: x/server, labels: {app: server}}
+  - {name: x/other, labels: {app: other}}
+  - {name: x/locked, labels: {app: locked}}
+policies:
+  - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]
+            ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]`)}
+  - ${cnp('locked-in', 'locked', 'ingress: [{fromEndpoints: [{matchLabels: {app: server}}]}]')}
+  - ${cnp('client-out', 'client', 'egress: [{toEndpoints: [{matchLabels: {app: server}}, {matchLabels: {app: locked}}]}]')}
+`;
+
+let bed: Testbed | undefined;
+
+afterAll(() => bed?.close());
+
+const hex = (bytes: readonly number[]): string => Buffer.from(bytes).toString('hex');
+const u16 = (n: number): number[] => [n >> 8, n & 0xff];
+function addr(text: string): number[] {
+  const a = parseIp(text);
+  const n = a.family === 'ipv4' ? 4 : 16;
+  return Array.from({ length: n }, (_, i) => Number((a.value >> BigInt((n - 1 - i) * 8)) & 0xffn));
+}
+/** Each frame ends with a tag of its own: the probe recognises its arrival by it. */
+const tag = (): number[] => [...randomBytes(8)];
+
+function csum(b: readonly number[]): number {
+  let s = 0;
+  for (let i = 0; i < b.length; i += 2) s += ((b[i] ?? 0) << 8) | (b[i + 1] ?? 0);
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  return ~s & 0xffff;
+}
+
+function ipv4(src: string, dst: string, proto: number, payload: readonly number[], fragment = 0): number[] {
+  const h = [0x45, 0, ...u16(20 + payload.length), 0x12, 0x34, ...u16(fragment), 64, proto, 0, 0, ...addr(src), ...addr(dst)];
+  const c = csum(h);
+  h[10] = c >> 8;
+  h[11] = c & 0xff;
+  return [0x08, 0x00, ...h, ...payload];
+}
+
+function ipv6(src: string, dst: string, next: number, payload: readonly number[]): number[] {
+  return [0x86, 0xdd, 0x60, 0, 0, 0, ...u16(payload.length), next, 64, ...addr(src), ...addr(dst), ...payload];
+}
+
+const tcpSyn = (dport: number): number[] => [...u16(40000), ...u16(dport), 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0, ...tag()];
+const udp = (dport: number): number[] => [...u16(40000), ...u16(dport), ...u16(16), 0, 0, ...tag()];
+const icmp6 = (type: number): number[] => [type, 0, 0, 0, 0, 0, 0, 0, ...tag()];
+
+/** IPv6 extension headers of 8 bytes, each naming the header after it. */
+const EXT: Record<string, (next: number) => { type: number; bytes: number[] }> = {
+  'hop-by-hop (PadN)': (next) => ({ type: 0, bytes: [next, 0, 1, 4, 0, 0, 0, 0] }),
+  'destination options (PadN)': (next) => ({ type: 60, bytes: [next, 0, 1, 4, 0, 0, 0, 0] }),
+  'routing (type 253, segments left 0)': (next) => ({ type: 43, bytes: [next, 0, 253, 0, 0, 0, 0, 0] }),
+  'atomic fragment (offset 0, no more fragments)': (next) => ({ type: 44, bytes: [next, 0, 0, 0, 0, 0, 0x12, 0x34] }),
+};
+
+function behind(names: readonly string[], proto: number, l4: readonly number[]): { next: number; payload: number[] } {
+  let next = proto;
+  let payload = [...l4];
+  for (const name of [...names].reverse()) {
+    const h = (EXT[name] as (n: number) => { type: number; bytes: number[] })(next);
+    payload = [...h.bytes, ...payload];
+    next = h.type;
+  }
+  return { next, payload };
+}
+
+/** The MAC of the router's side of a node's veth: where the node's frames must go. */
+function routerMac(b: Testbed, ip: string): string {
+  const dev = (JSON.parse(run('ip', ['-n', b.router, '-j', 'route', 'get', ip])) as { dev: string }[])[0]?.dev as string;
+  return (JSON.parse(run('ip', ['-n', b.router, '-j', 'link', 'show', dev])) as { address: string }[])[0]?.address as string;
+}
+
+/** Sends `frame` (EtherType onwards) from `from`'s eth0 to the router; true if it arrives at `to`. */
+function arrives(from: string, to: string, frame: readonly number[]): boolean {
+  const b = bed as Testbed;
+  const src = b.address(from, 'ipv4');
+  const r = spawnSync(PROBE_TOOL, ['frame', src.netns, b.address(to, 'ipv4').netns, routerMac(b, src.ip), hex(frame), '300'], { encoding: 'utf8' });
+  if (r.status !== 0 && r.status !== 1) throw new Error(`probe frame failed (${r.status ?? 'signal'}): ${r.stderr}`);
+  return r.status === 0;
+}
+
+const ip = (name: string, family: 'ipv4' | 'ipv6'): string => (bed as Testbed).address(name, family).ip;
+
+kernel('attack round 7c: hand-made packets against the endpoint program', () => {
+  beforeAll(() => {
+    const state = scenarioStates(parseScenario(SCENARIO, 'attacks-7c.yaml'))[0] as ClusterState;
+    bed = new Testbed({ listen: new Set(['TCP:80', 'TCP:81']) });
+    const decide = (from: string, to: string, port: number): boolean => (bed as Testbed).decide(state, { from, to, port, protocol: 'TCP' }).allowed;
+    // The verdicts the attacks must not change, by ordinary connections.
+    expect([decide('x/client', 'x/server', 81), decide('x/client', 'x/server', 80), decide('x/client', 'x/other', 81), decide('x/client', 'x/locked', 81)]).toEqual([true, false, false, false]);
+  }, 60_000);
+
+  it('the frames are well made: the plain ones arrive or not as the policy says', () => {
+    const [c6, s6] = [ip('x/client', 'ipv6'), ip('x/server', 'ipv6')];
+    expect(arrives('x/client', 'x/server', ipv6(c6, s6, 6, tcpSyn(81)))).toBe(true);
+    expect(arrives('x/client', 'x/server', ipv6(c6, s6, 6, tcpSyn(80)))).toBe(false);
+    expect(arrives('x/client', 'x/server', ipv4(ip('x/client', 'ipv4'), ip('x/server', 'ipv4'), 17, udp(53)))).toBe(true);
+    expect(arrives('x/client', 'x/other', ipv4(ip('x/client', 'ipv4'), ip('x/other', 'ipv4'), 17, udp(53)))).toBe(false);
+  });
+
+  // Finding 70. Cilium skips extension headers to find the L4 header (bpf/lib/ipv6.h ipv6_hdrlen_offset).
+  for (const names of [['hop-by-hop (PadN)'], ['destination options (PadN)'], ['routing (type 253, segments left 0)'], ['atomic fragment (offset 0, no more fragments)'], ['hop-by-hop (PadN)', 'destination options (PadN)', 'routing (type 253, segments left 0)']]) {
+    it(`finding 70: a TCP SYN to a denied port behind ${names.join(' + ')} is dropped, to an allowed port it passes`, () => {
+      const [c6, s6] = [ip('x/client', 'ipv6'), ip('x/server', 'ipv6')];
+      const denied = behind(names, 6, tcpSyn(80));
+      expect(arrives('x/client', 'x/server', ipv6(c6, s6, denied.next, denied.payload))).toBe(false);
+      const allowed = behind(names, 6, tcpSyn(81));
+      expect(arrives('x/client', 'x/server', ipv6(c6, s6, allowed.next, allowed.payload))).toBe(true);
+    });
+  }
+
+  it('finding 70: a non-first IPv6 fragment, a "no next header" and five extension headers are dropped (no ports to decide on)', () => {
+    const [c6, s6] = [ip('x/client', 'ipv6'), ip('x/server', 'ipv6')];
+    // Offset 8, no more fragments: its first bytes read as TCP ports would be an allowed 81.
+    expect(arrives('x/client', 'x/server', ipv6(c6, s6, 44, [6, 0, 0, 8, 0, 0, 0x12, 0x35, ...tcpSyn(81)]))).toBe(false);
+    expect(arrives('x/client', 'x/server', ipv6(c6, s6, 59, tcpSyn(81)))).toBe(false);
+    const five = behind(['hop-by-hop (PadN)', 'destination options (PadN)', 'routing (type 253, segments left 0)', 'destination options (PadN)', 'destination options (PadN)'], 6, tcpSyn(81));
+    expect(arrives('x/client', 'x/server', ipv6(c6, s6, five.next, five.payload))).toBe(false);
+  });
+});

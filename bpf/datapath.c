@@ -195,7 +195,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(*eth) + sizeof(*ip6), &f->proto);
 		return off < 0 ? -1 : parse_l4(skb, off, f);
 	}
-	return 1; // ARP and the like: not policy's business
+	// ARP is the link's own business; any other EtherType is dropped, as Cilium's endpoint
+	// programs do (DROP_UNKNOWN_L3): a VLAN-tagged frame here is one the kernel stripped a tag
+	// from already and may strip another from after tc, then route the IP packet inside.
+	return eth->h_proto == bpf_htons(ETH_P_ARP) ? 1 : -1;
 }
 
 static __always_inline __u32 identity_of(const __u8 *addr, int v6)
@@ -264,6 +267,9 @@ static __always_inline void ct_fill(struct ct_key *k, const struct flow *f, __u3
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
+	// Read before parsing: clang may otherwise load it through a moved context pointer, which
+	// the verifier refuses.
+	__u32 ifindex = skb->ifindex;
 	int r = parse(skb, &f);
 	if (r < 0) {
 		count(dir, VERDICT_DROP);
@@ -276,10 +282,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	struct ct_key k;
 	__u32 one = 1;
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
-	ct_fill(&k, &f, skb->ifindex, dir ^ 1, 1);
+	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
 	if (bpf_map_lookup_elem(&ct, &k))
 		return TC_ACT_OK;
-	ct_fill(&k, &f, skb->ifindex, dir, 0);
+	ct_fill(&k, &f, ifindex, dir, 0);
 	if (bpf_map_lookup_elem(&ct, &k) && f.is_reply)
 		return TC_ACT_OK;
 	if (f.is_reply) {

@@ -140,4 +140,16 @@ kernel('attack round 7c: hand-made packets against the endpoint program', () => 
     const five = behind(['hop-by-hop (PadN)', 'destination options (PadN)', 'routing (type 253, segments left 0)', 'destination options (PadN)', 'destination options (PadN)'], 6, tcpSyn(81));
     expect(arrives('x/client', 'x/server', ipv6(c6, s6, five.next, five.payload))).toBe(false);
   });
+
+  // Finding 71. Cilium's from-container program drops EtherTypes other than IPv4, IPv6 and ARP
+  // (bpf/bpf_lxc.c cil_from_container: default DROP_UNKNOWN_L3).
+  for (const [name, outer] of [['802.1Q', 0x8100], ['802.1ad', 0x88a8]] as const) {
+    it(`finding 71: an IPv4 packet in two VLAN-0 tags (outer ${name}) does not pass the pod's egress policy`, () => {
+      const packet = ipv4(ip('x/client', 'ipv4'), ip('x/other', 'ipv4'), 17, udp(53));
+      // The kernel strips the outer tag before tc and the inner one after: tc saw EtherType 0x8100.
+      expect(arrives('x/client', 'x/other', [...u16(outer), 0, 0, 0x81, 0x00, 0, 0, ...packet])).toBe(false);
+      // Allowed flows still pass so tagged (one tag: tc sees the packet untagged).
+      expect(arrives('x/client', 'x/server', [0x81, 0x00, 0, 0, ...ipv4(ip('x/client', 'ipv4'), ip('x/server', 'ipv4'), 17, udp(53))])).toBe(true);
+    });
+  }
 });

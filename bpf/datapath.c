@@ -275,9 +275,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	// Neighbour discovery (router/neighbour solicitation and advertisement, redirect) is the
-	// link's own business, as ARP is for IPv4: Cilium answers it without policy too.
-	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && f.icmp_type >= 133 && f.icmp_type <= 137))
+	// Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4:
+	// Cilium answers them without policy too (bpf/lib/icmp6.h is_icmp6_ndp). Router solicitation
+	// and advertisement and redirects are decided by policy, as in Cilium.
+	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && (f.icmp_type == 135 || f.icmp_type == 136)))
 		return TC_ACT_OK;
 	struct ct_key k;
 	__u32 one = 1;

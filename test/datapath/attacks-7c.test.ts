@@ -152,4 +152,13 @@ kernel('attack round 7c: hand-made packets against the endpoint program', () => 
       expect(arrives('x/client', 'x/server', [0x81, 0x00, 0, 0, ...ipv4(ip('x/client', 'ipv4'), ip('x/server', 'ipv4'), 17, udp(53))])).toBe(true);
     });
   }
+
+  // Finding 72. Cilium lets only neighbour solicitations and advertisements skip policy
+  // (bpf/lib/icmp6.h is_icmp6_ndp: ICMP6_NS_MSG_TYPE, ICMP6_NA_MSG_TYPE).
+  for (const type of [133, 134, 137]) {
+    it(`finding 72: ICMPv6 type ${type} to a pod whose ingress denies the sender is dropped`, () => {
+      expect(arrives('x/client', 'x/locked', ipv6(ip('x/client', 'ipv6'), ip('x/locked', 'ipv6'), 58, icmp6(type)))).toBe(false);
+      expect(arrives('x/client', 'x/server', ipv6(ip('x/client', 'ipv6'), ip('x/server', 'ipv6'), 58, icmp6(type)))).toBe(true);
+    });
+  }
 });

@@ -12,6 +12,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+// Address families for bpf_fib_lookup (sys/socket.h is no BPF header).
+#define AF_INET 2
+#define AF_INET6 10
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
 #define WORLD_IDENTITY 2
@@ -264,6 +267,21 @@ static __always_inline void ct_fill(struct ct_key *k, const struct flow *f, __u3
 	k->direction = dir;
 }
 
+// Whether a packet the pod sent carries one of the pod's own addresses as source: the route back
+// to the source leaves through the interface it came in on. Cilium drops a pod's packet from any
+// other source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
+// identity of an address the pod does not own.
+static __always_inline int source_is_endpoint(struct __sk_buff *skb, const struct flow *f, __u32 ifindex)
+{
+	struct bpf_fib_lookup p = { .family = f->v6 ? AF_INET6 : AF_INET, .ifindex = ifindex };
+	if (f->v6)
+		__builtin_memcpy(p.ipv6_dst, f->saddr, 16);
+	else
+		__builtin_memcpy(&p.ipv4_dst, f->saddr, 4);
+	long r = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == ifindex;
+}
+
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
@@ -280,6 +298,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	// and advertisement and redirects are decided by policy, as in Cilium.
 	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && (f.icmp_type == 135 || f.icmp_type == 136)))
 		return TC_ACT_OK;
+	if (dir == DIR_EGRESS && !source_is_endpoint(skb, &f, ifindex)) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
 	struct ct_key k;
 	__u32 one = 1;
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).

@@ -110,7 +110,7 @@ kernel('attack round 7c: hand-made packets against the endpoint program', () => 
     bed = new Testbed({ listen: new Set(['TCP:80', 'TCP:81']) });
     const decide = (from: string, to: string, port: number): boolean => (bed as Testbed).decide(state, { from, to, port, protocol: 'TCP' }).allowed;
     // The verdicts the attacks must not change, by ordinary connections.
-    expect([decide('x/client', 'x/server', 81), decide('x/client', 'x/server', 80), decide('x/client', 'x/other', 81), decide('x/client', 'x/locked', 81)]).toEqual([true, false, false, false]);
+    expect([decide('x/client', 'x/server', 81), decide('x/client', 'x/server', 80), decide('x/client', 'x/other', 81), decide('x/client', 'x/locked', 81), decide('x/server', 'x/locked', 81)]).toEqual([true, false, false, false, true]);
   }, 60_000);
 
   it('the frames are well made: the plain ones arrive or not as the policy says', () => {
@@ -159,6 +159,21 @@ kernel('attack round 7c: hand-made packets against the endpoint program', () => 
     it(`finding 72: ICMPv6 type ${type} to a pod whose ingress denies the sender is dropped`, () => {
       expect(arrives('x/client', 'x/locked', ipv6(ip('x/client', 'ipv6'), ip('x/locked', 'ipv6'), 58, icmp6(type)))).toBe(false);
       expect(arrives('x/client', 'x/server', ipv6(ip('x/client', 'ipv6'), ip('x/server', 'ipv6'), 58, icmp6(type)))).toBe(true);
+    });
+  }
+
+  // Finding 73. Cilium drops a packet from a pod whose source is not the pod's own address
+  // (bpf/bpf_lxc.c: is_valid_lxc_src_ip / is_valid_lxc_src_ipv4, DROP_INVALID_SIP): the receiver
+  // decides on the identity of the source address.
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    it(`finding 73: a pod sending with another pod's ${family} address as source does not get that pod's access`, () => {
+      const build = (src: string): number[] => {
+        const [s, d] = [ip(src, family), ip('x/locked', family)];
+        return family === 'ipv4' ? ipv4(s, d, 17, udp(53)) : ipv6(s, d, 17, udp(53));
+      };
+      expect(arrives('x/client', 'x/locked', build('x/client'))).toBe(false);
+      expect(arrives('x/client', 'x/locked', build('x/server'))).toBe(false);
+      expect(arrives('x/server', 'x/locked', build('x/server'))).toBe(true);
     });
   }
 });

@@ -308,11 +308,12 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
 	if (bpf_map_lookup_elem(&ct, &k))
 		return TC_ACT_OK;
+	// A TCP segment without SYN must belong to a tracked flow, and is decided by policy again, as
+	// Cilium decides CT_ESTABLISHED packets (only replies skip policy): a policy that stops
+	// allowing a flow stops its open connections too.
 	ct_fill(&k, &f, ifindex, dir, 0);
-	if (bpf_map_lookup_elem(&ct, &k) && f.is_reply)
-		return TC_ACT_OK;
-	if (f.is_reply) {
-		// ICMP errors and stray TCP segments of no tracked flow.
+	int tracked = bpf_map_lookup_elem(&ct, &k) != 0;
+	if (f.is_reply && !tracked) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
@@ -326,7 +327,8 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
+	if (!tracked)
+		bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
 	if (v->proxy_port) {
 		// The L7 proxy is out of scope: the packet is marked for it, counted, and passed on.
 		skb->mark = ((__u32)bpf_ntohs(v->proxy_port) << 16) | MARK_TO_PROXY;

@@ -29,9 +29,14 @@ policies:
             ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]`)}
   - ${cnp('locked-in', 'locked', 'ingress: [{fromEndpoints: [{matchLabels: {app: server}}]}]')}
   - ${cnp('client-out', 'client', 'egress: [{toEndpoints: [{matchLabels: {app: server}}, {matchLabels: {app: locked}}]}]')}
+steps:
+  - changes:
+      - apply: ${cnp('server-deny-81', 'server', 'ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "81", protocol: TCP}]}]}]')}
 `;
 
 let bed: Testbed | undefined;
+/** The scenario's states: as listed, then with the server denying the client's TCP/81 too. */
+let states: ClusterState[] = [];
 
 afterAll(() => bed?.close());
 
@@ -64,7 +69,8 @@ function ipv6(src: string, dst: string, next: number, payload: readonly number[]
   return [0x86, 0xdd, 0x60, 0, 0, 0, ...u16(payload.length), next, 64, ...addr(src), ...addr(dst), ...payload];
 }
 
-const tcpSyn = (dport: number): number[] => [...u16(40000), ...u16(dport), 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0, ...tag()];
+const tcp = (sport: number, dport: number, flags: number): number[] => [...u16(sport), ...u16(dport), 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0, ...tag()];
+const tcpSyn = (dport: number): number[] => tcp(40000, dport, 0x02);
 const udp = (dport: number): number[] => [...u16(40000), ...u16(dport), ...u16(16), 0, 0, ...tag()];
 const icmp6 = (type: number): number[] => [type, 0, 0, 0, 0, 0, 0, 0, ...tag()];
 
@@ -106,7 +112,8 @@ const ip = (name: string, family: 'ipv4' | 'ipv6'): string => (bed as Testbed).a
 
 kernel('attack round 7c: hand-made packets against the endpoint program', () => {
   beforeAll(() => {
-    const state = scenarioStates(parseScenario(SCENARIO, 'attacks-7c.yaml'))[0] as ClusterState;
+    states = scenarioStates(parseScenario(SCENARIO, 'attacks-7c.yaml'));
+    const state = states[0] as ClusterState;
     bed = new Testbed({ listen: new Set(['TCP:80', 'TCP:81']) });
     const decide = (from: string, to: string, port: number): boolean => (bed as Testbed).decide(state, { from, to, port, protocol: 'TCP' }).allowed;
     // The verdicts the attacks must not change, by ordinary connections.
@@ -176,4 +183,22 @@ kernel('attack round 7c: hand-made packets against the endpoint program', () => 
       expect(arrives('x/server', 'x/locked', build('x/server'))).toBe(true);
     });
   }
+
+  // Finding 74. Cilium skips policy only for replies (CT_REPLY, CT_RELATED): packets of an
+  // established connection in its opening direction are decided by policy again (bpf/bpf_lxc.c
+  // handle_ipv4_from_lxc / ipv4_policy: policy_can_egress4 / policy_can_ingress4 for CT_ESTABLISHED).
+  it('finding 74: a connection the policy stopped allowing carries no more packets in its opening direction', () => {
+    const b = bed as Testbed;
+    const [c, s] = [ip('x/client', 'ipv4'), ip('x/server', 'ipv4')];
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 6, tcp(41000, 81, 0x02)))).toBe(true);
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 6, tcp(41000, 81, 0x10)))).toBe(true);
+    try {
+      expect(b.decide(states[1] as ClusterState, { from: 'x/client', to: 'x/server', port: 81, protocol: 'TCP' }).allowed).toBe(false);
+      expect(arrives('x/client', 'x/server', ipv4(c, s, 6, tcp(41000, 81, 0x10)))).toBe(false);
+      // Replies still pass, as in Cilium: the server's side of the old connection.
+      expect(arrives('x/server', 'x/client', ipv4(s, c, 6, tcp(81, 41000, 0x10)))).toBe(true);
+    } finally {
+      b.decide(states[0] as ClusterState, { from: 'x/client', to: 'x/server', port: 81, protocol: 'TCP' });
+    }
+  });
 });

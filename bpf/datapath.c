@@ -327,15 +327,19 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
+	// Passes are counted once per flow, at its first packet: the testbed reads a probe's verdict
+	// from the counters, and an earlier connection's closing segments must not count as its own.
 	if (!tracked)
 		bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
 	if (v->proxy_port) {
 		// The L7 proxy is out of scope: the packet is marked for it, counted, and passed on.
 		skb->mark = ((__u32)bpf_ntohs(v->proxy_port) << 16) | MARK_TO_PROXY;
-		count(dir, VERDICT_REDIRECT);
+		if (!tracked)
+			count(dir, VERDICT_REDIRECT);
 		return TC_ACT_OK;
 	}
-	count(dir, VERDICT_PASS);
+	if (!tracked)
+		count(dir, VERDICT_PASS);
 	return TC_ACT_OK;
 }
 

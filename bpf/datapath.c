@@ -97,6 +97,31 @@ struct {
 	__uint(max_entries, 65536);
 } ct SEC(".maps");
 
+// Per endpoint: the L4 fields of IPv4 datagrams whose first fragment was seen, so later fragments
+// (which carry no L4 header) are decided as their first was. Cilium's ipv4_frag_datagrams map.
+struct frag4_key {
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct frag4_l4 {
+	__u16 sport;
+	__u16 dport;
+	__u8 icmp_type;
+	__u8 is_reply;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag4_key);
+	__type(value, struct frag4_l4);
+	__uint(max_entries, 8192);
+} frag4 SEC(".maps");
+
 // Per endpoint: packets of each verdict, index direction * 3 + verdict.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -173,6 +198,33 @@ static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off
 	return -1;
 }
 
+// The L4 fields of an IPv4 packet: from its header, or for a later fragment from the map its
+// first fragment filled; a later fragment of no first one seen is dropped (Cilium: DROP_FRAG_NOT_FOUND).
+static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip, struct flow *f)
+{
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	struct frag4_key fk = { .id = ip->id, .proto = ip->protocol };
+	__builtin_memcpy(fk.saddr, &ip->saddr, 4);
+	__builtin_memcpy(fk.daddr, &ip->daddr, 4);
+	if (frag & 0x1fff) {
+		struct frag4_l4 *l4 = bpf_map_lookup_elem(&frag4, &fk);
+		if (!l4)
+			return -1;
+		f->sport = l4->sport;
+		f->dport = l4->dport;
+		f->icmp_type = l4->icmp_type;
+		f->is_reply = l4->is_reply;
+		return 0;
+	}
+	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, f) < 0)
+		return -1;
+	if (frag & 0x2000) {
+		struct frag4_l4 l4 = { .sport = f->sport, .dport = f->dport, .icmp_type = f->icmp_type, .is_reply = f->is_reply };
+		bpf_map_update_elem(&frag4, &fk, &l4, BPF_ANY);
+	}
+	return 0;
+}
+
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -186,7 +238,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->saddr, &ip->saddr, 4);
 		__builtin_memcpy(f->daddr, &ip->daddr, 4);
 		f->proto = ip->protocol;
-		return parse_l4(skb, sizeof(*eth) + ip->ihl * 4, f);
+		return parse_ipv4_l4(skb, ip, f);
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);

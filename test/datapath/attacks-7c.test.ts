@@ -57,8 +57,9 @@ function csum(b: readonly number[]): number {
   return ~s & 0xffff;
 }
 
-function ipv4(src: string, dst: string, proto: number, payload: readonly number[], fragment = 0): number[] {
-  const h = [0x45, 0, ...u16(20 + payload.length), 0x12, 0x34, ...u16(fragment), 64, proto, 0, 0, ...addr(src), ...addr(dst)];
+/** `fragment`: the flags and offset field (0x2000: more fragments; offset in 8-byte units). */
+function ipv4(src: string, dst: string, proto: number, payload: readonly number[], fragment = 0, id = 0x1234): number[] {
+  const h = [0x45, 0, ...u16(20 + payload.length), ...u16(id), ...u16(fragment), 64, proto, 0, 0, ...addr(src), ...addr(dst)];
   const c = csum(h);
   h[10] = c >> 8;
   h[11] = c & 0xff;
@@ -200,5 +201,23 @@ kernel('attack round 7c: hand-made packets against the endpoint program', () => 
     } finally {
       b.decide(states[0] as ClusterState, { from: 'x/client', to: 'x/server', port: 81, protocol: 'TCP' });
     }
+  });
+
+  // Finding 75. Cilium tracks IPv4 fragments (enable-ipv4-fragment-tracking, default on): a later
+  // fragment gets the ports its first fragment registered, and one whose first fragment was never
+  // seen is dropped (bpf/lib/ipv4.h ipv4_handle_fragmentation: DROP_FRAG_NOT_FOUND).
+  it('finding 75: a later IPv4 fragment is decided with its first fragment\'s ports, not with its own payload', () => {
+    const [c, s] = [ip('x/client', 'ipv4'), ip('x/server', 'ipv4')];
+    const id = (): number => randomBytes(2).readUInt16BE(0);
+    // No first fragment: bytes that read as an allowed UDP header decide nothing.
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 17, udp(53), 1, id()))).toBe(false);
+    // A denied first fragment (TCP/80); the next one's bytes read as a SYN to the allowed 81.
+    const denied = id();
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 6, tcp(42000, 80, 0x02).slice(0, 24), 0x2000, denied))).toBe(false);
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 6, tcp(42000, 81, 0x02), 3, denied))).toBe(false);
+    // An allowed datagram's later fragment passes, whatever its bytes look like.
+    const allowed = id();
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 6, tcp(42001, 81, 0x02).slice(0, 24), 0x2000, allowed))).toBe(true);
+    expect(arrives('x/client', 'x/server', ipv4(c, s, 6, [...Array<number>(16).fill(0), ...tag()], 3, allowed))).toBe(true);
   });
 });

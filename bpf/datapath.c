@@ -12,6 +12,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+// Address families for bpf_fib_lookup (sys/socket.h is no BPF header).
+#define AF_INET 2
+#define AF_INET6 10
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
 #define WORLD_IDENTITY 2
@@ -94,6 +97,31 @@ struct {
 	__uint(max_entries, 65536);
 } ct SEC(".maps");
 
+// Per endpoint: the L4 fields of IPv4 datagrams whose first fragment was seen, so later fragments
+// (which carry no L4 header) are decided as their first was. Cilium's ipv4_frag_datagrams map.
+struct frag4_key {
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct frag4_l4 {
+	__u16 sport;
+	__u16 dport;
+	__u8 icmp_type;
+	__u8 is_reply;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag4_key);
+	__type(value, struct frag4_l4);
+	__uint(max_entries, 8192);
+} frag4 SEC(".maps");
+
 // Per endpoint: packets of each verdict, index direction * 3 + verdict.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -144,6 +172,59 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flo
 	return 0;
 }
 
+// The offset of the L4 header behind IPv6 extension headers, its protocol in *proto; -1 to drop.
+// As Cilium (bpf/lib/ipv6.h ipv6_hdrlen_offset): at most IPV6_MAX_HEADERS hop-by-hop, routing,
+// authentication and destination options headers, no "no next header"; a fragment header only in
+// a first fragment (later ones carry no ports, and no fragment is tracked here).
+#define IPV6_MAX_HEADERS 4
+static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off, __u8 *proto)
+{
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_HEADERS; i++) {
+		__u8 h[4];
+		if (nh != 0 && nh != 43 && nh != 44 && nh != 51 && nh != 60) {
+			if (nh == 59)
+				return -1;
+			*proto = nh;
+			return off;
+		}
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return -1;
+		if (nh == 44 && ((h[2] << 8 | h[3]) & 0xfff8))
+			return -1;
+		off += nh == 44 ? 8 : nh == 51 ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
+		nh = h[0];
+	}
+	return -1;
+}
+
+// The L4 fields of an IPv4 packet: from its header, or for a later fragment from the map its
+// first fragment filled; a later fragment of no first one seen is dropped (Cilium: DROP_FRAG_NOT_FOUND).
+static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip, struct flow *f)
+{
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	struct frag4_key fk = { .id = ip->id, .proto = ip->protocol };
+	__builtin_memcpy(fk.saddr, &ip->saddr, 4);
+	__builtin_memcpy(fk.daddr, &ip->daddr, 4);
+	if (frag & 0x1fff) {
+		struct frag4_l4 *l4 = bpf_map_lookup_elem(&frag4, &fk);
+		if (!l4)
+			return -1;
+		f->sport = l4->sport;
+		f->dport = l4->dport;
+		f->icmp_type = l4->icmp_type;
+		f->is_reply = l4->is_reply;
+		return 0;
+	}
+	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, f) < 0)
+		return -1;
+	if (frag & 0x2000) {
+		struct frag4_l4 l4 = { .sport = f->sport, .dport = f->dport, .icmp_type = f->icmp_type, .is_reply = f->is_reply };
+		bpf_map_update_elem(&frag4, &fk, &l4, BPF_ANY);
+	}
+	return 0;
+}
+
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -157,7 +238,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->saddr, &ip->saddr, 4);
 		__builtin_memcpy(f->daddr, &ip->daddr, 4);
 		f->proto = ip->protocol;
-		return parse_l4(skb, sizeof(*eth) + ip->ihl * 4, f);
+		return parse_ipv4_l4(skb, ip, f);
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -165,11 +246,14 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			return -1;
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
-		f->proto = ip6->nexthdr; // no extension headers on the testbed's probes
 		f->v6 = 1;
-		return parse_l4(skb, sizeof(*eth) + sizeof(*ip6), f);
+		int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(*eth) + sizeof(*ip6), &f->proto);
+		return off < 0 ? -1 : parse_l4(skb, off, f);
 	}
-	return 1; // ARP and the like: not policy's business
+	// ARP is the link's own business; any other EtherType is dropped, as Cilium's endpoint
+	// programs do (DROP_UNKNOWN_L3): a VLAN-tagged frame here is one the kernel stripped a tag
+	// from already and may strip another from after tc, then route the IP packet inside.
+	return eth->h_proto == bpf_htons(ETH_P_ARP) ? 1 : -1;
 }
 
 static __always_inline __u32 identity_of(const __u8 *addr, int v6)
@@ -235,29 +319,53 @@ static __always_inline void ct_fill(struct ct_key *k, const struct flow *f, __u3
 	k->direction = dir;
 }
 
+// Whether a packet the pod sent carries one of the pod's own addresses as source: the route back
+// to the source leaves through the interface it came in on. Cilium drops a pod's packet from any
+// other source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
+// identity of an address the pod does not own.
+static __always_inline int source_is_endpoint(struct __sk_buff *skb, const struct flow *f, __u32 ifindex)
+{
+	struct bpf_fib_lookup p = { .family = f->v6 ? AF_INET6 : AF_INET, .ifindex = ifindex };
+	if (f->v6)
+		__builtin_memcpy(p.ipv6_dst, f->saddr, 16);
+	else
+		__builtin_memcpy(&p.ipv4_dst, f->saddr, 4);
+	long r = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == ifindex;
+}
+
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
+	// Read before parsing: clang may otherwise load it through a moved context pointer, which
+	// the verifier refuses.
+	__u32 ifindex = skb->ifindex;
 	int r = parse(skb, &f);
 	if (r < 0) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	// Neighbour discovery (router/neighbour solicitation and advertisement, redirect) is the
-	// link's own business, as ARP is for IPv4: Cilium answers it without policy too.
-	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && f.icmp_type >= 133 && f.icmp_type <= 137))
+	// Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4:
+	// Cilium answers them without policy too (bpf/lib/icmp6.h is_icmp6_ndp). Router solicitation
+	// and advertisement and redirects are decided by policy, as in Cilium.
+	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && (f.icmp_type == 135 || f.icmp_type == 136)))
 		return TC_ACT_OK;
+	if (dir == DIR_EGRESS && !source_is_endpoint(skb, &f, ifindex)) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
 	struct ct_key k;
 	__u32 one = 1;
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
-	ct_fill(&k, &f, skb->ifindex, dir ^ 1, 1);
+	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
 	if (bpf_map_lookup_elem(&ct, &k))
 		return TC_ACT_OK;
-	ct_fill(&k, &f, skb->ifindex, dir, 0);
-	if (bpf_map_lookup_elem(&ct, &k) && f.is_reply)
-		return TC_ACT_OK;
-	if (f.is_reply) {
-		// ICMP errors and stray TCP segments of no tracked flow.
+	// A TCP segment without SYN must belong to a tracked flow, and is decided by policy again, as
+	// Cilium decides CT_ESTABLISHED packets (only replies skip policy): a policy that stops
+	// allowing a flow stops its open connections too.
+	ct_fill(&k, &f, ifindex, dir, 0);
+	int tracked = bpf_map_lookup_elem(&ct, &k) != 0;
+	if (f.is_reply && !tracked) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
@@ -271,14 +379,19 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
+	// Passes are counted once per flow, at its first packet: the testbed reads a probe's verdict
+	// from the counters, and an earlier connection's closing segments must not count as its own.
+	if (!tracked)
+		bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
 	if (v->proxy_port) {
 		// The L7 proxy is out of scope: the packet is marked for it, counted, and passed on.
 		skb->mark = ((__u32)bpf_ntohs(v->proxy_port) << 16) | MARK_TO_PROXY;
-		count(dir, VERDICT_REDIRECT);
+		if (!tracked)
+			count(dir, VERDICT_REDIRECT);
 		return TC_ACT_OK;
 	}
-	count(dir, VERDICT_PASS);
+	if (!tracked)
+		count(dir, VERDICT_PASS);
 	return TC_ACT_OK;
 }
 

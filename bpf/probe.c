@@ -5,10 +5,15 @@
 //   probe bench  NETNS_PATH ADDR PORT SECONDS              UDP request/response: rate and RTT (see bench())
 //   probe flood  NETNS_PATH DST_NETNS ADDR PORT SECONDS    UDP flood, counted where it arrives (see flood())
 //   probe serve  NETNS_PATH PROTO:PORT...                 listens (TCP accept+close, UDP echo) until killed
+//   probe frame  SRC_NETNS DST_NETNS DST_MAC HEX TIMEOUT_MS  one hand-made Ethernet frame (see frame())
 // ICMP: PORT is the echo type (8 or 128); an echo through a datagram ICMP socket.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/bpf.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -316,6 +321,53 @@ static int oneway(const char *dst_ns, const char *proto, const char *addr, int p
 	}
 }
 
+// One Ethernet frame, sent on SRC's eth0 as given: DST_MAC, eth0's own address, then HEX (the
+// EtherType and everything after it), for packets no socket writes (extension headers, VLAN
+// tags, fragments). Exit 0 if a frame ending with the same last 8 bytes arrives on DST's eth0
+// (the hex should end with a tag of its own), 1 if none does within TIMEOUT_MS.
+static int frame(const char *dst_ns, const char *mac, const char *hex, int timeout)
+{
+	unsigned char f[1514], *d = f;
+	size_t len = strlen(hex) / 2 + 12;
+	if (strlen(hex) % 2 || len > sizeof(f) || len < 12 + 2 + 8)
+		return 2;
+	if (sscanf(mac, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", d, d + 1, d + 2, d + 3, d + 4, d + 5) != 6)
+		return 2;
+	for (size_t i = 12; i < len; i++)
+		if (sscanf(hex + 2 * (i - 12), "%2hhx", f + i) != 1)
+			return 2;
+	int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0 || enter(dst_ns) < 0)
+		return 2;
+	int rx = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(ETH_P_ALL));
+	struct sockaddr_ll at = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = if_nametoindex("eth0") };
+	if (rx < 0 || bind(rx, (struct sockaddr *)&at, sizeof(at)) < 0 || setns(self, CLONE_NEWNET) < 0)
+		return 2;
+	int tx = socket(AF_PACKET, SOCK_RAW, 0);
+	struct ifreq ifr = { 0 };
+	strcpy(ifr.ifr_name, "eth0");
+	if (tx < 0 || ioctl(tx, SIOCGIFHWADDR, &ifr) < 0)
+		return 2;
+	memcpy(f + 6, ifr.ifr_hwaddr.sa_data, 6);
+	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = if_nametoindex("eth0"), .sll_halen = 6 };
+	memcpy(to.sll_addr, f, 6);
+	if (sendto(tx, f, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+		perror("sendto");
+		return 2;
+	}
+	for (;;) {
+		if (!(wait_for(rx, POLLIN, timeout) & POLLIN))
+			return 1;
+		unsigned char buf[2048];
+		struct sockaddr_ll from;
+		socklen_t fl = sizeof(from);
+		ssize_t r = recvfrom(rx, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+		// DST's own packets (an ICMP error quoting the frame) are no arrival.
+		if (r >= 8 && from.sll_pkttype != PACKET_OUTGOING && !memcmp(buf + r - 8, f + len - 8, 8))
+			return 0;
+	}
+}
+
 static int serve(int argc, char **argv)
 {
 	struct pollfd fds[256];
@@ -392,6 +444,8 @@ int main(int argc, char **argv)
 		return bench(argv[3], atoi(argv[4]), atoi(argv[5]));
 	if (!strcmp(argv[1], "oneway") && argc == 8)
 		return oneway(argv[3], argv[4], argv[5], atoi(argv[6]), atoi(argv[7]));
+	if (!strcmp(argv[1], "frame") && argc == 7)
+		return frame(argv[3], argv[4], argv[5], atoi(argv[6]));
 	if (!strcmp(argv[1], "serve"))
 		return serve(argc - 3, argv + 3);
 	fprintf(stderr, "usage: probe client NETNS PROTO ADDR PORT TIMEOUT_MS | probe serve NETNS PROTO:PORT...\n");

@@ -69,6 +69,22 @@ describe('90. a nodes peer applied after its node: the kernel ipcache gets the n
   });
 });
 
+describe("91. a remote node's label identity is in Cilium's remote-node scope (2<<24), not the CIDR identities' local scope", () => {
+  it('numbers it from 2<<24 + 1, keeps it out of the DNS cache file, and a restart reads that file back', () => {
+    const k = new Kernel();
+    k.apply([{ type: 'upsertNamespace', name: 'a', labels: {} }, { type: 'upsertPod', pod: WEB, local: true }, { type: 'upsertPolicy', policy: denyGpuNodes() }, { type: 'upsertNode', name: GPU_NODE.name, ips: GPU_NODE.ips, labels: GPU_NODE.labels }]);
+    const id = k.engine.identityOfIp(parseIp('172.18.0.2'));
+    expect(id).toBe((2 << 24) + 1);
+    expect(k.engine.identityLabels(id)?.some((l) => l.source === 'reserved' && l.key === 'remote-node')).toBe(true);
+    const file = k.engine.dnsCacheFile();
+    expect(file).not.toMatch(/remote-node/);
+    const restarted = new Engine();
+    restarted.restoreDnsCache(file, 'dns.jsonl');
+    restarted.apply([{ type: 'upsertNode', name: GPU_NODE.name, ips: GPU_NODE.ips, labels: GPU_NODE.labels }, { type: 'upsertPolicy', policy: denyGpuNodes() }]);
+    expect(restarted.identityOfIp(parseIp('172.18.0.2'))).toBe((2 << 24) + 1);
+  });
+});
+
 /*
  * Random histories of nodes (labels, shared addresses, the own node), ClusterNetworkPolicy `nodes`
  * peers, Cilium entities and NetworkPolicy ipBlocks; some steps are refused (an ingress policy too

@@ -296,7 +296,8 @@ export class Engine {
   /** The committed DNS cache as a file (dns-persist.ts), to restore after a restart. */
   dnsCacheFile(): string {
     const { identities } = this.stages;
-    const local = [...identities.ids()].filter((id) => id > LOCAL_IDENTITY_FLAG).sort((a, b) => a - b);
+    // Bit 24 only: remote nodes' identities (bit 25) are derived anew from the nodes, as Cilium does not restore them.
+    const local = [...identities.ids()].filter((id) => id > LOCAL_IDENTITY_FLAG && id < 2 * LOCAL_IDENTITY_FLAG).sort((a, b) => a - b);
     return formatDnsCache(this.model.dns, local.map((id) => ({ id, labels: (identities.get(id) as IdentityRecord).labels })));
   }
 

@@ -161,7 +161,7 @@ export class IdentityTable {
       this.ctx.pendingRelease.delete(existing);
       return existing;
     }
-    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, undefined, true), matchLabels: remote.matchLabels, nodeLabels };
+    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, undefined, 'remote-node'), matchLabels: remote.matchLabels, nodeLabels };
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
     this.ctx.stats.identitiesAllocated++;
@@ -189,10 +189,10 @@ export class IdentityTable {
     return freed;
   }
 
-  private allocate(labels: LabelSet, key: string, cidr: Cidr | undefined, nodeLocal = cidr !== undefined): IdentityRecord {
+  private allocate(labels: LabelSet, key: string, cidr: Cidr | undefined, scope: 'cluster' | 'local' | 'remote-node' = cidr !== undefined ? 'local' : 'cluster'): IdentityRecord {
     // Rebuilding after an internal error: the allocator's journal gave back the old numbers.
     const adopted = this.ctx.adopting ? this.allocator.lookup(labels) : undefined;
-    const id = adopted ?? this.allocator.acquire(labels, nodeLocal ? 'local' : 'cluster', key).id;
+    const id = adopted ?? this.allocator.acquire(labels, scope, key).id;
     const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
     return { id, key, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
   }
@@ -275,7 +275,7 @@ export class IdentityTable {
       this.ctx.pendingRelease.delete(existing);
       return existing;
     }
-    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr, true), fqdn: true as const };
+    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr, 'local'), fqdn: true as const };
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
     this.ctx.stats.identitiesAllocated++;

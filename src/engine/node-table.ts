@@ -117,9 +117,10 @@ export class NodeTable {
       const old = this.remote.get(name);
       if (old === undefined) continue;
       const identity = this.identities.acquireNode(this.relevant(rec.labels));
+      // Touched before the change: the ipcache journal keeps the identity an address had at its first touch.
+      if (identity !== old) for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
       this.remote.set(name, identity);
       this.identities.release(old);
-      if (identity !== old) for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
     }
   }
 

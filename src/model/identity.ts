@@ -38,6 +38,12 @@ export type ReservedName = keyof typeof RESERVED_IDENTITIES;
 export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
 /** Node-local identities (CIDR prefixes) have bit 24 set. */
 export const LOCAL_IDENTITY_FLAG: IdentityId = 1 << 24;
+/**
+ * Remote nodes' label identities have bit 25 set: Cilium's remote-node scope (pkg/identity
+ * `IdentityScopeRemoteNode`, 2<<24), node-local too but apart from the CIDR ones ("instead of using
+ * local scoped identity it uses remote-node scoped identity", docs.cilium.io, Node based).
+ */
+const REMOTE_NODE_IDENTITY_FLAG: IdentityId = 2 << 24;
 
 export function reservedIdentityLabels(name: ReservedName): LabelSet {
   return makeLabelSet([reservedLabel(name)]);
@@ -124,6 +130,13 @@ function namespacePart(namespace: string, namespaceLabels: Readonly<Record<strin
   return labels;
 }
 
+/** Where numbering stands, per scope (`IdentityAllocator.mark`). */
+interface IdentityMark {
+  readonly cluster: IdentityId;
+  readonly local: IdentityId;
+  readonly remoteNode: IdentityId;
+}
+
 interface Allocation {
   readonly id: IdentityId;
   readonly labels: LabelSet;
@@ -142,8 +155,9 @@ export class IdentityAllocator {
   private readonly byId = new Map<IdentityId, Allocation>();
   private nextCluster = FIRST_CLUSTER_IDENTITY;
   private nextLocal = LOCAL_IDENTITY_FLAG + 1;
+  private nextRemoteNode = REMOTE_NODE_IDENTITY_FLAG + 1;
   /** Numbering at `begin`, or null when no transaction is journaled. */
-  private saved: { readonly cluster: IdentityId; readonly local: IdentityId } | null = null;
+  private saved: IdentityMark | null = null;
   /** Undo steps since `begin`, newest last (made on the first change: most transactions make none). */
   private journal: (() => void)[] | null = null;
   /** Node-local numbers a restart restored (label-set key → id), and those ids: fresh numbers skip them. */
@@ -166,7 +180,7 @@ export class IdentityAllocator {
    * step, so the rollback is exact wherever the caller stopped.
    */
   begin(): void {
-    this.saved = { cluster: this.nextCluster, local: this.nextLocal };
+    this.saved = this.mark();
     this.journal = null;
   }
 
@@ -181,10 +195,7 @@ export class IdentityAllocator {
     this.journal = null;
     this.saved = null;
     for (let i = j.length - 1; i >= 0; i--) (j[i] as () => void)();
-    if (saved) {
-      this.nextCluster = saved.cluster;
-      this.nextLocal = saved.local;
-    }
+    if (saved) this.setMark(saved);
   }
 
   private record(undo: () => void): void {
@@ -193,14 +204,14 @@ export class IdentityAllocator {
 
   /** Takes a reference on the identity of `labels`, allocating it if new. */
   /** `key`: `labelSetKey(labels)`, if the caller has it. */
-  acquire(labels: LabelSet, scope: 'cluster' | 'local' = 'cluster', key = labelSetKey(labels)): { id: IdentityId; isNew: boolean } {
+  acquire(labels: LabelSet, scope: 'cluster' | 'local' | 'remote-node' = 'cluster', key = labelSetKey(labels)): { id: IdentityId; isNew: boolean } {
     const existing = this.byKey.get(key);
     if (existing) {
       existing.refs += 1;
       this.record(() => (existing.refs -= 1));
       return { id: existing.id, isNew: false };
     }
-    const id = scope === 'cluster' ? this.nextCluster++ : this.localId(key);
+    const id = scope === 'cluster' ? this.nextCluster++ : scope === 'local' ? this.localId(key) : this.nextRemoteNode++;
     this.insert({ id, labels, key, refs: 1 }, key);
     return { id, isNew: true };
   }
@@ -256,24 +267,28 @@ export class IdentityAllocator {
   }
 
   /** Where numbering stands now. */
-  mark(): { readonly cluster: IdentityId; readonly local: IdentityId } {
-    return { cluster: this.nextCluster, local: this.nextLocal };
+  mark(): IdentityMark {
+    return { cluster: this.nextCluster, local: this.nextLocal, remoteNode: this.nextRemoteNode };
+  }
+
+  private setMark(mark: IdentityMark): void {
+    this.nextCluster = mark.cluster;
+    this.nextLocal = mark.local;
+    this.nextRemoteNode = mark.remoteNode;
   }
 
   /**
    * Returns numbering to a mark, undoing a refused transaction. Only allowed once every id
    * allocated since the mark has been released, so no live id can be handed out twice.
    */
-  rewind(mark: { readonly cluster: IdentityId; readonly local: IdentityId }): void {
+  rewind(mark: IdentityMark): void {
     for (const id of this.byId.keys()) {
-      const fromMark = (id & LOCAL_IDENTITY_FLAG) !== 0 ? id >= mark.local : id >= mark.cluster;
+      const fromMark = (id & REMOTE_NODE_IDENTITY_FLAG) !== 0 ? id >= mark.remoteNode : (id & LOCAL_IDENTITY_FLAG) !== 0 ? id >= mark.local : id >= mark.cluster;
       if (fromMark && id >= FIRST_CLUSTER_IDENTITY && !this.preferredIds.has(id)) throw new Error(`cannot rewind: identity ${id} allocated since the mark is still live`);
     }
-    const cluster = this.nextCluster;
-    const local = this.nextLocal;
-    this.record(() => ((this.nextCluster = cluster), (this.nextLocal = local)));
-    this.nextCluster = mark.cluster;
-    this.nextLocal = mark.local;
+    const now = this.mark();
+    this.record(() => this.setMark(now));
+    this.setMark(mark);
   }
 
   /** Re-allocates a released id for the same labels (undoing a refused transaction). */

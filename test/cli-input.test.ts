@@ -102,6 +102,20 @@ describe('bad input exits 2 naming the path, never a stack trace (issue 11 item 
     expectBadInput(cli('maps', 'dump', '--scenario', 'fixtures', '--endpoint', 'a/b'), 'fixtures: is a directory');
     expectBadInput(cli('validate', tmpFile('bin.yaml', Buffer.from([0xff, 0xfe, 0xff, 0xfe]))), 'is not UTF-8 text');
   });
+  it('input nested more than 64 levels is refused before any reader recurses over it (V8 aborts the process when a regex compiles near a stack overflow)', () => {
+    const nest = (d: number): string => '{"a":['.repeat(d) + '1' + ']}'.repeat(d);
+    for (const [name, text] of [
+      ['m.yaml', `{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"p","namespace":"x"},"spec":{"endpointSelector":{"matchLabels":${nest(40)}}}}`],
+      ['s.yaml', `pods: ${nest(40)}`],
+      ['t.jsonl', `{"distillTrace":1}\n{"type":"upsertPolicy","manifest":${nest(40)}}\n`],
+    ] as const) {
+      const f = tmpFile(name, text);
+      const r = name === 'm.yaml' ? cli('validate', f) : name === 's.yaml' ? cli('verify', '--scenario', f) : cli('replay', f);
+      expectBadInput(r, f);
+      expect(r.err).toContain('more than 64 levels deep');
+    }
+  });
+
   it('deep nesting is bad input, not a crash', () => {
     const deep = tmpFile('deep.yaml', '['.repeat(100_000));
     expectBadInput(cli('validate', deep), deep);

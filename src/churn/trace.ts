@@ -11,6 +11,7 @@ import { readManifest } from '../policy/manifest.js';
 import { fqdnSyntaxError } from '../model/fqdn.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
+import { checkInputDepth } from '../policy/depth.js';
 
 /**
  * Churn traces: JSON Lines. Line 1 is the header, every other line one event (see
@@ -342,6 +343,7 @@ function parseLines(input: string | Uint8Array, source: string, options: TraceOp
     } catch (e) {
       throw new ManifestError(`${source}:${line}`, '', `is not valid JSON (${(e as Error).message})${header === undefined ? `: ${NOT_A_TRACE}` : ''}`);
     }
+    checkInputDepth(v, `${source}:${line}`);
     if (header === undefined) {
       if (typeof v !== 'object' || v === null || !Object.hasOwn(v, 'distillTrace')) throw new ManifestError(`${source}:${line}`, '', `has no "distillTrace" header: ${NOT_A_TRACE}`);
       header = readHeader(r, v);

@@ -1,4 +1,5 @@
 import { ManifestError } from '../policy/errors.js';
+import { checkInputDepth } from '../policy/depth.js';
 
 /** The event types of a Kubernetes watch. */
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
@@ -114,6 +115,7 @@ export class WatchStreamParser {
     } catch (e) {
       throw new ManifestError(source, '', `not JSON: ${(e as Error).message}`);
     }
+    checkInputDepth(v, source);
     return parseWatchItem(v, source);
   }
 

@@ -1,5 +1,6 @@
 import { Document, parseAllDocuments, parseDocument, ScalarTag, Tags } from 'yaml';
 import { ManifestError } from './errors.js';
+import { checkInputDepth } from './depth.js';
 
 /**
  * An integer as kubectl reads it: sigs.k8s.io/yaml decodes with go-yaml, which drops every `_` and
@@ -46,12 +47,15 @@ const MANIFEST_OPTIONS = { ...OPTIONS, merge: true, customTags: (tags: Tags): Ta
 function toValue(doc: Document.Parsed, source: string): unknown {
   const err = doc.errors[0];
   if (err) throw new ManifestError(source, '', `invalid YAML: ${err.message}`);
+  let value: unknown;
   try {
     // toJS resolves aliases and can still fail (e.g. an alias to a missing anchor).
-    return doc.toJS({ maxAliasCount: 1000 });
+    value = doc.toJS({ maxAliasCount: 1000 });
   } catch (e) {
     throw new ManifestError(source, '', `invalid YAML: ${(e as Error).message}`);
   }
+  checkInputDepth(value, source);
+  return value;
 }
 
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors. */

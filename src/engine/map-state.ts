@@ -342,24 +342,19 @@ export class MapState {
   change(identity: IdentityId, direction: Direction, keys: readonly PortKey[], c: Contribution, sign: 1 | -1): void {
     const idd = idDir(identity, direction);
     // A plain contribution has no tier and no Pass effect unless a band is open: its raw keys only.
-    if (c.plain === true && this.bands.size === 0) {
-      for (let i = 0; i < keys.length; i++) {
-        const pk = keys[i] as PortKey;
-        const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
-        if (sign > 0) this.addRawAt(rk, c, null, identity, direction, pk);
-        else this.removeRawAt(rk, c, identity, direction, pk);
+    const plain = c.plain === true && this.bands.size === 0;
+    if (!plain) {
+      const t = c.origin?.tier;
+      if (t && !COPIES.has(c)) {
+        for (const pk of keys) this.tierChange({ identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen }, c, t, sign);
+        return;
       }
-      return;
     }
-    const t = c.origin?.tier;
-    if (t && !COPIES.has(c)) {
-      for (const pk of keys) this.tierChange({ identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen }, c, t, sign);
-      return;
-    }
-    for (const pk of keys) {
+    for (let i = 0; i < keys.length; i++) {
+      const pk = keys[i] as PortKey;
       const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
       const r = sign > 0 ? this.addRawAt(rk, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
-      this.passEffects(r.key, c, sign);
+      if (!plain) this.passEffects(r.key, c, sign);
     }
   }
 
@@ -459,8 +454,7 @@ export class MapState {
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      const dp = dirProto(direction, pk.protocol);
-      r = { key: k, rk: ks, idd: idDir(identity, direction), dp, pkc: dp * P17 + prefixCode(pk.port, pk.portPrefixLen), contribs: new Map(), merged: entry };
+      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);

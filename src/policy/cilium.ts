@@ -44,9 +44,19 @@ function reservedSelector(name: string): Selector {
   return makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]);
 }
 
-/** What each entity selects, as Cilium maps entities onto label selectors. */
-function entitySelectors(entity: Entity): Selector[] {
+/**
+ * Where the API server can be in distill's model: Cilium labels the backends of the
+ * default/kubernetes Service `reserved:kube-apiserver` in the ipcache (pkg/k8s/watchers/endpoint.go
+ * `handleKubeAPIServerServiceEPChanges`), outside the cluster or on a node, and distill reads no
+ * such input. A deny on the entity covers all of them (fail closed: attack finding 100).
+ */
+const KUBE_APISERVER_DENY_STAND_IN = ['kube-apiserver', 'host', 'remote-node', 'world', 'world-ipv4', 'world-ipv6'];
+
+/** What each entity selects, as Cilium maps entities onto label selectors (`deny`: in a deny rule). */
+function entitySelectors(entity: Entity, deny: boolean): Selector[] {
   switch (entity) {
+    case 'kube-apiserver':
+      return (deny ? KUBE_APISERVER_DENY_STAND_IN : [entity]).map(reservedSelector);
     case 'all':
       return [WILDCARD_SELECTOR];
     case 'world':
@@ -274,7 +284,7 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
     anyL3 = true;
     ents.forEach((e, i) => {
       const entity = r.oneOf(e, at(join(path, shape.entities), i), ENTITIES);
-      for (const selector of entitySelectors(entity)) peers.push({ kind: 'selector', selector, entity });
+      for (const selector of entitySelectors(entity, shape.verdict === 'deny')) peers.push({ kind: 'selector', selector, entity });
     });
   }
   const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));

@@ -77,6 +77,18 @@ function containerPorts(r: Reader, spec: Record<string, unknown>): Pod['ports'] 
 }
 
 /**
+ * An address as Kubernetes and Cilium read it: Go's net.ParseIP gives an IPv4-mapped IPv6 text
+ * (`::ffff:10.0.0.1`) the IPv4 form (`To4() != nil`; k8s.io/utils/net `IPFamilyOf` counts it as
+ * IPv4), so a pod or node written so sends from the IPv4 address (attack finding 101).
+ */
+function objectIp(text: string): IpAddress {
+  const ip = parseIp(text);
+  if (ip.family !== 'ipv6' || ip.value >> 32n !== 0xffffn) return ip;
+  const v = ip.value & 0xffffffffn;
+  return parseIp([24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.'));
+}
+
+/**
  * The pod's addresses: every entry of `status.podIPs` (at most one per family, the primary first),
  * else `status.podIP`; empty while it has none. Throws ManifestError naming the field.
  */
@@ -87,13 +99,13 @@ function podAddresses(r: Reader, status: Record<string, unknown>): IpAddress[] {
     const path = `status.podIPs[${i}].ip`;
     const v = rec(entry).ip;
     if (v === undefined || v === null || v === '') return;
-    const ip = readIp(r, v, path);
+    const ip = objectIp(readIp(r, v, path).text);
     if (ips.some((o) => o.family === ip.family)) r.fail(path, `a second ${ip.family} address (${ips.find((o) => o.family === ip.family)?.text} and ${ip.text}); a pod has at most one per family`);
     ips.push(ip);
   });
   if (ips.length > 0) return ips;
   const single = status.podIP;
-  return single === undefined || single === null || single === '' ? [] : [readIp(r, single, 'status.podIP')];
+  return single === undefined || single === null || single === '' ? [] : [objectIp(readIp(r, single, 'status.podIP').text)];
 }
 
 /**
@@ -173,7 +185,7 @@ export function nodeOf(obj: unknown, nodeName: string, source: string): NodeAddr
     // As Cilium's ParseNode (pkg/k8s/node.go): an empty or invalid address is ignored, not the whole
     // node (whose other addresses would be world), and only the first IP of a type and family counts.
     if (typeof address !== 'string' || !isValidIp(address)) continue;
-    const ip = parseIp(address);
+    const ip = objectIp(address);
     const group = `${type}/${ip.family}`;
     if (groups.has(group)) continue;
     groups.add(group);
@@ -202,7 +214,7 @@ export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): No
     const type = rec(a).type;
     const address = rec(a).ip;
     if (typeof type !== 'string' || !CILIUM_NODE_IP_TYPES.has(type) || typeof address !== 'string' || !isValidIp(address)) continue;
-    const ip = parseIp(address);
+    const ip = objectIp(address);
     if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
   }
   const spec = rec(rec(obj).spec);
@@ -213,7 +225,7 @@ export function ciliumNodeOf(obj: unknown, nodeName: string, source: string): No
 /** The valid addresses of a CiliumNode `{ipv4, ipv6}` addressing spec (spec.health, spec.ingress). */
 function familyAddresses(v: unknown): IpAddress[] {
   const o = rec(v);
-  return [o.ipv4, o.ipv6].filter((a): a is string => typeof a === 'string' && isValidIp(a)).map(parseIp);
+  return [o.ipv4, o.ipv6].filter((a): a is string => typeof a === 'string' && isValidIp(a)).map(objectIp);
 }
 
 /**

@@ -153,7 +153,9 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const peersField = direction === 'ingress' ? 'from' : 'to';
   const o = r.object(v, path, ['name', 'action', peersField, 'protocols']);
   const name = r.optString(o.name, join(path, 'name'));
-  if (name !== undefined && name.length > MAX_RULE_NAME) r.fail(join(path, 'name'), `is ${name.length} characters; at most ${MAX_RULE_NAME}`);
+  // The CRD's maxLength counts characters (go-openapi MaxLength: utf8.RuneCountInString), not UTF-16 units.
+  const nameLength = name === undefined ? 0 : [...name].length;
+  if (nameLength > MAX_RULE_NAME) r.fail(join(path, 'name'), `is ${nameLength} characters; at most ${MAX_RULE_NAME}`);
   const action: TierAction = r.oneOf(o.action, join(path, 'action'), TIER_ACTIONS);
   if (absent(o[peersField])) r.fail(join(path, peersField), 'is required');
   const pp = join(path, peersField);

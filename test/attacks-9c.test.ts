@@ -42,6 +42,16 @@ function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } 
   return { warn, verdicts };
 }
 
+describe('140. a destinationNamedPort that is no container port name (the CRD has no pattern for it)', () => {
+  it('is read as a port no pod has: the policy is enforced, its other Deny rule denies', () => {
+    for (const name of ['HTTP', 'http_alt', 'a-very-long-port-name']) {
+      const r = run(cnp([{ action: 'Deny', to: [toPod('client')], protocols: [{ destinationNamedPort: name }] }, { action: 'Deny', to: [toPod('other')] }]));
+      expect(r.warn, name).toEqual([]);
+      expect(r.verdicts, name).toEqual({ client: 'allow', other: 'deny' });
+    }
+  });
+});
+
 describe('141. a rule name of at most 100 characters that is longer in UTF-16 units', () => {
   it('is accepted (the CRD counts characters): the Deny applies', () => {
     const name = '\u{1F600}'.repeat(51);

@@ -132,14 +132,17 @@ function readPort(r: Reader, v: unknown, path: string): { from: number; to: numb
   return { from: start, to: end };
 }
 
-function readProtocolEntry(r: Reader, v: unknown, path: string): TierPort {
+function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: PolicyWarning[]): TierPort {
   const o = r.object(v, path, ['tcp', 'udp', 'sctp', 'destinationNamedPort']);
   const given = ['tcp', 'udp', 'sctp', 'destinationNamedPort'].filter((k) => !absent(o[k]));
   if (given.length !== 1) r.fail(path, 'exactly one of tcp, udp, sctp, destinationNamedPort must be set');
   const field = given[0] as string;
   if (field === 'destinationNamedPort') {
     const name = r.nonEmptyString(o.destinationNamedPort, join(path, field));
-    if (!isValidPortName(name)) r.fail(join(path, field), `"${name}" is not a valid port name`);
+    if (!isValidPortName(name)) {
+      // The CRD takes any string (no pattern), but no container port has such a name (the API server refuses pods with it): it matches no port.
+      warnings.push({ source: r.source, path: join(path, field), detail: `"${name}" is no container port name (IANA_SVC_NAME): this entry matches no port` });
+    }
     return { kind: 'named', name };
   }
   const pp = join(path, field);
@@ -160,7 +163,7 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   if (absent(o[peersField])) r.fail(join(path, peersField), 'is required');
   const pp = join(path, peersField);
   const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
-  const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i)));
+  const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i), warnings));
   const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames' || p.kind === 'nodes');
   if (unnamed && protocols.some((p) => p.kind === 'named')) {
     r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);

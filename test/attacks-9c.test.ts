@@ -62,3 +62,18 @@ describe('141. a rule name of at most 100 characters that is longer in UTF-16 un
     expect(() => parseManifest(cnp([{ name: 'é'.repeat(101), action: 'Deny', to: [toPod('other')] }]), 't')).toThrow(/101 characters; at most 100/);
   });
 });
+
+describe('142. networks with a destinationNamedPort (accepted by the standard CRD, which lacks the experimental XValidation)', () => {
+  const rule = (action: string): Obj => ({ action, to: [{ networks: ['10.0.0.0/8'] }], protocols: [{ destinationNamedPort: 'http' }] });
+  it('a Deny rule fails closed to "Deny all" in the agent (the policy is not skipped)', () => {
+    const r = run(cnp([rule('Deny')]));
+    expect(r.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    expect(r.verdicts).toEqual({ client: 'deny', other: 'deny' });
+  });
+  it('an Accept rule matches nothing; the next rule still denies', () => {
+    expect(run(cnp([rule('Accept'), { action: 'Deny', to: [toPod('other')] }])).verdicts).toEqual({ client: 'allow', other: 'deny' });
+  });
+  it('reach still refuses it, naming the rule', () => {
+    expect(() => parseManifest(cnp([rule('Deny')]), 't')).toThrow(/spec.egress\[0\].protocols: destinationNamedPort with a networks peer is not supported by distill/);
+  });
+});

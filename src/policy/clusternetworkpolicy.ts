@@ -166,6 +166,9 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i), warnings));
   const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames' || p.kind === 'nodes');
   if (unnamed && protocols.some((p) => p.kind === 'named')) {
+    // The experimental CRD refuses this (an XValidation); the standard CRD has no such rule and
+    // accepts networks with a named port, which the API gives no meaning: the stand-in fails closed.
+    if (unnamed.kind === 'networks') r.fail(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');
     r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
   }
   if (action !== 'Accept' && peers.some((p) => p.kind === 'domainNames')) {

@@ -77,3 +77,12 @@ describe('142. networks with a destinationNamedPort (accepted by the standard CR
     expect(() => parseManifest(cnp([rule('Deny')]), 't')).toThrow(/spec.egress\[0\].protocols: destinationNamedPort with a networks peer is not supported by distill/);
   });
 });
+
+describe('143. a networks CIDR longer than the CRD maxLength 43', () => {
+  it('is refused (netip takes the long form, the API server does not)', () => {
+    const long = '0000:0000:0000:0000:0000:0000:255.255.255.255/128';
+    expect(long.length).toBe(49);
+    expect(() => parseManifest(cnp([{ action: 'Accept', to: [{ networks: [long] }] }]), 't')).toThrow(/49 characters; the API allows at most 43/);
+    expect(() => parseManifest(cnp([{ action: 'Accept', to: [{ networks: ['0000:0000:0000:0000:0000:0000:0000:0001/128'] }] }]), 't')).not.toThrow();
+  });
+});

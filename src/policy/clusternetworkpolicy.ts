@@ -16,6 +16,7 @@ import { parseLabelSelector, SelectorOptions } from './selector.js';
  */
 const MAX_ITEMS = 25;
 const MAX_RULE_NAME = 100;
+const MAX_CIDR_LENGTH = 43;
 const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
 const NAMESPACE_SELECTOR: SelectorOptions = {
   defaultSource: SOURCE_K8S,
@@ -88,6 +89,8 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
  * IPv6 address is not allowed"); readCidr applies the netip rules.
  */
 function readNetwork(r: Reader, v: unknown, path: string): Cidr {
+  // The CRD's `CIDR` type: maxLength 43 (a long IPv6 form netip takes, e.g. eight 4-digit groups with a dotted quad, is refused).
+  if (typeof v === 'string' && v.length > MAX_CIDR_LENGTH) r.fail(path, `"${v}" is ${v.length} characters; the API allows at most ${MAX_CIDR_LENGTH}`);
   const c = readCidr(r, v, path, true);
   const addr = parseCidr((v as string).slice(0, (v as string).indexOf('/')));
   if (addr.family === 'ipv6' && addr.network >> 32n === 0xffffn) r.fail(path, `"${String(v)}": an IPv4-mapped IPv6 address is not allowed (the API's isCIDR refuses it)`);

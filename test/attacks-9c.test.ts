@@ -86,3 +86,11 @@ describe('143. a networks CIDR longer than the CRD maxLength 43', () => {
     expect(() => parseManifest(cnp([{ action: 'Accept', to: [{ networks: ['0000:0000:0000:0000:0000:0000:0000:0001/128'] }] }]), 't')).not.toThrow();
   });
 });
+
+describe('144. destinationNamedPort "" (one property for the CRD; an entry with no field set for Go)', () => {
+  it('a Deny rule fails closed to "Deny all"; an Accept rule matches nothing', () => {
+    const rule = (action: string): Obj => ({ action, to: [toPod('client')], protocols: [{ destinationNamedPort: '' }] });
+    expect(run(cnp([rule('Deny')])).verdicts).toEqual({ client: 'deny', other: 'deny' });
+    expect(run(cnp([rule('Accept'), { action: 'Deny', to: [toPod('client')] }, { action: 'Deny', to: [toPod('other')] }])).verdicts).toEqual({ client: 'deny', other: 'deny' });
+  });
+});

@@ -141,7 +141,9 @@ function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: Policy
   if (given.length !== 1) r.fail(path, 'exactly one of tcp, udp, sctp, destinationNamedPort must be set');
   const field = given[0] as string;
   if (field === 'destinationNamedPort') {
-    const name = r.nonEmptyString(o.destinationNamedPort, join(path, field));
+    const name = r.string(o.destinationNamedPort, join(path, field));
+    // Go's omitempty makes "" (which the CRD takes: the key counts for minProperties) an entry with no field set.
+    if (name === '') r.fail(join(path, field), 'is empty: a protocols entry with no port is not supported by distill');
     if (!isValidPortName(name)) {
       // The CRD takes any string (no pattern), but no container port has such a name (the API server refuses pods with it): it matches no port.
       warnings.push({ source: r.source, path: join(path, field), detail: `"${name}" is no container port name (IANA_SVC_NAME): this entry matches no port` });

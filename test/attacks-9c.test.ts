@@ -94,3 +94,27 @@ describe('144. destinationNamedPort "" (one property for the CRD; an entry with 
     expect(run(cnp([rule('Accept'), { action: 'Deny', to: [toPod('client')] }, { action: 'Deny', to: [toPod('other')] }])).verdicts).toEqual({ client: 'deny', other: 'deny' });
   });
 });
+
+describe('145. a peer LabelSelector the CRD takes (its schema checks the shape only) but LabelSelectorAsSelector refuses', () => {
+  const bad: Obj[] = [
+    { namespaces: { matchExpressions: [{ key: 'team', operator: 'in', values: ['a'] }] } },
+    { namespaces: { matchExpressions: [{ key: 'team', operator: 'In', values: [] }] } },
+    { pods: { podSelector: { matchLabels: { 'bad key': 'a' } } } },
+    { pods: { namespaceSelector: { matchExpressions: [{ key: 'team', operator: 'Exists', values: ['a'] }] }, podSelector: {} } },
+  ];
+  it('a Deny rule with it fails closed to "Deny all" in the agent (the policy is not skipped)', () => {
+    for (const peer of bad) {
+      const r = run(cnp([{ action: 'Deny', to: [peer] }]));
+      expect(r.warn, JSON.stringify(peer)).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+      expect(r.verdicts, JSON.stringify(peer)).toEqual({ client: 'deny', other: 'deny' });
+    }
+  });
+  it('an Accept rule with it matches nothing; the policy\'s next Deny applies', () => {
+    for (const peer of bad) expect(run(cnp([{ action: 'Accept', to: [peer] }, { action: 'Deny', to: [toPod('other')] }])).verdicts, JSON.stringify(peer)).toEqual({ client: 'allow', other: 'deny' });
+  });
+  it('a selector the CRD refuses (operator missing) is still refused, and skipped by the agent', () => {
+    const p = cnp([{ action: 'Deny', to: [{ namespaces: { matchExpressions: [{ key: 'team' }] } }] }]);
+    expect(() => parseManifest(p, 't')).toThrow(/operator/);
+    expect(run(p).warn).toEqual(['object skipped: it cannot be read']);
+  });
+});

@@ -6,6 +6,7 @@ import { MAX_PRIORITY, MIN_PRIORITY, TIER_ACTIONS, TIERS, TierAction, TieredSpec
 import { FqdnSelector, makeFqdnSelector } from '../model/fqdn.js';
 import { isValidPortName } from '../model/ports.js';
 import { readCidr, readMetadata, refOf } from './common.js';
+import { ManifestError } from './errors.js';
 import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
@@ -38,14 +39,40 @@ function limited(r: Reader, v: unknown, path: string, min: number): unknown[] {
   return a;
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/** The shape the CRD's LabelSelector schema checks: string labels, expressions with string key and operator, string values. */
+function crdSelectorShape(v: unknown): boolean {
+  if (!isRecord(v) || Object.keys(v).some((k) => k !== 'matchLabels' && k !== 'matchExpressions')) return false;
+  const { matchLabels: ml, matchExpressions: me } = v;
+  if (ml !== undefined && !(isRecord(ml) && Object.values(ml).every((x) => typeof x === 'string'))) return false;
+  if (me === undefined) return true;
+  return Array.isArray(me) && me.every((e) => isRecord(e) && typeof e.key === 'string' && typeof e.operator === 'string' && (e.values === undefined || isStrings(e.values)));
+}
+
+/**
+ * A LabelSelector. The CRD's schema checks its shape only, so the API server takes an operator
+ * `in`, `In` without values or an invalid key, which metav1.LabelSelectorAsSelector then refuses:
+ * such a selector is "not supported" (the agent's stand-in makes its rule fail closed).
+ */
+function readSelector(r: Reader, v: unknown, path: string, opts: SelectorOptions): Selector {
+  try {
+    return parseLabelSelector(r, v, path, opts);
+  } catch (e) {
+    if (!(e instanceof ManifestError) || !crdSelectorShape(v)) throw e;
+    return r.fail(e.fieldPath, `${e.detail}: the CRD takes this selector, Kubernetes' LabelSelectorAsSelector refuses it; it is not supported by distill`);
+  }
+}
+
 /** `namespaces: <LabelSelector>` or `pods: {namespaceSelector, podSelector}` as one selector. */
 function readPodSelection(r: Reader, o: Record<string, unknown>, path: string): Selector {
-  if (!absent(o.namespaces)) return parseLabelSelector(r, o.namespaces, join(path, 'namespaces'), NAMESPACE_SELECTOR);
+  if (!absent(o.namespaces)) return readSelector(r, o.namespaces, join(path, 'namespaces'), NAMESPACE_SELECTOR);
   const p = join(path, 'pods');
   const pods = r.object(o.pods, p, ['namespaceSelector', 'podSelector']);
   if (absent(pods.podSelector)) r.fail(join(p, 'podSelector'), 'is required');
-  const podSel = parseLabelSelector(r, pods.podSelector, join(p, 'podSelector'), POD_SELECTOR);
-  const nsSel = absent(pods.namespaceSelector) ? makeSelector([]) : parseLabelSelector(r, pods.namespaceSelector, join(p, 'namespaceSelector'), NAMESPACE_SELECTOR);
+  const podSel = readSelector(r, pods.podSelector, join(p, 'podSelector'), POD_SELECTOR);
+  const nsSel = absent(pods.namespaceSelector) ? makeSelector([]) : readSelector(r, pods.namespaceSelector, join(p, 'namespaceSelector'), NAMESPACE_SELECTOR);
   return makeSelector([...podSel.requirements, ...nsSel.requirements]);
 }
 
@@ -72,7 +99,7 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   }
   if (known[0] === 'domainNames') return { kind: 'domainNames', fqdns: readDomainNames(r, o.domainNames, join(path, 'domainNames')) };
   // types.go `Nodes`: a LabelSelector over node labels; "if present but empty, it selects all Nodes".
-  if (known[0] === 'nodes') return { kind: 'nodes', selector: parseLabelSelector(r, o.nodes, join(path, 'nodes'), NODE_SELECTOR) };
+  if (known[0] === 'nodes') return { kind: 'nodes', selector: readSelector(r, o.nodes, join(path, 'nodes'), NODE_SELECTOR) };
   if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
   const np = join(path, 'networks');
   const items = limited(r, o.networks, np, 1);

@@ -73,6 +73,11 @@ describe('142. networks with a destinationNamedPort (accepted by the standard CR
   it('an Accept rule matches nothing; the next rule still denies', () => {
     expect(run(cnp([rule('Accept'), { action: 'Deny', to: [toPod('other')] }])).verdicts).toEqual({ client: 'allow', other: 'deny' });
   });
+  it('a protocols entry of a newer CRD (here `icmp`) makes its rule fail closed too, not the policy skipped', () => {
+    const newer = (action: string): Obj => ({ action, to: [toPod('client')], protocols: [{ icmp: { type: 8 } }] });
+    expect(run(cnp([newer('Deny')])).verdicts).toEqual({ client: 'deny', other: 'deny' });
+    expect(run(cnp([newer('Accept'), { action: 'Deny', to: [toPod('other')] }])).verdicts).toEqual({ client: 'allow', other: 'deny' });
+  });
   it('reach still refuses it, naming the rule', () => {
     expect(() => parseManifest(cnp([rule('Deny')]), 't')).toThrow(/spec.egress\[0\].protocols: destinationNamedPort with a networks peer is not supported by distill/);
   });

@@ -23,8 +23,8 @@ const cnp = (egress: Obj[]): Obj => ({
 });
 const toPod = (app: string): Obj => ({ pods: { podSelector: { matchLabels: { app } } } });
 
-/** The agent's egress verdicts from x/server (local) to x/client and x/other on TCP/80, after one policy. */
-function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } {
+/** The agent's verdicts of x/server (local) with x/client and x/other on TCP/80 in `direction`, after one policy. */
+function run(policy: Obj, direction: 'ingress' | 'egress' = 'egress'): { warn: string[]; verdicts: Record<string, string> } {
   const warn: string[] = [];
   const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
   const engine = new Engine();
@@ -36,7 +36,7 @@ function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } 
   batch.commit();
   const verdicts: Record<string, string> = {};
   for (const peer of ['client', 'other']) {
-    const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`) as number, 'egress', 6, 80);
+    const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`) as number, direction, 6, 80);
     verdicts[peer] = hit === undefined || hit.entry.deny ? 'deny' : 'allow';
   }
   return { warn, verdicts };
@@ -121,5 +121,20 @@ describe('145. a peer LabelSelector the CRD takes (its schema checks the shape o
     const p = cnp([{ action: 'Deny', to: [{ namespaces: { matchExpressions: [{ key: 'team' }] } }] }]);
     expect(() => parseManifest(p, 't')).toThrow(/operator/);
     expect(run(p).warn).toEqual(['object skipped: it cannot be read']);
+  });
+});
+
+describe('147. an ingress peer with a field only egress peers have today (a newer CRD may add it to ingress)', () => {
+  const ingress = (action: string, peer: Obj): Obj => ({ ...cnp([]), spec: { ...(cnp([]).spec as Obj), egress: undefined, ingress: [{ action, from: [peer] }, { action: 'Deny', from: [toPod('other')] }] } });
+  it('fails its rule closed in the agent, as a peer with no known field (the policy is not skipped)', () => {
+    for (const peer of [{ networks: ['10.0.0.0/8'] }, { nodes: {} }, { domainNames: ['example.com'] }]) {
+      const deny = run(ingress('Deny', peer), 'ingress');
+      expect(deny.warn, JSON.stringify(peer)).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+      expect(deny.verdicts, JSON.stringify(peer)).toEqual({ client: 'deny', other: 'deny' });
+      expect(run(ingress('Accept', peer), 'ingress').verdicts, JSON.stringify(peer)).toEqual({ client: 'allow', other: 'deny' });
+    }
+  });
+  it('reach still refuses it, naming the field', () => {
+    expect(() => parseManifest(ingress('Deny', { networks: ['10.0.0.0/8'] }), 't')).toThrow(/spec.ingress\[0\].from\[0\].networks: "networks" is an egress peer/);
   });
 });

@@ -88,7 +88,8 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   const o = v as Record<string, unknown>;
   const present = Object.keys(o).filter((k) => !absent(o[k]));
   for (const k of present) {
-    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods`);
+    // To this version's ingress peer type a peer with no known field (a newer CRD's): "not supported", so the agent's stand-in fails its rule closed.
+    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods (a newer CRD's "${k}" ingress peer is not supported by distill)`);
   }
   const known = present.filter((k) => PEER_FIELDS[direction].includes(k));
   if (known.length > 1) r.fail(path, `exactly one peer field may be set (got ${known.join(' and ')})`);

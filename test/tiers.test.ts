@@ -37,7 +37,7 @@ describe('ClusterNetworkPolicy reader', () => {
     [`${SUBJECT}egress: [{action: Deny, to: []}]`, 'spec.egress[0].to: must have at least 1 item'],
     [`${SUBJECT}egress: [{action: Deny, to: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {range: {start: 90, end: 80}}}}]}]`, 'spec.egress[0].protocols[0].tcp.destinationPort.range: start (90) must be less than end (80)'],
     [`${SUBJECT}egress: [{action: Deny, to: [{namespaces: {}}], protocols: [{tcp: {}}]}]`, 'spec.egress[0].protocols[0].tcp.destinationPort: is required'],
-    [`${SUBJECT}egress: [{action: Deny, to: [{networks: [1.0.0.0/8]}], protocols: [{destinationNamedPort: web}]}]`, 'spec.egress[0].protocols: destinationNamedPort cannot be used with a networks peer'],
+    [`${SUBJECT}egress: [{action: Deny, to: [{networks: [1.0.0.0/8]}], protocols: [{destinationNamedPort: web}]}]`, 'spec.egress[0].protocols: destinationNamedPort with a networks peer is not supported by distill'],
     [`${SUBJECT}ingress: [${Array.from({ length: 26 }, () => '{action: Deny, from: [{namespaces: {}}]}').join(', ')}]`, 'spec.ingress: has 26 rules; the API allows at most 25'],
   ])('refuses %j naming the field', (spec, message) => {
     expect(() => read(spec)).toThrow(message);

@@ -65,8 +65,10 @@ function networksMissNodes(rule: TierRule): boolean {
 
 /** `nodesOnly`: the rule's Deny of every node (`networksMissNodes`) instead of its own peers. */
 function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = false): RuleUnit | null {
-  // Fail closed: an unknown peer makes a Deny or Pass rule match every peer (the API's "Deny all"), an Accept rule only its known ones.
-  const denyAll = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'unknown');
+  // Fail closed: an unknown peer makes a Deny or Pass rule match every peer (the API's "Deny all"), an Accept rule no traffic at all.
+  const unknownPeer = rule.peers.some((p) => p.kind === 'unknown');
+  if (unknownPeer && rule.action === 'Accept') return null;
+  const denyAll = unknownPeer;
   const byKey = new Map<string, IdentitySelector>();
   // Both /0s match every address: the identity-0 key, not one key per identity (network-splits.ts).
   const anyPeer = !nodesOnly && (denyAll || networksCoverEverything(rule.peers));

@@ -84,8 +84,9 @@ function failsClosedToDenyAll(rule: TierRule): boolean {
 }
 
 function ruleMatches(rule: TierRule, f: Flow4, state: ClusterState): boolean {
-  // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules only their known peers.
+  // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules nothing ("treat the rule as matching no traffic").
   if (failsClosedToDenyAll(rule)) return true;
+  if (rule.peers.some((p) => p.kind === 'unknown')) return false;
   if (!rule.peers.some((p) => peerMatches(p, f.peer, state))) return false;
   return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
 }

@@ -6,6 +6,7 @@ import { MAX_PRIORITY, MIN_PRIORITY, TIER_ACTIONS, TIERS, TierAction, TieredSpec
 import { FqdnSelector, makeFqdnSelector } from '../model/fqdn.js';
 import { isValidPortName } from '../model/ports.js';
 import { readCidr, readMetadata, refOf } from './common.js';
+import { ManifestError } from './errors.js';
 import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
@@ -16,6 +17,7 @@ import { parseLabelSelector, SelectorOptions } from './selector.js';
  */
 const MAX_ITEMS = 25;
 const MAX_RULE_NAME = 100;
+const MAX_CIDR_LENGTH = 43;
 const POD_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
 const NAMESPACE_SELECTOR: SelectorOptions = {
   defaultSource: SOURCE_K8S,
@@ -37,14 +39,40 @@ function limited(r: Reader, v: unknown, path: string, min: number): unknown[] {
   return a;
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/** The shape the CRD's LabelSelector schema checks: string labels, expressions with string key and operator, string values. */
+function crdSelectorShape(v: unknown): boolean {
+  if (!isRecord(v) || Object.keys(v).some((k) => k !== 'matchLabels' && k !== 'matchExpressions')) return false;
+  const { matchLabels: ml, matchExpressions: me } = v;
+  if (ml !== undefined && !(isRecord(ml) && Object.values(ml).every((x) => typeof x === 'string'))) return false;
+  if (me === undefined) return true;
+  return Array.isArray(me) && me.every((e) => isRecord(e) && typeof e.key === 'string' && typeof e.operator === 'string' && (e.values === undefined || isStrings(e.values)));
+}
+
+/**
+ * A LabelSelector. The CRD's schema checks its shape only, so the API server takes an operator
+ * `in`, `In` without values or an invalid key, which metav1.LabelSelectorAsSelector then refuses:
+ * such a selector is "not supported" (the agent's stand-in makes its rule fail closed).
+ */
+function readSelector(r: Reader, v: unknown, path: string, opts: SelectorOptions): Selector {
+  try {
+    return parseLabelSelector(r, v, path, opts);
+  } catch (e) {
+    if (!(e instanceof ManifestError) || !crdSelectorShape(v)) throw e;
+    return r.fail(e.fieldPath, `${e.detail}: the CRD takes this selector, Kubernetes' LabelSelectorAsSelector refuses it; it is not supported by distill`);
+  }
+}
+
 /** `namespaces: <LabelSelector>` or `pods: {namespaceSelector, podSelector}` as one selector. */
 function readPodSelection(r: Reader, o: Record<string, unknown>, path: string): Selector {
-  if (!absent(o.namespaces)) return parseLabelSelector(r, o.namespaces, join(path, 'namespaces'), NAMESPACE_SELECTOR);
+  if (!absent(o.namespaces)) return readSelector(r, o.namespaces, join(path, 'namespaces'), NAMESPACE_SELECTOR);
   const p = join(path, 'pods');
   const pods = r.object(o.pods, p, ['namespaceSelector', 'podSelector']);
   if (absent(pods.podSelector)) r.fail(join(p, 'podSelector'), 'is required');
-  const podSel = parseLabelSelector(r, pods.podSelector, join(p, 'podSelector'), POD_SELECTOR);
-  const nsSel = absent(pods.namespaceSelector) ? makeSelector([]) : parseLabelSelector(r, pods.namespaceSelector, join(p, 'namespaceSelector'), NAMESPACE_SELECTOR);
+  const podSel = readSelector(r, pods.podSelector, join(p, 'podSelector'), POD_SELECTOR);
+  const nsSel = absent(pods.namespaceSelector) ? makeSelector([]) : readSelector(r, pods.namespaceSelector, join(p, 'namespaceSelector'), NAMESPACE_SELECTOR);
   return makeSelector([...podSel.requirements, ...nsSel.requirements]);
 }
 
@@ -60,7 +88,8 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   const o = v as Record<string, unknown>;
   const present = Object.keys(o).filter((k) => !absent(o[k]));
   for (const k of present) {
-    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods`);
+    // To this version's ingress peer type a peer with no known field (a newer CRD's): "not supported", so the agent's stand-in fails its rule closed.
+    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods (a newer CRD's "${k}" ingress peer is not supported by distill)`);
   }
   const known = present.filter((k) => PEER_FIELDS[direction].includes(k));
   if (known.length > 1) r.fail(path, `exactly one peer field may be set (got ${known.join(' and ')})`);
@@ -71,7 +100,7 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   }
   if (known[0] === 'domainNames') return { kind: 'domainNames', fqdns: readDomainNames(r, o.domainNames, join(path, 'domainNames')) };
   // types.go `Nodes`: a LabelSelector over node labels; "if present but empty, it selects all Nodes".
-  if (known[0] === 'nodes') return { kind: 'nodes', selector: parseLabelSelector(r, o.nodes, join(path, 'nodes'), NODE_SELECTOR) };
+  if (known[0] === 'nodes') return { kind: 'nodes', selector: readSelector(r, o.nodes, join(path, 'nodes'), NODE_SELECTOR) };
   if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
   const np = join(path, 'networks');
   const items = limited(r, o.networks, np, 1);
@@ -88,6 +117,8 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
  * IPv6 address is not allowed"); readCidr applies the netip rules.
  */
 function readNetwork(r: Reader, v: unknown, path: string): Cidr {
+  // The CRD's `CIDR` type: maxLength 43 (a long IPv6 form netip takes, e.g. eight 4-digit groups with a dotted quad, is refused).
+  if (typeof v === 'string' && v.length > MAX_CIDR_LENGTH) r.fail(path, `"${v}" is ${v.length} characters; the API allows at most ${MAX_CIDR_LENGTH}`);
   const c = readCidr(r, v, path, true);
   const addr = parseCidr((v as string).slice(0, (v as string).indexOf('/')));
   if (addr.family === 'ipv6' && addr.network >> 32n === 0xffffn) r.fail(path, `"${String(v)}": an IPv4-mapped IPv6 address is not allowed (the API's isCIDR refuses it)`);
@@ -132,14 +163,19 @@ function readPort(r: Reader, v: unknown, path: string): { from: number; to: numb
   return { from: start, to: end };
 }
 
-function readProtocolEntry(r: Reader, v: unknown, path: string): TierPort {
+function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: PolicyWarning[]): TierPort {
   const o = r.object(v, path, ['tcp', 'udp', 'sctp', 'destinationNamedPort']);
   const given = ['tcp', 'udp', 'sctp', 'destinationNamedPort'].filter((k) => !absent(o[k]));
   if (given.length !== 1) r.fail(path, 'exactly one of tcp, udp, sctp, destinationNamedPort must be set');
   const field = given[0] as string;
   if (field === 'destinationNamedPort') {
-    const name = r.nonEmptyString(o.destinationNamedPort, join(path, field));
-    if (!isValidPortName(name)) r.fail(join(path, field), `"${name}" is not a valid port name`);
+    const name = r.string(o.destinationNamedPort, join(path, field));
+    // Go's omitempty makes "" (which the CRD takes: the key counts for minProperties) an entry with no field set.
+    if (name === '') r.fail(join(path, field), 'is empty: a protocols entry with no port is not supported by distill');
+    if (!isValidPortName(name)) {
+      // The CRD takes any string (no pattern), but no container port has such a name (the API server refuses pods with it): it matches no port.
+      warnings.push({ source: r.source, path: join(path, field), detail: `"${name}" is no container port name (IANA_SVC_NAME): this entry matches no port` });
+    }
     return { kind: 'named', name };
   }
   const pp = join(path, field);
@@ -153,14 +189,19 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const peersField = direction === 'ingress' ? 'from' : 'to';
   const o = r.object(v, path, ['name', 'action', peersField, 'protocols']);
   const name = r.optString(o.name, join(path, 'name'));
-  if (name !== undefined && name.length > MAX_RULE_NAME) r.fail(join(path, 'name'), `is ${name.length} characters; at most ${MAX_RULE_NAME}`);
+  // The CRD's maxLength counts characters (go-openapi MaxLength: utf8.RuneCountInString), not UTF-16 units.
+  const nameLength = name === undefined ? 0 : [...name].length;
+  if (nameLength > MAX_RULE_NAME) r.fail(join(path, 'name'), `is ${nameLength} characters; at most ${MAX_RULE_NAME}`);
   const action: TierAction = r.oneOf(o.action, join(path, 'action'), TIER_ACTIONS);
   if (absent(o[peersField])) r.fail(join(path, peersField), 'is required');
   const pp = join(path, peersField);
   const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
-  const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i)));
+  const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i), warnings));
   const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames' || p.kind === 'nodes');
   if (unnamed && protocols.some((p) => p.kind === 'named')) {
+    // The experimental CRD refuses this (an XValidation); the standard CRD has no such rule and
+    // accepts networks with a named port, which the API gives no meaning: the stand-in fails closed.
+    if (unnamed.kind === 'networks') r.fail(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');
     r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
   }
   if (action !== 'Accept' && peers.some((p) => p.kind === 'domainNames')) {

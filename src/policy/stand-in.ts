@@ -77,8 +77,9 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
 const EXPERIMENTAL_PEERS = ['domainNames'];
 
 /**
- * A ClusterNetworkPolicy whose peers include an experimental one distill does not read: each such
- * peer becomes one distill does not know, which the API makes fail closed (an Accept rule's peer
+ * A ClusterNetworkPolicy whose peers include an experimental one distill does not read, or a rule
+ * it does not support (e.g. a named port beside networks, which the standard CRD accepts): each such
+ * peer or rule's peers become one distill does not know, which the API makes fail closed (an Accept rule's peer
  * matches nothing, a Deny or Pass rule with one denies everything: apis/v1alpha2
  * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
  */
@@ -90,9 +91,21 @@ function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string)
     const fields = Object.keys(p).filter((k) => EXPERIMENTAL_PEERS.includes(k));
     return fields.length === 0 ? p : { notReadByDistill: fields };
   };
-  const rules = (list: unknown, peers: 'from' | 'to'): unknown =>
-    Array.isArray(list) ? list.map((r: unknown) => (typeof r === 'object' && r !== null && Array.isArray((r as Record<string, unknown>)[peers]) ? { ...r, [peers]: ((r as Record<string, unknown>)[peers] as unknown[]).map(peer) } : r)) : list;
   const s = spec as Record<string, unknown>;
+  const rules = (list: unknown, peers: 'from' | 'to'): unknown =>
+    Array.isArray(list) ? list.map((r: unknown) => unreadRule(typeof r === 'object' && r !== null && Array.isArray((r as Record<string, unknown>)[peers]) ? { ...r, [peers]: ((r as Record<string, unknown>)[peers] as unknown[]).map(peer) } : r, peers)) : list;
+  // A rule distill cannot read otherwise ("not supported") keeps its name and action and gets one unknown peer.
+  const unreadRule = (r: unknown, peers: 'from' | 'to'): unknown => {
+    const field = peers === 'from' ? 'ingress' : 'egress';
+    try {
+      parseManifest({ ...o, spec: { ...s, ingress: undefined, egress: undefined, [field]: [r] } }, source);
+      return r;
+    } catch (e) {
+      if (!unsupported(e) || typeof r !== 'object' || r === null) return r;
+      const { name, action } = r as Record<string, unknown>;
+      return { ...(name !== undefined ? { name } : {}), action, [peers]: [{ notReadByDistill: ['rule'] }] };
+    }
+  };
   const rewritten = { ...s, ...(s.ingress !== undefined ? { ingress: rules(s.ingress, 'from') } : {}), ...(s.egress !== undefined ? { egress: rules(s.egress, 'to') } : {}) };
   try {
     return parseManifest({ ...o, spec: rewritten }, source);

@@ -201,19 +201,18 @@ export class FqdnStage {
   }
 
   /**
-   * The server's identity as the ipcache has it at this point: a pod's, else a learnt IP's (brought
-   * up to date first: answers and selectors earlier in the transaction may have moved it), else
-   * the longest CIDR identity's, else world.
+   * The server's identity as the ipcache has it at this point (`ipcacheHostAt`: a node's address,
+   * health and Ingress addresses included, then a pod's, a learnt IP's, a host CIDR's), else the
+   * longest CIDR identity's, else world. A learnt IP is brought up to date first: answers and
+   * selectors earlier in the transaction may have moved it.
    */
   private serverIdentity(ip: IpAddress): IdentityId {
-    const pod = this.pods.byIp(ip.text);
-    if (pod) return pod.identity.id;
     const key = ipKey(ip);
-    if (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key)) {
+    if (!this.pods.byIp(ip.text) && (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key))) {
       this.syncSelectors();
       this.reidentify(key);
     }
-    return (this.identities.fqdnHostOf(key) ?? this.identities.cidrIdentityOf(ip)).id;
+    return this.ctx.ipcacheHostAt(ip) ?? this.identities.cidrIdentityOf(ip).id;
   }
 
   /** Applies a DNS event; returns whether it changed the cache (a refused answer does not). */

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { Engine } from '../src/engine/engine.js';
+import type { EngineEvent } from '../src/engine/events.js';
+import { applyEventToCluster } from '../src/harness/cluster-sync.js';
+import { parseIp } from '../src/model/cidr.js';
+import { ClusterState, EMPTY_CLUSTER, Pod } from '../src/model/cluster.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, EMPTY_DNS_CACHE } from '../src/model/fqdn.js';
+import type { Policy } from '../src/model/rules.js';
+import { parseManifest } from '../src/policy/manifest.js';
+
+/**
+ * Attack round 9b (docs/attack-findings-9b.md): toFQDNs, DNS answers and learnt IPs. Each test
+ * feeds the engine and the oracle the same events and checks what the node learns.
+ */
+const LEARNT = '203.0.113.1';
+const pod = (name: string, ip: string, labels: Record<string, string> = { app: name }): Pod => ({ namespace: 'apps', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] });
+const CLIENT = pod('client', '10.244.0.10');
+
+function cnp(name: string, spec: object): Policy {
+  return parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'apps' }, spec }, `${name}.yaml`, { fqdn: true });
+}
+
+const FQDN_ALL = cnp('fqdn', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toFQDNs: [{ matchPattern: '*.example.com' }] }] });
+const answer = (server: string, port = 53): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client', name: 'a.example.com', ips: [parseIp(LEARNT)], ttl: 300, server: { ip: parseIp(server), port } });
+
+/** Whether engine and oracle learnt LEARNT after `setupEvents` then `batch`. */
+function learnt(setupEvents: EngineEvent[], batch: EngineEvent[]): { engine: boolean; oracle: boolean } {
+  const engine = new Engine({ dns: DEFAULT_DNS_CACHE_OPTIONS });
+  let state: ClusterState = { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE } };
+  const all: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }, { type: 'upsertPod', pod: CLIENT, local: true }, ...setupEvents];
+  engine.apply(all);
+  for (const e of all) state = applyEventToCluster(state, e);
+  engine.apply(batch);
+  for (const e of batch) state = applyEventToCluster(state, e);
+  return { engine: engine.ipcache().some((e) => e.prefix === `${LEARNT}/32`), oracle: (state.dns?.entries ?? []).some((e) => e.ip.text === LEARNT) };
+}
+
+const policies = (...ps: Policy[]): EngineEvent[] => [FQDN_ALL, ...ps].map((policy) => ({ type: 'upsertPolicy' as const, policy }));
+const NODES: EngineEvent[] = [
+  { type: 'upsertNode', name: 'n1', ips: [parseIp('192.168.1.1')], local: true, health: [parseIp('10.244.0.200')], ingress: [parseIp('10.244.0.201')] },
+  { type: 'upsertNode', name: 'n2', ips: [parseIp('192.168.1.2')] },
+];
+
+describe('120: a DNS query to a node address is judged with the node identity, not world', () => {
+  const worldDns = cnp('world-dns', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEntities: ['world'], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const hostDns = cnp('host-dns', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEntities: ['host', 'remote-node', 'health', 'ingress'], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  for (const server of ['192.168.1.1', '192.168.1.2', '10.244.0.200', '10.244.0.201']) {
+    it(`a server at ${server}: a DNS redirect for world does not see the query`, () => {
+      expect(learnt([...NODES, ...policies(worldDns)], [answer(server)])).toEqual({ engine: false, oracle: false });
+    });
+    it(`a server at ${server}: a DNS redirect for the node's entity does`, () => {
+      expect(learnt([...NODES, ...policies(hostDns)], [answer(server)])).toEqual({ engine: true, oracle: true });
+    });
+  }
+});

@@ -21,7 +21,15 @@ function cnp(name: string, spec: object): Policy {
 }
 
 const FQDN_ALL = cnp('fqdn', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toFQDNs: [{ matchPattern: '*.example.com' }] }] });
-const answer = (server: string, port = 53): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client', name: 'a.example.com', ips: [parseIp(LEARNT)], ttl: 300, server: { ip: parseIp(server), port } });
+/** The client's answer for a.example.com holding LEARNT, from `server` (none: a server not named). */
+const answer = (server: string | null, port = 53, endpoint = 'apps/client'): EngineEvent => ({
+  type: 'dnsResponse',
+  endpoint,
+  name: 'a.example.com',
+  ips: [parseIp(LEARNT)],
+  ttl: 300,
+  ...(server === null ? {} : { server: { ip: parseIp(server), port } }),
+});
 
 /** Whether engine and oracle learnt LEARNT after `setupEvents` then `batch`. */
 function learnt(setupEvents: EngineEvent[], batch: EngineEvent[]): { engine: boolean; oracle: boolean } {
@@ -52,4 +60,20 @@ describe('120: a DNS query to a node address is judged with the node identity, n
       expect(learnt([...NODES, ...policies(hostDns)], [answer(server)])).toEqual({ engine: true, oracle: true });
     });
   }
+});
+
+describe("121: an answer to another node's pod teaches this node nothing, with or without its server", () => {
+  const dnsAll = cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const remote = pod('remote', '10.244.1.10', { app: 'client' });
+  const KUBE_DNS = pod('kube-dns', '10.244.0.53');
+  const setupEvents: EngineEvent[] = [...policies(dnsAll), { type: 'upsertPod', pod: remote, local: false }, { type: 'upsertPod', pod: KUBE_DNS, local: true }];
+  it('with its server', () => {
+    expect(learnt(setupEvents, [answer(KUBE_DNS.ip.text, 53, 'apps/remote')]).engine).toBe(false);
+  });
+  it('without a server', () => {
+    expect(learnt(setupEvents, [answer(null, 53, 'apps/remote')]).engine).toBe(false);
+  });
+  it('a local pod still learns without a server', () => {
+    expect(learnt(setupEvents, [answer(null)])).toEqual({ engine: true, oracle: true });
+  });
 });

@@ -141,10 +141,13 @@ export class FqdnStage {
     return server ? this.proxyAllows(endpoint, name, server) : this.someDnsRuleAllows(endpoint, name);
   }
 
-  /** Without a server: some egress DNS rule of the endpoint allows the name. */
+  /**
+   * Without a server: some egress DNS rule of the endpoint allows the name. Only a local endpoint's
+   * queries reach this node's proxy (as with a server: another node's endpoint has no map here).
+   */
   private someDnsRuleAllows(endpoint: string, name: string): boolean {
     const labels = this.pods.labelsOf(endpoint);
-    if (!labels) return false;
+    if (!labels || !this.maps.byEndpoint.has(endpoint)) return false;
     const request: { dns: DnsQuery } = { dns: { name } };
     for (const { rules } of this.dnsRules.values()) {
       for (const r of rules) if (selectorMatches(r.subject, labels) && l7Allows(r.l7, request)) return true;

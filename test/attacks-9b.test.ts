@@ -77,3 +77,25 @@ describe("121: an answer to another node's pod teaches this node nothing, with o
     expect(learnt(setupEvents, [answer(null)])).toEqual({ engine: true, oracle: true });
   });
 });
+
+describe('122: a restored DNS cache keeps at most maxIpsPerHostname IPs per endpoint and name (the engine\'s limit, not the old run\'s)', () => {
+  const dnsAll = cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const base: EngineEvent[] = [{ type: 'upsertNamespace', name: 'apps', labels: {} }, { type: 'upsertPod', pod: CLIENT, local: true }, ...policies(dnsAll)];
+  const ans = (ip: string, ttl: number): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client', name: 'a.example.com', ips: [parseIp(ip)], ttl });
+  const learntIps = (e: Engine): string[] => e.ipcache().map((x) => x.prefix).filter((p) => p.startsWith('203.0.113.')).sort();
+  it('the entries that expire first go, as a new answer would evict them', () => {
+    const before = new Engine({ dns: { minTtl: 0, maxIpsPerHostname: 1000 } });
+    before.apply(base);
+    before.apply([ans('203.0.113.1', 300), ans('203.0.113.2', 100), ans('203.0.113.3', 200)]);
+    expect(learntIps(before)).toEqual(['203.0.113.1/32', '203.0.113.2/32', '203.0.113.3/32']);
+    const after = new Engine({ dns: { minTtl: 0, maxIpsPerHostname: 2 } });
+    after.restoreDnsCache(before.dnsCacheFile(), 'dns.jsonl');
+    after.apply(base);
+    expect(learntIps(after)).toEqual(['203.0.113.1/32', '203.0.113.3/32']);
+    // The same as the old engine gets once a new answer for the name arrives under the new limit.
+    const fresh = new Engine({ dns: { minTtl: 0, maxIpsPerHostname: 2 } });
+    fresh.apply(base);
+    fresh.apply([ans('203.0.113.1', 300), ans('203.0.113.2', 100), ans('203.0.113.3', 200)]);
+    expect(learntIps(fresh)).toEqual(learntIps(after));
+  });
+});

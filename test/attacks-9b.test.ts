@@ -99,3 +99,23 @@ describe('122: a restored DNS cache keeps at most maxIpsPerHostname IPs per endp
     expect(learntIps(fresh)).toEqual(learntIps(after));
   });
 });
+
+describe("123: the proxy forwards the query with the pod's identity: a server whose ingress drops it gives no answer to learn", () => {
+  const KUBE_DNS = pod('kube-dns', '10.244.0.53');
+  const dnsAll = cnp('dns', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEndpoints: [{ matchLabels: { app: 'kube-dns' } }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const ingressOnly = (app: string): Policy => cnp('dns-ingress', { endpointSelector: { matchLabels: { app: 'kube-dns' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app } }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] });
+  const denyClient = cnp('dns-deny', { endpointSelector: { matchLabels: { app: 'kube-dns' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] });
+  const base: EngineEvent[] = [{ type: 'upsertPod', pod: KUBE_DNS, local: true }, ...policies(dnsAll)];
+  const upsert = (policy: Policy): EngineEvent => ({ type: 'upsertPolicy', policy });
+  it('kube-dns admits only other clients: nothing learnt (its map untouched, or changed in the same transaction)', () => {
+    expect(learnt([...base, upsert(ingressOnly('trusted'))], [answer(KUBE_DNS.ip.text)])).toEqual({ engine: false, oracle: false });
+    expect(learnt(base, [upsert(ingressOnly('trusted')), answer(KUBE_DNS.ip.text)])).toEqual({ engine: false, oracle: false });
+  });
+  it('an ingress deny of the client: nothing learnt', () => {
+    expect(learnt([...base, upsert(denyClient)], [answer(KUBE_DNS.ip.text)])).toEqual({ engine: false, oracle: false });
+  });
+  it('kube-dns admits the client, or has no ingress policy: learnt', () => {
+    expect(learnt([...base, upsert(ingressOnly('client'))], [answer(KUBE_DNS.ip.text)])).toEqual({ engine: true, oracle: true });
+    expect(learnt(base, [answer(KUBE_DNS.ip.text)])).toEqual({ engine: true, oracle: true });
+  });
+});

@@ -164,6 +164,28 @@ export class FqdnStage {
    * An endpoint of another node has no map here: its queries never reach this node's proxy.
    */
   private proxyAllows(endpoint: string, name: string, server: DnsServer): boolean {
+    return this.proxyRedirectAllows(endpoint, name, server) && this.serverAdmits(endpoint, server);
+  }
+
+  /**
+   * The proxy forwards an allowed query with the pod's source address and identity (Cilium's
+   * transparent upstream socket), so a local server pod's ingress decides whether it is answered:
+   * UDP from the endpoint's identity on the server's port. A server of another node has no map
+   * here: its ingress is not judged (the answer is the evidence it was admitted).
+   */
+  private serverAdmits(endpoint: string, server: DnsServer): boolean {
+    const rec = this.pods.byIp(server.ip.text);
+    const client = this.pods.get(endpoint);
+    // A node holding the address wins it (ipcacheHostAt): then no pod's ingress applies.
+    if (!rec?.map || !client || this.ctx.ipcacheHostAt(server.ip) !== rec.identity.id) return true;
+    const target = rec.map;
+    const keys = { specific: lookupKeys(client.identity.id, PROTOCOL_NUMBER.UDP, server.port, 'ingress'), wildcard: lookupKeys(ANY_IDENTITY, PROTOCOL_NUMBER.UDP, server.port, 'ingress') };
+    const hit = probe(target.state, this.ctx.dirtyMaps.has(target), keys);
+    return hit !== undefined && !hit.entry.deny;
+  }
+
+  /** The endpoint's egress redirects the query to the DNS proxy, whose rules for that peer allow the name. */
+  private proxyRedirectAllows(endpoint: string, name: string, server: DnsServer): boolean {
     const m = this.maps.byEndpoint.get(endpoint);
     if (!m) return false;
     const peer = this.serverIdentity(server.ip);
@@ -423,10 +445,10 @@ export class FqdnStage {
   }
 }
 
-function lookupKeys(identity: IdentityId, protocol: number, port: number): ProbeKey[] {
+function lookupKeys(identity: IdentityId, protocol: number, port: number, direction: 'egress' | 'ingress' = 'egress'): ProbeKey[] {
   const keys: PolicyKey[] = [];
-  for (let len = 16; len >= 0; len--) keys.push({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len });
-  keys.push({ identity, direction: 'egress', protocol: 0, port: 0, portPrefixLen: 0 });
+  for (let len = 16; len >= 0; len--) keys.push({ identity, direction, protocol, port: maskPort(port, len), portPrefixLen: len });
+  keys.push({ identity, direction, protocol: 0, port: 0, portPrefixLen: 0 });
   return keys.map((key) => ({ key, ks: policyKeyString(key) }));
 }
 

@@ -231,6 +231,21 @@ export class DnsCache {
 
   private lastRestored: Batch | undefined;
 
+  /**
+   * After a restore: every (endpoint, name) over this cache's `maxIpsPerHostname` loses the
+   * entries that expire first, as a new answer would evict them. The file may come from a run
+   * with a higher limit (Cilium re-inserts restored entries with `updateWithEntry`, which marks
+   * such names over the limit in force, and trims them at its next GC).
+   */
+  evictOverLimit(changed: IpsChanged): void {
+    for (const byName of [...this.answers.values()]) {
+      for (const g of [...byName.values()]) {
+        this.evict(g, changed);
+        if (g.ips.size === 0) this.dropIfEmpty(g);
+      }
+    }
+  }
+
   private group(endpoint: string, name: string): Group {
     let byName = this.answers.get(endpoint);
     if (!byName) this.answers.set(endpoint, (byName = new Map()));

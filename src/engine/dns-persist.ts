@@ -78,6 +78,7 @@ export function parseDnsCache(text: string, source: string, options: DnsCacheOpt
     if (learntAt > cache.now) fail(n, `learntAt ${learntAt} is after the file's now ${cache.now}`);
     if (expiresAt > cache.now) cache.restore({ endpoint, name, ip, learntAt, expiresAt }, () => undefined);
   }
+  cache.evictOverLimit(() => undefined);
   return { cache, identities };
 }
 

@@ -141,10 +141,13 @@ export class FqdnStage {
     return server ? this.proxyAllows(endpoint, name, server) : this.someDnsRuleAllows(endpoint, name);
   }
 
-  /** Without a server: some egress DNS rule of the endpoint allows the name. */
+  /**
+   * Without a server: some egress DNS rule of the endpoint allows the name. Only a local endpoint's
+   * queries reach this node's proxy (as with a server: another node's endpoint has no map here).
+   */
   private someDnsRuleAllows(endpoint: string, name: string): boolean {
     const labels = this.pods.labelsOf(endpoint);
-    if (!labels) return false;
+    if (!labels || !this.maps.byEndpoint.has(endpoint)) return false;
     const request: { dns: DnsQuery } = { dns: { name } };
     for (const { rules } of this.dnsRules.values()) {
       for (const r of rules) if (selectorMatches(r.subject, labels) && l7Allows(r.l7, request)) return true;
@@ -161,6 +164,28 @@ export class FqdnStage {
    * An endpoint of another node has no map here: its queries never reach this node's proxy.
    */
   private proxyAllows(endpoint: string, name: string, server: DnsServer): boolean {
+    return this.proxyRedirectAllows(endpoint, name, server) && this.serverAdmits(endpoint, server);
+  }
+
+  /**
+   * The proxy forwards an allowed query with the pod's source address and identity (Cilium's
+   * transparent upstream socket), so a local server pod's ingress decides whether it is answered:
+   * UDP from the endpoint's identity on the server's port. A server of another node has no map
+   * here: its ingress is not judged (the answer is the evidence it was admitted).
+   */
+  private serverAdmits(endpoint: string, server: DnsServer): boolean {
+    const rec = this.pods.byIp(server.ip.text);
+    const client = this.pods.get(endpoint);
+    // A node holding the address wins it (ipcacheHostAt): then no pod's ingress applies.
+    if (!rec?.map || !client || this.ctx.ipcacheHostAt(server.ip) !== rec.identity.id) return true;
+    const target = rec.map;
+    const keys = { specific: lookupKeys(client.identity.id, PROTOCOL_NUMBER.UDP, server.port, 'ingress'), wildcard: lookupKeys(ANY_IDENTITY, PROTOCOL_NUMBER.UDP, server.port, 'ingress') };
+    const hit = probe(target.state, this.ctx.dirtyMaps.has(target), keys);
+    return hit !== undefined && !hit.entry.deny;
+  }
+
+  /** The endpoint's egress redirects the query to the DNS proxy, whose rules for that peer allow the name. */
+  private proxyRedirectAllows(endpoint: string, name: string, server: DnsServer): boolean {
     const m = this.maps.byEndpoint.get(endpoint);
     if (!m) return false;
     const peer = this.serverIdentity(server.ip);
@@ -201,19 +226,18 @@ export class FqdnStage {
   }
 
   /**
-   * The server's identity as the ipcache has it at this point: a pod's, else a learnt IP's (brought
-   * up to date first: answers and selectors earlier in the transaction may have moved it), else
-   * the longest CIDR identity's, else world.
+   * The server's identity as the ipcache has it at this point (`ipcacheHostAt`: a node's address,
+   * health and Ingress addresses included, then a pod's, a learnt IP's, a host CIDR's), else the
+   * longest CIDR identity's, else world. A learnt IP is brought up to date first: answers and
+   * selectors earlier in the transaction may have moved it.
    */
   private serverIdentity(ip: IpAddress): IdentityId {
-    const pod = this.pods.byIp(ip.text);
-    if (pod) return pod.identity.id;
     const key = ipKey(ip);
-    if (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key)) {
+    if (!this.pods.byIp(ip.text) && (this.cache.liveNames(key) !== undefined || this.identities.fqdnHostOf(key))) {
       this.syncSelectors();
       this.reidentify(key);
     }
-    return (this.identities.fqdnHostOf(key) ?? this.identities.cidrIdentityOf(ip)).id;
+    return this.ctx.ipcacheHostAt(ip) ?? this.identities.cidrIdentityOf(ip).id;
   }
 
   /** Applies a DNS event; returns whether it changed the cache (a refused answer does not). */
@@ -421,10 +445,10 @@ export class FqdnStage {
   }
 }
 
-function lookupKeys(identity: IdentityId, protocol: number, port: number): ProbeKey[] {
+function lookupKeys(identity: IdentityId, protocol: number, port: number, direction: 'egress' | 'ingress' = 'egress'): ProbeKey[] {
   const keys: PolicyKey[] = [];
-  for (let len = 16; len >= 0; len--) keys.push({ identity, direction: 'egress', protocol, port: maskPort(port, len), portPrefixLen: len });
-  keys.push({ identity, direction: 'egress', protocol: 0, port: 0, portPrefixLen: 0 });
+  for (let len = 16; len >= 0; len--) keys.push({ identity, direction, protocol, port: maskPort(port, len), portPrefixLen: len });
+  keys.push({ identity, direction, protocol: 0, port: 0, portPrefixLen: 0 });
   return keys.map((key) => ({ key, ks: policyKeyString(key) }));
 }
 

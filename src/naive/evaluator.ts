@@ -199,8 +199,11 @@ function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?:
   if (src.kind !== 'pod') return false;
   const request = { dns: { name } };
   if (server !== undefined) {
-    const d = decideDirection(state, src, 'egress', resolveEndpoint(state, server.to), 'UDP', server.port, request);
-    return d.l7?.parser === 'dns' && d.l7.allowed;
+    const dst = resolveEndpoint(state, server.to);
+    const d = decideDirection(state, src, 'egress', dst, 'UDP', server.port, request);
+    // The proxy forwards the query with the pod's identity: a server pod's ingress must admit it.
+    const admitted = dst.kind !== 'pod' || decideDirection(state, dst, 'ingress', src, 'UDP', server.port).allowed;
+    return d.l7?.parser === 'dns' && d.l7.allowed && admitted;
   }
   for (const policy of state.policies.values()) {
     for (const rule of policy.rules) {

@@ -55,6 +55,10 @@ export class ModelStore implements ModelView {
     return this.nodes.has(name);
   }
 
+  dnsNow(): number {
+    return this.dns.now;
+  }
+
   hasNamespace(name: string): boolean {
     return this.namespaces.has(name);
   }

@@ -26,6 +26,8 @@ export interface ModelView {
   readonly identitySource: 'local' | 'external';
   hasIdentity(id: number): boolean;
   hasNode(name: string): boolean;
+  /** The DNS clock (seconds advanced so far). */
+  dnsNow(): number;
 }
 
 const EMPTY_MODEL: ModelView = {
@@ -37,6 +39,7 @@ const EMPTY_MODEL: ModelView = {
   identitySource: 'local',
   hasIdentity: () => false,
   hasNode: () => false,
+  dnsNow: () => 0,
 };
 
 type Fail = (detail: string) => never;
@@ -144,6 +147,7 @@ class Overlay {
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
   private nodes: Map<string, boolean> | null = null;
+  private clock: number | null = null;
   /** Pods and namespaced policies the batch created, per namespace (recorded only with `recordObjects`). */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -177,6 +181,14 @@ class Overlay {
 
   hasNode(name: string): boolean {
     return this.nodes?.get(name) ?? this.base.hasNode(name);
+  }
+
+  dnsNow(): number {
+    return this.clock ?? this.base.dnsNow();
+  }
+
+  advanceClock(seconds: number): void {
+    if (!this.frozen) this.clock = this.dnsNow() + seconds;
   }
 
   setNode(name: string, exists: boolean): void {
@@ -297,11 +309,14 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       if (!Array.isArray(e.ips)) fail('ips must be a list of parsed IP addresses');
       (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
       checkSeconds(e.ttl, 'ttl', fail);
+      checkClock(model.dnsNow(), e.ttl as number, 'ttl', fail);
       if (e.server !== undefined) checkDnsServer(e.server, fail);
       return;
     }
     case 'advanceTime':
       checkSeconds(e.seconds, 'seconds', fail);
+      checkClock(model.dnsNow(), e.seconds as number, 'seconds', fail);
+      model.advanceClock(e.seconds as number);
       return;
     case 'upsertNode': {
       const name = checkName(e.name, 'name', 'object', fail);
@@ -353,6 +368,16 @@ function checkParsedIp(v: unknown, field: string, fail: Fail): void {
 /** Seconds on the engine's clock: a non-negative integer (no wall clock is ever read). */
 function checkSeconds(v: unknown, field: string, fail: Fail): void {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`${field} must be a non-negative integer number of seconds`);
+}
+
+/**
+ * The DNS clock and every expiry stay below 2^52 seconds, so that adding a TTL or a step is exact:
+ * past 2^53 a one-second step no longer moves a double, and an answer would never expire.
+ */
+const MAX_DNS_CLOCK = 2 ** 52;
+
+function checkClock(now: number, seconds: number, field: string, fail: Fail): void {
+  if (now + seconds > MAX_DNS_CLOCK) fail(`${field}: the DNS clock (${now} s) plus ${seconds} s passes 2^52 seconds`);
 }
 
 /**

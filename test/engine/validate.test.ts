@@ -164,3 +164,19 @@ describe('derived-label pod labels are reported', () => {
     expect(() => readManifestFile('apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {"__proto__": x}}\n', 'p.yaml')).toThrow(/p\.yaml#1 \(Pod a\) metadata\.labels.*invalid label key "__proto__"/);
   });
 });
+
+describe('the DNS clock stays exact (attack round 9b, left open)', () => {
+  const ns: EngineEvent = { type: 'upsertNamespace', name: 'x', labels: {} };
+  const answer = (ttl: number): EngineEvent => ({ type: 'dnsResponse', endpoint: 'x/a', name: 'example.com', ips: [parseIp('192.0.2.1')], ttl });
+  const step = (seconds: number): EngineEvent => ({ type: 'advanceTime', seconds });
+
+  it('refuses a step or a TTL that would take the clock past 2^52 seconds, within a batch and across batches', () => {
+    expect(refusal([step(2 ** 51), step(2 ** 51), step(1)]).message).toContain('passes 2^52 seconds');
+    expect(refusal([ns, upsert(pod('a', {}, { namespace: 'x' })), step(2 ** 52 - 5), answer(10)]).message).toContain('ttl');
+    const e = new Engine();
+    e.apply([ns, upsert(pod('a', {}, { namespace: 'x' })), step(2 ** 52 - 100)]);
+    expect(() => e.apply([step(101)])).toThrow(EngineError);
+    e.apply([step(100)]);
+    expect(() => e.apply([answer(1)])).toThrow(EngineError);
+  });
+});

@@ -119,3 +119,35 @@ describe("123: the proxy forwards the query with the pod's identity: a server wh
     expect(learnt(base, [answer(KUBE_DNS.ip.text)])).toEqual({ engine: true, oracle: true });
   });
 });
+
+describe('restored answers of an endpoint that is gone after the restart are forgotten in the first transaction (round 9b, left open)', () => {
+  const dnsAll = cnp('dns', { endpointSelector: {}, egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } }] }] });
+  const OTHER = pod('other', '10.244.0.12', { app: 'client' });
+  const ns: EngineEvent = { type: 'upsertNamespace', name: 'apps', labels: {} };
+  const ans = (endpoint: string, ip: string): EngineEvent => ({ type: 'dnsResponse', endpoint, name: 'a.example.com', ips: [parseIp(ip)], ttl: 300 });
+  const learntIps = (e: Engine): string[] => e.ipcache().map((x) => x.prefix).filter((p) => p.startsWith('203.0.113.')).sort();
+  const restarted = (initial: EngineEvent[]): Engine => {
+    const before = new Engine();
+    before.apply([ns, { type: 'upsertPod', pod: CLIENT, local: true }, { type: 'upsertPod', pod: OTHER, local: true }, ...policies(dnsAll)]);
+    before.apply([ans('apps/client', '203.0.113.1'), ans('apps/other', '203.0.113.2')]);
+    const after = new Engine();
+    after.restoreDnsCache(before.dnsCacheFile(), 'dns.jsonl');
+    after.apply(initial);
+    return after;
+  };
+  it('a pod deleted while the agent was down', () => {
+    expect(learntIps(restarted([ns, { type: 'upsertPod', pod: CLIENT, local: true }, ...policies(dnsAll)]))).toEqual(['203.0.113.1/32']);
+  });
+  it('a pod now on another node', () => {
+    expect(learntIps(restarted([ns, { type: 'upsertPod', pod: CLIENT, local: true }, { type: 'upsertPod', pod: OTHER, local: false }, ...policies(dnsAll)]))).toEqual(['203.0.113.1/32']);
+  });
+  it('both pods back: both kept, and the file written next holds both', () => {
+    const e = restarted([ns, { type: 'upsertPod', pod: CLIENT, local: true }, { type: 'upsertPod', pod: OTHER, local: true }, ...policies(dnsAll)]);
+    expect(learntIps(e)).toEqual(['203.0.113.1/32', '203.0.113.2/32']);
+    expect(e.dnsCacheFile()).toContain('apps/other');
+  });
+  it('the committed cache forgets them too: the next file has no gone endpoint', () => {
+    const e = restarted([ns, { type: 'upsertPod', pod: CLIENT, local: true }, ...policies(dnsAll)]);
+    expect(e.dnsCacheFile()).not.toContain('apps/other');
+  });
+});

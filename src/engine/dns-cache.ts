@@ -159,6 +159,11 @@ export class DnsCache {
     });
   }
 
+  /** The endpoints that hold answers. */
+  endpoints(): string[] {
+    return [...this.answers.keys()];
+  }
+
   /** Drops an endpoint's answers (the pod is gone). */
   forgetEndpoint(endpoint: string, changed: IpsChanged, undo?: UndoSink): void {
     const byName = this.answers.get(endpoint);

@@ -85,6 +85,8 @@ export class Engine {
   private readonly learnt = new Set<EngineEvent>();
   /** Set when the engine could not rebuild itself after an internal error: it refuses all work. */
   private failure: Error | null = null;
+  /** The endpoints of a restored DNS cache, until the first transaction tells which are still local pods. */
+  private restoredEndpoints: string[] | null = null;
   /** Derived state, rebuilt from `model` after an internal error. */
   private stages!: Stages;
   readonly mapCapacity: number;
@@ -150,6 +152,7 @@ export class Engine {
     this.allocator.commit();
     this.ctx.endTransaction();
     this.record(events);
+    if (this.restoredEndpoints) this.recordRestoredGone();
     if (this.learnt.size > 0) this.learnt.clear();
     this.statsCounters.transactions++;
     this.statsCounters.events += events.length;
@@ -172,6 +175,7 @@ export class Engine {
     const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
     this.ctx.undoLog = undo;
     this.applyEvents(events);
+    if (this.restoredEndpoints) this.forgetRestoredGone();
     const result = this.commit();
     this.ctx.undoLog = null;
     const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx);
@@ -310,9 +314,24 @@ export class Engine {
     if (this.statsCounters.transactions > 0) throw new EngineError(0, 'restoreDnsCache', 'a DNS cache is restored only before the first transaction');
     const { cache, identities } = parseDnsCache(text, source, this.model.dns.options);
     this.model.dns = cache;
+    this.restoredEndpoints = cache.endpoints();
     // The numbers the previous run gave these label sets: the first write finds the pinned maps right.
     this.allocator.prefer(identities);
     this.resetStages();
+  }
+
+  /**
+   * A restored endpoint that is no local pod after the first transaction is gone (deleted while
+   * the agent was down, or now on another node): its answers go as a pod deletion's would, in that
+   * transaction. Cilium restores only the endpoints whose pods still exist, their DNS history with them.
+   */
+  private forgetRestoredGone(): void {
+    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep)?.local !== true) this.stages.fqdn.podDeleted(ep);
+  }
+
+  private recordRestoredGone(): void {
+    for (const ep of this.restoredEndpoints ?? []) if (!this.stages.pods.get(ep)?.local) this.model.dns.forgetEndpoint(ep, () => undefined);
+    this.restoredEndpoints = null;
   }
 
   // ---------------------------------------------------------------- queries (explain.ts)

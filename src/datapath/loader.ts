@@ -23,7 +23,7 @@ export interface CtLifetimes {
   readonly any: number;
 }
 
-/** Cilium 1.19's defaults (daemon/cmd/daemon_main.go: 60 s, 8000 s, 10 s, 60 s). */
+/** Cilium's defaults (daemon/cmd/daemon_main.go since cilium/cilium#27665: 60 s, 8000 s, 10 s, 60 s). */
 const CILIUM_CT_LIFETIMES: CtLifetimes = { syn: 60, tcp: 8000, close: 10, any: 60 };
 
 function ctLifetimesPin(pinRoot: string): string {

@@ -45,7 +45,10 @@ taskset -c 0 build/bpf/probe serve /run/netns/$b UDP:9000 > /dev/null
 lpm() { bpftool map create "$1" type lpm_trie key "$2" value "$3" entries 65536 name "$4" flags 1; }
 lpm "$root/ipcache4" 8 4 ipcache4
 lpm "$root/ipcache6" 20 4 ipcache6
-bpftool map create "$root/ct" type lru_hash key 44 value 4 entries 65536 name ct
+bpftool map create "$root/ct" type lru_hash key 44 value 16 entries 65536 name ct
+# Cilium's conntrack lifetimes, as the loader writes them: SYN 60 s, established 8000 s, close 10 s, other 60 s.
+bpftool map create "$root/ct_lifetimes" type array key 4 value 16 entries 1 name ct_lifetimes
+bpftool map update pinned "$root/ct_lifetimes" key 0 0 0 0 value 60 0 0 0 0x40 0x1f 0 0 10 0 0 0 60 0 0 0
 # A policy map of n entries: n-2 identity-specific TCP port entries of other peers, and allow-all
 # for any peer both ways (the entry the flow's lookups find, after an identity-specific miss).
 policy() { # n
@@ -69,7 +72,7 @@ configure() { # none | n
   fi
   local dir="$root/ep$1"
   [ -d "$dir" ] || { mkdir -p "$dir"; bpftool prog loadall build/bpf/datapath.o "$dir/prog" type classifier map name policy pinned "$root/pol_$1" \
-    map name ipcache4 pinned "$root/ipcache4" map name ipcache6 pinned "$root/ipcache6" map name ct pinned "$root/ct" pinmaps "$dir/maps"; }
+    map name ipcache4 pinned "$root/ipcache4" map name ipcache6 pinned "$root/ipcache6" map name ct pinned "$root/ct" map name ct_lifetimes pinned "$root/ct_lifetimes" pinmaps "$dir/maps"; }
   tcr filter replace dev v1 ingress prio 1 handle 1 bpf da pinned "$dir/prog/from_endpoint"
   tcr filter replace dev v1 egress prio 1 handle 1 bpf da pinned "$dir/prog/to_endpoint"
 }

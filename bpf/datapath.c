@@ -90,12 +90,38 @@ struct ct_key {
 	__u8 pad[2];
 };
 
+// A tracked flow, as Cilium's struct ct_entry keeps it (bpf/lib/common.h): its deadline, the TCP
+// flags seen each way and whether each way sent FIN or RST. Index 0: the opening direction.
+struct ct_entry {
+	__u64 expires; // bpf_ktime_get_ns(); an entry past it is a miss
+	__u8 flags_seen[2];
+	__u8 closing[2];
+	__u8 seen_non_syn;
+	__u8 pad[3];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ct_key);
-	__type(value, __u32);
+	__type(value, struct ct_entry);
 	__uint(max_entries, 65536);
 } ct SEC(".maps");
+
+// Conntrack lifetimes in seconds, written by the loader (src/datapath/loader.ts); 0 is Cilium's
+// default: bpf-ct-timeout-regular-tcp-syn 60, -tcp 8000, -tcp-fin 10, -any 60.
+struct ct_lifetimes {
+	__u32 syn;
+	__u32 tcp;
+	__u32 close;
+	__u32 any;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ct_lifetimes);
+	__uint(max_entries, 1);
+} ct_lifetimes SEC(".maps");
 
 // Per endpoint: the L4 fields of IPv4 datagrams whose first fragment was seen, so later fragments
 // (which carry no L4 header) are decided as their first was. Cilium's ipv4_frag_datagrams map.
@@ -107,20 +133,38 @@ struct frag4_key {
 	__u8 pad;
 };
 
-struct frag4_l4 {
+struct frag_l4 {
 	__u16 sport;
 	__u16 dport;
 	__u8 icmp_type;
 	__u8 is_reply;
-	__u8 pad[2];
+	__u8 tcp_flags;
+	__u8 proto; // IPv6: the L4 protocol (the first fragment may carry more headers before it)
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct frag4_key);
-	__type(value, struct frag4_l4);
+	__type(value, struct frag_l4);
 	__uint(max_entries, 8192);
 } frag4 SEC(".maps");
+
+// The same for IPv6 (Cilium's cilium_ipv6_frag_datagrams, bpf/lib/ipv6.h ipv6_handle_fragmentation):
+// keyed by the addresses, the fragment header's identification and next header.
+struct frag6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag6_key);
+	__type(value, struct frag_l4);
+	__uint(max_entries, 8192);
+} frag6 SEC(".maps");
 
 // Per endpoint: packets of each verdict, index direction * 3 + verdict.
 struct {
@@ -139,7 +183,13 @@ struct flow {
 	__u16 dport; // network order; ICMP: type (host order, see parse_l4)
 	__u8 icmp_type;
 	__u8 is_reply; // TCP without SYN: never the start of a flow
+	__u8 tcp_flags;
 };
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
 {
@@ -155,7 +205,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flo
 			if ((void *)(flags + 1) > end)
 				return -1;
 			// SYN without ACK opens a flow; anything else must belong to a tracked one.
-			f->is_reply = !((*flags & 0x02) && !(*flags & 0x10));
+			f->tcp_flags = *flags;
+			f->is_reply = !((*flags & TCP_SYN) && !(*flags & TCP_ACK));
 		}
 		return 0;
 	}
@@ -172,16 +223,27 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flo
 	return 0;
 }
 
+// A fragment header met while skipping IPv6 extension headers.
+#define FRAG_NONE 0
+#define FRAG_FIRST 1 // offset 0, more fragments: carries the L4 header
+#define FRAG_LATER 2 // offset > 0: no L4 header
+struct frag6 {
+	__be32 id;
+	__u8 nexthdr;
+	__u8 kind;
+};
+
 // The offset of the L4 header behind IPv6 extension headers, its protocol in *proto; -1 to drop.
 // As Cilium (bpf/lib/ipv6.h ipv6_hdrlen_offset): at most IPV6_MAX_HEADERS hop-by-hop, routing,
-// authentication and destination options headers, no "no next header"; a fragment header only in
-// a first fragment (later ones carry no ports, and no fragment is tracked here).
+// authentication, destination options and fragment headers, no "no next header". A later
+// fragment stops at its fragment header (what follows is payload); an atomic fragment (offset 0,
+// no more fragments) is no fragment.
 #define IPV6_MAX_HEADERS 4
-static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off, __u8 *proto)
+static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off, __u8 *proto, struct frag6 *fr)
 {
 #pragma unroll
 	for (int i = 0; i < IPV6_MAX_HEADERS; i++) {
-		__u8 h[4];
+		__u8 h[8]; // every extension header is at least 8 bytes long
 		if (nh != 0 && nh != 43 && nh != 44 && nh != 51 && nh != 60) {
 			if (nh == 59)
 				return -1;
@@ -190,12 +252,41 @@ static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off
 		}
 		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
 			return -1;
-		if (nh == 44 && ((h[2] << 8 | h[3]) & 0xfff8))
-			return -1;
+		if (nh == 44) {
+			__u16 frag = h[2] << 8 | h[3];
+			if ((frag & 0xfff9) && fr->kind != FRAG_NONE)
+				return -1; // a second fragment header
+			if (frag & 0xfff9) {
+				fr->nexthdr = h[0];
+				__builtin_memcpy(&fr->id, h + 4, 4);
+				fr->kind = (frag & 0xfff8) ? FRAG_LATER : FRAG_FIRST;
+			}
+			if (fr->kind == FRAG_LATER)
+				return off;
+		}
 		off += nh == 44 ? 8 : nh == 51 ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
 		nh = h[0];
 	}
 	return -1;
+}
+
+static __always_inline void frag_save(struct frag_l4 *l4, const struct flow *f)
+{
+	l4->sport = f->sport;
+	l4->dport = f->dport;
+	l4->icmp_type = f->icmp_type;
+	l4->is_reply = f->is_reply;
+	l4->tcp_flags = f->tcp_flags;
+	l4->proto = f->proto;
+}
+
+static __always_inline void frag_load(struct flow *f, const struct frag_l4 *l4)
+{
+	f->sport = l4->sport;
+	f->dport = l4->dport;
+	f->icmp_type = l4->icmp_type;
+	f->is_reply = l4->is_reply;
+	f->tcp_flags = l4->tcp_flags;
 }
 
 // The L4 fields of an IPv4 packet: from its header, or for a later fragment from the map its
@@ -207,20 +298,47 @@ static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip
 	__builtin_memcpy(fk.saddr, &ip->saddr, 4);
 	__builtin_memcpy(fk.daddr, &ip->daddr, 4);
 	if (frag & 0x1fff) {
-		struct frag4_l4 *l4 = bpf_map_lookup_elem(&frag4, &fk);
+		struct frag_l4 *l4 = bpf_map_lookup_elem(&frag4, &fk);
 		if (!l4)
 			return -1;
-		f->sport = l4->sport;
-		f->dport = l4->dport;
-		f->icmp_type = l4->icmp_type;
-		f->is_reply = l4->is_reply;
+		frag_load(f, l4);
 		return 0;
 	}
 	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, f) < 0)
 		return -1;
 	if (frag & 0x2000) {
-		struct frag4_l4 l4 = { .sport = f->sport, .dport = f->dport, .icmp_type = f->icmp_type, .is_reply = f->is_reply };
+		struct frag_l4 l4;
+		frag_save(&l4, f);
 		bpf_map_update_elem(&frag4, &fk, &l4, BPF_ANY);
+	}
+	return 0;
+}
+
+// The same for IPv6: a first fragment registers its L4 fields, a later one takes them (with the
+// protocol), an orphan later fragment is dropped.
+static __always_inline int parse_ipv6_l4(struct __sk_buff *skb, struct ipv6hdr *ip6, struct flow *f)
+{
+	struct frag6 fr = {};
+	int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(struct ethhdr) + sizeof(*ip6), &f->proto, &fr);
+	if (off < 0)
+		return -1;
+	struct frag6_key fk = { .id = fr.id, .proto = fr.nexthdr };
+	__builtin_memcpy(fk.saddr, f->saddr, 16);
+	__builtin_memcpy(fk.daddr, f->daddr, 16);
+	if (fr.kind == FRAG_LATER) {
+		struct frag_l4 *l4 = bpf_map_lookup_elem(&frag6, &fk);
+		if (!l4)
+			return -1;
+		frag_load(f, l4);
+		f->proto = l4->proto;
+		return 0;
+	}
+	if (parse_l4(skb, off, f) < 0)
+		return -1;
+	if (fr.kind == FRAG_FIRST) {
+		struct frag_l4 l4;
+		frag_save(&l4, f);
+		bpf_map_update_elem(&frag6, &fk, &l4, BPF_ANY);
 	}
 	return 0;
 }
@@ -247,8 +365,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
 		f->v6 = 1;
-		int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(*eth) + sizeof(*ip6), &f->proto);
-		return off < 0 ? -1 : parse_l4(skb, off, f);
+		return parse_ipv6_l4(skb, ip6, f);
 	}
 	// ARP is the link's own business; any other EtherType is dropped, as Cilium's endpoint
 	// programs do (DROP_UNKNOWN_L3): a VLAN-tagged frame here is one the kernel stripped a tag
@@ -319,6 +436,60 @@ static __always_inline void ct_fill(struct ct_key *k, const struct flow *f, __u3
 	k->direction = dir;
 }
 
+#define NS_PER_SEC 1000000000ULL
+
+static __always_inline __u64 lifetime_ns(__u32 configured, __u32 cilium_default)
+{
+	return (__u64)(configured ? configured : cilium_default) * NS_PER_SEC;
+}
+
+// Cilium's ct_update_timeout and ACTION_CLOSE (bpf/lib/conntrack.h), for a packet of a tracked flow
+// in its opening direction (way 0) or a reply (way 1). A TCP entry lives CT_SYN_TIMEOUT until a
+// segment without SYN is seen, then CT_CONNECTION_LIFETIME_TCP; any other CT_CONNECTION_LIFETIME_NONTCP;
+// every packet renews it. FIN or RST closes its way (an RST before both SYNs, both ways); once both
+// ways are closed the entry lives CT_CLOSE_TIMEOUT and packets no longer renew it, until a SYN
+// reopens it.
+static __always_inline void ct_touch(struct ct_entry *e, const struct flow *f, int way, __u64 now)
+{
+	__u32 zero = 0;
+	struct ct_lifetimes *cfg = bpf_map_lookup_elem(&ct_lifetimes, &zero);
+	struct ct_lifetimes l = {};
+	if (cfg)
+		l = *cfg;
+	if (f->proto != IPPROTO_TCP) {
+		e->expires = now + lifetime_ns(l.any, 60);
+		return;
+	}
+	__u8 fl = f->tcp_flags;
+	if ((fl & TCP_SYN) && (e->closing[0] || e->closing[1]))
+		e->closing[0] = e->closing[1] = 0;
+	int alive = !(e->closing[0] && e->closing[1]);
+	e->seen_non_syn |= !(fl & TCP_SYN);
+	e->flags_seen[way] |= fl;
+	if (alive)
+		e->expires = now + (e->seen_non_syn ? lifetime_ns(l.tcp, 8000) : lifetime_ns(l.syn, 60));
+	if (!(fl & (TCP_FIN | TCP_RST)))
+		return;
+	if ((fl & TCP_RST) && !((e->flags_seen[0] & TCP_SYN) && (e->flags_seen[1] & TCP_SYN)))
+		e->closing[0] = e->closing[1] = 1;
+	else
+		e->closing[way] = 1;
+	if (alive && e->closing[0] && e->closing[1])
+		e->expires = now + lifetime_ns(l.close, 10);
+}
+
+// A tracked flow, or 0: an expired entry is a miss and is removed (what Cilium's conntrack GC does
+// to it at its next run).
+static __always_inline struct ct_entry *ct_get(struct ct_key *k, __u64 now)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&ct, k);
+	if (e && e->expires < now) {
+		bpf_map_delete_elem(&ct, k);
+		return 0;
+	}
+	return e;
+}
+
 // Whether a packet the pod sent carries one of the pod's own addresses as source: the route back
 // to the source leaves through the interface it came in on. Cilium drops a pod's packet from any
 // other source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
@@ -355,17 +526,20 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_SHOT;
 	}
 	struct ct_key k;
-	__u32 one = 1;
+	__u64 now = bpf_ktime_get_ns();
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
 	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
-	if (bpf_map_lookup_elem(&ct, &k))
+	struct ct_entry *e = ct_get(&k, now);
+	if (e) {
+		ct_touch(e, &f, 1, now);
 		return TC_ACT_OK;
+	}
 	// A TCP segment without SYN must belong to a tracked flow, and is decided by policy again, as
 	// Cilium decides CT_ESTABLISHED packets (only replies skip policy): a policy that stops
 	// allowing a flow stops its open connections too.
 	ct_fill(&k, &f, ifindex, dir, 0);
-	int tracked = bpf_map_lookup_elem(&ct, &k) != 0;
-	if (f.is_reply && !tracked) {
+	e = ct_get(&k, now);
+	if (f.is_reply && !e) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
@@ -379,18 +553,25 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	// Passes are counted once per flow, at its first packet: the testbed reads a probe's verdict
-	// from the counters, and an earlier connection's closing segments must not count as its own.
-	if (!tracked)
-		bpf_map_update_elem(&ct, &k, &one, BPF_ANY);
+	// Passes are counted once per flow, at its first packet (or a SYN reopening a closed one): the
+	// testbed reads a probe's verdict from the counters, and an earlier connection's closing
+	// segments must not count as its own.
+	int first = !e || ((f.tcp_flags & TCP_SYN) && e->closing[0] && e->closing[1]);
+	if (e) {
+		ct_touch(e, &f, 0, now);
+	} else {
+		struct ct_entry fresh = {};
+		ct_touch(&fresh, &f, 0, now);
+		bpf_map_update_elem(&ct, &k, &fresh, BPF_ANY);
+	}
 	if (v->proxy_port) {
 		// The L7 proxy is out of scope: the packet is marked for it, counted, and passed on.
 		skb->mark = ((__u32)bpf_ntohs(v->proxy_port) << 16) | MARK_TO_PROXY;
-		if (!tracked)
+		if (first)
 			count(dir, VERDICT_REDIRECT);
 		return TC_ACT_OK;
 	}
-	if (!tracked)
+	if (first)
 		count(dir, VERDICT_PASS);
 	return TC_ACT_OK;
 }

@@ -11,9 +11,39 @@ const BUILD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../build/
 export const DATAPATH_OBJECT = join(BUILD_DIR, 'datapath.o');
 export const PROBE_TOOL = join(BUILD_DIR, 'probe');
 
-/** The shared connection-tracking map: struct ct_key in bpf/datapath.c is 44 bytes. */
-export function createCtMap(path: string): void {
-  run('bpftool', ['map', 'create', path, 'type', 'lru_hash', 'key', '44', 'value', '4', 'entries', '65536', 'name', 'ct']);
+/** Conntrack lifetimes in seconds (struct ct_lifetimes in bpf/datapath.c). */
+export interface CtLifetimes {
+  /** A TCP flow that has seen only SYNs (Cilium's bpf-ct-timeout-regular-tcp-syn). */
+  readonly syn: number;
+  /** A TCP flow that has seen a segment without SYN (bpf-ct-timeout-regular-tcp). */
+  readonly tcp: number;
+  /** A TCP flow closed both ways by FIN or RST (bpf-ct-timeout-regular-tcp-fin). */
+  readonly close: number;
+  /** Any other flow (bpf-ct-timeout-regular-any). */
+  readonly any: number;
+}
+
+/** Cilium's defaults (daemon/cmd/daemon_main.go since cilium/cilium#27665: 60 s, 8000 s, 10 s, 60 s). */
+const CILIUM_CT_LIFETIMES: CtLifetimes = { syn: 60, tcp: 8000, close: 10, any: 60 };
+
+function ctLifetimesPin(pinRoot: string): string {
+  return join(pinRoot, 'ct_lifetimes');
+}
+
+/**
+ * The shared connection-tracking map (struct ct_key in bpf/datapath.c is 44 bytes, struct
+ * ct_entry 16) and the lifetimes its entries get, written once here.
+ */
+export function createCtMap(pinRoot: string, lifetimes: CtLifetimes = CILIUM_CT_LIFETIMES): void {
+  run('bpftool', ['map', 'create', join(pinRoot, 'ct'), 'type', 'lru_hash', 'key', '44', 'value', '16', 'entries', '65536', 'name', 'ct']);
+  const pin = ctLifetimesPin(pinRoot);
+  run('bpftool', ['map', 'create', pin, 'type', 'array', 'key', '4', 'value', '16', 'entries', '1', 'name', 'ct_lifetimes']);
+  const value = Buffer.alloc(16);
+  [lifetimes.syn, lifetimes.tcp, lifetimes.close, lifetimes.any].forEach((s, i) => {
+    if (!Number.isInteger(s) || s < 1 || s > 0xffffffff) throw new Error(`conntrack lifetime ${s}: a whole number of seconds, at least 1`);
+    value.writeUInt32LE(s, i * 4);
+  });
+  run('bpftool', ['map', 'update', 'pinned', pin, 'key', '0', '0', '0', '0', 'value', ...[...value].map(String)]);
 }
 
 /** Where one endpoint's programs and its own maps (the verdict counters) are pinned. */
@@ -34,6 +64,7 @@ export function loadEndpoint(pinRoot: string, dir: string, policyPin: string, ob
     'map', 'name', 'ipcache4', 'pinned', ipcachePinPath(pinRoot, 'ipv4'),
     'map', 'name', 'ipcache6', 'pinned', ipcachePinPath(pinRoot, 'ipv6'),
     'map', 'name', 'ct', 'pinned', join(pinRoot, 'ct'),
+    'map', 'name', 'ct_lifetimes', 'pinned', ctLifetimesPin(pinRoot),
     'pinmaps', join(dir, 'maps'),
   ]);
 }

@@ -16,7 +16,7 @@ import type { IdentityId } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { ipcacheContent } from './ipcache-content.js';
 import { KernelIpcache } from '../backend/ipcache.js';
-import { attachEndpoint, createCtMap, endpointPinDir, loadEndpoint, PROBE_TOOL, readCounters, VerdictCounts } from './loader.js';
+import { attachEndpoint, createCtMap, CtLifetimes, endpointPinDir, loadEndpoint, PROBE_TOOL, readCounters, VerdictCounts } from './loader.js';
 import { addNetns, deleteNetns, inNs, listNetns, netnsPath, run } from './netns.js';
 
 export const TESTBED_PIN_PREFIX = '/sys/fs/bpf/distill-testbed-';
@@ -49,6 +49,8 @@ export interface TestbedOptions {
   readonly listen: ReadonlySet<string>;
   /** How a transaction reaches the maps (default `applyChangeSet`); tests write it step by step. */
   readonly write?: (backend: MapBackend, cs: ChangeSet, betweenPhases: () => void) => void;
+  /** Conntrack lifetimes (default Cilium's); tests shorten them to see entries expire. */
+  readonly ctLifetimes?: CtLifetimes;
 }
 
 /** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
@@ -93,7 +95,7 @@ export class Testbed {
     try {
       this.backend = new BpfBackend({ pinDir: policyPinDir(this.pinRoot) });
       this.ipcache = KernelIpcache.fresh(this.pinRoot);
-      createCtMap(join(this.pinRoot, 'ct'));
+      createCtMap(this.pinRoot, options.ctLifetimes);
       addNetns(this.router, true);
       this.engine = new Engine({ mapCapacity: this.backend.capacity });
       reconcile(this.engine, this.backend);

@@ -1,4 +1,5 @@
 import type { ContainerPort } from '../model/ports.js';
+import { KeyedPod } from '../model/cluster.js';
 import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
@@ -152,7 +153,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       checkNamespaceName(r, namespace, 'pod.namespace');
       const name = r.nonEmptyString(p.name, 'pod.name');
       checkObjectName(r, name, 'pod.name');
-      const pod = {
+      const pod = new KeyedPod({
         namespace: intern(namespace),
         name,
         labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
@@ -160,7 +161,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
         ...podIpsOf(r, p.ips, p.ip),
         serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
         ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
-      };
+      });
       const node = absent(o.node) ? undefined : r.nonEmptyString(o.node, 'node');
       if (node?.includes('/')) r.fail('node', `"${node}" must not contain '/'`);
       return { ...ev({ type, pod, local: r.optBoolean(o.local, 'local') ?? false }), ...(node !== undefined ? { node } : {}) };

@@ -408,12 +408,14 @@ class ByteLines extends TextLines {
  * a replay refuses a bad trace before its first write. The error names the file and line.
  */
 export function checkTrace(trace: Trace): void {
-  const items = trace.items.flatMap((i) => (i.kind === 'event' ? [i] : []));
+  // One array of events (not one of items, then one of events): it lives through the check.
+  const events: EngineEvent[] = [];
+  for (const i of trace.items) if (i.kind === 'event') events.push(i.event);
   try {
-    checkEvents(items.map((i) => i.event));
+    checkEvents(events);
   } catch (e) {
     if (!(e instanceof EngineError)) throw e;
-    const line = items[e.eventIndex]?.line;
+    const line = trace.items.filter((i) => i.kind === 'event')[e.eventIndex]?.line;
     throw new ManifestError(line === undefined ? trace.source : `${trace.source}:${line}`, '', `${e.eventType}: ${e.detail}`);
   }
 }

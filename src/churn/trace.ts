@@ -1,6 +1,6 @@
 import type { ContainerPort } from '../model/ports.js';
 import { KeyedPod } from '../model/cluster.js';
-import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
+import { ParsedPolicyBase, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -189,7 +189,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
  * policy it is given, and nothing in a replay reads the manifest, while a parsed one costs ~1 KB
  * of heap per policy (3× its text; 31 of the cilium-ci replay's MB).
  */
-class TracePolicy implements Policy {
+class TracePolicy extends ParsedPolicyBase implements Policy {
   // `declare`: an absent optional field stays absent, as in the parser's objects.
   declare readonly ref: Policy['ref'];
   declare readonly rules: Policy['rules'];
@@ -203,6 +203,7 @@ class TracePolicy implements Policy {
   /** Fields assigned one by one (not Object.assign), so V8 lays them out in the object. */
   /** `source`: the trace's name (one string for all its policies). */
   constructor(policy: Policy, manifestText: string | null, source: string) {
+    super();
     const { manifest: _, ref, rules, enforcements, warnings, tiered, ...rest } = policy;
     // A field added to Policy must be copied here: this stops compiling until it is.
     const uncopied: Record<string, never> = rest;
@@ -229,7 +230,7 @@ function compactPolicy(policy: Policy, manifestText: string | null, shared: Shar
     const subject = shared.selector(e.subject);
     return subject === e.subject ? e : { ...e, subject };
   });
-  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source));
+  return new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source);
 }
 
 /**

@@ -176,6 +176,19 @@ export function markParsedPolicy(policy: Policy): Policy {
   return policy;
 }
 
+/**
+ * A base for policy classes built only from parsed policies (a trace's compact copies): their
+ * instances count as parsed without a weak-set entry each (cilium-ci: 30,000 entries, 1 MB live
+ * and as much again of garbage left as the set grows).
+ */
+export abstract class ParsedPolicyBase {
+  #parsed = true;
+
+  static holds(v: object): boolean {
+    return #parsed in v;
+  }
+}
+
 export function isParsedPolicy(v: unknown): v is Policy {
-  return typeof v === 'object' && v !== null && PARSED_POLICIES.has(v as Policy);
+  return typeof v === 'object' && v !== null && (ParsedPolicyBase.holds(v) || PARSED_POLICIES.has(v as Policy));
 }

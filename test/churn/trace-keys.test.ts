@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseTrace } from '../../src/churn/trace.js';
 import { compilePolicy, shareKey } from '../../src/engine/rule-units.js';
 import { KeyedPod, podKey } from '../../src/model/cluster.js';
-import { KeyedPolicyRef, policyRefKey, type Policy } from '../../src/model/rules.js';
+import { isParsedPolicy, KeyedPolicyRef, policyRefKey, type Policy } from '../../src/model/rules.js';
 import { readManifest } from '../../src/policy/manifest.js';
 
 // Issue 18 (cold9): a parsed policy's ref and a trace's pod build their lookup key once, and rules
@@ -56,5 +56,14 @@ describe('rules with equal peer lists', () => {
     expect(shareKey(b)).toBe(shareKey(a));
     expect(shareKey(c)).not.toBe(shareKey(a));
     expect(shareKey(a)).toBe(`ingress\0allow\0p\x001\0${a.subject.key}\0${a.peers[0]?.key}\0TCP:8000-8000`);
+  });
+});
+
+describe("a trace's policies", () => {
+  it('count as parsed without a weak-set entry; a copy does not', () => {
+    const [p] = policies([cnp('a', 'g-0', 8000)]);
+    expect(isParsedPolicy(p)).toBe(true);
+    expect(isParsedPolicy({ ...p })).toBe(false);
+    expect(isParsedPolicy(Object.create(Object.getPrototypeOf(p) as object))).toBe(false);
   });
 });

@@ -225,12 +225,18 @@ class TracePolicy extends ParsedPolicyBase implements Policy {
 }
 
 function compactPolicy(policy: Policy, manifestText: string | null, shared: SharedValues): Policy {
-  const rules = policy.rules.map((r) => shared.rule(r));
-  const enforcements = policy.enforcements.map((e) => {
+  const rules = sameOrMapped(policy.rules, (r) => shared.rule(r));
+  const enforcements = sameOrMapped(policy.enforcements, (e) => {
     const subject = shared.selector(e.subject);
     return subject === e.subject ? e : { ...e, subject };
   });
   return new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source);
+}
+
+/** The parser's own array when `f` changes none of its elements (kept, not left as garbage for a copy). */
+function sameOrMapped<T>(list: readonly T[], f: (x: T) => T): readonly T[] {
+  const mapped = list.map(f);
+  return mapped.every((x, i) => x === list[i]) ? list : mapped;
 }
 
 /**

@@ -106,9 +106,19 @@ function coldStart(initial: readonly EngineEvent[], opts: ReplayOptions, state: 
 /** The initial phase's events and the churn items (fresh arrays, the replay's to empty). */
 function splitItems(items: Trace['items'], limit: number | undefined) {
   const firstChurn = items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  const initial = items.slice(0, firstChurn < 0 ? items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
-  const churn = items.slice(firstChurn < 0 ? items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i] : []));
-  return { initial, churn: limit === undefined ? churn : churn.slice(0, limit) };
+  const end = firstChurn < 0 ? items.length : firstChurn;
+  // Filled in one pass each: no slice of the items and no one-element array per event.
+  const initial: EngineEvent[] = [];
+  for (let i = 0; i < end; i++) {
+    const item = items[i] as Trace['items'][number];
+    if (item.kind === 'event') initial.push(item.event);
+  }
+  const churn: Extract<Trace['items'][number], { kind: 'event' }>[] = [];
+  for (let i = end; i < items.length && (limit === undefined || churn.length < limit); i++) {
+    const item = items[i] as Trace['items'][number];
+    if (item.kind === 'event') churn.push(item);
+  }
+  return { initial, churn };
 }
 
 /**

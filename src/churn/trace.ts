@@ -1,5 +1,6 @@
 import type { ContainerPort } from '../model/ports.js';
-import { markParsedPolicy, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
+import { KeyedPod } from '../model/cluster.js';
+import { ParsedPolicyBase, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -152,7 +153,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       checkNamespaceName(r, namespace, 'pod.namespace');
       const name = r.nonEmptyString(p.name, 'pod.name');
       checkObjectName(r, name, 'pod.name');
-      const pod = {
+      const pod = new KeyedPod({
         namespace: intern(namespace),
         name,
         labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
@@ -160,7 +161,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
         ...podIpsOf(r, p.ips, p.ip),
         serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
         ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
-      };
+      });
       const node = absent(o.node) ? undefined : r.nonEmptyString(o.node, 'node');
       if (node?.includes('/')) r.fail('node', `"${node}" must not contain '/'`);
       return { ...ev({ type, pod, local: r.optBoolean(o.local, 'local') ?? false }), ...(node !== undefined ? { node } : {}) };
@@ -188,7 +189,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
  * policy it is given, and nothing in a replay reads the manifest, while a parsed one costs ~1 KB
  * of heap per policy (3× its text; 31 of the cilium-ci replay's MB).
  */
-class TracePolicy implements Policy {
+class TracePolicy extends ParsedPolicyBase implements Policy {
   // `declare`: an absent optional field stays absent, as in the parser's objects.
   declare readonly ref: Policy['ref'];
   declare readonly rules: Policy['rules'];
@@ -202,6 +203,7 @@ class TracePolicy implements Policy {
   /** Fields assigned one by one (not Object.assign), so V8 lays them out in the object. */
   /** `source`: the trace's name (one string for all its policies). */
   constructor(policy: Policy, manifestText: string | null, source: string) {
+    super();
     const { manifest: _, ref, rules, enforcements, warnings, tiered, ...rest } = policy;
     // A field added to Policy must be copied here: this stops compiling until it is.
     const uncopied: Record<string, never> = rest;
@@ -223,12 +225,18 @@ class TracePolicy implements Policy {
 }
 
 function compactPolicy(policy: Policy, manifestText: string | null, shared: SharedValues): Policy {
-  const rules = policy.rules.map((r) => shared.rule(r));
-  const enforcements = policy.enforcements.map((e) => {
+  const rules = sameOrMapped(policy.rules, (r) => shared.rule(r));
+  const enforcements = sameOrMapped(policy.enforcements, (e) => {
     const subject = shared.selector(e.subject);
     return subject === e.subject ? e : { ...e, subject };
   });
-  return markParsedPolicy(new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source));
+  return new TracePolicy({ ...policy, rules, enforcements }, manifestText, shared.source);
+}
+
+/** The parser's own array when `f` changes none of its elements (kept, not left as garbage for a copy). */
+function sameOrMapped<T>(list: readonly T[], f: (x: T) => T): readonly T[] {
+  const mapped = list.map(f);
+  return mapped.every((x, i) => x === list[i]) ? list : mapped;
 }
 
 /**
@@ -407,12 +415,14 @@ class ByteLines extends TextLines {
  * a replay refuses a bad trace before its first write. The error names the file and line.
  */
 export function checkTrace(trace: Trace): void {
-  const items = trace.items.flatMap((i) => (i.kind === 'event' ? [i] : []));
+  // One array of events (not one of items, then one of events): it lives through the check.
+  const events: EngineEvent[] = [];
+  for (const i of trace.items) if (i.kind === 'event') events.push(i.event);
   try {
-    checkEvents(items.map((i) => i.event));
+    checkEvents(events);
   } catch (e) {
     if (!(e instanceof EngineError)) throw e;
-    const line = items[e.eventIndex]?.line;
+    const line = trace.items.filter((i) => i.kind === 'event')[e.eventIndex]?.line;
     throw new ManifestError(line === undefined ? trace.source : `${trace.source}:${line}`, '', `${e.eventType}: ${e.detail}`);
   }
 }

@@ -53,8 +53,21 @@ function peerSelector(p: Peer): IdentitySelector {
 
 const byKey = (a: IdentitySelector, b: IdentitySelector): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
+/**
+ * Peer selectors by peer list. A trace shares equal peer lists between rules (churn/trace.ts), so
+ * 3,000 rules with 300 distinct peer groups build 300 selector lists, and their units share them.
+ */
+const PEERS_OF_LIST = new WeakMap<readonly Peer[], readonly IdentitySelector[]>();
+
 /** A rule's peer selectors, sorted by key, one per key (the last one given), in an exact-size array. */
-function peerSelectors(rule: PolicyRule): IdentitySelector[] {
+function peerSelectors(rule: PolicyRule): readonly IdentitySelector[] {
+  if (rule.toFQDNs !== undefined && rule.toFQDNs.length > 0) return buildPeerSelectors(rule);
+  let s = PEERS_OF_LIST.get(rule.peers);
+  if (s === undefined) PEERS_OF_LIST.set(rule.peers, (s = buildPeerSelectors(rule)));
+  return s;
+}
+
+function buildPeerSelectors(rule: PolicyRule): IdentitySelector[] {
   // toFQDNs rules have no other peers (the reader refuses mixing them).
   const all = rule.toFQDNs && rule.toFQDNs.length > 0 ? [...rule.peers.map(peerSelector), ...rule.toFQDNs.map(fqdnPeerSelector)] : rule.peers.map(peerSelector);
   all.sort(byKey);
@@ -140,10 +153,31 @@ export function shareKey(unit: RuleUnit): string | null {
   if (unit.origin.tier !== undefined || unit.entry !== undefined || unit.baseline === true || unit.peerNamedPorts === true) return null;
   // Built by hand (a JSON.stringify per adopted unit was a tenth of a 3,000-rule cold start); NUL
   // separates the parts: no label, selector or port name contains it.
-  let key = `${unit.direction}\0${unit.verdict}\0${unit.namedEgress ? 'n' : 'p'}\0${unit.peers.length}\0${unit.subject.key}`;
-  for (const p of unit.peers) key += `\0${p.key}`;
-  for (const c of unit.clauses) key += `\0${clauseKey(c.l4)}${c.l7 ? JSON.stringify(c.l7) : ''}`;
-  return key;
+  const peers = unit.peers;
+  return `${unit.direction}\0${unit.verdict}\0${unit.namedEgress ? 'n' : 'p'}\0${peers.length}\0${unit.subject.key}${partOf(PEER_PARTS, peers, peersPart)}${partOf(CLAUSE_PARTS, unit.clauses, clausesPart)}`;
+}
+
+type Clauses = RuleUnit['clauses'];
+/** The peer and clause parts of share keys, by list: units of shared lists (peerSelectors; a trace's port lists) build each once. */
+const PEER_PARTS = new WeakMap<readonly IdentitySelector[], string>();
+const CLAUSE_PARTS = new WeakMap<Clauses, string>();
+
+function partOf<T extends object>(cache: WeakMap<T, string>, list: T, build: (list: T) => string): string {
+  let part = cache.get(list);
+  if (part === undefined) cache.set(list, (part = flat(build(list))));
+  return part;
+}
+
+function peersPart(peers: readonly IdentitySelector[]): string {
+  let part = '';
+  for (const p of peers) part += `\0${p.key}`;
+  return part;
+}
+
+function clausesPart(clauses: Clauses): string {
+  let part = '';
+  for (const c of clauses) part += `\0${clauseKey(c.l4)}${c.l7 ? JSON.stringify(c.l7) : ''}`;
+  return part;
 }
 
 function clauseKey(l4: L4Match): string {

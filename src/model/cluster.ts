@@ -4,6 +4,7 @@ import { podIdentityLabels } from './identity.js';
 import { LabelSet, NAMESPACE_NAME_LABEL } from './labels.js';
 import type { ContainerPort } from './ports.js';
 import { Policy, PolicyRef, policyRefKey } from './rules.js';
+import { flat } from './intern.js';
 
 export interface Namespace {
   readonly name: string;
@@ -123,7 +124,39 @@ export function podIps(pod: Pick<Pod, 'ip' | 'ips'>): readonly IpAddress[] {
 }
 
 export function podKey(p: { namespace: string; name: string }): string {
+  if (p instanceof KeyedPod) return p.key;
   return `${p.namespace}/${p.name}`;
+}
+
+/**
+ * A pod read from a trace, whose key is built once: the pod table, the model store and validation
+ * each look a pod up by it (two copies kept a pod otherwise). Fields as a plain pod's, in the same
+ * order; the key is private (not in JSON, spreads or `Object.keys`).
+ */
+export class KeyedPod implements Pod {
+  declare readonly namespace: string;
+  declare readonly name: string;
+  declare readonly labels: Pod['labels'];
+  declare readonly ip: IpAddress;
+  declare readonly ips?: readonly IpAddress[];
+  declare readonly serviceAccount: string;
+  declare readonly ports: readonly ContainerPort[];
+  #key: string | undefined = undefined;
+
+  constructor(pod: Pod) {
+    this.namespace = pod.namespace;
+    this.name = pod.name;
+    this.labels = pod.labels;
+    this.ip = pod.ip;
+    if (pod.ips !== undefined) this.ips = pod.ips;
+    this.serviceAccount = pod.serviceAccount;
+    this.ports = pod.ports;
+  }
+
+  get key(): string {
+    this.#key ??= flat(`${this.namespace}/${this.name}`);
+    return this.#key;
+  }
 }
 
 export function namespaceWithDefaults(name: string, labels: Readonly<Record<string, string>>): Namespace {

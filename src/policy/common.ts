@@ -1,7 +1,7 @@
 import { Cidr, cidrContainsCidr, parseCidr } from '../model/cidr.js';
 import { isDnsLabel, isDnsSubdomain, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { matchLabelRequirement, Requirement, Selector, andSelector } from '../model/selector.js';
-import type { Peer, PolicyRef } from '../model/rules.js';
+import { KeyedPolicyRef, type Peer, type PolicyRef } from '../model/rules.js';
 import { at, join, Reader } from './reader.js';
 import { MAX_CACHED_TEXT } from './selector.js';
 
@@ -109,7 +109,7 @@ export function readCidrWithExcept(r: Reader, cidrV: unknown, exceptV: unknown, 
 }
 
 export function refOf(kind: PolicyRef['kind'], md: { name: string; namespace?: string }): PolicyRef {
-  return md.namespace === undefined ? { kind, name: md.name } : { kind, namespace: md.namespace, name: md.name };
+  return new KeyedPolicyRef(kind, md.namespace, md.name);
 }
 
 /**

@@ -602,6 +602,13 @@ function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
   return { ...(matchName !== undefined ? { matchName } : {}), ...(matchPattern !== undefined ? { matchPattern } : {}) };
 }
 
+/**
+ * The CRD's type pattern (pkg/policy/api/icmp.go) lists "ExtendedEcho Reply", with a space, so the
+ * API server refuses "ExtendedEchoReply" though Cilium's name tables have it (types 43 and 161).
+ */
+const CRD_PATTERN_MISSES_EXTENDED_ECHO_REPLY =
+  '"ExtendedEchoReply" does not match the CRD\'s ICMP type pattern (it lists "ExtendedEcho Reply"): the API server refuses it; use 43 (IPv4) or 161 (IPv6)';
+
 function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
   const o = r.object(v, path, ['fields']);
   const fields = r.array(o.fields, join(path, 'fields'));
@@ -614,6 +621,7 @@ function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
     const protocol: FlowProtocol = family === 'IPv4' ? 'ICMP' : 'ICMPv6';
     let type: number;
     if (typeof fo.type === 'string' && !/^\d+$/.test(fo.type)) {
+      if (fo.type === 'ExtendedEchoReply') r.fail(join(fpath, 'type'), CRD_PATTERN_MISSES_EXTENDED_ECHO_REPLY);
       const table = family === 'IPv4' ? ICMPV4_TYPES : ICMPV6_TYPES;
       const t = Object.hasOwn(table, fo.type) ? table[fo.type] : undefined;
       if (t === undefined) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ${family} ICMP type name`);

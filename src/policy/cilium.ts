@@ -280,7 +280,9 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));
   if (cidrs) {
     anyL3 = true;
-    cidrs.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), false), except: [] }));
+    // The CRD types each item `format: cidr` (earlier: a pattern ending in /prefix-length), so the
+    // API server refuses a bare address that the agent's CIDR.sanitize alone would take.
+    cidrs.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), true), except: [] }));
   }
   const sets = r.optArray(o[shape.cidrSet], join(path, shape.cidrSet));
   if (sets) {

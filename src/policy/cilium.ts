@@ -290,7 +290,9 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));
   if (cidrs) {
     anyL3 = true;
-    cidrs.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), false), except: [] }));
+    // The CRD types each item `format: cidr` (earlier: a pattern ending in /prefix-length), so the
+    // API server refuses a bare address that the agent's CIDR.sanitize alone would take.
+    cidrs.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), true), except: [] }));
   }
   const sets = r.optArray(o[shape.cidrSet], join(path, shape.cidrSet));
   if (sets) {
@@ -612,6 +614,13 @@ function parseDnsRule(r: Reader, v: unknown, path: string): DnsRule {
   return { ...(matchName !== undefined ? { matchName } : {}), ...(matchPattern !== undefined ? { matchPattern } : {}) };
 }
 
+/**
+ * The CRD's type pattern (pkg/policy/api/icmp.go) lists "ExtendedEcho Reply", with a space, so the
+ * API server refuses "ExtendedEchoReply" though Cilium's name tables have it (types 43 and 161).
+ */
+const CRD_PATTERN_MISSES_EXTENDED_ECHO_REPLY =
+  '"ExtendedEchoReply" does not match the CRD\'s ICMP type pattern (it lists "ExtendedEcho Reply"): the API server refuses it; use 43 (IPv4) or 161 (IPv6)';
+
 function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
   const o = r.object(v, path, ['fields']);
   const fields = r.array(o.fields, join(path, 'fields'));
@@ -624,6 +633,7 @@ function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
     const protocol: FlowProtocol = family === 'IPv4' ? 'ICMP' : 'ICMPv6';
     let type: number;
     if (typeof fo.type === 'string' && !/^\d+$/.test(fo.type)) {
+      if (fo.type === 'ExtendedEchoReply') r.fail(join(fpath, 'type'), CRD_PATTERN_MISSES_EXTENDED_ECHO_REPLY);
       const table = family === 'IPv4' ? ICMPV4_TYPES : ICMPV6_TYPES;
       const t = Object.hasOwn(table, fo.type) ? table[fo.type] : undefined;
       if (t === undefined) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ${family} ICMP type name`);

@@ -62,7 +62,7 @@ const ciliumRule = (dir: 'from' | 'to', deny: boolean) =>
     {
       [`${dir}Endpoints`]: fc.array(selector, { maxLength: 2 }),
       [`${dir}Entities`]: fc.uniqueArray(entity, { maxLength: 2 }),
-      [`${dir}CIDR`]: fc.array(fc.constantFrom('20.1.1.1/32', '192.0.2.7', '2001:db8::/64'), { maxLength: 2 }),
+      [`${dir}CIDR`]: fc.array(fc.constantFrom('20.1.1.1/32', '192.0.2.7/32', '2001:db8::/64'), { maxLength: 2 }),
       [`${dir}CIDRSet`]: fc.array(cidrRule, { maxLength: 1 }),
       toPorts: fc.array(deny ? fc.record({ ports: fc.array(ciliumPort, { minLength: 1, maxLength: 2 }) }) : portRule, { maxLength: 2 }),
     },

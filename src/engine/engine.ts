@@ -4,7 +4,7 @@ import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG 
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
-import { Direction, policyRefKey, RuleOrigin } from '../model/rules.js';
+import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
 import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js';
 import { EngineContext } from './context.js';
 import { ChangeSet, EngineError, EngineEvent, EngineFailedError, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
@@ -116,7 +116,7 @@ export class Engine {
     if (this.model.identitySource === 'local') pods.splits = splits;
     const stages = { identities, maps, pods, nodes, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
-    ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.byIp(ip.text)?.identity ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
+    ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.byIp(ip.text)?.identity ?? nodes.apiServerAt(ip.text) ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
     ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
     const commit = new Commit(ctx, maps, this.proxyPorts);
     this.stages = { ...stages, resolver, fqdn, splits, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
@@ -275,10 +275,7 @@ export class Engine {
         fqdn.podDeleted(`${e.namespace}/${e.name}`);
         return pods.removePod(`${e.namespace}/${e.name}`);
       case 'upsertPolicy':
-        fqdn.policyUpserted(e.policy);
-        splits.policyUpserted(e.policy);
-        this.stages.nodes.policyUpserted(e.policy);
-        return resolver.upsertPolicy(e.policy);
+        return this.upsertPolicy(e.policy);
       case 'deletePolicy':
         fqdn.policyDeleted(policyRefKey(e.ref));
         splits.policyDeleted(policyRefKey(e.ref));
@@ -292,7 +289,24 @@ export class Engine {
         return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels);
       case 'deleteNode':
         return this.stages.nodes.delete(e.name);
+      case 'setApiServer': {
+        const stale = this.stages.nodes.apiServerKnown ? [] : this.stages.nodes.standInPolicies();
+        this.stages.nodes.setApiServer(e.addresses);
+        // The addresses are known from now on: the stand-ins of finding 100 lapse.
+        for (const p of stale) this.upsertPolicy(p);
+        return;
+      }
     }
+  }
+
+  /** The node table keeps the policy as given; the others see it without stand-ins once the API server's addresses are known. */
+  private upsertPolicy(given: Policy): void {
+    const { resolver, fqdn, splits, nodes } = this.stages;
+    const policy = nodes.apiServerKnown ? withoutApiServerStandIns(given) : given;
+    fqdn.policyUpserted(policy);
+    splits.policyUpserted(policy);
+    nodes.policyUpserted(given);
+    resolver.upsertPolicy(policy);
   }
 
   // ---------------------------------------------------------------- DNS cache file (restart)

@@ -33,6 +33,12 @@ export type EngineEvent =
    */
   | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>> }
   | { readonly type: 'deleteNode'; readonly name: string }
+  /**
+   * The API server's addresses (the backends of default/kubernetes), replacing the last set: each
+   * is labelled `reserved:kube-apiserver` (docs/semantics.md, "kube-apiserver"). Before the first
+   * such event they are unknown, and a deny naming the entity keeps its stand-in peers (finding 100).
+   */
+  | { readonly type: 'setApiServer'; readonly addresses: readonly IpAddress[] }
   /** DNS answers and clock steps (toFQDNs, src/model/fqdn-events.ts; the FQDN stage, fqdn-stage.ts). */
   | FqdnEvent;
 

@@ -149,7 +149,7 @@ export class EngineQueries {
   }
 
   identityOfIp(ip: IpAddress): IdentityId {
-    return (this.s.nodes.at(ip.text) ?? this.s.pods.byIp(ip.text)?.identity ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
+    return (this.s.nodes.at(ip.text) ?? this.s.pods.byIp(ip.text)?.identity ?? this.s.nodes.apiServerAt(ip.text) ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
   }
 
   /** The whole ipcache: node and pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */
@@ -157,6 +157,7 @@ export class EngineQueries {
     const out = new Map<string, IdentityId>();
     for (const rec of this.s.identities.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, rec.id);
     for (const { ip, identity } of this.s.identities.fqdnHostEntries()) out.set(hostCidr(ip).text, identity.id);
+    for (const { ip, identity } of this.s.nodes.apiServerEntries()) out.set(hostCidr(ip).text, identity.id);
     for (const { ip, identity } of this.s.pods.ipEntries()) out.set(hostCidr(ip).text, identity.id);
     // A node's address wins over a pod claiming it (a host-network pod is not an endpoint).
     for (const { ip, identity } of this.s.nodes.entries()) out.set(hostCidr(ip).text, identity.id);

@@ -1,7 +1,7 @@
-import { Cidr, cidrContainsIp, IpAddress, IpFamily } from '../model/cidr.js';
+import { Cidr, cidrContainsIp, hostCidr, IpAddress, IpFamily } from '../model/cidr.js';
 import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, worldLabels } from '../model/identity.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
-import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR } from '../model/labels.js';
+import { LabelSet, labelSetKey, makeLabelSet, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
 import { ContainerPort, FlowProtocol, protocolCovers } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import type { NamedPortResolver } from './rule-units.js';
@@ -23,6 +23,10 @@ export interface IdentityRecord extends SelectableIdentity {
   readonly fqdn?: true;
   /** Set by `setHostNodeLabels` on `host`: the agent's own node's labels. */
   nodeLabels?: LabelSet | undefined;
+  /** Changed in place on `host` and `kube-apiserver` only (`setApiServerLabels`). */
+  matchLabels: LabelSet;
+  /** An API server address's identity outside the cluster: `cidr` is its host prefix, not an LPM entry. */
+  readonly apiServerHost?: true;
 }
 
 /** The label source that keeps a remote node's labels in its identity's labels (never in `matchLabels`). */
@@ -177,6 +181,66 @@ export class IdentityTable {
     this.peerCache.removeIdentity(host.id);
     host.nodeLabels = nodeLabels;
     this.peerCache.addIdentity(host);
+  }
+
+  /**
+   * An API server address outside the cluster: its labels are its CIDR labels (world included) and
+   * `reserved:kube-apiserver` (pkg/ipcache/metadata.go `resolveIdentity`: an address with no
+   * host, remote-node, health or ingress label gets `GetCIDRLabels(prefix)` merged in), a node-local
+   * identity that CIDR selectors covering the address select. Released with `release`.
+   */
+  acquireApiServerHost(ip: IpAddress): IdentityRecord {
+    const cidr = hostCidr(ip);
+    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(ip.family), reservedLabel('kube-apiserver')]);
+    return this.acquireLocal(labels, () => ({ ...this.allocate(labels, labelSetKey(labels), cidr), apiServerHost: true as const }));
+  }
+
+  /**
+   * An API server address a node holds as its health or Ingress address, or a remote node with
+   * labels `nodes` peers select on: the node address's identity plus `reserved:kube-apiserver`
+   * (Cilium allocates an identity for the merged label set, pkg/ipcache/metadata.go
+   * `resolveIdentity`). The plain remote-node address is identity 7 (`kube-apiserver`) instead.
+   */
+  acquireApiServerVariant(base: IdentityRecord): IdentityRecord {
+    const kapi = reservedLabel('kube-apiserver');
+    const labels = makeLabelSet([...base.labels, kapi]);
+    const matchLabels = makeLabelSet([...base.matchLabels, kapi]);
+    return this.acquireLocal(labels, () => ({ ...this.allocate(labels, labelSetKey(labels), undefined, base.nodeLabels ? 'remote-node' : 'local'), matchLabels, ...(base.nodeLabels ? { nodeLabels: base.nodeLabels } : {}) }));
+  }
+
+  private acquireLocal(labels: LabelSet, make: () => IdentityRecord): IdentityRecord {
+    const key = labelSetKey(labels);
+    const existing = this.byKey.get(key);
+    if (existing) {
+      existing.refs++;
+      this.ctx.pendingRelease.delete(existing);
+      return existing;
+    }
+    const rec = this.revive(key, labels) ?? make();
+    this.byKey.set(key, rec);
+    this.byId.set(rec.id, rec);
+    this.ctx.stats.identitiesAllocated++;
+    this.peerCache.addIdentity(rec);
+    return rec;
+  }
+
+  /**
+   * The labels selectors see on a reserved identity that API server addresses may carry: `host`
+   * gains `reserved:kube-apiserver` while one of its addresses is the API server's
+   * (`AddReservedIdentityWithLabels(ReservedIdentityHost, lbls)` in `resolveIdentity`), and
+   * `kube-apiserver` (7) carries `reserved:remote-node` while a remote node's address has it (pkg/identity
+   * `LookupReservedIdentityByLabels`: remote-node + kube-apiserver is 7, `NewIdentity(nid, lbls)`).
+   */
+  setApiServerLabels(id: IdentityId, extra: ReservedName | undefined): void {
+    const rec = this.byId.get(id) as IdentityRecord;
+    const matchLabels = extra === undefined ? rec.labels : makeLabelSet([...rec.labels, reservedLabel(extra)]);
+    if (labelSetKey(matchLabels) === labelSetKey(rec.matchLabels)) return;
+    this.peerCache.removeIdentity(id);
+    rec.matchLabels = matchLabels;
+    // As a remote node's address, 7 is a node to ClusterNetworkPolicy `nodes` peers, as 6 is.
+    if (extra === 'remote-node') rec.nodeLabels = [];
+    else if (id !== RESERVED_IDENTITIES.host) rec.nodeLabels = undefined;
+    this.peerCache.addIdentity(rec);
   }
 
   /** Rolling back a refused transaction: an identity its commit freed gets its old number back. */
@@ -338,7 +402,7 @@ export class IdentityTable {
     this.peerCache.removeIdentity(rec.id);
     this.byKey.delete(rec.key);
     this.byId.delete(rec.id);
-    if (rec.cidr && !rec.fqdn) {
+    if (rec.cidr && !rec.fqdn && !rec.apiServerHost) {
       this.ctx.touchIpcache(rec.cidr);
       const m = this.cidrs[rec.cidr.family].get(rec.cidr.prefixLength);
       m?.delete(rec.cidr.network);

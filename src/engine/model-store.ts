@@ -32,6 +32,7 @@ export class ModelStore implements ModelView {
   private policiesByNs: Map<string, Set<string>> | null = null;
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
   private readonly nodes = new Map<string, EngineEvent & { type: 'upsertNode' }>();
+  private apiServer: (EngineEvent & { type: 'setApiServer' }) | undefined;
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
 
@@ -44,7 +45,7 @@ export class ModelStore implements ModelView {
 
   /** No namespace, pod, policy, identity or node (the DNS cache aside): rebuilding from it is free. */
   isEmpty(): boolean {
-    return this.namespaces.size === 0 && this.pods.size === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0;
+    return this.namespaces.size === 0 && this.pods.size === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.apiServer === undefined;
   }
 
   hasIdentity(id: number): boolean {
@@ -141,6 +142,9 @@ export class ModelStore implements ModelView {
       case 'deleteNode':
         this.nodes.delete(e.name);
         return;
+      case 'setApiServer':
+        this.apiServer = e;
+        return;
     }
   }
 
@@ -188,6 +192,7 @@ export class ModelStore implements ModelView {
     const out: EngineEvent[] = [];
     for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });
     for (const node of this.nodes.values()) out.push(node);
+    if (this.apiServer) out.push(this.apiServer);
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
     for (const [key, pod] of this.pods) out.push({ type: 'upsertPod', pod, local: this.localPods.has(key) });
     for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });

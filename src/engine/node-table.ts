@@ -2,7 +2,7 @@ import type { IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
-import { type Policy, policyRefKey } from '../model/rules.js';
+import { hasApiServerStandIns, type Policy, policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 
@@ -37,6 +37,12 @@ export class NodeTable {
   /** Node label keys the `nodes` peers of each policy select on; `keys`: their union. */
   private readonly keysByPolicy = new Map<string, ReadonlySet<string>>();
   private keys: ReadonlySet<string> = new Set();
+  /** The API server's addresses by text (`setApiServer`); undefined while unknown. */
+  private apiServer: ReadonlyMap<string, IpAddress> | undefined;
+  /** API server address → the identity it holds (acquired here; a node's address or one outside the cluster). */
+  private readonly apiServerIds = new Map<string, IdentityRecord>();
+  /** Policies with peers standing in for unknown API server addresses, by key: re-resolved once the addresses are known. */
+  private readonly standIns = new Map<string, Policy>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -71,6 +77,7 @@ export class NodeTable {
       const held = e.holders.get(name);
       if (held === undefined || rank(role) < rank(held)) e.holders.set(name, role);
     }
+    this.refreshApiServer(nodeAddresses(rec).map((a) => a.ip.text));
   }
 
   private forget(name: string, rec: NodeRecord): void {
@@ -83,15 +90,18 @@ export class NodeTable {
       const e = this.ips.get(ip.text);
       if (e?.holders.delete(name) && e.holders.size === 0) this.ips.delete(ip.text);
     }
+    this.refreshApiServer(nodeAddresses(rec).map((a) => a.ip.text));
   }
 
   policyUpserted(policy: Policy): void {
+    this.setStandIn(policyRefKey(policy.ref), hasApiServerStandIns(policy) ? policy : undefined);
     const keys = new Set<string>();
     for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
     this.setPolicyKeys(policyRefKey(policy.ref), keys);
   }
 
   policyDeleted(key: string): void {
+    this.setStandIn(key, undefined);
     this.setPolicyKeys(key, new Set());
   }
 
@@ -121,6 +131,7 @@ export class NodeTable {
       if (identity !== old) for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
       this.remote.set(name, identity);
       this.identities.release(old);
+      if (identity !== old) this.refreshApiServer(nodeAddresses(rec).map((a) => a.ip.text));
     }
   }
 
@@ -138,7 +149,79 @@ export class NodeTable {
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */
   at(ipText: string): IdentityRecord | undefined {
     const e = this.ips.get(ipText);
-    return e && this.identityOf(e.holders);
+    return e && (this.apiServerIds.get(ipText) ?? this.identityOf(e.holders));
+  }
+
+  /** The identity of an API server address no node holds (outside the cluster; a pod's address stays the pod's). */
+  apiServerAt(ipText: string): IdentityRecord | undefined {
+    return this.ips.has(ipText) ? undefined : this.apiServerIds.get(ipText);
+  }
+
+  get apiServerKnown(): boolean {
+    return this.apiServer !== undefined;
+  }
+
+  /** The API server's addresses (the last set replaces the one before). Undone on rollback. */
+  setApiServer(addresses: readonly IpAddress[]): void {
+    const old = this.apiServer;
+    const next = new Map(addresses.map((ip) => [ip.text, ip]));
+    const changed = new Set([...(old?.keys() ?? []), ...next.keys()]);
+    for (const t of changed) this.ctx.touchIpcacheHost((next.get(t) ?? old?.get(t)) as IpAddress);
+    this.apiServer = next;
+    this.refreshApiServer(changed);
+    this.ctx.onUndo(() => {
+      for (const t of changed) this.ctx.touchIpcacheHost((next.get(t) ?? old?.get(t)) as IpAddress);
+      this.apiServer = old;
+      this.refreshApiServer(changed);
+    });
+  }
+
+  /** Policies whose kube-apiserver deny still holds stand-in peers (to re-resolve once the addresses are known). */
+  standInPolicies(): Policy[] {
+    return [...this.standIns.values()];
+  }
+
+  private setStandIn(key: string, policy: Policy | undefined): void {
+    const old = this.standIns.get(key);
+    if (old === policy) return;
+    const put = (p: Policy | undefined): void => void (p ? this.standIns.set(key, p) : this.standIns.delete(key));
+    put(policy);
+    this.ctx.onUndo(() => put(old));
+  }
+
+  /**
+   * Gives each of `texts` that is an API server address the identity Cilium resolves for it
+   * (pkg/ipcache/metadata.go `resolveIdentity`): on a remote node 7 (or the node's labelled
+   * identity plus the label), on the agent's node `host` (which then carries the label for all its
+   * addresses), a health or Ingress address its identity plus the label, elsewhere a CIDR identity
+   * with the label. The others lose theirs. Callers touch the addresses' ipcache entries first.
+   */
+  private refreshApiServer(texts: Iterable<string>): void {
+    if (this.apiServer === undefined && this.apiServerIds.size === 0) return;
+    for (const t of texts) {
+      const old = this.apiServerIds.get(t);
+      const ip = this.apiServer?.get(t);
+      const e = this.ips.get(t);
+      const next = ip === undefined ? undefined : e ? this.apiServerVariant(this.identityOf(e.holders)) : this.identities.acquireApiServerHost(ip);
+      if (next) this.apiServerIds.set(t, next);
+      else this.apiServerIds.delete(t);
+      if (old) this.identities.release(old);
+    }
+    let host = false;
+    let remote = false;
+    for (const rec of this.apiServerIds.values()) {
+      if (rec.id === RESERVED_IDENTITIES.host) host = true;
+      if (rec.id === RESERVED_IDENTITIES['kube-apiserver']) remote = true;
+    }
+    this.identities.setApiServerLabels(RESERVED_IDENTITIES.host, host ? 'kube-apiserver' : undefined);
+    this.identities.setApiServerLabels(RESERVED_IDENTITIES['kube-apiserver'], remote ? 'remote-node' : undefined);
+  }
+
+  /** A node address's identity once it is an API server address (acquired: the caller releases it). */
+  private apiServerVariant(base: IdentityRecord): IdentityRecord {
+    if (base.id === RESERVED_IDENTITIES.host) return base;
+    if (base.id === RESERVED_IDENTITIES['remote-node']) return this.identities.get(RESERVED_IDENTITIES['kube-apiserver']) as IdentityRecord;
+    return this.identities.acquireApiServerVariant(base);
   }
 
   private identityOf(holders: ReadonlyMap<string, NodeAddressRole>): IdentityRecord {
@@ -160,6 +243,14 @@ export class NodeTable {
   }
 
   *entries(): IterableIterator<{ ip: IpAddress; identity: IdentityRecord }> {
-    for (const { ip, holders } of this.ips.values()) yield { ip, identity: this.identityOf(holders) };
+    for (const { ip, holders } of this.ips.values()) yield { ip, identity: this.apiServerIds.get(ip.text) ?? this.identityOf(holders) };
+  }
+
+  /** API server addresses no node holds, with their identities. */
+  *apiServerEntries(): IterableIterator<{ ip: IpAddress; identity: IdentityRecord }> {
+    for (const [t, identity] of this.apiServerIds) {
+      const ip = this.apiServer?.get(t);
+      if (ip && !this.ips.has(t)) yield { ip, identity };
+    }
   }
 }

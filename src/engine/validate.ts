@@ -339,6 +339,10 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       model.setNode(name, false);
       return;
     }
+    case 'setApiServer':
+      if (!Array.isArray(e.addresses)) fail('addresses must be a list of parsed IP addresses');
+      (e.addresses as unknown[]).forEach((ip, i) => checkParsedIp(ip, `addresses[${i}]`, fail));
+      return;
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }

@@ -14,6 +14,7 @@ import {
   upsertNode,
   deleteNode,
   nodeEndpointsOf,
+  setApiServer,
 } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { DnsServer } from '../model/fqdn-events.js';
@@ -62,6 +63,8 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
   for (const [name, n] of to.nodes ?? []) {
     if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n), ...(n.labels ? { labels: n.labels } : {}) });
   }
+  // Known addresses never become unknown again (the engine keeps the last set).
+  if (to.apiServer !== undefined && to.apiServer !== from.apiServer) events.push({ type: 'setApiServer', addresses: to.apiServer });
   events.push(...dnsEvents(from.dns, to.dns));
   return events;
 }
@@ -137,6 +140,8 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
       return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e), ...(e.labels ? { labels: e.labels } : {}) });
     case 'deleteNode':
       return deleteNode(s, e.name);
+    case 'setApiServer':
+      return setApiServer(s, e.addresses);
   }
 }
 

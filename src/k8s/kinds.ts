@@ -9,4 +9,5 @@ export const KINDS_API_VERSIONS = {
   CiliumClusterwideNetworkPolicy: 'cilium.io/v2',
   CiliumIdentity: 'cilium.io/v2',
   ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2',
+  EndpointSlice: 'discovery.k8s.io/v1',
 } as const;

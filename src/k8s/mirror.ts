@@ -4,7 +4,7 @@ import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
+import { apiServerSliceOf, ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { WatchItem } from './watch.js';
 
 /** What an agent feeds its engine: engine events, and identity events (external identities). */
@@ -45,7 +45,9 @@ type Held =
   | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
   | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
   | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
-  | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string };
+  | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string }
+  /** An EndpointSlice of default/kubernetes: its addresses are the API server's (`apiServerEvent`). */
+  | { readonly kind: 'ApiServer'; readonly addresses: readonly IpAddress[]; readonly sig: string };
 
 interface ObjectState {
   /** The last resourceVersion seen (deletes included: a replayed older event is dropped). */
@@ -295,6 +297,10 @@ export class ClusterMirror {
         const texts = (l: readonly IpAddress[] | undefined): string[] | undefined => l?.map((a) => a.text);
         return { kind: 'Node', node, sig: canonical({ ...node, ips: texts(node.ips), health: texts(node.health), ingress: texts(node.ingress) }) };
       }
+      case 'EndpointSlice': {
+        const addresses = apiServerSliceOf(obj, source);
+        return addresses && { kind: 'ApiServer', addresses, sig: canonical(addresses.map((a) => a.text)) };
+      }
       case 'CiliumIdentity': {
         const id = identityOf(obj, source);
         return { kind: 'Identity', ...id, sig: canonical(id) };
@@ -431,9 +437,11 @@ export class ClusterMirror {
   private eventsFor(next: Map<string, Held | undefined>): AgentEvent[] {
     const order: AgentEvent[][] = [[], [], [], [], [], []];
     const nodes = new Set<string>();
+    let apiServer = false;
     for (const [key, want] of next) {
       const had = this.held.get(key);
-      if ((want ?? had)?.kind === 'Node') nodes.add(key.slice(key.lastIndexOf('/') + 1));
+      if ((want ?? had)?.kind === 'ApiServer') apiServer = true;
+      else if ((want ?? had)?.kind === 'Node') nodes.add(key.slice(key.lastIndexOf('/') + 1));
       else if (want !== undefined) order[rank(want, true)]!.push(upsertOf(want));
       else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
     }
@@ -441,7 +449,24 @@ export class ClusterMirror {
       const e = this.nodeEvent(name, next);
       if (e) order[e.type === 'upsertNode' ? 0 : 5]!.push(e);
     }
+    if (apiServer) order[0]!.push(this.apiServerEvent(next));
     return order.flat();
+  }
+
+  /**
+   * The API server's addresses: those of every EndpointSlice of default/kubernetes together, as
+   * Cilium lists the Service's backends (pkg/ipcache/cell/apiserver_watcher.go). None left (all
+   * deleted) is an empty set, not an unknown one: Cilium then removes the label from every address.
+   */
+  private apiServerEvent(next: ReadonlyMap<string, Held | undefined>): AgentEvent {
+    const keys = new Set([...this.held.keys(), ...next.keys()]);
+    const addresses: IpAddress[] = [];
+    for (const k of keys) {
+      const h = next.has(k) ? next.get(k) : this.held.get(k);
+      if (h?.kind !== 'ApiServer') continue;
+      for (const ip of h.addresses) if (!addresses.some((o) => o.text === ip.text)) addresses.push(ip);
+    }
+    return { type: 'setApiServer', addresses };
   }
 
   /**
@@ -473,7 +498,7 @@ function keptOnUnreadable(had: Held | undefined): Held | undefined {
 
 /** Batch position: identities, namespaces, nodes, policies, pods (upserts) then pod, policy, node, namespace deletes. */
 function rank(h: Held, upsert: boolean): number {
-  if (h.kind === 'Identity' || h.kind === 'Node') return upsert ? 0 : 5;
+  if (h.kind === 'Identity' || h.kind === 'Node' || h.kind === 'ApiServer') return upsert ? 0 : 5;
   if (h.kind === 'Namespace') return upsert ? 0 : 5;
   if (h.kind === 'Policy') return upsert ? 1 : 4;
   return upsert ? 2 : 3;
@@ -491,6 +516,8 @@ function upsertOf(h: Held): AgentEvent {
       return { type: 'upsertIdentity', id: h.id, labels: h.labels };
     case 'Node':
       return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels };
+    case 'ApiServer':
+      throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
   }
 }
 
@@ -506,5 +533,7 @@ function deleteOf(h: Held): AgentEvent {
       return { type: 'deleteIdentity', id: h.id };
     case 'Node':
       return { type: 'deleteNode', name: h.node.name };
+    case 'ApiServer':
+      throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
   }
 }

@@ -246,3 +246,31 @@ export function identityOf(obj: unknown, source: string): Identity {
   }
   return { id, labels };
 }
+
+/**
+ * A `discovery.k8s.io/v1` EndpointSlice: the addresses of its endpoints when it belongs to the
+ * default/kubernetes Service (label `kubernetes.io/service-name: kubernetes` in namespace
+ * `default`), else undefined. Cilium labels every backend of that Service
+ * `reserved:kube-apiserver` (pkg/ipcache/cell/apiserver_watcher.go
+ * `registerAPIServerBackendWatcher`, over `BackendByServiceName(default/kubernetes)`); its backends
+ * are every parsable address of every endpoint of a slice of address type IPv4 or IPv6, whatever
+ * the endpoint's conditions (pkg/k8s/endpoints.go `ParseEndpointSliceV1`: not-ready and
+ * terminating endpoints are kept, with their conditions). Throws ManifestError naming `source`.
+ */
+export function apiServerSliceOf(obj: unknown, source: string): IpAddress[] | undefined {
+  const r = new Reader(source);
+  const md = readMetadata(r, rec(obj).metadata, true);
+  const labels = rec(rec(rec(obj).metadata).labels);
+  if ((md.namespace ?? 'default') !== 'default' || labels['kubernetes.io/service-name'] !== 'kubernetes') return undefined;
+  const type = rec(obj).addressType;
+  if (type !== 'IPv4' && type !== 'IPv6') return [];
+  const out: IpAddress[] = [];
+  for (const ep of r.optArray(rec(obj).endpoints, 'endpoints') ?? []) {
+    for (const a of r.optArray(rec(ep).addresses, 'endpoints[].addresses') ?? []) {
+      if (typeof a !== 'string' || !isValidIp(a)) continue;
+      const ip = objectIp(a);
+      if (!out.some((o) => o.text === ip.text)) out.push(ip);
+    }
+  }
+  return out;
+}

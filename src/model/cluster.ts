@@ -109,6 +109,12 @@ export interface ClusterState {
    * in an update, while another pod still claimed them (`ipOwner`). Absent = none.
    */
   readonly unownedIps?: ReadonlySet<string>;
+  /**
+   * The backend addresses of the default/kubernetes Service (its EndpointSlices), which Cilium
+   * labels `reserved:kube-apiserver` in the ipcache (pkg/ipcache/cell/apiserver_watcher.go
+   * `registerAPIServerBackendWatcher`). Absent = not known yet (docs/semantics.md, "kube-apiserver").
+   */
+  readonly apiServer?: readonly IpAddress[];
 }
 
 export const EMPTY_CLUSTER: ClusterState = {
@@ -265,6 +271,16 @@ export function upsertNode(state: ClusterState, node: ClusterNode): ClusterState
 export function deleteNode(state: ClusterState, name: string): ClusterState {
   if (!state.nodes?.has(name)) throw new ClusterChangeError(`node "${name}" does not exist`);
   return { ...state, nodes: withoutEntry(state.nodes, name) };
+}
+
+/** The API server's addresses, replacing the old set (Cilium diffs the whole backend set on each change). */
+export function setApiServer(state: ClusterState, addresses: readonly IpAddress[]): ClusterState {
+  return { ...state, apiServer: addresses };
+}
+
+/** Whether `ipText` is one of the API server's known addresses. */
+export function isApiServerAddress(state: Pick<ClusterState, 'apiServer'>, ipText: string): boolean {
+  return state.apiServer?.some((ip) => ip.text === ipText) === true;
 }
 
 export function upsertPolicy(state: ClusterState, policy: Policy): ClusterState {

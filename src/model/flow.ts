@@ -1,8 +1,8 @@
 import type { ClusterNode, ClusterState, External, Pod } from './cluster.js';
-import { ipOwner, nodeAddressRole, NODE_PREFIX, nodeRoleRank, podIps, podLabels } from './cluster.js';
+import { ipOwner, isApiServerAddress, nodeAddressRole, NODE_PREFIX, nodeRoleRank, podIps, podLabels } from './cluster.js';
 import { IpAddress, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
-import type { LabelSet } from './labels.js';
+import { LabelSet, makeLabelSet, reservedLabel } from './labels.js';
 import { reservedIdentityLabels, worldLabels } from './identity.js';
 import type { FlowProtocol } from './ports.js';
 import type { Direction, RuleOrigin } from './rules.js';
@@ -59,9 +59,17 @@ export class UnknownEndpointError extends Error {
   override readonly name = 'UnknownEndpointError';
 }
 
-/** Labels an address outside the cluster carries: it is "world". */
-function externalLabels(ext: External): LabelSet {
-  return worldLabels(ext.ip.family);
+/**
+ * Labels an address outside the cluster carries: it is "world", and an API server address also
+ * `reserved:kube-apiserver` (Cilium: the address has that label alone in the ipcache metadata, so
+ * pkg/ipcache/metadata.go `resolveIdentity` adds its CIDR labels, world included).
+ */
+function externalLabels(state: ClusterState, ext: External): LabelSet {
+  return withApiServer(state, ext.ip, worldLabels(ext.ip.family));
+}
+
+function withApiServer(state: ClusterState, ip: IpAddress, labels: LabelSet): LabelSet {
+  return isApiServerAddress(state, ip.text) ? makeLabelSet([...labels, reservedLabel('kube-apiserver')]) : labels;
 }
 
 /**
@@ -77,14 +85,25 @@ function podByAddress(state: ClusterState, ip: IpAddress): { key: string; pod: P
 
 /**
  * The labels of a node's address: the agent's own node is `host`, every other `remote-node`; its
- * health endpoint's address `health`, its Ingress address `ingress`.
+ * health endpoint's address `health`, its Ingress address `ingress`. An API server address adds
+ * `reserved:kube-apiserver` (remote-node: Cilium's identity 7, pkg/identity `LookupReservedIdentityByLabels`
+ * keeps both labels); on `host` it is one identity for all the agent's node's addresses, so every
+ * one of them has it once one of them is an API server address (pkg/ipcache/metadata.go
+ * `resolveIdentity`: `AddReservedIdentityWithLabels(ReservedIdentityHost, lbls)`).
  */
-function nodeLabels(node: ClusterNode, address: IpAddress): LabelSet {
-  return reservedIdentityLabels(nodeAddressRole(node, address.text) ?? (node.local ? 'host' : 'remote-node'));
+function nodeLabels(state: ClusterState, node: ClusterNode, address: IpAddress): LabelSet {
+  const role = nodeAddressRole(node, address.text) ?? (node.local ? 'host' : 'remote-node');
+  const labels = reservedIdentityLabels(role);
+  if (role !== 'host') return withApiServer(state, address, labels);
+  const hostIsApiServer = (state.apiServer ?? []).some((ip) => {
+    const holder = nodeHolding(state, ip);
+    return holder !== undefined && nodeAddressRole(holder, ip.text) === 'host';
+  });
+  return hostIsApiServer ? makeLabelSet([...labels, reservedLabel('kube-apiserver')]) : labels;
 }
 
-function nodeEndpoint(node: ClusterNode, address: IpAddress): FlowEndpoint {
-  return { kind: 'node', name: NODE_PREFIX + node.name, node, labels: nodeLabels(node, address), address };
+function nodeEndpoint(state: ClusterState, node: ClusterNode, address: IpAddress): FlowEndpoint {
+  return { kind: 'node', name: NODE_PREFIX + node.name, node, labels: nodeLabels(state, node, address), address };
 }
 
 /** The address a flow uses for an endpoint: the one it named it by, else a pod's primary address. */
@@ -97,10 +116,13 @@ export function endpointAddress(ep: FlowEndpoint): IpAddress {
  * of two that hold it, the one whose role comes first in NODE_ROLE_ORDER (the agent's own node first).
  */
 function nodeByAddress(state: ClusterState, ip: IpAddress): FlowEndpoint | undefined {
+  const node = nodeHolding(state, ip);
+  return node && nodeEndpoint(state, node, ip);
+}
+
+function nodeHolding(state: ClusterState, ip: IpAddress): ClusterNode | undefined {
   const rank = (n: ClusterNode): number => nodeRoleRank(n, ip.text);
-  const holders = [...(state.nodes?.values() ?? [])].filter((n) => rank(n) >= 0).sort((a, b) => rank(a) - rank(b));
-  const node = holders[0];
-  return node && nodeEndpoint(node, ip);
+  return [...(state.nodes?.values() ?? [])].filter((n) => rank(n) >= 0).sort((a, b) => rank(a) - rank(b))[0];
 }
 
 /**
@@ -116,14 +138,14 @@ export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint
   const node = !external && name.startsWith(NODE_PREFIX) ? state.nodes?.get(name.slice(NODE_PREFIX.length)) : undefined;
   // Its identity is its first address's (the agent's own node, if another node lists that address too).
   const first = node?.ips[0];
-  if (node && first) return { ...nodeEndpoint(node, first), labels: (nodeByAddress(state, first) ?? nodeEndpoint(node, first)).labels };
+  if (node && first) return { ...nodeEndpoint(state, node, first), labels: (nodeByAddress(state, first) ?? nodeEndpoint(state, node, first)).labels };
   // The datapath knows addresses, not names: an external at a node's or a pod's address reaches it (the ipcache).
   const address = external ? external.ip : isValidIp(name) ? parseIp(name) : undefined;
   const byNode = address && nodeByAddress(state, address);
   if (byNode) return byNode;
   const byAddress = address && podByAddress(state, address);
   if (byAddress) return { kind: 'pod', name: byAddress.key, pod: byAddress.pod, labels: podLabels(state, byAddress.pod), address: byAddress.address };
-  if (external) return { kind: 'external', name, external, labels: externalLabels(external) };
+  if (external) return { kind: 'external', name, external, labels: externalLabels(state, external) };
   throw new UnknownEndpointError(`no pod, external or node named "${name}", and no pod or node has that address`);
 }
 

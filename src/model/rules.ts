@@ -70,7 +70,11 @@ export function uniqueOrigins(origins: readonly RuleOrigin[]): RuleOrigin[] {
  * identity, never a CIDR identity).
  */
 export type Peer =
-  | { readonly kind: 'selector'; readonly selector: Selector; readonly entity?: string }
+  /**
+   * `apiServerStandIn`: a peer a `kube-apiserver` deny adds while the API server's addresses are
+   * unknown (fail closed); dropped once they are known (`withoutApiServerStandIns`).
+   */
+  | { readonly kind: 'selector'; readonly selector: Selector; readonly entity?: string; readonly apiServerStandIn?: true }
   | { readonly kind: 'cidr'; readonly cidr: Cidr; readonly except: readonly Cidr[] };
 
 export interface HttpHeaderMatch {
@@ -191,4 +195,19 @@ export abstract class ParsedPolicyBase {
 
 export function isParsedPolicy(v: unknown): v is Policy {
   return typeof v === 'object' && v !== null && (ParsedPolicyBase.holds(v) || PARSED_POLICIES.has(v as Policy));
+}
+
+/** `policy` without the peers standing in for unknown API server addresses (the same object if it has none). */
+export function withoutApiServerStandIns(policy: Policy): Policy {
+  if (!hasApiServerStandIns(policy)) return policy;
+  const rules = policy.rules.map((r) => (r.peers.some(isStandIn) ? { ...r, peers: r.peers.filter((p) => !isStandIn(p)) } : r));
+  return { ...policy, rules };
+}
+
+export function hasApiServerStandIns(policy: Policy): boolean {
+  return policy.rules.some((r) => r.peers.some(isStandIn));
+}
+
+function isStandIn(p: Peer): boolean {
+  return p.kind === 'selector' && p.apiServerStandIn === true;
 }

@@ -15,8 +15,9 @@ import { decideTiered } from './tiers.js';
  * could be right. Do not optimise it.
  */
 
-function peerMatches(peer: Peer, ep: FlowEndpoint): boolean {
-  if (peer.kind === 'selector') return selectorMatches(peer.selector, ep.labels);
+function peerMatches(state: ClusterState, peer: Peer, ep: FlowEndpoint): boolean {
+  // A stand-in for the API server's unknown addresses (finding 100) lapses once they are known.
+  if (peer.kind === 'selector') return (peer.apiServerStandIn !== true || state.apiServer === undefined) && selectorMatches(peer.selector, ep.labels);
   // CIDR rules only ever match traffic from outside the cluster: pods are known by identity, and
   // nodes by reserved host/remote-node (Cilium's policy-cidr-match-mode default: CIDRs select no node).
   if (ep.kind !== 'external') return false;
@@ -35,7 +36,7 @@ function fqdnEvidence(state: ClusterState, rule: PolicyRule, ep: FlowEndpoint): 
 
 /** The port clauses of `rule` that match the flow (none when no peer matches). */
 function matchingClauses(state: ClusterState, rule: PolicyRule, peer: FlowEndpoint, protocol: FlowProtocol, port: number, destPorts: readonly ContainerPort[]): PolicyRule['ports'] {
-  if (!rule.peers.some((p) => peerMatches(p, peer)) && fqdnEvidence(state, rule, peer).length === 0) return [];
+  if (!rule.peers.some((p) => peerMatches(state, p, peer)) && fqdnEvidence(state, rule, peer).length === 0) return [];
   return rule.ports.filter((c) => l4Covers(c.l4, protocol, port, destPorts));
 }
 

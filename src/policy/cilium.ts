@@ -45,18 +45,24 @@ function reservedSelector(name: string): Selector {
 }
 
 /**
- * Where the API server can be in distill's model: Cilium labels the backends of the
- * default/kubernetes Service `reserved:kube-apiserver` in the ipcache (pkg/k8s/watchers/endpoint.go
- * `handleKubeAPIServerServiceEPChanges`), outside the cluster or on a node, and distill reads no
- * such input. A deny on the entity covers all of them (fail closed: attack finding 100).
+ * Where the API server can be while its addresses are unknown (the agent has read no EndpointSlice
+ * of default/kubernetes yet; a scenario without `apiServer`): Cilium labels those backends
+ * `reserved:kube-apiserver` in the ipcache (pkg/ipcache/cell/apiserver_watcher.go
+ * `registerAPIServerBackendWatcher`), outside the cluster or on a node. A deny on the entity then
+ * also covers all of them (fail closed: attack finding 100); these peers are marked and dropped
+ * once the addresses are known (rules.ts `withoutApiServerStandIns`).
  */
-const KUBE_APISERVER_DENY_STAND_IN = ['kube-apiserver', 'host', 'remote-node', 'world', 'world-ipv4', 'world-ipv6'];
+const KUBE_APISERVER_DENY_STAND_IN = ['host', 'remote-node', 'world', 'world-ipv4', 'world-ipv6'];
 
 /** What each entity selects, as Cilium maps entities onto label selectors (`deny`: in a deny rule). */
-function entitySelectors(entity: Entity, deny: boolean): Selector[] {
+function entityPeers(entity: Entity, deny: boolean): Peer[] {
+  const peers: Peer[] = entitySelectors(entity).map((selector) => ({ kind: 'selector', selector, entity }));
+  if (entity === 'kube-apiserver' && deny) for (const name of KUBE_APISERVER_DENY_STAND_IN) peers.push({ kind: 'selector', selector: reservedSelector(name), entity, apiServerStandIn: true });
+  return peers;
+}
+
+function entitySelectors(entity: Entity): Selector[] {
   switch (entity) {
-    case 'kube-apiserver':
-      return (deny ? KUBE_APISERVER_DENY_STAND_IN : [entity]).map(reservedSelector);
     case 'all':
       return [WILDCARD_SELECTOR];
     case 'world':
@@ -284,7 +290,7 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
     anyL3 = true;
     ents.forEach((e, i) => {
       const entity = r.oneOf(e, at(join(path, shape.entities), i), ENTITIES);
-      for (const selector of entitySelectors(entity, shape.verdict === 'deny')) peers.push({ kind: 'selector', selector, entity });
+      peers.push(...entityPeers(entity, shape.verdict === 'deny'));
     });
   }
   const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));

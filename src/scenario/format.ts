@@ -34,6 +34,8 @@ export type Change = { readonly path: string } & (
   | { readonly op: 'addExternal'; readonly name: string; readonly ip: IpAddress }
   | ({ readonly op: 'addNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local: boolean; readonly labels?: Readonly<Record<string, string>> } & NodeEndpointAddresses)
   | { readonly op: 'deleteNode'; readonly name: string }
+  /** The API server's addresses (the backends of default/kubernetes), replacing the last set. */
+  | { readonly op: 'setApiServer'; readonly addresses: readonly IpAddress[] }
   | { readonly op: 'apply'; readonly policy: Policy }
   | { readonly op: 'delete'; readonly ref: PolicyRef }
   | { readonly op: 'dnsResponse'; readonly answer: DnsAnswerSpec }
@@ -146,7 +148,7 @@ function readPolicy(r: Reader, v: unknown, path: string): Policy {
 }
 
 function readChange(r: Reader, v: unknown, path: string): Change {
-  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal', 'addNode', 'deleteNode', 'dnsResponse', 'advanceTime'];
+  const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal', 'addNode', 'deleteNode', 'setApiServer', 'dnsResponse', 'advanceTime'];
   const o = r.object(v, path, ops);
   const keys = Object.keys(o);
   if (keys.length !== 1) r.fail(path, `a change has exactly one of: ${ops.join(', ')}`);
@@ -192,6 +194,8 @@ function readChange(r: Reader, v: unknown, path: string): Change {
       return { path: p, op, ...readNode(r, o.addNode, p) };
     case 'deleteNode':
       return { path: p, op, name: readNodeName(r, o.deleteNode, p) };
+    case 'setApiServer':
+      return { path: p, op, addresses: readApiServer(r, o.setApiServer, p) };
     default: {
       const e = r.object(o.addExternal, p, ['name', 'ip']);
       return { path: p, op: 'addExternal', name: r.nonEmptyString(e.name, join(p, 'name')), ip: readIp(r, e.ip, join(p, 'ip')) };
@@ -294,6 +298,16 @@ function readNode(r: Reader, v: unknown, path: string): { name: string; ips: IpA
   return { name, ips, local, ...nodeEndpointsOf({ health: more('health'), ingress: more('ingress') }), ...(labels ? { labels } : {}) };
 }
 
+/**
+ * `{addresses: [..]}`: the backend addresses of the default/kubernetes Service, which Cilium labels
+ * `reserved:kube-apiserver` (docs/scenarios.md). An empty list is known and empty.
+ */
+function readApiServer(r: Reader, v: unknown, path: string): IpAddress[] {
+  const o = r.object(v, path, ['addresses']);
+  const list = r.array(o.addresses, join(path, 'addresses'));
+  return list.map((x, i) => readIp(r, x, at(join(path, 'addresses'), i)));
+}
+
 /** `{ip: A.B.C.D}` or `{node: name}` (named `node:name`), else undefined (a plain name). */
 function readProbeAddress(r: Reader, v: unknown, path: string): IpAddress | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
@@ -343,7 +357,7 @@ function readExpectation(r: Reader, v: unknown, path: string, probeCount: number
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
-  const o = r.object(doc, '', ['description', 'dnsProxy', 'namespaces', 'nodes', 'pods', 'externals', 'policies', 'steps']);
+  const o = r.object(doc, '', ['description', 'dnsProxy', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
   const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
   const dnsProxy: DnsCacheOptions | undefined = dp && {
     minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
@@ -363,6 +377,7 @@ export function parseScenario(text: string, source: string): Scenario {
     setup.push({ path, op: 'addExternal', name, ip: readIp(r, eo.ip, join(path, 'ip')) });
   });
   (r.optArray(o.nodes, 'nodes') ?? []).forEach((n, i) => setup.push({ path: at('nodes', i), op: 'addNode', ...readNode(r, n, at('nodes', i)) }));
+  if (!absent(o.apiServer)) setup.push({ path: 'apiServer', op: 'setApiServer', addresses: readApiServer(r, o.apiServer, 'apiServer') });
   (r.optArray(o.pods, 'pods') ?? []).forEach((p, i) => setup.push({ path: at('pods', i), op: 'addPod', pod: readPod(r, p, at('pods', i)) }));
   (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push({ path: at('policies', i), op: 'apply', policy: readPolicy(r, p, at('policies', i)) }));
   const steps = (r.optArray(o.steps, 'steps') ?? []).map((s, i): Step => {

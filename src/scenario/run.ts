@@ -11,6 +11,7 @@ import {
   Pod,
   podIps,
   deleteNode,
+  setApiServer,
   upsertExternal,
   upsertNamespace,
   upsertNode,
@@ -117,6 +118,8 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
       return upsertNode(state, { name: c.name, ips: c.ips, local: c.local, ...nodeEndpointsOf(c), ...(c.labels ? { labels: c.labels } : {}) });
     case 'deleteNode':
       return deleteNode(state, c.name);
+    case 'setApiServer':
+      return setApiServer(state, c.addresses);
     case 'apply':
       return upsertPolicy(state, c.policy);
     case 'delete':

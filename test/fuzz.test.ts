@@ -265,5 +265,6 @@ describe('fuzzing the CLI with mutated fixtures', () => {
       }),
       { numRuns: RUNS, ...REPLAY },
     );
-  });
+    // 1,500 replays with verification take ~40 s alone and over 60 s on a loaded 2-core machine.
+  }, 240_000);
 });

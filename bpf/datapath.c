@@ -443,6 +443,14 @@ static __always_inline __u64 lifetime_ns(__u32 configured, __u32 cilium_default)
 	return (__u64)(configured ? configured : cilium_default) * NS_PER_SEC;
 }
 
+// Cilium's ACTION_CREATE on a closing entry (bpf/lib/conntrack.h __ct_lookup): a SYN (no FIN, no
+// RST) on a flow with a closed way starts a new flow, "CT_NEW so that the caller creates a new
+// entry": not a reply, and the entry starts over (flags and lifetime of a new flow).
+static __always_inline int ct_reopens(const struct ct_entry *e, const struct flow *f)
+{
+	return f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)) == TCP_SYN && (e->closing[0] || e->closing[1]);
+}
+
 // Cilium's ct_update_timeout and ACTION_CLOSE (bpf/lib/conntrack.h), for a packet of a tracked flow
 // in its opening direction (way 0) or a reply (way 1). A TCP entry lives CT_SYN_TIMEOUT until a
 // segment without SYN is seen, then CT_CONNECTION_LIFETIME_TCP; any other CT_CONNECTION_LIFETIME_NONTCP;
@@ -461,8 +469,11 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct flow *f, i
 		return;
 	}
 	__u8 fl = f->tcp_flags;
-	if ((fl & TCP_SYN) && (e->closing[0] || e->closing[1]))
+	if (ct_reopens(e, f)) {
 		e->closing[0] = e->closing[1] = 0;
+		e->flags_seen[0] = e->flags_seen[1] = 0;
+		e->seen_non_syn = 0;
+	}
 	int alive = !(e->closing[0] && e->closing[1]);
 	e->seen_non_syn |= !(fl & TCP_SYN);
 	e->flags_seen[way] |= fl;
@@ -530,7 +541,7 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
 	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
 	struct ct_entry *e = ct_get(&k, now);
-	if (e) {
+	if (e && !ct_reopens(e, &f)) {
 		ct_touch(e, &f, 1, now);
 		return TC_ACT_OK;
 	}
@@ -556,7 +567,7 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	// Passes are counted once per flow, at its first packet (or a SYN reopening a closed one): the
 	// testbed reads a probe's verdict from the counters, and an earlier connection's closing
 	// segments must not count as its own.
-	int first = !e || ((f.tcp_flags & TCP_SYN) && e->closing[0] && e->closing[1]);
+	int first = !e || ct_reopens(e, &f);
 	if (e) {
 		ct_touch(e, &f, 0, now);
 	} else {

@@ -4,6 +4,7 @@ import { IdentityId, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import { Label, LabelSet, makeLabelSet } from '../model/labels.js';
 import { DnsCache } from './dns-cache.js';
 import { ipOfKey } from './ip-key.js';
+import { MAX_DNS_CLOCK } from './validate.js';
 
 /** A node-local identity as the file keeps it (FQDN and CIDR identities), to get the same number back. */
 export interface PersistedIdentity {
@@ -58,6 +59,8 @@ export function parseDnsCache(text: string, source: string, options: DnsCacheOpt
   if (head.distillDnsCache !== 1) fail(1, 'distillDnsCache: not a distill DNS cache file (version 1)');
   const cache = new DnsCache(options, false);
   cache.now = seconds(1, head, 'now');
+  // As a batch's steps and answers (validate.ts checkClock): past it no step is accepted, and a restored answer would never expire.
+  if (cache.now > MAX_DNS_CLOCK) fail(1, `now ${cache.now} passes 2^52 seconds`);
   const identities: PersistedIdentity[] = [];
   const ids = new Set<IdentityId>();
   for (let n = 2; n <= lines.length; n++) {
@@ -76,6 +79,7 @@ export function parseDnsCache(text: string, source: string, options: DnsCacheOpt
     const learntAt = seconds(n, o, 'learntAt');
     const expiresAt = seconds(n, o, 'expiresAt');
     if (learntAt > cache.now) fail(n, `learntAt ${learntAt} is after the file's now ${cache.now}`);
+    if (expiresAt > MAX_DNS_CLOCK) fail(n, `expiresAt ${expiresAt} passes 2^52 seconds`);
     if (expiresAt > cache.now) cache.restore({ endpoint, name, ip, learntAt, expiresAt }, () => undefined);
   }
   cache.evictOverLimit(() => undefined);

@@ -378,7 +378,7 @@ function checkSeconds(v: unknown, field: string, fail: Fail): void {
  * The DNS clock and every expiry stay below 2^52 seconds, so that adding a TTL or a step is exact:
  * past 2^53 a one-second step no longer moves a double, and an answer would never expire.
  */
-const MAX_DNS_CLOCK = 2 ** 52;
+export const MAX_DNS_CLOCK = 2 ** 52;
 
 function checkClock(now: number, seconds: number, field: string, fail: Fail): void {
   if (now + seconds > MAX_DNS_CLOCK) fail(`${field}: the DNS clock (${now} s) plus ${seconds} s passes 2^52 seconds`);

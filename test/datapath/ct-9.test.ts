@@ -97,6 +97,26 @@ kernel('conntrack lifetimes: expiry, and FIN/RST closing early, on real packets'
     expect([seg('x/server', 'x/client', PORT, pending, TCP.SYN | TCP.ACK), seg('x/server', 'x/client', PORT, reset, TCP.ACK)]).toEqual([true, true]);
   }, 30_000);
 
+  it('TCP: a SYN from the peer of a closing flow is a new flow, which policy decides (attack finding 220)', () => {
+    // Cilium (bpf/lib/conntrack.h __ct_lookup, ACTION_CREATE on a closing entry): "Return CT_NEW so
+    // that the caller creates a new entry", so the reverse lookup is no reply and policy decides.
+    const [closed, halfClosed] = [sport(), sport()];
+    for (const p of [closed, halfClosed]) expect(handshake(p)).toEqual([true, true, true]);
+    expect([seg('x/client', 'x/server', closed, PORT, TCP.FIN | TCP.ACK), seg('x/server', 'x/client', PORT, closed, TCP.FIN | TCP.ACK)]).toEqual([true, true]);
+    expect(seg('x/client', 'x/server', halfClosed, PORT, TCP.FIN | TCP.ACK)).toBe(true);
+    // The client's ingress denies the server: its SYNs on the reversed tuples are dropped.
+    expect([seg('x/server', 'x/client', PORT, closed, TCP.SYN), seg('x/server', 'x/client', PORT, halfClosed, TCP.SYN)]).toEqual([false, false]);
+  }, 30_000);
+
+  it('TCP: a SYN reopening a closed flow starts it over: the SYN lifetime again, not the established one (attack finding 221)', async () => {
+    const p = sport();
+    expect(handshake(p)).toEqual([true, true, true]);
+    expect([seg('x/client', 'x/server', p, PORT, TCP.FIN | TCP.ACK), seg('x/server', 'x/client', PORT, p, TCP.FIN | TCP.ACK)]).toEqual([true, true]);
+    expect(seg('x/client', 'x/server', p, PORT, TCP.SYN)).toBe(true);
+    await sleep((LIFETIMES.syn + 1) * 1000);
+    expect(seg('x/server', 'x/client', PORT, p, TCP.SYN | TCP.ACK)).toBe(false);
+  }, 30_000);
+
   it('the loader writes Cilium\'s lifetimes when none are given (60 s SYN, 8000 s established, 10 s close, 60 s other)', () => {
     const plain = new Testbed({ listen: new Set() });
     try {

@@ -23,7 +23,7 @@ import { diffStats, EngineStats, emptyStats } from './stats.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
-import { validateBatch } from './validate.js';
+import { checkEngineOptions, validateBatch } from './validate.js';
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
@@ -92,6 +92,7 @@ export class Engine {
   readonly mapCapacity: number;
 
   constructor(options: EngineOptions = {}) {
+    checkEngineOptions(options);
     this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();

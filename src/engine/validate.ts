@@ -375,6 +375,20 @@ function checkSeconds(v: unknown, field: string, fail: Fail): void {
 }
 
 /**
+ * An embedder's options, checked once: `minTtl: Infinity` would keep every answer live for good,
+ * and a NaN capacity would disable the limits it sets.
+ */
+export function checkEngineOptions(o: { readonly mapCapacity?: number; readonly dns?: Partial<{ minTtl: number; maxIpsPerHostname: number; maxSelectorCombinations: number }> }): void {
+  const check = (v: number | undefined, name: string, min: number, max: number): void => {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= min && v <= max)) throw new RangeError(`EngineOptions.${name} must be an integer from ${min} to ${max}, not ${String(v)}`);
+  };
+  check(o.mapCapacity, 'mapCapacity', 1, 2 ** 31);
+  check(o.dns?.minTtl, 'dns.minTtl', 0, 2 ** 31);
+  check(o.dns?.maxIpsPerHostname, 'dns.maxIpsPerHostname', 1, 2 ** 31);
+  check(o.dns?.maxSelectorCombinations, 'dns.maxSelectorCombinations', 0, 2 ** 31);
+}
+
+/**
  * The DNS clock and every expiry stay below 2^52 seconds, so that adding a TTL or a step is exact:
  * past 2^53 a one-second step no longer moves a double, and an answer would never expire.
  */

@@ -85,31 +85,42 @@ const EXPERIMENTAL_PEERS = ['domainNames'];
  */
 function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
   const spec = o.spec;
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return undefined;
-  const peer = (p: unknown): unknown => {
-    if (typeof p !== 'object' || p === null || Array.isArray(p)) return p;
-    const fields = Object.keys(p).filter((k) => EXPERIMENTAL_PEERS.includes(k));
-    return fields.length === 0 ? p : { notReadByDistill: fields };
-  };
-  const s = spec as Record<string, unknown>;
-  const rules = (list: unknown, peers: 'from' | 'to'): unknown =>
-    Array.isArray(list) ? list.map((r: unknown) => unreadRule(typeof r === 'object' && r !== null && Array.isArray((r as Record<string, unknown>)[peers]) ? { ...r, [peers]: ((r as Record<string, unknown>)[peers] as unknown[]).map(peer) } : r, peers)) : list;
-  // A rule distill cannot read otherwise ("not supported") keeps its name and action and gets one unknown peer.
-  const unreadRule = (r: unknown, peers: 'from' | 'to'): unknown => {
-    const field = peers === 'from' ? 'ingress' : 'egress';
-    try {
-      parseManifest({ ...o, spec: { ...s, ingress: undefined, egress: undefined, [field]: [r] } }, source);
-      return r;
-    } catch (e) {
-      if (!unsupported(e) || typeof r !== 'object' || r === null) return r;
-      const { name, action } = r as Record<string, unknown>;
-      return { ...(name !== undefined ? { name } : {}), action, [peers]: [{ notReadByDistill: ['rule'] }] };
-    }
-  };
-  const rewritten = { ...s, ...(s.ingress !== undefined ? { ingress: rules(s.ingress, 'from') } : {}), ...(s.egress !== undefined ? { egress: rules(s.egress, 'to') } : {}) };
+  if (!isObject(spec)) return undefined;
+  const rewrite = (list: unknown, peers: 'from' | 'to'): unknown =>
+    Array.isArray(list) ? list.map((r: unknown) => unreadRule(o, spec, withUnknownPeers(r, peers), peers, source)) : list;
+  const rewritten = { ...spec, ...(spec.ingress !== undefined ? { ingress: rewrite(spec.ingress, 'from') } : {}), ...(spec.egress !== undefined ? { egress: rewrite(spec.egress, 'to') } : {}) };
   try {
     return parseManifest({ ...o, spec: rewritten }, source);
   } catch {
     return undefined;
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A rule whose experimental peers become one peer distill does not know. */
+function withUnknownPeers(r: unknown, peers: 'from' | 'to'): unknown {
+  if (!isObject(r) || !Array.isArray(r[peers])) return r;
+  return { ...r, [peers]: (r[peers] as unknown[]).map(unknownPeer) };
+}
+
+function unknownPeer(p: unknown): unknown {
+  if (!isObject(p)) return p;
+  const fields = Object.keys(p).filter((k) => EXPERIMENTAL_PEERS.includes(k));
+  return fields.length === 0 ? p : { notReadByDistill: fields };
+}
+
+/** A rule distill cannot read otherwise ("not supported") keeps its name and action and gets one unknown peer. */
+function unreadRule(o: Record<string, unknown>, spec: Record<string, unknown>, r: unknown, peers: 'from' | 'to', source: string): unknown {
+  const field = peers === 'from' ? 'ingress' : 'egress';
+  try {
+    parseManifest({ ...o, spec: { ...spec, ingress: undefined, egress: undefined, [field]: [r] } }, source);
+    return r;
+  } catch (e) {
+    if (!unsupported(e) || !isObject(r)) return r;
+    const { name, action } = r;
+    return { ...(name !== undefined ? { name } : {}), action, [peers]: [{ notReadByDistill: ['rule'] }] };
   }
 }

@@ -1,3 +1,4 @@
+import type { AllowLocalhost } from './localhost.js';
 import { IpAddress, parseCidr, nthAddress } from './cidr.js';
 import type { DnsCacheState } from './fqdn.js';
 import { podIdentityLabels } from './identity.js';
@@ -108,6 +109,8 @@ export interface ClusterState {
    * in an update, while another pod still claimed them (`ipOwner`). Absent = none.
    */
   readonly unownedIps?: ReadonlySet<string>;
+  /** Cilium's `allow-localhost` agent option (./localhost.ts); absent = `always`, Cilium's default under Kubernetes. */
+  readonly allowLocalhost?: AllowLocalhost;
 }
 
 export const EMPTY_CLUSTER: ClusterState = {

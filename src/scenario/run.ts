@@ -220,7 +220,8 @@ function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): Clus
 
 /** `onStep`: called with the cluster after each step's changes (before its probes). */
 export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (state: ClusterState) => void): ScenarioRun {
-  const start: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
+  const withDns: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
+  const start: ClusterState = scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
   let state = applyAll(start, scenario.setup, scenario.source);
   const steps: StepRun[] = [];
   const budget: FlowBudget = { left: MAX_SCENARIO_FLOWS };

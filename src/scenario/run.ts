@@ -20,6 +20,8 @@ import {
   nodeAddresses,
 } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
+import type { DnsCacheOptions } from '../model/fqdn.js';
+import type { AllowLocalhost } from '../model/localhost.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
 import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
@@ -216,6 +218,11 @@ function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): Clus
     for (const ip of [p.fromIp, p.toIp]) if (ip && !held.has(ip.text) && !s.externals.has(ip.text)) s = upsertExternal(s, { name: ip.text, ip });
   }
   return s;
+}
+
+/** What an engine deciding `scenario` must be built with (its top-level `dnsProxy` and `allowLocalhost`). */
+export function scenarioEngineOptions(scenario: Scenario): { readonly dns?: DnsCacheOptions; readonly allowLocalhost?: AllowLocalhost } {
+  return { ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}) };
 }
 
 /** `onStep`: called with the cluster after each step's changes (before its probes). */

@@ -1,4 +1,5 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import type { AllowLocalhost } from '../model/localhost.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,6 +50,8 @@ export interface TestbedOptions {
   readonly listen: ReadonlySet<string>;
   /** How a transaction reaches the maps (default `applyChangeSet`); tests write it step by step. */
   readonly write?: (backend: MapBackend, cs: ChangeSet, betweenPhases: () => void) => void;
+  /** The scenario's `allowLocalhost` (the engine's option; default `always`). */
+  readonly allowLocalhost?: AllowLocalhost;
 }
 
 /** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
@@ -95,7 +98,7 @@ export class Testbed {
       this.ipcache = KernelIpcache.fresh(this.pinRoot);
       createCtMap(join(this.pinRoot, 'ct'));
       addNetns(this.router, true);
-      this.engine = new Engine({ mapCapacity: this.backend.capacity });
+      this.engine = new Engine({ mapCapacity: this.backend.capacity, ...(options.allowLocalhost ? { allowLocalhost: options.allowLocalhost } : {}) });
       reconcile(this.engine, this.backend);
       this.decider = this.makeDecider();
     } catch (e) {

@@ -161,7 +161,7 @@ describe('distill plan', () => {
     const f = tmpFile('open.yaml', OPEN_DEATHSTAR);
     const r = cli('plan', '--scenario', STAR_WARS, '-f', f);
     expect(r.code, r.err).toBe(0);
-    expect(r.out).toMatch(/^default\/deathstar\s+3\s+0\s+2\s+0\.02%$/m);
+    expect(r.out).toMatch(/^default\/deathstar\s+3\s+0\s+3\s+0\.03%$/m); // L7: the any-peer rows and the local host's allow-all row (allow-localhost)
     expect(r.out).toMatch(/^default\/xwing\s+default\/deathstar\s+80\/TCP\s+-\s+DROPPED\s+→ FORWARDED$/m);
     expect(r.out).toMatch(/^default\/tiefighter\s+default\/deathstar\s+80\/TCP\s+PUT \/v1\/exhaust-port\s+REDIRECTED, L7 DROPPED\s+→ FORWARDED$/m);
   });
@@ -216,7 +216,7 @@ describe('views', () => {
   });
   it('maps list: endpoints, entries, pressure, redirects', () => {
     const rows = JSON.parse(cli('maps', 'list', '--scenario', STAR_WARS, '-o', 'json').out) as { endpoint: string; entries: number; redirects: number }[];
-    expect(rows.find((r) => r.endpoint === 'default/deathstar')).toMatchObject({ entries: 3, redirects: 1 });
+    expect(rows.find((r) => r.endpoint === 'default/deathstar')).toMatchObject({ entries: 4, redirects: 1 });
   });
   it.skipIf(process.getuid?.() !== 0 || !existsSync('/sys/fs/bpf'))('maps clean removes distill maps under the pin dir (its scenario/ too) and nothing else', () => {
     const pinDir = `/sys/fs/bpf/distill-clean-test-${process.pid}`;

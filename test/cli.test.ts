@@ -157,11 +157,13 @@ describe('distill maps dump and --backend', () => {
   it('prints an endpoint map in readable form, and as JSON', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^policy map of default\/backend: 3 \/ 16384 entries \(0.02% full\), memory backend/);
+    expect(r.stdout).toMatch(/^policy map of default\/backend: 4 \/ 16384 entries \(0.02% full\), memory backend/);
     expect(r.stdout).toMatch(/Allow\s+Ingress\s+k8s:io.kubernetes.pod.namespace=default,k8s:role=frontend\s+80\/TCP\s+NONE\s+FORWARDED/);
     const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/backend', '--json').stdout) as { entries: Record<string, unknown>[] };
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'egress', protocol: 'any', ports: 'any', verdict: 'allow', identity: 0, labels: [] }));
     expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'ingress', protocol: 'TCP', ports: { from: 80, to: 80 }, verdict: 'allow' }));
+    // allow-localhost: the local host's ingress entry on every port.
+    expect(j.entries).toContainEqual(expect.objectContaining({ direction: 'ingress', protocol: 'any', ports: 'any', verdict: 'allow', identity: 1 }));
   });
   it('shows what the L7 proxies are told, in text and JSON', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--endpoint', 'default/kafka');
@@ -169,8 +171,9 @@ describe('distill maps dump and --backend', () => {
     expect(r.stdout).toContain('ingress TCP/9092 -> kafka proxy on port 10000');
     expect(r.stdout).toMatch(/\{"role":"consume","topic":"empire-announce"\}\n\s+for \d+ k8s:app=empire-outpost/);
     const j = JSON.parse(distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l7-kafka.yaml', '--endpoint', 'default/kafka', '--json').stdout) as { l7: Record<string, unknown>[] };
-    expect(j.l7).toHaveLength(3);
-    expect(j.l7[0]).toMatchObject({ direction: 'ingress', protocol: 'TCP', port: 9092, parser: 'kafka', proxyPort: 10000, allowAll: false });
+    expect(j.l7).toHaveLength(4); // 3 rows of the rules, and the local host's allow-all row (allow-localhost)
+    expect(j.l7[0]).toMatchObject({ direction: 'ingress', protocol: 'TCP', port: 9092, parser: 'kafka', proxyPort: 10000, peer: 1, allowAll: true });
+    expect(j.l7[1]).toMatchObject({ direction: 'ingress', protocol: 'TCP', port: 9092, parser: 'kafka', proxyPort: 10000, allowAll: false });
   });
   it('an unknown endpoint exits 2 and lists the endpoints', () => {
     const r = distill('maps', 'dump', '--scenario', 'fixtures/scenarios/cilium-docs/l4.yaml', '--endpoint', 'default/nope');

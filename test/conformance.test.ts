@@ -7,7 +7,7 @@ import { Engine } from '../src/engine/engine.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseManifestFile } from '../src/policy/manifest.js';
 import { parseScenario } from '../src/scenario/format.js';
-import { runScenario } from '../src/scenario/run.js';
+import { runScenario, scenarioEngineOptions } from '../src/scenario/run.js';
 import { EngineDecider } from '../src/harness/engine-decider.js';
 
 /**
@@ -54,7 +54,7 @@ function header(text: string, tag: string): string | undefined {
 function readAndRun(file: string, text: string): void {
   if (/^(pods|steps|namespaces):/m.test(text)) {
     const s = parseScenario(text, file);
-    runScenario(s, new EngineDecider(new Engine()).decide);
+    runScenario(s, new EngineDecider(new Engine(scenarioEngineOptions(s))).decide);
     return;
   }
   parseManifestFile(text, file);
@@ -70,12 +70,12 @@ describe('conformance corpus: expectations from the sources', () => {
       expect(scenario.description ?? '', `${file} must cite its source in description`).toMatch(SOURCE);
       expect(scenario.steps.reduce((n, s) => n + s.expect.length, 0)).toBeGreaterThan(0);
       const naive = runScenario(scenario, decideFlow);
-      const engine = runScenario(scenario, new EngineDecider(new Engine()).decide);
+      const engine = runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide);
       expect(naive.steps.flatMap((s) => s.mismatches), 'oracle').toEqual([]);
       expect(engine.steps.flatMap((s) => s.mismatches), 'engine').toEqual([]);
       expect(verdicts(engine)).toEqual(verdicts(naive));
       if (unavailable) return;
-      const k = kernelDecider(PIN_DIR);
+      const k = kernelDecider(PIN_DIR, scenarioEngineOptions(scenario));
       try {
         const kernel = runScenario(scenario, k.decide);
         expect(kernel.steps.flatMap((s) => s.mismatches), 'kernel maps').toEqual([]);

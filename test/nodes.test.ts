@@ -4,7 +4,7 @@ import { Engine } from '../src/engine/engine.js';
 import { EngineDecider } from '../src/harness/engine-decider.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseScenario } from '../src/scenario/format.js';
-import { runScenario } from '../src/scenario/run.js';
+import { runScenario, scenarioEngineOptions } from '../src/scenario/run.js';
 
 const FILE = process.env.NODES_SCENARIO ?? 'fixtures/scenarios/nodes/node-identities.yaml';
 const verdicts = (r: ReturnType<typeof runScenario>): string[] => r.steps.flatMap((s) => s.results.map((x) => `${x.from}->${x.to} ${x.port} ${x.allowed ? 'allow' : 'deny'}`));
@@ -26,7 +26,7 @@ describe('nodes (reserved host / remote-node, never world)', () => {
   });
 
   it('the engine agrees: node addresses are ipcache host entries with identity 1 (own node) or 6', () => {
-    const engine = new Engine();
+    const engine = new Engine(scenarioEngineOptions(scenario));
     const run = runScenario(scenario, new EngineDecider(engine).decide);
     expect(run.steps.flatMap((s) => s.mismatches)).toEqual([]);
     expect(verdicts(run)).toEqual(verdicts(runScenario(scenario, decideFlow)));

@@ -5,7 +5,7 @@ import { EngineDecider } from '../src/harness/engine-decider.js';
 import { Engine } from '../src/engine/engine.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseScenario } from '../src/scenario/format.js';
-import { runScenario } from '../src/scenario/run.js';
+import { runScenario, scenarioEngineOptions } from '../src/scenario/run.js';
 
 function files(dir: string): string[] {
   return readdirSync(dir).sort().flatMap((e) => {
@@ -29,7 +29,7 @@ describe('scenario corpus (naive evaluator and engine)', () => {
       const checked = scenario.steps.reduce((n, s) => n + s.expect.length, 0);
       expect(checked).toBeGreaterThan(0);
       const naive = runScenario(scenario, decideFlow);
-      const engine = runScenario(scenario, new EngineDecider(new Engine()).decide);
+      const engine = runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide);
       expect(naive.steps.flatMap((s) => s.mismatches)).toEqual([]);
       expect(engine.steps.flatMap((s) => s.mismatches)).toEqual([]);
       const verdicts = (r: typeof naive) => r.steps.flatMap((s) => s.results.map((x) => `${x.from}->${x.to} ${x.port}/${x.protocol} ${x.allowed} ${x.proxied}`));

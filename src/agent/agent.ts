@@ -7,6 +7,7 @@ import { Counter, Registry } from 'prom-client';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../datapath/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
+import type { AllowLocalhost } from '../model/localhost.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
@@ -43,6 +44,8 @@ export interface AgentConfig {
    * objects are ignored, and this source sees every committed event and gives identity events.
    */
   readonly identitySource?: AgentIdentitySource;
+  /** Cilium's `allow-localhost` (src/model/localhost.ts); default `always`, what Cilium's `auto` is under Kubernetes. */
+  readonly allowLocalhost?: AllowLocalhost;
   /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
   readonly now?: () => number;
   /** Timer functions (default the global ones): the agent keeps one timer, for the earliest pending pod deletion. */
@@ -147,7 +150,7 @@ export class Agent {
   constructor(private readonly config: AgentConfig) {
     const log = config.logger;
     // A restarted agent keeps the proxy ports its pinned maps already use, so reconcile rewrites no redirect.
-    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend) });
+    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend), ...(config.allowLocalhost ? { allowLocalhost: config.allowLocalhost } : {}) });
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.now = config.now ?? Date.now;
     this.timers = config.timers ?? GLOBAL_TIMERS;

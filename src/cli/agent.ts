@@ -10,6 +10,7 @@ import { KernelIpcache } from '../backend/ipcache.js';
 import { kernelIpcacheContent } from '../datapath/ipcache-content.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { mapRecordJson, l7RowJson } from './render.js';
+import { ALLOW_LOCALHOST_VALUES, DEFAULT_ALLOW_LOCALHOST, type AllowLocalhost } from '../model/localhost.js';
 
 interface AgentCliOptions {
   node: string;
@@ -22,6 +23,7 @@ interface AgentCliOptions {
   metricsAddr?: string;
   exitAtEof?: boolean;
   json?: boolean;
+  allowLocalhost: 'auto' | AllowLocalhost;
 }
 
 /** Where the agent writes (stdout: the summary; stderr: logs and the metrics address). */
@@ -51,6 +53,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
     .option('--exit-at-eof', 'exit when every stream has ended, printing a summary; exit code 74 when the maps are behind the policy after failed writes')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
+    .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))
     .action((opts: AgentCliOptions) => {
       runAgent(opts, io).then(done, (e: Error) => {
         io.err(`error: ${e.message}\n`);
@@ -82,6 +85,8 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     exitAtEof: opts.exitAtEof === true,
     fullReconcileMs: FULL_RECONCILE_MS,
     identities: opts.identities === 'etcd' ? 'external' : opts.identities,
+    // Cilium's daemon turns `auto` into `always` when it runs with Kubernetes, which the agent always does.
+    allowLocalhost: opts.allowLocalhost === 'auto' ? DEFAULT_ALLOW_LOCALHOST : opts.allowLocalhost,
     ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
     onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),

@@ -6,7 +6,7 @@ import { formatWarning, type Policy } from '../model/rules.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
-import { runScenario } from '../scenario/run.js';
+import { runScenario, scenarioEngineOptions } from '../scenario/run.js';
 import { Engine } from '../engine/engine.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import { BackendError } from '../backend/backend.js';
@@ -96,7 +96,7 @@ export function scenarioState(scenario: Scenario, step: number | undefined, onSt
  * so an engine built from the final state alone can decide a flow differently from `reach`.
  */
 export function scenarioEngine(scenario: Scenario, step: number | undefined): { state: ClusterState; decider: EngineDecider } {
-  const decider = new EngineDecider(new Engine());
+  const decider = new EngineDecider(new Engine(scenarioEngineOptions(scenario)));
   const state = scenarioState(scenario, step, (s) => decider.sync(s));
   decider.sync(state);
   return { state, decider };

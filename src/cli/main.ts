@@ -10,7 +10,7 @@ import { UnknownEndpointError } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { formatWarning, policyRefKey } from '../model/rules.js';
-import { FlowDecider, runScenario, ScenarioRun } from '../scenario/run.js';
+import { FlowDecider, runScenario, ScenarioRun, scenarioEngineOptions } from '../scenario/run.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
@@ -18,7 +18,6 @@ import { backendLookup } from '../backend/lookup.js';
 import { KernelIpcache } from '../backend/ipcache.js';
 import type { ChangeSet } from '../engine/events.js';
 import type { IpAddress } from '../model/cidr.js';
-import type { DnsCacheOptions } from '../model/fqdn.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { EngineDecider } from '../harness/engine-decider.js';
@@ -75,8 +74,8 @@ interface EngineRun {
  * An engine whose change sets are written to the backend, and whose verdicts are read back from
  * the backend's maps with the datapath's lookup (for bpf: real kernel LPM lookups).
  */
-function engineRun(backend: MapBackend, dns?: DnsCacheOptions): EngineRun {
-  const engine = new Engine({ mapCapacity: backend.capacity, ...(dns ? { dns } : {}) });
+function engineRun(backend: MapBackend, options: ReturnType<typeof scenarioEngineOptions> = {}): EngineRun {
+  const engine = new Engine({ mapCapacity: backend.capacity, ...options });
   reconcile(engine, backend); // a fresh engine: stale maps from an earlier run go
   // bpf: peers resolve through the kernel's ipcache (LPM), then the kernel's policy map.
   const ipcache = backend instanceof BpfBackend ? KernelIpcache.fresh(backend.pinDir) : undefined;
@@ -89,8 +88,8 @@ function engineRun(backend: MapBackend, dns?: DnsCacheOptions): EngineRun {
 }
 
 /** The engine answers by default; `--naive` asks the oracle. */
-function decider(naive: boolean, backend: MapBackend, dns?: DnsCacheOptions): FlowDecider {
-  return naive ? decideFlow : engineRun(backend, dns).decide;
+function decider(naive: boolean, backend: MapBackend, options: ReturnType<typeof scenarioEngineOptions>): FlowDecider {
+  return naive ? decideFlow : engineRun(backend, options).decide;
 }
 
 function reach(ctx: Ctx, given: ReachOptions): number {
@@ -116,7 +115,7 @@ function reach(ctx: Ctx, given: ReachOptions): number {
     let run;
     try {
       const scenario = readScenario(ctx, file);
-      run = runScenario(scenario, decider(opts.naive ?? false, backend, scenario.dnsProxy));
+      run = runScenario(scenario, decider(opts.naive ?? false, backend, scenarioEngineOptions(scenario)));
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));
       continue;
@@ -182,7 +181,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
     let naiveRun: ScenarioRun;
     try {
       const scenario = readScenario(ctx, file);
-      engineRun = runScenario(scenario, decider(false, backend, scenario.dnsProxy));
+      engineRun = runScenario(scenario, decider(false, backend, scenarioEngineOptions(scenario)));
       naiveRun = runScenario(scenario, decideFlow);
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));

@@ -97,7 +97,7 @@ function verdictChanges(before: ClusterState, after: ClusterState, ports: readon
  * engine is reported, not thrown.
  */
 export function planChange(before: ClusterState, after: ClusterState, ports: readonly PlanPort[]): PlanResult {
-  const engine = new Engine();
+  const engine = new Engine(before.allowLocalhost ? { allowLocalhost: before.allowLocalhost } : {});
   engine.apply(initialEvents(before));
   let cs: ChangeSet;
   try {

@@ -2,10 +2,12 @@ import { canonicalJson, L7Policy, L7Request } from '../model/l7.js';
 import type { DirectionDecision } from '../model/flow.js';
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import { policyRefKey } from '../model/rules.js';
+import { isAllowLocalhostOrigin } from '../model/localhost.js';
 import { formatTierOrigin } from '../model/tiers.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
 
 function formatOrigin(o: RuleOrigin): string {
+  if (isAllowLocalhostOrigin(o)) return 'allow-localhost (agent option: the local host reaches its endpoints; Cilium\'s reserved:allow-localhost-ingress entry)';
   return `${policyRefKey(o.policy)} ${o.path}`;
 }
 

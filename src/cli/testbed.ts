@@ -39,7 +39,7 @@ function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
   const started = process.hrtime.bigint();
   for (const file of files) {
     const scenario = parseScenario(readFileSync(file, 'utf8'), file);
-    const bed = new Testbed({ listen: listenSet(scenario), timeoutMs: Number(opts.timeout) });
+    const bed = new Testbed({ listen: listenSet(scenario), timeoutMs: Number(opts.timeout), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}) });
     io.err(`testbed: run ${bed.id}: ${file}\n`);
     let run;
     try {

@@ -1,4 +1,5 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import type { AllowLocalhost } from '../model/localhost.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,6 +52,8 @@ export interface TestbedOptions {
   readonly write?: (backend: MapBackend, cs: ChangeSet, betweenPhases: () => void) => void;
   /** Conntrack lifetimes (default Cilium's); tests shorten them to see entries expire. */
   readonly ctLifetimes?: CtLifetimes;
+  /** The scenario's `allowLocalhost` (the engine's option; default `always`). */
+  readonly allowLocalhost?: AllowLocalhost;
 }
 
 /** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
@@ -97,7 +100,7 @@ export class Testbed {
       this.ipcache = KernelIpcache.fresh(this.pinRoot);
       createCtMap(this.pinRoot, options.ctLifetimes);
       addNetns(this.router, true);
-      this.engine = new Engine({ mapCapacity: this.backend.capacity });
+      this.engine = new Engine({ mapCapacity: this.backend.capacity, ...(options.allowLocalhost ? { allowLocalhost: options.allowLocalhost } : {}) });
       reconcile(this.engine, this.backend);
       this.decider = this.makeDecider();
     } catch (e) {

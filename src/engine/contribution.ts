@@ -1,6 +1,7 @@
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import type { PolicyEntry } from '../model/policy-map.js';
-import { isPassFloor, PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
+import { isPassFloor, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
+import { ALLOW_LOCALHOST_ORIGIN } from '../model/localhost.js';
 
 /**
  * Who asks a map state for an entry. Map states count contributions by object identity: each is
@@ -74,6 +75,12 @@ const isPlain = (origin: RuleOrigin | null, entry: PolicyEntry): boolean => orig
  * default-allow level: below the Baseline tier and the NetworkPolicy tier.
  */
 export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: false, proxyPort: 0, precedence: PRECEDENCE_DEFAULT_ALLOW }, undefined, 'default-allow', null, true);
+
+/**
+ * `allow-localhost: always`: the local host's ingress allow on every port, a plain allow of the
+ * NetworkPolicy tier (Cilium's `localHostKey` entry; src/naive/evaluator.ts `localhostAllowed`).
+ */
+export const LOCALHOST_ALLOW: Contribution = new ContributionRecord(ALLOW_LOCALHOST_ORIGIN, { deny: false, proxyPort: 0, precedence: PRECEDENCE_ALLOW }, undefined, 'allow-localhost', null, true);
 
 /** The contribution of a rule unit's clauses without L7 rules (of every unit sharing it). */
 export function unitContribution(unit: number, sharers: ContributionSharers, entry: PolicyEntry): Contribution {

@@ -1,3 +1,4 @@
+import { AllowLocalhost, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf } from '../model/cluster.js';
 import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
@@ -48,6 +49,8 @@ export interface EngineOptions {
   readonly identitySource?: 'local' | 'external';
   /** toFQDNs: `minTtl` (s, default 0) and `maxIpsPerHostname` (default 1,000), as Cilium's `--tofqdns-*` options. */
   readonly dns?: Partial<DnsCacheOptions>;
+  /** Cilium's `allow-localhost` option (src/model/localhost.ts): `always` (default, Cilium's under Kubernetes) or `policy`. */
+  readonly allowLocalhost?: AllowLocalhost;
   /**
    * Test-only fault injection: called at points inside every transaction (the point's name as
    * argument); throwing from it simulates an internal error there.
@@ -90,6 +93,7 @@ export class Engine {
   /** Derived state, rebuilt from `model` after an internal error. */
   private stages!: Stages;
   readonly mapCapacity: number;
+  readonly allowLocalhost: AllowLocalhost;
 
   constructor(options: EngineOptions = {}) {
     checkEngineOptions(options);
@@ -98,6 +102,7 @@ export class Engine {
     this.allocator = options.allocator ?? new IdentityAllocator();
     this.model = new ModelStore(options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
     this.ctx = new EngineContext(this.statsCounters, options.faultHook);
+    this.allowLocalhost = options.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
     this.resetStages();
   }
 
@@ -110,6 +115,7 @@ export class Engine {
     const identities = new IdentityTable(ctx, this.allocator, peerCache, this.model.identitySource);
     const maps = new SharedMaps(ctx, subjectCache);
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
+    resolver.allowLocalhost = this.allowLocalhost === 'always';
     identities.namedPortListener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
     const nodes = new NodeTable(ctx, identities);

@@ -1,9 +1,9 @@
-import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
+import { ANY_IDENTITY, IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import { wildcardKey } from '../model/policy-map.js';
 import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
 import type { L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
-import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, unitContribution } from './contribution.js';
+import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, LOCALHOST_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
 import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit, shareKey } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
@@ -138,6 +138,8 @@ const keyed = (c: AttachedClause): boolean => c.keys !== null;
 
 /** The targets of every share whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
+/** Cilium's `localHostKey`: ingress from the local host (reserved identity 1), every protocol and port. */
+const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
 const NO_PEERS: CachedSelector[] = [];
 const NO_CIDR_REFS: IdentityRecord[] = [];
 
@@ -177,6 +179,8 @@ export class PolicyResolver implements NamedPortListener {
   private pass = 0;
   /** Contributions taken out while named ports change, put back after. */
   private namedPortPairs: Map<UnitShare, Set<IdentityId>> | null = null;
+  /** `allow-localhost: always`: every map state gets the local host's ingress allow (`LOCALHOST_ALLOW`). Set once, before any event. */
+  allowLocalhost = true;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -238,6 +242,7 @@ export class PolicyResolver implements NamedPortListener {
     this.ctx.dirtyMaps.add(m);
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
+    if (this.allowLocalhost) m.state.add(LOCALHOST_KEY, LOCALHOST_ALLOW);
     const pass = ++this.pass;
     for (const a of m.local.units) {
       const share = a.share as UnitShare;

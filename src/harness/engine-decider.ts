@@ -1,3 +1,4 @@
+import { DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
@@ -96,6 +97,9 @@ export class EngineDecider {
   }
 
   readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+    // The option is fixed per engine: a scenario pinning another one needs an engine built with it.
+    const wanted = state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
+    if (wanted !== this.engine.allowLocalhost) throw new Error(`the scenario sets allowLocalhost: ${wanted}, the engine was built with ${this.engine.allowLocalhost}`);
     this.sync(state);
     return engineDecision(this.engine, state, flow, this.verdictLookup, this.ipLookup);
   };

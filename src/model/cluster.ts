@@ -1,3 +1,4 @@
+import type { AllowLocalhost } from './localhost.js';
 import { IpAddress, parseCidr, nthAddress } from './cidr.js';
 import type { DnsCacheState } from './fqdn.js';
 import { podIdentityLabels } from './identity.js';
@@ -115,6 +116,8 @@ export interface ClusterState {
    * `registerAPIServerBackendWatcher`). Absent = not known yet (docs/semantics.md, "kube-apiserver").
    */
   readonly apiServer?: readonly IpAddress[];
+  /** Cilium's `allow-localhost` agent option (./localhost.ts); absent = `always`, Cilium's default under Kubernetes. */
+  readonly allowLocalhost?: AllowLocalhost;
 }
 
 export const EMPTY_CLUSTER: ClusterState = {

@@ -3,6 +3,8 @@ import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatc
 import { ClusterState, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
 import { labelSetKey } from '../model/labels.js';
+import { reservedIdentityLabels } from '../model/identity.js';
+import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import { l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
@@ -125,6 +127,20 @@ export function decideDirection(
   return decideTiered(state, subject, { direction, peer, protocol, port, destPorts }, () => decideNpTier(state, subject, direction, peer, protocol, port, request));
 }
 
+/**
+ * `allow-localhost: always` (Cilium's default): the local host reaches every endpoint on ingress,
+ * on every port, as if each endpoint had a rule `fromEntities: [host]` that isolates nothing. It
+ * is a plain allow of the NetworkPolicy tier: a deny covering the host wins (Cilium inserts it with
+ * the map state's insertion rules, pkg/policy/mapstate.go `determineAllowLocalhostIngress`), and
+ * a proxy redirect covering the host gets an allow-all for it (pkg/policy/l4.go `hostWildcardL7`,
+ * l4_filter_test.go `TestAllowingLocalhostShadowsL7`). Remote nodes and egress are not covered.
+ */
+function localhostAllowed(state: ClusterState, peer: FlowEndpoint): boolean {
+  return (state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST) === 'always' && peer.kind === 'node' && labelSetKey(peer.labels) === HOST_KEY;
+}
+
+const HOST_KEY = labelSetKey(reservedIdentityLabels('host'));
+
 /** The NetworkPolicy tier: Kubernetes NetworkPolicy and Cilium's CNP/CCNP. */
 function decideNpTier(
   state: ClusterState,
@@ -162,6 +178,10 @@ function decideNpTier(
         else plainAllowBy.push(rule.origin);
       }
     }
+  }
+  if (direction === 'ingress' && localhostAllowed(state, peer)) {
+    allowedBy.push(ALLOW_LOCALHOST_ORIGIN);
+    plainAllowBy.push(ALLOW_LOCALHOST_ORIGIN);
   }
   const l4Allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
   const proxied = l4Allowed && l7Clauses.length > 0;

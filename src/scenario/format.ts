@@ -1,3 +1,4 @@
+import { AllowLocalhost, ALLOW_LOCALHOST_VALUES } from '../model/localhost.js';
 import { IpAddress } from '../model/cidr.js';
 import { NODE_PREFIX, NodeEndpointAddresses, nodeEndpointsOf } from '../model/cluster.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
@@ -102,6 +103,8 @@ export interface Scenario {
   readonly steps: readonly Step[];
   /** The DNS proxy's options (`dnsProxy: {minTtl, maxIpsPerHostname}`); Cilium's defaults when absent. */
   readonly dnsProxy?: DnsCacheOptions;
+  /** Cilium's `allow-localhost` agent option (`always` | `policy`); absent = `always`, Cilium's default. */
+  readonly allowLocalhost?: AllowLocalhost;
 }
 
 const PROBE_PROTOCOLS = FLOW_PROTOCOLS;
@@ -357,7 +360,7 @@ function readExpectation(r: Reader, v: unknown, path: string, probeCount: number
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
-  const o = r.object(doc, '', ['description', 'dnsProxy', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
+  const o = r.object(doc, '', ['description', 'dnsProxy', 'allowLocalhost', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
   const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
   const dnsProxy: DnsCacheOptions | undefined = dp && {
     minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
@@ -389,7 +392,8 @@ export function parseScenario(text: string, source: string): Scenario {
     return { changes, probes, expect };
   });
   const warnings = [...derivedLabelWarnings(source, [...setup, ...steps.flatMap((st) => st.changes)]), ...tierPriorityWarnings(source, setup, steps)];
-  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}) };
+  const allowLocalhost = absent(o.allowLocalhost) ? undefined : (r.oneOf(o.allowLocalhost, 'allowLocalhost', ALLOW_LOCALHOST_VALUES) as AllowLocalhost);
+  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}), ...(allowLocalhost ? { allowLocalhost } : {}) };
 }
 
 /** Pod labels in a label space distill derives itself: accepted, dropped from the identity, said. */

@@ -21,6 +21,8 @@ import {
   nodeAddresses,
 } from '../model/cluster.js';
 import type { Flow, FlowDecision } from '../model/flow.js';
+import type { DnsCacheOptions } from '../model/fqdn.js';
+import type { AllowLocalhost } from '../model/localhost.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
 import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
 import { ManifestError } from '../policy/errors.js';
@@ -221,9 +223,15 @@ function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): Clus
   return s;
 }
 
+/** What an engine deciding `scenario` must be built with (its top-level `dnsProxy` and `allowLocalhost`). */
+export function scenarioEngineOptions(scenario: Scenario): { readonly dns?: DnsCacheOptions; readonly allowLocalhost?: AllowLocalhost } {
+  return { ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}) };
+}
+
 /** `onStep`: called with the cluster after each step's changes (before its probes). */
 export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (state: ClusterState) => void): ScenarioRun {
-  const start: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
+  const withDns: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
+  const start: ClusterState = scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
   let state = applyAll(start, scenario.setup, scenario.source);
   const steps: StepRun[] = [];
   const budget: FlowBudget = { left: MAX_SCENARIO_FLOWS };

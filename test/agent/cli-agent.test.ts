@@ -22,13 +22,18 @@ describe('distill agent (CLI)', () => {
   it('prints a summary at EOF: local endpoints only, unknown kinds ignored', () => {
     const r = agent(['--node', 'node-a', '--watch', file('ns.json', [ns]), '--watch', file('pods.json', [pod('a', 'node-a', 2), pod('b', 'node-b', 3), svc]), '--exit-at-eof']);
     expect(r.status).toBe(0);
-    expect(r.stdout).toBe('1 endpoints, 2 map entries, 1 transactions, 0 refused, 0 stale events dropped, 1 objects of unknown kinds ignored\n');
+    expect(r.stdout).toBe('1 endpoints, 3 map entries, 1 transactions, 0 refused, 0 stale events dropped, 1 objects of unknown kinds ignored\n');
   });
   it('--json: each local endpoint map with peer labels', () => {
     const r = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--json'], [ns, pod('a', 'node-a', 2)].map((x) => JSON.stringify(x)).join(''));
     expect(r.status).toBe(0);
     const out = JSON.parse(r.stdout) as { maps: { endpoint: string; backend: string; entries: unknown[] }[] };
-    expect(out.maps.map((m) => [m.endpoint, m.backend, m.entries.length])).toEqual([['shop/a', 'memory', 2]]);
+    // egress and ingress allow-all, and the local host's ingress entry (allow-localhost, default always = Cilium's auto under Kubernetes).
+    expect(out.maps.map((m) => [m.endpoint, m.backend, m.entries.length])).toEqual([['shop/a', 'memory', 3]]);
+    const policy = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--json', '--allow-localhost', 'policy'], [ns, pod('a', 'node-a', 2)].map((x) => JSON.stringify(x)).join(''));
+    expect(policy.status).toBe(0);
+    expect((JSON.parse(policy.stdout) as typeof out).maps.map((m) => m.entries.length)).toEqual([2]);
+    expect(agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--allow-localhost', 'never'], '').status).not.toBe(0);
   });
   it('--identities external: map keys are the CiliumIdentity numbers; a pod without one is default deny', () => {
     const labelsOf = (app: string): Record<string, string> => ({
@@ -48,7 +53,7 @@ describe('distill agent (CLI)', () => {
     };
     const known = run([ns, pod('a', 'node-a', 2), pod('b', 'node-b', 3), allow, identity(31000, 'a', 4), identity(32000, 'b', 5)]);
     const entries = known.maps.find((m) => m.endpoint === 'shop/a')?.entries ?? [];
-    expect(entries.filter((e) => e.direction === 'ingress').map((e) => [e.identity, e.ports])).toEqual([[32000, { from: 80, to: 80 }]]);
+    expect(entries.filter((e) => e.direction === 'ingress').map((e) => [e.identity, e.ports])).toEqual([[1, 'any'], [32000, { from: 80, to: 80 }]]);
     const pending = run([ns, pod('a', 'node-a', 2), pod('b', 'node-b', 3), allow, identity(32000, 'b', 5)]);
     expect(pending.maps.find((m) => m.endpoint === 'shop/a')?.entries).toEqual([]);
   });

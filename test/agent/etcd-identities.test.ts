@@ -90,7 +90,7 @@ suite('distill agent --identities etcd', () => {
       expect(new Set(table.values()).size).toBe(2);
       const bId = [...table].find(([, k]) => k.includes('k8s:app=b;'))![0];
       const ingress = nodes[0]!.backend.dump('shop/a').filter((r) => r.key.direction === 'ingress');
-      expect(ingress.map((r) => r.key.identity)).toEqual([bId]);
+      expect(ingress.map((r) => r.key.identity)).toEqual([1, bId]); // 1: the local host (allow-localhost)
       for (const [i, n] of nodes.entries()) expect(maps(n.backend)).toEqual(maps(reference(`node-${'ab'[i]}`, items, table)));
     } finally {
       for (const n of nodes) await n.source.close();

@@ -36,9 +36,10 @@ describe('engine', () => {
     const e = new Engine();
     const cs = e.apply([local(pod('prod', 'a', { app: 'web' })), local(pod('prod', 'b', { app: 'web' }))]);
     expect(cs.endpointsAdded).toEqual(['prod/a', 'prod/b']);
-    expect([...e.mapState('prod/a').keys()].sort()).toEqual(['0/egress/0/0/0', '0/ingress/0/0/0']);
+    // allow-localhost (default always): Cilium's localHostKey, ingress from the host (1) on every port.
+    expect([...e.mapState('prod/a').keys()].sort()).toEqual(['0/egress/0/0/0', '0/ingress/0/0/0', '1/ingress/0/0/0']);
     expect(e.sizes()).toMatchObject({ endpoints: 2, mapStates: 1, localIdentities: 1 });
-    expect(cs.deltas).toHaveLength(4);
+    expect(cs.deltas).toHaveLength(6);
   });
 
   it('an identity no selector can match costs no selector evaluation, whatever the number of policies', () => {
@@ -261,15 +262,15 @@ spec:
     expect(err).toBeInstanceOf(MapCapacityError);
     const m = err as MapCapacityError;
     expect(m.endpoint).toBe('prod/web');
-    expect(m.needed).toBe(31); // 30 clients on port 80 + egress allow-all
+    expect(m.needed).toBe(32); // 30 clients on port 80 + egress allow-all + the localhost allow
     expect(m.topContributors[0]).toEqual({ rule: 'CiliumNetworkPolicy/prod/small spec.ingress[0]', entries: 30 });
-    expect(m.message).toContain('endpoint prod/web would need 31 policy-map entries, over its capacity of 20');
+    expect(m.message).toContain('endpoint prod/web would need 32 policy-map entries, over its capacity of 20');
     expect(JSON.stringify({ ids: e.identities(), map: [...e.mapState('prod/web')], stats: e.stats() })).toBe(before);
-    expect(e.mapPressure()).toEqual([{ endpoint: 'prod/web', entries: 1, capacity: 20, pressure: 0.05 }]);
+    expect(e.mapPressure()).toEqual([{ endpoint: 'prod/web', entries: 2, capacity: 20, pressure: 0.1 }]);
     // Smaller batches still fit, and get the same identity numbers a refusal would have burnt.
     const next = e.apply(clients.slice(0, 10));
     expect(next.deltas).toHaveLength(10);
-    expect(e.mapPressure()[0]).toMatchObject({ endpoint: 'prod/web', entries: 11, pressure: 0.55 });
+    expect(e.mapPressure()[0]).toMatchObject({ endpoint: 'prod/web', entries: 12, pressure: 0.6 });
     expect(e.identityOfPod('prod/c0')).toBe(lastCluster + 1);
   });
 
@@ -286,8 +287,8 @@ spec:
   - to: ${peers}
 `);
     e.apply([local(pod('prod', 'web', { app: 'web' })), nested('[{ipBlock: {cidr: 0.0.0.0/0}}, {ipBlock: {cidr: 192.168.0.0/16, except: [192.168.1.0/24]}}]')]);
-    // 0.0.0.0/0 selects all three CIDR identities; ingress is isolated (NetworkPolicy's default policyTypes).
-    expect(e.mapState('prod/web').size).toBe(3);
+    // 0.0.0.0/0 selects all three CIDR identities; ingress is isolated (NetworkPolicy's default policyTypes) but for the localhost allow.
+    expect(e.mapState('prod/web').size).toBe(4);
     const cs = e.apply([nested('[{podSelector: {}}]')]);
     expect(cs.work.identitiesReleased).toBe(3);
     expect([...e.mapState('prod/web').values()].map((r) => r.key.identity).filter((id) => id >= 1 << 24)).toEqual([]);

@@ -59,14 +59,14 @@ describe('external identities', () => {
     // client has none yet, so nothing allows it.
     const known = e.apply([identity(40000, web)]);
     expect(e.identityOfPod('prod/web')).toBe(40000);
-    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0']);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0']);
     expect(known.ipcache).toEqual([{ op: 'upsert', prefix: '10.244.0.10/32', identity: 40000, previous: RESERVED_IDENTITIES.init }]);
     const both = e.apply([identity(51234, client)]);
-    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '51234/ingress/6/80/16']);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', '51234/ingress/6/80/16']);
     expect(both.deltas.map((d) => [d.op, d.key.identity])).toEqual([['upsert', 51234]]);
     // Deleted: the client matches nothing again, the web pod is back in default deny.
     e.apply([{ type: 'deleteIdentity', id: 51234 }]);
-    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0']);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0']);
     e.apply([{ type: 'deleteIdentity', id: 40000 }]);
     expect(keys(e, 'prod/web')).toEqual([]);
   });
@@ -74,7 +74,7 @@ describe('external identities', () => {
   it('an identity known before any pod is a peer at once (as Cilium selects every cluster identity)', () => {
     const e = new Engine({ identitySource: 'external' });
     e.apply([ns, identity(40000, web), identity(51234, client), { type: 'upsertPod', pod: web, local: true }, policy]);
-    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '51234/ingress/6/80/16']);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', '51234/ingress/6/80/16']);
   });
 
   it('duplicate ids for one label set: the lowest wins, and deleting it moves pods to the next', () => {

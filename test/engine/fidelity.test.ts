@@ -31,8 +31,10 @@ describe('protocol ANY in the map (issue 12 item 1)', () => {
   it('ANY with port 0 gives the TCP, UDP and SCTP wildcard keys, never the all-protocol key', () => {
     const e = new Engine();
     e.apply([local(pod('web', { app: 'web' })), cnp('any', 'web', '[{ports: [{port: "0", protocol: ANY}]}]')]);
-    const ingress = [...e.mapState('prod/web').keys()].filter((k) => k.includes('/ingress/')).sort();
+    const ingress = [...e.mapState('prod/web').keys()].filter((k) => k.includes('/ingress/') && !k.startsWith('1/')).sort();
     expect(ingress).toEqual(['0/ingress/132/0/0', '0/ingress/17/0/0', '0/ingress/6/0/0']);
+    // The only all-protocol key is the local host's (allow-localhost), for identity 1.
+    expect([...e.mapState('prod/web').keys()].filter((k) => k.startsWith('1/'))).toEqual(['1/ingress/0/0/0']);
   });
 });
 

@@ -57,9 +57,12 @@ describe('L7 redirects and tables', () => {
 
     const gone = e.apply([deletePolicy('get-public')]);
     expect(e.redirects('prod/web-1')).toEqual([]);
-    expect(gone.l7Deltas.map((d) => [d.endpoint, d.op, d.redirect.proxyPort])).toEqual([
-      ['prod/web-1', 'delete', 10000],
-      ['prod/web-2', 'delete', 10001],
+    // Per endpoint: the client's row and the local host's allow-all row (its allow-localhost entry covers the port).
+    expect(gone.l7Deltas.map((d) => [d.endpoint, d.op, d.redirect.proxyPort, d.peer])).toEqual([
+      ['prod/web-1', 'delete', 10000, client],
+      ['prod/web-1', 'delete', 10000, 1],
+      ['prod/web-2', 'delete', 10001, client],
+      ['prod/web-2', 'delete', 10001, 1],
     ]);
     // Released ports are handed out again, lowest first.
     e.apply([httpGetPublic]);
@@ -103,7 +106,8 @@ describe('L7 redirects and tables', () => {
     e.apply([remote(pod('admin-2', { app: 'admin', shard: '2' }))]);
     const [proxy] = e.l7Policies('prod/web');
     const allowAllPeers = proxy!.policies.find((p) => p.policy.allowAll)!.peers;
-    expect(allowAllPeers).toEqual([admin, e.identityOfPod('prod/admin-2')].sort((a, b) => a! - b!));
+    // The local host too: allow-localhost gives it every request on a redirect that covers it (Cilium's TestAllowingLocalhostShadowsL7).
+    expect(allowAllPeers).toEqual([1, admin, e.identityOfPod('prod/admin-2')].sort((a, b) => a! - b!));
     expect(proxy!.policies.map((p) => p.peers.length).reduce((a, b) => a + b)).toBe(e.l7Table('prod/web').length);
   });
 

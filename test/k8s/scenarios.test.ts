@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
+import { Engine, type EngineOptions } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { comparableMaps } from '../../src/harness/cluster-sync.js';
 import { EngineDecider, engineDecision } from '../../src/harness/engine-decider.js';
@@ -11,7 +11,7 @@ import type { ClusterState } from '../../src/model/cluster.js';
 import type { Flow } from '../../src/model/flow.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
-import { runScenario, ScenarioRun } from '../../src/scenario/run.js';
+import { runScenario, ScenarioRun, scenarioEngineOptions } from '../../src/scenario/run.js';
 import { FakeApiServer } from './wire.js';
 
 /**
@@ -46,11 +46,11 @@ function shuffled<T>(xs: readonly T[], rnd: () => number): T[] {
 }
 
 /** A flow decider whose engine is fed only through the adapters, checked against the runner's own engine at every state. */
-function adapterDecider(mode: Mode, seed: number) {
-  const engine = new Engine();
+function adapterDecider(mode: Mode, seed: number, options: EngineOptions = {}) {
+  const engine = new Engine(options);
   const mirror = new ClusterMirror({ nodeName: 'node-a' });
   const server = new FakeApiServer();
-  const reference = new EngineDecider(new Engine());
+  const reference = new EngineDecider(new Engine(options));
   const rnd = prng(seed);
   let last: ClusterState | undefined;
   const history: WatchItem[] = [];
@@ -104,7 +104,7 @@ describe('Kubernetes adapters against the scenario runner', () => {
       const scenario = parseScenario(readFileSync(file, 'utf8'), file);
       const naive = verdicts(runScenario(scenario, decideFlow));
       MODES.forEach((mode, i) => {
-        const d = adapterDecider(mode, i + 1);
+        const d = adapterDecider(mode, i + 1, scenarioEngineOptions(scenario));
         expect(verdicts(runScenario(scenario, d.decide)), mode).toEqual(naive);
         if (mode === 'duplicated-and-replayed') expect(d.mirror.counts.stale).toBeGreaterThan(0);
       });

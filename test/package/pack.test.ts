@@ -88,6 +88,6 @@ describe('the npm package', () => {
     );
     run(join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json'], app);
     const out = JSON.parse(run('node', ['out/main.js'], app)) as Record<string, unknown>;
-    expect(out).toEqual({ endpoints: ['ns/web'], entries: 1, rewritten: 0, refused: 'EngineError', mirrored: ['upsertNamespace'] });
+    expect(out).toEqual({ endpoints: ['ns/web'], entries: 2, rewritten: 0, refused: 'EngineError', mirrored: ['upsertNamespace'] });
   });
 });

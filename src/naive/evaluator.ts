@@ -2,8 +2,7 @@ import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
 import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatches, recordDnsAnswer } from '../model/fqdn.js';
 import { ClusterState, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
-import { labelSetKey } from '../model/labels.js';
-import { reservedIdentityLabels } from '../model/identity.js';
+import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import { l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
@@ -136,10 +135,11 @@ export function decideDirection(
  * l4_filter_test.go `TestAllowingLocalhostShadowsL7`). Remote nodes and egress are not covered.
  */
 function localhostAllowed(state: ClusterState, peer: FlowEndpoint): boolean {
-  return (state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST) === 'always' && peer.kind === 'node' && labelSetKey(peer.labels) === HOST_KEY;
+  // Identity 1, also when it carries `reserved:kube-apiserver` (the API server on this node): Cilium's key is the number.
+  return (state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST) === 'always' && peer.kind === 'node' && peer.labels.some((l) => l.source === HOST.source && l.key === HOST.key);
 }
 
-const HOST_KEY = labelSetKey(reservedIdentityLabels('host'));
+const HOST = reservedLabel('host');
 
 /** The NetworkPolicy tier: Kubernetes NetworkPolicy and Cilium's CNP/CCNP. */
 function decideNpTier(

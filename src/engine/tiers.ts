@@ -47,14 +47,14 @@ function ruleEntry(spec: TieredSpec, rule: TierRule, denyAll: boolean): PolicyEn
   return { deny, proxyPort: 0, precedence: tierPrecedence(spec.tier, spec.priority, rule.index, deny) };
 }
 
-const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node'].map((name) => {
+const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node', 'health', 'ingress'].map((name) => {
   const l = reservedLabel(name);
   return labelsSelector(makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]));
 });
 
 /**
- * Node identities (host, remote-node, a labelled remote node's) follow labels, not addresses, so a
- * networks CIDR short of both /0s cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
+ * Node identities (host, remote-node, a labelled remote node's; its health endpoint's and Ingress's,
+ * attack finding 160) follow labels, not addresses, so a networks CIDR short of both /0s cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
  * Pass rule denies every node at its own level (it would hand a node inside the CIDR to the lower
  * tiers and one outside it to the next rules: a deny is never more open than either), an Accept
  * admits none.

@@ -64,3 +64,18 @@ describe('200. deleted objects are not kept forever', () => {
     expect(h.mirror.size).toBe(1 + 1 + 10);
   });
 });
+
+describe('201. a value spread over many chunks', () => {
+  it('is read whole, and the size bound counts the value, not the stream', () => {
+    const big = JSON.stringify({ type: 'ADDED', object: ns('a'.repeat(300_000), 1) });
+    const p = new WatchStreamParser('s', big.length);
+    const items = [];
+    for (let round = 0; round < 3; round++) for (let i = 0; i < big.length; i += 1000) items.push(...p.push(big.slice(i, i + 1000)));
+    p.end();
+    expect(items.map((it) => (it.type === 'LIST' ? '' : (it.object.metadata as Obj).name))).toEqual(Array(3).fill('a'.repeat(300_000)));
+    const small = new WatchStreamParser('s', big.length / 2);
+    expect(() => {
+      for (let i = 0; i < big.length; i += 1000) small.push(big.slice(i, i + 1000));
+    }).toThrow(`s#1: one JSON value is over ${big.length / 2} bytes`);
+  });
+});

@@ -1,4 +1,12 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent/agent.js';
+import { MemoryBackend } from '../src/backend/memory.js';
 import { ClusterMirror } from '../src/k8s/mirror.js';
 import { WatchStreamParser } from '../src/k8s/watch.js';
 import type { EngineEvent } from '../src/engine/events.js';
@@ -77,5 +85,47 @@ describe('201. a value spread over many chunks', () => {
     expect(() => {
       for (let i = 0; i < big.length; i += 1000) small.push(big.slice(i, i + 1000));
     }).toThrow(`s#1: one JSON value is over ${big.length / 2} bytes`);
+  });
+});
+
+describe('202. a flood of unreadable objects', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'distill-9f-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const hostile = 'x\n{"level":60,"msg":"forged"}\u001b[31m\r"\\';
+  const bad = (i: number): Obj => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: `${hostile}${i}`, namespace: 'a', resourceVersion: String(i + 1) },
+    spec: { endpointSelector: { matchLabels: { a: 'b' } }, ingress: [{}] },
+  });
+  async function run(n: number, clock: () => number): Promise<string[]> {
+    const file = join(dir, `bad-${n}.json`);
+    writeFileSync(file, Array.from({ length: n }, (_, i) => ev('ADDED', bad(i))).join('\n'));
+    let out = '';
+    const sink = new Writable({ write: (c: Buffer | string, _e, cb) => ((out += c.toString()), cb()) });
+    const agent = new Agent({ node: 'node-a', watch: [file], backend: new MemoryBackend(), logger: pino({ level: 'info' }, sink), registry: new Registry(), exitAtEof: true, now: clock });
+    await agent.run();
+    return out.split('\n').filter((l) => l !== '');
+  }
+  it('logs a bounded number of lines (10 at once, then one per 500 ms, telling how many it dropped), each one JSON object', async () => {
+    const lines = await run(2000, () => 1_000_000);
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const skipped = parsed.filter((p) => p.msg === 'object skipped: it cannot be read');
+    // Before: 2,000 lines, one per bad object.
+    expect(skipped.length).toBe(10);
+    // Hostile names stay inside their field: no line was forged, no raw escape reached the log.
+    expect(parsed.every((p) => p.msg !== 'forged')).toBe(true);
+    expect(lines.join('\n')).not.toContain('\u001b');
+    expect(String(skipped[0]!.key)).toContain(hostile);
+  });
+  it('lets a line through after the interval, with the count of what it dropped', async () => {
+    let t = 0;
+    const lines = await run(100, () => (t += 50));
+    const skipped = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((p) => p.msg === 'object skipped: it cannot be read');
+    expect(skipped.length).toBeLessThan(100);
+    expect(skipped.length).toBeGreaterThan(10);
+    const told = skipped.reduce((n, p) => n + (typeof p.suppressed === 'number' ? p.suppressed : 0), 0);
+    expect(told + skipped.length).toBeLessThanOrEqual(100);
+    expect(told).toBeGreaterThan(0);
   });
 });

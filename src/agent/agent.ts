@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
+import { LogLimiter } from './log-limit.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../datapath/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
@@ -154,11 +155,16 @@ export class Agent {
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.now = config.now ?? Date.now;
     this.timers = config.timers ?? GLOBAL_TIMERS;
+    // Object warnings follow what any namespace admin writes: rate-limited as Cilium's reconciler logs (2/s, burst 10).
+    const limiter = new LogLimiter(this.now);
     this.mirror = new ClusterMirror({
       nodeName: config.node,
       now: this.now,
       debug: (msg, fields) => log.debug(fields, msg),
-      warn: (msg, fields) => log.warn(fields, msg),
+      warn: (msg, fields) => {
+        const suppressed = limiter.take();
+        if (suppressed !== undefined) log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg);
+      },
     });
     this.instrumented = new InstrumentedEngine(this.engine, { registry: config.registry, logger: log });
     this.writeFailures = new Counter({ name: 'distill_map_write_failures_total', help: 'Map writes that failed, by stage (write: a transaction\'s, reconcile: bringing the maps to the engine\'s state)', labelNames: ['stage'], registers: [config.registry] });

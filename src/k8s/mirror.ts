@@ -23,6 +23,11 @@ export interface MirrorOptions {
    * until its `deletionTimestamp`, and `flush` removes the ones whose time has come.
    */
   readonly now?: () => number;
+  /**
+   * How many deleted objects keep their last resourceVersion (to drop a replayed older event),
+   * oldest forgotten first (default 10,000). Without a bound, every pod name ever deleted stayed.
+   */
+  readonly maxTombstones?: number;
 }
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
@@ -129,6 +134,8 @@ export class ClusterMirror {
   private readonly awaitingRelist = new Set<string>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
+  /** Keys of deleted objects whose state (their last resourceVersion) is kept, oldest first. */
+  private readonly tombstones = new Set<string>();
   private readonly now: () => number;
   private readonly debug: NonNullable<MirrorOptions['debug']>;
   private readonly warn: NonNullable<MirrorOptions['warn']>;
@@ -188,11 +195,34 @@ export class ClusterMirror {
       this.warn(msg, { source, key, error: (e as Error).message });
     }
     this.setDesired(key, rvs ?? state?.rv, desired);
+    if (deleted) this.bury(key);
     return key;
+  }
+
+  /**
+   * A deleted object keeps its state (its last resourceVersion) until `maxTombstones` later deletes:
+   * then it is forgotten, as client-go's store forgets a deleted key
+   * (tools/cache/thread_safe_store.go `Delete`). Its meaning is the same (nothing) either way.
+   */
+  private bury(key: string): void {
+    this.tombstones.delete(key);
+    this.tombstones.add(key);
+    const max = this.options.maxTombstones ?? 10_000;
+    for (const old of this.tombstones) {
+      if (this.tombstones.size <= max) break;
+      this.tombstones.delete(old);
+      if (this.objects.get(old)?.desired === undefined) this.objects.delete(old);
+    }
+  }
+
+  /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */
+  get size(): number {
+    return this.objects.size;
   }
 
   private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
     this.objects.set(key, { rv, desired });
+    if (desired !== undefined) this.tombstones.delete(key);
     this.refused.delete(key);
     this.dirty.add(key);
     if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
@@ -255,6 +285,7 @@ export class ClusterMirror {
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
       this.setDesired(key, item.resourceVersion ?? state.rv, undefined);
+      this.bury(key);
     }
   }
 

@@ -45,13 +45,14 @@ export function parseWatchItem(v: unknown, source: string): WatchItem {
  * sends) into values, across chunk boundaries. Bounded: one value may not exceed `maxValueBytes`.
  */
 export class WatchStreamParser {
-  private buf = '';
   private depth = 0;
   private inString = false;
   private escape = false;
-  /** Where the value being scanned starts in `buf`, or -1 between values. */
-  private start = -1;
-  private scanned = 0;
+  /** The earlier chunks' pieces of the value being scanned (joined once, when it completes). */
+  private parts: string[] = [];
+  private partsLength = 0;
+  /** True while a value is being scanned. */
+  private inValue = false;
   private count = 0;
 
   constructor(
@@ -63,33 +64,44 @@ export class WatchStreamParser {
    * Feeds a chunk; returns the items it completed, in order. Throws ManifestError on bad input.
    * `each` gets every item as it completes, so the items before bad input in the same chunk are
    * delivered before the throw (as client-go's stream watcher delivers each decoded event).
+   * Each character is scanned once: a value spread over many chunks costs its length, not its
+   * length times the number of chunks.
    */
   push(chunk: string, each?: (item: WatchItem) => void): WatchItem[] {
-    this.buf += chunk;
     const out: WatchItem[] = [];
-    for (let i = this.scanned; i < this.buf.length; i++) {
-      const c = this.buf[i]!;
-      if (this.start < 0) {
+    let start = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i]!;
+      if (!this.inValue) {
         if (c === ' ' || c === '\n' || c === '\r' || c === '\t') continue;
         if (c !== '{') throw new ManifestError(`${this.source}#${this.count + 1}`, '', `unexpected ${JSON.stringify(c)}: a watch stream is a sequence of JSON objects`);
-        this.start = i;
+        this.inValue = true;
+        start = i;
       }
       if (!this.step(c)) continue;
-      const item = this.complete(this.buf.slice(this.start, i + 1));
-      this.start = -1;
+      const text = this.parts.length === 0 ? chunk.slice(start, i + 1) : this.parts.join('') + chunk.slice(start, i + 1);
+      this.parts = [];
+      this.partsLength = 0;
+      this.inValue = false;
+      const item = this.complete(text);
       each?.(item);
       out.push(item);
     }
-    this.compact();
-    if (this.start >= 0 && this.buf.length - this.start > this.maxValueBytes) {
+    if (this.inValue) this.keep(chunk.slice(start));
+    return out;
+  }
+
+  private keep(piece: string): void {
+    this.parts.push(piece);
+    this.partsLength += piece.length;
+    if (this.partsLength > this.maxValueBytes) {
       throw new ManifestError(`${this.source}#${this.count + 1}`, '', `one JSON value is over ${this.maxValueBytes} bytes`);
     }
-    return out;
   }
 
   /** At the end of the stream: throws if a value was cut off. */
   end(): void {
-    if (this.start >= 0) throw new ManifestError(`${this.source}#${this.count + 1}`, '', 'the stream ended inside a JSON value');
+    if (this.inValue) throw new ManifestError(`${this.source}#${this.count + 1}`, '', 'the stream ended inside a JSON value');
   }
 
   /** Advances the scanner by one character; true when it closed the top-level object. */
@@ -117,12 +129,5 @@ export class WatchStreamParser {
     }
     checkInputDepth(v, source);
     return parseWatchItem(v, source);
-  }
-
-  private compact(): void {
-    const keepFrom = this.start >= 0 ? this.start : this.buf.length;
-    this.buf = this.buf.slice(keepFrom);
-    this.start = this.start >= 0 ? 0 : -1;
-    this.scanned = this.buf.length;
   }
 }

@@ -6,7 +6,7 @@ import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import type { Engine } from '../engine/engine.js';
-import { peerIdentity } from '../harness/engine-decider.js';
+import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
 import { formatOrigin, hubbleVerdict, labelsOfEngine, portProto, renderMapRecords } from './render.js';
@@ -21,6 +21,7 @@ interface TraceOptions {
   httpMethod?: string;
   httpPath?: string;
   httpHost?: string;
+  httpHeader: string[];
   dnsName?: string;
   kafkaApiKey?: string;
   kafkaTopic?: string;
@@ -45,14 +46,27 @@ function kafkaRequest(opts: TraceOptions): L7Request {
   return { kafka: { apiKey, ...(apiVersion !== undefined ? { apiVersion } : {}), ...(opts.kafkaClientId !== undefined ? { clientID: opts.kafkaClientId } : {}), ...(opts.kafkaTopic !== undefined ? { topic: opts.kafkaTopic } : {}) } };
 }
 
+/** `--http-header 'Name: value'` (repeatable), split at the first colon and trimmed as a scenario's `headers` list. */
+function httpHeaders(lines: readonly string[]): Record<string, string> | undefined {
+  if (lines.length === 0) return undefined;
+  const out = Object.create(null) as Record<string, string>;
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon <= 0 || line.slice(0, colon).trim() === '') throw new InputError(`--http-header: "${line}" is not "Name: value"`);
+    out[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  }
+  return out;
+}
+
 function requestOf(opts: TraceOptions): L7Request | undefined {
-  const http = opts.httpMethod !== undefined || opts.httpPath !== undefined || opts.httpHost !== undefined;
+  const headers = httpHeaders(opts.httpHeader);
+  const http = opts.httpMethod !== undefined || opts.httpPath !== undefined || opts.httpHost !== undefined || headers !== undefined;
   const kafka = opts.kafkaApiKey !== undefined || opts.kafkaTopic !== undefined || opts.kafkaClientId !== undefined || opts.kafkaApiVersion !== undefined;
   if ([http, kafka, opts.dnsName !== undefined].filter(Boolean).length > 1) throw new InputError('--http-*, --kafka-* and --dns-name cannot be combined: a flow carries one request');
   if (opts.dnsName !== undefined) return { dns: { name: opts.dnsName } };
   if (kafka) return kafkaRequest(opts);
   if (!http) return undefined;
-  return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}) } };
+  return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}), ...(headers ? { headers } : {}) } };
 }
 
 /** A pod or external by name, a pod by IP, or else a plain IP added as an external named by it. */
@@ -135,6 +149,37 @@ function renderSide(s: SideReport): string {
   return out.join('\n');
 }
 
+/**
+ * Traces one flow on a scenario's cluster (`built`: its state and the engine that went through its
+ * steps, as `reach` decides): the verdict, and each enforcing side's matched entry and reasons.
+ * Peers that are plain IPs are added to the state as externals named by the address.
+ */
+export function traceFlow(built: { state: ClusterState; decider: EngineDecider }, from: string, to: string, port: number, protocol: FlowProtocol, request?: L7Request): TraceResult {
+  const src = resolvePeer(built.state, from, '--from');
+  const dst = resolvePeer(src.state, to, '--to');
+  const state = dst.state;
+  const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
+  const engine = built.decider.engine;
+  const decision = built.decider.decide(state, flow);
+  const sides: SideReport[] = [];
+  const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
+  if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress));
+  if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress));
+  return { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict: flowVerdict(sides, decision.allowed, decision.proxied), allowed: decision.allowed, proxied: decision.proxied, sides };
+}
+
+interface TraceResult {
+  readonly from: string;
+  readonly to: string;
+  readonly port: number;
+  readonly protocol: FlowProtocol;
+  readonly request?: L7Request;
+  readonly verdict: string;
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+  readonly sides: readonly SideReport[];
+}
+
 function trace(ctx: Ctx, opts: TraceOptions): number {
   const io: CliIo = ctx.io;
   try {
@@ -144,21 +189,11 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     const built = scenarioEngine(readScenario(ctx, opts.scenario), step);
     let state = built.state;
     for (const p of readPolicies(ctx, opts.filename)) state = upsertPolicy(state, p);
-    const src = resolvePeer(state, opts.from, '--from');
-    const dst = resolvePeer(src.state, opts.to, '--to');
-    state = dst.state;
-    const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
-    const engine = built.decider.engine;
-    const decision = built.decider.decide(state, flow);
-    const sides: SideReport[] = [];
-    const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
-    if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress));
-    if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress));
-    const verdict = flowVerdict(sides, decision.allowed, decision.proxied);
-    const data = { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict, allowed: decision.allowed, proxied: decision.proxied, sides: sides.map(({ table: _table, ...rest }) => rest) };
+    const t = traceFlow({ state, decider: built.decider }, opts.from, opts.to, port, protocol, request);
+    const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest) };
     if (!printData(io, opts.output, data)) {
-      io.out(`${flow.from} -> ${flow.to} ${port}/${protocol}: ${verdict}\n\n${sides.map(renderSide).join('\n\n')}\n`);
-      if (sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
+      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${t.sides.map(renderSide).join('\n\n')}\n`);
+      if (t.sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
     }
     return 0;
   } catch (e) {
@@ -182,6 +217,7 @@ export function registerTrace(program: Command, { ctx, done }: CliEnv): void {
     .option('--http-method <method>', 'an HTTP request the flow carries: method (default GET)')
     .option('--http-path <path>', 'HTTP request path (default /)')
     .option('--http-host <host>', 'HTTP Host header')
+    .option('--http-header <header>', "an HTTP request header, 'Name: value' (repeatable)", collect, [] as string[])
     .option('--dns-name <name>', 'a DNS query the flow carries')
     .option('--kafka-api-key <key>', 'a Kafka request the flow carries: API key (default produce)')
     .option('--kafka-topic <topic>', 'Kafka topic')

@@ -4,7 +4,8 @@ import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js'
 import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
-import { precedenceLevel, verdictByte } from '../model/policy-map.js';
+import { datapathLookup, LookupResult, policyKeyString, precedenceLevel, verdictByte } from '../model/policy-map.js';
+import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import type { Engine } from '../engine/engine.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
@@ -99,8 +100,29 @@ interface SideReport {
   enforcedBy: string[];
   allowedBy: string[];
   deniedBy: string[];
+  /** ClusterNetworkPolicy Pass rules whose entry decided: the flow went on to the lower tiers, and none allowed it. */
+  passedBy: string[];
   redirectedBy: string[];
+  /** Rules behind the other allow entries the flow matches, which the matched entry shadows: the flow passes on them without `allowedBy`. */
+  alsoAllowedBy: string[];
   l7?: { parser: string; verdict: string; allowedBy: string[] };
+}
+
+/**
+ * The rules that allow the flow through map entries other than the one that matched (an L3 allow
+ * under a matched L4 or L7 entry, a lower tier's allow): without them "allowed by" would be
+ * incomplete, as deleting the rules it lists would leave the flow allowed.
+ */
+function shadowedAllowers(engine: Engine, endpoint: string, peerId: number, flow: Flow, d: DirectionDecision, hit: LookupResult): RuleOrigin[] {
+  const out: RuleOrigin[] = [];
+  for (const [ks, r] of engine.mapState(endpoint)) {
+    // The entry alone in a map would match the flow: the datapath's own matching, key by key. The
+    // matched key counts too: a plain allow merged under a redirect (higher precedence) is shadowed.
+    if (policyKeyString(r.key) !== policyKeyString(hit.key) && (r.entry.deny || !datapathLookup(new Map([[ks, r]]), peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port))) continue;
+    for (const c of engine.contributors(endpoint, r.key)) if (c.origin && !c.entry.deny) out.push(c.origin);
+  }
+  const listed = new Set(d.allowedBy.map(formatOrigin));
+  return uniqueOrigins(out).filter((o) => !listed.has(formatOrigin(o)));
 }
 
 /** One side of the flow: `at` enforces (a pod, as the decider resolved it), `peer` is the other end. */
@@ -122,8 +144,11 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(formatOrigin),
     allowedBy: d.allowedBy.map(formatOrigin),
-    deniedBy: d.deniedBy.map(formatOrigin),
+    // A Pass rule's entry drops what no lower tier allows: the rule passed the flow on, it did not deny it.
+    deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(formatOrigin),
+    passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
+    alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit).map(formatOrigin) : [],
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
   };
 }
@@ -142,8 +167,10 @@ function renderSide(s: SideReport): string {
   out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
   out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy selects this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
+  if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where nothing allows it)`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
+  if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows): ${s.alsoAllowedBy.join('; ')}`);
   if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (level ${String(precedenceLevel(Number(s.entry.precedence)))}, verdict byte ${String(verdictByte(Number(s.entry.precedence)))}: higher wins)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   return out.join('\n');

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
+import type { ClusterState } from '../../src/model/cluster.js';
 import type { Flow, FlowDecision } from '../../src/model/flow.js';
 import type { L7Request } from '../../src/model/l7.js';
 import type { Scenario } from '../../src/scenario/format.js';
@@ -30,6 +31,8 @@ export interface CorpusFlow {
   readonly decision: FlowDecision;
   /** The oracle's (src/naive) decision of the same flow. */
   readonly oracle: FlowDecision;
+  /** The cluster the flow was decided on (the step's state, with the probes' addresses added). */
+  readonly state: ClusterState;
 }
 
 export interface CorpusScenario {
@@ -48,15 +51,19 @@ export function corpus(): CorpusScenario[] {
     let scenario: Scenario;
     let run;
     let naive;
+    const states: ClusterState[] = [];
     try {
       scenario = parseScenario(readFileSync(file, 'utf8'), file);
       run = runScenario(scenario, new EngineDecider(new Engine()).decide);
-      naive = runScenario(scenario, decideFlow).steps.flatMap((s) => s.results);
+      naive = runScenario(scenario, (st, fl) => {
+        states.push(st);
+        return decideFlow(st, fl);
+      }).steps.flatMap((s) => s.results);
     } catch {
       continue; // a refusal case: nothing to trace
     }
     // A result is its flow plus the verdict (runScenario spreads the flow into it).
-    const flows = run.steps.flatMap((s) => s.results as readonly (ProbeResult & Flow)[]).map((r, i) => ({ file, step: r.step, probe: r.probe, flow: { from: r.from, to: r.to, port: r.port, protocol: r.protocol, ...(r.request ? { request: r.request } : {}) }, decision: r.decision, oracle: (naive[i] as ProbeResult).decision }));
+    const flows = run.steps.flatMap((s) => s.results as readonly (ProbeResult & Flow)[]).map((r, i) => ({ file, step: r.step, probe: r.probe, flow: { from: r.from, to: r.to, port: r.port, protocol: r.protocol, ...(r.request ? { request: r.request } : {}) }, decision: r.decision, oracle: (naive[i] as ProbeResult).decision, state: states[i] as ClusterState }));
     out.push({ file, scenario, flows });
   }
   cached = out;

@@ -24,18 +24,21 @@ interface TracedSide {
   enforcedBy: string[];
   allowedBy: string[];
   deniedBy: string[];
+  passedBy: string[];
   redirectedBy: string[];
+  alsoAllowedBy: string[];
   l7?: { parser: string; verdict: string; allowedBy: string[] };
 }
 
-function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint'> {
+function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | 'alsoAllowedBy'> {
   return {
     direction: d.direction,
     verdict: !d.allowed && d.l7 === undefined ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED',
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(fmt),
     allowedBy: d.allowedBy.map(fmt),
-    deniedBy: d.deniedBy.map(fmt),
+    deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(fmt),
+    passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(fmt),
     redirectedBy: d.redirectedBy.map(fmt),
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(fmt) } } : {}),
   };
@@ -52,7 +55,7 @@ function compare(f: CorpusFlow, t: Traced): string[] {
   if (f.oracle.allowed !== d.allowed || f.oracle.proxied !== d.proxied) bad.push(`${where}: reach ${d.allowed}/${d.proxied}, oracle ${f.oracle.allowed}/${f.oracle.proxied}`);
   if (!expectedVerdict(d, f.flow.request !== undefined).test(t.verdict)) bad.push(`${where}: trace says "${t.verdict}", reach decided allowed=${d.allowed} proxied=${d.proxied}`);
   const want = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined).map(sideOf);
-  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, ...rest }) => rest);
+  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, ...rest }) => rest);
   if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${where}: sides differ\n  trace ${JSON.stringify(got)}\n  reach ${JSON.stringify(want)}`);
   for (const s of t.sides) {
     // A redirected side shows the entry that redirects; a side that passes under default deny has an entry.

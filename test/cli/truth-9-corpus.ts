@@ -54,7 +54,8 @@ export function corpus(): CorpusScenario[] {
     const states: ClusterState[] = [];
     try {
       scenario = parseScenario(readFileSync(file, 'utf8'), file);
-      run = runScenario(scenario, new EngineDecider(new Engine()).decide);
+      // As reach builds it: the scenario's DNS proxy options go to the engine.
+      run = runScenario(scenario, new EngineDecider(new Engine(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {})).decide);
       naive = runScenario(scenario, (st, fl) => {
         states.push(st);
         return decideFlow(st, fl);

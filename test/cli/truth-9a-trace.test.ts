@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { DirectionDecision, FlowDecision } from '../../src/model/flow.js';
 import { policyRefKey, RuleOrigin } from '../../src/model/rules.js';
@@ -100,6 +102,19 @@ describe('trace tells what reach decides (fixtures/scenarios + fixtures/conforma
   it(`through the CLI: ${LONG ? 'every flow' : 'one flow per scenario, and every flow with HTTP headers'}`, () => {
     const picked = all.flatMap((c, i) => (LONG ? c.flows : c.flows.filter((f, j) => j === i % c.flows.length || (f.flow.request !== undefined && 'http' in f.flow.request && f.flow.request.http.headers !== undefined))));
     expect(picked.flatMap(viaCli)).toEqual([]);
+  });
+});
+
+describe('trace through the built binary (node dist/cli/main.js; npm run build first)', () => {
+  it.runIf(existsSync('dist/cli/main.js'))('a flow per protocol family and peer kind', () => {
+    const flows = corpus().flatMap((c) => c.flows);
+    const kinds = [(f: CorpusFlow) => f.flow.request !== undefined, (f: CorpusFlow) => f.flow.to.startsWith('node:'), (f: CorpusFlow) => f.flow.protocol === 'ICMPv6', (f: CorpusFlow) => /^[0-9a-f:.]+$/.test(f.flow.to), (f: CorpusFlow) => !f.decision.allowed];
+    for (const pick of kinds) {
+      const f = flows.find(pick) as CorpusFlow;
+      const r = spawnSync(process.execPath, ['dist/cli/main.js', ...traceArgs(f)], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(compare(f, JSON.parse(r.stdout) as Traced)).toEqual([]);
+    }
   });
 });
 

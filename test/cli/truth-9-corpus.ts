@@ -83,7 +83,7 @@ export function sample<T extends CorpusFlow>(flows: readonly T[], n: number): T[
 }
 
 /** trace's options for a flow's request. */
-export function requestArgs(r: L7Request | undefined): string[] {
+function requestArgs(r: L7Request | undefined): string[] {
   if (r === undefined) return [];
   if ('dns' in r) return ['--dns-name', r.dns.name];
   if ('kafka' in r) {

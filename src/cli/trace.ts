@@ -4,9 +4,10 @@ import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js'
 import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
-import { precedenceLevel, verdictByte } from '../model/policy-map.js';
+import { datapathLookup, LookupResult, policyKeyString, precedenceLevel, verdictByte } from '../model/policy-map.js';
+import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import type { Engine } from '../engine/engine.js';
-import { peerIdentity } from '../harness/engine-decider.js';
+import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
 import { formatOrigin, hubbleVerdict, labelsOfEngine, portProto, renderMapRecords } from './render.js';
@@ -21,6 +22,7 @@ interface TraceOptions {
   httpMethod?: string;
   httpPath?: string;
   httpHost?: string;
+  httpHeader: string[];
   dnsName?: string;
   kafkaApiKey?: string;
   kafkaTopic?: string;
@@ -45,14 +47,27 @@ function kafkaRequest(opts: TraceOptions): L7Request {
   return { kafka: { apiKey, ...(apiVersion !== undefined ? { apiVersion } : {}), ...(opts.kafkaClientId !== undefined ? { clientID: opts.kafkaClientId } : {}), ...(opts.kafkaTopic !== undefined ? { topic: opts.kafkaTopic } : {}) } };
 }
 
+/** `--http-header 'Name: value'` (repeatable), split at the first colon and trimmed as a scenario's `headers` list. */
+function httpHeaders(lines: readonly string[]): Record<string, string> | undefined {
+  if (lines.length === 0) return undefined;
+  const out = Object.create(null) as Record<string, string>;
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon <= 0 || line.slice(0, colon).trim() === '') throw new InputError(`--http-header: "${line}" is not "Name: value"`);
+    out[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  }
+  return out;
+}
+
 function requestOf(opts: TraceOptions): L7Request | undefined {
-  const http = opts.httpMethod !== undefined || opts.httpPath !== undefined || opts.httpHost !== undefined;
+  const headers = httpHeaders(opts.httpHeader);
+  const http = opts.httpMethod !== undefined || opts.httpPath !== undefined || opts.httpHost !== undefined || headers !== undefined;
   const kafka = opts.kafkaApiKey !== undefined || opts.kafkaTopic !== undefined || opts.kafkaClientId !== undefined || opts.kafkaApiVersion !== undefined;
   if ([http, kafka, opts.dnsName !== undefined].filter(Boolean).length > 1) throw new InputError('--http-*, --kafka-* and --dns-name cannot be combined: a flow carries one request');
   if (opts.dnsName !== undefined) return { dns: { name: opts.dnsName } };
   if (kafka) return kafkaRequest(opts);
   if (!http) return undefined;
-  return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}) } };
+  return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}), ...(headers ? { headers } : {}) } };
 }
 
 /** A pod or external by name, a pod by IP, or else a plain IP added as an external named by it. */
@@ -85,8 +100,29 @@ interface SideReport {
   enforcedBy: string[];
   allowedBy: string[];
   deniedBy: string[];
+  /** ClusterNetworkPolicy Pass rules whose entry decided: the flow went on to the lower tiers, and none allowed it. */
+  passedBy: string[];
   redirectedBy: string[];
+  /** Rules behind the other allow entries the flow matches, which the matched entry shadows: the flow passes on them without `allowedBy`. */
+  alsoAllowedBy: string[];
   l7?: { parser: string; verdict: string; allowedBy: string[] };
+}
+
+/**
+ * The rules that allow the flow through map entries other than the one that matched (an L3 allow
+ * under a matched L4 or L7 entry, a lower tier's allow): without them "allowed by" would be
+ * incomplete, as deleting the rules it lists would leave the flow allowed.
+ */
+function shadowedAllowers(engine: Engine, endpoint: string, peerId: number, flow: Flow, d: DirectionDecision, hit: LookupResult): RuleOrigin[] {
+  const out: RuleOrigin[] = [];
+  for (const [ks, r] of engine.mapState(endpoint)) {
+    // The entry alone in a map would match the flow: the datapath's own matching, key by key. The
+    // matched key counts too: a plain allow merged under a redirect (higher precedence) is shadowed.
+    if (policyKeyString(r.key) !== policyKeyString(hit.key) && (r.entry.deny || !datapathLookup(new Map([[ks, r]]), peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port))) continue;
+    for (const c of engine.contributors(endpoint, r.key)) if (c.origin && !c.entry.deny) out.push(c.origin);
+  }
+  const listed = new Set(d.allowedBy.map(formatOrigin));
+  return uniqueOrigins(out).filter((o) => !listed.has(formatOrigin(o)));
 }
 
 /** One side of the flow: `at` enforces (a pod, as the decider resolved it), `peer` is the other end. */
@@ -108,8 +144,11 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(formatOrigin),
     allowedBy: d.allowedBy.map(formatOrigin),
-    deniedBy: d.deniedBy.map(formatOrigin),
+    // A Pass rule's entry drops what no lower tier allows: the rule passed the flow on, it did not deny it.
+    deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(formatOrigin),
+    passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
+    alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit).map(formatOrigin) : [],
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
   };
 }
@@ -128,11 +167,44 @@ function renderSide(s: SideReport): string {
   out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
   out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy selects this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
+  if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where nothing allows it)`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
+  if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows): ${s.alsoAllowedBy.join('; ')}`);
   if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (level ${String(precedenceLevel(Number(s.entry.precedence)))}, verdict byte ${String(verdictByte(Number(s.entry.precedence)))}: higher wins)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   return out.join('\n');
+}
+
+/**
+ * Traces one flow on a scenario's cluster (`built`: its state and the engine that went through its
+ * steps, as `reach` decides): the verdict, and each enforcing side's matched entry and reasons.
+ * Peers that are plain IPs are added to the state as externals named by the address.
+ */
+export function traceFlow(built: { state: ClusterState; decider: EngineDecider }, from: string, to: string, port: number, protocol: FlowProtocol, request?: L7Request): TraceResult {
+  const src = resolvePeer(built.state, from, '--from');
+  const dst = resolvePeer(src.state, to, '--to');
+  const state = dst.state;
+  const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
+  const engine = built.decider.engine;
+  const decision = built.decider.decide(state, flow);
+  const sides: SideReport[] = [];
+  const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
+  if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress));
+  if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress));
+  return { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict: flowVerdict(sides, decision.allowed, decision.proxied), allowed: decision.allowed, proxied: decision.proxied, sides };
+}
+
+interface TraceResult {
+  readonly from: string;
+  readonly to: string;
+  readonly port: number;
+  readonly protocol: FlowProtocol;
+  readonly request?: L7Request;
+  readonly verdict: string;
+  readonly allowed: boolean;
+  readonly proxied: boolean;
+  readonly sides: readonly SideReport[];
 }
 
 function trace(ctx: Ctx, opts: TraceOptions): number {
@@ -144,21 +216,11 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     const built = scenarioEngine(readScenario(ctx, opts.scenario), step);
     let state = built.state;
     for (const p of readPolicies(ctx, opts.filename)) state = upsertPolicy(state, p);
-    const src = resolvePeer(state, opts.from, '--from');
-    const dst = resolvePeer(src.state, opts.to, '--to');
-    state = dst.state;
-    const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
-    const engine = built.decider.engine;
-    const decision = built.decider.decide(state, flow);
-    const sides: SideReport[] = [];
-    const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
-    if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress));
-    if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress));
-    const verdict = flowVerdict(sides, decision.allowed, decision.proxied);
-    const data = { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict, allowed: decision.allowed, proxied: decision.proxied, sides: sides.map(({ table: _table, ...rest }) => rest) };
+    const t = traceFlow({ state, decider: built.decider }, opts.from, opts.to, port, protocol, request);
+    const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest) };
     if (!printData(io, opts.output, data)) {
-      io.out(`${flow.from} -> ${flow.to} ${port}/${protocol}: ${verdict}\n\n${sides.map(renderSide).join('\n\n')}\n`);
-      if (sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
+      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${t.sides.map(renderSide).join('\n\n')}\n`);
+      if (t.sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
     }
     return 0;
   } catch (e) {
@@ -182,6 +244,7 @@ export function registerTrace(program: Command, { ctx, done }: CliEnv): void {
     .option('--http-method <method>', 'an HTTP request the flow carries: method (default GET)')
     .option('--http-path <path>', 'HTTP request path (default /)')
     .option('--http-host <host>', 'HTTP Host header')
+    .option('--http-header <header>', "an HTTP request header, 'Name: value' (repeatable)", collect, [] as string[])
     .option('--dns-name <name>', 'a DNS query the flow carries')
     .option('--kafka-api-key <key>', 'a Kafka request the flow carries: API key (default produce)')
     .option('--kafka-topic <topic>', 'Kafka topic')

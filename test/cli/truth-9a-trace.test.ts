@@ -1,0 +1,133 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { DirectionDecision, FlowDecision } from '../../src/model/flow.js';
+import { policyRefKey, RuleOrigin } from '../../src/model/rules.js';
+import { cli } from '../cli-helpers.js';
+import { scenarioEngine } from '../../src/cli/common.js';
+import { traceFlow } from '../../src/cli/trace.js';
+import { corpus, CorpusFlow, CorpusScenario, LONG, traceArgs } from './truth-9-corpus.js';
+
+const fmt = (o: RuleOrigin): string => `${policyRefKey(o.policy)} ${o.path}`;
+
+/** The flow's verdict in trace's words, from reach's decision. */
+function expectedVerdict(d: FlowDecision, hasRequest: boolean): RegExp {
+  if (!d.proxied) return new RegExp(`^${d.allowed ? 'FORWARDED' : 'DROPPED'}$`);
+  return new RegExp(`^REDIRECTED${hasRequest ? `.*, L7 ${d.allowed ? 'FORWARDED' : 'DROPPED'}$` : '( to proxy port \\d+)?$'}`);
+}
+
+interface TracedSide {
+  endpoint: string;
+  table?: string;
+  direction: string;
+  verdict: string;
+  entry: { proxyPort: number } | null;
+  defaultDeny: boolean;
+  enforcedBy: string[];
+  allowedBy: string[];
+  deniedBy: string[];
+  passedBy: string[];
+  redirectedBy: string[];
+  alsoAllowedBy: string[];
+  l7?: { parser: string; verdict: string; allowedBy: string[] };
+}
+
+function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | 'alsoAllowedBy'> {
+  return {
+    direction: d.direction,
+    verdict: !d.allowed && d.l7 === undefined ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED',
+    defaultDeny: d.enforcedBy.length > 0,
+    enforcedBy: d.enforcedBy.map(fmt),
+    allowedBy: d.allowedBy.map(fmt),
+    deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(fmt),
+    passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(fmt),
+    redirectedBy: d.redirectedBy.map(fmt),
+    ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(fmt) } } : {}),
+  };
+}
+
+type Traced = { verdict: string; allowed: boolean; proxied: boolean; sides: TracedSide[] };
+
+/** Every disagreement of one traced flow with reach (and of reach's verdict with the oracle's), as text. */
+function compare(f: CorpusFlow, t: Traced): string[] {
+  const where = `${f.file} step ${f.step} probe ${f.probe} ${f.flow.from} -> ${f.flow.to} ${f.flow.port}/${f.flow.protocol}`;
+  const bad: string[] = [];
+  const d = f.decision;
+  if (t.allowed !== d.allowed || t.proxied !== d.proxied) bad.push(`${where}: trace allowed=${t.allowed} proxied=${t.proxied}, reach ${d.allowed}/${d.proxied}`);
+  if (f.oracle.allowed !== d.allowed || f.oracle.proxied !== d.proxied) bad.push(`${where}: reach ${d.allowed}/${d.proxied}, oracle ${f.oracle.allowed}/${f.oracle.proxied}`);
+  if (!expectedVerdict(d, f.flow.request !== undefined).test(t.verdict)) bad.push(`${where}: trace says "${t.verdict}", reach decided allowed=${d.allowed} proxied=${d.proxied}`);
+  const want = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined).map(sideOf);
+  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, ...rest }) => rest);
+  if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${where}: sides differ\n  trace ${JSON.stringify(got)}\n  reach ${JSON.stringify(want)}`);
+  for (const s of t.sides) {
+    // A redirected side shows the entry that redirects; a side that passes under default deny has an entry.
+    if (s.verdict === 'REDIRECTED' && !(s.entry && s.entry.proxyPort > 0)) bad.push(`${where}: ${s.direction} REDIRECTED without a proxy port entry`);
+    if (s.verdict !== 'DROPPED' && s.entry === null && s.defaultDeny) bad.push(`${where}: ${s.direction} ${s.verdict} with no entry under default deny`);
+  }
+  return bad;
+}
+
+/** Through the CLI (in-process `runCli`): a fresh engine per call, as an operator runs it. */
+function viaCli(f: CorpusFlow): string[] {
+  const r = cli(...traceArgs(f));
+  if (r.code !== 0) return [`${f.file} step ${f.step} probe ${f.probe}: trace exit ${r.code}: ${r.err}`];
+  return compare(f, JSON.parse(r.out) as Traced);
+}
+
+/** Through `traceFlow`, one engine per step (as `trace --step` builds it) for every flow of the step. */
+function viaModule(c: CorpusScenario): string[] {
+  const bad: string[] = [];
+  for (let step = 0; step < c.scenario.steps.length; step++) {
+    const flows = c.flows.filter((f) => f.step === step);
+    if (flows.length === 0) continue;
+    const built = scenarioEngine(c.scenario, step);
+    for (const f of flows) bad.push(...compare(f, JSON.parse(JSON.stringify(traceFlow(built, f.flow.from, f.flow.to, f.flow.port, f.flow.protocol, f.flow.request))) as Traced));
+  }
+  return bad;
+}
+
+describe('trace tells what reach decides (fixtures/scenarios + fixtures/conformance, every probe at its step)', () => {
+  const all = corpus();
+  it('covers the corpus: pods, externals, node and plain addresses, IPv6, ICMP, L7 with headers', () => {
+    const flows = all.flatMap((c) => c.flows);
+    expect(all.length).toBeGreaterThan(150);
+    expect(flows.some((f) => f.flow.from.startsWith('node:') || f.flow.to.startsWith('node:'))).toBe(true);
+    expect(flows.some((f) => f.flow.to.includes(':') && !f.flow.to.startsWith('node:'))).toBe(true);
+    expect(flows.some((f) => f.flow.protocol === 'ICMP' || f.flow.protocol === 'ICMPv6')).toBe(true);
+    expect(flows.some((f) => f.flow.request !== undefined && 'http' in f.flow.request && f.flow.request.http.headers !== undefined)).toBe(true);
+  });
+  it('every flow of every probe, in-process', () => {
+    expect(all.flatMap(viaModule)).toEqual([]);
+  });
+  it(`through the CLI: ${LONG ? 'every flow' : 'one flow per scenario, and every flow with HTTP headers'}`, () => {
+    const picked = all.flatMap((c, i) => (LONG ? c.flows : c.flows.filter((f, j) => j === i % c.flows.length || (f.flow.request !== undefined && 'http' in f.flow.request && f.flow.request.http.headers !== undefined))));
+    expect(picked.flatMap(viaCli)).toEqual([]);
+  });
+});
+
+describe('trace through the built binary (node dist/cli/main.js; npm run build first)', () => {
+  it.runIf(existsSync('dist/cli/main.js'))('a flow per protocol family and peer kind', () => {
+    const flows = corpus().flatMap((c) => c.flows);
+    const kinds = [(f: CorpusFlow) => f.flow.request !== undefined, (f: CorpusFlow) => f.flow.to.startsWith('node:'), (f: CorpusFlow) => f.flow.protocol === 'ICMPv6', (f: CorpusFlow) => /^[0-9a-f:.]+$/.test(f.flow.to), (f: CorpusFlow) => !f.decision.allowed];
+    for (const pick of kinds) {
+      const f = flows.find(pick) as CorpusFlow;
+      const r = spawnSync(process.execPath, ['dist/cli/main.js', ...traceArgs(f)], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(compare(f, JSON.parse(r.stdout) as Traced)).toEqual([]);
+    }
+  });
+});
+
+describe('trace --http-header', () => {
+  it('carries the headers to the proxy (attack round 9e, finding 180)', () => {
+    const s = 'fixtures/conformance/cilium-l7/http-headers-and-header-matches.yaml';
+    const f = corpus().find((c) => c.file === s)?.flows.find((x) => x.flow.request !== undefined && 'http' in x.flow.request && x.flow.request.http.headers !== undefined && x.decision.allowed);
+    expect(f).toBeDefined();
+    expect(viaCli(f as CorpusFlow)).toEqual([]);
+  });
+  it('refuses a header that is not Name: value', () => {
+    const r = cli('trace', '--scenario', 'fixtures/conformance/cilium-l7/http-headers-and-header-matches.yaml', '--from', 'x/hdr', '--to', 'x/server', '--port', '80/TCP', '--http-header', 'novalue');
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--http-header: "novalue" is not "Name: value"');
+  });
+});

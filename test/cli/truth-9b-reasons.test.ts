@@ -1,0 +1,122 @@
+import { describe, expect, it } from 'vitest';
+import type { ClusterState } from '../../src/model/cluster.js';
+import { deletePolicy } from '../../src/model/cluster.js';
+import type { DirectionDecision } from '../../src/model/flow.js';
+import { policyRefKey, PolicyRef } from '../../src/model/rules.js';
+import { decideFlow } from '../../src/naive/evaluator.js';
+import { scenarioEngine } from '../../src/cli/common.js';
+import { traceFlow } from '../../src/cli/trace.js';
+import { corpus, CorpusFlow, CorpusScenario, sample } from './truth-9-corpus.js';
+
+/** One side as `trace -o json` prints it. */
+interface TracedSide {
+  direction: string;
+  verdict: string;
+  enforcedBy: string[];
+  allowedBy: string[];
+  deniedBy: string[];
+  passedBy: string[];
+  redirectedBy: string[];
+  alsoAllowedBy: string[];
+  l7?: { allowedBy: string[] };
+}
+
+/** `Kind/ns/name spec.ingress[0]` → the policy's ref, from the cluster's policies. */
+function refsOf(state: ClusterState, origins: readonly string[]): PolicyRef[] {
+  const byKey = new Map([...state.policies.values()].map((p) => [policyRefKey(p.ref), p.ref]));
+  return [...new Set(origins.map((o) => o.split(' ')[0] as string))].map((k) => {
+    const ref = byKey.get(k);
+    if (!ref) throw new Error(`trace names ${k}, which is no policy of the cluster`);
+    return ref;
+  });
+}
+
+function only(state: ClusterState, keep: PolicyRef): ClusterState {
+  return { ...state, policies: new Map([...state.policies].filter(([, p]) => policyRefKey(p.ref) === policyRefKey(keep))) };
+}
+
+function sideIn(state: ClusterState, f: CorpusFlow, direction: string): DirectionDecision | undefined {
+  const d = decideFlow(state, f.flow);
+  return direction === 'egress' ? d.egress : d.ingress;
+}
+
+/** An L4 pass: allowed, or handed to a proxy (whatever the proxy then says). */
+const passes = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined;
+
+/** Each listed policy, alone in the cluster, does what it is listed for. */
+function sound(f: CorpusFlow, s: TracedSide, where: string): string[] {
+  const bad: string[] = [];
+  const alone = (ref: PolicyRef): DirectionDecision | undefined => sideIn(only(f.state, ref), f, s.direction);
+  for (const ref of refsOf(f.state, [...s.allowedBy, ...s.alsoAllowedBy])) if (!passes(alone(ref))) bad.push(`${where}: allowed by ${policyRefKey(ref)}, which alone does not allow it`);
+  for (const ref of refsOf(f.state, s.redirectedBy)) if (alone(ref)?.proxied !== true) bad.push(`${where}: redirected by ${policyRefKey(ref)}, which alone does not redirect it`);
+  for (const ref of refsOf(f.state, s.deniedBy)) if (passes(alone(ref))) bad.push(`${where}: denied by ${policyRefKey(ref)}, which alone does not drop it`);
+  for (const ref of refsOf(f.state, s.enforcedBy)) if ((alone(ref)?.enforcedBy.length ?? 0) === 0) bad.push(`${where}: default deny enforced by ${policyRefKey(ref)}, which alone does not select the endpoint in this direction`);
+  for (const o of s.redirectedBy) if (!s.allowedBy.includes(o)) bad.push(`${where}: redirected by ${o} but not listed as allowing`);
+  return bad;
+}
+
+/**
+ * Without every policy listed as allowing (or as allowing the request at the proxy), the side
+ * drops, unless nothing enforces that direction any more (the allow-all default). A dropped side
+ * names its deny, or the policies that make it default deny.
+ */
+function complete(f: CorpusFlow, s: TracedSide, where: string): string[] {
+  if (s.verdict === 'DROPPED') return s.deniedBy.length === 0 && s.passedBy.length === 0 && s.enforcedBy.length === 0 ? [`${where}: dropped with no reason listed`] : [];
+  const allowers = [...s.allowedBy, ...s.alsoAllowedBy, ...(s.l7?.allowedBy ?? [])];
+  if (s.enforcedBy.length === 0 && allowers.length === 0) return [];
+  let st = f.state;
+  for (const ref of refsOf(f.state, allowers)) st = deletePolicy(st, ref);
+  const after = sideIn(st, f, s.direction);
+  if (!passes(after) || (after?.enforcedBy.length ?? 0) === 0) return [];
+  return [`${where}: still passes without ${refsOf(f.state, allowers).map(policyRefKey).join(', ')}: allowed by ${(after?.allowedBy ?? []).map((o) => `${policyRefKey(o.policy)} ${o.path}`).join(', ')}`];
+}
+
+/**
+ * Finding 182, left open: an L3L4 allow whose entry the map state leaves out as covered by an L4
+ * allow of the same verdict (and one merged under a redirect with a different proxy port) keeps no
+ * contribution, so trace cannot name it; deleting the named rules leaves the flow allowed by it.
+ * Naming it needs the map state to keep the origins of covered entries (src/engine/map-state.ts).
+ */
+const KNOWN_INCOMPLETE = new Set([
+  'fixtures/conformance/cilium/redirect-beats-plain-allow.yaml',
+  'fixtures/conformance/cilium-blind2/distillery-merge-rules-case-006.yaml',
+  'fixtures/conformance/cilium-blind2/distillery-merge-rules-case-012.yaml',
+  'fixtures/conformance/cilium-tests/merge-rules-000-031.yaml',
+  'fixtures/conformance/cilium-tests/merge-rules-named-ports-000-031.yaml',
+  'fixtures/conformance/cilium-tests/merge-rules-032-063.yaml',
+  'fixtures/conformance/cilium-tests/merge-rules-named-ports-032-063.yaml',
+]);
+
+function checkScenario(c: CorpusScenario, perProbe: number): string[] {
+  const bad: string[] = [];
+  const picked = sample(c.flows, perProbe);
+  for (let step = 0; step < c.scenario.steps.length; step++) {
+    const flows = picked.filter((f) => f.step === step);
+    if (flows.length === 0) continue;
+    const built = scenarioEngine(c.scenario, step);
+    for (const f of flows) {
+      const t = JSON.parse(JSON.stringify(traceFlow(built, f.flow.from, f.flow.to, f.flow.port, f.flow.protocol, f.flow.request))) as { sides: TracedSide[] };
+      for (const s of t.sides) {
+        const where = `${f.file} step ${f.step} probe ${f.probe} ${f.flow.from} -> ${f.flow.to} ${f.flow.port}/${f.flow.protocol} ${s.direction}`;
+        bad.push(...sound(f, s, where), ...(KNOWN_INCOMPLETE.has(c.file) ? [] : complete(f, s, where)));
+      }
+    }
+  }
+  return bad;
+}
+
+describe('trace reasons are sound and complete (against the oracle on counterfactual clusters)', () => {
+  const all = corpus();
+  for (const c of all) {
+    it(c.file, () => {
+      expect(checkScenario(c, 2)).toEqual([]);
+    });
+  }
+  it('finding 182 is still open (remove the file from KNOWN_INCOMPLETE when this fails)', () => {
+    const c = all.find((x) => x.file === 'fixtures/conformance/cilium/redirect-beats-plain-allow.yaml') as CorpusScenario;
+    const f = c.flows.find((x) => x.step === 1 && x.probe === 0) as CorpusFlow;
+    const t = traceFlow(scenarioEngine(c.scenario, 1), f.flow.from, f.flow.to, f.flow.port, f.flow.protocol, f.flow.request);
+    const s = JSON.parse(JSON.stringify(t.sides.find((x) => x.direction === 'ingress'))) as TracedSide;
+    expect(complete(f, s, 'x')).toHaveLength(1);
+  });
+});

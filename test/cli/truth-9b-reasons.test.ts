@@ -6,6 +6,8 @@ import { policyRefKey, PolicyRef } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { scenarioEngine } from '../../src/cli/common.js';
 import { traceFlow } from '../../src/cli/trace.js';
+import { formatOrigin } from '../../src/cli/render.js';
+import { ALLOW_LOCALHOST_ORIGIN } from '../../src/model/localhost.js';
 import { corpus, CorpusFlow, CorpusScenario, sample } from './truth-9-corpus.js';
 
 /** One side as `trace -o json` prints it. */
@@ -21,10 +23,13 @@ interface TracedSide {
   l7?: { allowedBy: string[] };
 }
 
+/** The agent option allow-localhost as trace names it: a reason, but no policy to delete. */
+const LOCALHOST = formatOrigin(ALLOW_LOCALHOST_ORIGIN);
+
 /** `Kind/ns/name spec.ingress[0]` → the policy's ref, from the cluster's policies. */
 function refsOf(state: ClusterState, origins: readonly string[]): PolicyRef[] {
   const byKey = new Map([...state.policies.values()].map((p) => [policyRefKey(p.ref), p.ref]));
-  return [...new Set(origins.map((o) => o.split(' ')[0] as string))].map((k) => {
+  return [...new Set(origins.filter((o) => o !== LOCALHOST).map((o) => o.split(' ')[0] as string))].map((k) => {
     const ref = byKey.get(k);
     if (!ref) throw new Error(`trace names ${k}, which is no policy of the cluster`);
     return ref;
@@ -52,6 +57,7 @@ function sound(f: CorpusFlow, s: TracedSide, where: string): string[] {
   for (const ref of refsOf(f.state, s.deniedBy)) if (passes(alone(ref))) bad.push(`${where}: denied by ${policyRefKey(ref)}, which alone does not drop it`);
   for (const ref of refsOf(f.state, s.enforcedBy)) if ((alone(ref)?.enforcedBy.length ?? 0) === 0) bad.push(`${where}: default deny enforced by ${policyRefKey(ref)}, which alone does not select the endpoint in this direction`);
   for (const o of s.redirectedBy) if (!s.allowedBy.includes(o)) bad.push(`${where}: redirected by ${o} but not listed as allowing`);
+  if ([...s.allowedBy, ...s.alsoAllowedBy].includes(LOCALHOST) && (s.direction !== 'ingress' || f.state.allowLocalhost === 'policy')) bad.push(`${where}: allow-localhost listed where it does not apply`);
   return bad;
 }
 
@@ -64,7 +70,8 @@ function complete(f: CorpusFlow, s: TracedSide, where: string): string[] {
   if (s.verdict === 'DROPPED') return s.deniedBy.length === 0 && s.passedBy.length === 0 && s.enforcedBy.length === 0 ? [`${where}: dropped with no reason listed`] : [];
   const allowers = [...s.allowedBy, ...s.alsoAllowedBy, ...(s.l7?.allowedBy ?? [])];
   if (s.enforcedBy.length === 0 && allowers.length === 0) return [];
-  let st = f.state;
+  // Without allow-localhost too, when it is listed: the option set to `policy`.
+  let st: ClusterState = allowers.includes(LOCALHOST) ? { ...f.state, allowLocalhost: 'policy' } : f.state;
   for (const ref of refsOf(f.state, allowers)) st = deletePolicy(st, ref);
   const after = sideIn(st, f, s.direction);
   if (!passes(after) || (after?.enforcedBy.length ?? 0) === 0) return [];

@@ -342,16 +342,17 @@ export class Engine {
   }
 
   /**
-   * A restored endpoint that is no local pod after the first transaction is gone (deleted while
-   * the agent was down, or now on another node): its answers go as a pod deletion's would, in that
-   * transaction. Cilium restores only the endpoints whose pods still exist, their DNS history with them.
+   * A restored endpoint that is no pod after the first transaction is gone (deleted while the agent
+   * was down): its answers go as a pod deletion's would, in that transaction. Cilium restores only
+   * the endpoints whose pods still exist, their DNS history with them. A pod now on another node
+   * keeps them, as a pod that turns remote does without a restart (docs/attack-findings-9b.md).
    */
   private forgetRestoredGone(): void {
-    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep)?.local !== true) this.stages.fqdn.podDeleted(ep);
+    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep) === undefined) this.stages.fqdn.podDeleted(ep);
   }
 
   private recordRestoredGone(): void {
-    for (const ep of this.restoredEndpoints ?? []) if (!this.stages.pods.get(ep)?.local) this.model.dns.forgetEndpoint(ep, () => undefined);
+    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep) === undefined) this.model.dns.forgetEndpoint(ep, () => undefined);
     this.restoredEndpoints = null;
   }
 

@@ -1,14 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../src/engine/events.js';
-import { Engine } from '../src/engine/engine.js';
-import { ClusterMirror } from '../src/k8s/mirror.js';
-import { WatchStreamParser } from '../src/k8s/watch.js';
+import { agentVerdicts } from './k8s/agent-verdicts.js';
 
 /** Attack round 7a (docs/attack-findings-7a.md): manifests Cilium 1.19 accepts, read by the agent. */
 type Obj = Record<string, unknown>;
-const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
-const ns: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', resourceVersion: '1' } };
-const pod = (name: string, rv: number, node: string, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'x', resourceVersion: String(rv), labels: { app: name } }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } });
 const cnp = (spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x', resourceVersion: '10' }, spec });
 const server = { matchLabels: { app: 'server' } };
 const fromClient = { fromEndpoints: [{ matchLabels: { app: 'client' } }] };
@@ -16,21 +10,8 @@ const fromOther = { fromEndpoints: [{ matchLabels: { app: 'other' } }] };
 
 /** Ingress verdicts into x/server (local on n1) on TCP/80 from x/client and x/other, after one policy. */
 function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } {
-  const warn: string[] = [];
-  const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
-  const lines = [ev('ADDED', ns), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', pod('other', 4, 'n2', '10.0.0.3')), ev('ADDED', policy)];
-  for (const item of parser.push(lines.join('\n'))) mirror.observe(item, 'w');
-  const batch = mirror.flush();
-  engine.apply(batch.events as EngineEvent[]);
-  batch.commit();
-  const verdicts: Record<string, string> = {};
-  for (const peer of ['client', 'other']) {
-    const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`)!, 'ingress', 6, 80);
-    verdicts[peer] = hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-  }
-  return { warn, verdicts };
+  const { warn, verdict } = agentVerdicts(policy);
+  return { warn, verdicts: { client: verdict('client', 'ingress'), other: verdict('other', 'ingress') } };
 }
 
 const http = (rule: Obj): Obj => ({ ...fromOther, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [rule] } }] });

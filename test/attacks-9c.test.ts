@@ -1,8 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../src/engine/events.js';
-import { Engine } from '../src/engine/engine.js';
-import { ClusterMirror } from '../src/k8s/mirror.js';
-import { WatchStreamParser } from '../src/k8s/watch.js';
+import { agentVerdicts } from './k8s/agent-verdicts.js';
 import { parseManifest } from '../src/policy/manifest.js';
 
 /*
@@ -11,10 +8,7 @@ import { parseManifest } from '../src/policy/manifest.js';
  * and one the CRD refuses that distill enforced. Judged through the agent's mirror and the engine.
  */
 type Obj = Record<string, unknown>;
-const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
-const ns: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', resourceVersion: '1' } };
 const web = [{ name: 'c', ports: [{ name: 'http', containerPort: 80, protocol: 'TCP' }] }];
-const pod = (name: string, rv: number, node: string, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'x', resourceVersion: String(rv), labels: { app: name } }, spec: { nodeName: node, containers: web }, status: { phase: 'Running', podIP: ip } });
 const cnp = (egress: Obj[]): Obj => ({
   apiVersion: 'policy.networking.k8s.io/v1alpha2',
   kind: 'ClusterNetworkPolicy',
@@ -25,21 +19,8 @@ const toPod = (app: string): Obj => ({ pods: { podSelector: { matchLabels: { app
 
 /** The agent's verdicts of x/server (local) with x/client and x/other on TCP/80 in `direction`, after one policy. */
 function run(policy: Obj, direction: 'ingress' | 'egress' = 'egress'): { warn: string[]; verdicts: Record<string, string> } {
-  const warn: string[] = [];
-  const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
-  const lines = [ev('ADDED', ns), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', pod('other', 4, 'n2', '10.0.0.3')), ev('ADDED', policy)];
-  for (const item of parser.push(lines.join('\n'))) mirror.observe(item, 'w');
-  const batch = mirror.flush();
-  engine.apply(batch.events as EngineEvent[]);
-  batch.commit();
-  const verdicts: Record<string, string> = {};
-  for (const peer of ['client', 'other']) {
-    const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`) as number, direction, 6, 80);
-    verdicts[peer] = hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-  }
-  return { warn, verdicts };
+  const { warn, verdict } = agentVerdicts(policy, web);
+  return { warn, verdicts: { client: verdict('client', direction), other: verdict('other', direction) } };
 }
 
 describe('140. a destinationNamedPort that is no container port name (the CRD has no pattern for it)', () => {

@@ -1,8 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
+import { agentVerdicts } from './agent-verdicts.js';
 
 /**
  * A CiliumNetworkPolicy using a field Cilium enforces but distill does not read (fromRequires,
@@ -12,31 +9,15 @@ import { WatchStreamParser } from '../../src/k8s/watch.js';
  * stays isolated), unreadable deny rules deny every peer.
  */
 type Obj = Record<string, unknown>;
-const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
-const ns: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', resourceVersion: '1' } };
-const pod = (name: string, rv: number, node: string, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'x', resourceVersion: String(rv), labels: { app: name } }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } });
 const cnp = (spec: Obj, kind = 'CiliumNetworkPolicy'): Obj => ({ apiVersion: 'cilium.io/v2', kind, metadata: { name: 'p', ...(kind === 'CiliumNetworkPolicy' ? { namespace: 'x' } : {}), resourceVersion: '10' }, spec });
 const server = { matchLabels: { app: 'server' } };
 const fromClient = { fromEndpoints: [{ matchLabels: { app: 'client' } }] };
 
 /** Verdicts into and out of x/server (local on n1) from x/client and x/other (n2), after one policy. */
 function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } {
-  const warn: string[] = [];
-  const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
-  const lines = [ev('ADDED', ns), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', pod('other', 4, 'n2', '10.0.0.3')), ev('ADDED', policy)];
-  for (const item of parser.push(lines.join('\n'))) mirror.observe(item, 'w');
-  const batch = mirror.flush();
-  engine.apply(batch.events as EngineEvent[]);
-  batch.commit();
+  const { warn, verdict } = agentVerdicts(policy);
   const verdicts: Record<string, string> = {};
-  for (const peer of ['client', 'other']) {
-    for (const dir of ['ingress', 'egress'] as const) {
-      const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`)!, dir, 6, 80);
-      verdicts[`${dir} ${peer}`] = hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-    }
-  }
+  for (const peer of ['client', 'other'] as const) for (const dir of ['ingress', 'egress'] as const) verdicts[`${dir} ${peer}`] = verdict(peer, dir);
   return { warn, verdicts };
 }
 

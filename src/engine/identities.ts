@@ -159,18 +159,7 @@ export class IdentityTable {
     if (nodeLabels.length === 0) return remote;
     const labels = makeLabelSet([...remote.labels, ...nodeLabels.map((l) => ({ source: SOURCE_NODE, key: l.key, value: l.value }))]);
     const key = labelSetKey(labels);
-    const existing = this.byKey.get(key);
-    if (existing) {
-      existing.refs++;
-      this.ctx.pendingRelease.delete(existing);
-      return existing;
-    }
-    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, undefined, 'remote-node'), matchLabels: remote.matchLabels, nodeLabels };
-    this.byKey.set(key, rec);
-    this.byId.set(rec.id, rec);
-    this.ctx.stats.identitiesAllocated++;
-    this.peerCache.addIdentity(rec);
-    return rec;
+    return this.reuseLocal(key) ?? this.addLocal(key, this.revive(key, labels) ?? { ...this.allocate(labels, key, undefined, 'remote-node'), matchLabels: remote.matchLabels, nodeLabels });
   }
 
   /** The agent's own node's labels on `host` (undefined: no own node); selectors see it anew. */
@@ -192,7 +181,8 @@ export class IdentityTable {
   acquireApiServerHost(ip: IpAddress): IdentityRecord {
     const cidr = hostCidr(ip);
     const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(ip.family), reservedLabel('kube-apiserver')]);
-    return this.acquireLocal(labels, () => ({ ...this.allocate(labels, labelSetKey(labels), cidr), apiServerHost: true as const }));
+    const key = labelSetKey(labels);
+    return this.reuseLocal(key) ?? this.addLocal(key, this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr), apiServerHost: true as const });
   }
 
   /**
@@ -205,18 +195,24 @@ export class IdentityTable {
     const kapi = reservedLabel('kube-apiserver');
     const labels = makeLabelSet([...base.labels, kapi]);
     const matchLabels = makeLabelSet([...base.matchLabels, kapi]);
-    return this.acquireLocal(labels, () => ({ ...this.allocate(labels, labelSetKey(labels), undefined, base.nodeLabels ? 'remote-node' : 'local'), matchLabels, ...(base.nodeLabels ? { nodeLabels: base.nodeLabels } : {}) }));
+    const key = labelSetKey(labels);
+    return this.reuseLocal(key) ?? this.addLocal(key, this.revive(key, labels) ?? { ...this.allocate(labels, key, undefined, base.nodeLabels ? 'remote-node' : 'local'), matchLabels, ...(base.nodeLabels ? { nodeLabels: base.nodeLabels } : {}) });
   }
 
-  private acquireLocal(labels: LabelSet, make: () => IdentityRecord): IdentityRecord {
-    const key = labelSetKey(labels);
+  /**
+   * Node-local identities without named ports (nodes, FQDN IPs, API server addresses): `reuseLocal`
+   * counts one more user of an existing one, `addLocal` registers a new (or revived) record.
+   */
+  private reuseLocal(key: string): IdentityRecord | undefined {
     const existing = this.byKey.get(key);
     if (existing) {
       existing.refs++;
       this.ctx.pendingRelease.delete(existing);
-      return existing;
     }
-    const rec = this.revive(key, labels) ?? make();
+    return existing;
+  }
+
+  private addLocal(key: string, rec: IdentityRecord): IdentityRecord {
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
     this.ctx.stats.identitiesAllocated++;
@@ -333,18 +329,7 @@ export class IdentityTable {
   /** A node-local FQDN identity; `cidr`: the CIDR identity's prefix the IPs stand in for (selection only). */
   acquireFqdn(labels: LabelSet, cidr: Cidr | undefined, key = labelSetKey(labels)): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
-    const existing = this.byKey.get(key);
-    if (existing) {
-      existing.refs++;
-      this.ctx.pendingRelease.delete(existing);
-      return existing;
-    }
-    const rec = this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr, 'local'), fqdn: true as const };
-    this.byKey.set(key, rec);
-    this.byId.set(rec.id, rec);
-    this.ctx.stats.identitiesAllocated++;
-    this.peerCache.addIdentity(rec);
-    return rec;
+    return this.reuseLocal(key) ?? this.addLocal(key, this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr, 'local'), fqdn: true as const });
   }
 
   fqdnHost(ip: string): IdentityRecord | undefined {

@@ -286,6 +286,12 @@ describe('ClusterNetworkPolicy through the CLI', () => {
     expect(v.code).toBe(0);
     expect(v.stdout).toContain('engine and naive evaluator agree on all');
   });
+  it('reach --explain (engine) names a Pass as passed, not as the rule that denied', () => {
+    const r = distill('reach', '--explain', '--scenario', 'fixtures/conformance/npapi/admin-pass-skips-rest-of-tier.yaml');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('ingress of x/a: denied: passed by Admin tier: ClusterNetworkPolicy/pass-y priority 1 rule "spec.ingress[0]" (spec.ingress[0]): Pass to the lower tiers, where default deny (isolated by NetworkPolicy/x/a-from-y-80 spec.policyTypes), no rule allows it');
+    expect(r.stdout).not.toContain('denied by Admin tier: ClusterNetworkPolicy/pass-y');
+  });
   it('validate warns about two policies of one tier with one priority', () => {
     const cnp = (name: string) => `apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: ${name}}\nspec: {tier: Baseline, priority: 3, subject: {namespaces: {}}}\n`;
     const r = distill('validate', tmpFile('cnp.yaml', `${cnp('a')}---\n${cnp('b')}`));

@@ -53,8 +53,14 @@ export function explainJson(r: ProbeResult): Record<string, unknown> {
   };
 }
 
+/** After an Admin Pass that stands as the entry (its floor): what the lower tiers left. */
+function passedTo(d: DirectionDecision): string {
+  return d.enforcedBy.length > 0 ? `default deny (isolated by ${d.enforcedBy.map(formatOrigin).join('; ')}), no rule allows it` : 'nothing allows it';
+}
+
 function why(d: DirectionDecision | undefined, side: string): string {
   if (!d) return `${side}: not a pod, enforces nothing`;
+  if (d.tier?.action === 'Pass') return `${side}: denied: passed by ${formatTierOrigin(d.tier)} to the lower tiers, where ${passedTo(d)}`;
   if (d.tier) return `${side}: ${d.tier.action === 'Accept' ? 'accepted' : 'denied'} by ${formatTierOrigin(d.tier)}`;
   if (d.deniedBy.length > 0) return `${side}: denied by ${d.deniedBy.map(formatOrigin).join('; ')}`;
   if (d.enforcedBy.length === 0) return `${side}: no policy selects it, allowed`;

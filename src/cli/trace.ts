@@ -7,6 +7,7 @@ import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../mode
 import { datapathLookup, LookupResult, policyKeyString, precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import type { Engine } from '../engine/engine.js';
+import { decideFlow } from '../naive/evaluator.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
@@ -111,9 +112,12 @@ interface SideReport {
 /**
  * The rules that allow the flow through map entries other than the one that matched (an L3 allow
  * under a matched L4 or L7 entry, a lower tier's allow): without them "allowed by" would be
- * incomplete, as deleting the rules it lists would leave the flow allowed.
+ * incomplete, as deleting the rules it lists would leave the flow allowed. The map state keeps no
+ * entry, hence no origin, for an allow another entry covers (an L3L4 allow under an L4 allow of the
+ * same verdict, a plain allow merged under a redirect: finding 182), so the NetworkPolicy-tier
+ * rules the reference evaluator finds allowing the flow (`oracle`) are added.
  */
-function shadowedAllowers(engine: Engine, endpoint: string, peerId: number, flow: Flow, d: DirectionDecision, hit: LookupResult): RuleOrigin[] {
+function shadowedAllowers(engine: Engine, endpoint: string, peerId: number, flow: Flow, d: DirectionDecision, hit: LookupResult, oracle: DirectionDecision | undefined): RuleOrigin[] {
   const out: RuleOrigin[] = [];
   for (const [ks, r] of engine.mapState(endpoint)) {
     // The entry alone in a map would match the flow: the datapath's own matching, key by key. The
@@ -121,12 +125,13 @@ function shadowedAllowers(engine: Engine, endpoint: string, peerId: number, flow
     if (policyKeyString(r.key) !== policyKeyString(hit.key) && (r.entry.deny || !datapathLookup(new Map([[ks, r]]), peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port))) continue;
     for (const c of engine.contributors(endpoint, r.key)) if (c.origin && !c.entry.deny) out.push(c.origin);
   }
+  for (const o of oracle?.allowedBy ?? []) if (o.tier === undefined) out.push(o);
   const listed = new Set(d.allowedBy.map(formatOrigin));
   return uniqueOrigins(out).filter((o) => !listed.has(formatOrigin(o)));
 }
 
 /** One side of the flow: `at` enforces (a pod, as the decider resolved it), `peer` is the other end. */
-function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, d: DirectionDecision): SideReport {
+function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, d: DirectionDecision, oracle: DirectionDecision | undefined): SideReport {
   const endpoint = at.name;
   const peerId = peerIdentity(engine, peer);
   const hit = engine.lookup(endpoint, peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
@@ -148,7 +153,7 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(formatOrigin),
     passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
-    alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit).map(formatOrigin) : [],
+    alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit, oracle).map(formatOrigin) : [],
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
   };
 }
@@ -170,7 +175,7 @@ function renderSide(s: SideReport): string {
   if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where nothing allows it)`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
-  if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows): ${s.alsoAllowedBy.join('; ')}`);
+  if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows or covers): ${s.alsoAllowedBy.join('; ')}`);
   if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (level ${String(precedenceLevel(Number(s.entry.precedence)))}, verdict byte ${String(verdictByte(Number(s.entry.precedence)))}: higher wins)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   return out.join('\n');
@@ -190,8 +195,9 @@ export function traceFlow(built: { state: ClusterState; decider: EngineDecider }
   const decision = built.decider.decide(state, flow);
   const sides: SideReport[] = [];
   const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
-  if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress));
-  if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress));
+  const oracle = decideFlow(state, flow);
+  if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress, oracle.egress));
+  if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress, oracle.ingress));
   return { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict: flowVerdict(sides, decision.allowed, decision.proxied), allowed: decision.allowed, proxied: decision.proxied, sides };
 }
 

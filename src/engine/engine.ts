@@ -277,6 +277,8 @@ export class Engine {
         resolver.deletePoliciesIn(e.name);
         return pods.forgetNamespace(e.name);
       case 'upsertPod':
+        // A pod that is not (or no longer) local has no endpoint here: its DNS history goes with it.
+        if (!(e.local ?? false)) fqdn.podDeleted(`${e.pod.namespace}/${e.pod.name}`);
         return pods.upsertPod(e.pod, e.local ?? false);
       case 'deletePod':
         fqdn.podDeleted(`${e.namespace}/${e.name}`);
@@ -342,17 +344,17 @@ export class Engine {
   }
 
   /**
-   * A restored endpoint that is no pod after the first transaction is gone (deleted while the agent
-   * was down): its answers go as a pod deletion's would, in that transaction. Cilium restores only
-   * the endpoints whose pods still exist, their DNS history with them. A pod now on another node
-   * keeps them, as a pod that turns remote does without a restart (docs/attack-findings-9b.md).
+   * A restored endpoint that is no local pod after the first transaction is gone (deleted, or moved
+   * to another node, while the agent was down): its answers go as a pod deletion's would, in that
+   * transaction. Cilium restores only its own node's endpoints, their DNS history with them, and
+   * its DNS GC collects only those (pkg/fqdn/namemanager/gc.go `doGC`: `EPMgr.GetEndpoints()`).
    */
   private forgetRestoredGone(): void {
-    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep) === undefined) this.stages.fqdn.podDeleted(ep);
+    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep)?.local !== true) this.stages.fqdn.podDeleted(ep);
   }
 
   private recordRestoredGone(): void {
-    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep) === undefined) this.model.dns.forgetEndpoint(ep, () => undefined);
+    for (const ep of this.restoredEndpoints ?? []) if (this.stages.pods.get(ep)?.local !== true) this.model.dns.forgetEndpoint(ep, () => undefined);
     this.restoredEndpoints = null;
   }
 

@@ -117,7 +117,10 @@ export class ModelStore implements ModelView {
         else for (const ip of e.pod.ips) this.ipOwners.set(ip.text, key);
         this.pods.set(key, e.pod);
         if (e.local ?? false) this.localPods.add(key);
-        else if (this.localPods.size > 0) this.localPods.delete(key);
+        else {
+          if (this.localPods.size > 0) this.localPods.delete(key);
+          this.dns.forgetEndpoint(key, noop); // no endpoint here: its DNS history goes (engine.ts)
+        }
         if (this.podsByNs !== null) index(this.podsByNs, e.pod.namespace, key, true);
         return;
       }

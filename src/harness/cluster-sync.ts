@@ -114,13 +114,14 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'upsertNamespace':
       return upsertNamespace(s, namespaceWithDefaults(e.name, e.labels));
     case 'deleteNamespace': {
-      const after = deleteNamespace(s, e.name);
+      const gone = deleteNamespace(s, e.name);
+      const after = gone.remotePods ? { ...gone, remotePods: new Set([...gone.remotePods].filter((k) => gone.pods.has(k))) } : gone;
       return after.dns ? { ...after, dns: { ...after.dns, entries: after.dns.entries.filter((d) => after.pods.has(d.endpoint)) } } : after;
     }
     case 'upsertPod':
-      return upsertPod(s, e.pod);
+      return withLocality(upsertPod(s, e.pod), podKey(e.pod), e.local ?? false);
     case 'deletePod': {
-      const after = deletePod(s, `${e.namespace}/${e.name}`);
+      const after = withLocality(deletePod(s, `${e.namespace}/${e.name}`), `${e.namespace}/${e.name}`, true);
       const dns = withoutPodAnswers(after.dns, `${e.namespace}/${e.name}`);
       return dns ? { ...after, dns } : after;
     }
@@ -143,6 +144,20 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'setApiServer':
       return setApiServer(s, e.addresses);
   }
+}
+
+/**
+ * `pod`'s locality recorded in the model (`remotePods`). A pod that is not local has no endpoint on
+ * this node: the DNS history of its queries goes with the endpoint (Cilium's per-endpoint
+ * `DNSHistory`, collected only from this agent's endpoints, pkg/fqdn/namemanager/gc.go `doGC`).
+ */
+function withLocality(s: ClusterState, pod: string, local: boolean): ClusterState {
+  if (local && s.remotePods?.has(pod) !== true) return s;
+  const remotePods = new Set(s.remotePods);
+  if (local) remotePods.delete(pod);
+  else remotePods.add(pod);
+  const dns = local ? s.dns : withoutPodAnswers(s.dns, pod);
+  return { ...s, remotePods, ...(dns ? { dns } : {}) };
 }
 
 /**

@@ -118,6 +118,11 @@ export interface ClusterState {
   readonly apiServer?: readonly IpAddress[];
   /** Cilium's `allow-localhost` agent option (./localhost.ts); absent = `always`, Cilium's default under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
+  /**
+   * Pods (keys) of another node: no endpoint here, so this node's DNS proxy never sees their
+   * queries and keeps no DNS history for them. Absent = every pod is local.
+   */
+  readonly remotePods?: ReadonlySet<string>;
 }
 
 export const EMPTY_CLUSTER: ClusterState = {

@@ -217,7 +217,7 @@ export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
  */
 function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?: { readonly to: string; readonly port: number }): boolean {
   const src = resolveEndpoint(state, pod);
-  if (src.kind !== 'pod') return false;
+  if (src.kind !== 'pod' || state.remotePods?.has(pod) === true) return false;
   const request = { dns: { name } };
   if (server !== undefined) {
     const dst = resolveEndpoint(state, server.to);

@@ -78,22 +78,6 @@ function complete(f: CorpusFlow, s: TracedSide, where: string): string[] {
   return [`${where}: still passes without ${refsOf(f.state, allowers).map(policyRefKey).join(', ')}: allowed by ${(after?.allowedBy ?? []).map((o) => `${policyRefKey(o.policy)} ${o.path}`).join(', ')}`];
 }
 
-/**
- * Finding 182, left open: an L3L4 allow whose entry the map state leaves out as covered by an L4
- * allow of the same verdict (and one merged under a redirect with a different proxy port) keeps no
- * contribution, so trace cannot name it; deleting the named rules leaves the flow allowed by it.
- * Naming it needs the map state to keep the origins of covered entries (src/engine/map-state.ts).
- */
-const KNOWN_INCOMPLETE = new Set([
-  'fixtures/conformance/cilium/redirect-beats-plain-allow.yaml',
-  'fixtures/conformance/cilium-blind2/distillery-merge-rules-case-006.yaml',
-  'fixtures/conformance/cilium-blind2/distillery-merge-rules-case-012.yaml',
-  'fixtures/conformance/cilium-tests/merge-rules-000-031.yaml',
-  'fixtures/conformance/cilium-tests/merge-rules-named-ports-000-031.yaml',
-  'fixtures/conformance/cilium-tests/merge-rules-032-063.yaml',
-  'fixtures/conformance/cilium-tests/merge-rules-named-ports-032-063.yaml',
-]);
-
 function checkScenario(c: CorpusScenario, perProbe: number): string[] {
   const bad: string[] = [];
   const picked = sample(c.flows, perProbe);
@@ -105,7 +89,7 @@ function checkScenario(c: CorpusScenario, perProbe: number): string[] {
       const t = JSON.parse(JSON.stringify(traceFlow(built, f.flow.from, f.flow.to, f.flow.port, f.flow.protocol, f.flow.request))) as { sides: TracedSide[] };
       for (const s of t.sides) {
         const where = `${f.file} step ${f.step} probe ${f.probe} ${f.flow.from} -> ${f.flow.to} ${f.flow.port}/${f.flow.protocol} ${s.direction}`;
-        bad.push(...sound(f, s, where), ...(KNOWN_INCOMPLETE.has(c.file) ? [] : complete(f, s, where)));
+        bad.push(...sound(f, s, where), ...complete(f, s, where));
       }
     }
   }
@@ -119,11 +103,11 @@ describe('trace reasons are sound and complete (against the oracle on counterfac
       expect(checkScenario(c, 2)).toEqual([]);
     });
   }
-  it('finding 182 is still open (remove the file from KNOWN_INCOMPLETE when this fails)', () => {
+  it('finding 182: an allow the map state leaves out as covered is named (it failed before left-10)', () => {
     const c = all.find((x) => x.file === 'fixtures/conformance/cilium/redirect-beats-plain-allow.yaml') as CorpusScenario;
     const f = c.flows.find((x) => x.step === 1 && x.probe === 0) as CorpusFlow;
     const t = traceFlow(scenarioEngine(c.scenario, 1), f.flow.from, f.flow.to, f.flow.port, f.flow.protocol, f.flow.request);
     const s = JSON.parse(JSON.stringify(t.sides.find((x) => x.direction === 'ingress'))) as TracedSide;
-    expect(complete(f, s, 'x')).toHaveLength(1);
+    expect(complete(f, s, 'x')).toEqual([]);
   });
 });

@@ -168,22 +168,8 @@ function faultHook(h: { at: number; calls: number; fired: string | null }): (poi
 
 type Txn = [AllOp[], number];
 
-/**
- * Without the answers to a pod that is remote at that point of the batch, with or without a server:
- * the model has no locality and learns them, the engine (as Cilium: the query never reached this
- * node's DNS proxy) does not (attack findings 121, fixed in the engine, and 161, noted).
- */
-function withoutRemoteAnswers(events: readonly EngineEvent[], local: ReadonlyMap<string, boolean>): EngineEvent[] {
-  const now = new Map(local);
-  return events.filter((e) => {
-    if (e.type === 'upsertPod') now.set(`${e.pod.namespace}/${e.pod.name}`, e.local ?? false);
-    if (e.type === 'deletePod') now.delete(`${e.namespace}/${e.name}`);
-    return !(e.type === 'dnsResponse' && now.get(e.endpoint) !== true);
-  });
-}
-
-function step(engine: Engine, hook: { at: number; calls: number; fired: string | null }, ops: AllOp[], at: number, state: ClusterState, local: ReadonlyMap<string, boolean>): { cs: ChangeSet | null; next: ClusterState | null; events: EngineEvent[] } {
-  const events = withoutRemoteAnswers(ops.flatMap(toEvents), local);
+function step(engine: Engine, hook: { at: number; calls: number; fired: string | null }, ops: AllOp[], at: number, state: ClusterState): { cs: ChangeSet | null; next: ClusterState | null; events: EngineEvent[] } {
+  const events = ops.flatMap(toEvents);
   const next = hasBad(ops) ? null : modelAfter(state, events);
   const before = exactState(engine);
   Object.assign(hook, { at, calls: 0, fired: null });
@@ -220,7 +206,7 @@ describe('every feature at once: engine and kernel view vs the oracle and a fres
         const rnd = prng(seed);
         let state = ALL_INITIAL;
         [[[...SETUP], 0] as Txn, ...txns].forEach(([ops, at], ti, all) => {
-          const { cs, next, events } = step(engine, hook, ops, at, state, local);
+          const { cs, next, events } = step(engine, hook, ops, at, state);
           if (cs === null || next === null) return;
           stats.txns++;
           kernel.feed(cs);

@@ -92,6 +92,8 @@ const KNOWN_INCOMPLETE = new Set([
   'fixtures/conformance/cilium-tests/merge-rules-named-ports-000-031.yaml',
   'fixtures/conformance/cilium-tests/merge-rules-032-063.yaml',
   'fixtures/conformance/cilium-tests/merge-rules-named-ports-032-063.yaml',
+  'fixtures/conformance/cilium-maps/merge-row13-redirect-beats-l3.yaml',
+  'fixtures/conformance/cilium-maps/merge-row24-l3l4l7-plus-l4l7.yaml',
 ]);
 
 function checkScenario(c: CorpusScenario, perProbe: number): string[] {

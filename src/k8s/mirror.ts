@@ -84,9 +84,10 @@ interface PendingList {
   pages: number;
   resourceVersion: string | undefined;
   /**
-   * The page sequence broke (a page of another List): its pages are dropped up to one without
-   * a `continue`. A page does not say which page it is, so a later page taken for a first one
-   * would make a relist of the List's tail that deletes the rest.
+   * The page sequence broke (a page of another List): pages are dropped up to one of the broken
+   * List's kind without a `continue` (a page of another kind is dropped whatever it says). A page
+   * does not say which page it is, so the broken List's tail taken for a whole List would make a
+   * relist that deletes what the dropped pages listed.
    */
   discard: boolean;
 }
@@ -218,7 +219,7 @@ export class ClusterMirror {
   private abortList(source: string, reason: string, discardRest = false): void {
     const p = this.pending.get(source);
     if (p === undefined) return;
-    if (discardRest) this.pending.set(source, { header: undefined, listed: new Map(), pages: 0, resourceVersion: undefined, discard: true });
+    if (discardRest) this.pending.set(source, { header: p.header, listed: new Map(), pages: 0, resourceVersion: undefined, discard: true });
     else this.pending.delete(source);
     if (p.discard) return;
     this.awaitingRelist.add(source);
@@ -274,12 +275,14 @@ export class ClusterMirror {
   }
 
   /**
-   * A List, or one page of a paged List (apimachinery ListMeta.Continue set on every page but the
-   * last; client-go tools/pager ListPager.list reads pages until `continue` is empty and only then
-   * hands the whole list to the reflector's store Replace). A page must have the first page's
-   * kind, apiVersion and resourceVersion (the API server serves every page of one List from the
-   * snapshot its continue token names), else the List is cut short. `remainingItemCount` is not
-   * read: it is an estimate the server may omit, and a page claiming 0 with a `continue` is not the last.
+   * A List, or one page of a paged List (Kubernetes API concepts, "Retrieving large results sets
+   * in chunks": `metadata.continue` on every page but the last, empty or absent on the last;
+   * client-go tools/pager ListPager.list reads pages until `continue` is empty and only then hands
+   * the whole list to the reflector's store Replace). A page must have the first page's kind,
+   * apiVersion and resourceVersion (same page: "the resourceVersion of the collection remains
+   * constant across each request"), else the List is broken. `remainingItemCount` is not read:
+   * "its intended use is estimating the size of a collection", and a page claiming 0 with a
+   * `continue` is not the last.
    */
   private listPage(item: ListPage, source: string): void {
     const header: ListHeader = { itemKind: item.itemKind, apiVersion: item.apiVersion };
@@ -288,7 +291,7 @@ export class ClusterMirror {
     if (mismatch !== undefined) this.abortList(source, mismatch, true);
     p = this.pendingOf(source, header);
     if (p.discard) {
-      if (item.continue === undefined) this.pending.delete(source);
+      if (item.continue === undefined && (p.header === undefined || sameHeader(header, p.header))) this.pending.delete(source);
       return this.debug('List page dropped: its page sequence broke', { source });
     }
     p.header = header;

@@ -34,6 +34,17 @@ describe('paged Lists (API server wire format, client-go tools/pager)', () => {
     expect(types(h.flush()).sort()).toEqual(['deletePolicy:gone', 'upsertPolicy:a', 'upsertPolicy:c']);
   });
 
+  it('the API documentation\'s example: the last page has an empty `continue`', () => {
+    const h = feedHarness();
+    h.feed([ev('ADDED', ns), ev('ADDED', pod('old', 2, '10.9.9.9'))].join('\n'));
+    h.flush();
+    const bare = (o: Obj): Obj => ({ metadata: o.metadata, spec: o.spec, status: o.status });
+    h.feed(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: '10245', continue: 'ENCODED_CONTINUE_TOKEN', remainingItemCount: 1 }, items: [bare(pod('p1', 3, '10.0.0.1'))] }));
+    expect(h.flush()).toEqual([]);
+    h.feed(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: '10245', continue: '' }, items: [bare(pod('p2', 4, '10.0.0.2'))] }));
+    expect(types(h.flush()).sort()).toEqual(['deletePod:old', 'upsertPod:p1', 'upsertPod:p2']);
+  });
+
   it('pages split anywhere across chunks give the same relist', () => {
     const objs = Array.from({ length: 23 }, (_, i) => pod(`p${i}`, 10 + i, `10.0.0.${i + 1}`));
     const text = apiPages('Pod', 'v1', objs, 5, '50').join('\n');

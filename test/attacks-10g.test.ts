@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { apiPages, feedHarness, netpol, pod, type Obj } from './k8s/paged-wire.js';

@@ -45,6 +45,7 @@ for (const file of files) {
   });
   stream.on('end', () => {
     parser.end();
+    mirror.endStream(file);
     if (--open > 0) return;
     flush();
     for (const ep of backend.endpoints()) console.log(`${ep}: ${backend.size(ep)} map entries`);

@@ -190,6 +190,7 @@ export class Agent {
     };
     const ended = (): void => {
       started();
+      this.mirror.endStream(path);
       if (!done) (done = true), this.ended++;
       this.queueFlush();
     };
@@ -249,6 +250,8 @@ export class Agent {
   private applyPending(): void {
     if (!this.reconciled && this.started < this.config.watch.length) return;
     if (!this.reconciled && this.config.identitySource?.ready === false) return;
+    // A restart's first transaction waits for the Lists being read too (as client-go's HasSynced waits for the first list).
+    if (!this.reconciled && this.mirror.listsInProgress().length > 0) return;
     const batch = this.mirror.flush();
     // With local identities the engine numbers pods itself: the cluster's identities are not its input.
     const source = this.config.identitySource;
@@ -383,7 +386,9 @@ export class Agent {
     const identities = this.config.identitySource?.problem;
     if (identities !== undefined) return identities;
     const lost = this.mirror.streamsAwaitingRelist();
-    if (lost.length > 0) return `watch stream error not followed by a relist (${lost.join(', ')}): events may be lost`;
+    if (lost.length > 0) return `watch stream error not followed by a relist (or a List cut short) (${lost.join(', ')}): events may be lost`;
+    const listing = this.mirror.listsInProgress();
+    if (listing.length > 0) return `List being read (${listing.join(', ')}): not applied before its last page`;
     return undefined;
   }
 

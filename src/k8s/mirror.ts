@@ -5,7 +5,7 @@ import type { Policy } from '../model/rules.js';
 import { parseManifest } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
 import { apiServerSliceOf, ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
-import type { WatchItem } from './watch.js';
+import type { ListHeader, WatchItem } from './watch.js';
 
 /** What an agent feeds its engine: engine events, and identity events (external identities). */
 export type AgentEvent = EngineEvent | IdentityEvent;
@@ -60,6 +60,39 @@ interface ObjectState {
   /** What the object means now; undefined: nothing (deleted, or not an endpoint). */
   desired: Held | undefined;
 }
+
+/** One object a List (or a page of it) listed, read when it arrived and applied when the List completes. */
+interface Listed {
+  readonly rv: string | undefined;
+  readonly desired: Held | undefined;
+  /** The object could not be read: it stands for what `keptOnUnreadable` keeps when the List completes. */
+  readonly unreadable: boolean;
+  /** The item's own `kind` (a typed List keeps only its kind's). */
+  readonly rawKind: unknown;
+  readonly source: string;
+}
+
+/**
+ * A List being read: its items so far, over one or more pages. Nothing of it reaches the objects
+ * (nor a flush) before its last page's closing brace: a transaction never sees half a relist.
+ */
+interface PendingList {
+  /** The first page's header, once known (all pages must share it). */
+  header: ListHeader | undefined;
+  readonly listed: Map<string, Listed>;
+  /** Pages read so far (each with a `continue`), and the first page's resourceVersion. */
+  pages: number;
+  resourceVersion: string | undefined;
+  /**
+   * The page sequence broke (a page of another List): pages are dropped up to one of the broken
+   * List's kind without a `continue` (a page of another kind is dropped whatever it says). A page
+   * does not say which page it is, so the broken List's tail taken for a whole List would make a
+   * relist that deletes what the dropped pages listed.
+   */
+  discard: boolean;
+}
+
+type ListPage = Extract<WatchItem, { type: 'LIST' }>;
 
 function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -132,6 +165,8 @@ export class ClusterMirror {
    * may have been lost (client-go's reflector ends the watch on an ERROR event and relists).
    */
   private readonly awaitingRelist = new Set<string>();
+  /** Lists being read, by stream: applied as one relist once their last page is read (`relist`). */
+  private readonly pending = new Map<string, PendingList>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
   private readonly deadlines = new Map<string, number>();
   /** Keys of deleted objects whose state (their last resourceVersion) is kept, oldest first. */
@@ -150,8 +185,10 @@ export class ClusterMirror {
 
   /** Takes one item of a watch stream; `source` names it in logs. */
   observe(item: WatchItem, source: string): void {
+    if (item.type === 'LIST_ITEM') return this.listItem(item, source);
     this.counts.events++;
-    if (item.type === 'LIST') return this.relist(item, source);
+    if (item.type === 'LIST') return this.listPage(item, source);
+    this.abortList(source, `a ${item.type} event arrived before the List's last page`);
     if (item.type === 'BOOKMARK') return this.debug('bookmark', { source, resourceVersion: rec(item.object.metadata).resourceVersion });
     if (item.type === 'ERROR') {
       this.counts.errors++;
@@ -160,6 +197,119 @@ export class ClusterMirror {
     }
     const key = this.observeObject(item.object, item.type === 'DELETED', source, false);
     if (key !== undefined) this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
+  }
+
+  /**
+   * The stream ended (or became unreadable): a List it was reading is cut short and relists
+   * nothing (client-go's reflector drops a list that fails half-way and lists again).
+   */
+  endStream(source: string): void {
+    this.abortList(source, 'the stream ended before the List\'s last page');
+  }
+
+  /** Streams reading a List (paged or not) that is not complete yet (sorted). */
+  listsInProgress(): string[] {
+    return [...this.pending.keys()].sort();
+  }
+
+  /**
+   * A List cut short: what its pages listed is dropped, nothing is deleted, and the stream waits
+   * for a relist (/healthz reports it): what happened since the last complete relist may be lost.
+   */
+  private abortList(source: string, reason: string, discardRest = false): void {
+    const p = this.pending.get(source);
+    if (p === undefined) return;
+    if (discardRest) this.pending.set(source, { header: p.header, listed: new Map(), pages: 0, resourceVersion: undefined, discard: true });
+    else this.pending.delete(source);
+    if (p.discard) return;
+    this.awaitingRelist.add(source);
+    this.warn('List cut short: nothing of it is applied (a relist is needed)', { source, reason, pages: p.pages, items: p.listed.size });
+  }
+
+  private pendingOf(source: string, header: ListHeader | undefined): PendingList {
+    let p = this.pending.get(source);
+    if (p === undefined) this.pending.set(source, (p = { header, listed: new Map(), pages: 0, resourceVersion: undefined, discard: false }));
+    return p;
+  }
+
+  private listItem(item: Extract<WatchItem, { type: 'LIST_ITEM' }>, source: string): void {
+    const p = this.pendingOf(source, item.list);
+    if (p.discard) return;
+    if (item.list !== undefined && p.header !== undefined && !sameHeader(item.list, p.header)) {
+      return this.abortList(source, `a page of ${headerText(item.list)} in a List of ${headerText(p.header)}`, true);
+    }
+    p.header ??= item.list;
+    this.listObject(p, item.object, `${source}.items[${item.index}]`);
+  }
+
+  /**
+   * One item of a List, read now (what it means) and kept until the List completes. A typed
+   * list (`PodList`) speaks for its kind only: an item claiming another kind is skipped (its Go
+   * type holds only the list's kind; client-go's reflector skips a watch event of another type).
+   * An object listed twice counts once, as its last listing (client-go's store Replace keys the items).
+   */
+  private listObject(p: PendingList, raw: Readonly<Record<string, unknown>>, source: string): void {
+    const itemKind = p.header?.itemKind;
+    if (itemKind !== undefined && raw.kind !== undefined && raw.kind !== itemKind) {
+      return this.warn(`a ${itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source, kind: raw.kind });
+    }
+    const obj = itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: itemKind, apiVersion: p.header!.apiVersion } : raw;
+    const kind = objectKind(obj);
+    if (kind === undefined) {
+      this.counts.ignored++;
+      return this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
+    }
+    const key = objectKey(kind, obj);
+    const rv = rec(obj.metadata).resourceVersion;
+    let desired: Held | undefined;
+    let unreadable = false;
+    try {
+      desired = this.meaning(kind, obj, source);
+    } catch (e) {
+      this.counts.invalid++;
+      unreadable = true;
+      this.warn('listed object cannot be read: the last readable version of a policy, namespace or identity stays in force', { source, key, error: (e as Error).message });
+    }
+    if (p.listed.delete(key)) this.debug('object listed twice: its last listing counts', { source, key });
+    p.listed.set(key, { rv: typeof rv === 'string' ? rv : undefined, desired, unreadable, rawKind: raw.kind, source });
+  }
+
+  /**
+   * A List, or one page of a paged List (Kubernetes API concepts, "Retrieving large results sets
+   * in chunks": `metadata.continue` on every page but the last, empty or absent on the last;
+   * client-go tools/pager ListPager.list reads pages until `continue` is empty and only then hands
+   * the whole list to the reflector's store Replace). A page must have the first page's kind,
+   * apiVersion and resourceVersion (same page: "the resourceVersion of the collection remains
+   * constant across each request"), else the List is broken. `remainingItemCount` is not read:
+   * "its intended use is estimating the size of a collection", and a page claiming 0 with a
+   * `continue` is not the last.
+   */
+  private listPage(item: ListPage, source: string): void {
+    const header: ListHeader = { itemKind: item.itemKind, apiVersion: item.apiVersion };
+    let p = this.pending.get(source);
+    const mismatch = p === undefined || p.discard ? undefined : this.pageMismatch(p, header, item);
+    if (mismatch !== undefined) this.abortList(source, mismatch, true);
+    p = this.pendingOf(source, header);
+    if (p.discard) {
+      if (item.continue === undefined && (p.header === undefined || sameHeader(header, p.header))) this.pending.delete(source);
+      return this.debug('List page dropped: its page sequence broke', { source });
+    }
+    p.header = header;
+    if (p.pages === 0) p.resourceVersion = item.resourceVersion;
+    item.items.forEach((raw, i) => this.listObject(p, raw, `${source}.items[${item.indexes?.[i] ?? i}]`));
+    if (item.continue !== undefined) {
+      p.pages++;
+      return this.debug('List page read; waiting for the next', { source, pages: p.pages, items: p.listed.size, remainingItemCount: item.remainingItemCount });
+    }
+    this.pending.delete(source);
+    this.relist(p, header, item.resourceVersion ?? p.resourceVersion, source);
+  }
+
+  /** Why a page does not continue the List being read, if it does not. */
+  private pageMismatch(p: PendingList, header: ListHeader, item: ListPage): string | undefined {
+    if (p.header !== undefined && !sameHeader(header, p.header)) return `a page of ${headerText(header)} in a List of ${headerText(p.header)}`;
+    if (p.pages > 0 && item.resourceVersion !== p.resourceVersion) return `a page at resourceVersion ${String(item.resourceVersion)} in a List at ${String(p.resourceVersion)}`;
+    return undefined;
   }
 
   private kindsOf(source: string): Set<string> {
@@ -264,27 +414,30 @@ export class ClusterMirror {
    * the list's kind; client-go's reflector skips a watch event of another type), so it can
    * neither add a policy nor make the relist delete the objects of its kind.
    */
-  private relist(item: Extract<WatchItem, { type: 'LIST' }>, source: string): void {
+  private relist(p: PendingList, header: ListHeader, resourceVersion: string | undefined, source: string): void {
     this.counts.relists++;
     this.awaitingRelist.delete(source);
-    const listed = new Set<string>();
-    const kinds = item.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
-    item.items.forEach((raw, i) => {
-      if (item.itemKind !== undefined && raw.kind !== undefined && raw.kind !== item.itemKind) {
-        return this.warn(`a ${item.itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source: `${source}.items[${i}]`, kind: raw.kind });
+    const kinds = header.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
+    const listedKinds = new Set<string>();
+    for (const [key, e] of p.listed) {
+      // Items read before a late `kind` (kubectl sorts it after `items`) are checked now.
+      if (header.itemKind !== undefined && e.rawKind !== undefined && e.rawKind !== header.itemKind) {
+        this.warn(`a ${header.itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source: e.source, kind: e.rawKind });
+        p.listed.delete(key);
+        continue;
       }
-      const obj = item.itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: item.itemKind, apiVersion: item.apiVersion } : raw;
-      if (typeof obj.kind === 'string') kinds.add(obj.kind);
-      const key = this.observeObject(obj, false, `${source}.items[${i}]`, true);
-      if (key !== undefined) listed.add(key);
-    });
-    if (item.itemKind !== undefined) kinds.add(item.itemKind);
-    this.warnKindsDropped(item, source, kinds);
+      if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
+      const state = this.objects.get(key);
+      this.setDesired(key, e.rv ?? state?.rv, e.unreadable ? keptOnUnreadable(state?.desired) : e.desired);
+    }
+    for (const k of listedKinds) kinds.add(k);
+    if (header.itemKind !== undefined) kinds.add(header.itemKind);
+    this.warnKindsDropped(header, listedKinds, p.listed.size, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     for (const [key, state] of this.objects) {
-      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
-      this.setDesired(key, item.resourceVersion ?? state.rv, undefined);
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || p.listed.has(key) || state.desired === undefined) continue;
+      this.setDesired(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);
     }
   }
@@ -295,9 +448,8 @@ export class ClusterMirror {
    * per-kind lists concatenated onto one stream (each would delete the kinds before it): the two
    * cannot be told apart, so the contract is one stream per resource type, and this says so loudly.
    */
-  private warnKindsDropped(item: Extract<WatchItem, { type: 'LIST' }>, source: string, kinds: ReadonlySet<string>): void {
-    if (item.itemKind !== undefined || item.items.length === 0) return;
-    const listedKinds = new Set(item.items.map((o) => o.kind));
+  private warnKindsDropped(header: ListHeader, listedKinds: ReadonlySet<string>, listed: number, source: string, kinds: ReadonlySet<string>): void {
+    if (header.itemKind !== undefined || listed === 0) return;
     const dropped = [...kinds].filter((k) => !listedKinds.has(k));
     if (dropped.length > 0) this.warn('a List without any object of a kind its stream carried deletes every object of that kind (feed one stream per resource type)', { source, kinds: dropped });
   }
@@ -523,6 +675,12 @@ export class ClusterMirror {
  * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
  * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
  */
+function sameHeader(a: ListHeader, b: ListHeader): boolean {
+  return a.itemKind === b.itemKind && a.apiVersion === b.apiVersion;
+}
+
+const headerText = (h: ListHeader): string => `${h.itemKind ?? ''}List ${h.apiVersion}`;
+
 function keptOnUnreadable(had: Held | undefined): Held | undefined {
   return had === undefined || had.kind === 'Pod' ? undefined : had;
 }

@@ -109,12 +109,17 @@ export class FqdnStage {
 
   policyUpserted(p: Policy): void {
     this.policyDeleted(policyRefKey(p.ref));
-    const rules: DnsRule[] = [];
-    for (const r of p.rules) {
+    // Indexed loops, and no array for a policy without DNS rules: the cold start runs this in the interpreter once per policy.
+    let rules: DnsRule[] | null = null;
+    for (let i = 0; i < p.rules.length; i++) {
+      const r = p.rules[i] as Policy['rules'][number];
       if (r.direction !== 'egress' || r.verdict !== 'allow') continue;
-      for (const c of r.ports) if (c.l7?.parser === 'dns') rules.push({ subject: r.subject, l7: c.l7 });
+      for (let j = 0; j < r.ports.length; j++) {
+        const l7 = (r.ports[j] as (typeof r.ports)[number]).l7;
+        if (l7?.parser === 'dns') (rules ??= []).push({ subject: r.subject, l7 });
+      }
     }
-    if (rules.length === 0) return;
+    if (rules === null) return;
     const key = policyRefKey(p.ref);
     this.dnsRules.set(key, { namespace: p.ref.namespace, rules });
     this.ctx.onUndo(() => this.dnsRules.delete(key));

@@ -27,6 +27,8 @@ const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
  * other selector sees it as remote-node), and `host` carries the agent's own node's labels. Without
  * `nodes` peers every remote node is `remote-node`, as before.
  */
+const NO_KEYS: Set<string> = new Set();
+
 export class NodeTable {
   private readonly nodes = new Map<string, NodeRecord>();
   /** The identity each remote node holds (`acquireNode`). */
@@ -95,14 +97,15 @@ export class NodeTable {
 
   policyUpserted(policy: Policy): void {
     this.setStandIn(policyRefKey(policy.ref), hasApiServerStandIns(policy) ? policy : undefined);
-    const keys = new Set<string>();
+    // Only tiered policies have nodes peers: no Set for the others (3,000 in a cilium-2019 cold start).
+    const keys = policy.tiered === undefined ? NO_KEYS : new Set<string>();
     for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
     this.setPolicyKeys(policyRefKey(policy.ref), keys);
   }
 
   policyDeleted(key: string): void {
     this.setStandIn(key, undefined);
-    this.setPolicyKeys(key, new Set());
+    this.setPolicyKeys(key, NO_KEYS);
   }
 
   private setPolicyKeys(key: string, keys: ReadonlySet<string>): void {

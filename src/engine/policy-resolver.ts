@@ -64,7 +64,7 @@ class UnitShare implements ContributionSharers {
   /** Local identities that adopted some member, with how many: the share contributes to exactly their map states. */
   readonly adopters = new Map<LocalIdentity, number>();
   /** In joining order; the first is the leader. */
-  readonly members: AttachedUnit[] = [];
+  readonly members: AttachedUnit[];
   readonly clauses: readonly AttachedClause[];
   readonly peerListener: PeerListener;
   /** The leader's unit (the content every member has). */
@@ -78,7 +78,8 @@ class UnitShare implements ContributionSharers {
     resolver: PolicyResolver,
   ) {
     this.unit = first.unit;
-    this.members.push(first);
+    // A literal: exactly one slot, where a push onto [] reserves 17 (most shares keep one member).
+    this.members = [first];
     this.clauses = clausesOf(first.unit, first.n, this);
     this.peerListener = new PeerListener(resolver, this);
   }

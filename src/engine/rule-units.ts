@@ -84,7 +84,7 @@ function compileRule(rule: PolicyRule, index: number, out: RuleUnit[]): void {
   if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return;
   const subject = labelsSelector(rule.subject);
   let named = 0;
-  for (const c of rule.ports) if (isNamedEgress(rule, c)) named++;
+  for (let i = 0; i < rule.ports.length; i++) if (isNamedEgress(rule, rule.ports[i] as PolicyRule['ports'][number])) named++;
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
   if (named === 0 || named === rule.ports.length) {
     out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0));
@@ -190,10 +190,16 @@ export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements
   const units: RuleUnit[] = [];
   for (let i = 0; i < policy.rules.length; i++) compileRule(policy.rules[i] as PolicyRule, i, units);
   // A policy has one or two enforcements: a scan finds the duplicates without building their uids.
+  // Indexed loops: the cold start runs this in the interpreter, where a for-of allocates a result per step.
   const enforcements: Enforcement[] = [];
-  for (const e of policy.enforcements) {
+  const given = policy.enforcements;
+  for (let i = 0; i < given.length; i++) {
+    const e = given[i] as Policy['enforcements'][number];
     let seen = false;
-    for (const x of enforcements) if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
+    for (let j = 0; j < enforcements.length; j++) {
+      const x = enforcements[j] as Enforcement;
+      if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
+    }
     if (!seen) enforcements.push(new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
   return { units, enforcements };

@@ -1,7 +1,7 @@
 import type { RuleOrigin } from '../model/rules.js';
 import { Cidr, cidrContainsCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
-import { CLUSTER_KEY, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
+import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { isWildcard, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
@@ -231,9 +231,9 @@ class BucketIndex<V> {
 
 const NO_IDS: readonly IdentityId[] = [];
 
-/** Adds the members of `s` to `out`. */
+/** Adds the members of `s` to `out` (forEach: no iterator result per member in unoptimized code). */
 function addAll<V>(out: Set<V>, s: Set<V> | undefined): void {
-  if (s) for (const v of s) out.add(v);
+  if (s) s.forEach((v) => out.add(v));
 }
 
 /**
@@ -306,7 +306,9 @@ export class SelectorCache {
   private candidateSelectors(ident: SelectableIdentity): Set<CachedSelector> {
     const out = new Set<CachedSelector>(this.unindexed);
     const idx = this.selectorBuckets;
-    for (const l of ident.matchLabels) {
+    const labels = ident.matchLabels;
+    for (let i = 0; i < labels.length; i++) {
+      const l = labels[i] as Label;
       addAll(out, idx.get(BucketKind.Value, l.key, l.value));
       addAll(out, idx.get(BucketKind.Key, l.key, ''));
       if (l.source === SOURCE_FQDN) addAll(out, idx.get(BucketKind.Named, `fqdn:${l.key}`, ''));
@@ -321,7 +323,9 @@ export class SelectorCache {
   private indexIdentity(ident: SelectableIdentity, sign: 1 | -1): void {
     const idx = this.identityBuckets;
     const id = ident.id;
-    for (const l of ident.matchLabels) {
+    const labels = ident.matchLabels;
+    for (let i = 0; i < labels.length; i++) {
+      const l = labels[i] as Label;
       if (this.valueKeys.has(l.key)) idx.change(BucketKind.Value, l.key, l.value, id, sign);
       if (this.existsKeys.has(l.key)) idx.change(BucketKind.Key, l.key, '', id, sign);
       if (l.source === SOURCE_FQDN) idx.change(BucketKind.Named, `fqdn:${l.key}`, '', id, sign);
@@ -366,7 +370,7 @@ export class SelectorCache {
       cs = new CachedSelector(selector, bucketsOf(selector));
       this.byKey.set(selector.key, cs);
       if (cs.buckets === null) this.unindexed.add(cs);
-      else for (const b of cs.buckets) this.selectorBuckets.change(b.kind, b.key, b.value, cs, +1);
+      else for (let i = 0; i < cs.buckets.length; i++) this.selectorBuckets.change((cs.buckets[i] as Bucket).kind, (cs.buckets[i] as Bucket).key, (cs.buckets[i] as Bucket).value, cs, +1);
       for (const id of this.candidateIdentities(cs)) {
         const ident = this.identities.get(id);
         if (ident && this.evaluate(cs, ident)) cs.selected.add(id);
@@ -408,8 +412,13 @@ export class SelectorCache {
     const having: SelectableIdentity[] = [];
     for (const ident of this.identities.values()) if (ident.matchLabels.some((l) => l.key === key)) having.push(ident);
     having.sort((a, b) => (this.addedAt.get(a.id) as number) - (this.addedAt.get(b.id) as number));
-    for (const ident of having) {
-      for (const l of ident.matchLabels) if (l.key === key) this.identityBuckets.change(kind, key, kind === BucketKind.Value ? l.value : '', ident.id, +1);
+    for (let i = 0; i < having.length; i++) {
+      const ident = having[i] as SelectableIdentity;
+      const labels = ident.matchLabels;
+      for (let j = 0; j < labels.length; j++) {
+        const l = labels[j] as Label;
+        if (l.key === key) this.identityBuckets.change(kind, key, kind === BucketKind.Value ? l.value : '', ident.id, +1);
+      }
     }
   }
 }

@@ -50,12 +50,14 @@ export class TombstoneMap<K, V extends object> implements Iterable<[K, V]> {
     for (const [k, v] of this.m) if (v !== GONE) yield [k, v];
   }
 
+  // Keys and values straight from the inner Map: no entry pair and no second generator per step.
   *keys(): IterableIterator<K> {
-    for (const [k] of this.entries()) yield k;
+    const m = this.m;
+    for (const k of m.keys()) if (m.get(k) !== GONE) yield k;
   }
 
   *values(): IterableIterator<V> {
-    for (const [, v] of this.entries()) yield v;
+    for (const v of this.m.values()) if (v !== GONE) yield v;
   }
 
   [Symbol.iterator](): IterableIterator<[K, V]> {

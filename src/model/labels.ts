@@ -104,15 +104,6 @@ export function labelSetKey(set: LabelSet): string {
   return intern(set.map(formatLabel).join(','));
 }
 
-/** Values the set holds for a selector key; a key of source `any` looks through every source. */
-export function labelValues(set: LabelSet, key: LabelKey): string[] {
-  const out: string[] = [];
-  for (const l of set) {
-    if (l.key === key.key && (key.source === SOURCE_ANY || l.source === key.source)) out.push(l.value);
-  }
-  return out;
-}
-
 export function k8sLabels(map: Readonly<Record<string, string>>): Label[] {
   return Object.entries(map).map(([key, value]) => ({ source: SOURCE_K8S, key, value }));
 }

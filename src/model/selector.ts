@@ -1,5 +1,5 @@
 import { intern } from './intern.js';
-import { formatLabelKey, LabelKey, LabelSet, labelValues } from './labels.js';
+import { formatLabelKey, LabelKey, LabelSet, SOURCE_ANY } from './labels.js';
 
 export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
 
@@ -64,22 +64,41 @@ export function hasSource(sel: Selector, source: string): boolean {
   return sel.requirements.some((r) => r.key.source === source);
 }
 
+/**
+ * Indexed loops and no values array: selectors are evaluated once per (selector, candidate
+ * identity), mostly in unoptimized code during a cold start, where each closure and array is an
+ * allocation.
+ */
 function requirementMatches(r: Requirement, labels: LabelSet): boolean {
-  const values = labelValues(labels, r.key);
+  // A key of source `any` looks through every source.
+  const { key, source } = r.key;
+  let found = false;
+  let inValues = false;
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i] as LabelSet[number];
+    if (l.key !== key || (source !== SOURCE_ANY && l.source !== source)) continue;
+    found = true;
+    if (r.values.includes(l.value)) {
+      inValues = true;
+      break;
+    }
+  }
   switch (r.operator) {
     case 'In':
-      return values.some((v) => r.values.includes(v));
+      return inValues;
     case 'NotIn':
-      return !values.some((v) => r.values.includes(v));
+      return !inValues;
     case 'Exists':
-      return values.length > 0;
+      return found;
     case 'DoesNotExist':
-      return values.length === 0;
+      return !found;
   }
 }
 
 export function selectorMatches(sel: Selector, labels: LabelSet): boolean {
-  return sel.requirements.every((r) => requirementMatches(r, labels));
+  const reqs = sel.requirements;
+  for (let i = 0; i < reqs.length; i++) if (!requirementMatches(reqs[i] as Requirement, labels)) return false;
+  return true;
 }
 
 export function isWildcard(sel: Selector): boolean {

@@ -189,9 +189,15 @@ export class Commit {
 
   /** An endpoint that changed map state: old map state's pre-transaction content → new one's current content. */
   private emitMove(endpoint: string, was: SharedMapState | null, wasChanges: SettleResult | undefined, now: SharedMapState): void {
-    for (const d of this.diffMapStates(endpoint, was, wasChanges?.entries ?? [], now)) {
-      if (d.op === 'upsert') this.deltasOf(endpoint).upserts.push(d);
-      else this.deltasOf(endpoint).deletes.push(d);
+    if (was === null) {
+      // A new endpoint's entries go through `emit`, so the churn's rare deltas run code the cold start ran.
+      this.ctx.stats.mapEntriesVisited += now.state.entries.size;
+      for (const r of now.state.entries.values()) this.emit(endpoint, r.key, undefined, r.entry);
+    } else {
+      for (const d of this.diffMapStates(endpoint, was, wasChanges?.entries ?? [], now)) {
+        if (d.op === 'upsert') this.deltasOf(endpoint).upserts.push(d);
+        else this.deltasOf(endpoint).deletes.push(d);
+      }
     }
     const beforeRows = new Map<string, L7Row>(was ? was.state.l7 : []);
     for (const c of wasChanges?.l7 ?? ([] as readonly L7Change[])) {
@@ -206,8 +212,8 @@ export class Commit {
   }
 
   /** Deltas turning the old map state's pre-transaction content into the new one's current content. */
-  private diffMapStates(endpoint: string, was: SharedMapState | null, wasChanges: readonly EntryChange[], now: SharedMapState): MapDelta[] {
-    const before = new Map<string, LookupResult>(was ? was.state.entries : []);
+  private diffMapStates(endpoint: string, was: SharedMapState, wasChanges: readonly EntryChange[], now: SharedMapState): MapDelta[] {
+    const before = new Map<string, LookupResult>(was.state.entries);
     for (const c of wasChanges) {
       if (c.before) before.set(c.keyString, { key: c.key, entry: c.before });
       else before.delete(c.keyString);

@@ -77,12 +77,6 @@ function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
   return inner.identity === identity ? inner : { ...inner, identity };
 }
 
-/** A rule unit's clause as `changeEach` takes it: its map keys (null while they depend on the peer) and its contribution. */
-export interface KeyedClause {
-  readonly keys: readonly PortKey[] | null;
-  readonly contribution: Contribution;
-}
-
 /** Contributions by raw key, with their counts. */
 type Held = Map<string, { readonly key: PolicyKey; readonly contribs: Map<Contribution, number> }>;
 
@@ -355,33 +349,6 @@ export class MapState {
       const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
       const r = sign > 0 ? this.addRawAt(rk, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
       if (!plain) this.passEffects(r.key, c, sign);
-    }
-  }
-
-  /**
-   * `change` for each peer in turn, each clause's keys in order: what one `change` per (peer,
-   * clause) would do, in one call per rule unit and map state (a cold start makes tens of
-   * thousands). Every clause must have its keys (no named port resolved per peer).
-   */
-  changeEach(peers: Iterable<IdentityId>, direction: Direction, clauses: readonly KeyedClause[], sign: 1 | -1): void {
-    // Without tiers, Pass floors or open bands a contribution has no effect beyond its raw keys.
-    let plain = this.bands.size === 0;
-    for (const cl of clauses) if (cl.keys === null || cl.contribution.origin?.tier || COPIES.has(cl.contribution) || isPassFloor(cl.contribution.entry.precedence)) plain = false;
-    for (const peer of peers) {
-      const idd = idDir(peer, direction);
-      for (const cl of clauses) {
-        const keys = cl.keys;
-        if (keys === null) throw new Error(`map state: clause of ${cl.contribution.label} has no keys`);
-        if (!plain) {
-          this.change(peer, direction, keys, cl.contribution, sign);
-          continue;
-        }
-        for (const pk of keys) {
-          const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
-          if (sign > 0) this.addRawAt(rk, cl.contribution, null, peer, direction, pk);
-          else this.removeRawAt(rk, cl.contribution, peer, direction, pk);
-        }
-      }
     }
   }
 

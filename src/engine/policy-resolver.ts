@@ -135,8 +135,6 @@ interface PolicyRecord {
   readonly attached: readonly (AttachedUnit | AttachedEnforcement)[];
 }
 
-const keyed = (c: AttachedClause): boolean => c.keys !== null;
-
 /** The targets of every share whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
 /** Cilium's `localHostKey`: ingress from the local host (reserved identity 1), every protocol and port. */
@@ -274,19 +272,14 @@ export class PolicyResolver implements NamedPortListener {
     return unit.verdict === 'deny' ? this.identities.resolveNamedAnyPod : this.identities.resolveNamedEgress(peer);
   }
 
-  /** Every target of `s` (the any-peer key first) into or out of one map state. */
+  /**
+   * Every target of `s` (the any-peer key first) into or out of one map state, one `contribute`
+   * per target: the cold start runs the code a peer change runs (a separate bulk routine left the
+   * churn's rare peer changes to code that had never run).
+   */
   private contributeTargets(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
     if (s.unit.anyPeer) this.contribute(s, ANY_IDENTITY, m, sign);
-    if (s.targets.size === 0) return;
-    // Clauses whose keys do not depend on the peer: every target in one map-state call.
-    if (!s.clauses.every(keyed)) {
-      for (const t of s.targets.keys()) this.contribute(s, t, m, sign);
-      return;
-    }
-    if (this.ctx.faultHook) for (let i = 0; i < s.targets.size; i++) this.ctx.fault('contribute');
-    if (s.unit.baseline && m.local.enforcing[s.unit.direction].size > 0) return;
-    this.ctx.dirtyMaps.add(m);
-    m.state.changeEach(s.targets.keys(), s.unit.direction, s.clauses, sign);
+    for (const t of s.targets.keys()) this.contribute(s, t, m, sign);
   }
 
   /**

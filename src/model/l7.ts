@@ -1,5 +1,6 @@
 import { RE2JS, RE2JSSyntaxException } from 're2js';
 import { isDnsWildcard, multiLabelPrefixLength } from './fqdn.js';
+import { normalizedHttpPath } from './l7-path.js';
 import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
 
 /**
@@ -116,7 +117,9 @@ function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
 
 export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   const re = compiledHttp(rule);
-  if (!fullMatch(re.method, req.method) || !fullMatch(re.path, req.path)) return false;
+  // The proxy matches the normalized path; a path it cannot normalize it rejects (l7-path.ts).
+  const path = normalizedHttpPath(req.path);
+  if (path === undefined || !fullMatch(re.method, req.method) || !fullMatch(re.path, path)) return false;
   // Envoy matches the :authority header as sent, case included.
   if (!fullMatch(re.host, req.host ?? '')) return false;
   for (const h of rule.headers ?? []) if (!headerRequirementHolds(req, h)) return false;

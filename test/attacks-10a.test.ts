@@ -44,3 +44,22 @@ describe('finding 240: HTTP path rules match the path Envoy normalizes', () => {
 
   it('scenario 10a-http-path-normalized (oracle and engine)', () => run('fixtures/scenarios/attacks-10/10a-http-path-normalized.yaml'));
 });
+
+describe('finding 241: a repeated header is matched on its values joined with ","', () => {
+  const req = (headers: Record<string, string>) => ({ method: 'GET', path: '/', headers });
+
+  it('an exact `headers` entry fails when the header is sent twice, whatever the order', () => {
+    const rule = { headers: ['X-Token: yes'] };
+    expect(httpRuleMatches(rule, req({ 'X-Token': 'yes' }))).toBe(true);
+    expect(httpRuleMatches(rule, req({ 'x-token': 'yes', 'X-Token': 'no' }))).toBe(false);
+    expect(httpRuleMatches(rule, req({ 'X-Token': 'no', 'x-token': 'yes' }))).toBe(false);
+    expect(httpRuleMatches(rule, req({ 'X-Token': 'yes,no' }))).toBe(false);
+  });
+
+  it('headerMatches without mismatch likewise; presence still holds', () => {
+    expect(httpRuleMatches({ headerMatches: [{ name: 'X-Role', value: 'admin' }] }, req({ 'X-Role': 'admin', 'x-role': 'admin' }))).toBe(false);
+    expect(httpRuleMatches({ headers: ['X-Role'] }, req({ 'X-Role': 'a', 'x-role': 'b' }))).toBe(true);
+  });
+
+  it('scenario 10a-http-header-repeated (list form keeps both values)', () => run('fixtures/scenarios/attacks-10/10a-http-header-repeated.yaml'));
+});

@@ -97,10 +97,15 @@ function fullMatch(re: RE2JS | undefined, value: string): boolean {
   return re === undefined || re.matches(value);
 }
 
+/**
+ * A header's value as Envoy matches it (HeaderUtility::matchHeaders, getAllOfHeaderAsString):
+ * every value of that name, in order, joined with ','. Names differing in case only are the
+ * same header sent more than once.
+ */
 function header(req: HttpRequest, name: string): string | undefined {
   const lower = name.toLowerCase();
-  for (const [k, v] of Object.entries(req.headers ?? {})) if (k.toLowerCase() === lower) return v;
-  return undefined;
+  const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === lower);
+  return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
 }
 
 /**

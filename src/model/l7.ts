@@ -120,10 +120,18 @@ function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
   return header(req, spec.slice(0, space).replace(/:+$/, '')) === spec.slice(space + 1);
 }
 
+/** A request's normalized path, computed once however many rules judge it. */
+const normalizedPaths = new WeakMap<HttpRequest, string | null>();
+function requestPath(req: HttpRequest): string | undefined {
+  let p = normalizedPaths.get(req);
+  if (p === undefined) normalizedPaths.set(req, (p = normalizedHttpPath(req.path) ?? null));
+  return p ?? undefined;
+}
+
 export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   const re = compiledHttp(rule);
   // The proxy matches the normalized path; a path it cannot normalize it rejects (l7-path.ts).
-  const path = normalizedHttpPath(req.path);
+  const path = requestPath(req);
   if (path === undefined || !fullMatch(re.method, req.method) || !fullMatch(re.path, path)) return false;
   // Envoy matches the :authority header as sent, case included.
   if (!fullMatch(re.host, req.host ?? '')) return false;

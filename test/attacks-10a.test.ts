@@ -63,3 +63,23 @@ describe('finding 241: a repeated header is matched on its values joined with ",
 
   it('scenario 10a-http-header-repeated (list form keeps both values)', () => run('fixtures/scenarios/attacks-10/10a-http-header-repeated.yaml'));
 });
+
+describe('finding 242: header matchers on Host and pseudo-headers see the request line and authority', () => {
+  it('`Host` and `:authority` entries match the request host, `:method`/`:path` the request line (normalized)', () => {
+    const req = { method: 'GET', path: '/a/../b', host: 'shop.example' };
+    expect(httpRuleMatches({ headers: ['Host: shop.example'] }, req)).toBe(true);
+    expect(httpRuleMatches({ headers: ['Host'] }, req)).toBe(true);
+    expect(httpRuleMatches({ headerMatches: [{ name: ':authority', value: 'shop.example' }] }, req)).toBe(true);
+    expect(httpRuleMatches({ headerMatches: [{ name: ':method', value: 'GET' }] }, req)).toBe(true);
+    expect(httpRuleMatches({ headerMatches: [{ name: ':path', value: '/b' }] }, req)).toBe(true);
+    expect(httpRuleMatches({ headerMatches: [{ name: ':path', value: '/a/../b' }] }, req)).toBe(false);
+    expect(httpRuleMatches({ headers: ['Host: other.example'] }, req)).toBe(false);
+  });
+
+  it('a Host header listed without `host` is the authority the `host` regex sees', () => {
+    expect(httpRuleMatches({ host: 'shop\\.example' }, { method: 'GET', path: '/', headers: { Host: 'shop.example' } })).toBe(true);
+    expect(httpRuleMatches({ host: 'shop\\.example' }, { method: 'GET', path: '/', headers: { Host: 'evil.example' } })).toBe(false);
+    // `host` given: it is the authority, whatever Host header the probe also lists.
+    expect(httpRuleMatches({ headers: ['Host: evil.example'] }, { method: 'GET', path: '/', host: 'shop.example', headers: { Host: 'evil.example' } })).toBe(false);
+  });
+});

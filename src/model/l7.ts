@@ -104,7 +104,19 @@ function fullMatch(re: RE2JS | undefined, value: string): boolean {
  */
 function header(req: HttpRequest, name: string): string | undefined {
   const lower = name.toLowerCase();
+  // Envoy keeps HTTP/1's Host as `:authority` and looks `host` up there (HeaderMapImpl's static
+  // lookup table: "map a legacy host header to :authority"); the other pseudo-headers are the request line.
+  if (lower === 'host' || lower === ':authority') return authority(req);
+  if (lower === ':method') return req.method;
+  if (lower === ':path') return requestPath(req);
   const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === lower);
+  return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
+}
+
+/** The request's `:authority`: its `host`, or else the Host header(s) it lists. */
+function authority(req: HttpRequest): string | undefined {
+  if (req.host !== undefined) return req.host;
+  const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === 'host');
   return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
 }
 
@@ -134,7 +146,7 @@ export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   const path = requestPath(req);
   if (path === undefined || !fullMatch(re.method, req.method) || !fullMatch(re.path, path)) return false;
   // Envoy matches the :authority header as sent, case included.
-  if (!fullMatch(re.host, req.host ?? '')) return false;
+  if (!fullMatch(re.host, authority(req) ?? '')) return false;
   for (const h of rule.headers ?? []) if (!headerRequirementHolds(req, h)) return false;
   for (const m of rule.headerMatches ?? []) {
     // With a mismatch action the proxy logs or rewrites the header instead of denying.

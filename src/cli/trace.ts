@@ -55,7 +55,9 @@ function httpHeaders(lines: readonly string[]): Record<string, string> | undefin
   for (const line of lines) {
     const colon = line.indexOf(':');
     if (colon <= 0 || line.slice(0, colon).trim() === '') throw new InputError(`--http-header: "${line}" is not "Name: value"`);
-    out[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+    const name = line.slice(0, colon).trim();
+    const value = line.slice(colon + 1).trim();
+    out[name] = Object.hasOwn(out, name) ? `${out[name]},${value}` : value;
   }
   return out;
 }

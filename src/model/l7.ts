@@ -1,5 +1,6 @@
 import { RE2JS, RE2JSSyntaxException } from 're2js';
 import { isDnsWildcard, multiLabelPrefixLength } from './fqdn.js';
+import { normalizedHttpPath } from './l7-path.js';
 import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
 
 /**
@@ -96,10 +97,27 @@ function fullMatch(re: RE2JS | undefined, value: string): boolean {
   return re === undefined || re.matches(value);
 }
 
+/**
+ * A header's value as Envoy matches it (HeaderUtility::matchHeaders, getAllOfHeaderAsString):
+ * every value of that name, in order, joined with ','. Names differing in case only are the
+ * same header sent more than once.
+ */
 function header(req: HttpRequest, name: string): string | undefined {
   const lower = name.toLowerCase();
-  for (const [k, v] of Object.entries(req.headers ?? {})) if (k.toLowerCase() === lower) return v;
-  return undefined;
+  // Envoy keeps HTTP/1's Host as `:authority` and looks `host` up there (HeaderMapImpl's static
+  // lookup table: "map a legacy host header to :authority"); the other pseudo-headers are the request line.
+  if (lower === 'host' || lower === ':authority') return authority(req);
+  if (lower === ':method') return req.method;
+  if (lower === ':path') return requestPath(req);
+  const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === lower);
+  return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
+}
+
+/** The request's `:authority`: its `host`, or else the Host header(s) it lists. */
+function authority(req: HttpRequest): string | undefined {
+  if (req.host !== undefined) return req.host;
+  const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === 'host');
+  return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
 }
 
 /**
@@ -114,11 +132,21 @@ function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
   return header(req, spec.slice(0, space).replace(/:+$/, '')) === spec.slice(space + 1);
 }
 
+/** A request's normalized path, computed once however many rules judge it. */
+const normalizedPaths = new WeakMap<HttpRequest, string | null>();
+function requestPath(req: HttpRequest): string | undefined {
+  let p = normalizedPaths.get(req);
+  if (p === undefined) normalizedPaths.set(req, (p = normalizedHttpPath(req.path) ?? null));
+  return p ?? undefined;
+}
+
 export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   const re = compiledHttp(rule);
-  if (!fullMatch(re.method, req.method) || !fullMatch(re.path, req.path)) return false;
+  // The proxy matches the normalized path; a path it cannot normalize it rejects (l7-path.ts).
+  const path = requestPath(req);
+  if (path === undefined || !fullMatch(re.method, req.method) || !fullMatch(re.path, path)) return false;
   // Envoy matches the :authority header as sent, case included.
-  if (!fullMatch(re.host, req.host ?? '')) return false;
+  if (!fullMatch(re.host, authority(req) ?? '')) return false;
   for (const h of rule.headers ?? []) if (!headerRequirementHolds(req, h)) return false;
   for (const m of rule.headerMatches ?? []) {
     // With a mismatch action the proxy logs or rewrites the header instead of denying.

@@ -227,7 +227,10 @@ function readHeaders(r: Reader, v: unknown, path: string): Record<string, string
     const line = r.nonEmptyString(item, at(path, i));
     const colon = line.indexOf(':');
     if (colon <= 0) r.fail(at(path, i), `"${line}" is not "Name: value"`);
-    out[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+    const name = line.slice(0, colon).trim();
+    const value = line.slice(colon + 1).trim();
+    // A header sent twice: the proxy matches its values joined with ',' (src/model/l7.ts header).
+    out[name] = Object.hasOwn(out, name) ? `${out[name]},${value}` : value;
   });
   return out;
 }

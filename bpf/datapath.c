@@ -191,10 +191,19 @@ struct flow {
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
-static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
+// The L4 fields at `off`, read only from the IP datagram, which ends at `limit` (the frame may
+// go on: the kernel trims it to the IP length before anyone reads the L4 header). A first
+// fragment too short for them is dropped: its flags would be read from bytes no receiver sees.
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 limit, struct flow *f)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP) {
+	int ported = f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP;
+	int icmp = f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6;
+	// Bytes read: the ports, TCP up to its flags, ICMP its first 8 (type to echo id).
+	__u32 need = f->proto == IPPROTO_TCP ? 14 : ported ? 4 : 8;
+	if ((ported || icmp) && off + need > limit)
+		return -1;
+	if (ported) {
 		__u16 *ports = data + off;
 		if ((void *)(ports + 2) > end)
 			return -1;
@@ -210,12 +219,12 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flo
 		}
 		return 0;
 	}
-	if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6) {
-		__u8 *icmp = data + off;
-		if ((void *)(icmp + 8) > end)
+	if (icmp) {
+		__u8 *h = data + off;
+		if ((void *)(h + 8) > end)
 			return -1;
-		f->icmp_type = icmp[0];
-		f->sport = *(__u16 *)(icmp + 4);
+		f->icmp_type = h[0];
+		f->sport = *(__u16 *)(h + 4);
 		f->dport = 0;
 		// Every ICMP type is decided by policy (by type), unless it answers a tracked echo.
 		return 0;
@@ -289,6 +298,13 @@ static __always_inline void frag_load(struct flow *f, const struct frag_l4 *l4)
 	f->tcp_flags = l4->tcp_flags;
 }
 
+// Where the IP datagram starting with a length field of `len` at `start` ends. 0 is the length of
+// a BIG TCP GSO packet (and of a jumbogram): the frame's end then (the kernel drops any other).
+static __always_inline __u32 ip_end(struct __sk_buff *skb, __u32 start, __u32 len)
+{
+	return len ? start + len : skb->len;
+}
+
 // The L4 fields of an IPv4 packet: from its header, or for a later fragment from the map its
 // first fragment filled; a later fragment of no first one seen is dropped (Cilium: DROP_FRAG_NOT_FOUND).
 static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip, struct flow *f)
@@ -304,7 +320,7 @@ static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip
 		frag_load(f, l4);
 		return 0;
 	}
-	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, f) < 0)
+	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, ip_end(skb, sizeof(struct ethhdr), bpf_ntohs(ip->tot_len)), f) < 0)
 		return -1;
 	if (frag & 0x2000) {
 		struct frag_l4 l4;
@@ -333,7 +349,7 @@ static __always_inline int parse_ipv6_l4(struct __sk_buff *skb, struct ipv6hdr *
 		f->proto = l4->proto;
 		return 0;
 	}
-	if (parse_l4(skb, off, f) < 0)
+	if (parse_l4(skb, off, ip_end(skb, sizeof(struct ethhdr) + sizeof(*ip6), bpf_ntohs(ip6->payload_len)), f) < 0)
 		return -1;
 	if (fr.kind == FRAG_FIRST) {
 		struct frag_l4 l4;

@@ -5,7 +5,7 @@ import type { ClusterState } from '../../src/model/cluster.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
-import { arrives, ipv4, tag, TCP, tcp } from './frames-9.js';
+import { arrives, ipv4, ipv6, tag, TCP, tcp } from './frames-9.js';
 import { kernel } from './gate.js';
 import { cnp } from './yaml.js';
 
@@ -143,5 +143,17 @@ kernel('attack round 10d: the datapath on hand-made IPv4 packets', () => {
     const syn = (dp: number): number[] => tcp(sport(), dp, TCP.SYN);
     expect(send('x/client', 'x/server', { id: 1, offset: 0, more: false, payload: syn(81), options: nops })).toBe(true);
     expect(send('x/client', 'x/server', { id: 2, offset: 0, more: false, payload: syn(80), options: nops })).toBe(false);
+  });
+
+  it('IPv6: three extension headers are skipped to the TCP header; a fourth is the parser\'s bound (as Cilium\'s ipv6_hdrlen_offset) and drops', () => {
+    const ip6 = (name: string): string => b().address(name, 'ipv6').ip;
+    /** A SYN to `dp` behind `n` destination options headers (8 bytes each, one PadN option). */
+    const chain = (n: number, dp: number): number[] => {
+      let [payload, next] = [tcp(sport(), dp, TCP.SYN), 6];
+      for (let i = 0; i < n; i++) [payload, next] = [[next, 0, 1, 4, 0, 0, 0, 0, ...payload], 60];
+      return ipv6(ip6('x/client'), ip6('x/server'), next, payload);
+    };
+    const sent = [chain(3, 81), chain(3, 80), chain(4, 81)].map((f) => arrives(b(), 'x/client', 'x/server', f));
+    expect(sent).toEqual([true, false, false]);
   });
 });

@@ -184,6 +184,7 @@ struct flow {
 	__u8 icmp_type;
 	__u8 is_reply; // TCP without SYN: never the start of a flow
 	__u8 tcp_flags;
+	__u8 hop_limit; // IPv6
 };
 
 #define TCP_FIN 0x01
@@ -381,6 +382,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
 		f->v6 = 1;
+		f->hop_limit = ip6->hop_limit;
 		return parse_ipv6_l4(skb, ip6, f);
 	}
 	// ARP is the link's own business; any other EtherType is dropped, as Cilium's endpoint
@@ -532,6 +534,25 @@ static __always_inline int source_is_endpoint(struct __sk_buff *skb, const struc
 	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == ifindex;
 }
 
+// Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4, and
+// skip policy when they stay on the pod's link: hop limit 255 (RFC 4861 7.1: a forwarded one has
+// less, and is decided by policy like any packet) and, from the pod, a link-scoped destination or
+// one of the router's own addresses. Cilium (bpf/lib/icmp6.h icmp6_ndp_handle, from bpf_lxc.c
+// __tail_handle_ipv6) answers a pod's NS for the router or an endpoint itself and drops others;
+// router solicitation and advertisement and redirects are decided by policy, as in Cilium.
+static __always_inline int nd_exempt(struct __sk_buff *skb, const struct flow *f, __u8 dir, __u32 ifindex)
+{
+	if (!f->v6 || f->proto != IPPROTO_ICMPV6 || (f->icmp_type != 135 && f->icmp_type != 136) || f->hop_limit != 255)
+		return 0;
+	if (dir == DIR_INGRESS || f->daddr[0] == 0xff || (f->daddr[0] == 0xfe && (f->daddr[1] & 0xc0) == 0x80))
+		return 1;
+	// Full lookup (the local table is not the main one): "not forwarded" is the router's own address.
+	struct bpf_fib_lookup p = { .family = AF_INET6, .ifindex = ifindex };
+	__builtin_memcpy(p.ipv6_src, f->saddr, 16);
+	__builtin_memcpy(p.ipv6_dst, f->daddr, 16);
+	return bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_SKIP_NEIGH) == BPF_FIB_LKUP_RET_NOT_FWDED;
+}
+
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
@@ -543,10 +564,7 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	// Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4:
-	// Cilium answers them without policy too (bpf/lib/icmp6.h is_icmp6_ndp). Router solicitation
-	// and advertisement and redirects are decided by policy, as in Cilium.
-	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && (f.icmp_type == 135 || f.icmp_type == 136)))
+	if (r > 0 || nd_exempt(skb, &f, dir, ifindex))
 		return TC_ACT_OK;
 	if (dir == DIR_EGRESS && !source_is_endpoint(skb, &f, ifindex)) {
 		count(dir, VERDICT_DROP);

@@ -145,6 +145,27 @@ kernel('attack round 10d: the datapath on hand-made IPv4 packets', () => {
     expect(send('x/client', 'x/server', { id: 2, offset: 0, more: false, payload: syn(80), options: nops })).toBe(false);
   });
 
+  /** An ND message of `type` (ICMPv6 header, reserved word, zero target), tagged. */
+  const nd = (type: number): number[] => [type, 0, 0, 0, 0, 0, 0, 0, ...Array<number>(16).fill(0), ...tag()];
+
+  it('261: a neighbour solicitation or advertisement that left its link skipped the receiver\'s policy', () => {
+    const ip6 = (name: string): string => b().address(name, 'ipv6').ip;
+    /** ICMPv6 `type` from one pod to another's address, sent with `hop` as its hop limit. */
+    const send6 = (from: string, to: string, type: number, hop: number): boolean => {
+      const f = ipv6(ip6(from), ip6(to), 58, nd(type));
+      f[9] = hop;
+      return arrives(b(), from, to, f);
+    };
+    // Well made: the peer, which the client's ingress admits, reaches it with ND types as with any.
+    expect([send6('x/peer', 'x/client', 135, 64), send6('x/peer', 'x/client', 136, 255)]).toEqual([true, true]);
+    // The client's ingress denies the server: forwarded ND (hop limit 254 or less at the client) is policy's.
+    expect([send6('x/server', 'x/client', 135, 64), send6('x/server', 'x/client', 135, 255), send6('x/server', 'x/client', 136, 255)]).toEqual([false, false, false]);
+  });
+
+  it('261: an IPv4 packet of protocol 58 whose first byte reads 135 or 136 skipped policy as if it were ND', () => {
+    expect([135, 136].map((t) => arrives(b(), 'x/server', 'x/client', ipv4(ip('x/server'), ip('x/client'), 58, nd(t))))).toEqual([false, false]);
+  });
+
   it('IPv6: three extension headers are skipped to the TCP header; a fourth is the parser\'s bound (as Cilium\'s ipv6_hdrlen_offset) and drops', () => {
     const ip6 = (name: string): string => b().address(name, 'ipv6').ip;
     /** A SYN to `dp` behind `n` destination options headers (8 bytes each, one PadN option). */

@@ -184,6 +184,7 @@ struct flow {
 	__u8 icmp_type;
 	__u8 is_reply; // TCP without SYN: never the start of a flow
 	__u8 tcp_flags;
+	__u8 hop_limit; // IPv6
 };
 
 #define TCP_FIN 0x01
@@ -191,10 +192,19 @@ struct flow {
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
-static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
+// The L4 fields at `off`, read only from the IP datagram, which ends at `limit` (the frame may
+// go on: the kernel trims it to the IP length before anyone reads the L4 header). A first
+// fragment too short for them is dropped: its flags would be read from bytes no receiver sees.
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 limit, struct flow *f)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP) {
+	int ported = f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP;
+	int icmp = f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6;
+	// Bytes read: the ports, TCP up to its flags, ICMP its first 8 (type to echo id).
+	__u32 need = f->proto == IPPROTO_TCP ? 14 : ported ? 4 : 8;
+	if ((ported || icmp) && off + need > limit)
+		return -1;
+	if (ported) {
 		__u16 *ports = data + off;
 		if ((void *)(ports + 2) > end)
 			return -1;
@@ -210,12 +220,12 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flo
 		}
 		return 0;
 	}
-	if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6) {
-		__u8 *icmp = data + off;
-		if ((void *)(icmp + 8) > end)
+	if (icmp) {
+		__u8 *h = data + off;
+		if ((void *)(h + 8) > end)
 			return -1;
-		f->icmp_type = icmp[0];
-		f->sport = *(__u16 *)(icmp + 4);
+		f->icmp_type = h[0];
+		f->sport = *(__u16 *)(h + 4);
 		f->dport = 0;
 		// Every ICMP type is decided by policy (by type), unless it answers a tracked echo.
 		return 0;
@@ -289,6 +299,13 @@ static __always_inline void frag_load(struct flow *f, const struct frag_l4 *l4)
 	f->tcp_flags = l4->tcp_flags;
 }
 
+// Where the IP datagram starting with a length field of `len` at `start` ends. 0 is the length of
+// a BIG TCP GSO packet (and of a jumbogram): the frame's end then (the kernel drops any other).
+static __always_inline __u32 ip_end(struct __sk_buff *skb, __u32 start, __u32 len)
+{
+	return len ? start + len : skb->len;
+}
+
 // The L4 fields of an IPv4 packet: from its header, or for a later fragment from the map its
 // first fragment filled; a later fragment of no first one seen is dropped (Cilium: DROP_FRAG_NOT_FOUND).
 static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip, struct flow *f)
@@ -304,7 +321,7 @@ static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip
 		frag_load(f, l4);
 		return 0;
 	}
-	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, f) < 0)
+	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, ip_end(skb, sizeof(struct ethhdr), bpf_ntohs(ip->tot_len)), f) < 0)
 		return -1;
 	if (frag & 0x2000) {
 		struct frag_l4 l4;
@@ -333,7 +350,7 @@ static __always_inline int parse_ipv6_l4(struct __sk_buff *skb, struct ipv6hdr *
 		f->proto = l4->proto;
 		return 0;
 	}
-	if (parse_l4(skb, off, f) < 0)
+	if (parse_l4(skb, off, ip_end(skb, sizeof(struct ethhdr) + sizeof(*ip6), bpf_ntohs(ip6->payload_len)), f) < 0)
 		return -1;
 	if (fr.kind == FRAG_FIRST) {
 		struct frag_l4 l4;
@@ -365,6 +382,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
 		f->v6 = 1;
+		f->hop_limit = ip6->hop_limit;
 		return parse_ipv6_l4(skb, ip6, f);
 	}
 	// ARP is the link's own business; any other EtherType is dropped, as Cilium's endpoint
@@ -516,6 +534,25 @@ static __always_inline int source_is_endpoint(struct __sk_buff *skb, const struc
 	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == ifindex;
 }
 
+// Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4, and
+// skip policy when they stay on the pod's link: hop limit 255 (RFC 4861 7.1: a forwarded one has
+// less, and is decided by policy like any packet) and, from the pod, a link-scoped destination or
+// one of the router's own addresses. Cilium (bpf/lib/icmp6.h icmp6_ndp_handle, from bpf_lxc.c
+// __tail_handle_ipv6) answers a pod's NS for the router or an endpoint itself and drops others;
+// router solicitation and advertisement and redirects are decided by policy, as in Cilium.
+static __always_inline int nd_exempt(struct __sk_buff *skb, const struct flow *f, __u8 dir, __u32 ifindex)
+{
+	if (!f->v6 || f->proto != IPPROTO_ICMPV6 || (f->icmp_type != 135 && f->icmp_type != 136) || f->hop_limit != 255)
+		return 0;
+	if (dir == DIR_INGRESS || f->daddr[0] == 0xff || (f->daddr[0] == 0xfe && (f->daddr[1] & 0xc0) == 0x80))
+		return 1;
+	// Full lookup (the local table is not the main one): "not forwarded" is the router's own address.
+	struct bpf_fib_lookup p = { .family = AF_INET6, .ifindex = ifindex };
+	__builtin_memcpy(p.ipv6_src, f->saddr, 16);
+	__builtin_memcpy(p.ipv6_dst, f->daddr, 16);
+	return bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_SKIP_NEIGH) == BPF_FIB_LKUP_RET_NOT_FWDED;
+}
+
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
@@ -527,10 +564,7 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	// Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4:
-	// Cilium answers them without policy too (bpf/lib/icmp6.h is_icmp6_ndp). Router solicitation
-	// and advertisement and redirects are decided by policy, as in Cilium.
-	if (r > 0 || (f.proto == IPPROTO_ICMPV6 && (f.icmp_type == 135 || f.icmp_type == 136)))
+	if (r > 0 || nd_exempt(skb, &f, dir, ifindex))
 		return TC_ACT_OK;
 	if (dir == DIR_EGRESS && !source_is_endpoint(skb, &f, ifindex)) {
 		count(dir, VERDICT_DROP);

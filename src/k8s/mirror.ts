@@ -668,6 +668,12 @@ export class ClusterMirror {
   }
 }
 
+function sameHeader(a: ListHeader, b: ListHeader): boolean {
+  return a.itemKind === b.itemKind && a.apiVersion === b.apiVersion;
+}
+
+const headerText = (h: ListHeader): string => `${h.itemKind ?? ''}List ${h.apiVersion}`;
+
 /**
  * What an object that cannot be read (an update distill refuses) stands for: a policy, namespace
  * or identity keeps its last readable version, as Cilium's policy watcher returns on a validation
@@ -675,12 +681,6 @@ export class ClusterMirror {
  * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
  * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
  */
-function sameHeader(a: ListHeader, b: ListHeader): boolean {
-  return a.itemKind === b.itemKind && a.apiVersion === b.apiVersion;
-}
-
-const headerText = (h: ListHeader): string => `${h.itemKind ?? ''}List ${h.apiVersion}`;
-
 function keptOnUnreadable(had: Held | undefined): Held | undefined {
   return had === undefined || had.kind === 'Pod' ? undefined : had;
 }

@@ -308,6 +308,8 @@ export class ClusterMirror {
   /** Why a page does not continue the List being read, if it does not. */
   private pageMismatch(p: PendingList, header: ListHeader, item: ListPage): string | undefined {
     if (p.header !== undefined && !sameHeader(header, p.header)) return `a page of ${headerText(header)} in a List of ${headerText(p.header)}`;
+    // Without a resourceVersion a next page cannot be told from a List started over: the union would keep what the new List omits.
+    if (p.pages > 0 && item.resourceVersion === undefined) return 'a next page without a resourceVersion';
     if (p.pages > 0 && item.resourceVersion !== p.resourceVersion) return `a page at resourceVersion ${String(item.resourceVersion)} in a List at ${String(p.resourceVersion)}`;
     return undefined;
   }

@@ -20,3 +20,15 @@ describe('finding 280: a request target Envoy refuses before normalizing matches
     expect(normalizedHttpPath('/admin%23x')).toBe('/admin%23x');
   });
 });
+
+describe('review 10r, held: Chromium CanonicalizePath edge cases (url_canon_path.cc DoPartialPath)', () => {
+  it('escaped dots, trailing dot segments, ";" params, overlong UTF-8, an escaped "?"', () => {
+    const cases: [string, string][] = [
+      ['/a/%2e%2e/b', '/b'], ['/a/.%2E/b', '/b'], ['/a/b/.', '/a/b/'], ['/a/b/%2e', '/a/b/'], ['/a/%2E%2e', '/'],
+      ['/a;x=1/../b', '/b'], ['/a/..;/b', '/a/..;/b'], ['/a/%c0%ae%c0%ae/b', '/a/%c0%ae%c0%ae/b'], ['/a%3f/../b', '/b'],
+    ];
+    for (const [raw, want] of cases) expect(normalizedHttpPath(raw), raw).toBe(want);
+    expect(httpRuleMatches({ path: '/a/\\.\\.;/b' }, { method: 'GET', path: '/a/..;/b' })).toBe(true);
+    expect(httpRuleMatches({ path: '/b' }, { method: 'GET', path: '/a/..;/b' })).toBe(false);
+  });
+});

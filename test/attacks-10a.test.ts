@@ -37,7 +37,7 @@ describe('finding 240: HTTP path rules match the path Envoy normalizes', () => {
   it("Chromium's canonical forms", () => {
     const cases: [string, string][] = [
       ['/a/b/..', '/a/'], ['/..', '/'], ['/../../x', '/x'], ['/a/..b', '/a/..b'], ['/a/...', '/a/...'], ['/a/.b', '/a/.b'],
-      ['/%41%7e%2D%2f', '/A~-/'], ['/a b', '/a%20b'], ['/caf\u00e9', '/caf%C3%A9'], ['/%c3%a9', '/%c3%a9'], ['/a//b///c/', '/a/b/c/'], ['', '/'],
+      ['/%41%7e%2D%2f', '/A~-/'], ['/a b', '/a%20b'], ['/caf\u00e9', '/caf%C3%A9'], ['/%c3%a9', '/%c3%a9'], ['/a//b///c/', '/a/b/c/'],
     ];
     for (const [raw, want] of cases) expect(normalizedHttpPath(raw), raw).toBe(want);
   });

@@ -16,6 +16,8 @@ interface NodeRecord extends NodeEndpointAddresses {
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
+/** The `nodes` peer keys of a policy that has none (shared, never written). */
+const NO_KEYS: Set<string> = new Set();
 
 /**
  * Cluster nodes and their addresses: each address is an ipcache host entry with the reserved
@@ -27,8 +29,6 @@ const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
  * other selector sees it as remote-node), and `host` carries the agent's own node's labels. Without
  * `nodes` peers every remote node is `remote-node`, as before.
  */
-const NO_KEYS: Set<string> = new Set();
-
 export class NodeTable {
   private readonly nodes = new Map<string, NodeRecord>();
   /** The identity each remote node holds (`acquireNode`). */

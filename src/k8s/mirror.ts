@@ -308,6 +308,8 @@ export class ClusterMirror {
   /** Why a page does not continue the List being read, if it does not. */
   private pageMismatch(p: PendingList, header: ListHeader, item: ListPage): string | undefined {
     if (p.header !== undefined && !sameHeader(header, p.header)) return `a page of ${headerText(header)} in a List of ${headerText(p.header)}`;
+    // Without a resourceVersion a next page cannot be told from a List started over: the union would keep what the new List omits.
+    if (p.pages > 0 && item.resourceVersion === undefined) return 'a next page without a resourceVersion';
     if (p.pages > 0 && item.resourceVersion !== p.resourceVersion) return `a page at resourceVersion ${String(item.resourceVersion)} in a List at ${String(p.resourceVersion)}`;
     return undefined;
   }
@@ -668,6 +670,12 @@ export class ClusterMirror {
   }
 }
 
+function sameHeader(a: ListHeader, b: ListHeader): boolean {
+  return a.itemKind === b.itemKind && a.apiVersion === b.apiVersion;
+}
+
+const headerText = (h: ListHeader): string => `${h.itemKind ?? ''}List ${h.apiVersion}`;
+
 /**
  * What an object that cannot be read (an update distill refuses) stands for: a policy, namespace
  * or identity keeps its last readable version, as Cilium's policy watcher returns on a validation
@@ -675,12 +683,6 @@ export class ClusterMirror {
  * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
  * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
  */
-function sameHeader(a: ListHeader, b: ListHeader): boolean {
-  return a.itemKind === b.itemKind && a.apiVersion === b.apiVersion;
-}
-
-const headerText = (h: ListHeader): string => `${h.itemKind ?? ''}List ${h.apiVersion}`;
-
 function keptOnUnreadable(had: Held | undefined): Held | undefined {
   return had === undefined || had.kind === 'Pod' ? undefined : had;
 }

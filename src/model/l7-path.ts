@@ -100,6 +100,10 @@ function canonicalize(path: string): string | undefined {
 
 /** The `:path` after Envoy's normalization as Cilium configures it, or undefined if Envoy rejects it. */
 export function normalizedHttpPath(target: string): string | undefined {
+  // Envoy answers 404 to a target that is empty or does not start with '/' before normalizing
+  // (ConnectionManagerImpl::ActiveStream::decodeHeaders, downstream_rq_non_relative_path), and
+  // rejects one with a '#' (maybeNormalizePath: runtime guard http_reject_path_with_fragment, default on).
+  if (!target.startsWith('/') || target.includes('#')) return undefined;
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
   const query = q < 0 ? '' : target.slice(q);

@@ -195,7 +195,7 @@ export class ClusterMirror {
       this.awaitingRelist.add(source);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
-    const key = this.observeObject(item.object, item.type === 'DELETED', source, false);
+    const key = this.observeObject(item.object, item.type === 'DELETED', source);
     if (key !== undefined) this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
   }
 
@@ -250,17 +250,11 @@ export class ClusterMirror {
    */
   private listObject(p: PendingList, raw: Readonly<Record<string, unknown>>, source: string): void {
     const itemKind = p.header?.itemKind;
-    if (itemKind !== undefined && raw.kind !== undefined && raw.kind !== itemKind) {
-      return this.warn(`a ${itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source, kind: raw.kind });
-    }
+    if (this.otherKindSkipped(itemKind, raw.kind, source)) return;
     const obj = itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: itemKind, apiVersion: p.header!.apiVersion } : raw;
-    const kind = objectKind(obj);
-    if (kind === undefined) {
-      this.counts.ignored++;
-      return this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
-    }
-    const key = objectKey(kind, obj);
-    const rv = rec(obj.metadata).resourceVersion;
+    const id = this.identify(obj, source);
+    if (id === undefined) return;
+    const { kind, key, rv } = id;
     let desired: Held | undefined;
     let unreadable = false;
     try {
@@ -271,7 +265,14 @@ export class ClusterMirror {
       this.warn('listed object cannot be read: the last readable version of a policy, namespace or identity stays in force', { source, key, error: (e as Error).message });
     }
     if (p.listed.delete(key)) this.debug('object listed twice: its last listing counts', { source, key });
-    p.listed.set(key, { rv: typeof rv === 'string' ? rv : undefined, desired, unreadable, rawKind: raw.kind, source });
+    p.listed.set(key, { rv, desired, unreadable, rawKind: raw.kind, source });
+  }
+
+  /** A typed List's item that names another kind: skipped, with a warning. */
+  private otherKindSkipped(itemKind: string | undefined, rawKind: unknown, source: string): boolean {
+    if (itemKind === undefined || rawKind === undefined || rawKind === itemKind) return false;
+    this.warn(`a ${itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source, kind: rawKind });
+    return true;
   }
 
   /**
@@ -305,6 +306,18 @@ export class ClusterMirror {
     this.relist(p, header, item.resourceVersion ?? p.resourceVersion, source);
   }
 
+  /** An object's kind, key and resourceVersion; undefined (counted, logged) for a kind distill does not read. */
+  private identify(obj: Readonly<Record<string, unknown>>, source: string): { kind: KnownKind; key: string; rv: string | undefined } | undefined {
+    const kind = objectKind(obj);
+    if (kind === undefined) {
+      this.counts.ignored++;
+      this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
+      return undefined;
+    }
+    const rv = rec(obj.metadata).resourceVersion;
+    return { kind, key: objectKey(kind, obj), rv: typeof rv === 'string' ? rv : undefined };
+  }
+
   /** Why a page does not continue the List being read, if it does not. */
   private pageMismatch(p: PendingList, header: ListHeader, item: ListPage): string | undefined {
     if (p.header !== undefined && !sameHeader(header, p.header)) return `a page of ${headerText(header)} in a List of ${headerText(p.header)}`;
@@ -320,19 +333,13 @@ export class ClusterMirror {
     return kinds;
   }
 
-  private observeObject(obj: Record<string, unknown>, deleted: boolean, source: string, fromList: boolean): string | undefined {
-    const kind = objectKind(obj);
-    if (kind === undefined) {
-      this.counts.ignored++;
-      this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
-      return undefined;
-    }
+  private observeObject(obj: Record<string, unknown>, deleted: boolean, source: string): string | undefined {
+    const id = this.identify(obj, source);
+    if (id === undefined) return undefined;
+    const { kind, key, rv: rvs } = id;
     if (kind === 'Namespace') this.namespacesWatched = true;
-    const key = objectKey(kind, obj);
-    const rv = rec(obj.metadata).resourceVersion;
-    const rvs = typeof rv === 'string' ? rv : undefined;
     const state = this.objects.get(key);
-    if (!fromList && state !== undefined && stale(rvs, state.rv, deleted)) {
+    if (state !== undefined && stale(rvs, state.rv, deleted)) {
       this.counts.stale++;
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
       return key;
@@ -423,8 +430,7 @@ export class ClusterMirror {
     const listedKinds = new Set<string>();
     for (const [key, e] of p.listed) {
       // Items read before a late `kind` (kubectl sorts it after `items`) are checked now.
-      if (header.itemKind !== undefined && e.rawKind !== undefined && e.rawKind !== header.itemKind) {
-        this.warn(`a ${header.itemKind}List item of another kind is skipped: a typed list holds its kind only`, { source: e.source, kind: e.rawKind });
+      if (this.otherKindSkipped(header.itemKind, e.rawKind, e.source)) {
         p.listed.delete(key);
         continue;
       }

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { isValidIp, parseIp } from '../model/cidr.js';
 import { ClusterState, upsertExternal, upsertPolicy } from '../model/cluster.js';
 import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
-import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
+import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT, PROTOCOL_NUMBER } from '../model/ports.js';
 import { datapathLookup, LookupResult, policyKeyString, precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
@@ -55,9 +55,7 @@ function httpHeaders(lines: readonly string[]): Record<string, string> | undefin
   for (const line of lines) {
     const colon = line.indexOf(':');
     if (colon <= 0 || line.slice(0, colon).trim() === '') throw new InputError(`--http-header: "${line}" is not "Name: value"`);
-    const name = line.slice(0, colon).trim();
-    const value = line.slice(colon + 1).trim();
-    out[name] = Object.hasOwn(out, name) ? `${out[name]},${value}` : value;
+    addHeader(out, line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   }
   return out;
 }

@@ -109,15 +109,26 @@ function header(req: HttpRequest, name: string): string | undefined {
   if (lower === 'host' || lower === ':authority') return authority(req);
   if (lower === ':method') return req.method;
   if (lower === ':path') return requestPath(req);
+  return sentHeader(req, lower);
+}
+
+/** The values the request lists under `lower` (any case), joined with ','; undefined if none. */
+function sentHeader(req: HttpRequest, lower: string): string | undefined {
   const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === lower);
   return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
 }
 
 /** The request's `:authority`: its `host`, or else the Host header(s) it lists. */
 function authority(req: HttpRequest): string | undefined {
-  if (req.host !== undefined) return req.host;
-  const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === 'host');
-  return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
+  return req.host ?? sentHeader(req, 'host');
+}
+
+/**
+ * Adds a header line's name and value to a request's headers (a null-prototype record): a name
+ * listed again keeps both values, joined with ',' as the proxy matches them (`header`).
+ */
+export function addHeader(headers: Record<string, string>, name: string, value: string): void {
+  headers[name] = Object.hasOwn(headers, name) ? `${headers[name]},${value}` : value;
 }
 
 /**

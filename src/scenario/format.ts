@@ -1,7 +1,7 @@
 import { AllowLocalhost, ALLOW_LOCALHOST_VALUES } from '../model/localhost.js';
 import { IpAddress } from '../model/cidr.js';
 import { NODE_PREFIX, NodeEndpointAddresses, nodeEndpointsOf } from '../model/cluster.js';
-import { KAFKA_API_KEYS, L7Request } from '../model/l7.js';
+import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
@@ -227,10 +227,7 @@ function readHeaders(r: Reader, v: unknown, path: string): Record<string, string
     const line = r.nonEmptyString(item, at(path, i));
     const colon = line.indexOf(':');
     if (colon <= 0) r.fail(at(path, i), `"${line}" is not "Name: value"`);
-    const name = line.slice(0, colon).trim();
-    const value = line.slice(colon + 1).trim();
-    // A header sent twice: the proxy matches its values joined with ',' (src/model/l7.ts header).
-    out[name] = Object.hasOwn(out, name) ? `${out[name]},${value}` : value;
+    addHeader(out, line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   });
   return out;
 }

@@ -80,7 +80,7 @@ export function parseDnsCache(text: string, source: string, options: DnsCacheOpt
     const expiresAt = seconds(n, o, 'expiresAt');
     if (learntAt > cache.now) fail(n, `learntAt ${learntAt} is after the file's now ${cache.now}`);
     if (expiresAt > MAX_DNS_CLOCK) fail(n, `expiresAt ${expiresAt} passes 2^52 seconds`);
-    if (expiresAt > cache.now) cache.restore({ endpoint, name, ip, learntAt, expiresAt }, () => undefined);
+    if (expiresAt >= cache.now) cache.restore({ endpoint, name, ip, learntAt, expiresAt }, () => undefined);
   }
   cache.evictOverLimit(() => undefined);
   return { cache, identities };

@@ -145,7 +145,11 @@ export const DEFAULT_DNS_CACHE_OPTIONS: DnsCacheOptions = { minTtl: 0, maxIpsPer
 /** `maxSelectorCombinations` when not set: 2^10, the CFP's "10 distinct selectors would be OK (1024)". */
 export const DEFAULT_MAX_SELECTOR_COMBINATIONS = 1024;
 
-/** One learnt (endpoint, name, IP), alive while `now < expiresAt`. */
+/**
+ * One learnt (endpoint, name, IP), alive while `now <= expiresAt`: Cilium pkg/fqdn/cache.go
+ * `isExpiredBy` is `pointInTime.After(entry.ExpirationTime)` (cache_test.go `TestTTLInsertWithZeroValue`:
+ * TTL 10 still found at +10, gone at +11).
+ */
 export interface DnsCacheEntry {
   readonly endpoint: string;
   readonly name: string;
@@ -200,7 +204,7 @@ export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: st
 export function advanceDnsClock(cache: DnsCacheState, seconds: number): DnsCacheState {
   if (!(seconds >= 0)) throw new RangeError(`time only moves forward (got ${seconds} s)`);
   const now = cache.now + seconds;
-  return { ...cache, now, entries: cache.entries.filter((e) => e.expiresAt > now) };
+  return { ...cache, now, entries: cache.entries.filter((e) => e.expiresAt >= now) };
 }
 
 /** Removes an endpoint's entries (the endpoint is gone). */
@@ -215,5 +219,5 @@ export function forgetEndpoint(cache: DnsCacheState, endpoint: string): DnsCache
  */
 export function liveMatches(cache: DnsCacheState, selectors: readonly FqdnSelector[], ip: IpAddress): DnsCacheEntry[] {
   const matchers = selectors.map(compileFqdnSelector);
-  return cache.entries.filter((e) => e.expiresAt > cache.now && e.ip.text === ip.text && matchers.some((m) => m(e.name)));
+  return cache.entries.filter((e) => e.expiresAt >= cache.now && e.ip.text === ip.text && matchers.some((m) => m(e.name)));
 }

@@ -140,6 +140,12 @@ export interface DnsCacheOptions {
   readonly maxSelectorCombinations?: number;
 }
 
+/**
+ * The longest TTL a DNS answer can carry: the RR header's TTL is 32 bits (RFC 1035 §3.2.1; miekg/dns
+ * `RR_Header.Ttl uint32`, which Cilium's proxy passes on as an `int`, so 2^31 and above stay large).
+ */
+export const MAX_DNS_TTL = 2 ** 32 - 1;
+
 export const DEFAULT_DNS_CACHE_OPTIONS: DnsCacheOptions = { minTtl: 0, maxIpsPerHostname: 1000 };
 
 /** `maxSelectorCombinations` when not set: 2^10, the CFP's "10 distinct selectors would be OK (1024)". */

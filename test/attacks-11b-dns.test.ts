@@ -63,3 +63,27 @@ describe('11b-3: a persisted DNS cache entry living longer than any answer could
     expect(learnt(old)).toEqual([]);
   });
 });
+
+describe('11b: expiry and answers in one transaction; a refused transaction moves no clock (held, no finding)', () => {
+  it('an answer expired inside its own batch is gone; a TTL-0 answer after the step is live at that instant only', () => {
+    const e = new Engine();
+    e.apply(setupEvents);
+    e.apply([answer(5), { type: 'advanceTime', seconds: 6 }]);
+    expect(learnt(e)).toEqual([]);
+    e.apply([answer(5), { type: 'advanceTime', seconds: 6 }, answer(0)]);
+    expect(learnt(e)).toEqual(['198.51.100.1/32']);
+    e.apply([{ type: 'advanceTime', seconds: 1 }]);
+    expect(learnt(e)).toEqual([]);
+  });
+  it('a batch refused after its step leaves the clock and the answers as committed', () => {
+    const e = new Engine();
+    e.apply(setupEvents);
+    e.apply([answer(10)]);
+    expect(() => e.apply([{ type: 'advanceTime', seconds: 100 }, answer(Number.NaN)])).toThrow('ttl must be a non-negative integer');
+    expect(learnt(e)).toEqual(['198.51.100.1/32']);
+    e.apply([{ type: 'advanceTime', seconds: 10 }]);
+    expect(learnt(e)).toEqual(['198.51.100.1/32']);
+    e.apply([{ type: 'advanceTime', seconds: 1 }]);
+    expect(learnt(e)).toEqual([]);
+  });
+});

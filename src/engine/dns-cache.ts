@@ -12,7 +12,8 @@ interface Group {
 /**
  * The IPs one answer taught a group, at one time: one object per answer, not per IP. An IP a
  * later answer refreshed (or eviction removed) no longer maps to it.
- * In the cache, an answer is live exactly while `expiresAt > now` (expired ones are removed).
+ * In the cache, an answer is live exactly while `now <= expiresAt` (Cilium pkg/fqdn/cache.go
+ * `isExpiredBy`: `pointInTime.After(entry.ExpirationTime)`); expired ones are removed.
  */
 interface Batch {
   readonly group: Group;
@@ -96,7 +97,7 @@ export class DnsCache {
       const key = ipKey(ip);
       const old = g.ips.get(key);
       if (old && old.expiresAt >= b.expiresAt) continue;
-      if (old) this.detach(key, old, old.expiresAt > this.now, changed);
+      if (old) this.detach(key, old, old.expiresAt >= this.now, changed);
       b.ips.push(key);
       displaced.push(old);
       this.attach(key, b, changed);
@@ -110,7 +111,7 @@ export class DnsCache {
       }
       for (let i = b.ips.length - 1; i >= 0; i--) {
         const key = b.ips[i] as IpKey;
-        if (g.ips.get(key) === b) this.detach(key, b, b.expiresAt > this.now, ignore);
+        if (g.ips.get(key) === b) this.detach(key, b, b.expiresAt >= this.now, ignore);
         const old = displaced[i];
         if (old) this.attach(key, old, ignore);
       }
@@ -124,15 +125,15 @@ export class DnsCache {
     const text = (k: IpKey): string => (typeof k === 'string' ? k : ipOfKey(k).text);
     const order = [...g.ips].sort(([ka, a], [kb, b]) => a.expiresAt - b.expiresAt || a.learntAt - b.learntAt || (text(ka) < text(kb) ? -1 : 1));
     const out = order.slice(0, over);
-    for (const [key, b] of out) this.detach(key, b, b.expiresAt > this.now, changed);
+    for (const [key, b] of out) this.detach(key, b, b.expiresAt >= this.now, changed);
     return out;
   }
 
-  /** Moves the clock (`advanceDnsClock`): every answer with expiresAt ≤ the new time goes. */
+  /** Moves the clock (`advanceDnsClock`): every answer with expiresAt < the new time goes. */
   advance(seconds: number, changed: IpsChanged, undo?: UndoSink): void {
     const before = this.now;
     this.now += seconds;
-    const due = [...this.wheel.keys()].filter((t) => t <= this.now).sort((a, b) => a - b);
+    const due = [...this.wheel.keys()].filter((t) => t < this.now).sort((a, b) => a - b);
     const removed: [IpKey, Batch][] = [];
     for (const t of due) {
       const slot = this.wheel.get(t) ?? [];
@@ -141,7 +142,7 @@ export class DnsCache {
         b.queued = false;
         for (const key of b.ips) {
           if (b.group.ips.get(key) !== b) continue;
-          this.detach(key, b, b.expiresAt > before, changed);
+          this.detach(key, b, b.expiresAt >= before, changed);
           removed.push([key, b]);
         }
       }
@@ -171,7 +172,7 @@ export class DnsCache {
     const removed: [IpKey, Batch][] = [];
     for (const g of [...byName.values()]) {
       for (const [key, b] of [...g.ips]) {
-        this.detach(key, b, b.expiresAt > this.now, changed);
+        this.detach(key, b, b.expiresAt >= this.now, changed);
         removed.push([key, b]);
       }
     }
@@ -225,7 +226,7 @@ export class DnsCache {
     const g = this.group(e.endpoint, normalizeFqdn(e.name));
     const key = ipKey(e.ip);
     const old = g.ips.get(key);
-    if (old) this.detach(key, old, old.expiresAt > this.now, changed);
+    if (old) this.detach(key, old, old.expiresAt >= this.now, changed);
     let b = this.lastRestored;
     if (!b || b.group !== g || b.learntAt !== e.learntAt || b.expiresAt !== e.expiresAt) {
       b = this.lastRestored = { group: g, learntAt: e.learntAt, expiresAt: e.expiresAt, ips: [], queued: false };
@@ -283,7 +284,7 @@ export class DnsCache {
       if (!slot) this.wheel.set(b.expiresAt, (slot = []));
       slot.push(b);
     }
-    if (b.expiresAt > this.now) this.count(key, g.name, +1, changed);
+    if (b.expiresAt >= this.now) this.count(key, g.name, +1, changed);
   }
 
   private detach(key: IpKey, b: Batch, live: boolean, changed: IpsChanged): void {

@@ -1,5 +1,5 @@
 import { isValidIp, parseIp } from '../model/cidr.js';
-import { DnsCacheOptions, fqdnSyntaxError } from '../model/fqdn.js';
+import { DnsCacheOptions, fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { IdentityId, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import { Label, LabelSet, makeLabelSet } from '../model/labels.js';
 import { DnsCache } from './dns-cache.js';
@@ -80,7 +80,9 @@ export function parseDnsCache(text: string, source: string, options: DnsCacheOpt
     const expiresAt = seconds(n, o, 'expiresAt');
     if (learntAt > cache.now) fail(n, `learntAt ${learntAt} is after the file's now ${cache.now}`);
     if (expiresAt > MAX_DNS_CLOCK) fail(n, `expiresAt ${expiresAt} passes 2^52 seconds`);
-    if (expiresAt > cache.now) cache.restore({ endpoint, name, ip, learntAt, expiresAt }, () => undefined);
+    // No answer lives longer: a TTL is 32 bits, and minTtl is at most 2^31 s (checkEngineOptions).
+    if (expiresAt - learntAt > MAX_DNS_TTL) fail(n, `expiresAt ${expiresAt} is more than ${MAX_DNS_TTL} s (the longest DNS TTL) after learntAt ${learntAt}`);
+    if (expiresAt >= cache.now) cache.restore({ endpoint, name, ip, learntAt, expiresAt }, () => undefined);
   }
   cache.evictOverLimit(() => undefined);
   return { cache, identities };

@@ -1,5 +1,5 @@
 import { isValidIp, parseIp } from '../model/cidr.js';
-import { fqdnSyntaxError } from '../model/fqdn.js';
+import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
@@ -309,6 +309,7 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
       if (!Array.isArray(e.ips)) fail('ips must be a list of parsed IP addresses');
       (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
       checkSeconds(e.ttl, 'ttl', fail);
+      if ((e.ttl as number) > MAX_DNS_TTL) fail(`ttl must be at most ${MAX_DNS_TTL} seconds (a DNS TTL is 32 bits)`);
       checkClock(model.dnsNow(), e.ttl as number, 'ttl', fail);
       if (e.server !== undefined) checkDnsServer(e.server, fail);
       return;

@@ -180,7 +180,15 @@ export class ClusterMirror {
   constructor(private readonly options: MirrorOptions) {
     this.debug = options.debug ?? (() => {});
     this.warn = options.warn ?? (() => {});
-    this.now = options.now ?? Date.now;
+    // Never backwards: after an NTP step back, a pod whose deletionTimestamp had passed would be
+    // an endpoint again at its next MODIFIED or relist (attack-findings-11b, 11b-1).
+    const clock = options.now ?? Date.now;
+    let latest = -Infinity;
+    this.now = () => {
+      const t = clock();
+      if (t > latest) latest = t;
+      return latest;
+    };
   }
 
   /** Takes one item of a watch stream; `source` names it in logs. */

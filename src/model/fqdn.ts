@@ -140,12 +140,22 @@ export interface DnsCacheOptions {
   readonly maxSelectorCombinations?: number;
 }
 
+/**
+ * The longest TTL a DNS answer can carry: the RR header's TTL is 32 bits (RFC 1035 §3.2.1; miekg/dns
+ * `RR_Header.Ttl uint32`, which Cilium's proxy passes on as an `int`, so 2^31 and above stay large).
+ */
+export const MAX_DNS_TTL = 2 ** 32 - 1;
+
 export const DEFAULT_DNS_CACHE_OPTIONS: DnsCacheOptions = { minTtl: 0, maxIpsPerHostname: 1000 };
 
 /** `maxSelectorCombinations` when not set: 2^10, the CFP's "10 distinct selectors would be OK (1024)". */
 export const DEFAULT_MAX_SELECTOR_COMBINATIONS = 1024;
 
-/** One learnt (endpoint, name, IP), alive while `now < expiresAt`. */
+/**
+ * One learnt (endpoint, name, IP), alive while `now <= expiresAt`: Cilium pkg/fqdn/cache.go
+ * `isExpiredBy` is `pointInTime.After(entry.ExpirationTime)` (cache_test.go `TestTTLInsertWithZeroValue`:
+ * TTL 10 still found at +10, gone at +11).
+ */
 export interface DnsCacheEntry {
   readonly endpoint: string;
   readonly name: string;
@@ -200,7 +210,7 @@ export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: st
 export function advanceDnsClock(cache: DnsCacheState, seconds: number): DnsCacheState {
   if (!(seconds >= 0)) throw new RangeError(`time only moves forward (got ${seconds} s)`);
   const now = cache.now + seconds;
-  return { ...cache, now, entries: cache.entries.filter((e) => e.expiresAt > now) };
+  return { ...cache, now, entries: cache.entries.filter((e) => e.expiresAt >= now) };
 }
 
 /** Removes an endpoint's entries (the endpoint is gone). */
@@ -215,5 +225,5 @@ export function forgetEndpoint(cache: DnsCacheState, endpoint: string): DnsCache
  */
 export function liveMatches(cache: DnsCacheState, selectors: readonly FqdnSelector[], ip: IpAddress): DnsCacheEntry[] {
   const matchers = selectors.map(compileFqdnSelector);
-  return cache.entries.filter((e) => e.expiresAt > cache.now && e.ip.text === ip.text && matchers.some((m) => m(e.name)));
+  return cache.entries.filter((e) => e.expiresAt >= cache.now && e.ip.text === ip.text && matchers.some((m) => m(e.name)));
 }

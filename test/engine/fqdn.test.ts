@@ -226,7 +226,9 @@ describe('FQDN identities and deltas', () => {
     ]);
     const refresh = engine.apply([answer('a.example.com', ['198.51.100.1'])]);
     expect([refresh.deltas, refresh.ipcache, refresh.l7Deltas]).toEqual([[], [], []]);
-    const expire = engine.apply([{ type: 'advanceTime', seconds: 30 }]);
+    // Live at exactly learnt + TTL (Cilium cache.go isExpiredBy), gone one second later.
+    expect(engine.apply([{ type: 'advanceTime', seconds: 30 }]).ipcache).toEqual([]);
+    const expire = engine.apply([{ type: 'advanceTime', seconds: 1 }]);
     expect(expire.deltas).toEqual([]);
     expect(expire.ipcache.map((d) => d.op)).toEqual(['delete', 'delete', 'delete']);
   });
@@ -250,7 +252,7 @@ describe('FQDN identities and deltas', () => {
     fail = false;
     expect({ ipc: engine.ipcache(), maps: maps(engine) }).toEqual(before);
     // The clock and the answers are the committed ones: 10 s from the answer, not 13.
-    expect(engine.apply([{ type: 'advanceTime', seconds: 9 }]).ipcache).toEqual([]);
+    expect(engine.apply([{ type: 'advanceTime', seconds: 10 }]).ipcache).toEqual([]);
     expect(engine.apply([{ type: 'advanceTime', seconds: 1 }]).ipcache.map((d) => [d.op, d.prefix])).toEqual([['delete', '198.51.100.1/32']]);
   });
 
@@ -268,7 +270,7 @@ describe('FQDN identities and deltas', () => {
     expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32', '198.51.100.3/32']);
     expect(first.ipcache.filter((d) => d.prefix.startsWith('198.51.100.')).length).toBe(3);
     expect(learnt(b)).toEqual(learnt(a));
-    for (const e of [a, b]) e.apply([{ type: 'advanceTime', seconds: 2 }]);
+    for (const e of [a, b]) e.apply([{ type: 'advanceTime', seconds: 3 }]);
     expect(learnt(b)).toEqual(['198.51.100.1/32', '198.51.100.2/32']);
     expect(learnt(a)).toEqual(learnt(b));
     expect(() => b.restoreDnsCache(file, 'dns.jsonl')).toThrow('only before the first transaction');
@@ -440,7 +442,7 @@ describe('FQDN scale: restore with identity numbers, the combination limit, O(1)
     expect(engineDecision(engine, stateOf(engine), { from: 'apps/client-a', to: '203.0.113.7', port: 443, protocol: 'TCP' }).allowed).toBe(false);
     expect(engineDecision(engine, stateOf(engine), { from: 'apps/client-a', to: '198.51.100.2', port: 443, protocol: 'TCP' }).allowed).toBe(true);
     // The first combination expires: the refused IP gets its identity in the same transaction.
-    const expire = engine.apply([{ type: 'advanceTime', seconds: 10 }]);
+    const expire = engine.apply([{ type: 'advanceTime', seconds: 11 }]);
     expect(expire.ipcache.map((d) => [d.op, d.prefix]).sort()).toEqual([['delete', '198.51.100.1/32'], ['upsert', '203.0.113.7/32']]);
     expect(engineDecision(engine, stateOf(engine), { from: 'apps/client-a', to: '203.0.113.7', port: 443, protocol: 'TCP' }).allowed).toBe(true);
   });

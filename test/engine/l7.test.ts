@@ -93,13 +93,13 @@ describe('L7 redirects and tables', () => {
     const [client, admin] = ['prod/client', 'prod/admin'].map((p) => e.identityOfPod(p)!);
     const port = e.lookup('prod/web', admin!, 'ingress', 6, 80)!.entry.proxyPort;
     expect(port).toBe(10000); // the any-peer redirect outranks the admin's plain allow
-    const verdict = (peer: number, method: string, path: string) => e.l7Verdict('prod/web', port, peer, { http: { method, path } })?.allowed;
+    const verdict = (peer: number, method: string, path: string) => e.l7Verdict('prod/web', port, peer, { http: { method, path } }, 80)?.allowed;
     expect(verdict(admin!, 'DELETE', '/x')).toBe(true);
     expect(verdict(client!, 'GET', '/public')).toBe(true);
     expect(verdict(client!, 'GET', '/health')).toBe(true); // the any-peer row applies too
     expect(verdict(client!, 'DELETE', '/x')).toBe(false);
-    expect(e.l7Verdict('prod/web', port, client!, { dns: { name: 'x.io' } })?.allowed).toBe(false);
-    expect(e.l7Verdict('prod/web', 4242, client!, { http: { method: 'GET', path: '/' } })).toBeUndefined();
+    expect(e.l7Verdict('prod/web', port, client!, { dns: { name: 'x.io' } }, 80)?.allowed).toBe(false);
+    expect(e.l7Verdict('prod/web', 4242, client!, { http: { method: 'GET', path: '/' } }, 80)).toBeUndefined();
     const rows = e.l7Table('prod/web').map((r) => [r.peer, r.policy.allowAll]);
     expect(rows).toEqual(expect.arrayContaining([[admin, true], [client, false], [0, false]]));
     // The proxy's view groups peers by policy: identity sets per distinct L7 policy.
@@ -120,13 +120,16 @@ describe('L7 redirects and tables', () => {
       cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", endPort: 81, protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`),
     ]);
     const client = e.identityOfPod('prod/client')!;
-    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.proxyPort])).toEqual([['kafka', 80, 10000], ['kafka', 81, 10001]]);
+    // One redirect for the range's prefix 80/15, as Cilium keeps one redirect per L4Filter.
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.portPrefixLen, r.proxyPort])).toEqual([['kafka', 80, 15, 10000]]);
     const cs = e.apply([httpGetPublic]);
-    // The Kafka redirect of port 80 loses every entry, so its port is released and its table dropped.
-    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.proxyPort])).toEqual([['http', 80, 10002], ['kafka', 81, 10001]]);
-    expect(cs.deltas.map((d) => [d.op, d.key.port, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 80, 10002, 10000]]);
-    expect(cs.l7Deltas.map((d) => [d.op, d.redirect.parser])).toEqual(expect.arrayContaining([['upsert', 'http'], ['delete', 'kafka']]));
-    expect(e.l7Verdict('prod/web', 10002, client, { http: { method: 'GET', path: '/public' } })?.allowed).toBe(true);
+    // Port 80 gets its own HTTP entry and redirect; the Kafka range's redirect keeps serving 81.
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.portPrefixLen, r.proxyPort])).toEqual([['kafka', 80, 15, 10000], ['http', 80, undefined, 10001]]);
+    expect(cs.deltas.map((d) => [d.op, d.key.port, d.key.portPrefixLen, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 80, 16, 10001, undefined]]);
+    expect(new Set(cs.l7Deltas.map((d) => `${d.op} ${d.redirect.parser}`))).toEqual(new Set(['upsert http']));
+    expect(e.l7Verdict('prod/web', 10000, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 81)?.allowed).toBe(true);
+    expect(e.l7Verdict('prod/web', 10001, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 80)?.allowed).toBe(false);
+    expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } }, 80)?.allowed).toBe(true);
   });
 
   it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {

@@ -815,7 +815,9 @@ export class MapState {
   /**
    * The NP-tier contributions of the raw keys of `peer` (and of identity 0) inside the redirect's
    * prefix, narrower than it, that cover `port`. The proxy judges a request by every rule whose
-   * range covers its port (Envoy's PortNetworkPolicy ranges, cilium/proxy cilium/network_policy.cc),
+   * range covers its port (cilium/proxy cilium/network_policy.cc: `PortNetworkPolicy` splits
+   * overlapping `port`..`end_port` ranges into disjoint ones holding the rules of each covering
+   * range, and `PortPolicy::forRange` ORs them with the wildcard port's),
    * so these add to the redirect's rows for that port: e.g. a plain allow the datapath hides behind
    * a wider redirect still lets its port's requests through. None for a single-port redirect.
    */

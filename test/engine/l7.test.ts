@@ -132,6 +132,36 @@ describe('L7 redirects and tables', () => {
     expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } }, 80)?.allowed).toBe(true);
   });
 
+  it('a port range with L7 rules is one redirect per LPM prefix, and each request is judged by every range covering its port', () => {
+    const e = new Engine();
+    const wide = cnp('wide', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "4096", endPort: 8191, protocol: TCP}], rules: {http: [{method: POST, path: /public}]}}]`);
+    e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), wide]);
+    const client = e.identityOfPod('prod/client')!;
+    // cilium-cli's client-egress-l7-method-port-range: 4096 ports, one prefix, one proxy listener (not 4096).
+    expect(e.redirects('prod/web').map((r) => [r.port, r.portPrefixLen, r.parser])).toEqual([[4096, 4, 'http']]);
+    expect([...e.mapState('prod/web').values()].filter((r) => r.entry.proxyPort !== 0).map((r) => [r.key.port, r.key.portPrefixLen])).toEqual([[4096, 4]]);
+    const judge = (port: number, method: string, path: string): boolean | 'no proxy' | undefined => {
+      const hit = e.lookup('prod/web', client, 'ingress', 6, port);
+      if (!hit || hit.entry.deny) return undefined;
+      if (hit.entry.proxyPort === 0) return 'no proxy';
+      return e.l7Verdict('prod/web', hit.entry.proxyPort, client, { http: { method, path } }, port)?.allowed;
+    };
+    expect([judge(4096, 'POST', '/public'), judge(8191, 'POST', '/public'), judge(6000, 'GET', '/public'), judge(8192, 'POST', '/public')]).toEqual([true, true, false, undefined]);
+    // An overlapping range with other rules, and a plain allow on 5000 the datapath hides behind the wider redirect.
+    const overlap = cnp('overlap', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "8000", endPort: 9000, protocol: TCP}], rules: {http: [{method: GET, path: /health}]}}]`);
+    const plain = cnp('plain', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "5000", protocol: TCP}]}]`);
+    e.apply([overlap, plain]);
+    expect(e.lookup('prod/web', client, 'ingress', 6, 5000)!.key.portPrefixLen).toBe(4); // hidden: the redirect has precedence
+    expect(judge(5000, 'DELETE', '/x')).toBe(true); // the plain allow on 5000 lets every request through the proxy
+    expect(judge(5001, 'DELETE', '/x')).toBe(false);
+    expect([judge(8100, 'GET', '/health'), judge(8100, 'POST', '/public'), judge(4100, 'GET', '/health')]).toEqual([true, true, false]);
+    expect([judge(9000, 'GET', '/health'), judge(9000, 'POST', '/public')]).toEqual([true, false]);
+    expect(e.l7AllowedBy('prod/web', e.lookup('prod/web', client, 'ingress', 6, 5000)!.entry.proxyPort, client, { http: { method: 'DELETE', path: '/x' } }, 5000).map((o) => o.policy.name)).toEqual(['plain']);
+    e.apply([deletePolicy('wide')]);
+    expect([judge(5000, 'DELETE', '/x'), judge(6000, 'POST', '/public'), judge(8100, 'POST', '/public'), judge(8100, 'GET', '/health')]).toEqual(['no proxy', undefined, false, true]);
+    expect(e.redirects('prod/web').every((r) => r.port >= 8000 && r.port <= 9000)).toBe(true);
+  });
+
   it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {
     const e = new Engine();
     e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic]);

@@ -177,6 +177,23 @@ describe('L7 redirects and tables', () => {
     expect([again.deltas.length, again.l7Deltas.length]).toEqual([0, 0]);
   });
 
+  it('a restart on pinned maps keeps the proxy ports of a port range\'s prefix redirects', () => {
+    // 4000-8191: prefixes 4000/11 .. 4096/4, each a redirect with its own proxy port.
+    const range = cnp('range', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "4000", endPort: 8191, protocol: TCP}], rules: {http: [{method: GET}]}}]`);
+    const events: EngineEvent[] = [local(pod('web-1', { app: 'web' })), remote(pod('client', { app: 'client' })), range];
+    const backend = new MemoryBackend();
+    const first = new Engine();
+    applyChangeSet(backend, first.apply(events));
+    const ports = (e: Engine) => e.redirects('prod/web-1').map((r) => `${r.port}/${r.portPrefixLen ?? 16}:${r.proxyPort}`);
+    expect(ports(first).length).toBeGreaterThan(1);
+    expect(ports(first)).toContain('4096/4:' + String(first.redirects('prod/web-1').find((r) => r.port === 4096)!.proxyPort));
+    // Restarted with another redirect learnt first: it must not take a port the pinned range entries hold.
+    const restarted = new Engine({ proxyPortAllocator: proxyPortsFromMaps(backend) });
+    restarted.apply([events[0]!, events[1]!, httpGetPublic, range]);
+    expect(ports(restarted).filter((p) => !p.startsWith('80/'))).toEqual(ports(first));
+    expect(reconcile(restarted, backend)).toMatchObject({ deletes: 0, created: 0, removed: 0 }); // only port 80's new entries are written
+  });
+
   it('a restart on pinned maps keeps every proxy port still in use, so reconcile writes nothing for them', () => {
     const kafka = cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "9092", protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`);
     const events: EngineEvent[] = [local(pod('web-1', { app: 'web' })), local(pod('web-2', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic, kafka];

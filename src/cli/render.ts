@@ -185,7 +185,7 @@ export function labelsOfEngine(engine: { identityLabels(id: number): readonly { 
 }
 
 interface L7RowLike {
-  readonly redirect: { direction: string; protocol: number; port: number; parser: string; proxyPort: number };
+  readonly redirect: { direction: string; protocol: number; port: number; portPrefixLen?: number; parser: string; proxyPort: number };
   readonly peer: number;
   readonly policy: L7Policy;
 }
@@ -201,6 +201,11 @@ function l7RulesText(policy: L7Policy): string {
     .join(' | ');
 }
 
+/** The last port of a redirected port prefix. */
+function redirectEndPort(port: number, prefixLen: number): number {
+  return port + 2 ** (16 - prefixLen) - 1;
+}
+
 /** One L7 table row in JSON: which redirect, which peer, what the proxy allows. */
 export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
   const r = row.redirect;
@@ -208,6 +213,7 @@ export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): R
     direction: r.direction,
     protocol: PROTOCOL_NAMES[r.protocol] ?? r.protocol,
     port: r.port,
+    ...(r.portPrefixLen === undefined ? {} : { endPort: redirectEndPort(r.port, r.portPrefixLen) }),
     parser: r.parser,
     proxyPort: r.proxyPort,
     peer: row.peer,
@@ -225,7 +231,8 @@ export function renderL7Policies(
   if (proxies.length === 0) return 'no L7 redirects';
   const out: string[] = [];
   for (const { redirect: r, policies } of proxies) {
-    out.push(`${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${r.port} -> ${r.parser} proxy on port ${r.proxyPort}`);
+    const ports = r.portPrefixLen === undefined ? `${r.port}` : `${r.port}-${redirectEndPort(r.port, r.portPrefixLen)}`;
+    out.push(`${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${ports} -> ${r.parser} proxy on port ${r.proxyPort}`);
     for (const p of policies) {
       const who = p.peers.map((id) => (id === 0 ? 'any peer' : `${id} ${labelsOf(id).filter(shownInTable).join(',')}`)).join('; ');
       out.push(`  ${l7RulesText(p.policy)}`);

@@ -5,7 +5,7 @@ import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import { originsOf } from './contribution.js';
 import { ChangeSet, IpcacheDelta, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
-import { diffMaps, EntryChange, L7Change, L7Row, mapDelta, Redirect, redirectId, SettleResult } from './map-state.js';
+import { diffMaps, EntryChange, keyRedirect, L7Change, L7Row, mapDelta, Redirect, redirectId, SettleResult } from './map-state.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { l7ParserConflict, L7ParserConflictError, PARSER_OF_CODE } from './rule-units.js';
 import type { SharedMapState, SharedMaps } from './shared-maps.js';
@@ -17,7 +17,7 @@ export type CommitResult = Omit<ChangeSet, 'work'> & { readonly touched: Readonl
 export function concreteEntry(ports: ProxyPortAllocator, endpoint: string, key: PolicyKey, e: PolicyEntry, strict = true): PolicyEntry {
   if (e.proxyPort === 0) return e;
   const parser = PARSER_OF_CODE[e.proxyPort] as L7Parser;
-  const port = ports.portOf(endpoint, redirectId({ direction: key.direction, protocol: key.protocol, port: key.port, parser }));
+  const port = ports.portOf(endpoint, redirectId(keyRedirect(key, parser)));
   // A contribution whose redirect no kernel entry uses (it lost to another entry) has no port.
   if (port === undefined && !strict) return e;
   if (port === undefined) throw new Error(`internal: endpoint ${endpoint} has no proxy port for ${parser} on ${key.direction} ${key.protocol}/${key.port}`);
@@ -25,7 +25,8 @@ export function concreteEntry(ports: ProxyPortAllocator, endpoint: string, key: 
 }
 
 export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Redirect): RedirectInfo {
-  return { ...r, proxyPort: ports.portOf(endpoint, redirectId(r)) ?? 0 };
+  const { portPrefixLen, ...rest } = r;
+  return { ...rest, ...(portPrefixLen === 16 ? {} : { portPrefixLen }), proxyPort: ports.portOf(endpoint, redirectId(r)) ?? 0 };
 }
 
 /** What a commit with nothing to settle and no endpoint moved shares (never written to). */

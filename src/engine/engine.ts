@@ -404,18 +404,19 @@ export class Engine {
   /**
    * The proxy's verdict on a request that reached it through proxy port `proxyPort` of the
    * endpoint from `peer`: the peer's row and the any-peer row are consulted. Undefined when the
-   * port is not one of the endpoint's redirects.
+   * port is not one of the endpoint's redirects. `port` is the request's destination port: a
+   * redirected port range's proxy also applies the narrower ranges' rules covering it.
    */
-  l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): { parser: L7Parser; allowed: boolean } | undefined {
-    return this.stages.queries.l7Verdict(endpoint, proxyPort, peer, request);
+  l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): { parser: L7Parser; allowed: boolean } | undefined {
+    return this.stages.queries.l7Verdict(endpoint, proxyPort, peer, request, port);
   }
 
   /**
    * Why the proxy on `proxyPort` allows a request from `peer`: the rules that let it through,
    * either without L7 rules (they allow every request) or with L7 rules that match it.
    */
-  l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): RuleOrigin[] {
-    return this.stages.queries.l7AllowedBy(endpoint, proxyPort, peer, request);
+  l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): RuleOrigin[] {
+    return this.stages.queries.l7AllowedBy(endpoint, proxyPort, peer, request, port);
   }
 
   /** The identity of a pod (local or remote). */

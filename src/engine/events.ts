@@ -57,6 +57,8 @@ export interface RedirectInfo {
   readonly direction: 'ingress' | 'egress';
   readonly protocol: number;
   readonly port: number;
+  /** A port range's prefix (absent: the single port `port`). */
+  readonly portPrefixLen?: number;
   readonly parser: L7Parser;
   readonly proxyPort: number;
 }

@@ -5,7 +5,7 @@ import type { LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { concreteEntry, redirectInfo } from './commit.js';
-import { originsOf } from './contribution.js';
+import { Contribution, originsOf } from './contribution.js';
 import { EngineError, MapSnapshot, RedirectInfo } from './events.js';
 import type { IdentityTable } from './identities.js';
 import type { MapState, Redirect } from './map-state.js';
@@ -106,7 +106,7 @@ export class EngineQueries {
   l7Policies(endpoint: string): { redirect: RedirectInfo; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
     const out = new Map<string, { redirect: RedirectInfo; byPolicy: Map<string, { peers: IdentityId[]; policy: L7Policy }> }>();
     for (const row of this.l7Table(endpoint)) {
-      const rk = `${row.redirect.direction}/${row.redirect.protocol}/${row.redirect.port}/${row.redirect.parser}`;
+      const rk = `${row.redirect.direction}/${row.redirect.protocol}/${row.redirect.port}/${row.redirect.portPrefixLen}/${row.redirect.parser}`;
       let r = out.get(rk);
       if (!r) out.set(rk, (r = { redirect: row.redirect, byPolicy: new Map() }));
       const pk = l7PolicyKey(row.policy);
@@ -117,12 +117,18 @@ export class EngineQueries {
     return [...out.values()].map((r) => ({ redirect: r.redirect, policies: [...r.byPolicy.values()].map((p) => ({ ...p, peers: p.peers.sort((a, b) => a - b) })) }));
   }
 
-  l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): { parser: L7Parser; allowed: boolean } | undefined {
+  /**
+   * The proxy's verdict on a request to `port` (the flow's destination port): the redirect's rows
+   * for the peer and any peer, and the rules of narrower port ranges covering `port`.
+   */
+  l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): { parser: L7Parser; allowed: boolean } | undefined {
     const at = this.redirectAt(endpoint, proxyPort);
     if (!at) return undefined;
     const rows = [at.state.l7.get(`${at.id}|${peer}`), peer === ANY_IDENTITY ? undefined : at.state.l7.get(`${at.id}|${ANY_IDENTITY}`)];
     const readable = requestParser(request) === at.redirect.parser;
-    return { parser: at.redirect.parser, allowed: readable && rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request)) };
+    const byRows = rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request));
+    const allows = (c: Contribution): boolean => letsThrough(c, at.redirect.parser, request);
+    return { parser: at.redirect.parser, allowed: readable && (byRows || at.state.l7NarrowerContributions(at.redirect, peer, port).some(allows)) };
   }
 
   /** The redirect an endpoint's proxy port serves, with the map state holding its table. */
@@ -133,13 +139,12 @@ export class EngineQueries {
     return id !== undefined && redirect ? { state, id, redirect } : undefined;
   }
 
-  l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request): RuleOrigin[] {
+  l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): RuleOrigin[] {
     const at = this.redirectAt(endpoint, proxyPort);
     if (!at || requestParser(request) !== at.redirect.parser) return [];
     const out: RuleOrigin[] = [];
-    for (const c of at.state.l7Contributions(at.redirect, peer)) {
-      if (c.entry.deny || !c.origin) continue;
-      if (c.entry.proxyPort === 0 || (PARSER_OF_CODE[c.entry.proxyPort] === at.redirect.parser && c.l7 && l7Allows(c.l7, request))) for (const o of originsOf(c)) if (o) out.push(o);
+    for (const c of [...at.state.l7Contributions(at.redirect, peer), ...at.state.l7NarrowerContributions(at.redirect, peer, port)]) {
+      if (c.origin && letsThrough(c, at.redirect.parser, request)) for (const o of originsOf(c)) if (o) out.push(o);
     }
     return uniqueOrigins(out);
   }
@@ -232,4 +237,10 @@ export class EngineQueries {
       endpoints: this.s.maps.byEndpoint.size,
     };
   }
+}
+
+/** Does an NP-tier contribution let `request` through a `parser` proxy: a plain allow, or a matching L7 rule of that parser? */
+function letsThrough(c: Contribution, parser: L7Parser, request: L7Request): boolean {
+  if (c.entry.deny) return false;
+  return c.entry.proxyPort === 0 || (PARSER_OF_CODE[c.entry.proxyPort] === parser && c.l7 !== undefined && l7Allows(c.l7, request));
 }

@@ -12,7 +12,7 @@ import type { EngineContext } from './context.js';
 import { DnsCache } from './dns-cache.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import { IpKey, ipKey, ipKeyOfText, ipOfKey } from './ip-key.js';
-import type { MapState } from './map-state.js';
+import { keyRedirect, MapState } from './map-state.js';
 import type { PodTable } from './pod-table.js';
 import { PARSER_OF_CODE } from './rule-units.js';
 import { SelectorCache, SOURCE_FQDN } from './selector-cache.js';
@@ -208,7 +208,7 @@ export class FqdnStage {
     }
     const hit = probe(m.state, true, keys);
     if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
-    const redirect = { direction: 'egress' as const, protocol: hit.key.protocol, port: hit.key.port, parser: 'dns' as const };
+    const redirect = keyRedirect(hit.key, 'dns');
     // The peer's L7 row and the any-peer row (explain.ts l7Verdict / l7AllowedBy), from the raw contributions.
     for (const c of m.state.l7Contributions(redirect, peer)) {
       if (c.entry.deny) continue;

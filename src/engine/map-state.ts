@@ -164,16 +164,28 @@ export interface EntryChange {
   readonly after: PolicyEntry | undefined;
 }
 
-/** A proxy redirect of one map: traffic on (direction, protocol, port) to the `parser` proxy. */
+/**
+ * A proxy redirect of one map: traffic on (direction, protocol, port prefix) to the `parser`
+ * proxy. A port range with L7 rules is redirected by its LPM prefixes, as Cilium's map state keys
+ * a range's L4Filter (pkg/policy/types PortProtoToMaskedPorts); the proxy judges each request by
+ * its own destination port (`l7PortContributions`).
+ */
 export interface Redirect {
   readonly direction: Direction;
   readonly protocol: number;
   readonly port: number;
+  readonly portPrefixLen: number;
   readonly parser: L7Parser;
 }
 
+/** The redirect of a kernel key whose entry redirects to `parser`. */
+export function keyRedirect(key: PolicyKey, parser: L7Parser): Redirect {
+  return { direction: key.direction, protocol: key.protocol, port: key.port, portPrefixLen: key.portPrefixLen, parser };
+}
+
+/** A single port's id is the one it had before prefixes were redirected (pinned proxy ports keep it). */
 export function redirectId(r: Redirect): string {
-  return `${r.direction}/${r.protocol}/${r.port}/${r.parser}`;
+  return r.portPrefixLen === 16 ? `${r.direction}/${r.protocol}/${r.port}/${r.parser}` : `${r.direction}/${r.protocol}/${r.port}/${r.portPrefixLen}/${r.parser}`;
 }
 
 /** One row of a map's L7 tables: what the proxy of `redirect` is told for one peer identity. */
@@ -717,7 +729,7 @@ export class MapState {
   private redirectOf(key: PolicyKey, e: PolicyEntry | undefined): Redirect | undefined {
     if (e === undefined || e.proxyPort === 0) return undefined;
     const parser = parserOf(e);
-    return parser === undefined ? undefined : { direction: key.direction, protocol: key.protocol, port: key.port, parser };
+    return parser === undefined ? undefined : keyRedirect(key, parser);
   }
 
   /**
@@ -801,6 +813,26 @@ export class MapState {
   }
 
   /**
+   * The NP-tier contributions of the raw keys of `peer` (and of identity 0) inside the redirect's
+   * prefix, narrower than it, that cover `port`. The proxy judges a request by every rule whose
+   * range covers its port (cilium/proxy cilium/network_policy.cc: `PortNetworkPolicy` splits
+   * overlapping `port`..`end_port` ranges into disjoint ones holding the rules of each covering
+   * range, and `PortPolicy::forRange` ORs them with the wildcard port's),
+   * so these add to the redirect's rows for that port: e.g. a plain allow the datapath hides behind
+   * a wider redirect still lets its port's requests through. None for a single-port redirect.
+   */
+  l7NarrowerContributions(redirect: Redirect, peer: IdentityId, port: number): Contribution[] {
+    const out: Contribution[] = [];
+    for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
+      const idd = idDir(id, redirect.direction);
+      for (let len = 16; len > redirect.portPrefixLen; len--) {
+        for (const c of this.raw.get(rawKeyAt(idd, redirect.protocol, port, len))?.contribs.keys() ?? []) if (!c.origin?.tier && !COPIES.has(c)) out.push(c);
+      }
+    }
+    return out;
+  }
+
+  /**
    * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
    * peer and port, else the union of the L7 rules of the redirect's parser on that port.
    */
@@ -825,19 +857,19 @@ function someRedirect(changes: readonly EntryChange[]): boolean {
   return false;
 }
 
-/** The raw keys of `identity` that cover the redirect's port: every port prefix, then any protocol. */
+/** The raw keys of `identity` that cover the redirect's whole prefix: every broader-or-equal port prefix, then any protocol. */
 function coveringKeys(identity: IdentityId, r: Redirect): number[] {
   const idd = idDir(identity, r.direction);
   const out: number[] = [];
-  for (let len = 16; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
+  for (let len = r.portPrefixLen; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
   out.push(rawKeyAt(idd, 0, 0, 0));
   return out;
 }
 
-/** Does `key` cover the redirect's (direction, protocol, port), whatever its identity? */
+/** Does `key` cover the redirect's (direction, protocol, port prefix), whatever its identity? */
 function coversPort(key: PolicyKey, r: Redirect): boolean {
   if (key.direction !== r.direction) return false;
   if (key.protocol === 0) return true;
-  if (key.protocol !== r.protocol) return false;
+  if (key.protocol !== r.protocol || key.portPrefixLen > r.portPrefixLen) return false;
   return maskPort(r.port, key.portPrefixLen) === maskPort(key.port, key.portPrefixLen);
 }

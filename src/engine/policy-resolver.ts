@@ -100,7 +100,7 @@ function clausesOf(unit: RuleUnit, n: number, share: UnitShare): AttachedClause[
     const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
     return {
       l4: c.l4,
-      keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => [], l7 !== undefined),
+      keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => []),
       contribution: l7 ? clauseContribution(n, i, share, clauseEntry(unit.verdict, l7), l7) : plain,
     };
   });

@@ -271,17 +271,10 @@ export function resolveNamedIn(ports: readonly ContainerPort[]): NamedPortResolv
 }
 
 /**
- * The map keys (below identity and direction) an L4 match turns into. With L7 rules a range
- * becomes one exact-port key per port: a proxy redirect is per (direction, protocol, port), and a
- * redirected request must never be judged by the rules of a neighbouring port.
+ * The map keys (below identity and direction) an L4 match turns into: a range becomes its LPM
+ * prefixes, with or without L7 rules (a redirected range's proxy judges each request by its port).
  */
-export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver, exactPorts = false): readonly PortKey[] {
-  if (exactPorts && l4.kind === 'range' && l4.from !== 0) {
-    const protocols: readonly FlowProtocol[] = l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol];
-    const out: PortKey[] = [];
-    for (const p of protocols) for (let port = l4.from; port <= l4.to; port++) out.push({ protocol: PROTOCOL_NUMBER[p], port, portPrefixLen: 16 });
-    return out;
-  }
+export function portKeys(l4: L4Match, resolveNamed: NamedPortResolver): readonly PortKey[] {
   switch (l4.kind) {
     case 'all':
       return ALL_PORTS_KEYS;

@@ -203,11 +203,11 @@ export function comparableMaps(engine: Engine): Record<string, string[]> {
   return out;
 }
 
-/** Every endpoint's L7 rows: `direction/protocol/port/parser/proxyPort|peer` → policy key. */
+/** Every endpoint's L7 rows: `direction/protocol/port/portPrefixLen/parser/proxyPort|peer` → policy key. */
 export type L7Tables = Map<string, ReadonlyMap<string, string>>;
 
 export function l7RowKey(redirect: RedirectInfo, peer: number): string {
-  return `${redirect.direction}/${redirect.protocol}/${redirect.port}/${redirect.parser}/${redirect.proxyPort}|${peer}`;
+  return `${redirect.direction}/${redirect.protocol}/${redirect.port}/${redirect.portPrefixLen ?? 16}/${redirect.parser}/${redirect.proxyPort}|${peer}`;
 }
 
 export function l7Tables(engine: Engine): L7Tables {

@@ -37,9 +37,9 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
   const l4Allowed = entry !== undefined && !entry.deny;
   const proxied = l4Allowed && entry.proxyPort !== 0;
   // A redirected request is judged by the proxy listening on the entry's port, from its L7 table.
-  const verdict = proxied && flow.request ? engine.l7Verdict(endpoint, entry.proxyPort, peer, flow.request) : undefined;
+  const verdict = proxied && flow.request ? engine.l7Verdict(endpoint, entry.proxyPort, peer, flow.request, flow.port) : undefined;
   if (proxied && flow.request && !verdict) throw new Error(`${endpoint}: ${direction} entry redirects to proxy port ${entry.proxyPort}, which is none of its redirects`);
-  const l7 = verdict && flow.request && entry ? { ...verdict, allowedBy: engine.l7AllowedBy(endpoint, entry.proxyPort, peer, flow.request) } : undefined;
+  const l7 = verdict && flow.request && entry ? { ...verdict, allowedBy: engine.l7AllowedBy(endpoint, entry.proxyPort, peer, flow.request, flow.port) } : undefined;
   const allowed = l7 ? l7.allowed : l4Allowed;
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];

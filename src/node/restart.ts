@@ -1,7 +1,7 @@
 import { emptyWriteStats, MapBackend, MapRecord, WriteStats, writePlan } from '../backend/backend.js';
 import { MapWrite, planWrites } from '../backend/write-plan.js';
 import type { Engine } from '../engine/engine.js';
-import { diffMaps, redirectId } from '../engine/map-state.js';
+import { diffMaps, keyRedirect, redirectId } from '../engine/map-state.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange } from '../engine/proxy-ports.js';
 import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
 import { LookupResult, policyKeyString, sourcePrecedence } from '../model/policy-map.js';
@@ -70,7 +70,7 @@ export function proxyPortsFromMaps(backend: MapBackend, range: ProxyPortRange = 
   for (const ep of backend.endpoints()) {
     for (const { key, entry } of backend.dump(ep)) {
       const parser = entry.deny || entry.proxyPort === 0 ? undefined : parserOfRedirectPrecedence(sourcePrecedence(entry.precedence));
-      if (parser) ports.reserve(ep, redirectId({ direction: key.direction, protocol: key.protocol, port: key.port, parser }), entry.proxyPort);
+      if (parser) ports.reserve(ep, redirectId(keyRedirect(key, parser)), entry.proxyPort);
     }
   }
   return ports;

@@ -509,9 +509,6 @@ function unsanitizedHeader(r: Reader, v: unknown, path: string): string {
   return h;
 }
 
-/** Each port of a range with L7 rules becomes its own map key and redirect. */
-const MAX_L7_RANGE = 1024;
-
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
   if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
@@ -526,10 +523,6 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
   l4s.forEach((l4, i) => {
-    if (l4.kind === 'range' && l4.to - l4.from + 1 > MAX_L7_RANGE) {
-      // Cilium takes it: "not supported" (not "invalid") makes the agent drop this allow rule only.
-      r.fail(join(at(portsPath, i), 'endPort'), `a range of more than ${MAX_L7_RANGE} ports with L7 rules is not supported by distill (each port gets its own redirect)`);
-    }
     if (l4.kind === 'range' && (l4.from === 0 || fromPortZero.has(l4))) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
     // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
     if (parser === 'dns' && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');

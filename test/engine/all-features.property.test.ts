@@ -122,7 +122,7 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, p
           const hit = datapathLookup(map, id, direction, PROTOCOL_NUMBER[protocol], port);
           const l4 = hit !== undefined && !hit.entry.deny;
           const proxied = l4 && hit.entry.proxyPort !== 0;
-          const verdict = proxied && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request) : undefined;
+          const verdict = proxied && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
           if (verdict) stats.l7++;
           const allowed = verdict ? verdict.allowed : l4;
           stats.kernelFlows++;

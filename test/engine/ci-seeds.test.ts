@@ -48,7 +48,7 @@ function checkEveryFlow(engine: Engine, state: ClusterState, step: number): numb
             const l4Allowed = hit !== undefined && !hit.entry.deny;
             const proxyPort = hit?.entry.proxyPort ?? 0;
             const proxied = l4Allowed && proxyPort !== 0;
-            const verdict = proxied && request ? engine.l7Verdict(ep, proxyPort, peerId, request) : undefined;
+            const verdict = proxied && request ? engine.l7Verdict(ep, proxyPort, peerId, request, port) : undefined;
             const allowed = verdict ? verdict.allowed : l4Allowed;
             flows++;
             expect({ step, ep, peerName, direction, protocol, port, request, allowed, proxied }).toEqual({ step, ep, peerName, direction, protocol, port, request, allowed: naive.allowed, proxied: naive.proxied });

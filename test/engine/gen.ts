@@ -50,6 +50,10 @@ export const PROBE_PORTS: readonly { protocol: FlowProtocol; port: number }[] = 
   { protocol: 'ICMP', port: 8 },
   { protocol: 'TCP', port: 9092 },
   { protocol: 'TCP', port: 85 },
+  // L7 port ranges 4096-8191 and 8000-9000: only the first, both, only the second.
+  { protocol: 'TCP', port: 4096 },
+  { protocol: 'TCP', port: 8191 },
+  { protocol: 'TCP', port: 9000 },
 ];
 
 /** Requests sampled flows may carry: each matches some generated L7 rules and misses others. */
@@ -132,6 +136,7 @@ const ciliumPort = fc.constantFrom<Record<string, unknown>>(
   { port: 'http' },
   { port: '0', protocol: 'UDP' },
   { port: '443' },
+  { port: '8080', protocol: 'TCP' },
 );
 const httpRules: Record<string, unknown>[] = [
   { ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } },
@@ -145,6 +150,10 @@ const httpRules: Record<string, unknown>[] = [
   { ports: [{ port: '80', endPort: 85, protocol: 'TCP' }, { port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'fetch' }] } },
   { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ topic: 'orders' }, { apiKey: 'fetch' }] } },
   { ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ role: 'consume', clientID: 'billing' }] } },
+  // Wide overlapping ranges with different rules (one redirect per prefix, not per port): a
+  // request is judged by every range covering its port, and by the plain allow on 8080 inside them.
+  { ports: [{ port: '4096', endPort: 8191, protocol: 'TCP' }], rules: { http: [{ method: 'POST', path: '/api/.*' }] } },
+  { ports: [{ port: '8000', endPort: 9000, protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } },
 ];
 const dnsRules: Record<string, unknown>[] = [
   { ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: '*' }] } },

@@ -93,13 +93,13 @@ describe('L7 redirects and tables', () => {
     const [client, admin] = ['prod/client', 'prod/admin'].map((p) => e.identityOfPod(p)!);
     const port = e.lookup('prod/web', admin!, 'ingress', 6, 80)!.entry.proxyPort;
     expect(port).toBe(10000); // the any-peer redirect outranks the admin's plain allow
-    const verdict = (peer: number, method: string, path: string) => e.l7Verdict('prod/web', port, peer, { http: { method, path } })?.allowed;
+    const verdict = (peer: number, method: string, path: string) => e.l7Verdict('prod/web', port, peer, { http: { method, path } }, 80)?.allowed;
     expect(verdict(admin!, 'DELETE', '/x')).toBe(true);
     expect(verdict(client!, 'GET', '/public')).toBe(true);
     expect(verdict(client!, 'GET', '/health')).toBe(true); // the any-peer row applies too
     expect(verdict(client!, 'DELETE', '/x')).toBe(false);
-    expect(e.l7Verdict('prod/web', port, client!, { dns: { name: 'x.io' } })?.allowed).toBe(false);
-    expect(e.l7Verdict('prod/web', 4242, client!, { http: { method: 'GET', path: '/' } })).toBeUndefined();
+    expect(e.l7Verdict('prod/web', port, client!, { dns: { name: 'x.io' } }, 80)?.allowed).toBe(false);
+    expect(e.l7Verdict('prod/web', 4242, client!, { http: { method: 'GET', path: '/' } }, 80)).toBeUndefined();
     const rows = e.l7Table('prod/web').map((r) => [r.peer, r.policy.allowAll]);
     expect(rows).toEqual(expect.arrayContaining([[admin, true], [client, false], [0, false]]));
     // The proxy's view groups peers by policy: identity sets per distinct L7 policy.
@@ -120,13 +120,46 @@ describe('L7 redirects and tables', () => {
       cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", endPort: 81, protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`),
     ]);
     const client = e.identityOfPod('prod/client')!;
-    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.proxyPort])).toEqual([['kafka', 80, 10000], ['kafka', 81, 10001]]);
+    // One redirect for the range's prefix 80/15, as Cilium keeps one redirect per L4Filter.
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.portPrefixLen, r.proxyPort])).toEqual([['kafka', 80, 15, 10000]]);
     const cs = e.apply([httpGetPublic]);
-    // The Kafka redirect of port 80 loses every entry, so its port is released and its table dropped.
-    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.proxyPort])).toEqual([['http', 80, 10002], ['kafka', 81, 10001]]);
-    expect(cs.deltas.map((d) => [d.op, d.key.port, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 80, 10002, 10000]]);
-    expect(cs.l7Deltas.map((d) => [d.op, d.redirect.parser])).toEqual(expect.arrayContaining([['upsert', 'http'], ['delete', 'kafka']]));
-    expect(e.l7Verdict('prod/web', 10002, client, { http: { method: 'GET', path: '/public' } })?.allowed).toBe(true);
+    // Port 80 gets its own HTTP entry and redirect; the Kafka range's redirect keeps serving 81.
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.portPrefixLen, r.proxyPort])).toEqual([['kafka', 80, 15, 10000], ['http', 80, undefined, 10001]]);
+    expect(cs.deltas.map((d) => [d.op, d.key.port, d.key.portPrefixLen, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 80, 16, 10001, undefined]]);
+    expect(new Set(cs.l7Deltas.map((d) => `${d.op} ${d.redirect.parser}`))).toEqual(new Set(['upsert http']));
+    expect(e.l7Verdict('prod/web', 10000, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 81)?.allowed).toBe(true);
+    expect(e.l7Verdict('prod/web', 10001, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 80)?.allowed).toBe(false);
+    expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } }, 80)?.allowed).toBe(true);
+  });
+
+  it('a port range with L7 rules is one redirect per LPM prefix, and each request is judged by every range covering its port', () => {
+    const e = new Engine();
+    const wide = cnp('wide', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "4096", endPort: 8191, protocol: TCP}], rules: {http: [{method: POST, path: /public}]}}]`);
+    e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), wide]);
+    const client = e.identityOfPod('prod/client')!;
+    // cilium-cli's client-egress-l7-method-port-range: 4096 ports, one prefix, one proxy listener (not 4096).
+    expect(e.redirects('prod/web').map((r) => [r.port, r.portPrefixLen, r.parser])).toEqual([[4096, 4, 'http']]);
+    expect([...e.mapState('prod/web').values()].filter((r) => r.entry.proxyPort !== 0).map((r) => [r.key.port, r.key.portPrefixLen])).toEqual([[4096, 4]]);
+    const judge = (port: number, method: string, path: string): boolean | 'no proxy' | undefined => {
+      const hit = e.lookup('prod/web', client, 'ingress', 6, port);
+      if (!hit || hit.entry.deny) return undefined;
+      if (hit.entry.proxyPort === 0) return 'no proxy';
+      return e.l7Verdict('prod/web', hit.entry.proxyPort, client, { http: { method, path } }, port)?.allowed;
+    };
+    expect([judge(4096, 'POST', '/public'), judge(8191, 'POST', '/public'), judge(6000, 'GET', '/public'), judge(8192, 'POST', '/public')]).toEqual([true, true, false, undefined]);
+    // An overlapping range with other rules, and a plain allow on 5000 the datapath hides behind the wider redirect.
+    const overlap = cnp('overlap', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "8000", endPort: 9000, protocol: TCP}], rules: {http: [{method: GET, path: /health}]}}]`);
+    const plain = cnp('plain', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "5000", protocol: TCP}]}]`);
+    e.apply([overlap, plain]);
+    expect(e.lookup('prod/web', client, 'ingress', 6, 5000)!.key.portPrefixLen).toBe(4); // hidden: the redirect has precedence
+    expect(judge(5000, 'DELETE', '/x')).toBe(true); // the plain allow on 5000 lets every request through the proxy
+    expect(judge(5001, 'DELETE', '/x')).toBe(false);
+    expect([judge(8100, 'GET', '/health'), judge(8100, 'POST', '/public'), judge(4100, 'GET', '/health')]).toEqual([true, true, false]);
+    expect([judge(9000, 'GET', '/health'), judge(9000, 'POST', '/public')]).toEqual([true, false]);
+    expect(e.l7AllowedBy('prod/web', e.lookup('prod/web', client, 'ingress', 6, 5000)!.entry.proxyPort, client, { http: { method: 'DELETE', path: '/x' } }, 5000).map((o) => o.policy.name)).toEqual(['plain']);
+    e.apply([deletePolicy('wide')]);
+    expect([judge(5000, 'DELETE', '/x'), judge(6000, 'POST', '/public'), judge(8100, 'POST', '/public'), judge(8100, 'GET', '/health')]).toEqual(['no proxy', undefined, false, true]);
+    expect(e.redirects('prod/web').every((r) => r.port >= 8000 && r.port <= 9000)).toBe(true);
   });
 
   it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {
@@ -142,6 +175,23 @@ describe('L7 redirects and tables', () => {
     // Re-applying the same policy is a no-op, also for the L7 tables.
     const again = e.apply([httpGetPublic]);
     expect([again.deltas.length, again.l7Deltas.length]).toEqual([0, 0]);
+  });
+
+  it('a restart on pinned maps keeps the proxy ports of a port range\'s prefix redirects', () => {
+    // 4000-8191: prefixes 4000/11 .. 4096/4, each a redirect with its own proxy port.
+    const range = cnp('range', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "4000", endPort: 8191, protocol: TCP}], rules: {http: [{method: GET}]}}]`);
+    const events: EngineEvent[] = [local(pod('web-1', { app: 'web' })), remote(pod('client', { app: 'client' })), range];
+    const backend = new MemoryBackend();
+    const first = new Engine();
+    applyChangeSet(backend, first.apply(events));
+    const ports = (e: Engine) => e.redirects('prod/web-1').map((r) => `${r.port}/${r.portPrefixLen ?? 16}:${r.proxyPort}`);
+    expect(ports(first).length).toBeGreaterThan(1);
+    expect(ports(first)).toContain('4096/4:' + String(first.redirects('prod/web-1').find((r) => r.port === 4096)!.proxyPort));
+    // Restarted with another redirect learnt first: it must not take a port the pinned range entries hold.
+    const restarted = new Engine({ proxyPortAllocator: proxyPortsFromMaps(backend) });
+    restarted.apply([events[0]!, events[1]!, httpGetPublic, range]);
+    expect(ports(restarted).filter((p) => !p.startsWith('80/'))).toEqual(ports(first));
+    expect(reconcile(restarted, backend)).toMatchObject({ deletes: 0, created: 0, removed: 0 }); // only port 80's new entries are written
   });
 
   it('a restart on pinned maps keeps every proxy port still in use, so reconcile writes nothing for them', () => {

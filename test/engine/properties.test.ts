@@ -156,8 +156,8 @@ function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
     const l4Allowed = hit !== undefined && !hit.entry.deny;
     const proxied = l4Allowed && hit!.entry.proxyPort !== 0;
     // A redirected request goes to the proxy on the entry's port, which decides from its L7 table.
-    const verdict = proxied && request ? engine.l7Verdict(ep, hit!.entry.proxyPort, peerId, request) : undefined;
-    const l7 = verdict && request ? { ...verdict, allowedBy: engine.l7AllowedBy(ep, hit!.entry.proxyPort, peerId, request) } : undefined;
+    const verdict = proxied && request ? engine.l7Verdict(ep, hit!.entry.proxyPort, peerId, request, port) : undefined;
+    const l7 = verdict && request ? { ...verdict, allowedBy: engine.l7AllowedBy(ep, hit!.entry.proxyPort, peerId, request, port) } : undefined;
     if (proxied && request) l7Checked++;
     const allowed = l7 ? l7.allowed : l4Allowed;
     if (peer.kind === 'node') nodeFlows++;

@@ -33,11 +33,4 @@ describe('portKeys', () => {
       { numRuns: 2000 },
     );
   });
-
-  it('every port of the clause is one exact key when L7 rules need exact ports', () => {
-    expect(portKeys({ kind: 'range', protocol: 'TCP', from: 80, to: 81 }, () => [], true)).toEqual([
-      { protocol: 6, port: 80, portPrefixLen: 16 },
-      { protocol: 6, port: 81, portPrefixLen: 16 },
-    ]);
-  });
 });

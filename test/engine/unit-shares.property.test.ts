@@ -40,7 +40,7 @@ function explained(engine: Engine): string[] {
     for (const { key } of engine.mapState(ep).values()) out.push(`${ep} ${who(key.identity)} ${policyKeyString({ ...key, identity: 0 })}: ${rules(engine.contributors(ep, key).map((c) => c.origin))}`);
     const peers = [...new Set(engine.l7Table(ep).map((row) => row.peer))];
     for (const r of engine.redirects(ep)) {
-      for (const peer of peers) for (const [i, request] of REQUESTS.entries()) if (request) out.push(`${ep} L7 ${r.direction}/${r.protocol}/${r.port}/${r.parser} ${who(peer)} #${i}: ${rules(engine.l7AllowedBy(ep, r.proxyPort, peer, request))}`);
+      for (const peer of peers) for (const [i, request] of REQUESTS.entries()) if (request) out.push(`${ep} L7 ${r.direction}/${r.protocol}/${r.port}/${r.parser} ${who(peer)} #${i}: ${rules(engine.l7AllowedBy(ep, r.proxyPort, peer, request, r.port))}`);
     }
   }
   return out.sort();

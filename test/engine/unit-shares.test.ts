@@ -120,9 +120,9 @@ spec:
     const client = e.identityOfPod('prod/c3')!;
     const proxyPort = e.lookup('prod/web', client, 'ingress', 6, 80)!.entry.proxyPort;
     const request = { http: { method: 'GET', path: '/public', host: 'web', headers: {} } };
-    expect(rules(e.l7AllowedBy('prod/web', proxyPort, client, request))).toEqual(['CiliumNetworkPolicy/prod/p0 spec.ingress[0]', 'CiliumNetworkPolicy/prod/p1 spec.ingress[0]']);
+    expect(rules(e.l7AllowedBy('prod/web', proxyPort, client, request, 80))).toEqual(['CiliumNetworkPolicy/prod/p0 spec.ingress[0]', 'CiliumNetworkPolicy/prod/p1 spec.ingress[0]']);
     const gone = e.apply([del('p0')]);
     expect([gone.deltas, gone.l7Deltas]).toEqual([[], []]);
-    expect(rules(e.l7AllowedBy('prod/web', proxyPort, client, request))).toEqual(['CiliumNetworkPolicy/prod/p1 spec.ingress[0]']);
+    expect(rules(e.l7AllowedBy('prod/web', proxyPort, client, request, 80))).toEqual(['CiliumNetworkPolicy/prod/p1 spec.ingress[0]']);
   });
 });

@@ -459,14 +459,15 @@ export class PolicyResolver implements NamedPortListener {
       const id = added[i] as IdentityId;
       const n = s.targets.get(id) ?? 0;
       s.targets.set(id, n + 1);
-      if (n === 0) this.contributePeer(s, id, +1);
+      // The adopters' map states directly: a peer change is rare, so each layer it runs is code in its first executions.
+      if (n === 0) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.contribute(s, id, m, +1);
     }
     for (let i = 0; i < removed.length; i++) {
       const id = removed[i] as IdentityId;
       const n = s.targets.get(id) ?? 0;
       if (n === 0) throw new Error(`internal: unit lost peer ${id} it never had`);
       if (n === 1) {
-        this.contributePeer(s, id, -1);
+        for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.contribute(s, id, m, -1);
         s.targets.delete(id);
       } else {
         s.targets.set(id, n - 1);

@@ -25,6 +25,7 @@ import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheO
 import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { checkEngineOptions, validateBatch } from './validate.js';
+import { BoundaryCopier } from './boundary-copy.js';
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
@@ -90,6 +91,7 @@ export class Engine {
   private failure: Error | null = null;
   /** The endpoints of a restored DNS cache, until the first transaction tells which are still local pods. */
   private restoredEndpoints: string[] | null = null;
+  private readonly copier = new BoundaryCopier();
   /** Derived state, rebuilt from `model` after an internal error. */
   private stages!: Stages;
   readonly mapCapacity: number;
@@ -138,9 +140,10 @@ export class Engine {
    * log; any other exception (an internal error) makes the engine rebuild its stages from the
    * committed model, with the same identity numbers and proxy ports, before it propagates.
    */
-  apply(events: readonly EngineEvent[]): ChangeSet {
+  apply(given: readonly EngineEvent[]): ChangeSet {
     if (this.failure) throw new EngineFailedError(this.failure);
-    validateBatch(this.model, events);
+    validateBatch(this.model, given);
+    const events = this.copier.events(given);
     const before = { ...this.statsCounters };
     const mark = this.allocator.mark();
     this.proxyPorts.begin();

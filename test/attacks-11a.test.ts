@@ -62,3 +62,34 @@ describe('finding 300: the engine keeps no object the caller may change later', 
     expect(e.identityOfIp(parseIp('10.0.0.9'))).not.toBe(e.identityOfPod('default/a'));
   });
 });
+
+describe('finding 301: labels given as a Map (or class instance) are refused, not read as no labels', () => {
+  /** db accepts everyone but the namespaces labelled team=red. */
+  const denyRed = () =>
+    parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'deny-red' },
+      spec: { endpointSelector: { matchLabels: { role: 'db' } }, ingress: [{ fromEntities: ['all'] }],
+        ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'io.cilium.k8s.namespace.labels.team': 'red' } }] }] } }, 't');
+
+  it('a namespace whose labels are a Map: refused, nothing changes (it used to be a namespace without team=red, let in)', () => {
+    const e = new Engine();
+    e.apply([ns('default'), { type: 'upsertPolicy', policy: denyRed() }, { type: 'upsertPod', pod: pod('db', { role: 'db' }, '10.0.0.1'), local: true }]);
+    const before = maps(e);
+    const red = new Map([['team', 'red']]) as unknown as Record<string, string>;
+    const intruder: Pod = { ...pod('x', {}, '10.0.0.7'), namespace: 'red' };
+    expect(() => e.apply([ns('red', red), { type: 'upsertPod', pod: intruder }])).toThrow(/event #0 \(upsertNamespace\): labels must be a plain object/);
+    expect(maps(e)).toEqual(before);
+    expect(e.identityOfPod('red/x')).toBeUndefined();
+  });
+
+  it('pod labels and identity labels likewise; Object.create(null) records are accepted', () => {
+    const e = new Engine();
+    e.apply([ns('default')]);
+    class Labels { app = 'web'; }
+    expect(() => e.apply([{ type: 'upsertPod', pod: pod('a', new Labels() as unknown as Record<string, string>, '10.0.0.2') }])).toThrow(/pod\.labels must be a plain object/);
+    const bare = Object.assign(Object.create(null) as Record<string, string>, { app: 'web' });
+    e.apply([{ type: 'upsertPod', pod: pod('a', bare, '10.0.0.2') }]);
+    expect(e.identityLabels(e.identityOfPod('default/a')!)?.some((l) => l.key === 'app' && l.value === 'web')).toBe(true);
+    const x = new Engine({ identitySource: 'external' });
+    expect(() => x.apply([{ type: 'upsertIdentity', id: 300, labels: new Map([['k8s:app', 'web']]) as unknown as Record<string, string> }])).toThrow(EngineError);
+  });
+});

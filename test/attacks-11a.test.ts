@@ -93,3 +93,36 @@ describe('finding 301: labels given as a Map (or class instance) are refused, no
     expect(() => x.apply([{ type: 'upsertIdentity', id: 300, labels: new Map([['k8s:app', 'web']]) as unknown as Record<string, string> }])).toThrow(EngineError);
   });
 });
+
+describe('finding 302: a parsed policy cannot be changed after parseManifest', () => {
+  const denyAll = () =>
+    parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'deny', namespace: 'default' },
+      spec: { endpointSelector: { matchLabels: { role: 'db' } }, ingress: [{ fromEntities: ['all'] }], ingressDeny: [{ fromEntities: ['all'] }] } }, 't');
+
+  it('its rules, peers and ports are frozen: the engine never sees a shape the reader did not make', () => {
+    const p = denyAll();
+    const rule = p.rules.find((r) => r.verdict === 'deny')!;
+    expect(() => { (rule as { verdict: string }).verdict = 'allow'; }).toThrow(TypeError);
+    expect(() => { (p.rules as unknown[]).pop(); }).toThrow(TypeError);
+    expect(() => { (rule.peers as unknown[]).length = 0; }).toThrow(TypeError);
+    expect(p.rules.filter((r) => r.verdict === 'deny')).toHaveLength(1);
+  });
+
+  it('a policy changed in place after upsert cannot reach the maps through a rebuild', () => {
+    let fault = false;
+    const e = new Engine({ faultHook: () => { if (fault) { fault = false; throw new Error('injected'); } } });
+    const p = denyAll();
+    e.apply([ns('default'), { type: 'upsertPolicy', policy: p }, { type: 'upsertPod', pod: pod('db', { role: 'db' }, '10.0.0.1'), local: true }, { type: 'upsertPod', pod: pod('a', { app: 'web' }, '10.0.0.2') }]);
+    expect(dbAdmits(e, 'a')).toBe(false);
+    try { (p.rules as unknown[]).splice(0, p.rules.length, ...p.rules.filter((r) => r.verdict === 'allow')); } catch { /* frozen */ }
+    fault = true;
+    expect(() => e.apply([ns('x')])).toThrow('injected');
+    expect(dbAdmits(e, 'a')).toBe(false);
+  });
+
+  it("the manifest document stays the caller's (not frozen)", () => {
+    const doc = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'default' }, spec: { podSelector: {} } };
+    parseManifest(doc, 't');
+    expect(Object.isFrozen(doc) || Object.isFrozen(doc.spec)).toBe(false);
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Engine, EngineError, parseIp, parseManifest } from '../src/index.js';
+import { applyChangeSet, Engine, EngineError, MemoryBackend, parseIp, parseManifest, reconcile } from '../src/index.js';
 import type { EngineEvent, Pod } from '../src/index.js';
 
 const ns = (name: string, labels: Record<string, string> = {}): EngineEvent => ({ type: 'upsertNamespace', name, labels });
@@ -124,5 +124,49 @@ describe('finding 302: a parsed policy cannot be changed after parseManifest', (
     const doc = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'default' }, spec: { podSelector: {} } };
     parseManifest(doc, 't');
     expect(Object.isFrozen(doc) || Object.isFrozen(doc.spec)).toBe(false);
+  });
+});
+
+describe('finding 303: what the engine returns cannot change what it holds', () => {
+  const events = (): EngineEvent[] => [...base(), { type: 'upsertPod', pod: pod('a', { app: 'web' }, '10.0.0.2') }];
+  const written = (b: MemoryBackend) => b.endpoints().map((ep) => [ep, b.dump(ep)]);
+
+  it("a delta's key changed in place by the caller does not move the engine's later delete", () => {
+    const e = new Engine();
+    const b = new MemoryBackend();
+    const cs = e.apply(events());
+    applyChangeSet(b, cs);
+    const d = cs.deltas.find((x) => x.key.identity === e.identityOfPod('default/a'))!;
+    try { (d.key as { port: number }).port = 8080; } catch { /* frozen */ }
+    applyChangeSet(b, e.apply([{ type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'default', name: 'p' } }]));
+    const fresh = new Engine();
+    const want = new MemoryBackend();
+    fresh.apply(events());
+    fresh.apply([{ type: 'deletePolicy', ref: { kind: 'NetworkPolicy', namespace: 'default', name: 'p' } }]);
+    reconcile(fresh, want);
+    expect(written(b)).toEqual(written(want));
+  });
+
+  it('the map snapshot is a copy: deleting from it or changing a record leaves the engine (and reconcile) alone', () => {
+    const e = new Engine();
+    e.apply(events());
+    const before = [...e.mapState('default/db')].map(([k, r]) => [k, { ...r.entry }]);
+    const snap = e.mapState('default/db') as Map<string, { entry: { deny: boolean; precedence: number } }>;
+    const [k0, r0] = [...snap][0]!;
+    try { r0.entry.precedence = 0; } catch { /* frozen */ }
+    snap.delete(k0);
+    expect([...e.mapState('default/db')].map(([k, r]) => [k, { ...r.entry }])).toEqual(before);
+    const b = new MemoryBackend();
+    reconcile(e, b);
+    expect(b.dump('default/db')).toHaveLength(before.length);
+  });
+
+  it("an identity's labels as returned cannot be edited", () => {
+    const e = new Engine();
+    e.apply(events());
+    const id = e.identityOfPod('default/a')!;
+    const labels = e.identityLabels(id)!;
+    try { (labels[0] as { value: string }).value = 'x'; (labels as unknown[]).length = 0; } catch { /* frozen */ }
+    expect(e.identityLabels(id)!.some((l) => l.key === 'app' && l.value === 'web')).toBe(true);
   });
 });

@@ -1,7 +1,9 @@
 import type { IpAddress } from '../model/cidr.js';
 import type { Pod } from '../model/cluster.js';
 import type { ContainerPort } from '../model/ports.js';
-import type { EngineEvent } from './events.js';
+import type { LabelSet } from '../model/labels.js';
+import type { LookupResult } from '../model/policy-map.js';
+import type { EngineEvent, MapDelta, MapSnapshot } from './events.js';
 
 type Labels = Readonly<Record<string, string>>;
 
@@ -85,4 +87,37 @@ function ipList(list: readonly IpAddress[]): readonly IpAddress[] {
 
 function port(p: ContainerPort): ContainerPort {
   return Object.freeze(p.name === undefined ? { port: p.port, protocol: p.protocol } : { name: p.name, port: p.port, protocol: p.protocol });
+}
+
+/**
+ * Finding 303: what the engine returns shares objects with its own state (map records and their
+ * keys, identity label sets): they are frozen before they leave, so a caller changing one (a
+ * backend normalising a key in place) cannot change what the engine holds and later deletes.
+ */
+export function frozenRecord<T extends { readonly key: object; readonly entry: object }>(r: T): T {
+  if (Object.isFrozen(r)) return r;
+  Object.freeze(r.key);
+  Object.freeze(r.entry);
+  return Object.freeze(r);
+}
+
+export function freezeDeltas(deltas: readonly MapDelta[]): void {
+  for (let i = 0; i < deltas.length; i++) {
+    const d = deltas[i] as MapDelta;
+    if (d.previous !== undefined) Object.freeze(d.previous);
+    frozenRecord(d);
+  }
+  Object.freeze(deltas);
+}
+
+export function frozenSnapshot(m: MapSnapshot): MapSnapshot {
+  const out = new Map<string, LookupResult>();
+  for (const [k, r] of m) out.set(k, frozenRecord(r));
+  return out;
+}
+
+export function frozenLabels(labels: LabelSet | undefined): LabelSet | undefined {
+  if (labels === undefined || Object.isFrozen(labels)) return labels;
+  for (const l of labels) Object.freeze(l);
+  return Object.freeze(labels);
 }

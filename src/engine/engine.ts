@@ -25,7 +25,7 @@ import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheO
 import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { checkEngineOptions, validateBatch } from './validate.js';
-import { BoundaryCopier } from './boundary-copy.js';
+import { BoundaryCopier, freezeDeltas, frozenLabels, frozenRecord, frozenSnapshot } from './boundary-copy.js';
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
@@ -168,6 +168,7 @@ export class Engine {
     this.statsCounters.events += events.length;
     this.statsCounters.deltas += result.deltas.length;
     this.statsCounters.l7Deltas += result.l7Deltas.length;
+    freezeDeltas(result.deltas);
     return {
       deltas: result.deltas,
       l7Deltas: result.l7Deltas,
@@ -374,7 +375,7 @@ export class Engine {
 
   /** An endpoint's policy map as the kernel would hold it (redirects carry its proxy ports). */
   mapState(endpoint: string): MapSnapshot {
-    return this.stages.queries.mapState(endpoint);
+    return frozenSnapshot(this.stages.queries.mapState(endpoint));
   }
 
   /** The endpoint's proxy redirects and the port each listens on. */
@@ -437,7 +438,7 @@ export class Engine {
   }
 
   identityLabels(id: IdentityId): LabelSet | undefined {
-    return this.stages.queries.identityLabels(id);
+    return frozenLabels(this.stages.queries.identityLabels(id));
   }
 
   /** Every identity currently allocated, reserved ones included. */
@@ -447,7 +448,8 @@ export class Engine {
 
   /** The datapath's verdict for traffic between `endpoint` and a peer identity. */
   lookup(endpoint: string, peer: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
-    return this.stages.queries.lookup(endpoint, peer, direction, protocol, port);
+    const r = this.stages.queries.lookup(endpoint, peer, direction, protocol, port);
+    return r === undefined ? r : frozenRecord(r);
   }
 
   /** Why an entry is in an endpoint's map: the rules contributing its key (null: the default allow). */

@@ -170,3 +170,49 @@ describe('finding 303: what the engine returns cannot change what it holds', () 
     expect(e.identityLabels(id)!.some((l) => l.key === 'app' && l.value === 'web')).toBe(true);
   });
 });
+
+describe('finding 304: what validation checks is what the engine keeps (each field read once)', () => {
+  it('a getter answering a valid pod to validation and another one later is refused or held to its first answer', () => {
+    const e = new Engine();
+    e.apply(base());
+    const before = maps(e);
+    let reads = 0;
+    const sneaky = { type: 'upsertPod', get pod() { reads++; return reads === 1 ? pod('a', { app: 'other' }, '10.0.0.2') : pod('a', { app: 'web' }, '10.0.0.2'); } } as unknown as EngineEvent;
+    e.apply([sneaky]);
+    expect(dbAdmits(e, 'a')).toBe(false);
+    expect(maps(e)).toEqual(before);
+  });
+
+  it('a labels getter is read once: the engine keeps (and validated) its first answer', () => {
+    const e = new Engine();
+    e.apply(base());
+    const before = maps(e);
+    let reads = 0;
+    const labels = Object.defineProperty({}, 'app', { enumerable: true, get: () => (++reads === 1 ? 'web' : 42) }) as Record<string, string>;
+    // One read: 'web', kept as read.
+    e.apply([{ type: 'upsertPod', pod: pod('a', labels, '10.0.0.2') }]);
+    expect(reads).toBe(1);
+    expect(e.identityLabels(e.identityOfPod('default/a')!)?.find((l) => l.key === 'app')?.value).toBe('web');
+    expect(dbAdmits(e, 'a')).toBe(true);
+    expect(maps(e)).not.toEqual(before);
+  });
+
+  it('a sparse batch is refused with the hole named, before anything runs', () => {
+    const e = new Engine();
+    e.apply(base());
+    const before = maps(e);
+    const sparse = [{ type: 'upsertPod', pod: pod('a', { app: 'web' }, '10.0.0.2') }] as EngineEvent[];
+    sparse[2] = { type: 'upsertPod', pod: pod('b', { app: 'web' }, '10.0.0.3') };
+    expect(() => e.apply(sparse)).toThrow(/event #1 \(unknown\): is not an event object/);
+    expect(maps(e)).toEqual(before);
+    expect(e.stats().transactions).toBe(1);
+  });
+
+  it('a getter that throws is a malformed event (EngineError), not an internal error', () => {
+    const e = new Engine();
+    e.apply(base());
+    const bad = { type: 'upsertPod', get pod(): Pod { throw new Error('boom'); } } as unknown as EngineEvent;
+    expect(() => e.apply([bad])).toThrow(EngineError);
+    expect(() => e.apply([bad])).toThrow(/event #0 \(upsertPod\): malformed event: boom/);
+  });
+});

@@ -1,92 +1,129 @@
-import type { IpAddress } from '../model/cidr.js';
-import type { Pod } from '../model/cluster.js';
-import type { ContainerPort } from '../model/ports.js';
 import type { LabelSet } from '../model/labels.js';
 import type { LookupResult } from '../model/policy-map.js';
-import type { EngineEvent, MapDelta, MapSnapshot } from './events.js';
+import { EngineError, type MapDelta, type MapSnapshot } from './events.js';
 
-type Labels = Readonly<Record<string, string>>;
+type Rec = Record<string, unknown>;
+
+function isRecord(v: unknown): v is Rec {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isPlain(v: unknown): v is Rec {
+  if (!isRecord(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** `{...}` without the absent keys (exact optional properties). */
+function opt<K extends string>(k: K, v: unknown): Partial<Record<K, unknown>> {
+  return v === undefined ? {} : ({ [k]: v } as Record<K, unknown>);
+}
 
 /**
- * The engine's own copies of what a caller's events carry (findings 300, 303): the engine keeps
+ * The engine's own copies of what a caller's events carry (findings 300, 304), made before
+ * validation so that what is checked is what is kept: every field is read once. The engine keeps
  * pods, labels and addresses past `apply` (the model a rebuild replays; pod-table's memo compares
- * label maps by identity), so a caller changing its object afterwards would change the engine's
- * state with no event. Cilium copies likewise (pkg/k8s converters build new objects). Policies
- * need no copy: the manifest reader freezes them (finding 302). Runs after validation.
+ * label maps by identity), so a caller changing its object afterwards (or a getter answering
+ * differently on a second read) would change the engine's state with no event. Cilium copies
+ * likewise (pkg/k8s converters build new objects). What is not of the expected shape is kept as
+ * given, for validation to refuse; policies are frozen by the reader (finding 302).
  */
 export class BoundaryCopier {
   /** The last label map given and its copy: replicas share one labels object, and keep sharing one copy. */
-  private lastGiven: Labels | null = null;
-  private lastCopy: Labels | null = null;
+  private lastGiven: Rec | null = null;
+  private lastCopy: Rec | null = null;
 
-  events(events: readonly EngineEvent[]): EngineEvent[] {
-    const out = new Array<EngineEvent>(events.length);
-    for (let i = 0; i < events.length; i++) out[i] = this.event(events[i] as EngineEvent);
-    return out;
+  /** Throws an EngineError naming the event when reading one throws (a hostile getter or Proxy). */
+  events(given: readonly unknown[]): unknown[] {
+    return Array.from(given, (e, i) => {
+      try {
+        return this.event(e);
+      } catch (err) {
+        const type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
+        throw new EngineError(i, type, `malformed event: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    });
   }
 
-  private event(e: EngineEvent): EngineEvent {
-    switch (e.type) {
+  private event(e: unknown): unknown {
+    if (!isRecord(e)) return e;
+    const type = e.type;
+    switch (type) {
       case 'upsertNamespace':
-        return { type: e.type, name: e.name, labels: this.labels(e.labels) };
+        return { type, name: e.name, labels: this.labels(e.labels) };
+      case 'deleteNamespace':
+      case 'deleteNode':
+        return { type, name: e.name };
       case 'upsertPod':
-        return e.local === undefined ? { type: e.type, pod: this.pod(e.pod) } : { type: e.type, pod: this.pod(e.pod), local: e.local };
+        return { type, pod: this.pod(e.pod), ...opt('local', e.local) };
+      case 'deletePod':
+        return { type, namespace: e.namespace, name: e.name };
+      case 'upsertPolicy':
+        return { type, policy: e.policy };
+      case 'deletePolicy': {
+        const r = e.ref;
+        return { type, ref: isRecord(r) ? Object.freeze({ kind: r.kind, name: r.name, ...opt('namespace', r.namespace) }) : r };
+      }
       case 'upsertIdentity':
-        return { type: e.type, id: e.id, labels: this.labels(e.labels) };
-      case 'upsertNode': {
-        const { name, ips, local, health, ingress, labels } = e;
+        return { type, id: e.id, labels: this.labels(e.labels) };
+      case 'deleteIdentity':
+        return { type, id: e.id };
+      case 'upsertNode':
         return {
-          type: e.type, name, ips: ipList(ips),
-          ...(local === undefined ? {} : { local }), ...(health === undefined ? {} : { health: ipList(health) }),
-          ...(ingress === undefined ? {} : { ingress: ipList(ingress) }), ...(labels === undefined ? {} : { labels: this.labels(labels) }),
+          type, name: e.name, ips: ipList(e.ips), ...opt('local', e.local), ...opt('health', ipList(e.health)),
+          ...opt('ingress', ipList(e.ingress)), ...opt('labels', e.labels === undefined ? undefined : this.labels(e.labels)),
         };
-      }
       case 'setApiServer':
-        return { type: e.type, addresses: ipList(e.addresses) };
+        return { type, addresses: ipList(e.addresses) };
       case 'dnsResponse': {
-        const { endpoint, name, ttl, server } = e;
-        return { type: e.type, endpoint, name, ips: ipList(e.ips), ttl, ...(server === undefined ? {} : { server: Object.freeze({ ip: ip(server.ip), port: server.port }) }) };
+        const sv = e.server;
+        return { type, endpoint: e.endpoint, name: e.name, ips: ipList(e.ips), ttl: e.ttl, ...opt('server', isRecord(sv) ? Object.freeze({ ip: ip(sv.ip), port: sv.port }) : sv) };
       }
+      case 'advanceTime':
+        return { type, seconds: e.seconds };
       default:
-        // Deletes and clock steps hold strings and numbers only; policies are frozen.
         return e;
     }
   }
 
-  private pod(p: Pod): Pod {
-    const copy: Pod = {
-      namespace: p.namespace, name: p.name, labels: this.labels(p.labels), ip: ip(p.ip),
-      ...(p.ips === undefined ? {} : { ips: ipList(p.ips) }), serviceAccount: p.serviceAccount, ports: Object.freeze(p.ports.map(port)),
+  private pod(p: unknown): unknown {
+    if (!isRecord(p)) return p;
+    const ports = p.ports;
+    const copy = {
+      namespace: p.namespace, name: p.name, labels: this.labels(p.labels), ip: ip(p.ip), ...opt('ips', ipList(p.ips)),
+      serviceAccount: p.serviceAccount, ports: Array.isArray(ports) ? Object.freeze(Array.from(ports, port)) : ports,
     };
     return Object.freeze(copy);
   }
 
-  private labels(given: Labels): Labels {
-    if (given === this.lastGiven && sameLabels(given, this.lastCopy as Labels)) return this.lastCopy as Labels;
-    const copy: Record<string, string> = {};
-    for (const k of Object.keys(given)) copy[k] = given[k] as string;
+  private labels(given: unknown): unknown {
+    if (!isPlain(given)) return given;
+    if (given === this.lastGiven && sameLabels(given, this.lastCopy as Rec)) return this.lastCopy;
+    const copy: Rec = {};
+    for (const k of Object.keys(given)) Object.defineProperty(copy, k, { value: given[k], enumerable: true, writable: true, configurable: true });
     this.lastGiven = given;
     return (this.lastCopy = Object.freeze(copy));
   }
 }
 
-function sameLabels(given: Labels, copy: Labels): boolean {
+function sameLabels(given: Rec, copy: Rec): boolean {
   const keys = Object.keys(given);
   if (keys.length !== Object.keys(copy).length) return false;
   for (const k of keys) if (!Object.hasOwn(copy, k) || copy[k] !== given[k]) return false;
   return true;
 }
 
-function ip(a: IpAddress): IpAddress {
-  return Object.freeze({ family: a.family, value: a.value, text: a.text });
+function ip(a: unknown): unknown {
+  return isRecord(a) ? Object.freeze({ family: a.family, value: a.value, text: a.text }) : a;
 }
 
-function ipList(list: readonly IpAddress[]): readonly IpAddress[] {
-  return Object.freeze(list.map(ip));
+/** Holes become undefined, which validation refuses (a sparse list's forEach would skip them). */
+function ipList(list: unknown): unknown {
+  return Array.isArray(list) ? Object.freeze(Array.from(list, ip)) : list;
 }
 
-function port(p: ContainerPort): ContainerPort {
-  return Object.freeze(p.name === undefined ? { port: p.port, protocol: p.protocol } : { name: p.name, port: p.port, protocol: p.protocol });
+function port(p: unknown): unknown {
+  return isRecord(p) ? Object.freeze({ ...opt('name', p.name), port: p.port, protocol: p.protocol }) : p;
 }
 
 /**

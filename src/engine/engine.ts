@@ -142,8 +142,10 @@ export class Engine {
    */
   apply(given: readonly EngineEvent[]): ChangeSet {
     if (this.failure) throw new EngineFailedError(this.failure);
-    validateBatch(this.model, given);
-    const events = this.copier.events(given);
+    if (!Array.isArray(given)) validateBatch(this.model, given);
+    const copies = this.copier.events(given);
+    validateBatch(this.model, copies);
+    const events = copies as EngineEvent[];
     const before = { ...this.statsCounters };
     const mark = this.allocator.mark();
     this.proxyPorts.begin();

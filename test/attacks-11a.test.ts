@@ -151,7 +151,7 @@ describe('finding 303: what the engine returns cannot change what it holds', () 
     const e = new Engine();
     e.apply(events());
     const before = [...e.mapState('default/db')].map(([k, r]) => [k, { ...r.entry }]);
-    const snap = e.mapState('default/db') as Map<string, { entry: { deny: boolean; precedence: number } }>;
+    const snap = e.mapState('default/db') as unknown as Map<string, { entry: { deny: boolean; precedence: number } }>;
     const [k0, r0] = [...snap][0]!;
     try { r0.entry.precedence = 0; } catch { /* frozen */ }
     snap.delete(k0);

@@ -35,14 +35,17 @@ export class BoundaryCopier {
 
   /** Throws an EngineError naming the event when reading one throws (a hostile getter or Proxy). */
   events(given: readonly unknown[]): unknown[] {
-    return Array.from(given, (e, i) => {
-      try {
-        return this.event(e);
-      } catch (err) {
-        const type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
-        throw new EngineError(i, type, `malformed event: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    });
+    const n = given.length;
+    const out = new Array<unknown>(n);
+    let i = 0;
+    try {
+      for (; i < n; i++) out[i] = this.event(given[i]);
+    } catch (err) {
+      const e = given[i];
+      const type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
+      throw new EngineError(i, type, `malformed event: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    return out;
   }
 
   private event(e: unknown): unknown {
@@ -54,8 +57,10 @@ export class BoundaryCopier {
       case 'deleteNamespace':
       case 'deleteNode':
         return { type, name: e.name };
-      case 'upsertPod':
-        return { type, pod: this.pod(e.pod), ...opt('local', e.local) };
+      case 'upsertPod': {
+        const local = e.local;
+        return local === undefined ? { type, pod: this.pod(e.pod) } : { type, pod: this.pod(e.pod), local };
+      }
       case 'deletePod':
         return { type, namespace: e.namespace, name: e.name };
       case 'upsertPolicy':
@@ -88,12 +93,11 @@ export class BoundaryCopier {
 
   private pod(p: unknown): unknown {
     if (!isRecord(p)) return p;
-    const ports = p.ports;
-    const copy = {
-      namespace: p.namespace, name: p.name, labels: this.labels(p.labels), ip: ip(p.ip), ...opt('ips', ipList(p.ips)),
-      serviceAccount: p.serviceAccount, ports: Array.isArray(ports) ? Object.freeze(Array.from(ports, port)) : ports,
-    };
-    return Object.freeze(copy);
+    const { namespace, name, labels, ips, serviceAccount, ports } = p;
+    const a = ip(p.ip);
+    const l = this.labels(labels);
+    const ps = Array.isArray(ports) ? Object.freeze(ports.length === 0 ? NO_PORTS : Array.from(ports, port)) : ports;
+    return Object.freeze(ips === undefined ? { namespace, name, labels: l, ip: a, serviceAccount, ports: ps } : { namespace, name, labels: l, ip: a, ips: ipList(ips), serviceAccount, ports: ps });
   }
 
   private labels(given: unknown): unknown {
@@ -122,8 +126,12 @@ function ipList(list: unknown): unknown {
   return Array.isArray(list) ? Object.freeze(Array.from(list, ip)) : list;
 }
 
+const NO_PORTS: readonly unknown[] = Object.freeze([]);
+
 function port(p: unknown): unknown {
-  return isRecord(p) ? Object.freeze({ ...opt('name', p.name), port: p.port, protocol: p.protocol }) : p;
+  if (!isRecord(p)) return p;
+  const name = p.name;
+  return Object.freeze(name === undefined ? { port: p.port, protocol: p.protocol } : { name, port: p.port, protocol: p.protocol });
 }
 
 /**

@@ -25,6 +25,7 @@ import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheO
 import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { checkEngineOptions, validateBatch } from './validate.js';
+import { BoundaryCopier, freezeDeltas, frozenLabels, frozenRecord, frozenSnapshot } from './boundary-copy.js';
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
@@ -90,6 +91,7 @@ export class Engine {
   private failure: Error | null = null;
   /** The endpoints of a restored DNS cache, until the first transaction tells which are still local pods. */
   private restoredEndpoints: string[] | null = null;
+  private readonly copier = new BoundaryCopier();
   /** Derived state, rebuilt from `model` after an internal error. */
   private stages!: Stages;
   readonly mapCapacity: number;
@@ -138,9 +140,12 @@ export class Engine {
    * log; any other exception (an internal error) makes the engine rebuild its stages from the
    * committed model, with the same identity numbers and proxy ports, before it propagates.
    */
-  apply(events: readonly EngineEvent[]): ChangeSet {
+  apply(given: readonly EngineEvent[]): ChangeSet {
     if (this.failure) throw new EngineFailedError(this.failure);
-    validateBatch(this.model, events);
+    if (!Array.isArray(given)) validateBatch(this.model, given);
+    const copies = this.copier.events(given);
+    validateBatch(this.model, copies);
+    const events = copies as EngineEvent[];
     const before = { ...this.statsCounters };
     const mark = this.allocator.mark();
     this.proxyPorts.begin();
@@ -165,6 +170,7 @@ export class Engine {
     this.statsCounters.events += events.length;
     this.statsCounters.deltas += result.deltas.length;
     this.statsCounters.l7Deltas += result.l7Deltas.length;
+    freezeDeltas(result.deltas);
     return {
       deltas: result.deltas,
       l7Deltas: result.l7Deltas,
@@ -375,7 +381,7 @@ export class Engine {
 
   /** An endpoint's policy map as the kernel would hold it (redirects carry its proxy ports). */
   mapState(endpoint: string): MapSnapshot {
-    return this.stages.queries.mapState(endpoint);
+    return frozenSnapshot(this.stages.queries.mapState(endpoint));
   }
 
   /** The endpoint's proxy redirects and the port each listens on. */
@@ -439,7 +445,7 @@ export class Engine {
   }
 
   identityLabels(id: IdentityId): LabelSet | undefined {
-    return this.stages.queries.identityLabels(id);
+    return frozenLabels(this.stages.queries.identityLabels(id));
   }
 
   /** Every identity currently allocated, reserved ones included. */
@@ -449,7 +455,8 @@ export class Engine {
 
   /** The datapath's verdict for traffic between `endpoint` and a peer identity. */
   lookup(endpoint: string, peer: IdentityId, direction: Direction, protocol: number, port: number): LookupResult | undefined {
-    return this.stages.queries.lookup(endpoint, peer, direction, protocol, port);
+    const r = this.stages.queries.lookup(endpoint, peer, direction, protocol, port);
+    return r === undefined ? r : frozenRecord(r);
   }
 
   /** Why an entry is in an endpoint's map: the rules contributing its key (null: the default allow). */

@@ -57,9 +57,16 @@ function checkName(v: unknown, field: string, kind: 'namespace' | 'object', fail
   return v;
 }
 
+/** A plain object (an object literal, JSON, Object.create(null)): a Map or class instance has no own labels to read. */
+function isPlainRecord(v: unknown): v is Record<string, unknown> {
+  if (!isRecord(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
 /** Labels as the Kubernetes API validates them: own string properties only, valid keys and values. */
 function checkLabelMap(m: unknown, field: string, fail: Fail): void {
-  if (!isRecord(m)) fail(`${field} must be a map of strings`);
+  if (!isPlainRecord(m)) fail(`${field} must be a plain object of strings (not a Map or class instance)`);
   for (const k of Object.keys(m)) {
     const v = m[k];
     if (typeof v !== 'string') fail(`${field}[${JSON.stringify(k)}] must be a string`);
@@ -118,7 +125,7 @@ function checkIdentityId(id: unknown, fail: Fail): number {
 }
 
 function checkIdentityLabels(m: unknown, fail: Fail): void {
-  if (!isRecord(m)) fail('labels must be a map of strings (Cilium security-labels: source:key → value)');
+  if (!isPlainRecord(m)) fail('labels must be a map of strings (Cilium security-labels: source:key → value)');
   const keys = Object.keys(m);
   if (keys.length === 0) fail('labels must not be empty');
   for (const k of keys) {

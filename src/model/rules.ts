@@ -176,8 +176,22 @@ export interface Policy {
 const PARSED_POLICIES = new WeakSet<Policy>();
 
 export function markParsedPolicy(policy: Policy): Policy {
-  PARSED_POLICIES.add(policy);
+  const seen = new Set<object>();
+  for (const [k, v] of Object.entries(policy)) if (k !== 'manifest') deepFreeze(v, seen); // the manifest is the caller's document
+  PARSED_POLICIES.add(Object.freeze(policy));
   return policy;
+}
+
+/**
+ * Finding 302: the engine trusts a parsed policy's shape (the reader's invariants) and keeps the
+ * object, so a caller must not be able to change it after parsing (the type's `readonly` is not
+ * checked at run time).
+ */
+function deepFreeze(v: unknown, seen: Set<object>): void {
+  if (typeof v !== 'object' || v === null || seen.has(v)) return;
+  seen.add(v);
+  Object.freeze(v);
+  for (const x of Object.values(v)) deepFreeze(x, seen);
 }
 
 /**

@@ -1,0 +1,168 @@
+import type { LabelSet } from '../model/labels.js';
+import type { LookupResult } from '../model/policy-map.js';
+import { EngineError, type MapDelta, type MapSnapshot } from './events.js';
+
+type Rec = Record<string, unknown>;
+
+function isRecord(v: unknown): v is Rec {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isPlain(v: unknown): v is Rec {
+  if (!isRecord(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** `{...}` without the absent keys (exact optional properties). */
+function opt<K extends string>(k: K, v: unknown): Partial<Record<K, unknown>> {
+  return v === undefined ? {} : ({ [k]: v } as Record<K, unknown>);
+}
+
+/**
+ * The engine's own copies of what a caller's events carry (findings 300, 304), made before
+ * validation so that what is checked is what is kept: every field is read once. The engine keeps
+ * pods, labels and addresses past `apply` (the model a rebuild replays; pod-table's memo compares
+ * label maps by identity), so a caller changing its object afterwards (or a getter answering
+ * differently on a second read) would change the engine's state with no event. Cilium copies
+ * likewise (pkg/k8s converters build new objects). What is not of the expected shape is kept as
+ * given, for validation to refuse; policies are frozen by the reader (finding 302).
+ */
+export class BoundaryCopier {
+  /** The last label map given and its copy: replicas share one labels object, and keep sharing one copy. */
+  private lastGiven: Rec | null = null;
+  private lastCopy: Rec | null = null;
+
+  /** Throws an EngineError naming the event when reading one throws (a hostile getter or Proxy). */
+  events(given: readonly unknown[]): unknown[] {
+    const n = given.length;
+    const out = new Array<unknown>(n);
+    let i = 0;
+    try {
+      for (; i < n; i++) out[i] = this.event(given[i]);
+    } catch (err) {
+      const e = given[i];
+      const type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
+      throw new EngineError(i, type, `malformed event: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    return out;
+  }
+
+  private event(e: unknown): unknown {
+    if (!isRecord(e)) return e;
+    const type = e.type;
+    switch (type) {
+      case 'upsertNamespace':
+        return { type, name: e.name, labels: this.labels(e.labels) };
+      case 'deleteNamespace':
+      case 'deleteNode':
+        return { type, name: e.name };
+      case 'upsertPod': {
+        const local = e.local;
+        return local === undefined ? { type, pod: this.pod(e.pod) } : { type, pod: this.pod(e.pod), local };
+      }
+      case 'deletePod':
+        return { type, namespace: e.namespace, name: e.name };
+      case 'upsertPolicy':
+        return { type, policy: e.policy };
+      case 'deletePolicy': {
+        const r = e.ref;
+        return { type, ref: isRecord(r) ? Object.freeze({ kind: r.kind, name: r.name, ...opt('namespace', r.namespace) }) : r };
+      }
+      case 'upsertIdentity':
+        return { type, id: e.id, labels: this.labels(e.labels) };
+      case 'deleteIdentity':
+        return { type, id: e.id };
+      case 'upsertNode':
+        return {
+          type, name: e.name, ips: ipList(e.ips), ...opt('local', e.local), ...opt('health', ipList(e.health)),
+          ...opt('ingress', ipList(e.ingress)), ...opt('labels', e.labels === undefined ? undefined : this.labels(e.labels)),
+        };
+      case 'setApiServer':
+        return { type, addresses: ipList(e.addresses) };
+      case 'dnsResponse': {
+        const sv = e.server;
+        return { type, endpoint: e.endpoint, name: e.name, ips: ipList(e.ips), ttl: e.ttl, ...opt('server', isRecord(sv) ? Object.freeze({ ip: ip(sv.ip), port: sv.port }) : sv) };
+      }
+      case 'advanceTime':
+        return { type, seconds: e.seconds };
+      default:
+        return e;
+    }
+  }
+
+  private pod(p: unknown): unknown {
+    if (!isRecord(p)) return p;
+    const { namespace, name, labels, ips, serviceAccount, ports } = p;
+    const a = ip(p.ip);
+    const l = this.labels(labels);
+    const ps = Array.isArray(ports) ? Object.freeze(ports.length === 0 ? NO_PORTS : Array.from(ports, port)) : ports;
+    return Object.freeze(ips === undefined ? { namespace, name, labels: l, ip: a, serviceAccount, ports: ps } : { namespace, name, labels: l, ip: a, ips: ipList(ips), serviceAccount, ports: ps });
+  }
+
+  private labels(given: unknown): unknown {
+    if (!isPlain(given)) return given;
+    if (given === this.lastGiven && sameLabels(given, this.lastCopy as Rec)) return this.lastCopy;
+    const copy: Rec = {};
+    for (const k of Object.keys(given)) Object.defineProperty(copy, k, { value: given[k], enumerable: true, writable: true, configurable: true });
+    this.lastGiven = given;
+    return (this.lastCopy = Object.freeze(copy));
+  }
+}
+
+function sameLabels(given: Rec, copy: Rec): boolean {
+  const keys = Object.keys(given);
+  if (keys.length !== Object.keys(copy).length) return false;
+  for (const k of keys) if (!Object.hasOwn(copy, k) || copy[k] !== given[k]) return false;
+  return true;
+}
+
+function ip(a: unknown): unknown {
+  return isRecord(a) ? Object.freeze({ family: a.family, value: a.value, text: a.text }) : a;
+}
+
+/** Holes become undefined, which validation refuses (a sparse list's forEach would skip them). */
+function ipList(list: unknown): unknown {
+  return Array.isArray(list) ? Object.freeze(Array.from(list, ip)) : list;
+}
+
+const NO_PORTS: readonly unknown[] = Object.freeze([]);
+
+function port(p: unknown): unknown {
+  if (!isRecord(p)) return p;
+  const name = p.name;
+  return Object.freeze(name === undefined ? { port: p.port, protocol: p.protocol } : { name, port: p.port, protocol: p.protocol });
+}
+
+/**
+ * Finding 303: what the engine returns shares objects with its own state (map records and their
+ * keys, identity label sets): they are frozen before they leave, so a caller changing one (a
+ * backend normalising a key in place) cannot change what the engine holds and later deletes.
+ */
+export function frozenRecord<T extends { readonly key: object; readonly entry: object }>(r: T): T {
+  if (Object.isFrozen(r)) return r;
+  Object.freeze(r.key);
+  Object.freeze(r.entry);
+  return Object.freeze(r);
+}
+
+export function freezeDeltas(deltas: readonly MapDelta[]): void {
+  for (let i = 0; i < deltas.length; i++) {
+    const d = deltas[i] as MapDelta;
+    if (d.previous !== undefined) Object.freeze(d.previous);
+    frozenRecord(d);
+  }
+  Object.freeze(deltas);
+}
+
+export function frozenSnapshot(m: MapSnapshot): MapSnapshot {
+  const out = new Map<string, LookupResult>();
+  for (const [k, r] of m) out.set(k, frozenRecord(r));
+  return out;
+}
+
+export function frozenLabels(labels: LabelSet | undefined): LabelSet | undefined {
+  if (labels === undefined || Object.isFrozen(labels)) return labels;
+  for (const l of labels) Object.freeze(l);
+  return Object.freeze(labels);
+}

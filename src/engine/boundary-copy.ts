@@ -103,8 +103,8 @@ export class BoundaryCopier {
   private labels(given: unknown): unknown {
     if (!isPlain(given)) return given;
     if (given === this.lastGiven && sameLabels(given, this.lastCopy as Rec)) return this.lastCopy;
-    const copy: Rec = {};
-    for (const k of Object.keys(given)) Object.defineProperty(copy, k, { value: given[k], enumerable: true, writable: true, configurable: true });
+    // Spread defines own data properties (CreateDataProperty): a `__proto__` key stays a label, no setter runs.
+    const copy: Rec = { ...given };
     this.lastGiven = given;
     return (this.lastCopy = Object.freeze(copy));
   }

@@ -108,4 +108,19 @@ describe('340: an NTP step back does not keep a deleted pod (its IP) past its gr
     expect([...timers.pending.values()].map((t) => t.ms)).toEqual([60_000]);
     await agent.stop();
   });
+
+  it('mirror: a deadline that passes in the tick a relist arrives in: the relist does not keep the pod', () => {
+    let wall = T0;
+    const mirror = new ClusterMirror({ nodeName: 'node-a', now: () => wall, elapsed: () => 0 });
+    mirror.observe({ type: 'ADDED', object: ns }, 't');
+    mirror.observe({ type: 'ADDED', object: pod('web', '10.0.0.2', 2, T0 + 30_000) }, 't');
+    mirror.flush().commit();
+    wall = T0 + 30_001;
+    const list = { apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: '9' }, items: [pod('web', '10.0.0.2', 2, T0 + 30_000)] };
+    for (const item of new WatchStreamParser('t').push(JSON.stringify(list))) mirror.observe(item, 't');
+    const batch = mirror.flush();
+    expect(batch.events.map((e) => e.type)).toEqual(['deletePod']);
+    batch.commit();
+    expect(mirror.nextDeadline()).toBeUndefined();
+  });
 });

@@ -49,6 +49,8 @@ export interface AgentConfig {
   readonly allowLocalhost?: AllowLocalhost;
   /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
   readonly now?: () => number;
+  /** A monotonic clock (ms; default `performance.now` when `now` is not given): see `MirrorOptions.elapsed`. */
+  readonly elapsed?: () => number;
   /** Timer functions (default the global ones): the agent keeps one timer, for the earliest pending pod deletion. */
   readonly timers?: AgentTimers;
   /**
@@ -160,6 +162,7 @@ export class Agent {
     this.mirror = new ClusterMirror({
       nodeName: config.node,
       now: this.now,
+      ...(config.elapsed || !config.now ? { elapsed: config.elapsed ?? (() => performance.now()) } : {}),
       debug: (msg, fields) => log.debug(fields, msg),
       warn: (msg, fields) => {
         const suppressed = limiter.take();
@@ -283,7 +286,8 @@ export class Agent {
     if (this.deadlineTimer) this.timers.clearTimeout(this.deadlineTimer.handle);
     this.deadlineTimer = undefined;
     if (at === undefined) return;
-    const delay = Math.min(Math.max(0, at - this.now()), MAX_TIMER_DELAY);
+    // The mirror's clock, which decides when the pod goes: the raw one lags it after an NTP step back.
+    const delay = Math.min(Math.max(0, at - this.mirror.clock()), MAX_TIMER_DELAY);
     const handle = this.timers.setTimeout(() => {
       this.deadlineTimer = undefined;
       this.queueFlush();

@@ -24,6 +24,12 @@ export interface MirrorOptions {
    */
   readonly now?: () => number;
   /**
+   * A monotonic clock (ms, any origin; default `performance.now` when `now` is not given): between
+   * two readings the mirror's clock advances at least by the time it measures, so an NTP step back
+   * does not delay a deletion (a step forward is followed: deletions come earlier, never later).
+   */
+  readonly elapsed?: () => number;
+  /**
    * How many deleted objects keep their last resourceVersion (to drop a replayed older event),
    * oldest forgotten first (default 10,000). Without a bound, every pod name ever deleted stayed.
    */
@@ -182,13 +188,28 @@ export class ClusterMirror {
     this.warn = options.warn ?? (() => {});
     // Never backwards: after an NTP step back, a pod whose deletionTimestamp had passed would be
     // an endpoint again at its next MODIFIED or relist (attack-findings-11b, 11b-1).
+    // And never slower than real time: after a step back, a pod's deadline still comes after its
+    // grace period (the kubelet's, measured monotonically), not once the wall clock caught up
+    // (attack-findings-11c, 340): its IP, freed at CNI DEL, would keep its identity meanwhile.
     const clock = options.now ?? Date.now;
+    const elapsed = options.elapsed ?? (options.now ? undefined : () => performance.now());
     let latest = -Infinity;
+    let mark = elapsed?.() ?? 0;
     this.now = () => {
       const t = clock();
+      if (elapsed) {
+        const m = elapsed();
+        if (m > mark && latest > -Infinity) latest += m - mark;
+        mark = Math.max(mark, m);
+      }
       if (t > latest) latest = t;
       return latest;
     };
+  }
+
+  /** The mirror's clock (ms since the epoch): never backwards, never slower than `elapsed`. */
+  clock(): number {
+    return this.now();
   }
 
   /** Takes one item of a watch stream; `source` names it in logs. */

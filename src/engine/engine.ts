@@ -284,7 +284,8 @@ export class Engine {
       case 'deleteNamespace':
         fqdn.namespaceDeleted(e.name);
         pods.removePodsIn(e.name);
-        resolver.deletePoliciesIn(e.name);
+        // Every stage a deletePolicy reaches: the splits and the node table kept a deleted namespace's policies.
+        for (const key of resolver.policiesIn(e.name)) this.deletePolicy(key);
         return pods.forgetNamespace(e.name);
       case 'upsertPod':
         // A pod that is not (or no longer) local has no endpoint here: its DNS history goes with it.
@@ -296,10 +297,7 @@ export class Engine {
       case 'upsertPolicy':
         return this.upsertPolicy(e.policy);
       case 'deletePolicy':
-        fqdn.policyDeleted(policyRefKey(e.ref));
-        splits.policyDeleted(policyRefKey(e.ref));
-        this.stages.nodes.policyDeleted(policyRefKey(e.ref));
-        return resolver.deletePolicy(policyRefKey(e.ref));
+        return this.deletePolicy(policyRefKey(e.ref));
       case 'upsertIdentity':
         return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
       case 'deleteIdentity':
@@ -326,6 +324,14 @@ export class Engine {
     splits.policyUpserted(policy);
     nodes.policyUpserted(given);
     resolver.upsertPolicy(policy);
+  }
+
+  private deletePolicy(key: string): void {
+    const { resolver, fqdn, splits, nodes } = this.stages;
+    fqdn.policyDeleted(key);
+    splits.policyDeleted(key);
+    nodes.policyDeleted(key);
+    resolver.deletePolicy(key);
   }
 
   // ---------------------------------------------------------------- DNS cache file (restart)

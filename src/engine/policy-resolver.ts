@@ -236,8 +236,11 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** A deleted namespace takes its namespaced policies with it. */
-  deletePoliciesIn(namespace: string): void {
-    for (const [k, rec] of [...this.policies]) if (rec.policy.ref.namespace === namespace) this.deletePolicy(k);
+  /** The keys of the namespace's policies (a namespace's deletion deletes each as a `deletePolicy` would). */
+  policiesIn(namespace: string): string[] {
+    const out: string[] = [];
+    for (const [k, rec] of this.policies) if (rec.policy.ref.namespace === namespace) out.push(k);
+    return out;
   }
 
   // ---------------------------------------------------------------- map states

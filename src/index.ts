@@ -12,7 +12,7 @@ export { DEFAULT_MAP_CAPACITY } from './model/policy-map.js';
 export type { EngineOptions } from './engine/engine.js';
 /** What the engine is told and what it answers, and the errors it refuses transactions with. */
 export { EngineError, EngineFailedError, MapCapacityError } from './engine/events.js';
-export type { ChangeSet, EngineEvent, EntryContribution, IpcacheDelta, L7Delta, MapDelta, MapSnapshot, RedirectInfo } from './engine/events.js';
+export type { ChangeSet, EngineEvent, EntryContribution, IpcacheDelta, L7Delta, L7PortRange, L7TableRow, MapDelta, MapSnapshot, RedirectInfo } from './engine/events.js';
 export type { EngineSizes, ResolvedRule, SelectorInfo } from './engine/explain.js';
 export type { EngineStats } from './engine/stats.js';
 export { ProxyPortsExhaustedError } from './engine/proxy-ports.js';

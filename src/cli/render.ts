@@ -188,6 +188,7 @@ interface L7RowLike {
   readonly redirect: { direction: string; protocol: number; port: number; portPrefixLen?: number; parser: string; proxyPort: number };
   readonly peer: number;
   readonly policy: L7Policy;
+  readonly portRange?: { readonly port: number; readonly endPort: number };
 }
 
 function l7Items(r: L7Rules): readonly unknown[] {
@@ -216,6 +217,7 @@ export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): R
     ...(r.portPrefixLen === undefined ? {} : { endPort: redirectEndPort(r.port, r.portPrefixLen) }),
     parser: r.parser,
     proxyPort: r.proxyPort,
+    ...(row.portRange ? { portRange: row.portRange } : {}),
     peer: row.peer,
     labels: labelsOf(row.peer),
     allowAll: row.policy.allowAll,
@@ -225,14 +227,15 @@ export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): R
 
 /** What each of the endpoint's proxies is told: per redirect, each L7 policy and its peers. */
 export function renderL7Policies(
-  proxies: readonly { redirect: L7RowLike['redirect']; policies: readonly { peers: readonly number[]; policy: L7Policy }[] }[],
+  proxies: readonly { redirect: L7RowLike['redirect']; portRange?: L7RowLike['portRange']; policies: readonly { peers: readonly number[]; policy: L7Policy }[] }[],
   labelsOf: (id: number) => string[],
 ): string {
   if (proxies.length === 0) return 'no L7 redirects';
   const out: string[] = [];
-  for (const { redirect: r, policies } of proxies) {
+  for (const { redirect: r, portRange, policies } of proxies) {
     const ports = r.portPrefixLen === undefined ? `${r.port}` : `${r.port}-${redirectEndPort(r.port, r.portPrefixLen)}`;
-    out.push(`${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${ports} -> ${r.parser} proxy on port ${r.proxyPort}`);
+    const narrower = portRange ? `, on ports ${portRange.port}-${portRange.endPort} also` : '';
+    out.push(`${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${ports} -> ${r.parser} proxy on port ${r.proxyPort}${narrower}`);
     for (const p of policies) {
       const who = p.peers.map((id) => (id === 0 ? 'any peer' : `${id} ${labelsOf(id).filter(shownInTable).join(',')}`)).join('; ');
       out.push(`  ${l7RulesText(p.policy)}`);

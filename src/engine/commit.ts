@@ -4,7 +4,7 @@ import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.j
 import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import { originsOf } from './contribution.js';
-import { ChangeSet, IpcacheDelta, L7Delta, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
+import { ChangeSet, IpcacheDelta, L7Delta, L7PortRange, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
 import { diffMaps, EntryChange, keyRedirect, L7Change, L7Row, mapDelta, Redirect, redirectId, SettleResult } from './map-state.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { l7ParserConflict, L7ParserConflictError, PARSER_OF_CODE } from './rule-units.js';
@@ -27,6 +27,12 @@ export function concreteEntry(ports: ProxyPortAllocator, endpoint: string, key: 
 export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Redirect): RedirectInfo {
   const { portPrefixLen, ...rest } = r;
   return { ...rest, ...(portPrefixLen === 16 ? {} : { portPrefixLen }), proxyPort: ports.portOf(endpoint, redirectId(r)) ?? 0 };
+}
+
+/** A row's narrower port range, as its JSON carries it (nothing for a row of the whole redirect). */
+export function rowPortRange(row: L7Row): { portRange?: L7PortRange } {
+  const r = row.range;
+  return r === undefined ? {} : { portRange: { port: r.port, endPort: r.port + 2 ** (16 - r.portPrefixLen) - 1 } };
 }
 
 /** What a commit with nothing to settle and no endpoint moved shares (never written to). */
@@ -184,8 +190,8 @@ export class Commit {
     const row = after ?? before;
     if (!row) return;
     const redirect = redirectInfo(this.ports, endpoint, row.redirect);
-    if (after) this.deltasOf(endpoint).l7.push({ endpoint, op: 'upsert', redirect, peer: row.peer, policy: after.policy, ...(before ? { previous: before.policy } : {}) });
-    else this.deltasOf(endpoint).l7.push({ endpoint, op: 'delete', redirect, peer: row.peer, policy: row.policy });
+    if (after) this.deltasOf(endpoint).l7.push({ endpoint, op: 'upsert', redirect, peer: row.peer, policy: after.policy, ...rowPortRange(row), ...(before ? { previous: before.policy } : {}) });
+    else this.deltasOf(endpoint).l7.push({ endpoint, op: 'delete', redirect, peer: row.peer, policy: row.policy, ...rowPortRange(row) });
   }
 
   /** An endpoint that changed map state: old map state's pre-transaction content → new one's current content. */

@@ -8,7 +8,7 @@ import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../m
 import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
 import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js';
 import { EngineContext } from './context.js';
-import { ChangeSet, EngineError, EngineEvent, EngineFailedError, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
+import { ChangeSet, EngineError, EngineEvent, EngineFailedError, L7PortRange, L7TableRow, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
 import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } from './explain.js';
 import { IdentityRecord, IdentityTable } from './identities.js';
 import { ModelStore } from './model-store.js';
@@ -405,7 +405,7 @@ export class Engine {
   }
 
   /** What the endpoint's proxies are told: per redirect, per peer identity (ANY_IDENTITY = any), the L7 policy. */
-  l7Table(endpoint: string): { redirect: RedirectInfo; peer: IdentityId; policy: L7Policy }[] {
+  l7Table(endpoint: string): L7TableRow[] {
     return this.stages.queries.l7Table(endpoint);
   }
 
@@ -413,7 +413,7 @@ export class Engine {
    * The L7 tables as a proxy is configured (Cilium's NPDS shape): per redirect, the distinct L7
    * policies, each with the set of peer identities it applies to (ANY_IDENTITY = any peer).
    */
-  l7Policies(endpoint: string): { redirect: RedirectInfo; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
+  l7Policies(endpoint: string): { redirect: RedirectInfo; portRange?: L7PortRange; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
     return this.stages.queries.l7Policies(endpoint);
   }
 

@@ -63,16 +63,33 @@ export interface RedirectInfo {
   readonly proxyPort: number;
 }
 
+/** Ports `port`..`endPort` (inclusive), as Cilium's NPDS PortNetworkPolicy carries port/end_port. */
+export interface L7PortRange {
+  readonly port: number;
+  readonly endPort: number;
+}
+
 /**
- * One change to what an endpoint's L7 proxy is told: the row of `peer` (0 = any peer) in the
- * table of `redirect`. For a delete, `policy` is the row removed.
+ * One row of an endpoint's L7 tables: what the proxy of `redirect` is told for `peer` (0 = any
+ * peer). A row with `portRange` applies only to requests on those ports, a narrower range inside
+ * a redirected port range (a narrower L7 range's rules, or allow-all for a plain allow there). The
+ * proxy allows a request on port p from peer q when any row of q or of 0 allows it, among the rows
+ * without `portRange` and those whose `portRange` holds p.
  */
-export interface L7Delta {
-  readonly endpoint: string;
-  readonly op: 'upsert' | 'delete';
+export interface L7TableRow {
   readonly redirect: RedirectInfo;
   readonly peer: number;
   readonly policy: L7Policy;
+  readonly portRange?: L7PortRange;
+}
+
+/**
+ * One change to what an endpoint's L7 proxy is told: the row of (`redirect`, `peer`, `portRange`).
+ * For a delete, `policy` is the row removed.
+ */
+export interface L7Delta extends L7TableRow {
+  readonly endpoint: string;
+  readonly op: 'upsert' | 'delete';
   readonly previous?: L7Policy;
 }
 

@@ -4,9 +4,9 @@ import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, r
 import type { LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
-import { concreteEntry, redirectInfo } from './commit.js';
+import { concreteEntry, redirectInfo, rowPortRange } from './commit.js';
 import { Contribution, originsOf } from './contribution.js';
-import { EngineError, MapSnapshot, RedirectInfo } from './events.js';
+import { EngineError, L7PortRange, L7TableRow, MapSnapshot, RedirectInfo } from './events.js';
 import type { IdentityTable } from './identities.js';
 import type { MapState, Redirect } from './map-state.js';
 import type { NodeTable } from './node-table.js';
@@ -96,25 +96,25 @@ export class EngineQueries {
     return [...m.state.redirects()].sort().map((id) => redirectInfo(this.ports, endpoint, m.state.redirect(id) as Redirect));
   }
 
-  l7Table(endpoint: string): { redirect: RedirectInfo; peer: IdentityId; policy: L7Policy }[] {
+  l7Table(endpoint: string): L7TableRow[] {
     const m = this.mapOf(endpoint);
     return [...m.state.l7.entries()]
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      .map(([, row]) => ({ redirect: redirectInfo(this.ports, endpoint, row.redirect), peer: row.peer, policy: row.policy }));
+      .map(([, row]) => ({ redirect: redirectInfo(this.ports, endpoint, row.redirect), peer: row.peer, policy: row.policy, ...rowPortRange(row) }));
   }
 
-  l7Policies(endpoint: string): { redirect: RedirectInfo; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
-    const out = new Map<string, { redirect: RedirectInfo; byPolicy: Map<string, { peers: IdentityId[]; policy: L7Policy }> }>();
+  l7Policies(endpoint: string): { redirect: RedirectInfo; portRange?: L7PortRange; policies: { peers: IdentityId[]; policy: L7Policy }[] }[] {
+    const out = new Map<string, { redirect: RedirectInfo; portRange?: L7PortRange; byPolicy: Map<string, { peers: IdentityId[]; policy: L7Policy }> }>();
     for (const row of this.l7Table(endpoint)) {
-      const rk = `${row.redirect.direction}/${row.redirect.protocol}/${row.redirect.port}/${row.redirect.portPrefixLen}/${row.redirect.parser}`;
+      const rk = `${row.redirect.direction}/${row.redirect.protocol}/${row.redirect.port}/${row.redirect.portPrefixLen}/${row.redirect.parser}/${row.portRange?.port}-${row.portRange?.endPort}`;
       let r = out.get(rk);
-      if (!r) out.set(rk, (r = { redirect: row.redirect, byPolicy: new Map() }));
+      if (!r) out.set(rk, (r = { redirect: row.redirect, ...(row.portRange ? { portRange: row.portRange } : {}), byPolicy: new Map() }));
       const pk = l7PolicyKey(row.policy);
       const entry = r.byPolicy.get(pk);
       if (entry) entry.peers.push(row.peer);
       else r.byPolicy.set(pk, { peers: [row.peer], policy: row.policy });
     }
-    return [...out.values()].map((r) => ({ redirect: r.redirect, policies: [...r.byPolicy.values()].map((p) => ({ ...p, peers: p.peers.sort((a, b) => a - b) })) }));
+    return [...out.values()].map((r) => ({ redirect: r.redirect, ...(r.portRange ? { portRange: r.portRange } : {}), policies: [...r.byPolicy.values()].map((p) => ({ ...p, peers: p.peers.sort((a, b) => a - b) })) }));
   }
 
   /**

@@ -194,6 +194,12 @@ export interface L7Row {
   /** The peer identity, ANY_IDENTITY standing for every peer. The proxy applies the peer's row and the ANY_IDENTITY row. */
   readonly peer: IdentityId;
   readonly policy: L7Policy;
+  /**
+   * A narrower port prefix inside the redirect's range this row applies to (absent: the whole
+   * range): the rules of a narrower range or a plain allow that the datapath hides behind the wider
+   * redirect key; the proxy ORs the rows whose range covers a request's port.
+   */
+  readonly range?: { readonly port: number; readonly portPrefixLen: number };
 }
 
 export interface L7Change {
@@ -789,17 +795,23 @@ export class MapState {
     for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) setRow(rowKey, id, undefined);
     for (const [id, { redirect }] of this.redirectUse) {
       const peers = new Set<IdentityId>();
+      const narrower = new Map<string, PolicyKey>();
+      const visit = (key: PolicyKey): void => {
+        if (coversPort(key, redirect)) peers.add(key.identity);
+        else if (insidePrefix(key, redirect)) narrower.set(`${id}|${key.identity}|${key.port}/${key.portPrefixLen}`, key);
+      };
       if (added.has(id)) {
         for (const proto of [redirect.protocol, 0]) {
           for (const r of this.byDirProto.get(dirProto(redirect.direction, proto)) ?? []) {
             this.stats.mapEntriesVisited++;
-            if (coversPort(r.key, redirect)) peers.add(r.key.identity);
+            visit(r.key);
           }
         }
       } else {
-        for (const key of this.l7Touched.values()) if (coversPort(key, redirect)) peers.add(key.identity);
+        for (const key of this.l7Touched.values()) visit(key);
       }
       for (const peer of peers) setRow(`${id}|${peer}`, id, this.computeRow(redirect, peer));
+      for (const [rowKey, key] of narrower) setRow(rowKey, id, this.computeNarrowerRow(redirect, key));
     }
     this.l7Touched.clear();
     return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
@@ -838,6 +850,22 @@ export class MapState {
   }
 
   /**
+   * The row of a raw key narrower than `redirect` inside its prefix: what its own contributions
+   * let through on its ports (`l7NarrowerContributions` judged one by one), for its identity.
+   */
+  private computeNarrowerRow(redirect: Redirect, key: PolicyKey): L7Row | undefined {
+    this.stats.mapEntriesVisited++;
+    const range = { port: key.port, portPrefixLen: key.portPrefixLen };
+    const lists: L7Rules[] = [];
+    for (const c of this.raw.get(rawKeyAt(idDir(key.identity, key.direction), key.protocol, key.port, key.portPrefixLen))?.contribs.keys() ?? []) {
+      if (c.entry.deny || c.origin?.tier || COPIES.has(c)) continue;
+      if (c.entry.proxyPort === 0) return { redirect, peer: key.identity, policy: ALLOW_ALL_L7, range };
+      if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
+    }
+    return lists.length === 0 ? undefined : { redirect, peer: key.identity, policy: mergeL7Rules(redirect.parser, lists), range };
+  }
+
+  /**
    * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
    * peer and port, else the union of the L7 rules of the redirect's parser on that port.
    */
@@ -869,6 +897,12 @@ function coveringKeys(identity: IdentityId, r: Redirect): number[] {
   for (let len = r.portPrefixLen; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
   out.push(rawKeyAt(idd, 0, 0, 0));
   return out;
+}
+
+/** Is `key` a narrower port prefix inside the redirect's, of its direction and protocol? */
+function insidePrefix(key: PolicyKey, r: Redirect): boolean {
+  if (key.direction !== r.direction || key.protocol !== r.protocol || key.portPrefixLen <= r.portPrefixLen) return false;
+  return maskPort(key.port, r.portPrefixLen) === r.port;
 }
 
 /** Does `key` cover the redirect's (direction, protocol, port prefix), whatever its identity? */

@@ -25,7 +25,7 @@ import { LookupResult, policyKeyString } from '../model/policy-map.js';
 import { diffMaps, entryEquals } from '../engine/map-state.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
-import type { EngineEvent, MapDelta, RedirectInfo } from '../engine/events.js';
+import type { EngineEvent, L7PortRange, MapDelta, RedirectInfo } from '../engine/events.js';
 
 /** Which pods are the node's own endpoints. */
 export type LocalityRule = (pod: Pod) => boolean;
@@ -196,23 +196,25 @@ export function comparableMaps(engine: Engine): Record<string, string[]> {
     });
     const tables = engine.l7Table(ep).map((row) => {
       const r = row.redirect;
-      return `L7 ${r.direction}/${r.protocol}/${r.port}/${r.parser} ${who(row.peer)} ${l7PolicyKey(row.policy)}`;
+      const range = row.portRange ? ` ${row.portRange.port}-${row.portRange.endPort}` : '';
+      return `L7 ${r.direction}/${r.protocol}/${r.port}/${r.parser}${range} ${who(row.peer)} ${l7PolicyKey(row.policy)}`;
     });
     out[ep] = [...maps, ...tables].sort();
   }
   return out;
 }
 
-/** Every endpoint's L7 rows: `direction/protocol/port/portPrefixLen/parser/proxyPort|peer` → policy key. */
+/** Every endpoint's L7 rows: `direction/protocol/port/portPrefixLen/parser/proxyPort|peer[|port-endPort]` → policy key. */
 export type L7Tables = Map<string, ReadonlyMap<string, string>>;
 
-export function l7RowKey(redirect: RedirectInfo, peer: number): string {
-  return `${redirect.direction}/${redirect.protocol}/${redirect.port}/${redirect.portPrefixLen ?? 16}/${redirect.parser}/${redirect.proxyPort}|${peer}`;
+export function l7RowKey(redirect: RedirectInfo, peer: number, portRange?: L7PortRange): string {
+  const range = portRange ? `|${portRange.port}-${portRange.endPort}` : '';
+  return `${redirect.direction}/${redirect.protocol}/${redirect.port}/${redirect.portPrefixLen ?? 16}/${redirect.parser}/${redirect.proxyPort}|${peer}${range}`;
 }
 
 export function l7Tables(engine: Engine): L7Tables {
   const out: L7Tables = new Map();
-  for (const ep of engine.endpoints()) out.set(ep, new Map(engine.l7Table(ep).map((row) => [l7RowKey(row.redirect, row.peer), l7PolicyKey(row.policy)])));
+  for (const ep of engine.endpoints()) out.set(ep, new Map(engine.l7Table(ep).map((row) => [l7RowKey(row.redirect, row.peer, row.portRange), l7PolicyKey(row.policy)])));
   return out;
 }
 

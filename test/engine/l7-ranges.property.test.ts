@@ -1,9 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
+import type { ChangeSet, L7Delta } from '../../src/engine/events.js';
+import { l7RowKey } from '../../src/harness/cluster-sync.js';
+import { ANY_IDENTITY } from '../../src/model/identity.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
-import type { L7Request } from '../../src/model/l7.js';
+import { l7PolicyAllows, L7Request, requestParser } from '../../src/model/l7.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { INITIAL_CLUSTER, Op, toEvent, modelAfter } from './gen.js';
@@ -14,7 +17,7 @@ import { INITIAL_CLUSTER, Op, toEvent, modelAfter } from './gen.js';
  * whose range covers its port, also those of narrower ranges and plain allows the datapath hides
  * behind a wider redirect (Envoy's PortNetworkPolicy, cilium/proxy cilium/network_policy.cc).
  */
-const PORTS = [4095, 4096, 4100, 5000, 8000, 8080, 8100, 8191, 8192, 8200, 9000, 9001];
+const PORTS = [4095, 4096, 4099, 4100, 4101, 5000, 5001, 8000, 8063, 8064, 8080, 8100, 8101, 8127, 8128, 8191, 8192, 8200, 9000, 9001];
 const REQUESTS: readonly (L7Request | undefined)[] = [
   undefined,
   { http: { method: 'GET', path: '/public' } },
@@ -50,7 +53,41 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   ),
 );
 
-function checkFlows(engine: Engine, state: ClusterState): { proxied: number } {
+/**
+ * A proxy an embedder runs, fed ONLY from the change sets' L7 deltas: per endpoint, rows keyed by
+ * (redirect, peer, port range). It allows a request on `port` from `peer` through `proxyPort` when a
+ * row of that redirect, for the peer or any peer (0), whose range (the whole redirect when absent)
+ * holds the port allows it.
+ */
+class DeltaProxy {
+  private readonly tables = new Map<string, Map<string, L7Delta>>();
+
+  fold(cs: ChangeSet): void {
+    for (const ep of cs.endpointsRemoved) this.tables.delete(ep);
+    for (const d of cs.l7Deltas) {
+      let t = this.tables.get(d.endpoint);
+      if (!t) this.tables.set(d.endpoint, (t = new Map()));
+      const k = l7RowKey(d.redirect, d.peer, d.portRange);
+      if (d.op === 'upsert') t.set(k, d);
+      else {
+        expect(t.has(k), `L7 delete of an absent row ${k}`).toBe(true);
+        t.delete(k);
+      }
+    }
+  }
+
+  allows(endpoint: string, proxyPort: number, peer: number, request: L7Request, port: number): boolean {
+    for (const row of this.tables.get(endpoint)?.values() ?? []) {
+      if (row.redirect.proxyPort !== proxyPort || requestParser(request) !== row.redirect.parser) continue;
+      if (row.peer !== peer && row.peer !== ANY_IDENTITY) continue;
+      if (row.portRange && (port < row.portRange.port || port > row.portRange.endPort)) continue;
+      if (l7PolicyAllows(row.policy, request)) return true;
+    }
+    return false;
+  }
+}
+
+function checkFlows(engine: Engine, state: ClusterState, proxy: DeltaProxy): { proxied: number } {
   let proxied = 0;
   for (const [ep, peerName] of [['n0/web', 'n0/client'], ['n0/client', 'n0/web']] as const) {
     const subject = resolveEndpoint(state, ep);
@@ -66,6 +103,10 @@ function checkFlows(engine: Engine, state: ClusterState): { proxied: number } {
           const isProxied = l4Allowed && hit.entry.proxyPort !== 0;
           const verdict = isProxied && request ? engine.l7Verdict(ep, hit.entry.proxyPort, peerId, request, port) : undefined;
           if (verdict) proxied++;
+          if (verdict && request) {
+            const fromDeltas = proxy.allows(ep, hit!.entry.proxyPort, peerId, request, port);
+            expect({ ep, direction, port, request, proxy: fromDeltas }, 'the proxy fed from l7Deltas vs l7Verdict').toEqual({ ep, direction, port, request, proxy: verdict.allowed });
+          }
           const allowed = verdict ? verdict.allowed : l4Allowed;
           expect({ ep, direction, port, request, allowed, proxied: isProxied }).toEqual({ ep, direction, port, request, allowed: naive.allowed, proxied: naive.proxied });
         }
@@ -81,15 +122,16 @@ describe('L7 rules on overlapping port ranges: engine vs oracle under churn', ()
     fc.assert(
       fc.property(fc.array(fc.array(op, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 8 }), (txns) => {
         const engine = new Engine();
+        const proxy = new DeltaProxy();
         let state = modelAfter(INITIAL_CLUSTER, PODS.map(toEvent)) as ClusterState;
-        engine.apply(PODS.map(toEvent));
+        proxy.fold(engine.apply(PODS.map(toEvent)));
         for (const ops of txns) {
           const events = ops.map(toEvent);
           const next = modelAfter(state, events);
           if (next === null) continue;
-          engine.apply(events);
+          proxy.fold(engine.apply(events));
           state = next;
-          proxied += checkFlows(engine, state).proxied;
+          proxied += checkFlows(engine, state, proxy).proxied;
         }
       }),
       { numRuns: 60, ...(process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED) } : {}) },

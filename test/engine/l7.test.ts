@@ -4,7 +4,7 @@ import type { Pod } from '../../src/model/cluster.js';
 import { LISTENER_PRIORITY } from '../../src/model/l7.js';
 import { precedence } from '../../src/model/policy-map.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { EngineEvent } from '../../src/engine/events.js';
+import type { EngineEvent, L7Delta, L7TableRow } from '../../src/engine/events.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from '../../src/engine/proxy-ports.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { applyChangeSet } from '../../src/backend/backend.js';
@@ -160,6 +160,24 @@ describe('L7 redirects and tables', () => {
     e.apply([deletePolicy('wide')]);
     expect([judge(5000, 'DELETE', '/x'), judge(6000, 'POST', '/public'), judge(8100, 'POST', '/public'), judge(8100, 'GET', '/health')]).toEqual(['no proxy', undefined, false, true]);
     expect(e.redirects('prod/web').every((r) => r.port >= 8000 && r.port <= 9000)).toBe(true);
+  });
+
+  it("a plain allow inside a redirected range reaches the proxy as a row with the range it applies to, added and removed by L7 deltas", () => {
+    const e = new Engine();
+    const wide = cnp('wide', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "4096", endPort: 8191, protocol: TCP}], rules: {http: [{method: POST, path: /public}]}}]`);
+    e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), wide]);
+    const client = e.identityOfPod('prod/client')!;
+    const plain = cnp('plain', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "5000", protocol: TCP}]}]`);
+    const added = e.apply([plain]);
+    expect(added.deltas).toEqual([]); // hidden behind the redirect in the datapath: only the proxy learns of it
+    const row = (d: L7Delta): unknown[] => [d.op, d.redirect.port, d.redirect.portPrefixLen, d.peer, d.portRange, d.policy.allowAll];
+    expect(added.l7Deltas.map(row)).toEqual([['upsert', 4096, 4, client, { port: 5000, endPort: 5000 }, true]]);
+    const rows = (): L7TableRow[] => e.l7Table('prod/web').filter((r) => r.peer === client); // the host's allow-localhost row aside
+    expect(rows().map((r) => [r.portRange, r.policy.allowAll])).toEqual([[undefined, false], [{ port: 5000, endPort: 5000 }, true]]);
+    // The whole redirect's row keeps the JSON it had; the narrower one names its ports.
+    expect(rows().map((r) => Object.keys(r))).toEqual([['redirect', 'peer', 'policy'], ['redirect', 'peer', 'policy', 'portRange']]);
+    expect(e.apply([deletePolicy('plain')]).l7Deltas.map(row)).toEqual([['delete', 4096, 4, client, { port: 5000, endPort: 5000 }, true]]);
+    expect(rows()).toHaveLength(1);
   });
 
   it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {

@@ -110,7 +110,7 @@ function applyL7Deltas(before: Tables, cs: ChangeSet): Tables {
   for (const ep of cs.endpointsAdded) out.set(ep, new Map());
   const seen = new Set<string>();
   for (const d of cs.l7Deltas) {
-    const k = l7RowKey(d.redirect, d.peer);
+    const k = l7RowKey(d.redirect, d.peer, d.portRange);
     expect(seen.has(`${d.endpoint} ${k}`), `L7 row ${k} of ${d.endpoint} appears twice in one change set`).toBe(false);
     seen.add(`${d.endpoint} ${k}`);
     const m = out.get(d.endpoint);

@@ -420,7 +420,7 @@ export class Engine {
   /**
    * The proxy's verdict on a request that reached it through proxy port `proxyPort` of the
    * endpoint from `peer`: the peer's row and the any-peer row are consulted. Undefined when the
-   * port is not one of the endpoint's redirects. `port` is the request's destination port: a
+   * port is not one of the endpoint's redirects or `port` is outside its prefix. `port` is the request's destination port: a
    * redirected port range's proxy also applies the narrower ranges' rules covering it.
    */
   l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): { parser: L7Parser; allowed: boolean } | undefined {

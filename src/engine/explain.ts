@@ -2,7 +2,7 @@ import { hostCidr, IpAddress } from '../model/cidr.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
-import { datapathLookup, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
+import { datapathLookup, LookupResult, maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { concreteEntry, redirectInfo, rowPortRange } from './commit.js';
 import { Contribution, originsOf } from './contribution.js';
@@ -122,7 +122,7 @@ export class EngineQueries {
    * for the peer and any peer, and the rules of narrower port ranges covering `port`.
    */
   l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): { parser: L7Parser; allowed: boolean } | undefined {
-    const at = this.redirectAt(endpoint, proxyPort);
+    const at = this.redirectAt(endpoint, proxyPort, port);
     if (!at) return undefined;
     const rows = [at.state.l7.get(`${at.id}|${peer}`), peer === ANY_IDENTITY ? undefined : at.state.l7.get(`${at.id}|${ANY_IDENTITY}`)];
     const readable = requestParser(request) === at.redirect.parser;
@@ -131,16 +131,20 @@ export class EngineQueries {
     return { parser: at.redirect.parser, allowed: readable && (byRows || at.state.l7NarrowerContributions(at.redirect, peer, port).some(allows)) };
   }
 
-  /** The redirect an endpoint's proxy port serves, with the map state holding its table. */
-  private redirectAt(endpoint: string, proxyPort: number): { state: MapState; id: string; redirect: Redirect } | undefined {
+  /**
+   * The redirect an endpoint's proxy port serves, with the map state holding its table; none when
+   * `port` is outside its prefix (finding 360: a narrower rule on that port is no rule of this proxy).
+   */
+  private redirectAt(endpoint: string, proxyPort: number, port: number): { state: MapState; id: string; redirect: Redirect } | undefined {
     const state = this.mapOf(endpoint).state;
     const id = this.ports.redirectOf(endpoint, proxyPort);
     const redirect = id === undefined ? undefined : state.redirect(id);
-    return id !== undefined && redirect ? { state, id, redirect } : undefined;
+    if (id === undefined || !redirect || !(Number.isInteger(port) && port >= 0 && port <= 0xffff)) return undefined;
+    return maskPort(port, redirect.portPrefixLen) === redirect.port ? { state, id, redirect } : undefined;
   }
 
   l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): RuleOrigin[] {
-    const at = this.redirectAt(endpoint, proxyPort);
+    const at = this.redirectAt(endpoint, proxyPort, port);
     if (!at || requestParser(request) !== at.redirect.parser) return [];
     const out: RuleOrigin[] = [];
     for (const c of [...at.state.l7Contributions(at.redirect, peer), ...at.state.l7NarrowerContributions(at.redirect, peer, port)]) {

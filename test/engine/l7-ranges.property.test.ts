@@ -31,6 +31,11 @@ const PORT_RULES: Record<string, Record<string, unknown>> = {
   narrow: { ports: [{ port: '8064', endPort: 8127, protocol: 'TCP' }], rules: { http: [{ method: 'DELETE' }] } },
   plain: { ports: [{ port: '5000', protocol: 'TCP' }, { port: '8080', endPort: 8100, protocol: 'TCP' }] },
   kafka: { ports: [{ port: '4100', endPort: 8200, protocol: 'TCP' }], rules: { kafka: [{ topic: 'orders' }] } },
+  narrowkafka: { ports: [{ port: '8080', protocol: 'TCP' }], rules: { kafka: [{ topic: 'orders' }] } },
+  // Deny rules (names starting with "deny") inside and across the redirected prefixes (review 11r).
+  denyport: { ports: [{ port: '5000', protocol: 'TCP' }] },
+  denynarrow: { ports: [{ port: '8064', endPort: 8127, protocol: 'TCP' }] },
+  denyacross: { ports: [{ port: '8100', endPort: 8200, protocol: 'TCP' }] },
 };
 const NAMES = Object.keys(PORT_RULES);
 
@@ -39,7 +44,8 @@ function policy(name: string, direction: 'ingress' | 'egress', anyPeer: boolean)
   const peer = anyPeer ? {} : { matchLabels: { app: direction === 'ingress' ? 'client' : 'web' } };
   const rule = { [direction === 'ingress' ? 'fromEndpoints' : 'toEndpoints']: [peer], toPorts: [PORT_RULES[name]] };
   const subject = { matchLabels: { app: direction === 'ingress' ? 'web' : 'client' } };
-  return { k: 'policy', manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: `${name}-${direction}-${anyPeer ? 'any' : 'one'}`, namespace: 'n0' }, spec: { endpointSelector: subject, [direction]: [rule] } } };
+  const field = name.startsWith('deny') ? `${direction}Deny` : direction;
+  return { k: 'policy', manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: `${name}-${direction}-${anyPeer ? 'any' : 'one'}`, namespace: 'n0' }, spec: { endpointSelector: subject, [field]: [rule] } } };
 }
 
 const PODS: Op[] = [

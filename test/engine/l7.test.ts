@@ -180,6 +180,20 @@ describe('L7 redirects and tables', () => {
     expect(rows()).toHaveLength(1);
   });
 
+  it('a prefix redirect\'s proxy judges no port outside its prefix (finding 360)', () => {
+    const e = new Engine();
+    const wide = cnp('wide', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "4096", endPort: 8191, protocol: TCP}], rules: {http: [{method: POST, path: /public}]}}]`);
+    const plain = cnp('plain', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "80", protocol: TCP}]}]`);
+    e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), wide, plain]);
+    const client = e.identityOfPod('prod/client')!;
+    const proxyPort = e.lookup('prod/web', client, 'ingress', 6, 5000)!.entry.proxyPort;
+    const req = { http: { method: 'DELETE', path: '/x' } };
+    expect(e.l7Verdict('prod/web', proxyPort, client, req, 5000)?.allowed).toBe(false);
+    // Port 80's plain allow is no rule of this proxy: no request to 80 reaches it.
+    expect(e.l7Verdict('prod/web', proxyPort, client, req, 80)).toBeUndefined();
+    expect(e.l7AllowedBy('prod/web', proxyPort, client, req, 80)).toEqual([]);
+  });
+
   it('a rule change that only changes L7 rules gives L7 deltas and no map deltas', () => {
     const e = new Engine();
     e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), httpGetPublic]);

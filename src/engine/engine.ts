@@ -187,10 +187,7 @@ export class Engine {
     // whose closures (one per pod or policy) would live through the whole batch and then be garbage.
     const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
     this.ctx.undoLog = undo;
-    // A cold start adopts its policies' rule units in one loop after the events (policy-resolver.ts `deferAdoptions`).
-    if (undo === null) this.stages.resolver.deferAdoptions();
     this.applyEvents(events);
-    if (undo === null) this.stages.resolver.stopDeferring();
     if (this.restoredEndpoints) this.forgetRestoredGone();
     const result = this.commit();
     this.ctx.undoLog = null;
@@ -271,7 +268,6 @@ export class Engine {
   private applyEvent(e: EngineEvent): void {
     if (this.ctx.faultHook) this.ctx.fault('event');
     const { pods, resolver, fqdn, splits } = this.stages;
-    if (e.type !== 'upsertPolicy') resolver.adoptDeferred();
     if (e.type === 'dnsResponse' || e.type === 'advanceTime') {
       // A query judged as a flow sees the pods' identities as of this event, splits included.
       if (e.type === 'dnsResponse' && e.server) splits.settle();

@@ -26,8 +26,6 @@ export class AttachedUnit implements SelectionListener {
   subject: CachedSelector | null = null;
   /** Joined when some local identity first adopts the unit (most never are), and kept until it is detached. */
   share: UnitShare | null = null;
-  /** Attached during a cold start and not adopted yet: `PolicyResolver.adoptDeferred` adopts its whole selection. */
-  deferred = false;
 
   constructor(
     private readonly resolver: PolicyResolver,
@@ -46,7 +44,7 @@ export class AttachedUnit implements SelectionListener {
   }
 
   selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    if (!this.deferred) this.resolver.onSubjectChange(this, added, removed);
+    this.resolver.onSubjectChange(this, added, removed);
   }
 }
 
@@ -180,8 +178,6 @@ export class PolicyResolver implements NamedPortListener {
   private pass = 0;
   /** Contributions taken out while named ports change, put back after. */
   private namedPortPairs: Map<UnitShare, Set<IdentityId>> | null = null;
-  /** Units attached while adoptions are deferred (`deferAdoptions`), in attaching order; null when they are not. */
-  private deferred: AttachedUnit[] | null = null;
   /** `allow-localhost: always`: every map state gets the local host's ingress allow (`LOCALHOST_ALLOW`). Set once, before any event. */
   allowLocalhost = true;
 
@@ -199,7 +195,6 @@ export class PolicyResolver implements NamedPortListener {
     // Flattened (a concatenation is a tree of pieces); not interned: unique per policy, and interning costs ~7x more.
     const key = flat(policyRefKey(policy.ref));
     const old = this.policies.get(key);
-    if (old) this.adoptDeferred();
     const compiled = compilePolicy(policy);
     let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;
     if (old) {
@@ -226,7 +221,6 @@ export class PolicyResolver implements NamedPortListener {
   deletePolicy(key: string): void {
     const rec = this.policies.get(key);
     if (!rec) throw new Error(`internal: policy ${key} vanished`);
-    this.adoptDeferred();
     for (const a of rec.attached) {
       if (a instanceof AttachedUnit) this.detachUnit(a);
       else this.detachEnforcement(a);
@@ -337,61 +331,9 @@ export class PolicyResolver implements NamedPortListener {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
     const a = new AttachedUnit(this, unit, this.nextUnit++);
     a.subject = this.subjectCache.register(unit.subject, a);
-    if (this.deferred !== null) {
-      a.deferred = true;
-      this.deferred.push(a);
-    } else if (a.subject.selected.size > 0) {
-      // No array for the (many) units that select no local identity.
-      this.onSubjectChange(a, [...a.subject.selected], []);
-    }
+    // No array for the (many) units that select no local identity.
+    if (a.subject.selected.size > 0) this.onSubjectChange(a, [...a.subject.selected], []);
     return a;
-  }
-
-  /**
-   * From now until `stopDeferring`, the units of a run of policy upserts are adopted after the run,
-   * one stage per loop (a cold start's thousands of policies): those loops get hot and optimised
-   * within the batch, where one adoption per policy, deep in the per-policy chain, ran mostly
-   * unoptimised. Anything else (another event, a policy replaced or deleted) first adopts the
-   * pending units, so every adoption sees what it saw before and CIDR identities keep their numbers.
-   */
-  deferAdoptions(): void {
-    this.deferred = [];
-  }
-
-  stopDeferring(): void {
-    this.adoptDeferred();
-    this.deferred = null;
-  }
-
-  /**
-   * Adopts the pending units' selections, in attaching order (detached ones are skipped): shares
-   * joined, then their peers registered (in the order adopting one by one registers them), then
-   * the contributions. Deferring goes on.
-   */
-  adoptDeferred(): void {
-    const units = this.deferred;
-    if (units === null || units.length === 0) return;
-    this.deferred = [];
-    const adopting: AttachedUnit[] = [];
-    for (let i = 0; i < units.length; i++) {
-      const a = units[i] as AttachedUnit;
-      a.deferred = false;
-      if (a.subject !== null && a.subject.selected.size > 0) adopting.push(a);
-    }
-    for (let i = 0; i < adopting.length; i++) {
-      const a = adopting[i] as AttachedUnit;
-      if (a.share === null) this.joinShare(a);
-    }
-    for (let i = 0; i < adopting.length; i++) {
-      const s = (adopting[i] as AttachedUnit).share as UnitShare;
-      if (s.registered) continue;
-      s.registered = true;
-      this.registerPeers(s);
-    }
-    for (let i = 0; i < adopting.length; i++) {
-      const a = adopting[i] as AttachedUnit;
-      this.onSubjectChange(a, [...(a.subject as CachedSelector).selected], []);
-    }
   }
 
   private detachUnit(a: AttachedUnit): void {

@@ -347,7 +347,8 @@ describe('splits under random histories (against the oracle, exact deltas, equal
         fresh.apply(initialEvents(b.state));
         expect(comparableMaps(b.engine)).toEqual(comparableMaps(fresh));
       }),
-      { numRuns: LONG ? 1500 : 150 },
+      // Replays a failure: DISTILL_SEED=<seed> DISTILL_PATH=<path> (as the other property tests).
+      { numRuns: LONG ? 1500 : 150, ...(process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {}) },
     );
     // The histories must really split identities.
     expect(splits).toBeGreaterThan(50);

@@ -318,7 +318,21 @@ export class NetworkSplits {
     if (cidrs.length === 0 && names.length === 0) return;
     this.rebuildGroups();
     const concerned = (pod: Pod): boolean => cidrs.some((c) => inCidr(pod, c)) || pod.ports.some((p) => p.name !== undefined && names.includes(p.name));
-    for (const rec of this.pods.records()) if (concerned(rec.pod)) this.dirtyPods.add(podKey(rec.pod));
+    // A pod's split labels depend on its whole group (pods of its base labels), not only on itself: a
+    // pod outside the CIDR shares a group with one inside, so the group's other members settle too.
+    const groups = new Set<string>();
+    for (const rec of this.pods.records()) {
+      if (!concerned(rec.pod)) continue;
+      const k = podKey(rec.pod);
+      this.dirtyPods.add(k);
+      const g = this.groupOf.get(k);
+      if (g !== undefined) groups.add(g);
+    }
+    if (groups.size === 0) return;
+    for (const rec of this.pods.records()) {
+      const g = this.groupOf.get(podKey(rec.pod));
+      if (g !== undefined && groups.has(g)) this.dirtyPods.add(podKey(rec.pod));
+    }
   }
 
   /** The first or last /0: pods that are not IPv4-only get or lose their family label now. */

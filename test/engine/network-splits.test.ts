@@ -68,6 +68,15 @@ function cluster(extra: EngineEvent[] = []): Both {
 }
 
 describe('networks peers split pod identities by address', () => {
+  it('a pod arriving while no policy splits its group is split from it when a policy does (fail-open before: it kept the Accept of its neighbour\'s /32)', () => {
+    const b = cluster();
+    b.apply([cnp('t1', 2, [{ action: 'Accept', to: [{ networks: ['10.244.2.10/32'] }] }]), { type: 'deletePod', namespace: 'b', name: 'x1' }]);
+    b.apply([del('t1'), pod('b', 'x2', '10.244.2.11', { app: 'web' }), cnp('t0', 1, [{ action: 'Accept', to: [{ networks: ['10.244.2.10/32'] }] }, { action: 'Deny', to: [{ networks: ['0.0.0.0/0'] }] }])]);
+    expect(b.egress('b/x0', 'TCP', 80)).toBe(true);
+    expect(b.egress('b/x2', 'TCP', 80)).toBe(false);
+    expect(b.id('b/x2')).not.toBe(b.id('b/x0'));
+  });
+
   it('a /32 over one of two pods sharing labels: only that pod changes identity, and only its verdict changes', () => {
     const b = cluster();
     expect(b.id('b/x0')).toBe(b.id('b/x1'));

@@ -161,8 +161,9 @@ export class Agent {
     const limiter = new LogLimiter(this.now);
     this.mirror = new ClusterMirror({
       nodeName: config.node,
-      now: this.now,
-      ...(config.elapsed || !config.now ? { elapsed: config.elapsed ?? (() => performance.now()) } : {}),
+      // The mirror's own defaults (Date.now, and performance.now as its steady clock) unless given.
+      ...(config.now ? { now: config.now } : {}),
+      ...(config.elapsed ? { elapsed: config.elapsed } : {}),
       debug: (msg, fields) => log.debug(fields, msg),
       warn: (msg, fields) => {
         const suppressed = limiter.take();

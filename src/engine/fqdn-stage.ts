@@ -81,7 +81,7 @@ export class FqdnStage {
   private seenEpoch = -1;
   private inForce = '';
   /** Policy key → its egress-allow DNS rules (what `dnsProxyLearns` reads). */
-  private readonly dnsRules = new Map<string, { readonly namespace: string | undefined; readonly rules: readonly DnsRule[] }>();
+  private readonly dnsRules = new Map<string, readonly DnsRule[]>();
   /** The FQDN selectors in force, by name (matchName) and as patterns; rebuilt when they change. */
   private exact = new Map<string, string[]>();
   private patterns: { key: string; match: FqdnMatcher }[] = [];
@@ -121,7 +121,7 @@ export class FqdnStage {
     }
     if (rules === null) return;
     const key = policyRefKey(p.ref);
-    this.dnsRules.set(key, { namespace: p.ref.namespace, rules });
+    this.dnsRules.set(key, rules);
     this.ctx.onUndo(() => this.dnsRules.delete(key));
   }
 
@@ -132,8 +132,8 @@ export class FqdnStage {
     this.ctx.onUndo(() => this.dnsRules.set(key, old));
   }
 
+  /** The namespace's answers go (its policies are deleted one by one, `policyDeleted`). */
   namespaceDeleted(ns: string): void {
-    for (const [key, v] of [...this.dnsRules]) if (v.namespace === ns) this.policyDeleted(key);
     this.cache.forgetNamespace(ns, this.changed, this.undo);
   }
 
@@ -154,7 +154,7 @@ export class FqdnStage {
     const labels = this.pods.labelsOf(endpoint);
     if (!labels || !this.maps.byEndpoint.has(endpoint)) return false;
     const request: { dns: DnsQuery } = { dns: { name } };
-    for (const { rules } of this.dnsRules.values()) {
+    for (const rules of this.dnsRules.values()) {
       for (const r of rules) if (selectorMatches(r.subject, labels) && l7Allows(r.l7, request)) return true;
     }
     return false;

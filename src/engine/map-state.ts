@@ -220,8 +220,6 @@ export interface SettleResult {
 
 const NO_L7_CHANGES: readonly L7Change[] = [];
 const NOTHING_CHANGED: SettleResult = { entries: [], l7: NO_L7_CHANGES, redirectsChanged: false };
-/** `settleEntries`' keys affected by the dirty raw keys (emptied before and after each use). */
-const AFFECTED = new Map<number, PolicyKey>();
 
 /** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
 function parserOf(e: PolicyEntry): L7Parser | undefined {
@@ -710,9 +708,7 @@ export class MapState {
   private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
-    // One scratch Map for every map state (settle is not reentrant): no Map object per settle.
-    const affected = AFFECTED;
-    affected.clear();
+    const affected = new Map<number, PolicyKey>();
     // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
     for (const ks of this.dirty.keys()) {
       const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
@@ -733,7 +729,6 @@ export class MapState {
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });
     }
-    affected.clear();
     return changes;
   }
 

@@ -150,6 +150,28 @@ function canonical(v: unknown): string {
  * none, events older than the object's last resourceVersion are dropped, and a relist deletes what
  * it no longer lists. Several streams (one per kind) may feed one mirror.
  */
+/**
+ * `clock` made never backwards: after an NTP step back, a pod whose deletionTimestamp had passed
+ * would be an endpoint again at its next MODIFIED or relist (attack-findings-11b, 11b-1). With
+ * `elapsed` (monotonic), also never slower than real time: after a step back, a pod's deadline
+ * still comes after its grace period (the kubelet's, measured monotonically), not once the wall
+ * clock caught up (attack-findings-11c, 340): its IP, freed at CNI DEL, would keep its identity.
+ */
+function steadyClock(clock: () => number, elapsed: (() => number) | undefined): () => number {
+  let latest = -Infinity;
+  let mark = elapsed?.() ?? 0;
+  return () => {
+    const t = clock();
+    if (elapsed) {
+      const m = elapsed();
+      if (m > mark && latest > -Infinity) latest += m - mark;
+      mark = Math.max(mark, m);
+    }
+    if (t > latest) latest = t;
+    return latest;
+  };
+}
+
 export class ClusterMirror {
   private readonly objects = new Map<string, ObjectState>();
   /** What the engine holds, by object key. */
@@ -186,25 +208,7 @@ export class ClusterMirror {
   constructor(private readonly options: MirrorOptions) {
     this.debug = options.debug ?? (() => {});
     this.warn = options.warn ?? (() => {});
-    // Never backwards: after an NTP step back, a pod whose deletionTimestamp had passed would be
-    // an endpoint again at its next MODIFIED or relist (attack-findings-11b, 11b-1).
-    // And never slower than real time: after a step back, a pod's deadline still comes after its
-    // grace period (the kubelet's, measured monotonically), not once the wall clock caught up
-    // (attack-findings-11c, 340): its IP, freed at CNI DEL, would keep its identity meanwhile.
-    const clock = options.now ?? Date.now;
-    const elapsed = options.elapsed ?? (options.now ? undefined : () => performance.now());
-    let latest = -Infinity;
-    let mark = elapsed?.() ?? 0;
-    this.now = () => {
-      const t = clock();
-      if (elapsed) {
-        const m = elapsed();
-        if (m > mark && latest > -Infinity) latest += m - mark;
-        mark = Math.max(mark, m);
-      }
-      if (t > latest) latest = t;
-      return latest;
-    };
+    this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
   }
 
   /** The mirror's clock (ms since the epoch): never backwards, never slower than `elapsed`. */

@@ -144,13 +144,6 @@ function canonical(v: unknown): string {
 }
 
 /**
- * The cluster as watch streams describe it, and as the engine holds it. Watch events and relists
- * update the first; `flush` gives the minimal events that bring the engine to it: unchanged
- * objects (a replayed or duplicated event, a status-only update, a relist of what is held) give
- * none, events older than the object's last resourceVersion are dropped, and a relist deletes what
- * it no longer lists. Several streams (one per kind) may feed one mirror.
- */
-/**
  * `clock` made never backwards: after an NTP step back, a pod whose deletionTimestamp had passed
  * would be an endpoint again at its next MODIFIED or relist (attack-findings-11b, 11b-1). With
  * `elapsed` (monotonic), also never slower than real time: after a step back, a pod's deadline
@@ -172,6 +165,13 @@ function steadyClock(clock: () => number, elapsed: (() => number) | undefined): 
   };
 }
 
+/**
+ * The cluster as watch streams describe it, and as the engine holds it. Watch events and relists
+ * update the first; `flush` gives the minimal events that bring the engine to it: unchanged
+ * objects (a replayed or duplicated event, a status-only update, a relist of what is held) give
+ * none, events older than the object's last resourceVersion are dropped, and a relist deletes what
+ * it no longer lists. Several streams (one per kind) may feed one mirror.
+ */
 export class ClusterMirror {
   private readonly objects = new Map<string, ObjectState>();
   /** What the engine holds, by object key. */

@@ -4,7 +4,7 @@ import { normalizedHttpPath } from '../src/model/l7-path.js';
 
 describe('finding 280: a request target Envoy refuses before normalizing matches no HTTP rule', () => {
   it('a target not starting with "/" (404 before any filter) matches neither its "/"-prefixed form nor a match-all rule', () => {
-    for (const p of ['admin', '\\admin', '%2Fadmin', '*', 'http://shop/admin', '']) {
+    for (const p of ['admin', '\\admin', '%2Fadmin', '*', 'shop/admin', '']) {
       expect(normalizedHttpPath(p), JSON.stringify(p)).toBeUndefined();
       expect(httpRuleMatches({ path: '/admin' }, { method: 'GET', path: p }), p).toBe(false);
       expect(httpRuleMatches({ method: 'GET' }, { method: 'GET', path: p }), p).toBe(false);

@@ -112,3 +112,22 @@ export function normalizedHttpPath(target: string): string | undefined {
   if (canonical === undefined) return undefined;
   return canonical.replace(/\/{2,}/g, '/') + query;
 }
+
+/**
+ * An HTTP/1 absolute-form request target (`GET http://shop/admin`, RFC 9112 §3.2.2) as Envoy's
+ * codec reads it before any filter (http1 codec_impl.cc `ServerConnectionImpl::handlePath`, with
+ * `allow_absolute_url`, on by default): the Host header is replaced by the target's host and port
+ * (RFC 9110 §7.2), and `:path` is the rest, `/` when empty (utility.cc `Url::initialize`).
+ * Undefined for an origin-form target (it starts with `/`); null for one the codec answers with
+ * 400: a scheme other than http/https, no host, or user info, which distill refuses rather than
+ * model (more closed).
+ */
+export function absoluteTarget(target: string): { readonly authority: string; readonly path: string } | null | undefined {
+  if (target.startsWith('/') || target === '*') return undefined;
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)(.*)$/s.exec(target);
+  if (m === null) return undefined;
+  const [, scheme = '', authority = '', rest = ''] = m;
+  const lower = scheme.toLowerCase();
+  if ((lower !== 'http' && lower !== 'https') || authority === '' || authority.includes('@')) return null;
+  return { authority, path: rest === '' ? '/' : rest };
+}

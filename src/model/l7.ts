@@ -1,6 +1,6 @@
 import { RE2JS, RE2JSSyntaxException } from 're2js';
 import { isDnsWildcard, multiLabelPrefixLength } from './fqdn.js';
-import { normalizedHttpPath } from './l7-path.js';
+import { absoluteTarget, normalizedHttpPath } from './l7-path.js';
 import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
 
 /**
@@ -120,6 +120,8 @@ function sentHeader(req: HttpRequest, lower: string): string | undefined {
 
 /** The request's `:authority`: its `host`, or else the Host header(s) it lists. */
 function authority(req: HttpRequest): string | undefined {
+  const target = absoluteTarget(req.path);
+  if (target !== undefined) return target === null ? undefined : target.authority;
   return req.host ?? sentHeader(req, 'host');
 }
 
@@ -147,7 +149,11 @@ function headerRequirementHolds(req: HttpRequest, spec: string): boolean {
 const normalizedPaths = new WeakMap<HttpRequest, string | null>();
 function requestPath(req: HttpRequest): string | undefined {
   let p = normalizedPaths.get(req);
-  if (p === undefined) normalizedPaths.set(req, (p = normalizedHttpPath(req.path) ?? null));
+  if (p === undefined) {
+    const target = absoluteTarget(req.path);
+    const sent = target === undefined ? req.path : target?.path;
+    normalizedPaths.set(req, (p = sent === undefined ? null : normalizedHttpPath(sent) ?? null));
+  }
   return p ?? undefined;
 }
 

@@ -1,6 +1,6 @@
 import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
 import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatches, recordDnsAnswer } from '../model/fqdn.js';
-import { ClusterState, Pod, podIps, podLabels } from '../model/cluster.js';
+import { ClusterState, isApiServerAddress, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
@@ -28,10 +28,12 @@ function peerMatches(state: ClusterState, peer: Peer, ep: FlowEndpoint): boolean
 /**
  * A `toFQDNs` rule matches an address outside the cluster for which some live answer, learnt by
  * any endpoint of the node, of a name a selector matches holds it (Cilium's name manager selects
- * node-wide). Pods are known by their identity, never by a DNS answer.
+ * node-wide). Pods are known by their identity, never by a DNS answer, and so is an API server
+ * address: its identity is its CIDR one plus `reserved:kube-apiserver`, without fqdn labels
+ * (docs/semantics.md, kube-apiserver; attack finding 460).
  */
 function fqdnEvidence(state: ClusterState, rule: PolicyRule, ep: FlowEndpoint): DnsCacheEntry[] {
-  if (rule.toFQDNs === undefined || ep.kind !== 'external') return [];
+  if (rule.toFQDNs === undefined || ep.kind !== 'external' || isApiServerAddress(state, ep.external.ip.text)) return [];
   return liveMatches(state.dns ?? EMPTY_DNS_CACHE, rule.toFQDNs, ep.external.ip);
 }
 

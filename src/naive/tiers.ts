@@ -1,5 +1,5 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
-import { type ClusterNode, type ClusterState, nodeAddressRole, nodeRoleRank } from '../model/cluster.js';
+import { type ClusterNode, type ClusterState, isApiServerAddress, nodeAddressRole, nodeRoleRank } from '../model/cluster.js';
 import { k8sLabels, type LabelSet, makeLabelSet } from '../model/labels.js';
 import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
@@ -40,8 +40,9 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boo
       // Networks match pod addresses too (the API's `Networks` doc: 0.0.0.0/0 covers pod-to-pod).
       return peer.cidrs.some((c) => cidrContainsIp(c, endpointIp(ep)));
     case 'domainNames':
-      // As a toFQDNs rule: an address outside the cluster a live learnt answer of a matching name holds.
-      return ep.kind === 'external' && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
+      // As a toFQDNs rule: an address outside the cluster a live learnt answer of a matching name
+      // holds, unless it is an API server address (its identity has no fqdn labels: finding 460).
+      return ep.kind === 'external' && !isApiServerAddress(state, ep.external.ip.text) && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
     case 'nodes': {
       const labels = nodePeerLabels(state, ep);
       return labels !== undefined && selectorMatches(peer.selector, labels);

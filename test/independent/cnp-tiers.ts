@@ -32,6 +32,7 @@ function ipv4(s: string): number {
 }
 
 function inCidr(ip: number, cidr: string): boolean {
+  if (ip < 0) throw new Error(`a CIDR (${cidr}) meets a pod with no address in the scenario`);
   const [addr, len] = cidr.split('/');
   if (addr === undefined || len === undefined || addr.includes(':')) return false; // IPv6 CIDRs never hold an IPv4 address
   const bits = Number(len);
@@ -58,7 +59,8 @@ export function readWorld(text: string): World {
       const o = obj(x);
       return { ...(o.name === undefined ? {} : { name: String(o.name) }), port: Number(o.port), protocol: String(o.protocol ?? 'TCP').toUpperCase() };
     });
-    pods.set(`${ns}/${name}`, { ns, name, labels: labelsOf(p.labels), ip: ipv4(String(p.ip)), ports });
+    // A pod without an address gets one distill allocates; this reader then refuses to match it against a CIDR.
+    pods.set(`${ns}/${name}`, { ns, name, labels: labelsOf(p.labels), ip: p.ip === undefined ? -1 : ipv4(String(p.ip)), ports });
   }
   const externals = new Map(list(doc.externals).map((e) => [String(obj(e).name), { name: String(obj(e).name), ip: ipv4(String(obj(e).ip)) }]));
   return { nsLabels, pods, externals, policies: list(doc.policies).map(obj) };

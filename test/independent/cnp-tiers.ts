@@ -18,7 +18,8 @@ type Obj = Record<string, unknown>;
 
 export interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ip: number; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
 interface External { readonly name: string; readonly ip: number }
-export interface World { readonly nsLabels: ReadonlyMap<string, Labels>; readonly pods: ReadonlyMap<string, Pod>; readonly externals: ReadonlyMap<string, External>; readonly policies: readonly Obj[] }
+interface Node { readonly name: string; readonly ip: number; readonly labels: Labels }
+export interface World { readonly nsLabels: ReadonlyMap<string, Labels>; readonly pods: ReadonlyMap<string, Pod>; readonly externals: ReadonlyMap<string, External>; readonly nodes: ReadonlyMap<string, Node>; readonly policies: readonly Obj[] }
 export interface FlowQ { readonly from: string; readonly to: string; readonly port: number; readonly protocol: string }
 
 const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
@@ -63,7 +64,11 @@ export function readWorld(text: string): World {
     pods.set(`${ns}/${name}`, { ns, name, labels: labelsOf(p.labels), ip: p.ip === undefined ? -1 : ipv4(String(p.ip)), ports });
   }
   const externals = new Map(list(doc.externals).map((e) => [String(obj(e).name), { name: String(obj(e).name), ip: ipv4(String(obj(e).ip)) }]));
-  return { nsLabels, pods, externals, policies: list(doc.policies).map(obj) };
+  const nodes = new Map(list(doc.nodes).map((raw) => {
+    const n = obj(raw);
+    return [`node:${String(n.name)}`, { name: String(n.name), ip: ipv4(String(list(n.ips)[0])), labels: labelsOf(n.labels) }];
+  }));
+  return { nsLabels, pods, externals, nodes, policies: list(doc.policies).map(obj) };
 }
 
 /** metav1.LabelSelector: matchLabels AND matchExpressions; {} selects everything. */
@@ -96,13 +101,15 @@ function cnpSelectsPod(w: World, sel: Obj, pod: Pod): boolean {
   throw new Error('peer or subject with no known field');
 }
 
-/** A peer: a pod (namespaces/pods/networks match it) or an external (only networks do). */
-type Peer = { kind: 'pod'; pod: Pod } | { kind: 'external'; ip: number };
+/** A peer: a pod (namespaces/pods/networks match it), a node (nodes/networks) or an external (networks). */
+type Peer = { kind: 'pod'; pod: Pod } | { kind: 'external'; ip: number } | { kind: 'node'; ip: number; labels: Labels };
 const peerIp = (p: Peer): number => (p.kind === 'pod' ? p.pod.ip : p.ip);
 
 /** types.go ClusterNetworkPolicyEgressPeer.Networks: "cluster-internal traffic will be checked against the rule as well". */
 function cnpPeerMatches(w: World, peer: Obj, p: Peer): boolean {
   if (peer.networks !== undefined) return list(peer.networks).some((c) => inCidr(peerIp(p), String(c)));
+  // types.go ClusterNetworkPolicyEgressPeer.Nodes: "selects the nodeIPs"; "if present but empty, it selects all Nodes".
+  if (peer.nodes !== undefined) return p.kind === 'node' && selects(peer.nodes, p.labels);
   return p.kind === 'pod' && cnpSelectsPod(w, peer, p.pod);
 }
 
@@ -222,6 +229,8 @@ function resolve(w: World, name: string): Peer {
   if (pod) return { kind: 'pod', pod };
   const ext = w.externals.get(name);
   if (ext) return { kind: 'external', ip: ext.ip };
+  const node = w.nodes.get(name);
+  if (node) return { kind: 'node', ip: node.ip, labels: node.labels };
   throw new Error(`unknown endpoint ${name}`);
 }
 
@@ -234,4 +243,18 @@ export function possibleVerdicts(w: World, f: FlowQ): Set<boolean> {
   const out = new Set<boolean>();
   for (const a of eg) for (const b of ing) out.add(a && b);
   return out;
+}
+
+/**
+ * Whether a ClusterNetworkPolicy selecting the flow's source has an egress `networks` peer and the
+ * destination is a node: there distill's engine is knowingly stricter than the API. It cannot split
+ * the one remote-node identity by address, so a Deny with networks denies every node (whether or not
+ * a CIDR holds the node's address), a Pass denies every node at its level, an Accept admits none
+ * (docs/semantics.md, "ClusterNetworkPolicy networks"; findings 442).
+ */
+export function networksMeetNode(w: World, f: FlowQ): boolean {
+  const src = w.pods.get(f.from);
+  if (!src || !w.nodes.has(f.to)) return false;
+  return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && cnpSelectsPod(w, obj(obj(p.spec).subject), src) &&
+    list(obj(p.spec).egress).some((r) => list(obj(r).to).some((x) => obj(x).networks !== undefined)));
 }

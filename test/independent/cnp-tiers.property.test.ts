@@ -92,7 +92,7 @@ const np = (i: number): fc.Arbitrary<J> =>
   fc.record({
     ns: fc.constantFrom(...NS),
     podSelector: selector,
-    types: fc.constantFrom(['Ingress'], ['Egress'], ['Ingress', 'Egress']),
+    types: fc.constantFrom<string[]>(['Ingress'], ['Egress'], ['Ingress', 'Egress']),
     ingress: fc.array(npRule('ingress'), { maxLength: 2 }),
     egress: fc.array(npRule('egress'), { maxLength: 2 }),
   }).map(({ ns, podSelector, types, ingress, egress }) => ({
@@ -131,7 +131,7 @@ const scenario: fc.Arbitrary<J> = fc
     namespaces,
     pods: fc.integer({ min: 2, max: 5 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => pod(i)))),
     cnps: fc.integer({ min: 1, max: 4 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => cnp(i)))),
-    nps: fc.integer({ min: 0, max: 2 }).chain((n) => (n === 0 ? fc.constant([]) : fc.tuple(...Array.from({ length: n }, (_, i) => np(i))))),
+    nps: fc.integer({ min: 0, max: 2 }).chain((n) => (n === 0 ? fc.constant<J[]>([]) : fc.tuple(...Array.from({ length: n }, (_, i) => np(i))))),
   })
   .map(({ namespaces: nss, pods, cnps, nps }) => ({
     description: 'generated (network-policy-api differential)',

@@ -16,7 +16,7 @@ import { parse } from 'yaml';
 type Labels = ReadonlyMap<string, string>;
 type Obj = Record<string, unknown>;
 
-export interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ip: number; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
+interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ip: number; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
 interface External { readonly name: string; readonly ip: number }
 interface Node { readonly name: string; readonly ip: number; readonly labels: Labels }
 export interface World { readonly nsLabels: ReadonlyMap<string, Labels>; readonly pods: ReadonlyMap<string, Pod>; readonly externals: ReadonlyMap<string, External>; readonly nodes: ReadonlyMap<string, Node>; readonly policies: readonly Obj[] }
@@ -72,7 +72,7 @@ export function readWorld(text: string): World {
 }
 
 /** metav1.LabelSelector: matchLabels AND matchExpressions; {} selects everything. */
-export function selects(sel: unknown, labels: Labels): boolean {
+function selects(sel: unknown, labels: Labels): boolean {
   const s = obj(sel);
   for (const [k, v] of Object.entries(obj(s.matchLabels))) if (labels.get(k) !== String(v)) return false;
   for (const raw of list(s.matchExpressions)) {

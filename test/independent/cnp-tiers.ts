@@ -1,0 +1,260 @@
+import { parse } from 'yaml';
+
+/*
+ * An independent reader of ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) together with
+ * namespaced NetworkPolicy, written only from kubernetes-sigs/network-policy-api at commit
+ * 0eec1b0e5fa92715b4c0f4c48d3c8d2913ed2159 (apis/v1alpha2/clusternetworkpolicy_types.go, cited as
+ * types.go; site-src/api-overview.md) and the Kubernetes NetworkPolicy API (networking.k8s.io/v1).
+ * It reads the scenario YAML itself and shares no code with distill's reader, oracle or engine.
+ *
+ * Scope: IPv4 pods with explicit addresses, externals, CNP subjects namespaces/pods, peers
+ * namespaces/pods/networks, protocols tcp/udp/sctp (number or range) and destinationNamedPort,
+ * NetworkPolicy podSelector/namespaceSelector/ipBlock peers, numeric and named ports, endPort.
+ * It does not read nodes, domainNames or Cilium policies: the generator writes none.
+ */
+
+type Labels = ReadonlyMap<string, string>;
+type Obj = Record<string, unknown>;
+
+interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ip: number; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
+interface External { readonly name: string; readonly ip: number }
+interface Node { readonly name: string; readonly ip: number; readonly labels: Labels }
+export interface World { readonly nsLabels: ReadonlyMap<string, Labels>; readonly pods: ReadonlyMap<string, Pod>; readonly externals: ReadonlyMap<string, External>; readonly nodes: ReadonlyMap<string, Node>; readonly policies: readonly Obj[] }
+export interface FlowQ { readonly from: string; readonly to: string; readonly port: number; readonly protocol: string }
+
+const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
+const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const labelsOf = (v: unknown): Map<string, string> => new Map(Object.entries(obj(v)).map(([k, x]) => [k, String(x)]));
+
+function ipv4(s: string): number {
+  const p = s.split('.').map(Number);
+  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${s}`);
+  return (((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0);
+}
+
+function inCidr(ip: number, cidr: string): boolean {
+  if (ip < 0) throw new Error(`a CIDR (${cidr}) meets a pod with no address in the scenario`);
+  const [addr, len] = cidr.split('/');
+  if (addr === undefined || len === undefined || addr.includes(':')) return false; // IPv6 CIDRs never hold an IPv4 address
+  const bits = Number(len);
+  if (bits === 0) return true;
+  const mask = (0xffffffff << (32 - bits)) >>> 0;
+  return ((ip & mask) >>> 0) === ((ipv4(addr) & mask) >>> 0);
+}
+
+/** Reads the scenario's initial state (the generator writes one step). */
+export function readWorld(text: string): World {
+  const doc = obj(parse(text));
+  const nsLabels = new Map<string, Labels>();
+  const addNs = (name: string, labels: Map<string, string>): void => {
+    labels.set('kubernetes.io/metadata.name', name);
+    nsLabels.set(name, labels);
+  };
+  for (const n of list(doc.namespaces)) addNs(String(obj(n).name), labelsOf(obj(n).labels));
+  const pods = new Map<string, Pod>();
+  for (const raw of list(doc.pods)) {
+    const p = obj(raw);
+    const [ns, name] = String(p.name).split('/') as [string, string];
+    if (!nsLabels.has(ns)) addNs(ns, new Map());
+    const ports = list(p.ports).map((x) => {
+      const o = obj(x);
+      return { ...(o.name === undefined ? {} : { name: String(o.name) }), port: Number(o.port), protocol: String(o.protocol ?? 'TCP').toUpperCase() };
+    });
+    // A pod without an address gets one distill allocates; this reader then refuses to match it against a CIDR.
+    pods.set(`${ns}/${name}`, { ns, name, labels: labelsOf(p.labels), ip: p.ip === undefined ? -1 : ipv4(String(p.ip)), ports });
+  }
+  const externals = new Map(list(doc.externals).map((e) => [String(obj(e).name), { name: String(obj(e).name), ip: ipv4(String(obj(e).ip)) }]));
+  const nodes = new Map(list(doc.nodes).map((raw) => {
+    const n = obj(raw);
+    return [`node:${String(n.name)}`, { name: String(n.name), ip: ipv4(String(list(n.ips)[0])), labels: labelsOf(n.labels) }];
+  }));
+  return { nsLabels, pods, externals, nodes, policies: list(doc.policies).map(obj) };
+}
+
+/** metav1.LabelSelector: matchLabels AND matchExpressions; {} selects everything. */
+function selects(sel: unknown, labels: Labels): boolean {
+  const s = obj(sel);
+  for (const [k, v] of Object.entries(obj(s.matchLabels))) if (labels.get(k) !== String(v)) return false;
+  for (const raw of list(s.matchExpressions)) {
+    const e = obj(raw);
+    const key = String(e.key);
+    const values = list(e.values).map(String);
+    const has = labels.has(key);
+    const val = labels.get(key);
+    const ok =
+      e.operator === 'In' ? has && values.includes(val!) :
+      e.operator === 'NotIn' ? !has || !values.includes(val!) :
+      e.operator === 'Exists' ? has :
+      e.operator === 'DoesNotExist' ? !has :
+      (() => { throw new Error(`unknown operator ${String(e.operator)}`); })();
+    if (!ok) return false;
+  }
+  return true;
+}
+
+const nsOf = (w: World, pod: Pod): Labels => w.nsLabels.get(pod.ns) ?? new Map();
+
+/** types.go ClusterNetworkPolicySubject / NamespacedPod: namespaces, or namespaceSelector AND podSelector. */
+function cnpSelectsPod(w: World, sel: Obj, pod: Pod): boolean {
+  if (sel.namespaces !== undefined) return selects(sel.namespaces, nsOf(w, pod));
+  if (sel.pods !== undefined) return selects(obj(sel.pods).namespaceSelector, nsOf(w, pod)) && selects(obj(sel.pods).podSelector, pod.labels);
+  throw new Error('peer or subject with no known field');
+}
+
+/** A peer: a pod (namespaces/pods/networks match it), a node (nodes/networks) or an external (networks). */
+type Peer = { kind: 'pod'; pod: Pod } | { kind: 'external'; ip: number } | { kind: 'node'; ip: number; labels: Labels };
+const peerIp = (p: Peer): number => (p.kind === 'pod' ? p.pod.ip : p.ip);
+
+/** types.go ClusterNetworkPolicyEgressPeer.Networks: "cluster-internal traffic will be checked against the rule as well". */
+function cnpPeerMatches(w: World, peer: Obj, p: Peer): boolean {
+  if (peer.networks !== undefined) return list(peer.networks).some((c) => inCidr(peerIp(p), String(c)));
+  // types.go ClusterNetworkPolicyEgressPeer.Nodes: "selects the nodeIPs"; "if present but empty, it selects all Nodes".
+  if (peer.nodes !== undefined) return p.kind === 'node' && selects(peer.nodes, p.labels);
+  return p.kind === 'pod' && cnpSelectsPod(w, peer, p.pod);
+}
+
+/** The destination's container port named `name` with this protocol, if any. */
+const namedPort = (dst: Peer, name: string, protocol: string): number | undefined =>
+  dst.kind === 'pod' ? dst.pod.ports.find((x) => x.name === name && x.protocol === protocol)?.port : undefined;
+
+/** types.go ClusterNetworkPolicyProtocol: none = all traffic; else any entry matches (OR). */
+function cnpProtocolsMatch(protocols: unknown, f: FlowQ, dst: Peer): boolean {
+  const ps = list(protocols);
+  if (ps.length === 0) return true;
+  return ps.some((raw) => {
+    const p = obj(raw);
+    if (p.destinationNamedPort !== undefined) return namedPort(dst, String(p.destinationNamedPort), f.protocol) === f.port;
+    const key = f.protocol.toLowerCase();
+    if (!['tcp', 'udp', 'sctp'].includes(key) || p[key] === undefined) return false;
+    const port = obj(obj(p[key]).destinationPort);
+    if (port.number !== undefined) return Number(port.number) === f.port;
+    const r = obj(port.range);
+    return f.port >= Number(r.start) && f.port <= Number(r.end);
+  });
+}
+
+type Action = 'Accept' | 'Deny' | 'Pass';
+
+/** The action of a CNP's first rule (in written order, types.go Ingress/Egress docs) that matches, if any. */
+function firstMatch(w: World, cnp: Obj, dir: 'ingress' | 'egress', peer: Peer, f: FlowQ, dst: Peer): Action | undefined {
+  for (const raw of list(obj(cnp.spec)[dir])) {
+    const rule = obj(raw);
+    const peers = list(dir === 'ingress' ? rule.from : rule.to).map(obj);
+    if (peers.some((x) => cnpPeerMatches(w, x, peer)) && cnpProtocolsMatch(rule.protocols, f, dst)) return rule.action as Action;
+  }
+  return undefined;
+}
+
+/**
+ * One tier, by priority ascending. types.go Priority: "If two (or more) policies in the same tier
+ * with the same priority could match a connection, then the implementation can apply any of the
+ * matching policies": the set of actions any tie-break could yield; 'none' when no rule matched.
+ */
+function tierOutcomes(w: World, tier: string, subject: Pod, dir: 'ingress' | 'egress', peer: Peer, f: FlowQ, dst: Peer): Set<Action | 'none'> {
+  const cnps = w.policies.filter((p) => p.kind === 'ClusterNetworkPolicy' && obj(p.spec).tier === tier && cnpSelectsPod(w, obj(obj(p.spec).subject), subject));
+  const priorities = [...new Set(cnps.map((p) => Number(obj(p.spec).priority)))].sort((a, b) => a - b);
+  for (const prio of priorities) {
+    const actions = new Set<Action>();
+    for (const p of cnps) if (Number(obj(p.spec).priority) === prio) {
+      const a = firstMatch(w, p, dir, peer, f, dst);
+      if (a !== undefined) actions.add(a);
+    }
+    if (actions.size > 0) return actions;
+  }
+  return new Set(['none']);
+}
+
+/** NetworkPolicy port: numeric (with endPort) or a name resolved on the destination pod. */
+function npPortMatches(raw: unknown, f: FlowQ, dst: Peer): boolean {
+  const p = obj(raw);
+  if (String(p.protocol ?? 'TCP').toUpperCase() !== f.protocol) return false;
+  if (p.port === undefined) return true;
+  if (typeof p.port === 'string' && !/^\d+$/.test(p.port)) return namedPort(dst, p.port, f.protocol) === f.port;
+  const lo = Number(p.port);
+  return p.endPort === undefined ? f.port === lo : f.port >= lo && f.port <= Number(p.endPort);
+}
+
+function npPeerMatches(w: World, np: Obj, raw: unknown, peer: Peer): boolean {
+  const x = obj(raw);
+  if (x.ipBlock !== undefined) {
+    const b = obj(x.ipBlock);
+    return inCidr(peerIp(peer), String(b.cidr)) && !list(b.except).some((c) => inCidr(peerIp(peer), String(c)));
+  }
+  if (peer.kind !== 'pod') return false;
+  const nsOk = x.namespaceSelector === undefined ? peer.pod.ns === obj(np.metadata).namespace : selects(x.namespaceSelector, nsOf(w, peer.pod));
+  return nsOk && (x.podSelector === undefined || selects(x.podSelector, peer.pod.labels));
+}
+
+/** networking.k8s.io/v1: isolated when a policy of the pod's namespace selects it for `dir`; then allowed iff a rule matches. */
+function networkPolicyTier(w: World, subject: Pod, dir: 'ingress' | 'egress', peer: Peer, f: FlowQ, dst: Peer): boolean | undefined {
+  const types = (np: Obj): string[] => {
+    const spec = obj(np.spec);
+    if (spec.policyTypes !== undefined) return list(spec.policyTypes).map(String);
+    return spec.egress !== undefined ? ['Ingress', 'Egress'] : ['Ingress'];
+  };
+  const want = dir === 'ingress' ? 'Ingress' : 'Egress';
+  const nps = w.policies.filter((p) => p.kind === 'NetworkPolicy' && obj(p.metadata).namespace === subject.ns && selects(obj(p.spec).podSelector, subject.labels) && types(p).includes(want));
+  if (nps.length === 0) return undefined;
+  return nps.some((np) => list(obj(np.spec)[dir]).some((raw) => {
+    const rule = obj(raw);
+    const peers = list(dir === 'ingress' ? rule.from : rule.to);
+    const peerOk = rule[dir === 'ingress' ? 'from' : 'to'] === undefined || peers.length === 0 || peers.some((x) => npPeerMatches(w, np, x, peer));
+    const ports = list(rule.ports);
+    return peerOk && (ports.length === 0 || ports.some((p) => npPortMatches(p, f, dst)));
+  }));
+}
+
+/**
+ * One side's possible verdicts. types.go Tier: Admin, then NetworkPolicy ("always makes a final
+ * decision for selected pods"), then Baseline, then "all pods can communicate"; Pass "skips all
+ * further ClusterNetworkPolicy rules in the current tier ... and passes evaluation to the next tier".
+ */
+function side(w: World, subject: Pod, dir: 'ingress' | 'egress', peer: Peer, f: FlowQ, dst: Peer): Set<boolean> {
+  const out = new Set<boolean>();
+  const belowAdmin = (): void => {
+    const np = networkPolicyTier(w, subject, dir, peer, f, dst);
+    if (np !== undefined) { out.add(np); return; }
+    for (const a of tierOutcomes(w, 'Baseline', subject, dir, peer, f, dst)) out.add(a !== 'Deny');
+  };
+  for (const a of tierOutcomes(w, 'Admin', subject, dir, peer, f, dst)) {
+    if (a === 'Accept') out.add(true);
+    else if (a === 'Deny') out.add(false);
+    else belowAdmin();
+  }
+  return out;
+}
+
+function resolve(w: World, name: string): Peer {
+  const pod = w.pods.get(name);
+  if (pod) return { kind: 'pod', pod };
+  const ext = w.externals.get(name);
+  if (ext) return { kind: 'external', ip: ext.ip };
+  const node = w.nodes.get(name);
+  if (node) return { kind: 'node', ip: node.ip, labels: node.labels };
+  throw new Error(`unknown endpoint ${name}`);
+}
+
+/** Every verdict a conforming implementation may give the flow: egress of the source AND ingress of the destination. */
+export function possibleVerdicts(w: World, f: FlowQ): Set<boolean> {
+  const src = resolve(w, f.from);
+  const dst = resolve(w, f.to);
+  const eg = src.kind === 'pod' ? side(w, src.pod, 'egress', dst, f, dst) : new Set([true]);
+  const ing = dst.kind === 'pod' ? side(w, dst.pod, 'ingress', src, f, dst) : new Set([true]);
+  const out = new Set<boolean>();
+  for (const a of eg) for (const b of ing) out.add(a && b);
+  return out;
+}
+
+/**
+ * Whether a ClusterNetworkPolicy selecting the flow's source has an egress `networks` peer and the
+ * destination is a node: there distill's engine is knowingly stricter than the API. It cannot split
+ * the one remote-node identity by address, so a Deny with networks denies every node (whether or not
+ * a CIDR holds the node's address), a Pass denies every node at its level, an Accept admits none
+ * (docs/semantics.md, "ClusterNetworkPolicy networks"; findings 442).
+ */
+export function networksMeetNode(w: World, f: FlowQ): boolean {
+  const src = w.pods.get(f.from);
+  if (!src || !w.nodes.has(f.to)) return false;
+  return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && cnpSelectsPod(w, obj(obj(p.spec).subject), src) &&
+    list(obj(p.spec).egress).some((r) => list(obj(r).to).some((x) => obj(x).networks !== undefined)));
+}

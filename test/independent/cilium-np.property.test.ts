@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -157,4 +158,11 @@ describe('CiliumNetworkPolicy: distill against an independent reader of Cilium',
     process.stderr.write(`cilium-np: ${deviations} flows differ only by distill's documented egress named-port reading\n`);
     expect(RUNS).toBeGreaterThan(0);
   }, 120_000);
+
+  const DIR = 'fixtures/conformance/cilium-diff';
+  for (const f of readdirSync(DIR).filter((n) => n.endsWith('.yaml'))) {
+    it(`agrees on ${DIR}/${f}`, () => {
+      expect(disagreements(readFileSync(`${DIR}/${f}`, 'utf8'))).toEqual([]);
+    });
+  }
 });

@@ -199,7 +199,9 @@ function namedPort(name: string, flow: Flow, candidates: readonly Peer[]): boole
   return numbers.size === 1 && numbers.has(flow.port);
 }
 
-function portMatches(pp: Yaml, flow: Flow, named: readonly Peer[]): boolean {
+type Named = (name: string, flow: Flow) => boolean;
+
+function portMatches(pp: Yaml, flow: Flow, named: Named): boolean {
   const proto = str(pp.protocol || 'ANY');
   if (flow.protocol === 'ICMP') return false;
   if (proto !== 'ANY' && proto !== flow.protocol) return false;
@@ -210,17 +212,17 @@ function portMatches(pp: Yaml, flow: Flow, named: readonly Peer[]): boolean {
     const hi = pp.endPort === undefined ? lo : Math.max(lo, Number(pp.endPort));
     return flow.port >= lo && flow.port <= hi;
   }
-  return namedPort(port.toLowerCase(), flow, named);
+  return named(port.toLowerCase(), flow);
 }
 
 /** A rule's L4 part: no `toPorts` = every port and protocol; otherwise the listed ports only. */
-function l4Matches(rule: Yaml, flow: Flow, named: readonly Peer[]): boolean {
+function l4Matches(rule: Yaml, flow: Flow, named: Named): boolean {
   const toPorts = list(rule.toPorts);
   if (toPorts === undefined || toPorts.length === 0) return true;
   return toPorts.some((pr) => (list(obj(pr).ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)));
 }
 
-function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, named: readonly Peer[], namespace: string | undefined): boolean {
+function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, named: Named, namespace: string | undefined): boolean {
   const l3 = peerSelects(rule, dir, peer, namespace);
   if (l3 === false) return false;
   // `{}` (and `{toPorts: []}`: Go sees len 0 either way) takes the L3-only path with no peer: nothing
@@ -252,10 +254,18 @@ function specsSelecting(c: Cluster, subject: Peer): Spec[] {
 export interface Reading { readonly strictEgressNamedPorts: boolean }
 const CILIUM: Reading = { strictEgressNamedPorts: false };
 
+/** distill's reading: every pod of the peer's identity (same labels) has the port, and the name is unique. */
+function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
+  const same = (a: Labels, b: Labels): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+  const identity = peer.kind === 'pod' ? pods.filter((p) => same(p.labels, peer.labels)) : [];
+  return (name, f) => identity.length > 0 && named(name, f) && identity.every((p) => namedPort(name, f, [p]));
+}
+
 /** One direction of one endpoint: is the flow with `peer` allowed? */
 function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading): boolean {
   const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
-  const named = ingress ? [subject] : [...c.peers.values()].filter((p) => p.kind === 'pod');
+  const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
+  const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
   let enforced = false;
   let allowed = false;
   for (const { spec, namespace } of specsSelecting(c, subject)) {
@@ -263,7 +273,7 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
     const denies = list(spec[denyKey]) ?? [];
     if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, named, namespace))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
-    const allowNamed = !ingress && reading.strictEgressNamedPorts ? (peer.kind === 'pod' ? [peer] : []) : named;
+    const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
     if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace))) allowed = true;
   }
   if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;

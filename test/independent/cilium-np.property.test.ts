@@ -31,9 +31,15 @@ const podArb = fc.record({
 
 const selectorArb = fc.oneof(
   fc.constant({}),
+  fc.constantFrom('reserved:host', 'reserved:world', 'reserved:remote-node').map((k) => ({ matchLabels: { [k]: '' } })),
   fc.record({ matchLabels: fc.dictionary(fc.constantFrom(...LABEL_KEYS, 'io.kubernetes.pod.namespace', 'k8s:io.kubernetes.pod.namespace', 'io.cilium.k8s.namespace.labels.team'), fc.constant(''), { minKeys: 1, maxKeys: 2 }) }).map(({ matchLabels }) => ({
     matchLabels: Object.fromEntries(Object.keys(matchLabels).map((k) => [k, bare(k) === 'io.kubernetes.pod.namespace' ? (k.length % 2 ? 'a' : 'b') : bare(k) === 'io.cilium.k8s.namespace.labels.team' ? 'red' : (VALUES[bare(k)] ?? ['x'])[k.length % 2] ?? 'x'])),
   })),
+  fc.record({
+    key: fc.constantFrom('io.kubernetes.pod.namespace', 'k8s:io.kubernetes.pod.namespace', 'io.cilium.k8s.namespace.labels.team', 'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name'),
+    operator: fc.constantFrom('In', 'NotIn', 'Exists', 'DoesNotExist'),
+    v: fc.constantFrom('a', 'b', 'red'),
+  }).map(({ key, operator, v }) => ({ matchExpressions: [operator === 'In' || operator === 'NotIn' ? { key, operator, values: [v] } : { key, operator }] })),
   fc.record({
     key: fc.constantFrom(...LABEL_KEYS),
     operator: fc.constantFrom('In', 'NotIn', 'Exists', 'DoesNotExist'),
@@ -79,7 +85,7 @@ const specArb = fc.record({
   enableDefaultDeny: fc.option(fc.record({ ingress: fc.option(fc.boolean(), { nil: undefined }), egress: fc.option(fc.boolean(), { nil: undefined }) }), { nil: undefined }),
 }).map((s) => JSON.parse(JSON.stringify(s)) as Record<string, unknown>);
 
-const policyArb = fc.record({ clusterwide: fc.boolean(), ns: fc.constantFrom(...NAMESPACES), spec: specArb });
+const policyArb = fc.record({ clusterwide: fc.boolean(), ns: fc.constantFrom(...NAMESPACES), spec: specArb, specs: fc.boolean(), spec2: specArb });
 
 const scenarioArb = fc.record({
   teams: fc.tuple(fc.boolean(), fc.boolean()),
@@ -108,7 +114,7 @@ function scenarioYaml(g: Generated): string {
       apiVersion: 'cilium.io/v2',
       kind: p.clusterwide ? 'CiliumClusterwideNetworkPolicy' : 'CiliumNetworkPolicy',
       metadata: p.clusterwide ? { name: `p${i}` } : { name: `p${i}`, namespace: p.ns },
-      spec: p.spec,
+      ...(p.specs ? { specs: [p.spec, p.spec2] } : { spec: p.spec }),
     })),
     steps: [{ probes: PROBES }],
   };

@@ -129,15 +129,28 @@ const selects = (reqs: readonly Req[], labels: Labels): boolean => reqs.every((r
 const NS = 'io.kubernetes.pod.namespace';
 const NS_LABELS = 'io.cilium.k8s.namespace.labels';
 
-/** utils.go getEndpointSelector: a peer selector's namespace scoping. */
+const EXISTS_NS: Req = { key: `k8s:${NS}`, op: 'Exists', values: [] };
+
+/**
+ * utils.go getEndpointSelector: a peer selector's namespace scoping. A selector naming the namespace (or its
+ * labels) only through negative terms (NotIn, DoesNotExist) selected every identity without a namespace in
+ * Cilium 1.19 (world, host, ...: cilium#46949, "affects/v1.19"); the fix, cilium#46996 ("There is code that
+ * forces namespace selectors, but it incorrectly skipped NotIn selectors ... ensures that CNP and KNP always
+ * have a namespace ... selector. This ensures they only select endpoints"), requires a namespace. Followed here.
+ */
 function peerSelector(sel: Yaml, namespace: string | undefined): Req[] {
   const reqs = requirements(sel);
-  const keys = reqs.map((r) => splitKey(r.key));
-  const namesNs = keys.some(([s, k]) => k === NS && (s === 'k8s' || s === 'any'));
-  if (namesNs) return reqs;
-  if (namespace === undefined) return [...reqs, { key: `k8s:${NS}`, op: 'Exists', values: [] }];
-  const namesNsLabels = keys.some(([s, k]) => k.startsWith(NS_LABELS) && (s === 'k8s' || s === 'any'));
-  return namesNsLabels ? reqs : [...reqs, { key: `k8s:${NS}`, op: 'In', values: [namespace] }];
+  // "The k8s prefix must not be added to reserved labels" (getEndpointSelector; cilium#862): taken as is
+  if (reqs.some((r) => splitKey(r.key)[0] === 'reserved')) return reqs;
+  const names = (pred: (k: string) => boolean, positive: boolean): boolean => reqs.some((r) => {
+    const [s, k] = splitKey(r.key);
+    return pred(k) && (s === 'k8s' || s === 'any') && (!positive || r.op === 'In' || r.op === 'Exists');
+  });
+  const isNs = (k: string): boolean => k === NS;
+  const isNsLabel = (k: string): boolean => k.startsWith(NS_LABELS);
+  if (names(isNs, true) || names(isNsLabel, true)) return reqs;
+  if (names(isNs, false) || names(isNsLabel, false) || namespace === undefined) return [...reqs, EXISTS_NS];
+  return [...reqs, { key: `k8s:${NS}`, op: 'In', values: [namespace] }];
 }
 
 /** ParseCiliumRule: the subject of a namespaced policy is its namespace's, whatever the selector says of it. */

@@ -26,7 +26,7 @@ const podArb = fc.record({
   ns: fc.constantFrom(...NAMESPACES),
   app: fc.option(fc.constantFrom('x', 'y'), { nil: undefined }),
   tier: fc.option(fc.constantFrom('fe', 'be'), { nil: undefined }),
-  web: fc.boolean(),
+  web: fc.constantFrom(undefined, 80, 80, 8080),
 });
 
 const selectorArb = fc.oneof(
@@ -50,7 +50,7 @@ const selectorArb = fc.oneof(
 const portArb = fc.oneof(
   fc.record({ port: fc.constantFrom('80', '53', '0', '8080'), protocol: fc.constantFrom(undefined, 'TCP', 'UDP', 'SCTP', 'ANY') }),
   fc.record({ port: fc.constantFrom('0', '53', '79'), endPort: fc.constantFrom(80, 100, 50), protocol: fc.constantFrom(undefined, 'TCP', 'UDP', 'ANY') }),
-  fc.constant({ port: 'web', protocol: 'TCP' }),
+  fc.constantFrom({ port: 'web', protocol: 'TCP' }, { port: 'web' }, { port: 'WEB', protocol: 'UDP' }),
 ).map((p) => Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined)));
 
 const toPortsArb = fc.oneof(
@@ -106,7 +106,7 @@ function scenarioYaml(g: Generated): string {
       name: `${p.ns}/p${i}`,
       ip: `10.0.0.${i + 1}`,
       labels: { ...(p.app === undefined ? {} : { app: p.app }), ...(p.tier === undefined ? {} : { tier: p.tier }) },
-      ...(p.web ? { ports: [{ name: 'web', port: 80, protocol: 'TCP' }] } : {}),
+      ...(p.web === undefined ? {} : { ports: [{ name: 'web', port: p.web, protocol: 'TCP' }] }),
     })),
     externals: [{ name: 'e-dns', ip: '8.8.8.8' }, { name: 'e-doc', ip: '192.0.2.10' }, { name: 'e-other', ip: '192.1.1.1' }],
     nodes: [{ name: 'n1', ips: ['192.168.1.1'], local: true }, { name: 'n2', ips: ['192.168.1.2'] }],

@@ -261,6 +261,7 @@ function specsSelecting(c: Cluster, subject: Peer): Spec[] {
 
 /**
  * `strictEgressNamedPorts`: distill's documented deviation (docs/semantics.md "Named ports on egress"): an
+ * egress DENY on a name two pods give different numbers denies every number (Cilium resolves it to none); an
  * egress ALLOW on a named port admits only pods that have that port. The test accepts a disagreement only
  * when this reading removes it.
  */
@@ -284,7 +285,8 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
   for (const { spec, namespace } of specsSelecting(c, subject)) {
     const allows = list(spec[allowKey]) ?? [];
     const denies = list(spec[denyKey]) ?? [];
-    if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, named, namespace))) return false;
+    const denyNamed: Named = !ingress && reading.strictEgressNamedPorts ? (name, f) => pods.some((p) => namedPort(name, f, [p])) : named;
+    if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
     const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
     if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace))) allowed = true;

@@ -1,0 +1,303 @@
+/**
+ * An independent reader of `cilium.io/v2` CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy (L3/L4 only),
+ * written from Cilium's sources and NOT from distill's: it imports nothing from src/ and reads the scenario
+ * YAML itself. test/independent/cilium-np.property.test.ts holds distill to it.
+ *
+ * Sources (cilium/cilium):
+ * - Documentation/security/policy/language.rst: endpoint / entity / CIDR / L4 rules, deny policies ("deny
+ *   policies take precedence over allow"), an empty rule `ingress: [{}]` isolates and allows nothing, a rule
+ *   with only `toPorts` allows every peer on those ports; intro.rst: an endpoint is default-deny in a direction
+ *   once a rule selecting it has rules in that direction, `enableDefaultDeny` turns that off per rule.
+ * - Documentation/security/policy/kubernetes.rst: pods carry `k8s:` labels, `io.kubernetes.pod.namespace`,
+ *   `io.cilium.k8s.namespace.labels.<key>`; a CiliumNetworkPolicy's selectors are limited to its namespace,
+ *   a clusterwide policy's are not.
+ * - pkg/k8s/apis/cilium.io/utils/utils.go `getEndpointSelector`, `ParseCiliumRule`: the namespace match is
+ *   added to a namespaced peer selector unless it names `io.kubernetes.pod.namespace` or a namespace label; a
+ *   clusterwide peer selector without them gets `Exists k8s:io.kubernetes.pod.namespace` (pods only); the
+ *   subject of a namespaced policy is always ANDed with its namespace.
+ * - pkg/policy/api/selector.go, pkg/labels/labels.go: a key `src:key` has source `src`, a bare key is `any`
+ *   and matches a label of that key from any source.
+ * - pkg/policy/api/entity.go `EntitySelectorMapping`: all, world, cluster (the reserved node identities and
+ *   every pod of the cluster), host, remote-node, none, ...
+ * - pkg/policy/api/cidr.go, l4.go: CIDR selectors select addresses outside the cluster; `except` removes;
+ *   protocol ANY (or absent) = TCP, UDP and SCTP; port "0" = every port; `endPort` an inclusive range.
+ * - pkg/policy/mapstate.go `determineAllowLocalhostIngress`: under allow-localhost=always the local host is
+ *   allowed into every pod unless a deny names it.
+ */
+import { parse } from 'yaml';
+
+type Labels = ReadonlyMap<string, string>; // "source:key" -> value
+
+export interface Peer {
+  readonly name: string;
+  readonly kind: 'pod' | 'world' | 'host' | 'remote-node';
+  readonly ip: string;
+  readonly labels: Labels;
+  readonly namespace?: string;
+  readonly ports: readonly { name: string; port: number; protocol: string }[];
+}
+
+interface Yaml { [k: string]: unknown }
+const obj = (v: unknown): Yaml => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Yaml) : {});
+const list = (v: unknown): unknown[] | undefined => (Array.isArray(v) ? v : undefined);
+const str = (v: unknown): string => (v === undefined || v === null ? '' : String(v));
+
+function podLabels(ns: string, own: Yaml, nsLabels: Yaml): Labels {
+  const m = new Map<string, string>();
+  for (const [k, v] of Object.entries(own)) {
+    if (k.startsWith('io.cilium.k8s') || k === 'io.kubernetes.pod.namespace') continue; // filtered by Cilium
+    m.set(`k8s:${k}`, str(v));
+  }
+  m.set('k8s:io.kubernetes.pod.namespace', ns);
+  for (const [k, v] of Object.entries({ ...nsLabels, 'kubernetes.io/metadata.name': ns })) m.set(`k8s:io.cilium.k8s.namespace.labels.${k}`, str(v));
+  m.set('k8s:io.cilium.k8s.policy.serviceaccount', 'default');
+  m.set('k8s:io.cilium.k8s.policy.cluster', 'default');
+  return m;
+}
+
+export interface Cluster {
+  readonly peers: ReadonlyMap<string, Peer>;
+  readonly policies: readonly Yaml[];
+  readonly allowLocalhostAlways: boolean;
+}
+
+/** Reads the scenario's first state (namespaces, pods, externals, nodes, policies). */
+export function readCluster(text: string): Cluster {
+  const doc = obj(parse(text));
+  const nsLabels = new Map<string, Yaml>();
+  for (const n of list(doc.namespaces) ?? []) nsLabels.set(str(obj(n).name), obj(obj(n).labels));
+  const peers = new Map<string, Peer>();
+  for (const p of list(doc.pods) ?? []) {
+    const name = str(obj(p).name);
+    const ns = name.split('/')[0] ?? '';
+    const ports = (list(obj(p).ports) ?? []).map((x) => ({ name: str(obj(x).name), port: Number(obj(x).port), protocol: str(obj(x).protocol || 'TCP').toUpperCase() }));
+    peers.set(name, { name, kind: 'pod', ip: str(obj(p).ip), labels: podLabels(ns, obj(obj(p).labels), nsLabels.get(ns) ?? {}), namespace: ns, ports });
+  }
+  for (const e of list(doc.externals) ?? []) {
+    const name = str(obj(e).name);
+    peers.set(name, { name, kind: 'world', ip: str(obj(e).ip), labels: new Map([['reserved:world', ''], ['reserved:world-ipv4', '']]), ports: [] });
+  }
+  for (const n of list(doc.nodes) ?? []) {
+    const kind = obj(n).local === true ? 'host' : 'remote-node';
+    const name = `node:${str(obj(n).name)}`;
+    peers.set(name, { name, kind, ip: str((list(obj(n).ips) ?? [])[0]), labels: new Map([[`reserved:${kind}`, '']]), ports: [] });
+  }
+  const policies = (list(doc.policies) ?? []).map(obj);
+  return { peers, policies, allowLocalhostAlways: doc.allowLocalhost !== 'policy' };
+}
+
+// ---- label selectors (pkg/policy/api/selector.go) ----
+
+/** `k8s:app` -> ["k8s", "app"]; a bare key has source `any` (pkg/labels ParseSelectLabel). */
+function splitKey(key: string): [string, string] {
+  const i = key.indexOf(':');
+  return i < 0 ? ['any', key] : [key.slice(0, i), key.slice(i + 1)];
+}
+
+function lookup(labels: Labels, key: string): string | undefined {
+  const [src, k] = splitKey(key);
+  for (const [lk, v] of labels) {
+    const [ls, lkey] = splitKey(lk);
+    if (lkey === k && (src === 'any' || src === ls)) return v;
+  }
+  return undefined;
+}
+
+interface Req { readonly key: string; readonly op: string; readonly values: readonly string[] }
+
+function requirements(sel: Yaml): Req[] {
+  const reqs: Req[] = Object.entries(obj(sel.matchLabels)).map(([key, v]) => ({ key, op: 'In', values: [str(v)] }));
+  for (const e of list(sel.matchExpressions) ?? []) {
+    reqs.push({ key: str(obj(e).key), op: str(obj(e).operator), values: (list(obj(e).values) ?? []).map(str) });
+  }
+  return reqs;
+}
+
+function reqMatches(r: Req, labels: Labels): boolean {
+  const v = lookup(labels, r.key);
+  switch (r.op) {
+    case 'In': return v !== undefined && r.values.includes(v);
+    case 'NotIn': return v === undefined || !r.values.includes(v);
+    case 'Exists': return v !== undefined;
+    case 'DoesNotExist': return v === undefined;
+    default: throw new Error(`unknown operator ${r.op}`);
+  }
+}
+
+const selects = (reqs: readonly Req[], labels: Labels): boolean => reqs.every((r) => reqMatches(r, labels));
+
+const NS = 'io.kubernetes.pod.namespace';
+const NS_LABELS = 'io.cilium.k8s.namespace.labels';
+
+const EXISTS_NS: Req = { key: `k8s:${NS}`, op: 'Exists', values: [] };
+
+/**
+ * utils.go getEndpointSelector: a peer selector's namespace scoping. A selector naming the namespace (or its
+ * labels) only through negative terms (NotIn, DoesNotExist) selected every identity without a namespace in
+ * Cilium 1.19 (world, host, ...: cilium#46949, "affects/v1.19"); the fix, cilium#46996 ("There is code that
+ * forces namespace selectors, but it incorrectly skipped NotIn selectors ... ensures that CNP and KNP always
+ * have a namespace ... selector. This ensures they only select endpoints"), requires a namespace. Followed here.
+ */
+function peerSelector(sel: Yaml, namespace: string | undefined): Req[] {
+  const reqs = requirements(sel);
+  // "The k8s prefix must not be added to reserved labels" (getEndpointSelector; cilium#862): taken as is
+  if (reqs.some((r) => splitKey(r.key)[0] === 'reserved')) return reqs;
+  const names = (pred: (k: string) => boolean, positive: boolean): boolean => reqs.some((r) => {
+    const [s, k] = splitKey(r.key);
+    return pred(k) && (s === 'k8s' || s === 'any') && (!positive || r.op === 'In' || r.op === 'Exists');
+  });
+  const isNs = (k: string): boolean => k === NS;
+  const isNsLabel = (k: string): boolean => k.startsWith(NS_LABELS);
+  if (names(isNs, true) || names(isNsLabel, true)) return reqs;
+  if (names(isNs, false) || names(isNsLabel, false) || namespace === undefined) return [...reqs, EXISTS_NS];
+  return [...reqs, { key: `k8s:${NS}`, op: 'In', values: [namespace] }];
+}
+
+/** ParseCiliumRule: the subject of a namespaced policy is its namespace's, whatever the selector says of it. */
+function subjectSelector(sel: Yaml, namespace: string | undefined): Req[] {
+  if (namespace === undefined) return requirements(sel);
+  const matchLabels = Object.fromEntries(Object.entries(obj(sel.matchLabels)).filter(([k]) => k !== `k8s:${NS}`));
+  return [...requirements({ ...sel, matchLabels }), { key: `k8s:${NS}`, op: 'In', values: [namespace] }];
+}
+
+// ---- peers: entities, CIDRs ----
+
+function entitySelects(entity: string, p: Peer): boolean {
+  switch (entity) {
+    case 'all': return true;
+    case 'world': return p.kind === 'world';
+    case 'cluster': return p.kind !== 'world';
+    case 'host': return p.kind === 'host';
+    case 'remote-node': return p.kind === 'remote-node';
+    default: return false; // none, health, init, ingress, unmanaged, kube-apiserver: no such peer here
+  }
+}
+
+function ipv4(s: string): number {
+  return s.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+}
+
+function inCidr(ip: string, cidr: string): boolean {
+  const [base, len] = cidr.split('/');
+  const bits = Number(len);
+  const size = 2 ** (32 - bits);
+  return Math.floor(ipv4(ip) / size) === Math.floor(ipv4(base ?? '') / size);
+}
+
+/** Does a rule's peer part select p? `undefined` = the rule names no peer (every peer, if it has ports). */
+function peerSelects(rule: Yaml, dir: 'from' | 'to', p: Peer, namespace: string | undefined): boolean | undefined {
+  const eps = list(rule[`${dir}Endpoints`]);
+  const ents = list(rule[`${dir}Entities`]);
+  const cidrs = list(rule[`${dir}CIDR`]);
+  const sets = list(rule[`${dir}CIDRSet`]);
+  if (eps === undefined && ents === undefined && cidrs === undefined && sets === undefined) return undefined;
+  if (eps?.some((s) => selects(peerSelector(obj(s), namespace), p.labels))) return true;
+  if (ents?.some((e) => entitySelects(str(e), p))) return true;
+  if (p.kind !== 'world') return false; // CIDR selectors never select pods or nodes
+  if (cidrs?.some((c) => inCidr(p.ip, str(c)))) return true;
+  return sets?.some((s) => inCidr(p.ip, str(obj(s).cidr)) && !(list(obj(s).except) ?? []).some((x) => inCidr(p.ip, str(x)))) ?? false;
+}
+
+// ---- ports ----
+
+export interface Flow { readonly port: number; readonly protocol: string }
+
+/**
+ * A named port: on ingress the subject pod's own container port; on egress any pod's of the cluster
+ * (pkg/endpoint/endpoint.go `GetNamedPort`: "egress needs named ports of all the pods"; a name with two
+ * numbers resolves to none, pkg/policy/types NamedPortMultiMap `GetNamedPort`).
+ */
+function namedPort(name: string, flow: Flow, candidates: readonly Peer[]): boolean {
+  const numbers = new Set(candidates.flatMap((p) => p.ports.filter((c) => c.name === name && c.protocol === flow.protocol).map((c) => c.port)));
+  return numbers.size === 1 && numbers.has(flow.port);
+}
+
+type Named = (name: string, flow: Flow) => boolean;
+
+function portMatches(pp: Yaml, flow: Flow, named: Named): boolean {
+  const proto = str(pp.protocol || 'ANY');
+  if (flow.protocol === 'ICMP') return false;
+  if (proto !== 'ANY' && proto !== flow.protocol) return false;
+  const port = str(pp.port);
+  if (/^[0-9]+$/.test(port)) {
+    const lo = Number(port);
+    if (lo === 0 && pp.endPort === undefined) return true;
+    const hi = pp.endPort === undefined ? lo : Math.max(lo, Number(pp.endPort));
+    return flow.port >= lo && flow.port <= hi;
+  }
+  return named(port.toLowerCase(), flow);
+}
+
+/** A rule's L4 part: no `toPorts` = every port and protocol; otherwise the listed ports only. */
+function l4Matches(rule: Yaml, flow: Flow, named: Named): boolean {
+  const toPorts = list(rule.toPorts);
+  if (toPorts === undefined || toPorts.length === 0) return true;
+  return toPorts.some((pr) => (list(obj(pr).ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)));
+}
+
+function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, named: Named, namespace: string | undefined): boolean {
+  const l3 = peerSelects(rule, dir, peer, namespace);
+  if (l3 === false) return false;
+  // `{}` (and `{toPorts: []}`: Go sees len 0 either way) takes the L3-only path with no peer: nothing
+  if (l3 === undefined && (list(rule.toPorts) ?? []).length === 0) return false;
+  return l4Matches(rule, flow, named);
+}
+
+// ---- verdicts ----
+
+interface Spec { readonly spec: Yaml; readonly namespace: string | undefined }
+
+function specsSelecting(c: Cluster, subject: Peer): Spec[] {
+  const out: Spec[] = [];
+  for (const pol of c.policies) {
+    const namespace = pol.kind === 'CiliumNetworkPolicy' ? str(obj(pol.metadata).namespace) : undefined;
+    const specs = [...(pol.spec === undefined ? [] : [obj(pol.spec)]), ...(list(pol.specs) ?? []).map(obj)];
+    for (const spec of specs) {
+      if (selects(subjectSelector(obj(spec.endpointSelector), namespace), subject.labels)) out.push({ spec, namespace });
+    }
+  }
+  return out;
+}
+
+/**
+ * `strictEgressNamedPorts`: distill's documented deviation (docs/semantics.md "Named ports on egress"): an
+ * egress DENY on a name two pods give different numbers denies every number (Cilium resolves it to none); an
+ * egress ALLOW on a named port admits only pods that have that port. The test accepts a disagreement only
+ * when this reading removes it.
+ */
+export interface Reading { readonly strictEgressNamedPorts: boolean }
+const CILIUM: Reading = { strictEgressNamedPorts: false };
+
+/** distill's reading: every pod of the peer's identity (same labels) has the port, and the name is unique. */
+function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
+  const same = (a: Labels, b: Labels): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+  const identity = peer.kind === 'pod' ? pods.filter((p) => same(p.labels, peer.labels)) : [];
+  return (name, f) => identity.length > 0 && named(name, f) && identity.every((p) => namedPort(name, f, [p]));
+}
+
+/** One direction of one endpoint: is the flow with `peer` allowed? */
+function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading): boolean {
+  const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
+  const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
+  const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
+  let enforced = false;
+  let allowed = false;
+  for (const { spec, namespace } of specsSelecting(c, subject)) {
+    const allows = list(spec[allowKey]) ?? [];
+    const denies = list(spec[denyKey]) ?? [];
+    const denyNamed: Named = !ingress && reading.strictEgressNamedPorts ? (name, f) => pods.some((p) => namedPort(name, f, [p])) : named;
+    if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace))) return false;
+    if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
+    const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
+    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace))) allowed = true;
+  }
+  if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;
+  return allowed || !enforced;
+}
+
+/** Cilium's verdict for a flow: the source pod's egress and the destination pod's ingress. */
+export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM): boolean {
+  if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading)) return false;
+  if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading)) return false;
+  return true;
+}

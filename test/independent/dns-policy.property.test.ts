@@ -1,6 +1,7 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { parseScenario } from '../../src/scenario/format.js';
@@ -99,9 +100,9 @@ const SERVERS = ['kube-system/kube-dns', 'dns-ext'];
 const PODS = ['x/a', 'x/b'];
 
 function change(g: G, pool: readonly string[][]): Record<string, unknown> {
-  if (upTo(g, 3) === 0) return { advanceTime: upTo(g, 12) };
+  if (upTo(g, 3) === 0) return { advanceTime: pick(g, [0, 1, 1, 2, 3, 5, 12]) };
   const ips = [...new Set(Array.from({ length: 1 + upTo(g, 2) }, () => pick(g, EXTERNAL_IPS)))];
-  return { dnsResponse: { pod: pick(g, PODS), name: nameFrom(g, pool), ips, ttl: upTo(g, 10), server: pick(g, SERVERS) } };
+  return { dnsResponse: { pod: pick(g, PODS), name: nameFrom(g, pool), ips, ttl: pick(g, [0, 1, 2, 3, 5, 10]), server: pick(g, SERVERS) } };
 }
 
 function step(g: G, pool: readonly string[][]): Record<string, unknown> {
@@ -134,6 +135,14 @@ function scenarioText(g: G): string {
 }
 
 /** Disagreements between distill's engine and the independent reader, as readable lines. */
+const seen = { learntAllowed: 0, learntDenied: 0, queryAllowed: 0, queryRefused: 0, unknown: 0 };
+
+function count(v: { to: string; allowed: boolean | 'unknown' }): void {
+  if (v.allowed === 'unknown') seen.unknown++;
+  else if (v.to.startsWith('e')) seen[v.allowed ? 'learntAllowed' : 'learntDenied']++;
+  else seen[v.allowed ? 'queryAllowed' : 'queryRefused']++;
+}
+
 function disagreements(text: string): string[] {
   const scenario = parseScenario(text, 'generated.yaml');
   const run = runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide);
@@ -141,6 +150,7 @@ function disagreements(text: string): string[] {
   const out: string[] = [];
   for (const v of evaluateDnsScenario(text)) {
     const key = `${v.step}/${v.probe}/${v.from}->${v.to}`;
+    count(v);
     if (!got.has(key)) out.push(`${key}: distill gave no result`);
     else if (v.allowed !== 'unknown' && got.get(key) !== v.allowed) out.push(`${key}: independent ${v.allowed}, distill ${got.get(key)}`);
   }
@@ -157,6 +167,38 @@ describe('independent reader: its own matchpattern transcription', () => {
   });
 });
 
+const DIFF_DIR = 'fixtures/conformance/dns-diff';
+
+/** The verdict each `allow` / `deny` expectation of a one-pair probe asks for. */
+function expected(text: string): Map<string, boolean> {
+  const out = new Map<string, boolean>();
+  const steps = (parse(text) as { steps: { probes: { from: string; to: string }[]; expect?: Record<string, unknown>[] }[] }).steps;
+  steps.forEach((s, step) => {
+    for (const e of s.expect ?? []) {
+      const probe = Number(e.probe ?? 0);
+      const pair = `${s.probes[probe].from}->${s.probes[probe].to}`;
+      const list = (e.allow ?? e.deny) as string[] | undefined;
+      if (list === undefined) continue;
+      out.set(`${step}/${probe}/${pair}`, (e.allow !== undefined) === list.includes(pair));
+    }
+  });
+  return out;
+}
+
+describe('independent reader: the hand-picked scenarios of fixtures/conformance/dns-diff', () => {
+  const files = readdirSync(DIFF_DIR).filter((f) => f.endsWith('.yaml')).sort();
+  it('has at least ten', () => expect(files.length).toBeGreaterThanOrEqual(10));
+  for (const f of files) {
+    it(f, () => {
+      const text = readFileSync(`${DIFF_DIR}/${f}`, 'utf8');
+      const want = expected(text);
+      const got = new Map(evaluateDnsScenario(text).map((v) => [`${v.step}/${v.probe}/${v.from}->${v.to}`, v.allowed]));
+      expect(want.size).toBeGreaterThan(0);
+      for (const [k, v] of want) expect(got.get(k), k).toBe(v);
+    });
+  }
+});
+
 describe('independent reader: toFQDNs and DNS rules, distill against it', () => {
   it(`agrees on every probe (DISTILL_SEED=${SEED}, ${RUNS} runs)`, () => {
     fc.assert(
@@ -167,5 +209,8 @@ describe('independent reader: toFQDNs and DNS rules, distill against it', () => 
       }),
       { seed: SEED, numRuns: RUNS },
     );
-  });
+    // The generator must reach both verdicts on learnt addresses and on queries, or it tests nothing.
+    expect(Math.min(seen.learntAllowed, seen.learntDenied, seen.queryAllowed, seen.queryRefused), JSON.stringify(seen)).toBeGreaterThan(RUNS / 10);
+    expect(seen.unknown, JSON.stringify(seen)).toBeLessThan(seen.learntAllowed);
+  }, Math.max(60_000, RUNS * 400));
 });

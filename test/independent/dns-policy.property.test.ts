@@ -19,7 +19,7 @@ const LABELS = ['api', 'www', '_srv', '_tcp', 'x-1', 'a', 'b0', 'cilium', 'io', 
 const EXTERNAL_IPS = ['192.0.2.10', '192.0.2.11', '192.0.2.12', '192.0.2.13', '192.0.2.14'];
 type G = fc.GeneratorValue;
 
-const pick = <T>(g: G, xs: readonly T[]): T => xs[g(fc.nat, { max: xs.length - 1 })];
+const pick = <T>(g: G, xs: readonly T[]): T => g(fc.constantFrom, ...xs);
 const upTo = (g: G, max: number): number => g(fc.nat, { max });
 
 function recase(g: G, s: string): string {
@@ -176,7 +176,9 @@ function expected(text: string): Map<string, boolean> {
   steps.forEach((s, step) => {
     for (const e of s.expect ?? []) {
       const probe = Number(e.probe ?? 0);
-      const pair = `${s.probes[probe].from}->${s.probes[probe].to}`;
+      const p = s.probes[probe];
+      if (p === undefined) throw new Error(`step ${step}: no probe ${probe}`);
+      const pair = `${p.from}->${p.to}`;
       const list = (e.allow ?? e.deny) as string[] | undefined;
       if (list === undefined) continue;
       out.set(`${step}/${probe}/${pair}`, (e.allow !== undefined) === list.includes(pair));

@@ -212,12 +212,13 @@ class DnsWorld {
     const over = mine.length - this.maxIps;
     if (over <= 0) return;
     mine.sort((a, b) => a[1].expires - b[1].expires);
-    const cut = mine[over - 1][1].expires;
+    const expiry = mine.map(([, e]) => e.expires);
+    const cut = expiry[over - 1];
     // Go's sort.Slice over map order: entries tied with the last evicted one may go or stay.
-    const tie = mine[over][1].expires === cut;
+    const tie = expiry[over] === cut;
     if (tie) this.tainted.add(key);
-    for (let i = 0; i < mine.length; i++) {
-      const [k, e] = mine[i];
+    for (const [i, [k, e]] of mine.entries()) {
+      if (cut === undefined) break;
       if (tie ? e.expires < cut : i < over) this.entries.delete(k);
       else if (this.tainted.has(key)) e.maybe = true;
     }
@@ -229,7 +230,7 @@ function readWorld(doc: Json): DnsWorld {
   for (const p of arr(doc.pods)) {
     const o = obj(p);
     const name = str(o.name);
-    pods.set(name, { name, namespace: name.split('/')[0], labels: readLabels(o.labels), ip: o.ip === undefined ? undefined : str(o.ip) });
+    pods.set(name, { name, namespace: name.slice(0, name.indexOf('/')), labels: readLabels(o.labels), ip: o.ip === undefined ? undefined : str(o.ip) });
   }
   const externals = new Map<string, string>(arr(doc.externals).map((e) => [str(obj(e).name), str(obj(e).ip)]));
   const proxy = obj(doc.dnsProxy);

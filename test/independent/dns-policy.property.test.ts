@@ -83,16 +83,33 @@ function fqdnRule(g: G, pool: readonly string[][]): Record<string, unknown> {
   return p === 0 ? { toFQDNs } : { toFQDNs, toPorts: [{ ports: [{ port: p === 1 ? '443' : '80', protocol: 'TCP' }] }] };
 }
 
+/** Mostly none; else a deny over a learnt address, the whole range on 443, or a DNS server. */
+function denyRule(g: G): Record<string, unknown> | undefined {
+  switch (upTo(g, 8)) {
+    case 0:
+      return { toCIDR: [`${pick(g, EXTERNAL_IPS)}/32`] };
+    case 1:
+      return { toCIDR: ['192.0.2.0/24'], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] };
+    case 2:
+      return { toEntities: ['world'], toPorts: [{ ports: [{ port: '53', protocol: pick(g, ['UDP', 'ANY']) }] }] };
+    case 3:
+      return { toEndpoints: [KUBE_DNS], toPorts: [{ ports: [{ port: '53', protocol: pick(g, ['UDP', 'TCP']) }] }] };
+    default:
+      return undefined;
+  }
+}
+
 function policy(g: G, pool: readonly string[][], app: string): Record<string, unknown> {
   const egress = [
     ...Array.from({ length: 1 + upTo(g, 2) }, () => dnsRule(g, pool)),
     ...Array.from({ length: upTo(g, 2) }, () => fqdnRule(g, pool)),
   ];
+  const deny = denyRule(g);
   return {
     apiVersion: 'cilium.io/v2',
     kind: 'CiliumNetworkPolicy',
     metadata: { name: `p-${app}`, namespace: 'x' },
-    spec: { endpointSelector: { matchLabels: { app } }, egress },
+    spec: { endpointSelector: { matchLabels: { app } }, egress, ...(deny === undefined ? {} : { egressDeny: [deny] }) },
   };
 }
 

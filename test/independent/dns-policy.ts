@@ -28,8 +28,9 @@ type Pat = { kind: 'name' | 'pattern'; value: string };
 interface Peer { kind: 'endpoints'; labels: Map<string, string>; namespace: string }
 interface World { kind: 'world' }
 interface Fqdn { kind: 'fqdn'; selectors: Pat[] }
-interface Rule { peer: Peer | World | Fqdn; ports?: { port: number; protocol: string }[]; dns?: Pat[] }
-interface Policy { namespace: string; subject: Map<string, string>; egress: Rule[] }
+interface Cidr { kind: 'cidr'; cidrs: string[] }
+interface Rule { peer: Peer | World | Fqdn | Cidr; ports?: { port: number; protocol: string }[]; dns?: Pat[] }
+interface Policy { namespace: string; subject: Map<string, string>; egress: Rule[]; egressDeny: Rule[] }
 interface Pod { name: string; namespace: string; labels: Map<string, string>; ip?: string }
 interface Entry { ep: string; name: string; ip: string; expires: number; maybe: boolean }
 
@@ -98,6 +99,7 @@ function readLabels(v: unknown): Map<string, string> {
 function readRule(r: Json, ns: string): Rule {
   let peer: Rule['peer'];
   if (r.toFQDNs !== undefined) peer = { kind: 'fqdn', selectors: readPats(r.toFQDNs) };
+  else if (r.toCIDR !== undefined) peer = { kind: 'cidr', cidrs: arr(r.toCIDR).map(str) };
   else if (r.toEntities !== undefined) {
     if (arr(r.toEntities).join() !== 'world') throw new Error('independent reader: only toEntities [world]');
     peer = { kind: 'world' };
@@ -121,7 +123,23 @@ function readPolicy(v: unknown): Policy {
   if (p.kind !== 'CiliumNetworkPolicy') throw new Error('independent reader: CiliumNetworkPolicy only');
   const ns = str(obj(p.metadata).namespace);
   const spec = obj(p.spec);
-  return { namespace: ns, subject: readLabels(obj(spec.endpointSelector).matchLabels), egress: arr(spec.egress).map((r) => readRule(obj(r), ns)) };
+  return {
+    namespace: ns,
+    subject: readLabels(obj(spec.endpointSelector).matchLabels),
+    egress: arr(spec.egress).map((r) => readRule(obj(r), ns)),
+    egressDeny: arr(spec.egressDeny).map((r) => readRule(obj(r), ns)),
+  };
+}
+
+function ipv4(ip: string): number {
+  return ip.split('.').reduce((n, b) => n * 256 + Number(b), 0);
+}
+
+/** IPv4 prefixes only (the generator writes no others). */
+function inCidr(ip: string, cidr: string): boolean {
+  const [base = '', len = '32'] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(ipv4(ip) / size) === Math.floor(ipv4(base) / size);
 }
 
 function subset(want: Map<string, string>, have: Map<string, string>): boolean {
@@ -164,6 +182,7 @@ class DnsWorld {
     if (pod !== undefined) return false; // world and learnt IPs are outside the cluster
     const ip = this.externals.get(target);
     if (ip === undefined) return false;
+    if (pr.kind === 'cidr') return pr.cidrs.some((c) => inCidr(ip, c));
     return pr.kind === 'world' ? true : this.fqdnSelects(pr.selectors, ip);
   }
 
@@ -171,9 +190,14 @@ class DnsWorld {
   decide(from: string, target: string, port: number, protocol: string, name?: string): { allowed: boolean | 'maybe'; redirected: boolean } {
     const pod = this.pods.get(from);
     if (pod === undefined) throw new Error(`independent reader: no pod ${from}`);
-    const rules = this.policies.filter((p) => p.namespace === pod.namespace && subset(p.subject, pod.labels)).flatMap((p) => p.egress);
-    if (!this.policies.some((p) => p.namespace === pod.namespace && subset(p.subject, pod.labels))) return { allowed: true, redirected: false };
+    const mine = this.policies.filter((p) => p.namespace === pod.namespace && subset(p.subject, pod.labels));
     const portOk = (r: Rule): boolean => r.ports === undefined || r.ports.some((p) => p.port === port && (p.protocol === 'ANY' || p.protocol === protocol));
+    // Deny wins over every allow and over the redirect (the proxy never sees the query).
+    const denied = mine.flatMap((p) => p.egressDeny).filter(portOk).map((r) => this.peerSelects(r, target));
+    if (denied.includes(true)) return { allowed: false, redirected: false };
+    if (denied.includes('maybe')) return { allowed: 'maybe', redirected: false };
+    const rules = mine.flatMap((p) => p.egress);
+    if (mine.length === 0) return { allowed: true, redirected: false };
     let l4: boolean | 'maybe' = false;
     const applicable: Rule[] = [];
     for (const r of rules) {

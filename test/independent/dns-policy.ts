@@ -30,7 +30,7 @@ interface World { kind: 'world' }
 interface Fqdn { kind: 'fqdn'; selectors: Pat[] }
 interface Cidr { kind: 'cidr'; cidrs: string[] }
 interface Rule { peer: Peer | World | Fqdn | Cidr; ports?: { port: number; protocol: string }[]; dns?: Pat[] }
-interface Policy { namespace: string; subject: Map<string, string>; egress: Rule[]; egressDeny: Rule[] }
+interface Policy { namespace: string; subject: Map<string, string>; egress: Rule[]; egressDeny: Rule[]; ingress: Rule[] }
 interface Pod { name: string; namespace: string; labels: Map<string, string>; ip?: string }
 interface Entry { ep: string; name: string; ip: string; expires: number; maybe: boolean }
 
@@ -103,8 +103,8 @@ function readRule(r: Json, ns: string): Rule {
   else if (r.toEntities !== undefined) {
     if (arr(r.toEntities).join() !== 'world') throw new Error('independent reader: only toEntities [world]');
     peer = { kind: 'world' };
-  } else if (r.toEndpoints !== undefined) {
-    const labels = readLabels(obj(arr(r.toEndpoints)[0]).matchLabels);
+  } else if (r.toEndpoints !== undefined || r.fromEndpoints !== undefined) {
+    const labels = readLabels(obj(arr(r.toEndpoints ?? r.fromEndpoints)[0]).matchLabels);
     const nsLabel = 'io.kubernetes.pod.namespace';
     peer = { kind: 'endpoints', labels, namespace: labels.get(nsLabel) ?? ns };
     labels.delete(nsLabel);
@@ -128,6 +128,7 @@ function readPolicy(v: unknown): Policy {
     subject: readLabels(obj(spec.endpointSelector).matchLabels),
     egress: arr(spec.egress).map((r) => readRule(obj(r), ns)),
     egressDeny: arr(spec.egressDeny).map((r) => readRule(obj(r), ns)),
+    ingress: arr(spec.ingress).map((r) => readRule(obj(r), ns)),
   };
 }
 
@@ -186,8 +187,21 @@ class DnsWorld {
     return pr.kind === 'world' ? true : this.fqdnSelects(pr.selectors, ip);
   }
 
-  /** Egress of `from` to `target` on port/protocol, then the DNS proxy's verdict on `name` if redirected. */
+  /** Egress and the target pod's ingress (no L7 on ingress here): both must allow. */
   decide(from: string, target: string, port: number, protocol: string, name?: string): { allowed: boolean | 'maybe'; redirected: boolean } {
+    const e = this.egress(from, target, port, protocol, name);
+    const pod = this.pods.get(target);
+    if (e.allowed === false || pod === undefined) return e;
+    const mine = this.policies.filter((p) => p.namespace === pod.namespace && subset(p.subject, pod.labels) && p.ingress.length > 0);
+    if (mine.length === 0) return e;
+    const ok = mine.flatMap((p) => p.ingress).some((r) =>
+      (r.ports === undefined || r.ports.some((p) => p.port === port && (p.protocol === 'ANY' || p.protocol === protocol))) &&
+      this.peerSelects(r, from) === true);
+    return ok ? e : { allowed: false, redirected: e.redirected };
+  }
+
+  /** Egress of `from` to `target` on port/protocol, then the DNS proxy's verdict on `name` if redirected. */
+  private egress(from: string, target: string, port: number, protocol: string, name?: string): { allowed: boolean | 'maybe'; redirected: boolean } {
     const pod = this.pods.get(from);
     if (pod === undefined) throw new Error(`independent reader: no pod ${from}`);
     const mine = this.policies.filter((p) => p.namespace === pod.namespace && subset(p.subject, pod.labels));

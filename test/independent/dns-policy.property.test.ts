@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { Engine } from '../../src/engine/engine.js';
+import { fqdnSelectorMatches, fqdnSyntaxError, makeFqdnSelector } from '../../src/model/fqdn.js';
+import { dnsRuleMatches } from '../../src/model/l7.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
@@ -229,6 +231,37 @@ describe('independent reader: the hand-picked scenarios of fixtures/conformance/
       for (const [k, v] of want) expect(got.get(k), k).toBe(v);
     });
   }
+});
+
+/** Every string of `alpha` up to `max` characters. */
+function allStrings(alpha: readonly string[], max: number): string[] {
+  const out: string[] = [];
+  let cur = [''];
+  for (let n = 1; n <= max; n++) {
+    cur = cur.flatMap((c) => alpha.map((a) => c + a));
+    out.push(...cur);
+  }
+  return out;
+}
+
+describe('independent reader: distill\'s matchers against the transcribed regexps, exhaustively', () => {
+  // Length 4 here (~60,000 pairs); length 6 (11 million pairs) agreed too when run by hand.
+  it('every valid pattern over {a, b, *, .} against every valid name over {a, b, _, .}', () => {
+    const pats = allStrings(['a', 'b', '*', '.'], 4).filter((p) => fqdnSyntaxError('matchPattern', p) === undefined);
+    const names = allStrings(['a', 'b', '_', '.'], 4).filter((n) => fqdnSyntaxError('matchName', n) === undefined);
+    const bad: string[] = [];
+    for (const p of pats) {
+      const re = patternRegexp(p);
+      const sel = makeFqdnSelector('matchPattern', p);
+      for (const n of names) {
+        const want = re.test(fqdn(n));
+        if (fqdnSelectorMatches(sel, n) !== want) bad.push(`toFQDNs ${p} ~ ${n}: want ${want}`);
+        if (dnsRuleMatches({ matchPattern: p }, { name: n }) !== want) bad.push(`rules.dns ${p} ~ ${n}: want ${want}`);
+      }
+    }
+    expect(pats.length * names.length).toBeGreaterThan(10_000);
+    expect(bad.slice(0, 20)).toEqual([]);
+  });
 });
 
 describe('independent reader: toFQDNs and DNS rules, distill against it', () => {

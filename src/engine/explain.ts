@@ -1,6 +1,6 @@
 import { hostCidr, IpAddress } from '../model/cidr.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, requestParser } from '../model/l7.js';
+import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, proxyReads } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
@@ -125,7 +125,7 @@ export class EngineQueries {
     const at = this.redirectAt(endpoint, proxyPort, port);
     if (!at) return undefined;
     const rows = [at.state.l7.get(`${at.id}|${peer}`), peer === ANY_IDENTITY ? undefined : at.state.l7.get(`${at.id}|${ANY_IDENTITY}`)];
-    const readable = requestParser(request) === at.redirect.parser;
+    const readable = proxyReads(at.redirect.parser, request);
     const byRows = rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request));
     const allows = (c: Contribution): boolean => letsThrough(c, at.redirect.parser, request);
     return { parser: at.redirect.parser, allowed: readable && (byRows || at.state.l7NarrowerContributions(at.redirect, peer, port).some(allows)) };
@@ -145,7 +145,7 @@ export class EngineQueries {
 
   l7AllowedBy(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): RuleOrigin[] {
     const at = this.redirectAt(endpoint, proxyPort, port);
-    if (!at || requestParser(request) !== at.redirect.parser) return [];
+    if (!at || !proxyReads(at.redirect.parser, request)) return [];
     const out: RuleOrigin[] = [];
     for (const c of [...at.state.l7Contributions(at.redirect, peer), ...at.state.l7NarrowerContributions(at.redirect, peer, port)]) {
       if (c.origin && letsThrough(c, at.redirect.parser, request)) for (const o of originsOf(c)) if (o) out.push(o);

@@ -320,8 +320,18 @@ export function canonicalJson(v: unknown): string {
 }
 
 /** The parser a request needs: a proxy of another parser cannot read it and fails it. */
-export function requestParser(req: L7Request): L7Parser {
+function requestParser(req: L7Request): L7Parser {
   return 'http' in req ? 'http' : 'kafka' in req ? 'kafka' : 'dns';
+}
+
+/**
+ * Does a `parser` proxy take `req` to its rules at all? Not a request of another protocol, nor an
+ * HTTP request Envoy answers itself before any filter (a target it refuses to normalize: 400/404,
+ * l7-path.ts), whatever the rules, allow-all (`http: [{}]`) and plain allows included.
+ */
+export function proxyReads(parser: L7Parser, req: L7Request): boolean {
+  if (requestParser(req) !== parser) return false;
+  return !('http' in req) || requestPath(req.http) !== undefined;
 }
 
 export function l7PolicyAllows(policy: L7Policy, req: L7Request): boolean {

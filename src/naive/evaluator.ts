@@ -5,7 +5,7 @@ import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, reso
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
-import { l7Allows, L7Request, LISTENER_PRIORITY, requestParser } from '../model/l7.js';
+import { l7Allows, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
 import { decideTiered } from './tiers.js';
@@ -193,8 +193,8 @@ function decideNpTier(
   // L7 rules of its parser, and lets everything through for a peer some plain allow covers.
   let parser = (l7Clauses[0] as { rules: L7Rules }).rules.parser;
   for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
-  // A proxy cannot read another protocol's requests: they fail whatever the rules say.
-  const readable = requestParser(request) === parser;
+  // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
+  const readable = proxyReads(parser, request);
   const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
   const allowedBy7 = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
   const l7Allowed = readable && (allowedBy7.length > 0 || enforcedBy.length === 0);

@@ -6,7 +6,7 @@ import { l7RowKey } from '../../src/harness/cluster-sync.js';
 import { ANY_IDENTITY } from '../../src/model/identity.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
-import { l7PolicyAllows, L7Request, requestParser } from '../../src/model/l7.js';
+import { l7PolicyAllows, L7Request, proxyReads } from '../../src/model/l7.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { INITIAL_CLUSTER, Op, toEvent, modelAfter } from './gen.js';
@@ -84,7 +84,7 @@ class DeltaProxy {
 
   allows(endpoint: string, proxyPort: number, peer: number, request: L7Request, port: number): boolean {
     for (const row of this.tables.get(endpoint)?.values() ?? []) {
-      if (row.redirect.proxyPort !== proxyPort || requestParser(request) !== row.redirect.parser) continue;
+      if (row.redirect.proxyPort !== proxyPort || !proxyReads(row.redirect.parser, request)) continue;
       if (row.peer !== peer && row.peer !== ANY_IDENTITY) continue;
       if (row.portRange && (port < row.portRange.port || port > row.portRange.endPort)) continue;
       if (l7PolicyAllows(row.policy, request)) return true;

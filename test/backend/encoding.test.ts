@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeKey, decodeValue, encodeKey, encodeValue, KEY_SIZE, VALUE_SIZE } from '../../src/backend/encoding.js';
-import { MemoryBackend } from '../../src/backend/memory.js';
+import { MemoryBackend, packValue, unpackValue } from '../../src/backend/memory.js';
 import { BackendError, writePlan } from '../../src/backend/backend.js';
 import { planWrites } from '../../src/backend/write-plan.js';
 import type { PolicyEntry, PolicyKey } from '../../src/model/policy-map.js';
@@ -106,5 +106,25 @@ describe('memory backend', () => {
     expect(b.lookup('ep', 5, 'ingress', 6, 80)?.entry.deny).toBe(true);
     expect(b.lookup('ep', 5, 'ingress', 6, 8080)?.l4PrefixBits).toBe(0);
     expect(b.lookup('ep', 6, 'ingress', 6, 80)).toBeUndefined();
+  });
+
+  it('holds a value as one number that reads back as the bytes encodeValue writes, out-of-range fields included', () => {
+    const anyEntry = fc.record({
+      deny: fc.boolean(),
+      proxyPort: fc.oneof(fc.integer({ min: 0, max: 65535 }), fc.integer({ min: -70000, max: 200000 })),
+      precedence: fc.oneof(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: -0x80000000, max: 0x1ffffffff })),
+    });
+    fc.assert(
+      fc.property(key, anyEntry, (k, e) => {
+        const v = packValue(e);
+        expect(Number.isSafeInteger(v)).toBe(true);
+        expect(unpackValue(v, k)).toEqual(decodeValue(encodeValue(e, k)));
+        const b = new MemoryBackend({ capacity: 256 });
+        b.create('ep');
+        b.apply('ep', [{ endpoint: 'ep', op: 'upsert', key: k, entry: e }]);
+        expect(b.dump('ep')).toEqual([{ key: k, entry: decodeValue(encodeValue(e, k)).entry }]);
+        expect(b.lookup('ep', k.identity, k.direction, k.protocol, k.port)).toEqual(decodeValue(encodeValue(e, k)));
+      }),
+    );
   });
 });

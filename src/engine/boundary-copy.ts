@@ -29,9 +29,14 @@ function opt<K extends string>(k: K, v: unknown): Partial<Record<K, unknown>> {
  * given, for validation to refuse; policies are frozen by the reader (finding 302).
  */
 export class BoundaryCopier {
-  /** The last label map given and its copy: replicas share one labels object, and keep sharing one copy. */
-  private lastGiven: Rec | null = null;
-  private lastCopy: Rec | null = null;
+  /**
+   * Each label map or port list given and its copy: replicas share one labels object (a trace's
+   * reader, an informer's template) and keep sharing one copy, which pod-table's memo compares by
+   * identity and which costs the heap once. Weak, so it holds no more than the caller does; a hit
+   * is checked against the copy field by field, so a caller that changed its object gets a new copy.
+   */
+  private readonly labelCopies = new WeakMap<object, Rec>();
+  private readonly portCopies = new WeakMap<object, readonly unknown[]>();
 
   /** Throws an EngineError naming the event when reading one throws (a hostile getter or Proxy). */
   events(given: readonly unknown[]): unknown[] {
@@ -96,18 +101,42 @@ export class BoundaryCopier {
     const { namespace, name, labels, ips, serviceAccount, ports } = p;
     const a = ip(p.ip);
     const l = this.labels(labels);
-    const ps = Array.isArray(ports) ? Object.freeze(ports.length === 0 ? NO_PORTS : Array.from(ports, port)) : ports;
+    const ps = Array.isArray(ports) ? this.ports(ports) : ports;
     return Object.freeze(ips === undefined ? { namespace, name, labels: l, ip: a, serviceAccount, ports: ps } : { namespace, name, labels: l, ip: a, ips: ipList(ips), serviceAccount, ports: ps });
   }
 
   private labels(given: unknown): unknown {
     if (!isPlain(given)) return given;
-    if (given === this.lastGiven && sameLabels(given, this.lastCopy as Rec)) return this.lastCopy;
+    const known = this.labelCopies.get(given);
+    if (known !== undefined && sameLabels(given, known)) return known;
     // Spread defines own data properties (CreateDataProperty): a `__proto__` key stays a label, no setter runs.
-    const copy: Rec = { ...given };
-    this.lastGiven = given;
-    return (this.lastCopy = Object.freeze(copy));
+    const copy: Rec = Object.freeze({ ...given });
+    this.labelCopies.set(given, copy);
+    return copy;
   }
+
+  private ports(given: readonly unknown[]): readonly unknown[] {
+    if (given.length === 0) return NO_PORTS;
+    const known = this.portCopies.get(given);
+    if (known !== undefined && samePorts(given, known)) return known;
+    const copy = Object.freeze(Array.from(given, port));
+    this.portCopies.set(given, copy);
+    return copy;
+  }
+}
+
+/** Whether a port list given equals a copy made of it earlier (holes read as undefined, as in the copy). */
+function samePorts(given: readonly unknown[], copy: readonly unknown[]): boolean {
+  const n = given.length;
+  if (n !== copy.length) return false;
+  for (let i = 0; i < n; i++) {
+    const g = given[i];
+    const c = copy[i];
+    if (!isRecord(g) || !isRecord(c)) {
+      if (g !== c) return false;
+    } else if (g.port !== c.port || g.protocol !== c.protocol || g.name !== c.name) return false;
+  }
+  return true;
 }
 
 function sameLabels(given: Rec, copy: Rec): boolean {

@@ -68,7 +68,7 @@ const field = (o: unknown, k: string): unknown => (isObj(o) && Object.hasOwn(o, 
 const get = (m: Readonly<Record<string, string>>, k: string): string | undefined => (Object.hasOwn(m, k) ? m[k] : undefined);
 
 /** apimachinery LabelSelector: matchLabels AND matchExpressions; {} matches everything. */
-export function selects(selector: unknown, labels: Readonly<Record<string, string>>): boolean {
+function selects(selector: unknown, labels: Readonly<Record<string, string>>): boolean {
   const ml = field(selector, 'matchLabels');
   if (isObj(ml)) for (const [k, v] of Object.entries(ml)) if (get(labels, k) !== String(v)) return false;
   for (const e of list(field(selector, 'matchExpressions'))) {
@@ -104,7 +104,7 @@ function inCidr(ip: string, cidr: string): boolean {
 }
 
 /** policyTypes as defaulted by the API server (types.go `PolicyTypes` comment). */
-export function policyTypes(spec: unknown): ReadonlySet<'Ingress' | 'Egress'> {
+function policyTypes(spec: unknown): ReadonlySet<'Ingress' | 'Egress'> {
   const given = field(spec, 'policyTypes');
   if (Array.isArray(given) && given.length > 0) return new Set(given.map((t) => (t === 'Egress' ? 'Egress' : 'Ingress')));
   return new Set(list(field(spec, 'egress')).length > 0 ? ['Ingress', 'Egress'] : ['Ingress']);

@@ -8,7 +8,7 @@ import { CILIUM, k8sAllows, type Endpoint, type KCluster, type KExternal, type K
  * The hand-picked k8s-diff scenarios, checked by the independent reader alone (no distill code):
  * their expectations are then confirmed by two readers, distill's (test/conformance.test.ts) and
  * this one. The reader takes the subset of the scenario format these files use: namespaces, pods
- * with explicit IPs, externals, policies, `apply` and `addPod` changes, probes and expectations.
+ * with explicit IPs, externals, policies, `apply`, `addPod` and `setPodLabels` changes, probes and expectations.
  */
 const DIR = 'fixtures/conformance/k8s-diff';
 type Doc = Record<string, unknown>;
@@ -33,6 +33,7 @@ function check(file: string): string[] {
   arr(doc.steps).forEach((step, si) => {
     for (const c of arr(step.changes)) {
       if (c.apply) policies = [...policies.filter((p) => policyKey(p) !== policyKey(c.apply as Doc)), c.apply as Doc];
+      else if (c.setPodLabels) { const sl = c.setPodLabels as Doc; pods = pods.map((p) => (podName(p) === sl.pod ? { ...p, labels: labelsOf(sl.labels) } : p)); }
       else if (c.addPod) { const np = readPod(c.addPod as Doc); pods = [...pods.filter((p) => podName(p) !== podName(np)), np]; }
       else throw new Error(`${file}: change ${JSON.stringify(c)} is not read here`);
     }

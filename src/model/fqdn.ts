@@ -15,7 +15,9 @@ export type FqdnSelector = { readonly matchName: string } | { readonly matchPatt
  * both names and patterns as `strings.ToLower(dns.Fqdn(x))`, i.e. with the dot added).
  */
 export function normalizeFqdn(name: string): string {
-  const lower = name.trim().toLowerCase();
+  // ASCII letters only, as miekg/dns names in presentation form (every other byte is a `\DDD`
+  // escape): `toLowerCase` would fold the Kelvin sign U+212A into `k`.
+  const lower = name.trim().replace(/[A-Z]+/g, (s) => s.toLowerCase());
   return lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower;
 }
 
@@ -61,6 +63,9 @@ export function makeFqdnSelector(field: 'matchName' | 'matchPattern', value: str
 function labelMatches(pattern: string, label: string): boolean {
   const pieces = pattern.split('*');
   if (pieces.length === 1) return pattern === label;
+  // A star stands for DNS characters only (`allowedDNSCharsREGroup`, `[-a-zA-Z0-9_]`), and the
+  // pattern's own characters are DNS characters (the reader refuses others).
+  if (!DNS_LABEL.test(label)) return false;
   const first = pieces[0] as string;
   const last = pieces[pieces.length - 1] as string;
   if (first.length + last.length > label.length || !label.startsWith(first) || !label.endsWith(last)) return false;
@@ -84,6 +89,8 @@ export type FqdnMatcher = (normalizedName: string) => boolean;
 export function isDnsWildcard(pattern: string): boolean {
   return /^\*+\.?$/.test(pattern);
 }
+
+const DNS_LABEL = /^[-a-z0-9_]*$/;
 
 /**
  * The length of a leading multi-label wildcard: two or more stars and a dot (`**.`, `***.`:
@@ -113,7 +120,7 @@ export function compileFqdnSelector(s: FqdnSelector): FqdnMatcher {
     const got = name.split('.');
     const extra = got.length - labels.length;
     if (multi ? extra < 1 : extra !== 0) return false;
-    return labels.every((p, i) => labelMatches(p, got[i + extra] as string)) && got.slice(0, extra).every((l) => l.length > 0);
+    return labels.every((p, i) => labelMatches(p, got[i + extra] as string)) && got.slice(0, extra).every((l) => l.length > 0 && DNS_LABEL.test(l));
   };
 }
 

@@ -225,7 +225,10 @@ function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?:
     const dst = resolveEndpoint(state, server.to);
     const d = decideDirection(state, src, 'egress', dst, 'UDP', server.port, request);
     // The proxy forwards the query with the pod's identity: a server pod's ingress must admit it.
-    const admitted = dst.kind !== 'pod' || decideDirection(state, dst, 'ingress', src, 'UDP', server.port).allowed;
+    // Another node enforces a remote server pod's ingress; the answer is the evidence it admitted
+    // the query (as the engine, which has no map for it: fqdn-stage.ts `serverAdmits`).
+    const remote = dst.kind === 'pod' && state.remotePods?.has(dst.name) === true;
+    const admitted = dst.kind !== 'pod' || remote || decideDirection(state, dst, 'ingress', src, 'UDP', server.port).allowed;
     return d.l7?.parser === 'dns' && d.l7.allowed && admitted;
   }
   for (const policy of state.policies.values()) {

@@ -66,6 +66,8 @@ class UnitShare implements ContributionSharers {
   /** In joining order; the first is the leader. */
   readonly members: AttachedUnit[];
   readonly clauses: readonly AttachedClause[];
+  /** Some clause carries L7 rules (its adopters need the L7 pass). */
+  readonly hasL7: boolean;
   readonly peerListener: PeerListener;
   /** The leader's unit (the content every member has). */
   unit: RuleUnit;
@@ -81,6 +83,9 @@ class UnitShare implements ContributionSharers {
     // A literal: exactly one slot, where a push onto [] reserves 17 (most shares keep one member).
     this.members = [first];
     this.clauses = clausesOf(first.unit, first.n, this);
+    let l7 = false;
+    for (let i = 0; i < this.clauses.length; i++) if ((this.clauses[i] as AttachedClause).contribution.l7 !== undefined) l7 = true;
+    this.hasL7 = l7;
     this.peerListener = new PeerListener(resolver, this);
   }
 
@@ -427,18 +432,19 @@ export class PolicyResolver implements NamedPortListener {
       s.registered = true;
       this.registerPeers(s);
     }
-    for (const x of added) {
-      const local = this.maps.locals.get(x);
+    // Indexed loops: the cold start runs this once per adopted unit, mostly in the interpreter, where for-of allocates per step.
+    for (let i = 0; i < added.length; i++) {
+      const local = this.maps.locals.get(added[i] as IdentityId);
       if (!local) continue;
       this.ctx.stats.policyResolutions++;
       local.units.add(a);
-      if (s.clauses.some((c) => c.contribution.l7 !== undefined)) this.ctx.adoptedL7.add(local);
+      if (s.hasL7) this.ctx.adoptedL7.add(local);
       const n = s.adopters.get(local) ?? 0;
       s.adopters.set(local, n + 1);
       if (n === 0) for (const m of local.maps.values()) this.contributeTargets(s, m, +1);
     }
-    for (const x of removed) {
-      const local = this.maps.locals.get(x);
+    for (let i = 0; i < removed.length; i++) {
+      const local = this.maps.locals.get(removed[i] as IdentityId);
       if (!local || !local.units.has(a)) continue;
       this.ctx.stats.policyResolutions++;
       const n = s.adopters.get(local) ?? 0;
@@ -498,8 +504,8 @@ export class PolicyResolver implements NamedPortListener {
   onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     if (this.ctx.faultHook) this.ctx.fault('enforcementChange');
     const d = e.unit.direction;
-    for (const x of added) {
-      const local = this.maps.locals.get(x);
+    for (let i = 0; i < added.length; i++) {
+      const local = this.maps.locals.get(added[i] as IdentityId);
       if (!local || local.enforcing[d].has(e)) continue;
       this.ctx.stats.policyResolutions++;
       // Withdraw the Baseline entries while the direction is still open (`contribute` reads it).
@@ -511,8 +517,8 @@ export class PolicyResolver implements NamedPortListener {
         m.state.remove(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
       }
     }
-    for (const x of removed) {
-      const local = this.maps.locals.get(x);
+    for (let i = 0; i < removed.length; i++) {
+      const local = this.maps.locals.get(removed[i] as IdentityId);
       if (!local || !local.enforcing[d].has(e)) continue;
       this.ctx.stats.policyResolutions++;
       local.enforcing[d].delete(e);

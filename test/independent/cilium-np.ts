@@ -25,6 +25,7 @@
  *   allowed into every pod unless a deny names it.
  */
 import { parse } from 'yaml';
+import { httpRuleMatches, type HttpRequest } from './cilium-l7.js';
 
 type Labels = ReadonlyMap<string, string>; // "source:key" -> value
 
@@ -243,6 +244,21 @@ function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, nam
   return l4Matches(rule, flow, named);
 }
 
+/**
+ * Does an allow rule that admits the flow also admit the request? Only its port rules covering the flow
+ * count; one without `rules.http` (or a rule without `toPorts`) admits every request, else one of its HTTP
+ * rules must match (cilium-l7.ts). No request = L3/L4 only.
+ */
+function l7Admits(rule: Yaml, flow: Flow, named: Named, req: HttpRequest | undefined): boolean {
+  const toPorts = list(rule.toPorts);
+  if (req === undefined || toPorts === undefined || toPorts.length === 0) return true;
+  return toPorts.map(obj).some((pr) => {
+    if (!(list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named))) return false;
+    const http = list(obj(pr.rules).http);
+    return http === undefined || http.length === 0 || http.some((h) => httpRuleMatches(obj(h), req));
+  });
+}
+
 // ---- verdicts ----
 
 interface Spec { readonly spec: Yaml; readonly namespace: string | undefined }
@@ -276,7 +292,7 @@ function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
 }
 
 /** One direction of one endpoint: is the flow with `peer` allowed? */
-function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading): boolean {
+function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: HttpRequest): boolean {
   const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
   const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
   const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
@@ -289,15 +305,15 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
     if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
     const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
-    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace))) allowed = true;
+    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace) && l7Admits(obj(r), flow, allowNamed, req))) allowed = true;
   }
   if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;
   return allowed || !enforced;
 }
 
 /** Cilium's verdict for a flow: the source pod's egress and the destination pod's ingress. */
-export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM): boolean {
-  if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading)) return false;
-  if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading)) return false;
+export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM, req?: HttpRequest): boolean {
+  if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading, req)) return false;
+  if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading, req)) return false;
   return true;
 }

@@ -13,10 +13,10 @@ import { decide, readCluster } from './cilium-np.js';
  * Differential test: distill's L7 HTTP verdicts (oracle and engine, through the scenario path) against the
  * independent reader (cilium-np.ts + cilium-l7.ts) on generated CiliumNetworkPolicies with `rules.http`:
  * the same port with and without L7 rules, several rules OR-ed, L7 on the client's egress and the server's
- * ingress. DISTILL_SEED reproduces a run, DISTILL_DIFF_RUNS sets the number of scenarios (default 120).
+ * ingress. DISTILL_SEED reproduces a run, DISTILL_DIFF_RUNS sets the number of scenarios (default 400).
  */
 const SEED = Number(process.env.DISTILL_SEED ?? 5000);
-const RUNS = Number(process.env.DISTILL_DIFF_RUNS ?? 120);
+const RUNS = Number(process.env.DISTILL_DIFF_RUNS ?? 400);
 
 const httpRuleArb = fc.record({
   method: fc.constantFrom(undefined, 'GET', 'POST', 'GET|HEAD', 'P.*', 'get'),

@@ -1,12 +1,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
+import { readRequest } from './cilium-l7.js';
 import { decide, readCluster } from './cilium-np.js';
 
 /**
@@ -137,15 +138,17 @@ function disagreements(text: string): Disagreement[] {
   const cluster = readCluster(text);
   const out: Disagreement[] = [];
   const engineResults = engine.steps.flatMap((s) => s.results);
-  naive.steps.flatMap((s) => s.results).forEach((r, i) => {
+  const rawSteps = (parse(text) as { steps?: { probes?: { http?: unknown }[] }[] }).steps ?? [];
+  naive.steps.flatMap((s, si) => s.results.map((r) => ({ r, http: rawSteps[si]?.probes?.[r.probe]?.http }))).forEach(({ r, http }, i) => {
     const from = cluster.peers.get(r.from);
     const to = cluster.peers.get(r.to);
     if (from === undefined || to === undefined) throw new Error(`unknown peer in ${r.from}->${r.to}`);
     const flow = { port: r.port, protocol: r.protocol.toUpperCase() };
-    const mine = decide(cluster, from, to, flow);
+    const req = http === undefined ? undefined : readRequest(http);
+    const mine = decide(cluster, from, to, flow, undefined, req);
     const eng = engineResults[i]?.allowed;
     if (eng !== r.allowed) out.push({ pair: `${r.from}->${r.to} (engine vs oracle)`, flow: `${r.port}/${r.protocol}`, distill: eng ?? false, independent: r.allowed });
-    if (mine !== r.allowed && decide(cluster, from, to, flow, { strictEgressNamedPorts: true }) === r.allowed) deviations++;
+    if (mine !== r.allowed && decide(cluster, from, to, flow, { strictEgressNamedPorts: true }, req) === r.allowed) deviations++;
     else if (mine !== r.allowed) out.push({ pair: `${r.from}->${r.to}`, flow: `${r.port}/${r.protocol}`, distill: r.allowed, independent: mine });
   });
   return out;

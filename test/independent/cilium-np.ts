@@ -62,9 +62,36 @@ export interface Cluster {
   readonly allowLocalhostAlways: boolean;
 }
 
-/** Reads the scenario's first state (namespaces, pods, externals, nodes, policies). */
-export function readCluster(text: string): Cluster {
-  const doc = obj(parse(text));
+const keyOf = (p: Yaml): string => `${str(p.kind)}/${str(obj(p.metadata).namespace)}/${str(obj(p.metadata).name)}`;
+
+/**
+ * The scenario document after the changes of steps 0..step (docs/scenarios.md): apply, delete, addPod,
+ * deletePod, setPodLabels, setNamespaceLabels, addExternal, addNode, deleteNode.
+ */
+function stateAt(doc: Yaml, step: number): Yaml {
+  const named = (k: string): Yaml[] => (list(doc[k]) ?? []).map(obj);
+  let [namespaces, pods, externals, nodes, policies] = [named('namespaces'), named('pods'), named('externals'), named('nodes'), named('policies')];
+  const put = (xs: Yaml[], x: Yaml, key: (y: Yaml) => string): Yaml[] => [...xs.filter((y) => key(y) !== key(x)), x];
+  const byName = (y: Yaml): string => str(y.name);
+  for (const c of (list(doc.steps) ?? []).slice(0, step + 1).flatMap((s) => list(obj(s).changes) ?? []).map(obj)) {
+    if (c.apply !== undefined) policies = put(policies, obj(c.apply), keyOf);
+    if (c.delete !== undefined) policies = policies.filter((p) => keyOf(p) !== keyOf({ kind: obj(c.delete).kind, metadata: c.delete }));
+    if (c.addPod !== undefined) pods = put(pods, obj(c.addPod), byName);
+    if (c.deletePod !== undefined) pods = pods.filter((p) => p.name !== c.deletePod);
+    const relabel = obj(c.setPodLabels);
+    if (c.setPodLabels !== undefined) pods = pods.map((p) => (p.name === relabel.pod ? { ...p, labels: relabel.labels } : p));
+    const nsl = obj(c.setNamespaceLabels);
+    if (c.setNamespaceLabels !== undefined) namespaces = namespaces.map((n) => (n.name === nsl.namespace ? { ...n, labels: nsl.labels } : n));
+    if (c.addExternal !== undefined) externals = put(externals, obj(c.addExternal), byName);
+    if (c.addNode !== undefined) nodes = put(nodes, { ...nodes.find((n) => n.name === obj(c.addNode).name), ...obj(c.addNode) }, byName);
+    if (c.deleteNode !== undefined) nodes = nodes.filter((n) => n.name !== c.deleteNode);
+  }
+  return { ...doc, namespaces, pods, externals, nodes, policies };
+}
+
+/** Reads the scenario's state at a step (namespaces, pods, externals, nodes, policies). */
+export function readCluster(text: string, step = 0): Cluster {
+  const doc = stateAt(obj(parse(text)), step);
   const nsLabels = new Map<string, Yaml>();
   for (const n of list(doc.namespaces) ?? []) nsLabels.set(str(obj(n).name), obj(obj(n).labels));
   const peers = new Map<string, Peer>();

@@ -58,7 +58,7 @@ function removeDots(path: string): string {
 }
 
 /** The path Cilium's Envoy routes on (see the header); undefined = Envoy rejects the request itself. */
-export function normalizePath(target: string): string | undefined {
+function normalizePath(target: string): string | undefined {
   if (!target.startsWith('/') || target.includes('#')) return undefined;
   const q = target.indexOf('?');
   let p = q < 0 ? target : target.slice(0, q);

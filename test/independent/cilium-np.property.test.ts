@@ -1,12 +1,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
+import { readRequest } from './cilium-l7.js';
 import { decide, readCluster } from './cilium-np.js';
 
 /**
@@ -92,6 +93,8 @@ const scenarioArb = fc.record({
   pods: fc.array(podArb, { minLength: 2, maxLength: 5 }),
   policies: fc.array(policyArb, { minLength: 1, maxLength: 3 }),
   always: fc.boolean(),
+  /** A second step: relabel a pod and a namespace, replace or delete a policy, delete node n2 (its address becomes world). */
+  churn: fc.record({ pod: fc.nat(), app: fc.option(fc.constantFrom('x', 'y'), { nil: undefined }), tier: fc.option(fc.constantFrom('fe', 'be'), { nil: undefined }), team: fc.boolean(), policy: fc.nat(), replace: fc.option(specArb, { nil: undefined }), deleteNode: fc.boolean() }),
 });
 
 type Generated = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
@@ -116,9 +119,24 @@ function scenarioYaml(g: Generated): string {
       metadata: p.clusterwide ? { name: `p${i}` } : { name: `p${i}`, namespace: p.ns },
       ...(p.specs ? { specs: [p.spec, p.spec2] } : { spec: p.spec }),
     })),
-    steps: [{ probes: PROBES }],
+    steps: [{ probes: PROBES }, { changes: churnChanges(g), probes: g.churn.deleteNode ? [...PROBES.filter((p) => !JSON.stringify(p).includes('"n2"')), ...FLOWS.flatMap((f) => [{ ...f, from: 'e-n2' }, { ...f, to: 'e-n2' }])] : PROBES }],
   };
   return stringify(doc);
+}
+
+function churnChanges(g: Generated): unknown[] {
+  const pi = g.churn.pod % g.pods.length;
+  const qi = g.churn.policy % g.policies.length;
+  const p = g.policies[qi];
+  const labels = { ...(g.churn.app === undefined ? {} : { app: g.churn.app }), ...(g.churn.tier === undefined ? {} : { tier: g.churn.tier }) };
+  const kind = p?.clusterwide ? 'CiliumClusterwideNetworkPolicy' : 'CiliumNetworkPolicy';
+  const metadata = p?.clusterwide ? { name: `p${qi}` } : { name: `p${qi}`, namespace: p?.ns };
+  return [
+    { setPodLabels: { pod: `${g.pods[pi]?.ns ?? ''}/p${pi}`, labels } },
+    { setNamespaceLabels: { namespace: 'a', labels: g.churn.team ? { team: 'red' } : {} } },
+    g.churn.replace === undefined ? { delete: { kind, ...metadata } } : { apply: { apiVersion: 'cilium.io/v2', kind, metadata, spec: g.churn.replace } },
+    ...(g.churn.deleteNode ? [{ deleteNode: 'n2' }, { addExternal: { name: 'e-n2', ip: '192.168.1.2' } }] : []),
+  ];
 }
 
 const FLOWS = [{ port: 80, protocol: 'TCP' }, { port: 53, protocol: 'UDP' }, { port: 8080, protocol: 'TCP' }, { port: 80, protocol: 'SCTP' }, { port: 8, protocol: 'ICMP' }];
@@ -134,19 +152,21 @@ function disagreements(text: string): Disagreement[] {
   const scenario = parseScenario(text, 'generated.yaml');
   const naive = runScenario(scenario, decideFlow);
   const engine = runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide);
-  const cluster = readCluster(text);
+  const clusters = naive.steps.map((_, si) => readCluster(text, si));
   const out: Disagreement[] = [];
   const engineResults = engine.steps.flatMap((s) => s.results);
-  naive.steps.flatMap((s) => s.results).forEach((r, i) => {
+  const rawSteps = (parse(text) as { steps?: { probes?: { http?: unknown }[] }[] }).steps ?? [];
+  naive.steps.flatMap((s, si) => s.results.map((r) => ({ r, http: rawSteps[si]?.probes?.[r.probe]?.http, cluster: clusters[si] ?? readCluster(text, si) }))).forEach(({ r, http, cluster }, i) => {
     const from = cluster.peers.get(r.from);
     const to = cluster.peers.get(r.to);
     if (from === undefined || to === undefined) throw new Error(`unknown peer in ${r.from}->${r.to}`);
     const flow = { port: r.port, protocol: r.protocol.toUpperCase() };
-    const mine = decide(cluster, from, to, flow);
+    const req = http === undefined ? undefined : readRequest(http);
+    const mine = decide(cluster, from, to, flow, undefined, req);
     const eng = engineResults[i]?.allowed;
-    if (eng !== r.allowed) out.push({ pair: `${r.from}->${r.to} (engine vs oracle)`, flow: `${r.port}/${r.protocol}`, distill: eng ?? false, independent: r.allowed });
-    if (mine !== r.allowed && decide(cluster, from, to, flow, { strictEgressNamedPorts: true }) === r.allowed) deviations++;
-    else if (mine !== r.allowed) out.push({ pair: `${r.from}->${r.to}`, flow: `${r.port}/${r.protocol}`, distill: r.allowed, independent: mine });
+    if (eng !== r.allowed) out.push({ pair: `step ${r.step} ${r.from}->${r.to} (engine vs oracle)`, flow: `${r.port}/${r.protocol}`, distill: eng ?? false, independent: r.allowed });
+    if (mine !== r.allowed && decide(cluster, from, to, flow, { strictEgressNamedPorts: true }, req) === r.allowed) deviations++;
+    else if (mine !== r.allowed) out.push({ pair: `step ${r.step} ${r.from}->${r.to}`, flow: `${r.port}/${r.protocol}`, distill: r.allowed, independent: mine });
   });
   return out;
 }

@@ -25,6 +25,7 @@
  *   allowed into every pod unless a deny names it.
  */
 import { parse } from 'yaml';
+import { httpRuleMatches, type HttpRequest } from './cilium-l7.js';
 
 type Labels = ReadonlyMap<string, string>; // "source:key" -> value
 
@@ -61,9 +62,36 @@ export interface Cluster {
   readonly allowLocalhostAlways: boolean;
 }
 
-/** Reads the scenario's first state (namespaces, pods, externals, nodes, policies). */
-export function readCluster(text: string): Cluster {
-  const doc = obj(parse(text));
+const keyOf = (p: Yaml): string => `${str(p.kind)}/${str(obj(p.metadata).namespace)}/${str(obj(p.metadata).name)}`;
+
+/**
+ * The scenario document after the changes of steps 0..step (docs/scenarios.md): apply, delete, addPod,
+ * deletePod, setPodLabels, setNamespaceLabels, addExternal, addNode, deleteNode.
+ */
+function stateAt(doc: Yaml, step: number): Yaml {
+  const named = (k: string): Yaml[] => (list(doc[k]) ?? []).map(obj);
+  let [namespaces, pods, externals, nodes, policies] = [named('namespaces'), named('pods'), named('externals'), named('nodes'), named('policies')];
+  const put = (xs: Yaml[], x: Yaml, key: (y: Yaml) => string): Yaml[] => [...xs.filter((y) => key(y) !== key(x)), x];
+  const byName = (y: Yaml): string => str(y.name);
+  for (const c of (list(doc.steps) ?? []).slice(0, step + 1).flatMap((s) => list(obj(s).changes) ?? []).map(obj)) {
+    if (c.apply !== undefined) policies = put(policies, obj(c.apply), keyOf);
+    if (c.delete !== undefined) policies = policies.filter((p) => keyOf(p) !== keyOf({ kind: obj(c.delete).kind, metadata: c.delete }));
+    if (c.addPod !== undefined) pods = put(pods, obj(c.addPod), byName);
+    if (c.deletePod !== undefined) pods = pods.filter((p) => p.name !== c.deletePod);
+    const relabel = obj(c.setPodLabels);
+    if (c.setPodLabels !== undefined) pods = pods.map((p) => (p.name === relabel.pod ? { ...p, labels: relabel.labels } : p));
+    const nsl = obj(c.setNamespaceLabels);
+    if (c.setNamespaceLabels !== undefined) namespaces = namespaces.map((n) => (n.name === nsl.namespace ? { ...n, labels: nsl.labels } : n));
+    if (c.addExternal !== undefined) externals = put(externals, obj(c.addExternal), byName);
+    if (c.addNode !== undefined) nodes = put(nodes, { ...nodes.find((n) => n.name === obj(c.addNode).name), ...obj(c.addNode) }, byName);
+    if (c.deleteNode !== undefined) nodes = nodes.filter((n) => n.name !== c.deleteNode);
+  }
+  return { ...doc, namespaces, pods, externals, nodes, policies };
+}
+
+/** Reads the scenario's state at a step (namespaces, pods, externals, nodes, policies). */
+export function readCluster(text: string, step = 0): Cluster {
+  const doc = stateAt(obj(parse(text)), step);
   const nsLabels = new Map<string, Yaml>();
   for (const n of list(doc.namespaces) ?? []) nsLabels.set(str(obj(n).name), obj(obj(n).labels));
   const peers = new Map<string, Peer>();
@@ -243,6 +271,21 @@ function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, nam
   return l4Matches(rule, flow, named);
 }
 
+/**
+ * Does an allow rule that admits the flow also admit the request? Only its port rules covering the flow
+ * count; one without `rules.http` (or a rule without `toPorts`) admits every request, else one of its HTTP
+ * rules must match (cilium-l7.ts). No request = L3/L4 only.
+ */
+function l7Admits(rule: Yaml, flow: Flow, named: Named, req: HttpRequest | undefined): boolean {
+  const toPorts = list(rule.toPorts);
+  if (req === undefined || toPorts === undefined || toPorts.length === 0) return true;
+  return toPorts.map(obj).some((pr) => {
+    if (!(list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named))) return false;
+    const http = list(obj(pr.rules).http);
+    return http === undefined || http.length === 0 || http.some((h) => httpRuleMatches(obj(h), req));
+  });
+}
+
 // ---- verdicts ----
 
 interface Spec { readonly spec: Yaml; readonly namespace: string | undefined }
@@ -276,7 +319,7 @@ function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
 }
 
 /** One direction of one endpoint: is the flow with `peer` allowed? */
-function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading): boolean {
+function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: HttpRequest): boolean {
   const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
   const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
   const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
@@ -289,15 +332,15 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
     if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
     const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
-    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace))) allowed = true;
+    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace) && l7Admits(obj(r), flow, allowNamed, req))) allowed = true;
   }
   if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;
   return allowed || !enforced;
 }
 
 /** Cilium's verdict for a flow: the source pod's egress and the destination pod's ingress. */
-export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM): boolean {
-  if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading)) return false;
-  if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading)) return false;
+export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM, req?: HttpRequest): boolean {
+  if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading, req)) return false;
+  if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading, req)) return false;
   return true;
 }

@@ -132,8 +132,10 @@ const scenario: fc.Arbitrary<J> = fc
     pods: fc.integer({ min: 2, max: 5 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => pod(i)))),
     cnps: fc.integer({ min: 1, max: 4 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => cnp(i)))),
     nps: fc.integer({ min: 0, max: 2 }).chain((n) => (n === 0 ? fc.constant<J[]>([]) : fc.tuple(...Array.from({ length: n }, (_, i) => np(i))))),
+    /** A second step: relabel a pod, a namespace and node n2, delete a policy or replace cnp0. */
+    churn: fc.record({ pod: fc.nat(), app: fc.constantFrom('web', 'db', 'api'), team: fc.constantFrom('a', 'b', null), ns: fc.constantFrom(...NS), policy: fc.nat(), replace: fc.option(cnp(0), { nil: undefined }), role: fc.constantFrom('control', 'worker', null) }),
   })
-  .map(({ namespaces: nss, pods, cnps, nps }) => ({
+  .map(({ namespaces: nss, pods, cnps, nps, churn }) => ({
     description: 'generated (network-policy-api differential)',
     namespaces: nss,
     pods,
@@ -141,20 +143,36 @@ const scenario: fc.Arbitrary<J> = fc
     nodes: NODES,
     allowLocalhost: 'policy',
     policies: [...cnps, ...nps],
-    steps: [{ probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...EXTERNALS.flatMap((e) => [{ to: e.name, port: 80 }, { to: e.name, port: 53, protocol: 'UDP' }]), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 }))] }],
+    steps: [{ probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...EXTERNALS.flatMap((e) => [{ to: e.name, port: 80 }, { to: e.name, port: 53, protocol: 'UDP' }]), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 }))] }, {
+      changes: churnChanges(pods, [...cnps, ...nps], churn),
+      probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 }))],
+    }],
   }));
+
+function churnChanges(pods: J[], policies: J[], c: { pod: number; app: string; team: string | null; ns: string; policy: number; replace: J | undefined; role: string | null }): unknown[] {
+  const p = pods[c.pod % pods.length] as { name: string; labels: Record<string, string> };
+  const q = policies[c.policy % policies.length] as { kind: string; metadata: { name: string; namespace?: string } };
+  return [
+    // only api pods carry `admin`: making another pod api would split an identity on a named port (finding 441, documented)
+    { setPodLabels: { pod: p.name, labels: { ...p.labels, app: c.app === 'api' && p.labels.app !== 'api' ? 'db' : c.app } } },
+    { setNamespaceLabels: { namespace: c.ns, labels: c.team === null ? {} : { team: c.team } } },
+    { addNode: { name: 'n2', ips: ['172.18.0.2'], labels: c.role === null ? {} : { role: c.role } } },
+    c.replace === undefined ? { delete: { kind: q.kind, ...q.metadata } } : { apply: c.replace },
+  ];
+}
 
 /** Every distill verdict that no reading of the API allows. */
 function disagreements(text: string): string[] {
   const sc = parseScenario(text, 'generated.yaml');
-  const world = readWorld(text);
+  const worlds = [readWorld(text, 0), readWorld(text, 1)];
   const runs = { oracle: runScenario(sc, decideFlow), engine: runScenario(sc, new EngineDecider(new Engine(scenarioEngineOptions(sc))).decide) };
   const out: string[] = [];
   for (const [who, run] of Object.entries(runs)) {
     for (const r of run.steps.flatMap((s) => s.results)) {
+      const world = worlds[r.step] ?? readWorld(text, r.step);
       const ok = possibleVerdicts(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol.toUpperCase() });
       if (who === 'engine' && !r.allowed && networksMeetNode(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
-      if (!ok.has(r.allowed)) out.push(`${who}: ${r.from}->${r.to} ${r.protocol}/${r.port} distill ${r.allowed ? 'allow' : 'deny'}, API ${[...ok].join('|')}`);
+      if (!ok.has(r.allowed)) out.push(`${who}: step ${r.step} ${r.from}->${r.to} ${r.protocol}/${r.port} distill ${r.allowed ? 'allow' : 'deny'}, API ${[...ok].join('|')}`);
     }
   }
   return out;

@@ -42,9 +42,27 @@ function inCidr(ip: number, cidr: string): boolean {
   return ((ip & mask) >>> 0) === ((ipv4(addr) & mask) >>> 0);
 }
 
-/** Reads the scenario's initial state (the generator writes one step). */
-export function readWorld(text: string): World {
-  const doc = obj(parse(text));
+const keyOf = (p: Obj): string => `${String(p.kind)}/${String(obj(p.metadata).namespace ?? '')}/${String(obj(p.metadata).name)}`;
+
+/** The document after the changes of steps 0..step (docs/scenarios.md): apply, delete, setPodLabels, setNamespaceLabels, addNode. */
+function stateAt(doc: Obj, step: number): Obj {
+  let [namespaces, pods, nodes, policies] = [list(doc.namespaces).map(obj), list(doc.pods).map(obj), list(doc.nodes).map(obj), list(doc.policies).map(obj)];
+  for (const c of list(doc.steps).slice(0, step + 1).flatMap((s) => list(obj(s).changes)).map(obj)) {
+    if (c.apply !== undefined) policies = [...policies.filter((p) => keyOf(p) !== keyOf(obj(c.apply))), obj(c.apply)];
+    if (c.delete !== undefined) policies = policies.filter((p) => keyOf(p) !== keyOf({ kind: obj(c.delete).kind, metadata: c.delete }));
+    const rl = obj(c.setPodLabels);
+    if (c.setPodLabels !== undefined) pods = pods.map((p) => (p.name === rl.pod ? { ...p, labels: rl.labels } : p));
+    const nl = obj(c.setNamespaceLabels);
+    if (c.setNamespaceLabels !== undefined) namespaces = namespaces.map((n) => (n.name === nl.namespace ? { ...n, labels: nl.labels } : n));
+    const an = obj(c.addNode);
+    if (c.addNode !== undefined) nodes = [...nodes.filter((n) => n.name !== an.name), { ...nodes.find((n) => n.name === an.name), ...an }];
+  }
+  return { ...doc, namespaces, pods, nodes, policies };
+}
+
+/** Reads the scenario's state at a step. */
+export function readWorld(text: string, step = 0): World {
+  const doc = stateAt(obj(parse(text)), step);
   const nsLabels = new Map<string, Labels>();
   const addNs = (name: string, labels: Map<string, string>): void => {
     labels.set('kubernetes.io/metadata.name', name);

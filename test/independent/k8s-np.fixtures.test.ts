@@ -18,7 +18,8 @@ const labelsOf = (v: unknown): Record<string, string> => (typeof v === 'object' 
 function readPod(p: Doc): KPod {
   const [namespace = '', name = ''] = String(p.name).split('/');
   const ports: NamedPort[] = arr(p.ports).map((q) => ({ name: String(q.name), port: Number(q.port), protocol: (q.protocol ?? 'TCP') as Proto }));
-  return { namespace, name, ip: String(p.ip), labels: labelsOf(p.labels), ports };
+  const ips = Array.isArray(p.ips) ? p.ips.map(String) : [String(p.ip)];
+  return { namespace, name, ip: ips[0] ?? '', ips, labels: labelsOf(p.labels), ports };
 }
 const podName = (p: KPod): string => `${p.namespace}/${p.name}`;
 const policyKey = (p: Doc): string => { const m = p.metadata as Doc; return `${String(m.namespace)}/${String(m.name)}`; };

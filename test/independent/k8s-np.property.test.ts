@@ -27,7 +27,7 @@ const PROBES: readonly { protocol: Proto; port: number }[] = [
   { protocol: 'UDP', port: 53 }, { protocol: 'TCP', port: 53 }, { protocol: 'SCTP', port: 9000 },
   { protocol: 'UDP', port: 80 }, { protocol: 'ICMP', port: 8 },
 ];
-const EXTERNAL_IPS = ['10.0.1.200', '10.0.2.9', '192.0.2.1'];
+const EXTERNAL_IPS = ['10.0.1.200', '10.0.2.9', '192.0.2.1', 'fd00:10:1::c8', '2001:db8::9', '2001:db8:1::9', '::ffff:10.0.1.200', '::ffff:192.0.2.1'];
 
 const labelsArb = fc.dictionary(fc.constantFrom(...LABEL_KEYS), fc.constantFrom(...LABEL_VALUES), { maxKeys: 2 });
 const exprArb = fc.oneof(
@@ -50,6 +50,8 @@ const cidrArb = fc.constantFrom(
   { cidr: '10.0.0.0/16' }, { cidr: '10.0.1.0/24' }, { cidr: '10.0.0.0/8', except: ['10.0.1.0/24'] },
   { cidr: '10.0.1.200/32' }, { cidr: '0.0.0.0/0', except: ['10.0.0.0/8'] }, { cidr: '0.0.0.0/0' },
   { cidr: '10.0.1.0/24', except: ['10.0.1.128/25'] }, { cidr: '192.0.2.0/24' },
+  { cidr: 'fd00:10:1::/64' }, { cidr: '::/0', except: ['fd00:10::/32'] }, { cidr: '2001:db8::/32', except: ['2001:db8::/64'] },
+  { cidr: '2001:db8::9/128' }, { cidr: '::ffff:0:0/96' }, { cidr: '::/0' }, { cidr: 'fd00:10:1::c8/128' },
 );
 const peerArb = fc.oneof(
   fc.record({ podSelector: selectorArb }),
@@ -79,6 +81,7 @@ const podArb = fc.record({
   ns: fc.constantFrom(...NS),
   labels: labelsArb,
   ports: fc.uniqueArray(fc.constantFrom(...NAMED), { maxLength: 3, selector: (p) => `${p.name}/${p.protocol}` }),
+  family: fc.constantFrom('v4', 'v4', 'v6', 'dual'),
 });
 const clusterArb = fc.record({
   nsLabels: fc.tuple(...NS.map(() => fc.dictionary(fc.constant('team'), fc.constantFrom(...LABEL_VALUES), { maxKeys: 1 }))),
@@ -96,7 +99,8 @@ const clean = (o: Record<string, unknown>): Record<string, unknown> =>
 
 function scenarioText(g: Gen): string {
   const pods = g.pods.map((p, i) => ({
-    name: `${p.ns}/p${i}`, labels: p.labels, ip: `10.0.1.${10 + i}`,
+    name: `${p.ns}/p${i}`, labels: p.labels,
+    ...(p.family === 'v4' ? { ip: `10.0.1.${10 + i}` } : p.family === 'v6' ? { ip: `fd00:10:1::${10 + i}` } : { ips: [`10.0.1.${10 + i}`, `fd00:10:1::${10 + i}`] }),
     ports: p.ports.map((q) => ({ name: q.name, port: q.port, protocol: q.protocol })),
   }));
   const policies = g.policies.map((p, i) => ({
@@ -134,10 +138,10 @@ function churnChanges(g: Gen): unknown[] {
 /** The independent reader's view of the same YAML text. */
 interface Churn { setPodLabels?: { pod: string; labels: Record<string, string> }; setNamespaceLabels?: { namespace: string; labels: Record<string, string> }; delete?: { namespace: string; name: string } }
 function readCluster(text: string, step: number): { cluster: KCluster; endpoint: (name: string) => Endpoint } {
-  const doc = parse(text) as { namespaces: { name: string; labels: Record<string, string> }[]; pods: { name: string; labels: Record<string, string>; ip: string; ports: NamedPort[] }[]; externals: { name: string; ip: string }[]; policies: { metadata: { namespace: string; name: string } }[]; steps: { changes?: Churn[] }[] };
+  const doc = parse(text) as { namespaces: { name: string; labels: Record<string, string> }[]; pods: { name: string; labels: Record<string, string>; ip?: string; ips?: string[]; ports: NamedPort[] }[]; externals: { name: string; ip: string }[]; policies: { metadata: { namespace: string; name: string } }[]; steps: { changes?: Churn[] }[] };
   let pods: KPod[] = doc.pods.map((p) => {
     const [namespace = '', name = ''] = p.name.split('/');
-    return { namespace, name, ip: p.ip, labels: p.labels, ports: p.ports };
+    return { namespace, name, ip: p.ip ?? p.ips?.[0] ?? '', ips: p.ips ?? [p.ip ?? ''], labels: p.labels, ports: p.ports };
   });
   const namespaces = new Map(doc.namespaces.map((n) => [n.name, n.labels]));
   let policies = doc.policies;

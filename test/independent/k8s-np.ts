@@ -34,6 +34,8 @@ export type Proto = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
 export interface NamedPort { readonly name: string; readonly port: number; readonly protocol: Proto }
 export interface KPod {
   readonly namespace: string; readonly name: string; readonly ip: string;
+  /** Every address of a dual-stack pod (`ips`); `ip` is the first. */
+  readonly ips?: readonly string[];
   readonly labels: Readonly<Record<string, string>>; readonly ports: readonly NamedPort[];
 }
 export interface KExternal { readonly name: string; readonly ip: string }
@@ -95,12 +97,33 @@ function ipv4(ip: string): number {
   if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
   return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
 }
+
+/** RFC 4291 2.2 text form (`::`, a dotted IPv4 tail) as a 128-bit number. */
+function ipv6(ip: string): bigint {
+  const [head = '', tail] = ip.split('::');
+  const groups = (part: string): string[] => (part === '' ? [] : part.split(':').flatMap((g) => (g.includes('.') ? [(ipv4(g) >>> 16).toString(16), (ipv4(g) & 0xffff).toString(16)] : [g])));
+  const h = groups(head);
+  const t = tail === undefined ? [] : groups(tail);
+  const all = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  if (all.length !== 8 || all.some((g) => !/^[0-9a-f]{1,4}$/i.test(g))) throw new Error(`not an IPv6 address: ${ip}`);
+  return all.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
+}
+
+/**
+ * Family-strict, as Go's netip.Prefix.Contains, which Cilium's ipcache and CIDR selectors use: "An IPv4 address
+ * will not match an IPv6 prefix. An IPv4-mapped IPv6 address will not match an IPv4 prefix."
+ */
 function inCidr(ip: string, cidr: string): boolean {
-  const [base, len] = cidr.split('/');
+  const [base = '', len] = cidr.split('/');
   const bits = Number(len);
-  if (bits === 0) return true;
-  const mask = (~0 << (32 - bits)) >>> 0;
-  return ((ipv4(ip) & mask) >>> 0) === ((ipv4(base ?? '') & mask) >>> 0);
+  if (ip.includes(':') !== base.includes(':')) return false;
+  if (!ip.includes(':')) {
+    if (bits === 0) return true;
+    const mask = (~0 << (32 - bits)) >>> 0;
+    return ((ipv4(ip) & mask) >>> 0) === ((ipv4(base) & mask) >>> 0);
+  }
+  const shift = BigInt(128 - bits);
+  return ipv6(ip) >> shift === ipv6(base) >> shift;
 }
 
 /** policyTypes as defaulted by the API server (types.go `PolicyTypes` comment). */
@@ -119,8 +142,8 @@ function peerMatches(c: KCluster, policyNs: string, peer: unknown, other: Endpoi
     // Cilium: pod traffic carries the pod's identity, so an ipBlock never selects a pod
     // (docs/semantics.md, NetworkPolicy ipBlock). Kubernetes: the pod IP decides.
     if ('pod' in other && mode.ipBlockSkipsPods) return false;
-    const ip = 'pod' in other ? other.pod.ip : other.external.ip;
-    return inCidr(ip, String(field(block, 'cidr'))) && !list(field(block, 'except')).some((e) => inCidr(ip, String(e)));
+    const ips = 'pod' in other ? other.pod.ips ?? [other.pod.ip] : [other.external.ip];
+    return ips.some((ip) => inCidr(ip, String(field(block, 'cidr'))) && !list(field(block, 'except')).some((e) => inCidr(ip, String(e))));
   }
   if (!('pod' in other)) return false;
   const podSel = field(peer, 'podSelector');

@@ -183,6 +183,19 @@ describe('distill plan', () => {
     expect(j.refused.culprits).toEqual(expect.arrayContaining([expect.stringContaining('CiliumNetworkPolicy/default/kafka'), expect.stringContaining('CiliumNetworkPolicy/default/rule1')]));
     expect(cli('plan', '--scenario', STAR_WARS, '-f', tmpFile('k.yaml', kafka)).out).toMatch(/^REFUSED: /);
   });
+  it('a change whose state the maps cannot express (a networks /32 on one address of a dual-stack pod) is refused, exit 1', () => {
+    // Finding 525: plan threw (exit 2) where the engine refuses the transaction and keeps its state.
+    const sc = tmpFile('ds.yaml', ['namespaces: [{name: x}]', 'pods:', '  - {name: x/web, labels: {app: web}, ips: [10.244.0.11, "fd00::11"]}', '  - {name: x/cli, labels: {app: cli}, ip: 10.244.0.12}', 'policies: []', 'steps:', '  - probes: [{port: 80, protocol: TCP}]', ''].join('\n'));
+    const cnp = tmpFile('net.yaml', ['apiVersion: policy.networking.k8s.io/v1alpha2', 'kind: ClusterNetworkPolicy', 'metadata: {name: deny-web}', 'spec:', '  tier: Admin', '  priority: 1', '  subject: {namespaces: {}}', '  egress:', '    - {action: Deny, to: [{networks: [10.244.0.11/32]}]}', ''].join('\n'));
+    const r = cli('plan', '--scenario', sc, '-f', cnp, '-o', 'json');
+    expect(r.code, r.err).toBe(1);
+    const j = JSON.parse(r.out) as { refused: { reason: string; culprits: string[] } };
+    expect(j.refused.reason).toContain('networks peer 10.244.0.11/32 with dual-stack pod x/web');
+    const text = cli('plan', '--scenario', sc, '-f', cnp);
+    expect(text.code).toBe(1);
+    expect(text.out).toMatch(/^REFUSED: .*dual-stack pod x\/web/);
+    expect(text.out).not.toContain('culprits');
+  });
   it('--port adds ports; no change and bad --delete are usage errors', () => {
     const f = tmpFile('open.yaml', OPEN_DEATHSTAR.replace('"80"', '"443"'));
     const j = JSON.parse(cli('plan', '--scenario', STAR_WARS, '-f', f, '--port', '443/TCP', '-o', 'json').out) as { verdictChanges: { port: number; after: string }[] };

@@ -7,7 +7,7 @@ import { decideFlow } from '../naive/evaluator.js';
 import type { Scenario } from '../scenario/format.js';
 import { Engine } from '../engine/engine.js';
 import type { ChangeSet, L7Delta, MapDelta } from '../engine/events.js';
-import { MapCapacityError } from '../engine/events.js';
+import { EngineError, MapCapacityError } from '../engine/events.js';
 import { ProxyPortsExhaustedError } from '../engine/proxy-ports.js';
 import { L7ParserConflictError } from '../engine/rule-units.js';
 import { clusterEvents, initialEvents } from '../harness/cluster-sync.js';
@@ -57,6 +57,8 @@ function refusal(e: unknown): { reason: string; culprits: string[] } | undefined
   if (e instanceof MapCapacityError) return { reason: e.message, culprits: e.topContributors.map((c) => `${c.rule} (${c.entries} entries)`) };
   if (e instanceof L7ParserConflictError) return { reason: e.message, culprits: e.rules.map((r) => `${formatOrigin(r.origin)} (${r.parser})`) };
   if (e instanceof ProxyPortsExhaustedError) return { reason: e.message, culprits: [`${e.endpoint} ${e.redirect}`] };
+  // A state the engine's maps cannot express (e.g. a `networks` CIDR on one address of a dual-stack pod): refused whole.
+  if (e instanceof EngineError) return { reason: e.message, culprits: [] };
   return undefined;
 }
 
@@ -166,7 +168,7 @@ function planJson(r: PlanResult, wide: boolean): Record<string, unknown> {
 }
 
 function planText(r: PlanResult, wide: boolean): string {
-  if (r.refused) return `REFUSED: ${r.refused.reason}\nculprits:\n${r.refused.culprits.map((c) => `  ${c}`).join('\n')}`;
+  if (r.refused) return `REFUSED: ${r.refused.reason}${r.refused.culprits.length > 0 ? `\nculprits:\n${r.refused.culprits.map((c) => `  ${c}`).join('\n')}` : ''}`;
   const labelsOf = labelsOfEngine(r.engine);
   const out: string[] = [];
   const eps = [...r.endpoints].sort(([a], [b]) => (a < b ? -1 : 1));

@@ -20,7 +20,7 @@ function counts(cs: ChangeSet): Record<string, string> {
   return Object.fromEntries([...out].sort(([a], [b]) => (a < b ? -1 : 1)).map(([ep, c]) => [ep, c.join('/')]));
 }
 
-const REFUSALS = /MapCapacityError|L7ParserConflictError|ProxyPortsExhaustedError/;
+const REFUSALS = /MapCapacityError|L7ParserConflictError|ProxyPortsExhaustedError|EngineError/;
 
 describe('plan predicts what applying the change does (corpus scenarios, corpus policies)', () => {
   const scenarios = corpus().filter((c) => c.scenario.steps.length > 0);

@@ -13,8 +13,10 @@ import { parseManifest } from '../src/policy/manifest.js';
  * "ClusterNetworkPolicy nodes"): random histories of nodes added, relabelled, readdressed (shared
  * addresses, health addresses, the agent's own node included) and deleted, under random Admin and
  * Baseline policies with nodes peers (Accept, Deny, Pass; matchLabels and matchExpressions), mixed
- * with pods and networks peers. After every step, every pod-to-node-address flow on the probed
- * ports is decided by the oracle, by the incremental engine and by a fresh engine.
+ * with pods and networks peers, and CiliumClusterwideNetworkPolicy `toNodes` (egress, egressDeny)
+ * and `fromNodes` rules (read with enable-node-selector-labels: remote nodes only). After every
+ * step, every pod-to-node-address and node-address-to-pod flow on the probed ports is decided by
+ * the oracle, by the incremental engine and by a fresh engine.
  */
 const KEYS = ['os', 'pool'] as const;
 const VALUES = ['a', 'b'] as const;
@@ -48,6 +50,18 @@ const policyOp: fc.Arbitrary<Op> = fc.record({ name: fc.constantFrom('p1', 'p2',
   name,
   manifest: { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name }, spec: { tier, priority, subject, egress } },
 }));
+const cnpRule = fc.record({
+  sel: fc.array(nodeSelector, { minLength: 1, maxLength: 2 }),
+  toPorts: fc.constantFrom([], [{ ports: [{ port: '22', protocol: 'TCP' }] }], [{ ports: [{ port: '53', protocol: 'UDP' }, { port: '80', protocol: 'TCP' }] }]),
+});
+const cnpRules = (field: string): fc.Arbitrary<Json[]> => fc.array(cnpRule.map(({ sel, toPorts }) => ({ [field]: sel, ...(toPorts.length > 0 ? { toPorts } : {}) })), { maxLength: 2 });
+const cnpOp: fc.Arbitrary<Op> = fc
+  .record({ name: fc.constantFrom('c1', 'c2'), endpointSelector: fc.constantFrom({}, { matchLabels: { app: 'web' } }), egress: cnpRules('toNodes'), egressDeny: cnpRules('toNodes'), ingress: cnpRules('fromNodes') })
+  .map(({ name, endpointSelector, ...lists }) => ({
+    k: 'policy',
+    name,
+    manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name }, spec: { endpointSelector, ...Object.fromEntries(Object.entries(lists).filter(([, l]) => l.length > 0)) } },
+  }));
 const nodeOp: fc.Arbitrary<Op> = fc.record({
   name: fc.constantFrom(...NODES),
   ips: fc.subarray(ADDRESSES, { minLength: 1, maxLength: 2 }),
@@ -59,7 +73,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: nodeOp },
   { weight: 1, arbitrary: fc.constantFrom(...NODES).map((name): Op => ({ k: 'delNode', name })) },
   { weight: 3, arbitrary: policyOp },
-  { weight: 1, arbitrary: fc.constantFrom('p1', 'p2', 'p3').map((name): Op => ({ k: 'delPolicy', name })) },
+  { weight: 2, arbitrary: cnpOp },
+  { weight: 1, arbitrary: fc.constantFrom('p1', 'p2', 'p3', 'c1', 'c2').map((name): Op => ({ k: 'delPolicy', name })) },
 );
 
 function initial(): ClusterState {
@@ -75,10 +90,10 @@ function applyOp(s: ClusterState, o: Op): ClusterState {
     case 'delNode':
       return s.nodes?.has(o.name) ? deleteNode(s, o.name) : s;
     case 'policy':
-      return upsertPolicy(s, parseManifest(o.manifest, `${o.name}.yaml`));
+      return upsertPolicy(s, parseManifest(o.manifest, `${o.name}.yaml`, { nodeSelectorLabels: true }));
     case 'delPolicy': {
-      const ref = { kind: 'ClusterNetworkPolicy' as const, name: o.name };
-      return [...s.policies.values()].some((p) => p.ref.kind === ref.kind && p.ref.name === ref.name) ? deletePolicy(s, [...s.policies.values()].find((p) => p.ref.kind === ref.kind && p.ref.name === ref.name)!.ref) : s;
+      const found = [...s.policies.values()].find((p) => p.ref.name === o.name);
+      return found ? deletePolicy(s, found.ref) : s;
     }
   }
 }
@@ -86,12 +101,13 @@ function applyOp(s: ClusterState, o: Op): ClusterState {
 function flows(s: ClusterState): Flow[] {
   const targets = new Set<string>();
   for (const n of s.nodes?.values() ?? []) for (const { ip } of nodeAddresses(n)) targets.add(ip.text);
-  return [...s.pods.keys()].flatMap((from) => [...targets].flatMap((to) => PROBES.map((p) => ({ from, to, ...p }))));
+  const pods = [...s.pods.keys()];
+  return [...pods.flatMap((from) => [...targets].flatMap((to) => PROBES.map((p) => ({ from, to, ...p })))), ...[...targets].flatMap((from) => pods.flatMap((to) => PROBES.map((p) => ({ from, to, ...p }))))];
 }
 
 const verdict = (d: { allowed: boolean }): string => (d.allowed ? 'allow' : 'deny');
 
-describe('ClusterNetworkPolicy nodes peers: engine against the oracle', () => {
+describe('ClusterNetworkPolicy nodes peers and Cilium toNodes/fromNodes: engine against the oracle', () => {
   it('agree on every pod-to-node flow after every step of random node and policy histories, incrementally and fresh', () => {
     let checked = 0;
     fc.assert(

@@ -47,6 +47,8 @@ export interface AgentConfig {
   readonly identitySource?: AgentIdentitySource;
   /** Cilium's `allow-localhost` (src/model/localhost.ts); default `always`, what Cilium's `auto` is under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
+  /** Cilium's `enable-node-selector-labels`: CiliumNetworkPolicy `toNodes`/`fromNodes` are read (else enforced fail-closed). */
+  readonly nodeSelectorLabels?: boolean;
   /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
   readonly now?: () => number;
   /** A monotonic clock (ms; default `performance.now` when `now` is not given): see `MirrorOptions.elapsed`. */
@@ -161,6 +163,7 @@ export class Agent {
     const limiter = new LogLimiter(this.now);
     this.mirror = new ClusterMirror({
       nodeName: config.node,
+      ...(config.nodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
       // The mirror's own defaults (Date.now, and performance.now as its steady clock) unless given.
       ...(config.now ? { now: config.now } : {}),
       ...(config.elapsed ? { elapsed: config.elapsed } : {}),

@@ -24,6 +24,7 @@ interface AgentCliOptions {
   exitAtEof?: boolean;
   json?: boolean;
   allowLocalhost: 'auto' | AllowLocalhost;
+  enableNodeSelectorLabels?: boolean;
 }
 
 /** Where the agent writes (stdout: the summary; stderr: logs and the metrics address). */
@@ -54,6 +55,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--exit-at-eof', 'exit when every stream has ended, printing a summary; exit code 74 when the maps are behind the policy after failed writes')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
     .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))
+    .option('--enable-node-selector-labels', 'read CiliumNetworkPolicy toNodes/fromNodes (Cilium\'s enable-node-selector-labels; without it they are enforced fail-closed)')
     .action((opts: AgentCliOptions) => {
       runAgent(opts, io).then(done, (e: Error) => {
         io.err(`error: ${e.message}\n`);
@@ -87,6 +89,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     identities: opts.identities === 'etcd' ? 'external' : opts.identities,
     // Cilium's daemon turns `auto` into `always` when it runs with Kubernetes, which the agent always does.
     allowLocalhost: opts.allowLocalhost === 'auto' ? DEFAULT_ALLOW_LOCALHOST : opts.allowLocalhost,
+    ...(opts.enableNodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
     ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
     onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),

@@ -2,7 +2,7 @@ import type { IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
-import { hasApiServerStandIns, type Policy, policyRefKey } from '../model/rules.js';
+import { hasApiServerStandIns, type Policy, type PolicyRule, policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 
@@ -18,6 +18,9 @@ interface NodeRecord extends NodeEndpointAddresses {
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
 /** The `nodes` peer keys of a policy that has none (shared, never written). */
 const NO_KEYS: Set<string> = new Set();
+
+/** A Cilium rule with a `toNodes`/`fromNodes` selector. */
+const hasNodesPeer = (r: PolicyRule): boolean => r.peers.some((p) => p.kind === 'nodes');
 
 /**
  * Cluster nodes and their addresses: each address is an ipcache host entry with the reserved
@@ -97,9 +100,11 @@ export class NodeTable {
 
   policyUpserted(policy: Policy): void {
     this.setStandIn(policyRefKey(policy.ref), hasApiServerStandIns(policy) ? policy : undefined);
-    // Only tiered policies have nodes peers: no Set for the others (3,000 in a cilium-2019 cold start).
-    const keys = policy.tiered === undefined ? NO_KEYS : new Set<string>();
+    // Only tiered policies and Cilium rules with toNodes/fromNodes have nodes peers: no Set for the
+    // others (3,000 in a cilium-2019 cold start).
+    const keys = policy.tiered === undefined && !policy.rules.some(hasNodesPeer) ? NO_KEYS : new Set<string>();
     for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
+    if (keys !== NO_KEYS) for (const r of policy.rules) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
     this.setPolicyKeys(policyRefKey(policy.ref), keys);
   }
 

@@ -4,7 +4,7 @@ import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { compileTiered } from './tiers.js';
 import { flat } from '../model/intern.js';
-import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector } from './selector-cache.js';
+import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector, remoteNodesSelector } from './selector-cache.js';
 
 /**
  * A rule as the engine uses it. A `PolicyRule` becomes one unit, or two when some of its port
@@ -48,7 +48,7 @@ export interface EnforcementUnit {
 }
 
 function peerSelector(p: Peer): IdentitySelector {
-  return p.kind === 'selector' ? labelsSelector(p.selector) : cidrSelector(p.cidr, p.except);
+  return p.kind === 'selector' ? labelsSelector(p.selector) : p.kind === 'nodes' ? remoteNodesSelector(p.selector) : cidrSelector(p.cidr, p.except);
 }
 
 const byKey = (a: IdentitySelector, b: IdentitySelector): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);

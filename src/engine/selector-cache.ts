@@ -1,7 +1,7 @@
 import type { RuleOrigin } from '../model/rules.js';
 import { Cidr, cidrContainsCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
-import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY } from '../model/labels.js';
+import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_RESERVED } from '../model/labels.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { isWildcard, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
@@ -18,14 +18,24 @@ export type IdentitySelector =
   | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector }
   /** A ClusterNetworkPolicy `networks` CIDR over pods: the pod identities whose pods are all inside (`nets`, network-splits.ts). */
   | { readonly kind: 'podnet'; readonly key: string; readonly cidr: Cidr }
-  /** A ClusterNetworkPolicy `nodes` peer: the node identities whose node labels (`nodeLabels`, node-table.ts) it matches. */
-  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector };
+  /**
+   * A ClusterNetworkPolicy `nodes` peer: the node identities whose node labels (`nodeLabels`,
+   * node-table.ts) it matches; `remoteOnly` (CiliumNetworkPolicy `toNodes`/`fromNodes`): only
+   * those labelled `reserved:remote-node`, never `host`.
+   */
+  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector; readonly remoteOnly?: true };
 
 const NODES_BUCKET = 'nodes';
 
 export function nodesSelector(selector: Selector): IdentitySelector {
   return { kind: 'nodes', key: `nodes:${selector.key}`, selector };
 }
+
+export function remoteNodesSelector(selector: Selector): IdentitySelector {
+  return { kind: 'nodes', key: `remote-nodes:${selector.key}`, selector, remoteOnly: true };
+}
+
+const isRemoteNodeLabel = (l: Label): boolean => l.source === SOURCE_RESERVED && l.key === 'remote-node';
 
 /** The label source of FQDN selector identities (Cilium's `fqdn:` labels). */
 export const SOURCE_FQDN = 'fqdn';
@@ -297,7 +307,7 @@ export class SelectorCache {
       return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
     }
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
-    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && selectorMatches(s.selector, ident.nodeLabels);
+    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && selectorMatches(s.selector, ident.nodeLabels);
     const c = ident.cidr;
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }

@@ -2,7 +2,7 @@ import type { EngineEvent } from '../engine/events.js';
 import { nodeEndpointsOf, type Pod } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
-import { parseManifest } from '../policy/manifest.js';
+import { parseManifest, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
 import { apiServerSliceOf, ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { ListHeader, WatchItem } from './watch.js';
@@ -34,6 +34,8 @@ export interface MirrorOptions {
    * oldest forgotten first (default 10,000). Without a bound, every pod name ever deleted stayed.
    */
   readonly maxTombstones?: number;
+  /** Cilium's `enable-node-selector-labels`: `toNodes`/`fromNodes` are read; without it they get the fail-closed stand-in. */
+  readonly nodeSelectorLabels?: boolean;
 }
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
@@ -539,12 +541,16 @@ export class ClusterMirror {
     }
   }
 
+  private get parseOptions(): ParseOptions {
+    return this.options.nodeSelectorLabels === true ? { nodeSelectorLabels: true } : {};
+  }
+
   /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
   private policyOf(manifest: Record<string, unknown>, source: string): Policy {
     try {
-      return parseManifest(manifest, source);
+      return parseManifest(manifest, source, this.parseOptions);
     } catch (e) {
-      const standIn = failClosedStandIn(manifest, source, e);
+      const standIn = failClosedStandIn(manifest, source, e, this.parseOptions);
       if (standIn === undefined) throw e;
       this.warn('policy enforced fail-closed: it uses what distill does not read', { source, error: (e as Error).message });
       return standIn;

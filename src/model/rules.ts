@@ -75,7 +75,12 @@ export type Peer =
    * unknown (fail closed); dropped once they are known (`withoutApiServerStandIns`).
    */
   | { readonly kind: 'selector'; readonly selector: Selector; readonly entity?: string; readonly apiServerStandIn?: true }
-  | { readonly kind: 'cidr'; readonly cidr: Cidr; readonly except: readonly Cidr[] };
+  | { readonly kind: 'cidr'; readonly cidr: Cidr; readonly except: readonly Cidr[] }
+  /**
+   * A CiliumNetworkPolicy `toNodes`/`fromNodes` selector: the remote nodes (never the agent's own
+   * node) whose Node labels it matches (Cilium adds `reserved:remote-node` to it).
+   */
+  | { readonly kind: 'nodes'; readonly selector: Selector };
 
 export interface HttpHeaderMatch {
   readonly name: string;

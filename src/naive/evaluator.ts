@@ -8,7 +8,7 @@ import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
 import { l7Allows, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
-import { decideTiered } from './tiers.js';
+import { decideTiered, remoteNodeSelected } from './tiers.js';
 
 /**
  * The reference evaluator: answers one flow at a time by scanning every rule of every policy.
@@ -19,6 +19,7 @@ import { decideTiered } from './tiers.js';
 function peerMatches(state: ClusterState, peer: Peer, ep: FlowEndpoint): boolean {
   // A stand-in for the API server's unknown addresses (finding 100) lapses once they are known.
   if (peer.kind === 'selector') return (peer.apiServerStandIn !== true || state.apiServer === undefined) && selectorMatches(peer.selector, ep.labels);
+  if (peer.kind === 'nodes') return remoteNodeSelected(state, peer.selector, ep);
   // CIDR rules only ever match traffic from outside the cluster: pods are known by identity, and
   // nodes by reserved host/remote-node (Cilium's policy-cidr-match-mode default: CIDRs select no node).
   if (ep.kind !== 'external') return false;

@@ -5,7 +5,7 @@ import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
 import type { Direction, Policy } from '../model/rules.js';
 import { EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
-import { selectorMatches } from '../model/selector.js';
+import { type Selector, selectorMatches } from '../model/selector.js';
 import { Tier, TierAction, TierOrigin, TierPeer, TierPort, TierRule, tierRuleName } from '../model/tiers.js';
 
 /**
@@ -61,13 +61,23 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boo
  * first node in the cluster's order); a `host` address carries the agent's own node's labels (the
  * first local node's, if several are marked local).
  */
-function nodePeerLabels(state: ClusterState, ep: FlowEndpoint): LabelSet | undefined {
+function nodePeerLabels(state: ClusterState, ep: FlowEndpoint, remoteOnly = false): LabelSet | undefined {
   if (ep.kind !== 'node') return undefined;
   const nodes = [...(state.nodes?.values() ?? [])];
   const holder = nodes.filter((n) => nodeRoleRank(n, ep.address.text) >= 0).sort((a, b) => nodeRoleRank(a, ep.address.text) - nodeRoleRank(b, ep.address.text))[0];
   const role = holder && nodeAddressRole(holder, ep.address.text);
-  const node = role === 'remote-node' ? holder : role === 'host' ? nodes.find((n) => n.local) : undefined;
+  const node = role === 'remote-node' ? holder : role === 'host' && !remoteOnly ? nodes.find((n) => n.local) : undefined;
   return node && nodeLabelSet(node);
+}
+
+/**
+ * A CiliumNetworkPolicy `toNodes`/`fromNodes` selector: Cilium ANDs `reserved:remote-node` to it
+ * (pkg/k8s/apis/cilium.io/utils/utils.go), so it matches a remote node's own address whose node
+ * labels it matches, never the agent's own node.
+ */
+export function remoteNodeSelected(state: ClusterState, selector: Selector, ep: FlowEndpoint): boolean {
+  const labels = nodePeerLabels(state, ep, true);
+  return labels !== undefined && selectorMatches(selector, labels);
 }
 
 function nodeLabelSet(node: ClusterNode): LabelSet {

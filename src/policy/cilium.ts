@@ -1,4 +1,7 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
+
+/** The label source of node labels on node identities (Cilium's `node:`). */
+const SOURCE_NODE = 'node';
 import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
@@ -91,20 +94,26 @@ interface DirectionShape {
   readonly cidr: string;
   readonly cidrSet: string;
   readonly entities: string;
+  readonly nodes: string;
   readonly unsupported: readonly string[];
 }
 
 const SHAPES: readonly DirectionShape[] = [
-  { field: 'ingress', direction: 'ingress', verdict: 'allow', endpoints: 'fromEndpoints', cidr: 'fromCIDR', cidrSet: 'fromCIDRSet', entities: 'fromEntities', unsupported: ['fromRequires', 'fromGroups', 'fromNodes', 'authentication'] },
-  { field: 'ingressDeny', direction: 'ingress', verdict: 'deny', endpoints: 'fromEndpoints', cidr: 'fromCIDR', cidrSet: 'fromCIDRSet', entities: 'fromEntities', unsupported: ['fromRequires', 'fromGroups', 'fromNodes'] },
-  { field: 'egress', direction: 'egress', verdict: 'allow', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', unsupported: ['toRequires', 'toServices', 'toFQDNs', 'toGroups', 'toNodes', 'authentication'] },
-  { field: 'egressDeny', direction: 'egress', verdict: 'deny', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', unsupported: ['toRequires', 'toServices', 'toGroups', 'toNodes'] },
+  { field: 'ingress', direction: 'ingress', verdict: 'allow', endpoints: 'fromEndpoints', cidr: 'fromCIDR', cidrSet: 'fromCIDRSet', entities: 'fromEntities', nodes: 'fromNodes', unsupported: ['fromRequires', 'fromGroups', 'authentication'] },
+  { field: 'ingressDeny', direction: 'ingress', verdict: 'deny', endpoints: 'fromEndpoints', cidr: 'fromCIDR', cidrSet: 'fromCIDRSet', entities: 'fromEntities', nodes: 'fromNodes', unsupported: ['fromRequires', 'fromGroups'] },
+  { field: 'egress', direction: 'egress', verdict: 'allow', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', nodes: 'toNodes', unsupported: ['toRequires', 'toServices', 'toFQDNs', 'toGroups', 'authentication'] },
+  { field: 'egressDeny', direction: 'egress', verdict: 'deny', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', nodes: 'toNodes', unsupported: ['toRequires', 'toServices', 'toGroups'] },
 ];
 
 /** How manifests are read. */
 export interface ParseOptions {
   /** `false` refuses `toFQDNs` (for a consumer that cannot learn DNS answers); default: read it. */
   readonly fqdn?: boolean;
+  /**
+   * Cilium's `enable-node-selector-labels` agent option: `toNodes`/`fromNodes` are read only with
+   * it; without it (Cilium's default) the agent refuses them, and so does distill.
+   */
+  readonly nodeSelectorLabels?: boolean;
 }
 
 const RULE_FIELDS = ['endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'description', 'enableDefaultDeny', 'log'];
@@ -260,7 +269,7 @@ function selectsOnlyPods(sel: Selector): boolean {
 }
 
 function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector, options: ParseOptions, matchesInit: boolean): PolicyRule {
-  const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, 'toPorts', 'icmps', ...shape.unsupported];
+  const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, 'toPorts', 'icmps', ...shape.unsupported];
   const o = r.object(v, path, allowed);
   const fqdnField = shape.field === 'egress' && options.fqdn !== false ? 'toFQDNs' : undefined;
   for (const u of shape.unsupported) {
@@ -270,7 +279,7 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
   // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule; ToFQDNs is one of
   // the L3 members it counts.
-  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
+  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
   if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
   let anyL3 = false;
   const peers: Peer[] = [];
@@ -284,6 +293,11 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
       if (hasSource(sel, SOURCE_CIDR)) r.fail(at(join(path, shape.endpoints), i), 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
       peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit) });
     });
+  }
+  const nodes = r.optArray(o[shape.nodes], join(path, shape.nodes));
+  if (nodes) {
+    anyL3 = true;
+    nodes.forEach((n, i) => peers.push({ kind: 'nodes', selector: parseNodeSelector(r, n, at(join(path, shape.nodes), i), options) }));
   }
   const ents = r.optArray(o[shape.entities], join(path, shape.entities));
   if (ents) {
@@ -337,6 +351,26 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   if (!anyL3 && ports.length > 0 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
   // Exact-size copies: arrays grown by push keep spare capacity for as long as the policy lives.
   return { origin: { policy: ref, path: intern(path) }, subject, direction: shape.direction, verdict: shape.verdict, peers: peers.slice(), ports: ports.slice(), ...(toFQDNs ? { toFQDNs } : {}) };
+}
+
+/**
+ * One `toNodes`/`fromNodes` selector. Cilium refuses the rule unless the agent runs with
+ * `enable-node-selector-labels` (rule_validation.go ErrFromToNodesRequiresNodeSelectorOption) and
+ * then selects the remote nodes whose identity labels match: the Node's labels under the source
+ * `node:` plus `k8s:io.cilium.k8s.policy.cluster` (pkg/node/manager nodeIdentityLabels). Distill
+ * holds node labels without a source, so it reads keys of source `any` or `node` and refuses others
+ * and the cluster key (not modelled).
+ */
+function parseNodeSelector(r: Reader, v: unknown, path: string, options: ParseOptions): Selector {
+  if (options.nodeSelectorLabels !== true) r.fail(path, 'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set (Cilium refuses the policy without it; scenarios: nodeSelectorLabels: true)');
+  const sel = parseLabelSelector(r, v, path, CILIUM_SELECTOR);
+  const reqs = sel.requirements.map((q) => {
+    if (q.key.key === CLUSTER_KEY) r.fail(path, `the key ${CLUSTER_KEY} in a node selector is not supported by distill`);
+    if (q.key.source === SOURCE_ANY) return q;
+    if (q.key.source !== SOURCE_NODE) r.fail(path, `a \`${q.key.source}:\` key in a node selector is not supported by distill (node identities carry \`node:\` labels)`);
+    return { ...q, key: { source: SOURCE_ANY, key: q.key.key } };
+  });
+  return makeSelector(reqs);
 }
 
 /** One `toFQDNs` entry: exactly one of matchName, matchPattern (FQDNSelector, pkg/policy/api/fqdn.go). */

@@ -1,6 +1,6 @@
 import type { Policy } from '../model/rules.js';
 import { ManifestError } from './errors.js';
-import { parseManifest } from './manifest.js';
+import { parseManifest, type ParseOptions } from './manifest.js';
 
 /**
  * A Cilium policy that uses what distill does not read (a field Cilium supports: `toServices`,
@@ -12,14 +12,14 @@ import { parseManifest } from './manifest.js';
  * when some error is not such a feature (an invalid policy, which Cilium refuses too), for host
  * policies (`nodeSelector`: no pod is their subject), or when the subject cannot be read.
  */
-export function failClosedStandIn(doc: unknown, source: string, error: unknown): Policy | undefined {
+export function failClosedStandIn(doc: unknown, source: string, error: unknown, options: ParseOptions = {}): Policy | undefined {
   if (!unsupported(error) || typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
   const o = doc as Record<string, unknown>;
   if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
   if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
   const parses = (spec: unknown): unknown => {
     try {
-      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec }, source);
+      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec }, source, options);
       return undefined;
     } catch (e) {
       return e;
@@ -33,14 +33,15 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown):
   }
   if (specs.length === 0) return undefined;
   try {
-    return parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, specs }, source);
+    return parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, specs }, source, options);
   } catch {
     return undefined;
   }
 }
 
 function unsupported(e: unknown): boolean {
-  return e instanceof ManifestError && /is not supported by distill|unknown field/.test(e.detail);
+  // toNodes/fromNodes without the agent's node-selector flag: the cluster's Cilium may run with it.
+  return e instanceof ManifestError && /is not supported by distill|unknown field|"enable-node-selector-labels" flag/.test(e.detail);
 }
 
 const LISTS = [

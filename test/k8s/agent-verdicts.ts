@@ -21,9 +21,9 @@ const pod = (name: string, rv: number, node: string, ip: string, containers: rea
  * and x/other (on n2), all labelled `app: <name>` and running `containers`: the mirror's warnings
  * and x/server's TCP/80 verdict with a peer in a direction, from the engine the batch went into.
  */
-export function agentVerdicts(policy: Obj, containers: readonly Obj[] = []): { warn: string[]; verdict: (peer: 'client' | 'other', direction: Direction) => 'allow' | 'deny' } {
+export function agentVerdicts(policy: Obj, containers: readonly Obj[] = [], options: { nodeSelectorLabels?: boolean } = {}): { warn: string[]; verdict: (peer: 'client' | 'other', direction: Direction) => 'allow' | 'deny' } {
   const warn: string[] = [];
-  const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
+  const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m), ...options });
   const engine = new Engine();
   const parser = new WatchStreamParser('w');
   const pods = [pod('server', 2, 'n1', '10.0.0.1', containers), pod('client', 3, 'n2', '10.0.0.2', containers), pod('other', 4, 'n2', '10.0.0.3', containers)];

@@ -14,8 +14,8 @@ const server = { matchLabels: { app: 'server' } };
 const fromClient = { fromEndpoints: [{ matchLabels: { app: 'client' } }] };
 
 /** Verdicts into and out of x/server (local on n1) from x/client and x/other (n2), after one policy. */
-function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } {
-  const { warn, verdict } = agentVerdicts(policy);
+function run(policy: Obj, nodeSelectorLabels = false): { warn: string[]; verdicts: Record<string, string> } {
+  const { warn, verdict } = agentVerdicts(policy, [], nodeSelectorLabels ? { nodeSelectorLabels } : {});
   const verdicts: Record<string, string> = {};
   for (const peer of ['client', 'other'] as const) for (const dir of ['ingress', 'egress'] as const) verdicts[`${dir} ${peer}`] = verdict(peer, dir);
   return { warn, verdicts };
@@ -39,6 +39,16 @@ describe('agent: a Cilium policy with a field distill does not read', () => {
   it('a spec field of a newer CRD: the rules of the spec are kept, its directions isolated', () => {
     const r = run(cnp({ endpointSelector: server, ingress: [fromClient], futureField: { x: 1 } }));
     expect(r.verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'deny', 'egress client': 'allow', 'egress other': 'allow' });
+  });
+  it('toNodes without --enable-node-selector-labels: enforced fail-closed (the cluster\'s Cilium may run with the flag); with it: read, no stand-in', () => {
+    const policy = cnp({ endpointSelector: server, egress: [{ toEndpoints: [{ matchLabels: { app: 'client' } }] }, { toNodes: [{ matchLabels: { pool: 'gpu' } }] }], egressDeny: [{ toNodes: [{}], toPorts: [{ ports: [{ port: '22', protocol: 'TCP' }] }] }] });
+    const off = run(policy);
+    expect(off.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    // The egressDeny toNodes stands in as "deny every peer" on egress.
+    expect(off.verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'allow', 'egress client': 'deny', 'egress other': 'deny' });
+    const on = run(policy, true);
+    expect(on.warn).toEqual([]);
+    expect(on.verdicts).toEqual({ 'ingress client': 'allow', 'ingress other': 'allow', 'egress client': 'allow', 'egress other': 'deny' });
   });
   it('an invalid policy (Cilium refuses it too) and a host policy are still skipped', () => {
     const invalid = run(cnp({ endpointSelector: server, ingress: [{ ...fromClient, fromEntities: ['world'] }] }));

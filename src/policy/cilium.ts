@@ -1,7 +1,4 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
-
-/** The label source of node labels on node identities (Cilium's `node:`). */
-const SOURCE_NODE = 'node';
 import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
@@ -19,6 +16,9 @@ import { readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace,
 import { absent, at, join, Reader } from './reader.js';
 import { intern } from '../model/intern.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
+
+/** The label source of node labels on node identities (Cilium's `node:`). */
+const SOURCE_NODE = 'node';
 
 const CILIUM_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: true };
 

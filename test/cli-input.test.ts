@@ -116,6 +116,24 @@ describe('bad input exits 2 naming the path, never a stack trace (issue 11 item 
     }
   });
 
+  it('YAML nested deeper than the yaml package can compose is refused before it composes (finding 526)', () => {
+    // ~800 flow levels overflow the composer's recursion; a regular expression compiled there aborts V8
+    // ("RegExpCompiler Allocation failed", a fuzz worker in CI). Flow and block nesting, scenario and manifest.
+    const flow = (d: number): string => '['.repeat(d) + ']'.repeat(d);
+    const block = (d: number): string => Array.from({ length: d }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n') + ' 1\n';
+    for (const [name, text, args] of [
+      ['flow.yaml', `apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  description: ${flow(1000)}\n`, ['validate', '-f']],
+      ['block.yaml', `apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n${block(2000).replace(/^/gm, '  ')}`, ['validate', '-f']],
+      ['scenario.yaml', `pods: ${flow(1000)}\n`, ['verify', '--scenario']],
+    ] as const) {
+      const f = tmpFile(name, text);
+      const r = cli(...args, f);
+      expectBadInput(r, f);
+      expect(r.err, name).toContain('more than 64 levels deep');
+      expect(r.err, name).not.toContain('call stack');
+    }
+  });
+
   it('deep nesting is bad input, not a crash', () => {
     const deep = tmpFile('deep.yaml', '['.repeat(100_000));
     expectBadInput(cli('validate', deep), deep);

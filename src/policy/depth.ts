@@ -1,3 +1,4 @@
+import { type CST, Parser } from 'yaml';
 import { ManifestError } from './errors.js';
 
 /**
@@ -17,5 +18,24 @@ export function checkInputDepth(v: unknown, source: string): void {
     if (typeof node !== 'object' || node === null) continue;
     if (depth > MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
     for (const child of Array.isArray(node) ? node : Object.values(node)) stack.push([child, depth + 1]);
+  }
+}
+
+/**
+ * Refuses a YAML text whose collections nest more than MAX_INPUT_DEPTH levels deep, before it is
+ * composed: the yaml package composes recursively (a flow `[[[…` ~800 deep overflows the stack, and
+ * its scalar resolution compiles a regular expression per call, so V8 can abort the process there:
+ * attack finding 526). Its CST parser keeps its own stack, so this walk cannot overflow.
+ */
+export function checkYamlDepth(text: string, source: string): void {
+  for (const token of new Parser().parse(text)) {
+    if (token.type !== 'document') continue;
+    const stack: [CST.Token | null | undefined, number][] = [[token.value, 0]];
+    while (stack.length > 0) {
+      const [node, depth] = stack.pop() as [CST.Token | null | undefined, number];
+      if (!node || (node.type !== 'block-map' && node.type !== 'block-seq' && node.type !== 'flow-collection')) continue;
+      if (depth >= MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+      for (const item of node.items) stack.push(['key' in item ? item.key : undefined, depth + 1], [item.value, depth + 1]);
+    }
   }
 }

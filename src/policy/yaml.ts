@@ -1,6 +1,6 @@
 import { Document, parseAllDocuments, parseDocument, ScalarTag, Tags } from 'yaml';
 import { ManifestError } from './errors.js';
-import { checkInputDepth } from './depth.js';
+import { checkInputDepth, checkYamlDepth } from './depth.js';
 
 /**
  * An integer as kubectl reads it: sigs.k8s.io/yaml decodes with go-yaml, which drops every `_` and
@@ -60,6 +60,7 @@ function toValue(doc: Document.Parsed, source: string): unknown {
 
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors. */
 export function loadYamlDocuments(text: string, fileName: string): { source: string; value: unknown }[] {
+  checkYamlDepth(text, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
   return parsed.map((d, i) => ({ source: `${fileName}#${i + 1}`, value: toValue(d, `${fileName}#${i + 1}`) }));
@@ -67,5 +68,6 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
 
 /** A single-document YAML text. */
 export function loadYaml(text: string, source: string): unknown {
+  checkYamlDepth(text, source);
   return toValue(parseDocument(text, OPTIONS), source);
 }

@@ -303,6 +303,8 @@ export class MapState {
   private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<number, { key: PolicyKey; before: PolicyEntry | undefined }>();
+  /** settleEntries' scratch set of affected raw keys, kept to spare a Map per settle (cleared after use). */
+  private readonly affectedScratch = new Map<number, PolicyKey>();
 
   /** Redirects the kernel layer uses, with how many entries use each. */
   private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
@@ -708,7 +710,8 @@ export class MapState {
   private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
-    const affected = new Map<number, PolicyKey>();
+    const affected = this.affectedScratch;
+    affected.clear(); // a settle that threw part-way leaves no stale key for the next one
     // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
     for (const ks of this.dirty.keys()) {
       const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
@@ -729,6 +732,7 @@ export class MapState {
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });
     }
+    affected.clear();
     return changes;
   }
 

@@ -303,6 +303,8 @@ export class MapState {
   private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<number, { key: PolicyKey; before: PolicyEntry | undefined }>();
+  /** settleEntries' scratch set of affected raw keys, kept to spare a Map per settle (cleared after use). */
+  private readonly affectedScratch = new Map<number, PolicyKey>();
 
   /** Redirects the kernel layer uses, with how many entries use each. */
   private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
@@ -708,7 +710,8 @@ export class MapState {
   private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
-    const affected = new Map<number, PolicyKey>();
+    const affected = this.affectedScratch;
+    affected.clear(); // a settle that threw part-way leaves no stale key for the next one
     // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
     for (const ks of this.dirty.keys()) {
       const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
@@ -729,6 +732,7 @@ export class MapState {
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });
     }
+    affected.clear();
     return changes;
   }
 
@@ -744,72 +748,91 @@ export class MapState {
    * port it covers.
    */
   private settleL7(changes: readonly EntryChange[]): { l7: L7Change[]; redirectsChanged: boolean } {
-    const added = new Set<string>();
-    const removed = new Set<string>();
-    for (const c of changes) {
-      const before = this.redirectOf(c.key, c.before);
-      const after = this.redirectOf(c.key, c.after);
-      if (before) {
-        const id = redirectId(before);
-        const u = this.redirectUse.get(id) as { redirect: Redirect; count: number };
-        if (--u.count === 0) {
-          this.redirectUse.delete(id);
-          if (added.has(id)) added.delete(id);
-          else removed.add(id);
-        }
-      }
-      if (after) {
-        const id = redirectId(after);
-        const u = this.redirectUse.get(id);
-        if (u) u.count++;
-        else {
-          this.redirectUse.set(id, { redirect: after, count: 1 });
-          if (removed.has(id)) removed.delete(id);
-          else added.add(id);
-        }
-      }
-    }
+    // settle is not re-entrant: module-level scratch sets, cleared first (a throw part-way leaves no stale id).
+    const added = L7_ADDED;
+    const removed = L7_REMOVED;
+    added.clear();
+    removed.clear();
+    for (const c of changes) this.countRedirectUse(c, added, removed);
     const out: L7Change[] = [];
-    const setRow = (rowKey: string, redirectKey: string, row: L7Row | undefined): void => {
-      const before = this.l7.get(rowKey);
-      if (before === undefined && row === undefined) return;
-      if (before && row && l7PolicyKey(before.policy) === l7PolicyKey(row.policy)) return;
-      if (row) {
-        this.l7.set(rowKey, row);
-        let s = this.rowsByRedirect.get(redirectKey);
-        if (!s) this.rowsByRedirect.set(redirectKey, (s = new Set()));
-        s.add(rowKey);
-      } else {
-        this.l7.delete(rowKey);
-        const s = this.rowsByRedirect.get(redirectKey);
-        s?.delete(rowKey);
-        if (s?.size === 0) this.rowsByRedirect.delete(redirectKey);
-      }
-      out.push({ rowKey, before, after: row });
-    };
-    for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) setRow(rowKey, id, undefined);
-    for (const [id, { redirect }] of this.redirectUse) {
-      const peers = new Set<IdentityId>();
-      const narrower = new Map<string, PolicyKey>();
-      const visit = (key: PolicyKey): void => {
-        if (coversPort(key, redirect)) peers.add(key.identity);
-        else if (insidePrefix(key, redirect)) narrower.set(`${id}|${key.identity}|${key.port}/${key.portPrefixLen}`, key);
-      };
-      if (added.has(id)) {
-        for (const proto of [redirect.protocol, 0]) {
-          for (const r of this.byDirProto.get(dirProto(redirect.direction, proto)) ?? []) {
-            this.stats.mapEntriesVisited++;
-            visit(r.key);
-          }
-        }
-      } else {
-        for (const key of this.l7Touched.values()) visit(key);
-      }
-      for (const peer of peers) setRow(`${id}|${peer}`, id, this.computeRow(redirect, peer));
-      for (const [rowKey, key] of narrower) setRow(rowKey, id, this.computeNarrowerRow(redirect, key));
+    for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) this.setL7Row(out, rowKey, id, undefined);
+    // A redirect neither new nor touched by a raw key keeps its rows: no scratch work for it.
+    if (added.size > 0 || this.l7Touched.size > 0) {
+      for (const [id, { redirect }] of this.redirectUse) this.refreshRedirectRows(out, id, redirect, added.has(id));
     }
     this.l7Touched.clear();
-    return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
+    const redirectsChanged = added.size > 0 || removed.size > 0;
+    added.clear();
+    removed.clear();
+    return { l7: out, redirectsChanged };
+  }
+
+  private countRedirectUse(c: EntryChange, added: Set<string>, removed: Set<string>): void {
+    const before = this.redirectOf(c.key, c.before);
+    const after = this.redirectOf(c.key, c.after);
+    if (before) {
+      const id = redirectId(before);
+      const u = this.redirectUse.get(id) as { redirect: Redirect; count: number };
+      if (--u.count === 0) {
+        this.redirectUse.delete(id);
+        if (added.has(id)) added.delete(id);
+        else removed.add(id);
+      }
+    }
+    if (after) {
+      const id = redirectId(after);
+      const u = this.redirectUse.get(id);
+      if (u) u.count++;
+      else {
+        this.redirectUse.set(id, { redirect: after, count: 1 });
+        if (removed.has(id)) removed.delete(id);
+        else added.add(id);
+      }
+    }
+  }
+
+  /** Recomputes the rows of `redirect` for the peers a new redirect sees, or those of the touched raw keys. */
+  private refreshRedirectRows(out: L7Change[], id: string, redirect: Redirect, isNew: boolean): void {
+    const peers = L7_PEERS;
+    const narrower = L7_NARROWER;
+    peers.clear();
+    narrower.clear();
+    if (isNew) {
+      for (const proto of [redirect.protocol, 0]) {
+        for (const r of this.byDirProto.get(dirProto(redirect.direction, proto)) ?? []) {
+          this.stats.mapEntriesVisited++;
+          visitForRedirect(r.key, id, redirect, peers, narrower);
+        }
+      }
+    } else {
+      for (const key of this.l7Touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
+    }
+    if (peers.size === 0 && narrower.size === 0) return;
+    // setL7Row reads no scratch, but computeRow may reach code that settles another map: copy first.
+    const peerList = [...peers];
+    const narrowerList = [...narrower];
+    peers.clear();
+    narrower.clear();
+    for (const peer of peerList) this.setL7Row(out, `${id}|${peer}`, id, this.computeRow(redirect, peer));
+    for (const [rowKey, key] of narrowerList) this.setL7Row(out, rowKey, id, this.computeNarrowerRow(redirect, key));
+  }
+
+  private setL7Row(out: L7Change[], rowKey: string, redirectKey: string, row: L7Row | undefined): void {
+    const before = this.l7.get(rowKey);
+    if (before === undefined && row === undefined) return;
+    if (before && row && l7PolicyKey(before.policy) === l7PolicyKey(row.policy)) return;
+    if (row) {
+      this.l7.set(rowKey, row);
+      let s = this.rowsByRedirect.get(redirectKey);
+      if (!s) this.rowsByRedirect.set(redirectKey, (s = new Set()));
+      s.add(rowKey);
+    } else {
+      this.l7.delete(rowKey);
+      const s = this.rowsByRedirect.get(redirectKey);
+      s?.delete(rowKey);
+      if (s?.size === 0) this.rowsByRedirect.delete(redirectKey);
+    }
+    out.push({ rowKey, before, after: row });
   }
 
   /**
@@ -880,6 +903,16 @@ export class MapState {
 }
 
 /** Whether a change leaves a redirect entry. */
+const L7_ADDED = new Set<string>();
+const L7_REMOVED = new Set<string>();
+const L7_PEERS = new Set<IdentityId>();
+const L7_NARROWER = new Map<string, PolicyKey>();
+
+function visitForRedirect(key: PolicyKey, id: string, redirect: Redirect, peers: Set<IdentityId>, narrower: Map<string, PolicyKey>): void {
+  if (coversPort(key, redirect)) peers.add(key.identity);
+  else if (insidePrefix(key, redirect)) narrower.set(`${id}|${key.identity}|${key.port}/${key.portPrefixLen}`, key);
+}
+
 function someRedirect(changes: readonly EntryChange[]): boolean {
   for (const c of changes) if (c.after !== undefined && c.after.proxyPort !== 0) return true;
   return false;

@@ -808,7 +808,7 @@ export class MapState {
       for (const key of this.l7Touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
     }
     if (peers.size === 0 && narrower.size === 0) return;
-    // setL7Row reads no scratch, but computeRow may reach code that settles another map: copy first.
+    // Copied out so the scratch is empty again before rows are computed (defensive: nothing below settles).
     const peerList = [...peers];
     const narrowerList = [...narrower];
     peers.clear();
@@ -902,7 +902,7 @@ export class MapState {
   }
 }
 
-/** Whether a change leaves a redirect entry. */
+/** settleL7's scratch (settle is not re-entrant and computeRow settles nothing): one set each per process. */
 const L7_ADDED = new Set<string>();
 const L7_REMOVED = new Set<string>();
 const L7_PEERS = new Set<IdentityId>();
@@ -913,6 +913,7 @@ function visitForRedirect(key: PolicyKey, id: string, redirect: Redirect, peers:
   else if (insidePrefix(key, redirect)) narrower.set(`${id}|${key.identity}|${key.port}/${key.portPrefixLen}`, key);
 }
 
+/** Whether a change leaves a redirect entry. */
 function someRedirect(changes: readonly EntryChange[]): boolean {
   for (const c of changes) if (c.after !== undefined && c.after.proxyPort !== 0) return true;
   return false;

@@ -7,7 +7,7 @@ import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
-import { networksMeetNode, possibleVerdicts, readWorld } from './cnp-tiers.js';
+import { networksSplitRemoteNodes, possibleVerdicts, readWorld } from './cnp-tiers.js';
 
 /*
  * Differential test: distill (oracle and engine, through the public scenario path) against the
@@ -153,7 +153,7 @@ function disagreements(text: string): string[] {
   for (const [who, run] of Object.entries(runs)) {
     for (const r of run.steps.flatMap((s) => s.results)) {
       const ok = possibleVerdicts(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol.toUpperCase() });
-      if (who === 'engine' && !r.allowed && networksMeetNode(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
+      if (who === 'engine' && !r.allowed && networksSplitRemoteNodes(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
       if (!ok.has(r.allowed)) out.push(`${who}: ${r.from}->${r.to} ${r.protocol}/${r.port} distill ${r.allowed ? 'allow' : 'deny'}, API ${[...ok].join('|')}`);
     }
   }

@@ -1,6 +1,7 @@
 import type { Cidr, IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
+import { failClosedNodeCover, type NodeCover } from './tiers.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
 
@@ -79,6 +80,8 @@ export class EngineContext {
   ipcacheHostAt: (ip: IpAddress) => IdentityId | undefined = () => undefined;
   /** The ipcache's current identity for an exact prefix shorter than a host prefix (CIDR identities). */
   ipcachePrefixAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
+  /** Which node roles' addresses `cidrs` hold, all or some (tiers.ts `NodeCover`; unwired: fail closed). */
+  nodeCover: NodeCover = failClosedNodeCover;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
   adopting = false;
 

@@ -125,6 +125,7 @@ export class Engine {
     if (this.model.identitySource === 'local') pods.splits = splits;
     const stages = { identities, maps, pods, nodes, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
+    ctx.nodeCover = (cidrs) => nodes.cover(cidrs);
     ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.byIp(ip.text)?.identity ?? nodes.apiServerAt(ip.text) ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
     ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
     const commit = new Commit(ctx, maps, this.proxyPorts);
@@ -299,9 +300,9 @@ export class Engine {
       case 'deleteIdentity':
         return pods.reidentify(this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
-        return this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels);
+        return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels));
       case 'deleteNode':
-        return this.stages.nodes.delete(e.name);
+        return this.nodeChanged(() => this.stages.nodes.delete(e.name));
       case 'setApiServer': {
         const stale = this.stages.nodes.apiServerKnown ? [] : this.stages.nodes.standInPolicies();
         this.stages.nodes.setApiServer(e.addresses);
@@ -309,6 +310,23 @@ export class Engine {
         for (const p of stale) this.upsertPolicy(p);
         return;
       }
+    }
+  }
+
+  /**
+   * A node address entering or leaving a ClusterNetworkPolicy's networks changes the policy's node
+   * entries (tiers.ts `nodePeers`, finding 442): `change` returns the policies to re-resolve. The
+   * resolver's own undo compiles against the node table as it is then (not yet rolled back), so
+   * an undo logged first (run last) re-resolves them once more against the restored table.
+   */
+  private nodeChanged(change: () => Policy[]): void {
+    const moved: Policy[] = [];
+    this.ctx.onUndo(() => {
+      for (const p of moved) this.stages.resolver.upsertPolicy(this.stages.nodes.apiServerKnown ? withoutApiServerStandIns(p) : p);
+    });
+    for (const p of change()) {
+      moved.push(p);
+      this.upsertPolicy(p);
     }
   }
 

@@ -1,10 +1,11 @@
-import type { IpAddress } from '../model/cidr.js';
+import { type Cidr, cidrContainsIp, type IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
 import { hasApiServerStandIns, type Policy, type PolicyRule, policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
+import { tierRuleNetworks } from './tiers.js';
 
 interface NodeRecord extends NodeEndpointAddresses {
   readonly ips: readonly IpAddress[];
@@ -16,6 +17,13 @@ interface NodeRecord extends NodeEndpointAddresses {
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
+/** The role that decides an address's identity: of its holders' roles, the first in NODE_ROLE_ORDER. */
+const roleOf = (holders: ReadonlyMap<string, NodeAddressRole>): NodeAddressRole => NODE_ROLE_ORDER[Math.min(...[...holders.values()].map(rank))] as NodeAddressRole;
+/** A tiered policy with `networks` peers: each such rule's CIDRs. */
+interface Networked {
+  readonly policy: Policy;
+  readonly rules: readonly (readonly Cidr[])[];
+}
 /** The `nodes` peer keys of a policy that has none (shared, never written). */
 const NO_KEYS: Set<string> = new Set();
 
@@ -48,27 +56,71 @@ export class NodeTable {
   private readonly apiServerIds = new Map<string, IdentityRecord>();
   /** Policies with peers standing in for unknown API server addresses, by key: re-resolved once the addresses are known. */
   private readonly standIns = new Map<string, Policy>();
+  /** Tiered policies with `networks` peers, by key, with each such rule's CIDRs: whether a node address lies in them decides their node entries (tiers.ts, finding 442). */
+  private readonly networked = new Map<string, Networked>();
 
   constructor(
     private readonly ctx: EngineContext,
     private readonly identities: IdentityTable,
   ) {}
 
-  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}): void {
-    const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
-    if (this.nodes.has(name)) this.delete(name);
-    const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq };
-    for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
-    this.add(name, rec);
-    this.ctx.onUndo(() => this.forget(name, rec));
+  /** Returns the policies to re-resolve: those whose `networks` now hold a different share of a node role's addresses (tiers.ts `nodePeers`). */
+  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}): Policy[] {
+    return this.recovered(() => {
+      const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
+      if (this.nodes.has(name)) this.delete(name);
+      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq };
+      for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
+      this.add(name, rec);
+      this.ctx.onUndo(() => this.forget(name, rec));
+    });
   }
 
-  delete(name: string): void {
-    const rec = this.nodes.get(name);
-    if (!rec) throw new Error(`internal: node "${name}" vanished`);
-    for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
-    this.forget(name, rec);
-    this.ctx.onUndo(() => this.add(name, rec));
+  /** Returns the policies to re-resolve, as `upsert`. */
+  delete(name: string): Policy[] {
+    return this.recovered(() => {
+      const rec = this.nodes.get(name);
+      if (!rec) throw new Error(`internal: node "${name}" vanished`);
+      for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
+      this.forget(name, rec);
+      this.ctx.onUndo(() => this.add(name, rec));
+    });
+  }
+
+  /**
+   * The networked policies whose node cover `change` alters. Each is compared before and after:
+   * work per node change is the networked policies' CIDRs times the node addresses (there are few
+   * tiered policies with networks; a cilium-2019 cold start has none).
+   */
+  private recovered(change: () => void): Policy[] {
+    if (this.networked.size === 0) {
+      change();
+      return [];
+    }
+    const before = new Map([...this.networked].map(([k, v]) => [k, this.coverKey(v)]));
+    change();
+    const out: Policy[] = [];
+    for (const [k, v] of this.networked) if (before.get(k) !== this.coverKey(v)) out.push(v.policy);
+    return out;
+  }
+
+  /** The node cover of each of the policy's networked rules, as text. */
+  private coverKey(n: Networked): string {
+    return n.rules.map((cidrs) => [...this.cover(cidrs)].map(([r, c]) => `${r}=${c}`).sort().join(',')).join(';');
+  }
+
+  /** Per node role, whether `cidrs` hold all or some of its addresses (tiers.ts `NodeCover`). */
+  cover(cidrs: readonly Cidr[]): Map<NodeAddressRole, 'all' | 'some'> {
+    const inside = new Map<NodeAddressRole, number>();
+    const total = new Map<NodeAddressRole, number>();
+    for (const { ip, holders } of this.ips.values()) {
+      const role = roleOf(holders);
+      total.set(role, (total.get(role) ?? 0) + 1);
+      if (cidrs.some((c) => cidrContainsIp(c, ip))) inside.set(role, (inside.get(role) ?? 0) + 1);
+    }
+    const out = new Map<NodeAddressRole, 'all' | 'some'>();
+    for (const [role, n] of inside) out.set(role, n === total.get(role) ? 'all' : 'some');
+    return out;
   }
 
   private add(name: string, rec: NodeRecord): void {
@@ -106,10 +158,13 @@ export class NodeTable {
     for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
     if (keys !== NO_KEYS) for (const r of policy.rules) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
     this.setPolicyKeys(policyRefKey(policy.ref), keys);
+    const rules = (policy.tiered?.rules ?? []).map(tierRuleNetworks).filter((c) => c.length > 0);
+    this.setNetworked(policyRefKey(policy.ref), rules.length === 0 ? undefined : { policy, rules });
   }
 
   policyDeleted(key: string): void {
     this.setStandIn(key, undefined);
+    this.setNetworked(key, undefined);
     this.setPolicyKeys(key, NO_KEYS);
   }
 
@@ -187,6 +242,14 @@ export class NodeTable {
   /** Policies whose kube-apiserver deny still holds stand-in peers (to re-resolve once the addresses are known). */
   standInPolicies(): Policy[] {
     return [...this.standIns.values()];
+  }
+
+  private setNetworked(key: string, next: Networked | undefined): void {
+    const old = this.networked.get(key);
+    if (old === next) return;
+    const put = (v: typeof next): void => void (v ? this.networked.set(key, v) : this.networked.delete(key));
+    put(next);
+    this.ctx.onUndo(() => put(old));
   }
 
   private setStandIn(key: string, policy: Policy | undefined): void {

@@ -200,7 +200,7 @@ export class PolicyResolver implements NamedPortListener {
     // Flattened (a concatenation is a tree of pieces); not interned: unique per policy, and interning costs ~7x more.
     const key = flat(policyRefKey(policy.ref));
     const old = this.policies.get(key);
-    const compiled = compilePolicy(policy);
+    const compiled = compilePolicy(policy, this.ctx.nodeCover);
     let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;
     if (old) {
       // Uids are distinct within a compiled policy (units and enforcements apart), and only computed when there is an old version.

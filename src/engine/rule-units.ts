@@ -2,7 +2,7 @@ import { PolicyEntry, portRangeToPrefixes, precedence } from '../model/policy-ma
 import { ContainerPort, FlowProtocol, L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER, protocolCovers, RuleProtocol } from '../model/ports.js';
 import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
-import { compileTiered } from './tiers.js';
+import { compileTiered, failClosedNodeCover, type NodeCover } from './tiers.js';
 import { flat } from '../model/intern.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector, remoteNodesSelector } from './selector-cache.js';
 
@@ -185,8 +185,8 @@ function clauseKey(l4: L4Match): string {
   return l4.kind === 'range' ? `${l4.protocol}:${l4.from}-${l4.to}` : `${l4.protocol}:${l4.name}`;
 }
 
-export function compilePolicy(policy: Policy): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
-  if (policy.tiered) return { units: compileTiered(policy, policy.tiered), enforcements: [] };
+export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedNodeCover): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
+  if (policy.tiered) return { units: compileTiered(policy, policy.tiered, nodeCover), enforcements: [] };
   const units: RuleUnit[] = [];
   for (let i = 0; i < policy.rules.length; i++) compileRule(policy.rules[i] as PolicyRule, i, units);
   // A policy has one or two enforcements: a scan finds the duplicates without building their uids.

@@ -1,3 +1,4 @@
+import type { Cidr } from '../model/cidr.js';
 import { parseLabelKey, POD_NAMESPACE_KEY, reservedLabel, SOURCE_K8S } from '../model/labels.js';
 import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } from '../model/policy-map.js';
 import type { L4Match } from '../model/ports.js';
@@ -47,37 +48,67 @@ function ruleEntry(spec: TieredSpec, rule: TierRule, denyAll: boolean): PolicyEn
   return { deny, proxyPort: 0, precedence: tierPrecedence(spec.tier, spec.priority, rule.index, deny) };
 }
 
-const NODE_SELECTORS: readonly IdentitySelector[] = ['host', 'remote-node', 'health', 'ingress'].map((name) => {
-  const l = reservedLabel(name);
-  return labelsSelector(makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]));
-});
+const NODE_ROLES = ['host', 'remote-node', 'health', 'ingress'] as const;
+type NodeRole = (typeof NODE_ROLES)[number];
+const NODE_SELECTORS: ReadonlyMap<NodeRole, IdentitySelector> = new Map(
+  NODE_ROLES.map((name) => {
+    const l = reservedLabel(name);
+    return [name, labelsSelector(makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]))];
+  }),
+);
+
+/**
+ * Per node identity role, how many of the addresses with that role some CIDR holds: 'all' or
+ * 'some' (a role absent: none, or no such address). Wired by the engine to the node table.
+ */
+export type NodeCover = (cidrs: readonly Cidr[]) => ReadonlyMap<NodeRole, 'all' | 'some'>;
+
+/** Without a node table: every role partly held, so the rules fail closed. */
+const FAIL_CLOSED: ReadonlyMap<NodeRole, 'all' | 'some'> = new Map(NODE_ROLES.map((r) => [r, 'some']));
+export const failClosedNodeCover: NodeCover = () => FAIL_CLOSED;
 
 /**
  * Node identities (host, remote-node, a labelled remote node's; its health endpoint's and Ingress's,
- * attack finding 160) follow labels, not addresses, so a networks CIDR short of both /0s cannot split them by address. Fail closed: a Deny rule with such networks denies every node, a
- * Pass rule denies every node at its own level (it would hand a node inside the CIDR to the lower
- * tiers and one outside it to the next rules: a deny is never more open than either), an Accept
- * admits none.
+ * attack finding 160) follow labels, not addresses, so a networks CIDR short of both /0s cannot
+ * split them by address (finding 442). Per role: when no address of that role lies in the rule's
+ * CIDRs the rule meets none of them; when all do, the rule meets the role's selector exactly as a
+ * peer. Otherwise fail closed: a Deny rule denies the role, a Pass rule denies it at its own level
+ * (it would hand an address inside the CIDR to the lower tiers and one outside it to the next
+ * rules: a deny is never more open than either), an Accept admits none. The engine re-resolves the
+ * policy when a node change moves a role between these states (NodeTable `upsert`).
  */
-function networksMissNodes(rule: TierRule): boolean {
-  return rule.peers.some((p) => p.kind === 'networks') && !rule.peers.some((p) => p.kind === 'unknown') && !networksCoverEverything(rule.peers);
+function nodePeers(rule: TierRule, nodeCover: NodeCover): { exact: IdentitySelector[]; partial: IdentitySelector[] } {
+  const exact: IdentitySelector[] = [];
+  const partial: IdentitySelector[] = [];
+  if (!rule.peers.some((p) => p.kind === 'networks') || rule.peers.some((p) => p.kind === 'unknown') || networksCoverEverything(rule.peers)) return { exact, partial };
+  for (const [role, cover] of nodeCover(tierRuleNetworks(rule))) (cover === 'all' ? exact : partial).push(NODE_SELECTORS.get(role) as IdentitySelector);
+  return { exact, partial };
 }
 
-/** `nodesOnly`: the rule's Deny of every node (`networksMissNodes`) instead of its own peers. */
-function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = false): RuleUnit | null {
+/** The CIDRs of a rule's networks peers. */
+export function tierRuleNetworks(rule: TierRule): Cidr[] {
+  return rule.peers.flatMap((p) => (p.kind === 'networks' ? p.cidrs : []));
+}
+
+/** `nodesOnly`: the selectors of a Pass rule's Deny of partly held node roles (`nodePeers`), instead of its own peers. */
+function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodeCover: NodeCover, nodesOnly?: readonly IdentitySelector[]): RuleUnit | null {
   // Fail closed: an unknown peer makes a Deny or Pass rule match every peer (the API's "Deny all"), an Accept rule no traffic at all.
   const unknownPeer = rule.peers.some((p) => p.kind === 'unknown');
   if (unknownPeer && rule.action === 'Accept') return null;
   const denyAll = unknownPeer;
   const byKey = new Map<string, IdentitySelector>();
   // Both /0s match every address: the identity-0 key, not one key per identity (network-splits.ts).
-  const anyPeer = !nodesOnly && (denyAll || networksCoverEverything(rule.peers));
+  const anyPeer = nodesOnly === undefined && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
-  else if (!nodesOnly) for (const p of rule.peers) {
+  else if (nodesOnly === undefined) for (const p of rule.peers) {
     const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [nodesSelector(p.selector)] : [];
     for (const s of sels) byKey.set(s.key, s);
   }
-  if (nodesOnly || (rule.action === 'Deny' && networksMissNodes(rule))) for (const s of NODE_SELECTORS) byKey.set(s.key, s);
+  if (nodesOnly) for (const s of nodesOnly) byKey.set(s.key, s);
+  else {
+    const { exact, partial } = nodePeers(rule, nodeCover);
+    for (const s of rule.action === 'Deny' ? [...exact, ...partial] : exact) byKey.set(s.key, s);
+  }
   if (byKey.size === 0) return null;
   const peers = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const entry = ruleEntry(spec, rule, denyAll);
@@ -105,12 +136,13 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodesOnly = 
 }
 
 /** The rule units of a ClusterNetworkPolicy the engine supports (`tierSupportProblem` is null). */
-export function compileTiered(policy: Policy, spec: TieredSpec): RuleUnit[] {
+export function compileTiered(policy: Policy, spec: TieredSpec, nodeCover: NodeCover): RuleUnit[] {
   const out: RuleUnit[] = [];
   for (const r of spec.rules) {
-    const u = ruleUnit(policy, spec, r);
+    const u = ruleUnit(policy, spec, r, nodeCover);
     if (u) out.push(u);
-    const nodes = r.action === 'Pass' && networksMissNodes(r) ? ruleUnit(policy, spec, { ...r, action: 'Deny' }, true) : null;
+    const partial = r.action === 'Pass' ? nodePeers(r, nodeCover).partial : [];
+    const nodes = partial.length > 0 ? ruleUnit(policy, spec, { ...r, action: 'Deny' }, nodeCover, partial) : null;
     if (nodes) out.push(nodes);
   }
   return out;

@@ -7,7 +7,7 @@ import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
-import { networksMeetNode, possibleVerdicts, readWorld } from './cnp-tiers.js';
+import { networksSplitRemoteNodes, possibleVerdicts, readWorld } from './cnp-tiers.js';
 
 /*
  * Differential test: distill (oracle and engine, through the public scenario path) against the
@@ -171,7 +171,7 @@ function disagreements(text: string): string[] {
     for (const r of run.steps.flatMap((s) => s.results)) {
       const world = worlds[r.step] ?? readWorld(text, r.step);
       const ok = possibleVerdicts(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol.toUpperCase() });
-      if (who === 'engine' && !r.allowed && networksMeetNode(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
+      if (who === 'engine' && !r.allowed && networksSplitRemoteNodes(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
       if (!ok.has(r.allowed)) out.push(`${who}: step ${r.step} ${r.from}->${r.to} ${r.protocol}/${r.port} distill ${r.allowed ? 'allow' : 'deny'}, API ${[...ok].join('|')}`);
     }
   }

@@ -18,7 +18,7 @@ type Obj = Record<string, unknown>;
 
 interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ip: number; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
 interface External { readonly name: string; readonly ip: number }
-interface Node { readonly name: string; readonly ip: number; readonly labels: Labels }
+interface Node { readonly name: string; readonly ip: number; readonly labels: Labels; readonly local: boolean }
 export interface World { readonly nsLabels: ReadonlyMap<string, Labels>; readonly pods: ReadonlyMap<string, Pod>; readonly externals: ReadonlyMap<string, External>; readonly nodes: ReadonlyMap<string, Node>; readonly policies: readonly Obj[] }
 export interface FlowQ { readonly from: string; readonly to: string; readonly port: number; readonly protocol: string }
 
@@ -84,7 +84,7 @@ export function readWorld(text: string, step = 0): World {
   const externals = new Map(list(doc.externals).map((e) => [String(obj(e).name), { name: String(obj(e).name), ip: ipv4(String(obj(e).ip)) }]));
   const nodes = new Map(list(doc.nodes).map((raw) => {
     const n = obj(raw);
-    return [`node:${String(n.name)}`, { name: String(n.name), ip: ipv4(String(list(n.ips)[0])), labels: labelsOf(n.labels) }];
+    return [`node:${String(n.name)}`, { name: String(n.name), ip: ipv4(String(list(n.ips)[0])), labels: labelsOf(n.labels), local: n.local === true }];
   }));
   return { nsLabels, pods, externals, nodes, policies: list(doc.policies).map(obj) };
 }
@@ -264,15 +264,22 @@ export function possibleVerdicts(w: World, f: FlowQ): Set<boolean> {
 }
 
 /**
- * Whether a ClusterNetworkPolicy selecting the flow's source has an egress `networks` peer and the
- * destination is a node: there distill's engine is knowingly stricter than the API. It cannot split
- * the one remote-node identity by address, so a Deny with networks denies every node (whether or not
- * a CIDR holds the node's address), a Pass denies every node at its level, an Accept admits none
- * (docs/semantics.md, "ClusterNetworkPolicy networks"; findings 442).
+ * Whether the flow goes to a remote node and a ClusterNetworkPolicy selecting the flow's source has
+ * an egress `networks` peer whose CIDRs hold some remote nodes' addresses but not all: distill's
+ * engine cannot split the one remote-node identity by address, so there it fails closed (a Deny
+ * or Pass denies every remote node, an Accept admits none; docs/semantics.md, Nodes, row
+ * "ClusterNetworkPolicy networks"; finding 442). Where the CIDRs hold all or none of them the
+ * engine is exact.
  */
-export function networksMeetNode(w: World, f: FlowQ): boolean {
+export function networksSplitRemoteNodes(w: World, f: FlowQ): boolean {
   const src = w.pods.get(f.from);
-  if (!src || !w.nodes.has(f.to)) return false;
+  const dst = w.nodes.get(f.to);
+  if (!src || !dst || dst.local) return false;
+  const remote = [...w.nodes.values()].filter((n) => !n.local);
   return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && cnpSelectsPod(w, obj(obj(p.spec).subject), src) &&
-    list(obj(p.spec).egress).some((r) => list(obj(r).to).some((x) => obj(x).networks !== undefined)));
+    list(obj(p.spec).egress).some((r) => list(obj(r).to).some((x) => {
+      const nets = list(obj(x).networks).map(String);
+      const inside = remote.filter((n) => nets.some((c) => inCidr(n.ip, c))).length;
+      return inside > 0 && inside < remote.length;
+    })));
 }

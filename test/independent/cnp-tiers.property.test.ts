@@ -153,8 +153,9 @@ function churnChanges(pods: J[], policies: J[], c: { pod: number; app: string; t
   const p = pods[c.pod % pods.length] as { name: string; labels: Record<string, string> };
   const q = policies[c.policy % policies.length] as { kind: string; metadata: { name: string; namespace?: string } };
   return [
-    // only api pods carry `admin`: making another pod api would split an identity on a named port (finding 441, documented)
-    { setPodLabels: { pod: p.name, labels: { ...p.labels, app: c.app === 'api' && p.labels.app !== 'api' ? 'db' : c.app } } },
+    // only api pods carry `admin`: a pod becoming api, or an api pod becoming another app, would mix pods with and
+    // without the name in one identity (finding 441, documented; seed 407360731 moved an api pod to web)
+    { setPodLabels: { pod: p.name, labels: { ...p.labels, app: p.labels.app === 'api' ? 'api' : c.app === 'api' ? 'db' : c.app } } },
     { setNamespaceLabels: { namespace: c.ns, labels: c.team === null ? {} : { team: c.team } } },
     { addNode: { name: 'n2', ips: ['172.18.0.2'], labels: c.role === null ? {} : { role: c.role } } },
     c.replace === undefined ? { delete: { kind: q.kind, ...q.metadata } } : { apply: c.replace },

@@ -15,6 +15,7 @@ import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.j
 import { readCidr, readCidrWithExcept, readMetadata, refOf, restrictToNamespace, withRequirement } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { intern } from '../model/intern.js';
+import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 /** The label source of node labels on node identities (Cilium's `node:`). */
@@ -366,6 +367,9 @@ function parseNodeSelector(r: Reader, v: unknown, path: string, options: ParseOp
   const sel = parseLabelSelector(r, v, path, CILIUM_SELECTOR);
   const reqs = sel.requirements.map((q) => {
     if (q.key.key === CLUSTER_KEY) r.fail(path, `the key ${CLUSTER_KEY} in a node selector is not supported by distill`);
+    // An `any:` key also matches the node identity's reserved labels (reserved:remote-node,
+    // reserved:kube-apiserver...), which distill's node labels do not carry.
+    if (q.key.source === SOURCE_ANY && Object.hasOwn(RESERVED_IDENTITIES, q.key.key)) r.fail(path, `the key ${q.key.key} in a node selector is not supported by distill (Cilium's any: source also matches the node's reserved:${q.key.key} label; write node:${q.key.key} for a Node label)`);
     if (q.key.source === SOURCE_ANY) return q;
     if (q.key.source !== SOURCE_NODE) r.fail(path, `a \`${q.key.source}:\` key in a node selector is not supported by distill (node identities carry \`node:\` labels)`);
     return { ...q, key: { source: SOURCE_ANY, key: q.key.key } };

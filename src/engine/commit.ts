@@ -63,8 +63,6 @@ class EndpointDeltas {
 export class Commit {
   /** The running commit's deltas per endpoint (one Map for the stage's life: emptied at each commit). */
   private readonly out = new Map<string, EndpointDeltas>();
-  /** The running commit's settle results per dirty map state (reused as `out`: one Map, emptied at each commit). */
-  private readonly settled = new Map<SharedMapState, SettleResult>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -78,8 +76,7 @@ export class Commit {
       return { deltas: NONE, l7Deltas: NONE, ipcache: this.ipcacheDeltas(), endpointsAdded: NONE, endpointsRemoved: NONE, touched: NO_ENDPOINTS, exhausted: null };
     }
     if (this.out.size > 0) this.out.clear();
-    const settled = this.settled;
-    settled.clear(); // a commit that threw part-way leaves no stale result for this one
+    const settled = new Map<SharedMapState, SettleResult>();
     for (const m of this.ctx.dirtyMaps) {
       if (this.ctx.faultHook) this.ctx.fault('settle');
       settled.set(m, m.state.settle());
@@ -112,7 +109,6 @@ export class Commit {
     if (this.ctx.faultHook) this.ctx.fault('releasePorts');
     for (const r of ports.release) this.ports.release(r.endpoint, r.redirect);
     const { deltas, l7Deltas, touched } = this.collect();
-    settled.clear();
     return { deltas, l7Deltas, ipcache: this.ipcacheDeltas(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), touched, exhausted: null };
   }
 

@@ -303,8 +303,6 @@ export class MapState {
   private readonly groups = new Map<number, Group>();
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<number, { key: PolicyKey; before: PolicyEntry | undefined }>();
-  /** settleEntries' scratch set of affected raw keys, kept to spare a Map per settle (cleared after use). */
-  private readonly affectedScratch = new Map<number, PolicyKey>();
 
   /** Redirects the kernel layer uses, with how many entries use each. */
   private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
@@ -710,8 +708,7 @@ export class MapState {
   private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
-    const affected = this.affectedScratch;
-    affected.clear(); // a settle that threw part-way leaves no stale key for the next one
+    const affected = new Map<number, PolicyKey>();
     // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
     for (const ks of this.dirty.keys()) {
       const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
@@ -732,7 +729,6 @@ export class MapState {
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });
     }
-    affected.clear();
     return changes;
   }
 
@@ -748,11 +744,8 @@ export class MapState {
    * port it covers.
    */
   private settleL7(changes: readonly EntryChange[]): { l7: L7Change[]; redirectsChanged: boolean } {
-    // settle is not re-entrant: module-level scratch sets, cleared first (a throw part-way leaves no stale id).
-    const added = L7_ADDED;
-    const removed = L7_REMOVED;
-    added.clear();
-    removed.clear();
+    const added = new Set<string>();
+    const removed = new Set<string>();
     for (const c of changes) this.countRedirectUse(c, added, removed);
     const out: L7Change[] = [];
     for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) this.setL7Row(out, rowKey, id, undefined);
@@ -761,10 +754,7 @@ export class MapState {
       for (const [id, { redirect }] of this.redirectUse) this.refreshRedirectRows(out, id, redirect, added.has(id));
     }
     this.l7Touched.clear();
-    const redirectsChanged = added.size > 0 || removed.size > 0;
-    added.clear();
-    removed.clear();
-    return { l7: out, redirectsChanged };
+    return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
   }
 
   private countRedirectUse(c: EntryChange, added: Set<string>, removed: Set<string>): void {
@@ -793,10 +783,8 @@ export class MapState {
 
   /** Recomputes the rows of `redirect` for the peers a new redirect sees, or those of the touched raw keys. */
   private refreshRedirectRows(out: L7Change[], id: string, redirect: Redirect, isNew: boolean): void {
-    const peers = L7_PEERS;
-    const narrower = L7_NARROWER;
-    peers.clear();
-    narrower.clear();
+    const peers = new Set<IdentityId>();
+    const narrower = new Map<string, PolicyKey>();
     if (isNew) {
       for (const proto of [redirect.protocol, 0]) {
         for (const r of this.byDirProto.get(dirProto(redirect.direction, proto)) ?? []) {
@@ -807,14 +795,8 @@ export class MapState {
     } else {
       for (const key of this.l7Touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
     }
-    if (peers.size === 0 && narrower.size === 0) return;
-    // Copied out so the scratch is empty again before rows are computed (defensive: nothing below settles).
-    const peerList = [...peers];
-    const narrowerList = [...narrower];
-    peers.clear();
-    narrower.clear();
-    for (const peer of peerList) this.setL7Row(out, `${id}|${peer}`, id, this.computeRow(redirect, peer));
-    for (const [rowKey, key] of narrowerList) this.setL7Row(out, rowKey, id, this.computeNarrowerRow(redirect, key));
+    for (const peer of peers) this.setL7Row(out, `${id}|${peer}`, id, this.computeRow(redirect, peer));
+    for (const [rowKey, key] of narrower) this.setL7Row(out, rowKey, id, this.computeNarrowerRow(redirect, key));
   }
 
   private setL7Row(out: L7Change[], rowKey: string, redirectKey: string, row: L7Row | undefined): void {
@@ -901,12 +883,6 @@ export class MapState {
     return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
   }
 }
-
-/** settleL7's scratch (settle is not re-entrant and computeRow settles nothing): one set each per process. */
-const L7_ADDED = new Set<string>();
-const L7_REMOVED = new Set<string>();
-const L7_PEERS = new Set<IdentityId>();
-const L7_NARROWER = new Map<string, PolicyKey>();
 
 function visitForRedirect(key: PolicyKey, id: string, redirect: Redirect, peers: Set<IdentityId>, narrower: Map<string, PolicyKey>): void {
   if (coversPort(key, redirect)) peers.add(key.identity);

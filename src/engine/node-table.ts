@@ -2,7 +2,8 @@ import { type Cidr, cidrContainsIp, type IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
-import { hasApiServerStandIns, type Policy, type PolicyRule, policyRefKey } from '../model/rules.js';
+import { hasApiServerStandIns, type Policy, policyRefKey } from '../model/rules.js';
+import type { Selector } from '../model/selector.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import { tierRuleNetworks } from './tiers.js';
@@ -27,8 +28,13 @@ interface Networked {
 /** The `nodes` peer keys of a policy that has none (shared, never written). */
 const NO_KEYS: Set<string> = new Set();
 
-/** A Cilium rule with a `toNodes`/`fromNodes` selector. */
-const hasNodesPeer = (r: PolicyRule): boolean => r.peers.some((p) => p.kind === 'nodes');
+/** The selectors of a policy's `nodes` peers: ClusterNetworkPolicy `nodes`, Cilium `toNodes`/`fromNodes`. */
+function nodeSelectorsOf(policy: Policy): Selector[] {
+  const out: Selector[] = [];
+  for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') out.push(p.selector);
+  for (const r of policy.rules) for (const p of r.peers) if (p.kind === 'nodes') out.push(p.selector);
+  return out;
+}
 
 /**
  * Cluster nodes and their addresses: each address is an ipcache host entry with the reserved
@@ -66,7 +72,7 @@ export class NodeTable {
 
   /** Returns the policies to re-resolve: those whose `networks` now hold a different share of a node role's addresses (tiers.ts `nodePeers`). */
   upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}): Policy[] {
-    return this.recovered(() => {
+    return this.coverChanges(() => {
       const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
       if (this.nodes.has(name)) this.delete(name);
       const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq };
@@ -78,7 +84,7 @@ export class NodeTable {
 
   /** Returns the policies to re-resolve, as `upsert`. */
   delete(name: string): Policy[] {
-    return this.recovered(() => {
+    return this.coverChanges(() => {
       const rec = this.nodes.get(name);
       if (!rec) throw new Error(`internal: node "${name}" vanished`);
       for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
@@ -92,7 +98,7 @@ export class NodeTable {
    * work per node change is the networked policies' CIDRs times the node addresses (there are few
    * tiered policies with networks; a cilium-2019 cold start has none).
    */
-  private recovered(change: () => void): Policy[] {
+  private coverChanges(change: () => void): Policy[] {
     if (this.networked.size === 0) {
       change();
       return [];
@@ -152,11 +158,9 @@ export class NodeTable {
 
   policyUpserted(policy: Policy): void {
     this.setStandIn(policyRefKey(policy.ref), hasApiServerStandIns(policy) ? policy : undefined);
-    // Only tiered policies and Cilium rules with toNodes/fromNodes have nodes peers: no Set for the
-    // others (3,000 in a cilium-2019 cold start).
-    const keys = policy.tiered === undefined && !policy.rules.some(hasNodesPeer) ? NO_KEYS : new Set<string>();
-    for (const r of policy.tiered?.rules ?? []) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
-    if (keys !== NO_KEYS) for (const r of policy.rules) for (const p of r.peers) if (p.kind === 'nodes') for (const q of p.selector.requirements) keys.add(q.key.key);
+    // Most policies have no nodes peers: no Set for them (3,000 in a cilium-2019 cold start).
+    const selectors = nodeSelectorsOf(policy);
+    const keys = selectors.length === 0 ? NO_KEYS : new Set(selectors.flatMap((sel) => sel.requirements.map((q) => q.key.key)));
     this.setPolicyKeys(policyRefKey(policy.ref), keys);
     const rules = (policy.tiered?.rules ?? []).map(tierRuleNetworks).filter((c) => c.length > 0);
     this.setNetworked(policyRefKey(policy.ref), rules.length === 0 ? undefined : { policy, rules });

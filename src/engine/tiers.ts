@@ -1,4 +1,5 @@
 import type { Cidr } from '../model/cidr.js';
+import { NODE_ROLE_ORDER, type NodeAddressRole } from '../model/cluster.js';
 import { parseLabelKey, POD_NAMESPACE_KEY, reservedLabel, SOURCE_K8S } from '../model/labels.js';
 import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } from '../model/policy-map.js';
 import type { L4Match } from '../model/ports.js';
@@ -48,10 +49,8 @@ function ruleEntry(spec: TieredSpec, rule: TierRule, denyAll: boolean): PolicyEn
   return { deny, proxyPort: 0, precedence: tierPrecedence(spec.tier, spec.priority, rule.index, deny) };
 }
 
-const NODE_ROLES = ['host', 'remote-node', 'health', 'ingress'] as const;
-type NodeRole = (typeof NODE_ROLES)[number];
-const NODE_SELECTORS: ReadonlyMap<NodeRole, IdentitySelector> = new Map(
-  NODE_ROLES.map((name) => {
+const NODE_SELECTORS: ReadonlyMap<NodeAddressRole, IdentitySelector> = new Map(
+  NODE_ROLE_ORDER.map((name) => {
     const l = reservedLabel(name);
     return [name, labelsSelector(makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]))];
   }),
@@ -61,10 +60,10 @@ const NODE_SELECTORS: ReadonlyMap<NodeRole, IdentitySelector> = new Map(
  * Per node identity role, how many of the addresses with that role some CIDR holds: 'all' or
  * 'some' (a role absent: none, or no such address). Wired by the engine to the node table.
  */
-export type NodeCover = (cidrs: readonly Cidr[]) => ReadonlyMap<NodeRole, 'all' | 'some'>;
+export type NodeCover = (cidrs: readonly Cidr[]) => ReadonlyMap<NodeAddressRole, 'all' | 'some'>;
 
 /** Without a node table: every role partly held, so the rules fail closed. */
-const FAIL_CLOSED: ReadonlyMap<NodeRole, 'all' | 'some'> = new Map(NODE_ROLES.map((r) => [r, 'some']));
+const FAIL_CLOSED: ReadonlyMap<NodeAddressRole, 'all' | 'some'> = new Map(NODE_ROLE_ORDER.map((r) => [r, 'some']));
 export const failClosedNodeCover: NodeCover = () => FAIL_CLOSED;
 
 /**

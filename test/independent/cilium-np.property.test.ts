@@ -7,8 +7,7 @@ import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
-import { readRequest } from './cilium-l7.js';
-import { decide, readCluster } from './cilium-np.js';
+import { decide, readCluster, readProbeRequest } from './cilium-np.js';
 
 /**
  * Differential test: distill (oracle and engine, through the public scenario path) against the independent
@@ -155,13 +154,13 @@ function disagreements(text: string): Disagreement[] {
   const clusters = naive.steps.map((_, si) => readCluster(text, si));
   const out: Disagreement[] = [];
   const engineResults = engine.steps.flatMap((s) => s.results);
-  const rawSteps = (parse(text) as { steps?: { probes?: { http?: unknown }[] }[] }).steps ?? [];
-  naive.steps.flatMap((s, si) => s.results.map((r) => ({ r, http: rawSteps[si]?.probes?.[r.probe]?.http, cluster: clusters[si] ?? readCluster(text, si) }))).forEach(({ r, http, cluster }, i) => {
+  const rawSteps = (parse(text) as { steps?: { probes?: unknown[] }[] }).steps ?? [];
+  naive.steps.flatMap((s, si) => s.results.map((r) => ({ r, probe: rawSteps[si]?.probes?.[r.probe], cluster: clusters[si] ?? readCluster(text, si) }))).forEach(({ r, probe, cluster }, i) => {
     const from = cluster.peers.get(r.from);
     const to = cluster.peers.get(r.to);
     if (from === undefined || to === undefined) throw new Error(`unknown peer in ${r.from}->${r.to}`);
     const flow = { port: r.port, protocol: r.protocol.toUpperCase() };
-    const req = http === undefined ? undefined : readRequest(http);
+    const req = readProbeRequest(probe);
     const mine = decide(cluster, from, to, flow, undefined, req);
     const eng = engineResults[i]?.allowed;
     if (eng !== r.allowed) out.push({ pair: `step ${r.step} ${r.from}->${r.to} (engine vs oracle)`, flow: `${r.port}/${r.protocol}`, distill: eng ?? false, independent: r.allowed });

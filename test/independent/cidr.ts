@@ -4,14 +4,14 @@
  * selectors use: "An IPv4 address will not match an IPv6 prefix. An IPv4-mapped IPv6 address will not match
  * an IPv4 prefix."
  */
-export function ipv4(ip: string): number {
+function ipv4(ip: string): number {
   const p = ip.split('.').map(Number);
   if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
   return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
 }
 
 /** RFC 4291 2.2 text form (`::`, a dotted IPv4 tail) as a 128-bit number. */
-export function ipv6(ip: string): bigint {
+function ipv6(ip: string): bigint {
   const [head = '', tail] = ip.split('::');
   const groups = (part: string): string[] => (part === '' ? [] : part.split(':').flatMap((g) => (g.includes('.') ? [(ipv4(g) >>> 16).toString(16), (ipv4(g) & 0xffff).toString(16)] : [g])));
   const h = groups(head);

@@ -209,7 +209,9 @@ export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
   if (rule.role !== undefined && !KAFKA_ROLE_KEYS[rule.role].includes(key)) return false;
   if (rule.apiKey !== undefined && rule.apiKey !== '' && rule.apiKey.toLowerCase() !== key) return false;
   if (rule.apiVersion !== undefined && rule.apiVersion !== '' && Number(rule.apiVersion) !== req.apiVersion) return false;
-  if (rule.clientID !== undefined && rule.clientID !== '' && rule.clientID !== req.clientID) return false;
+  // The parser reads no client ID from a version-0 request (cilium/proxy pkg/kafka/request.go
+  // `extractClientID`: "0 version has no client ID"), so a rule naming one never matches it.
+  if (rule.clientID !== undefined && rule.clientID !== '' && (req.apiVersion === 0 || rule.clientID !== req.clientID)) return false;
   // As Cilium's Kafka parser (kafkalib `Rule.Matches`): group and API-version calls pass on key,
   // version and client ID alone; a topic-carrying request needs the rule's topic among its topics,
   // so one naming no topic (a metadata request for all topics) or one not decoded fails the rule.

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
+import { l7PolicyArb } from './l7-policy-arb.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
@@ -43,13 +44,7 @@ function ruleArb(dir: 'from' | 'to') {
     .map(([p, toPorts]) => (toPorts === undefined ? p : { ...p, toPorts }));
 }
 
-const rulesArb = (dir: 'from' | 'to') => fc.oneof({ weight: 2, arbitrary: fc.constant(undefined) }, { weight: 3, arbitrary: fc.array(ruleArb(dir), { minLength: 1, maxLength: 2 }) });
-
-const policyArb = fc.record({
-  endpointSelector: fc.constantFrom({}, { matchLabels: { app: 'x' } }, { matchLabels: { app: 'y' } }),
-  ingress: rulesArb('from'),
-  egress: rulesArb('to'),
-}).map((s) => JSON.parse(JSON.stringify(s)) as Record<string, unknown>);
+const policyArb = l7PolicyArb(ruleArb);
 
 const requestArb = fc.record({
   method: fc.constantFrom(undefined, 'GET', 'POST', 'HEAD', 'PUT', 'get'),

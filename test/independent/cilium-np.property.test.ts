@@ -7,8 +7,7 @@ import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
-import { readRequest } from './cilium-l7.js';
-import { decide, readCluster } from './cilium-np.js';
+import { decide, readCluster, readProbeRequest } from './cilium-np.js';
 
 /**
  * Differential test: distill (oracle and engine, through the public scenario path) against the independent
@@ -65,8 +64,8 @@ function ruleArb(dir: 'from' | 'to') {
     fc.constant({}),
     fc.array(selectorArb, { maxLength: 2 }).map((s) => ({ [`${dir}Endpoints`]: s })),
     fc.uniqueArray(fc.constantFrom('all', 'world', 'cluster', 'host', 'remote-node', 'none', 'health'), { maxLength: 2 }).map((e) => ({ [`${dir}Entities`]: e })),
-    fc.uniqueArray(fc.constantFrom('8.8.8.0/24', '0.0.0.0/0', '192.0.2.0/24', '10.0.0.0/8', '192.168.1.0/24'), { maxLength: 2 }).map((c) => ({ [`${dir}CIDR`]: c })),
-    fc.constantFrom('0.0.0.0/0', '192.0.0.0/8').map((cidr) => ({ [`${dir}CIDRSet`]: [{ cidr, except: ['192.0.2.0/24'] }] })),
+    fc.uniqueArray(fc.constantFrom('8.8.8.0/24', '0.0.0.0/0', '192.0.2.0/24', '10.0.0.0/8', '192.168.1.0/24', '2001:db8::/32', '::/0', '::ffff:0:0/96', '2001:4860::8888/128'), { maxLength: 2 }).map((c) => ({ [`${dir}CIDR`]: c })),
+    fc.constantFrom(['0.0.0.0/0', '192.0.2.0/24'], ['192.0.0.0/8', '192.0.2.0/24'], ['::/0', '2001:db8::/32'], ['2001:db8::/32', '2001:db8:1::/48']).map(([cidr, except]) => ({ [`${dir}CIDRSet`]: [{ cidr, except: [except] }] })),
   );
   return fc.tuple(peer, toPortsArb).map(([p, toPorts]) => (toPorts === undefined ? p : { ...p, toPorts }));
 }
@@ -107,11 +106,11 @@ function scenarioYaml(g: Generated): string {
     namespaces: NAMESPACES.map((name, i) => ({ name, labels: g.teams[i] ? { team: 'red' } : {} })),
     pods: g.pods.map((p, i) => ({
       name: `${p.ns}/p${i}`,
-      ip: `10.0.0.${i + 1}`,
+      ...(i % 2 === 0 ? { ip: `10.0.0.${i + 1}` } : { ips: [`10.0.0.${i + 1}`, `fd00::${i + 1}`] }),
       labels: { ...(p.app === undefined ? {} : { app: p.app }), ...(p.tier === undefined ? {} : { tier: p.tier }) },
       ...(p.web === undefined ? {} : { ports: [{ name: 'web', port: p.web, protocol: 'TCP' }] }),
     })),
-    externals: [{ name: 'e-dns', ip: '8.8.8.8' }, { name: 'e-doc', ip: '192.0.2.10' }, { name: 'e-other', ip: '192.1.1.1' }],
+    externals: [{ name: 'e-dns', ip: '8.8.8.8' }, { name: 'e-doc', ip: '192.0.2.10' }, { name: 'e-other', ip: '192.1.1.1' }, ...EXTERNALS_V6],
     nodes: [{ name: 'n1', ips: ['192.168.1.1'], local: true }, { name: 'n2', ips: ['192.168.1.2'] }],
     policies: g.policies.map((p, i) => ({
       apiVersion: 'cilium.io/v2',
@@ -140,7 +139,9 @@ function churnChanges(g: Generated): unknown[] {
 }
 
 const FLOWS = [{ port: 80, protocol: 'TCP' }, { port: 53, protocol: 'UDP' }, { port: 8080, protocol: 'TCP' }, { port: 80, protocol: 'SCTP' }, { port: 8, protocol: 'ICMP' }];
-const PROBES = FLOWS.flatMap((f) => [f, ...['e-dns', 'e-doc', 'e-other', { node: 'n1' }, { node: 'n2' }].flatMap((x) => [{ ...f, from: x }, { ...f, to: x }])]);
+/** IPv6 world peers (fourteenth session): inside and outside the 2001:db8::/32 except, Google's v6 resolver, an IPv4-mapped address. */
+const EXTERNALS_V6 = [{ name: 'e6-doc', ip: '2001:db8::10' }, { name: 'e6-doc1', ip: '2001:db8:1::10' }, { name: 'e6-dns', ip: '2001:4860::8888' }, { name: 'e6-mapped', ip: '::ffff:8.8.8.8' }];
+const PROBES = FLOWS.flatMap((f) => [f, ...['e-dns', 'e-doc', 'e-other', ...EXTERNALS_V6.map((e) => e.name), { node: 'n1' }, { node: 'n2' }].flatMap((x) => [{ ...f, from: x }, { ...f, to: x }])]);
 
 /** Flows where distill follows its documented stricter egress named-port reading (counted, not failed). */
 let deviations = 0;
@@ -155,13 +156,13 @@ function disagreements(text: string): Disagreement[] {
   const clusters = naive.steps.map((_, si) => readCluster(text, si));
   const out: Disagreement[] = [];
   const engineResults = engine.steps.flatMap((s) => s.results);
-  const rawSteps = (parse(text) as { steps?: { probes?: { http?: unknown }[] }[] }).steps ?? [];
-  naive.steps.flatMap((s, si) => s.results.map((r) => ({ r, http: rawSteps[si]?.probes?.[r.probe]?.http, cluster: clusters[si] ?? readCluster(text, si) }))).forEach(({ r, http, cluster }, i) => {
+  const rawSteps = (parse(text) as { steps?: { probes?: unknown[] }[] }).steps ?? [];
+  naive.steps.flatMap((s, si) => s.results.map((r) => ({ r, probe: rawSteps[si]?.probes?.[r.probe], cluster: clusters[si] ?? readCluster(text, si) }))).forEach(({ r, probe, cluster }, i) => {
     const from = cluster.peers.get(r.from);
     const to = cluster.peers.get(r.to);
     if (from === undefined || to === undefined) throw new Error(`unknown peer in ${r.from}->${r.to}`);
     const flow = { port: r.port, protocol: r.protocol.toUpperCase() };
-    const req = http === undefined ? undefined : readRequest(http);
+    const req = readProbeRequest(probe);
     const mine = decide(cluster, from, to, flow, undefined, req);
     const eng = engineResults[i]?.allowed;
     if (eng !== r.allowed) out.push({ pair: `step ${r.step} ${r.from}->${r.to} (engine vs oracle)`, flow: `${r.port}/${r.protocol}`, distill: eng ?? false, independent: r.allowed });

@@ -25,7 +25,10 @@
  *   allowed into every pod unless a deny names it.
  */
 import { parse } from 'yaml';
-import { httpRuleMatches, type HttpRequest } from './cilium-l7.js';
+import { inCidr } from './cidr.js';
+import { kafkaRulesAllow, readKafkaRequest, type KafkaRequest } from './cilium-kafka.js';
+import { httpRuleMatches, readRequest, type HttpRequest } from './cilium-l7.js';
+import { fqdn, patternRegexp } from './dns-policy.js';
 
 type Labels = ReadonlyMap<string, string>; // "source:key" -> value
 
@@ -103,7 +106,9 @@ export function readCluster(text: string, step = 0): Cluster {
   }
   for (const e of list(doc.externals) ?? []) {
     const name = str(obj(e).name);
-    peers.set(name, { name, kind: 'world', ip: str(obj(e).ip), labels: new Map([['reserved:world', ''], ['reserved:world-ipv4', '']]), ports: [] });
+    const ip = str(obj(e).ip);
+    // pkg/identity reserved identities: world-ipv4 (9) and world-ipv6 (10) both carry `reserved:world`
+    peers.set(name, { name, kind: 'world', ip, labels: new Map([['reserved:world', ''], [`reserved:world-ipv${ip.includes(':') ? 6 : 4}`, '']]), ports: [] });
   }
   for (const n of list(doc.nodes) ?? []) {
     const kind = obj(n).local === true ? 'host' : 'remote-node';
@@ -201,17 +206,6 @@ function entitySelects(entity: string, p: Peer): boolean {
   }
 }
 
-function ipv4(s: string): number {
-  return s.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-}
-
-function inCidr(ip: string, cidr: string): boolean {
-  const [base, len] = cidr.split('/');
-  const bits = Number(len);
-  const size = 2 ** (32 - bits);
-  return Math.floor(ipv4(ip) / size) === Math.floor(ipv4(base ?? '') / size);
-}
-
 /** Does a rule's peer part select p? `undefined` = the rule names no peer (every peer, if it has ports). */
 function peerSelects(rule: Yaml, dir: 'from' | 'to', p: Peer, namespace: string | undefined): boolean | undefined {
   const eps = list(rule[`${dir}Endpoints`]);
@@ -271,19 +265,50 @@ function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, nam
   return l4Matches(rule, flow, named);
 }
 
+/** A probe's L7 request (docs/scenarios.md): one of `http`, `kafka`, `dns`. */
+export type L7Request = { readonly http: HttpRequest } | { readonly kafka: KafkaRequest } | { readonly dns: string };
+
+/** A probe's request (docs/scenarios.md `http`, `kafka`, `dns` fields), or undefined for L3/L4 only. */
+export function readProbeRequest(probe: unknown): L7Request | undefined {
+  const p = obj(probe);
+  if (p.http !== undefined) return { http: readRequest(p.http) };
+  if (p.kafka !== undefined) return { kafka: readKafkaRequest(p.kafka) };
+  return p.dns === undefined ? undefined : { dns: str(obj(p.dns).name) };
+}
+
+/**
+ * pkg/policy/api/l4.go `L7Rules`: a port rule's parser is the one whose list is non-empty (`IsEmpty`); the
+ * proxy of that parser cannot read a request of another protocol and fails it.
+ */
+function portRuleAdmits(l7: Yaml, req: L7Request): boolean {
+  const http = list(l7.http) ?? [];
+  const kafka = list(l7.kafka) ?? [];
+  const dns = list(l7.dns) ?? [];
+  if (http.length > 0) return 'http' in req && http.some((h) => httpRuleMatches(obj(h), req.http));
+  if (kafka.length > 0) return 'kafka' in req && kafkaRulesAllow(kafka.map(obj), req.kafka);
+  if (dns.length > 0) return 'dns' in req && dns.map(obj).some((d) => dnsRuleMatches(d, req.dns));
+  return true;
+}
+
+/**
+ * pkg/policy/api/fqdn.go `PortRuleDNS` (an FQDNSelector): `matchName` or `matchPattern`, each compared with the
+ * query as pkg/fqdn/matchpattern builds it (dns-policy.ts `patternRegexp`, names lower-cased and fully qualified).
+ */
+function dnsRuleMatches(rule: Yaml, name: string): boolean {
+  const q = fqdn(name);
+  if (rule.matchName !== undefined && fqdn(str(rule.matchName)) === q) return true;
+  return rule.matchPattern !== undefined && patternRegexp(str(rule.matchPattern)).test(q);
+}
+
 /**
  * Does an allow rule that admits the flow also admit the request? Only its port rules covering the flow
- * count; one without `rules.http` (or a rule without `toPorts`) admits every request, else one of its HTTP
- * rules must match (cilium-l7.ts). No request = L3/L4 only.
+ * count; one without L7 rules (or a rule without `toPorts`) admits every request, else one of its L7 rules
+ * must match (HTTP cilium-l7.ts, Kafka cilium-kafka.ts, DNS above). No request = L3/L4 only.
  */
-function l7Admits(rule: Yaml, flow: Flow, named: Named, req: HttpRequest | undefined): boolean {
+function l7Admits(rule: Yaml, flow: Flow, named: Named, req: L7Request | undefined): boolean {
   const toPorts = list(rule.toPorts);
   if (req === undefined || toPorts === undefined || toPorts.length === 0) return true;
-  return toPorts.map(obj).some((pr) => {
-    if (!(list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named))) return false;
-    const http = list(obj(pr.rules).http);
-    return http === undefined || http.length === 0 || http.some((h) => httpRuleMatches(obj(h), req));
-  });
+  return toPorts.map(obj).some((pr) => (list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)) && portRuleAdmits(obj(pr.rules), req));
 }
 
 // ---- verdicts ----
@@ -319,7 +344,7 @@ function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
 }
 
 /** One direction of one endpoint: is the flow with `peer` allowed? */
-function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: HttpRequest): boolean {
+function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: L7Request | HttpRequest): boolean {
   const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
   const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
   const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
@@ -339,7 +364,9 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
 }
 
 /** Cilium's verdict for a flow: the source pod's egress and the destination pod's ingress. */
-export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM, req?: HttpRequest): boolean {
+export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM, request?: L7Request | HttpRequest): boolean {
+  // an HttpRequest alone (cilium-l7.ts readRequest) is an `http` probe
+  const req: L7Request | undefined = request === undefined || 'http' in request || 'kafka' in request || 'dns' in request ? request : { http: request };
   if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading, req)) return false;
   if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading, req)) return false;
   return true;

@@ -19,20 +19,16 @@ export type IdentitySelector =
   /** A ClusterNetworkPolicy `networks` CIDR over pods: the pod identities whose pods are all inside (`nets`, network-splits.ts). */
   | { readonly kind: 'podnet'; readonly key: string; readonly cidr: Cidr }
   /**
-   * A ClusterNetworkPolicy `nodes` peer: the node identities whose node labels (`nodeLabels`,
-   * node-table.ts) it matches; `remoteOnly` (CiliumNetworkPolicy `toNodes`/`fromNodes`): only
-   * those labelled `reserved:remote-node`, never `host`.
+   * A ClusterNetworkPolicy `nodes` peer or a CiliumNetworkPolicy `toNodes`/`fromNodes` selector:
+   * the node identities labelled `reserved:remote-node` whose node labels (`nodeLabels`,
+   * node-table.ts) it matches, never `host` (Cilium ANDs reserved:remote-node to both).
    */
-  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector; readonly remoteOnly?: true };
+  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector };
 
 const NODES_BUCKET = 'nodes';
 
-export function nodesSelector(selector: Selector): IdentitySelector {
-  return { kind: 'nodes', key: `nodes:${selector.key}`, selector };
-}
-
 export function remoteNodesSelector(selector: Selector): IdentitySelector {
-  return { kind: 'nodes', key: `remote-nodes:${selector.key}`, selector, remoteOnly: true };
+  return { kind: 'nodes', key: `remote-nodes:${selector.key}`, selector };
 }
 
 const isRemoteNodeLabel = (l: Label): boolean => l.source === SOURCE_RESERVED && l.key === 'remote-node';
@@ -307,7 +303,7 @@ export class SelectorCache {
       return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
     }
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
-    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && selectorMatches(s.selector, ident.nodeLabels);
+    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && ident.matchLabels.some(isRemoteNodeLabel) && selectorMatches(s.selector, ident.nodeLabels);
     const c = ident.cidr;
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }

@@ -8,7 +8,7 @@ import { makeSelector, matchLabelRequirement, type Selector } from '../model/sel
 import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
-import { fqdnPeerSelector, labelsSelector, nodesSelector, type IdentitySelector } from './selector-cache.js';
+import { fqdnPeerSelector, labelsSelector, remoteNodesSelector, type IdentitySelector } from './selector-cache.js';
 
 /**
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
@@ -100,7 +100,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodeCover: N
   const anyPeer = nodesOnly === undefined && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
   else if (nodesOnly === undefined) for (const p of rule.peers) {
-    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [nodesSelector(p.selector)] : [];
+    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [remoteNodesSelector(p.selector)] : [];
     for (const s of sels) byKey.set(s.key, s);
   }
   if (nodesOnly) for (const s of nodesOnly) byKey.set(s.key, s);

@@ -43,41 +43,27 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boo
       // As a toFQDNs rule: an address outside the cluster a live learnt answer of a matching name
       // holds, unless it is an API server address (its identity has no fqdn labels: finding 460).
       return ep.kind === 'external' && !isApiServerAddress(state, ep.external.ip.text) && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
-    case 'nodes': {
-      const labels = nodePeerLabels(state, ep);
-      return labels !== undefined && selectorMatches(peer.selector, labels);
-    }
+    case 'nodes':
+      return remoteNodeSelected(state, peer.selector, ep);
     case 'unknown':
       return false;
   }
 }
 
 /**
- * The node labels a `nodes` peer sees at a node endpoint's address, or undefined when it is no
- * node's own address. The peer matches "the IPs present in the node.Status.Addresses field"
- * (types.go `Nodes`): the node's own addresses, which distill reads from the Node and CiliumNode
- * (ipcache identity host or remote-node), not its health endpoint's or Ingress's. Of several nodes
- * holding the address, the one the ipcache gives it to (`resolveEndpoint`: host first, then the
- * first node in the cluster's order); a `host` address carries the agent's own node's labels (the
- * first local node's, if several are marked local).
- */
-function nodePeerLabels(state: ClusterState, ep: FlowEndpoint, remoteOnly = false): LabelSet | undefined {
-  if (ep.kind !== 'node') return undefined;
-  const nodes = [...(state.nodes?.values() ?? [])];
-  const holder = nodes.filter((n) => nodeRoleRank(n, ep.address.text) >= 0).sort((a, b) => nodeRoleRank(a, ep.address.text) - nodeRoleRank(b, ep.address.text))[0];
-  const role = holder && nodeAddressRole(holder, ep.address.text);
-  const node = role === 'remote-node' ? holder : role === 'host' && !remoteOnly ? nodes.find((n) => n.local) : undefined;
-  return node && nodeLabelSet(node);
-}
-
-/**
- * A CiliumNetworkPolicy `toNodes`/`fromNodes` selector: Cilium ANDs `reserved:remote-node` to it
- * (pkg/k8s/apis/cilium.io/utils/utils.go), so it matches a remote node's own address whose node
- * labels it matches, never the agent's own node.
+ * A ClusterNetworkPolicy `nodes` peer or a CiliumNetworkPolicy `toNodes`/`fromNodes` selector: the
+ * node labels of a remote node's own address (the IPs "present in the node.Status.Addresses field",
+ * types.go `Nodes`, which distill reads from the Node and CiliumNode; not its health endpoint's or
+ * Ingress's). Of several nodes holding the address, the one the ipcache gives it to
+ * (`resolveEndpoint`: host first, then the first node in the cluster's order). Cilium ANDs
+ * `reserved:remote-node` to both (pkg/k8s/apis/cilium.io/utils/utils.go; pkg/policy/k8s
+ * kcnpProcessNodeSelector), so the agent's own node is never selected.
  */
 export function remoteNodeSelected(state: ClusterState, selector: Selector, ep: FlowEndpoint): boolean {
-  const labels = nodePeerLabels(state, ep, true);
-  return labels !== undefined && selectorMatches(selector, labels);
+  if (ep.kind !== 'node') return false;
+  const nodes = [...(state.nodes?.values() ?? [])];
+  const holder = nodes.filter((n) => nodeRoleRank(n, ep.address.text) >= 0).sort((a, b) => nodeRoleRank(a, ep.address.text) - nodeRoleRank(b, ep.address.text))[0];
+  return holder !== undefined && nodeAddressRole(holder, ep.address.text) === 'remote-node' && selectorMatches(selector, nodeLabelSet(holder));
 }
 
 function nodeLabelSet(node: ClusterNode): LabelSet {

@@ -120,14 +120,16 @@ function cnpSelectsPod(w: World, sel: Obj, pod: Pod): boolean {
 }
 
 /** A peer: a pod (namespaces/pods/networks match it), a node (nodes/networks) or an external (networks). */
-type Peer = { kind: 'pod'; pod: Pod } | { kind: 'external'; ip: number } | { kind: 'node'; ip: number; labels: Labels };
+type Peer = { kind: 'pod'; pod: Pod } | { kind: 'external'; ip: number } | { kind: 'node'; ip: number; labels: Labels; local: boolean };
 const peerIp = (p: Peer): number => (p.kind === 'pod' ? p.pod.ip : p.ip);
 
 /** types.go ClusterNetworkPolicyEgressPeer.Networks: "cluster-internal traffic will be checked against the rule as well". */
 function cnpPeerMatches(w: World, peer: Obj, p: Peer): boolean {
   if (peer.networks !== undefined) return list(peer.networks).some((c) => inCidr(peerIp(p), String(c)));
   // types.go ClusterNetworkPolicyEgressPeer.Nodes: "selects the nodeIPs"; "if present but empty, it selects all Nodes".
-  if (peer.nodes !== undefined) return p.kind === 'node' && selects(peer.nodes, p.labels);
+  // Not the agent's own node: the one place this reader follows Cilium over the API text (cilium/cilium
+  // pkg/policy/k8s kcnpProcessNodeSelector ANDs reserved:remote-node Exists; docs/semantics.md, finding 571).
+  if (peer.nodes !== undefined) return p.kind === 'node' && !p.local && selects(peer.nodes, p.labels);
   return p.kind === 'pod' && cnpSelectsPod(w, peer, p.pod);
 }
 
@@ -248,7 +250,7 @@ function resolve(w: World, name: string): Peer {
   const ext = w.externals.get(name);
   if (ext) return { kind: 'external', ip: ext.ip };
   const node = w.nodes.get(name);
-  if (node) return { kind: 'node', ip: node.ip, labels: node.labels };
+  if (node) return { kind: 'node', ip: node.ip, labels: node.labels, local: node.local };
   throw new Error(`unknown endpoint ${name}`);
 }
 

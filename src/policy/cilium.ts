@@ -255,6 +255,26 @@ function rawKeys(v: unknown): string[] {
   return keys;
 }
 
+/**
+ * Whether a peer selector can reach a node identity through a label distill's node identities do
+ * not carry for endpoint selectors. With enable-node-selector-labels Cilium's node identity is
+ * reserved:host or reserved:remote-node (maybe reserved:kube-apiserver), its Node labels under
+ * `node:` and `k8s:io.cilium.k8s.policy.cluster` (pkg/node/manager nodeIdentityLabels); a key
+ * without source (`any:`) or with `node:`, or the cluster key, may match those. A selector with a
+ * requirement no node identity meets (pods only, another `k8s:` key, another reserved label) is exact.
+ */
+function readsNodeLabels(sel: Selector): boolean {
+  if (selectsOnlyPods(sel)) return false;
+  const excludesNodes = sel.requirements.some(
+    (q) =>
+      (q.operator === 'In' || q.operator === 'Exists') &&
+      ((q.key.source === SOURCE_K8S && q.key.key !== CLUSTER_KEY) || (q.key.source === SOURCE_RESERVED && !NODE_RESERVED_NAMES.includes(q.key.key))),
+  );
+  return !excludesNodes && sel.requirements.some((q) => q.key.source === SOURCE_ANY || q.key.source === SOURCE_NODE || q.key.key === CLUSTER_KEY);
+}
+
+const NODE_RESERVED_NAMES: readonly string[] = ['host', 'remote-node', 'kube-apiserver'];
+
 function podsOnly(): Requirement {
   return existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY });
 }
@@ -292,7 +312,9 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
       // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
       // never see those labels, so a deny would miss them and a DoesNotExist would match them.
       if (hasSource(sel, SOURCE_CIDR)) r.fail(at(join(path, shape.endpoints), i), 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
-      peers.push({ kind: 'selector', selector: scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit) });
+      const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit);
+      if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(at(join(path, shape.endpoints), i), 'this selector is not scoped to pods (a `reserved:` key, or a clusterwide policy whose subject names reserved:init) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
+      peers.push({ kind: 'selector', selector: scoped });
     });
   }
   const nodes = r.optArray(o[shape.nodes], join(path, shape.nodes));

@@ -344,7 +344,7 @@ function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
 }
 
 /** One direction of one endpoint: is the flow with `peer` allowed? */
-function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: L7Request | HttpRequest): boolean {
+function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: L7Request): boolean {
   const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
   const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
   const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
@@ -363,10 +363,12 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
   return allowed || !enforced;
 }
 
+const isL7Request = (r: L7Request | HttpRequest): r is L7Request => 'http' in r || 'kafka' in r || 'dns' in r;
+
 /** Cilium's verdict for a flow: the source pod's egress and the destination pod's ingress. */
 export function decide(c: Cluster, from: Peer, to: Peer, flow: Flow, reading: Reading = CILIUM, request?: L7Request | HttpRequest): boolean {
   // an HttpRequest alone (cilium-l7.ts readRequest) is an `http` probe
-  const req: L7Request | undefined = request === undefined || 'http' in request || 'kafka' in request || 'dns' in request ? request : { http: request };
+  const req: L7Request | undefined = request === undefined || isL7Request(request) ? request : { http: request };
   if (from.kind === 'pod' && !directionAllows(c, from, to, flow, false, reading, req)) return false;
   if (to.kind === 'pod' && !directionAllows(c, to, from, flow, true, reading, req)) return false;
   return true;

@@ -2,7 +2,8 @@
 // `distill replay` does (cold start as one transaction, then each churn event timed around
 // `engine.apply` + `applyChangeSet` to a MemoryBackend), and records for every churn event its
 // wall time, its main thread's run-queue wait (/proc/thread-self/schedstat: time the event was
-// ready but descheduled; wall minus wait is "on-CPU"), the bytes it allocated, the GCs that overlap
+// ready but descheduled; wall minus wait is "on-CPU"), the bytes it allocated (engine and backend
+// only, since perf14alloc: before, the ~2 KB of the schedstat reads were counted), the GCs that overlap
 // it (PerformanceObserver 'gc' entries), and whether it is the first event of its tag. Prints one
 // JSON line: per tag p50/p99 of wall time (the same percentile as replay.ts), on-CPU p50/p99, mean
 // KB allocated (events without a GC), the churn's GCs and process CPU, then the events above
@@ -53,6 +54,14 @@ const coldCpu = process.cpuUsage(coldCpu0);
 applyChangeSet(backend, cold);
 if (wantHash) hash.update(JSON.stringify(cold));
 const events = [];
+// The bytes an event allocates are counted between two heap readings and exclude the harness: the
+// schedstat reads sit outside them, and the first reading's own result object (the median of an
+// empty pair) is subtracted.
+const pair = () => {
+  const a = getHeapStatistics().used_heap_size;
+  return getHeapStatistics().used_heap_size - a;
+};
+const statsCost = Array.from({ length: 101 }, pair).sort((x, y) => x - y)[50];
 const churnCpu0 = process.cpuUsage();
 // --alloc=TAG: a sampling heap profile (collected objects included) around TAG's events only,
 // summed per allocating stack; printed instead of the report.
@@ -79,18 +88,18 @@ const addProfile = (node, stack) => {
 };
 for (const item of churn) {
   if (item.tag === allocTag) post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
-  const a0 = getHeapStatistics().used_heap_size;
   const c0 = sched();
+  const a0 = getHeapStatistics().used_heap_size;
   const h0 = process.hrtime.bigint();
   const t0 = performance.now();
   const cs = engine.apply([item.event]);
   applyChangeSet(backend, cs);
   const t1 = performance.now();
   const h1 = process.hrtime.bigint();
-  const c1 = sched();
   const a1 = getHeapStatistics().used_heap_size;
+  const c1 = sched();
   if (mark && (t1 - t0) * 1e3 > threshold) process.stdout.write(`EV ${item.line} ${item.tag} ${Math.round((t1 - t0) * 1e3)}us\n`);
-  events.push({ tag: item.tag, line: item.line, t0, t1, us: (t1 - t0) * 1e3, h0: Number(h0 / 1000n), h1: Number(h1 / 1000n), waitUs: Math.round((c1[1] - c0[1]) / 1e3), allocB: a1 - a0, deltas: cs.deltas.length, work: cs.work });
+  events.push({ tag: item.tag, line: item.line, t0, t1, us: (t1 - t0) * 1e3, h0: Number(h0 / 1000n), h1: Number(h1 / 1000n), waitUs: Math.round((c1[1] - c0[1]) / 1e3), allocB: a1 - a0 - statsCost, deltas: cs.deltas.length, work: cs.work });
   if (wantHash) hash.update(JSON.stringify(cs));
   if (item.tag === allocTag) addProfile(post('HeapProfiler.stopSampling').profile.head, []);
 }

@@ -2,7 +2,7 @@ import type { ChangeSet, MapDelta } from '../engine/events.js';
 import type { PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction } from '../model/rules.js';
 import type { DecodedValue } from './encoding.js';
-import { planWrites, WriteBatch } from './write-plan.js';
+import { planWrites, WriteBatch, type MapWrite } from './write-plan.js';
 
 const MIN_CAPACITY = 256;
 const MAX_CAPACITY = 65536;
@@ -86,13 +86,19 @@ export interface MapBackend {
 export function applyChangeSet(backend: MapBackend, cs: ChangeSet, betweenPhases?: () => void): WriteStats {
   for (const ep of cs.endpointsRemoved) backend.remove(ep);
   for (const ep of cs.endpointsAdded) backend.create(ep);
+  // Most churn events change no map: no grouping, plan or batch objects for them.
+  if (cs.deltas.length === 0) {
+    betweenPhases?.();
+    return emptyWriteStats();
+  }
   const byEndpoint = new Map<string, MapDelta[]>();
   for (const d of cs.deltas) {
     let l = byEndpoint.get(d.endpoint);
     if (!l) byEndpoint.set(d.endpoint, (l = []));
     l.push(d);
   }
-  const writes = [...byEndpoint].map(([endpoint, deltas]) => ({ endpoint, deltas, size: backend.size(endpoint) }));
+  const writes: MapWrite[] = [];
+  for (const [endpoint, deltas] of byEndpoint) writes.push({ endpoint, deltas, size: backend.size(endpoint) });
   return writePlan(backend, planWrites(writes, backend.capacity, (ep) => backend.dump(ep)), betweenPhases);
 }
 

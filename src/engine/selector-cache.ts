@@ -130,6 +130,8 @@ class ListenerSet implements Iterable<SelectionListener> {
 export class CachedSelector {
   readonly selected = new Set<IdentityId>();
   readonly listeners = new ListenerSet();
+  /** The owning cache's visit number when `candidateSelectors` last listed it (dedups without a Set). */
+  visit = 0;
   constructor(
     readonly selector: IdentitySelector,
     /** Index buckets this selector is filed under; null = evaluated for every identity. */
@@ -242,6 +244,16 @@ class BucketIndex<V> {
 const NO_IDS: readonly IdentityId[] = [];
 
 /** Adds the members of `s` to `out` (forEach: no iterator result per member in unoptimized code). */
+/** Appends the selectors of `s` not yet listed in this `visit`, in `s`'s order. */
+function addUnvisited(out: CachedSelector[], s: Set<CachedSelector> | undefined, visit: number): void {
+  if (s === undefined) return;
+  for (const cs of s) {
+    if (cs.visit === visit) continue;
+    cs.visit = visit;
+    out.push(cs);
+  }
+}
+
 function addAll<V>(out: Set<V>, s: Set<V> | undefined): void {
   if (s) s.forEach((v) => out.add(v));
 }
@@ -270,6 +282,8 @@ export class SelectorCache {
   /** When each identity was last added: a key indexed late lists its identities in the order eager indexing would have. */
   private readonly addedAt = new Map<IdentityId, number>();
   private adds = 0;
+  /** Numbers `candidateSelectors` calls (CachedSelector.visit). */
+  private visits = 0;
 
   constructor(private readonly stats: EngineStats) {}
 
@@ -313,19 +327,21 @@ export class SelectorCache {
   }
 
   /** The selectors filed under a bucket of `ident` (its labels' values and keys, FQDN labels, CIDR, pod networks, in that order), and the unindexed ones. */
-  private candidateSelectors(ident: SelectableIdentity): Set<CachedSelector> {
-    const out = new Set<CachedSelector>(this.unindexed);
+  private candidateSelectors(ident: SelectableIdentity): CachedSelector[] {
+    const visit = ++this.visits;
+    const out: CachedSelector[] = [];
+    addUnvisited(out, this.unindexed, visit);
     const idx = this.selectorBuckets;
     const labels = ident.matchLabels;
     for (let i = 0; i < labels.length; i++) {
       const l = labels[i] as Label;
-      addAll(out, idx.get(BucketKind.Value, l.key, l.value));
-      addAll(out, idx.get(BucketKind.Key, l.key, ''));
-      if (l.source === SOURCE_FQDN) addAll(out, idx.get(BucketKind.Named, `fqdn:${l.key}`, ''));
+      addUnvisited(out, idx.get(BucketKind.Value, l.key, l.value), visit);
+      addUnvisited(out, idx.get(BucketKind.Key, l.key, ''), visit);
+      if (l.source === SOURCE_FQDN) addUnvisited(out, idx.get(BucketKind.Named, `fqdn:${l.key}`, ''), visit);
     }
-    if (ident.cidr) addAll(out, idx.get(BucketKind.Named, CIDR_BUCKET, ''));
-    for (const n of ident.nets ?? []) addAll(out, idx.get(BucketKind.Named, `podnet:${n}`, ''));
-    if (ident.nodeLabels) addAll(out, idx.get(BucketKind.Named, NODES_BUCKET, ''));
+    if (ident.cidr) addUnvisited(out, idx.get(BucketKind.Named, CIDR_BUCKET, ''), visit);
+    for (const n of ident.nets ?? []) addUnvisited(out, idx.get(BucketKind.Named, `podnet:${n}`, ''), visit);
+    if (ident.nodeLabels) addUnvisited(out, idx.get(BucketKind.Named, NODES_BUCKET, ''), visit);
     return out;
   }
 

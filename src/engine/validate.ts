@@ -420,10 +420,10 @@ export function validateBatch(base: ModelView, events: readonly unknown[], index
   const fail: Fail = (detail) => {
     throw new EngineError(index + indexOffset, type, detail);
   };
-  events.forEach((e, i) => {
-    index = i;
+  for (; index < events.length; index++) {
+    const e: unknown = events[index];
     type = isRecord(e) && typeof e.type === 'string' ? e.type : 'unknown';
-    model.frozen = i === events.length - 1;
+    model.frozen = index === events.length - 1;
     try {
       checkEvent(e, model, fail);
     } catch (err) {
@@ -431,7 +431,7 @@ export function validateBatch(base: ModelView, events: readonly unknown[], index
       if (err instanceof EngineError) throw err;
       fail(`malformed event: ${err instanceof Error ? err.message : String(err)}`);
     }
-  });
+  }
 }
 
 const OBJECT_READERS: ReadonlySet<unknown> = new Set(['deleteNamespace', 'deletePod', 'deletePolicy', 'dnsResponse']);

@@ -216,8 +216,8 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   opts.onProgress?.(churnEvents, churnEvents, 'churn');
   sampleHeap();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const latencyUs: Record<string, LatencyStats> = {};
-  for (const [tag, s] of [...samples].sort(([a], [b]) => (a < b ? -1 : 1))) latencyUs[tag] = latencyStats(s);
+  // fromEntries defines own properties: a tag such as `__proto__` stays a key, not the object's prototype.
+  const latencyUs: Record<string, LatencyStats> = Object.fromEntries([...samples].sort(([a], [b]) => (a < b ? -1 : 1)).map(([tag, s]) => [tag, latencyStats(s)]));
   let mapEntries = 0;
   for (const ep of engine.endpoints()) mapEntries += engine.mapState(ep).size;
   return {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { replay } from '../src/churn/replay.js';
 import { parseTrace } from '../src/churn/trace.js';
+import { cli, tmpFile } from './cli-helpers.js';
 
 /** Round 14a (docs/attack-findings-14a.md): hostile traces, metrics and logs. */
 
@@ -19,5 +20,28 @@ describe('580. a trace tag is a key of the replay summary', () => {
     expect(Object.keys(json.latencyUs).sort()).toEqual([...tags].sort());
     for (const t of tags) expect(Object.getOwnPropertyDescriptor(json.latencyUs, t)?.value).toMatchObject({ count: 1 });
     expect(Object.getPrototypeOf(r.latencyUs)).not.toHaveProperty('count');
+  });
+});
+
+describe('581. a trace event the engine refuses is named by its line', () => {
+  // A dual-stack pod and a ClusterNetworkPolicy `networks` peer on one of its addresses: the engine
+  // refuses the state (finding 525), which checkTrace (the model's checks) does not foresee.
+  const dual = '{"type": "upsertPod", "pod": {"namespace": "a", "name": "web", "labels": {"app": "web"}, "ip": "10.244.0.11", "ips": ["10.244.0.11", "fd00::11"]}, "local": true}';
+  const cnp = JSON.stringify({ type: 'upsertPolicy', manifest: { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'n' }, spec: { tier: 'Admin', priority: 10, subject: { namespaces: {} }, egress: [{ action: 'Deny', to: [{ networks: ['10.244.0.11/32'] }] }] } } });
+  const later = podLine('other', '10.244.0.12', 'pod-add');
+  for (const mode of ['incremental', 'full']) {
+    it(`a churn event (--mode ${mode}): exit 2 naming file:line`, () => {
+      const f = tmpFile('t.jsonl', [header, ns, dual, churn, cnp, later].join('\n'));
+      const r = cli('replay', f, '--mode', mode);
+      expect(r.code, r.err).toBe(2);
+      expect(r.err).toContain('t.jsonl:5: ');
+      expect(r.err).toContain('both addresses of a pod share one identity');
+    });
+  }
+  it('the initial phase: exit 2 naming the phase', () => {
+    const f = tmpFile('t.jsonl', [header, ns, dual, cnp, churn, later].join('\n'));
+    const r = cli('replay', f);
+    expect(r.code, r.err).toBe(2);
+    expect(r.err).toContain('t.jsonl: the initial phase (one transaction): ');
   });
 });

@@ -2,7 +2,7 @@ import { getHeapStatistics } from 'node:v8';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
-import type { EngineEvent } from '../engine/events.js';
+import type { ChangeSet, EngineEvent } from '../engine/events.js';
 import { comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize } from '../harness/cluster-sync.js';
 import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
@@ -64,6 +64,18 @@ export interface ReplayResult {
 export class ReplayDivergence extends Error {
   override readonly name = 'ReplayDivergence';
 }
+
+/** The engine refused the trace's state: `where` is the churn event's `file:line`, or the initial phase; `cause` is the engine's error. */
+export class ReplayRefusal extends Error {
+  override readonly name = 'ReplayRefusal';
+  constructor(
+    readonly where: string,
+    override readonly cause: unknown,
+  ) {
+    super(`${where}: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}
+
 
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -156,7 +168,12 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   opts.onProgress?.(0, coldEvents, 'cold start');
   for (const e of initial) track(e);
   const t0 = process.hrtime.bigint();
-  const cold = coldStart(initial, opts, state, local, shared);
+  let cold: ReturnType<typeof coldStart>;
+  try {
+    cold = coldStart(initial, opts, state, local, shared);
+  } catch (e) {
+    throw new ReplayRefusal(`${trace.source}: the initial phase (one transaction)`, e);
+  }
   let engine = cold.engine;
   l7Deltas += cold.l7Deltas;
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -178,12 +195,21 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     if (opts.mode === 'full') track(item.event);
     const t = process.hrtime.bigint();
     if (opts.mode === 'incremental') {
-      const cs = engine.apply([item.event]);
+      let cs: ChangeSet;
+      try {
+        cs = engine.apply([item.event]);
+      } catch (e) {
+        throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
+      }
       if (opts.backend) applyChangeSet(opts.backend, cs);
       deltas += cs.deltas.length;
       l7Deltas += cs.l7Deltas.length;
     } else {
-      engine = fullRecompute(state, local, capacity, shared);
+      try {
+        engine = fullRecompute(state, local, capacity, shared);
+      } catch (e) {
+        throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
+      }
       const now = endpointMaps(engine);
       const d = diffEndpointMaps(previous, now);
       const added = [...now.keys()].filter((ep) => !previous.has(ep));

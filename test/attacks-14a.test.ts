@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { replay } from '../src/churn/replay.js';
 import { parseTrace } from '../src/churn/trace.js';
 import { cli, tmpFile } from './cli-helpers.js';
+import { ClusterMirror } from '../src/k8s/mirror.js';
+import { WatchStreamParser } from '../src/k8s/watch.js';
 
 /** Round 14a (docs/attack-findings-14a.md): hostile traces, metrics and logs. */
 
@@ -43,5 +45,38 @@ describe('581. a trace event the engine refuses is named by its line', () => {
     const r = cli('replay', f);
     expect(r.code, r.err).toBe(2);
     expect(r.err).toContain('t.jsonl: the initial phase (one transaction): ');
+  });
+});
+
+describe('582. resourceVersions of millions of digits', () => {
+  // The API server's resourceVersions are decimal integers (etcd revisions); the mirror compares
+  // them to drop stale events. BigInt-parsing a 4-million-digit one took ~2 s of the event loop (2 million: 4 events here ~8 s).
+  const nsObj = (rv: string, team: string): Record<string, unknown> => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: rv, labels: { team } } });
+  const feed = (m: ClusterMirror, type: string, obj: Record<string, unknown>): void => {
+    for (const item of new WatchStreamParser('w').push(`${JSON.stringify({ type, object: obj })}\n`)) m.observe(item, 'w');
+  };
+  const labelsAfter = (events: [string, Record<string, unknown>][]): unknown => {
+    const m = new ClusterMirror({ nodeName: 'n1' });
+    for (const [t, o] of events) feed(m, t, o);
+    const ev = m.flush().events.find((e) => e.type === 'upsertNamespace');
+    return ev?.type === 'upsertNamespace' ? ev.labels : undefined;
+  };
+
+  it('are compared in linear time', () => {
+    const big = '7'.repeat(2_000_000);
+    const m = new ClusterMirror({ nodeName: 'n1' });
+    feed(m, 'ADDED', nsObj(big, 'a'));
+    const t0 = performance.now();
+    for (let i = 0; i < 4; i++) feed(m, 'MODIFIED', nsObj(big, 'b'));
+    expect(performance.now() - t0).toBeLessThan(3000);
+  });
+
+  it('keep their order (leading zeros, lengths, equal values)', () => {
+    expect(labelsAfter([['ADDED', nsObj('10', 'a')], ['MODIFIED', nsObj('9', 'b')]])).toEqual({ team: 'a' });
+    expect(labelsAfter([['ADDED', nsObj('9', 'a')], ['MODIFIED', nsObj('10', 'b')]])).toEqual({ team: 'b' });
+    expect(labelsAfter([['ADDED', nsObj('010', 'a')], ['MODIFIED', nsObj('9', 'b')]])).toEqual({ team: 'a' });
+    expect(labelsAfter([['ADDED', nsObj('10', 'a')], ['MODIFIED', nsObj('0010', 'b')]])).toEqual({ team: 'a' });
+    expect(labelsAfter([['ADDED', nsObj('10', 'a')], ['MODIFIED', nsObj('0011', 'b')]])).toEqual({ team: 'b' });
+    expect(labelsAfter([['ADDED', nsObj('123456789012345678901234567890', 'a')], ['MODIFIED', nsObj('123456789012345678901234567889', 'b')]])).toEqual({ team: 'a' });
   });
 });

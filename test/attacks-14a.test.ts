@@ -4,6 +4,7 @@ import { parseTrace } from '../src/churn/trace.js';
 import { cli, tmpFile } from './cli-helpers.js';
 import { ClusterMirror } from '../src/k8s/mirror.js';
 import { WatchStreamParser } from '../src/k8s/watch.js';
+import { parseCidr, parseIp } from '../src/model/cidr.js';
 
 /** Round 14a (docs/attack-findings-14a.md): hostile traces, metrics and logs. */
 
@@ -78,5 +79,18 @@ describe('582. resourceVersions of millions of digits', () => {
     expect(labelsAfter([['ADDED', nsObj('10', 'a')], ['MODIFIED', nsObj('0010', 'b')]])).toEqual({ team: 'a' });
     expect(labelsAfter([['ADDED', nsObj('10', 'a')], ['MODIFIED', nsObj('0011', 'b')]])).toEqual({ team: 'b' });
     expect(labelsAfter([['ADDED', nsObj('123456789012345678901234567890', 'a')], ['MODIFIED', nsObj('123456789012345678901234567889', 'b')]])).toEqual({ team: 'a' });
+  });
+});
+
+describe('584. an IPv6 address written `::a.b.c.d` (RFC 4291 2.2, form 3)', () => {
+  // ipaddr.js 2.5.0 parses exactly this form as the IPv4-mapped ::ffff:a.b.c.d; Go's netip (Cilium,
+  // Kubernetes) as 0:0:0:0:0:0:a.b.c.d. A CIDR deny written so denied other addresses than its own.
+  it('is the address whose low 32 bits are the IPv4 address, as any other IPv6 text form', () => {
+    expect(parseIp('::10.0.0.1').text).toBe('::a00:1');
+    expect(parseIp('::10.0.0.1').value).toBe(parseIp('0:0:0:0:0:0:10.0.0.1').value);
+    expect(parseIp('::1.2.3.4').text).toBe('::102:304');
+    expect(parseCidr('::10.0.0.0/104').text).toBe('::a00:0/104');
+    expect(parseIp('::ffff:10.0.0.1').text).toBe('::ffff:a00:1');
+    expect(parseIp('::a00:1').text).toBe('::a00:1');
   });
 });

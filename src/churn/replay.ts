@@ -2,7 +2,7 @@ import { getHeapStatistics } from 'node:v8';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { ProxyPortAllocator } from '../engine/proxy-ports.js';
 import { Engine } from '../engine/engine.js';
-import type { EngineEvent } from '../engine/events.js';
+import type { ChangeSet, EngineEvent } from '../engine/events.js';
 import { comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize } from '../harness/cluster-sync.js';
 import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
@@ -64,6 +64,18 @@ export interface ReplayResult {
 export class ReplayDivergence extends Error {
   override readonly name = 'ReplayDivergence';
 }
+
+/** The engine refused the trace's state: `where` is the churn event's `file:line`, or the initial phase; `cause` is the engine's error. */
+export class ReplayRefusal extends Error {
+  override readonly name = 'ReplayRefusal';
+  constructor(
+    readonly where: string,
+    override readonly cause: unknown,
+  ) {
+    super(`${where}: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}
+
 
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -156,7 +168,12 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   opts.onProgress?.(0, coldEvents, 'cold start');
   for (const e of initial) track(e);
   const t0 = process.hrtime.bigint();
-  const cold = coldStart(initial, opts, state, local, shared);
+  let cold: ReturnType<typeof coldStart>;
+  try {
+    cold = coldStart(initial, opts, state, local, shared);
+  } catch (e) {
+    throw new ReplayRefusal(`${trace.source}: the initial phase (one transaction)`, e);
+  }
   let engine = cold.engine;
   l7Deltas += cold.l7Deltas;
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -178,12 +195,21 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     if (opts.mode === 'full') track(item.event);
     const t = process.hrtime.bigint();
     if (opts.mode === 'incremental') {
-      const cs = engine.apply([item.event]);
+      let cs: ChangeSet;
+      try {
+        cs = engine.apply([item.event]);
+      } catch (e) {
+        throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
+      }
       if (opts.backend) applyChangeSet(opts.backend, cs);
       deltas += cs.deltas.length;
       l7Deltas += cs.l7Deltas.length;
     } else {
-      engine = fullRecompute(state, local, capacity, shared);
+      try {
+        engine = fullRecompute(state, local, capacity, shared);
+      } catch (e) {
+        throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
+      }
       const now = endpointMaps(engine);
       const d = diffEndpointMaps(previous, now);
       const added = [...now.keys()].filter((ep) => !previous.has(ep));
@@ -216,8 +242,8 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   opts.onProgress?.(churnEvents, churnEvents, 'churn');
   sampleHeap();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const latencyUs: Record<string, LatencyStats> = {};
-  for (const [tag, s] of [...samples].sort(([a], [b]) => (a < b ? -1 : 1))) latencyUs[tag] = latencyStats(s);
+  // fromEntries defines own properties: a tag such as `__proto__` stays a key, not the object's prototype.
+  const latencyUs: Record<string, LatencyStats> = Object.fromEntries([...samples].sort(([a], [b]) => (a < b ? -1 : 1)).map(([tag, s]) => [tag, latencyStats(s)]));
   let mapEntries = 0;
   for (const ep of engine.endpoints()) mapEntries += engine.mapState(ep).size;
   return {

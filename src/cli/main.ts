@@ -24,7 +24,7 @@ import { EngineDecider } from '../harness/engine-decider.js';
 import { Engine } from '../engine/engine.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { GEN_PROFILES, generateTrace } from '../churn/profiles.js';
-import { replay, ReplayDivergence, ReplayMode, ReplayResult } from '../churn/replay.js';
+import { replay, ReplayDivergence, ReplayMode, ReplayRefusal, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import cliProgress from 'cli-progress';
 import { stringify as stringifyYaml } from 'yaml';
@@ -364,7 +364,11 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
       io.err(`DIVERGENCE: ${e.message}\n`);
       return EXIT_MISMATCH;
     }
-    return reportInputError(io, e, file);
+    if (e instanceof ReplayRefusal && BAD_INPUT_ERRORS.some((c) => e.cause instanceof c)) {
+      io.err(`error: ${e.message}\n`);
+      return EXIT_BAD_INPUT;
+    }
+    return reportInputError(io, e instanceof ReplayRefusal ? e.cause : e, file);
   } finally {
     backend?.close();
   }

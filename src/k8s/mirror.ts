@@ -113,7 +113,16 @@ function rec(v: unknown): Record<string, unknown> {
  */
 function stale(a: string | undefined, b: string | undefined, deleted: boolean): boolean {
   if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return false;
-  return deleted ? BigInt(a) < BigInt(b) : BigInt(a) <= BigInt(b);
+  const order = compareDecimal(a, b);
+  return deleted ? order < 0 : order <= 0;
+}
+
+/** The order of two decimal integers, in linear time (BigInt parsing of millions of digits takes seconds). */
+function compareDecimal(a: string, b: string): number {
+  const x = a.replace(/^0+/, '');
+  const y = b.replace(/^0+/, '');
+  if (x.length !== y.length) return x.length - y.length;
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 /** A name as text, whatever the wire holds (`String` throws on an object whose `toString` is not a function). */

@@ -60,7 +60,8 @@ export function isValidIp(text: string): boolean {
 /** Parses an IP address; throws Error with a readable message if invalid. */
 export function parseIp(text: string): IpAddress {
   if (!isValidIp(text)) throw new Error(`"${text}" is not a valid IP address`);
-  const addr = ipaddr.parse(text);
+  // ipaddr.js reads exactly `::a.b.c.d` as ::ffff:a.b.c.d; RFC 4291 2.2 (and Go's netip) as 0::a.b.c.d.
+  const addr = ipaddr.parse(text.startsWith('::') && IPV4_RE.test(text.slice(2)) ? `0${text}` : text);
   const family: IpFamily = addr.kind();
   const value = toBigInt(addr.toByteArray());
   return { family, value, text: fromBigInt(value, family) };

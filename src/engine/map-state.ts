@@ -684,15 +684,14 @@ export class MapState {
 
   /** `hiddenAt` by a scan of identity `id`'s raw entries `held` (same direction): the same broader-or-equal keys. */
   private hiddenAmong(key: PolicyKey, id: IdentityId, p: number, held: Set<RawEntry>): boolean {
-    const own = id === key.identity;
-    const maxLen = own ? key.portPrefixLen - 1 : key.portPrefixLen;
+    const maxLen = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen;
     for (const r of held) {
       this.stats.mapEntriesVisited++;
       if (r.merged.precedence <= p) continue;
       const k = r.key;
+      // The all-ports key (0, 0, 0), the raw key the lookups probe (the key itself, when it is that, has precedence p).
       if (k.protocol === 0) {
-        // Only the all-ports key (0, 0, 0): the raw key the lookup path probes.
-        if (k.portPrefixLen === 0 && (key.protocol !== 0 || !own)) return true;
+        if (k.portPrefixLen === 0) return true;
       } else if (k.protocol === key.protocol && k.portPrefixLen <= maxLen && maskPort(key.port, k.portPrefixLen) === maskPort(k.port, k.portPrefixLen)) {
         return true;
       }

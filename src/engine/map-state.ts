@@ -663,6 +663,9 @@ export class MapState {
     const idd = idDir(id, key.direction);
     // Only keys above the lowest precedence (the default allow's) can hide this one; most levels have none.
     if (!this.highByIdentityDir.has(idd)) return false;
+    // An identity with fewer raw entries than the prefix lookups below (most peers hold a few ports) is scanned instead.
+    const held = this.byIdentityDir.get(idd);
+    if (held !== undefined && held.size <= key.portPrefixLen) return this.hiddenAmong(key, id, p, held);
     // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
     if (key.protocol !== 0) {
       for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
@@ -675,6 +678,23 @@ export class MapState {
       this.stats.mapEntriesVisited++;
       const rb = this.raw.get(rawKeyAt(idd, 0, 0, 0));
       if (rb && rb.merged.precedence > p) return true;
+    }
+    return false;
+  }
+
+  /** `hiddenAt` by a scan of identity `id`'s raw entries `held` (same direction): the same broader-or-equal keys. */
+  private hiddenAmong(key: PolicyKey, id: IdentityId, p: number, held: Set<RawEntry>): boolean {
+    const maxLen = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen;
+    for (const r of held) {
+      this.stats.mapEntriesVisited++;
+      if (r.merged.precedence <= p) continue;
+      const k = r.key;
+      // The all-ports key (0, 0, 0), the raw key the lookups probe (the key itself, when it is that, has precedence p).
+      if (k.protocol === 0) {
+        if (k.portPrefixLen === 0) return true;
+      } else if (k.protocol === key.protocol && k.portPrefixLen <= maxLen && maskPort(key.port, k.portPrefixLen) === maskPort(k.port, k.portPrefixLen)) {
+        return true;
+      }
     }
     return false;
   }

@@ -1,0 +1,34 @@
+// CPU ms of one cold start split by stage entry point (fresh process per run): timers wrapped around the
+// boundary copy, pod table, fqdn/splits/node stages, resolver, commit and model record (each call timed: the
+// wrappers add ~25 % to the total, so read shares, not absolute numbers). Usage: node --expose-gc scripts/cold-stages.mjs DIST TRACE [RUNS_IN_PROCESS=1]
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+const dist = process.argv[2], tracePath = process.argv[3], n = Number(process.argv[4] ?? 1);
+const { parseTrace } = await import(resolve(dist, 'churn/trace.js'));
+const { Engine } = await import(resolve(dist, 'engine/engine.js'));
+const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false });
+const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+const cpuMs = () => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
+for (let k = 0; k < n; k++) {
+  globalThis.gc?.();
+  const t = {}; const c0 = cpuMs();
+  const engine = new Engine({});
+  const time = (obj, name, label) => { const f = obj[name]; obj[name] = function (...a) { const s = cpuMs(); try { return f.apply(this, a); } finally { t[label] = (t[label] ?? 0) + cpuMs() - s; } }; };
+  const st = engine.stages;
+  time(engine.copier, 'events', 'boundaryCopy');
+  time(st.pods, 'upsertPod', 'pods');
+  time(st.fqdn, 'policyUpserted', 'fqdnStage');
+  time(st.splits, 'policyUpserted', 'splitsStage');
+  time(st.nodes, 'policyUpserted', 'nodeStage');
+  time(st.resolver, 'upsertPolicy', 'resolver');
+  time(engine, 'applyEvents', 'events');
+  time(st.commit, 'run', 'commit');
+  time(engine, 'record', 'modelRecord');
+  engine.apply(initial);
+  t.total = cpuMs() - c0;
+  t.eventsOther = t.events - t.pods - t.fqdnStage - t.splitsStage - t.nodeStage - t.resolver;
+  t.rest = t.total - t.boundaryCopy - t.events - t.commit - t.modelRecord;
+  delete t.events;
+  console.log(JSON.stringify(Object.fromEntries(Object.entries(t).map(([a, b]) => [a, Math.round(b)]))));
+}

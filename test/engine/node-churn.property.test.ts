@@ -4,12 +4,13 @@ import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { applyEventToCluster, comparableMaps, diffEndpointMaps, EndpointMaps, endpointMaps, initialEvents, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { cidrContainsIp, parseIp } from '../../src/model/cidr.js';
-import { ClusterState, EMPTY_CLUSTER, NODE_ROLE_ORDER, nodeAddresses, type NodeAddressRole, upsertExternal } from '../../src/model/cluster.js';
+import { ClusterState, EMPTY_CLUSTER, type NodeAddressRole, upsertExternal } from '../../src/model/cluster.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { policyKeyString } from '../../src/model/policy-map.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
+import { addressRoles } from './gen.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 import type { Policy } from '../../src/model/rules.js';
 
@@ -68,7 +69,7 @@ const nodeSelector: fc.Arbitrary<Json> = fc.oneof(
   fc.record({ key: fc.constantFrom(...KEYS), operator: fc.constantFrom('Exists', 'DoesNotExist', 'In', 'NotIn'), v: fc.constantFrom(...VALUES) }).map(({ key, operator, v }) => ({ matchExpressions: [{ key, operator, ...(operator === 'In' || operator === 'NotIn' ? { values: [v] } : {}) }] })),
 );
 const toPorts = fc.constantFrom([], [{ ports: [{ port: '22', protocol: 'TCP' }] }], [{ ports: [{ port: '53', protocol: 'UDP' }, { port: '80', protocol: 'TCP' }] }]);
-const withPorts = (r: Json, ports: Json[]): Json => (ports.length > 0 ? { ...r, toPorts: ports } : r);
+const withPorts = (r: Json, ports: readonly Json[]): Json => (ports.length > 0 ? { ...r, toPorts: ports } : r);
 /** A Cilium rule's peers: nodes or entities (one kind per rule, as Cilium requires). */
 const ciliumRule = (nodes: string, entities: string): fc.Arbitrary<Json> =>
   fc.tuple(fc.oneof(fc.array(nodeSelector, { minLength: 1, maxLength: 2 }).map((s) => ({ [nodes]: s })), fc.subarray(ENTITIES, { minLength: 1, maxLength: 2 }).map((e) => ({ [entities]: e }))), toPorts).map(([r, p]) => withPorts(r, p));
@@ -151,18 +152,6 @@ const POISON = parseManifest(
   { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'poison', namespace: 'a' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingress: Array.from({ length: 8 }, (_, i) => ({ fromEntities: ['all'], toPorts: [{ ports: Array.from({ length: 40 }, (_, j) => ({ port: String(1000 + 40 * i + j), protocol: 'TCP' })) }] })) } },
   'poison.yaml',
 );
-
-/** Each node address with the role that decides its identity (of its holders', the first in NODE_ROLE_ORDER). */
-function addressRoles(s: ClusterState): Map<string, NodeAddressRole> {
-  const out = new Map<string, NodeAddressRole>();
-  for (const n of s.nodes?.values() ?? []) {
-    for (const { ip, role } of nodeAddresses(n)) {
-      const had = out.get(ip.text);
-      if (had === undefined || NODE_ROLE_ORDER.indexOf(role) < NODE_ROLE_ORDER.indexOf(had)) out.set(ip.text, role);
-    }
-  }
-  return out;
-}
 
 /** Does a ClusterNetworkPolicy rule's networks hold some but not all addresses of `role` (where the engine fails closed, finding 442)? */
 function splitsRole(s: ClusterState, role: NodeAddressRole | undefined): boolean {

@@ -7,6 +7,9 @@ import { parseIp } from '../../src/model/cidr.js';
 import {
   ClusterState,
   EMPTY_CLUSTER,
+  NODE_ROLE_ORDER,
+  nodeAddresses,
+  type NodeAddressRole,
   Pod,
   upsertExternal,
 } from '../../src/model/cluster.js';
@@ -415,4 +418,16 @@ export function prng(seed: number): () => number {
     s ^= s << 5;
     return (s >>> 0) / 0x100000000;
   };
+}
+
+/** Each node address with the role that decides its identity (of its holders', the first in NODE_ROLE_ORDER). */
+export function addressRoles(s: ClusterState): Map<string, NodeAddressRole> {
+  const out = new Map<string, NodeAddressRole>();
+  for (const n of s.nodes?.values() ?? []) {
+    for (const { ip, role } of nodeAddresses(n)) {
+      const had = out.get(ip.text);
+      if (had === undefined || NODE_ROLE_ORDER.indexOf(role) < NODE_ROLE_ORDER.indexOf(had)) out.set(ip.text, role);
+    }
+  }
+  return out;
 }

@@ -3,9 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { cidrContainsIp, parseCidr, parseIp } from '../../src/model/cidr.js';
-import { ClusterState, deleteNode, deletePolicy, EMPTY_CLUSTER, namespaceWithDefaults, NODE_ROLE_ORDER, nodeAddresses, type NodeAddressRole, upsertNamespace, upsertNode, upsertPod, upsertPolicy } from '../../src/model/cluster.js';
+import { ClusterState, deleteNode, deletePolicy, EMPTY_CLUSTER, namespaceWithDefaults, type NodeAddressRole, upsertNamespace, upsertNode, upsertPod, upsertPolicy } from '../../src/model/cluster.js';
 import type { Flow } from '../../src/model/flow.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
+import { addressRoles } from './gen.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
 /*
@@ -68,18 +69,6 @@ function applyOp(s: ClusterState, o: Op): ClusterState {
       return p ? deletePolicy(s, p.ref) : s;
     }
   }
-}
-
-/** Each node address with the role that decides its identity (of its holders', the first in NODE_ROLE_ORDER). */
-function addressRoles(s: ClusterState): Map<string, NodeAddressRole> {
-  const out = new Map<string, NodeAddressRole>();
-  for (const n of s.nodes?.values() ?? []) {
-    for (const { ip, role } of nodeAddresses(n)) {
-      const had = out.get(ip.text);
-      if (had === undefined || NODE_ROLE_ORDER.indexOf(role) < NODE_ROLE_ORDER.indexOf(had)) out.set(ip.text, role);
-    }
-  }
-  return out;
 }
 
 /** Does some policy rule's networks hold some but not all addresses of `role` (where the engine fails closed)? */

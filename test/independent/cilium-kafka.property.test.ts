@@ -41,7 +41,7 @@ const dnsRuleArb = fc.oneof(
 const portRuleArb = fc.oneof(
   fc.record({ ports: fc.constant([{ port: '9092', protocol: 'TCP' }]), kafka: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 4, arbitrary: fc.array(kafkaRuleArb, { minLength: 1, maxLength: 3 }) }) })
     .map(({ ports, kafka }) => (kafka === undefined ? { ports } : { ports, rules: { kafka } })),
-  fc.record({ ports: fc.constantFrom([{ port: '53', protocol: 'UDP' }], [{ port: '53', protocol: 'ANY' }], [{ port: '53' }]), dns: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 4, arbitrary: fc.array(dnsRuleArb, { minLength: 1, maxLength: 2 }) }) })
+  fc.record({ ports: fc.constantFrom([{ port: '53', protocol: 'UDP' }], [{ port: '53', protocol: 'ANY' }], [{ port: '53' }]), dns: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constant([]) }, { weight: 4, arbitrary: fc.array(dnsRuleArb, { minLength: 1, maxLength: 2 }) }) })
     .map(({ ports, dns }) => (dns === undefined ? { ports } : { ports, rules: { dns } })),
 );
 

@@ -374,7 +374,7 @@ function strictNamed(pods: readonly Peer[], peer: Peer, named: Named): Named {
 }
 
 /** One direction of one endpoint: is the flow with `peer` allowed? */
-function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: L7Request | HttpRequest): boolean {
+function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingress: boolean, reading: Reading, req?: L7Request): boolean {
   const [allowKey, denyKey, dir, flag] = ingress ? ['ingress', 'ingressDeny', 'from', 'ingress'] as const : ['egress', 'egressDeny', 'to', 'egress'] as const;
   const pods = [...c.peers.values()].filter((p) => p.kind === 'pod');
   const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);

@@ -69,7 +69,7 @@ function ruleArb(dir: 'from' | 'to') {
   );
   // outside the CRD's Entity enum (ciliumRefusal): the scenario must be refused
   const refusedEntities = fc.constantFrom(['world-ipv4'], ['world-ipv6'], ['world', 'world-ipv6']).map((e) => ({ [`${dir}Entities`]: e }));
-  const peer = fc.oneof({ weight: 40, arbitrary: valid }, { weight: 1, arbitrary: refusedEntities });
+  const peer = fc.oneof({ weight: 120, arbitrary: valid }, { weight: 1, arbitrary: refusedEntities });
   return fc.tuple(peer, toPortsArb).map(([p, toPorts]) => (toPorts === undefined ? p : { ...p, toPorts }));
 }
 

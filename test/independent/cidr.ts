@@ -33,3 +33,14 @@ export function inCidr(ip: string, cidr: string): boolean {
   const shift = BigInt(128 - bits);
   return ipv6(ip) >> shift === ipv6(base) >> shift;
 }
+
+/** An IPv6 address in ::ffff:0:0/96 (Go netip `Is4In6`). */
+export function isV4Mapped(ip: string): boolean {
+  return ip.includes(':') && ipv6(ip) >> 32n === 0xffffn;
+}
+
+/** The same address in any of its text forms (`fd00:0::b` is `fd00::b`); families never equal. */
+export function sameIp(a: string, b: string): boolean {
+  if (a.includes(':') !== b.includes(':')) return false;
+  return a.includes(':') ? ipv6(a) === ipv6(b) : ipv4(a) === ipv4(b);
+}

@@ -92,6 +92,36 @@ function stateAt(doc: Yaml, step: number): Yaml {
   return { ...doc, namespaces, pods, externals, nodes, policies };
 }
 
+/**
+ * The entities the API server takes: pkg/policy/api/entity.go `type Entity string` carries
+ * `+kubebuilder:validation:Enum=all;world;cluster;host;init;ingress;unmanaged;remote-node;health;none;kube-apiserver`;
+ * the same file defines `world-ipv4`/`world-ipv6` (EntityWorldIPv4/IPv6) but the enum leaves them out.
+ */
+const CRD_ENTITIES = ['all', 'world', 'cluster', 'host', 'init', 'ingress', 'unmanaged', 'remote-node', 'health', 'none', 'kube-apiserver'];
+
+/**
+ * Why the API server or the agent refuses a policy of the scenario (its initial policies or one a step applies),
+ * for the refusals this reader knows: an entity outside the CRD enum above; DNS rules on ingress
+ * (pkg/policy/api/rule_validation.go `PortRule.Validate(ingress)`: `hasDNSRules := pr.Rules != nil &&
+ * len(pr.Rules.DNS) > 0; if ingress && hasDNSRules` -> "DNS rules are not allowed on ingress", so `dns: []` passes).
+ */
+export function ciliumRefusal(text: string): string | undefined {
+  const doc = obj(parse(text));
+  const applied = (list(doc.steps) ?? []).flatMap((st) => list(obj(st).changes) ?? []).map((c) => obj(c).apply).filter((a) => a !== undefined);
+  for (const pol of [...(list(doc.policies) ?? []), ...applied].map(obj)) {
+    for (const spec of [...(pol.spec === undefined ? [] : [obj(pol.spec)]), ...(list(pol.specs) ?? []).map(obj)]) {
+      for (const [field, dir] of [['ingress', 'from'], ['ingressDeny', 'from'], ['egress', 'to'], ['egressDeny', 'to']] as const) {
+        for (const rule of (list(spec[field]) ?? []).map(obj)) {
+          const bad = (list(rule[`${dir}Entities`]) ?? []).map(str).find((e) => !CRD_ENTITIES.includes(e));
+          if (bad !== undefined) return `${field}: entity ${bad} is not in the CRD's enum`;
+          if (field === 'ingress' && (list(rule.toPorts) ?? []).some((pr) => (list(obj(obj(pr).rules).dns) ?? []).length > 0)) return 'DNS rules are not allowed on ingress';
+        }
+      }
+    }
+  }
+  return undefined;
+}
+
 /** Reads the scenario's state at a step (namespaces, pods, externals, nodes, policies). */
 export function readCluster(text: string, step = 0): Cluster {
   const doc = stateAt(obj(parse(text)), step);

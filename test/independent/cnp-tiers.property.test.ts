@@ -7,7 +7,7 @@ import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
-import { networksSplitRemoteNodes, possibleVerdicts, readWorld } from './cnp-tiers.js';
+import { apiRefusal, engineRefusesDualStack, flowAddress, networksSplitNodeRole, possibleVerdicts, readWorld } from './cnp-tiers.js';
 
 /*
  * Differential test: distill (oracle and engine, through the public scenario path) against the
@@ -21,8 +21,10 @@ const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEE
 
 type J = Record<string, unknown>;
 const NS = ['x', 'y', 'z'];
-const EXTERNALS = [{ name: 'ext1', ip: '192.0.2.10' }, { name: 'ext2', ip: '198.51.100.7' }];
-const NODES = [{ name: 'n1', ips: ['172.18.0.1'], local: true, labels: { role: 'control' } }, { name: 'n2', ips: ['172.18.0.2'], labels: { role: 'worker' } }, { name: 'n3', ips: ['172.18.1.3'] }];
+// IPv6 (fourteenth session): an external in 2001:db8::/32, the IPv4-mapped form of ext1 (family-strict:
+// not in 192.0.2.0/24), a v6 address outside every generated CIDR; nodes of both families.
+const EXTERNALS = [{ name: 'ext1', ip: '192.0.2.10' }, { name: 'ext2', ip: '198.51.100.7' }, { name: 'ext3', ip: '2001:db8::10' }, { name: 'ext4', ip: '::ffff:192.0.2.10' }, { name: 'ext5', ip: '2a00:1450::8' }];
+const NODES = [{ name: 'n1', ips: ['172.18.0.1', 'fd00:18::1'], local: true, labels: { role: 'control' } }, { name: 'n2', ips: ['172.18.0.2'], labels: { role: 'worker' } }, { name: 'n3', ips: ['fd00:18:1::3'] }];
 
 const selector: fc.Arbitrary<J> = fc.oneof(
   fc.constant({}),
@@ -36,8 +38,13 @@ const selector: fc.Arbitrary<J> = fc.oneof(
 );
 const podsSel: fc.Arbitrary<J> = fc.record({ namespaceSelector: selector, podSelector: selector });
 const cnpPodPeer: fc.Arbitrary<J> = fc.oneof(selector.map((s) => ({ namespaces: s })), podsSel.map((p) => ({ pods: p })));
-const networks: fc.Arbitrary<J> = fc
-  .subarray(['0.0.0.0/0', '10.244.0.0/24', '10.244.1.0/24', '10.244.0.11/32', '192.0.2.0/24', '198.51.100.0/24', '10.0.0.0/8', '172.18.0.0/24'], { minLength: 1, maxLength: 2 })
+const networks: fc.Arbitrary<J> = fc.oneof({ weight: 40, arbitrary: fc
+  .subarray([
+    '0.0.0.0/0', '10.244.0.0/24', '10.244.1.0/24', '10.244.0.11/32', '192.0.2.0/24', '198.51.100.0/24', '10.0.0.0/8', '172.18.0.0/24',
+    '::/0', 'fd00:10:244::/48', 'fd00:10:244:1::/64', 'fd00:10:244::c/128', '2001:db8::/32', 'fd00:18::/32', 'fd00:18::/64',
+  ], { minLength: 1, maxLength: 3 }) },
+  // refused by the API server (apiRefusal): distill must refuse the scenario
+  { weight: 1, arbitrary: fc.constantFrom(['::ffff:0:0/96'], ['10.0.0.0/8', '::ffff:10.244.0.0/120']) })
   .map((n) => ({ networks: n }));
 const numbered: fc.Arbitrary<J> = fc.oneof(
   fc.constantFrom(80, 8080, 443).map((n) => ({ tcp: { destinationPort: { number: n } } })),
@@ -83,7 +90,8 @@ const npPort: fc.Arbitrary<J> = fc.oneof(
 );
 function npRule(dir: 'ingress' | 'egress'): fc.Arbitrary<J> {
   const key = dir === 'ingress' ? 'from' : 'to';
-  const ipBlock = fc.constantFrom('192.0.2.0/24', '198.51.100.0/24').map((c) => ({ ipBlock: { cidr: c } }));
+  // Blocks hold externals only: Cilium's ipBlock never selects a pod or a node (k8s-np.ts `ipBlockSkipsPods`).
+  const ipBlock = fc.constantFrom('192.0.2.0/24', '198.51.100.0/24', '2001:db8::/32', '::ffff:0:0/96').map((c) => ({ ipBlock: { cidr: c } }));
   const peer = dir === 'ingress' ? npPeer : fc.oneof(npPeer, ipBlock);
   return fc.record({ peers: fc.option(fc.array(peer, { minLength: 1, maxLength: 2 })), ports: fc.option(fc.array(npPort, { minLength: 1, maxLength: 2 })) })
     .map(({ peers, ports }) => ({ ...(peers ? { [key]: peers } : {}), ...(ports ? { ports } : {}) }));
@@ -109,10 +117,11 @@ const pod = (i: number): fc.Arbitrary<J> =>
     dns: fc.boolean(),
     metrics: fc.boolean(),
     subnet: fc.constantFrom(0, 1),
+    family: fc.constantFrom('v4', 'v4', 'v4', 'v4', 'v6', 'v6', 'dual4', 'dual6'),
   }).map((p) => ({
     name: `${p.ns}/p${i}`,
     labels: { app: p.app, ...(p.env ? { env: 'prod' } : {}) },
-    ip: `10.244.${p.subnet}.${10 + i}`,
+    ...podAddresses(p.family, `10.244.${p.subnet}.${10 + i}`, `fd00:10:244:${p.subnet}::${(10 + i).toString(16)}`),
     ports: [
       ...(p.http === null ? [] : [{ name: 'http', port: p.http, protocol: 'TCP' }]),
       ...(p.dns ? [{ name: 'dns', port: 53, protocol: 'UDP' }] : []),
@@ -120,6 +129,20 @@ const pod = (i: number): fc.Arbitrary<J> =>
       ...(p.app === 'api' ? [{ name: 'admin', port: 9443, protocol: 'TCP' }] : []),
     ],
   }));
+
+/** status.podIPs: one family, or both in either order (the first is the pod's primary address). */
+function podAddresses(family: string, v4: string, v6: string): J {
+  return family === 'v4' ? { ip: v4 } : family === 'v6' ? { ip: v6 } : { ips: family === 'dual4' ? [v4, v6] : [v6, v4] };
+}
+
+/** Probes by address: every address a pod is not named by (a dual-stack pod's second) and every node address. */
+function addressProbes(pods: J[], nodes: readonly { ips: string[] }[]): J[] {
+  const seconds = pods.flatMap((p) => ((p.ips as string[] | undefined) ?? []).slice(1));
+  return [
+    ...seconds.flatMap((ip) => [{ to: { ip }, port: 80 }, { to: { ip }, port: 53, protocol: 'UDP' }]),
+    ...nodes.flatMap((n) => n.ips.map((ip) => ({ to: { ip }, port: 80 }))),
+  ];
+}
 
 const namespaces = fc.tuple(...NS.map((n) => fc.record({ team: fc.constantFrom('a', 'b', null), env: fc.boolean() }).map(({ team, env }) => ({
   name: n, labels: { ...(team ? { team } : {}), ...(env ? { env: 'prod' } : {}) },
@@ -133,7 +156,7 @@ const scenario: fc.Arbitrary<J> = fc
     cnps: fc.integer({ min: 1, max: 4 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => cnp(i)))),
     nps: fc.integer({ min: 0, max: 2 }).chain((n) => (n === 0 ? fc.constant<J[]>([]) : fc.tuple(...Array.from({ length: n }, (_, i) => np(i))))),
     /** A second step: relabel a pod, a namespace and node n2, delete a policy or replace cnp0. */
-    churn: fc.record({ pod: fc.nat(), app: fc.constantFrom('web', 'db', 'api'), team: fc.constantFrom('a', 'b', null), ns: fc.constantFrom(...NS), policy: fc.nat(), replace: fc.option(cnp(0), { nil: undefined }), role: fc.constantFrom('control', 'worker', null) }),
+    churn: fc.record({ pod: fc.nat(), app: fc.constantFrom('web', 'db', 'api'), team: fc.constantFrom('a', 'b', null), ns: fc.constantFrom(...NS), policy: fc.nat(), replace: fc.option(cnp(0), { nil: undefined }), role: fc.constantFrom('control', 'worker', null), n2v6: fc.boolean() }),
   })
   .map(({ namespaces: nss, pods, cnps, nps, churn }) => ({
     description: 'generated (network-policy-api differential)',
@@ -143,13 +166,15 @@ const scenario: fc.Arbitrary<J> = fc
     nodes: NODES,
     allowLocalhost: 'policy',
     policies: [...cnps, ...nps],
-    steps: [{ probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...EXTERNALS.flatMap((e) => [{ to: e.name, port: 80 }, { to: e.name, port: 53, protocol: 'UDP' }]), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 }))] }, {
+    steps: [{ probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...EXTERNALS.flatMap((e) => [{ to: e.name, port: 80 }, { to: e.name, port: 53, protocol: 'UDP' }]), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 })), ...addressProbes(pods, NODES)] }, {
       changes: churnChanges(pods, [...cnps, ...nps], churn),
-      probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 }))],
+      probes: [...PORTS.map(([port, protocol]) => ({ port, protocol })), ...NODES.map((n) => ({ to: { node: n.name }, port: 80 })), ...addressProbes(pods, NODES.map((n) => (n.name === 'n2' ? { ips: n2Ips(churn.n2v6) } : n)))],
     }],
   }));
 
-function churnChanges(pods: J[], policies: J[], c: { pod: number; app: string; team: string | null; ns: string; policy: number; replace: J | undefined; role: string | null }): unknown[] {
+const n2Ips = (v6: boolean): string[] => (v6 ? ['172.18.0.2', 'fd00:18::2'] : ['172.18.0.2']);
+
+function churnChanges(pods: J[], policies: J[], c: { pod: number; app: string; team: string | null; ns: string; policy: number; replace: J | undefined; role: string | null; n2v6: boolean }): unknown[] {
   const p = pods[c.pod % pods.length] as { name: string; labels: Record<string, string> };
   const q = policies[c.policy % policies.length] as { kind: string; metadata: { name: string; namespace?: string } };
   return [
@@ -157,22 +182,44 @@ function churnChanges(pods: J[], policies: J[], c: { pod: number; app: string; t
     // without the name in one identity (finding 441, documented; seed 407360731 moved an api pod to web)
     { setPodLabels: { pod: p.name, labels: { ...p.labels, app: p.labels.app === 'api' ? 'api' : c.app === 'api' ? 'db' : c.app } } },
     { setNamespaceLabels: { namespace: c.ns, labels: c.team === null ? {} : { team: c.team } } },
-    { addNode: { name: 'n2', ips: ['172.18.0.2'], labels: c.role === null ? {} : { role: c.role } } },
+    { addNode: { name: 'n2', ips: n2Ips(c.n2v6), labels: c.role === null ? {} : { role: c.role } } },
     c.replace === undefined ? { delete: { kind: q.kind, ...q.metadata } } : { apply: c.replace },
   ];
 }
 
+let engineRefusals = 0;
+let apiRefusals = 0;
+let engineV6Flows = 0;
+
 /** Every distill verdict that no reading of the API allows. */
 function disagreements(text: string): string[] {
-  const sc = parseScenario(text, 'generated.yaml');
+  const refusal = apiRefusal(text, 0) ?? apiRefusal(text, 1);
+  let sc: ReturnType<typeof parseScenario>;
+  try {
+    sc = parseScenario(text, 'generated.yaml');
+  } catch (e) {
+    if (refusal && /IPv4-mapped/.test(String(e))) { apiRefusals++; return []; }
+    throw e;
+  }
+  if (refusal) return [`distill accepted what the API server refuses: ${refusal}`];
   const worlds = [readWorld(text, 0), readWorld(text, 1)];
-  const runs = { oracle: runScenario(sc, decideFlow), engine: runScenario(sc, new EngineDecider(new Engine(scenarioEngineOptions(sc))).decide) };
   const out: string[] = [];
+  const runs: Record<string, ReturnType<typeof runScenario>> = { oracle: runScenario(sc, decideFlow) };
+  // The engine refuses a networks peer while a dual-stack pod is in the cluster (documented): it must then, and only then.
+  const refuses = worlds.some(engineRefusesDualStack);
+  try {
+    runs.engine = runScenario(sc, new EngineDecider(new Engine(scenarioEngineOptions(sc))).decide);
+    if (refuses) out.push('engine: decided a state with a networks peer and a dual-stack pod, which it documents it refuses');
+  } catch (e) {
+    if (!refuses || !/dual-stack pod/.test(String(e))) throw e;
+    engineRefusals++;
+  }
   for (const [who, run] of Object.entries(runs)) {
     for (const r of run.steps.flatMap((s) => s.results)) {
       const world = worlds[r.step] ?? readWorld(text, r.step);
       const ok = possibleVerdicts(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol.toUpperCase() });
-      if (who === 'engine' && !r.allowed && networksSplitRemoteNodes(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
+      if (who === 'engine' && !r.allowed && networksSplitNodeRole(world, { from: r.from, to: r.to, port: r.port, protocol: r.protocol })) continue;
+      if (who === 'engine' && flowAddress(world, r.to).includes(':')) engineV6Flows++;
       if (!ok.has(r.allowed)) out.push(`${who}: step ${r.step} ${r.from}->${r.to} ${r.protocol}/${r.port} distill ${r.allowed ? 'allow' : 'deny'}, API ${[...ok].join('|')}`);
     }
   }
@@ -193,6 +240,14 @@ describe('ClusterNetworkPolicy tiers + NetworkPolicy: distill against an indepen
       { numRuns: RUNS, ...REPLAY },
     );
     expect(flows).toBeGreaterThanOrEqual(RUNS);
+    // The generator must keep reaching each new part: engine verdicts at IPv6 addresses, the engine's
+    // dual-stack refusal and the API server's refusal of a mapped prefix.
+    if (RUNS >= 100) {
+      expect(engineV6Flows).toBeGreaterThan(0);
+      expect(engineRefusals).toBeGreaterThan(0);
+      expect(apiRefusals).toBeGreaterThan(0);
+    }
+    console.log(`cnp-tiers: ${RUNS} clusters, ${engineV6Flows} engine verdicts at IPv6 addresses, ${engineRefusals} engine dual-stack refusals, ${apiRefusals} API refusals`);
   }, 120_000);
 });
 

@@ -1,4 +1,5 @@
 import { parse } from 'yaml';
+import { inCidr, isV4Mapped, sameIp } from './cidr.js';
 
 /*
  * An independent reader of ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) together with
@@ -7,40 +8,27 @@ import { parse } from 'yaml';
  * types.go; site-src/api-overview.md) and the Kubernetes NetworkPolicy API (networking.k8s.io/v1).
  * It reads the scenario YAML itself and shares no code with distill's reader, oracle or engine.
  *
- * Scope: IPv4 pods with explicit addresses, externals, CNP subjects namespaces/pods, peers
- * namespaces/pods/networks, protocols tcp/udp/sctp (number or range) and destinationNamedPort,
- * NetworkPolicy podSelector/namespaceSelector/ipBlock peers, numeric and named ports, endPort.
- * It does not read nodes, domainNames or Cilium policies: the generator writes none.
+ * Scope: IPv4, IPv6 and dual-stack pods with explicit addresses (`ip` or `ips`, status.podIPs),
+ * externals and nodes of either family, CNP subjects namespaces/pods, peers namespaces/pods/networks/nodes,
+ * protocols tcp/udp/sctp (number or range) and destinationNamedPort, NetworkPolicy
+ * podSelector/namespaceSelector/ipBlock peers, numeric and named ports, endPort. A flow names an
+ * endpoint by name (a pod's first address, a node's first address) or by one of its addresses; a
+ * `networks` CIDR or an ipBlock is matched against that address, family-strict (cidr.ts).
+ * It does not read domainNames or Cilium policies: the generator writes none.
  */
 
 type Labels = ReadonlyMap<string, string>;
 type Obj = Record<string, unknown>;
 
-interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ip: number; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
-interface External { readonly name: string; readonly ip: number }
-interface Node { readonly name: string; readonly ip: number; readonly labels: Labels; readonly local: boolean }
+interface Pod { readonly ns: string; readonly name: string; readonly labels: Labels; readonly ips: readonly string[]; readonly ports: readonly { name?: string; port: number; protocol: string }[] }
+interface External { readonly name: string; readonly ip: string }
+interface Node { readonly name: string; readonly ips: readonly string[]; readonly labels: Labels; readonly local: boolean }
 export interface World { readonly nsLabels: ReadonlyMap<string, Labels>; readonly pods: ReadonlyMap<string, Pod>; readonly externals: ReadonlyMap<string, External>; readonly nodes: ReadonlyMap<string, Node>; readonly policies: readonly Obj[] }
 export interface FlowQ { readonly from: string; readonly to: string; readonly port: number; readonly protocol: string }
 
 const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
 const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const labelsOf = (v: unknown): Map<string, string> => new Map(Object.entries(obj(v)).map(([k, x]) => [k, String(x)]));
-
-function ipv4(s: string): number {
-  const p = s.split('.').map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${s}`);
-  return (((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0);
-}
-
-function inCidr(ip: number, cidr: string): boolean {
-  if (ip < 0) throw new Error(`a CIDR (${cidr}) meets a pod with no address in the scenario`);
-  const [addr, len] = cidr.split('/');
-  if (addr === undefined || len === undefined || addr.includes(':')) return false; // IPv6 CIDRs never hold an IPv4 address
-  const bits = Number(len);
-  if (bits === 0) return true;
-  const mask = (0xffffffff << (32 - bits)) >>> 0;
-  return ((ip & mask) >>> 0) === ((ipv4(addr) & mask) >>> 0);
-}
 
 const keyOf = (p: Obj): string => `${String(p.kind)}/${String(obj(p.metadata).namespace ?? '')}/${String(obj(p.metadata).name)}`;
 
@@ -58,6 +46,23 @@ function stateAt(doc: Obj, step: number): Obj {
     if (c.addNode !== undefined) nodes = [...nodes.filter((n) => n.name !== an.name), { ...nodes.find((n) => n.name === an.name), ...an }];
   }
   return { ...doc, namespaces, pods, nodes, policies };
+}
+
+/**
+ * Why the API server refuses the scenario's ClusterNetworkPolicies, if it does: types.go `CIDR` is
+ * validated by `isCIDR(self)`, and the apiserver CEL library's `cidr()` refuses an IPv4-mapped IPv6
+ * prefix (k8s.io/apiserver pkg/cel/library cidr.go; its test row `parse_invalid_cidr_ipv4_in_ipv6`:
+ * `cidr('::ffff:192.168.0.1/24')` is "IPv4-mapped IPv6 address is not allowed").
+ */
+export function apiRefusal(text: string, step: number): string | undefined {
+  const doc = stateAt(obj(parse(text)), step);
+  for (const p of list(doc.policies).map(obj)) {
+    if (p.kind !== 'ClusterNetworkPolicy') continue;
+    for (const r of list(obj(p.spec).egress)) for (const x of list(obj(r).to)) for (const c of list(obj(x).networks)) {
+      if (isV4Mapped(String(c).split('/')[0] ?? '')) return `${keyOf(p)}: ${String(c)} is an IPv4-mapped IPv6 prefix`;
+    }
+  }
+  return undefined;
 }
 
 /** Reads the scenario's state at a step. */
@@ -79,12 +84,13 @@ export function readWorld(text: string, step = 0): World {
       return { ...(o.name === undefined ? {} : { name: String(o.name) }), port: Number(o.port), protocol: String(o.protocol ?? 'TCP').toUpperCase() };
     });
     // A pod without an address gets one distill allocates; this reader then refuses to match it against a CIDR.
-    pods.set(`${ns}/${name}`, { ns, name, labels: labelsOf(p.labels), ip: p.ip === undefined ? -1 : ipv4(String(p.ip)), ports });
+    const ips = p.ips !== undefined ? list(p.ips).map(String) : p.ip !== undefined ? [String(p.ip)] : [];
+    pods.set(`${ns}/${name}`, { ns, name, labels: labelsOf(p.labels), ips, ports });
   }
-  const externals = new Map(list(doc.externals).map((e) => [String(obj(e).name), { name: String(obj(e).name), ip: ipv4(String(obj(e).ip)) }]));
+  const externals = new Map(list(doc.externals).map((e) => [String(obj(e).name), { name: String(obj(e).name), ip: String(obj(e).ip) }]));
   const nodes = new Map(list(doc.nodes).map((raw) => {
     const n = obj(raw);
-    return [`node:${String(n.name)}`, { name: String(n.name), ip: ipv4(String(list(n.ips)[0])), labels: labelsOf(n.labels), local: n.local === true }];
+    return [`node:${String(n.name)}`, { name: String(n.name), ips: list(n.ips).map(String), labels: labelsOf(n.labels), local: n.local === true }];
   }));
   return { nsLabels, pods, externals, nodes, policies: list(doc.policies).map(obj) };
 }
@@ -120,14 +126,18 @@ function cnpSelectsPod(w: World, sel: Obj, pod: Pod): boolean {
 }
 
 /** A peer: a pod (namespaces/pods/networks match it), a node (nodes/networks) or an external (networks). */
-type Peer = { kind: 'pod'; pod: Pod } | { kind: 'external'; ip: number } | { kind: 'node'; ip: number; labels: Labels };
-const peerIp = (p: Peer): number => (p.kind === 'pod' ? p.pod.ip : p.ip);
+/** `ip`: the address the flow uses (a pod or node named by name uses its first address). */
+type Peer = { kind: 'pod'; pod: Pod; ip: string } | { kind: 'external'; ip: string } | { kind: 'node'; ip: string; node: Node };
+function peerIp(p: Peer): string {
+  if (p.ip === '') throw new Error('a CIDR meets a pod with no address in the scenario');
+  return p.ip;
+}
 
 /** types.go ClusterNetworkPolicyEgressPeer.Networks: "cluster-internal traffic will be checked against the rule as well". */
 function cnpPeerMatches(w: World, peer: Obj, p: Peer): boolean {
   if (peer.networks !== undefined) return list(peer.networks).some((c) => inCidr(peerIp(p), String(c)));
   // types.go ClusterNetworkPolicyEgressPeer.Nodes: "selects the nodeIPs"; "if present but empty, it selects all Nodes".
-  if (peer.nodes !== undefined) return p.kind === 'node' && selects(peer.nodes, p.labels);
+  if (peer.nodes !== undefined) return p.kind === 'node' && selects(peer.nodes, p.node.labels);
   return p.kind === 'pod' && cnpSelectsPod(w, peer, p.pod);
 }
 
@@ -242,15 +252,28 @@ function side(w: World, subject: Pod, dir: 'ingress' | 'egress', peer: Peer, f: 
   return out;
 }
 
+/**
+ * A pod, external or node (`node:<name>`) by name, or an endpoint by one of its addresses: a node's
+ * address before a pod's (a pod at a node's address is host-network), the agent's own node first
+ * when two list it; an address nobody holds is outside the cluster (docs/scenarios.md `{ip}` ends).
+ */
 function resolve(w: World, name: string): Peer {
   const pod = w.pods.get(name);
-  if (pod) return { kind: 'pod', pod };
+  if (pod) return { kind: 'pod', pod, ip: pod.ips[0] ?? '' };
   const ext = w.externals.get(name);
   if (ext) return { kind: 'external', ip: ext.ip };
-  const node = w.nodes.get(name);
-  if (node) return { kind: 'node', ip: node.ip, labels: node.labels };
-  throw new Error(`unknown endpoint ${name}`);
+  const named = w.nodes.get(name);
+  if (named) return { kind: 'node', ip: named.ips[0] ?? '', node: named };
+  if (!/^[0-9a-f:.]+$/i.test(name) || !/[:.]/.test(name)) throw new Error(`unknown endpoint ${name}`);
+  const node = [...w.nodes.values()].sort((a, b) => Number(b.local) - Number(a.local)).find((n) => n.ips.some((ip) => sameIp(ip, name)));
+  if (node) return { kind: 'node', ip: name, node };
+  const owner = [...w.pods.values()].find((p) => p.ips.some((ip) => sameIp(ip, name)));
+  if (owner) return { kind: 'pod', pod: owner, ip: name };
+  return { kind: 'external', ip: name };
 }
+
+/** The address a flow uses for an endpoint ('' for a pod the scenario gives none). */
+export const flowAddress = (w: World, name: string): string => resolve(w, name).ip;
 
 /** Every verdict a conforming implementation may give the flow: egress of the source AND ingress of the destination. */
 export function possibleVerdicts(w: World, f: FlowQ): Set<boolean> {
@@ -264,22 +287,36 @@ export function possibleVerdicts(w: World, f: FlowQ): Set<boolean> {
 }
 
 /**
- * Whether the flow goes to a remote node and a ClusterNetworkPolicy selecting the flow's source has
- * an egress `networks` peer whose CIDRs hold some remote nodes' addresses but not all: distill's
- * engine cannot split the one remote-node identity by address, so there it fails closed (a Deny
- * or Pass denies every remote node, an Accept admits none; docs/semantics.md, Nodes, row
- * "ClusterNetworkPolicy networks"; finding 442). Where the CIDRs hold all or none of them the
- * engine is exact.
+ * Whether the flow goes to a node and a ClusterNetworkPolicy selecting the flow's source has an
+ * egress `networks` peer whose CIDRs hold some but not all addresses of the destination's role
+ * (`host` for the agent's own node, `remote-node` for the others; every address of every node of
+ * that role, both families): distill's engine cannot split a role's one identity by address, so
+ * there it fails closed (a Deny or Pass denies the whole role, an Accept admits none of it;
+ * docs/semantics.md, Nodes, row "ClusterNetworkPolicy networks"; finding 442). Where the CIDRs
+ * hold all or none of them the engine is exact.
  */
-export function networksSplitRemoteNodes(w: World, f: FlowQ): boolean {
+export function networksSplitNodeRole(w: World, f: FlowQ): boolean {
   const src = w.pods.get(f.from);
-  const dst = w.nodes.get(f.to);
-  if (!src || !dst || dst.local) return false;
-  const remote = [...w.nodes.values()].filter((n) => !n.local);
+  const dst = resolve(w, f.to);
+  if (!src || dst.kind !== 'node') return false;
+  const role = [...w.nodes.values()].filter((n) => n.local === dst.node.local).flatMap((n) => n.ips);
   return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && cnpSelectsPod(w, obj(obj(p.spec).subject), src) &&
     list(obj(p.spec).egress).some((r) => list(obj(r).to).some((x) => {
       const nets = list(obj(x).networks).map(String);
-      const inside = remote.filter((n) => nets.some((c) => inCidr(n.ip, c))).length;
-      return inside > 0 && inside < remote.length;
+      const inside = role.filter((ip) => nets.some((c) => inCidr(ip, c))).length;
+      return inside > 0 && inside < role.length;
     })));
+}
+
+/**
+ * Whether distill's engine refuses the state (docs/semantics.md, ClusterNetworkPolicy: "a `networks`
+ * peer (other than a rule holding both /0s) while a dual-stack pod is in the cluster"): one identity
+ * per pod cannot match a CIDR on one of its addresses and not the other. Only the oracle decides then.
+ */
+export function engineRefusesDualStack(w: World): boolean {
+  if (![...w.pods.values()].some((p) => p.ips.length > 1)) return false;
+  return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && (['ingress', 'egress'] as const).some((dir) => list(obj(p.spec)[dir]).some((r) => {
+    const nets = list(dir === 'ingress' ? obj(r).from : obj(r).to).flatMap((x) => list(obj(x).networks).map(String));
+    return nets.length > 0 && !(nets.includes('0.0.0.0/0') && nets.includes('::/0'));
+  })));
 }

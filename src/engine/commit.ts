@@ -63,6 +63,8 @@ class EndpointDeltas {
 export class Commit {
   /** The running commit's deltas per endpoint (one Map for the stage's life: emptied at each commit). */
   private readonly out = new Map<string, EndpointDeltas>();
+  /** The running commit's settled map states (one Map for the stage's life, like `out`). */
+  private readonly settled = new Map<SharedMapState, SettleResult>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -76,7 +78,8 @@ export class Commit {
       return { deltas: NONE, l7Deltas: NONE, ipcache: this.ipcacheDeltas(), endpointsAdded: NONE, endpointsRemoved: NONE, touched: NO_ENDPOINTS, exhausted: null };
     }
     if (this.out.size > 0) this.out.clear();
-    const settled = new Map<SharedMapState, SettleResult>();
+    const settled = this.settled;
+    settled.clear();
     for (const m of this.ctx.dirtyMaps) {
       if (this.ctx.faultHook) this.ctx.fault('settle');
       settled.set(m, m.state.settle());
@@ -84,7 +87,10 @@ export class Commit {
     this.ctx.dirtyMaps.clear();
     const moved = this.movedEndpoints();
     const ports = this.allocatePorts(moved, settled);
-    if (ports.exhausted) return { deltas: [], l7Deltas: [], ipcache: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: ports.exhausted };
+    if (ports.exhausted) {
+      settled.clear();
+      return { deltas: [], l7Deltas: [], ipcache: [], endpointsAdded: [], endpointsRemoved: [], touched: new Set(), exhausted: ports.exhausted };
+    }
 
     const added: string[] = [];
     const removed: string[] = [];
@@ -109,6 +115,7 @@ export class Commit {
     if (this.ctx.faultHook) this.ctx.fault('releasePorts');
     for (const r of ports.release) this.ports.release(r.endpoint, r.redirect);
     const { deltas, l7Deltas, touched } = this.collect();
+    settled.clear();
     return { deltas, l7Deltas, ipcache: this.ipcacheDeltas(), endpointsAdded: added.sort(), endpointsRemoved: removed.sort(), touched, exhausted: null };
   }
 

@@ -219,6 +219,8 @@ export interface SettleResult {
 }
 
 const NO_L7_CHANGES: readonly L7Change[] = [];
+/** `settleEntries`' keys to recompute: one Map for every map state (a settle never runs inside another). */
+const AFFECTED = new Map<number, PolicyKey>();
 const NOTHING_CHANGED: SettleResult = { entries: [], l7: NO_L7_CHANGES, redirectsChanged: false };
 
 /** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
@@ -365,7 +367,7 @@ export class MapState {
     for (let i = 0; i < keys.length; i++) {
       const pk = keys[i] as PortKey;
       const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
-      const r = sign > 0 ? this.addRawAt(rk, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
+      const r = sign > 0 ? this.addRawAt(rk, idd, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
       if (!plain) this.passEffects(r.key, c, sign);
     }
   }
@@ -428,18 +430,21 @@ export class MapState {
   }
 
   private addRaw(key: PolicyKey, c: Contribution): void {
-    this.addRawAt(rawKey(key), c, key, key.identity, key.direction, key);
+    const idd = idDir(key.identity, key.direction);
+    this.addRawAt(rawKeyAt(idd, key.protocol, key.port, key.portPrefixLen), idd, c, key, key.identity, key.direction, key);
   }
 
-  /** Adds `c` at raw key `ks`: `key` when the caller has it, else built from identity, direction and `pk` if the raw key is new. */
-  private addRawAt(ks: number, c: Contribution, key: PolicyKey | null, identity: IdentityId, direction: Direction, pk: PortKey): RawEntry {
+  /** Adds `c` at raw key `ks` (of identity and direction `idd`): `key` when the caller has it, else built from identity, direction and `pk` if the raw key is new. */
+  private addRawAt(ks: number, idd: number, c: Contribution, key: PolicyKey | null, identity: IdentityId, direction: Direction, pk: PortKey): RawEntry {
     this.stats.mapEntriesVisited++;
     const entry = c.entry;
     let r = this.raw.get(ks);
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new Map(), merged: entry };
+      // `portKeyOf` from `dp` and the raw key's low bits: no helper calls in code that runs cold.
+      const dp = (direction === 'ingress' ? 0 : 256) + pk.protocol;
+      r = { key: k, rk: ks, idd, dp, pkc: dp * P17 + (ks % P17), contribs: new Map(), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
@@ -664,16 +669,20 @@ export class MapState {
     // Only keys above the lowest precedence (the default allow's) can hide this one; most levels have none.
     if (!this.highByIdentityDir.has(idd)) return false;
     // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
+    // `rawKeyAt` written out: up to 17 probes, in code that runs cold.
+    const base = idd * P25;
     if (key.protocol !== 0) {
+      const proto = base + key.protocol * P17;
+      const port = key.port;
       for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
         this.stats.mapEntriesVisited++;
-        const rb = this.raw.get(rawKeyAt(idd, key.protocol, key.port, len));
+        const rb = this.raw.get(proto + (1 << len) + (port >>> (16 - len)));
         if (rb && rb.merged.precedence > p) return true;
       }
     }
     if (key.protocol !== 0 || id !== key.identity) {
       this.stats.mapEntriesVisited++;
-      const rb = this.raw.get(rawKeyAt(idd, 0, 0, 0));
+      const rb = this.raw.get(base + 1);
       if (rb && rb.merged.precedence > p) return true;
     }
     return false;
@@ -708,7 +717,8 @@ export class MapState {
   private settleEntries(): EntryChange[] {
     if (this.dirty.size === 0) return [];
     this.stats.mapStateUpdates++;
-    const affected = new Map<number, PolicyKey>();
+    const affected = AFFECTED;
+    affected.clear();
     // Keys, then a lookup: no [key, value] pair to destructure per entry in code that rarely runs optimised.
     for (const ks of this.dirty.keys()) {
       const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
@@ -729,6 +739,7 @@ export class MapState {
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });
     }
+    affected.clear();
     return changes;
   }
 

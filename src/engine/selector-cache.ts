@@ -357,7 +357,10 @@ export class SelectorCache {
         hits.push(cs);
       }
     }
-    for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [ident.id], []);
+    if (hits.length === 0) return;
+    // One array for every listener (they only read it).
+    const added = [ident.id];
+    for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, added, NO_IDS);
   }
 
   removeIdentity(id: IdentityId): void {
@@ -370,7 +373,9 @@ export class SelectorCache {
     for (const cs of this.candidateSelectors(ident)) {
       if (cs.selected.delete(id)) hits.push(cs);
     }
-    for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [], [id]);
+    if (hits.length === 0) return;
+    const removed = [id];
+    for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, NO_IDS, removed);
   }
 
   /** Adds a listener to the selector's entry, creating and populating the entry if new. */

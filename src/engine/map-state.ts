@@ -366,7 +366,9 @@ export class MapState {
     }
     for (let i = 0; i < keys.length; i++) {
       const pk = keys[i] as PortKey;
-      const rk = rawKeyAt(idd, pk.protocol, pk.port, pk.portPrefixLen);
+      const len = pk.portPrefixLen;
+      // `rawKeyAt` written out (a rule unit's keys, per peer, in code that runs cold).
+      const rk = idd * P25 + pk.protocol * P17 + (1 << len) + (pk.port >>> (16 - len));
       const r = sign > 0 ? this.addRawAt(rk, idd, c, null, identity, direction, pk) : this.removeRawAt(rk, c, identity, direction, pk);
       if (!plain) this.passEffects(r.key, c, sign);
     }
@@ -646,7 +648,8 @@ export class MapState {
     if (key.identity !== 0 && this.hiddenAt(key, key.identity, p)) return undefined;
     if (this.hiddenAt(key, 0, p)) return undefined;
     if (key.identity !== 0) {
-      const r0 = this.raw.get(rawKeyAt(idDir(0, key.direction), key.protocol, key.port, key.portPrefixLen));
+      // The same raw key with identity 0: `r.rk` less the identity's part (see `rawKeyAt`).
+      const r0 = this.raw.get(r.rk - key.identity * 2 * P25);
       if (r0 && entryEquals(r0.merged, r.merged)) return undefined;
     }
     return r.merged;

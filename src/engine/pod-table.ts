@@ -1,7 +1,7 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
 import { flat } from '../model/intern.js';
-import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { Label, LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PolicyResolver } from './policy-resolver.js';
@@ -171,10 +171,8 @@ export class PodTable {
     const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
-    const given = labels === base ? memo.labelKey : labelSetKey(labels);
-    const identity = this.identities.acquire(labels, undefined, pod.ports, given);
-    // The pods of an identity share its key string (the memo's is not interned: most pods' label sets are new).
-    const labelKey = identity.key === given ? identity.key : given;
+    const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
+    const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey, map: null };
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
     this.pods.set(key, rec);
@@ -211,7 +209,7 @@ export class PodTable {
     const last = this.lastIdentityLabels;
     if (last !== null && last.podLabels === pod.labels && last.nsLabels === nsLabels && last.namespace === pod.namespace && last.serviceAccount === pod.serviceAccount) return last;
     const labels = podIdentityLabels(pod, nsLabels);
-    return (this.lastIdentityLabels = { podLabels: pod.labels, nsLabels, namespace: pod.namespace, serviceAccount: pod.serviceAccount, labels, labelKey: labelSetText(labels) });
+    return (this.lastIdentityLabels = { podLabels: pod.labels, nsLabels, namespace: pod.namespace, serviceAccount: pod.serviceAccount, labels, labelKey: labelSetKey(labels) });
   }
 
   removePod(key: string): void {

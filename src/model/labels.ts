@@ -101,12 +101,7 @@ function compareLabelKeys(a: Label, b: Label): number {
 
 /** Canonical string of a label set: equal sets give equal strings (the identity key). */
 export function labelSetKey(set: LabelSet): string {
-  return intern(labelSetText(set));
-}
-
-/** `labelSetKey` not interned (flat: a join's result is one piece): for keys mostly unique, whose users share the string some other way. */
-export function labelSetText(set: LabelSet): string {
-  return set.map(formatLabel).join(',');
+  return intern(set.map(formatLabel).join(','));
 }
 
 export function k8sLabels(map: Readonly<Record<string, string>>): Label[] {

@@ -223,7 +223,7 @@ export function withoutApiServerStandIns(policy: Policy): Policy {
   return { ...policy, rules };
 }
 
-export function hasApiServerStandIns(policy: Policy): boolean {
+function hasApiServerStandIns(policy: Policy): boolean {
   return policy.rules.some((r) => r.peers.some(isStandIn));
 }
 

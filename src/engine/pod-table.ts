@@ -47,7 +47,7 @@ export class PodTable {
   private readonly podsByLabels = new Map<string, Set<string>>();
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
-  splits: { podJoined(key: string, pod: Pod, base: LabelSet): readonly Label[]; podLeft(key: string, pod: Pod): void } | null = null;
+  splits: { podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[]; podLeft(key: string, pod: Pod): void } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -150,7 +150,7 @@ export class PodTable {
     this.splits?.podLeft(key, pod);
     const memo = this.identityLabels(pod);
     const base = memo.labels;
-    const derived = this.splits?.podJoined(key, pod, base) ?? [];
+    const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     rec.identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
@@ -209,7 +209,7 @@ export class PodTable {
   private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet, owned?: readonly string[]): void {
     const memo = this.identityLabels(pod);
     const base = memo.labels;
-    const derived = this.splits?.podJoined(key, pod, base) ?? [];
+    const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);

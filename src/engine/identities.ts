@@ -38,10 +38,11 @@ const SOURCE_NODE = 'node';
  */
 export interface NamedPortListener {
   /**
-   * `names`: names the identity has or gains; `clusterWide`: names whose cluster-wide set of ports
-   * changes (every peer of the rules on them is affected).
+   * The names the identity has (`own`'s keys) or its joining or leaving pod brings (`ports`' names;
+   * a name may come twice); `clusterWide`: names whose cluster-wide set of ports changes (every peer
+   * of the rules on them is affected).
    */
-  namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void;
+  namedPortsChanging(identity: IdentityId, own: ReadonlyMap<string, unknown>, ports: readonly ContainerPort[], clusterWide: ReadonlySet<string>): void;
   namedPortsChanged(): void;
   /** False while no rule names a port on egress: nothing to take out or put back, so nothing to tell. */
   readonly resolvesNamedEgress: boolean;
@@ -449,17 +450,15 @@ export class IdentityTable {
       this.countPods(rec, sign);
       return;
     }
-    const names = new Set<string>(rec.namedPorts.keys());
     // The other identities of a class resolve the name over this one's pods too. Usually none
     // changes cluster-wide (every pod add, remove and move comes here): no set is built for none.
     let clusterWide: Set<string> | null = classes.length === 0 ? null : new Set<string>(classes);
     for (const p of ports) {
       if (p.name === undefined) continue;
-      names.add(p.name);
       const count = this.clusterNamedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
       if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) (clusterWide ??= new Set<string>()).add(p.name);
     }
-    this.namedPortListener?.namedPortsChanging(rec.id, names, clusterWide ?? NO_NAMES);
+    this.namedPortListener?.namedPortsChanging(rec.id, rec.namedPorts, ports, clusterWide ?? NO_NAMES);
     addNamedPorts(rec.namedPorts, ports, sign);
     addNamedPorts(this.clusterNamedPorts, ports, sign);
     this.countPods(rec, sign);

@@ -139,7 +139,8 @@ export class PodTable {
   private moveIdentity(key: string, rec: PodRecord, reappend: boolean, labels?: LabelSet): void {
     const { pod, local } = rec;
     const undoLabels = this.splits ? rec.identity.labels : undefined;
-    for (const ip of podIps(pod)) this.ctx.touchIpcacheHost(ip);
+    if (pod.ips === undefined) this.ctx.touchIpcacheHost(pod.ip);
+    else for (const ip of pod.ips) this.ctx.touchIpcacheHost(ip);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;

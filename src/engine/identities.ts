@@ -38,10 +38,11 @@ const SOURCE_NODE = 'node';
  */
 export interface NamedPortListener {
   /**
-   * `names`: names the identity has or gains; `clusterWide`: names whose cluster-wide set of ports
-   * changes (every peer of the rules on them is affected).
+   * The names the identity has (`own`'s keys) or its joining or leaving pod brings (`ports`' names;
+   * a name may come twice); `clusterWide`: names whose cluster-wide set of ports changes (every peer
+   * of the rules on them is affected).
    */
-  namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void;
+  namedPortsChanging(identity: IdentityId, own: ReadonlyMap<string, unknown>, ports: readonly ContainerPort[], clusterWide: ReadonlySet<string>): void;
   namedPortsChanged(): void;
   /** False while no rule names a port on egress: nothing to take out or put back, so nothing to tell. */
   readonly resolvesNamedEgress: boolean;
@@ -449,16 +450,15 @@ export class IdentityTable {
       this.countPods(rec, sign);
       return;
     }
-    const names = new Set<string>(rec.namedPorts.keys());
-    // The other identities of a class resolve the name over this one's pods too.
-    const clusterWide = new Set<string>(classes);
+    // The other identities of a class resolve the name over this one's pods too. Usually none
+    // changes cluster-wide (every pod add, remove and move comes here): no set is built for none.
+    let clusterWide: Set<string> | null = classes.length === 0 ? null : new Set<string>(classes);
     for (const p of ports) {
       if (p.name === undefined) continue;
-      names.add(p.name);
       const count = this.clusterNamedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
-      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) clusterWide.add(p.name);
+      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) (clusterWide ??= new Set<string>()).add(p.name);
     }
-    this.namedPortListener?.namedPortsChanging(rec.id, names, clusterWide);
+    this.namedPortListener?.namedPortsChanging(rec.id, rec.namedPorts, ports, clusterWide ?? NO_NAMES);
     addNamedPorts(rec.namedPorts, ports, sign);
     addNamedPorts(this.clusterNamedPorts, ports, sign);
     this.countPods(rec, sign);
@@ -593,7 +593,7 @@ export class IdentityTable {
  * or a repeated entry) still has it once, or "every pod of the identity has it" would fail.
  */
 function distinctNamedPorts(ports: readonly ContainerPort[]): readonly ContainerPort[] {
-  if (ports.length < 2) return ports;
+  if (ports.length < 2 || (ports.length <= 8 && !hasDuplicatePort(ports))) return ports;
   const seen = new Set<string>();
   return ports.filter((p) => {
     const k = `${p.name ?? ''}|${p.protocol}/${p.port}`;
@@ -601,6 +601,20 @@ function distinctNamedPorts(ports: readonly ContainerPort[]): readonly Container
     seen.add(k);
     return true;
   });
+}
+
+const NO_NAMES: ReadonlySet<string> = new Set<string>();
+
+/** Whether two ports agree on name, protocol and port: a pairwise check, no key strings (every pod add, remove and move asks). */
+function hasDuplicatePort(ports: readonly ContainerPort[]): boolean {
+  for (let i = 1; i < ports.length; i++) {
+    const a = ports[i] as ContainerPort;
+    for (let j = 0; j < i; j++) {
+      const b = ports[j] as ContainerPort;
+      if (a.port === b.port && a.protocol === b.protocol && (a.name ?? '') === (b.name ?? '')) return true;
+    }
+  }
+  return false;
 }
 
 /** Counts named ports: name → "protocol/port" → how many pods have it. */

@@ -204,14 +204,14 @@ export class NetworkSplits {
     }
   }
 
-  /** A pod enters the pod table with base labels `base`: its derived labels under the terms in force. */
-  podJoined(key: string, pod: Pod, base: LabelSet): readonly Label[] {
+  /** A pod enters the pod table with base labels `base` (key `baseKey`): its derived labels under the terms in force. */
+  podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[] {
     if (pod.ips !== undefined && pod.ips.length > 1) this.dualStack.add(key);
     else if (this.dualStack.size > 0) this.dualStack.delete(key);
     if (this.s.byPolicy.size === 0) return NO_LABELS;
     let g: Group | undefined;
     if (this.groups.size > 0 || this.tracking) {
-      const b = labelSetKey(base);
+      const b = baseKey;
       g = this.groups.get(b);
       if (!g) this.groups.set(b, (g = newGroup()));
       this.count1(g, key, pod, +1);

@@ -11,9 +11,10 @@ import { TombstoneMap } from './tombstone-map.js';
 export interface PodRecord {
   readonly pod: Pod;
   readonly local: boolean;
-  readonly identity: IdentityRecord;
+  /** Changed in place when the pod is re-identified (its other fields and indexes stay). */
+  identity: IdentityRecord;
   /** The key of its identity labels: identity events re-identify the pods of one key. */
-  readonly labelKey: string;
+  labelKey: string;
   /** Its map state, for a local pod (an endpoint). */
   map: SharedMapState | null;
 }
@@ -46,7 +47,7 @@ export class PodTable {
   private readonly podsByLabels = new Map<string, Set<string>>();
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
-  splits: { podJoined(key: string, pod: Pod, base: LabelSet): readonly Label[]; podLeft(key: string, pod: Pod): void } | null = null;
+  splits: { podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[]; podLeft(key: string, pod: Pod): void } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -92,8 +93,9 @@ export class PodTable {
     const prev = this.namespaceLabels(name);
     this.namespaces.set(name, next);
     if (!sameStringMap(prev, next)) {
-      // Namespace labels are part of every pod identity in it: re-identify them.
-      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.reidentifyPod(k);
+      // Namespace labels are part of every pod identity in it: re-identify them. All of them move,
+      // in order, so their order in the namespace's set is the one re-appending each would give.
+      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.moveIdentity(k, this.pods.get(k) as PodRecord, false);
     }
     // Logged after the pods: undoing restores the labels first, then the pods' old identities.
     this.ctx.onUndo(() => (stored ? this.namespaces.set(name, stored) : this.namespaces.delete(name)));
@@ -123,10 +125,49 @@ export class PodTable {
 
   /** A new identity is no new claim on the pod's IPs: it keeps exactly the ones it owned. */
   reidentifyPod(key: string): void {
-    const rec = this.pods.get(key) as PodRecord;
-    const owned = this.ownedIps(rec);
-    this.removeRecord(key, rec);
-    this.addPod(key, rec.pod, rec.local, undefined, owned);
+    this.moveIdentity(key, this.pods.get(key) as PodRecord, true);
+  }
+
+  /**
+   * Re-identifies a pod in place: the record keeps its IPs and its place in every index, only its
+   * identity (and endpoint map) change, with the calls into identities, maps and splits in the
+   * order a removal and re-addition make them (a namespace relabel moves ~100 pods: a new record,
+   * two undo closures and the index rewrites per pod were most of its garbage).
+   * `reappend`: move the pod to the end of its namespace's set, as a re-addition would.
+   * `labels`: the identity labels to take (an undo gives back the old ones, as for a removal).
+   */
+  private moveIdentity(key: string, rec: PodRecord, reappend: boolean, labels?: LabelSet): void {
+    const { pod, local } = rec;
+    const undoLabels = this.splits ? rec.identity.labels : undefined;
+    if (pod.ips === undefined) this.ctx.touchIpcacheHost(pod.ip);
+    else for (const ip of pod.ips) this.ctx.touchIpcacheHost(ip);
+    if (rec.map) {
+      this.maps.detachEndpoint(key, rec.map);
+      rec.map = null;
+    }
+    const external = this.identities.source === 'external';
+    if (external) removeFrom(this.podsByLabels, rec.labelKey, key);
+    this.identities.releaseForPod(rec.identity, pod.ports);
+    this.splits?.podLeft(key, pod);
+    const memo = this.identityLabels(pod);
+    const base = memo.labels;
+    const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
+    labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
+    const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
+    rec.identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
+    rec.labelKey = labelKey;
+    if (external) addTo(this.podsByLabels, labelKey, key);
+    if (reappend) {
+      const inNs = this.podsByNamespace.get(pod.namespace) as Set<string>;
+      inNs.delete(key);
+      inNs.add(key);
+    }
+    if (local) {
+      const { map, created } = this.maps.attachEndpoint(key, rec.identity, pod.ports);
+      rec.map = map;
+      if (created) this.resolver.populate(map);
+    }
+    this.ctx.onUndo(() => this.moveIdentity(key, rec, false, undoLabels));
   }
 
   /** The IPs a record owns in the ipcache; undefined when it owns all of them (the usual case). */
@@ -169,7 +210,7 @@ export class PodTable {
   private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet, owned?: readonly string[]): void {
     const memo = this.identityLabels(pod);
     const base = memo.labels;
-    const derived = this.splits?.podJoined(key, pod, base) ?? [];
+    const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);

@@ -1,7 +1,7 @@
 import { ANY_IDENTITY, IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import { wildcardKey } from '../model/policy-map.js';
 import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
-import type { L4Match } from '../model/ports.js';
+import type { ContainerPort, L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, LOCALHOST_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
@@ -306,21 +306,22 @@ export class PolicyResolver implements NamedPortListener {
     return this.namedEgressUnits.size > 0;
   }
 
-  namedPortsChanging(identity: IdentityId, names: ReadonlySet<string>, clusterWide: ReadonlySet<string>): void {
-    const pairs = new Map<UnitShare, Set<IdentityId>>();
-    const pair = (s: UnitShare, t: IdentityId): void => {
-      let ts = pairs.get(s);
-      if (!ts) pairs.set(s, (ts = new Set()));
-      ts.add(t);
-    };
-    for (const name of names) for (const s of this.namedEgressUnits.get(name) ?? []) if (s.targets.has(identity)) pair(s, identity);
+  namedPortsChanging(identity: IdentityId, own: ReadonlyMap<string, unknown>, ports: readonly ContainerPort[], clusterWide: ReadonlySet<string>): void {
+    // Built on the first pair: most pod moves touch no named-port rule's target. A name seen twice
+    // adds nothing new (the pairs are sets), so the pairs' order is that of the names' union.
+    let pairs: Map<UnitShare, Set<IdentityId>> | null = null;
+    for (const name of own.keys()) for (const s of this.namedEgressUnits.get(name) ?? []) if (s.targets.has(identity)) pairs = addPair(pairs, s, identity);
+    for (const p of ports) {
+      if (p.name === undefined) continue;
+      for (const s of this.namedEgressUnits.get(p.name) ?? []) if (s.targets.has(identity)) pairs = addPair(pairs, s, identity);
+    }
     for (const name of clusterWide) {
       for (const s of this.namedEgressUnits.get(name) ?? []) {
-        if (s.unit.anyPeer) pair(s, ANY_IDENTITY);
-        for (const t of s.targets.keys()) pair(s, t);
+        if (s.unit.anyPeer) pairs = addPair(pairs, s, ANY_IDENTITY);
+        for (const t of s.targets.keys()) pairs = addPair(pairs, s, t);
       }
     }
-    for (const [s, ts] of pairs) for (const t of ts) this.contributePeer(s, t, -1);
+    for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, -1);
     this.namedPortPairs = pairs;
   }
 
@@ -541,4 +542,13 @@ export class PolicyResolver implements NamedPortListener {
       for (const m of local.maps.values()) this.contributeTargets(s, m, sign);
     }
   }
+}
+
+/** Adds (share, target) to the pairs, creating them on the first. */
+function addPair(pairs: Map<UnitShare, Set<IdentityId>> | null, s: UnitShare, t: IdentityId): Map<UnitShare, Set<IdentityId>> {
+  const out = pairs ?? new Map<UnitShare, Set<IdentityId>>();
+  let ts = out.get(s);
+  if (!ts) out.set(s, (ts = new Set()));
+  ts.add(t);
+  return out;
 }

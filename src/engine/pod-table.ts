@@ -167,7 +167,8 @@ export class PodTable {
       rec.map = map;
       if (created) this.resolver.populate(map);
     }
-    this.ctx.onUndo(() => this.moveIdentity(key, rec, false, undoLabels));
+    // By key: a later event of the transaction may have replaced the record (a removal's undo re-adds a new one).
+    this.ctx.onUndo(() => this.moveIdentity(key, this.pods.get(key) ?? fail(key), false, undoLabels));
   }
 
   /** The IPs a record owns in the ipcache; undefined when it owns all of them (the usual case). */

@@ -18,9 +18,16 @@ const CORPUS = ['fixtures/scenarios', 'fixtures/conformance/accept', 'fixtures/c
  * `verify --backend bpf` in .ci/run: a pod address whose owner changes between claimants (the
  * testbed builds one namespace per pod and routes a shared address to one of them, so the probe
  * and its reply can leave and return through different namespaces); a node's health and Ingress
- * addresses (the testbed's node namespaces carry only the node's InternalIP/ExternalIP addresses).
+ * addresses (the testbed's node namespaces carry only the node's InternalIP/ExternalIP addresses); an
+ * IPv4-mapped IPv6 source (`::ffff:a.b.c.d`), which Linux drops on receipt whatever the maps say
+ * (net/ipv6/ip6_input.c `ip6_rcv_core`, since "ipv6: drop incoming packets having a v4mapped source
+ * address", 2019; RFC 4291 2.5.5.2).
  */
-const NOT_IN_TESTBED = new Set(['fixtures/scenarios/ipcache/shared-ip-owner-deleted.yaml', 'fixtures/scenarios/nodes/node-health-ingress.yaml']);
+const NOT_IN_TESTBED = new Set([
+  'fixtures/scenarios/ipcache/shared-ip-owner-deleted.yaml',
+  'fixtures/scenarios/nodes/node-health-ingress.yaml',
+  'fixtures/scenarios/attacks-14/ipv6-embedded-ipv4-cidr.yaml',
+]);
 
 function yamlFiles(dir: string): string[] {
   return readdirSync(dir)

@@ -243,7 +243,6 @@ class BucketIndex<V> {
 
 const NO_IDS: readonly IdentityId[] = [];
 
-/** Adds the members of `s` to `out` (forEach: no iterator result per member in unoptimized code). */
 /** Appends the selectors of `s` not yet listed in this `visit`, in `s`'s order. */
 function addUnvisited(out: CachedSelector[], s: Set<CachedSelector> | undefined, visit: number): void {
   if (s === undefined) return;
@@ -254,6 +253,7 @@ function addUnvisited(out: CachedSelector[], s: Set<CachedSelector> | undefined,
   }
 }
 
+/** Adds the members of `s` to `out` (forEach: no iterator result per member in unoptimized code). */
 function addAll<V>(out: Set<V>, s: Set<V> | undefined): void {
   if (s) s.forEach((v) => out.add(v));
 }

@@ -5,7 +5,6 @@ import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG 
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
-import { HAS_STAND_INS, policyPeerKinds } from '../model/policy-peer-kinds.js';
 import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
 import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js';
 import { EngineContext } from './context.js';
@@ -334,12 +333,10 @@ export class Engine {
   /** The node table keeps the policy as given; the others see it without stand-ins once the API server's addresses are known. */
   private upsertPolicy(given: Policy): void {
     const { resolver, fqdn, splits, nodes } = this.stages;
-    // One pass over the rules for the three side stages (stripping stand-ins keeps every other kind).
-    const kinds = policyPeerKinds(given);
-    const policy = nodes.apiServerKnown && (kinds & HAS_STAND_INS) !== 0 ? withoutApiServerStandIns(given) : given;
-    fqdn.policyUpserted(policy, kinds);
-    splits.policyUpserted(policy, kinds);
-    nodes.policyUpserted(given, kinds);
+    const policy = nodes.apiServerKnown ? withoutApiServerStandIns(given) : given;
+    fqdn.policyUpserted(policy);
+    splits.policyUpserted(policy);
+    nodes.policyUpserted(given);
     resolver.upsertPolicy(policy);
   }
 

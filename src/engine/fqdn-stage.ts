@@ -6,7 +6,6 @@ import { l7Allows, l7PolicyAllows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
 import { l4PrefixBits, LookupResult, maskPort, pickWinner, PolicyKey, policyKeyString } from '../model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
-import { HAS_DNS } from '../model/policy-peer-kinds.js';
 import { L7Rules, Policy, policyRefKey } from '../model/rules.js';
 import { Selector, selectorMatches } from '../model/selector.js';
 import type { EngineContext } from './context.js';
@@ -108,11 +107,9 @@ export class FqdnStage {
     this.cache = cache;
   }
 
-  /** `kinds`: the policy's `policyPeerKinds`; one without egress DNS rules is not scanned. */
-  policyUpserted(p: Policy, kinds: number): void {
-    const key = policyRefKey(p.ref);
-    this.policyDeleted(key);
-    if ((kinds & HAS_DNS) === 0) return;
+  policyUpserted(p: Policy): void {
+    this.policyDeleted(policyRefKey(p.ref));
+    // Indexed loops, and no array for a policy without DNS rules: the cold start runs this in the interpreter once per policy.
     let rules: DnsRule[] | null = null;
     for (let i = 0; i < p.rules.length; i++) {
       const r = p.rules[i] as Policy['rules'][number];
@@ -123,6 +120,7 @@ export class FqdnStage {
       }
     }
     if (rules === null) return;
+    const key = policyRefKey(p.ref);
     this.dnsRules.set(key, rules);
     this.ctx.onUndo(() => this.dnsRules.delete(key));
   }

@@ -1,7 +1,6 @@
 import { Cidr, cidrContainsIp } from '../model/cidr.js';
 import { podIps, podKey, type Pod } from '../model/cluster.js';
 import { Label, LabelSet, labelSetKey, makeLabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
-import { HAS_NAMED_EGRESS, HAS_NETWORKS } from '../model/policy-peer-kinds.js';
 import { policyRefKey, type Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
 import type { TierPeer } from '../model/tiers.js';
@@ -251,9 +250,8 @@ export class NetworkSplits {
     return out;
   }
 
-  /** `kinds`: the policy's `policyPeerKinds`; one without networks or tiered named egress puts no terms in force. */
-  policyUpserted(policy: Policy, kinds: number): void {
-    this.change(policyRefKey(policy.ref), (kinds & (HAS_NETWORKS | HAS_NAMED_EGRESS)) !== 0 ? termsOf(policy) : undefined);
+  policyUpserted(policy: Policy): void {
+    this.change(policyRefKey(policy.ref), termsOf(policy));
   }
 
   policyDeleted(key: string): void {

@@ -2,8 +2,7 @@ import { type Cidr, cidrContainsIp, type IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
-import { HAS_NETWORKS, HAS_NODES, HAS_STAND_INS } from '../model/policy-peer-kinds.js';
-import { type Policy, policyRefKey } from '../model/rules.js';
+import { hasApiServerStandIns, type Policy, policyRefKey } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -157,16 +156,14 @@ export class NodeTable {
     this.refreshApiServer(nodeAddresses(rec).map((a) => a.ip.text));
   }
 
-  /** `kinds`: the policy's `policyPeerKinds`; a policy without nodes peers, stand-ins or networks is not scanned. */
-  policyUpserted(policy: Policy, kinds: number): void {
-    const key = policyRefKey(policy.ref);
-    this.setStandIn(key, (kinds & HAS_STAND_INS) !== 0 ? policy : undefined);
+  policyUpserted(policy: Policy): void {
+    this.setStandIn(policyRefKey(policy.ref), hasApiServerStandIns(policy) ? policy : undefined);
     // Most policies have no nodes peers: no Set for them (3,000 in a cilium-2019 cold start).
-    const selectors = (kinds & HAS_NODES) !== 0 ? nodeSelectorsOf(policy) : [];
+    const selectors = nodeSelectorsOf(policy);
     const keys = selectors.length === 0 ? NO_KEYS : new Set(selectors.flatMap((sel) => sel.requirements.map((q) => q.key.key)));
-    this.setPolicyKeys(key, keys);
-    const rules = (kinds & HAS_NETWORKS) !== 0 ? (policy.tiered?.rules ?? []).map(tierRuleNetworks).filter((c) => c.length > 0) : [];
-    this.setNetworked(key, rules.length === 0 ? undefined : { policy, rules });
+    this.setPolicyKeys(policyRefKey(policy.ref), keys);
+    const rules = (policy.tiered?.rules ?? []).map(tierRuleNetworks).filter((c) => c.length > 0);
+    this.setNetworked(policyRefKey(policy.ref), rules.length === 0 ? undefined : { policy, rules });
   }
 
   policyDeleted(key: string): void {

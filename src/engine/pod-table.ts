@@ -137,7 +137,7 @@ export class PodTable {
    * `labels`: the identity labels to take (an undo gives back the old ones, as for a removal).
    */
   private moveIdentity(key: string, rec: PodRecord, reappend: boolean, labels?: LabelSet): void {
-    const { pod, local } = rec;
+    const { pod } = rec;
     const undoLabels = this.splits ? rec.identity.labels : undefined;
     if (pod.ips === undefined) this.ctx.touchIpcacheHost(pod.ip);
     else for (const ip of pod.ips) this.ctx.touchIpcacheHost(ip);
@@ -162,13 +162,17 @@ export class PodTable {
       inNs.delete(key);
       inNs.add(key);
     }
-    if (local) {
-      const { map, created } = this.maps.attachEndpoint(key, rec.identity, pod.ports);
-      rec.map = map;
-      if (created) this.resolver.populate(map);
-    }
+    this.attachIfLocal(key, rec);
     // By key: a later event of the transaction may have replaced the record (a removal's undo re-adds a new one).
     this.ctx.onUndo(() => this.moveIdentity(key, this.pods.get(key) ?? fail(key), false, undoLabels));
+  }
+
+  /** A local pod is an endpoint: attached to its identity's shared map state (populated when new). */
+  private attachIfLocal(key: string, rec: PodRecord): void {
+    if (!rec.local) return;
+    const { map, created } = this.maps.attachEndpoint(key, rec.identity, rec.pod.ports);
+    rec.map = map;
+    if (created) this.resolver.populate(map);
   }
 
   /** The IPs a record owns in the ipcache; undefined when it owns all of them (the usual case). */
@@ -229,11 +233,7 @@ export class PodTable {
       if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
       this.podsByIp.set(ip.text, rec);
     }
-    if (local) {
-      const { map, created } = this.maps.attachEndpoint(key, identity, pod.ports);
-      rec.map = map;
-      if (created) this.resolver.populate(map);
-    }
+    this.attachIfLocal(key, rec);
     this.ctx.onUndo(() => {
       this.removePod(key);
       // The IPs it took go back to the pods that held them (by key: their records may be new ones by now).

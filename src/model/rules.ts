@@ -223,7 +223,7 @@ export function withoutApiServerStandIns(policy: Policy): Policy {
   return { ...policy, rules };
 }
 
-function hasApiServerStandIns(policy: Policy): boolean {
+export function hasApiServerStandIns(policy: Policy): boolean {
   return policy.rules.some((r) => r.peers.some(isStandIn));
 }
 

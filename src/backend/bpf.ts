@@ -56,6 +56,12 @@ function pinPaths(dir: string, rel = ''): string[] {
   return out;
 }
 
+/** Whether an element is exactly as `encodeKey`/`encodeValue` write the record it decodes to. */
+function isCanonical(key: Buffer, value: Buffer): boolean {
+  const k = decodeKey(key);
+  return encodeKey(k).equals(key) && encodeValue(decodeValue(value).entry, k).equals(value);
+}
+
 /** A bpf() syscall failed: `op` names the command, `errno` the kernel's answer. */
 export class BpfError extends Error {
   override readonly name = 'BpfError';
@@ -228,15 +234,21 @@ export class BpfBackend implements MapBackend {
     }
     const old = sameEncoding ? this.dumpRaw(endpoint, fd) : [];
     closeFd(fd);
+    const copy: MapDelta[] = old.length <= want.maxEntries ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
+    const fresh = this.replaceMap(endpoint, path, copy);
+    if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
+    return fresh;
+  }
+
+  /** A new map holding `copy`, renamed over the pin at `path` in one step; returns its fd. */
+  private replaceMap(endpoint: string, path: string, copy: readonly MapDelta[]): number {
     const fresh = this.createMap(endpoint);
     const temp = join(this.pinDir, `tmp_${process.pid}_${PIN_PREFIX}replace`);
     if (existsSync(temp)) unlinkSync(temp);
     this.pin(fresh, temp);
     try {
-      const copy: MapDelta[] = old.length <= want.maxEntries ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
       if (copy.length > 0 && this.writeSingles(fresh, copy, 0, copy.length) < copy.length) throw new BpfError('MAP_UPDATE_ELEM', this.lastErrno, `copying ${path} into its replacement`);
       renameSync(temp, path);
-      if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
     } catch (e) {
       unlinkSync(temp);
       closeFd(fresh);
@@ -406,8 +418,22 @@ export class BpfBackend implements MapBackend {
   }
 
   dump(endpoint: string, purpose?: 'diff'): MapRecord[] {
-    const raw = this.dumpRaw(endpoint, this.fd(endpoint));
-    if (purpose === 'diff') this.unread.delete(endpoint);
+    const fd = this.fd(endpoint);
+    const raw = this.dumpRaw(endpoint, fd);
+    if (purpose !== 'diff') return this.decode(raw);
+    this.unread.delete(endpoint);
+    if (this.readOnly || raw.every(([k, v]) => isCanonical(k, v))) return this.decode(raw);
+    // An element distill never writes (another writer's, e.g. a prefix length under 40 that covers every
+    // identity) decodes to some other key: the diff could neither see nor delete it. The map is replaced by
+    // an empty one (it admits nothing, never looser than the old or the new policy), which the diff then fills.
+    this.fds.set(endpoint, this.replaceMap(endpoint, this.pinPath(endpoint), []));
+    closeFd(fd);
+    this.sizes.set(endpoint, 0);
+    return [];
+  }
+
+
+  private decode(raw: [Buffer, Buffer][]): MapRecord[] {
     return raw
       .sort(([a], [b]) => Buffer.compare(a, b))
       .map(([k, v]) => ({ key: decodeKey(k), entry: decodeValue(v).entry }));

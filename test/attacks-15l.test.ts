@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyChangeSet } from '../src/backend/backend.js';
@@ -11,6 +11,7 @@ import type { EngineEvent } from '../src/engine/events.js';
 import { parseIp } from '../src/model/cidr.js';
 import { parseManifestFile } from '../src/policy/manifest.js';
 import { reconcile } from '../src/node/restart.js';
+import { KernelIpcache } from '../src/backend/ipcache.js';
 
 /**
  * Round 15l: the running agent over pinned maps another writer touched. See docs/attack-findings-15l.md.
@@ -154,6 +155,28 @@ kernel('670. a full reconcile undoes what another writer put in a real kernel ma
       expect(backend.dump(WEB).length).toBe(engine.mapState(WEB).size);
     } finally {
       backend.close();
+    }
+  });
+});
+
+kernel('671. the full reconcile brings the kernel ipcache to the engine\'s even where another writer changed it after open', () => {
+  it('a foreign 0.0.0.0/0 giving every external address a pod identity is deleted by the next sync', () => {
+    const dir = pinDir();
+    mkdirSync(dir, { recursive: true });
+    const ours = KernelIpcache.fresh(dir);
+    const foreign = new KernelIpcache(dir);
+    try {
+      const wanted = new Map([['10.250.0.2/32', 300]]);
+      ours.sync(wanted);
+      foreign.apply([{ op: 'upsert', prefix: '0.0.0.0/0', identity: 300 }]);
+      foreign.apply([{ op: 'upsert', prefix: '10.250.0.2/32', identity: 301 }]);
+      expect(ours.lookup(parseIp('192.0.2.1')), 'world now reads as the pod identity').toBe(300);
+      ours.sync(wanted);
+      expect(ours.lookup(parseIp('192.0.2.1')), 'world again').toBeUndefined();
+      expect(ours.lookup(parseIp('10.250.0.2')), 'the pod its own identity again').toBe(300);
+    } finally {
+      foreign.close();
+      ours.close();
     }
   });
 });

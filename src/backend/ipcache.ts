@@ -77,7 +77,7 @@ function checkIpcacheSpec(fd: number, family: IpFamily, path: string): number {
 
 export class KernelIpcache {
   private readonly fds = new Map<IpFamily, number>();
-  /** What the maps hold (prefix text → identity), read back from the kernel at open: `sync` diffs against it. */
+  /** What the maps hold (prefix text → identity), read back from the kernel at open and by `sync`, which diffs against it. */
   private readonly content = new Map<string, IdentityId>();
   private readonly attr = new NativeBuffer(128);
   private readonly key = new NativeBuffer(20);
@@ -89,7 +89,7 @@ export class KernelIpcache {
     try {
       for (const family of ['ipv4', 'ipv6'] as const) this.fds.set(family, this.open(family));
       // A restart: what an earlier writer pinned is what `sync` diffs against (stale entries go, unchanged ones stay).
-      for (const family of ['ipv4', 'ipv6'] as const) for (const [prefix, id] of this.read(family)) this.content.set(prefix, id);
+      this.reload();
     } catch (e) {
       this.close();
       throw e;
@@ -152,6 +152,11 @@ export class KernelIpcache {
     return bpf(cmd, this.attr);
   }
 
+  private reload(): void {
+    this.content.clear();
+    for (const family of ['ipv4', 'ipv6'] as const) for (const [prefix, id] of this.read(family)) this.content.set(prefix, id);
+  }
+
   /** Every entry of one family's trie, as the kernel holds it (BPF_MAP_GET_NEXT_KEY, then a lookup per key). */
   private read(family: IpFamily): Map<string, IdentityId> {
     const fd = this.fds.get(family)!;
@@ -198,10 +203,12 @@ export class KernelIpcache {
 
   /**
    * Makes the maps hold exactly `wanted` (prefix → identity), writing only the difference with
-   * what they hold (read back at open, so a restart with nothing changed writes nothing), in
+   * what they hold (read back from the kernel, so a restart with nothing changed writes nothing), in
    * `ipcacheWriteOrder`. Returns how many entries changed.
    */
   sync(wanted: ReadonlyMap<string, IdentityId>): number {
+    // Read again, not the content as written: another writer's entries (a 0.0.0.0/0 giving world a pod's identity) go too.
+    this.reload();
     const deltas: IpcacheDelta[] = [];
     const canonical = new Map<string, IdentityId>();
     for (const [prefix, id] of wanted) canonical.set(parseCidr(prefix).text, id);
@@ -214,7 +221,7 @@ export class KernelIpcache {
     return deltas.length;
   }
 
-  /** What the maps hold (read back at open, then as written). */
+  /** What the maps hold (read back at open and at each sync, then as written). */
   entries(): ReadonlyMap<string, IdentityId> {
     return this.content;
   }

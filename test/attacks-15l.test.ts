@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyChangeSet } from '../src/backend/backend.js';
 import { BpfBackend, bpfUnavailableReason, pinName } from '../src/backend/bpf.js';
-import { bpf, BPF_CMD, closeFd, NativeBuffer } from '../src/backend/bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, NativeBuffer } from '../src/backend/bpf-syscall.js';
 import { encodeKey, encodeValue, KEY_SIZE, VALUE_SIZE } from '../src/backend/encoding.js';
 import { backendLookup } from '../src/backend/lookup.js';
 import { Engine } from '../src/engine/engine.js';
@@ -177,6 +177,44 @@ kernel('671. the full reconcile brings the kernel ipcache to the engine\'s even 
     } finally {
       foreign.close();
       ours.close();
+    }
+  });
+});
+
+kernel('672. a pinned map of another max_entries is copied into its replacement only when every element is one distill writes', () => {
+  it('an element with a direction byte the datapath never matches is not copied as an ingress allow before the first reconcile', () => {
+    const dir = pinDir();
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, pinName(WEB));
+    const attr = new NativeBuffer(128);
+    const p = new NativeBuffer(4096);
+    try {
+      attr.buf.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
+      attr.buf.writeUInt32LE(KEY_SIZE, 4);
+      attr.buf.writeUInt32LE(VALUE_SIZE, 8);
+      attr.buf.writeUInt32LE(512, 12); // another version's capacity: replaced at open
+      attr.buf.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+      const fd = bpf(BPF_CMD.MAP_CREATE, attr).ret;
+      expect(fd).toBeGreaterThanOrEqual(0);
+      Buffer.from(`${path}\0`).copy(p.buf);
+      attr.buf.fill(0);
+      attr.buf.writeBigUInt64LE(p.address, 0);
+      attr.buf.writeUInt32LE(fd, 8);
+      expect(bpf(BPF_CMD.OBJ_PIN, attr).ret).toBe(0);
+      closeFd(fd);
+    } finally {
+      attr.free();
+      p.free();
+    }
+    const key = { identity: 300, direction: 'ingress' as const, protocol: 6, port: 80, portPrefixLen: 16 };
+    const allow = encodeValue({ deny: false, proxyPort: 0, precedence: 1 }, key);
+    writeRaw(path, rawKey(64, 300, 2, 6, 80), allow); // never matched: the datapath looks up with direction 0 or 1
+    const backend = new BpfBackend({ pinDir: dir, capacity: 256 });
+    try {
+      expect(backendLookup(backend, WEB, 300, 'ingress', 6, 80), 'nothing allows identity 300 before the first reconcile').toBeUndefined();
+      expect(() => backend.apply(WEB, [{ endpoint: WEB, op: 'upsert', key, entry: { deny: true, proxyPort: 0, precedence: 1 } }]), 'deltas wait for a diff').toThrow(/reconcile it first/);
+    } finally {
+      backend.close();
     }
   });
 });

@@ -234,7 +234,8 @@ export class BpfBackend implements MapBackend {
     }
     const old = sameEncoding ? this.dumpRaw(endpoint, fd) : [];
     closeFd(fd);
-    const copy: MapDelta[] = old.length <= want.maxEntries ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
+    // An element distill never writes may decode to a live key (a direction byte of 2 read as ingress): nothing is copied then.
+    const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
     const fresh = this.replaceMap(endpoint, path, copy);
     if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
     return fresh;

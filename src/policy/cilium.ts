@@ -413,8 +413,17 @@ function parseFqdnSelector(r: Reader, v: unknown, path: string): FqdnSelector {
   return name !== undefined ? makeFqdnSelector('matchName', name) : makeFqdnSelector('matchPattern', pattern as string);
 }
 
+/**
+ * Protocols without transport ports that Cilium 1.18+ takes in `toPorts` (cilium/cilium#39872:
+ * VRRP, IGMP; #44459: GRE, IPIP, IPv6, ESP, AH; `isExtendedIPProtocol`, rule_validation.go). The
+ * API server stores such a policy and Cilium enforces it; refused as invalid, the agent skipped
+ * the whole policy (attack finding 711). "Not supported" gives it the fail-closed stand-in.
+ */
+const EXTENDED_IP_PROTOCOLS: readonly unknown[] = ['VRRP', 'IGMP', 'GRE', 'IPIP', 'IPv6', 'ESP', 'AH'];
+
 function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
   if (absent(v)) return 'ANY';
+  if (EXTENDED_IP_PROTOCOLS.includes(v)) r.fail(path, `"${String(v)}" (an IP protocol without ports, Cilium 1.18+) is not supported by distill`);
   // The API server checks the CRD enum, case-sensitively, before Cilium's own (lenient) parser runs.
   const p = r.oneOf(v, path, CILIUM_PROTOCOLS);
   return p;

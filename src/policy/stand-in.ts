@@ -16,6 +16,7 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown, 
   if (!unsupported(error) || typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
   const o = doc as Record<string, unknown>;
   if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
+  if (o.kind === 'NetworkPolicy') return networkPolicyStandIn(o, source);
   if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
   const parses = (spec: unknown): unknown => {
     try {
@@ -72,6 +73,48 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   }
   // Spec-level fields distill does not read (a newer CRD): isolate what the spec has rules for.
   return parses(out) === undefined ? out : undefined;
+}
+
+/**
+ * A NetworkPolicy with a field of a newer Kubernetes API (the API server serves what its own
+ * version defines; Cilium's client drops what it does not know): its subject stays isolated in
+ * the directions the policy as written isolates (policyTypes made explicit, so dropping every
+ * egress rule cannot undo the defaulting), each rule distill cannot read is dropped (NetworkPolicy
+ * only allows), a spec field it cannot read is left out. Attack finding 710.
+ */
+function networkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
+  const spec = o.spec;
+  if (!isObject(spec)) return undefined;
+  const parses = (s: Record<string, unknown>): unknown => {
+    try {
+      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec: s }, source);
+      return undefined;
+    } catch (e) {
+      return e;
+    }
+  };
+  const written = Array.isArray(spec.policyTypes) && spec.policyTypes.length > 0 ? spec.policyTypes : undefined;
+  const policyTypes = written ?? ['Ingress', ...(Array.isArray(spec.egress) && spec.egress.length > 0 ? ['Egress'] : [])];
+  const base: Record<string, unknown> = { ...(spec.podSelector !== undefined ? { podSelector: spec.podSelector } : {}), policyTypes };
+  if (parses(base) !== undefined) return undefined;
+  const out = { ...base };
+  for (const field of ['ingress', 'egress'] as const) {
+    const list = spec[field];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) return undefined;
+    const kept: unknown[] = [];
+    for (const rule of list as unknown[]) {
+      const err = parses({ ...base, [field]: [rule] });
+      if (err === undefined) kept.push(rule);
+      else if (!unsupported(err)) return undefined;
+    }
+    out[field] = kept;
+  }
+  try {
+    return parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec: out }, source);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The experimental ClusterNetworkPolicy peers distill refuses (src/policy/clusternetworkpolicy.ts). */

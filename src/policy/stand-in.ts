@@ -128,7 +128,7 @@ const EXPERIMENTAL_PEERS = ['domainNames'];
  * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
  */
 function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
-  const spec = o.spec;
+  const spec = withoutUnknownSpecFields(o.spec);
   if (!isObject(spec)) return undefined;
   const rewrite = (list: unknown, peers: 'from' | 'to'): unknown =>
     Array.isArray(list) ? list.map((r: unknown) => unreadRule(o, spec, withUnknownPeers(r, peers), peers, source)) : list;
@@ -138,6 +138,21 @@ function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string)
   } catch {
     return undefined;
   }
+}
+
+const CNP_SPEC_FIELDS = ['tier', 'priority', 'subject', 'ingress', 'egress'];
+
+/**
+ * A spec field of a newer ClusterNetworkPolicy CRD may narrow the subject or the rules: with it
+ * left out, only the Deny rules are kept (a wider Deny denies more); Accept and Pass rules are
+ * dropped, as the skip that came before did with the whole policy (attack finding 712).
+ */
+function withoutUnknownSpecFields(spec: unknown): unknown {
+  if (!isObject(spec) || Object.keys(spec).every((k) => CNP_SPEC_FIELDS.includes(k))) return spec;
+  const denies = (list: unknown): unknown => (Array.isArray(list) ? list.filter((r: unknown) => isObject(r) && r.action === 'Deny') : list);
+  const out: Record<string, unknown> = {};
+  for (const k of CNP_SPEC_FIELDS) if (spec[k] !== undefined) out[k] = k === 'ingress' || k === 'egress' ? denies(spec[k]) : spec[k];
+  return out;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -63,3 +63,25 @@ describe('finding 710: a NetworkPolicy with a field distill does not read (a new
     expect(r.warn).toEqual(['object skipped: it cannot be read']);
   });
 });
+
+describe('finding 712: a ClusterNetworkPolicy with a spec field of a newer CRD', () => {
+  const cnpol = (extra: Obj): Obj => ({
+    apiVersion: 'policy.networking.k8s.io/v1alpha2',
+    kind: 'ClusterNetworkPolicy',
+    metadata: { name: 'future', resourceVersion: '10' },
+    spec: {
+      tier: 'Admin',
+      priority: 5,
+      subject: { pods: { podSelector: { matchLabels: { app: 'server' } } } },
+      ingress: [{ name: 'in', action: 'Deny', from: [{ pods: { podSelector: { matchLabels: { app: 'client' } } } }] }],
+      egress: [{ name: 'out', action: 'Accept', to: [{ pods: { podSelector: {} } }] }],
+      ...extra,
+    },
+  });
+  it('keeps its Deny rules, drops Accept and Pass (was: the whole policy skipped, the Deny lost)', () => {
+    expect(run(cnpol({})).verdicts).toEqual({ 'ingress client': 'deny', 'ingress other': 'allow', 'egress client': 'allow', 'egress other': 'allow' });
+    const r = run(cnpol({ futureSubjectFilter: { matchLabels: { x: 'y' } } }));
+    expect(r.warn).toEqual(STAND_IN);
+    expect(r.verdicts).toEqual({ 'ingress client': 'deny', 'ingress other': 'allow', 'egress client': 'allow', 'egress other': 'allow' });
+  });
+});

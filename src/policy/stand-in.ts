@@ -3,6 +3,7 @@ import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
 
 /**
+ * (NetworkPolicy and ClusterNetworkPolicy: see networkPolicyStandIn, clusterNetworkPolicyStandIn.)
  * A Cilium policy that uses what distill does not read (a field Cilium supports: `toServices`,
  * `fromRequires`, `cidrGroupRef`, an L7 `secret`, a field of a newer CRD) is still enforced by
  * Cilium. Skipping it would drop the isolation it gives its subject and the denies it holds, so
@@ -58,7 +59,7 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   const s = v as Record<string, unknown>;
   if (s.nodeSelector !== undefined) return null;
   const subject = { endpointSelector: s.endpointSelector };
-  if (parses(subject) !== undefined) return undefined;
+  if (parses({ ...subject, ingress: [{}] }) !== undefined) return undefined;
   const out: Record<string, unknown> = { ...subject };
   for (const { field, deny, all } of LISTS) {
     if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;

@@ -545,6 +545,7 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   const isDeny = shape.verdict === 'deny';
   const allowedKeys = isDeny ? ['ports'] : ['ports', 'rules', 'originatingTLS', 'terminatingTLS', 'serverNames', 'listener'];
   const o = r.object(v, path, allowedKeys);
+  checkProxyFields(r, o, path, shape.direction);
   for (const u of ['originatingTLS', 'terminatingTLS', 'serverNames', 'listener']) {
     if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
   }
@@ -556,6 +557,19 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   // A port rule without ports contributes no L4 filter at all (Cilium iterates its ports: none,
   // nothing added), so it allows nothing; the rule still makes the direction default-deny.
   return l4s.map((l4) => ({ l4, ...(l7 ? { l7 } : {}) }));
+}
+
+/**
+ * What Cilium's `PortRule.Validate`/`sanitize` (rule_validation.go, in every version read) refuses
+ * among the fields distill does not read: refused here too, so the agent skips the policy as Cilium does instead of enforcing a
+ * stand-in whose remaining allows the cluster never enforces (attack finding 716). `Rules.IsEmpty`
+ * is true only when every list is nil: `http: []` is a list.
+ */
+function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction): void {
+  const rules = o.rules;
+  const hasL7 = typeof rules === 'object' && rules !== null && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent((rules as Record<string, unknown>)[k]));
+  if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
+  if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');
 }
 
 /** Cilium's proxy compiles these with RE2: validate with the same syntax the matcher uses. */

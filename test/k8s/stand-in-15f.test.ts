@@ -102,3 +102,13 @@ describe('finding 713: a Cilium rule with no ingress, ingressDeny, egress or egr
     expect(run(cnp({ endpointSelector: server, ingress: [{ fromRequires: [{}] }] })).warn).toEqual(STAND_IN);
   });
 });
+
+describe('finding 716: a listener Cilium refuses (on ingress, or beside L7 rules)', () => {
+  const listener = { name: 'l', envoyConfig: { kind: 'CiliumEnvoyConfig', name: 'c' } };
+  const withListener = (ingress: boolean, rules?: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: server, [ingress ? 'ingress' : 'egress']: [{ [ingress ? 'fromEntities' : 'toEntities']: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], listener, ...(rules ? { rules } : {}) }] }] } });
+  it('is refused as Cilium refuses it (was: "not supported", a stand-in the cluster never enforces)', () => {
+    expect(() => parseManifest(withListener(true), 't')).toThrow(/Listener is not allowed on ingress/);
+    expect(() => parseManifest(withListener(false, { http: [] }), 't')).toThrow(/Listener is not allowed with L7 rules/);
+    expect(() => parseManifest(withListener(false), 't')).toThrow(/is not supported by distill/);
+  });
+});

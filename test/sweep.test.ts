@@ -63,7 +63,7 @@ const SCENARIO_FIELDS: Record<string, (n: string) => Json> = {
   'dns rule matchPattern': (n) => scenario({ policies: [cnp({ endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: n }] } }] }] })] }),
   'l7 rules key': (n) => scenario({ policies: [l7(own(n, []))] }),
   'l7 proto': (n) => scenario({ policies: [l7({ l7proto: n, l7: [{ a: 'b' }] })] }),
-  kind: (n) => scenario({ policies: [{ apiVersion: 'cilium.io/v2', kind: n, metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: {} } }] }),
+  kind: (n) => scenario({ policies: [{ apiVersion: 'cilium.io/v2', kind: n, metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: {}, ingress: [{}] } }] }),
   apiVersion: (n) => scenario({ policies: [{ apiVersion: n, kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { podSelector: {} } }] }),
   'metadata name': (n) => scenario({ policies: [np({ podSelector: {} }, { name: n, namespace: 'x' })] }),
   'metadata namespace': (n) => scenario({ policies: [np({ podSelector: {} }, { name: 'p', namespace: n })] }),

@@ -413,8 +413,17 @@ function parseFqdnSelector(r: Reader, v: unknown, path: string): FqdnSelector {
   return name !== undefined ? makeFqdnSelector('matchName', name) : makeFqdnSelector('matchPattern', pattern as string);
 }
 
+/**
+ * Protocols without transport ports that Cilium 1.18+ takes in `toPorts` (cilium/cilium#39872:
+ * VRRP, IGMP; #44459: GRE, IPIP, IPv6, ESP, AH; `isExtendedIPProtocol`, rule_validation.go). The
+ * API server stores such a policy and Cilium enforces it; refused as invalid, the agent skipped
+ * the whole policy (attack finding 711). "Not supported" gives it the fail-closed stand-in.
+ */
+const EXTENDED_IP_PROTOCOLS: readonly unknown[] = ['VRRP', 'IGMP', 'GRE', 'IPIP', 'IPv6', 'ESP', 'AH'];
+
 function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
   if (absent(v)) return 'ANY';
+  if (EXTENDED_IP_PROTOCOLS.includes(v)) r.fail(path, `"${String(v)}" (an IP protocol without ports, Cilium 1.18+) is not supported by distill`);
   // The API server checks the CRD enum, case-sensitively, before Cilium's own (lenient) parser runs.
   const p = r.oneOf(v, path, CILIUM_PROTOCOLS);
   return p;
@@ -532,6 +541,7 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   const isDeny = shape.verdict === 'deny';
   const allowedKeys = isDeny ? ['ports'] : ['ports', 'rules', 'originatingTLS', 'terminatingTLS', 'serverNames', 'listener'];
   const o = r.object(v, path, allowedKeys);
+  checkProxyFields(r, o, path, shape.direction);
   for (const u of ['originatingTLS', 'terminatingTLS', 'serverNames', 'listener']) {
     if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
   }
@@ -543,6 +553,19 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   // A port rule without ports contributes no L4 filter at all (Cilium iterates its ports: none,
   // nothing added), so it allows nothing; the rule still makes the direction default-deny.
   return l4s.map((l4) => ({ l4, ...(l7 ? { l7 } : {}) }));
+}
+
+/**
+ * What Cilium's `PortRule.Validate`/`sanitize` (rule_validation.go, in every version read) refuses
+ * among the fields distill does not read: refused here too, so the agent skips the policy as Cilium does instead of enforcing a
+ * stand-in whose remaining allows the cluster never enforces (attack finding 716). `Rules.IsEmpty`
+ * is true only when every list is nil: `http: []` is a list.
+ */
+function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction): void {
+  const rules = o.rules;
+  const hasL7 = typeof rules === 'object' && rules !== null && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent((rules as Record<string, unknown>)[k]));
+  if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
+  if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');
 }
 
 /** Cilium's proxy compiles these with RE2: validate with the same syntax the matcher uses. */

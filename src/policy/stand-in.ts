@@ -3,6 +3,7 @@ import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
 
 /**
+ * (NetworkPolicy and ClusterNetworkPolicy: see networkPolicyStandIn, clusterNetworkPolicyStandIn.)
  * A Cilium policy that uses what distill does not read (a field Cilium supports: `toServices`,
  * `fromRequires`, `cidrGroupRef`, an L7 `secret`, a field of a newer CRD) is still enforced by
  * Cilium. Skipping it would drop the isolation it gives its subject and the denies it holds, so
@@ -16,6 +17,7 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown, 
   if (!unsupported(error) || typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
   const o = doc as Record<string, unknown>;
   if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
+  if (o.kind === 'NetworkPolicy') return networkPolicyStandIn(o, source);
   if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
   const parses = (spec: unknown): unknown => {
     try {
@@ -74,6 +76,48 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   return parses(out) === undefined ? out : undefined;
 }
 
+/**
+ * A NetworkPolicy with a field of a newer Kubernetes API (the API server serves what its own
+ * version defines; Cilium's client drops what it does not know): its subject stays isolated in
+ * the directions the policy as written isolates (policyTypes made explicit, so dropping every
+ * egress rule cannot undo the defaulting), each rule distill cannot read is dropped (NetworkPolicy
+ * only allows), a spec field it cannot read is left out. Attack finding 710.
+ */
+function networkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
+  const spec = o.spec;
+  if (!isObject(spec)) return undefined;
+  const parses = (s: Record<string, unknown>): unknown => {
+    try {
+      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec: s }, source);
+      return undefined;
+    } catch (e) {
+      return e;
+    }
+  };
+  const written = Array.isArray(spec.policyTypes) && spec.policyTypes.length > 0 ? spec.policyTypes : undefined;
+  const policyTypes = written ?? ['Ingress', ...(Array.isArray(spec.egress) && spec.egress.length > 0 ? ['Egress'] : [])];
+  const base: Record<string, unknown> = { ...(spec.podSelector !== undefined ? { podSelector: spec.podSelector } : {}), policyTypes };
+  if (parses(base) !== undefined) return undefined;
+  const out = { ...base };
+  for (const field of ['ingress', 'egress'] as const) {
+    const list = spec[field];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) return undefined;
+    const kept: unknown[] = [];
+    for (const rule of list as unknown[]) {
+      const err = parses({ ...base, [field]: [rule] });
+      if (err === undefined) kept.push(rule);
+      else if (!unsupported(err)) return undefined;
+    }
+    out[field] = kept;
+  }
+  try {
+    return parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec: out }, source);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The experimental ClusterNetworkPolicy peers distill refuses (src/policy/clusternetworkpolicy.ts). */
 const EXPERIMENTAL_PEERS = ['domainNames'];
 
@@ -85,7 +129,7 @@ const EXPERIMENTAL_PEERS = ['domainNames'];
  * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
  */
 function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
-  const spec = o.spec;
+  const spec = withoutUnknownSpecFields(o.spec);
   if (!isObject(spec)) return undefined;
   const rewrite = (list: unknown, peers: 'from' | 'to'): unknown =>
     Array.isArray(list) ? list.map((r: unknown) => unreadRule(o, spec, withUnknownPeers(r, peers), peers, source)) : list;
@@ -95,6 +139,21 @@ function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string)
   } catch {
     return undefined;
   }
+}
+
+const CNP_SPEC_FIELDS = ['tier', 'priority', 'subject', 'ingress', 'egress'];
+
+/**
+ * A spec field of a newer ClusterNetworkPolicy CRD may narrow the subject or the rules: with it
+ * left out, only the Deny rules are kept (a wider Deny denies more); Accept and Pass rules are
+ * dropped, as the skip that came before did with the whole policy (attack finding 712).
+ */
+function withoutUnknownSpecFields(spec: unknown): unknown {
+  if (!isObject(spec) || Object.keys(spec).every((k) => CNP_SPEC_FIELDS.includes(k))) return spec;
+  const denies = (list: unknown): unknown => (Array.isArray(list) ? list.filter((r: unknown) => isObject(r) && r.action === 'Deny') : list);
+  const out: Record<string, unknown> = {};
+  for (const k of CNP_SPEC_FIELDS) if (spec[k] !== undefined) out[k] = k === 'ingress' || k === 'egress' ? denies(spec[k]) : spec[k];
+  return out;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

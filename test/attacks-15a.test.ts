@@ -76,3 +76,13 @@ describe("650. addresses are read with Go's netip.ParseAddr rules", () => {
     expect(() => podEndpoint(pod, 'node-a', 'pods')).toThrow(/podIPs\[0\]\.ip|not a valid IP/);
   });
 });
+
+describe('651. a NetworkPolicy ipBlock prefix length with a leading zero', () => {
+  // Kubernetes (ParseCIDRSloppy) admits "10.0.0.0/024"; Cilium reads ipBlock with netip.ParsePrefix, which
+  // refuses it, so no Cilium agent allows 10.0.0.0/24 from it. distill read /24 and allowed it.
+  it('is refused as in Cilium CIDRs, cidr and except', () => {
+    expect(errorOf(() => parseManifest(np({ podSelector: {}, egress: [{ to: [{ ipBlock: { cidr: '10.0.0.0/024' } }] }] }), 'f')).fieldPath).toBe('spec.egress[0].to[0].ipBlock.cidr');
+    expect(errorOf(() => parseManifest(np({ podSelector: {}, egress: [{ to: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['10.1.0.0/016'] } }] }] }), 'f')).fieldPath).toBe('spec.egress[0].to[0].ipBlock.except[0]');
+    expect(parseManifest(np({ podSelector: {}, egress: [{ to: [{ ipBlock: { cidr: '10.0.0.0/0' } }] }] }), 'f').rules[0]!.peers).toHaveLength(1);
+  });
+});

@@ -1,4 +1,5 @@
 import ipaddr from 'ipaddr.js';
+import { goParseAddr } from './netip.js';
 
 /** An address family. */
 export type IpFamily = 'ipv4' | 'ipv6';
@@ -24,12 +25,6 @@ function bitsOf(family: IpFamily): number {
   return family === 'ipv4' ? 32 : 128;
 }
 
-function toBigInt(bytes: number[]): bigint {
-  let v = 0n;
-  for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return v;
-}
-
 function fromBigInt(v: bigint, family: IpFamily): string {
   const n = bitsOf(family) / 8;
   const bytes: number[] = [];
@@ -45,26 +40,22 @@ function mask(family: IpFamily, prefixLength: number): bigint {
 }
 
 /**
- * Plain IPv4 dotted quads and IPv6 addresses. IPv6 zone indexes (`fe80::1%eth0`) are refused: a
- * zone names a link on one host, and a policy map keyed by address cannot hold it.
+ * Addresses are read with Go's netip rules (goParseAddr), as Cilium and the Kubernetes API read them.
+ * IPv6 zone indexes (`fe80::1%eth0`) are refused: a zone names a link on one host, and a policy map
+ * keyed by address cannot hold it.
  */
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export function isValidIp(text: string): boolean {
   // The common case, a dotted quad, without the general parser (this runs for every pod event).
-  if (IPV4_RE.test(text)) return true;
-  if (text.includes('%')) return false;
-  return ipaddr.IPv4.isValidFourPartDecimal(text) || ipaddr.IPv6.isValid(text);
+  return IPV4_RE.test(text) || goParseAddr(text) !== undefined;
 }
 
 /** Parses an IP address; throws Error with a readable message if invalid. */
 export function parseIp(text: string): IpAddress {
-  if (!isValidIp(text)) throw new Error(`"${text}" is not a valid IP address`);
-  // ipaddr.js reads exactly `::a.b.c.d` as ::ffff:a.b.c.d; RFC 4291 2.2 (and Go's netip) as 0::a.b.c.d.
-  const addr = ipaddr.parse(text.startsWith('::') && IPV4_RE.test(text.slice(2)) ? `0${text}` : text);
-  const family: IpFamily = addr.kind();
-  const value = toBigInt(addr.toByteArray());
-  return { family, value, text: fromBigInt(value, family) };
+  const addr = goParseAddr(text);
+  if (addr === undefined) throw new Error(`"${text}" is not a valid IP address`);
+  return { family: addr.family, value: addr.value, text: fromBigInt(addr.value, addr.family) };
 }
 
 /**

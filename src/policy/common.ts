@@ -77,12 +77,13 @@ export function forgetExtendedSelectors(): void {
   extended.clear();
 }
 
-export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boolean, goPrefix = true): Cidr {
+export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boolean): Cidr {
   const s = r.nonEmptyString(v, path);
   if (requirePrefix && !s.includes('/')) r.fail(path, `"${s}" is not a CIDR (expected address/prefix-length)`);
-  // Go's netip.ParsePrefix (Cilium's CIDR sanitize; the API's CEL isCIDR) refuses a prefix length
-  // with a leading zero ("bad bits after slash"); Kubernetes' ipBlock parser takes "/024" as /24.
-  if (goPrefix && /\/0\d/.test(s)) r.fail(path, `"${s}": a prefix length with a leading zero is refused (Go netip.ParsePrefix: bad bits after slash)`);
+  // Go's netip.ParsePrefix (Cilium's CIDRRule.sanitize, also for a NetworkPolicy ipBlock; the API's CEL
+  // isCIDR) refuses a prefix length with a leading zero ("bad bits after slash"). Kubernetes' ipBlock
+  // validation (ParseCIDRSloppy) takes "/024" as /24, but Cilium never reads it so (finding 651).
+  if (/\/0\d/.test(s)) r.fail(path, `"${s}": a prefix length with a leading zero is refused (Go netip.ParsePrefix: bad bits after slash)`);
   try {
     return parseCidr(s);
   } catch (e) {
@@ -96,10 +97,10 @@ export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boo
  * pkg/apis/networking/validation `ValidateIPBlock`) an exception may not equal the CIDR either.
  */
 export function readCidrWithExcept(r: Reader, cidrV: unknown, exceptV: unknown, path: string, cidrField: string, exceptField: string, strictSubset = false): Peer {
-  const cidr = readCidr(r, cidrV, join(path, cidrField), true, !strictSubset);
+  const cidr = readCidr(r, cidrV, join(path, cidrField), true);
   const except = (r.optArray(exceptV, join(path, exceptField)) ?? []).map((e, i) => {
     const epath = at(join(path, exceptField), i);
-    const c = readCidr(r, e, epath, true, !strictSubset);
+    const c = readCidr(r, e, epath, true);
     if (!strictSubset && exceptAddressInside(cidr, e as string, c)) return cidr;
     if (!cidrContainsCidr(cidr, c)) r.fail(epath, `${c.text} is not within ${cidr.text}`);
     if (strictSubset && c.prefixLength === cidr.prefixLength) r.fail(epath, `${c.text} must be a strict subset of cidr ${cidr.text}`);

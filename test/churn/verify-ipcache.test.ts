@@ -51,6 +51,20 @@ describe('replay --verify-every compares the ipcache (585)', () => {
     expect(r.verifications).toBe(2);
   });
 
+  it('an update moves a claimant of a shared address last: it owns the address in the model as in the engine (730)', () => {
+    const trace = lines([
+      { type: 'phase', name: 'initial' },
+      { type: 'upsertNamespace', name: 'shop', labels: {}, tag: 'namespace-add' },
+      pod('web', '10.0.0.1', 'web', true),
+      pod('far', '10.0.0.2', 'far', false),
+      pod('db', '10.0.0.2', 'db', false),
+      { type: 'phase', name: 'churn' },
+      pod('far', '10.0.0.2', 'far2', false, 'pod-relabel'),
+      pod('cache', '10.0.0.3', 'cache', false),
+    ]);
+    expect(replay(parseTrace(trace, 'update.jsonl'), { mode: 'incremental', verifyEvery: 1 }).verifications).toBe(2);
+  });
+
   it("an address its owner left (finding 524's documented divergence from a fresh engine) is not reported", () => {
     // db and far both claim 10.0.0.2; db (written last) owns it, then db is deleted: nobody owns it
     // (src/model/cluster.ts `ipOwner`), while a fresh engine gives it to far.

@@ -1,9 +1,9 @@
 import { getHeapStatistics } from 'node:v8';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { ProxyPortAllocator } from '../engine/proxy-ports.js';
-import { Engine } from '../engine/engine.js';
+import { Engine, EngineOptions } from '../engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../engine/events.js';
-import { comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize } from '../harness/cluster-sync.js';
+import { comparableIpcache, comparableMaps, diffEndpointMaps, endpointMaps, EndpointMaps, initialEvents, l7Tables, l7TablesDiffSize } from '../harness/cluster-sync.js';
 import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
@@ -29,6 +29,8 @@ export interface ReplayOptions {
    * dropped once applied, so the parsed trace does not stay live through the replay.
    */
   readonly consume?: boolean;
+  /** Test-only: builds the incremental mode's engine (a deliberately broken one, to test `verifyEvery`). */
+  readonly newEngine?: (options: EngineOptions) => Engine;
 }
 
 interface LatencyStats {
@@ -88,6 +90,21 @@ function latencyStats(samples: readonly number[]): LatencyStats {
 }
 
 
+/**
+ * The first prefix two comparable ipcaches (sorted `prefix labels` lines) disagree on, as text; null
+ * when equal. An address whose owner left it (`unownedIps`, finding 524) is left out of both: a fresh
+ * engine gives it to the pod written last, the model to nobody (finding 585).
+ */
+function ipcacheDivergence(want: readonly string[], got: readonly string[]): string | null {
+  const byPrefix = (lines: readonly string[]): Map<string, string> => new Map(lines.map((l) => [l.slice(0, l.indexOf(' ')), l.slice(l.indexOf(' ') + 1)]));
+  const w = byPrefix(want);
+  const g = byPrefix(got);
+  for (const prefix of [...new Set([...w.keys(), ...g.keys()])].sort()) {
+    if (w.get(prefix) !== g.get(prefix)) return `prefix ${prefix}: engine ${g.get(prefix) ?? '(none)'}, recomputed ${w.get(prefix) ?? '(none)'}`;
+  }
+  return null;
+}
+
 /** What a non-incremental agent does per event: recompute every local endpoint's map state. */
 function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, shared?: { allocator: IdentityAllocator; proxyPorts: ProxyPortAllocator }): Engine {
   const e = new Engine({ ...(capacity === undefined ? {} : { mapCapacity: capacity }), ...(shared ? { allocator: shared.allocator, proxyPortAllocator: shared.proxyPorts } : {}) });
@@ -102,7 +119,8 @@ function fullRecompute(state: ClusterState, local: ReadonlyMap<string, boolean>,
 function coldStart(initial: readonly EngineEvent[], opts: ReplayOptions, state: ClusterState, local: ReadonlyMap<string, boolean>, shared: { allocator: IdentityAllocator; proxyPorts: ProxyPortAllocator }): { engine: Engine; deltas: number; l7Deltas: number } {
   const capacity = opts.backend?.capacity;
   if (opts.mode === 'incremental') {
-    const engine = new Engine(capacity === undefined ? {} : { mapCapacity: capacity });
+    const options = capacity === undefined ? {} : { mapCapacity: capacity };
+    const engine = opts.newEngine ? opts.newEngine(options) : new Engine(options);
     const cs = engine.apply(initial);
     if (opts.backend) applyChangeSet(opts.backend, cs);
     return { engine, deltas: cs.deltas.length, l7Deltas: cs.l7Deltas.length };
@@ -229,12 +247,15 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     if ((i & 63) === 0) sampleHeap();
     if (opts.verifyEvery && (i + 1) % opts.verifyEvery === 0 && opts.mode === 'incremental') {
       verifications++;
-      const want = comparableMaps(fullRecompute(state, local, capacity));
+      const fresh = fullRecompute(state, local, capacity);
+      const want = comparableMaps(fresh);
       const got = comparableMaps(engine);
       if (JSON.stringify(want) !== JSON.stringify(got)) {
         const ep = [...new Set([...Object.keys(want), ...Object.keys(got)])].find((k) => JSON.stringify(want[k]) !== JSON.stringify(got[k]));
         throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine diverges from a from-scratch recomputation (endpoint ${ep ?? '?'}: engine ${JSON.stringify(got[ep ?? ''] ?? null)}, recomputed ${JSON.stringify(want[ep ?? ''] ?? null)})`);
       }
+      const ipDiff = ipcacheDivergence(comparableIpcache(fresh, state.unownedIps), comparableIpcache(engine, state.unownedIps));
+      if (ipDiff) throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine's ipcache diverges from a from-scratch recomputation (${ipDiff})`);
     }
     if ((i & 255) === 0) opts.onProgress?.(i + 1, churnEvents, 'churn');
   }

@@ -204,6 +204,18 @@ export function comparableMaps(engine: Engine): Record<string, string[]> {
   return out;
 }
 
+/**
+ * The ipcache with identities replaced by their labels (see `comparableMaps`): `prefix labels`, by
+ * prefix. `skip`: host addresses left out (see `replay`'s verification).
+ */
+export function comparableIpcache(engine: Engine, skip: ReadonlySet<string> = new Set()): string[] {
+  const who = (id: number): string => labelSetKey(engine.identityLabels(id) ?? []);
+  return engine
+    .ipcache()
+    .filter(({ prefix }) => !skip.has(prefix.slice(0, prefix.lastIndexOf('/'))))
+    .map(({ prefix, identity }) => `${prefix} ${who(identity)}`);
+}
+
 /** Every endpoint's L7 rows: `direction/protocol/port/portPrefixLen/parser/proxyPort|peer[|port-endPort]` → policy key. */
 export type L7Tables = Map<string, ReadonlyMap<string, string>>;
 

@@ -1,5 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
-import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podKey, External } from '../model/cluster.js';
+import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podIps, podKey, External } from '../model/cluster.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 
 /**
@@ -16,7 +16,13 @@ export class MutableCluster implements ClusterState {
   readonly policies = new Map<string, Policy>();
   /** Local pod keys → local?, as the events said. */
   readonly local = new Map<string, boolean>();
+  /** Addresses whose owner left them while other pods still claim them (`ipOwner`, src/model/cluster.ts `unownedAfter`). */
+  readonly unownedIps = new Set<string>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
+  /** Address → the pod written last among its claimants: `unownedIps` kept in O(change), not by scanning every pod. */
+  private readonly lastClaimant = new Map<string, string>();
+  /** Address → how many pods claim it. */
+  private readonly claims = new Map<string, number>();
 
   apply(e: EngineEvent): void {
     switch (e.type) {
@@ -52,7 +58,17 @@ export class MutableCluster implements ClusterState {
 
   private upsertPod(pod: Pod, local: boolean): void {
     const key = podKey(pod);
+    const old = this.pods.get(key);
+    const taken = podIps(pod).map((ip) => ip.text);
+    if (old) this.release(key, old, taken);
+    // Write order, as `upsertPod` of src/model/cluster.ts: an update moves the pod last (a fresh engine's owner of a shared address).
+    this.pods.delete(key);
     this.pods.set(key, pod);
+    for (const ip of taken) {
+      if (!old || !podIps(old).some((a) => a.text === ip)) this.claims.set(ip, (this.claims.get(ip) ?? 0) + 1);
+      this.lastClaimant.set(ip, key);
+      this.unownedIps.delete(ip);
+    }
     this.local.set(key, local);
     let keys = this.podsByNamespace.get(pod.namespace);
     if (!keys) this.podsByNamespace.set(pod.namespace, (keys = new Set()));
@@ -62,6 +78,7 @@ export class MutableCluster implements ClusterState {
   private deletePod(key: string): void {
     const pod = this.pods.get(key);
     if (!pod) throw new ClusterChangeError(`pod "${key}" does not exist`);
+    this.release(key, pod, []);
     this.pods.delete(key);
     this.local.delete(key);
     this.podsByNamespace.get(pod.namespace)?.delete(key);
@@ -71,10 +88,28 @@ export class MutableCluster implements ClusterState {
   private deleteNamespace(name: string): void {
     if (!this.namespaces.delete(name)) throw new ClusterChangeError(`namespace "${name}" does not exist`);
     for (const key of this.podsByNamespace.get(name) ?? []) {
+      this.release(key, this.pods.get(key) as Pod, []);
       this.pods.delete(key);
       this.local.delete(key);
     }
     this.podsByNamespace.delete(name);
     for (const [key, p] of this.policies) if (p.ref.namespace === name) this.policies.delete(key);
+  }
+
+  /** Pod `key` (as `pod`) stops claiming its addresses outside `kept`: one it owned becomes unowned while others claim it. */
+  private release(key: string, pod: Pod, kept: readonly string[]): void {
+    for (const { text: ip } of podIps(pod)) {
+      if (kept.includes(ip)) continue;
+      const n = (this.claims.get(ip) ?? 1) - 1;
+      const owned = this.lastClaimant.get(ip) === key && !this.unownedIps.has(ip);
+      if (this.lastClaimant.get(ip) === key) this.lastClaimant.delete(ip);
+      if (n === 0) {
+        this.claims.delete(ip);
+        this.unownedIps.delete(ip);
+      } else {
+        this.claims.set(ip, n);
+        if (owned) this.unownedIps.add(ip);
+      }
+    }
   }
 }

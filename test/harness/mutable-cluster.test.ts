@@ -11,6 +11,9 @@ import { op, toEvent } from '../engine/gen.js';
 const view = (s: ClusterState, local: ReadonlyMap<string, boolean>): unknown => ({
   namespaces: [...s.namespaces].sort(),
   pods: [...s.pods].sort(),
+  // Write order decides who owns a shared address, and which addresses nobody owns (finding 730).
+  podOrder: [...s.pods.keys()],
+  unownedIps: [...(s.unownedIps ?? [])].sort(),
   policies: [...s.policies].sort(),
   local: [...local].sort(),
 });

@@ -3,8 +3,8 @@ import { IDENTITIES_PREFIX } from './client.js';
 import { parseLabelSetKey } from './labels.js';
 
 /**
- * What a node's engine learns from the cluster's identities. Provisional shapes, owned here until
- * the engine's external identity source defines its own (the lead aligns them).
+ * What a node's engine learns from the cluster's identities, in the kvstore's own shape (this folder
+ * imports nothing else of distill); src/agent/etcd-identities.ts turns them into engine events.
  */
 export type IdentityEvent =
   | { readonly kind: 'upsertIdentity'; readonly id: number; readonly labels: readonly string[] }

@@ -11,7 +11,7 @@ import { parseManifest } from '../../src/policy/manifest.js';
 /*
  * A pod that changes identity moves in the ipcache and in the policy maps in one transaction.
  * Every state a datapath can see on the way, one operation at a time, must allow no flow that both
- * the old and the new state deny (docs/architecture.md, "Fail closed"). Here a remote pod P is
+ * the old and the new state deny (docs/semantics.md, "Failure modes"). Here a remote pod P is
  * relabelled from app=x to app=y; endpoint A allows port 80 from everyone and denies app in (x, y).
  * Its deny for P's old identity is deleted and one for the new identity added: were the ipcache
  * written after the policy maps, P would meet A's map under its old identity with no deny left,

@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyChangeSet } from '../src/backend/backend.js';
@@ -106,7 +106,10 @@ kernel('670. a full reconcile undoes what another writer put in a real kernel ma
     try {
       writeRaw(path, rawKey(0, 0, 0, 0, 0), allow);
       expect(backendLookup(backend, WEB, client, 'ingress', 6, 443)?.entry.deny, 'the foreign entry opens client:443').toBe(false);
+      const inode = statSync(path).ino;
       expect(() => reconcile(engine, backend)).not.toThrow();
+      // An endpoint program already loaded holds this map, not its pin: a replacement would leave it the foreign allow.
+      expect(statSync(path).ino, 'cleaned in place').toBe(inode);
       expect(backendLookup(backend, WEB, client, 'ingress', 6, 443), 'the foreign allow is gone').toBeUndefined();
       expect(backendLookup(backend, WEB, 2, 'ingress', 17, 53), 'nor for any other peer (world)').toBeUndefined();
       expect(backendLookup(backend, WEB, client, 'ingress', 6, 80)?.entry.deny, 'the policy stays in force').toBe(false);

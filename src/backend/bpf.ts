@@ -425,14 +425,27 @@ export class BpfBackend implements MapBackend {
     this.unread.delete(endpoint);
     if (this.readOnly || raw.every(([k, v]) => isCanonical(k, v))) return this.decode(raw);
     // An element distill never writes (another writer's, e.g. a prefix length under 40 that covers every
-    // identity) decodes to some other key: the diff could neither see nor delete it. The map is replaced by
-    // an empty one (it admits nothing, never looser than the old or the new policy), which the diff then fills.
-    this.fds.set(endpoint, this.replaceMap(endpoint, this.pinPath(endpoint), []));
-    closeFd(fd);
-    this.sizes.set(endpoint, 0);
-    return [];
+    // identity, or forged value bits) decodes to some other record: the diff could neither see nor delete
+    // it. Such a map is cleaned in place (the endpoint's program holds this map, not its pin): every allow
+    // goes first, then the foreign denies, so no step unshadows an allow; the diff then writes what the
+    // policy wants. Between the two the endpoint admits less than either policy, never more.
+    const denies = raw.filter(([k, v]) => decodeValue(v).entry.deny && isCanonical(k, v));
+    for (const [k, v] of raw) if (!decodeValue(v).entry.deny) this.deleteRaw(endpoint, fd, k);
+    for (const [k, v] of raw) if (decodeValue(v).entry.deny && !isCanonical(k, v)) this.deleteRaw(endpoint, fd, k);
+    this.sizes.set(endpoint, denies.length);
+    return this.decode(denies);
   }
 
+  /** Deletes one element by its exact key bytes (ENOENT: already gone). */
+  private deleteRaw(endpoint: string, fd: number, key: Buffer): void {
+    key.copy(this.keys.buf, 0);
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeUInt32LE(fd, 0);
+    a.writeBigUInt64LE(this.keys.address, 8);
+    const r = this.call(BPF_CMD.MAP_DELETE_ELEM, endpoint);
+    if (r.ret < 0 && r.errno !== ERRNO.ENOENT) throw new BpfError('MAP_DELETE_ELEM', r.errno, `removing an element distill never writes from ${this.pinPath(endpoint)}`);
+  }
 
   private decode(raw: [Buffer, Buffer][]): MapRecord[] {
     return raw

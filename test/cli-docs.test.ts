@@ -82,7 +82,7 @@ describe('README.md: what it says of the commands is what they do', () => {
   });
   it('the commands said to take -o and -f take them', () => {
     const para = /`-o text\|wide\|json\|yaml` on ([^(]+)\(/.exec(readme)?.[1] ?? '';
-    const withO = para.replace(/\s+/g, ' ').replace(' and ', ', ').replace('maps list/dump', 'maps list, maps dump').split(', ').map((s) => s.trim()).filter((s) => s !== '');
+    const withO = para.replace(/\s+/g, ' ').replace(' and ', ', ').replace(/maps ([a-z]+(?:\/[a-z]+)+)/, (_m: string, l: string) => l.split('/').map((x) => `maps ${x}`).join(', ')).split(', ').map((s) => s.trim()).filter((s) => s !== '');
     expect(withO.length).toBeGreaterThan(5);
     for (const c of withO) expect(cli(...c.split(' '), '--help').out, c).toContain('-o, --output');
     const withF = (/`-f FILE\|DIR\|-` \(repeatable[^)]*\) on ([a-z ,]+);/.exec(readme.replace(/\s+/g, ' '))?.[1] ?? '').replace(' and ', ', ').split(', ');

@@ -429,9 +429,14 @@ export class BpfBackend implements MapBackend {
     // it. Such a map is cleaned in place (the endpoint's program holds this map, not its pin): every allow
     // goes first, then the foreign denies, so no step unshadows an allow; the diff then writes what the
     // policy wants. Between the two the endpoint admits less than either policy, never more.
-    const denies = raw.filter(([k, v]) => decodeValue(v).entry.deny && isCanonical(k, v));
-    for (const [k, v] of raw) if (!decodeValue(v).entry.deny) this.deleteRaw(endpoint, fd, k);
-    for (const [k, v] of raw) if (decodeValue(v).entry.deny && !isCanonical(k, v)) this.deleteRaw(endpoint, fd, k);
+    const denies: [Buffer, Buffer][] = [];
+    const foreignDenies: Buffer[] = [];
+    for (const [k, v] of raw) {
+      if (!decodeValue(v).entry.deny) this.deleteRaw(endpoint, fd, k);
+      else if (isCanonical(k, v)) denies.push([k, v]);
+      else foreignDenies.push(k);
+    }
+    for (const k of foreignDenies) this.deleteRaw(endpoint, fd, k);
     this.sizes.set(endpoint, denies.length);
     return this.decode(denies);
   }

@@ -89,7 +89,6 @@ function latencyStats(samples: readonly number[]): LatencyStats {
   return { count: s.length, p50: r(percentile(s, 50)), p90: r(percentile(s, 90)), p99: r(percentile(s, 99)), max: r(s[s.length - 1] ?? 0) };
 }
 
-
 /**
  * The first prefix two comparable ipcaches (sorted `prefix labels` lines) disagree on, as text; null
  * when equal. An address whose owner left it (`unownedIps`, finding 524) is left out of both: a fresh

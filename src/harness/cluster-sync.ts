@@ -206,7 +206,7 @@ export function comparableMaps(engine: Engine): Record<string, string[]> {
 
 /**
  * The ipcache with identities replaced by their labels (see `comparableMaps`): `prefix labels`, by
- * prefix. `skip`: host addresses left out (see `replay`'s verification).
+ * prefix. `skip`: addresses left out (`replay`'s verification passes those whose owner left them).
  */
 export function comparableIpcache(engine: Engine, skip: ReadonlySet<string> = new Set()): string[] {
   const who = (id: number): string => labelSetKey(engine.identityLabels(id) ?? []);

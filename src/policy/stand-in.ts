@@ -19,14 +19,7 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown, 
   if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
   if (o.kind === 'NetworkPolicy') return networkPolicyStandIn(o, source);
   if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
-  const parses = (spec: unknown): unknown => {
-    try {
-      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec }, source, options);
-      return undefined;
-    } catch (e) {
-      return e;
-    }
-  };
+  const parses = (spec: unknown): unknown => specError(o, spec, source, options);
   const specs: unknown[] = [];
   for (const s of [...(o.spec !== undefined ? [o.spec] : []), ...(Array.isArray(o.specs) ? (o.specs as unknown[]) : [])]) {
     const stood = standInSpec(s, parses);
@@ -76,6 +69,16 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   return parses(out) === undefined ? out : undefined;
 }
 
+/** The error reading manifest `o` with `spec` in place of its own gives, or undefined when it reads. */
+function specError(o: Record<string, unknown>, spec: unknown, source: string, options: ParseOptions = {}): unknown {
+  try {
+    parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec }, source, options);
+    return undefined;
+  } catch (e) {
+    return e;
+  }
+}
+
 /**
  * A NetworkPolicy with a field of a newer Kubernetes API (the API server serves what its own
  * version defines; Cilium's client drops what it does not know): its subject stays isolated in
@@ -86,14 +89,7 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
 function networkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
   const spec = o.spec;
   if (!isObject(spec)) return undefined;
-  const parses = (s: Record<string, unknown>): unknown => {
-    try {
-      parseManifest({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec: s }, source);
-      return undefined;
-    } catch (e) {
-      return e;
-    }
-  };
+  const parses = (s: Record<string, unknown>): unknown => specError(o, s, source);
   const written = Array.isArray(spec.policyTypes) && spec.policyTypes.length > 0 ? spec.policyTypes : undefined;
   const policyTypes = written ?? ['Ingress', ...(Array.isArray(spec.egress) && spec.egress.length > 0 ? ['Egress'] : [])];
   const base: Record<string, unknown> = { ...(spec.podSelector !== undefined ? { podSelector: spec.podSelector } : {}), policyTypes };

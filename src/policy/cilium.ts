@@ -558,7 +558,7 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
 /**
  * What Cilium's `PortRule.Validate`/`sanitize` (rule_validation.go, in every version read) refuses
  * among the fields distill does not read: refused here too, so the agent skips the policy as Cilium does instead of enforcing a
- * stand-in whose remaining allows the cluster never enforces (attack finding 716). `Rules.IsEmpty`
+ * stand-in whose remaining allows the cluster never enforces (attack findings 716, 717). `Rules.IsEmpty`
  * is true only when every list is nil: `http: []` is a list.
  */
 function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction): void {
@@ -566,6 +566,11 @@ function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, d
   const hasL7 = typeof rules === 'object' && rules !== null && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent((rules as Record<string, unknown>)[k]));
   if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
   if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');
+  // Both checks are in `PortRule.sanitize` (older releases) and `PortRule.Validate` (main), so in 1.19
+  // (attack finding 717). `serverNames: []` is no server name.
+  const names = o.serverNames;
+  if (Array.isArray(names) && names.length > 0 && hasL7 && absent(o.terminatingTLS)) r.fail(join(path, 'serverNames'), 'ServerNames are not allowed with L7 rules without TLS termination');
+  if (Array.isArray(names) && names.includes('')) r.fail(join(path, 'serverNames'), 'Empty server name is not allowed');
 }
 
 /** Cilium's proxy compiles these with RE2: validate with the same syntax the matcher uses. */

@@ -96,3 +96,17 @@ describe('finding 716: a listener Cilium refuses (on ingress, or beside L7 rules
     expect(() => parseManifest(withListener(false), 't')).toThrow(/is not supported by distill/);
   });
 });
+
+describe('finding 717: serverNames Cilium refuses (beside L7 rules without terminatingTLS, or an empty name)', () => {
+  const withNames = (names: unknown[], extra: Obj = {}): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: server, egress: [{ toEntities: ['all'], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }], serverNames: names, ...extra }] }] } });
+  it('is refused as Cilium refuses it, so the agent skips the policy as Cilium does (was: a stand-in the cluster never enforces)', () => {
+    expect(() => parseManifest(withNames(['a.example'], { rules: { http: [{ method: 'GET' }] } }), 't')).toThrow(/ServerNames are not allowed with L7 rules without TLS termination/);
+    expect(() => parseManifest(withNames(['a.example', '']), 't')).toThrow(/Empty server name is not allowed/);
+    expect(run(withNames(['']) as Obj).warn).toEqual(['object skipped: it cannot be read']);
+  });
+  it('what Cilium accepts stays "not supported" (stand-in): names alone, names with L7 and terminatingTLS, an empty list beside L7', () => {
+    expect(() => parseManifest(withNames(['a.example']), 't')).toThrow(/serverNames: is not supported by distill/);
+    expect(() => parseManifest(withNames(['a.example'], { rules: { http: [{}] }, terminatingTLS: { secret: { name: 's' } } }), 't')).toThrow(/is not supported by distill/);
+    expect(() => parseManifest(withNames([], { rules: { http: [{}] } }), 't')).toThrow(/serverNames: is not supported by distill/);
+  });
+});

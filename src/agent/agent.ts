@@ -12,11 +12,12 @@ import type { AllowLocalhost } from '../model/localhost.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
+import { ciliumAgentOptions, type CiliumAgentOptions } from '../policy/manifest.js';
 import { proxyPortsFromMaps, reconcile } from '../node/restart.js';
 import { InstrumentedEngine } from './instrument.js';
 
-/** What `distill agent` is told. */
-export interface AgentConfig {
+/** What `distill agent` is told (with Cilium's agent options that change how policies read, `CiliumAgentOptions`). */
+export interface AgentConfig extends CiliumAgentOptions {
   readonly node: string;
   /** Watch stream files; `-` is standard input. */
   readonly watch: readonly string[];
@@ -47,8 +48,6 @@ export interface AgentConfig {
   readonly identitySource?: AgentIdentitySource;
   /** Cilium's `allow-localhost` (src/model/localhost.ts); default `always`, what Cilium's `auto` is under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
-  /** Cilium's `enable-node-selector-labels`: CiliumNetworkPolicy `toNodes`/`fromNodes` are read (else enforced fail-closed). */
-  readonly nodeSelectorLabels?: boolean;
   /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
   readonly now?: () => number;
   /** A monotonic clock (ms; default `performance.now` when `now` is not given): see `MirrorOptions.elapsed`. */
@@ -163,7 +162,7 @@ export class Agent {
     const limiter = new LogLimiter(this.now);
     this.mirror = new ClusterMirror({
       nodeName: config.node,
-      ...(config.nodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
+      ...ciliumAgentOptions(config),
       // The mirror's own defaults (Date.now, and performance.now as its steady clock) unless given.
       ...(config.now ? { now: config.now } : {}),
       ...(config.elapsed ? { elapsed: config.elapsed } : {}),

@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
@@ -25,6 +25,16 @@ interface AgentCliOptions {
   json?: boolean;
   allowLocalhost: 'auto' | AllowLocalhost;
   enableNodeSelectorLabels?: boolean;
+  enableL7Proxy: boolean;
+  enableIcmpRules: boolean;
+  enableNonDefaultDenyPolicies: boolean;
+}
+
+/** Cilium's boolean agent flags take `--flag=false` (Go's pflag); commander gives the text. */
+function boolFlag(text: string): boolean {
+  if (text === 'true') return true;
+  if (text === 'false') return false;
+  throw new InvalidArgumentError('expected true or false');
 }
 
 /** Where the agent writes (stdout: the summary; stderr: logs and the metrics address). */
@@ -56,6 +66,9 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
     .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))
     .option('--enable-node-selector-labels', 'read CiliumNetworkPolicy toNodes/fromNodes (Cilium\'s enable-node-selector-labels; without it they are enforced fail-closed)')
+    .option('--enable-l7-proxy <bool>', 'Cilium\'s enable-l7-proxy: with false a Cilium policy with L7 rules is invalid (skipped), as Cilium refuses it', boolFlag, true)
+    .option('--enable-icmp-rules <bool>', 'Cilium\'s enable-icmp-rules: with false a Cilium policy with icmps is invalid (skipped)', boolFlag, true)
+    .option('--enable-non-default-deny-policies <bool>', 'Cilium\'s enable-non-default-deny-policies (Helm enableNonDefaultDenyPolicies): with false enableDefaultDeny is ignored and every rule isolates its direction', boolFlag, true)
     .action((opts: AgentCliOptions) => {
       runAgent(opts, io).then(done, (e: Error) => {
         io.err(`error: ${e.message}\n`);
@@ -90,6 +103,9 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     // Cilium's daemon turns `auto` into `always` when it runs with Kubernetes, which the agent always does.
     allowLocalhost: opts.allowLocalhost === 'auto' ? DEFAULT_ALLOW_LOCALHOST : opts.allowLocalhost,
     ...(opts.enableNodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
+    ...(opts.enableL7Proxy ? {} : { l7Proxy: false }),
+    ...(opts.enableIcmpRules ? {} : { icmpRules: false }),
+    ...(opts.enableNonDefaultDenyPolicies ? {} : { nonDefaultDenyPolicies: false }),
     ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
     onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),

@@ -2,7 +2,7 @@ import type { EngineEvent } from '../engine/events.js';
 import { nodeEndpointsOf, type Pod } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
-import { parseManifest, type ParseOptions } from '../policy/manifest.js';
+import { ciliumAgentOptions, parseManifest, type CiliumAgentOptions, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
 import { apiServerSliceOf, ciliumNodeOf, identityOf, IdentityEvent, KnownKind, namespaceOf, NodeAddresses, nodeOf, objectKind, podEndpoint } from './objects.js';
 import type { ListHeader, WatchItem } from './watch.js';
@@ -11,7 +11,8 @@ import type { ListHeader, WatchItem } from './watch.js';
 export type AgentEvent = EngineEvent | IdentityEvent;
 
 /** Options of a ClusterMirror. */
-export interface MirrorOptions {
+/** Cilium's agent options (`CiliumAgentOptions`) say how policies read: without `nodeSelectorLabels`, `toNodes`/`fromNodes` get the fail-closed stand-in. */
+export interface MirrorOptions extends CiliumAgentOptions {
   /** The node whose pods are local endpoints (`spec.nodeName`). */
   readonly nodeName: string;
   /** Called for what is skipped (unknown kinds, stale or duplicate events, bookmarks, errors). */
@@ -34,8 +35,6 @@ export interface MirrorOptions {
    * oldest forgotten first (default 10,000). Without a bound, every pod name ever deleted stayed.
    */
   readonly maxTombstones?: number;
-  /** Cilium's `enable-node-selector-labels`: `toNodes`/`fromNodes` are read; without it they get the fail-closed stand-in. */
-  readonly nodeSelectorLabels?: boolean;
 }
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
@@ -551,7 +550,7 @@ export class ClusterMirror {
   }
 
   private get parseOptions(): ParseOptions {
-    return this.options.nodeSelectorLabels === true ? { nodeSelectorLabels: true } : {};
+    return ciliumAgentOptions(this.options);
   }
 
   /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */

@@ -106,15 +106,39 @@ const SHAPES: readonly DirectionShape[] = [
   { field: 'egressDeny', direction: 'egress', verdict: 'deny', endpoints: 'toEndpoints', cidr: 'toCIDR', cidrSet: 'toCIDRSet', entities: 'toEntities', nodes: 'toNodes', unsupported: ['toRequires', 'toServices', 'toGroups'] },
 ];
 
-/** How manifests are read. */
-export interface ParseOptions {
-  /** `false` refuses `toFQDNs` (for a consumer that cannot learn DNS answers); default: read it. */
-  readonly fqdn?: boolean;
+/** The Cilium agent options that change how a Cilium policy is read (each at Cilium's default when absent). */
+export interface CiliumAgentOptions {
   /**
    * Cilium's `enable-node-selector-labels` agent option: `toNodes`/`fromNodes` are read only with
    * it; without it (Cilium's default) the agent refuses them, and so does distill.
    */
   readonly nodeSelectorLabels?: boolean;
+  /** `false`: Cilium's `enable-l7-proxy=false` (default on): a policy with L7 rules is refused (`IngressRule.Validate`/`EgressRule.Validate`). */
+  readonly l7Proxy?: boolean;
+  /** `false`: Cilium's `enable-icmp-rules=false` (hidden, default on): a policy with `icmps` is refused. */
+  readonly icmpRules?: boolean;
+  /**
+   * `false`: Cilium's `enable-non-default-deny-policies=false` (hidden, default on; Helm's
+   * `enableNonDefaultDenyPolicies`): `enableDefaultDeny` is ignored, every rule isolates its direction
+   * (`Rule.Sanitize`, and `evaluateDefaultDenyForRule` in pkg/policy/utils: "DefaultDeny is enabled").
+   */
+  readonly nonDefaultDenyPolicies?: boolean;
+}
+
+/** How manifests are read. */
+export interface ParseOptions extends CiliumAgentOptions {
+  /** `false` refuses `toFQDNs` (for a consumer that cannot learn DNS answers); default: read it. */
+  readonly fqdn?: boolean;
+}
+
+/** Only the options that differ from Cilium's defaults (so an agent's config can be passed as is). */
+export function ciliumAgentOptions(o: CiliumAgentOptions): CiliumAgentOptions {
+  return {
+    ...(o.nodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
+    ...(o.l7Proxy === false ? { l7Proxy: false } : {}),
+    ...(o.icmpRules === false ? { icmpRules: false } : {}),
+    ...(o.nonDefaultDenyPolicies === false ? { nonDefaultDenyPolicies: false } : {}),
+  };
 }
 
 const RULE_FIELDS = ['endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'description', 'enableDefaultDeny', 'log'];
@@ -198,7 +222,8 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
   for (const direction of ['ingress', 'egress'] as const) {
     // Cilium makes one policy entry per ingress/egress rule, each carrying the flag
     // (ParseCiliumRule: newPolicyEntry), so the flag only matters for a direction with rules.
-    if (hasRules[direction] && (explicitDefaultDeny[direction] ?? true)) {
+    const defaultDeny = options.nonDefaultDenyPolicies === false || (explicitDefaultDeny[direction] ?? true);
+    if (hasRules[direction] && defaultDeny) {
       enforcements.push({ origin: { policy: ref, path: intern(path) }, subject, direction });
     }
   }
@@ -363,9 +388,10 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
 
   const toPorts = r.optArray(o.toPorts, join(path, 'toPorts')) ?? [];
   const icmps = r.optArray(o.icmps, join(path, 'icmps')) ?? [];
+  if (icmps.length > 0 && options.icmpRules === false) r.fail(join(path, 'icmps'), 'ICMP rules can only be applied when the "enable-icmp-rules" flag is set');
   if (toPorts.length > 0 && icmps.length > 0) r.fail(join(path, 'icmps'), 'may only be present without toPorts (define a separate rule for toPorts)');
   const ports: PortClause[] = [];
-  toPorts.forEach((p, i) => ports.push(...parsePortRule(r, p, at(join(path, 'toPorts'), i), shape)));
+  toPorts.forEach((p, i) => ports.push(...parsePortRule(r, p, at(join(path, 'toPorts'), i), shape, options)));
   icmps.forEach((p, i) => ports.push(...parseIcmpRule(r, p, at(join(path, 'icmps'), i))));
   // Cilium's L3-only path (every port and protocol) needs an empty toPorts and icmps.
   const hasL4 = toPorts.length > 0 || icmps.length > 0;
@@ -537,11 +563,11 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   return { kind: 'range', protocol, from: port, to: port };
 }
 
-function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShape): PortClause[] {
+function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShape, options: ParseOptions): PortClause[] {
   const isDeny = shape.verdict === 'deny';
   const allowedKeys = isDeny ? ['ports'] : ['ports', 'rules', 'originatingTLS', 'terminatingTLS', 'serverNames', 'listener'];
   const o = r.object(v, path, allowedKeys);
-  checkProxyFields(r, o, path, shape.direction);
+  checkProxyFields(r, o, path, shape.direction, options);
   for (const u of ['originatingTLS', 'terminatingTLS', 'serverNames', 'listener']) {
     if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
   }
@@ -561,9 +587,11 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
  * stand-in whose remaining allows the cluster never enforces (attack findings 716, 717). `Rules.IsEmpty`
  * is true only when every list is nil: `http: []` is a list.
  */
-function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction): void {
+function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction, options: ParseOptions): void {
   const rules = o.rules;
   const hasL7 = typeof rules === 'object' && rules !== null && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent((rules as Record<string, unknown>)[k]));
+  const l7proto = typeof rules === 'object' && rules !== null && typeof (rules as Record<string, unknown>).l7proto === 'string' && (rules as Record<string, unknown>).l7proto !== '';
+  if ((hasL7 || l7proto) && options.l7Proxy === false) r.fail(join(path, 'rules'), 'L7 policy is not supported since L7 proxy is not enabled');
   if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
   if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');
   // Both checks are in `PortRule.sanitize` (older releases) and `PortRule.Validate` (main), so in 1.19

@@ -4,7 +4,8 @@ import { parseCiliumPolicy, ParseOptions } from './cilium.js';
 import { parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
 import { ManifestError } from './errors.js';
 
-export type { ParseOptions } from './cilium.js';
+export type { ParseOptions, CiliumAgentOptions } from './cilium.js';
+export { ciliumAgentOptions } from './cilium.js';
 import { parseNetworkPolicy } from './networkpolicy.js';
 import { CheckedObject, checkObjectManifest, isObjectKind } from './objects.js';
 import { Reader } from './reader.js';

@@ -5,7 +5,7 @@ import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
-import { parseManifest } from '../policy/manifest.js';
+import { ciliumAgentOptions, parseManifest, type CiliumAgentOptions } from '../policy/manifest.js';
 import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, readProtocol } from '../policy/readers.js';
@@ -145,12 +145,12 @@ function readPod(r: Reader, v: unknown, path: string): PodSpec {
   };
 }
 
-function readPolicy(r: Reader, v: unknown, path: string, nodeSelectorLabels: boolean): Policy {
+function readPolicy(r: Reader, v: unknown, path: string, agent: CiliumAgentOptions): Policy {
   // Scenarios are read by the oracle too: toFQDNs is parsed here, and the engine's harness refuses it.
-  return parseManifest(v, `${r.source}#${path}`, { fqdn: true, nodeSelectorLabels });
+  return parseManifest(v, `${r.source}#${path}`, { fqdn: true, ...agent });
 }
 
-function readChange(r: Reader, v: unknown, path: string, nodeSelectorLabels: boolean): Change {
+function readChange(r: Reader, v: unknown, path: string, agent: CiliumAgentOptions): Change {
   const ops = ['apply', 'delete', 'addPod', 'deletePod', 'setPodLabels', 'addNamespace', 'deleteNamespace', 'setNamespaceLabels', 'addExternal', 'addNode', 'deleteNode', 'setApiServer', 'dnsResponse', 'advanceTime'];
   const o = r.object(v, path, ops);
   const keys = Object.keys(o);
@@ -159,7 +159,7 @@ function readChange(r: Reader, v: unknown, path: string, nodeSelectorLabels: boo
   const p = join(path, op);
   switch (op) {
     case 'apply':
-      return { path: p, op, policy: readPolicy(r, o.apply, p, nodeSelectorLabels) };
+      return { path: p, op, policy: readPolicy(r, o.apply, p, agent) };
     case 'delete': {
       const d = r.object(o.delete, p, ['kind', 'namespace', 'name']);
       const kind = r.oneOf(d.kind, join(p, 'kind'), POLICY_KINDS) as PolicyKind;
@@ -360,15 +360,21 @@ function readExpectation(r: Reader, v: unknown, path: string, probeCount: number
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
-  const o = r.object(doc, '', ['description', 'dnsProxy', 'allowLocalhost', 'nodeSelectorLabels', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
+  const o = r.object(doc, '', ['description', 'dnsProxy', 'allowLocalhost', 'nodeSelectorLabels', 'l7Proxy', 'icmpRules', 'nonDefaultDenyPolicies', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
   const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
   const dnsProxy: DnsCacheOptions | undefined = dp && {
     minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
     maxIpsPerHostname: absent(dp.maxIpsPerHostname) ? DEFAULT_DNS_CACHE_OPTIONS.maxIpsPerHostname : r.intInRange(dp.maxIpsPerHostname, 'dnsProxy.maxIpsPerHostname', 1, 1_000_000),
   };
   const description = r.optString(o.description, 'description');
-  // Cilium's enable-node-selector-labels: toNodes/fromNodes are read only with it (cilium.ts).
-  const nodeSelectorLabels = r.optBoolean(o.nodeSelectorLabels, 'nodeSelectorLabels') ?? false;
+  // Cilium's agent options that change how policies read (cilium.ts CiliumAgentOptions):
+  // enable-node-selector-labels, enable-l7-proxy, enable-icmp-rules, enable-non-default-deny-policies.
+  const agent = ciliumAgentOptions({
+    nodeSelectorLabels: r.optBoolean(o.nodeSelectorLabels, 'nodeSelectorLabels') ?? false,
+    l7Proxy: r.optBoolean(o.l7Proxy, 'l7Proxy') ?? true,
+    icmpRules: r.optBoolean(o.icmpRules, 'icmpRules') ?? true,
+    nonDefaultDenyPolicies: r.optBoolean(o.nonDefaultDenyPolicies, 'nonDefaultDenyPolicies') ?? true,
+  });
   const setup: Change[] = [];
   (r.optArray(o.namespaces, 'namespaces') ?? []).forEach((n, i) => {
     const ns = readNamespace(r, n, at('namespaces', i));
@@ -384,11 +390,11 @@ export function parseScenario(text: string, source: string): Scenario {
   (r.optArray(o.nodes, 'nodes') ?? []).forEach((n, i) => setup.push({ path: at('nodes', i), op: 'addNode', ...readNode(r, n, at('nodes', i)) }));
   if (!absent(o.apiServer)) setup.push({ path: 'apiServer', op: 'setApiServer', addresses: readApiServer(r, o.apiServer, 'apiServer') });
   (r.optArray(o.pods, 'pods') ?? []).forEach((p, i) => setup.push({ path: at('pods', i), op: 'addPod', pod: readPod(r, p, at('pods', i)) }));
-  (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push({ path: at('policies', i), op: 'apply', policy: readPolicy(r, p, at('policies', i), nodeSelectorLabels) }));
+  (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push({ path: at('policies', i), op: 'apply', policy: readPolicy(r, p, at('policies', i), agent) }));
   const steps = (r.optArray(o.steps, 'steps') ?? []).map((s, i): Step => {
     const path = at('steps', i);
     const so = r.object(s, path, ['changes', 'probes', 'expect']);
-    const changes = (r.optArray(so.changes, join(path, 'changes')) ?? []).map((c, j) => readChange(r, c, at(join(path, 'changes'), j), nodeSelectorLabels));
+    const changes = (r.optArray(so.changes, join(path, 'changes')) ?? []).map((c, j) => readChange(r, c, at(join(path, 'changes'), j), agent));
     const probes = (r.optArray(so.probes, join(path, 'probes')) ?? []).map((p, j) => readProbe(r, p, at(join(path, 'probes'), j)));
     const expect = (r.optArray(so.expect, join(path, 'expect')) ?? []).map((e, j) => readExpectation(r, e, at(join(path, 'expect'), j), probes.length));
     return { changes, probes, expect };

@@ -57,6 +57,20 @@ describe('distill agent (CLI)', () => {
     const pending = run([ns, pod('a', 'node-a', 2), pod('b', 'node-b', 3), allow, identity(32000, 'b', 5)]);
     expect(pending.maps.find((m) => m.endpoint === 'shop/a')?.entries).toEqual([]);
   });
+  it('Cilium\'s boolean agent flags as Cilium takes them (--flag=false): enable-non-default-deny-policies=false ignores enableDefaultDeny', () => {
+    const defaultAllow = { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'shop', resourceVersion: '20' }, spec: { endpointSelector: { matchLabels: { app: 'a' } }, enableDefaultDeny: { ingress: false }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] } } };
+    const input = [ns, pod('a', 'node-a', 2), pod('b', 'node-b', 3), defaultAllow].map((x) => JSON.stringify(x)).join('');
+    const ingressOf = (flags: string[]): unknown[] => {
+      const r = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--json', '--allow-localhost', 'policy', ...flags], input);
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { maps: { entries: { direction: string; ports: unknown }[] }[] };
+      return (out.maps[0]?.entries ?? []).filter((e) => e.direction === 'ingress').map((e) => e.ports);
+    };
+    expect(ingressOf([])).toEqual(['any', { from: 80, to: 80 }]);
+    expect(ingressOf(['--enable-non-default-deny-policies=false'])).toEqual([{ from: 80, to: 80 }]);
+    expect(ingressOf(['--enable-non-default-deny-policies', 'true'])).toEqual(['any', { from: 80, to: 80 }]);
+    expect(agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--enable-l7-proxy=no'], '').status).not.toBe(0);
+  });
   it('exits 2 naming the stream that cannot be read', () => {
     const missing = agent(['--node', 'n', '--watch', join(dir, 'missing.json'), '--exit-at-eof']);
     expect(missing.status).toBe(2);

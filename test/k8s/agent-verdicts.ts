@@ -2,6 +2,7 @@ import type { EngineEvent } from '../../src/engine/events.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ClusterMirror } from '../../src/k8s/mirror.js';
 import { WatchStreamParser } from '../../src/k8s/watch.js';
+import type { CiliumAgentOptions } from '../../src/policy/manifest.js';
 
 type Obj = Record<string, unknown>;
 type Direction = 'ingress' | 'egress';
@@ -21,7 +22,7 @@ const pod = (name: string, rv: number, node: string, ip: string, containers: rea
  * and x/other (on n2), all labelled `app: <name>` and running `containers`: the mirror's warnings
  * and x/server's TCP/80 verdict with a peer in a direction, from the engine the batch went into.
  */
-export function agentVerdicts(policy: Obj, containers: readonly Obj[] = [], options: { nodeSelectorLabels?: boolean } = {}): { warn: string[]; verdict: (peer: 'client' | 'other', direction: Direction) => 'allow' | 'deny' } {
+export function agentVerdicts(policy: Obj, containers: readonly Obj[] = [], options: CiliumAgentOptions = {}): { warn: string[]; verdict: (peer: 'client' | 'other', direction: Direction) => 'allow' | 'deny' } {
   const warn: string[] = [];
   const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m), ...options });
   const engine = new Engine();

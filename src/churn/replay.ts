@@ -149,6 +149,76 @@ function splitItems(items: Trace['items'], limit: number | undefined) {
   return { initial, churn };
 }
 
+/** Benchmark bookkeeping of `--verify-every`: the engine against a fresh one built from the model (untimed). */
+function verifyAgainstFresh(engine: Engine, state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, where: string): void {
+  const fresh = fullRecompute(state, local, capacity);
+  const want = comparableMaps(fresh);
+  const got = comparableMaps(engine);
+  if (JSON.stringify(want) !== JSON.stringify(got)) {
+    const ep = [...new Set([...Object.keys(want), ...Object.keys(got)])].find((k) => JSON.stringify(want[k]) !== JSON.stringify(got[k]));
+    throw new ReplayDivergence(`${where}: after this event the engine diverges from a from-scratch recomputation (endpoint ${ep ?? '?'}: engine ${JSON.stringify(got[ep ?? ''] ?? null)}, recomputed ${JSON.stringify(want[ep ?? ''] ?? null)})`);
+  }
+  const ipDiff = ipcacheDivergence(comparableIpcache(fresh, state.unownedIps), comparableIpcache(engine, state.unownedIps));
+  if (ipDiff) throw new ReplayDivergence(`${where}: after this event the engine's ipcache diverges from a from-scratch recomputation (${ipDiff})`);
+}
+
+/** Full mode: each event recomputes every local endpoint's map from the model and writes the difference. */
+class FullRecompute {
+  private previous: EndpointMaps;
+  private previousTables: ReturnType<typeof l7Tables>;
+
+  constructor(
+    public engine: Engine,
+    private readonly state: ClusterState,
+    private readonly local: ReadonlyMap<string, boolean>,
+    private readonly capacity: number | undefined,
+    private readonly shared: { allocator: IdentityAllocator; proxyPorts: ProxyPortAllocator },
+  ) {
+    this.previous = endpointMaps(engine);
+    this.previousTables = l7Tables(engine);
+  }
+
+  /** Recomputes from the model (throws what the engine refuses). */
+  recompute(): void {
+    this.engine = fullRecompute(this.state, this.local, this.capacity, this.shared);
+  }
+
+  /** Writes the difference to the last recompute; its policy-map and L7-table delta counts. */
+  write(backend: MapBackend | undefined): { deltas: number; l7Deltas: number } {
+    const engine = this.engine;
+    const now = endpointMaps(engine);
+    const d = diffEndpointMaps(this.previous, now);
+    const added = [...now.keys()].filter((ep) => !this.previous.has(ep));
+    const removed = [...this.previous.keys()].filter((ep) => !now.has(ep));
+    if (backend) applyChangeSet(backend, { deltas: d, l7Deltas: [], ipcache: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
+    this.previous = now;
+    const tables = l7Tables(engine);
+    const l7Deltas = l7TablesDiffSize(this.previousTables, tables);
+    this.previousTables = tables;
+    return { deltas: d.length, l7Deltas };
+  }
+}
+
+/** Per tag, in arrival order: churn latencies (µs). */
+class Samples {
+  readonly byTag = new Map<string, number[]>();
+  readonly ordered: { tag: string; us: number }[] = [];
+
+  constructor(private readonly keepOrder: boolean) {}
+
+  add(tag: string, us: number): void {
+    let s = this.byTag.get(tag);
+    if (!s) this.byTag.set(tag, (s = []));
+    s.push(us);
+    if (this.keepOrder) this.ordered.push({ tag, us });
+  }
+
+  /** fromEntries defines own properties: a tag such as `__proto__` stays a key, not the object's prototype. */
+  stats(): Record<string, LatencyStats> {
+    return Object.fromEntries([...this.byTag].sort(([a], [b]) => (a < b ? -1 : 1)).map(([tag, s]) => [tag, latencyStats(s)]));
+  }
+}
+
 /**
  * Replays a trace: the initial phase as one transaction (an agent starting on a running cluster),
  * then each churn event as its own transaction, timed.
@@ -172,9 +242,6 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   };
   const coldEvents = initial.length;
   const churnEvents = churn.length;
-  const total = coldEvents + churnEvents;
-  let deltas = 0;
-  let l7Deltas = 0;
   // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
   // stable across a recompute (ports of endpoints that vanish stay taken: a benchmark-only leak).
   const shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };
@@ -191,86 +258,61 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     throw new ReplayRefusal(`${trace.source}: the initial phase (one transaction)`, e);
   }
   let engine = cold.engine;
-  l7Deltas += cold.l7Deltas;
+  let { deltas, l7Deltas } = cold;
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldHeap = sampleHeap();
-  deltas += cold.deltas;
   initial.length = 0; // the engine keeps what it needs
   opts.onProgress?.(coldEvents, coldEvents, 'cold start');
   opts.onProgress?.(0, churnEvents, 'churn');
 
-  const samples = new Map<string, number[]>();
-  const ordered: { tag: string; us: number }[] = [];
+  const samples = new Samples(opts.keepSamples === true);
   let verifications = 0;
-  let previous: EndpointMaps = opts.mode === 'full' ? endpointMaps(engine) : new Map();
-  let previousTables = opts.mode === 'full' ? l7Tables(engine) : new Map();
+  const full = opts.mode === 'full' ? new FullRecompute(engine, state, local, capacity, shared) : undefined;
   // Popped from the end of the reversed list: an applied event is no longer referenced here.
   churn.reverse();
   for (let i = 0, item = churn.pop(); item !== undefined; i++, item = churn.pop()) {
     // Full mode recomputes from the model, so the model moves first; both outside the timed region.
-    if (opts.mode === 'full') track(item.event);
+    if (full) track(item.event);
     const t = process.hrtime.bigint();
-    if (opts.mode === 'incremental') {
-      let cs: ChangeSet;
-      try {
-        cs = engine.apply([item.event]);
-      } catch (e) {
-        throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
-      }
+    let cs: ChangeSet | undefined;
+    try {
+      if (full) full.recompute();
+      else cs = engine.apply([item.event]);
+    } catch (e) {
+      throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
+    }
+    if (full) {
+      const d = full.write(opts.backend);
+      engine = full.engine;
+      deltas += d.deltas;
+      l7Deltas += d.l7Deltas;
+    } else if (cs) {
       if (opts.backend) applyChangeSet(opts.backend, cs);
       deltas += cs.deltas.length;
       l7Deltas += cs.l7Deltas.length;
-    } else {
-      try {
-        engine = fullRecompute(state, local, capacity, shared);
-      } catch (e) {
-        throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
-      }
-      const now = endpointMaps(engine);
-      const d = diffEndpointMaps(previous, now);
-      const added = [...now.keys()].filter((ep) => !previous.has(ep));
-      const removed = [...previous.keys()].filter((ep) => !now.has(ep));
-      if (opts.backend) applyChangeSet(opts.backend, { deltas: d, l7Deltas: [], ipcache: [], endpointsAdded: added, endpointsRemoved: removed, work: engine.stats() });
-      deltas += d.length;
-      previous = now;
-      const tables = l7Tables(engine);
-      l7Deltas += l7TablesDiffSize(previousTables, tables);
-      previousTables = tables;
     }
     const us = Number(process.hrtime.bigint() - t) / 1e3;
-    if (opts.mode === 'incremental') track(item.event);
-    let s = samples.get(item.tag);
-    if (!s) samples.set(item.tag, (s = []));
-    s.push(us);
-    if (opts.keepSamples) ordered.push({ tag: item.tag, us });
+    if (!full) track(item.event);
+    samples.add(item.tag, us);
     if ((i & 63) === 0) sampleHeap();
-    if (opts.verifyEvery && (i + 1) % opts.verifyEvery === 0 && opts.mode === 'incremental') {
+    if (opts.verifyEvery && (i + 1) % opts.verifyEvery === 0 && !full) {
       verifications++;
-      const fresh = fullRecompute(state, local, capacity);
-      const want = comparableMaps(fresh);
-      const got = comparableMaps(engine);
-      if (JSON.stringify(want) !== JSON.stringify(got)) {
-        const ep = [...new Set([...Object.keys(want), ...Object.keys(got)])].find((k) => JSON.stringify(want[k]) !== JSON.stringify(got[k]));
-        throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine diverges from a from-scratch recomputation (endpoint ${ep ?? '?'}: engine ${JSON.stringify(got[ep ?? ''] ?? null)}, recomputed ${JSON.stringify(want[ep ?? ''] ?? null)})`);
-      }
-      const ipDiff = ipcacheDivergence(comparableIpcache(fresh, state.unownedIps), comparableIpcache(engine, state.unownedIps));
-      if (ipDiff) throw new ReplayDivergence(`${trace.source}:${item.line}: after this event the engine's ipcache diverges from a from-scratch recomputation (${ipDiff})`);
+      verifyAgainstFresh(engine, state, local, capacity, `${trace.source}:${item.line}`);
     }
     if ((i & 255) === 0) opts.onProgress?.(i + 1, churnEvents, 'churn');
   }
   opts.onProgress?.(churnEvents, churnEvents, 'churn');
   sampleHeap();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  // fromEntries defines own properties: a tag such as `__proto__` stays a key, not the object's prototype.
-  const latencyUs: Record<string, LatencyStats> = Object.fromEntries([...samples].sort(([a], [b]) => (a < b ? -1 : 1)).map(([tag, s]) => [tag, latencyStats(s)]));
   let mapEntries = 0;
   for (const ep of engine.endpoints()) mapEntries += engine.mapState(ep).size;
+  const total = coldEvents + churnEvents;
   return {
     mode: opts.mode,
     ...(trace.header.profile !== undefined ? { profile: trace.header.profile } : {}),
     events: total,
     eventsPerSec: Math.round(total / seconds),
-    latencyUs,
+    latencyUs: samples.stats(),
     deltas,
     l7Deltas,
     mapEntries,
@@ -279,6 +321,6 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     churnEvents,
     endpoints: engine.endpoints().length,
     verifications,
-    ...(opts.keepSamples ? { samples: ordered } : {}),
+    ...(opts.keepSamples ? { samples: samples.ordered } : {}),
   };
 }

@@ -1,4 +1,4 @@
-import { LabelKey, labelKeyProblem, LabelSource, labelValueProblem, parseLabelKey } from '../model/labels.js';
+import { ciliumExtendedKey, LabelKey, labelKeyProblem, LabelSource, labelValueProblem, parseLabelKey } from '../model/labels.js';
 import { makeSelector, Requirement, Selector, SelectorOperator } from '../model/selector.js';
 import { at, join, Reader } from './reader.js';
 
@@ -23,12 +23,17 @@ export interface SelectorOptions {
 const OPERATORS: readonly SelectorOperator[] = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
 
 function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): LabelKey {
-  const parsed = opts.allowSourcePrefix ? parseLabelKey(raw, opts.defaultSource) : { source: opts.defaultSource, key: raw };
-  // Cilium's own reserved keys (`reserved:host`) are not Kubernetes label keys; everything else is.
-  if (parsed.source !== 'reserved') {
-    const kp = labelKeyProblem(parsed.key);
+  if (!opts.allowSourcePrefix) {
+    const kp = labelKeyProblem(raw);
     if (kp) r.fail(path, `invalid label key "${raw}": ${kp}`);
+    const key = { source: opts.defaultSource, key: raw };
+    return opts.mapKey ? opts.mapKey(key) : key;
   }
+  // Cilium validates the extended key, source included (attack finding 760).
+  const extended = ciliumExtendedKey(raw);
+  const kp = labelKeyProblem(extended);
+  if (kp) r.fail(path, `invalid label key "${raw}": Cilium validates it as "${extended}" (source.key), whose ${kp}`);
+  const parsed = parseLabelKey(raw, opts.defaultSource);
   return opts.mapKey ? opts.mapKey(parsed) : parsed;
 }
 

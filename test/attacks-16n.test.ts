@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { ciliumExtendedKey } from '../src/model/labels.js';
+import { parseManifest } from '../src/policy/manifest.js';
+import { cnp, errorOf } from './policy/helpers.js';
+
+/*
+ * Round 16n (docs/attack-findings-16n.md): names and spellings read differently by distill and Cilium.
+ */
+
+const ccnp = (spec: Record<string, unknown>) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'p' }, spec });
+const peer = (ml: Record<string, string>) => cnp({ endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: ml }] }] });
+
+describe('760. Cilium 1.19 validates a selector key as its extended form <source>.<key>', () => {
+  it('extends keys as GetExtendedKeyFrom does', () => {
+    expect(ciliumExtendedKey('app')).toBe('any.app');
+    expect(ciliumExtendedKey(':app')).toBe('any.app');
+    expect(ciliumExtendedKey('k8s:app')).toBe('k8s.app');
+    expect(ciliumExtendedKey('$host')).toBe('reserved.host');
+    expect(ciliumExtendedKey('example.com/app')).toBe('any.example.com/app');
+  });
+
+  // Kubernetes' IsQualifiedName on the extended key refuses these (EndpointSelector.Sanitize); the raw key alone passes.
+  const refused: [string, Record<string, string>][] = [
+    ['a 60-character key (any.<60> is 64)', { ['a'.repeat(60)]: 'x' }],
+    ['a 63-character key', { ['a'.repeat(63)]: 'x' }],
+    ['k8s: and a 60-character key', { ['k8s:' + 'a'.repeat(60)]: 'x' }],
+    ['a namespace-label key of 29 characters (any.io.cilium.k8s.namespace.labels.<29> is 64)', { ['io.cilium.k8s.namespace.labels.' + 'b'.repeat(29)]: 'x' }],
+    ['a 250-character prefix (any.<250> is 254)', { ['a'.repeat(250) + '/b']: 'x' }],
+    ['an upper-case source before a prefix (K8S.a is no DNS subdomain)', { 'K8S:a/b': 'x' }],
+    ['an empty reserved key', { 'reserved:': '' }],
+  ];
+  it.each(refused)('refuses %s, naming the extended key (accepted before)', (_, ml) => {
+    const e = errorOf(() => parseManifest(peer(ml), 'f'));
+    expect(e.fieldPath.startsWith('spec.ingress[0].fromEndpoints[0].matchLabels')).toBe(true);
+    expect(e.fieldPath).toContain(Object.keys(ml)[0]);
+    expect(e.message).toMatch(/Cilium validates it as "[^"]+" \(source\.key\)/);
+  });
+
+  it('refuses the same in a subject, an expression key and a clusterwide policy', () => {
+    const long = 'a'.repeat(61);
+    expect(errorOf(() => parseManifest(cnp({ endpointSelector: { matchLabels: { [long]: 'x' } }, ingress: [{}] }), 'f')).fieldPath).toBe(`spec.endpointSelector.matchLabels.${long}`);
+    expect(errorOf(() => parseManifest(cnp({ endpointSelector: {}, egress: [{ toEndpoints: [{ matchExpressions: [{ key: long, operator: 'Exists' }] }] }] }), 'f')).fieldPath).toBe('spec.egress[0].toEndpoints[0].matchExpressions[0].key');
+    expect(errorOf(() => parseManifest(ccnp({ endpointSelector: {}, ingress: [{ fromEndpoints: [{ matchLabels: { [long]: 'x' } }] }] }), 'f')).fieldPath).toBe(`spec.ingress[0].fromEndpoints[0].matchLabels.${long}`);
+  });
+
+  // Valid once extended (any._legacy): Cilium enforces the policy, which isolates its subject and
+  // selects no peer (no Kubernetes label key starts with "_"); refusing it made the agent skip it.
+  it.each(['_legacy', '-legacy', '.legacy', 'k8s:_legacy'])('accepts %j (refused before; the scenario cilium-diff/a16-cnp-selector-key-valid-once-extended.yaml shows the isolation)', (key) => {
+    const set = parseManifest(peer({ [key]: 'x' }), 'f');
+    expect(set.rules).toHaveLength(1);
+  });
+
+  it('keeps accepting keys whose extended form fits: 59 characters, a 28-character namespace label, a 249-character prefix', () => {
+    for (const k of ['a'.repeat(59), 'k8s:' + 'a'.repeat(59), 'io.cilium.k8s.namespace.labels.' + 'b'.repeat(28), 'a'.repeat(249) + '/b', 'reserved:host', '$host', 'example.com:8080']) {
+      expect(() => parseManifest(peer({ [k]: '' }), 'f')).not.toThrow();
+    }
+  });
+});

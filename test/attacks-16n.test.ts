@@ -56,3 +56,14 @@ describe('760. Cilium 1.19 validates a selector key as its extended form <source
     }
   });
 });
+
+describe("761. a toPorts port name folds ASCII letters only, as iana.IsSvcName reads it", () => {
+  const port = (p: string) => cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: p, protocol: 'TCP' }] }] }] });
+  it.each(['\u212Aafka', 'htt\u212A', '\u212A8s'])('refuses %j (a KELVIN SIGN, read as "k" before)', (p) => {
+    expect(errorOf(() => parseManifest(port(p), 'f')).fieldPath).toBe('spec.ingress[0].toPorts[0].ports[0].port');
+  });
+  it('still reads ASCII upper case as the lower-case name', () => {
+    const set = parseManifest(port('HTTP-Alt'), 'f');
+    expect(set.rules[0]!.ports).toEqual([{ l4: { kind: 'named', protocol: 'TCP', name: 'http-alt' } }]);
+  });
+});

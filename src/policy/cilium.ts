@@ -508,9 +508,11 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   // The CRD types `port` as a string (no int-or-string): the API server refuses `port: 80`.
   if (typeof o.port === 'number') r.fail(join(path, 'port'), `${o.port} is a number: the CRD types port as a string, so the API server refuses it (quote it: "${o.port}")`);
   const raw = r.string(o.port, join(path, 'port'));
-  // Cilium tries the service name first ("0x50" is a name), then strconv.ParseUint.
-  if (isValidPortName(raw.toLowerCase())) {
-    named = raw.toLowerCase();
+  // Cilium tries the service name first ("0x50" is a name), then strconv.ParseUint. iana.IsSvcName
+  // is ASCII, so only ASCII letters fold: `toLowerCase` alone reads the Kelvin sign as `k` (finding 761).
+  const folded = raw.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+  if (isValidPortName(folded)) {
+    named = folded;
   } else {
     port = goPortNumber(r, raw, join(path, 'port'));
   }

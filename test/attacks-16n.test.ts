@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ciliumExtendedKey } from '../src/model/labels.js';
+import { kafkaRuleMatches } from '../src/model/l7.js';
 import { parseManifest } from '../src/policy/manifest.js';
 import { cnp, errorOf } from './policy/helpers.js';
 
@@ -65,5 +66,18 @@ describe("761. a toPorts port name folds ASCII letters only, as iana.IsSvcName r
   it('still reads ASCII upper case as the lower-case name', () => {
     const set = parseManifest(port('HTTP-Alt'), 'f');
     expect(set.rules[0]!.ports).toEqual([{ l4: { kind: 'named', protocol: 'TCP', name: 'http-alt' } }]);
+  });
+});
+
+describe("762. a Kafka apiKey is lower-cased as Go's strings.ToLower does (simple case mapping)", () => {
+  const kafka = (apiKey: string) => cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey }] } }] }] });
+  it('accepts "l\u0130stgroups" (Go: listgroups; JavaScript: "li\u0307stgroups", refused before) and matches listgroups only', () => {
+    expect(() => parseManifest(kafka('l\u0130stgroups'), 'f')).not.toThrow();
+    expect(kafkaRuleMatches({ apiKey: 'l\u0130stgroups' }, { apiKey: 'listgroups' })).toBe(true);
+    expect(kafkaRuleMatches({ apiKey: 'l\u0130stgroups' }, { apiKey: 'produce' })).toBe(false);
+  });
+  it('a KELVIN SIGN folds to k in both (saslhandsha\u212Ae is saslhandshake), a dotless i does not fold to i', () => {
+    expect(() => parseManifest(kafka('saslhandsha\u212Ae'), 'f')).not.toThrow();
+    expect(errorOf(() => parseManifest(kafka('l\u0131stgroups'), 'f')).fieldPath).toBe('spec.ingress[0].toPorts[0].rules.kafka[0].apiKey');
   });
 });

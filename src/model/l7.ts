@@ -175,6 +175,14 @@ export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   return true;
 }
 
+/**
+ * Go's strings.ToLower, which maps each code point by its simple lowercase: U+0130 (İ) is `i`,
+ * where JavaScript's full mapping gives `i` + U+0307 (finding 762). Both fold U+212A to `k`.
+ */
+export function goToLower(s: string): string {
+  return s.replace(/\u0130/g, 'i').toLowerCase();
+}
+
 /** Kafka API key names, as Cilium's kafka rules spell them; the index is the key's number. */
 export const KAFKA_API_KEYS: readonly string[] = [
   'produce', 'fetch', 'offsets', 'metadata', 'leaderandisr', 'stopreplica', 'updatemetadata', 'controlledshutdown',
@@ -205,9 +213,9 @@ const KAFKA_ROLE_KEYS: Readonly<Record<'produce' | 'consume', readonly string[]>
 };
 
 export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
-  const key = req.apiKey.toLowerCase();
+  const key = goToLower(req.apiKey);
   if (rule.role !== undefined && !KAFKA_ROLE_KEYS[rule.role].includes(key)) return false;
-  if (rule.apiKey !== undefined && rule.apiKey !== '' && rule.apiKey.toLowerCase() !== key) return false;
+  if (rule.apiKey !== undefined && rule.apiKey !== '' && goToLower(rule.apiKey) !== key) return false;
   if (rule.apiVersion !== undefined && rule.apiVersion !== '' && Number(rule.apiVersion) !== req.apiVersion) return false;
   // The parser reads no client ID from a version-0 request (cilium/proxy pkg/kafka/request.go
   // `extractClientID`: "0 version has no client ID"), so a rule naming one never matches it.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ciliumExtendedKey } from '../src/model/labels.js';
-import { kafkaRuleMatches } from '../src/model/l7.js';
+import { httpRuleMatches, kafkaRuleMatches } from '../src/model/l7.js';
 import { parseManifest } from '../src/policy/manifest.js';
 import { cnp, errorOf } from './policy/helpers.js';
 
@@ -79,5 +79,19 @@ describe("762. a Kafka apiKey is lower-cased as Go's strings.ToLower does (simpl
   it('a KELVIN SIGN folds to k in both (saslhandsha\u212Ae is saslhandshake), a dotless i does not fold to i', () => {
     expect(() => parseManifest(kafka('saslhandsha\u212Ae'), 'f')).not.toThrow();
     expect(errorOf(() => parseManifest(kafka('l\u0131stgroups'), 'f')).fieldPath).toBe('spec.ingress[0].toPorts[0].rules.kafka[0].apiKey');
+  });
+});
+
+describe("763. an HTTP rule's header name folds ASCII letters only, as Envoy's LowerCaseString", () => {
+  const req = { method: 'GET', path: '/', headers: { 'k-id': 'x' } };
+  it.each([
+    ['a headers entry with a value', { headers: ['\u212A-Id x'] }],
+    ['a headers entry (presence)', { headers: ['\u212A-Id'] }],
+    ['a headerMatches entry', { headerMatches: [{ name: '\u212A-Id', value: 'x' }] }],
+  ])('%s naming "\u212A-Id" (KELVIN SIGN) does not match a request header k-id (it did: fail-open)', (_, rule) => {
+    expect(httpRuleMatches(rule, req)).toBe(false);
+  });
+  it('ASCII case still folds (K-Id matches k-id)', () => {
+    expect(httpRuleMatches({ headers: ['K-Id x'] }, req)).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
-import { goToLower, KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
+import { asciiToLower, goToLower, KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
 import {
@@ -510,7 +510,7 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   const raw = r.string(o.port, join(path, 'port'));
   // Cilium tries the service name first ("0x50" is a name), then strconv.ParseUint. iana.IsSvcName
   // is ASCII, so only ASCII letters fold: `toLowerCase` alone reads the Kelvin sign as `k` (finding 761).
-  const folded = raw.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+  const folded = asciiToLower(raw);
   if (isValidPortName(folded)) {
     named = folded;
   } else {

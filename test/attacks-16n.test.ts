@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ciliumExtendedKey } from '../src/model/labels.js';
 import { httpRuleMatches, kafkaRuleMatches } from '../src/model/l7.js';
 import { parseManifest } from '../src/policy/manifest.js';
+import { failClosedStandIn } from '../src/policy/stand-in.js';
 import { cnp, errorOf } from './policy/helpers.js';
 
 /*
@@ -93,5 +94,25 @@ describe("763. an HTTP rule's header name folds ASCII letters only, as Envoy's L
   });
   it('ASCII case still folds (K-Id matches k-id)', () => {
     expect(httpRuleMatches({ headers: ['K-Id x'] }, req)).toBe(true);
+  });
+});
+
+describe('764. two matchLabels keys that are one extended key for Cilium (`app` and `:app`) with different values', () => {
+  const doc = cnp({ endpointSelector: { matchLabels: { role: 'server' } }, ingress: [{ fromEndpoints: [{}] }], ingressDeny: [{ fromEndpoints: [{ matchLabels: { ':app': 'a', app: 'b' } }] }] });
+  it('are not supported by distill (Cilium keeps one value, by Go map order; distill ANDed both and denied nothing)', () => {
+    const e = errorOf(() => parseManifest(doc, 'f'));
+    expect(e.fieldPath).toBe('spec.ingressDeny[0].fromEndpoints[0].matchLabels.app');
+    expect(e.message).toMatch(/same key for Cilium \("any\.app"\).*not supported by distill/);
+  });
+  it('so the agent enforces the fail-closed stand-in: the deny rule denies every peer', () => {
+    const stood = failClosedStandIn(doc, 'f', (() => { try { parseManifest(doc, 'f'); } catch (e) { return e; } })());
+    expect(stood).toBeDefined();
+    const deny = stood!.rules.filter((x) => x.verdict === 'deny');
+    expect(deny).toHaveLength(1);
+    expect(deny[0]!.peers).toEqual([expect.objectContaining({ kind: 'selector', entity: 'all' })]);
+  });
+  it('equal values, or keys of different sources (k8s:app and app), are read as before', () => {
+    expect(() => parseManifest(cnp({ endpointSelector: { matchLabels: { ':app': 'a', app: 'a' } }, ingress: [{}] }), 'f')).not.toThrow();
+    expect(() => parseManifest(cnp({ endpointSelector: { matchLabels: { 'k8s:app': 'a', app: 'b' } }, ingress: [{}] }), 'f')).not.toThrow();
   });
 });

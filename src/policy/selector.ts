@@ -95,9 +95,16 @@ function parseSelectorObject(r: Reader, v: unknown, path: string, opts: Selector
   const obj = r.object(v, path, ['matchLabels', 'matchExpressions']);
   const reqs: Requirement[] = [];
   const ml = r.stringMap(obj.matchLabels, join(path, 'matchLabels'));
+  // Cilium rebuilds matchLabels as a Go map of extended keys, so `app` and `:app` (both `any.app`)
+  // collapse into one entry, whose value is whichever Go's random map order writes last (finding 764).
+  const byExtended = opts.allowSourcePrefix ? new Map<string, [string, string]>() : undefined;
   for (const [k, val] of Object.entries(ml)) {
     const kpath = join(join(path, 'matchLabels'), k);
     const key = parseKey(r, k, kpath, opts);
+    const ext = byExtended && ciliumExtendedKey(k);
+    const other = ext === undefined ? undefined : byExtended?.get(ext);
+    if (other && other[1] !== val) r.fail(kpath, `"${k}" and "${other[0]}" are the same key for Cilium ("${ext}") with different values: Cilium keeps one of them, chosen by Go's map order, which is not supported by distill`);
+    if (ext !== undefined) byExtended?.set(ext, [k, val]);
     const vp = labelValueProblem(val);
     if (vp) r.fail(kpath, `invalid label value "${val}": ${vp}`);
     reqs.push({ key, operator: 'In', values: [val] });

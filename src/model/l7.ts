@@ -103,7 +103,7 @@ function fullMatch(re: RE2JS | undefined, value: string): boolean {
  * same header sent more than once.
  */
 function header(req: HttpRequest, name: string): string | undefined {
-  const lower = name.toLowerCase();
+  const lower = asciiToLower(name);
   // Envoy keeps HTTP/1's Host as `:authority` and looks `host` up there (HeaderMapImpl's static
   // lookup table: "map a legacy host header to :authority"); the other pseudo-headers are the request line.
   if (lower === 'host' || lower === ':authority') return authority(req);
@@ -114,7 +114,7 @@ function header(req: HttpRequest, name: string): string | undefined {
 
 /** The values the request lists under `lower` (any case), joined with ','; undefined if none. */
 function sentHeader(req: HttpRequest, lower: string): string | undefined {
-  const values = Object.entries(req.headers ?? {}).filter(([k]) => k.toLowerCase() === lower);
+  const values = Object.entries(req.headers ?? {}).filter(([k]) => asciiToLower(k) === lower);
   return values.length === 0 ? undefined : values.map(([, v]) => v).join(',');
 }
 
@@ -175,6 +175,22 @@ export function httpRuleMatches(rule: HttpRule, req: HttpRequest): boolean {
   return true;
 }
 
+/**
+ * Lower-cases ASCII letters only, as Envoy's `LowerCaseString` (header names) and Cilium's ASCII
+ * name checks do: JavaScript's `toLowerCase` would fold U+212A KELVIN SIGN into `k` (findings 761, 763).
+ */
+export function asciiToLower(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+/**
+ * Go's strings.ToLower, which maps each code point by its simple lowercase: U+0130 (İ) is `i`,
+ * where JavaScript's full mapping gives `i` + U+0307 (finding 762). Both fold U+212A to `k`.
+ */
+export function goToLower(s: string): string {
+  return s.replace(/\u0130/g, 'i').toLowerCase();
+}
+
 /** Kafka API key names, as Cilium's kafka rules spell them; the index is the key's number. */
 export const KAFKA_API_KEYS: readonly string[] = [
   'produce', 'fetch', 'offsets', 'metadata', 'leaderandisr', 'stopreplica', 'updatemetadata', 'controlledshutdown',
@@ -205,9 +221,9 @@ const KAFKA_ROLE_KEYS: Readonly<Record<'produce' | 'consume', readonly string[]>
 };
 
 export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
-  const key = req.apiKey.toLowerCase();
+  const key = goToLower(req.apiKey);
   if (rule.role !== undefined && !KAFKA_ROLE_KEYS[rule.role].includes(key)) return false;
-  if (rule.apiKey !== undefined && rule.apiKey !== '' && rule.apiKey.toLowerCase() !== key) return false;
+  if (rule.apiKey !== undefined && rule.apiKey !== '' && goToLower(rule.apiKey) !== key) return false;
   if (rule.apiVersion !== undefined && rule.apiVersion !== '' && Number(rule.apiVersion) !== req.apiVersion) return false;
   // The parser reads no client ID from a version-0 request (cilium/proxy pkg/kafka/request.go
   // `extractClientID`: "0 version has no client ID"), so a rule naming one never matches it.
@@ -225,7 +241,7 @@ export function kafkaRuleMatches(rule: KafkaRule, req: KafkaRequest): boolean {
  * never folds to `k`) and without the trailing root dot.
  */
 function normalizeName(name: string): string {
-  const lower = name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+  const lower = asciiToLower(name);
   return lower.endsWith('.') && lower !== '.' ? lower.slice(0, -1) : lower;
 }
 

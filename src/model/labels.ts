@@ -48,6 +48,21 @@ export function parseLabelKey(raw: string, defaultSource: LabelSource = SOURCE_A
   return { source: source === 'unspec' || source === '' ? SOURCE_ANY : source, key: raw.slice(colon + 1) };
 }
 
+/**
+ * The key Cilium 1.19 validates for a policy selector key: its extended form `<source>.<key>`
+ * (pkg/labels GetExtendedKeyFrom / DefaultKeyExtender: `$host` -> `reserved.host`, `app` and
+ * `:app` -> `any.app`, `k8s:app` -> `k8s.app`), which `EndpointSelector.Sanitize`
+ * (pkg/policy/api/selector.go) hands to Kubernetes' ValidateLabelSelector. So the source counts
+ * towards the 63 characters of the name part (or the 253 of the prefix), and a key such as `_x`
+ * is valid (`any._x`). A value after `=` is not stripped here: such keys stay refused.
+ */
+export function ciliumExtendedKey(raw: string): string {
+  if (raw.startsWith('$')) return `${SOURCE_RESERVED}.${raw.slice(1)}`;
+  const colon = raw.indexOf(':');
+  if (colon < 0) return `${SOURCE_ANY}.${raw}`;
+  return `${colon === 0 ? SOURCE_ANY : raw.slice(0, colon)}.${raw.slice(colon + 1)}`;
+}
+
 export function formatLabelKey(k: LabelKey): string {
   return `${k.source}:${k.key}`;
 }

@@ -1,5 +1,5 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
-import { KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
+import { asciiToLower, goToLower, KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
 import {
@@ -534,9 +534,11 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   // The CRD types `port` as a string (no int-or-string): the API server refuses `port: 80`.
   if (typeof o.port === 'number') r.fail(join(path, 'port'), `${o.port} is a number: the CRD types port as a string, so the API server refuses it (quote it: "${o.port}")`);
   const raw = r.string(o.port, join(path, 'port'));
-  // Cilium tries the service name first ("0x50" is a name), then strconv.ParseUint.
-  if (isValidPortName(raw.toLowerCase())) {
-    named = raw.toLowerCase();
+  // Cilium tries the service name first ("0x50" is a name), then strconv.ParseUint. iana.IsSvcName
+  // is ASCII, so only ASCII letters fold: `toLowerCase` alone reads the Kelvin sign as `k` (finding 761).
+  const folded = asciiToLower(raw);
+  if (isValidPortName(folded)) {
+    named = folded;
   } else {
     port = goPortNumber(r, raw, join(path, 'port'));
   }
@@ -696,7 +698,7 @@ function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
   }
   // Cilium: `len(kr.APIKey) > 0 && len(kr.Role) > 0`; an empty apiKey is no apiKey.
   if (out.role !== undefined && out.apiKey !== undefined && out.apiKey !== '') r.fail(path, 'role and apiKey are mutually exclusive');
-  if (out.apiKey !== undefined && out.apiKey !== '' && !KAFKA_API_KEYS.includes(out.apiKey.toLowerCase())) r.fail(join(path, 'apiKey'), `"${out.apiKey}" is not a Kafka API key name`);
+  if (out.apiKey !== undefined && out.apiKey !== '' && !KAFKA_API_KEYS.includes(goToLower(out.apiKey))) r.fail(join(path, 'apiKey'), `"${out.apiKey}" is not a Kafka API key name`);
   // Cilium (kafka.PortRule.Sanitize): strconv.ParseInt(v, 10, 16) within 0..32767, so "+5" and "-0" are versions.
   const version = out.apiVersion !== undefined && /^[+-]?\d+$/.test(out.apiVersion) ? Number(out.apiVersion) : Number.NaN;
   if (out.apiVersion !== undefined && out.apiVersion !== '' && !(version >= 0 && version <= 32767)) r.fail(join(path, 'apiVersion'), `"${out.apiVersion}" is not an API version number (0 to 32767)`);

@@ -1,4 +1,4 @@
-import { LabelKey, labelKeyProblem, LabelSource, labelValueProblem, parseLabelKey } from '../model/labels.js';
+import { ciliumExtendedKey, LabelKey, labelKeyProblem, LabelSource, labelValueProblem, parseLabelKey } from '../model/labels.js';
 import { makeSelector, Requirement, Selector, SelectorOperator } from '../model/selector.js';
 import { at, join, Reader } from './reader.js';
 
@@ -23,12 +23,17 @@ export interface SelectorOptions {
 const OPERATORS: readonly SelectorOperator[] = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
 
 function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): LabelKey {
-  const parsed = opts.allowSourcePrefix ? parseLabelKey(raw, opts.defaultSource) : { source: opts.defaultSource, key: raw };
-  // Cilium's own reserved keys (`reserved:host`) are not Kubernetes label keys; everything else is.
-  if (parsed.source !== 'reserved') {
-    const kp = labelKeyProblem(parsed.key);
+  if (!opts.allowSourcePrefix) {
+    const kp = labelKeyProblem(raw);
     if (kp) r.fail(path, `invalid label key "${raw}": ${kp}`);
+    const key = { source: opts.defaultSource, key: raw };
+    return opts.mapKey ? opts.mapKey(key) : key;
   }
+  // Cilium validates the extended key, source included (attack finding 760).
+  const extended = ciliumExtendedKey(raw);
+  const kp = labelKeyProblem(extended);
+  if (kp) r.fail(path, `invalid label key "${raw}": Cilium validates it as "${extended}" (source.key), whose ${kp}`);
+  const parsed = parseLabelKey(raw, opts.defaultSource);
   return opts.mapKey ? opts.mapKey(parsed) : parsed;
 }
 
@@ -90,9 +95,16 @@ function parseSelectorObject(r: Reader, v: unknown, path: string, opts: Selector
   const obj = r.object(v, path, ['matchLabels', 'matchExpressions']);
   const reqs: Requirement[] = [];
   const ml = r.stringMap(obj.matchLabels, join(path, 'matchLabels'));
+  // Cilium rebuilds matchLabels as a Go map of extended keys, so `app` and `:app` (both `any.app`)
+  // collapse into one entry, whose value is whichever Go's random map order writes last (finding 764).
+  const byExtended = opts.allowSourcePrefix ? new Map<string, [string, string]>() : undefined;
   for (const [k, val] of Object.entries(ml)) {
     const kpath = join(join(path, 'matchLabels'), k);
     const key = parseKey(r, k, kpath, opts);
+    const ext = byExtended && ciliumExtendedKey(k);
+    const other = ext === undefined ? undefined : byExtended?.get(ext);
+    if (other && other[1] !== val) r.fail(kpath, `"${k}" and "${other[0]}" are the same key for Cilium ("${ext}") with different values: Cilium keeps one of them, chosen by Go's map order, which is not supported by distill`);
+    if (ext !== undefined) byExtended?.set(ext, [k, val]);
     const vp = labelValueProblem(val);
     if (vp) r.fail(kpath, `invalid label value "${val}": ${vp}`);
     reqs.push({ key, operator: 'In', values: [val] });

@@ -5,6 +5,7 @@ import type { Direction, L7Rules } from '../model/rules.js';
 import type { Tier, TierOrigin } from '../model/tiers.js';
 import { type Contribution, derivedContribution } from './contribution.js';
 import type { MapDelta } from './events.js';
+import { flat } from '../model/intern.js';
 import { PARSER_OF_CODE, type PortKey } from './rule-units.js';
 import type { EngineStats } from './stats.js';
 
@@ -741,10 +742,12 @@ export class MapState {
     const changes: EntryChange[] = [];
     for (const rk of affected.keys()) {
       const key = affected.get(rk) as PolicyKey;
-      const ks = policyKeyString(key);
+      let ks = policyKeyString(key);
       const before = this.entries.get(ks)?.entry;
       const after = this.finalEntry(key, this.raw.get(rk));
       if (entryEquals(before, after)) continue;
+      // A new key is stored for the entry's lifetime: flat, not the tree of ~6 pieces the template builds.
+      if (before === undefined) ks = flat(ks);
       if (after) this.entries.set(ks, { key, entry: after });
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });

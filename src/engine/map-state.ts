@@ -7,6 +7,7 @@ import { type Contribution, derivedContribution } from './contribution.js';
 import type { MapDelta } from './events.js';
 import { flat } from '../model/intern.js';
 import { PARSER_OF_CODE, type PortKey } from './rule-units.js';
+import { SmallCounts } from './small-counts.js';
 import type { EngineStats } from './stats.js';
 
 export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefined): boolean {
@@ -56,7 +57,7 @@ interface RawEntry {
   readonly idd: number;
   readonly dp: number;
   readonly pkc: number;
-  readonly contribs: Map<Contribution, number>;
+  readonly contribs: SmallCounts<Contribution>;
   merged: PolicyEntry;
 }
 
@@ -440,7 +441,7 @@ export class MapState {
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new Map(), merged: entry };
+      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new SmallCounts<Contribution>(), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);

@@ -1,3 +1,4 @@
+import { KeyedPod, type Pod } from '../model/cluster.js';
 import type { LabelSet } from '../model/labels.js';
 import type { LookupResult } from '../model/policy-map.js';
 import { EngineError, type MapDelta, type MapSnapshot } from './events.js';
@@ -102,7 +103,10 @@ export class BoundaryCopier {
     const a = ip(p.ip);
     const l = this.labels(labels);
     const ps = Array.isArray(ports) ? this.ports(ports) : ports;
-    return Object.freeze(ips === undefined ? { namespace, name, labels: l, ip: a, serviceAccount, ports: ps } : { namespace, name, labels: l, ip: a, ips: ipList(ips), serviceAccount, ports: ps });
+    // A KeyedPod (fields as a plain pod's, in the same order): the stages and the model store look
+    // the pod up by one key string built once, not one concatenated and flattened per stage.
+    const fields = ips === undefined ? { namespace, name, labels: l, ip: a, serviceAccount, ports: ps } : { namespace, name, labels: l, ip: a, ips: ipList(ips), serviceAccount, ports: ps };
+    return Object.freeze(new KeyedPod(fields as Pod));
   }
 
   private labels(given: unknown): unknown {

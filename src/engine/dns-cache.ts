@@ -167,6 +167,8 @@ export class DnsCache {
 
   /** Drops an endpoint's answers (the pod is gone). */
   forgetEndpoint(endpoint: string, changed: IpsChanged, undo?: UndoSink): void {
+    // Every non-local pod upsert asks (twice): without answers, no hash of a key built by concatenation.
+    if (this.answers.size === 0) return;
     const byName = this.answers.get(endpoint);
     if (!byName) return;
     const removed: [IpKey, Batch][] = [];

@@ -1,6 +1,6 @@
 import { AllowLocalhost, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { IpAddress } from '../model/cidr.js';
-import { nodeEndpointsOf } from '../model/cluster.js';
+import { nodeEndpointsOf, podKey } from '../model/cluster.js';
 import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
@@ -286,7 +286,7 @@ export class Engine {
         return pods.forgetNamespace(e.name);
       case 'upsertPod':
         // A pod that is not (or no longer) local has no endpoint here: its DNS history goes with it.
-        if (!(e.local ?? false)) fqdn.podDeleted(`${e.pod.namespace}/${e.pod.name}`);
+        if (!(e.local ?? false)) fqdn.podDeleted(podKey(e.pod));
         return pods.upsertPod(e.pod, e.local ?? false);
       case 'deletePod':
         fqdn.podDeleted(`${e.namespace}/${e.name}`);

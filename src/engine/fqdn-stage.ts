@@ -129,6 +129,11 @@ export class FqdnStage {
     const old = this.dnsRules.get(key);
     if (!old) return;
     this.dnsRules.delete(key);
+    this.undoDelete(key, old);
+  }
+
+  /** Apart: a closure in `policyDeleted` would allocate its context on every call (each policy upsert asks). */
+  private undoDelete(key: string, old: readonly DnsRule[]): void {
     this.ctx.onUndo(() => this.dnsRules.set(key, old));
   }
 

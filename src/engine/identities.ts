@@ -17,8 +17,8 @@ export interface IdentityRecord extends SelectableIdentity {
   readonly key: string;
   /** Pods and CIDR selectors holding it; reserved identities are never released. */
   refs: number;
-  /** `name` → `protocol/port` → how many of its pods expose that named port. */
-  readonly namedPorts: Map<string, Map<string, number>>;
+  /** `name` → `protocol/port` → how many of its pods expose that named port; created with the first named port (most identities have none). */
+  namedPorts: Map<string, Map<string, number>> | undefined;
   /** An FQDN identity: `cidr` (if any) is the prefix it stands in for, not an ipcache entry of its own. */
   readonly fqdn?: true;
   /** Set by `setHostNodeLabels` on `host`: the agent's own node's labels. */
@@ -101,7 +101,7 @@ export class IdentityTable {
       const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
       const key = labelSetKey(labels);
       // remote-node (6) is the identity of the remote nodes without labels.
-      const rec: IdentityRecord = { id, key, labels, matchLabels, refs: Infinity, namedPorts: new Map(), ...(name === 'remote-node' ? { nodeLabels: [] } : {}) };
+      const rec: IdentityRecord = { id, key, labels, matchLabels, refs: Infinity, namedPorts: undefined, ...(name === 'remote-node' ? { nodeLabels: [] } : {}) };
       this.byKey.set(key, rec);
       this.byId.set(id, rec);
       peerCache.addIdentity(rec);
@@ -255,7 +255,7 @@ export class IdentityTable {
     const adopted = this.ctx.adopting ? this.allocator.lookup(labels) : undefined;
     const id = adopted ?? this.allocator.acquire(labels, scope, key).id;
     const matchLabels = cidr ? labels.filter((l) => l.source !== SOURCE_CIDR) : labels;
-    return { id, key, labels, matchLabels, refs: 1, namedPorts: new Map(), ...(cidr ? { cidr } : {}) };
+    return { id, key, labels, matchLabels, refs: 1, namedPorts: undefined, ...(cidr ? { cidr } : {}) };
   }
 
   /**
@@ -270,7 +270,7 @@ export class IdentityTable {
     if (old && old.key === key) return [];
     const touched = old ? this.deleteExternal(id) : [];
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
-    const rec: IdentityRecord = { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: new Map() };
+    const rec: IdentityRecord = { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: undefined };
     this.byId.set(id, rec);
     const ids = [...(this.external.get(key) ?? []), id].sort((a, b) => a - b);
     this.external.set(key, ids);
@@ -439,13 +439,13 @@ export class IdentityTable {
   private changeNamedPorts(rec: IdentityRecord, allPorts: readonly ContainerPort[], sign: 1 | -1): void {
     const ports = distinctNamedPorts(allPorts);
     const classes = this.portSplitClassesChanging(rec, sign);
-    if (rec.namedPorts.size === 0 && !ports.some((p) => p.name !== undefined) && classes.length === 0) {
+    if ((rec.namedPorts?.size ?? 0) === 0 && !ports.some((p) => p.name !== undefined) && classes.length === 0) {
       // No name involved: no rule's resolution changes, only the identity's pod count.
       this.countPods(rec, sign);
       return;
     }
     if (!this.namedPortListener?.resolvesNamedEgress) {
-      addNamedPorts(rec.namedPorts, ports, sign);
+      addNamedPorts((rec.namedPorts ??= new Map()), ports, sign);
       addNamedPorts(this.clusterNamedPorts, ports, sign);
       this.countPods(rec, sign);
       return;
@@ -458,8 +458,9 @@ export class IdentityTable {
       const count = this.clusterNamedPorts.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
       if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) (clusterWide ??= new Set<string>()).add(p.name);
     }
-    this.namedPortListener?.namedPortsChanging(rec.id, rec.namedPorts, ports, clusterWide ?? NO_NAMES);
-    addNamedPorts(rec.namedPorts, ports, sign);
+    const named = (rec.namedPorts ??= new Map());
+    this.namedPortListener?.namedPortsChanging(rec.id, named, ports, clusterWide ?? NO_NAMES);
+    addNamedPorts(named, ports, sign);
     addNamedPorts(this.clusterNamedPorts, ports, sign);
     this.countPods(rec, sign);
     this.namedPortListener?.namedPortsChanged();
@@ -523,7 +524,7 @@ export class IdentityTable {
     const ports = new Map<string, number>();
     for (const m of members) {
       pods += this.podsPerIdentity.get(m.id) ?? 0;
-      for (const [pp, n] of m.namedPorts.get(name) ?? []) ports.set(pp, (ports.get(pp) ?? 0) + n);
+      for (const [pp, n] of m.namedPorts?.get(name) ?? []) ports.set(pp, (ports.get(pp) ?? 0) + n);
     }
     return { pods, ports };
   }
@@ -543,7 +544,7 @@ export class IdentityTable {
     const pods = this.podsPerIdentity.get(peer) ?? 0;
     return (name, protocol) => {
       const out: { protocol: FlowProtocol; port: number }[] = [];
-      for (const [pp, count] of rec?.namedPorts.get(name) ?? []) {
+      for (const [pp, count] of rec?.namedPorts?.get(name) ?? []) {
         const [proto, port] = pp.split('/') as [FlowProtocol, string];
         if (count === pods && protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
       }
@@ -576,7 +577,7 @@ export class IdentityTable {
       // its class never touch what it contributed (portSplitClassesChanging).
       const split = rec !== undefined && splitByPortName(rec.labels, name);
       if (split && own === 0) return out;
-      const { pods, ports } = split ? this.portSplitClassPods(rec, name) : { pods: own, ports: rec?.namedPorts.get(name) };
+      const { pods, ports } = split ? this.portSplitClassPods(rec, name) : { pods: own, ports: rec?.namedPorts?.get(name) };
       const cluster = [...(this.clusterNamedPorts.get(name)?.keys() ?? [])];
       for (const [pp, count] of ports ?? []) {
         const [proto, port] = pp.split('/') as [FlowProtocol, string];

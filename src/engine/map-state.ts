@@ -5,7 +5,9 @@ import type { Direction, L7Rules } from '../model/rules.js';
 import type { Tier, TierOrigin } from '../model/tiers.js';
 import { type Contribution, derivedContribution } from './contribution.js';
 import type { MapDelta } from './events.js';
+import { flat } from '../model/intern.js';
 import { PARSER_OF_CODE, type PortKey } from './rule-units.js';
+import { SmallCounts } from './small-counts.js';
 import type { EngineStats } from './stats.js';
 
 export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefined): boolean {
@@ -55,7 +57,7 @@ interface RawEntry {
   readonly idd: number;
   readonly dp: number;
   readonly pkc: number;
-  readonly contribs: Map<Contribution, number>;
+  readonly contribs: SmallCounts<Contribution>;
   merged: PolicyEntry;
 }
 
@@ -439,7 +441,7 @@ export class MapState {
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new Map(), merged: entry };
+      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new SmallCounts<Contribution>(), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
@@ -741,10 +743,12 @@ export class MapState {
     const changes: EntryChange[] = [];
     for (const rk of affected.keys()) {
       const key = affected.get(rk) as PolicyKey;
-      const ks = policyKeyString(key);
+      let ks = policyKeyString(key);
       const before = this.entries.get(ks)?.entry;
       const after = this.finalEntry(key, this.raw.get(rk));
       if (entryEquals(before, after)) continue;
+      // A new key is stored for the entry's lifetime: flat, not the tree of ~6 pieces the template builds.
+      if (before === undefined) ks = flat(ks);
       if (after) this.entries.set(ks, { key, entry: after });
       else this.entries.delete(ks);
       changes.push({ keyString: ks, key, before, after });

@@ -225,15 +225,26 @@ export class PodTable {
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
+    // No array for the one address of a single-stack pod (podIps).
     let previous: [string, string][] | null = null;
-    for (const ip of podIps(pod)) {
-      this.ctx.touchIpcacheHost(ip);
-      if (owned && !owned.includes(ip.text)) continue;
-      const prev = this.podsByIp.get(ip.text);
-      if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
-      this.podsByIp.set(ip.text, rec);
-    }
+    if (pod.ips === undefined) previous = this.takeIp(pod.ip, rec, owned, previous);
+    else for (const ip of pod.ips) previous = this.takeIp(ip, rec, owned, previous);
     this.attachIfLocal(key, rec);
+    if (this.ctx.undoLog !== null) this.undoAdd(key, previous);
+  }
+
+  /** The pod of `rec` takes `ip` in the ipcache (unless `owned` leaves it out); `previous` gains the pod that held it. */
+  private takeIp(ip: Pod['ip'], rec: PodRecord, owned: readonly string[] | undefined, previous: [string, string][] | null): [string, string][] | null {
+    this.ctx.touchIpcacheHost(ip);
+    if (owned && !owned.includes(ip.text)) return previous;
+    const prev = this.podsByIp.get(ip.text);
+    if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
+    this.podsByIp.set(ip.text, rec);
+    return previous;
+  }
+
+  /** Apart: a closure in `addPod` would allocate its context on every call, undo log or not (a cold start has none). */
+  private undoAdd(key: string, previous: readonly [string, string][] | null): void {
     this.ctx.onUndo(() => {
       this.removePod(key);
       // The IPs it took go back to the pods that held them (by key: their records may be new ones by now).

@@ -220,6 +220,11 @@ export class PolicyResolver implements NamedPortListener {
     for (let i = 0; i < us.length; i++) attached[i] = kept?.get(`u${us[i]!.uid}`) ?? this.attachUnit(us[i]!);
     for (let i = 0; i < es.length; i++) attached[us.length + i] = kept?.get(`e${es[i]!.uid}`) ?? this.attachEnforcement(es[i]!);
     this.policies.set(key, { policy, attached });
+    if (this.ctx.undoLog !== null) this.undoUpsert(key, old);
+  }
+
+  /** Apart: a closure in `upsertPolicy` would allocate its context on every call, undo log or not (a cold start has none). */
+  private undoUpsert(key: string, old: PolicyRecord | undefined): void {
     this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
   }
 

@@ -1,4 +1,5 @@
 import { isValidIp, parseIp } from '../model/cidr.js';
+import { type Pod, podKey } from '../model/cluster.js';
 import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
@@ -89,7 +90,7 @@ function checkIps(pod: Record<string, unknown>, fail: Fail): void {
   const ips = pod.ips;
   if (ips === undefined) return;
   if (!Array.isArray(ips) || ips.length === 0 || ips.length > 2) return fail('pod.ips must list 1 or 2 addresses');
-  ips.forEach((ip: unknown, i) => checkIp(ip, fail, `pod.ips[${i}]`));
+  for (let i = 0; i < ips.length; i++) checkIp(ips[i], fail, `pod.ips[${i}]`);
   const [first, second] = ips as { text: string; family: string }[];
   if (first!.text !== (pod.ip as { text: string }).text) fail(`pod.ips[0] (${first!.text}) must be pod.ip (${(pod.ip as { text: string }).text})`);
   if (second && second.family === first!.family) fail(`pod.ips: two ${first!.family} addresses; a pod has at most one per family`);
@@ -97,24 +98,25 @@ function checkIps(pod: Record<string, unknown>, fail: Fail): void {
 
 function checkPorts(ports: unknown, fail: Fail): void {
   if (!Array.isArray(ports)) fail('pod.ports must be a list');
-  ports.forEach((p: unknown, i) => {
+  // Indexed, no callback: every pod of a cold start passes here, mostly in unoptimized code.
+  for (let i = 0; i < ports.length; i++) {
+    const p: unknown = ports[i];
     if (!isRecord(p)) fail(`pod.ports[${i}] must be an object`);
     if (typeof p.port !== 'number' || !Number.isInteger(p.port) || p.port < 1 || p.port > MAX_PORT) fail(`pod.ports[${i}].port: ${String(p.port)} is not in 1..${MAX_PORT}`);
     if (typeof p.protocol !== 'string' || !CONTAINER_PROTOCOLS.includes(p.protocol)) fail(`pod.ports[${i}].protocol: ${JSON.stringify(p.protocol)} is not TCP, UDP or SCTP`);
     if (p.name !== undefined && (typeof p.name !== 'string' || !isValidPortName(p.name))) fail(`pod.ports[${i}].name: ${JSON.stringify(p.name)} is not a valid port name`);
-  });
+  }
 }
 
-function checkPod(pod: unknown, fail: Fail): string {
+function checkPod(pod: unknown, fail: Fail): void {
   if (!isRecord(pod)) return fail('pod must be an object');
-  const ns = checkName(pod.namespace, 'pod.namespace', 'namespace', fail);
-  const name = checkName(pod.name, 'pod.name', 'object', fail);
+  checkName(pod.namespace, 'pod.namespace', 'namespace', fail);
+  checkName(pod.name, 'pod.name', 'object', fail);
   checkLabelMap(pod.labels, 'pod.labels', fail);
   checkName(pod.serviceAccount, 'pod.serviceAccount', 'object', fail);
   checkIp(pod.ip, fail);
   checkIps(pod, fail);
   checkPorts(pod.ports, fail);
-  return `${ns}/${name}`;
 }
 
 function checkIdentityId(id: unknown, fail: Fail): number {
@@ -220,6 +222,10 @@ class Overlay {
     this.policiesByNs?.delete(n);
   }
 
+  get recordsPods(): boolean {
+    return !this.frozen && this.recordObjects;
+  }
+
   /** `key` is `namespace/name`. */
   setPod(key: string, exists: boolean): void {
     if (this.frozen || !this.recordObjects) return;
@@ -274,8 +280,9 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     }
     case 'upsertPod': {
       if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
-      const key = checkPod(e.pod, fail);
-      model.setPod(key, true);
+      checkPod(e.pod, fail);
+      // The key only when the overlay records pods (never in a cold start); a copied pod builds it once for every stage.
+      if (model.recordsPods) model.setPod(podKey(e.pod as Pod), true);
       return;
     }
     case 'deletePod': {

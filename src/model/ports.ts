@@ -106,13 +106,11 @@ export const ICMPV6_TYPES: Readonly<Record<string, number>> = {
   ExtendedEchoReply: 161,
 };
 
+// Module constants: a regex literal in a function body is a new RegExp object per call (every pod's ports are checked).
+const PORT_NAME_CHARS = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+const A_LETTER = /[a-z]/;
+
 /** IANA_SVC_NAME, the format of a named port (RFC 6335). */
 export function isValidPortName(name: string): boolean {
-  return (
-    name.length >= 1 &&
-    name.length <= 15 &&
-    /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(name) &&
-    /[a-z]/.test(name) &&
-    !name.includes('--')
-  );
+  return name.length >= 1 && name.length <= 15 && PORT_NAME_CHARS.test(name) && A_LETTER.test(name) && !name.includes('--');
 }

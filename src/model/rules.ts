@@ -224,7 +224,13 @@ export function withoutApiServerStandIns(policy: Policy): Policy {
 }
 
 export function hasApiServerStandIns(policy: Policy): boolean {
-  return policy.rules.some((r) => r.peers.some(isStandIn));
+  // Indexed, no callback: asked once per policy upsert (30,000 in a cilium-ci cold start).
+  const rules = policy.rules;
+  for (let i = 0; i < rules.length; i++) {
+    const peers = (rules[i] as PolicyRule).peers;
+    for (let j = 0; j < peers.length; j++) if (isStandIn(peers[j] as Peer)) return true;
+  }
+  return false;
 }
 
 function isStandIn(p: Peer): boolean {

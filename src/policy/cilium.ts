@@ -219,6 +219,10 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
       rules.push(parseDirectionalRule(r, item, at(join(path, shape.field), i), shape, ref, namespace, subject, options, matchesInit));
     });
   }
+  // Cilium 1.19 `Rule.Sanitize` (rule_validation.go `Validate` on main): "rule must have at least
+  // one of Ingress, IngressDeny, Egress, EgressDeny" (an empty list counts as none), and
+  // CiliumNetworkPolicy.Parse then refuses every spec of the object (attack finding 713).
+  if (!hasRules.ingress && !hasRules.egress) r.fail(path, 'rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny (an empty list is none; Cilium refuses the whole policy)');
   for (const direction of ['ingress', 'egress'] as const) {
     // Cilium makes one policy entry per ingress/egress rule, each carrying the flag
     // (ParseCiliumRule: newPolicyEntry), so the flag only matters for a direction with rules.

@@ -52,7 +52,7 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   const s = v as Record<string, unknown>;
   if (s.nodeSelector !== undefined) return null;
   const subject = { endpointSelector: s.endpointSelector };
-  if (parses(subject) !== undefined) return undefined;
+  if (parses({ ...subject, ingress: [{}] }) !== undefined) return undefined;
   const out: Record<string, unknown> = { ...subject };
   for (const { field, deny, all } of LISTS) {
     if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;

@@ -189,7 +189,7 @@ const ciliumSpec = fc.record(
     enableDefaultDeny: fc.record({ ingress: fc.boolean(), egress: fc.boolean() }, { requiredKeys: [] }),
   },
   { requiredKeys: ['endpointSelector'] },
-);
+).filter((s) => (['ingress', 'ingressDeny', 'egress', 'egressDeny'] as const).some((k) => (s[k]?.length ?? 0) > 0)); // else refused (Cilium 1.19 Rule.Sanitize, finding 713)
 const ciliumPolicy = fc.oneof(
   fc.record({
     apiVersion: fc.constant('cilium.io/v2'),

@@ -110,6 +110,8 @@ export function ciliumRefusal(text: string): string | undefined {
   const applied = (list(doc.steps) ?? []).flatMap((st) => list(obj(st).changes) ?? []).map((c) => obj(c).apply).filter((a) => a !== undefined);
   for (const pol of [...(list(doc.policies) ?? []), ...applied].map(obj)) {
     for (const spec of [...(pol.spec === undefined ? [] : [obj(pol.spec)]), ...(list(pol.specs) ?? []).map(obj)]) {
+      // 1.19 pkg/policy/api/rule_validation.go Rule.Sanitize; CiliumNetworkPolicy.Parse then refuses the object.
+      if (!['ingress', 'ingressDeny', 'egress', 'egressDeny'].some((f) => (list(spec[f]) ?? []).length > 0)) return 'rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny';
       for (const [field, dir] of [['ingress', 'from'], ['ingressDeny', 'from'], ['egress', 'to'], ['egressDeny', 'to']] as const) {
         for (const rule of (list(spec[field]) ?? []).map(obj)) {
           const bad = (list(rule[`${dir}Entities`]) ?? []).map(str).find((e) => !CRD_ENTITIES.includes(e));

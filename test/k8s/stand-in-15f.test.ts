@@ -110,3 +110,19 @@ describe('finding 717: serverNames Cilium refuses (beside L7 rules without termi
     expect(() => parseManifest(withNames([], { rules: { http: [{}] } }), 't')).toThrow(/serverNames: is not supported by distill/);
   });
 });
+
+describe('finding 713: a Cilium rule with no ingress, ingressDeny, egress or egressDeny', () => {
+  // Cilium 1.19 Rule.Sanitize refuses it and CiliumNetworkPolicy.Parse refuses every spec with it:
+  // read before, the other specs' allows were enforced though the cluster enforces none of them.
+  const twoSpecs = (second: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, specs: [{ endpointSelector: server, ingress: [{ fromEntities: ['all'] }] }, second] });
+  it('is refused, empty lists included, and so is the whole policy', () => {
+    for (const second of [{ endpointSelector: server }, { endpointSelector: server, ingress: [], egressDeny: [] }, { endpointSelector: server, enableDefaultDeny: { ingress: true } }]) {
+      expect(() => parseManifest(twoSpecs(second), 't')).toThrow(/rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny/);
+    }
+    expect(parseManifest(twoSpecs({ endpointSelector: server, egress: [{}] }), 't').rules).toHaveLength(2);
+  });
+  it('the agent skips it (Cilium does), and still gives a stand-in to a policy with rules', () => {
+    expect(run(cnp({ endpointSelector: server, ingress: [] })).warn).toEqual(['object skipped: it cannot be read']);
+    expect(run(cnp({ endpointSelector: server, ingress: [{ fromRequires: [{}] }] })).warn).toEqual(STAND_IN);
+  });
+});

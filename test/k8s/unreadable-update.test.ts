@@ -79,6 +79,18 @@ describe('agent: an update that cannot be read', () => {
     expect(a.warn).toEqual(['object skipped: it cannot be read', 'object skipped: it cannot be read']);
     expect(a.clientToServer()).toBe('deny');
   });
+  it('a MODIFIED version with a spec of no ingress, ingressDeny, egress or egressDeny keeps the last readable one (finding 713)', () => {
+    // Cilium 1.19 Rule.Sanitize refuses the spec, CiliumNetworkPolicy.Parse the object; upsertCiliumNetworkPolicyV2
+    // (pkg/policy/k8s/cilium_network_policy.go) returns before UpdatePolicy and cnpCache keeps the old object.
+    const a = agent();
+    a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', cnp(4, denyRule)));
+    const old = cnp(5, denyRule);
+    const noSections = { ...old, specs: [old.spec, { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [], enableDefaultDeny: { ingress: true } }] };
+    delete noSections.spec;
+    expect(a.step(ev('MODIFIED', noSections))).toEqual([]);
+    expect(a.warn).toEqual(['object update skipped: it cannot be read; the last readable version stays in force']);
+    expect(a.clientToServer()).toBe('deny');
+  });
   it('still skips an object whose first version cannot be read (nothing to keep)', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')));

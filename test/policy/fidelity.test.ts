@@ -98,7 +98,9 @@ describe('enableDefaultDeny (item 6)', () => {
   it('isolates only directions the rule has rules for', () => {
     const dirs = (spec: Record<string, unknown>) => parseManifest(cnp(spec), 'f').enforcements.map((e) => e.direction);
     expect(dirs({ endpointSelector: {}, enableDefaultDeny: { ingress: true }, egress: [{ toEntities: ['world'] }] })).toEqual(['egress']);
-    expect(dirs({ endpointSelector: {}, enableDefaultDeny: { ingress: true, egress: true } })).toEqual([]);
+    // enableDefaultDeny is no rule section: Cilium 1.19 Rule.Sanitize refuses a rule with none (finding 713).
+    expect(() => dirs({ endpointSelector: {}, enableDefaultDeny: { ingress: true, egress: true } })).toThrow(/rule must have at least one of Ingress/);
+    expect(dirs({ endpointSelector: {}, enableDefaultDeny: { ingress: true, egress: true }, egressDeny: [{ toEntities: ['world'] }] })).toEqual(['egress']);
     expect(dirs({ endpointSelector: {}, enableDefaultDeny: { ingress: false }, ingress: [{}] })).toEqual([]);
   });
 });

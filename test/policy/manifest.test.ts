@@ -9,7 +9,7 @@ describe('manifest errors name the file, document and field path', () => {
     const text = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: ok, namespace: x}
-spec: {endpointSelector: {}}
+spec: {endpointSelector: {}, ingress: [{}]}
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -94,7 +94,9 @@ describe('translation follows Kubernetes and Cilium', () => {
   it('Cilium: default deny per direction with rules, deny-only included; enableDefaultDeny overrides', () => {
     const dirs = (spec: Record<string, unknown>) => parseManifest(cnp(spec), 'f').enforcements.map((e) => e.direction);
     expect(dirs({ endpointSelector: {}, ingressDeny: [{ fromEntities: ['world'] }] })).toEqual(['ingress']);
-    expect(dirs({ endpointSelector: {}, ingress: [] })).toEqual([]);
+    // An empty list is no section, and a rule with none is refused (Cilium 1.19 Rule.Sanitize, finding 713).
+    expect(() => dirs({ endpointSelector: {}, ingress: [] })).toThrow(/rule must have at least one of Ingress/);
+    expect(dirs({ endpointSelector: {}, ingress: [], egress: [{}] })).toEqual(['egress']);
     expect(dirs({ endpointSelector: {}, ingress: [{}], egress: [{}], enableDefaultDeny: { egress: false } })).toEqual(['ingress']);
     expect(parseManifest(cnp({ endpointSelector: {}, ingress: [{}] }), 'f').rules[0]!.peers).toEqual([]);
   });

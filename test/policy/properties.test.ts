@@ -73,7 +73,9 @@ const ciliumRule = (dir: 'from' | 'to', deny: boolean) =>
     const nonEmpty = kinds.filter((k) => Array.isArray(rule[k]) && (rule[k] as unknown[]).length > 0);
     return Object.fromEntries(Object.entries(rule).filter(([k]) => !nonEmpty.slice(1).includes(k)));
   });
-const ciliumSpec = fc.record(
+const SECTIONS = ['ingress', 'ingressDeny', 'egress', 'egressDeny'] as const;
+const hasSection = (spec: Record<string, unknown>): boolean => SECTIONS.some((k) => Array.isArray(spec[k]) && (spec[k] as unknown[]).length > 0);
+const anyCiliumSpec = fc.record(
   {
     endpointSelector: selector,
     ingress: fc.array(ciliumRule('from', false), { maxLength: 2 }),
@@ -84,6 +86,8 @@ const ciliumSpec = fc.record(
   },
   { requiredKeys: ['endpointSelector'] },
 );
+// Cilium 1.19 Rule.Sanitize refuses a rule with none of the four sections, empty lists counting as none (finding 713).
+const ciliumSpec = anyCiliumSpec.filter(hasSection);
 const ciliumPolicy = fc.oneof(
   fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumNetworkPolicy'), metadata: fc.record({ name: fc.constant('c1'), namespace: fc.constantFrom('x', 'y') }), spec: ciliumSpec }),
   fc.record({ apiVersion: fc.constant('cilium.io/v2'), kind: fc.constant('CiliumClusterwideNetworkPolicy'), metadata: fc.record({ name: fc.constant('cc') }), specs: fc.array(ciliumSpec, { minLength: 1, maxLength: 2 }) }),
@@ -108,6 +112,18 @@ describe('manifest properties', () => {
         if (p.ref.namespace !== undefined) {
           for (const r of p.rules) expect(r.subject.key).toContain(`k8s:io.kubernetes.pod.namespace=${p.ref.namespace}`);
         }
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it('a Cilium rule with no non-empty ingress, ingressDeny, egress or egressDeny is refused, and with it the whole policy (713)', () => {
+    fc.assert(
+      fc.property(fc.array(anyCiliumSpec, { minLength: 1, maxLength: 3 }), (specs) => {
+        const m = { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'cc' }, specs };
+        const bad = specs.findIndex((s) => !hasSection(s));
+        if (bad < 0) expect(parseManifest(m, 'gen#1').rules.length).toBeGreaterThan(0);
+        else expect(() => parseManifest(m, 'gen#1')).toThrow(`specs[${bad}]: rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny`);
       }),
       { numRuns: RUNS },
     );

@@ -7,7 +7,7 @@ import { EtcdIdentitySource } from '../agent/etcd-identities.js';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { KernelIpcache } from '../backend/ipcache.js';
-import { kernelIpcacheContent } from '../datapath/ipcache-content.js';
+import { kernelIpcacheContent } from '../backend/ipcache-content.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { mapRecordJson, l7RowJson } from './render.js';
 import { ALLOW_LOCALHOST_VALUES, DEFAULT_ALLOW_LOCALHOST, type AllowLocalhost } from '../model/localhost.js';

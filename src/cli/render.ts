@@ -1,10 +1,11 @@
 import { canonicalJson, L7Policy, L7Request } from '../model/l7.js';
 import type { DirectionDecision } from '../model/flow.js';
-import type { L7Rules, RuleOrigin } from '../model/rules.js';
+import type { RuleOrigin } from '../model/rules.js';
 import { policyRefKey } from '../model/rules.js';
 import { isAllowLocalhostOrigin } from '../model/localhost.js';
 import { formatTierOrigin } from '../model/tiers.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
+import { l7Items, L7RowLike, MapRecordLike, portRange, PROTOCOL_NAMES, redirectEndPort } from '../backend/record-json.js';
 
 function formatOrigin(o: RuleOrigin): string {
   if (isAllowLocalhostOrigin(o)) return 'allow-localhost (agent option: the local host reaches its endpoints; Cilium\'s reserved:allow-localhost-ingress entry)';
@@ -112,36 +113,6 @@ export function renderRun(run: ScenarioRun, explain: boolean): string {
 
 export const LEGEND = 'legend: . allowed, P allowed via L7 proxy, L denied by an L7 proxy, X denied, - not probed';
 
-const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 0: 'any', 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
-
-interface MapRecordLike {
-  readonly key: { identity: number; direction: string; protocol: number; port: number; portPrefixLen: number };
-  readonly entry: { deny: boolean; proxyPort: number; precedence: number };
-}
-
-function portRange(k: MapRecordLike['key']): { from: number; to: number } | 'any' {
-  if (k.protocol === 0 || k.portPrefixLen === 0) return 'any';
-  return { from: k.port, to: k.port + 2 ** (16 - k.portPrefixLen) - 1 };
-}
-
-function verdictOf(e: MapRecordLike['entry']): 'deny' | 'redirect' | 'allow' {
-  return e.deny ? 'deny' : e.proxyPort !== 0 ? 'redirect' : 'allow';
-}
-
-/** One map entry in readable JSON: who, which traffic, what happens. */
-export function mapRecordJson(r: MapRecordLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
-  return {
-    identity: r.key.identity,
-    labels: labelsOf(r.key.identity),
-    direction: r.key.direction,
-    protocol: PROTOCOL_NAMES[r.key.protocol] ?? r.key.protocol,
-    ports: portRange(r.key),
-    verdict: verdictOf(r.entry),
-    proxyPort: r.entry.proxyPort,
-    precedence: r.entry.precedence,
-  };
-}
-
 /** The table shows the labels that tell peers apart; `--json` lists them all. */
 export function shownInTable(label: string): boolean {
   return !/^k8s:io\.cilium\.k8s\.(policy\.cluster|policy\.serviceaccount|namespace\.labels\.)/.test(label);
@@ -179,50 +150,11 @@ export function renderMapRecords(records: readonly MapRecordLike[], labelsOf: (i
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-/** How identities are named in tables and JSON: `source:key=value` labels (none for 0, "any"). */
-export function labelsOfEngine(engine: { identityLabels(id: number): readonly { source: string; key: string; value: string }[] | undefined }): (id: number) => string[] {
-  return (id) => (id === 0 ? [] : (engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
-}
-
-interface L7RowLike {
-  readonly redirect: { direction: string; protocol: number; port: number; portPrefixLen?: number; parser: string; proxyPort: number };
-  readonly peer: number;
-  readonly policy: L7Policy;
-  readonly portRange?: { readonly port: number; readonly endPort: number };
-}
-
-function l7Items(r: L7Rules): readonly unknown[] {
-  return r.parser === 'http' ? r.http : r.parser === 'kafka' ? r.kafka : r.dns;
-}
-
 function l7RulesText(policy: L7Policy): string {
   if (policy.allowAll) return 'every request';
   return l7Items(policy.rules)
     .map((i) => canonicalJson(i))
     .join(' | ');
-}
-
-/** The last port of a redirected port prefix. */
-function redirectEndPort(port: number, prefixLen: number): number {
-  return port + 2 ** (16 - prefixLen) - 1;
-}
-
-/** One L7 table row in JSON: which redirect, which peer, what the proxy allows. */
-export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
-  const r = row.redirect;
-  return {
-    direction: r.direction,
-    protocol: PROTOCOL_NAMES[r.protocol] ?? r.protocol,
-    port: r.port,
-    ...(r.portPrefixLen === undefined ? {} : { endPort: redirectEndPort(r.port, r.portPrefixLen) }),
-    parser: r.parser,
-    proxyPort: r.proxyPort,
-    ...(row.portRange ? { portRange: row.portRange } : {}),
-    peer: row.peer,
-    labels: labelsOf(row.peer),
-    allowAll: row.policy.allowAll,
-    rules: row.policy.allowAll ? [] : l7Items(row.policy.rules),
-  };
 }
 
 /** What each of the endpoint's proxies is told: per redirect, each L7 policy and its peers. */

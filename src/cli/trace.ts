@@ -11,7 +11,8 @@ import { decideFlow } from '../naive/evaluator.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
-import { formatOrigin, hubbleVerdict, labelsOfEngine, portProto, renderMapRecords } from './render.js';
+import { formatOrigin, hubbleVerdict, portProto, renderMapRecords } from './render.js';
+import { labelsOfEngine } from '../backend/record-json.js';
 
 interface TraceOptions {
   scenario: string;

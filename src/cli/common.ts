@@ -130,7 +130,7 @@ export function printData(io: CliIo, format: OutputFormat, data: unknown): boole
   return true;
 }
 
-/** Parses an integer option (`--step`), naming it when it is not one. */
+/** Parses an integer option (`--step`), naming it (`name`, e.g. `distill replay --limit`) when it is not one. */
 export function intOption(text: string | undefined, name: string, min: number): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);

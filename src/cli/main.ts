@@ -40,8 +40,9 @@ import { registerPlan } from './plan.js';
 import { registerMapsViews, registerViews } from './views.js';
 
 export type { CliIo } from './common.js';
-import { explainJson, LEGEND, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
+import { explainJson, LEGEND, renderL7Policies, renderRun, resultJson } from './render.js';
 import { l7RowJson, labelsOfEngine, mapRecordJson } from '../backend/record-json.js';
+import { renderMapRecords } from '../explain/format.js';
 
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 type BackendKind = 'memory' | 'bpf';

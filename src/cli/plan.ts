@@ -13,9 +13,9 @@ import { L7ParserConflictError } from '../engine/rule-units.js';
 import { clusterEvents, initialEvents } from '../harness/cluster-sync.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioState, table } from './common.js';
 import { InputError } from './input.js';
-import { describeRequest, formatOrigin, hubbleVerdict, portProto, shownInTable } from './render.js';
 import { parsePortProto } from './trace.js';
 import { l7RowJson, labelsOfEngine, mapRecordJson } from '../backend/record-json.js';
+import { describeRequest, formatOrigin, hubbleVerdict, portProto, shownInTable } from '../explain/format.js';
 
 /** A port (with the request a probe carries there, if any) every pod pair is checked on. */
 export interface PlanPort {

@@ -11,8 +11,8 @@ import { decideFlow } from '../naive/evaluator.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
 import { InputError } from './input.js';
-import { formatOrigin, hubbleVerdict, portProto, renderMapRecords } from './render.js';
 import { labelsOfEngine } from '../backend/record-json.js';
+import { formatOrigin, hubbleVerdict, portProto, renderMapRecords } from '../explain/format.js';
 
 interface TraceOptions {
   scenario: string;

@@ -8,7 +8,7 @@ import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, Native
 import { ipcachePinPath, ipcacheWriteOrder, KernelIpcache } from '../src/backend/ipcache.js';
 import { backendLookup } from '../src/backend/lookup.js';
 import { MemoryBackend } from '../src/backend/memory.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../src/datapath/ipcache-content.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas } from '../src/backend/ipcache-content.js';
 import { Engine } from '../src/engine/engine.js';
 import { reconcile } from '../src/node/restart.js';
 import type { EngineEvent, IpcacheDelta } from '../src/engine/events.js';

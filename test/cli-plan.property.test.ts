@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { planChange, PlanPort } from '../src/cli/plan.js';
+import { planChange, PlanPort } from '../src/explain/plan.js';
 import { Engine } from '../src/engine/engine.js';
 import { EngineDecider } from '../src/harness/engine-decider.js';
 import { INITIAL_CLUSTER, op, Op, PROBE_PORTS, toEvent, applyToModel } from './engine/gen.js';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { scenarioEngine } from '../src/cli/common.js';
-import { traceFlow } from '../src/cli/trace.js';
+import { traceFlow } from '../src/explain/trace.js';
 import { deletePolicy } from '../src/model/cluster.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseScenario } from '../src/scenario/format.js';

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { LogLimiter } from './log-limit.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../datapath/ipcache-content.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas } from '../backend/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';

@@ -4,12 +4,11 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { Agent } from '../agent/agent.js';
 import { EtcdIdentitySource } from '../agent/etcd-identities.js';
+import { summary } from '../agent/summary.js';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { KernelIpcache } from '../backend/ipcache.js';
-import { kernelIpcacheContent } from '../datapath/ipcache-content.js';
 import { MemoryBackend } from '../backend/memory.js';
-import { mapRecordJson, l7RowJson } from './render.js';
 import { ALLOW_LOCALHOST_VALUES, DEFAULT_ALLOW_LOCALHOST, type AllowLocalhost } from '../model/localhost.js';
 
 interface AgentCliOptions {
@@ -139,34 +138,4 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
 async function settle(agent: Agent, source: EtcdIdentitySource): Promise<void> {
   while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) await new Promise((r) => setTimeout(r, 20));
   agent.flush();
-}
-
-/** With etcd identities: the table this node saw (id -> kvstore label-set key) and its allocation latencies. */
-function etcdSummary(source: EtcdIdentitySource): { identities: Record<string, string>; allocationUs: number[] } {
-  const identities = Object.create(null) as Record<string, string>;
-  for (const [id, key] of source.identities()) identities[String(id)] = key;
-  return { identities, allocationUs: source.stats.allocationUs };
-}
-
-function labelsOf(agent: Agent): (id: number) => string[] {
-  return (id) => (id === 0 ? [] : (agent.engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
-}
-
-/**
- * Endpoints, map entries, transactions, refusals; with `json`, every local endpoint's map as `maps
- * dump --json` shows it, and the ipcache the engine wants (prefix → identity).
- */
-export function summary(agent: Agent, backend: MapBackend, json: boolean, source?: EtcdIdentitySource): string {
-  const endpoints = backend.endpoints();
-  const entries = endpoints.reduce((n, ep) => n + backend.size(ep), 0);
-  const s = agent.summary;
-  if (!json) {
-    return `${endpoints.length} endpoints, ${entries} map entries, ${s.transactions} transactions, ${s.refusals} refused, ${agent.mirror.counts.stale} stale events dropped, ${agent.mirror.counts.ignored} objects of unknown kinds ignored\n`;
-  }
-  const lo = labelsOf(agent);
-  const maps = endpoints.map((ep) => {
-    const records = backend.dump(ep);
-    return { endpoint: ep, backend: backend.kind, capacity: backend.capacity, pressure: records.length / backend.capacity, entries: records.map((r) => mapRecordJson(r, lo)), l7: agent.engine.l7Table(ep).map((row) => l7RowJson(row, lo)) };
-  });
-  return `${JSON.stringify({ endpoints: endpoints.length, entries, transactions: s.transactions, refusals: s.refusals, events: s.events, stale: agent.mirror.counts.stale, ignored: agent.mirror.counts.ignored, maps, ipcache: Object.fromEntries(kernelIpcacheContent(agent.engine)), ...(source ? etcdSummary(source) : {}) })}\n`;
 }

@@ -16,6 +16,7 @@ import { ProxyPortsExhaustedError } from '../engine/proxy-ports.js';
 import { L7ParserConflictError } from '../engine/rule-units.js';
 import { TraceTooLargeError } from '../churn/generate.js';
 import { GenerateOptionsError } from '../churn/profiles.js';
+import { UnknownPeerError } from '../explain/trace.js';
 import { collectFiles, InputError, inputName, readInputText } from './input.js';
 
 /** Shared by every command: how they read input, report errors and print data. */
@@ -46,7 +47,7 @@ export interface CliEnv {
 
 export type RegisterCommand = (program: Command, env: CliEnv) => void;
 
-export const BAD_INPUT_ERRORS = [ManifestError, UnknownEndpointError, EngineError, MapCapacityError, L7ParserConflictError, BpfError, PinDirError, BackendError, TraceTooLargeError, ProxyPortsExhaustedError, ClusterChangeError, InputError, GenerateOptionsError];
+export const BAD_INPUT_ERRORS = [ManifestError, UnknownEndpointError, EngineError, MapCapacityError, L7ParserConflictError, BpfError, PinDirError, BackendError, TraceTooLargeError, ProxyPortsExhaustedError, ClusterChangeError, InputError, GenerateOptionsError, UnknownPeerError];
 
 /** A stack overflow while reading a file is the file's nesting, not a bug (`[[[[...` 100k deep). */
 function isStackOverflow(e: unknown): boolean {
@@ -59,8 +60,8 @@ function isStackOverflow(e: unknown): boolean {
  */
 export function reportInputError(io: CliIo, e: unknown, file?: string): number {
   if (BAD_INPUT_ERRORS.some((c) => e instanceof c)) {
-    // ManifestError and InputError name their source; the engine's errors do not know the file.
-    const where = file === undefined || e instanceof ManifestError || e instanceof InputError ? '' : `${inputName(file)}: `;
+    // ManifestError, InputError and UnknownPeerError name their source; the engine's errors do not know the file.
+    const where = file === undefined || e instanceof ManifestError || e instanceof InputError || e instanceof UnknownPeerError ? '' : `${inputName(file)}: `;
     io.err(`error: ${where}${(e as Error).message}\n`);
     return EXIT_BAD_INPUT;
   }
@@ -130,7 +131,7 @@ export function printData(io: CliIo, format: OutputFormat, data: unknown): boole
   return true;
 }
 
-/** Parses an integer option (`--step`), naming it when it is not one. */
+/** Parses an integer option (`--step`), naming it (`name`, e.g. `distill replay --limit`) when it is not one. */
 export function intOption(text: string | undefined, name: string, min: number): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);

@@ -34,13 +34,15 @@ import { registerCluster } from './cluster.js';
 import { registerTestbed } from './testbed.js';
 import { registerTestbedAgent } from './testbed-agent.js';
 import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText, readInputUtf8 } from './input.js';
-import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
+import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, intOption, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
 import { registerPlan } from './plan.js';
 import { registerMapsViews, registerViews } from './views.js';
 
 export type { CliIo } from './common.js';
-import { explainJson, l7RowJson, labelsOfEngine, LEGEND, mapRecordJson, renderL7Policies, renderMapRecords, renderRun, resultJson } from './render.js';
+import { explainJson, LEGEND, renderL7Policies, renderRun, resultJson } from './render.js';
+import { l7RowJson, labelsOfEngine, mapRecordJson } from '../backend/record-json.js';
+import { renderMapRecords } from '../explain/format.js';
 
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 type BackendKind = 'memory' | 'bpf';
@@ -317,21 +319,14 @@ function formatReplay(r: ReplayResult): string {
   return out.join('\n');
 }
 
-function intOption(text: string | undefined, name: string, min: number): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(n) || n < min) throw new ManifestError('distill replay', name, `"${text}" is not an integer >= ${min}`);
-  return n;
-}
-
 /** The whole trace is read and checked before the backend is opened: a bad line writes nothing. */
 function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
   const { io } = ctx;
   let backend: MapBackend | undefined;
   let bar: cliProgress.SingleBar | undefined;
   try {
-    const verifyEvery = intOption(opts.verifyEvery, '--verify-every', 1);
-    const limit = intOption(opts.limit, '--limit', 0);
+    const verifyEvery = intOption(opts.verifyEvery, 'distill replay --verify-every', 1);
+    const limit = intOption(opts.limit, 'distill replay --limit', 0);
     if (io.progress) {
       bar = new cliProgress.SingleBar({ format: 'replay {phase} [{bar}] {percentage}% {value}/{total} {unit}, {eta_formatted} left', stream: io.progress, hideCursor: true }, cliProgress.Presets.shades_classic);
       bar.start(1, 0, { phase: 'parse', unit: 'lines' });

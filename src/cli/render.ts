@@ -1,15 +1,9 @@
-import { canonicalJson, L7Policy, L7Request } from '../model/l7.js';
+import { canonicalJson, L7Policy } from '../model/l7.js';
 import type { DirectionDecision } from '../model/flow.js';
-import type { L7Rules, RuleOrigin } from '../model/rules.js';
-import { policyRefKey } from '../model/rules.js';
-import { isAllowLocalhostOrigin } from '../model/localhost.js';
 import { formatTierOrigin } from '../model/tiers.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
-
-function formatOrigin(o: RuleOrigin): string {
-  if (isAllowLocalhostOrigin(o)) return 'allow-localhost (agent option: the local host reaches its endpoints; Cilium\'s reserved:allow-localhost-ingress entry)';
-  return `${policyRefKey(o.policy)} ${o.path}`;
-}
+import { l7Items, L7RowLike, PROTOCOL_NAMES, redirectEndPort } from '../backend/record-json.js';
+import { describeRequest, formatOrigin, shownInTable } from '../explain/format.js';
 
 /** The JSON line of one probe result: these field names are the conformance contract. */
 export function resultJson(r: ProbeResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -28,22 +22,6 @@ function explainDirection(d: DirectionDecision): Record<string, unknown> {
     ...(d.l7 ? { l7: { parser: d.l7.parser, allowed: d.l7.allowed, allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
     ...(d.tier ? { tier: { ...d.tier } } : {}),
   };
-}
-
-/** A probe's request in one line: `GET /public`, `kafka produce topic=orders`, `dns www.example.com`. */
-function describeRequest(req: L7Request | undefined): string {
-  if (!req) return '';
-  if ('http' in req) {
-    const h = req.http;
-    const headers = Object.entries(h.headers ?? {}).map(([k, v]) => ` ${k}: ${v}`);
-    return `${h.method} ${h.path}${h.host !== undefined ? ` host=${h.host}` : ''}${headers.length ? ` [${headers.join(',').trim()}]` : ''}`;
-  }
-  if ('kafka' in req) {
-    const k = req.kafka;
-    const parts = [`kafka ${k.apiKey}`, k.topic !== undefined ? `topic=${k.topic}` : '', k.clientID !== undefined ? `clientID=${k.clientID}` : '', k.apiVersion !== undefined ? `v${k.apiVersion}` : ''];
-    return parts.filter((p) => p !== '').join(' ');
-  }
-  return `dns ${req.dns.name}`;
 }
 
 export function explainJson(r: ProbeResult): Record<string, unknown> {
@@ -112,117 +90,11 @@ export function renderRun(run: ScenarioRun, explain: boolean): string {
 
 export const LEGEND = 'legend: . allowed, P allowed via L7 proxy, L denied by an L7 proxy, X denied, - not probed';
 
-const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 0: 'any', 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
-
-interface MapRecordLike {
-  readonly key: { identity: number; direction: string; protocol: number; port: number; portPrefixLen: number };
-  readonly entry: { deny: boolean; proxyPort: number; precedence: number };
-}
-
-function portRange(k: MapRecordLike['key']): { from: number; to: number } | 'any' {
-  if (k.protocol === 0 || k.portPrefixLen === 0) return 'any';
-  return { from: k.port, to: k.port + 2 ** (16 - k.portPrefixLen) - 1 };
-}
-
-function verdictOf(e: MapRecordLike['entry']): 'deny' | 'redirect' | 'allow' {
-  return e.deny ? 'deny' : e.proxyPort !== 0 ? 'redirect' : 'allow';
-}
-
-/** One map entry in readable JSON: who, which traffic, what happens. */
-export function mapRecordJson(r: MapRecordLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
-  return {
-    identity: r.key.identity,
-    labels: labelsOf(r.key.identity),
-    direction: r.key.direction,
-    protocol: PROTOCOL_NAMES[r.key.protocol] ?? r.key.protocol,
-    ports: portRange(r.key),
-    verdict: verdictOf(r.entry),
-    proxyPort: r.entry.proxyPort,
-    precedence: r.entry.precedence,
-  };
-}
-
-/** The table shows the labels that tell peers apart; `--json` lists them all. */
-export function shownInTable(label: string): boolean {
-  return !/^k8s:io\.cilium\.k8s\.(policy\.cluster|policy\.serviceaccount|namespace\.labels\.)/.test(label);
-}
-
-/** Hubble's word for what an entry does to a flow it matches (`hubble observe` verdicts). */
-export function hubbleVerdict(e: MapRecordLike['entry']): 'FORWARDED' | 'DROPPED' | 'REDIRECTED' {
-  return e.deny ? 'DROPPED' : e.proxyPort !== 0 ? 'REDIRECTED' : 'FORWARDED';
-}
-
-/** `80/TCP`, `8000-8063/TCP`, `ANY/TCP` or `ANY`, as `cilium bpf policy get` prints PORT/PROTO. */
-export function portProto(k: MapRecordLike['key']): string {
-  if (k.protocol === 0) return 'ANY';
-  const proto = PROTOCOL_NAMES[k.protocol] ?? String(k.protocol);
-  const p = portRange(k);
-  return p === 'any' ? `ANY/${proto}` : `${p.from === p.to ? p.from : `${p.from}-${p.to}`}/${proto}`;
-}
-
-const capitalized = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
-
-/**
- * A policy map as a table, in the columns of `cilium bpf policy get` (POLICY, DIRECTION, LABELS,
- * PORT/PROTO, PROXY PORT), plus Hubble's verdict; `wide` adds the identity number and precedence.
- */
-export function renderMapRecords(records: readonly MapRecordLike[], labelsOf: (id: number) => string[], wide = false): string {
-  const header = ['POLICY', 'DIRECTION', ...(wide ? ['IDENTITY'] : []), 'LABELS (source:key=value)', 'PORT/PROTO', 'PROXY PORT', 'VERDICT', ...(wide ? ['PRECEDENCE'] : [])];
-  const rows = records.map((r) => {
-    const labels = r.key.identity === 0 ? 'ANY' : labelsOf(r.key.identity).filter((l) => wide || shownInTable(l)).join(',') || String(r.key.identity);
-    const policy = r.entry.deny ? 'Deny' : 'Allow';
-    const proxy = r.entry.proxyPort === 0 ? 'NONE' : String(r.entry.proxyPort);
-    return [policy, capitalized(r.key.direction), ...(wide ? [String(r.key.identity)] : []), labels, portProto(r.key), proxy, hubbleVerdict(r.entry), ...(wide ? [String(r.entry.precedence)] : [])];
-  });
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  const line = (cols: string[]): string => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
-}
-
-/** How identities are named in tables and JSON: `source:key=value` labels (none for 0, "any"). */
-export function labelsOfEngine(engine: { identityLabels(id: number): readonly { source: string; key: string; value: string }[] | undefined }): (id: number) => string[] {
-  return (id) => (id === 0 ? [] : (engine.identityLabels(id) ?? []).map((l) => (l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`)));
-}
-
-interface L7RowLike {
-  readonly redirect: { direction: string; protocol: number; port: number; portPrefixLen?: number; parser: string; proxyPort: number };
-  readonly peer: number;
-  readonly policy: L7Policy;
-  readonly portRange?: { readonly port: number; readonly endPort: number };
-}
-
-function l7Items(r: L7Rules): readonly unknown[] {
-  return r.parser === 'http' ? r.http : r.parser === 'kafka' ? r.kafka : r.dns;
-}
-
 function l7RulesText(policy: L7Policy): string {
   if (policy.allowAll) return 'every request';
   return l7Items(policy.rules)
     .map((i) => canonicalJson(i))
     .join(' | ');
-}
-
-/** The last port of a redirected port prefix. */
-function redirectEndPort(port: number, prefixLen: number): number {
-  return port + 2 ** (16 - prefixLen) - 1;
-}
-
-/** One L7 table row in JSON: which redirect, which peer, what the proxy allows. */
-export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
-  const r = row.redirect;
-  return {
-    direction: r.direction,
-    protocol: PROTOCOL_NAMES[r.protocol] ?? r.protocol,
-    port: r.port,
-    ...(r.portPrefixLen === undefined ? {} : { endPort: redirectEndPort(r.port, r.portPrefixLen) }),
-    parser: r.parser,
-    proxyPort: r.proxyPort,
-    ...(row.portRange ? { portRange: row.portRange } : {}),
-    peer: row.peer,
-    labels: labelsOf(row.peer),
-    allowAll: row.policy.allowAll,
-    rules: row.policy.allowAll ? [] : l7Items(row.policy.rules),
-  };
 }
 
 /** What each of the endpoint's proxies is told: per redirect, each L7 policy and its peers. */
@@ -244,6 +116,3 @@ export function renderL7Policies(
   }
   return out.join('\n');
 }
-
-/** Used by trace and plan (listed here so that they stay exported when main prunes unused exports). */
-export { describeRequest, formatOrigin };

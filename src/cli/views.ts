@@ -6,7 +6,7 @@ import { ipcachePinPath } from '../backend/ipcache.js';
 import { Engine } from '../engine/engine.js';
 import type { ClusterState } from '../model/cluster.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioEngine, table } from './common.js';
-import { labelsOfEngine } from './render.js';
+import { labelsOfEngine } from '../backend/record-json.js';
 
 interface ClusterOptions {
   scenario: string;

@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { Agent } from '../agent/agent.js';
 import { MemoryBackend } from '../backend/memory.js';
-import { summary } from '../cli/agent.js';
+import { summary } from '../agent/summary.js';
 import type { WatchItem } from '../k8s/watch.js';
 import { parseLabelSetKey } from '../kvstore/labels.js';
 import type { ClusterFeed } from './watch-objects.js';

@@ -15,7 +15,7 @@ import { ClusterState, NODE_PREFIX, podIps } from '../model/cluster.js';
 import { Flow, FlowDecision, resolveEndpoint } from '../model/flow.js';
 import type { IdentityId } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
-import { ipcacheContent } from './ipcache-content.js';
+import { IpcacheSource, kernelIpcacheContent } from '../backend/ipcache-content.js';
 import { KernelIpcache } from '../backend/ipcache.js';
 import { attachEndpoint, createCtMap, CtLifetimes, endpointPinDir, loadEndpoint, PROBE_TOOL, readCounters, VerdictCounts } from './loader.js';
 import { addNetns, deleteNetns, inNs, listNetns, netnsPath, run } from './netns.js';
@@ -363,4 +363,14 @@ function removeRun(id: string): void {
     }
   }
   rmSync(`${TESTBED_PIN_PREFIX}${id}`, { recursive: true, force: true });
+}
+
+/**
+ * What the kernel ipcache must hold for a testbed's cluster state: the engine's
+ * (`kernelIpcacheContent`), and each external's address with its identity as the engine resolves it.
+ */
+export function ipcacheContent(engine: IpcacheSource & { identityOfIp(ip: IpAddress): IdentityId }, state: ClusterState): Map<string, IdentityId> {
+  const out = kernelIpcacheContent(engine);
+  for (const ext of state.externals.values()) out.set(hostPrefix(ext.ip), engine.identityOfIp(ext.ip));
+  return out;
 }

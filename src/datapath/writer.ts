@@ -7,8 +7,7 @@ import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import type { ClusterState } from '../model/cluster.js';
 import { reconcile, ReconcileStats } from '../node/restart.js';
-import { ipcacheContent } from './ipcache-content.js';
-import { policyPinDir } from './testbed.js';
+import { ipcacheContent, policyPinDir } from './testbed.js';
 
 /** What a (re)started policy process wrote to bring the pinned maps to its state. */
 export interface WriterStart {

@@ -37,7 +37,7 @@ export type LiveNames = string | ReadonlyMap<string, number>;
 
 /**
  * The node's DNS cache, incrementally: the same semantics as `recordDnsAnswer` /
- * `advanceDnsClock` / `forgetEndpoint` (src/model/fqdn.ts, what the oracle reads), with a timing
+ * `advanceDnsClock` / `withoutPodAnswers` (src/model/fqdn.ts, what the oracle reads), with a timing
  * wheel of answers for expiry and, per IP, its live names. Memory per learnt IP is one entry in
  * its group's Map and one in the live index, keyed by a number for IPv4 (no object per IP).
  * Every mutation reports the IPs whose live names changed, and can be undone.

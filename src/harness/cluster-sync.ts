@@ -19,8 +19,8 @@ import {
 import type { IpAddress } from '../model/cidr.js';
 import type { DnsServer } from '../model/fqdn-events.js';
 import { labelSetKey } from '../model/labels.js';
-import { advanceDnsClock, DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, entryKey } from '../model/fqdn.js';
-import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
+import { advanceDnsClock, DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, entryKey, withoutPodAnswers } from '../model/fqdn.js';
+import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { LookupResult, policyKeyString } from '../model/policy-map.js';
 import { diffMaps, entryEquals } from '../engine/map-state.js';
 import { l7PolicyKey } from '../model/l7.js';

@@ -220,9 +220,9 @@ export function advanceDnsClock(cache: DnsCacheState, seconds: number): DnsCache
   return { ...cache, now, entries: cache.entries.filter((e) => e.expiresAt >= now) };
 }
 
-/** Removes an endpoint's entries (the endpoint is gone). */
-export function forgetEndpoint(cache: DnsCacheState, endpoint: string): DnsCacheState {
-  return { ...cache, entries: cache.entries.filter((e) => e.endpoint !== endpoint) };
+/** The DNS cache without a deleted pod's answers (the endpoint is gone). */
+export function withoutPodAnswers(dns: DnsCacheState | undefined, pod: string): DnsCacheState | undefined {
+  return dns === undefined ? undefined : { ...dns, entries: dns.entries.filter((e) => e.endpoint !== pod) };
 }
 
 /**

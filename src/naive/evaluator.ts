@@ -1,7 +1,7 @@
-import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
-import { DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, forgetEndpoint, liveMatches, recordDnsAnswer } from '../model/fqdn.js';
+import { Cidr, cidrContainsIp } from '../model/cidr.js';
+import { DnsCacheEntry, EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
 import { ClusterState, isApiServerAddress, Pod, podIps, podLabels } from '../model/cluster.js';
-import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
+import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
@@ -209,51 +209,4 @@ export function decideFlow(state: ClusterState, flow: Flow): FlowDecision {
   const egress = src.kind === 'pod' ? decideDirection(state, src, 'egress', dst, flow.protocol, flow.port, flow.request) : undefined;
   const ingress = dst.kind === 'pod' ? decideDirection(state, dst, 'ingress', src, flow.protocol, flow.port, flow.request) : undefined;
   return combineSides(egress, ingress);
-}
-
-/**
- * Whether the DNS proxy learns an answer to `pod`'s query for `name`: the query must be redirected
- * to the proxy by an L7 `dns` rule of the pod's egress and allowed by it (the proxy refuses the
- * others, and an answer to a query it never saw teaches nothing). With a `server` (a pod or an
- * external, on UDP `port`), the query is judged as that flow; without one, by any egress allow
- * rule of the pod whose DNS rules allow the name.
- */
-function dnsProxyLearns(state: ClusterState, pod: string, name: string, server?: { readonly to: string; readonly port: number }): boolean {
-  const src = resolveEndpoint(state, pod);
-  if (src.kind !== 'pod' || state.remotePods?.has(pod) === true) return false;
-  const request = { dns: { name } };
-  if (server !== undefined) {
-    const dst = resolveEndpoint(state, server.to);
-    const d = decideDirection(state, src, 'egress', dst, 'UDP', server.port, request);
-    // The proxy forwards the query with the pod's identity: a server pod's ingress must admit it.
-    // Another node enforces a remote server pod's ingress; the answer is the evidence it admitted
-    // the query (as the engine, which has no map for it: fqdn-stage.ts `serverAdmits`).
-    const remote = dst.kind === 'pod' && state.remotePods?.has(dst.name) === true;
-    const admitted = dst.kind !== 'pod' || remote || decideDirection(state, dst, 'ingress', src, 'UDP', server.port).allowed;
-    return d.l7?.parser === 'dns' && d.l7.allowed && admitted;
-  }
-  for (const policy of state.policies.values()) {
-    for (const rule of policy.rules) {
-      if (rule.direction !== 'egress' || rule.verdict !== 'allow' || !selectorMatches(rule.subject, src.labels)) continue;
-      if (rule.ports.some((c) => c.l7?.parser === 'dns' && l7Allows(c.l7, request))) return true;
-    }
-  }
-  return false;
-}
-
-/** The state after `pod` got an answer: recorded when the proxy learns it, else unchanged. */
-export function applyDnsAnswer(state: ClusterState, pod: string, name: string, ips: readonly IpAddress[], ttl: number, server?: { readonly to: string; readonly port: number }): ClusterState {
-  if (!dnsProxyLearns(state, pod, name, server)) return state;
-  return { ...state, dns: recordDnsAnswer(state.dns ?? EMPTY_DNS_CACHE, pod, name, ips, ttl, server && serverAddress(state, server)) };
-}
-
-/** The server's address and port as the proxy knows them (the query's destination). */
-function serverAddress(state: ClusterState, server: { readonly to: string; readonly port: number }): { ip: IpAddress; port: number } {
-  const ep = resolveEndpoint(state, server.to);
-  return { ip: endpointAddress(ep), port: server.port };
-}
-
-/** The DNS cache without a deleted pod's answers. */
-export function withoutPodAnswers(dns: DnsCacheState | undefined, pod: string): DnsCacheState | undefined {
-  return dns === undefined ? undefined : forgetEndpoint(dns, pod);
 }

@@ -23,8 +23,8 @@ import {
 import type { Flow, FlowDecision } from '../model/flow.js';
 import type { DnsCacheOptions } from '../model/fqdn.js';
 import type { AllowLocalhost } from '../model/localhost.js';
-import { advanceDnsClock, EMPTY_DNS_CACHE } from '../model/fqdn.js';
-import { applyDnsAnswer, withoutPodAnswers } from '../naive/evaluator.js';
+import { advanceDnsClock, EMPTY_DNS_CACHE, withoutPodAnswers } from '../model/fqdn.js';
+import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { ManifestError } from '../policy/errors.js';
 import type { Change, Probe, Scenario } from './format.js';
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { EtcdIdentitySource } from '../../src/agent/etcd-identities.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import { summary } from '../../src/cli/agent.js';
+import { summary } from '../../src/agent/summary.js';
 import { comparable, referenceMaps } from '../../src/cluster/run.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { connectEtcd } from '../../src/kvstore/client.js';

@@ -8,7 +8,7 @@ import { Agent, AgentIpcache } from '../../src/agent/agent.js';
 import type { MapBackend, WriteStats } from '../../src/backend/backend.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import { kernelIpcacheContent } from '../../src/datapath/ipcache-content.js';
+import { kernelIpcacheContent } from '../../src/backend/ipcache-content.js';
 import type { IpcacheDelta, MapDelta } from '../../src/engine/events.js';
 
 /**

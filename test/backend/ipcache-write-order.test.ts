@@ -5,7 +5,7 @@ import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/datapath/ipcache-content.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, IpcacheDelta } from '../../src/engine/events.js';
 import { cidrContainsIp, IpAddress, parseCidr } from '../../src/model/cidr.js';

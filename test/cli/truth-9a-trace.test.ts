@@ -2,11 +2,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { DirectionDecision, FlowDecision } from '../../src/model/flow.js';
-import { formatOrigin } from '../../src/cli/render.js';
 import { cli } from '../cli-helpers.js';
 import { scenarioEngine } from '../../src/cli/common.js';
-import { traceFlow } from '../../src/cli/trace.js';
+import { traceFlow } from '../../src/explain/trace.js';
 import { corpus, CorpusFlow, CorpusScenario, LONG, traceArgs } from './truth-9-corpus.js';
+import { formatOrigin } from '../../src/explain/format.js';
 
 /** Origins in the words reach's JSON and trace share (allow-localhost has its own). */
 const fmt = formatOrigin;

@@ -5,10 +5,10 @@ import type { DirectionDecision } from '../../src/model/flow.js';
 import { policyRefKey, PolicyRef } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { scenarioEngine } from '../../src/cli/common.js';
-import { traceFlow } from '../../src/cli/trace.js';
-import { formatOrigin } from '../../src/cli/render.js';
+import { traceFlow } from '../../src/explain/trace.js';
 import { ALLOW_LOCALHOST_ORIGIN } from '../../src/model/localhost.js';
 import { corpus, CorpusFlow, CorpusScenario, sample } from './truth-9-corpus.js';
+import { formatOrigin } from '../../src/explain/format.js';
 
 /** One side as `trace -o json` prints it. */
 interface TracedSide {

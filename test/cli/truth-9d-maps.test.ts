@@ -1,12 +1,12 @@
 import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { l7RowJson, labelsOfEngine, mapRecordJson } from '../../src/cli/render.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { runScenario } from '../../src/scenario/run.js';
 import { cli } from '../cli-helpers.js';
 import { corpus, CorpusScenario, LONG } from './truth-9-corpus.js';
+import { l7RowJson, labelsOfEngine, mapRecordJson } from '../../src/backend/record-json.js';
 
 /** Every endpoint's map and L7 table after the scenario's last step, from the engine reach runs. */
 function engineMaps(c: CorpusScenario): Map<string, { entries: unknown[]; l7: unknown[] }> {

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync, mkdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeIpcacheKey, KernelIpcache } from '../../src/backend/ipcache.js';
-import { ipcacheContent } from '../../src/datapath/ipcache-content.js';
+import { ipcacheContent } from '../../src/datapath/testbed.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { parseCidr } from '../../src/model/cidr.js';

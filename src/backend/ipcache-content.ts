@@ -1,11 +1,8 @@
 import type { IpcacheDelta } from '../engine/events.js';
-import type { ClusterState } from '../model/cluster.js';
 import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
-import type { IpAddress } from '../model/cidr.js';
 
 /** The engine's public queries the ipcache is computed from. */
 export interface IpcacheSource {
-  identityOfIp(ip: IpAddress): IdentityId;
   /** Pod IPs (host prefixes), learnt FQDN IPs and CIDR identities' prefixes. */
   ipcache(): { prefix: string; identity: IdentityId }[];
 }
@@ -35,18 +32,4 @@ export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[]): IpcacheDel
     const world = WORLD_BASE.get(d.prefix);
     return d.op === 'delete' && world !== undefined ? { op: 'upsert', prefix: d.prefix, identity: world, previous: d.identity } : d;
   });
-}
-
-function hostPrefix(ip: IpAddress): string {
-  return `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
-}
-
-/**
- * What the kernel ipcache must hold for a testbed's cluster state: the engine's
- * (`kernelIpcacheContent`), and each external's address with its identity as the engine resolves it.
- */
-export function ipcacheContent(engine: IpcacheSource, state: ClusterState): Map<string, IdentityId> {
-  const out = kernelIpcacheContent(engine);
-  for (const ext of state.externals.values()) out.set(hostPrefix(ext.ip), engine.identityOfIp(ext.ip));
-  return out;
 }

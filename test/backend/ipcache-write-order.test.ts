@@ -79,7 +79,7 @@ interface Totals {
 /** Policy maps and an ipcache as a node holds them, written one operation at a time and checked after each. */
 class SteppedNode {
   readonly maps = new MemoryBackend();
-  readonly ipcache = new Map<string, number>(kernelIpcacheContent({ identityOfIp: () => WORLD, ipcache: () => [] }));
+  readonly ipcache = new Map<string, number>(kernelIpcacheContent({ ipcache: () => [] }));
   private readonly identityOf: number[] = ADDRESSES.map((a) => this.resolve(a));
   private readonly sideMemo = new Map<string, Map<string, number>>();
   /** Endpoints of the old or the new state: the flows' enforcing sides in this transaction. */

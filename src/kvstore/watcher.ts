@@ -37,6 +37,8 @@ export class IdentityWatcher {
   private readonly idPrefix: string;
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
+  /** The highest etcd revision seen (list or watch): a server answering below it lost what it had. */
+  private revision = 0n;
 
   private constructor(
     private readonly client: Etcd3,
@@ -62,17 +64,30 @@ export class IdentityWatcher {
       if (id !== undefined) seen.add(id);
     }
     for (const [id, labels] of [...this.identities]) if (!seen.has(id)) this.forget(id, labels);
-    const from = (BigInt(listed.header.revision) + 1n).toString();
-    const watcher = await this.client.watch().prefix(this.idPrefix).startRevision(from).create();
+    this.revision = BigInt(listed.header.revision);
+    const watcher = await this.client.watch().prefix(this.idPrefix).startRevision((this.revision + 1n).toString()).create();
     if (this.closed) return void (await watcher.cancel());
     watcher.on('put', (kv) => this.put(kv));
     watcher.on('delete', (kv) => this.delete(kv));
+    watcher.on('data', (res: { header: { revision: string } }) => this.seen(res.header.revision));
+    // etcd restarted without its data (revisions start over): the resumed watch waits for a revision the new history reaches only much later.
+    watcher.on('connected', (res: { header: { revision: string } }) => {
+      if (BigInt(res.header.revision) < this.revision) this.relist(watcher);
+    });
     watcher.on('disconnected', () => this.stats.disconnects++);
     watcher.on('error', () => this.relist(watcher));
     this.watcher = watcher;
   }
 
-  /** The watch was canceled by etcd: events since its last revision may be lost for good. */
+  private seen(revision: string): void {
+    const r = BigInt(revision);
+    if (r > this.revision) this.revision = r;
+  }
+
+  /**
+   * The watch was canceled by etcd, or etcd went back in history: events since its last revision
+   * may be lost for good.
+   */
   private relist(canceled: Watcher): void {
     if (this.closed || this.watcher !== canceled) return;
     this.watcher = undefined;

@@ -158,7 +158,7 @@ export class Agent {
   /** Failed map writes in a row, and the timer of the next reconcile (set while the maps lag the engine). */
   private writeRetry: { failures: number; handle: unknown } | undefined;
   private readonly writeFailures: Counter<'stage'>;
-  /** When a stream last received data (the steady clock, ms), and the timer of the first transaction's quiet wait. */
+  /** When a stream other than a regular file last received data (the steady clock, ms), and the timer of the first transaction's quiet wait. */
   private lastData = -Infinity;
   private quietTimer: unknown;
   private firstApplied = false;
@@ -238,8 +238,9 @@ export class Agent {
     this.streams.push(stream);
     stream.on('data', (data: string | Buffer) => {
       started();
-      this.lastData = this.elapsed();
-      if (file && file.bytesRead >= initialBytes) catchUp();
+      // A file stream ends at its end (it does not follow appends): only pipes and stdin need the quiet wait.
+      if (initialBytes === 0) this.lastData = this.elapsed();
+      else if (file && file.bytesRead >= initialBytes) catchUp();
       try {
         parser.push(typeof data === 'string' ? data : data.toString('utf8'), (item) => this.mirror.observe(item, path));
       } catch (e) {

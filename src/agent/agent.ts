@@ -62,8 +62,9 @@ export interface AgentConfig {
    */
   readonly fullReconcileMs?: number;
   /**
-   * The first transaction waits until no stream received data for this many ms (or every stream
-   * ended; default 250, 0: no wait). `kubectl get --watch --output-watch-events` prints the
+   * The first transaction waits until every regular file is read up to its size at open and no
+   * other stream (a pipe, stdin) received data for this many ms (streams that ended never wait;
+   * default 250, 0: no quiet wait). `kubectl get --watch --output-watch-events` prints the
    * initial objects as ADDED events with no end marker: a first transaction over part of them (an
    * allow read before the deny after it) would reconcile the pinned maps to what both the old and
    * the new policy deny (attack-findings-16w, 742).

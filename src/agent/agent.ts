@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { createServer, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -60,6 +60,15 @@ export interface AgentConfig extends CiliumAgentOptions {
    * does. 0 or absent: never (the CLI's default is 15 min).
    */
   readonly fullReconcileMs?: number;
+  /**
+   * The first transaction waits until every regular file is read up to its size at open and no
+   * other stream (a pipe, stdin) received data for this many ms (streams that ended never wait;
+   * default 250, 0: no quiet wait). `kubectl get --watch --output-watch-events` prints the
+   * initial objects as ADDED events with no end marker: a first transaction over part of them (an
+   * allow read before the deny after it) would reconcile the pinned maps to what both the old and
+   * the new policy deny (attack-findings-16w, 742).
+   */
+  readonly initialQuietMs?: number;
 }
 
 /** An ipcache the agent writes (`KernelIpcache` is one). */
@@ -90,6 +99,15 @@ const WRITE_RETRY_MAX_MS = 60_000;
 
 /** setTimeout's longest delay (2^31 - 1 ms, ~24.8 days); a later deadline is re-armed when it fires. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
+function fileSize(path: string): number {
+  try {
+    const st = statSync(path);
+    return st.isFile() ? st.size : 0;
+  } catch {
+    return 0;
+  }
+}
 
 /** An identity source the agent feeds its committed events to and takes identity events from. */
 interface AgentIdentitySource {
@@ -140,6 +158,13 @@ export class Agent {
   /** Failed map writes in a row, and the timer of the next reconcile (set while the maps lag the engine). */
   private writeRetry: { failures: number; handle: unknown } | undefined;
   private readonly writeFailures: Counter<'stage'>;
+  /** When a stream other than a regular file last received data (the steady clock, ms), and the timer of the first transaction's quiet wait. */
+  private lastData = -Infinity;
+  private quietTimer: unknown;
+  private firstApplied = false;
+  /** Streams of regular files not yet read up to their size at open. */
+  private catchingUp = 0;
+  private readonly elapsed: () => number;
   /** The timer of the next periodic full reconcile (`fullReconcileMs`). */
   private fullReconcileTimer: unknown;
   /** The last failed map write's error, while the maps lag the engine (cleared by a reconcile that succeeds). */
@@ -158,6 +183,7 @@ export class Agent {
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.now = config.now ?? Date.now;
     this.timers = config.timers ?? GLOBAL_TIMERS;
+    this.elapsed = config.elapsed ?? (config.now ? config.now : () => performance.now());
     // Object warnings follow what any namespace admin writes: rate-limited as Cilium's reconciler logs (2/s, burst 10).
     const limiter = new LogLimiter(this.now);
     this.mirror = new ClusterMirror({
@@ -186,8 +212,16 @@ export class Agent {
   }
 
   private open(path: string): void {
-    const stream: Readable = path === '-' ? process.stdin : createReadStream(path);
+    const file = path === '-' ? undefined : createReadStream(path);
+    const stream: Readable = file ?? process.stdin;
     stream.setEncoding('utf8');
+    // A regular file's content at open is the initial objects at least: the first transaction waits until it is read.
+    const initialBytes = file ? fileSize(path) : 0;
+    let caughtUp = initialBytes === 0;
+    if (!caughtUp) this.catchingUp++;
+    const catchUp = (): void => {
+      if (!caughtUp) (caughtUp = true), this.catchingUp--;
+    };
     const parser = new WatchStreamParser(path === '-' ? '<stdin>' : path);
     let first = true;
     let done = false;
@@ -196,6 +230,7 @@ export class Agent {
     };
     const ended = (): void => {
       started();
+      catchUp();
       this.mirror.endStream(path);
       if (!done) (done = true), this.ended++;
       this.queueFlush();
@@ -203,6 +238,9 @@ export class Agent {
     this.streams.push(stream);
     stream.on('data', (data: string | Buffer) => {
       started();
+      // A file stream ends at its end (it does not follow appends): only pipes and stdin need the quiet wait.
+      if (initialBytes === 0) this.lastData = this.elapsed();
+      else if (file && file.bytesRead >= initialBytes) catchUp();
       try {
         parser.push(typeof data === 'string' ? data : data.toString('utf8'), (item) => this.mirror.observe(item, path));
       } catch (e) {
@@ -258,6 +296,7 @@ export class Agent {
     if (!this.reconciled && this.config.identitySource?.ready === false) return;
     // A restart's first transaction waits for the Lists being read too (as client-go's HasSynced waits for the first list).
     if (!this.reconciled && this.mirror.listsInProgress().length > 0) return;
+    if (!this.firstApplied && this.waitQuiet()) return;
     const batch = this.mirror.flush();
     // With local identities the engine numbers pods itself: the cluster's identities are not its input.
     const source = this.config.identitySource;
@@ -268,6 +307,7 @@ export class Agent {
     if (events.length === 0 && this.reconciled) return batch.commit();
     this.summary.events += events.length;
     const outcome = this.instrumented.apply(events);
+    this.firstApplied = true;
     if (!outcome.ok) {
       this.summary.refusals++;
       batch.rollback();
@@ -280,6 +320,23 @@ export class Agent {
     if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
     if (!this.mirror.idle) this.queueFlush();
+  }
+
+  /** True (and a timer set) while streams that have not ended may still be printing their initial objects. */
+  private waitQuiet(): boolean {
+    if (this.quietTimer !== undefined) this.timers.clearTimeout(this.quietTimer);
+    this.quietTimer = undefined;
+    const quiet = this.config.initialQuietMs ?? 250;
+    if (this.stopped || this.ended >= this.config.watch.length) return false;
+    if (this.catchingUp > 0) return true;
+    if (quiet <= 0) return false;
+    const wait = this.lastData + quiet - this.elapsed();
+    if (!(wait > 0)) return false;
+    this.quietTimer = this.timers.setTimeout(() => {
+      this.quietTimer = undefined;
+      this.queueFlush();
+    }, Math.ceil(wait));
+    return true;
   }
 
   /** One timer, for the earliest deadline of a pod being deleted; when it fires, a flush removes the pod. */
@@ -433,6 +490,7 @@ export class Agent {
     this.flush();
     if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
     if (this.fullReconcileTimer !== undefined) this.timers.clearTimeout(this.fullReconcileTimer);
+    if (this.quietTimer !== undefined) this.timers.clearTimeout(this.quietTimer);
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     this.config.ipcache?.close();
     this.config.backend.close();

@@ -14,40 +14,94 @@ export interface WatcherStats {
   /** Keys under id/ that are not `id/<decimal>` -> labels; skipped (Cilium logs and skips them too). */
   invalid: number;
   disconnects: number;
+  /** Lists after the watch was canceled (a compacted revision, or any other watch error). */
+  relists: number;
 }
 
 /**
  * Lists then watches the master keys (id/ prefix) from the list's revision + 1, so no change is
  * missed or seen twice; when etcd goes away the watch stream reconnects and resumes after the
  * last revision it delivered (etcd's revisions survive a restart), so events are not lost.
- * Emits an upsert only when an id is new or its labels changed.
+ * When etcd cancels the watch (the revision to resume from was compacted meanwhile, or any other
+ * watch error) the keys are listed again and every id the list no longer holds is deleted, as
+ * Cilium's etcd watch loop does (pkg/kvstore/etcd.go: on `r.Err()`, ErrCompacted included,
+ * `localCache.MarkAllForDeletion()` then `goto reList`). Emits an upsert only when an id is new
+ * or its labels changed.
  */
 export class IdentityWatcher {
   readonly identities = new Map<number, string>();
   /** Label-set key -> ids with that label set (more than one only until the GC collects the unused). */
   private readonly byLabels = new Map<string, Set<number>>();
-  readonly stats: WatcherStats = { invalid: 0, disconnects: 0 };
+  readonly stats: WatcherStats = { invalid: 0, disconnects: 0, relists: 0 };
   private watcher: Watcher | undefined;
   private readonly idPrefix: string;
+  private closed = false;
+  private retry: NodeJS.Timeout | undefined;
+  /** The highest etcd revision seen (list or watch): a server answering below it lost what it had. */
+  private revision = 0n;
 
   private constructor(
+    private readonly client: Etcd3,
     private readonly onEvent: (e: IdentityEvent) => void,
     prefix: string,
+    private readonly retryMs: number,
   ) {
     this.idPrefix = `${prefix}/id/`;
   }
 
-  static async start(client: Etcd3, onEvent: (e: IdentityEvent) => void, prefix = IDENTITIES_PREFIX): Promise<IdentityWatcher> {
-    const w = new IdentityWatcher(onEvent, prefix);
-    const listed = await client.getAll().prefix(w.idPrefix).exec();
-    for (const kv of listed.kvs) w.put(kv);
-    const from = (BigInt(listed.header.revision) + 1n).toString();
-    const watcher = await client.watch().prefix(w.idPrefix).startRevision(from).create();
-    watcher.on('put', (kv) => w.put(kv));
-    watcher.on('delete', (kv) => w.delete(kv));
-    watcher.on('disconnected', () => w.stats.disconnects++);
-    w.watcher = watcher;
+  static async start(client: Etcd3, onEvent: (e: IdentityEvent) => void, prefix = IDENTITIES_PREFIX, retryMs = 200): Promise<IdentityWatcher> {
+    const w = new IdentityWatcher(client, onEvent, prefix, retryMs);
+    await w.listAndWatch();
     return w;
+  }
+
+  /** Lists the ids (deleting those no longer listed), then watches from the list's revision + 1. */
+  private async listAndWatch(): Promise<void> {
+    const listed = await this.client.getAll().prefix(this.idPrefix).exec();
+    const seen = new Set<number>();
+    for (const kv of listed.kvs) {
+      const id = this.put(kv);
+      if (id !== undefined) seen.add(id);
+    }
+    for (const [id, labels] of [...this.identities]) if (!seen.has(id)) this.forget(id, labels);
+    this.revision = BigInt(listed.header.revision);
+    const watcher = await this.client.watch().prefix(this.idPrefix).startRevision((this.revision + 1n).toString()).create();
+    if (this.closed) return void (await watcher.cancel());
+    watcher.on('put', (kv) => this.put(kv));
+    watcher.on('delete', (kv) => this.delete(kv));
+    watcher.on('data', (res: { header: { revision: string } }) => this.seen(res.header.revision));
+    // etcd restarted without its data (revisions start over): the resumed watch waits for a revision the new history reaches only much later.
+    watcher.on('connected', (res: { header: { revision: string } }) => {
+      if (BigInt(res.header.revision) < this.revision) this.relist(watcher);
+    });
+    watcher.on('disconnected', () => this.stats.disconnects++);
+    watcher.on('error', () => this.relist(watcher));
+    this.watcher = watcher;
+  }
+
+  private seen(revision: string): void {
+    const r = BigInt(revision);
+    if (r > this.revision) this.revision = r;
+  }
+
+  /**
+   * The watch was canceled by etcd, or etcd went back in history: events since its last revision
+   * may be lost for good.
+   */
+  private relist(canceled: Watcher): void {
+    if (this.closed || this.watcher !== canceled) return;
+    this.watcher = undefined;
+    this.stats.relists++;
+    canceled.removeAllListeners();
+    canceled.on('error', () => undefined);
+    void canceled.cancel().catch(() => undefined);
+    const attempt = (): void => {
+      if (this.closed) return;
+      this.listAndWatch().catch(() => {
+        this.retry = setTimeout(attempt, this.retryMs);
+      });
+    };
+    attempt();
   }
 
   /** The lowest id the cluster has for a label-set key, as far as this watcher has seen. */
@@ -57,6 +111,8 @@ export class IdentityWatcher {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
     await this.watcher?.cancel();
     this.watcher = undefined;
   }
@@ -69,32 +125,38 @@ export class IdentityWatcher {
     return undefined;
   }
 
-  private put(kv: IKeyValue): void {
+  /** The id of the key (an unreadable value keeps the id's last labels, listed or watched alike). */
+  private put(kv: IKeyValue): number | undefined {
     const id = this.idOf(kv);
-    if (id === undefined) return;
+    if (id === undefined) return undefined;
     const key = kv.value.toString();
     let labels: string[];
     try {
       labels = parseLabelSetKey(key);
     } catch {
       this.stats.invalid++;
-      return;
+      return id;
     }
     const old = this.identities.get(id);
-    if (old === key) return;
+    if (old === key) return id;
     if (old !== undefined) this.unindex(id, old);
     this.identities.set(id, key);
     const ids = this.byLabels.get(key) ?? new Set<number>();
     this.byLabels.set(key, ids.add(id));
     this.onEvent({ kind: 'upsertIdentity', id, labels });
+    return id;
   }
 
   private delete(kv: IKeyValue): void {
     const id = this.idOf(kv);
     const old = id === undefined ? undefined : this.identities.get(id);
     if (id === undefined || old === undefined) return;
+    this.forget(id, old);
+  }
+
+  private forget(id: number, labelsKey: string): void {
     this.identities.delete(id);
-    this.unindex(id, old);
+    this.unindex(id, labelsKey);
     this.onEvent({ kind: 'deleteIdentity', id });
   }
 

@@ -597,12 +597,13 @@ export class ClusterMirror {
       if (next.size >= this.limit) break;
     }
     if (this.dirty.size === 0) this.limit = Infinity;
+    const joined = this.joinRefusedPolicies(next);
     this.awaitNamespaces(next);
     const events = this.eventsFor(next);
     return {
       events,
       commit: () => this.commit(next),
-      rollback: () => this.rollback(next),
+      rollback: () => this.rollback(next, joined),
     };
   }
 
@@ -626,8 +627,33 @@ export class ClusterMirror {
     }
   }
 
-  private rollback(next: Map<string, Held | undefined>): void {
-    if (next.size === 1) {
+  /**
+   * A policy delete never commits apart from a policy upsert the engine refused (attack finding
+   * 743): the refused object may be the deleted one's replacement (a relist listing `deny-b`
+   * instead of `deny-a`), and the delete alone would allow what both the old and the listed state
+   * deny. So the refused policies join a batch that deletes a policy, and if that batch is refused
+   * too, all of it waits (`rollback`), retried after the next commit. The delete may also be what
+   * the refused object conflicted with: then the joined batch commits. (Cilium keeps an endpoint's
+   * last realized policy while its regeneration fails.) True when refused policies joined.
+   */
+  private joinRefusedPolicies(next: Map<string, Held | undefined>): boolean {
+    let deletesPolicy = false;
+    for (const [key, want] of next) if (want === undefined && this.held.get(key)?.kind === 'Policy') deletesPolicy = true;
+    if (!deletesPolicy) return false;
+    let joined = false;
+    for (const key of this.refused) {
+      const want = this.objects.get(key)?.desired;
+      if (want?.kind !== 'Policy' || next.has(key) || want.sig === this.held.get(key)?.sig) continue;
+      this.debug('a policy delete waits for a refused policy: retried together', { key });
+      next.set(key, want);
+      this.refused.delete(key);
+      joined = true;
+    }
+    return joined;
+  }
+
+  private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
+    if (next.size === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key);
       return;
     }

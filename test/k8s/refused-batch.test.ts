@@ -68,7 +68,8 @@ describe('agent: a refused batch', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)));
     expect(a.step(ev('ADDED', http(5)))).toEqual(['refused']);
-    expect(a.step(ev('DELETED', kafka(6)))).toEqual(['deletePolicy', 'upsertPolicy']);
+    // The delete commits together with the refused policy (finding 743: a policy delete never commits apart from a refused policy upsert).
+    expect(a.step(ev('DELETED', kafka(6)))).toEqual(['upsertPolicy+deletePolicy']);
     expect(a.engine.l7Table('x/server').length).toBeGreaterThan(0);
   });
   it('retries in the batch order: upserts before deletes', () => {
@@ -76,8 +77,46 @@ describe('agent: a refused batch', () => {
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)), ev('ADDED', deny(5)));
     // The deny's replacement arrives with its delete and with a refused object: the replacement lands first.
     const replacement = cnp('deny2', 7, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] });
-    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'deletePolicy', 'refused']);
+    // The old deny's delete waits with the refused http policy (finding 743), retried with it after the next commit.
+    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'refused']);
     expect(a.verdict()).toBe('deny');
+    expect([...new Set(a.engine.policyOf('x/server').map((r) => r.origin.policy.name))].sort()).toEqual(['deny', 'deny2', 'kafka']);
+    // The conflict goes: the held delete and the refused policy are retried and commit.
+    expect(a.step(ev('DELETED', kafka(9)))).toEqual(['upsertPolicy+deletePolicy', 'deletePolicy']);
+    expect([...new Set(a.engine.policyOf('x/server').map((r) => r.origin.policy.name))].sort()).toEqual(['deny2', 'http']);
+  });
+  it('finding 743: a policy delete never commits apart from its refused replacement (a relist swapping deny-a for a deny-b the map cannot hold)', () => {
+    const mirror = new ClusterMirror({ nodeName: 'n1' });
+    const engine = new Engine({ mapCapacity: 16 });
+    const parser = new WatchStreamParser('w');
+    const flushAll = (): string[] => {
+      const out: string[] = [];
+      for (let i = 0; i < 50 && !mirror.idle; i++) {
+        const b = mirror.flush();
+        try {
+          engine.apply(b.events as EngineEvent[]);
+          b.commit();
+          out.push(b.events.map((e) => e.type).join('+'));
+        } catch {
+          b.rollback();
+          out.push('refused');
+        }
+      }
+      return out;
+    };
+    const denyNamed = (name: string, rv: number, ports: number[]): Obj => cnp(name, rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], ...(ports.length ? { toPorts: [{ ports: ports.map((p) => ({ port: String(p), protocol: 'TCP' })) }] } : {}) }] });
+    for (const item of parser.push([ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', denyNamed('deny-a', 4, []))].join('\n') + '\n')) mirror.observe(item, 'w');
+    flushAll();
+    const verdict = (): string => {
+      const hit = engine.lookup('x/server', engine.identityOfPod('x/client') as number, 'ingress', 6, 80);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    expect(verdict()).toBe('deny');
+    // deny-b (40 ports, 70-109) overflows server's map of 16: the listed state cannot be enforced whole.
+    const manyPorts = Array.from({ length: 40 }, (_, i) => 70 + i);
+    for (const item of parser.push([ev('DELETED', denyNamed('deny-a', 5, [])), ev('ADDED', denyNamed('deny-b', 6, manyPorts))].join('\n') + '\n')) mirror.observe(item, 'w');
+    expect(flushAll().every((f) => f === 'refused')).toBe(true);
+    expect(verdict()).toBe('deny');
   });
   it('a big refused batch is retried in halves: a few refusals, not one transaction per object', () => {
     const a = agent();

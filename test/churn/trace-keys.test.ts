@@ -26,8 +26,8 @@ function policies(lines: string[]): Policy[] {
 
 describe('keys built once', () => {
   it('a parsed ref is keyed, and looks like a plain ref to every reader', () => {
-    const namespaced = readManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { namespace: 'n', name: 'p' }, spec: { endpointSelector: {} } }, 'm').ref;
-    const clusterwide = readManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'c' }, spec: { endpointSelector: {} } }, 'm').ref;
+    const namespaced = readManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { namespace: 'n', name: 'p' }, spec: { endpointSelector: {}, ingress: [{}] } }, 'm').ref;
+    const clusterwide = readManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'c' }, spec: { endpointSelector: {}, ingress: [{}] } }, 'm').ref;
     expect(namespaced).toBeInstanceOf(KeyedPolicyRef);
     expect(policyRefKey(namespaced)).toBe('CiliumNetworkPolicy/n/p');
     expect(policyRefKey(clusterwide)).toBe('CiliumClusterwideNetworkPolicy/c');

@@ -519,19 +519,21 @@ static __always_inline struct ct_entry *ct_get(struct ct_key *k, __u64 now)
 	return e;
 }
 
-// Whether a packet the pod sent carries one of the pod's own addresses as source: the route back
-// to the source leaves through the interface it came in on. Cilium drops a pod's packet from any
-// other source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
-// identity of an address the pod does not own.
-static __always_inline int source_is_endpoint(struct __sk_buff *skb, const struct flow *f, __u32 ifindex)
+// Whether the packet's source is routed back through `iif`, the interface it came in on. From the
+// pod (iif: its veth) this is the pod's own address: Cilium drops a pod's packet from any other
+// source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
+// identity of an address the pod does not own. To the pod (iif: where the router received it) it
+// keeps a packet from outside from claiming a local endpoint's address (finding 790); Cilium's
+// bpf_host.c has no such check and trusts the network.
+static __always_inline int source_came_in_on(struct __sk_buff *skb, const struct flow *f, __u32 iif)
 {
-	struct bpf_fib_lookup p = { .family = f->v6 ? AF_INET6 : AF_INET, .ifindex = ifindex };
+	struct bpf_fib_lookup p = { .family = f->v6 ? AF_INET6 : AF_INET, .ifindex = iif };
 	if (f->v6)
 		__builtin_memcpy(p.ipv6_dst, f->saddr, 16);
 	else
 		__builtin_memcpy(&p.ipv4_dst, f->saddr, 4);
 	long r = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_SKIP_NEIGH);
-	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == ifindex;
+	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == iif;
 }
 
 // Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4, and
@@ -559,6 +561,8 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	// Read before parsing: clang may otherwise load it through a moved context pointer, which
 	// the verifier refuses.
 	__u32 ifindex = skb->ifindex;
+	// The host's own packets (0) have no interface they came in on.
+	__u32 iif = dir == DIR_EGRESS ? ifindex : skb->ingress_ifindex;
 	int r = parse(skb, &f);
 	if (r < 0) {
 		count(dir, VERDICT_DROP);
@@ -566,7 +570,7 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	}
 	if (r > 0 || nd_exempt(skb, &f, dir, ifindex))
 		return TC_ACT_OK;
-	if (dir == DIR_EGRESS && !source_is_endpoint(skb, &f, ifindex)) {
+	if (iif && !source_came_in_on(skb, &f, iif)) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}

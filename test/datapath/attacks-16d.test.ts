@@ -1,0 +1,79 @@
+import { randomInt } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Testbed } from '../../src/datapath/testbed.js';
+import type { ClusterState } from '../../src/model/cluster.js';
+import { parseScenario } from '../../src/scenario/format.js';
+import { scenarioStates } from '../../src/scenario/run.js';
+import { arrives, ipv4, ipv6, tag, TCP, tcp, udp } from './frames-9.js';
+import { kernel } from './gate.js';
+import { cnp } from './yaml.js';
+
+/**
+ * Attack round 16d on real packets (docs/attack-findings-16d.md). The client's ingress admits the
+ * peer only; the server's admits the client (but not its TCP/80) and the external `ext`, which has
+ * no program of its own and can send any frame into the router.
+ */
+const SCENARIO = `
+namespaces: [{name: x, labels: {}}]
+pods:
+  - {name: x/client, labels: {app: client}}
+  - {name: x/server, labels: {app: server}}
+  - {name: x/peer, labels: {app: peer}}
+externals: [{name: ext, ip: 20.1.1.1}]
+policies:
+  - ${cnp('client-in', 'client', 'ingress: [{fromEndpoints: [{matchLabels: {app: peer}}]}]')}
+  - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}, {fromCIDR: [20.1.1.1/32]}]
+            ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]`)}
+`;
+
+let bed: Testbed | undefined;
+afterAll(() => bed?.close());
+
+const b = (): Testbed => bed as Testbed;
+const ip = (name: string): string => b().address(name, 'ipv4').ip;
+const ip6 = (name: string): string => b().address(name, 'ipv6').ip;
+const sport = (): number => randomInt(20000, 60000);
+const syn4 = (src: string, dst: string, dp: number): number[] => ipv4(src, dst, 6, tcp(sport(), dp, TCP.SYN));
+const syn6 = (src: string, dst: string, dp: number): number[] => ipv6(src, dst, 6, tcp(sport(), dp, TCP.SYN));
+
+kernel('attack round 16d: the datapath on hand-made packets', () => {
+  beforeAll(() => {
+    const state = scenarioStates(parseScenario(SCENARIO, 'attacks-16d.yaml'))[0] as ClusterState;
+    bed = new Testbed({ listen: new Set(['TCP:81']) });
+    const decide = (from: string, to: string): boolean => b().decide(state, { from, to, port: 81, protocol: 'TCP' }).allowed;
+    expect([decide('x/peer', 'x/client'), decide('ext', 'x/client'), decide('x/server', 'x/client'), decide('ext', 'x/server')]).toEqual([true, false, false, true]);
+  }, 60_000);
+
+  it('790: a packet from outside the node claiming a local pod\'s address was judged as that pod', () => {
+    // Well made: the peer reaches the client, `ext` from its own addresses does not.
+    expect([arrives(b(), 'x/peer', 'x/client', syn4(ip('x/peer'), ip('x/client'), 81)), arrives(b(), 'x/peer', 'x/client', syn6(ip6('x/peer'), ip6('x/client'), 81))]).toEqual([true, true]);
+    expect([arrives(b(), 'ext', 'x/client', syn4(ip('ext'), ip('x/client'), 81)), arrives(b(), 'ext', 'x/client', syn6(ip6('ext'), ip6('x/client'), 81))]).toEqual([false, false]);
+    // `ext` writes the peer's address as its source: the client's ingress took it for the peer.
+    expect([arrives(b(), 'ext', 'x/client', syn4(ip('x/peer'), ip('x/client'), 81)), arrives(b(), 'ext', 'x/client', syn6(ip6('x/peer'), ip6('x/client'), 81))]).toEqual([false, false]);
+    // And a pod from another's address, as before (Cilium's is_valid_lxc_src_ip).
+    expect(arrives(b(), 'x/server', 'x/client', syn4(ip('x/peer'), ip('x/client'), 81))).toBe(false);
+  });
+
+  it('790: `ext` still reaches the server from its own address, and not from the client\'s address', () => {
+    expect([arrives(b(), 'ext', 'x/server', syn4(ip('ext'), ip('x/server'), 80)), arrives(b(), 'ext', 'x/server', syn4(ip('ext'), ip('x/server'), 81))]).toEqual([true, true]);
+    expect(arrives(b(), 'ext', 'x/server', syn4(ip('x/client'), ip('x/server'), 81))).toBe(false);
+  });
+
+  it('no ports: GRE (protocol 47) is decided at L3, as Cilium (port 0: only an L3 allow matches)', () => {
+    const gre = (from: string): number[] => ipv4(ip(from), ip('x/client'), 47, [0, 0, 0x08, 0, ...tag()]);
+    expect([arrives(b(), 'x/peer', 'x/client', gre('x/peer')), arrives(b(), 'x/server', 'x/client', gre('x/server'))]).toEqual([true, false]);
+  });
+
+  it('VLAN tags: a priority tag (id 0) is decided on the packet inside it, any other id never reaches the pod', () => {
+    const tagged = (id: number, from: string): number[] => [0x81, 0x00, 0, id, ...ipv4(ip(from), ip('x/client'), 17, udp(sport(), 81))];
+    expect([arrives(b(), 'x/peer', 'x/client', tagged(0, 'x/peer')), arrives(b(), 'x/server', 'x/client', tagged(0, 'x/server'))]).toEqual([true, false]);
+    expect(arrives(b(), 'x/peer', 'x/client', tagged(5, 'x/peer'))).toBe(false);
+    // Two tags (802.1ad outside 802.1Q): the kernel strips one, the program sees another and drops.
+    expect(arrives(b(), 'x/peer', 'x/client', [0x88, 0xa8, 0, 0, 0x81, 0x00, 0, 0, ...ipv4(ip('x/peer'), ip('x/client'), 17, udp(sport(), 81))])).toBe(false);
+  });
+
+  it('IPv4-mapped IPv6 addresses: a packet to ::ffff:<a pod\'s IPv4> does not reach the pod', () => {
+    expect(arrives(b(), 'x/server', 'x/client', ipv6(ip6('x/server'), `::ffff:${ip('x/client')}`, 17, udp(sport(), 81)))).toBe(false);
+    expect(arrives(b(), 'x/peer', 'x/client', ipv6(ip6('x/peer'), `::ffff:${ip('x/client')}`, 17, udp(sport(), 81)))).toBe(false);
+  });
+});

@@ -185,6 +185,8 @@ struct flow {
 	__u8 is_reply; // TCP without SYN: never the start of a flow
 	__u8 tcp_flags;
 	__u8 hop_limit; // IPv6
+	__u32 l4_off; // ICMP: where its header starts (0: a later fragment, no header)
+	__u32 l4_end; // ICMP: where its datagram ends
 };
 
 #define TCP_FIN 0x01
@@ -227,6 +229,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 limi
 		f->icmp_type = h[0];
 		f->sport = *(__u16 *)(h + 4);
 		f->dport = 0;
+		f->l4_off = off;
+		f->l4_end = limit;
 		// Every ICMP type is decided by policy (by type), unless it answers a tracked echo.
 		return 0;
 	}
@@ -536,6 +540,87 @@ static __always_inline int source_came_in_on(struct __sk_buff *skb, const struct
 	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == iif;
 }
 
+// ICMP errors quote the packet they answer behind their 8-byte header. IPv4: destination
+// unreachable, time exceeded, parameter problem (Cilium's TUPLE_F_RELATED types, bpf/lib/conntrack.h
+// ct_extract_ports4); IPv6: the RFC 4443 errors 1-4.
+static __always_inline int icmp_error(const struct flow *f)
+{
+	if (!f->l4_off)
+		return 0;
+	if (f->proto == IPPROTO_ICMP && !f->v6)
+		return f->icmp_type == 3 || f->icmp_type == 11 || f->icmp_type == 12;
+	return f->proto == IPPROTO_ICMPV6 && f->v6 && f->icmp_type >= 1 && f->icmp_type <= 4;
+}
+
+// The packet an ICMP error quotes, as a flow: a whole IP header of the error's family (IPv4 not a
+// later fragment; IPv6 without extension headers) and 8 bytes of TCP, UDP, SCTP or ICMP, all
+// inside the error's datagram. -1 otherwise.
+static __always_inline int parse_quoted(struct __sk_buff *skb, const struct flow *f, struct flow *in)
+{
+	__u32 off = f->l4_off + 8;
+	// Small loads straight into `in`: this runs in a subprogram whose stack adds to enforce's.
+	__u8 h[12];
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		return -1;
+	if (f->v6) {
+		if (h[0] >> 4 != 6 || bpf_skb_load_bytes(skb, off + 8, in->saddr, 16) < 0 || bpf_skb_load_bytes(skb, off + 24, in->daddr, 16) < 0)
+			return -1;
+		in->proto = h[6];
+		in->v6 = 1;
+		off += sizeof(struct ipv6hdr);
+	} else {
+		if (h[0] >> 4 != 4 || (h[0] & 0xf) < 5 || ((h[6] << 8 | h[7]) & 0x1fff) || bpf_skb_load_bytes(skb, off + 12, in->saddr, 4) < 0 || bpf_skb_load_bytes(skb, off + 16, in->daddr, 4) < 0)
+			return -1;
+		in->proto = h[9];
+		off += (h[0] & 0xf) * 4;
+	}
+	if (off + 8 > f->l4_end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
+		return -1;
+	if (in->proto == IPPROTO_TCP || in->proto == IPPROTO_UDP || in->proto == IPPROTO_SCTP) {
+		__builtin_memcpy(&in->sport, h, 2);
+		__builtin_memcpy(&in->dport, h + 2, 2);
+		return 0;
+	}
+	if (in->proto == (f->v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
+		in->icmp_type = h[0];
+		__builtin_memcpy(&in->sport, h + 4, 2);
+		return 0;
+	}
+	return -1;
+}
+
+static __always_inline int same_addr(const __u8 *a, const __u8 *b)
+{
+	int same = 1;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		same &= a[i] == b[i];
+	return same;
+}
+
+// An ICMP error between the two ends of a flow this endpoint tracks, quoting a packet of that flow,
+// passes without policy (Cilium's CT_RELATED: bpf_lxc.c skips policy for it as for replies). The
+// quoted packet went the other way: from the error's receiver to its sender. Cilium relates any of
+// these error types between two addresses with a tracked flow (the ICMP entry ct_create4/6 add);
+// distill asks for the quoted flow itself, so an error from a third address (a router on the path)
+// is still decided by policy, as it is in Cilium.
+static __noinline int icmp_related(struct __sk_buff *skb, const struct flow *f, __u32 ifindex, __u8 dir, __u64 now)
+{
+	struct flow in = {};
+	struct ct_key k;
+	if (!icmp_error(f) || parse_quoted(skb, f, &in) < 0)
+		return 0;
+	if (!same_addr(in.saddr, f->daddr) || !same_addr(in.daddr, f->saddr))
+		return 0;
+	// The quoted packet opened (or continued) a flow tracked the other way, or replied to one
+	// tracked this way.
+	ct_fill(&k, &in, ifindex, dir ^ 1, 0);
+	if (ct_get(&k, now))
+		return 1;
+	ct_fill(&k, &in, ifindex, dir, 1);
+	return ct_get(&k, now) != 0;
+}
+
 // Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4, and
 // skip policy when they stay on the pod's link: hop limit 255 (RFC 4861 7.1: a forwarded one has
 // less, and is decided by policy like any packet) and, from the pod, a link-scoped destination or
@@ -576,6 +661,8 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	}
 	struct ct_key k;
 	__u64 now = bpf_ktime_get_ns();
+	if (icmp_related(skb, &f, ifindex, dir, now))
+		return TC_ACT_OK;
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
 	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
 	struct ct_entry *e = ct_get(&k, now);

@@ -11,7 +11,7 @@ import { cnp } from './yaml.js';
 /**
  * Attack round 16d on real packets (docs/attack-findings-16d.md). The client's ingress admits the
  * peer only; the server's admits the client (but not its TCP/80) and the external `ext`, which has
- * no program of its own and can send any frame into the router.
+ * no program of its own and can send any frame into the router. The server sends to the client only.
  */
 const SCENARIO = `
 namespaces: [{name: x, labels: {}}]
@@ -22,6 +22,7 @@ pods:
 externals: [{name: ext, ip: 20.1.1.1}]
 policies:
   - ${cnp('client-in', 'client', 'ingress: [{fromEndpoints: [{matchLabels: {app: peer}}]}]')}
+  - ${cnp('server-out', 'server', 'egress: [{toEndpoints: [{matchLabels: {app: client}}]}]')}
   - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}, {fromCIDR: [20.1.1.1/32]}]
             ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]`)}
 `;
@@ -75,5 +76,42 @@ kernel('attack round 16d: the datapath on hand-made packets', () => {
   it('IPv4-mapped IPv6 addresses: a packet to ::ffff:<a pod\'s IPv4> does not reach the pod', () => {
     expect(arrives(b(), 'x/server', 'x/client', ipv6(ip6('x/server'), `::ffff:${ip('x/client')}`, 17, udp(sport(), 81)))).toBe(false);
     expect(arrives(b(), 'x/peer', 'x/client', ipv6(ip6('x/peer'), `::ffff:${ip('x/client')}`, 17, udp(sport(), 81)))).toBe(false);
+  });
+
+  /** An ICMP(v6) message of `type`/`code` from `from` to `to` quoting `quoted` (a frame from ipv4/ipv6, EtherType dropped). */
+  const icmpErr = (v6: boolean, from: string, to: string, type: number, code: number, quoted: readonly number[]): number[] => {
+    const body = [type, code, 0, 0, 0, 0, 0, 0, ...quoted.slice(2, 2 + (v6 ? 48 : 28)), ...tag()];
+    return v6 ? ipv6(ip6(from), ip6(to), 58, body) : ipv4(ip(from), ip(to), 1, body);
+  };
+  const udp4 = (from: string, to: string, sp: number, dp: number): number[] => ipv4(ip(from), ip(to), 17, udp(sp, dp));
+  const udp6 = (from: string, to: string, sp: number, dp: number): number[] => ipv6(ip6(from), ip6(to), 17, udp(sp, dp));
+
+  it('791: an ICMP error from the peer of a tracked flow, quoting it, was decided by policy (dropped) where Cilium relates it', () => {
+    const [sp, sp6] = [sport(), sport()];
+    expect([arrives(b(), 'x/client', 'ext', udp4('x/client', 'ext', sp, 9999)), arrives(b(), 'x/client', 'ext', udp6('x/client', 'ext', sp6, 9999))]).toEqual([true, true]);
+    // Port unreachable (IPv4 3/3, IPv6 1/4) from `ext`, which the client's ingress denies.
+    expect(arrives(b(), 'ext', 'x/client', icmpErr(false, 'ext', 'x/client', 3, 3, udp4('x/client', 'ext', sp, 9999)))).toBe(true);
+    expect(arrives(b(), 'ext', 'x/client', icmpErr(true, 'ext', 'x/client', 1, 4, udp6('x/client', 'ext', sp6, 9999)))).toBe(true);
+    // At the sender's egress: `ext` sends to the server (admitted), the server's egress denies `ext`.
+    const sp2 = sport();
+    expect(arrives(b(), 'ext', 'x/server', udp4('ext', 'x/server', sp2, 9999))).toBe(true);
+    expect(arrives(b(), 'x/server', 'ext', icmpErr(false, 'x/server', 'ext', 3, 3, udp4('ext', 'x/server', sp2, 9999)))).toBe(true);
+  });
+
+  it('791: an ICMP error is related only when it quotes a tracked flow of its own two ends, and only for error types', () => {
+    const sp = sport();
+    expect(arrives(b(), 'x/client', 'ext', udp4('x/client', 'ext', sp, 9999))).toBe(true);
+    const err = (type: number, quoted: number[]): boolean => arrives(b(), 'ext', 'x/client', icmpErr(false, 'ext', 'x/client', type, 3, quoted));
+    // No such flow: another port, or the quoted packet going the other way.
+    expect([err(3, udp4('x/client', 'ext', sp, 9998)), err(3, udp4('ext', 'x/client', 9999, sp))]).toEqual([false, false]);
+    // Not an error type: an echo request or a redirect quoting the flow is policy's.
+    expect([err(8, udp4('x/client', 'ext', sp, 9999)), err(5, udp4('x/client', 'ext', sp, 9999))]).toEqual([false, false]);
+    // From a third address (the server, which the client's ingress denies) quoting the client's flow to `ext`.
+    expect(arrives(b(), 'x/server', 'x/client', icmpErr(false, 'x/server', 'x/client', 3, 3, udp4('x/client', 'ext', sp, 9999)))).toBe(false);
+    // A quote cut short by the error's IP length: 4 bytes of UDP inside, the rest in frame padding that
+    // ends with the datagram's own last 8 bytes (so the probe knows the trimmed frame the router forwards).
+    const quoted = udp4('x/client', 'ext', sp, 9999).slice(2, 2 + 24);
+    const datagram = ipv4(ip('ext'), ip('x/client'), 1, [3, 3, 0, 0, 0, 0, 0, 0, ...quoted]);
+    expect(arrives(b(), 'ext', 'x/client', [...datagram, 0, 8, 0, 0, ...datagram.slice(-8)])).toBe(false);
   });
 });

@@ -6,26 +6,14 @@ import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
 import { arrives, ipv4, ipv6, tag, TCP, tcp, udp } from './frames-9.js';
 import { kernel } from './gate.js';
-import { cnp } from './yaml.js';
+import { CLIENT_SERVER_PEER_EXT } from './yaml.js';
 
 /**
- * Attack round 16d on real packets (docs/attack-findings-16d.md). The client's ingress admits the
- * peer only; the server's admits the client (but not its TCP/80) and the external `ext`, which has
- * no program of its own and can send any frame into the router. The server sends to the client only.
+ * Attack round 16d on real packets (docs/attack-findings-16d.md), on round 10d's cluster
+ * (CLIENT_SERVER_PEER_EXT): the client's ingress admits the peer only; the server's admits the
+ * client (but not its TCP/80) and the external `ext`, which has no program of its own and can send
+ * any frame into the router; the server sends to the client only.
  */
-const SCENARIO = `
-namespaces: [{name: x, labels: {}}]
-pods:
-  - {name: x/client, labels: {app: client}}
-  - {name: x/server, labels: {app: server}}
-  - {name: x/peer, labels: {app: peer}}
-externals: [{name: ext, ip: 20.1.1.1}]
-policies:
-  - ${cnp('client-in', 'client', 'ingress: [{fromEndpoints: [{matchLabels: {app: peer}}]}]')}
-  - ${cnp('server-out', 'server', 'egress: [{toEndpoints: [{matchLabels: {app: client}}]}]')}
-  - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}, {fromCIDR: [20.1.1.1/32]}]
-            ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]`)}
-`;
 
 let bed: Testbed | undefined;
 afterAll(() => bed?.close());
@@ -39,7 +27,7 @@ const syn6 = (src: string, dst: string, dp: number): number[] => ipv6(src, dst, 
 
 kernel('attack round 16d: the datapath on hand-made packets', () => {
   beforeAll(() => {
-    const state = scenarioStates(parseScenario(SCENARIO, 'attacks-16d.yaml'))[0] as ClusterState;
+    const state = scenarioStates(parseScenario(CLIENT_SERVER_PEER_EXT, 'attacks-16d.yaml'))[0] as ClusterState;
     bed = new Testbed({ listen: new Set(['TCP:81']) });
     const decide = (from: string, to: string): boolean => b().decide(state, { from, to, port: 81, protocol: 'TCP' }).allowed;
     expect([decide('x/peer', 'x/client'), decide('ext', 'x/client'), decide('x/server', 'x/client'), decide('ext', 'x/server')]).toEqual([true, false, false, true]);

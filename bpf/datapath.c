@@ -185,6 +185,8 @@ struct flow {
 	__u8 is_reply; // TCP without SYN: never the start of a flow
 	__u8 tcp_flags;
 	__u8 hop_limit; // IPv6
+	__u32 l4_off; // ICMP: where its header starts (0: a later fragment, no header)
+	__u32 l4_end; // ICMP: where its datagram ends
 };
 
 #define TCP_FIN 0x01
@@ -227,6 +229,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 limi
 		f->icmp_type = h[0];
 		f->sport = *(__u16 *)(h + 4);
 		f->dport = 0;
+		f->l4_off = off;
+		f->l4_end = limit;
 		// Every ICMP type is decided by policy (by type), unless it answers a tracked echo.
 		return 0;
 	}
@@ -519,19 +523,102 @@ static __always_inline struct ct_entry *ct_get(struct ct_key *k, __u64 now)
 	return e;
 }
 
-// Whether a packet the pod sent carries one of the pod's own addresses as source: the route back
-// to the source leaves through the interface it came in on. Cilium drops a pod's packet from any
-// other source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
-// identity of an address the pod does not own.
-static __always_inline int source_is_endpoint(struct __sk_buff *skb, const struct flow *f, __u32 ifindex)
+// Whether the packet's source is routed back through `iif`, the interface it came in on. From the
+// pod (iif: its veth) this is the pod's own address: Cilium drops a pod's packet from any other
+// source (bpf_lxc.c is_valid_lxc_src_ip, DROP_INVALID_SIP): the receiver would decide on the
+// identity of an address the pod does not own. To the pod (iif: where the router received it) it
+// keeps a packet from outside from claiming a local endpoint's address (finding 790); Cilium's
+// bpf_host.c has no such check and trusts the network.
+static __always_inline int source_came_in_on(struct __sk_buff *skb, const struct flow *f, __u32 iif)
 {
-	struct bpf_fib_lookup p = { .family = f->v6 ? AF_INET6 : AF_INET, .ifindex = ifindex };
+	struct bpf_fib_lookup p = { .family = f->v6 ? AF_INET6 : AF_INET, .ifindex = iif };
 	if (f->v6)
 		__builtin_memcpy(p.ipv6_dst, f->saddr, 16);
 	else
 		__builtin_memcpy(&p.ipv4_dst, f->saddr, 4);
 	long r = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_SKIP_NEIGH);
-	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == ifindex;
+	return r == BPF_FIB_LKUP_RET_SUCCESS && p.ifindex == iif;
+}
+
+// ICMP errors quote the packet they answer behind their 8-byte header. IPv4: destination
+// unreachable, time exceeded, parameter problem (Cilium's TUPLE_F_RELATED types, bpf/lib/conntrack.h
+// ct_extract_ports4); IPv6: the RFC 4443 errors 1-4.
+static __always_inline int icmp_error(const struct flow *f)
+{
+	if (!f->l4_off)
+		return 0;
+	if (f->proto == IPPROTO_ICMP && !f->v6)
+		return f->icmp_type == 3 || f->icmp_type == 11 || f->icmp_type == 12;
+	return f->proto == IPPROTO_ICMPV6 && f->v6 && f->icmp_type >= 1 && f->icmp_type <= 4;
+}
+
+// The packet an ICMP error quotes, as a flow: a whole IP header of the error's family (IPv4 not a
+// later fragment; IPv6 without extension headers) and 8 bytes of TCP, UDP, SCTP or ICMP, all
+// inside the error's datagram. -1 otherwise.
+static __always_inline int parse_quoted(struct __sk_buff *skb, const struct flow *f, struct flow *in)
+{
+	__u32 off = f->l4_off + 8;
+	// Small loads straight into `in`: this runs in a subprogram whose stack adds to enforce's.
+	__u8 h[12];
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		return -1;
+	if (f->v6) {
+		if (h[0] >> 4 != 6 || bpf_skb_load_bytes(skb, off + 8, in->saddr, 16) < 0 || bpf_skb_load_bytes(skb, off + 24, in->daddr, 16) < 0)
+			return -1;
+		in->proto = h[6];
+		in->v6 = 1;
+		off += sizeof(struct ipv6hdr);
+	} else {
+		if (h[0] >> 4 != 4 || (h[0] & 0xf) < 5 || ((h[6] << 8 | h[7]) & 0x1fff) || bpf_skb_load_bytes(skb, off + 12, in->saddr, 4) < 0 || bpf_skb_load_bytes(skb, off + 16, in->daddr, 4) < 0)
+			return -1;
+		in->proto = h[9];
+		off += (h[0] & 0xf) * 4;
+	}
+	if (off + 8 > f->l4_end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
+		return -1;
+	if (in->proto == IPPROTO_TCP || in->proto == IPPROTO_UDP || in->proto == IPPROTO_SCTP) {
+		__builtin_memcpy(&in->sport, h, 2);
+		__builtin_memcpy(&in->dport, h + 2, 2);
+		return 0;
+	}
+	if (in->proto == (f->v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
+		in->icmp_type = h[0];
+		__builtin_memcpy(&in->sport, h + 4, 2);
+		return 0;
+	}
+	return -1;
+}
+
+static __always_inline int same_addr(const __u8 *a, const __u8 *b)
+{
+	int same = 1;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		same &= a[i] == b[i];
+	return same;
+}
+
+// An ICMP error between the two ends of a flow this endpoint tracks, quoting a packet of that flow,
+// passes without policy (Cilium's CT_RELATED: bpf_lxc.c skips policy for it as for replies). The
+// quoted packet went the other way: from the error's receiver to its sender. Cilium relates any of
+// these error types between two addresses with a tracked flow (the ICMP entry ct_create4/6 add);
+// distill asks for the quoted flow itself, so an error from a third address (a router on the path)
+// is still decided by policy, as it is in Cilium.
+static __noinline int icmp_related(struct __sk_buff *skb, const struct flow *f, __u32 ifindex, __u8 dir, __u64 now)
+{
+	struct flow in = {};
+	struct ct_key k;
+	if (!icmp_error(f) || parse_quoted(skb, f, &in) < 0)
+		return 0;
+	if (!same_addr(in.saddr, f->daddr) || !same_addr(in.daddr, f->saddr))
+		return 0;
+	// The quoted packet opened (or continued) a flow tracked the other way, or replied to one
+	// tracked this way.
+	ct_fill(&k, &in, ifindex, dir ^ 1, 0);
+	if (ct_get(&k, now))
+		return 1;
+	ct_fill(&k, &in, ifindex, dir, 1);
+	return ct_get(&k, now) != 0;
 }
 
 // Neighbour solicitation and advertisement are the link's own business, as ARP is for IPv4, and
@@ -559,6 +646,8 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	// Read before parsing: clang may otherwise load it through a moved context pointer, which
 	// the verifier refuses.
 	__u32 ifindex = skb->ifindex;
+	// The host's own packets (0) have no interface they came in on.
+	__u32 iif = dir == DIR_EGRESS ? ifindex : skb->ingress_ifindex;
 	int r = parse(skb, &f);
 	if (r < 0) {
 		count(dir, VERDICT_DROP);
@@ -566,12 +655,14 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	}
 	if (r > 0 || nd_exempt(skb, &f, dir, ifindex))
 		return TC_ACT_OK;
-	if (dir == DIR_EGRESS && !source_is_endpoint(skb, &f, ifindex)) {
+	if (iif && !source_came_in_on(skb, &f, iif)) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
 	struct ct_key k;
 	__u64 now = bpf_ktime_get_ns();
+	if (icmp_related(skb, &f, ifindex, dir, now))
+		return TC_ACT_OK;
 	// Replies of a flow this endpoint's policy allowed (seen the other way on this interface).
 	ct_fill(&k, &f, ifindex, dir ^ 1, 1);
 	struct ct_entry *e = ct_get(&k, now);

@@ -7,7 +7,7 @@ import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
 import { arrives, ipv4, ipv6, tag, TCP, tcp } from './frames-9.js';
 import { kernel } from './gate.js';
-import { cnp } from './yaml.js';
+import { CLIENT_SERVER_PEER_EXT } from './yaml.js';
 
 /**
  * Attack round 10d on real packets (docs/attack-findings-10d.md). The client's ingress admits the
@@ -15,20 +15,6 @@ import { cnp } from './yaml.js';
  * the server admits the client (but not its TCP/80) and the external `ext`, and sends to the
  * client only, so a packet from the server reaches `ext` (which has no program) only as a reply.
  */
-const SCENARIO = `
-namespaces: [{name: x, labels: {}}]
-pods:
-  - {name: x/client, labels: {app: client}}
-  - {name: x/server, labels: {app: server}}
-  - {name: x/peer, labels: {app: peer}}
-externals: [{name: ext, ip: 20.1.1.1}]
-policies:
-  - ${cnp('client-in', 'client', 'ingress: [{fromEndpoints: [{matchLabels: {app: peer}}]}]')}
-  - ${cnp('server-out', 'server', 'egress: [{toEndpoints: [{matchLabels: {app: client}}]}]')}
-  - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}, {fromCIDR: [20.1.1.1/32]}]
-            ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]`)}
-  - ${cnp('peer-in', 'peer', 'ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]')}
-`;
 
 const PORT = 8081; // nothing listens on it: receivers drop the frames after the probe saw them
 
@@ -105,7 +91,7 @@ function closedFlow(from: string, p: number): void {
 
 kernel('attack round 10d: the datapath on hand-made IPv4 packets', () => {
   beforeAll(() => {
-    const state = scenarioStates(parseScenario(SCENARIO, 'attacks-10d.yaml'))[0] as ClusterState;
+    const state = scenarioStates(parseScenario(CLIENT_SERVER_PEER_EXT, 'attacks-10d.yaml'))[0] as ClusterState;
     bed = new Testbed({ listen: new Set(['TCP:81']) });
     const decide = (from: string, to: string): boolean => b().decide(state, { from, to, port: 81, protocol: 'TCP' }).allowed;
     const decisions = [decide('x/client', 'x/server'), decide('x/server', 'x/client'), decide('x/peer', 'x/client'), decide('ext', 'x/server'), decide('x/server', 'ext'), decide('x/client', 'ext')];

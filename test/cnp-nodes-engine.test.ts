@@ -57,6 +57,8 @@ const cnpRule = fc.record({
 const cnpRules = (field: string): fc.Arbitrary<Json[]> => fc.array(cnpRule.map(({ sel, toPorts }) => ({ [field]: sel, ...(toPorts.length > 0 ? { toPorts } : {}) })), { maxLength: 2 });
 const cnpOp: fc.Arbitrary<Op> = fc
   .record({ name: fc.constantFrom('c1', 'c2'), endpointSelector: fc.constantFrom({}, { matchLabels: { app: 'web' } }), egress: cnpRules('toNodes'), egressDeny: cnpRules('toNodes'), ingress: cnpRules('fromNodes') })
+  // Cilium 1.19 refuses a rule with no section at all (Rule.Sanitize; finding 713): not generated.
+  .filter(({ egress, egressDeny, ingress }) => egress.length + egressDeny.length + ingress.length > 0)
   .map(({ name, endpointSelector, ...lists }) => ({
     k: 'policy',
     name,

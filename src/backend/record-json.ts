@@ -1,5 +1,6 @@
 import type { L7Policy } from '../model/l7.js';
 import type { L7Rules } from '../model/rules.js';
+import { maskedPortEnd } from '../model/policy-map.js';
 
 /*
  * The readable JSON form of a backend's records and L7 rows: one format for `maps dump --json`,
@@ -15,7 +16,7 @@ export interface MapRecordLike {
 
 export function portRange(k: MapRecordLike['key']): { from: number; to: number } | 'any' {
   if (k.protocol === 0 || k.portPrefixLen === 0) return 'any';
-  return { from: k.port, to: k.port + 2 ** (16 - k.portPrefixLen) - 1 };
+  return { from: k.port, to: maskedPortEnd(k.port, k.portPrefixLen) };
 }
 
 function verdictOf(e: MapRecordLike['entry']): 'deny' | 'redirect' | 'allow' {
@@ -52,11 +53,6 @@ export function l7Items(r: L7Rules): readonly unknown[] {
   return r.parser === 'http' ? r.http : r.parser === 'kafka' ? r.kafka : r.dns;
 }
 
-/** The last port of a redirected port prefix. */
-export function redirectEndPort(port: number, prefixLen: number): number {
-  return port + 2 ** (16 - prefixLen) - 1;
-}
-
 /** One L7 table row in JSON: which redirect, which peer, what the proxy allows. */
 export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): Record<string, unknown> {
   const r = row.redirect;
@@ -64,7 +60,7 @@ export function l7RowJson(row: L7RowLike, labelsOf: (id: number) => string[]): R
     direction: r.direction,
     protocol: PROTOCOL_NAMES[r.protocol] ?? r.protocol,
     port: r.port,
-    ...(r.portPrefixLen === undefined ? {} : { endPort: redirectEndPort(r.port, r.portPrefixLen) }),
+    ...(r.portPrefixLen === undefined ? {} : { endPort: maskedPortEnd(r.port, r.portPrefixLen) }),
     parser: r.parser,
     proxyPort: r.proxyPort,
     ...(row.portRange ? { portRange: row.portRange } : {}),

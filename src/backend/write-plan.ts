@@ -1,5 +1,5 @@
 import type { MapDelta } from '../engine/events.js';
-import { datapathLookup, l4PrefixBits, LookupResult, maskPort, NP_TIER_LEVEL, PolicyEntry, policyKeyString, PolicyKey, precedenceLevel, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY } from '../model/policy-map.js';
+import { datapathLookup, l4PrefixBits, LookupResult, maskedPortEnd, maskPort, NP_TIER_LEVEL, PolicyEntry, policyKeyString, PolicyKey, precedenceLevel, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY } from '../model/policy-map.js';
 import type { MapRecord } from './backend.js';
 
 /**
@@ -86,7 +86,7 @@ type State = ReadonlyMap<string, LookupResult>;
 /** The ports [lo, hi] a key matches (protocol 0: every port of every protocol). */
 function portRange(k: PolicyKey): [number, number] {
   if (k.protocol === 0) return [0, 0xffff];
-  return [k.port, k.port + 2 ** (16 - k.portPrefixLen) - 1];
+  return [k.port, maskedPortEnd(k.port, k.portPrefixLen)];
 }
 
 /**

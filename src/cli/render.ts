@@ -2,7 +2,8 @@ import { canonicalJson, L7Policy } from '../model/l7.js';
 import type { DirectionDecision } from '../model/flow.js';
 import { formatTierOrigin } from '../model/tiers.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
-import { l7Items, L7RowLike, PROTOCOL_NAMES, redirectEndPort } from '../backend/record-json.js';
+import { l7Items, L7RowLike, PROTOCOL_NAMES } from '../backend/record-json.js';
+import { maskedPortEnd } from '../model/policy-map.js';
 import { describeRequest, formatOrigin, shownInTable } from '../explain/format.js';
 
 /** The JSON line of one probe result: these field names are the conformance contract. */
@@ -105,7 +106,7 @@ export function renderL7Policies(
   if (proxies.length === 0) return 'no L7 redirects';
   const out: string[] = [];
   for (const { redirect: r, portRange, policies } of proxies) {
-    const ports = r.portPrefixLen === undefined ? `${r.port}` : `${r.port}-${redirectEndPort(r.port, r.portPrefixLen)}`;
+    const ports = r.portPrefixLen === undefined ? `${r.port}` : `${r.port}-${maskedPortEnd(r.port, r.portPrefixLen)}`;
     const narrower = portRange ? `, on ports ${portRange.port}-${portRange.endPort} also` : '';
     out.push(`${r.direction} ${PROTOCOL_NAMES[r.protocol] ?? r.protocol}/${ports} -> ${r.parser} proxy on port ${r.proxyPort}${narrower}`);
     for (const p of policies) {

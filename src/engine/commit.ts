@@ -1,6 +1,6 @@
 import type { L7Parser } from '../model/l7.js';
 import { l7PolicyKey } from '../model/l7.js';
-import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
+import { maskedPortEnd, type LookupResult, type PolicyEntry, type PolicyKey } from '../model/policy-map.js';
 import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import { originsOf } from './contribution.js';
@@ -32,7 +32,7 @@ export function redirectInfo(ports: ProxyPortAllocator, endpoint: string, r: Red
 /** A row's narrower port range, as its JSON carries it (nothing for a row of the whole redirect). */
 export function rowPortRange(row: L7Row): { portRange?: L7PortRange } {
   const r = row.range;
-  return r === undefined ? {} : { portRange: { port: r.port, endPort: r.port + 2 ** (16 - r.portPrefixLen) - 1 } };
+  return r === undefined ? {} : { portRange: { port: r.port, endPort: maskedPortEnd(r.port, r.portPrefixLen) } };
 }
 
 /** What a commit with nothing to settle and no endpoint moved shares (never written to). */

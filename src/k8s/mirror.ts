@@ -215,7 +215,11 @@ export class ClusterMirror {
   /** Counts of what was read, for metrics and summaries. */
   readonly counts = { events: 0, stale: 0, ignored: 0, errors: 0, invalid: 0, relists: 0 };
 
+  /** How policies read: only the Cilium agent options that differ from Cilium's defaults. */
+  private readonly parseOptions: ParseOptions;
+
   constructor(private readonly options: MirrorOptions) {
+    this.parseOptions = ciliumAgentOptions(options);
     this.debug = options.debug ?? (() => {});
     this.warn = options.warn ?? (() => {});
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
@@ -549,9 +553,6 @@ export class ClusterMirror {
     }
   }
 
-  private get parseOptions(): ParseOptions {
-    return ciliumAgentOptions(this.options);
-  }
 
   /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
   private policyOf(manifest: Record<string, unknown>, source: string): Policy {

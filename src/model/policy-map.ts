@@ -203,6 +203,11 @@ export function maskPort(port: number, prefixLen: number): number {
   return prefixLen === 0 ? 0 : (port >> (16 - prefixLen)) << (16 - prefixLen);
 }
 
+/** The last port a masked-port key of that prefix length covers (`port` is its first). */
+export function maskedPortEnd(port: number, prefixLen: number): number {
+  return port + 2 ** (16 - prefixLen) - 1;
+}
+
 /** Entries one endpoint's policy map holds by default (Cilium's \`bpf-policy-map-max\`: 16,384). */
 export const DEFAULT_MAP_CAPACITY = 16384;
 

@@ -594,9 +594,10 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
  * is true only when every list is nil: `http: []` is a list.
  */
 function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction, options: ParseOptions): void {
-  const rules = o.rules;
-  const hasL7 = typeof rules === 'object' && rules !== null && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent((rules as Record<string, unknown>)[k]));
-  const l7proto = typeof rules === 'object' && rules !== null && typeof (rules as Record<string, unknown>).l7proto === 'string' && (rules as Record<string, unknown>).l7proto !== '';
+  const rules = typeof o.rules === 'object' && o.rules !== null ? (o.rules as Record<string, unknown>) : undefined;
+  const hasL7 = rules !== undefined && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent(rules[k]));
+  // Go's L7Rules.IsEmpty also counts a non-empty `l7proto`, which only the L7-proxy check needs.
+  const l7proto = typeof rules?.l7proto === 'string' && rules.l7proto !== '';
   if ((hasL7 || l7proto) && options.l7Proxy === false) r.fail(join(path, 'rules'), 'L7 policy is not supported since L7 proxy is not enabled');
   if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
   if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');

@@ -6,7 +6,7 @@ import { IdentityAllocator } from '../../src/kvstore/allocator.js';
 import { connectEtcd, KvstoreUnavailableError } from '../../src/kvstore/client.js';
 import { runIdentityGc } from '../../src/kvstore/gc.js';
 import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
 
 const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('etcd identity allocator tests') ? describe : describe.skip;
@@ -20,14 +20,6 @@ const client = (): Etcd3 => {
 };
 const alloc = (node: string, c = client()) => IdentityAllocator.create(c, { url: etcd.url, node });
 const dump = async (c: Etcd3, prefix = `${P}/`) => new Map(Object.entries(await c.getAll().prefix(prefix).strings()));
-
-async function until(what: string, check: () => Promise<boolean> | boolean, tries = 200): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`still not true after ${tries} polls: ${what}`);
-}
 
 withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
   beforeAll(async () => {

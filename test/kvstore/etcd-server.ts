@@ -66,3 +66,12 @@ export class CuttableProxy {
     await new Promise((r) => this.server.close(r));
   }
 }
+
+/** Polls `check` every 50 ms until it holds (at most `tries` times). */
+export async function until(what: string, check: () => Promise<boolean> | boolean, tries = 200): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`still not true after ${tries} polls: ${what}`);
+}

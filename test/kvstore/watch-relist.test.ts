@@ -4,7 +4,7 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
 
 // Findings 740, 741 (docs/attack-findings-16w.md): a watch resumed at a compacted revision is canceled
 // by etcd, one resumed on an etcd that lost its data waits for a revision the new history reaches only
@@ -14,14 +14,6 @@ const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('etcd identity watch compaction') ? describe : describe.skip;
 let etcd: EtcdServer;
 const clients: Etcd3[] = [];
-
-async function until(what: string, check: () => boolean, tries = 200): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`still not true after ${tries} polls: ${what}`);
-}
 
 withEtcd('identity watch relists when its history is gone (740, 741)', () => {
   beforeAll(async () => {

@@ -212,6 +212,9 @@ describe('scenario and trace formats', () => {
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [nope], ttl: 1}}')).toThrow('steps[0].changes[0].dnsResponse.ips[0]');
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: -1}}')).toThrow('steps[0].changes[0].dnsResponse.ttl');
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, port: 53}}')).toThrow('dnsResponse.port: needs a server');
+    // 850: the query's transport, UDP (default) or TCP, needs a server.
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, protocol: TCP}}')).toThrow('dnsResponse.protocol: needs a server');
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, server: a/b, protocol: SCTP}}')).toThrow('dnsResponse.protocol');
     expect(bad('{advanceTime: -5}')).toThrow('steps[0].changes[0].advanceTime');
   });
 
@@ -231,6 +234,10 @@ describe('scenario and trace formats', () => {
     expect(() => parseTrace(line('{"ip":"10.96.0.300","port":53}'), 't.jsonl')).toThrow('t.jsonl:2 server.ip');
     expect(() => parseTrace(line('{"ip":"10.96.0.10","port":0}'), 't.jsonl')).toThrow('t.jsonl:2 server.port');
     expect(() => parseTrace(line('{"ip":"10.96.0.10","port":53,"tcp":true}'), 't.jsonl')).toThrow('t.jsonl:2 server');
+    // 850: the query's transport (absent: UDP).
+    const tcp = parseTrace(line('{"ip":"10.96.0.10","port":53,"protocol":"TCP"}'), 't.jsonl').items[0];
+    expect(tcp?.kind === 'event' && tcp.event.type === 'dnsResponse' ? tcp.event.server : undefined).toEqual({ ip: parseIp('10.96.0.10'), port: 53, protocol: 'TCP' });
+    expect(() => parseTrace(line('{"ip":"10.96.0.10","port":53,"protocol":"tcp"}'), 't.jsonl')).toThrow('t.jsonl:2 server.protocol');
   });
 });
 

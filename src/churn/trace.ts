@@ -10,6 +10,7 @@ import { ManifestError } from '../policy/errors.js';
 import { forgetParsedSelectors } from '../policy/selector.js';
 import { readManifest } from '../policy/manifest.js';
 import { fqdnSyntaxError } from '../model/fqdn.js';
+import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
 import { checkInputDepth } from '../policy/depth.js';
@@ -58,8 +59,8 @@ export type TraceEventJson = { readonly tag?: string } & (
       readonly name: string;
       readonly ips: readonly string[];
       readonly ttl: number;
-      /** The DNS server the query went to (its address and UDP port): the engine then judges the query as a flow. */
-      readonly server?: { readonly ip: string; readonly port: number };
+      /** The DNS server the query went to (its address, port and transport, UDP when absent): the engine then judges the query as a flow. */
+      readonly server?: { readonly ip: string; readonly port: number; readonly protocol?: DnsTransport };
     }
   | { readonly type: 'advanceTime'; readonly seconds: number }
 );
@@ -133,8 +134,9 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
       const ttl = r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS);
       if (absent(o.server)) return ev({ type, endpoint, name, ips, ttl });
-      const server = r.object(o.server, 'server', ['ip', 'port']);
-      return ev({ type, endpoint, name, ips, ttl, server: { ip: readIp(r, server.ip, 'server.ip'), port: r.intInRange(server.port, 'server.port', 1, 65535) } });
+      const server = r.object(o.server, 'server', ['ip', 'port', 'protocol']);
+      const protocol = absent(server.protocol) ? undefined : r.oneOf(server.protocol, 'server.protocol', DNS_TRANSPORTS);
+      return ev({ type, endpoint, name, ips, ttl, server: { ip: readIp(r, server.ip, 'server.ip'), port: r.intInRange(server.port, 'server.port', 1, 65535), ...(protocol ? { protocol } : {}) } });
     }
     case 'advanceTime':
       return ev({ type, seconds: r.intInRange(o.seconds, 'seconds', 0, MAX_SECONDS) });

@@ -88,7 +88,7 @@ export class BoundaryCopier {
         return { type, addresses: ipList(e.addresses) };
       case 'dnsResponse': {
         const sv = e.server;
-        return { type, endpoint: e.endpoint, name: e.name, ips: ipList(e.ips), ttl: e.ttl, ...opt('server', isRecord(sv) ? Object.freeze({ ip: ip(sv.ip), port: sv.port }) : sv) };
+        return { type, endpoint: e.endpoint, name: e.name, ips: ipList(e.ips), ttl: e.ttl, ...opt('server', isRecord(sv) ? Object.freeze({ ip: ip(sv.ip), port: sv.port, ...opt('protocol', sv.protocol) }) : sv) };
       }
       case 'advanceTime':
         return { type, seconds: e.seconds };

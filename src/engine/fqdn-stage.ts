@@ -1,6 +1,6 @@
 import { Cidr, IpAddress } from '../model/cidr.js';
 import { compileFqdnSelector, FqdnMatcher } from '../model/fqdn.js';
-import type { DnsServer, FqdnEvent } from '../model/fqdn-events.js';
+import type { DnsServer, DnsTransport, FqdnEvent } from '../model/fqdn-events.js';
 import { ANY_IDENTITY, IdentityId, worldLabels } from '../model/identity.js';
 import { l7Allows, l7PolicyAllows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
@@ -92,7 +92,7 @@ export class FqdnStage {
   private readonly combinations = new Map<IdentityRecord, number>();
   /** IPs left unselected by the limit: retried when a combination identity goes. */
   private readonly refused = new Set<IpKey>();
-  /** (server identity, port) → the keys its query's lookup probes. */
+  /** (server identity, port, transport) → the keys its query's lookup probes. */
   private readonly probes = new Map<number, ProbeKeys>();
 
   constructor(
@@ -168,8 +168,8 @@ export class FqdnStage {
   /**
    * The query as the datapath sees it: only a query the endpoint's egress policy map redirects to
    * the DNS proxy reaches it, and the proxy judges it with that redirect's L7 rules (a plain allow
-   * of the same peer and port merges in as allow-all, as in Cilium). UDP to the server's identity
-   * on its port, looked up in the map as it stands at this point of the transaction (its pending
+   * of the same peer and port merges in as allow-all, as in Cilium). To the server's identity on
+   * its port and transport (UDP unless the server says TCP), looked up in the map as it stands at this point of the transaction (its pending
    * entries: `entries` is settled only at commit), like the datapath would after the events so far.
    * An endpoint of another node has no map here: its queries never reach this node's proxy.
    */
@@ -180,7 +180,7 @@ export class FqdnStage {
   /**
    * The proxy forwards an allowed query with the pod's source address and identity (Cilium's
    * transparent upstream socket), so a local server pod's ingress decides whether it is answered:
-   * UDP from the endpoint's identity on the server's port. A server of another node has no map
+   * from the endpoint's identity on the server's port and transport. A server of another node has no map
    * here: its ingress is not judged (the answer is the evidence it was admitted).
    */
   private serverAdmits(endpoint: string, server: DnsServer): boolean {
@@ -189,7 +189,8 @@ export class FqdnStage {
     // A node holding the address wins it (ipcacheHostAt): then no pod's ingress applies.
     if (!rec?.map || !client || this.ctx.ipcacheHostAt(server.ip) !== rec.identity.id) return true;
     const target = rec.map;
-    const keys = { specific: lookupKeys(client.identity.id, PROTOCOL_NUMBER.UDP, server.port, 'ingress'), wildcard: lookupKeys(ANY_IDENTITY, PROTOCOL_NUMBER.UDP, server.port, 'ingress') };
+    const proto = PROTOCOL_NUMBER[server.protocol ?? 'UDP'];
+    const keys = { specific: lookupKeys(client.identity.id, proto, server.port, 'ingress'), wildcard: lookupKeys(ANY_IDENTITY, proto, server.port, 'ingress') };
     const hit = probe(target.state, this.ctx.dirtyMaps.has(target), keys);
     return hit !== undefined && !hit.entry.deny;
   }
@@ -200,7 +201,7 @@ export class FqdnStage {
     if (!m) return false;
     const peer = this.serverIdentity(server.ip);
     const request: { dns: DnsQuery } = { dns: { name } };
-    const keys = this.probeKeys(peer, server.port);
+    const keys = this.probeKeys(peer, server.port, server.protocol ?? 'UDP');
     if (!this.ctx.dirtyMaps.has(m)) {
       // Untouched in this transaction: the settled entries and L7 rows are current (no garbage but the request).
       const hit = probe(m.state, false, keys);
@@ -223,13 +224,14 @@ export class FqdnStage {
     return false;
   }
 
-  /** The policy keys an egress lookup of (peer, UDP, port) probes, longest first per identity (memoised: no strings per answer). */
-  private probeKeys(peer: IdentityId, port: number): ProbeKeys {
-    const k = peer * 65536 + port;
+  /** The policy keys an egress lookup of (peer, transport, port) probes, longest first per identity (memoised: no strings per answer). */
+  private probeKeys(peer: IdentityId, port: number, transport: DnsTransport): ProbeKeys {
+    const proto = PROTOCOL_NUMBER[transport];
+    const k = (peer * 65536 + port) * 256 + proto;
     let keys = this.probes.get(k);
     if (keys === undefined) {
       if (this.probes.size >= MAX_MEMOISED_PROBES) this.probes.clear();
-      keys = { specific: lookupKeys(peer, PROTOCOL_NUMBER.UDP, port), wildcard: peer === ANY_IDENTITY ? undefined : lookupKeys(ANY_IDENTITY, PROTOCOL_NUMBER.UDP, port) };
+      keys = { specific: lookupKeys(peer, proto, port), wildcard: peer === ANY_IDENTITY ? undefined : lookupKeys(ANY_IDENTITY, proto, port) };
       this.probes.set(k, keys);
     }
     return keys;

@@ -1,6 +1,7 @@
 import { isValidIp, parseIp } from '../model/cidr.js';
 import { type Pod, podKey } from '../model/cluster.js';
 import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
+import { DNS_TRANSPORTS } from '../model/fqdn-events.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
@@ -363,11 +364,12 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
   }
 }
 
-/** A DNS server as the proxy knows it: a parsed address and a UDP port. */
+/** A DNS server as the proxy knows it: a parsed address, a port and the transport (absent: UDP). */
 function checkDnsServer(v: unknown, fail: Fail): void {
   if (!isRecord(v)) return fail('server must be {ip, port}');
   checkParsedIp(v.ip, 'server.ip', fail);
   if (typeof v.port !== 'number' || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) fail('server.port must be a port number (1-65535)');
+  if (v.protocol !== undefined && !(DNS_TRANSPORTS as readonly unknown[]).includes(v.protocol)) fail(`server.protocol must be one of ${DNS_TRANSPORTS.join(', ')}`);
 }
 
 /** An IpAddress as parseIp returns it (its value and family agree with its text). */

@@ -88,7 +88,7 @@ function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefine
   });
   const groups = new Map<string, DnsCacheEntry[]>();
   for (const e of [...fresh].sort((a, b) => a.learntAt - b.learntAt)) {
-    const k = `${e.learntAt} ${e.expiresAt} ${e.endpoint} ${e.name} ${e.server ? `${e.server.ip.text} ${e.server.port}` : ''}`;
+    const k = `${e.learntAt} ${e.expiresAt} ${e.endpoint} ${e.name} ${e.server ? `${e.server.ip.text} ${e.server.port} ${e.server.protocol ?? 'UDP'}` : ''}`;
     groups.set(k, [...(groups.get(k) ?? []), e]);
   }
   const out: EngineEvent[] = [];
@@ -170,7 +170,7 @@ function answerFromServer(s: ClusterState, endpoint: string, name: string, ips: 
   const holdsIt = ipOwner(s, text) !== undefined;
   const external = holdsIt ? undefined : [...s.externals.values()].find((x) => x.ip.text === text);
   const withServer = holdsIt || external ? s : upsertExternal(s, { name: text, ip: server.ip });
-  const after = applyDnsAnswer(withServer, endpoint, name, ips, ttl, { to: external?.name ?? text, port: server.port });
+  const after = applyDnsAnswer(withServer, endpoint, name, ips, ttl, { to: external?.name ?? text, port: server.port, ...(server.protocol ? { protocol: server.protocol } : {}) });
   return after === withServer ? s : { ...s, ...(after.dns ? { dns: after.dns } : {}) };
 }
 

@@ -10,6 +10,7 @@ import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, readProtocol } from '../policy/readers.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError } from '../model/fqdn.js';
+import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
 
@@ -45,14 +46,15 @@ export type Change = { readonly path: string } & (
 
 /**
  * A DNS answer to a pod's query (`toFQDNs`): learnt only when the pod's DNS proxy sees and allows
- * the query; `server` (a pod or an external) and `port` (default 53) name the query's flow.
+ * the query; `server` (a pod or an external), `port` (default 53) and `protocol` (UDP, the default,
+ * or TCP) name the query's flow.
  */
 interface DnsAnswerSpec {
   readonly pod: string;
   readonly name: string;
   readonly ips: readonly IpAddress[];
   readonly ttl: number;
-  readonly server?: { readonly to: string; readonly port: number };
+  readonly server?: { readonly to: string; readonly port: number; readonly protocol?: DnsTransport };
 }
 
 /** Seconds; TTLs and clock steps are whole seconds, like DNS TTLs. */
@@ -207,7 +209,7 @@ function readChange(r: Reader, v: unknown, path: string, agent: CiliumAgentOptio
 }
 
 function readDnsAnswer(r: Reader, v: unknown, path: string): DnsAnswerSpec {
-  const o = r.object(v, path, ['pod', 'name', 'ips', 'ttl', 'server', 'port']);
+  const o = r.object(v, path, ['pod', 'name', 'ips', 'ttl', 'server', 'port', 'protocol']);
   const pod = readPodKey(r, o.pod, join(path, 'pod')).key;
   const name = r.nonEmptyString(o.name, join(path, 'name'));
   const error = fqdnSyntaxError('matchName', name);
@@ -215,8 +217,13 @@ function readDnsAnswer(r: Reader, v: unknown, path: string): DnsAnswerSpec {
   const ips = r.array(o.ips, join(path, 'ips')).map((ip, i) => readIp(r, ip, at(join(path, 'ips'), i)));
   const ttl = r.intInRange(o.ttl, join(path, 'ttl'), 0, MAX_SECONDS);
   if (absent(o.server) && !absent(o.port)) r.fail(join(path, 'port'), 'needs a server');
-  const server = absent(o.server) ? undefined : { to: r.nonEmptyString(o.server, join(path, 'server')), port: absent(o.port) ? 53 : readPortNumber(r, o.port, join(path, 'port'), 1, MAX_PORT) };
-  return { pod, name, ips, ttl, ...(server ? { server } : {}) };
+  if (absent(o.server) && !absent(o.protocol)) r.fail(join(path, 'protocol'), 'needs a server');
+  if (absent(o.server)) return { pod, name, ips, ttl };
+  const to = r.nonEmptyString(o.server, join(path, 'server'));
+  const port = absent(o.port) ? 53 : readPortNumber(r, o.port, join(path, 'port'), 1, MAX_PORT);
+  // UDP is left implicit, as the engine's events leave it.
+  const protocol = absent(o.protocol) ? 'UDP' : readProtocol(r, o.protocol, join(path, 'protocol'), DNS_TRANSPORTS);
+  return { pod, name, ips, ttl, server: { to, port, ...(protocol === 'TCP' ? { protocol } : {}) } };
 }
 
 /** Headers as a map (`{X-Token: "yes"}`) or as Cilium writes them (`["X-Token: yes"]`). */

@@ -43,6 +43,7 @@ function clusterPolicy(name: string, priority: number, s: readonly string[], egr
 }
 
 const subjects = fc.subarray(['client-a', 'client-b'], { minLength: 1 });
+const dnsProtocolGen = fc.constantFrom('UDP', 'UDP', 'TCP', 'ANY');
 const policyGen: fc.Arbitrary<Policy> = fc.oneof(
   fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io', 'a.example.com') }).map(({ s, pattern }) =>
     cnp('dns', {
@@ -63,11 +64,12 @@ const policyGen: fc.Arbitrary<Policy> = fc.oneof(
   ),
   fc.constantFrom('198.51.100.2/32', '198.51.100.0/24').map((cidr) => cnp('cidr-allow', { endpointSelector: { matchLabels: { app: 'client-b' } }, egress: [{ toCIDR: [cidr] }] })),
   // DNS to the server pod, to addresses by CIDR, to a learnt name; a plain allow merging into the redirect; a deny.
-  fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io'), to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.0/24'] }, { toCIDR: ['198.51.100.0/24'] }, { toFQDNs: [{ matchName: 'x.cilium.io' }] }) }).map(({ s, pattern, to }) =>
-    cnp('dns-to', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: pattern }] } }] }] }),
+  // DNS rules and plain allows on UDP (mostly), TCP or ANY: queries over TCP are judged on TCP (finding 850).
+  fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io'), to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.0/24'] }, { toCIDR: ['198.51.100.0/24'] }, { toFQDNs: [{ matchName: 'x.cilium.io' }] }), protocol: dnsProtocolGen }).map(({ s, pattern, to, protocol }) =>
+    cnp('dns-to', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol }], rules: { dns: [{ matchPattern: pattern }] } }] }] }),
   ),
-  fc.record({ s: subjects, to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.53/32'] }, { toEntities: ['world'] }), port: fc.constantFrom('53', '5353') }).map(({ s, to, port }) =>
-    cnp('plain-dns', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port, protocol: 'UDP' }] }] }] }),
+  fc.record({ s: subjects, to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.53/32'] }, { toEntities: ['world'] }), port: fc.constantFrom('53', '5353'), protocol: dnsProtocolGen }).map(({ s, to, port, protocol }) =>
+    cnp('plain-dns', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port, protocol }] }] }] }),
   ),
   // ClusterNetworkPolicy domainNames (Accept), then maybe a Deny; an Admin Deny of one learnt IP at a priority between.
   fc
@@ -84,15 +86,15 @@ const policyGen: fc.Arbitrary<Policy> = fc.oneof(
   ),
 );
 
-/** DNS servers: the server pod, another port, an address some answers hold (a learnt IP), a plain world address. */
-const serverGen = fc.option(fc.constantFrom(['10.0.0.3', 53], ['10.0.0.3', 5353], ['198.51.100.9', 53], ['192.0.2.53', 53]), { nil: undefined, freq: 3 });
+/** DNS servers: the server pod, another port, an address some answers hold (a learnt IP), a plain world address; over UDP or TCP. */
+const serverGen = fc.option(fc.tuple(fc.constantFrom(['10.0.0.3', 53], ['10.0.0.3', 5353], ['198.51.100.9', 53], ['192.0.2.53', 53]), fc.constantFrom(undefined, undefined, 'TCP' as const)), { nil: undefined, freq: 3 });
 
 const eventGen: fc.Arbitrary<EngineEvent> = fc.oneof(
   {
     weight: 5,
     arbitrary: fc
       .record({ pod: fc.constantFrom('apps/client-a', 'apps/client-b'), name: fc.constantFrom(...NAMES), ips: fc.subarray(IPS, { minLength: 1, maxLength: 3 }), ttl: fc.integer({ min: 0, max: 6 }), server: serverGen })
-      .map((a) => ({ type: 'dnsResponse' as const, endpoint: a.pod, name: a.name, ips: a.ips.map(parseIp), ttl: a.ttl, ...(a.server ? { server: { ip: parseIp(a.server[0] as string), port: a.server[1] as number } } : {}) })),
+      .map((a) => ({ type: 'dnsResponse' as const, endpoint: a.pod, name: a.name, ips: a.ips.map(parseIp), ttl: a.ttl, ...(a.server ? { server: { ip: parseIp(a.server[0][0] as string), port: a.server[0][1] as number, ...(a.server[1] ? { protocol: a.server[1] } : {}) } } : {}) })),
   },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 4 }).map((seconds) => ({ type: 'advanceTime' as const, seconds })) },
   { weight: 2, arbitrary: policyGen.map((policy) => ({ type: 'upsertPolicy' as const, policy })) },
@@ -294,7 +296,7 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
     cnp('dns', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { dns: [{ matchPattern: pattern }] } }] }] });
   const plainToServer = cnp('plain', { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] });
   const fqdnAll = cnp('fqdn-0', { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toFQDNs: [{ matchPattern: '*' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] });
-  const answer = (name: string, ip: string, server: { ip: ReturnType<typeof parseIp>; port: number } | null = KUBE_DNS): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client-a', name, ips: [parseIp(ip)], ttl: 60, ...(server ? { server } : {}) });
+  const answer = (name: string, ip: string, server: { ip: ReturnType<typeof parseIp>; port: number; protocol?: 'UDP' | 'TCP' } | null = KUBE_DNS): EngineEvent => ({ type: 'dnsResponse', endpoint: 'apps/client-a', name, ips: [parseIp(ip)], ttl: 60, ...(server ? { server } : {}) });
   /** The engine learnt `ip` iff the change set gave it an ipcache entry; the oracle, fed the same events, must agree. */
   function run(setupEvents: EngineEvent[], batch: EngineEvent[]): { learnt: boolean; oracle: boolean } {
     let { engine, state } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
@@ -318,6 +320,23 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
   it('an L7 DNS rule that refuses the name teaches nothing; one that allows it teaches', () => {
     expect(run(policies(dnsTo('*.cilium.io')), [answer('x.cilium.io', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
     expect(run(policies(dnsTo('*.cilium.io')), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+  });
+
+  it('850. a query over TCP is judged as a TCP flow (the proxy serves both transports), UDP when the server names none', () => {
+    const TCP_DNS = { ...KUBE_DNS, protocol: 'TCP' as const };
+    const dnsOn = (protocol: string): Policy =>
+      cnp(`dns-${protocol.toLowerCase()}`, { endpointSelector: { matchLabels: { app: 'client-a' } }, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '53', protocol }], rules: { dns: [{ matchPattern: '*.cilium.io' }] } }] }] });
+    const plainOn = (protocol: string): Policy => cnp(`plain-${protocol.toLowerCase()}`, { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '53', protocol }] }] }] });
+    // A DNS rule on 53/TCP only: the TCP query reaches the proxy (learnt), the UDP one does not.
+    expect(run(policies(dnsOn('TCP')), [answer('x.cilium.io', '198.51.100.1', TCP_DNS)])).toEqual({ learnt: true, oracle: true });
+    expect(run(policies(dnsOn('TCP'), plainOn('UDP')), [answer('x.cilium.io', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+    // A DNS rule on 53/UDP with a plain 53/TCP allow: the TCP query passes unredirected, so nothing is learnt.
+    expect(run(policies(dnsOn('UDP'), plainOn('TCP')), [answer('x.cilium.io', '198.51.100.1', TCP_DNS)])).toEqual({ learnt: false, oracle: false });
+    expect(run(policies(dnsOn('UDP'), plainOn('TCP')), [answer('x.cilium.io', '198.51.100.1', { ...KUBE_DNS, protocol: 'UDP' })])).toEqual({ learnt: true, oracle: true });
+    // ANY covers both.
+    expect(run(policies(dnsOn('ANY')), [answer('x.cilium.io', '198.51.100.1', TCP_DNS)])).toEqual({ learnt: true, oracle: true });
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    expect(() => engine.apply([answer('x.cilium.io', '198.51.100.1', { ...KUBE_DNS, protocol: 'SCTP' } as unknown as typeof TCP_DNS)])).toThrow('server.protocol must be one of UDP, TCP');
   });
 
   it('a deny to the server wins over the DNS redirect: the proxy never sees the query', () => {

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
-import { LogLimiter } from './log-limit.js';
+import { limitedWarn, LogLimiter } from './log-limit.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../backend/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
@@ -185,7 +185,7 @@ export class Agent {
     this.timers = config.timers ?? GLOBAL_TIMERS;
     this.elapsed = config.elapsed ?? (config.now ? config.now : () => performance.now());
     // Object warnings follow what any namespace admin writes: rate-limited as Cilium's reconciler logs (2/s, burst 10).
-    const limiter = new LogLimiter(this.now);
+    const warn = limitedWarn(log, new LogLimiter(this.now));
     this.mirror = new ClusterMirror({
       nodeName: config.node,
       ...ciliumAgentOptions(config),
@@ -193,12 +193,9 @@ export class Agent {
       ...(config.now ? { now: config.now } : {}),
       ...(config.elapsed ? { elapsed: config.elapsed } : {}),
       debug: (msg, fields) => log.debug(fields, msg),
-      warn: (msg, fields) => {
-        const suppressed = limiter.take();
-        if (suppressed !== undefined) log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg);
-      },
+      warn: (msg, fields) => warn(fields, msg),
     });
-    this.instrumented = new InstrumentedEngine(this.engine, { registry: config.registry, logger: log });
+    this.instrumented = new InstrumentedEngine(this.engine, { registry: config.registry, logger: log, now: this.now });
     this.writeFailures = new Counter({ name: 'distill_map_write_failures_total', help: 'Map writes that failed, by stage (write: a transaction\'s, reconcile: bringing the maps to the engine\'s state)', labelNames: ['stage'], registers: [config.registry] });
     this.finished = new Promise((resolve) => (this.finish = resolve));
   }

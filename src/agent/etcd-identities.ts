@@ -6,6 +6,7 @@ import { connectEtcd } from '../kvstore/client.js';
 import { labelSetKey, parseLabelSetKey } from '../kvstore/labels.js';
 import { IdentityWatcher, type IdentityEvent } from '../kvstore/watcher.js';
 import { namespaceWithDefaults, type Pod } from '../model/cluster.js';
+import { limitedWarn, LogLimiter } from './log-limit.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY, podIdentityLabels } from '../model/identity.js';
 
 /** What the agent's etcd identity source is told. */
@@ -18,6 +19,8 @@ export interface EtcdIdentityOptions {
   readonly leaseTtlSec?: number;
   /** Delay before retrying while etcd is unreachable, ms. */
   readonly retryMs?: number;
+  /** The clock of the skipped-key warnings' rate limit (ms; default `Date.now`). */
+  readonly now?: () => number;
 }
 
 /** Counters of the etcd identity source (for summaries and tests). */
@@ -96,9 +99,12 @@ export class EtcdIdentitySource {
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private lastError: string | undefined;
+  /** Skipped keys follow what any etcd writer puts: rate-limited as the mirror's warnings. */
+  private readonly warnSkipped: (fields: object, msg: string) => void;
 
   constructor(private readonly opts: EtcdIdentityOptions) {
     this.client = connectEtcd(opts.url);
+    this.warnSkipped = limitedWarn(opts.logger, new LogLimiter(opts.now ?? Date.now));
   }
 
   /** Starts connecting (retrying while etcd is down); never throws for an unreachable etcd. */
@@ -107,11 +113,13 @@ export class EtcdIdentitySource {
   }
 
   /**
-   * Why this node's pods may lack their identities, or undefined: the last attempt to reach etcd
-   * failed (cleared once one succeeds). Cilium's /healthz fails while "Kvstore service is not ready".
+   * Why this node's identities may lag the cluster's, or undefined: the last attempt to reach etcd
+   * failed (cleared once one succeeds), or the identity watch is down or relisting
+   * (`IdentityWatcher.problem`). Cilium's /healthz fails while "Kvstore service is not ready".
    */
   get problem(): string | undefined {
-    return this.lastError;
+    const watch = this.watcher?.problem;
+    return this.lastError ?? (watch === undefined ? undefined : `etcd identities: ${watch}`);
   }
 
   /** True once the id/ keys were listed (their events wait in `peek`). */
@@ -260,7 +268,7 @@ export class EtcdIdentitySource {
       return event;
     }
     this.stats.skipped++;
-    this.opts.logger.warn({ id: e.id, problem }, 'etcd identity skipped: the engine cannot take it');
+    this.warnSkipped({ id: e.id, problem }, 'etcd identity skipped: the engine cannot take it');
     return this.admittedIds.delete(e.id) ? { type: 'deleteIdentity', id: e.id } : undefined;
   }
 

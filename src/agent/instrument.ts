@@ -5,6 +5,7 @@ import type { ChangeSet, EngineEvent } from '../engine/events.js';
 import { MapCapacityError } from '../engine/events.js';
 import type { EngineStats } from '../engine/stats.js';
 import { pinName } from '../backend/bpf.js';
+import { limitedWarn, LogLimiter } from './log-limit.js';
 
 /** Options of an InstrumentedEngine. */
 export interface InstrumentOptions {
@@ -12,6 +13,8 @@ export interface InstrumentOptions {
   readonly registry?: Registry;
   /** Where logs go (default: a silent pino logger). */
   readonly logger?: Logger;
+  /** The clock of the refusal warnings' rate limit (ms; default `Date.now`). */
+  readonly now?: () => number;
 }
 
 /** What one `apply` did: the change set, or the error that refused the transaction. */
@@ -46,6 +49,8 @@ export class InstrumentedEngine {
   private readonly work: Counter<'counter'>;
   private readonly duration: Histogram<'event_type'>;
   private readonly implementationDelay: Histogram;
+  /** Refusals follow what any namespace admin writes (a batch is retried in halves): rate-limited as the mirror's warnings. */
+  private readonly warnRefused: (fields: object, msg: string) => void;
 
   constructor(
     readonly engine: Engine,
@@ -53,6 +58,7 @@ export class InstrumentedEngine {
   ) {
     const registers = [options.registry ?? defaultRegistry];
     this.logger = options.logger ?? pino({ level: 'silent' });
+    this.warnRefused = limitedWarn(this.logger, new LogLimiter(options.now ?? Date.now));
     this.policyChanges = new Counter({ name: 'distill_policy_change_total', help: 'Policy transactions by outcome (success, failure)', labelNames: ['outcome'], registers });
     this.regenerations = new Counter({ name: 'distill_endpoint_regenerations_total', help: 'Endpoints whose policy map a transaction changed, by outcome', labelNames: ['outcome'], registers });
     this.refused = new Counter({ name: 'distill_refused_transactions_total', help: 'Transactions refused, by error class', labelNames: ['reason'], registers });
@@ -123,6 +129,6 @@ export class InstrumentedEngine {
     if (hasPolicy) this.policyChanges.inc({ outcome: 'failure' });
     this.regenerations.inc({ outcome: 'failure' }, 0);
     const culprits = error instanceof MapCapacityError ? error.topContributors.map((c) => c.rule) : [];
-    this.logger.warn({ reason: error.name, error: error.message, culprits, events: events.length }, 'transaction refused');
+    this.warnRefused({ reason: error.name, error: error.message, culprits, events: events.length }, 'transaction refused');
   }
 }

@@ -1,3 +1,5 @@
+import type { Logger } from 'pino';
+
 /**
  * A token bucket for log lines, as Cilium's `logging.Limiter` (pkg/logging/limiter.go): on
  * average one line per `intervalMs`, up to `burst` at once. What it drops is counted and told
@@ -31,4 +33,15 @@ export class LogLimiter {
     this.dropped = 0;
     return dropped;
   }
+}
+
+/**
+ * `logger.warn` through a `LogLimiter`: a line the limiter drops is not written, and the next
+ * one written carries `suppressed: <n>`.
+ */
+export function limitedWarn(logger: Logger, limiter: LogLimiter): (fields: object, msg: string) => void {
+  return (fields, msg) => {
+    const suppressed = limiter.take();
+    if (suppressed !== undefined) logger.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg);
+  };
 }

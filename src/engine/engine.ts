@@ -43,9 +43,10 @@ export interface EngineOptions {
   /**
    * Where pod identity numbers come from. `local` (default): this engine allocates them.
    * `external`: the cluster does (CiliumIdentity objects, a kvstore), told by `upsertIdentity` /
-   * `deleteIdentity` events, so map keys are the cluster's numbers; a pod whose labels have no
-   * identity yet is an endpoint in default deny, and a peer without one is reserved `init`
-   * (matched only by the `init` and `all` entities). CIDR identities stay this engine's own.
+   * `deleteIdentity` events, so map keys are the cluster's numbers; a local pod whose labels have
+   * no identity is reserved `init` (an endpoint in default deny), a remote one is 0 in the ipcache
+   * (unknown: only L3-wildcard entries decide, attack finding 800). CIDR identities stay this
+   * engine's own.
    */
   readonly identitySource?: 'local' | 'external';
   /** toFQDNs: `minTtl` (s, default 0) and `maxIpsPerHostname` (default 1,000), as Cilium's `--tofqdns-*` options. */
@@ -126,7 +127,7 @@ export class Engine {
     const stages = { identities, maps, pods, nodes, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
     ctx.nodeCover = (cidrs) => nodes.cover(cidrs);
-    ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.byIp(ip.text)?.identity ?? nodes.apiServerAt(ip.text) ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
+    ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.ipIdentityAt(ip.text) ?? nodes.apiServerAt(ip.text) ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
     ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
     const commit = new Commit(ctx, maps, this.proxyPorts);
     this.stages = { ...stages, resolver, fqdn, splits, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };

@@ -158,7 +158,7 @@ export class EngineQueries {
   }
 
   identityOfIp(ip: IpAddress): IdentityId {
-    return (this.s.nodes.at(ip.text) ?? this.s.pods.byIp(ip.text)?.identity ?? this.s.nodes.apiServerAt(ip.text) ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
+    return (this.s.nodes.at(ip.text) ?? this.s.pods.ipIdentityAt(ip.text) ?? this.s.nodes.apiServerAt(ip.text) ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
   }
 
   /** The whole ipcache: node and pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */

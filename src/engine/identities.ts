@@ -75,6 +75,12 @@ export class IdentityTable {
   readonly worldIpv6: IdentityRecord;
   /** What a pod whose identity the cluster has not allocated yet gets (external identities): reserved init. */
   readonly pending: IdentityRecord;
+  /**
+   * The ipcache's number of a remote pod without an external identity (`PodTable.ipIdentity`): 0,
+   * which no selector selects (it is never in the selector cache nor in `get`), so only the
+   * L3-wildcard entries (keyed 0) decide its traffic, in the datapath and in `lookup`.
+   */
+  readonly unknown: IdentityRecord = { id: 0, key: '', labels: [], matchLabels: [], refs: Infinity, namedPorts: undefined };
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
   private readonly external = new Map<string, IdentityId[]>();
   /** Learnt IPs (FQDN, keyed as ip-key.ts: no object per IP) → their identity: host entries of the ipcache, set by the FQDN stage. */

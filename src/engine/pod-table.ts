@@ -75,11 +75,29 @@ export class PodTable {
     return this.podsByIp.get(ip);
   }
 
+  /** The ipcache's identity of the pod holding an IP (`ipIdentity`). */
+  ipIdentityAt(ip: string): IdentityRecord | undefined {
+    const rec = this.podsByIp.get(ip);
+    return rec && this.ipIdentity(rec);
+  }
+
+  /**
+   * A pod's identity in the ipcache: its own, except a remote pod whose labels have no external
+   * identity (yet, or any more: its CiliumIdentity or master key deleted while the pod runs), which
+   * is `unknown` rather than `reserved:init`. Cilium's ipcache gives such a pod the number its own
+   * node allocated (its CiliumEndpoint's), which this node's selector cache does not hold: only
+   * L3-wildcard entries decide its traffic. As init, the `cluster` entity allowed it and every deny
+   * on its labels missed it (attack finding 800).
+   */
+  private ipIdentity(rec: PodRecord): IdentityRecord {
+    return !rec.local && rec.identity === this.identities.pending ? this.identities.unknown : rec.identity;
+  }
+
   /** Every pod IP (both of a dual-stack pod) with its pod's identity (the ipcache's host entries). */
   *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
     for (const [text, rec] of this.podsByIp) {
       const ip = rec.pod.ips === undefined ? rec.pod.ip : rec.pod.ips.find((a) => a.text === text);
-      if (ip) yield { ip, identity: rec.identity };
+      if (ip) yield { ip, identity: this.ipIdentity(rec) };
     }
   }
 

@@ -402,7 +402,26 @@ export class ClusterMirror {
     }
     this.setDesired(key, rvs ?? state?.rv, desired);
     if (deleted) this.bury(key);
+    if (deleted && kind === 'Namespace') this.namespaceGone(key.slice('Namespace//'.length));
     return key;
+  }
+
+  /**
+   * A namespace is deleted only once everything in it is: the namespace controller deletes its
+   * content and removes its `kubernetes` finalizer only when none remains (kubernetes
+   * pkg/controller/namespace/deletion/namespaced_resources_deleter.go `Delete`: `deleteAllContent`,
+   * a `ResourcesRemainingError` while some remain, then `finalizeNamespace`). A pod or policy of
+   * it still here is stale (its DELETED is late, on another stream) and is deleted with it: kept,
+   * it came back under a namespace re-created with the same name and took that namespace's labels
+   * (attack finding 801).
+   */
+  private namespaceGone(ns: string): void {
+    for (const [key, state] of this.objects) {
+      if (state.desired === undefined || namespaceOfHeld(state.desired) !== ns) continue;
+      this.debug('deleted with its namespace', { key, namespace: ns });
+      this.setDesired(key, state.rv, undefined);
+      this.bury(key);
+    }
   }
 
   /**
@@ -490,11 +509,14 @@ export class ClusterMirror {
     this.warnKindsDropped(header, listedKinds, p.listed.size, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
+    const gone: string[] = [];
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || p.listed.has(key) || state.desired === undefined) continue;
+      if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
       this.setDesired(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);
     }
+    for (const ns of gone) this.namespaceGone(ns);
   }
 
   /**

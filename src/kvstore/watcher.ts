@@ -39,6 +39,9 @@ export class IdentityWatcher {
   private retry: NodeJS.Timeout | undefined;
   /** The highest etcd revision seen (list or watch): a server answering below it lost what it had. */
   private revision = 0n;
+  /** Why changes may be missed now (watch disconnected, relisting), or undefined: `problem`. */
+  private down: string | undefined;
+  private failedLists = 0;
 
   private constructor(
     private readonly client: Etcd3,
@@ -73,10 +76,27 @@ export class IdentityWatcher {
     // etcd restarted without its data (revisions start over): the resumed watch waits for a revision the new history reaches only much later.
     watcher.on('connected', (res: { header: { revision: string } }) => {
       if (BigInt(res.header.revision) < this.revision) this.relist(watcher);
+      else this.down = undefined;
     });
-    watcher.on('disconnected', () => this.stats.disconnects++);
+    watcher.on('disconnected', (err: Error) => {
+      this.stats.disconnects++;
+      this.down = `watch disconnected (${err.message}); reconnecting`;
+    });
     watcher.on('error', () => this.relist(watcher));
     this.watcher = watcher;
+    this.down = undefined;
+    this.failedLists = 0;
+  }
+
+  /**
+   * Why this watcher may be missing changes, or undefined: its watch is disconnected, or it is
+   * relisting after a cancel and the list keeps failing (etcd down after a compaction). Cilium's
+   * etcd status checker likewise reports an unreachable etcd as the kvstore's error
+   * (pkg/kvstore/etcd.go `statusChecker`: "not able to connect to any etcd endpoints",
+   * returned by `Status()`), which fails the agent's health.
+   */
+  get problem(): string | undefined {
+    return this.down;
   }
 
   private seen(revision: string): void {
@@ -95,9 +115,12 @@ export class IdentityWatcher {
     canceled.removeAllListeners();
     canceled.on('error', () => undefined);
     void canceled.cancel().catch(() => undefined);
+    this.down = 'watch canceled (compacted or restarted history); relisting';
     const attempt = (): void => {
       if (this.closed) return;
-      this.listAndWatch().catch(() => {
+      this.listAndWatch().catch((e: unknown) => {
+        this.failedLists++;
+        this.down = `relist after a canceled watch failed ${this.failedLists} times (${e instanceof Error ? e.message : String(e)}); retrying`;
         this.retry = setTimeout(attempt, this.retryMs);
       });
     };

@@ -1,3 +1,6 @@
+import { Writable } from 'node:stream';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -116,6 +119,129 @@ suite('agent --identities etcd over a compacted history', () => {
       await source.close();
       client.close();
       await proxy.close();
+    }
+  }, 60_000);
+});
+
+/**
+ * Finding 745 (docs/attack-findings-16w.md, -17w.md): a relist that keeps failing, or a watch cut
+ * off from etcd, was on no health check: the source's `problem` held the pump's errors only, and
+ * with every local pod settled the pump does not run. Cilium's etcd status checker reports an
+ * unreachable etcd as the kvstore's error (pkg/kvstore/etcd.go `statusChecker`, `Status()`), which
+ * fails the agent's health. The relist here fails for good because a second writer put more under
+ * id/ than one List response can carry (grpc-js's 4 MiB receive limit): the watch's events are
+ * small, so only the relist after a compaction hits it.
+ */
+suite('agent --identities etcd: the identity watch down or its relist failing', () => {
+  it('745. is on notReady (/healthz) until the watcher follows etcd again', async () => {
+    const prefix = 'relist-fails/cilium/state/identities/v1';
+    const client = connectEtcd(etcd.url);
+    const proxy = await CuttableProxy.start(etcd.url);
+    await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+    const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
+    const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+    try {
+      source.start();
+      await polls(() => (agent.flush(), source.settled && agent.engine.identityLabels(300) !== undefined));
+      expect(agent.notReady).toBeUndefined();
+      proxy.cut();
+      await polls(() => agent.notReady !== undefined);
+      expect(agent.notReady).toMatch(/etcd identities: watch disconnected/);
+      await client.delete().key(`${prefix}/id/300`);
+      const junk = 'x'.repeat(1_000_000);
+      for (let i = 0; i < 5; i++) await client.put(`${prefix}/id/junk-${i}`).value(junk);
+      const rev = (await client.put('relist-fails/unrelated').value('x')).header.revision;
+      await client.kv.compact({ revision: rev });
+      proxy.heal();
+      await polls(() => /relist after a canceled watch failed ([2-9]|\d{2,}) times/.test(agent.notReady ?? ''));
+      expect(agent.notReady).toMatch(/etcd identities: relist after a canceled watch failed \d+ times/);
+      // Id 300 is still believed to be app=db meanwhile: that is what /healthz now says.
+      expect(agent.engine.identityLabels(300)).toBeDefined();
+      await client.delete().prefix(`${prefix}/id/junk-`);
+      await polls(() => (agent.flush(), agent.notReady === undefined && agent.engine.identityLabels(300) === undefined));
+      expect(agent.notReady).toBeUndefined();
+      expect(agent.engine.identityLabels(300)).toBeUndefined();
+    } finally {
+      await source.close();
+      client.close();
+      await proxy.close();
+    }
+  }, 60_000);
+});
+
+/**
+ * Finding 746 (docs/attack-findings-16w.md, -17w.md): a second etcd writer putting N master keys
+ * the engine cannot take logged N `etcd identity skipped` lines; they now go through the mirror's
+ * `LogLimiter` (10 at once, then one per 500 ms), `stats.skipped` still counts each.
+ */
+suite('agent --identities etcd: a flood of master keys the engine cannot take', () => {
+  it('746. logs a bounded number of skipped lines', async () => {
+    const prefix = 'skipped-flood/cilium/state/identities/v1';
+    const client = connectEtcd(etcd.url);
+    const lines: { msg?: string }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as { msg?: string });
+        cb();
+      },
+    });
+    const source = new EtcdIdentitySource({ url: etcd.url, node: 'n1', logger: pino({ level: 'info' }, sink), prefix, retryMs: 50, now: () => 0 });
+    try {
+      source.start();
+      await polls(() => source.ready);
+      for (let id = 10; id < 110; id++) await client.put(`${prefix}/id/${id}`).value(`k8s:app=a${id};`);
+      await polls(() => source.stats.skipped === 100);
+      expect(source.stats.skipped).toBe(100);
+      await new Promise((r) => setImmediate(r));
+      expect(lines.filter((l) => l.msg === 'etcd identity skipped: the engine cannot take it')).toHaveLength(10);
+    } finally {
+      await source.close();
+      client.close();
+    }
+  }, 60_000);
+});
+
+/**
+ * Finding 741 end to end (docs/attack-findings-16w.md): etcd restarted without its data
+ * (revisions start over) while the agent watches it, and id 300 handed to other labels by the new
+ * history. On e09107d the watch waited for a revision the new history reaches only much later:
+ * the engine kept 300 = app=db and the local endpoint's map went on allowing the number.
+ */
+suite('agent --identities etcd over an etcd restarted without its data', () => {
+  it('741. a reused id number stops being allowed as its old labels', async () => {
+    const wiped = await EtcdServer.start();
+    const prefix = 'wiped/cilium/state/identities/v1';
+    const client = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
+    const source = new EtcdIdentitySource({ url: wiped.url, node: 'n1', logger, prefix, retryMs: 50 });
+    const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+    const allowed = (): boolean => agent.engine.endpoints().includes('shop/web') && agent.engine.lookup('shop/web', 300, 'ingress', 6, 80)?.entry.deny === false;
+    try {
+      await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+      for (let i = 0; i < 20; i++) await client.put('wiped/unrelated').value(String(i));
+      source.start();
+      const items: WatchItem[] = [
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } },
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'shop', resourceVersion: '2', labels: { app: 'web' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.2' } } },
+        { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'from-db', namespace: 'shop', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'db' } }] }] } } },
+      ];
+      for (const item of items) agent.mirror.observe(item, 'test');
+      await polls(() => (agent.flush(), allowed() && source.settled));
+      expect(allowed()).toBe(true);
+      await wiped.stop();
+      rmSync(join(wiped.dataDir, 'data'), { recursive: true, force: true });
+      await wiped.start();
+      // The new history hands 300 to other labels at revision ~2, far below the watch's.
+      await client.put(`${prefix}/id/300`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop;');
+      // The relist may run before the put (300 deleted first) or after it.
+      const evil = (): boolean => agent.engine.identityLabels(300)?.some((l) => l.key === 'app' && l.value === 'evil') === true;
+      await polls(() => (agent.flush(), !allowed() && evil()));
+      expect(allowed()).toBe(false);
+      expect(evil()).toBe(true);
+      expect(agent.summary.refusals).toBe(0);
+    } finally {
+      await source.close();
+      client.close();
+      await wiped.destroy();
     }
   }, 60_000);
 });

@@ -81,3 +81,26 @@ describe('metrics and logs, from outside the engine', () => {
     expect(promtoolCheck(`${text}\nbad_metric_total{ 1\n`).status).not.toBe(0);
   });
 });
+
+/**
+ * Finding 746 (docs/attack-findings-16w.md, -17w.md): each refused transaction was one warn line.
+ * The mirror retries a refused batch in halves, and what it refuses follows what any namespace
+ * admin writes; the line now goes through the mirror's `LogLimiter` (10 at once, then one per
+ * 500 ms of the given clock), the counter still counts every refusal.
+ */
+describe('746. a flood of refused transactions', () => {
+  it('logs a bounded number of warn lines, the next one telling how many were suppressed', async () => {
+    const registry = new Registry();
+    const { logger, lines } = logSink();
+    let now = 0;
+    const engine = new InstrumentedEngine(new Engine(), { registry, logger, now: () => now });
+    for (let i = 0; i < 100; i++) expect(engine.apply([{ type: 'deletePod', namespace: 'shop', name: `gone-${i}` }]).ok).toBe(false);
+    now += 500;
+    expect(engine.apply([{ type: 'deletePod', namespace: 'shop', name: 'last' }]).ok).toBe(false);
+    await new Promise((r) => setImmediate(r));
+    const warns = lines.filter((l) => l.level === 40 && l.msg === 'transaction refused');
+    expect(warns).toHaveLength(11);
+    expect(warns[10]!.suppressed).toBe(90);
+    expect(value(await registry.metrics(), 'distill_refused_transactions_total{reason="EngineError"}')).toBe(101);
+  });
+});

@@ -63,6 +63,38 @@ describe('agent: a pod whose namespace is not (or no longer) known', () => {
     expect(a.engine.identityOfPod('y/intruder')).toBeUndefined();
     expect(a.verdict('10.0.0.9')).not.toBe('allow');
   });
+  /**
+   * Finding 801 (docs/attack-findings-17w.md): Kubernetes deletes a namespace only once its pods
+   * are gone (pkg/controller/namespace/deletion/namespaced_resources_deleter.go `Delete`:
+   * `deleteAllContent`, then `finalizeNamespace`), so a pod the mirror still holds when the
+   * namespace's DELETED arrives is stale (the pod stream lags). It was kept waiting, and came back
+   * under a namespace re-created with the same name, with the new namespace's labels: the allow of
+   * team=good admitted a pod that both the old state (team=evil) and the new one (no such pod) deny.
+   */
+  const allowGood = (rv: number) => ccnp('allow-good', rv, { ingress: [{ fromEndpoints: [{ matchLabels: { 'io.cilium.k8s.namespace.labels.team': 'good' } }] }] });
+  it('801. a namespace deleted and re-created with other labels: its stale pods do not come back under them', () => {
+    for (const oneChunk of [false, true]) {
+      const a = agent();
+      a.step(ev('ADDED', ns('x', 1)), ev('ADDED', ns('y', 2, { team: 'evil' })), ev('ADDED', pod('x', 'server', 3, 'n1', '10.0.0.1')), ev('ADDED', allowGood(4)), ev('ADDED', pod('y', 'intruder', 5, 'n2', '10.0.0.9')));
+      expect(a.verdict('10.0.0.9')).not.toBe('allow');
+      if (oneChunk) a.step(ev('DELETED', ns('y', 6, { team: 'evil' })), ev('ADDED', ns('y', 7, { team: 'good' })));
+      else a.step(ev('DELETED', ns('y', 6, { team: 'evil' }))), a.step(ev('ADDED', ns('y', 7, { team: 'good' })));
+      expect(a.engine.identityOfPod('y/intruder')).toBeUndefined();
+      expect(a.verdict('10.0.0.9')).not.toBe('allow');
+      // The pod's late DELETED changes nothing; a pod of the new namespace is taken, with its labels.
+      a.step(ev('DELETED', pod('y', 'intruder', 8, 'n2', '10.0.0.9')), ev('ADDED', pod('y', 'newcomer', 9, 'n2', '10.0.0.10')));
+      expect(a.verdict('10.0.0.9')).not.toBe('allow');
+      expect(a.verdict('10.0.0.10')).toBe('allow');
+    }
+  });
+  it('801. a relist of the namespaces that no longer lists one deletes its stale pods too', () => {
+    const a = agent();
+    a.step(ev('ADDED', ns('x', 1)), ev('ADDED', ns('y', 2, { team: 'evil' })), ev('ADDED', pod('x', 'server', 3, 'n1', '10.0.0.1')), ev('ADDED', allowGood(4)), ev('ADDED', pod('y', 'intruder', 5, 'n2', '10.0.0.9')));
+    a.step(JSON.stringify({ apiVersion: 'v1', kind: 'NamespaceList', metadata: { resourceVersion: '6' }, items: [ns('x', 1)] }));
+    a.step(ev('ADDED', ns('y', 7, { team: 'good' })));
+    expect(a.engine.identityOfPod('y/intruder')).toBeUndefined();
+    expect(a.verdict('10.0.0.9')).not.toBe('allow');
+  });
   it('without any Namespace stream, pods still become endpoints (namespace name only)', () => {
     const a = agent();
     a.step(ev('ADDED', pod('x', 'server', 1, 'n1', '10.0.0.1')));

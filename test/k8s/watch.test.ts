@@ -103,7 +103,7 @@ describe('cluster mirror', () => {
     expect(events.map((e) => `${e.type} ${e.type === 'upsertPod' ? e.pod.name : e.type === 'deletePod' ? e.name : ''}`)).toEqual(['upsertPod c', 'deletePod b']);
     expect(h.types(JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicyList', metadata: { resourceVersion: '21' }, items: [] }))).toEqual(['deletePolicy']);
   });
-  it('re-sends what a namespace deletion took from the engine once the namespace is back (a pod waits for its namespace)', () => {
+  it('deletes a namespace\'s pods with it: a namespace re-created with its name does not bring them back; a later pod waits for it (finding 801)', () => {
     const h = harness();
     const engine = new Engine();
     const apply = (...lines: string[]): string[] => {
@@ -112,14 +112,15 @@ describe('cluster mirror', () => {
       return events.map((e) => e.type);
     };
     apply(ev('ADDED', ns('shop', 1)), ev('ADDED', pod('web', 2)));
-    expect(apply(ev('DELETED', ns('shop', 3)))).toEqual(['deleteNamespace']);
+    // Kubernetes deletes a namespace only once its pods are gone: web's DELETED is late.
+    expect(apply(ev('DELETED', ns('shop', 3)))).toEqual(['deletePod', 'deleteNamespace']);
     expect(engine.endpoints()).toEqual([]);
-    // Without its namespace the pod's identity would lack the namespace labels (test/k8s/namespace-first.test.ts).
-    expect(apply()).toEqual([]);
-    expect(engine.endpoints()).toEqual([]);
-    expect(apply(ev('ADDED', ns('shop', 4)))).toEqual(['upsertNamespace']);
+    expect(apply(ev('ADDED', pod('api', 4)))).toEqual([]);
+    expect(apply(ev('ADDED', ns('shop', 5)))).toEqual(['upsertNamespace']);
+    // Without its namespace a pod's identity would lack the namespace labels (test/k8s/namespace-first.test.ts).
     expect(apply()).toEqual(['upsertPod']);
-    expect(engine.endpoints()).toEqual(['shop/web']);
+    expect(engine.endpoints()).toEqual(['shop/api']);
+    expect(apply(ev('DELETED', pod('web', 6)))).toEqual([]);
   });
   it('rolls back: a refused batch leaves the mirror holding what the engine holds', () => {
     const h = harness();

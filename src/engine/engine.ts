@@ -43,9 +43,9 @@ export interface EngineOptions {
   /**
    * Where pod identity numbers come from. `local` (default): this engine allocates them.
    * `external`: the cluster does (CiliumIdentity objects, a kvstore), told by `upsertIdentity` /
-   * `deleteIdentity` events, so map keys are the cluster's numbers; a local pod whose labels have
-   * no identity is reserved `init` (an endpoint in default deny), a remote one is 0 in the ipcache
-   * (unknown: only L3-wildcard entries decide, attack finding 800). CIDR identities stay this
+   * `deleteIdentity` events, so map keys are the cluster's numbers; a pod whose labels have no
+   * identity is reserved `init` as an endpoint (default deny) and 0 in the ipcache (unknown: only
+   * L3-wildcard entries decide, attack findings 800 and 802). CIDR identities stay this
    * engine's own.
    */
   readonly identitySource?: 'local' | 'external';

@@ -60,7 +60,7 @@ describe('external identities', () => {
     const known = e.apply([identity(40000, web)]);
     expect(e.identityOfPod('prod/web')).toBe(40000);
     expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0']);
-    expect(known.ipcache).toEqual([{ op: 'upsert', prefix: '10.244.0.10/32', identity: 40000, previous: RESERVED_IDENTITIES.init }]);
+    expect(known.ipcache).toEqual([{ op: 'upsert', prefix: '10.244.0.10/32', identity: 40000, previous: 0 }]);
     const both = e.apply([identity(51234, client)]);
     expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', '51234/ingress/6/80/16']);
     expect(both.deltas.map((d) => [d.op, d.key.identity])).toEqual([['upsert', 51234]]);

@@ -100,3 +100,27 @@ describe('800. a remote pod without a CiliumIdentity is not reserved:init', () =
     expect(from('10.0.1.3')).toBe('allow');
   });
 });
+
+/**
+ * Finding 802: the local side of 800. A local pod whose CiliumIdentity is deleted while it runs
+ * was `reserved:init` in the ipcache, so web's `cluster` allow admitted it past the deny on its
+ * labels. Cilium keeps a running endpoint's number (pkg/allocator `syncLocalKeys` re-creates the
+ * key); from the state alone the engine cannot, so the pod is 0 in the ipcache, as a remote one.
+ */
+describe('802. a local pod without a CiliumIdentity is not reserved:init in the ipcache', () => {
+  it('its identity deleted while it runs: still denied by web, and denied once its identity is back', () => {
+    const { feed, from } = agent();
+    feed(namespace, identity('ADDED', 300, 'web'), identity('ADDED', 302, 'evil'), pod('web', 'n1', '10.0.0.2'), pod('evil', 'n1', '10.0.0.3'), policy);
+    expect(from('10.0.0.3')).toBe('deny');
+    feed(identity('DELETED', 302, 'evil'));
+    expect(from('10.0.0.3')).toBe('deny');
+    feed(identity('ADDED', 302, 'evil'));
+    expect(from('10.0.0.3')).toBe('deny');
+  });
+
+  it('a new local pod read before its identity: not admitted by the cluster allow meanwhile', () => {
+    const { feed, from } = agent();
+    feed(namespace, identity('ADDED', 300, 'web'), pod('web', 'n1', '10.0.0.2'), policy, pod('evil', 'n1', '10.0.0.3'));
+    expect(from('10.0.0.3')).toBe('deny');
+  });
+});

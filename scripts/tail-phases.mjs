@@ -23,6 +23,7 @@ const { reconcile } = await import(`${base}/node/restart.js`);
 const mods = {
   PodTable: (await import(`${base}/engine/pod-table.js`)).PodTable,
   IdentityTable: (await import(`${base}/engine/identities.js`)).IdentityTable,
+  NamedPorts: (await import(`${base}/engine/named-ports.js`)).NamedPorts,
   SelectorCache: (await import(`${base}/engine/selector-cache.js`)).SelectorCache,
   PolicyResolver: (await import(`${base}/engine/policy-resolver.js`)).PolicyResolver,
   Commit: (await import(`${base}/engine/commit.js`)).Commit,
@@ -50,7 +51,7 @@ wrap(mods.PolicyResolver, 'onPeerChange');
 wrap(mods.Commit, 'run');
 wrap(mods.NetworkSplits, 'podJoined'); wrap(mods.NetworkSplits, 'podLeft');
 wrap(mods.PodTable, 'identityLabels'); wrap(mods.EngineContext, 'touchIpcacheHost'); wrap(mods.EngineContext, 'onUndo'); wrap(mods.ModelStore, 'apply');
-wrap(mods.SelectorCache, 'candidateSelectors'); wrap(mods.SelectorCache, 'indexIdentity'); wrap(mods.IdentityTable, 'changeNamedPorts'); wrap(mods.IdentityTable, 'allocate');
+wrap(mods.SelectorCache, 'candidateSelectors'); wrap(mods.SelectorCache, 'indexIdentity'); wrap(mods.NamedPorts, 'changeNamedPorts'); wrap(mods.IdentityTable, 'allocate');
 for (const m of ['change', 'settle', 'settleEntries', 'addRawAt']) wrap(mods.MapState, m);
 for (const m of ['emit', 'collect', 'ipcacheDeltas', 'allocatePorts', 'movedEndpoints']) wrap(mods.Commit, m);
 for (const m of ['apply', 'size', 'dump']) wrap(MemoryBackend, m);

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { scenarioEngine } from '../src/cli/common.js';
+import { scenarioEngine } from '../src/scenario/engine.js';
 import { traceFlow } from '../src/explain/trace.js';
 import { deletePolicy } from '../src/model/cluster.js';
 import { decideFlow } from '../src/naive/evaluator.js';

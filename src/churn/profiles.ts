@@ -274,57 +274,45 @@ function identityKey(p: PodRecord): string {
   return `${p.namespace}/${JSON.stringify(Object.entries(p.labels).sort())}`;
 }
 
+/** Pods per identity (namespace and labels): a deletion that empties one is tagged `identity-remove`. */
+class IdentityCounts {
+  private readonly counts = new Map<string, number>();
+
+  constructor(pods: Iterable<PodRecord>) {
+    for (const p of pods) this.bump(p, +1);
+  }
+
+  /** The identity's pod count after adding `d`. */
+  bump(p: PodRecord, d: number): number {
+    const n = (this.counts.get(identityKey(p)) ?? 0) + d;
+    this.counts.set(identityKey(p), n);
+    return n;
+  }
+}
+
+const CHURN_KINDS = ['scale-up', 'scale-up', 'new-workload', 'delete', 'delete', 'relabel', 'policy-add', 'policy-remove', 'namespace-relabel'] as const;
+type PodChurn = Extract<(typeof CHURN_KINDS)[number], 'scale-up' | 'new-workload' | 'delete' | 'relabel'>;
+
+/** How many new workloads and new policies the churn has added so far (their names count up). */
+interface ChurnCounters {
+  workloads: number;
+  policies: number;
+}
+
 /**
  * Churn after the initial state, in a seeded random mix: scale-ups (existing identity), new
  * workloads (new identity), pod deletions, relabels (new identity), namespace relabels
  * (re-identifies the namespace's pods), policy rollouts and deletions.
  */
 function churn(b: TraceBuilder, shape: ProfileShape, events: number): void {
-  const counts = new Map<string, number>();
-  for (const p of b.pods.values()) counts.set(identityKey(p), (counts.get(identityKey(p)) ?? 0) + 1);
-  const bump = (p: PodRecord, d: number): number => {
-    const n = (counts.get(identityKey(p)) ?? 0) + d;
-    counts.set(identityKey(p), n);
-    return n;
-  };
-  let newWorkloads = 0;
-  let newPolicies = 0;
-  const kinds = ['scale-up', 'scale-up', 'new-workload', 'delete', 'delete', 'relabel', 'policy-add', 'policy-remove', 'namespace-relabel'] as const;
+  const counts = new IdentityCounts(b.pods.values());
+  const added: ChurnCounters = { workloads: 0, policies: 0 };
   const start = b.events;
   while (b.events - start < events) {
-    const kind = b.pick(kinds);
-    const pods = [...b.pods.values()];
+    const kind = b.pick(CHURN_KINDS);
     switch (kind) {
-      case 'scale-up': {
-        if (pods.length === 0) break;
-        const like = b.pick(pods);
-        const p = b.pod(like.namespace, `${like.labels.app ?? 'pod'}-s${b.events}`, { ...like.labels }, shape.isLocal(b.nextPodIndex()), 'pod-add');
-        bump(p, +1);
-        break;
-      }
-      case 'new-workload': {
-        const w = shape.newWorkload(newWorkloads++);
-        if (!b.namespaces.has(w.namespace)) b.namespace(w.namespace, {});
-        const p = b.pod(w.namespace, `${w.labels.app}-0`, w.labels, shape.isLocal(b.nextPodIndex()), 'identity-add');
-        bump(p, +1);
-        break;
-      }
-      case 'delete': {
-        if (pods.length === 0) break;
-        const p = b.pick(pods);
-        b.deletePod(p, bump(p, -1) === 0 ? 'identity-remove' : 'pod-remove');
-        break;
-      }
-      case 'relabel': {
-        if (pods.length === 0) break;
-        const p = b.pick(pods);
-        bump(p, -1);
-        const q = b.pod(p.namespace, p.name, { ...p.labels, version: `v${b.events}` }, p.local, 'pod-relabel', p.ports);
-        bump(q, +1);
-        break;
-      }
       case 'policy-add':
-        b.policy(shape.policy(newPolicies++), 'policy-add');
+        b.policy(shape.policy(added.policies++), 'policy-add');
         break;
       case 'policy-remove': {
         const keys = [...b.policies.keys()];
@@ -332,13 +320,35 @@ function churn(b: TraceBuilder, shape: ProfileShape, events: number): void {
         break;
       }
       case 'namespace-relabel': {
-        const names = [...b.namespaces.keys()];
-        const ns = b.pick(names);
+        const ns = b.pick([...b.namespaces.keys()]);
         // Every pod of the namespace gets a new identity (tags count identities by pod labels).
         b.namespace(ns, { ...b.namespaces.get(ns), rollout: `r${b.events}` }, 'namespace-relabel');
         break;
       }
+      default:
+        churnPod(b, shape, kind, counts, added);
     }
+  }
+}
+
+/** One pod change of the churn mix: a pod like an existing one, a new workload, a deletion or a relabel. */
+function churnPod(b: TraceBuilder, shape: ProfileShape, kind: PodChurn, counts: IdentityCounts, added: ChurnCounters): void {
+  if (kind === 'new-workload') {
+    const w = shape.newWorkload(added.workloads++);
+    if (!b.namespaces.has(w.namespace)) b.namespace(w.namespace, {});
+    counts.bump(b.pod(w.namespace, `${w.labels.app}-0`, w.labels, shape.isLocal(b.nextPodIndex()), 'identity-add'), +1);
+    return;
+  }
+  const pods = [...b.pods.values()];
+  if (pods.length === 0) return;
+  const p = b.pick(pods);
+  if (kind === 'scale-up') {
+    counts.bump(b.pod(p.namespace, `${p.labels.app ?? 'pod'}-s${b.events}`, { ...p.labels }, shape.isLocal(b.nextPodIndex()), 'pod-add'), +1);
+  } else if (kind === 'delete') {
+    b.deletePod(p, counts.bump(p, -1) === 0 ? 'identity-remove' : 'pod-remove');
+  } else {
+    counts.bump(p, -1);
+    counts.bump(b.pod(p.namespace, p.name, { ...p.labels, version: `v${b.events}` }, p.local, 'pod-relabel', p.ports), +1);
   }
 }
 

@@ -141,7 +141,7 @@ function splitItems(items: Trace['items'], limit: number | undefined) {
     const item = items[i] as Trace['items'][number];
     if (item.kind === 'event') initial.push(item.event);
   }
-  const churn: Extract<Trace['items'][number], { kind: 'event' }>[] = [];
+  const churn: ChurnItem[] = [];
   for (let i = end; i < items.length && (limit === undefined || churn.length < limit); i++) {
     const item = items[i] as Trace['items'][number];
     if (item.kind === 'event') churn.push(item);
@@ -219,108 +219,144 @@ class Samples {
   }
 }
 
+type ChurnItem = Extract<Trace['items'][number], { kind: 'event' }>;
+
 /**
  * Replays a trace: the initial phase as one transaction (an agent starting on a running cluster),
  * then each churn event as its own transaction, timed.
  */
 export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const { initial, churn } = splitItems(opts.consume ? takeItems(trace) : trace.items, opts.limit);
-  const capacity = opts.backend?.capacity;
-  const needModel = opts.mode === 'full' || (opts.verifyEvery ?? 0) > 0;
-  // The model is bookkeeping of the benchmark, not the agent's work: updated in place, untimed.
-  const model = new MutableCluster();
-  const state: ClusterState = model;
-  const local = model.local;
-  const track = (e: EngineEvent): void => {
-    if (needModel) model.apply(e);
-  };
-  let peakHeap = 0;
-  const sampleHeap = (): number => {
-    const h = getHeapStatistics().used_heap_size;
-    peakHeap = Math.max(peakHeap, h);
-    return h;
-  };
-  const coldEvents = initial.length;
-  const churnEvents = churn.length;
-  // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
-  // stable across a recompute (ports of endpoints that vanish stay taken: a benchmark-only leak).
-  const shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };
   const started = process.hrtime.bigint();
-
-  // Cold start: one transaction.
-  opts.onProgress?.(0, coldEvents, 'cold start');
-  for (const e of initial) track(e);
-  const t0 = process.hrtime.bigint();
-  let cold: ReturnType<typeof coldStart>;
-  try {
-    cold = coldStart(initial, opts, state, local, shared);
-  } catch (e) {
-    throw new ReplayRefusal(`${trace.source}: the initial phase (one transaction)`, e);
-  }
-  let engine = cold.engine;
-  let { deltas, l7Deltas } = cold;
-  const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  const coldHeap = sampleHeap();
-  initial.length = 0; // the engine keeps what it needs
-  opts.onProgress?.(coldEvents, coldEvents, 'cold start');
-  opts.onProgress?.(0, churnEvents, 'churn');
-
+  const run = new ReplayRun(trace.source, opts, initial);
+  const churnEvents = churn.length;
   const samples = new Samples(opts.keepSamples === true);
-  let verifications = 0;
-  const full = opts.mode === 'full' ? new FullRecompute(engine, state, local, capacity, shared) : undefined;
-  // Popped from the end of the reversed list: an applied event is no longer referenced here.
-  churn.reverse();
-  for (let i = 0, item = churn.pop(); item !== undefined; i++, item = churn.pop()) {
-    // Full mode recomputes from the model, so the model moves first; both outside the timed region.
-    if (full) track(item.event);
-    const t = process.hrtime.bigint();
-    let cs: ChangeSet | undefined;
-    try {
-      if (full) full.recompute();
-      else cs = engine.apply([item.event]);
-    } catch (e) {
-      throw new ReplayRefusal(`${trace.source}:${item.line}`, e);
-    }
-    if (full) {
-      const d = full.write(opts.backend);
-      engine = full.engine;
-      deltas += d.deltas;
-      l7Deltas += d.l7Deltas;
-    } else if (cs) {
-      if (opts.backend) applyChangeSet(opts.backend, cs);
-      deltas += cs.deltas.length;
-      l7Deltas += cs.l7Deltas.length;
-    }
-    const us = Number(process.hrtime.bigint() - t) / 1e3;
-    if (!full) track(item.event);
-    samples.add(item.tag, us);
-    if ((i & 63) === 0) sampleHeap();
-    if (opts.verifyEvery && (i + 1) % opts.verifyEvery === 0 && !full) {
-      verifications++;
-      verifyAgainstFresh(engine, state, local, capacity, `${trace.source}:${item.line}`);
-    }
-    if ((i & 255) === 0) opts.onProgress?.(i + 1, churnEvents, 'churn');
-  }
-  opts.onProgress?.(churnEvents, churnEvents, 'churn');
-  sampleHeap();
+  run.churn(churn, samples);
+  run.sampleHeap();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const engine = run.engine;
   let mapEntries = 0;
   for (const ep of engine.endpoints()) mapEntries += engine.mapState(ep).size;
-  const total = coldEvents + churnEvents;
+  const total = run.cold.events + churnEvents;
   return {
     mode: opts.mode,
     ...(trace.header.profile !== undefined ? { profile: trace.header.profile } : {}),
     events: total,
     eventsPerSec: Math.round(total / seconds),
     latencyUs: samples.stats(),
-    deltas,
-    l7Deltas,
+    deltas: run.deltas,
+    l7Deltas: run.l7Deltas,
     mapEntries,
-    peakHeapBytes: peakHeap,
-    coldStart: { events: coldEvents, ms: Math.round(coldMs * 10) / 10, heapBytes: coldHeap, deltas: cold.deltas },
+    peakHeapBytes: run.peakHeap,
+    coldStart: run.cold,
     churnEvents,
     endpoints: engine.endpoints().length,
-    verifications,
+    verifications: run.verifications,
     ...(opts.keepSamples ? { samples: samples.ordered } : {}),
   };
+}
+
+/** One replay's engine (a full recompute replaces it), the model beside it, and its running totals. */
+class ReplayRun {
+  // The model is bookkeeping of the benchmark, not the agent's work: updated in place, untimed.
+  private readonly model = new MutableCluster();
+  private readonly needModel: boolean;
+  // Full recomputes share identity numbers and proxy ports across engines, as an agent's would stay
+  // stable across a recompute (ports of endpoints that vanish stay taken: a benchmark-only leak).
+  private readonly shared = { allocator: new IdentityAllocator(), proxyPorts: new ProxyPortAllocator() };
+  engine: Engine;
+  readonly cold: ReplayResult['coldStart'];
+  deltas: number;
+  l7Deltas: number;
+  peakHeap = 0;
+  verifications = 0;
+
+  /** Runs the cold start: the initial events as one transaction, untracked by the timer except the apply. */
+  constructor(
+    private readonly source: string,
+    private readonly opts: ReplayOptions,
+    initial: EngineEvent[],
+  ) {
+    this.needModel = opts.mode === 'full' || (opts.verifyEvery ?? 0) > 0;
+    const events = initial.length;
+    opts.onProgress?.(0, events, 'cold start');
+    for (const e of initial) this.track(e);
+    const t0 = process.hrtime.bigint();
+    let cold: ReturnType<typeof coldStart>;
+    try {
+      cold = coldStart(initial, opts, this.model, this.model.local, this.shared);
+    } catch (e) {
+      throw new ReplayRefusal(`${source}: the initial phase (one transaction)`, e);
+    }
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    this.engine = cold.engine;
+    this.deltas = cold.deltas;
+    this.l7Deltas = cold.l7Deltas;
+    this.cold = { events, ms: Math.round(ms * 10) / 10, heapBytes: this.sampleHeap(), deltas: cold.deltas };
+    initial.length = 0; // the engine keeps what it needs
+    opts.onProgress?.(events, events, 'cold start');
+  }
+
+  private track(e: EngineEvent): void {
+    if (this.needModel) this.model.apply(e);
+  }
+
+  sampleHeap(): number {
+    const h = getHeapStatistics().used_heap_size;
+    this.peakHeap = Math.max(this.peakHeap, h);
+    return h;
+  }
+
+  /** Each churn event as its own transaction, timed into `samples`; `--verify-every` checks between them. */
+  churn(items: ChurnItem[], samples: Samples): void {
+    const total = items.length;
+    this.opts.onProgress?.(0, total, 'churn');
+    const capacity = this.opts.backend?.capacity;
+    const full = this.opts.mode === 'full' ? new FullRecompute(this.engine, this.model, this.model.local, capacity, this.shared) : undefined;
+    // Popped from the end of the reversed list: an applied event is no longer referenced here.
+    items.reverse();
+    for (let i = 0, item = items.pop(); item !== undefined; i++, item = items.pop()) {
+      samples.add(item.tag, full ? this.recomputeTimed(item, full) : this.applyTimed(item));
+      if ((i & 63) === 0) this.sampleHeap();
+      if (this.opts.verifyEvery && (i + 1) % this.opts.verifyEvery === 0 && !full) {
+        this.verifications++;
+        verifyAgainstFresh(this.engine, this.model, this.model.local, capacity, `${this.source}:${item.line}`);
+      }
+      if ((i & 255) === 0) this.opts.onProgress?.(i + 1, total, 'churn');
+    }
+    this.opts.onProgress?.(total, total, 'churn');
+  }
+
+  /** Incremental mode: the engine applies the event and the backend takes its change set (µs); the model moves after. */
+  private applyTimed(item: ChurnItem): number {
+    const t = process.hrtime.bigint();
+    let cs: ChangeSet;
+    try {
+      cs = this.engine.apply([item.event]);
+    } catch (e) {
+      throw new ReplayRefusal(`${this.source}:${item.line}`, e);
+    }
+    if (this.opts.backend) applyChangeSet(this.opts.backend, cs);
+    this.deltas += cs.deltas.length;
+    this.l7Deltas += cs.l7Deltas.length;
+    const us = Number(process.hrtime.bigint() - t) / 1e3;
+    this.track(item.event);
+    return us;
+  }
+
+  /** Full mode recomputes from the model, so the model moves first, outside the timed region (µs). */
+  private recomputeTimed(item: ChurnItem, full: FullRecompute): number {
+    this.track(item.event);
+    const t = process.hrtime.bigint();
+    try {
+      full.recompute();
+    } catch (e) {
+      throw new ReplayRefusal(`${this.source}:${item.line}`, e);
+    }
+    const d = full.write(this.opts.backend);
+    this.engine = full.engine;
+    this.deltas += d.deltas;
+    this.l7Deltas += d.l7Deltas;
+    return Number(process.hrtime.bigint() - t) / 1e3;
+  }
 }

@@ -1,6 +1,6 @@
 import type { ContainerPort } from '../model/ports.js';
 import { KeyedPod } from '../model/cluster.js';
-import { ParsedPolicyBase, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
+import { ParsedPolicyBase, Peer, Policy, POLICY_KINDS, PolicyKind, PolicyRef, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -106,38 +106,32 @@ function readHeader(r: Reader, v: unknown): TraceHeader {
   };
 }
 
+type TraceEventType = (typeof EVENT_TYPES)[number];
+
+/** The fields of each event type besides `type` and `tag`. */
+const EVENT_FIELDS: Readonly<Record<TraceEventType, readonly string[]>> = {
+  upsertNamespace: ['name', 'labels'],
+  deleteNamespace: ['name'],
+  upsertPod: ['pod', 'local', 'node'],
+  deletePod: ['namespace', 'name'],
+  upsertPolicy: ['manifest'],
+  deletePolicy: ['ref'],
+  phase: ['name'],
+  dnsResponse: ['endpoint', 'name', 'ips', 'ttl', 'server'],
+  advanceTime: ['seconds'],
+};
+
+/** One line after the header: its type, then the fields that type has. */
 function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, shared: SharedValues): TraceItem {
   const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'server', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
-  const allowed: Record<(typeof EVENT_TYPES)[number], string[]> = {
-    upsertNamespace: ['name', 'labels'],
-    deleteNamespace: ['name'],
-    upsertPod: ['pod', 'local', 'node'],
-    deletePod: ['namespace', 'name'],
-    upsertPolicy: ['manifest'],
-    deletePolicy: ['ref'],
-    phase: ['name'],
-    dnsResponse: ['endpoint', 'name', 'ips', 'ttl', 'server'],
-    advanceTime: ['seconds'],
-  };
-  const o = r.object(v, '', ['type', 'tag', ...allowed[type]]);
+  const o = r.object(v, '', ['type', 'tag', ...EVENT_FIELDS[type]]);
   const ev = (event: EngineEvent): TraceItem => ({ kind: 'event', line, tag, event });
   if ((type === 'dnsResponse' || type === 'advanceTime') && options.fqdn === false) r.fail('type', `${type} events are not read here (fqdn: false)`);
   switch (type) {
-    case 'dnsResponse': {
-      const endpoint = r.nonEmptyString(o.endpoint, 'endpoint');
-      if (!/^[^/]+\/[^/]+$/.test(endpoint)) r.fail('endpoint', `"${endpoint}" is not namespace/name`);
-      const name = r.nonEmptyString(o.name, 'name');
-      const bad = fqdnSyntaxError('matchName', name);
-      if (bad !== undefined) r.fail('name', bad);
-      const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
-      const ttl = r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS);
-      if (absent(o.server)) return ev({ type, endpoint, name, ips, ttl });
-      const server = r.object(o.server, 'server', ['ip', 'port', 'protocol']);
-      const protocol = absent(server.protocol) ? undefined : r.oneOf(server.protocol, 'server.protocol', DNS_TRANSPORTS);
-      return ev({ type, endpoint, name, ips, ttl, server: { ip: readIp(r, server.ip, 'server.ip'), port: r.intInRange(server.port, 'server.port', 1, 65535), ...(protocol ? { protocol } : {}) } });
-    }
+    case 'dnsResponse':
+      return ev(readDnsResponse(r, o));
     case 'advanceTime':
       return ev({ type, seconds: r.intInRange(o.seconds, 'seconds', 0, MAX_SECONDS) });
     case 'phase':
@@ -150,20 +144,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
     case 'deleteNamespace':
       return ev({ type, name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPod': {
-      const p = r.object(o.pod, 'pod', ['namespace', 'name', 'labels', 'ip', 'ips', 'serviceAccount', 'ports']);
-      const namespace = r.nonEmptyString(p.namespace, 'pod.namespace');
-      checkNamespaceName(r, namespace, 'pod.namespace');
-      const name = r.nonEmptyString(p.name, 'pod.name');
-      checkObjectName(r, name, 'pod.name');
-      const pod = new KeyedPod({
-        namespace: intern(namespace),
-        name,
-        labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
-        ip: readIp(r, p.ip, 'pod.ip'),
-        ...podIpsOf(r, p.ips, p.ip),
-        serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
-        ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
-      });
+      const pod = readPod(r, o.pod, shared);
       const node = absent(o.node) ? undefined : r.nonEmptyString(o.node, 'node');
       if (node?.includes('/')) r.fail('node', `"${node}" must not contain '/'`);
       return { ...ev({ type, pod, local: r.optBoolean(o.local, 'local') ?? false }), ...(node !== undefined ? { node } : {}) };
@@ -174,16 +155,53 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
       return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
     }
-    case 'deletePolicy': {
-      const ref = r.object(o.ref, 'ref', ['kind', 'namespace', 'name']);
-      const kind = r.oneOf(ref.kind, join('ref', 'kind'), POLICY_KINDS);
-      const name = r.nonEmptyString(ref.name, join('ref', 'name'));
-      const namespace = r.optString(ref.namespace, join('ref', 'namespace'));
-      const clusterwide = kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy';
-      if (clusterwide !== (namespace === undefined)) r.fail('ref.namespace', clusterwide ? 'a clusterwide policy has no namespace' : 'is required for a namespaced policy');
-      return ev({ type, ref: namespace === undefined ? { kind, name } : { kind, namespace, name } });
-    }
+    case 'deletePolicy':
+      return ev({ type, ref: readPolicyRef(r, o.ref) });
   }
+}
+
+/** A `dnsResponse` line: the pod's DNS proxy saw `name` answered with `ips` for `ttl` seconds. */
+function readDnsResponse(r: Reader, o: Record<string, unknown>): EngineEvent {
+  const endpoint = r.nonEmptyString(o.endpoint, 'endpoint');
+  if (!/^[^/]+\/[^/]+$/.test(endpoint)) r.fail('endpoint', `"${endpoint}" is not namespace/name`);
+  const name = r.nonEmptyString(o.name, 'name');
+  const bad = fqdnSyntaxError('matchName', name);
+  if (bad !== undefined) r.fail('name', bad);
+  const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
+  const ttl = r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS);
+  if (absent(o.server)) return { type: 'dnsResponse', endpoint, name, ips, ttl };
+  const server = r.object(o.server, 'server', ['ip', 'port', 'protocol']);
+  const protocol = absent(server.protocol) ? undefined : r.oneOf(server.protocol, 'server.protocol', DNS_TRANSPORTS);
+  return { type: 'dnsResponse', endpoint, name, ips, ttl, server: { ip: readIp(r, server.ip, 'server.ip'), port: r.intInRange(server.port, 'server.port', 1, 65535), ...(protocol ? { protocol } : {}) } };
+}
+
+/** An `upsertPod` line's pod; labels and ports shared with the trace's other pods that have the same. */
+function readPod(r: Reader, v: unknown, shared: SharedValues): KeyedPod {
+  const p = r.object(v, 'pod', ['namespace', 'name', 'labels', 'ip', 'ips', 'serviceAccount', 'ports']);
+  const namespace = r.nonEmptyString(p.namespace, 'pod.namespace');
+  checkNamespaceName(r, namespace, 'pod.namespace');
+  const name = r.nonEmptyString(p.name, 'pod.name');
+  checkObjectName(r, name, 'pod.name');
+  return new KeyedPod({
+    namespace: intern(namespace),
+    name,
+    labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
+    ip: readIp(r, p.ip, 'pod.ip'),
+    ...podIpsOf(r, p.ips, p.ip),
+    serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
+    ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
+  });
+}
+
+/** A `deletePolicy` line's ref: a namespace exactly when the kind is namespaced. */
+function readPolicyRef(r: Reader, v: unknown): PolicyRef {
+  const ref = r.object(v, 'ref', ['kind', 'namespace', 'name']);
+  const kind = r.oneOf(ref.kind, join('ref', 'kind'), POLICY_KINDS);
+  const name = r.nonEmptyString(ref.name, join('ref', 'name'));
+  const namespace = r.optString(ref.namespace, join('ref', 'namespace'));
+  const clusterwide = kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy';
+  if (clusterwide !== (namespace === undefined)) r.fail('ref.namespace', clusterwide ? 'a clusterwide policy has no namespace' : 'is required for a namespaced policy');
+  return namespace === undefined ? { kind, name } : { kind, namespace, name };
 }
 
 /**

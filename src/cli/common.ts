@@ -1,14 +1,11 @@
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { UnknownEndpointError } from '../model/flow.js';
-import { ClusterChangeError, ClusterState } from '../model/cluster.js';
+import { ClusterChangeError } from '../model/cluster.js';
 import { formatWarning, type Policy } from '../model/rules.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
-import { runScenario, scenarioEngineOptions } from '../scenario/run.js';
-import { Engine } from '../engine/engine.js';
-import { EngineDecider } from '../harness/engine-decider.js';
 import { BackendError } from '../backend/backend.js';
 import { BpfError, PinDirError } from '../backend/bpf.js';
 import { EngineError, MapCapacityError } from '../engine/events.js';
@@ -77,30 +74,6 @@ export function readScenario(ctx: Ctx, file: string): Scenario {
   const scenario = parseScenario(readInputText(file, ctx.maxInputBytes), inputName(file));
   for (const w of scenario.warnings) ctx.io.err(`warning: ${w}\n`);
   return scenario;
-}
-
-/** The cluster after the scenario's setup and its steps 0..step (all steps when undefined); no probe is run. */
-export function scenarioState(scenario: Scenario, step: number | undefined, onStep?: (state: ClusterState) => void): ClusterState {
-  if (step !== undefined && step >= scenario.steps.length) {
-    throw new ManifestError(scenario.source, 'steps', `has ${scenario.steps.length} steps: --step ${step} is not one of them (0 to ${scenario.steps.length - 1})`);
-  }
-  const steps = scenario.steps.slice(0, step === undefined ? undefined : step + 1).map((s) => ({ changes: s.changes, probes: [], expect: [] }));
-  return runScenario({ ...scenario, steps }, () => {
-    throw new Error('internal: a scenario without probes decided a flow');
-  }, onStep).finalState;
-}
-
-/**
- * The scenario's cluster after `step` (default: the last) and an engine that went through every
- * step before it, as `reach` does: the engine's state depends on its history (a DNS answer is
- * judged by the policy in force when it arrives, and a learned IP stays while the answer lives),
- * so an engine built from the final state alone can decide a flow differently from `reach`.
- */
-export function scenarioEngine(scenario: Scenario, step: number | undefined): { state: ClusterState; decider: EngineDecider } {
-  const decider = new EngineDecider(new Engine(scenarioEngineOptions(scenario)));
-  const state = scenarioState(scenario, step, (s) => decider.sync(s));
-  decider.sync(state);
-  return { state, decider };
 }
 
 export const isManifestFile = (f: string): boolean => /\.(ya?ml|json)$/.test(f);

@@ -4,7 +4,8 @@ import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { SideReport, traceFlow } from '../explain/trace.js';
-import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, scenarioEngine } from './common.js';
+import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError } from './common.js';
+import { scenarioEngine } from '../scenario/engine.js';
 import { InputError } from './input.js';
 
 interface TraceOptions {

@@ -5,7 +5,8 @@ import { BpfBackend } from '../backend/bpf.js';
 import { ipcachePinPath } from '../backend/ipcache.js';
 import { Engine } from '../engine/engine.js';
 import type { ClusterState } from '../model/cluster.js';
-import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, scenarioEngine, table } from './common.js';
+import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, table } from './common.js';
+import { scenarioEngine } from '../scenario/engine.js';
 import { labelsOfEngine } from '../backend/record-json.js';
 
 interface ClusterOptions {

@@ -119,7 +119,7 @@ export class Engine {
     const maps = new SharedMaps(ctx, subjectCache);
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
     resolver.allowLocalhost = this.allowLocalhost === 'always';
-    identities.namedPortListener = resolver;
+    identities.namedPorts.listener = resolver;
     const pods = new PodTable(ctx, identities, maps, resolver);
     const nodes = new NodeTable(ctx, identities);
     const splits = new NetworkSplits(ctx, pods, peerCache);

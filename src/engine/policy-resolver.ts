@@ -4,7 +4,8 @@ import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '..
 import type { ContainerPort, L4Match } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, LOCALHOST_ALLOW, unitContribution } from './contribution.js';
-import type { IdentityRecord, IdentityTable, NamedPortListener } from './identities.js';
+import type { IdentityRecord, IdentityTable } from './identities.js';
+import type { NamedPortListener } from './named-ports.js';
 import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit, shareKey } from './rule-units.js';
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
@@ -280,9 +281,9 @@ export class PolicyResolver implements NamedPortListener {
 
   /** Where a named port of `unit` resolves: the subject's ports (ingress), the peer's (egress). */
   private namedResolver(unit: RuleUnit, peer: IdentityId, m: SharedMapState): NamedPortResolver {
-    if (unit.peerNamedPorts) return this.identities.resolveNamedShared(peer);
+    if (unit.peerNamedPorts) return this.identities.namedPorts.resolveNamedShared(peer);
     if (!unit.namedEgress) return m.resolveNamed;
-    return unit.verdict === 'deny' ? this.identities.resolveNamedAnyPod : this.identities.resolveNamedEgress(peer);
+    return unit.verdict === 'deny' ? this.identities.namedPorts.resolveNamedAnyPod : this.identities.namedPorts.resolveNamedEgress(peer);
   }
 
   /**

@@ -132,7 +132,7 @@ class NetworkPolicyUnit implements RuleUnit {
 
   get anyPeer(): boolean {
     // An allow on an egress named port resolves per peer, so a wildcard peer is every identity; a
-    // deny's resolution does not depend on the peer (identities.resolveNamedAnyPod).
+    // deny's resolution does not depend on the peer (NamedPorts.resolveNamedAnyPod, named-ports.ts).
     this.cachedAnyPeer ??= (!this.namedEgress || this.verdict === 'deny') && this.peers.some(isWildcardSelector);
     return this.cachedAnyPeer;
   }

@@ -266,102 +266,121 @@ function checkTiered(key: string, t: TieredSpec, model: Overlay, fail: Fail): vo
   if (problem) fail(`${key}: ${problem}; only the reference evaluator (--naive) decides it`);
 }
 
+type EventRecord = Record<string, unknown>;
+
+/** One event's fields, and its existence rule against the model as the batch has evolved it so far. */
 function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
   if (!isRecord(e)) fail('is not an event object');
   switch (e.type) {
     case 'upsertNamespace':
-      model.setNamespace(checkName(e.name, 'name', 'namespace', fail), true);
-      checkLabelMap(e.labels, 'labels', fail);
-      return;
-    case 'deleteNamespace': {
-      const name = checkName(e.name, 'name', 'namespace', fail);
-      if (!model.hasNamespace(name)) fail(`namespace "${name}" does not exist`);
-      model.setNamespace(name, false);
-      return;
-    }
-    case 'upsertPod': {
-      if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
-      checkPod(e.pod, fail);
-      // The key only when the overlay records pods (never in a cold start); a copied pod builds it once for every stage.
-      if (model.recordsPods) model.setPod(podKey(e.pod as Pod), true);
-      return;
-    }
-    case 'deletePod': {
-      const key = `${checkName(e.namespace, 'namespace', 'namespace', fail)}/${checkName(e.name, 'name', 'object', fail)}`;
-      if (!model.hasPod(key)) fail(`pod "${key}" does not exist`);
-      model.setPod(key, false);
-      return;
-    }
-    case 'upsertPolicy': {
-      if (!isParsedPolicy(e.policy)) fail('policy must be a policy returned by parseManifest');
-      const key = policyRefKey(e.policy.ref);
-      const t = e.policy.tiered;
-      if (t) checkTiered(key, t, model, fail);
-      model.setPolicy(e.policy.ref.namespace, key, true);
-      return;
-    }
-    case 'deletePolicy': {
-      const key = checkRef(e.ref, fail);
-      if (!model.hasPolicy(key)) fail(`policy ${key} does not exist`);
-      model.setPolicy(undefined, key, false);
-      return;
-    }
+    case 'deleteNamespace':
+      return checkNamespaceEvent(e, model, fail);
+    case 'upsertPod':
+    case 'deletePod':
+      return checkPodEvent(e, model, fail);
+    case 'upsertPolicy':
+    case 'deletePolicy':
+      return checkPolicyEvent(e, model, fail);
     case 'upsertIdentity':
-    case 'deleteIdentity': {
-      if (model.identitySource !== 'external') fail(`identity events need an engine whose identities come from outside (identitySource: 'external')`);
-      const id = checkIdentityId(e.id, fail);
-      if (e.type === 'upsertIdentity') checkIdentityLabels(e.labels, fail);
-      else if (!model.hasIdentity(id)) fail(`identity ${id} does not exist`);
-      model.setIdentity(id, e.type === 'upsertIdentity');
-      return;
-    }
-    case 'dnsResponse': {
-      const key = typeof e.endpoint === 'string' ? e.endpoint : fail('endpoint must be a pod key "namespace/name"');
-      if (!model.hasPod(key)) fail(`endpoint "${key}" is not a pod`);
-      if (typeof e.name !== 'string') fail('name must be a DNS name');
-      const bad = fqdnSyntaxError('matchName', e.name);
-      if (bad !== undefined) fail(`name ${bad}`);
-      if (!Array.isArray(e.ips)) fail('ips must be a list of parsed IP addresses');
-      (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
-      checkSeconds(e.ttl, 'ttl', fail);
-      if ((e.ttl as number) > MAX_DNS_TTL) fail(`ttl must be at most ${MAX_DNS_TTL} seconds (a DNS TTL is 32 bits)`);
-      checkClock(model.dnsNow(), e.ttl as number, 'ttl', fail);
-      if (e.server !== undefined) checkDnsServer(e.server, fail);
-      return;
-    }
+    case 'deleteIdentity':
+      return checkIdentityEvent(e, model, fail);
+    case 'dnsResponse':
+      return checkDnsResponse(e, model, fail);
     case 'advanceTime':
       checkSeconds(e.seconds, 'seconds', fail);
       checkClock(model.dnsNow(), e.seconds as number, 'seconds', fail);
       model.advanceClock(e.seconds as number);
       return;
-    case 'upsertNode': {
-      const name = checkName(e.name, 'name', 'object', fail);
-      if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
-      if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
-      if (e.labels !== undefined) checkLabelMap(e.labels, 'labels', fail);
-      (e.ips as unknown[]).forEach((ip, i) => checkParsedIp(ip, `ips[${i}]`, fail));
-      for (const field of ['health', 'ingress'] as const) {
-        const list: unknown = e[field];
-        if (list === undefined) continue;
-        if (!Array.isArray(list)) fail(`${field} must be a list of parsed IP addresses`);
-        (list as unknown[]).forEach((ip, i) => checkParsedIp(ip, `${field}[${i}]`, fail));
-      }
-      model.setNode(name, true);
-      return;
-    }
-    case 'deleteNode': {
-      const name = checkName(e.name, 'name', 'object', fail);
-      if (!model.hasNode(name)) fail(`node "${name}" does not exist`);
-      model.setNode(name, false);
-      return;
-    }
+    case 'upsertNode':
+    case 'deleteNode':
+      return checkNodeEvent(e, model, fail);
     case 'setApiServer':
-      if (!Array.isArray(e.addresses)) fail('addresses must be a list of parsed IP addresses');
-      (e.addresses as unknown[]).forEach((ip, i) => checkParsedIp(ip, `addresses[${i}]`, fail));
+      checkParsedIps(e.addresses, 'addresses', fail);
       return;
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }
+}
+
+function checkNamespaceEvent(e: EventRecord, model: Overlay, fail: Fail): void {
+  const name = checkName(e.name, 'name', 'namespace', fail);
+  if (e.type === 'upsertNamespace') {
+    model.setNamespace(name, true);
+    checkLabelMap(e.labels, 'labels', fail);
+    return;
+  }
+  if (!model.hasNamespace(name)) fail(`namespace "${name}" does not exist`);
+  model.setNamespace(name, false);
+}
+
+function checkPodEvent(e: EventRecord, model: Overlay, fail: Fail): void {
+  if (e.type === 'upsertPod') {
+    if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
+    checkPod(e.pod, fail);
+    // The key only when the overlay records pods (never in a cold start); a copied pod builds it once for every stage.
+    if (model.recordsPods) model.setPod(podKey(e.pod as Pod), true);
+    return;
+  }
+  const key = `${checkName(e.namespace, 'namespace', 'namespace', fail)}/${checkName(e.name, 'name', 'object', fail)}`;
+  if (!model.hasPod(key)) fail(`pod "${key}" does not exist`);
+  model.setPod(key, false);
+}
+
+function checkPolicyEvent(e: EventRecord, model: Overlay, fail: Fail): void {
+  if (e.type === 'upsertPolicy') {
+    if (!isParsedPolicy(e.policy)) fail('policy must be a policy returned by parseManifest');
+    const key = policyRefKey(e.policy.ref);
+    const t = e.policy.tiered;
+    if (t) checkTiered(key, t, model, fail);
+    model.setPolicy(e.policy.ref.namespace, key, true);
+    return;
+  }
+  const key = checkRef(e.ref, fail);
+  if (!model.hasPolicy(key)) fail(`policy ${key} does not exist`);
+  model.setPolicy(undefined, key, false);
+}
+
+function checkIdentityEvent(e: EventRecord, model: Overlay, fail: Fail): void {
+  if (model.identitySource !== 'external') fail(`identity events need an engine whose identities come from outside (identitySource: 'external')`);
+  const id = checkIdentityId(e.id, fail);
+  if (e.type === 'upsertIdentity') checkIdentityLabels(e.labels, fail);
+  else if (!model.hasIdentity(id)) fail(`identity ${id} does not exist`);
+  model.setIdentity(id, e.type === 'upsertIdentity');
+}
+
+/** An answer the endpoint's DNS proxy saw: the pod, the name, its addresses and a TTL the DNS clock can hold. */
+function checkDnsResponse(e: EventRecord, model: Overlay, fail: Fail): void {
+  const key = typeof e.endpoint === 'string' ? e.endpoint : fail('endpoint must be a pod key "namespace/name"');
+  if (!model.hasPod(key)) fail(`endpoint "${key}" is not a pod`);
+  if (typeof e.name !== 'string') fail('name must be a DNS name');
+  const bad = fqdnSyntaxError('matchName', e.name);
+  if (bad !== undefined) fail(`name ${bad}`);
+  checkParsedIps(e.ips, 'ips', fail);
+  checkSeconds(e.ttl, 'ttl', fail);
+  if ((e.ttl as number) > MAX_DNS_TTL) fail(`ttl must be at most ${MAX_DNS_TTL} seconds (a DNS TTL is 32 bits)`);
+  checkClock(model.dnsNow(), e.ttl as number, 'ttl', fail);
+  if (e.server !== undefined) checkDnsServer(e.server, fail);
+}
+
+function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
+  const name = checkName(e.name, 'name', 'object', fail);
+  if (e.type === 'deleteNode') {
+    if (!model.hasNode(name)) fail(`node "${name}" does not exist`);
+    model.setNode(name, false);
+    return;
+  }
+  if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
+  if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
+  if (e.labels !== undefined) checkLabelMap(e.labels, 'labels', fail);
+  checkParsedIps(e.ips, 'ips', fail);
+  for (const field of ['health', 'ingress'] as const) if (e[field] !== undefined) checkParsedIps(e[field], field, fail);
+  model.setNode(name, true);
+}
+
+/** A list of addresses as parseIp returns them. */
+function checkParsedIps(list: unknown, field: string, fail: Fail): void {
+  if (!Array.isArray(list)) fail(`${field} must be a list of parsed IP addresses`);
+  (list as unknown[]).forEach((ip, i) => checkParsedIp(ip, `${field}[${i}]`, fail));
 }
 
 /** A DNS server as the proxy knows it: a parsed address, a port and the transport (absent: UDP). */

@@ -1,6 +1,8 @@
 import type { EngineEvent } from '../engine/events.js';
 import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podIps, podKey, External } from '../model/cluster.js';
+import { DnsCacheState, withoutPodAnswers } from '../model/fqdn.js';
 import { Policy, policyRefKey } from '../model/rules.js';
+import { applyEventToCluster } from './cluster-sync.js';
 
 /**
  * The cluster model of the replay's full-recompute mode and `--verify-every` oracle, updated in place:
@@ -23,6 +25,11 @@ export class MutableCluster implements ClusterState {
   private readonly lastClaimant = new Map<string, string>();
   /** Address → how many pods claim it. */
   private readonly claims = new Map<string, number>();
+  /**
+   * The DNS cache the local pods' DNS proxies learnt (toFQDNs traces), stepped as the immutable
+   * model steps it: an answer judged by the policy in force when it arrives (finding 870).
+   */
+  dns: DnsCacheState | undefined;
 
   apply(e: EngineEvent): void {
     switch (e.type) {
@@ -53,6 +60,11 @@ export class MutableCluster implements ClusterState {
       case 'deleteIdentity':
         // Identity numbers are not part of the cluster model: the oracle decides by labels.
         return;
+      case 'dnsResponse':
+      case 'advanceTime':
+        // Only the DNS cache of the result is kept (an answer's server is never added as an external).
+        this.dns = applyEventToCluster(this, e).dns;
+        return;
     }
   }
 
@@ -70,6 +82,8 @@ export class MutableCluster implements ClusterState {
       this.unownedIps.delete(ip);
     }
     this.local.set(key, local);
+    // A pod not on this node has no endpoint here, nor DNS history (withLocality in cluster-sync.ts).
+    if (!local) this.dropAnswers(key);
     let keys = this.podsByNamespace.get(pod.namespace);
     if (!keys) this.podsByNamespace.set(pod.namespace, (keys = new Set()));
     keys.add(key);
@@ -82,6 +96,11 @@ export class MutableCluster implements ClusterState {
     this.pods.delete(key);
     this.local.delete(key);
     this.podsByNamespace.get(pod.namespace)?.delete(key);
+    this.dropAnswers(key);
+  }
+
+  private dropAnswers(pod: string): void {
+    if (this.dns) this.dns = withoutPodAnswers(this.dns, pod);
   }
 
   /** As Kubernetes does: the namespace's pods and namespaced policies go with it. */
@@ -91,6 +110,7 @@ export class MutableCluster implements ClusterState {
       this.release(key, this.pods.get(key) as Pod, []);
       this.pods.delete(key);
       this.local.delete(key);
+      this.dropAnswers(key);
     }
     this.podsByNamespace.delete(name);
     for (const [key, p] of this.policies) if (p.ref.namespace === name) this.policies.delete(key);

@@ -318,10 +318,23 @@ function selectsOnlyPods(sel: Selector): boolean {
   );
 }
 
+/** One rule of `ingress`, `ingressDeny`, `egress` or `egressDeny`: its L3 peers, its toFQDNs and its port clauses. */
 function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: DirectionShape, ref: PolicyRef, namespace: string | undefined, subject: Selector, options: ParseOptions, matchesInit: boolean): PolicyRule {
-  const allowed = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, 'toPorts', 'icmps', ...shape.unsupported];
-  const o = r.object(v, path, allowed);
+  const o = r.object(v, path, [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, 'toPorts', 'icmps', ...shape.unsupported]);
   const fqdnField = shape.field === 'egress' && options.fqdn !== false ? 'toFQDNs' : undefined;
+  checkPeerFields(r, o, path, shape, fqdnField);
+  const l3 = readL3Peers(r, o, path, shape, namespace, options, matchesInit);
+  const toFQDNs = fqdnField === undefined ? undefined : readToFqdns(r, o.toFQDNs, join(path, 'toFQDNs'));
+  const { ports, hasL4 } = readPortClauses(r, o, path, shape, options);
+  const peers = l3.peers;
+  // A rule with ports but no peer field applies to every peer; a rule with neither selects nothing.
+  if (!l3.anyL3 && toFQDNs === undefined && ports.length > 0 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
+  // Exact-size copies: arrays grown by push keep spare capacity for as long as the policy lives.
+  return { origin: { policy: ref, path: intern(path) }, subject, direction: shape.direction, verdict: shape.verdict, peers: peers.slice(), ports: ports.slice(), ...(toFQDNs ? { toFQDNs } : {}) };
+}
+
+/** The fields distill does not read, and two peer kinds in one rule, are refused. */
+function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, fqdnField: string | undefined): void {
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
     if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
@@ -331,65 +344,57 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   // the L3 members it counts.
   const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
   if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
-  let anyL3 = false;
+}
+
+/** The rule's L3 peers; `anyL3` when it has an L3 peer field at all (an empty one selects nothing). */
+function readL3Peers(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): { peers: Peer[]; anyL3: boolean } {
   const peers: Peer[] = [];
   const eps = r.optArray(o[shape.endpoints], join(path, shape.endpoints));
-  if (eps) {
-    anyL3 = true;
-    eps.forEach((e, i) => {
-      const sel = parseLabelSelector(r, e, at(join(path, shape.endpoints), i), CILIUM_SELECTOR);
-      // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
-      // never see those labels, so a deny would miss them and a DoesNotExist would match them.
-      if (hasSource(sel, SOURCE_CIDR)) r.fail(at(join(path, shape.endpoints), i), 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
-      const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit);
-      if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(at(join(path, shape.endpoints), i), 'this selector is not scoped to pods (a `reserved:` key, or a clusterwide policy whose subject names reserved:init) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
-      peers.push({ kind: 'selector', selector: scoped });
-    });
-  }
+  eps?.forEach((e, i) => peers.push(readEndpointPeer(r, e, at(join(path, shape.endpoints), i), namespace, options, matchesInit)));
   const nodes = r.optArray(o[shape.nodes], join(path, shape.nodes));
-  if (nodes) {
-    anyL3 = true;
-    nodes.forEach((n, i) => peers.push({ kind: 'nodes', selector: parseNodeSelector(r, n, at(join(path, shape.nodes), i), options) }));
-  }
+  nodes?.forEach((n, i) => peers.push({ kind: 'nodes', selector: parseNodeSelector(r, n, at(join(path, shape.nodes), i), options) }));
   const ents = r.optArray(o[shape.entities], join(path, shape.entities));
-  if (ents) {
-    anyL3 = true;
-    ents.forEach((e, i) => {
-      const entity = r.oneOf(e, at(join(path, shape.entities), i), ENTITIES);
-      peers.push(...entityPeers(entity, shape.verdict === 'deny'));
-    });
-  }
+  ents?.forEach((e, i) => peers.push(...entityPeers(r.oneOf(e, at(join(path, shape.entities), i), ENTITIES), shape.verdict === 'deny')));
   const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));
-  if (cidrs) {
-    anyL3 = true;
-    // The CRD types each item `format: cidr` (earlier: a pattern ending in /prefix-length), so the
-    // API server refuses a bare address that the agent's CIDR.sanitize alone would take.
-    cidrs.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), true), except: [] }));
-  }
+  // The CRD types each item `format: cidr` (earlier: a pattern ending in /prefix-length), so the
+  // API server refuses a bare address that the agent's CIDR.sanitize alone would take.
+  cidrs?.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), true), except: [] }));
   const sets = r.optArray(o[shape.cidrSet], join(path, shape.cidrSet));
-  if (sets) {
-    anyL3 = true;
-    sets.forEach((s, i) => {
-      const spath = at(join(path, shape.cidrSet), i);
-      const so = r.object(s, spath, ['cidr', 'except', 'cidrGroupRef', 'cidrGroupSelector']);
-      if (!absent(so.cidrGroupRef)) r.fail(join(spath, 'cidrGroupRef'), 'is not supported by distill');
-      if (!absent(so.cidrGroupSelector)) r.fail(join(spath, 'cidrGroupSelector'), 'is not supported by distill');
-      peers.push(readCidrWithExcept(r, so.cidr, so.except, spath, 'cidr', 'except'));
-    });
-  }
+  sets?.forEach((s, i) => peers.push(readCidrSetPeer(r, s, at(join(path, shape.cidrSet), i))));
+  return { peers, anyL3: eps !== undefined || nodes !== undefined || ents !== undefined || cidrs !== undefined || sets !== undefined };
+}
 
-  let toFQDNs: FqdnSelector[] | undefined;
-  if (fqdnField !== undefined && !absent(o.toFQDNs)) {
-    const fqdns = r.array(o.toFQDNs, join(path, 'toFQDNs')).map((f, i) => parseFqdnSelector(r, f, at(join(path, 'toFQDNs'), i)));
-    // Unlike an empty toEndpoints/toEntities/toCIDR/toCIDRSet, Cilium does not treat `toFQDNs: []`
-    // as "select nothing" (pkg/policy/utils/parserules.go mergeEndpointSelectors leaves fqdns out
-    // of its explicit-empty check): the rule is then a rule without peers.
-    if (fqdns.length > 0) {
-      anyL3 = true;
-      toFQDNs = fqdns;
-    }
-  }
+/** One endpoint selector of `fromEndpoints`/`toEndpoints`, scoped to the policy's namespace. */
+function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): Peer {
+  const sel = parseLabelSelector(r, e, path, CILIUM_SELECTOR);
+  // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
+  // never see those labels, so a deny would miss them and a DoesNotExist would match them.
+  if (hasSource(sel, SOURCE_CIDR)) r.fail(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
+  const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit);
+  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(path, 'this selector is not scoped to pods (a `reserved:` key, or a clusterwide policy whose subject names reserved:init) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
+  return { kind: 'selector', selector: scoped };
+}
 
+/** One `fromCIDRSet`/`toCIDRSet` item: a CIDR and its exceptions (CIDR groups are not read). */
+function readCidrSetPeer(r: Reader, s: unknown, path: string): Peer {
+  const so = r.object(s, path, ['cidr', 'except', 'cidrGroupRef', 'cidrGroupSelector']);
+  if (!absent(so.cidrGroupRef)) r.fail(join(path, 'cidrGroupRef'), 'is not supported by distill');
+  if (!absent(so.cidrGroupSelector)) r.fail(join(path, 'cidrGroupSelector'), 'is not supported by distill');
+  return readCidrWithExcept(r, so.cidr, so.except, path, 'cidr', 'except');
+}
+
+/** An egress rule's `toFQDNs`; undefined when absent or empty. */
+function readToFqdns(r: Reader, v: unknown, path: string): FqdnSelector[] | undefined {
+  if (absent(v)) return undefined;
+  const fqdns = r.array(v, path).map((f, i) => parseFqdnSelector(r, f, at(path, i)));
+  // Unlike an empty toEndpoints/toEntities/toCIDR/toCIDRSet, Cilium does not treat `toFQDNs: []`
+  // as "select nothing" (pkg/policy/utils/parserules.go mergeEndpointSelectors leaves fqdns out
+  // of its explicit-empty check): the rule is then a rule without peers.
+  return fqdns.length > 0 ? fqdns : undefined;
+}
+
+/** The rule's `toPorts` or `icmps` as port clauses; with neither, every port and protocol (`hasL4` false). */
+function readPortClauses(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, options: ParseOptions): { ports: PortClause[]; hasL4: boolean } {
   const toPorts = r.optArray(o.toPorts, join(path, 'toPorts')) ?? [];
   const icmps = r.optArray(o.icmps, join(path, 'icmps')) ?? [];
   if (icmps.length > 0 && options.icmpRules === false) r.fail(join(path, 'icmps'), 'ICMP rules can only be applied when the "enable-icmp-rules" flag is set');
@@ -400,10 +405,7 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   // Cilium's L3-only path (every port and protocol) needs an empty toPorts and icmps.
   const hasL4 = toPorts.length > 0 || icmps.length > 0;
   if (!hasL4) ports.push({ l4: ALL_L4 });
-  // A rule with ports but no peer field applies to every peer; a rule with neither selects nothing.
-  if (!anyL3 && ports.length > 0 && hasL4) peers.push({ kind: 'selector', selector: WILDCARD_SELECTOR });
-  // Exact-size copies: arrays grown by push keep spare capacity for as long as the policy lives.
-  return { origin: { policy: ref, path: intern(path) }, subject, direction: shape.direction, verdict: shape.verdict, peers: peers.slice(), ports: ports.slice(), ...(toFQDNs ? { toFQDNs } : {}) };
+  return { ports, hasL4 };
 }
 
 /**

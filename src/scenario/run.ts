@@ -213,6 +213,20 @@ export function scenarioStates(sc: Scenario): ClusterState[] {
   return out;
 }
 
+/**
+ * The cluster after the scenario's setup and its steps 0..step (all steps when undefined); no probe
+ * is run. `onStep` as in `runScenario`. A step the scenario does not have is the input's error.
+ */
+export function scenarioState(scenario: Scenario, step: number | undefined, onStep?: (state: ClusterState) => void): ClusterState {
+  if (step !== undefined && step >= scenario.steps.length) {
+    throw new ManifestError(scenario.source, 'steps', `has ${scenario.steps.length} steps: --step ${step} is not one of them (0 to ${scenario.steps.length - 1})`);
+  }
+  const steps = scenario.steps.slice(0, step === undefined ? undefined : step + 1).map((s) => ({ changes: s.changes, probes: [], expect: [] }));
+  return runScenario({ ...scenario, steps }, () => {
+    throw new Error('internal: a scenario without probes decided a flow');
+  }, onStep).finalState;
+}
+
 /** Externals for the `{ip}` probe ends that no pod or external has yet, named by their address. */
 function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): ClusterState {
   let s = state;

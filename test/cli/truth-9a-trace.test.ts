@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { DirectionDecision, FlowDecision } from '../../src/model/flow.js';
 import { cli } from '../cli-helpers.js';
-import { scenarioEngine } from '../../src/cli/common.js';
+import { scenarioEngine } from '../../src/scenario/engine.js';
 import { traceFlow } from '../../src/explain/trace.js';
 import { corpus, CorpusFlow, CorpusScenario, LONG, traceArgs } from './truth-9-corpus.js';
 import { formatOrigin } from '../../src/explain/format.js';

@@ -4,7 +4,7 @@ import { deletePolicy } from '../../src/model/cluster.js';
 import type { DirectionDecision } from '../../src/model/flow.js';
 import { policyRefKey, PolicyRef } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
-import { scenarioEngine } from '../../src/cli/common.js';
+import { scenarioEngine } from '../../src/scenario/engine.js';
 import { traceFlow } from '../../src/explain/trace.js';
 import { ALLOW_LOCALHOST_ORIGIN } from '../../src/model/localhost.js';
 import { corpus, CorpusFlow, CorpusScenario, sample } from './truth-9-corpus.js';

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { scenarioEngine, scenarioState } from '../../src/cli/common.js';
+import { scenarioEngine } from '../../src/scenario/engine.js';
+import { scenarioState } from '../../src/scenario/run.js';
 import { planChange } from '../../src/explain/plan.js';
 import type { ChangeSet } from '../../src/engine/events.js';
 import { clusterEvents } from '../../src/harness/cluster-sync.js';

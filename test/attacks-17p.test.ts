@@ -105,3 +105,21 @@ describe('877. duplicate keys were checked in time quadratic in a mapping\'s siz
     expect(() => parseManifestFile(`${text}    k0: again\n`, 'm.yaml')).toThrow(/"k0" appears twice/);
   }, 30_000);
 });
+
+describe('878. a number map key was written as JavaScript writes it, not as sigs.k8s.io/yaml does', () => {
+  // convertToJSONableObject (sigs.k8s.io/yaml yaml.go): float keys `FormatFloat(k, 'g', -1, 32)`,
+  // null/list/map keys refused. On 12b4e44 `3.14159265358979` selected label key
+  // "3.14159265358979" where kubectl's object has "3.1415927" (both valid label keys), `1e7` was
+  // "10000000" (kubectl: "1e+07", refused as a key), and 2^53 + 1 was rounded.
+  const peer = (key: string): string => manifest(`{matchLabels: {${key}: a}}`);
+  it.each(['3.14159265358979', '1e7', '9007199254740993', '010', '.inf'])('refuses the unquoted key %s (read before)', (key) => {
+    expect(() => parseManifestFile(peer(key), 'm.yaml')).toThrow(/map key .* quote it/);
+  });
+  it.each(['~', '[a]'])('refuses the key %s naming the key (refused before as the label key "" or "[ a ]")', (key) => {
+    expect(() => parseManifestFile(peer(key), 'm.yaml')).toThrow(/map key .* quote it/);
+  });
+  it.each([['80', '80'], ['"3.14159265358979"', '3.14159265358979'], ['-0', '0']])('reads %s as the key %j, as kubectl does', (key, text) => {
+    const [p] = parseManifestFile(peer(key), 'm.yaml');
+    expect(JSON.stringify(p!.rules[0]!.peers)).toContain(`${text}=a`);
+  });
+});

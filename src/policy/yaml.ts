@@ -137,12 +137,28 @@ function checkYamlKeys(doc: Document.Parsed, source: string): void {
           continue;
         }
         const k = keyOf(pair.key);
+        checkKeyText(pair.key, k, source);
         if (own.has(k)) throw new ManifestError(source, '', `invalid YAML: the key ${JSON.stringify(String(k))} appears twice in one mapping`);
         own.add(k);
         set.add(k);
       }
     },
   });
+}
+
+/**
+ * A map key that sigs.k8s.io/yaml turns into the same text as JavaScript does: a string, a boolean,
+ * or an integer written in decimal. Its `convertToJSONableObject` writes a float key with
+ * `FormatFloat(k, 'g', -1, 32)` (`1e7` -> "1e+07", `3.14159265358979` -> "3.1415927") and refuses a
+ * null, list or map key (go-yaml: "invalid map key"); JavaScript writes "10000000", the full digits,
+ * "" and "[ a ]", and rounds an integer past 2^53 (attack finding 878).
+ */
+function checkKeyText(key: unknown, k: unknown, source: string): void {
+  if (typeof k === 'string' || typeof k === 'boolean') return;
+  const text = isScalar(key) ? key.source : undefined;
+  if (typeof k === 'number' && Number.isSafeInteger(k) && typeof text === 'string' && /^-?(?:0|[1-9][0-9]*)$/.test(text)) return;
+  const shown = typeof text === 'string' ? JSON.stringify(text) : 'that is a list, a map or nothing';
+  throw new ManifestError(source, '', `the map key ${shown} is not read as kubectl reads it (sigs.k8s.io/yaml writes a number key in Go's float format and refuses null, list and map keys): quote it`);
 }
 
 /**

@@ -123,3 +123,17 @@ describe('878. a number map key was written as JavaScript writes it, not as sigs
     expect(JSON.stringify(p!.rules[0]!.peers)).toContain(`${text}=a`);
   });
 });
+
+describe('879. a merge key naming an alias of a list', () => {
+  // go-yaml v2 decode.go `merge`: `case aliasNode: if n.alias.kind != mappingNode { failWantMap() }`,
+  // so kubectl refuses `<<: *list`; the yaml package merged each mapping of the list, and on 12b4e44
+  // distill enforced a rule the cluster never holds.
+  it('refuses `<<: *list` where list is a list of mappings (read before)', () => {
+    // The anchor sits in `status`, which the reader does not read; the alias is the second deny rule.
+    const text = withBase('  - <<: *list\n').replace('metadata: {name: p, namespace: x}', 'metadata: {name: p, namespace: x}\nstatus: {seen: &list [{fromEntities: [cluster]}]}');
+    expect(() => parseManifestFile(text, 'm.yaml')).toThrow(/alias of a list/);
+  });
+  it('keeps reading a merge list `<<: [*a]` of mapping aliases', () => {
+    expect(parseManifestFile(withBase('  - <<: [*base]\n'), 'm.yaml')[0]!.rules).toHaveLength(2);
+  });
+});

@@ -130,6 +130,9 @@ function checkYamlKeys(doc: Document.Parsed, source: string): void {
       const set = new Set<unknown>(); // and those merged so far
       for (const pair of map.items) {
         if (isMergeKey(pair.key)) {
+          // go-yaml v2 `merge`: an alias must name a mapping ("map merge requires map or sequence of
+          // maps as the value"); the yaml package also merges an alias of a list (finding 879).
+          if (isAlias(pair.value) && !isMap(pair.value.resolve(doc))) throw new ManifestError(source, '', 'the merge key "<<" names an alias of a list or a scalar: kubectl\'s go-yaml merges only an alias of a mapping');
           for (const k of mergedKeys(doc, pair.value as Node | null, memo)) {
             if (set.has(k)) throw new ManifestError(source, '', `the merge key "<<" sets ${JSON.stringify(String(k))}, which the mapping already set before it: kubectl's go-yaml lets the merge win, the YAML merge spec the earlier key; put "<<" first`);
             set.add(k);

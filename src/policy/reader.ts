@@ -14,8 +14,8 @@ export class Reader {
 
   /** An object whose keys must all be in `allowed`. */
   object(v: unknown, path: string, allowed: readonly string[]): Record<string, unknown> {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(path, `expected an object, got ${describe(v)}`);
-    const rec = v as Record<string, unknown>;
+    if (!isPlainObject(v)) this.fail(path, `expected an object, got ${describe(v)}`);
+    const rec = v;
     for (const k of Object.keys(rec)) {
       if (!allowed.includes(k)) this.fail(join(path, k), `unknown field (expected one of: ${allowed.join(', ')})`);
     }
@@ -86,14 +86,25 @@ export class Reader {
   stringMap(v: unknown, path: string): Record<string, string> {
     const out: Record<string, string> = Object.create(null) as Record<string, string>;
     if (absent(v)) return out;
-    if (typeof v !== 'object' || Array.isArray(v) || v === null) this.fail(path, `expected a map of strings, got ${describe(v)}`);
-    for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+    if (!isPlainObject(v)) this.fail(path, `expected a map of strings, got ${describe(v)}`);
+    for (const [k, val] of Object.entries(v)) {
       // YAML reads `true`, `80` or an empty value unquoted; Kubernetes would reject those, we do too.
       if (typeof val !== 'string') this.fail(join(path, k), `expected a string value, got ${describe(val)} (quote it)`);
       out[k] = val;
     }
     return out;
   }
+}
+
+/**
+ * A JSON-shaped object: what JSON.parse or the YAML loader makes. A Map, Set, Date or typed array
+ * (from an embedder, or a YAML tag) has no own enumerable fields, so reading one as an object saw an
+ * empty selector (attack finding 875).
+ */
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
 }
 
 export function absent(v: unknown): v is undefined | null {
@@ -113,6 +124,7 @@ export function at(path: string, i: number): string {
 function describe(v: unknown): string {
   if (v === null || v === undefined) return 'nothing';
   if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object' && !isPlainObject(v)) return `a ${v.constructor?.name ?? 'non-JSON'} object`;
   if (typeof v === 'object') return 'an object';
   if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
   return `${typeof v} ${String(v)}`;

@@ -44,6 +44,21 @@ const NO_PORT_CHANGES: { release: { endpoint: string; redirect: string }[]; exha
 
 const byPrefix = (a: IpcacheDelta, b: IpcacheDelta): number => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0);
 
+/**
+ * A cold start's journal holds a prefix once per touch (IpcacheJournal.bulk): sorted, the repeats
+ * are neighbours and equal (no `previous`, the identity now), so the first of each run stays.
+ */
+function withoutRepeats(sorted: IpcacheDelta[]): IpcacheDelta[] {
+  let n = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    const d = sorted[i] as IpcacheDelta;
+    if (n > 0 && (sorted[n - 1] as IpcacheDelta).prefix === d.prefix) continue;
+    sorted[n++] = d;
+  }
+  sorted.length = n;
+  return sorted;
+}
+
 /** One endpoint's deltas of the running commit (a class: a nested literal is built by the runtime in code that runs rarely). */
 class EndpointDeltas {
   readonly upserts: MapDelta[] = [];
@@ -117,6 +132,7 @@ export class Commit {
     if (this.ctx.ipcacheTouched.size === 0) return [];
     const out: IpcacheDelta[] = [];
     const touched = this.ctx.ipcacheTouched;
+    const repeats = touched.bulk;
     for (let i = 0; i < touched.size; i++) {
       const t = touched.at(i);
       const now = t.host ? this.ctx.ipcacheHostAt(t.host) : this.ctx.ipcachePrefixAt(t.cidr);
@@ -129,7 +145,7 @@ export class Commit {
     }
     this.ctx.ipcacheTouched.clear();
     if (out.length > 1) out.sort(byPrefix);
-    return out;
+    return repeats ? withoutRepeats(out) : out;
   }
 
   /** Endpoints whose map state really changed in this transaction → their map state before it. */

@@ -189,6 +189,8 @@ export class Engine {
     // whose closures (one per pod or policy) would live through the whole batch and then be garbage.
     const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
     this.ctx.undoLog = undo;
+    // Its ipcache was empty too: no prefix had an identity before (context.ts IpcacheJournal.bulk).
+    this.ctx.ipcacheTouched.bulk = undo === null;
     this.applyEvents(events);
     if (this.restoredEndpoints) this.forgetRestoredGone();
     const result = this.commit();

@@ -259,7 +259,8 @@ export class PodTable {
   private takeIp(ip: Pod['ip'], rec: PodRecord, owned: readonly string[] | undefined, previous: [string, string][] | null): [string, string][] | null {
     this.ctx.touchIpcacheHost(ip);
     if (owned && !owned.includes(ip.text)) return previous;
-    const prev = this.podsByIp.get(ip.text);
+    // Who held it matters only to the undo (none in a cold start: one lookup fewer per pod IP).
+    const prev = this.ctx.undoLog === null ? undefined : this.podsByIp.get(ip.text);
     if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
     this.podsByIp.set(ip.text, rec);
     return previous;

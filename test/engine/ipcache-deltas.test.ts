@@ -82,4 +82,46 @@ spec:
     replay(table, both.ipcache);
     expect(new Map(e.ipcache().map((x) => [x.prefix, x.identity]))).toEqual(table);
   });
+
+  // A cold start (a batch on an empty engine) journals each touch without looking up what the
+  // address had (nothing): the repeats must still come out once, as the same batch on a non-empty
+  // engine (the journal that deduplicates as it goes) reports them.
+  it('a cold start touching addresses repeatedly reports each once, as a later batch does', () => {
+    const [toHost] = parseManifestFile(
+      `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: to-host, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toCIDR: [10.244.0.3/32, 10.244.0.0/24]
+`,
+      'to-host.yaml',
+    );
+    const pods = Array.from({ length: 40 }, (_, i) => mkPod(`p${i}`, i % 2 === 0 ? 'a' : 'b', ipOf(i)));
+    const batch: EngineEvent[] = [
+      ns,
+      ...pods.map((p, i) => add(p, i === 0)),
+      { type: 'upsertPolicy', policy: toHost! },
+      // The same pods again, other pods on their addresses (the last writer owns one), a pod gone and back.
+      ...pods.map((p, i) => add(p, i === 0)),
+      ...pods.slice(0, 20).map((p) => add(mkPod(`${p.name}-twin`, 'c', p.ip.text))),
+      del(pods[30] as Pod),
+      add(pods[30] as Pod),
+      del(pods[31] as Pod),
+      { type: 'upsertNode', name: 'n1', ips: [parseIp(ipOf(5)), parseIp('192.168.0.1')] },
+    ];
+    const cold = new Engine().apply(batch);
+    const warmEngine = new Engine();
+    warmEngine.apply([{ type: 'upsertNamespace', name: 'other', labels: {} }]);
+    const warm = warmEngine.apply(batch);
+    expect(cold.ipcache).toEqual(warm.ipcache);
+    const prefixes = cold.ipcache.map((d) => d.prefix);
+    expect(new Set(prefixes).size).toBe(prefixes.length);
+    expect(prefixes).toContain('10.244.0.0/24');
+    expect(prefixes).not.toContain(`${ipOf(31)}/32`);
+    const table = new Map<string, number>();
+    replay(table, cold.ipcache);
+    expect(new Map(warmEngine.ipcache().map((x) => [x.prefix, x.identity]))).toEqual(table);
+  });
 });

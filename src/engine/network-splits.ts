@@ -220,7 +220,13 @@ export class NetworkSplits {
     return this.labelsFor(pod, g);
   }
 
-  podLeft(key: string, pod: Pod): void {
+  /**
+   * `identity`: the one the pod leaves (already released). Its `nets` hold for its pods only, so
+   * with its last pod gone they go too: a pod that takes it back in this transaction may be
+   * outside them, and no group marks it for `settle()` when no CIDR is tracked then (935).
+   */
+  podLeft(key: string, pod: Pod, identity: IdentityRecord): void {
+    if (identity.refs === 0 && identity.nets !== undefined) this.setNets(identity, undefined);
     this.dualStack.delete(key);
     const b = this.groupOf.get(key);
     if (b === undefined) return;

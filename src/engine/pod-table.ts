@@ -47,7 +47,7 @@ export class PodTable {
   private readonly podsByLabels = new Map<string, Set<string>>();
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
-  splits: { podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[]; podLeft(key: string, pod: Pod): void } | null = null;
+  splits: { podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[]; podLeft(key: string, pod: Pod, identity: IdentityRecord): void } | null = null;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -170,7 +170,7 @@ export class PodTable {
     const external = this.identities.source === 'external';
     if (external) removeFrom(this.podsByLabels, rec.labelKey, key);
     this.identities.releaseForPod(rec.identity, pod.ports);
-    this.splits?.podLeft(key, pod);
+    this.splits?.podLeft(key, pod, rec.identity);
     const memo = this.identityLabels(pod);
     const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
@@ -308,7 +308,7 @@ export class PodTable {
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     for (const ip of podIps(rec.pod)) if (this.podsByIp.get(ip.text) === rec) this.podsByIp.delete(ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
-    this.splits?.podLeft(key, rec.pod);
+    this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;
     this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned));
   }

@@ -251,9 +251,11 @@ struct frag6 {
 // As Cilium (bpf/lib/ipv6.h ipv6_hdrlen_offset): at most IPV6_MAX_HEADERS hop-by-hop, routing,
 // authentication, destination options and fragment headers, no "no next header". A later
 // fragment stops at its fragment header (what follows is payload); an atomic fragment (offset 0,
-// no more fragments) is no fragment.
+// no more fragments) is no fragment. Every header must lie inside the datagram, which ends at
+// `limit`: bytes past it are frame padding the kernel trims, and a first fragment whose chain runs
+// on there is one Linux accepts (finding 895) and reassembles with the chain of its later fragments.
 #define IPV6_MAX_HEADERS 4
-static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off, __u8 *proto, struct frag6 *fr)
+static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off, __u32 limit, __u8 *proto, struct frag6 *fr)
 {
 #pragma unroll
 	for (int i = 0; i < IPV6_MAX_HEADERS; i++) {
@@ -264,7 +266,7 @@ static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off
 			*proto = nh;
 			return off;
 		}
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		if ((__u32)off + sizeof(h) > limit || bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
 			return -1;
 		if (nh == 44) {
 			__u16 frag = h[2] << 8 | h[3];
@@ -279,6 +281,8 @@ static __always_inline int ipv6_skip_ext(struct __sk_buff *skb, __u8 nh, int off
 				return off;
 		}
 		off += nh == 44 ? 8 : nh == 51 ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
+		if ((__u32)off > limit)
+			return -1;
 		nh = h[0];
 	}
 	return -1;
@@ -340,7 +344,8 @@ static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip
 static __always_inline int parse_ipv6_l4(struct __sk_buff *skb, struct ipv6hdr *ip6, struct flow *f)
 {
 	struct frag6 fr = {};
-	int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(struct ethhdr) + sizeof(*ip6), &f->proto, &fr);
+	__u32 limit = ip_end(skb, sizeof(struct ethhdr) + sizeof(*ip6), bpf_ntohs(ip6->payload_len));
+	int off = ipv6_skip_ext(skb, ip6->nexthdr, sizeof(struct ethhdr) + sizeof(*ip6), limit, &f->proto, &fr);
 	if (off < 0)
 		return -1;
 	struct frag6_key fk = { .id = fr.id, .proto = fr.nexthdr };
@@ -354,7 +359,7 @@ static __always_inline int parse_ipv6_l4(struct __sk_buff *skb, struct ipv6hdr *
 		f->proto = l4->proto;
 		return 0;
 	}
-	if (parse_l4(skb, off, ip_end(skb, sizeof(struct ethhdr) + sizeof(*ip6), bpf_ntohs(ip6->payload_len)), f) < 0)
+	if (parse_l4(skb, off, limit, f) < 0)
 		return -1;
 	if (fr.kind == FRAG_FIRST) {
 		struct frag_l4 l4;

@@ -1,4 +1,4 @@
-import type { IpAddress } from './cidr.js';
+import { unmapIp, type IpAddress } from './cidr.js';
 import type { DnsServer } from './fqdn-events.js';
 
 /**
@@ -199,7 +199,7 @@ export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: st
   const expiresAt = cache.now + Math.max(ttl, cache.options.minTtl);
   const byKey = new Map<string, DnsCacheEntry>();
   for (const e of cache.entries) byKey.set(entryKey(e), e);
-  for (const ip of ips) {
+  for (const ip of ips.map(unmapIp)) {
     const fresh: DnsCacheEntry = { endpoint, name: n, ip, learntAt: cache.now, expiresAt, ...(server ? { server } : {}) };
     const old = byKey.get(entryKey(fresh));
     byKey.set(entryKey(fresh), old && old.expiresAt >= expiresAt ? old : fresh);

@@ -216,6 +216,18 @@ describe('scenario and trace formats', () => {
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, protocol: TCP}}')).toThrow('dnsResponse.protocol: needs a server');
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, server: a/b, protocol: SCTP}}')).toThrow('dnsResponse.protocol');
     expect(bad('{advanceTime: -5}')).toThrow('steps[0].changes[0].advanceTime');
+    // 916: a DNS TTL is 32 bits unsigned; above that is refused.
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 4294967296}}')).toThrow('steps[0].changes[0].dnsResponse.ttl');
+  });
+
+  it('916. reads a DNS TTL up to 2^32 - 1 seconds in scenarios and traces, as the engine and Cilium take it', () => {
+    const s = parseScenario('pods: [{name: a/b}]\nsteps: [{changes: [{dnsResponse: {pod: a/b, name: a.io, ips: [192.0.2.1], ttl: 4294967295}}]}]\n', 's.yaml');
+    const change = s.steps[0]?.changes[0];
+    expect(change?.op === 'dnsResponse' ? change.answer.ttl : undefined).toBe(4294967295);
+    const text = ['{"distillTrace":1}', '{"type":"dnsResponse","endpoint":"x/a","name":"a.io","ips":["192.0.2.1"],"ttl":4294967295}'].join('\n');
+    const item = parseTrace(text, 't.jsonl').items[0];
+    expect(item?.kind === 'event' && item.event.type === 'dnsResponse' ? item.event.ttl : undefined).toBe(4294967295);
+    expect(() => parseTrace(text.replace('4294967295', '4294967296'), 't.jsonl')).toThrow('t.jsonl:2 ttl');
   });
 
   it('reads DNS events in traces as engine events (refused only with fqdn: false)', () => {

@@ -216,6 +216,18 @@ describe('scenario and trace formats', () => {
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, protocol: TCP}}')).toThrow('dnsResponse.protocol: needs a server');
     expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 1, server: a/b, protocol: SCTP}}')).toThrow('dnsResponse.protocol');
     expect(bad('{advanceTime: -5}')).toThrow('steps[0].changes[0].advanceTime');
+    // 916: a DNS TTL is 32 bits unsigned; above that is refused.
+    expect(bad('{dnsResponse: {pod: a/b, name: a.io, ips: [], ttl: 4294967296}}')).toThrow('steps[0].changes[0].dnsResponse.ttl');
+  });
+
+  it('916. reads a DNS TTL up to 2^32 - 1 seconds in scenarios and traces, as the engine and Cilium take it', () => {
+    const s = parseScenario('pods: [{name: a/b}]\nsteps: [{changes: [{dnsResponse: {pod: a/b, name: a.io, ips: [192.0.2.1], ttl: 4294967295}}]}]\n', 's.yaml');
+    const change = s.steps[0]?.changes[0];
+    expect(change?.op === 'dnsResponse' ? change.answer.ttl : undefined).toBe(4294967295);
+    const text = ['{"distillTrace":1}', '{"type":"dnsResponse","endpoint":"x/a","name":"a.io","ips":["192.0.2.1"],"ttl":4294967295}'].join('\n');
+    const item = parseTrace(text, 't.jsonl').items[0];
+    expect(item?.kind === 'event' && item.event.type === 'dnsResponse' ? item.event.ttl : undefined).toBe(4294967295);
+    expect(() => parseTrace(text.replace('4294967295', '4294967296'), 't.jsonl')).toThrow('t.jsonl:2 ttl');
   });
 
   it('reads DNS events in traces as engine events (refused only with fqdn: false)', () => {
@@ -238,6 +250,48 @@ describe('scenario and trace formats', () => {
     const tcp = parseTrace(line('{"ip":"10.96.0.10","port":53,"protocol":"TCP"}'), 't.jsonl').items[0];
     expect(tcp?.kind === 'event' && tcp.event.type === 'dnsResponse' ? tcp.event.server : undefined).toEqual({ ip: parseIp('10.96.0.10'), port: 53, protocol: 'TCP' });
     expect(() => parseTrace(line('{"ip":"10.96.0.10","port":53,"protocol":"tcp"}'), 't.jsonl')).toThrow('t.jsonl:2 server.protocol');
+  });
+});
+
+describe('the scenario harness feeds the engine what the oracle saw', () => {
+  it('917. a pod deleted and re-created (or its namespace) within one step is another endpoint: its answers are gone for the engine too', () => {
+    const text = `
+namespaces: [{name: x}, {name: kube-system}]
+pods:
+  - {name: x/a, labels: {app: a}, ip: 10.244.0.5}
+  - {name: x/b, labels: {app: b}}
+  - {name: kube-system/kube-dns, labels: {k8s-app: kube-dns}, ip: 10.96.0.10, ports: [{port: 53, protocol: UDP}]}
+externals: [{name: api, ip: 192.0.2.71}, {name: web, ip: 192.0.2.72}]
+policies:
+  - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: dns, namespace: x}, spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s:k8s-app: kube-dns}}], toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]}]}}
+  - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: b, namespace: x}, spec: {endpointSelector: {matchLabels: {app: b}}, egress: [{toFQDNs: [{matchPattern: "*.example.com"}]}]}}
+steps:
+  - changes: [{dnsResponse: {pod: x/a, name: api.example.com, ips: [192.0.2.71, 192.0.2.72], ttl: 600, server: kube-system/kube-dns}}]
+    probes: [{from: x/b, to: api, port: 443}, {from: x/b, to: web, port: 443}]
+  - changes:
+      - {deletePod: x/a}
+      - {addPod: {name: x/a, labels: {app: a}, ip: 10.244.0.5}}
+      - {dnsResponse: {pod: x/a, name: api.example.com, ips: [192.0.2.71], ttl: 600, server: kube-system/kube-dns}}
+    probes: [{from: x/b, to: api, port: 443}, {from: x/b, to: web, port: 443}]
+  - changes:
+      - {deletePod: x/a}
+      - {addPod: {name: x/a, labels: {app: a}, ip: 10.244.0.5}}
+    probes: [{from: x/b, to: api, port: 443}]
+  - changes: [{dnsResponse: {pod: x/a, name: api.example.com, ips: [192.0.2.72], ttl: 600, server: kube-system/kube-dns}}]
+    probes: [{from: x/b, to: web, port: 443}]
+  - changes:
+      - {deleteNamespace: x}
+      - {addNamespace: {name: x}}
+      - {addPod: {name: x/a, labels: {app: a}, ip: 10.244.0.5}}
+      - {addPod: {name: x/b, labels: {app: b}}}
+      - {apply: {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: b, namespace: x}, spec: {endpointSelector: {matchLabels: {app: b}}, egress: [{toFQDNs: [{matchPattern: "*.example.com"}]}]}}}
+    probes: [{from: x/b, to: web, port: 443}]
+`;
+    const scenario = parseScenario(text, 'recreated.yaml');
+    const verdicts = (r: ReturnType<typeof runScenario>): string[] => r.steps.flatMap((s) => s.results.map((x) => `${x.step}:${x.to} ${x.allowed}`));
+    const naive = verdicts(runScenario(scenario, decideFlow));
+    expect(naive).toEqual(['0:api true', '0:web true', '1:api true', '1:web false', '2:api false', '3:web true', '4:web false']);
+    expect(verdicts(runScenario(scenario, new EngineDecider(new Engine()).decide))).toEqual(naive);
   });
 });
 

@@ -9,7 +9,7 @@ import { checkNamespaceName, checkObjectName, forgetExtendedSelectors } from '..
 import { ManifestError } from '../policy/errors.js';
 import { forgetParsedSelectors } from '../policy/selector.js';
 import { readManifest } from '../policy/manifest.js';
-import { fqdnSyntaxError } from '../model/fqdn.js';
+import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
@@ -168,7 +168,7 @@ function readDnsResponse(r: Reader, o: Record<string, unknown>): EngineEvent {
   const bad = fqdnSyntaxError('matchName', name);
   if (bad !== undefined) r.fail('name', bad);
   const ips = r.array(o.ips, 'ips').map((ip, i) => readIp(r, ip, `ips[${i}]`));
-  const ttl = r.intInRange(o.ttl, 'ttl', 0, MAX_SECONDS);
+  const ttl = r.intInRange(o.ttl, 'ttl', 0, MAX_DNS_TTL);
   if (absent(o.server)) return { type: 'dnsResponse', endpoint, name, ips, ttl };
   const server = r.object(o.server, 'server', ['ip', 'port', 'protocol']);
   const protocol = absent(server.protocol) ? undefined : r.oneOf(server.protocol, 'server.protocol', DNS_TRANSPORTS);

@@ -1,4 +1,4 @@
-import { Cidr, cidrContainsIp, IpAddress } from '../model/cidr.js';
+import { Cidr, cidrContainsIp, IpAddress, unmapIp } from '../model/cidr.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, normalizeFqdn } from '../model/fqdn.js';
 import { IpKey, ipKey, IpMap, ipOfKey } from './ip-key.js';
 
@@ -94,7 +94,7 @@ export class DnsCache {
     const b: Batch = { group: g, learntAt: this.now, expiresAt: this.now + Math.max(ttl, this.options.minTtl), ips: [], queued: false };
     const displaced: (Batch | undefined)[] = [];
     for (const ip of ips) {
-      const key = ipKey(ip);
+      const key = ipKey(unmapIp(ip));
       const old = g.ips.get(key);
       if (old && old.expiresAt >= b.expiresAt) continue;
       if (old) this.detach(key, old, old.expiresAt >= this.now, changed);
@@ -226,7 +226,7 @@ export class DnsCache {
    */
   restore(e: DnsCacheEntry, changed: IpsChanged): void {
     const g = this.group(e.endpoint, normalizeFqdn(e.name));
-    const key = ipKey(e.ip);
+    const key = ipKey(unmapIp(e.ip));
     const old = g.ips.get(key);
     if (old) this.detach(key, old, old.expiresAt >= this.now, changed);
     let b = this.lastRestored;

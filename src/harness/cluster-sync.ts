@@ -19,7 +19,7 @@ import {
 import type { IpAddress } from '../model/cidr.js';
 import type { DnsServer } from '../model/fqdn-events.js';
 import { labelSetKey } from '../model/labels.js';
-import { advanceDnsClock, DnsCacheEntry, DnsCacheState, EMPTY_DNS_CACHE, entryKey, withoutPodAnswers } from '../model/fqdn.js';
+import { advanceDnsClock, DnsCacheEntry, DnsCacheState, droppedCount, EMPTY_DNS_CACHE, entryKey, withoutAnswersOf, withoutPodAnswers } from '../model/fqdn.js';
 import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { LookupResult, policyKeyString } from '../model/policy-map.js';
 import { diffMaps, entryEquals } from '../engine/map-state.js';
@@ -42,14 +42,19 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
   for (const [name, ns] of to.namespaces) {
     if (from.namespaces.get(name) !== ns) events.push({ type: 'upsertNamespace', name, labels: ns.labels });
   }
+  // A pod whose answers were dropped between the two states was deleted (or left the node) and is
+  // back: another endpoint, with none of the old one's DNS history.
+  const recreated = new Set<string>();
   for (const [key, pod] of from.pods) {
-    if (!to.pods.has(key)) events.push({ type: 'deletePod', namespace: pod.namespace, name: pod.name });
+    const back = to.pods.has(key) && droppedCount(from.dns, key) !== droppedCount(to.dns, key);
+    if (back) recreated.add(key);
+    if (!to.pods.has(key) || back) events.push({ type: 'deletePod', namespace: pod.namespace, name: pod.name });
   }
   for (const [key, p] of from.policies) {
     if (!to.policies.has(key)) events.push({ type: 'deletePolicy', ref: p.ref });
   }
   for (const [key, pod] of to.pods) {
-    if (from.pods.get(key) !== pod) events.push({ type: 'upsertPod', pod, local: isLocal(pod) });
+    if (from.pods.get(key) !== pod || recreated.has(key)) events.push({ type: 'upsertPod', pod, local: isLocal(pod) });
   }
   for (const [key, p] of to.policies) {
     if (from.policies.get(key) !== p) events.push({ type: 'upsertPolicy', policy: p });
@@ -65,7 +70,7 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
   }
   // Known addresses never become unknown again (the engine keeps the last set).
   if (to.apiServer !== undefined && to.apiServer !== from.apiServer) events.push({ type: 'setApiServer', addresses: to.apiServer });
-  events.push(...dnsEvents(from.dns, to.dns));
+  events.push(...dnsEvents(from.dns, to.dns, recreated));
   return events;
 }
 
@@ -79,12 +84,12 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
  * The engine's learning decision in event order is tested where raw events feed both
  * (test/engine/fqdn.test.ts).
  */
-function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefined): EngineEvent[] {
+function dnsEvents(from: DnsCacheState | undefined, to: DnsCacheState | undefined, recreated: ReadonlySet<string>): EngineEvent[] {
   if (!to) return [];
   const before = new Map((from?.entries ?? []).map((e) => [entryKey(e), e]));
   const fresh = to.entries.filter((e) => {
     const old = before.get(entryKey(e));
-    return !old || old.expiresAt !== e.expiresAt || old.learntAt !== e.learntAt;
+    return !old || old.expiresAt !== e.expiresAt || old.learntAt !== e.learntAt || recreated.has(e.endpoint);
   });
   const groups = new Map<string, DnsCacheEntry[]>();
   for (const e of [...fresh].sort((a, b) => a.learntAt - b.learntAt)) {
@@ -116,7 +121,8 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'deleteNamespace': {
       const gone = deleteNamespace(s, e.name);
       const after = gone.remotePods ? { ...gone, remotePods: new Set([...gone.remotePods].filter((k) => gone.pods.has(k))) } : gone;
-      return after.dns ? { ...after, dns: { ...after.dns, entries: after.dns.entries.filter((d) => after.pods.has(d.endpoint)) } } : after;
+      const dns = withoutAnswersOf(after.dns, (endpoint) => !after.pods.has(endpoint));
+      return dns ? { ...after, dns } : after;
     }
     case 'upsertPod':
       return withLocality(upsertPod(s, e.pod), podKey(e.pod), e.local ?? false);

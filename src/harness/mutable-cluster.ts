@@ -1,6 +1,6 @@
 import type { EngineEvent } from '../engine/events.js';
 import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podIps, podKey, External } from '../model/cluster.js';
-import { DnsCacheState, withoutPodAnswers } from '../model/fqdn.js';
+import type { DnsCacheState } from '../model/fqdn.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { applyEventToCluster } from './cluster-sync.js';
 
@@ -100,7 +100,10 @@ export class MutableCluster implements ClusterState {
   }
 
   private dropAnswers(pod: string): void {
-    if (this.dns) this.dns = withoutPodAnswers(this.dns, pod);
+    // Not `withoutPodAnswers`: its per-endpoint `dropped` count is for diffing two states
+    // (clusterEvents), which this model never is, and would grow with every deleted learner.
+    const dns = this.dns;
+    if (dns?.entries.some((e) => e.endpoint === pod)) this.dns = { ...dns, entries: dns.entries.filter((e) => e.endpoint !== pod) };
   }
 
   /** As Kubernetes does: the namespace's pods and namespaced policies go with it. */

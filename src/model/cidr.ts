@@ -59,6 +59,18 @@ export function parseIp(text: string): IpAddress {
 }
 
 /**
+ * An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it maps, any other address as it
+ * is: how Cilium's DNS proxy reads the addresses of an answer (pkg/fqdn/dnsproxy `ExtractMsgDetails`
+ * takes A and AAAA records through netipx `FromStdIP`, which "implicitly unmaps IPv6-mapped IPv4
+ * addresses"), so an AAAA record `::ffff:192.0.2.1` teaches the IPv4 address 192.0.2.1.
+ */
+export function unmapIp(ip: IpAddress): IpAddress {
+  if (ip.family !== 'ipv6' || ip.value >> 32n !== 0xffffn) return ip;
+  const value = ip.value & 0xffffffffn;
+  return { family: 'ipv4', value, text: fromBigInt(value, 'ipv4') };
+}
+
+/**
  * Parses a CIDR. A bare address is taken as a host prefix (/32 or /128), as Cilium's
  * `toCIDR` does. Host bits are cleared, as Kubernetes does for ipBlock matching.
  */

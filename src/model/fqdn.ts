@@ -1,4 +1,4 @@
-import type { IpAddress } from './cidr.js';
+import { unmapIp, type IpAddress } from './cidr.js';
 import type { DnsServer } from './fqdn-events.js';
 
 /**
@@ -181,6 +181,12 @@ export interface DnsCacheState {
   readonly now: number;
   readonly options: DnsCacheOptions;
   readonly entries: readonly DnsCacheEntry[];
+  /**
+   * How many times each endpoint's answers were dropped with it (its pod deleted, or gone from the
+   * node). A pod deleted and re-created under the same name is another endpoint, with no history:
+   * this is what tells it from an update of the pod when only two states are compared.
+   */
+  readonly dropped?: ReadonlyMap<string, number>;
 }
 
 export const EMPTY_DNS_CACHE: DnsCacheState = { now: 0, options: DEFAULT_DNS_CACHE_OPTIONS, entries: [] };
@@ -199,7 +205,7 @@ export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: st
   const expiresAt = cache.now + Math.max(ttl, cache.options.minTtl);
   const byKey = new Map<string, DnsCacheEntry>();
   for (const e of cache.entries) byKey.set(entryKey(e), e);
-  for (const ip of ips) {
+  for (const ip of ips.map(unmapIp)) {
     const fresh: DnsCacheEntry = { endpoint, name: n, ip, learntAt: cache.now, expiresAt, ...(server ? { server } : {}) };
     const old = byKey.get(entryKey(fresh));
     byKey.set(entryKey(fresh), old && old.expiresAt >= expiresAt ? old : fresh);
@@ -222,7 +228,22 @@ export function advanceDnsClock(cache: DnsCacheState, seconds: number): DnsCache
 
 /** The DNS cache without a deleted pod's answers (the endpoint is gone). */
 export function withoutPodAnswers(dns: DnsCacheState | undefined, pod: string): DnsCacheState | undefined {
-  return dns === undefined ? undefined : { ...dns, entries: dns.entries.filter((e) => e.endpoint !== pod) };
+  return withoutAnswersOf(dns, (endpoint) => endpoint === pod);
+}
+
+/** The DNS cache without the answers of the endpoints that are `gone`, each counted in `dropped`. */
+export function withoutAnswersOf(dns: DnsCacheState | undefined, gone: (endpoint: string) => boolean): DnsCacheState | undefined {
+  if (dns === undefined) return undefined;
+  const lost = new Set(dns.entries.filter((e) => gone(e.endpoint)).map((e) => e.endpoint));
+  if (lost.size === 0) return dns;
+  const dropped = new Map(dns.dropped);
+  for (const endpoint of lost) dropped.set(endpoint, (dropped.get(endpoint) ?? 0) + 1);
+  return { ...dns, entries: dns.entries.filter((e) => !lost.has(e.endpoint)), dropped };
+}
+
+/** How many times `endpoint`'s answers were dropped (`withoutAnswersOf`). */
+export function droppedCount(dns: DnsCacheState | undefined, endpoint: string): number {
+  return dns?.dropped?.get(endpoint) ?? 0;
 }
 
 /**

@@ -9,7 +9,7 @@ import { ciliumAgentOptions, parseManifest, type CiliumAgentOptions } from '../p
 import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, readProtocol } from '../policy/readers.js';
-import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError } from '../model/fqdn.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
 import { loadYaml } from '../policy/yaml.js';
@@ -215,7 +215,8 @@ function readDnsAnswer(r: Reader, v: unknown, path: string): DnsAnswerSpec {
   const error = fqdnSyntaxError('matchName', name);
   if (error !== undefined) r.fail(join(path, 'name'), error);
   const ips = r.array(o.ips, join(path, 'ips')).map((ip, i) => readIp(r, ip, at(join(path, 'ips'), i)));
-  const ttl = r.intInRange(o.ttl, join(path, 'ttl'), 0, MAX_SECONDS);
+  // A DNS TTL is 32 bits unsigned (RFC 1035 §3.2.1; Cilium keeps the record's uint32 TTL).
+  const ttl = r.intInRange(o.ttl, join(path, 'ttl'), 0, MAX_DNS_TTL);
   if (absent(o.server) && !absent(o.port)) r.fail(join(path, 'port'), 'needs a server');
   if (absent(o.server) && !absent(o.protocol)) r.fail(join(path, 'protocol'), 'needs a server');
   if (absent(o.server)) return { pod, name, ips, ttl };

@@ -23,7 +23,7 @@ import {
 import type { Flow, FlowDecision } from '../model/flow.js';
 import type { DnsCacheOptions } from '../model/fqdn.js';
 import type { AllowLocalhost } from '../model/localhost.js';
-import { advanceDnsClock, EMPTY_DNS_CACHE, withoutPodAnswers } from '../model/fqdn.js';
+import { advanceDnsClock, EMPTY_DNS_CACHE, withoutAnswersOf, withoutPodAnswers } from '../model/fqdn.js';
 import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { ManifestError } from '../policy/errors.js';
 import type { Change, Probe, Scenario } from './format.js';
@@ -86,7 +86,7 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
       return upsertNamespace(state, namespaceWithDefaults(c.name, c.labels));
     case 'deleteNamespace': {
       const s = deleteNamespace(state, c.name);
-      const dns = s.dns && { ...s.dns, entries: s.dns.entries.filter((e) => s.pods.has(e.endpoint)) };
+      const dns = withoutAnswersOf(s.dns, (endpoint) => !s.pods.has(endpoint));
       return dns ? { ...s, dns } : s;
     }
     case 'setNamespaceLabels':

@@ -339,6 +339,18 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
     expect(() => engine.apply([answer('x.cilium.io', '198.51.100.1', { ...KUBE_DNS, protocol: 'SCTP' } as unknown as typeof TCP_DNS)])).toThrow('server.protocol must be one of UDP, TCP');
   });
 
+  it('915. an AAAA record holding an IPv4-mapped address teaches the IPv4 address (the proxy unmaps it, netipx.FromStdIP)', () => {
+    // run() looks for an upsert of 198.51.100.1/32 and an oracle entry for 198.51.100.1.
+    const mapped: EngineEvent = { type: 'dnsResponse', endpoint: 'apps/client-a', name: 'x.cilium.io', ips: [parseIp('::ffff:198.51.100.1')], ttl: 60, server: KUBE_DNS };
+    expect(run(policies(dnsTo('*')), [mapped])).toEqual({ learnt: true, oracle: true });
+    // An IPv6 address outside ::ffff:0:0/96 stays IPv6, and the engine's cache file holds the IPv4 text.
+    const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+    engine.apply(policies(dnsTo('*')));
+    const cs = engine.apply([{ ...mapped, ips: [parseIp('::ffff:198.51.100.1'), parseIp('64:ff9b::198.51.100.2')] }]);
+    expect(cs.ipcache.map((d) => d.prefix).sort()).toEqual(['198.51.100.1/32', '64:ff9b::c633:6402/128']);
+    expect(learnt(engine)).toEqual(['apps/client-a x.cilium.io 198.51.100.1 60', 'apps/client-a x.cilium.io 64:ff9b::c633:6402 60']);
+  });
+
   it('a deny to the server wins over the DNS redirect: the proxy never sees the query', () => {
     const deny = cnp('deny', { endpointSelector: { matchLabels: { app: 'client-a' } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }] }] }] });
     expect(run(policies(dnsTo('*'), deny), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });

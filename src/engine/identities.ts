@@ -56,7 +56,7 @@ export class IdentityTable {
   /** What a pod whose identity the cluster has not allocated yet gets (external identities): reserved init. */
   readonly pending: IdentityRecord;
   /**
-   * The ipcache's number of a remote pod without an external identity (`PodTable.ipIdentity`): 0,
+   * The ipcache's number of a pod without an external identity (`PodTable.ipIdentity`): 0,
    * which no selector selects (it is never in the selector cache nor in `get`), so only the
    * L3-wildcard entries (keyed 0) decide its traffic, in the datapath and in `lookup`.
    */

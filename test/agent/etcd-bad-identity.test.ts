@@ -30,6 +30,21 @@ const polls = async (done: () => boolean): Promise<void> => {
   for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
 };
 
+/** An agent whose etcd identities come through a proxy the test can cut, id 300 = app=db of shop already put. */
+async function agentBehindProxy(prefix: string) {
+  const client = connectEtcd(etcd.url);
+  const proxy = await CuttableProxy.start(etcd.url);
+  await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+  const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
+  const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+  const close = async (): Promise<void> => {
+    await source.close();
+    client.close();
+    await proxy.close();
+  };
+  return { client, proxy, source, agent, close };
+}
+
 suite('agent --identities etcd: a master key the engine cannot take', () => {
   it('is skipped: the node keeps applying transactions; an admitted id that turns bad is deleted', async () => {
     const prefix = 'bad-identity/cilium/state/identities/v1';
@@ -88,12 +103,7 @@ suite('agent --identities etcd: a master key the engine cannot take', () => {
 suite('agent --identities etcd over a compacted history', () => {
   it('740. a reused id number stops being allowed as its old labels', async () => {
     const prefix = 'compaction/cilium/state/identities/v1';
-    const client = connectEtcd(etcd.url);
-    const proxy = await CuttableProxy.start(etcd.url);
-    await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
-    const backend = new MemoryBackend();
-    const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
-    const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identitySource: source });
+    const { client, proxy, source, agent, close } = await agentBehindProxy(prefix);
     const allowed = (): boolean => agent.engine.endpoints().includes('shop/web') && agent.engine.lookup('shop/web', 300, 'ingress', 6, 80)?.entry.deny === false;
     try {
       source.start();
@@ -116,9 +126,7 @@ suite('agent --identities etcd over a compacted history', () => {
       expect(agent.engine.identityLabels(300)?.some((l) => l.key === 'app' && l.value === 'evil')).toBe(true);
       expect(agent.summary.refusals).toBe(0);
     } finally {
-      await source.close();
-      client.close();
-      await proxy.close();
+      await close();
     }
   }, 60_000);
 });
@@ -135,11 +143,7 @@ suite('agent --identities etcd over a compacted history', () => {
 suite('agent --identities etcd: the identity watch down or its relist failing', () => {
   it('745. is on notReady (/healthz) until the watcher follows etcd again', async () => {
     const prefix = 'relist-fails/cilium/state/identities/v1';
-    const client = connectEtcd(etcd.url);
-    const proxy = await CuttableProxy.start(etcd.url);
-    await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
-    const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
-    const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+    const { client, proxy, source, agent, close } = await agentBehindProxy(prefix);
     try {
       source.start();
       await polls(() => (agent.flush(), source.settled && agent.engine.identityLabels(300) !== undefined));
@@ -162,9 +166,7 @@ suite('agent --identities etcd: the identity watch down or its relist failing', 
       expect(agent.notReady).toBeUndefined();
       expect(agent.engine.identityLabels(300)).toBeUndefined();
     } finally {
-      await source.close();
-      client.close();
-      await proxy.close();
+      await close();
     }
   }, 60_000);
 });

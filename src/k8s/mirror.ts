@@ -209,6 +209,8 @@ export class ClusterMirror {
   private readonly deadlines = new Map<string, number>();
   /** Keys of deleted objects whose state (their last resourceVersion) is kept, oldest first. */
   private readonly tombstones = new Set<string>();
+  /** Deleted namespaces → the resourceVersion of their deletion, oldest first (`beforeNamespaceDeletion`). */
+  private readonly namespaceDeletions = new Map<string, string>();
   private readonly now: () => number;
   private readonly debug: NonNullable<MirrorOptions['debug']>;
   private readonly warn: NonNullable<MirrorOptions['warn']>;
@@ -400,9 +402,14 @@ export class ClusterMirror {
       const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
       this.warn(msg, { source, key, error: (e as Error).message });
     }
+    if (desired !== undefined && this.beforeNamespaceDeletion(desired, rvs)) {
+      this.counts.stale++;
+      this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
+      return key;
+    }
     this.setDesired(key, rvs ?? state?.rv, desired);
     if (deleted) this.bury(key);
-    if (deleted && kind === 'Namespace') this.namespaceGone(key.slice('Namespace//'.length));
+    if (deleted && kind === 'Namespace') this.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
   }
 
@@ -413,15 +420,43 @@ export class ClusterMirror {
    * a `ResourcesRemainingError` while some remain, then `finalizeNamespace`). A pod or policy of
    * it still here is stale (its DELETED is late, on another stream) and is deleted with it: kept,
    * it came back under a namespace re-created with the same name and took that namespace's labels
-   * (attack finding 801).
+   * (attack finding 801). `rv`, the deletion's resourceVersion, is kept: a later-read event of an
+   * object of the deleted namespace is older than it (`beforeNamespaceDeletion`, finding 990), and
+   * an object newer than it is of a namespace re-created since, which stays (waiting for it).
    */
-  private namespaceGone(ns: string): void {
+  private namespaceGone(ns: string, rv: string | undefined): void {
+    if (rv !== undefined && /^\d+$/.test(rv)) {
+      this.namespaceDeletions.delete(ns);
+      this.namespaceDeletions.set(ns, rv);
+      const max = this.options.maxTombstones ?? 10_000;
+      for (const old of this.namespaceDeletions.keys()) {
+        if (this.namespaceDeletions.size <= max) break;
+        this.namespaceDeletions.delete(old);
+      }
+    }
     for (const [key, state] of this.objects) {
       if (state.desired === undefined || namespaceOfHeld(state.desired) !== ns) continue;
+      if (rv !== undefined && stale(rv, state.rv, false)) continue;
       this.debug('deleted with its namespace', { key, namespace: ns });
       this.setDesired(key, state.rv, undefined);
       this.bury(key);
     }
+  }
+
+  /**
+   * True when a pod or policy at resourceVersion `rv` is older than its namespace's last deletion:
+   * it is of the deleted namespace, gone before it (see `namespaceGone`), and its event was late on
+   * its stream. Read after the deletion, it waited for its namespace and came back under one
+   * re-created with the same name, with that namespace's labels (attack finding 990). This
+   * compares resourceVersions across kinds: the API server's are the etcd revisions of its writes,
+   * one order for every kind an etcd holds (a resource moved to another etcd with
+   * `--etcd-servers-overrides` has its own; its objects in a re-created namespace would then be
+   * dropped while their version is lower: fail-closed). Versions that are not integers are not compared.
+   */
+  private beforeNamespaceDeletion(desired: Held, rv: string | undefined): boolean {
+    const ns = namespaceOfHeld(desired);
+    const deletedAt = ns === undefined ? undefined : this.namespaceDeletions.get(ns);
+    return deletedAt !== undefined && rv !== undefined && /^\d+$/.test(rv) && compareDecimal(rv, deletedAt) < 0;
   }
 
   /**
@@ -502,7 +537,8 @@ export class ClusterMirror {
       }
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.objects.get(key);
-      this.setDesired(key, e.rv ?? state?.rv, e.unreadable ? keptOnUnreadable(state?.desired) : e.desired);
+      const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
+      this.setDesired(key, e.rv ?? state?.rv, desired !== undefined && this.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired);
     }
     for (const k of listedKinds) kinds.add(k);
     if (header.itemKind !== undefined) kinds.add(header.itemKind);
@@ -516,7 +552,7 @@ export class ClusterMirror {
       this.setDesired(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);
     }
-    for (const ns of gone) this.namespaceGone(ns);
+    for (const ns of gone) this.namespaceGone(ns, resourceVersion);
   }
 
   /**

@@ -209,6 +209,8 @@ export class ClusterMirror {
   private readonly deadlines = new Map<string, number>();
   /** Keys of deleted objects whose state (their last resourceVersion) is kept, oldest first. */
   private readonly tombstones = new Set<string>();
+  /** Namespace → keys of the pods and policies wanted in it (`desired`): what `namespaceGone` and `podsWaitingIn` visit. */
+  private readonly inNamespace = new Map<string, Set<string>>();
   /** Deleted namespaces → the resourceVersion of their deletion, oldest first (`beforeNamespaceDeletion`). */
   private readonly namespaceDeletions = new Map<string, string>();
   private readonly now: () => number;
@@ -434,8 +436,8 @@ export class ClusterMirror {
         this.namespaceDeletions.delete(old);
       }
     }
-    for (const [key, state] of this.objects) {
-      if (state.desired === undefined || namespaceOfHeld(state.desired) !== ns) continue;
+    for (const key of [...(this.inNamespace.get(ns) ?? [])]) {
+      const state = this.objects.get(key)!;
       if (rv !== undefined && stale(rv, state.rv, false)) continue;
       this.debug('deleted with its namespace', { key, namespace: ns });
       this.setDesired(key, state.rv, undefined);
@@ -481,12 +483,29 @@ export class ClusterMirror {
   }
 
   private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
+    const before = this.objects.get(key)?.desired;
     this.objects.set(key, { rv, desired });
+    this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
     if (desired !== undefined) this.tombstones.delete(key);
     this.refused.delete(key);
     this.dirty.add(key);
     if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
     else this.deadlines.delete(key);
+  }
+
+  /** Moves `key` in the namespace index from `from` to `to` (either undefined: none). */
+  private index(key: string, from: string | undefined, to: string | undefined): void {
+    if (from === to) return;
+    if (from !== undefined) {
+      const keys = this.inNamespace.get(from);
+      keys?.delete(key);
+      if (keys?.size === 0) this.inNamespace.delete(from);
+    }
+    if (to !== undefined) {
+      let keys = this.inNamespace.get(to);
+      if (keys === undefined) this.inNamespace.set(to, (keys = new Set()));
+      keys.add(key);
+    }
   }
 
   /**
@@ -743,8 +762,8 @@ export class ClusterMirror {
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */
   private podsWaitingIn(ns: string): void {
-    for (const [key, state] of this.objects) {
-      if (state.desired?.kind === 'Pod' && state.desired.pod.namespace === ns && !this.held.has(key)) this.dirty.add(key);
+    for (const key of this.inNamespace.get(ns) ?? []) {
+      if (this.objects.get(key)?.desired?.kind === 'Pod' && !this.held.has(key)) this.dirty.add(key);
     }
   }
 

@@ -128,6 +128,15 @@ describe('agent: a pod whose namespace is not (or no longer) known', () => {
     expect(a.verdict('10.0.0.9')).not.toBe('allow');
     expect(a.engine.identityOfPod('x/server')).toBeDefined();
   });
+  it('990. a stale policy of the deleted namespace read late does not apply in the re-created one', () => {
+    const a = agent();
+    const cnp = (name: string, namespace: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace, resourceVersion: String(rv) }, spec: { endpointSelector: {}, ...spec } });
+    a.step(ev('ADDED', ns('x', 1)), ev('DELETED', ns('y', 10)), ev('ADDED', ns('y', 11)), ev('ADDED', pod('y', 'web', 12, 'n1', '10.0.0.5')), ev('ADDED', cnp('isolate', 'y', 13, { ingress: [{ fromEndpoints: [{ matchLabels: { app: 'x' } }] }] })));
+    // The old namespace's allow-all, late on the policy stream (its own DELETED, also before 10, comes later still).
+    a.step(ev('ADDED', cnp('open', 'y', 5, { ingress: [{ fromEntities: ['world'] }] })));
+    const hit = a.engine.lookup('y/web', 2, 'ingress', 6, 80);
+    expect(hit === undefined || hit.entry.deny).toBe(true);
+  });
   it('990. a pod of the re-created namespace read before the old one\'s DELETED comes back with the new labels', () => {
     const a = agent();
     a.step(ev('ADDED', ns('x', 1)), ev('ADDED', ns('y', 2, { team: 'evil' })), ev('ADDED', pod('x', 'server', 3, 'n1', '10.0.0.1')), ev('ADDED', allowGood(4)));

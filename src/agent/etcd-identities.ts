@@ -21,6 +21,8 @@ export interface EtcdIdentityOptions {
   readonly retryMs?: number;
   /** The clock of the skipped-key warnings' rate limit (ms; default `Date.now`). */
   readonly now?: () => number;
+  /** How often etcd's status is asked (ms; default 5000; each ask has the client's call deadline). */
+  readonly statusIntervalMs?: number;
 }
 
 /** Counters of the etcd identity source (for summaries and tests). */
@@ -99,6 +101,9 @@ export class EtcdIdentitySource {
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private lastError: string | undefined;
+  /** Why the last status check failed, or undefined (`checkStatus`). */
+  private statusError: string | undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
   /** Skipped keys follow what any etcd writer puts: rate-limited as the mirror's warnings. */
   private readonly warnSkipped: (fields: object, msg: string) => void;
 
@@ -110,16 +115,41 @@ export class EtcdIdentitySource {
   /** Starts connecting (retrying while etcd is down); never throws for an unreachable etcd. */
   start(): void {
     this.kick();
+    this.scheduleStatusCheck();
+  }
+
+  private scheduleStatusCheck(): void {
+    if (this.closed) return;
+    this.statusTimer = setTimeout(() => void this.checkStatus(), this.opts.statusIntervalMs ?? 5000);
+    this.statusTimer.unref();
+  }
+
+  /**
+   * Asks etcd's status (within the client's call deadline). A stalled etcd (a blackholing network,
+   * a stopped process, no quorum) leaves the watch open and silent and the pump idle: nothing else
+   * would tell (attack finding 991). As Cilium's etcd status checker, which asks every endpoint's
+   * Status with a timeout and reports "not able to connect to any etcd endpoints"
+   * (pkg/kvstore/etcd.go `statusChecker`, `determineEndpointStatus`).
+   */
+  private async checkStatus(): Promise<void> {
+    try {
+      await this.client.maintenance.status();
+      this.statusError = undefined;
+    } catch (e) {
+      this.statusError = `status check failed (${e instanceof Error ? e.message : String(e)})`;
+    }
+    this.scheduleStatusCheck();
   }
 
   /**
    * Why this node's identities may lag the cluster's, or undefined: the last attempt to reach etcd
-   * failed (cleared once one succeeds), or the identity watch is down or relisting
-   * (`IdentityWatcher.problem`). Cilium's /healthz fails while "Kvstore service is not ready".
+   * failed (cleared once one succeeds), the last status check failed (`checkStatus`), or the
+   * identity watch is down or relisting (`IdentityWatcher.problem`). Cilium's /healthz fails while
+   * "Kvstore service is not ready".
    */
   get problem(): string | undefined {
-    const watch = this.watcher?.problem;
-    return this.lastError ?? (watch === undefined ? undefined : `etcd identities: ${watch}`);
+    const problem = this.statusError ?? this.watcher?.problem;
+    return this.lastError ?? (problem === undefined ? undefined : `etcd identities: ${problem}`);
   }
 
   /** True once the id/ keys were listed (their events wait in `peek`). */
@@ -189,6 +219,7 @@ export class EtcdIdentitySource {
   async close(revoke = true): Promise<void> {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.statusTimer);
     await this.watcher?.close().catch(() => undefined);
     await this.allocator?.close(revoke).catch(() => undefined);
     this.client.close();

@@ -209,6 +209,10 @@ export class ClusterMirror {
   private readonly deadlines = new Map<string, number>();
   /** Keys of deleted objects whose state (their last resourceVersion) is kept, oldest first. */
   private readonly tombstones = new Set<string>();
+  /** Namespace → keys of the pods and policies wanted in it (`desired`): what `namespaceGone` and `podsWaitingIn` visit. */
+  private readonly inNamespace = new Map<string, Set<string>>();
+  /** Deleted namespaces → the resourceVersion of their deletion, oldest first (`beforeNamespaceDeletion`). */
+  private readonly namespaceDeletions = new Map<string, string>();
   private readonly now: () => number;
   private readonly debug: NonNullable<MirrorOptions['debug']>;
   private readonly warn: NonNullable<MirrorOptions['warn']>;
@@ -400,9 +404,14 @@ export class ClusterMirror {
       const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
       this.warn(msg, { source, key, error: (e as Error).message });
     }
+    if (desired !== undefined && this.beforeNamespaceDeletion(desired, rvs)) {
+      this.counts.stale++;
+      this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
+      return key;
+    }
     this.setDesired(key, rvs ?? state?.rv, desired);
     if (deleted) this.bury(key);
-    if (deleted && kind === 'Namespace') this.namespaceGone(key.slice('Namespace//'.length));
+    if (deleted && kind === 'Namespace') this.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
   }
 
@@ -413,15 +422,43 @@ export class ClusterMirror {
    * a `ResourcesRemainingError` while some remain, then `finalizeNamespace`). A pod or policy of
    * it still here is stale (its DELETED is late, on another stream) and is deleted with it: kept,
    * it came back under a namespace re-created with the same name and took that namespace's labels
-   * (attack finding 801).
+   * (attack finding 801). `rv`, the deletion's resourceVersion, is kept: a later-read event of an
+   * object of the deleted namespace is older than it (`beforeNamespaceDeletion`, finding 990), and
+   * an object newer than it is of a namespace re-created since, which stays (waiting for it).
    */
-  private namespaceGone(ns: string): void {
-    for (const [key, state] of this.objects) {
-      if (state.desired === undefined || namespaceOfHeld(state.desired) !== ns) continue;
+  private namespaceGone(ns: string, rv: string | undefined): void {
+    if (rv !== undefined && /^\d+$/.test(rv)) {
+      this.namespaceDeletions.delete(ns);
+      this.namespaceDeletions.set(ns, rv);
+      const max = this.options.maxTombstones ?? 10_000;
+      for (const old of this.namespaceDeletions.keys()) {
+        if (this.namespaceDeletions.size <= max) break;
+        this.namespaceDeletions.delete(old);
+      }
+    }
+    for (const key of [...(this.inNamespace.get(ns) ?? [])]) {
+      const state = this.objects.get(key)!;
+      if (rv !== undefined && stale(rv, state.rv, false)) continue;
       this.debug('deleted with its namespace', { key, namespace: ns });
       this.setDesired(key, state.rv, undefined);
       this.bury(key);
     }
+  }
+
+  /**
+   * True when a pod or policy at resourceVersion `rv` is older than its namespace's last deletion:
+   * it is of the deleted namespace, gone before it (see `namespaceGone`), and its event was late on
+   * its stream. Read after the deletion, it waited for its namespace and came back under one
+   * re-created with the same name, with that namespace's labels (attack finding 990). This
+   * compares resourceVersions across kinds: the API server's are the etcd revisions of its writes,
+   * one order for every kind an etcd holds (a resource moved to another etcd with
+   * `--etcd-servers-overrides` has its own; its objects in a re-created namespace would then be
+   * dropped while their version is lower: fail-closed). Versions that are not integers are not compared.
+   */
+  private beforeNamespaceDeletion(desired: Held, rv: string | undefined): boolean {
+    const ns = namespaceOfHeld(desired);
+    const deletedAt = ns === undefined ? undefined : this.namespaceDeletions.get(ns);
+    return deletedAt !== undefined && rv !== undefined && /^\d+$/.test(rv) && compareDecimal(rv, deletedAt) < 0;
   }
 
   /**
@@ -446,12 +483,29 @@ export class ClusterMirror {
   }
 
   private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
+    const before = this.objects.get(key)?.desired;
     this.objects.set(key, { rv, desired });
+    this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
     if (desired !== undefined) this.tombstones.delete(key);
     this.refused.delete(key);
     this.dirty.add(key);
     if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
     else this.deadlines.delete(key);
+  }
+
+  /** Moves `key` in the namespace index from `from` to `to` (either undefined: none). */
+  private index(key: string, from: string | undefined, to: string | undefined): void {
+    if (from === to) return;
+    if (from !== undefined) {
+      const keys = this.inNamespace.get(from);
+      keys?.delete(key);
+      if (keys?.size === 0) this.inNamespace.delete(from);
+    }
+    if (to !== undefined) {
+      let keys = this.inNamespace.get(to);
+      if (keys === undefined) this.inNamespace.set(to, (keys = new Set()));
+      keys.add(key);
+    }
   }
 
   /**
@@ -502,7 +556,8 @@ export class ClusterMirror {
       }
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.objects.get(key);
-      this.setDesired(key, e.rv ?? state?.rv, e.unreadable ? keptOnUnreadable(state?.desired) : e.desired);
+      const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
+      this.setDesired(key, e.rv ?? state?.rv, desired !== undefined && this.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired);
     }
     for (const k of listedKinds) kinds.add(k);
     if (header.itemKind !== undefined) kinds.add(header.itemKind);
@@ -516,7 +571,7 @@ export class ClusterMirror {
       this.setDesired(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);
     }
-    for (const ns of gone) this.namespaceGone(ns);
+    for (const ns of gone) this.namespaceGone(ns, resourceVersion);
   }
 
   /**
@@ -707,8 +762,8 @@ export class ClusterMirror {
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */
   private podsWaitingIn(ns: string): void {
-    for (const [key, state] of this.objects) {
-      if (state.desired?.kind === 'Pod' && state.desired.pod.namespace === ns && !this.held.has(key)) this.dirty.add(key);
+    for (const key of this.inNamespace.get(ns) ?? []) {
+      if (this.objects.get(key)?.desired?.kind === 'Pod' && !this.held.has(key)) this.dirty.add(key);
     }
   }
 

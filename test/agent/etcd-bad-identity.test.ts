@@ -31,11 +31,11 @@ const polls = async (done: () => boolean): Promise<void> => {
 };
 
 /** An agent whose etcd identities come through a proxy the test can cut, id 300 = app=db of shop already put. */
-async function agentBehindProxy(prefix: string) {
+async function agentBehindProxy(prefix: string, statusIntervalMs?: number) {
   const client = connectEtcd(etcd.url);
   const proxy = await CuttableProxy.start(etcd.url);
   await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
-  const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
+  const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50, ...(statusIntervalMs !== undefined ? { statusIntervalMs } : {}) });
   const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
   const close = async (): Promise<void> => {
     await source.close();
@@ -166,6 +166,37 @@ suite('agent --identities etcd: the identity watch down or its relist failing', 
       expect(agent.notReady).toBeUndefined();
       expect(agent.engine.identityLabels(300)).toBeUndefined();
     } finally {
+      await close();
+    }
+  }, 60_000);
+});
+
+/**
+ * Finding 991 (docs/attack-findings-18w.md): etcd stalls (the connection stays open, nothing comes
+ * back: a blackholing network, a stopped etcd process, an etcd without quorum). The watch saw no
+ * error and the pump was idle, so /healthz stayed 200 while the identities stopped following etcd
+ * (here id 301 is created meanwhile and never seen). Cilium's etcd status checker asks every
+ * endpoint's Status with a timeout, periodically, and reports "not able to connect to any etcd
+ * endpoints" (pkg/kvstore/etcd.go `statusChecker`, `determineEndpointStatus`), which fails health.
+ */
+suite('agent --identities etcd: etcd stalls', () => {
+  it('991. is on notReady (/healthz) while etcd does not answer, and ready again once it does', async () => {
+    const prefix = 'stall/cilium/state/identities/v1';
+    const { client, proxy, source, agent, close } = await agentBehindProxy(prefix, 100);
+    try {
+      source.start();
+      await polls(() => (agent.flush(), source.settled && agent.engine.identityLabels(300) !== undefined));
+      expect(agent.notReady).toBeUndefined();
+      proxy.freeze();
+      await client.put(`${prefix}/id/301`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop;');
+      await polls(() => agent.notReady !== undefined);
+      expect(agent.notReady).toMatch(/etcd identities: status check failed/);
+      expect(agent.engine.identityLabels(301)).toBeUndefined();
+      proxy.thaw();
+      await polls(() => (agent.flush(), agent.notReady === undefined && agent.engine.identityLabels(301) !== undefined));
+      expect(agent.notReady).toBeUndefined();
+    } finally {
+      proxy.thaw();
       await close();
     }
   }, 60_000);

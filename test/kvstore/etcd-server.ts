@@ -21,9 +21,15 @@ export function requireEtcdOrSkip(what: string): boolean {
 
 export { EtcdServer } from '../../src/cluster/etcd.js';
 
-/** A TCP proxy on 127.0.0.1 in front of etcd that can cut every connection (a partition) and heal. */
+/**
+ * A TCP proxy on 127.0.0.1 in front of etcd that can cut every connection (a partition) and heal,
+ * or freeze them (a stall: connections stay open, nothing gets through, as behind a blackholing
+ * network or a stopped etcd process) and thaw them (what was held is delivered, in order).
+ */
 export class CuttableProxy {
   private open = true;
+  /** Writes held while frozen, in arrival order; undefined when not frozen. */
+  private held: (() => void)[] | undefined;
   private readonly sockets = new Set<import('node:net').Socket>();
   private constructor(
     private readonly server: import('node:net').Server,
@@ -42,7 +48,11 @@ export class CuttableProxy {
         s.once('close', () => proxy?.sockets.delete(s));
         s.on('error', () => undefined);
       }
-      client.pipe(upstream).pipe(client);
+      const forward = (from: import('node:net').Socket, to: import('node:net').Socket): void => {
+        from.on('data', (d: Buffer) => (proxy?.held ? proxy.held.push(() => to.write(d)) : to.write(d)));
+      };
+      forward(client, upstream);
+      forward(upstream, client);
       client.once('close', () => upstream.destroy());
       upstream.once('close', () => client.destroy());
     });
@@ -59,6 +69,16 @@ export class CuttableProxy {
 
   heal(): void {
     this.open = true;
+  }
+
+  freeze(): void {
+    this.held ??= [];
+  }
+
+  thaw(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const write of held) write();
   }
 
   async close(): Promise<void> {

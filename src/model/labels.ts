@@ -147,11 +147,16 @@ export function isDerivedLabelKey(key: string): boolean {
  * given): a label is left out of the identity when an ignore pattern matches at the start of its
  * key, unless an include pattern matches a longer start (filterLabels: shortest ignore against
  * longest include). So `pod-template-hash`, `controller-revision-hash`, `pod-template-generation`,
- * `k8s.io/…`, `kubernetes.io/…`, `…beta.kubernetes.io…`, `io.kubernetes…`, `annotation…` and
- * `etcd_node…` pod labels select nothing in Cilium, while `app.kubernetes.io/…` and
- * `io.kubernetes.pod.namespace…` are kept.
+ * `k8s.io/…`, `kubernetes.io/…`, `…beta.kubernetes.io…`, `io.kubernetes…`, `annotation…`,
+ * `etcd_node…` and the per-pod controller labels `statefulset.kubernetes.io/pod-name`,
+ * `apps.kubernetes.io/pod-index`, `batch.kubernetes.io/job-completion-index` (cilium#28003, #28897)
+ * select nothing in Cilium, while `app.kubernetes.io/…` and `io.kubernetes.pod.namespace…` are kept.
  */
-const LABEL_FILTER_IGNORES = [/^io\.kubernetes/, /^kubernetes\.io/, /^.*beta\.kubernetes\.io/, /^k8s\.io/, /^pod-template-generation/, /^pod-template-hash/, /^controller-revision-hash/, /^annotation.*/, /^etcd_node/];
+const LABEL_FILTER_IGNORES = [
+  /^io\.kubernetes/, /^kubernetes\.io/, /^statefulset\.kubernetes\.io\/pod-name/, /^apps\.kubernetes\.io\/pod-index/,
+  /^batch\.kubernetes\.io\/job-completion-index/, /^.*beta\.kubernetes\.io/, /^k8s\.io/, /^pod-template-generation/,
+  /^pod-template-hash/, /^controller-revision-hash/, /^annotation.*/, /^etcd_node/,
+];
 const LABEL_FILTER_INCLUDES = [/^io\.kubernetes\.pod\.namespace/, /^io\.cilium\.k8s\.namespace\.labels/, /^app\.kubernetes\.io/];
 
 /** Any ignore pattern at all: most keys (`app`, `tier`) fail this one test. */

@@ -80,3 +80,19 @@ describe('951. a Cilium selector key with "=" (GetExtendedKeyFrom cuts it there;
     expect(agentPolicy(subject)).toBeUndefined();
   });
 });
+
+describe('952. a `cidrgroup:` key in an endpoint selector (the labels CiliumCIDRGroup objects give CIDR identities)', () => {
+  const group = 'cidrgroup:io.cilium.policy.cidrgroupname/bad';
+  const deny = cnp({ endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'reserved:world': '', [group]: '' } }] }] });
+  const allowOutside = cnp({ endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { 'reserved:world': '' }, matchExpressions: [{ key: group, operator: 'DoesNotExist' }] }] }] });
+
+  it('is not supported by distill, as a `cidr:` key (before: a deny of nothing, an allow of all of world)', () => {
+    expect(errorOf(() => parseManifest(deny, 'f')).message).toMatch(/`cidrgroup:` label key .* not supported by distill/);
+    expect(errorOf(() => parseManifest(allowOutside, 'f')).fieldPath).toBe('spec.ingress[0].fromEndpoints[0]');
+  });
+
+  it('so the agent denies every peer where the deny was, and drops the allow', () => {
+    expect(agentPolicy(deny)!.rules.filter((x) => x.verdict === 'deny').flatMap((x) => x.peers)).toEqual([denyAll]);
+    expect(agentPolicy(allowOutside)!.rules.flatMap((x) => x.peers)).toEqual([]);
+  });
+});

@@ -54,7 +54,7 @@ export function parseLabelKey(raw: string, defaultSource: LabelSource = SOURCE_A
  * `:app` -> `any.app`, `k8s:app` -> `k8s.app`), which `EndpointSelector.Sanitize`
  * (pkg/policy/api/selector.go) hands to Kubernetes' ValidateLabelSelector. So the source counts
  * towards the 63 characters of the name part (or the 253 of the prefix), and a key such as `_x`
- * is valid (`any._x`). A value after `=` is not stripped here: such keys stay refused.
+ * is valid (`any._x`). A policy key with `=` or a leading `reserved.` is not supported before this is asked (selector.ts `extenderDependentKey`).
  */
 export function ciliumExtendedKey(raw: string): string {
   if (raw.startsWith('$')) return `${SOURCE_RESERVED}.${raw.slice(1)}`;

@@ -20,6 +20,8 @@ import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 /** The label source of node labels on node identities (Cilium's `node:`). */
 const SOURCE_NODE = 'node';
+/** The label source CiliumCIDRGroup objects give CIDR identities (Cilium's `cidrgroup:`). */
+const SOURCE_CIDR_GROUP = 'cidrgroup';
 
 const CILIUM_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: true };
 
@@ -368,8 +370,11 @@ function readL3Peers(r: Reader, o: Record<string, unknown>, path: string, shape:
 function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): Peer {
   const sel = parseLabelSelector(r, e, path, CILIUM_SELECTOR);
   // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
-  // never see those labels, so a deny would miss them and a DoesNotExist would match them.
+  // never see those labels, so a deny would miss them and a DoesNotExist would match them. The
+  // same holds for `cidrgroup:` keys, the labels CiliumCIDRGroup objects give those identities
+  // (pkg/policy/api/cidr.go ToSelectors: a cidrGroupRef is `Exists cidrgroup.<key>`; attack finding 952).
   if (hasSource(sel, SOURCE_CIDR)) r.fail(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
+  if (hasSource(sel, SOURCE_CIDR_GROUP)) r.fail(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (CiliumCIDRGroup objects are not modelled)');
   const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit);
   if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(path, 'this selector is not scoped to pods (a `reserved:` key, or a clusterwide policy whose subject names reserved:init) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
   return { kind: 'selector', selector: scoped };

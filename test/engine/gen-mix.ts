@@ -30,6 +30,7 @@ export type MixOp =
   | { readonly k: 'relabel'; readonly a: number; readonly nsLabels: Record<string, string>; readonly labels: Record<string, string> }
   | { readonly k: 'ports'; readonly a: number; readonly ports: number }
   | { readonly k: 'dropPolicy'; readonly a: number }
+  | { readonly k: 'family'; readonly a: number; readonly shape: number }
   | { readonly k: 'answer'; readonly a: number; readonly name: string; readonly ips: string[]; readonly ttl: number; readonly seconds: number };
 
 export const mixOp: fc.Arbitrary<MixOp> = fc.oneof(
@@ -40,6 +41,7 @@ export const mixOp: fc.Arbitrary<MixOp> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('relabel' as const), a: pick, nsLabels, labels: podLabels }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('ports' as const), a: pick, ports }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('dropPolicy' as const), a: pick }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('family' as const), a: pick, shape: fc.nat({ max: 4 }) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('answer' as const), a: pick, name: fc.constantFrom(...DNS_NAMES), ips: fc.subarray(LEARNT_IPS, { minLength: 1, maxLength: 2 }), ttl: fc.integer({ min: 0, max: 4 }), seconds: fc.integer({ min: 0, max: 3 }) }) },
 );
 
@@ -47,6 +49,35 @@ const nth = <T>(xs: readonly T[], i: number): T | undefined => (xs.length === 0 
 const podOf = (s: ClusterState, i: number): Pod | undefined => nth([...s.pods.values()].sort((x, y) => (`${x.namespace}/${x.name}` < `${y.namespace}/${y.name}` ? -1 : 1)), i);
 const keyOf = (p: Pod): string => `${p.namespace}/${p.name}`;
 const upsert = (p: Pod, local: ReadonlyMap<string, boolean>): EngineEvent => ({ type: 'upsertPod', pod: p, local: local.get(keyOf(p)) ?? false });
+
+/**
+ * A pod's addresses in another shape (IPv4 only, dual-stack either way round, IPv6 only), its IPv6
+ * address inside the generated CIDRs (2001:db8::/32) or outside them (fd00::/8), one per pod name
+ * and namespace: what the address-family split (`/0` networks peers) and IPv6 networks depend on.
+ */
+function withFamily(p: Pod, shape: number): Pod {
+  const v4 = p.ips?.find((ip) => ip.family === 'ipv4') ?? (p.ip.family === 'ipv4' ? p.ip : parseIp(`10.244.${NAMESPACES.indexOf(p.namespace)}.${POD_NAMES.indexOf(p.name) + 2}`));
+  const suffix = `${NAMESPACES.indexOf(p.namespace) + 1}${POD_NAMES.indexOf(p.name) + 1}`;
+  const v6 = parseIp(shape % 2 === 0 ? `2001:db8::a:${suffix}` : `fd00::a:${suffix}`);
+  const { ips: _, ...rest } = p;
+  switch (shape) {
+    case 0:
+    case 1:
+      return { ...rest, ip: v4, ips: [v4, v6] };
+    case 2:
+      return { ...rest, ip: v6, ips: [v6, v4] };
+    case 3:
+      return { ...rest, ip: v6 };
+    default:
+      return { ...rest, ip: v4 };
+  }
+}
+
+/** `p` with the addresses of `from` (dual-stack ones included). */
+function addressesOf(p: Pod, from: Pod): Pod {
+  const { ips: _, ...rest } = p;
+  return { ...rest, ip: from.ip, ...(from.ips ? { ips: from.ips } : {}) };
+}
 
 /** The events of `o` against the model before the transaction and the pods' locality (none when it names nothing live). */
 export function mixEvents(s: ClusterState, local: ReadonlyMap<string, boolean>, o: MixOp): EngineEvent[] {
@@ -64,7 +95,7 @@ export function mixEvents(s: ClusterState, local: ReadonlyMap<string, boolean>, 
       const a = podOf(s, o.a);
       const b = podOf(s, o.b);
       if (!a || !b || a === b) return [];
-      return [upsert({ ...a, ip: b.ip, ...(o.labels ? { labels: o.labels } : {}) }, local), upsert({ ...b, ip: a.ip }, local)];
+      return [upsert({ ...addressesOf(a, b), ...(o.labels ? { labels: o.labels } : {}) }, local), upsert(addressesOf(b, a), local)];
     }
     case 'relabel': {
       const a = podOf(s, o.a);
@@ -76,6 +107,10 @@ export function mixEvents(s: ClusterState, local: ReadonlyMap<string, boolean>, 
       const shaped = toEvent({ k: 'pod', ns: 'n0', name: 'p0', labels: {}, ports: o.ports, local: false });
       if (!a || shaped.type !== 'upsertPod') return [];
       return [upsert({ ...a, ports: shaped.pod.ports }, local)];
+    }
+    case 'family': {
+      const a = podOf(s, o.a);
+      return a ? [upsert(withFamily(a, o.shape), local)] : [];
     }
     case 'dropPolicy': {
       const p = nth([...s.policies.values()], o.a);

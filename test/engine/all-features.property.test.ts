@@ -3,7 +3,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
 import { endpointMaps, initialEvents, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
-import { cidrContainsIp, IpAddress, parseCidr } from '../../src/model/cidr.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { resolveEndpoint, endpointAddress, FlowEndpoint } from '../../src/model/flow.js';
 import { labelSetKey } from '../../src/model/labels.js';
@@ -12,6 +11,7 @@ import { datapathLookup, LookupResult, policyKeyString } from '../../src/model/p
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { checkAllFlows } from './all-flows.js';
+import { Kernel } from './kernel-view.js';
 import { ALL_INITIAL, AllOp, allOp, hasBad, SETUP, toEvents } from './gen-all.js';
 import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
 
@@ -30,39 +30,6 @@ const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEE
 const STEP_PROBES = PROBE_PORTS.filter((p) => [80, 81, 53, 443, 8].includes(p.port) && p.protocol !== 'SCTP');
 
 class InjectedFault extends Error {}
-
-/** What a kernel holds after the change sets: one policy map per endpoint and the ipcache. */
-class Kernel {
-  readonly maps = new Map<string, Map<string, LookupResult>>();
-  readonly ipcache = new Map<string, number>();
-  feed(cs: ChangeSet): void {
-    for (const ep of cs.endpointsRemoved) this.maps.delete(ep);
-    for (const ep of cs.endpointsAdded) this.maps.set(ep, new Map());
-    for (const d of cs.deltas) {
-      const m = this.maps.get(d.endpoint);
-      if (!m) throw new Error(`delta for unknown endpoint ${d.endpoint}`);
-      if (d.op === 'upsert') m.set(policyKeyString(d.key), { key: d.key, entry: d.entry });
-      else m.delete(policyKeyString(d.key));
-    }
-    for (const d of cs.ipcache) {
-      if (d.op === 'delete') this.ipcache.delete(d.prefix);
-      else this.ipcache.set(d.prefix, d.identity);
-    }
-  }
-  /** Longest-prefix match, world of the address family when nothing matches. */
-  identityOf(ip: IpAddress): number {
-    let best = -1;
-    let id = ip.family === 'ipv4' ? 9 : 10;
-    for (const [prefix, identity] of this.ipcache) {
-      const c = parseCidr(prefix);
-      if (c.prefixLength > best && cidrContainsIp(c, ip)) {
-        best = c.prefixLength;
-        id = identity;
-      }
-    }
-    return id;
-  }
-}
 
 /** Everything observable of the engine, exactly (as faults.test.ts). */
 function exactState(engine: Engine): string {

@@ -71,3 +71,37 @@ describe('1082. maps dump --step, as maps list, trace, plan, selectors and ident
     expect(missing.err).toBe(`error: ${file} steps: has 2 steps: --step 2 is not one of them (0 to 1)\n`);
   });
 });
+
+// A policy that selects the endpoint without isolating it: Cilium's enableDefaultDeny {ingress: false}
+// (pkg/policy/api/rule.go `DefaultDenyConfig`) with a deny rule that does not match the flow.
+const AUDIT = `namespaces: [{name: prod}, {name: dev}, {name: other}]
+pods:
+  - {name: prod/api, labels: {app: api}}
+  - {name: dev/client, labels: {app: client}}
+  - {name: other/x, labels: {app: x}}
+policies:
+  - apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: audit, namespace: prod}
+    spec:
+      endpointSelector: {matchLabels: {app: api}}
+      enableDefaultDeny: {ingress: false}
+      ingressDeny:
+        - fromEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: dev}}]
+steps:
+  - probes: [{from: other/x, to: prod/api, port: 80}]
+`;
+
+describe('1083. explain and trace: a direction no policy isolates is not "no policy selects it"', () => {
+  it('a CiliumNetworkPolicy with enableDefaultDeny false selects prod/api: the explanation does not deny it', () => {
+    const file = tmpFile('audit.yaml', AUDIT);
+    const reach = cli('reach', '--scenario', file, '--explain');
+    expect(reach.code).toBe(0);
+    expect(reach.out).toContain('    ingress of prod/api: no policy isolates it, allowed\n');
+    expect(reach.out).not.toContain('no policy selects');
+    const trace = cli('trace', '--scenario', file, '--from', 'other/x', '--to', 'prod/api', '--port', '80/TCP');
+    expect(trace.code).toBe(0);
+    expect(trace.out).toContain('  default deny: no (no policy isolates this direction)\n');
+    expect(trace.out).not.toContain('no policy selects');
+  });
+});

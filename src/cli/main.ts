@@ -10,7 +10,7 @@ import { UnknownEndpointError } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { formatWarning, policyRefKey } from '../model/rules.js';
-import { FlowDecider, runScenario, ScenarioRun, scenarioEngineOptions } from '../scenario/run.js';
+import { FlowDecider, runScenario, ScenarioRun, scenarioEngineOptions, scenarioState } from '../scenario/run.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
@@ -18,6 +18,7 @@ import { backendLookup } from '../backend/lookup.js';
 import { KernelIpcache } from '../backend/ipcache.js';
 import type { ChangeSet } from '../engine/events.js';
 import type { IpAddress } from '../model/cidr.js';
+import type { ClusterState } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { EngineDecider } from '../harness/engine-decider.js';
@@ -70,6 +71,8 @@ interface EngineRun {
   readonly engine: Engine;
   readonly backend: MapBackend;
   readonly decide: FlowDecider;
+  /** Brings the engine (and the backend) to a cluster state without deciding a flow. */
+  readonly sync: (state: ClusterState) => void;
 }
 
 /**
@@ -86,7 +89,7 @@ function engineRun(backend: MapBackend, options: ReturnType<typeof scenarioEngin
     applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache)));
   };
   const decider = new EngineDecider(engine, ALL_LOCAL, write, (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry, ipLookup);
-  return { engine, backend, decide: decider.decide };
+  return { engine, backend, decide: decider.decide, sync: (state) => decider.sync(state) };
 }
 
 /** The engine answers by default; `--naive` asks the oracle. */
@@ -213,6 +216,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
 
 interface DumpOptions extends BackendOptions {
   scenario: string;
+  step?: string;
   endpoint?: string;
   all?: boolean;
   json?: boolean;
@@ -236,15 +240,20 @@ function dumpText(io: CliIo, run: EngineRun, endpoint: string, labelsOf: (id: nu
   io.out(`\nL7 proxies (what each is told):\n${renderL7Policies(run.engine.l7Policies(endpoint), labelsOf)}\n`);
 }
 
-/** Builds the scenario's final state through the engine and a backend, then dumps maps. */
+/**
+ * Builds the scenario's state after --step (default: the last) through the engine and a backend, step
+ * by step as maps list and trace do, then dumps maps. Probes are not run: the state, not the last
+ * probed step, is what is dumped (a scenario without steps, or ending in changes, included).
+ */
 function mapsDump(ctx: Ctx, opts: DumpOptions): number {
   const { io } = ctx;
   let backend: MapBackend | undefined;
   try {
     if ((opts.endpoint === undefined) === (opts.all !== true)) throw new InputError('maps dump: give --endpoint NAMESPACE/NAME or --all (run `distill maps list --scenario FILE` to see the endpoints)');
     backend = openBackend(opts);
-    const run = engineRun(backend);
-    runScenario(readScenario(ctx, opts.scenario), run.decide);
+    const scenario = readScenario(ctx, opts.scenario);
+    const run = engineRun(backend, scenarioEngineOptions(scenario));
+    run.sync(scenarioState(scenario, intOption(opts.step, '--step', 0), run.sync));
     const endpoints = opts.all ? backend.endpoints() : [opts.endpoint as string];
     for (const ep of endpoints) {
       if (!backend.endpoints().includes(ep)) throw new UnknownEndpointError(`no local endpoint "${ep}" (endpoints: ${backend.endpoints().join(', ')})`);
@@ -546,8 +555,9 @@ function registerMaps(program: Command, env: CliEnv): void {
   const maps = program.command('maps').description('Per-endpoint policy maps');
   maps
     .command('dump')
-    .description("Build a scenario's final state and print policy maps (one endpoint, or --all), read back from the backend")
+    .description("Build a scenario's final state (or its state after --step) and print policy maps (one endpoint, or --all), read back from the backend")
     .addOption(new Option('--scenario <file>', 'scenario file').makeOptionMandatory())
+    .option('--step <n>', 'the cluster after step n (default: after the last step)')
     .option('--endpoint <namespace/name>', 'the local endpoint (pod) whose map to print')
     .option('--all', 'every endpoint\'s map')
     .option('--json', 'one JSON object (per endpoint, one line each)')

@@ -42,7 +42,7 @@ function why(d: DirectionDecision | undefined, side: string): string {
   if (d.tier?.action === 'Pass') return `${side}: denied: passed by ${formatTierOrigin(d.tier)} to the lower tiers, where ${passedTo(d)}`;
   if (d.tier) return `${side}: ${d.tier.action === 'Accept' ? 'accepted' : 'denied'} by ${formatTierOrigin(d.tier)}`;
   if (d.deniedBy.length > 0) return `${side}: denied by ${d.deniedBy.map(formatOrigin).join('; ')}`;
-  if (d.enforcedBy.length === 0) return `${side}: no policy selects it, allowed`;
+  if (d.enforcedBy.length === 0) return `${side}: no policy isolates it, allowed`;
   if (d.l7) {
     const verdict = d.l7.allowed
       ? `allowed the request (${d.l7.allowedBy.length > 0 ? `by ${d.l7.allowedBy.map(formatOrigin).join('; ')}` : 'no policy restricts it'})`

@@ -69,7 +69,7 @@ function requestOf(opts: TraceOptions): L7Request | undefined {
 function renderSide(s: SideReport): string {
   const out = [`${s.direction} of ${s.endpoint}: ${s.verdict}`];
   out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
-  out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy selects this direction)'}`);
+  out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy isolates this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
   if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where nothing allows it)`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);

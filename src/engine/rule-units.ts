@@ -79,19 +79,27 @@ function buildPeerSelectors(rule: PolicyRule): IdentitySelector[] {
 
 const isNamedEgress = (rule: PolicyRule, c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
 
-/** Pushes the rule's units onto `out`. */
-function compileRule(rule: PolicyRule, index: number, out: RuleUnit[]): void {
-  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return;
+/** `out` with the rule's units appended (`append`). */
+function compileRule(rule: PolicyRule, index: number, out: RuleUnit[] | null): RuleUnit[] | null {
+  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return out;
   const subject = labelsSelector(rule.subject);
   let named = 0;
   for (let i = 0; i < rule.ports.length; i++) if (isNamedEgress(rule, rule.ports[i] as PolicyRule['ports'][number])) named++;
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
-  if (named === 0 || named === rule.ports.length) {
-    out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0));
-    return;
-  }
-  out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => isNamedEgress(rule, c)).slice(), true));
-  out.push(new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => !isNamedEgress(rule, c)).slice(), false));
+  if (named === 0 || named === rule.ports.length) return append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0));
+  out = append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => isNamedEgress(rule, c)).slice(), true));
+  return append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => !isNamedEgress(rule, c)).slice(), false));
+}
+
+/**
+ * `out` with `x` appended, a one-element literal when there is no `out` yet: a push onto `[]`
+ * reserves 17 slots, and most policies compile to one unit and one enforcement, in arrays the
+ * resolver drops once it has attached them.
+ */
+function append<T>(out: T[] | null, x: T): T[] {
+  if (out === null) return [x];
+  out.push(x);
+  return out;
 }
 
 /**
@@ -151,11 +159,27 @@ class NetworkPolicyUnit implements RuleUnit {
  */
 export function shareKey(unit: RuleUnit): string | null {
   if (unit.origin.tier !== undefined || unit.entry !== undefined || unit.baseline === true || unit.peerNamedPorts === true) return null;
-  // Built by hand (a JSON.stringify per adopted unit was a tenth of a 3,000-rule cold start); NUL
-  // separates the parts: no label, selector or port name contains it.
+  // The same string object for units of the same subject, peer list and clause list (a trace's
+  // policies share them): the shares' Map hashes it once, where a key built per unit was
+  // concatenated, flattened and hashed again (~140 characters for each of 3,000 cilium-2019 rules).
+  let byClauses = SHARE_KEYS.get(unit.peers);
+  if (byClauses === undefined) SHARE_KEYS.set(unit.peers, (byClauses = new WeakMap()));
+  let bySubject = byClauses.get(unit.clauses);
+  if (bySubject === undefined) byClauses.set(unit.clauses, (bySubject = new WeakMap()));
+  let keys = bySubject.get(unit.subject);
+  if (keys === undefined) bySubject.set(unit.subject, (keys = new Array<string | undefined>(8).fill(undefined)));
+  const mode = (unit.direction === 'ingress' ? 0 : 4) + (unit.verdict === 'allow' ? 0 : 2) + (unit.namedEgress ? 1 : 0);
+  return (keys[mode] ??= flat(buildShareKey(unit)));
+}
+
+/** Built by hand (a JSON.stringify per adopted unit was a tenth of a 3,000-rule cold start); NUL separates the parts: no label, selector or port name contains it. */
+function buildShareKey(unit: RuleUnit): string {
   const peers = unit.peers;
   return `${unit.direction}\0${unit.verdict}\0${unit.namedEgress ? 'n' : 'p'}\0${peers.length}\0${unit.subject.key}${partOf(PEER_PARTS, peers, peersPart)}${partOf(CLAUSE_PARTS, unit.clauses, clausesPart)}`;
 }
+
+/** Share keys by peer list, clause list and subject, then by direction, verdict and named-port mode (`shareKey`). */
+const SHARE_KEYS = new WeakMap<readonly IdentitySelector[], WeakMap<Clauses, WeakMap<IdentitySelector, (string | undefined)[]>>>();
 
 type Clauses = RuleUnit['clauses'];
 /** The peer and clause parts of share keys, by list: units of shared lists (peerSelectors; a trace's port lists) build each once. */
@@ -187,22 +211,22 @@ function clauseKey(l4: L4Match): string {
 
 export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedNodeCover): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered, nodeCover), enforcements: [] };
-  const units: RuleUnit[] = [];
-  for (let i = 0; i < policy.rules.length; i++) compileRule(policy.rules[i] as PolicyRule, i, units);
+  let units: RuleUnit[] | null = null;
+  for (let i = 0; i < policy.rules.length; i++) units = compileRule(policy.rules[i] as PolicyRule, i, units);
   // A policy has one or two enforcements: a scan finds the duplicates without building their uids.
   // Indexed loops: the cold start runs this in the interpreter, where a for-of allocates a result per step.
-  const enforcements: Enforcement[] = [];
+  let enforcements: Enforcement[] | null = null;
   const given = policy.enforcements;
   for (let i = 0; i < given.length; i++) {
     const e = given[i] as Policy['enforcements'][number];
     let seen = false;
-    for (let j = 0; j < enforcements.length; j++) {
-      const x = enforcements[j] as Enforcement;
+    for (let j = 0; j < (enforcements?.length ?? 0); j++) {
+      const x = (enforcements as Enforcement[])[j] as Enforcement;
       if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
     }
-    if (!seen) enforcements.push(new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
+    if (!seen) enforcements = append(enforcements, new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
-  return { units, enforcements };
+  return { units: units ?? [], enforcements: enforcements ?? [] };
 }
 
 /** An enforcement unit whose uid (direction and subject) is built on first use, as a NetworkPolicy unit's. */

@@ -72,7 +72,7 @@ export class NamedPorts {
     let clusterWide: Set<string> | null = classes.length === 0 ? null : new Set<string>(classes);
     for (const p of ports) {
       if (p.name === undefined) continue;
-      const count = this.cluster.get(p.name)?.get(`${p.protocol}/${p.port}`) ?? 0;
+      const count = this.cluster.get(p.name)?.get(portKey(p)) ?? 0;
       if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) (clusterWide ??= new Set<string>()).add(p.name);
     }
     const named = (rec.namedPorts ??= new Map());
@@ -235,6 +235,18 @@ function hasDuplicatePort(ports: readonly ContainerPort[]): boolean {
   return false;
 }
 
+/** "protocol/port" keys of container ports, built once each: every pod add and remove counts its named ports twice. */
+const PORT_KEYS = new Map<number, string>();
+const PROTOCOL_SLOTS: Readonly<Record<FlowProtocol, number>> = { TCP: 0, UDP: 1, SCTP: 2, ICMP: 3, ICMPv6: 4 };
+
+/** By port and protocol (validated: an integer port, a known protocol), so one slot is one key. */
+function portKey(p: ContainerPort): string {
+  const slot = p.port * 8 + PROTOCOL_SLOTS[p.protocol];
+  let k = PORT_KEYS.get(slot);
+  if (k === undefined) PORT_KEYS.set(slot, (k = `${p.protocol}/${p.port}`));
+  return k;
+}
+
 /** Counts named ports: name → "protocol/port" → how many pods have it. */
 function addNamedPorts(namedPorts: Map<string, Map<string, number>>, ports: readonly ContainerPort[], sign: 1 | -1): void {
   // Indexed: every pod add and remove runs this, and for-of left an iterator result per port in
@@ -244,7 +256,7 @@ function addNamedPorts(namedPorts: Map<string, Map<string, number>>, ports: read
     if (p.name === undefined) continue;
     let byPort = namedPorts.get(p.name);
     if (!byPort) namedPorts.set(p.name, (byPort = new Map()));
-    const k = `${p.protocol}/${p.port}`;
+    const k = portKey(p);
     const n = (byPort.get(k) ?? 0) + sign;
     if (n > 0) byPort.set(k, n);
     else byPort.delete(k);

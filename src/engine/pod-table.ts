@@ -1,7 +1,7 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
 import { flat } from '../model/intern.js';
-import { Label, LabelSet, labelSetKey, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PolicyResolver } from './policy-resolver.js';
@@ -26,7 +26,8 @@ interface IdentityLabelsMemo {
   readonly namespace: string;
   readonly serviceAccount: string;
   readonly labels: LabelSet;
-  readonly labelKey: string;
+  /** Not interned: the identity table's copy replaces it once the pod has acquired (`shareKey`). */
+  labelKey: string;
 }
 
 /**
@@ -177,7 +178,7 @@ export class PodTable {
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     rec.identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
-    rec.labelKey = labelKey;
+    rec.labelKey = shareKey(memo, rec.identity, labelKey);
     if (external) addTo(this.podsByLabels, labelKey, key);
     if (reappend) {
       const inNs = this.podsByNamespace.get(pod.namespace) as Set<string>;
@@ -241,7 +242,7 @@ export class PodTable {
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
-    const rec: PodRecord = { pod, local, identity, labelKey, map: null };
+    const rec: PodRecord = { pod, local, identity, labelKey: shareKey(memo, identity, labelKey), map: null };
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
     this.pods.set(key, rec);
     let inNs = this.podsByNamespace.get(pod.namespace);
@@ -285,7 +286,7 @@ export class PodTable {
     const last = this.lastIdentityLabels;
     if (last !== null && last.podLabels === pod.labels && last.nsLabels === nsLabels && last.namespace === pod.namespace && last.serviceAccount === pod.serviceAccount) return last;
     const labels = podIdentityLabels(pod, nsLabels);
-    return (this.lastIdentityLabels = { podLabels: pod.labels, nsLabels, namespace: pod.namespace, serviceAccount: pod.serviceAccount, labels, labelKey: labelSetKey(labels) });
+    return (this.lastIdentityLabels = { podLabels: pod.labels, nsLabels, namespace: pod.namespace, serviceAccount: pod.serviceAccount, labels, labelKey: labelSetText(labels) });
   }
 
   removePod(key: string): void {
@@ -312,6 +313,16 @@ export class PodTable {
     const labels = this.splits ? rec.identity.labels : undefined;
     this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned));
   }
+}
+
+/**
+ * The identity table's copy of a pod's label key when the pod's identity is the one of that key (not
+ * `pending`, not derived labels), so every pod of an identity holds one string; the memo takes it too.
+ */
+function shareKey(memo: IdentityLabelsMemo, identity: IdentityRecord, labelKey: string): string {
+  if (identity.key !== labelKey) return labelKey;
+  if (memo.labelKey === labelKey) memo.labelKey = identity.key;
+  return identity.key;
 }
 
 function fail(key: string): never {

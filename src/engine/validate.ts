@@ -66,8 +66,21 @@ function isPlainRecord(v: unknown): v is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
+/**
+ * Label maps found valid that cannot change (frozen: the engine's copies, boundary-copy.ts). The
+ * replicas of a workload share one copy, so a cold start checks each once, not once per pod. Weak:
+ * it holds nothing the engine or its caller dropped.
+ */
+const validLabelMaps = new WeakSet<object>();
+
 /** Labels as the Kubernetes API validates them: own string properties only, valid keys and values. */
 function checkLabelMap(m: unknown, field: string, fail: Fail): void {
+  if (isRecord(m) && validLabelMaps.has(m)) return;
+  checkLabelEntries(m, field, fail);
+  if (Object.isFrozen(m)) validLabelMaps.add(m);
+}
+
+function checkLabelEntries(m: unknown, field: string, fail: Fail): asserts m is Record<string, unknown> {
   if (!isPlainRecord(m)) fail(`${field} must be a plain object of strings (not a Map or class instance)`);
   for (const k of Object.keys(m)) {
     const v = m[k];

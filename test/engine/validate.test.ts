@@ -189,3 +189,31 @@ describe("an embedder's engine options are checked (review 9r, finding 224)", ()
     expect(() => new Engine({ dns: { minTtl: 3600, maxIpsPerHostname: 50, maxSelectorCombinations: 0 }, mapCapacity: 16384 })).not.toThrow();
   });
 });
+
+describe('label maps checked once per frozen copy (a cold start checks replicas once, perf18)', () => {
+  const ns: EngineEvent = { type: 'upsertNamespace', name: 'x', labels: {} };
+
+  it('a label map that can change is checked again on every use: changed to invalid after passing, it is refused', () => {
+    const labels: Record<string, string> = { app: 'web' };
+    expect(() => checkEvents([ns, upsert(pod('a', labels))])).not.toThrow();
+    labels['bad key!'] = 'v';
+    expect(() => checkEvents([ns, upsert(pod('b', labels))])).toThrow(/^event #1 \(upsertPod\): pod\.labels: invalid label key/);
+  });
+
+  it('a frozen invalid label map is refused each time it is given, in one batch and across batches', () => {
+    const bad = Object.freeze({ app: 'web', 'bad key!': 'v' });
+    expect(() => checkEvents([ns, upsert(pod('a', bad)), upsert(pod('b', bad))])).toThrow(/^event #1 /);
+    expect(() => checkEvents([ns, upsert(pod('b', bad))])).toThrow(/^event #1 /);
+    expect(refusal([ns, upsert(pod('a', bad))]).message).toMatch(/invalid label key/);
+    expect(refusal([ns, upsert(pod('a', bad))]).message).toMatch(/invalid label key/);
+  });
+
+  it("an engine's shared copy passing once does not let the caller's object, changed later, through", () => {
+    const labels: Record<string, string> = { app: 'web' };
+    const e = new Engine();
+    e.apply([ns, upsert(pod('a', labels)), upsert(pod('b', labels, { ip: parseIp('10.0.0.10') }))]);
+    labels['bad key!'] = 'v';
+    expect(() => e.apply([upsert(pod('c', labels, { ip: parseIp('10.0.0.11') }))])).toThrow(/invalid label key/);
+    expect(e.endpoints().sort()).toEqual(['x/a', 'x/b']);
+  });
+});

@@ -5,6 +5,7 @@ import { bpf, BPF_CMD, closeFd, NativeBuffer } from '../backend/bpf-syscall.js';
 import { BpfError } from '../backend/bpf.js';
 import { ipcachePinPath } from '../backend/ipcache.js';
 import { netnsPath, run } from './netns.js';
+import { ctPinPath } from './conntrack.js';
 
 const BUILD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../build/bpf');
 /** Built once by bpf/build.sh; every endpoint loads this same object. */
@@ -35,7 +36,7 @@ function ctLifetimesPin(pinRoot: string): string {
  * ct_entry 16) and the lifetimes its entries get, written once here.
  */
 export function createCtMap(pinRoot: string, lifetimes: CtLifetimes = CILIUM_CT_LIFETIMES): void {
-  run('bpftool', ['map', 'create', join(pinRoot, 'ct'), 'type', 'lru_hash', 'key', '44', 'value', '16', 'entries', '65536', 'name', 'ct']);
+  run('bpftool', ['map', 'create', ctPinPath(pinRoot), 'type', 'lru_hash', 'key', '44', 'value', '16', 'entries', '65536', 'name', 'ct']);
   const pin = ctLifetimesPin(pinRoot);
   run('bpftool', ['map', 'create', pin, 'type', 'array', 'key', '4', 'value', '16', 'entries', '1', 'name', 'ct_lifetimes']);
   const value = Buffer.alloc(16);
@@ -63,7 +64,7 @@ export function loadEndpoint(pinRoot: string, dir: string, policyPin: string, ob
     'map', 'name', 'policy', 'pinned', policyPin,
     'map', 'name', 'ipcache4', 'pinned', ipcachePinPath(pinRoot, 'ipv4'),
     'map', 'name', 'ipcache6', 'pinned', ipcachePinPath(pinRoot, 'ipv6'),
-    'map', 'name', 'ct', 'pinned', join(pinRoot, 'ct'),
+    'map', 'name', 'ct', 'pinned', ctPinPath(pinRoot),
     'map', 'name', 'ct_lifetimes', 'pinned', ctLifetimesPin(pinRoot),
     'pinmaps', join(dir, 'maps'),
   ]);

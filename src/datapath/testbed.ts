@@ -17,6 +17,7 @@ import type { IdentityId } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { IpcacheSource, kernelIpcacheContent } from '../backend/ipcache-content.js';
 import { KernelIpcache } from '../backend/ipcache.js';
+import { scrubConntrack } from './conntrack.js';
 import { attachEndpoint, createCtMap, CtLifetimes, endpointPinDir, loadEndpoint, PROBE_TOOL, readCounters, VerdictCounts } from './loader.js';
 import { addNetns, deleteNetns, inNs, listNetns, netnsPath, run } from './netns.js';
 
@@ -215,9 +216,11 @@ export class Testbed {
     const i = this.nextIndex++;
     const ns = `${TESTBED_NETNS_PREFIX}${this.id}-${i}`;
     const ifname = `v${i}`;
+    const alt = given ?? alternateAddress(ip, i);
+    // As Cilium at an endpoint's first regeneration: flows tracked with its addresses belonged to another.
+    scrubConntrack(this.pinRoot, [ip, alt]);
     addNetns(ns, false);
     run('ip', ['-n', this.router, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-    const alt = given ?? alternateAddress(ip, i);
     const addrs = [ip, alt];
     inNs(this.router, 'sh', ['-c', [
       `ip link set ${ifname} up`,
@@ -257,6 +260,8 @@ export class Testbed {
     killQuietly(n.serverPid);
     deleteNetns(n.ns);
     if (n.epDir) rmSync(n.epDir, { recursive: true, force: true });
+    // As Cilium when an endpoint goes (leaveLocked): no flow of its addresses outlives it.
+    scrubConntrack(this.pinRoot, [n.ip, n.alt]);
     this.nodes.delete(name);
   }
 

@@ -176,7 +176,14 @@ kernel('attack round 18d: the datapath on hand-made packets', () => {
   });
 
   it('held: ARP and neighbour advertisements claiming the guarded pod\'s addresses change nothing the router routes by', () => {
-    const neigh = (): string => run('ip', ['-n', b().router, 'neigh', 'show']).split('\n').filter((l) => l.includes(ip4('x/guarded')) || l.includes(ip6('x/guarded'))).sort().join('\n');
+    // Address, device and link-layer address; not the NUD state (REACHABLE, DELAY, STALE, PROBE), which moves with time and traffic.
+    const neigh = (): string =>
+      run('ip', ['-n', b().router, 'neigh', 'show'])
+        .split('\n')
+        .filter((l) => l.includes(ip4('x/guarded')) || l.includes(ip6('x/guarded')))
+        .map((l) => l.replace(/\s+(REACHABLE|STALE|DELAY|PROBE)\s*$/, '').trim())
+        .sort()
+        .join('\n');
     const before = neigh();
     const mac = [0x02, ...randomBytes(5)];
     const arpReply = [0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2, ...mac, ...addr(ip4('x/guarded')), ...Array<number>(6).fill(0xff), ...addr('169.254.1.1'), ...tag()];

@@ -6,7 +6,6 @@ import { endpointMaps, initialEvents, sameEndpointMaps } from '../../src/harness
 import type { ClusterState } from '../../src/model/cluster.js';
 import { resolveEndpoint, endpointAddress, FlowEndpoint } from '../../src/model/flow.js';
 import { labelSetKey } from '../../src/model/labels.js';
-import { EMPTY_DNS_CACHE } from '../../src/model/fqdn.js';
 import { datapathLookup, LookupResult, policyKeyString } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
@@ -14,6 +13,7 @@ import { checkAllFlows } from './all-flows.js';
 import { Kernel } from './kernel-view.js';
 import { ALL_INITIAL, AllOp, allOp, hasBad, SETUP, toEvents } from './gen-all.js';
 import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
+import { learnt, learntByOracle } from './learnt.js';
 
 /*
  * Every feature at once (attack round 9d): hostile histories from gen-all.ts, with refused batches
@@ -50,18 +50,6 @@ function addresses(state: ClusterState): string[] {
   for (const x of state.externals.values()) out.add(x.ip.text);
   for (const n of state.nodes?.values() ?? []) for (const ip of [...n.ips, ...(n.health ?? [])]) out.add(ip.text);
   return [...out];
-}
-
-/** The live answers the engine holds (its DNS cache file) and the model's, as `endpoint name ip expiresAt` (as fqdn.test.ts). */
-function learnt(engine: Engine): string[] {
-  const lines = engine.dnsCacheFile().trim().split('\n').map((l) => JSON.parse(l) as { now?: number; endpoint?: string; name?: string; ip?: string; expiresAt?: number });
-  const now = lines[0]?.now ?? 0;
-  return lines.flatMap((l) => (l.endpoint !== undefined && (l.expiresAt ?? 0) > now ? [`${l.endpoint} ${l.name} ${l.ip} ${l.expiresAt}`] : [])).sort();
-}
-
-function learntByOracle(state: ClusterState): string[] {
-  const dns = state.dns ?? EMPTY_DNS_CACHE;
-  return dns.entries.filter((e) => e.expiresAt > dns.now).map((e) => `${e.endpoint} ${e.name} ${e.ip.text} ${e.expiresAt}`).sort();
 }
 
 const stats = { txns: 0, refused: 0, faults: 0, kernelFlows: 0, engineFlows: 0, l7: 0, nodeFlows: 0, learntFlows: 0 };

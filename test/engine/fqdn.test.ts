@@ -12,6 +12,7 @@ import { DnsCacheOptions, EMPTY_DNS_CACHE } from '../../src/model/fqdn.js';
 import type { Policy } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseManifest } from '../../src/policy/manifest.js';
+import { learnt, learntByOracle } from './learnt.js';
 
 const NAMES = ['a.example.com', 'b.example.com', 'x.cilium.io', 'deep.x.cilium.io', 's3.us.amazonaws.com'];
 const SELECTORS = [
@@ -138,18 +139,6 @@ function checkDeltas(beforeMaps: Map<string, string>, beforeIpc: Map<string, num
   let changed = 0;
   for (const k of new Set([...beforeMaps.keys(), ...after.keys()])) if (beforeMaps.get(k) !== after.get(k)) changed++;
   expect(cs.deltas.length).toBe(changed);
-}
-
-/** The live answers the engine holds (its DNS cache file), as `endpoint name ip expiresAt`. */
-function learnt(engine: Engine): string[] {
-  const lines = engine.dnsCacheFile().trim().split('\n').map((l) => JSON.parse(l) as { now?: number; endpoint?: string; name?: string; ip?: string; expiresAt?: number });
-  const now = lines[0]?.now ?? 0;
-  return lines.flatMap((l) => (l.endpoint !== undefined && (l.expiresAt ?? 0) > now ? [`${l.endpoint} ${l.name} ${l.ip} ${l.expiresAt}`] : [])).sort();
-}
-
-function learntByOracle(state: ClusterState): string[] {
-  const dns = state.dns ?? EMPTY_DNS_CACHE;
-  return dns.entries.filter((e) => e.expiresAt > dns.now).map((e) => `${e.endpoint} ${e.name} ${e.ip.text} ${e.expiresAt}`).sort();
 }
 
 function checkFlows(engine: Engine, state: ClusterState): void {

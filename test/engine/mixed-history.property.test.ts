@@ -4,7 +4,6 @@ import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { comparableIpcache, endpointMaps, initialEvents, l7Tables, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { type ClusterState, podIps } from '../../src/model/cluster.js';
-import { EMPTY_DNS_CACHE } from '../../src/model/fqdn.js';
 import { endpointAddress, FlowEndpoint, resolveEndpoint } from '../../src/model/flow.js';
 import { datapathLookup, LookupResult } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
@@ -15,6 +14,7 @@ import { ALL_INITIAL, hasBad, SETUP, toEvents } from './gen-all.js';
 import { mixEvents, MixOp, mixOp } from './gen-mix.js';
 import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
 import { Kernel } from './kernel-view.js';
+import { learnt, learntByOracle } from './learnt.js';
 
 /*
  * Mixed histories (attack round 18e): gen-mix.ts's compound operations (address reuse in one
@@ -54,17 +54,6 @@ function freshEngine(engine: Engine, state: ClusterState, local: ReadonlyMap<str
   fresh.restoreDnsCache(engine.dnsCacheFile(), 'dns.jsonl');
   fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false).filter((e) => e.type !== 'dnsResponse' && e.type !== 'advanceTime'));
   return fresh;
-}
-
-function learnt(engine: Engine): string[] {
-  const lines = engine.dnsCacheFile().trim().split('\n').map((l) => JSON.parse(l) as { now?: number; endpoint?: string; name?: string; ip?: string; expiresAt?: number });
-  const now = lines[0]?.now ?? 0;
-  return lines.flatMap((l) => (l.endpoint !== undefined && (l.expiresAt ?? 0) > now ? [`${l.endpoint} ${l.name} ${l.ip} ${l.expiresAt}`] : [])).sort();
-}
-
-function learntByOracle(state: ClusterState): string[] {
-  const dns = state.dns ?? EMPTY_DNS_CACHE;
-  return dns.entries.filter((e) => e.expiresAt > dns.now).map((e) => `${e.endpoint} ${e.name} ${e.ip.text} ${e.expiresAt}`).sort();
 }
 
 const networksInForce = (s: ClusterState): boolean => [...s.policies.values()].some((p) => p.tiered?.rules.some((r) => r.peers.some((x) => x.kind === 'networks')));

@@ -1,6 +1,5 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { run } from '../../src/datapath/netns.js';
 import { Testbed } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { parseIp } from '../../src/model/cidr.js';
@@ -9,6 +8,7 @@ import { scenarioStates } from '../../src/scenario/run.js';
 import { arrives, fragmentHeader, ipv4, ipv6, tag, udp } from './frames-9.js';
 import { kernel } from './gate.js';
 import { cnp } from './yaml.js';
+import { counterGrowth } from './kernel-counters.js';
 
 /**
  * Attack round 17d on real packets (docs/attack-findings-17d.md). The client may send anything to
@@ -60,31 +60,8 @@ function udp6(sp: number, dp: number): number[] {
 /** A destination options header of 8 bytes whose one option (type 0x1e: skip if unknown) carries random bytes. */
 const destOpts = (next: number): number[] => [next, 0, 0x1e, 4, ...randomBytes(4)];
 
-/** `ext`'s IP counters, /proc/net/snmp (as `Udp.InDatagrams`) and /proc/net/snmp6, read inside its namespace. */
-function counters(): Map<string, number> {
-  const read = (file: string): string[] => run('nsenter', [`--net=${b().address('ext', 'ipv6').netns}`, 'cat', file]).split('\n').filter((l) => l !== '');
-  const out = new Map<string, number>();
-  for (const l of read('/proc/net/snmp6')) {
-    const [k, v] = l.split(/\s+/);
-    out.set(k ?? '', Number(v));
-  }
-  // snmp: a line of names, then a line of values, per group ("Udp: InDatagrams NoPorts ...").
-  const lines = read('/proc/net/snmp');
-  for (let i = 0; i + 1 < lines.length; i += 2) {
-    const [names, values] = [(lines[i] ?? '').split(/\s+/), (lines[i + 1] ?? '').split(/\s+/)];
-    const group = (names[0] ?? '').replace(':', '');
-    names.slice(1).forEach((n, j) => out.set(`${group}.${n}`, Number(values[j + 1])));
-  }
-  return out;
-}
-
-/** How much each of `keys` grew in `ext` while `f` ran. */
-function grew(keys: readonly string[], f: () => unknown): number[] {
-  const before = counters();
-  f();
-  const after = counters();
-  return keys.map((k) => (after.get(k) ?? 0) - (before.get(k) ?? 0));
-}
+/** How much each of `keys` grew in `ext`'s IP counters while `f` ran. */
+const grew = (keys: readonly string[], f: () => unknown): number[] => counterGrowth(b(), 'ext', keys, f);
 
 kernel('attack round 17d: the datapath on hand-made packets', () => {
   beforeAll(() => {

@@ -9,6 +9,7 @@ import { scenarioStates } from '../../src/scenario/run.js';
 import { arrives, fragmentHeader, ipv4, ipv6, tag, TCP, tcp, udp } from './frames-9.js';
 import { kernel } from './gate.js';
 import { cnp } from './yaml.js';
+import { counterGrowth } from './kernel-counters.js';
 
 /**
  * Attack round 18d on real packets (docs/attack-findings-18d.md). The client may send anything to
@@ -80,30 +81,8 @@ function udp6(src: string, dst: string, sp: number, dp: number): number[] {
   return seg;
 }
 
-/** A node's IP counters, /proc/net/snmp (as `Tcp.InErrs`) and /proc/net/snmp6, read inside its namespace. */
-function counters(name: string): Map<string, number> {
-  const read = (file: string): string[] => run('nsenter', [`--net=${b().address(name, 'ipv6').netns}`, 'cat', file]).split('\n').filter((l) => l !== '');
-  const out = new Map<string, number>();
-  for (const l of read('/proc/net/snmp6')) {
-    const [k, v] = l.split(/\s+/);
-    out.set(k ?? '', Number(v));
-  }
-  const lines = read('/proc/net/snmp');
-  for (let i = 0; i + 1 < lines.length; i += 2) {
-    const [names, values] = [(lines[i] ?? '').split(/\s+/), (lines[i + 1] ?? '').split(/\s+/)];
-    const group = (names[0] ?? '').replace(':', '');
-    names.slice(1).forEach((n, j) => out.set(`${group}.${n}`, Number(values[j + 1])));
-  }
-  return out;
-}
-
-/** How much each of `keys` grew in `ext` while `f` ran. */
-function grew(keys: readonly string[], f: () => unknown): number[] {
-  const before = counters('ext');
-  f();
-  const after = counters('ext');
-  return keys.map((k) => (after.get(k) ?? 0) - (before.get(k) ?? 0));
-}
+/** How much each of `keys` grew in `ext`'s IP counters while `f` ran. */
+const grew = (keys: readonly string[], f: () => unknown): number[] => counterGrowth(b(), 'ext', keys, f);
 
 kernel('attack round 18d: the datapath on hand-made packets', () => {
   beforeAll(() => {

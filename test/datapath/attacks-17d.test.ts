@@ -2,10 +2,9 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Testbed } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { parseIp } from '../../src/model/cidr.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
-import { arrives, fragmentHeader, ipv4, ipv6, tag, udp } from './frames-9.js';
+import { addr, arrives, fragmentHeader, ipv4, ipv6, tag, u16, udp } from './frames-9.js';
 import { kernel } from './gate.js';
 import { cnp } from './yaml.js';
 import { counterGrowth } from './kernel-counters.js';
@@ -35,19 +34,14 @@ const b = (): Testbed => bed as Testbed;
 const ip4 = (name: string): string => b().address(name, 'ipv4').ip;
 const ip6 = (name: string): string => b().address(name, 'ipv6').ip;
 const sport = (): number => randomInt(20000, 60000);
-const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
 
-function addr16(text: string): number[] {
-  const v = parseIp(text).value;
-  return Array.from({ length: 16 }, (_, i) => Number((v >> BigInt((15 - i) * 8)) & 0xffn));
-}
 
 /** A UDP datagram from the client to `ext` with its IPv6 checksum, so `ext`'s kernel delivers it. */
 function udp6(sp: number, dp: number): number[] {
   const data = tag(16);
   const len = 8 + data.length;
   const seg = [...u16(sp), ...u16(dp), ...u16(len), 0, 0, ...data];
-  const pseudo = [...addr16(ip6('x/client')), ...addr16(ip6('ext')), 0, 0, ...u16(len), 0, 0, 0, 17, ...seg];
+  const pseudo = [...addr(ip6('x/client')), ...addr(ip6('ext')), 0, 0, ...u16(len), 0, 0, 0, 17, ...seg];
   let s = 0;
   for (let i = 0; i < pseudo.length; i += 2) s += ((pseudo[i] ?? 0) << 8) | (pseudo[i + 1] ?? 0);
   while (s > 0xffff) s = (s & 0xffff) + (s >> 16);

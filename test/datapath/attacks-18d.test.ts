@@ -3,10 +3,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { run } from '../../src/datapath/netns.js';
 import { Testbed } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { parseIp } from '../../src/model/cidr.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
-import { arrives, fragmentHeader, ipv4, ipv6, tag, TCP, tcp, udp } from './frames-9.js';
+import { addr, arrives, fragmentHeader, ipv4, ipv6, tag, TCP, tcp, u16, udp } from './frames-9.js';
 import { kernel } from './gate.js';
 import { cnp } from './yaml.js';
 import { counterGrowth } from './kernel-counters.js';
@@ -46,13 +45,7 @@ const b = (): Testbed => bed as Testbed;
 const ip4 = (name: string): string => b().address(name, 'ipv4').ip;
 const ip6 = (name: string): string => b().address(name, 'ipv6').ip;
 const sport = (): number => randomInt(20000, 60000);
-const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
 
-function addr(text: string): number[] {
-  const a = parseIp(text);
-  const n = a.family === 'ipv4' ? 4 : 16;
-  return Array.from({ length: n }, (_, i) => Number((a.value >> BigInt((n - 1 - i) * 8)) & 0xffn));
-}
 
 function csum(bytes: readonly number[]): number {
   let s = 0;

@@ -6,9 +6,10 @@ import type { Testbed } from '../../src/datapath/testbed.js';
 import { parseIp } from '../../src/model/cidr.js';
 
 /** Hand-made frames for bpf/probe.c `frame` (EtherType onwards), as in attacks-7c.test.ts. */
-const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
+export const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
 
-function addr(text: string): number[] {
+/** An address's bytes in network order (4 for IPv4, 16 for IPv6). */
+export function addr(text: string): number[] {
   const a = parseIp(text);
   const n = a.family === 'ipv4' ? 4 : 16;
   return Array.from({ length: n }, (_, i) => Number((a.value >> BigInt((n - 1 - i) * 8)) & 0xffn));

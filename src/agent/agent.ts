@@ -387,7 +387,7 @@ export class Agent {
       this.lastWriteError = undefined;
       if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);
       this.writeRetry = undefined;
-      log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, 'pinned maps reconciled');
+      log.info({ ...stats, ...(ipcache ? { ipcacheWrites } : {}) }, this.config.backend.kind === 'bpf' ? 'pinned maps reconciled' : 'maps reconciled');
       this.armFullReconcile();
     } catch (e) {
       this.countWriteFailure('reconcile', e);

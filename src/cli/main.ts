@@ -10,6 +10,7 @@ import { UnknownEndpointError } from '../model/flow.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { formatWarning, policyRefKey } from '../model/rules.js';
+import { parseScenario } from '../scenario/format.js';
 import { FlowDecider, runScenario, ScenarioRun, scenarioEngineOptions, scenarioState } from '../scenario/run.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
@@ -115,7 +116,7 @@ function reach(ctx: Ctx, given: ReachOptions): number {
   } catch (e) {
     return reportInputError(io, e);
   }
-  if (!opts.json) io.out(`${LEGEND}\n\n`);
+  let legendShown = opts.json === true;
   for (const file of files) {
     let run;
     try {
@@ -139,6 +140,8 @@ function reach(ctx: Ctx, given: ReachOptions): number {
       if (yaml) io.out(`${many ? '---\n' : ''}${stringifyYaml(lines)}`);
       else if (lines.length > 0) io.out(lines.join('\n') + '\n');
     } else {
+      if (!legendShown) io.out(`${LEGEND}\n\n`); // after the first scenario that reads: an input error alone prints no legend
+      legendShown = true;
       io.out(`== ${file}${run.scenario.description ? `: ${run.scenario.description}` : ''}\n`);
       io.out(renderRun(run, opts.explain ?? false) + '\n');
     }
@@ -378,6 +381,17 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
   }
 }
 
+/** Whether a file `validate` refused reads as a scenario (an operator's easy mix-up: `validate DIR` over scenarios). */
+function isScenarioFile(ctx: Ctx, file: string): boolean {
+  if (file === '-') return false; // stdin is read once
+  try {
+    parseScenario(readInputText(file, ctx.maxInputBytes), inputName(file));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** One file's outcome, as `validate -o json|yaml` prints it. */
 type ValidateResult = { file: string; valid: true; policies: number; rules: number; podsAndNamespaces: number; skipped: number; names: string[] } | { file: string; valid: false; error: string };
 
@@ -404,6 +418,7 @@ function validate(ctx: Ctx, paths: string[], format: OutputFormat = 'text'): num
     } catch (e) {
       let error = '';
       exit = Math.max(exit, reportInputError({ out: io.out, err: (s) => (io.err(s), (error += s)) }, e, file));
+      if (isScenarioFile(ctx, file)) io.err(`hint: ${inputName(file)} is a distill scenario, not a manifest: check it with \`distill reach --scenario ${inputName(file)}\`\n`);
       results.push({ file: inputName(file), valid: false, error: error.replace(/^error: /, '').trimEnd() });
     }
   }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { TestbedWriter } from '../datapath/writer.js';
 import type { ClusterState } from '../model/cluster.js';
 import { parseScenario } from '../scenario/format.js';
-import { scenarioStates } from '../scenario/run.js';
+import { scenarioEngineOptions, scenarioStates } from '../scenario/run.js';
 
 interface TestbedAgentOptions {
   pinRoot: string;
@@ -16,10 +16,6 @@ export interface TestbedAgentIo {
   err(s: string): void;
 }
 
-/** The scenario's state after its setup, then after each step. */
-function scenarioStatesOf(file: string): ClusterState[] {
-  return scenarioStates(parseScenario(readFileSync(file, 'utf8'), file));
-}
 
 /**
  * Reconciles the pins to the setup state and prints one JSON line (`ready`, what it wrote). With
@@ -27,8 +23,9 @@ function scenarioStatesOf(file: string): ClusterState[] {
  * the run's pin root is gone; otherwise it holds the maps until then.
  */
 function runTestbedAgent(io: TestbedAgentIo, opts: TestbedAgentOptions, done: (code: number) => void): void {
-  const states = scenarioStatesOf(opts.scenario);
-  const writer = new TestbedWriter(opts.pinRoot);
+  const scenario = parseScenario(readFileSync(opts.scenario, 'utf8'), opts.scenario);
+  const states = scenarioStates(scenario);
+  const writer = new TestbedWriter(opts.pinRoot, scenarioEngineOptions(scenario));
   const started = writer.start(states[0] as ClusterState);
   io.out(`${JSON.stringify({ ready: true, pid: process.pid, ...started })}\n`);
   let stopped = false;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { applyChangeSet } from '../backend/backend.js';
 import { BpfBackend } from '../backend/bpf.js';
 import { KernelIpcache } from '../backend/ipcache.js';
-import { Engine } from '../engine/engine.js';
+import { Engine, EngineOptions } from '../engine/engine.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
 import type { ClusterState } from '../model/cluster.js';
@@ -32,7 +32,11 @@ export class TestbedWriter {
   private target: ClusterState | undefined;
   transactions = 0;
 
-  constructor(readonly pinRoot: string) {
+  /** `engineOptions`: the scenario's (`scenarioEngineOptions`), as the testbed's own writer is built. */
+  constructor(
+    readonly pinRoot: string,
+    engineOptions: Pick<EngineOptions, 'allowLocalhost' | 'dns'> = {},
+  ) {
     if (!existsSync(policyPinDir(pinRoot))) throw new Error(`testbed-agent: ${policyPinDir(pinRoot)} does not exist: no testbed run is pinned at ${pinRoot}`);
     this.backend = new BpfBackend({ pinDir: policyPinDir(pinRoot) });
     try {
@@ -41,7 +45,7 @@ export class TestbedWriter {
       this.backend.close();
       throw e;
     }
-    this.engine = new Engine({ mapCapacity: this.backend.capacity });
+    this.engine = new Engine({ mapCapacity: this.backend.capacity, ...engineOptions });
     this.decider = new EngineDecider(this.engine, ALL_LOCAL, (cs) => {
       if (this.writing) applyChangeSet(this.backend, cs, () => this.target && this.ipcache.sync(ipcacheContent(this.engine, this.target)));
     });

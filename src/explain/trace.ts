@@ -8,7 +8,7 @@ import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import type { Engine } from '../engine/engine.js';
 import { decideFlow } from '../naive/evaluator.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
-import { labelsOfEngine } from '../backend/record-json.js';
+import { labelsOfEngine, portRange, PROTOCOL_NAMES } from '../backend/record-json.js';
 import { formatOrigin, hubbleVerdict, portProto, renderMapRecords } from './format.js';
 
 /** A trace peer that names no endpoint and is no IP address (the message names the option). */
@@ -81,8 +81,20 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
   const peerId = peerIdentity(engine, peer);
   const hit = engine.lookup(endpoint, peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
   const labelsOf = labelsOfEngine(engine);
+  // The text table's columns, plus `protocol` and `ports` as `maps dump -o json` and `plan -o json` name the key.
   const entry = hit
-    ? { policy: hit.entry.deny ? 'Deny' : 'Allow', direction: d.direction, identity: hit.key.identity, labels: labelsOf(hit.key.identity), portProto: portProto(hit.key), proxyPort: hit.entry.proxyPort, verdict: hubbleVerdict(hit.entry), precedence: hit.entry.precedence }
+    ? {
+        policy: hit.entry.deny ? 'Deny' : 'Allow',
+        direction: d.direction,
+        identity: hit.key.identity,
+        labels: labelsOf(hit.key.identity),
+        portProto: portProto(hit.key),
+        protocol: PROTOCOL_NAMES[hit.key.protocol] ?? hit.key.protocol,
+        ports: portRange(hit.key),
+        proxyPort: hit.entry.proxyPort,
+        verdict: hubbleVerdict(hit.entry),
+        precedence: hit.entry.precedence,
+      }
     : null;
   const verdict = !d.allowed && !(d.l7 !== undefined) ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED';
   return {

@@ -203,7 +203,7 @@ function podAddresses(state: ClusterState): Map<string, string> {
 
 /** The scenario's cluster after its setup, then after each step. */
 export function scenarioStates(sc: Scenario): ClusterState[] {
-  let s = EMPTY_CLUSTER;
+  let s = scenarioStart(sc);
   for (const c of sc.setup) s = applyChange(s, c);
   const out = [s];
   for (const step of sc.steps) {
@@ -242,11 +242,15 @@ export function scenarioEngineOptions(scenario: Scenario): { readonly dns?: DnsC
   return { ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}) };
 }
 
+/** The empty cluster with the scenario's top-level `dnsProxy` and `allowLocalhost`. */
+function scenarioStart(scenario: Scenario): ClusterState {
+  const withDns: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
+  return scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
+}
+
 /** `onStep`: called with the cluster after each step's changes (before its probes). */
 export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (state: ClusterState) => void): ScenarioRun {
-  const withDns: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
-  const start: ClusterState = scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
-  let state = applyAll(start, scenario.setup, scenario.source);
+  let state = applyAll(scenarioStart(scenario), scenario.setup, scenario.source);
   const steps: StepRun[] = [];
   const budget: FlowBudget = { left: MAX_SCENARIO_FLOWS };
   scenario.steps.forEach((step, si) => {

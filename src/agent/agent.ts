@@ -1,5 +1,5 @@
 import { createReadStream, statSync } from 'node:fs';
-import { createServer, Server } from 'node:http';
+import { createServer, Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -96,6 +96,15 @@ const GLOBAL_TIMERS: AgentTimers = {
  */
 const WRITE_RETRY_FIRST_MS = 1000;
 const WRITE_RETRY_MAX_MS = 60_000;
+
+/**
+ * The metrics server's bounds: connections beyond the limit are closed at accept, and a connection
+ * idle (or still sending its request) this long is closed. Unbounded, idle connections from anyone
+ * who reaches the port held a file descriptor each: at the process's limit no endpoint's map could
+ * be created and /healthz did not answer (1141).
+ */
+const HTTP_MAX_CONNECTIONS = 64;
+const HTTP_IDLE_MS = 10_000;
 
 /** setTimeout's longest delay (2^31 - 1 ms, ~24.8 days); a later deadline is re-armed when it fires. */
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
@@ -457,18 +466,10 @@ export class Agent {
     const m = /^(.*):(\d+)$/.exec(addr);
     if (!m) throw new Error(`--metrics-addr: "${addr}" is not HOST:PORT`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
-    const server = createServer((req, res) => {
-      if (req.url === '/healthz') {
-        const problem = this.notReady;
-        if (problem !== undefined) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${problem}\n`);
-        return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-      }
-      if (req.url !== '/metrics') return void res.writeHead(404).end();
-      this.config.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': this.config.registry.contentType }).end(text),
-        (e: Error) => res.writeHead(500).end(e.message),
-      );
-    });
+    const server = createServer({ headersTimeout: HTTP_IDLE_MS, requestTimeout: HTTP_IDLE_MS, connectionsCheckingInterval: 1000 }, (req, res) => this.serve(req.url, res));
+    // Idle connections held open would take the file descriptors the maps need (attack-findings-19w, 1141).
+    server.maxConnections = HTTP_MAX_CONNECTIONS;
+    server.timeout = HTTP_IDLE_MS;
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -476,6 +477,19 @@ export class Agent {
     });
     const a = server.address() as AddressInfo;
     this.config.onListening?.(`${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
+  }
+
+  private serve(url: string | undefined, res: ServerResponse): void {
+    if (url === '/healthz') {
+      const problem = this.notReady;
+      if (problem !== undefined) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${problem}\n`);
+      return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    }
+    if (url !== '/metrics') return void res.writeHead(404).end();
+    this.config.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': this.config.registry.contentType }).end(text),
+      (e: Error) => res.writeHead(500).end(e.message),
+    );
   }
 
   /** Stops reading, applies what already arrived, closes the server and the backend (releasing the pin-dir lock). */

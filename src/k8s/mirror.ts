@@ -203,6 +203,11 @@ export class ClusterMirror {
    * may have been lost (client-go's reflector ends the watch on an ERROR event and relists).
    */
   private readonly awaitingRelist = new Set<string>();
+  /**
+   * Keys of the objects each stream's events left held since its last ERROR, List or
+   * initial-events-end bookmark (bounded by what is held): what such a bookmark keeps (`bookmark`).
+   */
+  private readonly watchedSince = new Map<string, Set<string>>();
   /** Lists being read, by stream: applied as one relist once their last page is read (`relist`). */
   private readonly pending = new Map<string, PendingList>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
@@ -240,14 +245,47 @@ export class ClusterMirror {
     this.counts.events++;
     if (item.type === 'LIST') return this.listPage(item, source);
     this.abortList(source, `a ${item.type} event arrived before the List's last page`);
-    if (item.type === 'BOOKMARK') return this.debug('bookmark', { source, resourceVersion: rec(item.object.metadata).resourceVersion });
+    if (item.type === 'BOOKMARK') return this.bookmark(item.object, source);
     if (item.type === 'ERROR') {
       this.counts.errors++;
       this.awaitingRelist.add(source);
+      this.watchedSince.delete(source);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
-    const key = this.observeObject(item.object, item.type === 'DELETED', source);
-    if (key !== undefined) this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
+    const deleted = item.type === 'DELETED';
+    const key = this.observeObject(item.object, deleted, source);
+    if (key === undefined) return;
+    this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
+    const seen = this.watchedSince.get(source) ?? new Set<string>();
+    this.watchedSince.set(source, seen);
+    // By what is held after the event: a stale DELETED dropped leaves its object held, and kept.
+    if (this.objects.get(key)?.desired === undefined) seen.delete(key);
+    else seen.add(key);
+  }
+
+  /**
+   * A BOOKMARK names its stream's kind: a Namespace one means pods wait for their namespace from
+   * now on (a stream resumed at a resourceVersion may start with it, 993). One annotated
+   * `k8s.io/initial-events-end: "true"` ends the initial events of a watch with
+   * `sendInitialEvents=true` (KEP-3157 watch-list): client-go's reflector (tools/cache/reflector.go
+   * `watchList`) replaces its store with what that watch gave at that bookmark, a relist of the
+   * bookmark's kind: what the stream's events since its last ERROR, List or such bookmark left
+   * (a superset of the initial events, as the watch's start is not on the stream) is kept, the
+   * rest of the kind deleted (finding 1140).
+   */
+  private bookmark(obj: Readonly<Record<string, unknown>>, source: string): void {
+    const md = rec(obj.metadata);
+    const kind = objectKind(obj);
+    this.debug('bookmark', { source, resourceVersion: md.resourceVersion });
+    if (kind === 'Namespace') this.namespacesWatched = true;
+    if (rec(md.annotations)['k8s.io/initial-events-end'] !== 'true') return;
+    if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
+    const seen = this.watchedSince.get(source) ?? new Set<string>();
+    this.watchedSince.delete(source);
+    this.counts.relists++;
+    this.awaitingRelist.delete(source);
+    this.kindsOf(source).add(kind);
+    this.dropUnlisted(new Set([kind]), seen, typeof md.resourceVersion === 'string' ? md.resourceVersion : undefined);
   }
 
   /**
@@ -564,9 +602,15 @@ export class ClusterMirror {
     this.warnKindsDropped(header, listedKinds, p.listed.size, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
+    this.watchedSince.delete(source);
+    this.dropUnlisted(kinds, p.listed, resourceVersion);
+  }
+
+  /** Deletes every object of `kinds` not in `listed` (as of `resourceVersion`), with what their namespaces held. */
+  private dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined): void {
     const gone: string[] = [];
     for (const [key, state] of this.objects) {
-      if (!kinds.has(key.slice(0, key.indexOf('/'))) || p.listed.has(key) || state.desired === undefined) continue;
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
       if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
       this.setDesired(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);

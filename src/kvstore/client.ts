@@ -1,5 +1,5 @@
 import { ExponentialBackoff, IBackoff, noop } from 'cockatiel';
-import { Etcd3, GRPCDeadlineExceededError, GRPCGenericError, GRPCUnavailableError, isRecoverableError } from 'etcd3';
+import { Etcd3, type IKeyValue, GRPCDeadlineExceededError, GRPCGenericError, GRPCUnavailableError, isRecoverableError } from 'etcd3';
 
 /** Cilium's kvstore prefix for global identities (pkg/identity/cache IdentitiesPath). */
 export const IDENTITIES_PREFIX = 'cilium/state/identities/v1';
@@ -57,4 +57,28 @@ export function prefixEnd(prefix: Buffer): Buffer {
     }
   }
   return Buffer.from([0]);
+}
+
+/** Keys per page of a list: Cilium's `ListBatchSize` (pkg/kvstore/etcd.go `newClient`). */
+const LIST_BATCH = 256;
+
+/**
+ * Every key starting with `prefix`, in pages of 256 keys read at the first page's revision, as
+ * Cilium's `paginatedList` (pkg/kvstore/etcd.go: `WithLimit(listBatchSize)`, `WithRev(revision)`,
+ * the next page from the last key + "\x00"). One response for all of them fails once it is over
+ * grpc-js's 4 MiB receive limit (some 25,000 identities, attack-findings-19w 1142).
+ */
+export async function listPrefix(client: Etcd3, prefix: string): Promise<{ kvs: IKeyValue[]; revision: string }> {
+  const end = prefixEnd(Buffer.from(prefix));
+  let start = Buffer.from(prefix);
+  let revision: string | undefined;
+  const kvs: IKeyValue[] = [];
+  for (;;) {
+    const res = await client.kv.range({ key: start, range_end: end, limit: LIST_BATCH, sort_target: 'Key', sort_order: 'Ascend', ...(revision === undefined ? {} : { revision }) });
+    revision = res.header.revision;
+    kvs.push(...res.kvs);
+    const last = res.kvs[res.kvs.length - 1];
+    if (!res.more || last === undefined) return { kvs, revision };
+    start = Buffer.concat([last.key, Buffer.from([0])]);
+  }
 }

@@ -1,5 +1,6 @@
 import type { Etcd3 } from 'etcd3';
 import { IdentityKeys, prefixIsEmpty } from './allocator.js';
+import { listPrefix } from './client.js';
 
 export interface GcRound {
   /** Master keys seen. */
@@ -28,11 +29,11 @@ export interface GcOptions {
  */
 export async function runIdentityGc(client: Etcd3, opts: GcOptions = {}): Promise<GcRound> {
   const keys = new IdentityKeys(opts.prefix);
-  const masters = await client.getAll().prefix(keys.idPrefix).exec();
-  const slaves = await client.getAll().prefix(keys.valuePrefix).keys();
+  const masters = await listPrefix(client, keys.idPrefix);
+  const slaves = await listPrefix(client, keys.valuePrefix);
   const referenced = new Set<string>();
-  for (const slave of slaves) {
-    const rest = slave.slice(keys.valuePrefix.length);
+  for (const slave of slaves.kvs) {
+    const rest = slave.key.toString().slice(keys.valuePrefix.length);
     referenced.add(rest.slice(0, rest.lastIndexOf('/')));
   }
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));

@@ -1,5 +1,5 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { IDENTITIES_PREFIX } from './client.js';
+import { IDENTITIES_PREFIX, listPrefix } from './client.js';
 import { parseLabelSetKey } from './labels.js';
 
 /**
@@ -60,14 +60,15 @@ export class IdentityWatcher {
 
   /** Lists the ids (deleting those no longer listed), then watches from the list's revision + 1. */
   private async listAndWatch(): Promise<void> {
-    const listed = await this.client.getAll().prefix(this.idPrefix).exec();
+    // Paged: one response for all the ids failed over grpc-js's 4 MiB receive limit (1142).
+    const listed = await listPrefix(this.client, this.idPrefix);
     const seen = new Set<number>();
     for (const kv of listed.kvs) {
       const id = this.put(kv);
       if (id !== undefined) seen.add(id);
     }
     for (const [id, labels] of [...this.identities]) if (!seen.has(id)) this.forget(id, labels);
-    this.revision = BigInt(listed.header.revision);
+    this.revision = BigInt(listed.revision);
     const watcher = await this.client.watch().prefix(this.idPrefix).startRevision((this.revision + 1n).toString()).create();
     if (this.closed) return void (await watcher.cancel());
     watcher.on('put', (kv) => this.put(kv));

@@ -1,0 +1,122 @@
+import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { Engine } from '../../src/engine/engine.js';
+import { ClusterMirror } from '../../src/k8s/mirror.js';
+import { WatchStreamParser } from '../../src/k8s/watch.js';
+
+/**
+ * Watch streams of a watch with `sendInitialEvents=true` (KEP-3157 watch-list, what client-go's
+ * reflector opens when its WatchListClient feature is on): synthetic ADDED events of every object,
+ * then a BOOKMARK annotated `k8s.io/initial-events-end: "true"`, then the watch goes on. client-go
+ * (tools/cache/reflector.go `watchList`) collects the events in a temporary store and, at that
+ * bookmark, `r.store.Replace(temporaryStore.List(), resourceVersion)`: a relist. Findings 1140 and
+ * 993 (docs/attack-findings-19w.md).
+ */
+type Obj = Record<string, unknown>;
+const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
+const ns = (name: string, rv: number, labels: Obj = {}): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv), labels } });
+const pod = (namespace: string, name: string, rv: number, node: string, ip: string, labels: Obj): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, resourceVersion: String(rv), labels }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } });
+const ccnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name, resourceVersion: String(rv) }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
+const allowFrom = (name: string, rv: number, app: string) => ccnp(name, rv, { ingress: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+const bookmark = (apiVersion: string, kind: string, rv: number, initialEnd: boolean): string =>
+  ev('BOOKMARK', { apiVersion, kind, metadata: { resourceVersion: String(rv), ...(initialEnd ? { annotations: { 'k8s.io/initial-events-end': 'true' } } : {}) } });
+const expired = ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 });
+
+function agent() {
+  const mirror = new ClusterMirror({ nodeName: 'n1' });
+  const engine = new Engine();
+  const parsers = new Map<string, WatchStreamParser>();
+  /** Lines read on stream `source`, then flushed into the engine. */
+  const step = (source: string, ...lines: string[]): void => {
+    const parser = parsers.get(source) ?? new WatchStreamParser(source);
+    parsers.set(source, parser);
+    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, source);
+    for (let i = 0; i < 50 && !mirror.idle; i++) {
+      const b = mirror.flush();
+      engine.apply(b.events as EngineEvent[]);
+      b.commit();
+    }
+    expect(mirror.idle).toBe(true);
+  };
+  /** The verdict for the peer holding `ip` (as the datapath resolves it) to x/server on 80/TCP. */
+  const verdict = (ip: string): string => {
+    const id = engine.ipcache().find((e) => e.prefix === `${ip}/32`)?.identity;
+    const hit = id === undefined ? undefined : engine.lookup('x/server', id, 'ingress', 6, 80);
+    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+  };
+  return { step, verdict, engine, mirror };
+}
+
+const CNP = ['cilium.io/v2', 'CiliumClusterwideNetworkPolicy'] as const;
+
+function cluster() {
+  const a = agent();
+  a.step('ns', ev('ADDED', ns('x', 1)));
+  a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+  a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'a')), ev('ADDED', allowFrom('allow-c', 5, 'c')));
+  expect(a.verdict('10.0.0.9')).toBe('none');
+  return a;
+}
+
+describe('watch-list streams: the initial-events-end bookmark is a relist', () => {
+  /**
+   * 1140: the policy watch expires (410) and is opened again with sendInitialEvents; allow-a was
+   * deleted meanwhile, so the new watch's initial events omit it. The client pod is relabelled
+   * app=a. Before: allow-a, client app=b (denied); after: no allow-a, client app=a (denied). On
+   * 400db28 allow-a stayed and admitted the client, and the stream stayed "awaiting a relist".
+   */
+  it('1140. an object the new watch\'s initial events omit is deleted at the bookmark', () => {
+    const a = cluster();
+    a.step('policies', expired);
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+    a.step('policies', ev('ADDED', allowFrom('allow-c', 5, 'c')), bookmark(...CNP, 20, true));
+    a.step('pods', ev('MODIFIED', pod('x', 'client', 21, 'n2', '10.0.0.9', { app: 'a' })));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+    // What the initial events gave is kept.
+    a.step('pods', ev('MODIFIED', pod('x', 'client', 22, 'n2', '10.0.0.9', { app: 'c' })));
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+  });
+  it('1140. without an ERROR (a watch ended and opened again): what the stream left since its last such bookmark is kept, the rest of the kind deleted', () => {
+    const a = cluster();
+    // The first watch's own end of initial events; then a new watch's, without an ERROR between.
+    a.step('policies', bookmark(...CNP, 6, true));
+    // allow-c is given again by the new watch, allow-a not; a stale DELETED of allow-c (older) leaves it held.
+    a.step('policies', ev('ADDED', allowFrom('allow-c', 5, 'c')), ev('DELETED', allowFrom('allow-c', 1, 'c')), bookmark(...CNP, 20, true));
+    a.step('pods', ev('MODIFIED', pod('x', 'client', 21, 'n2', '10.0.0.9', { app: 'a' })));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('pods', ev('MODIFIED', pod('x', 'client', 22, 'n2', '10.0.0.9', { app: 'c' })));
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+  });
+  it('1140. the bookmark relists its own kind only, and one without the annotation relists nothing', () => {
+    const a = cluster();
+    a.step('policies', bookmark(...CNP, 20, false));
+    a.step('pods', ev('MODIFIED', pod('x', 'client', 21, 'n2', '10.0.0.9', { app: 'a' })));
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+    // A Pod bookmark on the pod stream with nothing before it since the start deletes its pods, not the policies.
+    a.step('pods', bookmark('v1', 'Pod', 30, true));
+    expect(a.engine.identityOfPod('x/client')).toBeDefined();
+    a.step('pods', expired, ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), bookmark('v1', 'Pod', 31, true));
+    expect(a.engine.identityOfPod('x/client')).toBeUndefined();
+    expect(a.engine.identityOfPod('x/server')).toBeDefined();
+    expect(a.verdict('10.0.0.9')).toBe('none');
+  });
+  /**
+   * 993 (docs/attack-findings-18w.md): a namespace stream resumed at a resourceVersion starts with a
+   * BOOKMARK, which names the kind: pods wait for their namespace from then on. On 400db28 pods
+   * were sent with their namespace's name only until the first Namespace object, so a deny on the
+   * namespace's labels missed them (the cluster's state, y team=evil throughout, denies).
+   */
+  it('993. a namespace stream that starts with a BOOKMARK makes pods wait for their namespace', () => {
+    const a = agent();
+    a.step('ns', bookmark('v1', 'Namespace', 1, false));
+    const denyEvil = ccnp('deny-evil', 4, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'io.cilium.k8s.namespace.labels.team': 'evil' } }] }] });
+    a.step('policies', ev('ADDED', ccnp('allow', 3, { ingress: [{ fromEntities: ['cluster'] }] })), ev('ADDED', denyEvil));
+    a.step('pods', ev('ADDED', pod('x', 'server', 5, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('y', 'intruder', 6, 'n2', '10.0.0.9', { app: 'intruder' })));
+    a.step('ns', ev('ADDED', ns('x', 7)));
+    expect(a.engine.identityOfPod('y/intruder')).toBeUndefined();
+    expect(a.verdict('10.0.0.9')).not.toBe('allow');
+    a.step('ns', ev('ADDED', ns('y', 8, { team: 'evil' })));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+  });
+});

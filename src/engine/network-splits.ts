@@ -177,6 +177,8 @@ export class NetworkSplits {
   private settling = false;
   /** Pods with addresses of two families (`Pod.ips`): see `dualStackProblem`. */
   private readonly dualStack = new Set<string>();
+  /** A dual-stack pod joined or a CIDR came into force since the last `settle()`: check them again. */
+  private dualStackDirty = false;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -205,8 +207,10 @@ export class NetworkSplits {
 
   /** A pod enters the pod table with base labels `base` (key `baseKey`): its derived labels under the terms in force. */
   podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[] {
-    if (pod.ips !== undefined && pod.ips.length > 1) this.dualStack.add(key);
-    else if (this.dualStack.size > 0) this.dualStack.delete(key);
+    if (pod.ips !== undefined && pod.ips.length > 1) {
+      this.dualStack.add(key);
+      this.dualStackDirty = true;
+    } else if (this.dualStack.size > 0) this.dualStack.delete(key);
     if (this.s.byPolicy.size === 0) return NO_LABELS;
     let g: Group | undefined;
     if (this.groups.size > 0 || this.tracking) {
@@ -290,6 +294,7 @@ export class NetworkSplits {
       if (e.refs === 0) s.cidrs.delete(c.text);
       else s.cidrs.set(c.text, e);
       if ((sign > 0 && e.refs === 1) || (sign < 0 && e.refs === 0)) {
+        if (sign > 0) this.dualStackDirty = true;
         if (isZero(c)) {
           s.zeroRefs += sign;
           if ((sign > 0 && s.zeroRefs === 1) || (sign < 0 && s.zeroRefs === 0)) touched.zero = true;
@@ -376,14 +381,24 @@ export class NetworkSplits {
 
   /**
    * A networks CIDR matches a flow by the address it uses, and a dual-stack pod's two addresses
-   * share one identity: no CIDR of one family can hold one of them and not the other in the maps.
-   * Refused (fail closed) rather than matched on both; a rule with both /0s is exact and allowed.
+   * share one identity: a CIDR (of one family) holding one of them cannot leave out the other in
+   * the maps. Refused (fail closed) rather than matched on both; a rule with both /0s is exact and
+   * allowed, and so is a CIDR holding neither address (the pod is outside it at both, 1180).
    */
   private dualStackProblem(): string | undefined {
+    if (!this.dualStackDirty) return undefined;
+    this.dualStackDirty = false;
     if (this.dualStack.size === 0 || this.s.cidrs.size === 0) return undefined;
-    const pod = this.dualStack.values().next().value as string;
-    const cidr = this.s.cidrs.values().next().value?.cidr.text ?? '';
-    return `ClusterNetworkPolicy networks peer ${cidr} with dual-stack pod ${pod}: both addresses of a pod share one identity, so the maps cannot match a CIDR on one address and not the other; only the reference evaluator (--naive) decides it`;
+    const cidrs = [...this.s.cidrs.values()];
+    for (const key of this.dualStack) {
+      const pod = this.pods.get(key)?.pod;
+      const hit = pod && cidrs.find(({ cidr }) => inCidr(pod, cidr));
+      if (hit) {
+        this.dualStackDirty = true;
+        return `ClusterNetworkPolicy networks peer ${hit.cidr.text} with dual-stack pod ${key}: both addresses of a pod share one identity, so the maps cannot match a CIDR on one address and not the other; only the reference evaluator (--naive) decides it`;
+      }
+    }
+    return undefined;
   }
 
   private relabel(key: string): void {

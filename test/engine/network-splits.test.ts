@@ -185,6 +185,31 @@ describe('dual-stack pods with networks peers', () => {
     expect(() => c.engine.apply([dual('b', 'd', '10.244.2.12', 'fd00::12')])).toThrow(/dual-stack pod b\/d/);
     expect(c.engine.identityOfPod('b/d')).toBeUndefined();
   });
+  it('a CIDR holding neither address of any dual-stack pod is encoded (1180: refused before), agreeing with the oracle at both addresses', () => {
+    const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12'), pod('b', 'x2', '10.244.3.10')]);
+    b.apply([cnp('nets', 1, [{ action: 'Deny', to: [{ networks: ['192.0.2.0/24', '2001:db8::/32'] }] }, { action: 'Deny', to: [{ networks: ['10.244.3.0/24'] }] }])]);
+    // The engine's verdict is per identity, so it holds at both of d's addresses: the oracle must agree at each.
+    const engineToD = b.egress('b/d', 'TCP', 80);
+    expect(engineToD).toBe(true);
+    for (const ip of ['10.244.2.12', 'fd00::12']) {
+      const dst = resolveEndpoint(b.state, ip);
+      expect(decideDirection(b.state, resolveEndpoint(b.state, 'client/c') as never, 'egress', dst, 'TCP', 80).allowed, ip).toBe(engineToD);
+    }
+    expect(b.egress('b/x2', 'TCP', 80)).toBe(false);
+    expect(b.egress('ext', 'TCP', 80)).toBe(false);
+    expect(b.id('b/d')).toBe(b.id('b/x0'));
+  });
+  it('a dual-stack pod moving into a CIDR in force, or a CIDR coming into force over one, is refused and leaves the engine as it was', () => {
+    const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12'), cnp('nets', 1, [{ action: 'Deny', to: [{ networks: ['10.244.3.0/24'] }] }])]);
+    const maps = comparableMaps(b.engine);
+    expect(() => b.engine.apply([dual('b', 'd', '10.244.3.12', 'fd00::12')])).toThrow(/networks peer 10\.244\.3\.0\/24 with dual-stack pod b\/d/);
+    expect(comparableMaps(b.engine)).toEqual(maps);
+    expect(() => b.engine.apply([cnp('v6', 2, [{ action: 'Deny', to: [{ networks: ['fd00::/112'] }] }])])).toThrow(/networks peer fd00::\/112 with dual-stack pod b\/d/);
+    expect(comparableMaps(b.engine)).toEqual(maps);
+    // A later transaction that is fine on its own still commits after the refusals.
+    b.apply([pod('b', 'x3', '10.244.2.13')]);
+    expect(b.egress('b/x3', 'TCP', 80)).toBe(true);
+  });
   it('both /0s in one rule hold both addresses: encoded, and the engine agrees with the oracle', () => {
     const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12')]);
     b.apply([cnp('deny-all', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }])]);

@@ -310,13 +310,15 @@ export function networksSplitNodeRole(w: World, f: FlowQ): boolean {
 
 /**
  * Whether distill's engine refuses the state (docs/semantics.md, ClusterNetworkPolicy: "a `networks`
- * peer (other than a rule holding both /0s) while a dual-stack pod is in the cluster"): one identity
+ * CIDR holding an address of a dual-stack pod, other than in a rule holding both /0s"): one identity
  * per pod cannot match a CIDR on one of its addresses and not the other. Only the oracle decides then.
  */
 export function engineRefusesDualStack(w: World): boolean {
-  if (![...w.pods.values()].some((p) => p.ips.length > 1)) return false;
+  const dualIps = [...w.pods.values()].filter((p) => p.ips.length > 1).flatMap((p) => p.ips);
+  if (dualIps.length === 0) return false;
   return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && (['ingress', 'egress'] as const).some((dir) => list(obj(p.spec)[dir]).some((r) => {
     const nets = list(dir === 'ingress' ? obj(r).from : obj(r).to).flatMap((x) => list(obj(x).networks).map(String));
-    return nets.length > 0 && !(nets.includes('0.0.0.0/0') && nets.includes('::/0'));
+    // Finding 1180: only a CIDR holding an address of a dual-stack pod (a rule with both /0s is exact).
+    return !(nets.includes('0.0.0.0/0') && nets.includes('::/0')) && nets.some((c) => dualIps.some((ip) => inCidr(ip, c)));
   })));
 }

@@ -177,8 +177,9 @@ export class NetworkSplits {
   private settling = false;
   /** Pods with addresses of two families (`Pod.ips`): see `dualStackProblem`. */
   private readonly dualStack = new Set<string>();
-  /** A dual-stack pod joined or a CIDR came into force since the last `settle()`: check them again. */
-  private dualStackDirty = false;
+  /** Dual-stack pods that joined and CIDRs that came into force since `settle()` last found no problem. */
+  private readonly dualStackJoined = new Set<string>();
+  private dualStackCidrs: Cidr[] = [];
 
   constructor(
     private readonly ctx: EngineContext,
@@ -209,7 +210,7 @@ export class NetworkSplits {
   podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[] {
     if (pod.ips !== undefined && pod.ips.length > 1) {
       this.dualStack.add(key);
-      this.dualStackDirty = true;
+      this.dualStackJoined.add(key);
     } else if (this.dualStack.size > 0) this.dualStack.delete(key);
     if (this.s.byPolicy.size === 0) return NO_LABELS;
     let g: Group | undefined;
@@ -294,7 +295,7 @@ export class NetworkSplits {
       if (e.refs === 0) s.cidrs.delete(c.text);
       else s.cidrs.set(c.text, e);
       if ((sign > 0 && e.refs === 1) || (sign < 0 && e.refs === 0)) {
-        if (sign > 0) this.dualStackDirty = true;
+        if (sign > 0 && this.dualStack.size > 0) this.dualStackCidrs.push(c);
         if (isZero(c)) {
           s.zeroRefs += sign;
           if ((sign > 0 && s.zeroRefs === 1) || (sign < 0 && s.zeroRefs === 0)) touched.zero = true;
@@ -386,18 +387,25 @@ export class NetworkSplits {
    * allowed, and so is a CIDR holding neither address (the pod is outside it at both, 1180).
    */
   private dualStackProblem(): string | undefined {
-    if (!this.dualStackDirty) return undefined;
-    this.dualStackDirty = false;
-    if (this.dualStack.size === 0 || this.s.cidrs.size === 0) return undefined;
-    const cidrs = [...this.s.cidrs.values()];
-    for (const key of this.dualStack) {
-      const pod = this.pods.get(key)?.pod;
-      const hit = pod && cidrs.find(({ cidr }) => inCidr(pod, cidr));
-      if (hit) {
-        this.dualStackDirty = true;
-        return `ClusterNetworkPolicy networks peer ${hit.cidr.text} with dual-stack pod ${key}: both addresses of a pod share one identity, so the maps cannot match a CIDR on one address and not the other; only the reference evaluator (--naive) decides it`;
-      }
+    if (this.dualStackJoined.size === 0 && this.dualStackCidrs.length === 0) return undefined;
+    const hit = this.dualStackHit();
+    // Kept after a hit: the refused transaction is undone, and the next settle checks the same again.
+    if (hit === undefined) {
+      this.dualStackJoined.clear();
+      this.dualStackCidrs = [];
+      return undefined;
     }
+    return `ClusterNetworkPolicy networks peer ${hit.cidr} with dual-stack pod ${hit.pod}: both addresses of a pod share one identity, so the maps cannot match a CIDR on one address and not the other; only the reference evaluator (--naive) decides it`;
+  }
+
+  /** A CIDR in force holding an address of a dual-stack pod, among the pods and CIDRs new since the last check (O(that change)). */
+  private dualStackHit(): { pod: string; cidr: string } | undefined {
+    const held = (key: string, c: Cidr): boolean => {
+      const pod = this.dualStack.has(key) ? this.pods.get(key)?.pod : undefined;
+      return pod !== undefined && this.s.cidrs.has(c.text) && inCidr(pod, c);
+    };
+    for (const key of this.dualStackJoined) for (const { cidr } of this.s.cidrs.values()) if (held(key, cidr)) return { pod: key, cidr: cidr.text };
+    for (const c of this.dualStackCidrs) for (const key of this.dualStack) if (held(key, c)) return { pod: key, cidr: c.text };
     return undefined;
   }
 

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { parseManifestFile } from '../src/policy/manifest.js';
+import { loadYamlDocuments } from '../src/policy/yaml.js';
+import type { Policy } from '../src/model/rules.js';
+
+/*
+ * Round 19p (docs/attack-findings-19p.md): manifest readers against go-yaml v2's scalars and Cilium 1.19's
+ * endpoint-selector scoping.
+ */
+
+/** A CNP allowing ingress from pods whose label `build` is the plain YAML scalar `v`. */
+const cnpWithLabelValue = (v: string) => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+    - fromEndpoints: [{matchLabels: {build: ${v}}}]
+`;
+const npWithPort = (v: string) => `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+    - ports: [{port: ${v}}]
+`;
+
+describe('1100. plain scalars that go-yaml v2 reads as numbers and YAML 1.2 as strings', () => {
+  // sigs.k8s.io/yaml goyaml.v2/resolve.go `resolve`: hint 'D'/'S' drops every "_", then strconv.ParseInt(plain, 0, 64)
+  // (0x/0X, 0o/0O, 0b/0B, leading-0 octal), then yamlStyleFloat; hint '.' is strconv.ParseFloat.
+  it.each([
+    ['0X50', 80],
+    ['0x_50', 80],
+    ['0O17', 15],
+    ['0B11', 3],
+    ['-0x5', -5],
+    ['+0x5', 5],
+    ['1_0.5', 10.5],
+    ['.5_0', 0.5],
+    ['0_8', 8],
+    ['1_e5', 100000],
+    ['0_x1', 1],
+  ])('reads %s as the number %d (a string before)', (text, n) => {
+    expect(loadYamlDocuments(`a: ${text}\n`, 'f')[0]!.value).toEqual({ a: n });
+  });
+
+  it('so a label value written that way is refused, as the API server refuses a number there (enforced before)', () => {
+    for (const v of ['0X50', '1_0.5', '0_8', '0x_50', '1_e5']) {
+      expect(() => parseManifestFile(cnpWithLabelValue(v), 'f'), v).toThrow(/expected a string value, got number/);
+    }
+  });
+
+  it('and a NetworkPolicy port written that way is the port kubectl sends (refused as a port name before)', () => {
+    const port = (p: Policy) => p.rules[0]!.ports[0]!.l4;
+    expect(port(parseManifestFile(npWithPort('0X50'), 'f')[0]!)).toMatchObject({ from: 80, to: 80 });
+    expect(port(parseManifestFile(npWithPort('0x_50'), 'f')[0]!)).toMatchObject({ from: 80, to: 80 });
+  });
+
+  it('a float out of range stays text, as ParseFloat fails and go-yaml keeps the string (refused as Infinity before)', () => {
+    expect(loadYamlDocuments('a: 1e400\nb: .5e400\n', 'f')[0]!.value).toEqual({ a: '1e400', b: '.5e400' });
+    expect(() => parseManifestFile(cnpWithLabelValue('1e400'), 'f')).not.toThrow();
+  });
+
+  it('keeps reading what both read alike', () => {
+    const v = loadYamlDocuments('a: [010, 0o17, 0x1F, 1_000, 0b101, 1e3, 08, .inf, -.inf, 10.0.0.1, 2001-12-14, 0x, ., "0X50"]\n', 'f')[0]!.value as { a: unknown[] };
+    expect(v.a).toEqual([8, 15, 31, 1000, 5, 1000, 8, Infinity, -Infinity, '10.0.0.1', '2001-12-14', '0x', '.', '0X50']);
+  });
+});

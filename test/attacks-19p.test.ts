@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { parseManifestFile } from '../src/policy/manifest.js';
+import { parseManifest, parseManifestFile } from '../src/policy/manifest.js';
 import { loadYamlDocuments } from '../src/policy/yaml.js';
-import type { Policy } from '../src/model/rules.js';
+import type { Peer, Policy } from '../src/model/rules.js';
+import { cnp } from './policy/helpers.js';
 
 /*
  * Round 19p (docs/attack-findings-19p.md): manifest readers against go-yaml v2's scalars and Cilium 1.19's
@@ -65,5 +66,30 @@ describe('1100. plain scalars that go-yaml v2 reads as numbers and YAML 1.2 as s
   it('keeps reading what both read alike', () => {
     const v = loadYamlDocuments('a: [010, 0o17, 0x1F, 1_000, 0b101, 1e3, 08, .inf, -.inf, 10.0.0.1, 2001-12-14, 0x, ., "0X50"]\n', 'f')[0]!.value as { a: unknown[] };
     expect(v.a).toEqual([8, 15, 31, 1000, 5, 1000, 8, Infinity, -Infinity, '10.0.0.1', '2001-12-14', '0x', '.', '0X50']);
+  });
+});
+
+describe('1101. a deny peer naming the namespace only negatively keeps Cilium 1.19\'s wider reading', () => {
+  // pkg/k8s/apis/cilium.io/utils/utils.go getEndpointSelector: a selector that HasKey io.kubernetes.pod.namespace (or, in a
+  // namespaced policy, HasKeyPrefix io.cilium.k8s.namespace.labels.) gets no namespace requirement, so NotIn/DoesNotExist
+  // alone also select world, host and nodes (cilium#46949, affects v1.19; cilium#46996 adds one).
+  const podsOnly = { key: { source: 'k8s', key: 'io.kubernetes.pod.namespace' }, operator: 'Exists' };
+  const selectorOf = (p: Policy, verdict: 'allow' | 'deny'): Peer => p.rules.find((x) => x.verdict === verdict)!.peers[0]!;
+  const requirements = (peer: Peer) => (peer.kind === 'selector' ? peer.selector.requirements : []);
+  const notIn = { matchExpressions: [{ key: 'io.kubernetes.pod.namespace', operator: 'NotIn', values: ['b'] }] };
+  const noTeam = { matchExpressions: [{ key: 'io.cilium.k8s.namespace.labels.team', operator: 'DoesNotExist' }] };
+
+  it('a namespaced deny is left unscoped (pods only before), the allow of the same selector still pods only', () => {
+    for (const sel of [notIn, noTeam]) {
+      const p = parseManifest(cnp({ endpointSelector: {}, egress: [{ toEndpoints: [sel] }], egressDeny: [{ toEndpoints: [sel] }] }), 'f');
+      expect(requirements(selectorOf(p, 'deny'))).not.toContainEqual(expect.objectContaining(podsOnly));
+      expect(requirements(selectorOf(p, 'allow'))).toContainEqual(expect.objectContaining(podsOnly));
+    }
+  });
+
+  it('in a clusterwide policy only the pod-namespace key lifts the Exists requirement', () => {
+    const ccnp = (sel: unknown) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'p' }, spec: { endpointSelector: {}, ingressDeny: [{ fromEndpoints: [sel] }] } });
+    expect(requirements(selectorOf(parseManifest(ccnp(notIn), 'f'), 'deny'))).not.toContainEqual(expect.objectContaining(podsOnly));
+    expect(requirements(selectorOf(parseManifest(ccnp(noTeam), 'f'), 'deny'))).toContainEqual(expect.objectContaining(podsOnly));
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseManifest, parseManifestFile } from '../src/policy/manifest.js';
 import { loadYamlDocuments } from '../src/policy/yaml.js';
+import { parseScenario } from '../src/scenario/format.js';
 import type { Peer, Policy } from '../src/model/rules.js';
 import { cnp } from './policy/helpers.js';
 
@@ -91,5 +92,31 @@ describe('1101. a deny peer naming the namespace only negatively keeps Cilium 1.
     const ccnp = (sel: unknown) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'p' }, spec: { endpointSelector: {}, ingressDeny: [{ fromEndpoints: [sel] }] } });
     expect(requirements(selectorOf(parseManifest(ccnp(notIn), 'f'), 'deny'))).not.toContainEqual(expect.objectContaining(podsOnly));
     expect(requirements(selectorOf(parseManifest(ccnp(noTeam), 'f'), 'deny'))).toContainEqual(expect.objectContaining(podsOnly));
+  });
+});
+
+describe('1102. a line break only go-yaml sees (CR alone, NEL, LS, PS)', () => {
+  // go-yaml v2 yamlprivateh.go is_break: CR, LF, NEL (#x85), LS (#x2028), PS (#x2029); comments end at is_breakz.
+  const hidden = (br: string) => `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  # note${br}  ingress: [{}]
+`;
+
+  it.each([['CR', '\r'], ['NEL', '\u0085'], ['LS', '\u2028'], ['PS', '\u2029']])('%s ending a comment is refused (before: the allow-all rule kubectl reads was a comment, a deny-all policy)', (_, br) => {
+    expect(() => parseManifestFile(hidden(br), 'f')).toThrow(/line 7: .* line break to kubectl's go-yaml/);
+  });
+
+  it('in a scenario file too', () => {
+    expect(() => loadYamlDocuments('a: 1\u2028b: 2\n', 'f')).toThrow(/U\+2028/);
+    expect(() => parseScenario('description: x\r# c\rpods: []\n', 's')).toThrow(/CR without LF/);
+  });
+
+  it('keeps reading LF and CRLF files', () => {
+    expect(parseManifestFile(hidden('\n'), 'f')[0]!.rules).toHaveLength(1);
+    expect(parseManifestFile(hidden('\n').replace(/\n/g, '\r\n'), 'f')[0]!.rules).toHaveLength(1);
   });
 });

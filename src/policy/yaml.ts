@@ -125,8 +125,27 @@ function toValue(doc: Document.Parsed, source: string): unknown {
   return value;
 }
 
+/** A line break of YAML 1.1 that YAML 1.2 reads as text: a CR not followed by LF, NEL, LS, PS. */
+const GO_ONLY_LINE_BREAK = /\r(?!\n)|[\u0085\u2028\u2029]/;
+
+/**
+ * Refuses a text with a line break only go-yaml sees. go-yaml v2 (kubectl's, a libyaml port) takes CR,
+ * LF, NEL, LS and PS as line breaks (yamlprivateh.go `is_break`), so `# note<LS>  ingress: [{}]` is a
+ * comment and then a rule to kubectl, and one comment to the yaml package (YAML 1.2 breaks are CR
+ * and LF only, and it reads a lone CR as text): distill read a deny-all policy the cluster holds as
+ * an allow-all one (attack finding 1102).
+ */
+function checkLineBreaks(text: string, source: string): void {
+  const m = GO_ONLY_LINE_BREAK.exec(text);
+  if (!m) return;
+  const line = text.slice(0, m.index).split('\n').length;
+  const name = m[0] === '\r' ? 'a CR without LF' : `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+  throw new ManifestError(source, '', `line ${line}: ${name} is a line break to kubectl's go-yaml and text to YAML 1.2, so the two read this file differently; use LF or CRLF line ends`);
+}
+
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors. */
 export function loadYamlDocuments(text: string, fileName: string): { source: string; value: unknown }[] {
+  checkLineBreaks(text, fileName);
   checkYamlDepth(text, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
@@ -135,6 +154,7 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
 
 /** A single-document YAML text. */
 export function loadYaml(text: string, source: string): unknown {
+  checkLineBreaks(text, source);
   checkYamlDepth(text, source);
   return toValue(parseDocument(text, OPTIONS), source);
 }

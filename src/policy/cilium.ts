@@ -249,15 +249,23 @@ const POD_INIT_KEY = `${SOURCE_RESERVED}:init`;
  * unless their subject names `reserved:init` (see POD_INIT_KEY). Selectors on reserved labels are
  * left alone.
  */
-function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNamespace: boolean, matchesInit: boolean): Selector {
+function scopePeerSelector(sel: Selector, namespace: string | undefined, names: NamespaceKeys, matchesInit: boolean, verdict: Verdict): Selector {
   if (hasSource(sel, SOURCE_RESERVED)) return sel;
-  if (!namesNamespace && namespace === undefined && matchesInit) return sel;
-  if (!namesNamespace) return namespace === undefined ? withRequirement(sel, '', podsOnly) : restrictToNamespace(sel, namespace);
-  // A selector that names the namespace only negatively (NotIn, DoesNotExist) would also match
-  // world, host and every other non-pod identity; Cilium always adds a namespace requirement
-  // (cilium#46949, fixed by #46996), so it selects pods only.
-  return selectsOnlyPods(sel) ? sel : withRequirement(sel, '', podsOnly);
+  if (names === 'none' && namespace === undefined && matchesInit) return sel;
+  if (names === 'none') return namespace === undefined ? withRequirement(sel, '', podsOnly) : restrictToNamespace(sel, namespace);
+  if (selectsOnlyPods(sel)) return sel;
+  // A selector that names the namespace only negatively (NotIn, DoesNotExist) also matches world,
+  // host and every other non-pod identity in Cilium 1.19's getEndpointSelector (a namespace key
+  // lifts the scope; in a clusterwide policy only the pod-namespace key, or an init subject, lifts
+  // the Exists requirement). cilium#46996 (for cilium#46949, "affects v1.19") always adds a namespace
+  // requirement. Both readings are covered: an allow selects pods only, a deny keeps 1.19's wider
+  // reading (attack finding 1101).
+  const unscopedIn119 = namespace !== undefined || names === 'pod-namespace' || matchesInit;
+  return verdict === 'deny' && unscopedIn119 ? sel : withRequirement(sel, '', podsOnly);
 }
+
+/** Which namespace keys a peer selector names as written: the pod namespace, only namespace labels, or none. */
+type NamespaceKeys = 'pod-namespace' | 'namespace-labels' | 'none';
 
 /**
  * Whether a peer selector names the namespace itself, decided on its keys as written, as Cilium's
@@ -265,13 +273,17 @@ function scopePeerSelector(sel: Selector, namespace: string | undefined, namesNa
  * unprefixed) `io.kubernetes.pod.namespace` or `io.cilium.k8s.namespace.labels.*` key counts. An
  * `unspec:` key matches like `any:` but does not lift the scope (`HasKey("any:...")` is false).
  */
-function rawKeysNameNamespace(v: unknown): boolean {
-  return rawKeys(v).some((raw) => {
+function rawKeysNameNamespace(v: unknown): NamespaceKeys {
+  let names: NamespaceKeys = 'none';
+  for (const raw of rawKeys(v)) {
     const colon = raw.indexOf(':');
     const source = colon >= 0 ? raw.slice(0, colon) || SOURCE_ANY : SOURCE_ANY;
     const key = colon >= 0 ? raw.slice(colon + 1) : raw;
-    return (source === SOURCE_K8S || source === SOURCE_ANY) && (key === POD_NAMESPACE_KEY || key.startsWith(NAMESPACE_LABELS_PREFIX));
-  });
+    if (source !== SOURCE_K8S && source !== SOURCE_ANY) continue;
+    if (key === POD_NAMESPACE_KEY) return 'pod-namespace';
+    if (key.startsWith(NAMESPACE_LABELS_PREFIX)) names = 'namespace-labels';
+  }
+  return names;
 }
 
 /** A selector's keys as written (matchLabels and matchExpressions), as Cilium's HasKey reads them. */
@@ -352,7 +364,7 @@ function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, sh
 function readL3Peers(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): { peers: Peer[]; anyL3: boolean } {
   const peers: Peer[] = [];
   const eps = r.optArray(o[shape.endpoints], join(path, shape.endpoints));
-  eps?.forEach((e, i) => peers.push(readEndpointPeer(r, e, at(join(path, shape.endpoints), i), namespace, options, matchesInit)));
+  eps?.forEach((e, i) => peers.push(readEndpointPeer(r, e, at(join(path, shape.endpoints), i), namespace, options, matchesInit, shape.verdict)));
   const nodes = r.optArray(o[shape.nodes], join(path, shape.nodes));
   nodes?.forEach((n, i) => peers.push({ kind: 'nodes', selector: parseNodeSelector(r, n, at(join(path, shape.nodes), i), options) }));
   const ents = r.optArray(o[shape.entities], join(path, shape.entities));
@@ -367,7 +379,7 @@ function readL3Peers(r: Reader, o: Record<string, unknown>, path: string, shape:
 }
 
 /** One endpoint selector of `fromEndpoints`/`toEndpoints`, scoped to the policy's namespace. */
-function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): Peer {
+function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean, verdict: Verdict): Peer {
   const sel = parseLabelSelector(r, e, path, CILIUM_SELECTOR);
   // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
   // never see those labels, so a deny would miss them and a DoesNotExist would match them. The
@@ -375,8 +387,8 @@ function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string
   // (pkg/policy/api/cidr.go ToSelectors: a cidrGroupRef is `Exists cidrgroup.<key>`; attack finding 952).
   if (hasSource(sel, SOURCE_CIDR)) r.fail(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
   if (hasSource(sel, SOURCE_CIDR_GROUP)) r.fail(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (CiliumCIDRGroup objects are not modelled)');
-  const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit);
-  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(path, 'this selector is not scoped to pods (a `reserved:` key, or a clusterwide policy whose subject names reserved:init) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
+  const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit, verdict);
+  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
   return { kind: 'selector', selector: scoped };
 }
 

@@ -2,24 +2,59 @@ import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocu
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
 
-/**
- * An integer as kubectl reads it: sigs.k8s.io/yaml decodes with go-yaml, which drops every `_` and
- * calls `strconv.ParseInt(plain, 0, 64)` (resolve.go), then tries `0b`: so `port: 010` is port 8
- * (octal), not 10 as in YAML 1.2, `0b1010` is 10 and `1_000` is 1000. Tried before the core tags.
- */
-function goInt(test: RegExp, base: number, prefix: number): ScalarTag {
-  return {
-    tag: 'tag:yaml.org,2002:int',
-    default: true,
-    identify: (v) => typeof v === 'number',
-    test,
-    resolve: (s) => {
-      const digits = s.replace(/^[-+]/, '').replace(/_/g, '').slice(prefix);
-      return (s.startsWith('-') ? -1 : 1) * parseInt(digits, base);
-    },
-  };
+/** go-yaml v2's words for floats (resolve.go `resolveMapList`); the core schema reads them the same. */
+const GO_FLOAT_WORDS = new Map<string, number>([
+  ...['.nan', '.NaN', '.NAN'].map((w): [string, number] => [w, NaN]),
+  ...['.inf', '.Inf', '.INF', '+.inf', '+.Inf', '+.INF'].map((w): [string, number] => [w, Infinity]),
+  ...['-.inf', '-.Inf', '-.INF'].map((w): [string, number] => [w, -Infinity]),
+]);
+/** `strconv.ParseInt(s, 0, 64)`'s syntax (prefixes in either case; a leading `0` is octal). */
+const GO_INT = /^[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)$/;
+/** resolve.go `yamlStyleFloat`, tried on the text without `_`. */
+const GO_STYLE_FLOAT = /^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$/;
+/** What `strconv.ParseFloat` takes after a leading `.` (Go literal syntax: `_` only between digits). */
+const GO_DOT_FLOAT = /^\.[0-9](?:_?[0-9])*(?:[eE][-+]?[0-9](?:_?[0-9])*)?$/;
+
+function goIntValue(plain: string): number {
+  const sign = plain.startsWith('-') ? -1 : 1;
+  const body = plain.replace(/^[-+]/, '');
+  const prefix = body.slice(0, 2).toLowerCase();
+  const [digits, base] = prefix === '0x' ? [body.slice(2), 16] : prefix === '0o' ? [body.slice(2), 8] : prefix === '0b' ? [body.slice(2), 2] : body.startsWith('0') ? [body, 8] : [body, 10];
+  return sign * Number.parseInt(digits, base) + 0; // + 0: Go has no -0
 }
-const GO_INTS = [goInt(/^[-+]?0[0-7_]*[0-7][0-7_]*$/, 8, 0), goInt(/^[-+]?0b_*[01][01_]*$/, 2, 2), goInt(/^[-+]?[1-9][0-9_]*$/, 10, 0)];
+
+/** A finite float, or the text: ParseFloat's range error leaves go-yaml's scalar a string (`1e400`). */
+function goFloatValue(plain: string, text: string): number | string {
+  const f = Number(plain);
+  return Number.isFinite(f) ? f : text;
+}
+
+/**
+ * A plain scalar starting with a digit, a sign or `.`, as go-yaml v2 (sigs.k8s.io/yaml goyaml.v2
+ * resolve.go `resolve`, hints 'D', 'S' and '.') reads it: every `_` dropped, then
+ * `strconv.ParseInt(plain, 0, 64)` (so `010` is 8, `0X50` and `0x_50` are 80, `0O17` is 15, `-0x5` is
+ * -5), then `yamlStyleFloat` (`1_0.5` is 10.5, `0_8` is 8); a float out of range stays text. YAML 1.2's
+ * core schema reads several of these as strings, which then passed as label values or names that the
+ * API server refuses as numbers (attack finding 1100). A timestamp (`2001-12-14`) is never a number
+ * and stays a string, as go-yaml's decoder keeps it for an interface{}.
+ */
+function goScalar(text: string): number | string {
+  const word = GO_FLOAT_WORDS.get(text);
+  if (word !== undefined) return word;
+  if (text.startsWith('.')) return GO_DOT_FLOAT.test(text) ? goFloatValue(text.replace(/_/g, ''), text) : text;
+  const plain = text.replace(/_/g, '');
+  if (GO_INT.test(plain)) return goIntValue(plain);
+  return GO_STYLE_FLOAT.test(plain) ? goFloatValue(plain, text) : text;
+}
+
+/** Tried before the core tags on every plain scalar that could be a Go number. */
+const GO_NUMBER: ScalarTag = {
+  tag: 'tag:yaml.org,2002:int',
+  default: true,
+  identify: (v) => typeof v === 'number',
+  test: /^[-+.0-9][-+.0-9a-zA-Z_]*$/,
+  resolve: goScalar,
+};
 
 /**
  * An explicit tag whose Go meaning is a different string: go-yaml v2 decodes `!!binary` from base64
@@ -51,7 +86,7 @@ const OPTIONS = {
   schema: 'core',
   resolveKnownTags: false,
   uniqueKeys: false,
-  customTags: (tags: Tags): Tags => [...GO_INTS, refusedTag('binary'), refusedTag('timestamp'), ...tags],
+  customTags: (tags: Tags): Tags => [GO_NUMBER, refusedTag('binary'), refusedTag('timestamp'), ...tags],
 };
 
 /**
@@ -90,8 +125,27 @@ function toValue(doc: Document.Parsed, source: string): unknown {
   return value;
 }
 
+/** A line break of YAML 1.1 that YAML 1.2 reads as text: a CR not followed by LF, NEL, LS, PS. */
+const GO_ONLY_LINE_BREAK = /\r(?!\n)|[\u0085\u2028\u2029]/;
+
+/**
+ * Refuses a text with a line break only go-yaml sees. go-yaml v2 (kubectl's, a libyaml port) takes CR,
+ * LF, NEL, LS and PS as line breaks (yamlprivateh.go `is_break`), so `# note<LS>  ingress: [{}]` is a
+ * comment and then a rule to kubectl, and one comment to the yaml package (YAML 1.2 breaks are CR
+ * and LF only, and it reads a lone CR as text): distill read a deny-all policy the cluster holds as
+ * an allow-all one (attack finding 1102).
+ */
+function checkLineBreaks(text: string, source: string): void {
+  const m = GO_ONLY_LINE_BREAK.exec(text);
+  if (!m) return;
+  const line = text.slice(0, m.index).split('\n').length;
+  const name = m[0] === '\r' ? 'a CR without LF' : `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+  throw new ManifestError(source, '', `line ${line}: ${name} is a line break to kubectl's go-yaml and text to YAML 1.2, so the two read this file differently; use LF or CRLF line ends`);
+}
+
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors. */
 export function loadYamlDocuments(text: string, fileName: string): { source: string; value: unknown }[] {
+  checkLineBreaks(text, fileName);
   checkYamlDepth(text, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
@@ -100,6 +154,7 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
 
 /** A single-document YAML text. */
 export function loadYaml(text: string, source: string): unknown {
+  checkLineBreaks(text, source);
   checkYamlDepth(text, source);
   return toValue(parseDocument(text, OPTIONS), source);
 }

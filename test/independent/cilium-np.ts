@@ -201,9 +201,11 @@ const EXISTS_NS: Req = { key: `k8s:${NS}`, op: 'Exists', values: [] };
  * labels) only through negative terms (NotIn, DoesNotExist) selected every identity without a namespace in
  * Cilium 1.19 (world, host, ...: cilium#46949, "affects/v1.19"); the fix, cilium#46996 ("There is code that
  * forces namespace selectors, but it incorrectly skipped NotIn selectors ... ensures that CNP and KNP always
- * have a namespace ... selector. This ensures they only select endpoints"), requires a namespace. Followed here.
+ * have a namespace ... selector. This ensures they only select endpoints"), requires a namespace. Followed here
+ * for allows; a deny keeps 1.19's reading (no requirement once a `NS` key, or in a namespaced policy a
+ * `NS_LABELS` key, is named), so neither reading's denies are missed (attack finding 1101).
  */
-function peerSelector(sel: Yaml, namespace: string | undefined): Req[] {
+function peerSelector(sel: Yaml, namespace: string | undefined, deny: boolean): Req[] {
   const reqs = requirements(sel);
   // "The k8s prefix must not be added to reserved labels" (getEndpointSelector; cilium#862): taken as is
   if (reqs.some((r) => splitKey(r.key)[0] === 'reserved')) return reqs;
@@ -214,6 +216,7 @@ function peerSelector(sel: Yaml, namespace: string | undefined): Req[] {
   const isNs = (k: string): boolean => k === NS;
   const isNsLabel = (k: string): boolean => k.startsWith(NS_LABELS);
   if (names(isNs, true) || names(isNsLabel, true)) return reqs;
+  if (deny && (names(isNs, false) || (namespace !== undefined && names(isNsLabel, false)))) return reqs;
   if (names(isNs, false) || names(isNsLabel, false) || namespace === undefined) return [...reqs, EXISTS_NS];
   return [...reqs, { key: `k8s:${NS}`, op: 'In', values: [namespace] }];
 }
@@ -239,13 +242,13 @@ function entitySelects(entity: string, p: Peer): boolean {
 }
 
 /** Does a rule's peer part select p? `undefined` = the rule names no peer (every peer, if it has ports). */
-function peerSelects(rule: Yaml, dir: 'from' | 'to', p: Peer, namespace: string | undefined): boolean | undefined {
+function peerSelects(rule: Yaml, dir: 'from' | 'to', p: Peer, namespace: string | undefined, deny: boolean): boolean | undefined {
   const eps = list(rule[`${dir}Endpoints`]);
   const ents = list(rule[`${dir}Entities`]);
   const cidrs = list(rule[`${dir}CIDR`]);
   const sets = list(rule[`${dir}CIDRSet`]);
   if (eps === undefined && ents === undefined && cidrs === undefined && sets === undefined) return undefined;
-  if (eps?.some((s) => selects(peerSelector(obj(s), namespace), p.labels))) return true;
+  if (eps?.some((s) => selects(peerSelector(obj(s), namespace, deny), p.labels))) return true;
   if (ents?.some((e) => entitySelects(str(e), p))) return true;
   if (p.kind !== 'world') return false; // CIDR selectors never select pods or nodes
   if (cidrs?.some((c) => inCidr(p.ip, str(c)))) return true;
@@ -289,8 +292,8 @@ function l4Matches(rule: Yaml, flow: Flow, named: Named): boolean {
   return toPorts.some((pr) => (list(obj(pr).ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)));
 }
 
-function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, named: Named, namespace: string | undefined): boolean {
-  const l3 = peerSelects(rule, dir, peer, namespace);
+function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, named: Named, namespace: string | undefined, deny: boolean): boolean {
+  const l3 = peerSelects(rule, dir, peer, namespace, deny);
   if (l3 === false) return false;
   // `{}` (and `{toPorts: []}`: Go sees len 0 either way) takes the L3-only path with no peer: nothing
   if (l3 === undefined && (list(rule.toPorts) ?? []).length === 0) return false;
@@ -386,10 +389,10 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
     const allows = list(spec[allowKey]) ?? [];
     const denies = list(spec[denyKey]) ?? [];
     const denyNamed: Named = !ingress && reading.strictEgressNamedPorts ? (name, f) => pods.some((p) => namedPort(name, f, [p])) : named;
-    if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace))) return false;
+    if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace, true))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
     const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
-    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace) && l7Admits(obj(r), flow, allowNamed, req))) allowed = true;
+    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace, false) && l7Admits(obj(r), flow, allowNamed, req))) allowed = true;
   }
   if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;
   return allowed || !enforced;

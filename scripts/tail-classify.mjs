@@ -4,11 +4,13 @@
 // records per event: its tag, wall µs, run-queue wait (/proc/thread-self/schedstat; wall minus wait
 // is on-CPU), bytes allocated (heap readings outside the timer), the engine's work counters
 // (engine.stats() after minus before), deltas, the GCs overlapping it (PerformanceObserver 'gc',
-// kind and µs inside the event) and, when run under `node --trace-deopt`, the deoptimisations inside
-// it (a marker line is written to fd 1 before and after each event, synchronously, so V8's trace
-// lines fall between them; pipe stdout through this script's --deopts=FILE reader, see below).
-// Prints one JSON line: per tag n, p50, p99 (replay.ts's percentile), the events ranked at or above
-// the p99 with their class, and churn totals (GCs per 1,000 events, KB allocated per event, deopts).
+// kind and µs inside the event) and, run under `node --trace-deopt --trace-opt` with `--mark`, the
+// deoptimisations and TurboFan jobs inside it (a marker line is written to fd 1 before and after each
+// event, synchronously and outside the timer, so V8's trace lines fall between them; `--read` then
+// classifies from that output). Prints one JSON line: per tag n, p50, p99 (replay.ts's percentile),
+// on-CPU p50/p99, the events over 5× the on-CPU p50 counted by class, the events ranked at or above
+// the p99 (by wall and by on-CPU time) with their class, and churn totals (GCs per 1,000 events, KB
+// allocated per event, deopts, events with a TurboFan job).
 //   stdbuf -o0 node --trace-deopt --trace-opt scripts/tail-classify.mjs DIST TRACE --mark > /tmp/out.txt
 //   node scripts/tail-classify.mjs --read /tmp/out.txt        (classifies from the marked output)
 //   node scripts/tail-classify.mjs DIST TRACE                  (no deopt counts)

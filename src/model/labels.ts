@@ -49,18 +49,43 @@ export function parseLabelKey(raw: string, defaultSource: LabelSource = SOURCE_A
 }
 
 /**
- * The key Cilium 1.19 validates for a policy selector key: its extended form `<source>.<key>`
- * (pkg/labels GetExtendedKeyFrom / DefaultKeyExtender: `$host` -> `reserved.host`, `app` and
- * `:app` -> `any.app`, `k8s:app` -> `k8s.app`), which `EndpointSelector.Sanitize`
- * (pkg/policy/api/selector.go) hands to Kubernetes' ValidateLabelSelector. So the source counts
- * towards the 63 characters of the name part (or the 253 of the prefix), and a key such as `_x`
- * is valid (`any._x`). A policy key with `=` or a leading `reserved.` is not supported before this is asked (selector.ts `extenderDependentKey`).
+ * The extended key `<source>.<key>` Cilium 1.19 makes of a policy selector key, which it validates
+ * (as a Kubernetes qualified name, so the source counts towards the 63 characters: attack finding
+ * 760) and matches. `EndpointSelector.Sanitize` (pkg/policy/api/selector.go) extends every key with
+ * `labels.DefaultKeyExtender`, which is `GetExtendedKeyFrom` (pkg/labels/labels.go; read at the
+ * v1.19 branch point 2ba24a2a, test TestLabelParseKey): the source from `parseSource(str, ':')` (a
+ * leading `$` is `reserved`, so is a key without ':' that starts with `reserved.`; else the text
+ * before the first ':', `any` when empty or absent), then the rest cut at its first '=' ("Remove an
+ * eventually value"). `app` and `:app` -> `any.app`, `k8s:app=x` -> `k8s.app`, `$host` and
+ * `reserved.host` -> `reserved.host`, `k8s.app` -> `any.k8s.app` (attack findings 1240, 1241).
  */
 export function ciliumExtendedKey(raw: string): string {
-  if (raw.startsWith('$')) return `${SOURCE_RESERVED}.${raw.slice(1)}`;
+  const [source, rest] = ciliumSourceOf(raw);
+  const eq = rest.indexOf('=');
+  return `${source === '' ? SOURCE_ANY : source}.${eq < 0 ? rest : rest.slice(0, eq)}`;
+}
+
+/** labels.parseSource(str, ':') (pkg/labels/labels.go): the source and the rest. */
+function ciliumSourceOf(raw: string): [string, string] {
+  if (raw.startsWith('$')) return [SOURCE_RESERVED, raw.slice(1)];
   const colon = raw.indexOf(':');
-  if (colon < 0) return `${SOURCE_ANY}.${raw}`;
-  return `${colon === 0 ? SOURCE_ANY : raw.slice(0, colon)}.${raw.slice(colon + 1)}`;
+  if (colon >= 0) return [raw.slice(0, colon), raw.slice(colon + 1)];
+  const reserved = `${SOURCE_RESERVED}.`;
+  return raw.startsWith(reserved) ? [SOURCE_RESERVED, raw.slice(reserved.length)] : ['', raw];
+}
+
+/**
+ * The label key Cilium 1.19 matches for a policy selector key: its extended key read back by
+ * `labels.ParseSelectDotLabel` (pkg/policy/types/requirements.go RequirementsFromK8s), whose
+ * `parseSource(str, '.')` takes the source up to the first '.' (`unspec` selects as `any`). So a
+ * source with a dot is cut there: `k8s.io:app` (extended `k8s.io.app`) is key `io.app` of source
+ * `k8s` (attack finding 1242).
+ */
+export function ciliumSelectorKey(raw: string): LabelKey {
+  const extended = ciliumExtendedKey(raw);
+  const dot = extended.indexOf('.');
+  const source = extended.slice(0, dot);
+  return { source: source === 'unspec' ? SOURCE_ANY : source, key: extended.slice(dot + 1) };
 }
 
 export function formatLabelKey(k: LabelKey): string {

@@ -1,4 +1,4 @@
-import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
+import { ciliumExtendedKey, CLUSTER_KEY, DEFAULT_CLUSTER_NAME, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
 import { asciiToLower, goToLower, KAFKA_API_KEYS, re2SyntaxError } from '../model/l7.js';
 import { ALL_L4, FlowProtocol, ICMPV4_TYPES, ICMPV6_TYPES, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
 import type { Direction, DnsRule, Enforcement, HttpHeaderMatch, HttpRule, KafkaRule, L7Rules, Peer, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning, PortClause, Verdict } from '../model/rules.js';
@@ -165,11 +165,13 @@ interface RuleSet {
   readonly warnings: PolicyWarning[];
 }
 
-const K8S_NAMESPACE_KEY = `${SOURCE_K8S}:${POD_NAMESPACE_KEY}`;
+/** Cilium's podPrefixLbl (pkg/k8s/apis/cilium.io/utils/utils.go), an extended key: GetMatch, AddMatch and HasKey compare extended keys. */
+const K8S_NAMESPACE_KEY = `${SOURCE_K8S}.${POD_NAMESPACE_KEY}`;
 
 /**
- * The subject of a rule. In a CiliumNetworkPolicy, Cilium overwrites a `matchLabels` entry
- * `k8s:io.kubernetes.pod.namespace` with the policy's own namespace ("removing illegal namespace
+ * The subject of a rule. In a CiliumNetworkPolicy, Cilium overwrites the `matchLabels` entry
+ * whose extended key is `k8s.io.kubernetes.pod.namespace` (`k8s:io.kubernetes.pod.namespace`,
+ * also with `=...` after it: attack finding 1243) with the policy's own namespace ("removing illegal namespace
  * match", pkg/k8s/apis/cilium.io/utils ParseCiliumRule: GetMatch + AddMatch); any other namespace
  * requirement is kept and ANDed with it.
  */
@@ -179,12 +181,12 @@ function parseSubject(r: Reader, v: unknown, path: string, namespace: string | u
   const raw = v as Record<string, unknown>;
   let sel = parsed;
   const ml = raw.matchLabels;
-  if (typeof ml === 'object' && ml !== null && Object.hasOwn(ml, K8S_NAMESPACE_KEY)) {
-    const named = (ml as Record<string, unknown>)[K8S_NAMESPACE_KEY];
-    if (named !== namespace) {
-      warnings.push({ source: r.source, path: join(join(path, 'matchLabels'), K8S_NAMESPACE_KEY), detail: `names namespace "${String(named)}"; Cilium replaces it with the policy's namespace "${namespace}" (an endpointSelector always applies in its policy's namespace)` });
+  const named = typeof ml === 'object' && ml !== null ? Object.entries(ml).find(([k]) => ciliumExtendedKey(k) === K8S_NAMESPACE_KEY) : undefined;
+  if (named !== undefined) {
+    if (named[1] !== namespace) {
+      warnings.push({ source: r.source, path: join(join(path, 'matchLabels'), named[0]), detail: `names namespace "${String(named[1])}"; Cilium replaces it with the policy's namespace "${namespace}" (an endpointSelector always applies in its policy's namespace)` });
     }
-    const rest = Object.fromEntries(Object.entries(ml).filter(([k]) => k !== K8S_NAMESPACE_KEY));
+    const rest = Object.fromEntries(Object.entries(ml as Record<string, unknown>).filter(([k]) => k !== named[0]));
     sel = parseLabelSelector(r, { ...raw, matchLabels: rest }, path, CILIUM_SELECTOR);
   }
   const scoped = restrictToNamespace(sel, namespace);
@@ -213,7 +215,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     egress: r.optBoolean(dd?.egress, join(path, 'enableDefaultDeny.egress')),
   };
   const hasRules: Record<Direction, boolean> = { ingress: false, egress: false };
-  const matchesInit = namespace === undefined && rawKeys(o.endpointSelector).some((k) => k === POD_INIT_KEY || k === '$init');
+  const matchesInit = namespace === undefined && rawKeys(o.endpointSelector).some((k) => ciliumExtendedKey(k) === POD_INIT_KEY);
   for (const shape of SHAPES) {
     const list = r.optArray(o[shape.field], join(path, shape.field)) ?? [];
     if (list.length > 0) hasRules[shape.direction] = true;
@@ -239,9 +241,10 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
  * The subject key that makes a clusterwide policy's peers match init endpoints too: Cilium's
  * getEndpointSelector adds no `Exists k8s:io.kubernetes.pod.namespace` to a CCNP peer when the
  * rule's endpointSelector HasKey `reserved:init` (matchesPodInit; init endpoints carry no namespace
- * label, cilium#28007 kept this for clusterwide policies only), whatever the key's operator.
+ * label, cilium#28007 kept this for clusterwide policies only), whatever the key's operator. HasKey
+ * compares extended keys: `$init` and `reserved.init` are this key too (attack finding 1243).
  */
-const POD_INIT_KEY = `${SOURCE_RESERVED}:init`;
+const POD_INIT_KEY = `${SOURCE_RESERVED}.init`;
 
 /**
  * Cilium scopes a peer endpoint selector to the policy's namespace unless it names a namespace
@@ -269,19 +272,20 @@ type NamespaceKeys = 'pod-namespace' | 'namespace-labels' | 'none';
 
 /**
  * Whether a peer selector names the namespace itself, decided on its keys as written, as Cilium's
- * getEndpointSelector does (pkg/k8s/apis/cilium.io/utils/utils.go): only a `k8s:` or `any:` (or
- * unprefixed) `io.kubernetes.pod.namespace` or `io.cilium.k8s.namespace.labels.*` key counts. An
- * `unspec:` key matches like `any:` but does not lift the scope (`HasKey("any:...")` is false).
+ * getEndpointSelector does (pkg/k8s/apis/cilium.io/utils/utils.go) on the extended keys
+ * (`labels.GetExtendedKeyFrom`): only `k8s.` or `any.` `io.kubernetes.pod.namespace` or
+ * `io.cilium.k8s.namespace.labels.*` counts, so `k8s:io.kubernetes.pod.namespace=x` and
+ * `k8s.io:kubernetes.pod.namespace` do too (attack findings 1242, 1243). An `unspec:` key matches
+ * like `any:` but does not lift the scope (`HasKey("any....")` is false).
  */
 function rawKeysNameNamespace(v: unknown): NamespaceKeys {
   let names: NamespaceKeys = 'none';
   for (const raw of rawKeys(v)) {
-    const colon = raw.indexOf(':');
-    const source = colon >= 0 ? raw.slice(0, colon) || SOURCE_ANY : SOURCE_ANY;
-    const key = colon >= 0 ? raw.slice(colon + 1) : raw;
-    if (source !== SOURCE_K8S && source !== SOURCE_ANY) continue;
-    if (key === POD_NAMESPACE_KEY) return 'pod-namespace';
-    if (key.startsWith(NAMESPACE_LABELS_PREFIX)) names = 'namespace-labels';
+    const extended = ciliumExtendedKey(raw);
+    for (const source of [SOURCE_K8S, SOURCE_ANY]) {
+      if (extended === `${source}.${POD_NAMESPACE_KEY}`) return 'pod-namespace';
+      if (extended.startsWith(`${source}.${NAMESPACE_LABELS_PREFIX}`)) names = 'namespace-labels';
+    }
   }
   return names;
 }

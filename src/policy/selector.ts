@@ -1,4 +1,4 @@
-import { ciliumExtendedKey, LabelKey, labelKeyProblem, LabelSource, labelValueProblem, parseLabelKey, SOURCE_RESERVED } from '../model/labels.js';
+import { ciliumExtendedKey, ciliumSelectorKey, LabelKey, labelKeyProblem, LabelSource, labelValueProblem } from '../model/labels.js';
 import { makeSelector, Requirement, Selector, SelectorOperator } from '../model/selector.js';
 import { at, join, Reader } from './reader.js';
 
@@ -14,7 +14,7 @@ export function checkLabels(r: Reader, labels: Record<string, string>, path: str
 export interface SelectorOptions {
   /** Source given to keys without a `source:` prefix (`k8s` for NetworkPolicy, `any` for Cilium). */
   readonly defaultSource: LabelSource;
-  /** Whether keys may carry a `source:` prefix (Cilium selectors). */
+  /** Whether keys are read as Cilium reads them (`source:` prefix, `$`, `reserved.`, cut at '='; the default source `any`). */
   readonly allowSourcePrefix: boolean;
   /** Rewrites each key, e.g. a namespaceSelector key into the namespace-labels key. */
   readonly mapKey?: (key: LabelKey) => LabelKey;
@@ -29,34 +29,12 @@ function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): 
     const key = { source: opts.defaultSource, key: raw };
     return opts.mapKey ? opts.mapKey(key) : key;
   }
-  const unsettled = extenderDependentKey(raw);
-  if (unsettled !== undefined) r.fail(path, `"${raw}": ${unsettled}; which reading Cilium 1.19's key extender (labels.DefaultKeyExtender) applies is not established, so this key is not supported by distill`);
-  // Cilium validates the extended key, source included (attack finding 760).
+  // Cilium validates and matches the extended key, source included (attack findings 760, 1240-1242).
   const extended = ciliumExtendedKey(raw);
   const kp = labelKeyProblem(extended);
   if (kp) r.fail(path, `invalid label key "${raw}": Cilium validates it as "${extended}" (source.key), whose ${kp}`);
-  const parsed = parseLabelKey(raw, opts.defaultSource);
+  const parsed = ciliumSelectorKey(raw);
   return opts.mapKey ? opts.mapKey(parsed) : parsed;
-}
-
-/**
- * How Cilium's key parser reads a Cilium selector key that distill would read otherwise, or
- * undefined. `labels.GetExtendedKeyFrom` (pkg/labels/labels.go; Cilium's selector keys up to 1.17,
- * through `EndpointSelector.UnmarshalJSON`) takes the source from `ParseSource(str, ':')`, which
- * gives a key without ':' that starts with `reserved.` the source `reserved` (`reserved.world` is
- * `reserved:world`, not a pod label key), and it cuts the key at its first '=' ("Remove an
- * eventually value": `k8s:app=x` is `k8s.app`). distill read the first as a label key of any
- * source (an allow of pods labelled `reserved.host`, a deny missing world: attack finding 950) and
- * refused the second, so the agent skipped a policy Cilium may enforce (951). "Not supported"
- * gives both the agent's fail-closed stand-in.
- */
-function extenderDependentKey(raw: string): string | undefined {
-  if (!raw.includes(':') && !raw.startsWith('$') && raw.startsWith(`${SOURCE_RESERVED}.`)) {
-    return `Cilium's key parser (labels.ParseSource) reads a key without ':' that starts with "reserved." as the reserved label "reserved:${raw.slice(SOURCE_RESERVED.length + 1)}", not as a label key "${raw}"`;
-  }
-  const eq = raw.indexOf('=');
-  if (eq >= 0) return `Cilium's labels.GetExtendedKeyFrom cuts a key at '=' (the key "${raw.slice(0, eq)}"), where Kubernetes refuses '=' in a key`;
-  return undefined;
 }
 
 /**

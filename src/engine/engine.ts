@@ -3,6 +3,7 @@ import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf, podKey } from '../model/cluster.js';
 import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
+import { flat } from '../model/intern.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
@@ -337,10 +338,12 @@ export class Engine {
   private upsertPolicy(given: Policy): void {
     const { resolver, fqdn, splits, nodes } = this.stages;
     const policy = nodes.apiServerKnown ? withoutApiServerStandIns(given) : given;
-    fqdn.policyUpserted(policy);
-    splits.policyUpserted(policy);
-    nodes.policyUpserted(given);
-    resolver.upsertPolicy(policy);
+    // The key once for every stage (one ref: the stand-ins' copy keeps it).
+    const key = flat(policyRefKey(given.ref));
+    fqdn.policyUpserted(policy, key);
+    splits.policyUpserted(policy, key);
+    nodes.policyUpserted(given, key);
+    resolver.upsertPolicy(policy, key);
   }
 
   private deletePolicy(key: string): void {

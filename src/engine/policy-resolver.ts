@@ -197,9 +197,8 @@ export class PolicyResolver implements NamedPortListener {
 
   // ---------------------------------------------------------------- policies
 
-  upsertPolicy(policy: Policy): void {
-    // Flattened (a concatenation is a tree of pieces); not interned: unique per policy, and interning costs ~7x more.
-    const key = flat(policyRefKey(policy.ref));
+  /** `key` is `policyRefKey(policy.ref)`, flattened (a concatenation is a tree of pieces); not interned: unique per policy, and interning costs ~7x more. */
+  upsertPolicy(policy: Policy, key: string = flat(policyRefKey(policy.ref))): void {
     const old = this.policies.get(key);
     const compiled = compilePolicy(policy, this.ctx.nodeCover);
     let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;

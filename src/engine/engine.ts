@@ -3,7 +3,6 @@ import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf, podKey } from '../model/cluster.js';
 import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
-import { flat } from '../model/intern.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
@@ -339,7 +338,7 @@ export class Engine {
     const { resolver, fqdn, splits, nodes } = this.stages;
     const policy = nodes.apiServerKnown ? withoutApiServerStandIns(given) : given;
     // The key once for every stage (one ref: the stand-ins' copy keeps it).
-    const key = flat(policyRefKey(given.ref));
+    const key = policyRefKey(given.ref);
     fqdn.policyUpserted(policy, key);
     splits.policyUpserted(policy, key);
     nodes.policyUpserted(given, key);

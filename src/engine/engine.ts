@@ -337,10 +337,12 @@ export class Engine {
   private upsertPolicy(given: Policy): void {
     const { resolver, fqdn, splits, nodes } = this.stages;
     const policy = nodes.apiServerKnown ? withoutApiServerStandIns(given) : given;
-    fqdn.policyUpserted(policy);
-    splits.policyUpserted(policy);
-    nodes.policyUpserted(given);
-    resolver.upsertPolicy(policy);
+    // The key once for every stage (one ref: the stand-ins' copy keeps it).
+    const key = policyRefKey(given.ref);
+    fqdn.policyUpserted(policy, key);
+    splits.policyUpserted(policy, key);
+    nodes.policyUpserted(given, key);
+    resolver.upsertPolicy(policy, key);
   }
 
   private deletePolicy(key: string): void {

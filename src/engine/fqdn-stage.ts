@@ -6,7 +6,7 @@ import { l7Allows, l7PolicyAllows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
 import { l4PrefixBits, LookupResult, maskPort, pickWinner, PolicyKey, policyKeyString } from '../model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
-import { L7Rules, Policy, policyRefKey } from '../model/rules.js';
+import { L7Rules, Policy } from '../model/rules.js';
 import { Selector, selectorMatches } from '../model/selector.js';
 import type { EngineContext } from './context.js';
 import { DnsCache } from './dns-cache.js';
@@ -107,8 +107,9 @@ export class FqdnStage {
     this.cache = cache;
   }
 
-  policyUpserted(p: Policy): void {
-    this.policyDeleted(policyRefKey(p.ref));
+  /** `key` is `policyRefKey(p.ref)`. */
+  policyUpserted(p: Policy, key: string): void {
+    this.policyDeleted(key);
     // Indexed loops, and no array for a policy without DNS rules: the cold start runs this in the interpreter once per policy.
     let rules: DnsRule[] | null = null;
     for (let i = 0; i < p.rules.length; i++) {
@@ -120,7 +121,6 @@ export class FqdnStage {
       }
     }
     if (rules === null) return;
-    const key = policyRefKey(p.ref);
     this.dnsRules.set(key, rules);
     this.ctx.onUndo(() => this.dnsRules.delete(key));
   }

@@ -237,29 +237,31 @@ function parserOf(e: PolicyEntry): L7Parser | undefined {
  */
 const P25 = 2 ** 25;
 const P17 = 2 ** 17;
-const dirBit = (d: Direction): number => (d === 'ingress' ? 0 : 1);
+// The helpers below run tens of thousands of times in a cold start, mostly unoptimised, where
+// every call costs: none calls another. The direction's bit is 0 for ingress, 1 for egress; the
+// prefix code of (port, len) within a protocol is `(1 << len) + (port >>> (16 - len))`.
 /** Identity and direction as one small integer. */
-const idDir = (identity: IdentityId, d: Direction): number => identity * 2 + dirBit(d);
-/** The prefix code of (port, len) within a protocol. */
-const prefixCode = (port: number, len: number): number => (1 << len) + (port >>> (16 - len));
+const idDir = (identity: IdentityId, d: Direction): number => identity * 2 + (d === 'ingress' ? 0 : 1);
 /** The raw key of (identity and direction, protocol, port prefix). */
-const rawKeyAt = (idd: number, protocol: number, port: number, len: number): number => idd * P25 + protocol * P17 + prefixCode(port, len);
+const rawKeyAt = (idd: number, protocol: number, port: number, len: number): number => idd * P25 + protocol * P17 + (1 << len) + (port >>> (16 - len));
 
 function rawKey(k: PolicyKey): number {
   return rawKeyAt(idDir(k.identity, k.direction), k.protocol, k.port, k.portPrefixLen);
 }
 
 /** (direction, protocol) as one integer. */
-const dirProto = (d: Direction, protocol: number): number => dirBit(d) * 256 + protocol;
-/** A key without its identity. */
-const portKeyOf = (k: PolicyKey): number => dirProto(k.direction, k.protocol) * P17 + prefixCode(k.port, k.portPrefixLen);
+const dirProto = (d: Direction, protocol: number): number => (d === 'ingress' ? 0 : 256) + protocol;
+/** A key without its identity: its (direction, protocol) above its prefix code. */
+const portKeyOf = (k: PolicyKey): number => ((k.direction === 'ingress' ? 0 : 256) + k.protocol) * P17 + (1 << k.portPrefixLen) + (k.port >>> (16 - k.portPrefixLen));
 
 /** Does `outer` cover every packet `inner` covers (ignoring identity)? */
 function covers(outer: PolicyKey, inner: PolicyKey): boolean {
   if (outer.direction !== inner.direction) return false;
   if (outer.protocol === 0) return true;
   if (outer.protocol !== inner.protocol || inner.portPrefixLen < outer.portPrefixLen) return false;
-  return maskPort(inner.port, outer.portPrefixLen) === maskPort(outer.port, outer.portPrefixLen);
+  // maskPort(inner.port, len) === maskPort(outer.port, len), inline (ports are below 2^16).
+  const shift = 16 - outer.portPrefixLen;
+  return outer.portPrefixLen === 0 || inner.port >> shift === outer.port >> shift;
 }
 
 function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {

@@ -1,5 +1,4 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
-import { flat } from '../model/intern.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
@@ -110,7 +109,7 @@ export class ModelStore implements ModelView {
         this.namespaces.delete(e.name);
         return;
       case 'upsertPod': {
-        const key = flat(podKey(e.pod)); // a concatenation is a tree of 32-byte pieces until flattened
+        const key = podKey(e.pod); // flat: a concatenation is a tree of 32-byte pieces until flattened
         const old = this.pods.get(key);
         if (old) this.disown(key, old, e.pod);
         if (e.pod.ips === undefined) this.ipOwners.set(e.pod.ip.text, key); // no array per pod (podIps)
@@ -174,7 +173,7 @@ export class ModelStore implements ModelView {
    * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
    */
   private upsertPolicy(policy: Policy): void {
-    const key = flat(policyRefKey(policy.ref));
+    const key = policyRefKey(policy.ref);
     // Whether it is new matters only to the namespace index (not built in a cold start: one lookup fewer a policy).
     const ns = policy.ref.namespace;
     if (ns !== undefined && this.policiesByNs !== null && !this.policies.has(key)) index(this.policiesByNs, ns, key, true);

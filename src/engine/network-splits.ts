@@ -1,7 +1,7 @@
 import { Cidr, cidrContainsIp } from '../model/cidr.js';
 import { podIps, podKey, type Pod } from '../model/cluster.js';
 import { Label, LabelSet, labelSetKey, makeLabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
-import { policyRefKey, type Policy } from '../model/rules.js';
+import type { Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
 import type { TierPeer } from '../model/tiers.js';
 import type { EngineContext } from './context.js';
@@ -261,8 +261,9 @@ export class NetworkSplits {
     return out;
   }
 
-  policyUpserted(policy: Policy): void {
-    this.change(policyRefKey(policy.ref), termsOf(policy));
+  /** `key` is `policyRefKey(policy.ref)`. */
+  policyUpserted(policy: Policy, key: string): void {
+    this.change(key, termsOf(policy));
   }
 
   policyDeleted(key: string): void {

@@ -2,7 +2,7 @@ import { type Cidr, cidrContainsIp, type IpAddress } from '../model/cidr.js';
 import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
-import { hasApiServerStandIns, type Peer, type Policy, policyRefKey } from '../model/rules.js';
+import { hasApiServerStandIns, type Peer, type Policy } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -164,8 +164,8 @@ export class NodeTable {
     this.refreshApiServer(nodeAddresses(rec).map((a) => a.ip.text));
   }
 
-  policyUpserted(policy: Policy): void {
-    const key = policyRefKey(policy.ref);
+  /** `key` is `policyRefKey(policy.ref)`. */
+  policyUpserted(policy: Policy, key: string): void {
     this.setStandIn(key, hasApiServerStandIns(policy) ? policy : undefined);
     // Most policies have no nodes peers and no tiers: no Set and no arrays for them (30,000 in a cilium-ci cold start).
     const selectors = nodeSelectorsOf(policy);

@@ -1,6 +1,5 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { flat } from '../model/intern.js';
 import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -225,7 +224,7 @@ export class PodTable {
   }
 
   upsertPod(pod: Pod, local: boolean): void {
-    const key = flat(podKey(pod)); // unique per pod: flattened, not interned (interning costs ~7x more)
+    const key = podKey(pod); // unique per pod: flat, not interned (interning costs ~7x more)
     const old = this.pods.get(key);
     if (old) this.removeRecord(key, old);
     this.addPod(key, pod, local);

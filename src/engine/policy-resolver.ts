@@ -10,7 +10,6 @@ import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey
 import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
-import { flat } from '../model/intern.js';
 
 /** One clause of an attached unit: its port match, its map keys unless they depend on named ports, and what it contributes. */
 interface AttachedClause {
@@ -197,9 +196,8 @@ export class PolicyResolver implements NamedPortListener {
 
   // ---------------------------------------------------------------- policies
 
-  upsertPolicy(policy: Policy): void {
-    // Flattened (a concatenation is a tree of pieces); not interned: unique per policy, and interning costs ~7x more.
-    const key = flat(policyRefKey(policy.ref));
+  /** `key` is `policyRefKey(policy.ref)` (flat); not interned: unique per policy, and interning costs ~7x more. */
+  upsertPolicy(policy: Policy, key: string = policyRefKey(policy.ref)): void {
     const old = this.policies.get(key);
     const compiled = compilePolicy(policy, this.ctx.nodeCover);
     let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;

@@ -137,9 +137,10 @@ export function podIps(pod: Pick<Pod, 'ip' | 'ips'>): readonly IpAddress[] {
   return pod.ips ?? [pod.ip];
 }
 
+/** `namespace/name`, flat (a kept key needs no `flat` of its own; a copied pod's is built once). */
 export function podKey(p: { namespace: string; name: string }): string {
   if (p instanceof KeyedPod) return p.key;
-  return `${p.namespace}/${p.name}`;
+  return flat(`${p.namespace}/${p.name}`);
 }
 
 /**

@@ -21,9 +21,10 @@ export interface PolicyRef {
   readonly name: string;
 }
 
+/** The ref's key, flat (a kept key needs no `flat` of its own; a parsed policy's is built once). */
 export function policyRefKey(ref: PolicyRef): string {
   if (ref instanceof KeyedPolicyRef) return ref.key;
-  return ref.namespace === undefined ? `${ref.kind}/${ref.name}` : `${ref.kind}/${ref.namespace}/${ref.name}`;
+  return flat(ref.namespace === undefined ? `${ref.kind}/${ref.name}` : `${ref.kind}/${ref.namespace}/${ref.name}`);
 }
 
 /**

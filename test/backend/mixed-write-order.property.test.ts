@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
@@ -6,13 +7,15 @@ import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
+import { parseTrace } from '../../src/churn/trace.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
 import { entryEquals } from '../../src/engine/map-state.js';
 import { endpointMaps } from '../../src/harness/cluster-sync.js';
-import { cidrContainsIp, IpAddress, parseCidr } from '../../src/model/cidr.js';
+import { cidrContainsIp, IpAddress, parseCidr, parseIp } from '../../src/model/cidr.js';
 import { type ClusterState, podIps } from '../../src/model/cluster.js';
-import { maskedPortEnd, PolicyEntry, policyKeyString } from '../../src/model/policy-map.js';
+import type { AllowLocalhost } from '../../src/model/localhost.js';
+import { maskedPortEnd, maskPort, PolicyEntry, policyKeyString } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import type { Direction } from '../../src/model/rules.js';
 import { parseManifest } from '../../src/policy/manifest.js';
@@ -73,26 +76,29 @@ interface Flow {
 
 const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0 };
 
-/** Every address of the state: pods (all families), externals, nodes and their health addresses. */
-function addressesOf(state: ClusterState): Map<string, IpAddress> {
-  const out = new Map<string, IpAddress>();
-  for (const p of state.pods.values()) for (const ip of podIps(p)) out.set(ip.text, ip);
-  for (const x of state.externals.values()) out.set(x.ip.text, x.ip);
-  for (const n of state.nodes?.values() ?? []) for (const ip of [...n.ips, ...(n.health ?? [])]) out.set(ip.text, ip);
-  return out;
+/** A node's addresses before or after a transaction, and the local endpoints holding each. */
+interface View {
+  readonly addresses: ReadonlyMap<string, IpAddress>;
+  readonly owners: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
-/** The local endpoints holding each address in `state`. */
-function ownersIn(state: ClusterState, endpoints: ReadonlySet<string>, into: Map<string, Set<string>>): void {
+/** Every address of the state (pods of all families, externals, nodes and their health addresses) and its local owners. */
+function viewOf(state: ClusterState, endpoints: ReadonlySet<string>): View {
+  const addresses = new Map<string, IpAddress>();
+  const owners = new Map<string, Set<string>>();
   for (const p of state.pods.values()) {
     const ep = `${p.namespace}/${p.name}`;
-    if (!endpoints.has(ep)) continue;
     for (const ip of podIps(p)) {
-      let s = into.get(ip.text);
-      if (!s) into.set(ip.text, (s = new Set()));
-      s.add(ep);
+      addresses.set(ip.text, ip);
+      if (!endpoints.has(ep)) continue;
+      const s = owners.get(ip.text);
+      if (s) s.add(ep);
+      else owners.set(ip.text, new Set([ep]));
     }
   }
+  for (const x of state.externals.values()) addresses.set(x.ip.text, x.ip);
+  for (const n of state.nodes?.values() ?? []) for (const ip of [...n.ips, ...(n.health ?? [])]) addresses.set(ip.text, ip);
+  return { addresses, owners };
 }
 
 /** Probe ports: the generator's, plus every key's range ends and the ports just outside them. */
@@ -193,24 +199,30 @@ class SteppedNode {
   }
 
   /** The flows of a transaction from `before` to `after` (states and local endpoints). */
-  private plan(cs: ChangeSet, before: ClusterState, after: ClusterState, epsBefore: ReadonlySet<string>, epsAfter: ReadonlySet<string>, next: Engine): void {
-    const all = new Map([...addressesOf(before), ...addressesOf(after)]);
-    this.addresses = [...all].map(([text, ip]) => ({ text, ip }));
-    this.identity = this.addresses.map((a) => this.resolve(a.ip));
+  private plan(cs: ChangeSet, before: View, after: View, next: Engine, cap: number): void {
     // Only flows with a side whose map changes, or a peer address whose identity may change, can move.
     const touched = new Set([...cs.deltas.map((d) => d.endpoint), ...cs.endpointsAdded, ...cs.endpointsRemoved]);
     const prefixes = cs.ipcache.map((d) => parseCidr(d.prefix));
-    const moves = this.addresses.map((a) => prefixes.some((c) => c.family === a.ip.family && cidrContainsIp(c, a.ip)));
+    const all = new Map([...before.addresses, ...after.addresses]);
+    // An address inside each changed prefix (its first one), for learnt and CIDR entries no pod has.
+    for (const c of prefixes) {
+      const first = parseIp(c.text.slice(0, c.text.indexOf('/')));
+      if (c.prefixLength > 0) all.set(first.text, first);
+    }
+    const movesIp = (ip: IpAddress): boolean => prefixes.some((c) => c.family === ip.family && cidrContainsIp(c, ip));
+    const local = (text: string): boolean => before.owners.has(text) || after.owners.has(text);
+    // Past `cap`, addresses neither local nor moving are left out (a large trace).
+    const rest = [...all].filter(([text, ip]) => !local(text) && !movesIp(ip));
+    const kept = new Set(rest.slice(0, Math.max(0, cap)).map(([text]) => text));
+    this.addresses = [...all].filter(([text, ip]) => local(text) || movesIp(ip) || kept.has(text)).map(([text, ip]) => ({ text, ip }));
+    this.identity = this.addresses.map((a) => this.resolve(a.ip));
+    const moves = this.addresses.map((a) => movesIp(a.ip));
     const moving = (src: number, dst: number, srcEp: string | undefined, dstEp: string | undefined): boolean =>
       (srcEp !== undefined && (touched.has(srcEp) || (moves[dst] as boolean))) || (dstEp !== undefined && (touched.has(dstEp) || (moves[src] as boolean)));
-    const owners = new Map<string, Set<string>>();
-    ownersIn(before, epsBefore, owners);
-    ownersIn(after, epsAfter, owners);
-    const podsOnly = (text: string, s: ClusterState, eps: ReadonlySet<string>): boolean => [...s.pods.values()].some((p) => eps.has(`${p.namespace}/${p.name}`) && podIps(p).some((ip) => ip.text === text));
     // Sides of an address: its local owners, and none unless it is a local pod's in both states.
     const sides = this.addresses.map((a) => {
-      const s: (string | undefined)[] = [...(owners.get(a.text) ?? [])];
-      if (!podsOnly(a.text, before, epsBefore) || !podsOnly(a.text, after, epsAfter)) s.push(undefined);
+      const s: (string | undefined)[] = [...new Set([...(before.owners.get(a.text) ?? []), ...(after.owners.get(a.text) ?? [])])];
+      if (!before.owners.has(a.text) || !after.owners.has(a.text)) s.push(undefined);
       return s;
     });
     this.probes = probesOf([endpointMaps(next), new Map(this.maps.endpoints().map((ep) => [ep, new Map(this.maps.dump(ep).map((r) => [policyKeyString(r.key), r]))]))]);
@@ -239,8 +251,8 @@ class SteppedNode {
   }
 
   /** Writes one accepted transaction, returning the flows some intermediate state opened. */
-  transaction(cs: ChangeSet, before: ClusterState, after: ClusterState, epsBefore: ReadonlySet<string>, next: Engine): string[] {
-    this.plan(cs, before, after, epsBefore, new Set(next.endpoints()), next);
+  transaction(cs: ChangeSet, before: View, after: View, next: Engine, cap = Infinity): string[] {
+    this.plan(cs, before, after, next, cap);
     const old = this.flows.map((f) => this.rank(f));
     this.lowest = [...old];
     this.dirty.clear();
@@ -294,6 +306,26 @@ function staleDeltas(node: SteppedNode, cs: ChangeSet): string[] {
   return out;
 }
 
+/**
+ * The premise the write plan's exact check rests on (write-plan.ts, "Ancestors it does not write"):
+ * no entry lies under a broader key of its own trie (identity, direction) with a higher precedence.
+ */
+function hiddenUnderBroader(engine: Engine): string[] {
+  const out: string[] = [];
+  for (const ep of engine.endpoints()) {
+    const m = engine.mapState(ep);
+    for (const [ks, { key, entry }] of m) {
+      if (key.protocol === 0) continue;
+      const broader = [...Array.from({ length: key.portPrefixLen }, (_, len) => ({ ...key, port: maskPort(key.port, len), portPrefixLen: len })), { ...key, protocol: 0, port: 0, portPrefixLen: 0 }];
+      for (const b of broader) {
+        const e = m.get(policyKeyString(b))?.entry;
+        if (e && e.precedence > entry.precedence) out.push(`${ep} ${ks} (${entry.precedence}) under ${policyKeyString(b)} (${e.precedence})`);
+      }
+    }
+  }
+  return out;
+}
+
 type Txn = [MixOp[], boolean];
 
 function acceptedEvents(state: ClusterState, events: readonly EngineEvent[]): EngineEvent[] {
@@ -325,11 +357,11 @@ function applyTxn(engine: Engine, events: EngineEvent[], poisoned: boolean): Cha
 const history = fc.array(fc.tuple(fc.array(mixOp, { minLength: 1, maxLength: 5 }), fc.nat({ max: 5 }).map((n) => n === 0)), { minLength: 3, maxLength: 14 });
 
 /** Runs mixed histories through a stepped node; `strict`: every check is asserted (else violations are only counted). */
-function runHistories(order: 'between phases' | 'after the maps', strict: boolean, params: fc.Parameters<[Txn[]]>): void {
+function runHistories(order: 'between phases' | 'after the maps', strict: boolean, params: fc.Parameters<[Txn[], AllowLocalhost]>): void {
   fc.assert(
-    fc.property(history, (txns: Txn[]) => {
+    fc.property(history, fc.constantFrom<AllowLocalhost>('always', 'policy'), (txns: Txn[], allowLocalhost) => {
       stats.histories++;
-      const engine = new Engine({ mapCapacity: CAPACITY });
+      const engine = new Engine({ mapCapacity: CAPACITY, allowLocalhost });
       const node = new SteppedNode(order);
       const local = new Map<string, boolean>();
       const setup = SETUP.flatMap(toEvents);
@@ -338,7 +370,7 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
         stats.deltas += cs.deltas.length;
         stats.ipcacheDeltas += cs.ipcache.length;
         expect(staleDeltas(node, cs), `${step}: stale deltas`).toEqual([]);
-        const opened = node.transaction(cs, before, after, eps, engine);
+        const opened = node.transaction(cs, viewOf(before, eps), viewOf(after, new Set(engine.endpoints())), engine);
         stats.violations += opened.length;
         if (strict) expect(opened, `${step}: flows opened`).toEqual([]);
       };
@@ -361,6 +393,7 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
         for (const e of events) trackLocality(local, state, e);
         expect(new Map(node.maps.endpoints().map((ep) => [ep, node.maps.size(ep)]))).toEqual(new Map(engine.endpoints().map((ep) => [ep, engine.mapState(ep).size])));
         expect(node.ipcache).toEqual(kernelIpcacheContent(engine));
+        expect(hiddenUnderBroader(engine), `txn ${ti}: an entry under a broader key of higher precedence`).toEqual([]);
       });
     }),
     params,
@@ -380,6 +413,64 @@ describe('fail-closed write order over mixed histories, every intermediate state
     while (stats.violations === before && seeds < 40) runHistories('after the maps', false, { numRuns: 1, seed: 20261201 + seeds++ });
     expect(stats.violations).toBeGreaterThan(before);
   }, TIMEOUT);
+});
+
+/**
+ * A gen trace (`DISTILL_TRACE=path`, e.g. `distill gen --profile small --seed 7`): the initial
+ * phase as one transaction, then one per churn event, each checked as above. Pod addresses come
+ * from the events; past `DISTILL_TRACE_CAP` (default 40) addresses neither local nor moving are
+ * left out of a transaction's flows.
+ */
+class PodBook {
+  private readonly pods = new Map<string, { ips: readonly IpAddress[]; local: boolean; ns: string }>();
+  view(endpoints: ReadonlySet<string>): View {
+    const addresses = new Map<string, IpAddress>();
+    const owners = new Map<string, Set<string>>();
+    for (const [ep, p] of this.pods) {
+      for (const ip of p.ips) {
+        addresses.set(ip.text, ip);
+        if (!endpoints.has(ep)) continue;
+        const s = owners.get(ip.text);
+        if (s) s.add(ep);
+        else owners.set(ip.text, new Set([ep]));
+      }
+    }
+    return { addresses, owners };
+  }
+  feed(e: EngineEvent): void {
+    if (e.type === 'upsertPod') this.pods.set(`${e.pod.namespace}/${e.pod.name}`, { ips: podIps(e.pod), local: e.local ?? false, ns: e.pod.namespace });
+    if (e.type === 'deletePod') this.pods.delete(`${e.namespace}/${e.name}`);
+    if (e.type === 'deleteNamespace') for (const [k, p] of [...this.pods]) if (p.ns === e.name) this.pods.delete(k);
+  }
+}
+
+const TRACE = process.env.DISTILL_TRACE;
+describe.skipIf(TRACE === undefined)('fail-closed write order over a gen trace (DISTILL_TRACE)', () => {
+  it('every transaction', () => {
+    const path = TRACE as string;
+    const trace = parseTrace(readFileSync(path, 'utf8'), path, { manifests: false });
+    const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+    const events = trace.items.flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+    const initialCount = trace.items.slice(0, firstChurn).filter((i) => i.kind === 'event').length;
+    const txns = [events.slice(0, initialCount), ...events.slice(initialCount).map((e) => [e])];
+    const cap = Number(process.env.DISTILL_TRACE_CAP ?? 40);
+    const engine = new Engine();
+    const node = new SteppedNode();
+    const book = new PodBook();
+    txns.forEach((batch, ti) => {
+      const before = book.view(new Set(engine.endpoints()));
+      const cs = engine.apply(batch);
+      for (const e of batch) book.feed(e);
+      stats.txns++;
+      stats.deltas += cs.deltas.length;
+      stats.ipcacheDeltas += cs.ipcache.length;
+      expect(staleDeltas(node, cs), `txn ${ti}: stale deltas`).toEqual([]);
+      const opened = node.transaction(cs, before, book.view(new Set(engine.endpoints())), engine, cap);
+      stats.violations += opened.length;
+      expect(opened, `txn ${ti}: flows opened`).toEqual([]);
+    });
+    expect(node.ipcache).toEqual(kernelIpcacheContent(engine));
+  }, 60 * 60_000);
 });
 
 afterAll(() => {

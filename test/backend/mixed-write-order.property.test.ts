@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
+import { applyChangeSet, BackendError, MapBackend, WriteStats } from '../../src/backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
 import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
@@ -9,7 +9,8 @@ import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
 import { parseTrace } from '../../src/churn/trace.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
+import type { ChangeSet, EngineEvent, IpcacheDelta, MapDelta } from '../../src/engine/events.js';
+import { reconcile } from '../../src/node/restart.js';
 import { entryEquals } from '../../src/engine/map-state.js';
 import { endpointMaps } from '../../src/harness/cluster-sync.js';
 import { cidrContainsIp, IpAddress, parseCidr, parseIp } from '../../src/model/cidr.js';
@@ -74,7 +75,7 @@ interface Flow {
   readonly probe: number;
 }
 
-const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0 };
+const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0, crashes: 0, restarts: 0 };
 
 /** A node's addresses before or after a transaction, and the local endpoints holding each. */
 interface View {
@@ -121,6 +122,26 @@ function probesOf(maps: readonly ReadonlyMap<string, ReadonlyMap<string, { key: 
     }
   }
   return out;
+}
+
+/** What a write touches: the endpoints of its deltas, new and removed maps, ipcache prefixes. */
+type Moves = Pick<ChangeSet, 'deltas' | 'ipcache' | 'endpointsAdded' | 'endpointsRemoved'>;
+
+/** `inner`, refusing every map operation after the first `n` (a writer killed part-way through a plan). */
+function crashingBackend(inner: MapBackend, n: number): MapBackend {
+  let left = n;
+  return Object.assign(Object.create(inner) as MapBackend, {
+    apply: (endpoint: string, deltas: readonly MapDelta[]): WriteStats => {
+      const total: WriteStats = { upserts: 0, deletes: 0, syscalls: 0 };
+      for (const [i, d] of deltas.entries()) {
+        if (left-- <= 0) throw new BackendError('killed', endpoint, i);
+        const s = inner.apply(endpoint, [d]);
+        total.upserts += s.upserts;
+        total.deletes += s.deletes;
+      }
+      return total;
+    },
+  });
 }
 
 /** A node's policy maps and ipcache, written one operation at a time, every flow checked after each. */
@@ -187,8 +208,9 @@ class SteppedNode {
     this.step(this.flowsOfEp.get(ep));
   }
 
-  private writeIpcache(cs: ChangeSet): void {
-    for (const d of ipcacheWriteOrder(kernelIpcacheDeltas(cs.ipcache))) {
+  /** Writes ipcache deltas in `KernelIpcache.apply`'s order (`kernelForm`: already as the kernel takes them, world at /0). */
+  private writeIpcache(deltas: readonly IpcacheDelta[], kernelForm = false): void {
+    for (const d of ipcacheWriteOrder(kernelForm ? deltas : kernelIpcacheDeltas(deltas))) {
       if (d.op === 'delete') this.ipcache.delete(d.prefix);
       else this.ipcache.set(d.prefix, d.identity);
       const c = parseCidr(d.prefix);
@@ -199,7 +221,7 @@ class SteppedNode {
   }
 
   /** The flows of a transaction from `before` to `after` (states and local endpoints). */
-  private plan(cs: ChangeSet, before: View, after: View, next: Engine, cap: number): void {
+  private plan(cs: Moves, before: View, after: View, next: Engine, cap: number): void {
     // Only flows with a side whose map changes, or a peer address whose identity may change, can move.
     const touched = new Set([...cs.deltas.map((d) => d.endpoint), ...cs.endpointsAdded, ...cs.endpointsRemoved]);
     const prefixes = cs.ipcache.map((d) => parseCidr(d.prefix));
@@ -250,17 +272,55 @@ class SteppedNode {
     this.memo.clear();
   }
 
-  /** Writes one accepted transaction, returning the flows some intermediate state opened. */
-  transaction(cs: ChangeSet, before: View, after: View, next: Engine, cap = Infinity): string[] {
+  /**
+   * Writes one accepted transaction, returning the flows some intermediate state opened. `crashAt`:
+   * the backend refuses the write after that many map operations (a writer killed part-way), the
+   * rest of the plan is not written.
+   */
+  transaction(cs: ChangeSet, before: View, after: View, next: Engine, cap = Infinity, crashAt = Infinity): string[] {
     this.plan(cs, before, after, next, cap);
     const old = this.flows.map((f) => this.rank(f));
     this.lowest = [...old];
     this.dirty.clear();
-    if (this.order === 'between phases') applyChangeSet(this.stepped, cs, () => this.writeIpcache(cs));
-    else {
-      applyChangeSet(this.stepped, cs);
-      this.writeIpcache(cs);
+    const target = crashAt === Infinity ? this.stepped : crashingBackend(this.stepped, crashAt);
+    try {
+      if (this.order === 'between phases') applyChangeSet(target, cs, () => this.writeIpcache(cs.ipcache));
+      else {
+        applyChangeSet(target, cs);
+        this.writeIpcache(cs.ipcache);
+      }
+    } catch (e) {
+      if (!(e instanceof BackendError) || crashAt === Infinity) throw e;
+      stats.crashes++;
     }
+    return this.opened(old);
+  }
+
+  /**
+   * A restarted writer on these maps and ipcache: `reconcile` to the engine's state, the ipcache
+   * synced at its phase boundary (as `distill agent` does). The flows of every endpoint and of
+   * every address whose identity changes are checked against the maps as found and the engine's.
+   */
+  restart(engine: Engine, before: View, after: View): string[] {
+    const wanted = kernelIpcacheContent(engine);
+    const ipcache: IpcacheDelta[] = [];
+    for (const [prefix, identity] of wanted) {
+      const was = this.ipcache.get(prefix);
+      if (was !== identity) ipcache.push({ op: 'upsert', prefix, identity, ...(was === undefined ? {} : { previous: was }) });
+    }
+    for (const [prefix, identity] of this.ipcache) if (!wanted.has(prefix)) ipcache.push({ op: 'delete', prefix, identity });
+    const held = this.maps.endpoints();
+    const all = [...new Set([...held, ...engine.endpoints()])];
+    this.plan({ deltas: [], ipcache, endpointsAdded: all, endpointsRemoved: [] }, before, after, engine, Infinity);
+    const old = this.flows.map((f) => this.rank(f));
+    this.lowest = [...old];
+    this.dirty.clear();
+    reconcile(engine, this.stepped, () => this.writeIpcache(ipcache, true));
+    stats.restarts++;
+    return this.opened(old);
+  }
+
+  private opened(old: readonly number[]): string[] {
     const bad: string[] = [];
     for (const i of this.dirty) {
       const f = this.flows[i] as Flow;
@@ -326,7 +386,8 @@ function hiddenUnderBroader(engine: Engine): string[] {
   return out;
 }
 
-type Txn = [MixOp[], boolean];
+/** Operations, poisoned, and (sometimes) the map operation the writer is killed at, then restarted on the maps. */
+type Txn = [MixOp[], boolean, number | null];
 
 function acceptedEvents(state: ClusterState, events: readonly EngineEvent[]): EngineEvent[] {
   const out: EngineEvent[] = [];
@@ -354,7 +415,8 @@ function applyTxn(engine: Engine, events: EngineEvent[], poisoned: boolean): Cha
   }
 }
 
-const history = fc.array(fc.tuple(fc.array(mixOp, { minLength: 1, maxLength: 5 }), fc.nat({ max: 5 }).map((n) => n === 0)), { minLength: 3, maxLength: 14 });
+const crash = fc.tuple(fc.nat({ max: 4 }), fc.nat({ max: 10 })).map(([c, k]) => (c === 0 ? k : null));
+const history = fc.array(fc.tuple(fc.array(mixOp, { minLength: 1, maxLength: 5 }), fc.nat({ max: 5 }).map((n) => n === 0), crash), { minLength: 3, maxLength: 14 });
 
 /** Runs mixed histories through a stepped node; `strict`: every check is asserted (else violations are only counted). */
 function runHistories(order: 'between phases' | 'after the maps', strict: boolean, params: fc.Parameters<[Txn[], AllowLocalhost]>): void {
@@ -366,17 +428,21 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
       const local = new Map<string, boolean>();
       const setup = SETUP.flatMap(toEvents);
       let state = modelAfter(ALL_INITIAL, setup) as ClusterState;
-      const write = (cs: ChangeSet, before: ClusterState, after: ClusterState, eps: ReadonlySet<string>, step: string): void => {
+      const write = (cs: ChangeSet, before: ClusterState, after: ClusterState, eps: ReadonlySet<string>, step: string, crashAt: number | null = null): void => {
         stats.deltas += cs.deltas.length;
         stats.ipcacheDeltas += cs.ipcache.length;
         expect(staleDeltas(node, cs), `${step}: stale deltas`).toEqual([]);
-        const opened = node.transaction(cs, viewOf(before, eps), viewOf(after, new Set(engine.endpoints())), engine);
+        const viewBefore = viewOf(before, eps);
+        const viewAfter = viewOf(after, new Set(engine.endpoints()));
+        const opened = node.transaction(cs, viewBefore, viewAfter, engine, Infinity, crashAt ?? Infinity);
+        // Killed part-way: a restarted writer reconciles the maps as found (and the ipcache) to the engine's state.
+        if (crashAt !== null) opened.push(...node.restart(engine, viewOf(after, new Set(node.maps.endpoints())), viewAfter).map((f) => `restart: ${f}`));
         stats.violations += opened.length;
         if (strict) expect(opened, `${step}: flows opened`).toEqual([]);
       };
       write(engine.apply(setup), ALL_INITIAL, state, new Set(), 'setup');
       for (const e of setup) trackLocality(local, state, e);
-      txns.forEach(([ops, poisoned], ti) => {
+      txns.forEach(([ops, poisoned, crashAt], ti) => {
         const bad = ops.some((o) => o.k === 'all' && hasBad([o.op]));
         const raw = ops.flatMap((o) => mixEvents(state, local, o));
         const events = bad ? raw : acceptedEvents(state, raw);
@@ -387,7 +453,8 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
         stats.txns++;
         const then = (cs as ChangeSet & { followedBy?: ChangeSet }).followedBy;
         // The poison's own change set is written as it came (it and its removal are two transactions).
-        write(cs, state, next, eps, `txn ${ti}`);
+        // The order check (not strict) kills no writer: its violations are the ipcache order's alone.
+        write(cs, state, next, eps, `txn ${ti}`, strict ? crashAt : null);
         if (then) write(then, next, next, new Set(engine.endpoints()), `txn ${ti} unpoison`);
         state = next;
         for (const e of events) trackLocality(local, state, e);

@@ -40,8 +40,8 @@ import { steppedBackend } from './stepped-backend.js';
  * local pod's: within a phase every map moves one way, so any combination of sides must hold.
  */
 const LONG = Boolean(process.env.DISTILL_LONG);
-const RUNS = Number(process.env.DISTILL_RUNS ?? (LONG ? 100_000 : 8));
-const TIMEOUT = LONG || process.env.DISTILL_RUNS ? 60 * 60_000 : 120_000;
+const RUNS = Number(process.env.DISTILL_RUNS ?? (LONG ? 100_000 : 6));
+const TIMEOUT = LONG || process.env.DISTILL_RUNS ? 60 * 60_000 : 300_000;
 const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
 /** The backend's smallest capacity, the engine's too: a plan may be short of room (allows-first, deny-all). */
 const CAPACITY = 256;

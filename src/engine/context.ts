@@ -1,6 +1,7 @@
 import type { Cidr, IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
+import type { IpcacheView } from './ipcache-view.js';
 import { failClosedNodeCover, type NodeCover } from './tiers.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
@@ -84,10 +85,8 @@ export class EngineContext {
   readonly adoptedL7 = new Set<LocalIdentity>();
   /** ipcache prefixes touched in this transaction, with the identity each had before. */
   readonly ipcacheTouched = new IpcacheJournal();
-  /** The ipcache's current identity for an address's host prefix (wired by the engine: pod IPs, learnt IPs, then CIDR identities). */
-  ipcacheHostAt: (ip: IpAddress) => IdentityId | undefined = () => undefined;
-  /** The ipcache's current identity for an exact prefix shorter than a host prefix (CIDR identities). */
-  ipcachePrefixAt: (prefix: Cidr) => IdentityId | undefined = () => undefined;
+  /** Where the ipcache's current identities are read (wired by the engine with each set of stages; null before). */
+  ipcache: IpcacheView | null = null;
   /** Which node roles' addresses `cidrs` hold, all or some (tiers.ts `NodeCover`; unwired: fail closed). */
   nodeCover: NodeCover = failClosedNodeCover;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
@@ -110,6 +109,16 @@ export class EngineContext {
   /** Records how to undo a mutation (outside a transaction, nothing is recorded). */
   onUndo(fn: () => void): void {
     this.undoLog?.push(fn);
+  }
+
+  /** The ipcache's current identity for an address's host prefix (ipcache-view.ts `hostAt`). */
+  ipcacheHostAt(ip: IpAddress): IdentityId | undefined {
+    return this.ipcache?.hostAt(ip);
+  }
+
+  /** The ipcache's current identity for an exact prefix shorter than a host prefix (CIDR identities). */
+  ipcachePrefixAt(prefix: Cidr): IdentityId | undefined {
+    return this.ipcache?.prefixAt(prefix);
   }
 
   /** Called before an ipcache prefix changes (a CIDR identity): commit diffs it. */

@@ -11,6 +11,7 @@ import { EngineContext } from './context.js';
 import { ChangeSet, EngineError, EngineEvent, EngineFailedError, L7PortRange, L7TableRow, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
 import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } from './explain.js';
 import { IdentityRecord, IdentityTable } from './identities.js';
+import { IpcacheView } from './ipcache-view.js';
 import { ModelStore } from './model-store.js';
 import { NetworkSplits } from './network-splits.js';
 import { NodeTable } from './node-table.js';
@@ -127,8 +128,7 @@ export class Engine {
     const stages = { identities, maps, pods, nodes, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
     ctx.nodeCover = (cidrs) => nodes.cover(cidrs);
-    ctx.ipcacheHostAt = (ip) => (nodes.at(ip.text) ?? pods.ipIdentityAt(ip.text) ?? nodes.apiServerAt(ip.text) ?? identities.fqdnHost(ip.text) ?? identities.cidrHost(ip))?.id;
-    ctx.ipcachePrefixAt = (prefix) => identities.cidrExact(prefix)?.id;
+    ctx.ipcache = new IpcacheView(nodes, pods, identities);
     const commit = new Commit(ctx, maps, this.proxyPorts);
     this.stages = { ...stages, resolver, fqdn, splits, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }

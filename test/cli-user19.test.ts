@@ -1,9 +1,10 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, tmpFile } from './cli-helpers.js';
+import { EtcdServer, requireEtcdOrSkip } from './kvstore/etcd-server.js';
 
 // Round 19u (docs/attack-findings-19u.md): an operator running the agent and the CLI as the README says.
 
@@ -29,4 +30,35 @@ describe('1260. maps clean --pin-dir DIR removes what `distill agent --backend b
       rmSync(pinDir, { recursive: true, force: true });
     }
   });
+});
+
+describe('1262. agent --identities etcd --exit-at-eof says what it waits for', () => {
+  const hasEtcd = requireEtcdOrSkip('1262');
+  let etcd: EtcdServer | undefined;
+  beforeAll(async () => {
+    if (hasEtcd) etcd = await EtcdServer.start();
+  });
+  const children: ReturnType<typeof spawn>[] = [];
+  afterAll(async () => {
+    for (const c of children) c.kill('SIGKILL');
+    await etcd?.stop();
+  });
+  it.skipIf(!hasEtcd)('a remote pod whose node runs no agent: a warning names the wait (was: silence, for ever)', async () => {
+    // shop/b runs on node-b, whose agent would allocate its identity; none runs, so the wait has no end.
+    const stream = tmpFile('events.json', `${NAMESPACE}\n${localPod('a', 2)}\n${localPod('b', 3, 'node-b')}\n`);
+    const child = spawn('node', ['dist/cli/main.js', 'agent', '--node', 'node-a', '--watch', stream, '--identities', 'etcd', '--etcd', etcd!.url, '--exit-at-eof'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    const warned = await new Promise<boolean>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString('utf8');
+        if (stderr.includes('waiting for the identities of remote pods')) resolve(true);
+      });
+      child.on('exit', () => resolve(false));
+    });
+    child.kill('SIGTERM');
+    expect(warned, stderr).toBe(true);
+    const line = stderr.split('\n').find((l) => l.includes('waiting for the identities'));
+    expect(JSON.parse(line!)).toMatchObject({ level: 40 });
+  }, 60_000);
 });

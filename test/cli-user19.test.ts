@@ -62,3 +62,34 @@ describe('1262. agent --identities etcd --exit-at-eof says what it waits for', (
     expect(JSON.parse(line!)).toMatchObject({ level: 40 });
   }, 60_000);
 });
+
+describe('1263. plan on a scenario without probes says it checked no pod pair', () => {
+  const SCENARIO = `namespaces: [{name: shop}]
+pods:
+  - {name: shop/backend, labels: {app: backend}}
+  - {name: shop/db, labels: {app: db}, ports: [{name: pg, port: 5432}]}
+`;
+  const NP = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-backend, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{podSelector: {matchLabels: {app: backend}}}], ports: [{port: pg}]}]
+`;
+  it('text: not "no verdict changes" when no pair was checked (the change isolates shop/db)', () => {
+    const r = cli('plan', '--scenario', tmpFile('s.yaml', SCENARIO), '-f', tmpFile('np.yaml', NP));
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).not.toContain('no verdict changes');
+    expect(r.out).toContain('no pod pairs checked');
+    expect(r.out).toContain('--port');
+  });
+  it('json: checkedPorts tells an empty check from no changes', () => {
+    const none = cli('plan', '--scenario', tmpFile('s.yaml', SCENARIO), '-f', tmpFile('np.yaml', NP), '-o', 'json');
+    expect(JSON.parse(none.out)).toMatchObject({ checkedPorts: [], verdictChanges: [] });
+    const some = cli('plan', '--scenario', tmpFile('s.yaml', SCENARIO), '-f', tmpFile('np.yaml', NP), '--port', '5432/TCP', '--port', '80/TCP', '-o', 'json');
+    const out = JSON.parse(some.out) as { checkedPorts: string[]; verdictChanges: { from: string; to: string; port: number }[] };
+    expect(out.checkedPorts).toEqual(['5432/TCP', '80/TCP']);
+    expect(out.verdictChanges).toContainEqual(expect.objectContaining({ from: 'shop/backend', to: 'shop/db', port: 80 }));
+  });
+});

@@ -93,3 +93,19 @@ spec:
     expect(out.verdictChanges).toContainEqual(expect.objectContaining({ from: 'shop/backend', to: 'shop/db', port: 80 }));
   });
 });
+
+describe('1265. maps clean on a pin dir that does not exist creates nothing', () => {
+  it.skipIf(!asRoot)('a mistyped --pin-dir: "no such directory", exit 0, and no directory left on bpffs (was: created, "no distill maps")', () => {
+    const pinDir = `/sys/fs/bpf/distill-test-user19-${randomBytes(6).toString('hex')}`;
+    try {
+      const r = cli('maps', 'clean', '--pin-dir', pinDir);
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toContain('no such directory');
+      expect(existsSync(pinDir)).toBe(false);
+      expect(JSON.parse(cli('maps', 'clean', '--pin-dir', pinDir, '-o', 'json').out)).toEqual({ removed: [] });
+      expect(existsSync(pinDir)).toBe(false);
+    } finally {
+      rmSync(pinDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -94,6 +94,11 @@ const PIN_SUBDIRS = ['scenario', 'replay', 'agent'] as const;
 function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): number {
   const removed: string[] = [];
   try {
+    // Opening a backend creates its pin dir: a mistyped --pin-dir would be left behind, and look cleaned.
+    if (!existsSync(opts.pinDir)) {
+      if (!printData(ctx.io, opts.output, { removed })) ctx.io.out(`no distill maps under ${opts.pinDir}: no such directory\n`);
+      return 0;
+    }
     for (const dir of [opts.pinDir, ...PIN_SUBDIRS.map((sub) => join(opts.pinDir, sub))]) {
       if (dir !== opts.pinDir && !existsSync(dir)) continue;
       const backend = new BpfBackend({ pinDir: dir });

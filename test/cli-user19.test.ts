@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, tmpFile } from './cli-helpers.js';
@@ -107,5 +107,71 @@ describe('1265. maps clean on a pin dir that does not exist creates nothing', ()
     } finally {
       rmSync(pinDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('1264. docs/cli.md "JSON output" says what each command prints', () => {
+  const page = readFileSync('docs/cli.md', 'utf8');
+  const section = page.slice(page.indexOf('## JSON output'), page.indexOf('## Usage errors'));
+  /** The `{a, b?, c}` key lists of the bullet for `command`, in order. */
+  const shapes = (command: string): string[][] => {
+    const bullet = section.split('\n- ').find((b) => b.startsWith(`\`${command}\`:`)) ?? '';
+    return [...bullet.matchAll(/\{([a-zA-Z0-9?, ]+)\}/g)].map((m) => m[1]!.split(',').map((k) => k.trim()));
+  };
+  /** Keys `obj` has agree with the documented list: every required one present, nothing undocumented. */
+  const agrees = (documented: string[] | undefined, obj: object): void => {
+    expect(documented, JSON.stringify(obj)).toBeDefined();
+    const required = documented!.filter((k) => !k.endsWith('?'));
+    const all = documented!.map((k) => k.replace(/\?$/, ''));
+    expect(Object.keys(obj).filter((k) => !all.includes(k))).toEqual([]);
+    expect(required.filter((k) => !(k in obj))).toEqual([]);
+  };
+  const S = `namespaces: [{name: shop}]
+pods:
+  - {name: shop/web, labels: {app: web}}
+  - {name: shop/api, labels: {app: api}}
+policies:
+  - apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: api, namespace: shop}
+    spec:
+      endpointSelector: {matchLabels: {app: api}}
+      ingress:
+        - fromEndpoints: [{matchLabels: {app: web}}]
+          toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: GET}]}}]
+`;
+  const json = (...args: string[]): unknown => {
+    const r = cli(...args, '-o', 'json');
+    expect(r.code, r.err).toBe(0);
+    return JSON.parse(r.out) as unknown;
+  };
+  it('trace: the flow, each side, the matched entry, the L7 verdict', () => {
+    const file = tmpFile('s.yaml', S);
+    const t = json('trace', '--scenario', file, '--from', 'shop/web', '--to', 'shop/api', '--port', '80/TCP', '--http-path', '/') as { sides: { entry: object; l7?: object }[] };
+    const [top, side, entry, l7] = shapes('trace');
+    agrees(top, t);
+    const ingress = t.sides[1]!;
+    agrees(side, ingress);
+    agrees(entry, ingress.entry);
+    agrees(l7, ingress.l7!);
+  });
+  it('selectors, identities, maps list: lists of objects', () => {
+    const file = tmpFile('s.yaml', S);
+    for (const command of ['selectors', 'identities', 'maps list']) {
+      const rows = json(...command.split(' '), '--scenario', file) as object[];
+      expect(rows.length, command).toBeGreaterThan(0);
+      for (const row of rows) agrees(shapes(command)[0], row);
+    }
+  });
+  it('maps dump: the map, its entries and L7 rows; --all: one object per line', () => {
+    const file = tmpFile('s.yaml', S);
+    const d = json('maps', 'dump', '--scenario', file, '--endpoint', 'shop/api') as { entries: object[]; l7: object[] };
+    const [top, entry, , l7] = shapes('maps dump');
+    agrees(top, d);
+    for (const e of d.entries) agrees(entry, e);
+    expect(d.l7.length).toBeGreaterThan(0);
+    for (const row of d.l7) agrees(l7, row);
+    const all = cli('maps', 'dump', '--scenario', file, '--all', '-o', 'json').out.trim().split('\n');
+    expect(all.map((l) => (JSON.parse(l) as { endpoint: string }).endpoint).sort()).toEqual(['shop/api', 'shop/web']);
   });
 });

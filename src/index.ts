@@ -24,7 +24,9 @@ export type { Pod } from './model/cluster.js';
 export type { IpAddress, IpFamily } from './model/cidr.js';
 export { parseIp } from './model/cidr.js';
 export type { ContainerPort } from './model/ports.js';
-export type { Policy, PolicyRef, PolicyKind, Direction } from './model/rules.js';
+export type { Policy, PolicyRef, PolicyKind, Direction, RuleOrigin } from './model/rules.js';
+export type { LabelSet } from './model/labels.js';
+export type { FqdnEvent } from './model/fqdn-events.js';
 export type { PolicyEntry, PolicyKey, LookupResult } from './model/policy-map.js';
 export type { IdentityId } from './model/identity.js';
 export { podIdentityLabels, securityLabels } from './model/identity.js';
@@ -32,6 +34,7 @@ export { podIdentityLabels, securityLabels } from './model/identity.js';
 /** Reading policy manifests. */
 export { parseManifest, parseManifests } from './policy/manifest.js';
 export { ManifestError } from './policy/errors.js';
+export type { ParseOptions } from './policy/cilium.js';
 
 /** Where the maps live. */
 export { applyChangeSet, BackendError } from './backend/backend.js';

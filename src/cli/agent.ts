@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { Agent } from '../agent/agent.js';
 import { EtcdIdentitySource } from '../agent/etcd-identities.js';
@@ -115,7 +115,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   source?.start();
   try {
     await agent.run();
-    if (source && !agent.stopped) await settle(agent, source);
+    if (source && !agent.stopped) await settle(agent, source, logger);
     if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true, source));
   } finally {
     process.off('SIGTERM', onTerm);
@@ -134,8 +134,16 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
 /**
  * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
  * knows has one (remote pods: from their nodes' agents) and the engine has applied them all.
+ * Waiting on other nodes' agents is said once: with none running it lasts until stopped.
  */
-async function settle(agent: Agent, source: EtcdIdentitySource): Promise<void> {
-  while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) await new Promise((r) => setTimeout(r, 20));
+async function settle(agent: Agent, source: EtcdIdentitySource, logger: Logger): Promise<void> {
+  let told = false;
+  while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) {
+    if (!told && source.settled && !source.settledCluster) {
+      told = true;
+      logger.warn('--exit-at-eof: the streams ended and this node\'s pods hold their identities; waiting for the identities of remote pods, which their nodes\' agents allocate in etcd');
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
   agent.flush();
 }

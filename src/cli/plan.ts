@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { deletePolicy, upsertPolicy } from '../model/cluster.js';
 import { POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
-import { planChange, PlanResult, probePorts } from '../explain/plan.js';
+import { planChange, PlanPort, PlanResult, probePorts } from '../explain/plan.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, table } from './common.js';
 import { scenarioState } from '../scenario/run.js';
 import { InputError } from './input.js';
@@ -29,7 +29,18 @@ interface PlanOptions {
   output: OutputFormat;
 }
 
-function planJson(r: PlanResult, wide: boolean): Record<string, unknown> {
+/** The distinct PORT/PROTO the pod pairs were checked on. */
+function checkedPorts(ports: readonly PlanPort[]): string[] {
+  return [...new Set(ports.map((p) => `${p.port}/${p.protocol}`))];
+}
+
+/** Says which ports were checked: "no verdict changes" after checking none would mislead. */
+function noChangesLine(ports: readonly PlanPort[]): string {
+  if (ports.length === 0) return "no pod pairs checked: the scenario's steps have no probes (give --port PORT/PROTO to check every pod pair on a port)";
+  return `no verdict changes (every pod pair checked on ${checkedPorts(ports).join(', ')})`;
+}
+
+function planJson(r: PlanResult, ports: readonly PlanPort[], wide: boolean): Record<string, unknown> {
   const labelsOf = labelsOfEngine(r.engine);
   const endpoints = Object.create(null) as Record<string, unknown>;
   for (const [ep, d] of r.endpoints) {
@@ -41,13 +52,14 @@ function planJson(r: PlanResult, wide: boolean): Record<string, unknown> {
     endpoints,
     ...(r.endpointsAdded.length ? { endpointsAdded: r.endpointsAdded } : {}),
     ...(r.endpointsRemoved.length ? { endpointsRemoved: r.endpointsRemoved } : {}),
+    checkedPorts: checkedPorts(ports),
     verdictChanges: r.verdictChanges,
     pressure: Object.fromEntries(r.pressure),
     ...(r.refused ? { refused: r.refused } : {}),
   };
 }
 
-function planText(r: PlanResult, wide: boolean): string {
+function planText(r: PlanResult, ports: readonly PlanPort[], wide: boolean): string {
   if (r.refused) return `REFUSED: ${r.refused.reason}${r.refused.culprits.length > 0 ? `\nculprits:\n${r.refused.culprits.map((c) => `  ${c}`).join('\n')}` : ''}`;
   const labelsOf = labelsOfEngine(r.engine);
   const out: string[] = [];
@@ -59,7 +71,7 @@ function planText(r: PlanResult, wide: boolean): string {
     }
   }
   out.push('');
-  if (r.verdictChanges.length === 0) out.push('no verdict changes');
+  if (r.verdictChanges.length === 0) out.push(noChangesLine(ports));
   else out.push(table(['FROM', 'TO', 'PORT/PROTO', 'REQUEST', 'BEFORE', 'AFTER'], r.verdictChanges.map((c) => [c.from, c.to, `${c.port}/${c.protocol}`, c.request ?? '-', c.before, `→ ${c.after}`])));
   return out.join('\n');
 }
@@ -76,7 +88,7 @@ function plan(ctx: Ctx, opts: PlanOptions): number {
     const ports = [...probePorts(scenario), ...opts.port.map(parsePortProto)];
     const result = planChange(before, after, ports);
     const wide = opts.output !== 'text';
-    if (!printData(ctx.io, opts.output, planJson(result, wide))) ctx.io.out(`${planText(result, opts.output === 'wide')}\n`);
+    if (!printData(ctx.io, opts.output, planJson(result, ports, wide))) ctx.io.out(`${planText(result, ports, opts.output === 'wide')}\n`);
     return result.refused ? 1 : 0;
   } catch (e) {
     return reportInputError(ctx.io, e, opts.scenario);

@@ -84,6 +84,9 @@ function mapsList(ctx: Ctx, opts: ClusterOptions): number {
   }
 }
 
+/** The subdirectories of a pin dir distill's commands write: reach/maps dump, replay, agent. */
+const PIN_SUBDIRS = ['scenario', 'replay', 'agent'] as const;
+
 /**
  * Removes distill's pinned maps (policy maps and the ipcache: names it recognises as its own, nothing else) from the pin dir
  * and the subdirectories its commands use, each with the pin dir's lock held.
@@ -91,7 +94,12 @@ function mapsList(ctx: Ctx, opts: ClusterOptions): number {
 function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): number {
   const removed: string[] = [];
   try {
-    for (const dir of [opts.pinDir, join(opts.pinDir, 'scenario'), join(opts.pinDir, 'replay')]) {
+    // Opening a backend creates its pin dir: a mistyped --pin-dir would be left behind, and look cleaned.
+    if (!existsSync(opts.pinDir)) {
+      if (!printData(ctx.io, opts.output, { removed })) ctx.io.out(`no distill maps under ${opts.pinDir}: no such directory\n`);
+      return 0;
+    }
+    for (const dir of [opts.pinDir, ...PIN_SUBDIRS.map((sub) => join(opts.pinDir, sub))]) {
       if (dir !== opts.pinDir && !existsSync(dir)) continue;
       const backend = new BpfBackend({ pinDir: dir });
       try {
@@ -134,7 +142,7 @@ export function registerMapsViews(maps: Command, { ctx, done }: CliEnv): void {
   maps
     .command('clean')
     .description("Remove distill's pinned policy maps (only those) from a bpffs pin dir, holding its lock")
-    .requiredOption('--pin-dir <dir>', 'the pin dir (its scenario/ and replay/ subdirectories too)')
+    .requiredOption('--pin-dir <dir>', 'the pin dir (its scenario/, replay/ and agent/ subdirectories too)')
     .addOption(outputOption())
     .action((opts: { pinDir: string; output: OutputFormat }) => {
       done(mapsClean(ctx(), opts));

@@ -71,6 +71,18 @@ export class NativeBuffer {
   }
 }
 
+/** A bpf() syscall failed: `op` names the command, `errno` the kernel's answer. */
+export class BpfError extends Error {
+  override readonly name = 'BpfError';
+  constructor(
+    readonly op: string,
+    readonly errno: number,
+    detail = '',
+  ) {
+    super(`bpf ${op} failed: errno ${errno}${errno === ERRNO.EPERM ? ' (EPERM: needs root or CAP_BPF)' : ''}${detail ? `: ${detail}` : ''}`);
+  }
+}
+
 export interface SyscallResult {
   readonly ret: number;
   readonly errno: number;

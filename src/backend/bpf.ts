@@ -4,7 +4,8 @@ import { dirname, join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, MapInfo, mapInfo, NativeBuffer } from './bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, MapInfo, mapInfo, NativeBuffer } from './bpf-syscall.js';
+import { MapWalker } from './map-walk.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
 
@@ -62,18 +63,6 @@ function isCanonical(key: Buffer, value: Buffer): boolean {
   return encodeKey(k).equals(key) && encodeValue(decodeValue(value).entry, k).equals(value);
 }
 
-/** A bpf() syscall failed: `op` names the command, `errno` the kernel's answer. */
-export class BpfError extends Error {
-  override readonly name = 'BpfError';
-  constructor(
-    readonly op: string,
-    readonly errno: number,
-    detail = '',
-  ) {
-    super(`bpf ${op} failed: errno ${errno}${errno === ERRNO.EPERM ? ' (EPERM: needs root or CAP_BPF)' : ''}${detail ? `: ${detail}` : ''}`);
-  }
-}
-
 /** bpf() commands that change maps or pins: refused by a read-only backend. */
 const WRITE_CMDS: ReadonlySet<number> = new Set([BPF_CMD.MAP_CREATE, BPF_CMD.OBJ_PIN, BPF_CMD.MAP_UPDATE_ELEM, BPF_CMD.MAP_DELETE_ELEM, BPF_CMD.MAP_UPDATE_BATCH, BPF_CMD.MAP_DELETE_BATCH]);
 
@@ -116,8 +105,11 @@ export class BpfBackend implements MapBackend {
   private readonly attr = new NativeBuffer(128);
   private readonly keys = new NativeBuffer(KEY_SIZE * BATCH_SIZE);
   private readonly values = new NativeBuffer(VALUE_SIZE * BATCH_SIZE);
-  private readonly tokenIn = new NativeBuffer(KEY_SIZE);
-  private readonly tokenOut = new NativeBuffer(KEY_SIZE);
+  /** Whole-map reads (BPF_MAP_LOOKUP_BATCH, or key by key where the kernel lacks it); its bpf() calls count in `syscalls`. */
+  private readonly walker = new MapWalker(KEY_SIZE, VALUE_SIZE, (cmd, attr) => {
+    this.syscalls++;
+    return bpf(cmd, attr);
+  });
   private readonly path = new NativeBuffer(4096);
   /** bpf() calls made so far. */
   syscalls = 0;
@@ -232,7 +224,7 @@ export class BpfBackend implements MapBackend {
       closeFd(fd);
       throw new BackendError(`the map pinned at ${path} is not a distill policy map: ${diff.join(', ')}`, endpoint, 0);
     }
-    const old = sameEncoding ? this.dumpRaw(endpoint, fd) : [];
+    const old = sameEncoding ? this.walker.entries(fd, endpoint) : [];
     closeFd(fd);
     // An element distill never writes may decode to a live key (a direction byte of 2 read as ingress): nothing is copied then.
     const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
@@ -273,7 +265,7 @@ export class BpfBackend implements MapBackend {
     if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
     const fd = this.checkSpec(endpoint, r.ret, path);
     this.fds.set(endpoint, fd);
-    this.sizes.set(endpoint, this.dumpRaw(endpoint, fd).length);
+    this.sizes.set(endpoint, this.walker.entries(fd, endpoint).length);
     return fd;
   }
 
@@ -364,63 +356,9 @@ export class BpfBackend implements MapBackend {
     return to - from;
   }
 
-  /** Every (key, value) in the map, read with BPF_MAP_LOOKUP_BATCH (or key by key if missing). */
-  private dumpRaw(endpoint: string, fd: number): [Buffer, Buffer][] {
-    const out: [Buffer, Buffer][] = [];
-    const a = this.attr.buf;
-    let first = true;
-    for (;;) {
-      a.fill(0);
-      a.writeBigUInt64LE(first ? 0n : this.tokenIn.address, 0);
-      a.writeBigUInt64LE(this.tokenOut.address, 8);
-      a.writeBigUInt64LE(this.keys.address, 16);
-      a.writeBigUInt64LE(this.values.address, 24);
-      a.writeUInt32LE(BATCH_SIZE, 32);
-      a.writeUInt32LE(fd, 36);
-      const r = this.call(BPF_CMD.MAP_LOOKUP_BATCH, 'MAP_LOOKUP_BATCH');
-      if (r.ret < 0 && r.errno !== ERRNO.ENOENT) {
-        if (first && (r.errno === ERRNO.EINVAL || r.errno === ERRNO.EOPNOTSUPP || r.errno === ERRNO.ENOTSUPP)) return this.dumpByKeys(endpoint, fd);
-        throw new BpfError('MAP_LOOKUP_BATCH', r.errno, endpoint);
-      }
-      const count = a.readUInt32LE(32);
-      for (let k = 0; k < count; k++) {
-        out.push([Buffer.from(this.keys.buf.subarray(k * KEY_SIZE, (k + 1) * KEY_SIZE)), Buffer.from(this.values.buf.subarray(k * VALUE_SIZE, (k + 1) * VALUE_SIZE))]);
-      }
-      if (r.ret < 0) return out; // ENOENT: no more entries
-      this.tokenOut.buf.copy(this.tokenIn.buf);
-      first = false;
-    }
-  }
-
-  private dumpByKeys(endpoint: string, fd: number): [Buffer, Buffer][] {
-    const out: [Buffer, Buffer][] = [];
-    const a = this.attr.buf;
-    let hasPrev = false;
-    for (;;) {
-      a.fill(0);
-      a.writeUInt32LE(fd, 0);
-      a.writeBigUInt64LE(hasPrev ? this.tokenIn.address : 0n, 8);
-      a.writeBigUInt64LE(this.tokenOut.address, 16);
-      const r = this.call(BPF_CMD.MAP_GET_NEXT_KEY, 'MAP_GET_NEXT_KEY');
-      if (r.ret < 0) {
-        if (r.errno === ERRNO.ENOENT) return out;
-        throw new BpfError('MAP_GET_NEXT_KEY', r.errno, endpoint);
-      }
-      this.tokenOut.buf.copy(this.tokenIn.buf);
-      hasPrev = true;
-      a.fill(0);
-      a.writeUInt32LE(fd, 0);
-      a.writeBigUInt64LE(this.tokenIn.address, 8);
-      a.writeBigUInt64LE(this.values.address, 16);
-      const v = this.call(BPF_CMD.MAP_LOOKUP_ELEM, 'MAP_LOOKUP_ELEM');
-      if (v.ret < 0) throw new BpfError('MAP_LOOKUP_ELEM', v.errno, endpoint);
-      out.push([Buffer.from(this.tokenIn.buf), Buffer.from(this.values.buf.subarray(0, VALUE_SIZE))]);
-    }
-  }
-
   dump(endpoint: string, purpose?: 'diff'): MapRecord[] {
     const fd = this.fd(endpoint);
-    const raw = this.dumpRaw(endpoint, fd);
+    const raw = this.walker.entries(fd, endpoint);
     if (purpose !== 'diff') return this.decode(raw);
     this.unread.delete(endpoint);
     if (this.readOnly || raw.every(([k, v]) => isCanonical(k, v))) return this.decode(raw);
@@ -502,7 +440,8 @@ export class BpfBackend implements MapBackend {
   }
 
   private freeBuffers(): void {
-    for (const b of [this.attr, this.keys, this.values, this.tokenIn, this.tokenOut, this.path]) b.free();
+    for (const b of [this.attr, this.keys, this.values, this.path]) b.free();
+    this.walker.free();
   }
 }
 

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import type { IpcacheDelta } from '../engine/events.js';
 import { Cidr, hostCidr, IpAddress, IpFamily, nthAddress, parseCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, ERRNO, mapInfo, NativeBuffer } from './bpf-syscall.js';
-import { BpfError } from './bpf.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, mapInfo, NativeBuffer } from './bpf-syscall.js';
+import { MapWalker } from './map-walk.js';
 
 const ADDR_BYTES: Record<IpFamily, number> = { ipv4: 4, ipv6: 16 };
 /** Entries per family (pod IPs, CIDR identities and learnt FQDN IPs). */
@@ -81,7 +81,6 @@ export class KernelIpcache {
   private readonly content = new Map<string, IdentityId>();
   private readonly attr = new NativeBuffer(128);
   private readonly key = new NativeBuffer(20);
-  private readonly nextKey = new NativeBuffer(20);
   private readonly value = new NativeBuffer(4);
   private readonly path = new NativeBuffer(4096);
 
@@ -157,33 +156,15 @@ export class KernelIpcache {
     for (const family of ['ipv4', 'ipv6'] as const) for (const [prefix, id] of this.read(family)) this.content.set(prefix, id);
   }
 
-  /** Every entry of one family's trie, as the kernel holds it (BPF_MAP_GET_NEXT_KEY, then a lookup per key). */
+  /** Every entry of one family's trie, as the kernel holds it. */
   private read(family: IpFamily): Map<string, IdentityId> {
-    const fd = this.fds.get(family)!;
-    const out = new Map<string, IdentityId>();
-    const a = this.attr.buf;
-    let first = true;
-    for (;;) {
-      a.fill(0);
-      a.writeUInt32LE(fd, 0);
-      // No key: the first key (an LPM trie's get_next_key starts at its leftmost node).
-      a.writeBigUInt64LE(first ? 0n : this.key.address, 8);
-      a.writeBigUInt64LE(this.nextKey.address, 16);
-      const r = bpf(BPF_CMD.MAP_GET_NEXT_KEY, this.attr);
-      if (r.ret < 0) {
-        if (r.errno === ERRNO.ENOENT) return out;
-        throw new BpfError('MAP_GET_NEXT_KEY', r.errno, ipcachePinPath(this.pinDir, family));
-      }
-      first = false;
-      this.nextKey.buf.copy(this.key.buf);
-      const c = decodeIpcacheKey(family, this.key.buf);
-      a.fill(0);
-      a.writeUInt32LE(fd, 0);
-      a.writeBigUInt64LE(this.key.address, 8);
-      a.writeBigUInt64LE(this.value.address, 16);
-      const l = bpf(BPF_CMD.MAP_LOOKUP_ELEM, this.attr);
-      if (l.ret < 0) throw new BpfError('MAP_LOOKUP_ELEM', l.errno, `ipcache ${c.text}`);
-      out.set(c.text, this.value.buf.readUInt32LE(0));
+    const walker = new MapWalker(4 + ADDR_BYTES[family], 4);
+    try {
+      const out = new Map<string, IdentityId>();
+      for (const [k, v] of walker.entries(this.fds.get(family)!, ipcachePinPath(this.pinDir, family))) out.set(decodeIpcacheKey(family, k).text, v.readUInt32LE(0));
+      return out;
+    } finally {
+      walker.free();
     }
   }
 
@@ -239,6 +220,6 @@ export class KernelIpcache {
   close(): void {
     for (const fd of this.fds.values()) closeFd(fd);
     this.fds.clear();
-    for (const b of [this.attr, this.key, this.nextKey, this.value, this.path]) b.free();
+    for (const b of [this.attr, this.key, this.value, this.path]) b.free();
   }
 }

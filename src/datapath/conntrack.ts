@@ -1,10 +1,12 @@
 import { join } from 'node:path';
-import { BpfError } from '../backend/bpf.js';
-import { bpf, BPF_CMD, closeFd, ERRNO, NativeBuffer } from '../backend/bpf-syscall.js';
+import { bpf, BPF_CMD, BpfError, closeFd, ERRNO, NativeBuffer } from '../backend/bpf-syscall.js';
+import { MapWalker } from '../backend/map-walk.js';
 import type { IpAddress } from '../model/cidr.js';
 
 /** struct ct_key in bpf/datapath.c: saddr[16], daddr[16], then ports, ifindex, protocol, direction. */
 const KEY_BYTES = 44;
+/** struct ct_entry: expires, flags_seen[2], closing[2], seen_non_syn, pad[3]. */
+const VALUE_BYTES = 16;
 const ADDR_BYTES = 16;
 
 export function ctPinPath(pinRoot: string): string {
@@ -32,10 +34,11 @@ function keyAddress(a: IpAddress): Buffer {
  */
 export function scrubConntrack(pinRoot: string, addresses: readonly IpAddress[]): number {
   const wanted = addresses.map(keyAddress);
+  const matches = (k: Buffer): boolean => wanted.some((w) => w.equals(k.subarray(0, ADDR_BYTES)) || w.equals(k.subarray(ADDR_BYTES, 2 * ADDR_BYTES)));
   const attr = new NativeBuffer(128);
   const key = new NativeBuffer(KEY_BYTES);
-  const next = new NativeBuffer(KEY_BYTES);
   const path = new NativeBuffer(4096);
+  const walker = new MapWalker(KEY_BYTES, VALUE_BYTES);
   let fd = -1;
   try {
     Buffer.from(`${ctPinPath(pinRoot)}\0`).copy(path.buf);
@@ -43,7 +46,8 @@ export function scrubConntrack(pinRoot: string, addresses: readonly IpAddress[])
     const r = bpf(BPF_CMD.OBJ_GET, attr);
     if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, ctPinPath(pinRoot));
     fd = r.ret;
-    const doomed = matchingKeys(fd, attr, key, next, wanted);
+    // Every key is read before any is deleted.
+    const doomed = walker.keysOf(fd, 'ct').filter(matches);
     for (const k of doomed) {
       k.copy(key.buf);
       attr.buf.fill(0);
@@ -56,25 +60,7 @@ export function scrubConntrack(pinRoot: string, addresses: readonly IpAddress[])
     return doomed.length;
   } finally {
     if (fd >= 0) closeFd(fd);
-    for (const b of [attr, key, next, path]) b.free();
-  }
-}
-
-/** Every key of the map (BPF_MAP_GET_NEXT_KEY from none) whose source or destination is wanted, read before any is deleted. */
-function matchingKeys(fd: number, attr: NativeBuffer, key: NativeBuffer, next: NativeBuffer, wanted: readonly Buffer[]): Buffer[] {
-  const out: Buffer[] = [];
-  const matches = (k: Buffer): boolean => wanted.some((w) => w.equals(k.subarray(0, ADDR_BYTES)) || w.equals(k.subarray(ADDR_BYTES, 2 * ADDR_BYTES)));
-  for (let first = true; ; first = false) {
-    attr.buf.fill(0);
-    attr.buf.writeUInt32LE(fd, 0);
-    attr.buf.writeBigUInt64LE(first ? 0n : key.address, 8);
-    attr.buf.writeBigUInt64LE(next.address, 16);
-    const r = bpf(BPF_CMD.MAP_GET_NEXT_KEY, attr);
-    if (r.ret < 0) {
-      if (r.errno === ERRNO.ENOENT) return out;
-      throw new BpfError('MAP_GET_NEXT_KEY', r.errno, 'ct');
-    }
-    next.buf.copy(key.buf);
-    if (matches(key.buf)) out.push(Buffer.from(key.buf));
+    for (const b of [attr, key, path]) b.free();
+    walker.free();
   }
 }

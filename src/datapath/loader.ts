@@ -1,8 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bpf, BPF_CMD, closeFd, NativeBuffer } from '../backend/bpf-syscall.js';
-import { BpfError } from '../backend/bpf.js';
+import { bpf, BPF_CMD, BpfError, closeFd, NativeBuffer } from '../backend/bpf-syscall.js';
 import { ipcachePinPath } from '../backend/ipcache.js';
 import { netnsPath, run } from './netns.js';
 import { ctPinPath } from './conntrack.js';

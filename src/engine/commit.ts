@@ -5,7 +5,9 @@ import { policyRefKey } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import { originsOf } from './contribution.js';
 import { ChangeSet, IpcacheDelta, L7Delta, L7PortRange, MapCapacityError, MapDelta, RedirectInfo } from './events.js';
-import { diffMaps, EntryChange, keyRedirect, L7Change, L7Row, mapDelta, Redirect, redirectId, SettleResult } from './map-state.js';
+import { keyRedirect, L7Change, L7Row, Redirect, redirectId } from './l7-tables.js';
+import { diffMaps, mapDelta } from './map-deltas.js';
+import type { EntryChange, SettleResult } from './map-state.js';
 import { ProxyPortAllocator, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { l7ParserConflict, L7ParserConflictError, PARSER_OF_CODE } from './rule-units.js';
 import type { SharedMapState, SharedMaps } from './shared-maps.js';
@@ -174,7 +176,7 @@ export class Commit {
     let exhausted: ProxyPortsExhaustedError | null = null;
     for (const endpoint of endpoints) {
       const m = this.maps.byEndpoint.get(endpoint);
-      const want = new Set(m ? m.state.redirects() : []);
+      const want = new Set(m ? m.state.l7.redirects() : []);
       for (const id of this.ports.redirectsOf(endpoint).keys()) if (!want.has(id)) release.push({ endpoint, redirect: id });
       for (const id of want) {
         try {
@@ -224,16 +226,16 @@ export class Commit {
         else this.deltasOf(endpoint).deletes.push(d);
       }
     }
-    const beforeRows = new Map<string, L7Row>(was ? was.state.l7 : []);
+    const beforeRows = new Map<string, L7Row>(was ? was.state.l7.rows : []);
     for (const c of wasChanges?.l7 ?? ([] as readonly L7Change[])) {
       if (c.before) beforeRows.set(c.rowKey, c.before);
       else beforeRows.delete(c.rowKey);
     }
-    for (const [rk, row] of now.state.l7) {
+    for (const [rk, row] of now.state.l7.rows) {
       const b = beforeRows.get(rk);
       if (!b || l7PolicyKey(b.policy) !== l7PolicyKey(row.policy)) this.emitL7(endpoint, b, row);
     }
-    for (const [rk, b] of beforeRows) if (!now.state.l7.has(rk)) this.emitL7(endpoint, b, undefined);
+    for (const [rk, b] of beforeRows) if (!now.state.l7.rows.has(rk)) this.emitL7(endpoint, b, undefined);
   }
 
   /** Deltas turning the old map state's pre-transaction content into the new one's current content. */

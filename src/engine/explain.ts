@@ -8,7 +8,8 @@ import { concreteEntry, redirectInfo, rowPortRange } from './commit.js';
 import { Contribution, originsOf } from './contribution.js';
 import { EngineError, L7PortRange, L7TableRow, MapSnapshot, RedirectInfo } from './events.js';
 import type { IdentityTable } from './identities.js';
-import type { MapState, Redirect } from './map-state.js';
+import type { Redirect } from './l7-tables.js';
+import type { MapState } from './map-state.js';
 import type { NodeTable } from './node-table.js';
 import type { PodTable } from './pod-table.js';
 import { sharedListenerOrigins } from './policy-resolver.js';
@@ -85,7 +86,7 @@ export class EngineQueries {
 
   mapState(endpoint: string): MapSnapshot {
     const m = this.mapOf(endpoint);
-    if (!m.state.hasRedirects) return m.state.entries;
+    if (!m.state.l7.hasRedirects) return m.state.entries;
     const out = new Map<string, LookupResult>();
     for (const [ks, r] of m.state.entries) out.set(ks, { key: r.key, entry: concreteEntry(this.ports, endpoint, r.key, r.entry) });
     return out;
@@ -93,12 +94,12 @@ export class EngineQueries {
 
   redirects(endpoint: string): RedirectInfo[] {
     const m = this.mapOf(endpoint);
-    return [...m.state.redirects()].sort().map((id) => redirectInfo(this.ports, endpoint, m.state.redirect(id) as Redirect));
+    return [...m.state.l7.redirects()].sort().map((id) => redirectInfo(this.ports, endpoint, m.state.l7.redirect(id) as Redirect));
   }
 
   l7Table(endpoint: string): L7TableRow[] {
     const m = this.mapOf(endpoint);
-    return [...m.state.l7.entries()]
+    return [...m.state.l7.rows.entries()]
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
       .map(([, row]) => ({ redirect: redirectInfo(this.ports, endpoint, row.redirect), peer: row.peer, policy: row.policy, ...rowPortRange(row) }));
   }
@@ -124,11 +125,11 @@ export class EngineQueries {
   l7Verdict(endpoint: string, proxyPort: number, peer: IdentityId, request: L7Request, port: number): { parser: L7Parser; allowed: boolean } | undefined {
     const at = this.redirectAt(endpoint, proxyPort, port);
     if (!at) return undefined;
-    const rows = [at.state.l7.get(`${at.id}|${peer}`), peer === ANY_IDENTITY ? undefined : at.state.l7.get(`${at.id}|${ANY_IDENTITY}`)];
+    const rows = [at.state.l7.rows.get(`${at.id}|${peer}`), peer === ANY_IDENTITY ? undefined : at.state.l7.rows.get(`${at.id}|${ANY_IDENTITY}`)];
     const readable = proxyReads(at.redirect.parser, request);
     const byRows = rows.some((r) => r !== undefined && l7PolicyAllows(r.policy, request));
     const allows = (c: Contribution): boolean => letsThrough(c, at.redirect.parser, request);
-    return { parser: at.redirect.parser, allowed: readable && (byRows || at.state.l7NarrowerContributions(at.redirect, peer, port).some(allows)) };
+    return { parser: at.redirect.parser, allowed: readable && (byRows || at.state.l7.narrowerContributions(at.redirect, peer, port).some(allows)) };
   }
 
   /**
@@ -138,7 +139,7 @@ export class EngineQueries {
   private redirectAt(endpoint: string, proxyPort: number, port: number): { state: MapState; id: string; redirect: Redirect } | undefined {
     const state = this.mapOf(endpoint).state;
     const id = this.ports.redirectOf(endpoint, proxyPort);
-    const redirect = id === undefined ? undefined : state.redirect(id);
+    const redirect = id === undefined ? undefined : state.l7.redirect(id);
     if (id === undefined || !redirect || !(Number.isInteger(port) && port >= 0 && port <= 0xffff)) return undefined;
     return maskPort(port, redirect.portPrefixLen) === redirect.port ? { state, id, redirect } : undefined;
   }
@@ -147,7 +148,7 @@ export class EngineQueries {
     const at = this.redirectAt(endpoint, proxyPort, port);
     if (!at || !proxyReads(at.redirect.parser, request)) return [];
     const out: RuleOrigin[] = [];
-    for (const c of [...at.state.l7Contributions(at.redirect, peer), ...at.state.l7NarrowerContributions(at.redirect, peer, port)]) {
+    for (const c of [...at.state.l7.contributions(at.redirect, peer), ...at.state.l7.narrowerContributions(at.redirect, peer, port)]) {
       if (c.origin && letsThrough(c, at.redirect.parser, request)) for (const o of originsOf(c)) if (o) out.push(o);
     }
     return uniqueOrigins(out);

@@ -12,7 +12,8 @@ import type { EngineContext } from './context.js';
 import { DnsCache } from './dns-cache.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import { IpKey, ipKey, ipKeyOfText, ipOfKey } from './ip-key.js';
-import { keyRedirect, MapState } from './map-state.js';
+import { keyRedirect } from './l7-tables.js';
+import type { MapState } from './map-state.js';
 import type { PodTable } from './pod-table.js';
 import { PARSER_OF_CODE } from './rule-units.js';
 import { SelectorCache, SOURCE_FQDN } from './selector-cache.js';
@@ -206,7 +207,7 @@ export class FqdnStage {
       // Untouched in this transaction: the settled entries and L7 rows are current (no garbage but the request).
       const hit = probe(m.state, false, keys);
       if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
-      const rows = m.state.l7;
+      const rows = m.state.l7.rows;
       const rid = `egress/${hit.key.protocol}/${hit.key.port}/dns|`;
       const own = rows.get(rid + peer);
       const any = peer === ANY_IDENTITY ? undefined : rows.get(rid + ANY_IDENTITY);
@@ -216,7 +217,7 @@ export class FqdnStage {
     if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
     const redirect = keyRedirect(hit.key, 'dns');
     // The peer's L7 row and the any-peer row (explain.ts l7Verdict / l7AllowedBy), from the raw contributions.
-    for (const c of m.state.l7Contributions(redirect, peer)) {
+    for (const c of m.state.l7.contributions(redirect, peer)) {
       if (c.entry.deny) continue;
       if (c.entry.proxyPort === 0) return true;
       if (PARSER_OF_CODE[c.entry.proxyPort] === 'dns' && c.l7 && l7Allows(c.l7, request)) return true;

@@ -1,46 +1,16 @@
-import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
-import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
-import { adminLevel, isBelowAdmin, isPassFloor, passFloorPrecedence, tierPrecedence, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
-import type { Direction, L7Rules } from '../model/rules.js';
-import type { Tier, TierOrigin } from '../model/tiers.js';
+import type { IdentityId } from '../model/identity.js';
+import { isBelowAdmin, isPassFloor, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
+import type { Direction } from '../model/rules.js';
+import type { TierOrigin } from '../model/tiers.js';
 import { type Contribution, derivedContribution } from './contribution.js';
-import type { MapDelta } from './events.js';
+import { L7Change, L7Tables } from './l7-tables.js';
+import { entryEquals } from './map-deltas.js';
+import { flatten, Group, Held, hold, isPassCopy, markPassCopy } from './map-tiers.js';
 import { flat } from '../model/intern.js';
-import { PARSER_OF_CODE, type PortKey } from './rule-units.js';
+import { covers, dirProto, idDir, meet, portKeyOf, rawKey, rawKeyAt } from './raw-key.js';
+import type { PortKey } from './rule-units.js';
 import { SmallCounts } from './small-counts.js';
 import type { EngineStats } from './stats.js';
-
-export function entryEquals(a: PolicyEntry | undefined, b: PolicyEntry | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return a.deny === b.deny && a.proxyPort === b.proxyPort && a.precedence === b.precedence;
-}
-
-/**
- * The deltas turning one endpoint's map `before` into `after` (both keyed by policyKeyString):
- * an upsert per new or changed entry (with the value it replaces), a delete per vanished key.
- * Entries are compared as they are; `concrete` (when given) turns each delta's entries into what
- * the kernel map holds (the commit's proxy ports), in the same pass.
- */
-export function diffMaps(endpoint: string, before: ReadonlyMap<string, LookupResult>, after: ReadonlyMap<string, LookupResult>, concrete?: (key: PolicyKey, e: PolicyEntry) => PolicyEntry): MapDelta[] {
-  const out: MapDelta[] = [];
-  for (const [ks, r] of after) {
-    const b = before.get(ks);
-    if (b && entryEquals(b.entry, r.entry)) continue;
-    const entry = concrete ? concrete(r.key, r.entry) : r.entry;
-    out.push(mapDelta(endpoint, 'upsert', r.key, entry, b && (concrete ? concrete(r.key, b.entry) : b.entry)));
-  }
-  for (const [ks, b] of before) if (!after.has(ks)) out.push(mapDelta(endpoint, 'delete', b.key, concrete ? concrete(b.key, b.entry) : b.entry, undefined));
-  return out;
-}
-
-/**
- * One map delta (`previous` only on an overwrite). Every delta is built here: the cold start's
- * diffs run it thousands of times, so the rare delta of a churn event (`Commit.emit`, which runs
- * a handful of times per process) builds its object in warm code, not through the runtime.
- */
-export function mapDelta(endpoint: string, op: 'upsert' | 'delete', key: PolicyKey, entry: PolicyEntry, previous: PolicyEntry | undefined): MapDelta {
-  return previous === undefined ? { endpoint, op, key, entry } : { endpoint, op, key, entry, previous };
-}
 
 /** Higher precedence wins; between redirects of equal precedence, the lower proxy port. */
 function better(a: PolicyEntry, b: PolicyEntry): boolean {
@@ -67,147 +37,12 @@ interface Band {
   readonly levels: Map<number, number>;
 }
 
-/** Pass-band copies: their source holds the same L7 rules on a broader key, so the L7 tables skip them. */
-const COPIES = new WeakSet<Contribution>();
-
-/** The intersection of two keys (nested or disjoint), or undefined. */
-function meet(a: PolicyKey, b: PolicyKey): PolicyKey | undefined {
-  if (a.identity !== 0 && b.identity !== 0 && a.identity !== b.identity) return undefined;
-  const inner = covers(a, b) ? b : covers(b, a) ? a : undefined;
-  if (!inner) return undefined;
-  const identity = a.identity !== 0 ? a.identity : b.identity;
-  return inner.identity === identity ? inner : { ...inner, identity };
-}
-
-/** Contributions by raw key, with their counts. */
-type Held = Map<string, { readonly key: PolicyKey; readonly contribs: Map<Contribution, number> }>;
-
-function hold(held: Held, key: PolicyKey, c: Contribution, sign: 1 | -1): void {
-  const ks = policyKeyString(key);
-  const h = held.get(ks);
-  const n = (h?.contribs.get(c) ?? 0) + sign;
-  if (n > 0) {
-    if (h) h.contribs.set(c, n);
-    else held.set(ks, { key, contribs: new Map([[c, n]]) });
-  } else if (h) {
-    h.contribs.delete(c);
-    if (h.contribs.size === 0) held.delete(ks);
-  }
-}
-
-/** The contributions of one tier, priority and direction in one map state. */
-interface Group {
-  readonly tier: Tier;
-  readonly priority: number;
-  readonly direction: Direction;
-  /** Policy name → contributions it makes. */
-  readonly policies: Map<string, number>;
-  /** While two or more policies contribute (flat): their contributions, out of the raw layer. */
-  held: Held | null;
-  /** In the raw layer while flat. */
-  cells: { readonly key: PolicyKey; readonly c: Contribution }[];
-}
-
-const tierOf = (c: Contribution): TierOrigin => c.origin?.tier as TierOrigin;
-
-/**
- * How specific a cell is: 0 … 19, strictly greater for a strictly smaller key (L4 prefix, then the
- * specific identity). A cell at depth `d` takes the slot of rule index `24 − d` of its priority
- * (the group's own rules are out of the raw layer while it is flat), so of the cells covering a
- * packet the most specific one has the highest level.
- */
-function cellDepth(k: PolicyKey): number {
-  return (k.protocol === 0 ? 0 : 1 + k.portPrefixLen) + (k.identity === 0 ? 0 : 1);
-}
-
-/**
- * A same-priority group's cells: its keys, plus the intersection of each identity-specific key
- * with each identity-0 key, so the cells covering a packet always have a most specific one. Each
- * cell gets the oracle's group decision for the packets it is the most specific cell of: each
- * policy's first matching rule (its highest-precedence contribution covering the cell), then Deny
- * over Pass over Accept, the policy first by name naming the rule. An Admin Pass cell is a floor:
- * the Pass band machinery materialises the lower tiers on it. A Baseline Pass is an Accept.
- */
-function flatten(held: Held): { key: PolicyKey; c: Contribution }[] {
-  const cells = new Map<string, PolicyKey>();
-  const keys = [...held.values()].map((h) => h.key);
-  for (const k of keys) cells.set(policyKeyString(k), k);
-  for (const a of keys) if (a.identity !== 0) for (const z of keys) {
-    const m = z.identity === 0 ? meet(a, z) : undefined;
-    if (m) cells.set(policyKeyString(m), m);
-  }
-  const out: { key: PolicyKey; c: Contribution }[] = [];
-  for (const cell of cells.values()) {
-    const first = new Map<string, Contribution>();
-    for (const h of held.values()) {
-      if ((h.key.identity !== 0 && h.key.identity !== cell.identity) || !covers(h.key, cell)) continue;
-      for (const c of h.contribs.keys()) {
-        const best = first.get(tierOf(c).policy);
-        if (!best || c.entry.precedence > best.entry.precedence) first.set(tierOf(c).policy, c);
-      }
-    }
-    const byName = [...first.values()].sort((a, b) => (tierOf(a).policy < tierOf(b).policy ? -1 : 1));
-    const decided = byName.find((c) => c.entry.deny && !isPassFloor(c.entry.precedence)) ?? byName.find((c) => isPassFloor(c.entry.precedence)) ?? byName[0];
-    if (!decided) continue;
-    const t = tierOf(decided);
-    const index = 24 - cellDepth(cell);
-    const pass = isPassFloor(decided.entry.precedence);
-    const precedence = pass ? passFloorPrecedence(adminLevel(t.priority, index)) : tierPrecedence(t.tier, t.priority, index, decided.entry.deny);
-    out.push({ key: cell, c: derivedContribution(decided.origin, { deny: decided.entry.deny, proxyPort: 0, precedence }, undefined, `${decided.label}@cell`) });
-  }
-  return out;
-}
-
 /** One changed entry of a settled map state. */
 export interface EntryChange {
   readonly keyString: string;
   readonly key: PolicyKey;
   readonly before: PolicyEntry | undefined;
   readonly after: PolicyEntry | undefined;
-}
-
-/**
- * A proxy redirect of one map: traffic on (direction, protocol, port prefix) to the `parser`
- * proxy. A port range with L7 rules is redirected by its LPM prefixes, as Cilium's map state keys
- * a range's L4Filter (pkg/policy/types PortProtoToMaskedPorts); the proxy judges each request by
- * its own destination port (`l7PortContributions`).
- */
-export interface Redirect {
-  readonly direction: Direction;
-  readonly protocol: number;
-  readonly port: number;
-  readonly portPrefixLen: number;
-  readonly parser: L7Parser;
-}
-
-/** The redirect of a kernel key whose entry redirects to `parser`. */
-export function keyRedirect(key: PolicyKey, parser: L7Parser): Redirect {
-  return { direction: key.direction, protocol: key.protocol, port: key.port, portPrefixLen: key.portPrefixLen, parser };
-}
-
-/** A single port's id is the one it had before prefixes were redirected (pinned proxy ports keep it). */
-export function redirectId(r: Redirect): string {
-  return r.portPrefixLen === 16 ? `${r.direction}/${r.protocol}/${r.port}/${r.parser}` : `${r.direction}/${r.protocol}/${r.port}/${r.portPrefixLen}/${r.parser}`;
-}
-
-/** One row of a map's L7 tables: what the proxy of `redirect` is told for one peer identity. */
-export interface L7Row {
-  readonly redirect: Redirect;
-  /** The peer identity, ANY_IDENTITY standing for every peer. The proxy applies the peer's row and the ANY_IDENTITY row. */
-  readonly peer: IdentityId;
-  readonly policy: L7Policy;
-  /**
-   * A narrower port prefix inside the redirect's range this row applies to (absent: the whole
-   * range): the rules of a narrower range or a plain allow that the datapath hides behind the wider
-   * redirect key; the proxy ORs the rows whose range covers a request's port.
-   */
-  readonly range?: { readonly port: number; readonly portPrefixLen: number };
-}
-
-export interface L7Change {
-  readonly rowKey: string;
-  readonly before: L7Row | undefined;
-  readonly after: L7Row | undefined;
 }
 
 /** What one `settle()` changed. */
@@ -222,47 +57,6 @@ export interface SettleResult {
 
 const NO_L7_CHANGES: readonly L7Change[] = [];
 const NOTHING_CHANGED: SettleResult = { entries: [], l7: NO_L7_CHANGES, redirectsChanged: false };
-
-/** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
-function parserOf(e: PolicyEntry): L7Parser | undefined {
-  return PARSER_OF_CODE[e.proxyPort];
-}
-
-/*
- * Raw keys are numbers: the raw layer is probed for every contribution and, per changed key, for
- * each of its broader port prefixes, and a key string would be built, flattened and hashed each
- * time. (protocol, port prefix) is one integer below 2^25: the protocol above the prefix's bits
- * under a leading 1 (len 0 → 1, len 16 → 2^16 + port); identity and direction above it (exact
- * below 2^53 for identities below 2^27).
- */
-const P25 = 2 ** 25;
-const P17 = 2 ** 17;
-// The helpers below run tens of thousands of times in a cold start, mostly unoptimised, where
-// every call costs: none calls another. The direction's bit is 0 for ingress, 1 for egress; the
-// prefix code of (port, len) within a protocol is `(1 << len) + (port >>> (16 - len))`.
-/** Identity and direction as one small integer. */
-const idDir = (identity: IdentityId, d: Direction): number => identity * 2 + (d === 'ingress' ? 0 : 1);
-/** The raw key of (identity and direction, protocol, port prefix). */
-const rawKeyAt = (idd: number, protocol: number, port: number, len: number): number => idd * P25 + protocol * P17 + (1 << len) + (port >>> (16 - len));
-
-function rawKey(k: PolicyKey): number {
-  return rawKeyAt(idDir(k.identity, k.direction), k.protocol, k.port, k.portPrefixLen);
-}
-
-/** (direction, protocol) as one integer. */
-const dirProto = (d: Direction, protocol: number): number => (d === 'ingress' ? 0 : 256) + protocol;
-/** A key without its identity: its (direction, protocol) above its prefix code. */
-const portKeyOf = (k: PolicyKey): number => ((k.direction === 'ingress' ? 0 : 256) + k.protocol) * P17 + (1 << k.portPrefixLen) + (k.port >>> (16 - k.portPrefixLen));
-
-/** Does `outer` cover every packet `inner` covers (ignoring identity)? */
-function covers(outer: PolicyKey, inner: PolicyKey): boolean {
-  if (outer.direction !== inner.direction) return false;
-  if (outer.protocol === 0) return true;
-  if (outer.protocol !== inner.protocol || inner.portPrefixLen < outer.portPrefixLen) return false;
-  // maskPort(inner.port, len) === maskPort(outer.port, len), inline (ports are below 2^16).
-  const shift = 16 - outer.portPrefixLen;
-  return outer.portPrefixLen === 0 || inner.port >> shift === outer.port >> shift;
-}
 
 function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
   let s = m.get(k);
@@ -308,31 +102,15 @@ export class MapState {
   /** Raw keys changed since the last settle, with their merged entry before the first change. */
   private readonly dirty = new Map<number, { key: PolicyKey; before: PolicyEntry | undefined }>();
 
-  /** Redirects the kernel layer uses, with how many entries use each. */
-  private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
-  /** L7 tables, one row per (redirect, peer identity): `${redirectId}|${peer}`. */
-  readonly l7 = new Map<string, L7Row>();
-  private readonly rowsByRedirect = new Map<string, Set<string>>();
-  /** Raw keys whose contributions changed since the last settle, while L7 rows may depend on them. */
-  private readonly l7Touched = new Map<number, PolicyKey>();
+  /** The L7 layer: redirects and their rows, read from the raw layer. */
+  readonly l7: L7Tables;
 
-  constructor(private readonly stats: EngineStats) {}
-
-  /** The redirects this map's entries use. */
-  redirects(): IterableIterator<string> {
-    return this.redirectUse.keys();
-  }
-
-  redirect(id: string): Redirect | undefined {
-    return this.redirectUse.get(id)?.redirect;
-  }
-
-  get hasRedirects(): boolean {
-    return this.redirectUse.size > 0;
+  constructor(private readonly stats: EngineStats) {
+    this.l7 = new L7Tables({ at: (rk) => this.raw.get(rk)?.contribs.keys(), entriesOf: (dp) => this.byDirProto.get(dp) }, stats);
   }
 
   get isDirty(): boolean {
-    return this.dirty.size > 0 || this.l7Touched.size > 0;
+    return this.dirty.size > 0 || this.l7.isDirty;
   }
 
   get rawSize(): number {
@@ -341,13 +119,13 @@ export class MapState {
 
   add(key: PolicyKey, c: Contribution): void {
     const t = c.origin?.tier;
-    if (t && !COPIES.has(c)) this.tierChange(key, c, t, +1);
+    if (t && !isPassCopy(c)) this.tierChange(key, c, t, +1);
     else this.direct(key, c, +1);
   }
 
   remove(key: PolicyKey, c: Contribution): void {
     const t = c.origin?.tier;
-    if (t && !COPIES.has(c)) this.tierChange(key, c, t, -1);
+    if (t && !isPassCopy(c)) this.tierChange(key, c, t, -1);
     else this.direct(key, c, -1);
   }
 
@@ -361,7 +139,7 @@ export class MapState {
     const plain = c.plain === true && this.bands.size === 0;
     if (!plain) {
       const t = c.origin?.tier;
-      if (t && !COPIES.has(c)) {
+      if (t && !isPassCopy(c)) {
         for (const pk of keys) this.tierChange({ identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen }, c, t, sign);
         return;
       }
@@ -424,7 +202,7 @@ export class MapState {
       if (r.key.direction !== g.direction) continue;
       for (const [c, count] of r.contribs) {
         const t = c.origin?.tier;
-        if (t?.tier === g.tier && t.priority === g.priority && !COPIES.has(c)) for (let i = 0; i < count; i++) hold(held, r.key, c, +1);
+        if (t?.tier === g.tier && t.priority === g.priority && !isPassCopy(c)) for (let i = 0; i < count; i++) hold(held, r.key, c, +1);
       }
     }
     for (const x of held.values()) for (const [c, count] of x.contribs) for (let i = 0; i < count; i++) this.direct(x.key, c, -1);
@@ -448,7 +226,7 @@ export class MapState {
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
     }
-    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, r.key);
+    this.l7.touch(ks, r.key, entry);
     const count = r.contribs.get(c);
     if (count !== undefined) {
       r.contribs.set(c, count + 1);
@@ -477,7 +255,7 @@ export class MapState {
       throw new Error(`map state: removing a contribution that was never added (${policyKeyString(key)} from ${c.label})`);
     }
     const key = r.key;
-    if (c.entry.proxyPort !== 0 || this.redirectUse.size > 0) this.l7Touched.set(ks, key);
+    this.l7.touch(ks, key, c.entry);
     if (count > 1) {
       r.contribs.set(c, count - 1);
       return r;
@@ -545,7 +323,7 @@ export class MapState {
       const entry: PolicyEntry = { deny: src.entry.deny, proxyPort: src.entry.proxyPort, precedence: passCopyPrecedence(level, src.entry.precedence) };
       const copy = derivedContribution(src.origin, entry, src.l7, `${src.label}@pass${level}`, src.sharers ?? null);
       bySource.set(level, (held = { copy, uses: 0 }));
-      COPIES.add(copy);
+      markPassCopy(copy);
     }
     held.uses += sign;
     if (sign > 0) this.addRaw(k, held.copy);
@@ -724,9 +502,8 @@ export class MapState {
   settle(): SettleResult {
     const changes = this.settleEntries();
     // Maps without redirects (most of them) skip the L7 layer entirely.
-    const l7Relevant = this.l7Touched.size > 0 || this.redirectUse.size > 0 || someRedirect(changes);
-    if (!l7Relevant) return changes.length === 0 ? NOTHING_CHANGED : { entries: changes, l7: NO_L7_CHANGES, redirectsChanged: false };
-    return { entries: changes, ...this.settleL7(changes) };
+    if (!this.l7.relevant(changes)) return changes.length === 0 ? NOTHING_CHANGED : { entries: changes, l7: NO_L7_CHANGES, redirectsChanged: false };
+    return { entries: changes, ...this.l7.settle(changes) };
   }
 
   private settleEntries(): EntryChange[] {
@@ -757,189 +534,4 @@ export class MapState {
     }
     return changes;
   }
-
-  private redirectOf(key: PolicyKey, e: PolicyEntry | undefined): Redirect | undefined {
-    if (e === undefined || e.proxyPort === 0) return undefined;
-    const parser = parserOf(e);
-    return parser === undefined ? undefined : keyRedirect(key, parser);
-  }
-
-  /**
-   * Redirects follow the kernel entries that use them; a new redirect gets every row, a gone one
-   * loses them, and a changed raw key recomputes the rows of its identity for the redirects whose
-   * port it covers.
-   */
-  private settleL7(changes: readonly EntryChange[]): { l7: L7Change[]; redirectsChanged: boolean } {
-    const added = new Set<string>();
-    const removed = new Set<string>();
-    for (const c of changes) this.countRedirectUse(c, added, removed);
-    const out: L7Change[] = [];
-    for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) this.setL7Row(out, rowKey, id, undefined);
-    // A redirect neither new nor touched by a raw key keeps its rows: no scratch work for it.
-    if (added.size > 0 || this.l7Touched.size > 0) {
-      for (const [id, { redirect }] of this.redirectUse) this.refreshRedirectRows(out, id, redirect, added.has(id));
-    }
-    this.l7Touched.clear();
-    return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
-  }
-
-  private countRedirectUse(c: EntryChange, added: Set<string>, removed: Set<string>): void {
-    const before = this.redirectOf(c.key, c.before);
-    const after = this.redirectOf(c.key, c.after);
-    if (before) {
-      const id = redirectId(before);
-      const u = this.redirectUse.get(id) as { redirect: Redirect; count: number };
-      if (--u.count === 0) {
-        this.redirectUse.delete(id);
-        if (added.has(id)) added.delete(id);
-        else removed.add(id);
-      }
-    }
-    if (after) {
-      const id = redirectId(after);
-      const u = this.redirectUse.get(id);
-      if (u) u.count++;
-      else {
-        this.redirectUse.set(id, { redirect: after, count: 1 });
-        if (removed.has(id)) removed.delete(id);
-        else added.add(id);
-      }
-    }
-  }
-
-  /** Recomputes the rows of `redirect` for the peers a new redirect sees, or those of the touched raw keys. */
-  private refreshRedirectRows(out: L7Change[], id: string, redirect: Redirect, isNew: boolean): void {
-    const peers = new Set<IdentityId>();
-    const narrower = new Map<string, PolicyKey>();
-    if (isNew) {
-      for (const proto of [redirect.protocol, 0]) {
-        for (const r of this.byDirProto.get(dirProto(redirect.direction, proto)) ?? []) {
-          this.stats.mapEntriesVisited++;
-          visitForRedirect(r.key, id, redirect, peers, narrower);
-        }
-      }
-    } else {
-      for (const key of this.l7Touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
-    }
-    for (const peer of peers) this.setL7Row(out, `${id}|${peer}`, id, this.computeRow(redirect, peer));
-    for (const [rowKey, key] of narrower) this.setL7Row(out, rowKey, id, this.computeNarrowerRow(redirect, key));
-  }
-
-  private setL7Row(out: L7Change[], rowKey: string, redirectKey: string, row: L7Row | undefined): void {
-    const before = this.l7.get(rowKey);
-    if (before === undefined && row === undefined) return;
-    if (before && row && l7PolicyKey(before.policy) === l7PolicyKey(row.policy)) return;
-    if (row) {
-      this.l7.set(rowKey, row);
-      let s = this.rowsByRedirect.get(redirectKey);
-      if (!s) this.rowsByRedirect.set(redirectKey, (s = new Set()));
-      s.add(rowKey);
-    } else {
-      this.l7.delete(rowKey);
-      const s = this.rowsByRedirect.get(redirectKey);
-      s?.delete(rowKey);
-      if (s?.size === 0) this.rowsByRedirect.delete(redirectKey);
-    }
-    out.push({ rowKey, before, after: row });
-  }
-
-  /**
-   * The NP-tier contributions a proxy's decision for `peer` on `redirect` rests on: those of every raw key
-   * of the peer (and, for a specific peer, of identity 0) that covers the redirected port.
-   */
-  l7Contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
-    const out: Contribution[] = [];
-    for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
-      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.get(ks)?.contribs.keys() ?? []) if (!c.origin?.tier && !COPIES.has(c)) out.push(c);
-    }
-    return out;
-  }
-
-  /**
-   * The NP-tier contributions of the raw keys of `peer` (and of identity 0) inside the redirect's
-   * prefix, narrower than it, that cover `port`. The proxy judges a request by every rule whose
-   * range covers its port (cilium/proxy cilium/network_policy.cc: `PortNetworkPolicy` splits
-   * overlapping `port`..`end_port` ranges into disjoint ones holding the rules of each covering
-   * range, and `PortPolicy::forRange` ORs them with the wildcard port's),
-   * so these add to the redirect's rows for that port: e.g. a plain allow the datapath hides behind
-   * a wider redirect still lets its port's requests through. None for a single-port redirect.
-   */
-  l7NarrowerContributions(redirect: Redirect, peer: IdentityId, port: number): Contribution[] {
-    const out: Contribution[] = [];
-    for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
-      const idd = idDir(id, redirect.direction);
-      for (let len = 16; len > redirect.portPrefixLen; len--) {
-        for (const c of this.raw.get(rawKeyAt(idd, redirect.protocol, port, len))?.contribs.keys() ?? []) if (!c.origin?.tier && !COPIES.has(c)) out.push(c);
-      }
-    }
-    return out;
-  }
-
-  /**
-   * The row of a raw key narrower than `redirect` inside its prefix: what its own contributions
-   * let through on its ports (`l7NarrowerContributions` judged one by one), for its identity.
-   */
-  private computeNarrowerRow(redirect: Redirect, key: PolicyKey): L7Row | undefined {
-    this.stats.mapEntriesVisited++;
-    const range = { port: key.port, portPrefixLen: key.portPrefixLen };
-    const lists: L7Rules[] = [];
-    for (const c of this.raw.get(rawKeyAt(idDir(key.identity, key.direction), key.protocol, key.port, key.portPrefixLen))?.contribs.keys() ?? []) {
-      if (c.entry.deny || c.origin?.tier || COPIES.has(c)) continue;
-      if (c.entry.proxyPort === 0) return { redirect, peer: key.identity, policy: ALLOW_ALL_L7, range };
-      if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
-    }
-    return lists.length === 0 ? undefined : { redirect, peer: key.identity, policy: mergeL7Rules(redirect.parser, lists), range };
-  }
-
-  /**
-   * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
-   * peer and port, else the union of the L7 rules of the redirect's parser on that port.
-   */
-  private computeRow(redirect: Redirect, peer: IdentityId): L7Row | undefined {
-    const lists: L7Rules[] = [];
-    for (const ks of coveringKeys(peer, redirect)) {
-      this.stats.mapEntriesVisited++;
-      for (const c of this.raw.get(ks)?.contribs.keys() ?? []) {
-        // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
-        if (c.entry.deny || c.origin?.tier || COPIES.has(c)) continue;
-        if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
-        if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
-      }
-    }
-    return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
-  }
-}
-
-function visitForRedirect(key: PolicyKey, id: string, redirect: Redirect, peers: Set<IdentityId>, narrower: Map<string, PolicyKey>): void {
-  if (coversPort(key, redirect)) peers.add(key.identity);
-  else if (insidePrefix(key, redirect)) narrower.set(`${id}|${key.identity}|${key.port}/${key.portPrefixLen}`, key);
-}
-
-/** Whether a change leaves a redirect entry. */
-function someRedirect(changes: readonly EntryChange[]): boolean {
-  for (const c of changes) if (c.after !== undefined && c.after.proxyPort !== 0) return true;
-  return false;
-}
-
-/** The raw keys of `identity` that cover the redirect's whole prefix: every broader-or-equal port prefix, then any protocol. */
-function coveringKeys(identity: IdentityId, r: Redirect): number[] {
-  const idd = idDir(identity, r.direction);
-  const out: number[] = [];
-  for (let len = r.portPrefixLen; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
-  out.push(rawKeyAt(idd, 0, 0, 0));
-  return out;
-}
-
-/** Is `key` a narrower port prefix inside the redirect's, of its direction and protocol? */
-function insidePrefix(key: PolicyKey, r: Redirect): boolean {
-  if (key.direction !== r.direction || key.protocol !== r.protocol || key.portPrefixLen <= r.portPrefixLen) return false;
-  return maskPort(key.port, r.portPrefixLen) === r.port;
-}
-
-/** Does `key` cover the redirect's (direction, protocol, port prefix), whatever its identity? */
-function coversPort(key: PolicyKey, r: Redirect): boolean {
-  if (key.direction !== r.direction) return false;
-  if (key.protocol === 0) return true;
-  if (key.protocol !== r.protocol || key.portPrefixLen > r.portPrefixLen) return false;
-  return maskPort(r.port, key.portPrefixLen) === maskPort(key.port, key.portPrefixLen);
 }

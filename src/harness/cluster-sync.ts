@@ -22,7 +22,7 @@ import { labelSetKey } from '../model/labels.js';
 import { advanceDnsClock, DnsCacheEntry, DnsCacheState, droppedCount, EMPTY_DNS_CACHE, entryKey, withoutAnswersOf, withoutPodAnswers } from '../model/fqdn.js';
 import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { LookupResult, policyKeyString } from '../model/policy-map.js';
-import { diffMaps, entryEquals } from '../engine/map-state.js';
+import { diffMaps, entryEquals } from '../engine/map-deltas.js';
 import { l7PolicyKey } from '../model/l7.js';
 import type { Engine } from '../engine/engine.js';
 import type { EngineEvent, L7PortRange, MapDelta, RedirectInfo } from '../engine/events.js';

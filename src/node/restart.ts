@@ -1,7 +1,8 @@
 import { emptyWriteStats, MapBackend, MapRecord, WriteStats, writePlan } from '../backend/backend.js';
 import { MapWrite, planWrites } from '../backend/write-plan.js';
 import type { Engine } from '../engine/engine.js';
-import { diffMaps, keyRedirect, redirectId } from '../engine/map-state.js';
+import { keyRedirect, redirectId } from '../engine/l7-tables.js';
+import { diffMaps } from '../engine/map-deltas.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange } from '../engine/proxy-ports.js';
 import { parserOfRedirectPrecedence } from '../engine/rule-units.js';
 import { LookupResult, policyKeyString, sourcePrecedence } from '../model/policy-map.js';

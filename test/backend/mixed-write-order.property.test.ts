@@ -11,7 +11,7 @@ import { parseTrace } from '../../src/churn/trace.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta, MapDelta } from '../../src/engine/events.js';
 import { reconcile } from '../../src/node/restart.js';
-import { entryEquals } from '../../src/engine/map-state.js';
+import { entryEquals } from '../../src/engine/map-deltas.js';
 import { endpointMaps } from '../../src/harness/cluster-sync.js';
 import { cidrContainsIp, IpAddress, parseCidr, parseIp } from '../../src/model/cidr.js';
 import { type ClusterState, podIps } from '../../src/model/cluster.js';

@@ -1,10 +1,10 @@
-import { diffMaps } from '../../src/engine/map-state.js';
+import { diffMaps } from '../../src/engine/map-deltas.js';
 import { endpointMaps } from '../../src/harness/cluster-sync.js';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, MapDelta } from '../../src/engine/events.js';
-import { entryEquals } from '../../src/engine/map-state.js';
+import { entryEquals } from '../../src/engine/map-deltas.js';
 import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, PRECEDENCE_REDIRECT } from '../../src/model/policy-map.js';
 import { BackendError, writePlan } from '../../src/backend/backend.js';
 import { MemoryBackend } from '../../src/backend/memory.js';

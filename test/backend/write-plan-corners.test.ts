@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MapDelta } from '../../src/engine/events.js';
-import { diffMaps } from '../../src/engine/map-state.js';
+import { diffMaps } from '../../src/engine/map-deltas.js';
 import { LookupResult, PolicyEntry, PolicyKey, policyKeyString, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_DENY, passCopyPrecedence, PRECEDENCE_REDIRECT } from '../../src/model/policy-map.js';
 import { planWrites } from '../../src/backend/write-plan.js';
 import { FlowChecker, Maps } from './flow-check.js';

@@ -5,7 +5,7 @@ import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/poli
 import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
-import { entryEquals } from '../../src/engine/map-state.js';
+import { entryEquals } from '../../src/engine/map-deltas.js';
 import { endpointMaps, sameEndpointMaps, initialEvents, l7RowKey, L7Tables, l7Tables, l7TablesDiffSize } from '../../src/harness/cluster-sync.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';

@@ -1,0 +1,308 @@
+import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
+import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
+import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
+import type { Direction, L7Rules } from '../model/rules.js';
+import type { Contribution } from './contribution.js';
+import { isPassCopy } from './map-tiers.js';
+import { dirProto, idDir, rawKeyAt } from './raw-key.js';
+import { PARSER_OF_CODE } from './rule-units.js';
+import type { EngineStats } from './stats.js';
+
+/**
+ * A proxy redirect of one map: traffic on (direction, protocol, port prefix) to the `parser`
+ * proxy. A port range with L7 rules is redirected by its LPM prefixes, as Cilium's map state keys
+ * a range's L4Filter (pkg/policy/types PortProtoToMaskedPorts); the proxy judges each request by
+ * its own destination port (`narrowerContributions`).
+ */
+export interface Redirect {
+  readonly direction: Direction;
+  readonly protocol: number;
+  readonly port: number;
+  readonly portPrefixLen: number;
+  readonly parser: L7Parser;
+}
+
+/** The redirect of a kernel key whose entry redirects to `parser`. */
+export function keyRedirect(key: PolicyKey, parser: L7Parser): Redirect {
+  return { direction: key.direction, protocol: key.protocol, port: key.port, portPrefixLen: key.portPrefixLen, parser };
+}
+
+/** A single port's id is the one it had before prefixes were redirected (pinned proxy ports keep it). */
+export function redirectId(r: Redirect): string {
+  return r.portPrefixLen === 16 ? `${r.direction}/${r.protocol}/${r.port}/${r.parser}` : `${r.direction}/${r.protocol}/${r.port}/${r.portPrefixLen}/${r.parser}`;
+}
+
+/** One row of a map's L7 tables: what the proxy of `redirect` is told for one peer identity. */
+export interface L7Row {
+  readonly redirect: Redirect;
+  /** The peer identity, ANY_IDENTITY standing for every peer. The proxy applies the peer's row and the ANY_IDENTITY row. */
+  readonly peer: IdentityId;
+  readonly policy: L7Policy;
+  /**
+   * A narrower port prefix inside the redirect's range this row applies to (absent: the whole
+   * range): the rules of a narrower range or a plain allow that the datapath hides behind the wider
+   * redirect key; the proxy ORs the rows whose range covers a request's port.
+   */
+  readonly range?: { readonly port: number; readonly portPrefixLen: number };
+}
+
+export interface L7Change {
+  readonly rowKey: string;
+  readonly before: L7Row | undefined;
+  readonly after: L7Row | undefined;
+}
+
+/** A kernel-layer entry's change, as the L7 tables see it. */
+interface KernelChange {
+  readonly key: PolicyKey;
+  readonly before: PolicyEntry | undefined;
+  readonly after: PolicyEntry | undefined;
+}
+
+/** What the L7 tables read of their map state's raw layer (raw keys: raw-key.ts). */
+export interface RawContributions {
+  /** The contributions held at a raw key; undefined when it is not in the raw layer. */
+  at(rk: number): Iterable<Contribution> | undefined;
+  /** The raw layer's entries of one (direction, protocol) (`dirProto`). */
+  entriesOf(dp: number): Iterable<{ readonly key: PolicyKey }> | undefined;
+}
+
+/** Which parser a redirect entry stands for (map states hold parser codes, see rule-units). */
+function parserOf(e: PolicyEntry): L7Parser | undefined {
+  return PARSER_OF_CODE[e.proxyPort];
+}
+
+/** A contribution of the NetworkPolicy tier itself (a ClusterNetworkPolicy rule never merges into its L7 rules; a Pass-band copy's source does). */
+const ownL7 = (c: Contribution): boolean => !c.origin?.tier && !isPassCopy(c);
+
+/**
+ * One map state's L7 layer: the redirects its kernel entries use and, per redirect and peer
+ * identity (and narrower port range), the L7 policy the proxy applies, derived from the raw
+ * layer's contributions. Rows change only in `settle()`.
+ */
+export class L7Tables {
+  /** Redirects the kernel layer uses, with how many entries use each. */
+  private readonly redirectUse = new Map<string, { readonly redirect: Redirect; count: number }>();
+  /** One row per (redirect, peer identity): `${redirectId}|${peer}` (and narrower ranges, see `visitForRedirect`). */
+  readonly rows = new Map<string, L7Row>();
+  private readonly rowsByRedirect = new Map<string, Set<string>>();
+  /** Raw keys whose contributions changed since the last settle, while rows may depend on them. */
+  private readonly touched = new Map<number, PolicyKey>();
+
+  constructor(
+    private readonly raw: RawContributions,
+    private readonly stats: EngineStats,
+  ) {}
+
+  /** The redirects the map's entries use. */
+  redirects(): IterableIterator<string> {
+    return this.redirectUse.keys();
+  }
+
+  redirect(id: string): Redirect | undefined {
+    return this.redirectUse.get(id)?.redirect;
+  }
+
+  get hasRedirects(): boolean {
+    return this.redirectUse.size > 0;
+  }
+
+  get isDirty(): boolean {
+    return this.touched.size > 0;
+  }
+
+  /** Raw key `rk` changed by a contribution of `entry`: rows may depend on it if it redirects or the map has redirects. */
+  touch(rk: number, key: PolicyKey, entry: PolicyEntry): void {
+    if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.touched.set(rk, key);
+  }
+
+  /** Whether settling `changes` can change a row (maps without redirects, most of them, skip the L7 layer). */
+  relevant(changes: readonly KernelChange[]): boolean {
+    return this.touched.size > 0 || this.redirectUse.size > 0 || someRedirect(changes);
+  }
+
+  /**
+   * Redirects follow the kernel entries that use them; a new redirect gets every row, a gone one
+   * loses them, and a changed raw key recomputes the rows of its identity for the redirects whose
+   * port it covers.
+   */
+  settle(changes: readonly KernelChange[]): { l7: L7Change[]; redirectsChanged: boolean } {
+    const added = new Set<string>();
+    const removed = new Set<string>();
+    for (const c of changes) this.countRedirectUse(c, added, removed);
+    const out: L7Change[] = [];
+    for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) this.setRow(out, rowKey, id, undefined);
+    // A redirect neither new nor touched by a raw key keeps its rows: no scratch work for it.
+    if (added.size > 0 || this.touched.size > 0) {
+      for (const [id, { redirect }] of this.redirectUse) this.refreshRedirectRows(out, id, redirect, added.has(id));
+    }
+    this.touched.clear();
+    return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
+  }
+
+  private countRedirectUse(c: KernelChange, added: Set<string>, removed: Set<string>): void {
+    const before = redirectOf(c.key, c.before);
+    const after = redirectOf(c.key, c.after);
+    if (before) {
+      const id = redirectId(before);
+      const u = this.redirectUse.get(id) as { redirect: Redirect; count: number };
+      if (--u.count === 0) {
+        this.redirectUse.delete(id);
+        if (added.has(id)) added.delete(id);
+        else removed.add(id);
+      }
+    }
+    if (after) {
+      const id = redirectId(after);
+      const u = this.redirectUse.get(id);
+      if (u) u.count++;
+      else {
+        this.redirectUse.set(id, { redirect: after, count: 1 });
+        if (removed.has(id)) removed.delete(id);
+        else added.add(id);
+      }
+    }
+  }
+
+  /** Recomputes the rows of `redirect` for the peers a new redirect sees, or those of the touched raw keys. */
+  private refreshRedirectRows(out: L7Change[], id: string, redirect: Redirect, isNew: boolean): void {
+    const peers = new Set<IdentityId>();
+    const narrower = new Map<string, PolicyKey>();
+    if (isNew) {
+      for (const proto of [redirect.protocol, 0]) {
+        for (const r of this.raw.entriesOf(dirProto(redirect.direction, proto)) ?? []) {
+          this.stats.mapEntriesVisited++;
+          visitForRedirect(r.key, id, redirect, peers, narrower);
+        }
+      }
+    } else {
+      for (const key of this.touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
+    }
+    for (const peer of peers) this.setRow(out, `${id}|${peer}`, id, this.computeRow(redirect, peer));
+    for (const [rowKey, key] of narrower) this.setRow(out, rowKey, id, this.computeNarrowerRow(redirect, key));
+  }
+
+  private setRow(out: L7Change[], rowKey: string, redirectKey: string, row: L7Row | undefined): void {
+    const before = this.rows.get(rowKey);
+    if (before === undefined && row === undefined) return;
+    if (before && row && l7PolicyKey(before.policy) === l7PolicyKey(row.policy)) return;
+    if (row) {
+      this.rows.set(rowKey, row);
+      let s = this.rowsByRedirect.get(redirectKey);
+      if (!s) this.rowsByRedirect.set(redirectKey, (s = new Set()));
+      s.add(rowKey);
+    } else {
+      this.rows.delete(rowKey);
+      const s = this.rowsByRedirect.get(redirectKey);
+      s?.delete(rowKey);
+      if (s?.size === 0) this.rowsByRedirect.delete(redirectKey);
+    }
+    out.push({ rowKey, before, after: row });
+  }
+
+  /**
+   * The NP-tier contributions a proxy's decision for `peer` on `redirect` rests on: those of every raw key
+   * of the peer (and, for a specific peer, of identity 0) that covers the redirected port.
+   */
+  contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
+    const out: Contribution[] = [];
+    for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
+      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.at(ks) ?? []) if (ownL7(c)) out.push(c);
+    }
+    return out;
+  }
+
+  /**
+   * The NP-tier contributions of the raw keys of `peer` (and of identity 0) inside the redirect's
+   * prefix, narrower than it, that cover `port`. The proxy judges a request by every rule whose
+   * range covers its port (cilium/proxy cilium/network_policy.cc: `PortNetworkPolicy` splits
+   * overlapping `port`..`end_port` ranges into disjoint ones holding the rules of each covering
+   * range, and `PortPolicy::forRange` ORs them with the wildcard port's),
+   * so these add to the redirect's rows for that port: e.g. a plain allow the datapath hides behind
+   * a wider redirect still lets its port's requests through. None for a single-port redirect.
+   */
+  narrowerContributions(redirect: Redirect, peer: IdentityId, port: number): Contribution[] {
+    const out: Contribution[] = [];
+    for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
+      const idd = idDir(id, redirect.direction);
+      for (let len = 16; len > redirect.portPrefixLen; len--) {
+        for (const c of this.raw.at(rawKeyAt(idd, redirect.protocol, port, len)) ?? []) if (ownL7(c)) out.push(c);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The row of a raw key narrower than `redirect` inside its prefix: what its own contributions
+   * let through on its ports (`narrowerContributions` judged one by one), for its identity.
+   */
+  private computeNarrowerRow(redirect: Redirect, key: PolicyKey): L7Row | undefined {
+    this.stats.mapEntriesVisited++;
+    const range = { port: key.port, portPrefixLen: key.portPrefixLen };
+    const lists: L7Rules[] = [];
+    for (const c of this.raw.at(rawKeyAt(idDir(key.identity, key.direction), key.protocol, key.port, key.portPrefixLen)) ?? []) {
+      if (c.entry.deny || !ownL7(c)) continue;
+      if (c.entry.proxyPort === 0) return { redirect, peer: key.identity, policy: ALLOW_ALL_L7, range };
+      if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
+    }
+    return lists.length === 0 ? undefined : { redirect, peer: key.identity, policy: mergeL7Rules(redirect.parser, lists), range };
+  }
+
+  /**
+   * The row of `peer` for `redirect`: allow-all when an allow rule without L7 rules covers the
+   * peer and port, else the union of the L7 rules of the redirect's parser on that port.
+   */
+  private computeRow(redirect: Redirect, peer: IdentityId): L7Row | undefined {
+    const lists: L7Rules[] = [];
+    for (const ks of coveringKeys(peer, redirect)) {
+      this.stats.mapEntriesVisited++;
+      for (const c of this.raw.at(ks) ?? []) {
+        // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
+        if (c.entry.deny || !ownL7(c)) continue;
+        if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
+        if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
+      }
+    }
+    return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
+  }
+}
+
+function redirectOf(key: PolicyKey, e: PolicyEntry | undefined): Redirect | undefined {
+  if (e === undefined || e.proxyPort === 0) return undefined;
+  const parser = parserOf(e);
+  return parser === undefined ? undefined : keyRedirect(key, parser);
+}
+
+function visitForRedirect(key: PolicyKey, id: string, redirect: Redirect, peers: Set<IdentityId>, narrower: Map<string, PolicyKey>): void {
+  if (coversPort(key, redirect)) peers.add(key.identity);
+  else if (insidePrefix(key, redirect)) narrower.set(`${id}|${key.identity}|${key.port}/${key.portPrefixLen}`, key);
+}
+
+/** Whether a change leaves a redirect entry. */
+function someRedirect(changes: readonly KernelChange[]): boolean {
+  for (const c of changes) if (c.after !== undefined && c.after.proxyPort !== 0) return true;
+  return false;
+}
+
+/** The raw keys of `identity` that cover the redirect's whole prefix: every broader-or-equal port prefix, then any protocol. */
+function coveringKeys(identity: IdentityId, r: Redirect): number[] {
+  const idd = idDir(identity, r.direction);
+  const out: number[] = [];
+  for (let len = r.portPrefixLen; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
+  out.push(rawKeyAt(idd, 0, 0, 0));
+  return out;
+}
+
+/** Is `key` a narrower port prefix inside the redirect's, of its direction and protocol? */
+function insidePrefix(key: PolicyKey, r: Redirect): boolean {
+  if (key.direction !== r.direction || key.protocol !== r.protocol || key.portPrefixLen <= r.portPrefixLen) return false;
+  return maskPort(key.port, r.portPrefixLen) === r.port;
+}
+
+/** Does `key` cover the redirect's (direction, protocol, port prefix), whatever its identity? */
+function coversPort(key: PolicyKey, r: Redirect): boolean {
+  if (key.direction !== r.direction) return false;
+  if (key.protocol === 0) return true;
+  if (key.protocol !== r.protocol || key.portPrefixLen > r.portPrefixLen) return false;
+  return maskPort(r.port, key.portPrefixLen) === maskPort(key.port, key.portPrefixLen);
+}

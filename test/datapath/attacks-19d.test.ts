@@ -3,13 +3,14 @@ import { randomInt } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { applyChangeSet } from '../../src/backend/backend.js';
 import { PROBE_TOOL } from '../../src/datapath/loader.js';
+import { netnsPath, run } from '../../src/datapath/netns.js';
 import { Testbed } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
 import { addr, arrives, csum, ipv4, sleep, tag, TCP, tcp, u16 } from './frames-9.js';
 import { kernel } from './gate.js';
-import { counterGrowth } from './kernel-counters.js';
+import { counterGrowth, nodeCounters } from './kernel-counters.js';
 import { cnp } from './yaml.js';
 
 /**
@@ -19,8 +20,10 @@ import { cnp } from './yaml.js';
  * admits one label on UDP/7000, the sender carries the other, and step 1 swaps both (the sender's
  * identity and the receiver's policy change in one transaction, denied before and after); step 2
  * opens the flow. `ha` and `hb` hold the two labels, so both identities and their entries live.
+ * Step 3 starts `newcomer`, which admits the client only (finding 1161), so its test runs last.
  */
 const FLOOD_PORT = 7000;
+const NEWCOMER_IP = '10.244.201.2';
 const receiverIn = (app: string): string => cnp('receiver-in', 'receiver', `ingress: [{fromEndpoints: [{matchLabels: {app: ${app}}}], toPorts: [{ports: [{port: "${FLOOD_PORT}", protocol: UDP}]}]}]`);
 const CLUSTER = `
 namespaces: [{name: x, labels: {}}]
@@ -37,12 +40,15 @@ policies:
   - ${cnp('client-out', 'client', `egress: [{toEntities: [world]}]
             egressDeny: [{toEntities: [world], toPorts: [{ports: [{port: "80", protocol: UDP}, {port: "80", protocol: TCP}]}]}]`)}
   - ${receiverIn('b')}
+  - ${cnp('newcomer-in', 'newcomer', 'ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]')}
 steps:
   - changes:
       - {setPodLabels: {pod: x/sender, labels: {app: b}}}
       - apply: ${receiverIn('a')}
   - changes:
       - apply: ${receiverIn('b')}
+  - changes:
+      - {addPod: {name: x/newcomer, labels: {app: newcomer}, ip: ${NEWCOMER_IP}}}
 `;
 
 /** How a transaction is written: the backend's order, or the ipcache first with a pause (a wrong order, to show the flood check sees a leak). */
@@ -167,4 +173,29 @@ kernel('attack round 19d: the datapath on hand-made packets', () => {
       order = 'plan';
     }
   }, 300_000);
+
+  it('1161: a new pod\'s link carried packets before its program was attached', async () => {
+    // ext (no program) floods the newcomer's address on UDP/81 (its server listens there) while
+    // the testbed starts it. Until then the router drops the flood silently (a blackhole route,
+    // which the newcomer's route replaces: no ICMP error stops the sender), and the flood's
+    // unused receive socket sits in the router's namespace.
+    run('ip', ['-n', b().router, 'route', 'add', 'blackhole', NEWCOMER_IP]);
+    const flood = spawn(PROBE_TOOL, ['flood', b().address('ext', 'ipv4').netns, netnsPath(b().router), NEWCOMER_IP, '81', '600'], { stdio: 'ignore' });
+    try {
+      await sleep(500);
+      const [sent] = counterGrowth(b(), 'ext', ['Udp.OutDatagrams'], () => {
+        b().decide(states[3] as ClusterState, { from: 'x/client', to: 'ext', port: 81, protocol: 'UDP' });
+        pause(300);
+      });
+      // The newcomer's namespace is new: its counters hold all it ever received.
+      const c = nodeCounters(b(), 'x/newcomer');
+      const took = ['Udp.InDatagrams', 'Udp.NoPorts', 'Ip.InReceives'].map((k) => c.get(k));
+      expect(b().decide(states[3] as ClusterState, { from: 'ext', to: 'x/newcomer', port: 81, protocol: 'UDP' }).allowed).toBe(false);
+      process.stderr.write(`attacks-19d newcomer: ext sent ${sent}, the newcomer took (InDatagrams, NoPorts, InReceives) ${JSON.stringify(took)}\n`);
+      expect(sent).toBeGreaterThan(1000);
+      expect(took).toEqual([0, 0, 0]);
+    } finally {
+      flood.kill('SIGTERM');
+    }
+  }, 120_000);
 });

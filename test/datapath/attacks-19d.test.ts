@@ -8,7 +8,7 @@ import { Testbed } from '../../src/datapath/testbed.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
-import { addr, arrives, csum, ipv4, sleep, tag, TCP, tcp, u16 } from './frames-9.js';
+import { addr, arrives, csum, fragmentHeader, ipv4, ipv6, sleep, tag, TCP, tcp, u16 } from './frames-9.js';
 import { kernel } from './gate.js';
 import { counterGrowth, nodeCounters } from './kernel-counters.js';
 import { cnp } from './yaml.js';
@@ -57,7 +57,7 @@ const pause = (ms: number): void => void Atomics.wait(new Int32Array(new SharedA
 
 let bed: Testbed | undefined;
 let states: ClusterState[] = [];
-afterAll(() => bed?.close());
+afterAll(() => bed?.close(), 60_000);
 
 const b = (): Testbed => bed as Testbed;
 const ip4 = (name: string): string => b().address(name, 'ipv4').ip;
@@ -87,7 +87,7 @@ kernel('attack round 19d: the datapath on hand-made packets', () => {
     });
     const decide = (s: number, from: string, to: string, port: number, protocol: 'UDP' | 'TCP' = 'UDP'): boolean => b().decide(states[s] as ClusterState, { from, to, port, protocol }).allowed;
     expect([decide(0, 'x/client', 'ext', 81), decide(0, 'x/client', 'ext', 80), decide(0, 'ext', 'x/client', 81, 'TCP'), decide(0, 'x/guarded', 'x/client', 81)]).toEqual([true, false, false, true]);
-  }, 60_000);
+  }, 180_000);
 
   it('1160: an IPv4 first fragment\'s TCP flags were read from bytes the receiver cuts off: a SYN on a closed flow passed as its reply', () => {
     // The client's flow to ext:81, closed both ways by an RST before ext's SYN (ct_touch: both ways closing).
@@ -129,13 +129,38 @@ kernel('attack round 19d: the datapath on hand-made packets', () => {
     expect({ to80, sent81: to81.sent, took81: to81.segs > 0 }).toEqual({ to80: { sent: [false, false], segs: 0 }, sent81: [true, true], took81: true });
   });
 
+  it('held: an IPv6 datagram fragmented behind destination options and a routing header (no segments left) is decided by its UDP port', () => {
+    // Unfragmentable part: destination options (8 bytes), a type 0 routing header with no
+    // segments left (ipv6_rthdr_rcv skips it), then the fragment header: the parser's 4-header
+    // bound holds the UDP header as the 4th. ext reassembles and delivers what passed.
+    const [src, dst] = [b().address('x/client', 'ipv6').ip, b().address('ext', 'ipv6').ip];
+    const datagram = (dp: number): number[] => {
+      const d = [...u16(sport()), ...u16(dp), ...u16(24), 0, 0, ...tag(16)];
+      const c = csum([...addr(src), ...addr(dst), 0, 0, ...u16(d.length), 0, 0, 0, 17, ...d]) || 0xffff;
+      [d[6], d[7]] = [c >> 8, c & 0xff];
+      return d;
+    };
+    const frags = (dp: number): number[][] => {
+      const d = datagram(dp);
+      const id = randomInt(1, 0x7fffffff);
+      const head = (offset: number, more: boolean): number[] => [43, 0, 1, 4, 0, 0, 0, 0, 44, 0, 0, 0, 0, 0, 0, 0, ...fragmentHeader(17, offset, more, id)];
+      return [ipv6(src, dst, 60, [...head(0, true), ...d.slice(0, 16)]), ipv6(src, dst, 60, [...head(2, false), ...d.slice(16)])];
+    };
+    const send = (dp: number): { sent: boolean[]; delivered: number } => {
+      let sent: boolean[] = [];
+      const [delivered] = counterGrowth(b(), 'ext', ['Udp6InDatagrams'], () => void (sent = frags(dp).map((f) => arrives(b(), 'x/client', 'ext', f))));
+      return { sent, delivered: delivered ?? 0 };
+    };
+    expect([send(80), send(81)]).toEqual([{ sent: [false, false], delivered: 0 }, { sent: [true, true], delivered: 1 }]);
+  });
+
   /** Datagrams the receiver's kernel took for UDP while `f` ran, and datagrams the sender sent. */
   const flooded = (f: () => void): { received: number; sent: number } => {
     let sent = 0;
     const [inDatagrams, noPorts] = counterGrowth(b(), 'x/receiver', ['Udp.InDatagrams', 'Udp.NoPorts'], () => {
-      [sent] = counterGrowth(b(), 'x/sender', ['Udp.OutDatagrams'], f);
+      sent = counterGrowth(b(), 'x/sender', ['Udp.OutDatagrams'], f)[0] ?? 0;
     });
-    return { received: (inDatagrams ?? 0) + (noPorts ?? 0), sent: sent ?? 0 };
+    return { received: (inDatagrams ?? 0) + (noPorts ?? 0), sent };
   };
 
   /** Alternates the two states that deny sender → receiver:7000 (`rounds` transactions each way). */

@@ -329,7 +329,13 @@ static __always_inline int parse_ipv4_l4(struct __sk_buff *skb, struct iphdr *ip
 		frag_load(f, l4);
 		return 0;
 	}
-	if (parse_l4(skb, sizeof(struct ethhdr) + ip->ihl * 4, ip_end(skb, sizeof(struct ethhdr), bpf_ntohs(ip->tot_len)), f) < 0)
+	__u32 l4 = sizeof(struct ethhdr) + ip->ihl * 4;
+	__u32 limit = ip_end(skb, sizeof(struct ethhdr), bpf_ntohs(ip->tot_len));
+	// A first fragment counts in 8-byte units: the receiver drops the rest of its payload
+	// (ip_frag_queue: `end &= ~7`) and takes those bytes from the next fragment (finding 1160).
+	if ((frag & 0x2000) && limit > l4)
+		limit = l4 + ((limit - l4) & ~7U);
+	if (parse_l4(skb, l4, limit, f) < 0)
 		return -1;
 	if (frag & 0x2000) {
 		struct frag_l4 l4;

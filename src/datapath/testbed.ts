@@ -195,8 +195,12 @@ export class Testbed {
       const w = wanted.get(name);
       if (w === undefined || w.ip.text !== n.ip.text || w.alt?.text !== n.givenAlt) this.removeNode(name);
     }
-    for (const [name, w] of wanted) if (!this.nodes.has(name)) this.addNode(name, w.ip, w.alt);
+    const added = [...wanted].filter(([name]) => !this.nodes.has(name));
+    for (const [name, w] of added) this.addNode(name, w.ip, w.alt);
     for (const key of state.pods.keys()) this.loadPod(key);
+    // Only now the router's side of a new veth goes up and routes to it: a pod's link carries
+    // nothing before its program is attached (finding 1161).
+    for (const [name] of added) this.connect(name);
     this.ipcache.sync(this.ipcacheFor(state));
     this.built = state;
   }
@@ -222,13 +226,7 @@ export class Testbed {
     addNetns(ns, false);
     run('ip', ['-n', this.router, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     const addrs = [ip, alt];
-    inNs(this.router, 'sh', ['-c', [
-      `ip link set ${ifname} up`,
-      `ip addr add ${GATEWAY4}/32 dev ${ifname}`,
-      `ip -6 addr add ${GATEWAY6}/64 dev ${ifname} nodad`,
-      // replace, not add: a removed node's veth (and its route) lives on until its killed server has exited.
-      ...addrs.map((a) => `ip ${a.family === 'ipv6' ? '-6 ' : ''}route replace ${a.text} dev ${ifname}`),
-    ].join(' && ')]);
+    inNs(this.router, 'sh', ['-c', [`ip addr add ${GATEWAY4}/32 dev ${ifname}`, `ip -6 addr add ${GATEWAY6}/64 dev ${ifname} nodad`].join(' && ')]);
     inNs(ns, 'sh', ['-c', [
       'ip link set eth0 up',
       ...addrs.map((a) => (a.family === 'ipv6' ? `ip -6 addr add ${a.text}/128 dev eth0 nodad` : `ip addr add ${a.text}/32 dev eth0`)),
@@ -239,6 +237,16 @@ export class Testbed {
     const server = runTool(['serve', netnsPath(ns), ...this.listen]);
     if (server.status !== 0) throw new Error(`testbed: probe server in ${ns} failed: ${server.stderr}`);
     this.nodes.set(name, { ns, ifname, ip, alt, givenAlt: given?.text, serverPid: Number(server.stdout.trim()) });
+  }
+
+  /** Brings the router's side of a node's veth up and routes the node's addresses to it. */
+  private connect(name: string): void {
+    const n = this.node(name);
+    inNs(this.router, 'sh', ['-c', [
+      `ip link set ${n.ifname} up`,
+      // replace, not add: a removed node's veth (and its route) lives on until its killed server has exited.
+      ...[n.ip, n.alt].map((a) => `ip ${a.family === 'ipv6' ? '-6 ' : ''}route replace ${a.text} dev ${n.ifname}`),
+    ].join(' && ')]);
   }
 
   /** Loads (or, when the engine re-created its policy map, reloads) a pod's endpoint program. */

@@ -18,15 +18,17 @@ export function addr(text: string): number[] {
 /** A frame's own tail: the probe recognises its arrival by its last 8 bytes. */
 export const tag = (n = 8): number[] => [...randomBytes(n)];
 
-function csum(b: readonly number[]): number {
+/** The Internet checksum (RFC 1071) of `b`. */
+export function csum(b: readonly number[]): number {
   let s = 0;
   for (let i = 0; i < b.length; i += 2) s += ((b[i] ?? 0) << 8) | (b[i + 1] ?? 0);
   while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
   return ~s & 0xffff;
 }
 
-export function ipv4(src: string, dst: string, proto: number, payload: readonly number[]): number[] {
-  const h = [0x45, 0, ...u16(20 + payload.length), 0x12, 0x34, 0, 0, 64, proto, 0, 0, ...addr(src), ...addr(dst)];
+/** An IPv4 packet; `o.frag` is the flags-and-offset field (0x2000: more fragments; offset in 8-byte units), `o.id` the identification. */
+export function ipv4(src: string, dst: string, proto: number, payload: readonly number[], o: { frag?: number; id?: number } = {}): number[] {
+  const h = [0x45, 0, ...u16(20 + payload.length), ...u16(o.id ?? 0x1234), ...u16(o.frag ?? 0), 64, proto, 0, 0, ...addr(src), ...addr(dst)];
   const c = csum(h);
   h[10] = c >> 8;
   h[11] = c & 0xff;

@@ -2,7 +2,7 @@ import { run } from '../../src/datapath/netns.js';
 import type { Testbed } from '../../src/datapath/testbed.js';
 
 /** A testbed node's IP counters, /proc/net/snmp (as `Udp.InDatagrams`, `Tcp.InErrs`) and /proc/net/snmp6, read inside its namespace. */
-function nodeCounters(bed: Testbed, node: string): Map<string, number> {
+export function nodeCounters(bed: Testbed, node: string): Map<string, number> {
   const read = (file: string): string[] => run('nsenter', [`--net=${bed.address(node, 'ipv6').netns}`, 'cat', file]).split('\n').filter((l) => l !== '');
   const out = new Map<string, number>();
   for (const l of read('/proc/net/snmp6')) {

@@ -19,11 +19,11 @@ import type { AllowLocalhost } from '../../src/model/localhost.js';
 import { maskedPortEnd, maskPort, PolicyEntry, policyKeyString } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import type { Direction } from '../../src/model/rules.js';
-import { parseManifest } from '../../src/policy/manifest.js';
 import { ALL_INITIAL, hasBad, SETUP, toEvents } from '../engine/gen-all.js';
 import { mixEvents, MixOp, mixOp } from '../engine/gen-mix.js';
 import { modelAfter, PROBE_PORTS, trackLocality } from '../engine/gen.js';
 import { steppedBackend } from './stepped-backend.js';
+import { poison, UNPOISON } from '../engine/poison.js';
 
 /*
  * The fail-closed write order over mixed histories (attack round 19e): gen-mix.ts's transactions
@@ -47,15 +47,8 @@ const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEE
 /** The backend's smallest capacity, the engine's too: a plan may be short of room (allows-first, deny-all). */
 const CAPACITY = 256;
 
-/** 280 port entries for every local endpoint: over CAPACITY, so a transaction holding it is refused while a local endpoint lives. */
-const POISON: EngineEvent = {
-  type: 'upsertPolicy',
-  policy: parseManifest(
-    { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'poison' }, spec: { endpointSelector: {}, ingress: Array.from({ length: 7 }, (_, i) => ({ fromEntities: ['all'], toPorts: [{ ports: Array.from({ length: 40 }, (_, j) => ({ port: String(2000 + 40 * i + j), protocol: 'TCP' })) }] })) } },
-    'poison.yaml',
-  ),
-};
-const UNPOISON: EngineEvent = { type: 'deletePolicy', ref: { kind: 'CiliumClusterwideNetworkPolicy', name: 'poison' } };
+/** 280 port entries for every local endpoint: over CAPACITY (test/engine/poison.ts). */
+const POISON = poison(7);
 
 interface Probe {
   readonly protocol: number;

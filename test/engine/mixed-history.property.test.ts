@@ -8,13 +8,13 @@ import { endpointAddress, FlowEndpoint, resolveEndpoint } from '../../src/model/
 import { datapathLookup, LookupResult } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
-import { parseManifest } from '../../src/policy/manifest.js';
 import { checkAllFlows } from './all-flows.js';
 import { ALL_INITIAL, hasBad, SETUP, toEvents } from './gen-all.js';
 import { mixEvents, MixOp, mixOp } from './gen-mix.js';
 import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
 import { Kernel } from './kernel-view.js';
 import { learnt, learntByOracle } from './learnt.js';
+import { poison, UNPOISON } from './poison.js';
 
 /*
  * Mixed histories (attack round 18e): gen-mix.ts's compound operations (address reuse in one
@@ -32,15 +32,8 @@ const TIMEOUT = LONG || process.env.DISTILL_RUNS ? 60 * 60_000 : 120_000;
 const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
 const CAPACITY = 160;
 
-/** 240 port entries for every local endpoint: over CAPACITY, so a transaction holding it is refused while a local endpoint lives. */
-const POISON: EngineEvent = {
-  type: 'upsertPolicy',
-  policy: parseManifest(
-    { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'poison' }, spec: { endpointSelector: {}, ingress: Array.from({ length: 6 }, (_, i) => ({ fromEntities: ['all'], toPorts: [{ ports: Array.from({ length: 40 }, (_, j) => ({ port: String(2000 + 40 * i + j), protocol: 'TCP' })) }] })) } },
-    'poison.yaml',
-  ),
-};
-const UNPOISON: EngineEvent = { type: 'deletePolicy', ref: { kind: 'CiliumClusterwideNetworkPolicy', name: 'poison' } };
+/** 240 port entries for every local endpoint: over CAPACITY (test/engine/poison.ts). */
+const POISON = poison(6);
 
 /** What the kernel and the proxy see, numbers included. */
 function kernelView(e: Engine): unknown {

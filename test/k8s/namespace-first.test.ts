@@ -1,8 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
+import { mirrorAgent } from './mirror-agent.js';
 
 /**
  * Attack round 4: a pod whose Namespace the agent has not seen yet (separate watch streams, no
@@ -22,25 +19,8 @@ const allowCluster = (rv: number) => ccnp('allow', rv, { ingress: [{ fromEntitie
 const denyEvil = (rv: number) => ccnp('deny-evil', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'io.cilium.k8s.namespace.labels.team': 'evil' } }] }] });
 
 function agent() {
-  const mirror = new ClusterMirror({ nodeName: 'n1' });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
-  const step = (...lines: string[]): void => {
-    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
-    for (let i = 0; i < 50 && !mirror.idle; i++) {
-      const b = mirror.flush();
-      engine.apply(b.events as EngineEvent[]);
-      b.commit();
-    }
-    expect(mirror.idle).toBe(true);
-  };
-  /** The verdict for the peer holding `ip` (as the datapath resolves it) to x/server on 80/TCP. */
-  const verdict = (ip: string): string => {
-    const id = engine.ipcache().find((e) => e.prefix === `${ip}/32`)?.identity;
-    const hit = id === undefined ? undefined : engine.lookup('x/server', id, 'ingress', 6, 80);
-    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
-  };
-  return { step, verdict, engine };
+  const a = mirrorAgent();
+  return { step: (...lines: string[]): void => a.step('w', ...lines), verdict: a.verdict, engine: a.engine };
 }
 
 describe('agent: a pod whose namespace is not (or no longer) known', () => {

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { initialEvents } from './initial-events.mjs';
 
 /** The calling thread's on-CPU time, ms (`/proc/thread-self/schedstat`); NaN where there is none. */
 function mainThreadCpuMs() {
@@ -27,8 +28,7 @@ async function child(dist, tracePath) {
   const { parseTrace } = await import(resolve(dist, 'churn/trace.js'));
   const { Engine } = await import(resolve(dist, 'engine/engine.js'));
   const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false }); // as `distill replay` reads it (builds before the option ignore it)
-  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  const initial = initialEvents(trace);
   globalThis.gc();
   const t0 = process.hrtime.bigint();
   const c0 = process.cpuUsage();

@@ -12,6 +12,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { initialEvents } from './initial-events.mjs';
 
 const SEMI_SPACE_MB = 256;
 
@@ -22,8 +23,7 @@ async function child(dist, tracePath) {
   const { MemoryBackend } = await import(resolve(dist, 'backend/memory.js'));
   const { applyChangeSet } = await import(resolve(dist, 'backend/backend.js'));
   const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false });
-  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  const initial = initialEvents(trace);
   let gcs = 0;
   const obs = new PerformanceObserver((list) => (gcs += list.getEntries().length));
   obs.observe({ entryTypes: ['gc'] });

@@ -8,13 +8,13 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { initialEvents } from './initial-events.mjs';
 
 async function child(dist, tracePath) {
   const { parseTrace } = await import(resolve(dist, 'churn/trace.js'));
   const { Engine } = await import(resolve(dist, 'engine/engine.js'));
   const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false });
-  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  const initial = initialEvents(trace);
   globalThis.gc();
   process.stdout.write('MARK-BEGIN\n');
   new Engine({}).apply(initial);

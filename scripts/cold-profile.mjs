@@ -8,6 +8,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Session } from 'node:inspector/promises';
+import { initialEvents } from './initial-events.mjs';
 
 const [mode, dist, tracePath, out, intervalArg] = process.argv.slice(2);
 if ((mode !== 'cpu' && mode !== 'alloc') || !dist || !tracePath || !out) {
@@ -19,8 +20,7 @@ const { Engine } = await import(resolve(dist, 'engine/engine.js'));
 const { MemoryBackend } = await import(resolve(dist, 'backend/memory.js'));
 const { applyChangeSet } = await import(resolve(dist, 'backend/backend.js'));
 const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false });
-const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+const initial = initialEvents(trace);
 globalThis.gc?.();
 const s = new Session();
 s.connect();

@@ -7,6 +7,7 @@
 // Usage: node --expose-gc [V8 FLAGS] scripts/cold-repeat.mjs DIST TRACE [RUNS=8]
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { initialEvents } from './initial-events.mjs';
 
 const [dist, tracePath, runsArg] = process.argv.slice(2);
 if (!dist || !tracePath || typeof globalThis.gc !== 'function') {
@@ -18,8 +19,7 @@ const { Engine } = await import(resolve(dist, 'engine/engine.js'));
 const text = readFileSync(tracePath, 'utf8');
 const initialPhase = () => {
   const trace = parseTrace(text, tracePath, { manifests: false });
-  const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  return trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+  return initialEvents(trace);
 };
 const mainMs = () => {
   try {

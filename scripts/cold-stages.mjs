@@ -5,12 +5,12 @@
 // ~3,000 calls of a stage that does nothing per call still read as 10–30 ms on a loaded machine). Usage: node --expose-gc scripts/cold-stages.mjs DIST TRACE [RUNS_IN_PROCESS=1]
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { initialEvents } from './initial-events.mjs';
 const dist = process.argv[2], tracePath = process.argv[3], n = Number(process.argv[4] ?? 1);
 const { parseTrace } = await import(resolve(dist, 'churn/trace.js'));
 const { Engine } = await import(resolve(dist, 'engine/engine.js'));
 const trace = parseTrace(readFileSync(tracePath, 'utf8'), tracePath, { manifests: false });
-const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+const initial = initialEvents(trace);
 const cpuMs = () => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
 for (let k = 0; k < n; k++) {
   globalThis.gc?.();

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
+import { initialEvents } from './initial-events.mjs';
 
 const [dist, tracePath] = process.argv.slice(2);
 if (!dist || !tracePath || typeof globalThis.gc !== 'function') {
@@ -25,8 +26,7 @@ const text = readFileSync(tracePath, 'utf8');
 const h0 = heap();
 const trace = parseTrace(text, tracePath);
 const h1 = heap();
-const firstChurn = trace.items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-const initial = trace.items.slice(0, firstChurn < 0 ? trace.items.length : firstChurn).flatMap((i) => (i.kind === 'event' ? [i.event] : []));
+const initial = initialEvents(trace);
 const policies = initial.filter((e) => e.type === 'upsertPolicy');
 const rest = initial.filter((e) => e.type !== 'upsertPolicy');
 const pods = rest.filter((e) => e.type === 'upsertPod');

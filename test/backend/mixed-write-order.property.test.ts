@@ -21,7 +21,7 @@ import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import type { Direction } from '../../src/model/rules.js';
 import { ALL_INITIAL, hasBad, SETUP, toEvents } from '../engine/gen-all.js';
 import { mixEvents, MixOp, mixOp } from '../engine/gen-mix.js';
-import { modelAfter, PROBE_PORTS, trackLocality } from '../engine/gen.js';
+import { acceptedEvents, modelAfter, PROBE_PORTS, trackLocality } from '../engine/gen.js';
 import { steppedBackend } from './stepped-backend.js';
 import { poison, UNPOISON } from '../engine/poison.js';
 
@@ -382,18 +382,6 @@ function hiddenUnderBroader(engine: Engine): string[] {
 
 /** Operations, poisoned, and (sometimes) the map operation the writer is killed at, then restarted on the maps. */
 type Txn = [MixOp[], boolean, number | null];
-
-function acceptedEvents(state: ClusterState, events: readonly EngineEvent[]): EngineEvent[] {
-  const out: EngineEvent[] = [];
-  let s = state;
-  for (const e of events) {
-    const next = modelAfter(s, [e]);
-    if (next === null) continue;
-    out.push(e);
-    s = next;
-  }
-  return out;
-}
 
 /** The transaction's change set (with the poison in and out again when nothing overflows), or null when refused. */
 function applyTxn(engine: Engine, events: EngineEvent[], poisoned: boolean): ChangeSet | null {

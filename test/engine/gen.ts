@@ -409,6 +409,19 @@ export function modelAfter(state: ClusterState, events: readonly EngineEvent[]):
   }
 }
 
+/** The events the model takes one after another (those naming absent objects dropped): refused batches come from the `bad` ops only. */
+export function acceptedEvents(state: ClusterState, events: readonly EngineEvent[]): EngineEvent[] {
+  const out: EngineEvent[] = [];
+  let s = state;
+  for (const e of events) {
+    const next = modelAfter(s, [e]);
+    if (next === null) continue;
+    out.push(e);
+    s = next;
+  }
+  return out;
+}
+
 /** A small deterministic PRNG for sampling flows inside a property. */
 export function prng(seed: number): () => number {
   let s = seed >>> 0 || 1;

@@ -11,7 +11,7 @@ import { decideDirection } from '../../src/naive/evaluator.js';
 import { checkAllFlows } from './all-flows.js';
 import { ALL_INITIAL, hasBad, SETUP, toEvents } from './gen-all.js';
 import { mixEvents, MixOp, mixOp } from './gen-mix.js';
-import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
+import { acceptedEvents, modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
 import { Kernel } from './kernel-view.js';
 import { learnt, learntByOracle } from './learnt.js';
 import { poison, UNPOISON } from './poison.js';
@@ -99,19 +99,6 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, r
 }
 
 type Txn = [MixOp[], boolean];
-
-/** The events the model takes one after another (those naming absent objects dropped): refused batches come from the `bad` ops only. */
-function acceptedEvents(state: ClusterState, events: readonly EngineEvent[]): EngineEvent[] {
-  const out: EngineEvent[] = [];
-  let s = state;
-  for (const e of events) {
-    const next = modelAfter(s, [e]);
-    if (next === null) continue;
-    out.push(e);
-    s = next;
-  }
-  return out;
-}
 
 /** Applies a transaction (with the poison when `poisoned`): the change set, or null when refused (then nothing changed). */
 function applyTxn(engine: Engine, events: EngineEvent[], poisoned: boolean, modelRefuses: boolean): ChangeSet | null {

@@ -38,9 +38,10 @@ function flush(): void {
 let open = files.length;
 for (const file of files) {
   const parser = new WatchStreamParser(file);
-  const stream = file === '-' ? process.stdin : createReadStream(file, 'utf8');
+  // Decode UTF-8 in the stream, never per chunk: a character split across two chunks would become two U+FFFD.
+  const stream = file === '-' ? process.stdin.setEncoding('utf8') : createReadStream(file, 'utf8');
   stream.on('data', (chunk: string | Buffer) => {
-    for (const item of parser.push(chunk.toString())) mirror.observe(item, file);
+    for (const item of parser.push(String(chunk))) mirror.observe(item, file);
     if (!pending) (pending = true), setImmediate(flush);
   });
   stream.on('end', () => {

@@ -24,7 +24,9 @@ export type { Pod } from './model/cluster.js';
 export type { IpAddress, IpFamily } from './model/cidr.js';
 export { parseIp } from './model/cidr.js';
 export type { ContainerPort } from './model/ports.js';
-export type { Policy, PolicyRef, PolicyKind, Direction, RuleOrigin } from './model/rules.js';
+export type { Policy, PolicyRef, PolicyKind, Direction, RuleOrigin, L7Rules, HttpRule, HttpHeaderMatch, KafkaRule, DnsRule } from './model/rules.js';
+/** L7 requests and what the proxy is told (`engine.l7Verdict`, `engine.l7AllowedBy`, `engine.l7Policies`, `L7TableRow`). */
+export type { L7Request, HttpRequest, KafkaRequest, DnsQuery, L7Parser, L7Policy } from './model/l7.js';
 export type { LabelSet } from './model/labels.js';
 export type { FqdnEvent } from './model/fqdn-events.js';
 export type { PolicyEntry, PolicyKey, LookupResult } from './model/policy-map.js';

@@ -443,23 +443,30 @@ export class Agent {
   }
 
   /**
-   * Why the agent is not ready, or undefined: the maps lag the engine (`mapsBehind`), a watch
+   * Why the agent is not ready (every reason, one per line), or undefined: the maps lag the engine (`mapsBehind`), a watch
    * stream became unreadable (the policy no longer follows it), or a stream reported an ERROR
    * and was not relisted since (events may be lost), or the identity source cannot reach etcd.
    * Cilium's /healthz fails likewise while its Kubernetes or kvstore connection is not ready
    * (daemon/cmd/status.go getStatus).
    */
   get notReady(): string | undefined {
+    const problems = this.problems();
+    return problems.length === 0 ? undefined : problems.join('\n');
+  }
+
+  /** Every reason the agent is not ready, most urgent first (/healthz names them all: attack-findings-19u, 1269). */
+  private problems(): string[] {
+    const problems: string[] = [];
     const behind = this.mapsBehind;
-    if (behind !== undefined) return `maps behind the policy after a failed write (${behind}); retrying`;
-    if (this.unreadable.length > 0) return `watch stream unreadable (${[...new Set(this.unreadable)].join(', ')}): the policy no longer follows it`;
+    if (behind !== undefined) problems.push(`maps behind the policy after a failed write (${behind}); retrying`);
+    if (this.unreadable.length > 0) problems.push(`watch stream unreadable (${[...new Set(this.unreadable)].join(', ')}): the policy no longer follows it`);
     const identities = this.config.identitySource?.problem;
-    if (identities !== undefined) return identities;
+    if (identities !== undefined) problems.push(identities);
     const lost = this.mirror.streamsAwaitingRelist();
-    if (lost.length > 0) return `watch stream error not followed by a relist (or a List cut short) (${lost.join(', ')}): events may be lost`;
+    if (lost.length > 0) problems.push(`watch stream error not followed by a relist (or a List cut short) (${lost.join(', ')}): events may be lost`);
     const listing = this.mirror.listsInProgress();
-    if (listing.length > 0) return `List being read (${listing.join(', ')}): not applied before its last page`;
-    return undefined;
+    if (listing.length > 0) problems.push(`List being read (${listing.join(', ')}): not applied before its last page`);
+    return problems;
   }
 
   private async listen(addr: string): Promise<void> {

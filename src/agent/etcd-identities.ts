@@ -17,8 +17,10 @@ export interface EtcdIdentityOptions {
   readonly logger: Logger;
   readonly prefix?: string;
   readonly leaseTtlSec?: number;
-  /** Delay before retrying while etcd is unreachable, ms. */
+  /** First delay before retrying while etcd is unreachable, ms (default 200); doubles per failure up to `maxRetryMs`. */
   readonly retryMs?: number;
+  /** Longest delay between retries, ms (default 8000). */
+  readonly maxRetryMs?: number;
   /** The clock of the skipped-key warnings' rate limit (ms; default `Date.now`). */
   readonly now?: () => number;
   /** How often etcd's status is asked (ms; default 5000; each ask has the client's call deadline). */
@@ -37,6 +39,7 @@ export interface EtcdIdentityStats {
 }
 
 const podKey = (namespace: string, name: string): string => `${namespace}/${name}`;
+const withoutTimestamps = (message: string): string => message.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, '');
 
 /** A pod's cluster identity labels in the kvstore form (`source:key=value`). */
 export function kvLabels(pod: Pod, namespaceLabels: Readonly<Record<string, string>>): string[] {
@@ -101,6 +104,8 @@ export class EtcdIdentitySource {
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private lastError: string | undefined;
+  /** Failures since the last success: the retry delay doubles with each (attack-findings-19u, 1268). */
+  private consecutiveFailures = 0;
   /** Why the last status check failed, or undefined (`checkStatus`). */
   private statusError: string | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
@@ -237,16 +242,34 @@ export class EtcdIdentitySource {
 
   private pumped(err: unknown): void {
     this.pumping = false;
-    this.lastError = err === undefined ? undefined : `etcd identities: ${err instanceof Error ? err.message : String(err)}; retrying`;
-    if (err !== undefined) {
+    const previous = this.lastError;
+    const error = err === undefined ? undefined : `etcd identities: ${err instanceof Error ? err.message : String(err)}; retrying`;
+    this.lastError = error;
+    if (error !== undefined) {
       this.stats.failures++;
-      this.opts.logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'etcd identities: retrying');
+      const delayMs = this.retryDelayMs(this.consecutiveFailures++);
+      // One warning per distinct error, not one per attempt: an etcd down for an hour is one line, not 18,000.
+      // grpc-js stamps its "Failed to connect" message with the attempt's time: compare without it.
+      const repeated = previous !== undefined && withoutTimestamps(previous) === withoutTimestamps(error);
+      const log = repeated ? this.opts.logger.debug.bind(this.opts.logger) : this.opts.logger.warn.bind(this.opts.logger);
+      log({ error: err instanceof Error ? err.message : String(err), attempt: this.consecutiveFailures, retryInMs: delayMs }, 'etcd identities: retrying');
       clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => this.kick(), this.opts.retryMs ?? 200);
+      this.retryTimer = setTimeout(() => this.kick(), delayMs);
       return;
     }
+    this.consecutiveFailures = 0;
     if (this.again) (this.again = false), this.kick();
     else this.onChange();
+  }
+
+  /**
+   * Exponential backoff from `retryMs` to `maxRetryMs`, as Cilium's etcd client spaces the retries of a
+   * failed list (pkg/kvstore/etcd.go `Watch`: `backoff.Exponential{Min: 50ms, Max: 1m}`); a lower cap here
+   * because identities are what new pods wait for.
+   */
+  private retryDelayMs(failuresBefore: number): number {
+    const first = this.opts.retryMs ?? 200;
+    return Math.min(this.opts.maxRetryMs ?? 8000, first * 2 ** Math.min(failuresBefore, 30));
   }
 
   private async pump(): Promise<void> {

@@ -75,11 +75,11 @@ export class InstrumentedEngine {
     new Gauge({ name: 'distill_policy_selector_cache_selectors', help: 'Selectors in the selector cache', registers, collect() { this.set(engine.sizes().selectors); } });
     new Gauge({ name: 'distill_policy_selector_cache_identities', help: 'Identities the selector cache matches against', registers, collect() { this.set(engine.sizes().identities); } });
     new Gauge({
-      name: 'distill_identity', help: 'Identities by type (cluster, local)', labelNames: ['type'], registers,
+      // Cilium's identity types (pkg/identity/identity.go ReservedIdentityType, ClusterLocalIdentityType,
+      // NodeLocalIdentityType): a dashboard built for Cilium's `identity` gauge reads this one.
+      name: 'distill_identity', help: 'Identities by type (reserved, cluster_local, node_local, remote_node)', labelNames: ['type'], registers,
       collect() {
-        const s = engine.sizes();
-        this.set({ type: 'cluster' }, s.identities - s.localIdentities);
-        this.set({ type: 'local' }, s.localIdentities);
+        for (const [type, n] of engine.identityTypes()) this.set({ type }, n);
       },
     });
     new Gauge({ name: 'distill_endpoints', help: 'Local endpoints', registers, collect() { this.set(engine.sizes().endpoints); } });

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { upsertPolicy } from '../model/cluster.js';
 import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
-import { FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
+import { FLOW_PROTOCOLS, FlowProtocol, flowPortRange } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { SideReport, traceFlow } from '../explain/trace.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError } from './common.js';
@@ -32,7 +32,9 @@ export function parsePortProto(text: string): { port: number; protocol: FlowProt
   const m = /^(\d{1,5})(?:\/([A-Za-z0-9]+))?$/.exec(text.trim());
   const protocol = FLOW_PROTOCOLS.find((p) => p.toLowerCase() === (m?.[2] ?? 'TCP').toLowerCase());
   const port = Number(m?.[1]);
-  if (!m || protocol === undefined || port > MAX_PORT) throw new InputError(`--port: "${text}" is not PORT/PROTOCOL (e.g. 80/TCP; protocols: ${FLOW_PROTOCOLS.join(', ')})`);
+  if (!m || protocol === undefined) throw new InputError(`--port: "${text}" is not PORT/PROTOCOL (e.g. 80/TCP; protocols: ${FLOW_PROTOCOLS.join(', ')})`);
+  const range = flowPortRange(protocol);
+  if (port < range.min || port > range.max) throw new InputError(`--port: ${port} is out of range for ${protocol} (${protocol.startsWith('ICMP') ? 'types' : 'ports'} ${range.min}..${range.max})`);
   return { port, protocol };
 }
 
@@ -92,8 +94,8 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     const t = traceFlow({ state, decider: built.decider }, opts.from, opts.to, port, protocol, request);
     const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest) };
     if (!printData(io, opts.output, data)) {
-      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${t.sides.map(renderSide).join('\n\n')}\n`);
-      if (t.sides.length === 0) io.out('neither side is a pod: nothing enforces policy on this flow\n');
+      const body = t.sides.length === 0 ? 'neither side is a pod: nothing enforces policy on this flow' : t.sides.map(renderSide).join('\n\n');
+      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${body}\n`);
     }
     return 0;
   } catch (e) {

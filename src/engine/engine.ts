@@ -1,7 +1,7 @@
 import { AllowLocalhost, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf, podKey } from '../model/cluster.js';
-import { IdentityAllocator, IdentityId, identityLabelsFrom, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, identityLabelsFrom, type IdentityType, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -512,5 +512,10 @@ export class Engine {
   /** Sizes, for tests and benchmarks. */
   sizes(): EngineSizes {
     return this.stages.queries.sizes();
+  }
+
+  /** Identities by Cilium's identity type (`reserved`, `cluster_local`, `node_local`, `remote_node`): one pass, for scrapes. */
+  identityTypes(): Map<IdentityType, number> {
+    return this.stages.queries.identityTypes();
   }
 }

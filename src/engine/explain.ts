@@ -1,5 +1,5 @@
 import { hostCidr, IpAddress } from '../model/cidr.js';
-import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
+import { ANY_IDENTITY, IdentityId, identityType, type IdentityType } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, proxyReads } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -21,6 +21,7 @@ import type { SharedMapState, SharedMaps } from './shared-maps.js';
 /** Sizes, for tests and benchmarks. */
 export interface EngineSizes {
   readonly identities: number;
+  /** Identities some local endpoint holds. */
   readonly localIdentities: number;
   readonly selectors: number;
   readonly subjectSelectors: number;
@@ -230,6 +231,16 @@ export class EngineQueries {
     return [...this.s.maps.byEndpoint]
       .map(([endpoint, m]) => ({ endpoint, entries: m.state.entries.size, capacity: this.mapCapacity, pressure: m.state.entries.size / this.mapCapacity }))
       .sort((a, b) => b.pressure - a.pressure || (a.endpoint < b.endpoint ? -1 : 1));
+  }
+
+  /** Identities by Cilium's identity type (one pass over the identity table: for metrics scrapes, not per event). */
+  identityTypes(): Map<IdentityType, number> {
+    const counts = new Map<IdentityType, number>([['reserved', 0], ['cluster_local', 0], ['node_local', 0], ['remote_node', 0]]);
+    for (const id of this.s.identities.ids()) {
+      const t = identityType(id);
+      counts.set(t, counts.get(t)! + 1);
+    }
+    return counts;
   }
 
   sizes(): EngineSizes {

@@ -45,6 +45,19 @@ export const LOCAL_IDENTITY_FLAG: IdentityId = 1 << 24;
  */
 const REMOTE_NODE_IDENTITY_FLAG: IdentityId = 2 << 24;
 
+/** Cilium's identity types (pkg/identity/identity.go `*IdentityType`), as its `identity` gauge counts them. */
+export type IdentityType = 'reserved' | 'cluster_local' | 'node_local' | 'remote_node';
+
+/**
+ * The type of an identity number as Cilium's allocator counts it (pkg/identity/cache
+ * `RecordCompletedAllocation`): local scope, remote-node scope, reserved (1..255), else cluster.
+ */
+export function identityType(id: IdentityId): IdentityType {
+  if ((id & REMOTE_NODE_IDENTITY_FLAG) !== 0) return 'remote_node';
+  if ((id & LOCAL_IDENTITY_FLAG) !== 0) return 'node_local';
+  return id < FIRST_CLUSTER_IDENTITY ? 'reserved' : 'cluster_local';
+}
+
 export function reservedIdentityLabels(name: ReservedName): LabelSet {
   return makeLabelSet([reservedLabel(name)]);
 }

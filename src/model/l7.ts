@@ -9,6 +9,7 @@ import type { DnsRule, HttpRule, KafkaRule, L7Rules } from './rules.js';
  * every field a rule sets must match.
  */
 
+/** An HTTP request as the proxy sees it (`engine.l7Verdict`, `engine.l7AllowedBy`). */
 export interface HttpRequest {
   readonly method: string;
   /** The request target as sent (`:path`, query string included). */
@@ -18,6 +19,7 @@ export interface HttpRequest {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
+/** A Kafka request as the proxy sees it. */
 export interface KafkaRequest {
   /** Kafka API key name, lower case: `produce`, `fetch`, `metadata`, ... */
   readonly apiKey: string;
@@ -26,10 +28,12 @@ export interface KafkaRequest {
   readonly topic?: string;
 }
 
+/** A DNS query as the DNS proxy sees it: the queried name. */
 export interface DnsQuery {
   readonly name: string;
 }
 
+/** One request to a redirected port, of one of the parsers distill models (HTTP, Kafka, DNS). */
 export type L7Request = { readonly http: HttpRequest } | { readonly kafka: KafkaRequest } | { readonly dns: DnsQuery };
 
 /**
@@ -287,6 +291,7 @@ export function l7Allows(rules: L7Rules, req: L7Request): boolean {
   return false;
 }
 
+/** The L7 parser of a redirected port: `http`, `kafka` or `dns`. */
 export type L7Parser = L7Rules['parser'];
 /**
  * Cilium's default listener priority per parser (pkg/policy/l4.go): between redirects for the same

@@ -20,6 +20,11 @@ export const PORT_PROTOCOLS: readonly FlowProtocol[] = ['TCP', 'UDP', 'SCTP'];
 
 export const MAX_PORT = 65535;
 
+/** The destination "port" a flow of this protocol can carry: 1..65535, or an ICMP type 0..255. */
+export function flowPortRange(protocol: FlowProtocol): { readonly min: number; readonly max: number } {
+  return protocol === 'ICMP' || protocol === 'ICMPv6' ? { min: 0, max: 255 } : { min: 1, max: MAX_PORT };
+}
+
 /** Which destination ports (or ICMP types) of which protocol a rule covers. */
 export type L4Match =
   | { readonly kind: 'all' }

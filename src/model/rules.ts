@@ -83,12 +83,14 @@ export type Peer =
    */
   | { readonly kind: 'nodes'; readonly selector: Selector };
 
+/** A `headerMatches` entry of an HTTP rule: the header must be present (with `value`, equal to it). */
 export interface HttpHeaderMatch {
   readonly name: string;
   readonly value?: string;
   readonly mismatch?: 'LOG' | 'ADD' | 'DELETE' | 'REPLACE';
 }
 
+/** One HTTP rule of a port rule (`rules.http[]`): every field it sets must match. */
 export interface HttpRule {
   readonly method?: string;
   readonly path?: string;
@@ -97,6 +99,7 @@ export interface HttpRule {
   readonly headerMatches?: readonly HttpHeaderMatch[];
 }
 
+/** One Kafka rule of a port rule (`rules.kafka[]`). */
 export interface KafkaRule {
   readonly role?: 'produce' | 'consume';
   readonly apiKey?: string;
@@ -105,6 +108,7 @@ export interface KafkaRule {
   readonly topic?: string;
 }
 
+/** One DNS rule of a port rule (`rules.dns[]`): `matchName` or `matchPattern`. */
 export interface DnsRule {
   readonly matchName?: string;
   readonly matchPattern?: string;

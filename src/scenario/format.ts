@@ -2,7 +2,7 @@ import { AllowLocalhost, ALLOW_LOCALHOST_VALUES } from '../model/localhost.js';
 import { IpAddress } from '../model/cidr.js';
 import { NODE_PREFIX, NodeEndpointAddresses, nodeEndpointsOf } from '../model/cluster.js';
 import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
-import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, MAX_PORT } from '../model/ports.js';
+import { ContainerPort, FLOW_PROTOCOLS, FlowProtocol, flowPortRange, MAX_PORT } from '../model/ports.js';
 import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
 import { ciliumAgentOptions, parseManifest, type CiliumAgentOptions } from '../policy/manifest.js';
@@ -336,9 +336,8 @@ function readProbe(r: Reader, v: unknown, path: string): Probe {
   const o = r.object(v, path, ['from', 'to', 'port', 'protocol', 'http', 'kafka', 'dns']);
   const request = readRequest(r, o, path);
   const protocol = absent(o.protocol) ? 'TCP' : readProtocol(r, o.protocol, join(path, 'protocol'), PROBE_PROTOCOLS);
-  const maxPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 255 : MAX_PORT;
-  const minPort = protocol === 'ICMP' || protocol === 'ICMPv6' ? 0 : 1;
-  const port = readPortNumber(r, o.port, join(path, 'port'), minPort, maxPort);
+  const range = flowPortRange(protocol);
+  const port = readPortNumber(r, o.port, join(path, 'port'), range.min, range.max);
   // `to: {ip: A.B.C.D}`: a pod's address (either of a dual-stack pod's), or an address outside
   // the cluster that no external names (e.g. one a DNS answer gave); the probe's pairs then name
   // it by the address. The same for `from`.

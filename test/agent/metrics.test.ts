@@ -59,7 +59,11 @@ describe('metrics and logs, from outside the engine', () => {
     expect(value(text, 'distill_transaction_duration_seconds_count{event_type="mixed"}')).toBe(1);
     expect(value(text, 'distill_transaction_duration_seconds_count{event_type="upsertPolicy"}')).toBe(1);
     expect(value(text, 'distill_endpoints')).toBe(2);
-    expect(value(text, 'distill_identity{type="cluster"}')).toBeGreaterThan(0);
+    // Cilium's identity types (finding 1267): the engine's 10 reserved identities, 2 pods, no CIDR or remote node.
+    expect(value(text, 'distill_identity{type="reserved"}')).toBe(10);
+    expect(value(text, 'distill_identity{type="cluster_local"}')).toBe(2);
+    expect(value(text, 'distill_identity{type="node_local"}')).toBe(0);
+    expect(value(text, 'distill_identity{type="remote_node"}')).toBe(0);
     // web: egress allow-all + 3 ports from the peer (db, and web itself: 2 identities) = 1 + 6.
     expect(value(text, 'distill_bpf_map_pressure{map_name="pol_shop_2fweb"}')).toBeCloseTo(7 / 256);
     expect(value(text, 'distill_deltas_total')).toBeGreaterThanOrEqual(8);

@@ -18,7 +18,7 @@ function thrown(doc: unknown): unknown {
   return undefined;
 }
 
-/** The agent's policy for `doc`: the policy, or its fail-closed stand-in (src/k8s/mirror.ts `policyOf`). */
+/** The agent's policy for `doc`: the policy, or its fail-closed stand-in (src/k8s/held.ts `policyOf`). */
 function agentPolicy(doc: unknown): Policy | undefined {
   const e = thrown(doc);
   return e === undefined ? parseManifest(doc, 'f') : failClosedStandIn(doc, 'f', e);

@@ -13,7 +13,7 @@ import { cnp, errorOf } from './policy/helpers.js';
  * ParseToCiliumRule (pkg/k8s/apis/cilium.io/utils/utils.go) test HasKey/GetMatch on extended keys.
  */
 
-/** The agent's policy for `doc`: the policy, or its fail-closed stand-in (src/k8s/mirror.ts `policyOf`). */
+/** The agent's policy for `doc`: the policy, or its fail-closed stand-in (src/k8s/held.ts `policyOf`). */
 function agentPolicy(doc: unknown): Policy | undefined {
   try {
     return parseManifest(doc, 'f');

@@ -1,0 +1,164 @@
+import { namespaceOfHeld, type Held, type LogFn } from './held.js';
+import { eventsFor, rank, type AgentEvent } from './held-events.js';
+import type { ObjectStates } from './object-states.js';
+
+/** The events of one flush, to be applied as one transaction, then committed or rolled back. */
+export interface MirrorBatch {
+  readonly events: readonly AgentEvent[];
+  /** The engine applied the events: the mirror now holds what they describe. */
+  commit(): void;
+  /**
+   * The engine refused them: the mirror keeps what the engine holds. The objects are retried: a
+   * refused batch of several objects in halves, in its order (so one object the engine refuses
+   * cannot hold back the others), a refused single object when it changes or after the next
+   * committed change (what it conflicted with may have gone).
+   */
+  rollback(): void;
+}
+
+/**
+ * What the engine holds, by object key, and the batches that bring it to what `states` describes:
+ * the keys changed since (dirty), the objects the engine refused, and the retry in halves.
+ */
+export class EngineBatches {
+  /** What the engine holds, by object key. */
+  private readonly held = new Map<string, Held>();
+  private readonly dirty = new Set<string>();
+  /** Objects whose change the engine refused on its own: retried when they change or after the next commit. */
+  private readonly refused = new Set<string>();
+  /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
+  private limit = Infinity;
+
+  constructor(
+    private readonly states: ObjectStates,
+    private readonly debug: LogFn,
+  ) {}
+
+  /** The meaning of `key` was set: it is sent at the next flush (and no longer waits as refused). */
+  changed(key: string): void {
+    this.refused.delete(key);
+    this.dirty.add(key);
+  }
+
+  /** True when no change waits for a flush. */
+  get idle(): boolean {
+    return this.dirty.size === 0;
+  }
+
+  /** Local endpoints the engine holds, as `namespace/name`. */
+  localEndpoints(): string[] {
+    const out: string[] = [];
+    for (const h of this.held.values()) if (h.kind === 'Pod' && h.local) out.push(`${h.pod.namespace}/${h.pod.name}`);
+    return out.sort();
+  }
+
+  /** The minimal events from what the engine holds to what `states` describes (see `ClusterMirror.flush`). */
+  flush(namespacesWatched: boolean): MirrorBatch {
+    const next = new Map<string, Held | undefined>();
+    for (const key of this.dirty) {
+      this.dirty.delete(key);
+      const want = this.states.get(key)?.desired;
+      if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
+      if (next.size >= this.limit) break;
+    }
+    if (this.dirty.size === 0) this.limit = Infinity;
+    const joined = this.joinRefusedPolicies(next);
+    if (namespacesWatched) this.awaitNamespaces(next);
+    const events = eventsFor(this.held, next);
+    return {
+      events,
+      commit: () => this.commit(next),
+      rollback: () => this.rollback(next, joined),
+    };
+  }
+
+  /**
+   * A pod whose namespace the engine does not hold (and this batch does not bring) is no endpoint
+   * yet: its identity would lack the namespace's labels, so a deny or a `NotIn` selector on them
+   * would miss it. Cilium refuses such an endpoint: fetchK8sMetadataForEndpoint
+   * (daemon/cmd/endpoint.go) reads the namespace from the watcher's store (GetCachedNamespace,
+   * pkg/k8s/watchers/namespace.go) and fails with NotFound. The pod is sent when its namespace
+   * commits (`commit`).
+   */
+  private awaitNamespaces(next: Map<string, Held | undefined>): void {
+    for (const [key, want] of next) {
+      if (want?.kind !== 'Pod') continue;
+      const nsKey = `Namespace//${want.pod.namespace}`;
+      if (next.has(nsKey) ? next.get(nsKey) !== undefined : this.held.has(nsKey)) continue;
+      this.debug('pod waits for its namespace', { key, namespace: want.pod.namespace });
+      if (this.held.has(key)) next.set(key, undefined);
+      else next.delete(key);
+    }
+  }
+
+  /**
+   * A policy delete never commits apart from a policy upsert the engine refused (attack finding
+   * 743): the refused object may be the deleted one's replacement (a relist listing `deny-b`
+   * instead of `deny-a`), and the delete alone would allow what both the old and the listed state
+   * deny. So the refused policies join a batch that deletes a policy, and if that batch is refused
+   * too, all of it waits (`rollback`), retried after the next commit. The delete may also be what
+   * the refused object conflicted with: then the joined batch commits. (Cilium keeps an endpoint's
+   * last realized policy while its regeneration fails.) True when refused policies joined.
+   */
+  private joinRefusedPolicies(next: Map<string, Held | undefined>): boolean {
+    let deletesPolicy = false;
+    for (const [key, want] of next) if (want === undefined && this.held.get(key)?.kind === 'Policy') deletesPolicy = true;
+    if (!deletesPolicy) return false;
+    let joined = false;
+    for (const key of this.refused) {
+      const want = this.states.get(key)?.desired;
+      if (want?.kind !== 'Policy' || next.has(key) || want.sig === this.held.get(key)?.sig) continue;
+      this.debug('a policy delete waits for a refused policy: retried together', { key });
+      next.set(key, want);
+      this.refused.delete(key);
+      joined = true;
+    }
+    return joined;
+  }
+
+  private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
+    if (next.size === 1 || joined) {
+      for (const key of next.keys()) this.refused.add(key);
+      return;
+    }
+    // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
+    const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
+    const keys = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const key of [...keys, ...rest]) this.dirty.add(key);
+    this.limit = Math.ceil(next.size / 2);
+  }
+
+  private commit(next: Map<string, Held | undefined>): void {
+    // Past the refused object: larger steps again.
+    if (this.limit !== Infinity) this.limit *= 2;
+    // Once the backlog is through, what the engine refused alone is tried again (what it conflicted with may have gone).
+    if (next.size > 0 && this.dirty.size === 0) {
+      for (const key of this.refused) this.dirty.add(key);
+      this.refused.clear();
+    }
+    for (const [key, want] of next) {
+      if (want === undefined) this.held.delete(key);
+      else this.held.set(key, want);
+      if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
+      if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
+    }
+  }
+
+  /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */
+  private podsWaitingIn(ns: string): void {
+    for (const key of this.states.keysIn(ns)) {
+      if (this.states.get(key)?.desired?.kind === 'Pod' && !this.held.has(key)) this.dirty.add(key);
+    }
+  }
+
+  /** The engine deleted everything in the namespace with it: what is still wanted is re-sent at the next flush. */
+  private dropNamespace(ns: string): void {
+    for (const [key, h] of this.held) {
+      if (namespaceOfHeld(h) !== ns) continue;
+      this.held.delete(key);
+      this.dirty.add(key);
+    }
+  }
+}

@@ -1,0 +1,104 @@
+import type { EngineEvent } from '../engine/events.js';
+import { nodeEndpointsOf } from '../model/cluster.js';
+import type { IpAddress } from '../model/cidr.js';
+import type { Held } from './held.js';
+import type { IdentityEvent, NodeAddresses } from './objects.js';
+
+/** What an agent feeds its engine: engine events, and identity events (external identities). */
+export type AgentEvent = EngineEvent | IdentityEvent;
+
+/**
+ * The events from what the engine holds (`held`) to `next` (key → what it should hold; undefined:
+ * nothing), in batch order (`rank`); a node's objects make one node event, the API server's slices one.
+ */
+export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>): AgentEvent[] {
+  const order: AgentEvent[][] = [[], [], [], [], [], []];
+  const nodes = new Set<string>();
+  let apiServer = false;
+  for (const [key, want] of next) {
+    const had = held.get(key);
+    if ((want ?? had)?.kind === 'ApiServer') apiServer = true;
+    else if ((want ?? had)?.kind === 'Node') nodes.add(key.slice(key.lastIndexOf('/') + 1));
+    else if (want !== undefined) order[rank(want, true)]!.push(upsertOf(want));
+    else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
+  }
+  for (const name of nodes) {
+    const e = nodeEvent(name, held, next);
+    if (e) order[e.type === 'upsertNode' ? 0 : 5]!.push(e);
+  }
+  if (apiServer) order[0]!.push(apiServerEvent(held, next));
+  return order.flat();
+}
+
+/**
+ * The API server's addresses: those of every EndpointSlice of default/kubernetes together, as
+ * Cilium lists the Service's backends (pkg/ipcache/cell/apiserver_watcher.go). None left (all
+ * deleted) is an empty set, not an unknown one: Cilium then removes the label from every address.
+ */
+function apiServerEvent(held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>): AgentEvent {
+  const keys = new Set([...held.keys(), ...next.keys()]);
+  const addresses: IpAddress[] = [];
+  for (const k of keys) {
+    const h = next.has(k) ? next.get(k) : held.get(k);
+    if (h?.kind !== 'ApiServer') continue;
+    for (const ip of h.addresses) if (!addresses.some((o) => o.text === ip.text)) addresses.push(ip);
+  }
+  return { type: 'setApiServer', addresses };
+}
+
+/**
+ * One engine node per name, with the addresses of its Node and its CiliumNode object together
+ * (Cilium's node manager takes every address of either into the ipcache).
+ */
+function nodeEvent(name: string, held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>): AgentEvent | undefined {
+  const keys = [`Node//${name}`, `CiliumNode//${name}`];
+  const nodeOfKey = (h: Held | undefined): NodeAddresses | undefined => (h?.kind === 'Node' ? h.node : undefined);
+  const after = keys.map((k) => nodeOfKey(next.has(k) ? next.get(k) : held.get(k))).filter((n): n is NodeAddresses => n !== undefined);
+  const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
+  const endpoints = nodeEndpointsOf({ health: after.flatMap((n) => n.health ?? []), ingress: after.flatMap((n) => n.ingress ?? []) });
+  // The labels of the Node object, else of the CiliumNode (`nodes` peers select on them).
+  if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints, labels: after[0]!.labels };
+  return keys.some((k) => held.has(k)) ? { type: 'deleteNode', name } : undefined;
+}
+
+/** Batch position: identities, namespaces, nodes, policies, pods (upserts) then pod, policy, node, namespace deletes. */
+export function rank(h: Held, upsert: boolean): number {
+  if (h.kind === 'Identity' || h.kind === 'Node' || h.kind === 'ApiServer') return upsert ? 0 : 5;
+  if (h.kind === 'Namespace') return upsert ? 0 : 5;
+  if (h.kind === 'Policy') return upsert ? 1 : 4;
+  return upsert ? 2 : 3;
+}
+
+function upsertOf(h: Held): AgentEvent {
+  switch (h.kind) {
+    case 'Namespace':
+      return { type: 'upsertNamespace', name: h.name, labels: h.labels };
+    case 'Pod':
+      return { type: 'upsertPod', pod: h.pod, local: h.local };
+    case 'Policy':
+      return { type: 'upsertPolicy', policy: h.policy };
+    case 'Identity':
+      return { type: 'upsertIdentity', id: h.id, labels: h.labels };
+    case 'Node':
+      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels };
+    case 'ApiServer':
+      throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
+  }
+}
+
+function deleteOf(h: Held): AgentEvent {
+  switch (h.kind) {
+    case 'Namespace':
+      return { type: 'deleteNamespace', name: h.name };
+    case 'Pod':
+      return { type: 'deletePod', namespace: h.pod.namespace, name: h.pod.name };
+    case 'Policy':
+      return { type: 'deletePolicy', ref: h.policy.ref };
+    case 'Identity':
+      return { type: 'deleteIdentity', id: h.id };
+    case 'Node':
+      return { type: 'deleteNode', name: h.node.name };
+    case 'ApiServer':
+      throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
+  }
+}

@@ -1,0 +1,138 @@
+import type { Pod } from '../model/cluster.js';
+import type { IpAddress } from '../model/cidr.js';
+import type { Policy } from '../model/rules.js';
+import { parseManifest, type ParseOptions } from '../policy/manifest.js';
+import { failClosedStandIn } from '../policy/stand-in.js';
+import { apiServerSliceOf, ciliumNodeOf, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
+
+/** A log call: a message and its fields. */
+export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => void;
+
+/** What one object means to the engine, with a signature: equal signatures, no event. */
+export type Held =
+  | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
+  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
+  | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
+  | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string }
+  /** An EndpointSlice of default/kubernetes: its addresses are the API server's (`apiServerEvent`). */
+  | { readonly kind: 'ApiServer'; readonly addresses: readonly IpAddress[]; readonly sig: string };
+
+/** What reading an object needs: the node, the clock, how policies read, and where to log. */
+export interface ReadContext {
+  readonly nodeName: string;
+  readonly now: () => number;
+  readonly parseOptions: ParseOptions;
+  readonly debug: LogFn;
+  readonly warn: LogFn;
+}
+
+export function rec(v: unknown): Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+/** A name as text, whatever the wire holds (`String` throws on an object whose `toString` is not a function). */
+const keyPart = (v: unknown): string => (typeof v === 'string' ? v : (JSON.stringify(v) ?? ''));
+
+export function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
+  const md = rec(obj.metadata);
+  const clusterScoped = kind === 'Namespace' || kind === 'Node' || kind === 'CiliumNode' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
+  const ns = clusterScoped ? '' : keyPart(md.namespace ?? 'default');
+  return `${kind}/${ns}/${keyPart(md.name)}`;
+}
+
+/** The namespace an engine-held object lives in (deleting the namespace deletes it in the engine). */
+export function namespaceOfHeld(h: Held): string | undefined {
+  if (h.kind === 'Pod') return h.pod.namespace;
+  if (h.kind === 'Policy') return h.policy.ref.namespace;
+  return undefined;
+}
+
+/** Sorted-key JSON: two objects with the same meaning get the same text. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (typeof v === 'bigint') return v.toString();
+  if (typeof v !== 'object' || v === null) return JSON.stringify(v) ?? 'null';
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+    .join(',')}}`;
+}
+
+/**
+ * What an object that cannot be read (an update distill refuses) stands for: a policy, namespace
+ * or identity keeps its last readable version, as Cilium's policy watcher returns on a validation
+ * or parse error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go
+ * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
+ * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
+ */
+export function keptOnUnreadable(had: Held | undefined): Held | undefined {
+  return had === undefined || had.kind === 'Pod' ? undefined : had;
+}
+
+/** What an object of `kind` means to the engine; undefined: nothing (not an endpoint, no address yet). Throws when it cannot be read. */
+export function meaningOf(kind: KnownKind, obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {
+  switch (kind) {
+    case 'Namespace': {
+      const ns = namespaceOf(obj, source);
+      return { kind, ...ns, sig: canonical(ns) };
+    }
+    case 'Pod':
+      return podMeaning(obj, source, ctx);
+    case 'Node':
+    case 'CiliumNode':
+      return nodeMeaning(kind, obj, source, ctx);
+    case 'EndpointSlice': {
+      const addresses = apiServerSliceOf(obj, source);
+      return addresses && { kind: 'ApiServer', addresses, sig: canonical(addresses.map((a) => a.text)) };
+    }
+    case 'CiliumIdentity': {
+      const id = identityOf(obj, source);
+      return { kind: 'Identity', ...id, sig: canonical(id) };
+    }
+    default:
+      return policyMeaning(obj, source, ctx);
+  }
+}
+
+function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {
+  const ep = podEndpoint(obj, ctx.nodeName, source, ctx.now());
+  if (ep.pod === null) {
+    ctx.debug('pod is not an endpoint', { source, reason: ep.reason });
+    return undefined;
+  }
+  // The deadline is not part of the signature: a pod marked for deletion is the same endpoint until it passes.
+  const sig = canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local });
+  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
+}
+
+function nodeMeaning(kind: 'Node' | 'CiliumNode', obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {
+  const node = kind === 'Node' ? nodeOf(obj, ctx.nodeName, source) : ciliumNodeOf(obj, ctx.nodeName, source);
+  if (node.ips.length === 0) {
+    ctx.debug('node has no address yet', { source });
+    return undefined;
+  }
+  const texts = (l: readonly IpAddress[] | undefined): string[] | undefined => l?.map((a) => a.text);
+  return { kind: 'Node', node, sig: canonical({ ...node, ips: texts(node.ips), health: texts(node.health), ingress: texts(node.ingress) }) };
+}
+
+function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held {
+  const md = rec(obj.metadata);
+  // What a policy means: its spec and its name; not its status or bookkeeping metadata.
+  const manifest = { ...obj, metadata: { name: md.name, ...(md.namespace !== undefined ? { namespace: md.namespace } : {}), ...(md.labels !== undefined ? { labels: md.labels } : {}) } };
+  delete (manifest as Record<string, unknown>).status;
+  return { kind: 'Policy', policy: policyOf(manifest, source, ctx), sig: canonical(manifest) };
+}
+
+/** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
+function policyOf(manifest: Record<string, unknown>, source: string, ctx: ReadContext): Policy {
+  try {
+    return parseManifest(manifest, source, ctx.parseOptions);
+  } catch (e) {
+    const standIn = failClosedStandIn(manifest, source, e, ctx.parseOptions);
+    if (standIn === undefined) throw e;
+    ctx.warn('policy enforced fail-closed: it uses what distill does not read', { source, error: (e as Error).message });
+    return standIn;
+  }
+}

@@ -1,0 +1,164 @@
+import { namespaceOfHeld, type Held, type LogFn } from './held.js';
+import { compareDecimal, stale } from './resource-version.js';
+
+/** One object as the streams describe it. */
+export interface ObjectState {
+  /** The last resourceVersion seen (deletes included: a replayed older event is dropped). */
+  readonly rv: string | undefined;
+  /** What the object means now; undefined: nothing (deleted, or not an endpoint). */
+  readonly desired: Held | undefined;
+}
+
+/**
+ * What the watch streams describe, object by object (by key): each object's last resourceVersion
+ * and meaning, the deleted ones kept as tombstones (at most `maxTombstones`), the objects of each
+ * namespace, the namespaces' deletions, and the deadlines of pods being deleted. `changed` is told
+ * of every key whose meaning was set.
+ */
+export class ObjectStates {
+  private readonly objects = new Map<string, ObjectState>();
+  /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
+  private readonly deadlines = new Map<string, number>();
+  /** Keys of deleted objects whose state (their last resourceVersion) is kept, oldest first. */
+  private readonly tombstones = new Set<string>();
+  /** Namespace → keys of the pods and policies wanted in it (`desired`): what `namespaceGone` and `keysIn` visit. */
+  private readonly inNamespace = new Map<string, Set<string>>();
+  /** Deleted namespaces → the resourceVersion of their deletion, oldest first (`beforeNamespaceDeletion`). */
+  private readonly namespaceDeletions = new Map<string, string>();
+
+  constructor(
+    private readonly maxTombstones: number,
+    private readonly changed: (key: string) => void,
+    private readonly debug: LogFn,
+  ) {}
+
+  get(key: string): ObjectState | undefined {
+    return this.objects.get(key);
+  }
+
+  /** Keys of the pods and policies wanted in namespace `ns`. */
+  keysIn(ns: string): Iterable<string> {
+    return this.inNamespace.get(ns) ?? [];
+  }
+
+  /** Objects kept a state of (live ones and at most `maxTombstones` deleted ones). */
+  get size(): number {
+    return this.objects.size;
+  }
+
+  set(key: string, rv: string | undefined, desired: Held | undefined): void {
+    const before = this.objects.get(key)?.desired;
+    this.objects.set(key, { rv, desired });
+    this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
+    if (desired !== undefined) this.tombstones.delete(key);
+    this.changed(key);
+    if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
+    else this.deadlines.delete(key);
+  }
+
+  /** Moves `key` in the namespace index from `from` to `to` (either undefined: none). */
+  private index(key: string, from: string | undefined, to: string | undefined): void {
+    if (from === to) return;
+    if (from !== undefined) {
+      const keys = this.inNamespace.get(from);
+      keys?.delete(key);
+      if (keys?.size === 0) this.inNamespace.delete(from);
+    }
+    if (to !== undefined) {
+      let keys = this.inNamespace.get(to);
+      if (keys === undefined) this.inNamespace.set(to, (keys = new Set()));
+      keys.add(key);
+    }
+  }
+
+  /**
+   * A deleted object keeps its state (its last resourceVersion) until `maxTombstones` later deletes:
+   * then it is forgotten, as client-go's store forgets a deleted key
+   * (tools/cache/thread_safe_store.go `Delete`). Its meaning is the same (nothing) either way.
+   */
+  bury(key: string): void {
+    this.tombstones.delete(key);
+    this.tombstones.add(key);
+    for (const old of this.tombstones) {
+      if (this.tombstones.size <= this.maxTombstones) break;
+      this.tombstones.delete(old);
+      if (this.objects.get(old)?.desired === undefined) this.objects.delete(old);
+    }
+  }
+
+  /**
+   * A namespace is deleted only once everything in it is: the namespace controller deletes its
+   * content and removes its `kubernetes` finalizer only when none remains (kubernetes
+   * pkg/controller/namespace/deletion/namespaced_resources_deleter.go `Delete`: `deleteAllContent`,
+   * a `ResourcesRemainingError` while some remain, then `finalizeNamespace`). A pod or policy of
+   * it still here is stale (its DELETED is late, on another stream) and is deleted with it: kept,
+   * it came back under a namespace re-created with the same name and took that namespace's labels
+   * (attack finding 801). `rv`, the deletion's resourceVersion, is kept: a later-read event of an
+   * object of the deleted namespace is older than it (`beforeNamespaceDeletion`, finding 990), and
+   * an object newer than it is of a namespace re-created since, which stays (waiting for it).
+   */
+  namespaceGone(ns: string, rv: string | undefined): void {
+    if (rv !== undefined && /^\d+$/.test(rv)) {
+      this.namespaceDeletions.delete(ns);
+      this.namespaceDeletions.set(ns, rv);
+      for (const old of this.namespaceDeletions.keys()) {
+        if (this.namespaceDeletions.size <= this.maxTombstones) break;
+        this.namespaceDeletions.delete(old);
+      }
+    }
+    for (const key of [...(this.inNamespace.get(ns) ?? [])]) {
+      const state = this.objects.get(key)!;
+      if (rv !== undefined && stale(rv, state.rv, false)) continue;
+      this.debug('deleted with its namespace', { key, namespace: ns });
+      this.set(key, state.rv, undefined);
+      this.bury(key);
+    }
+  }
+
+  /**
+   * True when a pod or policy at resourceVersion `rv` is older than its namespace's last deletion:
+   * it is of the deleted namespace, gone before it (see `namespaceGone`), and its event was late on
+   * its stream. Read after the deletion, it waited for its namespace and came back under one
+   * re-created with the same name, with that namespace's labels (attack finding 990). This
+   * compares resourceVersions across kinds: the API server's are the etcd revisions of its writes,
+   * one order for every kind an etcd holds (a resource moved to another etcd with
+   * `--etcd-servers-overrides` has its own; its objects in a re-created namespace would then be
+   * dropped while their version is lower: fail-closed). Versions that are not integers are not compared.
+   */
+  beforeNamespaceDeletion(desired: Held, rv: string | undefined): boolean {
+    const ns = namespaceOfHeld(desired);
+    const deletedAt = ns === undefined ? undefined : this.namespaceDeletions.get(ns);
+    return deletedAt !== undefined && rv !== undefined && /^\d+$/.test(rv) && compareDecimal(rv, deletedAt) < 0;
+  }
+
+  /** Deletes every object of `kinds` not in `listed` (as of `resourceVersion`), with what their namespaces held. */
+  dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined): void {
+    const gone: string[] = [];
+    for (const [key, state] of this.objects) {
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
+      if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
+      this.set(key, resourceVersion ?? state.rv, undefined);
+      this.bury(key);
+    }
+    for (const ns of gone) this.namespaceGone(ns, resourceVersion);
+  }
+
+  /** Pods whose deletion grace period is over at `now` stop being endpoints; returns how many there were. */
+  expire(now: number): number {
+    let n = 0;
+    for (const [key, at] of this.deadlines) {
+      if (at > now) continue;
+      this.set(key, this.objects.get(key)?.rv, undefined);
+      this.debug('pod deletion grace period over: no longer an endpoint', { key, deletionTimestamp: new Date(at).toISOString() });
+      n++;
+    }
+    return n;
+  }
+
+  /** The earliest deletionTimestamp (ms) of a pod still an endpoint, if any. */
+  nextDeadline(): number | undefined {
+    let next: number | undefined;
+    for (const at of this.deadlines.values()) if (next === undefined || at < next) next = at;
+    return next;
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * True when an event at resourceVersion `a` is stale against `b`, the object's last: older, or
+ * the same for an upsert. A delete at the same version counts: an informer's relist reports a
+ * vanished object with the last version it saw. Versions that are not integers are not compared.
+ */
+export function stale(a: string | undefined, b: string | undefined, deleted: boolean): boolean {
+  if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return false;
+  const order = compareDecimal(a, b);
+  return deleted ? order < 0 : order <= 0;
+}
+
+/** The order of two decimal integers, in linear time (BigInt parsing of millions of digits takes seconds). */
+export function compareDecimal(a: string, b: string): number {
+  const x = a.replace(/^0+/, '');
+  const y = b.replace(/^0+/, '');
+  if (x.length !== y.length) return x.length - y.length;
+  return x < y ? -1 : x > y ? 1 : 0;
+}

@@ -1,0 +1,35 @@
+
+/** The Cilium agent options that change how a Cilium policy is read (each at Cilium's default when absent). */
+export interface CiliumAgentOptions {
+  /**
+   * Cilium's `enable-node-selector-labels` agent option: `toNodes`/`fromNodes` are read only with
+   * it; without it (Cilium's default) the agent refuses them, and so does distill.
+   */
+  readonly nodeSelectorLabels?: boolean;
+  /** `false`: Cilium's `enable-l7-proxy=false` (default on): a policy with L7 rules is refused (`IngressRule.Validate`/`EgressRule.Validate`). */
+  readonly l7Proxy?: boolean;
+  /** `false`: Cilium's `enable-icmp-rules=false` (hidden, default on): a policy with `icmps` is refused. */
+  readonly icmpRules?: boolean;
+  /**
+   * `false`: Cilium's `enable-non-default-deny-policies=false` (hidden, default on; Helm's
+   * `enableNonDefaultDenyPolicies`): `enableDefaultDeny` is ignored, every rule isolates its direction
+   * (`Rule.Sanitize`, and `evaluateDefaultDenyForRule` in pkg/policy/utils: "DefaultDeny is enabled").
+   */
+  readonly nonDefaultDenyPolicies?: boolean;
+}
+
+/** How manifests are read. */
+export interface ParseOptions extends CiliumAgentOptions {
+  /** `false` refuses `toFQDNs` (for a consumer that cannot learn DNS answers); default: read it. */
+  readonly fqdn?: boolean;
+}
+
+/** Only the options that differ from Cilium's defaults (so an agent's config can be passed as is). */
+export function ciliumAgentOptions(o: CiliumAgentOptions): CiliumAgentOptions {
+  return {
+    ...(o.nodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
+    ...(o.l7Proxy === false ? { l7Proxy: false } : {}),
+    ...(o.icmpRules === false ? { icmpRules: false } : {}),
+    ...(o.nonDefaultDenyPolicies === false ? { nonDefaultDenyPolicies: false } : {}),
+  };
+}

@@ -1,0 +1,167 @@
+import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S } from '../model/labels.js';
+import type { Peer, Verdict } from '../model/rules.js';
+import { hasSource, makeSelector, matchLabelRequirement, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
+import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.js';
+import { readCidr, readCidrWithExcept } from './common.js';
+import { absent, at, join, Reader } from './reader.js';
+import { RESERVED_IDENTITIES } from '../model/identity.js';
+import { parseLabelSelector } from './selector.js';
+import type { ParseOptions } from './cilium-options.js';
+import { CILIUM_SELECTOR, type DirectionShape } from './cilium-shapes.js';
+import { rawKeysNameNamespace, readsNodeLabels, scopePeerSelector, SOURCE_NODE } from './cilium-scope.js';
+
+/*
+ * The L3 peers of a Cilium rule: endpoints, entities, CIDRs and CIDR sets, nodes, and toFQDNs.
+ */
+
+/** The label source CiliumCIDRGroup objects give CIDR identities (Cilium's `cidrgroup:`). */
+const SOURCE_CIDR_GROUP = 'cidrgroup';
+
+/**
+ * The CRD's enum for `toEntities`/`fromEntities` items (`+kubebuilder:validation:Enum` on
+ * `Entity`, pkg/policy/api/entity.go): the API server refuses `world-ipv4` and `world-ipv6`,
+ * though the agent maps them (`EntitySelectorMapping`); `world` still selects both families.
+ */
+const ENTITIES = [
+  'all',
+  'world',
+  'cluster',
+  'host',
+  'remote-node',
+  'kube-apiserver',
+  'health',
+  'init',
+  'ingress',
+  'unmanaged',
+  'none',
+] as const;
+
+type Entity = (typeof ENTITIES)[number];
+
+function reservedSelector(name: string): Selector {
+  const l = reservedLabel(name);
+  return makeSelector([matchLabelRequirement({ source: l.source, key: l.key }, '')]);
+}
+
+/**
+ * Where the API server can be while its addresses are unknown (the agent has read no EndpointSlice
+ * of default/kubernetes yet; a scenario without `apiServer`): Cilium labels those backends
+ * `reserved:kube-apiserver` in the ipcache (pkg/ipcache/cell/apiserver_watcher.go
+ * `registerAPIServerBackendWatcher`), outside the cluster or on a node. A deny on the entity then
+ * also covers all of them (fail closed: attack finding 100); these peers are marked and dropped
+ * once the addresses are known (rules.ts `withoutApiServerStandIns`).
+ */
+const KUBE_APISERVER_DENY_STAND_IN = ['host', 'remote-node', 'world', 'world-ipv4', 'world-ipv6'];
+
+/** What each entity selects, as Cilium maps entities onto label selectors (`deny`: in a deny rule). */
+function entityPeers(entity: Entity, deny: boolean): Peer[] {
+  const peers: Peer[] = entitySelectors(entity).map((selector) => ({ kind: 'selector', selector, entity }));
+  if (entity === 'kube-apiserver' && deny) for (const name of KUBE_APISERVER_DENY_STAND_IN) peers.push({ kind: 'selector', selector: reservedSelector(name), entity, apiServerStandIn: true });
+  return peers;
+}
+
+function entitySelectors(entity: Entity): Selector[] {
+  switch (entity) {
+    case 'all':
+      return [WILDCARD_SELECTOR];
+    case 'world':
+      return ['world', 'world-ipv4', 'world-ipv6'].map(reservedSelector);
+    case 'none':
+      // Cilium: "an entity that can be selected but never exist" (reserved:none).
+      return [];
+    case 'cluster':
+      return [
+        ...['host', 'remote-node', 'init', 'ingress', 'health', 'unmanaged', 'kube-apiserver'].map(reservedSelector),
+        makeSelector([matchLabelRequirement({ source: SOURCE_K8S, key: CLUSTER_KEY }, DEFAULT_CLUSTER_NAME)]),
+      ];
+    default:
+      return [reservedSelector(entity)];
+  }
+}
+
+/** The rule's L3 peers; `anyL3` when it has an L3 peer field at all (an empty one selects nothing). */
+export function readL3Peers(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): { peers: Peer[]; anyL3: boolean } {
+  const peers: Peer[] = [];
+  const eps = r.optArray(o[shape.endpoints], join(path, shape.endpoints));
+  eps?.forEach((e, i) => peers.push(readEndpointPeer(r, e, at(join(path, shape.endpoints), i), namespace, options, matchesInit, shape.verdict)));
+  const nodes = r.optArray(o[shape.nodes], join(path, shape.nodes));
+  nodes?.forEach((n, i) => peers.push({ kind: 'nodes', selector: parseNodeSelector(r, n, at(join(path, shape.nodes), i), options) }));
+  const ents = r.optArray(o[shape.entities], join(path, shape.entities));
+  ents?.forEach((e, i) => peers.push(...entityPeers(r.oneOf(e, at(join(path, shape.entities), i), ENTITIES), shape.verdict === 'deny')));
+  const cidrs = r.optArray(o[shape.cidr], join(path, shape.cidr));
+  // The CRD types each item `format: cidr` (earlier: a pattern ending in /prefix-length), so the
+  // API server refuses a bare address that the agent's CIDR.sanitize alone would take.
+  cidrs?.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), true), except: [] }));
+  const sets = r.optArray(o[shape.cidrSet], join(path, shape.cidrSet));
+  sets?.forEach((s, i) => peers.push(readCidrSetPeer(r, s, at(join(path, shape.cidrSet), i))));
+  return { peers, anyL3: eps !== undefined || nodes !== undefined || ents !== undefined || cidrs !== undefined || sets !== undefined };
+}
+
+/** One endpoint selector of `fromEndpoints`/`toEndpoints`, scoped to the policy's namespace. */
+function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean, verdict: Verdict): Peer {
+  const sel = parseLabelSelector(r, e, path, CILIUM_SELECTOR);
+  // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
+  // never see those labels, so a deny would miss them and a DoesNotExist would match them. The
+  // same holds for `cidrgroup:` keys, the labels CiliumCIDRGroup objects give those identities
+  // (pkg/policy/api/cidr.go ToSelectors: a cidrGroupRef is `Exists cidrgroup.<key>`; attack finding 952).
+  if (hasSource(sel, SOURCE_CIDR)) r.fail(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
+  if (hasSource(sel, SOURCE_CIDR_GROUP)) r.fail(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (CiliumCIDRGroup objects are not modelled)');
+  const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit, verdict);
+  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
+  return { kind: 'selector', selector: scoped };
+}
+
+/** One `fromCIDRSet`/`toCIDRSet` item: a CIDR and its exceptions (CIDR groups are not read). */
+function readCidrSetPeer(r: Reader, s: unknown, path: string): Peer {
+  const so = r.object(s, path, ['cidr', 'except', 'cidrGroupRef', 'cidrGroupSelector']);
+  if (!absent(so.cidrGroupRef)) r.fail(join(path, 'cidrGroupRef'), 'is not supported by distill');
+  if (!absent(so.cidrGroupSelector)) r.fail(join(path, 'cidrGroupSelector'), 'is not supported by distill');
+  return readCidrWithExcept(r, so.cidr, so.except, path, 'cidr', 'except');
+}
+
+/**
+ * One `toNodes`/`fromNodes` selector. Cilium refuses the rule unless the agent runs with
+ * `enable-node-selector-labels` (rule_validation.go ErrFromToNodesRequiresNodeSelectorOption) and
+ * then selects the remote nodes whose identity labels match: the Node's labels under the source
+ * `node:` plus `k8s:io.cilium.k8s.policy.cluster` (pkg/node/manager nodeIdentityLabels). Distill
+ * holds node labels without a source, so it reads keys of source `any` or `node` and refuses others
+ * and the cluster key (not modelled).
+ */
+function parseNodeSelector(r: Reader, v: unknown, path: string, options: ParseOptions): Selector {
+  if (options.nodeSelectorLabels !== true) r.fail(path, 'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set (Cilium refuses the policy without it; scenarios: nodeSelectorLabels: true)');
+  const sel = parseLabelSelector(r, v, path, CILIUM_SELECTOR);
+  const reqs = sel.requirements.map((q) => {
+    if (q.key.key === CLUSTER_KEY) r.fail(path, `the key ${CLUSTER_KEY} in a node selector is not supported by distill`);
+    // An `any:` key also matches the node identity's reserved labels (reserved:remote-node,
+    // reserved:kube-apiserver...), which distill's node labels do not carry.
+    if (q.key.source === SOURCE_ANY && Object.hasOwn(RESERVED_IDENTITIES, q.key.key)) r.fail(path, `the key ${q.key.key} in a node selector is not supported by distill (Cilium's any: source also matches the node's reserved:${q.key.key} label; write node:${q.key.key} for a Node label)`);
+    if (q.key.source === SOURCE_ANY) return q;
+    if (q.key.source !== SOURCE_NODE) r.fail(path, `a \`${q.key.source}:\` key in a node selector is not supported by distill (node identities carry \`node:\` labels)`);
+    return { ...q, key: { source: SOURCE_ANY, key: q.key.key } };
+  });
+  return makeSelector(reqs);
+}
+
+/** An egress rule's `toFQDNs`; undefined when absent or empty. */
+export function readToFqdns(r: Reader, v: unknown, path: string): FqdnSelector[] | undefined {
+  if (absent(v)) return undefined;
+  const fqdns = r.array(v, path).map((f, i) => parseFqdnSelector(r, f, at(path, i)));
+  // Unlike an empty toEndpoints/toEntities/toCIDR/toCIDRSet, Cilium does not treat `toFQDNs: []`
+  // as "select nothing" (pkg/policy/utils/parserules.go mergeEndpointSelectors leaves fqdns out
+  // of its explicit-empty check): the rule is then a rule without peers.
+  return fqdns.length > 0 ? fqdns : undefined;
+}
+
+/** One `toFQDNs` entry: exactly one of matchName, matchPattern (FQDNSelector, pkg/policy/api/fqdn.go). */
+function parseFqdnSelector(r: Reader, v: unknown, path: string): FqdnSelector {
+  const o = r.object(v, path, ['matchName', 'matchPattern']);
+  const name = r.optString(o.matchName, join(path, 'matchName'));
+  const pattern = r.optString(o.matchPattern, join(path, 'matchPattern'));
+  // A field set to "" is refused too: the API server's CRD pattern needs one character.
+  for (const [field, value] of [['matchName', name], ['matchPattern', pattern]] as const) {
+    const error = value === undefined ? undefined : fqdnSyntaxError(field, value);
+    if (error !== undefined) r.fail(join(path, field), error);
+  }
+  if ((name === undefined) === (pattern === undefined)) r.fail(path, 'exactly one of matchName or matchPattern is required');
+  return name !== undefined ? makeFqdnSelector('matchName', name) : makeFqdnSelector('matchPattern', pattern as string);
+}

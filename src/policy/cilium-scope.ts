@@ -1,0 +1,112 @@
+import { ciliumExtendedKey, CLUSTER_KEY, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
+import type { Verdict } from '../model/rules.js';
+import { existsRequirement, hasSource, Requirement, Selector } from '../model/selector.js';
+import { restrictToNamespace, withRequirement } from './common.js';
+
+/*
+ * How a Cilium peer endpoint selector is scoped: to the policy's namespace, to pods, or not at all
+ * (Cilium 1.19 getEndpointSelector; the deny reading of attack finding 1101), and whether it could
+ * match node identities' labels.
+ */
+
+/** The label source of node labels on node identities (Cilium's `node:`). */
+export const SOURCE_NODE = 'node';
+
+/**
+ * The subject key that makes a clusterwide policy's peers match init endpoints too: Cilium's
+ * getEndpointSelector adds no `Exists k8s:io.kubernetes.pod.namespace` to a CCNP peer when the
+ * rule's endpointSelector HasKey `reserved:init` (matchesPodInit; init endpoints carry no namespace
+ * label, cilium#28007 kept this for clusterwide policies only), whatever the key's operator. HasKey
+ * compares extended keys: `$init` and `reserved.init` are this key too (attack finding 1243).
+ */
+export const POD_INIT_KEY = `${SOURCE_RESERVED}.init`;
+
+/**
+ * Cilium scopes a peer endpoint selector to the policy's namespace unless it names a namespace
+ * (or namespace labels) itself; clusterwide policies only ever select pods (any namespace),
+ * unless their subject names `reserved:init` (see POD_INIT_KEY). Selectors on reserved labels are
+ * left alone.
+ */
+export function scopePeerSelector(sel: Selector, namespace: string | undefined, names: NamespaceKeys, matchesInit: boolean, verdict: Verdict): Selector {
+  if (hasSource(sel, SOURCE_RESERVED)) return sel;
+  if (names === 'none' && namespace === undefined && matchesInit) return sel;
+  if (names === 'none') return namespace === undefined ? withRequirement(sel, '', podsOnly) : restrictToNamespace(sel, namespace);
+  if (selectsOnlyPods(sel)) return sel;
+  // A selector that names the namespace only negatively (NotIn, DoesNotExist) also matches world,
+  // host and every other non-pod identity in Cilium 1.19's getEndpointSelector (a namespace key
+  // lifts the scope; in a clusterwide policy only the pod-namespace key, or an init subject, lifts
+  // the Exists requirement). cilium#46996 (for cilium#46949, "affects v1.19") always adds a namespace
+  // requirement. Both readings are covered: an allow selects pods only, a deny keeps 1.19's wider
+  // reading (attack finding 1101).
+  const unscopedIn119 = namespace !== undefined || names === 'pod-namespace' || matchesInit;
+  return verdict === 'deny' && unscopedIn119 ? sel : withRequirement(sel, '', podsOnly);
+}
+
+/** Which namespace keys a peer selector names as written: the pod namespace, only namespace labels, or none. */
+type NamespaceKeys = 'pod-namespace' | 'namespace-labels' | 'none';
+
+/**
+ * Whether a peer selector names the namespace itself, decided on its keys as written, as Cilium's
+ * getEndpointSelector does (pkg/k8s/apis/cilium.io/utils/utils.go) on the extended keys
+ * (`labels.GetExtendedKeyFrom`): only `k8s.` or `any.` `io.kubernetes.pod.namespace` or
+ * `io.cilium.k8s.namespace.labels.*` counts, so `k8s:io.kubernetes.pod.namespace=x` and
+ * `k8s.io:kubernetes.pod.namespace` do too (attack findings 1242, 1243). An `unspec:` key matches
+ * like `any:` but does not lift the scope (`HasKey("any....")` is false).
+ */
+export function rawKeysNameNamespace(v: unknown): NamespaceKeys {
+  let names: NamespaceKeys = 'none';
+  for (const raw of rawKeys(v)) {
+    const extended = ciliumExtendedKey(raw);
+    for (const source of [SOURCE_K8S, SOURCE_ANY]) {
+      if (extended === `${source}.${POD_NAMESPACE_KEY}`) return 'pod-namespace';
+      if (extended.startsWith(`${source}.${NAMESPACE_LABELS_PREFIX}`)) names = 'namespace-labels';
+    }
+  }
+  return names;
+}
+
+/** A selector's keys as written (matchLabels and matchExpressions), as Cilium's HasKey reads them. */
+export function rawKeys(v: unknown): string[] {
+  if (typeof v !== 'object' || v === null) return [];
+  const o = v as Record<string, unknown>;
+  const keys = typeof o.matchLabels === 'object' && o.matchLabels !== null ? Object.keys(o.matchLabels) : [];
+  for (const e of Array.isArray(o.matchExpressions) ? (o.matchExpressions as unknown[]) : []) {
+    const key = typeof e === 'object' && e !== null ? (e as Record<string, unknown>).key : undefined;
+    if (typeof key === 'string') keys.push(key);
+  }
+  return keys;
+}
+
+/**
+ * Whether a peer selector can reach a node identity through a label distill's node identities do
+ * not carry for endpoint selectors. With enable-node-selector-labels Cilium's node identity is
+ * reserved:host or reserved:remote-node (maybe reserved:kube-apiserver), its Node labels under
+ * `node:` and `k8s:io.cilium.k8s.policy.cluster` (pkg/node/manager nodeIdentityLabels); a key
+ * without source (`any:`) or with `node:`, or the cluster key, may match those. A selector with a
+ * requirement no node identity meets (pods only, another `k8s:` key, another reserved label) is exact.
+ */
+export function readsNodeLabels(sel: Selector): boolean {
+  if (selectsOnlyPods(sel)) return false;
+  const excludesNodes = sel.requirements.some(
+    (q) =>
+      (q.operator === 'In' || q.operator === 'Exists') &&
+      ((q.key.source === SOURCE_K8S && q.key.key !== CLUSTER_KEY) || (q.key.source === SOURCE_RESERVED && !NODE_RESERVED_NAMES.includes(q.key.key))),
+  );
+  return !excludesNodes && sel.requirements.some((q) => q.key.source === SOURCE_ANY || q.key.source === SOURCE_NODE || q.key.key === CLUSTER_KEY);
+}
+
+const NODE_RESERVED_NAMES: readonly string[] = ['host', 'remote-node', 'kube-apiserver'];
+
+function podsOnly(): Requirement {
+  return existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY });
+}
+
+/** Some requirement needs a label only pods carry: the pod namespace or a namespace label. */
+function selectsOnlyPods(sel: Selector): boolean {
+  return sel.requirements.some(
+    (q) =>
+      (q.operator === 'In' || q.operator === 'Exists') &&
+      (q.key.source === SOURCE_K8S || q.key.source === SOURCE_ANY) &&
+      (q.key.key === POD_NAMESPACE_KEY || q.key.key.startsWith(NAMESPACE_LABELS_PREFIX)),
+  );
+}

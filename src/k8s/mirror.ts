@@ -100,6 +100,10 @@ interface PendingList {
 }
 
 type ListPage = Extract<WatchItem, { type: 'LIST' }>;
+type WatchEvent = Exclude<WatchItem, { type: 'LIST' | 'LIST_ITEM' }>;
+
+/** A BOOKMARK ending a watch-list watch's initial events (KEP-3157: `metav1.InitialEventsAnnotationKey`). */
+const initialEventsEnd = (obj: Readonly<Record<string, unknown>>): boolean => rec(rec(obj.metadata).annotations)['k8s.io/initial-events-end'] === 'true';
 
 function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -208,6 +212,8 @@ export class ClusterMirror {
    * initial-events-end bookmark (bounded by what is held): what such a bookmark keeps (`bookmark`).
    */
   private readonly watchedSince = new Map<string, Set<string>>();
+  /** Streams after an ERROR: their ADDED events since, held until it is known whether they are initial events (`holdInitial`). */
+  private readonly initialEvents = new Map<string, WatchEvent[]>();
   /** Lists being read, by stream: applied as one relist once their last page is read (`relist`). */
   private readonly pending = new Map<string, PendingList>();
   /** Pods being deleted gracefully that are still endpoints: key → their deletionTimestamp (ms). */
@@ -241,15 +247,42 @@ export class ClusterMirror {
 
   /** Takes one item of a watch stream; `source` names it in logs. */
   observe(item: WatchItem, source: string): void {
+    if (item.type === 'LIST_ITEM' || item.type === 'LIST') this.initialEvents.delete(source);
     if (item.type === 'LIST_ITEM') return this.listItem(item, source);
     this.counts.events++;
     if (item.type === 'LIST') return this.listPage(item, source);
     this.abortList(source, `a ${item.type} event arrived before the List's last page`);
+    if (this.holdInitial(item, source)) return;
+    this.observeEvent(item, source);
+  }
+
+  /**
+   * After an ERROR the stream's ADDED events may be a watch-list's initial events (a relist):
+   * client-go collects them in a temporary store and applies them at once at the initial-events-end
+   * bookmark (tools/cache/reflector.go `watchList`: `r.store.Replace(temporaryStore.List(), ...)`).
+   * Applied as they came, a transaction saw half of them: states the cluster never had (a policy's
+   * new allow without the new deny read after it, finding 1340). So they are held until that
+   * bookmark; a MODIFIED or a DELETED shows a watch resumed instead (from the last resourceVersion,
+   * as client-go does after a 429 or a retriable 500), and what was held applies then, in order. Another ERROR, a List or the stream's end drops them
+   * (client-go retries "with clean state"). True when `item` was held.
+   */
+  private holdInitial(item: WatchEvent, source: string): boolean {
+    const held = this.initialEvents.get(source);
+    if (held === undefined) return false;
+    if (item.type === 'ADDED') return held.push(item), true;
+    if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
+    this.initialEvents.delete(source);
+    if (item.type !== 'ERROR') for (const e of held) this.observeEvent(e, source);
+    return false;
+  }
+
+  private observeEvent(item: WatchEvent, source: string): void {
     if (item.type === 'BOOKMARK') return this.bookmark(item.object, source);
     if (item.type === 'ERROR') {
       this.counts.errors++;
       this.awaitingRelist.add(source);
       this.watchedSince.delete(source);
+      this.initialEvents.set(source, []);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
     const deleted = item.type === 'DELETED';
@@ -278,7 +311,7 @@ export class ClusterMirror {
     const kind = objectKind(obj);
     this.debug('bookmark', { source, resourceVersion: md.resourceVersion });
     if (kind === 'Namespace') this.namespacesWatched = true;
-    if (rec(md.annotations)['k8s.io/initial-events-end'] !== 'true') return;
+    if (!initialEventsEnd(obj)) return;
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.delete(source);
@@ -293,6 +326,9 @@ export class ClusterMirror {
    * nothing (client-go's reflector drops a list that fails half-way and lists again).
    */
   endStream(source: string): void {
+    const held = this.initialEvents.get(source)?.length ?? 0;
+    this.initialEvents.delete(source);
+    if (held > 0) this.warn('stream ended before the end of its initial events: they are dropped (a relist is needed)', { source, events: held });
     this.abortList(source, 'the stream ended before the List\'s last page');
   }
 

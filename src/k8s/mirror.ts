@@ -66,6 +66,11 @@ interface ObjectState {
   rv: string | undefined;
   /** What the object means now; undefined: nothing (deleted, or not an endpoint). */
   desired: Held | undefined;
+  /**
+   * The stream whose event or List set it last: only that stream's relists delete it (finding
+   * 1342; client-go gives each informer its own store, and a List does not say its namespace).
+   */
+  source: string | undefined;
 }
 
 /** One object a List (or a page of it) listed, read when it arrived and applied when the List completes. */
@@ -318,7 +323,7 @@ export class ClusterMirror {
     this.counts.relists++;
     this.awaitingRelist.delete(source);
     this.kindsOf(source).add(kind);
-    this.dropUnlisted(new Set([kind]), seen, typeof md.resourceVersion === 'string' ? md.resourceVersion : undefined);
+    this.dropUnlisted(new Set([kind]), seen, typeof md.resourceVersion === 'string' ? md.resourceVersion : undefined, source);
   }
 
   /**
@@ -483,7 +488,7 @@ export class ClusterMirror {
       this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
       return key;
     }
-    this.setDesired(key, rvs ?? state?.rv, desired);
+    this.setDesired(key, rvs ?? state?.rv, desired, source);
     if (deleted) this.bury(key);
     if (deleted && kind === 'Namespace') this.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
@@ -556,9 +561,10 @@ export class ClusterMirror {
     return this.objects.size;
   }
 
-  private setDesired(key: string, rv: string | undefined, desired: Held | undefined): void {
-    const before = this.objects.get(key)?.desired;
-    this.objects.set(key, { rv, desired });
+  private setDesired(key: string, rv: string | undefined, desired: Held | undefined, source?: string): void {
+    const state = this.objects.get(key);
+    const before = state?.desired;
+    this.objects.set(key, { rv, desired, source: source ?? state?.source });
     this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
     if (desired !== undefined) this.tombstones.delete(key);
     this.refused.delete(key);
@@ -631,7 +637,7 @@ export class ClusterMirror {
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.objects.get(key);
       const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
-      this.setDesired(key, e.rv ?? state?.rv, desired !== undefined && this.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired);
+      this.setDesired(key, e.rv ?? state?.rv, desired !== undefined && this.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
     }
     for (const k of listedKinds) kinds.add(k);
     if (header.itemKind !== undefined) kinds.add(header.itemKind);
@@ -639,14 +645,14 @@ export class ClusterMirror {
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     this.watchedSince.delete(source);
-    this.dropUnlisted(kinds, p.listed, resourceVersion);
+    this.dropUnlisted(kinds, p.listed, resourceVersion, source);
   }
 
-  /** Deletes every object of `kinds` not in `listed` (as of `resourceVersion`), with what their namespaces held. */
-  private dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined): void {
+  /** Deletes every object of `kinds` that `source` gave and `listed` does not hold (as of `resourceVersion`), with what their namespaces held. */
+  private dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined, source: string): void {
     const gone: string[] = [];
     for (const [key, state] of this.objects) {
-      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined || state.source !== source) continue;
       if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
       this.setDesired(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);

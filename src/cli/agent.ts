@@ -126,9 +126,15 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   // A stream that could not be read (missing file, cut-off or malformed JSON) is bad input; its error is logged.
   if (agent.summary.unreadableStreams > 0) return EXIT_BAD_INPUT;
   const behind = agent.mapsBehind;
-  if (behind === undefined) return 0;
-  io.err(`error: the maps are behind the policy: writing them failed (${behind})\n`);
-  return EXIT_MAPS_BEHIND;
+  if (behind !== undefined) {
+    io.err(`error: the maps are behind the policy: writing them failed (${behind})\n`);
+    return EXIT_MAPS_BEHIND;
+  }
+  // --exit-at-eof: a stream that ended after an ERROR or inside a paged List, without the relist, lost what came meanwhile (1341).
+  const lost = opts.exitAtEof === true ? agent.mirror.streamsAwaitingRelist() : [];
+  if (lost.length === 0) return 0;
+  io.err(`error: ${lost.join(', ')}: ended after a watch ERROR or inside a List, without a relist: events may be lost, the maps hold the state from before\n`);
+  return EXIT_BAD_INPUT;
 }
 
 /**

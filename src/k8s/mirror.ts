@@ -8,6 +8,11 @@ import { stale } from './resource-version.js';
 import { steadyClock } from './steady-clock.js';
 import type { ListHeader, WatchItem } from './watch.js';
 
+type WatchEvent = Exclude<WatchItem, { type: 'LIST' | 'LIST_ITEM' }>;
+
+/** A BOOKMARK ending a watch-list watch's initial events (KEP-3157: `metav1.InitialEventsAnnotationKey`). */
+const initialEventsEnd = (obj: Readonly<Record<string, unknown>>): boolean => rec(rec(obj.metadata).annotations)['k8s.io/initial-events-end'] === 'true';
+
 export type { AgentEvent } from './held-events.js';
 export type { MirrorBatch } from './engine-batches.js';
 
@@ -71,6 +76,8 @@ export class ClusterMirror {
    * initial-events-end bookmark (bounded by what is held): what such a bookmark keeps (`bookmark`).
    */
   private readonly watchedSince = new Map<string, Set<string>>();
+  /** Streams after an ERROR: their ADDED events since, held until it is known whether they are initial events (`holdInitial`). */
+  private readonly initialEvents = new Map<string, WatchEvent[]>();
   private readonly now: () => number;
   private readonly debug: LogFn;
   private readonly warn: LogFn;
@@ -104,15 +111,43 @@ export class ClusterMirror {
 
   /** Takes one item of a watch stream; `source` names it in logs. */
   observe(item: WatchItem, source: string): void {
+    if (item.type === 'LIST_ITEM' || item.type === 'LIST') this.initialEvents.delete(source);
     if (item.type === 'LIST_ITEM') return this.lists.item(item, source);
     this.counts.events++;
     if (item.type === 'LIST') return this.lists.page(item, source);
     this.lists.abort(source, `a ${item.type} event arrived before the List's last page`);
+    if (this.holdInitial(item, source)) return;
+    this.observeEvent(item, source);
+  }
+
+  /**
+   * After an ERROR the stream's ADDED events may be a watch-list's initial events (a relist):
+   * client-go collects them in a temporary store and applies them at once at the initial-events-end
+   * bookmark (tools/cache/reflector.go `watchList`: `r.store.Replace(temporaryStore.List(), ...)`).
+   * Applied as they came, a transaction saw half of them: states the cluster never had (a policy's
+   * new allow without the new deny read after it, finding 1340). So they are held until that
+   * bookmark; a MODIFIED or a DELETED shows a watch resumed instead (from the last resourceVersion,
+   * as client-go does after a 429 or a retriable 500), and what was held applies then, in order.
+   * Another ERROR, a List or the stream's end drops them (client-go retries "with clean state").
+   * True when `item` was held.
+   */
+  private holdInitial(item: WatchEvent, source: string): boolean {
+    const held = this.initialEvents.get(source);
+    if (held === undefined) return false;
+    if (item.type === 'ADDED') return held.push(item), true;
+    if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
+    this.initialEvents.delete(source);
+    if (item.type !== 'ERROR') for (const e of held) this.observeEvent(e, source);
+    return false;
+  }
+
+  private observeEvent(item: WatchEvent, source: string): void {
     if (item.type === 'BOOKMARK') return this.bookmark(item.object, source);
     if (item.type === 'ERROR') {
       this.counts.errors++;
       this.awaitingRelist.add(source);
       this.watchedSince.delete(source);
+      this.initialEvents.set(source, []);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
     const deleted = item.type === 'DELETED';
@@ -141,14 +176,14 @@ export class ClusterMirror {
     const kind = objectKind(obj);
     this.debug('bookmark', { source, resourceVersion: md.resourceVersion });
     if (kind === 'Namespace') this.namespacesWatched = true;
-    if (rec(md.annotations)['k8s.io/initial-events-end'] !== 'true') return;
+    if (!initialEventsEnd(obj)) return;
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.delete(source);
     this.counts.relists++;
     this.awaitingRelist.delete(source);
     this.kindsOf(source).add(kind);
-    this.states.dropUnlisted(new Set([kind]), seen, typeof md.resourceVersion === 'string' ? md.resourceVersion : undefined);
+    this.states.dropUnlisted(new Set([kind]), seen, typeof md.resourceVersion === 'string' ? md.resourceVersion : undefined, source);
   }
 
   /**
@@ -156,6 +191,9 @@ export class ClusterMirror {
    * nothing (client-go's reflector drops a list that fails half-way and lists again).
    */
   endStream(source: string): void {
+    const held = this.initialEvents.get(source)?.length ?? 0;
+    this.initialEvents.delete(source);
+    if (held > 0) this.warn('stream ended before the end of its initial events: they are dropped (a relist is needed)', { source, events: held });
     this.lists.abort(source, 'the stream ended before the List\'s last page');
   }
 
@@ -221,7 +259,7 @@ export class ClusterMirror {
       this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
       return key;
     }
-    this.states.set(key, rvs ?? state?.rv, desired);
+    this.states.set(key, rvs ?? state?.rv, desired, source);
     if (deleted) this.states.bury(key);
     if (deleted && kind === 'Namespace') this.states.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
@@ -271,7 +309,7 @@ export class ClusterMirror {
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.states.get(key);
       const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
-      this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired);
+      this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
     }
     for (const k of listedKinds) kinds.add(k);
     if (header.itemKind !== undefined) kinds.add(header.itemKind);
@@ -279,7 +317,7 @@ export class ClusterMirror {
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     this.watchedSince.delete(source);
-    this.states.dropUnlisted(kinds, listed, resourceVersion);
+    this.states.dropUnlisted(kinds, listed, resourceVersion, source);
   }
 
   /**

@@ -7,6 +7,11 @@ export interface ObjectState {
   readonly rv: string | undefined;
   /** What the object means now; undefined: nothing (deleted, or not an endpoint). */
   readonly desired: Held | undefined;
+  /**
+   * The stream whose event or List set it last: only that stream's relists delete it (finding
+   * 1342; client-go gives each informer its own store, and a List does not say its namespace).
+   */
+  readonly source: string | undefined;
 }
 
 /**
@@ -46,9 +51,10 @@ export class ObjectStates {
     return this.objects.size;
   }
 
-  set(key: string, rv: string | undefined, desired: Held | undefined): void {
-    const before = this.objects.get(key)?.desired;
-    this.objects.set(key, { rv, desired });
+  set(key: string, rv: string | undefined, desired: Held | undefined, source?: string): void {
+    const state = this.objects.get(key);
+    const before = state?.desired;
+    this.objects.set(key, { rv, desired, source: source ?? state?.source });
     this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
     if (desired !== undefined) this.tombstones.delete(key);
     this.changed(key);
@@ -131,11 +137,11 @@ export class ObjectStates {
     return deletedAt !== undefined && rv !== undefined && /^\d+$/.test(rv) && compareDecimal(rv, deletedAt) < 0;
   }
 
-  /** Deletes every object of `kinds` not in `listed` (as of `resourceVersion`), with what their namespaces held. */
-  dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined): void {
+  /** Deletes every object of `kinds` that `source` gave and `listed` does not hold (as of `resourceVersion`), with what their namespaces held. */
+  dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined, source: string): void {
     const gone: string[] = [];
     for (const [key, state] of this.objects) {
-      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined) continue;
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined || state.source !== source) continue;
       if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
       this.set(key, resourceVersion ?? state.rv, undefined);
       this.bury(key);

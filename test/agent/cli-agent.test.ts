@@ -79,6 +79,26 @@ describe('distill agent (CLI)', () => {
     expect(cut.status).toBe(2);
     expect(cut.stderr).toMatch(/<stdin>#1: the stream ended inside a JSON value/);
   });
+  /**
+   * 1341: a recorded stream that ends after a watch ERROR (kubectl exits on one), or after a page
+   * of a paged List without the rest, ends without the relist that recovers what the gap lost:
+   * /healthz says so (503) on a running agent, and on de39223 `--exit-at-eof` exited 0 as if the
+   * maps held the streams' state.
+   */
+  it('1341. --exit-at-eof exits 2 naming a stream that ended awaiting a relist (after an ERROR, inside a paged List)', () => {
+    const gone = { type: 'ERROR', object: { apiVersion: 'v1', kind: 'Status', status: 'Failure', reason: 'Expired', code: 410 } };
+    const page = { kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: '20', continue: 'next' }, items: [pod('a', 'node-a', 2).object] };
+    const afterError = file('error.json', [pod('a', 'node-a', 2), gone]);
+    const r = agent(['--node', 'node-a', '--watch', file('ns1.json', [ns]), '--watch', afterError, '--exit-at-eof']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`error: ${afterError}: ended after a watch ERROR`);
+    expect(r.stdout).toMatch(/^1 endpoints/);
+    const cut = file('cut.json', [pod('a', 'node-a', 2), page]);
+    expect(agent(['--node', 'node-a', '--watch', file('ns2.json', [ns]), '--watch', cut, '--exit-at-eof']).status).toBe(2);
+    // Relisted after the ERROR: done.
+    const relisted = file('relisted.json', [pod('a', 'node-a', 2), gone, { ...page, metadata: { resourceVersion: '20' } }]);
+    expect(agent(['--node', 'node-a', '--watch', file('ns3.json', [ns]), '--watch', relisted, '--exit-at-eof']).status).toBe(0);
+  });
   it('requires --node and --watch', () => {
     expect(agent(['--watch', '-']).status).toBe(2);
     expect(agent(['--node', 'n']).status).toBe(2);

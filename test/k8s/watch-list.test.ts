@@ -76,6 +76,50 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     expect(a.verdict('10.0.0.9')).toBe('none');
   });
   /**
+   * 1340: the initial events of a watch-list watch are a relist, and client-go applies them at once
+   * at the initial-events-end bookmark (reflector.go `watchList`: a `temporaryStore`, then
+   * `r.store.Replace(temporaryStore.List(), resourceVersion)`); read one transaction at a time they
+   * made states the cluster never had. During the 410 gap allow-a is changed to admit app=b, and
+   * deny-b (ingressDeny app=b) is created. Before: client app=b denied (allow-a admits app=zzz); after:
+   * denied (deny-b). The new watch sends allow-a before deny-b (key order); on de39223 allow-a's new
+   * version was in force alone until deny-b's chunk was read, and admitted the client.
+   */
+  it('1340. the initial events after an ERROR are applied together at their end bookmark, not one chunk at a time', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'zzz')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', expired);
+    a.step('policies', ev('ADDED', allowFrom('allow-a', 20, 'b')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', ev('ADDED', ccnp('deny-b', 21, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }] }] })));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
+  it('1340. after an ERROR, a MODIFIED or DELETED shows a watch resumed, not initial events: what was held applies in order', () => {
+    const a = cluster();
+    a.step('policies', expired, ev('ADDED', allowFrom('allow-b', 20, 'b')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', ev('DELETED', allowFrom('allow-a', 21, 'a')));
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+    // Still no relist: /healthz keeps saying so.
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+  });
+  it('1340. initial events cut short (another ERROR, the stream\'s end) are dropped: the old state stays', () => {
+    const a = cluster();
+    a.step('policies', expired, ev('ADDED', allowFrom('allow-b', 20, 'b')), expired);
+    a.step('policies', ev('ADDED', allowFrom('allow-c', 5, 'c')), bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', expired, ev('ADDED', allowFrom('allow-b', 30, 'b')));
+    a.mirror.endStream('policies');
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+  });
+  /**
    * 993 (docs/attack-findings-18w.md): a namespace stream resumed at a resourceVersion starts with a
    * BOOKMARK, which names the kind: pods wait for their namespace from then on. On 400db28 pods
    * were sent with their namespace's name only until the first Namespace object, so a deny on the

@@ -137,8 +137,8 @@ describe('cluster mirror', () => {
     const h = harness();
     expect(h.types(ev('ADDED', { apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'shop' } }), ev('BOOKMARK', { apiVersion: 'v1', kind: 'Pod', metadata: { resourceVersion: '50' } }))).toEqual([]);
     expect(h.debug).toEqual(['ignored object of unknown kind', 'bookmark']);
-    expect(h.types(ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 }))).toEqual([]);
     expect(h.types(ev('ADDED', { ...np('bad', 60, 'a'), spec: { podSelector: { matchLabels: { app: 'a' } }, ingress: [{ ports: [{ port: 70000 }] }] } }))).toEqual([]);
+    expect(h.types(ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 }))).toEqual([]);
     expect(h.warn).toHaveLength(2);
     expect(h.mirror.counts).toMatchObject({ ignored: 1, errors: 1, invalid: 1 });
   });

@@ -235,10 +235,12 @@ const tierProtocol = fc.constantFrom<Record<string, unknown>>(
   { destinationNamedPort: 'http' },
   { destinationNamedPort: 'dns' },
 );
-const ACTIONS = fc.constantFrom('Accept', 'Deny', 'Pass');
+export const ACTIONS = fc.constantFrom('Accept', 'Deny', 'Pass');
+/** A ClusterNetworkPolicy's subject: namespaces, or pods in namespaces. */
+export const tierSubject = fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) }));
 const hasNamed = (r: Record<string, unknown>): boolean => ((r.protocols ?? []) as Record<string, unknown>[]).some((p) => 'destinationNamedPort' in p);
 const hasNetworks = (r: Record<string, unknown>): boolean => ((r.to ?? []) as Record<string, unknown>[]).some((p) => 'networks' in p);
-const tierRule = (dir: 'ingress' | 'egress', action: fc.Arbitrary<string>) =>
+export const tierRule = (dir: 'ingress' | 'egress', action: fc.Arbitrary<string>) =>
   fc
     .record(
       {
@@ -259,7 +261,7 @@ const tierPolicy = (action: fc.Arbitrary<string>) => fc.nat({ max: TIER_NAMES.le
     spec: fc.record({
       tier: fc.constantFrom('Admin', 'Baseline'),
       priority: fc.constantFrom(i + 1, i + 4, i + 7),
-      subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
+      subject: tierSubject,
       ingress: fc.array(tierRule('ingress', action), { maxLength: 3 }),
       egress: fc.array(tierRule('egress', action), { maxLength: 3 }),
     }),
@@ -279,7 +281,7 @@ const samePriorityPolicy = fc.constantFrom(...SAME_PRIORITY_NAMES).chain((name) 
     spec: fc.record({
       tier: fc.constantFrom('Admin', 'Baseline'),
       priority: fc.constant(20),
-      subject: fc.oneof(fc.record({ namespaces: namespaceSelector }), fc.record({ pods: fc.record({ namespaceSelector, podSelector }, { requiredKeys: ['podSelector'] }) })),
+      subject: tierSubject,
       ingress: fc.array(tierRule('ingress', ACTIONS), { maxLength: 3 }),
       egress: fc.array(tierRule('egress', ACTIONS), { maxLength: 3 }),
     }),

@@ -10,6 +10,7 @@ import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { checkAllFlows } from './all-flows.js';
 import { ALL_INITIAL, hasBad, SETUP, toEvents } from './gen-all.js';
+import { churnEvents, churnOp } from './gen-churn.js';
 import { mixEvents, MixOp, mixOp } from './gen-mix.js';
 import { acceptedEvents, modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
 import { Kernel } from './kernel-view.js';
@@ -98,8 +99,6 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, r
   }
 }
 
-type Txn = [MixOp[], boolean];
-
 /** Applies a transaction (with the poison when `poisoned`): the change set, or null when refused (then nothing changed). */
 function applyTxn(engine: Engine, events: EngineEvent[], poisoned: boolean, modelRefuses: boolean): ChangeSet | null {
   const before = kernelView(engine);
@@ -123,55 +122,62 @@ function applyTxn(engine: Engine, events: EngineEvent[], poisoned: boolean, mode
   }
 }
 
+/** Histories of `ops` (each op's events from `eventsOf` against the model before the transaction), checked after every transaction. */
+function runHistories<O>(ops: fc.Arbitrary<O>, eventsOf: (s: ClusterState, local: ReadonlyMap<string, boolean>, o: O) => EngineEvent[], isBad: (o: O) => boolean): void {
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.array(ops, { minLength: 1, maxLength: 5 }), fc.nat({ max: 3 }).map((n) => n === 0)), { minLength: 3, maxLength: 16 }), fc.nat(), fc.nat({ max: 3 }), (txns: [O[], boolean][], seed, poisonEvery) => {
+      const engine = new Engine({ mapCapacity: CAPACITY });
+      const twin = new Engine({ mapCapacity: CAPACITY });
+      const kernel = new Kernel();
+      const local = new Map<string, boolean>();
+      const rnd = prng(seed);
+      const setup = SETUP.flatMap(toEvents);
+      let state = modelAfter(ALL_INITIAL, setup) as ClusterState;
+      kernel.feed(engine.apply(setup));
+      twin.apply(setup);
+      for (const e of setup) trackLocality(local, state, e);
+      txns.forEach(([ops, poisonFlag], ti) => {
+        const bad = ops.some(isBad);
+        const events = bad ? ops.flatMap((o) => eventsOf(state, local, o)) : acceptedEvents(state, ops.flatMap((o) => eventsOf(state, local, o)));
+        const next = bad ? null : modelAfter(state, events);
+        const poisoned = poisonFlag && poisonEvery > 0;
+        const cs = applyTxn(engine, events, poisoned, next === null);
+        if (cs === null) {
+          // Refused: the twin refuses the events alone only when the model does or they overflow by themselves.
+          if (!poisoned) expect(() => twin.apply(events)).toThrow();
+          return;
+        }
+        expect(next, 'the engine accepted a batch the model refuses').not.toBeNull();
+        const twinCs = twin.apply(events);
+        expect(twinCs).toBeDefined();
+        stats.txns++;
+        kernel.feed(cs);
+        state = next as ClusterState;
+        for (const e of events) trackLocality(local, state, e);
+        const step = `txn ${ti}`;
+        expect(sameEndpointMaps(kernel.maps, endpointMaps(engine)), `${step}: kernel maps`).toBe(true);
+        expect(kernel.ipcache, `${step}: kernel ipcache`).toEqual(new Map(engine.ipcache().map((e) => [e.prefix, e.identity])));
+        // By labels: after a rollback the numbering order may differ from the twin's (731, 970).
+        expect(normalizedMaps(engine), `${step}: twin`).toEqual(normalizedMaps(twin));
+        expect(comparableIpcache(engine), `${step}: twin ipcache`).toEqual(comparableIpcache(twin));
+        expect(normalizedMaps(engine), `${step}: fresh`).toEqual(normalizedMaps(freshEngine(engine, state, local)));
+        expect(learnt(engine)).toEqual(learntByOracle(state));
+        const probe = PROBE_PORTS[(seed + ti) % PROBE_PORTS.length] as (typeof PROBE_PORTS)[number];
+        const loose = networksInForce(state);
+        stats.engineFlows += checkAllFlows(engine, state, [probe], step, (peer) => loose && peer.kind === 'node').flows;
+        checkKernelFlows(engine, kernel, state, rnd, step);
+      });
+    }),
+    { numRuns: RUNS, ...REPLAY },
+  );
+}
+
+const mixBad = (o: MixOp): boolean => o.k === 'all' && hasBad([o.op]);
+
 describe('mixed histories with capacity refusals: kernel view vs a twin, a fresh engine and the oracle', () => {
-  it('after every transaction', () => {
-    fc.assert(
-      fc.property(fc.array(fc.tuple(fc.array(mixOp, { minLength: 1, maxLength: 5 }), fc.nat({ max: 3 }).map((n) => n === 0)), { minLength: 3, maxLength: 16 }), fc.nat(), fc.nat({ max: 3 }), (txns: Txn[], seed, poisonEvery) => {
-        const engine = new Engine({ mapCapacity: CAPACITY });
-        const twin = new Engine({ mapCapacity: CAPACITY });
-        const kernel = new Kernel();
-        const local = new Map<string, boolean>();
-        const rnd = prng(seed);
-        const setup = SETUP.flatMap(toEvents);
-        let state = modelAfter(ALL_INITIAL, setup) as ClusterState;
-        kernel.feed(engine.apply(setup));
-        twin.apply(setup);
-        for (const e of setup) trackLocality(local, state, e);
-        txns.forEach(([ops, poisonFlag], ti) => {
-          const bad = ops.some((o) => o.k === 'all' && hasBad([o.op]));
-          const events = bad ? ops.flatMap((o) => mixEvents(state, local, o)) : acceptedEvents(state, ops.flatMap((o) => mixEvents(state, local, o)));
-          const next = bad ? null : modelAfter(state, events);
-          const poisoned = poisonFlag && poisonEvery > 0;
-          const cs = applyTxn(engine, events, poisoned, next === null);
-          if (cs === null) {
-            // Refused: the twin refuses the events alone only when the model does or they overflow by themselves.
-            if (!poisoned) expect(() => twin.apply(events)).toThrow();
-            return;
-          }
-          expect(next, 'the engine accepted a batch the model refuses').not.toBeNull();
-          const twinCs = twin.apply(events);
-          expect(twinCs).toBeDefined();
-          stats.txns++;
-          kernel.feed(cs);
-          state = next as ClusterState;
-          for (const e of events) trackLocality(local, state, e);
-          const step = `txn ${ti}`;
-          expect(sameEndpointMaps(kernel.maps, endpointMaps(engine)), `${step}: kernel maps`).toBe(true);
-          expect(kernel.ipcache, `${step}: kernel ipcache`).toEqual(new Map(engine.ipcache().map((e) => [e.prefix, e.identity])));
-          // By labels: after a rollback the numbering order may differ from the twin's (731, 970).
-          expect(normalizedMaps(engine), `${step}: twin`).toEqual(normalizedMaps(twin));
-          expect(comparableIpcache(engine), `${step}: twin ipcache`).toEqual(comparableIpcache(twin));
-          expect(normalizedMaps(engine), `${step}: fresh`).toEqual(normalizedMaps(freshEngine(engine, state, local)));
-          expect(learnt(engine)).toEqual(learntByOracle(state));
-          const probe = PROBE_PORTS[(seed + ti) % PROBE_PORTS.length] as (typeof PROBE_PORTS)[number];
-          const loose = networksInForce(state);
-          stats.engineFlows += checkAllFlows(engine, state, [probe], step, (peer) => loose && peer.kind === 'node').flows;
-          checkKernelFlows(engine, kernel, state, rnd, step);
-        });
-      }),
-      { numRuns: RUNS, ...REPLAY },
-    );
-  }, TIMEOUT);
+  it('after every transaction', () => runHistories(mixOp, mixEvents, mixBad), TIMEOUT);
+  // Attack round 20e: priorities swapped and moved in place, a Pass stack toggled, toFQDNs policies re-added across a TTL expiry, one address for two names.
+  it('after every transaction, with tier and toFQDNs churn', () => runHistories(churnOp, churnEvents, (o) => o.k === 'mix' && mixBad(o.op)), TIMEOUT);
 });
 
 afterAll(() => {

@@ -36,7 +36,7 @@ export { podIdentityLabels, securityLabels } from './model/identity.js';
 /** Reading policy manifests. */
 export { parseManifest, parseManifests } from './policy/manifest.js';
 export { ManifestError } from './policy/errors.js';
-export type { ParseOptions } from './policy/cilium.js';
+export type { ParseOptions } from './policy/cilium-options.js';
 
 /** Where the maps live. */
 export { applyChangeSet, BackendError } from './backend/backend.js';
@@ -57,7 +57,9 @@ export type { WatchItem, WatchEventType } from './k8s/watch.js';
 export { ClusterMirror } from './k8s/mirror.js';
 export { watchInformer, toWire } from './k8s/informer.js';
 export type { InformerLike, InformerFeedOptions } from './k8s/informer.js';
-export type { MirrorOptions, MirrorBatch, AgentEvent } from './k8s/mirror.js';
+export type { MirrorOptions } from './k8s/mirror.js';
+export type { MirrorBatch } from './k8s/engine-batches.js';
+export type { AgentEvent } from './k8s/held-events.js';
 
 /** Metrics and logs, from outside the engine. */
 export { InstrumentedEngine } from './agent/instrument.js';

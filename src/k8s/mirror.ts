@@ -13,11 +13,12 @@ type WatchEvent = Exclude<WatchItem, { type: 'LIST' | 'LIST_ITEM' }>;
 /** A BOOKMARK ending a watch-list watch's initial events (KEP-3157: `metav1.InitialEventsAnnotationKey`). */
 const initialEventsEnd = (obj: Readonly<Record<string, unknown>>): boolean => rec(rec(obj.metadata).annotations)['k8s.io/initial-events-end'] === 'true';
 
-export type { AgentEvent } from './held-events.js';
 export type { MirrorBatch } from './engine-batches.js';
 
-/** Options of a ClusterMirror. */
-/** Cilium's agent options (`CiliumAgentOptions`) say how policies read: without `nodeSelectorLabels`, `toNodes`/`fromNodes` get the fail-closed stand-in. */
+/**
+ * Options of a ClusterMirror. Cilium's agent options (`CiliumAgentOptions`) say how policies read:
+ * without `nodeSelectorLabels`, `toNodes`/`fromNodes` get the fail-closed stand-in.
+ */
 export interface MirrorOptions extends CiliumAgentOptions {
   /** The node whose pods are local endpoints (`spec.nodeName`). */
   readonly nodeName: string;

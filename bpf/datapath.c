@@ -696,7 +696,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	struct policy_value *s = policy_lookup(peer, dir, f.proto, port);
 	struct policy_value *w = peer == 0 ? 0 : policy_lookup(0, dir, f.proto, port);
 	struct policy_value *v = pick(s, w);
-	if (!v || (v->flags & 1)) {
+	// Only TCP and UDP reach a proxy: Cilium's TPROXY rules are tcp and udp only, and BPF TPROXY's
+	// assign_socket drops the rest (DROP_PROXY_UNKNOWN_PROTO), e.g. SCTP on a DNS rule's ANY port.
+	int proxy_unknown_proto = v && v->proxy_port && f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP;
+	if (!v || (v->flags & 1) || proxy_unknown_proto) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}

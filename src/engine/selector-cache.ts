@@ -3,7 +3,7 @@ import { Cidr, cidrContainsCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_RESERVED } from '../model/labels.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
-import { isWildcard, Requirement, Selector, selectorMatches } from '../model/selector.js';
+import { isWildcard, LabelIndex, labelIndex, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
 import { TombstoneMap } from './tombstone-map.js';
 
@@ -26,6 +26,8 @@ export type IdentitySelector =
   | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector; readonly remoteOnly?: true };
 
 const NODES_BUCKET = 'nodes';
+/** Label sets up to this size are scanned (a pod's few labels: a map would cost more than it saves). */
+const INDEXED_LABEL_SET = 32;
 
 export function nodesSelector(selector: Selector): IdentitySelector {
   return { kind: 'nodes', key: `nodes:${selector.key}`, selector };
@@ -284,8 +286,30 @@ export class SelectorCache {
   private adds = 0;
   /** Numbers `candidateSelectors` calls (CachedSelector.visit). */
   private visits = 0;
+  /** Large label sets by key, built once per set (an identity's labels are shared by its selectors' evaluations). */
+  private readonly indexes = new WeakMap<LabelSet, LabelIndex>();
 
   constructor(private readonly stats: EngineStats) {}
+
+  /**
+   * A set's label index when scanning it would cost more than a lookup: without one, every candidate
+   * selector read every label, so an identity of m labels cost (selectors × m) (attack finding 1143).
+   */
+  private indexOf(labels: LabelSet): LabelIndex | undefined {
+    if (labels.length <= INDEXED_LABEL_SET) return undefined;
+    let index = this.indexes.get(labels);
+    if (index === undefined) this.indexes.set(labels, (index = labelIndex(labels)));
+    return index;
+  }
+
+  private matches(selector: Selector, labels: LabelSet): boolean {
+    return selectorMatches(selector, labels, this.indexOf(labels));
+  }
+
+  private hasKey(labels: LabelSet, key: string): boolean {
+    const index = this.indexOf(labels);
+    return index === undefined ? labels.some((l) => l.key === key) : index.has(key);
+  }
 
   get selectorCount(): number {
     return this.byKey.size;
@@ -313,7 +337,7 @@ export class SelectorCache {
     if (s.kind === 'labels') {
       if (isWildcard(s.selector)) return true;
       this.stats.selectorEvaluations++;
-      return selectorMatches(s.selector, ident.matchLabels);
+      return this.matches(s.selector, ident.matchLabels);
     }
     this.stats.selectorEvaluations++;
     if (s.kind === 'fqdn') {
@@ -321,7 +345,7 @@ export class SelectorCache {
       return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
     }
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
-    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && selectorMatches(s.selector, ident.nodeLabels);
+    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
     const c = ident.cidr;
     return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
   }
@@ -436,7 +460,7 @@ export class SelectorCache {
     if (keys.has(key)) return;
     keys.add(key);
     const having: SelectableIdentity[] = [];
-    for (const ident of this.identities.values()) if (ident.matchLabels.some((l) => l.key === key)) having.push(ident);
+    for (const ident of this.identities.values()) if (this.hasKey(ident.matchLabels, key)) having.push(ident);
     having.sort((a, b) => (this.addedAt.get(a.id) as number) - (this.addedAt.get(b.id) as number));
     for (let i = 0; i < having.length; i++) {
       const ident = having[i] as SelectableIdentity;

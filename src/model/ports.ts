@@ -18,6 +18,17 @@ export const PROTOCOL_NUMBER: Readonly<Record<FlowProtocol, number>> = {
  */
 export const PORT_PROTOCOLS: readonly FlowProtocol[] = ['TCP', 'UDP', 'SCTP'];
 
+/**
+ * The protocols a proxy redirect delivers to the proxy. Cilium gives a DNS rule's SCTP port the DNS
+ * parser too (pkg/policy/l4.go `createL4Filter`: "we need this to redirect DNS UDP (or ANY ...)"), but
+ * the TPROXY rules are `tcp` and `udp` only (pkg/datapath/iptables/iptables.go `addProxyRules`) and BPF
+ * TPROXY's `assign_socket` returns DROP_PROXY_UNKNOWN_PROTO for the rest (bpf/lib/proxy.h): a packet of
+ * another protocol marked for the proxy reaches neither the proxy nor its destination.
+ */
+export function proxyTakes(protocol: FlowProtocol): boolean {
+  return protocol === 'TCP' || protocol === 'UDP';
+}
+
 export const MAX_PORT = 65535;
 
 /** The destination "port" a flow of this protocol can carry: 1..65535, or an ICMP type 0..255. */

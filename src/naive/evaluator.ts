@@ -4,7 +4,7 @@ import { ClusterState, isApiServerAddress, Pod, podIps, podLabels } from '../mod
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
-import { ContainerPort, FlowProtocol, l4Covers } from '../model/ports.js';
+import { ContainerPort, FlowProtocol, l4Covers, proxyTakes } from '../model/ports.js';
 import { l7Allows, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
@@ -189,6 +189,8 @@ function decideNpTier(
   const l4Allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
   const proxied = l4Allowed && l7Clauses.length > 0;
   const base = { direction, enforcedBy, allowedBy, deniedBy, redirectedBy, proxied };
+  // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
+  if (proxied && !proxyTakes(protocol)) return { ...base, proxied: false, allowed: false };
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
   // The redirect with the lowest listener priority wins; that proxy judges the request with the
   // L7 rules of its parser, and lets everything through for a peer some plain allow covers.

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseCidr } from '../../src/model/cidr.js';
 import { k8sLabels, makeLabelSet, reservedLabel } from '../../src/model/labels.js';
-import { makeSelector, Requirement, selectorMatches } from '../../src/model/selector.js';
+import { labelIndex, makeSelector, Requirement, selectorMatches } from '../../src/model/selector.js';
 import { CachedSelector, cidrSelector, labelsSelector, SelectionListener, SelectorCache } from '../../src/engine/selector-cache.js';
 import { emptyStats } from '../../src/engine/stats.js';
 
@@ -204,5 +204,51 @@ describe("a selector's listeners (a Set's semantics, kept in an array while few)
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('selector cache: identities with many labels (attack finding 1143)', () => {
+  /** Label reads to add one identity of m labels `k0..k{m-1}=v` to a cache holding m selectors `k<j>=v`, one per key. */
+  function labelReads(m: number): { reads: number; selected: number } {
+    const cache = new SelectorCache(emptyStats());
+    const listener = recorder();
+    const selectors = Array.from({ length: m }, (_, j) => cache.register(labelsSelector(makeSelector([eq(`k${j}`, 'v')])), listener));
+    const labels = makeLabelSet(k8sLabels(Object.fromEntries(Array.from({ length: m }, (_, j) => [`k${j}`, 'v']))));
+    let reads = 0;
+    const counted = new Proxy(labels, {
+      get(target, p, receiver) {
+        if (typeof p === 'string' && /^\d+$/.test(p)) reads++;
+        return Reflect.get(target, p, receiver) as unknown;
+      },
+    });
+    cache.addIdentity({ id: 300, matchLabels: counted });
+    return { reads, selected: selectors.filter((cs) => cs.selected.has(300)).length };
+  }
+
+  it('fixed: every selector is judged without scanning the labels: reads grow with m, not with m × selectors', () => {
+    // Each label is read a bounded number of times (finding the candidate selectors, filing the
+    // identity, indexing its labels by key); scanning the set once per selector read m²/2 of them.
+    for (const m of [200, 800]) {
+      const { reads, selected } = labelReads(m);
+      expect({ m, selected, perLabel: Math.ceil(reads / m) }).toEqual({ m, selected: m, perLabel: 3 });
+    }
+  });
+
+  it('held: an indexed set matches as the scanned one, for every operator and a key of source any', () => {
+    const many = Object.fromEntries(Array.from({ length: 40 }, (_, j) => [`k${j}`, `v${j % 3}`]));
+    const labels = makeLabelSet([...k8sLabels(many), { source: 'container', key: 'k1', value: 'c' }]);
+    const index = labelIndex(labels);
+    const any = (key: string): { source: string; key: string } => ({ source: 'any', key });
+    const reqs: Requirement[] = [
+      eq('k1', 'v1'), eq('k1', 'c'), eq('nope', 'v'),
+      { key: any('k1'), operator: 'In', values: ['c'] }, { key: any('k2'), operator: 'NotIn', values: ['v2'] },
+      { key: k8s('k3'), operator: 'Exists', values: [] }, { key: any('nope'), operator: 'DoesNotExist', values: [] },
+      { key: k8s('k4'), operator: 'NotIn', values: ['x'] }, { key: { source: 'container', key: 'k2' }, operator: 'Exists', values: [] },
+    ];
+    for (const r of reqs) {
+      const sel = makeSelector([r]);
+      expect({ r, indexed: selectorMatches(sel, labels, index) }).toEqual({ r, indexed: selectorMatches(sel, labels) });
+    }
+    expect(reqs.map((r) => selectorMatches(makeSelector([r]), labels, index))).toEqual([true, false, false, true, false, true, true, true, false]);
   });
 });

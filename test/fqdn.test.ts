@@ -28,7 +28,7 @@ import { dnsRuleMatches } from '../src/model/l7.js';
 import { decideFlow } from '../src/naive/evaluator.js';
 import { parseManifest } from '../src/policy/manifest.js';
 import { parseScenario } from '../src/scenario/format.js';
-import { runScenario } from '../src/scenario/run.js';
+import { runScenario, scenarioEngineOptions } from '../src/scenario/run.js';
 
 const pattern = (p: string): FqdnSelector => makeFqdnSelector('matchPattern', p);
 const ip = parseIp;
@@ -228,6 +228,34 @@ describe('scenario and trace formats', () => {
     const item = parseTrace(text, 't.jsonl').items[0];
     expect(item?.kind === 'event' && item.event.type === 'dnsResponse' ? item.event.ttl : undefined).toBe(4294967295);
     expect(() => parseTrace(text.replace('4294967295', '4294967296'), 't.jsonl')).toThrow('t.jsonl:2 ttl');
+  });
+
+  it('1460. maxIpsPerHostname 0 is no limit, as Cilium reads --tofqdns-endpoint-max-ip-per-hostname=0', () => {
+    // pkg/fqdn/cache.go: updateWithEntry marks a name over the limit only `if c.perHostLimit > 0`.
+    const many = Array.from({ length: 1500 }, (_, i) => ip(`198.51.${100 + Math.floor(i / 250)}.${i % 250}`));
+    const cache = recordDnsAnswer({ ...EMPTY_DNS_CACHE, options: { minTtl: 0, maxIpsPerHostname: 0 } }, 'x/a', 'cdn.example.com', many, 60);
+    expect(cache.entries).toHaveLength(1500);
+    const text = `
+namespaces: [{name: x}, {name: kube-system}]
+pods:
+  - {name: x/a, labels: {app: a}}
+  - {name: kube-system/kube-dns, labels: {k8s-app: kube-dns}, ip: 10.96.0.10, ports: [{port: 53, protocol: UDP}]}
+dnsProxy: {maxIpsPerHostname: 0}
+policies:
+  - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: a, namespace: x}, spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s:k8s-app: kube-dns}}], toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]}, {toFQDNs: [{matchName: cdn.example.com}]}]}}
+steps:
+  - changes:
+      - {dnsResponse: {pod: x/a, name: cdn.example.com, ips: [${many.slice(0, 1200).map((a) => a.text).join(', ')}], ttl: 600, server: kube-system/kube-dns}}
+      - {dnsResponse: {pod: x/a, name: cdn.example.com, ips: [192.0.2.9], ttl: 10, server: kube-system/kube-dns}}
+      - {advanceTime: 5}
+    probes: [{from: x/a, to: {ip: 198.51.100.0}, port: 443}, {from: x/a, to: {ip: 198.51.104.199}, port: 443}, {from: x/a, to: {ip: 192.0.2.9}, port: 443}]
+`;
+    const scenario = parseScenario(text, 'no-limit.yaml');
+    expect(scenario.dnsProxy?.maxIpsPerHostname).toBe(0);
+    const allowed = (r: ReturnType<typeof runScenario>): boolean[] => r.steps.flatMap((s) => s.results.map((x) => x.allowed));
+    expect(allowed(runScenario(scenario, decideFlow))).toEqual([true, true, true]);
+    expect(allowed(runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide))).toEqual([true, true, true]);
+    expect(() => parseScenario(text.replace('maxIpsPerHostname: 0', 'maxIpsPerHostname: -1'), 'neg.yaml')).toThrow('dnsProxy.maxIpsPerHostname');
   });
 
   it('reads DNS events in traces as engine events (refused only with fqdn: false)', () => {

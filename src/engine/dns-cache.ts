@@ -1,5 +1,5 @@
 import { Cidr, cidrContainsIp, IpAddress, unmapIp } from '../model/cidr.js';
-import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, normalizeFqdn } from '../model/fqdn.js';
+import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheEntry, DnsCacheOptions, ipsOverLimit, normalizeFqdn } from '../model/fqdn.js';
 import { IpKey, ipKey, IpMap, ipOfKey } from './ip-key.js';
 
 /** What one endpoint learnt for one name: IP → the answer it came from. */
@@ -120,7 +120,7 @@ export class DnsCache {
 
   /** Over `maxIpsPerHostname`: the entries that expire first (then the oldest, then by IP text) go. */
   private evict(g: Group, changed: IpsChanged): [IpKey, Batch][] {
-    const over = g.ips.size - this.options.maxIpsPerHostname;
+    const over = ipsOverLimit(g.ips.size, this.options);
     if (over <= 0) return [];
     const text = (k: IpKey): string => (typeof k === 'string' ? k : ipOfKey(k).text);
     const order = [...g.ips].sort(([ka, a], [kb, b]) => a.expiresAt - b.expiresAt || a.learntAt - b.learntAt || (text(ka) < text(kb) ? -1 : 1));

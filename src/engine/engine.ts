@@ -50,7 +50,7 @@ export interface EngineOptions {
    * engine's own.
    */
   readonly identitySource?: 'local' | 'external';
-  /** toFQDNs: `minTtl` (s, default 0) and `maxIpsPerHostname` (default 1,000), as Cilium's `--tofqdns-*` options. */
+  /** toFQDNs: `minTtl` (s, default 0) and `maxIpsPerHostname` (default 1,000; 0 = no limit), as Cilium's `--tofqdns-*` options. */
   readonly dns?: Partial<DnsCacheOptions>;
   /** Cilium's `allow-localhost` option (src/model/localhost.ts): `always` (default, Cilium's under Kubernetes) or `policy`. */
   readonly allowLocalhost?: AllowLocalhost;

@@ -433,7 +433,7 @@ export function checkEngineOptions(o: { readonly mapCapacity?: number; readonly 
   };
   check(o.mapCapacity, 'mapCapacity', 1, 2 ** 31);
   check(o.dns?.minTtl, 'dns.minTtl', 0, 2 ** 31);
-  check(o.dns?.maxIpsPerHostname, 'dns.maxIpsPerHostname', 1, 2 ** 31);
+  check(o.dns?.maxIpsPerHostname, 'dns.maxIpsPerHostname', 0, 2 ** 31);
   check(o.dns?.maxSelectorCombinations, 'dns.maxSelectorCombinations', 0, 2 ** 31);
 }
 

@@ -135,7 +135,7 @@ export function fqdnSelectorMatches(s: FqdnSelector, name: string): boolean {
 export interface DnsCacheOptions {
   /** Seconds; an answer lives max(TTL, minTtl). Cilium's default is 0 since cilium#21439 (3,600 before). */
   readonly minTtl: number;
-  /** Per endpoint and name; beyond it the entries that expire first (the oldest) go. Default 1,000. */
+  /** Per endpoint and name; beyond it the entries that expire first (the oldest) go. Default 1,000; 0 = no limit. */
   readonly maxIpsPerHostname: number;
   /**
    * The engine's circuit breaker on FQDN identities (CFP-28427, "Circuit breakers?": up to 2^N − 1
@@ -154,6 +154,15 @@ export interface DnsCacheOptions {
 export const MAX_DNS_TTL = 2 ** 32 - 1;
 
 export const DEFAULT_DNS_CACHE_OPTIONS: DnsCacheOptions = { minTtl: 0, maxIpsPerHostname: 1000 };
+
+/**
+ * How many of `count` addresses of one (endpoint, name) are over `maxIpsPerHostname`. A limit of 0 is
+ * no limit, as in Cilium: pkg/fqdn/cache.go `updateWithEntry` marks a name over the limit only
+ * `if c.perHostLimit > 0`, and `cleanupOverLimitEntries` returns at once when `perHostLimit == 0`.
+ */
+export function ipsOverLimit(count: number, options: DnsCacheOptions): number {
+  return options.maxIpsPerHostname > 0 ? count - options.maxIpsPerHostname : 0;
+}
 
 /** `maxSelectorCombinations` when not set: 2^10, the CFP's "10 distinct selectors would be OK (1024)". */
 export const DEFAULT_MAX_SELECTOR_COMBINATIONS = 1024;
@@ -211,7 +220,7 @@ export function recordDnsAnswer(cache: DnsCacheState, endpoint: string, name: st
     byKey.set(entryKey(fresh), old && old.expiresAt >= expiresAt ? old : fresh);
   }
   const mine = [...byKey.values()].filter((e) => e.endpoint === endpoint && e.name === n);
-  const over = mine.length - cache.options.maxIpsPerHostname;
+  const over = ipsOverLimit(mine.length, cache.options);
   if (over > 0) {
     const order = [...mine].sort((a, b) => a.expiresAt - b.expiresAt || a.learntAt - b.learntAt || (a.ip.text < b.ip.text ? -1 : 1));
     for (const e of order.slice(0, over)) byKey.delete(entryKey(e));

@@ -371,7 +371,7 @@ export function parseScenario(text: string, source: string): Scenario {
   const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
   const dnsProxy: DnsCacheOptions | undefined = dp && {
     minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
-    maxIpsPerHostname: absent(dp.maxIpsPerHostname) ? DEFAULT_DNS_CACHE_OPTIONS.maxIpsPerHostname : r.intInRange(dp.maxIpsPerHostname, 'dnsProxy.maxIpsPerHostname', 1, 1_000_000),
+    maxIpsPerHostname: absent(dp.maxIpsPerHostname) ? DEFAULT_DNS_CACHE_OPTIONS.maxIpsPerHostname : r.intInRange(dp.maxIpsPerHostname, 'dnsProxy.maxIpsPerHostname', 0, 1_000_000),
   };
   const description = r.optString(o.description, 'description');
   // Cilium's agent options that change how policies read (cilium.ts CiliumAgentOptions):

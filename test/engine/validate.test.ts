@@ -183,7 +183,7 @@ describe('the DNS clock stays exact (attack round 9b, left open)', () => {
 
 describe("an embedder's engine options are checked (review 9r, finding 224)", () => {
   it('refuses options that would switch a limit off or keep answers live for good', () => {
-    for (const bad of [{ dns: { minTtl: Infinity } }, { dns: { minTtl: -1 } }, { dns: { maxIpsPerHostname: Number.NaN } }, { dns: { maxIpsPerHostname: 0 } }, { dns: { maxSelectorCombinations: 1.5 } }, { mapCapacity: 0 }]) {
+    for (const bad of [{ dns: { minTtl: Infinity } }, { dns: { minTtl: -1 } }, { dns: { maxIpsPerHostname: Number.NaN } }, { dns: { maxIpsPerHostname: -1 } }, { dns: { maxSelectorCombinations: 1.5 } }, { mapCapacity: 0 }]) {
       expect(() => new Engine(bad)).toThrow(RangeError);
     }
     expect(() => new Engine({ dns: { minTtl: 3600, maxIpsPerHostname: 50, maxSelectorCombinations: 0 }, mapCapacity: 16384 })).not.toThrow();

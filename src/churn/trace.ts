@@ -182,15 +182,11 @@ function readPod(r: Reader, v: unknown, shared: SharedValues): KeyedPod {
   checkNamespaceName(r, namespace, 'pod.namespace');
   const name = r.nonEmptyString(p.name, 'pod.name');
   checkObjectName(r, name, 'pod.name');
-  return new KeyedPod({
-    namespace: intern(namespace),
-    name,
-    labels: shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels')),
-    ip: readIp(r, p.ip, 'pod.ip'),
-    ...podIpsOf(r, p.ips, p.ip),
-    serviceAccount: r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default',
-    ports: shared.ports(readContainerPorts(r, p.ports, 'pod.ports')),
-  });
+  const labels = shared.labels(absent(p.labels) ? {} : readLabels(r, p.labels, 'pod.labels'));
+  const ip = readIp(r, p.ip, 'pod.ip');
+  const { ips } = podIpsOf(r, p.ips, p.ip);
+  const serviceAccount = r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default';
+  return new KeyedPod(intern(namespace), name, labels, ip, ips, serviceAccount, shared.ports(readContainerPorts(r, p.ports, 'pod.ports')));
 }
 
 /** A `deletePolicy` line's ref: a namespace exactly when the kind is namespaced. */

@@ -1,4 +1,6 @@
 import { KeyedPod, type Pod } from '../model/cluster.js';
+import type { IpAddress } from '../model/cidr.js';
+import type { ContainerPort } from '../model/ports.js';
 import type { LabelSet } from '../model/labels.js';
 import type { LookupResult } from '../model/policy-map.js';
 import { EngineError, type MapDelta, type MapSnapshot } from './events.js';
@@ -104,9 +106,10 @@ export class BoundaryCopier {
     const l = this.labels(labels);
     const ps = Array.isArray(ports) ? this.ports(ports) : ports;
     // A KeyedPod (fields as a plain pod's, in the same order): the stages and the model store look
-    // the pod up by one key string built once, not one concatenated and flattened per stage.
-    const fields = ips === undefined ? { namespace, name, labels: l, ip: a, serviceAccount, ports: ps } : { namespace, name, labels: l, ip: a, ips: ipList(ips), serviceAccount, ports: ps };
-    return Object.freeze(new KeyedPod(fields as Pod));
+    // the pod up by one key string built once, not one concatenated and flattened per stage. Built
+    // from the fields, not from a temporary pod object (one object of garbage a pod in a cold start).
+    const copy = new KeyedPod(namespace as string, name as string, l as Pod['labels'], a as IpAddress, ips === undefined ? undefined : (ipList(ips) as readonly IpAddress[]), serviceAccount as string, ps as readonly ContainerPort[]);
+    return Object.freeze(copy);
   }
 
   private labels(given: unknown): unknown {

@@ -287,10 +287,12 @@ export class Engine {
         // Every stage a deletePolicy reaches: the splits and the node table kept a deleted namespace's policies.
         for (const key of resolver.policiesIn(e.name)) this.deletePolicy(key);
         return pods.forgetNamespace(e.name);
-      case 'upsertPod':
+      case 'upsertPod': {
         // A pod that is not (or no longer) local has no endpoint here: its DNS history goes with it.
-        if (!(e.local ?? false)) fqdn.podDeleted(podKey(e.pod));
-        return pods.upsertPod(e.pod, e.local ?? false);
+        const key = podKey(e.pod);
+        if (!(e.local ?? false)) fqdn.podDeleted(key);
+        return pods.upsertPod(e.pod, e.local ?? false, key);
+      }
       case 'deletePod':
         fqdn.podDeleted(`${e.namespace}/${e.name}`);
         return pods.removePod(`${e.namespace}/${e.name}`);

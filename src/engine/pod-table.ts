@@ -223,8 +223,8 @@ export class PodTable {
     }
   }
 
-  upsertPod(pod: Pod, local: boolean): void {
-    const key = podKey(pod); // unique per pod: flat, not interned (interning costs ~7x more)
+  /** `key`: `podKey(pod)` (flat; unique per pod, not interned: interning costs ~7x more). */
+  upsertPod(pod: Pod, local: boolean, key: string = podKey(pod)): void {
     const old = this.pods.get(key);
     if (old) this.removeRecord(key, old);
     this.addPod(key, pod, local);

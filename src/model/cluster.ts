@@ -158,14 +158,15 @@ export class KeyedPod implements Pod {
   declare readonly ports: readonly ContainerPort[];
   #key: string | undefined = undefined;
 
-  constructor(pod: Pod) {
-    this.namespace = pod.namespace;
-    this.name = pod.name;
-    this.labels = pod.labels;
-    this.ip = pod.ip;
-    if (pod.ips !== undefined) this.ips = pod.ips;
-    this.serviceAccount = pod.serviceAccount;
-    this.ports = pod.ports;
+  /** `ips` undefined for a single-stack pod (no `ips` property then, as a plain pod has none). */
+  constructor(namespace: string, name: string, labels: Pod['labels'], ip: IpAddress, ips: readonly IpAddress[] | undefined, serviceAccount: string, ports: readonly ContainerPort[]) {
+    this.namespace = namespace;
+    this.name = name;
+    this.labels = labels;
+    this.ip = ip;
+    if (ips !== undefined) this.ips = ips;
+    this.serviceAccount = serviceAccount;
+    this.ports = ports;
   }
 
   get key(): string {

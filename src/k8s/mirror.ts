@@ -98,7 +98,7 @@ export class ClusterMirror {
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),
       complete: (listed, header, rv, source) => this.relist(listed, header, rv, source),
-      cutShort: (source) => this.awaitingRelist.add(source),
+      cutShort: (source) => this.awaitRelist(source),
       debug: this.debug,
       warn: this.warn,
     });
@@ -141,13 +141,23 @@ export class ClusterMirror {
     return false;
   }
 
+  /**
+   * Events may have been lost on `source` (an ERROR, a List cut short): it awaits a relist, and its
+   * ADDED events from now on may be a watch-list's initial events (`holdInitial`). After a failed
+   * List client-go lists again (reflector.go `ListAndWatch`), by a watch-list watch when its
+   * WatchListClient feature is on, so what follows a List cut short is held as after an ERROR (1480).
+   */
+  private awaitRelist(source: string): void {
+    this.awaitingRelist.add(source);
+    this.initialEvents.set(source, []);
+  }
+
   private observeEvent(item: WatchEvent, source: string): void {
     if (item.type === 'BOOKMARK') return this.bookmark(item.object, source);
     if (item.type === 'ERROR') {
       this.counts.errors++;
-      this.awaitingRelist.add(source);
+      this.awaitRelist(source);
       this.watchedSince.delete(source);
-      this.initialEvents.set(source, []);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
     const deleted = item.type === 'DELETED';
@@ -191,10 +201,10 @@ export class ClusterMirror {
    * nothing (client-go's reflector drops a list that fails half-way and lists again).
    */
   endStream(source: string): void {
+    this.lists.abort(source, 'the stream ended before the List\'s last page');
     const held = this.initialEvents.get(source)?.length ?? 0;
     this.initialEvents.delete(source);
     if (held > 0) this.warn('stream ended before the end of its initial events: they are dropped (a relist is needed)', { source, events: held });
-    this.lists.abort(source, 'the stream ended before the List\'s last page');
   }
 
   /** Streams reading a List (paged or not) that is not complete yet (sorted). */

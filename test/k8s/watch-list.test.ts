@@ -108,6 +108,30 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     // Still no relist: /healthz keeps saying so.
     expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
   });
+  /**
+   * 1480: a List cut short by a watch event (the recorder's List failed between pages, e.g. its
+   * `continue` token expired, and its reflector then opened a watch-list watch) leaves the stream
+   * awaiting a relist as an ERROR does; client-go never resumes a watch after a failed List, it
+   * lists again (reflector.go `ListAndWatch`). The same allow-a/deny-b gap as 1340: on e1bb28f the
+   * initial events after the cut-short List were applied one chunk at a time and allow-a's new
+   * version admitted the client until deny-b's chunk was read; both cluster states deny it.
+   */
+  it('1480. after a List cut short by an event, the initial events that follow are held until their end bookmark as after an ERROR', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'zzz')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', JSON.stringify({ kind: 'CiliumClusterwideNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '10', continue: 'c1' }, items: [allowFrom('allow-a', 4, 'zzz')] }));
+    a.step('policies', ev('ADDED', allowFrom('allow-a', 20, 'b')));
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', ev('ADDED', ccnp('deny-b', 21, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }] }] })));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
   it('1340. initial events cut short (another ERROR, the stream\'s end) are dropped: the old state stays', () => {
     const a = cluster();
     a.step('policies', expired, ev('ADDED', allowFrom('allow-b', 20, 'b')), expired);

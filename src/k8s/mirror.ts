@@ -128,7 +128,8 @@ export class ClusterMirror {
    * new allow without the new deny read after it, finding 1340). So they are held until that
    * bookmark; a MODIFIED or a DELETED shows a watch resumed instead (from the last resourceVersion,
    * as client-go does after a 429 or a retriable 500), and what was held applies then, in order.
-   * Another ERROR, a List or the stream's end drops them (client-go retries "with clean state").
+   * Another ERROR, a List, the stream's end or an end bookmark of a kind distill does not read
+   * drops them (client-go retries "with clean state").
    * True when `item` was held.
    */
   private holdInitial(item: WatchEvent, source: string): boolean {
@@ -137,7 +138,10 @@ export class ClusterMirror {
     if (item.type === 'ADDED') return held.push(item), true;
     if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
     this.initialEvents.delete(source);
-    if (item.type !== 'ERROR') for (const e of held) this.observeEvent(e, source);
+    // An end bookmark of a kind distill does not read relists nothing: its events without the relist's deletes would be a state the cluster never had (1481).
+    const unreadableEnd = item.type === 'BOOKMARK' && objectKind(item.object) === undefined;
+    if (item.type !== 'ERROR' && !unreadableEnd) for (const e of held) this.observeEvent(e, source);
+    else if (unreadableEnd && held.length > 0) this.warn('initial events ended by a bookmark of a kind distill does not read: they are dropped (a relist is needed)', { source, events: held.length });
     return false;
   }
 

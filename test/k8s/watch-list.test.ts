@@ -132,6 +132,29 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     expect(a.verdict('10.0.0.9')).toBe('deny');
     expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
   });
+  /**
+   * 1481: an initial-events-end bookmark of a kind distill does not read cannot relist (it names no
+   * kind to delete from), so the initial events held before it were applied as upserts without the
+   * deletes a relist makes. Before the gap allow-b and deny-b (ingressDeny app=b) hold: the client
+   * app=b is denied; during it allow-b is deleted and deny-b changed to deny app=zzz: still denied
+   * (deny-b isolates the server: Cilium's `evaluateDefaultDenyForRule` counts `ingressDeny`). On
+   * e1bb28f deny-b's new version applied and allow-b stayed: the client was allowed.
+   */
+  it('1481. initial events ended by a bookmark of a kind distill does not read are dropped, not applied without the relist\'s deletes', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+    a.step('policies', ev('ADDED', allowFrom('allow-b', 4, 'b')), ev('ADDED', denyB(5, 'b')));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    a.step('policies', expired, ev('ADDED', denyB(20, 'zzz')), bookmark('example.com/v1', 'Widget', 22, true));
+    expect(a.verdict('10.0.0.9')).not.toBe('allow');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+    // The relist that follows gives the new state.
+    a.step('policies', expired, ev('ADDED', denyB(20, 'zzz')), bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
   it('1340. initial events cut short (another ERROR, the stream\'s end) are dropped: the old state stays', () => {
     const a = cluster();
     a.step('policies', expired, ev('ADDED', allowFrom('allow-b', 20, 'b')), expired);

@@ -147,12 +147,14 @@ export class ClusterMirror {
 
   /**
    * Events may have been lost on `source` (an ERROR, a List cut short): it awaits a relist, and its
-   * ADDED events from now on may be a watch-list's initial events (`holdInitial`). After a failed
+   * ADDED events from now on may be a watch-list's initial events (`holdInitial`), and only they
+   * count at its end bookmark (client-go's `temporaryStore`). After a failed
    * List client-go lists again (reflector.go `ListAndWatch`), by a watch-list watch when its
    * WatchListClient feature is on, so what follows a List cut short is held as after an ERROR (1480).
    */
   private awaitRelist(source: string): void {
     this.awaitingRelist.add(source);
+    this.watchedSince.delete(source);
     this.initialEvents.set(source, []);
   }
 
@@ -161,7 +163,6 @@ export class ClusterMirror {
     if (item.type === 'ERROR') {
       this.counts.errors++;
       this.awaitRelist(source);
-      this.watchedSince.delete(source);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
     const deleted = item.type === 'DELETED';

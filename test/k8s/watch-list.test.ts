@@ -133,6 +133,25 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
   });
   /**
+   * 1480 (second part): what the stream's events gave before the cut-short List does not count at
+   * the bookmark: only the initial events do (client-go's `temporaryStore` holds only them). Before:
+   * allow-x (admits app=b) and deny-b; during the gap allow-x is deleted and deny-b changed to deny
+   * app=zzz (it still isolates the server): denied both times. On e1bb28f allow-x, given by an event
+   * before the List, was kept at the bookmark beside deny-b's new version: allowed.
+   */
+  it('1480. after a List cut short, the end bookmark keeps only the initial events, not what the stream gave before the List', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+    a.step('policies', ev('ADDED', allowFrom('allow-x', 4, 'b')), ev('ADDED', denyB(5, 'b')));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    a.step('policies', JSON.stringify({ kind: 'CiliumClusterwideNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '10', continue: 'c1' }, items: [allowFrom('allow-x', 4, 'b')] }));
+    a.step('policies', ev('ADDED', denyB(20, 'zzz')), bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
+  /**
    * 1481: an initial-events-end bookmark of a kind distill does not read cannot relist (it names no
    * kind to delete from), so the initial events held before it were applied as upserts without the
    * deletes a relist makes. Before the gap allow-b and deny-b (ingressDeny app=b) hold: the client

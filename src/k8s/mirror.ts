@@ -149,7 +149,8 @@ export class ClusterMirror {
    * Events may have been lost on `source` (an ERROR, a List cut short): it awaits a relist, and its
    * ADDED events from now on may be a watch-list's initial events (`holdInitial`), and only they
    * count at its end bookmark (client-go's `temporaryStore`). After a failed
-   * List client-go lists again (reflector.go `ListAndWatch`), by a watch-list watch when its
+   * List client-go lists again (reflector.go `ListAndWatchWithContext` returns the `list` error and
+   * `RunWithContext`'s `wait.BackoffUntil` starts it over), by a watch-list watch when its
    * WatchListClient feature is on, so what follows a List cut short is held as after an ERROR (1480).
    */
   private awaitRelist(source: string): void {

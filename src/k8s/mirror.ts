@@ -99,7 +99,7 @@ export class ClusterMirror {
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),
       complete: (listed, header, rv, source) => this.relist(listed, header, rv, source),
-      cutShort: (source) => this.awaitingRelist.add(source),
+      cutShort: (source) => this.awaitRelist(source),
       debug: this.debug,
       warn: this.warn,
     });
@@ -129,7 +129,8 @@ export class ClusterMirror {
    * new allow without the new deny read after it, finding 1340). So they are held until that
    * bookmark; a MODIFIED or a DELETED shows a watch resumed instead (from the last resourceVersion,
    * as client-go does after a 429 or a retriable 500), and what was held applies then, in order.
-   * Another ERROR, a List or the stream's end drops them (client-go retries "with clean state").
+   * Another ERROR, a List, the stream's end or an end bookmark of a kind distill does not read
+   * drops them (client-go retries "with clean state").
    * True when `item` was held.
    */
   private holdInitial(item: WatchEvent, source: string): boolean {
@@ -138,17 +139,32 @@ export class ClusterMirror {
     if (item.type === 'ADDED') return held.push(item), true;
     if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
     this.initialEvents.delete(source);
-    if (item.type !== 'ERROR') for (const e of held) this.observeEvent(e, source);
+    // An end bookmark of a kind distill does not read relists nothing: its events without the relist's deletes would be a state the cluster never had (1481).
+    const unreadableEnd = item.type === 'BOOKMARK' && objectKind(item.object) === undefined;
+    if (item.type !== 'ERROR' && !unreadableEnd) for (const e of held) this.observeEvent(e, source);
+    else if (unreadableEnd && held.length > 0) this.warn('initial events ended by a bookmark of a kind distill does not read: they are dropped (a relist is needed)', { source, events: held.length });
     return false;
+  }
+
+  /**
+   * Events may have been lost on `source` (an ERROR, a List cut short): it awaits a relist, and its
+   * ADDED events from now on may be a watch-list's initial events (`holdInitial`), and only they
+   * count at its end bookmark (client-go's `temporaryStore`). After a failed
+   * List client-go lists again (reflector.go `ListAndWatchWithContext` returns the `list` error and
+   * `RunWithContext`'s `wait.BackoffUntil` starts it over), by a watch-list watch when its
+   * WatchListClient feature is on, so what follows a List cut short is held as after an ERROR (1480).
+   */
+  private awaitRelist(source: string): void {
+    this.awaitingRelist.add(source);
+    this.watchedSince.delete(source);
+    this.initialEvents.set(source, []);
   }
 
   private observeEvent(item: WatchEvent, source: string): void {
     if (item.type === 'BOOKMARK') return this.bookmark(item.object, source);
     if (item.type === 'ERROR') {
       this.counts.errors++;
-      this.awaitingRelist.add(source);
-      this.watchedSince.delete(source);
-      this.initialEvents.set(source, []);
+      this.awaitRelist(source);
       return this.warn('watch stream error (a relist is needed to recover what it lost)', { source, status: item.object });
     }
     const deleted = item.type === 'DELETED';
@@ -192,10 +208,10 @@ export class ClusterMirror {
    * nothing (client-go's reflector drops a list that fails half-way and lists again).
    */
   endStream(source: string): void {
+    this.lists.abort(source, 'the stream ended before the List\'s last page');
     const held = this.initialEvents.get(source)?.length ?? 0;
     this.initialEvents.delete(source);
     if (held > 0) this.warn('stream ended before the end of its initial events: they are dropped (a relist is needed)', { source, events: held });
-    this.lists.abort(source, 'the stream ended before the List\'s last page');
   }
 
   /** Streams reading a List (paged or not) that is not complete yet (sorted). */

@@ -108,6 +108,72 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     // Still no relist: /healthz keeps saying so.
     expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
   });
+  /**
+   * 1480: a List cut short by a watch event (the recorder's List failed between pages, e.g. its
+   * `continue` token expired, and its reflector then opened a watch-list watch) leaves the stream
+   * awaiting a relist as an ERROR does; client-go never resumes a watch after a failed List, it
+   * lists again (reflector.go `ListAndWatch`). The same allow-a/deny-b gap as 1340: on e1bb28f the
+   * initial events after the cut-short List were applied one chunk at a time and allow-a's new
+   * version admitted the client until deny-b's chunk was read; both cluster states deny it.
+   */
+  it('1480. after a List cut short by an event, the initial events that follow are held until their end bookmark as after an ERROR', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'zzz')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', JSON.stringify({ kind: 'CiliumClusterwideNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '10', continue: 'c1' }, items: [allowFrom('allow-a', 4, 'zzz')] }));
+    a.step('policies', ev('ADDED', allowFrom('allow-a', 20, 'b')));
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', ev('ADDED', ccnp('deny-b', 21, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }] }] })));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
+  /**
+   * 1480 (second part): what the stream's events gave before the cut-short List does not count at
+   * the bookmark: only the initial events do (client-go's `temporaryStore` holds only them). Before:
+   * allow-x (admits app=b) and deny-b; during the gap allow-x is deleted and deny-b changed to deny
+   * app=zzz (it still isolates the server): denied both times. On e1bb28f allow-x, given by an event
+   * before the List, was kept at the bookmark beside deny-b's new version: allowed.
+   */
+  it('1480. after a List cut short, the end bookmark keeps only the initial events, not what the stream gave before the List', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+    a.step('policies', ev('ADDED', allowFrom('allow-x', 4, 'b')), ev('ADDED', denyB(5, 'b')));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    a.step('policies', JSON.stringify({ kind: 'CiliumClusterwideNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '10', continue: 'c1' }, items: [allowFrom('allow-x', 4, 'b')] }));
+    a.step('policies', ev('ADDED', denyB(20, 'zzz')), bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
+  /**
+   * 1481: an initial-events-end bookmark of a kind distill does not read cannot relist (it names no
+   * kind to delete from), so the initial events held before it were applied as upserts without the
+   * deletes a relist makes. Before the gap allow-b and deny-b (ingressDeny app=b) hold: the client
+   * app=b is denied; during it allow-b is deleted and deny-b changed to deny app=zzz: still denied
+   * (deny-b isolates the server: Cilium's `evaluateDefaultDenyForRule` counts `ingressDeny`). On
+   * e1bb28f deny-b's new version applied and allow-b stayed: the client was allowed.
+   */
+  it('1481. initial events ended by a bookmark of a kind distill does not read are dropped, not applied without the relist\'s deletes', () => {
+    const a = agent();
+    a.step('ns', ev('ADDED', ns('x', 1)));
+    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+    a.step('policies', ev('ADDED', allowFrom('allow-b', 4, 'b')), ev('ADDED', denyB(5, 'b')));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    a.step('policies', expired, ev('ADDED', denyB(20, 'zzz')), bookmark('example.com/v1', 'Widget', 22, true));
+    expect(a.verdict('10.0.0.9')).not.toBe('allow');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
+    // The relist that follows gives the new state.
+    a.step('policies', expired, ev('ADDED', denyB(20, 'zzz')), bookmark(...CNP, 22, true));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
   it('1340. initial events cut short (another ERROR, the stream\'s end) are dropped: the old state stays', () => {
     const a = cluster();
     a.step('policies', expired, ev('ADDED', allowFrom('allow-b', 20, 'b')), expired);

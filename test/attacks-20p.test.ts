@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { parseManifest } from '../src/policy/manifest.js';
+import { np } from './policy/helpers.js';
+
+/*
+ * Round 20p (docs/attack-findings-20p.md): manifest readers against Kubernetes' and Cilium 1.19's parsers.
+ */
+
+/** What a policy enforces, without the paths its rules came from. */
+function meaning(doc: unknown): unknown {
+  const p = parseManifest(doc, 'f');
+  return { rules: p.rules.map(({ origin: _o, ...rule }) => rule), enforcements: p.enforcements.map(({ origin: _o, ...e }) => e) };
+}
+
+const NS = 'io.kubernetes.pod.namespace';
+
+describe("1300. a NetworkPolicy podSelector entry io.kubernetes.pod.namespace is replaced by the policy's namespace", () => {
+  // cilium/cilium pkg/k8s/network_policy.go parsePodSelector (v1.19 branch point 2ba24a2a): maps.Copy(matchLabels), then
+  // matchLabels["io.kubernetes.pod.namespace"] = namespace, for the subject and for a peer podSelector without namespaceSelector.
+  it('a subject naming another namespace isolates every pod of the policy namespace (isolated nothing before)', () => {
+    const doc = (ml: Record<string, string>) => np({ podSelector: { matchLabels: ml }, policyTypes: ['Ingress'] });
+    expect(meaning(doc({ [NS]: 'other' }))).toEqual(meaning(doc({})));
+    expect(meaning(doc({ [NS]: 'other', app: 'a' }))).toEqual(meaning(doc({ app: 'a' })));
+    const p = parseManifest(doc({ [NS]: 'other' }), 'f');
+    expect((p.warnings ?? []).map((w) => w.detail)).toEqual([expect.stringMatching(/names namespace "other"; Cilium replaces it with the policy's namespace "x"/)]);
+  });
+
+  it('a peer podSelector without namespaceSelector selects pods of the policy namespace (selected nothing before)', () => {
+    const doc = (peer: Record<string, unknown>) => np({ podSelector: {}, ingress: [{ from: [peer] }] });
+    expect(meaning(doc({ podSelector: { matchLabels: { [NS]: 'other', app: 'b' } } }))).toEqual(meaning(doc({ podSelector: { matchLabels: { app: 'b' } } })));
+  });
+
+  it('with a namespaceSelector, and in matchExpressions, the key is kept and ANDed (as Cilium: no parsePodSelector there)', () => {
+    const doc = (peer: Record<string, unknown>) => np({ podSelector: {}, ingress: [{ from: [peer] }] });
+    expect(meaning(doc({ podSelector: { matchLabels: { [NS]: 'other' } }, namespaceSelector: {} }))).not.toEqual(meaning(doc({ podSelector: {}, namespaceSelector: {} })));
+    const expr = { matchExpressions: [{ key: NS, operator: 'In', values: ['other'] }] };
+    expect(meaning(doc({ podSelector: expr }))).not.toEqual(meaning(doc({ podSelector: {} })));
+  });
+
+  it('the entry is still validated as written', () => {
+    expect(() => parseManifest(np({ podSelector: { matchLabels: { [NS]: 'Not Valid' } } }), 'f')).toThrow(/invalid label value/);
+  });
+});

@@ -41,3 +41,24 @@ describe("1300. a NetworkPolicy podSelector entry io.kubernetes.pod.namespace is
     expect(() => parseManifest(np({ podSelector: { matchLabels: { [NS]: 'Not Valid' } } }), 'f')).toThrow(/invalid label value/);
   });
 });
+
+describe('1301. an icmps entry without fields is a rule with no L4 filter, not a refusal', () => {
+  // pkg/policy/api/icmp.go ICMPRule.Fields: +kubebuilder:validation:Optional; pkg/policy/utils/parserules.go icmpRules appends
+  // GetPortRule(), a PortRule with no ports: the rule is not L3-only and adds no filter (its direction is default-deny).
+  const doc = (icmps: unknown[]) => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'x' },
+    spec: { endpointSelector: { matchLabels: { app: 'a' } }, ingressDeny: [{ fromEntities: ['world'], icmps }], ingress: [{ fromEndpoints: [{}], icmps }] },
+  });
+  it('`icmps: [{}]` reads as `icmps: [{fields: []}]`: the direction isolated, nothing allowed or denied by the rules (refused before)', () => {
+    expect(meaning(doc([{}]))).toEqual(meaning(doc([{ fields: [] }])));
+    const p = parseManifest(doc([{}]), 'f');
+    expect(p.rules.map((r) => r.ports)).toEqual([[], []]);
+    expect(p.enforcements.map((e) => e.direction)).toEqual(['ingress']);
+  });
+
+  it('a field without type is still refused (the CRD requires type)', () => {
+    expect(() => parseManifest(doc([{ fields: [{ family: 'IPv4' }] }]), 'f')).toThrow(/type/);
+  });
+});

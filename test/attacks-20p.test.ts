@@ -62,3 +62,26 @@ describe('1301. an icmps entry without fields is a rule with no L4 filter, not a
     expect(() => parseManifest(doc([{ fields: [{ family: 'IPv4' }] }]), 'f')).toThrow(/type/);
   });
 });
+
+describe("1302. `log.value` is checked as the CRD checks it (the API server never stores a policy that fails)", () => {
+  // pkg/policy/api/rule.go LogConfig.Value: +kubebuilder:validation:MaxLength=32, Pattern=`^\PC*$` (ciliumnetworkpolicies.yaml).
+  const doc = (log: unknown) => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'x' },
+    spec: { endpointSelector: {}, log, ingress: [{ fromEndpoints: [{}] }] },
+  });
+  it('refuses a value of 33 characters, a number, a control or format character (enforced before)', () => {
+    expect(() => parseManifest(doc({ value: 'a'.repeat(33) }), 'f')).toThrow(/at most 32/);
+    expect(() => parseManifest(doc({ value: 5 }), 'f')).toThrow(/expected a string/);
+    expect(() => parseManifest(doc({ value: 'a\u0007b' }), 'f')).toThrow(/control or format/);
+    expect(() => parseManifest(doc({ value: 'a\u200Bb' }), 'f')).toThrow(/control or format/);
+  });
+
+  it('reads 32 characters (runes, not UTF-16 units), spaces and other scripts', () => {
+    expect(() => parseManifest(doc({ value: 'a'.repeat(32) }), 'f')).not.toThrow();
+    expect(() => parseManifest(doc({ value: '\u{1F600}'.repeat(32) }), 'f')).not.toThrow();
+    expect(() => parseManifest(doc({ value: 'deny by ops, ünïcode' }), 'f')).not.toThrow();
+    expect(() => parseManifest(doc({}), 'f')).not.toThrow();
+  });
+});

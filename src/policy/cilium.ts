@@ -208,7 +208,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     r.optString(lo.value, join(at(join(path, 'labels'), i), 'value'));
     r.optString(lo.source, join(at(join(path, 'labels'), i), 'source'));
   });
-  r.optObject(o.log, join(path, 'log'), ['value']);
+  readLogConfig(r, o.log, join(path, 'log'));
   const dd = r.optObject(o.enableDefaultDeny, join(path, 'enableDefaultDeny'), ['ingress', 'egress']);
   const explicitDefaultDeny: Record<Direction, boolean | undefined> = {
     ingress: r.optBoolean(dd?.ingress, join(path, 'enableDefaultDeny.ingress')),
@@ -235,6 +235,23 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
       enforcements.push({ origin: { policy: ref, path: intern(path) }, subject, direction });
     }
   }
+}
+
+/** Characters of Unicode's C categories that Go's `\PC` refuses (its tables hold no unassigned code points, Cn; JSON decoding turns lone surrogates into U+FFFD). */
+const GO_OTHER_CHARACTER = /[\p{Cc}\p{Cf}\p{Co}]/u;
+const MAX_LOG_VALUE = 32;
+
+/**
+ * `log: {value}` (pkg/policy/api/rule.go LogConfig): Hubble's label for the flows the policy
+ * matches. The CRD refuses a value that is not a string, is longer than 32 characters (go-openapi
+ * MaxLength counts runes) or has a control or format character (`pattern: ^\PC*$`), so the API
+ * server never stores such a policy (attack finding 1302).
+ */
+function readLogConfig(r: Reader, v: unknown, path: string): void {
+  const value = r.optString(r.optObject(v, path, ['value'])?.value, join(path, 'value'));
+  if (value === undefined) return;
+  if ([...value].length > MAX_LOG_VALUE) r.fail(join(path, 'value'), `is ${[...value].length} characters; the CRD allows at most ${MAX_LOG_VALUE}`);
+  if (GO_OTHER_CHARACTER.test(value)) r.fail(join(path, 'value'), 'has a control or format character, which the CRD\'s pattern ^\\PC*$ refuses');
 }
 
 /**

@@ -85,3 +85,25 @@ describe("1302. `log.value` is checked as the CRD checks it (the API server neve
     expect(() => parseManifest(doc({}), 'f')).not.toThrow();
   });
 });
+
+describe('1303. `fromRequires: []` / `toRequires: []` are absent, as in Cilium 1.19 (MaxItems=0, omitempty)', () => {
+  // pkg/policy/api/ingress.go, egress.go (v1.19 branch point 2ba24a2a): FromRequires/ToRequires []string, "Deprecated",
+  // +kubebuilder:validation:MaxItems=0. An empty list is nothing; the stand-in dropped the allow / denied every peer before.
+  const doc = (rule: Record<string, unknown>, field: 'ingress' | 'ingressDeny' | 'egress' | 'egressDeny') => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'x' },
+    spec: { endpointSelector: { matchLabels: { app: 'a' } }, [field]: [rule] },
+  });
+  it('an empty list reads as the rule without it (refused as "not supported" before)', () => {
+    expect(meaning(doc({ fromEntities: ['world'], fromRequires: [] }, 'ingressDeny'))).toEqual(meaning(doc({ fromEntities: ['world'] }, 'ingressDeny')));
+    expect(meaning(doc({ fromEndpoints: [{}], fromRequires: [] }, 'ingress'))).toEqual(meaning(doc({ fromEndpoints: [{}] }, 'ingress')));
+    expect(meaning(doc({ toEntities: ['world'], toRequires: [] }, 'egressDeny'))).toEqual(meaning(doc({ toEntities: ['world'] }, 'egressDeny')));
+    expect(meaning(doc({ toEndpoints: [{}], toRequires: null }, 'egress'))).toEqual(meaning(doc({ toEndpoints: [{}] }, 'egress')));
+  });
+
+  it('an item stays "not supported" (the API server refuses it; the agent would enforce the stand-in)', () => {
+    expect(() => parseManifest(doc({ fromEndpoints: [{}], fromRequires: ['x'] }, 'ingress'), 'f')).toThrow(/fromRequires: is not supported by distill/);
+    expect(() => parseManifest(doc({ toEndpoints: [{}], toRequires: {} }, 'egress'), 'f')).toThrow(/expected a list/);
+  });
+});

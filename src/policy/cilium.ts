@@ -372,6 +372,10 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
 function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, fqdnField: string | undefined): void {
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
+    if (u === 'fromRequires' || u === 'toRequires') {
+      checkRequires(r, o[u], join(path, u));
+      continue;
+    }
     if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
   }
   // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
@@ -379,6 +383,18 @@ function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, sh
   // the L3 members it counts.
   const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
   if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
+}
+
+/**
+ * `fromRequires`/`toRequires` in Cilium 1.19 (pkg/policy/api/ingress.go, egress.go): "Deprecated",
+ * `[]string` with `+kubebuilder:validation:MaxItems=0`. An empty list is Go's omitted field, which
+ * nothing reads (attack finding 1303: the agent's stand-in dropped the allow rule, or denied every
+ * peer, for `fromRequires: []`). An item, which the API server refuses, stays "not supported" (the
+ * stand-in is closed under any reading).
+ */
+function checkRequires(r: Reader, v: unknown, path: string): void {
+  if (absent(v) || r.array(v, path).length === 0) return;
+  r.fail(path, 'is not supported by distill (deprecated: Cilium 1.19\'s CRD allows no items, maxItems 0)');
 }
 
 /** The rule's L3 peers; `anyL3` when it has an L3 peer field at all (an empty one selects nothing). */

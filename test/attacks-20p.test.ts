@@ -102,6 +102,14 @@ describe('1303. `fromRequires: []` / `toRequires: []` are absent, as in Cilium 1
     expect(meaning(doc({ toEndpoints: [{}], toRequires: null }, 'egress'))).toEqual(meaning(doc({ toEndpoints: [{}] }, 'egress')));
   });
 
+  it('so are empty toServices, toGroups, fromGroups (omitempty; RequiresDerivative is len > 0): a rule with ports alone applies to every peer', () => {
+    const ports = { toPorts: [{ ports: [{ port: '80' }] }] };
+    expect(meaning(doc({ toServices: [], ...ports }, 'egress'))).toEqual(meaning(doc(ports, 'egress')));
+    expect(meaning(doc({ toGroups: [], toEntities: ['world'] }, 'egressDeny'))).toEqual(meaning(doc({ toEntities: ['world'] }, 'egressDeny')));
+    expect(meaning(doc({ fromGroups: [], fromEntities: ['world'] }, 'ingressDeny'))).toEqual(meaning(doc({ fromEntities: ['world'] }, 'ingressDeny')));
+    expect(() => parseManifest(doc({ toServices: [{}] }, 'egressDeny'), 'f')).toThrow(/toServices: is not supported by distill/);
+  });
+
   it('an item stays "not supported" (the API server refuses it; the agent would enforce the stand-in)', () => {
     expect(() => parseManifest(doc({ fromEndpoints: [{}], fromRequires: ['x'] }, 'ingress'), 'f')).toThrow(/fromRequires: is not supported by distill/);
     expect(() => parseManifest(doc({ toEndpoints: [{}], toRequires: {} }, 'egress'), 'f')).toThrow(/expected a list/);

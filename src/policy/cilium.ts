@@ -372,8 +372,8 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
 function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, fqdnField: string | undefined): void {
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
-    if (u === 'fromRequires' || u === 'toRequires') {
-      checkRequires(r, o[u], join(path, u));
+    if (UNREAD_LISTS.includes(u)) {
+      checkUnreadList(r, o[u], join(path, u));
       continue;
     }
     if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
@@ -385,16 +385,22 @@ function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, sh
   if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
 }
 
+/** List fields distill does not read (`toFQDNs` aside, read elsewhere). */
+const UNREAD_LISTS = ['fromRequires', 'toRequires', 'fromGroups', 'toGroups', 'toServices'];
+
 /**
- * `fromRequires`/`toRequires` in Cilium 1.19 (pkg/policy/api/ingress.go, egress.go): "Deprecated",
- * `[]string` with `+kubebuilder:validation:MaxItems=0`. An empty list is Go's omitted field, which
- * nothing reads (attack finding 1303: the agent's stand-in dropped the allow rule, or denied every
- * peer, for `fromRequires: []`). An item, which the API server refuses, stays "not supported" (the
- * stand-in is closed under any reading).
+ * An empty list of a field distill does not read is Go's omitted field in Cilium 1.19 (each is
+ * `omitempty`; pkg/policy/api/ingress.go, egress.go): `RequiresDerivative` (`len(ToGroups) > 0`),
+ * the service translation and parserules.go `mergeEndpointSelectors` (which takes none of them) see
+ * nothing, so it is read as absent (attack finding 1303: the agent's stand-in dropped the allow
+ * rule, or denied every peer, for `fromRequires: []`). An item stays "not supported" (the stand-in
+ * is closed under any reading); `fromRequires`/`toRequires` are deprecated `[]string` with
+ * `+kubebuilder:validation:MaxItems=0`, so the API server refuses any item.
  */
-function checkRequires(r: Reader, v: unknown, path: string): void {
+function checkUnreadList(r: Reader, v: unknown, path: string): void {
   if (absent(v) || r.array(v, path).length === 0) return;
-  r.fail(path, 'is not supported by distill (deprecated: Cilium 1.19\'s CRD allows no items, maxItems 0)');
+  const requires = path.endsWith('Requires');
+  r.fail(path, `is not supported by distill${requires ? " (deprecated: Cilium 1.19's CRD allows no items, maxItems 0)" : ''}`);
 }
 
 /** The rule's L3 peers; `anyL3` when it has an L3 peer field at all (an empty one selects nothing). */

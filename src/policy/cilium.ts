@@ -198,7 +198,11 @@ function parseSubject(r: Reader, v: unknown, path: string, namespace: string | u
 function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, out: RuleSet, options: ParseOptions): void {
   const { rules, enforcements } = out;
   const o = r.object(v, path, RULE_FIELDS);
-  if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'host policies (nodeSelector) are not supported by distill');
+  // A namespaced policy's host spec: pkg/k8s/apis/cilium.io/v2/cnp_types.go Parse refuses the whole object ("rule cannot
+  // have NodeSelector"). In a clusterwide one, "is not supported by distill": the agent's stand-in skips this spec only
+  // and keeps the endpoint specs, which Cilium enforces (attack finding 1304).
+  if (!absent(o.nodeSelector)) checkHostSpec(r, o, path, namespace);
+  if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'is not supported by distill (a host policy: distill models pod endpoints, not the host endpoint)');
   if (absent(o.endpointSelector)) r.fail(join(path, 'endpointSelector'), 'is required');
   const subject = parseSubject(r, o.endpointSelector, join(path, 'endpointSelector'), namespace, out.warnings);
   r.optString(o.description, join(path, 'description'));
@@ -235,6 +239,15 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
       enforcements.push({ origin: { policy: ref, path: intern(path) }, subject, direction });
     }
   }
+}
+
+/** What Cilium refuses in a host spec, whose object the agent then skips whole (no stand-in keeps its other specs). */
+function checkHostSpec(r: Reader, o: Record<string, unknown>, path: string, namespace: string | undefined): void {
+  if (namespace !== undefined) r.fail(join(path, 'nodeSelector'), 'a CiliumNetworkPolicy rule cannot have nodeSelector (Cilium refuses the policy; host policies are CiliumClusterwideNetworkPolicies)');
+  // Rule.Sanitize (pkg/policy/api/rule_validation.go); the CRD's oneOf refuses both selectors too.
+  if (!absent(o.endpointSelector)) r.fail(path, 'rule cannot have both EndpointSelector and NodeSelector');
+  const lists = ['ingress', 'ingressDeny', 'egress', 'egressDeny'].map((f) => o[f]);
+  if (!lists.some((l) => Array.isArray(l) && l.length > 0)) r.fail(path, 'rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny (an empty list is none; Cilium refuses the whole policy)');
 }
 
 /** Characters of Unicode's C categories that Go's `\PC` refuses (its tables hold no unassigned code points, Cn; JSON decoding turns lone surrogates into U+FFFD). */

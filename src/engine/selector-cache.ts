@@ -1,5 +1,5 @@
 import type { RuleOrigin } from '../model/rules.js';
-import { Cidr, cidrContainsCidr } from '../model/cidr.js';
+import { Cidr, cidrContainsCidr, PrefixSet } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_RESERVED } from '../model/labels.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
@@ -13,7 +13,7 @@ import { TombstoneMap } from './tombstone-map.js';
  */
 export type IdentitySelector =
   | { readonly kind: 'labels'; readonly key: string; readonly selector: Selector }
-  | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[] }
+  | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[]; readonly exceptSet: PrefixSet }
   /** A `toFQDNs` entry: selects the identities carrying its `fqdn:<selector key>` label (dns-cache.ts). */
   | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector }
   /** A ClusterNetworkPolicy `networks` CIDR over pods: the pod identities whose pods are all inside (`nets`, network-splits.ts). */
@@ -58,9 +58,11 @@ export function labelsSelector(selector: Selector): IdentitySelector {
   return s;
 }
 
+const NO_PREFIXES = new PrefixSet([]);
+
 export function cidrSelector(cidr: Cidr, except: readonly Cidr[]): IdentitySelector {
   const ex = [...except].map((c) => c.text).sort();
-  return { kind: 'cidr', key: `cidr:${cidr.text}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, cidr, except };
+  return { kind: 'cidr', key: `cidr:${cidr.text}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, cidr, except, exceptSet: except.length === 0 ? NO_PREFIXES : new PrefixSet(except) };
 }
 
 export function isWildcardSelector(s: IdentitySelector): boolean {
@@ -347,7 +349,7 @@ export class SelectorCache {
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
     if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
     const c = ident.cidr;
-    return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.except.some((e) => cidrContainsCidr(e, c));
+    return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.exceptSet.containsCidr(c);
   }
 
   /** The selectors filed under a bucket of `ident` (its labels' values and keys, FQDN labels, CIDR, pod networks, in that order), and the unindexed ones. */

@@ -174,7 +174,9 @@ const CRD_PATTERN_MISSES_EXTENDED_ECHO_REPLY =
 
 function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
   const o = r.object(v, path, ['fields']);
-  const fields = r.array(o.fields, join(path, 'fields'));
+  // `fields` is optional (the CRD and ICMPRule: +kubebuilder:validation:Optional): without it the rule's
+  // GetPortRule is a PortRule with no ports, so the rule adds no L4 filter, as `fields: []` (attack finding 1301).
+  const fields = r.optArray(o.fields, join(path, 'fields')) ?? [];
   // Cilium refuses the policy (ICMPRule.Validate: maxICMPFields).
   if (fields.length > MAX_RULE_ITEMS) r.fail(join(path, 'fields'), `too many types, the max is ${MAX_RULE_ITEMS} (Cilium refuses the policy)`);
   return fields.map((f, i) => {

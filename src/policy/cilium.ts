@@ -69,7 +69,11 @@ function parseSubject(r: Reader, v: unknown, path: string, namespace: string | u
 function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespace: string | undefined, out: RuleSet, options: ParseOptions): void {
   const { rules, enforcements } = out;
   const o = r.object(v, path, RULE_FIELDS);
-  if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'host policies (nodeSelector) are not supported by distill');
+  // A namespaced policy's host spec: pkg/k8s/apis/cilium.io/v2/cnp_types.go Parse refuses the whole object ("rule cannot
+  // have NodeSelector"). In a clusterwide one, "is not supported by distill": the agent's stand-in skips this spec only
+  // and keeps the endpoint specs, which Cilium enforces (attack finding 1304).
+  if (!absent(o.nodeSelector)) checkHostSpec(r, o, path, namespace);
+  if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'is not supported by distill (a host policy: distill models pod endpoints, not the host endpoint)');
   if (absent(o.endpointSelector)) r.fail(join(path, 'endpointSelector'), 'is required');
   const subject = parseSubject(r, o.endpointSelector, join(path, 'endpointSelector'), namespace, out.warnings);
   r.optString(o.description, join(path, 'description'));
@@ -79,7 +83,7 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
     r.optString(lo.value, join(at(join(path, 'labels'), i), 'value'));
     r.optString(lo.source, join(at(join(path, 'labels'), i), 'source'));
   });
-  r.optObject(o.log, join(path, 'log'), ['value']);
+  readLogConfig(r, o.log, join(path, 'log'));
   const dd = r.optObject(o.enableDefaultDeny, join(path, 'enableDefaultDeny'), ['ingress', 'egress']);
   const explicitDefaultDeny: Record<Direction, boolean | undefined> = {
     ingress: r.optBoolean(dd?.ingress, join(path, 'enableDefaultDeny.ingress')),
@@ -123,10 +127,40 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   return { origin: { policy: ref, path: intern(path) }, subject, direction: shape.direction, verdict: shape.verdict, peers: peers.slice(), ports: ports.slice(), ...(toFQDNs ? { toFQDNs } : {}) };
 }
 
+/** What Cilium refuses in a host spec, whose object the agent then skips whole (no stand-in keeps its other specs). */
+function checkHostSpec(r: Reader, o: Record<string, unknown>, path: string, namespace: string | undefined): void {
+  if (namespace !== undefined) r.fail(join(path, 'nodeSelector'), 'a CiliumNetworkPolicy rule cannot have nodeSelector (Cilium refuses the policy; host policies are CiliumClusterwideNetworkPolicies)');
+  // Rule.Sanitize (pkg/policy/api/rule_validation.go); the CRD's oneOf refuses both selectors too.
+  if (!absent(o.endpointSelector)) r.fail(path, 'rule cannot have both EndpointSelector and NodeSelector');
+  const lists = ['ingress', 'ingressDeny', 'egress', 'egressDeny'].map((f) => o[f]);
+  if (!lists.some((l) => Array.isArray(l) && l.length > 0)) r.fail(path, 'rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny (an empty list is none; Cilium refuses the whole policy)');
+}
+
+/** Characters of Unicode's C categories that Go's `\PC` refuses (its tables hold no unassigned code points, Cn; JSON decoding turns lone surrogates into U+FFFD). */
+const GO_OTHER_CHARACTER = /[\p{Cc}\p{Cf}\p{Co}]/u;
+const MAX_LOG_VALUE = 32;
+
+/**
+ * `log: {value}` (pkg/policy/api/rule.go LogConfig): Hubble's label for the flows the policy
+ * matches. The CRD refuses a value that is not a string, is longer than 32 characters (go-openapi
+ * MaxLength counts runes) or has a control or format character (`pattern: ^\PC*$`), so the API
+ * server never stores such a policy (attack finding 1302).
+ */
+function readLogConfig(r: Reader, v: unknown, path: string): void {
+  const value = r.optString(r.optObject(v, path, ['value'])?.value, join(path, 'value'));
+  if (value === undefined) return;
+  if ([...value].length > MAX_LOG_VALUE) r.fail(join(path, 'value'), `is ${[...value].length} characters; the CRD allows at most ${MAX_LOG_VALUE}`);
+  if (GO_OTHER_CHARACTER.test(value)) r.fail(join(path, 'value'), 'has a control or format character, which the CRD\'s pattern ^\\PC*$ refuses');
+}
+
 /** The fields distill does not read, and two peer kinds in one rule, are refused. */
 function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, fqdnField: string | undefined): void {
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
+    if (UNREAD_LISTS.includes(u)) {
+      checkUnreadList(r, o[u], join(path, u));
+      continue;
+    }
     if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
   }
   // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
@@ -134,5 +168,23 @@ function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, sh
   // the L3 members it counts.
   const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
   if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
+}
+
+/** List fields distill does not read (`toFQDNs` aside, read elsewhere). */
+const UNREAD_LISTS = ['fromRequires', 'toRequires', 'fromGroups', 'toGroups', 'toServices'];
+
+/**
+ * An empty list of a field distill does not read is Go's omitted field in Cilium 1.19 (each is
+ * `omitempty`; pkg/policy/api/ingress.go, egress.go): `RequiresDerivative` (`len(ToGroups) > 0`),
+ * the service translation and parserules.go `mergeEndpointSelectors` (which takes none of them) see
+ * nothing, so it is read as absent (attack finding 1303: the agent's stand-in dropped the allow
+ * rule, or denied every peer, for `fromRequires: []`). An item stays "not supported" (the stand-in
+ * is closed under any reading); `fromRequires`/`toRequires` are deprecated `[]string` with
+ * `+kubebuilder:validation:MaxItems=0`, so the API server refuses any item.
+ */
+function checkUnreadList(r: Reader, v: unknown, path: string): void {
+  if (absent(v) || r.array(v, path).length === 0) return;
+  const requires = path.endsWith('Requires');
+  r.fail(path, `is not supported by distill${requires ? " (deprecated: Cilium 1.19's CRD allows no items, maxItems 0)" : ''}`);
 }
 

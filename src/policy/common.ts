@@ -44,7 +44,7 @@ export function readMetadata(r: Reader, v: unknown, namespaced: boolean): { name
   return { name, namespace };
 }
 
-export function namespaceRequirement(namespace: string) {
+function namespaceRequirement(namespace: string) {
   return matchLabelRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY }, namespace);
 }
 

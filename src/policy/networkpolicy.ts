@@ -1,8 +1,8 @@
 import { NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { ALL_L4, isValidPortName, L4Match, MAX_PORT, RuleProtocol } from '../model/ports.js';
-import { Direction, Enforcement, Peer, Policy, PolicyRef, PolicyRule, PortClause } from '../model/rules.js';
-import { andSelector, existsRequirement, makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
-import { readCidrWithExcept, readMetadata, refOf, restrictToNamespace, namespaceRequirement } from './common.js';
+import { Direction, Enforcement, Peer, Policy, PolicyRef, PolicyRule, PolicyWarning, PortClause } from '../model/rules.js';
+import { existsRequirement, makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
+import { readCidrWithExcept, readMetadata, refOf, restrictToNamespace } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { intern } from '../model/intern.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
@@ -26,8 +26,8 @@ export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Pol
   const namespace = md.namespace as string;
   const ref = refOf('NetworkPolicy', md);
   const spec = r.object(doc.spec, 'spec', ['podSelector', 'policyTypes', 'ingress', 'egress']);
-  const subjectSel = absent(spec.podSelector) ? WILDCARD_SELECTOR : parseLabelSelector(r, spec.podSelector, 'spec.podSelector', POD_SELECTOR);
-  const subject = restrictToNamespace(subjectSel, namespace);
+  const warnings: PolicyWarning[] = [];
+  const subject = absent(spec.podSelector) ? restrictToNamespace(WILDCARD_SELECTOR, namespace) : podSelectorOfNamespace(r, spec.podSelector, 'spec.podSelector', namespace, warnings);
 
   const ingress = r.optArray(spec.ingress, 'spec.ingress');
   const egress = r.optArray(spec.egress, 'spec.egress');
@@ -53,15 +53,34 @@ export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Pol
   for (const direction of ['ingress', 'egress'] as const) {
     // Every rule is validated; rules of a direction missing from policyTypes are then ignored, as
     // Kubernetes ignores them.
-    const parsed = parseRules(r, direction === 'ingress' ? ingress : egress, direction, ref, namespace, subject);
+    const parsed = parseRules(r, direction === 'ingress' ? ingress : egress, direction, ref, namespace, subject, warnings);
     if (!types.includes(direction)) continue;
     enforcements.push({ origin: { policy: ref, path: 'spec.policyTypes' }, subject, direction });
     rules.push(...parsed);
   }
-  return { ref, rules, enforcements, manifest: doc };
+  return { ref, rules, enforcements, manifest: doc, ...(warnings.length > 0 ? { warnings } : {}) };
 }
 
-function parseRules(r: Reader, list: unknown[] | undefined, direction: Direction, ref: PolicyRef, namespace: string, subject: Selector): PolicyRule[] {
+/**
+ * A podSelector that Cilium pins to the policy's namespace (the subject, a peer without
+ * namespaceSelector): pkg/k8s/network_policy.go `parsePodSelector` copies `matchLabels` and then
+ * sets `matchLabels["io.kubernetes.pod.namespace"] = <policy namespace>`, so an entry of that key
+ * naming another namespace is replaced, not ANDed (attack finding 1300). `matchExpressions` are
+ * kept and ANDed. The entry is still validated as written, as the API server validates it.
+ */
+function podSelectorOfNamespace(r: Reader, v: unknown, path: string, namespace: string, warnings: PolicyWarning[]): Selector {
+  const parsed = parseLabelSelector(r, v, path, POD_SELECTOR);
+  const ml = (v as Record<string, unknown>).matchLabels;
+  if (typeof ml !== 'object' || ml === null || !Object.hasOwn(ml, POD_NAMESPACE_KEY)) return restrictToNamespace(parsed, namespace);
+  const named = (ml as Record<string, unknown>)[POD_NAMESPACE_KEY];
+  if (named !== namespace) {
+    warnings.push({ source: r.source, path: join(join(path, 'matchLabels'), POD_NAMESPACE_KEY), detail: `names namespace "${String(named)}"; Cilium replaces it with the policy's namespace "${namespace}" (a podSelector without namespaceSelector always selects pods of its policy's namespace)` });
+  }
+  const rest = Object.fromEntries(Object.entries(ml).filter(([k]) => k !== POD_NAMESPACE_KEY));
+  return restrictToNamespace(parseLabelSelector(r, { ...(v as Record<string, unknown>), matchLabels: rest }, path, POD_SELECTOR), namespace);
+}
+
+function parseRules(r: Reader, list: unknown[] | undefined, direction: Direction, ref: PolicyRef, namespace: string, subject: Selector, warnings: PolicyWarning[]): PolicyRule[] {
   const peerField = direction === 'ingress' ? 'from' : 'to';
   return (list ?? []).map((raw, i) => {
     const path = at(`spec.${direction}`, i);
@@ -70,7 +89,7 @@ function parseRules(r: Reader, list: unknown[] | undefined, direction: Direction
     const peers: Peer[] =
       peersRaw === undefined || peersRaw.length === 0
         ? [{ kind: 'selector', selector: WILDCARD_SELECTOR }]
-        : peersRaw.map((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace));
+        : peersRaw.map((p, j) => parsePeer(r, p, at(join(path, peerField), j), namespace, warnings));
     const portsRaw = r.optArray(ro.ports, join(path, 'ports'));
     const ports: PortClause[] =
       portsRaw === undefined || portsRaw.length === 0 ? [{ l4: ALL_L4 }] : portsRaw.map((p, j) => ({ l4: parsePort(r, p, at(join(path, 'ports'), j)) }));
@@ -78,7 +97,7 @@ function parseRules(r: Reader, list: unknown[] | undefined, direction: Direction
   });
 }
 
-function parsePeer(r: Reader, v: unknown, path: string, namespace: string): Peer {
+function parsePeer(r: Reader, v: unknown, path: string, namespace: string, warnings: PolicyWarning[]): Peer {
   const po = r.object(v, path, ['podSelector', 'namespaceSelector', 'ipBlock']);
   const hasPod = po.podSelector !== undefined && po.podSelector !== null;
   const hasNs = po.namespaceSelector !== undefined && po.namespaceSelector !== null;
@@ -88,8 +107,9 @@ function parsePeer(r: Reader, v: unknown, path: string, namespace: string): Peer
     return readCidrWithExcept(r, ib.cidr, ib.except, join(path, 'ipBlock'), 'cidr', 'except', true);
   }
   if (!hasPod && !hasNs) r.fail(path, 'must specify podSelector, namespaceSelector or ipBlock');
+  if (!hasNs) return { kind: 'selector', selector: podSelectorOfNamespace(r, po.podSelector, join(path, 'podSelector'), namespace, warnings) };
+  // With a namespaceSelector Cilium keeps the podSelector as written (no parsePodSelector): a pod-namespace key there is ANDed.
   let sel = hasPod ? parseLabelSelector(r, po.podSelector, join(path, 'podSelector'), POD_SELECTOR) : WILDCARD_SELECTOR;
-  if (!hasNs) return { kind: 'selector', selector: andSelector(sel, [namespaceRequirement(namespace)]) };
   const nsSel = parseLabelSelector(r, po.namespaceSelector, join(path, 'namespaceSelector'), NAMESPACE_SELECTOR);
   // A namespaceSelector selects pods only, whatever its form: `{}`, or only negative terms
   // (NotIn, DoesNotExist) that world and host would otherwise satisfy. Cilium always adds a

@@ -285,18 +285,33 @@ function portMatches(pp: Yaml, flow: Flow, named: Named): boolean {
   return named(port.toLowerCase(), flow);
 }
 
-/** A rule's L4 part: no `toPorts` = every port and protocol; otherwise the listed ports only. */
+/**
+ * An `icmps` field (pkg/policy/api/icmp.go `ICMPField.PortProtocol`): family IPv4 (default) or IPv6,
+ * a numeric type; the flow's `port` is the ICMP type. Type names are not read here.
+ */
+function icmpMatches(f: Yaml, flow: Flow): boolean {
+  const proto = str(f.family || 'IPv4') === 'IPv6' ? 'ICMPV6' : 'ICMP';
+  return flow.protocol.toUpperCase() === proto && /^[0-9]+$/.test(String(f.type)) && Number(f.type) === flow.port;
+}
+
+/**
+ * A rule's L4 part: no `toPorts` and no `icmps` = every port and protocol; otherwise the listed ports
+ * and ICMP types only. An `icmps` entry without `fields` is a port rule with no ports (parserules.go
+ * `icmpRules`: `GetPortRule` returns one whatever the fields): it matches nothing (attack finding 1301).
+ */
 function l4Matches(rule: Yaml, flow: Flow, named: Named): boolean {
-  const toPorts = list(rule.toPorts);
-  if (toPorts === undefined || toPorts.length === 0) return true;
-  return toPorts.some((pr) => (list(obj(pr).ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)));
+  const toPorts = list(rule.toPorts) ?? [];
+  const icmps = list(rule.icmps) ?? [];
+  if (toPorts.length === 0 && icmps.length === 0) return true;
+  if (toPorts.some((pr) => (list(obj(pr).ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)))) return true;
+  return icmps.some((ir) => (list(obj(ir).fields) ?? []).some((f) => icmpMatches(obj(f), flow)));
 }
 
 function ruleMatches(rule: Yaml, dir: 'from' | 'to', peer: Peer, flow: Flow, named: Named, namespace: string | undefined, deny: boolean): boolean {
   const l3 = peerSelects(rule, dir, peer, namespace, deny);
   if (l3 === false) return false;
   // `{}` (and `{toPorts: []}`: Go sees len 0 either way) takes the L3-only path with no peer: nothing
-  if (l3 === undefined && (list(rule.toPorts) ?? []).length === 0) return false;
+  if (l3 === undefined && (list(rule.toPorts) ?? []).length === 0 && (list(rule.icmps) ?? []).length === 0) return false;
   return l4Matches(rule, flow, named);
 }
 

@@ -60,9 +60,29 @@ export interface ReaderMode {
    * Kubernetes: the API says only "a named port on a pod"; here every port with the name counts.
    */
   readonly lastNamedPortWins: boolean;
+  /**
+   * Cilium: a pod's identity carries `io.kubernetes.pod.namespace=<ns>` (its own label of that name is
+   * dropped), and pkg/k8s/network_policy.go `parsePodSelector` writes that key over the `matchLabels`
+   * of `spec.podSelector` and of a peer podSelector without namespaceSelector (attack finding 1300).
+   * Kubernetes: pod labels as written.
+   */
+  readonly podNamespaceLabel: boolean;
 }
-export const CILIUM: ReaderMode = { ipBlockSkipsPods: true, egressNamedPortsPerIdentity: true, lastNamedPortWins: true };
-export const UPSTREAM: ReaderMode = { ipBlockSkipsPods: false, egressNamedPortsPerIdentity: false, lastNamedPortWins: false };
+export const CILIUM: ReaderMode = { ipBlockSkipsPods: true, egressNamedPortsPerIdentity: true, lastNamedPortWins: true, podNamespaceLabel: true };
+export const UPSTREAM: ReaderMode = { ipBlockSkipsPods: false, egressNamedPortsPerIdentity: false, lastNamedPortWins: false, podNamespaceLabel: false };
+
+const POD_NAMESPACE = 'io.kubernetes.pod.namespace';
+
+/** The labels a podSelector sees on `p` (Cilium: its identity's `k8s:` labels). */
+function podLabels(p: KPod, mode: ReaderMode): Readonly<Record<string, string>> {
+  return mode.podNamespaceLabel ? { ...p.labels, [POD_NAMESPACE]: p.namespace } : p.labels;
+}
+
+/** A podSelector pinned to the policy's namespace (Cilium: its `matchLabels` namespace entry overwritten by it). */
+function pinned(sel: unknown, ns: string, mode: ReaderMode): unknown {
+  if (!mode.podNamespaceLabel || !isObj(sel)) return sel;
+  return { ...sel, matchLabels: { ...(isObj(sel.matchLabels) ? sel.matchLabels : {}), [POD_NAMESPACE]: ns } };
+}
 
 type Obj = Readonly<Record<string, unknown>>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -116,7 +136,8 @@ function peerMatches(c: KCluster, policyNs: string, peer: unknown, other: Endpoi
   const podSel = field(peer, 'podSelector');
   const nsSel = field(peer, 'namespaceSelector');
   const nsOk = nsSel === undefined ? other.pod.namespace === policyNs : selects(nsSel, nsLabels(c, other.pod.namespace));
-  return nsOk && (podSel === undefined || selects(podSel, other.pod.labels));
+  const sel = nsSel === undefined ? pinned(podSel, policyNs, mode) : podSel;
+  return nsOk && (sel === undefined || selects(sel, podLabels(other.pod, mode)));
 }
 
 /** Cilium identity of a pod here: namespace and labels (every generated pod has one service account). */
@@ -161,7 +182,7 @@ function sideAllows(c: KCluster, self: KPod, other: Endpoint, flow: KFlow, direc
   for (const pol of c.policies) {
     const ns = String(field(field(pol, 'metadata'), 'namespace') ?? 'default');
     const spec = field(pol, 'spec');
-    if (ns !== self.namespace || !selects(field(spec, 'podSelector') ?? {}, self.labels)) continue;
+    if (ns !== self.namespace || !selects(pinned(field(spec, 'podSelector') ?? {}, ns, mode), podLabels(self, mode))) continue;
     if (!policyTypes(spec).has(direction)) continue;
     isolated = true;
     for (const rule of list(field(spec, key))) {

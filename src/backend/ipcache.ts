@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { IpcacheDelta } from '../engine/events.js';
 import { Cidr, hostCidr, IpAddress, IpFamily, nthAddress, parseCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
+import { TRANSITION_IDENTITY } from './ipcache-content.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, mapInfo, NativeBuffer } from './bpf-syscall.js';
 import { MapWalker } from './map-walk.js';
 
@@ -36,21 +37,48 @@ export function decodeIpcacheKey(family: IpFamily, key: Buffer): Cidr {
 }
 
 const prefixLength = (d: IpcacheDelta): number => Number(d.prefix.slice(d.prefix.lastIndexOf('/') + 1));
+const isIpv6 = (d: IpcacheDelta): boolean => d.prefix.includes(':');
 
 /**
- * The order in which deltas reach the kernel so that, after every single write (and so after a
- * write that fails part-way), each address's longest match gives it its old or its new identity,
- * never a third one: upserts (new keys and overwrites) longest prefix first, then deletes shortest
- * prefix first. A longer upsert written after a shorter one would leave its addresses with the
- * shorter prefix's identity meanwhile; a longer delete written before a shorter one would expose
- * the shorter one's old identity. The engine's order (by prefix text) did both: deleting a gone
- * pod's 10.0.0.10/32 before upserting a new CIDR identity's 10.0.0.8/29 left 10.0.0.10 at world,
- * which a policy can allow while it denies both the pod and the CIDR.
+ * The writes that take the kernel ipcache through a change set's deltas, so that after every
+ * single write (and so after a write that fails part-way) no flow meets an address pair the old
+ * and the new state do not both hold.
+ *
+ * One delta of a family moves all its addresses at once. With two or more (finding 1120), every
+ * delta's prefix is first written to `TRANSITION_IDENTITY`, which the datapath drops in both
+ * directions, and only then to its final value (or deleted). Every state in between gives each
+ * address of the family its old identity or the transition one (first pass: nothing is deleted
+ * yet, so an address whose longest match is not a written prefix still has its old one), then the
+ * transition one or its new one (second pass: every prefix of the new state is there, so one not
+ * at the transition value gives the new identity): never a pair of one address's new identity
+ * and another's old one, which the maps between their tighten and loosen phases (safe for the
+ * whole old and the whole new ipcache, not for a mix) could allow although both states deny it.
+ * A flow never mixes families, so a family with one delta writes it once.
+ *
+ * Within each pass, upserts (new keys and overwrites) go longest prefix first, then deletes
+ * shortest prefix first: in a family of one delta it does not matter, and it kept every address
+ * at its old or its new identity before the barrier (attack finding 5's 10.0.0.10/32 and 10.0.0.8/29).
  */
 export function ipcacheWriteOrder(deltas: readonly IpcacheDelta[]): IpcacheDelta[] {
   const upserts = deltas.filter((d) => d.op === 'upsert').sort((a, b) => prefixLength(b) - prefixLength(a));
   const deletes = deltas.filter((d) => d.op === 'delete').sort((a, b) => prefixLength(a) - prefixLength(b));
-  return [...upserts, ...deletes];
+  const final = [...upserts, ...deletes];
+  const v6 = final.reduce((n, d) => n + (isIpv6(d) ? 1 : 0), 0);
+  const barred = (d: IpcacheDelta): boolean => (isIpv6(d) ? v6 : final.length - v6) > 1;
+  if (!final.some(barred)) return final;
+  const barrier: IpcacheDelta[] = [];
+  const after: IpcacheDelta[] = [];
+  for (const d of final) {
+    if (!barred(d)) {
+      after.push(d);
+      continue;
+    }
+    const was = d.op === 'delete' ? d.identity : d.previous;
+    // Left at the transition identity by a writer that stopped part-way: already barred.
+    if (was !== TRANSITION_IDENTITY) barrier.push({ op: 'upsert', prefix: d.prefix, identity: TRANSITION_IDENTITY, ...(was === undefined ? {} : { previous: was }) });
+    after.push(d.op === 'delete' ? { ...d, identity: TRANSITION_IDENTITY } : { ...d, previous: TRANSITION_IDENTITY });
+  }
+  return [...barrier, ...after];
 }
 
 /**

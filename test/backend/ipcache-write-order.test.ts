@@ -212,6 +212,37 @@ describe('fail-closed write order with the ipcache, every intermediate state of 
     expect(t.violations).toBe(0);
   }, TIMEOUT);
 
+  // Finding 1120 through the plain write path (no killed writer): both pods relabelled in one transaction.
+  // Each side's policy denies the other under one state only; written one /32 at a time, the first pod to
+  // move (new identity) met the other's old one, a pair whose maps (old a / new a egress, old b / new b
+  // ingress: each tightened for both states) allowed it. Symmetric, so either write order opens one flow.
+  it('1120: two local pods taking new identities in one transaction open no flow between their ipcache writes', () => {
+    const totals: Totals = { transactions: 0, identityChanges: 0, steps: 0, violations: 0 };
+    const node = new SteppedNode(totals);
+    const engine = new Engine();
+    const pod = (name: string, role: string) => toEvent({ k: 'pod', ns: 'n0', name, labels: { role }, ports: 0, local: true });
+    const cnp = (name: string, subject: string, rule: Record<string, unknown>, dir: 'ingress' | 'egress') =>
+      toEvent({ k: 'policy', manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'n0' }, spec: { endpointSelector: { matchLabels: { role: subject } }, ...rule, enableDefaultDeny: { [dir]: false } } } });
+    const setup = [
+      toEvent({ k: 'ns', name: 'n0', labels: {} }),
+      pod('p0', 'x'),
+      pod('p1', 'y'),
+      // Old state: each pod's ingress denies the other; new state: each pod's egress denies the other.
+      cnp('y-in', 'y', { ingressDeny: [{ fromEndpoints: [{ matchLabels: { role: 'x' } }] }] }, 'ingress'),
+      cnp('x-in', 'x', { ingressDeny: [{ fromEndpoints: [{ matchLabels: { role: 'y' } }] }] }, 'ingress'),
+      cnp('x2-out', 'x2', { egressDeny: [{ toEndpoints: [{ matchLabels: { role: 'y2' } }] }] }, 'egress'),
+      cnp('y2-out', 'y2', { egressDeny: [{ toEndpoints: [{ matchLabels: { role: 'x2' } }] }] }, 'egress'),
+    ];
+    node.transaction(engine, engine.apply(setup), new Set(), 'between phases');
+    const before = new Set(engine.endpoints());
+    const cs = engine.apply([pod('p0', 'x2'), pod('p1', 'y2')]);
+    expect(cs.ipcache.filter((d) => d.op === 'upsert' && d.previous !== undefined).map((d) => d.prefix).sort()).toEqual(['10.244.0.2/32', '10.244.0.3/32']);
+    node.transaction(engine, cs, before, 'between phases');
+    expect(totals.example).toBeUndefined();
+    expect(totals.violations).toBe(0);
+    expect(node.ipcache).toEqual(kernelIpcacheContent(engine));
+  });
+
   it('the same check catches the ipcache written after the maps (fixed seed)', () => {
     const t = runHistories('after the maps', { numRuns: RUNS, seed: 20261129 });
     report.push(line('after the maps', t));

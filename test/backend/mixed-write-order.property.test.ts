@@ -455,9 +455,10 @@ describe('fail-closed write order over mixed histories, every intermediate state
     expect(stats.steps).toBeGreaterThan(0);
   }, TIMEOUT);
 
-  // Finding 1120 (docs/attack-findings-19e.md), not fixed: the ipcache moves two pods to new identities one
-  // prefix at a time; between the two writes the pair (new source, old destination) is allowed by both maps.
-  it.fails('1120: two addresses changing identity in one transaction open their flow between the two ipcache writes', () => {
+  // Finding 1120 (docs/attack-findings-19e.md): the ipcache moved two pods to new identities one prefix at a
+  // time; between the two writes the pair (new source, old destination) was allowed by both maps. Fixed by the
+  // transition barrier of `ipcacheWriteOrder`.
+  it('1120: two addresses changing identity in one transaction open their flow between the two ipcache writes', () => {
     runHistories('between phases', true, { numRuns: 1, seed: -200176544, path: '122:5:3:4:4:4:4:4:2:4:4:4:4:5:5:6:6:5:0:5:4:4:4:6:6:6:6:7:7:7:9:9:9:9:11:10:10:10:10:12:14:14:14:14:13:14:15:16:16:16:16:16:16:16:17:16:17:17:17:17:17:17:17:0:10:1:1:2:2:2:2' });
   }, TIMEOUT);
 

@@ -20,7 +20,7 @@ const WORLD_BASE: ReadonlyMap<string, IdentityId> = new Map([
  * The identity an address holds in the kernel ipcache while a transaction moves it (finding 1120,
  * `ipcacheWriteOrder`): the datapath and `backendLookup` drop it in both directions before any
  * policy lookup, as Cilium's datapath drops a packet whose identity it cannot trust before
- * deciding policy (bpf/bpf_overlay.c `handle_ipv4`/`handle_ipv6`: a tunnel's HOST_ID source,
+ * deciding policy (bpf/bpf_overlay.c: a tunnel packet claiming the source identity HOST_ID,
  * DROP_INVALID_IDENTITY of bpf/lib/drop_reasons.h); the barrier itself is distill's own. 2^32 - 1 is outside every scope an engine
  * identity has (cluster 256..2^24 - 1, node-local bit 24, remote-node bit 25), so no policy-map
  * entry and no engine answer ever carries it. bpf/datapath.c's TRANSITION_IDENTITY is the same number.

@@ -90,8 +90,8 @@ export function ipcacheWriteOrder(deltas: readonly IpcacheDelta[]): IpcacheDelta
 /**
  * A pinned ipcache of another type or key/value size is refused: its entries would be misread, and
  * replacing it with an empty map would make every address world (fail-open). Another max_entries
- * is kept (a smaller one refuses new prefixes: the write order leaves every address its old or
- * new identity).
+ * is kept (a smaller one refuses new prefixes: the write order leaves every address its old, the
+ * transition or its new identity, never old and new mixed).
  */
 function checkIpcacheSpec(fd: number, family: IpFamily, path: string): number {
   const info = mapInfo(fd);

@@ -1,4 +1,5 @@
 import type { IpcacheDelta } from '../engine/events.js';
+import { hostCidr, IpAddress } from '../model/cidr.js';
 import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 
 /** The engine's public queries the ipcache is computed from. */
@@ -43,4 +44,35 @@ export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[]): IpcacheDel
     const world = WORLD_BASE.get(d.prefix);
     return d.op === 'delete' && world !== undefined ? { op: 'upsert', prefix: d.prefix, identity: world, previous: d.identity } : d;
   });
+}
+
+/** The engine's queries the transition barrier's guard is computed from. */
+export interface EndpointAddressSource {
+  endpoints(): string[];
+  endpointAddresses(endpoint: string): readonly IpAddress[];
+}
+
+/** The local endpoints' addresses (host prefix texts) after a write, for the ipcache's transition barrier. */
+export interface LocalAddresses {
+  /** Every local endpoint's: what the next write's endpoints held before it. */
+  readonly all: ReadonlySet<string>;
+  /**
+   * Those of endpoints whose maps were there before this write. A map the write creates starts
+   * empty and its tighten phase lowers no rank, so it drops every packet until the loosen phase,
+   * which comes after the ipcache write: its endpoint is no end of a half-moved pair.
+   */
+  readonly kept: ReadonlySet<string>;
+}
+
+export function localEndpointAddresses(engine: EndpointAddressSource, created: (endpoint: string) => boolean): LocalAddresses {
+  const all = new Set<string>();
+  const kept = new Set<string>();
+  for (const ep of engine.endpoints()) {
+    for (const ip of engine.endpointAddresses(ep)) {
+      const prefix = hostCidr(ip).text;
+      all.add(prefix);
+      if (!created(ep)) kept.add(prefix);
+    }
+  }
+  return { all, kept };
 }

@@ -454,6 +454,11 @@ export class Engine {
     return this.stages.queries.l7AllowedBy(endpoint, proxyPort, peer, request, port);
   }
 
+  /** A local endpoint's addresses (both of a dual-stack pod); none for a key that is not one. */
+  endpointAddresses(endpoint: string): readonly IpAddress[] {
+    return this.stages.queries.endpointAddresses(endpoint);
+  }
+
   /** The identity of a pod (local or remote). */
   identityOfPod(key: string): IdentityId | undefined {
     return this.stages.queries.identityOfPod(key);

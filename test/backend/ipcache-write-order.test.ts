@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
-import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
+import { BarrierMemory } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../../src/backend/ipcache-content.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, IpcacheDelta } from '../../src/engine/events.js';
 import { cidrContainsIp, IpAddress, parseCidr } from '../../src/model/cidr.js';
@@ -128,9 +128,12 @@ class SteppedNode {
     if (a !== undefined) this.step(FLOWS_OF[a]!);
   }
 
-  writeIpcache(deltas: readonly IpcacheDelta[]): void {
+  /** As `KernelIpcache` remembers the local endpoints' addresses across writes. */
+  private readonly barrier = new BarrierMemory();
+
+  writeIpcache(deltas: readonly IpcacheDelta[], local: LocalAddresses): void {
     // In the order KernelIpcache.apply writes them.
-    for (const d of ipcacheWriteOrder(kernelIpcacheDeltas(deltas))) {
+    for (const d of this.barrier.order(kernelIpcacheDeltas(deltas), this.ipcache, local)) {
       if (d.op === 'delete') this.ipcache.delete(d.prefix);
       else this.ipcache.set(d.prefix, d.identity);
       const c = parseCidr(d.prefix);
@@ -138,6 +141,7 @@ class SteppedNode {
       for (const i of moved) this.identityOf[i] = this.resolve(ADDRESSES[i]!);
       this.step(moved.flatMap((i) => FLOWS_OF[i]!));
     }
+    this.barrier.written(local);
   }
 
   /** One intermediate state: the flows it may have changed keep their lowest rank seen. */
@@ -156,9 +160,11 @@ class SteppedNode {
     const old = FLOWS.map((f) => this.rank(f));
     this.lowest = old.map((r) => r ?? 2);
     this.dirty.clear();
-    if (order === 'before the maps') this.writeIpcache(cs.ipcache);
-    applyChangeSet(this.stepped, cs, order === 'between phases' ? () => this.writeIpcache(cs.ipcache) : undefined);
-    if (order === 'after the maps') this.writeIpcache(cs.ipcache);
+    const created = new Set(cs.endpointsAdded);
+    const local = localEndpointAddresses(engine, (ep) => created.has(ep));
+    if (order === 'before the maps') this.writeIpcache(cs.ipcache, local);
+    applyChangeSet(this.stepped, cs, order === 'between phases' ? () => this.writeIpcache(cs.ipcache, local) : undefined);
+    if (order === 'after the maps') this.writeIpcache(cs.ipcache, local);
     for (const i of this.dirty) {
       const o = old[i]!;
       const n = this.rank(FLOWS[i]!)!;

@@ -2,8 +2,8 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, BackendError, MapBackend, WriteStats } from '../../src/backend/backend.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
-import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../../src/backend/ipcache-content.js';
+import { BarrierMemory, ipcacheWriteOrder } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
@@ -69,7 +69,7 @@ interface Flow {
   readonly probe: number;
 }
 
-const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0, crashes: 0, restarts: 0 };
+const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, ipcacheWrites: 0, ipcacheWritesUnguarded: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0, crashes: 0, restarts: 0 };
 
 /** A node's addresses before or after a transaction, and the local endpoints holding each. */
 interface View {
@@ -202,9 +202,19 @@ class SteppedNode {
     this.step(this.flowsOfEp.get(ep));
   }
 
-  /** Writes ipcache deltas in `KernelIpcache.apply`'s order (`kernelForm`: already as the kernel takes them, world at /0). */
-  private writeIpcache(deltas: readonly IpcacheDelta[], kernelForm = false): void {
-    for (const d of ipcacheWriteOrder(kernelForm ? deltas : kernelIpcacheDeltas(deltas))) {
+  /** As `KernelIpcache` remembers the local endpoints' addresses across writes (a restarted process: a new one). */
+  private barrier = new BarrierMemory();
+
+  /**
+   * Writes ipcache deltas in `KernelIpcache.apply`'s order (`kernelForm`: already as the kernel takes them, world
+   * at /0), `local` the local endpoints' addresses after them.
+   */
+  private writeIpcache(given: readonly IpcacheDelta[], local: LocalAddresses, kernelForm = false): void {
+    const deltas = kernelForm ? given : kernelIpcacheDeltas(given);
+    const writes = this.barrier.order(deltas, this.ipcache, local);
+    stats.ipcacheWrites += writes.length;
+    stats.ipcacheWritesUnguarded += ipcacheWriteOrder(deltas, 'all').length;
+    for (const d of writes) {
       if (d.op === 'delete') this.ipcache.delete(d.prefix);
       else this.ipcache.set(d.prefix, d.identity);
       const c = parseCidr(d.prefix);
@@ -212,6 +222,7 @@ class SteppedNode {
       for (const i of moved) this.identity[i] = this.resolve((this.addresses[i] as Address).ip);
       this.step(moved.flatMap((i) => this.flowsOfAddr[i] as number[]));
     }
+    this.barrier.written(local);
   }
 
   /** The flows of a transaction from `before` to `after` (states and local endpoints). */
@@ -277,11 +288,13 @@ class SteppedNode {
     this.lowest = [...old];
     this.dirty.clear();
     const target = crashAt === Infinity ? this.stepped : crashingBackend(this.stepped, crashAt);
+    const created = new Set(cs.endpointsAdded);
+    const local = localEndpointAddresses(next, (ep) => created.has(ep));
     try {
-      if (this.order === 'between phases') applyChangeSet(target, cs, () => this.writeIpcache(cs.ipcache));
+      if (this.order === 'between phases') applyChangeSet(target, cs, () => this.writeIpcache(cs.ipcache, local));
       else {
         applyChangeSet(target, cs);
-        this.writeIpcache(cs.ipcache);
+        this.writeIpcache(cs.ipcache, local);
       }
     } catch (e) {
       if (!(e instanceof BackendError) || crashAt === Infinity) throw e;
@@ -295,7 +308,7 @@ class SteppedNode {
    * synced at its phase boundary (as `distill agent` does). The flows of every endpoint and of
    * every address whose identity changes are checked against the maps as found and the engine's.
    */
-  restart(engine: Engine, before: View, after: View): string[] {
+  restart(engine: Engine, before: View, after: View, newProcess: boolean): string[] {
     const wanted = kernelIpcacheContent(engine);
     const ipcache: IpcacheDelta[] = [];
     for (const [prefix, identity] of wanted) {
@@ -309,7 +322,10 @@ class SteppedNode {
     const old = this.flows.map((f) => this.rank(f));
     this.lowest = [...old];
     this.dirty.clear();
-    reconcile(engine, this.stepped, () => this.writeIpcache(ipcache, true));
+    // A new process knows no earlier endpoints' addresses; the agent's retry after a failed write does.
+    if (newProcess) this.barrier = new BarrierMemory();
+    const local = localEndpointAddresses(engine, (ep) => !held.includes(ep));
+    reconcile(engine, this.stepped, () => this.writeIpcache(ipcache, local, true));
     stats.restarts++;
     return this.opened(old);
   }
@@ -418,7 +434,7 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
         const viewAfter = viewOf(after, new Set(engine.endpoints()));
         const opened = node.transaction(cs, viewBefore, viewAfter, engine, Infinity, crashAt ?? Infinity);
         // Killed part-way: a restarted writer reconciles the maps as found (and the ipcache) to the engine's state.
-        if (crashAt !== null) opened.push(...node.restart(engine, viewOf(after, new Set(node.maps.endpoints())), viewAfter).map((f) => `restart: ${f}`));
+        if (crashAt !== null) opened.push(...node.restart(engine, viewOf(after, new Set(node.maps.endpoints())), viewAfter, crashAt % 2 === 1).map((f) => `restart: ${f}`));
         stats.violations += opened.length;
         if (strict) expect(opened, `${step}: flows opened`).toEqual([]);
       };

@@ -160,6 +160,41 @@ describe('ipcacheWriteOrder', () => {
       { numRuns: 300 },
     );
   });
+
+  // fix1120b: with a guard (the local endpoints' addresses), only guarded addresses need the barrier; the
+  // others go from their old to their new identity as before, with one write per delta when nothing guarded moves.
+  it('with a guard: every address old, new or transition; guarded moving addresses never old and new mixed', () => {
+    fc.assert(
+      fc.property(cacheOf, cacheOf, fc.subarray(ADDRESSES), (oldObj, newObj, guarded) => {
+        const old = new Map(Object.entries(oldObj));
+        const next = new Map(Object.entries(newObj));
+        const deltas: IpcacheDelta[] = [];
+        for (const [prefix, id] of next) if (old.get(prefix) !== id) deltas.push({ op: 'upsert', prefix, identity: id, ...(old.has(prefix) ? { previous: old.get(prefix) } : {}) });
+        for (const [prefix, id] of old) if (!next.has(prefix)) deltas.push({ op: 'delete', prefix, identity: id });
+        const cache = new Map(old);
+        const writes = ipcacheWriteOrder(deltas, { addresses: new Set(guarded.map((ip) => `${ip}/32`)), held: old });
+        const was = new Map(ADDRESSES.map((ip) => [ip, lpm(old, ip)]));
+        const will = new Map(ADDRESSES.map((ip) => [ip, lpm(next, ip)]));
+        const moving = guarded.filter((ip) => was.get(ip) !== will.get(ip));
+        // What the guard takes for moving: an address whose own /32 changes, or that no /32 of the old ipcache
+        // shields from a broader delta covering it (a superset of `moving`).
+        const exposed = guarded.filter((ip) => deltas.some((d) => d.prefix === `${ip}/32` || (!old.has(`${ip}/32`) && cidrContainsIp(parseCidr(d.prefix), parseIp(ip)))));
+        expect(moving.filter((ip) => !exposed.includes(ip))).toEqual([]);
+        if (exposed.length < 2) expect(writes).toHaveLength(deltas.length);
+        for (const d of writes) {
+          if (d.op === 'upsert') cache.set(d.prefix, d.identity);
+          else cache.delete(d.prefix);
+          const now = new Map(ADDRESSES.map((ip) => [ip, lpm(cache, ip)]));
+          for (const ip of ADDRESSES) expect([was.get(ip), will.get(ip), TRANSITION_IDENTITY]).toContain(now.get(ip));
+          const atOld = moving.filter((ip) => now.get(ip) === was.get(ip));
+          const atNew = moving.filter((ip) => now.get(ip) === will.get(ip));
+          expect(atOld.length > 0 && atNew.length > 0, `old: ${atOld.join(' ')}; new: ${atNew.join(' ')}`).toBe(false);
+        }
+        expect(cache).toEqual(next);
+      }),
+      { numRuns: 300 },
+    );
+  }, 120_000);
 });
 
 /** A CiliumNetworkPolicy as the API server returns it. */

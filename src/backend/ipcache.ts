@@ -52,9 +52,11 @@ export type BarrierGuard = 'all' | { readonly addresses: ReadonlySet<string>; re
  * read at a local endpoint's program, which reads the ipcache once, for the peer (bpf/datapath.c
  * `enforce`): a pair of half-moved addresses meets two such reads only when both ends are local
  * endpoints'. So a family needs the barrier only when two or more guarded addresses may change
- * identity, and then only for the deltas covering those (a /24 and a /32 alike). An address is left
- * out when its host prefix is in the ipcache before and no delta touches it (it shields the address
- * from every broader delta); any other guarded address a delta covers counts as moving.
+ * identity, and then only for those addresses' own host prefix if a delta has it (at the transition
+ * identity it hides every broader prefix), else for every delta covering them (a /24 changing under a
+ * pod whose /32 is new or gone). An address is left out when its host prefix is in the ipcache
+ * before and no delta touches it (it shields the address from every broader delta); any other
+ * guarded address a delta covers counts as moving.
  */
 function barredDeltas(deltas: readonly IpcacheDelta[], guard: BarrierGuard): ReadonlySet<IpcacheDelta> {
   const byFamily = new Map<boolean, IpcacheDelta[]>();
@@ -74,11 +76,8 @@ function barredDeltas(deltas: readonly IpcacheDelta[], guard: BarrierGuard): Rea
   for (const address of guard.addresses) {
     const own = host.get(address);
     if (!own && (broader.length === 0 || guard.held.has(address))) continue;
-    const covering = own ? [own] : [];
-    if (broader.length > 0) {
-      const ip = parseCidr(address);
-      for (const b of broader) if (cidrContainsCidr(b.cidr, ip)) covering.push(b.delta);
-    }
+    // Its own host prefix at the transition identity hides every broader one: that write alone bars it.
+    const covering = own ? [own] : broader.filter((b) => cidrContainsCidr(b.cidr, parseCidr(address))).map((b) => b.delta);
     if (covering.length === 0) continue;
     const v6 = address.includes(':');
     const m = moving.get(v6) ?? { count: 0, covering: new Set<IpcacheDelta>() };
@@ -129,17 +128,17 @@ export function ipcacheWriteOrder(deltas: readonly IpcacheDelta[], guard: Barrie
   return [...barrier, ...after];
 }
 
-/**
- * `ipcacheWriteOrder` for one writer's successive writes: it remembers the local endpoints'
- * addresses after each write (`LocalAddresses.all`), which are those the next write's endpoints
- * held before it. `KernelIpcache` holds one; the write-order tests drive one on an ipcache model.
- */
 const union = <T>(a: ReadonlySet<T>, b: ReadonlySet<T>): Set<T> => {
   const out = new Set(a);
   for (const x of b) out.add(x);
   return out;
 };
 
+/**
+ * `ipcacheWriteOrder` for one writer's successive writes: it remembers the local endpoints'
+ * addresses after each write (`LocalAddresses.all`), which are those the next write's endpoints
+ * held before it. `KernelIpcache` holds one; the write-order tests drive one on an ipcache model.
+ */
 export class BarrierMemory {
   /** Unknown (undefined) until this writer's first complete write with them: another writer's endpoints. */
   private before: ReadonlySet<string> | undefined;

@@ -372,7 +372,7 @@ export class Agent {
     if (this.reconciled) {
       try {
         const created = new Set(cs.endpointsAdded);
-        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache), localEndpointAddresses(this.engine, (ep) => created.has(ep)))));
+        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache), localEndpointAddresses(this.engine, created))));
         return;
       } catch (e) {
         this.config.logger.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
@@ -394,7 +394,7 @@ export class Agent {
     try {
       let ipcacheWrites = 0;
       const had = new Set(this.config.backend.endpoints());
-      const local = (): LocalAddresses => localEndpointAddresses(this.engine, (ep) => !had.has(ep));
+      const local = (): LocalAddresses => localEndpointAddresses(this.engine, new Set(this.engine.endpoints().filter((ep) => !had.has(ep))));
       const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine), local()))));
       this.reconciled = true;
       this.lastWriteError = undefined;

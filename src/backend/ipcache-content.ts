@@ -1,5 +1,5 @@
 import type { IpcacheDelta } from '../engine/events.js';
-import { hostCidr, IpAddress } from '../model/cidr.js';
+import type { IpAddress } from '../model/cidr.js';
 import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 
 /** The engine's public queries the ipcache is computed from. */
@@ -50,6 +50,8 @@ export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[]): IpcacheDel
 export interface EndpointAddressSource {
   endpoints(): string[];
   endpointAddresses(endpoint: string): readonly IpAddress[];
+  /** Changes whenever the local endpoints' addresses may have. */
+  localEndpointsVersion(): number;
 }
 
 /** The local endpoints' addresses (host prefix texts) after a write, for the ipcache's transition barrier. */
@@ -64,15 +66,24 @@ export interface LocalAddresses {
   readonly kept: ReadonlySet<string>;
 }
 
-export function localEndpointAddresses(engine: EndpointAddressSource, created: (endpoint: string) => boolean): LocalAddresses {
+/** Per engine, its local endpoints' addresses at a `localEndpointsVersion` (most transactions move no local pod). */
+const addressMemo = new WeakMap<EndpointAddressSource, { version: number; all: ReadonlySet<string> }>();
+
+/** `created`: the endpoints whose maps the write creates. */
+export function localEndpointAddresses(engine: EndpointAddressSource, created: ReadonlySet<string>): LocalAddresses {
+  const version = engine.localEndpointsVersion();
+  const memo = addressMemo.get(engine);
+  if (memo?.version === version && created.size === 0) return { all: memo.all, kept: memo.all };
   const all = new Set<string>();
   const kept = new Set<string>();
   for (const ep of engine.endpoints()) {
+    const isNew = created.has(ep);
     for (const ip of engine.endpointAddresses(ep)) {
-      const prefix = hostCidr(ip).text;
+      const prefix = `${ip.text}/${ip.family === 'ipv4' ? 32 : 128}`;
       all.add(prefix);
-      if (!created(ep)) kept.add(prefix);
+      if (!isNew) kept.add(prefix);
     }
   }
+  addressMemo.set(engine, { version, all });
   return { all, kept };
 }

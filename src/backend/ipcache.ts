@@ -128,7 +128,9 @@ export function ipcacheWriteOrder(deltas: readonly IpcacheDelta[], guard: Barrie
   return [...barrier, ...after];
 }
 
-const union = <T>(a: ReadonlySet<T>, b: ReadonlySet<T>): Set<T> => {
+// Most writes move no local endpoint: the engine's memo hands the same set again, and it is not copied.
+const union = <T>(a: ReadonlySet<T>, b: ReadonlySet<T>): ReadonlySet<T> => {
+  if (a === b) return a;
   const out = new Set(a);
   for (const x of b) out.add(x);
   return out;

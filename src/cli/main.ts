@@ -89,7 +89,7 @@ function engineRun(backend: MapBackend, options: ReturnType<typeof scenarioEngin
   const ipLookup = ipcache && ((ip: IpAddress) => ipcache.lookup(ip) ?? RESERVED_IDENTITIES[ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6']);
   const write = (cs: ChangeSet): void => {
     const created = new Set(cs.endpointsAdded);
-    applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache, localEndpointAddresses(engine, (ep) => created.has(ep)))));
+    applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache, localEndpointAddresses(engine, created))));
   };
   const decider = new EngineDecider(engine, ALL_LOCAL, write, (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry, ipLookup);
   return { engine, backend, decide: decider.decide, sync: (state) => decider.sync(state) };

@@ -454,6 +454,11 @@ export class Engine {
     return this.stages.queries.l7AllowedBy(endpoint, proxyPort, peer, request, port);
   }
 
+  /** Changes whenever a local pod is added, removed or replaced (so the local endpoints' addresses may have changed). */
+  localEndpointsVersion(): number {
+    return this.stages.queries.localEndpointsVersion();
+  }
+
   /** A local endpoint's addresses (both of a dual-stack pod); none for a key that is not one. */
   endpointAddresses(endpoint: string): readonly IpAddress[] {
     return this.stages.queries.endpointAddresses(endpoint);

@@ -155,6 +155,10 @@ export class EngineQueries {
     return uniqueOrigins(out);
   }
 
+  localEndpointsVersion(): number {
+    return this.s.pods.localVersion;
+  }
+
   /** A local endpoint's addresses (both of a dual-stack pod); none for a key that is not one. */
   endpointAddresses(endpoint: string): readonly IpAddress[] {
     const rec = this.s.pods.get(endpoint);

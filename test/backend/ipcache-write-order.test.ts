@@ -161,7 +161,7 @@ class SteppedNode {
     this.lowest = old.map((r) => r ?? 2);
     this.dirty.clear();
     const created = new Set(cs.endpointsAdded);
-    const local = localEndpointAddresses(engine, (ep) => created.has(ep));
+    const local = localEndpointAddresses(engine, created);
     if (order === 'before the maps') this.writeIpcache(cs.ipcache, local);
     applyChangeSet(this.stepped, cs, order === 'between phases' ? () => this.writeIpcache(cs.ipcache, local) : undefined);
     if (order === 'after the maps') this.writeIpcache(cs.ipcache, local);

@@ -289,7 +289,7 @@ class SteppedNode {
     this.dirty.clear();
     const target = crashAt === Infinity ? this.stepped : crashingBackend(this.stepped, crashAt);
     const created = new Set(cs.endpointsAdded);
-    const local = localEndpointAddresses(next, (ep) => created.has(ep));
+    const local = localEndpointAddresses(next, created);
     try {
       if (this.order === 'between phases') applyChangeSet(target, cs, () => this.writeIpcache(cs.ipcache, local));
       else {
@@ -324,7 +324,7 @@ class SteppedNode {
     this.dirty.clear();
     // A new process knows no earlier endpoints' addresses; the agent's retry after a failed write does.
     if (newProcess) this.barrier = new BarrierMemory();
-    const local = localEndpointAddresses(engine, (ep) => !held.includes(ep));
+    const local = localEndpointAddresses(engine, new Set(engine.endpoints().filter((ep) => !held.includes(ep))));
     reconcile(engine, this.stepped, () => this.writeIpcache(ipcache, local, true));
     stats.restarts++;
     return this.opened(old);

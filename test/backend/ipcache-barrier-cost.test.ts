@@ -6,7 +6,7 @@ import { MemoryBackend } from '../../src/backend/memory.js';
 import { parseTrace } from '../../src/churn/trace.js';
 import { generateTrace } from '../../src/churn/profiles.js';
 import { Engine } from '../../src/engine/engine.js';
-import { cidrContainsIp, hostCidr, parseCidr, parseIp } from '../../src/model/cidr.js';
+import { hostCidr, parseCidr, parseIp } from '../../src/model/cidr.js';
 import { reconcile } from '../../src/node/restart.js';
 
 /**
@@ -20,13 +20,11 @@ import { reconcile } from '../../src/node/restart.js';
 
 /** The identity an ipcache (prefix text → identity) gives an address: longest prefix. */
 function lpm(cache: ReadonlyMap<string, number>, ip: string): number | undefined {
-  const addr = parseIp(ip);
-  let best: { len: number; id: number } | undefined;
-  for (const [prefix, id] of cache) {
-    const c = parseCidr(prefix);
-    if (cidrContainsIp(c, addr) && (!best || c.prefixLength > best.len)) best = { len: c.prefixLength, id };
+  for (let len = ip.includes(':') ? 128 : 32; len >= 0; len--) {
+    const id = cache.get(parseCidr(`${ip}/${len}`).text);
+    if (id !== undefined) return id;
   }
-  return best?.id;
+  return undefined;
 }
 
 const addressesOf = (engine: Engine, endpoints: Iterable<string>): string[] => [...endpoints].flatMap((ep) => engine.endpointAddresses(ep).map((ip) => ip.text));

@@ -18,6 +18,9 @@
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
 #define WORLD_IDENTITY 2
+// An address the writer is moving to a new identity (src/backend/ipcache-content.ts
+// TRANSITION_IDENTITY): dropped both ways before any policy lookup.
+#define TRANSITION_IDENTITY 0xffffffffu
 #define VERDICT_PASS 0
 #define VERDICT_DROP 1
 #define VERDICT_REDIRECT 2
@@ -692,6 +695,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	}
 	// Ingress: the peer sent the packet; egress: the peer receives it.
 	__u32 peer = identity_of(dir == DIR_INGRESS ? f.saddr : f.daddr, f.v6);
+	if (peer == TRANSITION_IDENTITY) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
 	__u16 port = (f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6) ? f.icmp_type : bpf_ntohs(f.dport);
 	struct policy_value *s = policy_lookup(peer, dir, f.proto, port);
 	struct policy_value *w = peer == 0 ? 0 : policy_lookup(0, dir, f.proto, port);

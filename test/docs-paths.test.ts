@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
  */
 const TOPS = ['src', 'test', 'docs', 'fixtures', 'scripts', 'bench', 'bpf', 'examples', '.ci'];
 /** Paths of other repositories the docs cite as sources (Cilium, Kubernetes) under names we also use. */
-const UPSTREAM = [/^bpf\/lib\//, /^bpf\/bpf_lxc\.c$/, /^test\/(e2e|k8s|runtime)\//, /^examples\/(minikube|policies|kubernetes-[\w-]+)\//, /\.(go|h)$/];
+const UPSTREAM = [/^bpf\/lib\//, /^bpf\/bpf_(lxc|overlay)\.c$/, /^test\/(e2e|k8s|runtime)\//, /^examples\/(minikube|policies|kubernetes-[\w-]+)\//, /\.(go|h)$/];
 
 function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((e) => {

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { limitedWarn, LogLimiter } from './log-limit.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../backend/ipcache-content.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../backend/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
@@ -73,9 +73,10 @@ export interface AgentConfig extends CiliumAgentOptions {
 
 /** An ipcache the agent writes (`KernelIpcache` is one). */
 export interface AgentIpcache {
-  apply(deltas: readonly IpcacheDelta[]): void;
+  /** `local`: the local endpoints' addresses after the write, which its transition barrier guards (finding 1120). */
+  apply(deltas: readonly IpcacheDelta[], local?: LocalAddresses): unknown;
   /** Makes it hold exactly `wanted`, writing only the difference; returns how many entries changed. */
-  sync(wanted: ReadonlyMap<string, number>): number;
+  sync(wanted: ReadonlyMap<string, number>, local?: LocalAddresses): number;
   close(): void;
 }
 
@@ -370,7 +371,8 @@ export class Agent {
     const ipcache = this.config.ipcache;
     if (this.reconciled) {
       try {
-        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache))));
+        const created = new Set(cs.endpointsAdded);
+        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache), localEndpointAddresses(this.engine, created))));
         return;
       } catch (e) {
         this.config.logger.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');
@@ -391,7 +393,9 @@ export class Agent {
     const ipcache = this.config.ipcache;
     try {
       let ipcacheWrites = 0;
-      const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine)))));
+      const had = new Set(this.config.backend.endpoints());
+      const local = (): LocalAddresses => localEndpointAddresses(this.engine, new Set(this.engine.endpoints().filter((ep) => !had.has(ep))));
+      const stats = reconcile(this.engine, this.config.backend, ipcache && (() => void (ipcacheWrites = ipcache.sync(kernelIpcacheContent(this.engine), local()))));
       this.reconciled = true;
       this.lastWriteError = undefined;
       if (this.writeRetry) this.timers.clearTimeout(this.writeRetry.handle);

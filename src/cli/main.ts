@@ -17,6 +17,7 @@ import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
 import { backendLookup } from '../backend/lookup.js';
 import { KernelIpcache } from '../backend/ipcache.js';
+import { localEndpointAddresses } from '../backend/ipcache-content.js';
 import type { ChangeSet } from '../engine/events.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
@@ -87,7 +88,8 @@ function engineRun(backend: MapBackend, options: ReturnType<typeof scenarioEngin
   const ipcache = backend instanceof BpfBackend ? KernelIpcache.fresh(backend.pinDir) : undefined;
   const ipLookup = ipcache && ((ip: IpAddress) => ipcache.lookup(ip) ?? RESERVED_IDENTITIES[ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6']);
   const write = (cs: ChangeSet): void => {
-    applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache)));
+    const created = new Set(cs.endpointsAdded);
+    applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache, localEndpointAddresses(engine, created))));
   };
   const decider = new EngineDecider(engine, ALL_LOCAL, write, (ep, peer, dir, proto, port) => backendLookup(backend, ep, peer, dir, proto, port)?.entry, ipLookup);
   return { engine, backend, decide: decider.decide, sync: (state) => decider.sync(state) };

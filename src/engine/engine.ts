@@ -456,6 +456,16 @@ export class Engine {
     return this.stages.queries.l7AllowedBy(endpoint, proxyPort, peer, request, port);
   }
 
+  /** Changes whenever a local pod is added, removed or replaced (so the local endpoints' addresses may have changed). */
+  localEndpointsVersion(): number {
+    return this.stages.queries.localEndpointsVersion();
+  }
+
+  /** A local endpoint's addresses (both of a dual-stack pod); none for a key that is not one. */
+  endpointAddresses(endpoint: string): readonly IpAddress[] {
+    return this.stages.queries.endpointAddresses(endpoint);
+  }
+
   /** The identity of a pod (local or remote). */
   identityOfPod(key: string): IdentityId | undefined {
     return this.stages.queries.identityOfPod(key);

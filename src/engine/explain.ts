@@ -1,4 +1,5 @@
 import { hostCidr, IpAddress } from '../model/cidr.js';
+import { podIps } from '../model/cluster.js';
 import { ANY_IDENTITY, IdentityId, identityType, type IdentityType } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, proxyReads } from '../model/l7.js';
 import type { LabelSet } from '../model/labels.js';
@@ -153,6 +154,16 @@ export class EngineQueries {
       if (c.origin && letsThrough(c, at.redirect.parser, request)) for (const o of originsOf(c)) if (o) out.push(o);
     }
     return uniqueOrigins(out);
+  }
+
+  localEndpointsVersion(): number {
+    return this.s.pods.localVersion;
+  }
+
+  /** A local endpoint's addresses (both of a dual-stack pod); none for a key that is not one. */
+  endpointAddresses(endpoint: string): readonly IpAddress[] {
+    const rec = this.s.pods.get(endpoint);
+    return rec?.map ? podIps(rec.pod) : [];
   }
 
   identityOfPod(key: string): IdentityId | undefined {

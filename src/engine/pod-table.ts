@@ -46,6 +46,8 @@ export class PodTable {
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
+  /** Bumped whenever a local pod is added or removed (an upsert is both): the local endpoints' addresses may have changed. Never undone. */
+  localVersion = 0;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
   splits: { podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[]; podLeft(key: string, pod: Pod, identity: IdentityRecord): void } | null = null;
 
@@ -242,6 +244,7 @@ export class PodTable {
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     const rec: PodRecord = { pod, local, identity, labelKey: shareKey(memo, identity, labelKey), map: null };
+    if (local) this.localVersion++;
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
     this.pods.set(key, rec);
     let inNs = this.podsByNamespace.get(pod.namespace);
@@ -297,6 +300,7 @@ export class PodTable {
   private removeRecord(key: string, rec: PodRecord): void {
     const owned = this.ownedIps(rec);
     for (const ip of podIps(rec.pod)) this.ctx.touchIpcacheHost(ip);
+    if (rec.local) this.localVersion++;
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;

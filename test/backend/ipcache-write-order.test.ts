@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
-import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
+import { BarrierMemory } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../../src/backend/ipcache-content.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, IpcacheDelta } from '../../src/engine/events.js';
 import { cidrContainsIp, IpAddress, parseCidr } from '../../src/model/cidr.js';
@@ -128,9 +128,12 @@ class SteppedNode {
     if (a !== undefined) this.step(FLOWS_OF[a]!);
   }
 
-  writeIpcache(deltas: readonly IpcacheDelta[]): void {
+  /** As `KernelIpcache` remembers the local endpoints' addresses across writes. */
+  private readonly barrier = new BarrierMemory();
+
+  writeIpcache(deltas: readonly IpcacheDelta[], local: LocalAddresses): void {
     // In the order KernelIpcache.apply writes them.
-    for (const d of ipcacheWriteOrder(kernelIpcacheDeltas(deltas))) {
+    for (const d of this.barrier.order(kernelIpcacheDeltas(deltas), this.ipcache, local)) {
       if (d.op === 'delete') this.ipcache.delete(d.prefix);
       else this.ipcache.set(d.prefix, d.identity);
       const c = parseCidr(d.prefix);
@@ -138,6 +141,7 @@ class SteppedNode {
       for (const i of moved) this.identityOf[i] = this.resolve(ADDRESSES[i]!);
       this.step(moved.flatMap((i) => FLOWS_OF[i]!));
     }
+    this.barrier.written(local);
   }
 
   /** One intermediate state: the flows it may have changed keep their lowest rank seen. */
@@ -156,9 +160,11 @@ class SteppedNode {
     const old = FLOWS.map((f) => this.rank(f));
     this.lowest = old.map((r) => r ?? 2);
     this.dirty.clear();
-    if (order === 'before the maps') this.writeIpcache(cs.ipcache);
-    applyChangeSet(this.stepped, cs, order === 'between phases' ? () => this.writeIpcache(cs.ipcache) : undefined);
-    if (order === 'after the maps') this.writeIpcache(cs.ipcache);
+    const created = new Set(cs.endpointsAdded);
+    const local = localEndpointAddresses(engine, created);
+    if (order === 'before the maps') this.writeIpcache(cs.ipcache, local);
+    applyChangeSet(this.stepped, cs, order === 'between phases' ? () => this.writeIpcache(cs.ipcache, local) : undefined);
+    if (order === 'after the maps') this.writeIpcache(cs.ipcache, local);
     for (const i of this.dirty) {
       const o = old[i]!;
       const n = this.rank(FLOWS[i]!)!;
@@ -211,6 +217,37 @@ describe('fail-closed write order with the ipcache, every intermediate state of 
     expect(t.identityChanges).toBeGreaterThan(0);
     expect(t.violations).toBe(0);
   }, TIMEOUT);
+
+  // Finding 1120 through the plain write path (no killed writer): both pods relabelled in one transaction.
+  // Each side's policy denies the other under one state only; written one /32 at a time, the first pod to
+  // move (new identity) met the other's old one, a pair whose maps (old a / new a egress, old b / new b
+  // ingress: each tightened for both states) allowed it. Symmetric, so either write order opens one flow.
+  it('1120: two local pods taking new identities in one transaction open no flow between their ipcache writes', () => {
+    const totals: Totals = { transactions: 0, identityChanges: 0, steps: 0, violations: 0 };
+    const node = new SteppedNode(totals);
+    const engine = new Engine();
+    const pod = (name: string, role: string) => toEvent({ k: 'pod', ns: 'n0', name, labels: { role }, ports: 0, local: true });
+    const cnp = (name: string, subject: string, rule: Record<string, unknown>, dir: 'ingress' | 'egress') =>
+      toEvent({ k: 'policy', manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'n0' }, spec: { endpointSelector: { matchLabels: { role: subject } }, ...rule, enableDefaultDeny: { [dir]: false } } } });
+    const setup = [
+      toEvent({ k: 'ns', name: 'n0', labels: {} }),
+      pod('p0', 'x'),
+      pod('p1', 'y'),
+      // Old state: each pod's ingress denies the other; new state: each pod's egress denies the other.
+      cnp('y-in', 'y', { ingressDeny: [{ fromEndpoints: [{ matchLabels: { role: 'x' } }] }] }, 'ingress'),
+      cnp('x-in', 'x', { ingressDeny: [{ fromEndpoints: [{ matchLabels: { role: 'y' } }] }] }, 'ingress'),
+      cnp('x2-out', 'x2', { egressDeny: [{ toEndpoints: [{ matchLabels: { role: 'y2' } }] }] }, 'egress'),
+      cnp('y2-out', 'y2', { egressDeny: [{ toEndpoints: [{ matchLabels: { role: 'x2' } }] }] }, 'egress'),
+    ];
+    node.transaction(engine, engine.apply(setup), new Set(), 'between phases');
+    const before = new Set(engine.endpoints());
+    const cs = engine.apply([pod('p0', 'x2'), pod('p1', 'y2')]);
+    expect(cs.ipcache.filter((d) => d.op === 'upsert' && d.previous !== undefined).map((d) => d.prefix).sort()).toEqual(['10.244.0.2/32', '10.244.0.3/32']);
+    node.transaction(engine, cs, before, 'between phases');
+    expect(totals.example).toBeUndefined();
+    expect(totals.violations).toBe(0);
+    expect(node.ipcache).toEqual(kernelIpcacheContent(engine));
+  });
 
   it('the same check catches the ipcache written after the maps (fixed seed)', () => {
     const t = runHistories('after the maps', { numRuns: RUNS, seed: 20261129 });

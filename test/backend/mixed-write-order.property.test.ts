@@ -2,8 +2,8 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyChangeSet, BackendError, MapBackend, WriteStats } from '../../src/backend/backend.js';
-import { kernelIpcacheContent, kernelIpcacheDeltas } from '../../src/backend/ipcache-content.js';
-import { ipcacheWriteOrder } from '../../src/backend/ipcache.js';
+import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../../src/backend/ipcache-content.js';
+import { BarrierMemory, ipcacheWriteOrder } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
@@ -71,7 +71,7 @@ interface Flow {
   readonly probe: number;
 }
 
-const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0, crashes: 0, restarts: 0 };
+const stats = { histories: 0, txns: 0, refused: 0, deltas: 0, ipcacheDeltas: 0, ipcacheWrites: 0, ipcacheWritesUnguarded: 0, steps: 0, flows: 0, flowSteps: 0, violations: 0, crashes: 0, restarts: 0 };
 
 /** A node's addresses before or after a transaction, and the local endpoints holding each. */
 interface View {
@@ -204,9 +204,19 @@ class SteppedNode {
     this.step(this.flowsOfEp.get(ep));
   }
 
-  /** Writes ipcache deltas in `KernelIpcache.apply`'s order (`kernelForm`: already as the kernel takes them, world at /0). */
-  private writeIpcache(deltas: readonly IpcacheDelta[], kernelForm = false): void {
-    for (const d of ipcacheWriteOrder(kernelForm ? deltas : kernelIpcacheDeltas(deltas))) {
+  /** As `KernelIpcache` remembers the local endpoints' addresses across writes (a restarted process: a new one). */
+  private barrier = new BarrierMemory();
+
+  /**
+   * Writes ipcache deltas in `KernelIpcache.apply`'s order (`kernelForm`: already as the kernel takes them, world
+   * at /0), `local` the local endpoints' addresses after them.
+   */
+  private writeIpcache(given: readonly IpcacheDelta[], local: LocalAddresses, kernelForm = false): void {
+    const deltas = kernelForm ? given : kernelIpcacheDeltas(given);
+    const writes = this.barrier.order(deltas, this.ipcache, local);
+    stats.ipcacheWrites += writes.length;
+    stats.ipcacheWritesUnguarded += ipcacheWriteOrder(deltas, 'all').length;
+    for (const d of writes) {
       if (d.op === 'delete') this.ipcache.delete(d.prefix);
       else this.ipcache.set(d.prefix, d.identity);
       const c = parseCidr(d.prefix);
@@ -214,6 +224,7 @@ class SteppedNode {
       for (const i of moved) this.identity[i] = this.resolve((this.addresses[i] as Address).ip);
       this.step(moved.flatMap((i) => this.flowsOfAddr[i] as number[]));
     }
+    this.barrier.written(local);
   }
 
   /** The flows of a transaction from `before` to `after` (states and local endpoints). */
@@ -279,11 +290,13 @@ class SteppedNode {
     this.lowest = [...old];
     this.dirty.clear();
     const target = crashAt === Infinity ? this.stepped : crashingBackend(this.stepped, crashAt);
+    const created = new Set(cs.endpointsAdded);
+    const local = localEndpointAddresses(next, created);
     try {
-      if (this.order === 'between phases') applyChangeSet(target, cs, () => this.writeIpcache(cs.ipcache));
+      if (this.order === 'between phases') applyChangeSet(target, cs, () => this.writeIpcache(cs.ipcache, local));
       else {
         applyChangeSet(target, cs);
-        this.writeIpcache(cs.ipcache);
+        this.writeIpcache(cs.ipcache, local);
       }
     } catch (e) {
       if (!(e instanceof BackendError) || crashAt === Infinity) throw e;
@@ -297,7 +310,7 @@ class SteppedNode {
    * synced at its phase boundary (as `distill agent` does). The flows of every endpoint and of
    * every address whose identity changes are checked against the maps as found and the engine's.
    */
-  restart(engine: Engine, before: View, after: View): string[] {
+  restart(engine: Engine, before: View, after: View, newProcess: boolean): string[] {
     const wanted = kernelIpcacheContent(engine);
     const ipcache: IpcacheDelta[] = [];
     for (const [prefix, identity] of wanted) {
@@ -311,7 +324,10 @@ class SteppedNode {
     const old = this.flows.map((f) => this.rank(f));
     this.lowest = [...old];
     this.dirty.clear();
-    reconcile(engine, this.stepped, () => this.writeIpcache(ipcache, true));
+    // A new process knows no earlier endpoints' addresses; the agent's retry after a failed write does.
+    if (newProcess) this.barrier = new BarrierMemory();
+    const local = localEndpointAddresses(engine, new Set(engine.endpoints().filter((ep) => !held.includes(ep))));
+    reconcile(engine, this.stepped, () => this.writeIpcache(ipcache, local, true));
     stats.restarts++;
     return this.opened(old);
   }
@@ -422,7 +438,7 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
         const viewAfter = viewOf(after, new Set(engine.endpoints()));
         const opened = node.transaction(cs, viewBefore, viewAfter, engine, Infinity, crashAt ?? Infinity);
         // Killed part-way: a restarted writer reconciles the maps as found (and the ipcache) to the engine's state.
-        if (crashAt !== null) opened.push(...node.restart(engine, viewOf(after, new Set(node.maps.endpoints())), viewAfter).map((f) => `restart: ${f}`));
+        if (crashAt !== null) opened.push(...node.restart(engine, viewOf(after, new Set(node.maps.endpoints())), viewAfter, crashAt % 2 === 1).map((f) => `restart: ${f}`));
         stats.violations += opened.length;
         if (strict) expect(opened, `${step}: flows opened`).toEqual([]);
       };
@@ -439,8 +455,10 @@ function runHistories(order: 'between phases' | 'after the maps', strict: boolea
         stats.txns++;
         const then = (cs as ChangeSet & { followedBy?: ChangeSet }).followedBy;
         // The poison's own change set is written as it came (it and its removal are two transactions).
-        // The order check (not strict) kills no writer: its violations are the ipcache order's alone.
-        write(cs, state, next, eps, `txn ${ti}`, strict ? crashAt : null);
+        // The order check (not strict) kills no writer: its violations are the ipcache order's alone. Nor is a
+        // poisoned transaction's writer killed: the engine is already past the poison's removal, so a restart
+        // would reconcile to that state and the removal's change set would then meet maps it already describes.
+        write(cs, state, next, eps, `txn ${ti}`, strict && !then ? crashAt : null);
         if (then) write(then, next, next, new Set(engine.endpoints()), `txn ${ti} unpoison`);
         state = next;
         for (const e of events) trackLocality(local, state, e);
@@ -464,9 +482,10 @@ describe('fail-closed write order over mixed histories, every intermediate state
     runHistories('between phases', true, SEEDED ? { numRuns: 4, seed: 2012 } : { numRuns: RUNS, ...REPLAY }, churnOp);
   }, TIMEOUT);
 
-  // Finding 1120 (docs/attack-findings-19e.md), not fixed: the ipcache moves two pods to new identities one
-  // prefix at a time; between the two writes the pair (new source, old destination) is allowed by both maps.
-  it.fails('1120: two addresses changing identity in one transaction open their flow between the two ipcache writes', () => {
+  // Finding 1120 (docs/attack-findings-19e.md): the ipcache moved two pods to new identities one prefix at a
+  // time; between the two writes the pair (new source, old destination) was allowed by both maps. Fixed by the
+  // transition barrier of `ipcacheWriteOrder`.
+  it('1120: two addresses changing identity in one transaction open their flow between the two ipcache writes', () => {
     runHistories('between phases', true, { numRuns: 1, seed: -200176544, path: '122:5:3:4:4:4:4:4:2:4:4:4:4:5:5:6:6:5:0:5:4:4:4:6:6:6:6:7:7:7:9:9:9:9:11:10:10:10:10:12:14:14:14:14:13:14:15:16:16:16:16:16:16:16:17:16:17:17:17:17:17:17:17:0:10:1:1:2:2:2:2' });
   }, TIMEOUT);
 

@@ -7,11 +7,10 @@
 // (live, parsed trace included), the process's peak RSS, and the engine's work counters (which
 // must be equal for both builds).
 // Usage: node scripts/cold-ab.mjs OLD_DIST NEW_DIST TRACE [RUNS=3] > bench/results/NAME.jsonl
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runAb } from './ab-runner.mjs';
 import { initialEvents } from './initial-events.mjs';
 
 /** The calling thread's on-CPU time, ms (`/proc/thread-self/schedstat`); NaN where there is none. */
@@ -45,23 +44,4 @@ async function child(dist, tracePath) {
   process.stdout.write(JSON.stringify({ coldMs: Math.round(ms), coldCpuMs: Math.round((cpu.user + cpu.system) / 1000), coldMainCpuMs: Number.isNaN(main) ? null : Math.round(main), heapAfterColdMB: mb(live), heapAtEndOfColdMB: mb(atEnd), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), deltas: cs.deltas.length, work: engine.stats() }));
 }
 
-const argv = process.argv.slice(2);
-if (argv[0] === '--child') {
-  await child(argv[1], argv[2]);
-} else {
-  const [oldDist, newDist, trace, runsArg] = argv;
-  if (!oldDist || !newDist || !trace) {
-    process.stderr.write('usage: node scripts/cold-ab.mjs OLD_DIST NEW_DIST TRACE [RUNS]\n');
-    process.exit(2);
-  }
-  const self = fileURLToPath(import.meta.url);
-  const commitOf = (dist) => execFileSync('git', ['-C', dirname(resolve(dist)), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  const header = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, old: commitOf(oldDist), new: commitOf(newDist), trace, load: loadavg() };
-  process.stdout.write(`${JSON.stringify({ header })}\n`);
-  for (let i = 0; i < Number(runsArg ?? 3); i++) {
-    for (const [build, dist] of [['old', oldDist], ['new', newDist]]) {
-      const out = execFileSync('node', ['--expose-gc', self, '--child', dist, trace], { encoding: 'utf8', maxBuffer: 1 << 26 });
-      process.stdout.write(`${JSON.stringify({ build, run: i, load: loadavg()[0], ...JSON.parse(out) })}\n`);
-    }
-  }
-}
+await runAb(fileURLToPath(import.meta.url), child, { nodeArgs: ['--expose-gc'] });

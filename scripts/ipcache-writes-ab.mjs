@@ -8,10 +8,9 @@
 // Usage: node scripts/ipcache-writes-ab.mjs OLD_DIST NEW_DIST TRACE [RUNS=3]
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { loadavg } from 'node:os';
-import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runAb } from './ab-runner.mjs';
 import { initialEvents } from './initial-events.mjs';
 
 const cpuMs = (c) => (c.user + c.system) / 1000;
@@ -77,20 +76,4 @@ async function child(dist, tracePath) {
   }
 }
 
-const argv = process.argv.slice(2);
-if (argv[0] === '--child') {
-  await child(argv[1], argv[2]);
-} else {
-  const [oldDist, newDist, trace, runsArg] = argv;
-  if (!oldDist || !newDist || !trace) {
-    process.stderr.write('usage: node scripts/ipcache-writes-ab.mjs OLD_DIST NEW_DIST TRACE [RUNS]\n');
-    process.exit(2);
-  }
-  const self = fileURLToPath(import.meta.url);
-  for (let i = 0; i < Number(runsArg ?? 3); i++) {
-    for (const [build, dist] of [['old', oldDist], ['new', newDist]]) {
-      const out = execFileSync('node', [self, '--child', dist, trace], { encoding: 'utf8', maxBuffer: 1 << 26 });
-      process.stdout.write(`${JSON.stringify({ build, dist, run: i, load: loadavg()[0], ...JSON.parse(out) })}\n`);
-    }
-  }
-}
+await runAb(fileURLToPath(import.meta.url), child);

@@ -23,10 +23,18 @@ const agent = mirrorAgent;
 
 const CNP = ['cilium.io/v2', 'CiliumClusterwideNetworkPolicy'] as const;
 
-function cluster() {
+/** Namespace x with a local server (app=server, 10.0.0.1) and a remote client (app=b, 10.0.0.9). */
+function serverAndClient() {
   const a = agent();
   a.step('ns', ev('ADDED', ns('x', 1)));
   a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+  return a;
+}
+
+const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+
+function cluster() {
+  const a = serverAndClient();
   a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'a')), ev('ADDED', allowFrom('allow-c', 5, 'c')));
   expect(a.verdict('10.0.0.9')).toBe('none');
   return a;
@@ -85,9 +93,7 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
    * version was in force alone until deny-b's chunk was read, and admitted the client.
    */
   it('1340. the initial events after an ERROR are applied together at their end bookmark, not one chunk at a time', () => {
-    const a = agent();
-    a.step('ns', ev('ADDED', ns('x', 1)));
-    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    const a = serverAndClient();
     a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'zzz')));
     expect(a.verdict('10.0.0.9')).toBe('none');
     a.step('policies', expired);
@@ -117,9 +123,7 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
    * version admitted the client until deny-b's chunk was read; both cluster states deny it.
    */
   it('1480. after a List cut short by an event, the initial events that follow are held until their end bookmark as after an ERROR', () => {
-    const a = agent();
-    a.step('ns', ev('ADDED', ns('x', 1)));
-    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
+    const a = serverAndClient();
     a.step('policies', ev('ADDED', allowFrom('allow-a', 4, 'zzz')));
     expect(a.verdict('10.0.0.9')).toBe('none');
     a.step('policies', JSON.stringify({ kind: 'CiliumClusterwideNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '10', continue: 'c1' }, items: [allowFrom('allow-a', 4, 'zzz')] }));
@@ -140,10 +144,7 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
    * before the List, was kept at the bookmark beside deny-b's new version: allowed.
    */
   it('1480. after a List cut short, the end bookmark keeps only the initial events, not what the stream gave before the List', () => {
-    const a = agent();
-    a.step('ns', ev('ADDED', ns('x', 1)));
-    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
-    const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+    const a = serverAndClient();
     a.step('policies', ev('ADDED', allowFrom('allow-x', 4, 'b')), ev('ADDED', denyB(5, 'b')));
     expect(a.verdict('10.0.0.9')).toBe('deny');
     a.step('policies', JSON.stringify({ kind: 'CiliumClusterwideNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '10', continue: 'c1' }, items: [allowFrom('allow-x', 4, 'b')] }));
@@ -160,10 +161,7 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
    * e1bb28f deny-b's new version applied and allow-b stayed: the client was allowed.
    */
   it('1481. initial events ended by a bookmark of a kind distill does not read are dropped, not applied without the relist\'s deletes', () => {
-    const a = agent();
-    a.step('ns', ev('ADDED', ns('x', 1)));
-    a.step('pods', ev('ADDED', pod('x', 'server', 2, 'n1', '10.0.0.1', { app: 'server' })), ev('ADDED', pod('x', 'client', 3, 'n2', '10.0.0.9', { app: 'b' })));
-    const denyB = (rv: number, app: string) => ccnp('deny-b', rv, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+    const a = serverAndClient();
     a.step('policies', ev('ADDED', allowFrom('allow-b', 4, 'b')), ev('ADDED', denyB(5, 'b')));
     expect(a.verdict('10.0.0.9')).toBe('deny');
     a.step('policies', expired, ev('ADDED', denyB(20, 'zzz')), bookmark('example.com/v1', 'Widget', 22, true));

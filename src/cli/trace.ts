@@ -73,6 +73,7 @@ function renderSide(s: SideReport): string {
   out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
   out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy isolates this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
+  if (s.verdict === 'DROPPED' && s.entry?.policy === 'Allow' && s.entry.proxyPort !== 0) out.push(`  dropped: the entry redirects to proxy port ${String(s.entry.proxyPort)}, and the proxies take TCP and UDP only`);
   if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where nothing allows it)`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);

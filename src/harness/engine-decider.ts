@@ -2,10 +2,10 @@ import { DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
-import { PROTOCOL_NUMBER, proxyTakes } from '../model/ports.js';
+import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
-import type { PolicyEntry } from '../model/policy-map.js';
+import { datapathPasses, type PolicyEntry } from '../model/policy-map.js';
 import type { Engine } from '../engine/engine.js';
 import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL, clusterEvents, LocalityRule } from './cluster-sync.js';
@@ -34,13 +34,10 @@ function decideSide(engine: Engine, endpoint: string, direction: Direction, peer
   const protocol = PROTOCOL_NUMBER[flow.protocol];
   const hit = engine.lookup(endpoint, peer, direction, protocol, flow.port);
   const entry = verdictLookup ? verdictLookup(endpoint, peer, direction, protocol, flow.port) : hit?.entry;
-  const redirected = entry !== undefined && !entry.deny && entry.proxyPort !== 0;
-  // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
-  const l4Allowed = entry !== undefined && !entry.deny && (!redirected || proxyTakes(flow.protocol));
-  const proxied = l4Allowed && redirected;
+  const { allowed: l4Allowed, proxied } = datapathPasses(entry, flow.protocol);
   // A redirected request is judged by the proxy listening on the entry's port, from its L7 table.
-  const verdict = proxied && flow.request ? engine.l7Verdict(endpoint, entry.proxyPort, peer, flow.request, flow.port) : undefined;
-  if (proxied && flow.request && !verdict) throw new Error(`${endpoint}: ${direction} entry redirects to proxy port ${entry.proxyPort}, which is none of its redirects`);
+  const verdict = proxied && entry && flow.request ? engine.l7Verdict(endpoint, entry.proxyPort, peer, flow.request, flow.port) : undefined;
+  if (proxied && entry && flow.request && !verdict) throw new Error(`${endpoint}: ${direction} entry redirects to proxy port ${entry.proxyPort}, which is none of its redirects`);
   const l7 = verdict && flow.request && entry ? { ...verdict, allowedBy: engine.l7AllowedBy(endpoint, entry.proxyPort, peer, flow.request, flow.port) } : undefined;
   const allowed = l7 ? l7.allowed : l4Allowed;
   const allowedBy: RuleOrigin[] = [];

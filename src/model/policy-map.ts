@@ -1,5 +1,6 @@
 import type { Direction } from './rules.js';
 import type { IdentityId } from './identity.js';
+import { FlowProtocol, proxyTakes } from './ports.js';
 
 /**
  * The per-endpoint policy map, as Cilium lays it out in its BPF LPM trie. A key is
@@ -243,4 +244,15 @@ export function datapathLookup(state: ReadonlyMap<string, LookupResult>, identit
   const specific = longestMatch(state, identity, direction, protocol, port);
   const wildcard = identity === 0 ? undefined : longestMatch(state, 0, direction, protocol, port);
   return pickWinner(specific, wildcard, (r) => r.entry.precedence, (r) => l4PrefixBits(r.key));
+}
+
+/**
+ * What the datapath does with a packet whose lookup hit `entry`: passed at L4 or dropped, and
+ * whether to a proxy. A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is
+ * dropped on the way (finding 1244; `proxyTakes`).
+ */
+export function datapathPasses(entry: PolicyEntry | undefined, protocol: FlowProtocol): { readonly allowed: boolean; readonly proxied: boolean } {
+  const redirected = entry !== undefined && !entry.deny && entry.proxyPort !== 0;
+  const allowed = entry !== undefined && !entry.deny && (!redirected || proxyTakes(protocol));
+  return { allowed, proxied: allowed && redirected };
 }

@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { datapathPasses } from '../../src/model/policy-map.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -129,8 +130,8 @@ kernel('distill agent with kernel maps', () => {
             if (!isLocal(self) || oracle === undefined || oracle.l7 !== undefined) continue;
             const peerId = idOf.get(labelSetKey(podLabels(final, peer))) ?? 0xfff0;
             const hit = backendLookup(backend, `${self.namespace}/${self.name}`, peerId, direction, PROTOCOL_NUMBER[res.protocol], res.port);
-            const kernelAllows = hit !== undefined && !hit.entry.deny;
-            expect({ flow: `${res.from}->${res.to} ${res.port}/${res.protocol} ${direction}`, allowed: kernelAllows, proxied: kernelAllows && hit.entry.proxyPort !== 0 }).toEqual({
+            const { allowed: kernelAllows, proxied } = datapathPasses(hit?.entry, res.protocol);
+            expect({ flow: `${res.from}->${res.to} ${res.port}/${res.protocol} ${direction}`, allowed: kernelAllows, proxied }).toEqual({
               flow: `${res.from}->${res.to} ${res.port}/${res.protocol} ${direction}`,
               allowed: oracle.allowed || oracle.proxied,
               proxied: oracle.proxied,

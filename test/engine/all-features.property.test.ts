@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { datapathPasses } from '../../src/model/policy-map.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
@@ -75,9 +76,8 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, p
           const request = rnd() < 0.3 ? REQUESTS[Math.floor(rnd() * REQUESTS.length)] : undefined;
           const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
           const hit = datapathLookup(map, id, direction, PROTOCOL_NUMBER[protocol], port);
-          const l4 = hit !== undefined && !hit.entry.deny;
-          const proxied = l4 && hit.entry.proxyPort !== 0;
-          const verdict = proxied && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
+          const { allowed: l4, proxied } = datapathPasses(hit?.entry, protocol);
+          const verdict = proxied && hit && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
           if (verdict) stats.l7++;
           const allowed = verdict ? verdict.allowed : l4;
           stats.kernelFlows++;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { datapathPasses } from '../../src/model/policy-map.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineError } from '../../src/engine/events.js';
 import type { ClusterState } from '../../src/model/cluster.js';
@@ -48,9 +49,8 @@ function checkEveryFlow(engine: Engine, state: ClusterState, step: number): numb
           for (const request of REQUESTS) {
             const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
             const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
-            const l4Allowed = hit !== undefined && !hit.entry.deny;
+            const { allowed: l4Allowed, proxied } = datapathPasses(hit?.entry, protocol);
             const proxyPort = hit?.entry.proxyPort ?? 0;
-            const proxied = l4Allowed && proxyPort !== 0;
             const verdict = proxied && request ? engine.l7Verdict(ep, proxyPort, peerId, request, port) : undefined;
             const allowed = verdict ? verdict.allowed : l4Allowed;
             flows++;

@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { datapathPasses } from '../../src/model/policy-map.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
@@ -82,9 +83,8 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, r
         const request = rnd() < 0.3 ? REQUESTS[Math.floor(rnd() * REQUESTS.length)] : undefined;
         const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
         const hit = datapathLookup(map, id, direction, PROTOCOL_NUMBER[protocol], port);
-        const l4 = hit !== undefined && !hit.entry.deny;
-        const proxied = l4 && hit.entry.proxyPort !== 0;
-        const verdict = proxied && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
+        const { allowed: l4, proxied } = datapathPasses(hit?.entry, protocol);
+        const verdict = proxied && hit && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
         const allowed = verdict ? verdict.allowed : l4;
         stats.kernelFlows++;
         const got = { step, ep, addr, direction, protocol, port, request, allowed, proxied };

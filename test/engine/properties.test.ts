@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { datapathPasses } from '../../src/model/policy-map.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ClusterState } from '../../src/model/cluster.js';
 import { LookupResult, policyKeyString, PolicyEntry } from '../../src/model/policy-map.js';
@@ -153,8 +154,7 @@ function checkFlows(engine: Engine, state: ClusterState, seed: number): void {
     const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
     const peerId = peer.kind === 'pod' ? engine.identityOfPod(peer.name)! : engine.identityOfIp(endpointAddress(peer));
     const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[protocol], port);
-    const l4Allowed = hit !== undefined && !hit.entry.deny;
-    const proxied = l4Allowed && hit!.entry.proxyPort !== 0;
+    const { allowed: l4Allowed, proxied } = datapathPasses(hit?.entry, protocol);
     // A redirected request goes to the proxy on the entry's port, which decides from its L7 table.
     const verdict = proxied && request ? engine.l7Verdict(ep, hit!.entry.proxyPort, peerId, request, port) : undefined;
     const l7 = verdict && request ? { ...verdict, allowedBy: engine.l7AllowedBy(ep, hit!.entry.proxyPort, peerId, request, port) } : undefined;

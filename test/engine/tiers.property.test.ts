@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { datapathPasses } from '../../src/model/policy-map.js';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineError } from '../../src/engine/events.js';
@@ -43,11 +44,11 @@ function checkFlow(engine: Engine, state: ClusterState, ep: string, peerName: st
   const naive = decideDirection(state, subject, direction, peer, probe.protocol, probe.port, undefined);
   const peerId = peer.kind === 'pod' ? (engine.identityOfPod(peer.name) as number) : engine.identityOfIp(endpointAddress(peer));
   const hit = engine.lookup(ep, peerId, direction, PROTOCOL_NUMBER[probe.protocol], probe.port);
-  const allowed = hit !== undefined && !hit.entry.deny;
+  const { allowed, proxied } = datapathPasses(hit?.entry, probe.protocol);
   checked++;
   if (hit && isBandEntry(hit.entry.precedence)) bandDecided++;
   if (hit && isGroupCell(hit.entry.precedence)) groupDecided++;
-  expect({ ep, peerName, direction, ...probe, allowed, proxied: allowed && hit.entry.proxyPort !== 0 }).toEqual({ ep, peerName, direction, ...probe, allowed: naive.allowed, proxied: naive.proxied });
+  expect({ ep, peerName, direction, ...probe, allowed, proxied }).toEqual({ ep, peerName, direction, ...probe, allowed: naive.allowed, proxied: naive.proxied });
 }
 
 function peersOf(state: ClusterState): string[] {

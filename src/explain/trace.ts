@@ -97,10 +97,6 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
       }
     : null;
   const verdict = !d.allowed && !(d.l7 !== undefined) ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED';
-  // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port, finding 1244) is dropped on the
-  // way: the redirecting rules dropped the flow, they neither allowed nor redirected it.
-  const unproxyable = verdict === 'DROPPED' && d.redirectedBy.length > 0;
-  const redirecting = new Set(d.redirectedBy);
   return {
     endpoint,
     direction: d.direction,
@@ -109,11 +105,11 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     ...(hit ? { table: renderMapRecords([hit], labelsOf) } : {}),
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(formatOrigin),
-    allowedBy: (unproxyable ? d.allowedBy.filter((o) => !redirecting.has(o)) : d.allowedBy).map(formatOrigin),
+    allowedBy: d.allowedBy.map(formatOrigin),
     // A Pass rule's entry drops what no lower tier allows: the rule passed the flow on, it did not deny it.
-    deniedBy: [...d.deniedBy.filter((o) => o.tier?.action !== 'Pass'), ...(unproxyable ? d.redirectedBy : [])].map(formatOrigin),
+    deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(formatOrigin),
     passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
-    redirectedBy: unproxyable ? [] : d.redirectedBy.map(formatOrigin),
+    redirectedBy: d.redirectedBy.map(formatOrigin),
     alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit, oracle).map(formatOrigin) : [],
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
   };

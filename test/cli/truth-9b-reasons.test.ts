@@ -45,15 +45,20 @@ function sideIn(state: ClusterState, f: CorpusFlow, direction: string): Directio
   return direction === 'egress' ? d.egress : d.ingress;
 }
 
-/** An L4 pass: allowed, or handed to a proxy (whatever the proxy then says). */
-const passes = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined;
+/**
+ * An L4 pass: allowed, or handed to a proxy (whatever the proxy then says; a redirect of a protocol
+ * no proxy takes, SCTP on a DNS rule's ANY port, is handed over and dropped there: finding 1244).
+ */
+const unproxyable = (d: DirectionDecision): boolean => !d.allowed && !d.proxied && d.deniedBy.length === 0 && d.redirectedBy.length > 0;
+const passes = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined || unproxyable(d);
+const redirects = (d: DirectionDecision | undefined): boolean => d !== undefined && (d.proxied || unproxyable(d));
 
 /** Each listed policy, alone in the cluster, does what it is listed for. */
 function sound(f: CorpusFlow, s: TracedSide, where: string): string[] {
   const bad: string[] = [];
   const alone = (ref: PolicyRef): DirectionDecision | undefined => sideIn(only(f.state, ref), f, s.direction);
   for (const ref of refsOf(f.state, [...s.allowedBy, ...s.alsoAllowedBy])) if (!passes(alone(ref))) bad.push(`${where}: allowed by ${policyRefKey(ref)}, which alone does not allow it`);
-  for (const ref of refsOf(f.state, s.redirectedBy)) if (alone(ref)?.proxied !== true) bad.push(`${where}: redirected by ${policyRefKey(ref)}, which alone does not redirect it`);
+  for (const ref of refsOf(f.state, s.redirectedBy)) if (!redirects(alone(ref))) bad.push(`${where}: redirected by ${policyRefKey(ref)}, which alone does not redirect it`);
   for (const ref of refsOf(f.state, s.deniedBy)) if (passes(alone(ref))) bad.push(`${where}: denied by ${policyRefKey(ref)}, which alone does not drop it`);
   for (const ref of refsOf(f.state, s.enforcedBy)) if ((alone(ref)?.enforcedBy.length ?? 0) === 0) bad.push(`${where}: default deny enforced by ${policyRefKey(ref)}, which alone does not select the endpoint in this direction`);
   for (const o of s.redirectedBy) if (!s.allowedBy.includes(o)) bad.push(`${where}: redirected by ${o} but not listed as allowing`);

@@ -7,7 +7,7 @@ import { MemoryBackend } from '../src/backend/memory.js';
 import { connectEtcd } from '../src/kvstore/client.js';
 import type { WatchItem } from '../src/k8s/watch.js';
 import { parseIp } from '../src/model/cidr.js';
-import { EtcdServer, requireEtcdOrSkip } from './kvstore/etcd-server.js';
+import { EtcdServer, polls, requireEtcdOrSkip } from './kvstore/etcd-server.js';
 
 const hasEtcd = requireEtcdOrSkip('attack 6b etcd tests');
 const suite = hasEtcd ? describe : describe.skip;
@@ -17,14 +17,6 @@ beforeAll(async () => {
   if (hasEtcd) etcd = await EtcdServer.start();
 }, 30_000);
 afterAll(async () => etcd?.destroy());
-
-const polls = async (done: () => boolean): Promise<boolean> => {
-  for (let i = 0; i < 1000; i++) {
-    if (done()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return done();
-};
 
 suite('hostile etcd identities', () => {
   for (const how of ['relabelled', 'deleted and recreated', 'deleted'] as const) {

@@ -6,7 +6,7 @@ import { EtcdIdentitySource } from '../src/agent/etcd-identities.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import type { WatchItem } from '../src/k8s/watch.js';
 import { parseIp } from '../src/model/cidr.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip } from './kvstore/etcd-server.js';
+import { CuttableProxy, EtcdServer, polls, requireEtcdOrSkip } from './kvstore/etcd-server.js';
 
 /* Round 7b (docs/attack-findings-7b.md): what /healthz says while etcd identities cannot be reached. */
 
@@ -18,14 +18,6 @@ beforeAll(async () => {
   if (hasEtcd) etcd = await EtcdServer.start();
 }, 30_000);
 afterAll(async () => etcd?.destroy());
-
-const polls = async (done: () => boolean): Promise<boolean> => {
-  for (let i = 0; i < 1000; i++) {
-    if (done()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return done();
-};
 
 suite('84. agent: /healthz while etcd is down', () => {
   it('answers 503 while etcd is unreachable at start (the pod has no id, nothing is written), ok once it is back and the pod holds its id', async () => {

@@ -1,5 +1,5 @@
 import { canonicalJson, L7Policy } from '../model/l7.js';
-import type { DirectionDecision } from '../model/flow.js';
+import { droppedAtProxy, type DirectionDecision } from '../model/flow.js';
 import { formatTierOrigin } from '../model/tiers.js';
 import type { ProbeResult, ScenarioRun } from '../scenario/run.js';
 import { l7Items, L7RowLike, PROTOCOL_NAMES } from '../backend/record-json.js';
@@ -49,7 +49,7 @@ function why(d: DirectionDecision | undefined, side: string): string {
       : 'denied the request (no rule matches it)';
     return `${side}: redirected to the ${d.l7.parser} proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which ${verdict}`;
   }
-  if (!d.allowed && d.redirectedBy.length > 0) return `${side}: redirected to a proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which takes TCP and UDP only: dropped`;
+  if (droppedAtProxy(d)) return `${side}: redirected to a proxy by ${d.redirectedBy.map(formatOrigin).join('; ')}, which takes TCP and UDP only: dropped`;
   if (d.allowedBy.length > 0) return `${side}: allowed by ${d.allowedBy.map(formatOrigin).join('; ')}${d.proxied ? ' (via L7 proxy)' : ''}`;
   return `${side}: default deny (isolated by ${d.enforcedBy.map(formatOrigin).join('; ')}), no rule allows it`;
 }

@@ -46,6 +46,11 @@ export interface DirectionDecision {
   readonly tier?: TierOrigin;
 }
 
+/** A redirect no proxy takes (SCTP on a DNS rule's ANY port, finding 1244): handed to a proxy and dropped there. */
+export function droppedAtProxy(d: DirectionDecision): boolean {
+  return !d.allowed && !d.proxied && d.deniedBy.length === 0 && d.redirectedBy.length > 0;
+}
+
 export interface FlowDecision {
   readonly allowed: boolean;
   readonly proxied: boolean;

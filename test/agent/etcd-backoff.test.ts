@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { EtcdIdentitySource } from '../../src/agent/etcd-identities.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip } from '../kvstore/etcd-server.js';
+import { CuttableProxy, EtcdServer, polls as pollsUpTo, requireEtcdOrSkip } from '../kvstore/etcd-server.js';
 
 /*
  * Finding 1268 (docs/attack-findings-19u.md): with etcd unreachable the identity source retried every
@@ -13,13 +13,7 @@ import { CuttableProxy, EtcdServer, requireEtcdOrSkip } from '../kvstore/etcd-se
 const hasEtcd = requireEtcdOrSkip('etcd backoff tests');
 const suite = hasEtcd ? describe : describe.skip;
 
-const polls = async (done: () => boolean): Promise<boolean> => {
-  for (let i = 0; i < 1500; i++) {
-    if (done()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return done();
-};
+const polls = (done: () => boolean): Promise<boolean> => pollsUpTo(done, 1500);
 
 suite('etcd identities: retries while etcd is unreachable', () => {
   it('1268. back off exponentially and warn once per distinct error', async () => {

@@ -9,7 +9,7 @@ import { EtcdIdentitySource } from '../../src/agent/etcd-identities.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip } from '../kvstore/etcd-server.js';
+import { CuttableProxy, EtcdServer, polls as pollsUpTo, requireEtcdOrSkip } from '../kvstore/etcd-server.js';
 
 /**
  * One master key in etcd that the engine refuses (an id in the reserved range, a `reserved:`
@@ -26,9 +26,7 @@ beforeAll(async () => {
 }, 30_000);
 afterAll(async () => etcd?.destroy());
 
-const polls = async (done: () => boolean): Promise<void> => {
-  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
-};
+const polls = (done: () => boolean): Promise<boolean> => pollsUpTo(done, 500);
 
 /** An agent whose etcd identities come through a proxy the test can cut, id 300 = app=db of shop already put. */
 async function agentBehindProxy(prefix: string, statusIntervalMs?: number) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { deletePolicy } from '../../src/model/cluster.js';
-import type { DirectionDecision } from '../../src/model/flow.js';
+import { droppedAtProxy, type DirectionDecision } from '../../src/model/flow.js';
 import { policyRefKey, PolicyRef } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { scenarioEngine } from '../../src/scenario/engine.js';
@@ -49,9 +49,8 @@ function sideIn(state: ClusterState, f: CorpusFlow, direction: string): Directio
  * An L4 pass: allowed, or handed to a proxy (whatever the proxy then says; a redirect of a protocol
  * no proxy takes, SCTP on a DNS rule's ANY port, is handed over and dropped there: finding 1244).
  */
-const unproxyable = (d: DirectionDecision): boolean => !d.allowed && !d.proxied && d.deniedBy.length === 0 && d.redirectedBy.length > 0;
-const passes = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined || unproxyable(d);
-const redirects = (d: DirectionDecision | undefined): boolean => d !== undefined && (d.proxied || unproxyable(d));
+const passes = (d: DirectionDecision | undefined): boolean => d === undefined || d.allowed || d.l7 !== undefined || droppedAtProxy(d);
+const redirects = (d: DirectionDecision | undefined): boolean => d !== undefined && (d.proxied || droppedAtProxy(d));
 
 /** Each listed policy, alone in the cluster, does what it is listed for. */
 function sound(f: CorpusFlow, s: TracedSide, where: string): string[] {

@@ -99,7 +99,7 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     a.step('policies', expired);
     a.step('policies', ev('ADDED', allowFrom('allow-a', 20, 'b')));
     expect(a.verdict('10.0.0.9')).toBe('none');
-    a.step('policies', ev('ADDED', ccnp('deny-b', 21, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }] }] })));
+    a.step('policies', ev('ADDED', denyB(21, 'b')));
     expect(a.verdict('10.0.0.9')).toBe('none');
     a.step('policies', bookmark(...CNP, 22, true));
     expect(a.verdict('10.0.0.9')).toBe('deny');
@@ -130,7 +130,7 @@ describe('watch-list streams: the initial-events-end bookmark is a relist', () =
     a.step('policies', ev('ADDED', allowFrom('allow-a', 20, 'b')));
     expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
     expect(a.verdict('10.0.0.9')).toBe('none');
-    a.step('policies', ev('ADDED', ccnp('deny-b', 21, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'b' } }] }] })));
+    a.step('policies', ev('ADDED', denyB(21, 'b')));
     expect(a.verdict('10.0.0.9')).toBe('none');
     a.step('policies', bookmark(...CNP, 22, true));
     expect(a.verdict('10.0.0.9')).toBe('deny');

@@ -95,3 +95,12 @@ export async function until(what: string, check: () => Promise<boolean> | boolea
   }
   throw new Error(`still not true after ${tries} polls: ${what}`);
 }
+
+/** Waits (20 ms a try, at most `tries` tries) until `done()`; says whether it came. */
+export async function polls(done: () => boolean, tries = 1000): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    if (done()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return done();
+}

@@ -367,9 +367,11 @@ export class ClusterMirror {
   /**
    * The minimal events from what the engine holds to what the streams describe: namespace and
    * policy upserts first (so pods land on their policy at once), then pod changes, then deletes of
-   * policies and namespaces. Commit or roll back the batch before the next flush.
+   * policies and namespaces. Commit or roll back the batch before the next flush: a flush while a
+   * batch with events is open throws (and changes nothing), as does settling a batch twice.
    */
   flush(): MirrorBatch {
+    this.batches.checkSettled();
     this.expire();
     return this.batches.flush(this.namespacesWatched);
   }

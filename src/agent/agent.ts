@@ -183,6 +183,11 @@ export class Agent {
   private readonly unreadable: string[] = [];
   /** True once `stop` was called (by SIGTERM, or at the end). */
   stopped = false;
+  /**
+   * True once `stop` closed the backend: a flush or reconcile queued before (a refused batch's
+   * halves, a chunk read in SIGTERM's turn, an identity change) writes nothing (finding 1521).
+   */
+  private closed = false;
   private readonly finished: Promise<void>;
   private finish: () => void = () => {};
 
@@ -294,6 +299,7 @@ export class Agent {
    * restart must see the whole state).
    */
   flush(): void {
+    if (this.closed) return;
     this.applyPending();
     this.armDeadlineTimer();
   }
@@ -389,6 +395,7 @@ export class Agent {
    * looser than the old or the new policy (the write plan stops before its loosen phase).
    */
   private reconcileMaps(): void {
+    if (this.closed) return;
     const log = this.config.logger;
     const ipcache = this.config.ipcache;
     try {
@@ -514,6 +521,7 @@ export class Agent {
     if (this.fullReconcileTimer !== undefined) this.timers.clearTimeout(this.fullReconcileTimer);
     if (this.quietTimer !== undefined) this.timers.clearTimeout(this.quietTimer);
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.closed = true;
     this.config.ipcache?.close();
     this.config.backend.close();
     this.finish();

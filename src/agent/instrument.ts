@@ -32,6 +32,19 @@ function batchType(events: readonly EngineEvent[]): string {
   return types.size === 1 ? [...types][0]! : types.size === 0 ? 'empty' : 'mixed';
 }
 
+function changesPolicy(events: readonly EngineEvent[]): boolean {
+  return events.some((e) => e.type === 'upsertPolicy' || e.type === 'deletePolicy');
+}
+
+/** Runs a metrics or logging step; what it throws is dropped (it must not change an outcome). */
+function record(step: () => void): void {
+  try {
+    step();
+  } catch {
+    // The logger or a metric failed: the transaction's outcome stands.
+  }
+}
+
 /**
  * An Engine observed from outside: `apply` is timed and counted, refusals are counted by error
  * class and logged at `warn` with their culprits, transactions are logged at `debug`, and gauges
@@ -92,23 +105,29 @@ export class InstrumentedEngine {
     });
   }
 
-  /** Applies one transaction; never throws: a refusal is counted, logged and returned. */
+  /**
+   * Applies one transaction; never throws: a refusal is counted, logged and returned. The outcome
+   * is the engine's alone: a metric or a log line that throws (a logger whose stream fails) is
+   * dropped, never turned into a refusal of a transaction the engine committed, whose deltas the
+   * caller would then not write (finding 1523).
+   */
   apply(events: readonly EngineEvent[]): ApplyOutcome {
     const started = process.hrtime.bigint();
-    const hasPolicy = events.some((e) => e.type === 'upsertPolicy' || e.type === 'deletePolicy');
+    let changes: ChangeSet;
     try {
-      const changes = this.engine.apply(events);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.recordSuccess(events, changes, seconds, hasPolicy);
-      return { ok: true, changes };
+      changes = this.engine.apply(events);
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));
-      this.recordRefusal(events, error, hasPolicy);
+      record(() => this.recordRefusal(events, error));
       return { ok: false, error };
     }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    record(() => this.recordSuccess(events, changes, seconds));
+    return { ok: true, changes };
   }
 
-  private recordSuccess(events: readonly EngineEvent[], cs: ChangeSet, seconds: number, hasPolicy: boolean): void {
+  private recordSuccess(events: readonly EngineEvent[], cs: ChangeSet, seconds: number): void {
+    const hasPolicy = changesPolicy(events);
     this.duration.observe({ event_type: batchType(events) }, seconds);
     if (hasPolicy) {
       this.policyChanges.inc({ outcome: 'success' });
@@ -124,9 +143,9 @@ export class InstrumentedEngine {
     this.logger.debug({ events: events.length, eventType: batchType(events), deltas: cs.deltas.length, l7Deltas: cs.l7Deltas.length, endpointsAdded: cs.endpointsAdded.length, endpointsRemoved: cs.endpointsRemoved.length, seconds }, 'transaction applied');
   }
 
-  private recordRefusal(events: readonly EngineEvent[], error: Error, hasPolicy: boolean): void {
+  private recordRefusal(events: readonly EngineEvent[], error: Error): void {
     this.refused.inc({ reason: error.name });
-    if (hasPolicy) this.policyChanges.inc({ outcome: 'failure' });
+    if (changesPolicy(events)) this.policyChanges.inc({ outcome: 'failure' });
     this.regenerations.inc({ outcome: 'failure' }, 0);
     const culprits = error instanceof MapCapacityError ? error.topContributors.map((c) => c.rule) : [];
     this.warnRefused({ reason: error.name, error: error.message, culprits, events: events.length }, 'transaction refused');

@@ -113,6 +113,8 @@ export class BpfBackend implements MapBackend {
   private readonly path = new NativeBuffer(4096);
   /** bpf() calls made so far. */
   syscalls = 0;
+  /** Set by `close`: the native buffers are freed and the pin-dir lock released (finding 1520). */
+  private closed = false;
 
   constructor(options: BpfBackendOptions = {}) {
     this.capacity = checkCapacity(options.capacity ?? DEFAULT_MAP_CAPACITY);
@@ -131,7 +133,16 @@ export class BpfBackend implements MapBackend {
     if (this.readOnly) throw new PinDirError(this.pinDir, `pin dir ${this.pinDir} was opened read-only: ${what} refused`);
   }
 
+  /**
+   * After `close` the native buffers are freed (a bpf() call would read its attributes from memory
+   * the allocator may have handed out again) and another writer may hold the pin dir: refused.
+   */
+  private refuseIfClosed(what: string): void {
+    if (this.closed) throw new PinDirError(this.pinDir, `the backend of ${this.pinDir} is closed: ${what} refused`);
+  }
+
   private call(cmd: number, what: string): { ret: number; errno: number } {
+    this.refuseIfClosed(what);
     if (WRITE_CMDS.has(cmd)) this.refuseIfReadOnly(`writing maps (${what})`);
     this.syscalls++;
     return bpf(cmd, this.attr);
@@ -148,6 +159,7 @@ export class BpfBackend implements MapBackend {
   }
 
   endpoints(): string[] {
+    this.refuseIfClosed('listing the maps');
     return pinPaths(this.pinDir)
       .map(endpointOfPinName)
       .filter((e): e is string => e !== undefined)
@@ -155,6 +167,7 @@ export class BpfBackend implements MapBackend {
   }
 
   create(endpoint: string): void {
+    this.refuseIfClosed(`creating the map of ${endpoint}`);
     this.refuseIfReadOnly(`creating the map of ${endpoint}`);
     if (existsSync(this.pinPath(endpoint))) this.remove(endpoint);
     const fd = this.createMap(endpoint);
@@ -252,6 +265,7 @@ export class BpfBackend implements MapBackend {
 
   /** The map's fd, opening the pinned map on first use (as after a restart). */
   private fd(endpoint: string): number {
+    this.refuseIfClosed(`using the map of ${endpoint}`);
     const known = this.fds.get(endpoint);
     if (known !== undefined) return known;
     const path = this.pinPath(endpoint);
@@ -414,6 +428,7 @@ export class BpfBackend implements MapBackend {
   }
 
   remove(endpoint: string): void {
+    this.refuseIfClosed(`removing the map of ${endpoint}`);
     this.refuseIfReadOnly(`removing the map of ${endpoint}`);
     const fd = this.fds.get(endpoint);
     if (fd !== undefined) closeFd(fd);
@@ -430,8 +445,10 @@ export class BpfBackend implements MapBackend {
     }
   }
 
-  /** Closes the fds (maps stay pinned) and frees native memory. */
+  /** Closes the fds (maps stay pinned) and frees native memory; once (a second call does nothing), and every call after it is refused. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     for (const fd of this.fds.values()) closeFd(fd);
     this.fds.clear();
     this.sizes.clear();

@@ -198,6 +198,7 @@ export class KernelIpcache {
   private readonly key = new NativeBuffer(20);
   private readonly value = new NativeBuffer(4);
   private readonly path = new NativeBuffer(4096);
+  private closed = false;
 
   constructor(readonly pinDir: string) {
     try {
@@ -253,6 +254,7 @@ export class KernelIpcache {
   }
 
   private elem(cmd: number, c: Cidr, identity: number): { ret: number; errno: number } {
+    if (this.closed) throw new Error(`ipcache of ${this.pinDir} is closed`);
     const fd = this.fds.get(c.family);
     if (fd === undefined) throw new Error(`ipcache: no map for ${c.family} (closed?)`);
     encodeIpcacheKey(c, this.key.buf);
@@ -313,6 +315,7 @@ export class KernelIpcache {
    * `ipcacheWriteOrder` (`local` as for `apply`). Returns how many entries changed.
    */
   sync(wanted: ReadonlyMap<string, IdentityId>, local?: LocalAddresses): number {
+    if (this.closed) throw new Error(`ipcache of ${this.pinDir} is closed`);
     // Read again, not the content as written: another writer's entries (a 0.0.0.0/0 giving world a pod's identity) go too.
     this.reload();
     const deltas: IpcacheDelta[] = [];
@@ -342,7 +345,10 @@ export class KernelIpcache {
     return this.value.buf.readUInt32LE(0);
   }
 
+  /** Closes the fds and frees the native buffers, once: a second call would free them again (finding 1520). */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     for (const fd of this.fds.values()) closeFd(fd);
     this.fds.clear();
     for (const b of [this.attr, this.key, this.value, this.path]) b.free();

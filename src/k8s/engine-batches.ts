@@ -28,6 +28,8 @@ export class EngineBatches {
   private readonly refused = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
+  /** The last batch with events, until it is committed or rolled back (finding 1522). */
+  private open: MirrorBatch | undefined;
 
   constructor(
     private readonly states: ObjectStates,
@@ -52,6 +54,16 @@ export class EngineBatches {
     return out.sort();
   }
 
+  /**
+   * Throws while a batch with events is neither committed nor rolled back. The next flush would be
+   * computed against what the engine held before that batch: an allow added by the open batch and
+   * deleted before the next flush gave no event, and the open batch's commit then recorded the
+   * allow as held while the cluster has none; no later event deleted it (finding 1522).
+   */
+  checkSettled(): void {
+    if (this.open) throw new Error('ClusterMirror.flush: the previous batch was neither committed nor rolled back (commit it once the engine applied it, roll it back if the engine refused it)');
+  }
+
   /** The minimal events from what the engine holds to what `states` describes (see `ClusterMirror.flush`). */
   flush(namespacesWatched: boolean): MirrorBatch {
     const next = new Map<string, Held | undefined>();
@@ -65,11 +77,26 @@ export class EngineBatches {
     const joined = this.joinRefusedPolicies(next);
     if (namespacesWatched) this.awaitNamespaces(next);
     const events = eventsFor(this.held, next);
-    return {
+    const batch: MirrorBatch = {
       events,
-      commit: () => this.commit(next),
-      rollback: () => this.rollback(next, joined),
+      commit: () => {
+        this.settle(batch);
+        this.commit(next);
+      },
+      rollback: () => {
+        this.settle(batch);
+        this.rollback(next, joined);
+      },
     };
+    if (events.length > 0) this.open = batch;
+    return batch;
+  }
+
+  /** Settles the open batch; an empty batch needs no settling; a batch settled before throws. */
+  private settle(batch: MirrorBatch): void {
+    if (batch.events.length === 0) return;
+    if (this.open !== batch) throw new Error('ClusterMirror: this batch was already committed or rolled back');
+    this.open = undefined;
   }
 
   /**

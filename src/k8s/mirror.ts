@@ -1,5 +1,6 @@
 import { ciliumAgentOptions, type CiliumAgentOptions, type ParseOptions } from '../policy/manifest.js';
 import { EngineBatches, type MirrorBatch } from './engine-batches.js';
+import { DeferredLog } from './deferred-log.js';
 import { keptOnUnreadable, meaningOf, objectKey, rec, type Held, type LogFn, type ReadContext } from './held.js';
 import { ListPages, otherKindSkipped, type Listed } from './list-pages.js';
 import { ObjectStates } from './object-states.js';
@@ -82,6 +83,8 @@ export class ClusterMirror {
   private readonly now: () => number;
   private readonly debug: LogFn;
   private readonly warn: LogFn;
+  /** Holds the log callbacks while `observe`, `endStream`, `expire` or `flush` changes state. */
+  private readonly log = new DeferredLog();
   /** Counts of what was read, for metrics and summaries. */
   readonly counts = { events: 0, stale: 0, ignored: 0, errors: 0, invalid: 0, relists: 0 };
 
@@ -90,8 +93,8 @@ export class ClusterMirror {
 
   constructor(options: MirrorOptions) {
     const parseOptions: ParseOptions = ciliumAgentOptions(options);
-    this.debug = options.debug ?? (() => {});
-    this.warn = options.warn ?? (() => {});
+    this.debug = this.log.wrap(options.debug ?? (() => {}));
+    this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
     this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn };
     this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug);
@@ -110,8 +113,12 @@ export class ClusterMirror {
     return this.now();
   }
 
-  /** Takes one item of a watch stream; `source` names it in logs. */
+  /** Takes one item of a watch stream; `source` names it in logs (called once the item is taken). */
   observe(item: WatchItem, source: string): void {
+    this.log.during(() => this.take(item, source));
+  }
+
+  private take(item: WatchItem, source: string): void {
     if (item.type === 'LIST_ITEM' || item.type === 'LIST') this.initialEvents.delete(source);
     if (item.type === 'LIST_ITEM') return this.lists.item(item, source);
     this.counts.events++;
@@ -208,6 +215,10 @@ export class ClusterMirror {
    * nothing (client-go's reflector drops a list that fails half-way and lists again).
    */
   endStream(source: string): void {
+    this.log.during(() => this.streamEnded(source));
+  }
+
+  private streamEnded(source: string): void {
     this.lists.abort(source, 'the stream ended before the List\'s last page');
     const held = this.initialEvents.get(source)?.length ?? 0;
     this.initialEvents.delete(source);
@@ -292,7 +303,7 @@ export class ClusterMirror {
    * (as a DELETED event would). `flush` calls it; returns how many there were.
    */
   expire(): number {
-    return this.states.expire(this.now());
+    return this.log.during(() => this.states.expire(this.now()));
   }
 
   /** The earliest deletionTimestamp (ms) of a pod still an endpoint, if any: when to flush next. */
@@ -367,10 +378,14 @@ export class ClusterMirror {
   /**
    * The minimal events from what the engine holds to what the streams describe: namespace and
    * policy upserts first (so pods land on their policy at once), then pod changes, then deletes of
-   * policies and namespaces. Commit or roll back the batch before the next flush.
+   * policies and namespaces. Commit or roll back the batch before the next flush: a flush while a
+   * batch with events is open throws (and changes nothing), as does settling a batch twice.
    */
   flush(): MirrorBatch {
-    this.expire();
-    return this.batches.flush(this.namespacesWatched);
+    this.batches.checkSettled();
+    return this.log.during(() => {
+      this.expire();
+      return this.batches.flush(this.namespacesWatched);
+    });
   }
 }

@@ -13,9 +13,9 @@ import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } 
 import { IdentityRecord, IdentityTable } from './identities.js';
 import { IpcacheView } from './ipcache-view.js';
 import { ModelStore } from './model-store.js';
-import { PodFacts } from './pod-facts.js';
 import { NetworkSplits } from './network-splits.js';
 import { NodeTable } from './node-table.js';
+import { PodFacts } from './pod-facts.js';
 import { type PodRecord, PodTable } from './pod-table.js';
 import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';

@@ -3,9 +3,9 @@ import { podIdentityLabels } from '../model/identity.js';
 import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
+import type { PodFacts } from './pod-facts.js';
 import type { PolicyResolver } from './policy-resolver.js';
 import type { SharedMapState, SharedMaps } from './shared-maps.js';
-import type { PodFacts } from './pod-facts.js';
 
 export interface PodRecord {
   readonly pod: Pod;

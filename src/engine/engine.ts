@@ -15,7 +15,8 @@ import { IpcacheView } from './ipcache-view.js';
 import { ModelStore } from './model-store.js';
 import { NetworkSplits } from './network-splits.js';
 import { NodeTable } from './node-table.js';
-import { PodTable } from './pod-table.js';
+import { PodFacts } from './pod-facts.js';
+import { type PodRecord, PodTable } from './pod-table.js';
 import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { L7ParserConflictError } from './rule-units.js';
@@ -86,6 +87,8 @@ export class Engine {
   private readonly proxyPorts: ProxyPortAllocator;
   /** The committed model: what validation reads and what a failed transaction rebuilds from. */
   private readonly model: ModelStore;
+  /** The pods and pod IP owners: the pod table's, which the committed model reads (kept from before a transaction until it commits). */
+  private readonly podFacts = new PodFacts<PodRecord>();
   private readonly ctx: EngineContext;
   /** The DNS answers of the running transaction that the proxy learnt (the model records only those). */
   private readonly learnt = new Set<EngineEvent>();
@@ -104,7 +107,7 @@ export class Engine {
     this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();
-    this.model = new ModelStore(options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
+    this.model = new ModelStore(this.podFacts, options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
     this.ctx = new EngineContext(this.statsCounters, options.faultHook);
     this.allowLocalhost = options.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
     this.resetStages();
@@ -121,7 +124,7 @@ export class Engine {
     const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
     resolver.allowLocalhost = this.allowLocalhost === 'always';
     identities.namedPorts.listener = resolver;
-    const pods = new PodTable(ctx, identities, maps, resolver);
+    const pods = new PodTable(ctx, this.podFacts, identities, maps, resolver);
     const nodes = new NodeTable(ctx, identities);
     const splits = new NetworkSplits(ctx, pods, peerCache);
     if (this.model.identitySource === 'local') pods.splits = splits;
@@ -157,13 +160,15 @@ export class Engine {
     try {
       result = this.transaction(events, before, mark);
     } catch (e) {
-      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError)) this.recover(before);
+      // A refusal is undone before it is thrown; anything else (or pod facts left open) is rebuilt.
+      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError) || this.podFacts.inTransaction) this.recover(before);
       throw e;
     } finally {
       this.ctx.undoLog = null;
     }
     this.proxyPorts.commit();
     this.allocator.commit();
+    this.podFacts.commit();
     this.ctx.endTransaction();
     this.record(events);
     if (this.restoredEndpoints) this.recordRestoredGone();
@@ -189,6 +194,7 @@ export class Engine {
     // whose closures (one per pod or policy) would live through the whole batch and then be garbage.
     const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
     this.ctx.undoLog = undo;
+    this.podFacts.begin();
     // Its ipcache was empty too: no prefix had an identity before (context.ts IpcacheJournal.bulk).
     this.ctx.ipcacheTouched.bulk = undo === null;
     this.applyEvents(events);
@@ -205,6 +211,8 @@ export class Engine {
     this.proxyPorts.rollback();
     this.rollback(undo, before, mark);
     this.allocator.commit();
+    // The undo must have given back the committed pods and IP owners; if not, they are restored and the stages rebuilt.
+    if (!this.podFacts.undone()) this.recover(before);
     throw refusal;
   }
 
@@ -245,10 +253,14 @@ export class Engine {
     this.proxyPorts.rollback();
     this.allocator.rollback();
     try {
+      this.podFacts.rollback();
+      const events = this.model.events();
+      const owners = this.model.ipOwnerKeys();
+      this.podFacts.clear();
       this.resetStages();
       this.ctx.adopting = true;
-      for (const e of this.model.events()) this.applyEvent(e);
-      this.stages.pods.adoptIpOwners((ip) => this.model.ownerOfIp(ip));
+      for (const e of events) this.applyEvent(e);
+      this.stages.pods.adoptIpOwners((ip) => owners.get(ip));
       this.commit();
     } catch (e) {
       this.failure = e instanceof Error ? e : new Error(String(e));

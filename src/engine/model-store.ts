@@ -1,31 +1,25 @@
-import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
+import { namespaceWithDefaults, podKey } from '../model/cluster.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
 import type { EngineEvent } from './events.js';
+import type { PodFact, PodFacts } from './pod-facts.js';
 import type { ModelView } from './validate.js';
 
 /**
  * The committed model: namespaces, pods and policies as of the last transaction that went through.
  * It is changed only after a transaction commits, so while one runs it is the state to fall back
  * to: validation reads it, and an engine whose caches an unexpected exception may have left half
- * changed rebuilds them from it.
+ * changed rebuilds them from it. The pods and the owners of their IPs are the pod table's
+ * (`PodFacts`: one table per fact), which keeps what a transaction overwrote until it commits.
  */
 export class ModelStore implements ModelView {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
-  private readonly pods = new Map<string, Pod>();
-  private readonly localPods = new Set<string>();
-  /**
-   * Pod IP → the key of the pod owning it in the ipcache: the last pod written with it. Deleting
-   * the owner leaves the IP unowned even when another pod still claims it (Cilium's pod watcher
-   * deletes the entry; docs/semantics.md "Pods as endpoints"), so a replay alone cannot rebuild this.
-   */
-  private readonly ipOwners = new Map<string, string>();
   private readonly policies = new Map<string, Policy>();
   /**
    * Pod and policy keys by namespace, built when first asked for (a namespace deletion, which
    * validation and this model handle): until then no upsert pays for a Set entry nobody reads.
-   * Built from the Maps in insertion order, they list keys as incremental indexes would.
+   * Built in the tables' order: the pods' is the pod table's (a key deleted and re-added may keep its place).
    */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
@@ -35,7 +29,13 @@ export class ModelStore implements ModelView {
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
 
+  /**
+   * `facts`: the pods, and each pod IP's owner in the ipcache (the last pod written with it; deleting
+   * the owner leaves the IP unowned even when another pod still claims it: Cilium's pod watcher
+   * deletes the entry, docs/semantics.md "Pods as endpoints"), so a replay alone cannot rebuild these.
+   */
   constructor(
+    private readonly facts: PodFacts<PodFact>,
     readonly identitySource: 'local' | 'external' = 'local',
     dnsOptions: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
   ) {
@@ -44,7 +44,7 @@ export class ModelStore implements ModelView {
 
   /** No namespace, pod, policy, identity or node (the DNS cache aside): rebuilding from it is free. */
   isEmpty(): boolean {
-    return this.namespaces.size === 0 && this.pods.size === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.apiServer === undefined;
+    return this.namespaces.size === 0 && this.facts.podCount === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.apiServer === undefined;
   }
 
   hasIdentity(id: number): boolean {
@@ -64,11 +64,14 @@ export class ModelStore implements ModelView {
   }
 
   hasPod(key: string): boolean {
-    return this.pods.has(key);
+    return this.facts.pod(key) !== undefined;
   }
 
-  ownerOfIp(ip: string): string | undefined {
-    return this.ipOwners.get(ip);
+  /** Pod IP → the key of the pod owning it: a copy, for a rebuild that refills the tables (`events`). */
+  ipOwnerKeys(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const [ip, rec] of this.facts.ipOwners()) out.set(ip, podKey(rec.pod));
+    return out;
   }
 
   hasPolicy(key: string): boolean {
@@ -78,7 +81,7 @@ export class ModelStore implements ModelView {
   podsInNamespace(namespace: string): Iterable<string> {
     if (this.podsByNs === null) {
       this.podsByNs = new Map();
-      for (const [key, pod] of this.pods) index(this.podsByNs, pod.namespace, key, true);
+      for (const [key, rec] of this.facts.podEntries()) index(this.podsByNs, rec.pod.namespace, key, true);
     }
     return this.podsByNs.get(namespace) ?? [];
   }
@@ -104,28 +107,25 @@ export class ModelStore implements ModelView {
         this.dns.advance(e.seconds, noop);
         return;
       case 'deleteNamespace':
-        for (const k of [...this.podsInNamespace(e.name)]) this.deletePod(k);
+        // Its pods left the tables with the transaction: their DNS history and index entries go here.
+        this.dns.forgetNamespace(e.name, noop);
+        this.podsByNs?.delete(e.name);
         for (const k of [...this.policiesInNamespace(e.name)]) this.deletePolicy(k);
         this.namespaces.delete(e.name);
         return;
       case 'upsertPod': {
+        if (this.podsByNs === null && (e.local ?? false)) return;
         const key = podKey(e.pod); // flat: a concatenation is a tree of 32-byte pieces until flattened
-        const old = this.pods.get(key);
-        if (old) this.disown(key, old, e.pod);
-        if (e.pod.ips === undefined) this.ipOwners.set(e.pod.ip.text, key); // no array per pod (podIps)
-        else for (const ip of e.pod.ips) this.ipOwners.set(ip.text, key);
-        this.pods.set(key, e.pod);
-        if (e.local ?? false) this.localPods.add(key);
-        else {
-          if (this.localPods.size > 0) this.localPods.delete(key);
-          this.dns.forgetEndpoint(key, noop); // no endpoint here: its DNS history goes (engine.ts)
-        }
+        if (!(e.local ?? false)) this.dns.forgetEndpoint(key, noop); // no endpoint here: its DNS history goes (engine.ts)
         if (this.podsByNs !== null) index(this.podsByNs, e.pod.namespace, key, true);
         return;
       }
-      case 'deletePod':
-        this.deletePod(`${e.namespace}/${e.name}`);
+      case 'deletePod': {
+        const key = `${e.namespace}/${e.name}`;
+        this.dns.forgetEndpoint(key, noop);
+        if (this.podsByNs !== null) index(this.podsByNs, e.namespace, key, false);
         return;
+      }
       case 'upsertPolicy':
         this.upsertPolicy(e.policy);
         return;
@@ -150,24 +150,6 @@ export class ModelStore implements ModelView {
     }
   }
 
-  private deletePod(key: string): void {
-    const pod = this.pods.get(key);
-    if (!pod) return;
-    this.disown(key, pod);
-    this.pods.delete(key);
-    this.localPods.delete(key);
-    this.dns.forgetEndpoint(key, noop);
-    if (this.podsByNs !== null) index(this.podsByNs, pod.namespace, key, false);
-  }
-
-  /** Drops the pod's ownership of its IPs (those `next`, its update, keeps are set again by the caller). */
-  private disown(key: string, pod: Pod, next?: Pod): void {
-    for (const ip of podIps(pod)) {
-      if (this.ipOwners.get(ip.text) !== key) continue;
-      if (!next || !podIps(next).some((a) => a.text === ip.text)) this.ipOwners.delete(ip.text);
-    }
-  }
-
   /**
    * An update is written in place: deleting and re-adding a key costs a big Map or Set far more
    * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
@@ -189,7 +171,7 @@ export class ModelStore implements ModelView {
 
   /**
    * Events that build this model from nothing (the DNS cache aside: `dns.clone()`): identities,
-   * namespaces, then pods, then policies. Who owns an IP two pods claim is not in them: `ownerOfIp`.
+   * namespaces, then pods, then policies. Who owns an IP two pods claim is not in them: `ipOwnerKeys`.
    */
   events(): EngineEvent[] {
     const out: EngineEvent[] = [];
@@ -197,7 +179,7 @@ export class ModelStore implements ModelView {
     for (const node of this.nodes.values()) out.push(node);
     if (this.apiServer) out.push(this.apiServer);
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
-    for (const [key, pod] of this.pods) out.push({ type: 'upsertPod', pod, local: this.localPods.has(key) });
+    for (const { pod, local } of this.facts.records()) out.push({ type: 'upsertPod', pod, local });
     for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });
     return out;
   }

@@ -3,9 +3,9 @@ import { podIdentityLabels } from '../model/identity.js';
 import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
+import type { PodFacts } from './pod-facts.js';
 import type { PolicyResolver } from './policy-resolver.js';
 import type { SharedMapState, SharedMaps } from './shared-maps.js';
-import { TombstoneMap } from './tombstone-map.js';
 
 export interface PodRecord {
   readonly pod: Pod;
@@ -39,10 +39,7 @@ interface IdentityLabelsMemo {
  */
 export class PodTable {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
-  private readonly pods = new TombstoneMap<string, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
-  /** IP text → the pod holding it (the last one added, while it stays). */
-  private readonly podsByIp = new TombstoneMap<string, PodRecord>();
   /** Pods by identity label-set key (kept only with external identities). */
   private readonly podsByLabels = new Map<string, Set<string>>();
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
@@ -53,33 +50,35 @@ export class PodTable {
 
   constructor(
     private readonly ctx: EngineContext,
+    /** The pods by key, and IP text → the pod holding it (the last one added, while it stays): shared with the committed model. */
+    private readonly facts: PodFacts<PodRecord>,
     private readonly identities: IdentityTable,
     private readonly maps: SharedMaps,
     private readonly resolver: PolicyResolver,
   ) {}
 
   get(key: string): PodRecord | undefined {
-    return this.pods.get(key);
+    return this.facts.pod(key);
   }
 
   /** A pod's identity labels (what policy subjects match), whether or not it has an identity yet. */
   labelsOf(key: string): LabelSet | undefined {
-    const rec = this.pods.get(key);
+    const rec = this.facts.pod(key);
     return rec && podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
   }
 
   records(): IterableIterator<PodRecord> {
-    return this.pods.values();
+    return this.facts.records();
   }
 
   /** The pod holding an IP (the ipcache's exact part). */
   byIp(ip: string): PodRecord | undefined {
-    return this.podsByIp.get(ip);
+    return this.facts.ownerOf(ip);
   }
 
   /** The ipcache's identity of the pod holding an IP (`ipIdentity`). */
   ipIdentityAt(ip: string): IdentityRecord | undefined {
-    const rec = this.podsByIp.get(ip);
+    const rec = this.facts.ownerOf(ip);
     return rec && this.ipIdentity(rec);
   }
 
@@ -101,7 +100,7 @@ export class PodTable {
 
   /** Every pod IP (both of a dual-stack pod) with its pod's identity (the ipcache's host entries). */
   *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
-    for (const [text, rec] of this.podsByIp) {
+    for (const [text, rec] of this.facts.ipOwners()) {
       const ip = rec.pod.ips === undefined ? rec.pod.ip : rec.pod.ips.find((a) => a.text === text);
       if (ip) yield { ip, identity: this.ipIdentity(rec) };
     }
@@ -119,7 +118,7 @@ export class PodTable {
     if (!sameStringMap(prev, next)) {
       // Namespace labels are part of every pod identity in it: re-identify them. All of them move,
       // in order, so their order in the namespace's set is the one re-appending each would give.
-      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.moveIdentity(k, this.pods.get(k) as PodRecord, false);
+      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.moveIdentity(k, this.facts.pod(k) as PodRecord, false);
     }
     // Logged after the pods: undoing restores the labels first, then the pods' old identities.
     this.ctx.onUndo(() => (stored ? this.namespaces.set(name, stored) : this.namespaces.delete(name)));
@@ -140,7 +139,7 @@ export class PodTable {
   reidentify(labelKeys: readonly string[]): void {
     for (const labelKey of labelKeys) {
       for (const k of [...(this.podsByLabels.get(labelKey) ?? [])]) {
-        const rec = this.pods.get(k) as PodRecord;
+        const rec = this.facts.pod(k) as PodRecord;
         if (this.identities.current(labelKey) === rec.identity) continue;
         this.reidentifyPod(k);
       }
@@ -149,7 +148,7 @@ export class PodTable {
 
   /** A new identity is no new claim on the pod's IPs: it keeps exactly the ones it owned. */
   reidentifyPod(key: string): void {
-    this.moveIdentity(key, this.pods.get(key) as PodRecord, true);
+    this.moveIdentity(key, this.facts.pod(key) as PodRecord, true);
   }
 
   /**
@@ -188,7 +187,7 @@ export class PodTable {
     }
     this.attachIfLocal(key, rec);
     // By key: a later event of the transaction may have replaced the record (a removal's undo re-adds a new one).
-    this.ctx.onUndo(() => this.moveIdentity(key, this.pods.get(key) ?? fail(key), false, undoLabels));
+    this.ctx.onUndo(() => this.moveIdentity(key, this.facts.pod(key) ?? fail(key), false, undoLabels));
   }
 
   /** A local pod is an endpoint: attached to its identity's shared map state (populated when new). */
@@ -202,8 +201,8 @@ export class PodTable {
   /** The IPs a record owns in the ipcache; undefined when it owns all of them (the usual case). */
   private ownedIps(rec: PodRecord): string[] | undefined {
     const ips = podIps(rec.pod);
-    if (ips.every((ip) => this.podsByIp.get(ip.text) === rec)) return undefined;
-    return ips.filter((ip) => this.podsByIp.get(ip.text) === rec).map((ip) => ip.text);
+    if (ips.every((ip) => this.facts.ownerOf(ip.text) === rec)) return undefined;
+    return ips.filter((ip) => this.facts.ownerOf(ip.text) === rec).map((ip) => ip.text);
   }
 
   /**
@@ -212,22 +211,22 @@ export class PodTable {
    */
   adoptIpOwners(ownerOf: (ip: string) => string | undefined): void {
     const changes: [Pod['ip'], PodRecord | undefined][] = [];
-    for (const [text, held] of this.podsByIp) {
+    for (const [text, held] of this.facts.ipOwners()) {
       const want = ownerOf(text);
       if (want === podKey(held.pod)) continue;
-      const rec = want === undefined ? undefined : this.pods.get(want) ?? fail(want);
+      const rec = want === undefined ? undefined : this.facts.pod(want) ?? fail(want);
       changes.push([podIps(held.pod).find((a) => a.text === text) as Pod['ip'], rec]);
     }
     for (const [ip, rec] of changes) {
       this.ctx.touchIpcacheHost(ip);
-      if (rec) this.podsByIp.set(ip.text, rec);
-      else this.podsByIp.delete(ip.text);
+      if (rec) this.facts.setOwner(ip.text, rec);
+      else this.facts.deleteOwner(ip.text);
     }
   }
 
   /** `key`: `podKey(pod)` (flat; unique per pod, not interned: interning costs ~7x more). */
   upsertPod(pod: Pod, local: boolean, key: string = podKey(pod)): void {
-    const old = this.pods.get(key);
+    const old = this.facts.pod(key);
     if (old) this.removeRecord(key, old);
     this.addPod(key, pod, local);
   }
@@ -246,7 +245,7 @@ export class PodTable {
     const rec: PodRecord = { pod, local, identity, labelKey: shareKey(memo, identity, labelKey), map: null };
     if (local) this.localVersion++;
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
-    this.pods.set(key, rec);
+    this.facts.setPod(key, rec);
     let inNs = this.podsByNamespace.get(pod.namespace);
     if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
     inNs.add(key);
@@ -263,9 +262,9 @@ export class PodTable {
     this.ctx.touchIpcacheHost(ip);
     if (owned && !owned.includes(ip.text)) return previous;
     // Who held it matters only to the undo (none in a cold start: one lookup fewer per pod IP).
-    const prev = this.ctx.undoLog === null ? undefined : this.podsByIp.get(ip.text);
+    const prev = this.ctx.undoLog === null ? undefined : this.facts.ownerOf(ip.text);
     if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
-    this.podsByIp.set(ip.text, rec);
+    this.facts.setOwner(ip.text, rec);
     return previous;
   }
 
@@ -274,7 +273,7 @@ export class PodTable {
     this.ctx.onUndo(() => {
       this.removePod(key);
       // The IPs it took go back to the pods that held them (by key: their records may be new ones by now).
-      for (const [ip, prevKey] of previous ?? []) this.podsByIp.set(ip, this.pods.get(prevKey) ?? fail(prevKey));
+      for (const [ip, prevKey] of previous ?? []) this.facts.setOwner(ip, this.facts.pod(prevKey) ?? fail(prevKey));
     });
   }
 
@@ -292,7 +291,7 @@ export class PodTable {
   }
 
   removePod(key: string): void {
-    const rec = this.pods.get(key);
+    const rec = this.facts.pod(key);
     if (!rec) throw new Error(`internal: pod ${key} vanished`);
     this.removeRecord(key, rec);
   }
@@ -305,12 +304,12 @@ export class PodTable {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;
     }
-    this.pods.delete(key);
+    this.facts.deletePod(key);
     if (this.identities.source === 'external') removeFrom(this.podsByLabels, rec.labelKey, key);
     const inNs = this.podsByNamespace.get(rec.pod.namespace);
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
-    for (const ip of podIps(rec.pod)) if (this.podsByIp.get(ip.text) === rec) this.podsByIp.delete(ip.text);
+    for (const ip of podIps(rec.pod)) if (this.facts.ownerOf(ip.text) === rec) this.facts.deleteOwner(ip.text);
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
     this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;

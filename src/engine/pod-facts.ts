@@ -1,0 +1,149 @@
+import type { Pod } from '../model/cluster.js';
+import { TombstoneMap } from './tombstone-map.js';
+
+/** What the committed model reads of a pod's record: the pod and whether it is local (both never change in place). */
+export interface PodFact {
+  readonly pod: Pod;
+  readonly local: boolean;
+}
+
+/**
+ * The pods and the owner of each pod IP: one table per fact. The engine's pod table (PodTable)
+ * writes them as a transaction runs; the committed model (ModelStore) reads them between
+ * transactions. A 30,000-entry string-keyed Map costs most on a fresh insert, and a pod made four
+ * (docs/benchmarks.md, perf20 and perf21pods): now it makes two.
+ *
+ * So that the committed model stays readable after a transaction that did not go through, every
+ * write while one is open first keeps the key's entry from before it (`rollback` restores them).
+ * A transaction that began on empty tables (a cold start) keeps nothing: its rollback empties them.
+ */
+export class PodFacts<R extends PodFact> {
+  private pods = new TombstoneMap<string, R>();
+  private ips = new TombstoneMap<string, R>();
+  private open = false;
+  /** The entries from before the transaction of the keys it wrote (undefined: absent); null when none is kept. */
+  private podsBefore: Map<string, R | undefined> | null = null;
+  private ipsBefore: Map<string, R | undefined> | null = null;
+  private beganEmpty = false;
+
+  get inTransaction(): boolean {
+    return this.open;
+  }
+
+  get podCount(): number {
+    return this.pods.size;
+  }
+
+  pod(key: string): R | undefined {
+    return this.pods.get(key);
+  }
+
+  /** The pod owning an IP in the ipcache: the last one written with it, until it leaves. */
+  ownerOf(ip: string): R | undefined {
+    return this.ips.get(ip);
+  }
+
+  podEntries(): IterableIterator<[string, R]> {
+    return this.pods.entries();
+  }
+
+  records(): IterableIterator<R> {
+    return this.pods.values();
+  }
+
+  ipOwners(): IterableIterator<[string, R]> {
+    return this.ips.entries();
+  }
+
+  begin(): void {
+    this.open = true;
+    this.beganEmpty = this.pods.size === 0 && this.ips.size === 0;
+  }
+
+  setPod(key: string, rec: R): void {
+    if (this.open && !this.beganEmpty) keep((this.podsBefore ??= new Map()), this.pods, key);
+    this.pods.set(key, rec);
+  }
+
+  deletePod(key: string): void {
+    if (this.open && !this.beganEmpty) keep((this.podsBefore ??= new Map()), this.pods, key);
+    this.pods.delete(key);
+  }
+
+  setOwner(ip: string, rec: R): void {
+    if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, ip);
+    this.ips.set(ip, rec);
+  }
+
+  deleteOwner(ip: string): void {
+    if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, ip);
+    this.ips.delete(ip);
+  }
+
+  /** The transaction went through: its writes are the committed facts. */
+  commit(): void {
+    this.close();
+  }
+
+  /**
+   * After an undo log ran: whether every key the transaction wrote holds its pod as before (the
+   * same pod and locality; for an IP, the same owning pod), i.e. the undo gave back the committed
+   * facts (their records may be new ones). Either way the transaction is closed, but on false the
+   * caller must `rollback`-and-rebuild: the kept entries are still there until `rollback` or `begin`.
+   */
+  undone(): boolean {
+    const same =
+      this.beganEmpty
+        ? this.pods.size === 0 && this.ips.size === 0
+        : sameFacts(this.podsBefore, this.pods, (a, b) => a.pod === b.pod && a.local === b.local) && sameFacts(this.ipsBefore, this.ips, (a, b) => a.pod === b.pod);
+    if (same) this.close();
+    return same;
+  }
+
+  /** Back to the committed facts (the records from before the transaction), after an internal error. */
+  rollback(): void {
+    if (this.beganEmpty) {
+      this.pods = new TombstoneMap();
+      this.ips = new TombstoneMap();
+    } else {
+      restore(this.podsBefore, this.pods);
+      restore(this.ipsBefore, this.ips);
+    }
+    this.close();
+  }
+
+  /** Empty tables for a rebuild to fill (its caller read the committed facts first). */
+  clear(): void {
+    this.close();
+    this.pods = new TombstoneMap();
+    this.ips = new TombstoneMap();
+  }
+
+  private close(): void {
+    this.open = false;
+    this.beganEmpty = false;
+    this.podsBefore = null;
+    this.ipsBefore = null;
+  }
+}
+
+function keep<R extends object>(before: Map<string, R | undefined>, table: TombstoneMap<string, R>, key: string): void {
+  if (!before.has(key)) before.set(key, table.get(key));
+}
+
+function restore<R extends object>(before: Map<string, R | undefined> | null, table: TombstoneMap<string, R>): void {
+  if (before === null) return;
+  for (const [key, rec] of before) {
+    if (rec === undefined) table.delete(key);
+    else table.set(key, rec);
+  }
+}
+
+function sameFacts<R extends object>(before: Map<string, R | undefined> | null, table: TombstoneMap<string, R>, same: (a: R, b: R) => boolean): boolean {
+  if (before === null) return true;
+  for (const [key, was] of before) {
+    const now = table.get(key);
+    if (was === undefined ? now !== undefined : now === undefined || !same(was, now)) return false;
+  }
+  return true;
+}

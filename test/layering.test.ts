@@ -56,6 +56,7 @@ const NARROWER: Readonly<Record<string, readonly string[]>> = {
   'cli/maps-dump.ts': ['engine', 'naive', 'harness'],
   'scenario/format.ts': ['engine', 'harness'],
   'scenario/run.ts': ['engine', 'harness'],
+  'scenario/probes.ts': ['engine', 'harness'],
   'scenario/compare.ts': ['engine', 'harness'],
 };
 

@@ -76,16 +76,20 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     });
 }
 
-async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
+/** The agent's maps under <pin-dir>/agent (and the ipcache unless --no-ipcache), or memory. */
+function openAgentMaps(opts: AgentCliOptions): { backend: MapBackend; ipcache: KernelIpcache | undefined } {
   const backend: MapBackend = opts.backend === 'bpf' ? new BpfBackend({ pinDir: join(opts.pinDir, 'agent') }) : new MemoryBackend();
-  let ipcache: KernelIpcache | undefined;
   try {
     // Opened, not fresh: a restart reads back what is pinned and writes only the difference.
-    if (backend instanceof BpfBackend && opts.ipcache) ipcache = new KernelIpcache(backend.pinDir);
+    return { backend, ipcache: backend instanceof BpfBackend && opts.ipcache ? new KernelIpcache(backend.pinDir) : undefined };
   } catch (e) {
     backend.close();
     throw e;
   }
+}
+
+async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
+  const { backend, ipcache } = openAgentMaps(opts);
   const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
   if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');
   const source = opts.etcd !== undefined ? new EtcdIdentitySource({ url: opts.etcd, node: opts.node, logger }) : undefined;
@@ -123,6 +127,11 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     await agent.stop();
     await source?.close();
   }
+  return agentExit(agent, opts, io);
+}
+
+/** How the agent ended: 0, bad input (an unreadable stream, or events lost at EOF), or maps behind. */
+function agentExit(agent: Agent, opts: AgentCliOptions, io: AgentIo): number {
   // A stream that could not be read (missing file, cut-off or malformed JSON) is bad input; its error is logged.
   if (agent.summary.unreadableStreams > 0) return EXIT_BAD_INPUT;
   const behind = agent.mapsBehind;

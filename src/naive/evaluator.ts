@@ -192,16 +192,29 @@ function decideNpTier(
   // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
   if (proxied && !proxyTakes(protocol)) return { ...base, proxied: false, allowed: false };
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
-  // The redirect with the lowest listener priority wins; that proxy judges the request with the
-  // L7 rules of its parser, and lets everything through for a peer some plain allow covers.
+  const l7 = proxyVerdict(l7Clauses, plainAllowBy, enforcedBy, request);
+  return { ...base, allowed: l7.allowed, l7 };
+}
+
+/**
+ * The proxy's verdict on a redirected flow's request. The redirect with the lowest listener
+ * priority wins; that proxy judges the request with the L7 rules of its parser, and lets
+ * everything through for a peer some plain allow covers (`plainAllowBy`).
+ */
+function proxyVerdict(
+  l7Clauses: readonly { readonly rules: L7Rules; readonly origin: RuleOrigin }[],
+  plainAllowBy: readonly RuleOrigin[],
+  enforcedBy: readonly RuleOrigin[],
+  request: L7Request,
+): NonNullable<DirectionDecision['l7']> {
   let parser = (l7Clauses[0] as { rules: L7Rules }).rules.parser;
   for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
   const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
-  const allowedBy7 = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
-  const l7Allowed = readable && (allowedBy7.length > 0 || enforcedBy.length === 0);
-  return { ...base, allowed: l7Allowed, l7: { parser, allowed: l7Allowed, allowedBy: allowedBy7 } };
+  const allowedBy = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
+  const allowed = readable && (allowedBy.length > 0 || enforcedBy.length === 0);
+  return { parser, allowed, allowedBy };
 }
 
 /** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */

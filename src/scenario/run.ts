@@ -26,7 +26,8 @@ import type { AllowLocalhost } from '../model/localhost.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE, withoutAnswersOf, withoutPodAnswers } from '../model/fqdn.js';
 import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { ManifestError } from '../policy/errors.js';
-import type { Change, Probe, Scenario } from './format.js';
+import type { Change, Scenario } from './format.js';
+import type { Probe } from './probes.js';
 
 /** Decides flows against a cluster state: the naive evaluator, or (later) the engine. */
 export type FlowDecider = (state: ClusterState, flow: Flow) => FlowDecision;

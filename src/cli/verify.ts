@@ -1,0 +1,70 @@
+import { Command, Option } from 'commander';
+import { stringify as stringifyYaml } from 'yaml';
+import type { MapBackend } from '../backend/backend.js';
+import { backendEngine } from '../datapath/backend-engine.js';
+import { decideFlow } from '../naive/evaluator.js';
+import { compareRuns, Disagreement } from '../scenario/compare.js';
+import { runScenario, scenarioEngineOptions } from '../scenario/run.js';
+import { backendOption, BackendOptions, openBackend, pinDirOption } from './backend-options.js';
+import { CliEnv, CliIo, Ctx, EXIT_MISMATCH, outputOption, OutputFormat, readScenario, reportInputError } from './common.js';
+import { collectFiles, isYamlFile } from './input.js';
+
+interface VerifyOptions extends BackendOptions {
+  scenario: string[];
+  json?: boolean;
+  output: OutputFormat;
+}
+
+function printDisagreement(io: CliIo, file: string, d: Disagreement, json: boolean): void {
+  io.err(json ? `${JSON.stringify({ scenario: file, ...d })}\n` : `${file}: step ${d.step} probe ${d.probe} ${d.from} -> ${d.to} ${d.port}/${d.protocol}: engine ${d.engine}, naive ${d.naive}\n`);
+}
+
+/** Runs each scenario through the engine and through the oracle and compares every result. */
+function verify(ctx: Ctx, given: VerifyOptions): number {
+  const { io } = ctx;
+  const json = given.json === true || given.output === 'json';
+  let files: string[];
+  let backend: MapBackend;
+  try {
+    files = collectFiles(given.scenario, isYamlFile);
+    backend = openBackend(given, 'scenario');
+  } catch (e) {
+    return reportInputError(io, e);
+  }
+  let exit = 0;
+  let total = 0;
+  let disagreements = 0;
+  for (const file of files) {
+    let compared;
+    try {
+      const scenario = readScenario(ctx, file);
+      compared = compareRuns(runScenario(scenario, backendEngine(backend, scenarioEngineOptions(scenario)).decide), runScenario(scenario, decideFlow));
+    } catch (e) {
+      exit = Math.max(exit, reportInputError(io, e, file));
+      continue;
+    }
+    for (const d of compared.disagreements) printDisagreement(io, file, d, json);
+    total += compared.results;
+    disagreements += compared.disagreements.length;
+    if (compared.disagreements.length > 0) exit = Math.max(exit, EXIT_MISMATCH);
+  }
+  backend.close();
+  const summary = { scenarios: files.length, results: total, disagreements };
+  if (given.output === 'yaml') io.out(stringifyYaml(summary));
+  else io.out(json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  return exit;
+}
+
+export function registerVerify(program: Command, { ctx, done }: CliEnv): void {
+  program
+    .command('verify')
+    .description('Answer every probe with the engine and with the reference evaluator; exit 1 on any disagreement')
+    .addOption(new Option('--scenario <path...>', 'scenario file(s) or directories').makeOptionMandatory())
+    .option('--json', 'a JSON summary on stdout, one JSON object per disagreement on stderr')
+    .addOption(outputOption())
+    .addOption(backendOption())
+    .addOption(pinDirOption('scenario'))
+    .action((opts: VerifyOptions) => {
+      done(verify(ctx(), opts));
+    });
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cli } from './cli-helpers.js';
+import { cli, tmpFile } from './cli-helpers.js';
 
 // Round 21u (docs/attack-findings-21u.md): a Kubernetes/Cilium user's first runs of distill on real manifests.
 
@@ -20,5 +20,75 @@ describe('1600. a mistyped required option is named as unknown, with a suggestio
     const r = cli('trace', '--scenario', STAR_WARS, '--to', 'default/deathstar', '--port', '80/TCP');
     expect(r.code).toBe(2);
     expect(r.err).toBe("error: required option '--from <peer>' not specified\n(run 'distill trace --help' for usage)\n");
+  });
+});
+
+describe('1601. validate reports every refused document of a file, as kubectl apply -f does', () => {
+  // Three mistakes in one file (policyTypes "egress", a CNP port above 65535, a List item with the same) and two good policies.
+  const FILE = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np1, namespace: shop}
+spec: {podSelector: {}, policyTypes: [Ingress, egress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: good, namespace: shop}
+spec: {podSelector: {}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: cnp1, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress: [{toPorts: [{ports: [{port: "70000", protocol: TCP}]}]}]
+---
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: ok-in-list, namespace: shop}, spec: {podSelector: {}}}
+  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: bad-in-list, namespace: shop}, spec: {podSelector: {}, ingress: [{ports: [{port: 70000}]}]}}
+`;
+  it('text: one error line per refused document, exit 2', () => {
+    const f = tmpFile('app.yaml', FILE);
+    const r = cli('validate', f);
+    expect(r.code).toBe(2);
+    const lines = r.err.trim().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toBe(`error: ${f}#1 (NetworkPolicy shop/np1) spec.policyTypes[1]: "egress" is not one of: Ingress, Egress`);
+    expect(lines[1]).toMatch(new RegExp(`^error: ${f}#3 \\(CiliumNetworkPolicy shop/cnp1\\) spec\\.ingress\\[0\\]\\.toPorts\\[0\\]\\.ports\\[0\\]\\.port: `));
+    expect(lines[2]).toBe(`error: ${f}#4.items[1] (NetworkPolicy shop/bad-in-list) spec.ingress[0].ports[0].port: 70000 is above 65535`);
+  });
+  it('json: error stays the first, errors lists them all', () => {
+    const f = tmpFile('app.yaml', FILE);
+    const r = cli('validate', '-o', 'json', f);
+    expect(r.code).toBe(2);
+    const [res] = JSON.parse(r.out) as { valid: boolean; error: string; errors: string[] }[];
+    expect(res!.valid).toBe(false);
+    expect(res!.errors).toHaveLength(3);
+    expect(res!.error).toBe(res!.errors[0]);
+  });
+  it('a YAML syntax error still stops its file; the next file is read', () => {
+    const bad = tmpFile('bad.yaml', 'kind: [\n');
+    const good = tmpFile('good.yaml', 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec: {podSelector: {}}\n');
+    const r = cli('validate', bad, good);
+    expect(r.code).toBe(2);
+    expect(r.err.trim().split('\n').filter((l) => l.startsWith('error: '))).toHaveLength(1);
+    expect(r.out).toMatch(new RegExp(`${good}: 1 policies, \\d+ rules, valid`));
+  });
+});
+
+describe('1602. matchName with a wildcard points to matchPattern', () => {
+  it('toFQDNs matchName "*.example.com": refused, and the message says where a wildcard goes', () => {
+    const f = tmpFile('fqdn.yaml', `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: to-fqdn, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: test-app}}
+  egress: [{toFQDNs: [{matchName: "*.example.com"}]}]
+`);
+    const r = cli('validate', f);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('spec.egress[0].toFQDNs[0].matchName: "*.example.com" is not a valid DNS name');
+    expect(r.err).toContain('a wildcard is written in matchPattern');
   });
 });

@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { cli, tmpFile } from './cli-helpers.js';
 
@@ -91,4 +93,54 @@ spec:
     expect(r.err).toContain('spec.egress[0].toFQDNs[0].matchName: "*.example.com" is not a valid DNS name');
     expect(r.err).toContain('a wildcard is written in matchPattern');
   });
+});
+
+describe('1603. docs/cli.md "JSON output" gives the shape of reach, verify, replay and agent --json', () => {
+  const page = readFileSync('docs/cli.md', 'utf8');
+  const section = page.slice(page.indexOf('## JSON output'), page.indexOf('## Usage errors'));
+  /** The `{a, b?, c}` key lists of the bullet for `command`, in order. */
+  const shapes = (command: string): string[][] => {
+    const bullet = section.split('\n- ').find((b) => b.startsWith(`\`${command}\``)) ?? '';
+    return [...bullet.matchAll(/\{([a-zA-Z0-9?, ]+)\}/g)].map((m) => m[1]!.split(',').map((k) => k.trim()));
+  };
+  /** Keys `obj` has agree with the documented list: every required one present, nothing undocumented. */
+  const agrees = (documented: string[] | undefined, obj: object): void => {
+    expect(documented, JSON.stringify(obj)).toBeDefined();
+    const all = documented!.map((k) => k.replace(/\?$/, ''));
+    expect(Object.keys(obj).filter((k) => !all.includes(k))).toEqual([]);
+    expect(documented!.filter((k) => !k.endsWith('?') && !(k in obj))).toEqual([]);
+  };
+  it('reach --json: one object per probe result, not a document', () => {
+    const lines = cli('reach', '--scenario', STAR_WARS, '--json').out.trim().split('\n');
+    expect(lines.length).toBeGreaterThan(1);
+    for (const l of lines) agrees(shapes('reach')[0], JSON.parse(l) as object);
+  });
+  it('verify --json: one summary object (the doc said one object per probe result)', () => {
+    const r = cli('verify', '--scenario', STAR_WARS, '--json');
+    expect(r.code).toBe(0);
+    expect(r.out.trim().split('\n')).toHaveLength(1);
+    agrees(shapes('verify')[0], JSON.parse(r.out) as object);
+  });
+  it('replay --json: the summary, latency per event type, cold start', () => {
+    const r = cli('replay', 'fixtures/traces/small.jsonl', '--json');
+    expect(r.code, r.err).toBe(0);
+    const d = JSON.parse(r.out) as { latencyUs: Record<string, object>; coldStart: object };
+    const [top, latency, cold] = shapes('replay');
+    agrees(top, d);
+    for (const stats of Object.values(d.latencyUs)) agrees(latency, stats);
+    agrees(cold, d.coldStart);
+  });
+  it('agent --exit-at-eof --json: the summary with every local endpoint map', () => {
+    const ev = (object: unknown): string => JSON.stringify({ type: 'ADDED', object });
+    const stream = tmpFile('events.json', [
+      ev({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } }),
+      ev({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'a', namespace: 'shop', resourceVersion: '2', labels: { app: 'a' } }, spec: { nodeName: 'node-a', containers: [{ name: 'c' }] }, status: { phase: 'Running', podIP: '10.0.0.2' } }),
+    ].join('\n'));
+    const r = spawnSync('node', ['dist/cli/main.js', 'agent', '--node', 'node-a', '--watch', stream, '--exit-at-eof', '--json'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const d = JSON.parse(r.stdout) as { maps: object[] };
+    agrees(shapes('agent')[0], d);
+    expect(d.maps).toHaveLength(1);
+    agrees(shapes('maps dump')[0], d.maps[0]!);
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { cli, tmpFile } from './cli-helpers.js';
@@ -142,5 +142,26 @@ describe('1603. docs/cli.md "JSON output" gives the shape of reach, verify, repl
     agrees(shapes('agent')[0], d);
     expect(d.maps).toHaveLength(1);
     agrees(shapes('maps dump')[0], d.maps[0]!);
+  }, 60_000);
+});
+
+describe('1604. the agent says when a watch stream ends (without --exit-at-eof it keeps serving a state that no longer follows the cluster)', () => {
+  it('a stream that ends: one warning naming it (was: silence)', async () => {
+    const ev = JSON.stringify({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } });
+    const stream = tmpFile('ns.json', `${ev}\n`);
+    const child = spawn('node', ['dist/cli/main.js', 'agent', '--node', 'node-a', '--watch', stream], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const warned = await new Promise<boolean>((resolve) => {
+      const give = setTimeout(() => resolve(false), 30_000); // the agent runs until stopped: on the base nothing ever comes
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString('utf8');
+        if (stderr.includes('watch stream ended')) clearTimeout(give), resolve(true);
+      });
+      child.on('exit', () => (clearTimeout(give), resolve(false)));
+    });
+    child.kill('SIGTERM');
+    expect(warned, stderr).toBe(true);
+    const line = JSON.parse(stderr.split('\n').find((l) => l.includes('watch stream ended'))!) as { level: number; stream: string };
+    expect(line).toMatchObject({ level: 40, stream });
   }, 60_000);
 });

@@ -165,3 +165,41 @@ describe('1604. the agent says when a watch stream ends (without --exit-at-eof i
     expect(line).toMatchObject({ level: 40, stream });
   }, 60_000);
 });
+
+describe('1606. trace on an L7 DROPPED shows the L7 rules the proxy applied', () => {
+  it('Cilium\'s l7-policy.yaml: GET /private is dropped, and the rule it missed (GET /public) is printed', () => {
+    const scenario = tmpFile('app.yaml', `namespaces: [{name: default}]
+pods:
+  - {name: default/web, labels: {id: web-server}}
+  - {name: default/good, labels: {id: goodclient}}
+`);
+    // cilium/cilium examples/policies/getting-started/l7-policy.yaml, as published (no namespace: kubectl's default).
+    const policy = tmpFile('l7-policy.yaml', `apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "l7-rule"
+spec:
+  endpointSelector:
+    matchLabels:
+      id: web-server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        id: goodclient
+    toPorts:
+    - ports:
+      - port: '8181'
+        protocol: TCP
+      rules:
+        http:
+        - method: GET
+          path: "/public"
+`);
+    const args = ['trace', '--scenario', scenario, '-f', policy, '--from', 'default/good', '--to', 'default/web', '--port', '8181/TCP', '--http-path', '/private'];
+    const text = cli(...args);
+    expect(text.code, text.err).toBe(0);
+    expect(text.out).toContain('http proxy: DROPPED (no rule matches the request)\n  http rules for this peer and port: {"method":"GET","path":"/public"}\n');
+    const json = JSON.parse(cli(...args, '-o', 'json').out) as { sides: { l7?: { allowAll: boolean; rules: unknown[] } }[] };
+    expect(json.sides[1]!.l7).toMatchObject({ allowAll: false, rules: [{ method: 'GET', path: '/public' }] });
+  });
+});

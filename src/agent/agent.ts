@@ -272,6 +272,7 @@ export class Agent {
         this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream ended inside an object');
         this.markUnreadable(path);
       }
+      if (!this.config.exitAtEof) this.config.logger.warn({ stream: path }, 'watch stream ended: the agent keeps running on what it read, and no later change of these objects reaches it (restart the watch)');
       ended();
     });
     stream.on('error', (e: Error) => {

@@ -70,7 +70,7 @@ export function registerCluster(program: Command, io: Io): void {
     .addOption(new Option('--nodes <n>', 'number of agents (node-0 … node-(n-1))').default(2).argParser(whole('--nodes', 1)))
     .addOption(new Option('--kill-agent-every <k>', 'kill -9 one agent after every k events and restart it').argParser(whole('--kill-agent-every', 1)))
     .addOption(new Option('--restart-etcd-at <e>', 'stop etcd after e events, start it again halfway through the rest (with --etcd local)').argParser(whole('--restart-etcd-at', 0)))
-    .option('--json', 'one JSON object {nodes, events, identities, duplicates, disagreements, mapsVerified, allocationUs: {p50, p99}, eventsPerSec}')
+    .option('--json', 'one JSON object {nodes, events, identities, duplicates, disagreements, mapsVerified, entries, allocationUs: {p50, p99}, eventsPerSec}')
     .action((trace: string, opts: ClusterCliOptions) => {
       cluster(io, trace, opts).then(
         (code) => void (process.exitCode = code),

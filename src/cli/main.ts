@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { DistillCommand } from './command.js';
 import { createRequire } from 'node:module';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -74,7 +75,7 @@ function oneLineUsageErrors(cmd: Command): void {
 
 /** The program; each action passes its exit code to `done` (nothing here sets process.exitCode). */
 function buildProgram(io: CliIo, done: (exit: number) => void): Command {
-  const program = new Command();
+  const program = new DistillCommand();
   program
     .name('distill')
     .description('Network policy for the endpoints of one node: Kubernetes and Cilium semantics, explained.')

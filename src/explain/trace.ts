@@ -3,12 +3,13 @@ import { ClusterState, upsertExternal } from '../model/cluster.js';
 import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import type { L7Request } from '../model/l7.js';
 import { FlowProtocol, PROTOCOL_NUMBER } from '../model/ports.js';
-import { datapathLookup, LookupResult, policyKeyString } from '../model/policy-map.js';
+import { datapathLookup, LookupResult, maskedPortEnd, policyKeyString } from '../model/policy-map.js';
 import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import type { Engine } from '../engine/engine.js';
 import { decideFlow } from '../naive/evaluator.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
-import { labelsOfEngine, portRange, PROTOCOL_NAMES } from '../backend/record-json.js';
+import { l7Items, labelsOfEngine, portRange, PROTOCOL_NAMES } from '../backend/record-json.js';
+import { ANY_IDENTITY } from '../model/identity.js';
 import { formatOrigin, hubbleVerdict, portProto, renderMapRecords } from './format.js';
 
 /** A trace peer that names no endpoint and is no IP address (the message names the option). */
@@ -51,7 +52,8 @@ export interface SideReport {
   redirectedBy: string[];
   /** Rules behind the other allow entries the flow matches, which the matched entry shadows: the flow passes on them without `allowedBy`. */
   alsoAllowedBy: string[];
-  l7?: { parser: string; verdict: string; allowedBy: string[] };
+  /** `rules`: what the proxy applies to this peer on this port (the L7 table rows `maps dump` lists); `[]` with `allowAll`. */
+  l7?: { parser: string; verdict: string; allowedBy: string[]; allowAll: boolean; rules: unknown[] };
 }
 
 /**
@@ -111,8 +113,21 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
     alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit, oracle).map(formatOrigin) : [],
-    ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin) } } : {}),
+    ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin), ...proxyRules(engine, endpoint, d.direction, peerId, flow, hit) } } : {}),
   };
+}
+
+/** The L7 table rows the proxy behind `hit` applies to `peer` on `port` (its own and the any-peer row), as `maps dump` lists them. */
+function proxyRules(engine: Engine, endpoint: string, direction: string, peer: number, flow: Flow, hit: LookupResult | undefined): { allowAll: boolean; rules: unknown[] } {
+  const port = flow.port;
+  const covers = (from: number, to: number): boolean => port >= from && port <= to;
+  const rows = engine
+    .l7Table(endpoint)
+    .filter((r) => hit !== undefined && r.redirect.direction === direction && r.redirect.protocol === PROTOCOL_NUMBER[flow.protocol] && r.redirect.proxyPort === hit.entry.proxyPort && (r.peer === peer || r.peer === ANY_IDENTITY))
+    .filter((r) => covers(r.redirect.port, maskedPortEnd(r.redirect.port, r.redirect.portPrefixLen ?? 16)))
+    .filter((r) => r.portRange === undefined || covers(r.portRange.port, r.portRange.endPort));
+  const allowAll = rows.some((r) => r.policy.allowAll);
+  return { allowAll, rules: allowAll ? [] : rows.flatMap((r) => (r.policy.allowAll ? [] : l7Items(r.policy.rules))) };
 }
 
 /** The flow's verdict in Hubble's words: FORWARDED, DROPPED, or REDIRECTED to a proxy and its L7 verdict. */

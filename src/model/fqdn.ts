@@ -42,7 +42,7 @@ export function fqdnSyntaxError(field: 'matchName' | 'matchPattern', value: stri
   const chars = field === 'matchName' ? /^[-a-zA-Z0-9_.]+$/ : /^[-a-zA-Z0-9_.*]+$/;
   if (!chars.test(value) || value.includes('..') || value.startsWith('.')) {
     return field === 'matchName'
-      ? `"${value}" is not a valid DNS name (letters, digits, "-", "_", labels separated by single dots)`
+      ? `"${value}" is not a valid DNS name (letters, digits, "-", "_", labels separated by single dots)${value.includes('*') ? '; a wildcard is written in matchPattern' : ''}`
       : `"${value}" is not a valid DNS pattern (letters, digits, "-", "_", "*", labels separated by single dots)`;
   }
   const re = field === 'matchName' ? NAME_RE : PATTERN_RE;

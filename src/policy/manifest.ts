@@ -73,12 +73,22 @@ export function parseManifests(doc: unknown, source: string): Policy[] {
  * What `distill validate` and `-f` read: policies, `v1` Pods and Namespaces (checked for their names
  * and labels), in any document or List item of a multi-document file. Built-in kinds that carry no
  * policy (Deployment, Service, ...) are skipped with a warning in `skipped`; any other kind is refused.
- * Errors name the document's kind and name next to `file#N` where it has them.
+ * Errors name the document's kind and name next to `file#N` where it has them. With `errors`, a
+ * document (or List item) that is refused is added to it and left out, and the others are still read,
+ * as `kubectl apply -f` reports each object it cannot take; without it the first error is thrown.
  */
-export function readManifestFile(text: string, fileName: string): { policies: Policy[]; objects: CheckedObject[]; skipped: PolicyWarning[] } {
+export function readManifestFile(text: string, fileName: string, errors?: ManifestError[]): { policies: Policy[]; objects: CheckedObject[]; skipped: PolicyWarning[] } {
   const policies: Policy[] = [];
   const objects: CheckedObject[] = [];
   const skipped: PolicyWarning[] = [];
+  const each = (read: () => void): void => {
+    try {
+      read();
+    } catch (e) {
+      if (errors === undefined || !(e instanceof ManifestError)) throw e;
+      errors.push(e);
+    }
+  };
   const one = (doc: unknown, source: string): void => {
     const top = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>) : {};
     const label = documentLabel(source, top);
@@ -93,20 +103,19 @@ export function readManifestFile(text: string, fileName: string): { policies: Po
   };
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
-    if (!isList(value)) {
-      one(value, source);
-      continue;
-    }
-    if (value.kind !== 'List') {
-      policies.push(...parseManifests(value, source));
-      continue;
-    }
-    const r = new Reader(source);
-    const o = r.object(value, '', ['apiVersion', 'kind', 'metadata', 'items']);
-    if (r.string(o.apiVersion, 'apiVersion') !== 'v1') r.fail('apiVersion', `"${String(o.apiVersion)}" is not the apiVersion of List (expected v1)`);
-    (r.optArray(o.items, 'items') ?? []).forEach((item, i) => one(item, `${source}.items[${i}]`));
+    if (!isList(value)) each(() => one(value, source));
+    else if (value.kind !== 'List') each(() => policies.push(...parseManifests(value, source)));
+    else each(() => listItems(value, source).forEach((item, i) => each(() => one(item, `${source}.items[${i}]`))));
   }
   return { policies, objects, skipped };
+}
+
+/** The items of a `kind: List` (apiVersion v1). */
+function listItems(value: Record<string, unknown>, source: string): unknown[] {
+  const r = new Reader(source);
+  const o = r.object(value, '', ['apiVersion', 'kind', 'metadata', 'items']);
+  if (r.string(o.apiVersion, 'apiVersion') !== 'v1') r.fail('apiVersion', `"${String(o.apiVersion)}" is not the apiVersion of List (expected v1)`);
+  return r.optArray(o.items, 'items') ?? [];
 }
 
 /** `file#N (Kind namespace/name)`, or less where the document lacks them. */

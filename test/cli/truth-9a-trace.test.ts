@@ -58,7 +58,8 @@ function compare(f: CorpusFlow, t: Traced): string[] {
   if (f.oracle.allowed !== d.allowed || f.oracle.proxied !== d.proxied) bad.push(`${where}: reach ${d.allowed}/${d.proxied}, oracle ${f.oracle.allowed}/${f.oracle.proxied}`);
   if (!expectedVerdict(d, f.flow.request !== undefined).test(t.verdict)) bad.push(`${where}: trace says "${t.verdict}", reach decided allowed=${d.allowed} proxied=${d.proxied}`);
   const want = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined).map(sideOf);
-  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, ...rest }) => rest);
+  // `l7.allowAll`/`l7.rules` (the proxy's rules, 21u finding 1606) are the L7 table's, not a decision reach makes.
+  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, l7, ...rest }) => ({ ...rest, ...(l7 ? { l7: { parser: l7.parser, verdict: l7.verdict, allowedBy: l7.allowedBy } } : {}) }));
   if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${where}: sides differ\n  trace ${JSON.stringify(got)}\n  reach ${JSON.stringify(want)}`);
   for (const s of t.sides) {
     // A redirected side shows the entry that redirects; a side that passes under default deny has an entry.

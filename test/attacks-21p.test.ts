@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { parseManifestFile } from '../src/policy/manifest.js';
+import { loadYamlDocuments } from '../src/policy/yaml.js';
+import { parseScenario } from '../src/scenario/format.js';
+
+/*
+ * Round 21p (docs/attack-findings-21p.md): manifest, scenario and CLI inputs against kubectl's
+ * sigs.k8s.io/yaml, the API server and Cilium 1.19.
+ */
+
+const denyFrom = (labels: string): string => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  endpointSelector: {}
+  ingress: [{fromEntities: [all]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: ${labels}}]
+`;
+
+describe('1540. keys that sigs.k8s.io/yaml writes to one JSON key (1 and "1", true and "true") were read as the last one', () => {
+  // go-yaml v2 keys its map[interface{}]interface{} by type: int 1 and string "1" are two entries;
+  // sigs.k8s.io/yaml convertToJSONableObject (yaml.go) then writes both to strMap["1"] while ranging
+  // over the Go map, so the stored value is whichever Go's random order writes last ("Duplicate fields
+  // are case-sensitively ignored in an undefined order"). On cd44777 distill read the last written
+  // (a deny of 1=good where the cluster may hold a deny of 1=evil).
+  const refused: [string, string][] = [
+    ['a number key and its string', '{1: evil, "1": good}'],
+    ['a string key and its number', '{"1": evil, 1: good}'],
+    ['a !!str key and a number', '{1: evil, !!str 1: good}'],
+    ['a boolean key and its string', '{true: evil, "true": good}'],
+    ['a YAML 1.1 boolean (on) and "true"', '{on: evil, "true": good}'],
+  ];
+  for (const [name, labels] of refused) {
+    it(`refuses ${name}`, () => {
+      expect(() => parseManifestFile(denyFrom(labels), 'f')).toThrow(/are one key to kubectl, which keeps one of the two values at random/);
+    });
+  }
+
+  it('refuses the same through a merge key and through a merge list', () => {
+    expect(() => loadYamlDocuments(`a: &b {"1": evil}\nb: {<<: *b, 1: good}\n`, 'f')).toThrow(/one key to kubectl/);
+    expect(() => loadYamlDocuments(`a: &b {"1": evil}\nc: &c {1: good}\nb: {<<: [*b, *c]}\n`, 'f')).toThrow(/one key to kubectl/);
+  });
+
+  it('refuses it in a scenario file too (the same key check)', () => {
+    const text = 'namespaces: [{name: x, labels: {1: a, "1": b}}]\n';
+    expect(() => parseScenario(text, 's')).toThrow(/one key to kubectl/);
+  });
+
+  it('keeps reading keys of one type: a key once, a written key after a merge of the same key (go-yaml: the written one wins)', () => {
+    const [p] = parseManifestFile(denyFrom('{1: evil, "2": good}'), 'f');
+    expect(p!.rules.length).toBeGreaterThan(0);
+    expect(loadYamlDocuments(`a: &b {"1": evil}\nb: {<<: *b, "1": good}\n`, 'f')[0]!.value).toEqual({ a: { 1: 'evil' }, b: { 1: 'good' } });
+  });
+});

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseManifestFile } from '../src/policy/manifest.js';
 import { loadYamlDocuments } from '../src/policy/yaml.js';
 import { parseScenario } from '../src/scenario/format.js';
+import { cli, tmpDir, tmpFile } from './cli-helpers.js';
 
 /*
  * Round 21p (docs/attack-findings-21p.md): manifest, scenario and CLI inputs against kubectl's
@@ -51,5 +52,32 @@ describe('1540. keys that sigs.k8s.io/yaml writes to one JSON key (1 and "1", tr
     const [p] = parseManifestFile(denyFrom('{1: evil, "2": good}'), 'f');
     expect(p!.rules.length).toBeGreaterThan(0);
     expect(loadYamlDocuments(`a: &b {"1": evil}\nb: {<<: *b, "1": good}\n`, 'f')[0]!.value).toEqual({ a: { 1: 'evil' }, b: { 1: 'good' } });
+  });
+});
+
+describe('1541. verify said "agree on all" (and disagreements: 0) for a scenario it could not read', () => {
+  // On cd44777 the summary counted the file as a scenario and printed "engine and naive evaluator agree
+  // on all" on stdout, only the exit status (2) and stderr telling that nothing was verified.
+  const bad = 'namespaces: [{name: x}]\npods: [{name: x/a, labels: {-bad: x}}]\nsteps: [{probes: [{port: 80}]}]\n';
+  const good = 'namespaces: [{name: x}]\npods: [{name: x/a}, {name: x/b}]\nsteps: [{probes: [{port: 80}]}]\n';
+
+  it('the text line says how many were not read, and no longer "agree on all"', () => {
+    const dir = tmpDir();
+    const r = cli('verify', '--scenario', tmpFile('bad.yaml', bad, dir), '--scenario', tmpFile('good.yaml', good, dir));
+    expect(r.code).toBe(2);
+    expect(r.out).toBe('2 scenarios, 2 results, engine and naive evaluator agree on the scenarios read; 1 NOT READ (errors on stderr)\n');
+    expect(r.err).toMatch(/bad\.yaml.*labels/);
+  });
+
+  it('the JSON summary counts them in unread', () => {
+    const r = cli('verify', '--json', '--scenario', tmpFile('bad.yaml', bad));
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.out)).toEqual({ scenarios: 1, results: 0, disagreements: 0, unread: 1 });
+  });
+
+  it('still says "agree on all" when every scenario was read', () => {
+    const r = cli('verify', '--scenario', tmpFile('good.yaml', good));
+    expect(r.code).toBe(0);
+    expect(r.out).toBe('1 scenarios, 2 results, engine and naive evaluator agree on all\n');
   });
 });

@@ -180,6 +180,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
   let exit = 0;
   let total = 0;
   let disagreements = 0;
+  let unread = 0;
   let backend: MapBackend;
   try {
     backend = openBackend(opts);
@@ -195,6 +196,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
       naiveRun = runScenario(scenario, decideFlow);
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));
+      unread++;
       continue;
     }
     let fileDisagreements = 0;
@@ -213,10 +215,16 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
     if (fileDisagreements > 0) exit = Math.max(exit, EXIT_MISMATCH);
   }
   backend.close();
-  const summary = { scenarios: files.length, results: total, disagreements };
+  // A scenario that could not be read was not verified: never "agree on all" (attack finding 1541).
+  const summary = { scenarios: files.length, results: total, disagreements, unread };
   if (opts.output === 'yaml') io.out(stringifyYaml(summary));
-  else io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  else io.out(opts.json ? `${JSON.stringify(summary)}\n` : `${verifySummaryText(summary)}\n`);
   return exit;
+}
+
+function verifySummaryText(s: { scenarios: number; results: number; disagreements: number; unread: number }): string {
+  const verdict = s.disagreements > 0 ? `${s.disagreements} DISAGREEMENTS` : s.unread === 0 ? 'engine and naive evaluator agree on all' : 'engine and naive evaluator agree on the scenarios read';
+  return `${s.scenarios} scenarios, ${s.results} results, ${verdict}${s.unread > 0 ? `; ${s.unread} NOT READ (errors on stderr)` : ''}`;
 }
 
 interface DumpOptions extends BackendOptions {

@@ -81,3 +81,18 @@ describe('1541. verify said "agree on all" (and disagreements: 0) for a scenario
     expect(r.out).toBe('1 scenarios, 2 results, engine and naive evaluator agree on all\n');
   });
 });
+
+describe('1542. a scenario pod with an invalid serviceAccount was refused only if the engine ran', () => {
+  // Kubernetes ValidatePodSpec -> ValidateServiceAccountName (a DNS subdomain); the engine's event check
+  // (src/engine/validate.ts) refuses it, but on cd44777 the scenario reader took it, so a scenario whose
+  // probes never reached the engine (one pod: no pairs) exited 0.
+  it('refuses it when reading the scenario', () => {
+    const text = 'namespaces: [{name: x}]\npods: [{name: x/a, serviceAccount: "not,a,name"}]\nsteps: [{probes: [{port: 80}]}]\n';
+    expect(() => parseScenario(text, 's')).toThrow(/pods\[0\]\.serviceAccount: "not,a,name" is not a valid object name/);
+    expect(cli('reach', '--scenario', tmpFile('s.yaml', text)).code).toBe(2);
+  });
+
+  it('reads a valid one', () => {
+    expect(() => parseScenario('namespaces: [{name: x}]\npods: [{name: x/a, serviceAccount: build-bot.v2}]\n', 's')).not.toThrow();
+  });
+});

@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseManifestFile } from '../src/policy/manifest.js';
 import { loadYamlDocuments } from '../src/policy/yaml.js';
@@ -94,5 +96,42 @@ describe('1542. a scenario pod with an invalid serviceAccount was refused only i
 
   it('reads a valid one', () => {
     expect(() => parseScenario('namespaces: [{name: x}]\npods: [{name: x/a, serviceAccount: build-bot.v2}]\n', 's')).not.toThrow();
+  });
+});
+
+describe('1543. trace and plan applied nothing, silently, when -f read no object (stdin given twice, an empty folder)', () => {
+  // kubectl apply -f on an input without objects: "error: no objects passed to apply". On cd44777
+  // `trace --scenario - -f -` read the scenario from stdin and then an empty stdin for -f, and traced
+  // the flow without the piped policy (FORWARDED, exit 0); `plan -f EMPTYDIR` planned no change.
+  const scenario = 'namespaces: [{name: x}]\npods: [{name: x/a}, {name: x/b}]\nsteps: [{probes: [{port: 80}]}]\n';
+  const DENY = 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n';
+
+  it('refuses stdin given twice (trace, plan, validate; the built CLI, fed stdin)', () => {
+    const run = (args: string[], input: string) => spawnSync(process.execPath, [join(process.cwd(), 'dist/cli/main.js'), ...args], { encoding: 'utf8', input });
+    const s = tmpFile('s.yaml', scenario);
+    const trace = run(['trace', '--scenario', '-', '-f', '-', '--from', 'x/b', '--to', 'x/a', '--port', '80/TCP'], scenario);
+    expect(trace.status).toBe(2);
+    expect(trace.stderr).toMatch(/stdin\) is given 2 times/);
+    expect(run(['plan', '--scenario', s, '-f', '-', '-f', '-'], DENY).stderr).toMatch(/stdin\) is given 2 times/);
+    expect(run(['validate', '-', '-f', '-'], DENY).stderr).toMatch(/stdin\) is given 2 times/);
+  });
+
+  it('refuses -f inputs without an object', () => {
+    const dir = tmpDir();
+    const s = tmpFile('s.yaml', scenario, dir);
+    const empty = tmpFile('empty.yaml', '# nothing here\n', dir);
+    const plan = cli('plan', '--scenario', s, '-f', empty);
+    expect(plan.code).toBe(2);
+    expect(plan.err).toMatch(/no objects passed to apply/);
+    expect(cli('trace', '--scenario', s, '-f', empty, '--from', 'x/b', '--to', 'x/a', '--port', '80/TCP').err).toMatch(/no objects passed to apply/);
+  });
+
+  it('still applies an input with objects, also one with no policy (a Deployment: skipped with a warning)', () => {
+    const dir = tmpDir();
+    const s = tmpFile('s.yaml', scenario, dir);
+    const deploy = tmpFile('d.yaml', 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: x}\n', dir);
+    const r = cli('trace', '--scenario', s, '-f', deploy, '--from', 'x/b', '--to', 'x/a', '--port', '80/TCP');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/FORWARDED/);
   });
 });

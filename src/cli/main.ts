@@ -36,7 +36,7 @@ import { registerAgent } from './agent.js';
 import { registerCluster } from './cluster.js';
 import { registerTestbed } from './testbed.js';
 import { registerTestbedAgent } from './testbed-agent.js';
-import { collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText, readInputUtf8 } from './input.js';
+import { checkStdinOnce, collectFiles, DEFAULT_MAX_INPUT_BYTES, InputError, inputName, isYamlFile, parseByteSize, readInputText, readInputUtf8 } from './input.js';
 import { BAD_INPUT_ERRORS, CliEnv, isManifestFile, CliIo, Ctx, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISMATCH, intOption, readScenario, RegisterCommand, reportInputError, outputOption, OutputFormat, printData } from './common.js';
 import { registerTrace } from './trace.js';
 import { registerPlan } from './plan.js';
@@ -411,6 +411,7 @@ function validate(ctx: Ctx, paths: string[], format: OutputFormat = 'text'): num
   let files: string[];
   try {
     if (paths.length === 0) throw new InputError('validate: give manifest files, directories or - (stdin), as arguments or with -f');
+    checkStdinOnce(paths);
     files = collectFiles(paths, isManifestFile);
   } catch (e) {
     return reportInputError(io, e);

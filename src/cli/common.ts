@@ -82,12 +82,17 @@ export const isManifestFile = (f: string): boolean => /\.(ya?ml|json)$/.test(f);
 /** Policies of `-f FILE|DIR|-` (repeatable; directories recurse over .yaml/.yml/.json; `kind: List` and multi-document files). */
 export function readPolicies(ctx: Ctx, paths: readonly string[]): Policy[] {
   const policies: Policy[] = [];
+  let objects = 0;
   for (const file of collectFiles(paths, isManifestFile)) {
     const read = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
     if (read.objects.length > 0) ctx.io.err(`warning: ${inputName(file)}: ${read.objects.length} pods and namespaces ignored (only policies are applied)\n`);
     for (const w of read.skipped) ctx.io.err(`${formatWarning(w)}\n`);
     policies.push(...read.policies);
+    objects += read.policies.length + read.objects.length + read.skipped.length;
   }
+  // kubectl apply -f refuses an input without objects ("no objects passed to apply"): an empty pipe or
+  // folder is a mistake upstream, not a change of nothing (attack finding 1543).
+  if (paths.length > 0 && objects === 0) throw new InputError(`${paths.map(inputName).join(', ')}: no objects passed to apply (-f read no manifest), as kubectl refuses it`);
   return policies;
 }
 

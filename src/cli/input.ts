@@ -154,6 +154,15 @@ export function collectFiles(paths: readonly string[], wanted: (file: string) =>
   return files;
 }
 
+/**
+ * Stdin can be read once: a second `-` (also `--scenario -` with `-f -`) read nothing, so the manifests
+ * the user piped in were silently left out (attack finding 1543).
+ */
+export function checkStdinOnce(paths: readonly string[]): void {
+  const n = paths.filter((p) => p === '-').length;
+  if (n > 1) throw new InputError(`- (stdin) is given ${n} times: stdin can be read once; give the other inputs as files`);
+}
+
 /** How a path is named in messages: `-` is stdin. */
 export const inputName = (path: string): string => (path === '-' ? '<stdin>' : path);
 

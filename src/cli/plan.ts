@@ -4,7 +4,7 @@ import { POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { planChange, PlanPort, PlanResult, probePorts } from '../explain/plan.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, table } from './common.js';
 import { scenarioState } from '../scenario/run.js';
-import { InputError } from './input.js';
+import { checkStdinOnce, InputError } from './input.js';
 import { parsePortProto } from './trace.js';
 import { l7RowJson, labelsOfEngine, mapRecordJson } from '../backend/record-json.js';
 import { hubbleVerdict, portProto, shownInTable } from '../explain/format.js';
@@ -79,6 +79,7 @@ function planText(r: PlanResult, ports: readonly PlanPort[], wide: boolean): str
 function plan(ctx: Ctx, opts: PlanOptions): number {
   try {
     if (opts.filename.length === 0 && opts.delete.length === 0) throw new InputError('plan: give the change: -f MANIFEST (file, directory or -) and/or --delete KIND/NAMESPACE/NAME');
+    checkStdinOnce([opts.scenario, ...opts.filename]);
     const step = intOption(opts.step, '--step', 0);
     const scenario = readScenario(ctx, opts.scenario);
     const before = scenarioState(scenario, step);

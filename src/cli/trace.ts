@@ -6,7 +6,7 @@ import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { SideReport, traceFlow } from '../explain/trace.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError } from './common.js';
 import { scenarioEngine } from '../scenario/engine.js';
-import { InputError } from './input.js';
+import { checkStdinOnce, InputError } from './input.js';
 
 interface TraceOptions {
   scenario: string;
@@ -89,6 +89,7 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
   try {
     const { port, protocol } = parsePortProto(opts.port);
     const request = requestOf(opts);
+    checkStdinOnce([opts.scenario, ...opts.filename]);
     const step = intOption(opts.step, '--step', 0);
     const built = scenarioEngine(readScenario(ctx, opts.scenario), step);
     let state = built.state;

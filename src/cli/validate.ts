@@ -5,7 +5,7 @@ import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { parseScenario } from '../scenario/format.js';
 import { CliEnv, Ctx, isManifestFile, outputOption, OutputFormat, printData, reportInputError } from './common.js';
-import { collectFiles, InputError, inputName, readInputText } from './input.js';
+import { checkStdinOnce, collectFiles, InputError, inputName, readInputText } from './input.js';
 
 /** Every document of one file that `validate` refused. */
 class ManifestErrors extends Error {
@@ -61,6 +61,7 @@ function validate(ctx: Ctx, paths: string[], format: OutputFormat = 'text'): num
   let files: string[];
   try {
     if (paths.length === 0) throw new InputError('validate: give manifest files, directories or - (stdin), as arguments or with -f');
+    checkStdinOnce(paths);
     files = collectFiles(paths, isManifestFile);
   } catch (e) {
     return reportInputError(ctx.io, e);

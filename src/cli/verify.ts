@@ -34,6 +34,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
   let exit = 0;
   let total = 0;
   let disagreements = 0;
+  let unread = 0;
   for (const file of files) {
     let compared;
     try {
@@ -41,6 +42,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
       compared = compareRuns(runScenario(scenario, backendEngine(backend, scenarioEngineOptions(scenario)).decide), runScenario(scenario, decideFlow));
     } catch (e) {
       exit = Math.max(exit, reportInputError(io, e, file));
+      unread++;
       continue;
     }
     for (const d of compared.disagreements) printDisagreement(io, file, d, json);
@@ -49,10 +51,16 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
     if (compared.disagreements.length > 0) exit = Math.max(exit, EXIT_MISMATCH);
   }
   backend.close();
-  const summary = { scenarios: files.length, results: total, disagreements };
+  // A scenario that could not be read was not verified: never "agree on all" (attack finding 1541).
+  const summary = { scenarios: files.length, results: total, disagreements, unread };
   if (given.output === 'yaml') io.out(stringifyYaml(summary));
-  else io.out(json ? `${JSON.stringify(summary)}\n` : `${files.length} scenarios, ${total} results, ${disagreements === 0 ? 'engine and naive evaluator agree on all' : `${disagreements} DISAGREEMENTS`}\n`);
+  else io.out(json ? `${JSON.stringify(summary)}\n` : `${verifySummaryText(summary)}\n`);
   return exit;
+}
+
+function verifySummaryText(s: { scenarios: number; results: number; disagreements: number; unread: number }): string {
+  const verdict = s.disagreements > 0 ? `${s.disagreements} DISAGREEMENTS` : s.unread === 0 ? 'engine and naive evaluator agree on all' : 'engine and naive evaluator agree on the scenarios read';
+  return `${s.scenarios} scenarios, ${s.results} results, ${verdict}${s.unread > 0 ? `; ${s.unread} NOT READ (errors on stderr)` : ''}`;
 }
 
 export function registerVerify(program: Command, { ctx, done }: CliEnv): void {

@@ -164,9 +164,34 @@ function isMergeKey(key: unknown): boolean {
   return isScalar(key) && typeof key.value === 'symbol' && key.value.description === '<<';
 }
 
-/** A map key's identity, as the yaml package's `uniqueKeys` compares them (a scalar's value, else the node). */
-function keyOf(key: unknown): unknown {
-  return isScalar(key) ? key.value : key;
+/** A map key as sigs.k8s.io/yaml's JSON key (its text) and go-yaml's Go map key (the text and its type). */
+interface KeyId {
+  readonly text: unknown;
+  readonly type: string;
+}
+
+/**
+ * A map key's JSON text as `convertToJSONableObject` writes it (`1`, `"1"` and `!!str 1` are all "1";
+ * `true`, `on` and `"true"` all "true"), and the type go-yaml keys its Go map with. A list or map key
+ * is its node (checkKeyText refuses it).
+ */
+function keyOf(key: unknown): KeyId {
+  if (!isScalar(key)) return { text: key, type: 'node' };
+  const v = key.value;
+  return typeof v === 'number' || typeof v === 'boolean' ? { text: String(v), type: typeof v } : { text: v, type: typeof v };
+}
+
+/**
+ * Adds a key to a mapping's keys (text -> type). Two keys of one text and different types are two
+ * entries of go-yaml's Go map that `convertToJSONableObject` writes to one JSON key in Go's random map
+ * order: kubectl stores either value, the yaml package the last (attack finding 1540).
+ */
+function addKey(keys: Map<unknown, string>, k: KeyId, source: string): void {
+  const type = keys.get(k.text);
+  if (type !== undefined && type !== k.type) {
+    throw new ManifestError(source, '', `the keys ${JSON.stringify(String(k.text))} as ${type} and as ${k.type} are one key to kubectl, which keeps one of the two values at random (sigs.k8s.io/yaml writes both to the JSON key ${JSON.stringify(String(k.text))}): write the key once`);
+  }
+  keys.set(k.text, k.type);
 }
 
 /**
@@ -178,27 +203,27 @@ function keyOf(key: unknown): unknown {
  * manifest differently from kubectl (attack finding 876).
  */
 function checkYamlKeys(doc: Document.Parsed, source: string): void {
-  const memo = new Map<Node, Set<unknown>>();
+  const memo = new Map<Node, Map<unknown, string>>();
   visit(doc, {
     Map(_, map) {
       const own = new Set<unknown>(); // keys written in the mapping
-      const set = new Set<unknown>(); // and those merged so far
+      const set = new Map<unknown, string>(); // and those merged so far, text -> type
       for (const pair of map.items) {
         if (isMergeKey(pair.key)) {
           // go-yaml v2 `merge`: an alias must name a mapping ("map merge requires map or sequence of
           // maps as the value"); the yaml package also merges an alias of a list (finding 879).
           if (isAlias(pair.value) && !isMap(pair.value.resolve(doc))) throw new ManifestError(source, '', 'the merge key "<<" names an alias of a list or a scalar: kubectl\'s go-yaml merges only an alias of a mapping');
-          for (const k of mergedKeys(doc, pair.value as Node | null, memo)) {
-            if (set.has(k)) throw new ManifestError(source, '', `the merge key "<<" sets ${JSON.stringify(String(k))}, which the mapping already set before it: kubectl's go-yaml lets the merge win, the YAML merge spec the earlier key; put "<<" first`);
-            set.add(k);
+          for (const [text, type] of mergedKeys(doc, pair.value as Node | null, memo, source)) {
+            if (set.has(text)) throw new ManifestError(source, '', `the merge key "<<" sets ${JSON.stringify(String(text))}, which the mapping already set before it: kubectl's go-yaml lets the merge win, the YAML merge spec the earlier key; put "<<" first`);
+            set.set(text, type);
           }
           continue;
         }
+        checkKeyText(pair.key, isScalar(pair.key) ? pair.key.value : pair.key, source);
         const k = keyOf(pair.key);
-        checkKeyText(pair.key, k, source);
-        if (own.has(k)) throw new ManifestError(source, '', `invalid YAML: the key ${JSON.stringify(String(k))} appears twice in one mapping`);
-        own.add(k);
-        set.add(k);
+        if (own.has(k.text) && set.get(k.text) === k.type) throw new ManifestError(source, '', `invalid YAML: the key ${JSON.stringify(String(k.text))} appears twice in one mapping`);
+        addKey(set, k, source);
+        own.add(k.text);
       }
     },
   });
@@ -223,20 +248,20 @@ function checkKeyText(key: unknown, k: unknown, source: string): void {
  * The keys a merge value brings (aliases resolved; a merged mapping's own merges included). Memoized
  * per node, so `<<: [*a, *a, …]` nested many levels deep costs its size, not a power of it.
  */
-function mergedKeys(doc: Document.Parsed, value: Node | null, memo: Map<Node, Set<unknown>>, depth = 0): Set<unknown> {
+function mergedKeys(doc: Document.Parsed, value: Node | null, memo: Map<Node, Map<unknown, string>>, source: string, depth = 0): Map<unknown, string> {
   const target = isAlias(value) ? value.resolve(doc) : value;
-  if (!target) return new Set();
+  if (!target) return new Map();
   const known = memo.get(target);
   if (known) return known;
-  const out = new Set<unknown>();
+  const out = new Map<unknown, string>();
   memo.set(target, out);
   if (depth > 64) return out;
   const maps = isSeq(target) ? target.items.map((it) => (isAlias(it) ? it.resolve(doc) : it)) : [target];
   for (const m of maps) {
     if (!isMap(m)) continue;
     for (const pair of (m as YAMLMap).items) {
-      if (isMergeKey(pair.key)) for (const k of mergedKeys(doc, pair.value as Node | null, memo, depth + 1)) out.add(k);
-      else out.add(keyOf(pair.key));
+      if (isMergeKey(pair.key)) for (const [text, type] of mergedKeys(doc, pair.value as Node | null, memo, source, depth + 1)) addKey(out, { text, type }, source);
+      else addKey(out, keyOf(pair.key), source);
     }
   }
   return out;

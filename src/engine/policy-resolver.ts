@@ -130,25 +130,24 @@ type Attached = AttachedUnit | AttachedEnforcement;
 type Compiled = ReturnType<typeof compilePolicy>;
 
 /**
- * A stored policy. Its items are its compiled units then its enforcements, numbered `seq + i`
- * (or `seqs[i]` after an update kept some): the order they were registered in, which is the
- * order a subject group notifies them. Compiled once a subject group of it is active (a
- * ClusterNetworkPolicy's at upsert: its compilation reads the node table as it is then).
+ * A stored policy (one record per policy key, updated in place). Its items are its compiled
+ * units then its enforcements, numbered `seq + i` (or `seq[i]` after an update): the order they
+ * were registered in, which is the order a subject group notifies them. Compiled once a subject
+ * group of it is active (a ClusterNetworkPolicy's at upsert: its compilation reads the node
+ * table as it is then).
  */
 class PolicyRecord {
   /** Aligned with the items once compiled; null for an item whose subject group is pending. */
   attached: (Attached | null)[] | null = null;
 
   constructor(
-    readonly key: string,
-    readonly policy: Policy,
+    public policy: Policy,
     public compiled: Compiled | null,
-    private readonly seq: number,
-    private readonly seqs: readonly number[] | null,
+    public seq: number | readonly number[],
   ) {}
 
   seqOf(i: number): number {
-    return this.seqs === null ? this.seq + i : (this.seqs[i] as number);
+    return typeof this.seq === 'number' ? this.seq + i : (this.seq[i] as number);
   }
 }
 
@@ -166,7 +165,10 @@ const itemCount = (c: Compiled): number => c.units.length + c.enforcements.lengt
  * item of the subject is attached as it comes, and notified in that order.
  */
 class SubjectGroup implements SelectionListener {
-  readonly records = new Map<string, PolicyRecord>();
+  private static readonly SMALL = 16;
+  /** Its policies: an exact-size array while few (most groups; a Map per group cost ~60 bytes per policy), a Set past `SMALL`. */
+  private small: PolicyRecord[] | null = NO_RECORDS;
+  private big: Set<PolicyRecord> | null = null;
   /** Null while pending; in registration order (a new item's number is above every attached one's). */
   active: Set<Attached> | null = null;
 
@@ -181,7 +183,43 @@ class SubjectGroup implements SelectionListener {
   selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
     this.resolver.onGroupChange(this, added, removed);
   }
+
+  get records(): Iterable<PolicyRecord> {
+    return this.small ?? (this.big as Set<PolicyRecord>);
+  }
+
+  get size(): number {
+    return this.small !== null ? this.small.length : (this.big as Set<PolicyRecord>).size;
+  }
+
+  add(r: PolicyRecord): void {
+    const small = this.small;
+    if (small === null) {
+      (this.big as Set<PolicyRecord>).add(r);
+    } else if (!small.includes(r)) {
+      if (small.length >= SubjectGroup.SMALL) {
+        this.big = new Set(small).add(r);
+        this.small = null;
+        return;
+      }
+      const next = new Array<PolicyRecord>(small.length + 1);
+      for (let i = 0; i < small.length; i++) next[i] = small[i] as PolicyRecord;
+      next[small.length] = r;
+      this.small = next;
+    }
+  }
+
+  /** False when it was not there. */
+  delete(r: PolicyRecord): boolean {
+    if (this.small === null) return (this.big as Set<PolicyRecord>).delete(r);
+    const i = this.small.indexOf(r);
+    if (i < 0) return false;
+    this.small.splice(i, 1);
+    return true;
+  }
 }
+
+const NO_RECORDS: PolicyRecord[] = [];
 
 /** The targets of every share whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
@@ -251,12 +289,13 @@ export class PolicyResolver implements NamedPortListener {
   upsertPolicy(policy: Policy, key: string = policyRefKey(policy.ref)): void {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
     const old = this.policies.get(key);
-    const rec = old ? this.replaced(old, policy) : this.fresh(key, policy);
-    this.policies.set(key, rec);
+    const oldPolicy = old?.policy;
+    const rec = old ? this.replace(old, policy) : this.fresh(policy);
+    if (!old) this.policies.set(key, rec);
     let active = false;
     for (const sel of this.subjectsOf(rec)) {
       const g = this.groupOf(sel);
-      g.records.set(key, rec);
+      g.add(rec);
       if (g.active !== null) active = true;
     }
     if (active) {
@@ -267,16 +306,16 @@ export class PolicyResolver implements NamedPortListener {
         if (g.active !== null && (rec.attached as (Attached | null)[])[i] === null) this.notifyNew(g, this.attach(rec, i, g));
       }
     }
-    if (this.ctx.undoLog !== null) this.undoUpsert(key, old);
+    if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy);
   }
 
   /** A new policy's record: a ClusterNetworkPolicy's compiled now (it reads the node table as it is). */
-  private fresh(key: string, policy: Policy): PolicyRecord {
+  private fresh(policy: Policy): PolicyRecord {
     const compiled = policy.tiered ? compilePolicy(policy, this.ctx.nodeCover) : null;
     const seq = this.nextSeq;
     // Numbers for every item it may compile to (at most two units per rule).
     this.nextSeq += compiled ? itemCount(compiled) : 2 * policy.rules.length + policy.enforcements.length;
-    const rec = new PolicyRecord(key, policy, compiled, seq, null);
+    const rec = new PolicyRecord(policy, compiled, seq);
     if (compiled) rec.attached = new Array<Attached | null>(itemCount(compiled)).fill(null);
     return rec;
   }
@@ -291,7 +330,7 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** The distinct subjects of the record's items, in item order. */
-  private subjectsOf(rec: PolicyRecord): IdentitySelector[] {
+  private subjectsOf(rec: PolicyRecord): readonly IdentitySelector[] {
     const c = rec.compiled;
     if (c === null) return policySubjects(rec.policy);
     const out: IdentitySelector[] = [];
@@ -303,11 +342,11 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /**
-   * An updated policy's record. Items of equal uid keep their number and attached state (an
+   * Updates a policy's record. Items of equal uid keep their number and attached state (an
    * unchanged rule keeps its work); the others are detached, and the record leaves the groups it
    * keeps no item in (a group left empty goes) before the new items join theirs.
    */
-  private replaced(old: PolicyRecord, policy: Policy): PolicyRecord {
+  private replace(old: PolicyRecord, policy: Policy): PolicyRecord {
     const was = this.compiled(old);
     const now = compilePolicy(policy, this.ctx.nodeCover);
     const oldAt = new Map<string, number>();
@@ -333,22 +372,24 @@ export class PolicyResolver implements NamedPortListener {
       if (kept.has(j)) keptSubjects.add(itemOf(was, j).subject.key);
       else this.detach(old, j);
     }
-    for (const sel of this.subjectsOf(old)) if (!keptSubjects.has(sel.key)) this.leaveGroup(sel.key, old.key);
-    const rec = new PolicyRecord(old.key, policy, { units, enforcements }, 0, seqs);
-    rec.attached = attached;
-    return rec;
+    for (const sel of this.subjectsOf(old)) if (!keptSubjects.has(sel.key)) this.leaveGroup(sel.key, old);
+    old.policy = policy;
+    old.compiled = { units, enforcements };
+    old.seq = seqs;
+    old.attached = attached;
+    return old;
   }
 
   /** Apart: a closure in `upsertPolicy` would allocate its context on every call, undo log or not (a cold start has none). */
-  private undoUpsert(key: string, old: PolicyRecord | undefined): void {
-    this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
+  private undoUpsert(key: string, old: Policy | undefined): void {
+    this.ctx.onUndo(() => (old ? this.upsertPolicy(old) : this.deletePolicy(key)));
   }
 
   deletePolicy(key: string): void {
     const rec = this.policies.get(key);
     if (!rec) throw new Error(`internal: policy ${key} vanished`);
     if (rec.compiled !== null) for (let i = 0; i < itemCount(rec.compiled); i++) this.detach(rec, i);
-    for (const sel of this.subjectsOf(rec)) this.leaveGroup(sel.key, key);
+    for (const sel of this.subjectsOf(rec)) this.leaveGroup(sel.key, rec);
     this.policies.delete(key);
     this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
   }
@@ -467,9 +508,9 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   /** The record leaves the group of `key` (if it is still in it); a group left empty goes. */
-  private leaveGroup(key: string, policyKey: string): void {
+  private leaveGroup(key: string, rec: PolicyRecord): void {
     const g = this.groups.get(key);
-    if (g === undefined || !g.records.delete(policyKey) || g.records.size > 0) return;
+    if (g === undefined || !g.delete(rec) || g.size > 0) return;
     this.subjectCache.unregister(g.cs, g);
     this.groups.delete(key);
   }
@@ -489,7 +530,7 @@ export class PolicyResolver implements NamedPortListener {
   /** Attaches every item of the group's subject, in registration order. Builds objects only: nothing here can fail. */
   private activate(g: SubjectGroup): void {
     const todo: { seq: number; rec: PolicyRecord; i: number }[] = [];
-    for (const rec of g.records.values()) {
+    for (const rec of g.records) {
       const c = this.compiled(rec);
       for (let i = 0; i < itemCount(c); i++) if (itemOf(c, i).subject.key === g.key) todo.push({ seq: rec.seqOf(i), rec, i });
     }
@@ -534,7 +575,7 @@ export class PolicyResolver implements NamedPortListener {
   /** The origins of the rules registered under a group's subject (explain.ts `selectors`; compiles pending policies without keeping them). */
   groupOrigins(g: SubjectGroup): RuleOrigin[] {
     const out: RuleOrigin[] = [];
-    for (const rec of g.records.values()) {
+    for (const rec of g.records) {
       const c = rec.compiled ?? compilePolicy(rec.policy, this.ctx.nodeCover);
       for (let i = 0; i < itemCount(c); i++) if (itemOf(c, i).subject.key === g.key) out.push(itemOf(c, i).origin);
     }

@@ -237,18 +237,40 @@ export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedN
  * the order its units and then its enforcements first name them, without building the units: the
  * resolver registers a policy under its subjects and compiles it once one selects a local identity.
  */
-export function policySubjects(policy: Policy): IdentitySelector[] {
-  const out: IdentitySelector[] = [];
-  const add = (s: IdentitySelector): void => {
-    for (let i = 0; i < out.length; i++) if ((out[i] as IdentitySelector).key === s.key) return;
-    out.push(s);
-  };
+export function policySubjects(policy: Policy): readonly IdentitySelector[] {
+  let first: IdentitySelector | undefined;
+  let more = false;
   for (let i = 0; i < policy.rules.length; i++) {
     const rule = policy.rules[i] as PolicyRule;
-    if (hasUnits(rule)) add(labelsSelector(rule.subject));
+    if (!hasUnits(rule)) continue;
+    const s = labelsSelector(rule.subject);
+    if (first === undefined) first = s;
+    else if (s.key !== first.key) more = true;
   }
-  for (let i = 0; i < policy.enforcements.length; i++) add(labelsSelector((policy.enforcements[i] as Policy['enforcements'][number]).subject));
+  for (let i = 0; i < policy.enforcements.length; i++) {
+    const s = labelsSelector((policy.enforcements[i] as Policy['enforcements'][number]).subject);
+    if (first === undefined) first = s;
+    else if (s.key !== first.key) more = true;
+  }
+  if (first === undefined) return [];
+  if (!more) return oneSubject(first);
+  const out: IdentitySelector[] = [];
+  for (const rule of policy.rules) if (hasUnits(rule)) addSubject(out, labelsSelector(rule.subject));
+  for (const e of policy.enforcements) addSubject(out, labelsSelector(e.subject));
   return out;
+}
+
+/** One-subject lists, one per selector: most policies have a single subject, and a list per upsert was garbage. */
+const ONE_SUBJECT = new WeakMap<IdentitySelector, readonly IdentitySelector[]>();
+
+function oneSubject(s: IdentitySelector): readonly IdentitySelector[] {
+  let list = ONE_SUBJECT.get(s);
+  if (list === undefined) ONE_SUBJECT.set(s, (list = Object.freeze([s])));
+  return list;
+}
+
+function addSubject(out: IdentitySelector[], s: IdentitySelector): void {
+  if (!out.some((x) => x.key === s.key)) out.push(s);
 }
 
 /** An enforcement unit whose uid (direction and subject) is built on first use, as a NetworkPolicy unit's. */

@@ -292,18 +292,22 @@ export class PolicyResolver implements NamedPortListener {
     const oldPolicy = old?.policy;
     const rec = old ? this.replace(old, policy) : this.fresh(policy);
     if (!old) this.policies.set(key, rec);
+    const subjects = this.subjectsOf(rec);
     let active = false;
-    for (const sel of this.subjectsOf(rec)) {
-      const g = this.groupOf(sel);
+    let g: SubjectGroup | undefined;
+    for (let k = 0; k < subjects.length; k++) {
+      g = this.groupOf(subjects[k] as IdentitySelector);
       g.add(rec);
       if (g.active !== null) active = true;
     }
     if (active) {
       // In item order, as they were registered: the order their groups notify them in.
       const c = this.compiled(rec);
-      for (let i = 0; i < itemCount(c); i++) {
-        const g = this.groups.get(itemOf(c, i).subject.key) as SubjectGroup;
-        if (g.active !== null && (rec.attached as (Attached | null)[])[i] === null) this.notifyNew(g, this.attach(rec, i, g));
+      const attached = rec.attached as (Attached | null)[];
+      const only = subjects.length === 1 ? g : undefined;
+      for (let i = 0; i < attached.length; i++) {
+        const gi = only ?? (this.groups.get(itemOf(c, i).subject.key) as SubjectGroup);
+        if (gi.active !== null && attached[i] === null) this.notifyNew(gi, this.attach(rec, i, gi));
       }
     }
     if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy);
@@ -332,7 +336,7 @@ export class PolicyResolver implements NamedPortListener {
   /** The distinct subjects of the record's items, in item order. */
   private subjectsOf(rec: PolicyRecord): readonly IdentitySelector[] {
     const c = rec.compiled;
-    if (c === null) return policySubjects(rec.policy);
+    if (c === null || !rec.policy.tiered) return policySubjects(rec.policy);
     const out: IdentitySelector[] = [];
     for (let i = 0; i < itemCount(c); i++) {
       const sel = itemOf(c, i).subject;

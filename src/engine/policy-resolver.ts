@@ -6,8 +6,8 @@ import type { EngineContext } from './context.js';
 import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, LOCALHOST_ALLOW, unitContribution } from './contribution.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { NamedPortListener } from './named-ports.js';
-import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, PortKey, portKeys, RuleUnit, shareKey } from './rule-units.js';
-import type { CachedSelector, SelectionListener, SelectorCache } from './selector-cache.js';
+import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, policySubjects, PortKey, portKeys, RuleUnit, shareKey } from './rule-units.js';
+import type { CachedSelector, IdentitySelector, SelectionListener, SelectorCache } from './selector-cache.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
 
@@ -19,16 +19,15 @@ interface AttachedClause {
 }
 
 /**
- * A rule unit of a stored policy, wired to the selector caches. It is its own subject listener
- * (no listener object per unit): most units are attached and never adopted.
+ * A rule unit of a stored policy, wired to the selector caches: built when its subject group
+ * first selects a local identity (`SubjectGroup`), as most units never are.
  */
-export class AttachedUnit implements SelectionListener {
+export class AttachedUnit {
   subject: CachedSelector | null = null;
   /** Joined when some local identity first adopts the unit (most never are), and kept until it is detached. */
   share: UnitShare | null = null;
 
   constructor(
-    private readonly resolver: PolicyResolver,
     readonly unit: RuleUnit,
     /** Its number (contribution labels). */
     readonly n: number,
@@ -41,10 +40,6 @@ export class AttachedUnit implements SelectionListener {
 
   get origin(): RuleOrigin {
     return this.unit.origin;
-  }
-
-  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onSubjectChange(this, added, removed);
   }
 }
 
@@ -111,34 +106,120 @@ function clausesOf(unit: RuleUnit, n: number, share: UnitShare): AttachedClause[
   });
 }
 
-/** The origins of the units a peer selector's listener stands for when it is a share's, else null (explain.ts `selectors`). */
+/**
+ * The origins of the rules a selector's listener stands for when it is a share's or a subject
+ * group's, else null (explain.ts `selectors`).
+ */
 export function sharedListenerOrigins(l: SelectionListener): RuleOrigin[] | null {
-  return l instanceof PeerListener ? l.share.origins() : null;
+  if (l instanceof PeerListener) return l.share.origins();
+  return l instanceof SubjectGroup ? l.resolver.groupOrigins(l) : null;
 }
 
-/** An enforcement unit (a policy making a direction default-deny for its subject), wired to the subject cache as its own listener. */
-export class AttachedEnforcement implements SelectionListener {
+/** An enforcement unit (a policy making a direction default-deny for its subject), built when its subject group first selects a local identity. */
+export class AttachedEnforcement {
   subject: CachedSelector | null = null;
 
-  constructor(
-    private readonly resolver: PolicyResolver,
-    readonly unit: EnforcementUnit,
-  ) {}
+  constructor(readonly unit: EnforcementUnit) {}
 
   get origin(): RuleOrigin {
     return this.unit.origin;
   }
+}
 
-  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onEnforcementChange(this, added, removed);
+type Attached = AttachedUnit | AttachedEnforcement;
+type Compiled = ReturnType<typeof compilePolicy>;
+
+/**
+ * A stored policy (one record per policy key, updated in place). Its items are its compiled
+ * units then its enforcements, numbered `seq + i` (or `seq[i]` after an update): the order they
+ * were registered in, which is the order a subject group notifies them. Compiled once a subject
+ * group of it is active (a ClusterNetworkPolicy's at upsert: its compilation reads the node
+ * table as it is then).
+ */
+class PolicyRecord {
+  /** Aligned with the items once compiled; null for an item whose subject group is pending. */
+  attached: (Attached | null)[] | null = null;
+
+  constructor(
+    public policy: Policy,
+    public compiled: Compiled | null,
+    public seq: number | readonly number[],
+  ) {}
+
+  seqOf(i: number): number {
+    return typeof this.seq === 'number' ? this.seq + i : (this.seq[i] as number);
   }
 }
 
-/** One array for a policy's units and enforcements (most policies have one of each): Maps keyed by uid would cost ~200 bytes each. */
-interface PolicyRecord {
-  readonly policy: Policy;
-  readonly attached: readonly (AttachedUnit | AttachedEnforcement)[];
+/** Item `i` of a compiled policy: its units, then its enforcements. */
+function itemOf(c: Compiled, i: number): RuleUnit | EnforcementUnit {
+  return (i < c.units.length ? c.units[i] : c.enforcements[i - c.units.length]) as RuleUnit | EnforcementUnit;
 }
+
+const itemCount = (c: Compiled): number => c.units.length + c.enforcements.length;
+
+/**
+ * The stored policies with units or enforcements of one subject (by selector key), registered in
+ * the subject cache as one listener. Pending until the subject first selects a local identity:
+ * then (active) each item gets its attached state, in registration order, and from then on every
+ * item of the subject is attached as it comes, and notified in that order.
+ */
+class SubjectGroup implements SelectionListener {
+  private static readonly SMALL = 16;
+  /** Its policies: an exact-size array while few (most groups; a Map per group cost ~60 bytes per policy), a Set past `SMALL`. */
+  private small: PolicyRecord[] | null = NO_RECORDS;
+  private big: Set<PolicyRecord> | null = null;
+  /** Null while pending; in registration order (a new item's number is above every attached one's). */
+  active: Set<Attached> | null = null;
+
+  /** Set right after construction (the cache registers the group as its listener). */
+  cs!: CachedSelector;
+
+  constructor(
+    readonly resolver: PolicyResolver,
+    readonly key: string,
+  ) {}
+
+  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    this.resolver.onGroupChange(this, added, removed);
+  }
+
+  get records(): Iterable<PolicyRecord> {
+    return this.small ?? (this.big as Set<PolicyRecord>);
+  }
+
+  get size(): number {
+    return this.small !== null ? this.small.length : (this.big as Set<PolicyRecord>).size;
+  }
+
+  add(r: PolicyRecord): void {
+    const small = this.small;
+    if (small === null) {
+      (this.big as Set<PolicyRecord>).add(r);
+    } else if (!small.includes(r)) {
+      if (small.length >= SubjectGroup.SMALL) {
+        this.big = new Set(small).add(r);
+        this.small = null;
+        return;
+      }
+      const next = new Array<PolicyRecord>(small.length + 1);
+      for (let i = 0; i < small.length; i++) next[i] = small[i] as PolicyRecord;
+      next[small.length] = r;
+      this.small = next;
+    }
+  }
+
+  /** False when it was not there. */
+  delete(r: PolicyRecord): boolean {
+    if (this.small === null) return (this.big as Set<PolicyRecord>).delete(r);
+    const i = this.small.indexOf(r);
+    if (i < 0) return false;
+    this.small.splice(i, 1);
+    return true;
+  }
+}
+
+const NO_RECORDS: PolicyRecord[] = [];
 
 /** The targets of every share whose peers are not registered; never written. */
 const NO_TARGETS: Map<IdentityId, number> = new Map();
@@ -174,6 +255,10 @@ class PeerListener implements SelectionListener {
  */
 export class PolicyResolver implements NamedPortListener {
   private readonly policies = new TombstoneMap<string, PolicyRecord>();
+  /** Subject groups by selector key. */
+  private readonly groups = new Map<string, SubjectGroup>();
+  /** The next item number (`PolicyRecord.seqOf`). */
+  private nextSeq = 0;
   /** Named-port-on-egress shares by port name: a peer's named ports changing touches only these. */
   private readonly namedEgressUnits = new Map<string, Set<UnitShare>>();
   /** Shares of equal units by `shareKey`. */
@@ -196,44 +281,119 @@ export class PolicyResolver implements NamedPortListener {
 
   // ---------------------------------------------------------------- policies
 
-  /** `key` is `policyRefKey(policy.ref)` (flat); not interned: unique per policy, and interning costs ~7x more. */
+  /**
+   * `key` is `policyRefKey(policy.ref)` (flat); not interned: unique per policy, and interning costs ~7x more.
+   * A NetworkPolicy-tier policy is compiled only once one of its subject groups is active: until
+   * then it is one record and one entry per distinct subject (compiling cannot fail: validation did).
+   */
   upsertPolicy(policy: Policy, key: string = policyRefKey(policy.ref)): void {
+    if (this.ctx.faultHook) this.ctx.fault('attachUnit');
     const old = this.policies.get(key);
-    const compiled = compilePolicy(policy, this.ctx.nodeCover);
-    let kept: Map<string, AttachedUnit | AttachedEnforcement> | undefined;
-    if (old) {
-      // Uids are distinct within a compiled policy (units and enforcements apart), and only computed when there is an old version.
-      const keepUnits = new Set(compiled.units.map((u) => u.uid));
-      const keepEnf = new Set(compiled.enforcements.map((u) => u.uid));
-      kept = new Map();
-      for (const a of old.attached) {
-        const isUnit = a instanceof AttachedUnit;
-        if ((isUnit ? keepUnits : keepEnf).has(a.unit.uid)) kept.set(`${isUnit ? 'u' : 'e'}${a.unit.uid}`, a);
-        else if (isUnit) this.detachUnit(a);
-        else this.detachEnforcement(a);
+    const oldPolicy = old?.policy;
+    const rec = old ? this.replace(old, policy) : this.fresh(policy);
+    if (!old) this.policies.set(key, rec);
+    const subjects = this.subjectsOf(rec);
+    let active = false;
+    let g: SubjectGroup | undefined;
+    for (let k = 0; k < subjects.length; k++) {
+      g = this.groupOf(subjects[k] as IdentitySelector);
+      g.add(rec);
+      if (g.active !== null) active = true;
+    }
+    if (active) {
+      // In item order, as they were registered: the order their groups notify them in.
+      const c = this.compiled(rec);
+      const attached = rec.attached as (Attached | null)[];
+      const only = subjects.length === 1 ? g : undefined;
+      for (let i = 0; i < attached.length; i++) {
+        const gi = only ?? (this.groups.get(itemOf(c, i).subject.key) as SubjectGroup);
+        if (gi.active !== null && attached[i] === null) this.notifyNew(gi, this.attach(rec, i, gi));
       }
     }
-    // Exactly sized: an array grown by push keeps room for 16 more (136 bytes).
-    const { units: us, enforcements: es } = compiled;
-    const attached = new Array<AttachedUnit | AttachedEnforcement>(us.length + es.length);
-    for (let i = 0; i < us.length; i++) attached[i] = kept?.get(`u${us[i]!.uid}`) ?? this.attachUnit(us[i]!);
-    for (let i = 0; i < es.length; i++) attached[us.length + i] = kept?.get(`e${es[i]!.uid}`) ?? this.attachEnforcement(es[i]!);
-    this.policies.set(key, { policy, attached });
-    if (this.ctx.undoLog !== null) this.undoUpsert(key, old);
+    if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy);
+  }
+
+  /** A new policy's record: a ClusterNetworkPolicy's compiled now (it reads the node table as it is). */
+  private fresh(policy: Policy): PolicyRecord {
+    const compiled = policy.tiered ? compilePolicy(policy, this.ctx.nodeCover) : null;
+    const seq = this.nextSeq;
+    // Numbers for every item it may compile to (at most two units per rule).
+    this.nextSeq += compiled ? itemCount(compiled) : 2 * policy.rules.length + policy.enforcements.length;
+    const rec = new PolicyRecord(policy, compiled, seq);
+    if (compiled) rec.attached = new Array<Attached | null>(itemCount(compiled)).fill(null);
+    return rec;
+  }
+
+  /** The record's compiled items, compiling a NetworkPolicy-tier policy on first use (pure: it reads nothing but the policy). */
+  private compiled(rec: PolicyRecord): Compiled {
+    if (rec.compiled === null) {
+      rec.compiled = compilePolicy(rec.policy, this.ctx.nodeCover);
+      rec.attached = new Array<Attached | null>(itemCount(rec.compiled)).fill(null);
+    }
+    return rec.compiled;
+  }
+
+  /** The distinct subjects of the record's items, in item order. */
+  private subjectsOf(rec: PolicyRecord): readonly IdentitySelector[] {
+    const c = rec.compiled;
+    if (c === null || !rec.policy.tiered) return policySubjects(rec.policy);
+    const out: IdentitySelector[] = [];
+    for (let i = 0; i < itemCount(c); i++) {
+      const sel = itemOf(c, i).subject;
+      if (!out.some((x) => x.key === sel.key)) out.push(sel);
+    }
+    return out;
+  }
+
+  /**
+   * Updates a policy's record. Items of equal uid keep their number and attached state (an
+   * unchanged rule keeps its work); the others are detached, and the record leaves the groups it
+   * keeps no item in (a group left empty goes) before the new items join theirs.
+   */
+  private replace(old: PolicyRecord, policy: Policy): PolicyRecord {
+    const was = this.compiled(old);
+    const now = compilePolicy(policy, this.ctx.nodeCover);
+    const oldAt = new Map<string, number>();
+    for (let j = 0; j < itemCount(was); j++) oldAt.set(`${j < was.units.length ? 'u' : 'e'}${itemOf(was, j).uid}`, j);
+    const seqs = new Array<number>(itemCount(now));
+    const attached = new Array<Attached | null>(itemCount(now)).fill(null);
+    const kept = new Set<number>();
+    const units: RuleUnit[] = [];
+    const enforcements: EnforcementUnit[] = [];
+    for (let i = 0; i < itemCount(now); i++) {
+      const isUnit = i < now.units.length;
+      const j = oldAt.get(`${isUnit ? 'u' : 'e'}${itemOf(now, i).uid}`);
+      if (j !== undefined) kept.add(j);
+      // A kept item is the old one (its attached state holds it).
+      const item = j === undefined ? itemOf(now, i) : itemOf(was, j);
+      if (isUnit) units.push(item as RuleUnit);
+      else enforcements.push(item as EnforcementUnit);
+      seqs[i] = j === undefined ? this.nextSeq++ : old.seqOf(j);
+      attached[i] = j === undefined ? null : ((old.attached as (Attached | null)[])[j] as Attached | null);
+    }
+    const keptSubjects = new Set<string>();
+    for (let j = 0; j < itemCount(was); j++) {
+      if (kept.has(j)) keptSubjects.add(itemOf(was, j).subject.key);
+      else this.detach(old, j);
+    }
+    for (const sel of this.subjectsOf(old)) if (!keptSubjects.has(sel.key)) this.leaveGroup(sel.key, old);
+    old.policy = policy;
+    old.compiled = { units, enforcements };
+    old.seq = seqs;
+    old.attached = attached;
+    return old;
   }
 
   /** Apart: a closure in `upsertPolicy` would allocate its context on every call, undo log or not (a cold start has none). */
-  private undoUpsert(key: string, old: PolicyRecord | undefined): void {
-    this.ctx.onUndo(() => (old ? this.upsertPolicy(old.policy) : this.deletePolicy(key)));
+  private undoUpsert(key: string, old: Policy | undefined): void {
+    this.ctx.onUndo(() => (old ? this.upsertPolicy(old) : this.deletePolicy(key)));
   }
 
   deletePolicy(key: string): void {
     const rec = this.policies.get(key);
     if (!rec) throw new Error(`internal: policy ${key} vanished`);
-    for (const a of rec.attached) {
-      if (a instanceof AttachedUnit) this.detachUnit(a);
-      else this.detachEnforcement(a);
-    }
+    if (rec.compiled !== null) for (let i = 0; i < itemCount(rec.compiled); i++) this.detach(rec, i);
+    for (const sel of this.subjectsOf(rec)) this.leaveGroup(sel.key, rec);
     this.policies.delete(key);
     this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
   }
@@ -337,21 +497,93 @@ export class PolicyResolver implements NamedPortListener {
 
   // ---------------------------------------------------------------- rule units
 
-  private attachUnit(unit: RuleUnit): AttachedUnit {
-    if (this.ctx.faultHook) this.ctx.fault('attachUnit');
-    const a = new AttachedUnit(this, unit, this.nextUnit++);
-    a.subject = this.subjectCache.register(unit.subject, a);
-    // No array for the (many) units that select no local identity.
-    if (a.subject.selected.size > 0) this.onSubjectChange(a, [...a.subject.selected], []);
+  // ---------------------------------------------------------------- subject groups
+
+  /** The group of a subject, registered in the subject cache when new (active at once when it selects a local identity). */
+  private groupOf(sel: IdentitySelector): SubjectGroup {
+    let g = this.groups.get(sel.key);
+    if (g === undefined) {
+      g = new SubjectGroup(this, sel.key);
+      this.groups.set(sel.key, g);
+      g.cs = this.subjectCache.register(sel, g);
+      if (g.cs.selected.size > 0) g.active = new Set();
+    }
+    return g;
+  }
+
+  /** The record leaves the group of `key` (if it is still in it); a group left empty goes. */
+  private leaveGroup(key: string, rec: PolicyRecord): void {
+    const g = this.groups.get(key);
+    if (g === undefined || !g.delete(rec) || g.size > 0) return;
+    this.subjectCache.unregister(g.cs, g);
+    this.groups.delete(key);
+  }
+
+  /** Local identities entering or leaving a group's subject selection: the first one activates it. */
+  onGroupChange(g: SubjectGroup, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
+    if (g.active === null) {
+      if (added.length === 0) return;
+      this.activate(g);
+    }
+    for (const a of [...(g.active as Set<Attached>)]) {
+      if (a instanceof AttachedUnit) this.onSubjectChange(a, added, removed);
+      else this.onEnforcementChange(a, added, removed);
+    }
+  }
+
+  /** Attaches every item of the group's subject, in registration order. Builds objects only: nothing here can fail. */
+  private activate(g: SubjectGroup): void {
+    const todo: { seq: number; rec: PolicyRecord; i: number }[] = [];
+    for (const rec of g.records) {
+      const c = this.compiled(rec);
+      for (let i = 0; i < itemCount(c); i++) if (itemOf(c, i).subject.key === g.key) todo.push({ seq: rec.seqOf(i), rec, i });
+    }
+    todo.sort((x, y) => x.seq - y.seq);
+    g.active = new Set();
+    for (const t of todo) this.attach(t.rec, t.i, g);
+  }
+
+  /** Item `i`'s attached state, in its (active) group. */
+  private attach(rec: PolicyRecord, i: number, g: SubjectGroup): Attached {
+    const c = rec.compiled as Compiled;
+    const a = i < c.units.length ? new AttachedUnit(c.units[i] as RuleUnit, this.nextUnit++) : new AttachedEnforcement(c.enforcements[i - c.units.length] as EnforcementUnit);
+    a.subject = g.cs;
+    (rec.attached as (Attached | null)[])[i] = a;
+    (g.active as Set<Attached>).add(a);
     return a;
   }
 
-  private detachUnit(a: AttachedUnit): void {
+  /** An item attached to an active group adopts the identities its subject selects now. */
+  private notifyNew(g: SubjectGroup, a: Attached): void {
+    if (g.cs.selected.size === 0) return;
+    if (a instanceof AttachedUnit) this.onSubjectChange(a, [...g.cs.selected], []);
+    else this.onEnforcementChange(a, [...g.cs.selected], []);
+  }
+
+  /** Item `i` of the record, if attached, leaves every identity its subject selects and its group. */
+  private detach(rec: PolicyRecord, i: number): void {
+    const a = rec.attached?.[i];
+    if (a === null || a === undefined) return;
     const cs = a.subject as CachedSelector;
-    if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected]);
-    this.subjectCache.unregister(cs, a);
+    if (a instanceof AttachedUnit) {
+      if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected]);
+      if (a.share) this.leaveShare(a, a.share);
+    } else if (cs.selected.size > 0) {
+      this.onEnforcementChange(a, [], [...cs.selected]);
+    }
     a.subject = null;
-    if (a.share) this.leaveShare(a, a.share);
+    (rec.attached as (Attached | null)[])[i] = null;
+    this.groups.get(cs.selector.key)?.active?.delete(a);
+  }
+
+  /** The origins of the rules registered under a group's subject (explain.ts `selectors`; compiles pending policies without keeping them). */
+  groupOrigins(g: SubjectGroup): RuleOrigin[] {
+    const out: RuleOrigin[] = [];
+    for (const rec of g.records) {
+      const c = rec.compiled ?? compilePolicy(rec.policy, this.ctx.nodeCover);
+      for (let i = 0; i < itemCount(c); i++) if (itemOf(c, i).subject.key === g.key) out.push(itemOf(c, i).origin);
+    }
+    return out;
   }
 
   /** The share of `a`'s content, joined; a new one when no adopted unit has that content. */
@@ -490,20 +722,6 @@ export class PolicyResolver implements NamedPortListener {
   }
 
   // ---------------------------------------------------------------- enforcement
-
-  private attachEnforcement(unit: EnforcementUnit): AttachedEnforcement {
-    const e = new AttachedEnforcement(this, unit);
-    e.subject = this.subjectCache.register(unit.subject, e);
-    if (e.subject.selected.size > 0) this.onEnforcementChange(e, [...e.subject.selected], []);
-    return e;
-  }
-
-  private detachEnforcement(e: AttachedEnforcement): void {
-    const cs = e.subject as CachedSelector;
-    if (cs.selected.size > 0) this.onEnforcementChange(e, [], [...cs.selected]);
-    this.subjectCache.unregister(cs, e);
-    e.subject = null;
-  }
 
   /** The first enforcement of a direction removes the identity's default allow; the last one brings it back. */
   onEnforcementChange(e: AttachedEnforcement, added: readonly IdentityId[], removed: readonly IdentityId[]): void {

@@ -79,9 +79,12 @@ function buildPeerSelectors(rule: PolicyRule): IdentitySelector[] {
 
 const isNamedEgress = (rule: PolicyRule, c: { l4: L4Match }): boolean => rule.direction === 'egress' && c.l4.kind === 'named';
 
+/** A rule with no port clause or no peer compiles to no unit. */
+const hasUnits = (rule: PolicyRule): boolean => rule.ports.length > 0 && (rule.peers.length > 0 || (rule.toFQDNs?.length ?? 0) > 0);
+
 /** `out` with the rule's units appended (`append`). */
 function compileRule(rule: PolicyRule, index: number, out: RuleUnit[] | null): RuleUnit[] | null {
-  if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) return out;
+  if (!hasUnits(rule)) return out;
   const subject = labelsSelector(rule.subject);
   let named = 0;
   for (let i = 0; i < rule.ports.length; i++) if (isNamedEgress(rule, rule.ports[i] as PolicyRule['ports'][number])) named++;
@@ -227,6 +230,47 @@ export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedN
     if (!seen) enforcements = append(enforcements, new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
   return { units: units ?? [], enforcements: enforcements ?? [] };
+}
+
+/**
+ * The distinct subjects (by key) of what `compilePolicy` makes of a NetworkPolicy-tier policy, in
+ * the order its units and then its enforcements first name them, without building the units: the
+ * resolver registers a policy under its subjects and compiles it once one selects a local identity.
+ */
+export function policySubjects(policy: Policy): readonly IdentitySelector[] {
+  let first: IdentitySelector | undefined;
+  let more = false;
+  for (let i = 0; i < policy.rules.length; i++) {
+    const rule = policy.rules[i] as PolicyRule;
+    if (!hasUnits(rule)) continue;
+    const s = labelsSelector(rule.subject);
+    if (first === undefined) first = s;
+    else if (s.key !== first.key) more = true;
+  }
+  for (let i = 0; i < policy.enforcements.length; i++) {
+    const s = labelsSelector((policy.enforcements[i] as Policy['enforcements'][number]).subject);
+    if (first === undefined) first = s;
+    else if (s.key !== first.key) more = true;
+  }
+  if (first === undefined) return [];
+  if (!more) return oneSubject(first);
+  const out: IdentitySelector[] = [];
+  for (const rule of policy.rules) if (hasUnits(rule)) addSubject(out, labelsSelector(rule.subject));
+  for (const e of policy.enforcements) addSubject(out, labelsSelector(e.subject));
+  return out;
+}
+
+/** One-subject lists, one per selector: most policies have a single subject, and a list per upsert was garbage. */
+const ONE_SUBJECT = new WeakMap<IdentitySelector, readonly IdentitySelector[]>();
+
+function oneSubject(s: IdentitySelector): readonly IdentitySelector[] {
+  let list = ONE_SUBJECT.get(s);
+  if (list === undefined) ONE_SUBJECT.set(s, (list = Object.freeze([s])));
+  return list;
+}
+
+function addSubject(out: IdentitySelector[], s: IdentitySelector): void {
+  if (!out.some((x) => x.key === s.key)) out.push(s);
 }
 
 /** An enforcement unit whose uid (direction and subject) is built on first use, as a NetworkPolicy unit's. */

@@ -13,7 +13,7 @@ import type { Redirect } from './l7-tables.js';
 import type { MapState } from './map-state.js';
 import type { NodeTable } from './node-table.js';
 import type { PodTable } from './pod-table.js';
-import { sharedListenerOrigins } from './policy-resolver.js';
+import { sharedListenerOrigins } from './subject-groups.js';
 import type { ProxyPortAllocator } from './proxy-ports.js';
 import { PARSER_OF_CODE } from './rule-units.js';
 import type { SelectorCache } from './selector-cache.js';

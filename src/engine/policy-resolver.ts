@@ -1,248 +1,20 @@
 import { ANY_IDENTITY, IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import { wildcardKey } from '../model/policy-map.js';
 import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
-import type { ContainerPort, L4Match } from '../model/ports.js';
+import type { ContainerPort } from '../model/ports.js';
 import type { EngineContext } from './context.js';
-import { clauseContribution, Contribution, ContributionSharers, DEFAULT_ALLOW, LOCALHOST_ALLOW, unitContribution } from './contribution.js';
-import type { IdentityRecord, IdentityTable } from './identities.js';
+import { AttachedClause, AttachedEnforcement, AttachedUnit, NO_CIDR_REFS, NO_PEERS, NO_TARGETS, PeerChangeListener, UnitShare } from './attached-units.js';
+import { DEFAULT_ALLOW, LOCALHOST_ALLOW } from './contribution.js';
+import type { IdentityTable } from './identities.js';
 import type { NamedPortListener } from './named-ports.js';
-import { clauseEntry, compilePolicy, EnforcementUnit, NamedPortResolver, policySubjects, PortKey, portKeys, RuleUnit, shareKey } from './rule-units.js';
-import type { CachedSelector, IdentitySelector, SelectionListener, SelectorCache } from './selector-cache.js';
+import { compilePolicy, EnforcementUnit, NamedPortResolver, policySubjects, portKeys, RuleUnit, shareKey } from './rule-units.js';
+import type { CachedSelector, IdentitySelector, SelectorCache } from './selector-cache.js';
+import { Attached, Compiled, GroupListener, itemCount, itemOf, PolicyRecord, SubjectGroup } from './subject-groups.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
 import { TombstoneMap } from './tombstone-map.js';
 
-/** One clause of an attached unit: its port match, its map keys unless they depend on named ports, and what it contributes. */
-interface AttachedClause {
-  readonly l4: L4Match;
-  readonly keys: readonly PortKey[] | null;
-  readonly contribution: Contribution;
-}
-
-/**
- * A rule unit of a stored policy, wired to the selector caches: built when its subject group
- * first selects a local identity (`SubjectGroup`), as most units never are.
- */
-export class AttachedUnit {
-  subject: CachedSelector | null = null;
-  /** Joined when some local identity first adopts the unit (most never are), and kept until it is detached. */
-  share: UnitShare | null = null;
-
-  constructor(
-    readonly unit: RuleUnit,
-    /** Its number (contribution labels). */
-    readonly n: number,
-  ) {}
-
-  /** Peer identities and how many of the unit's peer selectors select each (`NO_TARGETS` while its share's peers are unregistered). */
-  get targets(): Map<IdentityId, number> {
-    return this.share?.targets ?? NO_TARGETS;
-  }
-
-  get origin(): RuleOrigin {
-    return this.unit.origin;
-  }
-}
-
-/**
- * The adopted units of equal content (`shareKey`; a ClusterNetworkPolicy unit is alone in its
- * own): one peer registration, one set of targets and one contribution per (peer, map key), made
- * while some member is adopted. The other members are followers, listed in each local identity's
- * units (explain, L7 conflicts, resolution counts) and in the origins the contributions report;
- * when the leader goes, the next member names the contributions and no map changes.
- */
-class UnitShare implements ContributionSharers {
-  registered = false;
-  peers: CachedSelector[] = NO_PEERS;
-  targets: Map<IdentityId, number> = NO_TARGETS;
-  /** CIDR identities this share keeps allocated. */
-  cidrRefs: IdentityRecord[] = NO_CIDR_REFS;
-  /** Local identities that adopted some member, with how many: the share contributes to exactly their map states. */
-  readonly adopters = new Map<LocalIdentity, number>();
-  /** In joining order; the first is the leader. */
-  readonly members: AttachedUnit[];
-  readonly clauses: readonly AttachedClause[];
-  /** Some clause carries L7 rules (its adopters need the L7 pass). */
-  readonly hasL7: boolean;
-  readonly peerListener: PeerListener;
-  /** The leader's unit (the content every member has). */
-  unit: RuleUnit;
-  /** The pass that last visited it (`PolicyResolver.visit`). */
-  visited = 0;
-
-  constructor(
-    readonly key: string | null,
-    first: AttachedUnit,
-    resolver: PolicyResolver,
-  ) {
-    this.unit = first.unit;
-    // A literal: exactly one slot, where a push onto [] reserves 17 (most shares keep one member).
-    this.members = [first];
-    this.clauses = clausesOf(first.unit, first.n, this);
-    let l7 = false;
-    for (let i = 0; i < this.clauses.length; i++) if ((this.clauses[i] as AttachedClause).contribution.l7 !== undefined) l7 = true;
-    this.hasL7 = l7;
-    this.peerListener = new PeerListener(resolver, this);
-  }
-
-  get origin(): RuleOrigin {
-    return this.unit.origin;
-  }
-
-  origins(): RuleOrigin[] {
-    return this.members.map((a) => a.unit.origin);
-  }
-}
-
-/** The unit's clauses with their map keys and contributions (made for every unit of the share). */
-function clausesOf(unit: RuleUnit, n: number, share: UnitShare): AttachedClause[] {
-  const plain = unitContribution(n, share, unit.entry ?? clauseEntry(unit.verdict, undefined));
-  return unit.clauses.map((c, i) => {
-    const l7 = unit.verdict === 'allow' ? c.l7 : undefined;
-    return {
-      l4: c.l4,
-      keys: c.l4.kind === 'named' ? null : portKeys(c.l4, () => []),
-      contribution: l7 ? clauseContribution(n, i, share, clauseEntry(unit.verdict, l7), l7) : plain,
-    };
-  });
-}
-
-/**
- * The origins of the rules a selector's listener stands for when it is a share's or a subject
- * group's, else null (explain.ts `selectors`).
- */
-export function sharedListenerOrigins(l: SelectionListener): RuleOrigin[] | null {
-  if (l instanceof PeerListener) return l.share.origins();
-  return l instanceof SubjectGroup ? l.resolver.groupOrigins(l) : null;
-}
-
-/** An enforcement unit (a policy making a direction default-deny for its subject), built when its subject group first selects a local identity. */
-export class AttachedEnforcement {
-  subject: CachedSelector | null = null;
-
-  constructor(readonly unit: EnforcementUnit) {}
-
-  get origin(): RuleOrigin {
-    return this.unit.origin;
-  }
-}
-
-type Attached = AttachedUnit | AttachedEnforcement;
-type Compiled = ReturnType<typeof compilePolicy>;
-
-/**
- * A stored policy (one record per policy key, updated in place). Its items are its compiled
- * units then its enforcements, numbered `seq + i` (or `seq[i]` after an update): the order they
- * were registered in, which is the order a subject group notifies them. Compiled once a subject
- * group of it is active (a ClusterNetworkPolicy's at upsert: its compilation reads the node
- * table as it is then).
- */
-class PolicyRecord {
-  /** Aligned with the items once compiled; null for an item whose subject group is pending. */
-  attached: (Attached | null)[] | null = null;
-
-  constructor(
-    public policy: Policy,
-    public compiled: Compiled | null,
-    public seq: number | readonly number[],
-  ) {}
-
-  seqOf(i: number): number {
-    return typeof this.seq === 'number' ? this.seq + i : (this.seq[i] as number);
-  }
-}
-
-/** Item `i` of a compiled policy: its units, then its enforcements. */
-function itemOf(c: Compiled, i: number): RuleUnit | EnforcementUnit {
-  return (i < c.units.length ? c.units[i] : c.enforcements[i - c.units.length]) as RuleUnit | EnforcementUnit;
-}
-
-const itemCount = (c: Compiled): number => c.units.length + c.enforcements.length;
-
-/**
- * The stored policies with units or enforcements of one subject (by selector key), registered in
- * the subject cache as one listener. Pending until the subject first selects a local identity:
- * then (active) each item gets its attached state, in registration order, and from then on every
- * item of the subject is attached as it comes, and notified in that order.
- */
-class SubjectGroup implements SelectionListener {
-  private static readonly SMALL = 16;
-  /** Its policies: an exact-size array while few (most groups; a Map per group cost ~60 bytes per policy), a Set past `SMALL`. */
-  private small: PolicyRecord[] | null = NO_RECORDS;
-  private big: Set<PolicyRecord> | null = null;
-  /** Null while pending; in registration order (a new item's number is above every attached one's). */
-  active: Set<Attached> | null = null;
-
-  /** Set right after construction (the cache registers the group as its listener). */
-  cs!: CachedSelector;
-
-  constructor(
-    readonly resolver: PolicyResolver,
-    readonly key: string,
-  ) {}
-
-  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onGroupChange(this, added, removed);
-  }
-
-  get records(): Iterable<PolicyRecord> {
-    return this.small ?? (this.big as Set<PolicyRecord>);
-  }
-
-  get size(): number {
-    return this.small !== null ? this.small.length : (this.big as Set<PolicyRecord>).size;
-  }
-
-  add(r: PolicyRecord): void {
-    const small = this.small;
-    if (small === null) {
-      (this.big as Set<PolicyRecord>).add(r);
-    } else if (!small.includes(r)) {
-      if (small.length >= SubjectGroup.SMALL) {
-        this.big = new Set(small).add(r);
-        this.small = null;
-        return;
-      }
-      const next = new Array<PolicyRecord>(small.length + 1);
-      for (let i = 0; i < small.length; i++) next[i] = small[i] as PolicyRecord;
-      next[small.length] = r;
-      this.small = next;
-    }
-  }
-
-  /** False when it was not there. */
-  delete(r: PolicyRecord): boolean {
-    if (this.small === null) return (this.big as Set<PolicyRecord>).delete(r);
-    const i = this.small.indexOf(r);
-    if (i < 0) return false;
-    this.small.splice(i, 1);
-    return true;
-  }
-}
-
-const NO_RECORDS: PolicyRecord[] = [];
-
-/** The targets of every share whose peers are not registered; never written. */
-const NO_TARGETS: Map<IdentityId, number> = new Map();
 /** Cilium's `localHostKey`: ingress from the local host (reserved identity 1), every protocol and port. */
 const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
-const NO_PEERS: CachedSelector[] = [];
-const NO_CIDR_REFS: IdentityRecord[] = [];
-
-/** A share's peer listener (built once some local identity adopts one of its units). */
-class PeerListener implements SelectionListener {
-  constructor(
-    private readonly resolver: PolicyResolver,
-    readonly share: UnitShare,
-  ) {}
-
-  get origin(): RuleOrigin {
-    return this.share.origin;
-  }
-
-  selectionChanged(_cs: CachedSelector, added: readonly IdentityId[], removed: readonly IdentityId[]): void {
-    this.resolver.onPeerChange(this.share, added, removed);
-  }
-}
 
 /**
  * The per-identity policy: stored policies compiled into rule units and enforcement units, each
@@ -253,7 +25,7 @@ class PeerListener implements SelectionListener {
  * named-port changes; emits contributions (add/remove) to map states and marks them dirty. Never
  * reads or writes kernel-layer entries: that is the map state's `settle()` at commit.
  */
-export class PolicyResolver implements NamedPortListener {
+export class PolicyResolver implements NamedPortListener, GroupListener, PeerChangeListener {
   private readonly policies = new TombstoneMap<string, PolicyRecord>();
   /** Subject groups by selector key. */
   private readonly groups = new Map<string, SubjectGroup>();

@@ -4,7 +4,7 @@ import type { Direction } from '../model/rules.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord } from './identities.js';
 import { MapState } from './map-state.js';
-import type { AttachedEnforcement, AttachedUnit } from './policy-resolver.js';
+import type { AttachedEnforcement, AttachedUnit } from './attached-units.js';
 import { NamedPortResolver, resolveNamedIn } from './rule-units.js';
 import type { SelectorCache } from './selector-cache.js';
 import { TombstoneMap } from './tombstone-map.js';

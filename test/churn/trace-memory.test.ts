@@ -1,6 +1,5 @@
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
+import { liveHeapReader } from '../live-heap.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { Pod } from '../../src/model/cluster.js';
@@ -105,16 +104,7 @@ describe('a parsed trace holds its objects compactly (issue 18)', () => {
   });
 
   it('heap per parsed pod event and per policy event stays small (cilium-ci shape, 3,000 pods and policies)', () => {
-    setFlagsFromString('--expose-gc');
-    // V8 flushes the bytecode of functions unused for a few GCs: freed between h1 and h2, it would be
-    // counted as the pods' (the twentieth session's CI measured 494 B a pod event once, 263–272 otherwise).
-    setFlagsFromString('--no-flush-bytecode');
-    const gc = runInNewContext('gc') as () => void;
-    const heap = (): number => {
-      gc();
-      gc();
-      return getHeapStatistics().used_heap_size;
-    };
+    const heap = liveHeapReader();
     const text = generateTrace({ profile: 'cilium-ci', seed: 7, scale: 0.1, churnEvents: 0 });
     const h0 = heap();
     const t = parseTrace(text, 'ci.jsonl');

@@ -1,6 +1,5 @@
-import { runInNewContext } from 'node:vm';
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { describe, expect, it } from 'vitest';
+import { liveHeapReader } from '../live-heap.js';
 import { parseIp } from '../../src/model/cidr.js';
 import type { Pod } from '../../src/model/cluster.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -15,14 +14,7 @@ import { parseManifestFile } from '../../src/policy/manifest.js';
 
 describe('lazy policies', () => {
   it('a policy no local identity needs keeps little heap (cilium-ci shape, 3,000 policies)', () => {
-    setFlagsFromString('--expose-gc');
-    setFlagsFromString('--no-flush-bytecode');
-    const gc = runInNewContext('gc') as () => void;
-    const heap = (): number => {
-      gc();
-      gc();
-      return getHeapStatistics().used_heap_size;
-    };
+    const heap = liveHeapReader();
     const t = parseTrace(generateTrace({ profile: 'cilium-ci', seed: 7, scale: 0.1, churnEvents: 0 }), 'ci.jsonl', { manifests: false });
     const events = t.items.flatMap((i) => (i.kind === 'event' ? [i.event] : []));
     const policies = events.filter((e) => e.type === 'upsertPolicy');

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { MemoryBackend } from '../backend/memory.js';
+import { collectFiles, isYamlFile } from './input.js';
 
 /** `--backend` and `--pin-dir`, as reach, verify, maps dump and replay take them. */
 
@@ -17,6 +18,12 @@ export function openBackend(opts: BackendOptions, sub: PinSubdir): MapBackend {
 }
 
 type PinSubdir = 'scenario' | 'replay';
+
+/** The scenario files of `--scenario` (files or directories) and the backend their engine writes to (reach, verify). */
+export function openScenarioInputs(scenario: string[], opts: BackendOptions): { files: string[]; backend: MapBackend } {
+  const files = collectFiles(scenario, isYamlFile);
+  return { files, backend: openBackend(opts, 'scenario') };
+}
 
 export function backendOption(): Option {
   return new Option('--backend <kind>', 'where policy maps are written and verdicts read back from').choices(['memory', 'bpf']).default('memory');

@@ -4,9 +4,8 @@ import type { MapBackend } from '../backend/backend.js';
 import { backendEngine } from '../datapath/backend-engine.js';
 import { decideFlow } from '../naive/evaluator.js';
 import { FlowDecider, runScenario, ScenarioRun, scenarioEngineOptions } from '../scenario/run.js';
-import { backendOption, BackendOptions, openBackend, pinDirOption } from './backend-options.js';
+import { backendOption, BackendOptions, openScenarioInputs, pinDirOption } from './backend-options.js';
 import { CliEnv, CliIo, Ctx, EXIT_MISMATCH, outputOption, OutputFormat, readScenario, reportInputError } from './common.js';
-import { collectFiles, isYamlFile } from './input.js';
 import { explainJson, LEGEND, renderRun, resultJson } from './render.js';
 
 interface ReachOptions extends BackendOptions {
@@ -50,8 +49,7 @@ function reach(ctx: Ctx, given: ReachOptions): number {
   let files: string[];
   let backend: MapBackend;
   try {
-    files = collectFiles(opts.scenario, isYamlFile);
-    backend = openBackend(opts, 'scenario');
+    ({ files, backend } = openScenarioInputs(opts.scenario, opts));
   } catch (e) {
     return reportInputError(io, e);
   }

@@ -5,9 +5,8 @@ import { backendEngine } from '../datapath/backend-engine.js';
 import { decideFlow } from '../naive/evaluator.js';
 import { compareRuns, Disagreement } from '../scenario/compare.js';
 import { runScenario, scenarioEngineOptions } from '../scenario/run.js';
-import { backendOption, BackendOptions, openBackend, pinDirOption } from './backend-options.js';
+import { backendOption, BackendOptions, openScenarioInputs, pinDirOption } from './backend-options.js';
 import { CliEnv, CliIo, Ctx, EXIT_MISMATCH, outputOption, OutputFormat, readScenario, reportInputError } from './common.js';
-import { collectFiles, isYamlFile } from './input.js';
 
 interface VerifyOptions extends BackendOptions {
   scenario: string[];
@@ -26,8 +25,7 @@ function verify(ctx: Ctx, given: VerifyOptions): number {
   let files: string[];
   let backend: MapBackend;
   try {
-    files = collectFiles(given.scenario, isYamlFile);
-    backend = openBackend(given, 'scenario');
+    ({ files, backend } = openScenarioInputs(given.scenario, given));
   } catch (e) {
     return reportInputError(io, e);
   }

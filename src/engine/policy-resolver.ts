@@ -170,7 +170,6 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
   }
 
-  /** A deleted namespace takes its namespaced policies with it. */
   /** The keys of the namespace's policies (a namespace's deletion deletes each as a `deletePolicy` would). */
   policiesIn(namespace: string): string[] {
     const out: string[] = [];
@@ -266,8 +265,6 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     this.namedPortPairs = null;
     for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, +1);
   }
-
-  // ---------------------------------------------------------------- rule units
 
   // ---------------------------------------------------------------- subject groups
 

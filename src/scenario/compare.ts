@@ -1,13 +1,7 @@
-import type { ScenarioRun } from './run.js';
+import type { ProbeResult, ScenarioRun } from './run.js';
 
 /** A probe whose result differs between two runs of one scenario (`distill verify`: engine and oracle). */
-export interface Disagreement {
-  readonly step: number;
-  readonly probe: number;
-  readonly from: string;
-  readonly to: string;
-  readonly port: number;
-  readonly protocol: string;
+export interface Disagreement extends Pick<ProbeResult, 'step' | 'probe' | 'from' | 'to' | 'port' | 'protocol'> {
   readonly engine: RunVerdict;
   readonly naive: RunVerdict;
 }

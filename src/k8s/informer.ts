@@ -7,7 +7,7 @@ import { objectKind } from './objects.js';
  */
 export interface InformerLike {
   on(verb: 'add' | 'update' | 'delete', cb: (obj: object) => void): void;
-  on(verb: 'error', cb: (err?: unknown) => void): void;
+  on(verb: 'error' | 'connect', cb: (err?: unknown) => void): void;
 }
 
 /** Options of `watchInformer`. */
@@ -17,7 +17,10 @@ export interface InformerFeedOptions {
   readonly apiVersion: string;
   /** Called after each object was taken (e.g. to schedule a flush of the mirror). */
   readonly onChange?: () => void;
-  /** Called with the informer's errors (it retries by itself; a 410 makes it relist). */
+  /**
+   * Called with the informer's errors. A 410 makes it relist by itself; after another error it
+   * stops until started again, and `mirror.streamsAwaitingRelist()` lists it until it connects.
+   */
   readonly onError?: (err: unknown) => void;
 }
 
@@ -58,5 +61,11 @@ export function watchInformer(informer: InformerLike, mirror: ClusterMirror, opt
   informer.on('add', take('ADDED'));
   informer.on('update', take('MODIFIED'));
   informer.on('delete', take('DELETED'));
-  informer.on('error', (err?: unknown) => options.onError?.(err));
+  // client-node's informer emits `connect` before each list or resumed watch, and stops on an error
+  // other than a 410 (dist/cache.js `doneHandler`): down from the error until it connects again.
+  informer.on('connect', () => mirror.informerConnected(source));
+  informer.on('error', (err?: unknown) => {
+    mirror.informerFailed(source);
+    options.onError?.(err);
+  });
 }

@@ -79,6 +79,12 @@ export class ClusterMirror {
    */
   private readonly watchedSince = new Map<string, Set<string>>();
   /**
+   * Informer streams (`watchInformer`) whose informer reported an error and did not connect again
+   * since: client-node's informer stops on an error other than a 410 and loses what happens until
+   * it is started again (finding 1641).
+   */
+  private readonly informersDown = new Set<string>();
+  /**
    * Streams after an ERROR: their ADDED events since, by object key (the last that is not stale
    * counts), held until it is known whether they are initial events (`holdInitial`).
    */
@@ -388,9 +394,26 @@ export class ClusterMirror {
     if (dropped.length > 0) this.warn('a List without any object of a kind its stream carried deletes every object of that kind (feed one stream per resource type)', { source, kinds: dropped });
   }
 
-  /** Streams whose watch reported an ERROR and that were not relisted since (sorted). */
+  /**
+   * Streams whose watch reported an ERROR and that were not relisted since, and informer streams
+   * whose informer failed and did not connect again (sorted).
+   */
   streamsAwaitingRelist(): string[] {
-    return [...this.awaitingRelist].sort();
+    return [...new Set([...this.awaitingRelist, ...this.informersDown])].sort();
+  }
+
+  /**
+   * An informer feeding `source` failed (`watchInformer`): events are lost until it connects again
+   * (`informerConnected`). No hold starts (unlike an ERROR event): the informer's own relist comes
+   * as adds, updates and deletes of the differences, in one turn of the event loop.
+   */
+  informerFailed(source: string): void {
+    this.informersDown.add(source);
+  }
+
+  /** The informer feeding `source` connected (it relists, or resumes its watch from its last resourceVersion). */
+  informerConnected(source: string): void {
+    this.informersDown.delete(source);
   }
 
   /** True when no change waits for a flush. */

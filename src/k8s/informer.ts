@@ -15,7 +15,11 @@ export interface InformerFeedOptions {
   /** The informer's kind and apiVersion (list items as the client returns them may lack both). */
   readonly kind: string;
   readonly apiVersion: string;
-  /** Called after each object was taken (e.g. to schedule a flush of the mirror). */
+  /**
+   * Called once the objects the informer gave in one run were taken (e.g. to flush the mirror): a
+   * relist's deletes, adds and updates come in one run (client-node dist/cache.js `doneHandler`:
+   * `deleteItems`, then `addOrUpdateItems`), so a flush here sees the whole relist (finding 1643).
+   */
   readonly onChange?: () => void;
   /**
    * Called with the informer's errors. A 410 makes it relist by itself; after another error it
@@ -52,11 +56,21 @@ export function toWire(v: unknown): unknown {
  */
 export function watchInformer(informer: InformerLike, mirror: ClusterMirror, options: InformerFeedOptions): void {
   const source = `informer ${options.kind}`;
+  let queued = false;
+  // One call after the run of callbacks the informer makes (a microtask runs once that run returns).
+  const changed = (): void => {
+    if (queued || options.onChange === undefined) return;
+    queued = true;
+    queueMicrotask(() => {
+      queued = false;
+      options.onChange?.();
+    });
+  };
   const take = (type: 'ADDED' | 'MODIFIED' | 'DELETED') => (obj: object) => {
     const wire = toWire(obj) as Record<string, unknown>;
     const object = objectKind(wire) === undefined && wire.kind === undefined ? { ...wire, kind: options.kind, apiVersion: options.apiVersion } : wire;
     mirror.observe({ type, object }, source);
-    options.onChange?.();
+    changed();
   };
   informer.on('add', take('ADDED'));
   informer.on('update', take('MODIFIED'));

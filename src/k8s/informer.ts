@@ -19,6 +19,7 @@ export interface InformerFeedOptions {
    * Called once the objects the informer gave in one run were taken (e.g. to flush the mirror): a
    * relist's deletes, adds and updates come in one run (client-node dist/cache.js `doneHandler`:
    * `deleteItems`, then `addOrUpdateItems`), so a flush here sees the whole relist (finding 1643).
+   * What it throws goes to `onError`.
    */
   readonly onChange?: () => void;
   /**
@@ -63,7 +64,12 @@ export function watchInformer(informer: InformerLike, mirror: ClusterMirror, opt
     queued = true;
     queueMicrotask(() => {
       queued = false;
-      options.onChange?.();
+      // Thrown out of a microtask it would end the process; in the informer's callback client-node swallowed it.
+      try {
+        options.onChange?.();
+      } catch (e) {
+        options.onError?.(e);
+      }
     });
   };
   const take = (type: 'ADDED' | 'MODIFIED' | 'DELETED') => (obj: object) => {

@@ -131,3 +131,23 @@ describe('an informer relist is one transaction for an embedder that flushes in 
     expect(verdicts).not.toContain('allow');
   });
 });
+
+describe('onChange once per run: what it throws (1643)', () => {
+  it('1643. goes to onError: a microtask that threw would end the process', async () => {
+    const callbacks = new Map<string, (obj: object) => void>();
+    const informer = { on: (verb: string, cb: (obj: object) => void) => void callbacks.set(verb, cb) };
+    const mirror = new ClusterMirror({ nodeName: 'n1' });
+    const errors: unknown[] = [];
+    let calls = 0;
+    const onChange = (): void => {
+      calls++;
+      throw new Error('a flush while a batch is open');
+    };
+    watchInformer(informer, mirror, { kind: 'Namespace', apiVersion: 'v1', onChange, onError: (e) => errors.push(e) });
+    callbacks.get('add')!({ metadata: { name: 'a', resourceVersion: '1' } });
+    callbacks.get('add')!({ metadata: { name: 'b', resourceVersion: '2' } });
+    await Promise.resolve();
+    expect(calls).toBe(1);
+    expect(errors).toEqual([new Error('a flush while a batch is open')]);
+  });
+});

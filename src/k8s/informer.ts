@@ -7,7 +7,7 @@ import { objectKind } from './objects.js';
  */
 export interface InformerLike {
   on(verb: 'add' | 'update' | 'delete', cb: (obj: object) => void): void;
-  on(verb: 'error', cb: (err?: unknown) => void): void;
+  on(verb: 'error' | 'connect', cb: (err?: unknown) => void): void;
 }
 
 /** Options of `watchInformer`. */
@@ -15,9 +15,17 @@ export interface InformerFeedOptions {
   /** The informer's kind and apiVersion (list items as the client returns them may lack both). */
   readonly kind: string;
   readonly apiVersion: string;
-  /** Called after each object was taken (e.g. to schedule a flush of the mirror). */
+  /**
+   * Called once the objects the informer gave in one run were taken (e.g. to flush the mirror): a
+   * relist's deletes, adds and updates come in one run (client-node dist/cache.js `doneHandler`:
+   * `deleteItems`, then `addOrUpdateItems`), so a flush here sees the whole relist (finding 1643).
+   * What it throws goes to `onError`.
+   */
   readonly onChange?: () => void;
-  /** Called with the informer's errors (it retries by itself; a 410 makes it relist). */
+  /**
+   * Called with the informer's errors. A 410 makes it relist by itself; after another error it
+   * stops until started again, and `mirror.streamsAwaitingRelist()` lists it until it connects.
+   */
   readonly onError?: (err: unknown) => void;
 }
 
@@ -49,14 +57,35 @@ export function toWire(v: unknown): unknown {
  */
 export function watchInformer(informer: InformerLike, mirror: ClusterMirror, options: InformerFeedOptions): void {
   const source = `informer ${options.kind}`;
+  let queued = false;
+  // One call after the run of callbacks the informer makes (a microtask runs once that run returns).
+  const changed = (): void => {
+    if (queued || options.onChange === undefined) return;
+    queued = true;
+    queueMicrotask(() => {
+      queued = false;
+      // Thrown out of a microtask it would end the process; in the informer's callback client-node swallowed it.
+      try {
+        options.onChange?.();
+      } catch (e) {
+        options.onError?.(e);
+      }
+    });
+  };
   const take = (type: 'ADDED' | 'MODIFIED' | 'DELETED') => (obj: object) => {
     const wire = toWire(obj) as Record<string, unknown>;
     const object = objectKind(wire) === undefined && wire.kind === undefined ? { ...wire, kind: options.kind, apiVersion: options.apiVersion } : wire;
     mirror.observe({ type, object }, source);
-    options.onChange?.();
+    changed();
   };
   informer.on('add', take('ADDED'));
   informer.on('update', take('MODIFIED'));
   informer.on('delete', take('DELETED'));
-  informer.on('error', (err?: unknown) => options.onError?.(err));
+  // client-node's informer emits `connect` before each list or resumed watch, and stops on an error
+  // other than a 410 (dist/cache.js `doneHandler`): down from the error until it connects again.
+  informer.on('connect', () => mirror.informerConnected(source));
+  informer.on('error', (err?: unknown) => {
+    mirror.informerFailed(source);
+    options.onError?.(err);
+  });
 }

@@ -78,8 +78,17 @@ export class ClusterMirror {
    * initial-events-end bookmark (bounded by what is held): what such a bookmark keeps (`bookmark`).
    */
   private readonly watchedSince = new Map<string, Set<string>>();
-  /** Streams after an ERROR: their ADDED events since, held until it is known whether they are initial events (`holdInitial`). */
-  private readonly initialEvents = new Map<string, WatchEvent[]>();
+  /**
+   * Informer streams (`watchInformer`) whose informer reported an error and did not connect again
+   * since: client-node's informer stops on an error other than a 410 and loses what happens until
+   * it is started again (finding 1641).
+   */
+  private readonly informersDown = new Set<string>();
+  /**
+   * Streams after an ERROR: their ADDED events since, by object key (the last that is not stale
+   * counts), held until it is known whether they are initial events (`holdInitial`).
+   */
+  private readonly initialEvents = new Map<string, Map<string, WatchEvent>>();
   private readonly now: () => number;
   private readonly debug: LogFn;
   private readonly warn: LogFn;
@@ -143,14 +152,39 @@ export class ClusterMirror {
   private holdInitial(item: WatchEvent, source: string): boolean {
     const held = this.initialEvents.get(source);
     if (held === undefined) return false;
-    if (item.type === 'ADDED') return held.push(item), true;
+    if (item.type === 'ADDED') return this.holdAdded(held, item, source);
     if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
     this.initialEvents.delete(source);
     // An end bookmark of a kind distill does not read relists nothing: its events without the relist's deletes would be a state the cluster never had (1481).
     const unreadableEnd = item.type === 'BOOKMARK' && objectKind(item.object) === undefined;
-    if (item.type !== 'ERROR' && !unreadableEnd) for (const e of held) this.observeEvent(e, source);
-    else if (unreadableEnd && held.length > 0) this.warn('initial events ended by a bookmark of a kind distill does not read: they are dropped (a relist is needed)', { source, events: held.length });
+    if (item.type !== 'ERROR' && !unreadableEnd) for (const e of held.values()) this.observeEvent(e, source);
+    else if (unreadableEnd && held.size > 0) this.warn('initial events ended by a bookmark of a kind distill does not read: they are dropped (a relist is needed)', { source, events: held.size });
     return false;
+  }
+
+  /**
+   * Holds an ADDED by its object's key, as client-go's `temporaryStore` (a Store keyed by
+   * `DeletionHandlingMetaNamespaceKeyFunc`, reflector.go `watchList`) keeps one object per key:
+   * what is held is bounded by the objects named, not by the events sent (finding 1640). Of two
+   * ADDEDs of one object the one applying them in order would leave counts: the later, unless it
+   * is stale against the earlier. An object of a kind distill does not read passes (it is ignored).
+   */
+  private holdAdded(held: Map<string, WatchEvent>, item: WatchEvent, source: string): boolean {
+    const kind = objectKind(item.object);
+    if (kind === undefined) return false;
+    const key = objectKey(kind, item.object);
+    const rvOf = (e: WatchEvent): unknown => rec(e.object.metadata).resourceVersion;
+    const rv = rvOf(item);
+    const before = held.get(key);
+    const beforeRv = before && rvOf(before);
+    if (before !== undefined && stale(typeof rv === 'string' ? rv : undefined, typeof beforeRv === 'string' ? beforeRv : undefined, false)) {
+      this.counts.stale++;
+      this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rv, held: beforeRv });
+      return true;
+    }
+    held.delete(key);
+    held.set(key, item);
+    return true;
   }
 
   /**
@@ -164,7 +198,7 @@ export class ClusterMirror {
   private awaitRelist(source: string): void {
     this.awaitingRelist.add(source);
     this.watchedSince.delete(source);
-    this.initialEvents.set(source, []);
+    this.initialEvents.set(source, new Map());
   }
 
   private observeEvent(item: WatchEvent, source: string): void {
@@ -220,7 +254,7 @@ export class ClusterMirror {
 
   private streamEnded(source: string): void {
     this.lists.abort(source, 'the stream ended before the List\'s last page');
-    const held = this.initialEvents.get(source)?.length ?? 0;
+    const held = this.initialEvents.get(source)?.size ?? 0;
     this.initialEvents.delete(source);
     if (held > 0) this.warn('stream ended before the end of its initial events: they are dropped (a relist is needed)', { source, events: held });
   }
@@ -360,9 +394,26 @@ export class ClusterMirror {
     if (dropped.length > 0) this.warn('a List without any object of a kind its stream carried deletes every object of that kind (feed one stream per resource type)', { source, kinds: dropped });
   }
 
-  /** Streams whose watch reported an ERROR and that were not relisted since (sorted). */
+  /**
+   * Streams whose watch reported an ERROR and that were not relisted since, and informer streams
+   * whose informer failed and did not connect again (sorted).
+   */
   streamsAwaitingRelist(): string[] {
-    return [...this.awaitingRelist].sort();
+    return [...new Set([...this.awaitingRelist, ...this.informersDown])].sort();
+  }
+
+  /**
+   * An informer feeding `source` failed (`watchInformer`): events are lost until it connects again
+   * (`informerConnected`). No hold starts (unlike an ERROR event): the informer's own relist comes
+   * as adds, updates and deletes of the differences, in one turn of the event loop.
+   */
+  informerFailed(source: string): void {
+    this.informersDown.add(source);
+  }
+
+  /** The informer feeding `source` connected (it relists, or resumes its watch from its last resourceVersion). */
+  informerConnected(source: string): void {
+    this.informersDown.delete(source);
   }
 
   /** True when no change waits for a flush. */

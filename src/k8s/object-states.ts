@@ -137,13 +137,18 @@ export class ObjectStates {
     return deletedAt !== undefined && rv !== undefined && /^\d+$/.test(rv) && compareDecimal(rv, deletedAt) < 0;
   }
 
-  /** Deletes every object of `kinds` that `source` gave and `listed` does not hold (as of `resourceVersion`), with what their namespaces held. */
+  /**
+   * Deletes every object of `kinds` that `source` gave and `listed` does not hold (as of
+   * `resourceVersion`), with what their namespaces held. A deleted object keeps the later of the
+   * relist's version and its own: a relist at a version older than the object's last event (a
+   * resourceVersion going backwards) must not let an event older than that one bring it back (1644).
+   */
   dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined, source: string): void {
     const gone: string[] = [];
     for (const [key, state] of this.objects) {
       if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined || state.source !== source) continue;
       if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
-      this.set(key, resourceVersion ?? state.rv, undefined);
+      this.set(key, laterVersion(resourceVersion, state.rv), undefined);
       this.bury(key);
     }
     for (const ns of gone) this.namespaceGone(ns, resourceVersion);
@@ -167,4 +172,9 @@ export class ObjectStates {
     for (const at of this.deadlines.values()) if (next === undefined || at < next) next = at;
     return next;
   }
+}
+
+/** The later of two resourceVersions (`a` when they cannot be compared, else `b`'s if `a` is missing). */
+function laterVersion(a: string | undefined, b: string | undefined): string | undefined {
+  return a !== undefined && b !== undefined && stale(a, b, false) ? b : (a ?? b);
 }

@@ -101,6 +101,8 @@ export function networksCoverEverything(peers: readonly TierPeer[]): boolean {
 interface Terms {
   readonly cidrs: readonly Cidr[];
   readonly names: readonly string[];
+  /** Each egress rule's CIDRs (rules with networks peers, but not both /0s): what `dualStackProblem` checks. */
+  readonly rules: readonly (readonly Cidr[])[];
 }
 
 function termsOf(policy: Policy): Terms | undefined {
@@ -108,14 +110,19 @@ function termsOf(policy: Policy): Terms | undefined {
   if (!t) return undefined;
   const cidrs = new Map<string, Cidr>();
   const names = new Set<string>();
+  const rules: Cidr[][] = [];
   for (const r of t.rules) {
     if (r.direction !== 'egress') continue;
     // A rule over every address is one identity-0 key (`networksCoverEverything`): it splits nothing.
-    if (!networksCoverEverything(r.peers)) for (const p of r.peers) if (p.kind === 'networks') for (const c of p.cidrs) cidrs.set(c.text, c);
+    if (!networksCoverEverything(r.peers)) {
+      const ruleCidrs = r.peers.flatMap((p) => (p.kind === 'networks' ? p.cidrs : []));
+      for (const c of ruleCidrs) cidrs.set(c.text, c);
+      if (ruleCidrs.length > 0) rules.push(ruleCidrs);
+    }
     for (const p of r.protocols) if (p.kind === 'named') names.add(p.name);
   }
   if (cidrs.size === 0 && names.size === 0) return undefined;
-  return { cidrs: [...cidrs.values()], names: [...names] };
+  return { cidrs: [...cidrs.values()], names: [...names], rules };
 }
 
 /** The pods of one base label set (their labels without derived ones), and how many are inside each tracked CIDR. */
@@ -153,6 +160,21 @@ function cloneState(s: State): State {
 const inCidr = (pod: Pod, c: Cidr): boolean => podIps(pod).some((ip) => cidrContainsIp(c, ip));
 
 /**
+ * The CIDR of `rule` holding one address of `pod` while the rule holds another of its addresses
+ * nowhere: the rule matches the pod at some of its addresses only (undefined when at all or none).
+ */
+function partialHold(pod: Pod, rule: readonly Cidr[]): Cidr | undefined {
+  let first: Cidr | undefined;
+  let outside = false;
+  for (const ip of podIps(pod)) {
+    const c = rule.find((x) => cidrContainsIp(x, ip));
+    if (c === undefined) outside = true;
+    else first ??= c;
+  }
+  return outside ? first : undefined;
+}
+
+/**
  * The split stage. Terms (networks CIDRs, port names) are refcounted by policy. CIDRs other than
  * /0 split only where needed: pods of one base label set get `…/net/<c>` only while `c` holds some
  * but not all of them; a base set wholly inside `c` keeps its identities, which then carry `c` in
@@ -177,9 +199,9 @@ export class NetworkSplits {
   private settling = false;
   /** Pods with addresses of two families (`Pod.ips`): see `dualStackProblem`. */
   private readonly dualStack = new Set<string>();
-  /** Dual-stack pods that joined and CIDRs that came into force since `settle()` last found no problem. */
+  /** Dual-stack pods that joined and policies (keys) upserted since `settle()` last found no problem. */
   private readonly dualStackJoined = new Set<string>();
-  private dualStackCidrs: Cidr[] = [];
+  private readonly dualStackPolicies = new Set<string>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -279,6 +301,7 @@ export class NetworkSplits {
     if (next) this.count(next, +1, touched);
     if (next) this.s.byPolicy.set(key, next);
     else this.s.byPolicy.delete(key);
+    if (next && next.rules.length > 0 && this.dualStack.size > 0) this.dualStackPolicies.add(key);
     this.regroup(touched.cidrs, touched.names);
     this.reidentify(touched.zero);
     // Logged after the pods: undoing restores the terms first, then the pods' old identities.
@@ -296,7 +319,6 @@ export class NetworkSplits {
       if (e.refs === 0) s.cidrs.delete(c.text);
       else s.cidrs.set(c.text, e);
       if ((sign > 0 && e.refs === 1) || (sign < 0 && e.refs === 0)) {
-        if (sign > 0 && this.dualStack.size > 0) this.dualStackCidrs.push(c);
         if (isZero(c)) {
           s.zeroRefs += sign;
           if ((sign > 0 && s.zeroRefs === 1) || (sign < 0 && s.zeroRefs === 0)) touched.zero = true;
@@ -382,31 +404,43 @@ export class NetworkSplits {
   }
 
   /**
-   * A networks CIDR matches a flow by the address it uses, and a dual-stack pod's two addresses
-   * share one identity: a CIDR (of one family) holding one of them cannot leave out the other in
-   * the maps. Refused (fail closed) rather than matched on both; a rule with both /0s is exact and
-   * allowed, and so is a CIDR holding neither address (the pod is outside it at both, 1180).
+   * A networks rule matches a flow by the address it uses, and a dual-stack pod's two addresses
+   * share one identity: a rule whose CIDRs hold one of them and not the other cannot be matched
+   * on one address only in the maps. Refused (fail closed) rather than matched on both. A rule
+   * holding both addresses (both /0s, or one CIDR per family: 1690) or neither (1180) matches the
+   * pod at both or at none, as the identity does, and is encoded.
    */
   private dualStackProblem(): string | undefined {
-    if (this.dualStackJoined.size === 0 && this.dualStackCidrs.length === 0) return undefined;
+    if (this.dualStackJoined.size === 0 && this.dualStackPolicies.size === 0) return undefined;
     const hit = this.dualStackHit();
     // Kept after a hit: the refused transaction is undone, and the next settle checks the same again.
     if (hit === undefined) {
       this.dualStackJoined.clear();
-      this.dualStackCidrs = [];
+      this.dualStackPolicies.clear();
       return undefined;
     }
-    return `ClusterNetworkPolicy networks peer ${hit.cidr} with dual-stack pod ${hit.pod}: both addresses of a pod share one identity, so the maps cannot match a CIDR on one address and not the other; only the reference evaluator (--naive) decides it`;
+    return `ClusterNetworkPolicy networks peer ${hit.cidr} with dual-stack pod ${hit.pod}: both addresses of a pod share one identity, so the maps cannot match its rule on one address and not the other; only the reference evaluator (--naive) decides it`;
   }
 
-  /** A CIDR in force holding an address of a dual-stack pod, among the pods and CIDRs new since the last check (O(that change)). */
+  /** A rule in force holding some but not all addresses of a dual-stack pod, among the pods and policies new since the last check (O(that change)). */
   private dualStackHit(): { pod: string; cidr: string } | undefined {
-    const held = (key: string, c: Cidr): boolean => {
+    const hit = (key: string, terms: Terms | undefined): { pod: string; cidr: string } | undefined => {
       const pod = this.dualStack.has(key) ? this.pods.get(key)?.pod : undefined;
-      return pod !== undefined && this.s.cidrs.has(c.text) && inCidr(pod, c);
+      if (pod === undefined || terms === undefined) return undefined;
+      for (const rule of terms.rules) {
+        const c = partialHold(pod, rule);
+        if (c !== undefined) return { pod: key, cidr: c.text };
+      }
+      return undefined;
     };
-    for (const key of this.dualStackJoined) for (const { cidr } of this.s.cidrs.values()) if (held(key, cidr)) return { pod: key, cidr: cidr.text };
-    for (const c of this.dualStackCidrs) for (const key of this.dualStack) if (held(key, c)) return { pod: key, cidr: c.text };
+    for (const key of this.dualStackJoined) for (const terms of this.s.byPolicy.values()) {
+      const h = hit(key, terms);
+      if (h) return h;
+    }
+    for (const p of this.dualStackPolicies) for (const key of this.dualStack) {
+      const h = hit(key, this.s.byPolicy.get(p));
+      if (h) return h;
+    }
     return undefined;
   }
 

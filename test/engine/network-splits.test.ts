@@ -210,6 +210,25 @@ describe('dual-stack pods with networks peers', () => {
     b.apply([pod('b', 'x3', '10.244.2.13')]);
     expect(b.egress('b/x3', 'TCP', 80)).toBe(true);
   });
+  it('a rule holding both addresses of a dual-stack pod, one CIDR per family, is encoded (1690: refused before), agreeing with the oracle at both addresses', () => {
+    const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12'), dual('b', 'e', '10.244.2.13', 'fd00::13')]);
+    // The dual-stack form of CNPAdminTierEgressInlineCIDRPeers "allow-egress": Accept d at both addresses, then Deny both /0s.
+    b.apply([cnp('inline', 1, [{ action: 'Accept', to: [{ networks: ['10.244.2.12/32', 'fd00::12/128'] }] }, { action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }])]);
+    const oracleAt = (ip: string): boolean => decideDirection(b.state, resolveEndpoint(b.state, 'client/c') as never, 'egress', resolveEndpoint(b.state, ip), 'TCP', 80).allowed;
+    expect(b.egress('b/d', 'TCP', 80)).toBe(true);
+    expect([oracleAt('10.244.2.12'), oracleAt('fd00::12')]).toEqual([true, true]);
+    expect(b.egress('b/e', 'TCP', 80)).toBe(false);
+    expect([oracleAt('10.244.2.13'), oracleAt('fd00::13')]).toEqual([false, false]);
+    expect(b.id('b/d')).not.toBe(b.id('b/e'));
+    // A rule holding e's IPv4 address only (its IPv6 CIDR holds no pod) is still refused, and so is a lone 0.0.0.0/0 with fd00::/112 holding neither pod.
+    const maps = comparableMaps(b.engine);
+    expect(() => b.engine.apply([cnp('one', 2, [{ action: 'Deny', to: [{ networks: ['10.244.2.13/32', 'fd00::14/128'] }] }])])).toThrow(/networks peer 10\.244\.2\.13\/32 with dual-stack pod b\/e/);
+    expect(() => b.engine.apply([cnp('zero', 2, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', 'fd00::1:0/112'] }] }])])).toThrow(/dual-stack pod b\/d/);
+    expect(comparableMaps(b.engine)).toEqual(maps);
+    // 0.0.0.0/0 with a v6 range holding every dual-stack pod's IPv6 address holds both addresses of each: encoded.
+    b.apply([cnp('wide', 2, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', 'fd00::/112'] }] }])]);
+    expect([b.egress('b/d', 'TCP', 80), b.egress('b/e', 'TCP', 80)]).toEqual([true, false]);
+  });
   it('both /0s in one rule hold both addresses: encoded, and the engine agrees with the oracle', () => {
     const b = cluster([dual('b', 'd', '10.244.2.12', 'fd00::12')]);
     b.apply([cnp('deny-all', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }])]);

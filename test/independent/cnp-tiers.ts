@@ -310,15 +310,18 @@ export function networksSplitNodeRole(w: World, f: FlowQ): boolean {
 
 /**
  * Whether distill's engine refuses the state (docs/semantics.md, ClusterNetworkPolicy: "a `networks`
- * CIDR holding an address of a dual-stack pod, other than in a rule holding both /0s"): one identity
- * per pod cannot match a CIDR on one of its addresses and not the other. Only the oracle decides then.
+ * rule holding one address of a dual-stack pod and not the other"): one identity per pod cannot
+ * match a rule on one of its addresses only. Only the oracle decides then.
  */
 export function engineRefusesDualStack(w: World): boolean {
-  const dualIps = [...w.pods.values()].filter((p) => p.ips.length > 1).flatMap((p) => p.ips);
-  if (dualIps.length === 0) return false;
+  const duals = [...w.pods.values()].filter((p) => p.ips.length > 1);
+  if (duals.length === 0) return false;
   return w.policies.some((p) => p.kind === 'ClusterNetworkPolicy' && (['ingress', 'egress'] as const).some((dir) => list(obj(p.spec)[dir]).some((r) => {
     const nets = list(dir === 'ingress' ? obj(r).from : obj(r).to).flatMap((x) => list(obj(x).networks).map(String));
-    // Finding 1180: only a CIDR holding an address of a dual-stack pod (a rule with both /0s is exact).
-    return !(nets.includes('0.0.0.0/0') && nets.includes('::/0')) && nets.some((c) => dualIps.some((ip) => inCidr(ip, c)));
+    // Findings 1180 and 1690: a rule holding both addresses of a pod (both /0s, or one CIDR per family) or neither is exact.
+    return duals.some((pod) => {
+      const inside = pod.ips.filter((ip) => nets.some((c) => inCidr(ip, c))).length;
+      return inside > 0 && inside < pod.ips.length;
+    });
   })));
 }

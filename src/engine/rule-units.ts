@@ -273,7 +273,7 @@ function addSubject(out: IdentitySelector[], s: IdentitySelector): void {
   if (!out.some((x) => x.key === s.key)) out.push(s);
 }
 
-/** An enforcement unit whose uid (direction and subject) is built on first use, as a NetworkPolicy unit's. */
+/** An enforcement unit whose uid (direction, subject, origin) is built on first use, as a NetworkPolicy unit's. */
 class Enforcement implements EnforcementUnit {
   private cachedUid: string | undefined = undefined;
 
@@ -284,7 +284,8 @@ class Enforcement implements EnforcementUnit {
   ) {}
 
   get uid(): string {
-    this.cachedUid ??= flat(`${this.direction}#${this.subject.key}`);
+    // Its origin too: an update keeps an item of equal uid, origin and all (explain names it).
+    this.cachedUid ??= flat(`${this.direction}#${this.subject.key}#${this.origin.path}`);
     return this.cachedUid;
   }
 }

@@ -117,8 +117,8 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodeCover: N
   const clauses = (rule.protocols.length === 0 || denyAll ? [{ kind: 'all' } as const] : rule.protocols.map(l4Of)).map((l4) => ({ l4 }));
   return {
     // The entry (priority, index, action) is part of the uid: a priority change or a reorder
-    // replaces exactly the units whose entries change.
-    uid: `${policyRefKey(policy.ref)}#tier#${rule.path}#${entry.precedence}#${rule.direction}/${rule.action}#${spec.subject.key}#${peers.map((p) => p.key).join(';')}#${JSON.stringify(clauses)}`,
+    // replaces exactly the units whose entries change; the rule's name too, as explain reports it.
+    uid: `${policyRefKey(policy.ref)}#tier#${rule.path}#${tierRuleName(rule)}#${entry.precedence}#${rule.direction}/${rule.action}#${spec.subject.key}#${peers.map((p) => p.key).join(';')}#${JSON.stringify(clauses)}`,
     origin,
     direction: rule.direction,
     verdict: entry.deny ? 'deny' : 'allow',

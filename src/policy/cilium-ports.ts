@@ -132,8 +132,21 @@ function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, d
   if (Array.isArray(names) && names.includes('')) r.fail(join(path, 'serverNames'), 'Empty server name is not allowed');
 }
 
+/**
+ * The CRD gives `rules` a `oneOf` of `http`, `kafka`, `dns` and `l7proto` (each L7Rules field carries
+ * `+kubebuilder:validation:OneOf`, pkg/policy/api/l4.go): the API server refuses `rules: {}`, `l7`
+ * alone, and two of them even as empty lists, though the agent's L7Rules.IsEmpty would read them as
+ * no L7 rules (attack finding 1660). A null field is no field (the API server prunes it first).
+ */
+function checkL7Union(r: Reader, o: Record<string, unknown>, path: string): void {
+  const set = (['http', 'kafka', 'dns', 'l7proto'] as const).filter((k) => !absent(o[k]));
+  if (set.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${set.join(', ')}): the CRD's oneOf takes exactly one, so the API server refuses the policy`);
+  if (set.length === 0) r.fail(path, 'sets none of http, kafka, dns, l7proto: the CRD\'s oneOf takes exactly one, so the API server refuses the policy (omit `rules` for no L7 rules)');
+}
+
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
+  checkL7Union(r, o, path);
   if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
   if (!absent(o.l7)) r.fail(join(path, 'l7'), 'is not supported by distill');
   const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
@@ -141,7 +154,6 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   // Empty lists are no L7 rules at all: Cilium (L7Rules.IsEmpty) picks a parser only for a
   // non-empty list, so such a port rule is a plain allow, never redirected.
   if (present.every((k) => (o[k] as unknown[]).length === 0)) return undefined;
-  if (present.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${present.join(', ')})`);
   const parser = present[0] as 'http' | 'kafka' | 'dns';
   if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');

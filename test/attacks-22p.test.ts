@@ -45,3 +45,18 @@ describe('1660. a toPorts `rules` object setting none or several of http, kafka,
     expect(parseManifestFile(withRules('{http: [{method: GET}]}'), 'f')[0]!.rules[0]!.ports[0]!.l7).toEqual({ parser: 'http', http: [{ method: 'GET' }] });
   });
 });
+
+describe('1661. a Kafka rule with `topic: ""` was refused; Cilium 1.19 reads it as no topic', () => {
+  // kafka.go PortRule.Sanitize (cilium/proxy, vendored by 1.19): `if len(kr.Topic) > 0 { ...TopicValidChar... }`;
+  // the CRD has maxLength 255 and no minLength. On 7d066af the refusal made the agent skip the policy,
+  // leaving its subject (isolated by it) open.
+  const kafka = (rule: string): string => withRules(`{kafka: [${rule}]}`, '{port: "9092", protocol: TCP}');
+  it('reads topic: "" as a rule without a topic', () => {
+    const l7 = parseManifestFile(kafka('{role: produce, topic: ""}'), 'f')[0]!.rules[0]!.ports[0]!.l7;
+    expect(l7).toEqual({ parser: 'kafka', kafka: [{ role: 'produce', topic: '' }] });
+  });
+  it('still refuses a topic TopicValidChar refuses, and one over 255 characters (control)', () => {
+    expect(() => parseManifestFile(kafka('{topic: "a b"}'), 'f')).toThrow(/not a valid Kafka topic name/);
+    expect(() => parseManifestFile(kafka(`{topic: ${'a'.repeat(256)}}`), 'f')).toThrow(/not a valid Kafka topic name/);
+  });
+});

@@ -21,16 +21,18 @@ describe('1660. a toPorts `rules` object setting none or several of http, kafka,
   // gives `rules` oneOf [{required: [http]}, {required: [kafka]}, {required: [dns]}, {required: [l7proto]}]:
   // the API server refuses `{}` (no branch) and `{http: [], kafka: []}` (two branches). On 7d066af distill read
   // each as a plain allow of port 80 (L7Rules.IsEmpty), a policy the cluster never stores.
-  const none = /sets none of http, kafka, dns, l7proto: the CRD's oneOf takes exactly one/;
-  const several = /multiple L7 protocol rule types in one rule \((.+)\): the CRD's oneOf takes exactly one/;
+  // `{}` the agent alone would read (a policy stored before the oneOf, 1.16): "not supported", so the agent's
+  // stand-in drops the allow (test/k8s/stand-in-22p.test.ts); several fields L7Rules.sanitize refuses too.
+  const none = /sets none of http, kafka, dns, l7proto: the CRD's oneOf \(Cilium 1\.16\+\) refuses it.*is not supported by distill/;
+  const several = /multiple L7 protocol rule types in one rule \((.+)\): the CRD's oneOf and Cilium's L7Rules\.sanitize refuse the policy/;
   it('refuses rules: {}', () => {
     expect(() => parseManifestFile(withRules('{}'), 'f')).toThrow(none);
   });
   it('refuses a field the API server prunes as null (rules: {http: null} is {})', () => {
     expect(() => parseManifestFile(withRules('{http: null}'), 'f')).toThrow(none);
   });
-  it('refuses l7 without l7proto (not a branch of the oneOf)', () => {
-    expect(() => parseManifestFile(withRules('{l7: [{a: b}]}'), 'f')).toThrow(none);
+  it('refuses l7 without l7proto as invalid (not a branch of the oneOf; L7Rules.sanitize refuses it too)', () => {
+    expect(() => parseManifestFile(withRules('{l7: [{a: b}]}'), 'f')).toThrow(/may only be specified when a 'l7proto' is also specified/);
   });
   it('refuses two empty lists', () => {
     expect(() => parseManifestFile(withRules('{http: [], kafka: []}'), 'f')).toThrow(several);

@@ -134,14 +134,19 @@ function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, d
 
 /**
  * The CRD gives `rules` a `oneOf` of `http`, `kafka`, `dns` and `l7proto` (each L7Rules field carries
- * `+kubebuilder:validation:OneOf`, pkg/policy/api/l4.go): the API server refuses `rules: {}`, `l7`
- * alone, and two of them even as empty lists, though the agent's L7Rules.IsEmpty would read them as
- * no L7 rules (attack finding 1660). A null field is no field (the API server prunes it first).
+ * `+kubebuilder:validation:OneOf`, pkg/policy/api/l4.go, since cilium 17882e96, 1.16), so the API server
+ * refuses a `rules` object with none or several of them (a null field is pruned first: `{http: null}` is
+ * `{}`). Several, even as empty lists, and `l7` without `l7proto` the agent refuses too (rule_validation.go
+ * `L7Rules.sanitize` counts non-nil lists): invalid. `{}` it reads as no L7 rules, and a policy stored
+ * before 1.16 may still hold one: "not supported" makes the agent drop that allow (the stand-in, closed
+ * either way) and the CLI refuse it (attack finding 1660).
  */
 function checkL7Union(r: Reader, o: Record<string, unknown>, path: string): void {
   const set = (['http', 'kafka', 'dns', 'l7proto'] as const).filter((k) => !absent(o[k]));
-  if (set.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${set.join(', ')}): the CRD's oneOf takes exactly one, so the API server refuses the policy`);
-  if (set.length === 0) r.fail(path, 'sets none of http, kafka, dns, l7proto: the CRD\'s oneOf takes exactly one, so the API server refuses the policy (omit `rules` for no L7 rules)');
+  if (set.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${set.join(', ')}): the CRD's oneOf and Cilium's L7Rules.sanitize refuse the policy`);
+  if (set.length === 1) return;
+  if (!absent(o.l7)) r.fail(join(path, 'l7'), 'may only be specified when a \'l7proto\' is also specified (the CRD\'s oneOf and Cilium\'s L7Rules.sanitize refuse the policy)');
+  r.fail(path, 'sets none of http, kafka, dns, l7proto: the CRD\'s oneOf (Cilium 1.16+) refuses it, while the agent reads such a stored policy as no L7 rules; this is not supported by distill (omit `rules` for no L7 rules)');
 }
 
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {

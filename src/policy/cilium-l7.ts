@@ -74,8 +74,9 @@ export function parseKafkaRule(r: Reader, v: unknown, path: string): KafkaRule {
   // Cilium (kafka.PortRule.Sanitize): strconv.ParseInt(v, 10, 16) within 0..32767, so "+5" and "-0" are versions.
   const version = out.apiVersion !== undefined && /^[+-]?\d+$/.test(out.apiVersion) ? Number(out.apiVersion) : Number.NaN;
   if (out.apiVersion !== undefined && out.apiVersion !== '' && !(version >= 0 && version <= 32767)) r.fail(join(path, 'apiVersion'), `"${out.apiVersion}" is not an API version number (0 to 32767)`);
-  // TopicValidChar, `^[a-zA-Z0-9\\._\\-]+$` in a Go raw string, lets a backslash through too.
-  if (out.topic !== undefined && (out.topic.length > 255 || !/^[a-zA-Z0-9._\\-]+$/.test(out.topic))) {
+  // TopicValidChar, `^[a-zA-Z0-9\\._\\-]+$` in a Go raw string, lets a backslash through too. Sanitize checks
+  // only `len(kr.Topic) > 0` and the CRD has no minLength: an empty topic is no topic (attack finding 1661).
+  if (out.topic !== undefined && out.topic !== '' && (out.topic.length > 255 || !/^[a-zA-Z0-9._\\-]+$/.test(out.topic))) {
     r.fail(join(path, 'topic'), `"${out.topic}" is not a valid Kafka topic name`);
   }
   return out;

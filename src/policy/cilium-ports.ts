@@ -132,8 +132,26 @@ function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, d
   if (Array.isArray(names) && names.includes('')) r.fail(join(path, 'serverNames'), 'Empty server name is not allowed');
 }
 
+/**
+ * The CRD gives `rules` a `oneOf` of `http`, `kafka`, `dns` and `l7proto` (each L7Rules field carries
+ * `+kubebuilder:validation:OneOf`, pkg/policy/api/l4.go, since cilium 17882e96, 1.16), so the API server
+ * refuses a `rules` object with none or several of them (a null field is pruned first: `{http: null}` is
+ * `{}`). Several, even as empty lists, and `l7` without `l7proto` the agent refuses too (rule_validation.go
+ * `L7Rules.sanitize` counts non-nil lists): invalid. `{}` it reads as no L7 rules, and a policy stored
+ * before 1.16 may still hold one: "not supported" makes the agent drop that allow (the stand-in, closed
+ * either way) and the CLI refuse it (attack finding 1660).
+ */
+function checkL7Union(r: Reader, o: Record<string, unknown>, path: string): void {
+  const set = (['http', 'kafka', 'dns', 'l7proto'] as const).filter((k) => !absent(o[k]));
+  if (set.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${set.join(', ')}): the CRD's oneOf and Cilium's L7Rules.sanitize refuse the policy`);
+  if (set.length === 1) return;
+  if (!absent(o.l7)) r.fail(join(path, 'l7'), 'may only be specified when a \'l7proto\' is also specified (the CRD\'s oneOf and Cilium\'s L7Rules.sanitize refuse the policy)');
+  r.fail(path, 'sets none of http, kafka, dns, l7proto: the CRD\'s oneOf (Cilium 1.16+) refuses it, while the agent reads such a stored policy as no L7 rules; this is not supported by distill (omit `rules` for no L7 rules)');
+}
+
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
+  checkL7Union(r, o, path);
   if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
   if (!absent(o.l7)) r.fail(join(path, 'l7'), 'is not supported by distill');
   const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
@@ -141,7 +159,6 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
   // Empty lists are no L7 rules at all: Cilium (L7Rules.IsEmpty) picks a parser only for a
   // non-empty list, so such a port rule is a plain allow, never redirected.
   if (present.every((k) => (o[k] as unknown[]).length === 0)) return undefined;
-  if (present.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${present.join(', ')})`);
   const parser = present[0] as 'http' | 'kafka' | 'dns';
   if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');

@@ -103,7 +103,8 @@ const CRD_ENTITIES = ['all', 'world', 'cluster', 'host', 'init', 'ingress', 'unm
  * Why the API server or the agent refuses a policy of the scenario (its initial policies or one a step applies),
  * for the refusals this reader knows: an entity outside the CRD enum above; DNS rules on ingress
  * (pkg/policy/api/rule_validation.go `PortRule.Validate(ingress)`: `hasDNSRules := pr.Rules != nil &&
- * len(pr.Rules.DNS) > 0; if ingress && hasDNSRules` -> "DNS rules are not allowed on ingress", so `dns: []` passes).
+ * len(pr.Rules.DNS) > 0; if ingress && hasDNSRules` -> "DNS rules are not allowed on ingress", so `dns: []` passes);
+ * `rules` setting none or several of http, kafka, dns, l7proto (the CRD's oneOf).
  */
 export function ciliumRefusal(text: string): string | undefined {
   const doc = obj(parse(text));
@@ -117,6 +118,9 @@ export function ciliumRefusal(text: string): string | undefined {
           const bad = (list(rule[`${dir}Entities`]) ?? []).map(str).find((e) => !CRD_ENTITIES.includes(e));
           if (bad !== undefined) return `${field}: entity ${bad} is not in the CRD's enum`;
           if (field === 'ingress' && (list(rule.toPorts) ?? []).some((pr) => (list(obj(obj(pr).rules).dns) ?? []).length > 0)) return 'DNS rules are not allowed on ingress';
+          // The CRD's `oneOf` on `rules` (pkg/policy/api/l4.go L7Rules: +kubebuilder:validation:OneOf on http, kafka, dns, l7proto).
+          const unions = (list(rule.toPorts) ?? []).map((pr) => obj(pr).rules).filter((x) => x !== undefined && x !== null);
+          if (unions.some((u) => ['http', 'kafka', 'dns', 'l7proto'].filter((k) => obj(u)[k] !== undefined && obj(u)[k] !== null).length !== 1)) return 'rules must set exactly one of http, kafka, dns, l7proto';
         }
       }
     }

@@ -41,11 +41,12 @@ describe('empty toPorts and empty L7 lists (items 2 and 7)', () => {
     expect(b.rules[0]!.ports).toEqual([]);
     expect(b.rules[0]!.peers).toEqual([]);
   });
-  it('rules: {http: []} and rules: {} carry no L7; http: [{}] does', () => {
+  it('rules: {http: []} and rules: {kafka: []} carry no L7; http: [{}] does; rules: {} is refused (the CRD oneOf, finding 1660)', () => {
     const l7 = (rules: unknown) => parseManifest(cnp({ endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules }] }] }), 'f').rules[0]!.ports[0]!.l7;
     expect(l7({ http: [] })).toBeUndefined();
-    expect(l7({})).toBeUndefined();
-    expect(l7({ http: [], kafka: [] })).toBeUndefined();
+    expect(l7({ kafka: [] })).toBeUndefined();
+    expect(() => l7({})).toThrow(/sets none of http, kafka, dns, l7proto.*not supported by distill/);
+    expect(() => l7({ http: [], kafka: [] })).toThrow(/multiple L7 protocol rule types in one rule \(http, kafka\)/);
     expect(l7({ http: [{}] })).toEqual({ parser: 'http', http: [{}] });
   });
 });

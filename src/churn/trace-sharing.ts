@@ -1,10 +1,12 @@
 import type { ContainerPort } from '../model/ports.js';
+import { sealedLabels, sealedPorts } from '../model/sealed-pod.js';
 import { ParsedPolicyBase, Peer, Policy, PolicyRule, policyRefKey, PortClause } from '../model/rules.js';
 import type { Selector } from '../model/selector.js';
 
 /**
  * How a parsed trace stays small in the heap: one copy of each distinct label map, port list,
- * selector and peer list, and policies that keep their manifest as text.
+ * selector and peer list, and policies that keep their manifest as text. Label maps and port lists
+ * are sealed (src/model/sealed-pod.ts), as the trace's pods are: the engine keeps them uncopied.
  */
 
 /**
@@ -77,10 +79,9 @@ export class SharedValues {
   private readonly portClauses = new Map<string, readonly PortClause[]>();
 
   labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
-    const entries = Object.entries(labels);
-    const key = JSON.stringify(entries);
+    const key = JSON.stringify(Object.entries(labels));
     let hit = this.labelMaps.get(key);
-    if (hit === undefined) this.labelMaps.set(key, (hit = Object.freeze(Object.setPrototypeOf(Object.fromEntries(entries), null) as Record<string, string>)));
+    if (hit === undefined) this.labelMaps.set(key, (hit = sealedLabels(labels)));
     return hit;
   }
 
@@ -129,7 +130,7 @@ export class SharedValues {
   ports(ports: readonly ContainerPort[]): readonly ContainerPort[] {
     const key = JSON.stringify(ports);
     let hit = this.portLists.get(key);
-    if (hit === undefined) this.portLists.set(key, (hit = Object.freeze(ports.map((p) => Object.freeze(p)))));
+    if (hit === undefined) this.portLists.set(key, (hit = sealedPorts(ports)));
     return hit;
   }
 }

@@ -1,5 +1,6 @@
 import type { ContainerPort } from '../model/ports.js';
-import { KeyedPod } from '../model/cluster.js';
+import type { KeyedPod } from '../model/cluster.js';
+import { sealedPod } from '../model/sealed-pod.js';
 import { POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { flat, intern } from '../model/intern.js';
 import { EngineError, EngineEvent } from '../engine/events.js';
@@ -187,7 +188,8 @@ function readPod(r: Reader, v: unknown, shared: SharedValues): KeyedPod {
   const ip = readIp(r, p.ip, 'pod.ip');
   const { ips } = podIpsOf(r, p.ips, p.ip);
   const serviceAccount = r.optString(p.serviceAccount, 'pod.serviceAccount') ?? 'default';
-  return new KeyedPod(intern(namespace), name, labels, ip, ips, serviceAccount, shared.ports(readContainerPorts(r, p.ports, 'pod.ports')));
+  // Sealed: the engine keeps it as it is, without a boundary copy (src/model/sealed-pod.ts).
+  return sealedPod(intern(namespace), name, labels, ip, ips, serviceAccount, shared.ports(readContainerPorts(r, p.ports, 'pod.ports')));
 }
 
 /** A `deletePolicy` line's ref: a namespace exactly when the kind is namespaced. */

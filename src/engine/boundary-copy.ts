@@ -3,6 +3,7 @@ import type { IpAddress } from '../model/cidr.js';
 import type { ContainerPort } from '../model/ports.js';
 import type { LabelSet } from '../model/labels.js';
 import type { LookupResult } from '../model/policy-map.js';
+import { frozenIp as ip, frozenPort as port, isSealedPod } from '../model/sealed-pod.js';
 import { EngineError, type MapDelta, type MapSnapshot } from './events.js';
 
 type Rec = Record<string, unknown>;
@@ -100,6 +101,8 @@ export class BoundaryCopier {
   }
 
   private pod(p: unknown): unknown {
+    // Built frozen by distill's own reader, of fields copied as below (src/model/sealed-pod.ts).
+    if (isSealedPod(p)) return p;
     if (!isRecord(p)) return p;
     const { namespace, name, labels, ips, serviceAccount, ports } = p;
     const a = ip(p.ip);
@@ -153,22 +156,12 @@ function sameLabels(given: Rec, copy: Rec): boolean {
   return true;
 }
 
-function ip(a: unknown): unknown {
-  return isRecord(a) ? Object.freeze({ family: a.family, value: a.value, text: a.text }) : a;
-}
-
 /** Holes become undefined, which validation refuses (a sparse list's forEach would skip them). */
 function ipList(list: unknown): unknown {
   return Array.isArray(list) ? Object.freeze(Array.from(list, ip)) : list;
 }
 
 const NO_PORTS: readonly unknown[] = Object.freeze([]);
-
-function port(p: unknown): unknown {
-  if (!isRecord(p)) return p;
-  const name = p.name;
-  return Object.freeze(name === undefined ? { port: p.port, protocol: p.protocol } : { name, port: p.port, protocol: p.protocol });
-}
 
 /**
  * Finding 303: what the engine returns shares objects with its own state (map records and their

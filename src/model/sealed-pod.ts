@@ -10,8 +10,8 @@ import type { ContainerPort } from './ports.js';
  * kept only if this module made it (`sealedLabels`, `sealedPorts`), copied otherwise. So a caller
  * can make one only through this module, which copies whatever it is given; its validation still
  * runs in `apply`. The brand is a private field of a class that is not exported: no caller can
- * forge it, a subclass cannot change a frozen instance's own fields, and a Proxy of a sealed pod
- * is not one. Copying cost the cilium-ci cold start ~5 % of its main thread and kept a second pod
+ * forge it, a subclass's instance (whose prototype could redefine `key`) and a Proxy of a sealed
+ * pod are not one. Copying cost the cilium-ci cold start ~5 % of its main thread and kept a second pod
  * and address (~120 B) per pod (docs/benchmarks.md, perf20, perf22pods).
  */
 class SealedPod extends KeyedPod {
@@ -26,8 +26,9 @@ class SealedPod extends KeyedPod {
     Object.freeze(this);
   }
 
+  /** A subclass's instance is not one: its prototype could redefine `key`, which the engine reads. */
   static holds(v: object): boolean {
-    return #sealed in v;
+    return #sealed in v && Object.getPrototypeOf(v) === SealedPod.prototype;
   }
 }
 

@@ -105,7 +105,23 @@ describe('a sealed pod is made of copies of what it is given', () => {
     const s = new Sub('default', 'c', labels, parseIp('10.0.0.4'), undefined, 'default', []);
     expect(Object.isFrozen(s)).toBe(true);
     expect(s.labels).not.toBe(labels);
-    expect(kept(s)).toBe(s);
+    // Not trusted: a subclass's prototype could answer `key` for another pod (the lead's review).
+    expect(isSealedPod(s)).toBe(false);
+    expect(kept(s)).not.toBe(s);
+  });
+
+  it("a subclass that redefines the key is copied, and the engine keys the pod by its namespace and name", () => {
+    const C = seal({ app: 'web' }).constructor as new (...args: unknown[]) => KeyedPod;
+    class Liar extends C {
+      override get key(): string {
+        return 'kube-system/coredns';
+      }
+    }
+    const liar = new Liar('default', 'x', { app: 'web' }, parseIp('10.0.0.9'), undefined, 'default', []);
+    expect(isSealedPod(liar)).toBe(false);
+    const copy = kept(liar) as KeyedPod;
+    expect(copy).not.toBe(liar);
+    expect(copy.key).toBe('default/x');
   });
 });
 

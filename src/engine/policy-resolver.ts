@@ -79,7 +79,12 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
       const only = subjects.length === 1 ? g : undefined;
       for (let i = 0; i < attached.length; i++) {
         const gi = only ?? (this.groups.get(itemOf(c, i).subject.key) as SubjectGroup);
-        if (gi.active !== null && attached[i] === null) this.notifyNew(gi, this.attach(rec, i, gi));
+        if (gi.active === null || attached[i] !== null) continue;
+        // notifyNew inline: one call fewer per item of every adopted policy.
+        const a = this.attach(rec, i, gi);
+        if (gi.cs.selected.size === 0) continue;
+        if (a instanceof AttachedUnit) this.onSubjectChange(a, [...gi.cs.selected], []);
+        else this.onEnforcementChange(a, [...gi.cs.selected], []);
       }
     }
     if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy);
@@ -320,13 +325,6 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     (rec.attached as (Attached | null)[])[i] = a;
     (g.active as Set<Attached>).add(a);
     return a;
-  }
-
-  /** An item attached to an active group adopts the identities its subject selects now. */
-  private notifyNew(g: SubjectGroup, a: Attached): void {
-    if (g.cs.selected.size === 0) return;
-    if (a instanceof AttachedUnit) this.onSubjectChange(a, [...g.cs.selected], []);
-    else this.onEnforcementChange(a, [...g.cs.selected], []);
   }
 
   /** Item `i` of the record, if attached, leaves every identity its subject selects and its group. */

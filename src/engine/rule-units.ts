@@ -87,9 +87,15 @@ function compileRule(rule: PolicyRule, index: number, out: RuleUnit[] | null): R
   if (!hasUnits(rule)) return out;
   const subject = labelsSelector(rule.subject);
   let named = 0;
-  for (let i = 0; i < rule.ports.length; i++) if (isNamedEgress(rule, rule.ports[i] as PolicyRule['ports'][number])) named++;
+  // isNamedEgress inline, and no `append` for a first unit: the cold start compiles every adopted policy, mostly unoptimised.
+  if (rule.direction === 'egress') for (let i = 0; i < rule.ports.length; i++) if ((rule.ports[i] as PolicyRule['ports'][number]).l4.kind === 'named') named++;
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
-  if (named === 0 || named === rule.ports.length) return append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0));
+  if (named === 0 || named === rule.ports.length) {
+    const unit = new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0);
+    if (out === null) return [unit];
+    out.push(unit);
+    return out;
+  }
   out = append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => isNamedEgress(rule, c)).slice(), true));
   return append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => !isNamedEgress(rule, c)).slice(), false));
 }
@@ -115,6 +121,10 @@ class NetworkPolicyUnit implements RuleUnit {
   // call per instance, and a cold start compiles every adopted policy mostly unoptimised.
   declare readonly index: number;
   declare private readonly rule: PolicyRule;
+  // The rule's, as fields: read for every adoption and contribution, where a getter is one more call.
+  declare readonly origin: RuleOrigin;
+  declare readonly direction: Direction;
+  declare readonly verdict: Verdict;
   declare readonly subject: IdentitySelector;
   declare readonly clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[];
   declare readonly namedEgress: boolean;
@@ -125,25 +135,15 @@ class NetworkPolicyUnit implements RuleUnit {
   constructor(index: number, rule: PolicyRule, subject: IdentitySelector, clauses: readonly { readonly l4: L4Match; readonly l7?: L7Rules }[], namedEgress: boolean) {
     this.index = index;
     this.rule = rule;
+    this.origin = rule.origin;
+    this.direction = rule.direction;
+    this.verdict = rule.verdict;
     this.subject = subject;
     this.clauses = clauses;
     this.namedEgress = namedEgress;
     this.cachedUid = undefined;
     this.cachedPeers = undefined;
     this.cachedAnyPeer = undefined;
-  }
-
-  // Read from the rule, not copied: 24 bytes less per unit (cilium-ci keeps 37,500 units).
-  get origin(): RuleOrigin {
-    return this.rule.origin;
-  }
-
-  get direction(): Direction {
-    return this.rule.direction;
-  }
-
-  get verdict(): Verdict {
-    return this.rule.verdict;
   }
 
   get peers(): readonly IdentitySelector[] {
@@ -237,7 +237,10 @@ export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedN
       const x = (enforcements as Enforcement[])[j] as Enforcement;
       if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
     }
-    if (!seen) enforcements = append(enforcements, new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
+    if (seen) continue;
+    const x = new Enforcement(e.origin, e.direction, labelsSelector(e.subject));
+    if (enforcements === null) enforcements = [x];
+    else enforcements.push(x);
   }
   return { units: units ?? [], enforcements: enforcements ?? [] };
 }

@@ -4,6 +4,7 @@ import { LISTENER_PRIORITY, L7Parser } from '../model/l7.js';
 import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin, Verdict } from '../model/rules.js';
 import { compileTiered, failClosedNodeCover, type NodeCover } from './tiers.js';
 import { flat } from '../model/intern.js';
+import type { Selector } from '../model/selector.js';
 import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector, remoteNodesSelector } from './selector-cache.js';
 
 /**
@@ -253,15 +254,19 @@ export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedN
 export function policySubjects(policy: Policy): readonly IdentitySelector[] {
   let first: IdentitySelector | undefined;
   let more = false;
+  // No selector looked up again for the same Selector object (a rule's and its enforcement's subject usually are one).
+  let given: Selector | undefined;
   for (let i = 0; i < policy.rules.length; i++) {
     const rule = policy.rules[i] as PolicyRule;
-    if (!hasUnits(rule)) continue;
-    const s = labelsSelector(rule.subject);
+    if (rule.subject === given || !hasUnits(rule)) continue;
+    const s = labelsSelector((given = rule.subject));
     if (first === undefined) first = s;
     else if (s.key !== first.key) more = true;
   }
   for (let i = 0; i < policy.enforcements.length; i++) {
-    const s = labelsSelector((policy.enforcements[i] as Policy['enforcements'][number]).subject);
+    const subject = (policy.enforcements[i] as Policy['enforcements'][number]).subject;
+    if (subject === given) continue;
+    const s = labelsSelector((given = subject));
     if (first === undefined) first = s;
     else if (s.key !== first.key) more = true;
   }

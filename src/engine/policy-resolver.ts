@@ -81,7 +81,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
       for (let i = 0; i < attached.length; i++) {
         const gi = only ?? (this.groups.get(itemOf(c, i).subject.key) as SubjectGroup);
         if (gi.active === null || attached[i] !== null) continue;
-        // notifyNew inline: one call fewer per item of every adopted policy.
+        // Notified here, not through a helper: one call fewer per item of every adopted policy.
         const a = this.attach(rec, i, gi);
         if (gi.cs.selected.size === 0) continue;
         if (a instanceof AttachedUnit) this.onSubjectChange(a, [...gi.cs.selected], []);

@@ -10,7 +10,7 @@ describe('cold start calls', () => {
   it('an adopted plain CiliumNetworkPolicy costs at most 80 JavaScript calls in a cold start', () => {
     const out = JSON.parse(execFileSync(process.execPath, ['scripts/policy-calls.mjs', 'dist'], { encoding: 'utf8' })) as { callsPerPolicy: number };
     // Measured: 98 calls a policy at 7d066af; 67 after perf22policy (validation, the three stages
-    // that ask one question of a plain policy, field initializers, getters, notifyNew).
+    // that ask one question of a plain policy, field initializers, getters, a notify helper).
     expect(out.callsPerPolicy).toBeLessThan(80);
   });
 });

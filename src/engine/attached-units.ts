@@ -32,15 +32,21 @@ export interface AttachedClause {
  * first selects a local identity (`SubjectGroup`), as most units never are.
  */
 export class AttachedUnit {
-  subject: CachedSelector | null = null;
+  // Declared, set in the constructor (here and in AttachedEnforcement): field initializers run as
+  // one more call per instance, and a cold start builds one per adopted unit, mostly unoptimised.
+  declare readonly unit: RuleUnit;
+  /** Its number (contribution labels). */
+  declare readonly n: number;
+  declare subject: CachedSelector | null;
   /** Joined when some local identity first adopts the unit (most never are), and kept until it is detached. */
-  share: UnitShare | null = null;
+  declare share: UnitShare | null;
 
-  constructor(
-    readonly unit: RuleUnit,
-    /** Its number (contribution labels). */
-    readonly n: number,
-  ) {}
+  constructor(unit: RuleUnit, n: number) {
+    this.unit = unit;
+    this.n = n;
+    this.subject = null;
+    this.share = null;
+  }
 
   /** Peer identities and how many of the unit's peer selectors select each (`NO_TARGETS` while its share's peers are unregistered). */
   get targets(): Map<IdentityId, number> {
@@ -117,9 +123,13 @@ function clausesOf(unit: RuleUnit, n: number, share: UnitShare): AttachedClause[
 
 /** An enforcement unit (a policy making a direction default-deny for its subject), built when its subject group first selects a local identity. */
 export class AttachedEnforcement {
-  subject: CachedSelector | null = null;
+  declare readonly unit: EnforcementUnit;
+  declare subject: CachedSelector | null;
 
-  constructor(readonly unit: EnforcementUnit) {}
+  constructor(unit: EnforcementUnit) {
+    this.unit = unit;
+    this.subject = null;
+  }
 
   get origin(): RuleOrigin {
     return this.unit.origin;

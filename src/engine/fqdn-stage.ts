@@ -110,7 +110,8 @@ export class FqdnStage {
 
   /** `key` is `policyRefKey(p.ref)`. */
   policyUpserted(p: Policy, key: string): void {
-    this.policyDeleted(key);
+    // No call while no policy has DNS rules (a cold start of plain policies).
+    if (this.dnsRules.size > 0) this.policyDeleted(key);
     // Indexed loops, and no array for a policy without DNS rules: the cold start runs this in the interpreter once per policy.
     let rules: DnsRule[] | null = null;
     for (let i = 0; i < p.rules.length; i++) {

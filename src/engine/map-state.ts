@@ -7,7 +7,7 @@ import { L7Change, L7Tables } from './l7-tables.js';
 import { entryEquals } from './map-deltas.js';
 import { flatten, Group, Held, hold, isPassCopy, markPassCopy } from './map-tiers.js';
 import { flat } from '../model/intern.js';
-import { covers, dirProto, idDir, meet, portKeyOf, rawKey, rawKeyAt } from './raw-key.js';
+import { covers, dirProto, idDir, meet, portKeyOf, RAW_ID_DIR, rawKey, rawKeyAt } from './raw-key.js';
 import type { PortKey } from './rule-units.js';
 import { SmallCounts } from './small-counts.js';
 import type { EngineStats } from './stats.js';
@@ -221,10 +221,13 @@ export class MapState {
     if (!r) {
       const k = key ?? { identity, direction, protocol: pk.protocol, port: pk.port, portPrefixLen: pk.portPrefixLen };
       this.markDirty(ks, k, undefined);
-      r = { key: k, rk: ks, idd: idDir(identity, direction), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new SmallCounts<Contribution>(), merged: entry };
+      // Holding `c` once from the start: a new key asks nothing of its counts (three calls fewer a key).
+      r = { key: k, rk: ks, idd: Math.floor(ks / RAW_ID_DIR), dp: dirProto(direction, pk.protocol), pkc: portKeyOf(k), contribs: new SmallCounts<Contribution>(c), merged: entry };
       this.raw.set(ks, r);
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
+      this.l7.touch(ks, k, entry);
+      return r;
     }
     this.l7.touch(ks, r.key, entry);
     const count = r.contribs.get(c);
@@ -398,7 +401,7 @@ export class MapState {
     // Only an entry above the lowest precedence (the default allow's) can hide narrower entries.
     if (!mayPrune) return;
     if (key.identity !== 0) {
-      this.coveredBy(key, this.byIdentityDir.get(idDir(key.identity, key.direction)), out);
+      this.coveredBy(key, this.byIdentityDir.get(Math.floor(ks / RAW_ID_DIR)), out);
     } else if (key.protocol !== 0) {
       this.coveredBy(key, this.byDirProto.get(dirProto(key.direction, key.protocol)), out);
     } else {
@@ -419,11 +422,13 @@ export class MapState {
   private finalEntry(key: PolicyKey, r: RawEntry | undefined): PolicyEntry | undefined {
     if (!r) return undefined;
     const p = r.merged.precedence;
-    // The key's own identity, then identity 0 (once when they are the same).
-    if (key.identity !== 0 && this.hiddenAt(key, key.identity, p)) return undefined;
-    if (this.hiddenAt(key, 0, p)) return undefined;
+    // The key's own identity, then identity 0 (once when they are the same). Identity 0's idDir is
+    // the direction's bit, its raw key this one's with that idDir: no key helper called per settled key.
+    const idd0 = r.idd & 1;
+    if (key.identity !== 0 && this.hiddenAt(key, r.idd, true, p)) return undefined;
+    if (this.hiddenAt(key, idd0, key.identity === 0, p)) return undefined;
     if (key.identity !== 0) {
-      const r0 = this.raw.get(rawKeyAt(idDir(0, key.direction), key.protocol, key.port, key.portPrefixLen));
+      const r0 = this.raw.get(r.rk - (r.idd - idd0) * RAW_ID_DIR);
       if (r0 && entryEquals(r0.merged, r.merged)) return undefined;
     }
     return r.merged;
@@ -440,23 +445,22 @@ export class MapState {
     return entry && { key: r.key, entry };
   }
 
-  /** Is a broader-or-equal key of identity `id` above precedence `p`? (For the key itself, only broader ones.) */
-  private hiddenAt(key: PolicyKey, id: IdentityId, p: number): boolean {
-    const idd = idDir(id, key.direction);
+  /** Is a broader-or-equal key of idDir `idd` above precedence `p`? (For the key's own (`own`), only broader ones.) */
+  private hiddenAt(key: PolicyKey, idd: number, own: boolean, p: number): boolean {
     // Only keys above the lowest precedence (the default allow's) can hide this one; most levels have none.
     if (!this.highByIdentityDir.has(idd)) return false;
     // An identity with fewer raw entries than the prefix lookups below (most peers hold a few ports) is scanned instead.
     const held = this.byIdentityDir.get(idd);
-    if (held !== undefined && held.size <= key.portPrefixLen) return this.hiddenAmong(key, id, p, held);
+    if (held !== undefined && held.size <= key.portPrefixLen) return this.hiddenAmong(key, own, p, held);
     // Broader-or-equal keys: the same protocol with shorter port prefixes, then any protocol.
     if (key.protocol !== 0) {
-      for (let len = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
+      for (let len = own ? key.portPrefixLen - 1 : key.portPrefixLen; len >= 0; len--) {
         this.stats.mapEntriesVisited++;
         const rb = this.raw.get(rawKeyAt(idd, key.protocol, key.port, len));
         if (rb && rb.merged.precedence > p) return true;
       }
     }
-    if (key.protocol !== 0 || id !== key.identity) {
+    if (key.protocol !== 0 || !own) {
       this.stats.mapEntriesVisited++;
       const rb = this.raw.get(rawKeyAt(idd, 0, 0, 0));
       if (rb && rb.merged.precedence > p) return true;
@@ -464,9 +468,9 @@ export class MapState {
     return false;
   }
 
-  /** `hiddenAt` by a scan of identity `id`'s raw entries `held` (same direction): the same broader-or-equal keys. */
-  private hiddenAmong(key: PolicyKey, id: IdentityId, p: number, held: Set<RawEntry>): boolean {
-    const maxLen = id === key.identity ? key.portPrefixLen - 1 : key.portPrefixLen;
+  /** `hiddenAt` by a scan of one identity's raw entries `held` (same direction): the same broader-or-equal keys. */
+  private hiddenAmong(key: PolicyKey, own: boolean, p: number, held: Set<RawEntry>): boolean {
+    const maxLen = own ? key.portPrefixLen - 1 : key.portPrefixLen;
     for (const r of held) {
       this.stats.mapEntriesVisited++;
       if (r.merged.precedence <= p) continue;
@@ -514,7 +518,8 @@ export class MapState {
     for (const ks of this.dirty.keys()) {
       const d = this.dirty.get(ks) as { key: PolicyKey; before: PolicyEntry | undefined };
       const now = this.raw.get(ks)?.merged;
-      if (entryEquals(now, d.before)) continue;
+      // entryEquals only when both exist (a new key's `before` is undefined): one call fewer per new key.
+      if (d.before === undefined ? now === undefined : entryEquals(now, d.before)) continue;
       const mayPrune = Math.max(now?.precedence ?? 0, d.before?.precedence ?? 0) > PRECEDENCE_LOWEST;
       this.dependents(d.key, ks, mayPrune, affected);
     }
@@ -525,7 +530,7 @@ export class MapState {
       let ks = policyKeyString(key);
       const before = this.entries.get(ks)?.entry;
       const after = this.finalEntry(key, this.raw.get(rk));
-      if (entryEquals(before, after)) continue;
+      if (before === undefined ? after === undefined : entryEquals(before, after)) continue;
       // A new key is stored for the entry's lifetime: flat, not the tree of ~6 pieces the template builds.
       if (before === undefined) ks = flat(ks);
       if (after) this.entries.set(ks, { key, entry: after });

@@ -44,6 +44,19 @@ function nodeSelectorsOf(policy: Policy): Selector[] | null {
   return out;
 }
 
+/** Some peer of the policy's rules is a `nodes` peer or an API server stand-in (indexed: asked once per policy upsert, mostly unoptimised). */
+function hasNodeOrStandIn(policy: Policy): boolean {
+  const rules = policy.rules;
+  for (let i = 0; i < rules.length; i++) {
+    const peers = (rules[i] as Policy['rules'][number]).peers;
+    for (let j = 0; j < peers.length; j++) {
+      const p = peers[j] as Peer;
+      if (p.kind === 'nodes' || (p.kind === 'selector' && p.apiServerStandIn === true)) return true;
+    }
+  }
+  return false;
+}
+
 /**
  * Cluster nodes and their addresses: each address is an ipcache host entry with the reserved
  * identity `host` (the agent's own node) or `remote-node` (Cilium's node manager,
@@ -166,6 +179,8 @@ export class NodeTable {
 
   /** `key` is `policyRefKey(policy.ref)`. */
   policyUpserted(policy: Policy, key: string): void {
+    // A policy without tiers, `nodes` peers or stand-ins that the table does not hold changes nothing (nearly every policy of a cold start).
+    if (policy.tiered === undefined && !this.standIns.has(key) && !this.keysByPolicy.has(key) && !this.networked.has(key) && !hasNodeOrStandIn(policy)) return;
     this.setStandIn(key, hasApiServerStandIns(policy) ? policy : undefined);
     // Most policies have no nodes peers and no tiers: no Set and no arrays for them (30,000 in a cilium-ci cold start).
     const selectors = nodeSelectorsOf(policy);

@@ -64,7 +64,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     const oldPolicy = old?.policy;
     const rec = old ? this.replace(old, policy) : this.fresh(policy);
     if (!old) this.policies.set(key, rec);
-    const subjects = this.subjectsOf(rec);
+    // A NetworkPolicy-tier policy's subjects straight from the policy (`subjectsOf` would ask the same).
+    const subjects = rec.compiled === null ? policySubjects(policy) : this.subjectsOf(rec);
     let active = false;
     let g: SubjectGroup | undefined;
     for (let k = 0; k < subjects.length; k++) {
@@ -79,7 +80,12 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
       const only = subjects.length === 1 ? g : undefined;
       for (let i = 0; i < attached.length; i++) {
         const gi = only ?? (this.groups.get(itemOf(c, i).subject.key) as SubjectGroup);
-        if (gi.active !== null && attached[i] === null) this.notifyNew(gi, this.attach(rec, i, gi));
+        if (gi.active === null || attached[i] !== null) continue;
+        // Notified here, not through a helper: one call fewer per item of every adopted policy.
+        const a = this.attach(rec, i, gi);
+        if (gi.cs.selected.size === 0) continue;
+        if (a instanceof AttachedUnit) this.onSubjectChange(a, [...gi.cs.selected], []);
+        else this.onEnforcementChange(a, [...gi.cs.selected], []);
       }
     }
     if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy);
@@ -99,8 +105,9 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   /** The record's compiled items, compiling a NetworkPolicy-tier policy on first use (pure: it reads nothing but the policy). */
   private compiled(rec: PolicyRecord): Compiled {
     if (rec.compiled === null) {
-      rec.compiled = compilePolicy(rec.policy, this.ctx.nodeCover);
-      rec.attached = new Array<Attached | null>(itemCount(rec.compiled)).fill(null);
+      const c = compilePolicy(rec.policy, this.ctx.nodeCover);
+      rec.compiled = c;
+      rec.attached = new Array<Attached | null>(c.units.length + c.enforcements.length).fill(null);
     }
     return rec.compiled;
   }
@@ -320,13 +327,6 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     (rec.attached as (Attached | null)[])[i] = a;
     (g.active as Set<Attached>).add(a);
     return a;
-  }
-
-  /** An item attached to an active group adopts the identities its subject selects now. */
-  private notifyNew(g: SubjectGroup, a: Attached): void {
-    if (g.cs.selected.size === 0) return;
-    if (a instanceof AttachedUnit) this.onSubjectChange(a, [...g.cs.selected], []);
-    else this.onEnforcementChange(a, [...g.cs.selected], []);
   }
 
   /** Item `i` of the record, if attached, leaves every identity its subject selects and its group. */

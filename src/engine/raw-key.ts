@@ -10,6 +10,8 @@ import type { Direction } from '../model/rules.js';
  * below 2^53 for identities below 2^27).
  */
 const P25 = 2 ** 25;
+/** A raw key is `idDir * RAW_ID_DIR` plus its (protocol, port prefix) code: its idDir is `Math.floor(rk / RAW_ID_DIR)`. */
+export const RAW_ID_DIR = P25;
 const P17 = 2 ** 17;
 // The helpers below run tens of thousands of times in a cold start, mostly unoptimised, where
 // every call costs: none calls another. The direction's bit is 0 for ingress, 1 for egress; the

@@ -5,9 +5,17 @@
  * oldest item.
  */
 export class SmallCounts<T> {
-  private one: T | undefined = undefined;
-  private oneCount = 0;
-  private more: Map<T, number> | undefined = undefined;
+  // Declared, set in the constructor: field initializers would run as one more call per instance (one per raw key).
+  declare private one: T | undefined;
+  declare private oneCount: number;
+  declare private more: Map<T, number> | undefined;
+
+  /** Empty, or holding `first` once. */
+  constructor(first?: T) {
+    this.one = first;
+    this.oneCount = first === undefined ? 0 : 1;
+    this.more = undefined;
+  }
 
   get size(): number {
     return (this.oneCount > 0 ? 1 : 0) + (this.more?.size ?? 0);

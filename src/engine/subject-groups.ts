@@ -23,14 +23,19 @@ export type Compiled = ReturnType<typeof compilePolicy>;
  * table as it is then).
  */
 export class PolicyRecord {
+  // Declared, set in the constructor: field initializers run as one more call per record (one per policy upsert).
+  declare policy: Policy;
+  declare compiled: Compiled | null;
+  declare seq: number | readonly number[];
   /** Aligned with the items once compiled; null for an item whose subject group is pending. */
-  attached: (Attached | null)[] | null = null;
+  declare attached: (Attached | null)[] | null;
 
-  constructor(
-    public policy: Policy,
-    public compiled: Compiled | null,
-    public seq: number | readonly number[],
-  ) {}
+  constructor(policy: Policy, compiled: Compiled | null, seq: number | readonly number[]) {
+    this.policy = policy;
+    this.compiled = compiled;
+    this.seq = seq;
+    this.attached = null;
+  }
 
   seqOf(i: number): number {
     return typeof this.seq === 'number' ? this.seq + i : (this.seq[i] as number);

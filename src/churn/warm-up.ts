@@ -1,0 +1,128 @@
+import { Engine } from '../engine/engine.js';
+import type { EngineEvent } from '../engine/events.js';
+import { parseIp } from '../model/cidr.js';
+import { generateTrace } from './profiles.js';
+import { parseTrace, Trace } from './trace.js';
+
+/**
+ * What a warm-up cost. `error`: why it stopped early (a bug in the workload or the engine: the
+ * caller logs it and goes on; the caller's engine never saw the scratch engines).
+ */
+export interface WarmUpResult {
+  readonly ms: number;
+  /** Events applied (refused ones included). */
+  readonly events: number;
+  /** Transactions the scratch engines refused, as the workload meant them to be. */
+  readonly refused: number;
+  readonly error?: string;
+}
+
+/**
+ * The built-in workload: small generated clusters whose churn covers every event kind a replay or
+ * an agent's watch brings (pod add/delete/relabel, identity add/remove by new or last pods,
+ * namespace relabel, policy add/update/delete, CIDR and L7 policies, DNS answers and clock steps),
+ * plus node and API-server events, external identities and refused transactions. Fixed seeds:
+ * the same workload in every process. Sizes chosen for ~100 ms on a quiet machine (docs/benchmarks.md,
+ * perf22tail): the churn's first pass, not its volume, is what compiles and deoptimises.
+ */
+export interface WarmUpTrace {
+  readonly profile: string;
+  readonly scale?: number;
+  readonly churn: number;
+  readonly fqdn?: boolean;
+}
+
+const WORKLOAD: readonly WarmUpTrace[] = [
+  { profile: 'cilium-ci', scale: 0.002, churn: 300 },
+  { profile: 'small', churn: 120 },
+  { profile: 'fqdn', scale: 0.01, churn: 40, fqdn: true },
+];
+/** Churn events kept per tag: enough for V8 to optimise each path; a namespace relabel re-derives every pod of its namespace. */
+const PER_TAG = 24;
+const PER_NAMESPACE_RELABEL = 4;
+const WARM_UP_SEED = 22;
+
+/**
+ * Runs the churn paths once before a real churn: each workload through a scratch Engine (the cold
+ * start as one transaction, then each churn event as its own), then drops them. V8 compiles and
+ * deoptimises the paths a cold start never runs (deletes, relabels, the undo log, event shapes it
+ * never saw) here instead of inside the first real events (docs/benchmarks.md, perf19, perf22tail).
+ * Touches nothing of the caller's: no engine, backend, metrics or identity allocator is shared.
+ * Never throws. `workload`: the built-in one unless given (a test's, e.g. one that cannot run).
+ */
+export function warmUpEngine(workload: readonly WarmUpTrace[] = WORKLOAD): WarmUpResult {
+  const t0 = process.hrtime.bigint();
+  const counts = { events: 0, refused: 0 };
+  let error: string | undefined;
+  try {
+    for (const w of workload) runTrace(parseTrace(generateTrace({ profile: w.profile, seed: WARM_UP_SEED, churnEvents: w.churn, ...(w.scale === undefined ? {} : { scale: w.scale }) }), 'warm-up', { manifests: false, fqdn: w.fqdn === true }), counts);
+    runNodesAndRefusals(counts);
+    runExternalIdentities(counts);
+  } catch (e) {
+    error = e instanceof Error ? e.message : String(e);
+  }
+  const ms = Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10;
+  return { ms, ...counts, ...(error === undefined ? {} : { error }) };
+}
+
+/** As `replay` applies a trace: the initial phase as one transaction, then one per churn event. */
+function runTrace(trace: Trace, counts: { events: number; refused: number }): void {
+  const engine = new Engine();
+  const initial: EngineEvent[] = [];
+  const churn: EngineEvent[] = [];
+  let inChurn = false;
+  const kept = new Map<string, number>();
+  for (const item of trace.items) {
+    if (item.kind === 'phase') inChurn = item.name !== 'initial';
+    else if (!inChurn) initial.push(item.event);
+    else {
+      const n = kept.get(item.tag) ?? 0;
+      if (n >= (item.tag === 'namespace-relabel' ? PER_NAMESPACE_RELABEL : PER_TAG)) continue;
+      kept.set(item.tag, n + 1);
+      churn.push(item.event);
+    }
+  }
+  apply(engine, initial, counts);
+  for (const e of churn) apply(engine, [e], counts);
+}
+
+/** Applies one transaction; a refusal is counted (the engine left its state as it was). */
+function apply(engine: Engine, events: readonly EngineEvent[], counts: { events: number; refused: number }): void {
+  counts.events += events.length;
+  try {
+    engine.apply(events);
+  } catch {
+    counts.refused++;
+  }
+}
+
+const ip = (text: string) => parseIp(text);
+
+/** Node and API-server events on a cluster with a local endpoint, and transactions the engine refuses. */
+function runNodesAndRefusals(counts: { events: number; refused: number }): void {
+  const trace = parseTrace(generateTrace({ profile: 'small', seed: WARM_UP_SEED, churnEvents: 0 }), 'warm-up', { manifests: false });
+  const engine = new Engine();
+  runTraceInto(engine, trace, counts);
+  apply(engine, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
+  apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
+  apply(engine, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);
+  apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.3')] }], counts);
+  apply(engine, [{ type: 'deleteNode', name: 'warm-up-1' }], counts);
+  apply(engine, [{ type: 'setApiServer', addresses: [] }], counts);
+  // Refused: a pod that is not a pod, then an identity event on an engine with local identities.
+  apply(engine, [{ type: 'deleteNode', name: 'warm-up-0' }, { type: 'upsertPod', pod: null } as unknown as EngineEvent], counts);
+  apply(engine, [{ type: 'upsertIdentity', id: 70000, labels: { 'k8s:app': 'warm-up' } }], counts);
+}
+
+function runTraceInto(engine: Engine, trace: Trace, counts: { events: number; refused: number }): void {
+  const events: EngineEvent[] = [];
+  for (const item of trace.items) if (item.kind === 'event') events.push(item.event);
+  apply(engine, events, counts);
+}
+
+/** An engine fed identities from elsewhere (an agent with etcd or CiliumIdentity objects). */
+function runExternalIdentities(counts: { events: number; refused: number }): void {
+  const engine = new Engine({ identitySource: 'external' });
+  for (let i = 0; i < 8; i++) apply(engine, [{ type: 'upsertIdentity', id: 70000 + i, labels: { 'k8s:app': `warm-up-${i % 4}`, 'k8s:io.kubernetes.pod.namespace': 'default' } }], counts);
+  for (let i = 0; i < 8; i += 2) apply(engine, [{ type: 'deleteIdentity', id: 70000 + i }], counts);
+}

@@ -17,7 +17,8 @@
 // --warm=TRACE2 (an experiment): before the timed churn, a scratch engine replays TRACE2 whole.
 // --warm-up: before the timed churn, DIST's built-in warm-up (churn/warm-up.js, what `distill replay`
 // runs unless --no-warm-up). --gc-after-warm-up (needs node --expose-gc; an experiment arm): then
-// a full GC, outside any timed region.
+// a full GC, outside any timed region. --warm-up-workload=JSON: warmUpEngine's workload argument
+// instead of the built-in one (an experiment arm: sizes and rounds).
 // Classes, first that applies: wait (run-queue wait ≥ half the wall time: the machine, not the code),
 // gc (a GC overlaps the event for ≥ half its on-CPU time), first (first event of its kind: lazy
 // compilation and feedback allocation), deopt (a deoptimisation inside it), jit (with --trace-opt: a
@@ -38,7 +39,7 @@ const countBy = (xs) => Object.fromEntries([...new Set(xs)].map((x) => [x, xs.fi
 const mean = (xs) => r1(xs.reduce((s, x) => s + x, 0) / xs.length);
 
 /** Runs the replay loop; returns the per-event records (with `--mark`, marker lines go to fd 1). */
-async function run(dist, tracePath, mark, warm, builtIn, gcAfter) {
+async function run(dist, tracePath, mark, warm, builtIn, gcAfter, workload) {
   const base = pathToFileURL(resolve(dist)).href;
   const { Engine } = await import(`${base}/engine/engine.js`);
   const { parseTrace } = await import(`${base}/churn/trace.js`);
@@ -71,7 +72,7 @@ async function run(dist, tracePath, mark, warm, builtIn, gcAfter) {
   if (builtIn) {
     const { warmUpEngine } = await import(`${base}/churn/warm-up.js`);
     const warm0 = process.cpuUsage();
-    const w = warmUpEngine();
+    const w = warmUpEngine(workload ? { workload: JSON.parse(workload) } : {});
     if (w.error) throw new Error(`warm-up: ${w.error}`);
     if (gcAfter) globalThis.gc();
     const u = process.cpuUsage(warm0);
@@ -117,7 +118,8 @@ async function run(dist, tracePath, mark, warm, builtIn, gcAfter) {
 }
 
 // The script's own functions (their compiles are not the engine's).
-const SCRIPT_FUNCTIONS = new Set(['run', 'sched', 'deoptsByEvent', 'classify', 'report', 'row', 'countBy', 'mean', 'r1', 'percentileIndex']);
+// Node's own used by the script's markers, schedstat reads and timers count as the script's.
+const SCRIPT_FUNCTIONS = new Set(['run', 'sched', 'deoptsByEvent', 'classify', 'report', 'row', 'countBy', 'mean', 'r1', 'percentileIndex', 'writeSync', 'readSync', 'readFileSync', 'openSync', 'validateOffset', 'isURL', 'isFileType', 'isEncoding', 'normalizeEncoding', 'getEncodingOps', 'hrtimeBigInt', 'getHeapStatistics', 'now', 'toString', 'subarray', 'allocUnsafe', 'alignPool', 'adjustOffset', 'FastBuffer', 'slowCases', 'concat']);
 
 /** Deopt trace lines between each event's markers (index → lines), from a `--mark` run's stdout. */
 function deoptsByEvent(text) {
@@ -233,7 +235,7 @@ if (argv[0] === '--read') {
   const mark = argv.includes('--mark');
   const [dist, trace] = argv.filter((a) => !a.startsWith('--'));
   const warm = argv.find((a) => a.startsWith('--warm='))?.slice(7);
-  const result = await run(dist, trace, mark, warm, argv.includes('--warm-up'), argv.includes('--gc-after-warm-up'));
+  const result = await run(dist, trace, mark, warm, argv.includes('--warm-up'), argv.includes('--gc-after-warm-up'), argv.find((a) => a.startsWith('--warm-up-workload='))?.slice(19));
   if (mark) writeSync(1, `RESULT ${JSON.stringify(result)}\n`);
   else process.stdout.write(`${JSON.stringify(report(result))}\n`);
 }

@@ -353,7 +353,7 @@ export class Agent {
    */
   private warmUp(): void {
     this.warmedUp = true;
-    const w = warmUpEngine();
+    const w = warmUpEngine({ policies: 'manifest' });
     new Gauge({ name: 'distill_warm_up_seconds', help: 'Time the start-up warm-up took (scratch engines running the churn paths once)', registers: [this.config.registry] }).set(w.ms / 1e3);
     if (w.error !== undefined) this.config.logger.warn({ ms: w.ms, error: w.error }, 'warm-up stopped early (the agent goes on)');
     else this.config.logger.info({ ms: w.ms, events: w.events }, 'warm-up: the churn paths ran once through scratch engines');

@@ -1,6 +1,7 @@
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
 import { parseIp } from '../model/cidr.js';
+import { parseManifest } from '../policy/manifest.js';
 import { generateTrace } from './profiles.js';
 import { parseTrace, Trace } from './trace.js';
 
@@ -25,11 +26,13 @@ export interface WarmUpResult {
  * the same workload in every process. Sizes chosen for ~100 ms on a quiet machine (docs/benchmarks.md,
  * perf22tail): the churn's first pass, not its volume, is what compiles and deoptimises.
  */
-export interface WarmUpTrace {
+interface WarmUpTrace {
   readonly profile: string;
   readonly scale?: number;
   readonly churn: number;
   readonly fqdn?: boolean;
+  /** Times the whole trace runs, each on a fresh scratch engine (default 1): V8 optimises a function after enough calls. */
+  readonly rounds?: number;
 }
 
 const WORKLOAD: readonly WarmUpTrace[] = [
@@ -42,21 +45,36 @@ const PER_TAG = 24;
 const PER_NAMESPACE_RELABEL = 4;
 const WARM_UP_SEED = 22;
 
+export interface WarmUpOptions {
+  /** The built-in workload unless given (a test's, e.g. one that cannot run; a benchmark's arm). */
+  readonly workload?: readonly WarmUpTrace[];
+  /**
+   * How the workload's policies are made: `trace` as a replay reads them (the trace reader's
+   * class), `manifest` as `parseManifest` returns them (what an agent's watch streams give): the
+   * scratch engines then see the policy shape the caller's churn will send.
+   */
+  readonly policies?: 'trace' | 'manifest';
+}
+
 /**
  * Runs the churn paths once before a real churn: each workload through a scratch Engine (the cold
  * start as one transaction, then each churn event as its own), then drops them. V8 compiles and
  * deoptimises the paths a cold start never runs (deletes, relabels, the undo log, event shapes it
  * never saw) here instead of inside the first real events (docs/benchmarks.md, perf19, perf22tail).
  * Touches nothing of the caller's: no engine, backend, metrics or identity allocator is shared.
- * Never throws. `workload`: the built-in one unless given (a test's, e.g. one that cannot run).
+ * Never throws.
  */
-export function warmUpEngine(workload: readonly WarmUpTrace[] = WORKLOAD): WarmUpResult {
+export function warmUpEngine(options: WarmUpOptions = {}): WarmUpResult {
+  const manifests = options.policies === 'manifest';
   const t0 = process.hrtime.bigint();
   const counts = { events: 0, refused: 0 };
   let error: string | undefined;
   try {
-    for (const w of workload) runTrace(parseTrace(generateTrace({ profile: w.profile, seed: WARM_UP_SEED, churnEvents: w.churn, ...(w.scale === undefined ? {} : { scale: w.scale }) }), 'warm-up', { manifests: false, fqdn: w.fqdn === true }), counts);
-    runNodesAndRefusals(counts);
+    for (const w of options.workload ?? WORKLOAD) {
+      const trace = parseTrace(generateTrace({ profile: w.profile, seed: WARM_UP_SEED, churnEvents: w.churn, ...(w.scale === undefined ? {} : { scale: w.scale }) }), 'warm-up', { manifests, fqdn: w.fqdn === true });
+      for (let i = 0; i < (w.rounds ?? 1); i++) runTrace(trace, manifests, counts);
+    }
+    runNodesAndRefusals(manifests, counts);
     runExternalIdentities(counts);
   } catch (e) {
     error = e instanceof Error ? e.message : String(e);
@@ -65,8 +83,13 @@ export function warmUpEngine(workload: readonly WarmUpTrace[] = WORKLOAD): WarmU
   return { ms, ...counts, ...(error === undefined ? {} : { error }) };
 }
 
+/** A policy event as `parseManifest` would have made it (from the manifest the trace kept). */
+function asParsed(e: EngineEvent): EngineEvent {
+  return e.type === 'upsertPolicy' ? { type: 'upsertPolicy', policy: parseManifest(e.policy.manifest, 'warm-up') } : e;
+}
+
 /** As `replay` applies a trace: the initial phase as one transaction, then one per churn event. */
-function runTrace(trace: Trace, counts: { events: number; refused: number }): void {
+function runTrace(trace: Trace, manifests: boolean, counts: { events: number; refused: number }): void {
   const engine = new Engine();
   const initial: EngineEvent[] = [];
   const churn: EngineEvent[] = [];
@@ -74,12 +97,12 @@ function runTrace(trace: Trace, counts: { events: number; refused: number }): vo
   const kept = new Map<string, number>();
   for (const item of trace.items) {
     if (item.kind === 'phase') inChurn = item.name !== 'initial';
-    else if (!inChurn) initial.push(item.event);
+    else if (!inChurn) initial.push(manifests ? asParsed(item.event) : item.event);
     else {
       const n = kept.get(item.tag) ?? 0;
       if (n >= (item.tag === 'namespace-relabel' ? PER_NAMESPACE_RELABEL : PER_TAG)) continue;
       kept.set(item.tag, n + 1);
-      churn.push(item.event);
+      churn.push(manifests ? asParsed(item.event) : item.event);
     }
   }
   apply(engine, initial, counts);
@@ -99,10 +122,12 @@ function apply(engine: Engine, events: readonly EngineEvent[], counts: { events:
 const ip = (text: string) => parseIp(text);
 
 /** Node and API-server events on a cluster with a local endpoint, and transactions the engine refuses. */
-function runNodesAndRefusals(counts: { events: number; refused: number }): void {
-  const trace = parseTrace(generateTrace({ profile: 'small', seed: WARM_UP_SEED, churnEvents: 0 }), 'warm-up', { manifests: false });
+function runNodesAndRefusals(manifests: boolean, counts: { events: number; refused: number }): void {
+  const trace = parseTrace(generateTrace({ profile: 'small', seed: WARM_UP_SEED, churnEvents: 0 }), 'warm-up', { manifests });
   const engine = new Engine();
-  runTraceInto(engine, trace, counts);
+  const events: EngineEvent[] = [];
+  for (const item of trace.items) if (item.kind === 'event') events.push(manifests ? asParsed(item.event) : item.event);
+  apply(engine, events, counts);
   apply(engine, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
   apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
   apply(engine, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);
@@ -112,12 +137,6 @@ function runNodesAndRefusals(counts: { events: number; refused: number }): void 
   // Refused: a pod that is not a pod, then an identity event on an engine with local identities.
   apply(engine, [{ type: 'deleteNode', name: 'warm-up-0' }, { type: 'upsertPod', pod: null } as unknown as EngineEvent], counts);
   apply(engine, [{ type: 'upsertIdentity', id: 70000, labels: { 'k8s:app': 'warm-up' } }], counts);
-}
-
-function runTraceInto(engine: Engine, trace: Trace, counts: { events: number; refused: number }): void {
-  const events: EngineEvent[] = [];
-  for (const item of trace.items) if (item.kind === 'event') events.push(item.event);
-  apply(engine, events, counts);
 }
 
 /** An engine fed identities from elsewhere (an agent with etcd or CiliumIdentity objects). */

@@ -38,12 +38,14 @@ function run(engine: Engine, backend: MemoryBackend, list: readonly EngineEvent[
 const dump = (b: MemoryBackend) => b.endpoints().sort().map((ep) => [ep, b.dump(ep)]);
 
 describe('warmUpEngine', () => {
-  it('runs every workload through (the refused transactions it means to), without an error', () => {
-    const w = warmUpEngine();
-    expect(w.error).toBeUndefined();
-    expect(w.events).toBeGreaterThan(400);
-    expect(w.refused).toBe(2);
-    expect(w.ms).toBeGreaterThan(0);
+  it('runs every workload through (the refused transactions it means to), without an error, with either policy shape', () => {
+    for (const policies of ['trace', 'manifest'] as const) {
+      const w = warmUpEngine({ policies });
+      expect(w.error).toBeUndefined();
+      expect(w.events).toBeGreaterThan(400);
+      expect(w.refused).toBe(2);
+      expect(w.ms).toBeGreaterThan(0);
+    }
   });
 
   it('leaves the caller\'s engine and backend as they were, and the next transaction computes what it would have', () => {
@@ -80,7 +82,7 @@ describe('warmUpEngine', () => {
   });
 
   it('a workload that cannot run is reported, not thrown', () => {
-    const w = warmUpEngine([{ profile: 'no-such-profile', churn: 1 }]);
+    const w = warmUpEngine({ workload: [{ profile: 'no-such-profile', churn: 1 }] });
     expect(w.error).toMatch(/unknown profile "no-such-profile"/);
     expect(w.events).toBe(0);
   });

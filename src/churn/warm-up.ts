@@ -21,10 +21,10 @@ export interface WarmUpResult {
 /**
  * The built-in workload: small generated clusters whose churn covers every event kind a replay or
  * an agent's watch brings (pod add/delete/relabel, identity add/remove by new or last pods,
- * namespace relabel, policy add/update/delete, CIDR and L7 policies, DNS answers and clock steps),
- * plus node and API-server events, external identities and refused transactions. Fixed seeds:
- * the same workload in every process. Sizes chosen for ~100 ms on a quiet machine (docs/benchmarks.md,
- * perf22tail): the churn's first pass, not its volume, is what compiles and deoptimises.
+ * namespace relabel, policy add/delete, CIDR and L7 policies, DNS answers and clock steps), plus
+ * policy updates, node and API-server events, external identities and refused transactions. Fixed
+ * seeds: the same workload in every process. One pass over each path is what moves the deopts out
+ * of the churn; more volume buys compiles at more CPU (docs/benchmarks.md, perf22tail).
  */
 interface WarmUpTrace {
   readonly profile: string;
@@ -121,13 +121,15 @@ function apply(engine: Engine, events: readonly EngineEvent[], counts: { events:
 
 const ip = (text: string) => parseIp(text);
 
-/** Node and API-server events on a cluster with a local endpoint, and transactions the engine refuses. */
+/** Policy updates, node and API-server events on a cluster with local endpoints, and transactions the engine refuses. */
 function runNodesAndRefusals(manifests: boolean, counts: { events: number; refused: number }): void {
   const trace = parseTrace(generateTrace({ profile: 'small', seed: WARM_UP_SEED, churnEvents: 0 }), 'warm-up', { manifests });
   const engine = new Engine();
   const events: EngineEvent[] = [];
   for (const item of trace.items) if (item.kind === 'event') events.push(manifests ? asParsed(item.event) : item.event);
   apply(engine, events, counts);
+  // Policy updates: each policy upserted again under its name (the churn's profiles only add and delete).
+  for (const e of events) if (e.type === 'upsertPolicy') apply(engine, [e], counts);
   apply(engine, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
   apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
   apply(engine, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);

@@ -30,6 +30,6 @@ for (let i = 0; i < runs; i++) {
     const out = execFileSync('node', [resolve(dist, 'cli/main.js'), 'replay', trace, '--json', ...replayArgs], { encoding: 'utf8', maxBuffer: 1 << 26 });
     const r = JSON.parse(out);
     const pick = (q) => Object.fromEntries(Object.entries(r.latencyUs).map(([type, l]) => [type, l[q]]));
-    process.stdout.write(`${JSON.stringify({ build, run: i, coldMs: r.coldStart.ms ?? r.coldStart, peakHeapMB: Math.round(r.peakHeapBytes / 2 ** 20), p50: pick('p50'), p99: pick('p99') })}\n`);
+    process.stdout.write(`${JSON.stringify({ build, run: i, coldMs: r.coldStart.ms ?? r.coldStart, ...(r.warmUpMs === undefined ? {} : { warmUpMs: r.warmUpMs }), peakHeapMB: Math.round(r.peakHeapBytes / 2 ** 20), p50: pick('p50'), p99: pick('p99') })}\n`);
   }
 }

@@ -15,6 +15,10 @@
 //   node scripts/tail-classify.mjs --read /tmp/out.txt        (classifies from the marked output)
 //   node scripts/tail-classify.mjs DIST TRACE                  (no deopt counts)
 // --warm=TRACE2 (an experiment): before the timed churn, a scratch engine replays TRACE2 whole.
+// --warm-up: before the timed churn, DIST's built-in warm-up (churn/warm-up.js, what `distill replay`
+// runs unless --no-warm-up). --gc-after-warm-up (needs node --expose-gc; an experiment arm): then
+// a full GC, outside any timed region. --warm-up-workload=JSON: warmUpEngine's workload argument
+// instead of the built-in one (an experiment arm: sizes and rounds).
 // Classes, first that applies: wait (run-queue wait ≥ half the wall time: the machine, not the code),
 // gc (a GC overlaps the event for ≥ half its on-CPU time), first (first event of its kind: lazy
 // compilation and feedback allocation), deopt (a deoptimisation inside it), jit (with --trace-opt: a
@@ -35,7 +39,7 @@ const countBy = (xs) => Object.fromEntries([...new Set(xs)].map((x) => [x, xs.fi
 const mean = (xs) => r1(xs.reduce((s, x) => s + x, 0) / xs.length);
 
 /** Runs the replay loop; returns the per-event records (with `--mark`, marker lines go to fd 1). */
-async function run(dist, tracePath, mark, warm) {
+async function run(dist, tracePath, mark, warm, builtIn, gcAfter, workload) {
   const base = pathToFileURL(resolve(dist)).href;
   const { Engine } = await import(`${base}/engine/engine.js`);
   const { parseTrace } = await import(`${base}/churn/trace.js`);
@@ -62,6 +66,15 @@ async function run(dist, tracePath, mark, warm) {
     const scratchBackend = new MemoryBackend();
     applyChangeSet(scratchBackend, scratch.apply(w.initial));
     for (const item of w.churn) applyChangeSet(scratchBackend, scratch.apply([item.event]));
+    const u = process.cpuUsage(warm0);
+    warmCpuMs = Math.round((u.user + u.system) / 1000);
+  }
+  if (builtIn) {
+    const { warmUpEngine } = await import(`${base}/churn/warm-up.js`);
+    const warm0 = process.cpuUsage();
+    const w = warmUpEngine(workload ? { workload: JSON.parse(workload) } : {});
+    if (w.error) throw new Error(`warm-up: ${w.error}`);
+    if (gcAfter) globalThis.gc();
     const u = process.cpuUsage(warm0);
     warmCpuMs = Math.round((u.user + u.system) / 1000);
   }
@@ -104,6 +117,10 @@ async function run(dist, tracePath, mark, warm) {
   return { events, churnGcs: churnGcs.map((g) => ({ kind: g.kind, ms: r1(g.end - g.start) })), churnCpuMs, warmCpuMs };
 }
 
+// The script's own functions (their compiles are not the engine's).
+// Node's own used by the script's markers, schedstat reads and timers count as the script's.
+const SCRIPT_FUNCTIONS = new Set(['run', 'sched', 'deoptsByEvent', 'classify', 'report', 'row', 'countBy', 'mean', 'r1', 'percentileIndex', 'writeSync', 'readSync', 'readFileSync', 'openSync', 'validateOffset', 'isURL', 'isFileType', 'isEncoding', 'normalizeEncoding', 'getEncodingOps', 'hrtimeBigInt', 'getHeapStatistics', 'now', 'toString', 'subarray', 'allocUnsafe', 'alignPool', 'adjustOffset', 'FastBuffer', 'slowCases', 'concat']);
+
 /** Deopt trace lines between each event's markers (index → lines), from a `--mark` run's stdout. */
 function deoptsByEvent(text) {
   const by = new Map();
@@ -112,11 +129,18 @@ function deoptsByEvent(text) {
   let churn = false;
   let churnTotal = 0;
   let between = 0;
+  let compiled = 0;
+  let compiledNotScript = 0;
   for (const line of text.split('\n')) {
     if (line === 'MARK churn') churn = true;
     else if (line.startsWith('MARK b ')) inside = Number(line.slice(7));
     else if (line.startsWith('MARK e ')) inside = -1;
-    else if (churn && inside >= 0 && (line.startsWith('[completed compiling') || line.startsWith('[compiling method'))) {
+    if (churn && line.startsWith('[completed compiling')) {
+      compiled++;
+      if (!SCRIPT_FUNCTIONS.has(/<JSFunction ([^ >]*)/.exec(line)?.[1] ?? '')) compiledNotScript++;
+    }
+    if (line.startsWith('MARK')) continue;
+    if (churn && inside >= 0 && (line.startsWith('[completed compiling') || line.startsWith('[compiling method'))) {
       // --trace-opt: a TurboFan job started or finished (installed) on the main thread inside the event.
       if (!opt.has(inside)) opt.set(inside, []);
       opt.get(inside).push(/<JSFunction ([^ >]*)/.exec(line)?.[1] ?? '?');
@@ -131,7 +155,7 @@ function deoptsByEvent(text) {
       }
     }
   }
-  return { by, opt, churnTotal, between };
+  return { by, opt, churnTotal, between, compiled, compiledNotScript };
 }
 
 function classify(e, first) {
@@ -197,7 +221,7 @@ function report({ events, churnGcs, churnCpuMs, warmCpuMs }, deopts) {
       scavengeMs: scav.map((g) => g.ms),
       otherGcs: churnGcs.filter((g) => g.kind !== 'scavenge').map((g) => `${g.kind}:${g.ms}`),
       allocKBPerEvent: mean(events.filter((e) => e.gc.length === 0).map((e) => e.allocB / 1024)),
-      ...(deopts ? { deopts: deopts.churnTotal, deoptsBetweenEvents: deopts.between, eventsWithDeopt: deopts.by.size, eventsWithOptimisation: deopts.opt.size } : {}),
+      ...(deopts ? { deopts: deopts.churnTotal, deoptsBetweenEvents: deopts.between, eventsWithDeopt: deopts.by.size, eventsWithOptimisation: deopts.opt.size, compilesFinished: deopts.compiled, compilesFinishedNotScript: deopts.compiledNotScript } : {}),
     },
   };
 }
@@ -211,7 +235,7 @@ if (argv[0] === '--read') {
   const mark = argv.includes('--mark');
   const [dist, trace] = argv.filter((a) => !a.startsWith('--'));
   const warm = argv.find((a) => a.startsWith('--warm='))?.slice(7);
-  const result = await run(dist, trace, mark, warm);
+  const result = await run(dist, trace, mark, warm, argv.includes('--warm-up'), argv.includes('--gc-after-warm-up'), argv.find((a) => a.startsWith('--warm-up-workload='))?.slice(19));
   if (mark) writeSync(1, `RESULT ${JSON.stringify(result)}\n`);
   else process.stdout.write(`${JSON.stringify(report(result))}\n`);
 }

@@ -47,6 +47,8 @@ export { BpfError } from './backend/bpf-syscall.js';
 export { PinDirError } from './backend/pin-dir.js';
 export type { BpfBackendOptions } from './backend/bpf.js';
 export { reconcile } from './node/restart.js';
+export { warmUpEngine } from './churn/warm-up.js';
+export type { WarmUpResult } from './churn/warm-up.js';
 export type { ReconcileStats } from './node/restart.js';
 
 /** Kubernetes objects in: adapters and watch streams. */

@@ -35,7 +35,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   scenario: ['scenario', 'harness', 'engine', 'policy', 'model', 'naive/dns-learning.ts'],
   churn: ['churn', 'harness', 'backend', 'engine', 'policy', 'model'],
   explain: ['explain', 'scenario', 'harness', 'naive', 'engine', 'model', 'backend/record-json.ts'],
-  agent: ['agent', 'node', 'k8s', 'kvstore', 'backend', 'engine', 'policy', 'model'],
+  agent: ['agent', 'node', 'k8s', 'kvstore', 'backend', 'engine', 'policy', 'model', 'churn/warm-up.ts'],
   datapath: ['datapath', 'node', 'harness', 'backend', 'engine', 'model'],
   cluster: ['cluster', 'agent', 'churn', 'k8s', 'kvstore', 'backend', 'model'],
   cli: ['cli', 'cluster', 'datapath', 'agent', 'explain', 'churn', 'scenario', 'harness', 'node', 'k8s', 'kvstore', 'backend', 'naive', 'engine', 'policy', 'model'],

@@ -3,7 +3,7 @@ import { createServer, Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { limitedWarn, LogLimiter } from './log-limit.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../backend/ipcache-content.js';
@@ -15,6 +15,7 @@ import { WatchStreamParser } from '../k8s/watch.js';
 import { ciliumAgentOptions, type CiliumAgentOptions } from '../policy/manifest.js';
 import { proxyPortsFromMaps, reconcile } from '../node/restart.js';
 import { InstrumentedEngine } from './instrument.js';
+import { warmUpEngine } from '../churn/warm-up.js';
 
 /** What `distill agent` is told (with Cilium's agent options that change how policies read, `CiliumAgentOptions`). */
 export interface AgentConfig extends CiliumAgentOptions {
@@ -69,6 +70,12 @@ export interface AgentConfig extends CiliumAgentOptions {
    * the new policy deny (attack-findings-16w, 742).
    */
   readonly initialQuietMs?: number;
+  /**
+   * After the first transaction's write, run the churn paths once through scratch engines
+   * (`warmUpEngine`: V8 compiles and deoptimises them there, not inside the first real events);
+   * /healthz is not ready until it ran. The CLI's default is on (`--no-warm-up`); absent: off.
+   */
+  readonly warmUp?: boolean;
 }
 
 /** An ipcache the agent writes (`KernelIpcache` is one). */
@@ -172,6 +179,8 @@ export class Agent {
   private lastData = -Infinity;
   private quietTimer: unknown;
   private firstApplied = false;
+  /** With `warmUp`: true once it ran (after the first transaction's write). */
+  private warmedUp = false;
   /** Streams of regular files not yet read up to their size at open. */
   private catchingUp = 0;
   private readonly elapsed: () => number;
@@ -333,7 +342,21 @@ export class Agent {
     source?.observe(k8s);
     if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
+    if (this.config.warmUp && !this.warmedUp) this.warmUp();
     if (!this.mirror.idle) this.queueFlush();
+  }
+
+  /**
+   * Once, right after the first transaction's write and before any later event: the maps already
+   * hold the cluster's policy, and the churn that follows runs on compiled paths. The scratch
+   * engines share nothing with this agent's; a failure is logged and the agent goes on.
+   */
+  private warmUp(): void {
+    this.warmedUp = true;
+    const w = warmUpEngine({ policies: 'manifest' });
+    new Gauge({ name: 'distill_warm_up_seconds', help: 'Time the start-up warm-up took (scratch engines running the churn paths once)', registers: [this.config.registry] }).set(w.ms / 1e3);
+    if (w.error !== undefined) this.config.logger.warn({ ms: w.ms, error: w.error }, 'warm-up stopped early (the agent goes on)');
+    else this.config.logger.info({ ms: w.ms, events: w.events }, 'warm-up: the churn paths ran once through scratch engines');
   }
 
   /** True (and a timer set) while streams that have not ended may still be printing their initial objects. */
@@ -469,6 +492,7 @@ export class Agent {
   /** Every reason the agent is not ready, most urgent first (/healthz names them all: attack-findings-19u, 1269). */
   private problems(): string[] {
     const problems: string[] = [];
+    if (this.config.warmUp && !this.warmedUp) problems.push('starting: the first transaction and the warm-up have not run yet');
     const behind = this.mapsBehind;
     if (behind !== undefined) problems.push(`maps behind the policy after a failed write (${behind}); retrying`);
     if (this.unreadable.length > 0) problems.push(`watch stream unreadable (${[...new Set(this.unreadable)].join(', ')}): the policy no longer follows it`);

@@ -8,9 +8,10 @@ import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
 import { takeItems, Trace } from './trace.js';
+import { warmUpEngine } from './warm-up.js';
 
 export type ReplayMode = 'incremental' | 'full';
-export type ReplayPhase = 'cold start' | 'churn';
+export type ReplayPhase = 'cold start' | 'warm-up' | 'churn';
 
 export interface ReplayOptions {
   /** incremental: the engine. full: every local endpoint's map state recomputed from scratch after each event. */
@@ -29,6 +30,13 @@ export interface ReplayOptions {
    * dropped once applied, so the parsed trace does not stay live through the replay.
    */
   readonly consume?: boolean;
+  /**
+   * Between the cold start and the churn, run the churn paths once through scratch engines
+   * (`warmUpEngine`, as the agent does before it reports ready); its time is `warmUpMs`, not the churn's.
+   */
+  readonly warmUp?: boolean;
+  /** Called with the reason when the warm-up stopped early (the replay goes on). */
+  readonly onWarmUpFailure?: (error: string) => void;
   /** Test-only: builds the incremental mode's engine (a deliberately broken one, to test `verifyEvery`). */
   readonly newEngine?: (options: EngineOptions) => Engine;
 }
@@ -56,6 +64,8 @@ export interface ReplayResult {
   readonly mapEntries: number;
   readonly peakHeapBytes: number;
   readonly coldStart: { readonly events: number; readonly ms: number; readonly heapBytes: number; readonly deltas: number };
+  /** With `warmUp`: the warm-up's wall time (ms), between the cold start and the churn. */
+  readonly warmUpMs?: number;
   readonly churnEvents: number;
   readonly endpoints: number;
   readonly verifications: number;
@@ -229,11 +239,13 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
   const { initial, churn } = splitItems(opts.consume ? takeItems(trace) : trace.items, opts.limit);
   const started = process.hrtime.bigint();
   const run = new ReplayRun(trace.source, opts, initial);
+  const warmUpMs = opts.warmUp ? warmUp(opts) : undefined;
   const churnEvents = churn.length;
   const samples = new Samples(opts.keepSamples === true);
   run.churn(churn, samples);
   run.sampleHeap();
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  // The warm-up is not the replay's work: events/s counts the cold start and the churn only.
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9 - (warmUpMs ?? 0) / 1e3;
   const engine = run.engine;
   let mapEntries = 0;
   for (const ep of engine.endpoints()) mapEntries += engine.mapState(ep).size;
@@ -249,11 +261,20 @@ export function replay(trace: Trace, opts: ReplayOptions): ReplayResult {
     mapEntries,
     peakHeapBytes: run.peakHeap,
     coldStart: run.cold,
+    ...(warmUpMs === undefined ? {} : { warmUpMs }),
     churnEvents,
     endpoints: engine.endpoints().length,
     verifications: run.verifications,
     ...(opts.keepSamples ? { samples: samples.ordered } : {}),
   };
+}
+
+function warmUp(opts: ReplayOptions): number {
+  opts.onProgress?.(0, 1, 'warm-up');
+  const w = warmUpEngine();
+  if (w.error !== undefined) opts.onWarmUpFailure?.(w.error);
+  opts.onProgress?.(1, 1, 'warm-up');
+  return w.ms;
 }
 
 /** One replay's engine (a full recompute replaces it), the model beside it, and its running totals. */

@@ -27,6 +27,7 @@ interface AgentCliOptions {
   enableL7Proxy: boolean;
   enableIcmpRules: boolean;
   enableNonDefaultDenyPolicies: boolean;
+  warmUp: boolean;
 }
 
 /** Cilium's boolean agent flags take `--flag=false` (Go's pflag); commander gives the text. */
@@ -63,6 +64,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
     .option('--exit-at-eof', 'exit when every stream has ended, printing a summary; exit code 74 when the maps are behind the policy after failed writes')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
+    .option('--no-warm-up', 'skip the warm-up after the first transaction (scratch engines run the churn paths once before /healthz reports ready)')
     .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))
     .option('--enable-node-selector-labels', 'read CiliumNetworkPolicy toNodes/fromNodes (Cilium\'s enable-node-selector-labels; without it they are enforced fail-closed)')
     .option('--enable-l7-proxy <bool>', 'Cilium\'s enable-l7-proxy: with false a Cilium policy with L7 rules is invalid (skipped), as Cilium refuses it', boolFlag, true)
@@ -101,6 +103,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     logger,
     registry: new Registry(),
     exitAtEof: opts.exitAtEof === true,
+    warmUp: opts.warmUp,
     fullReconcileMs: FULL_RECONCILE_MS,
     identities: opts.identities === 'etcd' ? 'external' : opts.identities,
     // Cilium's daemon turns `auto` into `always` when it runs with Kubernetes, which the agent always does.

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import type { MapBackend } from '../backend/backend.js';
-import { replay, ReplayDivergence, ReplayMode, ReplayRefusal, ReplayResult } from '../churn/replay.js';
+import { replay, ReplayDivergence, ReplayMode, ReplayPhase, ReplayRefusal, ReplayResult } from '../churn/replay.js';
 import { checkTrace, parseTrace } from '../churn/trace.js';
 import { Engine } from '../engine/engine.js';
 import { reconcile } from '../node/restart.js';
@@ -15,12 +15,13 @@ interface ReplayCliOptions extends BackendOptions {
   verifyEvery?: string;
   mode: ReplayMode;
   limit?: string;
+  warmUp: boolean;
 }
 
 function formatReplay(r: ReplayResult): string {
   const out = [
     `${r.mode} replay${r.profile ? ` of profile ${r.profile}` : ''}: ${r.events} events (${r.coldStart.events} initial, ${r.churnEvents} churn), ${r.eventsPerSec} events/s`,
-    `cold start: ${r.coldStart.ms} ms, heap ${(r.coldStart.heapBytes / 1e6).toFixed(1)} MB, ${r.coldStart.deltas} map entries written`,
+    `cold start: ${r.coldStart.ms} ms, heap ${(r.coldStart.heapBytes / 1e6).toFixed(1)} MB, ${r.coldStart.deltas} map entries written${r.warmUpMs === undefined ? '' : `; warm-up: ${r.warmUpMs} ms`}`,
     `endpoints: ${r.endpoints}, map entries: ${r.mapEntries}, deltas: ${r.deltas}, L7 table deltas: ${r.l7Deltas}, peak heap: ${(r.peakHeapBytes / 1e6).toFixed(1)} MB${r.verifications ? `, verified against a full recompute ${r.verifications} times` : ''}`,
     'latency per churn event (µs):',
   ];
@@ -54,6 +55,8 @@ function replayProgress(io: CliIo): ReplayProgress | undefined {
   return { bar, phase };
 }
 
+const PHASE_NAMES: Readonly<Record<ReplayPhase, string>> = { 'cold start': 'cold start (one transaction)', 'warm-up': 'warm-up', churn: 'churn' };
+
 /** The whole trace is read and checked before the backend is opened: a bad line writes nothing. */
 function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
   const { io } = ctx;
@@ -71,10 +74,12 @@ function replayCommand(ctx: Ctx, file: string, opts: ReplayCliOptions): number {
     const result = replay(trace, {
       mode: opts.mode,
       consume: true,
+      warmUp: opts.warmUp,
+      onWarmUpFailure: (error: string) => io.err(`warning: the warm-up stopped early (the replay goes on): ${error}\n`),
       backend,
       ...(verifyEvery !== undefined ? { verifyEvery } : {}),
       ...(limit !== undefined ? { limit } : {}),
-      ...(phase ? { onProgress: (done: number, total: number, name: string) => phase(name === 'churn' ? 'churn' : 'cold start (one transaction)', 'events')(done, total) } : {}),
+      ...(phase ? { onProgress: (done: number, total: number, name: ReplayPhase) => phase(PHASE_NAMES[name], name === 'warm-up' ? 'steps' : 'events')(done, total) } : {}),
     });
     progress?.bar.stop();
     if (!printData(io, opts.json ? 'json' : opts.output, result)) io.out(`${formatReplay(result)}\n`);
@@ -109,6 +114,7 @@ export function registerReplay(program: Command, { ctx, done }: CliEnv): void {
     .option('--verify-every <n>', 'check the engine against a from-scratch recomputation every n churn events')
     .addOption(new Option('--mode <mode>', 'incremental: the engine; full: recompute every local endpoint from scratch after each event').choices(['incremental', 'full']).default('incremental'))
     .option('--limit <n>', 'replay only the first n churn events')
+    .option('--no-warm-up', 'skip the warm-up between the cold start and the churn (scratch engines run the churn paths once, as the agent does before it reports ready)')
     .addOption(outputOption())
     .addOption(backendOption())
     .addOption(pinDirOption('replay'))

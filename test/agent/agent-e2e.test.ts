@@ -193,7 +193,9 @@ describe('distill agent serving metrics', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     child.stdin.write(files.map((f) => readFileSync(f, 'utf8')).join('\n'));
     const base = await addr;
-    expect(await (await fetch(`${base}/healthz`)).text()).toBe('ok\n');
+    // 503 `starting` until the first transaction was written and the warm-up ran (perf22tail), then ok.
+    expect(await pollUntil(`${base}/healthz`, (b) => b === 'ok\n')).toBe('ok\n');
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^distill_warm_up_seconds [0-9.e-]+$/m);
     const before = await pollUntil(`${base}/metrics`, (b) => /^distill_endpoints [1-9]/m.test(b));
     const endpoints = Number(/^distill_endpoints (\d+)/m.exec(before)![1]);
     // Two L7 parsers on one port of one endpoint: the engine refuses the second policy.

@@ -43,11 +43,12 @@ export interface CorpusScenario {
 
 let cached: CorpusScenario[] | undefined;
 
-/** Every scenario of fixtures/scenarios and fixtures/conformance that runs (refusals are skipped), with reach's results. */
+/** Every scenario of fixtures/scenarios and fixtures/conformance that runs (refusals and pending/ skipped), with reach's results. */
 export function corpus(): CorpusScenario[] {
   if (cached) return cached;
   const out: CorpusScenario[] = [];
-  for (const file of [...walk('fixtures/scenarios'), ...walk('fixtures/conformance')]) {
+  // pending/ holds cases distill fails today (its README), where reach and the oracle may disagree by design.
+  for (const file of [...walk('fixtures/scenarios'), ...walk('fixtures/conformance').filter((f) => !f.startsWith(join('fixtures/conformance', 'pending')))]) {
     let scenario: Scenario;
     let run;
     let naive;

@@ -7,7 +7,7 @@ import { comparableIpcache, comparableMaps, diffEndpointMaps, endpointMaps, Endp
 import { MutableCluster } from '../harness/mutable-cluster.js';
 import type { ClusterState } from '../model/cluster.js';
 import { IdentityAllocator } from '../model/identity.js';
-import { takeItems, Trace } from './trace.js';
+import { ChurnItem, splitItems, takeItems, Trace } from './trace.js';
 import { warmUpEngine } from './warm-up.js';
 
 export type ReplayMode = 'incremental' | 'full';
@@ -141,23 +141,6 @@ function coldStart(initial: readonly EngineEvent[], opts: ReplayOptions, state: 
   return { engine, deltas: deltas.length, l7Deltas };
 }
 
-/** The initial phase's events and the churn items (fresh arrays, the replay's to empty). */
-function splitItems(items: Trace['items'], limit: number | undefined) {
-  const firstChurn = items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
-  const end = firstChurn < 0 ? items.length : firstChurn;
-  // Filled in one pass each: no slice of the items and no one-element array per event.
-  const initial: EngineEvent[] = [];
-  for (let i = 0; i < end; i++) {
-    const item = items[i] as Trace['items'][number];
-    if (item.kind === 'event') initial.push(item.event);
-  }
-  const churn: ChurnItem[] = [];
-  for (let i = end; i < items.length && (limit === undefined || churn.length < limit); i++) {
-    const item = items[i] as Trace['items'][number];
-    if (item.kind === 'event') churn.push(item);
-  }
-  return { initial, churn };
-}
 
 /** Benchmark bookkeeping of `--verify-every`: the engine against a fresh one built from the model (untimed). */
 function verifyAgainstFresh(engine: Engine, state: ClusterState, local: ReadonlyMap<string, boolean>, capacity: number | undefined, where: string): void {
@@ -229,7 +212,6 @@ class Samples {
   }
 }
 
-type ChurnItem = Extract<Trace['items'][number], { kind: 'event' }>;
 
 /**
  * Replays a trace: the initial phase as one transaction (an agent starting on a running cluster),

@@ -256,6 +256,27 @@ function parseLines(input: string | Uint8Array, source: string, options: TraceOp
   return { source, header, items };
 }
 
+/** A churn event of a trace, with its tag. */
+export type ChurnItem = Extract<TraceItem, { kind: 'event' }>;
+
+/** The initial phase's events and the churn items, at most `limit` (fresh arrays, the caller's to empty). */
+export function splitItems(items: Trace['items'], limit?: number): { initial: EngineEvent[]; churn: ChurnItem[] } {
+  const firstChurn = items.findIndex((i) => i.kind === 'phase' && i.name !== 'initial');
+  const end = firstChurn < 0 ? items.length : firstChurn;
+  // Filled in one pass each: no slice of the items and no one-element array per event.
+  const initial: EngineEvent[] = [];
+  for (let i = 0; i < end; i++) {
+    const item = items[i] as Trace['items'][number];
+    if (item.kind === 'event') initial.push(item.event);
+  }
+  const churn: ChurnItem[] = [];
+  for (let i = end; i < items.length && (limit === undefined || churn.length < limit); i++) {
+    const item = items[i] as Trace['items'][number];
+    if (item.kind === 'event') churn.push(item);
+  }
+  return { initial, churn };
+}
+
 /** Empties the trace and returns its items, for a reader that drops each once used (a CLI replay). */
 export function takeItems(trace: Trace): Trace['items'] {
   // parseTrace's array is the trace's own; readonly only to its readers.

@@ -1,9 +1,9 @@
 import { Engine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
-import { parseIp } from '../model/cidr.js';
+import { parseIp as ip } from '../model/cidr.js';
 import { parseManifest } from '../policy/manifest.js';
 import { generateTrace } from './profiles.js';
-import { parseTrace, Trace } from './trace.js';
+import { parseTrace, splitItems, Trace } from './trace.js';
 
 /**
  * What a warm-up cost. `error`: why it stopped early (a bug in the workload or the engine: the
@@ -91,22 +91,16 @@ function asParsed(e: EngineEvent): EngineEvent {
 /** As `replay` applies a trace: the initial phase as one transaction, then one per churn event. */
 function runTrace(trace: Trace, manifests: boolean, counts: { events: number; refused: number }): void {
   const engine = new Engine();
-  const initial: EngineEvent[] = [];
-  const churn: EngineEvent[] = [];
-  let inChurn = false;
+  const { initial, churn } = splitItems(trace.items);
+  const shaped = (e: EngineEvent): EngineEvent => (manifests ? asParsed(e) : e);
+  apply(engine, initial.map(shaped), counts);
   const kept = new Map<string, number>();
-  for (const item of trace.items) {
-    if (item.kind === 'phase') inChurn = item.name !== 'initial';
-    else if (!inChurn) initial.push(manifests ? asParsed(item.event) : item.event);
-    else {
-      const n = kept.get(item.tag) ?? 0;
-      if (n >= (item.tag === 'namespace-relabel' ? PER_NAMESPACE_RELABEL : PER_TAG)) continue;
-      kept.set(item.tag, n + 1);
-      churn.push(manifests ? asParsed(item.event) : item.event);
-    }
+  for (const item of churn) {
+    const n = kept.get(item.tag) ?? 0;
+    if (n >= (item.tag === 'namespace-relabel' ? PER_NAMESPACE_RELABEL : PER_TAG)) continue;
+    kept.set(item.tag, n + 1);
+    apply(engine, [shaped(item.event)], counts);
   }
-  apply(engine, initial, counts);
-  for (const e of churn) apply(engine, [e], counts);
 }
 
 /** Applies one transaction; a refusal is counted (the engine left its state as it was). */
@@ -118,8 +112,6 @@ function apply(engine: Engine, events: readonly EngineEvent[], counts: { events:
     counts.refused++;
   }
 }
-
-const ip = (text: string) => parseIp(text);
 
 /** Policy updates, node and API-server events on a cluster with local endpoints, and transactions the engine refuses. */
 function runNodesAndRefusals(manifests: boolean, counts: { events: number; refused: number }): void {

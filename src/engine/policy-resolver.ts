@@ -64,8 +64,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     const oldPolicy = old?.policy;
     const rec = old ? this.replace(old, policy) : this.fresh(policy);
     if (!old) this.policies.set(key, rec);
-    // A NetworkPolicy-tier policy's subjects straight from the policy (`subjectsOf` would ask the same).
-    const subjects = rec.compiled === null ? policySubjects(policy) : this.subjectsOf(rec);
+    const subjects = this.subjectsOf(rec);
     let active = false;
     let g: SubjectGroup | undefined;
     for (let k = 0; k < subjects.length; k++) {
@@ -105,9 +104,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   /** The record's compiled items, compiling a NetworkPolicy-tier policy on first use (pure: it reads nothing but the policy). */
   private compiled(rec: PolicyRecord): Compiled {
     if (rec.compiled === null) {
-      const c = compilePolicy(rec.policy, this.ctx.nodeCover);
-      rec.compiled = c;
-      rec.attached = new Array<Attached | null>(c.units.length + c.enforcements.length).fill(null);
+      rec.compiled = compilePolicy(rec.policy, this.ctx.nodeCover);
+      rec.attached = new Array<Attached | null>(itemCount(rec.compiled)).fill(null);
     }
     return rec.compiled;
   }

@@ -88,15 +88,10 @@ function compileRule(rule: PolicyRule, index: number, out: RuleUnit[] | null): R
   if (!hasUnits(rule)) return out;
   const subject = labelsSelector(rule.subject);
   let named = 0;
-  // isNamedEgress inline, and no `append` for a first unit: the cold start compiles every adopted policy, mostly unoptimised.
+  // isNamedEgress inline: the cold start compiles every adopted policy, mostly unoptimised.
   if (rule.direction === 'egress') for (let i = 0; i < rule.ports.length; i++) if ((rule.ports[i] as PolicyRule['ports'][number]).l4.kind === 'named') named++;
   // The rule's own clause array when it is not split (the common case): nothing copied per unit.
-  if (named === 0 || named === rule.ports.length) {
-    const unit = new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0);
-    if (out === null) return [unit];
-    out.push(unit);
-    return out;
-  }
+  if (named === 0 || named === rule.ports.length) return append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports, named > 0));
   out = append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => isNamedEgress(rule, c)).slice(), true));
   return append(out, new NetworkPolicyUnit(index, rule, subject, rule.ports.filter((c) => !isNamedEgress(rule, c)).slice(), false));
 }
@@ -238,10 +233,7 @@ export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedN
       const x = (enforcements as Enforcement[])[j] as Enforcement;
       if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
     }
-    if (seen) continue;
-    const x = new Enforcement(e.origin, e.direction, labelsSelector(e.subject));
-    if (enforcements === null) enforcements = [x];
-    else enforcements.push(x);
+    if (!seen) enforcements = append(enforcements, new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
   }
   return { units: units ?? [], enforcements: enforcements ?? [] };
 }

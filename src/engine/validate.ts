@@ -236,7 +236,8 @@ class Overlay {
     this.policiesByNs?.delete(n);
   }
 
-  get recordsPods(): boolean {
+  /** The batch's pods and policies are recorded (`setPod`, `setPolicy` write): callers skip building their keys otherwise. */
+  get recordsObjects(): boolean {
     return !this.frozen && this.recordObjects;
   }
 
@@ -331,7 +332,7 @@ function checkPodEvent(e: EventRecord, model: Overlay, fail: Fail): void {
     if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
     checkPod(e.pod, fail);
     // The key only when the overlay records pods (never in a cold start); a copied pod builds it once for every stage.
-    if (model.recordsPods) model.setPod(podKey(e.pod as Pod), true);
+    if (model.recordsObjects) model.setPod(podKey(e.pod as Pod), true);
     return;
   }
   const key = `${checkName(e.namespace, 'namespace', 'namespace', fail)}/${checkName(e.name, 'name', 'object', fail)}`;
@@ -345,7 +346,7 @@ function checkPolicyEvent(e: EventRecord, model: Overlay, fail: Fail): void {
     const t = e.policy.tiered;
     if (t) checkTiered(policyRefKey(e.policy.ref), t, model, fail);
     // The key only when the overlay records policies (never in a cold start: 3 calls a policy there).
-    if (!model.frozen && model.recordObjects) model.setPolicy(e.policy.ref.namespace, policyRefKey(e.policy.ref), true);
+    if (model.recordsObjects) model.setPolicy(e.policy.ref.namespace, policyRefKey(e.policy.ref), true);
     return;
   }
   const key = checkRef(e.ref, fail);

@@ -71,18 +71,24 @@ function kernelView(e: Engine): unknown {
 const stats = { txns: 0, refused: 0, faults: 0 };
 const txn = fc.tuple(fc.array(op, { minLength: 1, maxLength: 3 }), fc.constantFrom('plain', 'plain', 'poison', 'fault'), fc.integer({ min: 1, max: 60 }));
 
+/** A fault hook that throws at the `fault.at`-th fault point (0: never), rebuild points left alone; `fired` says whether it did. */
+function faultInjector(): { fault: { at: number; calls: number; fired: boolean }; faultHook: (point: string) => void } {
+  const fault = { at: 0, calls: 0, fired: false };
+  const faultHook = (point: string): void => {
+    if (point.startsWith('rebuild:') || fault.at === 0) return;
+    if (++fault.calls === fault.at) {
+      fault.fired = true;
+      throw new InjectedFault(point);
+    }
+  };
+  return { fault, faultHook };
+}
+
 describe('lazy policies and pod facts under refusals and internal errors (22e)', () => {
   it('explain equals a twin and a fresh engine; refusals and faults change nothing', () => {
     fc.assert(
       fc.property(fc.array(txn, { minLength: 3, maxLength: 16 }), (txns) => {
-        const fault = { at: 0, calls: 0, fired: false };
-        const faultHook = (point: string): void => {
-          if (point.startsWith('rebuild:') || fault.at === 0) return;
-          if (++fault.calls === fault.at) {
-            fault.fired = true;
-            throw new InjectedFault(point);
-          }
-        };
+        const { fault, faultHook } = faultInjector();
         const engine = new Engine({ mapCapacity: CAPACITY, faultHook });
         const twin = new Engine({ mapCapacity: CAPACITY });
         let state: ClusterState = INITIAL_CLUSTER;
@@ -151,14 +157,7 @@ describe('lazy policies and pod facts under refusals and internal errors (22e)',
   it('mixed histories with internal errors: the rebuild reads exactly the committed pods and IP owners', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.array(mixOp, { minLength: 1, maxLength: 5 }), fc.integer({ min: 0, max: 80 })), { minLength: 3, maxLength: 14 }), (txns) => {
-        const fault = { at: 0, calls: 0, fired: false };
-        const faultHook = (point: string): void => {
-          if (point.startsWith('rebuild:') || fault.at === 0) return;
-          if (++fault.calls === fault.at) {
-            fault.fired = true;
-            throw new InjectedFault(point);
-          }
-        };
+        const { fault, faultHook } = faultInjector();
         const engine = new Engine({ mapCapacity: CAPACITY, faultHook });
         const twin = new Engine({ mapCapacity: CAPACITY });
         const local = new Map<string, boolean>();

@@ -304,6 +304,7 @@ export class NetworkSplits {
     if (next) this.s.byPolicy.set(key, next);
     else this.s.byPolicy.delete(key);
     if (next && next.rules.length > 0 && this.dualStack.size > 0) this.dualStackPolicies.add(key);
+    this.dropNets(touched.cidrs);
     this.regroup(touched.cidrs, touched.names);
     this.reidentify(touched.zero);
     // Logged after the pods: undoing restores the terms first, then the pods' old identities.
@@ -347,6 +348,27 @@ export class NetworkSplits {
       if (!g) this.groups.set(b, (g = newGroup()));
       this.count1(g, podKey(rec.pod), rec.pod, +1);
       this.groupOf.set(podKey(rec.pod), b);
+    }
+  }
+
+  /**
+   * CIDRs leaving force leave every identity's `nets` now. `settle()` recomputes `nets` only for
+   * the identities of the pods it looks at, and may find none holding them: a pod outside the CIDR
+   * that took an identity while a pod inside it still held it (1730), and that pod gone since,
+   * leaves no pod inside the CIDR to mark (`regroup`) and, tracking stopped, no group to settle.
+   */
+  private dropNets(touched: readonly Cidr[]): void {
+    const gone = touched.filter((c) => !this.s.cidrs.has(c.text));
+    if (gone.length === 0) return;
+    const seen = new Set<IdentityRecord>();
+    for (const { identity } of this.pods.records()) {
+      const old = identity.nets;
+      if (old === undefined || seen.has(identity)) continue;
+      seen.add(identity);
+      if (!gone.some((c) => old.has(c.text))) continue;
+      const kept = new Set(old);
+      for (const c of gone) kept.delete(c.text);
+      this.setNets(identity, kept.size === 0 ? undefined : kept);
     }
   }
 

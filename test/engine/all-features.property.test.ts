@@ -5,12 +5,12 @@ import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
 import { comparableIpcache, endpointMaps, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { resolveEndpoint, endpointAddress, FlowEndpoint } from '../../src/model/flow.js';
+import { resolveEndpoint, endpointAddress } from '../../src/model/flow.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { datapathLookup, LookupResult, policyKeyString } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
-import { checkAllFlows } from './all-flows.js';
+import { checkAllFlows, peerAt } from './all-flows.js';
 import { freshEngine } from './fresh-engine.js';
 import { Kernel } from './kernel-view.js';
 import { ALL_INITIAL, AllOp, allOp, hasBad, SETUP, toEvents } from './gen-all.js';
@@ -65,17 +65,14 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, p
     if (subject.kind !== 'pod') throw new Error(`${ep} is not a pod`);
     const map = kernel.maps.get(ep) ?? new Map<string, LookupResult>();
     for (const addr of addresses(state)) {
-      let peer: FlowEndpoint;
-      try {
-        peer = resolveEndpoint(state, addr);
-      } catch {
-        continue;
-      }
+      const at = peerAt(state, addr);
+      if (at === undefined) continue;
+      const { peer } = at;
       const id = kernel.identityOf(endpointAddress(peer));
       for (const direction of ['ingress', 'egress'] as const) {
         for (const { protocol, port } of probes.length > 0 ? probes : [PROBE_PORTS[Math.floor(rnd() * PROBE_PORTS.length)] as (typeof PROBE_PORTS)[number]]) {
           const request = rnd() < 0.3 ? REQUESTS[Math.floor(rnd() * REQUESTS.length)] : undefined;
-          const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
+          const naive = decideDirection(at.state, subject, direction, peer, protocol, port, request);
           const hit = datapathLookup(map, id, direction, PROTOCOL_NUMBER[protocol], port);
           const { allowed: l4, proxied } = datapathPasses(hit?.entry, protocol);
           const verdict = proxied && hit && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;

@@ -159,6 +159,19 @@ describe('an address whose owner leaves it while another pod claims it (1622)', 
   });
 });
 
+// Finding 1736 (docs/attack-findings-23f.md), pinned: a namespace relabel gives its pods new identities, and
+// Cilium's endpoint synchroniser patches each pod's CiliumEndpoint status whenever the endpoint's model (its
+// identity included) changes (pkg/k8s/watchers/endpointsynchronizer.go `RunK8sCiliumEndpointSync`, read at
+// 0135e677, not the 1.19 text); every agent's `endpointUpdated` then upserts it, so the re-identified claimant takes
+// the address back from the revived FQDN identity. distill does not count a re-identification as a write
+// (docs/semantics.md "Pods as endpoints", a documented choice): it keeps the FQDN identity, and the client's
+// toFQDNs allow reaches the pod. Not changed this session: it reverses that choice and its tests (ip-ownership.test.ts).
+it.fails('1736: the remaining claimant re-identified by a namespace relabel takes the address back (pinned)', () => {
+  const h = history1622(V4, 'fqdn');
+  h.apply([{ type: 'upsertNamespace', name: NS, labels: { team: 'x' } }]);
+  h.check('a', 'namespace relabelled');
+});
+
 describe('three claimants leaving in every order', () => {
   const perms = (xs: readonly string[]): string[][] => (xs.length <= 1 ? [[...xs]] : xs.flatMap((x) => perms(xs.filter((y) => y !== x)).map((rest) => [x, ...rest])));
   for (const order of perms(['a', 'b', 'c'])) {

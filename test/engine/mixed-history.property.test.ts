@@ -5,11 +5,11 @@ import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { comparableIpcache, endpointMaps, l7Tables, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { type ClusterState, podIps } from '../../src/model/cluster.js';
-import { endpointAddress, FlowEndpoint, resolveEndpoint } from '../../src/model/flow.js';
+import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { datapathLookup, LookupResult } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
-import { checkAllFlows } from './all-flows.js';
+import { checkAllFlows, peerAt } from './all-flows.js';
 import { ALL_INITIAL, hasBad, SETUP, toEvents } from './gen-all.js';
 import { churnEvents, churnOp } from './gen-churn.js';
 import { mixEvents, MixOp, mixOp } from './gen-mix.js';
@@ -55,7 +55,7 @@ function addresses(state: ClusterState): string[] {
   return [...out];
 }
 
-const stats = { txns: 0, refusedCapacity: 0, refusedModel: 0, refusedDualStack: 0, poisonAccepted: 0, kernelFlows: 0, engineFlows: 0 };
+const stats = { txns: 0, refusedCapacity: 0, refusedModel: 0, refusedDualStack: 0, poisonAccepted: 0, kernelFlows: 0, leftFlows: 0, engineFlows: 0 };
 
 /** The kernel's verdict for every endpoint × address × direction (one random probe each) against the oracle's for whoever owns the address. */
 function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, rnd: () => number, step: string): void {
@@ -65,22 +65,20 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, r
     if (subject.kind !== 'pod') throw new Error(`${ep} is not a pod`);
     const map = kernel.maps.get(ep) ?? new Map<string, LookupResult>();
     for (const addr of addresses(state)) {
-      let peer: FlowEndpoint;
-      try {
-        peer = resolveEndpoint(state, addr);
-      } catch {
-        continue;
-      }
+      const at = peerAt(state, addr);
+      if (at === undefined) continue;
+      const { peer } = at;
       const id = kernel.identityOf(endpointAddress(peer));
       for (const direction of ['ingress', 'egress'] as const) {
         const { protocol, port } = PROBE_PORTS[Math.floor(rnd() * PROBE_PORTS.length)] as (typeof PROBE_PORTS)[number];
         const request = rnd() < 0.3 ? REQUESTS[Math.floor(rnd() * REQUESTS.length)] : undefined;
-        const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
+        const naive = decideDirection(at.state, subject, direction, peer, protocol, port, request);
         const hit = datapathLookup(map, id, direction, PROTOCOL_NUMBER[protocol], port);
         const { allowed: l4, proxied } = datapathPasses(hit?.entry, protocol);
         const verdict = proxied && hit && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
         const allowed = verdict ? verdict.allowed : l4;
         stats.kernelFlows++;
+        if (at.state !== state) stats.leftFlows++;
         const got = { step, ep, addr, direction, protocol, port, request, allowed, proxied };
         // One identity per node kind: with a networks peer in force the engine may only be stricter.
         if (peer.kind === 'node' && nodesLoose) {

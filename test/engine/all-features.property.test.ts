@@ -3,14 +3,15 @@ import { datapathPasses } from '../../src/model/policy-map.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
-import { endpointMaps, initialEvents, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
+import { comparableIpcache, endpointMaps, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import type { ClusterState } from '../../src/model/cluster.js';
-import { resolveEndpoint, endpointAddress, FlowEndpoint } from '../../src/model/flow.js';
+import { resolveEndpoint, endpointAddress } from '../../src/model/flow.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { datapathLookup, LookupResult, policyKeyString } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
-import { checkAllFlows } from './all-flows.js';
+import { checkAllFlows, peerAt } from './all-flows.js';
+import { freshEngine } from './fresh-engine.js';
 import { Kernel } from './kernel-view.js';
 import { ALL_INITIAL, AllOp, allOp, hasBad, SETUP, toEvents } from './gen-all.js';
 import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
@@ -64,17 +65,14 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, p
     if (subject.kind !== 'pod') throw new Error(`${ep} is not a pod`);
     const map = kernel.maps.get(ep) ?? new Map<string, LookupResult>();
     for (const addr of addresses(state)) {
-      let peer: FlowEndpoint;
-      try {
-        peer = resolveEndpoint(state, addr);
-      } catch {
-        continue;
-      }
+      const at = peerAt(state, addr);
+      if (at === undefined) continue;
+      const { peer } = at;
       const id = kernel.identityOf(endpointAddress(peer));
       for (const direction of ['ingress', 'egress'] as const) {
         for (const { protocol, port } of probes.length > 0 ? probes : [PROBE_PORTS[Math.floor(rnd() * PROBE_PORTS.length)] as (typeof PROBE_PORTS)[number]]) {
           const request = rnd() < 0.3 ? REQUESTS[Math.floor(rnd() * REQUESTS.length)] : undefined;
-          const naive = decideDirection(state, subject, direction, peer, protocol, port, request);
+          const naive = decideDirection(at.state, subject, direction, peer, protocol, port, request);
           const hit = datapathLookup(map, id, direction, PROTOCOL_NUMBER[protocol], port);
           const { allowed: l4, proxied } = datapathPasses(hit?.entry, protocol);
           const verdict = proxied && hit && request ? engine.l7Verdict(ep, hit.entry.proxyPort, id, request, port) : undefined;
@@ -96,18 +94,6 @@ function checkKernelFlows(engine: Engine, kernel: Kernel, state: ClusterState, p
       }
     }
   }
-}
-
-/**
- * A restart from the model: the engine's DNS cache file, then the model's objects in one batch (as
- * fqdn.test.ts). Re-sent answers would be judged again under today's rules (cluster-sync.ts
- * dnsEvents); the answers themselves are compared with the model's separately (`learnt`).
- */
-function freshEngine(engine: Engine, state: ClusterState, local: ReadonlyMap<string, boolean>): Engine {
-  const fresh = new Engine();
-  fresh.restoreDnsCache(engine.dnsCacheFile(), 'dns.jsonl');
-  fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false).filter((e) => e.type !== 'dnsResponse' && e.type !== 'advanceTime'));
-  return fresh;
 }
 
 function faultHook(h: { at: number; calls: number; fired: string | null }): (point: string) => void {
@@ -169,7 +155,9 @@ describe('every feature at once: engine and kernel view vs the oracle and a fres
           for (const e of events) trackLocality(local, state, e);
           expect(sameEndpointMaps(kernel.maps, endpointMaps(engine)), `${ti}: kernel maps`).toBe(true);
           expect(kernel.ipcache).toEqual(new Map(engine.ipcache().map((e) => [e.prefix, e.identity])));
-          expect(normalizedMaps(engine)).toEqual(normalizedMaps(freshEngine(engine, state, local)));
+          const fresh = freshEngine(engine, state, local);
+          expect(normalizedMaps(engine)).toEqual(normalizedMaps(fresh));
+          expect(comparableIpcache(engine)).toEqual(comparableIpcache(fresh));
           expect(learnt(engine)).toEqual(learntByOracle(state));
           const last = ti === all.length - 1;
           // Every (endpoint, address, direction) after every transaction: one probe each (the

@@ -1,9 +1,27 @@
 import { expect } from 'vitest';
-import { ClusterState } from '../../src/model/cluster.js';
-import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
+import { parseIp } from '../../src/model/cidr.js';
+import { ClusterState, upsertExternal } from '../../src/model/cluster.js';
+import { endpointAddress, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../../src/model/flow.js';
 import { FlowProtocol, PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { Engine } from '../../src/engine/engine.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
+
+/**
+ * The peer a flow to `addr` meets and the state to decide it in: the pod or node holding it, or,
+ * for an address its owner left while pods still claim it (`unownedIps`), the outside address it
+ * is then (an external at it; the engine gives it world or a revived CIDR/FQDN identity). Undefined
+ * when nothing resolves it.
+ */
+export function peerAt(state: ClusterState, addr: string): { state: ClusterState; peer: FlowEndpoint } | undefined {
+  try {
+    return { state, peer: resolveEndpoint(state, addr) };
+  } catch (e) {
+    if (!(e instanceof UnknownEndpointError) || !state.unownedIps?.has(addr)) return undefined;
+    const name = `left:${addr}`;
+    const probe = upsertExternal(state, { name, ip: parseIp(addr) });
+    return { state: probe, peer: resolveEndpoint(probe, name) };
+  }
+}
 
 /**
  * Every local endpoint, every peer (pods and externals), both directions, every probe: the

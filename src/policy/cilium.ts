@@ -155,6 +155,14 @@ function readLogConfig(r: Reader, v: unknown, path: string): void {
 
 /** The fields distill does not read, and two peer kinds in one rule, are refused. */
 function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, fqdnField: string | undefined): void {
+  // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.sanitize / EgressCommonRule.sanitize,
+  // `l3Members`) refuses two non-empty peer kinds in one rule, counting ToFQDNs, FromGroups/ToGroups and
+  // ToServices too; `Rule.Sanitize` fails and CiliumNetworkPolicy.Parse drops the whole object. Checked
+  // before the unread fields, so the agent skips such an object as Cilium does instead of enforcing a
+  // stand-in whose other allow rules Cilium never enforces (attack finding 1765).
+  const groups = shape.direction === 'ingress' ? ['fromGroups'] : [...(shape.field === 'egress' ? ['toFQDNs'] : []), 'toServices', 'toGroups'];
+  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...groups].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
+  if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
     if (UNREAD_LISTS.includes(u)) {
@@ -163,11 +171,6 @@ function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, sh
     }
     if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
   }
-  // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
-  // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule; ToFQDNs is one of
-  // the L3 members it counts.
-  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
-  if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
 }
 
 /** List fields distill does not read (`toFQDNs` aside, read elsewhere). */

@@ -30,3 +30,25 @@ describe('1765. two peer kinds in one rule, one of them toGroups/fromGroups/toSe
     expect(() => parseManifest(cnp({ egress: [{ toEndpoints: [], toServices: [service] }] }), 'f')).toThrow(/toServices: is not supported by distill/);
   });
 });
+
+describe('1766. a port rule whose L7 lists are all empty counted as L7 rules in the listener, serverNames and L7-proxy checks', () => {
+  // pkg/policy/api/l4.go: `L7Rules.IsEmpty` is `Len() == 0`, the lengths of HTTP, Kafka, DNS and L7 (cilium ca801ee2,
+  // 1.12); rule_validation.go guards each check with `!pr.Rules.IsEmpty()`, and countL7Rules skips empty rules. On
+  // 94c6f52 distill refused these policies as invalid, so the agent skipped objects Cilium enforces.
+  const port443 = (extra: Obj): Obj => cnp({ egress: [{ toEntities: ['world'], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }], ...extra }] }] });
+  it('reads http: [] as a plain allow when the L7 proxy is disabled', () => {
+    const p = parseManifest(port443({ rules: { http: [] } }), 'f', { l7Proxy: false });
+    expect(p.rules[0]!.ports).toEqual([{ l4: { kind: 'range', protocol: 'TCP', from: 443, to: 443 } }]);
+  });
+  it('a lone l7proto with the L7 proxy disabled is "not supported" (Len does not count it), not invalid', () => {
+    expect(() => parseManifest(port443({ rules: { l7proto: 'r2d2' } }), 'f', { l7Proxy: false })).toThrow(/l7proto: is not supported by distill/);
+  });
+  it('serverNames beside http: [] without terminatingTLS, and a listener beside kafka: [], are "not supported", not invalid', () => {
+    expect(() => parseManifest(port443({ serverNames: ['a.example'], rules: { http: [] } }), 'f')).toThrow(/serverNames: is not supported by distill/);
+    expect(() => parseManifest(port443({ listener: { name: 'l', envoyConfig: { kind: 'CiliumEnvoyConfig', name: 'c' } }, rules: { kafka: [] } }), 'f')).toThrow(/listener: is not supported by distill/);
+  });
+  it('still refuses them beside a non-empty L7 list (control)', () => {
+    expect(() => parseManifest(port443({ rules: { http: [{}] } }), 'f', { l7Proxy: false })).toThrow(/L7 proxy is not enabled/);
+    expect(() => parseManifest(port443({ serverNames: ['a.example'], rules: { http: [{}] } }), 'f')).toThrow(/ServerNames are not allowed with L7 rules/);
+  });
+});

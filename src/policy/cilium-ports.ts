@@ -114,15 +114,15 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
 /**
  * What Cilium's `PortRule.Validate`/`sanitize` (rule_validation.go, in every version read) refuses
  * among the fields distill does not read: refused here too, so the agent skips the policy as Cilium does instead of enforcing a
- * stand-in whose remaining allows the cluster never enforces (attack findings 716, 717). `Rules.IsEmpty`
- * is true only when every list is nil: `http: []` is a list.
+ * stand-in whose remaining allows the cluster never enforces (attack findings 716, 717). Each check is
+ * guarded by `!pr.Rules.IsEmpty()` (or `countL7Rules`, which skips empty ones), and `L7Rules.IsEmpty`
+ * is `Len() == 0` (pkg/policy/api/l4.go, since cilium ca801ee2, 1.12): the lengths of `http`, `kafka`,
+ * `dns` and `l7`, so `http: []` and a lone `l7proto` are no L7 rules there (attack finding 1766).
  */
 function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction, options: ParseOptions): void {
   const rules = typeof o.rules === 'object' && o.rules !== null ? (o.rules as Record<string, unknown>) : undefined;
-  const hasL7 = rules !== undefined && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent(rules[k]));
-  // Go's L7Rules.IsEmpty also counts a non-empty `l7proto`, which only the L7-proxy check needs.
-  const l7proto = typeof rules?.l7proto === 'string' && rules.l7proto !== '';
-  if ((hasL7 || l7proto) && options.l7Proxy === false) r.fail(join(path, 'rules'), 'L7 policy is not supported since L7 proxy is not enabled');
+  const hasL7 = rules !== undefined && ['http', 'kafka', 'dns', 'l7'].some((k) => Array.isArray(rules[k]) && (rules[k] as unknown[]).length > 0);
+  if (hasL7 && options.l7Proxy === false) r.fail(join(path, 'rules'), 'L7 policy is not supported since L7 proxy is not enabled');
   if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
   if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');
   // Both checks are in `PortRule.sanitize` (older releases) and `PortRule.Validate` (main), so in 1.19

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { agentVerdicts } from './agent-verdicts.js';
 
 /**
- * Attack finding 1765 (docs/attack-findings-23p.md): what the agent enforces for a Cilium policy that
+ * Attack findings 1765 and 1766 (docs/attack-findings-23p.md): what the agent enforces for a Cilium policy that
  * Cilium 1.19 refuses whole (two peer kinds in one rule, one of them toGroups) or enforces (empty L7 lists).
  */
 type Obj = Record<string, unknown>;
@@ -16,5 +16,21 @@ describe('1765. a rule combining toEndpoints and toGroups', () => {
     expect(r.warn).toEqual(SKIPPED);
     expect(r.verdict('other', 'ingress')).toBe('allow');
     expect(r.verdict('other', 'egress')).toBe('allow');
+  });
+});
+
+describe('1766. empty L7 lists are no L7 rules', () => {
+  it('with the L7 proxy disabled, rules: {http: []} is enforced as a plain allow (was: object skipped, subject open)', () => {
+    const r = agentVerdicts(cnp({ ingress: [{ ...fromClient, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [] } }] }] }), [], { l7Proxy: false });
+    expect(r.warn).toEqual([]);
+    expect(r.verdict('client', 'ingress')).toBe('allow');
+    expect(r.verdict('other', 'ingress')).toBe('deny');
+  });
+  it('serverNames beside http: [] gets the stand-in: the rule dropped, the direction isolated (was: object skipped)', () => {
+    const r = agentVerdicts(cnp({ ingress: [fromClient], egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], serverNames: ['a.example'], rules: { http: [] } }] }] }));
+    expect(r.warn).toEqual(['policy enforced fail-closed: it uses what distill does not read']);
+    expect(r.verdict('client', 'ingress')).toBe('allow');
+    expect(r.verdict('other', 'ingress')).toBe('deny');
+    expect(r.verdict('client', 'egress')).toBe('deny');
   });
 });

@@ -52,3 +52,23 @@ describe('1766. a port rule whose L7 lists are all empty counted as L7 rules in 
     expect(() => parseManifest(port443({ serverNames: ['a.example'], rules: { http: [{}] } }), 'f')).toThrow(/ServerNames are not allowed with L7 rules/);
   });
 });
+
+describe('1767. a field distill does not read hid an invalid field after it in the same rule', () => {
+  // The reader threw at the first unread field ("not supported by distill"), so the agent enforced a stand-in for
+  // an object Cilium 1.19 refuses whole (rule_validation.go: IngressRule.sanitize, PortRule.sanitize), keeping its
+  // other allow rules. Now such a field is recorded (Reader.unsupported) and thrown only when the rest reads.
+  const udp53Http = { toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { http: [{}] } }] };
+  it('refuses authentication beside HTTP rules on UDP as invalid (PortRule.sanitize: "L7 rules can only apply to TCP")', () => {
+    expect(() => parseManifest(cnp({ ingress: [{ fromEndpoints: [{}], authentication: { mode: 'required' }, ...udp53Http }] }), 'f')).toThrow(/L7 rules can only apply to TCP \(not UDP\)/);
+  });
+  it('refuses terminatingTLS beside HTTP rules on UDP, and toGroups beside icmps and toPorts, as invalid', () => {
+    const tls = { toPorts: [{ ...udp53Http.toPorts[0], terminatingTLS: { secret: { name: 's' } } }] };
+    expect(() => parseManifest(cnp({ egress: [{ toEntities: ['world'], ...tls }] }), 'f')).toThrow(/L7 rules can only apply to TCP \(not UDP\)/);
+    const groups = { toGroups: [group], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }], icmps: [{ fields: [{ type: 8 }] }] };
+    expect(() => parseManifest(cnp({ egress: [groups] }), 'f')).toThrow(/icmps: may only be present without toPorts/);
+  });
+  it('still reports the first unread field when the rest reads (control)', () => {
+    const both = { fromEndpoints: [{}], authentication: { mode: 'required' }, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { l7proto: 'r2d2' } }] };
+    expect(() => parseManifest(cnp({ ingress: [both] }), 'f')).toThrow(/spec\.ingress\[0\]\.authentication: is not supported by distill/);
+  });
+});

@@ -50,7 +50,7 @@ export function parseHttpRule(r: Reader, v: unknown, path: string): HttpRule {
     out.headerMatches = hm.map((h, i): HttpHeaderMatch => {
       const hpath = at(join(path, 'headerMatches'), i);
       const ho = r.object(h, hpath, ['name', 'value', 'mismatch', 'secret']);
-      if (!absent(ho.secret)) r.fail(join(hpath, 'secret'), 'is not supported by distill');
+      if (!absent(ho.secret)) r.unsupported(join(hpath, 'secret'), 'is not supported by distill');
       const name = r.nonEmptyString(ho.name, join(hpath, 'name'));
       const value = r.optString(ho.value, join(hpath, 'value'));
       const mismatch = absent(ho.mismatch) ? undefined : r.oneOf(ho.mismatch, join(hpath, 'mismatch'), ['LOG', 'ADD', 'DELETE', 'REPLACE'] as const);

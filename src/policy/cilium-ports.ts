@@ -99,7 +99,7 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   const o = r.object(v, path, allowedKeys);
   checkProxyFields(r, o, path, shape.direction, options);
   for (const u of ['originatingTLS', 'terminatingTLS', 'serverNames', 'listener']) {
-    if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
+    if (!absent(o[u])) r.unsupported(join(path, u), 'is not supported by distill');
   }
   const portsRaw = r.optArray(o.ports, join(path, 'ports')) ?? [];
   // Cilium refuses the policy (PortRule.Validate, PortDenyRule.Validate: maxPorts).
@@ -152,8 +152,8 @@ function checkL7Union(r: Reader, o: Record<string, unknown>, path: string): void
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
   checkL7Union(r, o, path);
-  if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
-  if (!absent(o.l7)) r.fail(join(path, 'l7'), 'is not supported by distill');
+  if (!absent(o.l7proto)) r.unsupported(join(path, 'l7proto'), 'is not supported by distill');
+  if (!absent(o.l7)) r.unsupported(join(path, 'l7'), 'is not supported by distill');
   const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
   for (const k of present) r.array(o[k], join(path, k));
   // Empty lists are no L7 rules at all: Cilium (L7Rules.IsEmpty) picks a parser only for a

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { agentVerdicts } from './agent-verdicts.js';
 
 /**
- * Attack findings 1765 and 1766 (docs/attack-findings-23p.md): what the agent enforces for a Cilium policy that
+ * Attack findings 1765, 1766 and 1767 (docs/attack-findings-23p.md): what the agent enforces for a Cilium policy that
  * Cilium 1.19 refuses whole (two peer kinds in one rule, one of them toGroups) or enforces (empty L7 lists).
  */
 type Obj = Record<string, unknown>;
@@ -32,5 +32,14 @@ describe('1766. empty L7 lists are no L7 rules', () => {
     expect(r.verdict('client', 'ingress')).toBe('allow');
     expect(r.verdict('other', 'ingress')).toBe('deny');
     expect(r.verdict('client', 'egress')).toBe('deny');
+  });
+});
+
+describe('1767. an unread field beside an invalid one in the same rule', () => {
+  it('skips the object as Cilium does (was: a stand-in keeping the allow of client, isolating other)', () => {
+    const bad = { fromEndpoints: [{}], authentication: { mode: 'required' }, toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { http: [{}] } }] };
+    const r = agentVerdicts(cnp({ ingress: [fromClient, bad] }));
+    expect(r.warn).toEqual(SKIPPED);
+    expect(r.verdict('other', 'ingress')).toBe('allow');
   });
 });

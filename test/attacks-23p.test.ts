@@ -67,8 +67,22 @@ describe('1767. a field distill does not read hid an invalid field after it in t
     const groups = { toGroups: [group], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }], icmps: [{ fields: [{ type: 8 }] }] };
     expect(() => parseManifest(cnp({ egress: [groups] }), 'f')).toThrow(/icmps: may only be present without toPorts/);
   });
+  it('refuses a cidrGroupRef rule, and a named port with endPort, beside HTTP rules on UDP as invalid', () => {
+    expect(() => parseManifest(cnp({ egress: [{ toCIDRSet: [{ cidrGroupRef: 'g' }], ...udp53Http }] }), 'f')).toThrow(/L7 rules can only apply to TCP \(not UDP\)/);
+    const named = { toPorts: [{ ports: [{ port: 'dns', endPort: 90, protocol: 'UDP' }], rules: { http: [{}] } }] };
+    expect(() => parseManifest(cnp({ ingress: [{ fromEndpoints: [{}], ...named }] }), 'f')).toThrow(/L7 rules can only apply to TCP \(not UDP\)/);
+  });
+  it('refuses a generic l7 list on a UDP port as invalid; on TCP it stays "not supported"', () => {
+    const l7 = (protocol: string): Obj => cnp({ ingress: [{ fromEndpoints: [{}], toPorts: [{ ports: [{ port: '80', protocol }], rules: { l7proto: 'r2d2', l7: [{ cmd: 'READ' }] } }] }] });
+    expect(() => parseManifest(l7('UDP'), 'f')).toThrow(/L7 rules can only apply to TCP \(not UDP\)/);
+    expect(() => parseManifest(l7('TCP'), 'f')).toThrow(/l7proto: is not supported by distill/);
+  });
+  it('refuses cidr beside cidrGroupRef as invalid (CIDRRule.sanitize: "more than one of cidr, cidrGroupRef, or cidrGroupSelector")', () => {
+    expect(() => parseManifest(cnp({ egress: [{ toCIDRSet: [{ cidr: '10.0.0.0/8', cidrGroupRef: 'g' }] }] }), 'f')).toThrow(/more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set/);
+  });
   it('still reports the first unread field when the rest reads (control)', () => {
     const both = { fromEndpoints: [{}], authentication: { mode: 'required' }, toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { l7proto: 'r2d2' } }] };
     expect(() => parseManifest(cnp({ ingress: [both] }), 'f')).toThrow(/spec\.ingress\[0\]\.authentication: is not supported by distill/);
+    expect(() => parseManifest(cnp({ egress: [{ toCIDRSet: [{ cidrGroupRef: 'g' }] }] }), 'f')).toThrow(/cidrGroupRef: is not supported by distill/);
   });
 });

@@ -22,13 +22,13 @@ function checkRegex(r: Reader, s: string, path: string): void {
  */
 function checkUnsanitizedRegex(r: Reader, s: string, path: string): void {
   const error = re2SyntaxError(s);
-  if (error !== undefined) r.fail(path, `invalid RE2 regular expression: ${error}; Cilium accepts it and leaves it to its proxy, which is not supported by distill`);
+  if (error !== undefined) r.unsupported(path, `invalid RE2 regular expression: ${error}; Cilium accepts it and leaves it to its proxy, which is not supported by distill`);
 }
 
 /** `headers` entries are not sanitized by Cilium either ("Headers are not sanitized"). */
 function unsanitizedHeader(r: Reader, v: unknown, path: string): string {
   const h = r.string(v, path);
-  if (h === '') r.fail(path, 'an empty header name: Cilium accepts it and leaves it to its proxy, which is not supported by distill');
+  if (h === '') r.unsupported(path, 'an empty header name: Cilium accepts it and leaves it to its proxy, which is not supported by distill');
   return h;
 }
 

@@ -22,13 +22,13 @@ function checkRegex(r: Reader, s: string, path: string): void {
  */
 function checkUnsanitizedRegex(r: Reader, s: string, path: string): void {
   const error = re2SyntaxError(s);
-  if (error !== undefined) r.fail(path, `invalid RE2 regular expression: ${error}; Cilium accepts it and leaves it to its proxy, which is not supported by distill`);
+  if (error !== undefined) r.unsupported(path, `invalid RE2 regular expression: ${error}; Cilium accepts it and leaves it to its proxy, which is not supported by distill`);
 }
 
 /** `headers` entries are not sanitized by Cilium either ("Headers are not sanitized"). */
 function unsanitizedHeader(r: Reader, v: unknown, path: string): string {
   const h = r.string(v, path);
-  if (h === '') r.fail(path, 'an empty header name: Cilium accepts it and leaves it to its proxy, which is not supported by distill');
+  if (h === '') r.unsupported(path, 'an empty header name: Cilium accepts it and leaves it to its proxy, which is not supported by distill');
   return h;
 }
 
@@ -50,7 +50,7 @@ export function parseHttpRule(r: Reader, v: unknown, path: string): HttpRule {
     out.headerMatches = hm.map((h, i): HttpHeaderMatch => {
       const hpath = at(join(path, 'headerMatches'), i);
       const ho = r.object(h, hpath, ['name', 'value', 'mismatch', 'secret']);
-      if (!absent(ho.secret)) r.fail(join(hpath, 'secret'), 'is not supported by distill');
+      if (!absent(ho.secret)) r.unsupported(join(hpath, 'secret'), 'is not supported by distill');
       const name = r.nonEmptyString(ho.name, join(hpath, 'name'));
       const value = r.optString(ho.value, join(hpath, 'value'));
       const mismatch = absent(ho.mismatch) ? undefined : r.oneOf(ho.mismatch, join(hpath, 'mismatch'), ['LOG', 'ADD', 'DELETE', 'REPLACE'] as const);

@@ -59,7 +59,10 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
     const end = r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
     // Cilium accepts it (PortProtocol.Validate checks numeric ports only) without defining the range
     // of a name: "not supported" lets the agent enforce a fail-closed stand-in (src/policy/stand-in.ts).
-    if (named !== undefined) r.fail(join(path, 'endPort'), 'with a named port is not supported by distill (Cilium defines no range of a name)');
+    if (named !== undefined) {
+      r.unsupported(join(path, 'endPort'), 'with a named port is not supported by distill (Cilium defines no range of a name)');
+      return { kind: 'named', protocol, name: named };
+    }
     if (end !== 0 && port === 0) {
       // Cilium accepts it (PortProtocol.sanitize) and keys 0..end (l4.go toMapState,
       // PortRangeToMaskedPorts(0, end)); 0..65535 is the wildcard. Port 0 itself is no flow's
@@ -99,7 +102,7 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
   const o = r.object(v, path, allowedKeys);
   checkProxyFields(r, o, path, shape.direction, options);
   for (const u of ['originatingTLS', 'terminatingTLS', 'serverNames', 'listener']) {
-    if (!absent(o[u])) r.fail(join(path, u), 'is not supported by distill');
+    if (!absent(o[u])) r.unsupported(join(path, u), 'is not supported by distill');
   }
   const portsRaw = r.optArray(o.ports, join(path, 'ports')) ?? [];
   // Cilium refuses the policy (PortRule.Validate, PortDenyRule.Validate: maxPorts).
@@ -114,15 +117,15 @@ function parsePortRule(r: Reader, v: unknown, path: string, shape: DirectionShap
 /**
  * What Cilium's `PortRule.Validate`/`sanitize` (rule_validation.go, in every version read) refuses
  * among the fields distill does not read: refused here too, so the agent skips the policy as Cilium does instead of enforcing a
- * stand-in whose remaining allows the cluster never enforces (attack findings 716, 717). `Rules.IsEmpty`
- * is true only when every list is nil: `http: []` is a list.
+ * stand-in whose remaining allows the cluster never enforces (attack findings 716, 717). Each check is
+ * guarded by `!pr.Rules.IsEmpty()` (or `countL7Rules`, which skips empty ones), and `L7Rules.IsEmpty`
+ * is `Len() == 0` (pkg/policy/api/l4.go, since cilium ca801ee2, 1.12): the lengths of `http`, `kafka`,
+ * `dns` and `l7`, so `http: []` and a lone `l7proto` are no L7 rules there (attack finding 1766).
  */
 function checkProxyFields(r: Reader, o: Record<string, unknown>, path: string, direction: Direction, options: ParseOptions): void {
   const rules = typeof o.rules === 'object' && o.rules !== null ? (o.rules as Record<string, unknown>) : undefined;
-  const hasL7 = rules !== undefined && ['http', 'kafka', 'dns', 'l7'].some((k) => !absent(rules[k]));
-  // Go's L7Rules.IsEmpty also counts a non-empty `l7proto`, which only the L7-proxy check needs.
-  const l7proto = typeof rules?.l7proto === 'string' && rules.l7proto !== '';
-  if ((hasL7 || l7proto) && options.l7Proxy === false) r.fail(join(path, 'rules'), 'L7 policy is not supported since L7 proxy is not enabled');
+  const hasL7 = rules !== undefined && ['http', 'kafka', 'dns', 'l7'].some((k) => Array.isArray(rules[k]) && (rules[k] as unknown[]).length > 0);
+  if (hasL7 && options.l7Proxy === false) r.fail(join(path, 'rules'), 'L7 policy is not supported since L7 proxy is not enabled');
   if (!absent(o.listener) && direction === 'ingress') r.fail(join(path, 'listener'), 'Listener is not allowed on ingress');
   if (!absent(o.listener) && hasL7) r.fail(join(path, 'listener'), 'Listener is not allowed with L7 rules');
   // Both checks are in `PortRule.sanitize` (older releases) and `PortRule.Validate` (main), so in 1.19
@@ -146,30 +149,27 @@ function checkL7Union(r: Reader, o: Record<string, unknown>, path: string): void
   if (set.length > 1) r.fail(path, `multiple L7 protocol rule types in one rule (${set.join(', ')}): the CRD's oneOf and Cilium's L7Rules.sanitize refuse the policy`);
   if (set.length === 1) return;
   if (!absent(o.l7)) r.fail(join(path, 'l7'), 'may only be specified when a \'l7proto\' is also specified (the CRD\'s oneOf and Cilium\'s L7Rules.sanitize refuse the policy)');
-  r.fail(path, 'sets none of http, kafka, dns, l7proto: the CRD\'s oneOf (Cilium 1.16+) refuses it, while the agent reads such a stored policy as no L7 rules; this is not supported by distill (omit `rules` for no L7 rules)');
+  r.unsupported(path, 'sets none of http, kafka, dns, l7proto: the CRD\'s oneOf (Cilium 1.16+) refuses it, while the agent reads such a stored policy as no L7 rules; this is not supported by distill (omit `rules` for no L7 rules)');
 }
 
 function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s: readonly L4Match[], portsPath: string): L7Rules | undefined {
   const o = r.object(v, path, ['http', 'kafka', 'dns', 'l7proto', 'l7']);
   checkL7Union(r, o, path);
-  if (!absent(o.l7proto)) r.fail(join(path, 'l7proto'), 'is not supported by distill');
-  if (!absent(o.l7)) r.fail(join(path, 'l7'), 'is not supported by distill');
+  if (!absent(o.l7proto)) r.unsupported(join(path, 'l7proto'), 'is not supported by distill');
+  if (!absent(o.l7)) r.unsupported(join(path, 'l7'), 'is not supported by distill');
   const present = (['http', 'kafka', 'dns'] as const).filter((k) => !absent(o[k]));
   for (const k of present) r.array(o[k], join(path, k));
   // Empty lists are no L7 rules at all: Cilium (L7Rules.IsEmpty) picks a parser only for a
-  // non-empty list, so such a port rule is a plain allow, never redirected.
-  if (present.every((k) => (o[k] as unknown[]).length === 0)) return undefined;
+  // non-empty list, so such a port rule is a plain allow, never redirected. A non-empty generic `l7`
+  // list (not read: deferred above) gets Cilium's port checks all the same (attack finding 1767).
+  if (present.every((k) => (o[k] as unknown[]).length === 0)) {
+    if (Array.isArray(o.l7) && o.l7.length > 0) checkL7Ports(r, l4s, portsPath, false);
+    return undefined;
+  }
   const parser = present[0] as 'http' | 'kafka' | 'dns';
   if (parser === 'dns' && direction === 'ingress') r.fail(join(path, 'dns'), 'DNS rules are not allowed on ingress');
   if (parser === 'dns' && l4s.length === 0) r.fail(portsPath, 'a port (53) must be specified for DNS rules');
-  l4s.forEach((l4, i) => {
-    if (l4.kind === 'range' && (l4.from === 0 || fromPortZero.has(l4))) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
-    // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
-    if (parser === 'dns' && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');
-    if (parser !== 'dns' && l4.kind !== 'all' && l4.protocol !== 'TCP') {
-      r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
-    }
-  });
+  checkL7Ports(r, l4s, portsPath, parser === 'dns');
   const list = r.array(o[parser], join(path, parser));
   const lpath = join(path, parser);
   switch (parser) {
@@ -180,6 +180,18 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
     case 'dns':
       return { parser, dns: list.map((x, i) => parseDnsRule(r, x, at(lpath, i))) };
   }
+}
+
+/** PortRule.sanitize's checks of the ports beside non-empty L7 rules (rule_validation.go). */
+function checkL7Ports(r: Reader, l4s: readonly L4Match[], portsPath: string, dns: boolean): void {
+  l4s.forEach((l4, i) => {
+    if (l4.kind === 'range' && (l4.from === 0 || fromPortZero.has(l4))) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
+    // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
+    if (dns && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');
+    if (!dns && l4.kind !== 'all' && l4.protocol !== 'TCP') {
+      r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
+    }
+  });
 }
 
 /**
@@ -211,7 +223,8 @@ function parseIcmpRule(r: Reader, v: unknown, path: string): PortClause[] {
     } else if (typeof fo.type === 'number' && Number.isInteger(fo.type) && (fo.type < 0 || fo.type > 255)) {
       // The CRD's pattern bounds only strings and ICMPRule.Validate checks no type: Cilium takes the
       // integer and keys a "port" no ICMP type has. "Not supported" makes the agent enforce a stand-in.
-      r.fail(join(fpath, 'type'), `${fo.type} is no ICMP type (0 to 255): Cilium accepts it, which is not supported by distill`);
+      r.unsupported(join(fpath, 'type'), `${fo.type} is no ICMP type (0 to 255): Cilium accepts it, which is not supported by distill`);
+      type = 0;
     } else {
       // A numeric string must match the CRD's pattern (no leading zero, at most 255).
       if (typeof fo.type === 'string' && !/^(0|[1-9]\d{0,2})$/.test(fo.type)) r.fail(join(fpath, 'type'), `"${fo.type}" is not an ICMP type (the CRD's pattern: 0 to 255 without leading zeros)`);

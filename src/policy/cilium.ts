@@ -27,6 +27,7 @@ export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind:
   if (specs.length === 0) r.fail('', 'must have spec or specs');
   const out: RuleSet = { rules: [], enforcements: [], warnings: [] };
   for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, out, options);
+  r.throwDeferred();
   return { ref, rules: out.rules.slice(), enforcements: out.enforcements.slice(), warnings: out.warnings.slice(), manifest: doc };
 }
 
@@ -155,19 +156,24 @@ function readLogConfig(r: Reader, v: unknown, path: string): void {
 
 /** The fields distill does not read, and two peer kinds in one rule, are refused. */
 function checkPeerFields(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, fqdnField: string | undefined): void {
+  // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.sanitize / EgressCommonRule.sanitize,
+  // `l3Members`) refuses two non-empty peer kinds in one rule, counting ToFQDNs, FromGroups/ToGroups and
+  // ToServices too; `Rule.Sanitize` fails and CiliumNetworkPolicy.Parse drops the whole object, so the
+  // agent skips it too instead of enforcing a stand-in whose other allow rules Cilium never enforces
+  // (attack finding 1765; the unread fields below only defer their error, `Reader.unsupported`).
+  const groups = shape.direction === 'ingress' ? ['fromGroups'] : [...(shape.field === 'egress' ? ['toFQDNs'] : []), 'toServices', 'toGroups'];
+  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...groups].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
+  if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
   for (const u of shape.unsupported) {
     if (u === fqdnField) continue;
     if (UNREAD_LISTS.includes(u)) {
       checkUnreadList(r, o[u], join(path, u));
       continue;
     }
-    if (!absent(o[u])) r.fail(join(path, u), u === 'toFQDNs' ? 'is not read here (parsed with fqdn: false)' : 'is not supported by distill');
+    if (absent(o[u])) continue;
+    if (u === 'toFQDNs') r.fail(join(path, u), 'is not read here (parsed with fqdn: false)');
+    r.unsupported(join(path, u), 'is not supported by distill');
   }
-  // Cilium (pkg/policy/api/rule_validation.go, IngressCommonRule.Validate /
-  // EgressCommonRule.Validate) refuses two non-empty peer kinds in one rule; ToFQDNs is one of
-  // the L3 members it counts.
-  const kinds = [shape.endpoints, shape.cidr, shape.cidrSet, shape.entities, shape.nodes, ...(fqdnField ? [fqdnField] : [])].filter((f) => Array.isArray(o[f]) && (o[f] as unknown[]).length > 0);
-  if (kinds.length > 1) r.fail(path, `combining ${kinds[0]} and ${kinds[1]} is not supported (Cilium refuses it: "combining ${kinds[0]} and ${kinds[1]} is not supported yet"); write one rule per peer kind`);
 }
 
 /** List fields distill does not read (`toFQDNs` aside, read elsewhere). */
@@ -185,6 +191,6 @@ const UNREAD_LISTS = ['fromRequires', 'toRequires', 'fromGroups', 'toGroups', 't
 function checkUnreadList(r: Reader, v: unknown, path: string): void {
   if (absent(v) || r.array(v, path).length === 0) return;
   const requires = path.endsWith('Requires');
-  r.fail(path, `is not supported by distill${requires ? " (deprecated: Cilium 1.19's CRD allows no items, maxItems 0)" : ''}`);
+  r.unsupported(path, `is not supported by distill${requires ? " (deprecated: Cilium 1.19's CRD allows no items, maxItems 0)" : ''}`);
 }
 

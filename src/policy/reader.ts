@@ -6,7 +6,24 @@ import { ManifestError } from './errors.js';
  * YAML `null` (an empty value) counts as absent, as it does for kubectl.
  */
 export class Reader {
+  private deferred: ManifestError | undefined;
+
   constructor(readonly source: string) {}
+
+  /**
+   * A field distill does not read and Cilium enforces ("is not supported by distill", which the agent
+   * answers with a fail-closed stand-in): recorded, not thrown, so the rest of the document is still
+   * checked and an invalid field found later is the error. Cilium refuses such an object whole, and a
+   * stand-in would keep allow rules the cluster never enforces (attack finding 1767). The caller
+   * throws the first with `throwDeferred` once the document is read.
+   */
+  unsupported(path: string, detail: string): void {
+    this.deferred ??= new ManifestError(this.source, path, detail);
+  }
+
+  throwDeferred(): void {
+    if (this.deferred !== undefined) throw this.deferred;
+  }
 
   fail(path: string, detail: string): never {
     throw new ManifestError(this.source, path, detail);

@@ -92,7 +92,9 @@ describe('finding 716: a listener Cilium refuses (on ingress, or beside L7 rules
   const withListener = (ingress: boolean, rules?: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: server, [ingress ? 'ingress' : 'egress']: [{ [ingress ? 'fromEntities' : 'toEntities']: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], listener, ...(rules ? { rules } : {}) }] }] } });
   it('is refused as Cilium refuses it (was: "not supported", a stand-in the cluster never enforces)', () => {
     expect(() => parseManifest(withListener(true), 't')).toThrow(/Listener is not allowed on ingress/);
-    expect(() => parseManifest(withListener(false, { http: [] }), 't')).toThrow(/Listener is not allowed with L7 rules/);
+    expect(() => parseManifest(withListener(false, { http: [{}] }), 't')).toThrow(/Listener is not allowed with L7 rules/);
+    // `http: []` is no L7 rule (L7Rules.IsEmpty is Len() == 0): Cilium takes the listener (finding 1766).
+    expect(() => parseManifest(withListener(false, { http: [] }), 't')).toThrow(/listener: is not supported by distill/);
     expect(() => parseManifest(withListener(false), 't')).toThrow(/is not supported by distill/);
   });
 });

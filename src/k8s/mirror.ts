@@ -12,6 +12,12 @@ import type { ListHeader, WatchItem } from './watch.js';
 
 type WatchEvent = Exclude<WatchItem, { type: 'LIST' | 'LIST_ITEM' }>;
 
+/** An object's resourceVersion, when it is a string. */
+const versionOf = (obj: Readonly<Record<string, unknown>>): string | undefined => {
+  const rv = rec(obj.metadata).resourceVersion;
+  return typeof rv === 'string' ? rv : undefined;
+};
+
 /** A BOOKMARK ending a watch-list watch's initial events (KEP-3157: `metav1.InitialEventsAnnotationKey`). */
 const initialEventsEnd = (obj: Readonly<Record<string, unknown>>): boolean => rec(rec(obj.metadata).annotations)['k8s.io/initial-events-end'] === 'true';
 
@@ -158,7 +164,7 @@ export class ClusterMirror {
     if (item.type === 'ADDED') return this.holdAdded(held, item, source);
     if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
     this.initialEvents.delete(source);
-    if (item.type === 'BOOKMARK' && objectKind(item.object) !== undefined && this.refusedAsOlder(source, rec(item.object.metadata).resourceVersion, 'initial events', held.size)) return true;
+    if (item.type === 'BOOKMARK' && objectKind(item.object) !== undefined && this.refusedAsOlder(source, versionOf(item.object), 'initial events', held.size)) return true;
     // An end bookmark of a kind distill does not read relists nothing: its events without the relist's deletes would be a state the cluster never had (1481).
     const unreadableEnd = item.type === 'BOOKMARK' && objectKind(item.object) === undefined;
     if (item.type !== 'ERROR' && !unreadableEnd) for (const e of held.values()) this.observeEvent(e, source);
@@ -241,7 +247,7 @@ export class ClusterMirror {
     if (kind === 'Namespace') this.namespacesWatched = true;
     if (!initialEventsEnd(obj)) return this.versions.note(source, md.resourceVersion);
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
-    if (this.refusedAsOlder(source, md.resourceVersion, 'initial-events-end bookmark', 0)) return;
+    if (this.refusedAsOlder(source, versionOf(obj), 'initial-events-end bookmark', 0)) return;
     this.versions.note(source, md.resourceVersion);
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.delete(source);
@@ -365,8 +371,7 @@ export class ClusterMirror {
    * neither add a policy nor make the relist delete the objects of its kind.
    */
   private relist(listed: Map<string, Listed>, header: ListHeader, resourceVersion: string | undefined, source: string): void {
-    const newest = this.versions.behind(source, resourceVersion) ?? this.listedBehind(listed, source);
-    if (this.refusedAsOlder(source, resourceVersion, 'List', listed.size, newest)) return;
+    if (this.refusedAsOlder(source, resourceVersion, 'List', listed.size, this.listedBehind(listed, source))) return;
     this.counts.relists++;
     this.awaitingRelist.delete(source);
     const kinds = header.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
@@ -415,10 +420,11 @@ export class ClusterMirror {
    * A relist (a List, or a watch-list's initial events at their end bookmark) at a version older
    * than `newest`, the newest its stream showed (`StreamVersions`), is refused: it cannot speak for
    * what the stream showed since (a deny created, an allow narrowed, a pod deleted after it), so
-   * nothing of it applies and the stream awaits a relist that is not older (finding 1750). True
-   * when refused.
+   * nothing of it applies and the stream awaits a relist that is not older (finding 1750).
+   * `behind`: a newer version the stream showed found otherwise (`listedBehind`). True when refused.
    */
-  private refusedAsOlder(source: string, rv: unknown, what: string, dropped: number, newest = this.versions.behind(source, typeof rv === 'string' ? rv : undefined)): boolean {
+  private refusedAsOlder(source: string, rv: string | undefined, what: string, dropped: number, behind?: string): boolean {
+    const newest = this.versions.behind(source, rv) ?? behind;
     if (newest === undefined) return false;
     this.counts.stale++;
     this.awaitRelist(source);

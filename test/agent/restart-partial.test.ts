@@ -32,10 +32,11 @@ function file(name: string, lines: string[]): string {
   return path;
 }
 
-async function runAgent(backend: MemoryBackend, policies: string[]): Promise<Agent> {
+async function runAgent(backend: MemoryBackend, policies: string[] | { path: string }): Promise<Agent> {
   const ns = file('ns.json', [ev('ADDED', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', resourceVersion: '1' } })]);
   const pods = file('pods.json', [ev('ADDED', pod('server', 'n1', '10.0.0.1')), ev('ADDED', pod('client', 'n2', '10.0.0.2'))]);
-  const agent = new Agent({ node: 'n1', watch: [ns, pods, file('pol.json', policies)], backend, logger: pino({ level: 'silent' }), registry: new Registry(), exitAtEof: true });
+  const pol = Array.isArray(policies) ? file('pol.json', policies) : policies.path;
+  const agent = new Agent({ node: 'n1', watch: [ns, pods, pol], backend, logger: pino({ level: 'silent' }), registry: new Registry(), exitAtEof: true });
   await agent.run();
   return agent;
 }
@@ -76,5 +77,31 @@ describe('a restart does not reconcile the pinned maps from a stream that lost e
     expect(denied()).toBe(true);
     expect(agent.notReady).toBeUndefined();
     expect(agent.summary.transactions).toBe(1);
+  });
+});
+
+/**
+ * Finding 1752 (docs/attack-findings-23a.md): likewise a stream that became unreadable before the
+ * first transaction (a NUL byte, a missing file): what it gave before is a prefix of its initial
+ * objects (an allow read, the deny after the bad byte lost), or nothing. Cilium exits when its
+ * informers do not sync (`InitK8sSubsystem`: "Timed out waiting for pre-existing resources to be
+ * received; exiting") rather than regenerate from part of them. Both cases fail on 94c6f52.
+ */
+describe('a restart does not reconcile the pinned maps from a stream that became unreadable first (1752)', () => {
+  const admit = (name: string, deny: boolean): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'x', resourceVersion: '6' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, [deny ? 'ingressDeny' : 'ingress']: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] } });
+
+  it('1752. the policy stream gives an allow, a NUL byte, then the deny: the maps stay as the last run left them', async () => {
+    const { backend, denied } = await lastRun();
+    const agent = await runAgent(backend, [ev('ADDED', admit('allow-client', false)), '\u0000', ev('ADDED', admit('deny-client', true))]);
+    expect(agent.summary.unreadableStreams).toBe(1);
+    expect(denied()).toBe(true);
+    expect(agent.notReady).toMatch(/watch stream unreadable/);
+  });
+
+  it('1752. the policy stream\'s file is missing: the maps stay as the last run left them', async () => {
+    const { backend, denied } = await lastRun();
+    const agent = await runAgent(backend, { path: join(dir, 'no-such-file.json') });
+    expect(agent.summary.unreadableStreams).toBe(1);
+    expect(denied()).toBe(true);
   });
 });

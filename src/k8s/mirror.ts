@@ -453,6 +453,15 @@ export class ClusterMirror {
   }
 
   /**
+   * Streams awaiting a relist that gave nothing before it (sorted): no event of theirs applied and
+   * no relist, as a stream starting with an ERROR or a List cut short. They hold no view of their
+   * objects: a restart's first transaction waits for their relist (finding 1751).
+   */
+  streamsWithoutView(): string[] {
+    return [...this.awaitingRelist].filter((s) => !this.streamKinds.has(s)).sort();
+  }
+
+  /**
    * An informer feeding `source` failed (`watchInformer`): events are lost until it connects again
    * (`informerConnected`). No hold starts (unlike an ERROR event): the informer's own relist comes
    * as adds, updates and deletes of the differences, in one turn of the event loop.

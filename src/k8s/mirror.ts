@@ -164,6 +164,8 @@ export class ClusterMirror {
     if (item.type === 'ADDED') return this.holdAdded(held, item, source);
     if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
     this.initialEvents.delete(source);
+    // The bookmark is checked against the held events too: none of them applies when it is older than one.
+    for (const e of held.values()) this.versions.note(source, versionOf(e.object));
     if (item.type === 'BOOKMARK' && objectKind(item.object) !== undefined && this.refusedAsOlder(source, versionOf(item.object), 'initial events', held.size)) return true;
     // An end bookmark of a kind distill does not read relists nothing: its events without the relist's deletes would be a state the cluster never had (1481).
     const unreadableEnd = item.type === 'BOOKMARK' && objectKind(item.object) === undefined;

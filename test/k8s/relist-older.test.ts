@@ -9,7 +9,8 @@ import { mirrorAgent } from './mirror-agent.js';
  * watch events" (tools/cache/reflector.go `relistResourceVersion`) and the API server answers
  * "not older than" it (API concepts, "Resource versions": `resourceVersionMatch=NotOlderThan`), so
  * only a source gone back in time gives one (a lagging API server replica behind a load balancer
- * answering `resourceVersion=0` from its watch cache, a replayed recording). Every case fails on 94c6f52.
+ * answering `resourceVersion=0` from its watch cache, a replayed recording). Every case fails on 94c6f52;
+ * the last also on the first 1750 fix, which applied the held events before it refused their bookmark.
  */
 type Obj = Record<string, unknown>;
 const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
@@ -82,5 +83,14 @@ describe('a relist older than what its stream showed is refused (1750)', () => {
     a.step('policies-old', typedList(25, [allowFrom(10, 'b')]));
     expect(a.verdict('10.0.0.9')).toBe('none');
     expect(a.mirror.streamsAwaitingRelist()).toEqual([]);
+  });
+
+  it('1750. initial events holding a version newer than their end bookmark are refused whole (none of them applies)', () => {
+    const a = cluster();
+    a.step('policies', ev('MODIFIED', allowFrom(40, 'zzz')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    a.step('policies', expired, ev('ADDED', allowFrom(50, 'b')), endBookmark(48));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.streamsAwaitingRelist()).toEqual(['policies']);
   });
 });

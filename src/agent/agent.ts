@@ -305,8 +305,12 @@ export class Agent {
 
   /**
    * Applies what waits (pods whose deletion grace period is over included), then sets the timer
-   * for the next such deadline. The first transaction waits for every stream's first data (a
-   * restart must see the whole state).
+   * for the next such deadline. The first transaction waits for every stream's first data, its
+   * Lists and the relist of a stream that lost events before giving any (a restart must see the whole state: it
+   * reconciles the pinned maps; Cilium regenerates restored endpoints once every informer synced,
+   * pkg/k8s/watchers/watcher.go `InitK8sSubsystem` "Waiting until all pre-existing resources have
+   * been received", and exits when that times out). A stream that never relists, or one that became
+   * unreadable first, keeps the pinned maps as they were (/healthz 503).
    */
   flush(): void {
     if (this.closed) return;
@@ -319,6 +323,9 @@ export class Agent {
     if (!this.reconciled && this.config.identitySource?.ready === false) return;
     // A restart's first transaction waits for the Lists being read too (as client-go's HasSynced waits for the first list).
     if (!this.reconciled && this.mirror.listsInProgress().length > 0) return;
+    // And for the relist of a stream that lost events before giving any (an ERROR, a List cut short), and never
+    // for one that became unreadable (a prefix cut anywhere): they hold no view, or part of one (1751, 1752).
+    if (!this.firstApplied && (this.unreadable.length > 0 || this.mirror.streamsWithoutView().length > 0)) return;
     if (!this.firstApplied && this.waitQuiet()) return;
     const batch = this.mirror.flush();
     // With local identities the engine numbers pods itself: the cluster's identities are not its input.

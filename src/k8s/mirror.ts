@@ -7,9 +7,16 @@ import { ObjectStates } from './object-states.js';
 import { KnownKind, objectKind } from './objects.js';
 import { stale } from './resource-version.js';
 import { steadyClock } from './steady-clock.js';
+import { StreamVersions } from './stream-versions.js';
 import type { ListHeader, WatchItem } from './watch.js';
 
 type WatchEvent = Exclude<WatchItem, { type: 'LIST' | 'LIST_ITEM' }>;
+
+/** An object's resourceVersion, when it is a string. */
+const versionOf = (obj: Readonly<Record<string, unknown>>): string | undefined => {
+  const rv = rec(obj.metadata).resourceVersion;
+  return typeof rv === 'string' ? rv : undefined;
+};
 
 /** A BOOKMARK ending a watch-list watch's initial events (KEP-3157: `metav1.InitialEventsAnnotationKey`). */
 const initialEventsEnd = (obj: Readonly<Record<string, unknown>>): boolean => rec(rec(obj.metadata).annotations)['k8s.io/initial-events-end'] === 'true';
@@ -89,6 +96,8 @@ export class ClusterMirror {
    * counts), held until it is known whether they are initial events (`holdInitial`).
    */
   private readonly initialEvents = new Map<string, Map<string, WatchEvent>>();
+  /** The newest resourceVersion each stream showed: a relist older than it is refused (finding 1750). */
+  private readonly versions = new StreamVersions();
   private readonly now: () => number;
   private readonly debug: LogFn;
   private readonly warn: LogFn;
@@ -155,6 +164,9 @@ export class ClusterMirror {
     if (item.type === 'ADDED') return this.holdAdded(held, item, source);
     if (item.type === 'BOOKMARK' && !initialEventsEnd(item.object)) return false;
     this.initialEvents.delete(source);
+    // The bookmark is checked against the held events too: none of them applies when it is older than one.
+    for (const e of held.values()) this.versions.note(source, versionOf(e.object));
+    if (item.type === 'BOOKMARK' && objectKind(item.object) !== undefined && this.refusedAsOlder(source, versionOf(item.object), 'initial events', held.size)) return true;
     // An end bookmark of a kind distill does not read relists nothing: its events without the relist's deletes would be a state the cluster never had (1481).
     const unreadableEnd = item.type === 'BOOKMARK' && objectKind(item.object) === undefined;
     if (item.type !== 'ERROR' && !unreadableEnd) for (const e of held.values()) this.observeEvent(e, source);
@@ -203,6 +215,7 @@ export class ClusterMirror {
 
   private observeEvent(item: WatchEvent, source: string): void {
     if (item.type === 'BOOKMARK') return this.bookmark(item.object, source);
+    if (item.type !== 'ERROR') this.versions.note(source, rec(item.object.metadata).resourceVersion);
     if (item.type === 'ERROR') {
       this.counts.errors++;
       this.awaitRelist(source);
@@ -234,8 +247,10 @@ export class ClusterMirror {
     const kind = objectKind(obj);
     this.debug('bookmark', { source, resourceVersion: md.resourceVersion });
     if (kind === 'Namespace') this.namespacesWatched = true;
-    if (!initialEventsEnd(obj)) return;
+    if (!initialEventsEnd(obj)) return this.versions.note(source, md.resourceVersion);
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
+    if (this.refusedAsOlder(source, versionOf(obj), 'initial-events-end bookmark', 0)) return;
+    this.versions.note(source, md.resourceVersion);
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.delete(source);
     this.counts.relists++;
@@ -358,6 +373,7 @@ export class ClusterMirror {
    * neither add a policy nor make the relist delete the objects of its kind.
    */
   private relist(listed: Map<string, Listed>, header: ListHeader, resourceVersion: string | undefined, source: string): void {
+    if (this.refusedAsOlder(source, resourceVersion, 'List', listed.size, this.listedBehind(listed, source))) return;
     this.counts.relists++;
     this.awaitingRelist.delete(source);
     const kinds = header.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
@@ -370,6 +386,12 @@ export class ClusterMirror {
       }
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.states.get(key);
+      this.versions.note(source, e.rv);
+      // Older than another stream showed it (each stream lags on its own): that stream's newer version stays.
+      if (state !== undefined && stale(e.rv, state.rv, true)) {
+        this.counts.stale++;
+        continue;
+      }
       const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
       this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
     }
@@ -379,7 +401,37 @@ export class ClusterMirror {
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     this.watchedSince.delete(source);
+    this.versions.note(source, resourceVersion);
     this.states.dropUnlisted(kinds, listed, resourceVersion, source);
+  }
+
+  /**
+   * A version this stream showed of an object `listed` lists older (a List without a
+   * resourceVersion, as kubectl prints them, is older than the stream's view when one of its
+   * items is); undefined when none is.
+   */
+  private listedBehind(listed: ReadonlyMap<string, Listed>, source: string): string | undefined {
+    for (const [key, e] of listed) {
+      const state = this.states.get(key);
+      if (state?.source === source && stale(e.rv, state.rv, true)) return state.rv;
+    }
+    return undefined;
+  }
+
+  /**
+   * A relist (a List, or a watch-list's initial events at their end bookmark) at a version older
+   * than `newest`, the newest its stream showed (`StreamVersions`), is refused: it cannot speak for
+   * what the stream showed since (a deny created, an allow narrowed, a pod deleted after it), so
+   * nothing of it applies and the stream awaits a relist that is not older (finding 1750).
+   * `behind`: a newer version the stream showed found otherwise (`listedBehind`). True when refused.
+   */
+  private refusedAsOlder(source: string, rv: string | undefined, what: string, dropped: number, behind?: string): boolean {
+    const newest = this.versions.behind(source, rv) ?? behind;
+    if (newest === undefined) return false;
+    this.counts.stale++;
+    this.awaitRelist(source);
+    this.warn(`${what} older than what its stream already showed: refused, the state stays (a relist that is not older is needed)`, { source, resourceVersion: rv, newest, objects: dropped });
+    return true;
   }
 
   /**
@@ -400,6 +452,15 @@ export class ClusterMirror {
    */
   streamsAwaitingRelist(): string[] {
     return [...new Set([...this.awaitingRelist, ...this.informersDown])].sort();
+  }
+
+  /**
+   * Streams awaiting a relist that gave nothing before it (sorted): no event of theirs applied and
+   * no relist, as a stream starting with an ERROR or a List cut short. They hold no view of their
+   * objects: a restart's first transaction waits for their relist (finding 1751).
+   */
+  streamsWithoutView(): string[] {
+    return [...this.awaitingRelist].filter((s) => !this.streamKinds.has(s)).sort();
   }
 
   /**

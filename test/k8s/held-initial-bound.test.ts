@@ -49,4 +49,34 @@ describe('held initial events are bounded by the objects they name (1640)', () =
     a.step('policies', JSON.stringify(expired), ev('ADDED', ccnp('allow', 40, 'zzz')), ev('ADDED', ccnp('allow', 41, 'b')), ev('ADDED', ccnp('allow', 42, 'zzz')), endBookmark(43));
     expect(a.verdict('10.0.0.9')).toBe('none');
   });
+
+  /**
+   * Not bounded in time (docs/attack-findings-23a.md, brief item 3): client-go only warns while the
+   * end bookmark is late (reflector.go `handleAnyWatch`'s `initialEventsEndBookmarkWarningTicker`)
+   * and starts over when the server ends the watch at its `timeoutSeconds`. While held, nothing of
+   * it applies whatever else happens and however long, and the stream stays awaiting a relist
+   * (/healthz 503). A guard: passes on 94c6f52 too.
+   */
+  it('held initial events without their end bookmark never apply: a day of other streams\' churn, progress bookmarks, flushes', () => {
+    let now = Date.parse('2026-12-01T00:00:00Z');
+    const mirror = new ClusterMirror({ nodeName: 'n1', now: () => now, elapsed: () => now });
+    const flushed: string[] = [];
+    const flush = (): void => {
+      const b = mirror.flush();
+      for (const e of b.events) if (e.type === 'upsertPolicy') flushed.push(e.policy.ref.name);
+      b.commit();
+    };
+    mirror.observe({ type: 'ADDED', object: ccnp('allow', 3, 'zzz') }, 'policies');
+    flush();
+    mirror.observe(expired, 'policies');
+    mirror.observe({ type: 'ADDED', object: ccnp('allow', 30, 'b') }, 'policies');
+    for (let i = 0; i < 24; i++) {
+      now += 3_600_000;
+      mirror.observe({ type: 'BOOKMARK', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { resourceVersion: String(40 + i) } } }, 'policies');
+      mirror.observe({ type: 'ADDED', object: pod(`p${i}`, 100 + i, 'n1', `10.0.1.${i}`, 'server') }, 'pods');
+      flush();
+    }
+    expect(flushed).toEqual(['allow']);
+    expect(mirror.streamsAwaitingRelist()).toEqual(['policies']);
+  });
 });

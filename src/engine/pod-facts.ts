@@ -14,7 +14,9 @@ export interface PodFact {
  * transactions. A 30,000-entry string-keyed Map costs most on a fresh insert, and a pod made four
  * (docs/benchmarks.md, perf20 and perf21pods): now it makes two. The IP owners are keyed as
  * ip-key.ts keys (an IPv4 address as its int32: no string hashed or compared per lookup, perf23);
- * the methods still take and give the IP's canonical text.
+ * the methods still take and give the IP's text. A text that is no canonical dotted quad (IPv6, or
+ * anything else) is its own key, so the table answers as one keyed by text. `ipKeyOfText(ip) ?? ip`
+ * is written out at each use: a helper would be one more call per lookup in a cold start.
  *
  * So that the committed model stays readable after a transaction that did not go through, every
  * write while one is open first keeps the key's entry from before it (`rollback` restores them).
@@ -43,7 +45,7 @@ export class PodFacts<R extends PodFact> {
 
   /** The pod owning an IP in the ipcache: the last one written with it, until it leaves. */
   ownerOf(ip: string): R | undefined {
-    return this.ips.get(ownerKey(ip));
+    return this.ips.get(ipKeyOfText(ip) ?? ip);
   }
 
   podEntries(): IterableIterator<[string, R]> {
@@ -74,13 +76,13 @@ export class PodFacts<R extends PodFact> {
   }
 
   setOwner(ip: string, rec: R): void {
-    const key = ownerKey(ip);
+    const key = ipKeyOfText(ip) ?? ip;
     if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, key);
     this.ips.set(key, rec);
   }
 
   deleteOwner(ip: string): void {
-    const key = ownerKey(ip);
+    const key = ipKeyOfText(ip) ?? ip;
     if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, key);
     this.ips.delete(key);
   }
@@ -130,14 +132,6 @@ export class PodFacts<R extends PodFact> {
     this.podsBefore = null;
     this.ipsBefore = null;
   }
-}
-
-/**
- * An IP text's key in the owner table: a canonical IPv4 text its int32, any other text itself (IPv6
- * text, or text that is no canonical dotted quad: kept apart, so the table answers as one keyed by text).
- */
-function ownerKey(ip: string): IpKey {
-  return ipKeyOfText(ip) ?? ip;
 }
 
 function keep<K, R extends object>(before: Map<K, R | undefined>, table: TombstoneMap<K, R>, key: K): void {

@@ -40,8 +40,14 @@ export function ipKeyOfText(text: string): IpKey | undefined {
 /** The address of a key (a new object each call: keep it only as long as needed). */
 export function ipOfKey(key: IpKey): IpAddress {
   if (typeof key === 'string') return parseIp(key);
+  return { family: 'ipv4', value: BigInt(key >>> 0), text: ipTextOfKey(key) };
+}
+
+/** The canonical text of a key (`ipKeyOfText`'s inverse on canonical addresses). */
+export function ipTextOfKey(key: IpKey): string {
+  if (typeof key === 'string') return key;
   const v = key >>> 0;
-  return { family: 'ipv4', value: BigInt(v), text: `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}` };
+  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }
 
 const SHARDS = 64;

@@ -1,4 +1,5 @@
 import type { Pod } from '../model/cluster.js';
+import { IpKey, ipKeyOfText, ipTextOfKey } from './ip-key.js';
 import { TombstoneMap } from './tombstone-map.js';
 
 /** What the committed model reads of a pod's record: the pod and whether it is local (both never change in place). */
@@ -11,7 +12,11 @@ export interface PodFact {
  * The pods and the owner of each pod IP: one table per fact. The engine's pod table (PodTable)
  * writes them as a transaction runs; the committed model (ModelStore) reads them between
  * transactions. A 30,000-entry string-keyed Map costs most on a fresh insert, and a pod made four
- * (docs/benchmarks.md, perf20 and perf21pods): now it makes two.
+ * (docs/benchmarks.md, perf20 and perf21pods): now it makes two. The IP owners are keyed as
+ * ip-key.ts keys (an IPv4 address as its int32: no string hashed or compared per lookup, perf23);
+ * the methods still take and give the IP's text. A text that is no canonical dotted quad (IPv6, or
+ * anything else) is its own key, so the table answers as one keyed by text. `ipKeyOfText(ip) ?? ip`
+ * is written out at each use: a helper would be one more call per lookup in a cold start.
  *
  * So that the committed model stays readable after a transaction that did not go through, every
  * write while one is open first keeps the key's entry from before it (`rollback` restores them).
@@ -19,11 +24,11 @@ export interface PodFact {
  */
 export class PodFacts<R extends PodFact> {
   private pods = new TombstoneMap<string, R>();
-  private ips = new TombstoneMap<string, R>();
+  private ips = new TombstoneMap<IpKey, R>();
   private open = false;
   /** The entries from before the transaction of the keys it wrote (undefined: absent); null when none is kept. */
   private podsBefore: Map<string, R | undefined> | null = null;
-  private ipsBefore: Map<string, R | undefined> | null = null;
+  private ipsBefore: Map<IpKey, R | undefined> | null = null;
   private beganEmpty = false;
 
   get inTransaction(): boolean {
@@ -40,7 +45,7 @@ export class PodFacts<R extends PodFact> {
 
   /** The pod owning an IP in the ipcache: the last one written with it, until it leaves. */
   ownerOf(ip: string): R | undefined {
-    return this.ips.get(ip);
+    return this.ips.get(ipKeyOfText(ip) ?? ip);
   }
 
   podEntries(): IterableIterator<[string, R]> {
@@ -51,8 +56,8 @@ export class PodFacts<R extends PodFact> {
     return this.pods.values();
   }
 
-  ipOwners(): IterableIterator<[string, R]> {
-    return this.ips.entries();
+  *ipOwners(): IterableIterator<[string, R]> {
+    for (const [key, rec] of this.ips) yield [ipTextOfKey(key), rec];
   }
 
   begin(): void {
@@ -71,13 +76,15 @@ export class PodFacts<R extends PodFact> {
   }
 
   setOwner(ip: string, rec: R): void {
-    if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, ip);
-    this.ips.set(ip, rec);
+    const key = ipKeyOfText(ip) ?? ip;
+    if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, key);
+    this.ips.set(key, rec);
   }
 
   deleteOwner(ip: string): void {
-    if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, ip);
-    this.ips.delete(ip);
+    const key = ipKeyOfText(ip) ?? ip;
+    if (this.open && !this.beganEmpty) keep((this.ipsBefore ??= new Map()), this.ips, key);
+    this.ips.delete(key);
   }
 
   /** The transaction went through: its writes are the committed facts. */
@@ -127,11 +134,11 @@ export class PodFacts<R extends PodFact> {
   }
 }
 
-function keep<R extends object>(before: Map<string, R | undefined>, table: TombstoneMap<string, R>, key: string): void {
+function keep<K, R extends object>(before: Map<K, R | undefined>, table: TombstoneMap<K, R>, key: K): void {
   if (!before.has(key)) before.set(key, table.get(key));
 }
 
-function restore<R extends object>(before: Map<string, R | undefined> | null, table: TombstoneMap<string, R>): void {
+function restore<K, R extends object>(before: Map<K, R | undefined> | null, table: TombstoneMap<K, R>): void {
   if (before === null) return;
   for (const [key, rec] of before) {
     if (rec === undefined) table.delete(key);
@@ -139,7 +146,7 @@ function restore<R extends object>(before: Map<string, R | undefined> | null, ta
   }
 }
 
-function sameFacts<R extends object>(before: Map<string, R | undefined> | null, table: TombstoneMap<string, R>, same: (a: R, b: R) => boolean): boolean {
+function sameFacts<K, R extends object>(before: Map<K, R | undefined> | null, table: TombstoneMap<K, R>, same: (a: R, b: R) => boolean): boolean {
   if (before === null) return true;
   for (const [key, was] of before) {
     const now = table.get(key);

@@ -16,6 +16,7 @@ import { Kernel } from './kernel-view.js';
 import { ALL_INITIAL, AllOp, allOp, hasBad, SETUP, toEvents } from './gen-all.js';
 import { modelAfter, normalizedMaps, PROBE_PORTS, prng, REQUESTS, trackLocality } from './gen.js';
 import { learnt, learntByOracle } from './learnt.js';
+import { fcRuns } from '../fc-knobs.js';
 
 /*
  * Every feature at once (attack round 9d): hostile histories from gen-all.ts, with refused batches
@@ -25,8 +26,8 @@ import { learnt, learntByOracle } from './learnt.js';
  * and the engine's map states equal a fresh engine's built from that model.
  */
 const LONG = Boolean(process.env.DISTILL_LONG);
-const RUNS = LONG ? 100_000 : 40;
-const TIMEOUT = LONG ? 60 * 60_000 : 120_000;
+const RUNS = fcRuns(LONG ? 100_000 : 40);
+const TIMEOUT = LONG || process.env.DISTILL_RUNS ? 60 * 60_000 : 120_000;
 const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
 /** Probes at the end of a history (every probe in long runs). */
 const STEP_PROBES = PROBE_PORTS.filter((p) => [80, 81, 53, 443, 8].includes(p.port) && p.protocol !== 'SCTP');

@@ -8,6 +8,7 @@ import { engineDecision } from '../../src/harness/engine-decider.js';
 import { initialEvents } from '../../src/harness/cluster-sync.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { EXTERNALS, INITIAL_CLUSTER, modelAfter, normalizedMaps, Op, opWithNodes, toEvent, trackLocality } from './gen.js';
+import { fcRuns } from '../fc-knobs.js';
 
 /**
  * The kube-apiserver entity (docs/semantics.md, "kube-apiserver"): random histories of pods, nodes,
@@ -17,7 +18,7 @@ import { EXTERNALS, INITIAL_CLUSTER, modelAfter, normalizedMaps, Op, opWithNodes
  * every flow from a local pod to every peer (and back) is decided as the oracle decides it.
  */
 const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
-const RUNS = process.env.DISTILL_LONG ? 2000 : 150;
+const RUNS = fcRuns(process.env.DISTILL_LONG ? 2000 : 150);
 
 /** Externals (192.168.1.5, 8.8.8.8, ...), node addresses (192.168.1.7, 192.168.1.8, 2001:db8::8, 10.1.2.9), a pod's (10.244.0.2), none. */
 const API_ADDRESSES = ['192.168.1.5', '8.8.8.8', '2001:db8::5', '192.168.1.7', '192.168.1.8', '2001:db8::8', '10.1.2.9', '10.244.0.2', '203.0.113.9'];

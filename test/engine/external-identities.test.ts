@@ -9,6 +9,7 @@ import { LOCAL_IDENTITY_FLAG, podIdentityLabels, RESERVED_IDENTITIES, securityLa
 import { labelSetKey, NAMESPACE_NAME_LABEL } from '../../src/model/labels.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { applyToModel, INITIAL_CLUSTER, needsIdentitySplits, op, Op, toEvent } from './gen.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 const ns: EngineEvent = { type: 'upsertNamespace', name: 'prod', labels: {} };
 const mkPod = (name: string, labels: Record<string, string>, ip: string): Pod => ({ namespace: 'prod', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] });
@@ -100,7 +101,7 @@ describe('external identities', () => {
         else e.apply([ns, ...order]);
         expect(diffEndpointMaps(want, endpointMaps(e))).toEqual([]);
       }),
-      { numRuns: 60 },
+      { numRuns: fcRuns(60), ...fcReplay() },
     );
   });
 });

@@ -7,6 +7,7 @@ import { policyKeyString } from '../../src/model/policy-map.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { ClusterState } from '../../src/model/cluster.js';
 import { INITIAL_CLUSTER, normalizedMaps, op, Op, toEventSharedAddress, trackLocality, modelAfter } from './gen.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
 
@@ -88,7 +89,7 @@ describe('an exception anywhere inside a transaction changes nothing', () => {
           expect(normalizedMaps(engine)).toEqual(normalizedMaps(fresh));
         }
       }),
-      { numRuns: LONG ? 1000 : 120 },
+      { numRuns: fcRuns(LONG ? 1000 : 120), ...fcReplay() },
     );
     expect(injected).toBeGreaterThan(200);
     for (const p of ['event', 'acquireIdentity', 'contribute', 'settle', 'emit', 'attachEndpoint', 'attachUnit']) expect(points.get(p) ?? 0, `faults at ${p}`).toBeGreaterThan(0);

@@ -13,6 +13,7 @@ import type { Policy } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 import { learnt, learntByOracle } from './learnt.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 const NAMES = ['a.example.com', 'b.example.com', 'x.cilium.io', 'deep.x.cilium.io', 's3.us.amazonaws.com'];
 const SELECTORS = [
@@ -192,7 +193,7 @@ describe('toFQDNs in the engine against the oracle', () => {
           expect(ipcache(restarted)).toEqual(ipcache(engine));
         },
       ),
-      { numRuns: 150 },
+      { numRuns: fcRuns(150), ...fcReplay() },
     );
   });
 });
@@ -407,7 +408,7 @@ describe('the DNS cache finds the live IPs inside a CIDR by prefix', () => {
           }
         },
       ),
-      { numRuns: 300 },
+      { numRuns: fcRuns(300), ...fcReplay() },
     );
   });
 });

@@ -7,6 +7,7 @@ import { ClusterState, deleteNamespace, deletePod, EMPTY_CLUSTER, ipOwner, names
 import { resolveEndpoint, UnknownEndpointError } from '../../src/model/flow.js';
 import { applyEventToCluster, initialEvents } from '../../src/harness/cluster-sync.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 /**
  * Two pods claiming one IP: the last writer owns it in the ipcache (as Cilium's pod watcher:
@@ -203,7 +204,7 @@ describe('the oracle after the owner of a shared IP leaves it (Cilium: DeleteOnM
           }
         }
       }),
-      { numRuns: 300 },
+      { numRuns: fcRuns(300), ...fcReplay() },
     );
   });
 });

@@ -10,6 +10,7 @@ import { l7PolicyAllows, L7Request, proxyReads } from '../../src/model/l7.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { INITIAL_CLUSTER, Op, toEvent, modelAfter } from './gen.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 /**
  * L7 rules on overlapping port ranges, added and removed in any order, against the oracle: a
@@ -140,7 +141,7 @@ describe('L7 rules on overlapping port ranges: engine vs oracle under churn', ()
           proxied += checkFlows(engine, state, proxy).proxied;
         }
       }),
-      { numRuns: 60, ...(process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED) } : {}) },
+      { numRuns: fcRuns(60), ...fcReplay() },
     );
     expect(proxied).toBeGreaterThan(100);
   });

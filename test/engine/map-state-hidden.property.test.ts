@@ -4,6 +4,7 @@ import { maskPort, PolicyEntry, PolicyKey, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_
 import { MapState } from '../../src/engine/map-state.js';
 import { emptyStats } from '../../src/engine/stats.js';
 import type { Contribution } from '../../src/engine/contribution.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 // The kernel layer's pruning (a key hidden by a broader-or-equal key of its identity or of
 // identity 0 with higher precedence; an identity entry equal to identity 0's at the same key
@@ -101,7 +102,7 @@ describe('map state: hidden keys by lookup or by scan', () => {
         m.settle();
         expect(actual(m)).toEqual(expected(held));
       }),
-      { numRuns: 400 },
+      { numRuns: fcRuns(400), ...fcReplay() },
     );
   });
 });

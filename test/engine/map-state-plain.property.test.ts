@@ -5,6 +5,7 @@ import { MapState } from '../../src/engine/map-state.js';
 import { emptyStats } from '../../src/engine/stats.js';
 import type { Contribution } from '../../src/engine/contribution.js';
 import type { PortKey } from '../../src/engine/rule-units.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 // `MapState.change` sends a contribution flagged `plain` straight to its raw keys while no Pass
 // band is open. The same operations with the flag and without it (the general path: tier check,
@@ -66,7 +67,7 @@ describe('map state: plain contributions', () => {
           expect(entriesOf(a)).toEqual(entriesOf(b));
         }
       }),
-      { numRuns: 300 },
+      { numRuns: fcRuns(300), ...fcReplay() },
     );
   });
 });

@@ -12,15 +12,16 @@ import { decideDirection } from '../../src/naive/evaluator.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { l7PolicyKey } from '../../src/model/l7.js';
 import { applyToModel, EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, opWithNodes, PROBE_PORTS, prng, REQUESTS, toEvent, trackLocality, modelAfter } from './gen.js';
+import { fcRuns } from '../fc-knobs.js';
 
 const LONG = Boolean(process.env.DISTILL_LONG);
-const RUNS = LONG ? 3000 : 300;
-const FELIX_RUNS = LONG ? 5000 : 500;
+const RUNS = fcRuns(LONG ? 3000 : 300);
+const FELIX_RUNS = fcRuns(LONG ? 5000 : 500);
 const FLOWS_PER_TXN = 24;
 const L7_FLOWS_PER_TXN = 16;
 const PROTOCOL_NAME: Record<number, string> = Object.fromEntries(Object.entries(PROTOCOL_NUMBER).map(([n, v]) => [v, n]));
 /** Long runs take minutes; the default per-test timeout is for `npm test`. */
-const TIMEOUT = LONG ? 60 * 60_000 : undefined;
+const TIMEOUT = LONG || process.env.DISTILL_RUNS ? 60 * 60_000 : undefined;
 /** `npm test` must exercise at least this many engine transactions across the properties. */
 const MIN_TRANSACTIONS = 10_000;
 let transactions = 0;
@@ -323,7 +324,7 @@ describe('map capacity', () => {
         fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
         expect(normalizedMaps(engine)).toEqual(normalizedMaps(fresh));
       }),
-      { numRuns: LONG ? 1000 : 100, examples: [NS_RELABEL_THEN_POD_REPLACED] },
+      { numRuns: fcRuns(LONG ? 1000 : 100), examples: [NS_RELABEL_THEN_POD_REPLACED] },
     );
     // The property must have exercised refusals, not just accepted everything.
     expect(refused).toBeGreaterThan(20);

@@ -6,6 +6,7 @@ import { labelSetKey } from '../../src/model/labels.js';
 import { policyKeyString } from '../../src/model/policy-map.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 import { INITIAL_CLUSTER, modelAfter, op, Op, toEventSharedAddress } from './gen.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 // Finding 621 (docs/attack-findings-14k.md): the explain lists (`policyOf`, `enforcedBy`,
 // `contributors`) follow insertion order, and a refused transaction's rollback re-inserted what it
@@ -99,7 +100,7 @@ describe('a refused transaction leaves every observable exactly as before, order
           expect(ordered(engine)).toEqual(ordered(twin));
         }
       }),
-      { numRuns: 150, seed: SEED },
+      { numRuns: fcRuns(150), ...fcReplay(SEED) },
     );
   }, 120_000);
 

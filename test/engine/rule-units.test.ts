@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { portKeys, PortKey } from '../../src/engine/rule-units.js';
 import { portRangeToPrefixes } from '../../src/model/policy-map.js';
 import { PORT_PROTOCOLS, PROTOCOL_NUMBER, type FlowProtocol, type L4Match, type RuleProtocol } from '../../src/model/ports.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 /** The general expansion: every protocol of the clause, every prefix of the range. */
 function reference(protocol: RuleProtocol, from: number, to: number): PortKey[] {
@@ -30,7 +31,7 @@ describe('portKeys', () => {
         const l4: L4Match = { kind: 'range', protocol, from, to };
         expect(portKeys(l4, () => [])).toEqual(reference(protocol, from, to));
       }),
-      { numRuns: 2000 },
+      { numRuns: fcRuns(2000), ...fcReplay() },
     );
   });
 });

@@ -5,6 +5,7 @@ import { k8sLabels, makeLabelSet, reservedLabel } from '../../src/model/labels.j
 import { labelIndex, makeSelector, Requirement, selectorMatches } from '../../src/model/selector.js';
 import { CachedSelector, cidrSelector, labelsSelector, SelectionListener, SelectorCache } from '../../src/engine/selector-cache.js';
 import { emptyStats } from '../../src/engine/stats.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 const k8s = (key: string): { source: string; key: string } => ({ source: 'k8s', key });
 const eq = (key: string, value: string): Requirement => ({ key: k8s(key), operator: 'In', values: [value] });
@@ -202,7 +203,7 @@ describe("a selector's listeners (a Set's semantics, kept in an array while few)
         cache.addIdentity(ident(300, { app: 'web' }));
         for (const l of pool) expect((l as ReturnType<typeof recorder>).log.length).toBe(model.has(l) ? 1 : 0);
       }),
-      { numRuns: 200 },
+      { numRuns: fcRuns(200), ...fcReplay() },
     );
   });
 });

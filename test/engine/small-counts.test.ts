@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SmallCounts } from '../../src/engine/small-counts.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 // SmallCounts stands in for the Map<Contribution, number> of a raw map entry: the merge and the L7
 // tables read its items in order, so it must answer and iterate exactly as that Map would.
@@ -32,7 +33,7 @@ describe('SmallCounts', () => {
           for (const x of items) expect(s.get(x)).toBe(m.get(x));
         }
       }),
-      { numRuns: 500 },
+      { numRuns: fcRuns(500), ...fcReplay() },
     );
   });
 });

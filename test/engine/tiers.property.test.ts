@@ -11,6 +11,7 @@ import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { DIRECTIONS } from '../../src/model/rules.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, PROBE_PORTS, prng, tierHeavyOp, toEvent, trackLocality, modelAfter } from './gen.js';
+import { fcRuns } from '../fc-knobs.js';
 
 /**
  * Histories dense in ClusterNetworkPolicies with Pass rules and same-priority groups (both tiers),
@@ -19,7 +20,7 @@ import { EXTERNALS, INITIAL_CLUSTER, normalizedMaps, Op, PROBE_PORTS, prng, tier
  * each transaction, every flow at the end of the history).
  */
 const LONG = Boolean(process.env.DISTILL_LONG);
-const RUNS = LONG ? 2000 : 150;
+const RUNS = fcRuns(LONG ? 2000 : 150);
 const TIMEOUT = LONG ? 60 * 60_000 : undefined;
 const SAMPLED = 40;
 

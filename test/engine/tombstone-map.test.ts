@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TombstoneMap } from '../../src/engine/tombstone-map.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 type Op = readonly [set: boolean, key: number];
 
@@ -26,7 +27,7 @@ function agree(ops: readonly Op[]): void {
 
 describe('TombstoneMap', () => {
   it('behaves as a Map under any sequence of sets and deletes over few keys (tombstones revived)', () => {
-    fc.assert(fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 20 })), { maxLength: 300 }), agree), { numRuns: 300 });
+    fc.assert(fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 20 })), { maxLength: 300 }), agree), { numRuns: fcRuns(300), ...fcReplay() });
   });
 
   it('behaves as a Map across sweeps (more tombstones than live keys, past 1,024)', () => {

@@ -7,13 +7,14 @@ import { policyRefKey, RuleOrigin } from '../../src/model/rules.js';
 import { Engine } from '../../src/engine/engine.js';
 import { diffEndpointMaps, endpointMaps, initialEvents } from '../../src/harness/cluster-sync.js';
 import { INITIAL_CLUSTER, normalizedMaps, Op, op, REQUESTS, toEvent, trackLocality, modelAfter } from './gen.js';
+import { fcRuns } from '../fc-knobs.js';
 
 // Histories dense in equal rules (policy-resolver.ts UnitShare): each NetworkPolicy-tier policy
 // comes with a copy under its sibling name, or with its rules twice, so shares form, lose their
 // leaders and dissolve. After every transaction the engine must explain every entry and L7
 // decision exactly as a fresh engine fed the final state (whose shares formed in another order).
 
-const RUNS = process.env.DISTILL_LONG ? 1000 : 60;
+const RUNS = fcRuns(process.env.DISTILL_LONG ? 1000 : 60);
 const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
 const SIBLING: Readonly<Record<string, string>> = { 'np-a': 'np-b', 'np-b': 'np-a', 'cnp-a': 'cnp-b', 'cnp-b': 'cnp-a' };
 

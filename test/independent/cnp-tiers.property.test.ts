@@ -248,7 +248,7 @@ describe('ClusterNetworkPolicy tiers + NetworkPolicy: distill against an indepen
       expect(apiRefusals).toBeGreaterThan(0);
     }
     console.log(`cnp-tiers: ${RUNS} clusters, ${engineV6Flows} engine verdicts at IPv6 addresses, ${engineRefusals} engine dual-stack refusals, ${apiRefusals} API refusals`);
-  }, 120_000);
+  }, Math.max(120_000, RUNS * 600));
 });
 
 /** The hand-picked corpus: the independent reader agrees with distill on each, but for the one finding 440 documents. */

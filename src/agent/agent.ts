@@ -323,8 +323,8 @@ export class Agent {
     if (!this.reconciled && this.config.identitySource?.ready === false) return;
     // A restart's first transaction waits for the Lists being read too (as client-go's HasSynced waits for the first list).
     if (!this.reconciled && this.mirror.listsInProgress().length > 0) return;
-    // And for the relist of a stream that lost events before giving any (an ERROR, a List cut short), and never
-    // for one that became unreadable (a prefix cut anywhere): they hold no view, or part of one (1751, 1752).
+    // And for the relist of a stream that lost events (an ERROR, a List cut short) before it ever completed a List,
+    // and never for one that became unreadable (a prefix cut anywhere): they hold part of a view (1751-1753).
     if (!this.firstApplied && (this.unreadable.length > 0 || this.mirror.streamsWithoutView().length > 0)) return;
     if (!this.firstApplied && this.waitQuiet()) return;
     const batch = this.mirror.flush();

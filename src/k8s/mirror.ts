@@ -80,6 +80,8 @@ export class ClusterMirror {
    * may have been lost (client-go's reflector ends the watch on an ERROR event and relists).
    */
   private readonly awaitingRelist = new Set<string>();
+  /** Streams that completed a List or a watch-list (its initial-events-end bookmark): they showed a whole view once. */
+  private readonly relisted = new Set<string>();
   /**
    * Keys of the objects each stream's events left held since its last ERROR, List or
    * initial-events-end bookmark (bounded by what is held): what such a bookmark keeps (`bookmark`).
@@ -255,6 +257,7 @@ export class ClusterMirror {
     this.watchedSince.delete(source);
     this.counts.relists++;
     this.awaitingRelist.delete(source);
+    this.relisted.add(source);
     this.kindsOf(source).add(kind);
     this.states.dropUnlisted(new Set([kind]), seen, typeof md.resourceVersion === 'string' ? md.resourceVersion : undefined, source);
   }
@@ -376,6 +379,7 @@ export class ClusterMirror {
     if (this.refusedAsOlder(source, resourceVersion, 'List', listed.size, this.listedBehind(listed, source))) return;
     this.counts.relists++;
     this.awaitingRelist.delete(source);
+    this.relisted.add(source);
     const kinds = header.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
     const listedKinds = new Set<string>();
     for (const [key, e] of listed) {
@@ -455,12 +459,13 @@ export class ClusterMirror {
   }
 
   /**
-   * Streams awaiting a relist that gave nothing before it (sorted): no event of theirs applied and
-   * no relist, as a stream starting with an ERROR or a List cut short. They hold no view of their
-   * objects: a restart's first transaction waits for their relist (finding 1751).
+   * Streams awaiting a relist that never showed a whole view (sorted): no List or watch-list of theirs
+   * completed, so what they gave before their ERROR (or a List cut short) may be part of their objects,
+   * e.g. an allow without the deny listed after it. A restart's first transaction waits for their
+   * relist (findings 1751, 1753).
    */
   streamsWithoutView(): string[] {
-    return [...this.awaitingRelist].filter((s) => !this.streamKinds.has(s)).sort();
+    return [...this.awaitingRelist].filter((s) => !this.relisted.has(s)).sort();
   }
 
   /**

@@ -105,3 +105,38 @@ describe('a restart does not reconcile the pinned maps from a stream that became
     expect(denied()).toBe(true);
   });
 });
+
+/**
+ * Finding 1753 (docs/attack-findings-23a.md; the lead's review of 1751): 1751's wait held only a
+ * stream that gave nothing before its ERROR. But what a stream gave before it completed a List or a
+ * watch-list is part of its objects as likely as all of them: an allow read, then a 410, then the
+ * deny (held as a watch-list's initial event without its end bookmark), or an allow and then a List
+ * cut short whose next page held the deny. Both fail on 817b035 (the client is admitted).
+ */
+describe('a restart waits for the relist of a stream that lost events before it ever completed a List (1753)', () => {
+  const admit = (name: string, deny: boolean): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'x', resourceVersion: '6' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, [deny ? 'ingressDeny' : 'ingress']: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] } });
+
+  it('1753. an allow, an ERROR, then the deny without an end bookmark: the maps stay as the last run left them', async () => {
+    const { backend, denied } = await lastRun();
+    const agent = await runAgent(backend, [ev('ADDED', admit('allow-client', false)), expired, ev('ADDED', admit('deny-client', true))]);
+    expect(agent.summary.transactions).toBe(0);
+    expect(denied()).toBe(true);
+    expect(agent.notReady).toMatch(/relist/);
+  });
+
+  it('1753. an allow, then a List cut short (the deny on its page, more to come): the maps stay as the last run left them', async () => {
+    const { backend, denied } = await lastRun();
+    const page = JSON.stringify({ kind: 'CiliumNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '9', continue: 'page-1', remainingItemCount: 1 }, items: [admit('deny-client', true)] });
+    const agent = await runAgent(backend, [ev('ADDED', admit('allow-client', false)), page]);
+    expect(agent.summary.transactions).toBe(0);
+    expect(denied()).toBe(true);
+  });
+
+  it('a stream that completed a List before its ERROR keeps its view: the first transaction runs on it', async () => {
+    const { backend, denied } = await lastRun();
+    const list = JSON.stringify({ kind: 'CiliumNetworkPolicyList', apiVersion: 'cilium.io/v2', metadata: { resourceVersion: '9' }, items: [admit('allow-client', false), admit('deny-client', true)] });
+    const agent = await runAgent(backend, [list, expired]);
+    expect(agent.summary.transactions).toBe(1);
+    expect(denied()).toBe(true);
+  });
+});

@@ -86,3 +86,34 @@ describe('1767. a field distill does not read hid an invalid field after it in t
     expect(() => parseManifest(cnp({ egress: [{ toCIDRSet: [{ cidrGroupRef: 'g' }] }] }), 'f')).toThrow(/cidrGroupRef: is not supported by distill/);
   });
 });
+
+describe('1768. "not supported" selector keys still hid an invalid field after them (the lead\'s review of 1767)', () => {
+  // Same class as 1767: a `cidr:`/`cidrgroup:` key in an endpoint selector, a node selector's cluster, reserved or non-node key
+  // were thrown at once as "not supported by distill", so a later field Cilium refuses
+  // (L7 on UDP, two peer kinds in one rule) was never read and the agent enforced a stand-in keeping the object's
+  // other allow rules. Cilium refuses the object whole (rule_validation.go IngressRule.sanitize, PortRule.sanitize).
+  const udpHttp = { toPorts: [{ ports: [{ port: '53', protocol: 'UDP' }], rules: { http: [{}] } }] };
+  it('a cidr: key in fromEndpoints beside HTTP rules on UDP is refused as invalid', () => {
+    expect(() => parseManifest(cnp({ ingress: [{ fromEndpoints: [{ matchLabels: { 'cidr:10.0.0.0/8': '' } }], ...udpHttp }] }), 'f')).toThrow(/L7 rules can only apply to TCP/);
+  });
+  it('a cidrgroup: key in fromEndpoints beside fromCIDR is refused as two peer kinds', () => {
+    expect(() => parseManifest(cnp({ ingress: [{ fromEndpoints: [{ matchLabels: { 'cidrgroup:g': '' } }], fromCIDR: ['10.0.0.0/8'] }] }), 'f')).toThrow(/combining fromEndpoints and fromCIDR/);
+  });
+  it('a node selector\'s k8s: key beside HTTP rules on UDP is refused as invalid', () => {
+    const spec = { ingress: [{ fromNodes: [{ matchLabels: { 'k8s:pool': 'a' } }], ...udpHttp }] };
+    expect(() => parseManifest(cnp(spec), 'f', { nodeSelectorLabels: true })).toThrow(/L7 rules can only apply to TCP/);
+  });
+  it('each alone is still "not supported" (control)', () => {
+    expect(() => parseManifest(cnp({ ingress: [{ fromEndpoints: [{ matchLabels: { 'cidr:10.0.0.0/8': '' } }] }] }), 'f')).toThrow(/`cidr:` label key in an endpoint selector is not supported by distill/);
+    expect(() => parseManifest(cnp({ ingress: [{ fromNodes: [{ matchLabels: { 'k8s:pool': 'a' } }] }] }), 'f', { nodeSelectorLabels: true })).toThrow(/key in a node selector is not supported by distill/);
+  });
+  it('a selector parsed (and cached) once is checked again: the same manifest read twice is refused twice', () => {
+    // parseLabelSelector caches successful parses by their text; a deferred error must never ride on a cached one.
+    for (const labels of [{ 'cidr:10.0.0.0/8': '' }, { 'cidrgroup:g': '' }]) {
+      const m = cnp({ ingress: [{ fromEndpoints: [{ matchLabels: labels }] }] });
+      for (let i = 0; i < 2; i++) expect(() => parseManifest(m, 'f')).toThrow(/is not supported by distill/);
+    }
+    const n = cnp({ ingress: [{ fromNodes: [{ matchLabels: { 'k8s:pool': 'a' } }] }] });
+    for (let i = 0; i < 2; i++) expect(() => parseManifest(n, 'f', { nodeSelectorLabels: true })).toThrow(/is not supported by distill/);
+  });
+});

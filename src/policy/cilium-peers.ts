@@ -104,10 +104,10 @@ function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string
   // never see those labels, so a deny would miss them and a DoesNotExist would match them. The
   // same holds for `cidrgroup:` keys, the labels CiliumCIDRGroup objects give those identities
   // (pkg/policy/api/cidr.go ToSelectors: a cidrGroupRef is `Exists cidrgroup.<key>`; attack finding 952).
-  if (hasSource(sel, SOURCE_CIDR)) r.fail(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
-  if (hasSource(sel, SOURCE_CIDR_GROUP)) r.fail(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (CiliumCIDRGroup objects are not modelled)');
+  if (hasSource(sel, SOURCE_CIDR)) r.unsupported(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
+  if (hasSource(sel, SOURCE_CIDR_GROUP)) r.unsupported(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (CiliumCIDRGroup objects are not modelled)');
   const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit, verdict);
-  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.fail(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
+  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.unsupported(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
   return { kind: 'selector', selector: scoped };
 }
 
@@ -140,12 +140,12 @@ function parseNodeSelector(r: Reader, v: unknown, path: string, options: ParseOp
   if (options.nodeSelectorLabels !== true) r.fail(path, 'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set (Cilium refuses the policy without it; scenarios: nodeSelectorLabels: true)');
   const sel = parseLabelSelector(r, v, path, CILIUM_SELECTOR);
   const reqs = sel.requirements.map((q) => {
-    if (q.key.key === CLUSTER_KEY) r.fail(path, `the key ${CLUSTER_KEY} in a node selector is not supported by distill`);
+    if (q.key.key === CLUSTER_KEY) r.unsupported(path, `the key ${CLUSTER_KEY} in a node selector is not supported by distill`);
     // An `any:` key also matches the node identity's reserved labels (reserved:remote-node,
     // reserved:kube-apiserver...), which distill's node labels do not carry.
-    if (q.key.source === SOURCE_ANY && Object.hasOwn(RESERVED_IDENTITIES, q.key.key)) r.fail(path, `the key ${q.key.key} in a node selector is not supported by distill (Cilium's any: source also matches the node's reserved:${q.key.key} label; write node:${q.key.key} for a Node label)`);
+    if (q.key.source === SOURCE_ANY && Object.hasOwn(RESERVED_IDENTITIES, q.key.key)) r.unsupported(path, `the key ${q.key.key} in a node selector is not supported by distill (Cilium's any: source also matches the node's reserved:${q.key.key} label; write node:${q.key.key} for a Node label)`);
     if (q.key.source === SOURCE_ANY) return q;
-    if (q.key.source !== SOURCE_NODE) r.fail(path, `a \`${q.key.source}:\` key in a node selector is not supported by distill (node identities carry \`node:\` labels)`);
+    if (q.key.source !== SOURCE_NODE) r.unsupported(path, `a \`${q.key.source}:\` key in a node selector is not supported by distill (node identities carry \`node:\` labels)`);
     return { ...q, key: { source: SOURCE_ANY, key: q.key.key } };
   });
   return makeSelector(reqs);

@@ -41,9 +41,10 @@ export function readManifest(doc: unknown, source: string, options: ParseOptions
   const expected = Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined;
   if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
-  if (kind === 'NetworkPolicy') return parseNetworkPolicy(r, o);
-  if (kind === 'ClusterNetworkPolicy') return parseClusterNetworkPolicy(r, o);
-  return parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
+  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
+  // Every reader's deferred "not supported" (Reader.unsupported), whichever helper recorded it.
+  r.throwDeferred();
+  return policy;
 }
 
 const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];

@@ -11,7 +11,7 @@ export type IdentityEvent =
   | { readonly kind: 'deleteIdentity'; readonly id: number };
 
 export interface WatcherStats {
-  /** Keys under id/ that are not `id/<decimal>` -> labels; skipped (Cilium logs and skips them too). */
+  /** Keys under id/ that are not `id/<decimal>` -> labels: skipped (Cilium logs and skips a bad id too), a known id deleted. */
   invalid: number;
   disconnects: number;
   /** Lists after the watch was canceled (a compacted revision, or any other watch error) or reconnected. */
@@ -138,7 +138,12 @@ export class IdentityWatcher {
     return undefined;
   }
 
-  /** The id of the key (an unreadable value keeps the id's last labels, listed or watched alike). */
+  /**
+   * The id of the key, or undefined when it is not an id or its value cannot be read: an id whose
+   * value turns unreadable is deleted, listed or watched alike (finding 1820). Its last labels are
+   * not what the key says any more: Cilium reads any non-empty value as labels
+   * (`NewLabelsFromSortedList` never fails), so the number now stands for other pods.
+   */
   private put(kv: IKeyValue): number | undefined {
     const id = this.idOf(kv);
     if (id === undefined) return undefined;
@@ -148,7 +153,9 @@ export class IdentityWatcher {
       labels = parseLabelSetKey(key);
     } catch {
       this.stats.invalid++;
-      return id;
+      const old = this.identities.get(id);
+      if (old !== undefined) this.forget(id, old);
+      return undefined;
     }
     const old = this.identities.get(id);
     if (old === key) return id;

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { IDENTITIES_PREFIX, listPrefix } from './client.js';
-import { parseLabelSetKey } from './labels.js';
+import { canonicalLabelSetKey, parseLabelSetKey } from './labels.js';
 
 /**
  * What a node's engine learns from the cluster's identities, in the kvstore's own shape (this folder
@@ -30,8 +30,9 @@ export interface WatcherStats {
  * Emits an upsert only when an id is new or its labels changed.
  */
 export class IdentityWatcher {
+  /** Id -> its label-set key, in Cilium's sorted form whatever order etcd holds it in. */
   readonly identities = new Map<number, string>();
-  /** Label-set key -> ids with that label set (more than one only until the GC collects the unused). */
+  /** Label-set key (sorted) -> ids with that label set (more than one only until the GC collects the unused). */
   private readonly byLabels = new Map<string, Set<number>>();
   readonly stats: WatcherStats = { invalid: 0, disconnects: 0, relists: 0 };
   private watcher: Watcher | undefined;
@@ -147,10 +148,10 @@ export class IdentityWatcher {
   private put(kv: IKeyValue): number | undefined {
     const id = this.idOf(kv);
     if (id === undefined) return undefined;
-    const key = kv.value.toString();
-    let labels: string[];
+    let key: string;
     try {
-      labels = parseLabelSetKey(key);
+      // Indexed in Cilium's sorted form (1822): a value in another order names the same label set.
+      key = canonicalLabelSetKey(parseLabelSetKey(kv.value.toString()));
     } catch {
       this.stats.invalid++;
       const old = this.identities.get(id);
@@ -163,7 +164,7 @@ export class IdentityWatcher {
     this.identities.set(id, key);
     const ids = this.byLabels.get(key) ?? new Set<number>();
     this.byLabels.set(key, ids.add(id));
-    this.onEvent({ kind: 'upsertIdentity', id, labels });
+    this.onEvent({ kind: 'upsertIdentity', id, labels: parseLabelSetKey(key) });
     return id;
   }
 

@@ -69,4 +69,28 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
       await proxy.close();
     }
   }, 30000);
+
+  // Finding 1822: a value in another order than Cilium's sorted form (or naming a key twice) is the same label set;
+  // Cilium's cache indexes the parsed labels re-encoded (pkg/allocator/cache.go `OnAdd`: `nextKeyCache[encodeKey(key)]`),
+  // distill indexed the raw value: `idForLabels` never found the id, so `--exit-at-eof` (settledCluster) waited for good.
+  it('1822. a value in another order, or naming a key twice, is indexed under its sorted label set', async () => {
+    const c = connectEtcd(etcd.url);
+    clients.push(c);
+    const prefix = `unsorted/${P}`;
+    await c.put(`${prefix}/id/300`).value('k8s:io.kubernetes.pod.namespace=shop;k8s:app=db;');
+    const events: IdentityEvent[] = [];
+    const w = await IdentityWatcher.start(c, (e) => events.push(e), prefix, 50);
+    try {
+      expect(w.idForLabels('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;')).toBe(300);
+      // The same set in Cilium's order: no event (nothing changed).
+      await c.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+      await c.put(`${prefix}/id/301`).value('k8s:app=web;k8s:app=api;');
+      await until('301 arrives', () => w.identities.has(301));
+      expect(events.filter((e) => e.id === 300)).toHaveLength(1);
+      // A key named twice: the last value, as the engine and Cilium's map-by-key parse take it.
+      expect(w.idForLabels('k8s:app=api;')).toBe(301);
+    } finally {
+      await w.close();
+    }
+  }, 30000);
 });

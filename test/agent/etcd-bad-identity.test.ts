@@ -317,4 +317,46 @@ suite('agent --identities etcd over an etcd restarted without its data', () => {
       await wiped.destroy();
     }
   }, 60_000);
+
+  // Finding 1821 (docs/attack-findings-24w.md): the same, but the new history has passed the watch's revision when the agent
+  // gets back to etcd (a refilled clustermesh-apiserver etcd): 741's revision check did not fire and the watch resumed.
+  it('1821. a reused id number stops being allowed as its old labels when the new history passed the old revision first', async () => {
+    const wiped = await EtcdServer.start();
+    const prefix = 'wiped-refilled/cilium/state/identities/v1';
+    const client = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
+    const proxy = await CuttableProxy.start(wiped.url);
+    const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
+    const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+    const allowed = (): boolean => agent.engine.endpoints().includes('shop/web') && agent.engine.lookup('shop/web', 300, 'ingress', 6, 80)?.entry.deny === false;
+    try {
+      await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+      for (let i = 0; i < 20; i++) await client.put('wiped/unrelated').value(String(i));
+      source.start();
+      const items: WatchItem[] = [
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } },
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'shop', resourceVersion: '2', labels: { app: 'web' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.2' } } },
+        { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'from-db', namespace: 'shop', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'db' } }] }] } } },
+      ];
+      for (const item of items) agent.mirror.observe(item, 'test');
+      await polls(() => (agent.flush(), allowed() && source.settled));
+      expect(allowed()).toBe(true);
+      proxy.cut();
+      await wiped.stop();
+      rmSync(join(wiped.dataDir, 'data'), { recursive: true, force: true });
+      await wiped.start();
+      await client.put(`${prefix}/id/300`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop;');
+      for (let i = 0; i < 60; i++) await client.put('wiped/unrelated').value(String(i));
+      proxy.heal();
+      const evil = (): boolean => agent.engine.identityLabels(300)?.some((l) => l.key === 'app' && l.value === 'evil') === true;
+      await polls(() => (agent.flush(), !allowed() && evil()));
+      expect(allowed()).toBe(false);
+      expect(evil()).toBe(true);
+      expect(agent.summary.refusals).toBe(0);
+    } finally {
+      await source.close();
+      client.close();
+      await proxy.close();
+      await wiped.destroy();
+    }
+  }, 60_000);
 });

@@ -49,3 +49,14 @@ export function parseLabelSetKey(key: string): string[] {
     return `${l.source}:${l.key}=${l.value}`;
   });
 }
+
+/**
+ * The sorted key of a label set read from a kvstore value in any order, a key named twice taking
+ * its last value: Cilium indexes its cache by the parsed labels re-encoded (pkg/allocator/cache.go
+ * `OnAdd`: `nextKeyCache[encodeKey(key)]`; pkg/labels `NewLabelsFromModel` keeps one label per key).
+ */
+export function canonicalLabelSetKey(labels: readonly string[]): string {
+  const lastByKey = new Map<string, string>();
+  for (const text of labels) lastByKey.set(parseLabel(text).key, text);
+  return labelSetKey(lastByKey.values());
+}

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { IDENTITIES_PREFIX, listPrefix } from './client.js';
-import { parseLabelSetKey } from './labels.js';
+import { canonicalLabelSetKey, parseLabelSetKey } from './labels.js';
 
 /**
  * What a node's engine learns from the cluster's identities, in the kvstore's own shape (this folder
@@ -11,34 +11,34 @@ export type IdentityEvent =
   | { readonly kind: 'deleteIdentity'; readonly id: number };
 
 export interface WatcherStats {
-  /** Keys under id/ that are not `id/<decimal>` -> labels; skipped (Cilium logs and skips them too). */
+  /** Keys under id/ that are not `id/<decimal>` -> labels: skipped (Cilium logs and skips a bad id too), a known id deleted. */
   invalid: number;
   disconnects: number;
-  /** Lists after the watch was canceled (a compacted revision, or any other watch error). */
+  /** Lists after the watch was canceled (a compacted revision, or any other watch error) or reconnected. */
   relists: number;
 }
 
 /**
  * Lists then watches the master keys (id/ prefix) from the list's revision + 1, so no change is
- * missed or seen twice; when etcd goes away the watch stream reconnects and resumes after the
- * last revision it delivered (etcd's revisions survive a restart), so events are not lost.
- * When etcd cancels the watch (the revision to resume from was compacted meanwhile, or any other
- * watch error) the keys are listed again and every id the list no longer holds is deleted, as
- * Cilium's etcd watch loop does (pkg/kvstore/etcd.go: on `r.Err()`, ErrCompacted included,
- * `localCache.MarkAllForDeletion()` then `goto reList`). Emits an upsert only when an id is new
- * or its labels changed.
+ * missed or seen twice. When etcd cancels the watch (the revision to resume from was compacted
+ * meanwhile, or any other watch error) the keys are listed again and every id the list no longer
+ * holds is deleted, as Cilium's etcd watch loop does (pkg/kvstore/etcd.go: on `r.Err()`,
+ * ErrCompacted included, `localCache.MarkAllForDeletion()` then `goto reList`). A watch that
+ * reconnected after a disconnect is relisted the same way: a resumed watch cannot tell an etcd
+ * that lost its data and whose new history already passed the old revision (finding 1821), and
+ * etcd3 resumes from the revision current at the reconnect, not from the last one delivered.
+ * Emits an upsert only when an id is new or its labels changed.
  */
 export class IdentityWatcher {
+  /** Id -> its label-set key, in Cilium's sorted form whatever order etcd holds it in. */
   readonly identities = new Map<number, string>();
-  /** Label-set key -> ids with that label set (more than one only until the GC collects the unused). */
+  /** Label-set key (sorted) -> ids with that label set (more than one only until the GC collects the unused). */
   private readonly byLabels = new Map<string, Set<number>>();
   readonly stats: WatcherStats = { invalid: 0, disconnects: 0, relists: 0 };
   private watcher: Watcher | undefined;
   private readonly idPrefix: string;
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
-  /** The highest etcd revision seen (list or watch): a server answering below it lost what it had. */
-  private revision = 0n;
   /** Why changes may be missed now (watch disconnected, relisting), or undefined: `problem`. */
   private down: string | undefined;
   private failedLists = 0;
@@ -68,22 +68,17 @@ export class IdentityWatcher {
       if (id !== undefined) seen.add(id);
     }
     for (const [id, labels] of [...this.identities]) if (!seen.has(id)) this.forget(id, labels);
-    this.revision = BigInt(listed.revision);
-    const watcher = await this.client.watch().prefix(this.idPrefix).startRevision((this.revision + 1n).toString()).create();
+    const watcher = await this.client.watch().prefix(this.idPrefix).startRevision((BigInt(listed.revision) + 1n).toString()).create();
     if (this.closed) return void (await watcher.cancel());
     watcher.on('put', (kv) => this.put(kv));
     watcher.on('delete', (kv) => this.delete(kv));
-    watcher.on('data', (res: { header: { revision: string } }) => this.seen(res.header.revision));
-    // etcd restarted without its data (revisions start over): the resumed watch waits for a revision the new history reaches only much later.
-    watcher.on('connected', (res: { header: { revision: string } }) => {
-      if (BigInt(res.header.revision) < this.revision) this.relist(watcher);
-      else this.down = undefined;
-    });
+    // `create` resolved on the first 'connected': every later one is a reconnect, whose history may not be ours (1821).
+    watcher.on('connected', () => this.relist(watcher, 'watch reconnected; relisting'));
     watcher.on('disconnected', (err: Error) => {
       this.stats.disconnects++;
       this.down = `watch disconnected (${err.message}); reconnecting`;
     });
-    watcher.on('error', () => this.relist(watcher));
+    watcher.on('error', () => this.relist(watcher, 'watch canceled (compacted history); relisting'));
     this.watcher = watcher;
     this.down = undefined;
     this.failedLists = 0;
@@ -100,23 +95,18 @@ export class IdentityWatcher {
     return this.down;
   }
 
-  private seen(revision: string): void {
-    const r = BigInt(revision);
-    if (r > this.revision) this.revision = r;
-  }
-
   /**
-   * The watch was canceled by etcd, or etcd went back in history: events since its last revision
-   * may be lost for good.
+   * The watch was canceled by etcd, or reconnected to an etcd whose history may not be the one it
+   * watched: events since its last revision may be lost for good.
    */
-  private relist(canceled: Watcher): void {
+  private relist(canceled: Watcher, why: string): void {
     if (this.closed || this.watcher !== canceled) return;
     this.watcher = undefined;
     this.stats.relists++;
     canceled.removeAllListeners();
     canceled.on('error', () => undefined);
     void canceled.cancel().catch(() => undefined);
-    this.down = 'watch canceled (compacted or restarted history); relisting';
+    this.down = why;
     const attempt = (): void => {
       if (this.closed) return;
       this.listAndWatch().catch((e: unknown) => {
@@ -149,17 +139,24 @@ export class IdentityWatcher {
     return undefined;
   }
 
-  /** The id of the key (an unreadable value keeps the id's last labels, listed or watched alike). */
+  /**
+   * The id of the key, or undefined when it is not an id or its value cannot be read: an id whose
+   * value turns unreadable is deleted, listed or watched alike (finding 1820). Its last labels are
+   * not what the key says any more: Cilium reads any non-empty value as labels
+   * (`NewLabelsFromSortedList` never fails), so the number now stands for other pods.
+   */
   private put(kv: IKeyValue): number | undefined {
     const id = this.idOf(kv);
     if (id === undefined) return undefined;
-    const key = kv.value.toString();
-    let labels: string[];
+    let key: string;
     try {
-      labels = parseLabelSetKey(key);
+      // Indexed in Cilium's sorted form (1822): a value in another order names the same label set.
+      key = canonicalLabelSetKey(parseLabelSetKey(kv.value.toString()));
     } catch {
       this.stats.invalid++;
-      return id;
+      const old = this.identities.get(id);
+      if (old !== undefined) this.forget(id, old);
+      return undefined;
     }
     const old = this.identities.get(id);
     if (old === key) return id;
@@ -167,7 +164,7 @@ export class IdentityWatcher {
     this.identities.set(id, key);
     const ids = this.byLabels.get(key) ?? new Set<number>();
     this.byLabels.set(key, ids.add(id));
-    this.onEvent({ kind: 'upsertIdentity', id, labels });
+    this.onEvent({ kind: 'upsertIdentity', id, labels: parseLabelSetKey(key) });
     return id;
   }
 

@@ -130,6 +130,48 @@ suite('agent --identities etcd over a compacted history', () => {
 });
 
 /**
+ * Finding 1820 (docs/attack-findings-24w.md): a master key rewritten to a value distill cannot read (here Cilium's
+ * form without its trailing ';', which Cilium's `NewLabelsFromSortedList` reads as app=evil) kept the id's last
+ * labels: the local endpoint's map went on allowing 300 as app=db. And a local pod's own id so rewritten stayed
+ * held: its pods kept a number other nodes read as other labels. Now the id is deleted; a held one is dropped and
+ * its pods get a new id of their own labels.
+ */
+suite('agent --identities etcd: a master key rewritten to a value distill cannot read', () => {
+  it('1820. the id stops being allowed as its old labels; a local pod whose own id is so rewritten gets a new one', async () => {
+    const prefix = 'unreadable/cilium/state/identities/v1';
+    const { client, source, agent, close } = await agentBehindProxy(prefix);
+    const allowed = (): boolean => agent.engine.endpoints().includes('shop/web') && agent.engine.lookup('shop/web', 300, 'ingress', 6, 80)?.entry.deny === false;
+    const webId = (): number | undefined => source.identities().size > 0 ? [...source.identities()].find(([, labels]) => labels.startsWith('k8s:app=web;'))?.[0] : undefined;
+    try {
+      source.start();
+      const items: WatchItem[] = [
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } },
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'shop', resourceVersion: '2', labels: { app: 'web' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.2' } } },
+        { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'from-db', namespace: 'shop', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'db' } }] }] } } },
+      ];
+      for (const item of items) agent.mirror.observe(item, 'test');
+      await polls(() => (agent.flush(), allowed() && source.settled && webId() !== undefined));
+      expect(allowed()).toBe(true);
+      await client.put(`${prefix}/id/300`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop');
+      await polls(() => (agent.flush(), !allowed()));
+      expect(allowed()).toBe(false);
+      expect(agent.engine.identityLabels(300)).toBeUndefined();
+      // The local pod's own id, rewritten the same way: dropped and allocated again (a new number for app=web).
+      const old = webId() as number;
+      await client.put(`${prefix}/id/${old}`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop');
+      await polls(() => (agent.flush(), source.settled && webId() !== undefined && webId() !== old));
+      const now = webId();
+      expect(now).toBeDefined();
+      expect(now).not.toBe(old);
+      expect(await client.get(`${prefix}/value/${source.identities().get(now as number)}/n1`).string()).toBe(String(now));
+      expect(agent.summary.refusals).toBe(0);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+});
+
+/**
  * Finding 745 (docs/attack-findings-16w.md, -17w.md): a relist that keeps failing, or a watch cut
  * off from etcd, was on no health check: the source's `problem` held the pump's errors only, and
  * with every local pod settled the pump does not run. Cilium's etcd status checker reports an
@@ -272,6 +314,48 @@ suite('agent --identities etcd over an etcd restarted without its data', () => {
     } finally {
       await source.close();
       client.close();
+      await wiped.destroy();
+    }
+  }, 60_000);
+
+  // Finding 1821 (docs/attack-findings-24w.md): the same, but the new history has passed the watch's revision when the agent
+  // gets back to etcd (a refilled clustermesh-apiserver etcd): 741's revision check did not fire and the watch resumed.
+  it('1821. a reused id number stops being allowed as its old labels when the new history passed the old revision first', async () => {
+    const wiped = await EtcdServer.start();
+    const prefix = 'wiped-refilled/cilium/state/identities/v1';
+    const client = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
+    const proxy = await CuttableProxy.start(wiped.url);
+    const source = new EtcdIdentitySource({ url: proxy.url, node: 'n1', logger, prefix, retryMs: 50 });
+    const agent = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+    const allowed = (): boolean => agent.engine.endpoints().includes('shop/web') && agent.engine.lookup('shop/web', 300, 'ingress', 6, 80)?.entry.deny === false;
+    try {
+      await client.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+      for (let i = 0; i < 20; i++) await client.put('wiped/unrelated').value(String(i));
+      source.start();
+      const items: WatchItem[] = [
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } },
+        { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'shop', resourceVersion: '2', labels: { app: 'web' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.2' } } },
+        { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'from-db', namespace: 'shop', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'db' } }] }] } } },
+      ];
+      for (const item of items) agent.mirror.observe(item, 'test');
+      await polls(() => (agent.flush(), allowed() && source.settled));
+      expect(allowed()).toBe(true);
+      proxy.cut();
+      await wiped.stop();
+      rmSync(join(wiped.dataDir, 'data'), { recursive: true, force: true });
+      await wiped.start();
+      await client.put(`${prefix}/id/300`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop;');
+      for (let i = 0; i < 60; i++) await client.put('wiped/unrelated').value(String(i));
+      proxy.heal();
+      const evil = (): boolean => agent.engine.identityLabels(300)?.some((l) => l.key === 'app' && l.value === 'evil') === true;
+      await polls(() => (agent.flush(), !allowed() && evil()));
+      expect(allowed()).toBe(false);
+      expect(evil()).toBe(true);
+      expect(agent.summary.refusals).toBe(0);
+    } finally {
+      await source.close();
+      client.close();
+      await proxy.close();
       await wiped.destroy();
     }
   }, 60_000);

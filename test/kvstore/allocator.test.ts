@@ -190,7 +190,9 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     expect(await c.get(`${P}/id/${id}`).string()).toBe('k8s:app=doomed;');
   });
 
-  it('a watcher cut off from etcd gets every change made meanwhile, once, after it reconnects', async () => {
+  // Since finding 1821 a reconnect relists (docs/attack-findings-24w.md): the watcher gets the state, not the history, so an
+  // id made and collected while it was cut off may never be seen at all.
+  it('a watcher cut off from etcd gets every id made meanwhile, once, and none collected meanwhile, after it reconnects', async () => {
     const proxy = await CuttableProxy.start(etcd.url);
     const watchClient = connectEtcd(proxy.url, { callTimeoutMs: 1000, watchBackoffMs: 20 });
     clients.push(watchClient);
@@ -209,7 +211,7 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     proxy.heal();
     await until('watcher saw the change made while cut off', () => watcher.identities.has(during.id));
     expect(events.filter((e) => e.id === during.id).map((e) => e.kind)).toEqual(['upsertIdentity']);
-    expect(events.filter((e) => e.id === gone.id).map((e) => e.kind)).toEqual(['upsertIdentity', 'deleteIdentity']);
+    expect([[], ['upsertIdentity', 'deleteIdentity']]).toContainEqual(events.filter((e) => e.id === gone.id).map((e) => e.kind));
     expect(watcher.identities.has(gone.id)).toBe(false);
     await watcher.close();
     await a.close();

@@ -88,4 +88,48 @@ withEtcd('identity watch relists when its history is gone (740, 741)', () => {
       await wiped.destroy();
     }
   }, 30000);
+
+  // Finding 1821 (docs/attack-findings-24w.md): 741's check (the reconnect's revision below the last one seen) misses an
+  // etcd that lost its data and whose new history already passed the watch's revision when the watch reconnects: a
+  // clustermesh-apiserver / kvstoremesh etcd restarted on an emptyDir is refilled by its initial sync (as many writes as the
+  // old one held) before agents get back. The resumed watch then replays the new history from the old revision on and
+  // never sees what was written below it.
+  it('1821. after etcd restarts without its data and its new history passes the watch revision before the watch reconnects, the watcher relists', async () => {
+    const wiped = await EtcdServer.start();
+    const direct = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
+    clients.push(direct);
+    const proxy = await CuttableProxy.start(wiped.url);
+    const viaProxy = connectEtcd(proxy.url, { callTimeoutMs: 2000 });
+    clients.push(viaProxy);
+    const events: IdentityEvent[] = [];
+    let w: IdentityWatcher | undefined;
+    try {
+      await direct.put(`${P}/id/300`).value('k8s:app=db;');
+      await direct.put(`${P}/id/310`).value('k8s:app=cache;');
+      for (let i = 0; i < 20; i++) await direct.put('unrelated').value(String(i));
+      w = await IdentityWatcher.start(viaProxy, (e) => events.push(e), P, 50);
+      expect(w.identities.get(300)).toBe('k8s:app=db;');
+      proxy.cut();
+      await wiped.stop();
+      rmSync(join(wiped.dataDir, 'data'), { recursive: true, force: true });
+      await wiped.start();
+      // The new history: 300 handed to other labels, 310 gone, 301 new (revisions 2, 3), then refilled past the old revision.
+      await direct.put(`${P}/id/300`).value('k8s:app=evil;');
+      await direct.put(`${P}/id/301`).value('k8s:app=web;');
+      for (let i = 0; i < 40; i++) await direct.put('unrelated').value(String(i));
+      events.length = 0;
+      proxy.heal();
+      const watcher = w;
+      await until('the watcher sees the new etcd as it is', () => watcher.identities.get(300) === 'k8s:app=evil;' && !watcher.identities.has(310) && watcher.identities.has(301), 100);
+      expect(events).toContainEqual({ kind: 'upsertIdentity', id: 300, labels: ['k8s:app=evil'] });
+      expect(events).toContainEqual({ kind: 'deleteIdentity', id: 310 });
+      // The new watch delivers what follows.
+      await direct.put(`${P}/id/302`).value('k8s:app=late;');
+      await until('a put after the relist arrives', () => watcher.identities.get(302) === 'k8s:app=late;');
+    } finally {
+      await w?.close();
+      await proxy.close();
+      await wiped.destroy();
+    }
+  }, 30000);
 });

@@ -1,0 +1,96 @@
+import type { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectEtcd } from '../../src/kvstore/client.js';
+import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
+import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
+
+/**
+ * Finding 1820 (docs/attack-findings-24w.md): a master key rewritten to a value distill cannot read kept the id's
+ * last labels, watched or listed, for good. Cilium reads any non-empty value as labels (pkg/labels
+ * `NewLabelsFromSortedList`: split on ';', every part through `ParseLabel`, never an error; pkg/kvstore/allocator
+ * `ListAndWatch` hands it to `OnModify`), so the number then stands for other labels: here `k8s:app=evil` without
+ * its trailing ';'. The id is now deleted: no policy entry keeps allowing it as its old labels.
+ */
+const P = 'cilium/state/identities/v1';
+const withEtcd = requireEtcdOrSkip('etcd identity unreadable value') ? describe : describe.skip;
+let etcd: EtcdServer;
+const clients: Etcd3[] = [];
+
+withEtcd('an id whose master key value turns unreadable (1820)', () => {
+  beforeAll(async () => {
+    etcd = await EtcdServer.start();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await etcd?.destroy();
+  });
+
+  it('1820. watched: the id is deleted, not kept with its last labels; a readable value later brings it back', async () => {
+    const c = connectEtcd(etcd.url);
+    clients.push(c);
+    const prefix = `watched/${P}`;
+    await c.put(`${prefix}/id/300`).value('k8s:app=db;');
+    const events: IdentityEvent[] = [];
+    const w = await IdentityWatcher.start(c, (e) => events.push(e), prefix, 50);
+    try {
+      expect(w.identities.get(300)).toBe('k8s:app=db;');
+      await c.put(`${prefix}/id/300`).value('k8s:app=evil');
+      await until('the unreadable value deletes 300', () => !w.identities.has(300), 100);
+      expect(events).toContainEqual({ kind: 'deleteIdentity', id: 300 });
+      expect(w.idForLabels('k8s:app=db;')).toBeUndefined();
+      await c.put(`${prefix}/id/300`).value('k8s:app=evil;');
+      await until('a readable value brings 300 back', () => w.identities.get(300) === 'k8s:app=evil;');
+    } finally {
+      await w.close();
+    }
+  }, 30000);
+
+  it('1820. listed (a relist after a compaction): an id whose value the list gives unreadable is deleted', async () => {
+    const direct = connectEtcd(etcd.url);
+    clients.push(direct);
+    const prefix = `listed/${P}`;
+    await direct.put(`${prefix}/id/300`).value('k8s:app=db;');
+    const proxy = await CuttableProxy.start(etcd.url);
+    const viaProxy = connectEtcd(proxy.url);
+    clients.push(viaProxy);
+    const w = await IdentityWatcher.start(viaProxy, () => undefined, prefix, 50);
+    try {
+      expect(w.identities.get(300)).toBe('k8s:app=db;');
+      proxy.cut();
+      await direct.put(`${prefix}/id/300`).value('k8s:app=evil');
+      await direct.put(`${prefix}/id/301`).value('k8s:app=web;');
+      const rev = (await direct.put('listed/unrelated').value('x')).header.revision;
+      await direct.kv.compact({ revision: rev });
+      proxy.heal();
+      await until('the relist gives 301', () => w.identities.has(301), 100);
+      expect([...w.identities]).toEqual([[301, 'k8s:app=web;']]);
+    } finally {
+      await w.close();
+      await proxy.close();
+    }
+  }, 30000);
+
+  // Finding 1822: a value in another order than Cilium's sorted form (or naming a key twice) is the same label set;
+  // Cilium's cache indexes the parsed labels re-encoded (pkg/allocator/cache.go `OnAdd`: `nextKeyCache[encodeKey(key)]`),
+  // distill indexed the raw value: `idForLabels` never found the id, so `--exit-at-eof` (settledCluster) waited for good.
+  it('1822. a value in another order, or naming a key twice, is indexed under its sorted label set', async () => {
+    const c = connectEtcd(etcd.url);
+    clients.push(c);
+    const prefix = `unsorted/${P}`;
+    await c.put(`${prefix}/id/300`).value('k8s:io.kubernetes.pod.namespace=shop;k8s:app=db;');
+    const events: IdentityEvent[] = [];
+    const w = await IdentityWatcher.start(c, (e) => events.push(e), prefix, 50);
+    try {
+      expect(w.idForLabels('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;')).toBe(300);
+      // The same set in Cilium's order: no event (nothing changed).
+      await c.put(`${prefix}/id/300`).value('k8s:app=db;k8s:io.kubernetes.pod.namespace=shop;');
+      await c.put(`${prefix}/id/301`).value('k8s:app=web;k8s:app=api;');
+      await until('301 arrives', () => w.identities.has(301));
+      expect(events.filter((e) => e.id === 300)).toHaveLength(1);
+      // A key named twice: the last value, as the engine and Cilium's map-by-key parse take it.
+      expect(w.idForLabels('k8s:app=api;')).toBe(301);
+    } finally {
+      await w.close();
+    }
+  }, 30000);
+});

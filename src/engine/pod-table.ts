@@ -37,7 +37,7 @@ interface IdentityLabelsMemo {
  *
  * Contract: consumes namespace and pod events; emits identity acquire/release and endpoint
  * attach/detach (populating new map states through the policy resolver). A namespace relabel
- * re-identifies its pods. Every mutation records its undo.
+ * re-identifies its pods and writes their addresses again. Every mutation records its undo.
  */
 export class PodTable {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
@@ -155,7 +155,7 @@ export class PodTable {
     }
   }
 
-  /** A new identity is no new claim on the pod's IPs: it keeps exactly the ones it owned. */
+  /** Identity events and network splits: a new identity is no new claim on the pod's IPs, it keeps exactly the ones it owned (no CiliumEndpoint write: finding 1736). */
   reidentifyPod(key: string): void {
     this.moveIdentity(key, this.facts.pod(key) as PodRecord, true);
   }

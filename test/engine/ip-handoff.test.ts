@@ -3,7 +3,8 @@ import { Engine, type EngineOptions } from '../../src/engine/engine.js';
 import { EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { applyEventToCluster, comparableIpcache } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { ClusterState, EMPTY_CLUSTER, ipOwner, Pod, upsertExternal } from '../../src/model/cluster.js';
+import { ClusterState, EMPTY_CLUSTER, ipOwner, namespaceWithDefaults, Pod, upsertExternal } from '../../src/model/cluster.js';
+import { podIdentityLabels, securityLabels } from '../../src/model/identity.js';
 import { resolveEndpoint } from '../../src/model/flow.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { datapathPasses } from '../../src/model/policy-map.js';
@@ -256,6 +257,58 @@ describe('a claimant re-identified by a namespace relabel writes its addresses (
     h.check('y', 'rebuilt');
     h.apply([team({ v: '1' })]);
     h.check('team/x1', 'team relabelled: x1 was written last');
+  });
+});
+
+/*
+ * Re-identifications that are no write (docs/semantics.md "Pods as endpoints", attack findings 24f):
+ * - identity events: the ipcache takes a pod's number from its CiliumEndpoint (`endpointUpdated`: `id =
+ *   endpoint.Identity.ID`, pkg/k8s/watchers/cilium_endpoint.go); a CiliumIdentity (or kvstore key) arriving or
+ *   going writes no CiliumEndpoint. distill's re-identification on them (pending -> a number, the lowest of two
+ *   numbers for one label set) is this agent learning numbers, not the pod's endpoint changing identity;
+ * - network splits: derived labels of distill's own encoding of `networks` peers (src/engine/network-splits.ts),
+ *   which no Cilium identity carries: nothing patches a CiliumEndpoint for them.
+ * The oracle has neither (identity numbers and splits are not in the cluster model), so it keeps the address left.
+ */
+describe('re-identifications that write nothing', () => {
+  it('identity events: a claimant getting its number, or another one, does not take the address back', () => {
+    const e = new Engine({ identitySource: 'external' });
+    let s: ClusterState = EMPTY_CLUSTER;
+    const apply = (events: EngineEvent[]): void => {
+      e.apply(events);
+      s = events.reduce(applyEventToCluster, s);
+    };
+    const a = mkPod('a', V4.shared);
+    const b = mkPod('b', V4.shared);
+    const idEvent = (id: number, p: Pod): EngineEvent => ({ type: 'upsertIdentity', id, labels: securityLabels(podIdentityLabels(p, namespaceWithDefaults(NS, {}).labels)) });
+    apply([nsEvent, idEvent(301, b), add(a), add(b)]);
+    expect(e.identityOfIp(parseIp(V4.shared))).toBe(301);
+    apply([{ ...add(mkPod('b', '10.244.1.10')) }]);
+    const left = e.identityOfIp(parseIp(V4.shared));
+    expect(ipOwner(s, V4.shared)).toBeUndefined();
+    apply([idEvent(300, a)]);
+    expect(e.identityOfPod(`${NS}/a`)).toBe(300);
+    expect(e.identityOfIp(parseIp(V4.shared))).toBe(left);
+    apply([idEvent(280, a)]);
+    expect(e.identityOfPod(`${NS}/a`)).toBe(280);
+    apply([{ type: 'deleteIdentity', id: 280 }]);
+    expect(e.identityOfPod(`${NS}/a`)).toBe(300);
+    expect(e.identityOfIp(parseIp(V4.shared))).toBe(left);
+    expect(ipOwner(s, V4.shared)).toBeUndefined();
+  });
+
+  it('a network split: the remaining claimant split from a pod of its labels does not take the address back', () => {
+    const h = history1622(V4, 'fqdn');
+    const split = parseManifest({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'nets' }, spec: { tier: 'Admin', priority: 5, subject: { namespaces: { matchLabels: { role: 'subject' } } }, egress: [{ action: 'Accept', to: [{ networks: ['10.244.0.0/24'] }] }] } }, 'nets.yaml');
+    h.apply([{ type: 'upsertNamespace', name: 'subj', labels: { role: 'subject' } }, add({ ...mkPod('s', '10.244.5.1'), namespace: 'subj' }, true), add(mkPod('c', '10.244.1.20', { app: 'a' }))]);
+    h.check(null, 'c shares a\'s labels');
+    expect(h.engine.identityOfPod(`${NS}/a`)).toBe(h.engine.identityOfPod(`${NS}/c`));
+    h.apply([{ type: 'upsertPolicy', policy: split }]);
+    expect(h.engine.identityOfPod(`${NS}/a`)).not.toBe(h.engine.identityOfPod(`${NS}/c`));
+    h.check(null, 'a split from c by the networks peer');
+    h.apply([{ type: 'deletePolicy', ref: split.ref }]);
+    expect(h.engine.identityOfPod(`${NS}/a`)).toBe(h.engine.identityOfPod(`${NS}/c`));
+    h.check(null, 'the split undone');
   });
 });
 

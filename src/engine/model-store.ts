@@ -179,7 +179,8 @@ export class ModelStore implements ModelView {
     for (const node of this.nodes.values()) out.push(node);
     if (this.apiServer) out.push(this.apiServer);
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
-    for (const { pod, local } of this.facts.records()) out.push({ type: 'upsertPod', pod, local });
+    // In write order (an undone transaction may have moved records in the table): a relabel re-writes pods in it.
+    for (const { pod, local } of [...this.facts.records()].sort((a, b) => a.written - b.written)) out.push({ type: 'upsertPod', pod, local });
     for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });
     return out;
   }

@@ -2,10 +2,11 @@ import type { Pod } from '../model/cluster.js';
 import { IpKey, ipKeyOfText, ipTextOfKey } from './ip-key.js';
 import { TombstoneMap } from './tombstone-map.js';
 
-/** What the committed model reads of a pod's record: the pod and whether it is local (both never change in place). */
+/** What the committed model reads of a pod's record: the pod, whether it is local, when it was written (none change in place). */
 export interface PodFact {
   readonly pod: Pod;
   readonly local: boolean;
+  readonly written: number;
 }
 
 /**

@@ -16,6 +16,8 @@ export interface PodRecord {
   labelKey: string;
   /** Its map state, for a local pod (an endpoint). */
   map: SharedMapState | null;
+  /** When it was written (a counter): a namespace relabel re-writes its pods in this order. */
+  readonly written: number;
 }
 
 /** A pod's identity labels and their key, with what they were derived from (compared by identity: label maps are never changed in place). */
@@ -35,7 +37,7 @@ interface IdentityLabelsMemo {
  *
  * Contract: consumes namespace and pod events; emits identity acquire/release and endpoint
  * attach/detach (populating new map states through the policy resolver). A namespace relabel
- * re-identifies its pods. Every mutation records its undo.
+ * re-identifies its pods and writes their addresses again. Every mutation records its undo.
  */
 export class PodTable {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
@@ -45,6 +47,8 @@ export class PodTable {
   private lastIdentityLabels: IdentityLabelsMemo | null = null;
   /** Bumped whenever a local pod is added or removed (an upsert is both): the local endpoints' addresses may have changed. Never undone. */
   localVersion = 0;
+  /** The last `written` given (never undone: an undone write leaves a gap, the order stays). */
+  private writes = 0;
   /** Derives identity labels from a pod's address and ports (network-splits.ts); set once when the stages are wired. */
   splits: { podJoined(key: string, pod: Pod, base: LabelSet, baseKey: string): readonly Label[]; podLeft(key: string, pod: Pod, identity: IdentityRecord): void } | null = null;
 
@@ -118,7 +122,12 @@ export class PodTable {
     if (!sameStringMap(prev, next)) {
       // Namespace labels are part of every pod identity in it: re-identify them. All of them move,
       // in order, so their order in the namespace's set is the one re-appending each would give.
-      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) this.moveIdentity(k, this.facts.pod(k) as PodRecord, false);
+      // A re-identification is a write of the pod's addresses (finding 1736).
+      for (const k of [...(this.podsByNamespace.get(name) ?? [])]) {
+        const rec = this.facts.pod(k) as PodRecord;
+        this.moveIdentity(k, rec, false);
+        this.retakeIps(rec);
+      }
     }
     // Logged after the pods: undoing restores the labels first, then the pods' old identities.
     this.ctx.onUndo(() => (stored ? this.namespaces.set(name, stored) : this.namespaces.delete(name)));
@@ -146,7 +155,7 @@ export class PodTable {
     }
   }
 
-  /** A new identity is no new claim on the pod's IPs: it keeps exactly the ones it owned. */
+  /** Identity events and network splits: a new identity is no new claim on the pod's IPs, it keeps exactly the ones it owned (no CiliumEndpoint write: finding 1736). */
   reidentifyPod(key: string): void {
     this.moveIdentity(key, this.facts.pod(key) as PodRecord, true);
   }
@@ -188,6 +197,27 @@ export class PodTable {
     this.attachIfLocal(key, rec);
     // By key: a later event of the transaction may have replaced the record (a removal's undo re-adds a new one).
     this.ctx.onUndo(() => this.moveIdentity(key, this.facts.pod(key) ?? fail(key), false, undoLabels));
+  }
+
+  /**
+   * A pod of a relabelled namespace writes its addresses again: Cilium patches its CiliumEndpoint with
+   * the new identity and every agent upserts them (docs/semantics.md "Pods as endpoints"). The pods
+   * are written in their write order (distill's choice): it takes each address unless a pod of the
+   * same relabel written after it holds it, so the last written of them owns it, whatever order
+   * they are visited in.
+   */
+  private retakeIps(rec: PodRecord): void {
+    const { pod } = rec;
+    if (pod.ips === undefined) this.retakeIp(pod.ip.text, rec);
+    else for (const ip of pod.ips) this.retakeIp(ip.text, rec);
+  }
+
+  private retakeIp(ip: string, rec: PodRecord): void {
+    const held = this.facts.ownerOf(ip);
+    if (held === rec || (held !== undefined && held.pod.namespace === rec.pod.namespace && held.written > rec.written)) return;
+    this.facts.setOwner(ip, rec);
+    const heldKey = held && podKey(held.pod);
+    this.ctx.onUndo(() => (heldKey === undefined ? this.facts.deleteOwner(ip) : this.facts.setOwner(ip, this.facts.pod(heldKey) ?? fail(heldKey))));
   }
 
   /** A local pod is an endpoint: attached to its identity's shared map state (populated when new). */
@@ -234,15 +264,16 @@ export class PodTable {
   /**
    * `labels`: undoing a removal gives the pod back the identity labels it had (derived ones depend on other pods).
    * `owned`: the IPs it takes in the ipcache (all when absent: the last writer owns an IP).
+   * `written`: when it was written (undoing a removal gives it back; absent: now).
    */
-  private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet, owned?: readonly string[]): void {
+  private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet, owned?: readonly string[], written?: number): void {
     const memo = this.identityLabels(pod);
     const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
     const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
-    const rec: PodRecord = { pod, local, identity, labelKey: shareKey(memo, identity, labelKey), map: null };
+    const rec: PodRecord = { pod, local, identity, labelKey: shareKey(memo, identity, labelKey), map: null, written: written ?? ++this.writes };
     if (local) this.localVersion++;
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
     this.facts.setPod(key, rec);
@@ -313,7 +344,7 @@ export class PodTable {
     this.identities.releaseForPod(rec.identity, rec.pod.ports);
     this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;
-    this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned));
+    this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned, rec.written));
   }
 }
 

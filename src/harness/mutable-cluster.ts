@@ -1,5 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
-import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podIps, podKey, External } from '../model/cluster.js';
+import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podIps, podKey, External, sameNamespaceLabels } from '../model/cluster.js';
 import type { DnsCacheState } from '../model/fqdn.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { applyEventToCluster } from './cluster-sync.js';
@@ -34,8 +34,7 @@ export class MutableCluster implements ClusterState {
   apply(e: EngineEvent): void {
     switch (e.type) {
       case 'upsertNamespace':
-        this.namespaces.set(e.name, namespaceWithDefaults(e.name, e.labels));
-        return;
+        return this.upsertNamespace(namespaceWithDefaults(e.name, e.labels));
       case 'deleteNamespace':
         return this.deleteNamespace(e.name);
       case 'upsertPod':
@@ -86,7 +85,26 @@ export class MutableCluster implements ClusterState {
     if (!local) this.dropAnswers(key);
     let keys = this.podsByNamespace.get(pod.namespace);
     if (!keys) this.podsByNamespace.set(pod.namespace, (keys = new Set()));
+    // In write order, as `pods`: a relabel re-writes them in it.
+    keys.delete(key);
     keys.add(key);
+  }
+
+  /** New labels re-write the namespace's pods, in their write order (`upsertNamespace` of src/model/cluster.ts, finding 1736). */
+  private upsertNamespace(ns: Namespace): void {
+    const before = this.namespaces.get(ns.name)?.labels ?? namespaceWithDefaults(ns.name, {}).labels;
+    this.namespaces.set(ns.name, ns);
+    const keys = this.podsByNamespace.get(ns.name);
+    if (!keys || sameNamespaceLabels(before, ns.labels)) return;
+    for (const key of keys) {
+      const pod = this.pods.get(key) as Pod;
+      this.pods.delete(key);
+      this.pods.set(key, pod);
+      for (const { text: ip } of podIps(pod)) {
+        this.lastClaimant.set(ip, key);
+        this.unownedIps.delete(ip);
+      }
+    }
   }
 
   private deletePod(key: string): void {

@@ -201,8 +201,30 @@ function withoutEntry<K, V>(m: ReadonlyMap<K, V>, k: K): Map<K, V> {
   return out;
 }
 
+/**
+ * New labels re-identify every pod of the namespace (its labels are part of each pod's identity),
+ * and a re-identification is a write of the pod's addresses: Cilium patches the pod's
+ * CiliumEndpoint with the new identity and every agent upserts its addresses (docs/semantics.md
+ * "Pods as endpoints", finding 1736). They are written in the order they were written before
+ * (distill's choice: Cilium's order is each CiliumEndpoint controller's timing), so they move last
+ * keeping that order, and take back the addresses their owners left.
+ */
 export function upsertNamespace(state: ClusterState, ns: Namespace): ClusterState {
-  return { ...state, namespaces: withEntry(state.namespaces, ns.name, ns) };
+  const namespaces = withEntry(state.namespaces, ns.name, ns);
+  const before = state.namespaces.get(ns.name)?.labels ?? { [NAMESPACE_NAME_LABEL]: ns.name };
+  if (sameNamespaceLabels(before, ns.labels)) return { ...state, namespaces };
+  const moved = [...state.pods].filter(([, p]) => p.namespace === ns.name);
+  if (moved.length === 0) return { ...state, namespaces };
+  const pods = new Map([...state.pods].filter(([, p]) => p.namespace !== ns.name));
+  for (const [key, p] of moved) pods.set(key, p);
+  const taken = moved.flatMap(([, p]) => podIps(p).map((ip) => ip.text));
+  return withPods({ ...state, namespaces }, pods, unownedAfter(state, pods, [], taken));
+}
+
+/** Whether two label maps are equal (a namespace's labels: equal ones re-identify none of its pods). */
+export function sameNamespaceLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
 /** Deleting a namespace deletes its pods and its namespaced policies, as Kubernetes does. */

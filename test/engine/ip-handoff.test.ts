@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
+import { Engine, type EngineOptions } from '../../src/engine/engine.js';
 import { EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { applyEventToCluster, comparableIpcache } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { ClusterState, EMPTY_CLUSTER, ipOwner, Pod, upsertExternal } from '../../src/model/cluster.js';
+import { ClusterState, EMPTY_CLUSTER, ipOwner, namespaceWithDefaults, Pod, upsertExternal } from '../../src/model/cluster.js';
+import { podIdentityLabels, securityLabels } from '../../src/model/identity.js';
 import { resolveEndpoint } from '../../src/model/flow.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { datapathPasses } from '../../src/model/policy-map.js';
@@ -60,15 +61,20 @@ class Handoff {
   constructor(
     readonly f: Family,
     readonly peer: Peer,
-    mapCapacity?: number,
+    options: EngineOptions = {},
   ) {
-    this.engine = new Engine(mapCapacity === undefined ? {} : { mapCapacity });
+    this.engine = new Engine(options);
     const to = peer === 'fqdn' ? { toFQDNs: [{ matchName: 'a.example.com' }] } : { toCIDR: [`${f.shared}/${f.plen}`] };
     this.apply([nsEvent, add(mkPod(client, f.client), true), { type: 'upsertPolicy', policy: dnsPolicy }, { type: 'upsertPolicy', policy: egressTo(to) }]);
   }
 
   pod(name: string, labels?: Record<string, string>): Pod {
     return mkPod(name, this.f.shared, labels);
+  }
+
+  /** A pod of another namespace at the shared address. */
+  podIn(namespace: string, name: string): Pod {
+    return { ...this.pod(name), namespace };
   }
 
   moved(name: string, i: number): EngineEvent {
@@ -85,9 +91,9 @@ class Handoff {
     for (const e of events) if (e.type === 'upsertPod') this.local.set(`${e.pod.namespace}/${e.pod.name}`, e.local ?? false);
   }
 
-  /** After a step: `owner` (a pod name, or null for none) is the oracle's and the engine's, and a fresh engine agrees. */
+  /** After a step: `owner` (a pod of NS by name, another's by key, or null for none) is the oracle's and the engine's, and a fresh engine agrees. */
   check(owner: string | null, step: string): void {
-    const key = owner === null ? undefined : `${NS}/${owner}`;
+    const key = owner === null ? undefined : owner.includes('/') ? owner : `${NS}/${owner}`;
     expect({ step, oracle: ipOwner(this.state, this.f.shared) }).toEqual({ step, oracle: key });
     const id = this.engine.identityOfIp(parseIp(this.f.shared));
     if (key !== undefined) expect({ step, id }).toEqual({ step, id: this.engine.identityOfPod(key) });
@@ -159,17 +165,151 @@ describe('an address whose owner leaves it while another pod claims it (1622)', 
   });
 });
 
-// Finding 1736 (docs/attack-findings-23f.md), pinned: a namespace relabel gives its pods new identities, and
-// Cilium's endpoint synchroniser patches each pod's CiliumEndpoint status whenever the endpoint's model (its
-// identity included) changes (pkg/k8s/watchers/endpointsynchronizer.go `RunK8sCiliumEndpointSync`, read at
-// 0135e677, not the 1.19 text); every agent's `endpointUpdated` then upserts it, so the re-identified claimant takes
-// the address back from the revived FQDN identity. distill does not count a re-identification as a write
-// (docs/semantics.md "Pods as endpoints", a documented choice): it keeps the FQDN identity, and the client's
-// toFQDNs allow reaches the pod. Not changed this session: it reverses that choice and its tests (ip-ownership.test.ts).
-it.fails('1736: the remaining claimant re-identified by a namespace relabel takes the address back (pinned)', () => {
-  const h = history1622(V4, 'fqdn');
-  h.apply([{ type: 'upsertNamespace', name: NS, labels: { team: 'x' } }]);
-  h.check('a', 'namespace relabelled');
+/*
+ * Finding 1736 (docs/attack-findings-23f.md, decided in 24f): a re-identified claimant writes its addresses again.
+ * Cilium 1.19: a namespace relabel reaches each endpoint of the namespace (pkg/k8s/watchers/namespace.go
+ * `namespaceUpdater.update` -> `ep.ModifyIdentityLabels`, only when the filtered labels changed); a new identity
+ * triggers the endpoint's CiliumEndpoint sync (pkg/endpoint/endpoint.go `identityLabelsChanged`: "Trigger the
+ * sync-to-k8s-ciliumendpoint controller to sync the new endpoint's identity"), which patches the CEP's status
+ * when the model changed (pkg/k8s/watchers/endpointsynchronizer.go `RunK8sCiliumEndpointSync`); every agent's
+ * CEP watcher then calls `endpointUpdated` for the changed object, which `IPCache.Upsert`s each address with
+ * `source.CustomResource`, no local-node filter (pkg/k8s/watchers/cilium_endpoint.go), and `upsertLocked`
+ * overwrites an entry of the same source whoever it named (pkg/ipcache/ipcache.go, `AllowOverwrite`). So the
+ * re-identified pod owns the address, whether the owner left it or still claims it (last writer wins), local
+ * or remote alike. Pods of one relabel are written in their write order (distill's choice: Cilium's order is
+ * each CEP controller's timing).
+ */
+describe('a claimant re-identified by a namespace relabel writes its addresses (1736)', () => {
+  for (const [fname, f] of [['IPv4', V4], ['IPv6', V6]] as const) {
+    for (const peer of ['fqdn', 'cidr'] as const) {
+      it(`${fname}, ${peer}: the remaining claimant takes the address back; the same labels again write nothing`, () => {
+        const h = history1622(f, peer);
+        h.apply([{ type: 'upsertNamespace', name: NS, labels: {} }]);
+        h.check(null, 'namespace re-sent with the same labels');
+        h.apply([{ type: 'upsertNamespace', name: NS, labels: { team: 'x' } }]);
+        h.check('a', 'namespace relabelled');
+        h.apply([del('a')]);
+        h.check(null, 'a, the owner, deleted');
+      });
+    }
+  }
+
+  const team = (labels: Record<string, string> = {}): EngineEvent => ({ type: 'upsertNamespace', name: 'team', labels });
+
+  it('a non-owner claimant takes the address from an owner that still claims it; the owner re-identified keeps it', () => {
+    const h = new Handoff(V4, 'fqdn');
+    h.apply([team(), add(h.podIn('team', 'x')), add(h.pod('y')), h.answer()]);
+    h.check('y', 'x then y');
+    h.apply([team({ v: '1' })]);
+    h.check('team/x', 'team relabelled: x written again');
+    h.apply([team({ v: '2' })]);
+    h.check('team/x', 'team relabelled again: x, the owner, keeps it');
+    h.apply([{ type: 'upsertNamespace', name: NS, labels: { v: '1' } }]);
+    h.check('y', 'prod relabelled: y written again');
+    h.apply([del('y')]);
+    h.check(null, 'y, the owner, deleted');
+  });
+
+  for (const order of [['x1', 'x2'], ['x2', 'x1']]) {
+    it(`two claimants of one relabel: the later written (${order[1]}) takes it, from an owner outside and from none`, () => {
+      const h = new Handoff(V4, 'fqdn');
+      h.apply([team(), ...order.map((n) => add(h.podIn('team', n))), add(h.pod('y')), h.answer()]);
+      h.check('y', 'written in order, then y');
+      h.apply([team({ v: '1' })]);
+      h.check(`team/${order[1]}`, 'team relabelled');
+      h.apply([add(h.pod('y', { app: 'y', v: '2' }))]);
+      h.check('y', 'y written again');
+      h.apply([h.moved('y', 0)]);
+      h.check(null, 'y, the owner, moves off: both team pods still claim it');
+      h.apply([team({ v: '2' })]);
+      h.check(`team/${order[1]}`, 'team relabelled again: the relabel kept their order');
+    });
+  }
+
+  it('a refused relabel is undone: the owner outside keeps the address, and the write order stays', () => {
+    const fillers = Array.from({ length: 30 }, (_, i) => add(mkPod(`f${i}`, `10.244.2.${i + 1}`, { filler: String(i) })));
+    const toFillers = cnp('to-fillers', { endpointSelector: { matchLabels: { app: client } }, egress: [{ toEndpoints: [{ matchExpressions: [{ key: 'filler', operator: 'Exists' }] }] }] });
+    const h = new Handoff(V4, 'fqdn', { mapCapacity: 24 });
+    h.apply([{ type: 'upsertPolicy', policy: toFillers }, team(), add(h.podIn('team', 'x1')), add(h.podIn('team', 'x2')), add(h.pod('y')), h.answer()]);
+    h.check('y', 'x1, x2, then y');
+    const before = comparableIpcache(h.engine);
+    // The refused transaction re-writes x1 (now the later of the two) and relabels team: undone, x2 is the later again.
+    expect(() => h.engine.apply([add({ ...h.podIn('team', 'x1'), labels: { app: 'x1', v: '2' } }), team({ v: '1' }), ...fillers])).toThrow(MapCapacityError);
+    expect(comparableIpcache(h.engine)).toEqual(before);
+    h.check('y', 'refused: x1 re-written, team relabelled, fillers');
+    h.apply([team({ v: '1' })]);
+    h.check('team/x2', 'team relabelled for real: x2 was written last');
+  });
+
+  it('a rebuild after an internal error keeps the write order (the pod table keeps pods in first-written order)', () => {
+    let armed = false;
+    const h = new Handoff(V4, 'fqdn', {
+      faultHook: (point) => {
+        if (armed && point === 'event') throw new TypeError('injected');
+      },
+    });
+    h.apply([team(), add(h.podIn('team', 'x1')), add(h.podIn('team', 'x2')), add(h.pod('y')), h.answer()]);
+    h.apply([add({ ...h.podIn('team', 'x1'), labels: { app: 'x1', v: '2' } }), add(h.pod('y', { app: 'y', v: '2' }))]);
+    h.check('y', 'x2, x1 re-written, then y');
+    armed = true;
+    expect(() => h.engine.apply([add(mkPod('other', '10.244.3.1'))])).toThrow(TypeError);
+    armed = false;
+    h.check('y', 'rebuilt');
+    h.apply([team({ v: '1' })]);
+    h.check('team/x1', 'team relabelled: x1 was written last');
+  });
+});
+
+/*
+ * Re-identifications that are no write (docs/semantics.md "Pods as endpoints", attack findings 24f):
+ * - identity events: the ipcache takes a pod's number from its CiliumEndpoint (`endpointUpdated`: `id =
+ *   endpoint.Identity.ID`, pkg/k8s/watchers/cilium_endpoint.go); a CiliumIdentity (or kvstore key) arriving or
+ *   going writes no CiliumEndpoint. distill's re-identification on them (pending -> a number, the lowest of two
+ *   numbers for one label set) is this agent learning numbers, not the pod's endpoint changing identity;
+ * - network splits: derived labels of distill's own encoding of `networks` peers (src/engine/network-splits.ts),
+ *   which no Cilium identity carries: nothing patches a CiliumEndpoint for them.
+ * The oracle has neither (identity numbers and splits are not in the cluster model), so it keeps the address left.
+ */
+describe('re-identifications that write nothing', () => {
+  it('identity events: a claimant getting its number, or another one, does not take the address back', () => {
+    const e = new Engine({ identitySource: 'external' });
+    let s: ClusterState = EMPTY_CLUSTER;
+    const apply = (events: EngineEvent[]): void => {
+      e.apply(events);
+      s = events.reduce(applyEventToCluster, s);
+    };
+    const a = mkPod('a', V4.shared);
+    const b = mkPod('b', V4.shared);
+    const idEvent = (id: number, p: Pod): EngineEvent => ({ type: 'upsertIdentity', id, labels: securityLabels(podIdentityLabels(p, namespaceWithDefaults(NS, {}).labels)) });
+    apply([nsEvent, idEvent(301, b), add(a), add(b)]);
+    expect(e.identityOfIp(parseIp(V4.shared))).toBe(301);
+    apply([{ ...add(mkPod('b', '10.244.1.10')) }]);
+    const left = e.identityOfIp(parseIp(V4.shared));
+    expect(ipOwner(s, V4.shared)).toBeUndefined();
+    apply([idEvent(300, a)]);
+    expect(e.identityOfPod(`${NS}/a`)).toBe(300);
+    expect(e.identityOfIp(parseIp(V4.shared))).toBe(left);
+    apply([idEvent(280, a)]);
+    expect(e.identityOfPod(`${NS}/a`)).toBe(280);
+    apply([{ type: 'deleteIdentity', id: 280 }]);
+    expect(e.identityOfPod(`${NS}/a`)).toBe(300);
+    expect(e.identityOfIp(parseIp(V4.shared))).toBe(left);
+    expect(ipOwner(s, V4.shared)).toBeUndefined();
+  });
+
+  it('a network split: the remaining claimant split from a pod of its labels does not take the address back', () => {
+    const h = history1622(V4, 'fqdn');
+    const split = parseManifest({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'nets' }, spec: { tier: 'Admin', priority: 5, subject: { namespaces: { matchLabels: { role: 'subject' } } }, egress: [{ action: 'Accept', to: [{ networks: ['10.244.0.0/24'] }] }] } }, 'nets.yaml');
+    h.apply([{ type: 'upsertNamespace', name: 'subj', labels: { role: 'subject' } }, add({ ...mkPod('s', '10.244.5.1'), namespace: 'subj' }, true), add(mkPod('c', '10.244.1.20', { app: 'a' }))]);
+    h.check(null, 'c shares a\'s labels');
+    expect(h.engine.identityOfPod(`${NS}/a`)).toBe(h.engine.identityOfPod(`${NS}/c`));
+    h.apply([{ type: 'upsertPolicy', policy: split }]);
+    expect(h.engine.identityOfPod(`${NS}/a`)).not.toBe(h.engine.identityOfPod(`${NS}/c`));
+    h.check(null, 'a split from c by the networks peer');
+    h.apply([{ type: 'deletePolicy', ref: split.ref }]);
+    expect(h.engine.identityOfPod(`${NS}/a`)).toBe(h.engine.identityOfPod(`${NS}/c`));
+    h.check(null, 'the split undone');
+  });
 });
 
 describe('three claimants leaving in every order', () => {
@@ -210,7 +350,7 @@ describe('a refused transaction between the claims and the departure', () => {
   const toFillers = cnp('to-fillers', { endpointSelector: { matchLabels: { app: client } }, egress: [{ toEndpoints: [{ matchExpressions: [{ key: 'filler', operator: 'Exists' }] }] }] });
 
   it('undo restores the write order: the earlier claimant re-written in the refused transaction does not own the address after', () => {
-    const h = new Handoff(V4, 'fqdn', 24);
+    const h = new Handoff(V4, 'fqdn', { mapCapacity: 24 });
     h.apply([{ type: 'upsertPolicy', policy: toFillers }, add(h.pod('a')), add(h.pod('b')), h.answer()]);
     h.check('b', 'a then b');
     const before = comparableIpcache(h.engine);
@@ -222,7 +362,7 @@ describe('a refused transaction between the claims and the departure', () => {
   });
 
   it('undo restores a departure: the refused transaction\'s owner leaving is undone', () => {
-    const h = new Handoff(V4, 'fqdn', 24);
+    const h = new Handoff(V4, 'fqdn', { mapCapacity: 24 });
     h.apply([{ type: 'upsertPolicy', policy: toFillers }, add(h.pod('a')), add(h.pod('b')), h.answer(), h.moved('b', 0)]);
     h.check(null, 'b left');
     expect(() => h.engine.apply([add(h.pod('a', { app: 'a', v: '2' })), ...fillers])).toThrow(MapCapacityError);

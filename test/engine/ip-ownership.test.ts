@@ -114,15 +114,21 @@ describe('a pod IP claimed by two pods', () => {
     expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, trusted));
   });
 
-  it('re-identifying the earlier claimant (its namespace relabelled) is no new claim on the IP', () => {
+  // Finding 1736 (docs/attack-findings-24f.md): this test asserted the opposite ("no new claim"). Cilium patches the
+  // re-identified pod's CiliumEndpoint and every agent upserts its addresses (test/engine/ip-handoff.test.ts cites it).
+  it('re-identifying the earlier claimant (its namespace relabelled) is a new write: it takes the IP, in the oracle too', () => {
     const e = new Engine();
     const inA = { ...trusted, namespace: 'a' };
     const inB = { ...evil, namespace: 'b' };
-    e.apply([{ type: 'upsertNamespace', name: 'a', labels: {} }, { type: 'upsertNamespace', name: 'b', labels: {} }, add(inA)]);
-    e.apply([add(inB)]);
+    const events: EngineEvent[][] = [[{ type: 'upsertNamespace', name: 'a', labels: {} }, { type: 'upsertNamespace', name: 'b', labels: {} }, add(inA)], [add(inB)]];
+    for (const batch of events) e.apply(batch);
+    let s = events.flat().reduce(applyEventToCluster, EMPTY_CLUSTER);
     expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
-    e.apply([{ type: 'upsertNamespace', name: 'a', labels: { team: 'x' } }]);
-    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inB));
+    const relabel: EngineEvent = { type: 'upsertNamespace', name: 'a', labels: { team: 'x' } };
+    e.apply([relabel]);
+    s = applyEventToCluster(s, relabel);
+    expect(e.identityOfIp(parseIp(shared))).toBe(idOf(e, inA));
+    expect(ipOwner(s, shared)).toBe('a/trusted');
   });
 });
 

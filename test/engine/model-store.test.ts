@@ -21,9 +21,11 @@ function policy(namespace: string, name: string) {
 function podStore() {
   const facts = new PodFacts<PodFact>();
   const m = new ModelStore(facts);
+  let written = 0;
   const upsert = (p: Pod): void => {
-    facts.setPod(`${p.namespace}/${p.name}`, { pod: p, local: false });
-    facts.setOwner(p.ip.text, { pod: p, local: false });
+    const rec = { pod: p, local: false, written: ++written };
+    facts.setPod(`${p.namespace}/${p.name}`, rec);
+    facts.setOwner(p.ip.text, rec);
     m.apply({ type: 'upsertPod', pod: p });
   };
   const remove = (namespace: string, name: string): void => {

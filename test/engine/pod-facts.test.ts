@@ -5,7 +5,7 @@ import { type PodFact, PodFacts } from '../../src/engine/pod-facts.js';
 
 function fact(name: string, ip: string, local = false): PodFact {
   const pod: Pod = { namespace: 'a', name, labels: { app: name }, ip: parseIp(ip), serviceAccount: 'default', ports: [] };
-  return { pod, local };
+  return { pod, local, written: 0 };
 }
 
 function put(f: PodFacts<PodFact>, r: PodFact): void {
@@ -77,10 +77,10 @@ describe('PodFacts: the pod table writes them, the committed model reads them', 
     expect(f.ownerOf('10.0.0.1')?.pod).toBe(p1.pod);
     // Nor one that changed a pod's locality.
     f.begin();
-    f.setPod('a/p1', { pod: p1.pod, local: true });
+    f.setPod('a/p1', { pod: p1.pod, local: true, written: 0 });
     expect(f.undone()).toBe(false);
     f.rollback();
-    expect(f.pod('a/p1')).toEqual({ pod: p1.pod, local: false });
+    expect(f.pod('a/p1')).toEqual({ pod: p1.pod, local: false, written: 0 });
   });
 
   it('the IP owners answer as one table keyed by the IP text, through commits and rollbacks (IPv4 keyed by number, perf23)', () => {

@@ -16,12 +16,14 @@ import { ModelStore } from './model-store.js';
 import { NetworkSplits } from './network-splits.js';
 import { NodeTable } from './node-table.js';
 import { PodFacts } from './pod-facts.js';
+import { PolicyFacts } from './policy-facts.js';
 import { type PodRecord, PodTable } from './pod-table.js';
 import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { L7ParserConflictError } from './rule-units.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
+import type { PolicyRecord } from './subject-groups.js';
 import { diffStats, EngineStats, emptyStats } from './stats.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DEFAULT_MAX_SELECTOR_COMBINATIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { FqdnStage } from './fqdn-stage.js';
@@ -89,6 +91,8 @@ export class Engine {
   private readonly model: ModelStore;
   /** The pods and pod IP owners: the pod table's, which the committed model reads (kept from before a transaction until it commits). */
   private readonly podFacts = new PodFacts<PodRecord>();
+  /** The stored policies: the resolver's, which the committed model reads (kept from before a transaction until it commits). */
+  private readonly policyFacts = new PolicyFacts<PolicyRecord>();
   private readonly ctx: EngineContext;
   /** The DNS answers of the running transaction that the proxy learnt (the model records only those). */
   private readonly learnt = new Set<EngineEvent>();
@@ -107,7 +111,7 @@ export class Engine {
     this.proxyPorts = options.proxyPortAllocator ?? new ProxyPortAllocator(options.proxyPortRange ?? DEFAULT_PROXY_PORT_RANGE);
     this.mapCapacity = options.mapCapacity ?? DEFAULT_MAP_CAPACITY;
     this.allocator = options.allocator ?? new IdentityAllocator();
-    this.model = new ModelStore(this.podFacts, options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
+    this.model = new ModelStore(this.podFacts, this.policyFacts, options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
     this.ctx = new EngineContext(this.statsCounters, options.faultHook);
     this.allowLocalhost = options.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
     this.resetStages();
@@ -121,7 +125,7 @@ export class Engine {
     const subjectCache = new SelectorCache(this.statsCounters);
     const identities = new IdentityTable(ctx, this.allocator, peerCache, this.model.identitySource);
     const maps = new SharedMaps(ctx, subjectCache);
-    const resolver = new PolicyResolver(ctx, identities, maps, subjectCache, peerCache);
+    const resolver = new PolicyResolver(ctx, this.policyFacts, identities, maps, subjectCache, peerCache);
     resolver.allowLocalhost = this.allowLocalhost === 'always';
     identities.namedPorts.listener = resolver;
     const pods = new PodTable(ctx, this.podFacts, identities, maps, resolver);
@@ -161,7 +165,7 @@ export class Engine {
       result = this.transaction(events, before, mark);
     } catch (e) {
       // A refusal is undone before it is thrown; anything else (or pod facts left open) is rebuilt.
-      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError) || this.podFacts.inTransaction) this.recover(before);
+      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError) || this.podFacts.inTransaction || this.policyFacts.inTransaction) this.recover(before);
       throw e;
     } finally {
       this.ctx.undoLog = null;
@@ -169,6 +173,7 @@ export class Engine {
     this.proxyPorts.commit();
     this.allocator.commit();
     this.podFacts.commit();
+    this.policyFacts.commit();
     this.ctx.endTransaction();
     this.record(events);
     if (this.restoredEndpoints) this.recordRestoredGone();
@@ -195,6 +200,7 @@ export class Engine {
     const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
     this.ctx.undoLog = undo;
     this.podFacts.begin();
+    this.policyFacts.begin();
     // Its ipcache was empty too: no prefix had an identity before (context.ts IpcacheJournal.bulk).
     this.ctx.ipcacheTouched.bulk = undo === null;
     this.applyEvents(events);
@@ -211,8 +217,9 @@ export class Engine {
     this.proxyPorts.rollback();
     this.rollback(undo, before, mark);
     this.allocator.commit();
-    // The undo must have given back the committed pods and IP owners; if not, they are restored and the stages rebuilt.
-    if (!this.podFacts.undone()) this.recover(before);
+    // The undo must have given back the committed pods, IP owners and policies; if not, they are restored and the stages rebuilt.
+    const podsUndone = this.podFacts.undone();
+    if (!this.policyFacts.undone() || !podsUndone) this.recover(before);
     throw refusal;
   }
 
@@ -254,9 +261,11 @@ export class Engine {
     this.allocator.rollback();
     try {
       this.podFacts.rollback();
+      this.policyFacts.rollback();
       const events = this.model.events();
       const owners = this.model.ipOwnerKeys();
       this.podFacts.clear();
+      this.policyFacts.clear();
       this.resetStages();
       this.ctx.adopting = true;
       for (const e of events) this.applyEvent(e);
@@ -339,7 +348,7 @@ export class Engine {
   private nodeChanged(change: () => Policy[]): void {
     const moved: Policy[] = [];
     this.ctx.onUndo(() => {
-      for (const p of moved) this.stages.resolver.upsertPolicy(this.stages.nodes.apiServerKnown ? withoutApiServerStandIns(p) : p);
+      for (const p of moved) this.stages.resolver.upsertPolicy(this.stages.nodes.apiServerKnown ? withoutApiServerStandIns(p) : p, policyRefKey(p.ref), p);
     });
     for (const p of change()) {
       moved.push(p);
@@ -356,7 +365,7 @@ export class Engine {
     fqdn.policyUpserted(policy, key);
     splits.policyUpserted(policy, key);
     nodes.policyUpserted(given, key);
-    resolver.upsertPolicy(policy, key);
+    resolver.upsertPolicy(policy, key, given);
   }
 
   private deletePolicy(key: string): void {

@@ -1,9 +1,10 @@
 import { namespaceWithDefaults, podKey } from '../model/cluster.js';
-import { Policy, policyRefKey } from '../model/rules.js';
+import { policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
 import { DnsCache } from './dns-cache.js';
 import type { EngineEvent } from './events.js';
 import type { PodFact, PodFacts } from './pod-facts.js';
+import type { PolicyFact, PolicyFacts } from './policy-facts.js';
 import type { ModelView } from './validate.js';
 
 /**
@@ -11,11 +12,11 @@ import type { ModelView } from './validate.js';
  * It is changed only after a transaction commits, so while one runs it is the state to fall back
  * to: validation reads it, and an engine whose caches an unexpected exception may have left half
  * changed rebuilds them from it. The pods and the owners of their IPs are the pod table's
- * (`PodFacts`: one table per fact), which keeps what a transaction overwrote until it commits.
+ * (`PodFacts`: one table per fact), the policies the resolver's (`PolicyFacts`): each keeps what
+ * a transaction overwrote until it commits.
  */
 export class ModelStore implements ModelView {
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
-  private readonly policies = new Map<string, Policy>();
   /**
    * Pod and policy keys by namespace, built when first asked for (a namespace deletion, which
    * validation and this model handle): until then no upsert pays for a Set entry nobody reads.
@@ -36,6 +37,7 @@ export class ModelStore implements ModelView {
    */
   constructor(
     private readonly facts: PodFacts<PodFact>,
+    private readonly policies: PolicyFacts<PolicyFact>,
     readonly identitySource: 'local' | 'external' = 'local',
     dnsOptions: DnsCacheOptions = DEFAULT_DNS_CACHE_OPTIONS,
   ) {
@@ -75,7 +77,7 @@ export class ModelStore implements ModelView {
   }
 
   hasPolicy(key: string): boolean {
-    return this.policies.has(key);
+    return this.policies.get(key) !== undefined;
   }
 
   podsInNamespace(namespace: string): Iterable<string> {
@@ -89,7 +91,7 @@ export class ModelStore implements ModelView {
   policiesInNamespace(namespace: string): Iterable<string> {
     if (this.policiesByNs === null) {
       this.policiesByNs = new Map();
-      for (const [key, p] of this.policies) if (p.ref.namespace !== undefined) index(this.policiesByNs, p.ref.namespace, key, true);
+      for (const [key, rec] of this.policies.entries()) if (rec.given.ref.namespace !== undefined) index(this.policiesByNs, rec.given.ref.namespace, key, true);
     }
     return this.policiesByNs.get(namespace) ?? [];
   }
@@ -107,10 +109,10 @@ export class ModelStore implements ModelView {
         this.dns.advance(e.seconds, noop);
         return;
       case 'deleteNamespace':
-        // Its pods left the tables with the transaction: their DNS history and index entries go here.
+        // Its pods and policies left the tables with the transaction: their DNS history and index entries go here.
         this.dns.forgetNamespace(e.name, noop);
         this.podsByNs?.delete(e.name);
-        for (const k of [...this.policiesInNamespace(e.name)]) this.deletePolicy(k);
+        this.policiesByNs?.delete(e.name);
         this.namespaces.delete(e.name);
         return;
       case 'upsertPod': {
@@ -127,10 +129,11 @@ export class ModelStore implements ModelView {
         return;
       }
       case 'upsertPolicy':
-        this.upsertPolicy(e.policy);
+        // The policy itself is in the resolver's table: only the namespace index, once built (not in a cold start), records it.
+        if (this.policiesByNs !== null && e.policy.ref.namespace !== undefined) index(this.policiesByNs, e.policy.ref.namespace, policyRefKey(e.policy.ref), true);
         return;
       case 'deletePolicy':
-        this.deletePolicy(policyRefKey(e.ref));
+        if (this.policiesByNs !== null && e.ref.namespace !== undefined) index(this.policiesByNs, e.ref.namespace, policyRefKey(e.ref), false);
         return;
       case 'upsertIdentity':
         this.identities.set(e.id, e.labels);
@@ -151,25 +154,6 @@ export class ModelStore implements ModelView {
   }
 
   /**
-   * An update is written in place: deleting and re-adding a key costs a big Map or Set far more
-   * (see tombstone-map.ts). The key names the namespace, so the namespace index never moves.
-   */
-  private upsertPolicy(policy: Policy): void {
-    const key = policyRefKey(policy.ref);
-    // Whether it is new matters only to the namespace index (not built in a cold start: one lookup fewer a policy).
-    const ns = policy.ref.namespace;
-    if (ns !== undefined && this.policiesByNs !== null && !this.policies.has(key)) index(this.policiesByNs, ns, key, true);
-    this.policies.set(key, policy);
-  }
-
-  private deletePolicy(key: string): void {
-    const p = this.policies.get(key);
-    if (!p) return;
-    this.policies.delete(key);
-    if (p.ref.namespace !== undefined && this.policiesByNs !== null) index(this.policiesByNs, p.ref.namespace, key, false);
-  }
-
-  /**
    * Events that build this model from nothing (the DNS cache aside: `dns.clone()`): identities,
    * namespaces, then pods, then policies. Who owns an IP two pods claim is not in them: `ipOwnerKeys`.
    */
@@ -181,7 +165,7 @@ export class ModelStore implements ModelView {
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
     // In write order (an undone transaction may have moved records in the table): a relabel re-writes pods in it.
     for (const { pod, local } of [...this.facts.records()].sort((a, b) => a.written - b.written)) out.push({ type: 'upsertPod', pod, local });
-    for (const policy of this.policies.values()) out.push({ type: 'upsertPolicy', policy });
+    for (const { given } of this.policies.records()) out.push({ type: 'upsertPolicy', policy: given });
     return out;
   }
 }

@@ -11,7 +11,7 @@ import { compilePolicy, EnforcementUnit, NamedPortResolver, policySubjects, port
 import type { CachedSelector, IdentitySelector, SelectorCache } from './selector-cache.js';
 import { Attached, Compiled, GroupListener, itemCount, itemOf, PolicyRecord, SubjectGroup } from './subject-groups.js';
 import type { LocalIdentity, SharedMapState, SharedMaps } from './shared-maps.js';
-import { TombstoneMap } from './tombstone-map.js';
+import type { PolicyFacts } from './policy-facts.js';
 
 /** Cilium's `localHostKey`: ingress from the local host (reserved identity 1), every protocol and port. */
 const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
@@ -26,7 +26,6 @@ const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
  * reads or writes kernel-layer entries: that is the map state's `settle()` at commit.
  */
 export class PolicyResolver implements NamedPortListener, GroupListener, PeerChangeListener {
-  private readonly policies = new TombstoneMap<string, PolicyRecord>();
   /** Subject groups by selector key. */
   private readonly groups = new Map<string, SubjectGroup>();
   /** The next item number (`PolicyRecord.seqOf`). */
@@ -45,6 +44,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
 
   constructor(
     private readonly ctx: EngineContext,
+    /** The stored policies, shared with the committed model (policy-facts.ts). */
+    private readonly policies: PolicyFacts<PolicyRecord>,
     private readonly identities: IdentityTable,
     private readonly maps: SharedMaps,
     private readonly subjectCache: SelectorCache,
@@ -57,13 +58,16 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
    * `key` is `policyRefKey(policy.ref)` (flat); not interned: unique per policy, and interning costs ~7x more.
    * A NetworkPolicy-tier policy is compiled only once one of its subject groups is active: until
    * then it is one record and one entry per distinct subject (compiling cannot fail: validation did).
+   * `given` is the policy as its event gave it (`policy` is it without API server stand-ins once their addresses are known).
    */
-  upsertPolicy(policy: Policy, key: string = policyRefKey(policy.ref)): void {
+  upsertPolicy(policy: Policy, key: string = policyRefKey(policy.ref), given: Policy = policy): void {
     if (this.ctx.faultHook) this.ctx.fault('attachUnit');
     const old = this.policies.get(key);
     const oldPolicy = old?.policy;
-    const rec = old ? this.replace(old, policy) : this.fresh(policy);
-    if (!old) this.policies.set(key, rec);
+    const oldGiven = old?.given;
+    if (old) this.policies.setGiven(key, old, given);
+    const rec = old ? this.replace(old, policy) : this.fresh(policy, given);
+    if (!old) this.policies.add(key, rec);
     const subjects = this.subjectsOf(rec);
     let active = false;
     let g: SubjectGroup | undefined;
@@ -87,16 +91,16 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
         else this.onEnforcementChange(a, [...gi.cs.selected], []);
       }
     }
-    if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy);
+    if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy, oldGiven);
   }
 
   /** A new policy's record: a ClusterNetworkPolicy's compiled now (it reads the node table as it is). */
-  private fresh(policy: Policy): PolicyRecord {
+  private fresh(policy: Policy, given: Policy): PolicyRecord {
     const compiled = policy.tiered ? compilePolicy(policy, this.ctx.nodeCover) : null;
     const seq = this.nextSeq;
     // Numbers for every item it may compile to (at most two units per rule).
     this.nextSeq += compiled ? itemCount(compiled) : 2 * policy.rules.length + policy.enforcements.length;
-    const rec = new PolicyRecord(policy, compiled, seq);
+    const rec = new PolicyRecord(policy, given, compiled, seq);
     if (compiled) rec.attached = new Array<Attached | null>(itemCount(compiled)).fill(null);
     return rec;
   }
@@ -162,8 +166,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   }
 
   /** Apart: a closure in `upsertPolicy` would allocate its context on every call, undo log or not (a cold start has none). */
-  private undoUpsert(key: string, old: Policy | undefined): void {
-    this.ctx.onUndo(() => (old ? this.upsertPolicy(old) : this.deletePolicy(key)));
+  private undoUpsert(key: string, old: Policy | undefined, oldGiven: Policy | undefined): void {
+    this.ctx.onUndo(() => (old ? this.upsertPolicy(old, key, oldGiven) : this.deletePolicy(key)));
   }
 
   deletePolicy(key: string): void {
@@ -172,13 +176,14 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     if (rec.compiled !== null) for (let i = 0; i < itemCount(rec.compiled); i++) this.detach(rec, i);
     for (const sel of this.subjectsOf(rec)) this.leaveGroup(sel.key, rec);
     this.policies.delete(key);
-    this.ctx.onUndo(() => this.upsertPolicy(rec.policy));
+    const { policy, given } = rec;
+    this.ctx.onUndo(() => this.upsertPolicy(policy, key, given));
   }
 
   /** The keys of the namespace's policies (a namespace's deletion deletes each as a `deletePolicy` would). */
   policiesIn(namespace: string): string[] {
     const out: string[] = [];
-    for (const [k, rec] of this.policies) if (rec.policy.ref.namespace === namespace) out.push(k);
+    for (const [k, rec] of this.policies.entries()) if (rec.policy.ref.namespace === namespace) out.push(k);
     return out;
   }
 

@@ -3,6 +3,7 @@
 import type { IdentityId } from '../model/identity.js';
 import type { Policy, RuleOrigin } from '../model/rules.js';
 import { AttachedEnforcement, AttachedUnit, PeerListener } from './attached-units.js';
+import type { PolicyFact } from './policy-facts.js';
 import type { compilePolicy, EnforcementUnit, RuleUnit } from './rule-units.js';
 import type { CachedSelector, SelectionListener } from './selector-cache.js';
 
@@ -22,16 +23,20 @@ export type Compiled = ReturnType<typeof compilePolicy>;
  * group of it is active (a ClusterNetworkPolicy's at upsert: its compilation reads the node
  * table as it is then).
  */
-export class PolicyRecord {
+export class PolicyRecord implements PolicyFact {
   // Declared, set in the constructor: field initializers run as one more call per record (one per policy upsert).
+  /** What the resolver compiles: `given` without API server stand-ins once their addresses are known. */
   declare policy: Policy;
+  /** The policy as its event gave it: what the committed model rebuilds from (policy-facts.ts). */
+  declare given: Policy;
   declare compiled: Compiled | null;
   declare seq: number | readonly number[];
   /** Aligned with the items once compiled; null for an item whose subject group is pending. */
   declare attached: (Attached | null)[] | null;
 
-  constructor(policy: Policy, compiled: Compiled | null, seq: number | readonly number[]) {
+  constructor(policy: Policy, given: Policy, compiled: Compiled | null, seq: number | readonly number[]) {
     this.policy = policy;
+    this.given = given;
     this.compiled = compiled;
     this.seq = seq;
     this.attached = null;

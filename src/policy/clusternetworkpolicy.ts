@@ -197,7 +197,9 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const pp = join(path, peersField);
   const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
   const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i), warnings));
-  const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames' || p.kind === 'nodes');
+  // A nodes or domainNames peer first: only the experimental CRD has them, and it refuses any of the three with a
+  // named port, so the rule is invalid whatever the order of its peers (attack finding 1833).
+  const unnamed = peers.find((p) => p.kind === 'domainNames' || p.kind === 'nodes') ?? peers.find((p) => p.kind === 'networks');
   if (unnamed && protocols.some((p) => p.kind === 'named')) {
     // The experimental CRD refuses this (an XValidation); the standard CRD has no such rule and
     // accepts networks with a named port, which the API gives no meaning: the stand-in fails closed.

@@ -137,7 +137,9 @@ function readCidrSetPeer(r: Reader, s: unknown, path: string): Peer[] {
  * and the cluster key (not modelled).
  */
 function parseNodeSelector(r: Reader, v: unknown, path: string, options: ParseOptions): Selector {
-  if (options.nodeSelectorLabels !== true) r.fail(path, 'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set (Cilium refuses the policy without it; scenarios: nodeSelectorLabels: true)');
+  // Deferred: the cluster's agent may run with the flag (the stand-in takes this error), and Cilium refuses the object
+  // for an invalid field after it either way (attack finding 1836).
+  if (options.nodeSelectorLabels !== true) r.unsupported(path, 'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set (Cilium refuses the policy without it; scenarios: nodeSelectorLabels: true)');
   const sel = parseLabelSelector(r, v, path, CILIUM_SELECTOR);
   const reqs = sel.requirements.map((q) => {
     if (q.key.key === CLUSTER_KEY) r.unsupported(path, `the key ${CLUSTER_KEY} in a node selector is not supported by distill`);

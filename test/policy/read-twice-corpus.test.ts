@@ -39,7 +39,8 @@ function outcome(doc: unknown, options: { nodeSelectorLabels?: boolean }): strin
 }
 
 describe('every corpus policy reads the same forwards, twice and backwards', () => {
-  it('for each agent option set', () => {
+  // About 10 s of CPU (the corpus's YAML, then six reads of 2,900 policies): a generous timeout for a loaded machine.
+  it('for each agent option set', { timeout: 600_000 }, () => {
     const docs: unknown[] = [];
     for (const f of files('fixtures/conformance')) {
       try {

@@ -23,13 +23,25 @@ const CILIUM_PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ANY'] as const;
  */
 const EXTENDED_IP_PROTOCOLS: readonly unknown[] = ['VRRP', 'IGMP', 'GRE', 'IPIP', 'IPv6', 'ESP', 'AH'];
 
-function parseProtocol(r: Reader, v: unknown, path: string): RuleProtocol {
-  if (absent(v)) return 'ANY';
-  if (EXTENDED_IP_PROTOCOLS.includes(v)) r.fail(path, `"${String(v)}" (an IP protocol without ports, Cilium 1.18+) is not supported by distill`);
+/**
+ * The port's protocol. An extended IP protocol defers its error (`Reader.unsupported`: Cilium takes
+ * it, and an invalid field after it is the error, attack finding 1832) and reads as `ANY` meanwhile,
+ * marked in `extendedProtocols` so that the checks Cilium makes of such ports are made.
+ */
+function parseProtocol(r: Reader, v: unknown, path: string): { protocol: RuleProtocol; extended?: string } {
+  if (absent(v)) return { protocol: 'ANY' };
+  if (EXTENDED_IP_PROTOCOLS.includes(v)) {
+    r.unsupported(path, `"${String(v)}" (an IP protocol without ports, Cilium 1.18+) is not supported by distill`);
+    return { protocol: 'ANY', extended: String(v) };
+  }
   // The API server checks the CRD enum, case-sensitively, before Cilium's own (lenient) parser runs.
-  const p = r.oneOf(v, path, CILIUM_PROTOCOLS);
-  return p;
+  return { protocol: r.oneOf(v, path, CILIUM_PROTOCOLS) };
 }
+
+/** The ports read with an extended IP protocol (read as ANY while their error is deferred), by the protocol's name. */
+const extendedProtocols = new WeakMap<L4Match, string>();
+/** Extended-protocol ports written without a port number. */
+const withoutPort = new WeakSet<L4Match>();
 
 /** Cilium's maxPorts and maxICMPFields (pkg/policy/api/rule_validation.go). */
 const MAX_RULE_ITEMS = 40;
@@ -39,9 +51,23 @@ const fromPortZero = new WeakSet<L4Match>();
 
 function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   const o = r.object(v, path, ['port', 'endPort', 'protocol']);
-  const protocol = parseProtocol(r, o.protocol, join(path, 'protocol'));
+  const { protocol, extended } = parseProtocol(r, o.protocol, join(path, 'protocol'));
+  const l4 = parsePort(r, o, path, protocol, extended);
+  if (extended !== undefined) extendedProtocols.set(l4, extended);
+  return l4;
+}
+
+function parsePort(r: Reader, o: Record<string, unknown>, path: string, protocol: RuleProtocol, extended: string | undefined): L4Match {
   let port = 0;
   let named: string | undefined;
+  // An extended protocol without a port: Cilium takes it with `enable-extended-ip-protocols` (the stand-in then
+  // holds, attack finding 711), and it is no zero port for PortRule.sanitize's L7 check (isZero stays false).
+  if ((absent(o.port) || o.port === '') && extended !== undefined) {
+    if (!absent(o.endPort)) r.intInRange(o.endPort, join(path, 'endPort'), 0, MAX_PORT);
+    const l4: L4Match = { kind: 'range', protocol, from: 0, to: 0 };
+    withoutPort.add(l4);
+    return l4;
+  }
   // The CRD marks `port` required and Cilium's PortProtocol.Validate refuses an empty one.
   if (absent(o.port) || o.port === '') r.fail(join(path, 'port'), 'is required (Cilium: "port must be specified"; "0" means every port)');
   // The CRD types `port` as a string (no int-or-string): the API server refuses `port: 80`.
@@ -53,6 +79,8 @@ function parsePortProtocol(r: Reader, v: unknown, path: string): L4Match {
   if (isValidPortName(folded)) {
     named = folded;
   } else {
+    // PortProtocol.sanitize (rule_validation.go, 1.19: VRRP and IGMP; later `isExtendedIPProtocol`).
+    if (extended !== undefined && raw !== '0') r.fail(join(path, 'port'), `port must be empty or 0 (Cilium refuses ${extended} with a port)`);
     port = goPortNumber(r, raw, join(path, 'port'));
   }
   if (!absent(o.endPort)) {
@@ -185,11 +213,11 @@ function parseL7(r: Reader, v: unknown, path: string, direction: Direction, l4s:
 /** PortRule.sanitize's checks of the ports beside non-empty L7 rules (rule_validation.go). */
 function checkL7Ports(r: Reader, l4s: readonly L4Match[], portsPath: string, dns: boolean): void {
   l4s.forEach((l4, i) => {
-    if (l4.kind === 'range' && (l4.from === 0 || fromPortZero.has(l4))) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
+    if (l4.kind === 'range' && (l4.from === 0 || fromPortZero.has(l4)) && !withoutPort.has(l4)) r.fail(join(at(portsPath, i), 'port'), 'L7 rules can not be used when a port is 0');
     // cilium#34023 (PortProtocol.Validate, Cilium >= 1.17): "DNS rules do not support port ranges".
     if (dns && l4.kind === 'range' && l4.to > l4.from) r.fail(join(at(portsPath, i), 'endPort'), 'DNS rules do not support port ranges');
     if (!dns && l4.kind !== 'all' && l4.protocol !== 'TCP') {
-      r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${l4.protocol}) except for DNS rules`);
+      r.fail(join(at(portsPath, i), 'protocol'), `L7 rules can only apply to TCP (not ${extendedProtocols.get(l4) ?? l4.protocol}) except for DNS rules`);
     }
   });
 }

@@ -72,10 +72,11 @@ function parseRule(r: Reader, v: unknown, path: string, ref: PolicyRef, namespac
   // A namespaced policy's host spec: pkg/k8s/apis/cilium.io/v2/cnp_types.go Parse refuses the whole object ("rule cannot
   // have NodeSelector"). In a clusterwide one, "is not supported by distill": the agent's stand-in skips this spec only
   // and keeps the endpoint specs, which Cilium enforces (attack finding 1304).
-  if (!absent(o.nodeSelector)) checkHostSpec(r, o, path, namespace);
-  if (!absent(o.nodeSelector)) r.fail(join(path, 'nodeSelector'), 'is not supported by distill (a host policy: distill models pod endpoints, not the host endpoint)');
-  if (absent(o.endpointSelector)) r.fail(join(path, 'endpointSelector'), 'is required');
-  const subject = parseSubject(r, o.endpointSelector, join(path, 'endpointSelector'), namespace, out.warnings);
+  const host = !absent(o.nodeSelector);
+  if (host) readHostSpec(r, o, path, namespace);
+  if (!host && absent(o.endpointSelector)) r.fail(join(path, 'endpointSelector'), 'is required');
+  // A host spec's rules are still read (its subject stands in for the node's), so that what Cilium refuses in them is refused.
+  const subject = host ? parseLabelSelector(r, o.nodeSelector, join(path, 'nodeSelector'), CILIUM_SELECTOR) : parseSubject(r, o.endpointSelector, join(path, 'endpointSelector'), namespace, out.warnings);
   r.optString(o.description, join(path, 'description'));
   (r.optArray(o.labels, join(path, 'labels')) ?? []).forEach((l, i) => {
     const lo = r.object(l, at(join(path, 'labels'), i), ['key', 'value', 'source']);
@@ -127,13 +128,37 @@ function parseDirectionalRule(r: Reader, v: unknown, path: string, shape: Direct
   return { origin: { policy: ref, path: intern(path) }, subject, direction: shape.direction, verdict: shape.verdict, peers: peers.slice(), ports: ports.slice(), ...(toFQDNs ? { toFQDNs } : {}) };
 }
 
-/** What Cilium refuses in a host spec, whose object the agent then skips whole (no stand-in keeps its other specs). */
-function checkHostSpec(r: Reader, o: Record<string, unknown>, path: string, namespace: string | undefined): void {
+/**
+ * What Cilium refuses in a host spec, whose object the agent then skips whole (no stand-in keeps its other specs).
+ * The spec itself is "not supported", deferred (`Reader.unsupported`): its selector and rules are read after it,
+ * and Cilium's Rule.Sanitize refuses the whole object for an invalid one (attack finding 1834).
+ */
+function readHostSpec(r: Reader, o: Record<string, unknown>, path: string, namespace: string | undefined): void {
   if (namespace !== undefined) r.fail(join(path, 'nodeSelector'), 'a CiliumNetworkPolicy rule cannot have nodeSelector (Cilium refuses the policy; host policies are CiliumClusterwideNetworkPolicies)');
   // Rule.Sanitize (pkg/policy/api/rule_validation.go); the CRD's oneOf refuses both selectors too.
   if (!absent(o.endpointSelector)) r.fail(path, 'rule cannot have both EndpointSelector and NodeSelector');
   const lists = ['ingress', 'ingressDeny', 'egress', 'egressDeny'].map((f) => o[f]);
   if (!lists.some((l) => Array.isArray(l) && l.length > 0)) r.fail(path, 'rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny (an empty list is none; Cilium refuses the whole policy)');
+  r.unsupported(join(path, 'nodeSelector'), 'is not supported by distill (a host policy: distill models pod endpoints, not the host endpoint)');
+  checkHostL7(r, o.ingress, join(path, 'ingress'), ['http', 'kafka', 'dns', 'l7'], 'L7 policy is not supported on host ingress yet');
+  checkHostL7(r, o.egress, join(path, 'egress'), ['http', 'kafka'], 'L7 protocol HTTP or Kafka is not supported on host egress yet');
+}
+
+/**
+ * rule_validation.go IngressRule.sanitize(hostPolicy): any non-empty L7 rules (countL7Rules) on host ingress;
+ * EgressRule.sanitize(hostPolicy): non-empty HTTP or Kafka rules on host egress (DNS is allowed).
+ */
+function checkHostL7(r: Reader, v: unknown, path: string, lists: readonly string[], detail: string): void {
+  if (!Array.isArray(v)) return;
+  v.forEach((rule: unknown, i) => {
+    const toPorts = typeof rule === 'object' && rule !== null ? (rule as Record<string, unknown>).toPorts : undefined;
+    if (!Array.isArray(toPorts)) return;
+    for (const pr of toPorts as unknown[]) {
+      const rules = typeof pr === 'object' && pr !== null ? (pr as Record<string, unknown>).rules : undefined;
+      if (typeof rules !== 'object' || rules === null) continue;
+      if (lists.some((k) => Array.isArray((rules as Record<string, unknown>)[k]) && ((rules as Record<string, unknown>)[k] as unknown[]).length > 0)) r.fail(at(path, i), detail);
+    }
+  });
 }
 
 /** Characters of Unicode's C categories that Go's `\PC` refuses (its tables hold no unassigned code points, Cn; JSON decoding turns lone surrogates into U+FFFD). */

@@ -1,7 +1,7 @@
 import { Cidr, parseCidr } from '../model/cidr.js';
 import { NAMESPACE_LABELS_PREFIX, SOURCE_K8S } from '../model/labels.js';
 import type { Direction, Policy, PolicyWarning } from '../model/rules.js';
-import { makeSelector, Selector } from '../model/selector.js';
+import { makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { MAX_PRIORITY, MIN_PRIORITY, TIER_ACTIONS, TIERS, TierAction, TieredSpec, TierPeer, TierPort, TierRule } from '../model/tiers.js';
 import { FqdnSelector, makeFqdnSelector } from '../model/fqdn.js';
 import { isValidPortName } from '../model/ports.js';
@@ -61,7 +61,9 @@ function readSelector(r: Reader, v: unknown, path: string, opts: SelectorOptions
     return parseLabelSelector(r, v, path, opts);
   } catch (e) {
     if (!(e instanceof ManifestError) || !crdSelectorShape(v)) throw e;
-    return r.fail(e.fieldPath, `${e.detail}: the CRD takes this selector, Kubernetes' LabelSelectorAsSelector refuses it; it is not supported by distill`);
+    // Deferred (`Reader.unsupported`): the API server stores the object only if the rest passes the CRD (attack finding 1835).
+    r.unsupported(e.fieldPath, `${e.detail}: the CRD takes this selector, Kubernetes' LabelSelectorAsSelector refuses it; it is not supported by distill`);
+    return WILDCARD_SELECTOR;
   }
 }
 
@@ -89,7 +91,7 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   const present = Object.keys(o).filter((k) => !absent(o[k]));
   for (const k of present) {
     // To this version's ingress peer type a peer with no known field (a newer CRD's): "not supported", so the agent's stand-in fails its rule closed.
-    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.fail(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods (a newer CRD's "${k}" ingress peer is not supported by distill)`);
+    if (direction === 'ingress' && EGRESS_ONLY_PEERS.includes(k)) r.unsupported(join(path, k), `"${k}" is an egress peer; an ingress peer is namespaces or pods (a newer CRD's "${k}" ingress peer is not supported by distill)`);
   }
   const known = present.filter((k) => PEER_FIELDS[direction].includes(k));
   if (known.length > 1) r.fail(path, `exactly one peer field may be set (got ${known.join(' and ')})`);
@@ -171,7 +173,7 @@ function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: Policy
   if (field === 'destinationNamedPort') {
     const name = r.string(o.destinationNamedPort, join(path, field));
     // Go's omitempty makes "" (which the CRD takes: the key counts for minProperties) an entry with no field set.
-    if (name === '') r.fail(join(path, field), 'is empty: a protocols entry with no port is not supported by distill');
+    if (name === '') r.unsupported(join(path, field), 'is empty: a protocols entry with no port is not supported by distill');
     if (!isValidPortName(name)) {
       // The CRD takes any string (no pattern), but no container port has such a name (the API server refuses pods with it): it matches no port.
       warnings.push({ source: r.source, path: join(path, field), detail: `"${name}" is no container port name (IANA_SVC_NAME): this entry matches no port` });
@@ -197,17 +199,19 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const pp = join(path, peersField);
   const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
   const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i), warnings));
-  const unnamed = peers.find((p) => p.kind === 'networks' || p.kind === 'domainNames' || p.kind === 'nodes');
+  // A nodes or domainNames peer first: only the experimental CRD has them, and it refuses any of the three with a
+  // named port, so the rule is invalid whatever the order of its peers (attack finding 1833).
+  const unnamed = peers.find((p) => p.kind === 'domainNames' || p.kind === 'nodes') ?? peers.find((p) => p.kind === 'networks');
   if (unnamed && protocols.some((p) => p.kind === 'named')) {
     // The experimental CRD refuses this (an XValidation); the standard CRD has no such rule and
     // accepts networks with a named port, which the API gives no meaning: the stand-in fails closed.
-    if (unnamed.kind === 'networks') r.fail(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');
-    r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
+    if (unnamed.kind === 'networks') r.unsupported(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');
+    else r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
   }
   if (action !== 'Accept' && peers.some((p) => p.kind === 'domainNames')) {
     // types.go: "DomainNames is only supported for Accept rules" (no CEL rule; NPEP-133: a Deny on incompletely learnt IPs fails open).
     // "not supported by distill": the agent's stand-in then fails closed (src/policy/stand-in.ts).
-    r.fail(join(path, 'action'), `is ${action}: a domainNames peer in a ${action} rule is not supported by distill (the API supports it in Accept rules only)`);
+    r.unsupported(join(path, 'action'), `is ${action}: a domainNames peer in a ${action} rule is not supported by distill (the API supports it in Accept rules only)`);
   }
   return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };
 }

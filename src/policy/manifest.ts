@@ -31,7 +31,7 @@ export function parseManifest(doc: unknown, source: string, options: ParseOption
  * (a trace: `markParsedPolicy` on both would double the weak set while a big trace is read).
  */
 export function readManifest(doc: unknown, source: string, options: ParseOptions = {}): Policy {
-  const r = new Reader(source);
+  const r = new Reader(source, true);
   if (isList(doc)) r.fail('kind', `"${String(doc.kind)}" is a list of manifests: a List is read only from a manifest file; give one policy here`);
   const kindPeek = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>).kind : undefined;
   const top = kindPeek === 'NetworkPolicy' || kindPeek === 'ClusterNetworkPolicy' ? ['apiVersion', 'kind', 'metadata', 'spec', 'status'] : ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'];

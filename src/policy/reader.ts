@@ -7,8 +7,19 @@ import { ManifestError } from './errors.js';
  */
 export class Reader {
   private deferred: ManifestError | undefined;
+  private deferrals = 0;
 
-  constructor(readonly source: string) {}
+  /**
+   * `deferUnknownFields`: an unknown field is recorded as `unsupported`, not thrown, so the fields
+   * read after it are still checked (a policy manifest: the API server prunes unknown fields of a
+   * structural CRD and Go's decoder skips them, and Cilium or the API server still refuse the object
+   * for an invalid field beside one, attack finding 1830). Only a reader whose caller throws the
+   * deferred error (`readManifest`) may set it.
+   */
+  constructor(
+    readonly source: string,
+    private readonly deferUnknownFields = false,
+  ) {}
 
   /**
    * A field distill does not read and Cilium enforces ("is not supported by distill", which the agent
@@ -19,6 +30,12 @@ export class Reader {
    */
   unsupported(path: string, detail: string): void {
     this.deferred ??= new ManifestError(this.source, path, detail);
+    this.deferrals++;
+  }
+
+  /** How many `unsupported` calls this reader has had: a cache of parses keeps only those that made none. */
+  deferralCount(): number {
+    return this.deferrals;
   }
 
   throwDeferred(): void {
@@ -34,7 +51,10 @@ export class Reader {
     if (!isPlainObject(v)) this.fail(path, `expected an object, got ${describe(v)}`);
     const rec = v;
     for (const k of Object.keys(rec)) {
-      if (!allowed.includes(k)) this.fail(join(path, k), `unknown field (expected one of: ${allowed.join(', ')})`);
+      if (allowed.includes(k)) continue;
+      const detail = `unknown field (expected one of: ${allowed.join(', ')})`;
+      if (this.deferUnknownFields) this.unsupported(join(path, k), detail);
+      else this.fail(join(path, k), detail);
     }
     return rec;
   }

@@ -43,7 +43,7 @@ function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): 
  * them dropped when a trace shares equal selectors; V8 pretenures such allocation sites, so that
  * garbage filled the old space. Only successful parses are cached, of inputs made of plain objects,
  * arrays and strings alone, as data properties (`plainText`), whose JSON text then determines the
- * result. Bounded: a full cache is emptied.
+ * result, and that made no deferred error (`Reader.unsupported`). Bounded: a full cache is emptied.
  */
 let parsedSelectors = new WeakMap<SelectorOptions, Map<string, Selector>>();
 const MAX_CACHED_SELECTORS = 16384;
@@ -78,8 +78,10 @@ export function parseLabelSelector(r: Reader, v: unknown, path: string, opts: Se
   let cache = parsedSelectors.get(opts);
   const hit = text === null ? undefined : cache?.get(text);
   if (hit !== undefined) return hit;
+  const deferrals = r.deferralCount();
   const sel = parseSelectorObject(r, v, path, opts);
-  if (text === null || text.length > MAX_CACHED_TEXT) return sel;
+  // A parse that deferred an error (Reader.unsupported) is not kept: a cache hit would skip the error.
+  if (text === null || text.length > MAX_CACHED_TEXT || r.deferralCount() !== deferrals) return sel;
   if (!cache) parsedSelectors.set(opts, (cache = new Map()));
   if (cache.size >= MAX_CACHED_SELECTORS) cache.clear();
   cache.set(text, sel);
@@ -103,7 +105,8 @@ function parseSelectorObject(r: Reader, v: unknown, path: string, opts: Selector
     const key = parseKey(r, k, kpath, opts);
     const ext = byExtended && ciliumExtendedKey(k);
     const other = ext === undefined ? undefined : byExtended?.get(ext);
-    if (other && other[1] !== val) r.fail(kpath, `"${k}" and "${other[0]}" are the same key for Cilium ("${ext}") with different values: Cilium keeps one of them, chosen by Go's map order, which is not supported by distill`);
+    // Deferred (Cilium takes the policy, so an invalid field after it is the error: attack finding 1831).
+    if (other && other[1] !== val) r.unsupported(kpath, `"${k}" and "${other[0]}" are the same key for Cilium ("${ext}") with different values: Cilium keeps one of them, chosen by Go's map order, which is not supported by distill`);
     if (ext !== undefined) byExtended?.set(ext, [k, val]);
     const vp = labelValueProblem(val);
     if (vp) r.fail(kpath, `invalid label value "${val}": ${vp}`);

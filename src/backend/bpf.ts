@@ -217,10 +217,12 @@ export class BpfBackend implements MapBackend {
    * (an older or foreign writer's) is replaced, as Cilium's OpenOrCreateMap does (objCheck,
    * pkg/bpf/bpf_linux.go: "Removing map to allow for property upgrade"); read-only, one of another
    * encoding is refused (its entries would be misread).
-   * Cilium's datapath keeps the old map until its program is reloaded; here readers open the pin,
-   * so the new map is filled first and renamed over the old pin in one step. It holds the old
+   * The new map is filled first and renamed over the old pin in one step. It holds the old
    * entries when their encoding is the same and all of them fit, else none: an empty map admits
    * nothing, so it is never looser than the old or the new policy (reconcile then fills it).
+   * An endpoint program holds the map it was loaded with, not the pin, and keeps reading the old
+   * map until it is reloaded (Cilium's too, until the endpoint regenerates), which no later write
+   * reaches: the old map's allows and redirects are deleted, so it admits nothing (finding 1810).
    */
   private checkSpec(endpoint: string, fd: number, path: string): number {
     const info = mapInfo(fd);
@@ -238,12 +240,28 @@ export class BpfBackend implements MapBackend {
       throw new BackendError(`the map pinned at ${path} is not a distill policy map: ${diff.join(', ')}`, endpoint, 0);
     }
     const old = sameEncoding ? this.walker.entries(fd, endpoint) : [];
-    closeFd(fd);
     // An element distill never writes may decode to a live key (a direction byte of 2 read as ingress): nothing is copied then.
     const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
-    const fresh = this.replaceMap(endpoint, path, copy);
-    if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
-    return fresh;
+    try {
+      const fresh = this.replaceMap(endpoint, path, copy);
+      if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
+      this.disarm(endpoint, fd, old);
+      return fresh;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /**
+   * Deletes every allow and redirect of a map no writer will reach again (its pin now names
+   * another), for the programs still loaded with it: they then admit nothing. Allows go first,
+   * then redirects (one deleted earlier could expose an allow under it); denies stay, so no delete
+   * unshadows an allow.
+   */
+  private disarm(endpoint: string, fd: number, entries: readonly [Buffer, Buffer][]): void {
+    const values = entries.map(([k, v]) => [k, decodeValue(v).entry] as const);
+    for (const [k, e] of values) if (!e.deny && e.proxyPort === 0) this.deleteRaw(endpoint, fd, k);
+    for (const [k, e] of values) if (!e.deny && e.proxyPort !== 0) this.deleteRaw(endpoint, fd, k);
   }
 
   /** A new map holding `copy`, renamed over the pin at `path` in one step; returns its fd. */
@@ -427,15 +445,24 @@ export class BpfBackend implements MapBackend {
     return decodeValue(this.values.buf);
   }
 
+  /**
+   * Unpins the endpoint's map. A program loaded with it (an endpoint that left the engine while its
+   * veth lives on: a force-deleted pod's sandbox, or one the next state adds back) keeps reading it,
+   * and no write reaches it any more: it is disarmed first (finding 1811).
+   */
   remove(endpoint: string): void {
     this.refuseIfClosed(`removing the map of ${endpoint}`);
     this.refuseIfReadOnly(`removing the map of ${endpoint}`);
+    const path = this.pinPath(endpoint);
+    if (existsSync(path)) {
+      const open = this.fd(endpoint);
+      this.disarm(endpoint, open, this.walker.entries(open, endpoint));
+    }
     const fd = this.fds.get(endpoint);
     if (fd !== undefined) closeFd(fd);
     this.fds.delete(endpoint);
     this.sizes.delete(endpoint);
     this.unread.delete(endpoint);
-    const path = this.pinPath(endpoint);
     if (existsSync(path)) unlinkSync(path);
     // A cut name's directories, innermost first, as far as they are empty.
     for (let dir = dirname(pinName(endpoint)); dir !== '.'; dir = dirname(dir)) {

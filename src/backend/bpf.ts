@@ -260,8 +260,28 @@ export class BpfBackend implements MapBackend {
    */
   private disarm(endpoint: string, fd: number, entries: readonly [Buffer, Buffer][]): void {
     const values = entries.map(([k, v]) => [k, decodeValue(v).entry] as const);
-    for (const [k, e] of values) if (!e.deny && e.proxyPort === 0) this.deleteRaw(endpoint, fd, k);
-    for (const [k, e] of values) if (!e.deny && e.proxyPort !== 0) this.deleteRaw(endpoint, fd, k);
+    this.deleteRawKeys(endpoint, fd, values.filter(([, e]) => !e.deny && e.proxyPort === 0).map(([k]) => k));
+    this.deleteRawKeys(endpoint, fd, values.filter(([, e]) => !e.deny && e.proxyPort !== 0).map(([k]) => k));
+  }
+
+  /** Deletes elements by their exact key bytes, in order: batched where the kernel can, else (or on any refusal) one by one. */
+  private deleteRawKeys(endpoint: string, fd: number, keys: readonly Buffer[]): void {
+    for (let i = 0; i < keys.length; i += BATCH_SIZE) {
+      const chunk = keys.slice(i, i + BATCH_SIZE);
+      if (this.batchSupported && this.deleteRawBatch(endpoint, fd, chunk)) continue;
+      // Keys a refused batch deleted already are ENOENT now, which deleteRaw accepts.
+      for (const k of chunk) this.deleteRaw(endpoint, fd, k);
+    }
+  }
+
+  private deleteRawBatch(endpoint: string, fd: number, keys: readonly Buffer[]): boolean {
+    keys.forEach((k, i) => k.copy(this.keys.buf, i * KEY_SIZE));
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeBigUInt64LE(this.keys.address, 16);
+    a.writeUInt32LE(keys.length, 32);
+    a.writeUInt32LE(fd, 36);
+    return this.call(BPF_CMD.MAP_DELETE_BATCH, endpoint).ret === 0;
   }
 
   /** A new map holding `copy`, renamed over the pin at `path` in one step; returns its fd. */
@@ -397,16 +417,13 @@ export class BpfBackend implements MapBackend {
     // An element distill never writes (another writer's, e.g. a prefix length under 40 that covers every
     // identity, or forged value bits) decodes to some other record: the diff could neither see nor delete
     // it. Such a map is cleaned in place (the endpoint's program holds this map, not its pin): every allow
-    // goes first, then the foreign denies, so no step unshadows an allow; the diff then writes what the
-    // policy wants. Between the two the endpoint admits less than either policy, never more.
-    const denies: [Buffer, Buffer][] = [];
-    const foreignDenies: Buffer[] = [];
-    for (const [k, v] of raw) {
-      if (!decodeValue(v).entry.deny) this.deleteRaw(endpoint, fd, k);
-      else if (isCanonical(k, v)) denies.push([k, v]);
-      else foreignDenies.push(k);
-    }
-    for (const k of foreignDenies) this.deleteRaw(endpoint, fd, k);
+    // goes first, then every redirect (the trie walks a key's longer prefixes first, so in walk order a
+    // redirect went before the allow under it, finding 1812), then the foreign denies, so no step
+    // unshadows an allow; the diff then writes what the policy wants. Between the two the endpoint
+    // admits less than either policy, never more.
+    this.disarm(endpoint, fd, raw);
+    const denies = raw.filter(([k, v]) => decodeValue(v).entry.deny && isCanonical(k, v));
+    this.deleteRawKeys(endpoint, fd, raw.filter(([k, v]) => decodeValue(v).entry.deny && !isCanonical(k, v)).map(([k]) => k));
     this.sizes.set(endpoint, denies.length);
     return this.decode(denies);
   }

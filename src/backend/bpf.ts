@@ -242,11 +242,15 @@ export class BpfBackend implements MapBackend {
     const old = sameEncoding ? this.walker.entries(fd, endpoint) : [];
     // An element distill never writes may decode to a live key (a direction byte of 2 read as ingress): nothing is copied then.
     const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
+    let fresh: number | undefined;
     try {
-      const fresh = this.replaceMap(endpoint, path, copy);
+      fresh = this.replaceMap(endpoint, path, copy);
       if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
       this.disarm(endpoint, fd, old);
       return fresh;
+    } catch (e) {
+      if (fresh !== undefined) closeFd(fresh);
+      throw e;
     } finally {
       closeFd(fd);
     }

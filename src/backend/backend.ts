@@ -71,8 +71,8 @@ export interface MapBackend {
 }
 
 /**
- * Applies one engine transaction to a backend: removed maps go and new (empty) maps come first,
- * both of which only drop traffic, then the deltas of all endpoints in the fail-closed order of
+ * Applies one engine transaction to a backend: removed maps go (disarmed first, for a program that
+ * still holds one) and new (empty) maps come first, both of which only drop traffic, then the deltas of all endpoints in the fail-closed order of
  * `planWrites` (every endpoint's tighten batch before any loosen batch).
  *
  * `betweenPhases` runs after the last tighten batch and before the first loosen batch: that is

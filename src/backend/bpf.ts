@@ -217,10 +217,12 @@ export class BpfBackend implements MapBackend {
    * (an older or foreign writer's) is replaced, as Cilium's OpenOrCreateMap does (objCheck,
    * pkg/bpf/bpf_linux.go: "Removing map to allow for property upgrade"); read-only, one of another
    * encoding is refused (its entries would be misread).
-   * Cilium's datapath keeps the old map until its program is reloaded; here readers open the pin,
-   * so the new map is filled first and renamed over the old pin in one step. It holds the old
+   * The new map is filled first and renamed over the old pin in one step. It holds the old
    * entries when their encoding is the same and all of them fit, else none: an empty map admits
    * nothing, so it is never looser than the old or the new policy (reconcile then fills it).
+   * An endpoint program holds the map it was loaded with, not the pin, and keeps reading the old
+   * map until it is reloaded (Cilium's too, until the endpoint regenerates), which no later write
+   * reaches: the old map's allows and redirects are deleted, so it admits nothing (finding 1810).
    */
   private checkSpec(endpoint: string, fd: number, path: string): number {
     const info = mapInfo(fd);
@@ -238,12 +240,52 @@ export class BpfBackend implements MapBackend {
       throw new BackendError(`the map pinned at ${path} is not a distill policy map: ${diff.join(', ')}`, endpoint, 0);
     }
     const old = sameEncoding ? this.walker.entries(fd, endpoint) : [];
-    closeFd(fd);
     // An element distill never writes may decode to a live key (a direction byte of 2 read as ingress): nothing is copied then.
     const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
-    const fresh = this.replaceMap(endpoint, path, copy);
-    if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
-    return fresh;
+    let fresh: number | undefined;
+    try {
+      fresh = this.replaceMap(endpoint, path, copy);
+      if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
+      this.disarm(endpoint, fd, old);
+      return fresh;
+    } catch (e) {
+      if (fresh !== undefined) closeFd(fresh);
+      throw e;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /**
+   * Deletes every allow and redirect of a map no writer will reach again (its pin now names
+   * another), for the programs still loaded with it: they then admit nothing. Allows go first,
+   * then redirects (one deleted earlier could expose an allow under it); denies stay, so no delete
+   * unshadows an allow.
+   */
+  private disarm(endpoint: string, fd: number, entries: readonly [Buffer, Buffer][]): void {
+    const values = entries.map(([k, v]) => [k, decodeValue(v).entry] as const);
+    this.deleteRawKeys(endpoint, fd, values.filter(([, e]) => !e.deny && e.proxyPort === 0).map(([k]) => k));
+    this.deleteRawKeys(endpoint, fd, values.filter(([, e]) => !e.deny && e.proxyPort !== 0).map(([k]) => k));
+  }
+
+  /** Deletes elements by their exact key bytes, in order: batched where the kernel can, else (or on any refusal) one by one. */
+  private deleteRawKeys(endpoint: string, fd: number, keys: readonly Buffer[]): void {
+    for (let i = 0; i < keys.length; i += BATCH_SIZE) {
+      const chunk = keys.slice(i, i + BATCH_SIZE);
+      if (this.batchSupported && this.deleteRawBatch(endpoint, fd, chunk)) continue;
+      // Keys a refused batch deleted already are ENOENT now, which deleteRaw accepts.
+      for (const k of chunk) this.deleteRaw(endpoint, fd, k);
+    }
+  }
+
+  private deleteRawBatch(endpoint: string, fd: number, keys: readonly Buffer[]): boolean {
+    keys.forEach((k, i) => k.copy(this.keys.buf, i * KEY_SIZE));
+    const a = this.attr.buf;
+    a.fill(0);
+    a.writeBigUInt64LE(this.keys.address, 16);
+    a.writeUInt32LE(keys.length, 32);
+    a.writeUInt32LE(fd, 36);
+    return this.call(BPF_CMD.MAP_DELETE_BATCH, endpoint).ret === 0;
   }
 
   /** A new map holding `copy`, renamed over the pin at `path` in one step; returns its fd. */
@@ -379,16 +421,13 @@ export class BpfBackend implements MapBackend {
     // An element distill never writes (another writer's, e.g. a prefix length under 40 that covers every
     // identity, or forged value bits) decodes to some other record: the diff could neither see nor delete
     // it. Such a map is cleaned in place (the endpoint's program holds this map, not its pin): every allow
-    // goes first, then the foreign denies, so no step unshadows an allow; the diff then writes what the
-    // policy wants. Between the two the endpoint admits less than either policy, never more.
-    const denies: [Buffer, Buffer][] = [];
-    const foreignDenies: Buffer[] = [];
-    for (const [k, v] of raw) {
-      if (!decodeValue(v).entry.deny) this.deleteRaw(endpoint, fd, k);
-      else if (isCanonical(k, v)) denies.push([k, v]);
-      else foreignDenies.push(k);
-    }
-    for (const k of foreignDenies) this.deleteRaw(endpoint, fd, k);
+    // goes first, then every redirect (the trie walks a key's longer prefixes first, so in walk order a
+    // redirect went before the allow under it, finding 1812), then the foreign denies, so no step
+    // unshadows an allow; the diff then writes what the policy wants. Between the two the endpoint
+    // admits less than either policy, never more.
+    this.disarm(endpoint, fd, raw);
+    const denies = raw.filter(([k, v]) => decodeValue(v).entry.deny && isCanonical(k, v));
+    this.deleteRawKeys(endpoint, fd, raw.filter(([k, v]) => decodeValue(v).entry.deny && !isCanonical(k, v)).map(([k]) => k));
     this.sizes.set(endpoint, denies.length);
     return this.decode(denies);
   }
@@ -427,15 +466,24 @@ export class BpfBackend implements MapBackend {
     return decodeValue(this.values.buf);
   }
 
+  /**
+   * Unpins the endpoint's map. A program loaded with it (an endpoint that left the engine while its
+   * veth lives on: a force-deleted pod's sandbox, or one the next state adds back) keeps reading it,
+   * and no write reaches it any more: it is disarmed first (finding 1811).
+   */
   remove(endpoint: string): void {
     this.refuseIfClosed(`removing the map of ${endpoint}`);
     this.refuseIfReadOnly(`removing the map of ${endpoint}`);
+    const path = this.pinPath(endpoint);
+    if (existsSync(path)) {
+      const open = this.fd(endpoint);
+      this.disarm(endpoint, open, this.walker.entries(open, endpoint));
+    }
     const fd = this.fds.get(endpoint);
     if (fd !== undefined) closeFd(fd);
     this.fds.delete(endpoint);
     this.sizes.delete(endpoint);
     this.unread.delete(endpoint);
-    const path = this.pinPath(endpoint);
     if (existsSync(path)) unlinkSync(path);
     // A cut name's directories, innermost first, as far as they are empty.
     for (let dir = dirname(pinName(endpoint)); dir !== '.'; dir = dirname(dir)) {

@@ -29,6 +29,7 @@ import { decideFlow } from '../src/naive/evaluator.js';
 import { parseManifest } from '../src/policy/manifest.js';
 import { parseScenario } from '../src/scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../src/scenario/run.js';
+import { scenarioEngine } from '../src/scenario/engine.js';
 
 const pattern = (p: string): FqdnSelector => makeFqdnSelector('matchPattern', p);
 const ip = parseIp;
@@ -256,6 +257,42 @@ steps:
     expect(allowed(runScenario(scenario, decideFlow))).toEqual([true, true, true]);
     expect(allowed(runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide))).toEqual([true, true, true]);
     expect(() => parseScenario(text.replace('maxIpsPerHostname: 0', 'maxIpsPerHostname: -1'), 'neg.yaml')).toThrow('dnsProxy.maxIpsPerHostname');
+  });
+
+  it('1875. a DNS answer is judged where it stands among its step\'s changes, by the oracle and the engine alike', () => {
+    // pkg/fqdn/dnsproxy/proxy.go ServeDNS judges each query when it arrives; what the proxy learnt stays in the
+    // endpoint's DNSHistory when the DNS policy goes (messagehandler UpdateOnDNSMsg). The engine used to be given the
+    // step's end state only, so it judged the answer after the deletion below and did not learn it.
+    const text = `
+namespaces: [{name: x}, {name: kube-system}]
+pods:
+  - {name: x/a, labels: {app: a}}
+  - {name: kube-system/kube-dns, labels: {k8s-app: kube-dns}, ip: 10.96.0.10, ports: [{port: 53, protocol: UDP}]}
+externals: [{name: a, ip: 192.0.2.81}, {name: b, ip: 192.0.2.82}, {name: c, ip: 192.0.2.83}]
+policies:
+  - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: dns, namespace: x}, spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s:k8s-app: kube-dns}}], toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]}]}}
+  - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: fqdn, namespace: x}, spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toFQDNs: [{matchPattern: "*.example.com"}]}]}}
+steps:
+  - changes:
+      - {dnsResponse: {pod: x/a, name: a.example.com, ips: [192.0.2.81], ttl: 100, server: kube-system/kube-dns}}
+      - {delete: {kind: CiliumNetworkPolicy, namespace: x, name: dns}}
+      - {dnsResponse: {pod: x/a, name: c.example.com, ips: [192.0.2.83], ttl: 100, server: kube-system/kube-dns}}
+    probes: [{from: x/a, to: a, port: 443}, {from: x/a, to: c, port: 443}]
+  - changes:
+      - {apply: {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: dns, namespace: x}, spec: {endpointSelector: {matchLabels: {app: a}}, egress: [{toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s:k8s-app: kube-dns}}], toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]}]}}}
+      - {dnsResponse: {pod: x/a, name: b.example.com, ips: [192.0.2.82], ttl: 100, server: kube-system/kube-dns}}
+  - changes:
+      - {delete: {kind: CiliumNetworkPolicy, namespace: x, name: dns}}
+    probes: [{from: x/a, to: b, port: 443}]
+`;
+    const scenario = parseScenario(text, 'in-order.yaml');
+    const allowed = (r: ReturnType<typeof runScenario>): boolean[] => r.steps.flatMap((s) => s.results.map((x) => x.allowed));
+    // a learnt before the deletion, c answered after it (not redirected); b learnt in a step without probes.
+    const want = [true, false, true];
+    expect(allowed(runScenario(scenario, decideFlow))).toEqual(want);
+    expect(allowed(runScenario(scenario, new EngineDecider(new Engine(scenarioEngineOptions(scenario))).decide))).toEqual(want);
+    const { state, decider } = scenarioEngine(scenario, 0);
+    expect(decider.decide(state, { from: 'x/a', to: 'a', port: 443, protocol: 'TCP' }).allowed).toBe(true);
   });
 
   it('reads DNS events in traces as engine events (refused only with fqdn: false)', () => {

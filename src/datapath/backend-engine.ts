@@ -7,7 +7,6 @@ import type { ChangeSet } from '../engine/events.js';
 import { Engine, EngineOptions } from '../engine/engine.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
-import type { Flow, FlowDecision } from '../model/flow.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
@@ -16,7 +15,8 @@ import { EngineDecider } from '../harness/engine-decider.js';
 export interface BackendEngine {
   readonly engine: Engine;
   readonly backend: MapBackend;
-  readonly decide: (state: ClusterState, flow: Flow) => FlowDecision;
+  /** Carries `syncThrough` (`EngineDecider.decide`): a scenario run brings it through each step's DNS answers in order. */
+  readonly decide: EngineDecider['decide'];
   /** Brings the engine (and the backend) to a cluster state without deciding a flow. */
   readonly sync: (state: ClusterState) => void;
 }

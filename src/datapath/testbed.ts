@@ -137,8 +137,19 @@ export class Testbed {
     return { netns: netnsPath(n.ns), ip: (n.ip.family === family ? n.ip : n.alt).text };
   }
 
+  /** Brings the maps through a scenario step's states in order (the runner's trail: DNS answers judged in place, finding 1875). */
+  private syncThrough(states: readonly ClusterState[]): void {
+    if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
+    this.target = states[states.length - 1];
+    this.decider.syncThrough(states);
+  }
+
   /** The flow decided by real packets; the engine's decision supplies the explanation. */
-  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+  readonly decide = Object.assign((state: ClusterState, flow: Flow): FlowDecision => this.decideFlow(state, flow), {
+    syncThrough: (states: readonly ClusterState[]): void => this.syncThrough(states),
+  });
+
+  private decideFlow(state: ClusterState, flow: Flow): FlowDecision {
     if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
     this.target = state;
     const engineSays = this.decider.decide(state, flow);
@@ -154,7 +165,7 @@ export class Testbed {
     // The L7 proxy is not part of the testbed: a redirected request keeps the engine's L7 verdict.
     const allowed = l4 && (!proxied || engineSays.allowed);
     return { ...engineSays, allowed, proxied };
-  };
+  }
 
   /** The node a flow's endpoint is, as the model resolves it (a pod also by one of its addresses, or by an external's). */
   private endpoint(state: ClusterState, name: string): { node: Node; address?: IpAddress } {

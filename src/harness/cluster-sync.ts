@@ -79,8 +79,9 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
  * each answer new or refreshed in `to`, at the time it was learnt (its TTL as it was granted, so
  * the engine's minTtl adds nothing), with the server it came from, then the clock to `to.now`.
  * Answers the oracle did not learn are not in `to`: this path tests what the engine makes of
- * learnt answers, and that it learns them too (judged with the server, after the step's other
- * changes: a step that answers and then changes the rules the query went through would differ).
+ * learnt answers, and that it learns them too (judged with the server, after every other change
+ * between `from` and `to`: the scenario runner diffs the states before and after each answer,
+ * `EngineDecider.syncThrough`, so no change made after an answer is seen before it, finding 1875).
  * The engine's learning decision in event order is tested where raw events feed both
  * (test/engine/fqdn.test.ts).
  */

@@ -7,7 +7,7 @@ import type { Direction, RuleOrigin } from '../model/rules.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
 import { datapathPasses, type PolicyEntry } from '../model/policy-map.js';
 import type { Engine } from '../engine/engine.js';
-import type { ChangeSet } from '../engine/events.js';
+import type { ChangeSet, EngineEvent } from '../engine/events.js';
 import { ALL_LOCAL, clusterEvents, LocalityRule } from './cluster-sync.js';
 
 /** Where an address's identity comes from: by default the engine's ipcache; a kernel ipcache plugs in here. */
@@ -86,20 +86,38 @@ export class EngineDecider {
   ) {}
 
   sync(state: ClusterState): void {
-    if (state === this.last) return;
-    const events = clusterEvents(this.last, state, this.isLocal);
+    this.syncThrough([state]);
+  }
+
+  /**
+   * Brings the engine to the last of `states` through each of them in order, in one transaction:
+   * the differences between consecutive states, so a DNS answer is judged by the rules in force at
+   * its place among a scenario step's changes (the runner's trail; attack finding 1875), not after
+   * all of them.
+   */
+  syncThrough(states: readonly ClusterState[]): void {
+    const events: EngineEvent[] = [];
+    let from = this.last;
+    for (const s of states) {
+      if (s === from) continue;
+      for (const e of clusterEvents(from, s, this.isLocal)) events.push(e);
+      from = s;
+    }
     if (events.length > 0) {
       const cs = this.engine.apply(events);
       this.onChange?.(cs);
     }
-    this.last = state;
+    this.last = from;
   }
 
-  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
-    // The option is fixed per engine: a scenario pinning another one needs an engine built with it.
-    const wanted = state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
-    if (wanted !== this.engine.allowLocalhost) throw new Error(`the scenario sets allowLocalhost: ${wanted}, the engine was built with ${this.engine.allowLocalhost}`);
-    this.sync(state);
-    return engineDecision(this.engine, state, flow, this.verdictLookup, this.ipLookup);
-  };
+  readonly decide = Object.assign(
+    (state: ClusterState, flow: Flow): FlowDecision => {
+      // The option is fixed per engine: a scenario pinning another one needs an engine built with it.
+      const wanted = state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
+      if (wanted !== this.engine.allowLocalhost) throw new Error(`the scenario sets allowLocalhost: ${wanted}, the engine was built with ${this.engine.allowLocalhost}`);
+      this.sync(state);
+      return engineDecision(this.engine, state, flow, this.verdictLookup, this.ipLookup);
+    },
+    { syncThrough: (states: readonly ClusterState[]): void => this.syncThrough(states) },
+  );
 }

@@ -12,7 +12,7 @@ import { scenarioEngineOptions, scenarioState } from './run.js';
  */
 export function scenarioEngine(scenario: Scenario, step: number | undefined): { state: ClusterState; decider: EngineDecider } {
   const decider = new EngineDecider(new Engine(scenarioEngineOptions(scenario)));
-  const state = scenarioState(scenario, step, (s) => decider.sync(s));
+  const state = scenarioState(scenario, step, (_s, trail) => decider.syncThrough(trail));
   decider.sync(state);
   return { state, decider };
 }

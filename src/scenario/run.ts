@@ -29,8 +29,12 @@ import { ManifestError } from '../policy/errors.js';
 import type { Change, Scenario } from './format.js';
 import type { Probe } from './probes.js';
 
-/** Decides flows against a cluster state: the naive evaluator, or (later) the engine. */
-export type FlowDecider = (state: ClusterState, flow: Flow) => FlowDecision;
+/**
+ * Decides flows against a cluster state: the naive evaluator, or the engine. A decider whose state
+ * depends on the order of changes (the engine's DNS learning) takes `syncThrough`: the states a step
+ * passed through, in order (`StepTrail`), before its flows are decided.
+ */
+export type FlowDecider = ((state: ClusterState, flow: Flow) => FlowDecision) & { readonly syncThrough?: (states: readonly ClusterState[]) => void };
 
 export interface ProbeResult {
   readonly step: number;
@@ -138,17 +142,32 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
   }
 }
 
-function applyAll(state: ClusterState, changes: readonly Change[], source: string): ClusterState {
+/**
+ * The states a run passed through since its decider last synced, in order: the state before and
+ * after each DNS answer, then the step's last. A DNS answer is judged by the rules in force where it
+ * stands among the step's changes (Cilium's proxy judges each query when it arrives), which the
+ * step's end state alone does not tell: an answer learnt before a later change of the same step
+ * stops the query's redirect stays learnt (attack finding 1875).
+ */
+type StepTrail = ClusterState[];
+
+function applyAll(state: ClusterState, changes: readonly Change[], source: string, trail?: StepTrail): ClusterState {
   let s = state;
   for (const c of changes) {
     try {
+      if (trail && c.op === 'dnsResponse') passThrough(trail, s);
       s = applyChange(s, c);
+      if (trail && c.op === 'dnsResponse') passThrough(trail, s);
     } catch (e) {
       if (e instanceof ClusterChangeError) throw new ManifestError(source, c.path, e.message);
       throw e;
     }
   }
   return s;
+}
+
+function passThrough(trail: StepTrail, s: ClusterState): void {
+  if (trail[trail.length - 1] !== s) trail.push(s);
 }
 
 /**
@@ -218,7 +237,7 @@ export function scenarioStates(sc: Scenario): ClusterState[] {
  * The cluster after the scenario's setup and its steps 0..step (all steps when undefined); no probe
  * is run. `onStep` as in `runScenario`. A step the scenario does not have is the input's error.
  */
-export function scenarioState(scenario: Scenario, step: number | undefined, onStep?: (state: ClusterState) => void): ClusterState {
+export function scenarioState(scenario: Scenario, step: number | undefined, onStep?: (state: ClusterState, trail: readonly ClusterState[]) => void): ClusterState {
   if (step !== undefined && step >= scenario.steps.length) {
     throw new ManifestError(scenario.source, 'steps', `has ${scenario.steps.length} steps: --step ${step} is not one of them (0 to ${scenario.steps.length - 1})`);
   }
@@ -249,15 +268,22 @@ function scenarioStart(scenario: Scenario): ClusterState {
   return scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
 }
 
-/** `onStep`: called with the cluster after each step's changes (before its probes). */
-export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (state: ClusterState) => void): ScenarioRun {
-  let state = applyAll(scenarioStart(scenario), scenario.setup, scenario.source);
+/**
+ * `onStep`: called with the cluster after each step's changes (before its probes), and the states
+ * the step passed through since the last call (`StepTrail`, ending with that cluster).
+ */
+export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (state: ClusterState, trail: readonly ClusterState[]) => void): ScenarioRun {
+  let trail: StepTrail = [];
+  let state = applyAll(scenarioStart(scenario), scenario.setup, scenario.source, trail);
   const steps: StepRun[] = [];
   const budget: FlowBudget = { left: MAX_SCENARIO_FLOWS };
   scenario.steps.forEach((step, si) => {
-    state = applyAll(state, step.changes, scenario.source);
+    state = applyAll(state, step.changes, scenario.source, trail);
     state = withProbeAddresses(state, step.probes);
-    onStep?.(state);
+    passThrough(trail, state);
+    decide.syncThrough?.(trail);
+    onStep?.(state, trail);
+    trail = [];
     const results: ProbeResult[] = [];
     step.probes.forEach((probe, pi) => {
       for (const flow of expandProbe(state, probe, scenario.source, budget)) {

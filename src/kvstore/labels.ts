@@ -51,12 +51,22 @@ export function parseLabelSetKey(key: string): string[] {
 }
 
 /**
- * The sorted key of a label set read from a kvstore value in any order, a key named twice taking
- * its last value: Cilium indexes its cache by the parsed labels re-encoded (pkg/allocator/cache.go
- * `OnAdd`: `nextKeyCache[encodeKey(key)]`; pkg/labels `NewLabelsFromModel` keeps one label per key).
+ * The sorted key of a label set read from a kvstore value in any order (the index finds it whatever
+ * order etcd holds it in: finding 1822). Every label is kept: Cilium's `GlobalIdentity.PutKey` reads
+ * the value with `labels.NewLabelArrayFromSortedList`, which keeps each label, and its selectors
+ * match on source and key (`LabelArray.Has`), so `k8s:app` and `unspec:app` are two labels (review
+ * 1891). A source and key named twice keep the first value: what `LabelArray.Get`, which selectors
+ * read, returns.
  */
 export function canonicalLabelSetKey(labels: readonly string[]): string {
-  const lastByKey = new Map<string, string>();
-  for (const text of labels) lastByKey.set(parseLabel(text).key, text);
-  return labelSetKey(lastByKey.values());
+  const firstBySourceKey = new Map<string, Label>();
+  for (const text of labels) {
+    const l = parseLabel(text);
+    const k = `${l.source}:${l.key}`;
+    if (!firstBySourceKey.has(k)) firstBySourceKey.set(k, l);
+  }
+  if (firstBySourceKey.size === 0) throw new LabelFormatError('label set: empty (a global identity needs at least one label)');
+  // Sorted by key, as Cilium's SortedList, then by source (one key under two sources: a value Cilium's own writers never make).
+  const sorted = [...firstBySourceKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.source < b.source ? -1 : a.source > b.source ? 1 : 0));
+  return sorted.map(formatLabel).join('');
 }

@@ -2,7 +2,7 @@ import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, reservedLabel, SOURCE_ANY, SOURCE_CI
 import type { Peer, Verdict } from '../model/rules.js';
 import { hasSource, makeSelector, matchLabelRequirement, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.js';
-import { readCidr, readCidrWithExcept } from './common.js';
+import { checkCidrFormat, readCidr, readCidrWithExcept } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { parseLabelSelector } from './selector.js';
@@ -124,8 +124,9 @@ function readCidrSetPeer(r: Reader, s: unknown, path: string): Peer[] {
   if (set[0] === 'cidrGroupRef' || set[0] === 'cidrGroupSelector') {
     r.unsupported(join(path, set[0]), 'is not supported by distill');
     // CIDRRule.sanitize returns before the exceptions of a group ("not supported yet", the CRD says), but the CRD's
-    // `format: cidr` still refuses an item that is no CIDR (attack finding 1837).
-    (r.optArray(so.except, join(path, 'except')) ?? []).forEach((e, i) => readCidr(r, e, at(join(path, 'except'), i), true));
+    // `format: cidr` still refuses an item that is no CIDR (attack finding 1837), by the API's rule, not
+    // netip's: "/024" passes it (review 1890: refusing it dropped an object Cilium enforces).
+    (r.optArray(so.except, join(path, 'except')) ?? []).forEach((e, i) => checkCidrFormat(r, e, at(join(path, 'except'), i)));
     return [];
   }
   return [readCidrWithExcept(r, so.cidr, so.except, path, 'cidr', 'except')];

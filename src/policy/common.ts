@@ -1,4 +1,4 @@
-import { Cidr, cidrContainsCidr, parseCidr } from '../model/cidr.js';
+import { Cidr, cidrContainsCidr, isValidIp, parseCidr, parseIp } from '../model/cidr.js';
 import { isDnsLabel, isDnsSubdomain, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import { matchLabelRequirement, Requirement, Selector, andSelector } from '../model/selector.js';
 import { KeyedPolicyRef, type Peer, type PolicyRef } from '../model/rules.js';
@@ -89,6 +89,21 @@ export function readCidr(r: Reader, v: unknown, path: string, requirePrefix: boo
   } catch (e) {
     return r.fail(path, (e as Error).message);
   }
+}
+
+/**
+ * The API's `format: cidr` (kube-openapi strfmt `IsCIDR`: Go's net.ParseCIDR), for an item the API
+ * server checks and Cilium never parses (a CIDR group's except: CIDRRule.sanitize returns first): an
+ * address as netip.ParseAddr reads it, without a zone, then a decimal prefix length up to its bits,
+ * leading zeros taken (net's `dtoi`: "/024" is /24, which readCidr refuses for fields Cilium parses).
+ */
+export function checkCidrFormat(r: Reader, v: unknown, path: string): void {
+  const s = r.nonEmptyString(v, path);
+  const slash = s.indexOf('/');
+  const addr = s.slice(0, Math.max(slash, 0));
+  const bits = s.slice(slash + 1);
+  const ok = slash > 0 && isValidIp(addr) && /^\d+$/.test(bits) && Number(bits) <= (parseIp(addr).family === 'ipv4' ? 32 : 128);
+  if (!ok) r.fail(path, `"${s}" is not a CIDR (the API's format: cidr, Go net.ParseCIDR)`);
 }
 
 /**

@@ -87,8 +87,8 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
       await c.put(`${prefix}/id/301`).value('k8s:app=web;k8s:app=api;');
       await until('301 arrives', () => w.identities.has(301));
       expect(events.filter((e) => e.id === 300)).toHaveLength(1);
-      // A key named twice: the last value, as the engine and Cilium's map-by-key parse take it.
-      expect(w.idForLabels('k8s:app=api;')).toBe(301);
+      // A key named twice: the first value, what Cilium's selectors read (`LabelArray.Get`; review 1891).
+      expect(w.idForLabels('k8s:app=web;')).toBe(301);
     } finally {
       await w.close();
     }

@@ -244,9 +244,11 @@ export class BpfBackend implements MapBackend {
     const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
     let fresh: number | undefined;
     try {
+      // Disarmed before the rename (review 1892): a failed disarm, or a crash after it, leaves the pin on
+      // the old map, whose spec is still wrong, so the next open replaces it again.
+      this.disarm(endpoint, fd, old);
       fresh = this.replaceMap(endpoint, path, copy);
       if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
-      this.disarm(endpoint, fd, old);
       return fresh;
     } catch (e) {
       if (fresh !== undefined) closeFd(fresh);
@@ -475,7 +477,8 @@ export class BpfBackend implements MapBackend {
     this.refuseIfClosed(`removing the map of ${endpoint}`);
     this.refuseIfReadOnly(`removing the map of ${endpoint}`);
     const path = this.pinPath(endpoint);
-    if (existsSync(path)) {
+    // Through the fd it holds when the pin is gone already (unlinked by another hand: review 1893).
+    if (this.fds.has(endpoint) || existsSync(path)) {
       const open = this.fd(endpoint);
       this.disarm(endpoint, open, this.walker.entries(open, endpoint));
     }

@@ -63,7 +63,7 @@ function mapsDump(ctx: Ctx, opts: DumpOptions): number {
     backend = openBackend(opts, 'scenario');
     const scenario = readScenario(ctx, opts.scenario);
     const run = backendEngine(backend, scenarioEngineOptions(scenario));
-    run.sync(scenarioState(scenario, intOption(opts.step, '--step', 0), run.sync));
+    run.sync(scenarioState(scenario, intOption(opts.step, '--step', 0), (_s, trail) => run.decide.syncThrough(trail)));
     const endpoints = opts.all ? backend.endpoints() : [opts.endpoint as string];
     for (const ep of endpoints) {
       if (!backend.endpoints().includes(ep)) throw new UnknownEndpointError(`no local endpoint "${ep}" (endpoints: ${backend.endpoints().join(', ')})`);

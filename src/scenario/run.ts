@@ -144,7 +144,7 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
 
 /**
  * The states a run passed through since its decider last synced, in order: the state before and
- * after each DNS answer, then the step's last. A DNS answer is judged by the rules in force where it
+ * after each DNS answer (the current state follows when the decider syncs). A DNS answer is judged by the rules in force where it
  * stands among the step's changes (Cilium's proxy judges each query when it arrives), which the
  * step's end state alone does not tell: an answer learnt before a later change of the same step
  * stops the query's redirect stays learnt (attack finding 1875).
@@ -277,17 +277,25 @@ export function runScenario(scenario: Scenario, decide: FlowDecider, onStep?: (s
   let state = applyAll(scenarioStart(scenario), scenario.setup, scenario.source, trail);
   const steps: StepRun[] = [];
   const budget: FlowBudget = { left: MAX_SCENARIO_FLOWS };
+  // The decider is brought through the trail right before its first flow (review 1895): an unprobed step
+  // joins the next probed step's transaction as before 1875, and only the states around DNS answers
+  // are kept in between.
+  const synced = (): ClusterState => {
+    if (trail.length > 0) decide.syncThrough?.([...trail, state]);
+    trail = [];
+    return state;
+  };
   scenario.steps.forEach((step, si) => {
     state = applyAll(state, step.changes, scenario.source, trail);
     state = withProbeAddresses(state, step.probes);
-    passThrough(trail, state);
-    decide.syncThrough?.(trail);
-    onStep?.(state, trail);
-    trail = [];
+    if (onStep) {
+      onStep(state, [...trail, state]);
+      trail = [];
+    }
     const results: ProbeResult[] = [];
     step.probes.forEach((probe, pi) => {
       for (const flow of expandProbe(state, probe, scenario.source, budget)) {
-        const decision = decide(state, flow);
+        const decision = decide(synced(), flow);
         results.push({ step: si, probe: pi, ...flow, allowed: decision.allowed, proxied: decision.proxied, decision });
       }
     });

@@ -41,7 +41,7 @@ withEtcd('review24: a master key value naming one key under two sources', () => 
     }
   }, 30000);
 
-  it('1891. a key named twice under one source: the first value, which Cilium's selectors read (LabelArray.Get)', async () => {
+  it('1891. a key named twice under one source: the first value, which the selectors of Cilium read (LabelArray.Get)', async () => {
     const c = connectEtcd(etcd.url);
     clients.push(c);
     const prefix = `dup/${P}`;

@@ -166,8 +166,14 @@ function readPort(r: Reader, v: unknown, path: string): { from: number; to: numb
 }
 
 function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: PolicyWarning[]): TierPort {
-  const o = r.object(v, path, ['tcp', 'udp', 'sctp', 'destinationNamedPort']);
-  const given = ['tcp', 'udp', 'sctp', 'destinationNamedPort'].filter((k) => !absent(o[k]));
+  const known = ['tcp', 'udp', 'sctp', 'destinationNamedPort'];
+  const o = r.object(v, path, known);
+  const given = known.filter((k) => !absent(o[k]));
+  if (given.length === 0 && Object.keys(o).some((k) => !known.includes(k))) {
+    // Only a field distill does not know (a newer CRD's protocol, e.g. icmp: finding 142): the entry may be valid
+    // there, so the object is not refused for it; `r.object` deferred the field as not supported (a stand-in).
+    return { kind: 'named', name: '' };
+  }
   if (given.length !== 1) r.fail(path, 'exactly one of tcp, udp, sctp, destinationNamedPort must be set');
   const field = given[0] as string;
   if (field === 'destinationNamedPort') {

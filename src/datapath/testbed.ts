@@ -142,9 +142,7 @@ export class Testbed {
    * each probed step's end state, without the runner's trail of DNS answers (finding 1875's trail sent
    * through the testbed left an evicted answer in its kernel ipcache: 24l, 1897, not yet found).
    */
-  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => this.decideFlow(state, flow);
-
-  private decideFlow(state: ClusterState, flow: Flow): FlowDecision {
+  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
     if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
     this.target = state;
     const engineSays = this.decider.decide(state, flow);
@@ -160,7 +158,7 @@ export class Testbed {
     // The L7 proxy is not part of the testbed: a redirected request keeps the engine's L7 verdict.
     const allowed = l4 && (!proxied || engineSays.allowed);
     return { ...engineSays, allowed, proxied };
-  }
+  };
 
   /** The node a flow's endpoint is, as the model resolves it (a pod also by one of its addresses, or by an external's). */
   private endpoint(state: ClusterState, name: string): { node: Node; address?: IpAddress } {

@@ -2,7 +2,7 @@ import { ciliumExtendedKey, POD_NAMESPACE_KEY, SOURCE_ANY, SOURCE_K8S } from '..
 import type { Direction, Enforcement, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning } from '../model/rules.js';
 import { Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { readMetadata, refOf, restrictToNamespace } from './common.js';
-import { absent, at, join, Reader } from './reader.js';
+import { absent, at, isPlainObject, join, Reader } from './reader.js';
 import { intern } from '../model/intern.js';
 import { parseLabelSelector } from './selector.js';
 import type { ParseOptions } from './cilium-options.js';
@@ -145,19 +145,15 @@ function readHostSpec(r: Reader, o: Record<string, unknown>, path: string, names
 }
 
 /**
- * rule_validation.go IngressRule.sanitize(hostPolicy): any non-empty L7 rules (countL7Rules) on host ingress;
+ * rule_validation.go IngressRule.sanitize(hostPolicy): every non-empty L7 rule list (countL7Rules) on host ingress;
  * EgressRule.sanitize(hostPolicy): non-empty HTTP or Kafka rules on host egress (DNS is allowed).
  */
 function checkHostL7(r: Reader, v: unknown, path: string, lists: readonly string[], detail: string): void {
   if (!Array.isArray(v)) return;
+  const nonEmpty = (o: Record<string, unknown>, k: string): boolean => Array.isArray(o[k]) && (o[k] as unknown[]).length > 0;
   v.forEach((rule: unknown, i) => {
-    const toPorts = typeof rule === 'object' && rule !== null ? (rule as Record<string, unknown>).toPorts : undefined;
-    if (!Array.isArray(toPorts)) return;
-    for (const pr of toPorts as unknown[]) {
-      const rules = typeof pr === 'object' && pr !== null ? (pr as Record<string, unknown>).rules : undefined;
-      if (typeof rules !== 'object' || rules === null) continue;
-      if (lists.some((k) => Array.isArray((rules as Record<string, unknown>)[k]) && ((rules as Record<string, unknown>)[k] as unknown[]).length > 0)) r.fail(at(path, i), detail);
-    }
+    const toPorts: unknown[] = isPlainObject(rule) && Array.isArray(rule.toPorts) ? rule.toPorts : [];
+    if (toPorts.some((pr) => isPlainObject(pr) && isPlainObject(pr.rules) && lists.some((k) => nonEmpty(pr.rules as Record<string, unknown>, k)))) r.fail(at(path, i), detail);
   });
 }
 

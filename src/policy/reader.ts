@@ -138,7 +138,7 @@ export class Reader {
  * (from an embedder, or a YAML tag) has no own enumerable fields, so reading one as an object saw an
  * empty selector (attack finding 875).
  */
-function isPlainObject(v: unknown): v is Record<string, unknown> {
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
   const proto: unknown = Object.getPrototypeOf(v);
   return proto === Object.prototype || proto === null;

@@ -31,10 +31,8 @@ const podLabels = (app: string): Record<string, string> => ({
   'k8s:io.cilium.k8s.policy.cluster': 'default',
   'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
 });
-const identity = (type: 'ADDED' | 'MODIFIED', id: number, labels: Record<string, string>): WatchItem => ({
-  type,
-  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': labels },
-});
+const identityObject = (id: number, labels: Record<string, string>) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': labels });
+const identity = (type: 'ADDED' | 'MODIFIED', id: number, labels: Record<string, string>): WatchItem => ({ type, object: identityObject(id, labels) });
 /** Cilium reads it as app=evil with a reserved label; distill refuses the `reserved` source in a cluster identity. */
 const evil = { ...podLabels('evil'), 'reserved:world': '' };
 /** web admits app=db only. */
@@ -88,7 +86,7 @@ describe('1935. a CiliumIdentity rewritten to labels distill cannot read', () =>
       itemKind: 'CiliumIdentity',
       apiVersion: 'cilium.io/v2',
       resourceVersion: String(rv++),
-      items: [identity('ADDED', 300, podLabels('web')).object, identity('ADDED', 303, evil).object],
+      items: [identityObject(300, podLabels('web')), identityObject(303, evil)],
     };
     feed({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 } }, list);
     expect(of(303)).toBe('deny');

@@ -61,14 +61,17 @@ function canonical(v: unknown): string {
 }
 
 /**
- * What an object that cannot be read (an update distill refuses) stands for: a policy, namespace
- * or identity keeps its last readable version, as Cilium's policy watcher returns on a validation
- * or parse error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go
- * onUpsert: `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would
- * delete an isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
+ * What an object that cannot be read (an update distill refuses) stands for: a policy or namespace
+ * keeps its last readable version, as Cilium's policy watcher returns on a validation or parse
+ * error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go onUpsert:
+ * `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would delete an
+ * isolating or deny policy and open what it closed. A pod is dropped (no endpoint). So is an
+ * identity (finding 1935): Cilium reads any `security-labels` map (pkg/k8s/identitybackend
+ * `crdBackend.ListAndWatch` upserts `KeyFunc(SecurityLabels)`, which never fails), so the number
+ * stands for the new labels on every Cilium node, not the old ones.
  */
 export function keptOnUnreadable(had: Held | undefined): Held | undefined {
-  return had === undefined || had.kind === 'Pod' ? undefined : had;
+  return had === undefined || had.kind === 'Pod' || had.kind === 'Identity' ? undefined : had;
 }
 
 /** What an object of `kind` means to the engine; undefined: nothing (not an endpoint, no address yet). Throws when it cannot be read. */

@@ -81,3 +81,65 @@ describe('1915. a subject field distill does not know skipped the ClusterNetwork
     expect(run(clusterPolicy([{ action: 'Deny', to: [toPod('other')] }], { nodes: {} })).warn).toEqual(SKIPPED);
   });
 });
+
+const cnp = (egress: Obj): Obj => ({
+  apiVersion: 'cilium.io/v2',
+  kind: 'CiliumNetworkPolicy',
+  metadata: { name: 'p', namespace: 'x', resourceVersion: '10' },
+  spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }], egress: [egress] },
+});
+
+describe('1912. a toServices item the CNP CRD refuses was "not supported" (a stand-in of an object the API server never stores)', () => {
+  // ciliumnetworkpolicies.yaml toServices.items: k8sServiceSelector `required: [selector]`; the selector's operator enum,
+  // matchLabels values pattern/maxLength 63; string fields. Cilium has no sanitize for services (pkg/policy/api/service.go).
+  const bad: [Obj, RegExp][] = [
+    [{ k8sServiceSelector: { selector: { matchExpressions: [{ key: 'a', operator: 'in', values: ['x'] }] } } }, /operator: "in" is not one of/],
+    [{ k8sServiceSelector: { selector: { matchLabels: { a: 'bad value' } } } }, /invalid label value "bad value"/],
+    [{ k8sServiceSelector: { namespace: 'x' } }, /selector: is required/],
+    [{ k8sService: { serviceName: 5 } }, /serviceName: expected a string/],
+  ];
+  it('is refused as invalid; the agent skips the object', () => {
+    for (const [item, msg] of bad) {
+      expect(() => parseManifest(cnp({ toServices: [item] }), 't')).toThrow(msg);
+      expect(run(cnp({ toServices: [item] })).warn, JSON.stringify(item)).toEqual(SKIPPED);
+    }
+  });
+  it('a selector the CRD takes (Cilium matches it against Service labels later) stays "not supported" (control)', () => {
+    const ok = { k8sServiceSelector: { selector: { matchExpressions: [{ key: 'Bad Key', operator: 'Exists', values: ['x'] }] } } };
+    expect(() => parseManifest(cnp({ toServices: [ok] }), 't')).toThrow(/toServices: is not supported by distill/);
+    expect(run(cnp({ toServices: [ok] })).warn).toEqual(STAND_IN);
+  });
+});
+
+describe('1913. a cidrGroupSelector that CIDRRule.sanitize refuses was "not supported"', () => {
+  // CIDRRule.sanitize: SanitizeWithKeyExtender(GetSourcePrefixKeyExtender("cidrgroup.")), then ValidateLabelSelector;
+  // Rule.Sanitize fails and cnp_types.go Parse drops the object.
+  const bad: [Obj, RegExp][] = [
+    [{ matchExpressions: [{ key: 'a', operator: 'Exists', values: ['x'] }] }, /must be empty when operator is Exists/],
+    [{ matchLabels: { 'k8s:a': 'b' } }, /Cilium validates it as "cidrgroup.k8s:a"/],
+    [{ matchLabels: { ['a'.repeat(60)]: 'b' } }, /name part must be at most 63 characters/],
+  ];
+  it('is refused as invalid; the agent skips the object', () => {
+    for (const [sel, msg] of bad) {
+      expect(() => parseManifest(cnp({ toCIDRSet: [{ cidrGroupSelector: sel }] }), 't')).toThrow(msg);
+      expect(run(cnp({ toCIDRSet: [{ cidrGroupSelector: sel }] })).warn, JSON.stringify(sel)).toEqual(SKIPPED);
+    }
+  });
+  it('a valid one stays "not supported" (control)', () => {
+    expect(run(cnp({ toCIDRSet: [{ cidrGroupSelector: { matchLabels: { ['a'.repeat(53)]: 'b' } } }] })).warn).toEqual(STAND_IN);
+  });
+});
+
+describe('1914. a cidrGroupRef the CRD refuses was "not supported", and `cidr` beside `cidrGroupRef: ""` was enforced', () => {
+  // The CRD: cidrGroupRef `pattern` (a DNS subdomain, so not "") and maxLength 253; the item's oneOf `required` counts a
+  // present field, "" too. CIDRRule.sanitize counts non-empty fields only, which distill followed.
+  it('is refused as invalid', () => {
+    expect(() => parseManifest(cnp({ toCIDRSet: [{ cidrGroupRef: 'Bad_Name' }] }), 't')).toThrow(/is not a CiliumCIDRGroup name/);
+    expect(() => parseManifest(cnp({ toCIDRSet: [{ cidrGroupRef: `${'a'.repeat(251)}.bc` }] }), 't')).toThrow(/is not a CiliumCIDRGroup name/);
+    expect(() => parseManifest(cnp({ toCIDRSet: [{ cidr: '10.0.0.0/8', cidrGroupRef: '' }] }), 't')).toThrow(/more than one of cidr, cidrGroupRef/);
+    expect(() => parseManifest(cnp({ toCIDRSet: [{ cidr: '', cidrGroupRef: 'grp' }] }), 't')).toThrow(/more than one of cidr, cidrGroupRef/);
+  });
+  it('a valid name stays "not supported" (control)', () => {
+    expect(() => parseManifest(cnp({ toCIDRSet: [{ cidrGroupRef: 'grp.example-1' }] }), 't')).toThrow(/cidrGroupRef: is not supported by distill/);
+  });
+});

@@ -5,7 +5,7 @@ import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.j
 import { checkCidrFormat, readCidr, readCidrWithExcept } from './common.js';
 import { absent, at, join, Reader } from './reader.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
-import { parseLabelSelector } from './selector.js';
+import { parseLabelSelector, type SelectorOptions } from './selector.js';
 import type { ParseOptions } from './cilium-options.js';
 import { CILIUM_SELECTOR, type DirectionShape } from './cilium-shapes.js';
 import { rawKeysNameNamespace, readsNodeLabels, scopePeerSelector, SOURCE_NODE } from './cilium-scope.js';
@@ -111,18 +111,34 @@ function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string
   return { kind: 'selector', selector: scoped };
 }
 
+/** The CRD's pattern for `cidrGroupRef` (a CiliumCIDRGroup's name, a DNS subdomain; maxLength 253). */
+const CIDR_GROUP_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/**
+ * A `cidrGroupSelector` as CIDRRule.sanitize checks it: `SanitizeWithKeyExtender` with
+ * `GetSourcePrefixKeyExtender("cidrgroup.")` prefixes every key as written, then Kubernetes'
+ * ValidateLabelSelector (operators, values, keys as qualified names) refuses the object.
+ */
+const CIDR_GROUP_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: false, validatedKey: (k) => `cidrgroup.${k}` };
+
 /**
  * One `fromCIDRSet`/`toCIDRSet` item: a CIDR and its exceptions. A CIDR group is not read: its error
- * is deferred (`Reader.unsupported`, attack finding 1767) and the item adds no peer meanwhile; with a
- * `cidr` beside it Cilium's CIDRRule.sanitize refuses the rule ("more than one of cidr, cidrGroupRef,
- * or cidrGroupSelector may not be set"), as the CRD's oneOf does.
+ * is deferred (`Reader.unsupported`, attack finding 1767) and the item adds no peer meanwhile, once
+ * the checks that refuse the object have run (attack findings 1913, 1914). Two of cidr, cidrGroupRef,
+ * cidrGroupSelector are refused as the CRD's oneOf refuses them: its `required` counts a present field,
+ * "" too (which its pattern and format refuse), where CIDRRule.sanitize counts non-empty ones only.
  */
 function readCidrSetPeer(r: Reader, s: unknown, path: string): Peer[] {
   const so = r.object(s, path, ['cidr', 'except', 'cidrGroupRef', 'cidrGroupSelector']);
-  const set = (['cidr', 'cidrGroupRef', 'cidrGroupSelector'] as const).filter((k) => !absent(so[k]) && so[k] !== '');
-  if (set.length > 1) r.fail(path, 'more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set');
+  const set = (['cidr', 'cidrGroupRef', 'cidrGroupSelector'] as const).filter((k) => !absent(so[k]));
+  if (set.length > 1) r.fail(path, `more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set (got ${set.join(' and ')}; the CRD's oneOf counts an empty string too)`);
   if (set[0] === 'cidrGroupRef' || set[0] === 'cidrGroupSelector') {
-    r.unsupported(join(path, set[0]), 'is not supported by distill');
+    const p = join(path, set[0]);
+    if (set[0] === 'cidrGroupSelector') parseLabelSelector(r, so.cidrGroupSelector, p, CIDR_GROUP_SELECTOR);
+    else {
+      const name = r.string(so.cidrGroupRef, p);
+      if (name.length > 253 || !CIDR_GROUP_NAME.test(name)) r.fail(p, `"${name}" is not a CiliumCIDRGroup name (the CRD's pattern: a DNS subdomain of at most 253 characters)`);
+    }
+    r.unsupported(p, 'is not supported by distill');
     // CIDRRule.sanitize returns before the exceptions of a group ("not supported yet", the CRD says), but the CRD's
     // `format: cidr` still refuses an item that is no CIDR (attack finding 1837), by the API's rule, not
     // netip's: "/024" passes it (review 1890: refusing it dropped an object Cilium enforces).

@@ -2,6 +2,7 @@ import { ciliumExtendedKey, POD_NAMESPACE_KEY, SOURCE_ANY, SOURCE_K8S } from '..
 import type { Direction, Enforcement, Policy, PolicyKind, PolicyRef, PolicyRule, PolicyWarning } from '../model/rules.js';
 import { Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { readMetadata, refOf, restrictToNamespace } from './common.js';
+import { checkToServices } from './cilium-services.js';
 import { absent, at, isPlainObject, join, Reader } from './reader.js';
 import { intern } from '../model/intern.js';
 import { parseLabelSelector } from './selector.js';
@@ -210,6 +211,7 @@ const UNREAD_LISTS = ['fromRequires', 'toRequires', 'fromGroups', 'toGroups', 't
  */
 function checkUnreadList(r: Reader, v: unknown, path: string): void {
   if (absent(v) || r.array(v, path).length === 0) return;
+  if (path.endsWith('toServices')) checkToServices(r, v as unknown[], path);
   const requires = path.endsWith('Requires');
   r.unsupported(path, `is not supported by distill${requires ? " (deprecated: Cilium 1.19's CRD allows no items, maxItems 0)" : ''}`);
 }

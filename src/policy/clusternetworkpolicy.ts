@@ -149,8 +149,22 @@ function readDomainNames(r: Reader, v: unknown, path: string): FqdnSelector[] {
   });
 }
 
-function readPort(r: Reader, v: unknown, path: string): { from: number; to: number } {
+/**
+ * An object of which the CRD requires one field (minProperties 1) that holds only fields distill does not know:
+ * the installed CRD would have pruned them and refused the object, so a newer CRD stored it, and the entry may be
+ * valid there. `r.object` has deferred the fields as not supported (the agent's stand-in fails the rule closed),
+ * so the presence check is not held against the object (attack findings 1896, 1910; types.go's peers: "If an
+ * implementation sees no fields are set then it can infer that the deployed CRD is of an incompatible version").
+ */
+function onlyUnknownFields(o: Record<string, unknown>, known: readonly string[]): boolean {
+  const present = Object.keys(o).filter((k) => !absent(o[k]));
+  return present.length > 0 && present.every((k) => !known.includes(k));
+}
+
+/** A `Port`; undefined when it holds only a newer CRD's fields (deferred as not supported). */
+function readPort(r: Reader, v: unknown, path: string): { from: number; to: number } | undefined {
   const o = r.object(v, path, ['number', 'range']);
+  if (onlyUnknownFields(o, ['number', 'range'])) return undefined;
   const given = ['number', 'range'].filter((k) => !absent(o[k]));
   if (given.length !== 1) r.fail(path, 'exactly one of number, range must be set');
   if (!absent(o.number)) {
@@ -165,15 +179,19 @@ function readPort(r: Reader, v: unknown, path: string): { from: number; to: numb
   return { from: start, to: end };
 }
 
+/**
+ * The placeholder of a protocols entry read as not supported (the policy is never returned with it). It is no
+ * named port: the experimental CRD's "cannot be set with namedPorts" rule tests `has(destinationNamedPort)`, so a
+ * newer CRD's protocol beside a nodes or domainNames peer is valid there (attack finding 1911).
+ */
+const UNREAD_PROTOCOL: TierPort = Object.freeze({ kind: 'named', name: '' });
+
 function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: PolicyWarning[]): TierPort {
   const known = ['tcp', 'udp', 'sctp', 'destinationNamedPort'];
   const o = r.object(v, path, known);
+  // Only a newer CRD's protocol (e.g. icmp: finding 142) or port field: not supported, a stand-in.
+  if (onlyUnknownFields(o, known)) return UNREAD_PROTOCOL;
   const given = known.filter((k) => !absent(o[k]));
-  if (given.length === 0 && Object.keys(o).some((k) => !known.includes(k))) {
-    // Only a field distill does not know (a newer CRD's protocol, e.g. icmp: finding 142): the entry may be valid
-    // there, so the object is not refused for it; `r.object` deferred the field as not supported (a stand-in).
-    return { kind: 'named', name: '' };
-  }
   if (given.length !== 1) r.fail(path, 'exactly one of tcp, udp, sctp, destinationNamedPort must be set');
   const field = given[0] as string;
   if (field === 'destinationNamedPort') {
@@ -188,8 +206,11 @@ function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: Policy
   }
   const pp = join(path, field);
   const proto = r.object(o[field], pp, ['destinationPort']);
+  if (onlyUnknownFields(proto, ['destinationPort'])) return UNREAD_PROTOCOL;
   if (absent(proto.destinationPort)) r.fail(join(pp, 'destinationPort'), 'is required');
-  const { from, to } = readPort(r, proto.destinationPort, join(pp, 'destinationPort'));
+  const port = readPort(r, proto.destinationPort, join(pp, 'destinationPort'));
+  if (port === undefined) return UNREAD_PROTOCOL;
+  const { from, to } = port;
   return { kind: 'range', protocol: field.toUpperCase() as 'TCP' | 'UDP' | 'SCTP', from, to };
 }
 
@@ -208,7 +229,7 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   // A nodes or domainNames peer first: only the experimental CRD has them, and it refuses any of the three with a
   // named port, so the rule is invalid whatever the order of its peers (attack finding 1833).
   const unnamed = peers.find((p) => p.kind === 'domainNames' || p.kind === 'nodes') ?? peers.find((p) => p.kind === 'networks');
-  if (unnamed && protocols.some((p) => p.kind === 'named')) {
+  if (unnamed && protocols.some((p) => p.kind === 'named' && p !== UNREAD_PROTOCOL)) {
     // The experimental CRD refuses this (an XValidation); the standard CRD has no such rule and
     // accepts networks with a named port, which the API gives no meaning: the stand-in fails closed.
     if (unnamed.kind === 'networks') r.unsupported(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');

@@ -18,14 +18,17 @@ export interface SelectorOptions {
   readonly allowSourcePrefix: boolean;
   /** Rewrites each key, e.g. a namespaceSelector key into the namespace-labels key. */
   readonly mapKey?: (key: LabelKey) => LabelKey;
+  /** Without `allowSourcePrefix`: the key as Cilium validates it, when that is not the key as written. */
+  readonly validatedKey?: (raw: string) => string;
 }
 
 const OPERATORS: readonly SelectorOperator[] = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
 
 function parseKey(r: Reader, raw: string, path: string, opts: SelectorOptions): LabelKey {
   if (!opts.allowSourcePrefix) {
-    const kp = labelKeyProblem(raw);
-    if (kp) r.fail(path, `invalid label key "${raw}": ${kp}`);
+    const validated = opts.validatedKey?.(raw) ?? raw;
+    const kp = labelKeyProblem(validated);
+    if (kp) r.fail(path, `invalid label key "${raw}": ${validated === raw ? '' : `Cilium validates it as "${validated}", whose `}${kp}`);
     const key = { source: opts.defaultSource, key: raw };
     return opts.mapKey ? opts.mapKey(key) : key;
   }

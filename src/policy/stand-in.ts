@@ -140,16 +140,52 @@ function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string)
 const CNP_SPEC_FIELDS = ['tier', 'priority', 'subject', 'ingress', 'egress'];
 
 /**
- * A spec field of a newer ClusterNetworkPolicy CRD may narrow the subject or the rules: with it
- * left out, only the Deny rules are kept (a wider Deny denies more); Accept and Pass rules are
- * dropped, as the skip that came before did with the whole policy (attack finding 712).
+ * A spec field of a newer ClusterNetworkPolicy CRD, or a field of its subject distill does not know,
+ * may narrow the subject or the rules: with it left out, only the Deny rules are kept (a wider Deny
+ * denies more); Accept and Pass rules are dropped, as the skip that came before did with the whole
+ * policy (attack findings 712, 1915). A subject with no known field left has no stand-in.
  */
 function withoutUnknownSpecFields(spec: unknown): unknown {
-  if (!isObject(spec) || Object.keys(spec).every((k) => CNP_SPEC_FIELDS.includes(k))) return spec;
+  if (!isObject(spec)) return spec;
+  const subject = pruned(spec.subject, SUBJECT);
+  if (Object.keys(spec).every((k) => CNP_SPEC_FIELDS.includes(k)) && subject === spec.subject) return spec;
   const denies = (list: unknown): unknown => (Array.isArray(list) ? list.filter((r: unknown) => isObject(r) && r.action === 'Deny') : list);
   const out: Record<string, unknown> = {};
   for (const k of CNP_SPEC_FIELDS) if (spec[k] !== undefined) out[k] = k === 'ingress' || k === 'egress' ? denies(spec[k]) : spec[k];
-  return out;
+  return { ...out, subject };
+}
+
+/** Fields distill reads, by object: a field maps to its own schema (null: read whole), a list to its items' schema. */
+interface Schema {
+  readonly fields: ReadonlyMap<string, Schema | null>;
+  readonly list?: boolean;
+}
+const schemaOf = (entries: [string, Schema | null][], list = false): Schema => ({ fields: new Map(entries), list });
+const SELECTOR = schemaOf([['matchLabels', null], ['matchExpressions', schemaOf([['key', null], ['operator', null], ['values', null]], true)]]);
+/** A ClusterNetworkPolicy subject as src/policy/clusternetworkpolicy.ts reads it. */
+const SUBJECT = schemaOf([['namespaces', SELECTOR], ['pods', schemaOf([['namespaceSelector', SELECTOR], ['podSelector', SELECTOR]])]]);
+
+/** `v` without the fields `schema` does not know (the API server's pruning); the same object when it has none. */
+function pruned(v: unknown, schema: Schema | null): unknown {
+  if (schema === null) return v;
+  if (schema.list === true) {
+    if (!Array.isArray(v)) return v;
+    const items = v.map((x: unknown) => pruned(x, { fields: schema.fields }));
+    return items.every((x, i) => x === v[i]) ? v : items;
+  }
+  if (!isObject(v)) return v;
+  let changed = false;
+  const out: [string, unknown][] = [];
+  for (const [k, x] of Object.entries(v)) {
+    const sub = schema.fields.get(k);
+    if (sub === undefined) changed = true;
+    else {
+      const p = pruned(x, sub);
+      changed ||= p !== x;
+      out.push([k, p]);
+    }
+  }
+  return changed ? Object.fromEntries(out) : v;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -2,7 +2,7 @@ import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
-import type { Contribution } from './contribution.js';
+import { DEFAULT_ALLOW, type Contribution } from './contribution.js';
 import { isPassCopy } from './map-tiers.js';
 import { dirProto, idDir, rawKeyAt } from './raw-key.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -207,7 +207,7 @@ export class L7Tables {
   contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
     const out: Contribution[] = [];
     for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
-      for (const ks of coveringKeys(id, redirect)) for (const c of this.raw.at(ks) ?? []) if (ownL7(c)) out.push(c);
+      for (const c of this.proxyReads(id, redirect)) if (ownL7(c)) out.push(c);
     }
     return out;
   }
@@ -254,16 +254,33 @@ export class L7Tables {
    */
   private computeRow(redirect: Redirect, peer: IdentityId): L7Row | undefined {
     const lists: L7Rules[] = [];
-    for (const ks of coveringKeys(peer, redirect)) {
-      this.stats.mapEntriesVisited++;
-      for (const c of this.raw.at(ks) ?? []) {
-        // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
-        if (c.entry.deny || !ownL7(c)) continue;
-        if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
-        if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
-      }
+    for (const c of this.proxyReads(peer, redirect, true)) {
+      // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
+      if (c.entry.deny || !ownL7(c)) continue;
+      if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
+      if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
     }
     return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
+  }
+
+  /**
+   * The contributions of `identity` whose rules the redirect's proxy reads. Envoy reads every key
+   * covering the redirect's whole prefix: every broader-or-equal port prefix, then any protocol (the
+   * port-0 rules, cilium/proxy network_policy.cc). The agent's DNS proxy reads only the rules of the
+   * query's own port and protocol (pkg/fqdn/dnsproxy/proxy.go `CheckAllowed`, `getPortRulesForID`:
+   * that port's L4Filter), so an L3-only or range allow of the server does not widen it (attack
+   * finding 1965); the default allow of a direction nobody enforces is in that filter too, as a
+   * wildcard DNS rule (pkg/policy/l4_filter_test.go `TestDNSWildcardInDefaultAllow`).
+   */
+  private *proxyReads(identity: IdentityId, r: Redirect, countVisits = false): Iterable<Contribution> {
+    const idd = idDir(identity, r.direction);
+    const dns = r.parser === 'dns';
+    for (let len = r.portPrefixLen; len >= (dns ? r.portPrefixLen : 0); len--) {
+      if (countVisits) this.stats.mapEntriesVisited++;
+      yield* this.raw.at(rawKeyAt(idd, r.protocol, r.port, len)) ?? [];
+    }
+    if (countVisits) this.stats.mapEntriesVisited++;
+    for (const c of this.raw.at(rawKeyAt(idd, 0, 0, 0)) ?? []) if (!dns || c === DEFAULT_ALLOW) yield c;
   }
 }
 
@@ -282,15 +299,6 @@ function visitForRedirect(key: PolicyKey, id: string, redirect: Redirect, peers:
 function someRedirect(changes: readonly KernelChange[]): boolean {
   for (const c of changes) if (c.after !== undefined && c.after.proxyPort !== 0) return true;
   return false;
-}
-
-/** The raw keys of `identity` that cover the redirect's whole prefix: every broader-or-equal port prefix, then any protocol. */
-function coveringKeys(identity: IdentityId, r: Redirect): number[] {
-  const idd = idDir(identity, r.direction);
-  const out: number[] = [];
-  for (let len = r.portPrefixLen; len >= 0; len--) out.push(rawKeyAt(idd, r.protocol, r.port, len));
-  out.push(rawKeyAt(idd, 0, 0, 0));
-  return out;
 }
 
 /** Is `key` a narrower port prefix inside the redirect's, of its direction and protocol? */

@@ -159,8 +159,8 @@ function decideNpTier(
   const allowedBy: RuleOrigin[] = [];
   const deniedBy: RuleOrigin[] = [];
   const redirectedBy: RuleOrigin[] = [];
-  /** Some matching allow clause has no L7 rules: every request passes the proxy. */
-  const plainAllowBy: RuleOrigin[] = [];
+  /** Matching allow clauses without L7 rules: every request passes the proxy (see `proxyVerdict` for DNS). */
+  const plainAllows: PlainAllow[] = [];
   const l7Clauses: { readonly rules: L7Rules; readonly origin: RuleOrigin }[] = [];
   for (const policy of state.policies.values()) {
     for (const e of policy.enforcements) {
@@ -178,13 +178,13 @@ function decideNpTier(
       if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
       for (const c of clauses) {
         if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin });
-        else plainAllowBy.push(rule.origin);
+        else plainAllows.push({ origin: rule.origin, onePort: c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from === c.l4.to) });
       }
     }
   }
   if (direction === 'ingress' && localhostAllowed(state, peer)) {
     allowedBy.push(ALLOW_LOCALHOST_ORIGIN);
-    plainAllowBy.push(ALLOW_LOCALHOST_ORIGIN);
+    plainAllows.push({ origin: ALLOW_LOCALHOST_ORIGIN, onePort: false });
   }
   const l4Allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
   const proxied = l4Allowed && l7Clauses.length > 0;
@@ -192,18 +192,28 @@ function decideNpTier(
   // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
   if (proxied && !proxyTakes(protocol)) return { ...base, proxied: false, allowed: false };
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
-  const l7 = proxyVerdict(l7Clauses, plainAllowBy, enforcedBy, request);
+  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request);
   return { ...base, allowed: l7.allowed, l7 };
+}
+
+/** A matching allow clause without L7 rules, and whether its port is a single port (not L3-only, not a range). */
+interface PlainAllow {
+  readonly origin: RuleOrigin;
+  readonly onePort: boolean;
 }
 
 /**
  * The proxy's verdict on a redirected flow's request. The redirect with the lowest listener
  * priority wins; that proxy judges the request with the L7 rules of its parser, and lets
- * everything through for a peer some plain allow covers (`plainAllowBy`).
+ * everything through for a peer some plain allow covers (`plainAllows`). Envoy (HTTP)
+ * also reads the wildcard port's and covering ranges' rules (cilium/proxy network_policy.cc);
+ * the agent's DNS proxy reads only the rules of the query's own port and protocol
+ * (pkg/fqdn/dnsproxy/proxy.go `CheckAllowed`, `getPortRulesForID`), i.e. the L4Filter of that
+ * single port, so an L3-only or range allow of the server does not widen it (attack finding 1965).
  */
 function proxyVerdict(
   l7Clauses: readonly { readonly rules: L7Rules; readonly origin: RuleOrigin }[],
-  plainAllowBy: readonly RuleOrigin[],
+  plainAllows: readonly PlainAllow[],
   enforcedBy: readonly RuleOrigin[],
   request: L7Request,
 ): NonNullable<DirectionDecision['l7']> {
@@ -212,6 +222,7 @@ function proxyVerdict(
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
   const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
+  const plainAllowBy = plainAllows.filter((p) => parser !== 'dns' || p.onePort).map((p) => p.origin);
   const allowedBy = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
   const allowed = readable && (allowedBy.length > 0 || enforcedBy.length === 0);
   return { parser, allowed, allowedBy };

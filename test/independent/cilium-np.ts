@@ -356,13 +356,33 @@ function dnsRuleMatches(rule: Yaml, name: string): boolean {
 
 /**
  * Does an allow rule that admits the flow also admit the request? Only its port rules covering the flow
- * count; one without L7 rules (or a rule without `toPorts`) admits every request, else one of its L7 rules
+ * count; one without L7 rules (or a rule without `toPorts`) admits every request (for a query the DNS proxy
+ * judges, `dnsRedirect`, only rules on its single port: `singlePort`), else one of its L7 rules
  * must match (HTTP cilium-l7.ts, Kafka cilium-kafka.ts, DNS above). No request = L3/L4 only.
  */
-function l7Admits(rule: Yaml, flow: Flow, named: Named, req: L7Request | undefined): boolean {
+function l7Admits(rule: Yaml, flow: Flow, named: Named, req: L7Request | undefined, dnsRedirect = false): boolean {
   const toPorts = list(rule.toPorts);
+  if (dnsRedirect && req !== undefined) return (toPorts ?? []).map(obj).some((pr) => (list(pr.ports) ?? []).some((pp) => singlePort(obj(pp)) && portMatches(obj(pp), flow, named)) && portRuleAdmits(obj(pr.rules), req));
   if (req === undefined || toPorts === undefined || toPorts.length === 0) return true;
   return toPorts.map(obj).some((pr) => (list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)) && portRuleAdmits(obj(pr.rules), req));
+}
+
+/**
+ * DNS is not Envoy: the agent's DNS proxy judges a query with the rules of its own port and protocol only
+ * (pkg/fqdn/dnsproxy/proxy.go ServeDNS -> CheckAllowed(endpointID, MakeV2PortProto(port, proto), ...) ->
+ * getPortRulesForID, filled by that port's redirect: pkg/proxy/dns.go setRules), i.e. the L4Filter of that single
+ * port; an L3-only rule or a port range is a filter of its own (pkg/policy/rule_test.go TestWildcardL3RulesEgress).
+ * So once a DNS rule redirects the query, only allow rules on that single port (any L7 or none) admit it.
+ */
+function singlePort(pp: Yaml): boolean {
+  const port = str(pp.port);
+  if (!/^[0-9]+$/.test(port)) return port !== '';
+  return Number(port) !== 0 && (pp.endPort === undefined || Number(pp.endPort) <= Number(port));
+}
+
+/** Whether an allow rule redirects the flow to the DNS proxy: a port rule covering it with DNS rules. */
+function dnsRedirects(rule: Yaml, flow: Flow, named: Named): boolean {
+  return (list(rule.toPorts) ?? []).map(obj).some((pr) => (list(obj(pr.rules).dns) ?? []).length > 0 && (list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)));
 }
 
 // ---- verdicts ----
@@ -404,14 +424,17 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
   const named: Named = (name, f) => namedPort(name, f, ingress ? [subject] : pods);
   let enforced = false;
   let allowed = false;
-  for (const { spec, namespace } of specsSelecting(c, subject)) {
+  const specs = specsSelecting(c, subject);
+  const dnsRedirect = req !== undefined && 'dns' in req && specs.some(({ spec, namespace }) =>
+    (list(spec[allowKey]) ?? []).some((r) => ruleMatches(obj(r), dir, peer, flow, named, namespace, false) && dnsRedirects(obj(r), flow, named)));
+  for (const { spec, namespace } of specs) {
     const allows = list(spec[allowKey]) ?? [];
     const denies = list(spec[denyKey]) ?? [];
     const denyNamed: Named = !ingress && reading.strictEgressNamedPorts ? (name, f) => pods.some((p) => namedPort(name, f, [p])) : named;
     if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace, true))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
     const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
-    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace, false) && l7Admits(obj(r), flow, allowNamed, req))) allowed = true;
+    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace, false) && l7Admits(obj(r), flow, allowNamed, req, dnsRedirect))) allowed = true;
   }
   if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;
   return allowed || !enforced;

@@ -9,7 +9,8 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { IdentityAllocator } from '../src/kvstore/allocator.js';
-import { connectEtcd, IDENTITIES_PREFIX } from '../src/kvstore/client.js';
+import { connectEtcd } from '../src/kvstore/client.js';
+import { IDENTITIES_PREFIX } from '../src/kvstore/layout.js';
 import { IdentityWatcher } from '../src/kvstore/watcher.js';
 import { EtcdServer } from '../test/kvstore/etcd-server.js';
 

@@ -1,10 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { join } from 'node:path';
-import { pino, type Logger } from 'pino';
-import { Registry } from 'prom-client';
-import { Agent } from '../agent/agent.js';
-import { EtcdIdentitySource } from '../agent/etcd-identities.js';
-import { summary } from '../agent/summary.js';
+import type { Logger } from 'pino';
+import type { Agent } from '../agent/agent.js';
+import type { EtcdIdentitySource } from '../agent/etcd-identities.js';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { KernelIpcache } from '../backend/ipcache.js';
@@ -90,7 +88,20 @@ function openAgentMaps(opts: AgentCliOptions): { backend: MapBackend; ipcache: K
   }
 }
 
+/** The agent's modules, loaded when it runs: etcd's gRPC client, pino and prom-client cost every other command's start-up (docs/benchmarks.md, perf25). */
+async function agentModules() {
+  const [{ pino }, { Registry }, { Agent }, { EtcdIdentitySource }, { summary }] = await Promise.all([
+    import('pino'),
+    import('prom-client'),
+    import('../agent/agent.js'),
+    import('../agent/etcd-identities.js'),
+    import('../agent/summary.js'),
+  ]);
+  return { pino, Registry, Agent, EtcdIdentitySource, summary };
+}
+
 async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
+  const { pino, Registry, Agent, EtcdIdentitySource, summary } = await agentModules();
   const { backend, ipcache } = openAgentMaps(opts);
   const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
   if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');

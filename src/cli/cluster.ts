@@ -1,8 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { runCluster, type ClusterReport } from '../cluster/run.js';
-import { EtcdServer } from '../cluster/etcd.js';
-import { traceToWatch } from '../cluster/watch-objects.js';
+import type { ClusterReport } from '../cluster/run.js';
 
 interface Io {
   out(s: string): void;
@@ -36,6 +34,8 @@ function render(r: ClusterReport): string {
 
 /** `distill cluster`: N agent processes on one etcd, fed a trace; exit 1 on a duplicate, disagreement or map mismatch. */
 async function cluster(io: Io, trace: string, opts: ClusterCliOptions): Promise<number> {
+  // Loaded here, not at the top: etcd's gRPC client cost every command's start-up (docs/benchmarks.md, perf25).
+  const [{ runCluster }, { EtcdServer }, { traceToWatch }] = await Promise.all([import('../cluster/run.js'), import('../cluster/etcd.js'), import('../cluster/watch-objects.js')]);
   const feed = traceToWatch(readFileSync(trace, 'utf8'), trace, opts.nodes);
   const distill = [process.execPath, ...process.execArgv, process.argv[1]!];
   if (opts.restartEtcdAt !== undefined && opts.etcd !== 'local') throw new Error('--restart-etcd-at needs --etcd local (distill cluster can only restart an etcd it started)');

@@ -1,6 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { connectEtcd, IDENTITIES_PREFIX, isUnavailable, KvstoreUnavailableError } from '../kvstore/client.js';
-import { runIdentityGc } from '../kvstore/gc.js';
+import { IDENTITIES_PREFIX } from '../kvstore/layout.js';
 
 interface Io {
   out(s: string): void;
@@ -27,6 +26,8 @@ const number = (name: string, min: number) => (v: string): number => {
  * unreferenced and unmodified, at most `rate` per second. Exit 0 done, 1 etcd unreachable.
  */
 async function identityGc(io: Io, opts: IdentityGcOptions): Promise<number> {
+  // Loaded here, not at the top: etcd's gRPC client (with its .proto files) cost every command's start-up (docs/benchmarks.md, perf25).
+  const [{ connectEtcd, isUnavailable, KvstoreUnavailableError }, { runIdentityGc }] = await Promise.all([import('../kvstore/client.js'), import('../kvstore/gc.js')]);
   const client = connectEtcd(opts.etcd);
   try {
     const first = await runIdentityGc(client, { prefix: opts.prefix });

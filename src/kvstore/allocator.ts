@@ -1,5 +1,6 @@
 import type { Etcd3, ICompare, IRequestOp, Lease } from 'etcd3';
-import { IDENTITIES_PREFIX, isUnavailable, KvstoreUnavailableError, prefixEnd } from './client.js';
+import { isUnavailable, KvstoreUnavailableError, prefixEnd } from './client.js';
+import { IDENTITIES_PREFIX } from './layout.js';
 import { labelSetKey } from './labels.js';
 import { KvLock } from './lock.js';
 import { readSlaves, type SlaveKey, type SlaveView, slavesWrittenSince } from './slaves.js';

@@ -1,9 +1,6 @@
 import { ExponentialBackoff, IBackoff, noop } from 'cockatiel';
 import { Etcd3, type IKeyValue, GRPCDeadlineExceededError, GRPCGenericError, GRPCUnavailableError, isRecoverableError } from 'etcd3';
 
-/** Cilium's kvstore prefix for global identities (pkg/identity/cache IdentitiesPath). */
-export const IDENTITIES_PREFIX = 'cilium/state/identities/v1';
-
 /** etcd could not be reached (down, restarting, partitioned); the caller keeps its last state. */
 export class KvstoreUnavailableError extends Error {
   constructor(readonly url: string, op: string, cause: unknown) {

@@ -1,5 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { IDENTITIES_PREFIX, listPrefix } from './client.js';
+import { listPrefix } from './client.js';
+import { IDENTITIES_PREFIX } from './layout.js';
 import { canonicalLabelSetKey, parseLabelSetKey } from './labels.js';
 
 /**

@@ -26,10 +26,6 @@ export class CidrGroupTable {
     peerCache.groupLabelsOf = (c) => this.labelsOf(c);
   }
 
-  get size(): number {
-    return this.groups.size;
-  }
-
   /** A group created or changed (`group`), or deleted (undefined). */
   set(name: string, group: CidrGroup | undefined): void {
     const old = this.groups.get(name);
@@ -85,10 +81,5 @@ export class CidrGroupTable {
       for (const [k, vs] of atLen) out.set(k, vs);
     }
     return out;
-  }
-
-  /** The groups, for the committed model's replay. */
-  all(): Iterable<CidrGroup> {
-    return this.groups.values();
   }
 }

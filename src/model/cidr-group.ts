@@ -15,7 +15,7 @@ import type { Selector } from './selector.js';
 export const SOURCE_CIDR_GROUP = 'cidrgroup';
 
 /** pkg/policy/api/cidr.go `LabelPrefixGroupName`. */
-export const CIDR_GROUP_NAME_PREFIX = 'io.cilium.policy.cidrgroupname';
+const CIDR_GROUP_NAME_PREFIX = 'io.cilium.policy.cidrgroupname';
 
 /** The key of the label naming a group (`LabelForCIDRGroupRef`); a cidrGroupRef is `Exists` on it. */
 export function cidrGroupNameKey(name: string): string {

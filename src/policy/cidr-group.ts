@@ -5,7 +5,7 @@ import { at, join, Reader } from './reader.js';
 import { labelKeyProblem, labelValueProblem } from '../model/labels.js';
 
 /** The apiVersions a CiliumCIDRGroup is read at: cilium.io/v2 (1.19's watcher reads `cilium_v2.CiliumCIDRGroup`) and v2alpha1, still served. */
-export const CIDR_GROUP_API_VERSIONS = ['cilium.io/v2', 'cilium.io/v2alpha1'];
+const CIDR_GROUP_API_VERSIONS = ['cilium.io/v2', 'cilium.io/v2alpha1'];
 
 /** Keys `utils.RemoveCiliumLabels` drops from a group's labels (k8sconst.LabelPrefix). */
 const CILIUM_LABEL_PREFIX = 'io.cilium.k8s';

@@ -106,7 +106,7 @@ export class SharedValues {
   }
 
   private peerList(peers: readonly Peer[]): readonly Peer[] {
-    const key = JSON.stringify(peers.map((p) => (p.kind === 'selector' ? ['s', p.selector.key, p.entity ?? null] : p.kind === 'nodes' ? ['n', p.selector.key] : ['c', p.cidr.text, p.except.map((c) => c.text)])));
+    const key = JSON.stringify(peers.map((p) => (p.kind === 'selector' ? ['s', p.selector.key, p.entity ?? null] : p.kind === 'nodes' ? ['n', p.selector.key] : p.kind === 'cidrGroup' ? ['g', p.selector.key, p.mode, p.except.map((c) => c.text)] : ['c', p.cidr.text, p.except.map((c) => c.text)])));
     const hit = this.peerLists.get(key);
     if (hit !== undefined) return hit;
     // First of its key: kept, with its label selectors shared.

@@ -21,6 +21,7 @@ import { type PodRecord, PodTable } from './pod-table.js';
 import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { L7ParserConflictError } from './rule-units.js';
+import { CidrGroupTable } from './cidr-groups.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import type { PolicyRecord } from './subject-groups.js';
@@ -69,6 +70,7 @@ interface Stages extends EngineStages {
   readonly resolver: PolicyResolver;
   readonly fqdn: FqdnStage;
   readonly splits: NetworkSplits;
+  readonly cidrGroups: CidrGroupTable;
   readonly commit: Commit;
   readonly queries: EngineQueries;
 }
@@ -137,7 +139,8 @@ export class Engine {
     ctx.nodeCover = (cidrs) => nodes.cover(cidrs);
     ctx.ipcache = new IpcacheView(nodes, pods, identities);
     const commit = new Commit(ctx, maps, this.proxyPorts);
-    this.stages = { ...stages, resolver, fqdn, splits, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
+    const cidrGroups = new CidrGroupTable(ctx, identities, peerCache);
+    this.stages = { ...stages, resolver, fqdn, splits, cidrGroups, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
   // ---------------------------------------------------------------- transactions
@@ -329,6 +332,10 @@ export class Engine {
         return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels));
       case 'deleteNode':
         return this.nodeChanged(() => this.stages.nodes.delete(e.name));
+      case 'upsertCidrGroup':
+        return this.stages.cidrGroups.set(e.group.name, e.group);
+      case 'deleteCidrGroup':
+        return this.stages.cidrGroups.set(e.name, undefined);
       case 'setApiServer': {
         const stale = this.stages.nodes.apiServerKnown ? [] : this.stages.nodes.standInPolicies();
         this.stages.nodes.setApiServer(e.addresses);

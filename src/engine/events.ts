@@ -1,4 +1,5 @@
 import type { IpAddress } from '../model/cidr.js';
+import type { CidrGroup } from '../model/cidr-group.js';
 import type { Pod } from '../model/cluster.js';
 import type { FqdnEvent } from '../model/fqdn-events.js';
 import type { L7Parser, L7Policy } from '../model/l7.js';
@@ -33,6 +34,12 @@ export type EngineEvent =
    */
   | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>> }
   | { readonly type: 'deleteNode'; readonly name: string }
+  /**
+   * A CiliumCIDRGroup object (src/model/cidr-group.ts), created or replaced: its prefixes become
+   * ipcache prefixes labelled with its name and labels; `cidrGroupRef`/`cidrGroupSelector` peers select them.
+   */
+  | { readonly type: 'upsertCidrGroup'; readonly group: CidrGroup }
+  | { readonly type: 'deleteCidrGroup'; readonly name: string }
   /**
    * The API server's addresses (the backends of default/kubernetes), replacing the last set: each
    * is labelled `reserved:kube-apiserver` (docs/semantics.md, "kube-apiserver"). Before the first

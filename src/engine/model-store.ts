@@ -26,6 +26,7 @@ export class ModelStore implements ModelView {
   private policiesByNs: Map<string, Set<string>> | null = null;
   private readonly identities = new Map<number, Readonly<Record<string, string>>>();
   private readonly nodes = new Map<string, EngineEvent & { type: 'upsertNode' }>();
+  private readonly cidrGroups = new Map<string, EngineEvent & { type: 'upsertCidrGroup' }>();
   private apiServer: (EngineEvent & { type: 'setApiServer' }) | undefined;
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
@@ -46,7 +47,7 @@ export class ModelStore implements ModelView {
 
   /** No namespace, pod, policy, identity or node (the DNS cache aside): rebuilding from it is free. */
   isEmpty(): boolean {
-    return this.namespaces.size === 0 && this.facts.podCount === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.apiServer === undefined;
+    return this.namespaces.size === 0 && this.facts.podCount === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.cidrGroups.size === 0 && this.apiServer === undefined;
   }
 
   hasIdentity(id: number): boolean {
@@ -55,6 +56,10 @@ export class ModelStore implements ModelView {
 
   hasNode(name: string): boolean {
     return this.nodes.has(name);
+  }
+
+  hasCidrGroup(name: string): boolean {
+    return this.cidrGroups.has(name);
   }
 
   dnsNow(): number {
@@ -147,6 +152,12 @@ export class ModelStore implements ModelView {
       case 'deleteNode':
         this.nodes.delete(e.name);
         return;
+      case 'upsertCidrGroup':
+        this.cidrGroups.set(e.group.name, e);
+        return;
+      case 'deleteCidrGroup':
+        this.cidrGroups.delete(e.name);
+        return;
       case 'setApiServer':
         this.apiServer = e;
         return;
@@ -161,6 +172,7 @@ export class ModelStore implements ModelView {
     const out: EngineEvent[] = [];
     for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });
     for (const node of this.nodes.values()) out.push(node);
+    for (const group of this.cidrGroups.values()) out.push(group);
     if (this.apiServer) out.push(this.apiServer);
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
     // In write order (an undone transaction may have moved records in the table): a relabel re-writes pods in it.

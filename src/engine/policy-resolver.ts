@@ -401,6 +401,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
         // The prefixes a policy mentions get identities, so external addresses resolve to them.
         for (const c of [sel.cidr, ...sel.except]) s.cidrRefs.push(this.identities.acquireCidr(c));
       }
+      // A group item's exceptions are ipcache prefixes too (CIDRSelector.GetCIDRPrefixes); its groups' prefixes are held by the CIDR group table.
+      if (sel.kind === 'cidrGroup') for (const c of sel.except) s.cidrRefs.push(this.identities.acquireCidr(c));
       // An FQDN selector's own identity exists before any answer: a first IP costs no map write.
       if (sel.kind === 'fqdn') s.cidrRefs.push(this.identities.acquireFqdnSelector(sel.fqdn));
       const cs = this.peerCache.register(sel, listener);

@@ -5,7 +5,7 @@ import { Direction, L7Rules, Peer, Policy, PolicyRule, policyRefKey, RuleOrigin,
 import { compileTiered, failClosedNodeCover, type NodeCover } from './tiers.js';
 import { flat } from '../model/intern.js';
 import type { Selector } from '../model/selector.js';
-import { cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector, remoteNodesSelector } from './selector-cache.js';
+import { cidrGroupSelector, cidrSelector, fqdnPeerSelector, IdentitySelector, isWildcardSelector, labelsSelector, remoteNodesSelector } from './selector-cache.js';
 
 /**
  * A rule as the engine uses it. A `PolicyRule` becomes one unit, or two when some of its port
@@ -49,6 +49,7 @@ export interface EnforcementUnit {
 }
 
 function peerSelector(p: Peer): IdentitySelector {
+  if (p.kind === 'cidrGroup') return cidrGroupSelector(p.selector, p.except, p.mode);
   return p.kind === 'selector' ? labelsSelector(p.selector) : p.kind === 'nodes' ? remoteNodesSelector(p.selector) : cidrSelector(p.cidr, p.except);
 }
 

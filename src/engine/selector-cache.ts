@@ -1,5 +1,6 @@
 import type { RuleOrigin } from '../model/rules.js';
 import { Cidr, cidrContainsCidr, PrefixSet } from '../model/cidr.js';
+import { GroupLabels, GroupMatchMode, groupSelectorMatches, NO_GROUP_LABELS } from '../model/cidr-group.js';
 import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_RESERVED } from '../model/labels.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
@@ -14,6 +15,11 @@ import { TombstoneMap } from './tombstone-map.js';
 export type IdentitySelector =
   | { readonly kind: 'labels'; readonly key: string; readonly selector: Selector }
   | { readonly kind: 'cidr'; readonly key: string; readonly cidr: Cidr; readonly except: readonly Cidr[]; readonly exceptSet: PrefixSet }
+  /**
+   * A `cidrGroupRef`/`cidrGroupSelector` item: the identities with a prefix (CIDR, FQDN IP, API server
+   * address) whose CIDR group labels (`SelectorCache.groupLabelsOf`) `selector` matches, outside `except`.
+   */
+  | { readonly kind: 'cidrGroup'; readonly key: string; readonly selector: Selector; readonly except: readonly Cidr[]; readonly exceptSet: PrefixSet; readonly mode: GroupMatchMode }
   /** A `toFQDNs` entry: selects the identities carrying its `fqdn:<selector key>` label (dns-cache.ts). */
   | { readonly kind: 'fqdn'; readonly key: string; readonly fqdn: FqdnSelector }
   /** A ClusterNetworkPolicy `networks` CIDR over pods: the pod identities whose pods are all inside (`nets`, network-splits.ts). */
@@ -63,6 +69,11 @@ const NO_PREFIXES = new PrefixSet([]);
 export function cidrSelector(cidr: Cidr, except: readonly Cidr[]): IdentitySelector {
   const ex = [...except].map((c) => c.text).sort();
   return { kind: 'cidr', key: `cidr:${cidr.text}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, cidr, except, exceptSet: except.length === 0 ? NO_PREFIXES : new PrefixSet(except) };
+}
+
+export function cidrGroupSelector(selector: Selector, except: readonly Cidr[], mode: GroupMatchMode): IdentitySelector {
+  const ex = [...except].map((c) => c.text).sort();
+  return { kind: 'cidrGroup', key: `cidrgroup-${mode}:${selector.key}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, selector, except, exceptSet: except.length === 0 ? NO_PREFIXES : new PrefixSet(except), mode };
 }
 
 export function isWildcardSelector(s: IdentitySelector): boolean {
@@ -175,7 +186,7 @@ function isCommonKey(key: string): boolean {
  * the full evaluation checks it.
  */
 function bucketsOf(sel: IdentitySelector): Bucket[] | null {
-  if (sel.kind === 'cidr') return [namedBucket(CIDR_BUCKET)];
+  if (sel.kind === 'cidr' || sel.kind === 'cidrGroup') return [namedBucket(CIDR_BUCKET)];
   if (sel.kind === 'fqdn' || sel.kind === 'podnet') return [namedBucket(sel.key)];
   if (sel.kind === 'nodes') return [namedBucket(NODES_BUCKET)];
   let best: { score: number; buckets: Bucket[] } | null = null;
@@ -291,6 +302,11 @@ export class SelectorCache {
   /** Large label sets by key, built once per set (an identity's labels are shared by its selectors' evaluations). */
   private readonly indexes = new WeakMap<LabelSet, LabelIndex>();
 
+  /** The CIDR group selectors registered (re-evaluated when a group changes). */
+  private readonly groupSelectors = new Set<CachedSelector>();
+  /** The CIDR group labels of a prefix's identity (the peer cache's are the engine's CIDR group table's). */
+  groupLabelsOf: (c: Cidr) => GroupLabels = () => NO_GROUP_LABELS;
+
   constructor(private readonly stats: EngineStats) {}
 
   /**
@@ -349,7 +365,27 @@ export class SelectorCache {
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
     if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
     const c = ident.cidr;
-    return c !== undefined && cidrContainsCidr(s.cidr, c) && !s.exceptSet.containsCidr(c);
+    if (c === undefined || s.exceptSet.containsCidr(c)) return false;
+    return s.kind === 'cidrGroup' ? groupSelectorMatches(s.selector, this.groupLabelsOf(c), s.mode) : cidrContainsCidr(s.cidr, c);
+  }
+
+  /**
+   * CIDR groups changed at `changed` (a group's old and new prefixes): the group selectors are
+   * evaluated anew for the identities whose prefix lies inside one, as only their labels moved.
+   */
+  refreshGroupSelectors(changed: PrefixSet): void {
+    if (this.groupSelectors.size === 0) return;
+    for (const id of this.identityBuckets.get(BucketKind.Named, CIDR_BUCKET, '') ?? NO_IDS) {
+      const ident = this.identities.get(id);
+      if (ident?.cidr === undefined || !changed.containsCidr(ident.cidr)) continue;
+      for (const cs of this.groupSelectors) {
+        const now = this.evaluate(cs, ident);
+        if (now === cs.selected.has(id)) continue;
+        if (now) cs.selected.add(id);
+        else cs.selected.delete(id);
+        for (const l of [...cs.listeners]) l.selectionChanged(cs, now ? [id] : [], now ? [] : [id]);
+      }
+    }
   }
 
   /** The selectors filed under a bucket of `ident` (its labels' values and keys, FQDN labels, CIDR, pod networks, in that order), and the unindexed ones. */
@@ -421,6 +457,7 @@ export class SelectorCache {
     if (!cs) {
       cs = new CachedSelector(selector, bucketsOf(selector));
       this.byKey.set(selector.key, cs);
+      if (selector.kind === 'cidrGroup') this.groupSelectors.add(cs);
       if (cs.buckets === null) this.unindexed.add(cs);
       else for (let i = 0; i < cs.buckets.length; i++) this.selectorBuckets.change((cs.buckets[i] as Bucket).kind, (cs.buckets[i] as Bucket).key, (cs.buckets[i] as Bucket).value, cs, +1);
       for (const id of this.candidateIdentities(cs)) {
@@ -436,6 +473,7 @@ export class SelectorCache {
     cs.listeners.delete(listener);
     if (cs.listeners.size > 0) return;
     this.byKey.delete(cs.selector.key);
+    this.groupSelectors.delete(cs);
     if (cs.buckets === null) this.unindexed.delete(cs);
     else for (const b of cs.buckets) this.selectorBuckets.change(b.kind, b.key, b.value, cs, -1);
   }

@@ -1,4 +1,4 @@
-import { isValidIp, parseIp } from '../model/cidr.js';
+import { isValidIp, parseCidr, parseIp } from '../model/cidr.js';
 import { type Pod, podKey } from '../model/cluster.js';
 import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS } from '../model/fqdn-events.js';
@@ -28,6 +28,7 @@ export interface ModelView {
   readonly identitySource: 'local' | 'external';
   hasIdentity(id: number): boolean;
   hasNode(name: string): boolean;
+  hasCidrGroup(name: string): boolean;
   /** The DNS clock (seconds advanced so far). */
   dnsNow(): number;
 }
@@ -41,6 +42,7 @@ const EMPTY_MODEL: ModelView = {
   identitySource: 'local',
   hasIdentity: () => false,
   hasNode: () => false,
+  hasCidrGroup: () => false,
   dnsNow: () => 0,
 };
 
@@ -170,6 +172,7 @@ class Overlay {
   private policies: Map<string, boolean> | null = null;
   private identities: Map<number, boolean> | null = null;
   private nodes: Map<string, boolean> | null = null;
+  private cidrGroups: Map<string, boolean> | null = null;
   private clock: number | null = null;
   /** Pods and namespaced policies the batch created, per namespace (recorded only with `recordObjects`). */
   private podsByNs: Map<string, Set<string>> | null = null;
@@ -204,6 +207,15 @@ class Overlay {
 
   hasNode(name: string): boolean {
     return this.nodes?.get(name) ?? this.base.hasNode(name);
+  }
+
+  hasCidrGroup(name: string): boolean {
+    return this.cidrGroups?.get(name) ?? this.base.hasCidrGroup(name);
+  }
+
+  setCidrGroup(name: string, exists: boolean): void {
+    if (this.frozen) return;
+    (this.cidrGroups ??= new Map()).set(name, exists);
   }
 
   dnsNow(): number {
@@ -311,6 +323,9 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     case 'setApiServer':
       checkParsedIps(e.addresses, 'addresses', fail);
       return;
+    case 'upsertCidrGroup':
+    case 'deleteCidrGroup':
+      return checkCidrGroupEvent(e, model, fail);
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }
@@ -389,6 +404,32 @@ function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
   checkParsedIps(e.ips, 'ips', fail);
   for (const field of ['health', 'ingress'] as const) if (e[field] !== undefined) checkParsedIps(e[field], field, fail);
   model.setNode(name, true);
+}
+
+function checkCidrGroupEvent(e: EventRecord, model: Overlay, fail: Fail): void {
+  if (e.type === 'deleteCidrGroup') {
+    const name = checkName(e.name, 'name', 'object', fail);
+    if (!model.hasCidrGroup(name)) fail(`CiliumCIDRGroup "${name}" does not exist`);
+    model.setCidrGroup(name, false);
+    return;
+  }
+  const g = e.group;
+  if (!isRecord(g)) return fail('group must be a CiliumCIDRGroup as the manifest reader returns it');
+  const name = checkName(g.name, 'group.name', 'object', fail);
+  if (!(g.labels instanceof Map) || [...g.labels].some(([k, v]) => typeof k !== 'string' || typeof v !== 'string')) fail('group.labels must be a Map of strings');
+  if (!Array.isArray(g.cidrs) || g.cidrs.some((c) => !isParsedCidr(c))) fail('group.cidrs must be a list of parsed CIDRs');
+  model.setCidrGroup(name, true);
+}
+
+/** A prefix as parseCidr returns it (a bad one would corrupt the ipcache index). */
+function isParsedCidr(c: unknown): boolean {
+  if (!isRecord(c) || typeof c.text !== 'string') return false;
+  try {
+    const p = parseCidr(c.text);
+    return p.family === c.family && p.network === c.network && p.prefixLength === c.prefixLength;
+  } catch {
+    return false;
+  }
 }
 
 /** A list of addresses as parseIp returns them. */

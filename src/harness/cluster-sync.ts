@@ -13,6 +13,8 @@ import {
   upsertPolicy,
   upsertNode,
   deleteNode,
+  upsertCidrGroup,
+  deleteCidrGroup,
   nodeEndpointsOf,
   setApiServer,
 } from '../model/cluster.js';
@@ -67,6 +69,12 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
   }
   for (const [name, n] of to.nodes ?? []) {
     if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n), ...(n.labels ? { labels: n.labels } : {}) });
+  }
+  for (const name of from.cidrGroups?.keys() ?? []) {
+    if (!to.cidrGroups?.has(name)) events.push({ type: 'deleteCidrGroup', name });
+  }
+  for (const [name, group] of to.cidrGroups ?? []) {
+    if (from.cidrGroups?.get(name) !== group) events.push({ type: 'upsertCidrGroup', group });
   }
   // Known addresses never become unknown again (the engine keeps the last set).
   if (to.apiServer !== undefined && to.apiServer !== from.apiServer) events.push({ type: 'setApiServer', addresses: to.apiServer });
@@ -150,6 +158,10 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
       return deleteNode(s, e.name);
     case 'setApiServer':
       return setApiServer(s, e.addresses);
+    case 'upsertCidrGroup':
+      return upsertCidrGroup(s, e.group);
+    case 'deleteCidrGroup':
+      return deleteCidrGroup(s, e.name);
   }
 }
 

@@ -1,5 +1,6 @@
 import type { AllowLocalhost } from './localhost.js';
 import { IpAddress, parseCidr, nthAddress } from './cidr.js';
+import type { CidrGroup } from './cidr-group.js';
 import type { DnsCacheState } from './fqdn.js';
 import { podIdentityLabels } from './identity.js';
 import { LabelSet, NAMESPACE_NAME_LABEL } from './labels.js';
@@ -101,6 +102,8 @@ export interface ClusterState {
   readonly externals: ReadonlyMap<string, External>;
   /** Nodes by name; absent = none known. */
   readonly nodes?: ReadonlyMap<string, ClusterNode>;
+  /** CiliumCIDRGroup objects by name (./cidr-group.ts); absent = none. */
+  readonly cidrGroups?: ReadonlyMap<string, CidrGroup>;
   /** Keyed by `policyRefKey`. */
   readonly policies: ReadonlyMap<string, Policy>;
   /** What the DNS proxy learnt, and the clock (toFQDNs); absent = empty at time 0. */
@@ -303,6 +306,15 @@ export function upsertNode(state: ClusterState, node: ClusterNode): ClusterState
 export function deleteNode(state: ClusterState, name: string): ClusterState {
   if (!state.nodes?.has(name)) throw new ClusterChangeError(`node "${name}" does not exist`);
   return { ...state, nodes: withoutEntry(state.nodes, name) };
+}
+
+export function upsertCidrGroup(state: ClusterState, group: CidrGroup): ClusterState {
+  return { ...state, cidrGroups: withEntry(state.cidrGroups ?? new Map(), group.name, group) };
+}
+
+export function deleteCidrGroup(state: ClusterState, name: string): ClusterState {
+  if (!state.cidrGroups?.has(name)) throw new ClusterChangeError(`CiliumCIDRGroup "${name}" does not exist`);
+  return { ...state, cidrGroups: withoutEntry(state.cidrGroups, name) };
 }
 
 /** The API server's addresses, replacing the old set (Cilium diffs the whole backend set on each change). */

@@ -1,4 +1,5 @@
 import type { Cidr } from './cidr.js';
+import type { GroupMatchMode } from './cidr-group.js';
 import type { FqdnSelector } from './fqdn.js';
 import type { L4Match } from './ports.js';
 import type { Selector } from './selector.js';
@@ -77,6 +78,13 @@ export type Peer =
    */
   | { readonly kind: 'selector'; readonly selector: Selector; readonly entity?: string; readonly apiServerStandIn?: true }
   | { readonly kind: 'cidr'; readonly cidr: Cidr; readonly except: readonly Cidr[] }
+  /**
+   * A `fromCIDRSet`/`toCIDRSet` item with `cidrGroupRef` or `cidrGroupSelector`: the addresses
+   * outside the cluster whose CIDR group labels (./cidr-group.ts) `selector` matches (keys of source
+   * `cidrgroup`), outside `except`. `mode`: how labels groups disagree on are read (`all` in allow
+   * rules, `any` in deny rules).
+   */
+  | { readonly kind: 'cidrGroup'; readonly selector: Selector; readonly except: readonly Cidr[]; readonly mode: GroupMatchMode }
   /**
    * A CiliumNetworkPolicy `toNodes`/`fromNodes` selector: the remote nodes (never the agent's own
    * node) whose Node labels it matches (Cilium adds `reserved:remote-node` to it).

@@ -1,4 +1,5 @@
-import { Cidr, cidrContainsIp } from '../model/cidr.js';
+import { Cidr, cidrContainsIp, hostCidr } from '../model/cidr.js';
+import { groupLabelsByScan, groupSelectorMatches } from '../model/cidr-group.js';
 import { DnsCacheEntry, EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
 import { ClusterState, isApiServerAddress, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
@@ -23,7 +24,10 @@ function peerMatches(state: ClusterState, peer: Peer, ep: FlowEndpoint): boolean
   // CIDR rules only ever match traffic from outside the cluster: pods are known by identity, and
   // nodes by reserved host/remote-node (Cilium's policy-cidr-match-mode default: CIDRs select no node).
   if (ep.kind !== 'external') return false;
-  return cidrContainsIp(peer.cidr, ep.external.ip) && !peer.except.some((e) => cidrContainsIp(e, ep.external.ip));
+  const ip = ep.external.ip;
+  if (peer.except.some((e) => cidrContainsIp(e, ip))) return false;
+  if (peer.kind === 'cidrGroup') return groupSelectorMatches(peer.selector, groupLabelsByScan(state.cidrGroups?.values() ?? [], hostCidr(ip)), peer.mode);
+  return cidrContainsIp(peer.cidr, ip);
 }
 
 /**

@@ -22,6 +22,12 @@ export interface CiliumAgentOptions {
 export interface ParseOptions extends CiliumAgentOptions {
   /** `false` refuses `toFQDNs` (for a consumer that cannot learn DNS answers); default: read it. */
   readonly fqdn?: boolean;
+  /**
+   * `true`: the consumer models CiliumCIDRGroup objects (scenarios, `reach`), so `cidrGroupRef` and
+   * `cidrGroupSelector` are read as peers; otherwise (the agent, which does not watch the groups)
+   * they are "not supported" and the agent enforces the fail-closed stand-in.
+   */
+  readonly cidrGroups?: boolean;
 }
 
 /** Only the options that differ from Cilium's defaults (so an agent's config can be passed as is). */

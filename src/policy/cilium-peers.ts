@@ -1,8 +1,11 @@
 import { CLUSTER_KEY, DEFAULT_CLUSTER_NAME, reservedLabel, SOURCE_ANY, SOURCE_CIDR, SOURCE_K8S } from '../model/labels.js';
 import type { Peer, Verdict } from '../model/rules.js';
-import { hasSource, makeSelector, matchLabelRequirement, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
+import { existsRequirement, hasSource, makeSelector, matchLabelRequirement, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { FqdnSelector, fqdnSyntaxError, makeFqdnSelector } from '../model/fqdn.js';
 import { checkCidrFormat, readCidr, readCidrWithExcept } from './common.js';
+import { cidrGroupNameKey, SOURCE_CIDR_GROUP } from '../model/cidr-group.js';
+import type { Cidr } from '../model/cidr.js';
+import { isDnsSubdomain } from '../model/labels.js';
 import { absent, at, join, Reader } from './reader.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { parseLabelSelector, type SelectorOptions } from './selector.js';
@@ -14,8 +17,6 @@ import { rawKeysNameNamespace, readsNodeLabels, scopePeerSelector, SOURCE_NODE }
  * The L3 peers of a Cilium rule: endpoints, entities, CIDRs and CIDR sets, nodes, and toFQDNs.
  */
 
-/** The label source CiliumCIDRGroup objects give CIDR identities (Cilium's `cidrgroup:`). */
-const SOURCE_CIDR_GROUP = 'cidrgroup';
 
 /**
  * The CRD's enum for `toEntities`/`fromEntities` items (`+kubebuilder:validation:Enum` on
@@ -93,7 +94,7 @@ export function readL3Peers(r: Reader, o: Record<string, unknown>, path: string,
   // API server refuses a bare address that the agent's CIDR.sanitize alone would take.
   cidrs?.forEach((c, i) => peers.push({ kind: 'cidr', cidr: readCidr(r, c, at(join(path, shape.cidr), i), true), except: [] }));
   const sets = r.optArray(o[shape.cidrSet], join(path, shape.cidrSet));
-  sets?.forEach((s, i) => peers.push(...readCidrSetPeer(r, s, at(join(path, shape.cidrSet), i))));
+  sets?.forEach((s, i) => peers.push(...readCidrSetPeer(r, s, at(join(path, shape.cidrSet), i), options, shape.verdict)));
   return { peers, anyL3: eps !== undefined || nodes !== undefined || ents !== undefined || cidrs !== undefined || sets !== undefined };
 }
 
@@ -105,48 +106,86 @@ function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string
   // same holds for `cidrgroup:` keys, the labels CiliumCIDRGroup objects give those identities
   // (pkg/policy/api/cidr.go ToSelectors: a cidrGroupRef is `Exists cidrgroup.<key>`; attack finding 952).
   if (hasSource(sel, SOURCE_CIDR)) r.unsupported(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
-  if (hasSource(sel, SOURCE_CIDR_GROUP)) r.unsupported(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (CiliumCIDRGroup objects are not modelled)');
+  if (hasSource(sel, SOURCE_CIDR_GROUP)) r.unsupported(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (write cidrGroupRef or cidrGroupSelector in a CIDR set)');
   const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit, verdict);
   if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.unsupported(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
   return { kind: 'selector', selector: scoped };
 }
 
-/** The CRD's pattern for `cidrGroupRef` (a CiliumCIDRGroup's name, a DNS subdomain; maxLength 253). */
-const CIDR_GROUP_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 /**
  * A `cidrGroupSelector` as CIDRRule.sanitize checks it: `SanitizeWithKeyExtender` with
  * `GetSourcePrefixKeyExtender("cidrgroup.")` prefixes every key as written, then Kubernetes'
  * ValidateLabelSelector (operators, values, keys as qualified names) refuses the object.
  */
-const CIDR_GROUP_SELECTOR: SelectorOptions = { defaultSource: SOURCE_ANY, allowSourcePrefix: false, validatedKey: (k) => `cidrgroup.${k}` };
+const CIDR_GROUP_SELECTOR: SelectorOptions = { defaultSource: SOURCE_CIDR_GROUP, allowSourcePrefix: false, validatedKey: (k) => `cidrgroup.${k}` };
 
 /**
- * One `fromCIDRSet`/`toCIDRSet` item: a CIDR and its exceptions. A CIDR group is not read: its error
- * is deferred (`Reader.unsupported`, attack finding 1767) and the item adds no peer meanwhile, once
- * the checks that refuse the object have run (attack findings 1913, 1914). Two of cidr, cidrGroupRef,
- * cidrGroupSelector are refused as the CRD's oneOf refuses them: its `required` counts a present field,
- * "" too (which its pattern and format refuse), where CIDRRule.sanitize counts non-empty ones only.
+ * One `fromCIDRSet`/`toCIDRSet` item: a CIDR and its exceptions, or a CIDR group. Two of cidr,
+ * cidrGroupRef, cidrGroupSelector are refused as the CRD's oneOf refuses them: its `required` counts a
+ * present field, "" too (which its pattern and format refuse), where CIDRRule.sanitize counts non-empty
+ * ones only. A group is read only when the consumer models CiliumCIDRGroup objects
+ * (`options.cidrGroups`); otherwise, once the checks that refuse the object have run (attack findings
+ * 1913, 1914), its error is deferred (`Reader.unsupported`, attack finding 1767) and the item adds no peer.
  */
-function readCidrSetPeer(r: Reader, s: unknown, path: string): Peer[] {
+function readCidrSetPeer(r: Reader, s: unknown, path: string, options: ParseOptions, verdict: Verdict): Peer[] {
   const so = r.object(s, path, ['cidr', 'except', 'cidrGroupRef', 'cidrGroupSelector']);
   const set = (['cidr', 'cidrGroupRef', 'cidrGroupSelector'] as const).filter((k) => !absent(so[k]));
   if (set.length > 1) r.fail(path, `more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set (got ${set.join(' and ')}; the CRD's oneOf counts an empty string too)`);
   if (set[0] === 'cidrGroupRef' || set[0] === 'cidrGroupSelector') {
+    // The CRD's `format: cidr` refuses an exception that is no CIDR (attack finding 1837), by the API's
+    // rule, not netip's: "/024" passes it (review 1890: refusing it dropped an object Cilium enforces).
+    (r.optArray(so.except, join(path, 'except')) ?? []).forEach((e, i) => checkCidrFormat(r, e, at(join(path, 'except'), i)));
+    if (options.cidrGroups === true) return [readCidrGroupPeer(r, so, path, set[0], verdict)];
     const p = join(path, set[0]);
     if (set[0] === 'cidrGroupSelector') parseLabelSelector(r, so.cidrGroupSelector, p, CIDR_GROUP_SELECTOR);
-    else {
-      const name = r.string(so.cidrGroupRef, p);
-      if (name.length > 253 || !CIDR_GROUP_NAME.test(name)) r.fail(p, `"${name}" is not a CiliumCIDRGroup name (the CRD's pattern: a DNS subdomain of at most 253 characters)`);
-    }
-    r.unsupported(p, 'is not supported by distill');
-    // CIDRRule.sanitize returns before the exceptions of a group ("not supported yet", the CRD says), but the CRD's
-    // `format: cidr` still refuses an item that is no CIDR (attack finding 1837), by the API's rule, not
-    // netip's: "/024" passes it (review 1890: refusing it dropped an object Cilium enforces).
-    (r.optArray(so.except, join(path, 'except')) ?? []).forEach((e, i) => checkCidrFormat(r, e, at(join(path, 'except'), i)));
+    else readCidrGroupName(r, so.cidrGroupRef, p);
+    r.unsupported(p, 'is not supported by distill here (CiliumCIDRGroup objects are not watched)');
     return [];
   }
   return [readCidrWithExcept(r, so.cidr, so.except, path, 'cidr', 'except')];
 }
+
+/**
+ * A CIDR group item (pkg/policy/types/selector.go `newCIDRRuleSelector`): `cidrGroupRef` is
+ * `Exists cidrgroup:io.cilium.policy.cidrgroupname/<ref>`, `cidrGroupSelector` its requirements on
+ * `cidrgroup:` keys; each `except` a requirement that the identity's prefix lies outside it
+ * (`NewExceptRequirement`; no containment check for groups). A selector without a positive
+ * requirement would match every identity, pods included: not supported (fail closed).
+ */
+function readCidrGroupPeer(r: Reader, so: Record<string, unknown>, path: string, field: 'cidrGroupRef' | 'cidrGroupSelector', verdict: Verdict): Peer {
+  const mode = verdict === 'deny' ? 'any' : 'all';
+  const except = (r.optArray(so.except, join(path, 'except')) ?? []).map((e, i) => readExceptOrDefer(r, e, at(join(path, 'except'), i)));
+  if (field === 'cidrGroupRef') {
+    const ref = readCidrGroupName(r, so.cidrGroupRef, join(path, field));
+    return { kind: 'cidrGroup', selector: makeSelector([existsRequirement({ source: SOURCE_CIDR_GROUP, key: cidrGroupNameKey(ref) })]), except: except.filter(isCidr), mode };
+  }
+  const sel = parseLabelSelector(r, so.cidrGroupSelector, join(path, field), CIDR_GROUP_SELECTOR);
+  if (!sel.requirements.some((q) => q.operator === 'In' || q.operator === 'Exists')) r.unsupported(join(path, field), 'a cidrGroupSelector without a matchLabels entry or an In/Exists expression selects every identity, pods included, in Cilium; not supported by distill');
+  return { kind: 'cidrGroup', selector: sel, except: except.filter(isCidr), mode };
+}
+
+const isCidr = (c: Cidr | undefined): c is Cidr => c !== undefined;
+
+/** A `cidrGroupRef`: the CRD's pattern and maxLength make it a DNS subdomain of at most 253 characters. */
+function readCidrGroupName(r: Reader, v: unknown, path: string): string {
+  const name = r.string(v, path);
+  if (!isDnsSubdomain(name)) r.fail(path, `"${name}" is not a CiliumCIDRGroup name (the CRD's pattern: a DNS subdomain of at most 253 characters)`);
+  return name;
+}
+
+/**
+ * A group item's exception as the agent parses it (`labels.IPStringToLabel`, netip): one the API took
+ * but netip refuses ("/024") is "not supported" (Cilium's selector code assumes it valid).
+ */
+function readExceptOrDefer(r: Reader, e: unknown, path: string): Cidr | undefined {
+  try {
+    return readCidr(new Reader(r.source, true), e, path, true);
+  } catch {
+    r.unsupported(path, 'an except item netip.ParsePrefix refuses beside a CIDR group is not supported by distill');
+    return undefined;
+  }
+}
+
 
 /**
  * One `toNodes`/`fromNodes` selector. Cilium refuses the rule unless the agent runs with

@@ -2,8 +2,10 @@ import { AllowLocalhost, ALLOW_LOCALHOST_VALUES } from '../model/localhost.js';
 import { IpAddress } from '../model/cidr.js';
 import { NodeEndpointAddresses, nodeEndpointsOf } from '../model/cluster.js';
 import { ContainerPort, MAX_PORT } from '../model/ports.js';
-import { Policy, POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
+import { Policy, POLICY_KINDS, PolicyRef } from '../model/rules.js';
 import { checkNamespaceName, checkObjectName } from '../policy/common.js';
+import { parseCidrGroup } from '../policy/cidr-group.js';
+import type { CidrGroup } from '../model/cidr-group.js';
 import { ciliumAgentOptions, parseManifest, type CiliumAgentOptions } from '../policy/manifest.js';
 import { samePriorityWarnings } from '../policy/clusternetworkpolicy.js';
 import { absent, at, join, Reader } from '../policy/reader.js';
@@ -40,6 +42,9 @@ export type Change = { readonly path: string } & (
   | { readonly op: 'setApiServer'; readonly addresses: readonly IpAddress[] }
   | { readonly op: 'apply'; readonly policy: Policy }
   | { readonly op: 'delete'; readonly ref: PolicyRef }
+  /** `apply` of a CiliumCIDRGroup manifest: created or replaced. */
+  | { readonly op: 'applyCidrGroup'; readonly group: CidrGroup }
+  | { readonly op: 'deleteCidrGroup'; readonly name: string }
   | { readonly op: 'dnsResponse'; readonly answer: DnsAnswerSpec }
   | { readonly op: 'advanceTime'; readonly seconds: number }
 );
@@ -121,7 +126,14 @@ function readPod(r: Reader, v: unknown, path: string): PodSpec {
 
 function readPolicy(r: Reader, v: unknown, path: string, agent: CiliumAgentOptions): Policy {
   // Scenarios are read by the oracle too: toFQDNs is parsed here, and the engine's harness refuses it.
-  return parseManifest(v, `${r.source}#${path}`, { fqdn: true, ...agent });
+  return parseManifest(v, `${r.source}#${path}`, { fqdn: true, cidrGroups: true, ...agent });
+}
+
+/** An `apply` (or `policies` item): a policy, or a CiliumCIDRGroup object. */
+function readApply(r: Reader, v: unknown, path: string, agent: CiliumAgentOptions): Change {
+  const kind = typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>).kind : undefined;
+  if (kind === 'CiliumCIDRGroup') return { path, op: 'applyCidrGroup', group: parseCidrGroup(v, `${r.source}#${path}`) };
+  return { path, op: 'apply', policy: readPolicy(r, v, path, agent) };
 }
 
 function readChange(r: Reader, v: unknown, path: string, agent: CiliumAgentOptions): Change {
@@ -133,11 +145,15 @@ function readChange(r: Reader, v: unknown, path: string, agent: CiliumAgentOptio
   const p = join(path, op);
   switch (op) {
     case 'apply':
-      return { path: p, op, policy: readPolicy(r, o.apply, p, agent) };
+      return readApply(r, o.apply, p, agent);
     case 'delete': {
       const d = r.object(o.delete, p, ['kind', 'namespace', 'name']);
-      const kind = r.oneOf(d.kind, join(p, 'kind'), POLICY_KINDS) as PolicyKind;
+      const kind = r.oneOf(d.kind, join(p, 'kind'), [...POLICY_KINDS, 'CiliumCIDRGroup']);
       const name = r.nonEmptyString(d.name, join(p, 'name'));
+      if (kind === 'CiliumCIDRGroup') {
+        if (!absent(d.namespace)) r.fail(join(p, 'namespace'), 'a CiliumCIDRGroup is cluster-scoped: it has no namespace');
+        return { path: p, op: 'deleteCidrGroup', name };
+      }
       if (kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy') {
         if (!absent(d.namespace)) r.fail(join(p, 'namespace'), `a ${kind} is cluster-scoped: it has no namespace`);
         return { path: p, op, ref: { kind, name } };
@@ -259,7 +275,7 @@ export function parseScenario(text: string, source: string): Scenario {
   (r.optArray(o.nodes, 'nodes') ?? []).forEach((n, i) => setup.push({ path: at('nodes', i), op: 'addNode', ...readNode(r, n, at('nodes', i)) }));
   if (!absent(o.apiServer)) setup.push({ path: 'apiServer', op: 'setApiServer', addresses: readApiServer(r, o.apiServer, 'apiServer') });
   (r.optArray(o.pods, 'pods') ?? []).forEach((p, i) => setup.push({ path: at('pods', i), op: 'addPod', pod: readPod(r, p, at('pods', i)) }));
-  (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push({ path: at('policies', i), op: 'apply', policy: readPolicy(r, p, at('policies', i), agent) }));
+  (r.optArray(o.policies, 'policies') ?? []).forEach((p, i) => setup.push(readApply(r, p, at('policies', i), agent)));
   const steps = (r.optArray(o.steps, 'steps') ?? []).map((s, i): Step => {
     const path = at('steps', i);
     const so = r.object(s, path, ['changes', 'probes', 'expect']);

@@ -5,6 +5,8 @@ import {
   deleteNamespace,
   deletePod,
   deletePolicy,
+  deleteCidrGroup,
+  upsertCidrGroup,
   EMPTY_CLUSTER,
   namespaceWithDefaults,
   NODE_PREFIX,
@@ -131,6 +133,10 @@ function applyChange(state: ClusterState, c: Change): ClusterState {
       return upsertPolicy(state, c.policy);
     case 'delete':
       return deletePolicy(state, c.ref);
+    case 'applyCidrGroup':
+      return upsertCidrGroup(state, c.group);
+    case 'deleteCidrGroup':
+      return deleteCidrGroup(state, c.name);
     case 'dnsResponse': {
       const a = c.answer;
       if (!state.pods.has(a.pod)) throw new ClusterChangeError(`pod "${a.pod}" does not exist`);

@@ -325,9 +325,9 @@ export class Engine {
       case 'deletePolicy':
         return this.deletePolicy(policyRefKey(e.ref));
       case 'upsertIdentity':
-        return pods.reidentify(this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
+        return this.identityChanged(() => this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
       case 'deleteIdentity':
-        return pods.reidentify(this.stages.identities.deleteExternal(e.id));
+        return this.identityChanged(() => this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
         return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels));
       case 'deleteNode':
@@ -361,6 +361,20 @@ export class Engine {
       moved.push(p);
       this.upsertPolicy(p);
     }
+  }
+
+  /**
+   * An external identity event, then its pods re-identified. The pods' own undo runs before the
+   * identity table's (it was logged after), so it moves them to what the table still says; an
+   * undo logged first (run last) re-identifies them once more against the restored table (1925),
+   * label sets in reverse: a number given back to its old labels is left by the pods of the new
+   * ones before the old ones' pods take it (an endpoint joins a local identity by number).
+   */
+  private identityChanged(change: () => string[]): void {
+    let labelKeys: string[] = [];
+    this.ctx.onUndo(() => this.stages.pods.reidentify(labelKeys.reverse()));
+    labelKeys = change();
+    this.stages.pods.reidentify(labelKeys);
   }
 
   /** The node table keeps the policy as given; the others see it without stand-ins once the API server's addresses are known. */

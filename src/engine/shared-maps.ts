@@ -66,6 +66,8 @@ export class SharedMaps {
     if (this.ctx.faultHook) this.ctx.fault('attachEndpoint');
     this.noteMove(endpoint);
     const local = this.locals.get(identity.id) ?? this.addLocalIdentity(identity);
+    // A number held by another record (an external number moved to other labels) is not this identity's map state (1925).
+    if (local.record !== identity) throw new Error(`internal: endpoint ${endpoint} joins identity ${identity.id} of other labels`);
     const sig = portsSignature(ports);
     let map = local.maps.get(sig);
     const created = map === undefined;

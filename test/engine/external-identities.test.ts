@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js';
+import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { endpointMaps, EndpointMaps, diffEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, namespaceWithDefaults, Pod } from '../../src/model/cluster.js';
@@ -10,6 +10,7 @@ import { labelSetKey, NAMESPACE_NAME_LABEL } from '../../src/model/labels.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { applyToModel, INITIAL_CLUSTER, needsIdentitySplits, op, Op, toEvent } from './gen.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
+import { poison } from './poison.js';
 
 const ns: EngineEvent = { type: 'upsertNamespace', name: 'prod', labels: {} };
 const mkPod = (name: string, labels: Record<string, string>, ip: string): Pod => ({ namespace: 'prod', name, labels, ip: parseIp(ip), serviceAccount: 'default', ports: [] });
@@ -103,6 +104,70 @@ describe('external identities', () => {
       }),
       { numRuns: fcRuns(60), ...fcReplay() },
     );
+  });
+});
+
+/** What the kernel and the proxy see: map entries with numbers, the ipcache, each pod's identity. */
+function kernelState(e: Engine): unknown {
+  return { maps: [...endpointMaps(e)].map(([ep, m]) => [ep, [...m.keys()].sort()]), ipcache: e.ipcache(), pods: ['prod/web', 'prod/client'].map((p) => e.identityOfPod(p)) };
+}
+
+/*
+ * Finding 1925: an identity event in a refused transaction. The undo log ran the pods'
+ * re-identifications back before the identity table's own undo, so each pod took what the table
+ * still said (the transaction's identity) and nothing moved it once the table was restored.
+ */
+describe('a refused transaction with identity events changes nothing (1925)', () => {
+  const overflow = poison(6);
+  const setup = (): [Engine, Engine] => {
+    const e = new Engine({ identitySource: 'external', mapCapacity: 160 });
+    const twin = new Engine({ identitySource: 'external', mapCapacity: 160 });
+    const start: EngineEvent[] = [ns, { type: 'upsertPod', pod: web, local: true }, { type: 'upsertPod', pod: client }, policy, identity(300, client), identity(301, client)];
+    e.apply(start);
+    twin.apply(start);
+    return [e, twin];
+  };
+  const refused = (e: Engine, twin: Engine, events: EngineEvent[]): void => {
+    const before = kernelState(e);
+    expect(() => e.apply([...events, overflow])).toThrow(MapCapacityError);
+    expect(kernelState(e)).toEqual(before);
+    // And the next transaction: the engine agrees with one that never saw the refusal.
+    e.apply(events);
+    twin.apply(events);
+    expect(kernelState(e)).toEqual(kernelState(twin));
+  };
+
+  it('an identity for a pending pod: it stays init (default deny, ipcache 0), not allowed by a default allow', () => {
+    const [e, twin] = setup();
+    refused(e, twin, [identity(400, web)]);
+    expect(e.identityOfPod('prod/web')).toBe(400);
+  });
+
+  it('an identity deleted: its pods keep it, and the next lowest for their labels stays unused', () => {
+    const [e, twin] = setup();
+    e.apply([identity(400, web)]);
+    twin.apply([identity(400, web)]);
+    refused(e, twin, [{ type: 'deleteIdentity', id: 300 }]);
+    expect(e.identityOfPod('prod/client')).toBe(301);
+  });
+
+  it('an identity number reused for other labels: the pods of both label sets keep their identities', () => {
+    const [e, twin] = setup();
+    e.apply([identity(400, web)]);
+    twin.apply([identity(400, web)]);
+    refused(e, twin, [identity(300, web)]);
+    expect([e.identityOfPod('prod/web'), e.identityOfPod('prod/client')]).toEqual([300, 301]);
+  });
+
+  it('a number moved to another pod\'s labels while its pods take another: undone, they keep the policy that isolates them', () => {
+    // The undo gives 400 back to the web pod's labels: the other (local) pod must leave it first, or
+    // the web pod joins that pod's local identity 400 (by number) and takes its map: a default allow.
+    const [e, twin] = setup();
+    const other = mkPod('other', { app: 'other' }, '10.244.0.12');
+    e.apply([identity(400, web)]);
+    twin.apply([identity(400, web)]);
+    refused(e, twin, [{ type: 'upsertPod', pod: other, local: true }, identity(400, other), identity(260, web)]);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', '300/ingress/6/80/16', '301/ingress/6/80/16']);
   });
 });
 

@@ -222,7 +222,8 @@ export class BpfBackend implements MapBackend {
    * nothing, so it is never looser than the old or the new policy (reconcile then fills it).
    * An endpoint program holds the map it was loaded with, not the pin, and keeps reading the old
    * map until it is reloaded (Cilium's too, until the endpoint regenerates), which no later write
-   * reaches: the old map's allows and redirects are deleted, so it admits nothing (finding 1810).
+   * reaches: the old map's allows and redirects are deleted (of another layout, every element: `empty`, finding 1901),
+   * so it admits nothing (finding 1810).
    */
   private checkSpec(endpoint: string, fd: number, path: string): number {
     const info = mapInfo(fd);

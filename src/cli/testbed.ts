@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Testbed } from '../datapath/testbed.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
-import { runScenario } from '../scenario/run.js';
+import { runScenario, scenarioEngineOptions } from '../scenario/run.js';
 import { collectFiles, isYamlFile } from './input.js';
 import { renderRun, resultJson } from './render.js';
 
@@ -39,7 +39,7 @@ function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
   const started = process.hrtime.bigint();
   for (const file of files) {
     const scenario = parseScenario(readFileSync(file, 'utf8'), file);
-    const bed = new Testbed({ listen: listenSet(scenario), timeoutMs: Number(opts.timeout), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}) });
+    const bed = new Testbed({ listen: listenSet(scenario), timeoutMs: Number(opts.timeout), engineOptions: scenarioEngineOptions(scenario) });
     io.err(`testbed: run ${bed.id}: ${file}\n`);
     let run;
     try {

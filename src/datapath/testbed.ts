@@ -1,12 +1,11 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import type { AllowLocalhost } from '../model/localhost.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend, pinName } from '../backend/bpf.js';
 import { backendLookup } from '../backend/lookup.js';
-import { Engine } from '../engine/engine.js';
+import { Engine, EngineOptions } from '../engine/engine.js';
 import type { ChangeSet } from '../engine/events.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
@@ -53,8 +52,11 @@ export interface TestbedOptions {
   readonly write?: (backend: MapBackend, cs: ChangeSet, betweenPhases: () => void) => void;
   /** Conntrack lifetimes (default Cilium's); tests shorten them to see entries expire. */
   readonly ctLifetimes?: CtLifetimes;
-  /** The scenario's `allowLocalhost` (the engine's option; default `always`). */
-  readonly allowLocalhost?: AllowLocalhost;
+  /**
+   * The scenario's engine options (`scenarioEngineOptions`: `allowLocalhost`, `dnsProxy`); the engine
+   * judges each DNS answer of the runner's trail with them (attack finding 1900).
+   */
+  readonly engineOptions?: Pick<EngineOptions, 'allowLocalhost' | 'dns'>;
 }
 
 /** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */
@@ -101,7 +103,7 @@ export class Testbed {
       this.ipcache = KernelIpcache.fresh(this.pinRoot);
       createCtMap(this.pinRoot, options.ctLifetimes);
       addNetns(this.router, true);
-      this.engine = new Engine({ mapCapacity: this.backend.capacity, ...(options.allowLocalhost ? { allowLocalhost: options.allowLocalhost } : {}) });
+      this.engine = new Engine({ mapCapacity: this.backend.capacity, ...options.engineOptions });
       reconcile(this.engine, this.backend);
       this.decider = this.makeDecider();
     } catch (e) {
@@ -137,12 +139,19 @@ export class Testbed {
     return { netns: netnsPath(n.ns), ip: (n.ip.family === family ? n.ip : n.alt).text };
   }
 
-  /**
-   * The flow decided by real packets; the engine's decision supplies the explanation. The testbed syncs
-   * each probed step's end state, without the runner's trail of DNS answers (finding 1875's trail sent
-   * through the testbed left an evicted answer in its kernel ipcache: 24l, 1897, not yet found).
-   */
-  readonly decide = (state: ClusterState, flow: Flow): FlowDecision => {
+  /** Brings the maps through a scenario step's states in order (the runner's trail: DNS answers judged in place, finding 1875). */
+  private syncThrough(states: readonly ClusterState[]): void {
+    if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
+    this.target = states[states.length - 1];
+    this.decider.syncThrough(states);
+  }
+
+  /** The flow decided by real packets; the engine's decision supplies the explanation. */
+  readonly decide = Object.assign((state: ClusterState, flow: Flow): FlowDecision => this.decideFlow(state, flow), {
+    syncThrough: (states: readonly ClusterState[]): void => this.syncThrough(states),
+  });
+
+  private decideFlow(state: ClusterState, flow: Flow): FlowDecision {
     if (this.released) throw new Error(`testbed ${this.id}: its maps were handed to another process`);
     this.target = state;
     const engineSays = this.decider.decide(state, flow);
@@ -158,7 +167,7 @@ export class Testbed {
     // The L7 proxy is not part of the testbed: a redirected request keeps the engine's L7 verdict.
     const allowed = l4 && (!proxied || engineSays.allowed);
     return { ...engineSays, allowed, proxied };
-  };
+  }
 
   /** The node a flow's endpoint is, as the model resolves it (a pod also by one of its addresses, or by an external's). */
   private endpoint(state: ClusterState, name: string): { node: Node; address?: IpAddress } {

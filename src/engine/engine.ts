@@ -119,6 +119,11 @@ export class Engine {
     this.resetStages();
   }
 
+  /** The toFQDNs options answers are judged with: `EngineOptions.dns` over Cilium's defaults. */
+  dnsOptions(): DnsCacheOptions {
+    return this.model.dns.options;
+  }
+
   /** Empty stages holding the reserved identities only: a new engine, or one about to rebuild. */
   private resetStages(): void {
     const ctx = this.ctx;

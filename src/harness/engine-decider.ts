@@ -1,4 +1,5 @@
 import { DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
+import { DEFAULT_DNS_CACHE_OPTIONS } from '../model/fqdn.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
@@ -100,6 +101,7 @@ export class EngineDecider {
     let from = this.last;
     for (const s of states) {
       if (s === from) continue;
+      this.checkOptions(s);
       for (const e of clusterEvents(from, s, this.isLocal)) events.push(e);
       from = s;
     }
@@ -110,11 +112,24 @@ export class EngineDecider {
     this.last = from;
   }
 
+  /**
+   * The options are fixed per engine: a scenario pinning others needs an engine built with them. An
+   * engine judging a step's DNS answers with another `maxIpsPerHostname` keeps an address the
+   * scenario evicted (attack finding 1900: the testbed's engine, built without `dnsProxy`).
+   */
+  private checkOptions(state: ClusterState): void {
+    const wanted = state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
+    if (wanted !== this.engine.allowLocalhost) throw new Error(`the scenario sets allowLocalhost: ${wanted}, the engine was built with ${this.engine.allowLocalhost}`);
+    const dns = state.dns?.options ?? DEFAULT_DNS_CACHE_OPTIONS;
+    const has = this.engine.dnsOptions();
+    if (dns.minTtl !== has.minTtl || dns.maxIpsPerHostname !== has.maxIpsPerHostname) {
+      throw new Error(`the scenario sets dnsProxy {minTtl: ${dns.minTtl}, maxIpsPerHostname: ${dns.maxIpsPerHostname}}, the engine was built with {minTtl: ${has.minTtl}, maxIpsPerHostname: ${has.maxIpsPerHostname}}`);
+    }
+  }
+
   readonly decide = Object.assign(
     (state: ClusterState, flow: Flow): FlowDecision => {
-      // The option is fixed per engine: a scenario pinning another one needs an engine built with it.
-      const wanted = state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
-      if (wanted !== this.engine.allowLocalhost) throw new Error(`the scenario sets allowLocalhost: ${wanted}, the engine was built with ${this.engine.allowLocalhost}`);
+      this.checkOptions(state);
       this.sync(state);
       return engineDecision(this.engine, state, flow, this.verdictLookup, this.ipLookup);
     },

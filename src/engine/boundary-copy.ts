@@ -95,6 +95,10 @@ export class BoundaryCopier {
       }
       case 'advanceTime':
         return { type, seconds: e.seconds };
+      case 'upsertCidrGroup':
+        return { type, group: cidrGroup(e.group) };
+      case 'deleteCidrGroup':
+        return { type, name: e.name };
       default:
         return e;
     }
@@ -154,6 +158,23 @@ function sameLabels(given: Rec, copy: Rec): boolean {
   if (keys.length !== Object.keys(copy).length) return false;
   for (const k of keys) if (!Object.hasOwn(copy, k) || copy[k] !== given[k]) return false;
   return true;
+}
+
+/** A CiliumCIDRGroup's fields read once into a new Map and frozen CIDRs: the group table, its prefix index and the model store keep them (review of 1980). */
+function cidrGroup(g: unknown): unknown {
+  if (!isRecord(g)) return g;
+  const { name, labels, cidrs } = g;
+  return Object.freeze({
+    name,
+    labels: labels instanceof Map ? new Map<unknown, unknown>(labels) : labels,
+    cidrs: Array.isArray(cidrs) ? Object.freeze(Array.from(cidrs, cidrCopy)) : cidrs,
+  });
+}
+
+function cidrCopy(c: unknown): unknown {
+  if (!isRecord(c)) return c;
+  const { family, network, prefixLength, text } = c;
+  return Object.freeze({ family, network, prefixLength, text });
 }
 
 /** Holes become undefined, which validation refuses (a sparse list's forEach would skip them). */

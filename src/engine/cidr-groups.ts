@@ -1,4 +1,4 @@
-import { Cidr, IpFamily, PrefixSet } from '../model/cidr.js';
+import { Cidr, IpFamily } from '../model/cidr.js';
 import { CidrGroup, GroupLabels, NO_GROUP_LABELS } from '../model/cidr-group.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -42,7 +42,7 @@ export class CidrGroupTable {
     const now = group ? group.cidrs.map((c) => this.identities.acquireCidr(c)) : [];
     if (now.length > 0) this.held.set(name, now);
     else this.held.delete(name);
-    this.peerCache.refreshGroupSelectors(new PrefixSet([...(old?.cidrs ?? []), ...(group?.cidrs ?? [])]));
+    this.peerCache.refreshGroupSelectors([...(old?.cidrs ?? []), ...(group?.cidrs ?? [])]);
     for (const rec of before) this.identities.release(rec);
   }
 

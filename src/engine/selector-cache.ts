@@ -7,6 +7,7 @@ import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { isWildcard, LabelIndex, labelIndex, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
 import { TombstoneMap } from './tombstone-map.js';
+import { CidrTrie } from './cidr-trie.js';
 
 /**
  * What a rule's peer (or subject) selects, as the cache sees it: a label selector, or a CIDR with
@@ -304,6 +305,8 @@ export class SelectorCache {
 
   /** The CIDR group selectors registered (re-evaluated when a group changes). */
   private readonly groupSelectors = new Set<CachedSelector>();
+  /** The CIDR identities by prefix, once a group has changed (`refreshGroupSelectors`). */
+  private cidrTrie: CidrTrie | undefined;
   /** The CIDR group labels of a prefix's identity (the peer cache's are the engine's CIDR group table's). */
   groupLabelsOf: (c: Cidr) => GroupLabels = () => NO_GROUP_LABELS;
 
@@ -373,11 +376,16 @@ export class SelectorCache {
    * CIDR groups changed at `changed` (a group's old and new prefixes): the group selectors are
    * evaluated anew for the identities whose prefix lies inside one, as only their labels moved.
    */
-  refreshGroupSelectors(changed: PrefixSet): void {
+  refreshGroupSelectors(changed: readonly Cidr[]): void {
     if (this.groupSelectors.size === 0) return;
-    for (const id of this.identityBuckets.get(BucketKind.Named, CIDR_BUCKET, '') ?? NO_IDS) {
+    const trie = (this.cidrTrie ??= this.buildCidrTrie());
+    const inside = new Set<IdentityId>();
+    for (const c of changed) trie.within(c, (id) => inside.add(id));
+    // In the order the identities were added, as a walk of the CIDR bucket would visit them.
+    const ids = [...inside].sort((a, b) => (this.addedAt.get(a) ?? 0) - (this.addedAt.get(b) ?? 0));
+    for (const id of ids) {
       const ident = this.identities.get(id);
-      if (ident?.cidr === undefined || !changed.containsCidr(ident.cidr)) continue;
+      if (ident === undefined) continue;
       for (const cs of this.groupSelectors) {
         const now = this.evaluate(cs, ident);
         if (now === cs.selected.has(id)) continue;
@@ -386,6 +394,16 @@ export class SelectorCache {
         for (const l of [...cs.listeners]) l.selectionChanged(cs, now ? [id] : [], now ? [] : [id]);
       }
     }
+  }
+
+  /** The CIDR identities by prefix, built at the first group change and kept by `indexIdentity` from then on. */
+  private buildCidrTrie(): CidrTrie {
+    const trie = new CidrTrie();
+    for (const id of this.identityBuckets.get(BucketKind.Named, CIDR_BUCKET, '') ?? NO_IDS) {
+      const c = this.identities.get(id)?.cidr;
+      if (c !== undefined) trie.add(c, id);
+    }
+    return trie;
   }
 
   /** The selectors filed under a bucket of `ident` (its labels' values and keys, FQDN labels, CIDR, pod networks, in that order), and the unindexed ones. */
@@ -418,7 +436,11 @@ export class SelectorCache {
       if (this.existsKeys.has(l.key)) idx.change(BucketKind.Key, l.key, '', id, sign);
       if (l.source === SOURCE_FQDN) idx.change(BucketKind.Named, `fqdn:${l.key}`, '', id, sign);
     }
-    if (ident.cidr) idx.change(BucketKind.Named, CIDR_BUCKET, '', id, sign);
+    if (ident.cidr) {
+      idx.change(BucketKind.Named, CIDR_BUCKET, '', id, sign);
+      if (sign > 0) this.cidrTrie?.add(ident.cidr, id);
+      else this.cidrTrie?.remove(ident.cidr, id);
+    }
     for (const n of ident.nets ?? []) idx.change(BucketKind.Named, `podnet:${n}`, '', id, sign);
     if (ident.nodeLabels) idx.change(BucketKind.Named, NODES_BUCKET, '', id, sign);
   }

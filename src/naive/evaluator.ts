@@ -182,7 +182,7 @@ function decideNpTier(
       if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
       for (const c of clauses) {
         if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin });
-        else plainAllows.push({ origin: rule.origin, onePort: c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from === c.l4.to) });
+        else plainAllows.push({ origin: rule.origin, onePort: c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to) });
       }
     }
   }

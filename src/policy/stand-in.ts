@@ -142,18 +142,21 @@ const CNP_SPEC_FIELDS = ['tier', 'priority', 'subject', 'ingress', 'egress'];
 /**
  * A spec field of a newer ClusterNetworkPolicy CRD, or a field of its subject distill does not know,
  * may narrow the subject or the rules: with it left out, only the Deny rules are kept (a wider Deny
- * denies more); Accept and Pass rules are dropped, as the skip that came before did with the whole
- * policy (attack findings 712, 1915). A subject with no known field left has no stand-in.
+ * denies more) and each Pass becomes a Deny (dropped, it would let a lower-priority Accept decide the
+ * flow; a Deny is never more open than a Pass: review of 1915); Accept rules are dropped (attack
+ * findings 712, 1915). A subject with no known field left has no stand-in.
  */
 function withoutUnknownSpecFields(spec: unknown): unknown {
   if (!isObject(spec)) return spec;
   const subject = pruned(spec.subject, SUBJECT);
   if (Object.keys(spec).every((k) => CNP_SPEC_FIELDS.includes(k)) && subject === spec.subject) return spec;
-  const denies = (list: unknown): unknown => (Array.isArray(list) ? list.filter((r: unknown) => isObject(r) && r.action === 'Deny') : list);
+  const denies = (list: unknown): unknown => (Array.isArray(list) ? list.filter(isDenyOrPass).map((r) => (r.action === 'Pass' ? { ...r, action: 'Deny' } : r)) : list);
   const out: Record<string, unknown> = {};
   for (const k of CNP_SPEC_FIELDS) if (spec[k] !== undefined) out[k] = k === 'ingress' || k === 'egress' ? denies(spec[k]) : spec[k];
   return { ...out, subject };
 }
+
+const isDenyOrPass = (r: unknown): r is Record<string, unknown> => isObject(r) && (r.action === 'Deny' || r.action === 'Pass');
 
 /** Fields distill reads, by object: a field maps to its own schema (null: read whole), a list to its items' schema. */
 interface Schema {

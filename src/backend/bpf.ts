@@ -5,7 +5,7 @@ import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
 import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, MapInfo, mapInfo, NativeBuffer } from './bpf-syscall.js';
-import { mapKeys, MapWalker } from './map-walk.js';
+import { MapWalker } from './map-walk.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
 
@@ -222,8 +222,7 @@ export class BpfBackend implements MapBackend {
    * nothing, so it is never looser than the old or the new policy (reconcile then fills it).
    * An endpoint program holds the map it was loaded with, not the pin, and keeps reading the old
    * map until it is reloaded (Cilium's too, until the endpoint regenerates), which no later write
-   * reaches: the old map's allows and redirects are deleted (of another layout, every element: `empty`, finding 1901),
-   * so it admits nothing (finding 1810).
+   * reaches: the old map's allows and redirects are deleted, so it admits nothing (finding 1810).
    */
   private checkSpec(endpoint: string, fd: number, path: string): number {
     const info = mapInfo(fd);
@@ -248,7 +247,6 @@ export class BpfBackend implements MapBackend {
       // Disarmed before the rename (review 1892): a failed disarm, or a crash after it, leaves the pin on
       // the old map, whose spec is still wrong, so the next open replaces it again.
       this.disarm(endpoint, fd, old);
-      if (!sameEncoding) this.empty(endpoint, fd, info, path);
       fresh = this.replaceMap(endpoint, path, copy);
       if (!sameEncoding || copy.length < old.length) this.unread.add(endpoint);
       return fresh;
@@ -270,38 +268,6 @@ export class BpfBackend implements MapBackend {
     const values = entries.map(([k, v]) => [k, decodeValue(v).entry] as const);
     this.deleteRawKeys(endpoint, fd, values.filter(([, e]) => !e.deny && e.proxyPort === 0).map(([k]) => k));
     this.deleteRawKeys(endpoint, fd, values.filter(([, e]) => !e.deny && e.proxyPort !== 0).map(([k]) => k));
-  }
-
-  /**
-   * Deletes every element of a replaced map distill cannot read (another type, key or value size:
-   * its entries' meaning is unknown), by keys of the map's own size (finding 1901): a program
-   * still loaded with it then finds no entry, which the datapath drops (bpf/datapath.c; Cilium's
-   * policy lookup drops a miss, bpf/lib/policy.h). An LPM trie's keys go shortest prefix first, so
-   * every lookup meets its old entry or none. A map whose elements cannot be deleted (an array) is
-   * refused: its pin stays on it, and the next open tries again.
-   */
-  private empty(endpoint: string, fd: number, info: MapInfo, path: string): void {
-    const keys = mapKeys(fd, info.keySize, path, (cmd, attr) => {
-      this.syscalls++;
-      return bpf(cmd, attr);
-    });
-    if (info.type === BPF_MAP_TYPE_LPM_TRIE) keys.sort((a, b) => a.readUInt32LE(0) - b.readUInt32LE(0));
-    const key = new NativeBuffer(info.keySize);
-    try {
-      for (const k of keys) {
-        k.copy(key.buf);
-        const a = this.attr.buf;
-        a.fill(0);
-        a.writeUInt32LE(fd, 0);
-        a.writeBigUInt64LE(key.address, 8);
-        const r = this.call(BPF_CMD.MAP_DELETE_ELEM, endpoint);
-        if (r.ret < 0 && r.errno !== ERRNO.ENOENT) {
-          throw new BackendError(`the map pinned at ${path} has another layout (type ${info.type}, keySize ${info.keySize}, valueSize ${info.valueSize}) and cannot be emptied (MAP_DELETE_ELEM: errno ${r.errno}) for the programs still holding it: remove it once they are gone`, endpoint, 0);
-        }
-      }
-    } finally {
-      key.free();
-    }
   }
 
   /** Deletes elements by their exact key bytes, in order: batched where the kernel can, else (or on any refusal) one by one. */

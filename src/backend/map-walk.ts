@@ -106,31 +106,3 @@ export class MapWalker {
     for (const b of [this.attr, this.keys, this.values, this.tokenIn, this.tokenOut]) b.free();
   }
 }
-
-/**
- * Every key of map `fd` by BPF_MAP_GET_NEXT_KEY with the map's own `keySize` (as BPF_OBJ_GET_INFO_BY_FD
- * gives it): for a map of a layout `MapWalker` is not built for, whose values are never read.
- */
-export function mapKeys(fd: number, keySize: number, what: string, call: BpfCall = bpf): Buffer[] {
-  const attr = new NativeBuffer(128);
-  const cur = new NativeBuffer(keySize);
-  const next = new NativeBuffer(keySize);
-  try {
-    const out: Buffer[] = [];
-    for (;;) {
-      attr.buf.fill(0);
-      attr.buf.writeUInt32LE(fd, 0);
-      attr.buf.writeBigUInt64LE(out.length === 0 ? 0n : cur.address, 8);
-      attr.buf.writeBigUInt64LE(next.address, 16);
-      const r = call(BPF_CMD.MAP_GET_NEXT_KEY, attr);
-      if (r.ret < 0) {
-        if (r.errno === ERRNO.ENOENT) return out;
-        throw new BpfError('MAP_GET_NEXT_KEY', r.errno, what);
-      }
-      next.buf.copy(cur.buf);
-      out.push(Buffer.from(next.buf));
-    }
-  } finally {
-    for (const b of [attr, cur, next]) b.free();
-  }
-}

@@ -265,7 +265,7 @@ export class L7Tables {
 
   /**
    * The contributions of `identity` whose rules the redirect's proxy reads. Envoy reads every key
-   * covering the redirect's whole prefix: every broader-or-equal port prefix, then any protocol (the
+   * covering the redirect's whole prefix: every broader-or-equal port prefix, then every protocol (the
    * port-0 rules, cilium/proxy network_policy.cc). The agent's DNS proxy reads only the rules of the
    * query's own port and protocol (pkg/fqdn/dnsproxy/proxy.go `CheckAllowed`, `getPortRulesForID`:
    * that port's L4Filter), so an L3-only or range allow of the server does not widen it (attack

@@ -66,7 +66,7 @@ function canonical(v: unknown): string {
  * error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go onUpsert:
  * `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would delete an
  * isolating or deny policy and open what it closed. A pod is dropped (no endpoint). So is an
- * identity (finding 1935): Cilium reads any `security-labels` map (pkg/k8s/identitybackend
+ * identity (finding 1935): Cilium reads every `security-labels` map (pkg/k8s/identitybackend
  * `crdBackend.ListAndWatch` upserts `KeyFunc(SecurityLabels)`, which never fails), so the number
  * stands for the new labels on every Cilium node, not the old ones.
  */

@@ -1,4 +1,4 @@
-import { Cidr, IpFamily } from '../model/cidr.js';
+import { Cidr, IpFamily, prefixNetwork } from '../model/cidr.js';
 import { CidrGroup, GroupLabels, NO_GROUP_LABELS } from '../model/cidr-group.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -64,10 +64,9 @@ export class CidrGroupTable {
   labelsOf(c: Cidr): GroupLabels {
     const byLen = this.index[c.family];
     if (byLen.size === 0) return NO_GROUP_LABELS;
-    const bits = c.family === 'ipv4' ? 32 : 128;
     const out = new Map<string, Set<string>>();
     for (let len = c.prefixLength; len >= 0; len--) {
-      const groups = byLen.get(len)?.get(len === 0 ? 0n : (c.network >> BigInt(bits - len)) << BigInt(bits - len));
+      const groups = byLen.get(len)?.get(prefixNetwork(c.family, c.network, len));
       if (groups === undefined) continue;
       const atLen = new Map<string, Set<string>>();
       for (const g of groups) {

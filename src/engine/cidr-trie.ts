@@ -1,4 +1,4 @@
-import type { Cidr } from '../model/cidr.js';
+import { bitsOf, type Cidr } from '../model/cidr.js';
 
 interface TrieNode {
   zero?: TrieNode;
@@ -6,10 +6,8 @@ interface TrieNode {
   ids?: Set<number>;
 }
 
-const WIDTH = { ipv4: 32, ipv6: 128 } as const;
-
 function bitAt(c: Cidr, i: number): boolean {
-  return ((c.network >> BigInt(WIDTH[c.family] - 1 - i)) & 1n) === 1n;
+  return ((c.network >> BigInt(bitsOf(c.family) - 1 - i)) & 1n) === 1n;
 }
 
 /**

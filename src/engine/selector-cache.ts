@@ -67,14 +67,20 @@ export function labelsSelector(selector: Selector): IdentitySelector {
 
 const NO_PREFIXES = new PrefixSet([]);
 
+/** A CIDR peer's exceptions: the key's suffix (sorted, so every order gives one selector) and the set it checks. */
+function exceptPart(except: readonly Cidr[]): { readonly suffix: string; readonly exceptSet: PrefixSet } {
+  if (except.length === 0) return { suffix: '', exceptSet: NO_PREFIXES };
+  return { suffix: ` except ${except.map((c) => c.text).sort().join(',')}`, exceptSet: new PrefixSet(except) };
+}
+
 export function cidrSelector(cidr: Cidr, except: readonly Cidr[]): IdentitySelector {
-  const ex = [...except].map((c) => c.text).sort();
-  return { kind: 'cidr', key: `cidr:${cidr.text}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, cidr, except, exceptSet: except.length === 0 ? NO_PREFIXES : new PrefixSet(except) };
+  const { suffix, exceptSet } = exceptPart(except);
+  return { kind: 'cidr', key: `cidr:${cidr.text}${suffix}`, cidr, except, exceptSet };
 }
 
 export function cidrGroupSelector(selector: Selector, except: readonly Cidr[], mode: GroupMatchMode): IdentitySelector {
-  const ex = [...except].map((c) => c.text).sort();
-  return { kind: 'cidrGroup', key: `cidrgroup-${mode}:${selector.key}${ex.length > 0 ? ` except ${ex.join(',')}` : ''}`, selector, except, exceptSet: except.length === 0 ? NO_PREFIXES : new PrefixSet(except), mode };
+  const { suffix, exceptSet } = exceptPart(except);
+  return { kind: 'cidrGroup', key: `cidrgroup-${mode}:${selector.key}${suffix}`, selector, except, exceptSet, mode };
 }
 
 export function isWildcardSelector(s: IdentitySelector): boolean {

@@ -21,7 +21,7 @@ export interface IpAddress {
   readonly text: string;
 }
 
-function bitsOf(family: IpFamily): number {
+export function bitsOf(family: IpFamily): number {
   return family === 'ipv4' ? 32 : 128;
 }
 
@@ -31,6 +31,11 @@ function fromBigInt(v: bigint, family: IpFamily): string {
   for (let i = n - 1; i >= 0; i--) bytes.push(Number((v >> BigInt(i * 8)) & 0xffn));
   const addr = ipaddr.fromByteArray(bytes);
   return addr.kind() === 'ipv6' ? (addr as ipaddr.IPv6).toRFC5952String() : addr.toString();
+}
+
+/** The network of length `prefixLength` holding address or network `value`. */
+export function prefixNetwork(family: IpFamily, value: bigint, prefixLength: number): bigint {
+  return value & mask(family, prefixLength);
 }
 
 function mask(family: IpFamily, prefixLength: number): bigint {

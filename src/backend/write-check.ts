@@ -123,23 +123,45 @@ export const NOTHING_TRUSTED: ReadonlySet<MapDelta> = new Set();
 /** A trie whose only written key is the operation's own: it has no written ancestor. */
 export const NO_ANCESTOR_KEYS: readonly PolicyKey[] = Object.freeze([]);
 
+/** `sideCode(sideOf(e, k))` without the Side; -1: no entry. */
+const entryCode = (e: PolicyEntry | undefined, k: PolicyKey): number => (e ? (e.precedence * 32 + l4PrefixBits(k)) * 4 + entryRank(e) : -1);
+/**
+ * Memo of `safeOverUnwritten`, by the operation's kind (identity-0 trie, tighten, protocol 0: the
+ * index's three bits), then its sides' codes before and after: the answer depends on nothing else.
+ */
+const overUnwrittenMemo: Map<number, Map<number, boolean>>[] = Array.from({ length: 8 }, () => new Map<number, Map<number, boolean>>());
+let overUnwrittenSize = 0;
+
 /**
  * Whether an operation from `was` to `now` (one of them absent: the fallback) lowers no rank when
  * the fallback is no entry or an ancestor the plan does not write.
  */
 function safeOverUnwritten(k: PolicyKey, was: PolicyEntry | undefined, now: PolicyEntry | undefined, tighten: boolean): boolean {
   const zero = k.identity === 0;
+  const byWas = overUnwrittenMemo[(zero ? 4 : 0) + (tighten ? 2 : 0) + (k.protocol === 0 ? 1 : 0)] as Map<number, Map<number, boolean>>;
+  const wasCode = entryCode(was, k);
+  const nowCode = entryCode(now, k);
+  let byNow = byWas.get(wasCode);
+  const known = byNow?.get(nowCode);
+  if (known !== undefined) return known;
   const fallbacks: readonly (Side | undefined)[] = k.protocol === 0 ? NO_ANCESTOR : ANY_ANCESTOR;
   // The operation's own sides once, not per fallback; an indexed loop (a cold start's plan runs this per key, unoptimised).
   const wasSide = was && sideOf(was, k);
   const nowSide = now && sideOf(now, k);
-  for (let i = 0; i < fallbacks.length; i++) {
+  let ok = true;
+  for (let i = 0; i < fallbacks.length && ok; i++) {
     const f = fallbacks[i];
     const before = wasSide ?? f;
     const after = nowSide ?? f;
-    if (!(tighten ? neverLowers(before, after, zero) : neverLowers(after, before, zero))) return false;
+    ok = tighten ? neverLowers(before, after, zero) : neverLowers(after, before, zero);
   }
-  return true;
+  if (++overUnwrittenSize > 100_000) {
+    for (const m of overUnwrittenMemo) m.clear();
+    overUnwrittenSize = 0;
+  }
+  if (!byNow) byWas.set(wasCode, (byNow = new Map()));
+  byNow.set(nowCode, ok);
+  return ok;
 }
 
 /** Whether `a` is a strict ancestor of `k` in k's trie (same identity and direction assumed). */
@@ -151,7 +173,14 @@ function isAncestor(a: PolicyKey, k: PolicyKey): boolean {
 /** The written ancestors of `k`: from its trie's written keys, or by name when the trie has many. */
 function writtenAncestors(k: PolicyKey, trie: readonly PolicyKey[]): readonly PolicyKey[] {
   if (trie.length <= 1 || k.protocol === 0) return NO_ANCESTOR_KEYS;
-  return trie.length <= 24 ? trie.filter((a) => isAncestor(a, k)) : ancestors(k);
+  if (trie.length > 24) return ancestors(k);
+  // A loop rather than `filter`: most keys have no written ancestor, and then nothing is allocated.
+  let out: PolicyKey[] | undefined;
+  for (let i = 0; i < trie.length; i++) {
+    const a = trie[i] as PolicyKey;
+    if (isAncestor(a, k)) (out ??= []).push(a);
+  }
+  return out ?? NO_ANCESTOR_KEYS;
 }
 
 /** Whether an operation lowers no rank (tighten) or, undone, raises none (loosen); see above. */
@@ -178,32 +207,39 @@ export function opSafe(k: PolicyKey, was: PolicyEntry | undefined, now: PolicyEn
 /**
  * The keys of a map's plan whose operation fails the exact check. `trusted`: operations already
  * judged on the map's real entries (`redirectRaises`), replayed but not checked.
+ * Each operation's key string and trie are looked up once (a cold start's plan runs this once per
+ * map entry, in unoptimised code): the key strings in an array by the operation's position in the
+ * plan, the tries by identity in one Map per direction, with no string built for them.
  */
 export function unsafeKeys(plan: { readonly tighten: readonly MapDelta[]; readonly loosen: readonly MapDelta[] }, trusted: ReadonlySet<MapDelta>): Set<string> {
   const current = new Map<string, PolicyEntry | undefined>();
-  const tries = new Map<string, PolicyKey[]>();
-  const trieOf = (k: PolicyKey): string => `${k.identity}/${k.direction}`;
-  const keys = new Map<MapDelta, string>();
-  const first = (d: MapDelta): void => {
-    const ks = policyKeyString(d.key);
-    keys.set(d, ks);
-    if (current.has(ks)) return;
+  const ingressTries = new Map<number, PolicyKey[]>();
+  const egressTries = new Map<number, PolicyKey[]>();
+  const nt = plan.tighten.length;
+  const n = nt + plan.loosen.length;
+  const keys: string[] = new Array<string>(n);
+  const tries: PolicyKey[][] = new Array<PolicyKey[]>(n);
+  for (let i = 0; i < n; i++) {
+    const d = (i < nt ? plan.tighten[i] : plan.loosen[i - nt]) as MapDelta;
+    const k = d.key;
+    const ks = policyKeyString(k);
+    keys[i] = ks;
+    const byIdentity = k.direction === 'ingress' ? ingressTries : egressTries;
+    let trie = byIdentity.get(k.identity);
+    if (!trie) byIdentity.set(k.identity, (trie = []));
+    tries[i] = trie;
+    if (current.has(ks)) continue;
     current.set(ks, d.op === 'delete' ? d.entry : d.previous);
-    const t = trieOf(d.key);
-    const l = tries.get(t);
-    if (l) l.push(d.key);
-    else tries.set(t, [d.key]);
-  };
-  for (const d of plan.tighten) first(d);
-  for (const d of plan.loosen) first(d);
+    trie.push(k);
+  }
   const bad = new Set<string>();
-  const step = (d: MapDelta, tighten: boolean): void => {
-    const ks = keys.get(d) as string;
+  for (let i = 0; i < n; i++) {
+    const tighten = i < nt;
+    const d = (tighten ? plan.tighten[i] : plan.loosen[i - nt]) as MapDelta;
+    const ks = keys[i] as string;
     const now = d.op === 'upsert' ? d.entry : undefined;
-    if (!trusted.has(d) && !opSafe(d.key, current.get(ks), now, tighten, current, tries.get(trieOf(d.key)) ?? [])) bad.add(ks);
+    if (!trusted.has(d) && !opSafe(d.key, current.get(ks), now, tighten, current, tries[i] as PolicyKey[])) bad.add(ks);
     current.set(ks, now);
-  };
-  for (const d of plan.tighten) step(d, true);
-  for (const d of plan.loosen) step(d, false);
+  }
   return bad;
 }

@@ -269,7 +269,7 @@ export class IdentityTable {
     this.byId.set(id, rec);
     const ids = [...(this.external.get(key) ?? []), id].sort((a, b) => a - b);
     this.external.set(key, ids);
-    this.byKey.set(key, this.byId.get(ids[0] as IdentityId) as IdentityRecord);
+    this.byKey.set(key, this.podIdentity(ids));
     this.ctx.stats.identitiesAllocated++;
     if (!unreadable) this.peerCache.addIdentity(rec);
     this.ctx.onUndo(() => this.deleteExternal(id));
@@ -286,7 +286,7 @@ export class IdentityTable {
     const ids = (this.external.get(key) ?? []).filter((x) => x !== id);
     if (ids.length > 0) {
       this.external.set(key, ids);
-      this.byKey.set(key, this.byId.get(ids[0] as IdentityId) as IdentityRecord);
+      this.byKey.set(key, this.podIdentity(ids));
     } else {
       this.external.delete(key);
       this.byKey.delete(key);
@@ -294,6 +294,21 @@ export class IdentityTable {
     this.ctx.stats.identitiesReleased++;
     this.ctx.onUndo(() => this.upsertExternal(id, rec.labels, rec.unreadable ?? false));
     return [key];
+  }
+
+  /**
+   * Which of a label set's external ids (lowest first) its pods get: the lowest readable one, else the
+   * lowest (a stand-in, finding 1936). A stand-in keeps its last labels' pods only until their node
+   * allocates them an id Cilium and distill both read (the etcd allocator's repair, a new CiliumIdentity).
+   */
+  private podIdentity(ids: readonly IdentityId[]): IdentityRecord {
+    let pick: IdentityRecord | undefined;
+    for (const id of ids) {
+      const rec = this.byId.get(id) as IdentityRecord;
+      if (rec.unreadable !== true) return rec;
+      pick ??= rec;
+    }
+    return pick as IdentityRecord;
   }
 
   /** The identity a pod with these labels gets now (external: the lowest id for them, else pending). */

@@ -208,6 +208,20 @@ describe('2000. (1936) a CiliumIdentity distill cannot read is a fail-closed sta
     expect(at(DB)).toEqual(allAllowed);
   });
 
+  it('a readable id of the same labels (its node allocated a new one) takes the pods over the stand-in, higher number or not', () => {
+    const { feed, idOf, at, start, verdict } = agent();
+    start();
+    feed(identity('MODIFIED', 303, { ...podLabels('db'), 'k8s:note': 'x'.repeat(600) }));
+    feed(identity('ADDED', 310, podLabels('db')));
+    expect(idOf(DB)).toBe(310);
+    expect(at(DB)).toEqual(dbReadable);
+    expect(verdict('shop/client', 303, 'ingress')).toBe('deny');
+    // The readable one deleted: back on the stand-in.
+    feed(identity('DELETED', 310, podLabels('db')));
+    expect(idOf(DB)).toBe(303);
+    expect(at(DB)).toEqual(allDenied);
+  });
+
   it('a local endpoint whose identity turns unreadable: its map denies everything until a readable value', () => {
     const { feed, verdict, start } = agent();
     start();
@@ -221,6 +235,21 @@ describe('2000. (1936) a CiliumIdentity distill cannot read is a fail-closed sta
     expect(verdict('shop/web', 302, 'ingress')).toBe('allow');
     expect(verdict('shop/web', 303, 'ingress')).toBe('deny');
     expect(verdict('shop/client', 300, 'egress')).toBe('allow');
+  });
+
+  it('two local endpoints of one identity: the number turns unreadable and back (one number, one local identity at a time)', () => {
+    const { feed, verdict, start } = agent();
+    start();
+    const web2: WatchItem = {
+      type: 'ADDED',
+      object: { apiVersion: 'v1', kind: 'Pod', metadata: meta('web2', { namespace: 'shop', labels: { app: 'web' } }), spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.9' } },
+    };
+    feed(web2);
+    for (const ep of ['shop/web', 'shop/web2']) expect(verdict(ep, 302, 'ingress')).toBe('allow');
+    feed(identity('MODIFIED', 300, { ...podLabels('web'), 'reserved:world': '' }));
+    for (const ep of ['shop/web', 'shop/web2']) expect(verdict(ep, 302, 'ingress')).toBe('deny');
+    feed(identity('MODIFIED', 300, podLabels('web')));
+    for (const ep of ['shop/web', 'shop/web2']) expect(verdict(ep, 302, 'ingress')).toBe('allow');
   });
 
   it('deleting the CiliumIdentity deletes the id, stand-in or not (Cilium: DeleteFunc → OnDelete)', () => {

@@ -86,7 +86,7 @@ function agent() {
       pod('cache', 'n2', CACHE),
       policy,
     );
-  return { feed, verdict, idOf, at, start };
+  return { feed, verdict, idOf, at, start, engine: a.engine };
 }
 
 const allDenied = ['shop/web ingress deny', 'shop/web egress deny', 'shop/client ingress deny', 'shop/client egress deny'];
@@ -185,10 +185,12 @@ describe('2000. (1936) a CiliumIdentity distill cannot read is a fail-closed sta
   });
 
   it('never readable: an id first seen unreadable is denied too', () => {
-    const { feed, verdict, start } = agent();
+    const { feed, verdict, start, engine } = agent();
     start();
     expect(verdict('shop/client', 304, 'ingress')).toBe('allow');
     feed(identity('ADDED', 304, { ...podLabels('new'), 'reserved:world': '' }));
+    // What `maps dump` and the record show for the number: marked, never readable labels.
+    expect(engine.identityLabels(304)).toEqual([{ source: 'reserved', key: 'unreadable-identity', value: '' }]);
     for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(verdict(ep, 304, d)).toBe('deny');
   });
 

@@ -389,7 +389,7 @@ export class Engine {
   /**
    * An external identity upserted; `unreadable`: as the fail-closed stand-in (finding 1936). A number
    * turning readable or unreadable under the same labels is deleted first: its pods leave the old
-   * record's endpoint maps before any of them joins the new record's (one number, one local identity).
+   * record's endpoint maps before one of them joins the new record's (one number, one local identity).
    */
   private upsertIdentity(id: number, labels: LabelSet, unreadable: boolean): void {
     const { identities } = this.stages;

@@ -147,7 +147,7 @@ export class IdentityWatcher {
 
   /**
    * The id of the key, or undefined when it is not an id. An id whose value cannot be read leaves
-   * `identities` (its last labels are not what the key says any more, finding 1820: Cilium reads any
+   * `identities` (its last labels are not what the key says now, finding 1820: Cilium reads every
    * non-empty value as labels, `NewLabelsFromSortedList` never fails, so the number now stands for
    * other pods) and is reported once as unreadable, listed or watched alike: deleting it let its pods'
    * addresses fall to identity 0, past the denies both readings apply (finding 2001, as 1936).

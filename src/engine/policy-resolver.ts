@@ -223,7 +223,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
     if (this.allowLocalhost) m.state.add(LOCALHOST_KEY, LOCALHOST_ALLOW);
-    for (const id of this.unreadable) this.unreadableEntries(m, id, +1);
+    if (this.unreadable.size > 0) for (const id of this.unreadable) this.unreadableEntries(m, id, +1);
     const pass = ++this.pass;
     for (const a of m.local.units) {
       const share = a.share as UnitShare;

@@ -32,7 +32,7 @@ export interface EtcdIdentityStats {
   allocations: number;
   releases: number;
   failures: number;
-  /** Master keys the engine cannot take (an id outside 256..2^24-1, a label no cluster identity has): skipped. */
+  /** Master keys the engine cannot take as labels (an id outside 256..2^24-1: skipped; a value distill cannot read, or a label no cluster identity has: a fail-closed stand-in, finding 2001). */
   skipped: number;
   /** Microseconds of each successful allocation (etcd round trips included). */
   readonly allocationUs: number[];
@@ -62,9 +62,8 @@ function sameLabelSet(labels: readonly string[], key: string): boolean {
   }
 }
 
-/** A watcher event as the engine's identity event (labels in security-labels form). */
-function engineIdentityEvent(e: IdentityEvent): EngineEvent {
-  if (e.kind === 'deleteIdentity') return { type: 'deleteIdentity', id: e.id };
+/** A watcher upsert as the engine's identity event (labels in security-labels form). */
+function engineIdentityEvent(e: Extract<IdentityEvent, { kind: 'upsertIdentity' }>): Extract<EngineEvent, { type: 'upsertIdentity' }> {
   const labels = Object.create(null) as Record<string, string>;
   for (const text of e.labels) {
     const eq = text.indexOf('=');
@@ -95,8 +94,8 @@ export class EtcdIdentitySource {
   private readonly wanted = new Map<string, string[]>();
   private readonly held = new Map<string, string[]>();
   private readonly pending: EngineEvent[] = [];
-  /** Ids whose upsert went to the engine (their delete goes too; a skipped id's does not). */
-  private readonly admittedIds = new Set<number>();
+  /** Ids whose upsert went to the engine → the labels it was last read with (a stand-in's: its last readable ones, or none). Their delete goes too; a skipped id's does not. */
+  private readonly admittedIds = new Map<number, Readonly<Record<string, string>>>();
   /** Label sets this node holds whose master key was deleted or rewritten: the pump repairs them (`IdentityAllocator.repair`). */
   private readonly broken = new Set<string>();
   private pumping = false;
@@ -311,19 +310,38 @@ export class EtcdIdentitySource {
    * The engine event for a watcher event, or undefined for a master key the engine would refuse
    * (it refuses the whole transaction, and the event would come back in every later one: one bad
    * key in etcd would freeze the node's policy). Such a key is skipped and counted, as the
-   * watcher skips malformed ones; an admitted id that turns bad is deleted.
+   * watcher skips malformed ones. A cluster id whose value distill cannot read (malformed, or
+   * labels the engine refuses) goes to the engine as a fail-closed stand-in (`standIn`, finding 2001).
    */
   private admit(e: IdentityEvent): EngineEvent | undefined {
-    if (e.kind === 'deleteIdentity') return this.admittedIds.delete(e.id) ? engineIdentityEvent(e) : undefined;
+    if (e.kind === 'deleteIdentity') return this.admittedIds.delete(e.id) ? { type: 'deleteIdentity', id: e.id } : undefined;
+    if (e.kind === 'unreadableIdentity') return this.standIn(e.id, 'its value cannot be read as labels');
     const event = engineIdentityEvent(e);
-    const problem = identityProblem(e.id, event.type === 'upsertIdentity' ? event.labels : {});
+    const problem = identityProblem(e.id, event.labels);
     if (problem === undefined) {
-      this.admittedIds.add(e.id);
+      this.admittedIds.set(e.id, event.labels);
       return event;
     }
+    return this.standIn(e.id, problem);
+  }
+
+  /**
+   * A master key Cilium reads as labels (`NewLabelsFromSortedList` never fails) and distill cannot:
+   * held as a fail-closed stand-in (events.ts `upsertIdentity.unreadable`) under its last readable
+   * labels, so its pods keep the number and every local map denies it. Deleting it (1820) let their
+   * addresses fall to identity 0, which wildcard allows admit past the denies both readings apply
+   * (1936's hole, through etcd). An id outside the cluster range is skipped as before.
+   */
+  private standIn(id: number, problem: string): EngineEvent | undefined {
     this.stats.skipped++;
-    this.warnSkipped({ id: e.id, problem }, 'etcd identity skipped: the engine cannot take it');
-    return this.admittedIds.delete(e.id) ? { type: 'deleteIdentity', id: e.id } : undefined;
+    if (id < FIRST_CLUSTER_IDENTITY || id > MAX_CLUSTER_IDENTITY) {
+      this.warnSkipped({ id, problem }, 'etcd identity skipped: the engine cannot take it');
+      return this.admittedIds.delete(id) ? { type: 'deleteIdentity', id } : undefined;
+    }
+    this.warnSkipped({ id, problem }, 'etcd identity cannot be read: every local map denies its number until a readable value');
+    const labels = this.admittedIds.get(id) ?? {};
+    this.admittedIds.set(id, labels);
+    return { type: 'upsertIdentity', id, labels, unreadable: true };
   }
 
   /**

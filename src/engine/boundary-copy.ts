@@ -79,7 +79,7 @@ export class BoundaryCopier {
         return { type, ref: isRecord(r) ? Object.freeze({ kind: r.kind, name: r.name, ...opt('namespace', r.namespace) }) : r };
       }
       case 'upsertIdentity':
-        return { type, id: e.id, labels: this.labels(e.labels) };
+        return { type, id: e.id, labels: this.labels(e.labels), ...opt('unreadable', e.unreadable) };
       case 'deleteIdentity':
         return { type, id: e.id };
       case 'upsertNode':

@@ -1,7 +1,7 @@
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import type { PolicyEntry } from '../model/policy-map.js';
-import { isPassFloor, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW } from '../model/policy-map.js';
-import { ALLOW_LOCALHOST_ORIGIN } from '../model/localhost.js';
+import { isPassFloor, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_STAND_IN_DENY } from '../model/policy-map.js';
+import { ALLOW_LOCALHOST_ORIGIN, UNREADABLE_IDENTITY_ORIGIN } from '../model/localhost.js';
 
 /**
  * Who asks a map state for an entry. Map states count contributions by object identity: each is
@@ -81,6 +81,12 @@ export const DEFAULT_ALLOW: Contribution = new ContributionRecord(null, { deny: 
  * NetworkPolicy tier (Cilium's `localHostKey` entry; src/naive/evaluator.ts `localhostAllowed`).
  */
 export const LOCALHOST_ALLOW: Contribution = new ContributionRecord(ALLOW_LOCALHOST_ORIGIN, { deny: false, proxyPort: 0, precedence: PRECEDENCE_ALLOW }, undefined, 'allow-localhost', null, true);
+
+/**
+ * The deny of an identity distill cannot read (finding 1936), in every local map and both directions,
+ * every protocol and port, above every tier: its traffic is dropped whatever the rules say.
+ */
+export const UNREADABLE_DENY: Contribution = new ContributionRecord(UNREADABLE_IDENTITY_ORIGIN, { deny: true, proxyPort: 0, precedence: PRECEDENCE_STAND_IN_DENY }, undefined, 'unreadable-identity', null, true);
 
 /** The contribution of a rule unit's clauses without L7 rules (of every unit sharing it). */
 export function unitContribution(unit: number, sharers: ContributionSharers, entry: PolicyEntry): Contribution {

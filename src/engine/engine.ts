@@ -3,7 +3,7 @@ import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf, podKey } from '../model/cluster.js';
 import { IdentityAllocator, IdentityId, identityLabelsFrom, type IdentityType, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
-import type { LabelSet } from '../model/labels.js';
+import { labelSetKey, type LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
 import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js';
@@ -330,9 +330,9 @@ export class Engine {
       case 'deletePolicy':
         return this.deletePolicy(policyRefKey(e.ref));
       case 'upsertIdentity':
-        return this.identityChanged(() => this.stages.identities.upsertExternal(e.id, identityLabelsFrom(e.labels)));
+        return this.upsertIdentity(e.id, identityLabelsFrom(e.labels), e.unreadable === true);
       case 'deleteIdentity':
-        return this.identityChanged(() => this.stages.identities.deleteExternal(e.id));
+        return this.identityChanged(e.id, () => this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
         return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels));
       case 'deleteNode':
@@ -375,11 +375,27 @@ export class Engine {
    * label sets in reverse: a number given back to its old labels is left by the pods of the new
    * ones before the old ones' pods take it (an endpoint joins a local identity by number).
    */
-  private identityChanged(change: () => string[]): void {
+  private identityChanged(id: number, change: () => string[]): void {
+    const { identities, pods, resolver } = this.stages;
+    const was = identities.get(id)?.unreadable === true;
     let labelKeys: string[] = [];
-    this.ctx.onUndo(() => this.stages.pods.reidentify(labelKeys.reverse()));
+    this.ctx.onUndo(() => pods.reidentify(labelKeys.reverse()));
     labelKeys = change();
-    this.stages.pods.reidentify(labelKeys);
+    pods.reidentify(labelKeys);
+    const now = identities.get(id)?.unreadable === true;
+    if (was !== now) resolver.unreadableChanged(id, now);
+  }
+
+  /**
+   * An external identity upserted; `unreadable`: as the fail-closed stand-in (finding 1936). A number
+   * turning readable or unreadable under the same labels is deleted first: its pods leave the old
+   * record's endpoint maps before one of them joins the new record's (one number, one local identity).
+   */
+  private upsertIdentity(id: number, labels: LabelSet, unreadable: boolean): void {
+    const { identities } = this.stages;
+    const old = identities.get(id);
+    if (old !== undefined && (old.unreadable === true) !== unreadable && old.key === labelSetKey(labels)) this.identityChanged(id, () => identities.deleteExternal(id));
+    this.identityChanged(id, () => identities.upsertExternal(id, labels, unreadable));
   }
 
   /** The node table keeps the policy as given; the others see it without stand-ins once the API server's addresses are known. */

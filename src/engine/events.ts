@@ -23,7 +23,14 @@ export type EngineEvent =
    * A cluster identity allocated outside this engine (engines with `identitySource: 'external'`):
    * `labels` as Cilium's `security-labels` hold them, `source:key` → value (e.g. `k8s:app` → `web`).
    */
-  | { readonly type: 'upsertIdentity'; readonly id: number; readonly labels: Readonly<Record<string, string>> }
+  /**
+   * `unreadable`: the cluster holds the number but distill cannot read its value (a `security-labels`
+   * map Cilium reads and distill refuses, finding 1936). The engine holds it as a fail-closed stand-in:
+   * `labels` are the last labels it was read with (its pods keep the number in the ipcache; empty when
+   * it was never readable), no selector selects it, every local map denies it in both directions above
+   * every tier, and an endpoint of it has an empty map (default deny), until a readable upsert.
+   */
+  | { readonly type: 'upsertIdentity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly unreadable?: true }
   | { readonly type: 'deleteIdentity'; readonly id: number }
   /**
    * A cluster node and its addresses (`local`: the agent's own node): ipcache host entries with the

@@ -2,7 +2,7 @@ import { hostCidr, IpAddress } from '../model/cidr.js';
 import { podIps } from '../model/cluster.js';
 import { ANY_IDENTITY, IdentityId, identityType, type IdentityType } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, proxyReads } from '../model/l7.js';
-import type { LabelSet } from '../model/labels.js';
+import { makeLabelSet, type LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { concreteEntry, redirectInfo, rowPortRange } from './commit.js';
@@ -186,8 +186,10 @@ export class EngineQueries {
     return [...out].map(([prefix, identity]) => ({ prefix, identity })).sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   }
 
+  /** An unreadable external identity's (a fail-closed stand-in, finding 1936) with `reserved:unreadable-identity` first: `maps dump` must not show its deny as one of its last labels'. */
   identityLabels(id: IdentityId): LabelSet | undefined {
-    return this.s.identities.get(id)?.labels;
+    const rec = this.s.identities.get(id);
+    return rec?.unreadable === true ? makeLabelSet([{ source: 'reserved', key: 'unreadable-identity', value: '' }, ...rec.labels]) : rec?.labels;
   }
 
   identities(): IdentityId[] {

@@ -26,6 +26,12 @@ export interface IdentityRecord extends SelectableIdentity {
   matchLabels: LabelSet;
   /** An API server address's identity outside the cluster: `cidr` is its host prefix, not an LPM entry. */
   readonly apiServerHost?: true;
+  /**
+   * An external identity distill cannot read (finding 1936): a fail-closed stand-in. Its pods keep
+   * it (`key` is its last readable labels'), the peer selector cache never holds it, every local
+   * map denies it (policy-resolver.ts `unreadableChanged`) and its own endpoints' maps stay empty.
+   */
+  readonly unreadable?: true;
 }
 
 /** The label source that keeps a remote node's labels in its identity's labels (never in `matchLabels`). */
@@ -248,21 +254,24 @@ export class IdentityTable {
    * An identity allocated outside (CiliumIdentity, kvstore): selectable as a peer from now on,
    * whether or not a pod uses it (as Cilium's selector cache holds every cluster identity). It is
    * held by its source, never freed by its pods. Returns the label-set key whose pods may change
-   * identity (the caller re-identifies them).
+   * identity (the caller re-identifies them). `unreadable`: a fail-closed stand-in (`IdentityRecord.unreadable`),
+   * selectable by nothing.
    */
-  upsertExternal(id: IdentityId, labels: LabelSet): string[] {
+  upsertExternal(id: IdentityId, labels: LabelSet, unreadable = false): string[] {
     const key = labelSetKey(labels);
     const old = this.byId.get(id);
-    if (old && old.key === key) return [];
+    if (old && old.key === key && (old.unreadable ?? false) === unreadable) return [];
     const touched = old ? this.deleteExternal(id) : [];
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
-    const rec: IdentityRecord = { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: undefined };
+    const rec: IdentityRecord = unreadable
+      ? { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: undefined, unreadable }
+      : { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: undefined };
     this.byId.set(id, rec);
     const ids = [...(this.external.get(key) ?? []), id].sort((a, b) => a - b);
     this.external.set(key, ids);
-    this.byKey.set(key, this.byId.get(ids[0] as IdentityId) as IdentityRecord);
+    this.byKey.set(key, this.podIdentity(ids));
     this.ctx.stats.identitiesAllocated++;
-    this.peerCache.addIdentity(rec);
+    if (!unreadable) this.peerCache.addIdentity(rec);
     this.ctx.onUndo(() => this.deleteExternal(id));
     return [...touched, key];
   }
@@ -272,19 +281,34 @@ export class IdentityTable {
     const rec = this.byId.get(id);
     if (!rec) throw new Error(`internal: external identity ${id} vanished`);
     const key = rec.key;
-    this.peerCache.removeIdentity(id);
+    if (rec.unreadable !== true) this.peerCache.removeIdentity(id);
     this.byId.delete(id);
     const ids = (this.external.get(key) ?? []).filter((x) => x !== id);
     if (ids.length > 0) {
       this.external.set(key, ids);
-      this.byKey.set(key, this.byId.get(ids[0] as IdentityId) as IdentityRecord);
+      this.byKey.set(key, this.podIdentity(ids));
     } else {
       this.external.delete(key);
       this.byKey.delete(key);
     }
     this.ctx.stats.identitiesReleased++;
-    this.ctx.onUndo(() => this.upsertExternal(id, rec.labels));
+    this.ctx.onUndo(() => this.upsertExternal(id, rec.labels, rec.unreadable ?? false));
     return [key];
+  }
+
+  /**
+   * Which of a label set's external ids (lowest first) its pods get: the lowest readable one, else the
+   * lowest (a stand-in, finding 1936). A stand-in keeps its last labels' pods only until their node
+   * allocates them an id Cilium and distill both read (the etcd allocator's repair, a new CiliumIdentity).
+   */
+  private podIdentity(ids: readonly IdentityId[]): IdentityRecord {
+    let pick: IdentityRecord | undefined;
+    for (const id of ids) {
+      const rec = this.byId.get(id) as IdentityRecord;
+      if (rec.unreadable !== true) return rec;
+      pick ??= rec;
+    }
+    return pick as IdentityRecord;
   }
 
   /** The identity a pod with these labels gets now (external: the lowest id for them, else pending). */

@@ -24,7 +24,7 @@ export class ModelStore implements ModelView {
    */
   private podsByNs: Map<string, Set<string>> | null = null;
   private policiesByNs: Map<string, Set<string>> | null = null;
-  private readonly identities = new Map<number, Readonly<Record<string, string>>>();
+  private readonly identities = new Map<number, Extract<EngineEvent, { readonly type: 'upsertIdentity' }>>();
   private readonly nodes = new Map<string, EngineEvent & { type: 'upsertNode' }>();
   private readonly cidrGroups = new Map<string, EngineEvent & { type: 'upsertCidrGroup' }>();
   private apiServer: (EngineEvent & { type: 'setApiServer' }) | undefined;
@@ -141,7 +141,7 @@ export class ModelStore implements ModelView {
         if (this.policiesByNs !== null && e.ref.namespace !== undefined) index(this.policiesByNs, e.ref.namespace, policyRefKey(e.ref), false);
         return;
       case 'upsertIdentity':
-        this.identities.set(e.id, e.labels);
+        this.identities.set(e.id, e);
         return;
       case 'deleteIdentity':
         this.identities.delete(e.id);
@@ -170,7 +170,7 @@ export class ModelStore implements ModelView {
    */
   events(): EngineEvent[] {
     const out: EngineEvent[] = [];
-    for (const [id, labels] of this.identities) out.push({ type: 'upsertIdentity', id, labels });
+    for (const e of this.identities.values()) out.push(e);
     for (const node of this.nodes.values()) out.push(node);
     for (const group of this.cidrGroups.values()) out.push(group);
     if (this.apiServer) out.push(this.apiServer);

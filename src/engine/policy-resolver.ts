@@ -4,7 +4,7 @@ import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '..
 import type { ContainerPort } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { AttachedClause, AttachedEnforcement, AttachedUnit, NO_CIDR_REFS, NO_PEERS, NO_TARGETS, PeerChangeListener, UnitShare } from './attached-units.js';
-import { DEFAULT_ALLOW, LOCALHOST_ALLOW } from './contribution.js';
+import { DEFAULT_ALLOW, LOCALHOST_ALLOW, UNREADABLE_DENY } from './contribution.js';
 import type { IdentityTable } from './identities.js';
 import type { NamedPortListener } from './named-ports.js';
 import { compilePolicy, EnforcementUnit, NamedPortResolver, policySubjects, portKeys, RuleUnit, shareKey } from './rule-units.js';
@@ -47,6 +47,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   private byNamespace: Map<string, Set<string>> | null = null;
   /** `allow-localhost: always`: every map state gets the local host's ingress allow (`LOCALHOST_ALLOW`). Set once, before any event. */
   allowLocalhost = true;
+  /** External identities distill cannot read (`unreadableChanged`): every map state denies them. */
+  private readonly unreadable = new Set<IdentityId>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -221,12 +223,35 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
     if (this.allowLocalhost) m.state.add(LOCALHOST_KEY, LOCALHOST_ALLOW);
+    if (this.unreadable.size > 0) for (const id of this.unreadable) this.unreadableEntries(m, id, +1);
     const pass = ++this.pass;
     for (const a of m.local.units) {
       const share = a.share as UnitShare;
       if (share.visited === pass) continue;
       share.visited = pass;
       this.contributeTargets(share, m, +1);
+    }
+  }
+
+  /**
+   * An external identity became (or stopped being) one distill cannot read (finding 1936): every
+   * local map state but the pending ones (which are empty, default deny) denies it in both directions.
+   */
+  unreadableChanged(id: IdentityId, unreadable: boolean): void {
+    if (unreadable) this.unreadable.add(id);
+    else this.unreadable.delete(id);
+    for (const local of this.maps.locals.values()) {
+      if (local.pending) continue;
+      for (const m of local.maps.values()) this.unreadableEntries(m, id, unreadable ? 1 : -1);
+    }
+    this.ctx.onUndo(() => this.unreadableChanged(id, !unreadable));
+  }
+
+  private unreadableEntries(m: SharedMapState, id: IdentityId, sign: 1 | -1): void {
+    this.ctx.dirtyMaps.add(m);
+    for (const d of DIRECTIONS) {
+      if (sign > 0) m.state.add(wildcardKey(id, d), UNREADABLE_DENY);
+      else m.state.remove(wildcardKey(id, d), UNREADABLE_DENY);
     }
   }
 

@@ -21,6 +21,7 @@ export interface LocalIdentity {
   /**
    * The identity of endpoints whose cluster identity is not known yet (external identities):
    * no rule applies to it and its map stays empty, so they are default deny in both directions.
+   * So is an external identity distill cannot read (`IdentityRecord.unreadable`, finding 1936).
    */
   readonly pending: boolean;
 }
@@ -97,7 +98,7 @@ export class SharedMaps {
   }
 
   private addLocalIdentity(record: IdentityRecord): LocalIdentity {
-    const pending = record.id === RESERVED_IDENTITIES.init;
+    const pending = record.id === RESERVED_IDENTITIES.init || record.unreadable === true;
     const local: LocalIdentity = { record, units: new Set(), enforcing: { ingress: new Set(), egress: new Set() }, maps: new Map(), pending };
     this.locals.set(record.id, local);
     this.ctx.stats.policyResolutions++;

@@ -372,7 +372,11 @@ function checkPolicyEvent(e: EventRecord, model: Overlay, fail: Fail): void {
 function checkIdentityEvent(e: EventRecord, model: Overlay, fail: Fail): void {
   if (model.identitySource !== 'external') fail(`identity events need an engine whose identities come from outside (identitySource: 'external')`);
   const id = checkIdentityId(e.id, fail);
-  if (e.type === 'upsertIdentity') checkIdentityLabels(e.labels, fail);
+  if (e.type === 'upsertIdentity') {
+    if (e.unreadable !== undefined && e.unreadable !== true) fail('unreadable must be true when present');
+    // A stand-in never read has no labels (events.ts `unreadable`).
+    if (e.unreadable !== true || !isPlainRecord(e.labels) || Object.keys(e.labels).length > 0) checkIdentityLabels(e.labels, fail);
+  }
   else if (!model.hasIdentity(id)) fail(`identity ${id} does not exist`);
   model.setIdentity(id, e.type === 'upsertIdentity');
 }

@@ -78,7 +78,7 @@ function upsertOf(h: Held): AgentEvent {
     case 'Policy':
       return { type: 'upsertPolicy', policy: h.policy };
     case 'Identity':
-      return { type: 'upsertIdentity', id: h.id, labels: h.labels };
+      return { type: 'upsertIdentity', id: h.id, labels: h.labels, ...(h.unreadable ? { unreadable: true } : {}) };
     case 'Node':
       return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels };
     case 'ApiServer':

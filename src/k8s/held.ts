@@ -1,4 +1,5 @@
 import type { Pod } from '../model/cluster.js';
+import { FIRST_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
@@ -13,7 +14,8 @@ export type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
   | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
   | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
-  | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
+  /** `unreadable`: a CiliumIdentity whose `security-labels` distill cannot read, held as a fail-closed stand-in (`keptOnUnreadable`). */
+  | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly unreadable?: true; readonly sig: string }
   | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string }
   /** An EndpointSlice of default/kubernetes: its addresses are the API server's (`apiServerEvent`). */
   | { readonly kind: 'ApiServer'; readonly addresses: readonly IpAddress[]; readonly sig: string };
@@ -65,13 +67,32 @@ function canonical(v: unknown): string {
  * keeps its last readable version, as Cilium's policy watcher returns on a validation or parse
  * error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go onUpsert:
  * `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would delete an
- * isolating or deny policy and open what it closed. A pod is dropped (no endpoint). So is an
- * identity (finding 1935): Cilium reads every `security-labels` map (pkg/k8s/identitybackend
- * `crdBackend.ListAndWatch` upserts `KeyFunc(SecurityLabels)`, which never fails), so the number
- * stands for the new labels on every Cilium node, not the old ones.
+ * isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
+ *
+ * An identity (`key` CiliumIdentity//<number>) becomes a fail-closed stand-in (`unreadableIdentity`):
+ * Cilium reads every `security-labels` map (pkg/k8s/identitybackend `crdBackend.ListAndWatch` upserts
+ * `KeyFunc(SecurityLabels)`, which never fails), so the number stands for labels distill does not
+ * know on every Cilium node. Keeping the old labels kept their allows (finding 1935); deleting the id
+ * let its pods' addresses fall to identity 0, which every wildcard allow admits past the denies both
+ * readings apply (1936). The stand-in keeps the number for its pods and is denied by every local map.
  */
-export function keptOnUnreadable(had: Held | undefined): Held | undefined {
+export function keptOnUnreadable(key: string, had: Held | undefined): Held | undefined {
+  if (key.startsWith(IDENTITY_KEY_PREFIX)) return unreadableIdentity(key.slice(IDENTITY_KEY_PREFIX.length), had);
   return had === undefined || had.kind === 'Pod' || had.kind === 'Identity' ? undefined : had;
+}
+
+const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';
+
+/**
+ * The stand-in of CiliumIdentity `name` whose value distill cannot read: its last readable labels (its
+ * pods keep the number), none when it never was readable. Undefined when the name is no cluster
+ * identity number (Cilium skips such an object too: the CRD backend keys identities by number).
+ */
+function unreadableIdentity(name: string, had: Held | undefined): Held | undefined {
+  const id = /^[1-9]\d{0,9}$/.test(name) ? Number(name) : NaN;
+  if (!(id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY)) return undefined;
+  const labels = had?.kind === 'Identity' ? had.labels : {};
+  return { kind: 'Identity', id, labels, unreadable: true, sig: canonical({ id, labels, unreadable: true }) };
 }
 
 /** What an object of `kind` means to the engine; undefined: nothing (not an endpoint, no address yet). Throws when it cannot be read. */

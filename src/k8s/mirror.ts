@@ -330,7 +330,7 @@ export class ClusterMirror {
       desired = deleted ? undefined : meaningOf(kind, obj, source, this.reading);
     } catch (e) {
       this.counts.invalid++;
-      desired = keptOnUnreadable(state?.desired);
+      desired = keptOnUnreadable(key, state?.desired);
       const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
       this.warn(msg, { source, key, error: (e as Error).message });
     }
@@ -396,7 +396,7 @@ export class ClusterMirror {
         this.counts.stale++;
         continue;
       }
-      const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
+      const desired = e.unreadable ? keptOnUnreadable(key, state?.desired) : e.desired;
       this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
     }
     for (const k of listedKinds) kinds.add(k);

@@ -9,7 +9,9 @@ import { canonicalLabelSetKey, parseLabelSetKey } from './labels.js';
  */
 export type IdentityEvent =
   | { readonly kind: 'upsertIdentity'; readonly id: number; readonly labels: readonly string[] }
-  | { readonly kind: 'deleteIdentity'; readonly id: number };
+  | { readonly kind: 'deleteIdentity'; readonly id: number }
+  /** An id whose value distill cannot read (Cilium reads it as labels): held as a fail-closed stand-in (finding 2001). */
+  | { readonly kind: 'unreadableIdentity'; readonly id: number };
 
 export interface WatcherStats {
   /** Keys under id/ that are not `id/<decimal>` -> labels: skipped (Cilium logs and skips a bad id too), a known id deleted. */
@@ -35,6 +37,8 @@ export class IdentityWatcher {
   readonly identities = new Map<number, string>();
   /** Label-set key (sorted) -> ids with that label set (more than one only until the GC collects the unused). */
   private readonly byLabels = new Map<string, Set<number>>();
+  /** Ids whose value cannot be read (not in `identities`, never joined by the allocator): until deleted or readable. */
+  private readonly unreadable = new Set<number>();
   readonly stats: WatcherStats = { invalid: 0, disconnects: 0, relists: 0 };
   private watcher: Watcher | undefined;
   private readonly idPrefix: string;
@@ -69,6 +73,7 @@ export class IdentityWatcher {
       if (id !== undefined) seen.add(id);
     }
     for (const [id, labels] of [...this.identities]) if (!seen.has(id)) this.forget(id, labels);
+    for (const id of [...this.unreadable]) if (!seen.has(id)) this.forgetUnreadable(id);
     const watcher = await this.client.watch().prefix(this.idPrefix).startRevision((BigInt(listed.revision) + 1n).toString()).create();
     if (this.closed) return void (await watcher.cancel());
     watcher.on('put', (kv) => this.put(kv));
@@ -141,10 +146,11 @@ export class IdentityWatcher {
   }
 
   /**
-   * The id of the key, or undefined when it is not an id or its value cannot be read: an id whose
-   * value turns unreadable is deleted, listed or watched alike (finding 1820). Its last labels are
-   * not what the key says any more: Cilium reads any non-empty value as labels
-   * (`NewLabelsFromSortedList` never fails), so the number now stands for other pods.
+   * The id of the key, or undefined when it is not an id. An id whose value cannot be read leaves
+   * `identities` (its last labels are not what the key says now, finding 1820: Cilium reads every
+   * non-empty value as labels, `NewLabelsFromSortedList` never fails, so the number now stands for
+   * other pods) and is reported once as unreadable, listed or watched alike: deleting it let its pods'
+   * addresses fall to identity 0, past the denies both readings apply (finding 2001, as 1936).
    */
   private put(kv: IKeyValue): number | undefined {
     const id = this.idOf(kv);
@@ -156,9 +162,17 @@ export class IdentityWatcher {
     } catch {
       this.stats.invalid++;
       const old = this.identities.get(id);
-      if (old !== undefined) this.forget(id, old);
-      return undefined;
+      if (old !== undefined) {
+        this.identities.delete(id);
+        this.unindex(id, old);
+      }
+      if (!this.unreadable.has(id)) {
+        this.unreadable.add(id);
+        this.onEvent({ kind: 'unreadableIdentity', id });
+      }
+      return id;
     }
+    this.unreadable.delete(id);
     const old = this.identities.get(id);
     if (old === key) return id;
     if (old !== undefined) this.unindex(id, old);
@@ -171,6 +185,7 @@ export class IdentityWatcher {
 
   private delete(kv: IKeyValue): void {
     const id = this.idOf(kv);
+    if (id !== undefined && this.unreadable.has(id)) return this.forgetUnreadable(id);
     const old = id === undefined ? undefined : this.identities.get(id);
     if (id === undefined || old === undefined) return;
     this.forget(id, old);
@@ -179,6 +194,11 @@ export class IdentityWatcher {
   private forget(id: number, labelsKey: string): void {
     this.identities.delete(id);
     this.unindex(id, labelsKey);
+    this.onEvent({ kind: 'deleteIdentity', id });
+  }
+
+  private forgetUnreadable(id: number): void {
+    this.unreadable.delete(id);
     this.onEvent({ kind: 'deleteIdentity', id });
   }
 

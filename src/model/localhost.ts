@@ -27,3 +27,13 @@ export const ALLOW_LOCALHOST_ORIGIN: RuleOrigin = {
 export function isAllowLocalhostOrigin(o: RuleOrigin): boolean {
   return o.policy.kind === ALLOW_LOCALHOST_ORIGIN.policy.kind && o.policy.name === ALLOW_LOCALHOST_ORIGIN.policy.name && o.policy.namespace === undefined;
 }
+
+/**
+ * The reason a local map denies an identity distill cannot read (finding 1936; events.ts
+ * `upsertIdentity.unreadable`). Not Cilium's: Cilium reads every `security-labels` map. Like
+ * `ALLOW_LOCALHOST_ORIGIN` its name holds a `:`, which no Kubernetes object name can.
+ */
+export const UNREADABLE_IDENTITY_ORIGIN: RuleOrigin = {
+  policy: { kind: 'CiliumClusterwideNetworkPolicy', name: 'reserved:unreadable-identity' },
+  path: 'fail-closed stand-in of an identity distill cannot read',
+};

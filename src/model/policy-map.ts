@@ -59,6 +59,11 @@ export const PRECEDENCE_REDIRECT = npTier(VERDICT_REDIRECT);
 export const PRECEDENCE_ALLOW = npTier(VERDICT_ALLOW);
 /** The default allow: below every tier, so Baseline rules and the NP tier decide above it. */
 export const PRECEDENCE_DEFAULT_ALLOW = DEFAULT_ALLOW_LEVEL * 0x10000 + VERDICT_ALLOW;
+/**
+ * The deny a local map holds for an identity distill cannot read (finding 1936): above every tier
+ * level (an Admin `Accept` of priority 0 included), the transient deny's value (write-check.ts).
+ */
+export const PRECEDENCE_STAND_IN_DENY = 0xffffffff;
 /** The lowest precedence the engine writes: entries above it may hide narrower ones. */
 export const PRECEDENCE_LOWEST = PRECEDENCE_DEFAULT_ALLOW;
 

@@ -9,6 +9,7 @@ import { EtcdIdentitySource } from '../../src/agent/etcd-identities.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
+import { parseIp } from '../../src/model/cidr.js';
 import { CuttableProxy, EtcdServer, polls as pollsUpTo, requireEtcdOrSkip } from '../kvstore/etcd-server.js';
 
 /**
@@ -44,7 +45,7 @@ async function agentBehindProxy(prefix: string, statusIntervalMs?: number) {
 }
 
 suite('agent --identities etcd: a master key the engine cannot take', () => {
-  it('is skipped: the node keeps applying transactions; an admitted id that turns bad is deleted', async () => {
+  it('is skipped: the node keeps applying transactions; an id that is or turns bad is a fail-closed stand-in (2001)', async () => {
     const prefix = 'bad-identity/cilium/state/identities/v1';
     const client = connectEtcd(etcd.url);
     await client.put(`${prefix}/id/5`).value('k8s:app=x;');
@@ -69,21 +70,28 @@ suite('agent --identities etcd: a master key the engine cannot take', () => {
       expect(agent.summary.refusals).toBe(0);
       expect(backend.endpoints()).toEqual(['shop/a']);
       expect(agent.engine.identityLabels(301)).toBeDefined();
-      // 301 turns bad: the engine forgets it rather than freezing.
+      const denied = (id: number): boolean | undefined => agent.engine.lookup('shop/a', id, 'ingress', 6, 80)?.entry.deny;
+      // shop/a has no policy (default allow, once its own id is allocated): 301 is allowed; 300 (a reserved label,
+      // which Cilium reads) is a stand-in, denied.
+      await polls(() => (agent.flush(), denied(301) === false));
+      expect(denied(301)).toBe(false);
+      expect(denied(300)).toBe(true);
+      // 301 turns bad: the engine holds it as a stand-in rather than freezing (or deleting it: 2001).
       await client.put(`${prefix}/id/301`).value('cidr:10.0.0.0/8=;');
       await polls(() => {
         agent.flush();
         return source.stats.skipped === 3 && source.peek().length === 0;
       });
       expect(agent.summary.refusals).toBe(0);
-      expect(agent.engine.identityLabels(301)).toBeUndefined();
-      // Deleting the skipped keys is no event for the engine.
+      expect(denied(301)).toBe(true);
+      // Deleting the stand-ins' keys deletes them; the out-of-range key's deletion is no event for the engine.
       await client.delete().key(`${prefix}/id/5`);
       await client.delete().key(`${prefix}/id/301`);
       await polls(() => {
         agent.flush();
-        return source.peek().length === 0;
+        return source.peek().length === 0 && denied(301) === false;
       });
+      expect(denied(301)).toBe(false);
       expect(agent.summary.refusals).toBe(0);
     } finally {
       await source.close();
@@ -133,8 +141,9 @@ suite('agent --identities etcd over a compacted history', () => {
  * Finding 1820 (docs/attack-findings-24w.md): a master key rewritten to a value distill cannot read (here Cilium's
  * form without its trailing ';', which Cilium's `NewLabelsFromSortedList` reads as app=evil) kept the id's last
  * labels: the local endpoint's map went on allowing 300 as app=db. And a local pod's own id so rewritten stayed
- * held: its pods kept a number other nodes read as other labels. Now the id is deleted; a held one is dropped and
- * its pods get a new id of their own labels.
+ * held: its pods kept a number other nodes read as other labels. Now the id is a fail-closed stand-in (finding 2001:
+ * deleting it, as 1820 did, let its pods fall to identity 0); a held one is dropped and its pods get a new id of their
+ * own labels, which they take over the stand-in.
  */
 suite('agent --identities etcd: a master key rewritten to a value distill cannot read', () => {
   it('1820. the id stops being allowed as its old labels; a local pod whose own id is so rewritten gets a new one', async () => {
@@ -155,7 +164,8 @@ suite('agent --identities etcd: a master key rewritten to a value distill cannot
       await client.put(`${prefix}/id/300`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop');
       await polls(() => (agent.flush(), !allowed()));
       expect(allowed()).toBe(false);
-      expect(agent.engine.identityLabels(300)).toBeUndefined();
+      // Denied by an entry of its own (the stand-in), not merely absent.
+      expect(agent.engine.lookup('shop/web', 300, 'ingress', 6, 80)?.entry.deny).toBe(true);
       // The local pod's own id, rewritten the same way: dropped and allocated again (a new number for app=web).
       const old = webId() as number;
       await client.put(`${prefix}/id/${old}`).value('k8s:app=evil;k8s:io.kubernetes.pod.namespace=shop');
@@ -163,6 +173,9 @@ suite('agent --identities etcd: a master key rewritten to a value distill cannot
       const now = webId();
       expect(now).toBeDefined();
       expect(now).not.toBe(old);
+      // web's pod takes the new readable id over its old number's stand-in.
+      await polls(() => (agent.flush(), agent.engine.identityOfIp(parseIp('10.0.0.2')) === now));
+      expect(agent.engine.identityOfIp(parseIp('10.0.0.2'))).toBe(now);
       expect(await client.get(`${prefix}/value/${source.identities().get(now as number)}/n1`).string()).toBe(String(now));
       expect(agent.summary.refusals).toBe(0);
     } finally {

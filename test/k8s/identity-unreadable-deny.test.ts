@@ -48,11 +48,12 @@ const policy: WatchItem = {
   },
 };
 
-describe('1936 (review of 1935, open): deleting an unreadable identity', () => {
-  // Pinned with it.fails: distill refuses a label value Cilium reads (here 600 characters), so the id is
-  // deleted and its pods fall to identity 0, which a wildcard allow admits past the deny both readings apply
-  // (docs/attack-findings-25a.md, 1936). It passes when such an id is held as a fail-closed stand-in.
-  it.fails('a pod of a deleted id is not admitted past a deny both readings of the id apply', () => {
+describe('1936 (review of 1935; fixed in 26a, finding 2000): an unreadable identity is a fail-closed stand-in, not deleted', () => {
+  // Pinned with it.fails in session 25: distill refuses a label value Cilium reads (here 600 characters), so the
+  // id was deleted and its pods fell to identity 0, which a wildcard allow admits past the deny both readings
+  // apply (docs/attack-findings-25a.md, 1936). Fixed in 26a: the id is held as a fail-closed stand-in
+  // (docs/attack-findings-26a.md, 2000; more cases in identity-standin-26a.test.ts).
+  it('a pod of a deleted id is not admitted past a deny both readings of the id apply', () => {
     const backend = new MemoryBackend();
     const a = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identities: 'external' });
     const feed = (...items: WatchItem[]): void => {

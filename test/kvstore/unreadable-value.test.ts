@@ -9,7 +9,9 @@ import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-serv
  * last labels, watched or listed, for good. Cilium reads any non-empty value as labels (pkg/labels
  * `NewLabelsFromSortedList`: split on ';', every part through `ParseLabel`, never an error; pkg/kvstore/allocator
  * `ListAndWatch` hands it to `OnModify`), so the number then stands for other labels: here `k8s:app=evil` without
- * its trailing ';'. The id is now deleted: no policy entry keeps allowing it as its old labels.
+ * its trailing ';'. The id now leaves the watcher's table: no policy entry keeps allowing it as its old labels, and
+ * the allocator never joins it. Finding 2001 (docs/attack-findings-26a.md): it is reported once as unreadable (the
+ * agent holds it as a fail-closed stand-in) instead of deleted, whose pods fell to identity 0 (1936's hole).
  */
 const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('etcd identity unreadable value') ? describe : describe.skip;
@@ -25,7 +27,7 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
     await etcd?.destroy();
   });
 
-  it('1820. watched: the id is deleted, not kept with its last labels; a readable value later brings it back', async () => {
+  it('1820, 2001. watched: the id leaves the table, reported unreadable (once), not deleted; a readable value later brings it back', async () => {
     const c = connectEtcd(etcd.url);
     clients.push(c);
     const prefix = `watched/${P}`;
@@ -35,9 +37,15 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
     try {
       expect(w.identities.get(300)).toBe('k8s:app=db;');
       await c.put(`${prefix}/id/300`).value('k8s:app=evil');
-      await until('the unreadable value deletes 300', () => !w.identities.has(300), 100);
-      expect(events).toContainEqual({ kind: 'deleteIdentity', id: 300 });
+      await until('the unreadable value takes 300 out of the table', () => !w.identities.has(300), 100);
+      expect(events).toContainEqual({ kind: 'unreadableIdentity', id: 300 });
+      expect(events).not.toContainEqual({ kind: 'deleteIdentity', id: 300 });
       expect(w.idForLabels('k8s:app=db;')).toBeUndefined();
+      // Another unreadable value: no second event.
+      await c.put(`${prefix}/id/300`).value('k8s:app=worse');
+      await c.put(`${prefix}/id/399`).value('k8s:app=next;');
+      await until('399 arrives', () => w.identities.has(399));
+      expect(events.filter((e) => e.kind === 'unreadableIdentity')).toHaveLength(1);
       await c.put(`${prefix}/id/300`).value('k8s:app=evil;');
       await until('a readable value brings 300 back', () => w.identities.get(300) === 'k8s:app=evil;');
     } finally {
@@ -45,7 +53,7 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
     }
   }, 30000);
 
-  it('1820. listed (a relist after a compaction): an id whose value the list gives unreadable is deleted', async () => {
+  it('1820, 2001. listed (a relist after a compaction): an id whose value the list gives unreadable leaves the table as unreadable; a relist without it deletes it', async () => {
     const direct = connectEtcd(etcd.url);
     clients.push(direct);
     const prefix = `listed/${P}`;
@@ -53,17 +61,32 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
     const proxy = await CuttableProxy.start(etcd.url);
     const viaProxy = connectEtcd(proxy.url);
     clients.push(viaProxy);
-    const w = await IdentityWatcher.start(viaProxy, () => undefined, prefix, 50);
-    try {
-      expect(w.identities.get(300)).toBe('k8s:app=db;');
+    const events: IdentityEvent[] = [];
+    const w = await IdentityWatcher.start(viaProxy, (e) => events.push(e), prefix, 50);
+    const compactCut = async (change: () => Promise<unknown>): Promise<void> => {
       proxy.cut();
-      await direct.put(`${prefix}/id/300`).value('k8s:app=evil');
-      await direct.put(`${prefix}/id/301`).value('k8s:app=web;');
+      await change();
       const rev = (await direct.put('listed/unrelated').value('x')).header.revision;
       await direct.kv.compact({ revision: rev });
       proxy.heal();
+    };
+    try {
+      expect(w.identities.get(300)).toBe('k8s:app=db;');
+      await compactCut(async () => {
+        await direct.put(`${prefix}/id/300`).value('k8s:app=evil');
+        await direct.put(`${prefix}/id/301`).value('k8s:app=web;');
+      });
       await until('the relist gives 301', () => w.identities.has(301), 100);
       expect([...w.identities]).toEqual([[301, 'k8s:app=web;']]);
+      expect(events).toContainEqual({ kind: 'unreadableIdentity', id: 300 });
+      expect(events).not.toContainEqual({ kind: 'deleteIdentity', id: 300 });
+      // Deleted while the watch is cut: the next relist deletes the unreadable id.
+      await compactCut(async () => {
+        await direct.delete().key(`${prefix}/id/300`);
+        await direct.put(`${prefix}/id/302`).value('k8s:app=api;');
+      });
+      await until('the relist gives 302', () => w.identities.has(302), 100);
+      expect(events).toContainEqual({ kind: 'deleteIdentity', id: 300 });
     } finally {
       await w.close();
       await proxy.close();

@@ -25,6 +25,19 @@ const opArb = fc.record({ node: fc.nat(NODES - 1), set: fc.nat(LABEL_SETS.length
 let etcd: EtcdServer;
 let run = 0;
 
+/** DISTILL_PROP_SEED / DISTILL_PROP_PATH replay a reported failure; DISTILL_PROP_RUNS sets the number of runs. */
+function replay(base: { numRuns: number }): fc.Parameters<[Op[][]]> {
+  const seed = process.env.DISTILL_PROP_SEED;
+  const path = process.env.DISTILL_PROP_PATH;
+  const runs = process.env.DISTILL_PROP_RUNS;
+  return {
+    ...base,
+    ...(runs ? { numRuns: Number(runs) } : {}),
+    ...(seed ? { seed: Number(seed) } : {}),
+    ...(path ? { path } : {}),
+  };
+}
+
 async function converged(what: string, check: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (await check()) return;
@@ -82,7 +95,7 @@ withEtcd('identity allocation under random churn on several nodes', () => {
           for (const c of clients) c.close();
         }
       }),
-      { numRuns: process.env.DISTILL_LONG ? 60 : 12 },
+      replay({ numRuns: process.env.DISTILL_LONG ? 60 : 12 }),
     );
   });
 });

@@ -16,7 +16,7 @@ const MAX_NAMED_IDS = 16;
 /**
  * The id a slave key names, read as Cilium's kvstoreBackend.GetIfLocked (pkg/kvstore/allocator) reads
  * it: only a key whose node suffix has no '/' (`prefixMatchesKey`) and a value that
- * `strconv.ParseUint(v, 10, 64)` accepts (decimal digits, leading zeros allowed); any other key is
+ * `strconv.ParseUint(v, 10, 64)` accepts (decimal digits, leading zeros allowed); every other key is
  * skipped. Ids past 2^53 are skipped too (outside every identity range).
  */
 export function slaveId(prefix: string, key: string, value: string): number | undefined {
@@ -27,7 +27,7 @@ export function slaveId(prefix: string, key: string, value: string): number | un
 
 /** A label set's slave keys at one etcd revision. */
 export interface SlaveView {
-  /** A slave key naming an id whose master key holds this label set, if any. */
+  /** A slave key naming an id whose master key holds this label set (undefined when none does). */
   readonly joinable: SlaveKey | undefined;
   /**
    * Only when the read saw every slave key and every id they name, and none of them is an id of

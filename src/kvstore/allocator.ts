@@ -3,6 +3,7 @@ import { isUnavailable, KvstoreUnavailableError, prefixEnd } from './client.js';
 import { IDENTITIES_PREFIX } from './layout.js';
 import { labelSetKey } from './labels.js';
 import { KvLock } from './lock.js';
+import { readSlaves, type SlaveKey, type SlaveView, slavesWrittenSince } from './slaves.js';
 
 /** Cilium's cluster-wide identity range (the local cluster, no cluster-mesh bits). */
 const MIN_GLOBAL_ID = 256;
@@ -78,14 +79,8 @@ export function prefixIsEmpty(prefix: string): ICompare {
   return { key, range_end: prefixEnd(key), target: 'Create', result: 'Equal', create_revision: 0 };
 }
 
-/** A slave key as read: which node's key, naming which id. */
-interface SlaveKey {
-  readonly key: string;
-  readonly id: number;
-}
-
-/** The slave key still exists and still names the same id. */
-const slaveStill = (s: SlaveKey): ICompare => ({ key: Buffer.from(s.key), target: 'Value', result: 'Equal', value: Buffer.from(String(s.id)) });
+/** The slave key still exists and still names the same id, as written. */
+const slaveStill = (s: SlaveKey): ICompare => ({ key: Buffer.from(s.key), target: 'Value', result: 'Equal', value: Buffer.from(s.value) });
 
 const put = (key: string, value: string, lease?: string): IRequestOp => ({
   request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease === undefined ? {} : { lease }) },
@@ -95,8 +90,9 @@ const put = (key: string, value: string, lease?: string): IRequestOp => ({
  * Cluster-wide identity allocator with Cilium's kvstore layout. The master key id/<id> maps an
  * id to its label set; each node that uses the id holds a slave key value/<labels>/<node> -> id on
  * its lease. A new id is created by one etcd transaction that requires the master key to be absent
- * AND no slave key for the label set to exist, so concurrent allocators of one label set produce
- * exactly one id (the losers see the winner's slave key and reuse its id).
+ * AND the label set's slave keys unchanged since a read that found none naming an id of the set
+ * (src/kvstore/slaves.ts), so concurrent allocators of one label set produce exactly one id (the
+ * losers see the winner's slave key and reuse its id).
  */
 export class IdentityAllocator {
   readonly keys: IdentityKeys;
@@ -251,53 +247,54 @@ export class IdentityAllocator {
   private async tryOnce(key: string): Promise<Allocation | undefined> {
     const lease = await this.ensureLease();
     await this.retryUnlocks();
-    const reused = await this.reuse(key, lease);
-    if (reused) return reused;
+    const seen = await readSlaves(this.client, this.keys, key);
+    const reused = await this.reuse(key, lease, seen);
+    // Created only after a read that found no id of the set. When the read found one and joining
+    // it failed (its slave key deleted or changed since), this attempt ends: Cilium's
+    // lockedAllocate (pkg/allocator) returns an error when AcquireReference fails for an id it
+    // found, and Allocate backs off and looks again; it never allocates a new id after finding one.
+    const noIdOfSet = seen.noIdOfSet;
+    if (reused || noIdOfSet === undefined) return reused;
     // A new id, under the label set's lock as in Cilium (so Cilium agents sharing this etcd never
-    // race us into two ids); the transaction itself also requires "no slave key yet".
-    if (this.opts.locks === false) return this.createNew(key, lease, undefined);
-    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, async () => (await this.findSlave(key)) !== undefined);
-    if (!lock) return this.reuse(key, lease);
+    // race us into two ids); the transaction itself also requires `noIdOfSet` (nothing written since `seen`).
+    if (this.opts.locks === false) return this.createNew(key, lease, noIdOfSet, undefined);
+    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, () => slavesWrittenSince(this.client, this.keys, key, seen.revision));
+    if (!lock) return this.reuse(key, lease, await readSlaves(this.client, this.keys, key));
     try {
-      return await this.createNew(key, lease, lock);
+      return await this.createNew(key, lease, noIdOfSet, lock);
     } finally {
       await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
     }
   }
 
-  private async createNew(key: string, lease: string, lock: KvLock | undefined): Promise<Allocation | undefined> {
+  /** Creates an id for a label set while `noIdOfSet` (from a read that found no id of the set) holds. */
+  private async createNew(key: string, lease: string, noIdOfSet: readonly ICompare[], lock: KvLock | undefined): Promise<Allocation | undefined> {
     const id = this.pickId();
-    const slavePrefix = Buffer.from(this.keys.slavePrefix(key));
     const res = await this.client.kv.txn({
       compare: [
         { key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 },
-        prefixIsEmpty(this.keys.slavePrefix(key)),
+        ...noIdOfSet,
         ...(lock ? [lock.held()] : []),
       ],
       success: [put(this.keys.master(id), key), put(this.keys.slave(key, this.opts.node), String(id), lease)],
-      failure: [{ request_range: { key: slavePrefix, range_end: prefixEnd(slavePrefix), limit: 1 } }],
+      failure: [],
     });
     if (res.succeeded) return { id, isNew: true };
-    // Lost the race for this label set: join the winner's id at once, no backoff.
-    const winner = res.responses[0]?.response_range?.kvs[0];
-    if (winner === undefined) return undefined;
-    const won = { key: winner.key.toString(), id: Number(winner.value.toString()) };
-    return (await this.acquireExisting(key, won.id, lease, slaveStill(won))) ? { id: won.id, isNew: false } : undefined;
+    // Lost the race for this label set (or the id): join the winner's id at once, no backoff.
+    return this.reuse(key, lease, await readSlaves(this.client, this.keys, key));
   }
 
-  /** The id of a label set some node already uses (its slave keys), or one the cache knows. */
-  private async reuse(key: string, lease: string): Promise<Allocation | undefined> {
-    const found = await this.findSlave(key);
-    if (found !== undefined) return (await this.acquireExisting(key, found.id, lease, slaveStill(found))) ? { id: found.id, isNew: false } : undefined;
+  /**
+   * The id of a label set some node already uses (a slave key naming an id whose master key holds
+   * the set, guarded by that key still naming it), else, only when `seen` found no id of the set,
+   * one the cache knows (guarded by `seen.noIdOfSet`). Never creates an id.
+   */
+  private async reuse(key: string, lease: string, seen: SlaveView): Promise<Allocation | undefined> {
+    const found = seen.joinable;
+    if (found !== undefined) return (await this.acquireExisting(key, found.id, lease, [slaveStill(found)])) ? { id: found.id, isNew: false } : undefined;
     const cached = this.opts.cache?.idForLabels(key);
-    if (cached !== undefined && (await this.acquireExisting(key, cached, lease, prefixIsEmpty(this.keys.slavePrefix(key))))) return { id: cached, isNew: false };
+    if (cached !== undefined && seen.noIdOfSet !== undefined && (await this.acquireExisting(key, cached, lease, seen.noIdOfSet))) return { id: cached, isNew: false };
     return undefined;
-  }
-
-  private async findSlave(key: string): Promise<SlaveKey | undefined> {
-    const existing = await this.client.getAll().prefix(this.keys.slavePrefix(key)).limit(1).strings();
-    const first = Object.entries(existing)[0];
-    return first === undefined ? undefined : { key: first[0], id: Number(first[1]) };
   }
 
   /** Lock keys left behind by an unlock that failed (etcd away): they would block others until our lease ends. */
@@ -308,13 +305,14 @@ export class IdentityAllocator {
 
   /**
    * Adds this node's slave key only while the master key still maps the id to this label set and
-   * `guard` holds. Every slave key of a label set must name one id: joining an id is guarded by a
-   * slave key that still names it (or by "no slave key at all" for an id only the cache knows), so
-   * a node creating a new id at the same time (which needs "no slave key") cannot leave two.
+   * `guard` holds. Every slave key of a label set that names an id of the set must name one id:
+   * joining an id is guarded by a slave key that still names it (or, for an id only the cache
+   * knows, by the slave keys being unchanged since a read that found none naming an id of the set),
+   * so a node creating a new id at the same time (which needs the same) cannot leave two.
    */
-  private async acquireExisting(key: string, id: number, lease: string, guard: ICompare | undefined): Promise<boolean> {
+  private async acquireExisting(key: string, id: number, lease: string, guard: readonly ICompare[]): Promise<boolean> {
     const res = await this.client.kv.txn({
-      compare: [{ key: Buffer.from(this.keys.master(id)), target: 'Value', result: 'Equal', value: Buffer.from(key) }, ...(guard ? [guard] : [])],
+      compare: [{ key: Buffer.from(this.keys.master(id)), target: 'Value', result: 'Equal', value: Buffer.from(key) }, ...guard],
       success: [put(this.keys.slave(key, this.opts.node), String(id), lease)],
       failure: [],
     });
@@ -390,7 +388,7 @@ export class IdentityAllocator {
     for (const [key, { id }] of this.local) {
       // Unguarded, as Cilium's UpdateKey: our endpoints use this id, so it is restored even if
       // another node created a second id for the label set while our lease was gone.
-      if (await this.acquireExisting(key, id, lease, undefined)) continue;
+      if (await this.acquireExisting(key, id, lease, [])) continue;
       // The master key was collected meanwhile: re-create it for the same id if still free (as Cilium's UpdateKey).
       await this.client.kv.txn({
         compare: [{ key: Buffer.from(this.keys.master(id)), target: 'Create', result: 'Equal', create_revision: 0 }],

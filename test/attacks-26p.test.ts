@@ -97,3 +97,15 @@ describe('2021. with enable-node-selector-labels, an endpoint selector that coul
     expect(failClosedStandIn(cnp({ egress: [{ toEndpoints: [{ matchLabels: { app: 'other' } }] }] }), 't', error)).toBeDefined();
   });
 });
+
+describe('2022. a NetworkPolicy without spec was refused', () => {
+  // k8s.io/api networking/v1: `Spec NetworkPolicySpec` is `+optional` (`json:"spec,omitempty"`); the API server stores
+  // the empty spec, which isolates every pod of the namespace for ingress. On 3889216: "spec: expected an object".
+  it('is read as the empty spec: every pod of its namespace, ingress isolated, no rule', () => {
+    for (const spec of [undefined, null]) {
+      const policy = parseManifest({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'x' }, ...(spec === null ? { spec } : {}) }, 't');
+      expect(policy.enforcements.map((e) => e.direction)).toEqual(['ingress']);
+      expect(policy.rules).toEqual([]);
+    }
+  });
+});

@@ -29,6 +29,8 @@ describe('2020. a key without a source in a selector that reaches addresses outs
     { matchLabels: { ...world, team: 'a' } },
     { matchLabels: world, matchExpressions: [{ key: 'io.cilium.policy.cidrgroupname/blocklist', operator: 'Exists' }] },
     { matchLabels: { ...world, '10.0.0.0/8': '' } },
+    // unscoped whatever the stack mode (a raw reserved:world matches CIDR identities in single-stack clusters only)
+    { matchLabels: { team: 'a' }, matchExpressions: [{ key: 'io.kubernetes.pod.namespace', operator: 'NotIn', values: ['x'] }] },
   ];
   const allows: Obj[] = [
     { matchLabels: world, matchExpressions: [{ key: 'team', operator: 'DoesNotExist' }] },

@@ -111,3 +111,22 @@ describe('2022. a NetworkPolicy without spec was refused', () => {
     }
   });
 });
+
+describe('2024. a subject writing one Cilium key twice with different values skipped the policy', () => {
+  // `app: server` and `:app: other` are both `any.app` to Cilium, which keeps one value by Go's map order (finding 764):
+  // its subject is app=server or app=other. On 3889216 the stand-in could not read the subject and the agent skipped
+  // the object, so x/server's egress stayed open although Cilium may isolate it (allowing only app=nothing).
+  const policy = (spec: Obj): Obj => ({ ...cnp({}), spec: { endpointSelector: { matchLabels: { app: 'server', ':app': 'other' } }, ...spec } });
+  it('each candidate subject is isolated with no allow', () => {
+    const { warn, verdict } = agentVerdicts(policy({ egress: [{ toEndpoints: [{ matchLabels: { app: 'nothing' } }] }] }));
+    expect(warn).toEqual(STAND_IN);
+    expect(verdict('client', 'egress')).toBe('deny');
+    expect(verdict('other', 'egress')).toBe('deny');
+  });
+  it('a deny-only spec isolates its direction only, as Rule.Sanitize defaults it; the other direction stays open', () => {
+    const { warn, verdict } = agentVerdicts(policy({ ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] }));
+    expect(warn).toEqual(STAND_IN);
+    expect(verdict('client', 'ingress')).toBe('deny');
+    expect(verdict('client', 'egress')).toBe('allow');
+  });
+});

@@ -11,7 +11,7 @@ import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { parseLabelSelector, type SelectorOptions } from './selector.js';
 import type { ParseOptions } from './cilium-options.js';
 import { CILIUM_SELECTOR, type DirectionShape } from './cilium-shapes.js';
-import { rawKeysNameNamespace, readsNodeLabels, scopePeerSelector, SOURCE_NODE } from './cilium-scope.js';
+import { rawKeysNameNamespace, readsNodeLabels, readsOutsideLabels, scopePeerSelector, SOURCE_NODE } from './cilium-scope.js';
 
 /*
  * The L3 peers of a Cilium rule: endpoints, entities, CIDRs and CIDR sets, nodes, and toFQDNs.
@@ -108,7 +108,8 @@ function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string
   if (hasSource(sel, SOURCE_CIDR)) r.unsupported(path, 'a `cidr:` label key in an endpoint selector is not supported by distill (write the prefix in a CIDR field)');
   if (hasSource(sel, SOURCE_CIDR_GROUP)) r.unsupported(path, 'a `cidrgroup:` label key in an endpoint selector is not supported by distill (write cidrGroupRef or cidrGroupSelector in a CIDR set)');
   const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit, verdict);
-  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.unsupported(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors; write toNodes/fromNodes for Node labels');
+  if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.unsupported(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors: this selector is not supported by distill (write toNodes/fromNodes for Node labels)');
+  if (readsOutsideLabels(scoped, verdict)) r.unsupported(path, `this selector is not scoped to pods (a \`reserved:\` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist), and in Cilium its keys without a source also match the \`cidrgroup:\` and \`cidr:\` labels of the identities of addresses outside the cluster, which distill's label selectors do not see (${verdict === 'deny' ? 'a deny would miss them' : 'an allow would admit them'}): this selector is not supported by distill (write k8s: keys, or cidrGroupRef/cidrGroupSelector in a CIDR set)`);
   return { kind: 'selector', selector: scoped };
 }
 
@@ -160,7 +161,7 @@ function readCidrGroupPeer(r: Reader, so: Record<string, unknown>, path: string,
     return { kind: 'cidrGroup', selector: makeSelector([existsRequirement({ source: SOURCE_CIDR_GROUP, key: cidrGroupNameKey(ref) })]), except: except.filter(isCidr), mode };
   }
   const sel = parseLabelSelector(r, so.cidrGroupSelector, join(path, field), CIDR_GROUP_SELECTOR);
-  if (!sel.requirements.some((q) => q.operator === 'In' || q.operator === 'Exists')) r.unsupported(join(path, field), 'a cidrGroupSelector without a matchLabels entry or an In/Exists expression selects every identity, pods included, in Cilium; not supported by distill');
+  if (!sel.requirements.some((q) => q.operator === 'In' || q.operator === 'Exists')) r.unsupported(join(path, field), 'a cidrGroupSelector without a matchLabels entry or an In/Exists expression selects every identity, pods included, in Cilium: it is not supported by distill');
   return { kind: 'cidrGroup', selector: sel, except: except.filter(isCidr), mode };
 }
 

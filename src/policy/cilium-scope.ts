@@ -97,6 +97,37 @@ export function readsNodeLabels(sel: Selector): boolean {
 
 const NODE_RESERVED_NAMES: readonly string[] = ['host', 'remote-node', 'kube-apiserver'];
 
+/**
+ * The reserved labels of an identity for an address outside the cluster (a CIDR, CIDR-group, learnt
+ * FQDN or API-server prefix): `AddWorldLabel` gives world, world-ipv4 or world-ipv6, the API server's
+ * addresses carry kube-apiserver. Such identities also carry `cidr:`, `cidrgroup:` (pkg/policy/k8s
+ * cilium_cidr_group.go applyCIDRGroup: the group's metadata.labels under the source `cidrgroup`,
+ * inherited by longer prefixes, pkg/ipcache/metadata.go mergeParentLabels) and `fqdn:` labels.
+ */
+const OUTSIDE_RESERVED_NAMES: readonly string[] = ['world', 'world-ipv4', 'world-ipv6', 'kube-apiserver'];
+
+/**
+ * Whether a peer selector can reach the identity of an address outside the cluster through a label
+ * distill's label selectors do not see there. Cilium matches a key without source (`any:`) against
+ * every source (pkg/labels/array.go `LabelArray.Has`/`Get`: `IsAnySource` compares the key only), so
+ * `team=a` matches `cidrgroup:team=a` on a group's prefixes and `10.0.0.0/8` the label
+ * `cidr:10.0.0.0/8`; distill's CIDR identities carry their reserved labels only (attack finding 2020,
+ * as 952 for written `cidrgroup:` keys). A selector with a positive requirement such identities never
+ * meet (a `k8s:` key, another reserved label) is exact. Otherwise distill's selection there is
+ * narrower when an `any:` requirement is positive (In, Exists: a deny would deny too little) and wider
+ * when one is negative (NotIn, DoesNotExist: an allow would allow too much); each of these is what
+ * this returns true for, per verdict.
+ */
+export function readsOutsideLabels(sel: Selector, verdict: Verdict): boolean {
+  // A pod-namespace or namespace-label requirement is read as pods only, as scopePeerSelector reads it
+  // (a group's `io.cilium.k8s*` labels are dropped, RemoveCiliumLabels; one labelled
+  // io.kubernetes.pod.namespace is left: docs/attack-findings-26p.md, not fixed).
+  if (selectsOnlyPods(sel)) return false;
+  const positive = (q: Requirement): boolean => q.operator === 'In' || q.operator === 'Exists';
+  const excludesOutside = sel.requirements.some((q) => positive(q) && q.key.source !== SOURCE_ANY && !(q.key.source === SOURCE_RESERVED && OUTSIDE_RESERVED_NAMES.includes(q.key.key)));
+  return !excludesOutside && sel.requirements.some((q) => q.key.source === SOURCE_ANY && positive(q) === (verdict === 'deny'));
+}
+
 function podsOnly(): Requirement {
   return existsRequirement({ source: SOURCE_K8S, key: POD_NAMESPACE_KEY });
 }

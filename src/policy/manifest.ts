@@ -98,7 +98,7 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
       else if (carriesNoPolicy(top.apiVersion, top.kind)) skipped.push({ source: label, path: 'kind', detail: `${String(top.kind)} (${String(top.apiVersion)}) carries no network policy: skipped` });
       else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source));
     } catch (e) {
-      if (e instanceof ManifestError && e.source === source && label !== source) throw new ManifestError(label, e.fieldPath, e.detail);
+      if (e instanceof ManifestError && e.source === source && label !== source) throw new ManifestError(label, e.fieldPath, e.detail, e.unread);
       throw e;
     }
   };

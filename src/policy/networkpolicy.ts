@@ -25,7 +25,9 @@ export function parseNetworkPolicy(r: Reader, doc: Record<string, unknown>): Pol
   const md = readMetadata(r, doc.metadata, true);
   const namespace = md.namespace as string;
   const ref = refOf('NetworkPolicy', md);
-  const spec = r.object(doc.spec, 'spec', ['podSelector', 'policyTypes', 'ingress', 'egress']);
+  // `spec` is optional (k8s.io/api networking/v1 types.go: `+optional`, `json:"spec,omitempty"`): without it the API
+  // server stores the empty spec, every pod of the namespace isolated for ingress (attack finding 2022).
+  const spec = r.object(absent(doc.spec) ? {} : doc.spec, 'spec', ['podSelector', 'policyTypes', 'ingress', 'egress']);
   const warnings: PolicyWarning[] = [];
   const subject = absent(spec.podSelector) ? restrictToNamespace(WILDCARD_SELECTOR, namespace) : podSelectorOfNamespace(r, spec.podSelector, 'spec.podSelector', namespace, warnings);
 

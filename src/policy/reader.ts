@@ -29,7 +29,7 @@ export class Reader {
    * throws the first with `throwDeferred` once the document is read.
    */
   unsupported(path: string, detail: string): void {
-    this.deferred ??= new ManifestError(this.source, path, detail);
+    this.deferred ??= new ManifestError(this.source, path, detail, true);
     this.deferrals++;
   }
 

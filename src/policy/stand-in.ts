@@ -1,4 +1,5 @@
 import type { Policy } from '../model/rules.js';
+import { ciliumExtendedKey } from '../model/labels.js';
 import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
 
@@ -22,9 +23,11 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown, 
   const parses = (spec: unknown): unknown => specError(o, spec, source, options);
   const specs: unknown[] = [];
   for (const s of [...(o.spec !== undefined ? [o.spec] : []), ...(Array.isArray(o.specs) ? (o.specs as unknown[]) : [])]) {
-    const stood = standInSpec(s, parses);
+    const read = standInSpec(s, parses);
+    // null (a host spec, left out) is kept as is; undefined may still be an ambiguous subject (2024).
+    const stood = read === undefined ? ambiguousSubjectStandIn(s, parses) : read;
     if (stood === undefined) return undefined;
-    if (stood !== null) specs.push(stood);
+    if (stood !== null) specs.push(...(Array.isArray(stood) ? stood : [stood]));
   }
   if (specs.length === 0) return undefined;
   try {
@@ -36,7 +39,8 @@ export function failClosedStandIn(doc: unknown, source: string, error: unknown, 
 
 function unsupported(e: unknown): boolean {
   // toNodes/fromNodes without the agent's node-selector flag: the cluster's Cilium may run with it.
-  return e instanceof ManifestError && /is not supported by distill|unknown field|"enable-node-selector-labels" flag/.test(e.detail);
+  // `unread`: every deferred `Reader.unsupported` error, whose wording the pattern once had to match (finding 2021).
+  return e instanceof ManifestError && (e.unread || /is not supported by distill|unknown field|"enable-node-selector-labels" flag/.test(e.detail));
 }
 
 const LISTS = [
@@ -67,6 +71,77 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   }
   // Spec-level fields distill does not read (a newer CRD): isolate what the spec has rules for.
   return parses(out) === undefined ? out : undefined;
+}
+
+/**
+ * A spec whose subject writes one Cilium key twice with different values (`app: a` and `:app: b`, both
+ * `any.app`): Cilium keeps one of them, chosen by Go's map order (finding 764), so its subject is one of
+ * the candidates and distill cannot tell which. Skipping the object left either open (attack finding
+ * 2024). Instead each candidate subject is isolated in the directions the spec has rules for, with no
+ * allow, and keeps the spec's deny rules (each unreadable one denying every peer): closed under either
+ * reading. Undefined when that cannot be built.
+ */
+function ambiguousSubjectStandIn(v: unknown, parses: (spec: unknown) => unknown): Record<string, unknown>[] | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const s = v as Record<string, unknown>;
+  const candidates = subjectCandidates(s.endpointSelector);
+  if (candidates === undefined) return undefined;
+  const out: Record<string, unknown>[] = [];
+  for (const endpointSelector of candidates) {
+    const spec: Record<string, unknown> = { endpointSelector };
+    for (const { field, deny, all } of LISTS) {
+      if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;
+      if (!deny) {
+        spec[field] = [{}];
+        continue;
+      }
+      const kept: unknown[] = [];
+      for (const rule of s[field] as unknown[]) {
+        const err = parses({ endpointSelector, [field]: [rule] });
+        if (err === undefined) kept.push(rule);
+        else if (!unsupported(err)) return undefined;
+        else kept.push({ [all]: ['all'] });
+      }
+      spec[field] = kept;
+    }
+    if (parses(spec) !== undefined) return undefined;
+    out.push(spec);
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+/** At most this many candidate subjects (each colliding key multiplies them). */
+const MAX_SUBJECT_CANDIDATES = 16;
+
+/**
+ * The selectors Cilium may make of `sel` when its matchLabels write one extended key with different
+ * values: one per choice of the entry kept for each such key; undefined when there is no such key or
+ * too many candidates.
+ */
+function subjectCandidates(sel: unknown): Record<string, unknown>[] | undefined {
+  if (typeof sel !== 'object' || sel === null || Array.isArray(sel)) return undefined;
+  const o = sel as Record<string, unknown>;
+  const ml = o.matchLabels;
+  if (typeof ml !== 'object' || ml === null || Array.isArray(ml)) return undefined;
+  const groups = new Map<string, string[]>();
+  for (const k of Object.keys(ml)) {
+    const ext = ciliumExtendedKey(k);
+    groups.set(ext, [...(groups.get(ext) ?? []), k]);
+  }
+  const entries = ml as Record<string, unknown>;
+  const ambiguous = [...groups.values()].filter((keys) => new Set(keys.map((k) => entries[k])).size > 1);
+  if (ambiguous.length === 0) return undefined;
+  let choices: string[][] = [[]];
+  for (const keys of ambiguous) {
+    choices = choices.flatMap((c) => keys.map((k) => [...c, k]));
+    if (choices.length > MAX_SUBJECT_CANDIDATES) return undefined;
+  }
+  const dropped = new Set(ambiguous.flat());
+  return choices.map((kept) => {
+    const labels: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+    for (const [k, val] of Object.entries(entries)) if (!dropped.has(k) || kept.includes(k)) labels[k] = val;
+    return { ...o, matchLabels: labels };
+  });
 }
 
 /** The error reading manifest `o` with `spec` in place of its own gives, or undefined when it reads. */

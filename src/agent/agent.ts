@@ -9,6 +9,7 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../backend/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
+import type { StackMode } from '../model/identity.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
@@ -49,6 +50,8 @@ export interface AgentConfig extends CiliumAgentOptions {
   readonly identitySource?: AgentIdentitySource;
   /** Cilium's `allow-localhost` (src/model/localhost.ts); default `always`, what Cilium's `auto` is under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
+  /** Cilium's IP stack mode (model/identity.ts `StackMode`); default single, Cilium's default install (IPv4 only). */
+  readonly stack?: StackMode;
   /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
   readonly now?: () => number;
   /** A monotonic clock (ms; default `performance.now` when `now` is not given): see `MirrorOptions.elapsed`. */
@@ -203,7 +206,7 @@ export class Agent {
   constructor(private readonly config: AgentConfig) {
     const log = config.logger;
     // A restarted agent keeps the proxy ports its pinned maps already use, so reconcile rewrites no redirect.
-    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend), ...(config.allowLocalhost ? { allowLocalhost: config.allowLocalhost } : {}) });
+    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend), ...(config.allowLocalhost ? { allowLocalhost: config.allowLocalhost } : {}), ...(config.stack ? { stack: config.stack } : {}) });
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.now = config.now ?? Date.now;
     this.timers = config.timers ?? GLOBAL_TIMERS;
@@ -409,7 +412,7 @@ export class Agent {
     if (this.reconciled) {
       try {
         const created = new Set(cs.endpointsAdded);
-        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache), localEndpointAddresses(this.engine, created))));
+        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache, this.engine.stack), localEndpointAddresses(this.engine, created))));
         return;
       } catch (e) {
         this.config.logger.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');

@@ -184,6 +184,8 @@ export class Agent {
   private firstApplied = false;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
+  /** Set once the dual-stack pod warning (`warnDualStackPod`) was logged. */
+  private stackWarned = false;
   /** Streams of regular files not yet read up to their size at open. */
   private catchingUp = 0;
   private readonly elapsed: () => number;
@@ -348,12 +350,30 @@ export class Agent {
       return;
     }
     batch.commit();
+    if (!this.stackWarned && this.engine.stack === 'single') this.warnDualStackPod(k8s);
     source?.ack(identities.length);
     source?.observe(k8s);
     if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
     if (this.config.warmUp && !this.warmedUp) this.warmUp();
     if (!this.mirror.idle) this.queueFlush();
+  }
+
+  /**
+   * A pod with addresses of both families shows the cluster runs dual-stack (Cilium's IPAM gives
+   * every pod one address per enabled family), while this agent reads outside addresses
+   * single-stack (`--enable-ipv6` false, the default): said once, as raw `reserved:world` selectors
+   * then admit outside addresses a dual-stack Cilium drops (attack finding 2103).
+   */
+  private warnDualStackPod(events: readonly EngineEvent[]): void {
+    for (const e of events) {
+      if (e.type !== 'upsertPod' || !e.pod.ips) continue;
+      const families = new Set(e.pod.ips.map((ip) => ip.family));
+      if (families.size < 2) continue;
+      this.stackWarned = true;
+      this.config.logger.warn({ pod: `${e.pod.namespace}/${e.pod.name}` }, 'a pod has IPv4 and IPv6 addresses but the agent runs single-stack: if Cilium runs with enable-ipv6, pass --enable-ipv6=true (outside addresses are then reserved:world-ipv4/-ipv6, not reserved:world)');
+      return;
+    }
   }
 
   /**

@@ -89,6 +89,15 @@ describe('distill agent (CLI)', () => {
     const none = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--enable-ipv4=false', '--enable-ipv6=false'], '');
     expect(none.status).toBe(2);
     expect(none.stderr).toMatch(/one address family must be enabled/);
+    // 2103: a pod of both families under the single-stack default is warned about, once; not when dual-stack.
+    const dualPod = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'd', namespace: 'shop', resourceVersion: '4', labels: { app: 'd' } }, spec: { nodeName: 'node-b', containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running', podIP: '10.0.0.4', podIPs: [{ ip: '10.0.0.4' }, { ip: 'fd00::4' }] } } };
+    const warned = (flags: string[]): number => {
+      const r = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', ...flags], [ns, pod('a', 'node-a', 2), dualPod].map((x) => JSON.stringify(x)).join(''));
+      expect(r.status, r.stderr).toBe(0);
+      return r.stderr.split('\n').filter((l) => l.includes('runs single-stack')).length;
+    };
+    expect(warned([])).toBe(1);
+    expect(warned(['--enable-ipv6=true'])).toBe(0);
   });
   it('exits 2 naming the stream that cannot be read', () => {
     const missing = agent(['--node', 'n', '--watch', join(dir, 'missing.json'), '--exit-at-eof']);

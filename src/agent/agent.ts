@@ -9,6 +9,7 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../backend/ipcache-content.js';
 import { Engine } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
+import type { StackMode } from '../model/identity.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
@@ -49,6 +50,8 @@ export interface AgentConfig extends CiliumAgentOptions {
   readonly identitySource?: AgentIdentitySource;
   /** Cilium's `allow-localhost` (src/model/localhost.ts); default `always`, what Cilium's `auto` is under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
+  /** Cilium's IP stack mode (model/identity.ts `StackMode`); default single, Cilium's default install (IPv4 only). */
+  readonly stack?: StackMode;
   /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
   readonly now?: () => number;
   /** A monotonic clock (ms; default `performance.now` when `now` is not given): see `MirrorOptions.elapsed`. */
@@ -181,6 +184,8 @@ export class Agent {
   private firstApplied = false;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
+  /** Set once the dual-stack pod warning (`warnDualStackPod`) was logged. */
+  private stackWarned = false;
   /** Streams of regular files not yet read up to their size at open. */
   private catchingUp = 0;
   private readonly elapsed: () => number;
@@ -203,7 +208,7 @@ export class Agent {
   constructor(private readonly config: AgentConfig) {
     const log = config.logger;
     // A restarted agent keeps the proxy ports its pinned maps already use, so reconcile rewrites no redirect.
-    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend), ...(config.allowLocalhost ? { allowLocalhost: config.allowLocalhost } : {}) });
+    this.engine = new Engine({ identitySource: config.identitySource ? 'external' : (config.identities ?? 'local'), proxyPortAllocator: proxyPortsFromMaps(config.backend), ...(config.allowLocalhost ? { allowLocalhost: config.allowLocalhost } : {}), ...(config.stack ? { stack: config.stack } : {}) });
     if (config.identitySource) config.identitySource.onChange = () => this.queueFlush();
     this.now = config.now ?? Date.now;
     this.timers = config.timers ?? GLOBAL_TIMERS;
@@ -345,12 +350,30 @@ export class Agent {
       return;
     }
     batch.commit();
+    if (!this.stackWarned && this.engine.stack === 'single') this.warnDualStackPod(k8s);
     source?.ack(identities.length);
     source?.observe(k8s);
     if (events.length > 0) this.summary.transactions++;
     this.write(outcome.changes);
     if (this.config.warmUp && !this.warmedUp) this.warmUp();
     if (!this.mirror.idle) this.queueFlush();
+  }
+
+  /**
+   * A pod with addresses of both families shows the cluster runs dual-stack (Cilium's IPAM gives
+   * every pod one address per enabled family), while this agent reads outside addresses
+   * single-stack (`--enable-ipv6` false, the default): said once, as raw `reserved:world` selectors
+   * then admit outside addresses a dual-stack Cilium drops (attack finding 2103).
+   */
+  private warnDualStackPod(events: readonly EngineEvent[]): void {
+    for (const e of events) {
+      if (e.type !== 'upsertPod' || !e.pod.ips) continue;
+      const families = new Set(e.pod.ips.map((ip) => ip.family));
+      if (families.size < 2) continue;
+      this.stackWarned = true;
+      this.config.logger.warn({ pod: `${e.pod.namespace}/${e.pod.name}` }, 'a pod has IPv4 and IPv6 addresses but the agent runs single-stack: if Cilium runs with enable-ipv6, pass --enable-ipv6=true (outside addresses are then reserved:world-ipv4/-ipv6, not reserved:world)');
+      return;
+    }
   }
 
   /**
@@ -409,7 +432,7 @@ export class Agent {
     if (this.reconciled) {
       try {
         const created = new Set(cs.endpointsAdded);
-        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache), localEndpointAddresses(this.engine, created))));
+        applyChangeSet(this.config.backend, cs, ipcache && (() => ipcache.apply(kernelIpcacheDeltas(cs.ipcache, this.engine.stack), localEndpointAddresses(this.engine, created))));
         return;
       } catch (e) {
         this.config.logger.error({ error: (e as Error).message }, 'writing the maps failed; reconciling them with the engine');

@@ -1,21 +1,32 @@
 import type { IpcacheDelta } from '../engine/events.js';
 import type { IpAddress } from '../model/cidr.js';
-import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
+import { DEFAULT_STACK_MODE, IdentityId, RESERVED_IDENTITIES, StackMode, worldName } from '../model/identity.js';
 
 /** The engine's public queries the ipcache is computed from. */
 export interface IpcacheSource {
   /** Pod IPs (host prefixes), learnt FQDN IPs and CIDR identities' prefixes. */
   ipcache(): { prefix: string; identity: IdentityId }[];
+  /** The engine's stack mode (absent: single, the engine's default). */
+  readonly stack?: StackMode;
 }
 
 /**
  * The datapath's ipcache miss is plain world (bpf/datapath.c), while the engine gives an address
- * no entry covers its family's world identity: a /0 entry per family makes the kernel agree.
+ * no entry covers the world identity of its stack mode and family (pkg/identity
+ * `GetWorldIdentityFromIP`: world single-stack, world-ipv4 / world-ipv6 dual-stack): a /0 entry per
+ * family makes the kernel agree.
  */
-const WORLD_BASE: ReadonlyMap<string, IdentityId> = new Map([
-  ['0.0.0.0/0', RESERVED_IDENTITIES['world-ipv4']],
-  ['::/0', RESERVED_IDENTITIES['world-ipv6']],
-]);
+function worldBase(stack: StackMode): ReadonlyMap<string, IdentityId> {
+  return new Map([
+    ['0.0.0.0/0', RESERVED_IDENTITIES[worldName(stack, 'ipv4')]],
+    ['::/0', RESERVED_IDENTITIES[worldName(stack, 'ipv6')]],
+  ]);
+}
+
+/** The identity the kernel gives an address its ipcache holds no entry for (the /0 entries' as `kernelIpcacheContent` writes them). */
+export function kernelWorldIdentity(stack: StackMode, family: 'ipv4' | 'ipv6'): IdentityId {
+  return RESERVED_IDENTITIES[worldName(stack, family)];
+}
 
 /**
  * The identity an address holds in the kernel ipcache while a transaction moves it (finding 1120,
@@ -30,7 +41,7 @@ export const TRANSITION_IDENTITY: IdentityId = 0xffffffff;
 
 /** What the kernel ipcache must hold for an engine: world at /0 per family, then the engine's entries. */
 export function kernelIpcacheContent(engine: IpcacheSource): Map<string, IdentityId> {
-  const out = new Map(WORLD_BASE);
+  const out = new Map(worldBase(engine.stack ?? DEFAULT_STACK_MODE));
   for (const { prefix, identity } of engine.ipcache()) out.set(prefix, identity);
   return out;
 }
@@ -39,9 +50,10 @@ export function kernelIpcacheContent(engine: IpcacheSource): Map<string, Identit
  * A change set's ipcache deltas as the kernel ipcache (holding `kernelIpcacheContent`) takes them:
  * an entry the engine drops at a /0 falls back to world instead of going.
  */
-export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[]): IpcacheDelta[] {
+export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[], stack: StackMode = DEFAULT_STACK_MODE): IpcacheDelta[] {
+  const base = worldBase(stack);
   return deltas.map((d) => {
-    const world = WORLD_BASE.get(d.prefix);
+    const world = base.get(d.prefix);
     return d.op === 'delete' && world !== undefined ? { op: 'upsert', prefix: d.prefix, identity: world, previous: d.identity } : d;
   });
 }

@@ -25,6 +25,8 @@ interface AgentCliOptions {
   enableL7Proxy: boolean;
   enableIcmpRules: boolean;
   enableNonDefaultDenyPolicies: boolean;
+  enableIpv4: boolean;
+  enableIpv6: boolean;
   warmUp: boolean;
 }
 
@@ -67,6 +69,8 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--enable-node-selector-labels', 'read CiliumNetworkPolicy toNodes/fromNodes (Cilium\'s enable-node-selector-labels; without it they are enforced fail-closed)')
     .option('--enable-l7-proxy <bool>', 'Cilium\'s enable-l7-proxy: with false a Cilium policy with L7 rules is invalid (skipped), as Cilium refuses it', boolFlag, true)
     .option('--enable-icmp-rules <bool>', 'Cilium\'s enable-icmp-rules: with false a Cilium policy with icmps is invalid (skipped)', boolFlag, true)
+    .option('--enable-ipv4 <bool>', 'Cilium\'s enable-ipv4 (Helm ipv4.enabled, default true); with --enable-ipv6 true the agent is dual-stack: outside addresses are reserved:world-ipv4 / world-ipv6, not reserved:world', boolFlag, true)
+    .option('--enable-ipv6 <bool>', 'Cilium\'s enable-ipv6 (default false, as Helm\'s ipv6.enabled: Cilium\'s default install is IPv4 only, single-stack)', boolFlag, false)
     .option('--enable-non-default-deny-policies <bool>', 'Cilium\'s enable-non-default-deny-policies (Helm enableNonDefaultDenyPolicies): with false enableDefaultDeny is ignored and every rule isolates its direction', boolFlag, true)
     .action((opts: AgentCliOptions) => {
       runAgent(opts, io).then(done, (e: Error) => {
@@ -105,6 +109,8 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   const { backend, ipcache } = openAgentMaps(opts);
   const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
   if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');
+  // Cilium's daemon refuses this too (daemon/cmd/daemon_main.go: "Either IPv4 or IPv6 addressing must be enabled").
+  if (!opts.enableIpv4 && !opts.enableIpv6) throw new Error('--enable-ipv4 false and --enable-ipv6 false: one address family must be enabled');
   const source = opts.etcd !== undefined ? new EtcdIdentitySource({ url: opts.etcd, node: opts.node, logger }) : undefined;
   const agent = new Agent({
     node: opts.node,
@@ -119,6 +125,8 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     identities: opts.identities === 'etcd' ? 'external' : opts.identities,
     // Cilium's daemon turns `auto` into `always` when it runs with Kubernetes, which the agent always does.
     allowLocalhost: opts.allowLocalhost === 'auto' ? DEFAULT_ALLOW_LOCALHOST : opts.allowLocalhost,
+    // option.Config.IsDualStack(): both families enabled.
+    stack: opts.enableIpv4 && opts.enableIpv6 ? 'dual' : 'single',
     ...(opts.enableNodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
     ...(opts.enableL7Proxy ? {} : { l7Proxy: false }),
     ...(opts.enableIcmpRules ? {} : { icmpRules: false }),

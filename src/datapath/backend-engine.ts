@@ -2,12 +2,11 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { BpfBackend } from '../backend/bpf.js';
 import { backendLookup } from '../backend/lookup.js';
 import { KernelIpcache } from '../backend/ipcache.js';
-import { localEndpointAddresses } from '../backend/ipcache-content.js';
+import { kernelWorldIdentity, localEndpointAddresses } from '../backend/ipcache-content.js';
 import type { ChangeSet } from '../engine/events.js';
 import { Engine, EngineOptions } from '../engine/engine.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { ClusterState } from '../model/cluster.js';
-import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { reconcile } from '../node/restart.js';
 import { ALL_LOCAL } from '../harness/cluster-sync.js';
 import { EngineDecider } from '../harness/engine-decider.js';
@@ -26,12 +25,12 @@ export interface BackendEngine {
  * the backend's maps with the datapath's lookup (for bpf: real kernel LPM lookups). What
  * `distill reach`, `verify` and `maps dump` run a scenario through.
  */
-export function backendEngine(backend: MapBackend, options: Pick<EngineOptions, 'dns' | 'allowLocalhost'> = {}): BackendEngine {
+export function backendEngine(backend: MapBackend, options: Pick<EngineOptions, 'dns' | 'allowLocalhost' | 'stack'> = {}): BackendEngine {
   const engine = new Engine({ mapCapacity: backend.capacity, ...options });
   reconcile(engine, backend); // a fresh engine: stale maps from an earlier run go
   // bpf: peers resolve through the kernel's ipcache (LPM), then the kernel's policy map.
   const ipcache = backend instanceof BpfBackend ? KernelIpcache.fresh(backend.pinDir) : undefined;
-  const ipLookup = ipcache && ((ip: IpAddress) => ipcache.lookup(ip) ?? RESERVED_IDENTITIES[ip.family === 'ipv4' ? 'world-ipv4' : 'world-ipv6']);
+  const ipLookup = ipcache && ((ip: IpAddress) => ipcache.lookup(ip) ?? kernelWorldIdentity(engine.stack, ip.family));
   const write = (cs: ChangeSet): void => {
     const created = new Set(cs.endpointsAdded);
     applyChangeSet(backend, cs, ipcache && (() => ipcache.apply(cs.ipcache, localEndpointAddresses(engine, created))));

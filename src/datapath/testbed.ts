@@ -56,7 +56,7 @@ export interface TestbedOptions {
    * The scenario's engine options (`scenarioEngineOptions`: `allowLocalhost`, `dnsProxy`); the engine
    * judges each DNS answer of the runner's trail with them (attack finding 1900).
    */
-  readonly engineOptions?: Pick<EngineOptions, 'allowLocalhost' | 'dns'>;
+  readonly engineOptions?: Pick<EngineOptions, 'allowLocalhost' | 'dns' | 'stack'>;
 }
 
 /** Where a testbed run's policy maps are pinned (a separate policy process opens them there). */

@@ -35,7 +35,7 @@ export class TestbedWriter {
   /** `engineOptions`: the scenario's (`scenarioEngineOptions`), as the testbed's own writer is built. */
   constructor(
     readonly pinRoot: string,
-    engineOptions: Pick<EngineOptions, 'allowLocalhost' | 'dns'> = {},
+    engineOptions: Pick<EngineOptions, 'allowLocalhost' | 'dns' | 'stack'> = {},
   ) {
     if (!existsSync(policyPinDir(pinRoot))) throw new Error(`testbed-agent: ${policyPinDir(pinRoot)} does not exist: no testbed run is pinned at ${pinRoot}`);
     this.backend = new BpfBackend({ pinDir: policyPinDir(pinRoot) });

@@ -1,7 +1,7 @@
 import { AllowLocalhost, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf, podKey } from '../model/cluster.js';
-import { IdentityAllocator, IdentityId, identityLabelsFrom, type IdentityType, LOCAL_IDENTITY_FLAG } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, identityLabelsFrom, type IdentityType, LOCAL_IDENTITY_FLAG, DEFAULT_STACK_MODE, type StackMode } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import { labelSetKey, type LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -58,6 +58,8 @@ export interface EngineOptions {
   readonly dns?: Partial<DnsCacheOptions>;
   /** Cilium's `allow-localhost` option (src/model/localhost.ts): `always` (default, Cilium's under Kubernetes) or `policy`. */
   readonly allowLocalhost?: AllowLocalhost;
+  /** Cilium's IP stack mode (model/identity.ts `StackMode`): `single` (default, Cilium's default install) or `dual`. */
+  readonly stack?: StackMode;
   /**
    * Test-only fault injection: called at points inside every transaction (the point's name as
    * argument); throwing from it simulates an internal error there.
@@ -107,6 +109,7 @@ export class Engine {
   private stages!: Stages;
   readonly mapCapacity: number;
   readonly allowLocalhost: AllowLocalhost;
+  readonly stack: StackMode;
 
   constructor(options: EngineOptions = {}) {
     checkEngineOptions(options);
@@ -116,6 +119,7 @@ export class Engine {
     this.model = new ModelStore(this.podFacts, this.policyFacts, options.identitySource ?? 'local', { ...DEFAULT_DNS_CACHE_OPTIONS, ...options.dns });
     this.ctx = new EngineContext(this.statsCounters, options.faultHook);
     this.allowLocalhost = options.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
+    this.stack = options.stack ?? DEFAULT_STACK_MODE;
     this.resetStages();
   }
 
@@ -130,7 +134,7 @@ export class Engine {
     ctx.endTransaction();
     const peerCache = new SelectorCache(this.statsCounters);
     const subjectCache = new SelectorCache(this.statsCounters);
-    const identities = new IdentityTable(ctx, this.allocator, peerCache, this.model.identitySource);
+    const identities = new IdentityTable(ctx, this.allocator, peerCache, this.model.identitySource, this.stack);
     const maps = new SharedMaps(ctx, subjectCache);
     const resolver = new PolicyResolver(ctx, this.policyFacts, identities, maps, subjectCache, peerCache);
     resolver.allowLocalhost = this.allowLocalhost === 'always';

@@ -1,7 +1,7 @@
 import { Cidr, IpAddress } from '../model/cidr.js';
 import { compileFqdnSelector, FqdnMatcher } from '../model/fqdn.js';
 import type { DnsServer, DnsTransport, FqdnEvent } from '../model/fqdn-events.js';
-import { ANY_IDENTITY, IdentityId, worldLabels } from '../model/identity.js';
+import { ANY_IDENTITY, IdentityId, worldLabels, worldName } from '../model/identity.js';
 import { l7Allows, l7PolicyAllows, type DnsQuery } from '../model/l7.js';
 import { LabelSet, labelSetKey, makeLabelSet, SOURCE_CIDR, type Label } from '../model/labels.js';
 import { l4PrefixBits, LookupResult, maskPort, pickWinner, PolicyKey, policyKeyString } from '../model/policy-map.js';
@@ -393,8 +393,11 @@ export class FqdnStage {
     if (!t) {
       const labels: Label[] = sel.keys.map((k) => ({ source: SOURCE_FQDN, key: k, value: '' }));
       if (cidr) labels.push({ source: SOURCE_CIDR, key: cidr.text, value: '' });
-      const set = makeLabelSet([...labels, ...worldLabels(ip.family)]);
-      t = { labels: set, key: labelSetKey(set), cidr, single: sel.keys.length === 1 && !cidr && ip.family === 'ipv4' };
+      const set = makeLabelSet([...labels, ...worldLabels(this.identities.stack, ip.family)]);
+      // The selector's own identity (`acquireFqdnSelector`): one selector, no prefix, the IPv4 world
+      // label, which an IPv6 address shares single-stack (both carry reserved:world).
+      const single = sel.keys.length === 1 && !cidr && (ip.family === 'ipv4' || this.identities.stack === 'single');
+      t = { labels: set, key: labelSetKey(set), cidr, single };
       this.templates.set(tkey, t);
     }
     if (!cidr && ip.family === 'ipv4') sel.v4 = t;
@@ -450,7 +453,8 @@ export class FqdnStage {
   private isSingle(rec: IdentityRecord): boolean {
     let fqdn = 0;
     for (const l of rec.labels) if (l.source === SOURCE_FQDN) fqdn++;
-    return fqdn === 1 && rec.cidr === undefined && rec.labels.some((l) => l.key === 'world-ipv4');
+    const world = worldName(this.identities.stack, 'ipv4');
+    return fqdn === 1 && rec.cidr === undefined && rec.labels.some((l) => l.source === 'reserved' && l.key === world);
   }
 
   private restore(key: IpKey, previous: IdentityRecord | undefined, next: IdentityRecord | undefined): void {

@@ -1,5 +1,5 @@
 import { Cidr, cidrContainsIp, hostCidr, IpAddress, IpFamily } from '../model/cidr.js';
-import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, worldLabels } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, StackMode, worldLabels, worldName } from '../model/identity.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
 import type { ContainerPort } from '../model/ports.js';
@@ -85,19 +85,24 @@ export class IdentityTable {
     private readonly peerCache: SelectorCache,
     /** `external`: pods get the numbers identity events give (else `pending`); only CIDR identities are allocated here. */
     readonly source: 'local' | 'external' = 'local',
+    /** Which world label and identity an outside address has (model/identity.ts `StackMode`). */
+    readonly stack: StackMode = 'single',
   ) {
+    // Every reserved identity, each with its one label (pkg/identity/numericidentity.go
+    // `IterateReservedIdentities`, reserved.go): world-ipv4 and world-ipv6 exist in single-stack mode
+    // too, but no address resolves to them then, as none resolves to world (2) in dual-stack mode.
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const labels = reservedIdentityLabels(name as ReservedName);
-      const matchLabels = name === 'world-ipv4' ? worldLabels('ipv4') : name === 'world-ipv6' ? worldLabels('ipv6') : labels;
       const key = labelSetKey(labels);
       // remote-node (6) is the identity of the remote nodes without labels.
-      const rec: IdentityRecord = { id, key, labels, matchLabels, refs: Infinity, namedPorts: undefined, ...(name === 'remote-node' ? { nodeLabels: [] } : {}) };
+      const rec: IdentityRecord = { id, key, labels, matchLabels: labels, refs: Infinity, namedPorts: undefined, ...(name === 'remote-node' ? { nodeLabels: [] } : {}) };
       this.byKey.set(key, rec);
       this.byId.set(id, rec);
       peerCache.addIdentity(rec);
     }
-    this.worldIpv4 = this.byId.get(RESERVED_IDENTITIES['world-ipv4']) as IdentityRecord;
-    this.worldIpv6 = this.byId.get(RESERVED_IDENTITIES['world-ipv6']) as IdentityRecord;
+    // pkg/identity `GetWorldIdentityFromIP`: world single-stack, the family's world dual-stack.
+    this.worldIpv4 = this.byId.get(RESERVED_IDENTITIES[worldName(stack, 'ipv4')]) as IdentityRecord;
+    this.worldIpv6 = this.byId.get(RESERVED_IDENTITIES[worldName(stack, 'ipv6')]) as IdentityRecord;
     this.pending = this.byId.get(RESERVED_IDENTITIES.init) as IdentityRecord;
   }
 
@@ -171,7 +176,7 @@ export class IdentityTable {
    */
   acquireApiServerHost(ip: IpAddress): IdentityRecord {
     const cidr = hostCidr(ip);
-    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(ip.family), reservedLabel('kube-apiserver')]);
+    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(this.stack, ip.family), reservedLabel('kube-apiserver')]);
     const key = labelSetKey(labels);
     return this.reuseLocal(key) ?? this.addLocal(key, this.revive(key, labels) ?? { ...this.allocate(labels, key, cidr), apiServerHost: true as const });
   }
@@ -318,19 +323,19 @@ export class IdentityTable {
 
   /** The CIDR identity of a prefix a rule mentions (labels `cidr:<prefix>` plus world). */
   acquireCidr(cidr: Cidr): IdentityRecord {
-    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(cidr.family)]);
+    const labels = makeLabelSet([{ source: SOURCE_CIDR, key: cidr.text, value: '' }, ...worldLabels(this.stack, cidr.family)]);
     return this.acquire(labels, cidr, []);
   }
 
   /**
-   * The identity of one FQDN selector alone (`fqdn:<key>` + IPv4 world), held while a unit has the
+   * The identity of one FQDN selector alone (`fqdn:<key>` + the world label of IPv4), held while a unit has the
    * selector as a peer: its map entries exist before the first answer (CFP-28427).
    */
   acquireFqdnSelector(sel: FqdnSelector): IdentityRecord {
     this.fqdnSelectorEpoch++;
     const key = fqdnSelectorKey(sel);
     this.fqdnSelectorsSeen.set(key, sel);
-    return this.acquireFqdn(makeLabelSet([{ source: SOURCE_FQDN, key, value: '' }, ...worldLabels('ipv4')]), undefined);
+    return this.acquireFqdn(makeLabelSet([{ source: SOURCE_FQDN, key, value: '' }, ...worldLabels(this.stack, 'ipv4')]), undefined);
   }
 
   fqdnSelectors(): Iterable<[string, FqdnSelector]> {

@@ -2,7 +2,7 @@ import { isValidIp, parseCidr, parseIp } from '../model/cidr.js';
 import { type Pod, podKey } from '../model/cluster.js';
 import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS } from '../model/fqdn-events.js';
-import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
+import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY, STACK_MODES } from '../model/identity.js';
 import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '../model/labels.js';
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
@@ -473,7 +473,7 @@ function checkSeconds(v: unknown, field: string, fail: Fail): void {
  * An embedder's options, checked once: `minTtl: Infinity` would keep every answer live for good,
  * and a NaN capacity would disable the limits it sets.
  */
-export function checkEngineOptions(o: { readonly mapCapacity?: number; readonly dns?: Partial<{ minTtl: number; maxIpsPerHostname: number; maxSelectorCombinations: number }> }): void {
+export function checkEngineOptions(o: { readonly mapCapacity?: number; readonly stack?: string; readonly dns?: Partial<{ minTtl: number; maxIpsPerHostname: number; maxSelectorCombinations: number }> }): void {
   const check = (v: number | undefined, name: string, min: number, max: number): void => {
     if (v !== undefined && !(Number.isSafeInteger(v) && v >= min && v <= max)) throw new RangeError(`EngineOptions.${name} must be an integer from ${min} to ${max}, not ${String(v)}`);
   };
@@ -481,6 +481,8 @@ export function checkEngineOptions(o: { readonly mapCapacity?: number; readonly 
   check(o.dns?.minTtl, 'dns.minTtl', 0, 2 ** 31);
   check(o.dns?.maxIpsPerHostname, 'dns.maxIpsPerHostname', 0, 2 ** 31);
   check(o.dns?.maxSelectorCombinations, 'dns.maxSelectorCombinations', 0, 2 ** 31);
+  // A stack mode neither single nor dual would give outside addresses labels of neither mode.
+  if (o.stack !== undefined && !(STACK_MODES as readonly string[]).includes(o.stack)) throw new RangeError(`EngineOptions.stack must be ${STACK_MODES.join(' or ')}, not ${JSON.stringify(o.stack)}`);
 }
 
 /**

@@ -94,7 +94,7 @@ function verdictChanges(before: ClusterState, after: ClusterState, ports: readon
  * engine is reported, not thrown.
  */
 export function planChange(before: ClusterState, after: ClusterState, ports: readonly PlanPort[]): PlanResult {
-  const engine = new Engine(before.allowLocalhost ? { allowLocalhost: before.allowLocalhost } : {});
+  const engine = new Engine({ ...(before.allowLocalhost ? { allowLocalhost: before.allowLocalhost } : {}), ...(before.stack ? { stack: before.stack } : {}) });
   engine.apply(initialEvents(before));
   let cs: ChangeSet;
   try {

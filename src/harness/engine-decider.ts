@@ -2,7 +2,7 @@ import { DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import { DEFAULT_DNS_CACHE_OPTIONS } from '../model/fqdn.js';
 import type { ClusterState } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
-import type { IdentityId } from '../model/identity.js';
+import { DEFAULT_STACK_MODE, type IdentityId } from '../model/identity.js';
 import { PROTOCOL_NUMBER } from '../model/ports.js';
 import type { Direction, RuleOrigin } from '../model/rules.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint, endpointAddress } from '../model/flow.js';
@@ -120,6 +120,8 @@ export class EngineDecider {
   private checkOptions(state: ClusterState): void {
     const wanted = state.allowLocalhost ?? DEFAULT_ALLOW_LOCALHOST;
     if (wanted !== this.engine.allowLocalhost) throw new Error(`the scenario sets allowLocalhost: ${wanted}, the engine was built with ${this.engine.allowLocalhost}`);
+    const stack = state.stack ?? DEFAULT_STACK_MODE;
+    if (stack !== this.engine.stack) throw new Error(`the scenario sets stack: ${stack}, the engine was built with ${this.engine.stack}`);
     const dns = state.dns?.options ?? DEFAULT_DNS_CACHE_OPTIONS;
     const has = this.engine.dnsOptions();
     if (dns.minTtl !== has.minTtl || dns.maxIpsPerHostname !== has.maxIpsPerHostname) {

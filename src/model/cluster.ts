@@ -2,7 +2,7 @@ import type { AllowLocalhost } from './localhost.js';
 import { IpAddress, parseCidr, nthAddress } from './cidr.js';
 import type { CidrGroup } from './cidr-group.js';
 import type { DnsCacheState } from './fqdn.js';
-import { podIdentityLabels } from './identity.js';
+import { podIdentityLabels, type StackMode } from './identity.js';
 import { LabelSet, NAMESPACE_NAME_LABEL } from './labels.js';
 import type { ContainerPort } from './ports.js';
 import { Policy, PolicyRef, policyRefKey } from './rules.js';
@@ -121,6 +121,8 @@ export interface ClusterState {
   readonly apiServer?: readonly IpAddress[];
   /** Cilium's `allow-localhost` agent option (./localhost.ts); absent = `always`, Cilium's default under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
+  /** Cilium's IP stack mode (./identity.ts `StackMode`): which world label and identity an outside address has; absent = single, Cilium's default install. */
+  readonly stack?: StackMode;
   /**
    * Pods (keys) of another node: no endpoint here, so this node's DNS proxy never sees their
    * queries and keeps no DNS history for them. Absent = every pod is local.

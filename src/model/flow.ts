@@ -3,7 +3,7 @@ import { ipOwner, isApiServerAddress, nodeAddressRole, NODE_PREFIX, nodeRoleRank
 import { IpAddress, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
 import { LabelSet, makeLabelSet, reservedLabel } from './labels.js';
-import { reservedIdentityLabels, worldLabels } from './identity.js';
+import { DEFAULT_STACK_MODE, reservedIdentityLabels, worldLabels } from './identity.js';
 import type { FlowProtocol } from './ports.js';
 import type { Direction, RuleOrigin } from './rules.js';
 import type { TierOrigin } from './tiers.js';
@@ -65,12 +65,13 @@ export class UnknownEndpointError extends Error {
 }
 
 /**
- * Labels an address outside the cluster carries: it is "world", and an API server address also
+ * Labels an address outside the cluster carries: its one world label by the stack mode (identity.ts
+ * `worldLabels`), and an API server address also
  * `reserved:kube-apiserver` (Cilium: the address has that label alone in the ipcache metadata, so
  * pkg/ipcache/metadata.go `resolveIdentity` adds its CIDR labels, world included).
  */
 function externalLabels(state: ClusterState, ext: External): LabelSet {
-  return withApiServer(state, ext.ip, worldLabels(ext.ip.family));
+  return withApiServer(state, ext.ip, worldLabels(state.stack ?? DEFAULT_STACK_MODE, ext.ip.family));
 }
 
 function withApiServer(state: ClusterState, ip: IpAddress, labels: LabelSet): LabelSet {

@@ -62,9 +62,32 @@ export function reservedIdentityLabels(name: ReservedName): LabelSet {
   return makeLabelSet([reservedLabel(name)]);
 }
 
-/** The labels an address outside the cluster matches as: world, and world of its family. */
-export function worldLabels(family: 'ipv4' | 'ipv6'): LabelSet {
-  return makeLabelSet([reservedLabel('world'), reservedLabel(family === 'ipv4' ? 'world-ipv4' : 'world-ipv6')]);
+/**
+ * Cilium's IP stack mode: `dual` when the agent runs with both `enable-ipv4` and `enable-ipv6`
+ * (`option.Config.IsDualStack()`), else `single`. It decides the one world label an outside address
+ * carries (pkg/labels/cidr.go `addWorldLabel`) and the world identity it resolves to (pkg/identity
+ * `GetWorldIdentityFromIP`). The default is Cilium's default install: the Helm chart's
+ * `ipv4.enabled: true`, `ipv6.enabled: false` (install/kubernetes/cilium/values.yaml), single stack.
+ */
+export type StackMode = 'single' | 'dual';
+
+export const STACK_MODES: readonly StackMode[] = ['single', 'dual'];
+
+export const DEFAULT_STACK_MODE: StackMode = 'single';
+
+/** The reserved world identity an outside address of `family` is in: world (2) single-stack, world-ipv4 (9) / world-ipv6 (10) dual-stack. */
+export function worldName(stack: StackMode, family: 'ipv4' | 'ipv6'): 'world' | 'world-ipv4' | 'world-ipv6' {
+  if (stack === 'single') return 'world';
+  return family === 'ipv4' ? 'world-ipv4' : 'world-ipv6';
+}
+
+/**
+ * The world label an address outside the cluster carries: one, by the stack mode (pkg/labels/cidr.go
+ * `addWorldLabel`: `reserved:world` unless dual-stack, then `reserved:world-ipv4` or
+ * `reserved:world-ipv6` by the address's family). The `world` entity selects all three.
+ */
+export function worldLabels(stack: StackMode, family: 'ipv4' | 'ipv6'): LabelSet {
+  return makeLabelSet([reservedLabel(worldName(stack, family))]);
 }
 
 /** Label sources a cluster identity's labels may carry (reserved, CIDR and FQDN identities are node-local). */

@@ -1,4 +1,5 @@
 import { AllowLocalhost, ALLOW_LOCALHOST_VALUES } from '../model/localhost.js';
+import { STACK_MODES, type StackMode } from '../model/identity.js';
 import { IpAddress } from '../model/cidr.js';
 import { NodeEndpointAddresses, nodeEndpointsOf } from '../model/cluster.js';
 import { ContainerPort, MAX_PORT } from '../model/ports.js';
@@ -83,6 +84,8 @@ export interface Scenario {
   readonly dnsProxy?: DnsCacheOptions;
   /** Cilium's `allow-localhost` agent option (`always` | `policy`); absent = `always`, Cilium's default. */
   readonly allowLocalhost?: AllowLocalhost;
+  /** Cilium's IP stack mode (`single` | `dual`: enable-ipv4 and enable-ipv6 both set); absent = `single`, Cilium's default install. */
+  readonly stack?: StackMode;
 }
 
 function readPodKey(r: Reader, v: unknown, path: string): { namespace: string; name: string; key: string } {
@@ -245,7 +248,7 @@ function readApiServer(r: Reader, v: unknown, path: string): IpAddress[] {
 export function parseScenario(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
-  const o = r.object(doc, '', ['description', 'dnsProxy', 'allowLocalhost', 'nodeSelectorLabels', 'l7Proxy', 'icmpRules', 'nonDefaultDenyPolicies', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
+  const o = r.object(doc, '', ['description', 'dnsProxy', 'allowLocalhost', 'stack', 'nodeSelectorLabels', 'l7Proxy', 'icmpRules', 'nonDefaultDenyPolicies', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);
   const dp = r.optObject(o.dnsProxy, 'dnsProxy', ['minTtl', 'maxIpsPerHostname']);
   const dnsProxy: DnsCacheOptions | undefined = dp && {
     minTtl: absent(dp.minTtl) ? DEFAULT_DNS_CACHE_OPTIONS.minTtl : r.intInRange(dp.minTtl, 'dnsProxy.minTtl', 0, MAX_SECONDS),
@@ -286,7 +289,8 @@ export function parseScenario(text: string, source: string): Scenario {
   });
   const warnings = [...derivedLabelWarnings(source, [...setup, ...steps.flatMap((st) => st.changes)]), ...tierPriorityWarnings(source, setup, steps)];
   const allowLocalhost = absent(o.allowLocalhost) ? undefined : (r.oneOf(o.allowLocalhost, 'allowLocalhost', ALLOW_LOCALHOST_VALUES) as AllowLocalhost);
-  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}), ...(allowLocalhost ? { allowLocalhost } : {}) };
+  const stack = absent(o.stack) ? undefined : (r.oneOf(o.stack, 'stack', STACK_MODES) as StackMode);
+  return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}), ...(allowLocalhost ? { allowLocalhost } : {}), ...(stack ? { stack } : {}) };
 }
 
 /** Pod labels in a label space distill derives itself: accepted, dropped from the identity, said. */

@@ -25,6 +25,7 @@ import {
 import type { Flow, FlowDecision } from '../model/flow.js';
 import type { DnsCacheOptions } from '../model/fqdn.js';
 import type { AllowLocalhost } from '../model/localhost.js';
+import type { StackMode } from '../model/identity.js';
 import { advanceDnsClock, EMPTY_DNS_CACHE, withoutAnswersOf, withoutPodAnswers } from '../model/fqdn.js';
 import { applyDnsAnswer } from '../naive/dns-learning.js';
 import { ManifestError } from '../policy/errors.js';
@@ -263,15 +264,16 @@ function withProbeAddresses(state: ClusterState, probes: readonly Probe[]): Clus
   return s;
 }
 
-/** What an engine deciding `scenario` must be built with (its top-level `dnsProxy` and `allowLocalhost`). */
-export function scenarioEngineOptions(scenario: Scenario): { readonly dns?: DnsCacheOptions; readonly allowLocalhost?: AllowLocalhost } {
-  return { ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}) };
+/** What an engine deciding `scenario` must be built with (its top-level `dnsProxy`, `allowLocalhost` and `stack`). */
+export function scenarioEngineOptions(scenario: Scenario): { readonly dns?: DnsCacheOptions; readonly allowLocalhost?: AllowLocalhost; readonly stack?: StackMode } {
+  return { ...(scenario.dnsProxy ? { dns: scenario.dnsProxy } : {}), ...(scenario.allowLocalhost ? { allowLocalhost: scenario.allowLocalhost } : {}), ...(scenario.stack ? { stack: scenario.stack } : {}) };
 }
 
-/** The empty cluster with the scenario's top-level `dnsProxy` and `allowLocalhost`. */
+/** The empty cluster with the scenario's top-level `dnsProxy`, `allowLocalhost` and `stack`. */
 function scenarioStart(scenario: Scenario): ClusterState {
   const withDns: ClusterState = scenario.dnsProxy ? { ...EMPTY_CLUSTER, dns: { ...EMPTY_DNS_CACHE, options: scenario.dnsProxy } } : EMPTY_CLUSTER;
-  return scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
+  const withLocalhost = scenario.allowLocalhost ? { ...withDns, allowLocalhost: scenario.allowLocalhost } : withDns;
+  return scenario.stack ? { ...withLocalhost, stack: scenario.stack } : withLocalhost;
 }
 
 /**

@@ -71,6 +71,34 @@ describe('distill agent (CLI)', () => {
     expect(ingressOf(['--enable-non-default-deny-policies', 'true'])).toEqual(['any', { from: 80, to: 80 }]);
     expect(agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--enable-l7-proxy=no'], '').status).not.toBe(0);
   });
+  it('2050. --enable-ipv4/--enable-ipv6 set the stack mode: one world label on CIDR identities and the ipcache\'s world identity, by IsDualStack()', () => {
+    const cidr = { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'shop', resourceVersion: '20' }, spec: { endpointSelector: { matchLabels: { app: 'a' } }, ingress: [{ fromCIDR: ['203.0.113.0/24'] }] } } };
+    const input = [ns, pod('a', 'node-a', 2), cidr].map((x) => JSON.stringify(x)).join('');
+    type Out = { maps: { entries: { direction: string; labels: string[] }[] }[]; ipcache: Record<string, number> };
+    const run = (flags: string[]): Out => {
+      const r = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--json', '--allow-localhost', 'policy', ...flags], input);
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Out;
+    };
+    const view = (o: Out) => ({ labels: o.maps[0]?.entries.filter((e) => e.direction === 'ingress').map((e) => e.labels), v4: o.ipcache['0.0.0.0/0'], v6: o.ipcache['::/0'] });
+    // Default: Cilium's default install (Helm ipv4.enabled true, ipv6.enabled false), single-stack.
+    const single = { labels: [['cidr:203.0.113.0/24', 'reserved:world']], v4: 2, v6: 2 };
+    expect(view(run([]))).toEqual(single);
+    expect(view(run(['--enable-ipv4=false', '--enable-ipv6=true']))).toEqual(single);
+    expect(view(run(['--enable-ipv6=true']))).toEqual({ labels: [['cidr:203.0.113.0/24', 'reserved:world-ipv4']], v4: 9, v6: 10 });
+    const none = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', '--enable-ipv4=false', '--enable-ipv6=false'], '');
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/one address family must be enabled/);
+    // 2103: a pod of both families under the single-stack default is warned about, once; not when dual-stack.
+    const dualPod = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'd', namespace: 'shop', resourceVersion: '4', labels: { app: 'd' } }, spec: { nodeName: 'node-b', containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running', podIP: '10.0.0.4', podIPs: [{ ip: '10.0.0.4' }, { ip: 'fd00::4' }] } } };
+    const warned = (flags: string[]): number => {
+      const r = agent(['--node', 'node-a', '--watch', '-', '--exit-at-eof', ...flags], [ns, pod('a', 'node-a', 2), dualPod].map((x) => JSON.stringify(x)).join(''));
+      expect(r.status, r.stderr).toBe(0);
+      return r.stderr.split('\n').filter((l) => l.includes('runs single-stack')).length;
+    };
+    expect(warned([])).toBe(1);
+    expect(warned(['--enable-ipv6=true'])).toBe(0);
+  });
   it('exits 2 naming the stream that cannot be read', () => {
     const missing = agent(['--node', 'n', '--watch', join(dir, 'missing.json'), '--exit-at-eof']);
     expect(missing.status).toBe(2);

@@ -5,6 +5,7 @@ import { encodeIpcacheKey, KernelIpcache } from '../../src/backend/ipcache.js';
 import { ipcacheContent } from '../../src/datapath/testbed.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
+import { EMPTY_CLUSTER } from '../../src/model/cluster.js';
 import { parseCidr } from '../../src/model/cidr.js';
 import { RESERVED_IDENTITIES } from '../../src/model/identity.js';
 import { parseScenario } from '../../src/scenario/format.js';
@@ -32,8 +33,13 @@ describe('ipcache content', () => {
     const decider = new EngineDecider(engine);
     const run = runScenario(scenario, decider.decide);
     const content = ipcacheContent(engine, run.finalState);
-    expect(content.get('0.0.0.0/0')).toBe(RESERVED_IDENTITIES['world-ipv4']);
-    expect(content.get('::/0')).toBe(RESERVED_IDENTITIES['world-ipv6']);
+    // Single-stack (the default): every outside address is world (2), pkg/identity GetWorldIdentityFromIP.
+    expect(content.get('0.0.0.0/0')).toBe(RESERVED_IDENTITIES.world);
+    expect(content.get('::/0')).toBe(RESERVED_IDENTITIES.world);
+    // Dual-stack: the family's world identity (9 / 10).
+    const dual = ipcacheContent(new Engine({ stack: 'dual' }), EMPTY_CLUSTER);
+    expect(dual.get('0.0.0.0/0')).toBe(RESERVED_IDENTITIES['world-ipv4']);
+    expect(dual.get('::/0')).toBe(RESERVED_IDENTITIES['world-ipv6']);
     for (const [key, pod] of run.finalState.pods) expect(content.get(`${pod.ip.text}/32`)).toBe(engine.identityOfPod(key));
     for (const ext of run.finalState.externals.values()) expect(content.get(`${ext.ip.text}/${ext.ip.family === 'ipv4' ? 32 : 128}`)).toBe(engine.identityOfIp(ext.ip));
     const cidrIds = [...content.entries()].filter(([c]) => !c.endsWith('/32') && !c.endsWith('/0'));

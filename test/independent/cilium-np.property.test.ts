@@ -31,7 +31,7 @@ const podArb = fc.record({
 
 const selectorArb = fc.oneof(
   fc.constant({}),
-  fc.constantFrom('reserved:host', 'reserved:world', 'reserved:remote-node').map((k) => ({ matchLabels: { [k]: '' } })),
+  fc.constantFrom('reserved:host', 'reserved:world', 'reserved:world-ipv4', 'reserved:world-ipv6', 'reserved:remote-node').map((k) => ({ matchLabels: { [k]: '' } })),
   fc.record({ matchLabels: fc.dictionary(fc.constantFrom(...LABEL_KEYS, 'io.kubernetes.pod.namespace', 'k8s:io.kubernetes.pod.namespace', 'io.cilium.k8s.namespace.labels.team'), fc.constant(''), { minKeys: 1, maxKeys: 2 }) }).map(({ matchLabels }) => ({
     matchLabels: Object.fromEntries(Object.keys(matchLabels).map((k) => [k, bare(k) === 'io.kubernetes.pod.namespace' ? (k.length % 2 ? 'a' : 'b') : bare(k) === 'io.cilium.k8s.namespace.labels.team' ? 'red' : (VALUES[bare(k)] ?? ['x'])[k.length % 2] ?? 'x'])),
   })),
@@ -95,6 +95,8 @@ const scenarioArb = fc.record({
   pods: fc.array(podArb, { minLength: 2, maxLength: 5 }),
   policies: fc.array(policyArb, { minLength: 1, maxLength: 3 }),
   always: fc.boolean(),
+  /** The agent's stack mode (finding 2050): which one world label an outside address carries. */
+  stack: fc.constantFrom('single', 'dual'),
   /** A second step: relabel a pod and a namespace, replace or delete a policy, delete node n2 (its address becomes world). */
   churn: fc.record({ pod: fc.nat(), app: fc.option(fc.constantFrom('x', 'y'), { nil: undefined }), tier: fc.option(fc.constantFrom('fe', 'be'), { nil: undefined }), team: fc.boolean(), policy: fc.nat(), replace: fc.option(specArb, { nil: undefined }), deleteNode: fc.boolean() }),
 });
@@ -106,6 +108,7 @@ function scenarioYaml(g: Generated): string {
   const doc = {
     description: 'generated (test/independent/cilium-np.property.test.ts)',
     allowLocalhost: g.always ? 'always' : 'policy',
+    stack: g.stack,
     namespaces: NAMESPACES.map((name, i) => ({ name, labels: g.teams[i] ? { team: 'red' } : {} })),
     pods: g.pods.map((p, i) => ({
       name: `${p.ns}/p${i}`,

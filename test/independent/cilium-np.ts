@@ -21,6 +21,8 @@
  *   every pod of the cluster), host, remote-node, none, ...
  * - pkg/policy/api/cidr.go, l4.go: CIDR selectors select addresses outside the cluster; `except` removes;
  *   protocol ANY (or absent) = TCP, UDP and SCTP; port "0" = every port; `endPort` an inclusive range.
+ * - pkg/labels/cidr.go `addWorldLabel`: an outside address carries `reserved:world` single-stack, and
+ *   `reserved:world-ipv4` or `reserved:world-ipv6` when IPv4 and IPv6 are both enabled (scenario `stack: dual`).
  * - pkg/policy/mapstate.go `determineAllowLocalhostIngress`: under allow-localhost=always the local host is
  *   allowed into every pod unless a deny names it.
  */
@@ -143,8 +145,10 @@ export function readCluster(text: string, step = 0): Cluster {
   for (const e of list(doc.externals) ?? []) {
     const name = str(obj(e).name);
     const ip = str(obj(e).ip);
-    // pkg/identity reserved identities: world-ipv4 (9) and world-ipv6 (10) both carry `reserved:world`
-    peers.set(name, { name, kind: 'world', ip, labels: new Map([['reserved:world', ''], [`reserved:world-ipv${ip.includes(':') ? 6 : 4}`, '']]), ports: [] });
+    // pkg/labels/cidr.go addWorldLabel: one world label, `reserved:world` unless the agent runs
+    // dual-stack (option.Config.IsDualStack()), then `reserved:world-ipv4` / `reserved:world-ipv6`.
+    const world = doc.stack === 'dual' ? `reserved:world-ipv${ip.includes(':') ? 6 : 4}` : 'reserved:world';
+    peers.set(name, { name, kind: 'world', ip, labels: new Map([[world, '']]), ports: [] });
   }
   for (const n of list(doc.nodes) ?? []) {
     const kind = obj(n).local === true ? 'host' : 'remote-node';

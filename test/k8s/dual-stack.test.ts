@@ -25,7 +25,8 @@ const pod = (rv: number, podIPs: string[], labels: Record<string, string> = { ap
 
 function harness() {
   const mirror = new ClusterMirror({ nodeName: 'node-a' });
-  const engine = new Engine();
+  // Pods with addresses of both families: IPv4 and IPv6 are both enabled (finding 2050).
+  const engine = new Engine({ stack: 'dual' });
   const parser = new WatchStreamParser('pods');
   const step = (...objects: Obj[]) => {
     for (const item of parser.push(objects.map((object) => JSON.stringify({ type: 'MODIFIED', object })).join('\n'))) mirror.observe(item, 'pods');

@@ -91,7 +91,8 @@ kernel('distill agent with kernel maps', () => {
       const dir = mkdtempSync(join(work, 's'));
       const { files, final, scenario, isLocal } = record(file, dir);
       const pinDir = join(PIN_ROOT, String(i));
-      const r = agent(['--watch', ...files, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof', '--json']);
+      const stack = scenario.stack === 'dual' ? ['--enable-ipv6=true'] : []; // the scenario's stack mode, as the oracle reads it
+      const r = agent(['--watch', ...files, ...stack, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof', '--json']);
       expect(r.stderr).not.toMatch(/"level":(40|50)/);
       expect(r.status).toBe(0);
       const summary = JSON.parse(r.stdout) as Summary;
@@ -145,7 +146,7 @@ kernel('distill agent with kernel maps', () => {
       }
       expect(compared).toBeGreaterThan(0);
       // A restart on the same streams writes nothing to the pinned maps, nor to the ipcache.
-      const again = agent(['--watch', ...files, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof']);
+      const again = agent(['--watch', ...files, ...stack, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof']);
       expect(again.status).toBe(0);
       expect(again.stderr).toMatch(/"upserts":0,"deletes":0,"syscalls":\d+,"created":0,"removed":0,"ipcacheWrites":0,"msg":"pinned maps reconciled"/);
       if (i > 0) return;
@@ -153,7 +154,7 @@ kernel('distill agent with kernel maps', () => {
       const stale = new KernelIpcache(join(pinDir, 'agent'));
       stale.apply([{ op: 'upsert', prefix: '203.0.113.7/32', identity: 54321 }]);
       stale.close();
-      const third = agent(['--watch', ...files, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof', '--json']);
+      const third = agent(['--watch', ...files, ...stack, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof', '--json']);
       expect(third.status).toBe(0);
       expect(third.stderr).toMatch(/"created":0,"removed":0,"ipcacheWrites":1,"msg":"pinned maps reconciled"/);
       const after = new KernelIpcache(join(pinDir, 'agent'));

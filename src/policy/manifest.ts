@@ -98,7 +98,9 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
       else if (carriesNoPolicy(top.apiVersion, top.kind)) skipped.push({ source: label, path: 'kind', detail: `${String(top.kind)} (${String(top.apiVersion)}) carries no network policy: skipped` });
       else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source));
     } catch (e) {
-      if (e instanceof ManifestError && e.source === source && label !== source) throw new ManifestError(label, e.fieldPath, e.detail);
+      if (!(e instanceof ManifestError) || e.source !== source) throw e;
+      const hint = e.fieldPath === '' || e.fieldPath === 'kind' ? shapeHint(doc) : undefined;
+      if (label !== source || hint !== undefined) throw new ManifestError(label, e.fieldPath, hint === undefined ? e.detail : `${e.detail}; ${hint}`);
       throw e;
     }
   };
@@ -117,6 +119,29 @@ function listItems(value: Record<string, unknown>, source: string): unknown[] {
   const o = r.object(value, '', ['apiVersion', 'kind', 'metadata', 'items']);
   if (r.string(o.apiVersion, 'apiVersion') !== 'v1') r.fail('apiVersion', `"${String(o.apiVersion)}" is not the apiVersion of List (expected v1)`);
   return r.optArray(o.items, 'items') ?? [];
+}
+
+/** Whether `v` is a JSON object with the key `key`. */
+function hasKey(v: unknown, key: string): boolean {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.hasOwn(v, key);
+}
+
+/**
+ * What a document that is not a Kubernetes object most likely is, for the error refusing it (attack
+ * findings 2121, 2122): Cilium's own rule files (examples/policies/*.json, the JSON that `cilium-dbg
+ * policy import` reads: a list of rules, or one rule, with no `kind`), a bare spec copied from a
+ * manifest, or a watch event (`kubectl get --watch --output-watch-events -o json`: `{type, object}`).
+ * Only a hint: the document is refused either way.
+ */
+function shapeHint(doc: unknown): string | undefined {
+  if (hasKey(doc, 'kind')) return undefined;
+  const ciliumRule = (v: unknown): boolean => hasKey(v, 'endpointSelector') || hasKey(v, 'nodeSelector');
+  const wrap = 'write each rule as the spec of a CiliumNetworkPolicy (apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name, namespace}, spec: RULE)';
+  if (Array.isArray(doc) && doc.length > 0 && doc.every(ciliumRule)) return `this is a list of Cilium rules (the JSON \`cilium-dbg policy import\` reads), not a Kubernetes manifest: ${wrap}`;
+  if (ciliumRule(doc)) return `this is a Cilium rule (a CiliumNetworkPolicy's spec), not a Kubernetes manifest: ${wrap}`;
+  if (hasKey(doc, 'podSelector')) return "this is a NetworkPolicy's spec, not a manifest: write it as spec of a NetworkPolicy (apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name, namespace}, spec: ...)";
+  if (hasKey(doc, 'type') && hasKey(doc, 'object')) return 'this is a watch event (`kubectl get --watch --output-watch-events` prints them): `distill agent --watch FILE` reads watch streams; a manifest is the event\'s `object`';
+  return undefined;
 }
 
 /** `file#N (Kind namespace/name)`, or less where the document lacks them. */

@@ -138,3 +138,24 @@ describe('2124. plan --delete takes ClusterNetworkPolicy/NAME, as validate names
     expectBadInput(r, 'KIND/NAME for CiliumClusterwideNetworkPolicy and ClusterNetworkPolicy');
   });
 });
+
+describe('2125. AdminNetworkPolicy / BaselineAdminNetworkPolicy (v1alpha1) say what distill reads instead', () => {
+  it('validate: each refused with the ClusterNetworkPolicy tier that takes its place', () => {
+    const f = tmpFile('anp.yaml', `apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: anp}
+spec: {priority: 10, subject: {namespaces: {}}, ingress: []}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec: {subject: {namespaces: {}}, ingress: []}
+`);
+    const r = cli('validate', f);
+    expect(r.code).toBe(2);
+    const lines = r.err.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^error: .*#1 \(AdminNetworkPolicy anp\) kind: .*; AdminNetworkPolicy is network-policy-api's older API \(v1alpha1\): distill reads ClusterNetworkPolicy \(policy\.networking\.k8s\.io\/v1alpha2\), whose spec\.tier Admin takes its place$/);
+    expect(lines[1]).toMatch(/#2 \(BaselineAdminNetworkPolicy default\) kind: .*whose spec\.tier Baseline takes its place$/);
+  });
+});

@@ -159,7 +159,10 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
   const r = new Reader(source);
   const versions = noPolicyVersionsOf(kind);
   if (versions.length > 0) r.fail('apiVersion', `"${String(top.apiVersion)}" is not an apiVersion distill knows for ${kind} (expected ${versions.join(' or ')}); an object distill cannot classify is refused, not skipped`);
-  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)`);
+  // network-policy-api's v1alpha1 kinds (apis/v1alpha1 adminnetworkpolicy_types.go, baselineadminnetworkpolicy_types.go):
+  // their tiers are ClusterNetworkPolicy's spec.tier in v1alpha2 (apis/v1alpha2 clusternetworkpolicy_types.go, Tier).
+  const older = kind === 'AdminNetworkPolicy' || kind === 'BaselineAdminNetworkPolicy' ? `; ${kind} is network-policy-api's older API (v1alpha1): distill reads ClusterNetworkPolicy (${KINDS.ClusterNetworkPolicy}), whose spec.tier ${kind === 'AdminNetworkPolicy' ? 'Admin' : 'Baseline'} takes its place` : '';
+  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)${older}`);
 }
 
 /** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */

@@ -159,3 +159,24 @@ spec: {subject: {namespaces: {}}, ingress: []}
     expect(lines[1]).toMatch(/#2 \(BaselineAdminNetworkPolicy default\) kind: .*whose spec\.tier Baseline takes its place$/);
   });
 });
+
+describe('2126. the package reads a manifest file\'s text as kubectl does (parseManifestFile)', () => {
+  const TEXT = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: r, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {exposed: yes}}
+  ingress: [{}]
+`;
+  it('go-yaml\'s boolean `yes` is refused as kubectl refuses it, where a YAML 1.2 parse + parseManifest takes the string "yes"', async () => {
+    const api = (await import('../src/index.js')) as Record<string, unknown>;
+    const { parse } = await import('yaml');
+    // What an embedder had: parse with a YAML 1.2 library, then parseManifest. A selector kubectl never holds.
+    const viaYaml12 = (api.parseManifest as (d: unknown, s: string) => { rules: unknown[] })(parse(TEXT), 'r.yaml');
+    expect(viaYaml12.rules).toHaveLength(1);
+    expect(typeof api.parseManifestFile).toBe('function');
+    const read = api.parseManifestFile as (t: string, f: string) => unknown[];
+    expect(() => read(TEXT, 'r.yaml')).toThrow(/r\.yaml#1 .*spec\.endpointSelector\.matchLabels\.exposed: expected a string value, got boolean true/);
+    expect(read(TEXT.replace('yes', '"yes"'), 'r.yaml')).toHaveLength(1);
+  });
+});

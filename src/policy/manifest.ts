@@ -165,7 +165,13 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
   r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)${older}`);
 }
 
-/** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */
+/**
+ * The policies of a manifest file's text (multi-document YAML, JSON, a stream of JSON objects, `kind: List`),
+ * read as kubectl reads it: go-yaml v2's scalars (`yes` is a boolean, `010` is 8), its line breaks, merge
+ * keys and duplicate keys (docs/semantics.md); a YAML 1.2 library reads some of these differently (attack
+ * finding 2126). Documents are numbered from 1 in errors (`policies.yaml#2`); the first refused one throws a
+ * `ManifestError`. Every document must be a policy or a List of them.
+ */
 export function parseManifestFile(text: string, fileName: string): Policy[] {
   const out: Policy[] = [];
   for (const { source, value } of loadYamlDocuments(text, fileName)) {

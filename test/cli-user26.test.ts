@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cli, expectBadInput, tmpFile } from './cli-helpers.js';
+import { cli, expectBadInput, tmpDir, tmpFile } from './cli-helpers.js';
 
 // Round 26u (docs/attack-findings-26u.md): an operator's manifests from the wild (Cilium's
 // examples/policies, kubectl output) through validate, trace -f, plan and reach.
@@ -178,5 +178,17 @@ spec:
     const read = api.parseManifestFile as (t: string, f: string) => unknown[];
     expect(() => read(TEXT, 'r.yaml')).toThrow(/r\.yaml#1 .*spec\.endpointSelector\.matchLabels\.exposed: expected a string value, got boolean true/);
     expect(read(TEXT.replace('yes', '"yes"'), 'r.yaml')).toHaveLength(1);
+  });
+});
+
+describe('2127. a kustomization.yaml in an app folder says how to read the folder', () => {
+  it('validate DIR: the Kustomization is refused (kubectl apply -f refuses it too) with the command that renders it', () => {
+    const dir = tmpDir();
+    tmpFile('kustomization.yaml', 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [np.yaml]\n', dir);
+    tmpFile('np.yaml', `${JSON.stringify(NP)}\n`, dir);
+    const r = cli('validate', dir);
+    expect(r.code).toBe(2);
+    expect(r.out).toContain('np.yaml: 1 policies, 1 rules, valid');
+    expect(r.err).toMatch(/kustomization\.yaml#1 \(Kustomization\) kind: .*; this is a kustomize file, not an object: render the folder first \(`kubectl kustomize DIR \| distill validate -`\)\n$/);
   });
 });

@@ -162,7 +162,9 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
   // network-policy-api's v1alpha1 kinds (apis/v1alpha1 adminnetworkpolicy_types.go, baselineadminnetworkpolicy_types.go):
   // their tiers are ClusterNetworkPolicy's spec.tier in v1alpha2 (apis/v1alpha2 clusternetworkpolicy_types.go, Tier).
   const older = kind === 'AdminNetworkPolicy' || kind === 'BaselineAdminNetworkPolicy' ? `; ${kind} is network-policy-api's older API (v1alpha1): distill reads ClusterNetworkPolicy (${KINDS.ClusterNetworkPolicy}), whose spec.tier ${kind === 'AdminNetworkPolicy' ? 'Admin' : 'Baseline'} takes its place` : '';
-  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)${older}`);
+  // A kustomize folder's own file (kubectl apply -f refuses it too; kubectl apply -k renders the folder first).
+  const kustomize = kind === 'Kustomization' ? '; this is a kustomize file, not an object: render the folder first (`kubectl kustomize DIR | distill validate -`)' : '';
+  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)${older}${kustomize}`);
 }
 
 /**

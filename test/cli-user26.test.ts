@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { cli, expectBadInput, tmpDir, tmpFile } from './cli-helpers.js';
 
@@ -191,4 +192,18 @@ describe('2127. a kustomization.yaml in an app folder says how to read the folde
     expect(r.out).toContain('np.yaml: 1 policies, 1 rules, valid');
     expect(r.err).toMatch(/kustomization\.yaml#1 \(Kustomization\) kind: .*; this is a kustomize file, not an object: render the folder first \(`kubectl kustomize DIR \| distill validate -`\)\n$/);
   });
+});
+
+describe('2128. a watch stream saved with a byte order mark names it (the message showed an invisible character)', () => {
+  it('agent --watch FILE with a BOM: exit 2, the error says U+FEFF and what it is', () => {
+    const ev = JSON.stringify({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } });
+    const stream = tmpFile('ns.json', `\uFEFF${ev}\n`);
+    const r = spawnSync('node', ['dist/cli/main.js', 'agent', '--node', 'node-a', '--watch', stream, '--exit-at-eof', '--no-warm-up'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(2);
+    const line = r.stderr.split('\n').find((l) => l.includes('watch stream unreadable'));
+    expect(line, r.stderr).toBeDefined();
+    const error = (JSON.parse(line!) as { error: string }).error;
+    expect(error).toBe(`${stream}#1: unexpected U+FEFF (a byte order mark: save the file without one): a watch stream is a sequence of JSON objects`);
+    expect(error).not.toContain('\uFEFF');
+  }, 60_000);
 });

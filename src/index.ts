@@ -34,7 +34,7 @@ export type { IdentityId } from './model/identity.js';
 export { podIdentityLabels, securityLabels } from './model/identity.js';
 
 /** Reading policy manifests. */
-export { parseManifest, parseManifests } from './policy/manifest.js';
+export { parseManifest, parseManifests, parseManifestFile } from './policy/manifest.js';
 export { ManifestError } from './policy/errors.js';
 export type { ParseOptions } from './policy/cilium-options.js';
 

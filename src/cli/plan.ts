@@ -9,13 +9,17 @@ import { parsePortProto } from './trace.js';
 import { l7RowJson, labelsOfEngine, mapRecordJson } from '../backend/record-json.js';
 import { hubbleVerdict, portProto, shownInTable } from '../explain/format.js';
 
-/** `KIND/NAMESPACE/NAME`, or `CiliumClusterwideNetworkPolicy/NAME`. */
+/**
+ * `KIND/NAMESPACE/NAME`, or `KIND/NAME` for the cluster-scoped kinds: CiliumClusterwideNetworkPolicy and
+ * ClusterNetworkPolicy (network-policy-api's CRD is `scope: Cluster`; `validate` names it
+ * `ClusterNetworkPolicy/NAME`, which `--delete` refused: attack finding 2124).
+ */
 function parsePolicyRef(text: string): PolicyRef {
   const parts = text.split('/');
   const kind = POLICY_KINDS.find((k) => k.toLowerCase() === (parts[0] ?? '').toLowerCase()) as PolicyKind | undefined;
-  const clusterwide = kind === 'CiliumClusterwideNetworkPolicy';
+  const clusterwide = kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy';
   if (kind === undefined || parts.length !== (clusterwide ? 2 : 3) || parts.some((p) => p === '')) {
-    throw new InputError(`--delete: "${text}" is not KIND/NAMESPACE/NAME or CiliumClusterwideNetworkPolicy/NAME (kinds: ${POLICY_KINDS.join(', ')})`);
+    throw new InputError(`--delete: "${text}" is not KIND/NAMESPACE/NAME, or KIND/NAME for CiliumClusterwideNetworkPolicy and ClusterNetworkPolicy (kinds: ${POLICY_KINDS.join(', ')})`);
   }
   return clusterwide ? { kind, name: parts[1] as string } : { kind, namespace: parts[1] as string, name: parts[2] as string };
 }
@@ -105,7 +109,7 @@ export function registerPlan(program: Command, { ctx, done }: CliEnv): void {
     .addOption(new Option('--scenario <file>', 'the cluster: a scenario file').makeOptionMandatory())
     .option('--step <n>', 'the cluster after step n (default: after the last step)')
     .option('-f, --filename <path>', 'manifests to apply (file, directory or -; repeatable)', collect, [] as string[])
-    .option('--delete <ref>', 'a policy to delete: KIND/NAMESPACE/NAME (repeatable)', collect, [] as string[])
+    .option('--delete <ref>', 'a policy to delete: KIND/NAMESPACE/NAME, or KIND/NAME for CiliumClusterwideNetworkPolicy and ClusterNetworkPolicy (repeatable)', collect, [] as string[])
     .option('--port <port/proto>', "also check every pod pair on this port (besides the scenario's probe ports; repeatable)", collect, [] as string[])
     .addOption(outputOption())
     .action((opts: PlanOptions) => {

@@ -116,6 +116,16 @@ function keyText(raw: string): string {
 }
 
 /**
+ * A character for an error message: printable ASCII quoted, anything else by its code point, so an
+ * invisible one is seen (a byte order mark a Windows editor wrote: attack finding 2128).
+ */
+function shownChar(c: string): string {
+  if (/^[\x21-\x7e]$/.test(c)) return JSON.stringify(c);
+  const code = `U+${(c.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+  return c === '\uFEFF' ? `${code} (a byte order mark: save the file without one)` : code;
+}
+
+/**
  * Splits a byte stream of concatenated JSON values (what `kubectl get --watch
  * --output-watch-events -o json` prints, or newline-delimited JSON as the API server's watch
  * sends) into values, across chunk boundaries. The `items` of a top-level object are read one at
@@ -178,7 +188,7 @@ export class WatchStreamParser {
       const c = chunk[i]!;
       if (!this.inValue) {
         if (WS.has(c)) continue;
-        if (c !== '{') throw new ManifestError(this.valueSource(), '', `unexpected ${JSON.stringify(c)}: a watch stream is a sequence of JSON objects`);
+        if (c !== '{') throw new ManifestError(this.valueSource(), '', `unexpected ${shownChar(c)}: a watch stream is a sequence of JSON objects`);
         this.begin(i);
       }
       if (!this.step(c, chunk, i, emit)) continue;

@@ -98,7 +98,9 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
       else if (carriesNoPolicy(top.apiVersion, top.kind)) skipped.push({ source: label, path: 'kind', detail: `${String(top.kind)} (${String(top.apiVersion)}) carries no network policy: skipped` });
       else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source));
     } catch (e) {
-      if (e instanceof ManifestError && e.source === source && label !== source) throw new ManifestError(label, e.fieldPath, e.detail, e.unread);
+      if (!(e instanceof ManifestError) || e.source !== source) throw e;
+      const hint = e.fieldPath === '' || e.fieldPath === 'kind' ? shapeHint(doc) : undefined;
+      if (label !== source || hint !== undefined) throw new ManifestError(label, e.fieldPath, hint === undefined ? e.detail : `${e.detail}; ${hint}`, e.unread);
       throw e;
     }
   };
@@ -119,6 +121,29 @@ function listItems(value: Record<string, unknown>, source: string): unknown[] {
   return r.optArray(o.items, 'items') ?? [];
 }
 
+/** Whether `v` is a JSON object with the key `key`. */
+function hasKey(v: unknown, key: string): boolean {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.hasOwn(v, key);
+}
+
+/**
+ * What a document that is not a Kubernetes object most likely is, for the error refusing it (attack
+ * findings 2121, 2122): Cilium's own rule files (examples/policies/*.json, the JSON that `cilium-dbg
+ * policy import` reads: a list of rules, or one rule, with no `kind`), a bare spec copied from a
+ * manifest, or a watch event (`kubectl get --watch --output-watch-events -o json`: `{type, object}`).
+ * Only a hint: the document is refused either way.
+ */
+function shapeHint(doc: unknown): string | undefined {
+  if (hasKey(doc, 'kind')) return undefined;
+  const ciliumRule = (v: unknown): boolean => hasKey(v, 'endpointSelector') || hasKey(v, 'nodeSelector');
+  const wrap = 'write each rule as the spec of a CiliumNetworkPolicy (apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name, namespace}, spec: RULE)';
+  if (Array.isArray(doc) && doc.length > 0 && doc.every(ciliumRule)) return `this is a list of Cilium rules (the JSON \`cilium-dbg policy import\` reads), not a Kubernetes manifest: ${wrap}`;
+  if (ciliumRule(doc)) return `this is a Cilium rule (a CiliumNetworkPolicy's spec), not a Kubernetes manifest: ${wrap}`;
+  if (hasKey(doc, 'podSelector')) return "this is a NetworkPolicy's spec, not a manifest: write it as spec of a NetworkPolicy (apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name, namespace}, spec: ...)";
+  if (hasKey(doc, 'type') && hasKey(doc, 'object')) return 'this is a watch event (`kubectl get --watch --output-watch-events` prints them): `distill agent --watch FILE` reads watch streams; a manifest is the event\'s `object`';
+  return undefined;
+}
+
 /** `file#N (Kind namespace/name)`, or less where the document lacks them. */
 function documentLabel(source: string, top: Record<string, unknown>): string {
   if (typeof top.kind !== 'string') return source;
@@ -134,10 +159,21 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
   const r = new Reader(source);
   const versions = noPolicyVersionsOf(kind);
   if (versions.length > 0) r.fail('apiVersion', `"${String(top.apiVersion)}" is not an apiVersion distill knows for ${kind} (expected ${versions.join(' or ')}); an object distill cannot classify is refused, not skipped`);
-  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)`);
+  // network-policy-api's v1alpha1 kinds (apis/v1alpha1 adminnetworkpolicy_types.go, baselineadminnetworkpolicy_types.go):
+  // their tiers are ClusterNetworkPolicy's spec.tier in v1alpha2 (apis/v1alpha2 clusternetworkpolicy_types.go, Tier).
+  const older = kind === 'AdminNetworkPolicy' || kind === 'BaselineAdminNetworkPolicy' ? `; ${kind} is network-policy-api's older API (v1alpha1): distill reads ClusterNetworkPolicy (${KINDS.ClusterNetworkPolicy}), whose spec.tier ${kind === 'AdminNetworkPolicy' ? 'Admin' : 'Baseline'} takes its place` : '';
+  // A kustomize folder's own file (kubectl apply -f refuses it too; kubectl apply -k renders the folder first).
+  const kustomize = kind === 'Kustomization' ? '; this is a kustomize file, not an object: render the folder first (`kubectl kustomize DIR | distill validate -`)' : '';
+  r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)${older}${kustomize}`);
 }
 
-/** Parses a multi-document YAML file of manifests. Documents are numbered from 1 in errors. */
+/**
+ * The policies of a manifest file's text (multi-document YAML, JSON, a stream of JSON objects, `kind: List`),
+ * read as kubectl reads it: go-yaml v2's scalars (`yes` is a boolean, `010` is 8), its line breaks, merge
+ * keys and duplicate keys (docs/semantics.md); a YAML 1.2 library reads some of these differently (attack
+ * finding 2126). Documents are numbered from 1 in errors (`policies.yaml#2`); the first refused one throws a
+ * `ManifestError`. Every document must be a policy or a List of them.
+ */
 export function parseManifestFile(text: string, fileName: string): Policy[] {
   const out: Policy[] = [];
   for (const { source, value } of loadYamlDocuments(text, fileName)) {

@@ -143,20 +143,82 @@ function checkLineBreaks(text: string, source: string): void {
   throw new ManifestError(source, '', `line ${line}: ${name} is a line break to kubectl's go-yaml and text to YAML 1.2, so the two read this file differently; use LF or CRLF line ends`);
 }
 
-/** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors. */
+/** Where the JSON value that opens at `start` (`{` or `[`) closes (the index after it), or -1 when it does not. */
+function jsonValueEnd(text: string, start: number): number {
+  let depth = 0;
+  for (let i = start; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // a string: skip to its closing quote, past escapes
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+      if (i >= text.length) return -1;
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) {
+      depth--;
+      if (depth === 0) return i + 1;
+    }
+  }
+  return -1;
+}
+
+const JSON_SPACE = /[ \t\r\n\uFEFF]/;
+
+/**
+ * The values of a text that is a stream of two or more JSON objects (or arrays), one after another,
+ * each valid JSON; `undefined` for every other text. kubectl reads a file whose first non-space
+ * character is `{` as a JSON stream (k8s.io/apimachinery pkg/util/yaml/decoder.go: `YAMLOrJSONDecoder.Decode`
+ * picks JSON by `GuessJSONStream`/`hasJSONPrefix` and reads it with Go's `json.Decoder`, one value per
+ * `Decode`), so `kubectl get -o json` run twice into one file, or `kubectl get --watch -o json`,
+ * applies object by object; the yaml package refused it as one invalid document (attack finding 2120).
+ */
+function jsonStreamValues(text: string): string[] | undefined {
+  const values: string[] = [];
+  let i = 0;
+  for (;;) {
+    while (i < text.length && JSON_SPACE.test(text[i] as string)) i++;
+    if (i >= text.length) break;
+    const c = text[i];
+    if (c !== '{' && (c !== '[' || values.length === 0)) return undefined;
+    const end = jsonValueEnd(text, i);
+    if (end < 0) return undefined;
+    values.push(text.slice(i, end));
+    i = end;
+  }
+  if (values.length < 2) return undefined; // one value (or none) is read as YAML, as always
+  try {
+    for (const v of values) JSON.parse(v);
+  } catch {
+    return undefined;
+  }
+  return values;
+}
+
+/** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors (value n of a JSON stream). */
 export function loadYamlDocuments(text: string, fileName: string): { source: string; value: unknown }[] {
   checkLineBreaks(text, fileName);
+  const stream = jsonStreamValues(text);
+  if (stream !== undefined) {
+    return stream.map((json, i) => {
+      const source = `${fileName}#${i + 1}`;
+      checkYamlDepth(json, source);
+      return { source, value: toValue(parseDocument(json, MANIFEST_OPTIONS), source) };
+    });
+  }
   checkYamlDepth(text, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
   return parsed.map((d, i) => ({ source: `${fileName}#${i + 1}`, value: toValue(d, `${fileName}#${i + 1}`) }));
 }
 
-/** A single-document YAML text. */
+/** A single-document YAML text (a scenario). */
 export function loadYaml(text: string, source: string): unknown {
   checkLineBreaks(text, source);
   checkYamlDepth(text, source);
-  return toValue(parseDocument(text, OPTIONS), source);
+  const doc = parseDocument(text, OPTIONS);
+  // The yaml package's own words ("please use YAML.parseAllDocuments()") name its API, not the fix.
+  const multiple = doc.errors.find((e) => e.code === 'MULTIPLE_DOCS');
+  if (multiple !== undefined) throw new ManifestError(source, '', `line ${multiple.linePos?.[0].line ?? '?'}: a second YAML document ("---"): a scenario is one document`);
+  return toValue(doc, source);
 }
 
 /** A merge key `<<` (resolved as a symbol when merge keys are on). */

@@ -14,7 +14,8 @@ import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, rea
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
-import { loadYaml } from '../policy/yaml.js';
+import { loadYaml, loadYamlDocuments } from '../policy/yaml.js';
+import { ManifestError } from '../policy/errors.js';
 import { Expectation, Probe, readExpectation, readNodeName, readProbe } from './probes.js';
 
 interface PodSpec {
@@ -245,7 +246,37 @@ function readApiServer(r: Reader, v: unknown, path: string): IpAddress[] {
 }
 
 /** Parses a scenario file; every error names the file and the field path. */
+/**
+ * Why a file that is not a scenario was given as one, when it is Kubernetes manifests (every document
+ * an object with a `kind`, or a list of Cilium rules): an operator's easy mix-up, whose error named a
+ * scenario field or the yaml package's "use YAML.parseAllDocuments()" (attack finding 2123).
+ */
+function manifestInstead(text: string, source: string): string | undefined {
+  let docs: unknown[];
+  try {
+    docs = loadYamlDocuments(text, source).map((d) => d.value).filter((v) => v !== null && v !== undefined);
+  } catch {
+    return undefined;
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const ciliumRules = (d: unknown): boolean => Array.isArray(d) && d.length > 0 && d.every((x) => isObject(x) && (Object.hasOwn(x, 'endpointSelector') || Object.hasOwn(x, 'nodeSelector')));
+  if (docs.length === 0 || !docs.every((d) => (isObject(d) && typeof d.kind === 'string') || ciliumRules(d))) return undefined;
+  const kinds = [...new Set(docs.map((d) => (isObject(d) ? String(d.kind) : 'a list of Cilium rules')))].join(', ');
+  return `this is a manifest file (${kinds}), not a distill scenario: a scenario gives pods and lists manifests under \`policies:\` (docs/scenarios.md); trace and plan apply manifest files on a scenario with -f, and \`distill validate ${source}\` checks them`;
+}
+
 export function parseScenario(text: string, source: string): Scenario {
+  try {
+    return readScenarioText(text, source);
+  } catch (e) {
+    if (!(e instanceof ManifestError) || e.source !== source || (e.fieldPath !== '' && !/^(apiVersion|kind|metadata|spec|items)$/.test(e.fieldPath))) throw e;
+    const hint = manifestInstead(text, source);
+    if (hint === undefined) throw e;
+    throw new ManifestError(source, '', hint);
+  }
+}
+
+function readScenarioText(text: string, source: string): Scenario {
   const r = new Reader(source);
   const doc = loadYaml(text, source);
   const o = r.object(doc, '', ['description', 'dnsProxy', 'allowLocalhost', 'stack', 'nodeSelectorLabels', 'l7Proxy', 'icmpRules', 'nonDefaultDenyPolicies', 'namespaces', 'nodes', 'apiServer', 'pods', 'externals', 'policies', 'steps']);

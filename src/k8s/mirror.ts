@@ -50,6 +50,14 @@ export interface MirrorOptions extends CiliumAgentOptions {
    * oldest forgotten first (default 10,000). Without a bound, every pod name ever deleted stayed.
    */
   readonly maxTombstones?: number;
+  /**
+   * `true`: the streams carry every CiliumCIDRGroup from the start (a cluster may have none, and an
+   * empty List or watch names no kind), so `cidrGroupRef`/`cidrGroupSelector` peers read at once.
+   * Otherwise they read once a CiliumCIDRGroup object, typed List or bookmark arrived, and until
+   * then as the fail-closed stand-in: a deny naming a group is never dropped because the agent
+   * was not fed the groups (finding 2042).
+   */
+  readonly cidrGroups?: boolean;
 }
 
 /**
@@ -73,6 +81,8 @@ export class ClusterMirror {
    * `EngineBatches.awaitNamespaces`). Without a namespace stream pods carry only their namespace's name.
    */
   private namespacesWatched = false;
+  /** True once CiliumCIDRGroup objects are known to be watched (`MirrorOptions.cidrGroups`). */
+  private groupsWatched: boolean;
   /** The kinds each stream (by source) carried: what its empty `List` relists (`relist`). */
   private readonly streamKinds = new Map<string, Set<string>>();
   /**
@@ -112,7 +122,9 @@ export class ClusterMirror {
   private readonly reading: ReadContext;
 
   constructor(options: MirrorOptions) {
-    const parseOptions: ParseOptions = ciliumAgentOptions(options);
+    // Policies read their group peers (and, beside, as the stand-in: `effectiveHeld` picks one).
+    const parseOptions: ParseOptions = { ...ciliumAgentOptions(options), cidrGroups: true };
+    this.groupsWatched = options.cidrGroups === true;
     this.debug = this.log.wrap(options.debug ?? (() => {}));
     this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
@@ -249,6 +261,7 @@ export class ClusterMirror {
     const kind = objectKind(obj);
     this.debug('bookmark', { source, resourceVersion: md.resourceVersion });
     if (kind === 'Namespace') this.namespacesWatched = true;
+    if (kind === 'CiliumCIDRGroup') this.groupsWatched = true;
     if (!initialEventsEnd(obj)) return this.versions.note(source, md.resourceVersion);
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
     if (this.refusedAsOlder(source, versionOf(obj), 'initial-events-end bookmark', 0)) return;
@@ -290,6 +303,7 @@ export class ClusterMirror {
       this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
       return undefined;
     }
+    if (kind === 'CiliumCIDRGroup') this.groupsWatched = true;
     const rv = rec(obj.metadata).resourceVersion;
     return { kind, key: objectKey(kind, obj), rv: typeof rv === 'string' ? rv : undefined };
   }
@@ -330,7 +344,7 @@ export class ClusterMirror {
       desired = deleted ? undefined : meaningOf(kind, obj, source, this.reading);
     } catch (e) {
       this.counts.invalid++;
-      desired = keptOnUnreadable(state?.desired);
+      desired = keptOnUnreadable(state?.desired, key);
       const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
       this.warn(msg, { source, key, error: (e as Error).message });
     }
@@ -396,7 +410,7 @@ export class ClusterMirror {
         this.counts.stale++;
         continue;
       }
-      const desired = e.unreadable ? keptOnUnreadable(state?.desired) : e.desired;
+      const desired = e.unreadable ? keptOnUnreadable(state?.desired, key) : e.desired;
       this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
     }
     for (const k of listedKinds) kinds.add(k);
@@ -404,6 +418,7 @@ export class ClusterMirror {
     this.warnKindsDropped(header, listedKinds, listed.size, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
+    if (kinds.has('CiliumCIDRGroup')) this.groupsWatched = true;
     this.watchedSince.delete(source);
     this.versions.note(source, resourceVersion);
     this.states.dropUnlisted(kinds, listed, resourceVersion, source);
@@ -502,7 +517,7 @@ export class ClusterMirror {
     this.batches.checkSettled();
     return this.log.during(() => {
       this.expire();
-      return this.batches.flush(this.namespacesWatched);
+      return this.batches.flush(this.namespacesWatched, this.groupsWatched);
     });
   }
 }

@@ -66,11 +66,16 @@ export class EngineBatches {
    * in a refused batch's halves the policies, upserts, come before a group's delete).
    */
   private setGroupsRead(groupsWatched: boolean): void {
-    const read = groupsWatched && this.unreadableGroups.size === 0;
+    const read = this.groupsReadable(groupsWatched);
     if (read === this.groupsRead) return;
     this.groupsRead = read;
     this.debug(read ? 'CIDR group peers read' : 'CIDR group peers read as the fail-closed stand-in (a group cannot be read)', { unreadable: [...this.unreadableGroups] });
     for (const [key, h] of this.held) if (h.kind === 'Policy' && h.groupless !== undefined) this.dirty.add(key);
+  }
+
+  /** Whether group peers would read now, given whether the groups are watched (`setGroupsRead`). */
+  groupsReadable(groupsWatched: boolean): boolean {
+    return groupsWatched && this.unreadableGroups.size === 0;
   }
 
   /** True when no change waits for a flush. */

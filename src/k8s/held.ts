@@ -37,6 +37,8 @@ export interface ReadContext {
   readonly parseOptions: ParseOptions;
   readonly debug: LogFn;
   readonly warn: LogFn;
+  /** Whether CIDR group peers are read now (`EngineBatches`); while not, reading a policy with them warns that its stand-in is enforced. */
+  readonly groupsRead?: () => boolean;
 }
 
 export function rec(v: unknown): Record<string, unknown> {
@@ -179,7 +181,8 @@ function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadCo
   // read. When no stand-in exists (every spec a host policy) the policy itself stands (finding 2044).
   let groupless: Policy;
   try {
-    groupless = policyOf(manifest, source, { ...ctx, warn: () => {} }, { ...ctx.parseOptions, cidrGroups: false });
+    const quiet = ctx.groupsRead?.() ?? false;
+    groupless = policyOf(manifest, source, quiet ? { ...ctx, warn: () => {} } : ctx, { ...ctx.parseOptions, cidrGroups: false });
   } catch {
     groupless = policy;
   }

@@ -128,7 +128,7 @@ export class ClusterMirror {
     this.debug = this.log.wrap(options.debug ?? (() => {}));
     this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
-    this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn };
+    this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn, groupsRead: () => this.batches.groupsReadable(this.groupsWatched) };
     this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug);
     this.batches = new EngineBatches(this.states, this.debug);
     this.lists = new ListPages({

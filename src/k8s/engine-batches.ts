@@ -62,15 +62,24 @@ export class EngineBatches {
 
   /**
    * Group peers read once the groups are watched and while none of them is unreadable; a change
-   * re-sends every held policy with group peers (one transaction with the groups' own changes:
-   * in a refused batch's halves the policies, upserts, come before a group's delete).
+   * re-sends every held policy with group peers, in the order that never loosens first (finding
+   * 2043: while a refused batch is retried in parts, a flush takes only the first dirty keys): to
+   * the stand-in, the policies before every other change (a group turning unreadable is deleted
+   * from the engine after the policies stopped reading it); back from it, the groups' changes
+   * first (the group is in the engine before a deny reads it), then the policies.
    */
   private setGroupsRead(groupsWatched: boolean): void {
     const read = this.groupsReadable(groupsWatched);
     if (read === this.groupsRead) return;
     this.groupsRead = read;
     this.debug(read ? 'CIDR group peers read' : 'CIDR group peers read as the fail-closed stand-in (a group cannot be read)', { unreadable: [...this.unreadableGroups] });
-    for (const [key, h] of this.held) if (h.kind === 'Policy' && h.groupless !== undefined) this.dirty.add(key);
+    const policies = new Set<string>();
+    for (const [key, h] of this.held) if (h.kind === 'Policy' && h.groupless !== undefined) policies.add(key);
+    const rest = [...this.dirty].filter((k) => !policies.has(k));
+    const isGroup = (k: string): boolean => read && k.startsWith('CiliumCIDRGroup/');
+    const order = [...rest.filter(isGroup), ...policies, ...rest.filter((k) => !isGroup(k))];
+    this.dirty.clear();
+    for (const k of order) this.dirty.add(k);
   }
 
   /** Whether group peers would read now, given whether the groups are watched (`setGroupsRead`). */

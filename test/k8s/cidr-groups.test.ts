@@ -225,3 +225,43 @@ describe('a CiliumCIDRGroup that cannot be read never widens an allow nor narrow
     expect(a.verdict(BLOCKED)).toBe('deny');
   });
 });
+
+describe('2043. a group turning unreadable while a refused batch is retried in halves', () => {
+  // Two valid policies whose L7 parsers conflict on x/server's port 80 (the engine refuses them together, as Cilium's
+  // mergePortProto "cannot merge conflicting L7 parsers" does): their batch is retried in halves. A group turning
+  // unreadable meanwhile must not be deleted from the engine before the policies naming groups read as the stand-in.
+  const l7 = (name: string, rv: number, rules: Obj): Obj =>
+    cnp(name, rv, { ...subject, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules }] }] });
+  it('no committed state admits what both the old and the new reading deny', () => {
+    const mirror = new ClusterMirror({ nodeName: 'n1' });
+    const engine = new Engine();
+    const parser = new WatchStreamParser('w');
+    const feed = (...lines: string[]): void => {
+      for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
+    };
+    const blocked = (): string => {
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(BLOCKED)), 'ingress', 6, 80);
+      return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+    };
+    const seen: string[] = [];
+    const flush = (): void => {
+      const b = mirror.flush();
+      try {
+        engine.apply(b.events as EngineEvent[]);
+        b.commit();
+        seen.push(blocked());
+      } catch {
+        b.rollback();
+      }
+    };
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', group('partners', 20, ['198.51.100.0/24'])), line('ADDED', group('blocked', 21, ['198.51.100.128/25'])), line('ADDED', allowPartners), line('ADDED', denyBlocked));
+    flush();
+    expect(blocked()).toBe('deny');
+    feed(line('ADDED', l7('kafka', 30, { kafka: [{ topic: 'foo' }] })), line('ADDED', l7('http', 31, { http: [{ method: 'GET' }] })));
+    flush(); // refused: retried in halves
+    feed(line('MODIFIED', group('blocked', 32, ['198.51.100.0/24'], 'cilium.io/v2', { spec: { futureField: true } })));
+    for (let i = 0; i < 20 && !mirror.idle; i++) flush();
+    expect(seen.length).toBeGreaterThan(1);
+    expect(seen.filter((v) => v === 'allow')).toEqual([]);
+  });
+});

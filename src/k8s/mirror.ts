@@ -297,7 +297,9 @@ export class ClusterMirror {
 
   /** An object's kind, key and resourceVersion; undefined (counted, logged) for a kind distill does not read. */
   private identify(obj: Readonly<Record<string, unknown>>, source: string): { kind: KnownKind; key: string; rv: string | undefined } | undefined {
-    const kind = objectKind(obj);
+    // A CiliumCIDRGroup at a cilium.io version distill does not know is a group it cannot read (finding 2045):
+    // ignored, its prefixes and labels (which may name another group) would be missing from every group peer.
+    const kind = objectKind(obj) ?? (obj.kind === 'CiliumCIDRGroup' && typeof obj.apiVersion === 'string' && obj.apiVersion.startsWith('cilium.io/') ? 'CiliumCIDRGroup' : undefined);
     if (kind === undefined) {
       this.counts.ignored++;
       this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });

@@ -214,6 +214,18 @@ describe('a CiliumCIDRGroup that cannot be read never widens an allow nor narrow
     expect(a.verdict(OTHER)).toBe('deny');
   });
 
+  it('2045. a group at a cilium.io version distill does not know is a group it cannot read, not an ignored object', () => {
+    const a = agent();
+    a.base();
+    a.step('groups', line('ADDED', group('partners', 20, ['198.51.100.0/24', '192.0.2.0/24'])), line('ADDED', group('blocked', 21, ['198.51.100.128/25'])));
+    a.step('policies', line('ADDED', allowPartners), line('ADDED', denyBlocked));
+    expect(a.verdict(OTHER)).toBe('allow');
+    // A newer Cilium may read it, and its labels may name `blocked`.
+    a.step('groups', line('ADDED', group('newer', 30, ['192.0.2.0/24'], 'cilium.io/v3', { labels: { 'io.cilium.policy.cidrgroupname/blocked': '' } })));
+    expect(a.verdict(OTHER)).not.toBe('allow');
+    expect(a.verdict(BLOCKED)).toBe('deny');
+  });
+
   it('2040. a listed group distill cannot read (a relist) is as unknown as a watched one', () => {
     const a = agent();
     a.base();

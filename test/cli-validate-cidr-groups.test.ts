@@ -26,6 +26,13 @@ describe('validate: CiliumCIDRGroup objects and group peers', () => {
     expect(JSON.parse(j.out)).toMatchObject([{ valid: true, policies: 1, cidrGroups: 2 }]);
   });
 
+  it('a typed CiliumCIDRGroupList (as kubectl get ciliumcidrgroups -o yaml prints one kind) reads its groups', () => {
+    const file = tmpFile('list.yaml', 'apiVersion: cilium.io/v2\nkind: CiliumCIDRGroupList\nitems:\n- metadata: {name: a}\n  spec: {externalCIDRs: ["10.0.0.0/8"]}\n- metadata: {name: b}\n  spec: {externalCIDRs: []}\n');
+    const r = cli('validate', file);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe(`${file}: 0 policies, 0 rules, 2 CIDR groups, valid\n`);
+  });
+
   it('a group the CRD refuses is refused, naming the field', () => {
     const file = tmpFile('bad.yaml', GROUP('cilium.io/v2', '{externalCIDRs: ["10.0.0.0/33"]}'));
     expectBadInput(cli('validate', file), `${file}#1 (CiliumCIDRGroup partners) spec.externalCIDRs[0]:`);

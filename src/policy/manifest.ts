@@ -51,6 +51,8 @@ export function readManifest(doc: unknown, source: string, options: ParseOptions
 
 const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 function isList(doc: unknown): doc is Record<string, unknown> {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return false;
   const kind = (doc as Record<string, unknown>).kind;
@@ -112,11 +114,23 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
   };
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
-    if (!isList(value)) each(() => one(value, source));
+    if (options.cidrGroups === true && isObject(value) && value.kind === 'CiliumCIDRGroupList') each(() => cidrGroups.push(...groupListItems(value, source)));
+    else if (!isList(value)) each(() => one(value, source));
     else if (value.kind !== 'List') each(() => policies.push(...parseManifests(value, source, parseOptions)));
     else each(() => listItems(value, source).forEach((item, i) => each(() => one(item, `${source}.items[${i}]`))));
   }
   return { policies, objects, skipped, cidrGroups };
+}
+
+/** The groups of a typed `CiliumCIDRGroupList` (its items may leave out `apiVersion` and `kind`, as the API's lists do). */
+function groupListItems(value: Record<string, unknown>, source: string): CidrGroup[] {
+  const r = new Reader(source);
+  const o = r.object(value, '', ['apiVersion', 'kind', 'metadata', 'items']);
+  const apiVersion = r.string(o.apiVersion, 'apiVersion');
+  return (r.optArray(o.items, 'items') ?? []).map((item, i) => {
+    const it = typeof item === 'object' && item !== null && !Array.isArray(item) ? (item as Record<string, unknown>) : {};
+    return parseCidrGroup({ apiVersion, kind: 'CiliumCIDRGroup', ...it }, `${source}.items[${i}]`);
+  });
 }
 
 /** The items of a `kind: List` (apiVersion v1). */

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseTrace } from '../../src/churn/trace.js';
 import { traceToWatch } from '../../src/cluster/watch-objects.js';
+import { generateTrace } from '../../src/churn/profiles.js';
+import { replay } from '../../src/churn/replay.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ClusterMirror } from '../../src/k8s/mirror.js';
@@ -70,5 +72,15 @@ describe('traces with CiliumCIDRGroup objects', () => {
     b.commit();
     expect(feed.items.filter((i) => i.type !== 'LIST' && i.type !== 'LIST_ITEM' && (i.object as { kind?: string }).kind === 'CiliumCIDRGroup').map((i) => i.type)).toEqual(['ADDED', 'ADDED', 'DELETED']);
     expect(verdicts(engine)).toEqual(['none', 'none']);
+  });
+
+  it('distill gen --profile cidr-groups: a replay checked against a from-scratch recomputation after every event', () => {
+    for (const seed of [1, 2]) {
+      const trace = parseTrace(generateTrace({ profile: 'cidr-groups', seed, churnEvents: 120 }), `cidr-groups-${seed}`);
+      const groupEvents = trace.items.filter((i) => i.kind === 'event' && i.event.type.endsWith('CidrGroup')).length;
+      expect(groupEvents).toBeGreaterThan(50);
+      // The model beside the engine holds the groups (src/harness/mutable-cluster.ts): without them the recomputation diverges.
+      expect(() => replay(trace, { mode: 'incremental', verifyEvery: 1 })).not.toThrow();
+    }
   });
 });

@@ -79,6 +79,8 @@ export interface AgentConfig extends CiliumAgentOptions {
    * /healthz is not ready until it ran. The CLI's default is on (`--no-warm-up`); absent: off.
    */
   readonly warmUp?: boolean;
+  /** A stream carries every CiliumCIDRGroup from the start (`MirrorOptions.cidrGroups`; CLI `--cidr-groups`). */
+  readonly cidrGroups?: boolean;
 }
 
 /** An ipcache the agent writes (`KernelIpcache` is one). */
@@ -218,6 +220,7 @@ export class Agent {
     this.mirror = new ClusterMirror({
       nodeName: config.node,
       ...ciliumAgentOptions(config),
+      ...(config.cidrGroups === true ? { cidrGroups: true } : {}),
       // The mirror's own defaults (Date.now, and performance.now as its steady clock) unless given.
       ...(config.now ? { now: config.now } : {}),
       ...(config.elapsed ? { elapsed: config.elapsed } : {}),

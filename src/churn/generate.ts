@@ -40,6 +40,8 @@ export class TraceBuilder {
   readonly pods = new Map<string, PodRecord>();
   readonly namespaces = new Map<string, Record<string, string>>();
   readonly policies = new Map<string, PolicyRef>();
+  /** CiliumCIDRGroup manifests by name (the `cidr-groups` profile). */
+  readonly cidrGroups = new Map<string, Record<string, unknown>>();
   private nextIp = 0;
   private podsCreated = 0;
   private bytes = 0;
@@ -133,6 +135,17 @@ export class TraceBuilder {
     if (!p) throw new Error(`generator: no policy ${key}`);
     this.policies.delete(key);
     this.emit({ type: 'deletePolicy', ref: p, tag });
+  }
+
+  /** A CiliumCIDRGroup created or replaced. */
+  cidrGroup(manifest: Record<string, unknown>, tag = 'group-add'): void {
+    this.cidrGroups.set((manifest.metadata as { name: string }).name, manifest);
+    this.emit({ type: 'upsertCidrGroup', manifest, tag });
+  }
+
+  deleteCidrGroup(name: string, tag = 'group-remove'): void {
+    this.cidrGroups.delete(name);
+    this.emit({ type: 'deleteCidrGroup', name, tag });
   }
 
   /** A DNS answer the endpoint's proxy saw, from `server` if given (toFQDNs; traces with it are read with `{fqdn: true}`). */

@@ -24,6 +24,8 @@ interface ProfileShape {
   isLocal(n: number): boolean;
   /** toFQDNs profiles: churn is DNS answers and clock steps (fqdnChurn) instead of the pod mix. */
   readonly fqdn?: FqdnShape;
+  /** CiliumCIDRGroup profiles: a group of this number (a new one past the initial ones); its churn mixes group changes into the pod mix (groupChurn). */
+  readonly cidrGroup?: (i: number) => Record<string, unknown>;
 }
 
 interface Deployment {
@@ -238,6 +240,63 @@ const fqdnProfile: Profile = {
   },
 };
 
+/**
+ * CiliumCIDRGroup objects (docs/semantics.md "CIDR groups"): 50 groups of 1–8 /24 prefixes of the
+ * benchmark range 198.18.0.0/15 (RFC 2544), labelled `tier: open|closed` and a region, egress allowed
+ * to each by `cidrGroupRef` from one app and to every open group by `cidrGroupSelector`, one group
+ * denied by `egressDeny`; churn: groups gaining, losing and relabelling prefixes, groups deleted and
+ * created (a third of the events), the rest the usual pod and policy mix. Not in `PROFILES`.
+ */
+const cidrGroupsProfile: Profile = {
+  name: 'cidr-groups',
+  scalable: true,
+  description: 'CiliumCIDRGroup objects: 50 groups of 1-8 /24 prefixes (tier and region labels), 60 pods (20 local) in 2 namespaces, cidrGroupRef/cidrGroupSelector allows and a group deny, then group changes mixed into pod and policy churn',
+  churnEvents: 600,
+  build(b, scale) {
+    const groups = Math.max(2, Math.round(50 * scale));
+    const isLocal = everyNth(3);
+    const nss = ['shop', 'billing'];
+    nss.forEach((ns) => b.namespace(ns, {}));
+    const apps = ['web', 'api', 'worker'];
+    for (const ns of nss) for (const app of apps) deploy(b, { namespace: ns, labels: { app }, replicas: Math.max(1, Math.round(10 * scale)) }, isLocal);
+    const group = (i: number): Record<string, unknown> => {
+      const prefixes = Array.from({ length: 1 + b.int(8) }, () => `198.${18 + b.int(2)}.${b.int(256)}.0/24`);
+      const labels = { tier: b.rng() < 0.5 ? 'open' : 'closed', region: `r${b.int(4)}` };
+      return { apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: { name: `group-${i}`, labels }, spec: { externalCIDRs: [...new Set(prefixes)] } };
+    };
+    for (let i = 0; i < groups; i++) b.cidrGroup(group(i));
+    const policy = (i: number): Record<string, unknown> => {
+      const ns = nss[i % nss.length] as string;
+      const app = apps[i % apps.length] as string;
+      const ref = { toCIDRSet: [{ cidrGroupRef: `group-${i % groups}` }] };
+      const open = { toCIDRSet: [{ cidrGroupSelector: { matchLabels: { tier: 'open', region: `r${i % 4}` } } }] };
+      return ciliumPolicy(ns, `egress-groups-${i}`, { endpointSelector: { matchLabels: { app } }, egress: [ref, open], egressDeny: [{ toCIDRSet: [{ cidrGroupRef: `group-${(i + 1) % groups}` }] }] });
+    };
+    for (let i = 0; i < apps.length * nss.length; i++) b.policy(policy(i));
+    return { policy, newWorkload: (i) => ({ namespace: nss[i % nss.length] as string, labels: { app: `new-${i}` } }), isLocal, cidrGroup: (i) => group(i) };
+  },
+};
+
+/** A third of the events change groups (replace: new prefixes or labels; delete; create), the rest is the usual churn mix. */
+function groupChurn(b: TraceBuilder, shape: ProfileShape, group: (i: number) => Record<string, unknown>, events: number): void {
+  const start = b.events;
+  let created = b.cidrGroups.size;
+  while (b.events - start < events) {
+    if (b.rng() >= 1 / 3) {
+      churn(b, shape, 1);
+      continue;
+    }
+    const names = [...b.cidrGroups.keys()];
+    const r = b.rng();
+    if (names.length > 0 && r < 0.7) {
+      const name = b.pick(names);
+      const fresh = group(0);
+      b.cidrGroup({ ...fresh, metadata: { ...(fresh.metadata as Record<string, unknown>), name } }, 'group-change');
+    } else if (names.length > 1 && r < 0.85) b.deleteCidrGroup(b.pick(names));
+    else b.cidrGroup(group(created++));
+  }
+}
+
 function podKeyOf(p: PodRecord): string {
   return `${p.namespace}/${p.name}`;
 }
@@ -381,7 +440,7 @@ function checkOptions(profile: Profile, opts: GenerateOptions): void {
  * Every profile `distill gen` writes. PROFILES are those the engine replays today; `fqdn` traces
  * carry DNS events and toFQDNs, read only with `parseTrace(..., {fqdn: true})` until it takes them.
  */
-export const GEN_PROFILES: readonly Profile[] = [...PROFILES, fqdnProfile];
+export const GEN_PROFILES: readonly Profile[] = [...PROFILES, fqdnProfile, cidrGroupsProfile];
 
 export function generateTrace(opts: GenerateOptions): string {
   const profile = GEN_PROFILES.find((p) => p.name === opts.profile);
@@ -395,6 +454,7 @@ export function generateTrace(opts: GenerateOptions): string {
   b.phase('churn');
   const events = opts.churnEvents ?? profile.churnEvents;
   if (shape.fqdn) fqdnChurn(b, shape, shape.fqdn, events);
+  else if (shape.cidrGroup) groupChurn(b, shape, shape.cidrGroup, events);
   else churn(b, shape, events);
   return b.text();
 }

@@ -9,6 +9,8 @@ import { checkNamespaceName, checkObjectName, forgetExtendedSelectors } from '..
 import { ManifestError } from '../policy/errors.js';
 import { forgetParsedSelectors } from '../policy/selector.js';
 import { readManifest } from '../policy/manifest.js';
+import { parseCidrGroup } from '../policy/cidr-group.js';
+import { isDnsSubdomain } from '../model/labels.js';
 import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { absent, join, Reader } from '../policy/reader.js';
@@ -55,6 +57,9 @@ export type TraceEventJson = { readonly tag?: string } & (
   | { readonly type: 'upsertPolicy'; readonly manifest: Readonly<Record<string, unknown>> }
   | { readonly type: 'deletePolicy'; readonly ref: { readonly kind: PolicyKind; readonly namespace?: string; readonly name: string } }
   | { readonly type: 'phase'; readonly name: string }
+  /** A CiliumCIDRGroup manifest (`cilium.io/v2` or `v2alpha1`), created or replaced; `deleteCidrGroup` names one. */
+  | { readonly type: 'upsertCidrGroup'; readonly manifest: Readonly<Record<string, unknown>> }
+  | { readonly type: 'deleteCidrGroup'; readonly name: string }
   | {
       readonly type: 'dnsResponse';
       readonly endpoint: string;
@@ -93,7 +98,7 @@ export interface Trace {
   readonly items: readonly TraceItem[];
 }
 
-const EVENT_TYPES = ['upsertNamespace', 'deleteNamespace', 'upsertPod', 'deletePod', 'upsertPolicy', 'deletePolicy', 'phase', 'dnsResponse', 'advanceTime'] as const;
+const EVENT_TYPES = ['upsertNamespace', 'deleteNamespace', 'upsertPod', 'deletePod', 'upsertPolicy', 'deletePolicy', 'phase', 'dnsResponse', 'advanceTime', 'upsertCidrGroup', 'deleteCidrGroup'] as const;
 
 function readHeader(r: Reader, v: unknown): TraceHeader {
   const o = r.object(v, '', ['distillTrace', 'profile', 'seed', 'description']);
@@ -121,6 +126,8 @@ const EVENT_FIELDS: Readonly<Record<TraceEventType, readonly string[]>> = {
   phase: ['name'],
   dnsResponse: ['endpoint', 'name', 'ips', 'ttl', 'server'],
   advanceTime: ['seconds'],
+  upsertCidrGroup: ['manifest'],
+  deleteCidrGroup: ['name'],
 };
 
 /** One line after the header: its type, then the fields that type has. */
@@ -155,7 +162,15 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
       const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
-      return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, options), manifestText, shared) });
+      // A trace models CiliumCIDRGroup objects (upsertCidrGroup): group peers are read.
+      return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, { ...options, cidrGroups: true }), manifestText, shared) });
+    }
+    case 'upsertCidrGroup':
+      return ev({ type, group: parseCidrGroup(o.manifest, `${r.source} manifest`) });
+    case 'deleteCidrGroup': {
+      const name = r.nonEmptyString(o.name, 'name');
+      if (!isDnsSubdomain(name)) r.fail('name', `"${name}" is not a CiliumCIDRGroup name (a DNS subdomain of at most 253 characters)`);
+      return ev({ type, name });
     }
     case 'deletePolicy':
       return ev({ type, ref: readPolicyRef(r, o.ref) });

@@ -22,6 +22,7 @@ interface AgentCliOptions {
   json?: boolean;
   allowLocalhost: 'auto' | AllowLocalhost;
   enableNodeSelectorLabels?: boolean;
+  cidrGroups?: boolean;
   enableL7Proxy: boolean;
   enableIcmpRules: boolean;
   enableNonDefaultDenyPolicies: boolean;
@@ -66,6 +67,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
     .option('--no-warm-up', 'skip the warm-up after the first transaction (scratch engines run the churn paths once before /healthz reports ready)')
     .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))
+    .option('--cidr-groups', 'a --watch stream carries every CiliumCIDRGroup (there may be none yet): cidrGroupRef/cidrGroupSelector peers read from the start (else once a group, a typed List or a bookmark of the kind arrived; before, and while a group cannot be read, they are enforced fail-closed)')
     .option('--enable-node-selector-labels', 'read CiliumNetworkPolicy toNodes/fromNodes (Cilium\'s enable-node-selector-labels; without it they are enforced fail-closed)')
     .option('--enable-l7-proxy <bool>', 'Cilium\'s enable-l7-proxy: with false a Cilium policy with L7 rules is invalid (skipped), as Cilium refuses it', boolFlag, true)
     .option('--enable-icmp-rules <bool>', 'Cilium\'s enable-icmp-rules: with false a Cilium policy with icmps is invalid (skipped)', boolFlag, true)
@@ -128,6 +130,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     // option.Config.IsDualStack(): both families enabled.
     stack: opts.enableIpv4 && opts.enableIpv6 ? 'dual' : 'single',
     ...(opts.enableNodeSelectorLabels === true ? { nodeSelectorLabels: true } : {}),
+    ...(opts.cidrGroups === true ? { cidrGroups: true } : {}),
     ...(opts.enableL7Proxy ? {} : { l7Proxy: false }),
     ...(opts.enableIcmpRules ? {} : { icmpRules: false }),
     ...(opts.enableNonDefaultDenyPolicies ? {} : { nonDefaultDenyPolicies: false }),

@@ -15,7 +15,7 @@ class ManifestErrors extends Error {
 }
 
 /** One file's outcome, as `validate -o json|yaml` prints it. */
-type ValidateResult = { file: string; valid: true; policies: number; rules: number; podsAndNamespaces: number; skipped: number; names: string[] } | { file: string; valid: false; error: string; errors: string[] };
+type ValidateResult = { file: string; valid: true; policies: number; rules: number; podsAndNamespaces: number; cidrGroups?: number; skipped: number; names: string[] } | { file: string; valid: false; error: string; errors: string[] };
 
 /** Whether a file `validate` refused reads as a scenario (an operator's easy mix-up: `validate DIR` over scenarios). */
 function isScenarioFile(ctx: Ctx, file: string): boolean {
@@ -32,14 +32,15 @@ function isScenarioFile(ctx: Ctx, file: string): boolean {
 function validateFile(ctx: Ctx, file: string, format: OutputFormat): ValidateResult {
   const { io } = ctx;
   const refused: ManifestError[] = [];
-  const { policies, objects, skipped } = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file), refused);
+  // Policies read as the agent reads them once it watches CiliumCIDRGroup objects (docs/embedding.md).
+  const { policies, objects, skipped, cidrGroups } = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file), refused, { cidrGroups: true });
   if (refused.length > 0) throw new ManifestErrors(refused);
   const rules = policies.reduce((n, p) => n + p.rules.length + (p.tiered?.rules.length ?? 0), 0);
   const tierWarnings = samePriorityWarnings(policies, inputName(file));
   for (const w of [...policies.flatMap((p) => p.warnings ?? []), ...objects.flatMap((o) => o.warnings), ...skipped, ...tierWarnings]) io.err(`${formatWarning(w)}\n`);
-  const others = objects.length > 0 ? `, ${objects.length} pods and namespaces` : '';
+  const others = (objects.length > 0 ? `, ${objects.length} pods and namespaces` : '') + (cidrGroups.length > 0 ? `, ${cidrGroups.length} CIDR groups` : '');
   if (format === 'text' || format === 'wide') io.out(`${inputName(file)}: ${policies.length} policies, ${rules} rules${others}, valid\n`);
-  return { file: inputName(file), valid: true, policies: policies.length, rules, podsAndNamespaces: objects.length, skipped: skipped.length, names: policies.map((p) => policyRefKey(p.ref)) };
+  return { file: inputName(file), valid: true, policies: policies.length, rules, podsAndNamespaces: objects.length, ...(cidrGroups.length > 0 ? { cidrGroups: cidrGroups.length } : {}), skipped: skipped.length, names: policies.map((p) => policyRefKey(p.ref)) };
 }
 
 /** A refused file: each refused document's error as printed, and a hint when the file is a scenario. */
@@ -84,7 +85,7 @@ export function registerValidate(program: Command, { ctx, done }: CliEnv): void 
   program
     .command('validate')
     .summary('Validate manifest files: policies, Lists, v1 Pods and Namespaces')
-    .description('Validate manifest files (multi-document YAML or JSON, kind: List as kubectl get -o yaml prints it: NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy, v1 Pod and Namespace; built-in kinds without policy such as Deployment or Service are skipped with a warning, any other kind is refused); exit 2 naming the file, document and field of each refused document (the other documents are still read)')
+    .description('Validate manifest files (multi-document YAML or JSON, kind: List as kubectl get -o yaml prints it: NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy, CiliumCIDRGroup, v1 Pod and Namespace; built-in kinds without policy such as Deployment or Service are skipped with a warning, any other kind is refused); exit 2 naming the file, document and field of each refused document (the other documents are still read)')
     .argument('[paths...]', 'manifest files, directories (their *.yaml/*.yml/*.json files) or - for stdin')
     .option('-f, --filename <path>', 'manifest file, directory or - (repeatable, as kubectl)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(outputOption())

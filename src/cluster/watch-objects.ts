@@ -81,10 +81,18 @@ export function traceToWatch(text: string, source: string, nodes: number): Clust
       case 'deletePolicy':
         items.push({ type: 'DELETED', object: { apiVersion: API_VERSIONS[e.ref.kind] ?? 'cilium.io/v2', kind: e.ref.kind, metadata: md({ name: e.ref.name, ...(e.ref.namespace !== undefined ? { namespace: e.ref.namespace } : {}) }) } });
         break;
+      case 'upsertCidrGroup': {
+        const m = e.manifest as { metadata?: Record<string, unknown> };
+        items.push({ type: 'ADDED', object: { ...e.manifest, metadata: md(m.metadata ?? {}) } });
+        break;
+      }
+      case 'deleteCidrGroup':
+        items.push({ type: 'DELETED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: md({ name: e.name }) } });
+        break;
       case 'phase':
         break;
       default:
-        throw new Error(`${source}: ${e.type} events have no Kubernetes object; distill cluster replays namespaces, pods and policies`);
+        throw new Error(`${source}: ${e.type} events have no Kubernetes object; distill cluster replays namespaces, pods, policies and CIDR groups`);
     }
   }
   return { items, events: items.length };

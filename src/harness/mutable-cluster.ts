@@ -1,6 +1,7 @@
 import type { EngineEvent } from '../engine/events.js';
 import { ClusterChangeError, ClusterNode, ClusterState, Namespace, nodeEndpointsOf, namespaceWithDefaults, Pod, podIps, podKey, External, sameNamespaceLabels } from '../model/cluster.js';
 import type { DnsCacheState } from '../model/fqdn.js';
+import type { CidrGroup } from '../model/cidr-group.js';
 import { Policy, policyRefKey } from '../model/rules.js';
 import { applyEventToCluster } from './cluster-sync.js';
 
@@ -16,6 +17,8 @@ export class MutableCluster implements ClusterState {
   readonly externals = new Map<string, External>();
   readonly nodes = new Map<string, ClusterNode>();
   readonly policies = new Map<string, Policy>();
+  /** CiliumCIDRGroup objects by name (traces with `upsertCidrGroup` lines). */
+  readonly cidrGroups = new Map<string, CidrGroup>();
   /** Local pod keys → local?, as the events said. */
   readonly local = new Map<string, boolean>();
   /** Addresses whose owner left them while other pods still claim them (`ipOwner`, src/model/cluster.ts `unownedAfter`). */
@@ -58,6 +61,12 @@ export class MutableCluster implements ClusterState {
       case 'upsertIdentity':
       case 'deleteIdentity':
         // Identity numbers are not part of the cluster model: the oracle decides by labels.
+        return;
+      case 'upsertCidrGroup':
+        this.cidrGroups.set(e.group.name, e.group);
+        return;
+      case 'deleteCidrGroup':
+        if (!this.cidrGroups.delete(e.name)) throw new ClusterChangeError(`CiliumCIDRGroup "${e.name}" does not exist`);
         return;
       case 'dnsResponse':
       case 'advanceTime':

@@ -1,4 +1,4 @@
-import { namespaceOfHeld, type Held, type LogFn } from './held.js';
+import { effectiveHeld, namespaceOfHeld, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -30,6 +30,10 @@ export class EngineBatches {
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
   private open: MirrorBatch | undefined;
+  /** Keys of the CiliumCIDRGroup objects that cannot be read (`keptOnUnreadable`): while some is, group peers read as the stand-in. */
+  private readonly unreadableGroups = new Set<string>();
+  /** Whether the last flush read group peers (policies with them are re-sent when this changes). */
+  private groupsRead = false;
 
   constructor(
     private readonly states: ObjectStates,
@@ -40,6 +44,47 @@ export class EngineBatches {
   changed(key: string): void {
     this.refused.delete(key);
     this.dirty.add(key);
+    if (!key.startsWith('CiliumCIDRGroup/')) return;
+    const h = this.states.get(key)?.desired;
+    if (h?.kind === 'CidrGroup' && h.group === undefined) this.unreadableGroups.add(key);
+    else this.unreadableGroups.delete(key);
+  }
+
+  /**
+   * What the engine is to hold for `key` now: a policy as `effectiveHeld` reads it, a group that
+   * cannot be read as nothing (its policies read as the stand-in meanwhile).
+   */
+  private wanted(key: string): Held | undefined {
+    const h = this.states.get(key)?.desired;
+    if (h === undefined || (h.kind === 'CidrGroup' && h.group === undefined)) return undefined;
+    return effectiveHeld(h, this.groupsRead);
+  }
+
+  /**
+   * Group peers read once the groups are watched and while none of them is unreadable; a change
+   * re-sends every held policy with group peers, in the order that never loosens first (finding
+   * 2043: while a refused batch is retried in parts, a flush takes only the first dirty keys): to
+   * the stand-in, the policies before every other change (a group turning unreadable is deleted
+   * from the engine after the policies stopped reading it); back from it, the groups' changes
+   * first (the group is in the engine before a deny reads it), then the policies.
+   */
+  private setGroupsRead(groupsWatched: boolean): void {
+    const read = this.groupsReadable(groupsWatched);
+    if (read === this.groupsRead) return;
+    this.groupsRead = read;
+    this.debug(read ? 'CIDR group peers read' : 'CIDR group peers read as the fail-closed stand-in (a group cannot be read)', { unreadable: [...this.unreadableGroups] });
+    const policies = new Set<string>();
+    for (const [key, h] of this.held) if (h.kind === 'Policy' && h.groupless !== undefined) policies.add(key);
+    const rest = [...this.dirty].filter((k) => !policies.has(k));
+    const isGroup = (k: string): boolean => read && k.startsWith('CiliumCIDRGroup/');
+    const order = [...rest.filter(isGroup), ...policies, ...rest.filter((k) => !isGroup(k))];
+    this.dirty.clear();
+    for (const k of order) this.dirty.add(k);
+  }
+
+  /** Whether group peers would read now, given whether the groups are watched (`setGroupsRead`). */
+  groupsReadable(groupsWatched: boolean): boolean {
+    return groupsWatched && this.unreadableGroups.size === 0;
   }
 
   /** True when no change waits for a flush. */
@@ -65,11 +110,12 @@ export class EngineBatches {
   }
 
   /** The minimal events from what the engine holds to what `states` describes (see `ClusterMirror.flush`). */
-  flush(namespacesWatched: boolean): MirrorBatch {
+  flush(namespacesWatched: boolean, groupsWatched = false): MirrorBatch {
+    this.setGroupsRead(groupsWatched);
     const next = new Map<string, Held | undefined>();
     for (const key of this.dirty) {
       this.dirty.delete(key);
-      const want = this.states.get(key)?.desired;
+      const want = this.wanted(key);
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
       if (next.size >= this.limit) break;
     }
@@ -133,7 +179,7 @@ export class EngineBatches {
     if (!deletesPolicy) return false;
     let joined = false;
     for (const key of this.refused) {
-      const want = this.states.get(key)?.desired;
+      const want = this.wanted(key);
       if (want?.kind !== 'Policy' || next.has(key) || want.sig === this.held.get(key)?.sig) continue;
       this.debug('a policy delete waits for a refused policy: retried together', { key });
       next.set(key, want);

@@ -61,10 +61,10 @@ function nodeEvent(name: string, held: ReadonlyMap<string, Held>, next: Readonly
   return keys.some((k) => held.has(k)) ? { type: 'deleteNode', name } : undefined;
 }
 
-/** Batch position: identities, namespaces, nodes, policies, pods (upserts) then pod, policy, node, namespace deletes. */
+/** Batch position: identities, namespaces, nodes, CIDR groups, policies, pods (upserts) then pod, policy, node, group, namespace deletes. */
 export function rank(h: Held, upsert: boolean): number {
   if (h.kind === 'Identity' || h.kind === 'Node' || h.kind === 'ApiServer') return upsert ? 0 : 5;
-  if (h.kind === 'Namespace') return upsert ? 0 : 5;
+  if (h.kind === 'Namespace' || h.kind === 'CidrGroup') return upsert ? 0 : 5;
   if (h.kind === 'Policy') return upsert ? 1 : 4;
   return upsert ? 2 : 3;
 }
@@ -81,6 +81,9 @@ function upsertOf(h: Held): AgentEvent {
       return { type: 'upsertIdentity', id: h.id, labels: h.labels, ...(h.unreadable ? { unreadable: true } : {}) };
     case 'Node':
       return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels };
+    case 'CidrGroup':
+      if (h.group === undefined) throw new Error('internal: a CIDR group that cannot be read is never sent (EngineBatches.wanted)');
+      return { type: 'upsertCidrGroup', group: h.group };
     case 'ApiServer':
       throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
   }
@@ -98,6 +101,8 @@ function deleteOf(h: Held): AgentEvent {
       return { type: 'deleteIdentity', id: h.id };
     case 'Node':
       return { type: 'deleteNode', name: h.node.name };
+    case 'CidrGroup':
+      return { type: 'deleteCidrGroup', name: h.name };
     case 'ApiServer':
       throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
   }

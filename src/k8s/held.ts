@@ -1,6 +1,8 @@
 import type { Pod } from '../model/cluster.js';
 import { FIRST_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import type { IpAddress } from '../model/cidr.js';
+import type { CidrGroup } from '../model/cidr-group.js';
+import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
@@ -13,7 +15,17 @@ export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => 
 export type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
   | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
-  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string }
+  /**
+   * `groupless`: the policy mentions `cidrGroupRef`/`cidrGroupSelector`, and this is how it reads
+   * without CiliumCIDRGroup objects (the fail-closed stand-in of src/policy/stand-in.ts), enforced
+   * while the groups are not watched or one cannot be read (`EngineBatches`, `effectiveHeld`).
+   */
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy }
+  /**
+   * A CiliumCIDRGroup (`group`), or, `group` undefined, one that cannot be read: its prefixes and
+   * labels are unknown, so no group peer can be read safely while it is (`EngineBatches`).
+   */
+  | { readonly kind: 'CidrGroup'; readonly name: string; readonly group: CidrGroup | undefined; readonly sig: string }
   /** `unreadable`: a CiliumIdentity whose `security-labels` distill cannot read, held as a fail-closed stand-in (`keptOnUnreadable`). */
   | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly unreadable?: true; readonly sig: string }
   | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string }
@@ -27,6 +39,8 @@ export interface ReadContext {
   readonly parseOptions: ParseOptions;
   readonly debug: LogFn;
   readonly warn: LogFn;
+  /** Whether CIDR group peers are read now (`EngineBatches`); while not, reading a policy with them warns that its stand-in is enforced. */
+  readonly groupsRead?: () => boolean;
 }
 
 export function rec(v: unknown): Record<string, unknown> {
@@ -38,7 +52,7 @@ const keyPart = (v: unknown): string => (typeof v === 'string' ? v : (JSON.strin
 
 export function objectKey(kind: KnownKind, obj: Record<string, unknown>): string {
   const md = rec(obj.metadata);
-  const clusterScoped = kind === 'Namespace' || kind === 'Node' || kind === 'CiliumNode' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity';
+  const clusterScoped = kind === 'Namespace' || kind === 'Node' || kind === 'CiliumNode' || kind === 'CiliumClusterwideNetworkPolicy' || kind === 'ClusterNetworkPolicy' || kind === 'CiliumIdentity' || kind === 'CiliumCIDRGroup';
   const ns = clusterScoped ? '' : keyPart(md.namespace ?? 'default');
   return `${kind}/${ns}/${keyPart(md.name)}`;
 }
@@ -78,6 +92,7 @@ function canonical(v: unknown): string {
  */
 export function keptOnUnreadable(key: string, had: Held | undefined): Held | undefined {
   if (key.startsWith(IDENTITY_KEY_PREFIX)) return unreadableIdentity(key.slice(IDENTITY_KEY_PREFIX.length), had);
+  if (key.startsWith('CiliumCIDRGroup/')) return unreadableGroup(key.slice(key.lastIndexOf('/') + 1));
   return had === undefined || had.kind === 'Pod' || had.kind === 'Identity' ? undefined : had;
 }
 
@@ -93,6 +108,19 @@ function unreadableIdentity(name: string, had: Held | undefined): Held | undefin
   if (!(id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY)) return undefined;
   const labels = had?.kind === 'Identity' ? had.labels : {};
   return { kind: 'Identity', id, labels, unreadable: true, sig: canonical({ id, labels, unreadable: true }) };
+}
+
+/**
+ * A CiliumCIDRGroup that cannot be read (its first version, or an update). Neither keeping its last
+ * version nor dropping it is safe: the new version may list fewer prefixes (an allow kept on the old
+ * ones is wider than Cilium's) or more, or labels that another group's selector or name key
+ * matches (a deny without them is narrower than Cilium's; findings 2040, 2041). So it is held as
+ * unknown, and while some group is, every policy's group peers read as the stand-in reads them
+ * (an allow rule dropped, a deny rule denying every peer): never wider than Cilium's allow, never
+ * narrower than its deny, whatever the group holds.
+ */
+function unreadableGroup(name: string): Held {
+  return { kind: 'CidrGroup', name, group: undefined, sig: `unreadable:${name}` };
 }
 
 /** What an object of `kind` means to the engine; undefined: nothing (not an endpoint, no address yet). Throws when it cannot be read. */
@@ -115,6 +143,8 @@ export function meaningOf(kind: KnownKind, obj: Record<string, unknown>, source:
       const id = identityOf(obj, source);
       return { kind: 'Identity', ...id, sig: canonical(id) };
     }
+    case 'CiliumCIDRGroup':
+      return groupMeaning(obj, source);
     default:
       return policyMeaning(obj, source, ctx);
   }
@@ -141,22 +171,63 @@ function nodeMeaning(kind: 'Node' | 'CiliumNode', obj: Record<string, unknown>, 
   return { kind: 'Node', node, sig: canonical({ ...node, ips: texts(node.ips), health: texts(node.health), ingress: texts(node.ingress) }) };
 }
 
-function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held {
+/** What an object means: its spec and its name and labels; not its status or bookkeeping metadata. */
+function meaningfulPart(obj: Record<string, unknown>): Record<string, unknown> {
   const md = rec(obj.metadata);
-  // What a policy means: its spec and its name; not its status or bookkeeping metadata.
-  const manifest = { ...obj, metadata: { name: md.name, ...(md.namespace !== undefined ? { namespace: md.namespace } : {}), ...(md.labels !== undefined ? { labels: md.labels } : {}) } };
-  delete (manifest as Record<string, unknown>).status;
-  return { kind: 'Policy', policy: policyOf(manifest, source, ctx), sig: canonical(manifest) };
+  const manifest: Record<string, unknown> = { ...obj, metadata: { name: md.name, ...(md.namespace !== undefined ? { namespace: md.namespace } : {}), ...(md.labels !== undefined ? { labels: md.labels } : {}) } };
+  delete manifest.status;
+  return manifest;
+}
+
+/**
+ * A CiliumCIDRGroup as Cilium's agent reads it (src/policy/cidr-group.ts, after pkg/policy/k8s
+ * cilium_cidr_group.go `applyCIDRGroup`). Throws when it cannot be read (`keptOnUnreadable`).
+ */
+function groupMeaning(obj: Record<string, unknown>, source: string): Held {
+  const manifest = meaningfulPart(obj);
+  const group = parseCidrGroup(manifest, source);
+  // The apiVersion is no part of the meaning: the same group read at v2 or v2alpha1 is one group.
+  return { kind: 'CidrGroup', name: group.name, group, sig: canonical({ ...manifest, apiVersion: undefined }) };
+}
+
+/** A policy's manifest mentions a CIDR group peer (the key, as a JSON object key, in its canonical text). */
+const mentionsGroups = (sig: string): boolean => sig.includes('"cidrGroupRef":') || sig.includes('"cidrGroupSelector":');
+
+function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held {
+  const manifest = meaningfulPart(obj);
+  const sig = canonical(manifest);
+  const policy = policyOf(manifest, source, ctx, ctx.parseOptions);
+  if (!mentionsGroups(sig) || ctx.parseOptions.cidrGroups !== true) return { kind: 'Policy', policy, sig };
+  // Read once more as if groups were not watched: the stand-in enforced while some group cannot be
+  // read. When no stand-in exists (every spec a host policy) the policy itself stands (finding 2044).
+  let groupless: Policy;
+  try {
+    const quiet = ctx.groupsRead?.() ?? false;
+    groupless = policyOf(manifest, source, quiet ? { ...ctx, warn: () => {} } : ctx, { ...ctx.parseOptions, cidrGroups: false });
+  } catch {
+    groupless = policy;
+  }
+  return { kind: 'Policy', policy, sig, groupless };
 }
 
 /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */
-function policyOf(manifest: Record<string, unknown>, source: string, ctx: ReadContext): Policy {
+function policyOf(manifest: Record<string, unknown>, source: string, ctx: ReadContext, options: ParseOptions): Policy {
   try {
-    return parseManifest(manifest, source, ctx.parseOptions);
+    return parseManifest(manifest, source, options);
   } catch (e) {
-    const standIn = failClosedStandIn(manifest, source, e, ctx.parseOptions);
+    const standIn = failClosedStandIn(manifest, source, e, options);
     if (standIn === undefined) throw e;
     ctx.warn('policy enforced fail-closed: it uses what distill does not read', { source, error: (e as Error).message });
     return standIn;
   }
+}
+
+/**
+ * What the engine is to hold for `h` when the CiliumCIDRGroup objects are (`groupsRead`) or are
+ * not read: a policy with group peers reads as its stand-in while they are not, with its own
+ * signature (a change of mode is a change).
+ */
+export function effectiveHeld(h: Held, groupsRead: boolean): Held {
+  if (h.kind !== 'Policy' || h.groupless === undefined || groupsRead) return h;
+  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless };
 }

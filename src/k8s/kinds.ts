@@ -10,4 +10,14 @@ export const KINDS_API_VERSIONS = {
   CiliumIdentity: 'cilium.io/v2',
   ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2',
   EndpointSlice: 'discovery.k8s.io/v1',
+  CiliumCIDRGroup: 'cilium.io/v2',
 } as const;
+
+/**
+ * Other apiVersions a kind is read at: a CiliumCIDRGroup is served at cilium.io/v2 and, still,
+ * cilium.io/v2alpha1 (its first version); the watch returns the version asked for and both read
+ * alike (src/policy/cidr-group.ts).
+ */
+export const KINDS_OTHER_API_VERSIONS: Readonly<Partial<Record<keyof typeof KINDS_API_VERSIONS, readonly string[]>>> = {
+  CiliumCIDRGroup: ['cilium.io/v2alpha1'],
+};

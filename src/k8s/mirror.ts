@@ -50,6 +50,14 @@ export interface MirrorOptions extends CiliumAgentOptions {
    * oldest forgotten first (default 10,000). Without a bound, every pod name ever deleted stayed.
    */
   readonly maxTombstones?: number;
+  /**
+   * `true`: the streams carry every CiliumCIDRGroup from the start (a cluster may have none, and an
+   * empty List or watch names no kind), so `cidrGroupRef`/`cidrGroupSelector` peers read at once.
+   * Otherwise they read once a CiliumCIDRGroup object, typed List or bookmark arrived, and until
+   * then as the fail-closed stand-in: a deny naming a group is never dropped because the agent
+   * was not fed the groups (finding 2042).
+   */
+  readonly cidrGroups?: boolean;
 }
 
 /**
@@ -73,6 +81,8 @@ export class ClusterMirror {
    * `EngineBatches.awaitNamespaces`). Without a namespace stream pods carry only their namespace's name.
    */
   private namespacesWatched = false;
+  /** True once CiliumCIDRGroup objects are known to be watched (`MirrorOptions.cidrGroups`). */
+  private groupsWatched: boolean;
   /** The kinds each stream (by source) carried: what its empty `List` relists (`relist`). */
   private readonly streamKinds = new Map<string, Set<string>>();
   /**
@@ -112,11 +122,13 @@ export class ClusterMirror {
   private readonly reading: ReadContext;
 
   constructor(options: MirrorOptions) {
-    const parseOptions: ParseOptions = ciliumAgentOptions(options);
+    // Policies read their group peers (and, beside, as the stand-in: `effectiveHeld` picks one).
+    const parseOptions: ParseOptions = { ...ciliumAgentOptions(options), cidrGroups: true };
+    this.groupsWatched = options.cidrGroups === true;
     this.debug = this.log.wrap(options.debug ?? (() => {}));
     this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
-    this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn };
+    this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn, groupsRead: () => this.batches.groupsReadable(this.groupsWatched) };
     this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug);
     this.batches = new EngineBatches(this.states, this.debug);
     this.lists = new ListPages({
@@ -249,6 +261,7 @@ export class ClusterMirror {
     const kind = objectKind(obj);
     this.debug('bookmark', { source, resourceVersion: md.resourceVersion });
     if (kind === 'Namespace') this.namespacesWatched = true;
+    if (kind === 'CiliumCIDRGroup') this.groupsWatched = true;
     if (!initialEventsEnd(obj)) return this.versions.note(source, md.resourceVersion);
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
     if (this.refusedAsOlder(source, versionOf(obj), 'initial-events-end bookmark', 0)) return;
@@ -284,12 +297,15 @@ export class ClusterMirror {
 
   /** An object's kind, key and resourceVersion; undefined (counted, logged) for a kind distill does not read. */
   private identify(obj: Readonly<Record<string, unknown>>, source: string): { kind: KnownKind; key: string; rv: string | undefined } | undefined {
-    const kind = objectKind(obj);
+    // A CiliumCIDRGroup at a cilium.io version distill does not know is a group it cannot read (finding 2045):
+    // ignored, its prefixes and labels (which may name another group) would be missing from every group peer.
+    const kind = objectKind(obj) ?? (obj.kind === 'CiliumCIDRGroup' && typeof obj.apiVersion === 'string' && obj.apiVersion.startsWith('cilium.io/') ? 'CiliumCIDRGroup' : undefined);
     if (kind === undefined) {
       this.counts.ignored++;
       this.debug('ignored object of unknown kind', { source, apiVersion: obj.apiVersion, kind: obj.kind });
       return undefined;
     }
+    if (kind === 'CiliumCIDRGroup') this.groupsWatched = true;
     const rv = rec(obj.metadata).resourceVersion;
     return { kind, key: objectKey(kind, obj), rv: typeof rv === 'string' ? rv : undefined };
   }
@@ -404,6 +420,7 @@ export class ClusterMirror {
     this.warnKindsDropped(header, listedKinds, listed.size, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
+    if (kinds.has('CiliumCIDRGroup')) this.groupsWatched = true;
     this.watchedSince.delete(source);
     this.versions.note(source, resourceVersion);
     this.states.dropUnlisted(kinds, listed, resourceVersion, source);
@@ -502,7 +519,7 @@ export class ClusterMirror {
     this.batches.checkSettled();
     return this.log.during(() => {
       this.expire();
-      return this.batches.flush(this.namespacesWatched);
+      return this.batches.flush(this.namespacesWatched, this.groupsWatched);
     });
   }
 }

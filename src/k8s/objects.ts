@@ -1,7 +1,7 @@
 import type { EngineEvent } from '../engine/events.js';
 import { IpAddress, isValidIp, parseIp } from '../model/cidr.js';
 import { type NodeEndpointAddresses, nodeEndpointsOf, type Pod } from '../model/cluster.js';
-import { KINDS_API_VERSIONS } from './kinds.js';
+import { KINDS_API_VERSIONS, KINDS_OTHER_API_VERSIONS } from './kinds.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { lastNamedPortWins, readContainerPorts, readIp, readLabels } from '../policy/readers.js';
 import { readMetadata } from '../policy/common.js';
@@ -51,7 +51,9 @@ export function objectKind(obj: unknown): KnownKind | undefined {
   const o = rec(obj);
   const kind = o.kind;
   if (typeof kind !== 'string' || !Object.hasOwn(KINDS_API_VERSIONS, kind)) return undefined;
-  return KINDS_API_VERSIONS[kind as KnownKind] === o.apiVersion ? (kind as KnownKind) : undefined;
+  const k = kind as KnownKind;
+  const served = KINDS_API_VERSIONS[k] === o.apiVersion || (typeof o.apiVersion === 'string' && (KINDS_OTHER_API_VERSIONS[k]?.includes(o.apiVersion) ?? false));
+  return served ? k : undefined;
 }
 
 /** A `v1` Namespace: its name and labels. Throws ManifestError naming `source` and the field. */

@@ -3,6 +3,8 @@ import { carriesNoPolicy, noPolicyVersionsOf } from './builtin-kinds.js';
 import { parseCiliumPolicy, ParseOptions } from './cilium.js';
 import { parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
 import { ManifestError } from './errors.js';
+import { parseCidrGroup } from './cidr-group.js';
+import type { CidrGroup } from '../model/cidr-group.js';
 
 export type { ParseOptions, CiliumAgentOptions } from './cilium.js';
 export { ciliumAgentOptions } from './cilium.js';
@@ -49,6 +51,8 @@ export function readManifest(doc: unknown, source: string, options: ParseOptions
 
 const LIST_KINDS = ['List', ...Object.keys(KINDS).map((k) => `${k}List`)];
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 function isList(doc: unknown): doc is Record<string, unknown> {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return false;
   const kind = (doc as Record<string, unknown>).kind;
@@ -59,15 +63,15 @@ function isList(doc: unknown): doc is Record<string, unknown> {
  * One manifest, or each item of a `kind: List` (what `kubectl get -o yaml` prints for several
  * objects; typed lists such as `NetworkPolicyList` too). Items are named `<source>.items[i]`.
  */
-export function parseManifests(doc: unknown, source: string): Policy[] {
-  if (!isList(doc)) return [parseManifest(doc, source)];
+export function parseManifests(doc: unknown, source: string, options: ParseOptions = {}): Policy[] {
+  if (!isList(doc)) return [parseManifest(doc, source, options)];
   const r = new Reader(source);
   const o = r.object(doc, '', ['apiVersion', 'kind', 'metadata', 'items']);
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
   const kind = o.kind as string;
   const expected = kind === 'List' ? 'v1' : KINDS[kind.slice(0, -'List'.length)];
   if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
-  return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(item, `${source}.items[${i}]`));
+  return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(item, `${source}.items[${i}]`, options));
 }
 
 /**
@@ -77,9 +81,14 @@ export function parseManifests(doc: unknown, source: string): Policy[] {
  * Errors name the document's kind and name next to `file#N` where it has them. With `errors`, a
  * document (or List item) that is refused is added to it and left out, and the others are still read,
  * as `kubectl apply -f` reports each object it cannot take; without it the first error is thrown.
+ * `options.cidrGroups` (`distill validate`): CiliumCIDRGroup documents are read (src/policy/cidr-group.ts)
+ * into `cidrGroups`, and `cidrGroupRef`/`cidrGroupSelector` peers as the agent reads them once it
+ * watches the groups; otherwise a group is refused as an unread kind and a group peer is "not supported".
  */
-export function readManifestFile(text: string, fileName: string, errors?: ManifestError[]): { policies: Policy[]; objects: CheckedObject[]; skipped: PolicyWarning[] } {
+export function readManifestFile(text: string, fileName: string, errors?: ManifestError[], options: { readonly cidrGroups?: boolean } = {}): { policies: Policy[]; objects: CheckedObject[]; skipped: PolicyWarning[]; cidrGroups: CidrGroup[] } {
   const policies: Policy[] = [];
+  const cidrGroups: CidrGroup[] = [];
+  const parseOptions: ParseOptions = options.cidrGroups === true ? { cidrGroups: true } : {};
   const objects: CheckedObject[] = [];
   const skipped: PolicyWarning[] = [];
   const each = (read: () => void): void => {
@@ -95,8 +104,9 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
     const label = documentLabel(source, top);
     try {
       if (isObjectKind(top.kind)) objects.push(checkObjectManifest(doc, source));
+      else if (options.cidrGroups === true && top.kind === 'CiliumCIDRGroup') cidrGroups.push(parseCidrGroup(doc, source));
       else if (carriesNoPolicy(top.apiVersion, top.kind)) skipped.push({ source: label, path: 'kind', detail: `${String(top.kind)} (${String(top.apiVersion)}) carries no network policy: skipped` });
-      else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source));
+      else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source, parseOptions));
     } catch (e) {
       if (!(e instanceof ManifestError) || e.source !== source) throw e;
       const hint = e.fieldPath === '' || e.fieldPath === 'kind' ? shapeHint(doc) : undefined;
@@ -106,11 +116,23 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
   };
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
-    if (!isList(value)) each(() => one(value, source));
-    else if (value.kind !== 'List') each(() => policies.push(...parseManifests(value, source)));
+    if (options.cidrGroups === true && isObject(value) && value.kind === 'CiliumCIDRGroupList') each(() => cidrGroups.push(...groupListItems(value, source)));
+    else if (!isList(value)) each(() => one(value, source));
+    else if (value.kind !== 'List') each(() => policies.push(...parseManifests(value, source, parseOptions)));
     else each(() => listItems(value, source).forEach((item, i) => each(() => one(item, `${source}.items[${i}]`))));
   }
-  return { policies, objects, skipped };
+  return { policies, objects, skipped, cidrGroups };
+}
+
+/** The groups of a typed `CiliumCIDRGroupList` (its items may leave out `apiVersion` and `kind`, as the API's lists do). */
+function groupListItems(value: Record<string, unknown>, source: string): CidrGroup[] {
+  const r = new Reader(source);
+  const o = r.object(value, '', ['apiVersion', 'kind', 'metadata', 'items']);
+  const apiVersion = r.string(o.apiVersion, 'apiVersion');
+  return (r.optArray(o.items, 'items') ?? []).map((item, i) => {
+    const it = typeof item === 'object' && item !== null && !Array.isArray(item) ? (item as Record<string, unknown>) : {};
+    return parseCidrGroup({ apiVersion, kind: 'CiliumCIDRGroup', ...it }, `${source}.items[${i}]`);
+  });
 }
 
 /** The items of a `kind: List` (apiVersion v1). */

@@ -48,7 +48,8 @@ function shuffled<T>(xs: readonly T[], rnd: () => number): T[] {
 /** A flow decider whose engine is fed only through the adapters, checked against the runner's own engine at every state. */
 function adapterDecider(mode: Mode, seed: number, options: EngineOptions = {}) {
   const engine = new Engine(options);
-  const mirror = new ClusterMirror({ nodeName: 'node-a' });
+  // The fake API server carries every CiliumCIDRGroup (there may be none): `--cidr-groups`.
+  const mirror = new ClusterMirror({ nodeName: 'node-a', cidrGroups: true });
   const server = new FakeApiServer();
   const reference = new EngineDecider(new Engine(options));
   const rnd = prng(seed);
@@ -97,7 +98,8 @@ const verdicts = (r: ScenarioRun): string[] => r.steps.flatMap((s) => s.results.
 describe('Kubernetes adapters against the scenario runner', () => {
   // ClusterNetworkPolicy and toFQDNs scenarios wait for engine support (test/network-policy-api.test.ts, test/fqdn.test.ts).
   // The adapters carry no DNS answers: a scenario with any (attacks-9/9b-*) is run by test/scenarios.test.ts only.
-  const corpus = files('fixtures/scenarios').filter((f) => !f.includes('/network-policy-api/') && !f.includes('/fqdn/') && !f.includes('/fqdn-conformance/') && !readFileSync(f, 'utf8').includes('dnsResponse:'));
+  // And the CiliumCIDRGroup scenarios of the conformance corpus (26g: the agent watches groups).
+  const corpus = [...files('fixtures/scenarios'), ...files('fixtures/conformance/cilium-cidrgroup-25')].filter((f) => !f.includes('/network-policy-api/') && !f.includes('/fqdn/') && !f.includes('/fqdn-conformance/') && !readFileSync(f, 'utf8').includes('dnsResponse:'));
   it('covers the scenario corpus', () => expect(corpus.length).toBeGreaterThanOrEqual(40));
   for (const file of corpus) {
     it(file, () => {

@@ -2,6 +2,7 @@ import { ClusterNode, ClusterState, Namespace, Pod, podIps } from '../../src/mod
 import type { IpAddress } from '../../src/model/cidr.js';
 import type { Policy } from '../../src/model/rules.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
+import { cidrGroupNameKey, type CidrGroup } from '../../src/model/cidr-group.js';
 
 /**
  * The scenario model written back as API objects in the wire format of the Kubernetes API
@@ -68,7 +69,7 @@ function ciliumNodeObject(n: ClusterNode, rv: number): Obj | undefined {
   };
 }
 
-const API_VERSIONS: Readonly<Record<string, string>> = { CiliumNode: 'cilium.io/v2', NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2', ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2' };
+const API_VERSIONS: Readonly<Record<string, string>> = { CiliumCIDRGroup: 'cilium.io/v2', CiliumNode: 'cilium.io/v2', NetworkPolicy: 'networking.k8s.io/v1', CiliumNetworkPolicy: 'cilium.io/v2', CiliumClusterwideNetworkPolicy: 'cilium.io/v2', ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2' };
 
 function policyObject(policy: Policy, rv: number): Obj {
   const m = policy.manifest as Obj;
@@ -81,12 +82,19 @@ function policyObject(policy: Policy, rv: number): Obj {
   };
 }
 
+/** A CiliumCIDRGroup as the API server returns it: its labels without the name label distill adds (src/policy/cidr-group.ts). */
+function groupObject(g: CidrGroup, rv: number): Obj {
+  const labels = Object.fromEntries([...g.labels].filter(([k]) => k !== cidrGroupNameKey(g.name)));
+  return { apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: { name: g.name, uid: `uid-group-${g.name}`, resourceVersion: String(rv), generation: 1, ...(Object.keys(labels).length > 0 ? { labels } : {}) }, spec: { externalCIDRs: g.cidrs.map((c) => c.text) } };
+}
+
 /** The objects of a cluster state by kind and key. */
 function objectsOf(state: ClusterState, isLocal: (p: Pod) => boolean, rvOf: (key: string) => number): Map<string, Obj> {
   const out = new Map<string, Obj>();
   for (const ns of state.namespaces.values()) out.set(`Namespace/${ns.name}`, namespaceObject(ns, rvOf(`Namespace/${ns.name}`)));
   for (const [k, p] of state.pods) out.set(`Pod/${k}`, podObject(p, isLocal(p) ? 'node-a' : 'node-b', rvOf(`Pod/${k}`)));
   for (const [k, p] of state.policies) out.set(`Policy/${k}`, policyObject(p, rvOf(`Policy/${k}`)));
+  for (const g of state.cidrGroups?.values() ?? []) out.set(`CiliumCIDRGroup/${g.name}`, groupObject(g, rvOf(`CiliumCIDRGroup/${g.name}`)));
   for (const n of state.nodes?.values() ?? []) out.set(`Node/${nodeName(n)}`, nodeObject(n, rvOf(`Node/${nodeName(n)}`)));
   for (const n of state.nodes?.values() ?? []) {
     const cn = ciliumNodeObject(n, rvOf(`CiliumNode/${nodeName(n)}`));
@@ -134,7 +142,7 @@ export class FakeApiServer {
       const { kind: _k, apiVersion: _a, ...item } = obj;
       byKind.get(kind)!.push(item);
     }
-    const kinds = ['Namespace', 'Pod', 'Node', 'CiliumNode', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy'];
+    const kinds = ['Namespace', 'Pod', 'Node', 'CiliumNode', 'NetworkPolicy', 'CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'ClusterNetworkPolicy', 'CiliumCIDRGroup'];
     return kinds.map((kind) => ({ type: 'LIST', itemKind: kind, apiVersion: API_VERSIONS[kind] ?? 'v1', items: byKind.get(kind) ?? [], resourceVersion: String(this.rv) }));
   }
 }

@@ -307,6 +307,25 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
     expect(run(policies(dnsTo('*.cilium.io'), plainToServer), [answer('a.example.com', '198.51.100.1', null)])).toEqual({ learnt: false, oracle: false });
   });
 
+  it('2030. a plain allow of a port range starting at the DNS port (53-54) is its own L4Filter: it does not widen the DNS proxy, which still refuses the name', () => {
+    const rangeToServer = (ports: object[]): Policy => cnp('range', { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports }] }] });
+    const range = { port: '53', endPort: 54, protocol: 'UDP' };
+    for (const ports of [[range], [{ ...range, protocol: 'ANY' }], [{ port: '80', protocol: 'UDP' }, range]]) {
+      expect(run(policies(dnsTo('*.cilium.io'), rangeToServer(ports)), [answer('a.example.com', '198.51.100.1')]), JSON.stringify(ports)).toEqual({ learnt: false, oracle: false });
+      // The proxy's rules for the server (the L7 table the DNS proxy is given) list the DNS rule's pattern only.
+      const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+      engine.apply(policies(dnsTo('*.cilium.io'), rangeToServer(ports)));
+      const server = engine.identityOfPod('apps/server')!;
+      const [redirect] = engine.redirects('apps/client-a');
+      expect(redirect, JSON.stringify(ports)).toBeDefined();
+      const verdict = (name: string) => engine.l7Verdict('apps/client-a', redirect!.proxyPort, server, { dns: { name } }, 53)?.allowed;
+      expect([verdict('a.example.com'), verdict('x.cilium.io')], JSON.stringify(ports)).toEqual([false, true]);
+    }
+    // The same port alone (53-53), or beside the range in one rule, is in the DNS rule's filter: allow-all, as before.
+    expect(run(policies(dnsTo('*.cilium.io'), rangeToServer([{ port: '53', endPort: 53, protocol: 'UDP' }])), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
+    expect(run(policies(dnsTo('*.cilium.io'), rangeToServer([range, { port: '53', protocol: 'UDP' }])), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
+  });
+
   it('an L7 DNS rule that refuses the name teaches nothing; one that allows it teaches', () => {
     expect(run(policies(dnsTo('*.cilium.io')), [answer('x.cilium.io', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
     expect(run(policies(dnsTo('*.cilium.io')), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });

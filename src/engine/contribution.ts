@@ -55,6 +55,8 @@ export function inSinglePortFilter(c: Contribution, protocol: number, port: numb
   for (const { l4 } of c.sharers.unit.clauses) {
     if (l4.kind === 'all') continue;
     if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(protocol) : PROTOCOL_NUMBER[l4.protocol] !== protocol) continue;
+    // An egress rule's named and numbered ports are separate units (rule-units.ts compileRule): a
+    // named clause here put this key there, resolved for this peer.
     if (l4.kind === 'named' || (l4.from === port && l4.to === port)) return true;
   }
   return false;

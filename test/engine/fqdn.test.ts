@@ -322,6 +322,9 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
       const verdict = (name: string) => engine.l7Verdict('apps/client-a', redirect!.proxyPort, server, { dns: { name } }, 53)?.allowed;
       expect([verdict('a.example.com'), verdict('x.cilium.io')], JSON.stringify(ports)).toEqual([false, true]);
     }
+    // A named port beside the range in one rule, resolving elsewhere (the server's `dns` is 5353): the 53/16 key is the range's only (the rule's named and numbered ports are separate units).
+    const serverDns5353: EngineEvent = { type: 'upsertPod', pod: { ...(PODS[2] as Pod), ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }] }, local: true };
+    expect(run([serverDns5353, ...policies(dnsTo('*.cilium.io'), rangeToServer([{ port: 'dns', protocol: 'UDP' }, range]))], [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
     // The same port alone (53-53), or beside the range in one rule, is in the DNS rule's filter: allow-all, as before.
     expect(run(policies(dnsTo('*.cilium.io'), rangeToServer([{ port: '53', endPort: 53, protocol: 'UDP' }])), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
     expect(run(policies(dnsTo('*.cilium.io'), rangeToServer([range, { port: '53', protocol: 'UDP' }])), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });

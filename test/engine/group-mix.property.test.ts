@@ -28,7 +28,7 @@ import { fcReplay, fcRuns } from '../fc-knobs.js';
  * with CIDR groups created, changed and deleted, and CiliumNetworkPolicies whose CIDRSet peers name
  * them (allow and deny, `except`, beside toCIDR and entities), and toFQDNs/DNS-proxy rules towards
  * the groups' prefixes. Each transaction is plain, carries a policy that overflows the local maps
- * (refused late: the undo path runs) or an internal error after 1–80 fault points. A refused or
+ * at some position (refused at commit: the undo path runs) or an internal error after 1–80 fault points. A refused or
  * failed transaction leaves every observable of the engine as it was; after each accepted one the
  * kernel (fed the change sets only) and the engine agree with the oracle on every flow probed (L7
  * verdicts included), and the engine's maps equal a fresh engine's on the model.
@@ -200,7 +200,7 @@ describe('CIDR groups among every input, under refusals and internal errors (26e
           Object.assign(hook, { at: mode === 'fault' ? at : 0, calls: 0, fired: null });
           let cs: ChangeSet | null = null;
           try {
-            cs = engine.apply(mode === 'poison' ? [...evs, POISON] : evs);
+            cs = engine.apply(mode === 'poison' ? [...evs.slice(0, at % (evs.length + 1)), POISON, ...evs.slice(at % (evs.length + 1))] : evs);
           } catch (e) {
             if (hook.fired !== null) {
               expect(e).toBeInstanceOf(InjectedFault);

@@ -1,4 +1,5 @@
 import type { L7Rules, RuleOrigin } from '../model/rules.js';
+import { type L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER } from '../model/ports.js';
 import type { PolicyEntry } from '../model/policy-map.js';
 import { isPassFloor, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_STAND_IN_DENY } from '../model/policy-map.js';
 import { ALLOW_LOCALHOST_ORIGIN, UNREADABLE_IDENTITY_ORIGIN } from '../model/localhost.js';
@@ -36,7 +37,32 @@ export interface ContributionSharers {
   readonly origin: RuleOrigin;
   /** Every sharing unit's origin, the leader's first. */
   origins(): RuleOrigin[];
+  /** The clauses the units have in common (their L4 matches: which L4Filters of Cilium's the contribution stands for). */
+  readonly unit: { readonly clauses: readonly { readonly l4: L4Match }[] };
 }
+
+/**
+ * Is a contribution at a single-port key (`port`/16 of `protocol`, a number) in Cilium's L4Filter of
+ * that one port? A plain allow is when some clause of its units names that port alone (`port: "53"`,
+ * `53-53`, or a named port, which distill resolves before the map layer: counted, as the oracle
+ * counts it), not when only a range's LPM prefix put it there (`53-54` keys 53/16 and 54/16): a
+ * range is its own filter (pkg/policy/l4.go keys filters by port and endPort; attack finding 2030).
+ * Contributions of no unit (the default allow, allow-localhost, same-priority cells) and redirects
+ * (whose L7 clauses the parser refuses on ranges for DNS) are as before.
+ */
+export function inSinglePortFilter(c: Contribution, protocol: number, port: number): boolean {
+  if (c.l7 !== undefined || c.entry.deny || !c.sharers) return true;
+  for (const { l4 } of c.sharers.unit.clauses) {
+    if (l4.kind === 'all') continue;
+    if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(protocol) : PROTOCOL_NUMBER[l4.protocol] !== protocol) continue;
+    // An egress rule's named and numbered ports are separate units (rule-units.ts compileRule): a
+    // named clause here put this key there, resolved for this peer.
+    if (l4.kind === 'named' || (l4.from === port && l4.to === port)) return true;
+  }
+  return false;
+}
+
+const ANY_PROTOCOL_NUMBERS: ReadonlySet<number> = new Set(PORT_PROTOCOLS.map((p) => PROTOCOL_NUMBER[p]));
 
 /** The rules behind a contribution: one per sharing unit; `[null]` for the default allow. */
 export function originsOf(c: Contribution): (RuleOrigin | null)[] {

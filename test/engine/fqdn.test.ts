@@ -70,8 +70,9 @@ const policyGen: fc.Arbitrary<Policy> = fc.oneof(
   fc.record({ s: subjects, pattern: fc.constantFrom('*', '*.example.com', '*.cilium.io'), to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.0/24'] }, { toCIDR: ['198.51.100.0/24'] }, { toFQDNs: [{ matchName: 'x.cilium.io' }] }), protocol: dnsProtocolGen }).map(({ s, pattern, to, protocol }) =>
     cnp('dns-to', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port: '53', protocol }], rules: { dns: [{ matchPattern: pattern }] } }] }] }),
   ),
-  fc.record({ s: subjects, to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.53/32'] }, { toEntities: ['world'] }), port: fc.constantFrom('53', '5353'), protocol: dnsProtocolGen }).map(({ s, to, port, protocol }) =>
-    cnp('plain-dns', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ port, protocol }] }] }] }),
+  // Ranges too: one starting at 53 keys 53/16 but is its own L4Filter, which the DNS proxy does not read (finding 2030).
+  fc.record({ s: subjects, to: fc.constantFrom<object>({ toEndpoints: [{ matchLabels: { app: 'server' } }] }, { toCIDR: ['192.0.2.53/32'] }, { toEntities: ['world'] }), port: fc.constantFrom<object>({ port: '53' }, { port: '5353' }, { port: '53', endPort: 54 }, { port: '52', endPort: 53 }, { port: '53', endPort: 53 }), protocol: dnsProtocolGen }).map(({ s, to, port, protocol }) =>
+    cnp('plain-dns', { endpointSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: s }] }, egress: [{ ...to, toPorts: [{ ports: [{ ...port, protocol }] }] }] }),
   ),
   // ClusterNetworkPolicy domainNames (Accept), then maybe a Deny; an Admin Deny of one learnt IP at a priority between.
   fc
@@ -305,6 +306,28 @@ describe('a DNS answer with its server: learnt only if the query reached the DNS
     expect(run(policies(dnsTo('*.cilium.io')), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
     // Without a server, only the DNS rules are read (the rule of before, kept for answers that name none).
     expect(run(policies(dnsTo('*.cilium.io'), plainToServer), [answer('a.example.com', '198.51.100.1', null)])).toEqual({ learnt: false, oracle: false });
+  });
+
+  it('2030. a plain allow of a port range starting at the DNS port (53-54) is its own L4Filter: it does not widen the DNS proxy, which still refuses the name', () => {
+    const rangeToServer = (ports: object[]): Policy => cnp('range', { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: 'server' } }], toPorts: [{ ports }] }] });
+    const range = { port: '53', endPort: 54, protocol: 'UDP' };
+    for (const ports of [[range], [{ ...range, protocol: 'ANY' }], [{ port: '80', protocol: 'UDP' }, range]]) {
+      expect(run(policies(dnsTo('*.cilium.io'), rangeToServer(ports)), [answer('a.example.com', '198.51.100.1')]), JSON.stringify(ports)).toEqual({ learnt: false, oracle: false });
+      // The proxy's rules for the server (the L7 table the DNS proxy is given) list the DNS rule's pattern only.
+      const { engine } = setup({ minTtl: 0, maxIpsPerHostname: 1000 });
+      engine.apply(policies(dnsTo('*.cilium.io'), rangeToServer(ports)));
+      const server = engine.identityOfPod('apps/server')!;
+      const [redirect] = engine.redirects('apps/client-a');
+      expect(redirect, JSON.stringify(ports)).toBeDefined();
+      const verdict = (name: string) => engine.l7Verdict('apps/client-a', redirect!.proxyPort, server, { dns: { name } }, 53)?.allowed;
+      expect([verdict('a.example.com'), verdict('x.cilium.io')], JSON.stringify(ports)).toEqual([false, true]);
+    }
+    // A named port beside the range in one rule, resolving elsewhere (the server's `dns` is 5353): the 53/16 key is the range's only (the rule's named and numbered ports are separate units).
+    const serverDns5353: EngineEvent = { type: 'upsertPod', pod: { ...(PODS[2] as Pod), ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }] }, local: true };
+    expect(run([serverDns5353, ...policies(dnsTo('*.cilium.io'), rangeToServer([{ port: 'dns', protocol: 'UDP' }, range]))], [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: false, oracle: false });
+    // The same port alone (53-53), or beside the range in one rule, is in the DNS rule's filter: allow-all, as before.
+    expect(run(policies(dnsTo('*.cilium.io'), rangeToServer([{ port: '53', endPort: 53, protocol: 'UDP' }])), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
+    expect(run(policies(dnsTo('*.cilium.io'), rangeToServer([range, { port: '53', protocol: 'UDP' }])), [answer('a.example.com', '198.51.100.1')])).toEqual({ learnt: true, oracle: true });
   });
 
   it('an L7 DNS rule that refuses the name teaches nothing; one that allows it teaches', () => {

@@ -1,0 +1,87 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { MemoryBackend } from '../../src/backend/memory.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import type { WatchItem } from '../../src/k8s/watch.js';
+import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
+
+/**
+ * Finding 2132 (docs/attack-findings-26r.md; open, pinned): a fail-closed stand-in (2000/2001) costs two entries
+ * (ingress and egress) in every local map, whether or not some rule names its labels. A map within one entry of its
+ * capacity makes the engine refuse the transaction that brings the stand-in. With `--identities etcd` the source's
+ * identity events head every transaction until one commits (agent.ts `applyPending`: `source.peek()` first,
+ * `ack` only on success), so every later transaction is refused too: no policy change (a new deny included), no
+ * pod, no address change reaches the maps while the stand-in does not fit. An identity source stands in for etcd.
+ */
+const logger = pino({ level: 'silent' });
+let rv = 1;
+const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
+const shop: WatchItem = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } };
+const pod = (name: string, node: string, ip: string): WatchItem => ({
+  type: 'ADDED',
+  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app: name } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
+});
+const labels = (app: string): Record<string, string> => ({
+  'k8s:app': app,
+  'k8s:io.kubernetes.pod.namespace': 'shop',
+  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
+  'k8s:io.cilium.k8s.policy.cluster': 'default',
+  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
+});
+
+/** An identity source as the etcd one behaves toward the agent: its events wait until a transaction acks them. */
+class Source {
+  readonly pending: EngineEvent[] = [];
+  onChange: () => void = () => undefined;
+  readonly ready = true;
+  observe(): void {}
+  peek(): readonly EngineEvent[] {
+    return this.pending;
+  }
+  ack(n: number): void {
+    this.pending.splice(0, n);
+  }
+}
+
+/** web's egress: `toEntities: [all]` on `n` distinct TCP ports (40 a rule, Cilium's limit), one map entry each. */
+function wide(n: number): WatchItem {
+  const egress: unknown[] = [];
+  for (let p = 1; p <= n; p += 40) {
+    const ports = [];
+    for (let q = p; q < Math.min(p + 40, n + 1); q++) ports.push({ port: String(q), protocol: 'TCP' });
+    egress.push({ toEntities: ['all'], toPorts: [{ ports }] });
+  }
+  return { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('wide', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress } } };
+}
+const denyClient: WatchItem = {
+  type: 'ADDED',
+  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('client', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'db' } }] }] } },
+};
+
+describe('2132 (open): a stand-in that does not fit a map', () => {
+  it.fails('with an etcd-like identity source, a later deny still reaches the maps', () => {
+    const source = new Source();
+    const backend = new MemoryBackend();
+    const a = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identitySource: source });
+    const feed = (...items: WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      a.flush();
+    };
+    source.pending.push({ type: 'upsertIdentity', id: 300, labels: labels('web') }, { type: 'upsertIdentity', id: 301, labels: labels('client') }, { type: 'upsertIdentity', id: 303, labels: labels('db') });
+    feed(shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'));
+    // web's map: ingress default allow, allow-localhost, and the wide egress: one entry short of full.
+    feed(wide(DEFAULT_MAP_CAPACITY - 3));
+    expect(a.summary.refusals).toBe(0);
+    expect(backend.dump('shop/web').length).toBe(DEFAULT_MAP_CAPACITY - 1);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny).toBe(false);
+    // db's master key turns unreadable (2001): the stand-in needs two more entries in web's map.
+    source.pending.push({ type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true });
+    a.flush();
+    expect(a.summary.refusals).toBe(1);
+    // An unrelated deny for client: refused with the stand-in at its head, again and again.
+    feed(denyClient);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny).toBe(true);
+  });
+});

@@ -128,6 +128,11 @@ describe('2002: a pod whose labels have no external identity is denied both ways
     const third = mkPod('shop', 'third', '10.0.0.9');
     e.apply([{ type: 'deleteIdentity', id: 303 }, identity(305, third), { type: 'upsertPod', pod: third, local: true }]);
     expect(both(e, 'shop/third', '10.0.1.4')).toBe('deny/deny');
+    // A later endpoint, populated while the number is held already.
+    const fourth = mkPod('shop', 'fourth', '10.0.0.10');
+    e.apply([identity(306, fourth), { type: 'upsertPod', pod: fourth, local: true }]);
+    expect(both(e, 'shop/fourth', '10.0.1.4')).toBe('deny/deny');
+    expect(both(e, 'shop/fourth', '10.0.1.5')).toBe('allow/allow');
     // Refused (a policy overflowing every map) in each direction: the pod gets its id back, or another pod loses one.
     for (const events of [[identity(303, db)], [{ type: 'deleteIdentity', id: 304 } as EngineEvent], [nsEvent('data', { team: 'y' })]]) {
       const before = kernelView(e);
@@ -135,7 +140,7 @@ describe('2002: a pod whose labels have no external identity is denied both ways
       expect(kernelView(e)).toEqual(before);
     }
     e.apply([identity(303, db)]);
-    expect(unallocatedKeys(e)).toEqual([['shop/other', []], ['shop/third', []], ['shop/web', []]]);
+    expect(unallocatedKeys(e)).toEqual([['shop/fourth', []], ['shop/other', []], ['shop/third', []], ['shop/web', []]]);
     expect(both(e, 'shop/third', '10.0.1.4')).toBe('allow/allow');
   });
 });

@@ -67,7 +67,7 @@ export class IdentityTable {
    * `get`) and every local map denies both ways while some pod holds it (`pendingPods` > 0; the engine
    * tells the resolver at commit): no wildcard allow admits the pod past a deny on its old or new labels.
    */
-  readonly unallocated: IdentityRecord = { id: UNALLOCATED_POD_IDENTITY, key: '', labels: [reservedLabel('unallocated-identity')], matchLabels: [], refs: Infinity, namedPorts: undefined, unreadable: true };
+  readonly unallocated: IdentityRecord = { id: UNALLOCATED_POD_IDENTITY, key: '', labels: [reservedLabel('unallocated-identity')], matchLabels: [], refs: Infinity, namedPorts: undefined };
   /** How many pods hold `pending` now (external identities): a function of the state, kept by acquire and `releaseForPod`. */
   pendingPods = 0;
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */

@@ -88,7 +88,7 @@ export class PodTable {
 
   /**
    * A pod's identity in the ipcache: its own, except a pod whose labels have no external identity
-   * (yet, or any more: its CiliumIdentity or master key deleted while the pod runs, its namespace
+   * (yet, or no longer: its CiliumIdentity or master key deleted while the pod runs, its namespace
    * relabelled before the new label set's id exists), which is `unallocated` (denied both ways by
    * every local map) rather than `reserved:init`. As init, the `cluster` entity allowed it and every
    * deny on its labels missed it (attack finding 800); as 0 (800/802's reading), a wildcard allow

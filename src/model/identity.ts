@@ -37,7 +37,7 @@ export type ReservedName = keyof typeof RESERVED_IDENTITIES;
 
 export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
 /**
- * The ipcache's number of a pod whose label set has no external identity yet (or any more), with
+ * The ipcache's number of a pod whose label set has no external identity (yet, or no longer), with
  * identities from outside (finding 2002): every local map denies it in both directions, above every
  * tier (policy-resolver.ts `unreadableChanged`), while some pod holds it. distill's own number: the
  * last of the reserved range (Cilium's reserved identities are 0..11, pkg/identity/numericidentity.go;

@@ -2,7 +2,7 @@ import type { L7Rules, RuleOrigin } from '../model/rules.js';
 import { type L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER } from '../model/ports.js';
 import type { PolicyEntry } from '../model/policy-map.js';
 import { isPassFloor, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_STAND_IN_DENY } from '../model/policy-map.js';
-import { ALLOW_LOCALHOST_ORIGIN, UNREADABLE_IDENTITY_ORIGIN } from '../model/localhost.js';
+import { ALLOW_LOCALHOST_ORIGIN, UNALLOCATED_IDENTITY_ORIGIN, UNREADABLE_IDENTITY_ORIGIN } from '../model/localhost.js';
 
 /**
  * Who asks a map state for an entry. Map states count contributions by object identity: each is
@@ -113,6 +113,12 @@ export const LOCALHOST_ALLOW: Contribution = new ContributionRecord(ALLOW_LOCALH
  * every protocol and port, above every tier: its traffic is dropped whatever the rules say.
  */
 export const UNREADABLE_DENY: Contribution = new ContributionRecord(UNREADABLE_IDENTITY_ORIGIN, { deny: true, proxyPort: 0, precedence: PRECEDENCE_STAND_IN_DENY }, undefined, 'unreadable-identity', null, true);
+
+/**
+ * The deny of `UNALLOCATED_POD_IDENTITY`, the ipcache's number of a pod whose labels have no external
+ * identity yet (finding 2002), in every local map and both directions while some pod holds it.
+ */
+export const UNALLOCATED_DENY: Contribution = new ContributionRecord(UNALLOCATED_IDENTITY_ORIGIN, { deny: true, proxyPort: 0, precedence: PRECEDENCE_STAND_IN_DENY }, undefined, 'unallocated-identity', null, true);
 
 /** The contribution of a rule unit's clauses without L7 rules (of every unit sharing it). */
 export function unitContribution(unit: number, sharers: ContributionSharers, entry: PolicyEntry): Contribution {

@@ -1,7 +1,7 @@
 import { AllowLocalhost, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
 import type { IpAddress } from '../model/cidr.js';
 import { nodeEndpointsOf, podKey } from '../model/cluster.js';
-import { IdentityAllocator, IdentityId, identityLabelsFrom, type IdentityType, LOCAL_IDENTITY_FLAG, DEFAULT_STACK_MODE, type StackMode } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, identityLabelsFrom, type IdentityType, LOCAL_IDENTITY_FLAG, DEFAULT_STACK_MODE, type StackMode, UNALLOCATED_POD_IDENTITY } from '../model/identity.js';
 import type { L7Parser, L7Policy, L7Request } from '../model/l7.js';
 import { labelSetKey, type LabelSet } from '../model/labels.js';
 import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -258,7 +258,20 @@ export class Engine {
     this.stages.splits.settle();
     this.stages.fqdn.settle();
     this.stages.identities.freeUnused();
+    this.syncUnallocatedDeny();
     return this.stages.commit.run();
+  }
+
+  /**
+   * Finding 2002: every local map denies `UNALLOCATED_POD_IDENTITY` while some pod holds it (a pod
+   * whose labels have no external identity). Decided once, at commit, from the state (how many pods
+   * hold `pending`): a rebuild from the model reaches the same maps, and the pods' moves within the
+   * transaction (each undone by its inverse) never toggle the maps themselves.
+   */
+  private syncUnallocatedDeny(): void {
+    const { identities, resolver } = this.stages;
+    const want = identities.pendingPods > 0;
+    if (want !== resolver.denies(UNALLOCATED_POD_IDENTITY)) resolver.unreadableChanged(UNALLOCATED_POD_IDENTITY, want);
   }
 
   /**

@@ -188,6 +188,8 @@ export class EngineQueries {
 
   /** An unreadable external identity's (a fail-closed stand-in, finding 1936) with `reserved:unreadable-identity` first: `maps dump` must not show its deny as one of its last labels'. */
   identityLabels(id: IdentityId): LabelSet | undefined {
+    // A pod without an identity yet (finding 2002): `reserved:unallocated-identity`, the labels of no identity.
+    if (id === this.s.identities.unallocated.id) return this.s.identities.unallocated.labels;
     const rec = this.s.identities.get(id);
     return rec?.unreadable === true ? makeLabelSet([{ source: 'reserved', key: 'unreadable-identity', value: '' }, ...rec.labels]) : rec?.labels;
   }

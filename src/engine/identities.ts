@@ -1,5 +1,5 @@
 import { Cidr, cidrContainsIp, hostCidr, IpAddress, IpFamily } from '../model/cidr.js';
-import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, StackMode, worldLabels, worldName } from '../model/identity.js';
+import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, StackMode, UNALLOCATED_POD_IDENTITY, worldLabels, worldName } from '../model/identity.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
 import type { ContainerPort } from '../model/ports.js';
@@ -62,11 +62,14 @@ export class IdentityTable {
   /** What a pod whose identity the cluster has not allocated yet gets (external identities): reserved init. */
   readonly pending: IdentityRecord;
   /**
-   * The ipcache's number of a pod without an external identity (`PodTable.ipIdentity`): 0,
-   * which no selector selects (it is never in the selector cache nor in `get`), so only the
-   * L3-wildcard entries (keyed 0) decide its traffic, in the datapath and in `lookup`.
+   * The ipcache's number of a pod without an external identity (`PodTable.ipIdentity`, finding 2002):
+   * `UNALLOCATED_POD_IDENTITY`, which no selector selects (it is never in the selector cache nor in
+   * `get`) and every local map denies both ways while some pod holds it (`pendingPods` > 0; the engine
+   * tells the resolver at commit): no wildcard allow admits the pod past a deny on its old or new labels.
    */
-  readonly unknown: IdentityRecord = { id: 0, key: '', labels: [], matchLabels: [], refs: Infinity, namedPorts: undefined };
+  readonly unallocated: IdentityRecord = { id: UNALLOCATED_POD_IDENTITY, key: '', labels: [reservedLabel('unallocated-identity')], matchLabels: [], refs: Infinity, namedPorts: undefined };
+  /** How many pods hold `pending` now (external identities): a function of the state, kept by acquire and `releaseForPod`. */
+  pendingPods = 0;
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
   private readonly external = new Map<string, IdentityId[]>();
   /** Learnt IPs (FQDN, keyed as ip-key.ts: no object per IP) → their identity: host entries of the ipcache, set by the FQDN stage. */
@@ -124,6 +127,7 @@ export class IdentityTable {
     const existing = this.byKey.get(key) ?? (this.source === 'external' && !cidr ? this.pending : undefined);
     if (existing) {
       existing.refs++;
+      if (existing === this.pending) this.pendingPods++;
       this.ctx.pendingRelease.delete(existing);
       this.namedPorts.changeNamedPorts(existing, ports, +1);
       return existing;
@@ -378,6 +382,7 @@ export class IdentityTable {
 
   /** Drops a pod using it, with the named ports the pod brought. */
   releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[]): void {
+    if (rec === this.pending) this.pendingPods--;
     this.namedPorts.changeNamedPorts(rec, ports, -1);
     this.release(rec);
   }

@@ -88,18 +88,18 @@ export class PodTable {
 
   /**
    * A pod's identity in the ipcache: its own, except a pod whose labels have no external identity
-   * (yet, or any more: its CiliumIdentity or master key deleted while the pod runs), which is
-   * `unknown` rather than `reserved:init`. Cilium's ipcache gives a remote such pod the number its
-   * own node allocated (its CiliumEndpoint's), which this node's selector cache does not hold: only
-   * L3-wildcard entries decide its traffic. As init, the `cluster` entity allowed it and every deny
-   * on its labels missed it (attack finding 800). A local one too (802): Cilium's allocator keeps a
-   * running endpoint's number and re-creates its key (pkg/allocator `syncLocalKeys`), which this
-   * engine cannot know from the state alone; 0 is the history-free reading that never admits it
-   * where its labels are denied (stricter than Cilium's brief init phase of a new endpoint, which
-   * `fromEntities: [init]` admits).
+   * (yet, or no longer: its CiliumIdentity or master key deleted while the pod runs, its namespace
+   * relabelled before the new label set's id exists), which is `unallocated` (denied both ways by
+   * every local map) rather than `reserved:init`. As init, the `cluster` entity allowed it and every
+   * deny on its labels missed it (attack finding 800); as 0 (800/802's reading), a wildcard allow
+   * (`fromEntities: [all]`) admitted it past a deny that selects it under both its old and its new
+   * labels (2002). Cilium's ipcache gives a remote such pod the number of its CiliumEndpoint, which
+   * keeps the old number until the pod's node allocates the new one, and a local one keeps its
+   * number (pkg/allocator `syncLocalKeys`); distill reads no CiliumEndpoint and cannot know either
+   * from the state alone, so it fails closed: stricter than Cilium in the window.
    */
   private ipIdentity(rec: PodRecord): IdentityRecord {
-    return rec.identity === this.identities.pending ? this.identities.unknown : rec.identity;
+    return rec.identity === this.identities.pending ? this.identities.unallocated : rec.identity;
   }
 
   /** Every pod IP (both of a dual-stack pod) with its pod's identity (the ipcache's host entries). */

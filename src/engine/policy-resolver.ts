@@ -1,10 +1,10 @@
-import { ANY_IDENTITY, IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
+import { ANY_IDENTITY, IdentityId, RESERVED_IDENTITIES, UNALLOCATED_POD_IDENTITY } from '../model/identity.js';
 import { wildcardKey } from '../model/policy-map.js';
 import { Direction, DIRECTIONS, Policy, policyRefKey, type RuleOrigin } from '../model/rules.js';
 import type { ContainerPort } from '../model/ports.js';
 import type { EngineContext } from './context.js';
 import { AttachedClause, AttachedEnforcement, AttachedUnit, NO_CIDR_REFS, NO_PEERS, NO_TARGETS, PeerChangeListener, UnitShare } from './attached-units.js';
-import { DEFAULT_ALLOW, LOCALHOST_ALLOW, UNREADABLE_DENY } from './contribution.js';
+import { DEFAULT_ALLOW, LOCALHOST_ALLOW, UNALLOCATED_DENY, UNREADABLE_DENY } from './contribution.js';
 import type { IdentityTable } from './identities.js';
 import type { NamedPortListener } from './named-ports.js';
 import { compilePolicy, EnforcementUnit, NamedPortResolver, policySubjects, portKeys, RuleUnit, shareKey } from './rule-units.js';
@@ -47,7 +47,10 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   private byNamespace: Map<string, Set<string>> | null = null;
   /** `allow-localhost: always`: every map state gets the local host's ingress allow (`LOCALHOST_ALLOW`). Set once, before any event. */
   allowLocalhost = true;
-  /** External identities distill cannot read (`unreadableChanged`): every map state denies them. */
+  /**
+   * External identities distill cannot read, and `UNALLOCATED_POD_IDENTITY` while some pod holds it
+   * (`unreadableChanged`): every map state denies them.
+   */
   private readonly unreadable = new Set<IdentityId>();
 
   constructor(
@@ -233,9 +236,15 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     }
   }
 
+  /** Whether every map state denies `id` now (`unreadableChanged`). */
+  denies(id: IdentityId): boolean {
+    return this.unreadable.has(id);
+  }
+
   /**
-   * An external identity became (or stopped being) one distill cannot read (finding 1936): every
-   * local map state but the pending ones (which are empty, default deny) denies it in both directions.
+   * An external identity became (or stopped being) one distill cannot read (finding 1936), or the
+   * first pod took (the last pod left) `UNALLOCATED_POD_IDENTITY` (finding 2002): every local map
+   * state but the pending ones (which are empty, default deny) denies it in both directions.
    */
   unreadableChanged(id: IdentityId, unreadable: boolean): void {
     if (unreadable) this.unreadable.add(id);
@@ -249,9 +258,10 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
 
   private unreadableEntries(m: SharedMapState, id: IdentityId, sign: 1 | -1): void {
     this.ctx.dirtyMaps.add(m);
+    const deny = id === UNALLOCATED_POD_IDENTITY ? UNALLOCATED_DENY : UNREADABLE_DENY;
     for (const d of DIRECTIONS) {
-      if (sign > 0) m.state.add(wildcardKey(id, d), UNREADABLE_DENY);
-      else m.state.remove(wildcardKey(id, d), UNREADABLE_DENY);
+      if (sign > 0) m.state.add(wildcardKey(id, d), deny);
+      else m.state.remove(wildcardKey(id, d), deny);
     }
   }
 

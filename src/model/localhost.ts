@@ -37,3 +37,13 @@ export const UNREADABLE_IDENTITY_ORIGIN: RuleOrigin = {
   policy: { kind: 'CiliumClusterwideNetworkPolicy', name: 'reserved:unreadable-identity' },
   path: 'fail-closed stand-in of an identity distill cannot read',
 };
+
+/**
+ * The reason a local map denies a pod whose label set has no external identity yet (finding 2002;
+ * model/identity.ts `UNALLOCATED_POD_IDENTITY`). Not Cilium's, whose ipcache keeps such a pod's
+ * CiliumEndpoint number; distill reads no CiliumEndpoint and fails closed instead.
+ */
+export const UNALLOCATED_IDENTITY_ORIGIN: RuleOrigin = {
+  policy: { kind: 'CiliumClusterwideNetworkPolicy', name: 'reserved:unallocated-identity' },
+  path: 'fail-closed stand-in of a pod whose labels have no identity yet',
+};

@@ -10,6 +10,7 @@ import { comparable, referenceMaps } from '../../src/cluster/run.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { parseLabelSetKey } from '../../src/kvstore/labels.js';
+import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { EtcdServer, requireEtcdOrSkip } from '../kvstore/etcd-server.js';
 
 /** Agents with --identities etcd against a real etcd on 127.0.0.1. */
@@ -111,9 +112,12 @@ suite('distill agent --identities etcd', () => {
       const c = pod('c', 'node-a');
       feed(nodes, [c]);
       for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 20));
-      // Old endpoints unchanged; the new endpoint has no identity yet: an empty map (default deny).
-      const during = maps(nodes[0]!.backend) as [string, unknown[]][];
-      expect(JSON.stringify(during.filter(([ep]) => ep !== 'shop/c'))).toBe(before);
+      // The new endpoint has no identity yet: an empty map (default deny). Its address is the unallocated number
+      // (finding 2002), which the old endpoints deny both ways; their maps are otherwise unchanged.
+      const during = maps(nodes[0]!.backend) as [string, { key: { identity: number; direction: string }; entry: { deny: boolean } }[]][];
+      const old = during.filter(([ep]) => ep !== 'shop/c');
+      expect(JSON.stringify(old.map(([ep, rows]) => [ep, rows.filter((r) => r.key.identity !== UNALLOCATED_POD_IDENTITY)]))).toBe(before);
+      for (const [, rows] of old) expect(rows.filter((r) => r.key.identity === UNALLOCATED_POD_IDENTITY).map((r) => [r.key.direction, r.entry.deny])).toEqual([['ingress', true], ['egress', true]]);
       expect(during.find(([ep]) => ep === 'shop/c')?.[1] ?? []).toEqual([]);
       await etcd.start();
       restart = false;

@@ -5,7 +5,7 @@ import { ChangeSet, EngineError, EngineEvent, MapCapacityError } from '../../src
 import { endpointMaps, EndpointMaps, diffEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { ClusterState, namespaceWithDefaults, Pod } from '../../src/model/cluster.js';
-import { LOCAL_IDENTITY_FLAG, podIdentityLabels, RESERVED_IDENTITIES, securityLabels } from '../../src/model/identity.js';
+import { LOCAL_IDENTITY_FLAG, podIdentityLabels, RESERVED_IDENTITIES, securityLabels, UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { labelSetKey, NAMESPACE_NAME_LABEL } from '../../src/model/labels.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { applyToModel, INITIAL_CLUSTER, needsIdentitySplits, op, Op, toEvent } from './gen.js';
@@ -58,17 +58,18 @@ describe('external identities', () => {
     expect(e.identityOfPod('prod/web')).toBe(RESERVED_IDENTITIES.init);
     expect(e.identityOfPod('prod/client')).toBe(RESERVED_IDENTITIES.init);
     // The web pod's identity arrives: its policy applies, keyed by the cluster's numbers; the
-    // client has none yet, so nothing allows it.
+    // client has none yet, so nothing allows it, and its address's number is denied both ways (finding 2002).
     const known = e.apply([identity(40000, web)]);
     expect(e.identityOfPod('prod/web')).toBe(40000);
-    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0']);
-    expect(known.ipcache).toEqual([{ op: 'upsert', prefix: '10.244.0.10/32', identity: 40000, previous: 0 }]);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', `${UNALLOCATED_POD_IDENTITY}/egress/0/0/0`, `${UNALLOCATED_POD_IDENTITY}/ingress/0/0/0`]);
+    expect(known.ipcache).toEqual([{ op: 'upsert', prefix: '10.244.0.10/32', identity: 40000, previous: UNALLOCATED_POD_IDENTITY }]);
     const both = e.apply([identity(51234, client)]);
     expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', '51234/ingress/6/80/16']);
-    expect(both.deltas.map((d) => [d.op, d.key.identity])).toEqual([['upsert', 51234]]);
-    // Deleted: the client matches nothing again, the web pod is back in default deny.
+    // No pod lacks an id any more: the unallocated number's denies go.
+    expect(both.deltas.map((d) => [d.op, d.key.identity]).sort()).toEqual([['delete', UNALLOCATED_POD_IDENTITY], ['delete', UNALLOCATED_POD_IDENTITY], ['upsert', 51234]]);
+    // Deleted: the client matches nothing again (its number denied), the web pod is back in default deny.
     e.apply([{ type: 'deleteIdentity', id: 51234 }]);
-    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0']);
+    expect(keys(e, 'prod/web')).toEqual(['0/egress/0/0/0', '1/ingress/0/0/0', `${UNALLOCATED_POD_IDENTITY}/egress/0/0/0`, `${UNALLOCATED_POD_IDENTITY}/ingress/0/0/0`]);
     e.apply([{ type: 'deleteIdentity', id: 40000 }]);
     expect(keys(e, 'prod/web')).toEqual([]);
   });

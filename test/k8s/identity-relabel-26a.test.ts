@@ -46,8 +46,8 @@ const policy: WatchItem = {
   },
 };
 
-describe('2002 (open): a namespace relabel with external identities', () => {
-  it.fails('the relabelled pods are not admitted past a deny both label sets meet while their new id is not allocated', () => {
+describe('2002: a namespace relabel with external identities', () => {
+  it('the relabelled pods are not admitted past a deny both label sets meet while their new id is not allocated', () => {
     const backend = new MemoryBackend();
     const a = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identities: 'external' });
     const feed = (...items: WatchItem[]): void => {

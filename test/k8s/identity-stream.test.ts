@@ -93,10 +93,14 @@ describe('800. a remote pod without a CiliumIdentity is not reserved:init', () =
     expect(from('10.0.1.3')).toBe('deny');
   });
 
-  it('an L3-wildcard allow still admits it, as Cilium admits a number it does not know', () => {
+  // Finding 2002: as 0 an L3-wildcard allow admitted it (as Cilium admits a number it does not know), past
+  // a deny on its labels too; distill cannot tell its CiliumEndpoint's number, so it is denied until its id exists.
+  it('an L3-wildcard allow does not admit it until its identity exists (fail closed, stricter than Cilium)', () => {
     const { feed, from } = agent();
     const all: WatchItem = { type: 'ADDED', object: { ...(policy.object as object), metadata: meta('web', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromEntities: ['all'] }] } } };
     feed(namespace, identity('ADDED', 300, 'web'), pod('web', 'n1', '10.0.0.2'), all, pod('evil', 'n2', '10.0.1.3'));
+    expect(from('10.0.1.3')).toBe('deny');
+    feed(identity('ADDED', 302, 'evil'));
     expect(from('10.0.1.3')).toBe('allow');
   });
 });

@@ -8,7 +8,7 @@ import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 
 /**
- * Finding 2130 (docs/attack-findings-26r.md; open, pinned): 2000's stand-in holds the number under its *last
+ * Finding 2130 (docs/attack-findings-26r.md; closed by 2002's unallocated-pod deny, docs/attack-findings-26b.md): 2000's stand-in holds the number under its *last
  * readable* labels, which only the running process knows (the mirror's previous `Held`, the etcd source's
  * `admittedIds`). An agent that starts (a restart, a new node) while a CiliumIdentity is already unreadable holds the
  * stand-in with no labels, so the pods of its labels have no id here and their addresses carry identity 0 (800/802's
@@ -63,7 +63,7 @@ function agent(backend: MemoryBackend) {
   return { feed, fromDb, engine: a.engine };
 }
 
-describe('2130 (open): a stand-in first seen by a starting agent', () => {
+describe('2130: a stand-in first seen by a starting agent', () => {
   it('the running agent denies db once its identity turns unreadable (2000, the reference)', () => {
     const running = agent(new MemoryBackend());
     running.feed(shop, identity('ADDED', 300, podLabels('web')), identity('ADDED', 303, podLabels('db')), pod('web', 'n1', '10.0.0.2'), pod('db', 'n2', DB), policy);
@@ -73,7 +73,8 @@ describe('2130 (open): a stand-in first seen by a starting agent', () => {
     expect(running.fromDb()).toBe('deny');
   });
 
-  it.fails('an agent restarted over the same pinned maps keeps denying db (its identity already unreadable)', () => {
+  // Closed by 2002 (B): the pods of labels without an id carry identity 255, which every local map denies.
+  it('an agent restarted over the same pinned maps keeps denying db (its identity already unreadable)', () => {
     const backend = new MemoryBackend();
     const running = agent(backend);
     running.feed(shop, identity('ADDED', 300, podLabels('web')), identity('ADDED', 303, podLabels('db')), pod('web', 'n1', '10.0.0.2'), pod('db', 'n2', DB), policy);

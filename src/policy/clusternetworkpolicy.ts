@@ -274,8 +274,14 @@ function readRules(r: Reader, v: unknown, direction: Direction, warnings: Policy
   return a.map((rule, i) => readRule(r, rule, at(path, i), direction, i, warnings, version));
 }
 
-/** Flattens a ClusterNetworkPolicy: `rules` and `enforcements` stay empty, everything is in `tiered`. */
-export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, version: CnpVersion): Policy {
+/**
+ * Flattens a ClusterNetworkPolicy: `rules` and `enforcements` stay empty, everything is in `tiered`. `version`'s
+ * validation applies, but a `served` object at v1beta1 (the agent's watch: it may have been written at v1alpha2,
+ * ParseOptions.served) is checked as v1alpha2 checks it; v1beta1 is stricter than v1alpha2 and nowhere looser,
+ * and both versions mean the same by every field (docs/semantics.md, "v1beta1 against v1alpha2").
+ */
+export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, written: CnpVersion, served = false): Policy {
+  const version: CnpVersion = served ? 'v1alpha2' : written;
   const md = readMetadata(r, doc.metadata, false);
   const ref = refOf('ClusterNetworkPolicy', md);
   const spec = r.object(doc.spec, 'spec', ['tier', 'priority', 'subject', 'ingress', 'egress']);

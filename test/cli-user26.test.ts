@@ -156,7 +156,7 @@ spec: {subject: {namespaces: {}}, ingress: []}
     expect(r.code).toBe(2);
     const lines = r.err.trim().split('\n');
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatch(/^error: .*#1 \(AdminNetworkPolicy anp\) kind: .*; AdminNetworkPolicy is network-policy-api's older API \(v1alpha1\): distill reads ClusterNetworkPolicy \(policy\.networking\.k8s\.io\/v1alpha2\), whose spec\.tier Admin takes its place$/);
+    expect(lines[0]).toMatch(/^error: .*#1 \(AdminNetworkPolicy anp\) kind: .*; AdminNetworkPolicy is network-policy-api's older API \(v1alpha1\): distill reads ClusterNetworkPolicy \(policy\.networking\.k8s\.io\/v1beta1 or policy\.networking\.k8s\.io\/v1alpha2\), whose spec\.tier Admin takes its place$/);
     expect(lines[1]).toMatch(/#2 \(BaselineAdminNetworkPolicy default\) kind: .*whose spec\.tier Baseline takes its place$/);
   });
 });

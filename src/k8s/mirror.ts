@@ -123,7 +123,7 @@ export class ClusterMirror {
 
   constructor(options: MirrorOptions) {
     // Policies read their group peers (and, beside, as the stand-in: `effectiveHeld` picks one).
-    const parseOptions: ParseOptions = { ...ciliumAgentOptions(options), cidrGroups: true };
+    const parseOptions: ParseOptions = { ...ciliumAgentOptions(options), cidrGroups: true, served: true };
     this.groupsWatched = options.cidrGroups === true;
     this.debug = this.log.wrap(options.debug ?? (() => {}));
     this.warn = this.log.wrap(options.warn ?? (() => {}));

@@ -4,7 +4,7 @@ import type { Direction } from './rules.js';
 import type { Selector } from './selector.js';
 
 /**
- * ClusterNetworkPolicy (kubernetes-sigs/network-policy-api, `policy.networking.k8s.io/v1alpha2`):
+ * ClusterNetworkPolicy (kubernetes-sigs/network-policy-api, `policy.networking.k8s.io/v1beta1` and `v1alpha2`, alike here):
  * policies in ordered tiers around the NetworkPolicy tier. Evaluation order (the API's
  * `ClusterNetworkPolicySpec.Tier` doc): Admin → NetworkPolicy tier → Baseline → default allow.
  * Selectors here match identity labels, like NetworkPolicy's: pod keys as `k8s:` labels, namespace

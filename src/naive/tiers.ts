@@ -9,7 +9,7 @@ import { type Selector, selectorMatches } from '../model/selector.js';
 import { Tier, TierAction, TierOrigin, TierPeer, TierPort, TierRule, tierRuleName } from '../model/tiers.js';
 
 /**
- * The ClusterNetworkPolicy tiers, read literally from the API (apis/v1alpha2): in a tier, policies
+ * The ClusterNetworkPolicy tiers, read literally from the API (apis/v1beta1, apis/v1alpha2: the same doc comments): in a tier, policies
  * by ascending priority; in a policy, rules in the order written; the first rule whose peer and
  * protocols match decides with its action. Policies sharing a priority are each asked for their
  * first match, and the group decides Deny over Pass over Accept (the most restrictive, whatever

@@ -28,6 +28,15 @@ export interface ParseOptions extends CiliumAgentOptions {
    * they are "not supported" and the agent enforces the fail-closed stand-in.
    */
   readonly cidrGroups?: boolean;
+  /**
+   * `true`: the objects are what the API server serves (the agent's watch), not manifests to be written. A
+   * ClusterNetworkPolicy served at v1beta1 may have been written at v1alpha2: the CRD stores one object and,
+   * with no conversion webhook, serves it at every version with only `apiVersion` changed; validation runs on
+   * writes only. So v1beta1's checks that v1alpha2 lacks (a `networks` CIDR's host bits, a `domainNames` label's
+   * first character, `destinationNamedPort` beside `networks`) are not applied: such an object reads as v1alpha2
+   * reads it (attack finding 2164). Default: manifests, each version's CRD validation in full.
+   */
+  readonly served?: boolean;
 }
 
 /** Only the options that differ from Cilium's defaults (so an agent's config can be passed as is). */

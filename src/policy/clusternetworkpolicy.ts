@@ -11,10 +11,20 @@ import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
 
 /*
- * Reads `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (apis/v1alpha2/
- * clusternetworkpolicy_types.go in kubernetes-sigs/network-policy-api). Limits are the CRD's
- * (priority 0–1000, at most 25 rules per direction, 25 peers, 25 protocols, 25 networks).
+ * Reads ClusterNetworkPolicy (kubernetes-sigs/network-policy-api) at `policy.networking.k8s.io/v1beta1`
+ * (apis/v1beta1/clusternetworkpolicy_types.go, the storage version) and `v1alpha2` (apis/v1alpha2/
+ * clusternetworkpolicy_types.go), each as its own version. Limits are the CRD's, alike in both (priority
+ * 0–1000, at most 25 rules per direction, 25 peers, 25 protocols, 25 networks). Where v1beta1 differs
+ * (docs/semantics.md, "v1beta1 against v1alpha2"): a `networks` CIDR must be its own network address
+ * (`cidr(self) == cidr(self).masked()`), a `domainNames` label starts with a letter or digit (v1alpha2's
+ * pattern has `A-z`), and `destinationNamedPort` is an experimental field, so no CRD of v1beta1 takes it
+ * beside a `networks` peer.
  */
+/** The apiVersions read, v1beta1 first (the storage version, what `kubectl get` returns). */
+export const CNP_API_VERSIONS = ['policy.networking.k8s.io/v1beta1', 'policy.networking.k8s.io/v1alpha2'] as const;
+export type CnpVersion = 'v1beta1' | 'v1alpha2';
+/** The version of one of CNP_API_VERSIONS. */
+export const cnpVersionOf = (apiVersion: string): CnpVersion => (apiVersion === CNP_API_VERSIONS[0] ? 'v1beta1' : 'v1alpha2');
 const MAX_ITEMS = 25;
 const MAX_RULE_NAME = 100;
 const MAX_CIDR_LENGTH = 43;
@@ -29,8 +39,10 @@ const PEER_FIELDS: Readonly<Record<Direction, readonly string[]>> = { ingress: [
 const EGRESS_ONLY_PEERS = ['networks', 'nodes', 'domainNames'];
 /** Node label keys are plain Kubernetes label keys (`kubernetes.io/os`), read as `k8s:` labels of the node. */
 const NODE_SELECTOR: SelectorOptions = { defaultSource: SOURCE_K8S, allowSourcePrefix: false };
-/** One label of the CRD's `DomainName` pattern, `A-z` (which also takes `[\]^_` and a backquote) kept as written. */
+/** One label of v1alpha2's `DomainName` pattern, `A-z` (which also takes `[\]^_` and a backquote) kept as written. */
 const DOMAIN_LABEL = /^[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?$/;
+/** One label of v1beta1's `DomainName` pattern (apis/v1beta1 at 30ea168: `[a-zA-Z0-9]` first, the typo gone). */
+const DOMAIN_LABEL_V1BETA1 = /^[a-zA-Z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?$/;
 
 function limited(r: Reader, v: unknown, path: string, min: number): unknown[] {
   const a = r.array(v, path);
@@ -85,7 +97,7 @@ function readSubject(r: Reader, v: unknown): Selector {
   return readPodSelection(r, o, 'spec.subject');
 }
 
-function readPeer(r: Reader, v: unknown, path: string, direction: Direction, warnings: PolicyWarning[]): TierPeer {
+function readPeer(r: Reader, v: unknown, path: string, direction: Direction, warnings: PolicyWarning[], version: CnpVersion): TierPeer {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) r.fail(path, 'must be an object');
   const o = v as Record<string, unknown>;
   const present = Object.keys(o).filter((k) => !absent(o[k]));
@@ -100,7 +112,7 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
     warnings.push({ source: r.source, path, detail: `no peer field distill knows (${present.join(', ') || 'empty'}): fails closed (an Accept rule matches nothing, a Deny or Pass rule denies everything)` });
     return { kind: 'unknown', fields: present };
   }
-  if (known[0] === 'domainNames') return { kind: 'domainNames', fqdns: readDomainNames(r, o.domainNames, join(path, 'domainNames')) };
+  if (known[0] === 'domainNames') return { kind: 'domainNames', fqdns: readDomainNames(r, o.domainNames, join(path, 'domainNames'), version) };
   // types.go `Nodes`: a LabelSelector over node labels; "if present but empty, it selects all Nodes".
   if (known[0] === 'nodes') return { kind: 'nodes', selector: readSelector(r, o.nodes, join(path, 'nodes'), NODE_SELECTOR) };
   if (known[0] !== 'networks') return { kind: 'pods', selector: readPodSelection(r, o, path) };
@@ -110,20 +122,26 @@ function readPeer(r: Reader, v: unknown, path: string, direction: Direction, war
   items.forEach((c, i) => {
     if (items.indexOf(c) !== i) r.fail(at(np, i), `duplicate value ${JSON.stringify(c)} (networks is a set)`);
   });
-  const cidrs: Cidr[] = items.map((c, i) => readNetwork(r, c, at(np, i)));
+  const cidrs: Cidr[] = items.map((c, i) => readNetwork(r, c, at(np, i), version));
   return { kind: 'networks', cidrs };
 }
 
 /**
  * The CRD's `isCIDR(self)` (apiserver CEL library parseCIDR: netip.ParsePrefix, then "IPv4-mapped
- * IPv6 address is not allowed"); readCidr applies the netip rules.
+ * IPv6 address is not allowed"); readCidr applies the netip rules. v1beta1 adds `&& cidr(self) ==
+ * cidr(self).masked()`: the CEL CIDR's Equal compares the netip.Prefix values (k8s.io/apiserver
+ * pkg/cel/cidr.go), so an address with host bits set ("10.0.0.1/8") is refused; v1alpha2 takes it,
+ * and it is read as its network (10.0.0.0/8).
  */
-function readNetwork(r: Reader, v: unknown, path: string): Cidr {
+function readNetwork(r: Reader, v: unknown, path: string, version: CnpVersion): Cidr {
   // The CRD's `CIDR` type: maxLength 43 (a long IPv6 form netip takes, e.g. eight 4-digit groups with a dotted quad, is refused).
   if (typeof v === 'string' && v.length > MAX_CIDR_LENGTH) r.fail(path, `"${v}" is ${v.length} characters; the API allows at most ${MAX_CIDR_LENGTH}`);
   const c = readCidr(r, v, path, true);
   const addr = parseCidr((v as string).slice(0, (v as string).indexOf('/')));
   if (addr.family === 'ipv6' && addr.network >> 32n === 0xffffn) r.fail(path, `"${String(v)}": an IPv4-mapped IPv6 address is not allowed (the API's isCIDR refuses it)`);
+  if (version === 'v1beta1' && addr.network !== c.network) {
+    r.fail(path, `"${String(v)}" has host bits set: v1beta1 takes only a network address (the CRD's cidr(self) == cidr(self).masked(), "Invalid CIDR format provided"); write ${c.text}`);
+  }
   return c;
 }
 
@@ -133,7 +151,9 @@ function readNetwork(r: Reader, v: unknown, path: string): Cidr {
  * takes one or more labels before `x` ("matches subdomains", "latest.blog.kubernetes.io" too), so it
  * becomes the FQDN pattern `**.x`; names compare in lower case without the trailing dot.
  */
-function readDomainNames(r: Reader, v: unknown, path: string): FqdnSelector[] {
+function readDomainNames(r: Reader, v: unknown, path: string, version: CnpVersion): FqdnSelector[] {
+  const label = version === 'v1beta1' ? DOMAIN_LABEL_V1BETA1 : DOMAIN_LABEL;
+  const shape = version === 'v1beta1' ? 'two or more labels, each of letters, digits, "-" and "_" that starts and ends with a letter or digit' : 'two or more labels of letters, digits, "-", "_"';
   const items = limited(r, v, path, 1);
   return items.map((item, i) => {
     const p = at(path, i);
@@ -142,8 +162,8 @@ function readDomainNames(r: Reader, v: unknown, path: string): FqdnSelector[] {
     const wildcard = name.startsWith('*.');
     const body = wildcard ? name.slice(2) : name;
     const labels = (body.endsWith('.') ? body.slice(0, -1) : body).split('.');
-    if (labels.length < 2 || !labels.every((l) => DOMAIN_LABEL.test(l))) {
-      r.fail(p, `"${name}" is not a domain name the API takes (two or more labels of letters, digits, "-", "_", an optional "*." prefix, an optional trailing dot)`);
+    if (labels.length < 2 || !labels.every((l) => label.test(l))) {
+      r.fail(p, `"${name}" is not a domain name the API takes (${shape}, an optional "*." prefix, an optional trailing dot)`);
     }
     return wildcard ? makeFqdnSelector('matchPattern', `**.${body}`) : makeFqdnSelector('matchName', body);
   });
@@ -214,7 +234,7 @@ function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: Policy
   return { kind: 'range', protocol: field.toUpperCase() as 'TCP' | 'UDP' | 'SCTP', from, to };
 }
 
-function readRule(r: Reader, v: unknown, path: string, direction: Direction, index: number, warnings: PolicyWarning[]): TierRule {
+function readRule(r: Reader, v: unknown, path: string, direction: Direction, index: number, warnings: PolicyWarning[], version: CnpVersion): TierRule {
   const peersField = direction === 'ingress' ? 'from' : 'to';
   const o = r.object(v, path, ['name', 'action', peersField, 'protocols']);
   const name = r.optString(o.name, join(path, 'name'));
@@ -224,7 +244,7 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   const action: TierAction = r.oneOf(o.action, join(path, 'action'), TIER_ACTIONS);
   if (absent(o[peersField])) r.fail(join(path, peersField), 'is required');
   const pp = join(path, peersField);
-  const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings));
+  const peers = limited(r, o[peersField], pp, 1).map((p, i) => readPeer(r, p, at(pp, i), direction, warnings, version));
   const protocols = absent(o.protocols) ? [] : limited(r, o.protocols, join(path, 'protocols'), 1).map((p, i) => readProtocolEntry(r, p, at(join(path, 'protocols'), i), warnings));
   // A nodes or domainNames peer first: only the experimental CRD has them, and it refuses any of the three with a
   // named port, so the rule is invalid whatever the order of its peers (attack finding 1833).
@@ -232,7 +252,10 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   if (unnamed && protocols.some((p) => p.kind === 'named' && p !== UNREAD_PROTOCOL)) {
     // The experimental CRD refuses this (an XValidation); the standard CRD has no such rule and
     // accepts networks with a named port, which the API gives no meaning: the stand-in fails closed.
-    if (unnamed.kind === 'networks') r.unsupported(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');
+    // v1beta1 marks destinationNamedPort itself <network-policy-api:experimental>: its standard CRD has no such field
+    // (pruned, the entry is left empty: minProperties 1) and its experimental CRD has the rule, so every v1beta1 CRD refuses it.
+    if (unnamed.kind === 'networks' && version === 'v1beta1') r.fail(join(path, 'protocols'), 'destinationNamedPort cannot be used with a networks peer (networks have no named ports): v1beta1 refuses it (its experimental CRD\'s rule; its standard CRD has no destinationNamedPort)');
+    else if (unnamed.kind === 'networks') r.unsupported(join(path, 'protocols'), 'destinationNamedPort with a networks peer is not supported by distill (the experimental CRD refuses it; the standard CRD accepts it, networks have no named ports)');
     else r.fail(join(path, 'protocols'), `destinationNamedPort cannot be used with a ${unnamed.kind} peer (${unnamed.kind} have no named ports)`);
   }
   if (action !== 'Accept' && peers.some((p) => p.kind === 'domainNames')) {
@@ -243,16 +266,22 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };
 }
 
-function readRules(r: Reader, v: unknown, direction: Direction, warnings: PolicyWarning[]): TierRule[] {
+function readRules(r: Reader, v: unknown, direction: Direction, warnings: PolicyWarning[], version: CnpVersion): TierRule[] {
   if (absent(v)) return [];
   const path = `spec.${direction}`;
   const a = r.array(v, path);
   if (a.length > MAX_ITEMS) r.fail(path, `has ${a.length} rules; the API allows at most ${MAX_ITEMS}`);
-  return a.map((rule, i) => readRule(r, rule, at(path, i), direction, i, warnings));
+  return a.map((rule, i) => readRule(r, rule, at(path, i), direction, i, warnings, version));
 }
 
-/** Flattens a ClusterNetworkPolicy: `rules` and `enforcements` stay empty, everything is in `tiered`. */
-export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>): Policy {
+/**
+ * Flattens a ClusterNetworkPolicy: `rules` and `enforcements` stay empty, everything is in `tiered`. `version`'s
+ * validation applies, but a `served` object at v1beta1 (the agent's watch: it may have been written at v1alpha2,
+ * ParseOptions.served) is checked as v1alpha2 checks it; v1beta1 is stricter than v1alpha2 and nowhere looser,
+ * and both versions mean the same by every field (docs/semantics.md, "v1beta1 against v1alpha2").
+ */
+export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, written: CnpVersion, served = false): Policy {
+  const version: CnpVersion = served ? 'v1alpha2' : written;
   const md = readMetadata(r, doc.metadata, false);
   const ref = refOf('ClusterNetworkPolicy', md);
   const spec = r.object(doc.spec, 'spec', ['tier', 'priority', 'subject', 'ingress', 'egress']);
@@ -262,7 +291,7 @@ export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown
   if (absent(spec.subject)) r.fail('spec.subject', 'is required');
   const subject = readSubject(r, spec.subject);
   const warnings: PolicyWarning[] = [];
-  const rules = [...readRules(r, spec.ingress, 'ingress', warnings), ...readRules(r, spec.egress, 'egress', warnings)];
+  const rules = [...readRules(r, spec.ingress, 'ingress', warnings, version), ...readRules(r, spec.egress, 'egress', warnings, version)];
   const tiered: TieredSpec = { tier, priority, subject, rules };
   return { ref, rules: [], enforcements: [], tiered, manifest: doc, ...(warnings.length > 0 ? { warnings } : {}) };
 }

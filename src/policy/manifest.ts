@@ -1,7 +1,7 @@
 import { markParsedPolicy, type Policy, type PolicyWarning } from '../model/rules.js';
 import { carriesNoPolicy, noPolicyVersionsOf } from './builtin-kinds.js';
 import { parseCiliumPolicy, ParseOptions } from './cilium.js';
-import { parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
+import { CNP_API_VERSIONS, cnpVersionOf, parseClusterNetworkPolicy } from './clusternetworkpolicy.js';
 import { ManifestError } from './errors.js';
 import { parseCidrGroup } from './cidr-group.js';
 import type { CidrGroup } from '../model/cidr-group.js';
@@ -13,12 +13,16 @@ import { CheckedObject, checkObjectManifest, isObjectKind } from './objects.js';
 import { Reader } from './reader.js';
 import { loadYamlDocuments } from './yaml.js';
 
-const KINDS: Readonly<Record<string, string>> = {
-  NetworkPolicy: 'networking.k8s.io/v1',
-  CiliumNetworkPolicy: 'cilium.io/v2',
-  CiliumClusterwideNetworkPolicy: 'cilium.io/v2',
-  ClusterNetworkPolicy: 'policy.networking.k8s.io/v1alpha2',
+/** The apiVersions each kind is read at, the first the one an error names first. */
+const KINDS: Readonly<Record<string, readonly string[]>> = {
+  NetworkPolicy: ['networking.k8s.io/v1'],
+  CiliumNetworkPolicy: ['cilium.io/v2'],
+  CiliumClusterwideNetworkPolicy: ['cilium.io/v2'],
+  // network-policy-api serves v1beta1 (the storage version) and v1alpha2; each is read as its own version (src/policy/clusternetworkpolicy.ts).
+  ClusterNetworkPolicy: CNP_API_VERSIONS,
 };
+
+const expectedText = (versions: readonly string[]): string => versions.join(' or ');
 
 /**
  * Validates one manifest (already parsed from YAML/JSON) and flattens it into rules.
@@ -40,10 +44,9 @@ export function readManifest(doc: unknown, source: string, options: ParseOptions
   const o = r.object(doc, '', top);
   const kind = r.string(o.kind, 'kind');
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
-  const expected = Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined;
-  if (expected === undefined) r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
-  if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
-  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
+  const expected = (Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined) ?? r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
+  if (!expected.includes(apiVersion)) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expectedText(expected)})`);
+  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o, cnpVersionOf(apiVersion), options.served === true) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
   // Every reader's deferred "not supported" (Reader.unsupported), whichever helper recorded it.
   r.throwDeferred();
   return policy;
@@ -69,8 +72,8 @@ export function parseManifests(doc: unknown, source: string, options: ParseOptio
   const o = r.object(doc, '', ['apiVersion', 'kind', 'metadata', 'items']);
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
   const kind = o.kind as string;
-  const expected = kind === 'List' ? 'v1' : KINDS[kind.slice(0, -'List'.length)];
-  if (apiVersion !== expected) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expected})`);
+  const expected = kind === 'List' ? ['v1'] : (KINDS[kind.slice(0, -'List'.length)] ?? []);
+  if (!expected.includes(apiVersion)) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expectedText(expected)})`);
   return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(item, `${source}.items[${i}]`, options));
 }
 
@@ -183,7 +186,7 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
   if (versions.length > 0) r.fail('apiVersion', `"${String(top.apiVersion)}" is not an apiVersion distill knows for ${kind} (expected ${versions.join(' or ')}); an object distill cannot classify is refused, not skipped`);
   // network-policy-api's v1alpha1 kinds (apis/v1alpha1 adminnetworkpolicy_types.go, baselineadminnetworkpolicy_types.go):
   // their tiers are ClusterNetworkPolicy's spec.tier in v1alpha2 (apis/v1alpha2 clusternetworkpolicy_types.go, Tier).
-  const older = kind === 'AdminNetworkPolicy' || kind === 'BaselineAdminNetworkPolicy' ? `; ${kind} is network-policy-api's older API (v1alpha1): distill reads ClusterNetworkPolicy (${KINDS.ClusterNetworkPolicy}), whose spec.tier ${kind === 'AdminNetworkPolicy' ? 'Admin' : 'Baseline'} takes its place` : '';
+  const older = kind === 'AdminNetworkPolicy' || kind === 'BaselineAdminNetworkPolicy' ? `; ${kind} is network-policy-api's older API (v1alpha1): distill reads ClusterNetworkPolicy (${expectedText(CNP_API_VERSIONS)}), whose spec.tier ${kind === 'AdminNetworkPolicy' ? 'Admin' : 'Baseline'} takes its place` : '';
   // A kustomize folder's own file (kubectl apply -f refuses it too; kubectl apply -k renders the folder first).
   const kustomize = kind === 'Kustomization' ? '; this is a kustomize file, not an object: render the folder first (`kubectl kustomize DIR | distill validate -`)' : '';
   r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${[...Object.keys(KINDS), 'Pod', 'Namespace', 'List'].join(', ')}; built-in kinds without network policy, such as Deployment or Service, are skipped)${older}${kustomize}`);

@@ -17,7 +17,7 @@ import { parseManifest, type ParseOptions } from './manifest.js';
 export function failClosedStandIn(doc: unknown, source: string, error: unknown, options: ParseOptions = {}): Policy | undefined {
   if (!unsupported(error) || typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
   const o = doc as Record<string, unknown>;
-  if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source);
+  if (o.kind === 'ClusterNetworkPolicy') return clusterNetworkPolicyStandIn(o, source, options);
   if (o.kind === 'NetworkPolicy') return networkPolicyStandIn(o, source);
   if (o.kind !== 'CiliumNetworkPolicy' && o.kind !== 'CiliumClusterwideNetworkPolicy') return undefined;
   const parses = (spec: unknown): unknown => specError(o, spec, source, options);
@@ -199,14 +199,14 @@ const EXPERIMENTAL_PEERS = ['domainNames'];
  * matches nothing, a Deny or Pass rule with one denies everything: apis/v1alpha2
  * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
  */
-function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string): Policy | undefined {
+function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string, options: ParseOptions): Policy | undefined {
   const spec = withoutUnknownSpecFields(o.spec);
   if (!isObject(spec)) return undefined;
   const rewrite = (list: unknown, peers: 'from' | 'to'): unknown =>
-    Array.isArray(list) ? list.map((r: unknown) => unreadRule(o, spec, withUnknownPeers(r, peers), peers, source)) : list;
+    Array.isArray(list) ? list.map((r: unknown) => unreadRule(o, spec, withUnknownPeers(r, peers), peers, source, options)) : list;
   const rewritten = { ...spec, ...(spec.ingress !== undefined ? { ingress: rewrite(spec.ingress, 'from') } : {}), ...(spec.egress !== undefined ? { egress: rewrite(spec.egress, 'to') } : {}) };
   try {
-    return parseManifest({ ...o, spec: rewritten }, source);
+    return parseManifest({ ...o, spec: rewritten }, source, options);
   } catch {
     return undefined;
   }
@@ -283,10 +283,10 @@ function unknownPeer(p: unknown): unknown {
 }
 
 /** A rule distill cannot read otherwise ("not supported") keeps its name and action and gets one unknown peer. */
-function unreadRule(o: Record<string, unknown>, spec: Record<string, unknown>, r: unknown, peers: 'from' | 'to', source: string): unknown {
+function unreadRule(o: Record<string, unknown>, spec: Record<string, unknown>, r: unknown, peers: 'from' | 'to', source: string, options: ParseOptions): unknown {
   const field = peers === 'from' ? 'ingress' : 'egress';
   try {
-    parseManifest({ ...o, spec: { ...spec, ingress: undefined, egress: undefined, [field]: [r] } }, source);
+    parseManifest({ ...o, spec: { ...spec, ingress: undefined, egress: undefined, [field]: [r] } }, source, options);
     return r;
   } catch (e) {
     if (!unsupported(e) || !isObject(r)) return r;

@@ -99,7 +99,8 @@ describe('Kubernetes adapters against the scenario runner', () => {
   // ClusterNetworkPolicy and toFQDNs scenarios wait for engine support (test/network-policy-api.test.ts, test/fqdn.test.ts).
   // The adapters carry no DNS answers: a scenario with any (attacks-9/9b-*) is run by test/scenarios.test.ts only.
   // And the CiliumCIDRGroup scenarios of the conformance corpus (26g: the agent watches groups).
-  const corpus = [...files('fixtures/scenarios'), ...files('fixtures/conformance/cilium-cidrgroup-25')].filter((f) => !f.includes('/network-policy-api/') && !f.includes('/fqdn/') && !f.includes('/fqdn-conformance/') && !readFileSync(f, 'utf8').includes('dnsResponse:'));
+  // And the ClusterNetworkPolicy v1beta1 scenarios (26v): objects at v1beta1 and v1alpha2 through the mirror's served reading.
+  const corpus = [...files('fixtures/scenarios'), ...files('fixtures/conformance/cilium-cidrgroup-25'), ...files('fixtures/conformance/npapi-v1beta1')].filter((f) => !f.includes('/network-policy-api/') && !f.includes('/fqdn/') && !f.includes('/fqdn-conformance/') && !readFileSync(f, 'utf8').includes('dnsResponse:'));
   it('covers the scenario corpus', () => expect(corpus.length).toBeGreaterThanOrEqual(40));
   for (const file of corpus) {
     it(file, () => {

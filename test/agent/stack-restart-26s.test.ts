@@ -97,6 +97,29 @@ async function run(stack: StackMode, pinDir: string, maps: MemoryBackend, onWrit
   return { ipcache, agent };
 }
 
+describe('2141. an agent run dual-stack beside pods of one family says so (the other side of 2103)', () => {
+  // A dual-stack Cilium gives every pod one address per family (IPAM), so a pod of one family shows the cluster runs
+  // single-stack: then a raw `reserved:world` deny (Cilium: every outside address) denies nothing here, and a raw
+  // `reserved:world-ipv4` allow (Cilium single-stack: nothing) admits IPv4 outside addresses. On c802ed50 only the
+  // single-stack agent beside a dual-stack pod warned (2103); the dual-stack agent said nothing.
+  const warnings = async (stack: StackMode, pods: Obj[]): Promise<string[]> => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });
+    const agent = new Agent({ node: 'node-a', watch: [stream([ns]), stream(pods), stream([policy])], backend: new MemoryBackend(), logger, registry: new Registry(), exitAtEof: true, stack });
+    await agent.run();
+    await agent.stop();
+    return lines.map((l) => (JSON.parse(l) as { msg: string }).msg).filter((m) => /single-stack|dual-stack/.test(m));
+  };
+  const podB = (ips: string[]): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'b', namespace: 'ns', resourceVersion: '4', labels: { app: 'b' } }, spec: { nodeName: 'node-b', containers: [{ name: 'c', image: 'i' }] }, status: { phase: 'Running', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) } });
+  it('dual-stack beside IPv4-only pods: one warning', async () => {
+    expect(await warnings('dual', [podA, podB(['10.0.0.2']), { ...podB(['10.0.0.3']), metadata: { name: 'c', namespace: 'ns', resourceVersion: '5', labels: { app: 'c' } } }])).toHaveLength(1);
+  });
+  it('(control) dual-stack beside dual-stack pods, single-stack beside single-family pods: none', async () => {
+    expect(await warnings('dual', [podA, podB(['10.0.0.2', 'fd00::2'])])).toEqual([]);
+    expect(await warnings('single', [{ ...podA, status: { phase: 'Running', podIP: '10.0.0.1', podIPs: [{ ip: '10.0.0.1' }] } }, podB(['10.0.0.2'])])).toEqual([]);
+  });
+});
+
 describe('26s. an agent restarted with another stack mode over pinned maps and ipcache', () => {
   for (const [from, to] of [['dual', 'single'], ['single', 'dual']] as const) {
     it(`${from} -> ${to}: the /0 entries become ${to}'s world, no entry of the old mode is left, no write allows what both modes deny`, async () => {

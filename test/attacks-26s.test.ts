@@ -64,9 +64,16 @@ describe('2140. a subject writing more than four Cilium keys twice skipped the p
     expect(warn).toEqual(STAND_IN);
     expect(verdict('ingress')).toBe('deny');
   });
-  it('(control) a pod no candidate selects is left alone', () => {
-    const { warn, verdict } = agentRead(policy({ egress: [{ toEndpoints: [{ matchLabels: { app: 'nothing' } }] }] }), { ...serverLabels, e: '3' });
+  it('the same with the source-less spelling written first (`:k` before `k`)', () => {
+    const reversed: Record<string, string> = { app: 'server' };
+    for (const k of keys) Object.assign(reversed, { [`:${k}`]: '2', [k]: '1' });
+    const spec = { endpointSelector: { matchLabels: reversed }, egress: [{ toEndpoints: [{ matchLabels: { app: 'nothing' } }] }] };
+    const { warn, verdict } = agentRead({ ...policy({}), spec }, serverLabels);
     expect(warn).toEqual(STAND_IN);
+    expect(verdict('egress')).toBe('deny');
+  });
+  it('(control) a pod no candidate selects is left alone', () => {
+    const { verdict } = agentRead(policy({ egress: [{ toEndpoints: [{ matchLabels: { app: 'nothing' } }] }] }), { ...serverLabels, e: '3' });
     expect(verdict('egress')).toBe('allow');
   });
 });

@@ -11,6 +11,7 @@ import { Engine } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
 import type { StackMode } from '../model/identity.js';
 import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
+import { podIps } from '../model/cluster.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
 import { ciliumAgentOptions, type CiliumAgentOptions } from '../policy/manifest.js';
@@ -186,7 +187,7 @@ export class Agent {
   private firstApplied = false;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
-  /** Set once the dual-stack pod warning (`warnDualStackPod`) was logged. */
+  /** Set once the stack-mode warning (`warnStackMismatch`) was logged. */
   private stackWarned = false;
   /** Streams of regular files not yet read up to their size at open. */
   private catchingUp = 0;
@@ -353,7 +354,7 @@ export class Agent {
       return;
     }
     batch.commit();
-    if (!this.stackWarned && this.engine.stack === 'single') this.warnDualStackPod(k8s);
+    if (!this.stackWarned) this.warnStackMismatch(k8s);
     source?.ack(identities.length);
     source?.observe(k8s);
     if (events.length > 0) this.summary.transactions++;
@@ -363,18 +364,24 @@ export class Agent {
   }
 
   /**
-   * A pod with addresses of both families shows the cluster runs dual-stack (Cilium's IPAM gives
-   * every pod one address per enabled family), while this agent reads outside addresses
-   * single-stack (`--enable-ipv6` false, the default): said once, as raw `reserved:world` selectors
-   * then admit outside addresses a dual-stack Cilium drops (attack finding 2103).
+   * A pod whose families do not fit the agent's stack mode: one with addresses of both families shows
+   * the cluster runs dual-stack (Cilium's IPAM gives every pod one address per enabled family) while
+   * this agent reads outside addresses single-stack (`--enable-ipv6` false, the default), so raw
+   * `reserved:world` selectors admit outside addresses a dual-stack Cilium drops (attack finding 2103);
+   * one with a single family while the agent runs dual-stack shows the reverse, where a raw
+   * `reserved:world` deny denies nothing here and a raw `reserved:world-ipv4` allow admits what a
+   * single-stack Cilium drops (review 26s, finding 2141). Said once.
    */
-  private warnDualStackPod(events: readonly EngineEvent[]): void {
+  private warnStackMismatch(events: readonly EngineEvent[]): void {
+    const dual = this.engine.stack === 'dual';
     for (const e of events) {
-      if (e.type !== 'upsertPod' || !e.pod.ips) continue;
-      const families = new Set(e.pod.ips.map((ip) => ip.family));
-      if (families.size < 2) continue;
+      if (e.type !== 'upsertPod') continue;
+      const families = new Set(podIps(e.pod).map((ip) => ip.family));
+      if (families.size === (dual ? 2 : 1)) continue;
       this.stackWarned = true;
-      this.config.logger.warn({ pod: `${e.pod.namespace}/${e.pod.name}` }, 'a pod has IPv4 and IPv6 addresses but the agent runs single-stack: if Cilium runs with enable-ipv6, pass --enable-ipv6=true (outside addresses are then reserved:world-ipv4/-ipv6, not reserved:world)');
+      const pod = `${e.pod.namespace}/${e.pod.name}`;
+      if (dual) this.config.logger.warn({ pod }, 'a pod has addresses of one family but the agent runs dual-stack: if Cilium runs with only one of enable-ipv4 and enable-ipv6, drop --enable-ipv6=true (outside addresses are then reserved:world, not reserved:world-ipv4/-ipv6)');
+      else this.config.logger.warn({ pod }, 'a pod has IPv4 and IPv6 addresses but the agent runs single-stack: if Cilium runs with enable-ipv6, pass --enable-ipv6=true (outside addresses are then reserved:world-ipv4/-ipv6, not reserved:world)');
       return;
     }
   }

@@ -131,17 +131,32 @@ function subjectCandidates(sel: unknown): Record<string, unknown>[] | undefined 
   const entries = ml as Record<string, unknown>;
   const ambiguous = [...groups.values()].filter((keys) => new Set(keys.map((k) => entries[k])).size > 1);
   if (ambiguous.length === 0) return undefined;
+  const dropped = new Set(ambiguous.flat());
   let choices: string[][] = [[]];
   for (const keys of ambiguous) {
     choices = choices.flatMap((c) => keys.map((k) => [...c, k]));
-    if (choices.length > MAX_SUBJECT_CANDIDATES) return undefined;
+    // Past the limit, one selector for their union (each such key In its written values): giving up here
+    // skipped the object, leaving every candidate open (review 26s, finding 2140).
+    if (choices.length > MAX_SUBJECT_CANDIDATES) return [candidateUnion(o, entries, ambiguous, dropped)];
   }
-  const dropped = new Set(ambiguous.flat());
   return choices.map((kept) => {
     const labels: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
     for (const [k, val] of Object.entries(entries)) if (!dropped.has(k) || kept.includes(k)) labels[k] = val;
     return { ...o, matchLabels: labels };
   });
+}
+
+/**
+ * The union of every candidate subject as one selector: the entries no ambiguity touches, and per
+ * ambiguous extended key an In expression over the values its spellings write (a pod some candidate
+ * selects has, for each such key, one of them; a pod meeting them all is selected by one candidate).
+ */
+function candidateUnion(o: Record<string, unknown>, entries: Record<string, unknown>, ambiguous: readonly string[][], dropped: ReadonlySet<string>): Record<string, unknown> {
+  const labels: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+  for (const [k, val] of Object.entries(entries)) if (!dropped.has(k)) labels[k] = val;
+  const written = Array.isArray(o.matchExpressions) ? (o.matchExpressions as unknown[]) : [];
+  const union = ambiguous.map((keys) => ({ key: keys[0], operator: 'In', values: [...new Set(keys.map((k) => entries[k]))] }));
+  return { ...o, matchLabels: labels, matchExpressions: [...written, ...union] };
 }
 
 /** The error reading manifest `o` with `spec` in place of its own gives, or undefined when it reads. */

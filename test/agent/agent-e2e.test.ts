@@ -93,7 +93,12 @@ kernel('distill agent with kernel maps', () => {
       const pinDir = join(PIN_ROOT, String(i));
       const stack = scenario.stack === 'dual' ? ['--enable-ipv6=true'] : []; // the scenario's stack mode, as the oracle reads it
       const r = agent(['--watch', ...files, ...stack, '--backend', 'bpf', '--pin-dir', pinDir, '--exit-at-eof', '--json']);
-      expect(r.stderr).not.toMatch(/"level":(40|50)/);
+      // The stack-mode warning (findings 2103, 2141) is the one expected: dual-stack/pods.yaml (stack: dual) mixes pods
+      // of both families with pods of one, which no Cilium IPAM gives, so the dual-stack agent warns once.
+      const stackWarning = /a pod has .* but the agent runs (single|dual)-stack/;
+      const warned = r.stderr.split('\n').filter((l) => /"level":(40|50)/.test(l));
+      expect(warned.filter((l) => !stackWarning.test(l))).toEqual([]);
+      expect(warned.length).toBe(file.includes('dual-stack') ? 1 : 0);
       expect(r.status).toBe(0);
       const summary = JSON.parse(r.stdout) as Summary;
       const local = [...final.pods.values()].filter(isLocal).map((p) => `${p.namespace}/${p.name}`).sort();

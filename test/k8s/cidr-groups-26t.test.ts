@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { Engine } from '../../src/engine/engine.js';
+import { ClusterMirror } from '../../src/k8s/mirror.js';
+import { WatchStreamParser } from '../../src/k8s/watch.js';
+import { parseIp } from '../../src/model/cidr.js';
+
+/**
+ * Review 26t of the agent's CiliumCIDRGroup watch (docs/attack-findings-26t.md, 2170–2179).
+ *
+ * x/server: `allow-world` admits every world address (fromEntities: world), `deny-blocked` denies the
+ * group `blocked` (Cilium 1.19 pkg/policy/types/selector.go `newCIDRRuleSelector`: a cidrGroupRef selects
+ * the prefixes labelled `cidrgroup:io.cilium.policy.cidrgroupname/<name>`, pkg/policy/k8s/cilium_cidr_group.go
+ * `applyCIDRGroup`). A deny wins over the allow (pkg/policy/mapstate.go, deny precedence).
+ */
+type Obj = Record<string, unknown>;
+const line = (type: string, object: Obj): string => JSON.stringify({ type, object });
+const md = (name: string, rv: number, extra: Obj = {}): Obj => ({ name, resourceVersion: String(rv), ...extra });
+const group = (name: string, rv: number, cidrs: string[], spec: Obj = {}): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: md(name, rv), spec: { externalCIDRs: cidrs, ...spec } });
+const namespace: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('x', 2) };
+const pod = (name: string, ip: string, app: string): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: md(name, 3, { namespace: 'x', labels: { app } }),
+  spec: { nodeName: 'n1', containers: [{ name: 'c', image: 'nginx', ports: [{ containerPort: 80, protocol: 'TCP' }] }] },
+  status: { phase: 'Running', podIP: ip },
+});
+const cnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md(name, rv, { namespace: 'x' }), spec });
+const subject = { endpointSelector: { matchLabels: { app: 'server' } } };
+const l7From = (rules: Obj): Obj => ({ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules }] });
+const allowWorld = cnp('allow-world', 10, { ...subject, ingress: [{ fromEntities: ['world'] }] });
+const denyBlocked = (rv: number, extra: Obj = {}): Obj => cnp('deny-blocked', rv, { ...subject, ingressDeny: [{ fromCIDRSet: [{ cidrGroupRef: 'blocked' }] }], ...extra });
+const BLOCKED = '198.51.100.200';
+
+/** A mirror and an engine, every batch applied as the agent applies it (a refused batch rolled back); the verdict for BLOCKED recorded after each commit. */
+function node() {
+  const mirror = new ClusterMirror({ nodeName: 'n1' });
+  const engine = new Engine();
+  const parser = new WatchStreamParser('w');
+  const verdict = (ip: string): string => {
+    const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'ingress', 6, 80);
+    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+  };
+  const committed: string[] = [];
+  const feed = (...lines: string[]): void => {
+    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
+    for (let i = 0; i < 40 && !mirror.idle; i++) {
+      const b = mirror.flush();
+      try {
+        engine.apply(b.events as EngineEvent[]);
+        b.commit();
+        committed.push(verdict(BLOCKED));
+      } catch {
+        b.rollback();
+      }
+    }
+  };
+  return { feed, verdict, committed };
+}
+
+describe('2170. a group turning unreadable while a policy naming groups is refused by the engine', () => {
+  it('the group is not removed from the engine while a held policy still reads groups: no committed state admits BLOCKED', () => {
+    const n = node();
+    n.feed(
+      line('ADDED', namespace),
+      line('ADDED', pod('server', '10.0.0.1', 'server')),
+      line('ADDED', group('blocked', 20, ['198.51.100.128/25'])),
+      line('ADDED', allowWorld),
+      line('ADDED', denyBlocked(11)),
+      line('ADDED', cnp('http', 12, { ...subject, ingress: [l7From({ http: [{ method: 'GET' }] })] })),
+    );
+    expect(n.verdict(BLOCKED)).toBe('deny');
+    // deny-blocked gains a Kafka rule on the port the http policy gives an HTTP parser: the engine refuses it
+    // (Cilium's mergePortProto "cannot merge conflicting L7 parsers"); the engine keeps its old version.
+    n.feed(line('MODIFIED', denyBlocked(30, { ingress: [l7From({ kafka: [{ topic: 'foo' }] })] })));
+    expect(n.verdict(BLOCKED)).toBe('deny');
+    // Then `blocked` changes to a version distill cannot read: Cilium still denies BLOCKED (the old
+    // version and, whatever the new one holds, the stand-in both deny it).
+    n.feed(line('MODIFIED', group('blocked', 31, ['198.51.100.0/24'], { futureField: true })));
+    expect(n.committed.filter((v) => v === 'allow')).toEqual([]);
+    expect(n.verdict(BLOCKED)).toBe('deny');
+  });
+
+  it('once no held policy reads groups any more, the unreadable group leaves the engine', () => {
+    const n = node();
+    n.feed(
+      line('ADDED', namespace),
+      line('ADDED', pod('server', '10.0.0.1', 'server')),
+      line('ADDED', group('blocked', 20, ['198.51.100.128/25'])),
+      line('ADDED', allowWorld),
+      line('ADDED', denyBlocked(11)),
+      line('ADDED', cnp('http', 12, { ...subject, ingress: [l7From({ http: [{ method: 'GET' }] })] })),
+    );
+    n.feed(line('MODIFIED', denyBlocked(30, { ingress: [l7From({ kafka: [{ topic: 'foo' }] })] })));
+    n.feed(line('MODIFIED', group('blocked', 31, ['198.51.100.0/24'], { futureField: true })));
+    // The conflict goes: deny-blocked (its stand-in) commits, and with it the group's removal.
+    n.feed(line('DELETED', cnp('http', 40, { ...subject, ingress: [l7From({ http: [{ method: 'GET' }] })] })));
+    expect(n.verdict(BLOCKED)).toBe('deny');
+    expect(n.verdict('192.0.2.5')).toBe('deny'); // the stand-in's deny-every-peer rule
+    // A readable version: the deny reads the group again.
+    n.feed(line('MODIFIED', group('blocked', 50, ['198.51.100.0/24'])));
+    expect([n.verdict(BLOCKED), n.verdict('198.51.100.7'), n.verdict('192.0.2.5')]).toEqual(['deny', 'deny', 'allow']);
+  });
+});

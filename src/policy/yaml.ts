@@ -161,7 +161,8 @@ function jsonValueEnd(text: string, start: number): number {
   return -1;
 }
 
-const JSON_SPACE = /[ \t\r\n\uFEFF]/;
+/** What Go's json.Decoder skips between values (scanner.go `isSpace`); a byte order mark is not. */
+const JSON_SPACE = /[ \t\r\n]/;
 
 /**
  * The values of a text that is a stream of two or more JSON objects (or arrays), one after another,
@@ -173,7 +174,10 @@ const JSON_SPACE = /[ \t\r\n\uFEFF]/;
  */
 function jsonStreamValues(text: string): string[] | undefined {
   const values: string[] = [];
-  let i = 0;
+  // kubectl drops a byte order mark at the start of a file or stdin (cli-runtime FileVisitor, `unicode.BOMOverride`);
+  // one between values stops Go's json.Decoder, and after two values kubectl reads no further: not a stream
+  // here (read as YAML, so refused) rather than read on (review 26t, finding 2171).
+  let i = text.startsWith('\uFEFF') ? 1 : 0;
   for (;;) {
     while (i < text.length && JSON_SPACE.test(text[i] as string)) i++;
     if (i >= text.length) break;

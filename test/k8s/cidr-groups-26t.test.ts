@@ -102,3 +102,61 @@ describe('2170. a group turning unreadable while a policy naming groups is refus
     expect([n.verdict(BLOCKED), n.verdict('198.51.100.7'), n.verdict('192.0.2.5')]).toEqual(['deny', 'deny', 'allow']);
   });
 });
+
+describe('groups named or labelled like Object.prototype members (checked and held)', () => {
+  it('a group named constructor, labelled toString/hasOwnProperty, selected by name and by label', () => {
+    const n = node();
+    n.feed(
+      line('ADDED', namespace),
+      line('ADDED', pod('server', '10.0.0.1', 'server')),
+      line('ADDED', { ...group('constructor', 20, ['198.51.100.128/25']), metadata: md('constructor', 20, { labels: { toString: 'x', hasOwnProperty: '' } }) }),
+      line('ADDED', allowWorld),
+      line('ADDED', cnp('deny-ref', 11, { ...subject, ingressDeny: [{ fromCIDRSet: [{ cidrGroupRef: 'constructor' }] }] })),
+    );
+    expect([n.verdict(BLOCKED), n.verdict('198.51.100.7')]).toEqual(['deny', 'allow']);
+    n.feed(line('DELETED', cnp('deny-ref', 12, {})), line('ADDED', cnp('deny-sel', 13, { ...subject, ingressDeny: [{ fromCIDRSet: [{ cidrGroupSelector: { matchLabels: { toString: 'x' } } }] }] })));
+    expect([n.verdict(BLOCKED), n.verdict('198.51.100.7')]).toEqual(['deny', 'allow']);
+    // A group named __proto__ is no DNS subdomain: the API server refuses it; distill holds it unreadable (stand-in).
+    n.feed(line('ADDED', group('__proto__', 30, ['192.0.2.0/24'])));
+    expect([n.verdict(BLOCKED), n.verdict('192.0.2.5')]).toEqual(['deny', 'deny']);
+  });
+});
+
+describe('a group listing a pod address (checked and held)', () => {
+  // The pod's ipcache entry is its endpoint's identity: Cilium's CIDR-group prefix for the same /32 is
+  // metadata of source `generated`, below the endpoint's (pkg/source AllowOverwrite; pkg/ipcache/metadata.go
+  // InjectLabels upserts it with that source), and a wider group prefix loses the longest-prefix match.
+  // Newest metadata_test.go TestResolveIdentity case 3: "reserved identities must never get CIDR, CIDRGroup,
+  // or FQDN labels". So a deny naming the group does not deny the pod; an allow naming it does not admit it.
+  it('a cidrGroupRef deny over the pod\'s /32 and its /24 leaves the pod to the pod rules', () => {
+    const n = node();
+    n.feed(
+      line('ADDED', namespace),
+      line('ADDED', pod('server', '10.0.0.1', 'server')),
+      line('ADDED', pod('client', '10.0.0.2', 'client')),
+      line('ADDED', group('blocked', 20, ['10.0.0.2/32', '10.0.0.0/24', '198.51.100.128/25'])),
+      line('ADDED', cnp('allow-client', 10, { ...subject, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }, { fromEntities: ['world'] }] })),
+      line('ADDED', denyBlocked(11)),
+    );
+    expect([n.verdict('10.0.0.2'), n.verdict(BLOCKED), n.verdict('10.0.0.77')]).toEqual(['allow', 'deny', 'deny']);
+  });
+});
+
+describe('2172. a group labelled io.kubernetes.pod.namespace (26p\'s residual of 2020, now reachable in the agent)', () => {
+  // Cilium: `fromEndpoints: [{matchLabels: {io.kubernetes.pod.namespace: x}}]` is the selector
+  // `any:io.kubernetes.pod.namespace=x` (no namespace requirement added: getEndpointSelector sees
+  // podAnyPrefixLbl), and `any:` matches a label of every source (pkg/labels/array.go LabelArray.Has),
+  // so it selects the CIDR identities of a group labelled `io.kubernetes.pod.namespace: x`
+  // (applyCIDRGroup keeps every label but io.cilium.k8s*). distill reads the key as pods only.
+  it.fails('the deny on that namespace key also denies the group\'s prefixes', () => {
+    const n = node();
+    n.feed(
+      line('ADDED', namespace),
+      line('ADDED', pod('server', '10.0.0.1', 'server')),
+      line('ADDED', { ...group('lookalike', 20, ['198.51.100.128/25']), metadata: md('lookalike', 20, { labels: { 'io.kubernetes.pod.namespace': 'x' } }) }),
+      line('ADDED', allowWorld),
+      line('ADDED', cnp('deny-ns', 11, { ...subject, ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'io.kubernetes.pod.namespace': 'x' } }] }] })),
+    );
+    expect(n.verdict(BLOCKED)).toBe('deny');
+  });
+});

@@ -47,3 +47,18 @@ describe('JSON streams read as kubectl reads them (checked and held)', () => {
     expect(names(`${np('a')}${np('b').replace('"x"}', '"x","annotations":{"n":"}{"}}')}`)).toEqual(['a', 'b']);
   });
 });
+
+describe('2173. a JSON number a float64 cannot hold', () => {
+  // kubectl decodes each JSON object with sigs.k8s.io/json (UnmarshalCaseSensitivePreserveInts): `1e400` fails
+  // ("cannot unmarshal number 1e400 into Go value of type float64"); the API server's decoder likewise.
+  const cnp = (app: string, name = 'a'): string =>
+    `{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"${name}","namespace":"x"},"spec":{"endpointSelector":{"matchLabels":{"app":${app}}},"ingress":[{}]}}`;
+  it('is refused in one JSON object and in a stream (on 531fa9ca both read the label value "1e400")', () => {
+    expect(() => names(cnp('1e400'))).toThrow('f#1: a JSON number (at key "app") is out of range');
+    expect(() => names(cnp('"x"') + cnp('-1E+999', 'b'))).toThrow('f#2: a JSON number (at key "app") is out of range');
+  });
+  it('the same digits quoted, or in YAML (go-yaml reads 1e400 as a string), are the string they always were', () => {
+    expect(names(cnp('"1e400"'))).toEqual(['a']);
+    expect(names('apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {app: 1e400}}\n  ingress: [{}]\n')).toEqual(['a']);
+  });
+});

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -158,5 +159,44 @@ describe('2172. a group labelled io.kubernetes.pod.namespace (26p\'s residual of
       line('ADDED', cnp('deny-ns', 11, { ...subject, ingressDeny: [{ fromEndpoints: [{ matchLabels: { 'io.kubernetes.pod.namespace': 'x' } }] }] })),
     );
     expect(n.verdict(BLOCKED)).toBe('deny');
+  });
+});
+
+describe('2170. property: engine refusals mixed with group changes', () => {
+  // `blocked` always holds 198.51.100.128/25 (whatever else it lists), and deny-blocked (each version)
+  // denies it: Cilium denies BLOCKED in every state, whatever the unreadable versions hold. Refusals come
+  // from an http policy and a Kafka version of deny-blocked on one port (conflicting L7 parsers).
+  type Op = { kind: 'blocked'; extra: string[]; unreadable: boolean } | { kind: 'other'; unreadable: boolean; gone: boolean } | { kind: 'http'; on: boolean } | { kind: 'kafka'; on: boolean };
+  const EXTRA = ['198.51.100.0/24', '192.0.2.0/24', '203.0.113.0/24'];
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({ kind: fc.constant('blocked' as const), extra: fc.subarray(EXTRA), unreadable: fc.boolean() }),
+    fc.record({ kind: fc.constant('other' as const), unreadable: fc.boolean(), gone: fc.boolean() }),
+    fc.record({ kind: fc.constant('http' as const), on: fc.boolean() }),
+    fc.record({ kind: fc.constant('kafka' as const), on: fc.boolean() }),
+  );
+  it('no committed state admits BLOCKED', () => {
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 14 }), (ops) => {
+        let rv = 100;
+        const n = node();
+        const http = (): Obj => cnp('http', ++rv, { ...subject, ingress: [l7From({ http: [{ method: 'GET' }] })] });
+        n.feed(line('ADDED', namespace), line('ADDED', pod('server', '10.0.0.1', 'server')), line('ADDED', group('blocked', ++rv, ['198.51.100.128/25'])), line('ADDED', allowWorld), line('ADDED', denyBlocked(++rv)));
+        let other = false;
+        let httpOn = false;
+        for (const o of ops) {
+          if (o.kind === 'blocked') n.feed(line('MODIFIED', group('blocked', ++rv, ['198.51.100.128/25', ...o.extra], o.unreadable ? { futureField: true } : {})));
+          else if (o.kind === 'other') {
+            if (o.gone && other) n.feed(line('DELETED', group('other', ++rv, [])));
+            else if (!o.gone) n.feed(line(other ? 'MODIFIED' : 'ADDED', group('other', ++rv, ['192.0.2.0/24'], o.unreadable ? { futureField: true } : {})));
+            other = other ? !o.gone : !o.gone;
+          } else if (o.kind === 'http') {
+            if (o.on !== httpOn) n.feed(line(o.on ? 'ADDED' : 'DELETED', http()));
+            httpOn = o.on;
+          } else n.feed(line('MODIFIED', denyBlocked(++rv, o.on ? { ingress: [l7From({ kafka: [{ topic: 'foo' }] })] } : {})));
+        }
+        expect(n.committed.filter((v) => v === 'allow')).toEqual([]);
+      }),
+      { numRuns: 200 },
+    );
   });
 });

@@ -228,7 +228,8 @@ export class EngineBatches {
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
     // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
-    if (this.unreadableGroups.size > 0 && !this.heldReadsGroups()) for (const key of this.unreadableGroups) if (this.held.has(key)) this.dirty.add(key);
+    const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
+    if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);
   }
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */

@@ -3,6 +3,7 @@ import { stringify } from 'yaml';
 import { UnknownEndpointError } from '../model/flow.js';
 import { ClusterChangeError } from '../model/cluster.js';
 import { formatWarning, type Policy } from '../model/rules.js';
+import type { CidrGroup } from '../model/cidr-group.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
@@ -79,21 +80,27 @@ export function readScenario(ctx: Ctx, file: string): Scenario {
 
 export const isManifestFile = (f: string): boolean => /\.(ya?ml|json)$/.test(f);
 
-/** Policies of `-f FILE|DIR|-` (repeatable; directories recurse over .yaml/.yml/.json; `kind: List` and multi-document files). */
-export function readPolicies(ctx: Ctx, paths: readonly string[]): Policy[] {
+/**
+ * Policies and CiliumCIDRGroup objects of `-f FILE|DIR|-` (repeatable; directories recurse over
+ * .yaml/.yml/.json; `kind: List` and multi-document files), read as `distill validate` and scenarios read
+ * them (group peers included: finding 2174, where `validate` took a file `trace -f` and `plan -f` refused).
+ */
+export function readPolicies(ctx: Ctx, paths: readonly string[]): { policies: Policy[]; cidrGroups: CidrGroup[] } {
   const policies: Policy[] = [];
+  const cidrGroups: CidrGroup[] = [];
   let objects = 0;
   for (const file of collectFiles(paths, isManifestFile)) {
-    const read = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file));
-    if (read.objects.length > 0) ctx.io.err(`warning: ${inputName(file)}: ${read.objects.length} pods and namespaces ignored (only policies are applied)\n`);
+    const read = readManifestFile(readInputText(file, ctx.maxInputBytes), inputName(file), undefined, { cidrGroups: true });
+    if (read.objects.length > 0) ctx.io.err(`warning: ${inputName(file)}: ${read.objects.length} pods and namespaces ignored (only policies and CIDR groups are applied)\n`);
     for (const w of read.skipped) ctx.io.err(`${formatWarning(w)}\n`);
     policies.push(...read.policies);
-    objects += read.policies.length + read.objects.length + read.skipped.length;
+    cidrGroups.push(...read.cidrGroups);
+    objects += read.policies.length + read.cidrGroups.length + read.objects.length + read.skipped.length;
   }
   // kubectl apply -f refuses an input without objects ("no objects passed to apply"): an empty pipe or
   // folder is a mistake upstream, not a change of nothing (attack finding 1543).
   if (paths.length > 0 && objects === 0) throw new InputError(`${paths.map(inputName).join(', ')}: no objects passed to apply (-f read no manifest), as kubectl refuses it`);
-  return policies;
+  return { policies, cidrGroups };
 }
 
 export type OutputFormat = 'text' | 'wide' | 'json' | 'yaml';

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { deletePolicy, upsertPolicy } from '../model/cluster.js';
+import { deletePolicy, upsertCidrGroup, upsertPolicy } from '../model/cluster.js';
 import { POLICY_KINDS, PolicyKind, PolicyRef } from '../model/rules.js';
 import { planChange, PlanPort, PlanResult, probePorts } from '../explain/plan.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError, table } from './common.js';
@@ -89,7 +89,9 @@ function plan(ctx: Ctx, opts: PlanOptions): number {
     const before = scenarioState(scenario, step);
     let after = before;
     for (const ref of opts.delete.map(parsePolicyRef)) after = deletePolicy(after, ref);
-    for (const p of readPolicies(ctx, opts.filename)) after = upsertPolicy(after, p);
+    const applied = readPolicies(ctx, opts.filename);
+    for (const g of applied.cidrGroups) after = upsertCidrGroup(after, g);
+    for (const p of applied.policies) after = upsertPolicy(after, p);
     const ports = [...probePorts(scenario), ...opts.port.map(parsePortProto)];
     const result = planChange(before, after, ports);
     const wide = opts.output !== 'text';

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { upsertPolicy } from '../model/cluster.js';
+import { upsertCidrGroup, upsertPolicy } from '../model/cluster.js';
 import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, flowPortRange } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
@@ -93,7 +93,9 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     const step = intOption(opts.step, '--step', 0);
     const built = scenarioEngine(readScenario(ctx, opts.scenario), step);
     let state = built.state;
-    for (const p of readPolicies(ctx, opts.filename)) state = upsertPolicy(state, p);
+    const applied = readPolicies(ctx, opts.filename);
+    for (const g of applied.cidrGroups) state = upsertCidrGroup(state, g);
+    for (const p of applied.policies) state = upsertPolicy(state, p);
     const t = traceFlow({ state, decider: built.decider }, opts.from, opts.to, port, protocol, request);
     const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest) };
     if (!printData(io, opts.output, data)) {

@@ -56,8 +56,18 @@ export class EngineBatches {
    */
   private wanted(key: string): Held | undefined {
     const h = this.states.get(key)?.desired;
-    if (h === undefined || (h.kind === 'CidrGroup' && h.group === undefined)) return undefined;
+    if (h === undefined) return undefined;
+    // An unreadable group stays in the engine as it was while a held policy still reads groups: one the
+    // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
+    // the old prefixes (finding 2170). `commit` re-sends the group once none does.
+    if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     return effectiveHeld(h, this.groupsRead);
+  }
+
+  /** Whether the engine holds a policy that reads group peers (not its stand-in). */
+  private heldReadsGroups(): boolean {
+    for (const h of this.held.values()) if (h.kind === 'Policy' && h.groupless !== undefined && h.policy !== h.groupless) return true;
+    return false;
   }
 
   /**
@@ -217,6 +227,9 @@ export class EngineBatches {
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
+    // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
+    const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
+    if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);
   }
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */

@@ -161,7 +161,8 @@ function jsonValueEnd(text: string, start: number): number {
   return -1;
 }
 
-const JSON_SPACE = /[ \t\r\n\uFEFF]/;
+/** What Go's json.Decoder skips between values (scanner.go `isSpace`); a byte order mark is not. */
+const JSON_SPACE = /[ \t\r\n]/;
 
 /**
  * The values of a text that is a stream of two or more JSON objects (or arrays), one after another,
@@ -173,7 +174,10 @@ const JSON_SPACE = /[ \t\r\n\uFEFF]/;
  */
 function jsonStreamValues(text: string): string[] | undefined {
   const values: string[] = [];
-  let i = 0;
+  // kubectl drops a byte order mark at the start of a file or stdin (cli-runtime FileVisitor, `unicode.BOMOverride`);
+  // one between values stops Go's json.Decoder, and after two values kubectl reads no further: not a stream
+  // here (read as YAML, so refused) rather than read on (review 26t, finding 2171).
+  let i = text.startsWith('\uFEFF') ? 1 : 0;
   for (;;) {
     while (i < text.length && JSON_SPACE.test(text[i] as string)) i++;
     if (i >= text.length) break;
@@ -193,6 +197,27 @@ function jsonStreamValues(text: string): string[] | undefined {
   return values;
 }
 
+/**
+ * Refuses a JSON text with a number a float64 cannot hold (`1e400`). kubectl reads a text that opens
+ * with `{` with Go's json.Decoder and decodes each object with sigs.k8s.io/json, which fails on it
+ * ("cannot unmarshal number 1e400 into Go value of type float64"), as the API server does; the
+ * YAML reader made it the string "1e400" (go-yaml's reading of a YAML file), so `{"app": 1e400}` was a
+ * label value kubectl never applies (review 26t, finding 2173). A text that is not JSON is left to the
+ * YAML reader, as kubectl leaves it.
+ */
+function checkJsonNumbers(json: string, source: string): void {
+  let bad: string | undefined;
+  try {
+    JSON.parse(json, (key, v: unknown) => {
+      if (typeof v === 'number' && !Number.isFinite(v)) bad ??= key;
+      return v;
+    });
+  } catch {
+    return;
+  }
+  if (bad !== undefined) throw new ManifestError(source, '', `a JSON number (at key ${JSON.stringify(bad)}) is out of range: kubectl's JSON decoder refuses it (a float64 holds at most about 1.8e308); quote it if it is a string`);
+}
+
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors (value n of a JSON stream). */
 export function loadYamlDocuments(text: string, fileName: string): { source: string; value: unknown }[] {
   checkLineBreaks(text, fileName);
@@ -201,10 +226,13 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
     return stream.map((json, i) => {
       const source = `${fileName}#${i + 1}`;
       checkYamlDepth(json, source);
+      checkJsonNumbers(json, source);
       return { source, value: toValue(parseDocument(json, MANIFEST_OPTIONS), source) };
     });
   }
   checkYamlDepth(text, fileName);
+  const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  if (/^[ \t\r\n]*\{/.test(body)) checkJsonNumbers(body, `${fileName}#1`);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
   return parsed.map((d, i) => ({ source: `${fileName}#${i + 1}`, value: toValue(d, `${fileName}#${i + 1}`) }));

@@ -42,8 +42,10 @@ function egress(...extra: string[]): string[] {
 describe('distill agent with a CiliumCIDRGroup stream', () => {
   it('the deny names the group\'s prefix; the world stays allowed', () => {
     const groups = file('groups.json', [group('blocked', 4, ['198.51.100.0/24'])]);
-    // Single-stack (the agent's default, finding 2050): the CIDR identity carries reserved:world only.
+    // Single-stack (the agent's default, --enable-ipv6 false): the group's CIDR identity is world-labelled `reserved:world`;
+    // dual-stack: `reserved:world-ipv4` (semantics.md "Identities and labels"; the expectation predated the stack-mode merge).
     expect(egress('--watch', groups)).toEqual(['allow reserved:world', 'allow reserved:world-ipv4', 'allow reserved:world-ipv6', 'deny cidr:198.51.100.0/24,reserved:world']);
+    expect(egress('--watch', groups, '--enable-ipv6', 'true')).toEqual(['allow reserved:world', 'allow reserved:world-ipv4', 'allow reserved:world-ipv6', 'deny cidr:198.51.100.0/24,reserved:world-ipv4']);
   });
   it('without a group stream the deny is the stand-in (every peer denied); with --cidr-groups and no group it denies nothing', () => {
     expect(egress().every((e) => e.startsWith('deny'))).toBe(true);

@@ -13,7 +13,8 @@ const ns: EngineEvent = { type: 'upsertNamespace', name: 'prod', labels: {} };
 const pod = (name: string, ip: string): Pod => ({ namespace: 'prod', name, labels: { app: name }, ip: parseIp(ip), serviceAccount: 'default', ports: [] });
 const node = (name: string, ips: string[], local = false): EngineEvent => ({ type: 'upsertNode', name, ips: ips.map(parseIp), local });
 const ipcache = (e: Engine): Map<string, number> => new Map(e.ipcache().map((x) => [x.prefix, x.identity]));
-const WORLD4 = 9;
+/** An IPv4 address outside every prefix: world (2) under the single-stack default (finding 2050; 9 dual-stack). */
+const WORLD4 = 2;
 
 describe('engine: nodes', () => {
   it('node addresses are ipcache host entries: 1 for the own node, 6 for the others; delete and re-address update them', () => {

@@ -42,6 +42,9 @@ export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
  * tier (policy-resolver.ts `unreadableChanged`), while some pod holds it. distill's own number: the
  * last of the reserved range (Cilium's reserved identities are 0..11, pkg/identity/numericidentity.go;
  * cluster ones start at 256), never an external id (256..2^24 - 1) nor a node-local one (bit 24 or 25).
+ * Cilium lets an operator map 128..255 to fixed identities (`IsUserReservedIdentity`,
+ * `--fixed-identity-mapping`); distill does not model them, so no input of its can carry 255 (finding
+ * 2186); modelling them would need another number, outside every scope Cilium numbers.
  */
 export const UNALLOCATED_POD_IDENTITY: IdentityId = 255;
 /** Node-local identities (CIDR prefixes) have bit 24 set. */

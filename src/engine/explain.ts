@@ -166,8 +166,11 @@ export class EngineQueries {
     return rec?.map ? podIps(rec.pod) : [];
   }
 
+  /** The number the ipcache gives the pod: `unallocated` for a pod whose labels have no external id yet (finding 2185). */
   identityOfPod(key: string): IdentityId | undefined {
-    return this.s.pods.get(key)?.identity.id;
+    const rec = this.s.pods.get(key);
+    if (rec === undefined) return undefined;
+    return rec.identity === this.s.identities.pending ? this.s.identities.unallocated.id : rec.identity.id;
   }
 
   identityOfIp(ip: IpAddress): IdentityId {

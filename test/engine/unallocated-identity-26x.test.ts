@@ -159,8 +159,8 @@ describe('26x: UNALLOCATED_POD_IDENTITY against the kernel write order, the iden
     expect(faults).toBeGreaterThan(10);
   });
 
-  // Not a policy hole (no enforcement path reads it with external identities): see docs/attack-findings-26x.md, 2185.
-  it.fails('2185: identityOfPod agrees with the ipcache for a pod whose labels have no id (it says init, 5; the ipcache says 255)', () => {
+  // Not a policy hole (no enforcement path reads it with external identities): docs/attack-findings-26x.md, 2185; fixed at the merge.
+  it('2185: identityOfPod agrees with the ipcache for a pod whose labels have no id (it says init, 5; the ipcache says 255)', () => {
     const e = new Engine({ identitySource: 'external' });
     e.apply(start);
     e.apply([nsEvent('data', { team: 'x' })]);

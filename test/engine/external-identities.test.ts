@@ -55,8 +55,8 @@ describe('external identities', () => {
     const cs = e.apply([ns, { type: 'upsertPod', pod: web, local: true }, { type: 'upsertPod', pod: client }, policy]);
     expect(cs.endpointsAdded).toEqual(['prod/web']);
     expect(keys(e, 'prod/web')).toEqual([]);
-    expect(e.identityOfPod('prod/web')).toBe(RESERVED_IDENTITIES.init);
-    expect(e.identityOfPod('prod/client')).toBe(RESERVED_IDENTITIES.init);
+    expect(e.identityOfPod('prod/web')).toBe(UNALLOCATED_POD_IDENTITY);
+    expect(e.identityOfPod('prod/client')).toBe(UNALLOCATED_POD_IDENTITY);
     // The web pod's identity arrives: its policy applies, keyed by the cluster's numbers; the
     // client has none yet, so nothing allows it, and its address's number is denied both ways (finding 2002).
     const known = e.apply([identity(40000, web)]);
@@ -88,7 +88,7 @@ describe('external identities', () => {
     expect(e.identityOfPod('prod/web')).toBe(700);
     // Relabelling an id moves its pods too.
     e.apply([identity(700, client)]);
-    expect(e.identityOfPod('prod/web')).toBe(RESERVED_IDENTITIES.init);
+    expect(e.identityOfPod('prod/web')).toBe(UNALLOCATED_POD_IDENTITY);
   });
 
   it('the maps depend on the events received, never on their order (a restart writes nothing)', () => {
@@ -258,7 +258,7 @@ describe('external identities, random churn', () => {
           const now = endpointMaps(e);
           applyDeltas(maps, cs, now);
           maps = now;
-          for (const ep of e.endpoints()) if (e.identityOfPod(ep) === RESERVED_IDENTITIES.init) expect(e.mapState(ep).size).toBe(0);
+          for (const ep of e.endpoints()) if (e.identityOfPod(ep) === UNALLOCATED_POD_IDENTITY) expect(e.mapState(ep).size).toBe(0);
         }
         // A fresh engine fed the final state, pods before identities, computes the same maps.
         const fresh = new Engine({ identitySource: 'external' });

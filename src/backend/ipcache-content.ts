@@ -16,12 +16,12 @@ export interface IpcacheSource {
  * `GetWorldIdentityFromIP`: world single-stack, world-ipv4 / world-ipv6 dual-stack): a /0 entry per
  * family makes the kernel agree.
  */
-function worldBase(stack: StackMode): ReadonlyMap<string, IdentityId> {
-  return new Map([
-    ['0.0.0.0/0', RESERVED_IDENTITIES[worldName(stack, 'ipv4')]],
-    ['::/0', RESERVED_IDENTITIES[worldName(stack, 'ipv6')]],
+const worldBaseOf = (stack: StackMode): ReadonlyMap<string, IdentityId> =>
+  new Map([
+    ['0.0.0.0/0', kernelWorldIdentity(stack, 'ipv4')],
+    ['::/0', kernelWorldIdentity(stack, 'ipv6')],
   ]);
-}
+const WORLD_BASE: Readonly<Record<StackMode, ReadonlyMap<string, IdentityId>>> = { single: worldBaseOf('single'), dual: worldBaseOf('dual') };
 
 /** The identity the kernel gives an address its ipcache holds no entry for (the /0 entries' as `kernelIpcacheContent` writes them). */
 export function kernelWorldIdentity(stack: StackMode, family: 'ipv4' | 'ipv6'): IdentityId {
@@ -41,7 +41,7 @@ export const TRANSITION_IDENTITY: IdentityId = 0xffffffff;
 
 /** What the kernel ipcache must hold for an engine: world at /0 per family, then the engine's entries. */
 export function kernelIpcacheContent(engine: IpcacheSource): Map<string, IdentityId> {
-  const out = new Map(worldBase(engine.stack ?? DEFAULT_STACK_MODE));
+  const out = new Map(WORLD_BASE[engine.stack ?? DEFAULT_STACK_MODE]);
   for (const { prefix, identity } of engine.ipcache()) out.set(prefix, identity);
   return out;
 }
@@ -51,7 +51,7 @@ export function kernelIpcacheContent(engine: IpcacheSource): Map<string, Identit
  * an entry the engine drops at a /0 falls back to world instead of going.
  */
 export function kernelIpcacheDeltas(deltas: readonly IpcacheDelta[], stack: StackMode = DEFAULT_STACK_MODE): IpcacheDelta[] {
-  const base = worldBase(stack);
+  const base = WORLD_BASE[stack];
   return deltas.map((d) => {
     const world = base.get(d.prefix);
     return d.op === 'delete' && world !== undefined ? { op: 'upsert', prefix: d.prefix, identity: world, previous: d.identity } : d;

@@ -271,7 +271,7 @@ export class Engine {
   private syncUnallocatedDeny(): void {
     const { identities, resolver } = this.stages;
     const want = identities.pendingPods > 0;
-    if (want !== resolver.denies(UNALLOCATED_POD_IDENTITY)) resolver.unreadableChanged(UNALLOCATED_POD_IDENTITY, want);
+    if (want !== resolver.denies(UNALLOCATED_POD_IDENTITY)) resolver.setDeniedEverywhere(UNALLOCATED_POD_IDENTITY, want);
   }
 
   /**
@@ -400,7 +400,7 @@ export class Engine {
     labelKeys = change();
     pods.reidentify(labelKeys);
     const now = identities.get(id)?.unreadable === true;
-    if (was !== now) resolver.unreadableChanged(id, now);
+    if (was !== now) resolver.setDeniedEverywhere(id, now);
   }
 
   /**

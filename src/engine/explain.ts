@@ -2,7 +2,7 @@ import { hostCidr, IpAddress } from '../model/cidr.js';
 import { podIps } from '../model/cluster.js';
 import { ANY_IDENTITY, IdentityId, identityType, type IdentityType } from '../model/identity.js';
 import { l7Allows, L7Parser, L7Policy, l7PolicyAllows, l7PolicyKey, L7Request, proxyReads } from '../model/l7.js';
-import { makeLabelSet, type LabelSet } from '../model/labels.js';
+import { makeLabelSet, reservedLabel, type LabelSet } from '../model/labels.js';
 import { datapathLookup, LookupResult, maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import { Direction, policyRefKey, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { concreteEntry, redirectInfo, rowPortRange } from './commit.js';
@@ -169,8 +169,7 @@ export class EngineQueries {
   /** The number the ipcache gives the pod: `unallocated` for a pod whose labels have no external id yet (finding 2185). */
   identityOfPod(key: string): IdentityId | undefined {
     const rec = this.s.pods.get(key);
-    if (rec === undefined) return undefined;
-    return rec.identity === this.s.identities.pending ? this.s.identities.unallocated.id : rec.identity.id;
+    return rec && this.s.pods.ipIdentity(rec).id;
   }
 
   identityOfIp(ip: IpAddress): IdentityId {
@@ -194,7 +193,7 @@ export class EngineQueries {
     // A pod without an identity yet (finding 2002): `reserved:unallocated-identity`, the labels of no identity.
     if (id === this.s.identities.unallocated.id) return this.s.identities.unallocated.labels;
     const rec = this.s.identities.get(id);
-    return rec?.unreadable === true ? makeLabelSet([{ source: 'reserved', key: 'unreadable-identity', value: '' }, ...rec.labels]) : rec?.labels;
+    return rec?.unreadable === true ? makeLabelSet([reservedLabel('unreadable-identity'), ...rec.labels]) : rec?.labels;
   }
 
   identities(): IdentityId[] {

@@ -29,7 +29,7 @@ export interface IdentityRecord extends SelectableIdentity {
   /**
    * An external identity distill cannot read (finding 1936): a fail-closed stand-in. Its pods keep
    * it (`key` is its last readable labels'), the peer selector cache never holds it, every local
-   * map denies it (policy-resolver.ts `unreadableChanged`) and its own endpoints' maps stay empty.
+   * map denies it (policy-resolver.ts `setDeniedEverywhere`) and its own endpoints' maps stay empty.
    */
   readonly unreadable?: true;
 }

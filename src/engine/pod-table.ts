@@ -98,7 +98,7 @@ export class PodTable {
    * number (pkg/allocator `syncLocalKeys`); distill reads no CiliumEndpoint and cannot know either
    * from the state alone, so it fails closed: stricter than Cilium in the window.
    */
-  private ipIdentity(rec: PodRecord): IdentityRecord {
+  ipIdentity(rec: PodRecord): IdentityRecord {
     return rec.identity === this.identities.pending ? this.identities.unallocated : rec.identity;
   }
 

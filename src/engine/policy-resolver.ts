@@ -49,9 +49,9 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   allowLocalhost = true;
   /**
    * External identities distill cannot read, and `UNALLOCATED_POD_IDENTITY` while some pod holds it
-   * (`unreadableChanged`): every map state denies them.
+   * (`setDeniedEverywhere`): every map state denies them.
    */
-  private readonly unreadable = new Set<IdentityId>();
+  private readonly deniedEverywhere = new Set<IdentityId>();
 
   constructor(
     private readonly ctx: EngineContext,
@@ -226,7 +226,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
     if (this.allowLocalhost) m.state.add(LOCALHOST_KEY, LOCALHOST_ALLOW);
-    if (this.unreadable.size > 0) for (const id of this.unreadable) this.unreadableEntries(m, id, +1);
+    if (this.deniedEverywhere.size > 0) for (const id of this.deniedEverywhere) this.denyEntries(m, id, +1);
     const pass = ++this.pass;
     for (const a of m.local.units) {
       const share = a.share as UnitShare;
@@ -236,9 +236,9 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     }
   }
 
-  /** Whether every map state denies `id` now (`unreadableChanged`). */
+  /** Whether every map state denies `id` now (`setDeniedEverywhere`). */
   denies(id: IdentityId): boolean {
-    return this.unreadable.has(id);
+    return this.deniedEverywhere.has(id);
   }
 
   /**
@@ -246,17 +246,17 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
    * first pod took (the last pod left) `UNALLOCATED_POD_IDENTITY` (finding 2002): every local map
    * state but the pending ones (which are empty, default deny) denies it in both directions.
    */
-  unreadableChanged(id: IdentityId, unreadable: boolean): void {
-    if (unreadable) this.unreadable.add(id);
-    else this.unreadable.delete(id);
+  setDeniedEverywhere(id: IdentityId, denied: boolean): void {
+    if (denied) this.deniedEverywhere.add(id);
+    else this.deniedEverywhere.delete(id);
     for (const local of this.maps.locals.values()) {
       if (local.pending) continue;
-      for (const m of local.maps.values()) this.unreadableEntries(m, id, unreadable ? 1 : -1);
+      for (const m of local.maps.values()) this.denyEntries(m, id, denied ? 1 : -1);
     }
-    this.ctx.onUndo(() => this.unreadableChanged(id, !unreadable));
+    this.ctx.onUndo(() => this.setDeniedEverywhere(id, !denied));
   }
 
-  private unreadableEntries(m: SharedMapState, id: IdentityId, sign: 1 | -1): void {
+  private denyEntries(m: SharedMapState, id: IdentityId, sign: 1 | -1): void {
     this.ctx.dirtyMaps.add(m);
     const deny = id === UNALLOCATED_POD_IDENTITY ? UNALLOCATED_DENY : UNREADABLE_DENY;
     for (const d of DIRECTIONS) {

@@ -39,7 +39,7 @@ export const FIRST_CLUSTER_IDENTITY: IdentityId = 256;
 /**
  * The ipcache's number of a pod whose label set has no external identity (yet, or no longer), with
  * identities from outside (finding 2002): every local map denies it in both directions, above every
- * tier (policy-resolver.ts `unreadableChanged`), while some pod holds it. distill's own number: the
+ * tier (policy-resolver.ts `setDeniedEverywhere`), while some pod holds it. distill's own number: the
  * last of the reserved range (Cilium's reserved identities are 0..11, pkg/identity/numericidentity.go;
  * cluster ones start at 256), never an external id (256..2^24 - 1) nor a node-local one (bit 24 or 25).
  * Cilium lets an operator map 128..255 to fixed identities (`IsUserReservedIdentity`,

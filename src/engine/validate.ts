@@ -414,7 +414,7 @@ function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
 }
 
 /** At most this many addresses a CiliumEndpoint event lists (a pod has one per family; Cilium's agent writes one addressing pair). */
-export const MAX_ENDPOINT_IPS = 16;
+const MAX_ENDPOINT_IPS = 16;
 
 /**
  * A CiliumEndpoint event: its pod's name, any uint32 number (the engine, not validation, decides

@@ -258,7 +258,7 @@ export interface CiliumEndpointFacts {
 }
 
 /** At most this many `status.networking.addressing` pairs are read (Cilium's agent writes one per endpoint); more is unreadable. */
-export const MAX_ENDPOINT_ADDRESS_PAIRS = 8;
+const MAX_ENDPOINT_ADDRESS_PAIRS = 8;
 
 /**
  * A `cilium.io/v2` CiliumEndpoint as Cilium's agent puts it into its ipcache

@@ -263,20 +263,19 @@ describe('2228. the ipcache under every order of endpoint, identity and pod even
         const inc = agent();
         inc.start();
         // The state the steps leave, replayed at once into a fresh agent.
-        const ceps = new Map<string, WatchItem>();
+        const ceps = new Map<string, [number, string]>();
         const ids = new Map<number, boolean>([[301, true]]);
         let labels: 'old' | 'new' = 'new';
         const idItem = (id: 301 | 302, on: boolean): WatchItem => identity(on ? 'ADDED' : 'DELETED', id, podLabels(id === 301 ? 'client' : 'db'));
         const podItem = (l: 'old' | 'new'): WatchItem => pod('client', 'n2', CLIENT, l === 'old' ? { app: 'client' } : { app: 'client', rev: '2' });
         for (const s of steps) {
           if (s.kind === 'cep') {
-            const item = cep('ADDED', s.name, s.id, [{ ipv4: s.ip }]);
-            ceps.set(s.name, item);
-            inc.feed(item);
+            ceps.set(s.name, [s.id, s.ip]);
+            inc.feed(cep('ADDED', s.name, s.id, [{ ipv4: s.ip }]));
           } else if (s.kind === 'cepDel') {
             const had = ceps.get(s.name);
             ceps.delete(s.name);
-            if (had) inc.feed({ type: 'DELETED', object: had.object } as WatchItem);
+            if (had) inc.feed(cep('DELETED', s.name, had[0], [{ ipv4: had[1] }]));
           } else if (s.kind === 'id') {
             if ((ids.get(s.id) ?? false) === s.on) continue;
             ids.set(s.id, s.on);
@@ -289,7 +288,7 @@ describe('2228. the ipcache under every order of endpoint, identity and pod even
         const fresh = agent();
         fresh.feed(ns('shop'), identity('ADDED', 300, podLabels('web')), node2, pod('web', 'n1', WEB), policy);
         for (const [id, on] of ids) if (on) fresh.feed(idItem(id as 301 | 302, true));
-        fresh.feed(podItem(labels), ...ceps.values());
+        fresh.feed(podItem(labels), ...[...ceps].map(([name, [id, ip]]) => cep('ADDED', name, id, [{ ipv4: ip }])));
         expect(inc.kernelIpcache()).toEqual(fresh.kernelIpcache());
         expect(inc.from(CLIENT)).toBe(fresh.from(CLIENT));
         expect(inc.kernelIpcache().get(`${CLIENT}/32`)).toBe(inc.idOf(CLIENT));

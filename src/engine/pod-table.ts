@@ -1,6 +1,6 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { CLUSTER_KEY, Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL, POD_NAMESPACE_KEY, SERVICE_ACCOUNT_KEY } from '../model/labels.js';
 import type { CiliumEndpoints } from './cilium-endpoints.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
@@ -109,12 +109,21 @@ export class PodTable {
     return (rec.local ? undefined : this.endpointIdentity(rec, ip ?? rec.pod.ip.text)) ?? this.identities.unallocated;
   }
 
-  /** The readable external identity the CiliumEndpoint of the pod (same namespace and name) names for `ip`, if it lists `ip`. */
+  /**
+   * The readable external identity the CiliumEndpoint of the pod (same namespace and name) names for `ip`, if it lists
+   * `ip` and the identity's namespace, service account and cluster labels are the pod's own: what a running pod cannot
+   * change (only its labels and its namespace's labels move), so a lagging endpoint always passes, and an endpoint
+   * cannot make a pod of one namespace read as a pod of another (finding 2223; Cilium does not check).
+   */
   private endpointIdentity(rec: PodRecord, ip: string): IdentityRecord | undefined {
     if (this.endpoints.size === 0) return undefined;
     const ep = this.endpoints.get(podKey(rec.pod));
     if (ep === undefined || !ep.ips.has(ip)) return undefined;
-    return this.identities.externalReadable(ep.identity);
+    const id = this.identities.externalReadable(ep.identity);
+    if (id === undefined) return undefined;
+    // Not through the replicas' memo (`identityLabels`): a read must not move it.
+    const own = podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
+    return FIXED_KEYS.every((k) => fixedValue(own, k) === fixedValue(id.labels, k)) ? id : undefined;
   }
 
   /** Before a CiliumEndpoint of pod `key` changes, or an identity it names: the pod's addresses are written again. */
@@ -378,6 +387,15 @@ function shareKey(memo: IdentityLabelsMemo, identity: IdentityRecord, labelKey: 
   if (identity.key !== labelKey) return labelKey;
   if (memo.labelKey === labelKey) memo.labelKey = identity.key;
   return identity.key;
+}
+
+/** The identity labels a running pod cannot change: its namespace's name, its service account, its cluster. */
+const FIXED_KEYS = [POD_NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY] as const;
+
+/** `source:value` of the label `key` (none: undefined), so `k8s:` and another source differ. */
+function fixedValue(labels: LabelSet, key: string): string | undefined {
+  const l = labels.find((x) => x.key === key);
+  return l && `${l.source}:${l.value}`;
 }
 
 function fail(key: string): never {

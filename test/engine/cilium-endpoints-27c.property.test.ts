@@ -122,3 +122,27 @@ describe('CiliumEndpoints with external identities under refusals and internal e
     expect(stats.endpointHits).toBeGreaterThan(0);
   }, 1_800_000);
 });
+
+describe('upsertEndpoint/deleteEndpoint validation (the library\'s callers are as untrusted as a manifest)', () => {
+  const ip = { family: 'ipv4', value: 0x0a000103n, text: '10.0.1.3' } as const;
+  const bad: [string, unknown][] = [
+    ['a negative number', { type: 'upsertEndpoint', namespace: 'shop', name: 'a', identity: -1, ips: [ip] }],
+    ['a number past uint32', { type: 'upsertEndpoint', namespace: 'shop', name: 'a', identity: 2 ** 32, ips: [ip] }],
+    ['a text number', { type: 'upsertEndpoint', namespace: 'shop', name: 'a', identity: '301', ips: [ip] }],
+    ['17 addresses', { type: 'upsertEndpoint', namespace: 'shop', name: 'a', identity: 301, ips: Array.from({ length: 17 }, () => ip) }],
+    ['an address as text', { type: 'upsertEndpoint', namespace: 'shop', name: 'a', identity: 301, ips: ['10.0.1.3'] }],
+    ['a name that is no DNS subdomain', { type: 'upsertEndpoint', namespace: 'shop', name: '__proto__', identity: 301, ips: [ip] }],
+    ['a namespace that is no DNS label', { type: 'deleteEndpoint', namespace: 'a.b', name: 'a' }],
+  ];
+  for (const [what, e] of bad) {
+    it(`refused: ${what}`, () => {
+      const engine = new Engine({ identitySource: 'external' });
+      expect(() => engine.apply([e as EngineEvent])).toThrow(/upsertEndpoint|deleteEndpoint/);
+    });
+  }
+  it('accepted: any uint32 number (the engine, not validation, decides it is unusable), a delete of an endpoint it does not hold', () => {
+    const engine = new Engine({ identitySource: 'external' });
+    engine.apply([{ type: 'upsertEndpoint', namespace: 'shop', name: 'a', identity: 2 ** 32 - 1, ips: [ip] }, { type: 'deleteEndpoint', namespace: 'shop', name: 'b' }]);
+    expect(engine.ipcache().some((e) => e.prefix === '10.0.1.3/32')).toBe(false);
+  });
+});

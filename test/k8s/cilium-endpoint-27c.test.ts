@@ -165,6 +165,17 @@ describe('2220. a remote pod without an identity for its labels takes its Cilium
     expect(from(CLIENT)).toBe('allow');
   });
 
+  it('its namespace relabelled before the new id exists: the endpoint\'s number (namespace labels may lag, its name may not)', () => {
+    const { feed, idOf, from } = agent();
+    feed(ns('shop'), identity('ADDED', 300, podLabels('web')), identity('ADDED', 301, podLabels('client')), pod('web', 'n1', WEB), policy, pod('client', 'n2', CLIENT));
+    expect(idOf(CLIENT)).toBe(301);
+    feed(cep('ADDED', 'client', 301, [{ ipv4: CLIENT }]));
+    // The namespace gains a label: every pod's label set is new, web's id too (300 → 314) and client's has none yet.
+    feed({ type: 'MODIFIED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop', { labels: { team: 'a' } }) } }, identity('ADDED', 314, { ...podLabels('web'), 'k8s:io.cilium.k8s.namespace.labels.team': 'a' }));
+    expect(idOf(CLIENT)).toBe(301);
+    expect(from(CLIENT)).toBe('allow');
+  });
+
   it('a pod whose labels have an id keeps it (the endpoint is read only where distill had no answer)', () => {
     const { feed, idOf } = agent();
     feed(ns('shop'), identity('ADDED', 300, podLabels('web')), identity('ADDED', 301, podLabels('client')), identity('ADDED', 302, podLabels('db')), pod('web', 'n1', WEB), policy, pod('db', 'n2', OTHER, { app: 'db' }));
@@ -184,6 +195,10 @@ describe('2221–2227. hostile CiliumEndpoints keep the fail-closed 255', () => 
     ['a number past uint32 (Cilium truncates it to 301)', ({ feed }) => feed(cep('ADDED', 'client', 2 ** 32 + 301, [{ ipv4: CLIENT }]))],
     ['a negative, fractional or text number', ({ feed }) => feed(cep('ADDED', 'client', -301, [{ ipv4: CLIENT }]), cep('ADDED', 'client', 301.5, [{ ipv4: CLIENT }]), cep('ADDED', 'client', '301', [{ ipv4: CLIENT }]))],
     ['an unreadable (stand-in) identity', ({ feed }) => feed(identity('ADDED', 306, { ...podLabels('client'), 'k8s:note': 'x'.repeat(600) }), cep('ADDED', 'client', 306, [{ ipv4: CLIENT }]))],
+    ['a readable number of another namespace\'s pods (the pod would read as theirs)', ({ feed }) => feed(ns('kube-system'), identity('ADDED', 310, podLabels('client', 'kube-system')), cep('ADDED', 'client', 310, [{ ipv4: CLIENT }]))],
+    ['a readable number of another service account', ({ feed }) => feed(identity('ADDED', 311, { ...podLabels('client'), 'k8s:io.cilium.k8s.policy.serviceaccount': 'admin' }), cep('ADDED', 'client', 311, [{ ipv4: CLIENT }]))],
+    ['a readable number of another cluster', ({ feed }) => feed(identity('ADDED', 312, { ...podLabels('client'), 'k8s:io.cilium.k8s.policy.cluster': 'other' }), cep('ADDED', 'client', 312, [{ ipv4: CLIENT }]))],
+    ['a readable number without namespace labels', ({ feed }) => feed(identity('ADDED', 313, { 'k8s:app': 'client' }), cep('ADDED', 'client', 313, [{ ipv4: CLIENT }]))],
     ['another pod\'s endpoint listing its address', ({ feed }) => feed(cep('ADDED', 'ghost', 301, [{ ipv4: CLIENT }]))],
     ['its name in another namespace', ({ feed }) => feed(ns('other'), cep('ADDED', 'client', 301, [{ ipv4: CLIENT }], { namespace: 'other' }))],
     ['its own endpoint not listing its address', ({ feed }) => feed(cep('ADDED', 'client', 301, [{ ipv4: OTHER }]))],

@@ -337,10 +337,13 @@ export class Agent {
     if (!this.firstApplied && (this.unreadable.length > 0 || this.mirror.streamsWithoutView().length > 0)) return;
     if (!this.firstApplied && this.waitQuiet()) return;
     const batch = this.mirror.flush();
-    // With local identities the engine numbers pods itself: the cluster's identities are not its input.
+    // With local identities the engine numbers pods itself: the cluster's identities are not its input,
+    // nor the CiliumEndpoints naming them. With etcd identities Cilium's ipcache takes the kvstore's ip
+    // entries over a CiliumEndpoint's (pkg/source `AllowOverwrite`), which distill does not read: the
+    // endpoints are left out too, and a pod without an id keeps the fail-closed 255 (finding 2225).
     const source = this.config.identitySource;
     const external = !source && (this.config.identities ?? 'local') === 'external';
-    const k8s = external ? batch.events : batch.events.filter((e): e is EngineEvent => e.type !== 'upsertIdentity' && e.type !== 'deleteIdentity');
+    const k8s = external ? batch.events : batch.events.filter((e): e is EngineEvent => e.type !== 'upsertIdentity' && e.type !== 'deleteIdentity' && e.type !== 'upsertEndpoint' && e.type !== 'deleteEndpoint');
     const identities = [...(source?.peek() ?? [])];
     const events = [...identities, ...k8s];
     if (events.length === 0 && this.reconciled) return batch.commit();

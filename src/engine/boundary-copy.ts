@@ -99,6 +99,10 @@ export class BoundaryCopier {
         return { type, group: cidrGroup(e.group) };
       case 'deleteCidrGroup':
         return { type, name: e.name };
+      case 'upsertEndpoint':
+        return { type, namespace: e.namespace, name: e.name, identity: e.identity, ips: ipList(e.ips) };
+      case 'deleteEndpoint':
+        return { type, namespace: e.namespace, name: e.name };
       default:
         return e;
     }

@@ -22,6 +22,7 @@ import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { L7ParserConflictError } from './rule-units.js';
 import { CidrGroupTable } from './cidr-groups.js';
+import { CiliumEndpoints } from './cilium-endpoints.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import type { PolicyRecord } from './subject-groups.js';
@@ -73,6 +74,7 @@ interface Stages extends EngineStages {
   readonly fqdn: FqdnStage;
   readonly splits: NetworkSplits;
   readonly cidrGroups: CidrGroupTable;
+  readonly endpoints: CiliumEndpoints;
   readonly commit: Commit;
   readonly queries: EngineQueries;
 }
@@ -139,7 +141,8 @@ export class Engine {
     const resolver = new PolicyResolver(ctx, this.policyFacts, identities, maps, subjectCache, peerCache);
     resolver.allowLocalhost = this.allowLocalhost === 'always';
     identities.namedPorts.listener = resolver;
-    const pods = new PodTable(ctx, this.podFacts, identities, maps, resolver);
+    const endpoints = new CiliumEndpoints(ctx);
+    const pods = new PodTable(ctx, this.podFacts, identities, maps, resolver, endpoints);
     const nodes = new NodeTable(ctx, identities);
     const splits = new NetworkSplits(ctx, pods, peerCache);
     if (this.model.identitySource === 'local') pods.splits = splits;
@@ -149,7 +152,7 @@ export class Engine {
     ctx.ipcache = new IpcacheView(nodes, pods, identities);
     const commit = new Commit(ctx, maps, this.proxyPorts);
     const cidrGroups = new CidrGroupTable(ctx, identities, peerCache);
-    this.stages = { ...stages, resolver, fqdn, splits, cidrGroups, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
+    this.stages = { ...stages, resolver, fqdn, splits, cidrGroups, endpoints, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
   // ---------------------------------------------------------------- transactions
@@ -358,6 +361,12 @@ export class Engine {
         return this.stages.cidrGroups.set(e.group.name, e.group);
       case 'deleteCidrGroup':
         return this.stages.cidrGroups.set(e.name, undefined);
+      case 'upsertEndpoint':
+      case 'deleteEndpoint': {
+        const key = `${e.namespace}/${e.name}`;
+        this.stages.pods.touchPod(key);
+        return e.type === 'upsertEndpoint' ? this.stages.endpoints.set(key, e.identity, e.ips) : this.stages.endpoints.set(key, undefined);
+      }
       case 'setApiServer': {
         const stale = this.stages.nodes.apiServerKnown ? [] : this.stages.nodes.standInPolicies();
         this.stages.nodes.setApiServer(e.addresses);
@@ -395,6 +404,8 @@ export class Engine {
   private identityChanged(id: number, change: () => string[]): void {
     const { identities, pods, resolver } = this.stages;
     const was = identities.get(id)?.unreadable === true;
+    // The pods whose CiliumEndpoint names the number may take it or lose it in the ipcache (PodTable.ipIdentity).
+    for (const key of this.stages.endpoints.keysOf(id)) pods.touchPod(key);
     let labelKeys: string[] = [];
     this.ctx.onUndo(() => pods.reidentify(labelKeys.reverse()));
     labelKeys = change();

@@ -33,6 +33,15 @@ export type EngineEvent =
   | { readonly type: 'upsertIdentity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly unreadable?: true }
   | { readonly type: 'deleteIdentity'; readonly id: number }
   /**
+   * A CiliumEndpoint (cilium.io/v2) of the pod `namespace`/`name`: the identity number its agent
+   * wrote (`status.identity.id`) and the addresses it lists (`status.networking.addressing`). With
+   * external identities, a remote pod whose labels have no identity yet takes this number in the
+   * ipcache for each listed address it owns, when the number is a readable external identity
+   * (docs/semantics.md "CiliumEndpoint identities"); in every other case the endpoint changes nothing.
+   */
+  | { readonly type: 'upsertEndpoint'; readonly namespace: string; readonly name: string; readonly identity: number; readonly ips: readonly IpAddress[] }
+  | { readonly type: 'deleteEndpoint'; readonly namespace: string; readonly name: string }
+  /**
    * A cluster node and its addresses (`local`: the agent's own node): ipcache host entries with the
    * reserved identity host (1) or remote-node (6), which world and CIDR selectors do not select.
    * An upsert replaces the node's addresses. `health`, `ingress`: its health endpoint's and Ingress's

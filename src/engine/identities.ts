@@ -320,6 +320,16 @@ export class IdentityTable {
     return pick as IdentityRecord;
   }
 
+  /**
+   * `id` when it is an external identity (a CiliumIdentity or kvstore id) distill can read: not a
+   * reserved, CIDR, FQDN or unknown number, not an unreadable stand-in (`PodTable.ipIdentity`).
+   */
+  externalReadable(id: IdentityId): IdentityRecord | undefined {
+    const rec = this.byId.get(id);
+    if (rec === undefined || rec.unreadable === true || !(this.external.get(rec.key)?.includes(id) ?? false)) return undefined;
+    return rec;
+  }
+
   /** The identity a pod with these labels gets now (external: the lowest id for them, else pending). */
   current(key: string): IdentityRecord | undefined {
     return this.byKey.get(key) ?? (this.source === 'external' ? this.pending : undefined);

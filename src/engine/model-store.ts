@@ -27,6 +27,8 @@ export class ModelStore implements ModelView {
   private readonly identities = new Map<number, Extract<EngineEvent, { readonly type: 'upsertIdentity' }>>();
   private readonly nodes = new Map<string, EngineEvent & { type: 'upsertNode' }>();
   private readonly cidrGroups = new Map<string, EngineEvent & { type: 'upsertCidrGroup' }>();
+  /** CiliumEndpoints by pod key (`namespace/name`). */
+  private readonly endpoints = new Map<string, EngineEvent & { type: 'upsertEndpoint' }>();
   private apiServer: (EngineEvent & { type: 'setApiServer' }) | undefined;
   /** The committed DNS cache: fed only the answers the proxy learnt (the engine filters them). */
   dns: DnsCache;
@@ -47,7 +49,7 @@ export class ModelStore implements ModelView {
 
   /** No namespace, pod, policy, identity or node (the DNS cache aside): rebuilding from it is free. */
   isEmpty(): boolean {
-    return this.namespaces.size === 0 && this.facts.podCount === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.cidrGroups.size === 0 && this.apiServer === undefined;
+    return this.namespaces.size === 0 && this.facts.podCount === 0 && this.policies.size === 0 && this.identities.size === 0 && this.nodes.size === 0 && this.cidrGroups.size === 0 && this.endpoints.size === 0 && this.apiServer === undefined;
   }
 
   hasIdentity(id: number): boolean {
@@ -161,6 +163,12 @@ export class ModelStore implements ModelView {
       case 'setApiServer':
         this.apiServer = e;
         return;
+      case 'upsertEndpoint':
+        this.endpoints.set(`${e.namespace}/${e.name}`, e);
+        return;
+      case 'deleteEndpoint':
+        this.endpoints.delete(`${e.namespace}/${e.name}`);
+        return;
     }
   }
 
@@ -174,6 +182,7 @@ export class ModelStore implements ModelView {
     for (const node of this.nodes.values()) out.push(node);
     for (const group of this.cidrGroups.values()) out.push(group);
     if (this.apiServer) out.push(this.apiServer);
+    for (const ep of this.endpoints.values()) out.push(ep);
     for (const [name, labels] of this.namespaces) out.push({ type: 'upsertNamespace', name, labels });
     // In write order (an undone transaction may have moved records in the table): a relabel re-writes pods in it.
     for (const { pod, local } of [...this.facts.records()].sort((a, b) => a.written - b.written)) out.push({ type: 'upsertPod', pod, local });

@@ -1,6 +1,7 @@
 import { namespaceWithDefaults, Pod, podIps, podKey } from '../model/cluster.js';
 import { podIdentityLabels } from '../model/identity.js';
-import { Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL } from '../model/labels.js';
+import { CLUSTER_KEY, Label, LabelSet, labelSetKey, labelSetText, makeLabelSet, NAMESPACE_NAME_LABEL, POD_NAMESPACE_KEY, SERVICE_ACCOUNT_KEY } from '../model/labels.js';
+import type { CiliumEndpoints } from './cilium-endpoints.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
 import type { PodFacts } from './pod-facts.js';
@@ -59,6 +60,8 @@ export class PodTable {
     private readonly identities: IdentityTable,
     private readonly maps: SharedMaps,
     private readonly resolver: PolicyResolver,
+    /** The CiliumEndpoints (`ipIdentity`). */
+    private readonly endpoints: CiliumEndpoints,
   ) {}
 
   get(key: string): PodRecord | undefined {
@@ -83,30 +86,58 @@ export class PodTable {
   /** The ipcache's identity of the pod holding an IP (`ipIdentity`). */
   ipIdentityAt(ip: string): IdentityRecord | undefined {
     const rec = this.facts.ownerOf(ip);
-    return rec && this.ipIdentity(rec);
+    return rec && this.ipIdentity(rec, ip);
   }
 
   /**
-   * A pod's identity in the ipcache: its own, except a pod whose labels have no external identity
-   * (yet, or no longer: its CiliumIdentity or master key deleted while the pod runs, its namespace
-   * relabelled before the new label set's id exists), which is `unallocated` (denied both ways by
-   * every local map) rather than `reserved:init`. As init, the `cluster` entity allowed it and every
-   * deny on its labels missed it (attack finding 800); as 0 (800/802's reading), a wildcard allow
-   * (`fromEntities: [all]`) admitted it past a deny that selects it under both its old and its new
-   * labels (2002). Cilium's ipcache gives a remote such pod the number of its CiliumEndpoint, which
-   * keeps the old number until the pod's node allocates the new one, and a local one keeps its
-   * number (pkg/allocator `syncLocalKeys`); distill reads no CiliumEndpoint and cannot know either
-   * from the state alone, so it fails closed: stricter than Cilium in the window.
+   * A pod's identity in the ipcache at its address `ip` (default: its primary one): its own, except a
+   * pod whose labels have no external identity (yet, or no longer: its CiliumIdentity or master key
+   * deleted while the pod runs, its namespace relabelled before the new label set's id exists).
+   * As init, the `cluster` entity allowed it and every deny on its labels missed it (attack finding
+   * 800); as 0 (800/802's reading), a wildcard allow (`fromEntities: [all]`) admitted it past a deny
+   * that selects it under both its old and its new labels (2002). Cilium's ipcache gives a remote
+   * pod the number of its CiliumEndpoint (pkg/k8s/watchers/cilium_endpoint.go `endpointUpdated`:
+   * `status.identity.id` for each address of `status.networking.addressing`), which keeps the old
+   * number until the pod's node allocates the new one. So a remote such pod takes its CiliumEndpoint's
+   * number at an address the endpoint lists when that number is a readable external identity (its
+   * labels known, so every selector reads it as Cilium does); otherwise, and for a local pod (whose
+   * number its own agent holds, pkg/allocator `syncLocalKeys`, which the state does not show), it is
+   * `unallocated` (denied both ways by every local map): stricter than Cilium there (finding 2220).
    */
-  ipIdentity(rec: PodRecord): IdentityRecord {
-    return rec.identity === this.identities.pending ? this.identities.unallocated : rec.identity;
+  ipIdentity(rec: PodRecord, ip?: string): IdentityRecord {
+    if (rec.identity !== this.identities.pending) return rec.identity;
+    return (rec.local ? undefined : this.endpointIdentity(rec, ip ?? rec.pod.ip.text)) ?? this.identities.unallocated;
+  }
+
+  /**
+   * The readable external identity the CiliumEndpoint of the pod (same namespace and name) names for `ip`, if it lists
+   * `ip` and the identity's namespace, service account and cluster labels are the pod's own: what a running pod cannot
+   * change (only its labels and its namespace's labels move), so a lagging endpoint always passes, and an endpoint
+   * cannot make a pod of one namespace read as a pod of another (finding 2223; Cilium does not check).
+   */
+  private endpointIdentity(rec: PodRecord, ip: string): IdentityRecord | undefined {
+    if (this.endpoints.size === 0) return undefined;
+    const ep = this.endpoints.get(podKey(rec.pod));
+    if (ep === undefined || !ep.ips.has(ip)) return undefined;
+    const id = this.identities.externalReadable(ep.identity);
+    if (id === undefined) return undefined;
+    // Not through the replicas' memo (`identityLabels`): a read must not move it.
+    const own = podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
+    return FIXED_KEYS.every((k) => fixedValue(own, k) === fixedValue(id.labels, k)) ? id : undefined;
+  }
+
+  /** Before a CiliumEndpoint of pod `key` changes, or an identity it names: the pod's addresses are written again. */
+  touchPod(key: string): void {
+    const rec = this.facts.pod(key);
+    if (rec === undefined) return;
+    for (const ip of podIps(rec.pod)) this.ctx.touchIpcacheHost(ip);
   }
 
   /** Every pod IP (both of a dual-stack pod) with its pod's identity (the ipcache's host entries). */
   *ipEntries(): Iterable<{ ip: Pod['ip']; identity: IdentityRecord }> {
     for (const [text, rec] of this.facts.ipOwners()) {
       const ip = rec.pod.ips === undefined ? rec.pod.ip : rec.pod.ips.find((a) => a.text === text);
-      if (ip) yield { ip, identity: this.ipIdentity(rec) };
+      if (ip) yield { ip, identity: this.ipIdentity(rec, text) };
     }
   }
 
@@ -356,6 +387,15 @@ function shareKey(memo: IdentityLabelsMemo, identity: IdentityRecord, labelKey: 
   if (identity.key !== labelKey) return labelKey;
   if (memo.labelKey === labelKey) memo.labelKey = identity.key;
   return identity.key;
+}
+
+/** The identity labels a running pod cannot change: its namespace's name, its service account, its cluster. */
+const FIXED_KEYS = [POD_NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY] as const;
+
+/** `source:value` of the label `key` (none: undefined), so `k8s:` and another source differ. */
+function fixedValue(labels: LabelSet, key: string): string | undefined {
+  const l = labels.find((x) => x.key === key);
+  return l && `${l.source}:${l.value}`;
 }
 
 function fail(key: string): never {

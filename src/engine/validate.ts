@@ -326,6 +326,9 @@ function checkEvent(e: unknown, model: Overlay, fail: Fail): void {
     case 'upsertCidrGroup':
     case 'deleteCidrGroup':
       return checkCidrGroupEvent(e, model, fail);
+    case 'upsertEndpoint':
+    case 'deleteEndpoint':
+      return checkEndpointEvent(e, fail);
     default:
       fail(`unknown event type ${JSON.stringify(e.type)}`);
   }
@@ -408,6 +411,24 @@ function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
   checkParsedIps(e.ips, 'ips', fail);
   for (const field of ['health', 'ingress'] as const) if (e[field] !== undefined) checkParsedIps(e[field], field, fail);
   model.setNode(name, true);
+}
+
+/** At most this many addresses a CiliumEndpoint event lists (a pod has one per family; Cilium's agent writes one addressing pair). */
+const MAX_ENDPOINT_IPS = 16;
+
+/**
+ * A CiliumEndpoint event: its pod's name, any uint32 number (the engine, not validation, decides
+ * whether it is an identity it may use: a hostile number maps to the fail-closed 255), at most
+ * `MAX_ENDPOINT_IPS` parsed addresses. A delete of an endpoint the engine does not hold changes nothing.
+ */
+function checkEndpointEvent(e: EventRecord, fail: Fail): void {
+  checkName(e.namespace, 'namespace', 'namespace', fail);
+  checkName(e.name, 'name', 'object', fail);
+  if (e.type === 'deleteEndpoint') return;
+  const id = e.identity;
+  if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > 0xffffffff) fail(`identity: ${String(id)} is not a uint32 identity number`);
+  if (!Array.isArray(e.ips) || e.ips.length > MAX_ENDPOINT_IPS) fail(`ips must be a list of at most ${MAX_ENDPOINT_IPS} parsed IP addresses`);
+  checkParsedIps(e.ips, 'ips', fail);
 }
 
 function checkCidrGroupEvent(e: EventRecord, model: Overlay, fail: Fail): void {

@@ -146,7 +146,9 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
       return deletePolicy(s, e.ref);
     case 'upsertIdentity':
     case 'deleteIdentity':
-      // Identity numbers are not part of the cluster model: the oracle decides by labels.
+    case 'upsertEndpoint':
+    case 'deleteEndpoint':
+      // Identity numbers (and the CiliumEndpoints naming them) are not part of the cluster model: the oracle decides by labels.
       return s;
     case 'dnsResponse':
       return e.server ? answerFromServer(s, e.endpoint, e.name, e.ips, e.ttl, e.server) : applyDnsAnswer(s, e.endpoint, e.name, e.ips, e.ttl);

@@ -61,7 +61,7 @@ function nodeEvent(name: string, held: ReadonlyMap<string, Held>, next: Readonly
   return keys.some((k) => held.has(k)) ? { type: 'deleteNode', name } : undefined;
 }
 
-/** Batch position: identities, namespaces, nodes, CIDR groups, policies, pods (upserts) then pod, policy, node, group, namespace deletes. */
+/** Batch position: identities, namespaces, nodes, CIDR groups, policies, pods and CiliumEndpoints (upserts) then pod and endpoint, policy, node, group, namespace deletes. */
 export function rank(h: Held, upsert: boolean): number {
   if (h.kind === 'Identity' || h.kind === 'Node' || h.kind === 'ApiServer') return upsert ? 0 : 5;
   if (h.kind === 'Namespace' || h.kind === 'CidrGroup') return upsert ? 0 : 5;
@@ -84,6 +84,8 @@ function upsertOf(h: Held): AgentEvent {
     case 'CidrGroup':
       if (h.group === undefined) throw new Error('internal: a CIDR group that cannot be read is never sent (EngineBatches.wanted)');
       return { type: 'upsertCidrGroup', group: h.group };
+    case 'Endpoint':
+      return { type: 'upsertEndpoint', ...h.endpoint };
     case 'ApiServer':
       throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
   }
@@ -103,6 +105,8 @@ function deleteOf(h: Held): AgentEvent {
       return { type: 'deleteNode', name: h.node.name };
     case 'CidrGroup':
       return { type: 'deleteCidrGroup', name: h.name };
+    case 'Endpoint':
+      return { type: 'deleteEndpoint', namespace: h.endpoint.namespace, name: h.endpoint.name };
     case 'ApiServer':
       throw new Error('internal: API server slices make one setApiServer event (apiServerEvent)');
   }

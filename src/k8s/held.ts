@@ -6,7 +6,7 @@ import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { apiServerSliceOf, ciliumNodeOf, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
+import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
 
 /** A log call: a message and its fields. */
 export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => void;
@@ -29,6 +29,8 @@ export type Held =
   /** `unreadable`: a CiliumIdentity whose `security-labels` distill cannot read, held as a fail-closed stand-in (`keptOnUnreadable`). */
   | { readonly kind: 'Identity'; readonly id: number; readonly labels: Readonly<Record<string, string>>; readonly unreadable?: true; readonly sig: string }
   | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string }
+  /** A CiliumEndpoint: the identity its agent wrote for its addresses (`upsertEndpoint`). */
+  | { readonly kind: 'Endpoint'; readonly endpoint: CiliumEndpointFacts; readonly sig: string }
   /** An EndpointSlice of default/kubernetes: its addresses are the API server's (`apiServerEvent`). */
   | { readonly kind: 'ApiServer'; readonly addresses: readonly IpAddress[]; readonly sig: string };
 
@@ -93,7 +95,9 @@ function canonical(v: unknown): string {
 export function keptOnUnreadable(key: string, had: Held | undefined): Held | undefined {
   if (key.startsWith(IDENTITY_KEY_PREFIX)) return unreadableIdentity(key.slice(IDENTITY_KEY_PREFIX.length), had);
   if (key.startsWith('CiliumCIDRGroup/')) return unreadableGroup(key.slice(key.lastIndexOf('/') + 1));
-  return had === undefined || had.kind === 'Pod' || had.kind === 'Identity' ? undefined : had;
+  // A CiliumEndpoint update distill cannot read drops the endpoint: its old number may be stale, and
+  // without one the pod's addresses keep the fail-closed 255 (finding 2220).
+  return had === undefined || had.kind === 'Pod' || had.kind === 'Identity' || had.kind === 'Endpoint' ? undefined : had;
 }
 
 const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';
@@ -145,6 +149,10 @@ export function meaningOf(kind: KnownKind, obj: Record<string, unknown>, source:
     }
     case 'CiliumCIDRGroup':
       return groupMeaning(obj, source);
+    case 'CiliumEndpoint': {
+      const endpoint = ciliumEndpointOf(obj, source);
+      return endpoint && { kind: 'Endpoint', endpoint, sig: canonical({ ...endpoint, ips: endpoint.ips.map((a) => a.text) }) };
+    }
     default:
       return policyMeaning(obj, source, ctx);
   }

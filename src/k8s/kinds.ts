@@ -11,6 +11,7 @@ export const KINDS_API_VERSIONS = {
   ClusterNetworkPolicy: 'policy.networking.k8s.io/v1beta1',
   EndpointSlice: 'discovery.k8s.io/v1',
   CiliumCIDRGroup: 'cilium.io/v2',
+  CiliumEndpoint: 'cilium.io/v2',
 } as const;
 
 /**

@@ -249,6 +249,52 @@ export function identityOf(obj: unknown, source: string): Identity {
   return { id, labels };
 }
 
+/** A CiliumEndpoint as the engine takes it (`upsertEndpoint`). */
+export interface CiliumEndpointFacts {
+  readonly namespace: string;
+  readonly name: string;
+  readonly identity: number;
+  readonly ips: readonly IpAddress[];
+}
+
+/** At most this many `status.networking.addressing` pairs are read (Cilium's agent writes one per endpoint); more is unreadable. */
+const MAX_ENDPOINT_ADDRESS_PAIRS = 8;
+
+/**
+ * A `cilium.io/v2` CiliumEndpoint as Cilium's agent puts it into its ipcache
+ * (pkg/k8s/watchers/cilium_endpoint.go `endpointUpdated`): `status.identity.id` (an int64 on the
+ * wire, a uint32 NumericIdentity; absent, Cilium uses reserved:unmanaged) for each `ipv4` and `ipv6`
+ * of `status.networking.addressing`, and nothing while `status.networking.node` (the node IP) is
+ * absent or unparsable. Undefined when Cilium upserts nothing, or would upsert a number distill
+ * never uses (no identity: unmanaged, 3): the pod then keeps the fail-closed 255 (finding 2220).
+ * Throws ManifestError naming `source` when it cannot be read: an identity that is no uint32
+ * (Cilium would truncate it to another number), an address that does not parse, more than
+ * `MAX_ENDPOINT_ADDRESS_PAIRS` pairs.
+ */
+export function ciliumEndpointOf(obj: unknown, source: string): CiliumEndpointFacts | undefined {
+  const r = new Reader(source);
+  const md = readMetadata(r, rec(obj).metadata, true);
+  const status = rec(rec(obj).status);
+  const networking = rec(status.networking);
+  const node = networking.node;
+  if (typeof node !== 'string' || !isValidIp(node)) return undefined;
+  const identity = status.identity === undefined || status.identity === null ? undefined : rec(status.identity).id;
+  if (identity === undefined) return undefined;
+  const id = typeof identity === 'number' && Number.isInteger(identity) && identity >= 0 && identity <= 0xffffffff ? identity : r.fail('status.identity.id', `${JSON.stringify(identity)} is not a uint32 identity number`);
+  const pairs = r.optArray(networking.addressing, 'status.networking.addressing') ?? [];
+  if (pairs.length > MAX_ENDPOINT_ADDRESS_PAIRS) r.fail('status.networking.addressing', `${pairs.length} address pairs, more than the ${MAX_ENDPOINT_ADDRESS_PAIRS} distill reads`);
+  const ips: IpAddress[] = [];
+  pairs.forEach((pair, i) => {
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      const v = rec(pair)[family];
+      if (v === undefined || v === null || v === '') continue;
+      const ip = objectIp(readIp(r, v, `status.networking.addressing[${i}].${family}`).text);
+      if (!ips.some((o) => o.text === ip.text)) ips.push(ip);
+    }
+  });
+  return { namespace: md.namespace ?? 'default', name: md.name, identity: id, ips };
+}
+
 /**
  * A `discovery.k8s.io/v1` EndpointSlice: the addresses of its endpoints when it belongs to the
  * default/kubernetes Service (label `kubernetes.io/service-name: kubernetes` in namespace

@@ -1,5 +1,6 @@
 import type { Pod } from '../model/cluster.js';
 import { FIRST_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
+import { POD_NAMESPACE_KEY } from '../model/labels.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { CidrGroup } from '../model/cidr-group.js';
 import { parseCidrGroup } from '../policy/cidr-group.js';
@@ -19,8 +20,12 @@ export type Held =
    * `groupless`: the policy mentions `cidrGroupRef`/`cidrGroupSelector`, and this is how it reads
    * without CiliumCIDRGroup objects (the fail-closed stand-in of src/policy/stand-in.ts), enforced
    * while the groups are not watched or one cannot be read (`EngineBatches`, `effectiveHeld`).
+   * `whileUnreadable`: the policy has no group peer but a deny whose `any:` pod-namespace selector also
+   * selects group prefixes (src/policy/cilium-scope.ts `groupReading`, attack finding 2172); its
+   * `groupless` reading (that deny denying every peer) is enforced only while the groups are watched
+   * and one cannot be read (unwatched, distill knows no group labels: finding 2212).
    */
-  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy }
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy; readonly whileUnreadable?: true }
   /**
    * A CiliumCIDRGroup (`group`), or, `group` undefined, one that cannot be read: its prefixes and
    * labels are unknown, so no group peer can be read safely while it is (`EngineBatches`).
@@ -197,7 +202,24 @@ function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadCo
   const manifest = meaningfulPart(obj);
   const sig = canonical(manifest);
   const policy = policyOf(manifest, source, ctx, ctx.parseOptions);
-  if (!mentionsGroups(sig) || ctx.parseOptions.cidrGroups !== true) return { kind: 'Policy', policy, sig };
+  if (ctx.parseOptions.cidrGroups !== true) return { kind: 'Policy', policy, sig };
+  if (!mentionsGroups(sig)) {
+    // A deny whose pod-namespace selector selects group prefixes: read once more without the groups' labels.
+    if (!sig.includes(POD_NAMESPACE_KEY)) return { kind: 'Policy', policy, sig };
+    const options: ParseOptions = { ...ctx.parseOptions, cidrGroups: false, groupLabelsUnknown: true };
+    try {
+      parseManifest(manifest, source, options);
+      return { kind: 'Policy', policy, sig };
+    } catch {
+      let groupless: Policy;
+      try {
+        groupless = policyOf(manifest, source, { ...ctx, warn: () => {} }, options);
+      } catch {
+        groupless = policy;
+      }
+      return { kind: 'Policy', policy, sig, groupless, whileUnreadable: true };
+    }
+  }
   // Read once more as if groups were not watched: the stand-in enforced while some group cannot be
   // read. When no stand-in exists (every spec a host policy) the policy itself stands (finding 2044).
   let groupless: Policy;
@@ -223,11 +245,17 @@ function policyOf(manifest: Record<string, unknown>, source: string, ctx: ReadCo
 }
 
 /**
- * What the engine is to hold for `h` when the CiliumCIDRGroup objects are (`groupsRead`) or are
- * not read: a policy with group peers reads as its stand-in while they are not, with its own
- * signature (a change of mode is a change).
+ * How the CiliumCIDRGroup objects are read: `read` (watched, every one readable), `unreadable`
+ * (watched, some cannot be read) or `unwatched`.
  */
-export function effectiveHeld(h: Held, groupsRead: boolean): Held {
-  if (h.kind !== 'Policy' || h.groupless === undefined || groupsRead) return h;
-  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless };
+export type GroupsMode = 'read' | 'unreadable' | 'unwatched';
+
+/**
+ * What the engine is to hold for `h` in groups mode `mode`: a policy with group peers reads as its
+ * stand-in while they are not read, one `whileUnreadable` while some group cannot be read, each with
+ * its own signature (a change of mode is a change).
+ */
+export function effectiveHeld(h: Held, mode: GroupsMode): Held {
+  if (h.kind !== 'Policy' || h.groupless === undefined || mode === 'read' || (h.whileUnreadable === true && mode === 'unwatched')) return h;
+  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless, ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
 }

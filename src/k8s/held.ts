@@ -7,7 +7,7 @@ import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { apiServerSliceOf, ciliumNodeOf, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
+import { apiServerSliceOf, ciliumNodeOf, identityNumber, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
 
 /** A log call: a message and its fields. */
 export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => void;
@@ -109,7 +109,7 @@ const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';
  * identity number (Cilium skips such an object too: the CRD backend keys identities by number).
  */
 function unreadableIdentity(name: string, had: Held | undefined): Held | undefined {
-  const id = /^[1-9]\d{0,9}$/.test(name) ? Number(name) : NaN;
+  const id = identityNumber(name);
   if (!(id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY)) return undefined;
   const labels = had?.kind === 'Identity' ? had.labels : {};
   return { kind: 'Identity', id, labels, unreadable: true, sig: canonical({ id, labels, unreadable: true }) };
@@ -145,7 +145,12 @@ export function meaningOf(kind: KnownKind, obj: Record<string, unknown>, source:
       return addresses && { kind: 'ApiServer', addresses, sig: canonical(addresses.map((a) => a.text)) };
     }
     case 'CiliumIdentity': {
-      const id = identityOf(obj, source);
+      const { nonCanonical, ...id } = identityOf(obj, source);
+      // A name ParseUint reads but Cilium's allocator never writes ("0300" for 300, attack finding 2003):
+      // Cilium puts the pods of these labels on that number; distill does too, as a stand-in denied by
+      // every local map, since another object may claim the same number (`300`), which Cilium's cache
+      // resolves by event order (allocator cache OnUpsert/OnDelete keyed by number).
+      if (nonCanonical === true) return { kind: 'Identity', ...id, unreadable: true, sig: canonical({ ...id, unreadable: true }) };
       return { kind: 'Identity', ...id, sig: canonical(id) };
     }
     case 'CiliumCIDRGroup':

@@ -1,4 +1,4 @@
-import { effectiveHeld, namespaceOfHeld, type Held, type LogFn } from './held.js';
+import { effectiveHeld, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -32,8 +32,8 @@ export class EngineBatches {
   private open: MirrorBatch | undefined;
   /** Keys of the CiliumCIDRGroup objects that cannot be read (`keptOnUnreadable`): while some is, group peers read as the stand-in. */
   private readonly unreadableGroups = new Set<string>();
-  /** Whether the last flush read group peers (policies with them are re-sent when this changes). */
-  private groupsRead = false;
+  /** How the last flush read group peers (policies with them are re-sent when this changes). */
+  private groupsMode: GroupsMode = 'unwatched';
 
   constructor(
     private readonly states: ObjectStates,
@@ -61,7 +61,7 @@ export class EngineBatches {
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
-    return effectiveHeld(h, this.groupsRead);
+    return effectiveHeld(h, this.groupsMode);
   }
 
   /** Whether the engine holds a policy that reads group peers (not its stand-in). */
@@ -80,8 +80,9 @@ export class EngineBatches {
    */
   private setGroupsRead(groupsWatched: boolean): void {
     const read = this.groupsReadable(groupsWatched);
-    if (read === this.groupsRead) return;
-    this.groupsRead = read;
+    const mode: GroupsMode = read ? 'read' : groupsWatched ? 'unreadable' : 'unwatched';
+    if (mode === this.groupsMode) return;
+    this.groupsMode = mode;
     this.debug(read ? 'CIDR group peers read' : 'CIDR group peers read as the fail-closed stand-in (a group cannot be read)', { unreadable: [...this.unreadableGroups] });
     const policies = new Set<string>();
     for (const [key, h] of this.held) if (h.kind === 'Policy' && h.groupless !== undefined) policies.add(key);

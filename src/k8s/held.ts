@@ -1,12 +1,13 @@
 import type { Pod } from '../model/cluster.js';
 import { FIRST_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
+import { POD_NAMESPACE_KEY } from '../model/labels.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { CidrGroup } from '../model/cidr-group.js';
 import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
+import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityNumber, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
 
 /** A log call: a message and its fields. */
 export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => void;
@@ -19,8 +20,12 @@ export type Held =
    * `groupless`: the policy mentions `cidrGroupRef`/`cidrGroupSelector`, and this is how it reads
    * without CiliumCIDRGroup objects (the fail-closed stand-in of src/policy/stand-in.ts), enforced
    * while the groups are not watched or one cannot be read (`EngineBatches`, `effectiveHeld`).
+   * `whileUnreadable`: the policy has no group peer but a deny whose `any:` pod-namespace selector also
+   * selects group prefixes (src/policy/cilium-scope.ts `groupReading`, attack finding 2172); its
+   * `groupless` reading (that deny denying every peer) is enforced only while the groups are watched
+   * and one cannot be read (unwatched, distill knows no group labels: finding 2212).
    */
-  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy }
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy; readonly whileUnreadable?: true }
   /**
    * A CiliumCIDRGroup (`group`), or, `group` undefined, one that cannot be read: its prefixes and
    * labels are unknown, so no group peer can be read safely while it is (`EngineBatches`).
@@ -108,7 +113,7 @@ const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';
  * identity number (Cilium skips such an object too: the CRD backend keys identities by number).
  */
 function unreadableIdentity(name: string, had: Held | undefined): Held | undefined {
-  const id = /^[1-9]\d{0,9}$/.test(name) ? Number(name) : NaN;
+  const id = identityNumber(name);
   if (!(id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY)) return undefined;
   const labels = had?.kind === 'Identity' ? had.labels : {};
   return { kind: 'Identity', id, labels, unreadable: true, sig: canonical({ id, labels, unreadable: true }) };
@@ -144,7 +149,12 @@ export function meaningOf(kind: KnownKind, obj: Record<string, unknown>, source:
       return addresses && { kind: 'ApiServer', addresses, sig: canonical(addresses.map((a) => a.text)) };
     }
     case 'CiliumIdentity': {
-      const id = identityOf(obj, source);
+      const { nonCanonical, ...id } = identityOf(obj, source);
+      // A name ParseUint reads but Cilium's allocator never writes ("0300" for 300, attack finding 2003):
+      // Cilium puts the pods of these labels on that number; distill does too, as a stand-in denied by
+      // every local map, since another object may claim the same number (`300`), which Cilium's cache
+      // resolves by event order (allocator cache OnUpsert/OnDelete keyed by number).
+      if (nonCanonical === true) return { kind: 'Identity', ...id, unreadable: true, sig: canonical({ ...id, unreadable: true }) };
       return { kind: 'Identity', ...id, sig: canonical(id) };
     }
     case 'CiliumCIDRGroup':
@@ -205,7 +215,24 @@ function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadCo
   const manifest = meaningfulPart(obj);
   const sig = canonical(manifest);
   const policy = policyOf(manifest, source, ctx, ctx.parseOptions);
-  if (!mentionsGroups(sig) || ctx.parseOptions.cidrGroups !== true) return { kind: 'Policy', policy, sig };
+  if (ctx.parseOptions.cidrGroups !== true) return { kind: 'Policy', policy, sig };
+  if (!mentionsGroups(sig)) {
+    // A deny whose pod-namespace selector selects group prefixes: read once more without the groups' labels.
+    if (!sig.includes(POD_NAMESPACE_KEY)) return { kind: 'Policy', policy, sig };
+    const options: ParseOptions = { ...ctx.parseOptions, cidrGroups: false, groupLabelsUnknown: true };
+    try {
+      parseManifest(manifest, source, options);
+      return { kind: 'Policy', policy, sig };
+    } catch {
+      let groupless: Policy;
+      try {
+        groupless = policyOf(manifest, source, { ...ctx, warn: () => {} }, options);
+      } catch {
+        groupless = policy;
+      }
+      return { kind: 'Policy', policy, sig, groupless, whileUnreadable: true };
+    }
+  }
   // Read once more as if groups were not watched: the stand-in enforced while some group cannot be
   // read. When no stand-in exists (every spec a host policy) the policy itself stands (finding 2044).
   let groupless: Policy;
@@ -231,11 +258,17 @@ function policyOf(manifest: Record<string, unknown>, source: string, ctx: ReadCo
 }
 
 /**
- * What the engine is to hold for `h` when the CiliumCIDRGroup objects are (`groupsRead`) or are
- * not read: a policy with group peers reads as its stand-in while they are not, with its own
- * signature (a change of mode is a change).
+ * How the CiliumCIDRGroup objects are read: `read` (watched, every one readable), `unreadable`
+ * (watched, some cannot be read) or `unwatched`.
  */
-export function effectiveHeld(h: Held, groupsRead: boolean): Held {
-  if (h.kind !== 'Policy' || h.groupless === undefined || groupsRead) return h;
-  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless };
+export type GroupsMode = 'read' | 'unreadable' | 'unwatched';
+
+/**
+ * What the engine is to hold for `h` in groups mode `mode`: a policy with group peers reads as its
+ * stand-in while they are not read, one `whileUnreadable` while some group cannot be read, each with
+ * its own signature (a change of mode is a change).
+ */
+export function effectiveHeld(h: Held, mode: GroupsMode): Held {
+  if (h.kind !== 'Policy' || h.groupless === undefined || mode === 'read' || (h.whileUnreadable === true && mode === 'unwatched')) return h;
+  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless, ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
 }

@@ -234,10 +234,10 @@ function familyAddresses(v: unknown): IpAddress[] {
  * A `cilium.io/v2` CiliumIdentity (CRD mode): the name is the number, `security-labels` the
  * labels. Throws ManifestError naming `source` and the field.
  */
-export function identityOf(obj: unknown, source: string): Identity {
+export function identityOf(obj: unknown, source: string): Identity & { readonly nonCanonical?: true } {
   const r = new Reader(source);
   const md = readMetadata(r, rec(obj).metadata, false);
-  const id = /^[1-9]\d{0,9}$/.test(md.name) ? Number(md.name) : NaN;
+  const id = identityNumber(md.name);
   // The engine takes cluster identities only (reserved ids and node-local ones never come from the cluster).
   if (!(id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY)) r.fail('metadata.name', `"${md.name}" is not an identity number of a cluster identity (${FIRST_CLUSTER_IDENTITY}..${MAX_CLUSTER_IDENTITY})`);
   const labels = r.stringMap(rec(obj)['security-labels'] ?? {}, 'security-labels');
@@ -246,7 +246,19 @@ export function identityOf(obj: unknown, source: string): Identity {
     const problem = identityLabelProblem(k, v);
     if (problem) r.fail(join('security-labels', k), problem);
   }
-  return { id, labels };
+  return String(id) === md.name ? { id, labels } : { id, labels, nonCanonical: true };
+}
+
+/**
+ * The number a CiliumIdentity's name stands for, as Cilium's CRD backend reads it
+ * (pkg/k8s/identitybackend/identity.go `ListAndWatch`: `strconv.ParseUint(identity.Name, 10, 64)`,
+ * the object skipped when that fails): ASCII digits only, leading zeros allowed ("0300" is 300), at
+ * most 2^64-1. NaN where ParseUint fails. The caller checks the cluster range.
+ */
+export function identityNumber(name: string): number {
+  if (!/^[0-9]{1,20}$/.test(name)) return NaN;
+  const n = BigInt(name);
+  return n <= 0xffffffffffffffffn ? Number(n) : NaN;
 }
 
 /** A CiliumEndpoint as the engine takes it (`upsertEndpoint`). */

@@ -29,6 +29,13 @@ export interface ParseOptions extends CiliumAgentOptions {
    */
   readonly cidrGroups?: boolean;
   /**
+   * `true`: some CiliumCIDRGroup cannot be read, so no group's labels are known (the agent's reading
+   * while one is: src/k8s/held.ts). A deny whose `any:` pod-namespace selector would also select group
+   * prefixes (cilium-scope.ts `groupReading`) is then "not supported", and its stand-in denies every
+   * peer of the rule (attack finding 2212).
+   */
+  readonly groupLabelsUnknown?: boolean;
+  /**
    * `true`: the objects are what the API server serves (the agent's watch), not manifests to be written. A
    * ClusterNetworkPolicy served at v1beta1 may have been written at v1alpha2: the CRD stores one object and,
    * with no conversion webhook, serves it at every version with only `apiVersion` changed; validation runs on

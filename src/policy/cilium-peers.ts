@@ -11,7 +11,7 @@ import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { parseLabelSelector, type SelectorOptions } from './selector.js';
 import type { ParseOptions } from './cilium-options.js';
 import { CILIUM_SELECTOR, type DirectionShape } from './cilium-shapes.js';
-import { rawKeysNameNamespace, readsNodeLabels, readsOutsideLabels, scopePeerSelector, SOURCE_NODE } from './cilium-scope.js';
+import { groupReading, rawKeysNameNamespace, readsNodeLabels, readsOutsideLabels, scopePeerSelector, SOURCE_NODE } from './cilium-scope.js';
 
 /*
  * The L3 peers of a Cilium rule: endpoints, entities, CIDRs and CIDR sets, nodes, and toFQDNs.
@@ -84,7 +84,7 @@ function entitySelectors(entity: Entity): Selector[] {
 export function readL3Peers(r: Reader, o: Record<string, unknown>, path: string, shape: DirectionShape, namespace: string | undefined, options: ParseOptions, matchesInit: boolean): { peers: Peer[]; anyL3: boolean } {
   const peers: Peer[] = [];
   const eps = r.optArray(o[shape.endpoints], join(path, shape.endpoints));
-  eps?.forEach((e, i) => peers.push(readEndpointPeer(r, e, at(join(path, shape.endpoints), i), namespace, options, matchesInit, shape.verdict)));
+  eps?.forEach((e, i) => peers.push(...readEndpointPeers(r, e, at(join(path, shape.endpoints), i), namespace, options, matchesInit, shape.verdict)));
   const nodes = r.optArray(o[shape.nodes], join(path, shape.nodes));
   nodes?.forEach((n, i) => peers.push({ kind: 'nodes', selector: parseNodeSelector(r, n, at(join(path, shape.nodes), i), options) }));
   const ents = r.optArray(o[shape.entities], join(path, shape.entities));
@@ -98,8 +98,11 @@ export function readL3Peers(r: Reader, o: Record<string, unknown>, path: string,
   return { peers, anyL3: eps !== undefined || nodes !== undefined || ents !== undefined || cidrs !== undefined || sets !== undefined };
 }
 
-/** One endpoint selector of `fromEndpoints`/`toEndpoints`, scoped to the policy's namespace. */
-function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean, verdict: Verdict): Peer {
+/**
+ * One endpoint selector of `fromEndpoints`/`toEndpoints`, scoped to the policy's namespace, and, when it
+ * also matches the identities of CIDR-group prefixes (`groupReading`), the group peer that selects them.
+ */
+function readEndpointPeers(r: Reader, e: unknown, path: string, namespace: string | undefined, options: ParseOptions, matchesInit: boolean, verdict: Verdict): Peer[] {
   const sel = parseLabelSelector(r, e, path, CILIUM_SELECTOR);
   // Cilium matches `cidr:` keys against the labels of CIDR identities; distill's label selectors
   // never see those labels, so a deny would miss them and a DoesNotExist would match them. The
@@ -110,7 +113,13 @@ function readEndpointPeer(r: Reader, e: unknown, path: string, namespace: string
   const scoped = scopePeerSelector(sel, namespace, rawKeysNameNamespace(e), matchesInit, verdict);
   if (options.nodeSelectorLabels === true && readsNodeLabels(scoped)) r.unsupported(path, 'this selector is not scoped to pods (a `reserved:` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist) and could match the Node labels of node identities (enable-node-selector-labels gives them `node:` labels and k8s:io.cilium.k8s.policy.cluster), which distill does not model for endpoint selectors: this selector is not supported by distill (write toNodes/fromNodes for Node labels)');
   if (readsOutsideLabels(scoped, verdict)) r.unsupported(path, `this selector is not scoped to pods (a \`reserved:\` key, a clusterwide policy whose subject names reserved:init, or a deny naming the namespace only through NotIn/DoesNotExist), and in Cilium its keys without a source also match the \`cidrgroup:\` and \`cidr:\` labels of the identities of addresses outside the cluster, which distill's label selectors do not see (${verdict === 'deny' ? 'a deny would miss them' : 'an allow would admit them'}): this selector is not supported by distill (write k8s: keys, or cidrGroupRef/cidrGroupSelector in a CIDR set)`);
-  return { kind: 'selector', selector: scoped };
+  const peer: Peer = { kind: 'selector', selector: scoped };
+  // Where CiliumCIDRGroup objects are not read (options.cidrGroups), no group is known to this reading;
+  // the agent's reading while a group is unreadable is its `groupless` one (src/k8s/held.ts).
+  const groups = options.cidrGroups === true ? groupReading(scoped, verdict) : 'none';
+  if (options.groupLabelsUnknown === true && verdict === 'deny' && groupReading(scoped, verdict) !== 'none') r.unsupported(path, 'this selector needs io.kubernetes.pod.namespace without a source, which in Cilium also matches a CiliumCIDRGroup\'s label of that key on its prefixes\' identities, and a CiliumCIDRGroup cannot be read now (a deny would miss its prefixes): this selector is not supported by distill while it cannot be read');
+  if (groups === 'unsupported') r.unsupported(path, `this selector needs io.kubernetes.pod.namespace without a source, which in Cilium also matches a CiliumCIDRGroup's label of that key on its prefixes' identities, and those identities' other labels (cidr:<prefix>, reserved:world…) could decide its other requirements there (${verdict === 'deny' ? 'a deny would miss them' : 'an allow would admit them'}): this selector is not supported by distill (write k8s:io.kubernetes.pod.namespace for pods only)`);
+  return groups === 'none' || groups === 'unsupported' ? [peer] : [peer, { kind: 'cidrGroup', selector: groups, except: [], mode: verdict === 'deny' ? 'any' : 'all' }];
 }
 
 /**

@@ -1,6 +1,7 @@
 import { ciliumExtendedKey, CLUSTER_KEY, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED } from '../model/labels.js';
 import type { Verdict } from '../model/rules.js';
-import { existsRequirement, hasSource, Requirement, Selector } from '../model/selector.js';
+import { existsRequirement, hasSource, makeSelector, Requirement, Selector } from '../model/selector.js';
+import { SOURCE_CIDR_GROUP } from '../model/cidr-group.js';
 import { restrictToNamespace, withRequirement } from './common.js';
 
 /*
@@ -119,13 +120,61 @@ const OUTSIDE_RESERVED_NAMES: readonly string[] = ['world', 'world-ipv4', 'world
  * this returns true for, per verdict.
  */
 export function readsOutsideLabels(sel: Selector, verdict: Verdict): boolean {
-  // A pod-namespace or namespace-label requirement is read as pods only, as scopePeerSelector reads it
+  // A pod-namespace or namespace-label requirement excludes every outside identity but a CIDR group's
   // (a group's `io.cilium.k8s*` labels are dropped, RemoveCiliumLabels; one labelled
-  // io.kubernetes.pod.namespace is left: docs/attack-findings-26p.md, not fixed).
+  // io.kubernetes.pod.namespace is selected through `groupReading`: attack finding 2172).
   if (selectsOnlyPods(sel)) return false;
   const positive = (q: Requirement): boolean => q.operator === 'In' || q.operator === 'Exists';
   const excludesOutside = sel.requirements.some((q) => positive(q) && q.key.source !== SOURCE_ANY && !(q.key.source === SOURCE_RESERVED && OUTSIDE_RESERVED_NAMES.includes(q.key.key)));
   return !excludesOutside && sel.requirements.some((q) => q.key.source === SOURCE_ANY && positive(q) === (verdict === 'deny'));
+}
+
+/**
+ * How a peer selector reads the identities of CIDR-group prefixes when it needs
+ * `any:io.kubernetes.pod.namespace` (attack finding 2172). Cilium reads such a key as `any:`
+ * (getEndpointSelector adds no namespace requirement when the selector HasKey
+ * `any.io.kubernetes.pod.namespace`), `LabelArray.Has` matches an `any:` key against a label of every
+ * source, and `applyCIDRGroup` gives a group's prefixes its metadata.labels (all but `io.cilium.k8s*`)
+ * under `cidrgroup:`: a group labelled `io.kubernetes.pod.namespace: x` is selected by
+ * `{io.kubernetes.pod.namespace: x}`. Returns:
+ * - `none` when the selector cannot match such an identity (no `any:` pod-namespace requirement, or a
+ *   positive requirement no group identity meets: a `k8s:` or other non-`any:` key, a namespace label);
+ * - a selector on `cidrgroup:` keys that matches the group labels it reads (each `any:` requirement
+ *   re-sourced; a requirement on another source is negative here, so every group identity meets it);
+ * - `unsupported` when that re-reading could be more open than Cilium's: a `reserved:` requirement
+ *   (group identities carry reserved:world), or an `any:` requirement that a CIDR identity's other
+ *   labels (`cidr:<prefix>`, `reserved:world…`, with the value "") could decide, positive in a deny
+ *   (it would deny too little) or negative in an allow (it would allow too much).
+ */
+export function groupReading(sel: Selector, verdict: Verdict): Selector | 'none' | 'unsupported' {
+  const positive = (q: Requirement): boolean => q.operator === 'In' || q.operator === 'Exists';
+  const namesPodNamespace = sel.requirements.some((q) => positive(q) && q.key.source === SOURCE_ANY && q.key.key === POD_NAMESPACE_KEY);
+  if (!namesPodNamespace) return 'none';
+  const groupsNever = (q: Requirement): boolean =>
+    positive(q) && ((q.key.source !== SOURCE_ANY && q.key.source !== SOURCE_RESERVED) || q.key.key.startsWith(CILIUM_K8S_LABEL_PREFIX));
+  if (sel.requirements.some(groupsNever)) return 'none';
+  if (sel.requirements.some((q) => q.key.source === SOURCE_RESERVED)) return 'unsupported';
+  const requirements: Requirement[] = [];
+  for (const q of sel.requirements) {
+    if (q.key.source !== SOURCE_ANY) continue;
+    if (otherOutsideLabelDecides(q) && positive(q) === (verdict === 'deny')) return 'unsupported';
+    requirements.push({ ...q, key: { source: SOURCE_CIDR_GROUP, key: q.key.key } });
+  }
+  return makeSelector(requirements);
+}
+
+/** Keys `utils.RemoveCiliumLabels` drops from a group's labels (k8sconst.LabelPrefix): no group label has one. */
+const CILIUM_K8S_LABEL_PREFIX = 'io.cilium.k8s';
+
+/**
+ * Whether an `any:` requirement could be decided by a label of a CIDR identity other than its group
+ * labels: `reserved:world…`/`reserved:kube-apiserver` (AddWorldLabel) and `cidr:<prefix>` (IPv6 with `-`
+ * for `:`) all have the value "", so only Exists, DoesNotExist or a value list holding "" read them, on
+ * a reserved outside name or a prefix key. (`fqdn:<name>` labels are left: attack finding 2211.)
+ */
+function otherOutsideLabelDecides(q: Requirement): boolean {
+  const readsEmpty = q.operator === 'Exists' || q.operator === 'DoesNotExist' || q.values.includes('');
+  return readsEmpty && (OUTSIDE_RESERVED_NAMES.includes(q.key.key) || /^[0-9a-fA-F.:-]+\/[0-9]{1,3}$/.test(q.key.key));
 }
 
 function podsOnly(): Requirement {

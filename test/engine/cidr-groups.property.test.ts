@@ -25,7 +25,8 @@ const RUNS = fcRuns(process.env.DISTILL_LONG ? 2000 : 120);
 
 const PREFIXES = ['10.0.0.0/8', '10.1.0.0/16', '10.1.2.3/32', '192.168.0.0/16', '192.168.1.0/24', '8.8.8.0/24', '0.0.0.0/0', '2001:db8::/32', '2001:db8::5/128'];
 const GROUP_NAMES = ['g1', 'g2', 'g3'];
-const LABEL = fc.constantFrom<[string, string][]>([], [['env', 'prod']], [['env', 'dev']], [['env', 'prod'], ['tier', 'a']], [['tier', 'b']]);
+// Groups labelled io.kubernetes.pod.namespace: `any:` namespace selectors select them (attack finding 2172).
+const LABEL = fc.constantFrom<[string, string][]>([], [['env', 'prod']], [['env', 'dev']], [['env', 'prod'], ['tier', 'a']], [['tier', 'b']], [['io.kubernetes.pod.namespace', 'n0']], [['io.kubernetes.pod.namespace', 'n1'], ['env', 'prod']]);
 
 type GOp = Op | { readonly k: 'group'; readonly name: string; readonly cidrs: readonly string[]; readonly labels: [string, string][] } | { readonly k: 'delGroup'; readonly name: string } | { readonly k: 'gpolicy'; readonly manifest: Record<string, unknown> };
 
@@ -36,7 +37,14 @@ const groupItem = fc.oneof(
   fc.record({ cidrGroupSelector: fc.constantFrom({ matchLabels: { env: 'prod' } }, { matchExpressions: [{ key: 'tier', operator: 'Exists' }] }, { matchExpressions: [{ key: 'env', operator: 'In', values: ['dev'] }, { key: 'tier', operator: 'DoesNotExist' }] }, { matchExpressions: [{ key: 'env', operator: 'NotIn', values: ['dev'] }, { key: 'tier', operator: 'Exists' }] }) }),
   fc.record({ cidrGroupRef: fc.constantFrom(...GROUP_NAMES), except: fc.constantFrom(['10.1.0.0/16'], ['192.168.1.5/32'], ['2001:db8::/64']) }),
 );
-const rule = (dir: 'to' | 'from') => fc.oneof({ weight: 4, arbitrary: fc.record({ [`${dir}CIDRSet`]: fc.array(groupItem, { minLength: 1, maxLength: 2 }) }) }, { weight: 1, arbitrary: fc.record({ [`${dir}CIDR`]: fc.constantFrom(['10.1.2.0/24'], ['8.8.8.8/32']) }) }, { weight: 1, arbitrary: fc.constant({ [`${dir}Entities`]: ['world'] }) });
+const namespaceKey = fc.constantFrom({ matchLabels: { 'io.kubernetes.pod.namespace': 'n0' } }, { matchLabels: { 'io.kubernetes.pod.namespace': 'n1', env: 'prod' } }, { matchExpressions: [{ key: 'io.kubernetes.pod.namespace', operator: 'Exists' }, { key: 'env', operator: 'NotIn', values: ['dev'] }] });
+const rule = (dir: 'to' | 'from') =>
+  fc.oneof(
+    { weight: 4, arbitrary: fc.record({ [`${dir}CIDRSet`]: fc.array(groupItem, { minLength: 1, maxLength: 2 }) }) },
+    { weight: 1, arbitrary: fc.record({ [`${dir}CIDR`]: fc.constantFrom(['10.1.2.0/24'], ['8.8.8.8/32']) }) },
+    { weight: 1, arbitrary: fc.constant({ [`${dir}Entities`]: ['world'] }) },
+    { weight: 2, arbitrary: fc.record({ [`${dir}Endpoints`]: fc.array(namespaceKey, { minLength: 1, maxLength: 1 }) }) },
+  );
 const groupPolicy: fc.Arbitrary<GOp> = fc
   .record({
     name: fc.constantFrom('cg-a', 'cg-b'),

@@ -149,7 +149,7 @@ describe('2172. a group labelled io.kubernetes.pod.namespace (26p\'s residual of
   // podAnyPrefixLbl), and `any:` matches a label of every source (pkg/labels/array.go LabelArray.Has),
   // so it selects the CIDR identities of a group labelled `io.kubernetes.pod.namespace: x`
   // (applyCIDRGroup keeps every label but io.cilium.k8s*). distill reads the key as pods only.
-  it.fails('the deny on that namespace key also denies the group\'s prefixes', () => {
+  it('the deny on that namespace key also denies the group\'s prefixes', () => {
     const n = node();
     n.feed(
       line('ADDED', namespace),

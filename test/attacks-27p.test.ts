@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { agentVerdicts } from './k8s/agent-verdicts.js';
+import { parseManifest } from '../src/policy/manifest.js';
+
+/*
+ * Round 27p (docs/attack-findings-27p.md). Sources: network-policy-api apis/v1beta1/clusternetworkpolicy_types.go
+ * (30ea168: the subject is `*metav1.LabelSelector` / NamespacedPod, and the CRD's LabelSelector schema checks shape
+ * only), Kubernetes staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/helpers.go `LabelSelectorAsSelector` (refuses an
+ * operator outside In/NotIn/Exists/DoesNotExist, In/NotIn without values, invalid keys and values: labels.NewRequirement).
+ */
+
+type Obj = Record<string, unknown>;
+const toPod = (app: string): Obj => ({ pods: { podSelector: { matchLabels: { app } } } });
+const clusterPolicy = (egress: Obj[], subject: Obj, version = 'v1beta1'): Obj => ({
+  apiVersion: `policy.networking.k8s.io/${version}`,
+  kind: 'ClusterNetworkPolicy',
+  metadata: { name: 'p', resourceVersion: '10' },
+  spec: { tier: 'Admin', priority: 5, subject, egress },
+});
+const STAND_IN = ['policy enforced fail-closed: it uses what distill does not read'];
+const SKIPPED = ['object skipped: it cannot be read'];
+
+function run(policy: Obj): { warn: string[]; verdicts: Record<string, string> } {
+  const { warn, verdict } = agentVerdicts(policy);
+  return { warn, verdicts: { client: verdict('client', 'egress'), other: verdict('other', 'egress') } };
+}
+
+describe('2230. a ClusterNetworkPolicy subject selector that LabelSelectorAsSelector refuses skipped the policy with its Deny rules', () => {
+  // The CRD takes these (shape only); distill reads them as "not supported". On be70ef1 the stand-in re-read the same
+  // subject, failed, and the agent skipped the object: x/server -> x/other was allowed, though every reading of the
+  // subject that selects x/server denies it. Now the refused entries are left out (the rest of an ANDed selector
+  // selects every pod the subject could) and the Deny rules are kept, the Accept rules dropped.
+  const server = { app: 'server' };
+  const subjects: Obj[] = [
+    { pods: { podSelector: { matchLabels: server, matchExpressions: [{ key: 'tier', operator: 'in', values: ['a'] }] } } },
+    { pods: { podSelector: { matchLabels: server, matchExpressions: [{ key: 'tier', operator: 'In' }] } } },
+    { pods: { podSelector: { matchLabels: { ...server, tier: 'not a value' } } } },
+    { pods: { podSelector: { matchLabels: server }, namespaceSelector: { matchExpressions: [{ key: 'team', operator: 'Exists', values: ['a'] }] } } },
+    { namespaces: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: [] }] } },
+  ];
+  it('is "not supported" in the CLI (control: the reading of a manifest is unchanged)', () => {
+    for (const subject of subjects) expect(() => parseManifest(clusterPolicy([{ action: 'Deny', to: [toPod('other')] }], subject), 't'), JSON.stringify(subject)).toThrow(/not supported by distill/);
+  });
+  for (const version of ['v1beta1', 'v1alpha2']) {
+    it(`keeps its Deny rules (a Pass as a Deny), drops its Accept rules (${version})`, () => {
+      for (const subject of subjects) {
+        const r = run(clusterPolicy([{ action: 'Accept', to: [toPod('client')] }, { action: 'Deny', to: [toPod('other')] }], subject, version));
+        expect(r.warn, JSON.stringify(subject)).toEqual(STAND_IN);
+        expect(r.verdicts, JSON.stringify(subject)).toEqual({ client: 'allow', other: 'deny' });
+        const pass = run(clusterPolicy([{ action: 'Pass', to: [toPod('client')] }], subject, version));
+        expect(pass.verdicts, JSON.stringify(subject)).toEqual({ client: 'deny', other: 'allow' });
+      }
+    });
+  }
+  it('the readable entries still narrow the subject: a pod they exclude is not denied', () => {
+    const r = run(clusterPolicy([{ action: 'Deny', to: [toPod('other')] }], { pods: { podSelector: { matchLabels: { app: 'client' }, matchExpressions: [{ key: 'tier', operator: 'in', values: ['a'] }] } } }));
+    expect(r.warn).toEqual(STAND_IN);
+    expect(r.verdicts).toEqual({ client: 'allow', other: 'allow' });
+  });
+  it('an invalid subject is still skipped as invalid (control: exactly one field, which the CRD checks)', () => {
+    expect(run(clusterPolicy([{ action: 'Deny', to: [toPod('other')] }], { namespaces: {}, pods: { podSelector: {} } })).warn).toEqual(SKIPPED);
+  });
+});

@@ -57,6 +57,12 @@ describe('2230. a ClusterNetworkPolicy subject selector that LabelSelectorAsSele
     expect(r.warn).toEqual(STAND_IN);
     expect(r.verdicts).toEqual({ client: 'allow', other: 'allow' });
   });
+  it('composes with an unreadable rule: its Deny fails closed as "Deny all" under the stand-in subject', () => {
+    const badPeer = { pods: { podSelector: { matchExpressions: [{ key: 'app', operator: 'in', values: ['client'] }] } } };
+    const r = run(clusterPolicy([{ action: 'Deny', to: [badPeer] }], subjects[0] as Obj));
+    expect(r.warn).toEqual(STAND_IN);
+    expect(r.verdicts).toEqual({ client: 'deny', other: 'deny' });
+  });
   it('an invalid subject is still skipped as invalid (control: exactly one field, which the CRD checks)', () => {
     expect(run(clusterPolicy([{ action: 'Deny', to: [toPod('other')] }], { namespaces: {}, pods: { podSelector: {} } })).warn).toEqual(SKIPPED);
   });

@@ -67,3 +67,41 @@ describe('2230. a ClusterNetworkPolicy subject selector that LabelSelectorAsSele
     expect(run(clusterPolicy([{ action: 'Deny', to: [toPod('other')] }], { namespaces: {}, pods: { podSelector: {} } })).warn).toEqual(SKIPPED);
   });
 });
+
+describe('2231. the Cilium stand-in dropped the spec\'s enableDefaultDeny and isolated a direction Cilium leaves open', () => {
+  // pkg/policy/api/rule.go EnableDefaultDeny ("if false, the rules only add allows and denies"); rule_validation.go
+  // Rule.Sanitize fills an absent flag only. On be70ef1 the stand-in spec kept the subject and the lists, not the flag:
+  // a policy with `enableDefaultDeny: {ingress: false}` and an unread egress toServices had its ingress isolated, so
+  // x/other -> x/server (which Cilium allows: no policy isolates x/server's ingress) was denied.
+  const policy = (flag: Obj | undefined): Obj => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'p', namespace: 'x', resourceVersion: '10' },
+    spec: {
+      endpointSelector: { matchLabels: { app: 'server' } },
+      ...(flag !== undefined ? { enableDefaultDeny: flag } : {}),
+      ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }],
+      egress: [{ toServices: [{ k8sService: { serviceName: 's', namespace: 'x' } }] }],
+    },
+  });
+  it('keeps the flag: ingress not isolated, egress isolated with the unread allow dropped', () => {
+    const { warn, verdict } = agentVerdicts(policy({ ingress: false }));
+    expect(warn).toEqual(STAND_IN);
+    expect([verdict('client', 'ingress'), verdict('other', 'ingress'), verdict('client', 'egress')]).toEqual(['allow', 'allow', 'deny']);
+  });
+  it('an egress flag false leaves egress open too (the dropped allow only added allows)', () => {
+    const { verdict } = agentVerdicts(policy({ ingress: false, egress: false }));
+    expect([verdict('other', 'ingress'), verdict('other', 'egress')]).toEqual(['allow', 'allow']);
+  });
+  it('without the flag both directions stay isolated (control)', () => {
+    const { warn, verdict } = agentVerdicts(policy(undefined));
+    expect(warn).toEqual(STAND_IN);
+    expect([verdict('client', 'ingress'), verdict('other', 'ingress'), verdict('client', 'egress')]).toEqual(['allow', 'deny', 'deny']);
+  });
+  it('an unread deny rule still denies every peer with the flag false (control: the flag does not weaken denies)', () => {
+    const p = policy({ ingress: false });
+    const spec = p.spec as Obj;
+    const { verdict } = agentVerdicts({ ...p, spec: { ...spec, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'other' } }], fromRequires: ['x'] }] } });
+    expect([verdict('client', 'ingress'), verdict('other', 'ingress')]).toEqual(['deny', 'deny']);
+  });
+});

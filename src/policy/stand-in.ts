@@ -57,7 +57,9 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   if (s.nodeSelector !== undefined) return null;
   const subject = { endpointSelector: s.endpointSelector };
   if (parses({ ...subject, ingress: [{}] }) !== undefined) return undefined;
-  const out: Record<string, unknown> = { ...subject };
+  // The spec's `enableDefaultDeny` is kept: with a direction's flag false its rules only add allows and denies, so an
+  // unreadable allow dropped there isolates nothing, as Cilium does not (it isolated the direction before: finding 2231).
+  const out: Record<string, unknown> = { ...subject, ...(s.enableDefaultDeny !== undefined ? { enableDefaultDeny: s.enableDefaultDeny } : {}) };
   for (const { field, deny, all } of LISTS) {
     if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;
     const kept: unknown[] = [];

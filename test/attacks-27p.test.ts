@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { agentVerdicts } from './k8s/agent-verdicts.js';
 import { parseManifest } from '../src/policy/manifest.js';
+import { mirrorVerdicts } from './k8s/agent-verdicts.js';
 
 /*
  * Round 27p (docs/attack-findings-27p.md). Sources: network-policy-api apis/v1beta1/clusternetworkpolicy_types.go
@@ -103,5 +104,30 @@ describe('2231. the Cilium stand-in dropped the spec\'s enableDefaultDeny and is
     const spec = p.spec as Obj;
     const { verdict } = agentVerdicts({ ...p, spec: { ...spec, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'other' } }], fromRequires: ['x'] }] } });
     expect([verdict('client', 'ingress'), verdict('other', 'ingress')]).toEqual(['deny', 'deny']);
+  });
+});
+
+describe('2232. a CiliumNetworkPolicy with `specs: []` was refused; modified to it, the agent kept the old rules', () => {
+  // pkg/k8s/apis/cilium.io/v2/cnp_types.go: the CRD's XValidation `has(self.spec) || has(self.specs)` stores it, and
+  // Validate refuses only `r.Spec == nil && r.Specs == nil` (ErrEmptyCNP): an empty, non-nil `specs` is a policy of
+  // no rules, and the watcher's update replaces the old rules with none. On be70ef1 distill refused it ("must have spec
+  // or specs"), so the mirror kept the last readable version: x/other -> x/server stayed allowed by the old rule while
+  // another policy isolates x/server's ingress, which Cilium denies once the rules are gone.
+  const cnp = (name: string, rv: number, body: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'x', resourceVersion: String(rv) }, ...body });
+  const server = { matchLabels: { app: 'server' } };
+  const from = (app: string): Obj => ({ endpointSelector: server, ingress: [{ fromEndpoints: [{ matchLabels: { app } }] }] });
+  it('reads as a policy of no rules', () => {
+    const p = parseManifest(cnp('b', 1, { specs: [] }), 't');
+    expect([p.rules.length, p.enforcements.length]).toEqual([0, 0]);
+  });
+  it('the agent drops the old rules when the object is modified to it', () => {
+    const r = mirrorVerdicts([cnp('a', 10, { spec: from('client') }), cnp('b', 11, { spec: from('other') })], [cnp('b', 12, { specs: [] })]);
+    expect(r.before).toEqual({ client: 'allow', other: 'allow' });
+    expect(r.after).toEqual({ client: 'allow', other: 'deny' });
+    expect(r.warn).toEqual([]);
+  });
+  it('no spec and no specs (or null) is still refused (control: ErrEmptyCNP, the CRD\'s has())', () => {
+    expect(() => parseManifest(cnp('b', 1, {}), 't')).toThrow(/must have spec or specs/);
+    expect(() => parseManifest(cnp('b', 1, { specs: null }), 't')).toThrow(/must have spec or specs/);
   });
 });

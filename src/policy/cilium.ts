@@ -25,7 +25,9 @@ export function parseCiliumPolicy(r: Reader, doc: Record<string, unknown>, kind:
   const specs: [unknown, string][] = [];
   if (!absent(doc.spec)) specs.push([doc.spec, 'spec']);
   (r.optArray(doc.specs, 'specs') ?? []).forEach((s, i) => specs.push([s, at('specs', i)]));
-  if (specs.length === 0) r.fail('', 'must have spec or specs');
+  // cnp_types.go Validate refuses only `Spec == nil && Specs == nil` (ErrEmptyCNP; the CRD's `has(self.spec) ||
+  // has(self.specs)`): `specs: []` is a policy of no rules, whose update removes the old rules (attack finding 2232).
+  if (absent(doc.spec) && absent(doc.specs)) r.fail('', 'must have spec or specs');
   const out: RuleSet = { rules: [], enforcements: [], warnings: [] };
   for (const [spec, path] of specs) parseRule(r, spec, path, ref, md.namespace, out, options);
   return { ref, rules: out.rules.slice(), enforcements: out.enforcements.slice(), warnings: out.warnings.slice(), manifest: doc };

@@ -57,7 +57,9 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   if (s.nodeSelector !== undefined) return null;
   const subject = { endpointSelector: s.endpointSelector };
   if (parses({ ...subject, ingress: [{}] }) !== undefined) return undefined;
-  const out: Record<string, unknown> = { ...subject };
+  // The spec's `enableDefaultDeny` is kept: with a direction's flag false its rules only add allows and denies, so an
+  // unreadable allow dropped there isolates nothing, as Cilium does not (it isolated the direction before: finding 2231).
+  const out: Record<string, unknown> = { ...subject, ...(s.enableDefaultDeny !== undefined ? { enableDefaultDeny: s.enableDefaultDeny } : {}) };
   for (const { field, deny, all } of LISTS) {
     if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;
     const kept: unknown[] = [];
@@ -215,7 +217,7 @@ const EXPERIMENTAL_PEERS = ['domainNames'];
  * clusternetworkpolicy_types.go, ClusterNetworkPolicyIngressPeer / EgressPeer).
  */
 function clusterNetworkPolicyStandIn(o: Record<string, unknown>, source: string, options: ParseOptions): Policy | undefined {
-  const spec = withoutUnknownSpecFields(o.spec);
+  const spec = withoutUnknownSpecFields(o.spec, (subject) => readableSubject(o, subject, source, options));
   if (!isObject(spec)) return undefined;
   const rewrite = (list: unknown, peers: 'from' | 'to'): unknown =>
     Array.isArray(list) ? list.map((r: unknown) => unreadRule(o, spec, withUnknownPeers(r, peers), peers, source, options)) : list;
@@ -236,14 +238,53 @@ const CNP_SPEC_FIELDS = ['tier', 'priority', 'subject', 'ingress', 'egress'];
  * flow; a Deny is never more open than a Pass: review of 1915); Accept rules are dropped (attack
  * findings 712, 1915). A subject with no known field left has no stand-in.
  */
-function withoutUnknownSpecFields(spec: unknown): unknown {
+function withoutUnknownSpecFields(spec: unknown, readable: (subject: unknown) => unknown): unknown {
   if (!isObject(spec)) return spec;
-  const subject = pruned(spec.subject, SUBJECT);
+  const subject = readable(pruned(spec.subject, SUBJECT));
   if (Object.keys(spec).every((k) => CNP_SPEC_FIELDS.includes(k)) && subject === spec.subject) return spec;
   const denies = (list: unknown): unknown => (Array.isArray(list) ? list.filter(isDenyOrPass).map((r) => (r.action === 'Pass' ? { ...r, action: 'Deny' } : r)) : list);
   const out: Record<string, unknown> = {};
   for (const k of CNP_SPEC_FIELDS) if (spec[k] !== undefined) out[k] = k === 'ingress' || k === 'egress' ? denies(spec[k]) : spec[k];
   return { ...out, subject };
+}
+
+/**
+ * The subject with every selector entry Kubernetes' LabelSelectorAsSelector refuses left out (an operator `in`, `In`
+ * without values, an invalid key or value: the CRD checks the selector's shape only, so the API server stores it;
+ * clusternetworkpolicy.ts reads it as "not supported"). A LabelSelector ANDs its entries, so the rest selects every pod
+ * the written subject could select; with it, withoutUnknownSpecFields keeps the Deny rules only (each Pass a Deny) and
+ * the policy's denies stay enforced instead of the agent skipping it (attack finding 2230). The same object when the
+ * subject reads, or when some entry is refused for another reason (the stand-in then fails as before).
+ */
+function readableSubject(o: Record<string, unknown>, subject: unknown, source: string, options: ParseOptions): unknown {
+  const spec = isObject(o.spec) ? o.spec : {};
+  const reads = (s: unknown): boolean => {
+    try {
+      parseManifest({ ...o, spec: { tier: spec.tier, priority: spec.priority, subject: s } }, source, options);
+      return true;
+    } catch (e) {
+      return !unsupported(e);
+    }
+  };
+  if (!isObject(subject) || reads(subject)) return subject;
+  // Each entry is tried alone in its selector's place; the entries that read are kept.
+  const kept = (sel: unknown, alone: (sel: Record<string, unknown>) => Record<string, unknown>): unknown => {
+    if (!isObject(sel)) return sel;
+    const labels = isObject(sel.matchLabels) ? Object.entries(sel.matchLabels).filter(([k, v]) => reads(alone({ matchLabels: { [k]: v } }))) : undefined;
+    const exprs = Array.isArray(sel.matchExpressions) ? sel.matchExpressions.filter((e: unknown) => reads(alone({ matchExpressions: [e] }))) : undefined;
+    return { ...(labels !== undefined ? { matchLabels: Object.fromEntries(labels) } : {}), ...(exprs !== undefined ? { matchExpressions: exprs } : {}) };
+  };
+  const out: Record<string, unknown> = { ...subject };
+  if (subject.namespaces !== undefined) out.namespaces = kept(subject.namespaces, (sel) => ({ namespaces: sel }));
+  const pods = subject.pods;
+  if (isObject(pods)) {
+    out.pods = {
+      ...pods,
+      ...(pods.podSelector !== undefined ? { podSelector: kept(pods.podSelector, (sel) => ({ pods: { podSelector: sel } })) } : {}),
+      ...(pods.namespaceSelector !== undefined ? { namespaceSelector: kept(pods.namespaceSelector, (sel) => ({ pods: { podSelector: {}, namespaceSelector: sel } })) } : {}),
+    };
+  }
+  return out;
 }
 
 const isDenyOrPass = (r: unknown): r is Record<string, unknown> => isObject(r) && (r.action === 'Deny' || r.action === 'Pass');

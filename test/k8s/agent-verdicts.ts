@@ -39,3 +39,33 @@ export function agentVerdicts(policy: Obj, containers: readonly Obj[] = [], opti
   };
   return { warn, verdict };
 }
+
+/**
+ * x/server's TCP/80 ingress verdicts from x/client and x/other after `first` (policies ADDED in one batch) and
+ * after `then` (MODIFIED in a second batch), through the agent's mirror and one engine; the warnings of the second.
+ */
+export function mirrorVerdicts(first: readonly Obj[], then: readonly Obj[]): { before: Record<'client' | 'other', string>; after: Record<'client' | 'other', string>; warn: string[] } {
+  const warn: string[] = [];
+  const mirror = new ClusterMirror({ nodeName: 'n1', warn: (m) => warn.push(m) });
+  const engine = new Engine();
+  const parser = new WatchStreamParser('w');
+  const pods = [pod('server', 2, 'n1', '10.0.0.1', []), pod('client', 3, 'n2', '10.0.0.2', []), pod('other', 4, 'n2', '10.0.0.3', [])];
+  const feed = (lines: string[]): void => {
+    for (const item of parser.push(`${lines.join('\n')}\n`)) mirror.observe(item, 'w');
+    const batch = mirror.flush();
+    engine.apply(batch.events as EngineEvent[]);
+    batch.commit();
+  };
+  const verdicts = (): Record<'client' | 'other', string> => {
+    const v = (peer: 'client' | 'other'): string => {
+      const hit = engine.lookup('x/server', engine.identityOfPod(`x/${peer}`) as number, 'ingress', 6, 80);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    return { client: v('client'), other: v('other') };
+  };
+  feed([ev('ADDED', ns), ...pods.map((p) => ev('ADDED', p)), ...first.map((p) => ev('ADDED', p))]);
+  const before = verdicts();
+  warn.length = 0;
+  feed(then.map((p) => ev('MODIFIED', p)));
+  return { before, after: verdicts(), warn };
+}

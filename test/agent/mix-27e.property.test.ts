@@ -63,7 +63,7 @@ const aop: fc.Arbitrary<AOp> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant('delGroup' as const), g: fc.nat({ max: 1 }) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('cnp' as const), ns: fc.nat({ max: 1 }), which: fc.nat({ max: 3 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('delCnp' as const), ns: fc.nat({ max: 1 }) }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('tier' as const), which: fc.nat({ max: 2 }) }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('tier' as const), which: fc.nat({ max: 4 }) }) },
   { weight: 1, arbitrary: fc.constant({ k: 'delTier' as const }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('relist' as const), kind: fc.constantFrom('CiliumIdentity' as const, 'CiliumCIDRGroup' as const), drop: fc.option(fc.nat({ max: 4 }), { nil: null }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('badGroup' as const), g: fc.nat({ max: 1 }) }) },
@@ -79,6 +79,9 @@ const TIER_SPECS: readonly Record<string, unknown>[] = [
   { tier: 'Admin', priority: 5, subject: { namespaces: {} }, egress: [{ action: 'Deny', to: [{ pods: { namespaceSelector: { matchLabels: { team: 'b' } }, podSelector: {} } }] }, { action: 'Accept', to: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'db' } } } }] }] },
   { tier: 'Admin', priority: 5, subject: { pods: { namespaceSelector: { matchLabels: { team: 'a' } }, podSelector: {} } }, ingress: [{ action: 'Pass', from: [{ namespaces: {} }] }, { action: 'Deny', from: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'api' } } } }] }] },
   { tier: 'Baseline', priority: 10, subject: { namespaces: {} }, ingress: [{ action: 'Deny', from: [{ namespaces: {} }] }], egress: [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 80 } } }] }] },
+  // A networks peer and a named port: with identities from outside the agent reads these rules as the stand-in (2247).
+  { tier: 'Admin', priority: 7, subject: { namespaces: {} }, egress: [{ action: 'Deny', to: [{ networks: ['8.8.8.0/24'] }] }, { action: 'Accept', to: [{ networks: ['192.168.0.0/16'] }, { namespaces: {} }] }] },
+  { tier: 'Baseline', priority: 9, subject: { pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'web' } } } }, egress: [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }] },
 ];
 
 function labelsOf(ns: string, app: string, t: string | null): Record<string, string> {

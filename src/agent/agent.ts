@@ -222,6 +222,8 @@ export class Agent {
       nodeName: config.node,
       ...ciliumAgentOptions(config),
       ...(config.cidrGroups === true ? { cidrGroups: true } : {}),
+      // Identities from outside cannot be split: a rule needing splits reads as the fail-closed stand-in (2247).
+      ...(config.identitySource || config.identities === 'external' ? { externalIdentities: true } : {}),
       // The mirror's own defaults (Date.now, and performance.now as its steady clock) unless given.
       ...(config.now ? { now: config.now } : {}),
       ...(config.elapsed ? { elapsed: config.elapsed } : {}),

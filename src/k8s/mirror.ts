@@ -58,6 +58,8 @@ export interface MirrorOptions extends CiliumAgentOptions {
    * was not fed the groups (finding 2042).
    */
   readonly cidrGroups?: boolean;
+  /** `true`: pod identities come from outside (ParseOptions.identitySplits `false`: attack finding 2247). */
+  readonly externalIdentities?: boolean;
 }
 
 /**
@@ -123,7 +125,7 @@ export class ClusterMirror {
 
   constructor(options: MirrorOptions) {
     // Policies read their group peers (and, beside, as the stand-in: `effectiveHeld` picks one).
-    const parseOptions: ParseOptions = { ...ciliumAgentOptions(options), cidrGroups: true, served: true };
+    const parseOptions: ParseOptions = { ...ciliumAgentOptions(options), cidrGroups: true, served: true, ...(options.externalIdentities === true ? { identitySplits: false } : {}) };
     this.groupsWatched = options.cidrGroups === true;
     this.debug = this.log.wrap(options.debug ?? (() => {}));
     this.warn = this.log.wrap(options.warn ?? (() => {}));

@@ -44,6 +44,15 @@ export interface ParseOptions extends CiliumAgentOptions {
    * reads it (attack finding 2164). Default: manifests, each version's CRD validation in full.
    */
   readonly served?: boolean;
+  /**
+   * `false`: the consumer's pod identities come from outside (the agent with `--identities external` or etcd), so
+   * the engine cannot split them for a ClusterNetworkPolicy egress `networks` peer or `destinationNamedPort`
+   * (src/engine/validate.ts `splitProblem` refuses such a policy). Such a rule is then "not supported" and the agent
+   * enforces the fail-closed stand-in (src/policy/stand-in.ts: its peers become one unknown peer, so an Accept
+   * matches nothing and a Deny or Pass denies every egress peer of the subject) instead of nothing of the object
+   * (attack finding 2247). Default: identities can be split.
+   */
+  readonly identitySplits?: boolean;
 }
 
 /** Only the options that differ from Cilium's defaults (so an agent's config can be passed as is). */

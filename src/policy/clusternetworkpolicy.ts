@@ -234,7 +234,7 @@ function readProtocolEntry(r: Reader, v: unknown, path: string, warnings: Policy
   return { kind: 'range', protocol: field.toUpperCase() as 'TCP' | 'UDP' | 'SCTP', from, to };
 }
 
-function readRule(r: Reader, v: unknown, path: string, direction: Direction, index: number, warnings: PolicyWarning[], version: CnpVersion): TierRule {
+function readRule(r: Reader, v: unknown, path: string, direction: Direction, index: number, warnings: PolicyWarning[], version: CnpVersion, splits: boolean): TierRule {
   const peersField = direction === 'ingress' ? 'from' : 'to';
   const o = r.object(v, path, ['name', 'action', peersField, 'protocols']);
   const name = r.optString(o.name, join(path, 'name'));
@@ -263,15 +263,21 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
     // "not supported by distill": the agent's stand-in then fails closed (src/policy/stand-in.ts).
     r.unsupported(join(path, 'action'), `is ${action}: a domainNames peer in a ${action} rule is not supported by distill (the API supports it in Accept rules only)`);
   }
+  if (!splits && direction === 'egress') {
+    // Identities from outside cannot be split by address or named port (ParseOptions.identitySplits): the engine
+    // would refuse the whole object, so the rule is "not supported" and the agent's stand-in fails it closed (2247).
+    const what = peers.some((p) => p.kind === 'networks') ? 'a networks peer' : protocols.some((p) => p.kind === 'named' && p !== UNREAD_PROTOCOL) ? 'a destinationNamedPort' : null;
+    if (what) r.unsupported(path, `has ${what}, which needs pod identities split by address or named port: with identities from outside it is not supported by distill`);
+  }
   return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };
 }
 
-function readRules(r: Reader, v: unknown, direction: Direction, warnings: PolicyWarning[], version: CnpVersion): TierRule[] {
+function readRules(r: Reader, v: unknown, direction: Direction, warnings: PolicyWarning[], version: CnpVersion, splits: boolean): TierRule[] {
   if (absent(v)) return [];
   const path = `spec.${direction}`;
   const a = r.array(v, path);
   if (a.length > MAX_ITEMS) r.fail(path, `has ${a.length} rules; the API allows at most ${MAX_ITEMS}`);
-  return a.map((rule, i) => readRule(r, rule, at(path, i), direction, i, warnings, version));
+  return a.map((rule, i) => readRule(r, rule, at(path, i), direction, i, warnings, version, splits));
 }
 
 /**
@@ -280,7 +286,7 @@ function readRules(r: Reader, v: unknown, direction: Direction, warnings: Policy
  * ParseOptions.served) is checked as v1alpha2 checks it; v1beta1 is stricter than v1alpha2 and nowhere looser,
  * and both versions mean the same by every field (docs/semantics.md, "v1beta1 against v1alpha2").
  */
-export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, written: CnpVersion, served = false): Policy {
+export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, written: CnpVersion, served = false, splits = true): Policy {
   const version: CnpVersion = served ? 'v1alpha2' : written;
   const md = readMetadata(r, doc.metadata, false);
   const ref = refOf('ClusterNetworkPolicy', md);
@@ -291,7 +297,7 @@ export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown
   if (absent(spec.subject)) r.fail('spec.subject', 'is required');
   const subject = readSubject(r, spec.subject);
   const warnings: PolicyWarning[] = [];
-  const rules = [...readRules(r, spec.ingress, 'ingress', warnings, version), ...readRules(r, spec.egress, 'egress', warnings, version)];
+  const rules = [...readRules(r, spec.ingress, 'ingress', warnings, version, splits), ...readRules(r, spec.egress, 'egress', warnings, version, splits)];
   const tiered: TieredSpec = { tier, priority, subject, rules };
   return { ref, rules: [], enforcements: [], tiered, manifest: doc, ...(warnings.length > 0 ? { warnings } : {}) };
 }

@@ -6,6 +6,7 @@ import { ChangeSet, EngineError, EngineEvent } from '../../src/engine/events.js'
 import { comparableIpcache, endpointMaps, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { resolveEndpoint, endpointAddress } from '../../src/model/flow.js';
+import { STACK_MODES } from '../../src/model/identity.js';
 import { labelSetKey } from '../../src/model/labels.js';
 import { datapathLookup, LookupResult, policyKeyString } from '../../src/model/policy-map.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
@@ -138,15 +139,16 @@ function step(engine: Engine, hook: { at: number; calls: number; fired: string |
 }
 
 describe('every feature at once: engine and kernel view vs the oracle and a fresh engine', () => {
-  it('after every transaction (refused, faulted or not)', () => {
+  // Dual-stack too (attack round 27e): outside addresses are world-ipv4 / world-ipv6 there, the engine's and the kernel's.
+  it.each(STACK_MODES)('after every transaction (refused, faulted or not), %s-stack', (stack) => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.array(allOp, { minLength: 1, maxLength: 4 }), fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 1, max: 40 }))), { minLength: 3, maxLength: 20 }), fc.nat(), (txns: Txn[], seed) => {
         const hook = { at: 0, calls: 0, fired: null as string | null };
-        const engine = new Engine({ faultHook: faultHook(hook) });
-        const kernel = new Kernel();
+        const engine = new Engine({ faultHook: faultHook(hook), stack });
+        const kernel = new Kernel(stack);
         const local = new Map<string, boolean>();
         const rnd = prng(seed);
-        let state = ALL_INITIAL;
+        let state: ClusterState = stack === 'single' ? ALL_INITIAL : { ...ALL_INITIAL, stack };
         [[[...SETUP], 0] as Txn, ...txns].forEach(([ops, at], ti, all) => {
           const { cs, next, events } = step(engine, hook, ops, at, state);
           if (cs === null || next === null) return;
@@ -156,7 +158,7 @@ describe('every feature at once: engine and kernel view vs the oracle and a fres
           for (const e of events) trackLocality(local, state, e);
           expect(sameEndpointMaps(kernel.maps, endpointMaps(engine)), `${ti}: kernel maps`).toBe(true);
           expect(kernel.ipcache).toEqual(new Map(engine.ipcache().map((e) => [e.prefix, e.identity])));
-          const fresh = freshEngine(engine, state, local);
+          const fresh = freshEngine(engine, state, local, { stack });
           expect(normalizedMaps(engine)).toEqual(normalizedMaps(fresh));
           expect(comparableIpcache(engine)).toEqual(comparableIpcache(fresh));
           expect(learnt(engine)).toEqual(learntByOracle(state));

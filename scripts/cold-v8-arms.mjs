@@ -3,6 +3,8 @@
 // one fresh process per arm and run. Per run: wall, process CPU and main-thread CPU ms of the cold start, and
 // `mainRunqWaitMs`: the time the main thread was runnable but waited for a core (`/proc/thread-self/schedstat`'s
 // second field), which is wall minus main-thread CPU up to sleeps. An arm is "BEFORE,AFTER" or "-" (no flags).
+// An arm "@FLAG+FLAG" instead starts the child node with those flags (start-up-only settings such as
+// `--v8-pool-size=1` or `--concurrent-recompilation-queue-length=1`); "@FLAG,BEFORE,AFTER" combines both.
 // A diagnostic, not a product setting. Usage: node scripts/cold-v8-arms.mjs DIST TRACE RUNS ARM...
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -29,8 +31,10 @@ if (process.argv[2] === '--child') {
   const [dist, trace, runs, ...arms] = process.argv.slice(2);
   console.log(JSON.stringify({ header: { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, cores: cpus().length, commit: execFileSync('git', ['-C', resolve(dist, '..'), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(), trace, load: loadavg() } }));
   for (let i = 0; i < Number(runs); i++) for (const arm of arms) {
-    const [before = '-', after = '-'] = arm.split(',');
-    const out = execFileSync('node', ['--expose-gc', process.argv[1], '--child', dist, trace, before, after], { encoding: 'utf8' });
+    const parts = arm.split(',');
+    const start = parts[0].startsWith('@') ? parts.shift().slice(1).split('+') : [];
+    const [before = '-', after = '-'] = parts;
+    const out = execFileSync('node', ['--expose-gc', ...start, process.argv[1], '--child', dist, trace, before, after], { encoding: 'utf8' });
     console.log(JSON.stringify({ arm, run: i, load: loadavg()[0], ...JSON.parse(out) }));
   }
 }

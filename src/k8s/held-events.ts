@@ -44,7 +44,7 @@ export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<str
  * `OnDelete` deletes by id, whatever the key), a restarted agent reads the remaining object's labels: the
  * number is held as the remaining object's fail-closed stand-in (denied by every local map), never deleted
  * (a deleted number met only wildcard entries, `fromEntities: [all]` admitted it past a deny on the remaining
- * object's labels: review 27v, finding 2325). The remaining object's own upsert in this batch, if any, stands.
+ * object's labels: review 27v, finding 2325). The remaining object's own upsert in this batch, when there is one, stands.
  */
 function identityDeleteEvent(
   key: string,

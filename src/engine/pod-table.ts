@@ -123,7 +123,7 @@ export class PodTable {
     if (id === undefined) return undefined;
     // Not through the replicas' memo (`identityLabels`): a read must not move it.
     const own = podIdentityLabels(rec.pod, this.namespaceLabels(rec.pod.namespace));
-    return FIXED_KEYS.every((k) => fixedValue(own, k) === fixedValue(id.labels, k)) ? id : undefined;
+    return FIXED_KEYS.every((k) => sameFixed(own, id.labels, k)) ? id : undefined;
   }
 
   /** Before a CiliumEndpoint of pod `key` changes, or an identity it names: the pod's addresses are written again. */
@@ -392,10 +392,23 @@ function shareKey(memo: IdentityLabelsMemo, identity: IdentityRecord, labelKey: 
 /** The identity labels a running pod cannot change: its namespace's name, its service account, its cluster. */
 const FIXED_KEYS = [POD_NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY] as const;
 
-/** `source:value` of the label `key` (none: undefined), so `k8s:` and another source differ. */
-function fixedValue(labels: LabelSet, key: string): string | undefined {
-  const l = labels.find((x) => x.key === key);
-  return l && `${l.source}:${l.value}`;
+/**
+ * `source:value` of every label of `key` (none: empty), so `k8s:` and another source differ, and an identity holding
+ * the key twice (`k8s:` the pod's namespace, `unspec:` another, which an `any:` selector reads) is not the pod's
+ * (review 27v, finding 2322: only the first label of the key was compared).
+ */
+function fixedValues(labels: LabelSet, key: string): string[] {
+  return labels
+    .filter((x) => x.key === key)
+    .map((l) => `${l.source}:${l.value}`)
+    .sort();
+}
+
+/** Whether `a` and `b` hold the same labels of `key`. */
+function sameFixed(a: LabelSet, b: LabelSet, key: string): boolean {
+  const x = fixedValues(a, key);
+  const y = fixedValues(b, key);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
 function fail(key: string): never {

@@ -15,12 +15,20 @@ export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<str
   const order: AgentEvent[][] = [[], [], [], [], [], []];
   const nodes = new Set<string>();
   let apiServer = false;
+  const deletedIds = new Set<number>();
+  let remaining: ReadonlyMap<number, readonly [string, Held & { kind: 'Identity' }][]> | undefined;
   for (const [key, want] of next) {
     const had = held.get(key);
     if ((want ?? had)?.kind === 'ApiServer') apiServer = true;
     else if ((want ?? had)?.kind === 'Node') nodes.add(key.slice(key.lastIndexOf('/') + 1));
     else if (want !== undefined) order[rank(want, true)]!.push(upsertOf(want));
-    else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
+    else if (had?.kind === 'Identity') {
+      const e = identityDeleteEvent(key, had, held, next, (remaining ??= remainingIdentities(held, next)));
+      // Two objects of one number deleted together: one delete (the engine refuses a second, the batch with it).
+      if (e?.type === 'deleteIdentity' && deletedIds.has(e.id)) continue;
+      if (e?.type === 'deleteIdentity') deletedIds.add(e.id);
+      if (e) order[e.type === 'upsertIdentity' ? 0 : 5]!.push(e);
+    } else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
   }
   for (const name of nodes) {
     const e = nodeEvent(name, held, next);
@@ -28,6 +36,41 @@ export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<str
   }
   if (apiServer) order[0]!.push(apiServerEvent(held, next));
   return order.flat();
+}
+
+/**
+ * A CiliumIdentity object deleted while another object names the same number (`0303` and `303`: both
+ * strconv.ParseUint to 303). Cilium's cache drops the number on either delete (pkg/allocator/cache.go
+ * `OnDelete` deletes by id, whatever the key), a restarted agent reads the remaining object's labels: the
+ * number is held as the remaining object's fail-closed stand-in (denied by every local map), never deleted
+ * (a deleted number met only wildcard entries, `fromEntities: [all]` admitted it past a deny on the remaining
+ * object's labels: review 27v, finding 2325). The remaining object's own upsert in this batch, when there is one, stands.
+ */
+function identityDeleteEvent(
+  key: string,
+  had: Held & { kind: 'Identity' },
+  held: ReadonlyMap<string, Held>,
+  next: ReadonlyMap<string, Held | undefined>,
+  remaining: ReadonlyMap<number, readonly [string, Held & { kind: 'Identity' }][]>,
+): AgentEvent | undefined {
+  const others = (remaining.get(had.id) ?? []).filter(([k]) => k !== key);
+  if (others.length === 0) return deleteOf(had);
+  if (others.some(([k]) => next.get(k) !== undefined && held.get(k) !== next.get(k))) return undefined;
+  const [, h] = others[0]!;
+  return { type: 'upsertIdentity', id: h.id, labels: h.labels, unreadable: true };
+}
+
+/** The identity objects held after this batch, by number. */
+function remainingIdentities(held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>): Map<number, [string, Held & { kind: 'Identity' }][]> {
+  const out = new Map<number, [string, Held & { kind: 'Identity' }][]>();
+  for (const k of new Set([...held.keys(), ...next.keys()])) {
+    const h = next.has(k) ? next.get(k) : held.get(k);
+    if (h?.kind !== 'Identity') continue;
+    let list = out.get(h.id);
+    if (list === undefined) out.set(h.id, (list = []));
+    list.push([k, h]);
+  }
+  return out;
 }
 
 /**

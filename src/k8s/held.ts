@@ -221,8 +221,11 @@ function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadCo
     if (!sig.includes(POD_NAMESPACE_KEY)) return { kind: 'Policy', policy, sig };
     const options: ParseOptions = { ...ctx.parseOptions, cidrGroups: false, groupLabelsUnknown: true };
     try {
-      parseManifest(manifest, source, options);
-      return { kind: 'Policy', policy, sig };
+      const unknown = parseManifest(manifest, source, options);
+      // An allow's group peer (mode `all`: every value of the key Cilium may hold must match) is dropped while
+      // a group cannot be read: its labels may put another value on the same prefixes (review 27v, finding 2324).
+      const allowsGroups = policy.rules.some((r) => r.peers.some((q) => q.kind === 'cidrGroup'));
+      return allowsGroups ? { kind: 'Policy', policy, sig, groupless: unknown, whileUnreadable: true } : { kind: 'Policy', policy, sig };
     } catch {
       let groupless: Policy;
       try {

@@ -59,7 +59,11 @@ function standInSpec(v: unknown, parses: (spec: unknown) => unknown): Record<str
   if (parses({ ...subject, ingress: [{}] }) !== undefined) return undefined;
   // The spec's `enableDefaultDeny` is kept: with a direction's flag false its rules only add allows and denies, so an
   // unreadable allow dropped there isolates nothing, as Cilium does not (it isolated the direction before: finding 2231).
-  const out: Record<string, unknown> = { ...subject, ...(s.enableDefaultDeny !== undefined ? { enableDefaultDeny: s.enableDefaultDeny } : {}) };
+  // Only a flag that reads: one distill cannot read (a field of a newer CRD in it) is dropped, so the spec isolates the
+  // directions it has rules for, as before 2231 (with it kept the stand-in did not parse and the policy had none, its
+  // denies dropped: review 27v, finding 2326).
+  const flag = s.enableDefaultDeny !== undefined && parses({ ...subject, ingress: [{}], enableDefaultDeny: s.enableDefaultDeny }) === undefined ? { enableDefaultDeny: s.enableDefaultDeny } : {};
+  const out: Record<string, unknown> = { ...subject, ...flag };
   for (const { field, deny, all } of LISTS) {
     if (!Array.isArray(s[field]) || (s[field] as unknown[]).length === 0) continue;
     const kept: unknown[] = [];

@@ -185,6 +185,11 @@ export class Agent {
   private lastData = -Infinity;
   private quietTimer: unknown;
   private firstApplied = false;
+  /**
+   * Set once a transaction committed. Before that a refused transaction is not split (finding 2132): the first one
+   * reconciles the pinned maps and must hold the whole state, not the Kubernetes events without the identities.
+   */
+  private committed = false;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
   /** Set once the stack-mode warning (`warnStackMismatch`) was logged. */
@@ -348,7 +353,7 @@ export class Agent {
     let outcome: ApplyOutcome | { readonly ok: true; readonly changes: null } = this.instrumented.apply(events);
     this.firstApplied = true;
     let acked = identities.length;
-    if (!outcome.ok && source && identities.length > 0) {
+    if (!outcome.ok && source && identities.length > 0 && this.committed) {
       // The source's events wait at the head of every transaction until one commits: one that cannot (a stand-in
       // whose deny does not fit a full map, finding 2132) must not hold back the rest. The Kubernetes events go
       // alone, then the identity events one at a time up to the first refused, which waits for the next flush.
@@ -363,6 +368,7 @@ export class Agent {
       return;
     }
     batch.commit();
+    this.committed = true;
     if (!this.stackWarned) this.warnStackMismatch(k8s);
     if (acked > 0) source?.ack(acked);
     source?.observe(k8s);

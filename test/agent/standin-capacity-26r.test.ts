@@ -92,7 +92,9 @@ describe('2132: a stand-in that does not fit a map', () => {
     expect(backend.dump('shop/client').some((e) => e.key.identity === 303 && e.entry.deny)).toBe(true);
     expect(source.pending.length).toBe(1);
     // The wide policy goes: the stand-in fits now and commits with the next flush; every local map denies 303.
-    feed({ type: 'DELETED', object: wide(DEFAULT_MAP_CAPACITY - 3).object });
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    feed({ type: 'DELETED', object: gone.object });
     expect(source.pending.length).toBe(0);
     for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(a.engine.lookup(ep, 303, d, 6, 80)?.entry.deny ?? true).toBe(true);
     expect(a.engine.lookup('shop/web', 303, 'egress', 6, 80)?.entry.deny).toBe(true);

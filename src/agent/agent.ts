@@ -190,6 +190,8 @@ export class Agent {
    * reconciles the pinned maps and must hold the whole state, not the Kubernetes events without the identities.
    */
   private committed = false;
+  /** How many identity events waited after the last split transaction (`applyIdentitiesAlone`), for its warning. */
+  private identitiesWaiting = 0;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
   /** Set once the stack-mode warning (`warnStackMismatch`) was logged. */
@@ -370,7 +372,11 @@ export class Agent {
     batch.commit();
     this.committed = true;
     if (!this.stackWarned) this.warnStackMismatch(k8s);
-    if (acked > 0) source?.ack(acked);
+    if (acked > 0) {
+      source?.ack(acked);
+      if (this.identitiesWaiting > 0) this.config.logger.info('the identity events that waited are applied');
+      this.identitiesWaiting = 0;
+    }
     source?.observe(k8s);
     if (outcome.changes !== null) {
       if (events.length > 0) this.summary.transactions++;
@@ -401,8 +407,10 @@ export class Agent {
       this.summary.transactions++;
       this.write(outcome.changes);
     }
+    // Said when the number waiting changes, not at every flush that retries them.
     const pending = source.peek().length;
-    if (pending > 0) this.config.logger.warn({ pending }, 'identity events refused: they wait and are retried at the next transaction; other changes go on (their numbers keep their previous reading meanwhile)');
+    if (pending > 0 && pending !== this.identitiesWaiting) this.config.logger.warn({ pending }, 'identity events refused: they wait and are retried at the next transaction; other changes go on (their numbers keep their previous reading meanwhile)');
+    this.identitiesWaiting = pending;
   }
 
   /**

@@ -99,4 +99,23 @@ describe('2132: a stand-in that does not fit a map', () => {
     for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(a.engine.lookup(ep, 303, d, 6, 80)?.entry.deny ?? true).toBe(true);
     expect(a.engine.lookup('shop/web', 303, 'egress', 6, 80)?.entry.deny).toBe(true);
   });
+
+  it('the first transaction (a restart reconciles the pinned maps with it) is never split', () => {
+    const source = new Source();
+    const backend = new MemoryBackend();
+    const a = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identitySource: source });
+    source.pending.push(
+      { type: 'upsertIdentity', id: 300, labels: labels('web') },
+      { type: 'upsertIdentity', id: 301, labels: labels('client') },
+      { type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true },
+    );
+    for (const item of [shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), wide(DEFAULT_MAP_CAPACITY - 3)]) a.mirror.observe(item, 'test');
+    a.flush();
+    // Refused whole: the Kubernetes events without the identities (web and client without their numbers, empty
+    // maps) would have been reconciled into the pinned maps.
+    expect(a.summary.refusals).toBe(1);
+    expect(a.summary.transactions).toBe(0);
+    expect(backend.endpoints()).toEqual([]);
+    expect(source.pending.length).toBe(3);
+  });
 });

@@ -16,7 +16,7 @@ import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
 import { ciliumAgentOptions, type CiliumAgentOptions } from '../policy/manifest.js';
 import { proxyPortsFromMaps, reconcile } from '../node/restart.js';
-import { InstrumentedEngine } from './instrument.js';
+import { ApplyOutcome, InstrumentedEngine } from './instrument.js';
 import { warmUpEngine } from '../churn/warm-up.js';
 
 /** What `distill agent` is told (with Cilium's agent options that change how policies read, `CiliumAgentOptions`). */
@@ -185,6 +185,13 @@ export class Agent {
   private lastData = -Infinity;
   private quietTimer: unknown;
   private firstApplied = false;
+  /**
+   * Set once a transaction committed. Before that a refused transaction is not split (finding 2132): the first one
+   * reconciles the pinned maps and must hold the whole state, not the Kubernetes events without the identities.
+   */
+  private committed = false;
+  /** How many identity events waited after the last split transaction (`applyIdentitiesAlone`), for its warning. */
+  private identitiesWaiting = 0;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
   /** Set once the stack-mode warning (`warnStackMismatch`) was logged. */
@@ -350,8 +357,17 @@ export class Agent {
     const events = [...identities, ...k8s];
     if (events.length === 0 && this.reconciled) return batch.commit();
     this.summary.events += events.length;
-    const outcome = this.instrumented.apply(events);
+    let outcome: ApplyOutcome | { readonly ok: true; readonly changes: null } = this.instrumented.apply(events);
     this.firstApplied = true;
+    let acked = identities.length;
+    if (!outcome.ok && source && identities.length > 0 && this.committed) {
+      // The source's events wait at the head of every transaction until one commits: one that cannot (a stand-in
+      // whose deny does not fit a full map, finding 2132) must not hold back the rest. The Kubernetes events go
+      // alone, then the identity events one at a time up to the first refused, which waits for the next flush.
+      this.summary.refusals++;
+      outcome = k8s.length > 0 ? this.instrumented.apply(k8s) : { ok: true, changes: null };
+      acked = 0;
+    }
     if (!outcome.ok) {
       this.summary.refusals++;
       batch.rollback();
@@ -359,13 +375,47 @@ export class Agent {
       return;
     }
     batch.commit();
+    this.committed = true;
     if (!this.stackWarned) this.warnStackMismatch(k8s);
-    source?.ack(identities.length);
+    if (acked > 0) {
+      source?.ack(acked);
+      if (this.identitiesWaiting > 0) this.config.logger.info('the identity events that waited are applied');
+      this.identitiesWaiting = 0;
+    }
     source?.observe(k8s);
-    if (events.length > 0) this.summary.transactions++;
-    this.write(outcome.changes);
+    if (outcome.changes !== null) {
+      if (events.length > 0) this.summary.transactions++;
+      this.write(outcome.changes);
+    }
+    // A lone identity event without Kubernetes events was the refused transaction itself: not tried twice.
+    if (source && acked === 0 && identities.length > 0) this.applyIdentitiesAlone(source, k8s.length > 0 || identities.length > 1 ? identities : []);
     if (this.config.warmUp && !this.warmedUp) this.warmUp();
     if (!this.mirror.idle) this.queueFlush();
+  }
+
+  /**
+   * The identity source's events after the transaction that held them at its head was refused (finding 2132): each
+   * alone, in order, acked when committed; the first refused one and those after it stay with the source and head
+   * the next flush's transaction. Until then the node applies the Kubernetes events under the number's previous
+   * reading (its last readable labels), as the CRD mirror does with a refused object it retries alone: every
+   * committed state is one of the inputs read in some order, so no map admits what both its old and new policy deny.
+   */
+  private applyIdentitiesAlone(source: AgentIdentitySource, identities: readonly EngineEvent[]): void {
+    let i = 0;
+    for (; i < identities.length; i++) {
+      const outcome = this.instrumented.apply([identities[i] as EngineEvent]);
+      if (!outcome.ok) {
+        this.summary.refusals++;
+        break;
+      }
+      source.ack(1);
+      this.summary.transactions++;
+      this.write(outcome.changes);
+    }
+    // Said when the number waiting changes, not at every flush that retries them.
+    const pending = source.peek().length;
+    if (pending > 0 && pending !== this.identitiesWaiting) this.config.logger.warn({ pending }, 'identity events refused: they wait and are retried at the next transaction; other changes go on (their numbers keep their previous reading meanwhile)');
+    this.identitiesWaiting = pending;
   }
 
   /**

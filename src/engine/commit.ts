@@ -174,11 +174,15 @@ export class Commit {
     if (endpoints === null) return NO_PORT_CHANGES;
     const release: { endpoint: string; redirect: string }[] = [];
     let exhausted: ProxyPortsExhaustedError | null = null;
-    for (const endpoint of endpoints) {
+    // By endpoint, then redirect: the Sets' insertion order follows the undo path's re-insertions after a
+    // refused or failed transaction, and new ports go lowest first, so that order would decide which
+    // endpoint gets which port (finding 2151: a twin that saw no refusal must get the same ports).
+    const order = endpoints.size > 1 ? [...endpoints].sort() : endpoints;
+    for (const endpoint of order) {
       const m = this.maps.byEndpoint.get(endpoint);
       const want = new Set(m ? m.state.l7.redirects() : []);
       for (const id of this.ports.redirectsOf(endpoint).keys()) if (!want.has(id)) release.push({ endpoint, redirect: id });
-      for (const id of want) {
+      for (const id of want.size > 1 ? [...want].sort() : want) {
         try {
           if (this.ports.portOf(endpoint, id) === undefined) this.ctx.stats.proxyPortsAllocated++;
           this.ports.allocate(endpoint, id);

@@ -262,6 +262,7 @@ export class Engine {
     this.stages.fqdn.settle();
     this.stages.identities.freeUnused();
     this.syncUnallocatedDeny();
+    this.stages.resolver.placeDenies();
     return this.stages.commit.run();
   }
 
@@ -312,6 +313,8 @@ export class Engine {
   private rollback(undo: readonly (() => void)[], stats: EngineStats, mark: ReturnType<IdentityAllocator['mark']>): void {
     for (let i = undo.length - 1; i >= 0; i--) (undo[i] as () => void)();
     this.stages.identities.freeUnused();
+    // A map state the transaction retired comes back new (re-populated): its denies are placed as at a commit (2132).
+    this.stages.resolver.placeDenies();
     for (const m of this.ctx.dirtyMaps) m.state.settle();
     this.ctx.endTransaction();
     this.allocator.rewind(mark);

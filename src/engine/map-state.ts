@@ -92,6 +92,11 @@ export class MapState {
   private readonly protocolsByDir = new Map<string, Set<number>>();
   private readonly byPortKey = new Map<number, Set<number>>();
   private readonly highByIdentityDir = new Map<number, number>();
+  /**
+   * Identity 0's raw keys whose merged entry is no deny, per direction (index: identity 0's idDir,
+   * 0 ingress, 1 egress): while none, no kernel entry admits a number no selector names (`admitsEvery`).
+   */
+  private readonly wildAllows = [0, 0];
   /** Open Pass bands by raw key (docs/tiers-encoding.md §3): each Admin Pass level holding a floor there. */
   private readonly bands = new Map<number, Band>();
   private readonly bandsByDir = new Map<Direction, Set<Band>>();
@@ -115,6 +120,21 @@ export class MapState {
 
   get rawSize(): number {
     return this.raw.size;
+  }
+
+  /**
+   * Whether some kernel entry of direction `d` may admit every peer number (an identity-0 key that is
+   * no deny, on some port): a superset of the settled entries' (a kernel entry is a raw key's merged
+   * entry or none), read from the raw layer, so it holds mid-transaction. Where it is false, a number
+   * no selector names matches identity 0's denies or nothing, and is dropped (finding 2132).
+   */
+  admitsEvery(d: Direction): boolean {
+    return (this.wildAllows[d === 'ingress' ? 0 : 1] as number) > 0;
+  }
+
+  /** `wildAllows` for raw entry `r` (identity 0 only: its idDir is 0 or 1) when its merged entry `e` comes (+1) or goes (-1). */
+  private countWild(idd: number, e: PolicyEntry, delta: 1 | -1): void {
+    if (idd < 2 && !e.deny) this.wildAllows[idd] = (this.wildAllows[idd] as number) + delta;
   }
 
   add(key: PolicyKey, c: Contribution): void {
@@ -226,6 +246,7 @@ export class MapState {
       this.raw.set(ks, r);
       this.index(r);
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
+      if (r.idd < 2) this.countWild(r.idd, entry, +1);
       this.l7.touch(ks, k, entry);
       return r;
     }
@@ -239,6 +260,10 @@ export class MapState {
     if (r.contribs.size > 1 && better(entry, r.merged)) {
       this.markDirty(ks, r.key, r.merged);
       if (r.merged.precedence <= PRECEDENCE_LOWEST && entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
+      if (r.idd < 2) {
+        this.countWild(r.idd, r.merged, -1);
+        this.countWild(r.idd, entry, +1);
+      }
       r.merged = entry;
     }
     return r;
@@ -269,11 +294,16 @@ export class MapState {
       this.raw.delete(ks);
       this.unindex(r);
       if (r.merged.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, -1);
+      if (r.idd < 2) this.countWild(r.idd, r.merged, -1);
       return r;
     }
     let merged: PolicyEntry | undefined;
     for (const x of r.contribs.keys()) if (merged === undefined || better(x.entry, merged)) merged = x.entry;
     if (r.merged.precedence > PRECEDENCE_LOWEST && (merged as PolicyEntry).precedence <= PRECEDENCE_LOWEST) this.countHigh(r.idd, -1);
+    if (r.idd < 2) {
+      this.countWild(r.idd, r.merged, -1);
+      this.countWild(r.idd, merged as PolicyEntry, +1);
+    }
     r.merged = merged as PolicyEntry;
     return r;
   }

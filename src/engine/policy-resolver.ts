@@ -15,6 +15,7 @@ import type { PolicyFacts } from './policy-facts.js';
 
 /** Cilium's `localHostKey`: ingress from the local host (reserved identity 1), every protocol and port. */
 const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
+const DIRECTION_BIT: Readonly<Record<Direction, number>> = { ingress: 1, egress: 2 };
 
 /**
  * The per-identity policy: stored policies compiled into rule units and enforcement units, each
@@ -226,7 +227,6 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     if (m.local.pending) return;
     for (const d of DIRECTIONS) if (m.local.enforcing[d].size === 0) m.state.add(wildcardKey(ANY_IDENTITY, d), DEFAULT_ALLOW);
     if (this.allowLocalhost) m.state.add(LOCALHOST_KEY, LOCALHOST_ALLOW);
-    if (this.deniedEverywhere.size > 0) for (const id of this.deniedEverywhere) this.denyEntries(m, id, +1);
     const pass = ++this.pass;
     for (const a of m.local.units) {
       const share = a.share as UnitShare;
@@ -244,25 +244,53 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   /**
    * An external identity became (or stopped being) one distill cannot read (finding 1936), or the
    * first pod took (the last pod left) `UNALLOCATED_POD_IDENTITY` (finding 2002): every local map
-   * state but the pending ones (which are empty, default deny) denies it in both directions.
+   * state but the pending ones (which are empty, default deny) denies it in both directions. No
+   * selector names such a number, so only an identity-0 key that is no deny can admit it (the
+   * datapath's two lookups, `datapathLookup`): its deny entry is held only in the directions where the
+   * map has one (`placeDenies`, finding 2132); elsewhere it is dropped without an entry.
    */
   setDeniedEverywhere(id: IdentityId, denied: boolean): void {
     if (denied) this.deniedEverywhere.add(id);
     else this.deniedEverywhere.delete(id);
     for (const local of this.maps.locals.values()) {
       if (local.pending) continue;
-      for (const m of local.maps.values()) this.denyEntries(m, id, denied ? 1 : -1);
+      for (const m of local.maps.values()) {
+        for (const d of DIRECTIONS) if ((m.deniesPlaced & DIRECTION_BIT[d]) !== 0) this.denyEntry(m, id, d, denied ? 1 : -1);
+      }
     }
     this.ctx.onUndo(() => this.setDeniedEverywhere(id, !denied));
   }
 
-  private denyEntries(m: SharedMapState, id: IdentityId, sign: 1 | -1): void {
+  /**
+   * At commit, before settling: each changed map state holds the denies of `deniedEverywhere` in
+   * exactly the directions where its raw layer has an identity-0 key that is no deny
+   * (`MapState.admitsEvery`), a superset of where its kernel entries admit every number. A deny is an
+   * identity key of its own, so placing it never changes `admitsEvery`: one pass suffices. Every
+   * map state whose content changed is in `dirtyMaps`, so the placement follows identity 0's
+   * entries as they come and go; a new map state starts with none placed and is dirty.
+   */
+  placeDenies(): void {
+    if (this.ctx.dirtyMaps.size === 0) return;
+    for (const m of this.ctx.dirtyMaps) {
+      if (m.local.pending) continue;
+      for (const d of DIRECTIONS) {
+        const want = m.state.admitsEvery(d);
+        if (want !== ((m.deniesPlaced & DIRECTION_BIT[d]) !== 0)) this.placeIn(m, d, want);
+      }
+    }
+  }
+
+  private placeIn(m: SharedMapState, d: Direction, placed: boolean): void {
+    m.deniesPlaced ^= DIRECTION_BIT[d];
+    if (this.deniedEverywhere.size > 0) for (const id of this.deniedEverywhere) this.denyEntry(m, id, d, placed ? 1 : -1);
+    this.ctx.onUndo(() => this.placeIn(m, d, !placed));
+  }
+
+  private denyEntry(m: SharedMapState, id: IdentityId, d: Direction, sign: 1 | -1): void {
     this.ctx.dirtyMaps.add(m);
     const deny = id === UNALLOCATED_POD_IDENTITY ? UNALLOCATED_DENY : UNREADABLE_DENY;
-    for (const d of DIRECTIONS) {
-      if (sign > 0) m.state.add(wildcardKey(id, d), deny);
-      else m.state.remove(wildcardKey(id, d), deny);
-    }
+    if (sign > 0) m.state.add(wildcardKey(id, d), deny);
+    else m.state.remove(wildcardKey(id, d), deny);
   }
 
   /** Adds (or removes) what share `s` says about `peer` to map state `m`. */

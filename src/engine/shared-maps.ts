@@ -35,6 +35,12 @@ export interface SharedMapState {
   readonly resolveNamed: NamedPortResolver;
   readonly state: MapState;
   readonly endpoints: Set<string>;
+  /**
+   * The directions (bit 1 ingress, bit 2 egress) in which the map holds the deny of every number of
+   * the resolver's `deniedEverywhere`: those where `state.admitsEvery` held at the last commit
+   * (policy-resolver.ts `placeDenies`, finding 2132).
+   */
+  deniesPlaced: number;
 }
 
 function portsSignature(ports: readonly ContainerPort[]): string {
@@ -73,7 +79,7 @@ export class SharedMaps {
     let map = local.maps.get(sig);
     const created = map === undefined;
     if (!map) {
-      map = { key: `${identity.id}|${sig}`, local, ports, resolveNamed: resolveNamedIn(ports), state: new MapState(this.ctx.stats), endpoints: new Set() };
+      map = { key: `${identity.id}|${sig}`, local, ports, resolveNamed: resolveNamedIn(ports), state: new MapState(this.ctx.stats), endpoints: new Set(), deniesPlaced: 0 };
       local.maps.set(sig, map);
     }
     map.endpoints.add(endpoint);

@@ -8,12 +8,14 @@ import type { WatchItem } from '../../src/k8s/watch.js';
 import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
 
 /**
- * Finding 2132 (docs/attack-findings-26r.md; open, pinned): a fail-closed stand-in (2000/2001) costs two entries
- * (ingress and egress) in every local map, whether or not some rule names its labels. A map within one entry of its
- * capacity makes the engine refuse the transaction that brings the stand-in. With `--identities etcd` the source's
- * identity events head every transaction until one commits (agent.ts `applyPending`: `source.peek()` first,
- * `ack` only on success), so every later transaction is refused too: no policy change (a new deny included), no
- * pod, no address change reaches the maps while the stand-in does not fit. An identity source stands in for etcd.
+ * Finding 2132 (docs/attack-findings-26r.md, fixed in 27a): a fail-closed stand-in (2000/2001) costs a deny entry in
+ * each direction of a local map that has an identity-0 allow (here web's: its ingress default allow, its egress
+ * `toEntities: [all]`). A map within one entry of its capacity makes the engine refuse the transaction that brings the
+ * stand-in. With `--identities etcd` the source's identity events head every transaction until one commits (agent.ts
+ * `applyPending`: `source.peek()` first, `ack` only on success), so on the base every later transaction was refused
+ * too: no policy change (a new deny included), no pod, no address change reached the maps. Now the Kubernetes events
+ * go alone after such a refusal and the identity event waits, retried at each flush, until it fits. An identity
+ * source stands in for etcd.
  */
 const logger = pino({ level: 'silent' });
 let rv = 1;
@@ -60,8 +62,8 @@ const denyClient: WatchItem = {
   object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('client', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'db' } }] }] } },
 };
 
-describe('2132 (open): a stand-in that does not fit a map', () => {
-  it.fails('with an etcd-like identity source, a later deny still reaches the maps', () => {
+describe('2132: a stand-in that does not fit a map', () => {
+  it('with an etcd-like identity source, a later deny still reaches the maps; the stand-in commits once it fits', () => {
     const source = new Source();
     const backend = new MemoryBackend();
     const a = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identitySource: source });
@@ -80,8 +82,40 @@ describe('2132 (open): a stand-in that does not fit a map', () => {
     source.pending.push({ type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true });
     a.flush();
     expect(a.summary.refusals).toBe(1);
-    // An unrelated deny for client: refused with the stand-in at its head, again and again.
+    expect(source.pending.length).toBe(1);
+    // Meanwhile 303 keeps its last readable reading (db): web's wide egress admits it as before, no wider.
+    expect(a.engine.lookup('shop/web', 303, 'egress', 6, 80)?.entry.deny).toBe(false);
+    expect(a.engine.lookup('shop/web', 303, 'egress', 6, DEFAULT_MAP_CAPACITY)).toBeUndefined();
+    // An unrelated deny for client: on the base refused with the stand-in at its head, again and again.
     feed(denyClient);
     expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny).toBe(true);
+    expect(backend.dump('shop/client').some((e) => e.key.identity === 303 && e.entry.deny)).toBe(true);
+    expect(source.pending.length).toBe(1);
+    // The wide policy goes: the stand-in fits now and commits with the next flush; every local map denies 303.
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    feed({ type: 'DELETED', object: gone.object });
+    expect(source.pending.length).toBe(0);
+    for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(a.engine.lookup(ep, 303, d, 6, 80)?.entry.deny ?? true).toBe(true);
+    expect(a.engine.lookup('shop/web', 303, 'egress', 6, 80)?.entry.deny).toBe(true);
+  });
+
+  it('the first transaction (a restart reconciles the pinned maps with it) is never split', () => {
+    const source = new Source();
+    const backend = new MemoryBackend();
+    const a = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), identitySource: source });
+    source.pending.push(
+      { type: 'upsertIdentity', id: 300, labels: labels('web') },
+      { type: 'upsertIdentity', id: 301, labels: labels('client') },
+      { type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true },
+    );
+    for (const item of [shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), wide(DEFAULT_MAP_CAPACITY - 3)]) a.mirror.observe(item, 'test');
+    a.flush();
+    // Refused whole: the Kubernetes events without the identities (web and client without their numbers, empty
+    // maps) would have been reconciled into the pinned maps.
+    expect(a.summary.refusals).toBe(1);
+    expect(a.summary.transactions).toBe(0);
+    expect(backend.endpoints()).toEqual([]);
+    expect(source.pending.length).toBe(3);
   });
 });

@@ -235,10 +235,14 @@ describe('L7 redirects and tables', () => {
     const ports = (e: Engine) => ['prod/web-1', 'prod/web-2'].map((ep) => e.redirects(ep).map((r) => `${r.parser}:${r.proxyPort}`).join(','));
     expect(ports(first)).toEqual(['http:10000,kafka:10001', 'http:10002,kafka:10003']);
 
-    // The same cluster learnt in another order gives other ports, and reconcile rewrites them.
-    const reordered = [events[1]!, events[0]!, events[2]!, kafka, httpGetPublic];
+    // The same cluster learnt in another history (web-2 first, web-1 in a later transaction) gives other ports, and
+    // reconcile rewrites them. One transaction's new ports go by endpoint id whatever the events' order (finding 2151).
+    const reordered = (e: Engine): void => {
+      e.apply([events[1]!, events[2]!, kafka, httpGetPublic]);
+      e.apply([events[0]!]);
+    };
     const naive = new Engine();
-    naive.apply(reordered);
+    reordered(naive);
     expect(ports(naive)).not.toEqual(ports(first));
     const copy = new MemoryBackend();
     for (const ep of backend.endpoints()) {
@@ -249,7 +253,7 @@ describe('L7 redirects and tables', () => {
 
     // Seeded from the pinned maps, the restarted engine keeps every port: nothing to write.
     const restarted = new Engine({ proxyPortAllocator: proxyPortsFromMaps(backend) });
-    restarted.apply(reordered);
+    reordered(restarted);
     expect(ports(restarted)).toEqual(ports(first));
     expect(reconcile(restarted, backend)).toMatchObject({ upserts: 0, deletes: 0, created: 0, removed: 0 });
 
@@ -261,8 +265,9 @@ describe('L7 redirects and tables', () => {
     // web-1's Kafka redirect goes: written as a deny first, deleted last (fail-closed order).
     expect(reconcile(later, backend)).toMatchObject({ removed: 1, upserts: 1, deletes: 1 });
     later.apply([local(pod('web-3', { app: 'web' })), kafka]);
-    // Freed ports (10001 from web-1's Kafka redirect, 10002-10003 from web-2) are handed out again, lowest first.
-    expect(portsOf(later, 'prod/web-3')).toEqual(['http:10001', 'kafka:10002']);
-    expect(portsOf(later, 'prod/web-1')).toEqual(['http:10000', 'kafka:10003']);
+    // Freed ports (10001 from web-1's Kafka redirect, 10002-10003 from web-2) are handed out again, lowest first, to
+    // the transaction's new redirects by endpoint id (finding 2151): web-1's Kafka redirect, then web-3's two.
+    expect(portsOf(later, 'prod/web-1')).toEqual(['http:10000', 'kafka:10001']);
+    expect(portsOf(later, 'prod/web-3')).toEqual(['http:10002', 'kafka:10003']);
   });
 });

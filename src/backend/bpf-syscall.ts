@@ -22,7 +22,7 @@ export const BPF_F_NO_PREALLOC = 1;
 export const BPF_F_RDONLY = 1 << 3;
 /** map_flags: programs may not read the map. */
 export const BPF_F_WRONLY_PROG = 1 << 8;
-export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EAGAIN: 11, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
+export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EAGAIN: 11, ENOMEM: 12, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
 
 /** An opaque native pointer handed out by koffi. */
 type NativePointer = ReturnType<typeof koffi.alloc>;

@@ -407,6 +407,12 @@ export class BpfBackend implements MapBackend {
       this.batchSupported = false;
       return this.writeSingles(fd, ops, from, to);
     }
+    // A batch refused for memory (ENOMEM) is finished one call per element, in the same order: a
+    // batch's in-kernel allocations can fail where single calls succeed (a BPF_F_NO_PREALLOC trie's
+    // bpf_mem_alloc cache is refilled between syscalls, not inside one: amazon-linux-2023 issue 1129,
+    // 6.18, at the second element of every batch). Stopping there failed every retry at the same
+    // element, and no transaction of more than one upsert ever completed (attack finding 2342).
+    if (processed < to - from && r.errno === ERRNO.ENOMEM) return processed + this.writeSingles(fd, ops, from + processed, to);
     this.lastErrno = r.errno;
     return processed;
   }

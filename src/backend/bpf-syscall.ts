@@ -20,7 +20,9 @@ export const BPF_MAP_TYPE_LPM_TRIE = 11;
 export const BPF_F_NO_PREALLOC = 1;
 /** file_flags of BPF_OBJ_GET: a read-only fd. */
 export const BPF_F_RDONLY = 1 << 3;
-export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EAGAIN: 11, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
+/** map_flags: programs may not read the map. */
+export const BPF_F_WRONLY_PROG = 1 << 8;
+export const ERRNO = { EPERM: 1, ENOENT: 2, E2BIG: 7, EBADF: 9, EAGAIN: 11, ENOMEM: 12, EEXIST: 17, EINVAL: 22, ENOSPC: 28, EOPNOTSUPP: 95, ENOTSUPP: 524 } as const;
 
 /** An opaque native pointer handed out by koffi. */
 type NativePointer = ReturnType<typeof koffi.alloc>;
@@ -136,4 +138,55 @@ export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
 export function flockFd(fd: number, operation: number): SyscallResult {
   const ret = lib().flock(fd, operation);
   return { ret, errno: ret < 0 ? koffi.errno() : 0 };
+}
+
+/** How this kernel's LPM tries take an update of a key they hold while full (`lpmFullTrieOverwrite`). */
+export type FullTrieOverwrite = 'in-place' | 'needs-room';
+
+let fullTrieOverwrite: FullTrieOverwrite | undefined;
+
+/**
+ * Whether an LPM trie holding max_entries elements takes an update of one of its own keys. Before
+ * Linux commit 532d6b36b2bf ("bpf: Handle in-place update for full LPM trie correctly", v6.13,
+ * backported to some stable trees) kernel/bpf/lpm_trie.c `trie_update_elem` checked
+ * `n_entries == max_entries` before looking the key up, so it refused the overwrite with ENOSPC
+ * (attack finding 2340). Probed once, on a throwaway trie of one element: its key written twice.
+ * An error other than that ENOSPC (no CAP_BPF) is thrown, as every other bpf() failure is.
+ */
+export function lpmFullTrieOverwrite(): FullTrieOverwrite {
+  if (fullTrieOverwrite) return fullTrieOverwrite;
+  const attr = new NativeBuffer(128);
+  const key = new NativeBuffer(8);
+  const value = new NativeBuffer(4);
+  let fd = -1;
+  try {
+    const a = attr.buf;
+    a.writeUInt32LE(BPF_MAP_TYPE_LPM_TRIE, 0);
+    a.writeUInt32LE(key.size, 4);
+    a.writeUInt32LE(value.size, 8);
+    a.writeUInt32LE(1, 12);
+    a.writeUInt32LE(BPF_F_NO_PREALLOC, 16);
+    const c = bpf(BPF_CMD.MAP_CREATE, attr);
+    if (c.ret < 0) throw new BpfError('MAP_CREATE', c.errno, 'the full-trie overwrite probe');
+    fd = c.ret;
+    key.buf.writeUInt32LE(32, 0);
+    const update = (): SyscallResult => {
+      a.fill(0);
+      a.writeUInt32LE(fd, 0);
+      a.writeBigUInt64LE(key.address, 8);
+      a.writeBigUInt64LE(value.address, 16);
+      return bpf(BPF_CMD.MAP_UPDATE_ELEM, attr);
+    };
+    const first = update();
+    if (first.ret < 0) throw new BpfError('MAP_UPDATE_ELEM', first.errno, 'the full-trie overwrite probe');
+    const again = update();
+    if (again.ret < 0 && again.errno !== ERRNO.ENOSPC) throw new BpfError('MAP_UPDATE_ELEM', again.errno, 'the full-trie overwrite probe');
+    fullTrieOverwrite = again.ret < 0 ? 'needs-room' : 'in-place';
+    return fullTrieOverwrite;
+  } finally {
+    if (fd >= 0) closeFd(fd);
+    attr.free();
+    key.free();
+    value.free();
+  }
 }

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, MapInfo, mapInfo, NativeBuffer } from './bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, FullTrieOverwrite, lpmFullTrieOverwrite, MapInfo, mapInfo, NativeBuffer } from './bpf-syscall.js';
 import { MapWalker } from './map-walk.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
@@ -79,6 +79,11 @@ export interface BpfBackendOptions {
    * write. Without it the backend holds an exclusive lock on the pin dir until close().
    */
   readonly readOnly?: boolean;
+  /**
+   * Whether the kernel's LPM tries take an overwrite while full (`lpmFullTrieOverwrite`, probed
+   * when absent; tests set it). 'needs-room': each map gets one element more than `capacity`.
+   */
+  readonly fullTrieOverwrite?: FullTrieOverwrite;
 }
 
 /**
@@ -115,11 +120,13 @@ export class BpfBackend implements MapBackend {
   syscalls = 0;
   /** Set by `close`: the native buffers are freed and the pin-dir lock released (finding 1520). */
   private closed = false;
+  private fullTrieOverwrite: FullTrieOverwrite | undefined;
 
   constructor(options: BpfBackendOptions = {}) {
     this.capacity = checkCapacity(options.capacity ?? DEFAULT_MAP_CAPACITY);
     this.batchSupported = options.batch ?? true;
     this.readOnly = options.readOnly ?? false;
+    this.fullTrieOverwrite = options.fullTrieOverwrite;
     try {
       this.pinDir = preparePinDir(options.pinDir ?? DEFAULT_PIN_DIR, this.readOnly);
       this.lock = this.readOnly ? undefined : PinDirLock.acquire(this.pinDir);
@@ -178,9 +185,19 @@ export class BpfBackend implements MapBackend {
     this.unread.delete(endpoint);
   }
 
-  /** The spec every policy map has (Cilium's objCheck compares the same fields). */
+  /**
+   * The spec every policy map has (Cilium's objCheck compares the same fields). The write plan
+   * keeps a map within `capacity` entries at every step and counts an overwrite as needing no room;
+   * a kernel whose full LPM trie refuses an overwrite (ENOSPC, before Linux 532d6b36b2bf) would
+   * then refuse a tighten phase's allow-to-deny overwrite, and the deny-all fallback's, whenever the
+   * map holds `capacity` entries, in every retry: the revoked allow stayed in force and no later
+   * run converged (attack finding 2340). There the map gets one element of headroom, so it is never
+   * full when distill writes it. A read-only backend creates nothing and takes every capacity.
+   */
   private get spec(): MapInfo {
-    return { type: BPF_MAP_TYPE_LPM_TRIE, keySize: KEY_SIZE, valueSize: VALUE_SIZE, maxEntries: this.capacity, flags: BPF_F_NO_PREALLOC };
+    if (!this.readOnly) this.fullTrieOverwrite ??= lpmFullTrieOverwrite();
+    const maxEntries = this.capacity + (this.fullTrieOverwrite === 'needs-room' ? 1 : 0);
+    return { type: BPF_MAP_TYPE_LPM_TRIE, keySize: KEY_SIZE, valueSize: VALUE_SIZE, maxEntries, flags: BPF_F_NO_PREALLOC };
   }
 
   private createMap(endpoint: string): number {
@@ -241,7 +258,7 @@ export class BpfBackend implements MapBackend {
     }
     const old = sameEncoding ? this.walker.entries(fd, endpoint) : [];
     // An element distill never writes may decode to a live key (a direction byte of 2 read as ingress): nothing is copied then.
-    const copy: MapDelta[] = old.length <= want.maxEntries && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
+    const copy: MapDelta[] = old.length <= this.capacity && old.every(([k, v]) => isCanonical(k, v)) ? old.map(([k, v]) => ({ endpoint, op: 'upsert', key: decodeKey(k), entry: decodeValue(v).entry })) : [];
     let fresh: number | undefined;
     try {
       // Disarmed before the rename (review 1892): a failed disarm, or a crash after it, leaves the pin on
@@ -390,6 +407,12 @@ export class BpfBackend implements MapBackend {
       this.batchSupported = false;
       return this.writeSingles(fd, ops, from, to);
     }
+    // A batch refused for memory (ENOMEM) is finished one call per element, in the same order: a
+    // batch's in-kernel allocations can fail where single calls succeed (a BPF_F_NO_PREALLOC trie's
+    // bpf_mem_alloc cache is refilled between syscalls, not inside one: amazon-linux-2023 issue 1129,
+    // 6.18, at the second element of every batch). Stopping there failed every retry at the same
+    // element, and no transaction of more than one upsert ever completed (attack finding 2342).
+    if (processed < to - from && r.errno === ERRNO.ENOMEM) return processed + this.writeSingles(fd, ops, from + processed, to);
     this.lastErrno = r.errno;
     return processed;
   }

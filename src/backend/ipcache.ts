@@ -4,7 +4,7 @@ import type { IpcacheDelta } from '../engine/events.js';
 import { Cidr, cidrContainsCidr, hostCidr, IpAddress, IpFamily, nthAddress, parseCidr } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import { LocalAddresses, TRANSITION_IDENTITY } from './ipcache-content.js';
-import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, mapInfo, NativeBuffer } from './bpf-syscall.js';
+import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_WRONLY_PROG, BPF_MAP_TYPE_LPM_TRIE, BpfError, closeFd, ERRNO, mapInfo, NativeBuffer } from './bpf-syscall.js';
 import { MapWalker } from './map-walk.js';
 
 const ADDR_BYTES: Record<IpFamily, number> = { ipv4: 4, ipv6: 16 };
@@ -177,12 +177,16 @@ export class BarrierMemory {
  * A pinned ipcache of another type or key/value size is refused: its entries would be misread, and
  * replacing it with an empty map would make every address world (fail-open). Another max_entries
  * is kept (a smaller one refuses new prefixes: the write order leaves every address its old, the
- * transition or its new identity, never old and new mixed).
+ * transition or its new identity, never old and new mixed). One the datapath may not read
+ * (BPF_F_WRONLY_PROG, include/uapi/linux/bpf.h) is refused: distill filled it while no program
+ * could be verified against it (finding 2341). BPF_F_RDONLY and BPF_F_WRONLY never show here: they
+ * are the creating fd's, not the map's (kernel/bpf/syscall.c `bpf_map_flags_retain_permanent`).
  */
 function checkIpcacheSpec(fd: number, family: IpFamily, path: string): number {
   const info = mapInfo(fd);
   const want = { type: BPF_MAP_TYPE_LPM_TRIE, keySize: 4 + ADDR_BYTES[family], valueSize: 4 };
   const diff = 'type' in info ? (Object.keys(want) as (keyof typeof want)[]).filter((k) => info[k] !== want[k]).map((k) => `${k} ${info[k]} (expected ${want[k]})`) : [];
+  if ('type' in info && (info.flags & BPF_F_WRONLY_PROG) !== 0) diff.push(`flags 0x${info.flags.toString(16)} (BPF_F_WRONLY_PROG: programs may not read it)`);
   if ('type' in info && diff.length === 0) return fd;
   closeFd(fd);
   if (!('type' in info)) throw new BpfError('OBJ_GET_INFO_BY_FD', info.errno, path);

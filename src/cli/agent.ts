@@ -136,7 +136,8 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     ...(opts.enableNonDefaultDenyPolicies ? {} : { nonDefaultDenyPolicies: false }),
     ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
-    onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),
+    // A log line as every other (README: logs are JSON lines on stderr), keeping the words scripts look for (finding 2300).
+    onListening: (addr) => logger.info({ addr, url: `http://${addr}/metrics` }, `metrics on http://${addr}/metrics`),
   });
   const onTerm = (): void => void agent.stop();
   process.once('SIGTERM', onTerm);

@@ -44,3 +44,92 @@ describe('2300. with --metrics-addr every line the agent logs on stderr is JSON'
     expect(addr?.level).toBe(30);
   }, 30_000);
 });
+
+const SCENARIO = `namespaces:
+  - {name: default}
+  - {name: shop, labels: {team: shop}}
+pods:
+  - {name: default/frontend, labels: {role: frontend}, ip: 10.0.1.1}
+  - {name: default/backend, labels: {role: backend}, ip: 10.0.1.2}
+  - {name: shop/web, labels: {app: web}, ip: 10.0.2.1}
+  - {name: shop/db, labels: {app: db}, ip: 10.0.2.2, ports: [{name: pg, port: 5432, protocol: TCP}]}
+steps:
+  - probes: [{port: 5432}]
+`;
+
+// Cilium's examples/policies/l3/egress-deny/egress-deny.yaml (with a namespace), CRLF line endings.
+const EGRESS_DENY = [
+  'apiVersion: "cilium.io/v2"', 'kind: CiliumNetworkPolicy', 'metadata:', '  name: "deny-egress-example"', '  namespace: default', 'spec:',
+  '  endpointSelector:', '    matchLabels:', '      role: frontend', '  egress:', '  - toEntities:', '    - all', '  egressDeny:',
+  '  - toEndpoints:', '    - matchLabels:', '        role: backend', '',
+].join('\r\n');
+
+// A NetworkPolicy with a named port (kubectl get -o yaml: managedFields, status), then an Admin-tier
+// ClusterNetworkPolicy deny, in one multi-document file.
+const SHOP = `# shop
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: db-from-web
+  namespace: shop
+  managedFields: [{manager: kubectl, operation: Update}]
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: pg}]
+status: {}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: admin-block}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {team: shop}}}
+  ingress:
+  - name: no-default-to-db
+    action: Deny
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: default}}}]
+    protocols: [{tcp: {destinationPort: {number: 5432}}}]
+`;
+
+describe('2301. trace/explain -f names the file and document of each policy its reasons name', () => {
+  // With policies from several -f files the reasons said `ClusterNetworkPolicy/admin-block spec.ingress[0]`
+  // and nothing said which file (or which document of a multi-document file) holds it.
+  const args = (s: string, a: string, b: string): string[] => ['--scenario', s, '-f', a, '-f', b, '--from', 'default/frontend', '--to', 'shop/db', '--port', '5432/TCP'];
+  it('text: a "read from (-f)" line with file#N for every policy named, in the order named', () => {
+    const s = tmpFile('s.yaml', SCENARIO);
+    const a = tmpFile('egress-deny.yaml', EGRESS_DENY);
+    const b = tmpFile('shop.yaml', SHOP);
+    const r = cli('explain', ...args(s, a, b));
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^default\/frontend -> shop\/db 5432\/TCP: DROPPED$/m);
+    expect(r.out).toContain('denied by: ClusterNetworkPolicy/admin-block spec.ingress[0]');
+    expect(r.out).toMatch(new RegExp(`^read from \\(-f\\): CiliumNetworkPolicy/default/deny-egress-example ${a}#1; NetworkPolicy/shop/db-from-web ${b}#1; ClusterNetworkPolicy/admin-block ${b}#2$`, 'm'));
+  });
+  it('-o json: sources [{policy, source}], the other fields as before; without -f no sources field', () => {
+    const s = tmpFile('s.yaml', SCENARIO);
+    const a = tmpFile('egress-deny.yaml', EGRESS_DENY);
+    const b = tmpFile('shop.yaml', SHOP);
+    const j = JSON.parse(cli('trace', ...args(s, a, b), '-o', 'json').out) as { verdict: string; sides: { deniedBy: string[] }[]; sources: unknown };
+    expect(j.verdict).toBe('DROPPED');
+    expect(j.sides[1]?.deniedBy).toEqual(['ClusterNetworkPolicy/admin-block spec.ingress[0]']);
+    expect(j.sources).toEqual([
+      { policy: 'CiliumNetworkPolicy/default/deny-egress-example', source: `${a}#1` },
+      { policy: 'NetworkPolicy/shop/db-from-web', source: `${b}#1` },
+      { policy: 'ClusterNetworkPolicy/admin-block', source: `${b}#2` },
+    ]);
+    const plain = JSON.parse(cli('trace', '--scenario', s, '--from', 'shop/web', '--to', 'shop/db', '--port', '5432/TCP', '-o', 'json').out) as Record<string, unknown>;
+    expect('sources' in plain).toBe(false);
+  });
+  it('an item of a kind: List file is named by its place in the List', () => {
+    const s = tmpFile('s.yaml', SCENARIO);
+    const list = `apiVersion: v1\nkind: List\nitems:\n- ${SHOP.split('---')[0]!.replace(/^# shop\n/, '').split('\n').join('\n  ').trimEnd()}\n`;
+    const f = tmpFile('list.yaml', list);
+    const r = cli('trace', '--scenario', s, '-f', f, '--from', 'shop/web', '--to', 'shop/db', '--port', '5432/TCP');
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('allowed by: NetworkPolicy/shop/db-from-web spec.ingress[0]');
+    expect(r.out).toMatch(new RegExp(`^read from \\(-f\\): NetworkPolicy/shop/db-from-web ${f}#1\\.items\\[0\\]$`, 'm'));
+  });
+});

@@ -84,6 +84,22 @@ function renderSide(s: SideReport): string {
   return out.join('\n');
 }
 
+/**
+ * The `-f` file and document of each policy the reasons name (finding 2301), in the order named: a
+ * reason is `Kind/ns/name field.path`. The scenario's own policies are not listed.
+ */
+function namedSources(sides: readonly SideReport[], read: ReadonlyMap<string, string>): [string, string][] {
+  const named = new Map<string, string>();
+  for (const s of sides) {
+    for (const reason of [...s.enforcedBy, ...s.deniedBy, ...s.passedBy, ...s.allowedBy, ...s.redirectedBy, ...s.alsoAllowedBy, ...(s.l7?.allowedBy ?? [])]) {
+      const ref = reason.split(' ', 1)[0] ?? '';
+      const src = read.get(ref);
+      if (src !== undefined) named.set(ref, src);
+    }
+  }
+  return [...named];
+}
+
 function trace(ctx: Ctx, opts: TraceOptions): number {
   const io: CliIo = ctx.io;
   try {
@@ -97,10 +113,12 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     for (const g of applied.cidrGroups) state = upsertCidrGroup(state, g);
     for (const p of applied.policies) state = upsertPolicy(state, p);
     const t = traceFlow({ state, decider: built.decider }, opts.from, opts.to, port, protocol, request);
-    const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest) };
+    const sources = namedSources(t.sides, applied.sources);
+    const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest), ...(opts.filename.length > 0 ? { sources: sources.map(([policy, source]) => ({ policy, source })) } : {}) };
     if (!printData(io, opts.output, data)) {
       const body = t.sides.length === 0 ? 'neither side is a pod: nothing enforces policy on this flow' : t.sides.map(renderSide).join('\n\n');
-      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${body}\n`);
+      const from = sources.length > 0 ? `\n\nread from (-f): ${sources.map(([ref, src]) => `${ref} ${src}`).join('; ')}` : '';
+      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${body}${from}\n`);
     }
     return 0;
   } catch (e) {

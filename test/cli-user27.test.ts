@@ -133,3 +133,25 @@ describe('2301. trace/explain -f names the file and document of each policy its 
     expect(r.out).toMatch(new RegExp(`^read from \\(-f\\): NetworkPolicy/shop/db-from-web ${f}#1\\.items\\[0\\]$`, 'm'));
   });
 });
+
+describe('2302. the package: parseManifestFile takes parseManifest\'s options', () => {
+  // docs/embedding.md: parseManifest(doc, source, options?) reads cidrGroupRef peers with { cidrGroups: true },
+  // but parseManifestFile (the way to read a file as kubectl does) had no options: such a file was refused.
+  const CCNP = `apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: web-from-corp}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromCIDRSet: [{cidrGroupRef: corp-nets}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+`;
+  it('with { cidrGroups: true } a cidrGroupRef policy is read; without, refused naming file#N and field', async () => {
+    const { parseManifestFile, ManifestError } = await import('../src/index.js');
+    const file = `${SHOP}---\n${CCNP}`;
+    expect(() => parseManifestFile(file, 'shop.yaml')).toThrow(ManifestError);
+    expect(() => parseManifestFile(file, 'shop.yaml')).toThrow(/shop\.yaml#3 spec\.ingress\[0\]\.fromCIDRSet\[0\]\.cidrGroupRef/);
+    const read = parseManifestFile(file, 'shop.yaml', { cidrGroups: true });
+    expect(read.map((p) => `${p.ref.kind}/${p.ref.name}`)).toEqual(['NetworkPolicy/db-from-web', 'ClusterNetworkPolicy/admin-block', 'CiliumClusterwideNetworkPolicy/web-from-corp']);
+  });
+});

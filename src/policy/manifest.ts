@@ -206,13 +206,14 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
  * read as kubectl reads it: go-yaml v2's scalars (`yes` is a boolean, `010` is 8), its line breaks, merge
  * keys and duplicate keys (docs/semantics.md); a YAML 1.2 library reads some of these differently (attack
  * finding 2126). Documents are numbered from 1 in errors (`policies.yaml#2`); the first refused one throws a
- * `ManifestError`. Every document must be a policy or a List of them.
+ * `ManifestError`. Every document must be a policy or a List of them. `options` as `parseManifest`'s
+ * (e.g. `{ cidrGroups: true }` to read `cidrGroupRef`/`cidrGroupSelector` peers; finding 2302).
  */
-export function parseManifestFile(text: string, fileName: string): Policy[] {
+export function parseManifestFile(text: string, fileName: string, options?: ParseOptions): Policy[] {
   const out: Policy[] = [];
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
-    out.push(...parseManifests(value, source));
+    out.push(...parseManifests(value, source, options));
   }
   return out;
 }

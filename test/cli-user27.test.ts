@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { cli, tmpFile } from './cli-helpers.js';
 
@@ -153,5 +154,44 @@ spec:
     expect(() => parseManifestFile(file, 'shop.yaml')).toThrow(/shop\.yaml#3 spec\.ingress\[0\]\.fromCIDRSet\[0\]\.cidrGroupRef/);
     const read = parseManifestFile(file, 'shop.yaml', { cidrGroups: true });
     expect(read.map((p) => `${p.ref.kind}/${p.ref.name}`)).toEqual(['NetworkPolicy/db-from-web', 'ClusterNetworkPolicy/admin-block', 'CiliumClusterwideNetworkPolicy/web-from-corp']);
+  });
+});
+
+/** The agent on one namespace event, --exit-at-eof, with `args` and `env` added. */
+function agentRun(args: readonly string[], env: Record<string, string> = {}): { code: number | null; err: string } {
+  const r = spawnSync('node', [CLI, 'agent', '--node', 'node-a', '--watch', '-', '--exit-at-eof', '--no-warm-up', ...args], { encoding: 'utf8', input: `${JSON.stringify(NS)}\n`, env: { ...process.env, ...env } });
+  return { code: r.status, err: r.stderr };
+}
+
+describe('2303. --metrics-addr errors name the option and the address', () => {
+  it('a port above 65535 (was Node\'s "options.port should be >= 0 and < 65536")', () => {
+    const r = agentRun(['--metrics-addr', '127.0.0.1:99999']);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^error: --metrics-addr: "127\.0\.0\.1:99999": port 99999 is above 65535$/m);
+  });
+  it('an address in use (was "listen EADDRINUSE: ..." alone)', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const r = agentRun(['--metrics-addr', `127.0.0.1:${port}`]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(new RegExp(`^error: --metrics-addr: "127\\.0\\.0\\.1:${port}": listen EADDRINUSE`, 'm'));
+    } finally {
+      busy.close();
+    }
+  });
+});
+
+describe('2304. DISTILL_LOG_LEVEL is checked and named', () => {
+  it('an unknown level says which variable and the levels (was "default level:verbose must be included in custom levels")', () => {
+    const r = agentRun([], { DISTILL_LOG_LEVEL: 'verbose' });
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^error: DISTILL_LOG_LEVEL: "verbose" is not a log level \(one of: trace, debug, info, warn, error, fatal, silent\)$/m);
+  });
+  it('a known level in capitals is that level (warn: no info lines)', () => {
+    const r = agentRun([], { DISTILL_LOG_LEVEL: 'WARN' });
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).not.toMatch(/"level":30/);
   });
 });

@@ -195,3 +195,26 @@ describe('2304. DISTILL_LOG_LEVEL is checked and named', () => {
     expect(r.err).not.toMatch(/"level":30/);
   });
 });
+
+describe('2305. trace/explain names a ClusterNetworkPolicy rule as reach --explain does: tier, priority, name, action', () => {
+  // reach --explain said `Admin tier: ClusterNetworkPolicy/admin-block priority 10 rule "no-default-to-db" (spec.ingress[0]): Deny`;
+  // trace said only `ClusterNetworkPolicy/admin-block spec.ingress[0]`, not the rule's name the operator wrote.
+  const run = (...extra: string[]): ReturnType<typeof cli> => {
+    const s = tmpFile('s.yaml', SCENARIO);
+    const b = tmpFile('shop.yaml', SHOP);
+    return cli('explain', '--scenario', s, '-f', b, '--from', 'default/frontend', '--to', 'shop/db', '--port', '5432/TCP', ...extra);
+  };
+  it('text: the deciding rule with its name', () => {
+    const r = run();
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^ {2}ClusterNetworkPolicy\/admin-block spec\.ingress\[0\]: Admin tier, priority 10, rule "no-default-to-db": Deny$/m);
+    const reach = cli('reach', '--scenario', tmpFile('full.yaml', `${SCENARIO.replace('steps:\n  - probes: [{port: 5432}]\n', '')}policies:\n${SHOP.split('---').map((d) => `- ${d.replace(/^# shop\n/, '').trim().split('\n').join('\n  ')}`).join('\n')}\nsteps:\n  - probes: [{from: default/frontend, to: shop/db, port: 5432}]\n`), '--explain');
+    expect(reach.out, reach.err).toContain('denied by Admin tier: ClusterNetworkPolicy/admin-block priority 10 rule "no-default-to-db" (spec.ingress[0]): Deny');
+  });
+  it('-o json: tierRules on the side, the reasons unchanged; a side without tier rules has no tierRules', () => {
+    const j = JSON.parse(run('-o', 'json').out) as { sides: { deniedBy: string[]; tierRules?: unknown }[] };
+    expect(j.sides[1]?.deniedBy).toEqual(['ClusterNetworkPolicy/admin-block spec.ingress[0]']);
+    expect(j.sides[1]?.tierRules).toEqual([{ reason: 'ClusterNetworkPolicy/admin-block spec.ingress[0]', tier: 'Admin', priority: 10, rule: 'no-default-to-db', action: 'Deny' }]);
+    expect(j.sides[0] !== undefined && 'tierRules' in j.sides[0]).toBe(false);
+  });
+});

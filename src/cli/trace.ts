@@ -78,6 +78,7 @@ function renderSide(s: SideReport): string {
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
   if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows or covers): ${s.alsoAllowedBy.join('; ')}`);
+  for (const t of s.tierRules ?? []) out.push(`  ${t.reason}: ${t.tier} tier, priority ${String(t.priority)}, rule "${t.rule}": ${t.action}`);
   if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (level ${String(precedenceLevel(Number(s.entry.precedence)))}, verdict byte ${String(verdictByte(Number(s.entry.precedence)))}: higher wins)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   if (s.l7 && s.l7.verdict === 'DROPPED') out.push(`  ${s.l7.parser} rules for this peer and port: ${s.l7.rules.map((r) => JSON.stringify(r)).join(' ') || 'none'}`);

@@ -61,7 +61,7 @@ export interface SideReport {
   tierRules?: TierRuleReport[];
 }
 
-export interface TierRuleReport {
+interface TierRuleReport {
   reason: string;
   tier: string;
   priority: number;

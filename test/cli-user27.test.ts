@@ -218,3 +218,18 @@ describe('2305. trace/explain names a ClusterNetworkPolicy rule as reach --expla
     expect(j.sides[0] !== undefined && 'tierRules' in j.sides[0]).toBe(false);
   });
 });
+
+describe('2307. the outcome counters have their series from the start', () => {
+  // README: `curl …/metrics | grep distill_policy_change_total`; before the first policy event prom-client
+  // printed only the HELP and TYPE lines, so an alert on {outcome="failure"} had no series.
+  it('InstrumentedEngine: policy_change_total and endpoint_regenerations_total at 0 for success and failure before any transaction', async () => {
+    const { Engine, InstrumentedEngine } = await import('../src/index.js');
+    const { Registry } = await import('prom-client');
+    const registry = new Registry();
+    new InstrumentedEngine(new Engine(), { registry });
+    const text = await registry.metrics();
+    for (const name of ['distill_policy_change_total', 'distill_endpoint_regenerations_total']) {
+      for (const outcome of ['success', 'failure']) expect(text).toMatch(new RegExp(`^${name}\\{outcome="${outcome}"\\} 0$`, 'm'));
+    }
+  });
+});

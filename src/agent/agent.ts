@@ -603,6 +603,8 @@ export class Agent {
   private async listen(addr: string): Promise<void> {
     const m = /^(.*):(\d+)$/.exec(addr);
     if (!m) throw new Error(`--metrics-addr: "${addr}" is not HOST:PORT`);
+    // Node's own words name neither the option nor, for a bad port, the address (finding 2303).
+    if (Number(m[2]) > 65535) throw new Error(`--metrics-addr: "${addr}": port ${m[2]!} is above 65535`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
     const server = createServer({ headersTimeout: HTTP_IDLE_MS, requestTimeout: HTTP_IDLE_MS, connectionsCheckingInterval: 1000 }, (req, res) => this.serve(req.url, res));
     // Idle connections held open would take the file descriptors the maps need (attack-findings-19w, 1141).
@@ -610,7 +612,7 @@ export class Agent {
     server.timeout = HTTP_IDLE_MS;
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (e: Error) => reject(new Error(`--metrics-addr: "${addr}": ${e.message}`)));
       server.listen(Number(m[2]), host, () => resolve());
     });
     const a = server.address() as AddressInfo;

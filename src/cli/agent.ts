@@ -106,10 +106,18 @@ async function agentModules() {
   return { pino, Registry, Agent, EtcdIdentitySource, summary };
 }
 
+/** DISTILL_LOG_LEVEL (default info), checked here: pino's own refusal names neither the variable nor the levels (finding 2304). */
+function logLevel(given: string | undefined, levels: readonly string[]): string {
+  if (given === undefined || given === '') return 'info';
+  const level = given.toLowerCase();
+  if (level !== 'silent' && !levels.includes(level)) throw new Error(`DISTILL_LOG_LEVEL: "${given}" is not a log level (one of: ${[...levels, 'silent'].join(', ')})`);
+  return level;
+}
+
 async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   const { pino, Registry, Agent, EtcdIdentitySource, summary } = await agentModules();
   const { backend, ipcache } = openAgentMaps(opts);
-  const logger = pino({ level: process.env.DISTILL_LOG_LEVEL ?? 'info' }, pino.destination(2));
+  const logger = pino({ level: logLevel(process.env.DISTILL_LOG_LEVEL, Object.keys(pino.levels.values)) }, pino.destination(2));
   if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');
   // Cilium's daemon refuses this too (daemon/cmd/daemon_main.go: "Either IPv4 or IPv6 addressing must be enabled").
   if (!opts.enableIpv4 && !opts.enableIpv6) throw new Error('--enable-ipv4 false and --enable-ipv6 false: one address family must be enabled');
@@ -136,7 +144,8 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
     ...(opts.enableNonDefaultDenyPolicies ? {} : { nonDefaultDenyPolicies: false }),
     ...(source ? { identitySource: source } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
-    onListening: (addr) => io.err(`metrics on http://${addr}/metrics\n`),
+    // A log line as every other (README: logs are JSON lines on stderr), keeping the words scripts look for (finding 2300).
+    onListening: (addr) => logger.info({ addr, url: `http://${addr}/metrics` }, `metrics on http://${addr}/metrics`),
   });
   const onTerm = (): void => void agent.stop();
   process.once('SIGTERM', onTerm);

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { UnknownEndpointError } from '../model/flow.js';
 import { ClusterChangeError } from '../model/cluster.js';
-import { formatWarning, type Policy } from '../model/rules.js';
+import { formatWarning, policyRefKey, type Policy } from '../model/rules.js';
 import type { CidrGroup } from '../model/cidr-group.js';
 import { ManifestError } from '../policy/errors.js';
 import { readManifestFile } from '../policy/manifest.js';
@@ -85,8 +85,13 @@ export const isManifestFile = (f: string): boolean => /\.(ya?ml|json)$/.test(f);
  * .yaml/.yml/.json; `kind: List` and multi-document files), read as `distill validate` and scenarios read
  * them (group peers included: finding 2174, where `validate` took a file `trace -f` and `plan -f` refused).
  */
-export function readPolicies(ctx: Ctx, paths: readonly string[]): { policies: Policy[]; cidrGroups: CidrGroup[] } {
+/**
+ * The policies and CIDR groups of `-f` inputs; `sources` maps each policy's key (`Kind/ns/name`) to
+ * the file and document it was read from (the last one, when several hold it: the one applied).
+ */
+export function readPolicies(ctx: Ctx, paths: readonly string[]): { policies: Policy[]; cidrGroups: CidrGroup[]; sources: Map<string, string> } {
   const policies: Policy[] = [];
+  const sources = new Map<string, string>();
   const cidrGroups: CidrGroup[] = [];
   let objects = 0;
   for (const file of collectFiles(paths, isManifestFile)) {
@@ -94,13 +99,14 @@ export function readPolicies(ctx: Ctx, paths: readonly string[]): { policies: Po
     if (read.objects.length > 0) ctx.io.err(`warning: ${inputName(file)}: ${read.objects.length} pods and namespaces ignored (only policies and CIDR groups are applied)\n`);
     for (const w of read.skipped) ctx.io.err(`${formatWarning(w)}\n`);
     policies.push(...read.policies);
+    read.policies.forEach((p, i) => sources.set(policyRefKey(p.ref), read.policySources[i] ?? inputName(file)));
     cidrGroups.push(...read.cidrGroups);
     objects += read.policies.length + read.cidrGroups.length + read.objects.length + read.skipped.length;
   }
   // kubectl apply -f refuses an input without objects ("no objects passed to apply"): an empty pipe or
   // folder is a mistake upstream, not a change of nothing (attack finding 1543).
   if (paths.length > 0 && objects === 0) throw new InputError(`${paths.map(inputName).join(', ')}: no objects passed to apply (-f read no manifest), as kubectl refuses it`);
-  return { policies, cidrGroups };
+  return { policies, cidrGroups, sources };
 }
 
 export type OutputFormat = 'text' | 'wide' | 'json' | 'yaml';

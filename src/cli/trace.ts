@@ -78,10 +78,27 @@ function renderSide(s: SideReport): string {
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
   if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows or covers): ${s.alsoAllowedBy.join('; ')}`);
+  for (const t of s.tierRules ?? []) out.push(`  ${t.reason}: ${t.tier} tier, priority ${String(t.priority)}, rule "${t.rule}": ${t.action}`);
   if (s.entry) out.push(`  precedence: ${String(s.entry.precedence)} (level ${String(precedenceLevel(Number(s.entry.precedence)))}, verdict byte ${String(verdictByte(Number(s.entry.precedence)))}: higher wins)`);
   if (s.l7) out.push(`  ${s.l7.parser} proxy: ${s.l7.verdict}${s.l7.allowedBy.length ? ` (allowed by ${s.l7.allowedBy.join('; ')})` : ' (no rule matches the request)'}`);
   if (s.l7 && s.l7.verdict === 'DROPPED') out.push(`  ${s.l7.parser} rules for this peer and port: ${s.l7.rules.map((r) => JSON.stringify(r)).join(' ') || 'none'}`);
   return out.join('\n');
+}
+
+/**
+ * The `-f` file and document of each policy the reasons name (finding 2301), in the order named: a
+ * reason is `Kind/ns/name field.path`. The scenario's own policies are not listed.
+ */
+function namedSources(sides: readonly SideReport[], read: ReadonlyMap<string, string>): [string, string][] {
+  const named = new Map<string, string>();
+  for (const s of sides) {
+    for (const reason of [...s.enforcedBy, ...s.deniedBy, ...s.passedBy, ...s.allowedBy, ...s.redirectedBy, ...s.alsoAllowedBy, ...(s.l7?.allowedBy ?? [])]) {
+      const ref = reason.split(' ', 1)[0] ?? '';
+      const src = read.get(ref);
+      if (src !== undefined) named.set(ref, src);
+    }
+  }
+  return [...named];
 }
 
 function trace(ctx: Ctx, opts: TraceOptions): number {
@@ -97,10 +114,12 @@ function trace(ctx: Ctx, opts: TraceOptions): number {
     for (const g of applied.cidrGroups) state = upsertCidrGroup(state, g);
     for (const p of applied.policies) state = upsertPolicy(state, p);
     const t = traceFlow({ state, decider: built.decider }, opts.from, opts.to, port, protocol, request);
-    const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest) };
+    const sources = namedSources(t.sides, applied.sources);
+    const data = { ...t, sides: t.sides.map(({ table: _table, ...rest }) => rest), ...(opts.filename.length > 0 ? { sources: sources.map(([policy, source]) => ({ policy, source })) } : {}) };
     if (!printData(io, opts.output, data)) {
       const body = t.sides.length === 0 ? 'neither side is a pod: nothing enforces policy on this flow' : t.sides.map(renderSide).join('\n\n');
-      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${body}\n`);
+      const from = sources.length > 0 ? `\n\nread from (-f): ${sources.map(([ref, src]) => `${ref} ${src}`).join('; ')}` : '';
+      io.out(`${t.from} -> ${t.to} ${port}/${protocol}: ${t.verdict}\n\n${body}${from}\n`);
     }
     return 0;
   } catch (e) {

@@ -54,6 +54,23 @@ export interface SideReport {
   alsoAllowedBy: string[];
   /** `rules`: what the proxy applies to this peer on this port (the L7 table rows `maps dump` lists); `[]` with `allowAll`. */
   l7?: { parser: string; verdict: string; allowedBy: string[]; allowAll: boolean; rules: unknown[] };
+  /**
+   * The ClusterNetworkPolicy rules among the reasons, as `reach --explain` names them: `reason` is the
+   * reason's text, then the rule's tier, priority, name and action (finding 2305). Absent when none.
+   */
+  tierRules?: TierRuleReport[];
+}
+
+interface TierRuleReport {
+  reason: string;
+  tier: string;
+  priority: number;
+  rule: string;
+  action: string;
+}
+
+function tierRules(origins: readonly RuleOrigin[]): TierRuleReport[] {
+  return uniqueOrigins(origins).flatMap((o) => (o.tier ? [{ reason: formatOrigin(o), tier: o.tier.tier, priority: o.tier.priority, rule: o.tier.rule, action: o.tier.action }] : []));
 }
 
 /**
@@ -99,6 +116,8 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
       }
     : null;
   const verdict = !d.allowed && !(d.l7 !== undefined) ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED';
+  const also = hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit, oracle) : [];
+  const tiers = tierRules([...d.allowedBy, ...d.deniedBy, ...d.redirectedBy, ...also]);
   return {
     endpoint,
     direction: d.direction,
@@ -112,8 +131,9 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(formatOrigin),
     passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
-    alsoAllowedBy: hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit, oracle).map(formatOrigin) : [],
+    alsoAllowedBy: also.map(formatOrigin),
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin), ...proxyRules(engine, endpoint, d.direction, peerId, flow, hit) } } : {}),
+    ...(tiers.length > 0 ? { tierRules: tiers } : {}),
   };
 }
 

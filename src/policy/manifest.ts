@@ -88,8 +88,17 @@ export function parseManifests(doc: unknown, source: string, options: ParseOptio
  * into `cidrGroups`, and `cidrGroupRef`/`cidrGroupSelector` peers as the agent reads them once it
  * watches the groups; otherwise a group is refused as an unread kind and a group peer is "not supported".
  */
-export function readManifestFile(text: string, fileName: string, errors?: ManifestError[], options: { readonly cidrGroups?: boolean } = {}): { policies: Policy[]; objects: CheckedObject[]; skipped: PolicyWarning[]; cidrGroups: CidrGroup[] } {
+/**
+ * `policySources[i]` is where `policies[i]` was read: `file#N` (the N-th document), `file#N.items[i]`
+ * for an item of a `kind: List`, so an answer naming a policy can say which document it came from.
+ */
+export function readManifestFile(text: string, fileName: string, errors?: ManifestError[], options: { readonly cidrGroups?: boolean } = {}): { policies: Policy[]; policySources: string[]; objects: CheckedObject[]; skipped: PolicyWarning[]; cidrGroups: CidrGroup[] } {
   const policies: Policy[] = [];
+  const policySources: string[] = [];
+  const addPolicies = (read: readonly Policy[], source: string): void => {
+    policies.push(...read);
+    for (let i = 0; i < read.length; i++) policySources.push(source);
+  };
   const cidrGroups: CidrGroup[] = [];
   const parseOptions: ParseOptions = options.cidrGroups === true ? { cidrGroups: true } : {};
   const objects: CheckedObject[] = [];
@@ -109,7 +118,7 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
       if (isObjectKind(top.kind)) objects.push(checkObjectManifest(doc, source));
       else if (options.cidrGroups === true && top.kind === 'CiliumCIDRGroup') cidrGroups.push(parseCidrGroup(doc, source));
       else if (carriesNoPolicy(top.apiVersion, top.kind)) skipped.push({ source: label, path: 'kind', detail: `${String(top.kind)} (${String(top.apiVersion)}) carries no network policy: skipped` });
-      else policies.push(parseManifest(refuseUnreadKind(doc, top, source), source, parseOptions));
+      else addPolicies([parseManifest(refuseUnreadKind(doc, top, source), source, parseOptions)], source);
     } catch (e) {
       if (!(e instanceof ManifestError) || e.source !== source) throw e;
       const hint = e.fieldPath === '' || e.fieldPath === 'kind' ? shapeHint(doc) : undefined;
@@ -121,10 +130,10 @@ export function readManifestFile(text: string, fileName: string, errors?: Manife
     if (value === null || value === undefined) continue;
     if (options.cidrGroups === true && isObject(value) && value.kind === 'CiliumCIDRGroupList') each(() => cidrGroups.push(...groupListItems(value, source)));
     else if (!isList(value)) each(() => one(value, source));
-    else if (value.kind !== 'List') each(() => policies.push(...parseManifests(value, source, parseOptions)));
+    else if (value.kind !== 'List') each(() => addPolicies(parseManifests(value, source, parseOptions), source));
     else each(() => listItems(value, source).forEach((item, i) => each(() => one(item, `${source}.items[${i}]`))));
   }
-  return { policies, objects, skipped, cidrGroups };
+  return { policies, policySources, objects, skipped, cidrGroups };
 }
 
 /** The groups of a typed `CiliumCIDRGroupList` (its items may leave out `apiVersion` and `kind`, as the API's lists do). */
@@ -197,13 +206,14 @@ function refuseUnreadKind(doc: unknown, top: Record<string, unknown>, source: st
  * read as kubectl reads it: go-yaml v2's scalars (`yes` is a boolean, `010` is 8), its line breaks, merge
  * keys and duplicate keys (docs/semantics.md); a YAML 1.2 library reads some of these differently (attack
  * finding 2126). Documents are numbered from 1 in errors (`policies.yaml#2`); the first refused one throws a
- * `ManifestError`. Every document must be a policy or a List of them.
+ * `ManifestError`. Every document must be a policy or a List of them. `options` as `parseManifest`'s
+ * (e.g. `{ cidrGroups: true }` to read `cidrGroupRef`/`cidrGroupSelector` peers; finding 2302).
  */
-export function parseManifestFile(text: string, fileName: string): Policy[] {
+export function parseManifestFile(text: string, fileName: string, options?: ParseOptions): Policy[] {
   const out: Policy[] = [];
   for (const { source, value } of loadYamlDocuments(text, fileName)) {
     if (value === null || value === undefined) continue;
-    out.push(...parseManifests(value, source));
+    out.push(...parseManifests(value, source, options));
   }
   return out;
 }

@@ -31,9 +31,10 @@ interface TracedSide {
   redirectedBy: string[];
   alsoAllowedBy: string[];
   l7?: { parser: string; verdict: string; allowedBy: string[] };
+  tierRules?: { reason: string; tier: string; priority: number; rule: string; action: string }[];
 }
 
-function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | 'alsoAllowedBy'> {
+function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | 'alsoAllowedBy' | 'tierRules'> {
   return {
     direction: d.direction,
     verdict: !d.allowed && d.l7 === undefined ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED',
@@ -59,8 +60,21 @@ function compare(f: CorpusFlow, t: Traced): string[] {
   if (!expectedVerdict(d, f.flow.request !== undefined).test(t.verdict)) bad.push(`${where}: trace says "${t.verdict}", reach decided allowed=${d.allowed} proxied=${d.proxied}`);
   const want = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined).map(sideOf);
   // `l7.allowAll`/`l7.rules` (the proxy's rules, 21u finding 1606) are the L7 table's, not a decision reach makes.
-  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, l7, ...rest }) => ({ ...rest, ...(l7 ? { l7: { parser: l7.parser, verdict: l7.verdict, allowedBy: l7.allowedBy } } : {}) }));
+  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, tierRules: _tr, l7, ...rest }) => ({ ...rest, ...(l7 ? { l7: { parser: l7.parser, verdict: l7.verdict, allowedBy: l7.allowedBy } } : {}) }));
   if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${where}: sides differ\n  trace ${JSON.stringify(got)}\n  reach ${JSON.stringify(want)}`);
+  // tierRules (finding 2305): every ClusterNetworkPolicy origin reach names, with its tier, priority, rule and action, and no other.
+  const decided = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined);
+  t.sides.forEach((s, i) => {
+    const dd = decided[i];
+    if (dd === undefined) return;
+    const named = new Set([...s.allowedBy, ...s.deniedBy, ...s.passedBy, ...s.redirectedBy, ...s.alsoAllowedBy]);
+    for (const tr of s.tierRules ?? []) if (!named.has(tr.reason)) bad.push(`${where}: ${s.direction} tierRules names ${tr.reason}, no reason of the side`);
+    for (const o of [...dd.allowedBy, ...dd.deniedBy, ...dd.redirectedBy]) {
+      if (!o.tier) continue;
+      const want = JSON.stringify({ reason: fmt(o), tier: o.tier.tier, priority: o.tier.priority, rule: o.tier.rule, action: o.tier.action });
+      if (!(s.tierRules ?? []).some((tr) => JSON.stringify(tr) === want)) bad.push(`${where}: ${s.direction} tierRules lacks ${want}`);
+    }
+  });
   for (const s of t.sides) {
     // A redirected side shows the entry that redirects; a side that passes under default deny has an entry.
     if (s.verdict === 'REDIRECTED' && !(s.entry && s.entry.proxyPort > 0)) bad.push(`${where}: ${s.direction} REDIRECTED without a proxy port entry`);

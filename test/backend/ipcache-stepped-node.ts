@@ -1,5 +1,5 @@
 import { applyChangeSet, MapBackend } from '../../src/backend/backend.js';
-import { BarrierMemory } from '../../src/backend/ipcache.js';
+import { BarrierMemory, type KernelIpcache } from '../../src/backend/ipcache.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { entryRank } from '../../src/backend/write-plan.js';
@@ -79,7 +79,30 @@ export class SteppedNode {
 
   readonly stepped: MapBackend = steppedBackend(this.maps, (endpoint) => this.mapChanged(endpoint));
 
-  constructor(private readonly totals: Totals) {}
+  /**
+   * `kernel`: a real kernel ipcache (bpf LPM tries) written as the agent writes it (`KernelIpcache.apply`), each
+   * of its writes one step, every address then resolved by the kernel's own longest-prefix lookup.
+   */
+  constructor(
+    private readonly totals: Totals,
+    private readonly kernel?: KernelIpcache,
+  ) {
+    if (!kernel) return;
+    // The world bases, as the agent's start-up sync writes them.
+    kernel.sync(this.ipcache);
+    // Each kernel write alone, then the step it makes (KernelIpcache writes in the order `BarrierMemory.order` gives).
+    const k = kernel as unknown as { write(writes: readonly IpcacheDelta[]): void };
+    const write = k.write.bind(kernel);
+    k.write = (writes) => {
+      for (const d of writes) {
+        write([d]);
+        this.written(d);
+      }
+    };
+  }
+
+  /** Addresses resolved by the kernel's lookup that disagreed with the model's longest-prefix walk. */
+  kernelDisagreements = 0;
 
   private resolve(a: Address): number {
     for (const p of a.prefixes) {
@@ -122,16 +145,29 @@ export class SteppedNode {
   private readonly barrier = new BarrierMemory();
 
   writeIpcache(deltas: readonly IpcacheDelta[], local: LocalAddresses): void {
-    // In the order KernelIpcache.apply writes them.
-    for (const d of this.barrier.order(kernelIpcacheDeltas(deltas), this.ipcache, local)) {
-      if (d.op === 'delete') this.ipcache.delete(d.prefix);
-      else this.ipcache.set(d.prefix, d.identity);
-      const c = parseCidr(d.prefix);
-      const moved = ADDRESSES.flatMap((a, i) => (cidrContainsIp(c, a.ip) ? [i] : []));
-      for (const i of moved) this.identityOf[i] = this.resolve(ADDRESSES[i]!);
-      this.step(moved.flatMap((i) => FLOWS_OF[i]!));
+    if (this.kernel) {
+      this.kernel.apply(kernelIpcacheDeltas(deltas), local);
+      return;
     }
+    // In the order KernelIpcache.apply writes them.
+    for (const d of this.barrier.order(kernelIpcacheDeltas(deltas), this.ipcache, local)) this.written(d);
     this.barrier.written(local);
+  }
+
+  /** One ipcache write made: the addresses under its prefix resolve again (by the kernel's lookup, with one). */
+  private written(d: IpcacheDelta): void {
+    if (d.op === 'delete') this.ipcache.delete(d.prefix);
+    else this.ipcache.set(d.prefix, d.identity);
+    const c = parseCidr(d.prefix);
+    const moved = ADDRESSES.flatMap((a, i) => (cidrContainsIp(c, a.ip) ? [i] : []));
+    for (const i of moved) {
+      const a = ADDRESSES[i]!;
+      const modelled = this.resolve(a);
+      const kernel = this.kernel ? (this.kernel.lookup(a.ip) ?? WORLD) : modelled;
+      if (kernel !== modelled) this.kernelDisagreements++;
+      this.identityOf[i] = kernel;
+    }
+    this.step(moved.flatMap((i) => FLOWS_OF[i]!));
   }
 
   /** One intermediate state: the flows it may have changed keep their lowest rank seen. */

@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { bpfUnavailableReason } from '../../src/backend/bpf.js';
+import { KernelIpcache } from '../../src/backend/ipcache.js';
 import { kernelIpcacheContent } from '../../src/backend/ipcache-content.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../../src/engine/events.js';
@@ -107,44 +111,71 @@ function toExtEvent(o: ExtOp, seen: Seen): EngineEvent | null {
   }
 }
 
+const unavailable = bpfUnavailableReason();
+if (unavailable && process.env.DISTILL_REQUIRE_BPF === '1') throw new Error(`DISTILL_REQUIRE_BPF=1 but ${unavailable}`);
+if (unavailable) process.stderr.write(`SKIPPING the kernel ipcache write-order test: ${unavailable}\n`);
+const kernel = unavailable ? describe.skip : describe;
+const PIN = `/sys/fs/bpf/distill-test-27w-${randomBytes(6).toString('hex')}`;
+afterAll(() => rmSync(PIN, { recursive: true, force: true }));
+
 interface ExtTotals extends Totals {
   /** Transactions with an identity or endpoint event that moved some address in the ipcache. */
   externalMoves: number;
   /** Of those, transactions with a CiliumEndpoint event. */
   endpointMoves: number;
+  /** Kernel runs: addresses the kernel's lookup resolved otherwise than the model's longest-prefix walk. */
+  kernelDisagreements: number;
 }
 
-function runHistories(order: Order, params: fc.Parameters<[ExtOp[][]]>): ExtTotals {
-  const totals: ExtTotals = { transactions: 0, identityChanges: 0, steps: 0, violations: 0, externalMoves: 0, endpointMoves: 0 };
+function runHistories(order: Order, params: fc.Parameters<[ExtOp[][]]>, inKernel = false): ExtTotals {
+  const totals: ExtTotals = { transactions: 0, identityChanges: 0, steps: 0, violations: 0, externalMoves: 0, endpointMoves: 0, kernelDisagreements: 0 };
   fc.assert(
     fc.property(fc.array(fc.array(extOp, { minLength: 1, maxLength: 5 }), { minLength: 5, maxLength: 20 }), (txns) => {
       const engine = new Engine({ identitySource: 'external' });
-      const node = new SteppedNode(totals);
-      let seen: Seen = { ns: new Map(NAMESPACES.map((n) => [n, {}])), pods: new Map(), ids: new Set() };
-      // The namespaces first, so pods, endpoints and policies in them are taken.
-      node.transaction(engine, engine.apply(NAMESPACES.map((name) => ({ type: 'upsertNamespace', name, labels: {} }))), new Set(), order);
-      for (const ops of txns) {
-        const before = new Set(engine.endpoints());
-        const next: Seen = { ns: new Map(seen.ns), pods: new Map(seen.pods), ids: new Set(seen.ids) };
-        let cs: ChangeSet;
-        try {
-          cs = engine.apply(ops.flatMap((o) => toExtEvents(o, next)));
-        } catch {
-          continue;
+      const ipcache = inKernel ? KernelIpcache.fresh(PIN) : undefined;
+      try {
+        run(engine, new SteppedNode(totals, ipcache), txns);
+        if (ipcache) {
+          // Read back from the kernel by a second opener: what the maps hold is the engine's ipcache.
+          const again = new KernelIpcache(PIN);
+          try {
+            expect(new Map(again.entries())).toEqual(kernelIpcacheContent(engine));
+          } finally {
+            again.close();
+          }
         }
-        seen = next;
-        totals.transactions++;
-        const moved = cs.ipcache.filter((d) => d.op === 'upsert' && d.previous !== undefined).length;
-        totals.identityChanges += moved;
-        if (moved > 0 && ops.some((o) => o.k !== 'gen')) totals.externalMoves++;
-        if (moved > 0 && ops.some((o) => o.k === 'cep' || o.k === 'delCep')) totals.endpointMoves++;
-        node.transaction(engine, cs, before, order);
-        expect(node.ipcache).toEqual(kernelIpcacheContent(engine));
+      } finally {
+        ipcache?.close();
       }
     }),
     params,
   );
   return totals;
+
+  function run(engine: Engine, node: SteppedNode, txns: ExtOp[][]): void {
+    let seen: Seen = { ns: new Map(NAMESPACES.map((n) => [n, {}])), pods: new Map(), ids: new Set() };
+    // The namespaces first, so pods, endpoints and policies in them are taken.
+    node.transaction(engine, engine.apply(NAMESPACES.map((name) => ({ type: 'upsertNamespace', name, labels: {} }))), new Set(), order);
+    for (const ops of txns) {
+      const before = new Set(engine.endpoints());
+      const next: Seen = { ns: new Map(seen.ns), pods: new Map(seen.pods), ids: new Set(seen.ids) };
+      let cs: ChangeSet;
+      try {
+        cs = engine.apply(ops.flatMap((o) => toExtEvents(o, next)));
+      } catch {
+        continue;
+      }
+      seen = next;
+      totals.transactions++;
+      const moved = cs.ipcache.filter((d) => d.op === 'upsert' && d.previous !== undefined).length;
+      totals.identityChanges += moved;
+      if (moved > 0 && ops.some((o) => o.k !== 'gen')) totals.externalMoves++;
+      if (moved > 0 && ops.some((o) => o.k === 'cep' || o.k === 'delCep')) totals.endpointMoves++;
+      node.transaction(engine, cs, before, order);
+      expect(node.ipcache).toEqual(kernelIpcacheContent(engine));
+    }
+    totals.kernelDisagreements += node.kernelDisagreements;
+  }
 }
 
 const report: string[] = [];
@@ -172,6 +203,24 @@ describe('review 27w (2328): fail-closed write order with external identities an
   it('and before the maps (fixed seed)', () => {
     const t = runHistories('before the maps', { numRuns: RUNS, seed: 20261202 });
     report.push(line('before the maps', t));
+    expect(t.violations).toBeGreaterThan(0);
+  }, TIMEOUT);
+});
+
+kernel('review 27w (2328): the same histories through a real kernel ipcache (bpf LPM tries, each write one step)', () => {
+  it('the ipcache written between the phases: no flow opened, every address as the model resolves it, the maps read back as the engine says', () => {
+    mkdirSync(PIN, { recursive: true });
+    const t = runHistories('between phases', { numRuns: RUNS, seed: 20261203 }, true);
+    report.push(`kernel ${line('between phases', t)}, ${t.kernelDisagreements} kernel lookups unlike the model`);
+    expect(t.endpointMoves).toBeGreaterThan(0);
+    expect(t.kernelDisagreements).toBe(0);
+    expect(t.violations).toBe(0);
+  }, TIMEOUT);
+
+  it('and catches the ipcache written after the maps (fixed seed)', () => {
+    mkdirSync(PIN, { recursive: true });
+    const t = runHistories('after the maps', { numRuns: RUNS, seed: 20261202 }, true);
+    report.push(`kernel ${line('after the maps', t)}`);
     expect(t.violations).toBeGreaterThan(0);
   }, TIMEOUT);
 });

@@ -3,7 +3,7 @@ import { podIps, podKey, type Pod } from '../model/cluster.js';
 import { Label, LabelSet, labelSetKey, makeLabelSet, POD_NAMESPACE_KEY, SOURCE_K8S } from '../model/labels.js';
 import type { Policy } from '../model/rules.js';
 import { makeSelector, type Requirement } from '../model/selector.js';
-import type { TierPeer } from '../model/tiers.js';
+import { networksCoverEverything } from '../model/tiers.js';
 import type { EngineContext } from './context.js';
 import { EngineError } from './events.js';
 import type { IdentityRecord } from './identities.js';
@@ -89,12 +89,6 @@ export function networksPeerSelectors(cidrs: readonly Cidr[]): IdentitySelector[
     out.push(labelsSelector(makeSelector([{ key: k8s(POD_NAMESPACE_KEY), operator: 'Exists', values: [] }, family])));
   }
   return out;
-}
-
-/** Do a rule's networks peers hold both /0s, i.e. every address (pods, externals, nodes alike)? */
-export function networksCoverEverything(peers: readonly TierPeer[]): boolean {
-  const zeros = new Set(peers.flatMap((p) => (p.kind === 'networks' ? p.cidrs.filter(isZero).map((c) => c.family) : [])));
-  return zeros.size === 2;
 }
 
 /** The terms a policy puts in force: networks CIDRs and egress named-port names. */

@@ -5,8 +5,8 @@ import { adminLevel, passFloorPrecedence, tierPrecedence, type PolicyEntry } fro
 import type { L4Match } from '../model/ports.js';
 import { policyRefKey, type Policy, type RuleOrigin } from '../model/rules.js';
 import { makeSelector, matchLabelRequirement, type Selector } from '../model/selector.js';
-import { RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
-import { networksCoverEverything, networksPeerSelectors } from './network-splits.js';
+import { networksCoverEverything, RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
+import { networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
 import { fqdnPeerSelector, labelsSelector, nodesSelector, type IdentitySelector } from './selector-cache.js';
 

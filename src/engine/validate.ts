@@ -7,7 +7,7 @@ import { isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from '
 import { isValidPortName, MAX_PORT } from '../model/ports.js';
 import { isParsedPolicy, POLICY_KINDS, policyRefKey } from '../model/rules.js';
 import { EngineError, EngineEvent } from './events.js';
-import { tierRuleName, type TieredSpec } from '../model/tiers.js';
+import { networksCoverEverything, tierRuleName, type TieredSpec } from '../model/tiers.js';
 import { tierSupportProblem } from './tiers.js';
 import { ipKeyOfText } from './ip-key.js';
 
@@ -275,12 +275,13 @@ function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
 
 /**
  * `networks` peers and egress `destinationNamedPort` split pod identities by address and port
- * (network-splits.ts); identities that come from outside cannot be split.
+ * (network-splits.ts); identities that come from outside cannot be split. A rule whose networks hold both /0s
+ * matches every address alike (one identity-0 key, no split), so it is encoded (review 27w, finding 2351).
  */
 function splitProblem(t: TieredSpec): string | null {
   for (const r of t.rules) {
     if (r.direction !== 'egress') continue;
-    const what = r.peers.some((p) => p.kind === 'networks') ? 'a networks peer' : r.protocols.some((p) => p.kind === 'named') ? 'an egress destinationNamedPort' : null;
+    const what = r.peers.some((p) => p.kind === 'networks') && !networksCoverEverything(r.peers) ? 'a networks peer' : r.protocols.some((p) => p.kind === 'named') ? 'an egress destinationNamedPort' : null;
     if (what) return `${r.path} (${tierRuleName(r)}): ${what} needs pod identities split by address or named port, which the engine cannot do with identities from outside (identitySource: 'external')`;
   }
   return null;

@@ -84,3 +84,12 @@ export function formatTierOrigin(o: TierOrigin): string {
 export function tierRuleName(rule: TierRule): string {
   return rule.name ?? rule.path;
 }
+
+/**
+ * Do a rule's networks peers hold both /0s, i.e. every address (pods, externals, nodes alike)? Such a rule is one
+ * identity-0 key and splits no pod identity (src/engine/network-splits.ts), so identities from outside encode it too.
+ */
+export function networksCoverEverything(peers: readonly TierPeer[]): boolean {
+  const zeros = new Set(peers.flatMap((p) => (p.kind === 'networks' ? p.cidrs.filter((c) => c.prefixLength === 0).map((c) => c.family) : [])));
+  return zeros.size === 2;
+}

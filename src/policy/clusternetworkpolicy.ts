@@ -2,7 +2,7 @@ import { Cidr, parseCidr } from '../model/cidr.js';
 import { NAMESPACE_LABELS_PREFIX, SOURCE_K8S } from '../model/labels.js';
 import type { Direction, Policy, PolicyWarning } from '../model/rules.js';
 import { makeSelector, Selector, WILDCARD_SELECTOR } from '../model/selector.js';
-import { MAX_PRIORITY, MIN_PRIORITY, TIER_ACTIONS, TIERS, TierAction, TieredSpec, TierPeer, TierPort, TierRule } from '../model/tiers.js';
+import { MAX_PRIORITY, MIN_PRIORITY, networksCoverEverything, TIER_ACTIONS, TIERS, TierAction, TieredSpec, TierPeer, TierPort, TierRule } from '../model/tiers.js';
 import { FqdnSelector, makeFqdnSelector } from '../model/fqdn.js';
 import { isValidPortName } from '../model/ports.js';
 import { readCidr, readMetadata, refOf } from './common.js';
@@ -266,7 +266,8 @@ function readRule(r: Reader, v: unknown, path: string, direction: Direction, ind
   if (!splits && direction === 'egress') {
     // Identities from outside cannot be split by address or named port (ParseOptions.identitySplits): the engine
     // would refuse the whole object, so the rule is "not supported" and the agent's stand-in fails it closed (2247).
-    const what = peers.some((p) => p.kind === 'networks') ? 'a networks peer' : protocols.some((p) => p.kind === 'named' && p !== UNREAD_PROTOCOL) ? 'a destinationNamedPort' : null;
+    // Networks holding both /0s match every address alike and split nothing: read as written (review 27w, 2351).
+    const what = peers.some((p) => p.kind === 'networks') && !networksCoverEverything(peers) ? 'a networks peer' : protocols.some((p) => p.kind === 'named' && p !== UNREAD_PROTOCOL) ? 'a destinationNamedPort' : null;
     if (what) r.unsupported(path, `has ${what}, which needs pod identities split by address or named port: with identities from outside it is not supported by distill`);
   }
   return { direction, index, action, peers, protocols, path, ...(name !== undefined && name !== '' ? { name } : {}) };

@@ -358,7 +358,13 @@ export const tierHeavyOp: fc.Arbitrary<Op> = fc.oneof(
 export function needsIdentitySplits(o: Op): boolean {
   if (o.k !== 'policy' || o.manifest.kind !== 'ClusterNetworkPolicy') return false;
   const egress = ((o.manifest.spec as Record<string, unknown>).egress ?? []) as Record<string, unknown>[];
-  return egress.some((r) => hasNamed(r) || hasNetworks(r));
+  return egress.some((r) => hasNamed(r) || (hasNetworks(r) && !coversEverything(r)));
+}
+
+/** A rule's networks hold both /0s: one identity-0 key, no split, encoded with identities from outside too (review 27w, 2351). */
+function coversEverything(r: Record<string, unknown>): boolean {
+  const nets = ((r.to ?? []) as Record<string, unknown>[]).flatMap((p) => (Array.isArray(p.networks) ? (p.networks as string[]) : []));
+  return nets.includes('0.0.0.0/0') && nets.includes('::/0');
 }
 
 /**

@@ -386,6 +386,15 @@ describe('identities from outside', () => {
       "ClusterNetworkPolicy/n: spec.egress[0] (by-address): a networks peer needs pod identities split by address or named port, which the engine cannot do with identities from outside (identitySource: 'external')",
     );
     expect(() => e.apply([cnp('n', 1, [{ action: 'Deny', to: [{ namespaces: {} }], protocols: [{ destinationNamedPort: 'http' }] }])])).toThrow(/spec\.egress\[0\] \(spec\.egress\[0\]\): an egress destinationNamedPort needs pod identities split/);
+    // One /0 splits pods by family; a single networks CIDR by address: refused.
+    expect(() => e.apply([cnp('n', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0'] }] }])])).toThrow(/a networks peer needs pod identities split/);
+  });
+  // Review 27w, finding 2351: both /0s match every address alike (one identity-0 key, `termsOf` leaves the rule out).
+  it('takes a rule whose networks hold both /0s, in one peer or two', () => {
+    const e = new Engine({ identitySource: 'external' });
+    e.apply([{ type: 'upsertNamespace', name: 'client', labels: { role: 'client' } }]);
+    expect(() => e.apply([cnp('n', 1, [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0', '::/0'] }] }])])).not.toThrow();
+    expect(() => e.apply([cnp('m', 2, [{ action: 'Accept', to: [{ networks: ['0.0.0.0/0'] }, { networks: ['::/0', '10.0.0.0/8'] }] }])])).not.toThrow();
   });
 });
 

@@ -46,7 +46,7 @@ export function readManifest(doc: unknown, source: string, options: ParseOptions
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
   const expected = (Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined) ?? r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (!expected.includes(apiVersion)) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expectedText(expected)})`);
-  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o, cnpVersionOf(apiVersion), options.served === true, options.identitySplits !== false) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
+  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o, cnpVersionOf(apiVersion), options) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
   // Every reader's deferred "not supported" (Reader.unsupported), whichever helper recorded it.
   r.throwDeferred();
   return policy;

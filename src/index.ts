@@ -34,7 +34,8 @@ export type { IdentityId } from './model/identity.js';
 export { podIdentityLabels, securityLabels } from './model/identity.js';
 
 /** Reading policy manifests. */
-export { parseManifest, parseManifests, parseManifestFile } from './policy/manifest.js';
+export { parseManifest, parseManifests, parseManifestFile, parseManifestFileWithGroups } from './policy/manifest.js';
+export type { CidrGroup } from './model/cidr-group.js';
 export { ManifestError } from './policy/errors.js';
 export type { ParseOptions } from './policy/cilium-options.js';
 

@@ -84,10 +84,8 @@ export const isManifestFile = (f: string): boolean => /\.(ya?ml|json)$/.test(f);
  * Policies and CiliumCIDRGroup objects of `-f FILE|DIR|-` (repeatable; directories recurse over
  * .yaml/.yml/.json; `kind: List` and multi-document files), read as `distill validate` and scenarios read
  * them (group peers included: finding 2174, where `validate` took a file `trace -f` and `plan -f` refused).
- */
-/**
- * The policies and CIDR groups of `-f` inputs; `sources` maps each policy's key (`Kind/ns/name`) to
- * the file and document it was read from (the last one, when several hold it: the one applied).
+ * `sources` maps each policy's key (`Kind/ns/name`) to the file and document it was read from (the last
+ * one, when several hold it: the one applied).
  */
 export function readPolicies(ctx: Ctx, paths: readonly string[]): { policies: Policy[]; cidrGroups: CidrGroup[]; sources: Map<string, string> } {
   const policies: Policy[] = [];

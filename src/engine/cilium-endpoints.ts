@@ -7,6 +7,11 @@ export interface EndpointRecord {
   readonly ips: ReadonlySet<string>;
 }
 
+/** The key of a CiliumEndpoint event's pod, `namespace/name` (as `podKey`). */
+export function endpointKey(e: { readonly namespace: string; readonly name: string }): string {
+  return `${e.namespace}/${e.name}`;
+}
+
 /**
  * The CiliumEndpoints the engine was told, by pod key (`namespace/name`), and by identity number.
  * The pod table reads them (`PodTable.ipIdentity`): only a remote pod whose labels have no external
@@ -39,19 +44,11 @@ export class CiliumEndpoints {
   /** Sets (or, `identity` undefined, removes) the endpoint of pod `key`. */
   set(key: string, identity: number | undefined, ips: readonly IpAddress[] = []): void {
     const old = this.byKey.get(key);
-    if (old !== undefined) this.unindex(key, old);
-    if (identity === undefined) this.byKey.delete(key);
-    else {
-      const rec: EndpointRecord = { identity, ips: new Set(ips.map((ip) => ip.text)) };
-      this.byKey.set(key, rec);
-      let s = this.byIdentity.get(identity);
-      if (s === undefined) this.byIdentity.set(identity, (s = new Set()));
-      s.add(key);
-    }
-    this.ctx.onUndo(() => this.restore(key, old));
+    this.put(key, identity === undefined ? undefined : { identity, ips: new Set(ips.map((ip) => ip.text)) });
+    this.ctx.onUndo(() => this.put(key, old));
   }
 
-  private restore(key: string, rec: EndpointRecord | undefined): void {
+  private put(key: string, rec: EndpointRecord | undefined): void {
     const now = this.byKey.get(key);
     if (now !== undefined) this.unindex(key, now);
     if (rec === undefined) return void this.byKey.delete(key);

@@ -22,7 +22,7 @@ import { PolicyResolver } from './policy-resolver.js';
 import { DEFAULT_PROXY_PORT_RANGE, ProxyPortAllocator, ProxyPortRange, ProxyPortsExhaustedError } from './proxy-ports.js';
 import { L7ParserConflictError } from './rule-units.js';
 import { CidrGroupTable } from './cidr-groups.js';
-import { CiliumEndpoints } from './cilium-endpoints.js';
+import { CiliumEndpoints, endpointKey } from './cilium-endpoints.js';
 import { SelectorCache } from './selector-cache.js';
 import { SharedMaps } from './shared-maps.js';
 import type { PolicyRecord } from './subject-groups.js';
@@ -366,7 +366,7 @@ export class Engine {
         return this.stages.cidrGroups.set(e.name, undefined);
       case 'upsertEndpoint':
       case 'deleteEndpoint': {
-        const key = `${e.namespace}/${e.name}`;
+        const key = endpointKey(e);
         this.stages.pods.touchPod(key);
         return e.type === 'upsertEndpoint' ? this.stages.endpoints.set(key, e.identity, e.ips) : this.stages.endpoints.set(key, undefined);
       }

@@ -132,9 +132,9 @@ export class MapState {
     return (this.wildAllows[d === 'ingress' ? 0 : 1] as number) > 0;
   }
 
-  /** `wildAllows` for raw entry `r` (identity 0 only: its idDir is 0 or 1) when its merged entry `e` comes (+1) or goes (-1). */
+  /** `wildAllows` for a raw key of identity 0 (idDir `idd`, 0 or 1: callers check) when its merged entry `e` comes (+1) or goes (-1). */
   private countWild(idd: number, e: PolicyEntry, delta: 1 | -1): void {
-    if (idd < 2 && !e.deny) this.wildAllows[idd] = (this.wildAllows[idd] as number) + delta;
+    if (!e.deny) this.wildAllows[idd] = (this.wildAllows[idd] as number) + delta;
   }
 
   add(key: PolicyKey, c: Contribution): void {

@@ -1,11 +1,15 @@
 import { namespaceWithDefaults, podKey } from '../model/cluster.js';
 import { policyRefKey } from '../model/rules.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions } from '../model/fqdn.js';
+import { endpointKey } from './cilium-endpoints.js';
 import { DnsCache } from './dns-cache.js';
 import type { EngineEvent } from './events.js';
 import type { PodFact, PodFacts } from './pod-facts.js';
 import type { PolicyFact, PolicyFacts } from './policy-facts.js';
 import type { ModelView } from './validate.js';
+
+/** `ModelStore.keep`'s events. */
+type KeptEvent = Extract<EngineEvent, { readonly type: 'upsertIdentity' | 'deleteIdentity' | 'upsertNode' | 'deleteNode' | 'upsertCidrGroup' | 'deleteCidrGroup' | 'setApiServer' | 'upsertEndpoint' | 'deleteEndpoint' }>;
 
 /**
  * The committed model: namespaces, pods and policies as of the last transaction that went through.
@@ -142,6 +146,14 @@ export class ModelStore implements ModelView {
       case 'deletePolicy':
         if (this.policiesByNs !== null && e.ref.namespace !== undefined) index(this.policiesByNs, e.ref.namespace, policyRefKey(e.ref), false);
         return;
+      default:
+        return this.keep(e);
+    }
+  }
+
+  /** The events whose records the model keeps as they came: identities, nodes, CIDR groups, the API server, CiliumEndpoints. */
+  private keep(e: KeptEvent): void {
+    switch (e.type) {
       case 'upsertIdentity':
         this.identities.set(e.id, e);
         return;
@@ -164,10 +176,10 @@ export class ModelStore implements ModelView {
         this.apiServer = e;
         return;
       case 'upsertEndpoint':
-        this.endpoints.set(`${e.namespace}/${e.name}`, e);
+        this.endpoints.set(endpointKey(e), e);
         return;
       case 'deleteEndpoint':
-        this.endpoints.delete(`${e.namespace}/${e.name}`);
+        this.endpoints.delete(endpointKey(e));
         return;
     }
   }

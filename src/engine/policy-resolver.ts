@@ -17,6 +17,11 @@ import type { PolicyFacts } from './policy-facts.js';
 const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
 const DIRECTION_BIT: Readonly<Record<Direction, number>> = { ingress: 1, egress: 2 };
 
+/** Whether map state `m` holds the denies of `deniedEverywhere` in direction `d` (`SharedMapState.deniesPlaced`). */
+function deniesPlacedIn(m: SharedMapState, d: Direction): boolean {
+  return (m.deniesPlaced & DIRECTION_BIT[d]) !== 0;
+}
+
 /**
  * The per-identity policy: stored policies compiled into rule units and enforcement units, each
  * registered in the selector caches, and the contributions they make to the map states of the
@@ -255,7 +260,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     for (const local of this.maps.locals.values()) {
       if (local.pending) continue;
       for (const m of local.maps.values()) {
-        for (const d of DIRECTIONS) if ((m.deniesPlaced & DIRECTION_BIT[d]) !== 0) this.denyEntry(m, id, d, denied ? 1 : -1);
+        for (const d of DIRECTIONS) if (deniesPlacedIn(m, d)) this.denyEntry(m, id, d, denied ? 1 : -1);
       }
     }
     this.ctx.onUndo(() => this.setDeniedEverywhere(id, !denied));
@@ -275,7 +280,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
       if (m.local.pending) continue;
       for (const d of DIRECTIONS) {
         const want = m.state.admitsEvery(d);
-        if (want !== ((m.deniesPlaced & DIRECTION_BIT[d]) !== 0)) this.placeIn(m, d, want);
+        if (want !== deniesPlacedIn(m, d)) this.placeIn(m, d, want);
       }
     }
   }

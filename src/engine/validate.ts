@@ -418,7 +418,7 @@ function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
 const MAX_ENDPOINT_IPS = 16;
 
 /**
- * A CiliumEndpoint event: its pod's name, any uint32 number (the engine, not validation, decides
+ * A CiliumEndpoint event: its pod's name, a uint32 number, whichever (the engine, not validation, decides
  * whether it is an identity it may use: a hostile number maps to the fail-closed 255), at most
  * `MAX_ENDPOINT_IPS` parsed addresses. A delete of an endpoint the engine does not hold changes nothing.
  */

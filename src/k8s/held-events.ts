@@ -27,7 +27,7 @@ export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<str
       // Two objects of one number deleted together: one delete (the engine refuses a second, the batch with it).
       if (e?.type === 'deleteIdentity' && deletedIds.has(e.id)) continue;
       if (e?.type === 'deleteIdentity') deletedIds.add(e.id);
-      if (e) order[e.type === 'upsertIdentity' ? 0 : 5]!.push(e);
+      if (e) order[rank(had, e.type === 'upsertIdentity')]!.push(e);
     } else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
   }
   for (const name of nodes) {

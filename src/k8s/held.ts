@@ -216,36 +216,43 @@ function policyMeaning(obj: Record<string, unknown>, source: string, ctx: ReadCo
   const sig = canonical(manifest);
   const policy = policyOf(manifest, source, ctx, ctx.parseOptions);
   if (ctx.parseOptions.cidrGroups !== true) return { kind: 'Policy', policy, sig };
-  if (!mentionsGroups(sig)) {
-    // A deny whose pod-namespace selector selects group prefixes: read once more without the groups' labels.
-    if (!sig.includes(POD_NAMESPACE_KEY)) return { kind: 'Policy', policy, sig };
-    const options: ParseOptions = { ...ctx.parseOptions, cidrGroups: false, groupLabelsUnknown: true };
-    try {
-      const unknown = parseManifest(manifest, source, options);
-      // An allow's group peer (mode `all`: every value of the key Cilium may hold must match) is dropped while
-      // a group cannot be read: its labels may put another value on the same prefixes (review 27v, finding 2324).
-      const allowsGroups = policy.rules.some((r) => r.peers.some((q) => q.kind === 'cidrGroup'));
-      return allowsGroups ? { kind: 'Policy', policy, sig, groupless: unknown, whileUnreadable: true } : { kind: 'Policy', policy, sig };
-    } catch {
-      let groupless: Policy;
-      try {
-        groupless = policyOf(manifest, source, { ...ctx, warn: () => {} }, options);
-      } catch {
-        groupless = policy;
-      }
-      return { kind: 'Policy', policy, sig, groupless, whileUnreadable: true };
-    }
-  }
+  if (!mentionsGroups(sig)) return sig.includes(POD_NAMESPACE_KEY) ? podNamespaceMeaning(manifest, source, ctx, policy, sig) : { kind: 'Policy', policy, sig };
   // Read once more as if groups were not watched: the stand-in enforced while some group cannot be
   // read. When no stand-in exists (every spec a host policy) the policy itself stands (finding 2044).
-  let groupless: Policy;
-  try {
+  const groupless = orPolicy(policy, () => {
     const quiet = ctx.groupsRead?.() ?? false;
-    groupless = policyOf(manifest, source, quiet ? { ...ctx, warn: () => {} } : ctx, { ...ctx.parseOptions, cidrGroups: false });
-  } catch {
-    groupless = policy;
-  }
+    return policyOf(manifest, source, quiet ? { ...ctx, warn: () => {} } : ctx, { ...ctx.parseOptions, cidrGroups: false });
+  });
   return { kind: 'Policy', policy, sig, groupless };
+}
+
+/**
+ * A policy without group peers that names the pod-namespace key: a deny whose `any:` pod-namespace selector also
+ * selects group prefixes (src/policy/cilium-scope.ts `groupReading`, attack finding 2172) is read once more without
+ * the groups' labels, the reading enforced while a group cannot be read (`whileUnreadable`, finding 2212).
+ */
+function podNamespaceMeaning(manifest: Record<string, unknown>, source: string, ctx: ReadContext, policy: Policy, sig: string): Held {
+  const options: ParseOptions = { ...ctx.parseOptions, cidrGroups: false, groupLabelsUnknown: true };
+  let unknown: Policy;
+  try {
+    unknown = parseManifest(manifest, source, options);
+  } catch {
+    const groupless = orPolicy(policy, () => policyOf(manifest, source, { ...ctx, warn: () => {} }, options));
+    return { kind: 'Policy', policy, sig, groupless, whileUnreadable: true };
+  }
+  // An allow's group peer (mode `all`: every value of the key Cilium may hold must match) is dropped while
+  // a group cannot be read: its labels may put another value on the same prefixes (review 27v, finding 2324).
+  const allowsGroups = policy.rules.some((r) => r.peers.some((q) => q.kind === 'cidrGroup'));
+  return allowsGroups ? { kind: 'Policy', policy, sig, groupless: unknown, whileUnreadable: true } : { kind: 'Policy', policy, sig };
+}
+
+/** A second reading of a policy, or the policy itself where that reading fails (it has no stand-in). */
+function orPolicy(policy: Policy, read: () => Policy): Policy {
+  try {
+    return read();
+  } catch {
+    return policy;
+  }
 }
 
 /** The policy, or its fail-closed stand-in when it uses what distill does not read (src/policy/stand-in.ts). */

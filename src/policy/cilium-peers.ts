@@ -116,8 +116,9 @@ function readEndpointPeers(r: Reader, e: unknown, path: string, namespace: strin
   const peer: Peer = { kind: 'selector', selector: scoped };
   // Where CiliumCIDRGroup objects are not read (options.cidrGroups), no group is known to this reading;
   // the agent's reading while a group is unreadable is its `groupless` one (src/k8s/held.ts).
-  const groups = options.cidrGroups === true ? groupReading(scoped, verdict) : 'none';
-  if (options.groupLabelsUnknown === true && verdict === 'deny' && groupReading(scoped, verdict) !== 'none') r.unsupported(path, 'this selector needs io.kubernetes.pod.namespace without a source, which in Cilium also matches a CiliumCIDRGroup\'s label of that key on its prefixes\' identities, and a CiliumCIDRGroup cannot be read now (a deny would miss its prefixes): this selector is not supported by distill while it cannot be read');
+  const reading = options.cidrGroups === true || options.groupLabelsUnknown === true ? groupReading(scoped, verdict) : 'none';
+  const groups = options.cidrGroups === true ? reading : 'none';
+  if (options.groupLabelsUnknown === true && verdict === 'deny' && reading !== 'none') r.unsupported(path, 'this selector needs io.kubernetes.pod.namespace without a source, which in Cilium also matches a CiliumCIDRGroup\'s label of that key on its prefixes\' identities, and a CiliumCIDRGroup cannot be read now (a deny would miss its prefixes): this selector is not supported by distill while it cannot be read');
   if (groups === 'unsupported') r.unsupported(path, `this selector needs io.kubernetes.pod.namespace without a source, which in Cilium also matches a CiliumCIDRGroup's label of that key on its prefixes' identities, and those identities' other labels (cidr:<prefix>, reserved:world…) could decide its other requirements there (${verdict === 'deny' ? 'a deny would miss them' : 'an allow would admit them'}): this selector is not supported by distill (write k8s:io.kubernetes.pod.namespace for pods only)`);
   return groups === 'none' || groups === 'unsupported' ? [peer] : [peer, { kind: 'cidrGroup', selector: groups, except: [], mode: verdict === 'deny' ? 'any' : 'all' }];
 }

@@ -6,6 +6,7 @@ import { MAX_PRIORITY, MIN_PRIORITY, networksCoverEverything, TIER_ACTIONS, TIER
 import { FqdnSelector, makeFqdnSelector } from '../model/fqdn.js';
 import { isValidPortName } from '../model/ports.js';
 import { readCidr, readMetadata, refOf } from './common.js';
+import type { ParseOptions } from './cilium-options.js';
 import { ManifestError } from './errors.js';
 import { absent, at, join, Reader } from './reader.js';
 import { parseLabelSelector, SelectorOptions } from './selector.js';
@@ -285,10 +286,12 @@ function readRules(r: Reader, v: unknown, direction: Direction, warnings: Policy
  * Flattens a ClusterNetworkPolicy: `rules` and `enforcements` stay empty, everything is in `tiered`. `version`'s
  * validation applies, but a `served` object at v1beta1 (the agent's watch: it may have been written at v1alpha2,
  * ParseOptions.served) is checked as v1alpha2 checks it; v1beta1 is stricter than v1alpha2 and nowhere looser,
- * and both versions mean the same by every field (docs/semantics.md, "v1beta1 against v1alpha2").
+ * and both versions mean the same by every field (docs/semantics.md, "v1beta1 against v1alpha2"). With
+ * `identitySplits: false` an egress rule that needs split identities is "not supported" (ParseOptions.identitySplits).
  */
-export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, written: CnpVersion, served = false, splits = true): Policy {
-  const version: CnpVersion = served ? 'v1alpha2' : written;
+export function parseClusterNetworkPolicy(r: Reader, doc: Record<string, unknown>, written: CnpVersion, options: Pick<ParseOptions, 'served' | 'identitySplits'> = {}): Policy {
+  const version: CnpVersion = options.served === true ? 'v1alpha2' : written;
+  const splits = options.identitySplits !== false;
   const md = readMetadata(r, doc.metadata, false);
   const ref = refOf('ClusterNetworkPolicy', md);
   const spec = r.object(doc.spec, 'spec', ['tier', 'priority', 'subject', 'ingress', 'egress']);

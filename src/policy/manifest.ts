@@ -46,7 +46,7 @@ export function readManifest(doc: unknown, source: string, options: ParseOptions
   const apiVersion = r.string(o.apiVersion, 'apiVersion');
   const expected = (Object.hasOwn(KINDS, kind) ? KINDS[kind] : undefined) ?? r.fail('kind', `"${kind}" is not a supported kind (expected one of: ${Object.keys(KINDS).join(', ')})`);
   if (!expected.includes(apiVersion)) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expectedText(expected)})`);
-  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o, cnpVersionOf(apiVersion), options.served === true, options.identitySplits !== false) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
+  const policy = kind === 'NetworkPolicy' ? parseNetworkPolicy(r, o) : kind === 'ClusterNetworkPolicy' ? parseClusterNetworkPolicy(r, o, cnpVersionOf(apiVersion), options) : parseCiliumPolicy(r, o, kind as 'CiliumNetworkPolicy' | 'CiliumClusterwideNetworkPolicy', options);
   // Every reader's deferred "not supported" (Reader.unsupported), whichever helper recorded it.
   r.throwDeferred();
   return policy;
@@ -87,8 +87,6 @@ export function parseManifests(doc: unknown, source: string, options: ParseOptio
  * `options.cidrGroups` (`distill validate`): CiliumCIDRGroup documents are read (src/policy/cidr-group.ts)
  * into `cidrGroups`, and `cidrGroupRef`/`cidrGroupSelector` peers as the agent reads them once it
  * watches the groups; otherwise a group is refused as an unread kind and a group peer is "not supported".
- */
-/**
  * `policySources[i]` is where `policies[i]` was read: `file#N` (the N-th document), `file#N.items[i]`
  * for an item of a `kind: List`, so an answer naming a policy can say which document it came from.
  */
@@ -216,4 +214,29 @@ export function parseManifestFile(text: string, fileName: string, options?: Pars
     out.push(...parseManifests(value, source, options));
   }
   return out;
+}
+
+/**
+ * The policies and CiliumCIDRGroups of a manifest file's text, read as `parseManifestFile` reads it but with
+ * `options.cidrGroups` set (`cidrGroupRef`/`cidrGroupSelector` peers read): every document is a policy, a
+ * CiliumCIDRGroup (`cilium.io/v2` or `v2alpha1`), a typed `CiliumCIDRGroupList` or a `kind: List` of policies and
+ * groups; the first refused one throws a `ManifestError` (finding 2306). The groups go to the engine as
+ * `upsertCidrGroup` events before the policies that name them.
+ */
+export function parseManifestFileWithGroups(text: string, fileName: string, options: ParseOptions = {}): { policies: Policy[]; cidrGroups: CidrGroup[] } {
+  const parseOptions: ParseOptions = { ...options, cidrGroups: true };
+  const policies: Policy[] = [];
+  const cidrGroups: CidrGroup[] = [];
+  const one = (doc: unknown, source: string): void => {
+    if (isObject(doc) && doc.kind === 'CiliumCIDRGroup') cidrGroups.push(parseCidrGroup(doc, source));
+    else policies.push(parseManifest(doc, source, parseOptions));
+  };
+  for (const { source, value } of loadYamlDocuments(text, fileName)) {
+    if (value === null || value === undefined) continue;
+    if (isObject(value) && value.kind === 'CiliumCIDRGroupList') cidrGroups.push(...groupListItems(value, source));
+    else if (isObject(value) && value.kind === 'List') listItems(value, source).forEach((item, i) => one(item, `${source}.items[${i}]`));
+    else if (isList(value)) policies.push(...parseManifests(value, source, parseOptions));
+    else one(value, source);
+  }
+  return { policies, cidrGroups };
 }

@@ -149,6 +149,34 @@ interface AgentIdentitySource {
   readonly problem?: string | undefined;
 }
 
+/**
+ * The agent's state as `/healthz?format=json` gives it and its `status` log lines say it, in the words of Cilium's
+ * status (api/v1 models.Status `state`: Ok, Warning, Failure; daemon/cmd/status.go `getStatus`). `Failure`: not
+ * ready, /healthz answers 503 (`notReady`, each cause). `Warning`: ready (200) and enforcing, but some input is not
+ * in force as given (`warnings`): the node keeps what it last committed for it, never looser than that and the new
+ * input both deny. Cilium likewise keeps an endpoint's last realized policy while its regeneration fails and shows
+ * the failure in `cilium status` (its controllers) and `cilium_endpoint_regenerations_total{outcome="fail"}`,
+ * without failing the agent's health (finding 2395).
+ */
+export interface AgentStatus {
+  readonly state: 'Ok' | 'Warning' | 'Failure';
+  readonly notReady: readonly string[];
+  readonly warnings: readonly string[];
+  /** Identity events (`--identities etcd`) the engine refused, waiting for the next transaction (finding 2203). */
+  readonly identityEventsWaiting: number;
+  /** Objects the engine refused on their own and still lacks (`ClusterMirror.refusedObjects`), and the first of their keys. */
+  readonly objectsRefused: number;
+  readonly refusedObjects: readonly string[];
+  /** External identity numbers read as the fail-closed stand-in (`Engine.unreadableIdentities`), and the first of them. */
+  readonly identitiesUnreadable: number;
+  readonly unreadableIdentities: readonly number[];
+  /** CiliumCIDRGroup objects that cannot be read (group peers read as the stand-in meanwhile). */
+  readonly cidrGroupsUnreadable: number;
+}
+
+/** How many keys or numbers a status names (the counts are whole): a body any namespace admin can grow stays short. */
+const STATUS_NAMES = 10;
+
 /** What the agent did, for its summary. */
 export interface AgentSummary {
   transactions: number;
@@ -192,6 +220,10 @@ export class Agent {
   private committed = false;
   /** How many identity events waited after the last split transaction (`applyIdentitiesAlone`), for its warning. */
   private identitiesWaiting = 0;
+  /** The counts of the last `status` log line (`logStatus`): one line when they change, not one per flush. */
+  private loggedStatus = '0 0 0 0';
+  /** The `status` lines' rate limit: an object flipping between refused and applied at each event must not flood the log. */
+  private readonly statusLimiter: LogLimiter;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
   private warmedUp = false;
   /** Set once the stack-mode warning (`warnStackMismatch`) was logged. */
@@ -238,6 +270,8 @@ export class Agent {
       warn: (msg, fields) => warn(fields, msg),
     });
     this.instrumented = new InstrumentedEngine(this.engine, { registry: config.registry, logger: log, now: this.now });
+    this.statusLimiter = new LogLimiter(this.now);
+    this.registerStatusGauges(config.registry);
     this.writeFailures = new Counter({ name: 'distill_map_write_failures_total', help: 'Map writes that failed, by stage (write: a transaction\'s, reconcile: bringing the maps to the engine\'s state)', labelNames: ['stage'], registers: [config.registry] });
     this.finished = new Promise((resolve) => (this.finish = resolve));
   }
@@ -334,6 +368,67 @@ export class Agent {
     if (this.closed) return;
     this.applyPending();
     this.armDeadlineTimer();
+    this.logStatus();
+  }
+
+  /** Gauges of what is not in force as given (`status`), read at each scrape; names in Cilium's style. */
+  private registerStatusGauges(registry: Registry): void {
+    const registers = [registry];
+    const agent = this;
+    new Gauge({ name: 'distill_identity_events_waiting', help: 'Identity events (--identities etcd) the engine refused, waiting for the next transaction (their numbers keep their previous reading)', registers, collect() { this.set(agent.identitiesWaiting); } });
+    new Gauge({ name: 'distill_objects_refused', help: 'Objects the engine refused on their own and still lacks (it keeps their previous version): retried when they change or after the next commit', registers, collect() { this.set(agent.mirror.refusedObjectCount); } });
+    new Gauge({ name: 'distill_identities_unreadable', help: 'External identity numbers read as the fail-closed stand-in (their value cannot be read): every local map denies them', registers, collect() { this.set(agent.engine.unreadableIdentities().length); } });
+    new Gauge({ name: 'distill_cidr_groups_unreadable', help: 'CiliumCIDRGroup objects that cannot be read: group peers read as the fail-closed stand-in meanwhile', registers, collect() { this.set(agent.mirror.unreadableCidrGroups); } });
+  }
+
+  /**
+   * The agent's state (`AgentStatus`): what /healthz answers (503 with `notReady`, else 200, with `warnings` after
+   * its `ok`) and `/healthz?format=json` gives whole.
+   */
+  status(): AgentStatus {
+    const notReady = this.problems();
+    const refused = this.mirror.refusedObjects();
+    const unreadable = this.engine.unreadableIdentities();
+    const groups = this.mirror.unreadableCidrGroups;
+    const waiting = this.identitiesWaiting;
+    const warnings: string[] = [];
+    // Names are checked where they are read (policy/common.ts `checkObjectName`: a DNS subdomain), so no line break (2396).
+    const some = (names: readonly (string | number)[]): string => names.slice(0, STATUS_NAMES).join(', ') + (names.length > STATUS_NAMES ? ', …' : '');
+    if (waiting > 0) warnings.push(`${waiting} identity event(s) refused, waiting for the next transaction: their numbers keep their previous reading`);
+    if (refused.length > 0) warnings.push(`${refused.length} object(s) refused, the engine keeps their previous version (retried when they change or after the next commit): ${some(refused)}`);
+    if (unreadable.length > 0) warnings.push(`${unreadable.length} identity number(s) unreadable, read as the fail-closed stand-in (every local map denies them): ${some(unreadable)}`);
+    if (groups > 0) warnings.push(`${groups} CiliumCIDRGroup(s) unreadable: policies naming groups read their peers as the fail-closed stand-in`);
+    return {
+      state: notReady.length > 0 ? 'Failure' : warnings.length > 0 ? 'Warning' : 'Ok',
+      notReady,
+      warnings,
+      identityEventsWaiting: waiting,
+      objectsRefused: refused.length,
+      refusedObjects: refused.slice(0, STATUS_NAMES),
+      identitiesUnreadable: unreadable.length,
+      unreadableIdentities: unreadable.slice(0, STATUS_NAMES),
+      cidrGroupsUnreadable: groups,
+    };
+  }
+
+  /**
+   * A `status` line when the counts of what is not in force change (`warn` with each count, `info` once all are 0
+   * again), as `cilium status` would show them: a log reader sees when the node started and stopped lagging its inputs.
+   */
+  private logStatus(): void {
+    const waiting = this.identitiesWaiting;
+    const unreadable = this.engine.unreadableIdentities();
+    const groups = this.mirror.unreadableCidrGroups;
+    const counts = `${waiting} ${this.mirror.refusedObjectCount} ${unreadable.length} ${groups}`;
+    if (counts === this.loggedStatus) return;
+    // A line the limiter drops is tried again at the next flush (the counts still differ from the last written).
+    const suppressed = this.statusLimiter.take();
+    if (suppressed === undefined) return;
+    this.loggedStatus = counts;
+    const refused = this.mirror.refusedObjects();
+    const fields = { ...(suppressed > 0 ? { suppressed } : {}), identityEventsWaiting: waiting, objectsRefused: refused.length, refusedObjects: refused.slice(0, STATUS_NAMES), identitiesUnreadable: unreadable.length, unreadableIdentities: unreadable.slice(0, STATUS_NAMES), cidrGroupsUnreadable: groups };
+    if (counts === '0 0 0 0') this.config.logger.info(fields, 'status: every input is in force');
+    else this.config.logger.warn(fields, 'status: some inputs are not in force as given (the node enforces what it last committed for them; /healthz?format=json)');
   }
 
   private applyPending(): void {
@@ -620,10 +715,13 @@ export class Agent {
   }
 
   private serve(url: string | undefined, res: ServerResponse): void {
-    if (url === '/healthz') {
-      const problem = this.notReady;
-      if (problem !== undefined) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${problem}\n`);
-      return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    if (url === '/healthz' || url === '/healthz?format=json') {
+      const status = this.status();
+      const code = status.notReady.length > 0 ? 503 : 200;
+      if (url !== '/healthz') return void res.writeHead(code, { 'content-type': 'application/json' }).end(`${JSON.stringify(status)}\n`);
+      if (code === 503) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${status.notReady.join('\n')}\n`);
+      // Ready and enforcing: kubelet reads the code alone; what waits follows the `ok` line (finding 2395).
+      return void res.writeHead(200, { 'content-type': 'text/plain' }).end(['ok', ...status.warnings.map((w) => `warning: ${w}`)].join('\n') + '\n');
     }
     if (url !== '/metrics') return void res.writeHead(404).end();
     this.config.registry.metrics().then(

@@ -620,6 +620,14 @@ export class Engine {
     return this.stages.queries.sizes();
   }
 
+  /**
+   * External numbers read as the fail-closed stand-in (their value cannot be read, finding 1936): every local map
+   * denies them. Ascending; 255, a pod's number before its own is known, is not one of them.
+   */
+  unreadableIdentities(): IdentityId[] {
+    return this.stages.resolver.deniedEverywhereIds().filter((id) => id !== UNALLOCATED_POD_IDENTITY);
+  }
+
   /** Identities by Cilium's identity type (`reserved`, `cluster_local`, `node_local`, `remote_node`): one pass, for scrapes. */
   identityTypes(): Map<IdentityType, number> {
     return this.stages.queries.identityTypes();

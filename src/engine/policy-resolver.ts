@@ -241,6 +241,11 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     }
   }
 
+  /** The numbers every map state denies now (`setDeniedEverywhere`), ascending: a few, read at a scrape or a flush. */
+  deniedEverywhereIds(): IdentityId[] {
+    return [...this.deniedEverywhere].sort((a, b) => a - b);
+  }
+
   /** Whether every map state denies `id` now (`setDeniedEverywhere`). */
   denies(id: IdentityId): boolean {
     return this.deniedEverywhere.has(id);

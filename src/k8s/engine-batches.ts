@@ -26,6 +26,12 @@ export class EngineBatches {
   private readonly dirty = new Set<string>();
   /** Objects whose change the engine refused on its own: retried when they change or after the next commit. */
   private readonly refused = new Set<string>();
+  /**
+   * Objects the engine refused on their own (alone, or joined to a policy delete) whose wanted meaning has not
+   * committed since: what `refused` holds, and those of it moved back to `dirty` for a retry. For /healthz and
+   * `distill_objects_refused`: `refused` alone empties at each commit that retries it (finding 2395).
+   */
+  private readonly lagging = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -98,6 +104,21 @@ export class EngineBatches {
     return groupsWatched && this.unreadableGroups.size === 0;
   }
 
+  /** The objects the engine refused and still lacks (`lagging`), by key, sorted. */
+  refusedObjects(): string[] {
+    return [...this.lagging].sort();
+  }
+
+  /** How many objects `refusedObjects` lists. */
+  get refusedObjectCount(): number {
+    return this.lagging.size;
+  }
+
+  /** How many CiliumCIDRGroup objects cannot be read (group peers read as the stand-in while some is). */
+  get unreadableGroupCount(): number {
+    return this.unreadableGroups.size;
+  }
+
   /** True when no change waits for a flush. */
   get idle(): boolean {
     return this.dirty.size === 0;
@@ -128,6 +149,7 @@ export class EngineBatches {
       this.dirty.delete(key);
       const want = this.wanted(key);
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
+      else this.lagging.delete(key);
       if (next.size >= this.limit) break;
     }
     if (this.dirty.size === 0) this.limit = Infinity;
@@ -202,7 +224,7 @@ export class EngineBatches {
 
   private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
     if (next.size === 1 || joined) {
-      for (const key of next.keys()) this.refused.add(key);
+      for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
     }
     // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
@@ -223,6 +245,7 @@ export class EngineBatches {
       this.refused.clear();
     }
     for (const [key, want] of next) {
+      this.lagging.delete(key);
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));

@@ -506,6 +506,24 @@ export class ClusterMirror {
     return this.batches.idle;
   }
 
+  /**
+   * Objects the engine refused on their own and still lacks (it keeps their previous version, or none), by key
+   * (`Kind/namespace/name`), sorted: retried when they change or after the next commit (`EngineBatches.rollback`).
+   */
+  refusedObjects(): string[] {
+    return this.batches.refusedObjects();
+  }
+
+  /** How many objects `refusedObjects` lists (no copy: read at every flush). */
+  get refusedObjectCount(): number {
+    return this.batches.refusedObjectCount;
+  }
+
+  /** How many CiliumCIDRGroup objects cannot be read: while some is, group peers read as the fail-closed stand-in. */
+  get unreadableCidrGroups(): number {
+    return this.batches.unreadableGroupCount;
+  }
+
   /** Local endpoints the engine holds, as `namespace/name`. */
   localEndpoints(): string[] {
     return this.batches.localEndpoints();

@@ -1,4 +1,4 @@
-import { effectiveHeld, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -278,9 +278,4 @@ export class EngineBatches {
       this.dirty.add(key);
     }
   }
-}
-
-/** `h` held fail-closed (`Pod.failClosed`), with its own signature. */
-function failClosedPod(h: Extract<Held, { kind: 'Pod' }>): Held {
-  return { ...h, pod: { ...h.pod, failClosed: true }, sig: `failClosed:${h.sig}` };
 }

@@ -97,3 +97,43 @@ describe('2352: a pod the engine refuses is held fail-closed', () => {
     expect(decide('shop/web', 'fd00::3', 'egress')).toBe('allow');
   });
 });
+
+/**
+ * The same class through an update distill cannot read (src/k8s/held.ts `keptOnUnreadable`): the pod was dropped, its
+ * address fell back to world, and a wildcard allow admitted web → db past the deny on app=db that the last readable
+ * version met (and that Cilium, which reads the update, applies to the pod's labels). Now the pod is held fail-closed
+ * at its last readable addresses until a readable version arrives.
+ */
+describe('27q: a pod update distill cannot read holds the pod fail-closed', () => {
+  const denyToDb: WatchItem = {
+    type: 'ADDED',
+    object: { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: meta('deny-to-db'), spec: { endpointSelector: {}, egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'db' } }] }] } },
+  };
+  const unreadable = (ips: string[]): WatchItem => {
+    const item = pod('db', 'db', ['10.0.0.3'], 'n2') as { type: 'ADDED'; object: { status: Record<string, unknown> } };
+    return { type: 'MODIFIED', object: { ...item.object, status: { phase: 'Running', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) } } } as WatchItem;
+  };
+  it('web → db stays denied (db at the unallocated number), and db is read again when readable', () => {
+    const backend = new MemoryBackend();
+    const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry() });
+    const settle = (items: readonly WatchItem[]): void => {
+      for (const item of items) agent.mirror.observe(item, 'test');
+      agent.flush();
+      for (let i = 0; i < 50 && !agent.mirror.idle; i++) agent.flush();
+    };
+    const decide = (peer: string): 'allow' | 'deny' => {
+      const hit = backendLookup(backend, 'shop/web', agent.engine.identityOfIp(parseIp(peer)), 'egress', 6, 80);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    settle([{ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } }, pod('web', 'web', ['10.0.0.2'], 'n1'), pod('db', 'db', ['10.0.0.3'], 'n2'), allowAll, denyToDb]);
+    expect(decide('10.0.0.3')).toBe('deny');
+    // Two IPv4 addresses: no API server gives them, distill cannot read the update.
+    settle([unreadable(['10.0.0.3', '10.0.0.4'])]);
+    expect(agent.engine.identityOfIp(parseIp('10.0.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    expect(decide('10.0.0.3')).toBe('deny');
+    expect(decide('192.0.2.9')).toBe('allow');
+    settle([pod('db', 'db', ['10.0.0.3'], 'n2')]);
+    expect(agent.engine.identityOfIp(parseIp('10.0.0.3'))).toBe(agent.engine.identityOfPod('shop/db'));
+    expect(decide('10.0.0.3')).toBe('deny');
+  });
+});

@@ -253,7 +253,7 @@ export class EngineBatches {
 
   /**
    * A pod upsert the engine refused alone (its reading, not its fail-closed version) is sent again at the next flush
-   * as its fail-closed version (finding 2352). Any other refusal: false.
+   * as its fail-closed version (finding 2352). Every other refusal: false.
    */
   private takeFailClosed(key: string, want: Held | undefined): boolean {
     if (want?.kind !== 'Pod' || want.pod.failClosed === true) return false;

@@ -119,7 +119,7 @@ export class BoundaryCopier {
     // A KeyedPod (fields as a plain pod's, in the same order): the stages and the model store look
     // the pod up by one key string built once, not one concatenated and flattened per stage. Built
     // from the fields, not from a temporary pod object (one object of garbage a pod in a cold start).
-    const copy = new KeyedPod(namespace as string, name as string, l as Pod['labels'], a as IpAddress, ips === undefined ? undefined : (ipList(ips) as readonly IpAddress[]), serviceAccount as string, ps as readonly ContainerPort[]);
+    const copy = new KeyedPod(namespace as string, name as string, l as Pod['labels'], a as IpAddress, ips === undefined ? undefined : (ipList(ips) as readonly IpAddress[]), serviceAccount as string, ps as readonly ContainerPort[], p.failClosed);
     return Object.freeze(copy);
   }
 

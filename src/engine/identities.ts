@@ -390,6 +390,14 @@ export class IdentityTable {
     for (const [key, rec] of this.fqdnHosts.entries()) yield { ip: ipOfKey(key), identity: rec };
   }
 
+  /** `pending` for a pod the agent holds fail-closed (`Pod.failClosed`, finding 2352), whatever the identity source; no named ports. */
+  acquirePending(): IdentityRecord {
+    if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
+    this.pending.refs++;
+    this.pendingPods++;
+    return this.pending;
+  }
+
   /** Drops a pod using it, with the named ports the pod brought. */
   releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[]): void {
     if (rec === this.pending) this.pendingPods--;

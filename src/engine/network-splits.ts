@@ -336,6 +336,7 @@ export class NetworkSplits {
     this.groupOf.clear();
     if (!this.tracking) return;
     for (const rec of this.pods.records()) {
+      if (rec.pod.failClosed === true) continue;
       const base = this.pods.labelsOf(podKey(rec.pod)) as LabelSet;
       const b = labelSetKey(base);
       let g = this.groups.get(b);
@@ -370,7 +371,8 @@ export class NetworkSplits {
   private regroup(cidrs: readonly Cidr[], names: readonly string[]): void {
     if (cidrs.length === 0 && names.length === 0) return;
     this.rebuildGroups();
-    const concerned = (pod: Pod): boolean => cidrs.some((c) => inCidr(pod, c)) || pod.ports.some((p) => p.name !== undefined && names.includes(p.name));
+    // A pod the agent holds fail-closed (`Pod.failClosed`, finding 2352) is in no group: its identity is `pending`.
+    const concerned = (pod: Pod): boolean => pod.failClosed !== true && cidrs.some((c) => inCidr(pod, c)) || pod.ports.some((p) => p.name !== undefined && names.includes(p.name));
     // A pod's split labels depend on its whole group (pods of its base labels), not only on itself: a
     // pod outside the CIDR shares a group with one inside, so the group's other members settle too.
     const groups = new Set<string>();
@@ -391,7 +393,7 @@ export class NetworkSplits {
   /** The first or last /0: pods that are not IPv4-only get or lose their family label now. */
   private reidentify(zero: boolean): void {
     if (!zero) return;
-    for (const rec of [...this.pods.records()]) if (familyValue(rec.pod) !== undefined) this.pods.reidentifyPod(podKey(rec.pod));
+    for (const rec of [...this.pods.records()]) if (rec.pod.failClosed !== true && familyValue(rec.pod) !== undefined) this.pods.reidentifyPod(podKey(rec.pod));
   }
 
   /**
@@ -414,7 +416,8 @@ export class NetworkSplits {
     }
     const seen = new Set<IdentityRecord>();
     for (const k of keys) {
-      const rec = this.pods.get(k)?.identity;
+      const held = this.pods.get(k);
+      const rec = held?.pod.failClosed === true ? undefined : held?.identity;
       if (!rec || seen.has(rec)) continue;
       seen.add(rec);
       this.setNets(rec, this.netsOf(rec, this.groups.get(this.groupOf.get(k) ?? '')));
@@ -464,7 +467,7 @@ export class NetworkSplits {
 
   private relabel(key: string): void {
     const rec = this.pods.get(key);
-    if (!rec) return;
+    if (!rec || rec.pod.failClosed === true) return;
     const base = this.pods.labelsOf(key) as LabelSet;
     const derived = this.labelsFor(rec.pod, this.groups.get(this.groupOf.get(key) ?? ''));
     const want = derived.length === 0 ? base : makeLabelSet([...base, ...derived]);

@@ -204,6 +204,8 @@ export class PodTable {
     const undoLabels = this.splits ? rec.identity.labels : undefined;
     if (pod.ips === undefined) this.ctx.touchIpcacheHost(pod.ip);
     else for (const ip of pod.ips) this.ctx.touchIpcacheHost(ip);
+    // A pod held fail-closed keeps `pending` through namespace relabels and identity events (finding 2352).
+    if (pod.failClosed === true) return this.reappendIf(reappend, key, pod);
     if (rec.map) {
       this.maps.detachEndpoint(key, rec.map);
       rec.map = null;
@@ -220,14 +222,18 @@ export class PodTable {
     rec.identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
     rec.labelKey = shareKey(memo, rec.identity, labelKey);
     if (external) addTo(this.podsByLabels, labelKey, key);
-    if (reappend) {
-      const inNs = this.podsByNamespace.get(pod.namespace) as Set<string>;
-      inNs.delete(key);
-      inNs.add(key);
-    }
+    this.reappendIf(reappend, key, pod);
     this.attachIfLocal(key, rec);
     // By key: a later event of the transaction may have replaced the record (a removal's undo re-adds a new one).
     this.ctx.onUndo(() => this.moveIdentity(key, this.facts.pod(key) ?? fail(key), false, undoLabels));
+  }
+
+  /** `reappend`: the pod moves to the end of its namespace's set, as a re-addition would. */
+  private reappendIf(reappend: boolean, key: string, pod: Pod): void {
+    if (!reappend) return;
+    const inNs = this.podsByNamespace.get(pod.namespace) as Set<string>;
+    inNs.delete(key);
+    inNs.add(key);
   }
 
   /**
@@ -298,6 +304,7 @@ export class PodTable {
    * `written`: when it was written (undoing a removal gives it back; absent: now).
    */
   private addPod(key: string, pod: Pod, local: boolean, labels?: LabelSet, owned?: readonly string[], written?: number): void {
+    if (pod.failClosed === true) return this.addFailClosed(key, pod, local, owned, written);
     const memo = this.identityLabels(pod);
     const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
@@ -315,6 +322,27 @@ export class PodTable {
     let previous: [string, string][] | null = null;
     if (pod.ips === undefined) previous = this.takeIp(pod.ip, rec, owned, previous);
     else for (const ip of pod.ips) previous = this.takeIp(ip, rec, owned, previous);
+    this.attachIfLocal(key, rec);
+    if (this.ctx.undoLog !== null) this.undoAdd(key, previous);
+  }
+
+  /**
+   * A pod the agent holds fail-closed (`Pod.failClosed`, finding 2352): it takes its addresses in the ipcache as
+   * `pending`, which `ipIdentity` writes as the unallocated number (no CiliumEndpoint is read for it: its labels
+   * are not read), and counts in `pendingPods`, so every local map denies that number both ways. It joins no
+   * group of the network splits (its labels, address or ports change no other pod's identity) and brings no named
+   * port; a local one is attached to `pending`'s map state, which stays empty (default deny both ways).
+   */
+  private addFailClosed(key: string, pod: Pod, local: boolean, owned: readonly string[] | undefined, written: number | undefined): void {
+    const identity = this.identities.acquirePending();
+    const rec: PodRecord = { pod, local, identity, labelKey: '', map: null, written: written ?? ++this.writes };
+    if (local) this.localVersion++;
+    this.facts.setPod(key, rec);
+    let inNs = this.podsByNamespace.get(pod.namespace);
+    if (!inNs) this.podsByNamespace.set(pod.namespace, (inNs = new Set()));
+    inNs.add(key);
+    let previous: [string, string][] | null = null;
+    for (const ip of podIps(pod)) previous = this.takeIp(ip, rec, owned, previous);
     this.attachIfLocal(key, rec);
     if (this.ctx.undoLog !== null) this.undoAdd(key, previous);
   }
@@ -367,13 +395,14 @@ export class PodTable {
       rec.map = null;
     }
     this.facts.deletePod(key);
-    if (this.identities.source === 'external') removeFrom(this.podsByLabels, rec.labelKey, key);
+    const failClosed = rec.pod.failClosed === true;
+    if (this.identities.source === 'external' && !failClosed) removeFrom(this.podsByLabels, rec.labelKey, key);
     const inNs = this.podsByNamespace.get(rec.pod.namespace);
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     for (const ip of podIps(rec.pod)) if (this.facts.ownerOf(ip.text) === rec) this.facts.deleteOwner(ip.text);
-    this.identities.releaseForPod(rec.identity, rec.pod.ports);
-    this.splits?.podLeft(key, rec.pod, rec.identity);
+    this.identities.releaseForPod(rec.identity, failClosed ? NO_PORTS : rec.pod.ports);
+    if (!failClosed) this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;
     this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned, rec.written));
   }
@@ -410,6 +439,8 @@ function sameFixed(a: LabelSet, b: LabelSet, key: string): boolean {
   const y = fixedValues(b, key);
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
+
+const NO_PORTS: readonly Pod['ports'][number][] = [];
 
 function fail(key: string): never {
   throw new Error(`internal: pod ${key} vanished`);

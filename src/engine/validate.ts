@@ -133,6 +133,7 @@ function checkPod(pod: unknown, fail: Fail): void {
   checkIp(pod.ip, fail);
   checkIps(pod, fail);
   checkPorts(pod.ports, fail);
+  if (pod.failClosed !== undefined && pod.failClosed !== true) fail('pod.failClosed must be true or absent');
 }
 
 function checkIdentityId(id: unknown, fail: Fail): number {

@@ -1,4 +1,4 @@
-import { effectiveHeld, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -32,6 +32,13 @@ export class EngineBatches {
    * `distill_objects_refused`: `refused` alone empties at each commit that retries it (finding 2395).
    */
   private readonly lagging = new Set<string>();
+  /**
+   * Pods the engine refused alone (finding 2352): held fail-closed (`Pod.failClosed`: their addresses the unallocated
+   * number every local map denies, a local one an endpoint with an empty map) instead of absent or at their last
+   * version, whose addresses would read as world or an older identity and take its allows. Read again when they
+   * change or after the next commit of something else.
+   */
+  private readonly failClosedPods = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -44,11 +51,13 @@ export class EngineBatches {
   constructor(
     private readonly states: ObjectStates,
     private readonly debug: LogFn,
+    private readonly warn: LogFn = debug,
   ) {}
 
   /** The meaning of `key` was set: it is sent at the next flush (and no longer waits as refused). */
   changed(key: string): void {
     this.refused.delete(key);
+    this.failClosedPods.delete(key);
     this.dirty.add(key);
     if (!key.startsWith('CiliumCIDRGroup/')) return;
     const h = this.states.get(key)?.desired;
@@ -67,6 +76,7 @@ export class EngineBatches {
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
+    if (h.kind === 'Pod' && this.failClosedPods.has(key)) return failClosedPod(h);
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -104,14 +114,16 @@ export class EngineBatches {
     return groupsWatched && this.unreadableGroups.size === 0;
   }
 
-  /** The objects the engine refused and still lacks (`lagging`), by key, sorted. */
+  /** The objects the engine refused and still lacks (`lagging`, and the pods it holds fail-closed instead), by key, sorted. */
   refusedObjects(): string[] {
-    return [...this.lagging].sort();
+    return [...new Set([...this.lagging, ...this.failClosedPods])].sort();
   }
 
   /** How many objects `refusedObjects` lists. */
   get refusedObjectCount(): number {
-    return this.lagging.size;
+    let n = this.lagging.size;
+    for (const key of this.failClosedPods) if (!this.lagging.has(key)) n++;
+    return n;
   }
 
   /** How many CiliumCIDRGroup objects cannot be read (group peers read as the stand-in while some is). */
@@ -223,6 +235,8 @@ export class EngineBatches {
   }
 
   private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
+    const [only] = next;
+    if (next.size === 1 && !joined && only !== undefined && this.takeFailClosed(only[0], only[1])) return;
     if (next.size === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
@@ -243,6 +257,12 @@ export class EngineBatches {
     if (next.size > 0 && this.dirty.size === 0) {
       for (const key of this.refused) this.dirty.add(key);
       this.refused.clear();
+      // A pod held fail-closed is read again, unless this commit was its fail-closed version (it was refused just now).
+      for (const key of this.failClosedPods) {
+        if (next.has(key)) continue;
+        this.failClosedPods.delete(key);
+        this.dirty.add(key);
+      }
     }
     for (const [key, want] of next) {
       this.lagging.delete(key);
@@ -254,6 +274,18 @@ export class EngineBatches {
     // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
     const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
     if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);
+  }
+
+  /**
+   * A pod upsert the engine refused alone (its reading, not its fail-closed version) is sent again at the next flush
+   * as its fail-closed version (finding 2352). Every other refusal: false.
+   */
+  private takeFailClosed(key: string, want: Held | undefined): boolean {
+    if (want?.kind !== 'Pod' || want.pod.failClosed === true) return false;
+    this.failClosedPods.add(key);
+    this.dirty.add(key);
+    this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    return true;
   }
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */

@@ -88,7 +88,8 @@ function canonical(v: unknown): string {
  * keeps its last readable version, as Cilium's policy watcher returns on a validation or parse
  * error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go onUpsert:
  * `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would delete an
- * isolating or deny policy and open what it closed. A pod is dropped (no endpoint).
+ * isolating or deny policy and open what it closed. A pod is held fail-closed at its last readable addresses
+ * (`failClosedPod`); one never readable is nothing (no address is known).
  *
  * An identity (`key` CiliumIdentity//<number>) becomes a fail-closed stand-in (`unreadableIdentity`):
  * Cilium reads every `security-labels` map (pkg/k8s/identitybackend `crdBackend.ListAndWatch` upserts
@@ -100,9 +101,22 @@ function canonical(v: unknown): string {
 export function keptOnUnreadable(key: string, had: Held | undefined): Held | undefined {
   if (key.startsWith(IDENTITY_KEY_PREFIX)) return unreadableIdentity(key.slice(IDENTITY_KEY_PREFIX.length), had);
   if (key.startsWith('CiliumCIDRGroup/')) return unreadableGroup(key.slice(key.lastIndexOf('/') + 1));
+  // A pod update distill cannot read holds the pod fail-closed at its last readable addresses (27q, the class of
+  // finding 2352): dropped, its addresses read as world, which a wildcard allow admits past a deny on its labels.
+  if (had?.kind === 'Pod') return failClosedPod(had);
   // A CiliumEndpoint update distill cannot read drops the endpoint: its old number may be stale, and
   // without one the pod's addresses keep the fail-closed 255 (finding 2220).
-  return had === undefined || had.kind === 'Pod' || had.kind === 'Identity' || had.kind === 'Endpoint' ? undefined : had;
+  return had === undefined || had.kind === 'Identity' || had.kind === 'Endpoint' ? undefined : had;
+}
+
+/**
+ * A pod held fail-closed (`Pod.failClosed`), with its own signature: a pod the engine refuses (`EngineBatches`) or
+ * whose update distill cannot read. Its addresses are the unallocated number, which every local map denies both
+ * ways, and a local one is an endpoint whose map is empty (default deny both ways).
+ */
+export function failClosedPod(h: Extract<Held, { kind: 'Pod' }>): Held {
+  if (h.pod.failClosed === true) return h;
+  return { ...h, pod: { ...h.pod, failClosed: true }, sig: `failClosed:${h.sig}` };
 }
 
 const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';

@@ -132,7 +132,7 @@ export class ClusterMirror {
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
     this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn, groupsRead: () => this.batches.groupsReadable(this.groupsWatched) };
     this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug);
-    this.batches = new EngineBatches(this.states, this.debug);
+    this.batches = new EngineBatches(this.states, this.debug, this.warn);
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),
       complete: (listed, header, rv, source) => this.relist(listed, header, rv, source),

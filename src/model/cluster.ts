@@ -28,6 +28,13 @@ export interface Pod {
   readonly ips?: readonly IpAddress[];
   readonly serviceAccount: string;
   readonly ports: readonly ContainerPort[];
+  /**
+   * Set by the agent only, for a pod the engine refused (src/k8s/engine-batches.ts, finding 2352): the pod is held
+   * fail-closed. No selector selects it and it brings no split or named port; its addresses are the unallocated
+   * pod number (`UNALLOCATED_POD_IDENTITY`, which every local map denies both ways while some pod holds it), not
+   * world or an older identity; a local one is an endpoint with an empty map (default deny both ways).
+   */
+  readonly failClosed?: true;
 }
 
 /** A peer outside the cluster: it has an address and enforces nothing. */
@@ -161,10 +168,14 @@ export class KeyedPod implements Pod {
   declare readonly ips?: readonly IpAddress[];
   declare readonly serviceAccount: string;
   declare readonly ports: readonly ContainerPort[];
+  declare readonly failClosed?: true;
   #key: string | undefined = undefined;
 
-  /** `ips` undefined for a single-stack pod (no `ips` property then, as a plain pod has none). */
-  constructor(namespace: string, name: string, labels: Pod['labels'], ip: IpAddress, ips: readonly IpAddress[] | undefined, serviceAccount: string, ports: readonly ContainerPort[]) {
+  /**
+   * `ips` undefined for a single-stack pod (no `ips` property then, as a plain pod has none); `failClosed` only when
+   * given (`Pod.failClosed`: the engine's validation refuses a value other than true).
+   */
+  constructor(namespace: string, name: string, labels: Pod['labels'], ip: IpAddress, ips: readonly IpAddress[] | undefined, serviceAccount: string, ports: readonly ContainerPort[], failClosed?: unknown) {
     this.namespace = namespace;
     this.name = name;
     this.labels = labels;
@@ -172,6 +183,7 @@ export class KeyedPod implements Pod {
     if (ips !== undefined) this.ips = ips;
     this.serviceAccount = serviceAccount;
     this.ports = ports;
+    if (failClosed !== undefined) (this as { failClosed?: unknown }).failClosed = failClosed;
   }
 
   get key(): string {

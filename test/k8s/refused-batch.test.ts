@@ -112,8 +112,13 @@ describe('agent: a refused batch', () => {
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { refusals: number; maps: { endpoint: string; entries: { verdict: string; labels: string[] }[] }[] };
     expect(out.refusals).toBeGreaterThan(0);
-    // x/server's policy cannot be computed (it has no map, as before); x/web's deny is in force.
-    expect(out.maps.map((m) => m.endpoint)).toEqual(['x/web']);
-    expect(out.maps[0]!.entries.filter((e) => e.verdict === 'deny').map((e) => e.labels.includes('k8s:app=client'))).toEqual([true]);
+    // x/server's policy cannot be computed: the engine refuses the pod alone, which is held fail-closed (finding 2352,
+    // round 27q): an endpoint whose map is empty (default deny both ways), its address the unallocated number, which
+    // x/web's map denies where it admits every peer. x/web's deny is in force.
+    expect(out.maps.map((m) => m.endpoint)).toEqual(['x/server', 'x/web']);
+    expect(out.maps[0]!.entries).toEqual([]);
+    const web = out.maps[1]!.entries.filter((e) => e.verdict === 'deny');
+    expect(web.map((e) => e.labels.includes('k8s:app=client'))).toEqual([true, false]);
+    expect(web[1]!.labels).toEqual(['reserved:unallocated-identity']);
   });
 });

@@ -68,6 +68,8 @@ describe('2352: a pod the engine refuses is held fail-closed', () => {
     expect(decide('shop/web', 'fd00::3', 'egress')).toBe('deny');
     expect(agent.engine.identityOfIp(parseIp('fd00::3'))).toBe(UNALLOCATED_POD_IDENTITY);
     expect(agent.engine.identityOfIp(parseIp('10.0.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    // /healthz and distill_objects_refused name the pod held fail-closed (27z's report of what is not in force).
+    expect(agent.mirror.refusedObjects()).toContain('Pod/shop/db');
     // web itself is read as written: web → an outside address is not denied by the Admin rule.
     expect(decide('shop/web', '192.0.2.9', 'egress')).toBe('allow');
   });
@@ -95,6 +97,7 @@ describe('2352: a pod the engine refuses is held fail-closed', () => {
     expect(agent.engine.identityOfIp(parseIp('fd00::3'))).not.toBe(UNALLOCATED_POD_IDENTITY);
     expect(agent.engine.identityOfIp(parseIp('fd00::3'))).toBe(agent.engine.identityOfPod('shop/db'));
     expect(decide('shop/web', 'fd00::3', 'egress')).toBe('allow');
+    expect(agent.mirror.refusedObjects()).toEqual([]);
   });
 });
 

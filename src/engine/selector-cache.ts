@@ -216,19 +216,28 @@ function bucketsOf(sel: IdentitySelector): Bucket[] | null {
   return best === null ? null : (best as { buckets: Bucket[] }).buckets;
 }
 
+/** A label key's buckets: by value (`In`), and the key's own (`Exists`; undefined while empty). */
+class LabelKeyBuckets<V> {
+  readonly values = new TombstoneMap<string, Set<V>>();
+  exists: Set<V> | undefined = undefined;
+}
+
 /**
- * Sets of V by bucket. Value buckets are two-level (label key, then value), so an identity's
- * buckets are found from its labels' own strings, with no bucket string built and hashed per
- * label. Tombstone maps: identities come and go under the same labels.
+ * Sets of V by bucket. Value and Exists buckets are filed by label key first (then value), so an
+ * identity's buckets are found from its labels' own strings, with no bucket string built and hashed
+ * per label, and a label whose key files nothing costs one lookup. Tombstone maps: identities come
+ * and go under the same labels.
  */
 class BucketIndex<V> {
-  private readonly values = new TombstoneMap<string, TombstoneMap<string, Set<V>>>();
-  private readonly keys = new TombstoneMap<string, Set<V>>();
+  /** Read directly by `candidateSelectors` (one lookup a label, no call around it); written only here. */
+  readonly labelKeys = new TombstoneMap<string, LabelKeyBuckets<V>>();
   private readonly named = new TombstoneMap<string, Set<V>>();
 
   get(kind: BucketKind, key: string, value: string): Set<V> | undefined {
-    if (kind === BucketKind.Value) return this.values.get(key)?.get(value);
-    return (kind === BucketKind.Key ? this.keys : this.named).get(key);
+    if (kind === BucketKind.Named) return this.named.get(key);
+    const b = this.labelKeys.get(key);
+    if (b === undefined) return undefined;
+    return kind === BucketKind.Value ? b.values.get(value) : b.exists;
   }
 
   /** Adds (sign 1) or removes (-1) `v` under the bucket. */
@@ -238,28 +247,47 @@ class BucketIndex<V> {
   }
 
   private add(kind: BucketKind, key: string, value: string, v: V): void {
-    let m: TombstoneMap<string, Set<V>> | undefined;
-    if (kind === BucketKind.Value) {
-      m = this.values.get(key);
-      if (!m) this.values.set(key, (m = new TombstoneMap()));
+    let s: Set<V> | undefined;
+    if (kind === BucketKind.Named) {
+      s = this.named.get(key);
+      if (!s) this.named.set(key, (s = new Set()));
     } else {
-      m = kind === BucketKind.Key ? this.keys : this.named;
+      let b = this.labelKeys.get(key);
+      if (!b) this.labelKeys.set(key, (b = new LabelKeyBuckets()));
+      if (kind === BucketKind.Value) {
+        s = b.values.get(value);
+        if (!s) b.values.set(value, (s = new Set()));
+      } else {
+        s = b.exists ??= new Set();
+      }
     }
-    const k = kind === BucketKind.Value ? value : key;
-    let s = m.get(k);
-    if (!s) m.set(k, (s = new Set()));
     s.add(v);
   }
 
   private remove(kind: BucketKind, key: string, value: string, v: V): void {
-    const m = kind === BucketKind.Value ? this.values.get(key) : kind === BucketKind.Key ? this.keys : this.named;
-    const k = kind === BucketKind.Value ? value : key;
-    const s = m?.get(k);
-    if (!m || !s) return;
-    s.delete(v);
-    if (s.size > 0) return;
-    m.delete(k);
-    if (kind === BucketKind.Value && m.size === 0) this.values.delete(key);
+    if (kind === BucketKind.Named) {
+      const s = this.named.get(key);
+      if (!s) return;
+      s.delete(v);
+      if (s.size === 0) this.named.delete(key);
+      return;
+    }
+    const b = this.labelKeys.get(key);
+    if (!b) return;
+    if (kind === BucketKind.Value) {
+      const s = b.values.get(value);
+      if (!s) return;
+      s.delete(v);
+      if (s.size > 0) return;
+      b.values.delete(value);
+    } else {
+      const s = b.exists;
+      if (!s) return;
+      s.delete(v);
+      if (s.size > 0) return;
+      b.exists = undefined;
+    }
+    if (b.values.size === 0 && b.exists === undefined) this.labelKeys.delete(key);
   }
 }
 
@@ -421,8 +449,13 @@ export class SelectorCache {
     const labels = ident.matchLabels;
     for (let i = 0; i < labels.length; i++) {
       const l = labels[i] as Label;
-      addUnvisited(out, idx.get(BucketKind.Value, l.key, l.value), visit);
-      addUnvisited(out, idx.get(BucketKind.Key, l.key, ''), visit);
+      // One lookup by key for both its value and Exists buckets: most of a pod's labels file no selector.
+      const b = idx.labelKeys.get(l.key);
+      if (b !== undefined) {
+        const byValue = b.values.get(l.value);
+        if (byValue !== undefined) addUnvisited(out, byValue, visit);
+        if (b.exists !== undefined) addUnvisited(out, b.exists, visit);
+      }
       if (l.source === SOURCE_FQDN) addUnvisited(out, idx.get(BucketKind.Named, `fqdn:${l.key}`, ''), visit);
     }
     if (ident.cidr) addUnvisited(out, idx.get(BucketKind.Named, CIDR_BUCKET, ''), visit);

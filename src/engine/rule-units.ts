@@ -84,10 +84,8 @@ const isNamedEgress = (rule: PolicyRule, c: { l4: L4Match }): boolean => rule.di
 /** A rule with no port clause or no peer compiles to no unit. */
 const hasUnits = (rule: PolicyRule): boolean => rule.ports.length > 0 && (rule.peers.length > 0 || (rule.toFQDNs?.length ?? 0) > 0);
 
-/** `out` with the rule's units appended (`append`). */
-function compileRule(rule: PolicyRule, index: number, out: RuleUnit[] | null): RuleUnit[] | null {
-  if (!hasUnits(rule)) return out;
-  const subject = labelsSelector(rule.subject);
+/** `out` with the units of a rule that has some (`hasUnits`) appended (`append`); `subject` is `labelsSelector(rule.subject)`. */
+function compileRule(rule: PolicyRule, index: number, subject: IdentitySelector, out: RuleUnit[] | null): RuleUnit[] | null {
   let named = 0;
   // isNamedEgress inline: the cold start compiles every adopted policy, mostly unoptimised.
   if (rule.direction === 'egress') for (let i = 0; i < rule.ports.length; i++) if ((rule.ports[i] as PolicyRule['ports'][number]).l4.kind === 'named') named++;
@@ -222,7 +220,16 @@ function clauseKey(l4: L4Match): string {
 export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedNodeCover): { units: RuleUnit[]; enforcements: EnforcementUnit[] } {
   if (policy.tiered) return { units: compileTiered(policy, policy.tiered, nodeCover), enforcements: [] };
   let units: RuleUnit[] | null = null;
-  for (let i = 0; i < policy.rules.length; i++) units = compileRule(policy.rules[i] as PolicyRule, i, units);
+  // No selector looked up again for the same Selector object (a rule's and its enforcement's subject usually are one), as in `policySubjects`.
+  let subjectOf: Selector | undefined;
+  let subject: IdentitySelector | undefined;
+  for (let i = 0; i < policy.rules.length; i++) {
+    const rule = policy.rules[i] as PolicyRule;
+    // hasUnits inline: a rule with no port clause or no peer compiles to no unit.
+    if (rule.ports.length === 0 || (rule.peers.length === 0 && (rule.toFQDNs?.length ?? 0) === 0)) continue;
+    if (rule.subject !== subjectOf) subject = labelsSelector((subjectOf = rule.subject));
+    units = compileRule(rule, i, subject as IdentitySelector, units);
+  }
   // A policy has one or two enforcements: a scan finds the duplicates without building their uids.
   // Indexed loops: the cold start runs this in the interpreter, where a for-of allocates a result per step.
   let enforcements: Enforcement[] | null = null;
@@ -234,7 +241,9 @@ export function compilePolicy(policy: Policy, nodeCover: NodeCover = failClosedN
       const x = (enforcements as Enforcement[])[j] as Enforcement;
       if (x.direction === e.direction && x.subject.key === e.subject.key) seen = true;
     }
-    if (!seen) enforcements = append(enforcements, new Enforcement(e.origin, e.direction, labelsSelector(e.subject)));
+    if (seen) continue;
+    if (e.subject !== subjectOf) subject = labelsSelector((subjectOf = e.subject));
+    enforcements = append(enforcements, new Enforcement(e.origin, e.direction, subject as IdentitySelector));
   }
   return { units: units ?? [], enforcements: enforcements ?? [] };
 }

@@ -55,7 +55,8 @@ export class PolicyFacts<R extends PolicyFact> {
 
   /** A key without a record gets one. */
   add(key: string, rec: R): void {
-    this.keep(key);
+    // keep's own first test, inline: a cold start (a transaction on an empty table) keeps nothing, so makes no call.
+    if (this.open && !this.beganEmpty) this.keep(key);
     this.table.set(key, rec);
   }
 

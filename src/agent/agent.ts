@@ -398,7 +398,9 @@ export class Agent {
    * alone, in order, acked when committed; the first refused one and those after it stay with the source and head
    * the next flush's transaction. Until then the node applies the Kubernetes events under the number's previous
    * reading (its last readable labels), as the CRD mirror does with a refused object it retries alone: every
-   * committed state is one of the inputs read in some order, so no map admits what both its old and new policy deny.
+   * committed state is one of the inputs read in another order. That is not always safe (finding 2370, open): a policy
+   * that arrives while a stand-in waits reads the number under its previous labels and may admit it where both the old
+   * inputs and the new ones (the stand-in, denied everywhere) deny it.
    */
   private applyIdentitiesAlone(source: AgentIdentitySource, identities: readonly EngineEvent[]): void {
     let i = 0;

@@ -12,9 +12,10 @@ import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
  * Kubernetes events alone and leaves a refused identity event waiting (2201, agent.ts `applyIdentitiesAlone`). The
  * committed state is then (old identities, new Kubernetes events): the inputs read in another order. When the waiting
  * event narrows a number (readable labels turning unreadable: the fail-closed stand-in of 2000/2001, denied by every
- * local map), a policy that arrives meanwhile and selects the number's last readable labels admits it, although the old
- * inputs (no such policy) and the new inputs (the number unreadable, denied everywhere) both deny it. Pinned with
- * `it.fails`: the fix is a design choice (see the findings file).
+ * local map), a policy that arrives meanwhile and selects the number's last readable labels admitted it, although the
+ * old inputs (no such policy) and the new inputs (the number unreadable, denied everywhere) both deny it. Now such a
+ * Kubernetes-only transaction is refused (agent.ts `staleVeto`) and waits with the identity event; one that admits the
+ * number no more than before still goes (26r's test: client's new deny).
  */
 const logger = pino({ level: 'silent' });
 let rv = 1;
@@ -80,7 +81,7 @@ describe('27x: a policy that arrives while a stand-in waits', () => {
     expect(source.pending.length).toBe(0);
   });
 
-  it.fails('2370: a stand-in refused for capacity elsewhere, then a policy naming its last labels: client must still deny 303', () => {
+  it('2370: a stand-in refused for capacity elsewhere, then a policy naming its last labels: client still denies 303, and the policy waits with it', () => {
     const { a, source } = setUp();
     // db's key turns unreadable: refused (web's map has no room for the deny), the event waits.
     source.pending.push({ type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true });
@@ -88,10 +89,30 @@ describe('27x: a policy that arrives while a stand-in waits', () => {
     expect(a.summary.refusals).toBe(1);
     expect(source.pending.length).toBe(1);
     // client may now reach app=db. Old inputs: client egress only to web (303 denied). New inputs: 303 unreadable,
-    // denied by every map. The committed state (the policy, 303 still db) admits 303.
+    // denied by every map. The base of this review committed the policy with 303 still db, and admitted it.
     a.mirror.observe(clientTo('client-db', 'db'), 'test');
     a.flush();
     expect(source.pending.length).toBe(1);
     expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    // A remote web pod meanwhile (web's number): it admits no waiting number more than before, and goes (2132's liveness).
+    const before = a.summary.transactions;
+    const web2 = pod('web2', 'n2', '10.0.1.9');
+    if (web2.type !== 'ADDED') throw new Error('pod() gives an ADDED item');
+    a.mirror.observe({ type: 'ADDED', object: { ...web2.object, metadata: { ...(web2.object.metadata as object), labels: { app: 'web' } } } }, 'test');
+    a.flush();
+    expect(a.engine.identityOfPod('shop/web2')).toBe(300);
+    expect(a.summary.transactions).toBeGreaterThan(before);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    // The wide policy goes: the stand-in fits, and commits with the policy that waited; 303 stays denied by client.
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    a.mirror.observe({ type: 'DELETED', object: gone.object }, 'test');
+    a.flush();
+    expect(source.pending.length).toBe(0);
+    for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(a.engine.lookup(ep, 303, d, 6, 80)?.entry.deny ?? true).toBe(true);
+    // client-db is in force: a readable db pod number would be admitted.
+    source.pending.push({ type: 'upsertIdentity', id: 304, labels: labels('db') });
+    a.flush();
+    expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
   });
 });

@@ -160,6 +160,22 @@ export interface AgentSummary {
 }
 
 /**
+ * Refuses a transaction that could admit a number of `stale` more than now (finding 2370, `Agent.staleVetoOf`): a new
+ * winner of a lookup for it is an upsert keyed on it or on identity 0 that is no deny, a lost deny winner a delete of a
+ * deny keyed on either (or its upsert as no deny); an address moved to it is a new packet carrying it.
+ */
+export function staleVeto(stale: ReadonlySet<number>): TransactionVeto {
+  return (cs) => {
+    for (const d of cs.deltas) {
+      if (d.key.identity !== 0 && !stale.has(d.key.identity)) continue;
+      if (d.op === 'upsert' ? !d.entry.deny : d.entry.deny) return new TransactionVetoedError(`the transaction would admit identity ${d.key.identity === 0 ? 'numbers' : d.key.identity} while identity events wait (endpoint ${d.endpoint}, ${d.key.direction})`);
+    }
+    for (const d of cs.ipcache) if (d.op === 'upsert' && stale.has(d.identity)) return new TransactionVetoedError(`the transaction would move ${d.prefix} to identity ${d.identity} while its identity event waits`);
+    return null;
+  };
+}
+
+/**
  * The node agent: watch streams in, one transaction per batch of what arrived together, maps
  * written (reconciled with the pinned maps at the first transaction), metrics served.
  */
@@ -365,7 +381,7 @@ export class Agent {
       // whose deny does not fit a full map, finding 2132) must not hold back the rest. The Kubernetes events go
       // alone, then the identity events one at a time up to the first refused, which waits for the next flush.
       this.summary.refusals++;
-      outcome = k8s.length > 0 ? this.instrumented.apply(k8s, this.staleVeto(identities)) : { ok: true, changes: null };
+      outcome = k8s.length > 0 ? this.instrumented.apply(k8s, this.staleVetoOf(identities)) : { ok: true, changes: null };
       acked = 0;
     }
     if (!outcome.ok) {
@@ -405,18 +421,10 @@ export class Agent {
    * stand-in waits, a transaction that adds an identity-0 allow anywhere (a new local pod no policy selects, with its
    * default allow, included) waits with it.
    */
-  private staleVeto(identities: readonly EngineEvent[]): TransactionVeto | undefined {
+  private staleVetoOf(identities: readonly EngineEvent[]): TransactionVeto | undefined {
     const stale = new Set<number>();
     for (const e of identities) if (((e.type === 'upsertIdentity' && e.unreadable === true) || e.type === 'deleteIdentity') && this.engine.identityLabels(e.id) !== undefined) stale.add(e.id);
-    if (stale.size === 0) return undefined;
-    return (cs) => {
-      for (const d of cs.deltas) {
-        if (d.key.identity !== 0 && !stale.has(d.key.identity)) continue;
-        if (d.op === 'upsert' ? !d.entry.deny : d.entry.deny) return new TransactionVetoedError(`the transaction would admit identity ${d.key.identity === 0 ? 'numbers' : d.key.identity} while identity events wait (endpoint ${d.endpoint}, ${d.key.direction})`);
-      }
-      for (const d of cs.ipcache) if (d.op === 'upsert' && stale.has(d.identity)) return new TransactionVetoedError(`the transaction would move ${d.prefix} to identity ${d.identity} while its identity event waits`);
-      return null;
-    };
+    return stale.size === 0 ? undefined : staleVeto(stale);
   }
 
   /**

@@ -116,3 +116,31 @@ describe('27x: a policy that arrives while a stand-in waits', () => {
     expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
   });
 });
+
+/**
+ * The same steps in CRD mode (`identities: 'external'`, CiliumIdentity objects): the mirror retries a refused object
+ * alone (k8s/engine-batches.ts) and lets the rest commit, so the policy is read against 303's last readable labels
+ * there too. `staleVeto` covers the etcd source's split only. Pinned: finding 2373, open (base be70ef1 fails it too).
+ */
+describe('27x: the same in CRD mode', () => {
+  const ciliumIdentity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({
+    type,
+    object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
+  });
+  it.fails('2373 (CRD): a CiliumIdentity turned unreadable is refused for capacity, then a policy naming its last labels: client must still deny 303', () => {
+    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
+    const feed = (...items: WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      a.flush();
+    };
+    feed(shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), ciliumIdentity(300, 'web', 'ADDED'), ciliumIdentity(301, 'client', 'ADDED'), ciliumIdentity(303, 'db', 'ADDED'));
+    feed(wide(DEFAULT_MAP_CAPACITY - 3));
+    expect(a.summary.refusals).toBe(0);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    feed(ciliumIdentity(303, null, 'MODIFIED'));
+    expect(a.summary.refusals).toBeGreaterThan(0);
+    feed(clientTo('client-db', 'db'));
+    feed();
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+  });
+});

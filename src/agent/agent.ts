@@ -7,10 +7,10 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { limitedWarn, LogLimiter } from './log-limit.js';
 import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../backend/ipcache-content.js';
-import { Engine } from '../engine/engine.js';
+import { Engine, TransactionVeto } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
 import type { StackMode } from '../model/identity.js';
-import type { ChangeSet, EngineEvent, IpcacheDelta } from '../engine/events.js';
+import { ChangeSet, EngineEvent, IpcacheDelta, TransactionVetoedError } from '../engine/events.js';
 import { podIps } from '../model/cluster.js';
 import { ClusterMirror } from '../k8s/mirror.js';
 import { WatchStreamParser } from '../k8s/watch.js';
@@ -185,6 +185,22 @@ export interface AgentSummary {
   unreadableStreams: number;
   /** Map writes (a transaction's, or a reconcile) that failed. */
   writeFailures: number;
+}
+
+/**
+ * Refuses a transaction that could admit a number of `stale` more than now (finding 2370, `Agent.staleVetoOf`): a new
+ * winner of a lookup for it is an upsert keyed on it or on identity 0 that is no deny, a lost deny winner a delete of a
+ * deny keyed on either (or its upsert as no deny); an address moved to it is a new packet carrying it.
+ */
+export function staleVeto(stale: ReadonlySet<number>): TransactionVeto {
+  return (cs) => {
+    for (const d of cs.deltas) {
+      if (d.key.identity !== 0 && !stale.has(d.key.identity)) continue;
+      if (d.op === 'upsert' ? !d.entry.deny : d.entry.deny) return new TransactionVetoedError(`the transaction would admit identity ${d.key.identity === 0 ? 'numbers' : d.key.identity} while identity events wait (endpoint ${d.endpoint}, ${d.key.direction})`);
+    }
+    for (const d of cs.ipcache) if (d.op === 'upsert' && stale.has(d.identity)) return new TransactionVetoedError(`the transaction would move ${d.prefix} to identity ${d.identity} while its identity event waits`);
+    return null;
+  };
 }
 
 /**
@@ -460,7 +476,7 @@ export class Agent {
       // whose deny does not fit a full map, finding 2132) must not hold back the rest. The Kubernetes events go
       // alone, then the identity events one at a time up to the first refused, which waits for the next flush.
       this.summary.refusals++;
-      outcome = k8s.length > 0 ? this.instrumented.apply(k8s) : { ok: true, changes: null };
+      outcome = k8s.length > 0 ? this.instrumented.apply(k8s, this.staleVetoOf(identities)) : { ok: true, changes: null };
       acked = 0;
     }
     if (!outcome.ok) {
@@ -489,11 +505,31 @@ export class Agent {
   }
 
   /**
+   * The Kubernetes events applied without the identity events that wait read those numbers under their previous
+   * labels. A waiting event may narrow its number (a stand-in, denied by every map; a delete, after which its pods fall
+   * to the fail-closed 255), so a transaction that would admit such a number more than now is refused (finding 2370):
+   * one that upserts an entry that is no deny keyed on it or on identity 0 (which admits every number), deletes a deny
+   * keyed on either, or moves an address to it. Both the old inputs and the new ones may deny what it would admit;
+   * it waits for the identity events (the node then waits as it did before 2132, for these transactions only).
+   * Numbers the engine does not know yet have no previous reading and are left out, and so are readable upserts (a
+   * stand-in turning readable widens; Cilium never gives a number other labels). The cost is liveness: while a
+   * stand-in waits, a transaction that adds an identity-0 allow anywhere (a new local pod no policy selects, with its
+   * default allow, included) waits with it.
+   */
+  private staleVetoOf(identities: readonly EngineEvent[]): TransactionVeto | undefined {
+    const stale = new Set<number>();
+    for (const e of identities) if (((e.type === 'upsertIdentity' && e.unreadable === true) || e.type === 'deleteIdentity') && this.engine.identityLabels(e.id) !== undefined) stale.add(e.id);
+    return stale.size === 0 ? undefined : staleVeto(stale);
+  }
+
+  /**
    * The identity source's events after the transaction that held them at its head was refused (finding 2132): each
    * alone, in order, acked when committed; the first refused one and those after it stay with the source and head
    * the next flush's transaction. Until then the node applies the Kubernetes events under the number's previous
    * reading (its last readable labels), as the CRD mirror does with a refused object it retries alone: every
-   * committed state is one of the inputs read in some order, so no map admits what both its old and new policy deny.
+   * committed state is one of the inputs read in another order. That alone is not safe (finding 2370): a policy that
+   * arrives while a stand-in waits reads the number under its previous labels and could admit it where both the old
+   * inputs and the new ones (the stand-in, denied everywhere) deny it; `staleVeto` refuses those transactions.
    */
   private applyIdentitiesAlone(source: AgentIdentitySource, identities: readonly EngineEvent[]): void {
     let i = 0;

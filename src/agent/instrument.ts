@@ -1,6 +1,6 @@
 import { pino, Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, register as defaultRegistry } from 'prom-client';
-import type { Engine } from '../engine/engine.js';
+import type { Engine, TransactionVeto } from '../engine/engine.js';
 import type { ChangeSet, EngineEvent } from '../engine/events.js';
 import { MapCapacityError } from '../engine/events.js';
 import type { EngineStats } from '../engine/stats.js';
@@ -116,11 +116,11 @@ export class InstrumentedEngine {
    * dropped, never turned into a refusal of a transaction the engine committed, whose deltas the
    * caller would then not write (finding 1523).
    */
-  apply(events: readonly EngineEvent[]): ApplyOutcome {
+  apply(events: readonly EngineEvent[], veto?: TransactionVeto): ApplyOutcome {
     const started = process.hrtime.bigint();
     let changes: ChangeSet;
     try {
-      changes = this.engine.apply(events);
+      changes = this.engine.apply(events, veto);
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));
       record(() => this.recordRefusal(events, error));

@@ -8,7 +8,7 @@ import { DEFAULT_MAP_CAPACITY, LookupResult, PolicyEntry, PolicyKey } from '../m
 import { Direction, Policy, policyRefKey, RuleOrigin, withoutApiServerStandIns } from '../model/rules.js';
 import { Commit, CommitResult, findL7Conflict, findOverflow } from './commit.js';
 import { EngineContext } from './context.js';
-import { ChangeSet, EngineError, EngineEvent, EngineFailedError, L7PortRange, L7TableRow, MapCapacityError, MapSnapshot, RedirectInfo } from './events.js';
+import { ChangeSet, EngineError, EngineEvent, EngineFailedError, L7PortRange, L7TableRow, MapCapacityError, MapSnapshot, RedirectInfo, TransactionVetoedError } from './events.js';
 import { EngineQueries, EngineSizes, EngineStages, ResolvedRule, SelectorInfo } from './explain.js';
 import { IdentityRecord, IdentityTable } from './identities.js';
 import { IpcacheView } from './ipcache-view.js';
@@ -32,6 +32,12 @@ import { FqdnStage } from './fqdn-stage.js';
 import { formatDnsCache, parseDnsCache } from './dns-persist.js';
 import { checkEngineOptions, validateBatch } from './validate.js';
 import { BoundaryCopier, freezeDeltas, frozenLabels, frozenRecord, frozenSnapshot } from './boundary-copy.js';
+
+/**
+ * A caller's last word on a transaction, given the change set it would cause before anything is committed: an error
+ * refuses it (undone as a capacity refusal is), null lets it commit.
+ */
+export type TransactionVeto = (changes: Pick<ChangeSet, 'deltas' | 'ipcache'>) => TransactionVetoedError | null;
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
@@ -162,9 +168,10 @@ export class Engine {
    * changes unless it returns: a bad event throws `EngineError` before anything is touched; a
    * refusal (a full map, no free proxy port, conflicting L7 parsers) is undone through the undo
    * log; any other exception (an internal error) makes the engine rebuild its stages from the
-   * committed model, with the same identity numbers and proxy ports, before it propagates.
+   * committed model, with the same identity numbers and proxy ports, before it propagates. `veto`, if given, sees
+   * the change set before the commit and may refuse it (`TransactionVetoedError`, undone like a refusal).
    */
-  apply(given: readonly EngineEvent[]): ChangeSet {
+  apply(given: readonly EngineEvent[], veto?: TransactionVeto): ChangeSet {
     if (this.failure) throw new EngineFailedError(this.failure);
     if (!Array.isArray(given)) validateBatch(this.model, given);
     const copies = this.copier.events(given);
@@ -177,10 +184,10 @@ export class Engine {
     let result: CommitResult;
     if (this.learnt.size > 0) this.learnt.clear();
     try {
-      result = this.transaction(events, before, mark);
+      result = this.transaction(events, before, mark, veto);
     } catch (e) {
       // A refusal is undone before it is thrown; anything else (or pod facts left open) is rebuilt.
-      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError) || this.podFacts.inTransaction || this.policyFacts.inTransaction) this.recover(before);
+      if (!(e instanceof MapCapacityError || e instanceof ProxyPortsExhaustedError || e instanceof L7ParserConflictError || e instanceof TransactionVetoedError) || this.podFacts.inTransaction || this.policyFacts.inTransaction) this.recover(before);
       throw e;
     } finally {
       this.ctx.undoLog = null;
@@ -209,7 +216,7 @@ export class Engine {
   }
 
   /** The events, then commit; a refusal is rolled back here and thrown. */
-  private transaction(events: readonly EngineEvent[], before: EngineStats, mark: ReturnType<IdentityAllocator['mark']>): CommitResult {
+  private transaction(events: readonly EngineEvent[], before: EngineStats, mark: ReturnType<IdentityAllocator['mark']>, veto: TransactionVeto | undefined): CommitResult {
     // On an empty model (a cold start) a refusal rebuilds the empty stages instead: no undo log,
     // whose closures (one per pod or policy) would live through the whole batch and then be garbage.
     const undo: (() => void)[] | null = this.model.isEmpty() ? null : [];
@@ -222,7 +229,7 @@ export class Engine {
     if (this.restoredEndpoints) this.forgetRestoredGone();
     const result = this.commit();
     this.ctx.undoLog = null;
-    const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx);
+    const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx) ?? (veto ? veto(result) : null);
     if (this.ctx.adoptedL7.size > 0) this.ctx.adoptedL7.clear();
     if (!refusal) return result;
     if (undo === null) {

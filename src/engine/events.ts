@@ -194,5 +194,13 @@ export class MapCapacityError extends Error {
   }
 }
 
+/**
+ * A transaction its caller refused after seeing the change set it would cause (`Engine.apply`'s `veto`): undone
+ * like a capacity refusal, nothing applied (the agent's split after a refused identity event, finding 2370).
+ */
+export class TransactionVetoedError extends Error {
+  override readonly name = 'TransactionVetoedError';
+}
+
 /** One endpoint's policy map, keyed by `policyKeyString`. */
 export type MapSnapshot = ReadonlyMap<string, LookupResult>;

@@ -1,0 +1,146 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { MemoryBackend } from '../../src/backend/memory.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import type { WatchItem } from '../../src/k8s/watch.js';
+import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
+
+/**
+ * Review 27x of fix2132, finding 2370 (docs/attack-findings-27x.md). After a refused transaction the agent applies the
+ * Kubernetes events alone and leaves a refused identity event waiting (2201, agent.ts `applyIdentitiesAlone`). The
+ * committed state is then (old identities, new Kubernetes events): the inputs read in another order. When the waiting
+ * event narrows a number (readable labels turning unreadable: the fail-closed stand-in of 2000/2001, denied by every
+ * local map), a policy that arrives meanwhile and selects the number's last readable labels admitted it, although the
+ * old inputs (no such policy) and the new inputs (the number unreadable, denied everywhere) both deny it. Now such a
+ * Kubernetes-only transaction is refused (agent.ts `staleVeto`) and waits with the identity event; one that admits the
+ * number no more than before still goes (26r's test: client's new deny).
+ */
+const logger = pino({ level: 'silent' });
+let rv = 1;
+const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
+const shop: WatchItem = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } };
+const pod = (name: string, node: string, ip: string): WatchItem => ({
+  type: 'ADDED',
+  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app: name } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
+});
+const labels = (app: string): Record<string, string> => ({
+  'k8s:app': app,
+  'k8s:io.kubernetes.pod.namespace': 'shop',
+  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
+  'k8s:io.cilium.k8s.policy.cluster': 'default',
+  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
+});
+
+class Source {
+  readonly pending: EngineEvent[] = [];
+  onChange: () => void = () => undefined;
+  readonly ready = true;
+  observe(): void {}
+  peek(): readonly EngineEvent[] {
+    return this.pending;
+  }
+  ack(n: number): void {
+    this.pending.splice(0, n);
+  }
+}
+
+/** web's egress: `toEntities: [all]` on `n` distinct TCP ports (40 a rule), one map entry each. */
+function wide(n: number): WatchItem {
+  const egress: unknown[] = [];
+  for (let p = 1; p <= n; p += 40) {
+    const ports = [];
+    for (let q = p; q < Math.min(p + 40, n + 1); q++) ports.push({ port: String(q), protocol: 'TCP' });
+    egress.push({ toEntities: ['all'], toPorts: [{ ports }] });
+  }
+  return { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('wide', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress } } };
+}
+/** client's egress: only to `app` (enforcing, no identity-0 key). */
+const clientTo = (name: string, app: string): WatchItem => ({
+  type: 'ADDED',
+  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEndpoints: [{ matchLabels: { app } }] }] } },
+});
+
+function setUp(): { a: Agent; source: Source } {
+  const source = new Source();
+  const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
+  source.pending.push({ type: 'upsertIdentity', id: 300, labels: labels('web') }, { type: 'upsertIdentity', id: 301, labels: labels('client') }, { type: 'upsertIdentity', id: 303, labels: labels('db') });
+  for (const item of [shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web')]) a.mirror.observe(item, 'test');
+  a.flush();
+  a.mirror.observe(wide(DEFAULT_MAP_CAPACITY - 3), 'test');
+  a.flush();
+  return { a, source };
+}
+
+describe('27x: a policy that arrives while a stand-in waits', () => {
+  it('control: before the stand-in, client denies 303 (egress only to web)', () => {
+    const { a, source } = setUp();
+    expect(a.summary.refusals).toBe(0);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    expect(source.pending.length).toBe(0);
+  });
+
+  it('2370: a stand-in refused for capacity elsewhere, then a policy naming its last labels: client still denies 303, and the policy waits with it', () => {
+    const { a, source } = setUp();
+    // db's key turns unreadable: refused (web's map has no room for the deny), the event waits.
+    source.pending.push({ type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true });
+    a.flush();
+    expect(a.summary.refusals).toBe(1);
+    expect(source.pending.length).toBe(1);
+    // client may now reach app=db. Old inputs: client egress only to web (303 denied). New inputs: 303 unreadable,
+    // denied by every map. The base of this review committed the policy with 303 still db, and admitted it.
+    a.mirror.observe(clientTo('client-db', 'db'), 'test');
+    a.flush();
+    expect(source.pending.length).toBe(1);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    // A remote web pod meanwhile (web's number): it admits no waiting number more than before, and goes (2132's liveness).
+    const before = a.summary.transactions;
+    const web2 = pod('web2', 'n2', '10.0.1.9');
+    if (web2.type !== 'ADDED') throw new Error('pod() gives an ADDED item');
+    a.mirror.observe({ type: 'ADDED', object: { ...web2.object, metadata: { ...(web2.object.metadata as object), labels: { app: 'web' } } } }, 'test');
+    a.flush();
+    expect(a.engine.identityOfPod('shop/web2')).toBe(300);
+    expect(a.summary.transactions).toBeGreaterThan(before);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    // The wide policy goes: the stand-in fits, and commits with the policy that waited; 303 stays denied by client.
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    a.mirror.observe({ type: 'DELETED', object: gone.object }, 'test');
+    a.flush();
+    expect(source.pending.length).toBe(0);
+    for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(a.engine.lookup(ep, 303, d, 6, 80)?.entry.deny ?? true).toBe(true);
+    // client-db is in force: a readable db pod number would be admitted.
+    source.pending.push({ type: 'upsertIdentity', id: 304, labels: labels('db') });
+    a.flush();
+    expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
+  });
+});
+
+/**
+ * The same steps in CRD mode (`identities: 'external'`, CiliumIdentity objects): the mirror retries a refused object
+ * alone (k8s/engine-batches.ts) and lets the rest commit, so the policy is read against 303's last readable labels
+ * there too. `staleVeto` covers the etcd source's split only. Pinned: finding 2373, open (base be70ef1 fails it too).
+ */
+describe('27x: the same in CRD mode', () => {
+  const ciliumIdentity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({
+    type,
+    object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
+  });
+  it.fails('2373 (CRD): a CiliumIdentity turned unreadable is refused for capacity, then a policy naming its last labels: client must still deny 303', () => {
+    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
+    const feed = (...items: WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      a.flush();
+    };
+    feed(shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), ciliumIdentity(300, 'web', 'ADDED'), ciliumIdentity(301, 'client', 'ADDED'), ciliumIdentity(303, 'db', 'ADDED'));
+    feed(wide(DEFAULT_MAP_CAPACITY - 3));
+    expect(a.summary.refusals).toBe(0);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    feed(ciliumIdentity(303, null, 'MODIFIED'));
+    expect(a.summary.refusals).toBeGreaterThan(0);
+    feed(clientTo('client-db', 'db'));
+    feed();
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+  });
+});

@@ -106,7 +106,8 @@ export class PodTable {
    */
   ipIdentity(rec: PodRecord, ip?: string): IdentityRecord {
     if (rec.identity !== this.identities.pending) return rec.identity;
-    return (rec.local ? undefined : this.endpointIdentity(rec, ip ?? rec.pod.ip.text)) ?? this.identities.unallocated;
+    // A pod held fail-closed reads no CiliumEndpoint (finding 2420): its labels are not known, so no endpoint's number is its own.
+    return (rec.local || rec.pod.failClosed === true ? undefined : this.endpointIdentity(rec, ip ?? rec.pod.ip.text)) ?? this.identities.unallocated;
   }
 
   /**

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { Engine } from '../../src/engine/engine.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { parseIp } from '../../src/model/cidr.js';
+import { namespaceWithDefaults, type Pod } from '../../src/model/cluster.js';
+import { podIdentityLabels, securityLabels, UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
+import { parseManifest } from '../../src/policy/manifest.js';
+
+/*
+ * Round 27o: attacks on round 27q's fail-closed pods (`Pod.failClosed`, finding 2352). The contract under attack
+ * (src/engine/pod-table.ts `addFailClosed`): such a pod's addresses are the unallocated number whatever the identity
+ * source, "no CiliumEndpoint is read for it", no selector selects it, and every local map denies the number both ways.
+ */
+const mkPod = (name: string, ips: string[], labels: Record<string, string> = { app: name }): Pod => ({
+  namespace: 'shop',
+  name,
+  labels,
+  ip: parseIp(ips[0] as string),
+  ...(ips.length > 1 ? { ips: ips.map(parseIp) } : {}),
+  serviceAccount: 'default',
+  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+});
+const web = mkPod('web', ['10.0.0.2', 'fd00::2']);
+const db = mkPod('db', ['10.0.0.3', 'fd00::3']);
+const closedDb: Pod = { ...db, failClosed: true };
+const policy = (doc: Record<string, unknown>) => parseManifest(doc, 't.yaml');
+const allowAll = policy({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'all' }, spec: { endpointSelector: {}, ingress: [{ fromEntities: ['all'] }], egress: [{ toEntities: ['all'] }] } });
+const denyDb = policy({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'deny-db', namespace: 'shop' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app: 'db' } }] }] } });
+const ns: EngineEvent = { type: 'upsertNamespace', name: 'shop', labels: {} };
+const verdict = (e: Engine, endpoint: string, peer: string, dir: 'ingress' | 'egress', port = 80): string => {
+  const hit = e.lookup(endpoint, e.identityOfIp(parseIp(peer)), dir, 6, port);
+  return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+};
+const labelsOf = (p: Pod) => securityLabels(podIdentityLabels(p, namespaceWithDefaults('shop', {}).labels));
+
+describe('27o: a pod held fail-closed, attacked', () => {
+  it('a CiliumEndpoint for it (external identities) does not move its addresses off the unallocated number', () => {
+    const e = new Engine({ stack: 'dual', identitySource: 'external' });
+    const other = mkPod('db', ['10.0.0.3', 'fd00::3'], { app: 'other' });
+    e.apply([
+      ns,
+      { type: 'upsertIdentity', id: 300, labels: labelsOf(web) },
+      { type: 'upsertIdentity', id: 302, labels: labelsOf(other) },
+      { type: 'upsertPod', pod: web, local: true },
+      { type: 'upsertPolicy', policy: allowAll },
+      { type: 'upsertPolicy', policy: denyDb },
+      { type: 'upsertPod', pod: closedDb },
+    ]);
+    expect(e.identityOfIp(parseIp('10.0.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    // Its CiliumEndpoint names a readable identity of its namespace and service account (other labels).
+    e.apply([{ type: 'upsertEndpoint', namespace: 'shop', name: 'db', identity: 302, ips: [parseIp('10.0.0.3'), parseIp('fd00::3')] }]);
+    expect(e.identityOfIp(parseIp('10.0.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    expect(e.identityOfIp(parseIp('fd00::3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    for (const peer of ['10.0.0.3', 'fd00::3']) expect(verdict(e, 'shop/web', peer, 'egress')).toBe('deny');
+  });
+});

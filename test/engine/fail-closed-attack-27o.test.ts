@@ -54,3 +54,43 @@ describe('27o: a pod held fail-closed, attacked', () => {
     for (const peer of ['10.0.0.3', 'fd00::3']) expect(verdict(e, 'shop/web', peer, 'egress')).toBe('deny');
   });
 });
+
+const toPort80 = policy({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'p80' }, spec: { endpointSelector: {}, ingress: [{ fromEntities: ['cluster'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }], egress: [{ toEntities: ['cluster'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }, { toEndpoints: [{}], toPorts: [{ ports: [{ port: 'http', protocol: 'TCP' }] }] }] } });
+const tierAccept = policy({
+  apiVersion: 'policy.networking.k8s.io/v1beta1',
+  kind: 'ClusterNetworkPolicy',
+  metadata: { name: 'accept-all' },
+  spec: { tier: 'Admin', priority: 5, subject: { namespaces: {} }, ingress: [{ action: 'Accept', from: [{ namespaces: {} }] }], egress: [{ action: 'Accept', to: [{ namespaces: {} }, { networks: ['0.0.0.0/0', '::/0'] }] }] },
+});
+
+describe('27o: selectors and port-specific allows against a fail-closed pod', () => {
+  it('port-specific and named-port allows from `cluster`/`{}` do not admit its addresses; tier Accepts do not select it', () => {
+    const e = new Engine({ stack: 'dual' });
+    e.apply([ns, { type: 'upsertPod', pod: web, local: true }, { type: 'upsertPolicy', policy: toPort80 }, { type: 'upsertPolicy', policy: tierAccept }, { type: 'upsertPod', pod: closedDb }]);
+    for (const peer of ['10.0.0.3', 'fd00::3']) for (const dir of ['ingress', 'egress'] as const) for (const port of [80, 8080, 443]) expect(verdict(e, 'shop/web', peer, dir, port), `${dir} ${peer}:${port}`).toBe('deny');
+  });
+  it('a local fail-closed pod stays at an empty map under `{}` subjects, tier Accepts and a pod sharing its labels', () => {
+    const e = new Engine({ stack: 'dual' });
+    const twin = mkPod('db2', ['10.0.0.4', 'fd00::4'], { app: 'db' });
+    e.apply([ns, { type: 'upsertPod', pod: web }, { type: 'upsertPod', pod: twin, local: true }, { type: 'upsertPolicy', policy: allowAll }, { type: 'upsertPolicy', policy: toPort80 }, { type: 'upsertPolicy', policy: tierAccept }, { type: 'upsertPod', pod: closedDb, local: true }]);
+    expect(e.mapState('shop/db').size).toBe(0);
+    for (const peer of ['10.0.0.2', 'fd00::2', '10.0.0.4', '192.0.2.9']) for (const dir of ['ingress', 'egress'] as const) expect(verdict(e, 'shop/db', peer, dir)).toBe('deny');
+    // Moving remote and back, and a namespace relabel, keep it so.
+    e.apply([{ type: 'upsertPod', pod: closedDb }]);
+    expect(e.identityOfIp(parseIp('fd00::3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    e.apply([{ type: 'upsertPod', pod: closedDb, local: true }, { type: 'upsertNamespace', name: 'shop', labels: { team: 'a' } }]);
+    expect(e.mapState('shop/db').size).toBe(0);
+    expect(verdict(e, 'shop/db', '10.0.0.4', 'ingress')).toBe('deny');
+  });
+  it('IP reuse: a pod that takes one of its addresses and goes leaves the address unowned, never another pod\'s identity', () => {
+    const e = new Engine({ stack: 'dual' });
+    const thief = mkPod('thief', ['10.0.0.3', 'fd00::9'], { app: 'thief' });
+    e.apply([ns, { type: 'upsertPod', pod: web, local: true }, { type: 'upsertPolicy', policy: allowAll }, { type: 'upsertPolicy', policy: denyDb }, { type: 'upsertPod', pod: closedDb }]);
+    e.apply([{ type: 'upsertPod', pod: thief }]);
+    expect(e.identityOfIp(parseIp('10.0.0.3'))).toBe(e.identityOfPod('shop/thief'));
+    expect(e.identityOfIp(parseIp('fd00::3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    e.apply([{ type: 'deletePod', namespace: 'shop', name: 'thief' }]);
+    const after = e.identityOfIp(parseIp('10.0.0.3'));
+    expect(after === UNALLOCATED_POD_IDENTITY || after === e.identityOfIp(parseIp('192.0.2.9'))).toBe(true);
+  });
+});

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { parseTrace } from '../../src/churn/trace.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { namespaceWithDefaults, type Pod } from '../../src/model/cluster.js';
 import { podIdentityLabels, securityLabels, UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { parseManifest } from '../../src/policy/manifest.js';
+import { parseScenario } from '../../src/scenario/format.js';
 
 /*
  * Round 27o: attacks on round 27q's fail-closed pods (`Pod.failClosed`, finding 2352). The contract under attack
@@ -92,5 +94,44 @@ describe('27o: selectors and port-specific allows against a fail-closed pod', ()
     e.apply([{ type: 'deletePod', namespace: 'shop', name: 'thief' }]);
     const after = e.identityOfIp(parseIp('10.0.0.3'));
     expect(after === UNALLOCATED_POD_IDENTITY || after === e.identityOfIp(parseIp('192.0.2.9'))).toBe(true);
+  });
+});
+
+describe('27o: no trace or scenario can hold a pod fail-closed (the oracle, src/naive, knows nothing of the flag)', () => {
+  it('a trace pod with `failClosed` is refused, one without it read', () => {
+    const line = (extra: Record<string, unknown>) =>
+      [JSON.stringify({ distillTrace: 1 }), JSON.stringify({ type: 'upsertNamespace', name: 'shop', labels: {} }), JSON.stringify({ type: 'upsertPod', pod: { namespace: 'shop', name: 'db', labels: { app: 'db' }, ip: '10.0.0.3', ...extra } })].join('\n') + '\n';
+    expect(() => parseTrace(line({}), 't.jsonl')).not.toThrow();
+    expect(() => parseTrace(line({ failClosed: true }), 't.jsonl')).toThrow(/failClosed/);
+  });
+  it('a scenario pod with `failClosed` is refused, one without it read', () => {
+    const text = (extra: string) => `description: x\nnamespaces: [{name: shop}]\npods:\n  - {name: shop/db, labels: {app: db}${extra}}\npolicies: []\nsteps: []\n`;
+    expect(() => parseScenario(text(''), 's.yaml')).not.toThrow();
+    expect(() => parseScenario(text(', failClosed: true'), 's.yaml')).toThrow(/failClosed/);
+  });
+});
+
+describe('27o: the deny of the unallocated number reaches every local map, whatever the order', () => {
+  const accept0 = policy({
+    apiVersion: 'policy.networking.k8s.io/v1beta1',
+    kind: 'ClusterNetworkPolicy',
+    metadata: { name: 'accept-0' },
+    spec: { tier: 'Admin', priority: 0, subject: { namespaces: {} }, ingress: [{ action: 'Accept', from: [{ namespaces: {} }, { pods: { namespaceSelector: {}, podSelector: {} } }] }], egress: [{ action: 'Accept', to: [{ namespaces: {} }, { networks: ['0.0.0.0/0', '::/0'] }] }] },
+  });
+  it('endpoints that come, relabel or move after it, under an Admin Accept of priority 0', () => {
+    const e = new Engine({ stack: 'dual' });
+    e.apply([ns, { type: 'upsertPod', pod: closedDb }]);
+    e.apply([{ type: 'upsertPod', pod: web, local: true }, { type: 'upsertPolicy', policy: accept0 }, { type: 'upsertPolicy', policy: allowAll }]);
+    const all = (ep: string) => { for (const dir of ['ingress', 'egress'] as const) for (const peer of ['10.0.0.3', 'fd00::3']) for (const port of [80, 8080]) expect(verdict(e, ep, peer, dir, port), `${ep} ${dir} ${peer}:${port}`).toBe('deny'); };
+    all('shop/web');
+    e.apply([{ type: 'upsertPod', pod: { ...web, labels: { app: 'web', v: '2' } }, local: true }]);
+    all('shop/web');
+    const other = mkPod('api', ['10.0.0.5', 'fd00::5']);
+    e.apply([{ type: 'upsertPod', pod: other, local: true }, { type: 'upsertNamespace', name: 'shop', labels: { team: 'b' } }]);
+    all('shop/web');
+    all('shop/api');
+    // The guard: read as written, the same probes allow.
+    e.apply([{ type: 'upsertPod', pod: db }]);
+    expect(verdict(e, 'shop/api', '10.0.0.3', 'egress')).toBe('allow');
   });
 });

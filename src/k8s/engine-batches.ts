@@ -57,7 +57,8 @@ export class EngineBatches {
   /** The meaning of `key` was set: it is sent at the next flush (and no longer waits as refused). */
   changed(key: string): void {
     this.refused.delete(key);
-    this.failClosedPods.delete(key);
+    // A pod held fail-closed stays counted (as lagging) until a version of it commits (finding 2421).
+    if (this.failClosedPods.delete(key)) this.lagging.add(key);
     this.dirty.add(key);
     if (!key.startsWith('CiliumCIDRGroup/')) return;
     const h = this.states.get(key)?.desired;
@@ -261,6 +262,7 @@ export class EngineBatches {
       for (const key of this.failClosedPods) {
         if (next.has(key)) continue;
         this.failClosedPods.delete(key);
+        this.lagging.add(key);
         this.dirty.add(key);
       }
     }

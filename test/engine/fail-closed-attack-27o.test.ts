@@ -135,3 +135,19 @@ describe('27o: the deny of the unallocated number reaches every local map, whate
     expect(verdict(e, 'shop/api', '10.0.0.3', 'egress')).toBe('allow');
   });
 });
+
+describe('27o: a rebuild after an internal error keeps a pod fail-closed', () => {
+  it('the rebuilt engine holds it at the unallocated number, denied both ways, and the failed transaction changed nothing', () => {
+    let fail = false;
+    const e = new Engine({ stack: 'dual', identitySource: 'external', faultHook: (p) => { if (fail && p === 'acquireIdentity') throw new Error('injected'); } });
+    e.apply([ns, { type: 'upsertIdentity', id: 300, labels: labelsOf(web) }, { type: 'upsertIdentity', id: 301, labels: labelsOf(db) }, { type: 'upsertPod', pod: web, local: true }, { type: 'upsertPolicy', policy: allowAll }, { type: 'upsertPod', pod: closedDb, local: false }]);
+    e.apply([{ type: 'upsertEndpoint', namespace: 'shop', name: 'db', identity: 301, ips: [parseIp('10.0.0.3'), parseIp('fd00::3')] }]);
+    fail = true;
+    expect(() => e.apply([{ type: 'upsertPod', pod: mkPod('api', ['10.0.0.5', 'fd00::5']) }])).toThrow();
+    fail = false;
+    for (const ip of ['10.0.0.3', 'fd00::3']) expect(e.identityOfIp(parseIp(ip))).toBe(UNALLOCATED_POD_IDENTITY);
+    for (const dir of ['ingress', 'egress'] as const) expect(verdict(e, 'shop/web', 'fd00::3', dir)).toBe('deny');
+    e.apply([{ type: 'upsertPod', pod: mkPod('api', ['10.0.0.5', 'fd00::5']) }]);
+    expect(verdict(e, 'shop/web', '10.0.0.3', 'egress')).toBe('deny');
+  });
+});

@@ -58,7 +58,7 @@ kernel('27o: a fail-closed pod in pinned kernel maps', () => {
       apply([{ type: 'upsertNamespace', name: 'shop', labels: {} }, { type: 'upsertPolicy', policy: allowAll }, { type: 'upsertPolicy', policy: ports }, { type: 'upsertPod', pod: web, local: true }, { type: 'upsertPod', pod: { ...db, failClosed: true }, local: true }]);
       expect(backend.endpoints().sort()).toEqual(['shop/db', 'shop/web']);
       expect(e.identityOfIp(parseIp('fd00::3'))).toBe(UNALLOCATED_POD_IDENTITY);
-      const webId = e.identityOfPod('shop/web');
+      const webId = e.identityOfPod('shop/web') as number;
       const probes = [[6, 80], [6, 8080], [17, 53], [1, 8]] as const;
       const kernelVerdicts = (ep: string, peer: number): string[] =>
         (['ingress', 'egress'] as const).flatMap((d) => probes.map(([proto, port]) => {
@@ -75,7 +75,7 @@ kernel('27o: a fail-closed pod in pinned kernel maps', () => {
         expect(hit === undefined || hit.entry.deny, v).toBe(true);
       }
       apply([{ type: 'upsertPod', pod: db, local: true }]);
-      const dbId = e.identityOfPod('shop/db');
+      const dbId = e.identityOfPod('shop/db') as number;
       expect(dbId).not.toBe(UNALLOCATED_POD_IDENTITY);
       const open = [...kernelVerdicts('shop/web', dbId), ...kernelVerdicts('shop/db', webId)];
       expect(open.filter((v) => v.endsWith('deny'))).toEqual([]);

@@ -42,6 +42,7 @@ describe('27o: a pod held fail-closed, attacked', () => {
     e.apply([
       ns,
       { type: 'upsertIdentity', id: 300, labels: labelsOf(web) },
+      { type: 'upsertIdentity', id: 301, labels: labelsOf(db) },
       { type: 'upsertIdentity', id: 302, labels: labelsOf(other) },
       { type: 'upsertPod', pod: web, local: true },
       { type: 'upsertPolicy', policy: allowAll },
@@ -54,6 +55,13 @@ describe('27o: a pod held fail-closed, attacked', () => {
     expect(e.identityOfIp(parseIp('10.0.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
     expect(e.identityOfIp(parseIp('fd00::3'))).toBe(UNALLOCATED_POD_IDENTITY);
     for (const peer of ['10.0.0.3', 'fd00::3']) expect(verdict(e, 'shop/web', peer, 'egress')).toBe('deny');
+    // Read as written, db is its own identity (the endpoint is not read for it), which the deny meets; with the deny
+    // gone the wildcard admits it (the probe can allow).
+    e.apply([{ type: 'upsertPod', pod: db }]);
+    expect(e.identityOfIp(parseIp('10.0.0.3'))).toBe(301);
+    expect(verdict(e, 'shop/web', '10.0.0.3', 'egress')).toBe('deny');
+    e.apply([{ type: 'deletePolicy', ref: denyDb.ref }]);
+    expect(verdict(e, 'shop/web', '10.0.0.3', 'egress')).toBe('allow');
   });
 });
 

@@ -207,4 +207,50 @@ describe('27x: the same in CRD mode', () => {
     expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
     expect(checked).toBeGreaterThan(3);
   });
+
+  it('2373 (CRD, halving, delete): a CiliumIdentity delete left for a later part of a refused batch: the policy naming its labels waits for it, and both commit once it fits', () => {
+    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
+    let checked = 0;
+    const apply = a.instrumented.apply.bind(a.instrumented);
+    a.instrumented.apply = (events, veto) => {
+      const out = apply(events, veto);
+      if (out.ok && a.engine.identityLabels(303) !== undefined) {
+        checked++;
+        expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+      }
+      return out;
+    };
+    const settle = (...items: WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      for (let i = 0; i < 50; i++) {
+        a.flush();
+        if (a.mirror.idle) break;
+      }
+      a.flush();
+    };
+    settle(shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), ciliumIdentity(300, 'web', 'ADDED'), ciliumIdentity(301, 'client', 'ADDED'), ciliumIdentity(303, 'db', 'ADDED'));
+    settle(wide(DEFAULT_MAP_CAPACITY - 3));
+    // One batch: 303 deleted (the last of a batch, `rank`), client-db, and a policy web's map has no room for. Refused
+    // as a whole, retried in halves in that order: client-db comes before the delete and must wait for it.
+    const over: WatchItem = {
+      type: 'ADDED',
+      object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('over', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress: [{ toEntities: ['all'], toPorts: [{ ports: [60001, 60002, 60003, 60004, 60005, 60006].map((p) => ({ port: String(p), protocol: 'TCP' })) }] }] } },
+    };
+    const db = ciliumIdentity(303, 'db', 'MODIFIED');
+    settle({ type: 'DELETED', object: db.object }, clientTo('client-db', 'db'), over);
+    expect(a.summary.refusals).toBeGreaterThan(0);
+    // The delete does not fit either (db's pod falls to the fail-closed 255, whose deny web's full map has no room
+    // for): client-db waits with it, and 303 still reads as db meanwhile.
+    expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303', 'CiliumNetworkPolicy/shop/client-db', 'CiliumNetworkPolicy/shop/over']);
+    expect(a.engine.identityLabels(303)).toBeDefined();
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    settle({ type: 'DELETED', object: gone.object });
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    expect(a.engine.identityLabels(303)).toBeUndefined();
+    settle(ciliumIdentity(304, 'db', 'ADDED'));
+    expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
+    expect(checked).toBeGreaterThanOrEqual(2);
+  });
 });

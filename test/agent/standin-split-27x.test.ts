@@ -237,6 +237,7 @@ describe('27x: the same in CRD mode', () => {
       object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('over', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress: [{ toEntities: ['all'], toPorts: [{ ports: [60001, 60002, 60003, 60004, 60005, 60006].map((p) => ({ port: String(p), protocol: 'TCP' })) }] }] } },
     };
     const db = ciliumIdentity(303, 'db', 'MODIFIED');
+    if (!('object' in db)) throw new Error('ciliumIdentity() gives an object item');
     settle({ type: 'DELETED', object: db.object }, clientTo('client-db', 'db'), over);
     expect(a.summary.refusals).toBeGreaterThan(0);
     // The delete does not fit either (db's pod falls to the fail-closed 255, whose deny web's full map has no room

@@ -468,7 +468,10 @@ export class Agent {
     const events = [...identities, ...k8s];
     if (events.length === 0 && this.reconciled) return batch.commit();
     this.summary.events += events.length;
-    let outcome: ApplyOutcome | { readonly ok: true; readonly changes: null } = this.instrumented.apply(events);
+    // CRD identities: a batch that would admit a number whose CiliumIdentity narrows outside it (refused alone, or
+    // left by the halving) is refused and sent again with that identity (finding 2373, `MirrorBatch.stale`).
+    const crdVeto = external && batch.stale.size > 0 ? staleVeto(batch.stale) : undefined;
+    let outcome: ApplyOutcome | { readonly ok: true; readonly changes: null } = this.instrumented.apply(events, crdVeto);
     this.firstApplied = true;
     let acked = identities.length;
     if (!outcome.ok && source && identities.length > 0 && this.committed) {
@@ -481,7 +484,7 @@ export class Agent {
     }
     if (!outcome.ok) {
       this.summary.refusals++;
-      batch.rollback();
+      batch.rollback(crdVeto !== undefined && outcome.error instanceof TransactionVetoedError);
       if (!this.mirror.idle) this.queueFlush();
       return;
     }

@@ -5,15 +5,24 @@ import type { ObjectStates } from './object-states.js';
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
 export interface MirrorBatch {
   readonly events: readonly AgentEvent[];
+  /**
+   * Numbers whose CiliumIdentity narrows (turns unreadable, the fail-closed stand-in, or is deleted) in what `states`
+   * describes but not in this batch: the engine still reads them under their held labels (a refused object retried
+   * alone, one the halving left for a later flush). A batch that would admit one of them more than now is to be
+   * refused with `rollback(true)` (finding 2373; the agent's `staleVeto`).
+   */
+  readonly stale: ReadonlySet<number>;
   /** The engine applied the events: the mirror now holds what they describe. */
   commit(): void;
   /**
    * The engine refused them: the mirror keeps what the engine holds. The objects are retried: a
    * refused batch of several objects in halves, in its order (so one object the engine refuses
    * cannot hold back the others), a refused single object when it changes or after the next
-   * committed change (what it conflicted with may have gone).
+   * committed change (what it conflicted with may have gone). `vetoed`: the batch was refused for admitting a number
+   * of `stale` (finding 2373): its objects are sent again at once with those identities joined, and that batch
+   * commits or waits as a whole.
    */
-  rollback(): void;
+  rollback(vetoed?: boolean): void;
 }
 
 /**
@@ -45,6 +54,12 @@ export class EngineBatches {
   private open: MirrorBatch | undefined;
   /** Keys of the CiliumCIDRGroup objects that cannot be read (`keptOnUnreadable`): while some is, group peers read as the stand-in. */
   private readonly unreadableGroups = new Set<string>();
+  /**
+   * CiliumIdentity keys joined to the next flush's batch (finding 2373): a batch refused for admitting their numbers
+   * while their narrowing waited (`MirrorBatch.stale`) is sent again with them, so it commits with the stand-in or
+   * delete, or waits with it.
+   */
+  private readonly joinStale = new Set<string>();
   /** How the last flush read group peers (policies with them are re-sent when this changes). */
   private groupsMode: GroupsMode = 'unwatched';
 
@@ -166,18 +181,22 @@ export class EngineBatches {
       if (next.size >= this.limit) break;
     }
     if (this.dirty.size === 0) this.limit = Infinity;
-    const joined = this.joinRefusedPolicies(next);
+    const joinedStale = this.joinStaleIdentities(next);
+    const joined = this.joinRefusedPolicies(next) || joinedStale;
     if (namespacesWatched) this.awaitNamespaces(next);
     const events = eventsFor(this.held, next);
+    const stale = this.staleNumbers(next);
     const batch: MirrorBatch = {
       events,
+      stale: new Set(stale.keys()),
       commit: () => {
         this.settle(batch);
         this.commit(next);
       },
-      rollback: () => {
+      rollback: (vetoed = false) => {
         this.settle(batch);
-        this.rollback(next, joined);
+        if (vetoed && stale.size > 0) this.rollbackVetoed(next, stale);
+        else this.rollback(next, joined);
       },
     };
     if (events.length > 0) this.open = batch;
@@ -208,6 +227,61 @@ export class EngineBatches {
       if (this.held.has(key)) next.set(key, undefined);
       else next.delete(key);
     }
+  }
+
+  /**
+   * The numbers whose CiliumIdentity the engine holds and that narrow outside `next` (`MirrorBatch.stale`), with their
+   * keys: an identity waiting in `dirty` (left by the halving's limit) or in `refused` (refused alone) whose wanted
+   * meaning is a stand-in or nothing. Numbers the engine does not hold have no previous reading and are left out, and
+   * so are readable changes (a stand-in turning readable widens; Cilium never gives a number other labels), as in the
+   * agent's `staleVetoOf` for the etcd source.
+   */
+  private staleNumbers(next: ReadonlyMap<string, Held | undefined>): Map<number, string> {
+    const stale = new Map<number, string>();
+    const check = (key: string): void => {
+      if (!key.startsWith('CiliumIdentity/') || next.has(key)) return;
+      const had = this.held.get(key);
+      if (had?.kind !== 'Identity') return;
+      const want = this.wanted(key);
+      if (want?.sig === had.sig) return;
+      if (want === undefined || (want.kind === 'Identity' && want.unreadable === true)) stale.set(had.id, key);
+    };
+    for (const key of this.dirty) check(key);
+    for (const key of this.refused) check(key);
+    return stale;
+  }
+
+  /**
+   * The identities a vetoed batch waited for (`joinStale`) join this batch: removed from `dirty` and `refused`, and
+   * sent whatever the limit. True when some joined (the batch then commits or waits as a whole, like
+   * `joinRefusedPolicies`).
+   */
+  private joinStaleIdentities(next: Map<string, Held | undefined>): boolean {
+    let joined = false;
+    for (const key of this.joinStale) {
+      this.dirty.delete(key);
+      this.refused.delete(key);
+      const want = this.wanted(key);
+      if (next.has(key) || want?.sig === this.held.get(key)?.sig) continue;
+      this.debug('a batch that would admit a number whose identity narrows waits for it: retried together', { key });
+      next.set(key, want);
+      joined = true;
+    }
+    this.joinStale.clear();
+    return joined;
+  }
+
+  /**
+   * The batch was refused for admitting a number of `stale` (finding 2373): its objects go back to the head of `dirty`
+   * and those identities join the next flush's batch (`joinStaleIdentities`), which commits with them or waits as a
+   * whole in `refused`. Each veto joins more identities and those narrow, so a batch is vetoed at most once per
+   * waiting identity.
+   */
+  private rollbackVetoed(next: ReadonlyMap<string, Held | undefined>, stale: ReadonlyMap<number, string>): void {
+    for (const key of stale.values()) this.joinStale.add(key);
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const key of [...next.keys(), ...rest]) this.dirty.add(key);
   }
 
   /**

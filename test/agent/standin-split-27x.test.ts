@@ -120,14 +120,17 @@ describe('27x: a policy that arrives while a stand-in waits', () => {
 /**
  * The same steps in CRD mode (`identities: 'external'`, CiliumIdentity objects): the mirror retries a refused object
  * alone (k8s/engine-batches.ts) and lets the rest commit, so the policy is read against 303's last readable labels
- * there too. `staleVeto` covers the etcd source's split only. Pinned: finding 2373, open (base be70ef1 fails it too).
+ * there too. Fixed (finding 2373, docs/attack-findings-27s.md): the mirror's batch names the numbers whose identity
+ * narrows outside it (`MirrorBatch.stale`), the agent vetoes a batch that would admit one (`staleVeto`) and the mirror
+ * sends it again with that identity joined, so it commits with the stand-in or waits with it (base 2ba436cf and be70ef1
+ * fail at the expectation after `client-db`).
  */
 describe('27x: the same in CRD mode', () => {
   const ciliumIdentity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({
     type,
     object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
   });
-  it.fails('2373 (CRD): a CiliumIdentity turned unreadable is refused for capacity, then a policy naming its last labels: client must still deny 303', () => {
+  it('2373 (CRD): a CiliumIdentity turned unreadable is refused for capacity, then a policy naming its last labels: client must still deny 303', () => {
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
     const feed = (...items: WatchItem[]): void => {
       for (const item of items) a.mirror.observe(item, 'test');
@@ -142,5 +145,113 @@ describe('27x: the same in CRD mode', () => {
     feed(clientTo('client-db', 'db'));
     feed();
     expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    expect(a.mirror.refusedObjects()).toEqual(expect.arrayContaining(['CiliumIdentity//303']));
+    // A remote web pod meanwhile: it admits no waiting number more than before, and goes.
+    const before = a.summary.transactions;
+    const web2 = pod('web2', 'n2', '10.0.1.9');
+    if (web2.type !== 'ADDED') throw new Error('pod() gives an ADDED item');
+    feed({ type: 'ADDED', object: { ...web2.object, metadata: { ...(web2.object.metadata as object), labels: { app: 'web' } } } }, ciliumIdentity(305, 'web', 'ADDED'));
+    expect(a.summary.transactions).toBeGreaterThan(before);
+    expect(a.engine.identityLabels(305)).toBeDefined();
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    // The wide policy goes: the stand-in fits and commits with the policy that waited; 303 stays denied by client.
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    feed({ type: 'DELETED', object: gone.object });
+    feed();
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    for (const ep of ['shop/web', 'shop/client']) for (const d of ['ingress', 'egress'] as const) expect(a.engine.lookup(ep, 303, d, 6, 80)?.entry.deny ?? true).toBe(true);
+    // client-db is in force: a readable db number is admitted.
+    feed(ciliumIdentity(304, 'db', 'ADDED'));
+    expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
+  });
+
+  it('2373 (CRD, halving): the stand-in and the policy in one refused batch: no committed state admits 303, and both commit once the stand-in fits', () => {
+    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
+    // Every committed transaction is checked: client denies 303 while 303 is readable db and client-db is absent, or 303 is a stand-in.
+    const apply = a.instrumented.apply.bind(a.instrumented);
+    let checked = 0;
+    a.instrumented.apply = (events, veto) => {
+      const out = apply(events, veto);
+      if (out.ok && a.engine.identityLabels(303) !== undefined) {
+        checked++;
+        expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+      }
+      return out;
+    };
+    const settle = (...items: WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      for (let i = 0; i < 50; i++) {
+        a.flush();
+        if (a.mirror.idle) break;
+      }
+      a.flush();
+    };
+    settle(shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), ciliumIdentity(300, 'web', 'ADDED'), ciliumIdentity(301, 'client', 'ADDED'), ciliumIdentity(303, 'db', 'ADDED'));
+    settle(wide(DEFAULT_MAP_CAPACITY - 3));
+    // One batch: 303 turns unreadable (no room in web's map) and client-db, with an unrelated remote pod. Refused as a
+    // whole, retried in halves: the pod commits; client-db must not commit while 303 reads as db.
+    const web2 = pod('web2', 'n2', '10.0.1.9');
+    if (web2.type !== 'ADDED') throw new Error('pod() gives an ADDED item');
+    settle(ciliumIdentity(303, null, 'MODIFIED'), clientTo('client-db', 'db'), { type: 'ADDED', object: { ...web2.object, metadata: { ...(web2.object.metadata as object), labels: { app: 'web' } } } });
+    expect(a.summary.refusals).toBeGreaterThan(0);
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    expect(a.mirror.refusedObjects()).toEqual(expect.arrayContaining(['CiliumIdentity//303']));
+    expect(a.engine.identityOfPod('shop/web2')).toBe(300);
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    settle({ type: 'DELETED', object: gone.object });
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    expect(a.engine.unreadableIdentities().length).toBe(1);
+    settle(ciliumIdentity(304, 'db', 'ADDED'));
+    expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
+    expect(checked).toBeGreaterThan(3);
+  });
+
+  it('2373 (CRD, halving, delete): a CiliumIdentity delete left for a later part of a refused batch: the policy naming its labels waits for it, and both commit once it fits', () => {
+    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
+    let checked = 0;
+    const apply = a.instrumented.apply.bind(a.instrumented);
+    a.instrumented.apply = (events, veto) => {
+      const out = apply(events, veto);
+      if (out.ok && a.engine.identityLabels(303) !== undefined) {
+        checked++;
+        expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+      }
+      return out;
+    };
+    const settle = (...items: WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      for (let i = 0; i < 50; i++) {
+        a.flush();
+        if (a.mirror.idle) break;
+      }
+      a.flush();
+    };
+    settle(shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), ciliumIdentity(300, 'web', 'ADDED'), ciliumIdentity(301, 'client', 'ADDED'), ciliumIdentity(303, 'db', 'ADDED'));
+    settle(wide(DEFAULT_MAP_CAPACITY - 3));
+    // One batch: 303 deleted (the last of a batch, `rank`), client-db, and a policy web's map has no room for. Refused
+    // as a whole, retried in halves in that order: client-db comes before the delete and must wait for it.
+    const over: WatchItem = {
+      type: 'ADDED',
+      object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('over', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress: [{ toEntities: ['all'], toPorts: [{ ports: [60001, 60002, 60003, 60004, 60005, 60006].map((p) => ({ port: String(p), protocol: 'TCP' })) }] }] } },
+    };
+    const db = ciliumIdentity(303, 'db', 'MODIFIED');
+    if (!('object' in db)) throw new Error('ciliumIdentity() gives an object item');
+    settle({ type: 'DELETED', object: db.object }, clientTo('client-db', 'db'), over);
+    expect(a.summary.refusals).toBeGreaterThan(0);
+    // The delete does not fit either (db's pod falls to the fail-closed 255, whose deny web's full map has no room
+    // for): client-db waits with it, and 303 still reads as db meanwhile.
+    expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303', 'CiliumNetworkPolicy/shop/client-db', 'CiliumNetworkPolicy/shop/over']);
+    expect(a.engine.identityLabels(303)).toBeDefined();
+    expect(a.engine.lookup('shop/client', 303, 'egress', 6, 80)?.entry.deny ?? true).toBe(true);
+    const gone = wide(DEFAULT_MAP_CAPACITY - 3);
+    if (gone.type !== 'ADDED') throw new Error('wide() gives an ADDED item');
+    settle({ type: 'DELETED', object: gone.object });
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    expect(a.engine.identityLabels(303)).toBeUndefined();
+    settle(ciliumIdentity(304, 'db', 'ADDED'));
+    expect(a.engine.lookup('shop/client', 304, 'egress', 6, 80)?.entry.deny).toBe(false);
+    expect(checked).toBeGreaterThanOrEqual(2);
   });
 });

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { loadYamlDocuments } from '../../src/policy/yaml.js';
+import { parseManifestFile } from '../../src/policy/manifest.js';
+
+/**
+ * Attack finding 2470: a scalar with an explicit `!!int`, `!!float`, `!!bool` or `!!null` tag, read as
+ * kubectl's go-yaml v2 reads it (sigs.k8s.io/yaml goyaml.v2/resolve.go `resolve`): the text resolved,
+ * an integer under `!!float` a float, any other type a failure of the whole file.
+ */
+const value = (text: string): unknown => (loadYamlDocuments(`a: ${text}\n`, 'f')[0]!.value as { a: unknown }).a;
+
+describe('2470: explicit scalar tags as go-yaml v2 resolves them', () => {
+  it.each([
+    ['!!float 80', 80],
+    ['!!float 0x50', 80],
+    ['!!float "1e3"', 1000],
+    ['!!float 1_0.5', 10.5],
+    ['!!float .5', 0.5],
+    ['!!int "80"', 80],
+    ['!!int 0o17', 15],
+    ['!!int 0b101', 5],
+    ['!!bool yes', true],
+    ['!!bool "Off"', false],
+    ['!!null ~', null],
+    ['!!null ""', null],
+    ['!!str 80', '80'],
+    ['!foo 80', '80'],
+  ])('%s is %j', (text, want) => {
+    expect(value(text)).toEqual(want);
+  });
+
+  it.each([
+    ['!!int web', '!!str `web` as a !!int'],
+    ['!!int 1.5', '!!float `1.5` as a !!int'],
+    ['!!int 1e3', '!!float `1e3` as a !!int'],
+    ['!!int yes', '!!bool `yes` as a !!int'],
+    ['!!int 2001-12-14', '!!str `2001-12-14` as a !!int'],
+    ['!!bool 1', '!!int `1` as a !!bool'],
+    ['!!bool', '!!null `` as a !!bool'],
+    ['!!null x', '!!str `x` as a !!null'],
+    ['!!float 1e400', '!!str `1e400` as a !!float'],
+  ])('%s is refused', (text, words) => {
+    expect(() => value(text)).toThrow(`cannot decode ${words}`);
+  });
+
+  it('refuses a float-tagged key (sigs.k8s.io/yaml writes it in float format)', () => {
+    expect(() => loadYamlDocuments('!!float 10000000: x\n', 'f')).toThrow(/quote it/);
+  });
+
+  it('reads a NetworkPolicy port `!!float 80` as port 80', () => {
+    const text = 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: !!float 80}]}]\n';
+    expect(JSON.stringify(parseManifestFile(text, 'np.yaml'))).toMatch(/"port":80\b/);
+  });
+});

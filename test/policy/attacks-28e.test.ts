@@ -52,3 +52,19 @@ describe('2470: explicit scalar tags as go-yaml v2 resolves them', () => {
     expect(JSON.stringify(parseManifestFile(text, 'np.yaml'))).toMatch(/"port":80\b/);
   });
 });
+
+describe('2473: items of a typed list without kind and apiVersion take the list\'s', () => {
+  const list = (kind: string, apiVersion: string, item: string): string => `{"apiVersion":"${apiVersion}","kind":"${kind}","metadata":{"resourceVersion":"1"},"items":[${item}]}`;
+  const np = '{"metadata":{"name":"a","namespace":"x"},"spec":{"podSelector":{},"policyTypes":["Ingress"]}}';
+  it('reads a NetworkPolicyList as the API serves it (items without kind)', () => {
+    const policies = parseManifestFile(list('NetworkPolicyList', 'networking.k8s.io/v1', np), 'l.json');
+    expect(policies.map((p) => `${p.ref.kind}/${p.ref.namespace}/${p.ref.name}`)).toEqual(['NetworkPolicy/x/a']);
+  });
+  it('leaves a `kind: List` item without kind refused (apimachinery infers the kind "")', () => {
+    expect(() => parseManifestFile(list('List', 'v1', np), 'l.json')).toThrow(/kind: expected a string/);
+  });
+  it('leaves an item with only one of kind and apiVersion as written', () => {
+    const item = '{"kind":"NetworkPolicy","metadata":{"name":"a","namespace":"x"},"spec":{"podSelector":{}}}';
+    expect(() => parseManifestFile(list('NetworkPolicyList', 'networking.k8s.io/v1', item), 'l.json')).toThrow(/apiVersion: expected a string/);
+  });
+});

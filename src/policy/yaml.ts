@@ -279,9 +279,29 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
   checkYamlDepth(text, fileName);
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   if (/^[ \t\r\n]*\{/.test(body)) checkJsonNumbers(body, `${fileName}#1`);
+  checkSeparators(body, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
-  return parsed.map((d, i) => ({ source: `${fileName}#${i + 1}`, value: toValue(d, `${fileName}#${i + 1}`, true) }));
+  return parsed.map((d, i) => {
+    const source = `${fileName}#${i + 1}`;
+    if (i > 0 && d.directives.docStart !== true) throw new ManifestError(source, '', 'a document after "..." without "---": kubectl splits a file only at "---" lines and decodes one document of each part (sigs.k8s.io/yaml), so it never applies this one; start it with "---"');
+    return { source, value: toValue(d, source, true) };
+  });
+}
+
+/**
+ * Refuses a `---` line with more than a comment after it. kubectl splits a YAML file into documents
+ * at lines starting with `---` (apimachinery pkg/util/yaml/decoder.go `YAMLReader.Read`) and fails on
+ * one followed by anything but spaces or a comment ("invalid Yaml document separator"), so `--- ~`,
+ * `--- {...}`, `--- |` or `----` never apply (attack finding 2474).
+ */
+function checkSeparators(text: string, fileName: string): void {
+  const lines = text.split('\n');
+  lines.forEach((line, i) => {
+    if (!line.startsWith('---')) return;
+    const rest = line.slice(3).trim();
+    if (rest !== '' && !rest.startsWith('#')) throw new ManifestError(fileName, '', `line ${i + 1}: kubectl refuses "${line.trimEnd()}" (invalid Yaml document separator: only spaces or a comment may follow "---")`);
+  });
 }
 
 /** A single-document YAML text (a scenario). */

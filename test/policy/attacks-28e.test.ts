@@ -68,3 +68,17 @@ describe('2473: items of a typed list without kind and apiVersion take the list\
     expect(() => parseManifestFile(list('NetworkPolicyList', 'networking.k8s.io/v1', item), 'l.json')).toThrow(/apiVersion: expected a string/);
   });
 });
+
+describe('2474: documents as kubectl splits a YAML file', () => {
+  const np = (name: string): string => `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: ${name}, namespace: x}\nspec: {podSelector: {}}\n`;
+  it('refuses a document that follows "..." without "---" (kubectl drops it)', () => {
+    expect(() => loadYamlDocuments(`${np('a')}...\n${np('b')}`, 'f')).toThrow(/after "\.\.\." without "---"/);
+  });
+  it.each(['--- ~', '--- {a: 1}', '--- |', '----', '---x'])('refuses the separator line %j', (line) => {
+    expect(() => loadYamlDocuments(`${np('a')}${line}\n${np('b')}`, 'f')).toThrow(/invalid Yaml document separator/);
+  });
+  it('reads "---" lines with spaces or a comment, "..." at the end, and "..." before "---"', () => {
+    const text = `--- # first\n${np('a')}...\n---  \r\n${np('b')}...\n# end\n`;
+    expect(loadYamlDocuments(text, 'f').map((d) => (d.value as { metadata: { name: string } }).metadata.name)).toEqual(['a', 'b']);
+  });
+});

@@ -113,7 +113,7 @@ const MANIFEST_OPTIONS = { ...OPTIONS, merge: true, customTags: (tags: Tags): Ta
 function toValue(doc: Document.Parsed, source: string, manifest: boolean): unknown {
   const err = doc.errors[0];
   if (err) throw new ManifestError(source, '', `invalid YAML: ${err.message}`);
-  if (manifest) resolveExplicitTags(doc, source);
+  if (manifest) readAsGoYaml(doc, source);
   checkYamlKeys(doc, source);
   let value: unknown;
   try {
@@ -149,16 +149,20 @@ function goResolve(text: string): [GoTag, unknown] {
 }
 
 /**
- * Gives a scalar with an explicit `!!int`, `!!float`, `!!bool` or `!!null` tag go-yaml v2's value, or
+ * Checks anchor names (`checkAnchorName`) and gives a scalar with an explicit `!!int`, `!!float`, `!!bool` or `!!null` tag go-yaml v2's value, or
  * refuses it as kubectl does. go-yaml resolves the text and fails unless it is of the tag's type
  * (resolve.go `resolve`: "cannot decode !!str `80x` as a !!int"; an integer under `!!float` is a
  * float), where the yaml package tries only its own tags' patterns and keeps the text on a miss:
  * `port: !!float 80` was the string "80" (kubectl: the number 80) and `!!int 80x`, `!!bool 1`,
  * `!!null x` strings kubectl never applies (attack finding 2470).
  */
-function resolveExplicitTags(doc: Document.Parsed, source: string): void {
+function readAsGoYaml(doc: Document.Parsed, source: string): void {
   visit(doc, {
+    Node(_, node) {
+      checkAnchorName(isAlias(node) ? node.source : node.anchor, source);
+    },
     Scalar(_, node) {
+      checkAnchorName(node.anchor, source);
       if (node.tag === undefined || !RESOLVED_TAGS.has(node.tag)) return;
       const want = node.tag.slice(CORE.length);
       const text = String(node.source);
@@ -169,6 +173,16 @@ function resolveExplicitTags(doc: Document.Parsed, source: string): void {
       node.value = value;
     },
   });
+}
+
+/**
+ * go-yaml v2 scans an anchor or alias name as letters, digits, `_` and `-` only, ended by a space or
+ * one of `?:,]}%@` and a backquote (scannerc.go `yaml_parser_scan_anchor`), where YAML 1.2 takes any
+ * character but a space and `,[]{}`: `&a.b` and `&ä` fail kubectl, and `x: &a:b 1` is the string
+ * ":b 1" to it and 1 to the yaml package (attack finding 2475).
+ */
+function checkAnchorName(name: string | undefined, source: string): void {
+  if (name !== undefined && !/^[0-9A-Za-z_-]+$/.test(name)) throw new ManifestError(source, '', `the anchor or alias name "${name}" is read differently by kubectl's go-yaml, which takes only letters, digits, "_" and "-" in one: rename it`);
 }
 
 /** A line break of YAML 1.1 that YAML 1.2 reads as text: a CR not followed by LF, NEL, LS, PS. */

@@ -82,3 +82,12 @@ describe('2474: documents as kubectl splits a YAML file', () => {
     expect(loadYamlDocuments(text, 'f').map((d) => (d.value as { metadata: { name: string } }).metadata.name)).toEqual(['a', 'b']);
   });
 });
+
+describe('2475: anchor and alias names as go-yaml v2 scans them', () => {
+  it.each(['x: &a.b 1\ny: *a.b', 'x: &ä 1\ny: *ä', 'x: &a:b 1', 'x: &a/b {p: 1}\ny: {<<: *a/b}'])('refuses %j', (text) => {
+    expect(() => loadYamlDocuments(`${text}\n`, 'f')).toThrow(/anchor or alias name/);
+  });
+  it('reads names of letters, digits, "_" and "-"', () => {
+    expect(loadYamlDocuments('x: &a-b_C9 {p: 1}\nw: *a-b_C9\nz: {<<: *a-b_C9}\n', 'f')[0]!.value).toEqual({ x: { p: 1 }, w: { p: 1 }, z: { p: 1 } });
+  });
+});

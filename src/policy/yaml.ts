@@ -1,4 +1,4 @@
-import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocument, ScalarTag, Tags, visit, type Node, type YAMLMap } from 'yaml';
+import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocument, Scalar, ScalarTag, Tags, visit, type Node, type YAMLMap } from 'yaml';
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
 
@@ -161,8 +161,9 @@ function readAsGoYaml(doc: Document.Parsed, source: string): void {
     Node(_, node) {
       checkAnchorName(isAlias(node) ? node.source : node.anchor, source);
     },
-    Scalar(_, node) {
+    Scalar(_, node, path) {
       checkAnchorName(node.anchor, source);
+      checkFlowPlain(node, path, source);
       if (node.tag === undefined || !RESOLVED_TAGS.has(node.tag)) return;
       const want = node.tag.slice(CORE.length);
       const text = String(node.source);
@@ -173,6 +174,21 @@ function readAsGoYaml(doc: Document.Parsed, source: string): void {
       node.value = value;
     },
   });
+}
+
+/**
+ * A plain scalar in a flow collection that go-yaml v2 splits: its scanner ends a plain scalar there at
+ * `?` and reads `?` and a leading `:` as key and value indicators (scannerc.go
+ * `yaml_parser_scan_plain_scalar`, `yaml_parser_fetch_next_token`), where YAML 1.2 keeps them in the
+ * text: `{path: /v1/users/?}` is an HTTP path regex to the yaml package and, to kubectl, the path
+ * "/v1/users/" followed by a key indicator where "," or "}" must come: a failed file (attack finding 2476).
+ */
+function checkFlowPlain(node: Scalar, path: readonly unknown[], source: string): void {
+  if (node.type !== Scalar.PLAIN) return;
+  const text = String(node.source);
+  if (!text.includes('?') && !text.startsWith(':')) return;
+  if (!path.some((p) => (isMap(p) || isSeq(p)) && p.flow === true)) return;
+  throw new ManifestError(source, '', `the plain scalar ${JSON.stringify(text)} in a flow collection ({...} or [...]) is read differently by kubectl's go-yaml, which ends a plain scalar there at "?" and takes a leading ":" as an indicator: quote it`);
 }
 
 /**

@@ -91,3 +91,17 @@ describe('2475: anchor and alias names as go-yaml v2 scans them', () => {
     expect(loadYamlDocuments('x: &a-b_C9 {p: 1}\nw: *a-b_C9\nz: {<<: *a-b_C9}\n', 'f')[0]!.value).toEqual({ x: { p: 1 }, w: { p: 1 }, z: { p: 1 } });
   });
 });
+
+describe('2476: plain scalars in flow collections that go-yaml v2 splits', () => {
+  it.each(['a: {path: /v1/users/?}', 'a: [x?y]', 'a: {b: :c}', 'a: [{b: [c, {d: e?f}]}]'])('refuses %j', (text) => {
+    expect(() => loadYamlDocuments(`${text}\n`, 'f')).toThrow(/read differently by kubectl's go-yaml/);
+  });
+  it.each([
+    ['a: /x?y', { a: '/x?y' }],
+    ['a: {p: "/x?y"}', { a: { p: '/x?y' } }],
+    ['a: {url: http://x:80/}', { a: { url: 'http://x:80/' } }],
+    ['a:\n  - x?y\n  - {p: q}', { a: ['x?y', { p: 'q' }] }],
+  ])('reads %j', (text, want) => {
+    expect(loadYamlDocuments(`${text}\n`, 'f')[0]!.value).toEqual(want);
+  });
+});

@@ -279,9 +279,9 @@ function jsonStreamValues(text: string): string[] | undefined {
  * ("cannot unmarshal number 1e400 into Go value of type float64"), as the API server does; the
  * YAML reader made it the string "1e400" (go-yaml's reading of a YAML file), so `{"app": 1e400}` was a
  * label value kubectl never applies (review 26t, finding 2173). A text that is not JSON is left to the
- * YAML reader, as kubectl leaves it.
+ * YAML reader, as kubectl leaves it. Returns whether the text is JSON.
  */
-function checkJsonNumbers(json: string, source: string): void {
+function checkJsonNumbers(json: string, source: string): boolean {
   let bad: string | undefined;
   try {
     JSON.parse(json, (key, v: unknown) => {
@@ -289,9 +289,10 @@ function checkJsonNumbers(json: string, source: string): void {
       return v;
     });
   } catch {
-    return;
+    return false;
   }
-  if (bad !== undefined) throw new ManifestError(source, '', `a JSON number (at key ${JSON.stringify(bad)}) is out of range: kubectl's JSON decoder refuses it (a float64 holds at most about 1.8e308); quote it if it is a string`);
+  if (bad === undefined) return true;
+  throw new ManifestError(source, '', `a JSON number (at key ${JSON.stringify(bad)}) is out of range: kubectl's JSON decoder refuses it (a float64 holds at most about 1.8e308); quote it if it is a string`);
 }
 
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors (value n of a JSON stream). */
@@ -308,14 +309,31 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
   }
   checkYamlDepth(text, fileName);
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
-  if (/^[ \t\r\n]*\{/.test(body)) checkJsonNumbers(body, `${fileName}#1`);
+  // A JSON object is JSON to kubectl (its decoder takes `\/`); anything else is go-yaml's.
+  const json = /^[ \t\r\n]*\{/.test(body) && checkJsonNumbers(body, `${fileName}#1`);
   checkSeparators(body, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
   return parsed.map((d, i) => {
     const source = `${fileName}#${i + 1}`;
     if (i > 0 && d.directives.docStart !== true) throw new ManifestError(source, '', 'a document after "..." without "---": kubectl splits a file only at "---" lines and decodes one document of each part (sigs.k8s.io/yaml), so it never applies this one; start it with "---"');
+    if (!json) checkGoEscapes(d, text, source);
     return { source, value: toValue(d, source, true) };
+  });
+}
+
+/**
+ * Refuses `\/` in a double-quoted scalar: YAML 1.2 reads it as "/", go-yaml v2 has no such escape and
+ * fails the file (scannerc.go `yaml_parser_scan_flow_scalar`: "found unknown escape character"; its
+ * `\'`, which YAML 1.2 lacks, the yaml package refuses already). Attack finding 2477.
+ */
+function checkGoEscapes(doc: Document.Parsed, text: string, source: string): void {
+  visit(doc, {
+    Scalar(_, node) {
+      if (node.type !== Scalar.QUOTE_DOUBLE || node.range === undefined || node.range === null) return;
+      const raw = text.slice(node.range[0], node.range[1]);
+      if (/(?:^|[^\\])(?:\\\\)*\\\//.test(raw)) throw new ManifestError(source, '', `the escape "\\/" in ${raw.length > 60 ? `${raw.slice(0, 60)}..."` : raw} is no escape to kubectl's go-yaml, which refuses the file: write "/"`);
+    },
   });
 }
 

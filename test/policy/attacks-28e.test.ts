@@ -105,3 +105,16 @@ describe('2476: plain scalars in flow collections that go-yaml v2 splits', () =>
     expect(loadYamlDocuments(`${text}\n`, 'f')[0]!.value).toEqual(want);
   });
 });
+
+describe('2477: "\\/" in a double-quoted YAML scalar', () => {
+  it.each(['a: "x\\/y"', 'a: ["\\\\\\/"]'])('refuses %j (go-yaml has no such escape)', (text) => {
+    expect(() => loadYamlDocuments(`${text}\n`, 'f')).toThrow(/is no escape to kubectl's go-yaml/);
+  });
+  it.each([
+    ['a: "x\\\\/y"', { a: 'x\\/y' }],
+    ["a: 'x\\/y'", { a: 'x\\/y' }],
+    ['{"a": "x\\/y"}', { a: 'x/y' }],
+  ])('reads %j (an escaped backslash, single quotes, a JSON object)', (text, want) => {
+    expect(loadYamlDocuments(`${text}\n`, 'f')[0]!.value).toEqual(want);
+  });
+});

@@ -1,4 +1,4 @@
-import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocument, Scalar, ScalarTag, Tags, visit, type Node, type YAMLMap } from 'yaml';
+import { CST, Document, isAlias, isMap, isScalar, isSeq, Lexer, parseAllDocuments, parseDocument, Scalar, ScalarTag, Tags, visit, type Node, type YAMLMap } from 'yaml';
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
 
@@ -312,6 +312,7 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
   // A JSON object is JSON to kubectl (its decoder takes `\/`); anything else is go-yaml's.
   const json = /^[ \t\r\n]*\{/.test(body) && checkJsonNumbers(body, `${fileName}#1`);
   checkSeparators(body, fileName);
+  if (!json) checkTabs(body, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
   return parsed.map((d, i) => {
@@ -320,6 +321,36 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
     if (!json) checkGoEscapes(d, text, source);
     return { source, value: toValue(d, source, true) };
   });
+}
+
+/** Where go-yaml v2's scanner may start a simple key: a tab in the blanks after these fails it. */
+const KEY_ALLOWED_AFTER = new Set(['doc-mode', 'byte-order-mark', 'newline', 'seq-item-ind', 'explicit-key-ind', 'map-value-ind']);
+
+/**
+ * Refuses a tab go-yaml v2 does not skip: in block context its scanner eats tabs only where no simple
+ * key may start (scannerc.go `yaml_parser_scan_to_next_token`: "Tabs are allowed ... in the block
+ * context, but not at the beginning of the line or after '-', '?', or ':'"), so `a:\tb`, `- \tb` and
+ * a line starting with a tab fail kubectl ("found character that cannot start any token"), where the
+ * yaml package reads them (attack finding 2478). Tabs inside scalars, in flow collections and after
+ * a value are left alone, as go-yaml leaves them.
+ */
+function checkTabs(text: string, fileName: string): void {
+  if (!text.includes('\t')) return;
+  let flow = 0;
+  let prev = 'doc-mode';
+  let line = 1;
+  let inScalar = false; // the lexer gives a scalar's source after its marker
+  for (const tok of new Lexer().lex(text)) {
+    const type: string = inScalar ? 'scalar-source' : (CST.tokenType(tok) ?? 'other');
+    inScalar = type === 'scalar';
+    if (type === 'flow-map-start' || type === 'flow-seq-start') flow++;
+    else if (type === 'flow-map-end' || type === 'flow-seq-end') flow--;
+    else if (type === 'space' && flow === 0 && tok.includes('\t') && KEY_ALLOWED_AFTER.has(prev)) {
+      throw new ManifestError(fileName, '', `line ${line}: a tab where kubectl's go-yaml fails ("found character that cannot start any token": in block context it takes a tab only after a value); use spaces`);
+    }
+    line += tok.split('\n').length - 1;
+    if (type !== 'scalar') prev = type;
+  }
 }
 
 /**

@@ -118,3 +118,19 @@ describe('2477: "\\/" in a double-quoted YAML scalar', () => {
     expect(loadYamlDocuments(`${text}\n`, 'f')[0]!.value).toEqual(want);
   });
 });
+
+describe('2478: tabs where go-yaml v2 does not skip them', () => {
+  it.each(['a:\tb', 'a: \tb', '- \tb', 'k: v\n\t\nz: 1', '\t# c\na: 1', 'a:\t\n  b: 1'])('refuses %j', (text) => {
+    expect(() => loadYamlDocuments(`${text}\n`, 'f')).toThrow(/a tab where kubectl's go-yaml fails/);
+  });
+  it.each([
+    ['a: b\t# c', { a: 'b' }],
+    ['x: |\n  a\tb', { x: 'a\tb\n' }],
+    ['a: [1,\t2]', { a: [1, 2] }],
+    ['a: "x\ty"', { a: 'x\ty' }],
+    ['a: &x\tb', { a: 'b' }],
+    ['{"a":\t1}', { a: 1 }],
+  ])('reads %j (a tab after a value, in a scalar, in a flow collection, in JSON)', (text, want) => {
+    expect(loadYamlDocuments(`${text}\n`, 'f')[0]!.value).toEqual(want);
+  });
+});

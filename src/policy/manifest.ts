@@ -194,7 +194,7 @@ function shapeHint(doc: unknown): string | undefined {
 function documentLabel(source: string, top: Record<string, unknown>): string {
   if (typeof top.kind !== 'string') return source;
   const md = typeof top.metadata === 'object' && top.metadata !== null ? (top.metadata as Record<string, unknown>) : {};
-  const name = typeof md.name === 'string' ? (typeof md.namespace === 'string' ? `${md.namespace}/${md.name}` : md.name) : '';
+  const name = typeof md.name === 'string' ? (typeof md.namespace === 'string' && md.namespace !== '' ? `${md.namespace}/${md.name}` : md.name) : '';
   return `${source} (${top.kind}${name === '' ? '' : ` ${name}`})`;
 }
 

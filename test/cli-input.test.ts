@@ -100,7 +100,17 @@ describe('bad input exits 2 naming the path, never a stack trace (issue 11 item 
     expectBadInput(cli('verify', '--scenario', '/nonexistent'), '/nonexistent');
     expectBadInput(cli('replay', 'fixtures'), 'fixtures: is a directory');
     expectBadInput(cli('maps', 'dump', '--scenario', 'fixtures', '--endpoint', 'a/b'), 'fixtures: is a directory');
-    expectBadInput(cli('validate', tmpFile('bin.yaml', Buffer.from([0xff, 0xfe, 0xff, 0xfe]))), 'is not UTF-8 text');
+    expectBadInput(cli('validate', tmpFile('bin.yaml', Buffer.from([0xfe, 0xfe, 0xff, 0xfe]))), 'is not UTF-8 text');
+    expectBadInput(cli('validate', tmpFile('odd16.yaml', Buffer.from([0xff, 0xfe, 0x61]))), 'is not UTF-16 text');
+  });
+  it('2472: a manifest in UTF-16 with its byte order mark is read, as kubectl reads it (cli-runtime FileVisitor: BOMOverride)', () => {
+    const text = 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x}\nspec: {podSelector: {}}\n';
+    const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+    const be = Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from(text, 'utf16le').swap16()]);
+    for (const [name, bytes] of [['le.yaml', le], ['be.yaml', be]] as const) {
+      const r = cli('validate', tmpFile(name, bytes));
+      expect(r, name).toMatchObject({ code: 0, out: expect.stringContaining('1 policies') as unknown });
+    }
   });
   it('input nested more than 64 levels is refused before any reader recurses over it (V8 aborts the process when a regex compiles near a stack overflow)', () => {
     const nest = (d: number): string => '{"a":['.repeat(d) + '1' + ']}'.repeat(d);

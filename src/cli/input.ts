@@ -88,11 +88,19 @@ function tooBig(name: string, maxBytes: number): never {
   throw new InputError(`${name}: larger than the input limit of ${maxBytes} bytes (raise it with --max-input-bytes)`);
 }
 
+/**
+ * UTF-8, or UTF-16 after its byte order mark: kubectl reads a file through
+ * `unicode.BOMOverride(unicode.UTF8.NewDecoder())` (k8s.io/cli-runtime pkg/resource/visitor.go
+ * `FileVisitor.Visit`), so the UTF-16LE file Windows PowerShell writes for `kubectl get -o yaml > f`
+ * applies (attack finding 2472). Text kubectl would read with U+FFFD in place of bad bytes is refused.
+ */
 function decode(bytes: Buffer, name: string): string {
+  const utf16 = bytes[0] === 0xff && bytes[1] === 0xfe ? 'utf-16le' : bytes[0] === 0xfe && bytes[1] === 0xff ? 'utf-16be' : undefined;
   try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    // The decoder drops the byte order mark.
+    return new TextDecoder(utf16 ?? 'utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new InputError(`${name}: is not UTF-8 text`);
+    throw new InputError(`${name}: is not ${utf16 === undefined ? 'UTF-8' : 'UTF-16'} text`);
   }
 }
 

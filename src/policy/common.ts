@@ -39,7 +39,10 @@ export function readMetadata(r: Reader, v: unknown, namespaced: boolean): { name
   checkObjectName(r, name, 'metadata.name');
   r.stringMap(md.labels, 'metadata.labels');
   if (!namespaced) return { name };
-  const namespace = r.optString(md.namespace, 'metadata.namespace') ?? 'default';
+  // kubectl gives an object without a namespace, `""` included, the context's (cli-runtime resource
+  // `SetNamespace`: `len(info.Namespace) == 0`); distill's context namespace is `default`.
+  const written = r.optString(md.namespace, 'metadata.namespace');
+  const namespace = written === undefined || written === '' ? 'default' : written;
   checkNamespaceName(r, namespace, 'metadata.namespace');
   return { name, namespace };
 }

@@ -74,7 +74,21 @@ export function parseManifests(doc: unknown, source: string, options: ParseOptio
   const kind = o.kind as string;
   const expected = kind === 'List' ? ['v1'] : (KINDS[kind.slice(0, -'List'.length)] ?? []);
   if (!expected.includes(apiVersion)) r.fail('apiVersion', `"${apiVersion}" is not the apiVersion of ${kind} (expected ${expectedText(expected)})`);
-  return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(item, `${source}.items[${i}]`, options));
+  const itemKind = kind.slice(0, -'List'.length);
+  return (r.optArray(o.items, 'items') ?? []).map((item, i) => parseManifest(withListKind(item, itemKind, apiVersion), `${source}.items[${i}]`, options));
+}
+
+/**
+ * An item of a typed list with neither `kind` nor `apiVersion` (the API's own lists leave them out:
+ * `kubectl get --raw .../networkpolicies`) takes the list's, as kubectl decodes it: apimachinery
+ * unstructured `decodeToList` ("Set the item's Kind and APIVersion to those inferred from the List",
+ * when `GetKind()` and `GetAPIVersion()` are both empty). A `kind: List` infers the kind "", which no
+ * reader takes (attack finding 2473).
+ */
+function withListKind(item: unknown, itemKind: string, apiVersion: string): unknown {
+  const blank = (v: unknown): boolean => typeof v !== 'string' || v === '';
+  if (itemKind === '' || !isObject(item) || !blank(item.kind) || !blank(item.apiVersion)) return item;
+  return { ...item, kind: itemKind, apiVersion };
 }
 
 /**
@@ -180,7 +194,7 @@ function shapeHint(doc: unknown): string | undefined {
 function documentLabel(source: string, top: Record<string, unknown>): string {
   if (typeof top.kind !== 'string') return source;
   const md = typeof top.metadata === 'object' && top.metadata !== null ? (top.metadata as Record<string, unknown>) : {};
-  const name = typeof md.name === 'string' ? (typeof md.namespace === 'string' ? `${md.namespace}/${md.name}` : md.name) : '';
+  const name = typeof md.name === 'string' ? (typeof md.namespace === 'string' && md.namespace !== '' ? `${md.namespace}/${md.name}` : md.name) : '';
   return `${source} (${top.kind}${name === '' ? '' : ` ${name}`})`;
 }
 

@@ -1,4 +1,5 @@
 import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocument, ScalarTag, Tags, visit, type Node, type YAMLMap } from 'yaml';
+import { checkAnchorName, checkFlowPlain, checkGoEscapes, checkSeparators, checkTabs } from './go-yaml-text.js';
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
 
@@ -110,9 +111,10 @@ const GO_BOOL: ScalarTag = {
  */
 const MANIFEST_OPTIONS = { ...OPTIONS, merge: true, customTags: (tags: Tags): Tags => [GO_BOOL, ...OPTIONS.customTags(tags)] };
 
-function toValue(doc: Document.Parsed, source: string): unknown {
+function toValue(doc: Document.Parsed, source: string, manifest: boolean): unknown {
   const err = doc.errors[0];
   if (err) throw new ManifestError(source, '', `invalid YAML: ${err.message}`);
+  if (manifest) readAsGoYaml(doc, source);
   checkYamlKeys(doc, source);
   let value: unknown;
   try {
@@ -123,6 +125,56 @@ function toValue(doc: Document.Parsed, source: string): unknown {
   }
   checkInputDepth(value, source);
   return value;
+}
+
+type GoTag = 'null' | 'bool' | 'int' | 'float' | 'str';
+const CORE = 'tag:yaml.org,2002:';
+/** The explicit tags go-yaml v2 resolves (resolve.go `resolvableTag`; `!!timestamp` is refused above). */
+const RESOLVED_TAGS = new Set<string>(['null', 'bool', 'int', 'float'].map((t) => CORE + t));
+/** resolve.go `resolveMapList`: the words looked up before any number syntax. */
+const GO_WORDS = new Map<string, [GoTag, unknown]>([
+  ...['y', 'Y', 'yes', 'Yes', 'YES', 'true', 'True', 'TRUE', 'on', 'On', 'ON'].map((w): [string, [GoTag, unknown]] => [w, ['bool', true]]),
+  ...['n', 'N', 'no', 'No', 'NO', 'false', 'False', 'FALSE', 'off', 'Off', 'OFF'].map((w): [string, [GoTag, unknown]] => [w, ['bool', false]]),
+  ...['', '~', 'null', 'Null', 'NULL'].map((w): [string, [GoTag, unknown]] => [w, ['null', null]]),
+  ...[...GO_FLOAT_WORDS].map(([w, v]): [string, [GoTag, unknown]] => [w, ['float', v]]),
+]);
+
+/** What go-yaml v2's `resolve` makes of a scalar's text under an explicit tag (no timestamp tried). */
+function goResolve(text: string): [GoTag, unknown] {
+  const word = GO_WORDS.get(text);
+  if (word !== undefined) return word;
+  if (!/^[-+.0-9]/.test(text)) return ['str', text];
+  const v = goScalar(text);
+  if (typeof v !== 'number') return ['str', text];
+  return [!text.startsWith('.') && GO_INT.test(text.replace(/_/g, '')) ? 'int' : 'float', v];
+}
+
+/**
+ * Checks anchor names (`checkAnchorName`) and gives a scalar with an explicit `!!int`, `!!float`, `!!bool` or `!!null` tag go-yaml v2's value, or
+ * refuses it as kubectl does. go-yaml resolves the text and fails unless it is of the tag's type
+ * (resolve.go `resolve`: "cannot decode !!str `80x` as a !!int"; an integer under `!!float` is a
+ * float), where the yaml package tries only its own tags' patterns and keeps the text on a miss:
+ * `port: !!float 80` was the string "80" (kubectl: the number 80) and `!!int 80x`, `!!bool 1`,
+ * `!!null x` strings kubectl never applies (attack finding 2470).
+ */
+function readAsGoYaml(doc: Document.Parsed, source: string): void {
+  visit(doc, {
+    Node(_, node) {
+      checkAnchorName(isAlias(node) ? node.source : node.anchor, source);
+    },
+    Scalar(_, node, path) {
+      checkAnchorName(node.anchor, source);
+      checkFlowPlain(node, path, source);
+      if (node.tag === undefined || !RESOLVED_TAGS.has(node.tag)) return;
+      const want = node.tag.slice(CORE.length);
+      const text = String(node.source);
+      const [tag, value] = goResolve(text);
+      if (tag !== want && !(want === 'float' && tag === 'int')) {
+        throw new ManifestError(source, '', `cannot decode !!${tag} \`${text}\` as a !!${want} (kubectl's go-yaml refuses the file)`);
+      }
+      node.value = value;
+    },
+  });
 }
 
 /** A line break of YAML 1.1 that YAML 1.2 reads as text: a CR not followed by LF, NEL, LS, PS. */
@@ -203,9 +255,9 @@ function jsonStreamValues(text: string): string[] | undefined {
  * ("cannot unmarshal number 1e400 into Go value of type float64"), as the API server does; the
  * YAML reader made it the string "1e400" (go-yaml's reading of a YAML file), so `{"app": 1e400}` was a
  * label value kubectl never applies (review 26t, finding 2173). A text that is not JSON is left to the
- * YAML reader, as kubectl leaves it.
+ * YAML reader, as kubectl leaves it. Returns whether the text is JSON.
  */
-function checkJsonNumbers(json: string, source: string): void {
+function checkJsonNumbers(json: string, source: string): boolean {
   let bad: string | undefined;
   try {
     JSON.parse(json, (key, v: unknown) => {
@@ -213,9 +265,10 @@ function checkJsonNumbers(json: string, source: string): void {
       return v;
     });
   } catch {
-    return;
+    return false;
   }
-  if (bad !== undefined) throw new ManifestError(source, '', `a JSON number (at key ${JSON.stringify(bad)}) is out of range: kubectl's JSON decoder refuses it (a float64 holds at most about 1.8e308); quote it if it is a string`);
+  if (bad === undefined) return true;
+  throw new ManifestError(source, '', `a JSON number (at key ${JSON.stringify(bad)}) is out of range: kubectl's JSON decoder refuses it (a float64 holds at most about 1.8e308); quote it if it is a string`);
 }
 
 /** Every document of a multi-document manifest text (kubectl's scalars); `#n` (from 1) names document n in errors (value n of a JSON stream). */
@@ -227,16 +280,25 @@ export function loadYamlDocuments(text: string, fileName: string): { source: str
       const source = `${fileName}#${i + 1}`;
       checkYamlDepth(json, source);
       checkJsonNumbers(json, source);
-      return { source, value: toValue(parseDocument(json, MANIFEST_OPTIONS), source) };
+      return { source, value: toValue(parseDocument(json, MANIFEST_OPTIONS), source, true) };
     });
   }
   checkYamlDepth(text, fileName);
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
-  if (/^[ \t\r\n]*\{/.test(body)) checkJsonNumbers(body, `${fileName}#1`);
+  // A JSON object is JSON to kubectl (its decoder takes `\/`); anything else is go-yaml's.
+  const json = /^[ \t\r\n]*\{/.test(body) && checkJsonNumbers(body, `${fileName}#1`);
+  checkSeparators(body, fileName);
+  if (!json) checkTabs(body, fileName);
   const parsed = parseAllDocuments(text, MANIFEST_OPTIONS);
   if (!Array.isArray(parsed)) return []; // an empty stream
-  return parsed.map((d, i) => ({ source: `${fileName}#${i + 1}`, value: toValue(d, `${fileName}#${i + 1}`) }));
+  return parsed.map((d, i) => {
+    const source = `${fileName}#${i + 1}`;
+    if (i > 0 && d.directives.docStart !== true) throw new ManifestError(source, '', 'a document after "..." without "---": kubectl splits a file only at "---" lines and decodes one document of each part (sigs.k8s.io/yaml), so it never applies this one; start it with "---"');
+    if (!json) checkGoEscapes(d, text, source);
+    return { source, value: toValue(d, source, true) };
+  });
 }
+
 
 /** A single-document YAML text (a scenario). */
 export function loadYaml(text: string, source: string): unknown {
@@ -246,7 +308,7 @@ export function loadYaml(text: string, source: string): unknown {
   // The yaml package's own words ("please use YAML.parseAllDocuments()") name its API, not the fix.
   const multiple = doc.errors.find((e) => e.code === 'MULTIPLE_DOCS');
   if (multiple !== undefined) throw new ManifestError(source, '', `line ${multiple.linePos?.[0].line ?? '?'}: a second YAML document ("---"): a scenario is one document`);
-  return toValue(doc, source);
+  return toValue(doc, source, false);
 }
 
 /** A merge key `<<` (resolved as a symbol when merge keys are on). */
@@ -329,7 +391,8 @@ function checkYamlKeys(doc: Document.Parsed, source: string): void {
 function checkKeyText(key: unknown, k: unknown, source: string): void {
   if (typeof k === 'string' || typeof k === 'boolean') return;
   const text = isScalar(key) ? key.source : undefined;
-  if (typeof k === 'number' && Number.isSafeInteger(k) && typeof text === 'string' && /^-?(?:0|[1-9][0-9]*)$/.test(text)) return;
+  const float = isScalar(key) && key.tag === `${CORE}float`; // a Go float64 key, whatever its text
+  if (typeof k === 'number' && !float && Number.isSafeInteger(k) && typeof text === 'string' && /^-?(?:0|[1-9][0-9]*)$/.test(text)) return;
   const shown = typeof text === 'string' ? JSON.stringify(text) : 'that is a list, a map or nothing';
   throw new ManifestError(source, '', `the map key ${shown} is not read as kubectl reads it (sigs.k8s.io/yaml writes a number key in Go's float format and refuses null, list and map keys): quote it`);
 }

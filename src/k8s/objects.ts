@@ -124,6 +124,26 @@ function deletionDeadline(r: Reader, meta: Record<string, unknown>): number | un
   return at;
 }
 
+/** The annotation the kubelet puts on a static pod's mirror pod (Kubernetes `MirrorPodAnnotationKey`). */
+const MIRROR_POD_ANNOTATION = 'kubernetes.io/config.mirror';
+
+/**
+ * A pod's service account as Cilium reads it: `spec.serviceAccountName` (Cilium 1.19 pkg/k8s
+ * `GetPodMetadata` passes `pod.Spec.ServiceAccountName` to `SanitizePodLabels`), else the deprecated
+ * `spec.serviceAccount` (the API server's v1 conversion fills one from the other). With neither, a
+ * mirror pod has none, "": the ServiceAccount admission plugin sets `default` on every pod but a
+ * static pod's mirror pod, which "may not reference service accounts" (kubernetes
+ * plugin/pkg/admission/serviceaccount/admission.go `Admit`), and `SanitizePodLabels` then sets no
+ * service-account label (attack finding 2460); any other pod has `default`, as admitted.
+ */
+function podServiceAccount(r: Reader, spec: Record<string, unknown>, meta: Record<string, unknown>): string {
+  for (const field of ['serviceAccountName', 'serviceAccount']) {
+    const name = r.optString(spec[field], join('spec', field));
+    if (name !== undefined && name !== '') return name;
+  }
+  return Object.hasOwn(rec(meta.annotations), MIRROR_POD_ANNOTATION) ? '' : 'default';
+}
+
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
 
 /**
@@ -149,8 +169,7 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   if (deleteAt !== undefined && deleteAt <= now) return { pod: null, reason: 'terminating' };
   const ips = podAddresses(r, status);
   if (ips.length === 0) return { pod: null, reason: 'no-ip' };
-  const sa = spec.serviceAccountName ?? spec.serviceAccount ?? 'default';
-  const serviceAccount = r.nonEmptyString(sa, join('spec', 'serviceAccountName'));
+  const serviceAccount = podServiceAccount(r, spec, meta);
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount, ports };
   return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }

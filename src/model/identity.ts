@@ -150,7 +150,8 @@ export interface PodIdentitySource {
 
 /**
  * A pod's identity labels, as Cilium derives them: its own labels, its namespace name, its
- * namespace's labels and its service account, plus the cluster name.
+ * namespace's labels and its service account (none for an empty one: Cilium's `SanitizePodLabels`,
+ * pkg/k8s/utils/utils.go, deletes the key when the service account is ""), plus the cluster name.
  */
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
   // Pod labels in a derived label space never reach the identity (see isDerivedLabelKey).
@@ -158,7 +159,7 @@ export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Reado
   const labels: Label[] = [];
   for (const key of Object.keys(pod.labels)) if (!isDerivedLabelKey(key)) labels.push({ source: SOURCE_K8S, key, value: pod.labels[key] as string });
   for (const l of namespacePart(pod.namespace, namespaceLabels)) labels.push(l);
-  labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
+  if (pod.serviceAccount !== '') labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
   return labelSetOf(labels);
 }
 

@@ -112,8 +112,8 @@ function readPod(r: Reader, v: unknown, path: string): PodSpec {
   const ports = readContainerPorts(r, o.ports, join(path, 'ports'));
   const serviceAccount = r.optString(o.serviceAccount, join(path, 'serviceAccount')) ?? 'default';
   // Kubernetes' ValidateServiceAccountName (a DNS subdomain), checked here as the engine checks it, so a
-  // scenario is refused whatever it probes (attack finding 1542).
-  checkObjectName(r, serviceAccount, join(path, 'serviceAccount'));
+  // scenario is refused whatever it probes (attack finding 1542). "": no service account (a mirror pod, 2460).
+  if (serviceAccount !== '') checkObjectName(r, serviceAccount, join(path, 'serviceAccount'));
   if (!absent(o.ip) && !absent(o.ips)) r.fail(join(path, 'ips'), 'give ip or ips, not both');
   const ips = absent(o.ips) ? undefined : readPodIps(r, o.ips, join(path, 'ips'));
   const ip = ips ? ips[0] : absent(o.ip) ? undefined : readIp(r, o.ip, join(path, 'ip'));

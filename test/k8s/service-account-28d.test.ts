@@ -1,4 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { traceToWatch } from '../../src/cluster/watch-objects.js';
+import { parseTrace } from '../../src/churn/trace.js';
+import { Engine } from '../../src/engine/engine.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { ClusterMirror } from '../../src/k8s/mirror.js';
 import { mirrorAgent } from './mirror-agent.js';
 
 /**
@@ -61,5 +66,34 @@ describe('a pod without a service account has no service-account label (2460)', 
     const a = mirrorAgent();
     a.step('pods', ev('ADDED', pod('server', 'n1', '10.0.0.1', 'server')), ev('ADDED', pod('odd', 'n2', '10.0.0.6', 'odd', { serviceAccountName: 7 })));
     expect(a.mirror.counts.invalid).toBe(1);
+  });
+});
+
+describe('a trace pod without a service account (2460)', () => {
+  const header = JSON.stringify({ distillTrace: 1, description: 'mirror pod' });
+  const line = (o: Obj): string => JSON.stringify(o);
+  const text = [
+    header,
+    line({ type: 'upsertNamespace', name: 'x', labels: {} }),
+    line({ type: 'upsertPod', pod: { namespace: 'x', name: 'server', labels: { app: 'server' }, ip: '10.0.0.1' }, local: true }),
+    line({ type: 'upsertPod', pod: { namespace: 'x', name: 'mirror', labels: { app: 'static' }, ip: '10.0.0.9', serviceAccount: '' }, local: false }),
+    line({ type: 'upsertPolicy', manifest: ccnp('allow-default-sa', { ingress: [{ fromEndpoints: [{ matchLabels: { [SA]: 'default' } }] }] }) }),
+  ].join('\n');
+
+  it('2460. the engine fed the trace and a mirror fed it as watch events (distill cluster) agree: no service-account label', () => {
+    const engine = new Engine();
+    for (const item of parseTrace(text, 't.jsonl').items) if (item.kind === 'event') engine.apply([item.event]);
+    const mirror = new ClusterMirror({ nodeName: 'node-0' });
+    const fed = new Engine();
+    for (const item of traceToWatch(text, 't.jsonl', 1).items) mirror.observe(item, 'feed');
+    const b = mirror.flush();
+    fed.apply(b.events as EngineEvent[]);
+    b.commit();
+    const labelsOf = (e: Engine): string[] | undefined => {
+      const id = e.ipcache().find((x) => x.prefix === '10.0.0.9/32')?.identity;
+      return id === undefined ? undefined : e.identityLabels(id)?.map((l) => `${l.source}:${l.key}=${l.value}`).sort();
+    };
+    expect(labelsOf(engine)?.some((l) => l.includes(SA))).toBe(false);
+    expect(labelsOf(fed)).toEqual(labelsOf(engine));
   });
 });

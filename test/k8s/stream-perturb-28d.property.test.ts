@@ -11,7 +11,9 @@ import { fcReplay, fcRuns } from '../fc-knobs.js';
  * streams, each delivered in order but interleaved at random and perturbed as a buggy or restarted API server does:
  * events replayed (duplicates, older versions), ERROR 410 then a List or a watch-list (initial ADDEDs, end bookmark)
  * at the current version, plain bookmarks. Once every stream caught up, the verdicts of the remote clients at the
- * local server equal those of a fresh mirror fed the final objects as Lists.
+ * local server equal those of a fresh mirror fed the final objects as Lists, and whenever no stream awaits a relist
+ * they equal those of the objects each stream delivered so far. Its power is modest: with the deletes of a watch-list's
+ * end bookmark disabled it failed once in ~1,000-2,000 runs (DISTILL_RUNS=3000 for a longer search).
  */
 type Obj = Record<string, unknown>;
 type Kind = 'ns' | 'pods' | 'pol';
@@ -46,7 +48,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant('pol' as const), p: fc.nat(4), del: fc.boolean() }),
 );
 type Perturb = 'next' | 'dup' | 'old' | 'relist' | 'watchlist' | 'bookmark' | 'resume';
-const deliveryArb = fc.record({ s: fc.constantFrom<Kind>('ns', 'pods', 'pol'), how: fc.constantFrom<Perturb>('next', 'next', 'next', 'dup', 'old', 'relist', 'watchlist', 'bookmark', 'resume'), n: fc.integer({ min: 1, max: 4 }) });
+const deliveryArb = fc.record({ s: fc.constantFrom<Kind>('ns', 'pods', 'pol'), how: fc.constantFrom<Perturb>('next', 'next', 'next', 'dup', 'old', 'relist', 'relist', 'watchlist', 'watchlist', 'bookmark', 'resume'), n: fc.integer({ min: 1, max: 4 }) });
 
 interface Ev { type: string; object: Obj; rv: number }
 
@@ -141,7 +143,7 @@ const SERVER = podObj('x', 'server', 'server', 'n1', '10.0.0.1', 2);
 describe('28d: perturbed multi-stream histories converge to a fresh mirror fed the final Lists', () => {
   it('holds', () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(opArb.map((op) => ({ op })), deliveryArb.map((d) => ({ d }))), { minLength: 1, maxLength: 40 }), (steps) => {
+      fc.property(fc.array(fc.oneof(opArb.map((op) => ({ op })), deliveryArb.map((d) => ({ d }))), { minLength: 1, maxLength: 60 }), (steps) => {
         const server = new Server();
         server.objs.ns.set('x', SETUP_NS);
         server.objs.pods.set('x/server', SERVER);

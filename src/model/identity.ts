@@ -1,5 +1,6 @@
 import {
   CLUSTER_KEY,
+  filteredOut,
   isDerivedLabelKey,
   DEFAULT_CLUSTER_NAME,
   Label,
@@ -172,7 +173,11 @@ function namespacePart(namespace: string, namespaceLabels: Readonly<Record<strin
   const hit = namespaceParts.get(namespaceLabels);
   if (hit !== undefined && hit.namespace === namespace) return hit.labels;
   const labels: Label[] = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY, value: namespace }];
-  for (const [k, v] of Object.entries(namespaceLabels)) labels.push({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k, value: v });
+  for (const [k, v] of Object.entries(namespaceLabels)) {
+    const key = NAMESPACE_LABELS_PREFIX + k;
+    // Cilium's label filter also runs over the namespace's labels (filteredOut, finding 2461).
+    if (!filteredOut(key)) labels.push({ source: SOURCE_K8S, key, value: v });
+  }
   labels.push(CLUSTER_LABEL);
   namespaceParts.set(namespaceLabels, { namespace, labels });
   return labels;

@@ -1,10 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
+import { mirrorAgent } from './mirror-agent.js';
 
 /*
  * Attack round 28d: one cluster history (namespaces, pods, policies; resourceVersions one etcd order) served on three
@@ -102,27 +99,12 @@ const bookmark = (kind: Kind, rv: number, end: boolean): string => ev('BOOKMARK'
 const ERROR = ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 });
 
 function agent() {
-  const mirror = new ClusterMirror({ nodeName: 'n1' });
-  const engine = new Engine();
-  const parsers = new Map<string, WatchStreamParser>();
+  const a = mirrorAgent('n1');
   const step = (source: string, lines: string[]): void => {
-    if (lines.length === 0) return;
-    const parser = parsers.get(source) ?? new WatchStreamParser(source);
-    parsers.set(source, parser);
-    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, source);
-    for (let i = 0; i < 50 && !mirror.idle; i++) {
-      const b = mirror.flush();
-      engine.apply(b.events as EngineEvent[]);
-      b.commit();
-    }
+    if (lines.length > 0) a.step(source, ...lines);
   };
-  const verdict = (ip: string): string => {
-    const id = engine.ipcache().find((e) => e.prefix === `${ip}/32`)?.identity;
-    const hit = id === undefined ? undefined : engine.lookup('x/server', id, 'ingress', 6, 80);
-    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
-  };
-  const verdicts = (): string[] => CLIENTS.map((_, i) => `10.0.1.${i + 1}`).map((ip) => `${ip}:${verdict(ip)}`);
-  return { step, verdicts, mirror };
+  const verdicts = (): string[] => CLIENTS.map((_, i) => `10.0.1.${i + 1}`).map((ip) => `${ip}:${a.verdict(ip)}`);
+  return { step, verdicts, mirror: a.mirror };
 }
 
 /** A kind's objects after the first `n` events of its log (and the setup objects). */

@@ -220,6 +220,14 @@ export function derivedLabelKeys(labels: Readonly<Record<string, string>>): stri
   return Object.keys(labels).filter(isDerivedLabelKey);
 }
 
+/** The keys of a namespace's `labels` that Cilium's label filter leaves out of its pods' identities (finding 2461). */
+export function filteredNamespaceLabelKeys(labels: Readonly<Record<string, string>>): string[] {
+  return Object.keys(labels).filter((k) => filteredOut(NAMESPACE_LABELS_PREFIX + k));
+}
+
+/** Why a namespace label is no part of its pods' identities (warnings name it). */
+export const FILTERED_NAMESPACE_LABEL_DETAIL = 'dropped from the identities of the namespace\'s pods: Cilium\'s default label filter ignores a namespace label containing "beta.kubernetes.io", so no namespace selector matches it';
+
 /** Why a pod label key in a derived label space is dropped (warnings name it). */
 export function derivedLabelDetail(key: string): string {
   if (!key.startsWith(DERIVED_LABEL_PREFIX) && key !== POD_NAMESPACE_KEY) return `dropped from the pod's identity: Cilium's default label filter ignores "${key}", so no selector matches it`;

@@ -13,7 +13,7 @@ import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, readProtocol } from '../policy/readers.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
-import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
+import { derivedLabelDetail, derivedLabelKeys, FILTERED_NAMESPACE_LABEL_DETAIL, filteredNamespaceLabelKeys } from '../model/labels.js';
 import { loadYaml, loadYamlDocuments } from '../policy/yaml.js';
 import { ManifestError } from '../policy/errors.js';
 import { Expectation, Probe, readExpectation, readNodeName, readProbe } from './probes.js';
@@ -324,7 +324,7 @@ function readScenarioText(text: string, source: string): Scenario {
   return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}), ...(allowLocalhost ? { allowLocalhost } : {}), ...(stack ? { stack } : {}) };
 }
 
-/** Pod labels in a label space distill derives itself: accepted, dropped from the identity, said. */
+/** Pod labels in a label space distill derives itself, and namespace labels Cilium's filter drops: accepted, dropped from the identity, said. */
 function derivedLabelWarnings(source: string, changes: readonly Change[]): string[] {
   const out: string[] = [];
   for (const c of changes) {
@@ -333,6 +333,8 @@ function derivedLabelWarnings(source: string, changes: readonly Change[]): strin
     for (const k of labels ? derivedLabelKeys(labels) : []) {
       out.push(`${source} ${join(path, k)}: ${derivedLabelDetail(k)}`);
     }
+    const nsLabels = c.op === 'addNamespace' || c.op === 'setNamespaceLabels' ? c.labels : undefined;
+    for (const k of nsLabels ? filteredNamespaceLabelKeys(nsLabels) : []) out.push(`${source} ${join(path, k)}: ${FILTERED_NAMESPACE_LABEL_DETAIL}`);
   }
   return out;
 }

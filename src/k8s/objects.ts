@@ -175,6 +175,39 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
 }
 
 /**
+ * What is known of a pod distill cannot read (attack finding 2462): where it is, when its name, namespace and some
+ * address still parse, held fail-closed (`Pod.failClosed`, no labels, no ports) at the first valid address of each
+ * family of `status.podIPs` and `status.podIP` (Cilium's `ValidIPs`, pkg/k8s/utils/utils.go, takes all of them as the
+ * pod's). Undefined where `podEndpoint` would make it no endpoint (host network, a terminal phase, a passed deletion)
+ * or nothing parses: its addresses then read as before.
+ */
+export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: number): { readonly pod: Pod; readonly local: boolean } | undefined {
+  const o = rec(obj);
+  const meta = rec(o.metadata);
+  const spec = rec(o.spec);
+  const status = rec(o.status);
+  let md: { name: string; namespace?: string };
+  try {
+    md = readMetadata(new Reader('unreadable pod'), { name: meta.name, namespace: meta.namespace }, true);
+  } catch {
+    return undefined;
+  }
+  if (spec.hostNetwork === true || status.phase === 'Succeeded' || status.phase === 'Failed') return undefined;
+  const ts = typeof meta.deletionTimestamp === 'string' && RFC3339.test(meta.deletionTimestamp) ? Date.parse(meta.deletionTimestamp) : NaN;
+  if (ts <= now) return undefined;
+  const texts = [...(Array.isArray(status.podIPs) ? status.podIPs.map((e) => rec(e).ip) : []), status.podIP];
+  const ips: IpAddress[] = [];
+  for (const t of texts) {
+    if (typeof t !== 'string' || !isValidIp(t)) continue;
+    const ip = objectIp(t);
+    if (!ips.some((x) => x.family === ip.family)) ips.push(ip);
+  }
+  if (ips.length === 0) return undefined;
+  const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels: {}, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount: '', ports: [], failClosed: true };
+  return { pod, local: spec.nodeName === nodeName };
+}
+
+/**
  * A node's addresses as the engine takes them (`local`: the agent's own node); a CiliumNode's also
  * its health endpoint's and Ingress's (`health`, `ingress`).
  */

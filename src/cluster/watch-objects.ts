@@ -62,7 +62,8 @@ export function traceToWatch(text: string, source: string, nodes: number): Clust
           object: {
             apiVersion: 'v1',
             kind: 'Pod',
-            metadata: md({ name: e.pod.name, namespace: e.pod.namespace, labels: e.pod.labels }),
+            // A pod without a service account is a static pod's mirror pod (src/k8s/objects.ts `podServiceAccount`).
+            metadata: md({ name: e.pod.name, namespace: e.pod.namespace, labels: e.pod.labels, ...(e.pod.serviceAccount === '' ? { annotations: { 'kubernetes.io/config.mirror': 'trace' } } : {}) }),
             spec: { nodeName: node, serviceAccountName: e.pod.serviceAccount ?? 'default', containers: [{ name: 'c', image: 'i', ports }] },
             status: { phase: 'Running', podIP: e.pod.ip, podIPs: (e.pod.ips ?? [e.pod.ip]).map((ip) => ({ ip })) },
           },

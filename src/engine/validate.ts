@@ -129,7 +129,8 @@ function checkPod(pod: unknown, fail: Fail): void {
   checkName(pod.namespace, 'pod.namespace', 'namespace', fail);
   checkName(pod.name, 'pod.name', 'object', fail);
   checkLabelMap(pod.labels, 'pod.labels', fail);
-  checkName(pod.serviceAccount, 'pod.serviceAccount', 'object', fail);
+  // Empty: the pod has no service account (Pod.serviceAccount).
+  if (pod.serviceAccount !== '') checkName(pod.serviceAccount, 'pod.serviceAccount', 'object', fail);
   checkIp(pod.ip, fail);
   checkIps(pod, fail);
   checkPorts(pod.ports, fail);

@@ -7,7 +7,7 @@ import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
 import { failClosedStandIn } from '../policy/stand-in.js';
-import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityNumber, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint } from './objects.js';
+import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityNumber, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint, unreadablePodEndpoint } from './objects.js';
 
 /** A log call: a message and its fields. */
 export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => void;
@@ -89,7 +89,7 @@ function canonical(v: unknown): string {
  * error before touching the policy repository (pkg/policy/k8s cilium_network_policy.go onUpsert:
  * `cnp.Validate()`; network_policy.go: ParseNetworkPolicy). Dropping it instead would delete an
  * isolating or deny policy and open what it closed. A pod is held fail-closed at its last readable addresses
- * (`failClosedPod`); one never readable is nothing (no address is known).
+ * (`failClosedPod`); one never readable at the addresses that still parse (`unreadablePod`, finding 2462), else nothing.
  *
  * An identity (`key` CiliumIdentity//<number>) becomes a fail-closed stand-in (`unreadableIdentity`):
  * Cilium reads every `security-labels` map (pkg/k8s/identitybackend `crdBackend.ListAndWatch` upserts
@@ -98,12 +98,14 @@ function canonical(v: unknown): string {
  * let its pods' addresses fall to identity 0, which every wildcard allow admits past the denies both
  * readings apply (1936). The stand-in keeps the number for its pods and is denied by every local map.
  */
-export function keptOnUnreadable(key: string, had: Held | undefined): Held | undefined {
+export function keptOnUnreadable(key: string, had: Held | undefined, unreadablePod?: () => Held | undefined): Held | undefined {
   if (key.startsWith(IDENTITY_KEY_PREFIX)) return unreadableIdentity(key.slice(IDENTITY_KEY_PREFIX.length), had);
   if (key.startsWith('CiliumCIDRGroup/')) return unreadableGroup(key.slice(key.lastIndexOf('/') + 1));
   // A pod update distill cannot read holds the pod fail-closed at its last readable addresses (27q, the class of
   // finding 2352): dropped, its addresses read as world, which a wildcard allow admits past a deny on its labels.
   if (had?.kind === 'Pod') return failClosedPod(had);
+  // Never readable: held fail-closed where its addresses still parse (finding 2462), else nothing.
+  if (key.startsWith('Pod/')) return unreadablePod?.();
   // A CiliumEndpoint update distill cannot read drops the endpoint: its old number may be stale, and
   // without one the pod's addresses keep the fail-closed 255 (finding 2220).
   return had === undefined || had.kind === 'Identity' || had.kind === 'Endpoint' ? undefined : had;
@@ -180,6 +182,14 @@ export function meaningOf(kind: KnownKind, obj: Record<string, unknown>, source:
     default:
       return policyMeaning(obj, source, ctx);
   }
+}
+
+/** A pod distill cannot read, held fail-closed at the addresses that still parse (`unreadablePodEndpoint`), if any. */
+export function unreadablePodMeaning(obj: Record<string, unknown>, ctx: ReadContext): Held | undefined {
+  const ep = unreadablePodEndpoint(obj, ctx.nodeName, ctx.now());
+  if (ep === undefined) return undefined;
+  const sig = `failClosed:unreadable:${canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local })}`;
+  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: undefined, sig };
 }
 
 function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {

@@ -5,7 +5,7 @@ import type { ListHeader, WatchItem } from './watch.js';
 export interface Listed {
   readonly rv: string | undefined;
   readonly desired: Held | undefined;
-  /** The object could not be read: it stands for what `keptOnUnreadable` keeps when the List completes. */
+  /** The object could not be read: it stands for what `keptOnUnreadable` keeps when the List completes (`desired`: a pod held fail-closed at the addresses that parse, finding 2462). */
   readonly unreadable: boolean;
   /** The item's own `kind` (a typed List keeps only its kind's). */
   readonly rawKind: unknown;

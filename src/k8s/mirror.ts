@@ -1,7 +1,7 @@
 import { ciliumAgentOptions, type CiliumAgentOptions, type ParseOptions } from '../policy/manifest.js';
 import { EngineBatches, type MirrorBatch } from './engine-batches.js';
 import { DeferredLog } from './deferred-log.js';
-import { keptOnUnreadable, meaningOf, objectKey, rec, type Held, type LogFn, type ReadContext } from './held.js';
+import { keptOnUnreadable, meaningOf, objectKey, rec, unreadablePodMeaning, type Held, type LogFn, type ReadContext } from './held.js';
 import { ListPages, otherKindSkipped, type Listed } from './list-pages.js';
 import { ObjectStates } from './object-states.js';
 import { KnownKind, objectKind } from './objects.js';
@@ -322,7 +322,7 @@ export class ClusterMirror {
     } catch (e) {
       this.counts.invalid++;
       this.warn('listed object cannot be read: the last readable version of a policy, namespace or identity stays in force', { source, key, error: (e as Error).message });
-      return { key, rv, desired: undefined, unreadable: true };
+      return { key, rv, desired: kind === 'Pod' ? unreadablePodMeaning(obj, this.reading) : undefined, unreadable: true };
     }
   }
 
@@ -348,7 +348,7 @@ export class ClusterMirror {
       desired = deleted ? undefined : meaningOf(kind, obj, source, this.reading);
     } catch (e) {
       this.counts.invalid++;
-      desired = keptOnUnreadable(key, state?.desired);
+      desired = keptOnUnreadable(key, state?.desired, () => (kind === 'Pod' ? unreadablePodMeaning(obj, this.reading) : undefined));
       const msg = desired ? 'object update skipped: it cannot be read; the last readable version stays in force' : 'object skipped: it cannot be read';
       this.warn(msg, { source, key, error: (e as Error).message });
     }
@@ -414,7 +414,7 @@ export class ClusterMirror {
         this.counts.stale++;
         continue;
       }
-      const desired = e.unreadable ? keptOnUnreadable(key, state?.desired) : e.desired;
+      const desired = e.unreadable ? keptOnUnreadable(key, state?.desired, () => e.desired) : e.desired;
       this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
     }
     for (const k of listedKinds) kinds.add(k);

@@ -124,6 +124,26 @@ function deletionDeadline(r: Reader, meta: Record<string, unknown>): number | un
   return at;
 }
 
+/** The annotation the kubelet puts on a static pod's mirror pod (Kubernetes `MirrorPodAnnotationKey`). */
+const MIRROR_POD_ANNOTATION = 'kubernetes.io/config.mirror';
+
+/**
+ * A pod's service account as Cilium reads it: `spec.serviceAccountName` (Cilium 1.19 pkg/k8s
+ * `GetPodMetadata` passes `pod.Spec.ServiceAccountName` to `SanitizePodLabels`), else the deprecated
+ * `spec.serviceAccount` (the API server's v1 conversion fills one from the other). With neither, a
+ * mirror pod has none, "": the ServiceAccount admission plugin sets `default` on every pod but a
+ * static pod's mirror pod, which "may not reference service accounts" (kubernetes
+ * plugin/pkg/admission/serviceaccount/admission.go `Admit`), and `SanitizePodLabels` then sets no
+ * service-account label (attack finding 2460); any other pod has `default`, as admitted.
+ */
+function podServiceAccount(r: Reader, spec: Record<string, unknown>, meta: Record<string, unknown>): string {
+  for (const field of ['serviceAccountName', 'serviceAccount']) {
+    const name = r.optString(spec[field], join('spec', field));
+    if (name !== undefined && name !== '') return name;
+  }
+  return Object.hasOwn(rec(meta.annotations), MIRROR_POD_ANNOTATION) ? '' : 'default';
+}
+
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
 
 /**
@@ -149,10 +169,42 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   if (deleteAt !== undefined && deleteAt <= now) return { pod: null, reason: 'terminating' };
   const ips = podAddresses(r, status);
   if (ips.length === 0) return { pod: null, reason: 'no-ip' };
-  const sa = spec.serviceAccountName ?? spec.serviceAccount ?? 'default';
-  const serviceAccount = r.nonEmptyString(sa, join('spec', 'serviceAccountName'));
+  const serviceAccount = podServiceAccount(r, spec, meta);
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount, ports };
   return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
+}
+
+/**
+ * What is known of a pod distill cannot read (attack finding 2462): where it is, when its name, namespace and some
+ * address still parse, held fail-closed (`Pod.failClosed`, no labels, no ports) at the first valid address of each
+ * family of `status.podIPs` and `status.podIP` (Cilium's `ValidIPs`, pkg/k8s/utils/utils.go, takes all of them as the
+ * pod's). Undefined where `podEndpoint` would make it no endpoint (host network, a terminal phase, a passed deletion)
+ * or nothing parses: its addresses then read as before.
+ */
+export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: number): { readonly pod: Pod; readonly local: boolean } | undefined {
+  const o = rec(obj);
+  const meta = rec(o.metadata);
+  const spec = rec(o.spec);
+  const status = rec(o.status);
+  let md: { name: string; namespace?: string };
+  try {
+    md = readMetadata(new Reader('unreadable pod'), { name: meta.name, namespace: meta.namespace }, true);
+  } catch {
+    return undefined;
+  }
+  if (spec.hostNetwork === true || status.phase === 'Succeeded' || status.phase === 'Failed') return undefined;
+  const ts = typeof meta.deletionTimestamp === 'string' && RFC3339.test(meta.deletionTimestamp) ? Date.parse(meta.deletionTimestamp) : NaN;
+  if (ts <= now) return undefined;
+  const texts = [...(Array.isArray(status.podIPs) ? status.podIPs.map((e) => rec(e).ip) : []), status.podIP];
+  const ips: IpAddress[] = [];
+  for (const t of texts) {
+    if (typeof t !== 'string' || !isValidIp(t)) continue;
+    const ip = objectIp(t);
+    if (!ips.some((x) => x.family === ip.family)) ips.push(ip);
+  }
+  if (ips.length === 0) return undefined;
+  const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels: {}, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount: '', ports: [], failClosed: true };
+  return { pod, local: spec.nodeName === nodeName };
 }
 
 /**

@@ -26,6 +26,7 @@ export interface Pod {
    * Absent: the pod has `ip` only.
    */
   readonly ips?: readonly IpAddress[];
+  /** `spec.serviceAccountName`; empty: the pod has none (a static pod's mirror pod), so no service-account label. */
   readonly serviceAccount: string;
   readonly ports: readonly ContainerPort[];
   /**

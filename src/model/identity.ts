@@ -1,5 +1,6 @@
 import {
   CLUSTER_KEY,
+  filteredOut,
   isDerivedLabelKey,
   DEFAULT_CLUSTER_NAME,
   Label,
@@ -150,7 +151,8 @@ export interface PodIdentitySource {
 
 /**
  * A pod's identity labels, as Cilium derives them: its own labels, its namespace name, its
- * namespace's labels and its service account, plus the cluster name.
+ * namespace's labels and its service account (none for an empty one: Cilium's `SanitizePodLabels`,
+ * pkg/k8s/utils/utils.go, deletes the key when the service account is ""), plus the cluster name.
  */
 export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Readonly<Record<string, string>>): LabelSet {
   // Pod labels in a derived label space never reach the identity (see isDerivedLabelKey).
@@ -158,7 +160,7 @@ export function podIdentityLabels(pod: PodIdentitySource, namespaceLabels: Reado
   const labels: Label[] = [];
   for (const key of Object.keys(pod.labels)) if (!isDerivedLabelKey(key)) labels.push({ source: SOURCE_K8S, key, value: pod.labels[key] as string });
   for (const l of namespacePart(pod.namespace, namespaceLabels)) labels.push(l);
-  labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
+  if (pod.serviceAccount !== '') labels.push({ source: SOURCE_K8S, key: SERVICE_ACCOUNT_KEY, value: pod.serviceAccount });
   return labelSetOf(labels);
 }
 
@@ -171,7 +173,11 @@ function namespacePart(namespace: string, namespaceLabels: Readonly<Record<strin
   const hit = namespaceParts.get(namespaceLabels);
   if (hit !== undefined && hit.namespace === namespace) return hit.labels;
   const labels: Label[] = [{ source: SOURCE_K8S, key: POD_NAMESPACE_KEY, value: namespace }];
-  for (const [k, v] of Object.entries(namespaceLabels)) labels.push({ source: SOURCE_K8S, key: NAMESPACE_LABELS_PREFIX + k, value: v });
+  for (const [k, v] of Object.entries(namespaceLabels)) {
+    const key = NAMESPACE_LABELS_PREFIX + k;
+    // Cilium's label filter also runs over the namespace's labels (filteredOut, finding 2461).
+    if (!filteredOut(key)) labels.push({ source: SOURCE_K8S, key, value: v });
+  }
   labels.push(CLUSTER_LABEL);
   namespaceParts.set(namespaceLabels, { namespace, labels });
   return labels;

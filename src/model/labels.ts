@@ -196,7 +196,13 @@ const LABEL_FILTER_INCLUDES = [/^io\.kubernetes\.pod\.namespace/, /^io\.cilium\.
 /** Any ignore pattern at all: most keys (`app`, `tier`) fail this one test. */
 const ANY_LABEL_FILTER_IGNORE = new RegExp(LABEL_FILTER_IGNORES.map((re) => `(?:${re.source})`).join('|'));
 
-function filteredOut(key: string): boolean {
+/**
+ * Whether Cilium's default label filter leaves `key` out of an identity. It runs over every label of a pod's
+ * identity, its namespace's labels under `io.cilium.k8s.namespace.labels.` included: only the unanchored
+ * `.*beta\.kubernetes\.io` ignore can match there (at 0, longer than that include's 30 characters), so a namespace
+ * label whose key contains `beta.kubernetes.io` is no part of it (attack finding 2461).
+ */
+export function filteredOut(key: string): boolean {
   if (!ANY_LABEL_FILTER_IGNORE.test(key)) return false;
   let ignored = 0;
   for (const re of LABEL_FILTER_IGNORES) {
@@ -213,6 +219,14 @@ function filteredOut(key: string): boolean {
 export function derivedLabelKeys(labels: Readonly<Record<string, string>>): string[] {
   return Object.keys(labels).filter(isDerivedLabelKey);
 }
+
+/** The keys of a namespace's `labels` that Cilium's label filter leaves out of its pods' identities (finding 2461). */
+export function filteredNamespaceLabelKeys(labels: Readonly<Record<string, string>>): string[] {
+  return Object.keys(labels).filter((k) => filteredOut(NAMESPACE_LABELS_PREFIX + k));
+}
+
+/** Why a namespace label is no part of its pods' identities (warnings name it). */
+export const FILTERED_NAMESPACE_LABEL_DETAIL = 'dropped from the identities of the namespace\'s pods: Cilium\'s default label filter ignores a namespace label containing "beta.kubernetes.io", so no namespace selector matches it';
 
 /** Why a pod label key in a derived label space is dropped (warnings name it). */
 export function derivedLabelDetail(key: string): string {

@@ -1,4 +1,4 @@
-import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
+import { derivedLabelDetail, derivedLabelKeys, FILTERED_NAMESPACE_LABEL_DETAIL, filteredNamespaceLabelKeys } from '../model/labels.js';
 import type { PolicyWarning } from '../model/rules.js';
 import { readMetadata } from './common.js';
 import { join, Reader } from './reader.js';
@@ -35,6 +35,6 @@ export function checkObjectManifest(doc: unknown, source: string): CheckedObject
   const warnings =
     kind === 'Pod'
       ? derivedLabelKeys(labels).map((k) => ({ source, path: join('metadata.labels', k), detail: derivedLabelDetail(k) }))
-      : [];
+      : filteredNamespaceLabelKeys(labels).map((k) => ({ source, path: join('metadata.labels', k), detail: FILTERED_NAMESPACE_LABEL_DETAIL }));
   return { kind, name: md.namespace === undefined ? md.name : `${md.namespace}/${md.name}`, warnings };
 }

@@ -13,7 +13,7 @@ import { absent, at, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps, readPortNumber, readProtocol } from '../policy/readers.js';
 import { DEFAULT_DNS_CACHE_OPTIONS, DnsCacheOptions, fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
-import { derivedLabelDetail, derivedLabelKeys } from '../model/labels.js';
+import { derivedLabelDetail, derivedLabelKeys, FILTERED_NAMESPACE_LABEL_DETAIL, filteredNamespaceLabelKeys } from '../model/labels.js';
 import { loadYaml, loadYamlDocuments } from '../policy/yaml.js';
 import { ManifestError } from '../policy/errors.js';
 import { Expectation, Probe, readExpectation, readNodeName, readProbe } from './probes.js';
@@ -112,8 +112,8 @@ function readPod(r: Reader, v: unknown, path: string): PodSpec {
   const ports = readContainerPorts(r, o.ports, join(path, 'ports'));
   const serviceAccount = r.optString(o.serviceAccount, join(path, 'serviceAccount')) ?? 'default';
   // Kubernetes' ValidateServiceAccountName (a DNS subdomain), checked here as the engine checks it, so a
-  // scenario is refused whatever it probes (attack finding 1542).
-  checkObjectName(r, serviceAccount, join(path, 'serviceAccount'));
+  // scenario is refused whatever it probes (attack finding 1542). "": no service account (a mirror pod, 2460).
+  if (serviceAccount !== '') checkObjectName(r, serviceAccount, join(path, 'serviceAccount'));
   if (!absent(o.ip) && !absent(o.ips)) r.fail(join(path, 'ips'), 'give ip or ips, not both');
   const ips = absent(o.ips) ? undefined : readPodIps(r, o.ips, join(path, 'ips'));
   const ip = ips ? ips[0] : absent(o.ip) ? undefined : readIp(r, o.ip, join(path, 'ip'));
@@ -324,7 +324,7 @@ function readScenarioText(text: string, source: string): Scenario {
   return { source, warnings, ...(description !== undefined ? { description } : {}), setup, steps, ...(dnsProxy ? { dnsProxy } : {}), ...(allowLocalhost ? { allowLocalhost } : {}), ...(stack ? { stack } : {}) };
 }
 
-/** Pod labels in a label space distill derives itself: accepted, dropped from the identity, said. */
+/** Pod labels in a label space distill derives itself, and namespace labels Cilium's filter drops: accepted, dropped from the identity, said. */
 function derivedLabelWarnings(source: string, changes: readonly Change[]): string[] {
   const out: string[] = [];
   for (const c of changes) {
@@ -333,6 +333,8 @@ function derivedLabelWarnings(source: string, changes: readonly Change[]): strin
     for (const k of labels ? derivedLabelKeys(labels) : []) {
       out.push(`${source} ${join(path, k)}: ${derivedLabelDetail(k)}`);
     }
+    const nsLabels = c.op === 'addNamespace' || c.op === 'setNamespaceLabels' ? c.labels : undefined;
+    for (const k of nsLabels ? filteredNamespaceLabelKeys(nsLabels) : []) out.push(`${source} ${join(path, k)}: ${FILTERED_NAMESPACE_LABEL_DETAIL}`);
   }
   return out;
 }

@@ -654,6 +654,19 @@ static __always_inline int nd_exempt(struct __sk_buff *skb, const struct flow *f
 	return bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_SKIP_NEIGH) == BPF_FIB_LKUP_RET_NOT_FWDED;
 }
 
+// The L4 protocols Cilium's conntrack tracks: TCP, UDP, SCTP and the family's own ICMP. Any other
+// (GRE, IPIP, ESP, VRRP, ICMP inside IPv6...) is dropped before policy, whatever an L3 allow says:
+// bpf/lib/conntrack.h ct_lookup4/ct_lookup6 return DROP_CT_UNKNOWN_PROTO ("Can't handle extension
+// headers yet") unless `enable-extended-ip-protocols` (1.18+, off by default) is set. Passed, a
+// tunnel packet from an L3-allowed peer carried an inner packet of any source and port past the
+// receiving pod's policy (attack finding 2480).
+static __always_inline int tracked_l4(const struct flow *f)
+{
+	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP)
+		return 1;
+	return f->proto == (f->v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+}
+
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
@@ -669,6 +682,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	}
 	if (r > 0 || nd_exempt(skb, &f, dir, ifindex))
 		return TC_ACT_OK;
+	if (!tracked_l4(&f)) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
 	if (iif && !source_came_in_on(skb, &f, iif)) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;

@@ -6,6 +6,7 @@ import { BPF_CMD, bpf, closeFd, NativeBuffer } from '../../src/backend/bpf-sysca
 import { decodeValue, encodePacketKey, KEY_SIZE, VALUE_SIZE } from '../../src/backend/encoding.js';
 import { Engine } from '../../src/engine/engine.js';
 import { reconcile } from '../../src/node/restart.js';
+import { openPinned } from './pinned-fd.js';
 
 /**
  * Attack finding 2481 (docs/attack-findings-28f.md): a policy map pinned under an older layout's path (66f8b574 cut
@@ -19,22 +20,6 @@ const PIN_DIR = `/sys/fs/bpf/distill-test-f28-stray-${process.pid}`;
 afterAll(() => {
   if (!unavailable) rmSync(PIN_DIR, { recursive: true, force: true });
 });
-
-/** An fd on the map pinned at `path`, as a loaded program holds it. */
-function hold(path: string): number {
-  const attr = new NativeBuffer(128);
-  const p = new NativeBuffer(4096);
-  try {
-    Buffer.from(`${path}\0`).copy(p.buf);
-    attr.buf.writeBigUInt64LE(p.address, 0);
-    const r = bpf(BPF_CMD.OBJ_GET, attr);
-    expect(r.ret).toBeGreaterThanOrEqual(0);
-    return r.ret;
-  } finally {
-    attr.free();
-    p.free();
-  }
-}
 
 /** Whether the map behind `fd` lets identity 1234 in on TCP/80 (one lookup: the test's only entry is the wildcard). */
 function admits(fd: number): boolean {
@@ -66,7 +51,7 @@ kernel('2481: a policy map pinned under an older layout is disarmed and unlinked
     mkdirSync(join(PIN_DIR, dirname(old)));
     renameSync(join(PIN_DIR, pinName(ep)), join(PIN_DIR, old));
     rmSync(join(PIN_DIR, dirname(pinName(ep))), { recursive: true });
-    const program = hold(join(PIN_DIR, old));
+    const program = openPinned(join(PIN_DIR, old));
     try {
       expect(admits(program)).toBe(true);
       // A restart whose state has no such endpoint (every endpoint the pins name is stale).

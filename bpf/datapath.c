@@ -716,10 +716,14 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	__u16 port = (f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6) ? f.icmp_type : bpf_ntohs(f.dport);
+	int icmp = f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6;
+	__u16 port = icmp ? f.icmp_type : bpf_ntohs(f.dport);
 	struct policy_value *s = policy_lookup(peer, dir, f.proto, port);
 	struct policy_value *w = peer == 0 ? 0 : policy_lookup(0, dir, f.proto, port);
-	struct policy_value *v = pick(s, w);
+	// Destination port 0 starts no flow: the maps have no key of their own for it (a `port: "0"`
+	// range is keyed from 1, src/policy/cilium-ports.ts), where Cilium's deny of 0..end covers it
+	// (PortRangeToMaskedPorts): a packet no socket can bind for but a raw socket reads (finding 2484).
+	struct policy_value *v = !icmp && port == 0 ? 0 : pick(s, w);
 	// Only TCP and UDP reach a proxy: Cilium's TPROXY rules are tcp and udp only, and BPF TPROXY's
 	// assign_socket drops the rest (DROP_PROXY_UNKNOWN_PROTO), e.g. SCTP on a DNS rule's ANY port.
 	int proxy_unknown_proto = v && v->proxy_port && f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP;

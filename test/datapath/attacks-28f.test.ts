@@ -6,7 +6,7 @@ import { parseScenario } from '../../src/scenario/format.js';
 import { scenarioStates } from '../../src/scenario/run.js';
 import { arrives, ipv4, ipv6, tag, TCP, tcp, udp } from './frames-9.js';
 import { kernel } from './gate.js';
-import { CLIENT_SERVER_PEER_EXT } from './yaml.js';
+import { CLIENT_SERVER_PEER_EXT, cnp } from './yaml.js';
 
 /**
  * Attack round 28f on real packets (docs/attack-findings-28f.md), on round 10d's cluster: the
@@ -52,5 +52,41 @@ kernel('attack round 28f: protocols Cilium does not track', () => {
     const echo6 = ipv6(ip6('x/client'), ip6('x/server'), 58, [128, 0, 0, 0, 0, 7, 0, 1, ...tag()]);
     const udp4 = ipv4(ip('x/client'), ip('x/server'), 17, udp(sport(), 9999));
     expect([arrives(b(), 'x/client', 'x/server', udp4), arrives(b(), 'x/client', 'x/server', echo4), arrives(b(), 'x/client', 'x/server', echo6)]).toEqual([true, true, true]);
+  });
+});
+
+/** The server admits the client at L3 and denies it TCP and UDP `port: "0", endPort: 100`, which Cilium keys 0..100. */
+const PORT_ZERO_DENY = `
+namespaces: [{name: x, labels: {}}]
+pods:
+  - {name: x/client, labels: {app: client}}
+  - {name: x/server, labels: {app: server}}
+policies:
+  - ${cnp('server-in', 'server', `ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]
+            ingressDeny: [{fromEndpoints: [{matchLabels: {app: client}}], toPorts: [{ports: [{port: "0", endPort: 100, protocol: TCP}, {port: "0", endPort: 100, protocol: UDP}]}]}]`)}
+`;
+
+let zeroBed: Testbed | undefined;
+afterAll(() => zeroBed?.close());
+
+kernel('attack round 28f: destination port 0', () => {
+  const z = (): Testbed => zeroBed as Testbed;
+  const zip = (name: string): string => z().address(name, 'ipv4').ip;
+  beforeAll(() => {
+    const state = scenarioStates(parseScenario(PORT_ZERO_DENY, 'attacks-28f-port0.yaml'))[0] as ClusterState;
+    zeroBed = new Testbed({ listen: new Set(['TCP:101']) });
+    const decide = (port: number): boolean => z().decide(state, { from: 'x/client', to: 'x/server', port, protocol: 'TCP' }).allowed;
+    expect([decide(1), decide(100), decide(101)]).toEqual([false, false, true]);
+  }, 60_000);
+
+  it('2484: TCP and UDP to port 0 passed a deny of port "0" to endPort, which Cilium keys from 0 (PortRangeToMaskedPorts(0, end))', () => {
+    const send = (proto: number, dp: number): boolean => {
+      const l4 = proto === 6 ? tcp(sport(), dp, TCP.SYN) : udp(sport(), dp);
+      return arrives(z(), 'x/client', 'x/server', ipv4(zip('x/client'), zip('x/server'), proto, l4));
+    };
+    // The range denies 1..100 and the L3 allow admits 101, both ways as before.
+    expect([send(6, 1), send(6, 100), send(6, 101), send(17, 50), send(17, 101)]).toEqual([false, false, true, false, true]);
+    // Port 0: no TCP or UDP socket can bind it, a raw socket in the pod reads it; Cilium's deny covers it.
+    expect([send(6, 0), send(17, 0)]).toEqual([false, false]);
   });
 });

@@ -194,13 +194,15 @@ export class BpfBackend implements MapBackend {
       const a = this.attr.buf;
       a.fill(0);
       a.writeBigUInt64LE(this.path.address, 0);
+      // A pin that is no map (another writer's program) cannot be disarmed, and must not stop every reconcile.
       const r = this.call(BPF_CMD.OBJ_GET, 'OBJ_GET');
-      if (r.ret < 0) throw new BpfError('OBJ_GET', r.errno, path);
-      try {
-        const info = mapInfo(r.ret);
-        if ('type' in info && info.type === BPF_MAP_TYPE_LPM_TRIE && info.keySize === KEY_SIZE && info.valueSize === VALUE_SIZE) this.disarm(endpoint, r.ret, this.walker.entries(r.ret, endpoint));
-      } finally {
-        closeFd(r.ret);
+      if (r.ret >= 0) {
+        try {
+          const info = mapInfo(r.ret);
+          if ('type' in info && info.type === BPF_MAP_TYPE_LPM_TRIE && info.keySize === KEY_SIZE && info.valueSize === VALUE_SIZE) this.disarm(endpoint, r.ret, this.walker.entries(r.ret, endpoint));
+        } finally {
+          closeFd(r.ret);
+        }
       }
       unlinkSync(path);
       this.removeEmptyDirs(rel);

@@ -654,6 +654,19 @@ static __always_inline int nd_exempt(struct __sk_buff *skb, const struct flow *f
 	return bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_SKIP_NEIGH) == BPF_FIB_LKUP_RET_NOT_FWDED;
 }
 
+// The L4 protocols Cilium's conntrack tracks: TCP, UDP, SCTP and the family's own ICMP. Any other
+// (GRE, IPIP, ESP, VRRP, ICMP inside IPv6...) is dropped before policy, whatever an L3 allow says:
+// bpf/lib/conntrack.h ct_lookup4/ct_lookup6 return DROP_CT_UNKNOWN_PROTO ("Can't handle extension
+// headers yet") unless `enable-extended-ip-protocols` (1.18+, off by default) is set. Passed, a
+// tunnel packet from an L3-allowed peer carried an inner packet of any source and port past the
+// receiving pod's policy (attack finding 2480).
+static __always_inline int tracked_l4(const struct flow *f)
+{
+	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP)
+		return 1;
+	return f->proto == (f->v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+}
+
 static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
@@ -669,6 +682,10 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 	}
 	if (r > 0 || nd_exempt(skb, &f, dir, ifindex))
 		return TC_ACT_OK;
+	if (!tracked_l4(&f)) {
+		count(dir, VERDICT_DROP);
+		return TC_ACT_SHOT;
+	}
 	if (iif && !source_came_in_on(skb, &f, iif)) {
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
@@ -699,10 +716,14 @@ static __always_inline int enforce(struct __sk_buff *skb, __u8 dir)
 		count(dir, VERDICT_DROP);
 		return TC_ACT_SHOT;
 	}
-	__u16 port = (f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6) ? f.icmp_type : bpf_ntohs(f.dport);
+	int icmp = f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6;
+	__u16 port = icmp ? f.icmp_type : bpf_ntohs(f.dport);
 	struct policy_value *s = policy_lookup(peer, dir, f.proto, port);
 	struct policy_value *w = peer == 0 ? 0 : policy_lookup(0, dir, f.proto, port);
-	struct policy_value *v = pick(s, w);
+	// Destination port 0 starts no flow: the maps have no key of their own for it (a `port: "0"`
+	// range is keyed from 1, src/policy/cilium-ports.ts), where Cilium's deny of 0..end covers it
+	// (PortRangeToMaskedPorts): a packet no socket can bind for but a raw socket reads (finding 2484).
+	struct policy_value *v = !icmp && port == 0 ? 0 : pick(s, w);
 	// Only TCP and UDP reach a proxy: Cilium's TPROXY rules are tcp and udp only, and BPF TPROXY's
 	// assign_socket drops the rest (DROP_PROXY_UNKNOWN_PROTO), e.g. SCTP on a DNS rule's ANY port.
 	int proxy_unknown_proto = v && v->proxy_port && f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP;

@@ -107,6 +107,14 @@ export class BpfBackend implements MapBackend {
    * diff (`reconcile`); a dump for anything else (applyChangeSet's write planning) does not count.
    */
   private readonly unread = new Set<string>();
+  /**
+   * Pins `endpoints` listed whose path is not the one `pinName` gives their name: an older layout's
+   * (66f8b574 cut long names without the '+') or another writer's. No write reaches them, so a
+   * program still loaded with one kept its allows for good (attack finding 2481): `remove` of the
+   * name they read as disarms and unlinks them. A map of another encoding is only unlinked: no
+   * program of bpf/datapath.c can hold it.
+   */
+  private readonly stray = new Map<string, string[]>();
   private readonly attr = new NativeBuffer(128);
   private readonly keys = new NativeBuffer(KEY_SIZE * BATCH_SIZE);
   private readonly values = new NativeBuffer(VALUE_SIZE * BATCH_SIZE);
@@ -167,10 +175,48 @@ export class BpfBackend implements MapBackend {
 
   endpoints(): string[] {
     this.refuseIfClosed('listing the maps');
-    return pinPaths(this.pinDir)
-      .map(endpointOfPinName)
-      .filter((e): e is string => e !== undefined)
-      .sort();
+    const out = new Set<string>();
+    this.stray.clear();
+    for (const path of pinPaths(this.pinDir)) {
+      const ep = endpointOfPinName(path);
+      if (ep === undefined) continue;
+      out.add(ep);
+      if (pinName(ep) !== path) this.stray.set(ep, [...(this.stray.get(ep) ?? []), path]);
+    }
+    return [...out].sort();
+  }
+
+  private removeStray(endpoint: string): void {
+    for (const rel of this.stray.get(endpoint) ?? []) {
+      const path = join(this.pinDir, rel);
+      if (!existsSync(path)) continue;
+      this.setPath(path);
+      const a = this.attr.buf;
+      a.fill(0);
+      a.writeBigUInt64LE(this.path.address, 0);
+      // A pin that is no map (another writer's program) cannot be disarmed, and must not stop every reconcile.
+      const r = this.call(BPF_CMD.OBJ_GET, 'OBJ_GET');
+      if (r.ret >= 0) {
+        try {
+          const info = mapInfo(r.ret);
+          if ('type' in info && info.type === BPF_MAP_TYPE_LPM_TRIE && info.keySize === KEY_SIZE && info.valueSize === VALUE_SIZE) this.disarm(endpoint, r.ret, this.walker.entries(r.ret, endpoint));
+        } finally {
+          closeFd(r.ret);
+        }
+      }
+      unlinkSync(path);
+      this.removeEmptyDirs(rel);
+    }
+    this.stray.delete(endpoint);
+  }
+
+  /** A cut name's directories, innermost first, as far as they are empty. */
+  private removeEmptyDirs(rel: string): void {
+    for (let dir = dirname(rel); dir !== '.'; dir = dirname(dir)) {
+      const abs = join(this.pinDir, dir);
+      if (!existsSync(abs) || readdirSync(abs).length > 0) break;
+      rmdirSync(abs);
+    }
   }
 
   create(endpoint: string): void {
@@ -511,12 +557,8 @@ export class BpfBackend implements MapBackend {
     this.sizes.delete(endpoint);
     this.unread.delete(endpoint);
     if (existsSync(path)) unlinkSync(path);
-    // A cut name's directories, innermost first, as far as they are empty.
-    for (let dir = dirname(pinName(endpoint)); dir !== '.'; dir = dirname(dir)) {
-      const abs = join(this.pinDir, dir);
-      if (!existsSync(abs) || readdirSync(abs).length > 0) break;
-      rmdirSync(abs);
-    }
+    this.removeEmptyDirs(pinName(endpoint));
+    this.removeStray(endpoint);
   }
 
   /** Closes the fds (maps stay pinned) and frees native memory; once (a second call does nothing), and every call after it is refused. */

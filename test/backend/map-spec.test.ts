@@ -7,6 +7,7 @@ import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, closeFd, mapInf
 import { ipcachePinPath, KernelIpcache } from '../../src/backend/ipcache.js';
 import type { MapDelta } from '../../src/engine/events.js';
 import type { PolicyEntry, PolicyKey } from '../../src/model/policy-map.js';
+import { openPinned } from './pinned-fd.js';
 
 /**
  * A policy map pinned with another spec (an older or foreign writer's max_entries, key or value
@@ -54,20 +55,11 @@ function pinRaw(path: string, keySize: number, valueSize: number): void {
 }
 
 function pinnedMaxEntries(path: string): number {
-  const attr = new NativeBuffer(128);
-  const p = new NativeBuffer(4096);
-  try {
-    Buffer.from(`${path}\0`).copy(p.buf);
-    attr.buf.writeBigUInt64LE(p.address, 0);
-    const r = bpf(BPF_CMD.OBJ_GET, attr);
-    const info = mapInfo(r.ret);
-    closeFd(r.ret);
-    if (!('maxEntries' in info)) throw new Error(`info errno ${info.errno}`);
-    return info.maxEntries;
-  } finally {
-    attr.free();
-    p.free();
-  }
+  const fd = openPinned(path);
+  const info = mapInfo(fd);
+  closeFd(fd);
+  if (!('maxEntries' in info)) throw new Error(`info errno ${info.errno}`);
+  return info.maxEntries;
 }
 
 kernel('bpf backend: a pinned map of another spec', () => {

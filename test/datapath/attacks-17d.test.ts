@@ -109,11 +109,11 @@ kernel('attack round 17d: the datapath on hand-made packets', () => {
     expect([from(ip6('x/client')), from(`::ffff:${ip4('x/client')}`), from(`::${ip4('x/client')}`)]).toEqual([true, false, false]);
   });
 
-  it('held: UDP behind an authentication header is decided by its port; ESP has no ports (an L3 allow admits it, as in Cilium)', () => {
+  it('held: UDP behind an authentication header is decided by its port; ESP is dropped whatever the L3 allow (DROP_CT_UNKNOWN_PROTO in Cilium, finding 2480)', () => {
     // AH of 12 bytes (payload length 1: (1 + 2) * 4), then UDP.
     const ah = (dp: number): number[] => ipv6(ip6('x/client'), ip6('ext'), 51, [17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, ...udp6(sport(), dp)]);
     const esp = ipv6(ip6('x/client'), ip6('ext'), 50, [0, 0, 1, 0, 0, 0, 0, 1, ...tag()]);
-    expect([ah(81), ah(80), esp].map((f) => arrives(b(), 'x/client', 'ext', f))).toEqual([true, false, true]);
+    expect([ah(81), ah(80), esp].map((f) => arrives(b(), 'x/client', 'ext', f))).toEqual([true, false, false]);
   });
 
   it('held: an ICMP echo reply passes only for the echo id and the addresses of a request the guarded pod sent', () => {
@@ -129,15 +129,14 @@ kernel('attack round 17d: the datapath on hand-made packets', () => {
     expect(arrives(b(), 'ext', 'x/guarded', ipv4(ip4('ext'), ip4('x/guarded'), 17, udp(8, id)))).toBe(false);
   });
 
-  it('held: a tunnelled packet (IPIP) passes on the outer L3 allow, and a receiver without a tunnel device does not unwrap it', () => {
-    // The inner datagram (from any address, to the denied UDP/80) is not judged, in Cilium either;
-    // `ext` has no ipip device (a fresh namespace here has none), so its kernel counts an unknown
-    // protocol and delivers nothing to UDP/80. Tunnels inside pods: docs/attack-findings-17d.md.
+  it('a tunnelled packet (IPIP) does not pass on the outer L3 allow: its inner datagram would not be judged (finding 2480)', () => {
+    // Cilium drops the outer packet (DROP_CT_UNKNOWN_PROTO): an unwrapping receiver would deliver
+    // the inner datagram (from any address, to the denied UDP/80). Nothing reaches `ext`.
     const inner = ipv4('8.8.8.8', ip4('ext'), 17, udp(sport(), 80)).slice(2);
     let sent = false;
     const seen = grew(['Ip.InUnknownProtos', 'Udp.InDatagrams'], () => {
       sent = arrives(b(), 'x/client', 'ext', ipv4(ip4('x/client'), ip4('ext'), 4, inner));
     });
-    expect({ sent, seen }).toEqual({ sent: true, seen: [1, 0] });
+    expect({ sent, seen }).toEqual({ sent: false, seen: [0, 0] });
   });
 });

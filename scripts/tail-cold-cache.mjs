@@ -9,8 +9,9 @@
 // Node, CPU, date, load) and per relabel line { inReplay, firstAgain, secondAgain, warm, flushed }
 // (medians over ROUNDS for the last two) plus the pod-add / pod-relabel on-CPU p50 of the replay.
 // V8 tier and IC state are the same in the warm and flushed arms (they alternate): the gap is
-// memory, not code generation.
-//   node scripts/tail-cold-cache.mjs DIST TRACE [ROUNDS=15]
+// memory, not code generation. V8FLAGS (an experiment arm, perf28 2503): set with v8.setFlagsFromString
+// after the cold start, right before the warm-up (e.g. `--interrupt-budget=8448`), in effect for the churn.
+//   node scripts/tail-cold-cache.mjs DIST TRACE [ROUNDS=15] [V8FLAGS]
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -18,7 +19,7 @@ import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { splitTrace } from './lib/initial.mjs';
 
-const [dist, tracePath, roundsArg] = process.argv.slice(2);
+const [dist, tracePath, roundsArg, v8Flags] = process.argv.slice(2);
 if (!dist || !tracePath) {
   process.stderr.write('usage: node scripts/tail-cold-cache.mjs DIST TRACE [ROUNDS]\n');
   process.exit(2);
@@ -45,6 +46,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 const engine = new Engine();
 engine.apply(initial);
+if (v8Flags) (await import('node:v8')).setFlagsFromString(v8Flags);
 warmUpEngine();
 const onCpu = new Map();
 const deltaRelabels = [];
@@ -97,5 +99,5 @@ const commit = (() => {
   }
 })();
 const p50 = (tag) => r1(median(onCpu.get(tag) ?? [0]));
-const header = { dist, commit, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', date: new Date().toISOString(), load: loadavg()[0], rounds, sink: sink & 1 };
+const header = { dist, commit, node: process.version, cpu: cpus()[0]?.model ?? 'unknown', date: new Date().toISOString(), load: loadavg()[0], rounds, v8Flags: v8Flags ?? null, sink: sink & 1 };
 process.stdout.write(`${JSON.stringify({ header, podAddOnCpuP50: p50('pod-add'), podRelabelOnCpuP50: p50('pod-relabel'), rows })}\n`);

@@ -25,6 +25,8 @@ export interface MirrorBatch {
   rollback(vetoed?: boolean): void;
 }
 
+const namespaceKey = (ns: string): string => `Namespace//${ns}`;
+
 /**
  * What the engine holds, by object key, and the batches that bring it to what `states` describes:
  * the keys changed since (dirty), the objects the engine refused, and the retry in halves.
@@ -48,6 +50,14 @@ export class EngineBatches {
    * change or after the next commit of something else.
    */
   private readonly failClosedPods = new Set<string>();
+  /**
+   * Namespaces whose relabel the engine refused alone (finding 2430), until a version of them commits: meanwhile every
+   * pod of theirs is sent fail-closed, so the relabel joins its pods' fail-closed versions and commits (a held pod's
+   * identity ignores the namespace's labels). Their pods keeping the identities of the old labels was a state of
+   * neither input: a policy change committed around it opened flows both deny. Once the namespace commits, its pods
+   * are read again under the new labels (one the engine still refuses alone is held fail-closed as any pod).
+   */
+  private readonly relabelling = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -92,7 +102,7 @@ export class EngineBatches {
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
-    if (h.kind === 'Pod' && this.failClosedPods.has(key)) return failClosedPod(h);
+    if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -221,7 +231,7 @@ export class EngineBatches {
   private awaitNamespaces(next: Map<string, Held | undefined>): void {
     for (const [key, want] of next) {
       if (want?.kind !== 'Pod') continue;
-      const nsKey = `Namespace//${want.pod.namespace}`;
+      const nsKey = namespaceKey(want.pod.namespace);
       if (next.has(nsKey) ? next.get(nsKey) !== undefined : this.held.has(nsKey)) continue;
       this.debug('pod waits for its namespace', { key, namespace: want.pod.namespace });
       if (this.held.has(key)) next.set(key, undefined);
@@ -311,7 +321,7 @@ export class EngineBatches {
 
   private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
     const [only] = next;
-    if (next.size === 1 && !joined && only !== undefined && this.takeFailClosed(only[0], only[1])) return;
+    if (next.size === 1 && !joined && only !== undefined && (this.takeFailClosed(only[0], only[1]) || this.holdRelabelled(only[0], only[1]))) return;
     if (next.size === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
@@ -347,6 +357,7 @@ export class EngineBatches {
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
+    for (const key of this.relabelling) if (next.has(key)) this.endRelabel(key);
     // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
     const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
     if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);
@@ -362,6 +373,36 @@ export class EngineBatches {
     this.dirty.add(key);
     this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
     return true;
+  }
+
+  /**
+   * A namespace upsert the engine refused alone, with pods in the engine (finding 2430): sent again at the next flush
+   * with its pods fail-closed (`relabelling`), the pods first (with a halving limit, each step only narrows). Refused
+   * again so (or with no pod): false, it waits in `refused` as any object, its pods staying fail-closed.
+   */
+  private holdRelabelled(key: string, want: Held | undefined): boolean {
+    if (want?.kind !== 'Namespace' || this.relabelling.has(key)) return false;
+    const pods = [...this.held].filter(([, h]) => h.kind === 'Pod' && h.pod.namespace === want.name).map(([k]) => k);
+    if (pods.length === 0) return false;
+    this.relabelling.add(key);
+    this.lagging.add(key);
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const k of [...pods, key, ...rest]) this.dirty.add(k);
+    this.warn('namespace refused by the engine: its pods are held fail-closed (their addresses denied by every local map, their endpoints denying both ways) while it is relabelled, then read again under its new labels', { key, pods: pods.length });
+    return true;
+  }
+
+  /** The relabelled namespace committed: its pods are read again at the next flush under its new labels. */
+  private endRelabel(key: string): void {
+    this.relabelling.delete(key);
+    const ns = key.slice('Namespace//'.length);
+    for (const k of this.states.keysIn(ns)) {
+      const h = this.held.get(k);
+      if (h?.kind !== 'Pod' || this.failClosedPods.has(k) || this.wanted(k)?.sig === h.sig) continue;
+      this.lagging.add(k);
+      this.dirty.add(k);
+    }
   }
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */

@@ -82,7 +82,7 @@ function applyOp(objects: Objects, o: Op): WatchItem {
 }
 
 function podObject(i: number, app: string): Record<string, unknown> {
-  const p = PODS[i];
+  const p = PODS[i] as (typeof PODS)[number];
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name: p.name, namespace: p.ns, labels: { app } }, spec: { nodeName: p.local ? 'n1' : 'n2', containers: [] }, status: { phase: 'Running', podIP: p.ip } };
 }
 

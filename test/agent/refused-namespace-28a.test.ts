@@ -76,6 +76,9 @@ describe('2430: a namespace relabel the engine refuses never leaves a flow open 
     expect(agent.engine.identityOfIp(parseIp('10.0.0.2'))).toBe(agent.engine.identityOfPod('c/client'));
     expect(agent.mirror.refusedObjects()).toEqual(['Pod/c/other']);
     for (const peer of ['10.0.0.1', '192.0.2.9']) expect(decide('c/other', peer, 'ingress')).toBe('deny');
+    // The rule proper: at a later change both inputs (c team=b, deny team=b) deny the flow.
+    settle([namespace('ADDED', 'unrelated', {})]);
+    expect(decide('x/server', '10.0.0.2', 'ingress')).toBe('deny');
   });
   it('the relabel refused first, then the policy change: client → server stays denied', () => {
     const { agent, settle, decide } = run();

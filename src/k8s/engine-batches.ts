@@ -1,4 +1,4 @@
-import { effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denySidePolicy, effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -46,8 +46,10 @@ export class EngineBatches {
   /**
    * Pods the engine refused alone (finding 2352): held fail-closed (`Pod.failClosed`: their addresses the unallocated
    * number every local map denies, a local one an endpoint with an empty map) instead of absent or at their last
-   * version, whose addresses would read as world or an older identity and take its allows. Read again when they
-   * change or after the next commit of something else.
+   * version, whose addresses would read as world or an older identity and take its allows. And policies the engine
+   * refused alone (finding 2433), held at their deny side (`denySidePolicy`) instead of absent or at their last
+   * version, whose allows the new version and every later input deny. Read again when they change or after the next
+   * commit of something else.
    */
   private readonly failClosedPods = new Set<string>();
   /**
@@ -103,6 +105,7 @@ export class EngineBatches {
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
+    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h), this.groupsMode);
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -365,13 +368,18 @@ export class EngineBatches {
 
   /**
    * A pod upsert the engine refused alone (its reading, not its fail-closed version) is sent again at the next flush
-   * as its fail-closed version (finding 2352). Every other refusal: false.
+   * as its fail-closed version (finding 2352); a policy upsert, as its deny side (finding 2433). Every other refusal:
+   * false.
    */
   private takeFailClosed(key: string, want: Held | undefined): boolean {
-    if (want?.kind !== 'Pod' || want.pod.failClosed === true) return false;
+    if (want === undefined || (want.kind === 'Pod' ? want.pod.failClosed === true : want.kind !== 'Policy' || want.denySide === true)) return false;
     this.failClosedPods.add(key);
-    this.dirty.add(key);
-    this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const k of [key, ...rest]) this.dirty.add(k);
+    if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;
   }
 

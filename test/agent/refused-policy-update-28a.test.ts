@@ -28,7 +28,7 @@ const sel = (app: string) => ({ matchLabels: { app } });
 const l7 = (rules: Record<string, unknown>) => ({ fromEndpoints: [sel('client')], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules }] });
 
 describe('2433: a policy update the engine refuses keeps the old version for every endpoint', () => {
-  it.fails('client → server stays allowed by the old version, which the update and a later change both deny', () => {
+  it('client → server stays allowed by the old version, which the update and a later change both deny', () => {
     const backend = new MemoryBackend();
     const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry() });
     const settle = (items: readonly WatchItem[]): void => {

@@ -1,6 +1,4 @@
 import fc from 'fast-check';
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { backendLookup } from '../../src/backend/lookup.js';
@@ -13,6 +11,7 @@ import { parseIp } from '../../src/model/cidr.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
+import { settledAgent } from './settled-agent.js';
 
 /*
  * Finding 2430: random histories of namespace relabels, pod relabels and policy changes where the engine refuses what
@@ -22,7 +21,6 @@ import { fcReplay, fcRuns } from '../fc-knobs.js';
  * that the maps allow is denied by both the input before the flush and the input after it, as the reference evaluator
  * (src/naive/) reads them.
  */
-const logger = pino({ level: 'silent' });
 const RUNS = fcRuns(process.env.DISTILL_LONG ? 1000 : 60);
 const PODS = [
   { ns: 'x', name: 'server', ip: '10.0.0.1', local: true },
@@ -140,13 +138,7 @@ describe('2430: refused namespace relabels and pods never open a flow both input
       fc.property(fc.array(op, { maxLength: 3 }), fc.array(fc.array(op, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 10 }), (start, steps) => {
         const objects = initial();
         for (const o of start) applyOp(objects, o);
-        const backend = new MemoryBackend();
-        const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry() });
-        const settle = (items: readonly WatchItem[]): void => {
-          for (const it of items) agent.mirror.observe(it, 'test');
-          agent.flush();
-          for (let i = 0; i < 50 && !agent.mirror.idle; i++) agent.flush();
-        };
+        const { agent, backend, settle } = settledAgent();
         settle([...objects.values()].map((o) => item('ADDED', o)));
         let before = inputState(objects);
         for (const ops of steps) {

@@ -1,12 +1,8 @@
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../../src/agent/agent.js';
-import { backendLookup } from '../../src/backend/lookup.js';
-import { MemoryBackend } from '../../src/backend/memory.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
+import { settledAgent } from './settled-agent.js';
 
 /**
  * Finding 2430 (27q's open question): a namespace relabel the engine refuses alone kept the namespace's last labels,
@@ -18,7 +14,6 @@ import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
  * Old input: c team=a, deny team=a (client → server denied). New input: c team=b, deny team=b (denied). The
  * engine held deny team=b with c at team=a: client → server allowed, which both inputs deny.
  */
-const logger = pino({ level: 'silent' });
 let rv = 1;
 const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
 const namespace = (type: 'ADDED' | 'MODIFIED', name: string, labels: Record<string, string>): WatchItem => ({ type, object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta(name, { labels }) } });
@@ -36,17 +31,7 @@ const httpOther = l7('http-other', { matchLabels: { app: 'other' } }, { http: [{
 const kafkaTeamB = l7('kafka-team-b', team('b'), { kafka: [{ topic: 't' }] });
 
 function run() {
-  const backend = new MemoryBackend();
-  const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry() });
-  const settle = (items: readonly WatchItem[]): void => {
-    for (const item of items) agent.mirror.observe(item, 'test');
-    agent.flush();
-    for (let i = 0; i < 50 && !agent.mirror.idle; i++) agent.flush();
-  };
-  const decide = (endpoint: string, peer: string, dir: 'ingress' | 'egress', port = 80): 'allow' | 'deny' => {
-    const hit = backendLookup(backend, endpoint, agent.engine.identityOfIp(parseIp(peer)), dir, 6, port);
-    return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-  };
+  const { agent, settle, decide } = settledAgent();
   settle([
     namespace('ADDED', 'c', { team: 'a' }),
     namespace('ADDED', 'x', {}),

@@ -1,11 +1,6 @@
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../../src/agent/agent.js';
-import { backendLookup } from '../../src/backend/lookup.js';
-import { MemoryBackend } from '../../src/backend/memory.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
-import { parseIp } from '../../src/model/cidr.js';
+import { settledAgent } from './settled-agent.js';
 
 /**
  * Finding 2433 (not fixed, pinned with `it.fails`: it passes while the hole is open). The 2233 class at the engine:
@@ -17,7 +12,6 @@ import { parseIp } from '../../src/model/cidr.js';
  * x/server's map, and at every later change both inputs (the update, with or without that change) deny
  * client → server while the map allows it.
  */
-const logger = pino({ level: 'silent' });
 let rv = 1;
 const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
 const obj = (type: 'ADDED' | 'MODIFIED', object: Record<string, unknown>): WatchItem => ({ type, object }) as WatchItem;
@@ -29,17 +23,8 @@ const l7 = (rules: Record<string, unknown>) => ({ fromEndpoints: [sel('client')]
 
 describe('2433: a policy update the engine refuses keeps the old version for every endpoint', () => {
   it('client → server stays allowed by the old version, which the update and a later change both deny', () => {
-    const backend = new MemoryBackend();
-    const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry() });
-    const settle = (items: readonly WatchItem[]): void => {
-      for (const item of items) agent.mirror.observe(item, 'test');
-      agent.flush();
-      for (let i = 0; i < 50 && !agent.mirror.idle; i++) agent.flush();
-    };
-    const decide = (endpoint: string, peer: string): 'allow' | 'deny' => {
-      const hit = backendLookup(backend, endpoint, agent.engine.identityOfIp(parseIp(peer)), 'ingress', 6, 80);
-      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-    };
+    const { agent, settle, decide: at } = settledAgent();
+    const decide = (endpoint: string, peer: string): 'allow' | 'deny' => at(endpoint, peer, 'ingress');
     settle([
       obj('ADDED', { apiVersion: 'v1', kind: 'Namespace', metadata: meta('x') }),
       pod('server', '10.0.0.1', 'n1'),

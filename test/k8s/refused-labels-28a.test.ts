@@ -1,9 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
+import { rollingMirrorAgent } from './mirror-agent.js';
 
 /**
  * Findings 2431 and 2432 (not fixed, pinned with `it.fails`: each passes while the hole is open and fails once it is
@@ -23,21 +20,7 @@ const other: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('unrelate
 
 /** A mirror feeding an engine of small maps; `verdict` reads x/server's map for the peer at `ip`, port 80/TCP. */
 function node(mapCapacity: number) {
-  const mirror = new ClusterMirror({ nodeName: 'n1' });
-  const engine = new Engine({ mapCapacity });
-  const parser = new WatchStreamParser('w');
-  const feed = (...lines: string[]): void => {
-    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
-    for (let i = 0; i < 40 && !mirror.idle; i++) {
-      const b = mirror.flush();
-      try {
-        engine.apply(b.events as EngineEvent[]);
-        b.commit();
-      } catch {
-        b.rollback();
-      }
-    }
-  };
+  const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity });
   const verdict = (ip: string, dir: 'ingress' | 'egress'): string => {
     const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), dir, 6, 80);
     return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';

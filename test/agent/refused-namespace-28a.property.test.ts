@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { backendLookup } from '../../src/backend/lookup.js';
-import { MemoryBackend } from '../../src/backend/memory.js';
+import type { MapBackend } from '../../src/backend/backend.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
 import { ClusterMirror } from '../../src/k8s/mirror.js';
@@ -108,7 +108,7 @@ function initial(): Objects {
 }
 
 /** Flows the maps allow that both inputs deny, as `from → to dir`. */
-function openings(agent: Agent, backend: MemoryBackend, before: ClusterState, after: ClusterState): string[] {
+function openings(agent: Agent, backend: MapBackend, before: ClusterState, after: ClusterState): string[] {
   const out: string[] = [];
   const mapAllows = (endpoint: string, peerIp: string, dir: 'ingress' | 'egress'): boolean => {
     const hit = backendLookup(backend, endpoint, agent.engine.identityOfIp(parseIp(peerIp)), dir, 6, 80);

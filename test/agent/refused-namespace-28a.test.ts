@@ -1,4 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BpfBackend, bpfUnavailableReason } from '../../src/backend/bpf.js';
+import type { MapBackend } from '../../src/backend/backend.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
@@ -30,8 +34,8 @@ const l7 = (name: string, selector: Record<string, unknown>, rules: Record<strin
 const httpOther = l7('http-other', { matchLabels: { app: 'other' } }, { http: [{ method: 'GET' }] });
 const kafkaTeamB = l7('kafka-team-b', team('b'), { kafka: [{ topic: 't' }] });
 
-function run() {
-  const { agent, settle, decide } = settledAgent();
+function run(backend?: MapBackend) {
+  const { agent, settle, decide } = settledAgent(backend ? { backend } : {});
   settle([
     namespace('ADDED', 'c', { team: 'a' }),
     namespace('ADDED', 'x', {}),
@@ -86,5 +90,28 @@ describe('2430: a namespace relabel the engine refuses never leaves a flow open 
     expect(decide('x/server', '10.0.0.3', 'ingress')).toBe('deny');
     expect(decide('c/other', '10.0.0.1', 'ingress')).toBe('allow');
     expect(agent.mirror.refusedObjects()).toEqual([]);
+  });
+});
+
+const unavailable = bpfUnavailableReason();
+const PIN_ROOT = `/sys/fs/bpf/distill-test-a28ns-${process.pid}`;
+afterAll(() => {
+  if (!unavailable) rmSync(PIN_ROOT, { recursive: true, force: true });
+});
+(unavailable ? describe.skip : describe)('2430 in pinned kernel maps', () => {
+  it('the relabel refused after the policy change: client → server denied by the kernel maps, other at 255', () => {
+    const backend = new BpfBackend({ pinDir: join(PIN_ROOT, 'a') });
+    try {
+      const { agent, settle, decide } = run(backend);
+      settle([denyTeam('MODIFIED', 'b')]);
+      settle([namespace('MODIFIED', 'c', { team: 'b' })]);
+      settle([namespace('ADDED', 'unrelated', {})]);
+      expect(decide('x/server', '10.0.0.2', 'ingress')).toBe('deny');
+      expect(agent.engine.identityOfIp(parseIp('10.0.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
+      expect(decide('x/server', '10.0.0.3', 'ingress')).toBe('deny');
+      expect(decide('x/server', '192.0.2.9', 'ingress')).toBe('allow');
+    } finally {
+      backend.close();
+    }
   });
 });

@@ -13,8 +13,8 @@ const logger = pino({ level: 'silent' });
  * reads the backend's map of `endpoint` for the peer holding `peer` (the engine's ipcache), TCP, `port` (80).
  */
 export function settledAgent(config: Partial<AgentConfig> = {}) {
-  const backend = new MemoryBackend();
-  const agent = new Agent({ node: 'n1', watch: [], backend, logger, registry: new Registry(), ...config });
+  const backend = config.backend ?? new MemoryBackend();
+  const agent = new Agent({ node: 'n1', watch: [], logger, registry: new Registry(), ...config, backend });
   const settle = (items: readonly WatchItem[]): void => {
     for (const item of items) agent.mirror.observe(item, 'test');
     agent.flush();

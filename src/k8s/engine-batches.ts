@@ -1,4 +1,4 @@
-import { effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denySidePolicy, effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -25,6 +25,8 @@ export interface MirrorBatch {
   rollback(vetoed?: boolean): void;
 }
 
+const namespaceKey = (ns: string): string => `Namespace//${ns}`;
+
 /**
  * What the engine holds, by object key, and the batches that bring it to what `states` describes:
  * the keys changed since (dirty), the objects the engine refused, and the retry in halves.
@@ -44,10 +46,20 @@ export class EngineBatches {
   /**
    * Pods the engine refused alone (finding 2352): held fail-closed (`Pod.failClosed`: their addresses the unallocated
    * number every local map denies, a local one an endpoint with an empty map) instead of absent or at their last
-   * version, whose addresses would read as world or an older identity and take its allows. Read again when they
-   * change or after the next commit of something else.
+   * version, whose addresses would read as world or an older identity and take its allows. And policies the engine
+   * refused alone (finding 2433), held at their deny side (`denySidePolicy`) instead of absent or at their last
+   * version, whose allows the new version and every later input deny. Read again when they change or after the next
+   * commit of something else.
    */
   private readonly failClosedPods = new Set<string>();
+  /**
+   * Namespaces whose relabel the engine refused alone (finding 2430), until a version of them commits: meanwhile every
+   * pod of theirs is sent fail-closed, so the relabel joins its pods' fail-closed versions and commits (a held pod's
+   * identity ignores the namespace's labels). Their pods keeping the identities of the old labels was a state of
+   * neither input: a policy change committed around it opened flows both deny. Once the namespace commits, its pods
+   * are read again under the new labels (one the engine still refuses alone is held fail-closed as any pod).
+   */
+  private readonly relabelling = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -92,7 +104,8 @@ export class EngineBatches {
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
-    if (h.kind === 'Pod' && this.failClosedPods.has(key)) return failClosedPod(h);
+    if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
+    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h), this.groupsMode);
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -221,7 +234,7 @@ export class EngineBatches {
   private awaitNamespaces(next: Map<string, Held | undefined>): void {
     for (const [key, want] of next) {
       if (want?.kind !== 'Pod') continue;
-      const nsKey = `Namespace//${want.pod.namespace}`;
+      const nsKey = namespaceKey(want.pod.namespace);
       if (next.has(nsKey) ? next.get(nsKey) !== undefined : this.held.has(nsKey)) continue;
       this.debug('pod waits for its namespace', { key, namespace: want.pod.namespace });
       if (this.held.has(key)) next.set(key, undefined);
@@ -311,7 +324,7 @@ export class EngineBatches {
 
   private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
     const [only] = next;
-    if (next.size === 1 && !joined && only !== undefined && this.takeFailClosed(only[0], only[1])) return;
+    if (next.size === 1 && !joined && only !== undefined && (this.takeFailClosed(only[0], only[1]) || this.holdRelabelled(only[0], only[1]))) return;
     if (next.size === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
@@ -347,6 +360,7 @@ export class EngineBatches {
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
+    for (const key of this.relabelling) if (next.has(key)) this.endRelabel(key);
     // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
     const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
     if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);
@@ -354,14 +368,49 @@ export class EngineBatches {
 
   /**
    * A pod upsert the engine refused alone (its reading, not its fail-closed version) is sent again at the next flush
-   * as its fail-closed version (finding 2352). Every other refusal: false.
+   * as its fail-closed version (finding 2352); a policy upsert, as its deny side (finding 2433). Every other refusal:
+   * false.
    */
   private takeFailClosed(key: string, want: Held | undefined): boolean {
-    if (want?.kind !== 'Pod' || want.pod.failClosed === true) return false;
+    if (want === undefined || (want.kind === 'Pod' ? want.pod.failClosed === true : want.kind !== 'Policy' || want.denySide === true)) return false;
     this.failClosedPods.add(key);
-    this.dirty.add(key);
-    this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const k of [key, ...rest]) this.dirty.add(k);
+    if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;
+  }
+
+  /**
+   * A namespace upsert the engine refused alone, with pods in the engine (finding 2430): sent again at the next flush
+   * with its pods fail-closed (`relabelling`), the pods first (with a halving limit, each step only narrows). Refused
+   * again so (or with no pod): false, it waits in `refused` as any object, its pods staying fail-closed.
+   */
+  private holdRelabelled(key: string, want: Held | undefined): boolean {
+    if (want?.kind !== 'Namespace' || this.relabelling.has(key)) return false;
+    const pods = [...this.held].filter(([, h]) => h.kind === 'Pod' && h.pod.namespace === want.name).map(([k]) => k);
+    if (pods.length === 0) return false;
+    this.relabelling.add(key);
+    this.lagging.add(key);
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const k of [...pods, key, ...rest]) this.dirty.add(k);
+    this.warn('namespace refused by the engine: its pods are held fail-closed (their addresses denied by every local map, their endpoints denying both ways) while it is relabelled, then read again under its new labels', { key, pods: pods.length });
+    return true;
+  }
+
+  /** The relabelled namespace committed: its pods are read again at the next flush under its new labels. */
+  private endRelabel(key: string): void {
+    this.relabelling.delete(key);
+    const ns = key.slice('Namespace//'.length);
+    for (const k of this.states.keysIn(ns)) {
+      const h = this.held.get(k);
+      if (h?.kind !== 'Pod' || this.failClosedPods.has(k) || this.wanted(k)?.sig === h.sig) continue;
+      this.lagging.add(k);
+      this.dirty.add(k);
+    }
   }
 
   /** The namespace is held now: its pods that waited for it (`awaitNamespaces`) are sent at the next flush. */

@@ -6,7 +6,7 @@ import type { CidrGroup } from '../model/cidr-group.js';
 import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
-import { failClosedStandIn } from '../policy/stand-in.js';
+import { denySideOf, failClosedStandIn } from '../policy/stand-in.js';
 import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityNumber, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint, unreadablePodEndpoint } from './objects.js';
 
 /** A log call: a message and its fields. */
@@ -25,7 +25,7 @@ export type Held =
    * `groupless` reading (that deny denying every peer) is enforced only while the groups are watched
    * and one cannot be read (unwatched, distill knows no group labels: finding 2212).
    */
-  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy; readonly whileUnreadable?: true }
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy; readonly whileUnreadable?: true; readonly denySide?: true }
   /**
    * A CiliumCIDRGroup (`group`), or, `group` undefined, one that cannot be read: its prefixes and
    * labels are unknown, so no group peer can be read safely while it is (`EngineBatches`).
@@ -119,6 +119,18 @@ export function keptOnUnreadable(key: string, had: Held | undefined, unreadableP
 export function failClosedPod(h: Extract<Held, { kind: 'Pod' }>): Held {
   if (h.pod.failClosed === true) return h;
   return { ...h, pod: { ...h.pod, failClosed: true }, sig: `failClosed:${h.sig}` };
+}
+
+/**
+ * A policy held at its deny side (`denySideOf`, finding 2433), with its own signature: one the engine refuses alone
+ * (`EngineBatches`), which Cilium accepts and enforces on every endpoint whose policy it can compute. Keeping the old
+ * version instead kept its allows, which the new version and every later input deny.
+ */
+export function denySidePolicy(h: Extract<Held, { kind: 'Policy' }>): Held {
+  if (h.denySide === true) return h;
+  const policy = denySideOf(h.policy);
+  const groupless = h.groupless === undefined ? undefined : h.groupless === h.policy ? policy : denySideOf(h.groupless);
+  return { kind: 'Policy', policy, sig: `denySide:${h.sig}`, denySide: true, ...(groupless ? { groupless } : {}), ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
 }
 
 const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';
@@ -304,5 +316,5 @@ export type GroupsMode = 'read' | 'unreadable' | 'unwatched';
  */
 export function effectiveHeld(h: Held, mode: GroupsMode): Held {
   if (h.kind !== 'Policy' || h.groupless === undefined || mode === 'read' || (h.whileUnreadable === true && mode === 'unwatched')) return h;
-  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless, ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
+  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless, ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}), ...(h.denySide === true ? { denySide: true as const } : {}) };
 }

@@ -1,4 +1,4 @@
-import type { Policy } from '../model/rules.js';
+import { markParsedPolicy, type Policy } from '../model/rules.js';
 import { ciliumExtendedKey } from '../model/labels.js';
 import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
@@ -353,4 +353,15 @@ function unreadRule(o: Record<string, unknown>, spec: Record<string, unknown>, r
     const { name, action } = r;
     return { ...(name !== undefined ? { name } : {}), action, [peers]: [{ notReadByDistill: ['rule'] }] };
   }
+}
+
+/**
+ * The deny side of a policy (finding 2433): its subjects isolated as the policy isolates them, its deny rules, and
+ * for a ClusterNetworkPolicy its Deny and Pass rules in their order; no allow rule and no Accept. What the agent holds
+ * for a policy the engine refuses alone: it allows nothing the policy would not (an allow dropped is never wider; an
+ * Accept dropped lets the flow meet the later rules, which at most allow it too), and keeps every deny the policy adds.
+ */
+export function denySideOf(policy: Policy): Policy {
+  const tiered = policy.tiered && { ...policy.tiered, rules: policy.tiered.rules.filter((r) => r.action !== 'Accept') };
+  return markParsedPolicy({ ...policy, rules: policy.rules.filter((r) => r.verdict === 'deny'), ...(tiered ? { tiered } : {}) });
 }

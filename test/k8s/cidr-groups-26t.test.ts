@@ -1,10 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
+import { rollingMirrorAgent } from './mirror-agent.js';
 
 /**
  * Review 26t of the agent's CiliumCIDRGroup watch (docs/attack-findings-26t.md, 2170–2179).
@@ -35,26 +32,11 @@ const BLOCKED = '198.51.100.200';
 
 /** A mirror and an engine, every batch applied as the agent applies it (a refused batch rolled back); the verdict for BLOCKED recorded after each commit. */
 function node() {
-  const mirror = new ClusterMirror({ nodeName: 'n1' });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
+  const committed: string[] = [];
+  const { feed, engine } = rollingMirrorAgent({}, {}, () => committed.push(verdict(BLOCKED)));
   const verdict = (ip: string): string => {
     const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'ingress', 6, 80);
     return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
-  };
-  const committed: string[] = [];
-  const feed = (...lines: string[]): void => {
-    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
-    for (let i = 0; i < 40 && !mirror.idle; i++) {
-      const b = mirror.flush();
-      try {
-        engine.apply(b.events as EngineEvent[]);
-        b.commit();
-        committed.push(verdict(BLOCKED));
-      } catch {
-        b.rollback();
-      }
-    }
   };
   return { feed, verdict, committed };
 }

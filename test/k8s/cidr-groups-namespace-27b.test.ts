@@ -1,10 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
 import { cidrContainsIp, parseCidr, parseIp } from '../../src/model/cidr.js';
+import { rollingMirrorAgent } from './mirror-agent.js';
 
 /**
  * Attack findings 2172 and 2210 (docs/attack-findings-27b.md): a CiliumCIDRGroup labelled
@@ -41,24 +38,10 @@ const POLICIES = [
 ];
 
 function node(watched = true) {
-  const mirror = new ClusterMirror({ nodeName: 'n1', ...(watched ? { cidrGroups: true } : {}) });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
+  const { feed, engine } = rollingMirrorAgent({}, watched ? { cidrGroups: true } : {});
   const verdict = (podName: string, ip: string, dir: 'ingress' | 'egress'): string => {
     const hit = engine.lookup(podName, engine.identityOfIp(parseIp(ip)), dir, 6, 80);
     return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
-  };
-  const feed = (...lines: string[]): void => {
-    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
-    for (let i = 0; i < 40 && !mirror.idle; i++) {
-      const b = mirror.flush();
-      try {
-        engine.apply(b.events as EngineEvent[]);
-        b.commit();
-      } catch {
-        b.rollback();
-      }
-    }
   };
   feed(line('ADDED', namespace), line('ADDED', pod('server', '10.0.0.1', 'server')), line('ADDED', pod('client', '10.0.0.2', 'client')), ...POLICIES.map((p) => line('ADDED', p)));
   return { feed, verdict };

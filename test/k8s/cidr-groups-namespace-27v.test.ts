@@ -1,9 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
-import { WatchStreamParser } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
+import { rollingMirrorAgent } from './mirror-agent.js';
 
 /**
  * Review 27v of fix2172 (docs/attack-findings-27v.md): an allow whose `any:` pod-namespace selector also
@@ -31,24 +28,10 @@ const cnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium
 const POLICIES = [cnp('client', 12, { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEndpoints: [{ matchLabels: { [NS]: 'x' } }] }] })];
 
 function node() {
-  const mirror = new ClusterMirror({ nodeName: 'n1', cidrGroups: true });
-  const engine = new Engine();
-  const parser = new WatchStreamParser('w');
+  const { feed, engine } = rollingMirrorAgent({}, { cidrGroups: true });
   const verdict = (podName: string, ip: string, dir: 'ingress' | 'egress'): string => {
     const hit = engine.lookup(podName, engine.identityOfIp(parseIp(ip)), dir, 6, 80);
     return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
-  };
-  const feed = (...lines: string[]): void => {
-    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
-    for (let i = 0; i < 40 && !mirror.idle; i++) {
-      const b = mirror.flush();
-      try {
-        engine.apply(b.events as EngineEvent[]);
-        b.commit();
-      } catch {
-        b.rollback();
-      }
-    }
   };
   feed(line('ADDED', namespace), line('ADDED', pod('client', '10.0.0.2', 'client')), ...POLICIES.map((p) => line('ADDED', p)));
   return { feed, verdict };

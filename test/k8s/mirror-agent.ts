@@ -1,7 +1,7 @@
 import { expect } from 'vitest';
 import type { EngineEvent } from '../../src/engine/events.js';
-import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
+import { Engine, type EngineOptions } from '../../src/engine/engine.js';
+import { ClusterMirror, type MirrorOptions } from '../../src/k8s/mirror.js';
 import { WatchStreamParser } from '../../src/k8s/watch.js';
 
 /** A mirror feeding an engine, as the agent wires them, for tests that read watch-stream lines. */
@@ -28,4 +28,29 @@ export function mirrorAgent(nodeName = 'n1') {
     return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
   };
   return { step, verdict, engine, mirror };
+}
+
+/**
+ * A mirror feeding an engine of `options`, a refused batch rolled back as the agent does (the halving retries it);
+ * `onCommit` runs after each committed batch.
+ */
+export function rollingMirrorAgent(options: EngineOptions = {}, mirrorOptions: Partial<MirrorOptions> = {}, onCommit: () => void = () => {}) {
+  const mirror = new ClusterMirror({ nodeName: 'n1', ...mirrorOptions });
+  const engine = new Engine(options);
+  const parser = new WatchStreamParser('w');
+  /** Lines read, then flushed until idle (at most 40 flushes). */
+  const feed = (...lines: string[]): void => {
+    for (const item of parser.push(lines.join('\n') + '\n')) mirror.observe(item, 'w');
+    for (let i = 0; i < 40 && !mirror.idle; i++) {
+      const b = mirror.flush();
+      try {
+        engine.apply(b.events as EngineEvent[]);
+        b.commit();
+        onCommit();
+      } catch {
+        b.rollback();
+      }
+    }
+  };
+  return { feed, engine, mirror };
 }

@@ -58,18 +58,20 @@ describe('agent: a refused batch', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)));
     expect(a.verdict()).toBe('allow');
-    expect(a.step(ev('ADDED', deny(5)), ev('ADDED', http(6)))).toEqual(['refused', 'upsertPolicy', 'refused']);
+    // http, refused alone, is held at its deny side (finding 2433: server's ingress isolated, none of its allows).
+    expect(a.step(ev('ADDED', deny(5)), ev('ADDED', http(6)))).toEqual(['refused', 'upsertPolicy', 'refused', 'upsertPolicy']);
     expect(a.verdict()).toBe('deny');
-    // The conflicting policy goes: nothing waits any more.
-    expect(a.step(ev('DELETED', http(7)))).toEqual(['']);
+    // The conflicting policy goes: its deny side with it, nothing waits any more.
+    expect(a.step(ev('DELETED', http(7)))).toEqual(['deletePolicy']);
     expect(a.verdict()).toBe('deny');
   });
   it('retries a refused object after the next committed change (what it conflicted with may be gone)', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)));
-    expect(a.step(ev('ADDED', http(5)))).toEqual(['refused']);
-    // The delete commits together with the refused policy (finding 743: a policy delete never commits apart from a refused policy upsert).
-    expect(a.step(ev('DELETED', kafka(6)))).toEqual(['upsertPolicy+deletePolicy']);
+    expect(a.step(ev('ADDED', http(5)))).toEqual(['refused', 'upsertPolicy']);
+    // http's deny side is in force (finding 2433), so the delete commits alone (finding 743's wait is for a refused policy
+    // none of whose denies is in force); http is read again after it.
+    expect(a.step(ev('DELETED', kafka(6)))).toEqual(['deletePolicy', 'upsertPolicy']);
     expect(a.engine.l7Table('x/server').length).toBeGreaterThan(0);
   });
   it('retries in the batch order: upserts before deletes', () => {
@@ -77,12 +79,13 @@ describe('agent: a refused batch', () => {
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)), ev('ADDED', deny(5)));
     // The deny's replacement arrives with its delete and with a refused object: the replacement lands first.
     const replacement = cnp('deny2', 7, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] });
-    // The old deny's delete waits with the refused http policy (finding 743), retried with it after the next commit.
-    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'refused']);
+    // http, refused alone, is held at its deny side (finding 2433); the old deny's delete then commits after its
+    // replacement (finding 743 holds a delete back only with a refused policy none of whose denies is in force).
+    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'upsertPolicy', 'deletePolicy', 'refused', '']);
     expect(a.verdict()).toBe('deny');
-    expect([...new Set(a.engine.policyOf('x/server').map((r) => r.origin.policy.name))].sort()).toEqual(['deny', 'deny2', 'kafka']);
-    // The conflict goes: the held delete and the refused policy are retried and commit.
-    expect(a.step(ev('DELETED', kafka(9)))).toEqual(['upsertPolicy+deletePolicy', 'deletePolicy']);
+    expect([...new Set(a.engine.policyOf('x/server').map((r) => r.origin.policy.name))].sort()).toEqual(['deny2', 'kafka']);
+    // The conflict goes: the refused policy is read again and commits.
+    expect(a.step(ev('DELETED', kafka(9)))).toEqual(['deletePolicy', 'upsertPolicy']);
     expect([...new Set(a.engine.policyOf('x/server').map((r) => r.origin.policy.name))].sort()).toEqual(['deny2', 'http']);
   });
   it('finding 743: a policy delete never commits apart from its refused replacement (a relist swapping deny-a for a deny-b the map cannot hold)', () => {

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { parseManifest } from '../../src/policy/manifest.js';
+import { denySideOf } from '../../src/policy/stand-in.js';
+
+/** Finding 2433: the deny side of a policy the engine refuses alone (src/policy/stand-in.ts `denySideOf`). */
+const sel = (app: string) => ({ matchLabels: { app } });
+
+describe('2433: denySideOf', () => {
+  it('a Cilium policy: its deny rules and its isolation, none of its allows', () => {
+    const p = parseManifest(
+      { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: sel('server'), ingress: [{ fromEndpoints: [sel('client')] }], ingressDeny: [{ fromEndpoints: [sel('bad')] }], egress: [{ toEndpoints: [sel('db')] }] } },
+      'p.yaml',
+    );
+    const d = denySideOf(p);
+    expect(p.rules.map((r) => r.verdict).sort()).toEqual(['allow', 'allow', 'deny']);
+    expect(d.rules.map((r) => [r.direction, r.verdict])).toEqual([['ingress', 'deny']]);
+    expect(d.enforcements).toEqual(p.enforcements);
+    expect(d.enforcements.map((e) => e.direction).sort()).toEqual(['egress', 'ingress']);
+  });
+  it('enableDefaultDeny false: no isolation in that direction, the denies kept', () => {
+    const p = parseManifest(
+      { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { endpointSelector: sel('server'), enableDefaultDeny: { ingress: false }, ingress: [{ fromEndpoints: [sel('client')] }], ingressDeny: [{ fromEndpoints: [sel('bad')] }] } },
+      'p.yaml',
+    );
+    const d = denySideOf(p);
+    expect(d.enforcements.filter((e) => e.direction === 'ingress')).toEqual([]);
+    expect(d.rules.map((r) => r.verdict)).toEqual(['deny']);
+  });
+  it('a ClusterNetworkPolicy: Deny and Pass rules in their order, no Accept', () => {
+    const p = parseManifest(
+      {
+        apiVersion: 'policy.networking.k8s.io/v1beta1',
+        kind: 'ClusterNetworkPolicy',
+        metadata: { name: 'c' },
+        spec: {
+          tier: 'Admin',
+          priority: 5,
+          subject: { namespaces: {} },
+          ingress: [
+            { name: 'a', action: 'Accept', from: [{ namespaces: {} }] },
+            { name: 'p', action: 'Pass', from: [{ namespaces: { matchLabels: { t: 'p' } } }] },
+            { name: 'd', action: 'Deny', from: [{ namespaces: { matchLabels: { t: 'd' } } }] },
+          ],
+        },
+      },
+      'c.yaml',
+    );
+    const d = denySideOf(p);
+    expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index])).toEqual([
+      ['p', 'Pass', 1],
+      ['d', 'Deny', 2],
+    ]);
+    expect(d.tiered?.subject).toBe(p.tiered?.subject);
+  });
+});

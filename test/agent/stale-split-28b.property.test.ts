@@ -1,0 +1,181 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { staleVeto } from '../../src/agent/agent.js';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineEvent, MapCapacityError, TransactionVetoedError } from '../../src/engine/events.js';
+import { ClusterMirror } from '../../src/k8s/mirror.js';
+import type { WatchItem } from '../../src/k8s/watch.js';
+import { fcReplay, fcRuns } from '../fc-knobs.js';
+
+/*
+ * Finding 2440 (docs/attack-findings-28b.md): in CRD identity mode a batch vetoed for admitting a number whose
+ * CiliumIdentity narrows outside it (`MirrorBatch.stale`, agent.ts `staleVeto`) is retried in halves, so only the
+ * objects that open such a number wait; one object vetoed alone is sent again with the identity joined. The loop is
+ * the agent's CRD path (agent.ts `applyPending`) on a small map capacity. Openers: a policy letting client reach a
+ * number's labels, a local pod no policy selects (its default allow, identity 0). Non-openers: remote web pods (a
+ * number whose entries every map has). Claims: (safety) from the moment a narrowing is read until the number is
+ * readable again, every committed state keeps every local endpoint denying the number in each direction where it
+ * denied it then (an endpoint made since counts as denying); (liveness) at the end of a step that deletes no policy
+ * (743's join of refused policies makes such a batch wait as a whole), every remote web pod the step changed is in
+ * force; once nothing is over capacity, everything commits.
+ */
+const CAP = 24;
+let rv = 1;
+const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
+const labels = (app: string): Record<string, string> => ({
+  'k8s:app': app,
+  'k8s:io.kubernetes.pod.namespace': 'shop',
+  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
+  'k8s:io.cilium.k8s.policy.cluster': 'default',
+  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
+});
+const pod = (name: string, app: string, node: string, ip: string): WatchItem => ({
+  type: 'ADDED',
+  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
+});
+const identity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED' | 'DELETED'): WatchItem => ({
+  type,
+  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
+});
+const cnp = (name: string, subject: string, egress: unknown[], type: 'ADDED' | 'DELETED' = 'ADDED'): WatchItem => ({
+  type,
+  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: subject } }, egress } },
+});
+/** `toEntities: [all]` on `n` TCP ports from `from`: one map entry each (on web or client). */
+const fill = (name: string, subject: string, from: number, n: number): WatchItem =>
+  n === 0 ? cnp(name, subject, [], 'DELETED') : cnp(name, subject, [{ toEntities: ['all'], toPorts: [{ ports: Array.from({ length: n }, (_, i) => ({ port: String(from + i), protocol: 'TCP' })) }] }]);
+
+function deleted(item: WatchItem): WatchItem {
+  if (!('object' in item)) throw new Error('an object item');
+  return { type: 'DELETED', object: item.object };
+}
+
+const NUMBERS = [303, 306] as const;
+const APP: ReadonlyMap<number, string> = new Map([[303, 'db'], [306, 'api']]);
+const DIRECTIONS = ['ingress', 'egress'] as const;
+type Op =
+  | { readonly k: 'id'; readonly n: number; readonly to: 'readable' | 'unreadable' | 'deleted' }
+  | { readonly k: 'allow'; readonly n: number; readonly on: boolean }
+  | { readonly k: 'fill'; readonly on: 'web' | 'client'; readonly size: number }
+  | { readonly k: 'remote'; readonly i: number; readonly on: boolean }
+  | { readonly k: 'lonely'; readonly i: number; readonly on: boolean };
+const num = fc.constantFrom(...NUMBERS);
+const op: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ k: fc.constant('id' as const), n: num, to: fc.constantFrom('readable' as const, 'unreadable' as const, 'deleted' as const) }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant('allow' as const), n: num, on: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('fill' as const), on: fc.constantFrom('web' as const, 'client' as const), size: fc.oneof(fc.constant(0), fc.integer({ min: CAP - 6, max: CAP })) }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant('remote' as const), i: fc.integer({ min: 0, max: 3 }), on: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('lonely' as const), i: fc.integer({ min: 0, max: 1 }), on: fc.boolean() }) },
+);
+const remotePod = (i: number): WatchItem => pod(`web${i}`, 'web', 'n2', `10.0.2.${i + 1}`);
+const lonelyPod = (i: number): WatchItem => pod(`lonely${i}`, 'lonely', 'n1', `10.0.0.${i + 10}`);
+
+/** Each local endpoint's verdict on `n` by direction (true: denied), as `engine.lookup` on TCP/80. */
+function verdicts(engine: Engine, n: number): Map<string, boolean> {
+  const out = new Map<string, boolean>();
+  for (const ep of engine.endpoints()) for (const d of DIRECTIONS) out.set(`${ep} ${d}`, engine.lookup(ep, n, d, 6, 80)?.entry.deny ?? true);
+  return out;
+}
+
+export const stats28b = { commits: 0, vetoed: 0, capacity: 0, checks: 0, live: 0, transactions: 0, maxPerSettle: 0 };
+
+describe('28b: a vetoed CRD batch is split, so only the objects that open a waiting number wait', () => {
+  it('every local endpoint keeps denying a narrowing number it denied, a step\'s remote pods commit, and nothing stays refused once it fits', () => {
+    const stats = stats28b;
+    fc.assert(
+      fc.property(fc.array(fc.array(op, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 10 }), (steps) => {
+        const mirror = new ClusterMirror({ nodeName: 'n1', externalIdentities: true });
+        const engine = new Engine({ identitySource: 'external', mapCapacity: CAP });
+        /** Numbers whose narrowing was read, with each endpoint's verdict on them then. */
+        const narrowed = new Map<number, Map<string, boolean>>();
+        const state = new Map<number, 'readable' | 'unreadable' | 'deleted'>(NUMBERS.map((n) => [n, 'readable']));
+        const check = (): void => {
+          for (const [n, then] of narrowed) {
+            if (engine.identityLabels(n) === undefined) continue;
+            for (const [at, denied] of verdicts(engine, n)) {
+              if (then.get(at) === false) continue;
+              stats.checks++;
+              expect(denied, `${at} admits ${n} while its narrowing waits`).toBe(true);
+            }
+          }
+        };
+        const settle = (items: readonly WatchItem[]): void => {
+          for (const item of items) mirror.observe(item, 'test');
+          let n = 0;
+          for (let i = 0; i < 300 && !mirror.idle; i++) {
+            const b = mirror.flush();
+            const veto = b.stale.size > 0 ? staleVeto(b.stale) : undefined;
+            n++;
+            try {
+              engine.apply(b.events as EngineEvent[], veto);
+            } catch (e) {
+              if (!(e instanceof MapCapacityError || e instanceof TransactionVetoedError)) throw e;
+              if (e instanceof TransactionVetoedError) stats.vetoed++;
+              else stats.capacity++;
+              b.rollback(veto !== undefined && e instanceof TransactionVetoedError);
+              continue;
+            }
+            b.commit();
+            stats.commits++;
+            check();
+          }
+          stats.transactions += n;
+          stats.maxPerSettle = Math.max(stats.maxPerSettle, n);
+          expect(mirror.idle).toBe(true);
+        };
+        settle([
+          { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } },
+          pod('web', 'web', 'n1', '10.0.0.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), pod('api', 'api', 'n2', '10.0.1.5'),
+          cnp('client-web', 'client', [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }]),
+          identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(306, 'api', 'ADDED'), identity(310, 'lonely', 'ADDED'),
+          fill('fill-web', 'web', 1000, CAP - 2),
+        ]);
+        const remoteOn = new Map<number, boolean>();
+        for (const ops of steps) {
+          const items: WatchItem[] = [];
+          const remotes = new Set<number>();
+          let deletesPolicy = false;
+          for (const o of ops) {
+            if (o.k === 'id') {
+              const was = state.get(o.n);
+              if (was === o.to) continue;
+              state.set(o.n, o.to);
+              if (o.to === 'readable') narrowed.delete(o.n);
+              else if (!narrowed.has(o.n) && engine.identityLabels(o.n) !== undefined) narrowed.set(o.n, verdicts(engine, o.n));
+              items.push(o.to === 'deleted' ? identity(o.n, APP.get(o.n) ?? null, 'DELETED') : identity(o.n, o.to === 'readable' ? (APP.get(o.n) ?? null) : null, was === 'deleted' ? 'ADDED' : 'MODIFIED'));
+            } else if (o.k === 'allow') {
+              const app = APP.get(o.n) ?? '';
+              items.push(cnp(`client-${app}`, 'client', [{ toEndpoints: [{ matchLabels: { app } }] }], o.on ? 'ADDED' : 'DELETED'));
+              deletesPolicy ||= !o.on;
+            } else if (o.k === 'fill') {
+              items.push(fill(`fill-${o.on}`, o.on, o.on === 'web' ? 1000 : 2000, o.size));
+              deletesPolicy ||= o.size === 0;
+            } else if (o.k === 'remote') {
+              items.push(o.on ? remotePod(o.i) : deleted(remotePod(o.i)));
+              remotes.add(o.i);
+              remoteOn.set(o.i, o.on);
+            } else items.push(o.on ? lonelyPod(o.i) : deleted(lonelyPod(o.i)));
+          }
+          settle(items);
+          if (deletesPolicy) continue;
+          for (const i of remotes) {
+            stats.live++;
+            expect(engine.identityOfPod(`shop/web${i}`), `remote pod web${i} waits (refused: ${mirror.refusedObjects().join(', ')})`).toBe(remoteOn.get(i) === true ? 300 : undefined);
+          }
+        }
+        settle([fill('fill-web', 'web', 1000, 0), fill('fill-client', 'client', 2000, 0), pod('late', 'web', 'n2', '10.0.3.1')]);
+        expect(mirror.refusedObjects()).toEqual([]);
+        for (const n of NUMBERS) {
+          const s = state.get(n);
+          expect(engine.identityLabels(n) === undefined).toBe(s === 'deleted');
+          expect(engine.unreadableIdentities().includes(n)).toBe(s === 'unreadable');
+        }
+      }),
+      { numRuns: fcRuns(200), ...fcReplay(2440) },
+    );
+    if (process.env.DISTILL_STATS) console.log(JSON.stringify(stats));
+    expect(stats.vetoed).toBeGreaterThan(0);
+    expect(stats.checks).toBeGreaterThan(0);
+    expect(stats.live).toBeGreaterThan(0);
+  });
+});

@@ -264,7 +264,12 @@ export class EngineBatches {
       this.dirty.delete(key);
       this.refused.delete(key);
       const want = this.wanted(key);
-      if (next.has(key) || want?.sig === this.held.get(key)?.sig) continue;
+      if (next.has(key)) continue;
+      // Back to what the engine holds: taken out of `dirty` here, so no flush clears it from `lagging` (finding 2441).
+      if (want?.sig === this.held.get(key)?.sig) {
+        this.lagging.delete(key);
+        continue;
+      }
       this.debug('a batch that would admit a number whose identity narrows waits for it: retried together', { key });
       next.set(key, want);
       joined = true;

@@ -83,7 +83,7 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
   it('every local endpoint keeps denying a narrowing number it denied, a step\'s remote pods commit, and nothing stays refused once it fits', () => {
     const stats = stats28b;
     fc.assert(
-      fc.property(fc.array(fc.array(op, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 10 }), (steps) => {
+      fc.property(fc.array(fc.tuple(fc.array(op, { minLength: 1, maxLength: 4 }), fc.nat({ max: 4 })), { minLength: 1, maxLength: 10 }), (steps) => {
         const mirror = new ClusterMirror({ nodeName: 'n1', externalIdentities: true });
         const engine = new Engine({ identitySource: 'external', mapCapacity: CAP });
         /** Numbers whose narrowing was read, with each endpoint's verdict on them then. */
@@ -99,12 +99,32 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
             }
           }
         };
-        const settle = (items: readonly WatchItem[]): void => {
-          for (const item of items) mirror.observe(item, 'test');
+        /** Identity items that narrow a number (readable → unreadable or deleted) or make it readable again. */
+        const narrows = new Map<WatchItem, number>();
+        const widens = new Map<WatchItem, number>();
+        /** The mirror reads `item`: a narrowing is recorded with the verdicts of that moment. */
+        const observe = (item: WatchItem): void => {
+          const n = narrows.get(item);
+          if (n !== undefined && !narrowed.has(n) && engine.identityLabels(n) !== undefined) narrowed.set(n, verdicts(engine, n));
+          const w = widens.get(item);
+          if (w !== undefined) narrowed.delete(w);
+          mirror.observe(item, 'test');
+        };
+        /** `early` arrives, one flush runs, then `items` arrive (between two flushes, as in the agent), then flushes until idle. */
+        const settle = (items: readonly WatchItem[], early: readonly WatchItem[] = []): void => {
+          for (const item of early) observe(item);
+          let late = items;
+          const arrive = (): void => {
+            for (const item of late) observe(item);
+            late = [];
+          };
           let n = 0;
-          for (let i = 0; i < 300 && !mirror.idle; i++) {
+          for (let i = 0; i < 300; i++) {
+            if (mirror.idle) arrive();
+            if (mirror.idle) break;
             const b = mirror.flush();
             const veto = b.stale.size > 0 ? staleVeto(b.stale) : undefined;
+            const dbg = (r: string): void => { if (process.env.B28LOG) console.log('FLUSH', (b.events as EngineEvent[]).map((e) => e.type + ':' + ('pod' in e ? e.pod.name : 'id' in e ? e.id : 'policy' in e ? JSON.stringify((e as unknown as {policy: {name: string}}).policy.name) : '')).join(' '), [...b.stale], r, mirror.refusedObjects()); };
             n++;
             try {
               engine.apply(b.events as EngineEvent[], veto);
@@ -113,11 +133,15 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
               if (e instanceof TransactionVetoedError) stats.vetoed++;
               else stats.capacity++;
               b.rollback(veto !== undefined && e instanceof TransactionVetoedError);
+              dbg(String(e).slice(0, 30));
+              arrive();
               continue;
             }
             b.commit();
+            dbg('ok');
             stats.commits++;
             check();
+            arrive();
           }
           stats.transactions += n;
           stats.maxPerSettle = Math.max(stats.maxPerSettle, n);
@@ -131,32 +155,45 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
           fill('fill-web', 'web', 1000, CAP - 2),
         ]);
         const remoteOn = new Map<number, boolean>();
-        for (const ops of steps) {
+        const lonelyOn = new Map<number, boolean>();
+        const allowOn = new Map<number, boolean>();
+        /** The policies the inputs hold, by mirror key. */
+        const policies = new Set(['CiliumNetworkPolicy/shop/client-web', 'CiliumNetworkPolicy/shop/fill-web']);
+        for (const [ops, cut] of steps) {
           const items: WatchItem[] = [];
           const remotes = new Set<number>();
-          let deletesPolicy = false;
+          // A policy delete that waits from an earlier step deletes one in this step's batches too.
+          let deletesPolicy = mirror.refusedObjects().some((key) => key.startsWith('CiliumNetworkPolicy/') && !policies.has(key));
           for (const o of ops) {
             if (o.k === 'id') {
               const was = state.get(o.n);
               if (was === o.to) continue;
               state.set(o.n, o.to);
-              if (o.to === 'readable') narrowed.delete(o.n);
-              else if (!narrowed.has(o.n) && engine.identityLabels(o.n) !== undefined) narrowed.set(o.n, verdicts(engine, o.n));
-              items.push(o.to === 'deleted' ? identity(o.n, APP.get(o.n) ?? null, 'DELETED') : identity(o.n, o.to === 'readable' ? (APP.get(o.n) ?? null) : null, was === 'deleted' ? 'ADDED' : 'MODIFIED'));
+              const item = o.to === 'deleted' ? identity(o.n, APP.get(o.n) ?? null, 'DELETED') : identity(o.n, o.to === 'readable' ? (APP.get(o.n) ?? null) : null, was === 'deleted' ? 'ADDED' : 'MODIFIED');
+              (o.to === 'readable' ? widens : narrows).set(item, o.n);
+              items.push(item);
             } else if (o.k === 'allow') {
               const app = APP.get(o.n) ?? '';
               items.push(cnp(`client-${app}`, 'client', [{ toEndpoints: [{ matchLabels: { app } }] }], o.on ? 'ADDED' : 'DELETED'));
               deletesPolicy ||= !o.on;
+              allowOn.set(o.n, o.on);
+              if (o.on) policies.add(`CiliumNetworkPolicy/shop/client-${app}`);
+              else policies.delete(`CiliumNetworkPolicy/shop/client-${app}`);
             } else if (o.k === 'fill') {
               items.push(fill(`fill-${o.on}`, o.on, o.on === 'web' ? 1000 : 2000, o.size));
               deletesPolicy ||= o.size === 0;
+              if (o.size > 0) policies.add(`CiliumNetworkPolicy/shop/fill-${o.on}`);
+              else policies.delete(`CiliumNetworkPolicy/shop/fill-${o.on}`);
             } else if (o.k === 'remote') {
               items.push(o.on ? remotePod(o.i) : deleted(remotePod(o.i)));
               remotes.add(o.i);
               remoteOn.set(o.i, o.on);
-            } else items.push(o.on ? lonelyPod(o.i) : deleted(lonelyPod(o.i)));
+            } else {
+              items.push(o.on ? lonelyPod(o.i) : deleted(lonelyPod(o.i)));
+              lonelyOn.set(o.i, o.on);
+            }
           }
-          settle(items);
+          settle(items.slice(cut), items.slice(0, cut));
           if (deletesPolicy) continue;
           for (const i of remotes) {
             stats.live++;
@@ -169,7 +206,11 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
           const s = state.get(n);
           expect(engine.identityLabels(n) === undefined).toBe(s === 'deleted');
           expect(engine.unreadableIdentities().includes(n)).toBe(s === 'unreadable');
+          // Every object in force: client reaches a readable number exactly while its policy is there.
+          expect(engine.lookup('shop/client', n, 'egress', 6, 80)?.entry.deny ?? true).toBe(!(s === 'readable' && allowOn.get(n) === true));
         }
+        for (const [i, on] of lonelyOn) expect(engine.endpoints().includes(`shop/lonely${i}`)).toBe(on);
+        for (const [i, on] of remoteOn) expect(engine.identityOfPod(`shop/web${i}`)).toBe(on ? 300 : undefined);
       }),
       { numRuns: fcRuns(200), ...fcReplay(2440) },
     );

@@ -56,6 +56,8 @@ const DIRECTIONS = ['ingress', 'egress'] as const;
 type Op =
   | { readonly k: 'id'; readonly n: number; readonly to: 'readable' | 'unreadable' | 'deleted' }
   | { readonly k: 'allow'; readonly n: number; readonly on: boolean }
+  | { readonly k: 'deny'; readonly n: number; readonly on: boolean }
+  | { readonly k: 'peer'; readonly n: number; readonly i: number; readonly on: boolean }
   | { readonly k: 'fill'; readonly on: 'web' | 'client'; readonly size: number }
   | { readonly k: 'remote'; readonly i: number; readonly on: boolean }
   | { readonly k: 'lonely'; readonly i: number; readonly on: boolean };
@@ -66,7 +68,16 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('fill' as const), on: fc.constantFrom('web' as const, 'client' as const), size: fc.oneof(fc.constant(0), fc.integer({ min: CAP - 6, max: CAP })) }) },
   { weight: 3, arbitrary: fc.record({ k: fc.constant('remote' as const), i: fc.integer({ min: 0, max: 3 }), on: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('lonely' as const), i: fc.integer({ min: 0, max: 1 }), on: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('deny' as const), n: num, on: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('peer' as const), n: num, i: fc.integer({ min: 0, max: 1 }), on: fc.boolean() }) },
 );
+/** client's egress deny of a number's labels (a deny delete opens it). */
+const deny = (n: number, on: boolean): WatchItem => {
+  const app = APP.get(n) ?? '';
+  return { type: on ? 'ADDED' : 'DELETED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(`deny-${app}`, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app } }] }] } } };
+};
+/** A remote pod of a number's labels (its address moves to that number). */
+const peerPod = (n: number, i: number): WatchItem => pod(`${APP.get(n) ?? ''}${i}`, APP.get(n) ?? '', 'n2', `10.0.${n - 290}.${i + 1}`);
 const remotePod = (i: number): WatchItem => pod(`web${i}`, 'web', 'n2', `10.0.2.${i + 1}`);
 const lonelyPod = (i: number): WatchItem => pod(`lonely${i}`, 'lonely', 'n1', `10.0.0.${i + 10}`);
 
@@ -89,9 +100,14 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
         /** Numbers whose narrowing was read, with each endpoint's verdict on them then. */
         const narrowed = new Map<number, Map<string, boolean>>();
         const state = new Map<number, 'readable' | 'unreadable' | 'deleted'>(NUMBERS.map((n) => [n, 'readable']));
+        const addresses = (n: number): Set<string> => new Set(engine.ipcache().filter((e) => e.identity === n).map((e) => e.prefix));
+        /** The addresses each narrowed number had when its narrowing was read. */
+        const hadAddresses = new Map<number, Set<string>>();
         const check = (): void => {
           for (const [n, then] of narrowed) {
             if (engine.identityLabels(n) === undefined) continue;
+            // An address moved to the number while its narrowing waits is a new packet carrying it (old: another number or world).
+            if (!engine.unreadableIdentities().includes(n)) for (const a of addresses(n)) expect(hadAddresses.get(n)?.has(a), `${a} moved to ${n} while its narrowing waits`).toBe(true);
             for (const [at, denied] of verdicts(engine, n)) {
               if (then.get(at) === false) continue;
               stats.checks++;
@@ -105,7 +121,10 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
         /** The mirror reads `item`: a narrowing is recorded with the verdicts of that moment. */
         const observe = (item: WatchItem): void => {
           const n = narrows.get(item);
-          if (n !== undefined && !narrowed.has(n) && engine.identityLabels(n) !== undefined) narrowed.set(n, verdicts(engine, n));
+          if (n !== undefined && !narrowed.has(n) && engine.identityLabels(n) !== undefined) {
+            narrowed.set(n, verdicts(engine, n));
+            hadAddresses.set(n, addresses(n));
+          }
           const w = widens.get(item);
           if (w !== undefined) narrowed.delete(w);
           mirror.observe(item, 'test');
@@ -157,6 +176,7 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
         const remoteOn = new Map<number, boolean>();
         const lonelyOn = new Map<number, boolean>();
         const allowOn = new Map<number, boolean>();
+        const denyOn = new Map<number, boolean>();
         /** The policies the inputs hold, by mirror key. */
         const policies = new Set(['CiliumNetworkPolicy/shop/client-web', 'CiliumNetworkPolicy/shop/fill-web']);
         for (const [ops, cut] of steps) {
@@ -179,6 +199,14 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
               allowOn.set(o.n, o.on);
               if (o.on) policies.add(`CiliumNetworkPolicy/shop/client-${app}`);
               else policies.delete(`CiliumNetworkPolicy/shop/client-${app}`);
+            } else if (o.k === 'deny') {
+              items.push(deny(o.n, o.on));
+              denyOn.set(o.n, o.on);
+              deletesPolicy ||= !o.on;
+              if (o.on) policies.add(`CiliumNetworkPolicy/shop/deny-${APP.get(o.n) ?? ''}`);
+              else policies.delete(`CiliumNetworkPolicy/shop/deny-${APP.get(o.n) ?? ''}`);
+            } else if (o.k === 'peer') {
+              items.push(o.on ? peerPod(o.n, o.i) : deleted(peerPod(o.n, o.i)));
             } else if (o.k === 'fill') {
               items.push(fill(`fill-${o.on}`, o.on, o.on === 'web' ? 1000 : 2000, o.size));
               deletesPolicy ||= o.size === 0;
@@ -207,7 +235,7 @@ describe('28b: a vetoed CRD batch is split, so only the objects that open a wait
           expect(engine.identityLabels(n) === undefined).toBe(s === 'deleted');
           expect(engine.unreadableIdentities().includes(n)).toBe(s === 'unreadable');
           // Every object in force: client reaches a readable number exactly while its policy is there.
-          expect(engine.lookup('shop/client', n, 'egress', 6, 80)?.entry.deny ?? true).toBe(!(s === 'readable' && allowOn.get(n) === true));
+          expect(engine.lookup('shop/client', n, 'egress', 6, 80)?.entry.deny ?? true).toBe(!(s === 'readable' && allowOn.get(n) === true && denyOn.get(n) !== true));
         }
         for (const [i, on] of lonelyOn) expect(engine.endpoints().includes(`shop/lonely${i}`)).toBe(on);
         for (const [i, on] of remoteOn) expect(engine.identityOfPod(`shop/web${i}`)).toBe(on ? 300 : undefined);

@@ -183,7 +183,7 @@ export class EngineBatches {
     }
     if (this.dirty.size === 0) this.limit = Infinity;
     const joinedStale = this.joinStaleIdentities(next);
-    const joined = this.joinRefusedPolicies(next) || joinedStale;
+    const joined = this.joinRefusedPolicies(next) || joinedStale.size > 0;
     if (namespacesWatched) this.awaitNamespaces(next);
     const events = eventsFor(this.held, next);
     const stale = this.staleNumbers(next);
@@ -196,7 +196,7 @@ export class EngineBatches {
       },
       rollback: (vetoed = false) => {
         this.settle(batch);
-        if (vetoed && stale.size > 0 && (next.size === 1 || joined)) this.rollbackVetoed(next, stale);
+        if (vetoed && stale.size > 0 && (next.size === 1 || joined)) this.rollbackVetoed(next, stale, joinedStale);
         else if (vetoed && stale.size > 0) this.halve(next);
         else this.rollback(next, joined);
       },
@@ -255,11 +255,11 @@ export class EngineBatches {
 
   /**
    * The identities a vetoed batch waited for (`joinStale`) join this batch: removed from `dirty` and `refused`, and
-   * sent whatever the limit. True when some joined (the batch then commits or waits as a whole, like
+   * sent whatever the limit. The keys that joined (the batch then commits or waits as a whole, like
    * `joinRefusedPolicies`).
    */
-  private joinStaleIdentities(next: Map<string, Held | undefined>): boolean {
-    let joined = false;
+  private joinStaleIdentities(next: Map<string, Held | undefined>): Set<string> {
+    const joined = new Set<string>();
     for (const key of this.joinStale) {
       this.dirty.delete(key);
       this.refused.delete(key);
@@ -272,7 +272,7 @@ export class EngineBatches {
       }
       this.debug('a batch that would admit a number whose identity narrows waits for it: retried together', { key });
       next.set(key, want);
-      joined = true;
+      joined.add(key);
     }
     this.joinStale.clear();
     return joined;
@@ -281,15 +281,17 @@ export class EngineBatches {
   /**
    * One object (or a joined batch) refused for admitting a number of `stale` (finding 2373): it goes back to the head
    * of `dirty`, alone in the next flush (finding 2440: what arrived meanwhile does not wait with it), and those
-   * identities join that batch (`joinStaleIdentities`), which commits with them or waits as a whole in `refused`. Each
-   * veto joins more identities and those narrow, so a batch is vetoed at most once per waiting identity.
+   * identities join that batch (`joinStaleIdentities`), which commits with them or waits as a whole in `refused`. The
+   * identities joined to this batch stay joined (`joinedStale`: the limit would leave them in `dirty`, and two waiting
+   * identities would take turns being vetoed), so each veto joins more identities and a batch is vetoed at most once
+   * per waiting identity.
    */
-  private rollbackVetoed(next: ReadonlyMap<string, Held | undefined>, stale: ReadonlyMap<number, string>): void {
-    for (const key of stale.values()) this.joinStale.add(key);
+  private rollbackVetoed(next: ReadonlyMap<string, Held | undefined>, stale: ReadonlyMap<number, string>, joinedStale: ReadonlySet<string>): void {
+    for (const key of [...stale.values(), ...joinedStale]) this.joinStale.add(key);
     const rest = [...this.dirty];
     this.dirty.clear();
-    for (const key of [...next.keys(), ...rest]) this.dirty.add(key);
-    this.limit = Math.min(this.limit, next.size);
+    for (const key of [...next.keys()].filter((k) => !joinedStale.has(k)).concat(rest)) this.dirty.add(key);
+    this.limit = Math.min(this.limit, Math.max(1, next.size - joinedStale.size));
   }
 
   /**

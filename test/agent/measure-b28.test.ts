@@ -1,0 +1,60 @@
+import { it } from 'vitest';
+import { staleVeto } from '../../src/agent/agent.js';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineEvent, MapCapacityError, TransactionVetoedError } from '../../src/engine/events.js';
+import { ClusterMirror } from '../../src/k8s/mirror.js';
+import type { WatchItem } from '../../src/k8s/watch.js';
+const CAP = 24;
+let rv = 1;
+const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
+const labels = (app: string): Record<string, string> => ({ 'k8s:app': app, 'k8s:io.kubernetes.pod.namespace': 'shop', 'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop', 'k8s:io.cilium.k8s.policy.cluster': 'default', 'k8s:io.cilium.k8s.policy.serviceaccount': 'default' });
+const pod = (name: string, app: string, node: string, ip: string): WatchItem => ({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } } });
+const identity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({ type, object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) } });
+const cnp = (name: string, subject: string, egress: unknown[]): WatchItem => ({ type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: subject } }, egress } } });
+const fill = (name: string, subject: string, from: number, n: number): WatchItem => cnp(name, subject, [{ toEntities: ['all'], toPorts: [{ ports: Array.from({ length: n }, (_, i) => ({ port: String(from + i), protocol: 'TCP' })) }] }]);
+
+function run(n: number, k: number, spread: boolean): { tried: number; retry: number; committed: number } {
+  const mirror = new ClusterMirror({ nodeName: 'n1', externalIdentities: true });
+  const engine = new Engine({ identitySource: 'external', mapCapacity: CAP });
+  const settle = (items: readonly WatchItem[]): number => {
+    for (const item of items) mirror.observe(item, 'test');
+    let t = 0;
+    for (let i = 0; i < 10000 && !mirror.idle; i++) {
+      const b = mirror.flush();
+      const veto = b.stale.size > 0 ? staleVeto(b.stale) : undefined;
+      t++;
+      try { engine.apply(b.events as EngineEvent[], veto); } catch (e) {
+        if (!(e instanceof MapCapacityError || e instanceof TransactionVetoedError)) throw e;
+        b.rollback(veto !== undefined && e instanceof TransactionVetoedError);
+        continue;
+      }
+      b.commit();
+    }
+    return t;
+  };
+  settle([{ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } }, pod('web', 'web', 'n1', '10.0.0.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), cnp('client-web', 'client', [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }]), identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(310, 'lonely', 'ADDED'), fill('fill-web', 'web', 1000, CAP - 2)]);
+  settle([identity(303, null, 'MODIFIED')]);
+  if (engine.unreadableIdentities().length > 0) throw new Error('303 fit');
+  const items: WatchItem[] = [];
+  const step = spread ? Math.floor(n / k) : 1;
+  let opened = 0;
+  for (let i = 0; i < n; i++) {
+    if (opened < k && i % step === step - 1) { items.push(pod(`lonely${i}`, 'lonely', 'n1', `10.0.0.${i + 10}`)); opened++; }
+    else items.push(pod(`web${i}`, 'web', 'n2', `10.0.2.${i + 1}`));
+  }
+  const tried = settle(items);
+  const committed = [...Array(n).keys()].filter((i) => engine.identityOfPod(`shop/web${i}`) === 300).length;
+  // One unrelated commit: the refused objects are retried.
+  const retry = settle([pod('extra', 'web', 'n2', '10.0.3.1')]);
+  return { tried, retry, committed };
+}
+
+it('measure', () => {
+  const rows: string[] = [];
+  for (const n of [2, 4, 8, 16, 32, 64, 128]) for (const k of [1, 2, 4, 8]) for (const spread of [false, true]) {
+    if (k >= n) continue;
+    const r = run(n, k, spread);
+    rows.push(`n=${n} k=${k} ${spread ? 'spread' : 'first '} flush=${r.tried} retry=${r.retry} bystanders-committed=${r.committed}/${n - k}`);
+  }
+  console.log(rows.join('\n'));
+});

@@ -84,12 +84,16 @@ const remotePod = (i: number): WatchItem => pod(`web${i}`, 'web', 'n2', `10.0.2.
 const lonelyPod = (i: number): WatchItem => pod(`lonely${i}`, 'lonely', 'n1', `10.0.0.${i + 10}`);
 
 /**
- * Histories run before the random ones: a deny of a waiting number deleted (under an identity-0 allow), and an
- * opener vetoed alone while a remote pod arrives before the next flush (it must not wait with the opener).
+ * Histories run before the random ones: a deny of a waiting number deleted (under an identity-0 allow), an opener
+ * vetoed alone while a remote pod arrives before the next flush (it must not wait with the opener), 2441 and 2442.
  */
 const EXAMPLES: [[Op[], number][]][] = [
   [[[[{ k: 'all', on: true }, { k: 'deny', n: 303, on: true }, { k: 'fill', on: 'web', size: CAP - 3 }], 0], [[{ k: 'id', n: 303, to: 'unreadable' }], 0], [[{ k: 'deny', n: 303, on: false }], 0]]],
   [[[[{ k: 'id', n: 303, to: 'deleted' }], 0], [[{ k: 'lonely', i: 0, on: true }, { k: 'remote', i: 0, on: true }], 1]]],
+  // 2441: a joined identity back to what the engine holds leaves `lagging`.
+  [[[[{ k: 'id', n: 306, to: 'unreadable' }], 0], [[{ k: 'allow', n: 306, on: true }, { k: 'id', n: 306, to: 'readable' }], 1]]],
+  // 2442: an opener of two waiting numbers (the second's delete arrives after its first veto) is not vetoed in turns forever.
+  [[[[{ k: 'id', n: 303, to: 'deleted' }], 0], [[{ k: 'fill', on: 'web', size: 0 }, { k: 'id', n: 306, to: 'deleted' }], 1]]],
 ];
 
 /** Each local endpoint's verdict on `n` by direction (true: denied), as `engine.lookup` on TCP/80. */

@@ -5,6 +5,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
+import { cnp, identity, labels, meta, pod, shop } from './crd-fixtures.js';
 import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
 
 /**
@@ -15,20 +16,8 @@ import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
  * so the remote pod waited in `refused` with it; the etcd source's split already retried a vetoed batch in halves.
  */
 const logger = pino({ level: 'silent' });
-let rv = 1;
-const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
-const shop: WatchItem = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } };
-const pod = (name: string, node: string, ip: string, app = name): WatchItem => ({
-  type: 'ADDED',
-  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
-});
-const labels = (app: string): Record<string, string> => ({
-  'k8s:app': app,
-  'k8s:io.kubernetes.pod.namespace': 'shop',
-  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
-  'k8s:io.cilium.k8s.policy.cluster': 'default',
-  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
-});
+/** A pod labelled `app=app` (its name by default). */
+const podOf = (name: string, node: string, ip: string, app = name): WatchItem => pod(name, app, node, ip);
 /** web's egress: `toEntities: [all]` on `n` distinct TCP ports (40 a rule), one map entry each. */
 function wide(n: number, type: 'ADDED' | 'DELETED' = 'ADDED'): WatchItem {
   const egress: unknown[] = [];
@@ -39,15 +28,8 @@ function wide(n: number, type: 'ADDED' | 'DELETED' = 'ADDED'): WatchItem {
   }
   return { type, object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('wide', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress } } };
 }
-const clientTo = (name: string, app: string): WatchItem => ({
-  type: 'ADDED',
-  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEndpoints: [{ matchLabels: { app } }] }] } },
-});
-const ciliumIdentity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({
-  type,
-  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
-});
-const openers = (): WatchItem[] => [pod('lonely', 'n1', '10.0.0.9'), clientTo('client-db', 'db'), pod('web2', 'n2', '10.0.1.9', 'web')];
+const clientTo = (name: string, app: string): WatchItem => cnp(name, 'client', [{ toEndpoints: [{ matchLabels: { app } }] }]);
+const openers = (): WatchItem[] => [podOf('lonely', 'n1', '10.0.0.9'), clientTo('client-db', 'db'), podOf('web2', 'n2', '10.0.1.9', 'web')];
 
 /**
  * The agent's apply, counted; every committed state checked while 303 is held: each local endpoint denies 303 in each
@@ -86,9 +68,9 @@ function settle(a: Agent, items: readonly WatchItem[]): void {
 describe('28b: while a narrowing identity waits, a batch commits all but the objects that open its number', () => {
   it('2440 (CRD): the remote pod commits, the local pod with its default allow and the policy naming db wait, and all commit once the stand-in fits', () => {
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
-    settle(a, [shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), ciliumIdentity(300, 'web', 'ADDED'), ciliumIdentity(301, 'client', 'ADDED'), ciliumIdentity(303, 'db', 'ADDED'), ciliumIdentity(307, 'lonely', 'ADDED')]);
+    settle(a, [shop(), podOf('web', 'n1', '10.0.0.2'), podOf('client', 'n1', '10.0.0.3'), podOf('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(307, 'lonely', 'ADDED')]);
     settle(a, [wide(DEFAULT_MAP_CAPACITY - 3)]);
-    settle(a, [ciliumIdentity(303, null, 'MODIFIED')]);
+    settle(a, [identity(303, null, 'MODIFIED')]);
     expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303']);
     const count = watch(a);
     settle(a, openers());
@@ -110,7 +92,7 @@ describe('28b: while a narrowing identity waits, a batch commits all but the obj
     const source = { onChange: (): void => undefined, ready: true, observe: (): void => undefined, peek: (): readonly EngineEvent[] => pending, ack: (n: number): void => void pending.splice(0, n) };
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identitySource: source });
     pending.push({ type: 'upsertIdentity', id: 300, labels: labels('web') }, { type: 'upsertIdentity', id: 301, labels: labels('client') }, { type: 'upsertIdentity', id: 303, labels: labels('db') }, { type: 'upsertIdentity', id: 307, labels: labels('lonely') });
-    settle(a, [shop, pod('web', 'n1', '10.0.0.2'), pod('client', 'n1', '10.0.0.3'), pod('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), wide(DEFAULT_MAP_CAPACITY - 3)]);
+    settle(a, [shop(), podOf('web', 'n1', '10.0.0.2'), podOf('client', 'n1', '10.0.0.3'), podOf('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), wide(DEFAULT_MAP_CAPACITY - 3)]);
     pending.push({ type: 'upsertIdentity', id: 303, labels: labels('db'), unreadable: true });
     settle(a, []);
     expect(pending.length).toBe(1);

@@ -4,6 +4,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { EngineEvent, MapCapacityError, TransactionVetoedError } from '../../src/engine/events.js';
 import { ClusterMirror } from '../../src/k8s/mirror.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
+import { cnp, fill, identity, pod, shop } from './crd-fixtures.js';
 /*
  * Finding 2440's cost (docs/architecture.md, CRD identities): while 303's stand-in waits (no room for its deny), one flush of n
  * pods of which k are local pods no policy selects (their default allow opens 303) and the rest remote web pods (they
@@ -12,13 +13,6 @@ import type { WatchItem } from '../../src/k8s/watch.js';
  * commit that empties the backlog, at most 3k + 2 (the bounds docs/architecture.md gives, measured here).
  */
 const CAP = 24;
-let rv = 1;
-const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
-const labels = (app: string): Record<string, string> => ({ 'k8s:app': app, 'k8s:io.kubernetes.pod.namespace': 'shop', 'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop', 'k8s:io.cilium.k8s.policy.cluster': 'default', 'k8s:io.cilium.k8s.policy.serviceaccount': 'default' });
-const pod = (name: string, app: string, node: string, ip: string): WatchItem => ({ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } } });
-const identity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({ type, object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) } });
-const cnp = (name: string, subject: string, egress: unknown[]): WatchItem => ({ type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: subject } }, egress } } });
-const fill = (name: string, subject: string, from: number, n: number): WatchItem => cnp(name, subject, [{ toEntities: ['all'], toPorts: [{ ports: Array.from({ length: n }, (_, i) => ({ port: String(from + i), protocol: 'TCP' })) }] }]);
 
 function run(n: number, k: number, spread: boolean): { tried: number; retry: number; committed: number } {
   const mirror = new ClusterMirror({ nodeName: 'n1', externalIdentities: true });
@@ -39,7 +33,7 @@ function run(n: number, k: number, spread: boolean): { tried: number; retry: num
     }
     return t;
   };
-  settle([{ type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } }, pod('web', 'web', 'n1', '10.0.0.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), cnp('client-web', 'client', [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }]), identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(310, 'lonely', 'ADDED'), fill('fill-web', 'web', 1000, CAP - 2)]);
+  settle([shop(), pod('web', 'web', 'n1', '10.0.0.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), cnp('client-web', 'client', [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }]), identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(310, 'lonely', 'ADDED'), fill('fill-web', 'web', 1000, CAP - 2)]);
   settle([identity(303, null, 'MODIFIED')]);
   if (engine.unreadableIdentities().length > 0) throw new Error('the stand-in of 303 fit');
   const items: WatchItem[] = [];

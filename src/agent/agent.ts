@@ -469,7 +469,8 @@ export class Agent {
     if (events.length === 0 && this.reconciled) return batch.commit();
     this.summary.events += events.length;
     // CRD identities: a batch that would admit a number whose CiliumIdentity narrows outside it (refused alone, or
-    // left by the halving) is refused and sent again with that identity (finding 2373, `MirrorBatch.stale`).
+    // left by the halving) is refused: retried in halves, an object alone sent again with that identity (findings
+    // 2373, 2440; `MirrorBatch.stale`).
     const crdVeto = external && batch.stale.size > 0 ? staleVeto(batch.stale) : undefined;
     let outcome: ApplyOutcome | { readonly ok: true; readonly changes: null } = this.instrumented.apply(events, crdVeto);
     this.firstApplied = true;
@@ -515,9 +516,9 @@ export class Agent {
    * keyed on either, or moves an address to it. Both the old inputs and the new ones may deny what it would admit;
    * it waits for the identity events (the node then waits as it did before 2132, for these transactions only).
    * Numbers the engine does not know yet have no previous reading and are left out, and so are readable upserts (a
-   * stand-in turning readable widens; Cilium never gives a number other labels). The cost is liveness: while a
-   * stand-in waits, a transaction that adds an identity-0 allow anywhere (a new local pod no policy selects, with its
-   * default allow, included) waits with it.
+   * stand-in turning readable widens; Cilium never gives a number other labels). The cost is liveness: the mirror
+   * retries a vetoed batch in halves, as any refused one (finding 2440), so the objects that open such a number wait
+   * with it (a new local pod no policy selects, with its default allow, included), the rest commits.
    */
   private staleVetoOf(identities: readonly EngineEvent[]): TransactionVeto | undefined {
     const stale = new Set<number>();

@@ -19,8 +19,9 @@ export interface MirrorBatch {
    * refused batch of several objects in halves, in its order (so one object the engine refuses
    * cannot hold back the others), a refused single object when it changes or after the next
    * committed change (what it conflicted with may have gone). `vetoed`: the batch was refused for admitting a number
-   * of `stale` (finding 2373): its objects are sent again at once with those identities joined, and that batch
-   * commits or waits as a whole.
+   * of `stale` (finding 2373): a batch of several objects is retried in halves as a refused one is, so only the
+   * objects that open such a number wait (finding 2440); one object alone (or a batch that joined others) is sent
+   * again at once with those identities joined, and that batch commits or waits as a whole.
    */
   rollback(vetoed?: boolean): void;
 }
@@ -195,7 +196,7 @@ export class EngineBatches {
     }
     if (this.dirty.size === 0) this.limit = Infinity;
     const joinedStale = this.joinStaleIdentities(next);
-    const joined = this.joinRefusedPolicies(next) || joinedStale;
+    const joined = this.joinRefusedPolicies(next) || joinedStale.size > 0;
     if (namespacesWatched) this.awaitNamespaces(next);
     const events = eventsFor(this.held, next);
     const stale = this.staleNumbers(next);
@@ -208,7 +209,8 @@ export class EngineBatches {
       },
       rollback: (vetoed = false) => {
         this.settle(batch);
-        if (vetoed && stale.size > 0) this.rollbackVetoed(next, stale);
+        if (vetoed && stale.size > 0 && (next.size === 1 || joined)) this.rollbackVetoed(next, stale, joinedStale);
+        else if (vetoed && stale.size > 0) this.halve(next);
         else this.rollback(next, joined);
       },
     };
@@ -266,35 +268,43 @@ export class EngineBatches {
 
   /**
    * The identities a vetoed batch waited for (`joinStale`) join this batch: removed from `dirty` and `refused`, and
-   * sent whatever the limit. True when some joined (the batch then commits or waits as a whole, like
+   * sent whatever the limit. The keys that joined (the batch then commits or waits as a whole, like
    * `joinRefusedPolicies`).
    */
-  private joinStaleIdentities(next: Map<string, Held | undefined>): boolean {
-    let joined = false;
+  private joinStaleIdentities(next: Map<string, Held | undefined>): Set<string> {
+    const joined = new Set<string>();
     for (const key of this.joinStale) {
       this.dirty.delete(key);
       this.refused.delete(key);
       const want = this.wanted(key);
-      if (next.has(key) || want?.sig === this.held.get(key)?.sig) continue;
+      if (next.has(key)) continue;
+      // Back to what the engine holds: taken out of `dirty` here, so no flush clears it from `lagging` (finding 2441).
+      if (want?.sig === this.held.get(key)?.sig) {
+        this.lagging.delete(key);
+        continue;
+      }
       this.debug('a batch that would admit a number whose identity narrows waits for it: retried together', { key });
       next.set(key, want);
-      joined = true;
+      joined.add(key);
     }
     this.joinStale.clear();
     return joined;
   }
 
   /**
-   * The batch was refused for admitting a number of `stale` (finding 2373): its objects go back to the head of `dirty`
-   * and those identities join the next flush's batch (`joinStaleIdentities`), which commits with them or waits as a
-   * whole in `refused`. Each veto joins more identities and those narrow, so a batch is vetoed at most once per
-   * waiting identity.
+   * One object (or a joined batch) refused for admitting a number of `stale` (finding 2373): it goes back to the head
+   * of `dirty`, alone in the next flush (finding 2440: what arrived meanwhile does not wait with it), and those
+   * identities join that batch (`joinStaleIdentities`), which commits with them or waits as a whole in `refused`. The
+   * identities joined to this batch stay joined (`joinedStale`: the limit would leave them in `dirty`, and two waiting
+   * identities would take turns being vetoed), so each veto joins more identities and a batch is vetoed at most once
+   * per waiting identity.
    */
-  private rollbackVetoed(next: ReadonlyMap<string, Held | undefined>, stale: ReadonlyMap<number, string>): void {
-    for (const key of stale.values()) this.joinStale.add(key);
+  private rollbackVetoed(next: ReadonlyMap<string, Held | undefined>, stale: ReadonlyMap<number, string>, joinedStale: ReadonlySet<string>): void {
+    for (const key of [...stale.values(), ...joinedStale]) this.joinStale.add(key);
     const rest = [...this.dirty];
     this.dirty.clear();
-    for (const key of [...next.keys(), ...rest]) this.dirty.add(key);
+    for (const key of [...next.keys()].filter((k) => !joinedStale.has(k)).concat(rest)) this.dirty.add(key);
+    this.limit = Math.min(this.limit, Math.max(1, next.size - joinedStale.size));
   }
 
   /**
@@ -329,6 +339,15 @@ export class EngineBatches {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
     }
+    this.halve(next);
+  }
+
+  /**
+   * A refused batch of several objects is retried in halves: its objects go back to the head of `dirty` and the next
+   * flushes take at most half of them each (`limit`). A vetoed batch too (finding 2440): each part is vetoed on its
+   * own, so a part that opens no waiting number commits.
+   */
+  private halve(next: ReadonlyMap<string, Held | undefined>): void {
     // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
     const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
     const keys = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);

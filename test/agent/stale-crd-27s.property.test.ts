@@ -5,6 +5,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { EngineEvent, MapCapacityError, TransactionVetoedError } from '../../src/engine/events.js';
 import { ClusterMirror } from '../../src/k8s/mirror.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
+import { cnp, deleted, fill, identity, pod, shop } from './crd-fixtures.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
 
 /*
@@ -19,37 +20,6 @@ import { fcReplay, fcRuns } from '../fc-knobs.js';
  * labels). And once nothing is over capacity, everything commits (nothing stays refused).
  */
 const CAP = 24;
-let rv = 1;
-const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
-const labels = (app: string): Record<string, string> => ({
-  'k8s:app': app,
-  'k8s:io.kubernetes.pod.namespace': 'shop',
-  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
-  'k8s:io.cilium.k8s.policy.cluster': 'default',
-  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
-});
-const pod = (name: string, app: string, node: string, ip: string): WatchItem => ({
-  type: 'ADDED',
-  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
-});
-const identity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED' | 'DELETED'): WatchItem => ({
-  type,
-  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
-});
-const cnp = (name: string, subject: string, egress: unknown[], type: 'ADDED' | 'DELETED' = 'ADDED'): WatchItem => ({
-  type,
-  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: subject } }, egress } },
-});
-/** `toEntities: [all]` on `n` TCP ports from `from`: one map entry each (on web or client). */
-const fill = (name: string, subject: string, from: number, n: number): WatchItem =>
-  n === 0 ? cnp(name, subject, [], 'DELETED') : cnp(name, subject, [{ toEntities: ['all'], toPorts: [{ ports: Array.from({ length: n }, (_, i) => ({ port: String(from + i), protocol: 'TCP' })) }] }]);
-
-/** The DELETED event of an object item. */
-function deleted(item: WatchItem): WatchItem {
-  if (!('object' in item)) throw new Error('an object item');
-  return { type: 'DELETED', object: item.object };
-}
-
 const NUMBERS = [303, 306] as const;
 const APP: ReadonlyMap<number, string> = new Map([[303, 'db'], [306, 'api']]);
 type Op =
@@ -105,7 +75,7 @@ describe('27s: CRD identities, a batch that would admit a number whose identity 
           expect(mirror.idle).toBe(true);
         };
         settle([
-          { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } },
+          shop(),
           pod('web', 'web', 'n1', '10.0.0.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), pod('api', 'api', 'n2', '10.0.1.5'),
           cnp('client-web', 'client', [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }]),
           identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(306, 'api', 'ADDED'),

@@ -524,7 +524,8 @@ export class Agent {
    * labels. A waiting event may narrow its number (a stand-in, denied by every map; a delete, after which its pods fall
    * to the fail-closed 255), so a transaction that would admit such a number more than now is refused (finding 2370):
    * one that upserts an entry that is no deny keyed on it or on identity 0 (which admits every number), deletes a deny
-   * keyed on either, or moves an address to it. Both the old inputs and the new ones may deny what it would admit;
+   * keyed on either, moves an address to it, widens the map of a local endpoint at it, or upserts an L7 row that may
+   * reach it (review 28c). Both the old inputs and the new ones may deny what it would admit;
    * it waits for the identity events (the node then waits as it did before 2132, for these transactions only).
    * Numbers the engine does not know yet have no previous reading and are left out, and so are readable upserts (a
    * stand-in turning readable widens; Cilium never gives a number other labels). The cost is liveness: while a

@@ -6,6 +6,7 @@ import { MemoryBackend } from '../../src/backend/memory.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
+import { ciliumIdentity, cnp, labels, pod, shop, Source, wide } from './standin-fixtures.js';
 
 /**
  * Review 28c of the stale veto (27x `staleVeto`, 27s `MirrorBatch.stale`), findings 2450 and 2451
@@ -19,59 +20,17 @@ import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
  *   no map delta (same redirect), only an L7 row: the proxy then let the new request through.
  */
 const logger = pino({ level: 'silent' });
-let rv = 1;
-const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
-const shop: WatchItem = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } };
-const pod = (name: string, node: string, ip: string): WatchItem => ({
-  type: 'ADDED',
-  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app: name } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
-});
-const labels = (app: string): Record<string, string> => ({
-  'k8s:app': app,
-  'k8s:io.kubernetes.pod.namespace': 'shop',
-  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
-  'k8s:io.cilium.k8s.policy.cluster': 'default',
-  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
-});
-const cnp = (name: string, spec: Record<string, unknown>): WatchItem => ({ type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta(name, { namespace: 'shop' }), spec } });
+/** Each case fills web's map (16,384 entries) and flushes it several times: slow on a shared machine. */
 /** `app`'s ingress: only from `from`, on TCP/80, with HTTP `paths` when given. */
 const ingressFrom = (name: string, app: string, from: string, paths?: string[]): WatchItem =>
   cnp(name, {
     endpointSelector: { matchLabels: { app } },
     ingress: [{ fromEndpoints: [{ matchLabels: { app: from } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], ...(paths ? { rules: { http: paths.map((path) => ({ method: 'GET', path })) } } : {}) }] }],
   });
-/** web's egress: `toEntities: [all]` on `n` distinct TCP ports (40 a rule), one map entry each. */
-function wide(n: number): WatchItem {
-  const egress: unknown[] = [];
-  for (let p = 1; p <= n; p += 40) {
-    const ports = [];
-    for (let q = p; q < Math.min(p + 40, n + 1); q++) ports.push({ port: String(q), protocol: 'TCP' });
-    egress.push({ toEntities: ['all'], toPorts: [{ ports }] });
-  }
-  return cnp('wide', { endpointSelector: { matchLabels: { app: 'web' } }, egress });
-}
 const deleted = (item: WatchItem): WatchItem => {
   if (item.type !== 'ADDED') throw new Error('an ADDED item');
   return { type: 'DELETED', object: item.object };
 };
-
-class Source {
-  readonly pending: EngineEvent[] = [];
-  onChange: () => void = () => undefined;
-  readonly ready = true;
-  observe(): void {}
-  peek(): readonly EngineEvent[] {
-    return this.pending;
-  }
-  ack(n: number): void {
-    this.pending.splice(0, n);
-  }
-}
-
-const ciliumIdentity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({
-  type,
-  object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
-});
 
 /** The agent in either identity mode, fed and flushed until idle; `narrow` turns 303 unreadable. */
 function harness(mode: 'etcd' | 'crd', dbNode: string, first: WatchItem[]): { a: Agent; feed: (...items: WatchItem[]) => void; narrow: () => void; waiting: () => boolean } {
@@ -117,7 +76,7 @@ describe('28c: the stale veto and the waiting number as a subject (2450)', () =>
       expect(waiting()).toBe(false);
       expect(a.engine.lookup('shop/db', 301, 'ingress', 6, 80)?.entry.deny ?? true).toBe(true);
       expect(a.engine.lookup('shop/db', 300, 'ingress', 6, 80)?.entry.deny ?? true).toBe(true);
-    });
+    }, 240_000);
   }
 });
 
@@ -145,6 +104,6 @@ describe('28c: the stale veto and the L7 tables (2451)', () => {
       expect(waiting()).toBe(false);
       expect(verdict('/a')).toBe(false);
       expect(verdict('/b')).toBe(false);
-    });
+    }, 240_000);
   }
 });

@@ -9,7 +9,7 @@ import { applyChangeSet, MapBackend } from '../backend/backend.js';
 import { kernelIpcacheContent, kernelIpcacheDeltas, LocalAddresses, localEndpointAddresses } from '../backend/ipcache-content.js';
 import { Engine, TransactionVeto } from '../engine/engine.js';
 import type { AllowLocalhost } from '../model/localhost.js';
-import type { StackMode } from '../model/identity.js';
+import { ANY_IDENTITY, type StackMode } from '../model/identity.js';
 import { ChangeSet, EngineEvent, IpcacheDelta, TransactionVetoedError } from '../engine/events.js';
 import { podIps } from '../model/cluster.js';
 import { ClusterMirror } from '../k8s/mirror.js';
@@ -190,13 +190,25 @@ export interface AgentSummary {
 /**
  * Refuses a transaction that could admit a number of `stale` more than now (finding 2370, `Agent.staleVetoOf`): a new
  * winner of a lookup for it is an upsert keyed on it or on identity 0 that is no deny, a lost deny winner a delete of a
- * deny keyed on either (or its upsert as no deny); an address moved to it is a new packet carrying it.
+ * deny keyed on either (or its upsert as no deny); an address moved to it is a new packet carrying it. Two more
+ * (review 28c): the map of a local endpoint whose own number is stale (the new inputs make it a stand-in's, which
+ * denies both ways: 2450) may widen on any peer; and a proxy's table may let more requests through with no map delta
+ * (an L7 row upserted for the number, for any peer, or in such an endpoint: 2451).
  */
 export function staleVeto(stale: ReadonlySet<number>): TransactionVeto {
-  return (cs) => {
+  return (cs, endpointIdentity) => {
+    const subjects = new Map<string, boolean>();
+    const staleSubject = (ep: string): boolean => {
+      let s = subjects.get(ep);
+      if (s === undefined) subjects.set(ep, (s = stale.has(endpointIdentity(ep) ?? ANY_IDENTITY)));
+      return s;
+    };
     for (const d of cs.deltas) {
-      if (d.key.identity !== 0 && !stale.has(d.key.identity)) continue;
-      if (d.op === 'upsert' ? !d.entry.deny : d.entry.deny) return new TransactionVetoedError(`the transaction would admit identity ${d.key.identity === 0 ? 'numbers' : d.key.identity} while identity events wait (endpoint ${d.endpoint}, ${d.key.direction})`);
+      if (d.key.identity !== ANY_IDENTITY && !stale.has(d.key.identity) && !staleSubject(d.endpoint)) continue;
+      if (d.op === 'upsert' ? !d.entry.deny : d.entry.deny) return new TransactionVetoedError(`the transaction would admit identity ${d.key.identity === ANY_IDENTITY ? 'numbers' : d.key.identity} while identity events wait (endpoint ${d.endpoint}, ${d.key.direction})`);
+    }
+    for (const d of cs.l7Deltas) {
+      if (d.op === 'upsert' && (d.peer === ANY_IDENTITY || stale.has(d.peer) || staleSubject(d.endpoint))) return new TransactionVetoedError(`the transaction would let identity ${d.peer === ANY_IDENTITY ? 'numbers' : d.peer} through a proxy while identity events wait (endpoint ${d.endpoint}, port ${d.redirect.port})`);
     }
     for (const d of cs.ipcache) if (d.op === 'upsert' && stale.has(d.identity)) return new TransactionVetoedError(`the transaction would move ${d.prefix} to identity ${d.identity} while its identity event waits`);
     return null;
@@ -513,7 +525,8 @@ export class Agent {
    * labels. A waiting event may narrow its number (a stand-in, denied by every map; a delete, after which its pods fall
    * to the fail-closed 255), so a transaction that would admit such a number more than now is refused (finding 2370):
    * one that upserts an entry that is no deny keyed on it or on identity 0 (which admits every number), deletes a deny
-   * keyed on either, or moves an address to it. Both the old inputs and the new ones may deny what it would admit;
+   * keyed on either, moves an address to it, widens the map of a local endpoint at it, or upserts an L7 row that may
+   * reach it (review 28c). Both the old inputs and the new ones may deny what it would admit;
    * it waits for the identity events (the node then waits as it did before 2132, for these transactions only).
    * Numbers the engine does not know yet have no previous reading and are left out, and so are readable upserts (a
    * stand-in turning readable widens; Cilium never gives a number other labels). The cost is liveness: the mirror

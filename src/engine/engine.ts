@@ -34,10 +34,11 @@ import { checkEngineOptions, validateBatch } from './validate.js';
 import { BoundaryCopier, freezeDeltas, frozenLabels, frozenRecord, frozenSnapshot } from './boundary-copy.js';
 
 /**
- * A caller's last word on a transaction, given the change set it would cause before anything is committed: an error
- * refuses it (undone as a capacity refusal is), null lets it commit.
+ * A caller's last word on a transaction, given the change set it would cause before anything is committed and each
+ * local endpoint's identity after it (`endpointIdentity`, as `identityOfPod`): an error refuses it (undone as a
+ * capacity refusal is), null lets it commit.
  */
-export type TransactionVeto = (changes: Pick<ChangeSet, 'deltas' | 'ipcache'>) => TransactionVetoedError | null;
+export type TransactionVeto = (changes: Pick<ChangeSet, 'deltas' | 'ipcache' | 'l7Deltas'>, endpointIdentity: (endpoint: string) => IdentityId | undefined) => TransactionVetoedError | null;
 
 /** How an engine is set up: proxy ports, map capacity, where identity numbers come from. */
 export interface EngineOptions {
@@ -229,7 +230,7 @@ export class Engine {
     if (this.restoredEndpoints) this.forgetRestoredGone();
     const result = this.commit();
     this.ctx.undoLog = null;
-    const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx) ?? (veto ? veto(result) : null);
+    const refusal = result.exhausted ?? findOverflow(this.stages.maps, result.touched, this.mapCapacity) ?? findL7Conflict(this.ctx) ?? (veto ? veto(result, (ep) => this.stages.queries.identityOfPod(ep)) : null);
     if (this.ctx.adoptedL7.size > 0) this.ctx.adoptedL7.clear();
     if (!refusal) return result;
     if (undo === null) {

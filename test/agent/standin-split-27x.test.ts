@@ -3,9 +3,9 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
-import type { EngineEvent } from '../../src/engine/events.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
+import { ciliumIdentity, labels, meta, pod, shop, Source, wide } from './standin-fixtures.js';
 
 /**
  * Review 27x of fix2132, finding 2370 (docs/attack-findings-27x.md). After a refused transaction the agent applies the
@@ -18,44 +18,6 @@ import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
  * number no more than before still goes (26r's test: client's new deny).
  */
 const logger = pino({ level: 'silent' });
-let rv = 1;
-const meta = (name: string, extra: Record<string, unknown> = {}) => ({ name, resourceVersion: String(rv++), ...extra });
-const shop: WatchItem = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: meta('shop') } };
-const pod = (name: string, node: string, ip: string): WatchItem => ({
-  type: 'ADDED',
-  object: { apiVersion: 'v1', kind: 'Pod', metadata: meta(name, { namespace: 'shop', labels: { app: name } }), spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: ip } },
-});
-const labels = (app: string): Record<string, string> => ({
-  'k8s:app': app,
-  'k8s:io.kubernetes.pod.namespace': 'shop',
-  'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name': 'shop',
-  'k8s:io.cilium.k8s.policy.cluster': 'default',
-  'k8s:io.cilium.k8s.policy.serviceaccount': 'default',
-});
-
-class Source {
-  readonly pending: EngineEvent[] = [];
-  onChange: () => void = () => undefined;
-  readonly ready = true;
-  observe(): void {}
-  peek(): readonly EngineEvent[] {
-    return this.pending;
-  }
-  ack(n: number): void {
-    this.pending.splice(0, n);
-  }
-}
-
-/** web's egress: `toEntities: [all]` on `n` distinct TCP ports (40 a rule), one map entry each. */
-function wide(n: number): WatchItem {
-  const egress: unknown[] = [];
-  for (let p = 1; p <= n; p += 40) {
-    const ports = [];
-    for (let q = p; q < Math.min(p + 40, n + 1); q++) ports.push({ port: String(q), protocol: 'TCP' });
-    egress.push({ toEntities: ['all'], toPorts: [{ ports }] });
-  }
-  return { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('wide', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'web' } }, egress } } };
-}
 /** client's egress: only to `app` (enforcing, no identity-0 key). */
 const clientTo = (name: string, app: string): WatchItem => ({
   type: 'ADDED',
@@ -126,10 +88,6 @@ describe('27x: a policy that arrives while a stand-in waits', () => {
  * fail at the expectation after `client-db`).
  */
 describe('27x: the same in CRD mode', () => {
-  const ciliumIdentity = (id: number, app: string | null, type: 'ADDED' | 'MODIFIED'): WatchItem => ({
-    type,
-    object: { apiVersion: 'cilium.io/v2', kind: 'CiliumIdentity', metadata: meta(String(id)), 'security-labels': app === null ? {} : labels(app) },
-  });
   it('2373 (CRD): a CiliumIdentity turned unreadable is refused for capacity, then a policy naming its last labels: client must still deny 303', () => {
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
     const feed = (...items: WatchItem[]): void => {

@@ -35,7 +35,7 @@ function setUp(): { a: Agent; source: Source } {
   return { a, source };
 }
 
-describe('27x: a policy that arrives while a stand-in waits', () => {
+describe('27x: a policy that arrives while a stand-in waits', { timeout: 240_000 }, () => {
   it('control: before the stand-in, client denies 303 (egress only to web)', () => {
     const { a, source } = setUp();
     expect(a.summary.refusals).toBe(0);
@@ -87,7 +87,7 @@ describe('27x: a policy that arrives while a stand-in waits', () => {
  * sends it again with that identity joined, so it commits with the stand-in or waits with it (base 2ba436cf and be70ef1
  * fail at the expectation after `client-db`).
  */
-describe('27x: the same in CRD mode', () => {
+describe('27x: the same in CRD mode', { timeout: 240_000 }, () => {
   it('2373 (CRD): a CiliumIdentity turned unreadable is refused for capacity, then a policy naming its last labels: client must still deny 303', () => {
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
     const feed = (...items: WatchItem[]): void => {

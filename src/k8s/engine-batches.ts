@@ -364,9 +364,11 @@ export class EngineBatches {
     if (next.size > 0 && this.dirty.size === 0) {
       for (const key of this.refused) this.dirty.add(key);
       this.refused.clear();
-      // A pod held fail-closed is read again, unless this commit was its fail-closed version (it was refused just now).
+      // A pod or policy held fail-closed is read again, unless this commit was its fail-closed version alone (it was
+      // refused just now). Committed beside other objects (a batch it joined), those may have made room for it: read
+      // again once; refused again, its fail-closed version is what the engine holds, so nothing loops.
       for (const key of this.failClosedPods) {
-        if (next.has(key)) continue;
+        if (next.has(key) && next.size === 1) continue;
         this.failClosedPods.delete(key);
         this.lagging.add(key);
         this.dirty.add(key);

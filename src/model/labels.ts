@@ -182,16 +182,22 @@ export function isDerivedLabelKey(key: string): boolean {
  * key, unless an include pattern matches a longer start (filterLabels: shortest ignore against
  * longest include). So `pod-template-hash`, `controller-revision-hash`, `pod-template-generation`,
  * `k8s.io/…`, `kubernetes.io/…`, `…beta.kubernetes.io…`, `io.kubernetes…`, `annotation…`,
- * `etcd_node…` and the per-pod controller labels `statefulset.kubernetes.io/pod-name`,
- * `apps.kubernetes.io/pod-index`, `batch.kubernetes.io/job-completion-index` (cilium#28003, #28897)
- * select nothing in Cilium, while `app.kubernetes.io/…` and `io.kubernetes.pod.namespace…` are kept.
+ * `etcd_node…`, the per-pod controller labels `statefulset.kubernetes.io/pod-name`,
+ * `apps.kubernetes.io/pod-index`, `batch.kubernetes.io/job-completion-index` (cilium#28003, #28897),
+ * the Job labels `controller-uid…` and `batch.kubernetes.io/controller-uid…` (cilium#31964, 1.16) and
+ * `topology.kubernetes.io…` (cilium#43725, in 1.19.0-rc.1 by #43780; finding 2530) select nothing in
+ * Cilium, while `app.kubernetes.io/…` and `io.kubernetes.pod.namespace…` are kept.
  */
 const LABEL_FILTER_IGNORES = [
   /^io\.kubernetes/, /^kubernetes\.io/, /^statefulset\.kubernetes\.io\/pod-name/, /^apps\.kubernetes\.io\/pod-index/,
-  /^batch\.kubernetes\.io\/job-completion-index/, /^.*beta\.kubernetes\.io/, /^k8s\.io/, /^pod-template-generation/,
-  /^pod-template-hash/, /^controller-revision-hash/, /^annotation.*/, /^etcd_node/,
+  /^batch\.kubernetes\.io\/job-completion-index/, /^batch\.kubernetes\.io\/controller-uid/, /^.*beta\.kubernetes\.io/,
+  /^k8s\.io/, /^pod-template-generation/, /^pod-template-hash/, /^controller-revision-hash/, /^controller-uid/,
+  /^annotation.*/, /^etcd_node/, /^topology\.kubernetes\.io/,
 ];
-const LABEL_FILTER_INCLUDES = [/^io\.kubernetes\.pod\.namespace/, /^io\.cilium\.k8s\.namespace\.labels/, /^app\.kubernetes\.io/];
+const LABEL_FILTER_INCLUDES = [
+  /^io\.kubernetes\.pod\.namespace/, /^io\.cilium\.k8s\.namespace\.labels/, /^app\.kubernetes\.io/,
+  /^io\.cilium\.k8s\.policy\.cluster/, /^io\.cilium\.k8s\.policy\.serviceaccount/,
+];
 
 /** Any ignore pattern at all: most keys (`app`, `tier`) fail this one test. */
 const ANY_LABEL_FILTER_IGNORE = new RegExp(LABEL_FILTER_IGNORES.map((re) => `(?:${re.source})`).join('|'));

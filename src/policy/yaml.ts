@@ -150,6 +150,16 @@ function goResolve(text: string): [GoTag, unknown] {
 }
 
 /**
+ * `.inf`, `-.inf`, `.nan` as a value anywhere in the document (an ignored field, `status`, an annotation too): go-yaml
+ * makes a float64 that sigs.k8s.io/yaml's YAMLToJSON hands to encoding/json, which refuses it ("json: unsupported
+ * value: +Inf"), so kubectl applies nothing of the file (attack finding 2531). As a map key it is the text "+Inf".
+ */
+function checkFiniteValue(node: { value: unknown; source?: unknown }, source: string): void {
+  if (typeof node.value !== 'number' || Number.isFinite(node.value)) return;
+  throw new ManifestError(source, '', `the value ${String(node.source)} is not finite: kubectl's YAML-to-JSON conversion refuses the file (json: unsupported value)`);
+}
+
+/**
  * Checks anchor names (`checkAnchorName`) and gives a scalar with an explicit `!!int`, `!!float`, `!!bool` or `!!null` tag go-yaml v2's value, or
  * refuses it as kubectl does. go-yaml resolves the text and fails unless it is of the tag's type
  * (resolve.go `resolve`: "cannot decode !!str `80x` as a !!int"; an integer under `!!float` is a
@@ -162,17 +172,19 @@ function readAsGoYaml(doc: Document.Parsed, source: string): void {
     Node(_, node) {
       checkAnchorName(isAlias(node) ? node.source : node.anchor, source);
     },
-    Scalar(_, node, path) {
+    Scalar(key, node, path) {
       checkAnchorName(node.anchor, source);
       checkFlowPlain(node, path, source);
-      if (node.tag === undefined || !RESOLVED_TAGS.has(node.tag)) return;
-      const want = node.tag.slice(CORE.length);
-      const text = String(node.source);
-      const [tag, value] = goResolve(text);
-      if (tag !== want && !(want === 'float' && tag === 'int')) {
-        throw new ManifestError(source, '', `cannot decode !!${tag} \`${text}\` as a !!${want} (kubectl's go-yaml refuses the file)`);
+      if (node.tag !== undefined && RESOLVED_TAGS.has(node.tag)) {
+        const want = node.tag.slice(CORE.length);
+        const text = String(node.source);
+        const [tag, value] = goResolve(text);
+        if (tag !== want && !(want === 'float' && tag === 'int')) {
+          throw new ManifestError(source, '', `cannot decode !!${tag} \`${text}\` as a !!${want} (kubectl's go-yaml refuses the file)`);
+        }
+        node.value = value;
       }
-      node.value = value;
+      if (key !== 'key') checkFiniteValue(node, source);
     },
   });
 }

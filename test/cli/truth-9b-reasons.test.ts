@@ -103,7 +103,7 @@ function checkScenario(c: CorpusScenario, perProbe: number): string[] {
 describe('trace reasons are sound and complete (against the oracle on counterfactual clusters)', () => {
   const all = corpus();
   // Known gaps of `trace`, pinned so that fixing one turns its case red (docs/attack-findings-28i.md):
-  // 2515, an Admin Accept lists only itself; the NetworkPolicy allow it shadows (no map entry of its own) is not named.
+  // 2550, an Admin Accept lists only itself; the NetworkPolicy allow it shadows (no map entry of its own) is not named.
   const knownIncomplete = new Set(['fixtures/conformance/npapi-blind15/admin-action-accept-pass-deny-by-updates.yaml']);
   for (const c of all) {
     (knownIncomplete.has(c.file) ? it.fails : it)(c.file, () => {

@@ -357,7 +357,8 @@ export class EngineBatches {
   /**
    * One policy upsert vetoed alone and refused with the identities it was joined to (finding 2521): held at its deny
    * side as if refused alone (`takeFailClosed`, finding 2433), the identities waiting in `refused`. Waiting with them
-   * kept its last version, whose allows the update and every later input deny, while the rest committed. Its deny
+   * kept its last version, whose allows the update and every later input deny, while the rest committed (a pod so
+   * still does: finding 2524, docs/attack-findings-28r.md). Its deny
    * side vetoed and refused so in turn (it removes a deny of the version in force, which may admit a waiting number):
    * held at a deny side that keeps the denies of the version in force (finding 2523; not for a ClusterNetworkPolicy,
    * whose tiers cannot hold two versions' priorities), which removes none. Refused again: it waits as before.

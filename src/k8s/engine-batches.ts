@@ -61,6 +61,8 @@ export class EngineBatches {
    * are read again under the new labels (one the engine still refuses alone is held fail-closed as any pod).
    */
   private readonly relabelling = new Set<string>();
+  /** Policies held at a deny side that keeps the denies of the version in force (finding 2523, `denySideBesideStale`). */
+  private readonly keptDenies = new Map<string, Extract<Held, { kind: 'Policy' }>>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -86,7 +88,7 @@ export class EngineBatches {
   changed(key: string): void {
     this.refused.delete(key);
     // A pod held fail-closed stays counted (as lagging) until a version of it commits (finding 2421).
-    if (this.failClosedPods.delete(key)) this.lagging.add(key);
+    if (this.dropFailClosed(key)) this.lagging.add(key);
     this.dirty.add(key);
     if (!key.startsWith('CiliumCIDRGroup/')) return;
     const h = this.states.get(key)?.desired;
@@ -106,7 +108,7 @@ export class EngineBatches {
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
-    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h), this.groupsMode);
+    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h, this.keptDenies.get(key)), this.groupsMode);
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -186,6 +188,7 @@ export class EngineBatches {
   /** The minimal events from what the engine holds to what `states` describes (see `ClusterMirror.flush`). */
   flush(namespacesWatched: boolean, groupsWatched = false): MirrorBatch {
     this.setGroupsRead(groupsWatched);
+    this.endRevertedRelabels();
     const next = new Map<string, Held | undefined>();
     for (const key of this.dirty) {
       this.dirty.delete(key);
@@ -211,11 +214,19 @@ export class EngineBatches {
         this.settle(batch);
         if (vetoed && stale.size > 0 && (next.size === 1 || joined)) this.rollbackVetoed(next, stale, joinedStale);
         else if (vetoed && stale.size > 0) this.halve(next);
-        else this.rollback(next, joined);
+        else this.rollback(next, joined, joinedStale);
       },
     };
     if (events.length > 0) this.open = batch;
     return batch;
+  }
+
+  /**
+   * A namespace whose relabel was refused (`relabelling`) and is back to the labels the engine holds needs no commit
+   * to end it (finding 2520): changed back before its resend, its pods were otherwise held fail-closed for good.
+   */
+  private endRevertedRelabels(): void {
+    for (const key of this.relabelling) if (this.dirty.has(key) && this.wanted(key)?.sig === this.held.get(key)?.sig) this.endRelabel(key);
   }
 
   /** Settles the open batch; an empty batch needs no settling; a batch settled before throws. */
@@ -332,14 +343,53 @@ export class EngineBatches {
     return joined;
   }
 
-  private rollback(next: Map<string, Held | undefined>, joined: boolean): void {
+  private rollback(next: Map<string, Held | undefined>, joined: boolean, joinedStale: ReadonlySet<string>): void {
     const [only] = next;
     if (next.size === 1 && !joined && only !== undefined && (this.takeFailClosed(only[0], only[1]) || this.holdRelabelled(only[0], only[1]))) return;
+    if (this.denySideBesideStale(next, joinedStale)) return;
     if (next.size === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
     }
     this.halve(next);
+  }
+
+  /**
+   * One policy upsert vetoed alone and refused with the identities it was joined to (finding 2521): held at its deny
+   * side as if refused alone (`takeFailClosed`, finding 2433), the identities waiting in `refused`. Waiting with them
+   * kept its last version, whose allows the update and every later input deny, while the rest committed (a pod so
+   * still does: finding 2524, docs/attack-findings-28r.md). Its deny
+   * side vetoed and refused so in turn (it removes a deny of the version in force, which may admit a waiting number):
+   * held at a deny side that keeps the denies of the version in force (finding 2523; not for a ClusterNetworkPolicy,
+   * whose tiers cannot hold two versions' priorities), which removes none. Refused again: it waits as before.
+   */
+  private denySideBesideStale(next: ReadonlyMap<string, Held | undefined>, joinedStale: ReadonlySet<string>): boolean {
+    if (joinedStale.size === 0 || next.size !== joinedStale.size + 1) return false;
+    const [key, want] = [...next].find(([k]) => !joinedStale.has(k)) as [string, Held | undefined];
+    if (want?.kind !== 'Policy') return false;
+    if (want.denySide !== true) {
+      if (!this.takeFailClosed(key, want)) return false;
+    } else {
+      const had = this.held.get(key);
+      if (had?.kind !== 'Policy' || had.policy.tiered !== undefined || this.keptDenies.has(key)) return false;
+      this.keptDenies.set(key, had);
+      this.first(key);
+    }
+    for (const k of joinedStale) this.refused.add(k), this.lagging.add(k);
+    return true;
+  }
+
+  /** `key` first in the next flush. */
+  private first(key: string): void {
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const k of [key, ...rest]) this.dirty.add(k);
+  }
+
+  /** `key` is no longer held fail-closed (or at a deny side): false if it was not. */
+  private dropFailClosed(key: string): boolean {
+    this.keptDenies.delete(key);
+    return this.failClosedPods.delete(key);
   }
 
   /**
@@ -364,12 +414,12 @@ export class EngineBatches {
     if (next.size > 0 && this.dirty.size === 0) {
       for (const key of this.refused) this.dirty.add(key);
       this.refused.clear();
-      // A pod or policy held fail-closed is read again, unless this commit was its fail-closed version alone (it was
-      // refused just now). Committed beside other objects (a batch it joined), those may have made room for it: read
-      // again once; refused again, its fail-closed version is what the engine holds, so nothing loops.
+      // A pod held fail-closed is read again, unless this commit was only fail-closed versions (refused just now); one
+      // committed beside other objects (a deny side joined to a policy delete, finding 2522) is read again too.
+      const onlyFailClosed = [...next.keys()].every((key) => this.failClosedPods.has(key));
       for (const key of this.failClosedPods) {
-        if (next.has(key) && next.size === 1) continue;
-        this.failClosedPods.delete(key);
+        if (next.has(key) && onlyFailClosed) continue;
+        this.dropFailClosed(key);
         this.lagging.add(key);
         this.dirty.add(key);
       }
@@ -396,9 +446,7 @@ export class EngineBatches {
     if (want === undefined || (want.kind === 'Pod' ? want.pod.failClosed === true : want.kind !== 'Policy' || want.denySide === true)) return false;
     this.failClosedPods.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
-    const rest = [...this.dirty];
-    this.dirty.clear();
-    for (const k of [key, ...rest]) this.dirty.add(k);
+    this.first(key);
     if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
     else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;

@@ -124,13 +124,15 @@ export function failClosedPod(h: Extract<Held, { kind: 'Pod' }>): Held {
 /**
  * A policy held at its deny side (`denySideOf`, finding 2433), with its own signature: one the engine refuses alone
  * (`EngineBatches`), which Cilium accepts and enforces on every endpoint whose policy it can compute. Keeping the old
- * version instead kept its allows, which the new version and every later input deny.
+ * version instead kept its allows, which the new version and every later input deny. `kept`: the version in force,
+ * whose denies the deny side keeps too (finding 2523, `EngineBatches.denySideBesideStale`).
  */
-export function denySidePolicy(h: Extract<Held, { kind: 'Policy' }>): Held {
+export function denySidePolicy(h: Extract<Held, { kind: 'Policy' }>, kept?: Extract<Held, { kind: 'Policy' }>): Held {
   if (h.denySide === true) return h;
-  const policy = denySideOf(h.policy);
-  const groupless = h.groupless === undefined ? undefined : h.groupless === h.policy ? policy : denySideOf(h.groupless);
-  return { kind: 'Policy', policy, sig: `denySide:${h.sig}`, denySide: true, ...(groupless ? { groupless } : {}), ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
+  const policy = denySideOf(h.policy, kept?.policy);
+  const groupless = h.groupless === undefined ? undefined : h.groupless === h.policy ? policy : denySideOf(h.groupless, kept?.policy);
+  const sig = kept ? `denySide:${h.sig}:kept:${kept.sig}` : `denySide:${h.sig}`;
+  return { kind: 'Policy', policy, sig, denySide: true, ...(groupless ? { groupless } : {}), ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
 }
 
 const IDENTITY_KEY_PREFIX = 'CiliumIdentity//';

@@ -85,7 +85,7 @@ export class BoundaryCopier {
       case 'upsertNode':
         return {
           type, name: e.name, ips: ipList(e.ips), ...opt('local', e.local), ...opt('health', ipList(e.health)),
-          ...opt('ingress', ipList(e.ingress)), ...opt('labels', e.labels === undefined ? undefined : this.labels(e.labels)),
+          ...opt('ingress', ipList(e.ingress)), ...opt('labels', e.labels === undefined ? undefined : this.labels(e.labels)), ...opt('failClosed', e.failClosed),
         };
       case 'setApiServer':
         return { type, addresses: ipList(e.addresses) };
@@ -167,11 +167,12 @@ function sameLabels(given: Rec, copy: Rec): boolean {
 /** A CiliumCIDRGroup's fields read once into a new Map and frozen CIDRs: the group table, its prefix index and the model store keep them (review of 1980). */
 function cidrGroup(g: unknown): unknown {
   if (!isRecord(g)) return g;
-  const { name, labels, cidrs } = g;
+  const { name, labels, cidrs, failClosed } = g;
   return Object.freeze({
     name,
     labels: labels instanceof Map ? new Map<unknown, unknown>(labels) : labels,
     cidrs: Array.isArray(cidrs) ? Object.freeze(Array.from(cidrs, cidrCopy)) : cidrs,
+    ...(failClosed === undefined ? {} : { failClosed }),
   });
 }
 

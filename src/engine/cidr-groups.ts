@@ -1,7 +1,8 @@
-import { Cidr, IpFamily, prefixNetwork } from '../model/cidr.js';
+import { Cidr, cidrContainsCidr, hostCidr, IpFamily, prefixNetwork } from '../model/cidr.js';
 import { CidrGroup, GroupLabels, NO_GROUP_LABELS } from '../model/cidr-group.js';
 import type { EngineContext } from './context.js';
 import type { IdentityRecord, IdentityTable } from './identities.js';
+import type { NodeTable } from './node-table.js';
 import type { SelectorCache } from './selector-cache.js';
 
 /**
@@ -22,6 +23,7 @@ export class CidrGroupTable {
     private readonly ctx: EngineContext,
     private readonly identities: IdentityTable,
     private readonly peerCache: SelectorCache,
+    private readonly nodes: NodeTable,
   ) {
     peerCache.groupLabelsOf = (c) => this.labelsOf(c);
   }
@@ -31,6 +33,7 @@ export class CidrGroupTable {
     const old = this.groups.get(name);
     if (old === group) return;
     this.ctx.onUndo(() => this.set(name, old));
+    this.hold(name, old, group);
     if (old) this.indexGroup(old, false);
     if (group) {
       this.groups.set(name, group);
@@ -44,6 +47,24 @@ export class CidrGroupTable {
     else this.held.delete(name);
     this.peerCache.refreshGroupSelectors([...(old?.cidrs ?? []), ...(group?.cidrs ?? [])]);
     for (const rec of before) this.identities.release(rec);
+  }
+
+  /**
+   * A group held fail-closed (`CidrGroup.failClosed`, finding 2431), or no longer: the ipcache entries inside its old
+   * and new held prefixes (CIDR identities, learnt addresses, the API server's outside the cluster) are touched before
+   * they move to or from the unallocated number (`IdentityTable.heldPrefix`).
+   */
+  private hold(name: string, old: CidrGroup | undefined, group: CidrGroup | undefined): void {
+    const heldAt = (g: CidrGroup | undefined): readonly Cidr[] => (g?.failClosed === true ? g.cidrs : []);
+    const held = [...heldAt(old), ...heldAt(group)];
+    if (held.length === 0) return;
+    const inside = (c: Cidr): boolean => held.some((h) => cidrContainsCidr(h, c));
+    for (const rec of this.identities.cidrIdentities()) if (rec.cidr && !rec.fqdn && inside(rec.cidr)) this.ctx.touchIpcache(rec.cidr);
+    for (const { ip } of this.identities.fqdnHostEntries()) if (inside(hostCidr(ip))) this.ctx.touchIpcacheHost(ip);
+    // An API server address outside the cluster is a CIDR identity too (it would lose the held group's labels).
+    for (const { ip } of this.nodes.apiServerEntries()) if (inside(hostCidr(ip))) this.ctx.touchIpcacheHost(ip);
+    // A held group without prefixes holds no address: not counted (`heldGroupCount`).
+    this.identities.setHeldGroup(name, heldAt(group).length > 0 ? heldAt(group) : undefined);
   }
 
   private indexGroup(g: CidrGroup, add: boolean): void {
@@ -70,6 +91,8 @@ export class CidrGroupTable {
       if (groups === undefined) continue;
       const atLen = new Map<string, Set<string>>();
       for (const g of groups) {
+        // A group held fail-closed gives no labels: the addresses inside it read the unallocated number.
+        if (g.failClosed === true) continue;
         for (const [k, v] of g.labels) {
           if (out.has(k)) continue;
           let vs = atLen.get(k);

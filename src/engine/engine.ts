@@ -158,7 +158,7 @@ export class Engine {
     ctx.nodeCover = (cidrs) => nodes.cover(cidrs);
     ctx.ipcache = new IpcacheView(nodes, pods, identities);
     const commit = new Commit(ctx, maps, this.proxyPorts);
-    const cidrGroups = new CidrGroupTable(ctx, identities, peerCache);
+    const cidrGroups = new CidrGroupTable(ctx, identities, peerCache, nodes);
     this.stages = { ...stages, resolver, fqdn, splits, cidrGroups, endpoints, commit, queries: new EngineQueries(stages, this.proxyPorts, this.mapCapacity) };
   }
 
@@ -282,7 +282,7 @@ export class Engine {
    */
   private syncUnallocatedDeny(): void {
     const { identities, resolver } = this.stages;
-    const want = identities.pendingPods > 0;
+    const want = identities.pendingPods > 0 || identities.heldGroupCount > 0 || this.stages.nodes.heldCount > 0;
     if (want !== resolver.denies(UNALLOCATED_POD_IDENTITY)) resolver.setDeniedEverywhere(UNALLOCATED_POD_IDENTITY, want);
   }
 
@@ -365,7 +365,7 @@ export class Engine {
       case 'deleteIdentity':
         return this.identityChanged(e.id, () => this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
-        return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels));
+        return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels, e.failClosed === true));
       case 'deleteNode':
         return this.nodeChanged(() => this.stages.nodes.delete(e.name));
       case 'upsertCidrGroup':

@@ -48,7 +48,12 @@ export type EngineEvent =
    * addresses, reserved identities health (4) and ingress (8). `labels`: the node's labels
    * (ClusterNetworkPolicy `nodes` peers select on them).
    */
-  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>> }
+  /**
+   * `failClosed` (set by the agent only, for a remote node whose change the engine refused alone, finding 2432): its
+   * own addresses read the unallocated number, which every local map denies both ways, whatever its labels; refused
+   * with `local`.
+   */
+  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>>; readonly failClosed?: true }
   | { readonly type: 'deleteNode'; readonly name: string }
   /**
    * A CiliumCIDRGroup object (src/model/cidr-group.ts), created or replaced: its prefixes become

@@ -173,15 +173,17 @@ export class EngineQueries {
   }
 
   identityOfIp(ip: IpAddress): IdentityId {
-    return (this.s.nodes.at(ip.text) ?? this.s.pods.ipIdentityAt(ip.text) ?? this.s.nodes.apiServerAt(ip.text) ?? this.s.identities.fqdnHost(ip.text) ?? this.s.identities.cidrIdentityOf(ip)).id;
+    const ids = this.s.identities;
+    return (this.s.nodes.at(ip.text) ?? this.s.pods.ipIdentityAt(ip.text) ?? ids.ipcacheOfCidr(this.s.nodes.apiServerAt(ip.text) ?? ids.fqdnHost(ip.text) ?? ids.cidrIdentityOf(ip), ip) ?? ids.unallocated).id;
   }
 
   /** The whole ipcache: node and pod IPs as host prefixes (a pod wins over a CIDR identity of the same prefix), then CIDR identities. */
   ipcache(): { prefix: string; identity: IdentityId }[] {
     const out = new Map<string, IdentityId>();
-    for (const rec of this.s.identities.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, rec.id);
-    for (const { ip, identity } of this.s.identities.fqdnHostEntries()) out.set(hostCidr(ip).text, identity.id);
-    for (const { ip, identity } of this.s.nodes.apiServerEntries()) out.set(hostCidr(ip).text, identity.id);
+    const ids = this.s.identities;
+    for (const rec of ids.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, (ids.ipcacheOfCidr(rec, rec.cidr) ?? rec).id);
+    for (const { ip, identity } of ids.fqdnHostEntries()) out.set(hostCidr(ip).text, (ids.ipcacheOfCidr(identity, ip) ?? identity).id);
+    for (const { ip, identity } of this.s.nodes.apiServerEntries()) out.set(hostCidr(ip).text, (ids.ipcacheOfCidr(identity, ip) ?? identity).id);
     for (const { ip, identity } of this.s.pods.ipEntries()) out.set(hostCidr(ip).text, identity.id);
     // A node's address wins over a pod claiming it (a host-network pod is not an endpoint).
     for (const { ip, identity } of this.s.nodes.entries()) out.set(hostCidr(ip).text, identity.id);

@@ -1,4 +1,4 @@
-import { Cidr, cidrContainsIp, hostCidr, IpAddress, IpFamily } from '../model/cidr.js';
+import { Cidr, cidrContainsCidr, cidrContainsIp, hostCidr, IpAddress, IpFamily } from '../model/cidr.js';
 import { IdentityAllocator, IdentityId, RESERVED_IDENTITIES, ReservedName, reservedIdentityLabels, StackMode, UNALLOCATED_POD_IDENTITY, worldLabels, worldName } from '../model/identity.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
@@ -70,6 +70,11 @@ export class IdentityTable {
   readonly unallocated: IdentityRecord = { id: UNALLOCATED_POD_IDENTITY, key: '', labels: [reservedLabel('unallocated-identity')], matchLabels: [], refs: Infinity, namedPorts: undefined };
   /** How many pods hold `pending` now (external identities): a function of the state, kept by acquire and `releaseForPod`. */
   pendingPods = 0;
+  /**
+   * The prefixes of the CIDR groups the agent holds fail-closed (`CidrGroup.failClosed`, finding 2431), by group name:
+   * every CIDR or learnt address inside one reads `unallocated` in the ipcache (`heldIp`, `heldPrefix`).
+   */
+  private readonly heldGroups = new Map<string, readonly Cidr[]>();
   /** External identities: label-set key → their ids, lowest first (duplicates happen in CRD mode; the lowest wins). */
   private readonly external = new Map<string, IdentityId[]>();
   /** Learnt IPs (FQDN, keyed as ip-key.ts: no object per IP) → their identity: host entries of the ipcache, set by the FQDN stage. */
@@ -388,6 +393,43 @@ export class IdentityTable {
 
   *fqdnHostEntries(): Iterable<{ ip: IpAddress; identity: IdentityRecord }> {
     for (const [key, rec] of this.fqdnHosts.entries()) yield { ip: ipOfKey(key), identity: rec };
+  }
+
+  /** How many CIDR groups are held fail-closed: while some is, every local map denies `unallocated` (as for `pendingPods`). */
+  get heldGroupCount(): number {
+    return this.heldGroups.size;
+  }
+
+  /** Group `name` held fail-closed at `cidrs`, or no longer (undefined). The caller touches the ipcache prefixes inside first. */
+  setHeldGroup(name: string, cidrs: readonly Cidr[] | undefined): void {
+    const old = this.heldGroups.get(name);
+    if (old === cidrs) return;
+    if (cidrs) this.heldGroups.set(name, cidrs);
+    else this.heldGroups.delete(name);
+    this.ctx.onUndo(() => this.setHeldGroup(name, old));
+  }
+
+  /** Whether prefix `c` lies inside a group held fail-closed: its CIDR identity reads `unallocated` in the ipcache. */
+  heldPrefix(c: Cidr): boolean {
+    if (this.heldGroups.size === 0) return false;
+    for (const cidrs of this.heldGroups.values()) for (const h of cidrs) if (cidrContainsCidr(h, c)) return true;
+    return false;
+  }
+
+  /** Whether address `ip` lies inside a group held fail-closed (its learnt or CIDR host entry reads `unallocated`). */
+  heldIp(ip: IpAddress): boolean {
+    if (this.heldGroups.size === 0) return false;
+    for (const cidrs of this.heldGroups.values()) for (const h of cidrs) if (cidrContainsIp(h, ip)) return true;
+    return false;
+  }
+
+  /**
+   * The ipcache's record for a CIDR-derived entry (a CIDR identity, a learnt address) at `ip` or `prefix`:
+   * `unallocated` inside a group held fail-closed, else `rec`.
+   */
+  ipcacheOfCidr(rec: IdentityRecord | undefined, at: IpAddress | Cidr): IdentityRecord | undefined {
+    if (rec === undefined || this.heldGroups.size === 0) return rec;
+    return ('prefixLength' in at ? this.heldPrefix(at) : this.heldIp(at)) ? this.unallocated : rec;
   }
 
   /** `pending` for a pod the agent holds fail-closed (`Pod.failClosed`, finding 2352), whatever the identity source; no named ports. */

@@ -20,11 +20,12 @@ export class IpcacheView {
   /** An address's host prefix: a node's address, then pod IPs, the API server, learnt IPs, then CIDR identities. */
   hostAt(ip: IpAddress): IdentityId | undefined {
     const t = ip.text;
-    return (this.nodes.at(t) ?? this.pods.ipIdentityAt(t) ?? this.nodes.apiServerAt(t) ?? this.identities.fqdnHost(t) ?? this.identities.cidrHost(ip))?.id;
+    const ids = this.identities;
+    return (this.nodes.at(t) ?? this.pods.ipIdentityAt(t) ?? ids.ipcacheOfCidr(this.nodes.apiServerAt(t) ?? ids.fqdnHost(t) ?? ids.cidrHost(ip), ip))?.id;
   }
 
   /** An exact prefix shorter than a host prefix (CIDR identities). */
   prefixAt(prefix: Cidr): IdentityId | undefined {
-    return this.identities.cidrExact(prefix)?.id;
+    return this.identities.ipcacheOfCidr(this.identities.cidrExact(prefix), prefix)?.id;
   }
 }

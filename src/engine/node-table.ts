@@ -15,6 +15,8 @@ interface NodeRecord extends NodeEndpointAddresses {
   readonly labels: LabelSet;
   /** When the node was first upserted (kept by later upserts): of several nodes holding one address, the first decides. */
   readonly seq: number;
+  /** Held fail-closed by the agent (`upsertNode.failClosed`, finding 2432): a remote node whose identity is the unallocated number. */
+  readonly failClosed: boolean;
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
@@ -74,6 +76,8 @@ export class NodeTable {
   /** Address text → the address and the nodes holding it, with the role each gives it (two Node objects may list one address). */
   private readonly ips = new Map<string, { readonly ip: IpAddress; readonly holders: Map<string, NodeAddressRole> }>();
   private nextSeq = 0;
+  /** How many remote nodes are held fail-closed: while some is, every local map denies the unallocated number. */
+  heldCount = 0;
   /** Node label keys the `nodes` peers of each policy select on; `keys`: their union. */
   private readonly keysByPolicy = new Map<string, ReadonlySet<string>>();
   private keys: ReadonlySet<string> = new Set();
@@ -92,11 +96,11 @@ export class NodeTable {
   ) {}
 
   /** Returns the policies to re-resolve: those whose `networks` now hold a different share of a node role's addresses (tiers.ts `nodePeers`). */
-  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}): Policy[] {
+  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}, failClosed = false): Policy[] {
     return this.coverChanges(() => {
       const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
       if (this.nodes.has(name)) this.delete(name);
-      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq };
+      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq, failClosed: failClosed && !local };
       for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
       this.add(name, rec);
       this.ctx.onUndo(() => this.forget(name, rec));
@@ -152,7 +156,9 @@ export class NodeTable {
 
   private add(name: string, rec: NodeRecord): void {
     this.nodes.set(name, rec);
-    if (!rec.local) this.remote.set(name, this.identities.acquireNode(this.relevant(rec.labels)));
+    if (rec.failClosed) this.heldCount++;
+    // A node held fail-closed: its own addresses are the unallocated number, which no selector selects (finding 2432).
+    if (!rec.local) this.remote.set(name, rec.failClosed ? this.identities.unallocated : this.identities.acquireNode(this.relevant(rec.labels)));
     else this.updateHost();
     for (const { ip, role } of nodeAddresses(rec)) {
       let e = this.ips.get(ip.text);
@@ -166,6 +172,7 @@ export class NodeTable {
 
   private forget(name: string, rec: NodeRecord): void {
     this.nodes.delete(name);
+    if (rec.failClosed) this.heldCount--;
     const identity = this.remote.get(name);
     if (identity) this.identities.release(identity);
     this.remote.delete(name);
@@ -219,7 +226,7 @@ export class NodeTable {
     this.keys = next;
     for (const [name, rec] of this.nodes) {
       const old = this.remote.get(name);
-      if (old === undefined) continue;
+      if (old === undefined || rec.failClosed) continue;
       const identity = this.identities.acquireNode(this.relevant(rec.labels));
       // Touched before the change: the ipcache journal keeps the identity an address had at its first touch.
       if (identity !== old) for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
@@ -329,7 +336,7 @@ export class NodeTable {
 
   /** A node address's identity once it is an API server address (acquired: the caller releases it). */
   private apiServerVariant(base: IdentityRecord): IdentityRecord {
-    if (base.id === RESERVED_IDENTITIES.host) return base;
+    if (base.id === RESERVED_IDENTITIES.host || base === this.identities.unallocated) return base;
     if (base.id === RESERVED_IDENTITIES['remote-node']) return this.identities.get(RESERVED_IDENTITIES['kube-apiserver']) as IdentityRecord;
     return this.identities.acquireApiServerVariant(base);
   }

@@ -411,6 +411,7 @@ function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
   if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
   if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
   if (e.labels !== undefined) checkLabelMap(e.labels, 'labels', fail);
+  if (e.failClosed !== undefined && (e.failClosed !== true || e.local === true)) fail('failClosed must be true or absent, and absent on the local node');
   checkParsedIps(e.ips, 'ips', fail);
   for (const field of ['health', 'ingress'] as const) if (e[field] !== undefined) checkParsedIps(e[field], field, fail);
   model.setNode(name, true);
@@ -446,6 +447,7 @@ function checkCidrGroupEvent(e: EventRecord, model: Overlay, fail: Fail): void {
   const name = checkName(g.name, 'group.name', 'object', fail);
   if (!(g.labels instanceof Map) || [...g.labels].some(([k, v]) => typeof k !== 'string' || typeof v !== 'string')) fail('group.labels must be a Map of strings');
   if (!Array.isArray(g.cidrs) || g.cidrs.some((c) => !isParsedCidr(c))) fail('group.cidrs must be a list of parsed CIDRs');
+  if (g.failClosed !== undefined && g.failClosed !== true) fail('group.failClosed must be true or absent');
   model.setCidrGroup(name, true);
 }
 

@@ -68,7 +68,7 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (!to.nodes?.has(name)) events.push({ type: 'deleteNode', name });
   }
   for (const [name, n] of to.nodes ?? []) {
-    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n), ...(n.labels ? { labels: n.labels } : {}) });
+    if (from.nodes?.get(name) !== n) events.push({ type: 'upsertNode', name, ips: n.ips, local: n.local, ...nodeEndpointsOf(n), ...(n.labels ? { labels: n.labels } : {}), ...(n.failClosed ? { failClosed: n.failClosed } : {}) });
   }
   for (const name of from.cidrGroups?.keys() ?? []) {
     if (!to.cidrGroups?.has(name)) events.push({ type: 'deleteCidrGroup', name });
@@ -155,7 +155,7 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'advanceTime':
       return { ...s, dns: advanceDnsClock(s.dns ?? EMPTY_DNS_CACHE, e.seconds) };
     case 'upsertNode':
-      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e), ...(e.labels ? { labels: e.labels } : {}) });
+      return upsertNode(s, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e), ...(e.labels ? { labels: e.labels } : {}), ...(e.failClosed ? { failClosed: e.failClosed } : {}) });
     case 'deleteNode':
       return deleteNode(s, e.name);
     case 'setApiServer':

@@ -53,7 +53,7 @@ export class MutableCluster implements ClusterState {
         return;
       }
       case 'upsertNode':
-        this.nodes.set(e.name, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e), ...(e.labels ? { labels: e.labels } : {}) });
+        this.nodes.set(e.name, { name: e.name, ips: e.ips, local: e.local ?? false, ...nodeEndpointsOf(e), ...(e.labels ? { labels: e.labels } : {}), ...(e.failClosed ? { failClosed: e.failClosed } : {}) });
         return;
       case 'deleteNode':
         if (!this.nodes.delete(e.name)) throw new ClusterChangeError(`node "${e.name}" does not exist`);

@@ -1,4 +1,4 @@
-import { denySidePolicy, effectiveHeld, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denySidePolicy, effectiveHeld, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -27,6 +27,17 @@ export interface MirrorBatch {
 }
 
 const namespaceKey = (ns: string): string => `Namespace//${ns}`;
+
+/**
+ * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a remote node, a
+ * policy (its deny side).
+ */
+function hasFailClosedForm(want: Held): boolean {
+  if (want.kind === 'Pod') return want.pod.failClosed !== true;
+  if (want.kind === 'CidrGroup') return want.group !== undefined && want.group.failClosed !== true;
+  if (want.kind === 'Node') return !want.node.local && want.node.failClosed !== true;
+  return want.kind === 'Policy' && want.denySide !== true;
+}
 
 /**
  * What the engine holds, by object key, and the batches that bring it to what `states` describes:
@@ -109,6 +120,8 @@ export class EngineBatches {
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h, this.keptDenies.get(key)), this.groupsMode);
+    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h);
+    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h);
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -443,11 +456,12 @@ export class EngineBatches {
    * false.
    */
   private takeFailClosed(key: string, want: Held | undefined): boolean {
-    if (want === undefined || (want.kind === 'Pod' ? want.pod.failClosed === true : want.kind !== 'Policy' || want.denySide === true)) return false;
+    if (want === undefined || !hasFailClosedForm(want)) return false;
     this.failClosedPods.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
     this.first(key);
-    if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
+    else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
     else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;
   }

@@ -122,6 +122,25 @@ export function failClosedPod(h: Extract<Held, { kind: 'Pod' }>): Held {
 }
 
 /**
+ * A CiliumCIDRGroup held fail-closed (`CidrGroup.failClosed`, finding 2431), with its own signature: one whose change
+ * the engine refuses alone. Its prefixes (and every address inside) read the unallocated number, which every local map
+ * denies both ways, instead of its last labels, which the policies around it may no longer deny.
+ */
+export function failClosedGroup(h: Extract<Held, { kind: 'CidrGroup' }>): Held {
+  if (h.group === undefined || h.group.failClosed === true) return h;
+  return { ...h, group: { ...h.group, failClosed: true }, sig: `failClosed:${h.sig}` };
+}
+
+/**
+ * A remote node held fail-closed (`upsertNode.failClosed`, finding 2432), with its own signature: one whose change the
+ * engine refuses alone. Its own addresses read the unallocated number instead of an identity of its last labels.
+ */
+export function failClosedNode(h: Extract<Held, { kind: 'Node' }>): Held {
+  if (h.node.local || h.node.failClosed === true) return h;
+  return { ...h, node: { ...h.node, failClosed: true }, sig: `failClosed:${h.sig}` };
+}
+
+/**
  * A policy held at its deny side (`denySideOf`, finding 2433), with its own signature: one the engine refuses alone
  * (`EngineBatches`), which Cilium accepts and enforces on every endpoint whose policy it can compute. Keeping the old
  * version instead kept its allows, which the new version and every later input deny. `kept`: the version in force,

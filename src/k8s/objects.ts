@@ -217,6 +217,8 @@ export interface NodeAddresses extends NodeEndpointAddresses {
   readonly local: boolean;
   /** `metadata.labels` (ClusterNetworkPolicy `nodes` peers select on them). */
   readonly labels: Readonly<Record<string, string>>;
+  /** Held fail-closed by the agent (`EngineBatches`, finding 2432): sent as `upsertNode.failClosed`. */
+  readonly failClosed?: true;
 }
 
 /** The `status.addresses` types that are IP addresses (Hostname, InternalDNS and ExternalDNS are names). */

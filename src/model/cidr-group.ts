@@ -27,6 +27,12 @@ export interface CidrGroup {
   readonly name: string;
   readonly labels: ReadonlyMap<string, string>;
   readonly cidrs: readonly Cidr[];
+  /**
+   * Set by the agent only, for a group whose change the engine refused alone (finding 2431): its prefixes, and every
+   * CIDR or learnt address inside them, read the unallocated number in the ipcache, which every local map denies both
+   * ways; it gives no labels. Validation refuses a value other than true.
+   */
+  readonly failClosed?: true;
 }
 
 /**

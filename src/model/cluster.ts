@@ -55,6 +55,8 @@ export interface ClusterNode extends NodeEndpointAddresses {
   readonly local: boolean;
   /** The Node's `metadata.labels` (a ClusterNetworkPolicy `nodes` peer selects on them); absent = none. */
   readonly labels?: Readonly<Record<string, string>>;
+  /** A remote node the agent holds fail-closed (`upsertNode.failClosed`, finding 2432): its own addresses are denied both ways. */
+  readonly failClosed?: true;
 }
 
 /**

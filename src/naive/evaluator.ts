@@ -1,10 +1,10 @@
 import { Cidr, cidrContainsIp, hostCidr } from '../model/cidr.js';
 import { groupLabelsByScan, groupSelectorMatches } from '../model/cidr-group.js';
 import { DnsCacheEntry, EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
-import { ClusterState, isApiServerAddress, Pod, podIps, podLabels } from '../model/cluster.js';
+import { ClusterNode, ClusterState, isApiServerAddress, NODE_ROLE_ORDER, NodeAddressRole, nodeAddressRole, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
-import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST } from '../model/localhost.js';
+import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST, UNALLOCATED_IDENTITY_ORIGIN } from '../model/localhost.js';
 import { ContainerPort, FlowProtocol, l4Covers, proxyTakes } from '../model/ports.js';
 import { l7Allows, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
@@ -129,8 +129,27 @@ export function decideDirection(
   port: number,
   request?: L7Request,
 ): DirectionDecision {
+  if (heldFailClosed(state, peer)) return { direction, enforcedBy: [], allowedBy: [], deniedBy: [UNALLOCATED_IDENTITY_ORIGIN], redirectedBy: [], allowed: false, proxied: false };
   const destPorts = direction === 'ingress' ? subject.pod.ports : peer.kind === 'pod' ? peer.pod.ports : [];
   return decideTiered(state, subject, { direction, peer, protocol, port, destPorts }, () => decideNpTier(state, subject, direction, peer, protocol, port, request));
+}
+
+/**
+ * A peer the agent holds fail-closed (findings 2431, 2432): an address outside the cluster inside a CIDR group held
+ * so (the API server's too: its CIDR identity would lose the group's labels), or a node address whose identity a remote node held so gives (its
+ * holders' first role is remote-node, and the first such holder is held). Its ipcache number is the unallocated one,
+ * which every local map denies both ways.
+ */
+function heldFailClosed(state: ClusterState, peer: FlowEndpoint): boolean {
+  if (peer.kind === 'node') {
+    const text = peer.address.text;
+    const order = (n: ClusterNode): number => NODE_ROLE_ORDER.indexOf(nodeAddressRole(n, text) as NodeAddressRole);
+    const first = [...(state.nodes?.values() ?? [])].filter((n) => nodeAddressRole(n, text) !== undefined).sort((a, b) => order(a) - order(b))[0];
+    return first?.failClosed === true && nodeAddressRole(first, text) === 'remote-node';
+  }
+  if (peer.kind !== 'external') return false;
+  const ip = peer.external.ip;
+  return [...(state.cidrGroups?.values() ?? [])].some((g) => g.failClosed === true && g.cidrs.some((c) => cidrContainsIp(c, ip)));
 }
 
 /**

@@ -3,14 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { backendLookup } from '../../src/backend/lookup.js';
 import type { MapBackend } from '../../src/backend/backend.js';
-import type { EngineEvent } from '../../src/engine/events.js';
-import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 import type { ClusterState } from '../../src/model/cluster.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
+import { objectHistory, type Objects } from '../k8s/object-history.js';
 import { settledAgent } from './settled-agent.js';
 
 /*
@@ -46,25 +44,13 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('kafka' as const), team }) },
 );
 
-let rv = 1;
-const item = (type: 'ADDED' | 'MODIFIED' | 'DELETED', object: Record<string, unknown>): WatchItem => ({ type, object: { ...object, metadata: { ...(object.metadata as object), resourceVersion: String(rv++) } } }) as WatchItem;
+const { item, set: setObject, inputState: readInput } = objectHistory();
 const teamSel = (t: string) => ({ matchLabels: { 'k8s:io.cilium.k8s.namespace.labels.team': t } });
 const ccnp = (name: string, spec: Record<string, unknown>) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name }, spec });
 const l7 = (name: string, selector: Record<string, unknown>, rules: Record<string, unknown>) => ccnp(name, { endpointSelector: selector, ingress: [{ fromEntities: ['all'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules }] }] });
 
-/** The objects of the cluster by key, as watch items. */
-type Objects = Map<string, Record<string, unknown>>;
-
 function applyOp(objects: Objects, o: Op): WatchItem {
-  const set = (key: string, object: Record<string, unknown> | null): WatchItem => {
-    const had = objects.get(key);
-    if (object === null) {
-      objects.delete(key);
-      return item('DELETED', had ?? ccnp(key, {}));
-    }
-    objects.set(key, object);
-    return item(had ? 'MODIFIED' : 'ADDED', object);
-  };
+  const set = (key: string, object: Record<string, unknown> | null): WatchItem => setObject(objects, key, object, () => ccnp(key, {}));
   switch (o.k) {
     case 'ns':
       return set('ns/c', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'c', labels: o.team === null ? {} : { team: o.team } } });
@@ -84,18 +70,8 @@ function podObject(i: number, app: string): Record<string, unknown> {
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name: p.name, namespace: p.ns, labels: { app } }, spec: { nodeName: p.local ? 'n1' : 'n2', containers: [] }, status: { phase: 'Running', podIP: p.ip } };
 }
 
-/** The input as the reference evaluator reads it: a fresh mirror's events folded into a cluster state. */
-function inputState(objects: Objects): ClusterState {
-  const mirror = new ClusterMirror({ nodeName: 'n1' });
-  for (const o of objects.values()) mirror.observe(item('ADDED', o), 'oracle');
-  let s: ClusterState = { namespaces: new Map(), pods: new Map(), externals: new Map(), policies: new Map() };
-  for (let i = 0; i < 10 && !mirror.idle; i++) {
-    const b = mirror.flush();
-    for (const e of b.events as EngineEvent[]) s = applyEventToCluster(s, e);
-    b.commit();
-  }
-  return s;
-}
+/** The input as the reference evaluator reads it. */
+const inputState = (objects: Objects): ClusterState => readInput(objects, { namespaces: new Map(), pods: new Map(), externals: new Map(), policies: new Map() });
 
 function initial(): Objects {
   const objects: Objects = new Map();

@@ -1,8 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseCidr } from '../../src/model/cidr.js';
+import { parseCidr, parseIp } from '../../src/model/cidr.js';
 import { cidrGroupNameKey, CidrGroup } from '../../src/model/cidr-group.js';
 import { ClusterState } from '../../src/model/cluster.js';
+import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
+import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineEvent } from '../../src/engine/events.js';
 import { engineDecision } from '../../src/harness/engine-decider.js';
@@ -28,9 +30,17 @@ const GROUP_NAMES = ['g1', 'g2', 'g3'];
 // Groups labelled io.kubernetes.pod.namespace: `any:` namespace selectors select them (attack finding 2172).
 const LABEL = fc.constantFrom<[string, string][]>([], [['env', 'prod']], [['env', 'dev']], [['env', 'prod'], ['tier', 'a']], [['tier', 'b']], [['io.kubernetes.pod.namespace', 'n0']], [['io.kubernetes.pod.namespace', 'n1'], ['env', 'prod']]);
 
-type GOp = Op | { readonly k: 'group'; readonly name: string; readonly cidrs: readonly string[]; readonly labels: [string, string][] } | { readonly k: 'delGroup'; readonly name: string } | { readonly k: 'gpolicy'; readonly manifest: Record<string, unknown> };
+type GOp =
+  | Op
+  | { readonly k: 'group'; readonly name: string; readonly cidrs: readonly string[]; readonly labels: [string, string][]; readonly failClosed: boolean }
+  | { readonly k: 'delGroup'; readonly name: string }
+  | { readonly k: 'gpolicy'; readonly manifest: Record<string, unknown> }
+  | { readonly k: 'heldNode'; readonly name: string; readonly ips: readonly string[]; readonly labels: [string, string][] };
 
-const groupOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('group' as const), name: fc.constantFrom(...GROUP_NAMES), cidrs: fc.subarray(PREFIXES, { maxLength: 3 }), labels: LABEL });
+// A group or remote node the agent holds fail-closed (findings 2431, 2432): its addresses read the unallocated number.
+const groupOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('group' as const), name: fc.constantFrom(...GROUP_NAMES), cidrs: fc.subarray(PREFIXES, { maxLength: 3 }), labels: LABEL, failClosed: fc.boolean() });
+const heldNodeOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('heldNode' as const), name: fc.constantFrom('n1', 'n2'), ips: fc.constantFrom(['192.168.1.7'], ['192.168.1.8', '2001:db8::8'], ['10.1.2.9']), labels: LABEL });
+const NODE_PEERS = ['node:n1', 'node:n2'];
 const delGroupOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('delGroup' as const), name: fc.constantFrom(...GROUP_NAMES) });
 const groupItem = fc.oneof(
   fc.record({ cidrGroupRef: fc.constantFrom(...GROUP_NAMES, 'missing') }),
@@ -53,24 +63,26 @@ const groupPolicy: fc.Arbitrary<GOp> = fc
   })
   .map(({ name, ns, spec }) => ({ k: 'gpolicy' as const, manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: ns }, spec } }));
 const noTiers = opWithNodes.filter((o) => o.k !== 'policy' || o.manifest.kind !== 'ClusterNetworkPolicy');
-const gop: fc.Arbitrary<GOp> = fc.oneof({ weight: 5, arbitrary: noTiers }, { weight: 4, arbitrary: groupOp }, { weight: 1, arbitrary: delGroupOp }, { weight: 4, arbitrary: groupPolicy });
+const gop: fc.Arbitrary<GOp> = fc.oneof({ weight: 5, arbitrary: noTiers }, { weight: 4, arbitrary: groupOp }, { weight: 1, arbitrary: delGroupOp }, { weight: 4, arbitrary: groupPolicy }, { weight: 1, arbitrary: heldNodeOp });
 
 function event(o: GOp): EngineEvent {
   if (o.k === 'group') {
-    const group: CidrGroup = { name: o.name, labels: new Map([...o.labels, [cidrGroupNameKey(o.name), '']]), cidrs: o.cidrs.map(parseCidr) };
+    const group: CidrGroup = { name: o.name, labels: new Map([...o.labels, [cidrGroupNameKey(o.name), '']]), cidrs: o.cidrs.map(parseCidr), ...(o.failClosed ? { failClosed: true as const } : {}) };
     return { type: 'upsertCidrGroup', group };
   }
   if (o.k === 'delGroup') return { type: 'deleteCidrGroup', name: o.name };
+  if (o.k === 'heldNode') return { type: 'upsertNode', name: o.name, ips: o.ips.map(parseIp), labels: Object.fromEntries(o.labels), failClosed: true };
   if (o.k === 'gpolicy') return { type: 'upsertPolicy', policy: parseManifest(o.manifest, 'gen#1', { cidrGroups: true }) };
   return toEvent(o);
 }
 
 let flows = 0;
 let groupAllowed = 0;
+let heldDenied = 0;
 
 function checkFlows(engine: Engine, state: ClusterState): void {
   for (const ep of engine.endpoints()) {
-    for (const peer of [...engine.endpoints(), ...EXTERNALS.map((e) => e.name)]) {
+    for (const peer of [...engine.endpoints(), ...EXTERNALS.map((e) => e.name), ...NODE_PEERS.filter((n) => state.nodes?.has(n.slice('node:'.length)))]) {
       if (peer === ep) continue;
       for (const [from, to] of [[ep, peer], [peer, ep]] as const) {
         const flow = { from, to, port: 80, protocol: 'TCP' as const };
@@ -78,6 +90,7 @@ function checkFlows(engine: Engine, state: ClusterState): void {
         expect(engineDecision(engine, state, flow).allowed, `${from} -> ${to}`).toBe(want);
         flows++;
         if (want && (state.cidrGroups?.size ?? 0) > 0) groupAllowed++;
+        if (engine.identityOfIp(endpointAddress(resolveEndpoint(state, peer))) === UNALLOCATED_POD_IDENTITY) heldDenied++;
       }
     }
   }
@@ -118,5 +131,6 @@ describe('CiliumCIDRGroup objects: engine vs oracle', () => {
     );
     expect(flows).toBeGreaterThan(1000);
     expect(groupAllowed).toBeGreaterThan(0);
+    expect(heldDenied).toBeGreaterThan(0);
   });
 });

@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../src/model/cidr.js';
+import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { rollingMirrorAgent } from './mirror-agent.js';
 
 /**
- * Findings 2431 and 2432 (not fixed, pinned with `it.fails`: each passes while the hole is open and fails once it is
- * closed). A CiliumCIDRGroup or Node relabel the engine refuses alone (here an endpoint map over its capacity once the
- * new labels are selected by a deny on 20–40 ports) keeps its last labels while the policy change around it commits:
- * the deny on the new labels misses the object, the wildcard allow admits it. Old input: labels a, deny on a; new
- * input: labels b, deny on b (both deny port 80); the engine holds deny on b with labels a, and the flow stays allowed
- * at every later change. Finding 2430 closed the namespace case by holding the namespace's pods fail-closed; a group's
- * prefixes and a node's addresses have no fail-closed reading in the engine yet (docs/attack-findings-28a.md).
+ * Findings 2431 and 2432 (found in 28a, fixed in 28t). A CiliumCIDRGroup or Node relabel the engine refuses alone (here
+ * an endpoint map over its capacity once the new labels are selected by a deny on 20–40 ports) kept its last labels
+ * while the policy change around it committed: the deny on the new labels missed the object, the wildcard allow
+ * admitted it. Old input: labels a, deny on a; new input: labels b, deny on b (both deny port 80). Now the group or
+ * remote node is held fail-closed (`CidrGroup.failClosed`, `upsertNode.failClosed`): its addresses read the unallocated
+ * number every local map denies both ways, until a later change lets it be read (docs/attack-findings-28t.md).
  */
 type Obj = Record<string, unknown>;
 const line = (type: string, object: Obj): string => JSON.stringify({ type, object });
@@ -18,14 +18,14 @@ const namespace: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('x', 
 const server: Obj = { apiVersion: 'v1', kind: 'Pod', metadata: md('server', 3, { namespace: 'x', labels: { app: 'server' } }), spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1' } };
 const other: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('unrelated', 99) };
 
-/** A mirror feeding an engine of small maps; `verdict` reads x/server's map for the peer at `ip`, port 80/TCP. */
+/** A mirror feeding an engine of small maps; `verdict` reads x/server's map for the peer at `ip`, port 80/TCP (no entry: dropped, `datapathLookup`). */
 function node(mapCapacity: number) {
   const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity });
   const verdict = (ip: string, dir: 'ingress' | 'egress'): string => {
     const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), dir, 6, 80);
-    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+    return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
   };
-  return { feed, verdict, mirror };
+  return { feed, verdict, mirror, engine };
 }
 
 describe('2431: a CiliumCIDRGroup relabel the engine refuses alone', () => {
@@ -33,7 +33,7 @@ describe('2431: a CiliumCIDRGroup relabel the engine refuses alone', () => {
   const cnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md(name, rv, { namespace: 'x' }), spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
   const ports = Array.from({ length: 40 }, (_, i) => ({ port: String(70 + i), protocol: 'TCP' }));
   const denyEnv = (rv: number, env: string, many: boolean): Obj => cnp('deny-env', rv, { ingressDeny: [{ fromCIDRSet: [{ cidrGroupSelector: { matchLabels: { env } } }], ...(many ? { toPorts: [{ ports }] } : {}) }] });
-  it.fails('keeps its old labels: 198.51.100.7 → x/server stays allowed though both inputs deny it', () => {
+  it('is held fail-closed: 198.51.100.7 → x/server denied at the next change, both inputs denying it', () => {
     const n = node(24);
     n.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', group(20, 'a')), line('ADDED', cnp('allow-world', 10, { ingress: [{ fromEntities: ['world'] }] })), line('ADDED', denyEnv(11, 'a', false)));
     expect(n.verdict('198.51.100.7', 'ingress')).toBe('deny');
@@ -42,6 +42,16 @@ describe('2431: a CiliumCIDRGroup relabel the engine refuses alone', () => {
     expect(n.mirror.refusedObjects()).toEqual(['CiliumCIDRGroup//g']);
     n.feed(line('ADDED', other));
     expect(n.verdict('198.51.100.7', 'ingress')).toBe('deny');
+    // Held fail-closed: the unallocated number, denied both ways (egress is not enforced otherwise); world is not.
+    expect(n.engine.identityOfIp(parseIp('198.51.100.7'))).toBe(UNALLOCATED_POD_IDENTITY);
+    expect(n.verdict('198.51.100.7', 'egress')).toBe('deny');
+    expect(n.verdict('203.0.113.1', 'ingress')).toBe('allow');
+    // The conflict goes: the group is read again under env=b, which the deny (now on port 80) selects.
+    n.feed(line('MODIFIED', denyEnv(13, 'b', false)));
+    expect(n.mirror.refusedObjects()).toEqual([]);
+    expect(n.engine.identityOfIp(parseIp('198.51.100.7'))).not.toBe(UNALLOCATED_POD_IDENTITY);
+    expect(n.verdict('198.51.100.7', 'ingress')).toBe('deny');
+    expect(n.verdict('198.51.100.7', 'egress')).toBe('allow');
   });
 });
 
@@ -54,7 +64,7 @@ describe('2432: a Node relabel the engine refuses alone', () => {
     metadata: md('deny-nodes', rv),
     spec: { tier: 'Admin', priority: 5, subject: { namespaces: {} }, egress: [{ action: 'Deny', to: [{ nodes: { matchLabels: { role } } }], ...(many ? { protocols } : {}) }] },
   });
-  it.fails('keeps its old labels: x/server → n2 stays allowed though both inputs deny it', () => {
+  it('is held fail-closed: x/server → n2 denied at the next change, both inputs denying it', () => {
     const n = node(14);
     n.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', nodeObj(20, 'a')), line('ADDED', denyNodes(11, 'a', false)));
     expect(n.verdict('172.16.0.2', 'egress')).toBe('deny');
@@ -63,5 +73,14 @@ describe('2432: a Node relabel the engine refuses alone', () => {
     expect(n.mirror.refusedObjects()).toEqual(['Node//n2']);
     n.feed(line('ADDED', other));
     expect(n.verdict('172.16.0.2', 'egress')).toBe('deny');
+    expect(n.engine.identityOfIp(parseIp('172.16.0.2'))).toBe(UNALLOCATED_POD_IDENTITY);
+    expect(n.verdict('172.16.0.2', 'ingress')).toBe('deny');
+    expect(n.verdict('203.0.113.1', 'egress')).toBe('allow');
+    // The conflict goes: n2 is read again under role=b, which the deny (now on every port) selects.
+    n.feed(line('MODIFIED', denyNodes(13, 'b', false)));
+    expect(n.mirror.refusedObjects()).toEqual([]);
+    expect(n.engine.identityOfIp(parseIp('172.16.0.2'))).not.toBe(UNALLOCATED_POD_IDENTITY);
+    expect(n.verdict('172.16.0.2', 'egress')).toBe('deny');
+    expect(n.verdict('172.16.0.2', 'ingress')).toBe('allow');
   });
 });

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineError, type EngineEvent } from '../../src/engine/events.js';
+import { parseIp } from '../../src/model/cidr.js';
+import { RESERVED_IDENTITIES, UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
+import { parseManifest } from '../../src/policy/manifest.js';
+
+/*
+ * Round 28t (finding 2432): a remote node the agent holds fail-closed (`upsertNode.failClosed`: the engine refused its
+ * change alone). Its own addresses read UNALLOCATED_POD_IDENTITY, which every local map denies both ways while
+ * something holds it (src/engine/engine.ts `syncUnallocatedDeny`), whatever its labels and the `nodes` peers' keys;
+ * its health address keeps `health`. Read as written again, it takes its labelled identity.
+ */
+const policy = (doc: Record<string, unknown>) => parseManifest(doc, 't.yaml');
+const allowAll = policy({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'all', namespace: 'x' }, spec: { endpointSelector: {}, ingress: [{ fromEntities: ['all'] }], egress: [{ toEntities: ['all'] }] } });
+const denyNodes = (role: string) =>
+  policy({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: { name: 'deny-nodes' }, spec: { tier: 'Admin', priority: 5, subject: { namespaces: {} }, egress: [{ action: 'Deny', to: [{ nodes: { matchLabels: { role } } }] }] } });
+const node = (role: string, failClosed = false): EngineEvent => ({
+  type: 'upsertNode',
+  name: 'n2',
+  ips: [parseIp('172.16.0.2')],
+  health: [parseIp('10.1.0.9')],
+  labels: { role },
+  ...(failClosed ? { failClosed: true as const } : {}),
+});
+const base: EngineEvent[] = [
+  { type: 'upsertNamespace', name: 'x', labels: {} },
+  { type: 'upsertPod', pod: { namespace: 'x', name: 'server', labels: { app: 'server' }, ip: parseIp('10.0.0.1'), serviceAccount: 'default', ports: [] }, local: true },
+  { type: 'upsertPolicy', policy: allowAll },
+  { type: 'upsertPolicy', policy: denyNodes('a') },
+  node('a'),
+];
+const verdict = (e: Engine, peer: string, dir: 'ingress' | 'egress'): string => {
+  const hit = e.lookup('x/server', e.identityOfIp(parseIp(peer)), dir, 6, 80);
+  return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+};
+const N2 = '172.16.0.2';
+
+describe('28t: a remote node held fail-closed', () => {
+  it('reads the unallocated number at its own addresses, denied both ways under a wildcard allow, until read as written', () => {
+    const e = new Engine();
+    e.apply(base);
+    const labelled = e.identityOfIp(parseIp(N2));
+    expect(verdict(e, N2, 'egress')).toBe('deny');
+    const held = e.apply([node('b', true)]);
+    expect(held.ipcache).toEqual([{ op: 'upsert', prefix: `${N2}/32`, identity: UNALLOCATED_POD_IDENTITY, previous: labelled }]);
+    expect(e.ipcache().find((r) => r.prefix === `${N2}/32`)?.identity).toBe(UNALLOCATED_POD_IDENTITY);
+    for (const dir of ['ingress', 'egress'] as const) expect(verdict(e, N2, dir)).toBe('deny');
+    expect(e.identityOfIp(parseIp('10.1.0.9'))).toBe(RESERVED_IDENTITIES.health);
+    expect(verdict(e, '203.0.113.1', 'egress')).toBe('allow');
+    // The `nodes` peers' keys change (the deny moves to role=b, then goes): the node stays held.
+    e.apply([{ type: 'upsertPolicy', policy: denyNodes('b') }]);
+    expect(e.identityOfIp(parseIp(N2))).toBe(UNALLOCATED_POD_IDENTITY);
+    // Read as written: role=b, which the deny selects; the deny of 255 is gone.
+    e.apply([node('b')]);
+    expect(e.identityOfIp(parseIp(N2))).not.toBe(UNALLOCATED_POD_IDENTITY);
+    expect(verdict(e, N2, 'egress')).toBe('deny');
+    expect(verdict(e, N2, 'ingress')).toBe('allow');
+    expect(e.lookup('x/server', UNALLOCATED_POD_IDENTITY, 'ingress', 6, 80)?.entry.deny).not.toBe(true);
+  });
+
+  it('deleted while held: the deny of 255 goes; an unexpected failure rebuilds it held', () => {
+    const e = new Engine();
+    e.apply([...base, node('b', true)]);
+    e.apply([{ type: 'deleteNode', name: 'n2' }]);
+    expect(e.lookup('x/server', UNALLOCATED_POD_IDENTITY, 'ingress', 6, 80)?.entry.deny).not.toBe(true);
+    let armed = false;
+    const f = new Engine({ faultHook: (p) => { if (armed && p === 'attachUnit') throw new Error('boom'); } });
+    f.apply([...base, node('b', true)]);
+    const before = f.ipcache();
+    armed = true;
+    expect(() => f.apply([{ type: 'upsertPolicy', policy: denyNodes('c') }])).toThrow();
+    armed = false;
+    expect(f.ipcache()).toEqual(before);
+    for (const dir of ['ingress', 'egress'] as const) expect(verdict(f, N2, dir)).toBe('deny');
+  });
+
+  it('validation: failClosed true or absent, and never on the local node', () => {
+    const e = new Engine();
+    expect(() => e.apply([{ ...node('a'), failClosed: 'yes' } as unknown as EngineEvent])).toThrow(EngineError);
+    expect(() => e.apply([{ ...node('a', true), local: true } as EngineEvent])).toThrow(EngineError);
+  });
+});

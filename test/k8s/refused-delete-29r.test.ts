@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { parseIp } from '../../src/model/cidr.js';
+import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
+import { rollingMirrorAgent } from './mirror-agent.js';
+
+/**
+ * Finding 2600 (review 29r of 28t's 2431/2432): a CiliumCIDRGroup delete the engine refused alone kept the group at its
+ * last labels (only an upsert had a fail-closed form), and a policy change committed beside it read them. Here the
+ * delete is refused because the group's labels carried a deny that shadowed a 40-port allow on its prefix (24-entry
+ * maps); the next step drops both policies and allows `env=a` on port 80, which no group carries in either input.
+ * Every committed batch is checked (the agent writes each to the kernel).
+ *
+ * Finding 2601: a relabel refused alone for the same reason was sent again fail-closed without labels, which lifted the
+ * same deny, overflowed the same map and was refused too; the group waited at its last labels. The fail-closed form now
+ * carries the labels the engine holds (no address reads them: every one inside reads the unallocated number).
+ */
+type Obj = Record<string, unknown>;
+const line = (type: string, object: Obj): string => JSON.stringify({ type, object });
+const md = (name: string, rv: number, extra: Obj = {}): Obj => ({ name, resourceVersion: String(rv), ...extra });
+const namespace: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('x', 2) };
+const server: Obj = { apiVersion: 'v1', kind: 'Pod', metadata: md('server', 3, { namespace: 'x', labels: { app: 'server' } }), spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1' } };
+const group = (rv: number, env = 'a'): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: md('g', rv, { labels: { env } }), spec: { externalCIDRs: ['198.51.100.0/24'] } });
+const cnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md(name, rv, { namespace: 'x' }), spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
+const ports = Array.from({ length: 40 }, (_, i) => ({ port: String(1000 + i), protocol: 'TCP' }));
+const allowMany = cnp('allow-many', 10, { ingress: [{ fromCIDR: ['198.51.100.0/24'], toPorts: [{ ports }] }] });
+const onGroup = (rv: number, deny: boolean): Obj =>
+  cnp('on-group', rv, deny ? { ingressDeny: [{ fromCIDRSet: [{ cidrGroupSelector: { matchLabels: { env: 'a' } } }] }] } : { ingress: [{ fromCIDRSet: [{ cidrGroupSelector: { matchLabels: { env: 'a' } } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] });
+
+/** An agent of 24-entry maps; `seen`: 198.51.100.7 → x/server:80 after each commit once `watch()` was called. */
+function agent() {
+  const seen: string[] = [];
+  let check = false;
+  const a = rollingMirrorAgent({ mapCapacity: 24 }, {}, () => {
+    if (!check) return;
+    const hit = a.engine.lookup('x/server', a.engine.identityOfIp(parseIp('198.51.100.7')), 'ingress', 6, 80);
+    seen.push(hit === undefined || hit.entry.deny ? 'deny' : 'allow');
+  });
+  a.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', group(20)), line('ADDED', allowMany), line('ADDED', onGroup(11, true)));
+  return { ...a, seen, watch: () => void (check = true) };
+}
+
+describe('2600: a CiliumCIDRGroup delete the engine refuses alone', () => {
+  it('is held fail-closed: 198.51.100.7 → x/server:80 is never allowed, both inputs denying it', () => {
+    const { feed, engine, mirror, seen, watch } = agent();
+    watch();
+    feed(line('DELETED', group(21)));
+    expect(mirror.refusedObjects()).toEqual(['CiliumCIDRGroup//g']);
+    // While its delete waits, the group's addresses read the unallocated number (denied both ways).
+    expect(engine.identityOfIp(parseIp('198.51.100.7'))).toBe(UNALLOCATED_POD_IDENTITY);
+    // Before: no group, the deny selects nothing, port 80 not allowed. After: no group, the allow selects nothing.
+    feed(line('DELETED', allowMany), line('MODIFIED', onGroup(12, false)));
+    expect(seen).not.toContain('allow');
+    // The conflict went: the delete commits, the address reads as the world.
+    expect(mirror.refusedObjects()).toEqual([]);
+    expect(engine.identityOfIp(parseIp('198.51.100.7'))).not.toBe(UNALLOCATED_POD_IDENTITY);
+  });
+});
+
+describe('2601: a CiliumCIDRGroup relabel whose label-less fail-closed form overflows too', () => {
+  it('is held fail-closed at the labels the engine holds: 198.51.100.7 → x/server:80 is never allowed', () => {
+    const { feed, engine, mirror, seen, watch } = agent();
+    watch();
+    feed(line('MODIFIED', group(21, 'b')));
+    expect(mirror.refusedObjects()).toEqual(['CiliumCIDRGroup//g']);
+    expect(engine.identityOfIp(parseIp('198.51.100.7'))).toBe(UNALLOCATED_POD_IDENTITY);
+    // Before and after: g is env=b, which neither the deny nor the allow on env=a selects.
+    feed(line('DELETED', allowMany), line('MODIFIED', onGroup(12, false)));
+    expect(seen).not.toContain('allow');
+    // Read again under env=b, which nothing selects: port 80 not allowed (x/server isolated by the allow).
+    expect(mirror.refusedObjects()).toEqual([]);
+    expect(engine.identityOfIp(parseIp('198.51.100.7'))).not.toBe(UNALLOCATED_POD_IDENTITY);
+    expect(seen.at(-1)).toBe('deny');
+  });
+});

@@ -72,3 +72,42 @@ describe('2601: a CiliumCIDRGroup relabel whose label-less fail-closed form over
     expect(seen.at(-1)).toBe('deny');
   });
 });
+
+describe('2602: a remote Node delete the engine refuses alone', () => {
+  // n3 (outside accept-net's CIDR) gone, every remote-node address lies inside it: the Accept's 20 protocols would
+  // admit remote-node exactly (tiers.ts `nodePeers`), over x/server's 28 entries. Isolated on egress by `iso`.
+  const nodeObj = (name: string, rv: number, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Node', metadata: md(name, rv, { labels: { role: 'a' } }), status: { addresses: [{ type: 'InternalIP', address: ip }] } });
+  const protocols = Array.from({ length: 20 }, (_, i) => ({ tcp: { destinationPort: { number: 1000 + i } } }));
+  const cnp = (name: string, rv: number, priority: number, egress: Obj): Obj => ({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: md(name, rv), spec: { tier: 'Admin', priority, subject: { namespaces: {} }, egress: [egress] } });
+  const acceptNet = cnp('accept-net', 10, 5, { action: 'Accept', to: [{ networks: ['172.16.1.0/24'] }], protocols });
+  const allowNodes = cnp('allow-nodes', 30, 6, { action: 'Accept', to: [{ nodes: { matchLabels: { role: 'a' } } }], protocols: [{ tcp: { destinationPort: { number: 80 } } }] });
+  const iso: Obj = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md('iso', 12, { namespace: 'x' }), spec: { endpointSelector: {}, egress: [{ toEntities: ['kube-apiserver'] }] } };
+  it('is held fail-closed: x/server → n3:80 is never allowed once n3 is gone from both inputs', () => {
+    const seen: string[] = [];
+    let check = false;
+    const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity: 28 }, {}, () => {
+      if (!check) return;
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp('172.16.0.3')), 'egress', 6, 80);
+      seen.push(hit === undefined || hit.entry.deny ? 'deny' : 'allow');
+    });
+    const verdict = (ip: string): string => {
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 80);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', nodeObj('n2', 20, '172.16.1.2')), line('ADDED', nodeObj('n3', 21, '172.16.0.3')), line('ADDED', iso), line('ADDED', acceptNet));
+    expect(mirror.refusedObjects()).toEqual([]);
+    check = true;
+    feed(line('DELETED', nodeObj('n3', 22, '172.16.0.3')));
+    expect(mirror.refusedObjects()).toEqual(['Node//n3']);
+    expect(engine.identityOfIp(parseIp('172.16.0.3'))).toBe(UNALLOCATED_POD_IDENTITY);
+    // Before and after: 172.16.0.3 is no node's (the world), x/server's egress allows only the API server there.
+    feed(line('ADDED', allowNodes));
+    expect(seen).not.toContain('allow');
+    expect(verdict('172.16.1.2')).toBe('allow');
+    // The conflict goes: the delete commits, 172.16.0.3 reads as the world.
+    feed(line('DELETED', acceptNet));
+    expect(mirror.refusedObjects()).toEqual([]);
+    expect(engine.identityOfIp(parseIp('172.16.0.3'))).not.toBe(UNALLOCATED_POD_IDENTITY);
+    expect(verdict('172.16.0.3')).toBe('deny');
+  });
+});

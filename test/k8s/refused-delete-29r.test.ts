@@ -39,34 +39,22 @@ function agent() {
   return { ...a, seen, watch: () => void (check = true) };
 }
 
-describe('2600: a CiliumCIDRGroup delete the engine refuses alone', () => {
-  it('is held fail-closed: 198.51.100.7 → x/server:80 is never allowed, both inputs denying it', () => {
+describe('2600, 2601: a CiliumCIDRGroup delete or relabel the engine refuses alone', () => {
+  // 2600: deleted (both inputs: no group). 2601: relabelled env=b, whose label-less form lifted the same deny and was
+  // refused too (both inputs: g is env=b, which neither the deny nor the allow on env=a selects).
+  it.each([
+    ['2600 delete', line('DELETED', group(21))],
+    ['2601 relabel', line('MODIFIED', group(21, 'b'))],
+  ])('%s: held fail-closed, 198.51.100.7 → x/server:80 is never allowed, both inputs denying it', (_, change) => {
     const { feed, engine, mirror, seen, watch } = agent();
     watch();
-    feed(line('DELETED', group(21)));
+    feed(change);
     expect(mirror.refusedObjects()).toEqual(['CiliumCIDRGroup//g']);
-    // While its delete waits, the group's addresses read the unallocated number (denied both ways).
+    // While it waits, the group's addresses read the unallocated number (denied both ways).
     expect(engine.identityOfIp(parseIp('198.51.100.7'))).toBe(UNALLOCATED_POD_IDENTITY);
-    // Before: no group, the deny selects nothing, port 80 not allowed. After: no group, the allow selects nothing.
     feed(line('DELETED', allowMany), line('MODIFIED', onGroup(12, false)));
     expect(seen).not.toContain('allow');
-    // The conflict went: the delete commits, the address reads as the world.
-    expect(mirror.refusedObjects()).toEqual([]);
-    expect(engine.identityOfIp(parseIp('198.51.100.7'))).not.toBe(UNALLOCATED_POD_IDENTITY);
-  });
-});
-
-describe('2601: a CiliumCIDRGroup relabel whose label-less fail-closed form overflows too', () => {
-  it('is held fail-closed at the labels the engine holds: 198.51.100.7 → x/server:80 is never allowed', () => {
-    const { feed, engine, mirror, seen, watch } = agent();
-    watch();
-    feed(line('MODIFIED', group(21, 'b')));
-    expect(mirror.refusedObjects()).toEqual(['CiliumCIDRGroup//g']);
-    expect(engine.identityOfIp(parseIp('198.51.100.7'))).toBe(UNALLOCATED_POD_IDENTITY);
-    // Before and after: g is env=b, which neither the deny nor the allow on env=a selects.
-    feed(line('DELETED', allowMany), line('MODIFIED', onGroup(12, false)));
-    expect(seen).not.toContain('allow');
-    // Read again under env=b, which nothing selects: port 80 not allowed (x/server isolated by the allow).
+    // The conflict went: the change commits, the address reads as the input does (port 80 not allowed).
     expect(mirror.refusedObjects()).toEqual([]);
     expect(engine.identityOfIp(parseIp('198.51.100.7'))).not.toBe(UNALLOCATED_POD_IDENTITY);
     expect(seen.at(-1)).toBe('deny');

@@ -81,7 +81,11 @@ export class CidrGroupTable {
     }
   }
 
-  /** Per key, the values of the longest group prefixes enclosing `c` that carry it (pkg/ipcache `mergeParentLabels`). */
+  /**
+   * Per key, the values of the longest group prefixes enclosing `c` that carry it (pkg/ipcache `mergeParentLabels`).
+   * A group held fail-closed gives its labels too: every prefix it reaches reads the unallocated number in the ipcache
+   * (`IdentityTable.heldPrefix`), so no flow reads them, and the agent sends the labels the engine held (finding 2601).
+   */
   labelsOf(c: Cidr): GroupLabels {
     const byLen = this.index[c.family];
     if (byLen.size === 0) return NO_GROUP_LABELS;
@@ -91,8 +95,6 @@ export class CidrGroupTable {
       if (groups === undefined) continue;
       const atLen = new Map<string, Set<string>>();
       for (const g of groups) {
-        // A group held fail-closed gives no labels: the addresses inside it read the unallocated number.
-        if (g.failClosed === true) continue;
         for (const [k, v] of g.labels) {
           if (out.has(k)) continue;
           let vs = atLen.get(k);

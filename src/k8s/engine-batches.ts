@@ -113,16 +113,26 @@ export class EngineBatches {
    */
   private wanted(key: string): Held | undefined {
     const h = this.states.get(key)?.desired;
-    if (h === undefined) return undefined;
+    if (h === undefined) return this.failClosedPods.has(key) ? this.deletedFailClosed(key) : undefined;
     // An unreadable group stays in the engine as it was while a held policy still reads groups: one the
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h, this.keptDenies.get(key)), this.groupsMode);
-    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h);
+    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h);
     return effectiveHeld(h, this.groupsMode);
+  }
+
+  /**
+   * A CIDR group or remote node whose delete the engine refused alone (finding 2600): the version the engine holds,
+   * fail-closed. Kept at its last labels, a policy change committed beside the waiting delete read them.
+   */
+  private deletedFailClosed(key: string): Held | undefined {
+    const had = this.held.get(key);
+    if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
+    return had?.kind === 'Node' ? failClosedNode(had) : undefined;
   }
 
   /** Whether the engine holds a policy that reads group peers (not its stand-in). */
@@ -455,8 +465,10 @@ export class EngineBatches {
    * as its fail-closed version (finding 2352); a policy upsert, as its deny side (finding 2433). Every other refusal:
    * false.
    */
-  private takeFailClosed(key: string, want: Held | undefined): boolean {
-    if (want === undefined || !hasFailClosedForm(want)) return false;
+  private takeFailClosed(key: string, wanted: Held | undefined): boolean {
+    // A delete: the group or node the engine holds (finding 2600).
+    const want = wanted ?? this.held.get(key);
+    if (want === undefined || (wanted === undefined && want.kind !== 'CidrGroup' && want.kind !== 'Node') || !hasFailClosedForm(want)) return false;
     this.failClosedPods.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
     this.first(key);

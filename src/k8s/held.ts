@@ -123,12 +123,17 @@ export function failClosedPod(h: Extract<Held, { kind: 'Pod' }>): Held {
 
 /**
  * A CiliumCIDRGroup held fail-closed (`CidrGroup.failClosed`, finding 2431), with its own signature: one whose change
- * the engine refuses alone. Its prefixes (and every address inside) read the unallocated number, which every local map
- * denies both ways, instead of its last labels, which the policies around it may no longer deny.
+ * (or delete, finding 2600: `h` is then the version the engine holds) the engine refuses alone. Its prefixes (and
+ * every address inside) read the unallocated number, which every local map denies both ways, instead of its last
+ * labels, which the policies around it may no longer deny. It carries the labels the engine holds for it (`had`; none
+ * if it holds none): no address reads them, and the CIDR identities inside keep their map entries, so the form fits
+ * where the change did not (finding 2601).
  */
-export function failClosedGroup(h: Extract<Held, { kind: 'CidrGroup' }>): Held {
+export function failClosedGroup(h: Extract<Held, { kind: 'CidrGroup' }>, had: Held | undefined): Held {
   if (h.group === undefined || h.group.failClosed === true) return h;
-  return { ...h, group: { ...h.group, failClosed: true }, sig: `failClosed:${h.sig}` };
+  const labels: ReadonlyMap<string, string> = had?.kind === 'CidrGroup' && had.group !== undefined ? had.group.labels : new Map();
+  const labelsSig = JSON.stringify([...labels].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return { ...h, group: { ...h.group, labels, failClosed: true }, sig: `failClosed:${labelsSig}:${h.sig}` };
 }
 
 /**

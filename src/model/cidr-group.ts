@@ -30,7 +30,8 @@ export interface CidrGroup {
   /**
    * Set by the agent only, for a group whose change the engine refused alone (finding 2431): its prefixes, and every
    * CIDR or learnt address inside them, read the unallocated number in the ipcache, which every local map denies both
-   * ways; it gives no labels. Validation refuses a value other than true.
+   * ways; its labels reach only those addresses, so no flow reads them (the agent sends the labels the engine held,
+   * finding 2601). Validation refuses a value other than true.
    */
   readonly failClosed?: true;
 }

@@ -80,4 +80,17 @@ describe('28t: a remote node held fail-closed', () => {
     expect(() => e.apply([{ ...node('a'), failClosed: 'yes' } as unknown as EngineEvent])).toThrow(EngineError);
     expect(() => e.apply([{ ...node('a', true), local: true } as EngineEvent])).toThrow(EngineError);
   });
+  // Review 29r (mutation check): without the guard in NodeTable `apiServerVariant`, the held node's address as the
+  // API server took an API-server variant of 255, a number the kube-apiserver entity selects.
+  it('as the API server address, still reads the unallocated number (not an API-server variant of it)', () => {
+    const e = new Engine();
+    const toApi = policy({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'api', namespace: 'x' }, spec: { endpointSelector: {}, egress: [{ toEntities: ['kube-apiserver'] }] } });
+    e.apply([...base.filter((ev) => ev.type !== 'upsertPolicy'), { type: 'upsertPolicy', policy: toApi }, { type: 'setApiServer', addresses: [parseIp(N2)] }]);
+    expect(verdict(e, N2, 'egress')).toBe('allow');
+    e.apply([node('b', true)]);
+    expect(e.identityOfIp(parseIp(N2))).toBe(UNALLOCATED_POD_IDENTITY);
+    expect(verdict(e, N2, 'egress')).toBe('deny');
+    e.apply([node('b')]);
+    expect(verdict(e, N2, 'egress')).toBe('allow');
+  });
 });

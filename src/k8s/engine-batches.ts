@@ -86,6 +86,13 @@ export class EngineBatches {
    * delete, or waits with it.
    */
   private readonly joinStale = new Set<string>();
+  /**
+   * Pods vetoed alone, refused with the identities they were joined to and so held fail-closed (finding 2524), with
+   * those identities: their own version is retried with them joined (alone in its flush), not alone first, which the
+   * veto refuses again while they wait. Forgotten once the pod changes or commits, or something other than a pod
+   * commits (a policy may no longer let it open those numbers).
+   */
+  private readonly rejoins = new Map<string, ReadonlySet<string>>();
   /** How the last flush read group peers (policies with them are re-sent when this changes). */
   private groupsMode: GroupsMode = 'unwatched';
 
@@ -98,6 +105,7 @@ export class EngineBatches {
   /** The meaning of `key` was set: it is sent at the next flush (and no longer waits as refused). */
   changed(key: string): void {
     this.refused.delete(key);
+    this.rejoins.delete(key);
     // A pod held fail-closed stays counted (as lagging) until a version of it commits (finding 2421).
     if (this.dropFailClosed(key)) this.lagging.add(key);
     this.dirty.add(key);
@@ -214,11 +222,14 @@ export class EngineBatches {
     this.endRevertedRelabels();
     const next = new Map<string, Held | undefined>();
     for (const key of this.dirty) {
+      const rejoin = this.rejoinOf(key);
+      if (rejoin !== undefined && next.size > 0) break;
       this.dirty.delete(key);
       const want = this.wanted(key);
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
       else this.lagging.delete(key);
-      if (next.size >= this.limit) break;
+      if (rejoin !== undefined) for (const k of rejoin) this.joinStale.add(k);
+      if (rejoin !== undefined || next.size >= this.limit) break;
     }
     if (this.dirty.size === 0) this.limit = Infinity;
     const joinedStale = this.joinStaleIdentities(next);
@@ -287,17 +298,34 @@ export class EngineBatches {
    */
   private staleNumbers(next: ReadonlyMap<string, Held | undefined>): Map<number, string> {
     const stale = new Map<number, string>();
-    const check = (key: string): void => {
-      if (!key.startsWith('CiliumIdentity/') || next.has(key)) return;
-      const had = this.held.get(key);
-      if (had?.kind !== 'Identity') return;
-      const want = this.wanted(key);
-      if (want?.sig === had.sig) return;
-      if (want === undefined || (want.kind === 'Identity' && want.unreadable === true)) stale.set(had.id, key);
-    };
-    for (const key of this.dirty) check(key);
-    for (const key of this.refused) check(key);
+    for (const key of [...this.dirty, ...this.refused]) {
+      const id = next.has(key) ? undefined : this.narrowing(key);
+      if (id !== undefined) stale.set(id, key);
+    }
     return stale;
+  }
+
+  /** The number of `key` if it is a CiliumIdentity the engine holds whose wanted meaning is a stand-in or nothing. */
+  private narrowing(key: string): number | undefined {
+    if (!key.startsWith('CiliumIdentity/')) return undefined;
+    const had = this.held.get(key);
+    if (had?.kind !== 'Identity') return undefined;
+    const want = this.wanted(key);
+    if (want?.sig === had.sig) return undefined;
+    return want === undefined || (want.kind === 'Identity' && want.unreadable === true) ? had.id : undefined;
+  }
+
+  /**
+   * The identities pod `key` is to be sent with (`rejoins`): those of them that still narrow, if its own version is
+   * wanted and differs from what the engine holds; otherwise undefined (and forgotten, unless it is held fail-closed).
+   */
+  private rejoinOf(key: string): string[] | undefined {
+    const ids = this.rejoins.get(key);
+    if (ids === undefined || this.failClosedPods.has(key)) return undefined;
+    const waiting = [...ids].filter((k) => this.narrowing(k) !== undefined);
+    if (waiting.length > 0 && this.wanted(key)?.sig !== this.held.get(key)?.sig) return waiting;
+    this.rejoins.delete(key);
+    return undefined;
   }
 
   /**
@@ -380,8 +408,9 @@ export class EngineBatches {
   /**
    * One policy upsert vetoed alone and refused with the identities it was joined to (finding 2521): held at its deny
    * side as if refused alone (`takeFailClosed`, finding 2433), the identities waiting in `refused`. Waiting with them
-   * kept its last version, whose allows the update and every later input deny, while the rest committed (a pod so
-   * still does: finding 2524, docs/attack-findings-28r.md). Its deny
+   * kept its last version, whose allows the update and every later input deny, while the rest committed. A pod so is
+   * held fail-closed (finding 2524: at its old identity an address both inputs move to a denied number kept its
+   * allows), and retried with those identities joined (`rejoins`). A policy's deny
    * side vetoed and refused so in turn (it removes a deny of the version in force, which may admit a waiting number):
    * held at a deny side that keeps the denies of the version in force (finding 2523; not for a ClusterNetworkPolicy,
    * whose tiers cannot hold two versions' priorities), which removes none. Refused again: it waits as before.
@@ -389,10 +418,11 @@ export class EngineBatches {
   private denySideBesideStale(next: ReadonlyMap<string, Held | undefined>, joinedStale: ReadonlySet<string>): boolean {
     if (joinedStale.size === 0 || next.size !== joinedStale.size + 1) return false;
     const [key, want] = [...next].find(([k]) => !joinedStale.has(k)) as [string, Held | undefined];
-    if (want?.kind !== 'Policy') return false;
-    if (want.denySide !== true) {
+    if (want?.kind === 'Pod' || (want?.kind === 'Policy' && want.denySide !== true)) {
       if (!this.takeFailClosed(key, want)) return false;
+      if (want.kind === 'Pod') this.rejoins.set(key, new Set(joinedStale));
     } else {
+      if (want?.kind !== 'Policy') return false;
       const had = this.held.get(key);
       if (had?.kind !== 'Policy' || had.policy.tiered !== undefined || this.keptDenies.has(key)) return false;
       this.keptDenies.set(key, had);
@@ -435,7 +465,8 @@ export class EngineBatches {
     if (this.limit !== Infinity) this.limit *= 2;
     // Once the backlog is through, what the engine refused alone is tried again (what it conflicted with may have gone).
     if (next.size > 0 && this.dirty.size === 0) {
-      for (const key of this.refused) this.dirty.add(key);
+      // A pod to be sent with the identities it waits for goes before them (`rejoins`): they join its batch.
+      for (const key of [...this.refused].sort((a, b) => Number(this.rejoins.has(b)) - Number(this.rejoins.has(a)))) this.dirty.add(key);
       this.refused.clear();
       // A pod held fail-closed is read again, unless this commit was only fail-closed versions (refused just now); one
       // committed beside other objects (a deny side joined to a policy delete, finding 2522) is read again too.
@@ -447,7 +478,9 @@ export class EngineBatches {
         this.dirty.add(key);
       }
     }
+    if ([...next.keys()].some((key) => !key.startsWith('Pod/'))) this.rejoins.clear();
     for (const [key, want] of next) {
+      this.rejoins.delete(key);
       this.lagging.delete(key);
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);

@@ -149,12 +149,11 @@ describe('2523: the deny side of a policy update that would delete a deny while 
 /**
  * 2524: the same for a pod. A remote pod web3 (300) is relabelled app=db while 303 waits: its address would move to
  * 303, so the veto refuses it, and refused with 303 it kept 300, which client's ingress admits. Both inputs put it at
- * 303, the stand-in every local map denies. Not fixed (pinned with `it.fails`: it passes while the hole is open):
- * holding it fail-closed (255), as a pod refused alone (finding 2352), closes it (255's deny is in place here, ghost),
- * but exceeds the retry cost 28b documents (stale-split-cost-28b). docs/attack-findings-28r.md.
+ * 303, the stand-in every local map denies. Now held fail-closed (255), as a pod refused alone (finding 2352; 255's deny
+ * is in place here, ghost), and retried with 303 joined, within 28b's cost (docs/attack-findings-29a.md).
  */
 describe('2524: a pod update vetoed while an identity waits, then refused with it', () => {
-  it.fails('is held fail-closed, not at its old identity', () => {
+  it('is held fail-closed, not at its old identity', () => {
     // ghost has no CiliumIdentity: at 255 from the start, so 255's deny is in every map before it is full.
     const { a, settle } = crdAgent(wide(DEFAULT_MAP_CAPACITY - 4), [pod('ghost', 'ghost', 'n2', '10.0.1.66')]);
     const ingress = (ip: string): 'allow' | 'deny' => (a.engine.lookup('shop/client', a.engine.identityOfIp(parseIp(ip)), 'ingress', 6, 80)?.entry.deny ?? true ? 'deny' : 'allow');

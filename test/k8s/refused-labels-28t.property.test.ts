@@ -14,8 +14,9 @@ import { objectHistory, type Objects } from './object-history.js';
  * wildcard allow around them, through a mirror feeding an engine of 24-entry maps (a refused batch rolled back as the
  * agent does). After every settled step, no flow between x/server and the group's, the node's or an outside address
  * (ingress and egress, 80/TCP) that the maps allow is denied by both the input before the step and the input after it,
- * as the reference evaluator reads them (a fresh mirror's events, nothing refused). Steps after which a policy waits
- * refused are skipped: a policy whose deny side overflows too keeps its last version (finding 2542, not fixed).
+ * as the reference evaluator reads them (a fresh mirror's events, nothing refused). Every step is judged, those after
+ * which a policy is held refused too (finding 2542, 29b: a policy whose deny side overflows too is held at its deny-all
+ * side; before, such steps were skipped and failed so: `expected [ 'in-group ingress' ] to deeply equal []`).
  */
 const RUNS = fcRuns(process.env.DISTILL_LONG ? 1000 : 60);
 const PEERS = [

@@ -5,19 +5,13 @@ import { parseIp } from '../../src/model/cidr.js';
 import { EMPTY_CLUSTER, upsertExternal, type ClusterState } from '../../src/model/cluster.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { rollingMirrorAgent } from './mirror-agent.js';
+import { cnp, denyEnv, group, line, md, namespace, nodeObj, other, protocols, server, type Obj } from './refused-objects.js';
 
 /**
  * Finding 2542 (found in 28t, fixed in 29b). A policy the engine refuses alone whose deny side (finding 2433) the engine
  * refuses too waited at its last version (here: absent), so its new denies were missing while both later inputs deny.
  * Now it is held at its deny-all side: its subjects isolated, every peer denied where it denies, none of its allows.
  */
-type Obj = Record<string, unknown>;
-const line = (type: string, object: Obj): string => JSON.stringify({ type, object });
-const md = (name: string, rv: number, extra: Obj = {}): Obj => ({ name, resourceVersion: String(rv), ...extra });
-const namespace: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('x', 2) };
-const server: Obj = { apiVersion: 'v1', kind: 'Pod', metadata: md('server', 3, { namespace: 'x', labels: { app: 'server' } }), spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1' } };
-const other: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('unrelated', 99) };
-const cnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md(name, rv, { namespace: 'x' }), spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
 const allowAll = cnp('allow-all', 10, { ingress: [{ fromEntities: ['all'] }], egress: [{ toEntities: ['all'] }] });
 
 const PEERS = [
@@ -56,9 +50,6 @@ function node(mapCapacity: number, cidrGroups = false) {
 }
 
 describe('2542: a policy whose deny side the engine refuses too', () => {
-  const group = (rv: number, env: string): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: md('g', rv, { labels: { env } }), spec: { externalCIDRs: ['198.51.100.0/24'] } });
-  const ports = Array.from({ length: 40 }, (_, i) => ({ port: String(70 + i), protocol: 'TCP' }));
-  const denyEnv = (rv: number, env: string, many: boolean): Obj => cnp('deny-env', rv, { ingressDeny: [{ fromCIDRSet: [{ cidrGroupSelector: { matchLabels: { env } } }], ...(many ? { toPorts: [{ ports }] } : {}) }] });
   it('a CiliumNetworkPolicy is held at its deny-all side: its subjects denied every peer where it denies', () => {
     const n = node(24, true);
     n.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', group(20, 'a')), line('ADDED', allowAll));
@@ -79,8 +70,6 @@ describe('2542: a policy whose deny side the engine refuses too', () => {
     expect(n.verdict('203.0.113.1', 'ingress')).toBe('allow');
   });
 
-  const nodeObj = (rv: number, role: string): Obj => ({ apiVersion: 'v1', kind: 'Node', metadata: md('n2', rv, { labels: { role } }), status: { addresses: [{ type: 'InternalIP', address: '172.16.0.2' }] } });
-  const protocols = Array.from({ length: 20 }, (_, i) => ({ tcp: { destinationPort: { number: 70 + i } } }));
   const denyNodes = (rv: number, role: string, many: boolean): Obj => ({
     apiVersion: 'policy.networking.k8s.io/v1beta1',
     kind: 'ClusterNetworkPolicy',

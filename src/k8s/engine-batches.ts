@@ -1,4 +1,4 @@
-import { denySidePolicy, effectiveHeld, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denyAllPolicy, denySidePolicy, effectiveHeld, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 
@@ -30,13 +30,13 @@ const namespaceKey = (ns: string): string => `Namespace//${ns}`;
 
 /**
  * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a remote node, a
- * policy (its deny side).
+ * policy (its deny side, then its deny-all side).
  */
 function hasFailClosedForm(want: Held): boolean {
   if (want.kind === 'Pod') return want.pod.failClosed !== true;
   if (want.kind === 'CidrGroup') return want.group !== undefined && want.group.failClosed !== true;
   if (want.kind === 'Node') return !want.node.local && want.node.failClosed !== true;
-  return want.kind === 'Policy' && want.denySide !== true;
+  return want.kind === 'Policy' && want.denyAll !== true;
 }
 
 /**
@@ -72,6 +72,8 @@ export class EngineBatches {
    * are read again under the new labels (one the engine still refuses alone is held fail-closed as any pod).
    */
   private readonly relabelling = new Set<string>();
+  /** Policies held at their deny-all side (finding 2542): their deny side was refused too. */
+  private readonly denyAll = new Set<string>();
   /** Policies held at a deny side that keeps the denies of the version in force (finding 2523, `denySideBesideStale`). */
   private readonly keptDenies = new Map<string, Extract<Held, { kind: 'Policy' }>>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
@@ -127,7 +129,7 @@ export class EngineBatches {
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
-    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld(denySidePolicy(h, this.keptDenies.get(key)), this.groupsMode);
+    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h);
     return effectiveHeld(h, this.groupsMode);
@@ -442,6 +444,7 @@ export class EngineBatches {
   /** `key` is no longer held fail-closed (or at a deny side): false if it was not. */
   private dropFailClosed(key: string): boolean {
     this.keptDenies.delete(key);
+    this.denyAll.delete(key);
     return this.failClosedPods.delete(key);
   }
 
@@ -495,18 +498,20 @@ export class EngineBatches {
 
   /**
    * A pod upsert the engine refused alone (its reading, not its fail-closed version) is sent again at the next flush
-   * as its fail-closed version (finding 2352); a policy upsert, as its deny side (finding 2433). Every other refusal:
-   * false.
+   * as its fail-closed version (finding 2352); a policy upsert, as its deny side (finding 2433), its deny side as its
+   * deny-all side (finding 2542). Every other refusal: false.
    */
   private takeFailClosed(key: string, wanted: Held | undefined): boolean {
     // A delete: the group or node the engine holds (finding 2600).
     const want = wanted ?? this.held.get(key);
     if (want === undefined || (wanted === undefined && want.kind !== 'CidrGroup' && want.kind !== 'Node') || !hasFailClosedForm(want)) return false;
     this.failClosedPods.add(key);
+    if (want.kind === 'Policy' && want.denySide === true) this.denyAll.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
     this.first(key);
     if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
     else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
+    else if (want.kind === 'Policy' && want.denySide === true) this.warn('policy and its deny side refused by the engine: its subjects are isolated and denied every peer where it denies (none of its allows) until it changes or a later change lets it be read', { key });
     else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;
   }

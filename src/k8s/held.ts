@@ -6,7 +6,7 @@ import type { CidrGroup } from '../model/cidr-group.js';
 import { parseCidrGroup } from '../policy/cidr-group.js';
 import type { Policy } from '../model/rules.js';
 import { parseManifest, type ParseOptions } from '../policy/manifest.js';
-import { denySideOf, failClosedStandIn } from '../policy/stand-in.js';
+import { denyAllSideOf, denySideOf, failClosedStandIn } from '../policy/stand-in.js';
 import { apiServerSliceOf, ciliumEndpointOf, type CiliumEndpointFacts, ciliumNodeOf, identityNumber, identityOf, KnownKind, namespaceOf, NodeAddresses, nodeOf, podEndpoint, unreadablePodEndpoint } from './objects.js';
 
 /** A log call: a message and its fields. */
@@ -25,7 +25,7 @@ export type Held =
    * `groupless` reading (that deny denying every peer) is enforced only while the groups are watched
    * and one cannot be read (unwatched, distill knows no group labels: finding 2212).
    */
-  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy; readonly whileUnreadable?: true; readonly denySide?: true }
+  | { readonly kind: 'Policy'; readonly policy: Policy; readonly sig: string; readonly groupless?: Policy; readonly whileUnreadable?: true; readonly denySide?: true; readonly denyAll?: true }
   /**
    * A CiliumCIDRGroup (`group`), or, `group` undefined, one that cannot be read: its prefixes and
    * labels are unknown, so no group peer can be read safely while it is (`EngineBatches`).
@@ -153,9 +153,22 @@ export function failClosedNode(h: Extract<Held, { kind: 'Node' }>): Held {
  */
 export function denySidePolicy(h: Extract<Held, { kind: 'Policy' }>, kept?: Extract<Held, { kind: 'Policy' }>): Held {
   if (h.denySide === true) return h;
-  const policy = denySideOf(h.policy, kept?.policy);
-  const groupless = h.groupless === undefined ? undefined : h.groupless === h.policy ? policy : denySideOf(h.groupless, kept?.policy);
-  const sig = kept ? `denySide:${h.sig}:kept:${kept.sig}` : `denySide:${h.sig}`;
+  return sidePolicy(h, kept, 'denySide', denySideOf);
+}
+
+/**
+ * A policy held at its deny-all side (`denyAllSideOf`, finding 2542), with its own signature: one whose deny side the
+ * engine refuses too. Waiting at its last version instead kept the old allows and none of the new denies.
+ */
+export function denyAllPolicy(h: Extract<Held, { kind: 'Policy' }>, kept?: Extract<Held, { kind: 'Policy' }>): Held {
+  if (h.denyAll === true) return h;
+  return { ...sidePolicy(h, kept, 'denyAll', denyAllSideOf), denyAll: true };
+}
+
+function sidePolicy(h: Extract<Held, { kind: 'Policy' }>, kept: Extract<Held, { kind: 'Policy' }> | undefined, name: string, side: (p: Policy, kept?: Policy) => Policy): Extract<Held, { kind: 'Policy' }> {
+  const policy = side(h.policy, kept?.policy);
+  const groupless = h.groupless === undefined ? undefined : h.groupless === h.policy ? policy : side(h.groupless, kept?.policy);
+  const sig = kept ? `${name}:${h.sig}:kept:${kept.sig}` : `${name}:${h.sig}`;
   return { kind: 'Policy', policy, sig, denySide: true, ...(groupless ? { groupless } : {}), ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}) };
 }
 
@@ -342,5 +355,5 @@ export type GroupsMode = 'read' | 'unreadable' | 'unwatched';
  */
 export function effectiveHeld(h: Held, mode: GroupsMode): Held {
   if (h.kind !== 'Policy' || h.groupless === undefined || mode === 'read' || (h.whileUnreadable === true && mode === 'unwatched')) return h;
-  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless, ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}), ...(h.denySide === true ? { denySide: true as const } : {}) };
+  return { kind: 'Policy', policy: h.groupless, sig: `groupless:${h.sig}`, groupless: h.groupless, ...(h.whileUnreadable === true ? { whileUnreadable: true as const } : {}), ...(h.denySide === true ? { denySide: true as const } : {}), ...(h.denyAll === true ? { denyAll: true as const } : {}) };
 }

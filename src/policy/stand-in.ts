@@ -1,5 +1,8 @@
 import { markParsedPolicy, type Policy, type PolicyRule } from '../model/rules.js';
 import { ciliumExtendedKey } from '../model/labels.js';
+import { ALL_L4 } from '../model/ports.js';
+import { WILDCARD_SELECTOR } from '../model/selector.js';
+import type { TierRule } from '../model/tiers.js';
 import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
 
@@ -373,4 +376,35 @@ export function denySideOf(policy: Policy, kept?: Policy): Policy {
 /** A deny rule of the version in force, its path marked so it never shares a rule's identity with the new version's. */
 function keptRule(r: PolicyRule): PolicyRule {
   return r.origin.path.startsWith('kept:') ? r : { ...r, origin: { ...r.origin, path: `kept:${r.origin.path}` } };
+}
+
+/**
+ * The deny-all side of a policy (finding 2542): what the agent holds for a policy whose deny side (`denySideOf`) the
+ * engine refuses too (its denies alone overflow a map). Its subjects stay isolated as the policy isolates them, and
+ * where the policy denies (a deny rule's subject and direction; a ClusterNetworkPolicy's direction with a Deny or Pass
+ * rule) every peer on every port is denied: an endpoint so holds one deny entry per such direction, as a fail-closed
+ * pod's empty map denies both ways. Never wider than the deny side: it allows nothing, and denies a superset of what
+ * the deny side denies (a Pass becomes a Deny at the policy's priority, which lets no later tier allow more).
+ */
+export function denyAllSideOf(policy: Policy, kept?: Policy): Policy {
+  const side = denySideOf(policy, kept);
+  if (side.tiered) {
+    const rules: TierRule[] = [];
+    for (const direction of ['ingress', 'egress'] as const) {
+      if (!side.tiered.rules.some((r) => r.direction === direction)) continue;
+      rules.push({ direction, index: 0, name: 'deny-all (deny side refused)', action: 'Deny', peers: [{ kind: 'unknown', fields: ['denyAllSide'] }], protocols: [], path: `denyAll:spec.${direction}` });
+    }
+    return markParsedPolicy({ ...side, tiered: { ...side.tiered, rules } });
+  }
+  const seen = new Map<string, PolicyRule>();
+  for (const r of side.rules) {
+    const key = `${r.direction} ${r.subject.key}`;
+    if (!seen.has(key)) seen.set(key, denyEverything(r));
+  }
+  return markParsedPolicy({ ...side, rules: [...seen.values()] });
+}
+
+/** A rule denying every peer on every port to `r`'s subject in its direction. */
+function denyEverything(r: PolicyRule): PolicyRule {
+  return { origin: { ...r.origin, path: `denyAll:${r.origin.path}` }, subject: r.subject, direction: r.direction, verdict: 'deny', peers: [{ kind: 'selector', selector: WILDCARD_SELECTOR, entity: 'all' }], ports: [{ l4: ALL_L4 }] };
 }

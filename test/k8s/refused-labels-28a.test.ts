@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../src/model/cidr.js';
 import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { rollingMirrorAgent } from './mirror-agent.js';
+import { cnp, denyEnv, group, line, md, namespace, nodeObj, other, protocols, server, type Obj } from './refused-objects.js';
 
 /**
  * Findings 2431 and 2432 (found in 28a, fixed in 28t). A CiliumCIDRGroup or Node relabel the engine refuses alone (here
@@ -11,12 +12,6 @@ import { rollingMirrorAgent } from './mirror-agent.js';
  * remote node is held fail-closed (`CidrGroup.failClosed`, `upsertNode.failClosed`): its addresses read the unallocated
  * number every local map denies both ways, until a later change lets it be read (docs/attack-findings-28t.md).
  */
-type Obj = Record<string, unknown>;
-const line = (type: string, object: Obj): string => JSON.stringify({ type, object });
-const md = (name: string, rv: number, extra: Obj = {}): Obj => ({ name, resourceVersion: String(rv), ...extra });
-const namespace: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('x', 2) };
-const server: Obj = { apiVersion: 'v1', kind: 'Pod', metadata: md('server', 3, { namespace: 'x', labels: { app: 'server' } }), spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1' } };
-const other: Obj = { apiVersion: 'v1', kind: 'Namespace', metadata: md('unrelated', 99) };
 
 /** A mirror feeding an engine of small maps; `verdict` reads x/server's map for the peer at `ip`, port 80/TCP (no entry: dropped, `datapathLookup`). */
 function node(mapCapacity: number) {
@@ -29,10 +24,6 @@ function node(mapCapacity: number) {
 }
 
 describe('2431: a CiliumCIDRGroup relabel the engine refuses alone', () => {
-  const group = (rv: number, env: string): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: md('g', rv, { labels: { env } }), spec: { externalCIDRs: ['198.51.100.0/24'] } });
-  const cnp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md(name, rv, { namespace: 'x' }), spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
-  const ports = Array.from({ length: 40 }, (_, i) => ({ port: String(70 + i), protocol: 'TCP' }));
-  const denyEnv = (rv: number, env: string, many: boolean): Obj => cnp('deny-env', rv, { ingressDeny: [{ fromCIDRSet: [{ cidrGroupSelector: { matchLabels: { env } } }], ...(many ? { toPorts: [{ ports }] } : {}) }] });
   it('is held fail-closed: 198.51.100.7 → x/server denied at the next change, both inputs denying it', () => {
     const n = node(24);
     n.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', group(20, 'a')), line('ADDED', cnp('allow-world', 10, { ingress: [{ fromEntities: ['world'] }] })), line('ADDED', denyEnv(11, 'a', false)));
@@ -56,8 +47,6 @@ describe('2431: a CiliumCIDRGroup relabel the engine refuses alone', () => {
 });
 
 describe('2432: a Node relabel the engine refuses alone', () => {
-  const nodeObj = (rv: number, role: string): Obj => ({ apiVersion: 'v1', kind: 'Node', metadata: md('n2', rv, { labels: { role } }), status: { addresses: [{ type: 'InternalIP', address: '172.16.0.2' }] } });
-  const protocols = Array.from({ length: 20 }, (_, i) => ({ tcp: { destinationPort: { number: 70 + i } } }));
   const denyNodes = (rv: number, role: string, many: boolean): Obj => ({
     apiVersion: 'policy.networking.k8s.io/v1beta1',
     kind: 'ClusterNetworkPolicy',

@@ -1,9 +1,30 @@
 import { describe, expect, it } from 'vitest';
 import { parseManifest } from '../../src/policy/manifest.js';
-import { denySideOf } from '../../src/policy/stand-in.js';
+import { denyAllSideOf, denySideOf } from '../../src/policy/stand-in.js';
 
 /** Finding 2433: the deny side of a policy the engine refuses alone (src/policy/stand-in.ts `denySideOf`). */
 const sel = (app: string) => ({ matchLabels: { app } });
+
+/** A ClusterNetworkPolicy with an Accept, a Pass and a Deny on ingress (indexes 0–2), nothing on egress. */
+const tiered = () =>
+  parseManifest(
+    {
+      apiVersion: 'policy.networking.k8s.io/v1beta1',
+      kind: 'ClusterNetworkPolicy',
+      metadata: { name: 'c' },
+      spec: {
+        tier: 'Admin',
+        priority: 5,
+        subject: { namespaces: {} },
+        ingress: [
+          { name: 'a', action: 'Accept', from: [{ namespaces: {} }] },
+          { name: 'p', action: 'Pass', from: [{ namespaces: { matchLabels: { t: 'p' } } }] },
+          { name: 'd', action: 'Deny', from: [{ namespaces: { matchLabels: { t: 'd' } } }] },
+        ],
+      },
+    },
+    'c.yaml',
+  );
 
 describe('2433: denySideOf', () => {
   it('a Cilium policy: its deny rules and its isolation, none of its allows', () => {
@@ -27,24 +48,7 @@ describe('2433: denySideOf', () => {
     expect(d.rules.map((r) => r.verdict)).toEqual(['deny']);
   });
   it('a ClusterNetworkPolicy: Deny and Pass rules in their order, no Accept', () => {
-    const p = parseManifest(
-      {
-        apiVersion: 'policy.networking.k8s.io/v1beta1',
-        kind: 'ClusterNetworkPolicy',
-        metadata: { name: 'c' },
-        spec: {
-          tier: 'Admin',
-          priority: 5,
-          subject: { namespaces: {} },
-          ingress: [
-            { name: 'a', action: 'Accept', from: [{ namespaces: {} }] },
-            { name: 'p', action: 'Pass', from: [{ namespaces: { matchLabels: { t: 'p' } } }] },
-            { name: 'd', action: 'Deny', from: [{ namespaces: { matchLabels: { t: 'd' } } }] },
-          ],
-        },
-      },
-      'c.yaml',
-    );
+    const p = tiered();
     const d = denySideOf(p);
     expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index])).toEqual([
       ['p', 'Pass', 1],
@@ -66,5 +70,36 @@ describe('2523: denySideOf with the version in force (review 28r)', () => {
     const again = denySideOf(now, d);
     expect(again.rules.length).toBe(3);
     expect(again.rules.filter((r) => r.origin.path.startsWith('kept:kept:'))).toEqual([]);
+  });
+});
+
+describe('2542: denyAllSideOf (29b), for a policy whose deny side the engine refuses too', () => {
+  it('a Cilium policy: one rule denying every peer on every port per subject and direction it denies in, its isolation, no allow', () => {
+    const ports = [{ ports: [{ port: '80', protocol: 'TCP' }, { port: '81', protocol: 'TCP' }] }];
+    const p = parseManifest(
+      {
+        apiVersion: 'cilium.io/v2',
+        kind: 'CiliumNetworkPolicy',
+        metadata: { name: 'p', namespace: 'x' },
+        specs: [
+          { endpointSelector: sel('server'), ingress: [{ fromEndpoints: [sel('client')] }], ingressDeny: [{ fromEndpoints: [sel('bad')], toPorts: ports }, { fromCIDR: ['192.0.2.0/24'] }], egress: [{ toEndpoints: [sel('db')] }] },
+          { endpointSelector: sel('api'), egressDeny: [{ toEntities: ['world'] }] },
+        ],
+      },
+      'p.yaml',
+    );
+    const d = denyAllSideOf(p);
+    expect(d.rules.map((r) => [r.subject.key.split(' ')[0], r.direction, r.verdict, r.peers.map((q) => (q.kind === 'selector' ? q.entity : q.kind)), r.ports.map((x) => x.l4.kind)])).toEqual([
+      ['any:app=server', 'ingress', 'deny', ['all'], ['all']],
+      ['any:app=api', 'egress', 'deny', ['all'], ['all']],
+    ]);
+    expect(d.enforcements).toEqual(p.enforcements);
+  });
+  it('a ClusterNetworkPolicy: one Deny of a peer distill does not know in each direction with a Deny or Pass rule, no Accept', () => {
+    const p = tiered();
+    const d = denyAllSideOf(p);
+    expect(d.tiered?.priority).toBe(5);
+    expect(d.tiered?.subject).toBe(p.tiered?.subject);
+    expect(d.tiered?.rules.map((r) => [r.direction, r.action, r.peers.map((q) => q.kind), r.protocols.length])).toEqual([['ingress', 'Deny', ['unknown'], 0]]);
   });
 });

@@ -1,8 +1,8 @@
-import { deletePolicy, type ClusterState } from '../model/cluster.js';
-import { DirectionDecision, droppedAtProxy, Flow } from '../model/flow.js';
+import type { ClusterState } from '../model/cluster.js';
+import { DirectionDecision, droppedAtProxy, Flow, resolveEndpoint } from '../model/flow.js';
 import { isAllowLocalhostOrigin } from '../model/localhost.js';
 import { Direction, policyRefKey, RuleOrigin } from '../model/rules.js';
-import { decideFlow } from './evaluator.js';
+import { decideDirection } from './evaluator.js';
 
 /**
  * Why a flow passes one side, as far down the tiers as it goes (finding 2550): the rules of the
@@ -14,25 +14,21 @@ import { decideFlow } from './evaluator.js';
  * `Tier`: Admin, then NetworkPolicy, then Baseline), so the allow is a reason too.
  */
 export function allowChain(state: ClusterState, flow: Flow, direction: Direction): RuleOrigin[] {
+  const [src, dst] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
+  const [subject, peer] = direction === 'egress' ? [src, dst] : [dst, src];
+  if (subject.kind !== 'pod') return [];
   const out: RuleOrigin[] = [];
   const seen = new Set<string>();
   let st = state;
   for (;;) {
-    const d = sideOf(st, flow, direction);
-    if (d === undefined || !passes(d)) return out;
+    const d = decideDirection(st, subject, direction, peer, flow.protocol, flow.port, flow.request);
+    if (!passes(d)) return out;
     const fresh = allowersOf(d).filter((o) => !seen.has(reasonKey(o)));
     if (fresh.length === 0) return out;
-    for (const o of fresh) {
-      seen.add(reasonKey(o));
-      out.push(o);
-      st = without(st, o);
-    }
+    for (const o of fresh) seen.add(reasonKey(o));
+    out.push(...fresh);
+    st = without(st, fresh);
   }
-}
-
-function sideOf(state: ClusterState, flow: Flow, direction: Direction): DirectionDecision | undefined {
-  const d = decideFlow(state, flow);
-  return direction === 'egress' ? d.egress : d.ingress;
 }
 
 /** Passes the L4 lookup: allowed, or handed to a proxy (whatever the proxy then says). */
@@ -51,8 +47,9 @@ function reasonKey(o: RuleOrigin): string {
   return `${policyRefKey(o.policy)} ${o.path}`;
 }
 
-/** The cluster without the origin's policy; allow-localhost, an agent option, is turned to `policy`. */
-function without(state: ClusterState, o: RuleOrigin): ClusterState {
-  if (isAllowLocalhostOrigin(o)) return { ...state, allowLocalhost: 'policy' };
-  return state.policies.has(policyRefKey(o.policy)) ? deletePolicy(state, o.policy) : state;
+/** The cluster without the origins' policies; allow-localhost, an agent option, is turned to `policy`. */
+function without(state: ClusterState, origins: readonly RuleOrigin[]): ClusterState {
+  const gone = new Set(origins.filter((o) => !isAllowLocalhostOrigin(o)).map((o) => policyRefKey(o.policy)));
+  const policies = new Map([...state.policies].filter(([k]) => !gone.has(k)));
+  return { ...state, policies, ...(origins.some(isAllowLocalhostOrigin) ? { allowLocalhost: 'policy' as const } : {}) };
 }

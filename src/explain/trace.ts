@@ -3,10 +3,10 @@ import { ClusterState, upsertExternal } from '../model/cluster.js';
 import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import type { L7Request } from '../model/l7.js';
 import { FlowProtocol, PROTOCOL_NUMBER } from '../model/ports.js';
-import { datapathLookup, LookupResult, maskedPortEnd, policyKeyString } from '../model/policy-map.js';
+import { LookupResult, maskedPortEnd } from '../model/policy-map.js';
 import { RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import type { Engine } from '../engine/engine.js';
-import { decideFlow } from '../naive/evaluator.js';
+import { allowChain } from '../naive/reasons.js';
 import { EngineDecider, peerIdentity } from '../harness/engine-decider.js';
 import { l7Items, labelsOfEngine, portRange, PROTOCOL_NAMES } from '../backend/record-json.js';
 import { ANY_IDENTITY } from '../model/identity.js';
@@ -50,7 +50,7 @@ export interface SideReport {
   /** ClusterNetworkPolicy Pass rules whose entry decided: the flow went on to the lower tiers, and none allowed it. */
   passedBy: string[];
   redirectedBy: string[];
-  /** Rules behind the other allow entries the flow matches, which the matched entry shadows: the flow passes on them without `allowedBy`. */
+  /** The other rules the flow passes on, tier after tier, were `allowedBy` deleted (the oracle's `allowChain`), in tier order. */
   alsoAllowedBy: string[];
   /** `rules`: what the proxy applies to this peer on this port (the L7 table rows `maps dump` lists); `[]` with `allowAll`. */
   l7?: { parser: string; verdict: string; allowedBy: string[]; allowAll: boolean; rules: unknown[] };
@@ -74,28 +74,29 @@ function tierRules(origins: readonly RuleOrigin[]): TierRuleReport[] {
 }
 
 /**
- * The rules that allow the flow through map entries other than the one that matched (an L3 allow
- * under a matched L4 or L7 entry, a lower tier's allow): without them "allowed by" would be
- * incomplete, as deleting the rules it lists would leave the flow allowed. The map state keeps no
- * entry, hence no origin, for an allow another entry covers (an L3L4 allow under an L4 allow of the
- * same verdict, a plain allow merged under a redirect: finding 182), so the NetworkPolicy-tier
- * rules the reference evaluator finds allowing the flow (`oracle`) are added.
+ * The rules that allow the flow besides those of the matched entry: without them "allowed by" would
+ * be incomplete, as deleting the rules it lists would leave the flow allowed. The map state cannot
+ * tell them: it keeps no entry, hence no origin, for an allow another entry covers (an L3L4 allow
+ * under an L4 allow of the same verdict, a plain allow merged under a redirect: finding 182; a
+ * NetworkPolicy allow under an Admin Accept: finding 2550), and it keeps entries of tier rules the
+ * flow never reaches (an Accept after a Pass of the same policy). So they are the rules the
+ * reference evaluator finds the flow passing on, tier after tier (`chain`: `allowChain`), in tier order.
  */
-function shadowedAllowers(engine: Engine, endpoint: string, peerId: number, flow: Flow, d: DirectionDecision, hit: LookupResult, oracle: DirectionDecision | undefined): RuleOrigin[] {
-  const out: RuleOrigin[] = [];
-  for (const [ks, r] of engine.mapState(endpoint)) {
-    // The entry alone in a map would match the flow: the datapath's own matching, key by key. The
-    // matched key counts too: a plain allow merged under a redirect (higher precedence) is shadowed.
-    if (policyKeyString(r.key) !== policyKeyString(hit.key) && (r.entry.deny || !datapathLookup(new Map([[ks, r]]), peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port))) continue;
-    for (const c of engine.contributors(endpoint, r.key)) if (c.origin && !c.entry.deny) out.push(c.origin);
-  }
-  for (const o of oracle?.allowedBy ?? []) if (o.tier === undefined) out.push(o);
+function shadowedAllowers(d: DirectionDecision, chain: readonly RuleOrigin[]): RuleOrigin[] {
   const listed = new Set(d.allowedBy.map(formatOrigin));
-  return uniqueOrigins(out).filter((o) => !listed.has(formatOrigin(o)));
+  return inTierOrder(uniqueOrigins(chain).filter((o) => !listed.has(formatOrigin(o))));
+}
+
+const TIER_RANK = { Admin: 0, Baseline: 2 } as const;
+
+/** Stable: Admin by priority, then the NetworkPolicy tier (no `tier`), then Baseline by priority. */
+function inTierOrder(origins: readonly RuleOrigin[]): RuleOrigin[] {
+  const rank = (o: RuleOrigin): number => (o.tier ? TIER_RANK[o.tier.tier] : 1);
+  return [...origins].sort((a, b) => rank(a) - rank(b) || (a.tier?.priority ?? 0) - (b.tier?.priority ?? 0));
 }
 
 /** One side of the flow: `at` enforces (a pod, as the decider resolved it), `peer` is the other end. */
-function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, d: DirectionDecision, oracle: DirectionDecision | undefined): SideReport {
+function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, d: DirectionDecision, chain: () => RuleOrigin[]): SideReport {
   const endpoint = at.name;
   const peerId = peerIdentity(engine, peer);
   const hit = engine.lookup(endpoint, peerId, d.direction, PROTOCOL_NUMBER[flow.protocol], flow.port);
@@ -116,7 +117,7 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
       }
     : null;
   const verdict = !d.allowed && !(d.l7 !== undefined) ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED';
-  const also = hit && verdict !== 'DROPPED' ? shadowedAllowers(engine, endpoint, peerId, flow, d, hit, oracle) : [];
+  const also = hit && verdict !== 'DROPPED' ? shadowedAllowers(d, chain()) : [];
   const tiers = tierRules([...d.allowedBy, ...d.deniedBy, ...d.redirectedBy, ...also]);
   return {
     endpoint,
@@ -173,9 +174,8 @@ export function traceFlow(built: { state: ClusterState; decider: EngineDecider }
   const decision = built.decider.decide(state, flow);
   const sides: SideReport[] = [];
   const [fromEp, toEp] = [resolveEndpoint(state, flow.from), resolveEndpoint(state, flow.to)];
-  const oracle = decideFlow(state, flow);
-  if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress, oracle.egress));
-  if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress, oracle.ingress));
+  if (decision.egress) sides.push(side(engine, fromEp, toEp, flow, decision.egress, () => allowChain(state, flow, 'egress')));
+  if (decision.ingress) sides.push(side(engine, toEp, fromEp, flow, decision.ingress, () => allowChain(state, flow, 'ingress')));
   return { from: flow.from, to: flow.to, port, protocol, ...(request ? { request } : {}), verdict: flowVerdict(sides, decision.allowed, decision.proxied), allowed: decision.allowed, proxied: decision.proxied, sides };
 }
 

@@ -4,6 +4,7 @@ import { deletePolicy } from '../../src/model/cluster.js';
 import { droppedAtProxy, type DirectionDecision } from '../../src/model/flow.js';
 import { policyRefKey, PolicyRef } from '../../src/model/rules.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
+import { allowChain } from '../../src/naive/reasons.js';
 import { scenarioEngine } from '../../src/scenario/engine.js';
 import { traceFlow } from '../../src/explain/trace.js';
 import { ALLOW_LOCALHOST_ORIGIN } from '../../src/model/localhost.js';
@@ -21,6 +22,7 @@ interface TracedSide {
   redirectedBy: string[];
   alsoAllowedBy: string[];
   l7?: { allowedBy: string[] };
+  tierRules?: { reason: string; tier: string; priority: number; action: string }[];
 }
 
 /** The agent option allow-localhost as trace names it: a reason, but no policy to delete. */
@@ -82,6 +84,32 @@ function complete(f: CorpusFlow, s: TracedSide, where: string): string[] {
   return [`${where}: still passes without ${refsOf(f.state, allowers).map(policyRefKey).join(', ')}: allowed by ${(after?.allowedBy ?? []).map((o) => `${policyRefKey(o.policy)} ${o.path}`).join(', ')}`];
 }
 
+/** The deciding rules, then the others, in tier order (finding 2550): Admin by priority, the NetworkPolicy tier, Baseline by priority. */
+function ordered(s: TracedSide, where: string): string[] {
+  const tiers = new Map((s.tierRules ?? []).map((t) => [t.reason, t]));
+  const rank = (o: string): [number, number] => {
+    const t = tiers.get(o);
+    return t === undefined ? [1, 0] : [t.tier === 'Admin' ? 0 : 2, t.priority];
+  };
+  const all = [...s.allowedBy, ...s.alsoAllowedBy];
+  for (let i = 1; i < all.length; i++) {
+    const [a, b] = [rank(all[i - 1] as string), rank(all[i] as string)];
+    if (a[0] > b[0] || (a[0] === b[0] && a[1] > b[1])) return [`${where}: allowers out of tier order: ${all.join(', ')}`];
+  }
+  return [];
+}
+
+/**
+ * The engine's reasons agree with the oracle's: each rule of the matched entry allowing the flow is
+ * one the oracle finds it passing on (a Pass rule's entry stands for the lower tiers' default allow).
+ */
+function agrees(f: CorpusFlow, s: TracedSide, where: string): string[] {
+  if (s.verdict === 'DROPPED') return [];
+  const chain = new Set(allowChain(f.state, f.flow, s.direction === 'egress' ? 'egress' : 'ingress').map(formatOrigin));
+  const pass = new Set((s.tierRules ?? []).filter((t) => t.action === 'Pass').map((t) => t.reason));
+  return s.allowedBy.filter((o) => !pass.has(o) && !chain.has(o)).map((o) => `${where}: the engine's ${o} allows it, the oracle does not name it`);
+}
+
 function checkScenario(c: CorpusScenario, perProbe: number): string[] {
   const bad: string[] = [];
   const picked = sample(c.flows, perProbe);
@@ -93,7 +121,7 @@ function checkScenario(c: CorpusScenario, perProbe: number): string[] {
       const t = JSON.parse(JSON.stringify(traceFlow(built, f.flow.from, f.flow.to, f.flow.port, f.flow.protocol, f.flow.request))) as { sides: TracedSide[] };
       for (const s of t.sides) {
         const where = `${f.file} step ${f.step} probe ${f.probe} ${f.flow.from} -> ${f.flow.to} ${f.flow.port}/${f.flow.protocol} ${s.direction}`;
-        bad.push(...sound(f, s, where), ...complete(f, s, where));
+        bad.push(...sound(f, s, where), ...complete(f, s, where), ...ordered(s, where), ...agrees(f, s, where));
       }
     }
   }
@@ -102,11 +130,8 @@ function checkScenario(c: CorpusScenario, perProbe: number): string[] {
 
 describe('trace reasons are sound and complete (against the oracle on counterfactual clusters)', () => {
   const all = corpus();
-  // Known gaps of `trace`, pinned so that fixing one turns its case red (docs/attack-findings-28i.md):
-  // 2550, an Admin Accept lists only itself; the NetworkPolicy allow it shadows (no map entry of its own) is not named.
-  const knownIncomplete = new Set(['fixtures/conformance/npapi-blind15/admin-action-accept-pass-deny-by-updates.yaml']);
   for (const c of all) {
-    (knownIncomplete.has(c.file) ? it.fails : it)(c.file, () => {
+    it(c.file, () => {
       expect(checkScenario(c, 2)).toEqual([]);
     });
   }

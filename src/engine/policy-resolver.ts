@@ -107,8 +107,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
         // Notified here, not through a helper: one call fewer per item of every adopted policy.
         const a = this.attach(rec, i, gi);
         if (gi.cs.selected.size === 0) continue;
-        if (a instanceof AttachedUnit) this.onSubjectChange(a, gi.cs.selectedList(), []);
-        else this.onEnforcementChange(a, gi.cs.selectedList(), []);
+        if (a instanceof AttachedUnit) this.onSubjectChange(a, [...gi.cs.selected], []);
+        else this.onEnforcementChange(a, [...gi.cs.selected], []);
       }
     }
     if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy, oldGiven);
@@ -437,10 +437,10 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     if (a === null || a === undefined) return;
     const cs = a.subject as CachedSelector;
     if (a instanceof AttachedUnit) {
-      if (cs.selected.size > 0) this.onSubjectChange(a, [], cs.selectedList());
+      if (cs.selected.size > 0) this.onSubjectChange(a, [], [...cs.selected]);
       if (a.share) this.leaveShare(a, a.share);
     } else if (cs.selected.size > 0) {
-      this.onEnforcementChange(a, [], cs.selectedList());
+      this.onEnforcementChange(a, [], [...cs.selected]);
     }
     a.subject = null;
     (rec.attached as (Attached | null)[])[i] = null;

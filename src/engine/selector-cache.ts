@@ -150,11 +150,7 @@ class ListenerSet implements Iterable<SelectionListener> {
 }
 
 export class CachedSelector {
-  private readonly chosen = new Set<IdentityId>();
-  /** `chosen` as an array, built on demand and dropped when it changes (never changed in place: a holder keeps a snapshot). */
-  private list: readonly IdentityId[] | null = null;
-  /** The identities it selects (changed through `select` and `unselect` only). */
-  readonly selected: ReadonlySet<IdentityId> = this.chosen;
+  readonly selected = new Set<IdentityId>();
   readonly listeners = new ListenerSet();
   /** The owning cache's visit number when `candidateSelectors` last listed it (dedups without a Set). */
   visit = 0;
@@ -163,26 +159,6 @@ export class CachedSelector {
     /** Index buckets this selector is filed under; null = evaluated for every identity. */
     readonly buckets: readonly Bucket[] | null,
   ) {}
-
-  /**
-   * The selection as an array, as a spread of `selected` would give it, shared until the selection
-   * changes: a cold start hands it to every item adopted by the group (one array, not one per item).
-   */
-  selectedList(): readonly IdentityId[] {
-    return (this.list ??= [...this.chosen]);
-  }
-
-  select(id: IdentityId): void {
-    this.chosen.add(id);
-    this.list = null;
-  }
-
-  /** Whether it selected `id`. */
-  unselect(id: IdentityId): boolean {
-    if (!this.chosen.delete(id)) return false;
-    this.list = null;
-    return true;
-  }
 }
 
 /** A bucket of the two indexes: a label value (`key` = value), a label key (Exists), or a named one (CIDR, FQDN, pod network). */
@@ -447,8 +423,8 @@ export class SelectorCache {
       for (const cs of this.groupSelectors) {
         const now = this.evaluate(cs, ident);
         if (now === cs.selected.has(id)) continue;
-        if (now) cs.select(id);
-        else cs.unselect(id);
+        if (now) cs.selected.add(id);
+        else cs.selected.delete(id);
         for (const l of [...cs.listeners]) l.selectionChanged(cs, now ? [id] : [], now ? [] : [id]);
       }
     }
@@ -516,7 +492,7 @@ export class SelectorCache {
     const hits: CachedSelector[] = [];
     for (const cs of this.candidateSelectors(ident)) {
       if (this.evaluate(cs, ident)) {
-        cs.select(ident.id);
+        cs.selected.add(ident.id);
         hits.push(cs);
       }
     }
@@ -531,7 +507,7 @@ export class SelectorCache {
     // No evaluation needed: exactly the selectors that selected it lose it.
     const hits: CachedSelector[] = [];
     for (const cs of this.candidateSelectors(ident)) {
-      if (cs.unselect(id)) hits.push(cs);
+      if (cs.selected.delete(id)) hits.push(cs);
     }
     for (const cs of hits) for (const l of [...cs.listeners]) l.selectionChanged(cs, [], [id]);
   }
@@ -547,7 +523,7 @@ export class SelectorCache {
       else for (let i = 0; i < cs.buckets.length; i++) this.selectorBuckets.change((cs.buckets[i] as Bucket).kind, (cs.buckets[i] as Bucket).key, (cs.buckets[i] as Bucket).value, cs, +1);
       for (const id of this.candidateIdentities(cs)) {
         const ident = this.identities.get(id);
-        if (ident && this.evaluate(cs, ident)) cs.select(id);
+        if (ident && this.evaluate(cs, ident)) cs.selected.add(id);
       }
     }
     cs.listeners.add(listener);

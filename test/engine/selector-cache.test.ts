@@ -39,25 +39,6 @@ describe('selector cache', () => {
     expect(cache.selectorCount).toBe(0);
   });
 
-  it('hands out one selection array until the selection changes, and never changes one it handed out (perf29cold 2640)', () => {
-    const cache = new SelectorCache(emptyStats());
-    const cs = cache.register(labelsSelector(makeSelector([eq('app', 'web')])), recorder());
-    expect(cs.selectedList()).toEqual([]);
-    cache.addIdentity(ident(300, { app: 'web' }));
-    cache.addIdentity(ident(302, { app: 'web' }));
-    const first = cs.selectedList();
-    expect(first).toEqual([300, 302]);
-    // A cold start's items of one subject group share it: no spread of the Set per item.
-    expect(cs.selectedList()).toBe(first);
-    cache.removeIdentity(300);
-    cache.addIdentity(ident(301, { app: 'web' }));
-    expect(first).toEqual([300, 302]);
-    expect(cs.selectedList()).toEqual([...cs.selected]);
-    expect(cs.selectedList()).toEqual([302, 301]);
-    cache.addIdentity(ident(303, { app: 'db' }));
-    expect(cs.selectedList()).toBe(cs.selectedList());
-  });
-
   it('evaluates only the selectors an identity could match (the label index)', () => {
     const stats = emptyStats();
     const cache = new SelectorCache(stats);

@@ -2,7 +2,7 @@
 // MemoryBackend, as `distill replay` times it), through the inspector:
 //   cpu:   a CPU profile (.cpuprofile, sampling every INTERVAL µs, default 100) to OUT;
 //   alloc: a sampling heap profile (every 1 KB allocated, collected objects included), summarized
-//          as MB per (function <- caller), to OUT and stdout.
+//          as MB per (function <- caller), then per function inclusive of its callees, to OUT and stdout.
 // Summarize CPU profiles with scripts/profile-summary.mjs.
 // Usage: node --expose-gc scripts/cold-profile.mjs cpu|alloc DIST TRACE OUT [INTERVAL]
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -58,7 +58,34 @@ if (mode === 'cpu') {
   walk(profile.head, '');
   const lines = [`total sampled MB ${(total / 2 ** 20).toFixed(1)}`];
   for (const [k, b] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 50)) lines.push(`${(b / 2 ** 20).toFixed(2).padStart(7)} MB ${k}`);
+  lines.push('--- inclusive (a function counted once per stack, recursion included)');
+  for (const [k, b] of [...inclusiveBytes(profile.head, name)].sort((a, b) => b[1] - a[1]).slice(0, 50)) lines.push(`${(b / 2 ** 20).toFixed(2).padStart(7)} MB ${k}`);
   writeFileSync(out, `${lines.join('\n')}\n`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 process.stderr.write(`${JSON.stringify({ ms: Math.round(ms), cpuMs: Math.round((cpu.user + cpu.system) / 1000), deltas: cs.deltas.length, work: engine.stats() })}\n`);
+
+/** Bytes allocated under each function (its callees' included), a function counted once per stack. */
+function inclusiveBytes(head, name) {
+  const below = new Map();
+  const sum = (n) => {
+    let t = n.selfSize;
+    for (const c of n.children) t += sum(c);
+    below.set(n, t);
+    return t;
+  };
+  sum(head);
+  const out = new Map();
+  const visit = (n, onStack) => {
+    const k = name(n);
+    const fresh = !onStack.has(k);
+    if (fresh) {
+      out.set(k, (out.get(k) ?? 0) + below.get(n));
+      onStack.add(k);
+    }
+    for (const c of n.children) visit(c, onStack);
+    if (fresh) onStack.delete(k);
+  };
+  visit(head, new Set());
+  return out;
+}

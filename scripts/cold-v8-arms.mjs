@@ -2,7 +2,7 @@
 // just before `engine.apply` of the trace's initial phase, `AFTER` right after it), arms alternating,
 // one fresh process per arm and run. Per run: wall, process CPU and main-thread CPU ms of the cold start, and
 // `mainRunqWaitMs`: the time the main thread was runnable but waited for a core (`/proc/thread-self/schedstat`'s
-// second field), which is wall minus main-thread CPU up to sleeps. An arm is "BEFORE,AFTER" or "-" (no flags).
+// second field), which is wall minus main-thread CPU up to sleeps, and the process's peak RSS (`maxRssMB`). An arm is "BEFORE,AFTER" or "-" (no flags).
 // An arm "@FLAG+FLAG" instead starts the child node with those flags (start-up-only settings such as
 // `--v8-pool-size=1` or `--concurrent-recompilation-queue-length=1`); "@FLAG,BEFORE,AFTER" combines both.
 // A diagnostic, not a product setting. Usage: node scripts/cold-v8-arms.mjs DIST TRACE RUNS ARM...
@@ -26,7 +26,7 @@ if (process.argv[2] === '--child') {
   const engine = new Engine({}); const cs = engine.apply(initial);
   const m = main() - m0; const w = wait() - w0; const c = process.cpuUsage(c0); const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   if (after !== '-') v8.setFlagsFromString(after);
-  console.log(JSON.stringify({ coldMs: Math.round(ms), coldCpuMs: Math.round((c.user + c.system) / 1000), coldMainCpuMs: Math.round(m), mainRunqWaitMs: Math.round(w), deltas: cs.deltas.length }));
+  console.log(JSON.stringify({ coldMs: Math.round(ms), coldCpuMs: Math.round((c.user + c.system) / 1000), coldMainCpuMs: Math.round(m), mainRunqWaitMs: Math.round(w), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), deltas: cs.deltas.length }));
 } else {
   const [dist, trace, runs, ...arms] = process.argv.slice(2);
   console.log(JSON.stringify({ header: { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, cores: cpus().length, commit: execFileSync('git', ['-C', resolve(dist, '..'), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(), trace, load: loadavg() } }));

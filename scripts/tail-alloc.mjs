@@ -9,11 +9,11 @@
 // this on namespace relabels (perf29tail, 2650), so this is the total to trust, the profile the ranking.
 //   node scripts/tail-alloc.mjs DIST TRACE [TAGS | --heap] [TOP=25]
 import { readFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getHeapStatistics } from 'node:v8';
 import { splitTrace } from './lib/initial.mjs';
+import { inspectorPost } from './lib/inspector.mjs';
 
 const [dist, tracePath, tagsArg, topArg] = process.argv.slice(2);
 if (!dist || !tracePath) {
@@ -33,16 +33,7 @@ engine.apply(initial);
 const w = warmUpEngine({});
 if (w.error) throw new Error(`warm-up: ${w.error}`);
 
-const session = new Session();
-session.connect();
-const post = (method, params) => {
-  let out;
-  session.post(method, params, (err, r) => {
-    if (err) throw err;
-    out = r;
-  });
-  return out;
-};
+const post = inspectorPost();
 const short = (url) => url.replace(/^.*\/dist\//, '');
 const byTag = new Map();
 /** Adds the profile's self sizes to `acc`, keyed by function and its caller. */
@@ -74,7 +65,7 @@ if (heapOnly) {
 }
 for (const item of churn) {
   const on = !tags || tags.has(item.tag);
-  if (on) post('HeapProfiler.startSampling', { samplingInterval: 64 });
+  if (on) post('HeapProfiler.startSampling', { samplingInterval: 64, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   engine.apply([item.event]);
   if (!on) continue;
   const { profile } = post('HeapProfiler.stopSampling');

@@ -17,6 +17,7 @@ import { getHeapStatistics } from 'node:v8';
 import { performance, PerformanceObserver, constants } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { splitTrace } from './lib/initial.mjs';
+import { inspectorPost } from './lib/inspector.mjs';
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const wantHash = process.argv.includes('--hash');
@@ -66,16 +67,7 @@ const churnCpu0 = process.cpuUsage();
 // --alloc=TAG: a sampling heap profile (collected objects included) around TAG's events only,
 // summed per allocating stack; printed instead of the report.
 const allocTag = process.argv.find((a) => a.startsWith('--alloc='))?.slice(8);
-const session = allocTag ? new (await import('node:inspector')).Session() : null;
-session?.connect();
-const post = (method, params) => {
-  let out;
-  session.post(method, params, (err, r) => {
-    if (err) throw err;
-    out = r;
-  });
-  return out;
-};
+const post = allocTag ? inspectorPost() : null;
 const allocBy = new Map();
 const addProfile = (node, stack) => {
   const cf = node.callFrame;

@@ -14,6 +14,8 @@
 //   stdbuf -o0 node --trace-deopt --trace-opt scripts/tail-classify.mjs DIST TRACE --mark > /tmp/out.txt
 //   node scripts/tail-classify.mjs --read /tmp/out.txt        (classifies from the marked output)
 //   node scripts/tail-classify.mjs DIST TRACE                  (no deopt counts)
+// --lean: no backend, work counters or heap readings per event, so the churn allocates what
+// `distill replay` (no --backend) allocates and its GCs fall as there (no `work` class then).
 // --warm=TRACE2 (an experiment): before the timed churn, a scratch engine replays TRACE2 whole.
 // --warm-up: before the timed churn, DIST's built-in warm-up (churn/warm-up.js, what `distill replay`
 // runs unless --no-warm-up). --gc-after-warm-up (needs node --expose-gc; an experiment arm): then
@@ -32,6 +34,8 @@ import { performance, PerformanceObserver, constants } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { splitTrace } from './lib/initial.mjs';
 
+/** --lean: no backend, no work counters, no heap readings per event (as `distill replay` without --backend allocates). */
+const NO_WORK = {};
 const WORK = ['selectorEvaluations', 'policyResolutions', 'mapStateUpdates', 'mapEntriesVisited', 'identitiesAllocated', 'identitiesReleased', 'deltas'];
 const percentileIndex = (n, p) => Math.min(n - 1, Math.ceil((p / 100) * n) - 1);
 const r1 = (x) => Math.round(x * 10) / 10;
@@ -39,7 +43,7 @@ const countBy = (xs) => Object.fromEntries([...new Set(xs)].map((x) => [x, xs.fi
 const mean = (xs) => r1(xs.reduce((s, x) => s + x, 0) / xs.length);
 
 /** Runs the replay loop; returns the per-event records (with `--mark`, marker lines go to fd 1). */
-async function run(dist, tracePath, mark, warm, builtIn, gcAfter, workload) {
+async function run(dist, tracePath, mark, warm, builtIn, gcAfter, workload, lean) {
   const base = pathToFileURL(resolve(dist)).href;
   const { Engine } = await import(`${base}/engine/engine.js`);
   const { parseTrace } = await import(`${base}/churn/trace.js`);
@@ -83,24 +87,25 @@ async function run(dist, tracePath, mark, warm, builtIn, gcAfter, workload) {
   const cpu0 = process.cpuUsage();
   for (let i = 0; i < churn.length; i++) {
     const item = churn[i];
-    const w0 = engine.stats();
+    const w0 = lean ? NO_WORK : engine.stats();
     const c0 = sched();
     if (mark) writeSync(1, `MARK b ${i}\n`);
-    const a0 = getHeapStatistics().used_heap_size;
+    const a0 = lean ? 0 : getHeapStatistics().used_heap_size;
     const t0 = performance.now();
     const h = process.hrtime.bigint();
     const cs = engine.apply([item.event]);
-    applyChangeSet(backend, cs);
+    if (!lean) applyChangeSet(backend, cs);
     const us = Number(process.hrtime.bigint() - h) / 1e3;
     const t1 = performance.now();
-    const a1 = getHeapStatistics().used_heap_size;
+    const a1 = lean ? 0 : getHeapStatistics().used_heap_size;
     if (mark) writeSync(1, `MARK e ${i}\n`);
     const c1 = sched();
-    const w1 = engine.stats();
+    const w1 = lean ? NO_WORK : engine.stats();
     const work = {};
     for (const k of WORK) work[k] = w1[k] - w0[k];
     events.push({ i, tag: item.tag, line: item.line, t0, t1, us, waitUs: (c1[1] - c0[1]) / 1e3, allocB: a1 - a0, deltas: cs.deltas.length, work });
     if ((i & 63) === 0) getHeapStatistics(); // replay.ts's peak-heap sample
+    if (lean) events[i].work = NO_WORK;
   }
   const churnCpu = process.cpuUsage(cpu0);
   const churnCpuMs = Math.round((churnCpu.user + churnCpu.system) / 1000);
@@ -235,7 +240,7 @@ if (argv[0] === '--read') {
   const mark = argv.includes('--mark');
   const [dist, trace] = argv.filter((a) => !a.startsWith('--'));
   const warm = argv.find((a) => a.startsWith('--warm='))?.slice(7);
-  const result = await run(dist, trace, mark, warm, argv.includes('--warm-up'), argv.includes('--gc-after-warm-up'), argv.find((a) => a.startsWith('--warm-up-workload='))?.slice(19));
+  const result = await run(dist, trace, mark, warm, argv.includes('--warm-up'), argv.includes('--gc-after-warm-up'), argv.find((a) => a.startsWith('--warm-up-workload='))?.slice(19), argv.includes('--lean'));
   if (mark) writeSync(1, `RESULT ${JSON.stringify(result)}\n`);
   else process.stdout.write(`${JSON.stringify(report(result))}\n`);
 }

@@ -9,11 +9,11 @@
 // before DIST loads, so the timings of such a run mean nothing).
 //   node scripts/tail-coverage.mjs DIST TRACE [NTH | --counts]
 import { readFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getHeapStatistics } from 'node:v8';
 import { splitTrace } from './lib/initial.mjs';
+import { inspectorPost } from './lib/inspector.mjs';
 
 const [dist, tracePath, nthArg] = process.argv.slice(2);
 const counts = nthArg === '--counts';
@@ -40,16 +40,7 @@ const { applyChangeSet } = await import(`${base}/backend/backend.js`);
 const { MemoryBackend } = await import(`${base}/backend/memory.js`);
 const { reconcile } = await import(`${base}/node/restart.js`);
 
-const session = new Session();
-session.connect();
-const post = (method, params) => {
-  let out;
-  session.post(method, params, (err, r) => {
-    if (err) throw err;
-    out = r;
-  });
-  return out;
-};
+const post = inspectorPost();
 post('Profiler.enable');
 post('Profiler.startPreciseCoverage', { callCount: true, detailed: false });
 // Calls since the last take, per `file:function` under DIST (takePreciseCoverage resets the counts).

@@ -1,4 +1,4 @@
-import { markParsedPolicy, type Policy, type PolicyRule } from '../model/rules.js';
+import { markParsedPolicy, type Policy, type PolicyRule, type RuleOrigin } from '../model/rules.js';
 import { ciliumExtendedKey } from '../model/labels.js';
 import { ALL_L4 } from '../model/ports.js';
 import { WILDCARD_SELECTOR } from '../model/selector.js';
@@ -363,19 +363,26 @@ function unreadRule(o: Record<string, unknown>, spec: Record<string, unknown>, r
  * for a ClusterNetworkPolicy its Deny and Pass rules in their order; no allow rule and no Accept. What the agent holds
  * for a policy the engine refuses alone: it allows nothing the policy would not (an allow dropped is never wider; an
  * Accept dropped lets the flow meet the later rules, which at most allow it too), and keeps every deny the policy adds.
- * With `kept` (the version in force, not tiered): its deny rules too, so that no deny is removed (finding 2523: while
- * an identity waits, a removed deny may admit its number); more denies never allow more.
+ * With `kept` (the version in force, not tiered): its deny rules and its isolation too, so that no deny and no
+ * isolation is removed (finding 2523, and 2670 for the isolation: while an identity waits, either removed may admit its
+ * number); more denies and more isolation never allow more.
  */
 export function denySideOf(policy: Policy, kept?: Policy): Policy {
   const tiered = policy.tiered && { ...policy.tiered, rules: policy.tiered.rules.filter((r) => r.action !== 'Accept') };
   const denies = policy.rules.filter((r) => r.verdict === 'deny');
-  if (kept && !policy.tiered && !kept.tiered) denies.push(...kept.rules.filter((r) => r.verdict === 'deny').map(keptRule));
-  return markParsedPolicy({ ...policy, rules: denies, ...(tiered ? { tiered } : {}) });
+  if (!kept || policy.tiered || kept.tiered) return markParsedPolicy({ ...policy, rules: denies, ...(tiered ? { tiered } : {}) });
+  denies.push(...kept.rules.filter((r) => r.verdict === 'deny').map(keptRule));
+  const enforcements = [...policy.enforcements, ...kept.enforcements.map((e) => ({ ...e, origin: keptOrigin(e.origin) }))];
+  return markParsedPolicy({ ...policy, rules: denies, enforcements });
 }
 
 /** A deny rule of the version in force, its path marked so it never shares a rule's identity with the new version's. */
 function keptRule(r: PolicyRule): PolicyRule {
-  return r.origin.path.startsWith('kept:') ? r : { ...r, origin: { ...r.origin, path: `kept:${r.origin.path}` } };
+  return { ...r, origin: keptOrigin(r.origin) };
+}
+
+function keptOrigin(o: RuleOrigin): RuleOrigin {
+  return o.path.startsWith('kept:') ? o : { ...o, path: `kept:${o.path}` };
 }
 
 /**

@@ -60,16 +60,19 @@ describe('2433: denySideOf', () => {
 
 describe('2523: denySideOf with the version in force (review 28r)', () => {
   const cnp = (name: string, spec: Record<string, unknown>) => parseManifest({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: 'x' }, spec }, 't');
-  it('keeps the new version\'s denies and isolation and the old version\'s denies, no allow of either', () => {
+  it('keeps the new version\'s denies and isolation and the old version\'s denies and isolation (2670), no allow of either', () => {
     const old = cnp('p', { endpointSelector: sel('s'), egress: [{ toEndpoints: [sel('web')] }], egressDeny: [{ toEndpoints: [sel('a')] }] });
     const now = cnp('p', { endpointSelector: sel('s'), ingress: [{ fromEndpoints: [sel('c')] }], egressDeny: [{ toEndpoints: [sel('b')] }] });
     const d = denySideOf(now, old);
     expect(d.rules.map((r) => [r.verdict, r.origin.path])).toEqual([['deny', now.rules.find((r) => r.verdict === 'deny')?.origin.path], ['deny', `kept:${old.rules.find((r) => r.verdict === 'deny')?.origin.path}`]]);
-    expect(d.enforcements).toEqual(now.enforcements);
+    // The old version's egress isolation stays beside the new ingress one (finding 2670, review 29s).
+    expect(d.enforcements.map((e) => [e.direction, e.origin.path])).toEqual([...now.enforcements.map((e) => [e.direction, e.origin.path]), ...old.enforcements.map((e) => [e.direction, `kept:${e.origin.path}`])]);
+    expect(old.enforcements.map((e) => e.direction)).toEqual(['egress']);
     // Kept again (a deny side held and kept in turn): every deny stays, no path marked twice.
     const again = denySideOf(now, d);
     expect(again.rules.length).toBe(3);
     expect(again.rules.filter((r) => r.origin.path.startsWith('kept:kept:'))).toEqual([]);
+    expect(again.enforcements.filter((e) => e.origin.path.startsWith('kept:kept:'))).toEqual([]);
   });
 });
 

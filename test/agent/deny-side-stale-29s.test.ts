@@ -1,0 +1,57 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { MemoryBackend } from '../../src/backend/memory.js';
+import type { WatchItem } from '../../src/k8s/watch.js';
+import { DEFAULT_MAP_CAPACITY } from '../../src/model/policy-map.js';
+import { deleted, identity, meta, pod, shop } from './crd-fixtures.js';
+
+/**
+ * Finding 2670 (review 29s, docs/attack-findings-29s.md). CRD identities; 303 (db) turns unreadable and waits: filler's
+ * map has no room for its deny. `out` isolates client's egress and lets it reach web; its update stops isolating
+ * (`enableDefaultDeny.egress: false`) and denies web. Sent alone it is vetoed (client's egress would open to 303), sent
+ * with 303 it is refused (filler), so it is held at its deny side (2521), which is vetoed for the same reason and so
+ * kept the old denies (2523), but not the old isolation: vetoed and refused again, `out` waited at its old version,
+ * whose allow of web the update and every later input deny, and a later commit left client → web allowed.
+ */
+const out = (spec: Record<string, unknown>): WatchItem => ({ type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('out', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, ...spec } } });
+/** filler's egress to every peer on `n` TCP ports from 1000, 40 a rule (Cilium's limit): one entry each. */
+function full(n: number): WatchItem {
+  const egress = Array.from({ length: Math.ceil(n / 40) }, (_, r) => ({ toEntities: ['all'], toPorts: [{ ports: Array.from({ length: Math.min(40, n - 40 * r) }, (_, i) => ({ port: String(1000 + 40 * r + i), protocol: 'TCP' })) }] }));
+  return { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('full', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'filler' } }, egress } } };
+}
+const toWeb = [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }];
+
+describe('2670: a deny side that would drop the isolation of the version in force while an identity waits', () => {
+  it('keeps that isolation: the policy is not left at its old version', () => {
+    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger: pino({ level: 'silent' }), registry: new Registry(), identities: 'external' });
+    const settle = (items: readonly WatchItem[]): void => {
+      for (const item of items) a.mirror.observe(item, 'test');
+      for (let i = 0; i < 50 && !a.mirror.idle; i++) a.flush();
+      a.flush();
+    };
+    const egress = (peer: number): 'allow' | 'deny' => (a.engine.lookup('shop/client', peer, 'egress', 6, 80)?.entry.deny ?? true ? 'deny' : 'allow');
+    settle([shop(), pod('web', 'web', 'n2', '10.0.1.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), pod('filler', 'filler', 'n1', '10.0.0.5')]);
+    settle([identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(304, 'filler', 'ADDED')]);
+    const filler = full(DEFAULT_MAP_CAPACITY - 2);
+    settle([out({ egress: toWeb }), filler]);
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    expect(egress(300)).toBe('allow');
+    settle([identity(303, null, 'MODIFIED')]);
+    expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303']);
+    settle([out({ enableDefaultDeny: { egress: false }, egressDeny: toWeb })]);
+    settle([pod('web2', 'web', 'n2', '10.0.1.9')]);
+    expect(a.engine.identityOfPod('shop/web2')).toBe(300);
+    // The update denies web; client's egress stays isolated (the old version's) while 303 waits.
+    expect(egress(300)).toBe('deny');
+    expect(egress(303)).toBe('deny');
+    expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303', 'CiliumNetworkPolicy/shop/out']);
+    // Room for 303's deny: both commit, `out` is read as it is (egress no longer isolated, web denied).
+    settle([deleted(filler)]);
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    expect(egress(300)).toBe('deny');
+    expect(egress(303)).toBe('deny');
+    expect(egress(304)).toBe('allow');
+  });
+});

@@ -23,17 +23,27 @@ function full(n: number): WatchItem {
 }
 const toWeb = [{ toEndpoints: [{ matchLabels: { app: 'web' } }] }];
 
+/** An agent on n1 with CRD identities: web (300), db (303) remote; client (301) and filler (304) local. */
+function crdAgent() {
+  const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger: pino({ level: 'silent' }), registry: new Registry(), identities: 'external' });
+  const settle = (items: readonly WatchItem[]): void => {
+    for (const item of items) a.mirror.observe(item, 'test');
+    for (let i = 0; i < 50 && !a.mirror.idle; i++) a.flush();
+    a.flush();
+  };
+  settle([shop(), pod('web', 'web', 'n2', '10.0.1.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), pod('filler', 'filler', 'n1', '10.0.0.5')]);
+  settle([identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(304, 'filler', 'ADDED')]);
+  /** client's egress verdict for `peer` on 80/TCP. */
+  const egress = (peer: number): 'allow' | 'redirect' | 'deny' => {
+    const hit = a.engine.lookup('shop/client', peer, 'egress', 6, 80);
+    return hit === undefined || hit.entry.deny ? 'deny' : hit.entry.proxyPort !== 0 ? 'redirect' : 'allow';
+  };
+  return { a, settle, egress };
+}
+
 describe('2670: a deny side that would drop the isolation of the version in force while an identity waits', () => {
   it('keeps that isolation: the policy is not left at its old version', () => {
-    const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger: pino({ level: 'silent' }), registry: new Registry(), identities: 'external' });
-    const settle = (items: readonly WatchItem[]): void => {
-      for (const item of items) a.mirror.observe(item, 'test');
-      for (let i = 0; i < 50 && !a.mirror.idle; i++) a.flush();
-      a.flush();
-    };
-    const egress = (peer: number): 'allow' | 'deny' => (a.engine.lookup('shop/client', peer, 'egress', 6, 80)?.entry.deny ?? true ? 'deny' : 'allow');
-    settle([shop(), pod('web', 'web', 'n2', '10.0.1.2'), pod('client', 'client', 'n1', '10.0.0.3'), pod('db', 'db', 'n2', '10.0.1.4'), pod('filler', 'filler', 'n1', '10.0.0.5')]);
-    settle([identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(304, 'filler', 'ADDED')]);
+    const { a, settle, egress } = crdAgent();
     const filler = full(DEFAULT_MAP_CAPACITY - 2);
     settle([out({ egress: toWeb }), filler]);
     expect(a.mirror.refusedObjects()).toEqual([]);
@@ -52,6 +62,37 @@ describe('2670: a deny side that would drop the isolation of the version in forc
     expect(a.mirror.refusedObjects()).toEqual([]);
     expect(egress(300)).toBe('deny');
     expect(egress(303)).toBe('deny');
+    expect(egress(304)).toBe('allow');
+  });
+});
+
+/**
+ * Finding 2672 (review 29s). As 2670, but `out` redirects client's egress on port 80 to the HTTP proxy (GET only), and
+ * `plain` allows port 80 to every peer; the update drops the redirect and denies web. Every deny side drops the
+ * redirect, which unmasks `plain`'s allow on identity 0 under it: an upsert the veto refuses while 303 waits. So the
+ * deny side with the old denies and isolation (2670) was vetoed and refused too, and `out` waited at its old version:
+ * client → web on 80 still went to the proxy, which let GETs through. Now held at its deny-all side (both versions').
+ */
+describe('2672: a deny side that unmasks an allow under a redirect while an identity waits', () => {
+  it('is held at its deny-all side, not at its old version', () => {
+    const { a, settle, egress } = crdAgent();
+    const filler = full(DEFAULT_MAP_CAPACITY - 2);
+    const port80 = { ports: [{ port: '80', protocol: 'TCP' }] };
+    const plain: WatchItem = { type: 'ADDED', object: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: meta('plain', { namespace: 'shop' }), spec: { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEntities: ['all'], toPorts: [port80] }] } } };
+    settle([out({ egress: [{ toEntities: ['all'], toPorts: [{ ...port80, rules: { http: [{ method: 'GET' }] } }] }] }), plain, filler]);
+    expect(egress(300)).toBe('redirect');
+    settle([identity(303, null, 'MODIFIED')]);
+    expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303']);
+    settle([out({ egressDeny: toWeb })]);
+    settle([pod('web2', 'web', 'n2', '10.0.1.9')]);
+    expect(a.engine.identityOfPod('shop/web2')).toBe(300);
+    expect(egress(300)).toBe('deny');
+    expect(egress(304)).toBe('deny');
+    expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303', 'CiliumNetworkPolicy/shop/out']);
+    // Room for 303's deny: both commit, `out` is read as it is (web denied, `plain` allows the rest on 80).
+    settle([deleted(filler)]);
+    expect(a.mirror.refusedObjects()).toEqual([]);
+    expect(egress(300)).toBe('deny');
     expect(egress(304)).toBe('allow');
   });
 });

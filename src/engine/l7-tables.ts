@@ -2,7 +2,7 @@ import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
-import { DEFAULT_ALLOW, type Contribution, inSinglePortFilter } from './contribution.js';
+import { DEFAULT_ALLOW, type Contribution, dnsRulePortNames, inSinglePortFilter } from './contribution.js';
 import { isPassCopy } from './map-tiers.js';
 import { dirProto, idDir, rawKeyAt } from './raw-key.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -280,7 +280,9 @@ export class L7Tables {
       const held = this.raw.at(rawKeyAt(idd, r.protocol, r.port, len)) ?? [];
       // The DNS proxy's filter is the port's own: a range's plain allow keyed at the same prefix is not in it (finding 2030).
       if (dns) {
-        for (const c of held) if (inSinglePortFilter(c, r.protocol, r.port)) yield c;
+        const all = [...held];
+        const names = dnsRulePortNames(all);
+        for (const c of all) if (inSinglePortFilter(c, r.protocol, r.port, names)) yield c;
       } else yield* held;
     }
     if (countVisits) this.stats.mapEntriesVisited++;

@@ -184,7 +184,7 @@ function decideNpTier(
   const redirectedBy: RuleOrigin[] = [];
   /** Matching allow clauses without L7 rules: every request passes the proxy (see `proxyVerdict` for DNS). */
   const plainAllows: PlainAllow[] = [];
-  const l7Clauses: { readonly rules: L7Rules; readonly origin: RuleOrigin }[] = [];
+  const l7Clauses: { readonly rules: L7Rules; readonly origin: RuleOrigin; readonly portName?: string }[] = [];
   for (const policy of state.policies.values()) {
     for (const e of policy.enforcements) {
       if (e.direction === direction && selectorMatches(e.subject, subject.labels)) enforcedBy.push(e.origin);
@@ -200,8 +200,9 @@ function decideNpTier(
       allowedBy.push(rule.origin);
       if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
       for (const c of clauses) {
-        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin });
-        else plainAllows.push({ origin: rule.origin, onePort: c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to) });
+        const portName = c.l4.kind === 'named' ? { portName: c.l4.name } : {};
+        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, ...portName });
+        else plainAllows.push({ origin: rule.origin, onePort: c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to), ...portName });
       }
     }
   }
@@ -223,6 +224,8 @@ function decideNpTier(
 interface PlainAllow {
   readonly origin: RuleOrigin;
   readonly onePort: boolean;
+  /** Its named port: Cilium's L4Filter `name/proto`, apart from the numbered `53/proto` one (attack finding 2682). */
+  readonly portName?: string;
 }
 
 /**
@@ -235,7 +238,7 @@ interface PlainAllow {
  * single port, so an L3-only or range allow of the server does not widen it (attack finding 1965).
  */
 function proxyVerdict(
-  l7Clauses: readonly { readonly rules: L7Rules; readonly origin: RuleOrigin }[],
+  l7Clauses: readonly { readonly rules: L7Rules; readonly origin: RuleOrigin; readonly portName?: string }[],
   plainAllows: readonly PlainAllow[],
   enforcedBy: readonly RuleOrigin[],
   request: L7Request,
@@ -245,10 +248,20 @@ function proxyVerdict(
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
   const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
-  const plainAllowBy = plainAllows.filter((p) => parser !== 'dns' || p.onePort).map((p) => p.origin);
+  const plainAllowBy = plainAllows.filter((p) => parser !== 'dns' || (p.onePort && dnsFilterHolds(p, l7Clauses))).map((p) => p.origin);
   const allowedBy = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
   const allowed = readable && (allowedBy.length > 0 || enforcedBy.length === 0);
   return { parser, allowed, allowedBy };
+}
+
+/**
+ * Is a single-port plain allow in the DNS redirect's L4Filter? A named port's filter (`dns/UDP`) is
+ * not the numbered one (`53/UDP`): pkg/policy/l4.go keeps named ports in their own map, so only a
+ * DNS rule on the same name merges it (rule.go `mergePortProto`). The map entries of both resolve to
+ * one key, where the redirect wins (mapstate `Merge`), and the proxy reads the DNS filter's rules only.
+ */
+function dnsFilterHolds(p: PlainAllow, l7Clauses: readonly { readonly rules: L7Rules; readonly portName?: string }[]): boolean {
+  return p.portName === undefined || l7Clauses.some((c) => c.rules.parser === 'dns' && c.portName === p.portName);
 }
 
 /** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */

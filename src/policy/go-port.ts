@@ -15,8 +15,13 @@ import { Reader } from './reader.js';
 export function goPortNumber(r: Reader, raw: string, path: string): number {
   const n = goParseUint16(raw);
   if (n === 'syntax') r.fail(path, `"${raw}" is not a port number: Cilium reads a leading 0 as octal, and "_" only between digits (strconv.ParseUint base 0); nor is it a valid port name`);
-  if (n === 'range') r.fail(path, `${raw} is above ${MAX_PORT}`);
+  if (n === 'range') r.fail(path, isOverlongName(raw) ? `"${raw}" is no port name (IANA_SVC_NAME: at most 15 characters), and as a number (strconv.ParseUint) it is above ${MAX_PORT}` : `${raw} is above ${MAX_PORT}`);
   return n;
+}
+
+/** Letters outside a base prefix: a name too long to be one, which Go's parser stops on at the first digit past the range. */
+function isOverlongName(s: string): boolean {
+  return /[a-z]/i.test(s.replace(/^0[box]/i, '')) && s.length > 15;
 }
 
 /** Go's strconv.ParseUint(s, 0, 16): a number, or which error Go returns. */

@@ -414,8 +414,9 @@ export class EngineBatches {
    * held fail-closed (finding 2524: at its old identity an address both inputs move to a denied number kept its
    * allows), and retried with those identities joined (`rejoins`). A policy's deny
    * side vetoed and refused so in turn (it removes a deny of the version in force, which may admit a waiting number):
-   * held at a deny side that keeps the denies and the isolation of the version in force (findings 2523, 2670; not for a
-   * ClusterNetworkPolicy, whose tiers cannot hold two versions' priorities), which removes none; vetoed and refused so
+   * held at a deny side that keeps the denies and the isolation of the version in force (findings 2523, 2670; for a
+   * ClusterNetworkPolicy both versions' Deny and Pass rules as Denies at the higher precedence for the old subject,
+   * 2671), which removes none; vetoed and refused so
    * too, at the deny-all side of both (finding 2672), whose wildcard denies upsert no allow. Refused again: it waits as
    * before.
    */
@@ -428,7 +429,7 @@ export class EngineBatches {
     } else {
       if (want?.kind !== 'Policy') return false;
       const had = this.held.get(key);
-      if (had?.kind !== 'Policy' || had.policy.tiered !== undefined || this.denyAll.has(key)) return false;
+      if (had?.kind !== 'Policy' || this.denyAll.has(key)) return false;
       // Vetoed even so (an allow it drops unmasks a plain allow under a redirect: finding 2672): its deny-all side.
       if (this.keptDenies.has(key)) this.denyAll.add(key);
       else this.keptDenies.set(key, had);

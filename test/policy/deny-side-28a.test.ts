@@ -106,3 +106,38 @@ describe('2542: denyAllSideOf (29b), for a policy whose deny side the engine ref
     expect(d.tiered?.rules.map((r) => [r.direction, r.action, r.peers.map((q) => q.kind), r.protocols.length])).toEqual([['ingress', 'Deny', ['unknown'], 0]]);
   });
 });
+
+describe('2671: denySideOf a ClusterNetworkPolicy with the version in force (29t)', () => {
+  const cnp = (tier: string, priority: number, egress: unknown[]) =>
+    parseManifest({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: { name: 'c' }, spec: { tier, priority, subject: { namespaces: {} }, egress } }, 'c.yaml');
+  const rule = (name: string, action: string) => ({ name, action, to: [{ namespaces: { matchLabels: { t: name } } }] });
+  it('both versions\' Deny and Pass rules as Denies, no Accept, at the higher precedence of the two', () => {
+    const now = cnp('Baseline', 3, [rule('a', 'Accept'), rule('p', 'Pass'), rule('d', 'Deny')]);
+    const kept = cnp('Admin', 40, [rule('ka', 'Accept'), rule('kp', 'Pass'), rule('kd', 'Deny')]);
+    const d = denySideOf(now, kept);
+    expect([d.tiered?.tier, d.tiered?.priority]).toEqual(['Admin', 40]);
+    expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index, r.path])).toEqual([
+      ['p', 'Deny', 0, 'spec.egress[1]'],
+      ['d', 'Deny', 1, 'spec.egress[2]'],
+      ['kp', 'Deny', 2, 'kept:spec.egress[1]'],
+      ['kd', 'Deny', 3, 'kept:spec.egress[2]'],
+    ]);
+    expect(denySideOf(cnp('Admin', 7, [rule('d', 'Deny')]), kept).tiered?.priority).toBe(7);
+    // Its deny-all side: one Deny of every peer in the direction, at the same precedence.
+    const all = denyAllSideOf(now, kept);
+    expect([all.tiered?.tier, all.tiered?.priority, all.tiered?.rules.map((r) => [r.direction, r.action])]).toEqual(['Admin', 40, [['egress', 'Deny']]]);
+  });
+  it('a changed subject: the old subject with the old version\'s Deny and Pass rules only (one spec holds one subject)', () => {
+    const kept = cnp('Admin', 9, [rule('ka', 'Accept'), rule('kp', 'Pass')]);
+    const moved = parseManifest({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: { name: 'c' }, spec: { tier: 'Admin', priority: 9, subject: { namespaces: sel('x') }, egress: [rule('d', 'Deny')] } }, 'c.yaml');
+    const d = denySideOf(moved, kept);
+    expect(d.tiered?.subject).toBe(kept.tiered?.subject);
+    expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index])).toEqual([['kp', 'Deny', 0]]);
+  });
+  it('more rules than the engine numbers in one direction share the last index (all deny)', () => {
+    const many = (prefix: string) => Array.from({ length: 20 }, (_, i) => rule(`${prefix}${i}`, 'Deny'));
+    const d = denySideOf(cnp('Admin', 5, many('n')), cnp('Admin', 5, many('k')));
+    expect(d.tiered?.rules.length).toBe(40);
+    expect(Math.max(...(d.tiered?.rules.map((r) => r.index) ?? []))).toBe(24);
+  });
+});

@@ -47,6 +47,24 @@ export function makeSelector(requirements: Iterable<Requirement>): Selector {
 
 export const WILDCARD_SELECTOR: Selector = makeSelector([]);
 
+/**
+ * A selector that every label set matching `a` or `b` matches (finding 2800): the requirements both have, and for a
+ * key `a` restricts with In where `b` does too, In over the values of both (a set matching either side meets each
+ * requirement of that side). `a` itself when the two are the same.
+ */
+export function coveringSelector(a: Selector, b: Selector): Selector {
+  if (a.key === b.key) return a;
+  const theirs = new Set(b.requirements.map(requirementKey));
+  const out: Requirement[] = [];
+  for (const r of a.requirements) {
+    const k = formatLabelKey(r.key);
+    const q = r.operator === 'In' ? b.requirements.find((x) => x.operator === 'In' && formatLabelKey(x.key) === k) : undefined;
+    if (theirs.has(requirementKey(r))) out.push(r);
+    else if (q !== undefined) out.push({ key: r.key, operator: 'In', values: [...r.values, ...q.values] });
+  }
+  return makeSelector(out);
+}
+
 export function matchLabelRequirement(key: LabelKey, value: string): Requirement {
   return { key, operator: 'In', values: [value] };
 }

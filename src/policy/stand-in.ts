@@ -1,7 +1,7 @@
 import { markParsedPolicy, type Direction, type Policy, type PolicyRule, type RuleOrigin } from '../model/rules.js';
 import { ciliumExtendedKey } from '../model/labels.js';
 import { ALL_L4 } from '../model/ports.js';
-import { WILDCARD_SELECTOR } from '../model/selector.js';
+import { coveringSelector, WILDCARD_SELECTOR } from '../model/selector.js';
 import { RULES_PER_DIRECTION, type TieredSpec, type TierRule } from '../model/tiers.js';
 import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
@@ -378,27 +378,28 @@ export function denySideOf(policy: Policy, kept?: Policy): Policy {
 }
 
 /**
- * The deny side of a ClusterNetworkPolicy beside the version in force `kept` (finding 2671): for kept's subject, every
- * Deny and Pass rule of both versions as a Deny (of kept only when the subject changed: one spec holds one subject), no
- * Accept, at the higher precedence of the two (Admin over Baseline, then the lower priority). Never wider than kept: it
- * allows nothing itself, so a flow it lets through matched no Deny or Pass of kept and meets the same other policies
- * as beside kept, which at most Accepted it; a flow kept denies or passes it denies, no later (a Pass kept as a Pass
- * at a higher precedence would skip policies kept let decide first). So it removes no deny of the version in force.
+ * The deny side of a ClusterNetworkPolicy beside the version in force `kept` (finding 2671): every Deny and Pass rule of
+ * both versions as a Deny, no Accept, at the higher precedence of the two (Admin over Baseline, then the lower
+ * priority), for a subject covering both versions' (`coveringSelector`: one spec holds one subject; with kept's alone
+ * the pods only the new version selects lost its Denies, finding 2800). Never wider than either version, for any pod:
+ * it allows nothing itself, so a flow it lets through matched no Deny or Pass of a version that selects the pod and
+ * meets the same other policies as beside it, which at most Accepted it; a flow a version denies or passes it denies,
+ * no later (a Pass kept as a Pass at a higher precedence would skip policies that version let decide first). So it
+ * removes no deny of the version in force, and keeps every deny of the new one.
  */
 function tieredDenySide(spec: TieredSpec, kept: TieredSpec): TieredSpec {
   const tier = spec.tier === 'Admin' || kept.tier === 'Admin' ? 'Admin' : 'Baseline';
   const priority = Math.min(...[spec, kept].filter((s) => s.tier === tier).map((s) => s.priority));
   const next = new Map<Direction, number>();
   const rules: TierRule[] = [];
-  const own = spec.subject.key === kept.subject.key ? spec.rules : [];
-  for (const r of [...own, ...kept.rules.map((k) => ({ ...k, path: k.path.startsWith('kept:') ? k.path : `kept:${k.path}` }))]) {
+  for (const r of [...spec.rules, ...kept.rules.map((k) => ({ ...k, path: k.path.startsWith('kept:') ? k.path : `kept:${k.path}` }))]) {
     if (r.action === 'Accept') continue;
     // Every rule denies, so their order decides nothing: indexes past the engine's limit share the last one.
     const index = Math.min(next.get(r.direction) ?? 0, RULES_PER_DIRECTION - 1);
     next.set(r.direction, index + 1);
     rules.push({ ...r, index, action: 'Deny' });
   }
-  return { ...spec, subject: kept.subject, tier, priority, rules };
+  return { ...spec, subject: coveringSelector(spec.subject, kept.subject), tier, priority, rules };
 }
 
 /** A deny rule of the version in force, its path marked so it never shares a rule's identity with the new version's. */

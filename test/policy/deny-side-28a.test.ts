@@ -127,12 +127,12 @@ describe('2671: denySideOf a ClusterNetworkPolicy with the version in force (29t
     const all = denyAllSideOf(now, kept);
     expect([all.tiered?.tier, all.tiered?.priority, all.tiered?.rules.map((r) => [r.direction, r.action])]).toEqual(['Admin', 40, [['egress', 'Deny']]]);
   });
-  it('a changed subject: the old subject with the old version\'s Deny and Pass rules only (one spec holds one subject)', () => {
-    const kept = cnp('Admin', 9, [rule('ka', 'Accept'), rule('kp', 'Pass')]);
-    const moved = parseManifest({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: { name: 'c' }, spec: { tier: 'Admin', priority: 9, subject: { namespaces: sel('x') }, egress: [rule('d', 'Deny')] } }, 'c.yaml');
-    const d = denySideOf(moved, kept);
-    expect(d.tiered?.subject).toBe(kept.tiered?.subject);
-    expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index])).toEqual([['kp', 'Deny', 0]]);
+  it('a changed subject: one covering both, with both versions\' Deny and Pass rules (one spec holds one subject; 2800)', () => {
+    const subject = (app: string) => ({ pods: { namespaceSelector: sel('x'), podSelector: sel(app) } });
+    const version = (app: string, egress: unknown[]) => parseManifest({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: { name: 'c' }, spec: { tier: 'Admin', priority: 9, subject: subject(app), egress } }, 'c.yaml');
+    const d = denySideOf(version('b', [rule('d', 'Deny')]), version('a', [rule('ka', 'Accept'), rule('kp', 'Pass')]));
+    expect(d.tiered?.subject.key).toBe('k8s:app in (a,b) && k8s:io.cilium.k8s.namespace.labels.app=x');
+    expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index])).toEqual([['d', 'Deny', 0], ['kp', 'Deny', 1]]);
   });
   it('more rules than the engine numbers in one direction share the last index (all deny)', () => {
     const many = (prefix: string) => Array.from({ length: 20 }, (_, i) => rule(`${prefix}${i}`, 'Deny'));

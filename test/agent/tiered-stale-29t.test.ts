@@ -49,8 +49,8 @@ describe('2671: a ClusterNetworkPolicy whose deny side is vetoed while an identi
 
 /**
  * 2671 with a changed subject: the update selects web (remote) instead of client. One tiered spec holds one subject, so the
- * deny side beside the version in force keeps the old subject with the old version's Deny (and Pass) rules, no Accept:
- * never wider than the old version, so the veto has nothing to refuse, and client's old Accept of web is gone.
+ * deny side beside the version in force holds a subject covering both (2800) with both versions' Deny (and Pass) rules,
+ * no Accept: never wider than either version, so the veto has nothing to refuse, and client's old Accept of web is gone.
  */
 describe('2671: the same with a changed subject', () => {
   it('is held for the old subject at the old Denies, no Accept', () => {

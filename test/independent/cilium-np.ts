@@ -360,33 +360,40 @@ function dnsRuleMatches(rule: Yaml, name: string): boolean {
 
 /**
  * Does an allow rule that admits the flow also admit the request? Only its port rules covering the flow
- * count; one without L7 rules (or a rule without `toPorts`) admits every request (for a query the DNS proxy
- * judges, `dnsRedirect`, only rules on its single port: `singlePort`), else one of its L7 rules
- * must match (HTTP cilium-l7.ts, Kafka cilium-kafka.ts, DNS above). No request = L3/L4 only.
+ * count; one without L7 rules (or a rule without `toPorts`) admits every request, else one of its L7 rules
+ * must match (HTTP cilium-l7.ts, Kafka cilium-kafka.ts, DNS above). No request = L3/L4 only. A query the DNS
+ * proxy judges (`dnsFilters`, see `dnsFilterKeys`) is admitted only by port rules of the filters that redirect it.
  */
-function l7Admits(rule: Yaml, flow: Flow, named: Named, req: L7Request | undefined, dnsRedirect = false): boolean {
+function l7Admits(rule: Yaml, flow: Flow, named: Named, req: L7Request | undefined, dnsFilters?: ReadonlySet<string>): boolean {
   const toPorts = list(rule.toPorts);
-  if (dnsRedirect && req !== undefined) return (toPorts ?? []).map(obj).some((pr) => (list(pr.ports) ?? []).some((pp) => singlePort(obj(pp)) && portMatches(obj(pp), flow, named)) && portRuleAdmits(obj(pr.rules), req));
+  if (dnsFilters !== undefined && req !== undefined) return (toPorts ?? []).map(obj).some((pr) => (list(pr.ports) ?? []).some((pp) => dnsFilters.has(filterKey(obj(pp))) && portMatches(obj(pp), flow, named)) && portRuleAdmits(obj(pr.rules), req));
   if (req === undefined || toPorts === undefined || toPorts.length === 0) return true;
   return toPorts.map(obj).some((pr) => (list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)) && portRuleAdmits(obj(pr.rules), req));
 }
 
 /**
- * DNS is not Envoy: the agent's DNS proxy judges a query with the rules of its own port and protocol only
- * (pkg/fqdn/dnsproxy/proxy.go ServeDNS -> CheckAllowed(endpointID, MakeV2PortProto(port, proto), ...) ->
- * getPortRulesForID, filled by that port's redirect: pkg/proxy/dns.go setRules), i.e. the L4Filter of that single
- * port; an L3-only rule or a port range is a filter of its own (pkg/policy/rule_test.go TestWildcardL3RulesEgress).
- * So once a DNS rule redirects the query, only allow rules on that single port (any L7 or none) admit it.
+ * The L4Filter a port belongs to, for ports covering the flow's port and protocol: pkg/policy/l4.go keeps a named
+ * port's filters (`dns/UDP`) apart from the numbered ones (`53/UDP`), and an L3-only rule, port 0 or a range is a
+ * filter of its own (pkg/policy/rule_test.go TestWildcardL3RulesEgress). Named ports are case-folded by the API.
  */
-function singlePort(pp: Yaml): boolean {
+function filterKey(pp: Yaml): string {
   const port = str(pp.port);
-  if (!/^[0-9]+$/.test(port)) return port !== '';
-  return Number(port) !== 0 && (pp.endPort === undefined || Number(pp.endPort) <= Number(port));
+  if (!/^[0-9]+$/.test(port)) return port === '' ? 'all' : `name:${port.toLowerCase()}`;
+  if (Number(port) === 0) return 'all';
+  return pp.endPort === undefined || Number(pp.endPort) <= Number(port) ? 'port' : `range:${port}-${str(pp.endPort)}`;
 }
 
-/** Whether an allow rule redirects the flow to the DNS proxy: a port rule covering it with DNS rules. */
-function dnsRedirects(rule: Yaml, flow: Flow, named: Named): boolean {
-  return (list(rule.toPorts) ?? []).map(obj).some((pr) => (list(obj(pr.rules).dns) ?? []).length > 0 && (list(pr.ports) ?? []).some((pp) => portMatches(obj(pp), flow, named)));
+/**
+ * DNS is not Envoy: the agent's DNS proxy judges a query with the rules of the L4Filter whose redirect it is
+ * (pkg/endpoint/bpf.go addNewRedirectsFromDesiredPolicy: for each filter with a redirecting selector,
+ * CreateOrUpdateRedirect(proxyPolicy{L4Filter: l4, ...}) -> pkg/proxy/dns.go setRules -> dnsproxy UpdateAllowed,
+ * read by proxy.go ServeDNS -> CheckAllowed -> getPortRulesForID). So only the filters holding a DNS rule for this
+ * peer and flow judge the query, and only allow rules on those filters (any L7 or none) admit it: a plain allow on
+ * the named port `dns` is not in the `53/UDP` filter (attack finding 2682), nor the reverse (2760).
+ */
+function dnsFilterKeys(rule: Yaml, flow: Flow, named: Named): string[] {
+  return (list(rule.toPorts) ?? []).map(obj).filter((pr) => (list(obj(pr.rules).dns) ?? []).length > 0)
+    .flatMap((pr) => (list(pr.ports) ?? []).map(obj).filter((pp) => portMatches(pp, flow, named)).map(filterKey));
 }
 
 // ---- verdicts ----
@@ -429,8 +436,9 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
   let enforced = false;
   let allowed = false;
   const specs = specsSelecting(c, subject);
-  const dnsRedirect = req !== undefined && 'dns' in req && specs.some(({ spec, namespace }) =>
-    (list(spec[allowKey]) ?? []).some((r) => ruleMatches(obj(r), dir, peer, flow, named, namespace, false) && dnsRedirects(obj(r), flow, named)));
+  const dnsKeys = req !== undefined && 'dns' in req ? new Set(specs.flatMap(({ spec, namespace }) =>
+    (list(spec[allowKey]) ?? []).filter((r) => ruleMatches(obj(r), dir, peer, flow, named, namespace, false)).flatMap((r) => dnsFilterKeys(obj(r), flow, named)))) : new Set<string>();
+  const dnsFilters = dnsKeys.size > 0 ? dnsKeys : undefined;
   for (const { spec, namespace } of specs) {
     const allows = list(spec[allowKey]) ?? [];
     const denies = list(spec[denyKey]) ?? [];
@@ -438,7 +446,7 @@ function directionAllows(c: Cluster, subject: Peer, peer: Peer, flow: Flow, ingr
     if (denies.some((r) => ruleMatches(obj(r), dir, peer, flow, denyNamed, namespace, true))) return false;
     if (allows.length + denies.length > 0 && obj(spec.enableDefaultDeny)[flag] !== false) enforced = true;
     const allowNamed = !ingress && reading.strictEgressNamedPorts ? strictNamed(pods, peer, named) : named;
-    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace, false) && l7Admits(obj(r), flow, allowNamed, req, dnsRedirect))) allowed = true;
+    if (allows.some((r) => ruleMatches(obj(r), dir, peer, flow, allowNamed, namespace, false) && l7Admits(obj(r), flow, allowNamed, req, dnsFilters))) allowed = true;
   }
   if (ingress && peer.kind === 'host' && c.allowLocalhostAlways) return true;
   return allowed || !enforced;

@@ -146,12 +146,29 @@ export class ObjectStates {
   dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined, source: string): void {
     const gone: string[] = [];
     for (const [key, state] of this.objects) {
-      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined || state.source !== source) continue;
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.source !== source) continue;
+      if (state.desired === undefined) {
+        this.omitted(key, state, resourceVersion);
+        continue;
+      }
       if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
       this.set(key, laterVersion(resourceVersion, state.rv), undefined);
       this.bury(key);
     }
     for (const ns of gone) this.namespaceGone(ns, resourceVersion);
+  }
+
+  /**
+   * An object that means nothing to the engine (a pod without an endpoint, one past its deletion
+   * deadline, an object never readable) and that a relist omits is deleted too: it becomes a
+   * tombstone at the later version (finding 2840: kept live at its own, it was never forgotten, and
+   * a replayed event between the two versions brought it back, at an address another pod holds
+   * since, finding 2841). A tombstone already stays where it is.
+   */
+  private omitted(key: string, state: ObjectState, resourceVersion: string | undefined): void {
+    if (this.tombstones.has(key)) return;
+    this.objects.set(key, { ...state, rv: laterVersion(resourceVersion, state.rv) });
+    this.bury(key);
   }
 
   /** Pods whose deletion grace period is over at `now` stop being endpoints; returns how many there were. */

@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { ClusterMirror } from '../src/k8s/mirror.js';
+import { WatchStreamParser } from '../src/k8s/watch.js';
+import type { EngineEvent } from '../src/engine/events.js';
+import { mirrorAgent } from './k8s/mirror-agent.js';
+
+type Obj = Record<string, unknown>;
+const ns = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
+/** A pod of a completed Job (phase Succeeded): no endpoint, so it means nothing to the engine. */
+const donePod = (name: string, rv: number): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: 'jobs', resourceVersion: String(rv), labels: { job: 'nightly' } },
+  spec: { nodeName: 'node-b', containers: [{ name: 'c', image: 'i' }] },
+  status: { phase: 'Succeeded', podIP: `10.1.${(rv >> 8) & 255}.${rv & 255}` },
+});
+const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
+const podList = (rv: number, items: Obj[]): string => JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: String(rv) }, items });
+
+function harness(maxTombstones: number) {
+  const mirror = new ClusterMirror({ nodeName: 'node-a', maxTombstones });
+  const parser = new WatchStreamParser('pods');
+  const step = (...lines: string[]): EngineEvent[] => {
+    for (const item of parser.push(lines.join('\n'))) mirror.observe(item, 'pods');
+    const batch = mirror.flush();
+    batch.commit();
+    return batch.events as EngineEvent[];
+  };
+  return { mirror, step };
+}
+
+describe('2840. objects that mean nothing to the engine and vanish in a watch gap are not kept forever', () => {
+  it('completed Job pods deleted while the watch was down, then omitted by the relist, leave at most maxTombstones states', () => {
+    const h = harness(10);
+    h.step(ev('ADDED', ns('jobs', 1)));
+    let rv = 2;
+    // 50 gaps (a 410, then a List): each time 20 completed pods were deleted meanwhile and the List omits them.
+    for (let gap = 0; gap < 50; gap++) {
+      for (let i = 0; i < 20; i++) h.step(ev('ADDED', donePod(`nightly-${gap}-${i}`, rv++)));
+      h.step(podList(rv++, []));
+    }
+    // The namespace and at most 10 tombstones (before: 1,001, one per completed pod ever seen).
+    expect(h.mirror.size).toBeLessThanOrEqual(1 + 10);
+  });
+  it('an omitted one still drops a replayed older event, and a listed one stays', () => {
+    const h = harness(10);
+    h.step(ev('ADDED', ns('jobs', 1)), ev('ADDED', donePod('a', 2)), ev('ADDED', donePod('b', 3)));
+    h.step(podList(10, [donePod('b', 3)]));
+    const stale = h.mirror.counts.stale;
+    h.step(ev('MODIFIED', donePod('a', 5)));
+    expect(h.mirror.counts.stale).toBe(stale + 1);
+    expect(h.mirror.size).toBe(3);
+  });
+});
+
+const pod = (name: string, rv: number, node: string, app: string, ip?: string): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: 'x', resourceVersion: String(rv), labels: { app } },
+  spec: { nodeName: node, containers: [{ name: 'c', image: 'i' }] },
+  status: ip === undefined ? { phase: 'Pending' } : { phase: 'Running', podIP: ip },
+});
+const allowGood = { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'allow-good', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'good' } }] }] } };
+const expired = ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 });
+
+describe('2841. a relist that omits a pod held as no endpoint raises its version, as it does for an endpoint (1644)', () => {
+  it('a Pending pod that ran and was deleted in a watch gap: its replayed Running event stays dropped', () => {
+    const a = mirrorAgent('n1');
+    a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('old', 2, 'n2', 'good')));
+    a.step('policies', ev('ADDED', allowGood));
+    // In the gap: old ran at 10.0.0.9 (4), was deleted (5), and evil took the address (6). The List at 10 shows that.
+    a.step('pods', expired, podList(10, [pod('server', 1, 'n1', 'server', '10.0.0.1'), pod('evil', 6, 'n2', 'bad', '10.0.0.9')]));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    // A replay of old's Running event (version 4, older than the List): before, its state kept version 2 and it came back at evil's address.
+    a.step('pods', ev('MODIFIED', pod('old', 4, 'n2', 'good', '10.0.0.9')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    expect(a.mirror.counts.stale).toBeGreaterThan(0);
+  });
+});

@@ -77,3 +77,29 @@ describe('2841. a relist that omits a pod held as no endpoint raises its version
     expect(a.mirror.counts.stale).toBeGreaterThan(0);
   });
 });
+
+describe('2841. the same through a watch-list', () => {
+  it('initial events ending at 10 without old: its replayed Running event at 4 stays dropped', () => {
+    const a = mirrorAgent('n1');
+    a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('old', 2, 'n2', 'good')));
+    a.step('policies', ev('ADDED', allowGood));
+    const end = ev('BOOKMARK', { apiVersion: 'v1', kind: 'Pod', metadata: { resourceVersion: '10', annotations: { 'k8s.io/initial-events-end': 'true' } } });
+    a.step('pods', expired, ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('evil', 6, 'n2', 'bad', '10.0.0.9')), end);
+    a.step('pods', ev('MODIFIED', pod('old', 4, 'n2', 'good', '10.0.0.9')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+  });
+});
+
+describe('2842. a watch-list\'s initial events keep the objects they list that mean nothing to the engine', () => {
+  it('a Pending pod listed by the initial events is not buried at their end: a replay older than its listing stays dropped', () => {
+    const a = mirrorAgent('n1', { maxTombstones: 1 });
+    a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')));
+    a.step('policies', ev('ADDED', allowGood));
+    const end = ev('BOOKMARK', { apiVersion: 'v1', kind: 'Pod', metadata: { resourceVersion: '10', annotations: { 'k8s.io/initial-events-end': 'true' } } });
+    a.step('pods', expired, ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('p', 7, 'n2', 'good')), ev('ADDED', pod('gone', 8, 'n2', 'bad', '10.0.0.7')), end);
+    // One real delete after: with p counted as a tombstone it was forgotten (the bound is 1).
+    a.step('pods', ev('DELETED', pod('gone', 11, 'n2', 'bad', '10.0.0.7')));
+    a.step('pods', ev('MODIFIED', pod('p', 5, 'n2', 'good', '10.0.0.9')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+  });
+});

@@ -41,6 +41,11 @@ export class ObjectStates {
     return this.objects.get(key);
   }
 
+  /** True when `key` has a state that is no tombstone: the streams describe it as there (with a meaning or not). */
+  exists(key: string): boolean {
+    return this.objects.has(key) && !this.tombstones.has(key);
+  }
+
   /** Keys of the pods and policies wanted in namespace `ns`. */
   keysIn(ns: string): Iterable<string> {
     return this.inNamespace.get(ns) ?? [];

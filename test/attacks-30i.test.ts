@@ -103,3 +103,53 @@ describe('2842. a watch-list\'s initial events keep the objects they list that m
     expect(a.verdict('10.0.0.9')).toBe('none');
   });
 });
+
+describe('2843. a remote pod past its deletionTimestamp and not deleted is held fail-closed, not dropped to world', () => {
+  const T0 = Date.parse('2026-01-01T00:00:00Z');
+  const at = (name: string, node: string, ip: string, app: string, deleteAt?: number): Obj => {
+    const p = pod(name, 2, node, app, ip);
+    const md = p.metadata as Obj;
+    return deleteAt === undefined ? p : { ...p, metadata: { ...md, deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 } };
+  };
+  const denyEvilAllowCidr = { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'p', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'evil' } }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] } };
+  /** The verdict for `ip` as the datapath resolves it: its /32 entry, else the CIDR identity of 10.0.0.0/8. */
+  function verdictAt(a: ReturnType<typeof mirrorAgent>, ip: string): string {
+    const cache = a.engine.ipcache();
+    const id = cache.find((e) => e.prefix === `${ip}/32`)?.identity ?? cache.find((e) => e.prefix === '10.0.0.0/8')?.identity;
+    const hit = id === undefined ? undefined : a.engine.lookup('x/server', id, 'ingress', 6, 80);
+    return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+  }
+  /** The flush the agent's deadline timer makes. */
+  function tick(a: ReturnType<typeof mirrorAgent>): void {
+    const b = a.mirror.flush();
+    a.engine.apply(b.events as EngineEvent[]);
+    b.commit();
+  }
+  it('its node unreachable (an eviction never carried out): the deny of its labels is not traded for the CIDR allow', () => {
+    let t = T0;
+    const a = mirrorAgent('n1', { now: () => t, elapsed: () => t });
+    a.step('w', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', at('evil', 'n2', '10.0.0.9', 'evil', T0 + 30_000)), ev('ADDED', denyEvilAllowCidr));
+    expect(verdictAt(a, '10.0.0.9')).toBe('deny');
+    t += 31_000;
+    tick(a);
+    // Before: the pod was dropped at its deadline and 10.0.0.9 read as the CIDR's identity, which the allow admits.
+    // Now it is at the unallocated number, which no entry admits (no identity-0 allow here, so no deny entry either).
+    expect(verdictAt(a, '10.0.0.9')).not.toBe('allow');
+    expect(a.engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')?.identity).toBe(255);
+    // A fresh agent reading the same pod past its deadline agrees; its DELETED ends the hold.
+    const b = mirrorAgent('n1', { now: () => t, elapsed: () => t });
+    b.step('w', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', at('evil', 'n2', '10.0.0.9', 'evil', T0 + 30_000)), ev('ADDED', denyEvilAllowCidr));
+    expect(b.engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')?.identity).toBe(a.engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')?.identity);
+    a.step('w', ev('DELETED', { ...at('evil', 'n2', '10.0.0.9', 'evil', T0 + 30_000), metadata: { name: 'evil', namespace: 'x', resourceVersion: '9' } }));
+    expect(a.engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')).toBeUndefined();
+  });
+  it('a local pod past its deadline still stops being an endpoint (its kubelet is this node\'s)', () => {
+    let t = T0;
+    const a = mirrorAgent('n1', { now: () => t, elapsed: () => t });
+    a.step('w', ev('ADDED', at('server', 'n1', '10.0.0.1', 'server', T0 + 30_000)));
+    expect(a.mirror.localEndpoints()).toEqual(['x/server']);
+    t += 31_000;
+    tick(a);
+    expect(a.mirror.localEndpoints()).toEqual([]);
+  });
+});

@@ -1,4 +1,4 @@
-import { namespaceOfHeld, type Held, type LogFn } from './held.js';
+import { expiredPod, namespaceOfHeld, type Held, type LogFn } from './held.js';
 import { compareDecimal, stale } from './resource-version.js';
 
 /** One object as the streams describe it. */
@@ -176,12 +176,17 @@ export class ObjectStates {
     this.bury(key);
   }
 
-  /** Pods whose deletion grace period is over at `now` stop being endpoints; returns how many there were. */
+  /**
+   * Pods whose deletion grace period is over at `now` stop being endpoints, and a remote one is held fail-closed until
+   * its DELETED (`expiredPod`, finding 2843); returns how many there were.
+   */
   expire(now: number): number {
     let n = 0;
     for (const [key, at] of this.deadlines) {
       if (at > now) continue;
-      this.set(key, this.objects.get(key)?.rv, undefined);
+      const state = this.objects.get(key);
+      const was = state?.desired;
+      this.set(key, state?.rv, was?.kind === 'Pod' && !was.local ? expiredPod(was) : undefined);
       this.debug('pod deletion grace period over: no longer an endpoint', { key, deletionTimestamp: new Date(at).toISOString() });
       n++;
     }

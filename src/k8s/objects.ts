@@ -37,7 +37,11 @@ export type IdentityEvent = Extract<EngineEvent, { readonly type: 'upsertIdentit
  * A pod as the engine sees it, or why it is not an endpoint (yet). `deleteAt` (ms since the
  * epoch): the pod is being deleted gracefully and stops being an endpoint then.
  */
-export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly deleteAt?: number } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
+/**
+ * `expired`: a remote pod past its `deletionTimestamp` that is still listed (not `Succeeded`/`Failed`): the agent holds
+ * it fail-closed until it is deleted (finding 2843).
+ */
+export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly deleteAt?: number; readonly expired?: true } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
 
 function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -166,12 +170,15 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   const deleteAt = deletionDeadline(r, meta);
   if (spec.hostNetwork === true) return { pod: null, reason: 'host-network' };
   if (status.phase === 'Succeeded' || status.phase === 'Failed') return { pod: null, reason: 'terminated' };
-  if (deleteAt !== undefined && deleteAt <= now) return { pod: null, reason: 'terminating' };
+  const local = spec.nodeName === nodeName;
+  const expired = deleteAt !== undefined && deleteAt <= now;
+  if (expired && local) return { pod: null, reason: 'terminating' };
   const ips = podAddresses(r, status);
   if (ips.length === 0) return { pod: null, reason: 'no-ip' };
   const serviceAccount = podServiceAccount(r, spec, meta);
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount, ports };
-  return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
+  if (expired) return { pod, local, expired: true };
+  return { pod, local, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }
 
 /**
@@ -194,7 +201,7 @@ export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: numbe
   }
   if (spec.hostNetwork === true || status.phase === 'Succeeded' || status.phase === 'Failed') return undefined;
   const ts = typeof meta.deletionTimestamp === 'string' && RFC3339.test(meta.deletionTimestamp) ? Date.parse(meta.deletionTimestamp) : NaN;
-  if (ts <= now) return undefined;
+  if (ts <= now && spec.nodeName === nodeName) return undefined;
   const texts = [...(Array.isArray(status.podIPs) ? status.podIPs.map((e) => rec(e).ip) : []), status.podIP];
   const ips: IpAddress[] = [];
   for (const t of texts) {

@@ -1,6 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { ClusterMirror } from '../src/k8s/mirror.js';
-import { WatchStreamParser } from '../src/k8s/watch.js';
 import type { EngineEvent } from '../src/engine/events.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
 
@@ -17,37 +15,25 @@ const donePod = (name: string, rv: number): Obj => ({
 const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
 const podList = (rv: number, items: Obj[]): string => JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: String(rv) }, items });
 
-function harness(maxTombstones: number) {
-  const mirror = new ClusterMirror({ nodeName: 'node-a', maxTombstones });
-  const parser = new WatchStreamParser('pods');
-  const step = (...lines: string[]): EngineEvent[] => {
-    for (const item of parser.push(lines.join('\n'))) mirror.observe(item, 'pods');
-    const batch = mirror.flush();
-    batch.commit();
-    return batch.events as EngineEvent[];
-  };
-  return { mirror, step };
-}
-
 describe('2840. objects that mean nothing to the engine and vanish in a watch gap are not kept forever', () => {
   it('completed Job pods deleted while the watch was down, then omitted by the relist, leave at most maxTombstones states', () => {
-    const h = harness(10);
-    h.step(ev('ADDED', ns('jobs', 1)));
+    const h = mirrorAgent('n1', { maxTombstones: 10 });
+    h.step('pods', ev('ADDED', ns('jobs', 1)));
     let rv = 2;
     // 50 gaps (a 410, then a List): each time 20 completed pods were deleted meanwhile and the List omits them.
     for (let gap = 0; gap < 50; gap++) {
-      for (let i = 0; i < 20; i++) h.step(ev('ADDED', donePod(`nightly-${gap}-${i}`, rv++)));
-      h.step(podList(rv++, []));
+      for (let i = 0; i < 20; i++) h.step('pods', ev('ADDED', donePod(`nightly-${gap}-${i}`, rv++)));
+      h.step('pods', podList(rv++, []));
     }
     // The namespace and at most 10 tombstones (before: 1,001, one per completed pod ever seen).
     expect(h.mirror.size).toBeLessThanOrEqual(1 + 10);
   });
   it('an omitted one still drops a replayed older event, and a listed one stays', () => {
-    const h = harness(10);
-    h.step(ev('ADDED', ns('jobs', 1)), ev('ADDED', donePod('a', 2)), ev('ADDED', donePod('b', 3)));
-    h.step(podList(10, [donePod('b', 3)]));
+    const h = mirrorAgent('n1', { maxTombstones: 10 });
+    h.step('pods', ev('ADDED', ns('jobs', 1)), ev('ADDED', donePod('a', 2)), ev('ADDED', donePod('b', 3)));
+    h.step('pods', podList(10, [donePod('b', 3)]));
     const stale = h.mirror.counts.stale;
-    h.step(ev('MODIFIED', donePod('a', 5)));
+    h.step('pods', ev('MODIFIED', donePod('a', 5)));
     expect(h.mirror.counts.stale).toBe(stale + 1);
     expect(h.mirror.size).toBe(3);
   });

@@ -67,4 +67,15 @@ describe('13a: a pod address taken over by a new pod while the old pod lingers (
     expect(h.owner('10.0.0.9')).toBe('new');
     expect(h.mirror.localEndpoints()).toEqual(['shop/new']);
   });
+  it('522 (2843): the same on a remote node: the old pod, held fail-closed past its deadline, does not take the address back', () => {
+    const h = harness();
+    h.step(ev('ADDED', ns(1)), ev('ADDED', pod('old', 2, { ip: '10.0.0.9', deleteAt: T0 + 30_000, node: 'node-b' })));
+    h.step(ev('ADDED', pod('new', 4, { ip: '10.0.0.9', node: 'node-b' })));
+    h.at(T0 + 31_000);
+    h.step();
+    expect(h.owner('10.0.0.9')).toBe('new');
+    // Nor when a relist lists both (old still there, its finalizers pending).
+    h.step(JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: '9' }, items: [pod('old', 2, { ip: '10.0.0.9', deleteAt: T0 + 30_000, node: 'node-b' }), pod('new', 4, { ip: '10.0.0.9', node: 'node-b' })] }));
+    expect(h.owner('10.0.0.9')).toBe('new');
+  });
 });

@@ -15,7 +15,8 @@ export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => 
 /** What one object means to the engine, with a signature: equal signatures, no event. */
 export type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
-  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
+  /** `expired`: a remote pod past its deletionTimestamp, held fail-closed (`expiredPod`). */
+  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly expired?: true; readonly sig: string }
   /**
    * `groupless`: the policy mentions `cidrGroupRef`/`cidrGroupSelector`, and this is how it reads
    * without CiliumCIDRGroup objects (the fail-closed stand-in of src/policy/stand-in.ts), enforced
@@ -262,9 +263,10 @@ function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadConte
  * identity (the pod watcher never reads `deletionTimestamp`, and the remote agent deletes its CiliumEndpoint only
  * when the endpoint goes). Removed, its addresses read as world, which a world or CIDR allow admits past the deny of
  * its labels; held at the unallocated number, every local map denies it, and neither its allows nor world's apply.
+ * Only at addresses no other pod claims (`EngineBatches.wanted`): its upsert would take back one a new pod holds.
  */
 export function expiredPod(h: Extract<Held, { kind: 'Pod' }>): Held {
-  return { ...(failClosedPod(h) as Extract<Held, { kind: 'Pod' }>), deleteAt: undefined };
+  return { ...(failClosedPod(h) as Extract<Held, { kind: 'Pod' }>), deleteAt: undefined, expired: true };
 }
 
 function nodeMeaning(kind: 'Node' | 'CiliumNode', obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {

@@ -1,5 +1,6 @@
 import { expiredPod, namespaceOfHeld, type Held, type LogFn } from './held.js';
 import { compareDecimal, stale } from './resource-version.js';
+import { podIps } from '../model/cluster.js';
 
 /** One object as the streams describe it. */
 export interface ObjectState {
@@ -44,6 +45,16 @@ export class ObjectStates {
   /** True when `key` has a state that is no tombstone: the streams describe it as there (with a meaning or not). */
   exists(key: string): boolean {
     return this.objects.has(key) && !this.tombstones.has(key);
+  }
+
+  /** True when a pod other than `key`, wanted and not expired (`expiredPod`), claims one of `ips` (address texts). */
+  otherPodAt(key: string, ips: ReadonlySet<string>): boolean {
+    for (const [k, state] of this.objects) {
+      const d = state.desired;
+      if (k === key || d?.kind !== 'Pod' || d.expired === true) continue;
+      if (podIps(d.pod).some((ip) => ips.has(ip.text))) return true;
+    }
+    return false;
   }
 
   /** Keys of the pods and policies wanted in namespace `ns`. */

@@ -241,7 +241,7 @@ export function unreadablePodMeaning(obj: Record<string, unknown>, ctx: ReadCont
   const ep = unreadablePodEndpoint(obj, ctx.nodeName, ctx.now());
   if (ep === undefined) return undefined;
   const sig = `failClosed:unreadable:${canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local })}`;
-  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: undefined, sig };
+  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: undefined, ...(ep.expired === true ? { expired: true as const } : {}), sig };
 }
 
 function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {

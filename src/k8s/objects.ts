@@ -188,7 +188,7 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
  * pod's). Undefined where `podEndpoint` would make it no endpoint (host network, a terminal phase, a passed deletion)
  * or nothing parses: its addresses then read as before.
  */
-export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: number): { readonly pod: Pod; readonly local: boolean } | undefined {
+export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: number): { readonly pod: Pod; readonly local: boolean; readonly expired?: true } | undefined {
   const o = rec(obj);
   const meta = rec(o.metadata);
   const spec = rec(o.spec);
@@ -211,7 +211,7 @@ export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: numbe
   }
   if (ips.length === 0) return undefined;
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels: {}, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount: '', ports: [], failClosed: true };
-  return { pod, local: spec.nodeName === nodeName };
+  return { pod, local: spec.nodeName === nodeName, ...(ts <= now ? { expired: true as const } : {}) };
 }
 
 /**

@@ -175,7 +175,7 @@ export class ObjectStates {
   }
 
   /**
-   * An object that means nothing to the engine (a pod without an endpoint, one past its deletion
+   * An object that means nothing to the engine (a pod without an endpoint, a local one past its deletion
    * deadline, an object never readable) and that a relist omits is deleted too: it becomes a
    * tombstone at the later version (finding 2840: kept live at its own, it was never forgotten, and
    * a replayed event between the two versions brought it back, at an address another pod holds

@@ -154,9 +154,9 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})
  * A `v1` Pod as an endpoint of node `nodeName` (`spec.nodeName` equal: local) or a remote peer, at
  * time `now` (ms since the epoch). Host-network pods are never endpoints (they have the node's
  * address); pods without an address wait; `Succeeded`/`Failed` pods stop being endpoints, and so
- * do pods being deleted once their `deletionTimestamp` has passed (before it, they are endpoints
- * with `deleteAt` set: their containers may still serve while they drain). Throws ManifestError
- * naming `source` and the field.
+ * do local pods being deleted once their `deletionTimestamp` has passed (before it, they are endpoints
+ * with `deleteAt` set: their containers may still serve while they drain); a remote one is then
+ * `expired` (finding 2843). Throws ManifestError naming `source` and the field.
  */
 export function podEndpoint(obj: unknown, nodeName: string, source: string, now: number = Date.now()): PodEndpoint {
   const r = new Reader(source);

@@ -67,4 +67,26 @@ describe('13a: a pod address taken over by a new pod while the old pod lingers (
     expect(h.owner('10.0.0.9')).toBe('new');
     expect(h.mirror.localEndpoints()).toEqual(['shop/new']);
   });
+  it('522 (2843): the same on a remote node: the old pod, held fail-closed past its deadline, does not take the address back', () => {
+    const h = harness();
+    h.step(ev('ADDED', ns(1)), ev('ADDED', pod('old', 2, { ip: '10.0.0.9', deleteAt: T0 + 30_000, node: 'node-b' })));
+    h.step(ev('ADDED', pod('new', 4, { ip: '10.0.0.9', node: 'node-b' })));
+    h.at(T0 + 31_000);
+    h.step();
+    expect(h.owner('10.0.0.9')).toBe('new');
+    // Nor when a relist lists both (old still there, its finalizers pending).
+    h.step(JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: '9' }, items: [pod('old', 2, { ip: '10.0.0.9', deleteAt: T0 + 30_000, node: 'node-b' }), pod('new', 4, { ip: '10.0.0.9', node: 'node-b' })] }));
+    expect(h.owner('10.0.0.9')).toBe('new');
+  });
+  it('522 (2843): nor one that cannot be read, listed past its deadline beside the new pod', () => {
+    const h = harness();
+    h.step(ev('ADDED', ns(1)));
+    h.at(T0 + 31_000);
+    const unreadable = { ...pod('old', 2, { ip: '10.0.0.9', deleteAt: T0 + 30_000, node: 'node-b' }), metadata: { name: 'old', namespace: 'shop', resourceVersion: '2', labels: { 'bad key!': 'x' }, deletionTimestamp: iso(T0 + 30_000) } };
+    h.step(JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: '9' }, items: [pod('new', 4, { ip: '10.0.0.9', node: 'node-b' }), unreadable] }));
+    expect(h.owner('10.0.0.9')).toBe('new');
+    // Alone, it is held fail-closed at its address.
+    h.step(ev('DELETED', pod('new', 10, { ip: '10.0.0.9', node: 'node-b' })), ev('MODIFIED', { ...unreadable, metadata: { ...unreadable.metadata, resourceVersion: '11' } }));
+    expect(h.owner('10.0.0.9')).toBe('#255');
+  });
 });

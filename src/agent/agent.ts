@@ -53,7 +53,7 @@ export interface AgentConfig extends CiliumAgentOptions {
   readonly allowLocalhost?: AllowLocalhost;
   /** Cilium's IP stack mode (model/identity.ts `StackMode`); default single, Cilium's default install (IPv4 only). */
   readonly stack?: StackMode;
-  /** The clock (ms since the epoch; default `Date.now`): gracefully deleted pods stop being endpoints at their `deletionTimestamp`. */
+  /** The clock (ms since the epoch; default `Date.now`): gracefully deleted local pods stop being endpoints at their `deletionTimestamp`, remote ones are held fail-closed from then until deleted. */
   readonly now?: () => number;
   /** A monotonic clock (ms; default `performance.now` when `now` is not given): see `MirrorOptions.elapsed`. */
   readonly elapsed?: () => number;

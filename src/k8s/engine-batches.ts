@@ -1,6 +1,7 @@
 import { denyAllPolicy, denySidePolicy, effectiveHeld, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
+import { podIps } from '../model/cluster.js';
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
 export interface MirrorBatch {
@@ -128,6 +129,8 @@ export class EngineBatches {
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
+    // A remote pod past its deadline holds its addresses fail-closed only while no other pod claims one (2843).
+    if (h.kind === 'Pod' && h.expired === true && this.states.otherPodAt(key, new Set(podIps(h.pod).map((ip) => ip.text)))) return undefined;
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));

@@ -15,7 +15,8 @@ export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => 
 /** What one object means to the engine, with a signature: equal signatures, no event. */
 export type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
-  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly sig: string }
+  /** `expired`: a remote pod past its deletionTimestamp, held fail-closed (`expiredPod`). */
+  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly expired?: true; readonly sig: string }
   /**
    * `groupless`: the policy mentions `cidrGroupRef`/`cidrGroupSelector`, and this is how it reads
    * without CiliumCIDRGroup objects (the fail-closed stand-in of src/policy/stand-in.ts), enforced
@@ -240,7 +241,7 @@ export function unreadablePodMeaning(obj: Record<string, unknown>, ctx: ReadCont
   const ep = unreadablePodEndpoint(obj, ctx.nodeName, ctx.now());
   if (ep === undefined) return undefined;
   const sig = `failClosed:unreadable:${canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local })}`;
-  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: undefined, sig };
+  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: undefined, ...(ep.expired === true ? { expired: true as const } : {}), sig };
 }
 
 function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {
@@ -251,7 +252,21 @@ function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadConte
   }
   // The deadline is not part of the signature: a pod marked for deletion is the same endpoint until it passes.
   const sig = canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local });
-  return { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
+  const held: Extract<Held, { kind: 'Pod' }> = { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
+  return ep.expired === true ? expiredPod(held) : held;
+}
+
+/**
+ * A remote pod past its `deletionTimestamp` and not deleted yet: held fail-closed until its DELETED (finding 2843).
+ * Its node's kubelet kills it then, but one cut off from the API server never learnt of the deletion (the node
+ * lifecycle controller's evictions of an unreachable node's pods) and the pod may still run; Cilium keeps its
+ * identity (the pod watcher never reads `deletionTimestamp`, and the remote agent deletes its CiliumEndpoint only
+ * when the endpoint goes). Removed, its addresses read as world, which a world or CIDR allow admits past the deny of
+ * its labels; held at the unallocated number, every local map denies it, and neither its allows nor world's apply.
+ * Only at addresses no other pod claims (`EngineBatches.wanted`): its upsert would take back one a new pod holds.
+ */
+export function expiredPod(h: Extract<Held, { kind: 'Pod' }>): Held {
+  return { ...(failClosedPod(h) as Extract<Held, { kind: 'Pod' }>), deleteAt: undefined, expired: true };
 }
 
 function nodeMeaning(kind: 'Node' | 'CiliumNode', obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {

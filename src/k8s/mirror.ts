@@ -95,8 +95,8 @@ export class ClusterMirror {
   /** Streams that completed a List or a watch-list (its initial-events-end bookmark): they showed a whole view once. */
   private readonly relisted = new Set<string>();
   /**
-   * Keys of the objects each stream's events left held since its last ERROR, List or
-   * initial-events-end bookmark (bounded by what is held): what such a bookmark keeps (`bookmark`).
+   * Keys of the objects each stream's events left there (held or meaning nothing to the engine) since its last ERROR,
+   * List or initial-events-end bookmark (bounded by the live states): what such a bookmark keeps (`bookmark`).
    */
   private readonly watchedSince = new Map<string, Set<string>>();
   /**
@@ -243,8 +243,9 @@ export class ClusterMirror {
     this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.set(source, seen);
-    // By what is held after the event: a stale DELETED dropped leaves its object held, and kept.
-    if (this.states.get(key)?.desired === undefined) seen.delete(key);
+    // By what exists after the event: a stale DELETED dropped leaves its object, kept; one that means nothing to the
+    // engine (a Pending pod) is kept too, or the end bookmark buried it (finding 2842).
+    if (!this.states.exists(key)) seen.delete(key);
     else seen.add(key);
   }
 

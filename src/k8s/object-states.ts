@@ -1,5 +1,6 @@
-import { namespaceOfHeld, type Held, type LogFn } from './held.js';
+import { expiredPod, namespaceOfHeld, type Held, type LogFn } from './held.js';
 import { compareDecimal, stale } from './resource-version.js';
+import { podIps } from '../model/cluster.js';
 
 /** One object as the streams describe it. */
 export interface ObjectState {
@@ -39,6 +40,21 @@ export class ObjectStates {
 
   get(key: string): ObjectState | undefined {
     return this.objects.get(key);
+  }
+
+  /** True when `key` has a state that is no tombstone: the streams describe it as there (with a meaning or not). */
+  exists(key: string): boolean {
+    return this.objects.has(key) && !this.tombstones.has(key);
+  }
+
+  /** True when a pod other than `key`, wanted and not expired (`expiredPod`), claims one of `ips` (address texts). */
+  otherPodAt(key: string, ips: ReadonlySet<string>): boolean {
+    for (const [k, state] of this.objects) {
+      const d = state.desired;
+      if (k === key || d?.kind !== 'Pod' || d.expired === true) continue;
+      if (podIps(d.pod).some((ip) => ips.has(ip.text))) return true;
+    }
+    return false;
   }
 
   /** Keys of the pods and policies wanted in namespace `ns`. */
@@ -146,7 +162,11 @@ export class ObjectStates {
   dropUnlisted(kinds: ReadonlySet<string>, listed: { has(key: string): boolean }, resourceVersion: string | undefined, source: string): void {
     const gone: string[] = [];
     for (const [key, state] of this.objects) {
-      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.desired === undefined || state.source !== source) continue;
+      if (!kinds.has(key.slice(0, key.indexOf('/'))) || listed.has(key) || state.source !== source) continue;
+      if (state.desired === undefined) {
+        this.omitted(key, state, resourceVersion);
+        continue;
+      }
       if (state.desired.kind === 'Namespace') gone.push(state.desired.name);
       this.set(key, laterVersion(resourceVersion, state.rv), undefined);
       this.bury(key);
@@ -154,12 +174,30 @@ export class ObjectStates {
     for (const ns of gone) this.namespaceGone(ns, resourceVersion);
   }
 
-  /** Pods whose deletion grace period is over at `now` stop being endpoints; returns how many there were. */
+  /**
+   * An object that means nothing to the engine (a pod without an endpoint, a local one past its deletion
+   * deadline, an object never readable) and that a relist omits is deleted too: it becomes a
+   * tombstone at the later version (finding 2840: kept live at its own, it was never forgotten, and
+   * a replayed event between the two versions brought it back, at an address another pod holds
+   * since, finding 2841). A tombstone already stays where it is.
+   */
+  private omitted(key: string, state: ObjectState, resourceVersion: string | undefined): void {
+    if (this.tombstones.has(key)) return;
+    this.objects.set(key, { ...state, rv: laterVersion(resourceVersion, state.rv) });
+    this.bury(key);
+  }
+
+  /**
+   * Pods whose deletion grace period is over at `now` stop being endpoints, and a remote one is held fail-closed until
+   * its DELETED (`expiredPod`, finding 2843); returns how many there were.
+   */
   expire(now: number): number {
     let n = 0;
     for (const [key, at] of this.deadlines) {
       if (at > now) continue;
-      this.set(key, this.objects.get(key)?.rv, undefined);
+      const state = this.objects.get(key);
+      const was = state?.desired;
+      this.set(key, state?.rv, was?.kind === 'Pod' && !was.local ? expiredPod(was) : undefined);
       this.debug('pod deletion grace period over: no longer an endpoint', { key, deletionTimestamp: new Date(at).toISOString() });
       n++;
     }

@@ -37,7 +37,11 @@ export type IdentityEvent = Extract<EngineEvent, { readonly type: 'upsertIdentit
  * A pod as the engine sees it, or why it is not an endpoint (yet). `deleteAt` (ms since the
  * epoch): the pod is being deleted gracefully and stops being an endpoint then.
  */
-export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly deleteAt?: number } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
+/**
+ * `expired`: a remote pod past its `deletionTimestamp` that is still listed (not `Succeeded`/`Failed`): the agent holds
+ * it fail-closed until it is deleted (finding 2843).
+ */
+export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly deleteAt?: number; readonly expired?: true } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
 
 function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -150,9 +154,9 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})
  * A `v1` Pod as an endpoint of node `nodeName` (`spec.nodeName` equal: local) or a remote peer, at
  * time `now` (ms since the epoch). Host-network pods are never endpoints (they have the node's
  * address); pods without an address wait; `Succeeded`/`Failed` pods stop being endpoints, and so
- * do pods being deleted once their `deletionTimestamp` has passed (before it, they are endpoints
- * with `deleteAt` set: their containers may still serve while they drain). Throws ManifestError
- * naming `source` and the field.
+ * do local pods being deleted once their `deletionTimestamp` has passed (before it, they are endpoints
+ * with `deleteAt` set: their containers may still serve while they drain); a remote one is then
+ * `expired` (finding 2843). Throws ManifestError naming `source` and the field.
  */
 export function podEndpoint(obj: unknown, nodeName: string, source: string, now: number = Date.now()): PodEndpoint {
   const r = new Reader(source);
@@ -166,12 +170,15 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   const deleteAt = deletionDeadline(r, meta);
   if (spec.hostNetwork === true) return { pod: null, reason: 'host-network' };
   if (status.phase === 'Succeeded' || status.phase === 'Failed') return { pod: null, reason: 'terminated' };
-  if (deleteAt !== undefined && deleteAt <= now) return { pod: null, reason: 'terminating' };
+  const local = spec.nodeName === nodeName;
+  const expired = deleteAt !== undefined && deleteAt <= now;
+  if (expired && local) return { pod: null, reason: 'terminating' };
   const ips = podAddresses(r, status);
   if (ips.length === 0) return { pod: null, reason: 'no-ip' };
   const serviceAccount = podServiceAccount(r, spec, meta);
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount, ports };
-  return { pod, local: spec.nodeName === nodeName, ...(deleteAt !== undefined ? { deleteAt } : {}) };
+  if (expired) return { pod, local, expired: true };
+  return { pod, local, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }
 
 /**
@@ -181,7 +188,7 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
  * pod's). Undefined where `podEndpoint` would make it no endpoint (host network, a terminal phase, a passed deletion)
  * or nothing parses: its addresses then read as before.
  */
-export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: number): { readonly pod: Pod; readonly local: boolean } | undefined {
+export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: number): { readonly pod: Pod; readonly local: boolean; readonly expired?: true } | undefined {
   const o = rec(obj);
   const meta = rec(o.metadata);
   const spec = rec(o.spec);
@@ -194,7 +201,7 @@ export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: numbe
   }
   if (spec.hostNetwork === true || status.phase === 'Succeeded' || status.phase === 'Failed') return undefined;
   const ts = typeof meta.deletionTimestamp === 'string' && RFC3339.test(meta.deletionTimestamp) ? Date.parse(meta.deletionTimestamp) : NaN;
-  if (ts <= now) return undefined;
+  if (ts <= now && spec.nodeName === nodeName) return undefined;
   const texts = [...(Array.isArray(status.podIPs) ? status.podIPs.map((e) => rec(e).ip) : []), status.podIP];
   const ips: IpAddress[] = [];
   for (const t of texts) {
@@ -204,7 +211,7 @@ export function unreadablePodEndpoint(obj: unknown, nodeName: string, now: numbe
   }
   if (ips.length === 0) return undefined;
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels: {}, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount: '', ports: [], failClosed: true };
-  return { pod, local: spec.nodeName === nodeName };
+  return { pod, local: spec.nodeName === nodeName, ...(ts <= now ? { expired: true as const } : {}) };
 }
 
 /**

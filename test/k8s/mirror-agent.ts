@@ -5,8 +5,8 @@ import { ClusterMirror, type MirrorOptions } from '../../src/k8s/mirror.js';
 import { WatchStreamParser } from '../../src/k8s/watch.js';
 
 /** A mirror feeding an engine, as the agent wires them, for tests that read watch-stream lines. */
-export function mirrorAgent(nodeName = 'n1') {
-  const mirror = new ClusterMirror({ nodeName });
+export function mirrorAgent(nodeName = 'n1', options: Partial<MirrorOptions> = {}) {
+  const mirror = new ClusterMirror({ nodeName, ...options });
   const engine = new Engine();
   const parsers = new Map<string, WatchStreamParser>();
   /** Lines read on stream `source`, then flushed into the engine. */

@@ -49,9 +49,10 @@ export type EngineEvent =
    * (ClusterNetworkPolicy `nodes` peers select on them).
    */
   /**
-   * `failClosed` (set by the agent only, for a remote node whose change the engine refused alone, finding 2432): its
-   * own addresses read the unallocated number, which every local map denies both ways, whatever its labels; refused
-   * with `local`.
+   * `failClosed` (set by the agent only, for a node whose change the engine refused alone): a remote node's own
+   * addresses read the unallocated number, which every local map denies both ways, whatever its labels (finding 2432);
+   * the local node keeps `host` with its labels unknown: an Accept's `nodes` peer never selects it, a Deny's always
+   * does, a Pass rule with a `nodes` peer denies it at its own level (finding 2541).
    */
   | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>>; readonly failClosed?: true }
   | { readonly type: 'deleteNode'; readonly name: string }

@@ -15,7 +15,10 @@ interface NodeRecord extends NodeEndpointAddresses {
   readonly labels: LabelSet;
   /** When the node was first upserted (kept by later upserts): of several nodes holding one address, the first decides. */
   readonly seq: number;
-  /** Held fail-closed by the agent (`upsertNode.failClosed`, finding 2432): a remote node whose identity is the unallocated number. */
+  /**
+   * Held fail-closed by the agent (`upsertNode.failClosed`): a remote node's identity is the unallocated number (finding
+   * 2432); the local node's labels read as unknown (`host` keeps its identity, finding 2541).
+   */
   readonly failClosed: boolean;
 }
 
@@ -100,7 +103,7 @@ export class NodeTable {
     return this.coverChanges(() => {
       const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
       if (this.nodes.has(name)) this.delete(name);
-      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq, failClosed: failClosed && !local };
+      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq, failClosed };
       for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
       this.add(name, rec);
       this.ctx.onUndo(() => this.forget(name, rec));
@@ -156,7 +159,7 @@ export class NodeTable {
 
   private add(name: string, rec: NodeRecord): void {
     this.nodes.set(name, rec);
-    if (rec.failClosed) this.heldCount++;
+    if (rec.failClosed && !rec.local) this.heldCount++;
     // A node held fail-closed: its own addresses are the unallocated number, which no selector selects (finding 2432).
     if (!rec.local) this.remote.set(name, rec.failClosed ? this.identities.unallocated : this.identities.acquireNode(this.relevant(rec.labels)));
     else this.updateHost();
@@ -172,7 +175,7 @@ export class NodeTable {
 
   private forget(name: string, rec: NodeRecord): void {
     this.nodes.delete(name);
-    if (rec.failClosed) this.heldCount--;
+    if (rec.failClosed && !rec.local) this.heldCount--;
     const identity = this.remote.get(name);
     if (identity) this.identities.release(identity);
     this.remote.delete(name);
@@ -244,7 +247,7 @@ export class NodeTable {
   private updateHost(): void {
     let own: NodeRecord | undefined;
     for (const rec of this.nodes.values()) if (rec.local && (own === undefined || rec.seq < own.seq)) own = rec;
-    this.identities.setHostNodeLabels(own?.labels);
+    this.identities.setHostNodeLabels(own?.labels, own?.failClosed === true);
   }
 
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */

@@ -29,13 +29,13 @@ export interface MirrorBatch {
 const namespaceKey = (ns: string): string => `Namespace//${ns}`;
 
 /**
- * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a remote node, a
+ * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a node, a
  * policy (its deny side, then its deny-all side).
  */
 function hasFailClosedForm(want: Held): boolean {
   if (want.kind === 'Pod') return want.pod.failClosed !== true;
   if (want.kind === 'CidrGroup') return want.group !== undefined && want.group.failClosed !== true;
-  if (want.kind === 'Node') return !want.node.local && want.node.failClosed !== true;
+  if (want.kind === 'Node') return want.node.failClosed !== true;
   return want.kind === 'Policy' && want.denyAll !== true;
 }
 
@@ -514,7 +514,8 @@ export class EngineBatches {
     if (want.kind === 'Policy' && want.denySide === true) this.denyAll.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
     this.first(key);
-    if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
+    if (want.kind === 'Node' && want.node.local) this.warn('local node refused by the engine: held fail-closed (its labels unknown: nodes peers of Deny and Pass rules select it as a Deny, of Accept rules never) until it changes or a later change lets it be read', { key });
+    else if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
     else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'Policy' && want.denySide === true) this.warn('policy and its deny side refused by the engine: its subjects are isolated and denied every peer where it denies (none of its allows) until it changes or a later change lets it be read', { key });
     else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });

@@ -51,4 +51,16 @@ describe('2541: a local Node relabel the engine refuses alone', () => {
     n.feed(line('MODIFIED', cnp('deny-nodes', 15, 5, 'Deny', 'c', port80)));
     expect(n.verdict(HOST)).toBe('allow');
   });
+
+  // 2730 (not fixed): the held form itself overflows when the Deny that selects the new labels is the large one (a
+  // Deny always selects the held host): refused again, the node waits at its last labels as on the base.
+  it.fails('2730: held form refused too (a 20-port Deny of role=b): x/server → host:80 stays allowed', () => {
+    const n = node();
+    n.feed(line('ADDED', namespace), line('ADDED', localNode(20, 'a')), line('ADDED', server), line('ADDED', cnp('deny-nodes', 11, 5, 'Deny', 'a', port80)));
+    n.feed(line('MODIFIED', cnp('deny-nodes', 12, 5, 'Deny', 'b', protocols)));
+    n.feed(line('MODIFIED', localNode(21, 'b')));
+    expect(n.mirror.refusedObjects()).toEqual(['Node//n1']);
+    n.feed(line('ADDED', other));
+    expect(n.verdict(HOST)).toBe('deny');
+  });
 });

@@ -31,12 +31,16 @@ export type IdentitySelector =
    * those labelled `reserved:remote-node`, never `host`. `unknown`: how it reads a node whose labels
    * are unknown (`nodeLabelsUnknown`, the agent's own node held fail-closed, finding 2541): absent, it
    * never selects it (an Accept's peer); `select`, it always does (a Deny's); `only`, it selects that
-   * node alone (a Pass rule's Deny of it).
+   * node alone (a Pass rule's Deny of it). Held on every port (`allPorts`, finding 2730), only
+   * `onlyAllPorts` selects it (a Deny or Pass rule's all-port Deny of it).
    */
   | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector; readonly remoteOnly?: true; readonly unknown?: NodesUnknownMode };
 
 /** How a `nodes` selector reads a node whose labels are unknown (see `IdentitySelector`). */
-type NodesUnknownMode = 'select' | 'only';
+type NodesUnknownMode = 'select' | 'only' | 'onlyAllPorts';
+
+/** How the agent's own node is held: its labels unknown to each rule's ports, or denied on every port by Deny and Pass rules. */
+export type NodeLabelsUnknown = 'ports' | 'allPorts';
 
 const NODES_BUCKET = 'nodes';
 /** Label sets up to this size are scanned (a pod's few labels: a map would cost more than it saves). */
@@ -48,6 +52,8 @@ export function nodesSelector(selector: Selector, unknown?: 'select'): IdentityS
 
 /** The node whose labels are unknown, alone (a Pass rule with a `nodes` peer denies it: finding 2541). */
 export const unknownNodeSelector: IdentitySelector = { kind: 'nodes', key: 'nodes-unknown', selector: makeSelector([]), unknown: 'only' };
+/** The node held on every port, alone (a Deny or Pass rule with a `nodes` peer denies it on every port: finding 2730). */
+export const unknownNodeAllPortsSelector: IdentitySelector = { kind: 'nodes', key: 'nodes-unknown-all-ports', selector: makeSelector([]), unknown: 'onlyAllPorts' };
 
 export function remoteNodesSelector(selector: Selector): IdentitySelector {
   return { kind: 'nodes', key: `remote-nodes:${selector.key}`, selector, remoteOnly: true };
@@ -107,8 +113,8 @@ export interface SelectableIdentity {
   readonly nets?: ReadonlySet<string>;
   /** Node identities (host, remote-node and the remote nodes' by labels): the labels of the node(s) they stand for. */
   readonly nodeLabels?: LabelSet | undefined;
-  /** `host` while the agent's own node is held fail-closed (finding 2541): its node labels read as unknown. */
-  readonly nodeLabelsUnknown?: boolean;
+  /** `host` while the agent's own node is held fail-closed: its node labels read as unknown (finding 2541), on every port (2730). */
+  readonly nodeLabelsUnknown?: NodeLabelsUnknown | undefined;
 }
 
 export interface SelectionListener {
@@ -419,8 +425,8 @@ export class SelectorCache {
 
   private nodesMatch(s: IdentitySelector & { kind: 'nodes' }, ident: SelectableIdentity): boolean {
     if (ident.nodeLabels === undefined) return false;
-    if (ident.nodeLabelsUnknown === true) return s.unknown !== undefined;
-    return s.unknown !== 'only' && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
+    if (ident.nodeLabelsUnknown !== undefined) return ident.nodeLabelsUnknown === 'allPorts' ? s.unknown === 'onlyAllPorts' : s.unknown === 'select' || s.unknown === 'only';
+    return (s.unknown === undefined || s.unknown === 'select') && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
   }
 
   /**

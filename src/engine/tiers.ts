@@ -8,7 +8,7 @@ import { makeSelector, matchLabelRequirement, type Selector } from '../model/sel
 import { networksCoverEverything, RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
-import { fqdnPeerSelector, labelsSelector, nodesSelector, unknownNodeSelector, type IdentitySelector } from './selector-cache.js';
+import { fqdnPeerSelector, labelsSelector, nodesSelector, unknownNodeAllPortsSelector, unknownNodeSelector, type IdentitySelector } from './selector-cache.js';
 
 /**
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
@@ -154,6 +154,9 @@ export function compileTiered(policy: Policy, spec: TieredSpec, nodeCover: NodeC
     const partial = passDenies(r, nodeCover);
     const nodes = partial.length > 0 ? ruleUnit(policy, spec, { ...r, action: 'Deny' }, nodeCover, partial) : null;
     if (nodes) out.push(nodes);
+    // The agent's own node held on every port (finding 2730): one entry per Deny or Pass rule with a `nodes` peer.
+    const allPorts = r.action !== 'Accept' && r.peers.some((p) => p.kind === 'nodes') && !r.peers.some((p) => p.kind === 'unknown');
+    if (allPorts) out.push(ruleUnit(policy, spec, { ...r, action: 'Deny', protocols: [] }, nodeCover, [unknownNodeAllPortsSelector]) as RuleUnit);
   }
   return out;
 }

@@ -1,5 +1,5 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
-import { type ClusterNode, type ClusterState, isApiServerAddress, nodeAddressRole, type NodeAddressRole, nodeRoleRank } from '../model/cluster.js';
+import { type ClusterNode, type ClusterState, isApiServerAddress, nodeAddressRole, type NodeAddressRole, type NodeHold, nodeRoleRank } from '../model/cluster.js';
 import { k8sLabels, type LabelSet, makeLabelSet } from '../model/labels.js';
 import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
@@ -44,8 +44,10 @@ function peerMatches(peer: TierPeer, action: TierAction, ep: FlowEndpoint, state
       // holds, unless it is an API server address (its identity has no fqdn labels: finding 460).
       return ep.kind === 'external' && !isApiServerAddress(state, ep.external.ip.text) && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
     case 'nodes': {
-      // The agent's own node held fail-closed (finding 2541): its labels unknown, a Deny's or Pass's peer selects it, an Accept's never.
-      if (heldLocalNode(state, ep)) return action !== 'Accept';
+      // The agent's own node held fail-closed (finding 2541): its labels unknown, a Deny's or Pass's peer selects it, an
+      // Accept's never; held on every port (2730), none (`ruleMatches` denies it).
+      const held = heldLocalNode(state, ep);
+      if (held !== undefined) return held === true && action !== 'Accept';
       const labels = nodePeerLabels(state, ep);
       return labels !== undefined && selectorMatches(peer.selector, labels);
     }
@@ -77,10 +79,15 @@ function ipcacheHolder(state: ClusterState, ep: FlowEndpoint): { nodes: ClusterN
   return holder === undefined ? { nodes } : { nodes, holder, role: nodeAddressRole(holder, ep.address.text) as NodeAddressRole };
 }
 
-/** The flow's peer is an address the ipcache gives `host` while the agent's own node is held fail-closed (`upsertNode.failClosed`). */
-function heldLocalNode(state: ClusterState, ep: FlowEndpoint): boolean {
+/** How the agent's own node is held (`upsertNode.failClosed`) when the flow's peer is an address the ipcache gives `host`. */
+function heldLocalNode(state: ClusterState, ep: FlowEndpoint): NodeHold | undefined {
   const { nodes, role } = ipcacheHolder(state, ep);
-  return role === 'host' && nodes.find((n) => n.local)?.failClosed === true;
+  return role === 'host' ? nodes.find((n) => n.local)?.failClosed : undefined;
+}
+
+/** A Deny or Pass rule with a `nodes` peer denies the local node held on every port (finding 2730), whatever its protocols. */
+function deniesHeldAllPorts(rule: TierRule, ep: FlowEndpoint, state: ClusterState): boolean {
+  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, ep) === 'allPorts';
 }
 
 /**
@@ -111,6 +118,7 @@ function ruleMatches(rule: TierRule, f: Flow4, state: ClusterState): boolean {
   // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules nothing ("treat the rule as matching no traffic").
   if (failsClosedToDenyAll(rule)) return true;
   if (rule.peers.some((p) => p.kind === 'unknown')) return false;
+  if (deniesHeldAllPorts(rule, f.peer, state)) return true;
   if (!rule.peers.some((p) => peerMatches(p, rule.action, f.peer, state))) return false;
   return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
 }
@@ -119,7 +127,7 @@ const GROUP_ORDER: readonly TierAction[] = ['Deny', 'Pass', 'Accept'];
 
 /** A Pass rule with a `nodes` peer denies the held local node at its own level (finding 2541: passing or not under labels it cannot read, a deny is never more open). */
 function passDeniesHeldNode(rule: TierRule, f: Flow4, state: ClusterState): boolean {
-  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, f.peer);
+  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, f.peer) !== undefined;
 }
 
 function originOf(policy: Policy, rule: TierRule, f: Flow4, state: ClusterState): TierOrigin {

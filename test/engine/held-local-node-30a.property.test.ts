@@ -4,15 +4,16 @@ import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { applyEventToCluster } from '../../src/harness/cluster-sync.js';
 import { parseIp } from '../../src/model/cidr.js';
-import { type ClusterState, EMPTY_CLUSTER } from '../../src/model/cluster.js';
+import { type ClusterState, EMPTY_CLUSTER, type NodeHold } from '../../src/model/cluster.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { parseManifest } from '../../src/policy/manifest.js';
 
 /*
- * Finding 2541 (30a): the agent's own node held fail-closed (`upsertNode.failClosed` with `local`: the engine refused
- * its relabel from L1 to L2 alone) reads its labels as unknown. Checked against the oracle for random
+ * Findings 2541 and 2730 (30a): the agent's own node held fail-closed (`upsertNode.failClosed` with `local`: the engine
+ * refused its relabel from L1 to L2 alone) reads its labels as unknown; `allPorts` (that form refused too), every Deny
+ * or Pass rule with a `nodes` peer denies it on every port. Checked against the oracle for random
  * ClusterNetworkPolicy tiers (`nodes`, `networks` and `pods` peers, Accept/Deny/Pass, Admin and Baseline, shared
  * priorities) and a NetworkPolicy-tier rule on the host entity:
  *  - the held engine's verdicts equal the oracle's on the held state (src/naive/tiers.ts `heldLocalNode`);
@@ -50,10 +51,10 @@ const tiered = fc.record({ name: fc.constantFrom('t1', 't2', 't3'), tier: fc.con
 }));
 /** A NetworkPolicy-tier rule of web on the host entity (or none): decides where the Admin tier passes. */
 const npTier = fc.constantFrom<Json[]>([], [{ egress: [{ toEntities: ['host'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] }], [{ egressDeny: [{ toEntities: ['host'], toPorts: [{ ports: [{ port: '22', protocol: 'TCP' }] }] }] }]);
-const scenario = fc.record({ l1: labels, l2: labels, remote: labels, policies: fc.uniqueArray(tiered, { minLength: 1, maxLength: 3, selector: (p) => p.metadata.name }), np: npTier });
+const scenario = fc.record({ l1: labels, l2: labels, remote: labels, policies: fc.uniqueArray(tiered, { minLength: 1, maxLength: 3, selector: (p) => p.metadata.name }), np: npTier, hold: fc.constantFrom<NodeHold>(true, 'allPorts') });
 
-const counts = { cases: 0, flows: 0, heldAllows: 0, stricter: 0, hostTierRules: 0 };
-const node = (name: string, ip: string, local: boolean, l: Record<string, string>, failClosed = false): EngineEvent => ({ type: 'upsertNode', name, ips: [parseIp(ip)], local, labels: l, ...(failClosed ? { failClosed: true as const } : {}) });
+const counts = { allPorts: 0, cases: 0, flows: 0, heldAllows: 0, stricter: 0, hostTierRules: 0 };
+const node = (name: string, ip: string, local: boolean, l: Record<string, string>, failClosed?: NodeHold): EngineEvent => ({ type: 'upsertNode', name, ips: [parseIp(ip)], local, labels: l, ...(failClosed !== undefined ? { failClosed } : {}) });
 const web: EngineEvent = { type: 'upsertPod', local: true, pod: { namespace: 'a', name: 'web', labels: { app: 'web' }, ip: parseIp('10.244.0.10'), serviceAccount: 'default', ports: [] } };
 
 /** web's egress verdict to `peerName` (a node address or a pod) per probe, from the engine and the oracle. */
@@ -72,17 +73,18 @@ function verdicts(e: Engine | null, s: ClusterState, peerName: string): string[]
 describe('30a: the local node held with its labels unknown', () => {
   it('equals the oracle, never allows what L1 or L2 denies, and reads L2 once it is read as written', () => {
     fc.assert(
-      fc.property(scenario, ({ l1, l2, remote, policies, np }) => {
+      fc.property(scenario, ({ l1, l2, remote, policies, np, hold }) => {
         const setup: EngineEvent[] = [{ type: 'upsertNamespace', name: 'a', labels: {} }, web, { type: 'upsertPod', local: false, pod: { namespace: 'a', name: 'db', labels: { app: 'db' }, ip: parseIp('10.244.1.5'), serviceAccount: 'default', ports: [] } }, node('n1', REMOTE, false, remote)];
         const pols: EngineEvent[] = [...policies, ...np.map((spec) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'np', namespace: 'a' }, spec: { endpointSelector: { matchLabels: { app: 'web' } }, ...spec } }))].map((m) => ({ type: 'upsertPolicy', policy: parseManifest(m, 'p.yaml') }));
         const stateOf = (...events: EngineEvent[]): ClusterState => [...setup, ...pols, ...events].reduce(applyEventToCluster, EMPTY_CLUSTER);
         const e = new Engine();
         e.apply([...setup, node('n0', HOST, true, l1), ...pols]);
-        e.apply([node('n0', HOST, true, l2, true)]);
-        const held = stateOf(node('n0', HOST, true, l2, true));
+        e.apply([node('n0', HOST, true, l2, hold)]);
+        const held = stateOf(node('n0', HOST, true, l2, hold));
         const under1 = stateOf(node('n0', HOST, true, l1));
         const under2 = stateOf(node('n0', HOST, true, l2));
         counts.cases++;
+        if (hold === 'allPorts') counts.allPorts++;
         if (policies.some((p) => p.spec.egress.some((r) => r.to.some((x) => 'nodes' in x)))) counts.hostTierRules++;
         for (const peerName of [HOST, REMOTE, 'a/db']) {
           const got = verdicts(e, held, peerName);

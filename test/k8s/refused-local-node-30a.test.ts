@@ -30,16 +30,25 @@ function node() {
   return { feed, verdict, mirror, engine };
 }
 
+/**
+ * n1 (role=a) under a Deny of role=a on port 80 (x/server → host:80 denied); `policies` move it to role=b (committed:
+ * host:80 allowed); n1's relabel to role=b refused alone; then an unrelated change.
+ */
+function relabelRefused(...policies: Obj[]) {
+  const n = node();
+  n.feed(line('ADDED', namespace), line('ADDED', localNode(20, 'a')), line('ADDED', server), line('ADDED', cnp('deny-nodes', 11, 5, 'Deny', 'a', port80)));
+  expect(n.verdict(HOST)).toBe('deny');
+  n.feed(...policies.map((p) => line(p.metadata !== undefined && (p.metadata as Obj).name === 'deny-nodes' ? 'MODIFIED' : 'ADDED', p)));
+  expect(n.verdict(HOST)).toBe('allow');
+  n.feed(line('MODIFIED', localNode(21, 'b')));
+  expect(n.mirror.refusedObjects()).toEqual(['Node//n1']);
+  n.feed(line('ADDED', other));
+  return n;
+}
+
 describe('2541: a local Node relabel the engine refuses alone', () => {
   it('is held with its labels unknown: x/server → host:80 denied at the next change, both inputs denying it', () => {
-    const n = node();
-    n.feed(line('ADDED', namespace), line('ADDED', localNode(20, 'a')), line('ADDED', server), line('ADDED', cnp('deny-nodes', 11, 5, 'Deny', 'a', port80)));
-    expect(n.verdict(HOST)).toBe('deny');
-    n.feed(line('MODIFIED', cnp('deny-nodes', 12, 5, 'Deny', 'b', port80)), line('ADDED', cnp('accept-nodes', 13, 10, 'Accept', 'b', protocols)));
-    expect(n.verdict(HOST)).toBe('allow');
-    n.feed(line('MODIFIED', localNode(21, 'b')));
-    expect(n.mirror.refusedObjects()).toEqual(['Node//n1']);
-    n.feed(line('ADDED', other));
+    const n = relabelRefused(cnp('deny-nodes', 12, 5, 'Deny', 'b', port80), cnp('accept-nodes', 13, 10, 'Accept', 'b', protocols));
     expect(n.verdict(HOST)).toBe('deny');
     // The Accept never selects the held host: its ports fall to the default allow (no entry of its own), port 81 is allowed as under role=a.
     expect(n.verdict(HOST, 81)).toBe('allow');
@@ -52,15 +61,17 @@ describe('2541: a local Node relabel the engine refuses alone', () => {
     expect(n.verdict(HOST)).toBe('allow');
   });
 
-  // 2730 (not fixed): the held form itself overflows when the Deny that selects the new labels is the large one (a
-  // Deny always selects the held host): refused again, the node waits at its last labels as on the base.
-  it.fails('2730: held form refused too (a 20-port Deny of role=b): x/server → host:80 stays allowed', () => {
-    const n = node();
-    n.feed(line('ADDED', namespace), line('ADDED', localNode(20, 'a')), line('ADDED', server), line('ADDED', cnp('deny-nodes', 11, 5, 'Deny', 'a', port80)));
-    n.feed(line('MODIFIED', cnp('deny-nodes', 12, 5, 'Deny', 'b', protocols)));
-    n.feed(line('MODIFIED', localNode(21, 'b')));
-    expect(n.mirror.refusedObjects()).toEqual(['Node//n1']);
-    n.feed(line('ADDED', other));
+  // 2730: the held form itself overflows when the Deny that selects the new labels is the large one (a Deny always
+  // selects the held host): refused again, the node was left at its last labels. Now it is held on every port.
+  it('2730: its held form refused too (a 20-port Deny of role=b): held on every port, x/server → host:80 denied', () => {
+    const n = relabelRefused(cnp('deny-nodes', 12, 5, 'Deny', 'b', protocols));
     expect(n.verdict(HOST)).toBe('deny');
+    // Every port of the host: the Deny rule's one all-port entry (stricter than both inputs on 443).
+    expect(n.verdict(HOST, 443)).toBe('deny');
+    // Liveness: the Deny back on port 80 alone, the relabel fits and role=b applies.
+    n.feed(line('MODIFIED', cnp('deny-nodes', 13, 5, 'Deny', 'b', port80)));
+    expect(n.mirror.refusedObjects()).toEqual([]);
+    expect(n.verdict(HOST)).toBe('deny');
+    expect(n.verdict(HOST, 443)).toBe('allow');
   });
 });

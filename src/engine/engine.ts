@@ -365,7 +365,7 @@ export class Engine {
       case 'deleteIdentity':
         return this.identityChanged(e.id, () => this.stages.identities.deleteExternal(e.id));
       case 'upsertNode':
-        return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels, e.failClosed === true));
+        return this.nodeChanged(() => this.stages.nodes.upsert(e.name, e.ips, e.local ?? false, nodeEndpointsOf(e), e.labels, e.failClosed));
       case 'deleteNode':
         return this.nodeChanged(() => this.stages.nodes.delete(e.name));
       case 'upsertCidrGroup':

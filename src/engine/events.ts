@@ -1,6 +1,6 @@
 import type { IpAddress } from '../model/cidr.js';
 import type { CidrGroup } from '../model/cidr-group.js';
-import type { Pod } from '../model/cluster.js';
+import type { NodeHold, Pod } from '../model/cluster.js';
 import type { FqdnEvent } from '../model/fqdn-events.js';
 import type { L7Parser, L7Policy } from '../model/l7.js';
 import type { LookupResult, PolicyEntry, PolicyKey } from '../model/policy-map.js';
@@ -49,11 +49,14 @@ export type EngineEvent =
    * (ClusterNetworkPolicy `nodes` peers select on them).
    */
   /**
-   * `failClosed` (set by the agent only, for a remote node whose change the engine refused alone, finding 2432): its
-   * own addresses read the unallocated number, which every local map denies both ways, whatever its labels; refused
-   * with `local`.
+   * `failClosed` (set by the agent only, for a node whose change the engine refused alone): a remote node's own
+   * addresses read the unallocated number, which every local map denies both ways, whatever its labels (finding 2432);
+   * the local node keeps `host` with its labels unknown: an Accept's `nodes` peer never selects it, a Deny's always
+   * does, a Pass rule with a `nodes` peer denies it at its own level (finding 2541); `allPorts` (the local node only,
+   * that form refused in turn, finding 2730): no `nodes` peer selects it, every Deny or Pass rule with one denies it on
+   * every port at its own level.
    */
-  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>>; readonly failClosed?: true }
+  | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>>; readonly failClosed?: NodeHold }
   | { readonly type: 'deleteNode'; readonly name: string }
   /**
    * A CiliumCIDRGroup object (src/model/cidr-group.ts), created or replaced: its prefixes become

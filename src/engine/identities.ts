@@ -4,7 +4,7 @@ import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
 import { LabelSet, labelSetKey, makeLabelSet, reservedLabel, SOURCE_CIDR } from '../model/labels.js';
 import type { ContainerPort } from '../model/ports.js';
 import type { EngineContext } from './context.js';
-import { SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
+import { type NodeLabelsUnknown, SelectableIdentity, SelectorCache, SOURCE_FQDN } from './selector-cache.js';
 import { IpKey, ipKeyOfText, IpMap, ipOfKey } from './ip-key.js';
 import { NamedPorts } from './named-ports.js';
 import { TombstoneMap } from './tombstone-map.js';
@@ -22,6 +22,8 @@ export interface IdentityRecord extends SelectableIdentity {
   readonly fqdn?: true;
   /** Set by `setHostNodeLabels` on `host`: the agent's own node's labels. */
   nodeLabels?: LabelSet | undefined;
+  /** Set by `setHostNodeLabels` on `host`: the agent's own node is held fail-closed, its labels unknown (finding 2541). */
+  nodeLabelsUnknown?: NodeLabelsUnknown | undefined;
   /** Changed in place on `host` and `kube-apiserver` only (`setApiServerLabels`). */
   matchLabels: LabelSet;
   /** An API server address's identity outside the cluster: `cidr` is its host prefix, not an LPM entry. */
@@ -168,12 +170,15 @@ export class IdentityTable {
   }
 
   /** The agent's own node's labels on `host` (undefined: no own node); selectors see it anew. */
-  setHostNodeLabels(nodeLabels: LabelSet | undefined): void {
+  /** `unknown`: the agent's own node is held fail-closed (findings 2541, 2730), its labels read as unknown by `nodes` selectors. */
+  setHostNodeLabels(nodeLabels: LabelSet | undefined, unknown?: NodeLabelsUnknown): void {
     const host = this.byId.get(RESERVED_IDENTITIES.host) as IdentityRecord;
     const old = host.nodeLabels;
-    if (old === nodeLabels || (old !== undefined && nodeLabels !== undefined && labelSetKey(old) === labelSetKey(nodeLabels))) return;
+    const same = old === nodeLabels || (old !== undefined && nodeLabels !== undefined && labelSetKey(old) === labelSetKey(nodeLabels));
+    if (same && host.nodeLabelsUnknown === unknown) return;
     this.peerCache.removeIdentity(host.id);
     host.nodeLabels = nodeLabels;
+    host.nodeLabelsUnknown = unknown;
     this.peerCache.addIdentity(host);
   }
 

@@ -1,5 +1,5 @@
 import { type Cidr, cidrContainsIp, type IpAddress } from '../model/cidr.js';
-import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses } from '../model/cluster.js';
+import { NODE_ROLE_ORDER, nodeAddresses, NodeAddressRole, NodeEndpointAddresses, type NodeHold } from '../model/cluster.js';
 import { RESERVED_IDENTITIES } from '../model/identity.js';
 import { k8sLabels, LabelSet, makeLabelSet } from '../model/labels.js';
 import { hasApiServerStandIns, type Peer, type Policy } from '../model/rules.js';
@@ -15,8 +15,11 @@ interface NodeRecord extends NodeEndpointAddresses {
   readonly labels: LabelSet;
   /** When the node was first upserted (kept by later upserts): of several nodes holding one address, the first decides. */
   readonly seq: number;
-  /** Held fail-closed by the agent (`upsertNode.failClosed`, finding 2432): a remote node whose identity is the unallocated number. */
-  readonly failClosed: boolean;
+  /**
+   * Held fail-closed by the agent (`upsertNode.failClosed`): a remote node's identity is the unallocated number (finding
+   * 2432); the local node's labels read as unknown (`host` keeps its identity, finding 2541).
+   */
+  readonly failClosed: NodeHold | undefined;
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
@@ -96,11 +99,11 @@ export class NodeTable {
   ) {}
 
   /** Returns the policies to re-resolve: those whose `networks` now hold a different share of a node role's addresses (tiers.ts `nodePeers`). */
-  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}, failClosed = false): Policy[] {
+  upsert(name: string, ips: readonly IpAddress[], local: boolean, endpoints: NodeEndpointAddresses = {}, labels: Readonly<Record<string, string>> = {}, failClosed?: NodeHold): Policy[] {
     return this.coverChanges(() => {
       const seq = this.nodes.get(name)?.seq ?? this.nextSeq++;
       if (this.nodes.has(name)) this.delete(name);
-      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq, failClosed: failClosed && !local };
+      const rec: NodeRecord = { ips, local, ...endpoints, labels: makeLabelSet(k8sLabels(labels)), seq, failClosed };
       for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
       this.add(name, rec);
       this.ctx.onUndo(() => this.forget(name, rec));
@@ -156,9 +159,9 @@ export class NodeTable {
 
   private add(name: string, rec: NodeRecord): void {
     this.nodes.set(name, rec);
-    if (rec.failClosed) this.heldCount++;
+    if (rec.failClosed !== undefined && !rec.local) this.heldCount++;
     // A node held fail-closed: its own addresses are the unallocated number, which no selector selects (finding 2432).
-    if (!rec.local) this.remote.set(name, rec.failClosed ? this.identities.unallocated : this.identities.acquireNode(this.relevant(rec.labels)));
+    if (!rec.local) this.remote.set(name, rec.failClosed !== undefined ? this.identities.unallocated : this.identities.acquireNode(this.relevant(rec.labels)));
     else this.updateHost();
     for (const { ip, role } of nodeAddresses(rec)) {
       let e = this.ips.get(ip.text);
@@ -172,7 +175,7 @@ export class NodeTable {
 
   private forget(name: string, rec: NodeRecord): void {
     this.nodes.delete(name);
-    if (rec.failClosed) this.heldCount--;
+    if (rec.failClosed !== undefined && !rec.local) this.heldCount--;
     const identity = this.remote.get(name);
     if (identity) this.identities.release(identity);
     this.remote.delete(name);
@@ -226,7 +229,7 @@ export class NodeTable {
     this.keys = next;
     for (const [name, rec] of this.nodes) {
       const old = this.remote.get(name);
-      if (old === undefined || rec.failClosed) continue;
+      if (old === undefined || rec.failClosed !== undefined) continue;
       const identity = this.identities.acquireNode(this.relevant(rec.labels));
       // Touched before the change: the ipcache journal keeps the identity an address had at its first touch.
       if (identity !== old) for (const { ip } of nodeAddresses(rec)) this.ctx.touchIpcacheHost(ip);
@@ -244,7 +247,7 @@ export class NodeTable {
   private updateHost(): void {
     let own: NodeRecord | undefined;
     for (const rec of this.nodes.values()) if (rec.local && (own === undefined || rec.seq < own.seq)) own = rec;
-    this.identities.setHostNodeLabels(own?.labels);
+    this.identities.setHostNodeLabels(own?.labels, own?.failClosed === undefined ? undefined : own.failClosed === 'allPorts' ? 'allPorts' : 'ports');
   }
 
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */

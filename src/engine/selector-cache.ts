@@ -4,7 +4,7 @@ import { GroupLabels, GroupMatchMode, groupSelectorMatches, NO_GROUP_LABELS } fr
 import type { IdentityId } from '../model/identity.js';
 import { CLUSTER_KEY, type Label, LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY, SOURCE_RESERVED } from '../model/labels.js';
 import { FqdnSelector, fqdnSelectorKey } from '../model/fqdn.js';
-import { isWildcard, LabelIndex, labelIndex, Requirement, Selector, selectorMatches } from '../model/selector.js';
+import { isWildcard, LabelIndex, labelIndex, makeSelector, Requirement, Selector, selectorMatches } from '../model/selector.js';
 import type { EngineStats } from './stats.js';
 import { TombstoneMap } from './tombstone-map.js';
 import { CidrTrie } from './cidr-trie.js';
@@ -28,17 +28,32 @@ export type IdentitySelector =
   /**
    * A ClusterNetworkPolicy `nodes` peer: the node identities whose node labels (`nodeLabels`,
    * node-table.ts) it matches; `remoteOnly` (CiliumNetworkPolicy `toNodes`/`fromNodes`): only
-   * those labelled `reserved:remote-node`, never `host`.
+   * those labelled `reserved:remote-node`, never `host`. `unknown`: how it reads a node whose labels
+   * are unknown (`nodeLabelsUnknown`, the agent's own node held fail-closed, finding 2541): absent, it
+   * never selects it (an Accept's peer); `select`, it always does (a Deny's); `only`, it selects that
+   * node alone (a Pass rule's Deny of it). Held on every port (`allPorts`, finding 2730), only
+   * `onlyAllPorts` selects it (a Deny or Pass rule's all-port Deny of it).
    */
-  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector; readonly remoteOnly?: true };
+  | { readonly kind: 'nodes'; readonly key: string; readonly selector: Selector; readonly remoteOnly?: true; readonly unknown?: NodesUnknownMode };
+
+/** How a `nodes` selector reads a node whose labels are unknown (see `IdentitySelector`). */
+type NodesUnknownMode = 'select' | 'only' | 'onlyAllPorts';
+
+/** How the agent's own node is held: its labels unknown to each rule's ports, or denied on every port by Deny and Pass rules. */
+export type NodeLabelsUnknown = 'ports' | 'allPorts';
 
 const NODES_BUCKET = 'nodes';
 /** Label sets up to this size are scanned (a pod's few labels: a map would cost more than it saves). */
 const INDEXED_LABEL_SET = 32;
 
-export function nodesSelector(selector: Selector): IdentitySelector {
-  return { kind: 'nodes', key: `nodes:${selector.key}`, selector };
+export function nodesSelector(selector: Selector, unknown?: 'select'): IdentitySelector {
+  return unknown === undefined ? { kind: 'nodes', key: `nodes:${selector.key}`, selector } : { kind: 'nodes', key: `nodes+unknown:${selector.key}`, selector, unknown };
 }
+
+/** The node whose labels are unknown, alone (a Pass rule with a `nodes` peer denies it: finding 2541). */
+export const unknownNodeSelector: IdentitySelector = { kind: 'nodes', key: 'nodes-unknown', selector: makeSelector([]), unknown: 'only' };
+/** The node held on every port, alone (a Deny or Pass rule with a `nodes` peer denies it on every port: finding 2730). */
+export const unknownNodeAllPortsSelector: IdentitySelector = { kind: 'nodes', key: 'nodes-unknown-all-ports', selector: makeSelector([]), unknown: 'onlyAllPorts' };
 
 export function remoteNodesSelector(selector: Selector): IdentitySelector {
   return { kind: 'nodes', key: `remote-nodes:${selector.key}`, selector, remoteOnly: true };
@@ -98,6 +113,8 @@ export interface SelectableIdentity {
   readonly nets?: ReadonlySet<string>;
   /** Node identities (host, remote-node and the remote nodes' by labels): the labels of the node(s) they stand for. */
   readonly nodeLabels?: LabelSet | undefined;
+  /** `host` while the agent's own node is held fail-closed: its node labels read as unknown (finding 2541), on every port (2730). */
+  readonly nodeLabelsUnknown?: NodeLabelsUnknown | undefined;
 }
 
 export interface SelectionListener {
@@ -400,10 +417,16 @@ export class SelectorCache {
       return ident.matchLabels.some((l) => l.source === SOURCE_FQDN && l.key === key);
     }
     if (s.kind === 'podnet') return ident.nets?.has(s.cidr.text) === true;
-    if (s.kind === 'nodes') return ident.nodeLabels !== undefined && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
+    if (s.kind === 'nodes') return this.nodesMatch(s, ident);
     const c = ident.cidr;
     if (c === undefined || s.exceptSet.containsCidr(c)) return false;
     return s.kind === 'cidrGroup' ? groupSelectorMatches(s.selector, this.groupLabelsOf(c), s.mode) : cidrContainsCidr(s.cidr, c);
+  }
+
+  private nodesMatch(s: IdentitySelector & { kind: 'nodes' }, ident: SelectableIdentity): boolean {
+    if (ident.nodeLabels === undefined) return false;
+    if (ident.nodeLabelsUnknown !== undefined) return ident.nodeLabelsUnknown === 'allPorts' ? s.unknown === 'onlyAllPorts' : s.unknown === 'select' || s.unknown === 'only';
+    return (s.unknown === undefined || s.unknown === 'select') && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
   }
 
   /**

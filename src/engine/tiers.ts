@@ -8,7 +8,7 @@ import { makeSelector, matchLabelRequirement, type Selector } from '../model/sel
 import { networksCoverEverything, RULES_PER_DIRECTION, tierRuleName, type TieredSpec, type TierPort, type TierRule } from '../model/tiers.js';
 import { networksPeerSelectors } from './network-splits.js';
 import type { RuleUnit } from './rule-units.js';
-import { fqdnPeerSelector, labelsSelector, nodesSelector, type IdentitySelector } from './selector-cache.js';
+import { fqdnPeerSelector, labelsSelector, nodesSelector, unknownNodeAllPortsSelector, unknownNodeSelector, type IdentitySelector } from './selector-cache.js';
 
 /**
  * ClusterNetworkPolicy in the engine (docs/tiers-encoding.md): each Accept/Deny rule becomes a
@@ -100,7 +100,7 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodeCover: N
   const anyPeer = nodesOnly === undefined && (denyAll || networksCoverEverything(rule.peers));
   if (anyPeer) byKey.set('', labelsSelector(makeSelector([])));
   else if (nodesOnly === undefined) for (const p of rule.peers) {
-    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [nodesSelector(p.selector)] : [];
+    const sels = p.kind === 'pods' ? [labelsSelector(podsOnly(p.selector))] : p.kind === 'networks' ? networksPeerSelectors(p.cidrs) : p.kind === 'domainNames' ? p.fqdns.map(fqdnPeerSelector) : p.kind === 'nodes' ? [nodesSelector(p.selector, rule.action === 'Deny' ? 'select' : undefined)] : [];
     for (const s of sels) byKey.set(s.key, s);
   }
   if (nodesOnly) for (const s of nodesOnly) byKey.set(s.key, s);
@@ -134,15 +134,29 @@ function ruleUnit(policy: Policy, spec: TieredSpec, rule: TierRule, nodeCover: N
   };
 }
 
+/**
+ * The node identities a Pass rule denies at its own level: the node roles its networks partly hold (`nodePeers`) and,
+ * with a `nodes` peer, the agent's own node while its labels are unknown (held fail-closed, finding 2541: selected or
+ * not under the labels it cannot read, the rule would pass it or hand it to the next rules; a deny is never more open).
+ */
+function passDenies(rule: TierRule, nodeCover: NodeCover): IdentitySelector[] {
+  if (rule.action !== 'Pass' || rule.peers.some((p) => p.kind === 'unknown')) return [];
+  const partial = nodePeers(rule, nodeCover).partial;
+  return rule.peers.some((p) => p.kind === 'nodes') ? [...partial, unknownNodeSelector] : partial;
+}
+
 /** The rule units of a ClusterNetworkPolicy the engine supports (`tierSupportProblem` is null). */
 export function compileTiered(policy: Policy, spec: TieredSpec, nodeCover: NodeCover): RuleUnit[] {
   const out: RuleUnit[] = [];
   for (const r of spec.rules) {
     const u = ruleUnit(policy, spec, r, nodeCover);
     if (u) out.push(u);
-    const partial = r.action === 'Pass' ? nodePeers(r, nodeCover).partial : [];
+    const partial = passDenies(r, nodeCover);
     const nodes = partial.length > 0 ? ruleUnit(policy, spec, { ...r, action: 'Deny' }, nodeCover, partial) : null;
     if (nodes) out.push(nodes);
+    // The agent's own node held on every port (finding 2730): one entry per Deny or Pass rule with a `nodes` peer.
+    const allPorts = r.action !== 'Accept' && r.peers.some((p) => p.kind === 'nodes') && !r.peers.some((p) => p.kind === 'unknown');
+    if (allPorts) out.push(ruleUnit(policy, spec, { ...r, action: 'Deny', protocols: [] }, nodeCover, [unknownNodeAllPortsSelector]) as RuleUnit);
   }
   return out;
 }

@@ -30,13 +30,13 @@ export interface MirrorBatch {
 const namespaceKey = (ns: string): string => `Namespace//${ns}`;
 
 /**
- * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a remote node, a
+ * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a node, a
  * policy (its deny side, then its deny-all side).
  */
 function hasFailClosedForm(want: Held): boolean {
   if (want.kind === 'Pod') return want.pod.failClosed !== true;
   if (want.kind === 'CidrGroup') return want.group !== undefined && want.group.failClosed !== true;
-  if (want.kind === 'Node') return !want.node.local && want.node.failClosed !== true;
+  if (want.kind === 'Node') return want.node.failClosed === undefined || (want.node.local && want.node.failClosed === true);
   return want.kind === 'Policy' && want.denyAll !== true;
 }
 
@@ -75,6 +75,8 @@ export class EngineBatches {
   private readonly relabelling = new Set<string>();
   /** Policies held at their deny-all side (finding 2542): their deny side was refused too. */
   private readonly denyAll = new Set<string>();
+  /** The local node held on every port (finding 2730): its held form was refused too. */
+  private readonly allPorts = new Set<string>();
   /** Policies held at a deny side that keeps the denies of the version in force (finding 2523, `denySideBesideStale`). */
   private readonly keptDenies = new Map<string, Extract<Held, { kind: 'Policy' }>>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
@@ -134,7 +136,7 @@ export class EngineBatches {
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
-    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h);
+    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h, this.allPorts.has(key));
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -145,7 +147,7 @@ export class EngineBatches {
   private deletedFailClosed(key: string): Held | undefined {
     const had = this.held.get(key);
     if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
-    return had?.kind === 'Node' ? failClosedNode(had) : undefined;
+    return had?.kind === 'Node' ? failClosedNode(had, this.allPorts.has(key)) : undefined;
   }
 
   /** Whether the engine holds a policy that reads group peers (not its stand-in). */
@@ -453,6 +455,7 @@ export class EngineBatches {
   private dropFailClosed(key: string): boolean {
     this.keptDenies.delete(key);
     this.denyAll.delete(key);
+    this.allPorts.delete(key);
     return this.failClosedPods.delete(key);
   }
 
@@ -515,9 +518,12 @@ export class EngineBatches {
     if (want === undefined || (wanted === undefined && want.kind !== 'CidrGroup' && want.kind !== 'Node') || !hasFailClosedForm(want)) return false;
     this.failClosedPods.add(key);
     if (want.kind === 'Policy' && want.denySide === true) this.denyAll.add(key);
+    if (want.kind === 'Node' && want.node.failClosed === true) this.allPorts.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
     this.first(key);
-    if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
+    if (want.kind === 'Node' && want.node.failClosed === true) this.warn('local node and its held form refused by the engine: held fail-closed on every port (every Deny or Pass rule with a nodes peer denies it, no Accept selects it) until it changes or a later change lets it be read', { key });
+    else if (want.kind === 'Node' && want.node.local) this.warn('local node refused by the engine: held fail-closed (its labels unknown: nodes peers of Deny and Pass rules select it as a Deny, of Accept rules never) until it changes or a later change lets it be read', { key });
+    else if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
     else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'Policy' && want.denySide === true) this.warn('policy and its deny side refused by the engine: its subjects are isolated and denied every peer where it denies (none of its allows) until it changes or a later change lets it be read', { key });
     else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });

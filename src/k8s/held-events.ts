@@ -1,5 +1,5 @@
 import type { EngineEvent } from '../engine/events.js';
-import { nodeEndpointsOf } from '../model/cluster.js';
+import { nodeEndpointsOf, type NodeHold } from '../model/cluster.js';
 import type { IpAddress } from '../model/cidr.js';
 import type { Held } from './held.js';
 import type { IdentityEvent, NodeAddresses } from './objects.js';
@@ -100,8 +100,9 @@ function nodeEvent(name: string, held: ReadonlyMap<string, Held>, next: Readonly
   const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
   const endpoints = nodeEndpointsOf({ health: after.flatMap((n) => n.health ?? []), ingress: after.flatMap((n) => n.ingress ?? []) });
   // The labels of the Node object, else of the CiliumNode (`nodes` peers select on them).
-  // One of its objects held fail-closed (`failClosedNode`) holds the node so.
-  const failClosed = after.some((n) => n.failClosed === true) ? { failClosed: true as const } : {};
+  // One of its objects held fail-closed (`failClosedNode`) holds the node so; on every port if one is held so.
+  const hold: NodeHold | undefined = after.some((n) => n.failClosed === 'allPorts') ? 'allPorts' : after.some((n) => n.failClosed === true) ? true : undefined;
+  const failClosed = hold === undefined ? {} : { failClosed: hold };
   if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints, labels: after[0]!.labels, ...failClosed };
   return keys.some((k) => held.has(k)) ? { type: 'deleteNode', name } : undefined;
 }
@@ -125,7 +126,7 @@ function upsertOf(h: Held): AgentEvent {
     case 'Identity':
       return { type: 'upsertIdentity', id: h.id, labels: h.labels, ...(h.unreadable ? { unreadable: true } : {}) };
     case 'Node':
-      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels, ...(h.node.failClosed === true ? { failClosed: true as const } : {}) };
+      return { type: 'upsertNode', name: h.node.name, ips: h.node.ips, local: h.node.local, ...nodeEndpointsOf(h.node), labels: h.node.labels, ...(h.node.failClosed !== undefined ? { failClosed: h.node.failClosed } : {}) };
     case 'CidrGroup':
       if (h.group === undefined) throw new Error('internal: a CIDR group that cannot be read is never sent (EngineBatches.wanted)');
       return { type: 'upsertCidrGroup', group: h.group };

@@ -138,12 +138,15 @@ export function failClosedGroup(h: Extract<Held, { kind: 'CidrGroup' }>, had: He
 }
 
 /**
- * A remote node held fail-closed (`upsertNode.failClosed`, finding 2432), with its own signature: one whose change the
- * engine refuses alone. Its own addresses read the unallocated number instead of an identity of its last labels.
+ * A node held fail-closed (`upsertNode.failClosed`), with its own signature: one whose change the engine refuses alone.
+ * A remote node's own addresses read the unallocated number instead of an identity of its last labels (finding 2432);
+ * the local node's labels read as unknown instead of its last ones (finding 2541), on every port when that form was
+ * refused too (`allPorts`, finding 2730).
  */
-export function failClosedNode(h: Extract<Held, { kind: 'Node' }>): Held {
-  if (h.node.local || h.node.failClosed === true) return h;
-  return { ...h, node: { ...h.node, failClosed: true }, sig: `failClosed:${h.sig}` };
+export function failClosedNode(h: Extract<Held, { kind: 'Node' }>, allPorts = false): Held {
+  const hold = allPorts && h.node.local ? 'allPorts' : true;
+  if (h.node.failClosed === hold) return h;
+  return { ...h, node: { ...h.node, failClosed: hold }, sig: `failClosed${hold === true ? '' : ':allPorts'}:${h.sig}` };
 }
 
 /**

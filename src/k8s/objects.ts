@@ -1,6 +1,6 @@
 import type { EngineEvent } from '../engine/events.js';
 import { IpAddress, isValidIp, parseIp } from '../model/cidr.js';
-import { type NodeEndpointAddresses, nodeEndpointsOf, type Pod } from '../model/cluster.js';
+import { type NodeEndpointAddresses, nodeEndpointsOf, type NodeHold, type Pod } from '../model/cluster.js';
 import { KINDS_API_VERSIONS, KINDS_OTHER_API_VERSIONS } from './kinds.js';
 import { FIRST_CLUSTER_IDENTITY, identityLabelProblem, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { lastNamedPortWins, readContainerPorts, readIp, readLabels } from '../policy/readers.js';
@@ -224,8 +224,8 @@ export interface NodeAddresses extends NodeEndpointAddresses {
   readonly local: boolean;
   /** `metadata.labels` (ClusterNetworkPolicy `nodes` peers select on them). */
   readonly labels: Readonly<Record<string, string>>;
-  /** Held fail-closed by the agent (`EngineBatches`, finding 2432): sent as `upsertNode.failClosed`. */
-  readonly failClosed?: true;
+  /** Held fail-closed by the agent (`EngineBatches`, findings 2432, 2541, 2730): sent as `upsertNode.failClosed`. */
+  readonly failClosed?: NodeHold;
 }
 
 /** The `status.addresses` types that are IP addresses (Hostname, InternalDNS and ExternalDNS are names). */

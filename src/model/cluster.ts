@@ -55,8 +55,11 @@ export interface ClusterNode extends NodeEndpointAddresses {
   readonly local: boolean;
   /** The Node's `metadata.labels` (a ClusterNetworkPolicy `nodes` peer selects on them); absent = none. */
   readonly labels?: Readonly<Record<string, string>>;
-  /** A remote node the agent holds fail-closed (`upsertNode.failClosed`, finding 2432): its own addresses are denied both ways. */
-  readonly failClosed?: true;
+  /**
+   * Held fail-closed by the agent (`upsertNode.failClosed`): a remote node's own addresses are denied both ways (finding
+   * 2432); the local node's labels are unknown (2541), `allPorts` on every port (2730).
+   */
+  readonly failClosed?: NodeHold;
 }
 
 /**
@@ -69,6 +72,9 @@ export interface NodeEndpointAddresses {
   readonly health?: readonly IpAddress[];
   readonly ingress?: readonly IpAddress[];
 }
+
+/** How the agent holds a node fail-closed: `allPorts` only on the local node (finding 2730). */
+export type NodeHold = true | 'allPorts';
 
 /** The reserved identity a node gives one of its addresses. */
 export type NodeAddressRole = 'host' | 'remote-node' | 'health' | 'ingress';

@@ -1,5 +1,5 @@
 import { cidrContainsIp, IpAddress } from '../model/cidr.js';
-import { type ClusterNode, type ClusterState, isApiServerAddress, nodeAddressRole, nodeRoleRank } from '../model/cluster.js';
+import { type ClusterNode, type ClusterState, isApiServerAddress, nodeAddressRole, type NodeAddressRole, type NodeHold, nodeRoleRank } from '../model/cluster.js';
 import { k8sLabels, type LabelSet, makeLabelSet } from '../model/labels.js';
 import { DirectionDecision, endpointAddress, FlowEndpoint } from '../model/flow.js';
 import type { ContainerPort, FlowProtocol } from '../model/ports.js';
@@ -30,8 +30,8 @@ function endpointIp(ep: FlowEndpoint): IpAddress {
   return endpointAddress(ep);
 }
 
-/** Does `peer` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */
-function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boolean {
+/** Does `peer` of a rule with `action` match the flow's peer? `unknown` peers are handled by the caller (fail closed). */
+function peerMatches(peer: TierPeer, action: TierAction, ep: FlowEndpoint, state: ClusterState): boolean {
   const dns = state.dns ?? EMPTY_DNS_CACHE;
   switch (peer.kind) {
     case 'pods':
@@ -44,6 +44,10 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boo
       // holds, unless it is an API server address (its identity has no fqdn labels: finding 460).
       return ep.kind === 'external' && !isApiServerAddress(state, ep.external.ip.text) && liveMatches(dns, peer.fqdns, ep.external.ip).length > 0;
     case 'nodes': {
+      // The agent's own node held fail-closed (finding 2541): its labels unknown, a Deny's or Pass's peer selects it, an
+      // Accept's never; held on every port (2730), none (`ruleMatches` denies it).
+      const held = heldLocalNode(state, ep);
+      if (held !== undefined) return held === true && action !== 'Accept';
       const labels = nodePeerLabels(state, ep);
       return labels !== undefined && selectorMatches(peer.selector, labels);
     }
@@ -62,12 +66,28 @@ function peerMatches(peer: TierPeer, ep: FlowEndpoint, state: ClusterState): boo
  * first local node's, if several are marked local).
  */
 function nodePeerLabels(state: ClusterState, ep: FlowEndpoint, remoteOnly = false): LabelSet | undefined {
-  if (ep.kind !== 'node') return undefined;
-  const nodes = [...(state.nodes?.values() ?? [])];
-  const holder = nodes.filter((n) => nodeRoleRank(n, ep.address.text) >= 0).sort((a, b) => nodeRoleRank(a, ep.address.text) - nodeRoleRank(b, ep.address.text))[0];
-  const role = holder && nodeAddressRole(holder, ep.address.text);
+  const { nodes, holder, role } = ipcacheHolder(state, ep);
   const node = role === 'remote-node' ? holder : role === 'host' && !remoteOnly ? nodes.find((n) => n.local) : undefined;
   return node && nodeLabelSet(node);
+}
+
+/** The node the ipcache gives a node endpoint's address to, and the role it gives it (none for other endpoints). */
+function ipcacheHolder(state: ClusterState, ep: FlowEndpoint): { nodes: ClusterNode[]; holder?: ClusterNode; role?: NodeAddressRole } {
+  const nodes = [...(state.nodes?.values() ?? [])];
+  if (ep.kind !== 'node') return { nodes };
+  const holder = nodes.filter((n) => nodeRoleRank(n, ep.address.text) >= 0).sort((a, b) => nodeRoleRank(a, ep.address.text) - nodeRoleRank(b, ep.address.text))[0];
+  return holder === undefined ? { nodes } : { nodes, holder, role: nodeAddressRole(holder, ep.address.text) as NodeAddressRole };
+}
+
+/** How the agent's own node is held (`upsertNode.failClosed`) when the flow's peer is an address the ipcache gives `host`. */
+function heldLocalNode(state: ClusterState, ep: FlowEndpoint): NodeHold | undefined {
+  const { nodes, role } = ipcacheHolder(state, ep);
+  return role === 'host' ? nodes.find((n) => n.local)?.failClosed : undefined;
+}
+
+/** A Deny or Pass rule with a `nodes` peer denies the local node held on every port (finding 2730), whatever its protocols. */
+function deniesHeldAllPorts(rule: TierRule, ep: FlowEndpoint, state: ClusterState): boolean {
+  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, ep) === 'allPorts';
 }
 
 /**
@@ -98,15 +118,21 @@ function ruleMatches(rule: TierRule, f: Flow4, state: ClusterState): boolean {
   // Fail closed: Deny and Pass rules with an unknown peer match everything, Accept rules nothing ("treat the rule as matching no traffic").
   if (failsClosedToDenyAll(rule)) return true;
   if (rule.peers.some((p) => p.kind === 'unknown')) return false;
-  if (!rule.peers.some((p) => peerMatches(p, f.peer, state))) return false;
+  if (deniesHeldAllPorts(rule, f.peer, state)) return true;
+  if (!rule.peers.some((p) => peerMatches(p, rule.action, f.peer, state))) return false;
   return rule.protocols.length === 0 || rule.protocols.some((p) => portMatches(p, f));
 }
 
 const GROUP_ORDER: readonly TierAction[] = ['Deny', 'Pass', 'Accept'];
 
-function originOf(policy: Policy, rule: TierRule): TierOrigin {
+/** A Pass rule with a `nodes` peer denies the held local node at its own level (finding 2541: passing or not under labels it cannot read, a deny is never more open). */
+function passDeniesHeldNode(rule: TierRule, f: Flow4, state: ClusterState): boolean {
+  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, f.peer) !== undefined;
+}
+
+function originOf(policy: Policy, rule: TierRule, f: Flow4, state: ClusterState): TierOrigin {
   const t = policy.tiered as NonNullable<Policy['tiered']>;
-  const action = failsClosedToDenyAll(rule) ? 'Deny' : rule.action;
+  const action = failsClosedToDenyAll(rule) || passDeniesHeldNode(rule, f, state) ? 'Deny' : rule.action;
   return { tier: t.tier, policy: policy.ref.name, priority: t.priority, rule: tierRuleName(rule), path: rule.path, action };
 }
 
@@ -122,7 +148,7 @@ function walkTier(state: ClusterState, tier: Tier, subject: FlowEndpoint & { kin
     const hits: TierOrigin[] = [];
     for (const p of group) {
       const rule = (p.tiered as NonNullable<Policy['tiered']>).rules.find((r) => r.direction === f.direction && ruleMatches(r, f, state));
-      if (rule) hits.push(originOf(p, rule));
+      if (rule) hits.push(originOf(p, rule, f, state));
     }
     for (const action of GROUP_ORDER) {
       const hit = hits.find((h) => h.action === action);

@@ -75,10 +75,14 @@ describe('28t: a remote node held fail-closed', () => {
     for (const dir of ['ingress', 'egress'] as const) expect(verdict(f, N2, dir)).toBe('deny');
   });
 
-  it('validation: failClosed true or absent, and never on the local node', () => {
+  // On the local node since 30a (finding 2541): its labels read as unknown (test/engine/held-local-node-30a.property.test.ts).
+  it("validation: failClosed true or absent ('allPorts' on the local node)", () => {
     const e = new Engine();
     expect(() => e.apply([{ ...node('a'), failClosed: 'yes' } as unknown as EngineEvent])).toThrow(EngineError);
-    expect(() => e.apply([{ ...node('a', true), local: true } as EngineEvent])).toThrow(EngineError);
+    expect(() => e.apply([{ ...node('a', true), local: true } as EngineEvent])).not.toThrow();
+    // `allPorts` (finding 2730) on the local node only.
+    expect(() => e.apply([{ ...node('a'), failClosed: 'allPorts' } as EngineEvent])).toThrow(EngineError);
+    expect(() => e.apply([{ ...node('a'), local: true, failClosed: 'allPorts' } as EngineEvent])).not.toThrow();
   });
   // Review 29r (mutation check): without the guard in NodeTable `apiServerVariant`, the held node's address as the
   // API server took an API-server variant of 255, a number the kube-apiserver entity selects.

@@ -4,7 +4,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { applyEventToCluster, comparableMaps, diffEndpointMaps, EndpointMaps, endpointMaps, initialEvents, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { cidrContainsIp, parseIp } from '../../src/model/cidr.js';
-import { ClusterState, EMPTY_CLUSTER, type NodeAddressRole, upsertExternal } from '../../src/model/cluster.js';
+import { ClusterState, EMPTY_CLUSTER, type NodeAddressRole, type NodeHold, upsertExternal } from '../../src/model/cluster.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { labelSetKey } from '../../src/model/labels.js';
@@ -55,7 +55,7 @@ const SEED = process.env.DISTILL_SEED ? Number(process.env.DISTILL_SEED) : Date.
 
 type Json = Record<string, unknown>;
 type Op =
-  | { k: 'node'; name: string; ips: string[]; local: boolean; health: string[]; labels: Record<string, string> }
+  | { k: 'node'; name: string; ips: string[]; local: boolean; health: string[]; labels: Record<string, string>; failClosed: NodeHold | false }
   | { k: 'delNode'; name: string }
   | { k: 'pod'; name: 'db' | 'far'; ip: string }
   | { k: 'policy'; manifest: Json }
@@ -105,7 +105,8 @@ const tierOp: fc.Arbitrary<Op> = fc
   .record({ name: fc.constantFrom('t1', 't2'), tier: fc.constantFrom('Admin', 'Baseline'), priority: fc.integer({ min: 1, max: 3 }), egress: fc.array(tierRule, { minLength: 1, maxLength: 3 }), subject: fc.constantFrom({ namespaces: {} }, { pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'web' } } } }) })
   .map(({ name, tier, priority, egress, subject }) => ({ k: 'policy', manifest: { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name }, spec: { tier, priority, subject, egress } } }));
 const nodeOp: fc.Arbitrary<Op> = fc
-  .record({ name: fc.constantFrom(...NODES), ips: fc.subarray(NODE_IPS, { minLength: 1, maxLength: 2 }), local: fc.boolean(), health: fc.subarray(HEALTH, { maxLength: 1 }), labels })
+  // failClosed: held by the agent (findings 2432, remote: its addresses 255; 2541, local: its labels unknown; 2730, local: on every port).
+  .record({ name: fc.constantFrom(...NODES), ips: fc.subarray(NODE_IPS, { minLength: 1, maxLength: 2 }), local: fc.boolean(), health: fc.subarray(HEALTH, { maxLength: 1 }), labels, failClosed: fc.oneof({ weight: 6, arbitrary: fc.constant<NodeHold | false>(false) }, { weight: 2, arbitrary: fc.constant<NodeHold | false>(true) }, { weight: 1, arbitrary: fc.constant<NodeHold | false>('allPorts') }) })
   .map((n) => ({ k: 'node', ...n }));
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: nodeOp },
@@ -133,7 +134,7 @@ function parse(manifest: Json): Policy | null {
 function toEvents(o: Op, s: ClusterState): EngineEvent[] {
   switch (o.k) {
     case 'node':
-      return [{ type: 'upsertNode', name: o.name, ips: o.ips.map(parseIp), local: o.local, labels: o.labels, ...(o.health.length > 0 ? { health: o.health.map(parseIp) } : {}) }];
+      return [{ type: 'upsertNode', name: o.name, ips: o.ips.map(parseIp), local: o.local, labels: o.labels, ...(o.health.length > 0 ? { health: o.health.map(parseIp) } : {}), ...(o.failClosed === false ? {} : { failClosed: o.failClosed === 'allPorts' && !o.local ? true : o.failClosed }) }];
     case 'delNode':
       return s.nodes?.has(o.name) ? [{ type: 'deleteNode', name: o.name }] : [];
     case 'pod':

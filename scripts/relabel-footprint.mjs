@@ -16,7 +16,9 @@
 // delta relabel repeated as above: the JavaScript calls, distinct functions and the largest count
 // of any block (a loop over the cluster's selectors, identities or pods would show as a block run
 // hundreds of times), and the Map/Set/WeakMap operations by the size of the table they hit (< 50,
-// 50–999, ≥ 1000 entries), by wrapping the prototypes' get/set/has/add/delete. One JSON line.
+// 50–999, ≥ 1000 entries), by wrapping the prototypes' get/set/has/add/delete, and `cold`: the
+// distinct functions no event has run since the previous delta relabel in place (from the warm-up's
+// end for the first), the code the event meets cold in the replay (perf30relabel). One JSON line.
 //   node scripts/relabel-footprint.mjs DIST TRACE [ROUNDS=9 | --counts]
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -25,6 +27,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { splitTrace } from './lib/initial.mjs';
+import { onCpuUs } from './lib/on-cpu.mjs';
 
 const [dist, tracePath, roundsArg] = process.argv.slice(2);
 if (!dist || !tracePath) {
@@ -40,14 +43,6 @@ const { warmUpEngine } = await import(`${base}/churn/warm-up.js`);
 const text = readFileSync(tracePath, 'utf8');
 const { initial, churn } = splitTrace(parseTrace(text, tracePath));
 const lines = text.split('\n');
-const waitNs = () => Number(readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ', 2)[1]);
-const onCpuUs = (f) => {
-  const w = waitNs();
-  const t = process.hrtime.bigint();
-  const r = f();
-  const wall = Number(process.hrtime.bigint() - t) / 1e3;
-  return [Math.max(0, wall - (waitNs() - w) / 1e3), r];
-};
 const r1 = (x) => Math.round(x * 10) / 10;
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
@@ -95,8 +90,17 @@ if (countsOnly) {
   await session.post('Profiler.enable');
   await session.post('Profiler.startPreciseCoverage', { callCount: true, detailed: true });
   /** The footprint of exactly `apply()`: coverage counts and table operations. */
+  const ran = (result, out) => {
+    for (const script of result) {
+      if (!script.url.includes('/dist/')) continue;
+      for (const f of script.functions) if (f.ranges[0].count > 0) out.add(`${script.url}:${f.ranges[0].startOffset}`);
+    }
+    return out;
+  };
+  // Functions run since the last delta relabel in place (from the warm-up's end): what the next one finds warm.
+  let since = new Set();
   const footprint = async (apply) => {
-    await session.post('Profiler.takePreciseCoverage');
+    ran((await session.post('Profiler.takePreciseCoverage')).result, since);
     ops = { small: 0, mid: 0, large: 0 };
     counting = true;
     const cs = apply();
@@ -115,11 +119,17 @@ if (countsOnly) {
         for (const r of f.ranges) maxBlock = Math.max(maxBlock, r.count);
       }
     }
-    return { deltas: cs.deltas.length, calls, functions, maxBlock, tableOps: ops };
+    const own = ran(result, new Set());
+    let cold = 0;
+    for (const k of own) if (!since.has(k)) cold++;
+    for (const k of own) since.add(k);
+    if (cs.deltas.length > 0) since = new Set();
+    return { deltas: cs.deltas.length, calls, functions, cold, maxBlock, tableOps: ops };
   };
   const engine = new Engine();
   engine.apply(initial);
   warmUpEngine();
+  await session.post('Profiler.takePreciseCoverage');
   const inPlace = [];
   for (const item of churn) {
     if (item.tag !== 'pod-relabel') engine.apply([item.event]);
@@ -136,6 +146,7 @@ if (countsOnly) {
     n: xs.length,
     calls: summary(xs.map((x) => x.calls)),
     functions: summary(xs.map((x) => x.functions)),
+    cold: summary(xs.map((x) => x.cold)),
     maxBlock: summary(xs.map((x) => x.maxBlock)),
     tableOps: summary(xs.map((x) => x.tableOps.small + x.tableOps.mid + x.tableOps.large)),
     largeTableOps: summary(xs.map((x) => x.tableOps.large)),

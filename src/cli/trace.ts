@@ -68,13 +68,19 @@ function requestOf(opts: TraceOptions): L7Request | undefined {
   return { http: { method: opts.httpMethod ?? 'GET', path: opts.httpPath ?? '/', ...(opts.httpHost !== undefined ? { host: opts.httpHost } : {}), ...(headers ? { headers } : {}) } };
 }
 
+/** What the lower tiers did with a flow a Pass rule handed them (finding 2633). */
+function passedOn(s: SideReport): string {
+  if (s.verdict === 'DROPPED') return 'nothing allows it';
+  return s.allowedBy.length + s.alsoAllowedBy.length === 0 ? 'nothing decides it: allowed by default' : 'the rules below allow it';
+}
+
 function renderSide(s: SideReport): string {
   const out = [`${s.direction} of ${s.endpoint}: ${s.verdict}`];
   out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
   out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy isolates this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
   if (s.verdict === 'DROPPED' && s.entry?.policy === 'Allow' && s.entry.proxyPort !== 0) out.push(`  dropped: the entry redirects to proxy port ${String(s.entry.proxyPort)}, and the proxies take TCP and UDP only`);
-  if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where nothing allows it)`);
+  if (s.passedBy.length) out.push(`  passed by: ${s.passedBy.join('; ')} (to the lower tiers, where ${passedOn(s)})`);
   if (s.allowedBy.length) out.push(`  allowed by: ${s.allowedBy.join('; ')}`);
   if (s.redirectedBy.length) out.push(`  redirected by: ${s.redirectedBy.join('; ')}`);
   if (s.alsoAllowedBy.length) out.push(`  also allowed by (entries the matched one shadows or covers): ${s.alsoAllowedBy.join('; ')}`);

@@ -1,6 +1,6 @@
 import { isValidIp, parseIp } from '../model/cidr.js';
 import { ClusterState, upsertExternal } from '../model/cluster.js';
-import { DirectionDecision, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
+import { DirectionDecision, endFamilies, familyMismatch, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import type { L7Request } from '../model/l7.js';
 import { FlowProtocol, PROTOCOL_NUMBER } from '../model/ports.js';
 import { LookupResult, maskedPortEnd } from '../model/policy-map.js';
@@ -47,7 +47,11 @@ export interface SideReport {
   enforcedBy: string[];
   allowedBy: string[];
   deniedBy: string[];
-  /** ClusterNetworkPolicy Pass rules whose entry decided: the flow went on to the lower tiers, and none allowed it. */
+  /**
+   * ClusterNetworkPolicy Pass rules whose entry decided: the flow went on to the lower tiers. Dropped:
+   * none allowed it; forwarded: none decided it, so the default allowed it (`allowedBy` then names
+   * no rule for it: finding 2633).
+   */
   passedBy: string[];
   redirectedBy: string[];
   /** The other rules the flow passes on, tier after tier, were `allowedBy` deleted (the oracle's `allowChain`), in tier order. */
@@ -95,6 +99,8 @@ function inTierOrder(origins: readonly RuleOrigin[]): RuleOrigin[] {
   return [...origins].sort((a, b) => rank(a) - rank(b) || (a.tier?.priority ?? 0) - (b.tier?.priority ?? 0));
 }
 
+const isPass = (o: RuleOrigin): boolean => o.tier?.action === 'Pass';
+
 /** One side of the flow: `at` enforces (a pod, as the decider resolved it), `peer` is the other end. */
 function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, d: DirectionDecision, chain: () => RuleOrigin[]): SideReport {
   const endpoint = at.name;
@@ -127,10 +133,11 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     ...(hit ? { table: renderMapRecords([hit], labelsOf) } : {}),
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(formatOrigin),
-    allowedBy: d.allowedBy.map(formatOrigin),
-    // A Pass rule's entry drops what no lower tier allows: the rule passed the flow on, it did not deny it.
-    deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(formatOrigin),
-    passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(formatOrigin),
+    // A Pass rule's entry drops what no lower tier allows, and allows what none denies (the default
+    // allow below it, finding 2633): the rule passed the flow on, it neither denied nor allowed it.
+    allowedBy: d.allowedBy.filter((o) => !isPass(o)).map(formatOrigin),
+    deniedBy: d.deniedBy.filter((o) => !isPass(o)).map(formatOrigin),
+    passedBy: [...d.deniedBy, ...d.allowedBy].filter(isPass).map(formatOrigin),
     redirectedBy: d.redirectedBy.map(formatOrigin),
     alsoAllowedBy: also.map(formatOrigin),
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(formatOrigin), ...proxyRules(engine, endpoint, d.direction, peerId, flow, hit) } } : {}),
@@ -169,6 +176,8 @@ export function traceFlow(built: { state: ClusterState; decider: EngineDecider }
   const src = resolvePeer(built.state, from, '--from');
   const dst = resolvePeer(src.state, to, '--to');
   const state = dst.state;
+  const mismatch = familyMismatch(endFamilies(state, from), endFamilies(state, to));
+  if (mismatch !== undefined) throw new UnknownPeerError(`--from ${from} --to ${to}: ${mismatch}`);
   const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
   const engine = built.decider.engine;
   const decision = built.decider.decide(state, flow);

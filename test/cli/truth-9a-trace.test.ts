@@ -40,9 +40,10 @@ function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | '
     verdict: !d.allowed && d.l7 === undefined ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED',
     defaultDeny: d.enforcedBy.length > 0,
     enforcedBy: d.enforcedBy.map(fmt),
-    allowedBy: d.allowedBy.map(fmt),
+    // A Pass rule's entry neither allows nor denies: the flow went on to the lower tiers (findings 2633, 2742).
+    allowedBy: d.allowedBy.filter((o) => o.tier?.action !== 'Pass').map(fmt),
     deniedBy: d.deniedBy.filter((o) => o.tier?.action !== 'Pass').map(fmt),
-    passedBy: d.deniedBy.filter((o) => o.tier?.action === 'Pass').map(fmt),
+    passedBy: [...d.deniedBy, ...d.allowedBy].filter((o) => o.tier?.action === 'Pass').map(fmt),
     redirectedBy: d.redirectedBy.map(fmt),
     ...(d.l7 ? { l7: { parser: d.l7.parser, verdict: d.l7.allowed ? 'FORWARDED' : 'DROPPED', allowedBy: d.l7.allowedBy.map(fmt) } } : {}),
   };

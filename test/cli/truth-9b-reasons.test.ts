@@ -101,13 +101,12 @@ function ordered(s: TracedSide, where: string): string[] {
 
 /**
  * The engine's reasons agree with the oracle's: each rule of the matched entry allowing the flow is
- * one the oracle finds it passing on (a Pass rule's entry stands for the lower tiers' default allow).
+ * one the oracle finds it passing on (a Pass rule is listed under passedBy, never as allowing: finding 2742).
  */
 function agrees(f: CorpusFlow, s: TracedSide, where: string): string[] {
   if (s.verdict === 'DROPPED') return [];
   const chain = new Set(allowChain(f.state, f.flow, s.direction === 'egress' ? 'egress' : 'ingress').map(formatOrigin));
-  const pass = new Set((s.tierRules ?? []).filter((t) => t.action === 'Pass').map((t) => t.reason));
-  return s.allowedBy.filter((o) => !pass.has(o) && !chain.has(o)).map((o) => `${where}: the engine's ${o} allows it, the oracle does not name it`);
+  return s.allowedBy.filter((o) => !chain.has(o)).map((o) => `${where}: the engine's ${o} allows it, the oracle does not name it`);
 }
 
 function checkScenario(c: CorpusScenario, perProbe: number): string[] {

@@ -1,5 +1,5 @@
 import type { ClusterState } from '../model/cluster.js';
-import { EndFamilies, endFamilies, familyMismatch, Flow } from '../model/flow.js';
+import type { Flow } from '../model/flow.js';
 import type { FlowProtocol } from '../model/ports.js';
 import { decideFlow } from '../naive/evaluator.js';
 import type { Scenario } from '../scenario/format.js';
@@ -70,20 +70,14 @@ function groupDeltas(cs: ChangeSet): PlanResult['endpoints'] {
   return out;
 }
 
-const NO_END: EndFamilies = { name: '', families: [], byAddress: false, pod: false };
-
 /** Every ordered pair of distinct pods on each port: the oracle's verdict before and after, where they differ. */
 function verdictChanges(before: ClusterState, after: ClusterState, ports: readonly PlanPort[]): VerdictChange[] {
   const pods = [...new Set([...before.pods.keys(), ...after.pods.keys()])].sort();
   const changes: VerdictChange[] = [];
-  const families = (s: ClusterState): Map<string, EndFamilies> => new Map(pods.filter((k) => s.pods.has(k)).map((k) => [k, endFamilies(s, k)]));
-  const [was, is] = [families(before), families(after)];
-  // A pair with no address family in common is no packet (finding 2691).
-  const noPacket = (from: string, to: string): boolean => [was, is].some((f) => familyMismatch(f.get(from) ?? NO_END, f.get(to) ?? NO_END) !== undefined);
   for (const p of ports) {
     for (const from of pods) {
       for (const to of pods) {
-        if (from === to || !before.pods.has(from) || !before.pods.has(to) || !after.pods.has(from) || !after.pods.has(to) || noPacket(from, to)) continue;
+        if (from === to || !before.pods.has(from) || !before.pods.has(to) || !after.pods.has(from) || !after.pods.has(to)) continue;
         const flow: Flow = { from, to, port: p.port, protocol: p.protocol, ...(p.request ? { request: p.request } : {}) };
         const b = verdictOf(decideFlow(before, flow));
         const a = verdictOf(decideFlow(after, flow));

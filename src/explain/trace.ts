@@ -1,6 +1,6 @@
 import { isValidIp, parseIp } from '../model/cidr.js';
 import { ClusterState, upsertExternal } from '../model/cluster.js';
-import { DirectionDecision, endFamilies, familyMismatch, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
+import { DirectionDecision, familyMismatch, Flow, FlowEndpoint, resolveEndpoint, UnknownEndpointError } from '../model/flow.js';
 import type { L7Request } from '../model/l7.js';
 import { FlowProtocol, PROTOCOL_NUMBER } from '../model/ports.js';
 import { LookupResult, maskedPortEnd } from '../model/policy-map.js';
@@ -176,7 +176,7 @@ export function traceFlow(built: { state: ClusterState; decider: EngineDecider }
   const src = resolvePeer(built.state, from, '--from');
   const dst = resolvePeer(src.state, to, '--to');
   const state = dst.state;
-  const mismatch = familyMismatch(endFamilies(state, from), endFamilies(state, to));
+  const mismatch = familyMismatch(from, to);
   if (mismatch !== undefined) throw new UnknownPeerError(`--from ${from} --to ${to}: ${mismatch}`);
   const flow: Flow = { from: src.name, to: dst.name, port, protocol, ...(request ? { request } : {}) };
   const engine = built.decider.engine;

@@ -1,5 +1,5 @@
 import type { ClusterNode, ClusterState, External, Pod } from './cluster.js';
-import { ipOwner, isApiServerAddress, nodeAddresses, nodeAddressRole, NODE_PREFIX, nodeRoleRank, podIps, podLabels } from './cluster.js';
+import { ipOwner, isApiServerAddress, nodeAddressRole, NODE_PREFIX, nodeRoleRank, podIps, podLabels } from './cluster.js';
 import { IpAddress, IpFamily, isValidIp, parseIp } from './cidr.js';
 import type { L7Parser, L7Request } from './l7.js';
 import { LabelSet, makeLabelSet, reservedLabel } from './labels.js';
@@ -157,39 +157,22 @@ export function resolveEndpoint(state: ClusterState, name: string): FlowEndpoint
 
 const FAMILY_NAME = { ipv4: 'IPv4', ipv6: 'IPv6' } as const;
 
-/**
- * A flow end and the address families a flow may use for it: the one it was named by (`byAddress`),
- * else all it has (a dual-stack pod two).
- */
-export interface EndFamilies {
-  readonly name: string;
-  readonly families: readonly IpFamily[];
-  readonly byAddress: boolean;
-  readonly pod: boolean;
-}
-
-export function endFamilies(state: ClusterState, name: string): EndFamilies {
-  const named = state.pods.get(name);
-  if (named) return { name, families: [...new Set(podIps(named).map((ip) => ip.family))], byAddress: false, pod: true };
-  const ep = resolveEndpoint(state, name);
-  if (isValidIp(name)) return { name, families: [parseIp(name).family], byAddress: true, pod: ep.kind === 'pod' };
-  const ips = ep.kind === 'pod' ? podIps(ep.pod) : ep.kind === 'node' ? nodeAddresses(ep.node).map((a) => a.ip) : [ep.external.ip];
-  return { name, families: [...new Set(ips.map((ip) => ip.family))], byAddress: false, pod: ep.kind === 'pod' };
+/** A flow end given as an address (`--to 2001:db8::1`, a probe's `{ip: ...}`): its family is the packet's; else undefined. */
+function endFamily(name: string): IpFamily | undefined {
+  return isValidIp(name) ? parseIp(name).family : undefined;
 }
 
 /**
- * Why no packet goes from `a` to `b`, or undefined: an IP header has one family (finding 2691), so
- * an end named by an address, or a pod, must have an address of the other end's family. "x/a has
- * no IPv6 address", "10.0.0.1 is IPv4, 2001:db8::1 is IPv6". An IPv4-mapped IPv6 text
- * (`::ffff:10.0.0.1`) is an IPv6 address (docs/semantics.md "Address text"). An external or a node
- * named by name against a pod by name is still judged (docs/attack-findings-30c.md 2741).
+ * Why no packet goes from `a` to `b`, or undefined: an IP header has one family (finding 2691), so two
+ * ends given as addresses of different families ("10.0.0.1 is IPv4, 2001:db8::1 is IPv6") are no
+ * packet. An IPv4-mapped IPv6 text (`::ffff:10.0.0.1`) is an IPv6 address (docs/semantics.md "Address
+ * text"). An end named by name (a pod, external or node) is judged against either family: the policy
+ * question is about its identity (docs/attack-findings-30c.md 2741).
  */
-export function familyMismatch(a: EndFamilies, b: EndFamilies): string | undefined {
-  if (!(a.byAddress || b.byAddress || (a.pod && b.pod))) return undefined;
-  if (a.families.length === 0 || b.families.length === 0 || a.families.some((f) => b.families.includes(f))) return undefined;
-  const say = (e: EndFamilies, other: EndFamilies): string =>
-    e.byAddress ? `${e.name} is ${e.families.map((f) => FAMILY_NAME[f]).join('')}` : `${e.name} has no ${other.families.map((f) => FAMILY_NAME[f]).join(' or ')} address`;
-  return `${say(a, b)}, ${say(b, a)}: no packet goes between them (an IP header has one family)`;
+export function familyMismatch(a: string, b: string): string | undefined {
+  const [fa, fb] = [endFamily(a), endFamily(b)];
+  if (fa === undefined || fb === undefined || fa === fb) return undefined;
+  return `${a} is ${FAMILY_NAME[fa]}, ${b} is ${FAMILY_NAME[fb]}: no packet goes between them (an IP header has one family)`;
 }
 
 /**

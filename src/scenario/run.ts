@@ -22,7 +22,7 @@ import {
   nodeEndpointsOf,
   nodeAddresses,
 } from '../model/cluster.js';
-import { EndFamilies, endFamilies, familyMismatch, Flow, FlowDecision } from '../model/flow.js';
+import { familyMismatch, type Flow, type FlowDecision } from '../model/flow.js';
 import type { DnsCacheOptions } from '../model/fqdn.js';
 import type { AllowLocalhost } from '../model/localhost.js';
 import type { StackMode } from '../model/identity.js';
@@ -208,14 +208,12 @@ function expandProbe(state: ClusterState, probe: Probe, source: string, budget: 
     throw new ManifestError(source, probe.path, `covers ${froms.length * tos.length} pod pairs, over the ${MAX_SCENARIO_FLOWS} flows a scenario may probe (${MAX_SCENARIO_FLOWS - budget.left} used before it): give from or to`);
   }
   const flows: Flow[] = [];
-  const families = new Map([...new Set([...froms, ...tos])].map((n) => [n, endFamilies(state, n)]));
-  const familiesOf = (name: string): EndFamilies => families.get(name) ?? { name, families: [], byAddress: false, pod: false };
-  const mismatch = probe.from !== undefined && probe.to !== undefined ? familyMismatch(familiesOf(probe.from), familiesOf(probe.to)) : undefined;
+  const mismatch = probe.from !== undefined && probe.to !== undefined ? familyMismatch(probe.from, probe.to) : undefined;
   if (mismatch !== undefined) throw new ManifestError(source, probe.path, mismatch);
   for (const from of froms) {
     for (const to of tos) {
-      // A pod reached at one of its own addresses is the pod itself; a pair with no family in common is no packet (finding 2691).
-      if ((held.get(from) ?? from) === (held.get(to) ?? to) || familyMismatch(familiesOf(from), familiesOf(to)) !== undefined) continue;
+      // A pod reached at one of its own addresses is the pod itself.
+      if ((held.get(from) ?? from) === (held.get(to) ?? to)) continue;
       flows.push({ from, to, port: probe.port, protocol: probe.protocol, ...(probe.request ? { request: probe.request } : {}) });
     }
   }

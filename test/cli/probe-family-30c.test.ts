@@ -3,8 +3,8 @@ import { cli, expectBadInput, tmpFile } from '../cli-helpers.js';
 
 /*
  * Finding 2691 (docs/attack-findings-29i.md; 2740 in docs/attack-findings-30c.md): a flow between two
- * address families is no packet, so trace, scenario probes and plan's pod pairs refuse or skip it;
- * a dual-stack pod keeps taking either family. Finding 2633 (2742): a Pass rule is not an allower.
+ * addresses of different families is no packet, so trace and scenario probes refuse it; an end
+ * named by name (pod, external, node) is judged against either family (2741). Finding 2633 (2742): a Pass rule is not an allower.
  */
 
 const PODS = [
@@ -22,18 +22,21 @@ function scenario(probes: string[]): string {
 
 const STAR_WARS = 'fixtures/scenarios/cilium-docs/l7-star-wars.yaml';
 
-describe('2740: a probe between two address families is refused', () => {
+describe('2740: a probe between two addresses of different families is refused', () => {
   it('trace: two addresses of different families (an IPv4-mapped IPv6 text is IPv6)', () => {
     const r = cli('trace', '--scenario', STAR_WARS, '--from', '10.244.0.1', '--to', '::ffff:10.244.0.2', '--port', '80');
     expectBadInput(r, '10.244.0.1 is IPv4, ::ffff:10.244.0.2 is IPv6');
     expect(r.out).toBe('');
   });
 
-  it('trace: a single-stack pod and an address of the other family, both ways', () => {
+  it('trace: addresses of different families are refused, a pod named by name is judged against either (2741)', () => {
     const file = tmpFile('fam.yaml', scenario([]));
-    expectBadInput(cli('trace', '--scenario', file, '--from', 'x/a', '--to', '2001:db8::1', '--port', '80'), 'x/a has no IPv6 address, 2001:db8::1 is IPv6');
-    expectBadInput(cli('trace', '--scenario', file, '--from', '192.0.2.1', '--to', 'y/s', '--port', '80'), '192.0.2.1 is IPv4, y/s has no IPv4 address');
-    expectBadInput(cli('trace', '--scenario', file, '--from', 'x/a', '--to', 'y/s', '--port', '80'), 'x/a has no IPv6 address, y/s has no IPv4 address');
+    expectBadInput(cli('trace', '--scenario', file, '--from', '10.244.30.10', '--to', '2001:db8::1', '--port', '80'), '10.244.30.10 is IPv4, 2001:db8::1 is IPv6');
+    expectBadInput(cli('trace', '--scenario', file, '--from', 'fd00:30::12', '--to', '192.0.2.1', '--port', '80'), 'fd00:30::12 is IPv6, 192.0.2.1 is IPv4');
+    for (const [from, to] of [['x/a', '2001:db8::1'], ['192.0.2.1', 'y/s'], ['x/a', 'y/s']] as const) {
+      const r = cli('trace', '--scenario', file, '--from', from, '--to', to, '--port', '80', '-o', 'json');
+      expect(r.code, `${from} -> ${to}: ${r.err}`).toBe(0);
+    }
   });
 
   it('trace: a dual-stack pod takes either family by name, one by its address', () => {
@@ -46,8 +49,8 @@ describe('2740: a probe between two address families is refused', () => {
     expectBadInput(cli('trace', '--scenario', file, '--from', '10.244.30.11', '--to', '2001:db8::1', '--port', '80'), '10.244.30.11 is IPv4, 2001:db8::1 is IPv6');
   });
 
-  it('reach and verify: a probe end given by address refuses the other family, naming the probe', () => {
-    for (const probe of ['{from: x/a, to: {ip: "2001:db8::1"}, port: 80}', '{from: {ip: 10.0.0.1}, to: {ip: "::ffff:192.0.2.1"}, port: 80}', '{from: x/a, to: y/s, port: 80}']) {
+  it('reach and verify: a probe whose two ends are addresses of different families is refused, naming the probe', () => {
+    for (const probe of ['{from: {ip: 10.244.30.10}, to: {ip: "2001:db8::1"}, port: 80}', '{from: {ip: 10.0.0.1}, to: {ip: "::ffff:192.0.2.1"}, port: 80}']) {
       const file = tmpFile('fam.yaml', scenario([probe]));
       for (const cmd of [['reach'], ['reach', '--json'], ['verify'], ['verify', '--json']]) {
         const r = cli(...cmd, '--scenario', file);
@@ -57,8 +60,8 @@ describe('2740: a probe between two address families is refused', () => {
     }
   });
 
-  it('reach: every-pod-pair probes skip the pairs without a common family; a dual-stack pod meets both', () => {
-    const file = tmpFile('fam.yaml', scenario(['{port: 80}', '{from: {ip: "2001:db8::1"}, port: 80}']));
+  it('reach: a pod named by name is judged against an address or pod of either family (2741), as plan does', () => {
+    const file = tmpFile('fam.yaml', scenario(['{port: 80}', '{from: {ip: "2001:db8::1"}, port: 80}', '{from: x/a, to: {ip: "2001:db8::1"}, port: 80}']));
     const r = cli('reach', '--scenario', file, '--json');
     expect(r.code, r.err).toBe(0);
     const pairs = r.out
@@ -66,16 +69,9 @@ describe('2740: a probe between two address families is refused', () => {
       .split('\n')
       .map((l) => JSON.parse(l) as { probe: number; from: string; to: string })
       .map((p) => `${p.probe} ${p.from}->${p.to}`);
-    expect(pairs.sort()).toEqual(['0 x/a->x/d', '0 x/d->x/a', '0 x/d->y/s', '0 y/s->x/d', '1 2001:db8::1->x/d', '1 2001:db8::1->y/s'].sort());
-  });
-
-  it('plan: pod pairs without a common family are not checked', () => {
-    const file = tmpFile('fam.yaml', scenario([]));
-    const deny = tmpFile('deny.yaml', 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: \"y\"}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n');
-    const r = cli('plan', '--scenario', file, '-f', deny, '--port', '80/TCP', '-o', 'json');
-    expect(r.code, r.err).toBe(0);
-    const changes = (JSON.parse(r.out) as { verdictChanges: { from: string; to: string }[] }).verdictChanges.map((c) => `${c.from}->${c.to}`);
-    expect(changes).toEqual(['x/d->y/s']);
+    expect(pairs.sort()).toEqual(
+      ['0 x/a->x/d', '0 x/a->y/s', '0 x/d->x/a', '0 x/d->y/s', '0 y/s->x/a', '0 y/s->x/d', '1 2001:db8::1->x/a', '1 2001:db8::1->x/d', '1 2001:db8::1->y/s', '2 x/a->2001:db8::1'].sort(),
+    );
   });
 });
 

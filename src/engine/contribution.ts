@@ -42,36 +42,35 @@ export interface ContributionSharers {
 }
 
 /**
- * Is a contribution at a single-port key (`port`/16 of `protocol`, a number) in Cilium's L4Filter of
- * that one port? A plain allow is when some clause of its units names that port alone (`port: "53"`,
- * `53-53`, or a named port that a DNS rule at this key names too: `dnsPortNames`, as the oracle
- * counts it), not when only a range's LPM prefix put it there (`53-54` keys 53/16 and 54/16): a
- * range is its own filter (pkg/policy/l4.go keys filters by port and endPort; attack finding 2030).
- * Contributions of no unit (the default allow, allow-localhost, same-priority cells) and redirects
- * (whose L7 clauses the parser refuses on ranges for DNS) are as before.
+ * Is a contribution at a single-port key (`port`/16 of `protocol`, a number) in one of the L4Filters
+ * of that port whose DNS rules the redirect's proxy reads (`dnsFilters`, see `dnsFilterKeys`)? A
+ * plain allow is when some clause of its units is such a filter, not when only a range's LPM prefix
+ * put it there (`53-54` keys 53/16 and 54/16): a range is its own filter (pkg/policy/l4.go keys
+ * filters by port and endPort; attack finding 2030). Contributions of no unit (the default allow,
+ * allow-localhost, same-priority cells) and redirects are as before.
  */
-export function inSinglePortFilter(c: Contribution, protocol: number, port: number, dnsPortNames: ReadonlySet<string>): boolean {
+export function inSinglePortFilter(c: Contribution, protocol: number, port: number, dnsFilters: { has(filter: string): boolean }): boolean {
   if (c.l7 !== undefined || c.entry.deny || !c.sharers) return true;
-  for (const { l4 } of c.sharers.unit.clauses) {
-    if (l4.kind === 'all') continue;
-    if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(protocol) : PROTOCOL_NUMBER[l4.protocol] !== protocol) continue;
-    // An egress rule's named and numbered ports are separate units (rule-units.ts compileRule): a
-    // named clause here put this key there, resolved for this peer. Cilium keeps a named port's
-    // L4Filter apart from the numbered one, so it is the DNS filter only when a DNS rule names the
-    // same port (pkg/policy/l4.go named ports; attack finding 2682).
-    if (l4.kind === 'named' ? dnsPortNames.has(l4.name) : l4.from === port && l4.to === port) return true;
-  }
+  for (const f of dnsFilterKeys(c, protocol, port)) if (dnsFilters.has(f)) return true;
   return false;
 }
 
-/** The port names the DNS rules of these contributions are written on (their redirects' named L4Filters). */
-export function dnsRulePortNames(held: Iterable<Contribution>): Set<string> {
-  const names = new Set<string>();
-  for (const c of held) {
-    if (c.l7 === undefined || !c.sharers) continue;
-    for (const { l4 } of c.sharers.unit.clauses) if (l4.kind === 'named') names.add(l4.name);
+/**
+ * The L4Filters of Cilium's a contribution at a single-port key stands for: `#` for the numbered
+ * filter of that port (a clause naming it alone: `port: "53"` or `53-53`), `n:<name>` for a named
+ * port's. An egress rule's named and numbered ports are separate units (rule-units.ts compileRule),
+ * and Cilium keeps a named port's filter (`dns/UDP`) apart from the numbered one (`53/UDP`,
+ * pkg/policy/l4.go named ports; attack findings 2682, 2761).
+ */
+export function dnsFilterKeys(c: Contribution, protocol: number, port: number): string[] {
+  const out: string[] = [];
+  for (const { l4 } of c.sharers?.unit.clauses ?? []) {
+    if (l4.kind === 'all') continue;
+    if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(protocol) : PROTOCOL_NUMBER[l4.protocol] !== protocol) continue;
+    if (l4.kind === 'named') out.push(`n:${l4.name}`);
+    else if (l4.from === port && l4.to === port) out.push('#');
   }
-  return names;
+  return out;
 }
 
 const ANY_PROTOCOL_NUMBERS: ReadonlySet<number> = new Set(PORT_PROTOCOLS.map((p) => PROTOCOL_NUMBER[p]));

@@ -2,7 +2,7 @@ import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
-import { DEFAULT_ALLOW, type Contribution, dnsRulePortNames, inSinglePortFilter } from './contribution.js';
+import { DEFAULT_ALLOW, type Contribution, dnsFilterKeys, inSinglePortFilter } from './contribution.js';
 import { isPassCopy } from './map-tiers.js';
 import { dirProto, idDir, rawKeyAt } from './raw-key.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -88,6 +88,14 @@ export class L7Tables {
   private readonly rowsByRedirect = new Map<string, Set<string>>();
   /** Raw keys whose contributions changed since the last settle, while rows may depend on them. */
   private readonly touched = new Map<number, PolicyKey>();
+  /**
+   * Per port key (`portKeyId`), the L4Filters holding a DNS rule for some peer identity, with how many
+   * DNS contributions stand for each (`dnsFilterKeys`): the filters whose rules the port's DNS
+   * proxy reads, a property of the port across every peer (attack finding 2761).
+   */
+  private readonly dnsFilters = new Map<string, Map<string, number>>();
+  /** Port keys whose set of DNS filters changed since the last settle: every row of their redirect is redone. */
+  private readonly dnsFiltersChanged = new Set<string>();
 
   constructor(
     private readonly raw: RawContributions,
@@ -116,6 +124,21 @@ export class L7Tables {
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.touched.set(rk, key);
   }
 
+  /** `c` was added at `key` (`delta` +1) or removed (-1): counts the DNS filters of its port (see `dnsFilters`). */
+  countDnsFilters(key: PolicyKey, c: Contribution, delta: 1 | -1): void {
+    if (c.l7?.parser !== 'dns' || c.entry.deny) return;
+    const id = portKeyId(key);
+    let filters = this.dnsFilters.get(id);
+    if (!filters) this.dnsFilters.set(id, (filters = new Map()));
+    for (const f of dnsFilterKeys(c, key.protocol, key.port)) {
+      const n = (filters.get(f) ?? 0) + delta;
+      if (n === 0) filters.delete(f);
+      else filters.set(f, n);
+      if (n === 0 || (n === 1 && delta === 1)) this.dnsFiltersChanged.add(id);
+    }
+    if (filters.size === 0) this.dnsFilters.delete(id);
+  }
+
   /** Whether settling `changes` can change a row (maps without redirects, most of them, skip the L7 layer). */
   relevant(changes: readonly KernelChange[]): boolean {
     return this.touched.size > 0 || this.redirectUse.size > 0 || someRedirect(changes);
@@ -134,9 +157,13 @@ export class L7Tables {
     for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) this.setRow(out, rowKey, id, undefined);
     // A redirect neither new nor touched by a raw key keeps its rows: no scratch work for it.
     if (added.size > 0 || this.touched.size > 0) {
-      for (const [id, { redirect }] of this.redirectUse) this.refreshRedirectRows(out, id, redirect, added.has(id));
+      for (const [id, { redirect }] of this.redirectUse) {
+        const filtersChanged = redirect.parser === 'dns' && this.dnsFiltersChanged.has(portKeyId(redirect));
+        this.refreshRedirectRows(out, id, redirect, added.has(id), filtersChanged);
+      }
     }
     this.touched.clear();
+    this.dnsFiltersChanged.clear();
     return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
   }
 
@@ -164,20 +191,22 @@ export class L7Tables {
     }
   }
 
-  /** Recomputes the rows of `redirect` for the peers a new redirect sees, or those of the touched raw keys. */
-  private refreshRedirectRows(out: L7Change[], id: string, redirect: Redirect, isNew: boolean): void {
+  /**
+   * Recomputes the rows of `redirect` for the peers a new redirect sees, or those of the touched raw
+   * keys; both when the port's DNS filters changed (`every`), which can change the row of any peer.
+   */
+  private refreshRedirectRows(out: L7Change[], id: string, redirect: Redirect, isNew: boolean, every = false): void {
     const peers = new Set<IdentityId>();
     const narrower = new Map<string, PolicyKey>();
-    if (isNew) {
+    if (isNew || every) {
       for (const proto of [redirect.protocol, 0]) {
         for (const r of this.raw.entriesOf(dirProto(redirect.direction, proto)) ?? []) {
           this.stats.mapEntriesVisited++;
           visitForRedirect(r.key, id, redirect, peers, narrower);
         }
       }
-    } else {
-      for (const key of this.touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
     }
+    if (!isNew) for (const key of this.touched.values()) visitForRedirect(key, id, redirect, peers, narrower);
     for (const peer of peers) this.setRow(out, `${id}|${peer}`, id, this.computeRow(redirect, peer));
     for (const [rowKey, key] of narrower) this.setRow(out, rowKey, id, this.computeNarrowerRow(redirect, key));
   }
@@ -280,14 +309,20 @@ export class L7Tables {
       const held = this.raw.at(rawKeyAt(idd, r.protocol, r.port, len)) ?? [];
       // The DNS proxy's filter is the port's own: a range's plain allow keyed at the same prefix is not in it (finding 2030).
       if (dns) {
-        const all = [...held];
-        const names = dnsRulePortNames(all);
-        for (const c of all) if (inSinglePortFilter(c, r.protocol, r.port, names)) yield c;
+        const filters = this.dnsFilters.get(portKeyId(r)) ?? NO_FILTERS;
+        for (const c of held) if (inSinglePortFilter(c, r.protocol, r.port, filters)) yield c;
       } else yield* held;
     }
     if (countVisits) this.stats.mapEntriesVisited++;
     for (const c of this.raw.at(rawKeyAt(idd, 0, 0, 0)) ?? []) if (!dns || c === DEFAULT_ALLOW) yield c;
   }
+}
+
+const NO_FILTERS: ReadonlyMap<string, number> = new Map();
+
+/** A (direction, protocol, port prefix) of a key or redirect, whatever its identity. */
+function portKeyId(k: { readonly direction: Direction; readonly protocol: number; readonly port: number; readonly portPrefixLen: number }): string {
+  return `${k.direction}/${k.protocol}/${k.port}/${k.portPrefixLen}`;
 }
 
 function redirectOf(key: PolicyKey, e: PolicyEntry | undefined): Redirect | undefined {

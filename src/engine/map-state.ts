@@ -248,9 +248,11 @@ export class MapState {
       if (entry.precedence > PRECEDENCE_LOWEST) this.countHigh(r.idd, +1);
       if (r.idd < 2) this.countWild(r.idd, entry, +1);
       this.l7.touch(ks, k, entry);
+      this.l7.countDnsFilters(k, c, 1);
       return r;
     }
     this.l7.touch(ks, r.key, entry);
+    this.l7.countDnsFilters(r.key, c, 1);
     const count = r.contribs.get(c);
     if (count !== undefined) {
       r.contribs.set(c, count + 1);
@@ -284,6 +286,7 @@ export class MapState {
     }
     const key = r.key;
     this.l7.touch(ks, key, c.entry);
+    this.l7.countDnsFilters(key, c, -1);
     if (count > 1) {
       r.contribs.set(c, count - 1);
       return r;

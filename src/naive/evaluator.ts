@@ -216,7 +216,7 @@ function decideNpTier(
   // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
   if (proxied && !proxyTakes(protocol)) return { ...base, proxied: false, allowed: false };
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
-  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request);
+  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request, () => dnsFiltersOfPort(state, subject, direction, protocol, port));
   return { ...base, allowed: l7.allowed, l7 };
 }
 
@@ -242,26 +242,50 @@ function proxyVerdict(
   plainAllows: readonly PlainAllow[],
   enforcedBy: readonly RuleOrigin[],
   request: L7Request,
+  dnsFilters: () => ReadonlySet<string>,
 ): NonNullable<DirectionDecision['l7']> {
   let parser = (l7Clauses[0] as { rules: L7Rules }).rules.parser;
   for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
   const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
-  const plainAllowBy = plainAllows.filter((p) => parser !== 'dns' || (p.onePort && dnsFilterHolds(p, l7Clauses))).map((p) => p.origin);
+  const filters = parser === 'dns' ? dnsFilters() : undefined;
+  const plainAllowBy = plainAllows.filter((p) => filters === undefined || (p.onePort && filters.has(filterKey(p.portName)))).map((p) => p.origin);
   const allowedBy = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
   const allowed = readable && (allowedBy.length > 0 || enforcedBy.length === 0);
   return { parser, allowed, allowedBy };
 }
 
+/** A single-port clause's L4Filter: the numbered one of its port (`#`) or its named port's (engine `dnsFilterKeys`). */
+const filterKey = (portName: string | undefined): string => (portName === undefined ? '#' : `n:${portName}`);
+
 /**
- * Is a single-port plain allow in the DNS redirect's L4Filter? A named port's filter (`dns/UDP`) is
- * not the numbered one (`53/UDP`): pkg/policy/l4.go keeps named ports in their own map, so only a
- * DNS rule on the same name merges it (rule.go `mergePortProto`). The map entries of both resolve to
- * one key, where the redirect wins (mapstate `Merge`), and the proxy reads the DNS filter's rules only.
+ * The L4Filters of (direction, protocol, port) holding a DNS rule for some peer the rule selects:
+ * the filters whose rules the port's DNS proxy reads, so the plain allows that widen it. A property
+ * of the port across every peer, not of the flow's peer: a plain allow in such a filter widens the
+ * redirect (rule.go `mergePortProto`; a nil selector is `matchPattern: "*"`, dnsproxy
+ * `GetSelectorRegexMap`), one in another filter of the same port does not, as a named port's
+ * filter (`dns/UDP`) is not the numbered one (`53/UDP`, pkg/policy/l4.go; attack findings 2682,
+ * 2761) and the redirect wins their shared map entry (mapstate `Merge`).
  */
-function dnsFilterHolds(p: PlainAllow, l7Clauses: readonly { readonly rules: L7Rules; readonly portName?: string }[]): boolean {
-  return p.portName === undefined || l7Clauses.some((c) => c.rules.parser === 'dns' && c.portName === p.portName);
+function dnsFiltersOfPort(state: ClusterState, subject: FlowEndpoint & { kind: 'pod' }, direction: Direction, protocol: FlowProtocol, port: number): Set<string> {
+  const out = new Set<string>();
+  const pods = [...state.pods.keys()].map((name) => resolveEndpoint(state, name));
+  for (const policy of state.policies.values()) {
+    for (const rule of policy.rules) {
+      if (rule.direction !== direction || rule.verdict !== 'allow' || !selectorMatches(rule.subject, subject.labels)) continue;
+      for (const c of rule.ports) {
+        if (c.l7?.parser !== 'dns' || c.l4.kind === 'all') continue;
+        if (c.l4.kind === 'range' && (c.l4.from !== port || c.l4.to !== port || !l4Covers(c.l4, protocol, port, []))) continue;
+        const l4 = c.l4;
+        // The engine keys a rule by the identities it selects: a rule selecting none holds no filter.
+        const selected = (ep: FlowEndpoint): boolean => rule.peers.some((p) => peerMatches(state, p, ep)) && l4Covers(l4, protocol, port, direction === 'ingress' ? subject.pod.ports : egressNamedPorts(state, ep));
+        const existing = l4.kind === 'range' && rule.peers.some((p) => p.kind !== 'selector' || p.entity !== undefined);
+        if (existing || pods.some(selected)) out.add(l4.kind === 'named' ? `n:${l4.name}` : '#');
+      }
+    }
+  }
+  return out;
 }
 
 /** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */

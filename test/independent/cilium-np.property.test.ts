@@ -206,7 +206,7 @@ describe('CiliumNetworkPolicy: distill against an independent reader of Cilium',
 
   // Attack finding 2761: distill still counts this plain allow (fixtures/conformance/pending/README.md); the reader does not.
   it('keeps a numbered plain allow out of a DNS filter written on the port name (pkg/policy/l4.go)', () => {
-    const text = readFileSync('fixtures/conformance/pending/cilium-dns22-numbered-plain-allow-not-in-named-dns-filter.yaml', 'utf8');
+    const text = readFileSync('fixtures/conformance/cilium-dns22/numbered-plain-allow-not-in-named-dns-filter.yaml', 'utf8');
     const c = readCluster(text, 0);
     const [a, dns] = [c.peers.get('x/a'), c.peers.get('kube-system/kube-dns')];
     if (a === undefined || dns === undefined) throw new Error('peers');

@@ -88,7 +88,7 @@ export class EtcdIdentitySource {
   private watcher: IdentityWatcher | undefined;
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
   private readonly pods = new Map<string, Pod>();
-  /** Every pod known (local or not) -> its label-set key: settled needs an id for each. */
+  /** Every pod known (local or not) and not held fail-closed -> its label-set key: settledCluster needs an id for each. */
   private readonly allPods = new Map<string, Pod>();
   /** Pod -> the kvstore label set it should hold / holds in etcd now. */
   private readonly wanted = new Map<string, string[]>();
@@ -192,7 +192,9 @@ export class EtcdIdentitySource {
       else if (e.type === 'deleteNamespace') this.namespaces.delete(e.name);
       else if (e.type === 'upsertPod') {
         const key = podKey(e.pod.namespace, e.pod.name);
-        this.allPods.set(key, e.pod);
+        // A pod held fail-closed is at the unallocated number whatever id its labels have: none is waited for (2845).
+        if (e.pod.failClosed === true) this.allPods.delete(key);
+        else this.allPods.set(key, e.pod);
         if (e.local === true) this.pods.set(key, e.pod);
         else this.pods.delete(key);
       } else if (e.type === 'deletePod') {

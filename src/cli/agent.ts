@@ -182,7 +182,7 @@ function agentExit(agent: Agent, opts: AgentCliOptions, io: AgentIo): number {
 
 /**
  * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
- * knows has one (remote pods: from their nodes' agents) and the engine has applied them all.
+ * knows and does not hold fail-closed has one (remote pods: from their nodes' agents; 2845) and the engine has applied them all.
  * Waiting on other nodes' agents is said once: with none running it lasts until stopped.
  */
 async function settle(agent: Agent, source: EtcdIdentitySource, logger: Logger): Promise<void> {

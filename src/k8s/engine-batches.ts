@@ -1,7 +1,7 @@
-import { denyAllPolicy, denySidePolicy, effectiveHeld, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
-import { podIps } from '../model/cluster.js';
+import { podIps, type Pod } from '../model/cluster.js';
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
 export interface MirrorBatch {
@@ -98,6 +98,8 @@ export class EngineBatches {
    * commits (a policy may no longer let it open those numbers).
    */
   private readonly rejoins = new Map<string, ReadonlySet<string>>();
+  /** Whether the last flush saw namespaces watched (its pods then wait for theirs, `awaitNamespaces`). */
+  private namespacesWatched = false;
   /** How the last flush read group peers (policies with them are re-sent when this changes). */
   private groupsMode: GroupsMode = 'unwatched';
 
@@ -120,6 +122,11 @@ export class EngineBatches {
     else this.unreadableGroups.delete(key);
   }
 
+  /** `key`'s meaning is the same but what the engine is to hold for it may not be (`ObjectStates.reread`): sent at the next flush. */
+  reread(key: string): void {
+    this.dirty.add(key);
+  }
+
   /**
    * What the engine is to hold for `key` now: a policy as `effectiveHeld` reads it, a group that
    * cannot be read as nothing (its policies read as the stand-in meanwhile).
@@ -131,13 +138,26 @@ export class EngineBatches {
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
-    // A remote pod past its deadline holds its addresses fail-closed only while no other pod claims one (2843).
-    if (h.kind === 'Pod' && h.expired === true && this.states.otherPodAt(key, new Set(podIps(h.pod).map((ip) => ip.text)))) return undefined;
+    if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h);
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h, this.allPorts.has(key));
     return effectiveHeld(h, this.groupsMode);
+  }
+
+  /**
+   * A remote pod past its deadline (finding 2843) holds fail-closed the addresses no other pod claims (2844): its upsert
+   * would take back one a new pod holds; and only those (2920): a claim on one of its addresses left the others world.
+   */
+  private expiredAtFree(key: string, h: Extract<Held, { kind: 'Pod' }>): Held | undefined {
+    const ips = podIps(h.pod);
+    // A pod waiting for its namespace (`awaitNamespaces`) claims nothing yet (finding 2923).
+    const sent = (pod: Pod): boolean => !this.namespacesWatched || this.states.get(namespaceKey(pod.namespace))?.desired !== undefined;
+    const claimed = this.states.claimedByOthers(key, new Set(ips.map((ip) => ip.text)), sent);
+    if (claimed.size === 0) return h;
+    const free = ips.filter((ip) => !claimed.has(ip.text));
+    return free.length === 0 ? undefined : expiredPodAt(h, free);
   }
 
   /**
@@ -225,6 +245,7 @@ export class EngineBatches {
 
   /** The minimal events from what the engine holds to what `states` describes (see `ClusterMirror.flush`). */
   flush(namespacesWatched: boolean, groupsWatched = false): MirrorBatch {
+    this.namespacesWatched = namespacesWatched;
     this.setGroupsRead(groupsWatched);
     this.endRevertedRelabels();
     const next = new Map<string, Held | undefined>();

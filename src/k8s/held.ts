@@ -272,6 +272,16 @@ export function expiredPod(h: Extract<Held, { kind: 'Pod' }>): Held {
   return { ...(failClosedPod(h) as Extract<Held, { kind: 'Pod' }>), deleteAt: undefined, expired: true };
 }
 
+/**
+ * An expired pod (`expiredPod`) held at `ips` only, some of its addresses: the others are claimed by other pods
+ * (`EngineBatches.wanted`, finding 2920). Its own signature, so a claim made or given up re-sends it.
+ */
+export function expiredPodAt(h: Extract<Held, { kind: 'Pod' }>, ips: readonly IpAddress[]): Held {
+  const { ips: _all, ...one } = h.pod;
+  const pod: Pod = ips.length > 1 ? { ...one, ip: ips[0]!, ips } : { ...one, ip: ips[0]! };
+  return { ...h, pod, sig: `${h.sig}:at:${ips.map((ip) => ip.text).join(',')}` };
+}
+
 function nodeMeaning(kind: 'Node' | 'CiliumNode', obj: Record<string, unknown>, source: string, ctx: ReadContext): Held | undefined {
   const node = kind === 'Node' ? nodeOf(obj, ctx.nodeName, source) : ciliumNodeOf(obj, ctx.nodeName, source);
   if (node.ips.length === 0) {

@@ -131,7 +131,7 @@ export class ClusterMirror {
     this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
     this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn, groupsRead: () => this.batches.groupsReadable(this.groupsWatched) };
-    this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug);
+    this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug, (key) => this.batches.reread(key));
     this.batches = new EngineBatches(this.states, this.debug, this.warn);
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),

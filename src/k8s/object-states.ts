@@ -1,6 +1,6 @@
 import { expiredPod, namespaceOfHeld, type Held, type LogFn } from './held.js';
 import { compareDecimal, stale } from './resource-version.js';
-import { podIps } from '../model/cluster.js';
+import { podIps, type Pod } from '../model/cluster.js';
 
 /** One object as the streams describe it. */
 export interface ObjectState {
@@ -32,10 +32,15 @@ export class ObjectStates {
   /** Deleted namespaces → the resourceVersion of their deletion, oldest first (`beforeNamespaceDeletion`). */
   private readonly namespaceDeletions = new Map<string, string>();
 
+  /** Remote pods past their deadline (`expiredPod`) by address text: a pod claiming or leaving one re-reads them. */
+  private readonly expiredAt = new Map<string, Set<string>>();
+
+  /** `reread`: told of an expired pod whose addresses another pod claimed or gave up (finding 2921). */
   constructor(
     private readonly maxTombstones: number,
     private readonly changed: (key: string) => void,
     private readonly debug: LogFn,
+    private readonly reread: (key: string) => void = changed,
   ) {}
 
   get(key: string): ObjectState | undefined {
@@ -47,14 +52,19 @@ export class ObjectStates {
     return this.objects.has(key) && !this.tombstones.has(key);
   }
 
-  /** True when a pod other than `key`, wanted and not expired (`expiredPod`), claims one of `ips` (address texts). */
-  otherPodAt(key: string, ips: ReadonlySet<string>): boolean {
+  /**
+   * The addresses of `ips` (texts) that a pod other than `key`, wanted and `sent`, claims: one not expired
+   * (`expiredPod`), or an expired one of a lower key (of two expired pods at one address the lower key holds it,
+   * finding 2924: both holding it, deleting the last writer left it unowned while the other still claimed it).
+   */
+  claimedByOthers(key: string, ips: ReadonlySet<string>, sent: (pod: Pod) => boolean): Set<string> {
+    const claimed = new Set<string>();
     for (const [k, state] of this.objects) {
       const d = state.desired;
-      if (k === key || d?.kind !== 'Pod' || d.expired === true) continue;
-      if (podIps(d.pod).some((ip) => ips.has(ip.text))) return true;
+      if (k === key || d?.kind !== 'Pod' || (d.expired === true && k > key) || !sent(d.pod)) continue;
+      for (const ip of podIps(d.pod)) if (ips.has(ip.text)) claimed.add(ip.text);
     }
-    return false;
+    return claimed;
   }
 
   /** Keys of the pods and policies wanted in namespace `ns`. */
@@ -74,8 +84,38 @@ export class ObjectStates {
     this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
     if (desired !== undefined) this.tombstones.delete(key);
     this.changed(key);
+    this.indexExpired(key, before, desired);
     if (desired?.kind === 'Pod' && desired.deleteAt !== undefined) this.deadlines.set(key, desired.deleteAt);
     else this.deadlines.delete(key);
+  }
+
+  /**
+   * Keeps `expiredAt`, and re-reads the expired pods at the addresses a pod other than them claimed or gave up (or a
+   * namespace's pods, when it comes or goes: its pods' claims count only with it, `claimedByOthers`): what an expired
+   * pod holds depends on the other pods' claims (`EngineBatches.wanted`), so a claim given up hands the address back
+   * to it, fail-closed, as a fresh mirror reads it, not to world (finding 2921).
+   */
+  private indexExpired(key: string, before: Held | undefined, after: Held | undefined): void {
+    if (this.expiredAt.size === 0 && (after?.kind !== 'Pod' || after.expired !== true)) return;
+    const pods = [before, after].filter((h): h is Extract<Held, { kind: 'Pod' }> => h?.kind === 'Pod');
+    for (const h of pods) {
+      if (h.expired !== true) continue;
+      for (const ip of podIps(h.pod)) {
+        const at = this.expiredAt.get(ip.text) ?? new Set<string>();
+        if (h === after) this.expiredAt.set(ip.text, at.add(key));
+        else if (at.delete(key) && at.size === 0) this.expiredAt.delete(ip.text);
+      }
+    }
+    if (this.expiredAt.size === 0) return;
+    const claims = pods.map((h) => h.pod);
+    const ns = (after ?? before)?.kind === 'Namespace' && (before === undefined) !== (after === undefined) ? key.slice('Namespace//'.length) : undefined;
+    for (const k of ns === undefined ? [] : this.keysIn(ns)) {
+      const d = this.objects.get(k)?.desired;
+      if (d?.kind === 'Pod') claims.push(d.pod);
+    }
+    const others = new Set<string>();
+    for (const pod of claims) for (const ip of podIps(pod)) for (const k of this.expiredAt.get(ip.text) ?? []) if (k !== key) others.add(k);
+    for (const k of others) this.reread(k);
   }
 
   /** Moves `key` in the namespace index from `from` to `to` (either undefined: none). */

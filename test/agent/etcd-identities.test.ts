@@ -207,3 +207,61 @@ suite('several agents on one etcd under random churn (property)', () => {
     );
   }, 300_000);
 });
+
+/** Finding 2845 (docs/attack-findings-30t.md): --exit-at-eof's settledCluster and the pods the agent holds fail-closed. */
+const heldNs: WatchItem = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', resourceVersion: '1' } } };
+const heldPod = (name: string, rv: number, node: string, ip: string, extra: { deletionTimestamp?: string; serviceAccountName?: string } = {}): WatchItem => ({
+  type: 'ADDED',
+  object: {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'shop', resourceVersion: String(rv), labels: { app: name }, ...(extra.deletionTimestamp ? { deletionTimestamp: extra.deletionTimestamp } : {}) },
+    spec: { nodeName: node, containers: [{ name: 'c', image: 'i' }], ...(extra.serviceAccountName ? { serviceAccountName: extra.serviceAccountName } : {}) },
+    status: { phase: 'Running', podIP: ip },
+  },
+});
+
+async function settledClusterAfterSettled(items: WatchItem[], prefix: string): Promise<boolean> {
+  const backend = new MemoryBackend();
+  const source = new EtcdIdentitySource({ url: etcd.url, node: 'node-a', logger, prefix, retryMs: 50 });
+  const agent = new Agent({ node: 'node-a', watch: [], backend, logger, registry: new Registry(), identitySource: source });
+  source.start();
+  try {
+    for (const i of items) agent.mirror.observe(i, 'test');
+    agent.flush();
+    // This node's pod holds its id and the engine applied it (bounded by polls), then a little more for the cluster.
+    for (let i = 0; i < 500 && !(source.settled && source.peek().length === 0 && source.identities().size > 0); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      agent.flush();
+    }
+    for (let i = 0; i < 25 && !source.settledCluster; i++) await new Promise((r) => setTimeout(r, 20));
+    return source.settledCluster;
+  } finally {
+    await agent.stop();
+    await source.close();
+  }
+}
+
+suite('2845. settledCluster waits for no id of a pod held fail-closed', () => {
+  it('a remote pod past its deletionTimestamp (held at 255 until its DELETED) is not waited for', async () => {
+    const past = new Date(Date.now() - 60_000).toISOString();
+    const items = [heldNs, heldPod('a', 2, 'node-a', '10.0.0.2'), heldPod('gone', 3, 'node-b', '10.0.0.3', { deletionTimestamp: past })];
+    // Before: false for good (no agent on node-b allocates gone's labels).
+    expect(await settledClusterAfterSettled(items, `t30t-exp-${process.pid}`)).toBe(true);
+  }, 30_000);
+  it('a live remote pod is still waited for', async () => {
+    const items = [heldNs, heldPod('a', 2, 'node-a', '10.0.0.2'), heldPod('b', 3, 'node-b', '10.0.0.3')];
+    expect(await settledClusterAfterSettled(items, `t30t-live-${process.pid}`)).toBe(false);
+  }, 30_000);
+});
+
+suite('2922. a pod the engine refuses (a service account name holding ";") with etcd identities', () => {
+  it('remote: not waited for', async () => {
+    const items = [heldNs, heldPod('a', 2, 'node-a', '10.0.0.2'), heldPod('odd', 3, 'node-b', '10.0.0.3', { serviceAccountName: 'x;y' })];
+    expect(await settledClusterAfterSettled(items, `t30t-sa-${process.pid}`)).toBe(true);
+  }, 30_000);
+  it('local: settles', async () => {
+    const items = [heldNs, heldPod('a', 2, 'node-a', '10.0.0.2'), heldPod('odd', 3, 'node-a', '10.0.0.3', { serviceAccountName: 'x;y' })];
+    expect(await settledClusterAfterSettled(items, `t30t-sal-${process.pid}`)).toBe(true);
+  }, 30_000);
+});

@@ -127,7 +127,9 @@ const GROUP_ORDER: readonly TierAction[] = ['Deny', 'Pass', 'Accept'];
 
 /** A Pass rule with a `nodes` peer denies the held local node at its own level (finding 2541: passing or not under labels it cannot read, a deny is never more open). */
 function passDeniesHeldNode(rule: TierRule, f: Flow4, state: ClusterState): boolean {
-  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, f.peer) !== undefined;
+  const held = heldLocalNode(state, f.peer);
+  // Held at its addresses (2900), no address is `host` but another local node's, which no `nodes` peer selects.
+  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && held !== undefined && held !== 'addresses';
 }
 
 function originOf(policy: Policy, rule: TierRule, f: Flow4, state: ClusterState): TierOrigin {

@@ -252,7 +252,8 @@ export class NodeTable {
   private updateHost(): void {
     let own: NodeRecord | undefined;
     for (const rec of this.nodes.values()) if (rec.local && (own === undefined || rec.seq < own.seq)) own = rec;
-    this.identities.setHostNodeLabels(own?.labels, own?.failClosed === undefined ? undefined : own.failClosed === true ? 'ports' : own.failClosed);
+    // Held at its addresses (2900), another local node's may still be `host`: read on every port, as `allPorts`.
+    this.identities.setHostNodeLabels(own?.labels, own?.failClosed === undefined ? undefined : own.failClosed === true ? 'ports' : 'allPorts');
   }
 
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */

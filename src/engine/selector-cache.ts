@@ -39,11 +39,8 @@ export type IdentitySelector =
 /** How a `nodes` selector reads a node whose labels are unknown (see `IdentitySelector`). */
 type NodesUnknownMode = 'select' | 'only' | 'onlyAllPorts';
 
-/**
- * How the agent's own node is held: its labels unknown to each rule's ports, or denied on every port by Deny and Pass
- * rules; `addresses`: no address is `host` (finding 2900), so no `nodes` peer selects it.
- */
-export type NodeLabelsUnknown = 'ports' | 'allPorts' | 'addresses';
+/** How the agent's own node is held: its labels unknown to each rule's ports, or denied on every port by Deny and Pass rules. */
+export type NodeLabelsUnknown = 'ports' | 'allPorts';
 
 const NODES_BUCKET = 'nodes';
 /** Label sets up to this size are scanned (a pod's few labels: a map would cost more than it saves). */
@@ -428,7 +425,6 @@ export class SelectorCache {
 
   private nodesMatch(s: IdentitySelector & { kind: 'nodes' }, ident: SelectableIdentity): boolean {
     if (ident.nodeLabels === undefined) return false;
-    if (ident.nodeLabelsUnknown === 'addresses') return false;
     if (ident.nodeLabelsUnknown !== undefined) return ident.nodeLabelsUnknown === 'allPorts' ? s.unknown === 'onlyAllPorts' : s.unknown === 'select' || s.unknown === 'only';
     return (s.unknown === undefined || s.unknown === 'select') && (s.remoteOnly !== true || ident.matchLabels.some(isRemoteNodeLabel)) && this.matches(s.selector, ident.nodeLabels);
   }

@@ -85,9 +85,13 @@ function heldLocalNode(state: ClusterState, ep: FlowEndpoint): NodeHold | undefi
   return role === 'host' ? nodes.find((n) => n.local)?.failClosed : undefined;
 }
 
-/** A Deny or Pass rule with a `nodes` peer denies the local node held on every port (finding 2730), whatever its protocols. */
+/**
+ * A Deny or Pass rule with a `nodes` peer denies the local node held on every port (finding 2730), whatever its
+ * protocols; held at its addresses too (2900: its own are denied anyway, another local node's may be `host`).
+ */
 function deniesHeldAllPorts(rule: TierRule, ep: FlowEndpoint, state: ClusterState): boolean {
-  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, ep) === 'allPorts';
+  const held = heldLocalNode(state, ep);
+  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'nodes') && (held === 'allPorts' || held === 'addresses');
 }
 
 /**
@@ -127,9 +131,7 @@ const GROUP_ORDER: readonly TierAction[] = ['Deny', 'Pass', 'Accept'];
 
 /** A Pass rule with a `nodes` peer denies the held local node at its own level (finding 2541: passing or not under labels it cannot read, a deny is never more open). */
 function passDeniesHeldNode(rule: TierRule, f: Flow4, state: ClusterState): boolean {
-  const held = heldLocalNode(state, f.peer);
-  // Held at its addresses (2900), no address is `host` but another local node's, which no `nodes` peer selects.
-  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && held !== undefined && held !== 'addresses';
+  return rule.action === 'Pass' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, f.peer) !== undefined;
 }
 
 function originOf(policy: Policy, rule: TierRule, f: Flow4, state: ClusterState): TierOrigin {

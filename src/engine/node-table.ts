@@ -17,7 +17,8 @@ interface NodeRecord extends NodeEndpointAddresses {
   readonly seq: number;
   /**
    * Held fail-closed by the agent (`upsertNode.failClosed`): a remote node's identity is the unallocated number (finding
-   * 2432); the local node's labels read as unknown (`host` keeps its identity, finding 2541).
+   * 2432); the local node's labels read as unknown (`host` keeps its identity, finding 2541); `addresses`, its own
+   * addresses the unallocated number too (finding 2900).
    */
   readonly failClosed: NodeHold | undefined;
 }

@@ -9,6 +9,7 @@ import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { parseManifest } from '../../src/policy/manifest.js';
+import { heldNodePeer, nodeLabels } from './held-node-arbitraries.js';
 
 /*
  * 30s, a review of 30a's held local node (findings 2541, 2730): the property of
@@ -22,25 +23,14 @@ const HOST = '172.18.0.1';
 const REMOTE = '172.18.0.2';
 /** A second node marked local (its addresses are `host` too; the first local node's labels decide). */
 const SECOND = '172.18.0.3';
-const KEYS = ['os', 'pool'] as const;
-const VALUES = ['a', 'b'] as const;
 const PROBES: readonly { port: number; protocol: 'TCP' | 'UDP' }[] = [{ port: 22, protocol: 'TCP' }, { port: 80, protocol: 'TCP' }, { port: 53, protocol: 'UDP' }];
 const RUNS = Number(process.env.DISTILL_HELD_NODE_RUNS ?? 200);
 const SEED = process.env.DISTILL_SEED ? Number(process.env.DISTILL_SEED) : Date.now() % 2 ** 31;
 type Json = Record<string, unknown>;
 type Direction = 'ingress' | 'egress';
 
-const labels = fc.dictionary(fc.constantFrom(...KEYS), fc.constantFrom(...VALUES), { maxKeys: 2 });
-const nodeSelector: fc.Arbitrary<Json> = fc.oneof(
-  fc.constant({}),
-  labels.map((m) => ({ matchLabels: m })),
-  fc.record({ key: fc.constantFrom(...KEYS), operator: fc.constantFrom('Exists', 'DoesNotExist', 'NotIn'), v: fc.constantFrom(...VALUES) }).map(({ key, operator, v }) => ({ matchExpressions: [{ key, operator, ...(operator === 'NotIn' ? { values: [v] } : {}) }] })),
-);
-const peer: fc.Arbitrary<Json> = fc.oneof(
-  { weight: 4, arbitrary: nodeSelector.map((s) => ({ nodes: s })) },
-  { weight: 1, arbitrary: fc.constantFrom({ networks: ['172.18.0.0/24'] }, { networks: ['0.0.0.0/0', '::/0'] }) },
-  { weight: 1, arbitrary: fc.constant({ pods: { namespaceSelector: {}, podSelector: {} } }) },
-);
+const labels = nodeLabels;
+const peer = heldNodePeer;
 const protocols = fc.constantFrom([], [{ tcp: { destinationPort: { number: 80 } } }], [{ udp: { destinationPort: { number: 53 } } }, { tcp: { destinationPort: { range: { start: 20, end: 80 } } } }]);
 const rule = fc.record({ action: fc.constantFrom('Accept', 'Deny', 'Pass'), peers: fc.array(peer, { minLength: 1, maxLength: 2 }), protocols }).map(({ protocols: p, ...r }) => (p.length > 0 ? { ...r, protocols: p } : r));
 const tiered = (dir: Direction) =>

@@ -3,9 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { EMPTY_CLUSTER, upsertExternal, type ClusterState } from '../../src/model/cluster.js';
-import { decideFlow } from '../../src/naive/evaluator.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
-import { rollingMirrorAgent } from './mirror-agent.js';
+import { judgeHistory, serverObjects } from './judged-history.js';
 import { objectHistory, type Objects } from './object-history.js';
 
 /*
@@ -71,9 +70,7 @@ function applyOp(objects: Objects, o: Op): WatchItem {
 }
 
 function initial(): Objects {
-  const objects: Objects = new Map();
-  objects.set('ns/x', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x' } });
-  objects.set('server', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'server', namespace: 'x', labels: { app: 'server' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1' } });
+  const objects: Objects = serverObjects();
   objects.set('only-ext', cnp('only-ext', { egress: [{ toCIDR: ['198.51.100.0/24'] }] }));
   objects.set('node', nodeObject('a', false));
   // The 8-port Accept on 172.16.0.8/29 and the host allowed from the start: a readdress to .9 overflows (2900).
@@ -91,29 +88,9 @@ describe('2541, 2730, 2900: refused local node changes never open a flow both in
       fc.property(fc.array(op, { maxLength: 3 }), fc.array(op.map((o) => [o]), { minLength: 1, maxLength: 10 }), (start, steps) => {
         const objects = initial();
         for (const o of start) applyOp(objects, o);
-        let allowed: { peer: (typeof PEERS)[number]; port: number }[] | undefined;
-        const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity: 14 }, {}, () => {
-          if (allowed) for (const peer of PEERS) for (const port of PORTS) {
-            const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(peer.ip)), 'egress', 6, port);
-            if (hit !== undefined && !hit.entry.deny) allowed?.push({ peer, port });
-          }
-        });
-        const lines = (items: WatchItem[]): string[] => items.map((i) => JSON.stringify(i));
-        feed(...lines([...objects.values()].map((o) => item('ADDED', o))));
-        let before = inputState(objects);
-        for (const ops of steps) {
-          allowed = [];
-          feed(...lines(ops.map((o) => applyOp(objects, o))));
-          const after = inputState(objects);
-          if (mirror.refusedObjects().includes('Node//n1')) refused++;
-          const open = new Set<string>();
-          for (const { peer: p, port } of allowed ?? []) {
-            const allows = (s: ClusterState): boolean => decideFlow(s, { from: 'x/server', to: p.name, port, protocol: 'TCP' }).egress?.allowed ?? true;
-            if (!allows(before) && !allows(after)) open.add(`${p.name} ${port}`);
-          }
-          expect([...open]).toEqual([]);
-          before = after;
-        }
+        const probes = PEERS.flatMap((p) => PORTS.map((port) => ({ peer: p.name, ip: p.ip, dir: 'egress' as const, port })));
+        const items = [...objects.values()].map((o) => item('ADDED', o));
+        refused += judgeHistory({ mapCapacity: 14, start: items, steps: steps.map((ops) => () => ops.map((o) => applyOp(objects, o))), input: () => inputState(objects), probes, refusedKey: (k) => k === 'Node//n1' });
       }),
       { numRuns: RUNS, ...fcReplay(20261203) },
     );

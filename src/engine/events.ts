@@ -54,7 +54,8 @@ export type EngineEvent =
    * the local node keeps `host` with its labels unknown: an Accept's `nodes` peer never selects it, a Deny's always
    * does, a Pass rule with a `nodes` peer denies it at its own level (finding 2541); `allPorts` (the local node only,
    * that form refused in turn, finding 2730): no `nodes` peer selects it, every Deny or Pass rule with one denies it on
-   * every port at its own level.
+   * every port at its own level; `addresses` (the local node only, that form refused too, finding 2900): its own addresses
+   * read the unallocated number, as a held remote node's, and `host`'s labels read as under `allPorts`.
    */
   | { readonly type: 'upsertNode'; readonly name: string; readonly ips: readonly IpAddress[]; readonly local?: boolean; readonly health?: readonly IpAddress[]; readonly ingress?: readonly IpAddress[]; readonly labels?: Readonly<Record<string, string>>; readonly failClosed?: NodeHold }
   | { readonly type: 'deleteNode'; readonly name: string }

@@ -17,13 +17,17 @@ interface NodeRecord extends NodeEndpointAddresses {
   readonly seq: number;
   /**
    * Held fail-closed by the agent (`upsertNode.failClosed`): a remote node's identity is the unallocated number (finding
-   * 2432); the local node's labels read as unknown (`host` keeps its identity, finding 2541).
+   * 2432); the local node's labels read as unknown (`host` keeps its identity, finding 2541); `addresses`, its own
+   * addresses the unallocated number too (finding 2900).
    */
   readonly failClosed: NodeHold | undefined;
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
 /** The role that decides an address's identity: of its holders' roles, the first in NODE_ROLE_ORDER. */
+/** A node whose own addresses read the unallocated number: a remote node held fail-closed, the local node held at its addresses (2900). */
+const holdsUnallocated = (rec: NodeRecord): boolean => rec.failClosed !== undefined && (!rec.local || rec.failClosed === 'addresses');
+
 const roleOf = (holders: ReadonlyMap<string, NodeAddressRole>): NodeAddressRole => NODE_ROLE_ORDER[Math.min(...[...holders.values()].map(rank))] as NodeAddressRole;
 /** A tiered policy with `networks` peers: each such rule's CIDRs. */
 interface Networked {
@@ -149,6 +153,8 @@ export class NodeTable {
     const total = new Map<NodeAddressRole, number>();
     for (const { ip, holders } of this.ips.values()) {
       const role = roleOf(holders);
+      // The held local node's own addresses are no host address (2900): no rule meets the host role through them.
+      if (role === 'host' && this.hostHeldAt(holders)) continue;
       total.set(role, (total.get(role) ?? 0) + 1);
       if (cidrs.some((c) => cidrContainsIp(c, ip))) inside.set(role, (inside.get(role) ?? 0) + 1);
     }
@@ -159,7 +165,7 @@ export class NodeTable {
 
   private add(name: string, rec: NodeRecord): void {
     this.nodes.set(name, rec);
-    if (rec.failClosed !== undefined && !rec.local) this.heldCount++;
+    if (holdsUnallocated(rec)) this.heldCount++;
     // A node held fail-closed: its own addresses are the unallocated number, which no selector selects (finding 2432).
     if (!rec.local) this.remote.set(name, rec.failClosed !== undefined ? this.identities.unallocated : this.identities.acquireNode(this.relevant(rec.labels)));
     else this.updateHost();
@@ -175,7 +181,7 @@ export class NodeTable {
 
   private forget(name: string, rec: NodeRecord): void {
     this.nodes.delete(name);
-    if (rec.failClosed !== undefined && !rec.local) this.heldCount--;
+    if (holdsUnallocated(rec)) this.heldCount--;
     const identity = this.remote.get(name);
     if (identity) this.identities.release(identity);
     this.remote.delete(name);
@@ -247,7 +253,8 @@ export class NodeTable {
   private updateHost(): void {
     let own: NodeRecord | undefined;
     for (const rec of this.nodes.values()) if (rec.local && (own === undefined || rec.seq < own.seq)) own = rec;
-    this.identities.setHostNodeLabels(own?.labels, own?.failClosed === undefined ? undefined : own.failClosed === 'allPorts' ? 'allPorts' : 'ports');
+    // Held at its addresses (2900), another local node's may still be `host`: read on every port, as `allPorts`.
+    this.identities.setHostNodeLabels(own?.labels, own?.failClosed === undefined ? undefined : own.failClosed === true ? 'ports' : 'allPorts');
   }
 
   /** The identity of a node's address, if some node holds it: of several holders' roles, the first in NODE_ROLE_ORDER. */
@@ -353,9 +360,17 @@ export class NodeTable {
       const identity = first === undefined ? undefined : this.remote.get(first);
       if (identity) return identity;
     }
+    // The local node held at its addresses (finding 2900): its own addresses are the unallocated number, as a held remote node's.
+    if (role === 'host' && this.hostHeldAt(holders)) return this.identities.unallocated;
     const identity = role === undefined ? undefined : this.identities.get(RESERVED_IDENTITIES[role]);
     if (!identity) throw new Error(`internal: reserved node identity ${String(role)} missing`);
     return identity;
+  }
+
+  /** Whether a local node holding the address as `host` is held at its addresses (`failClosed: 'addresses'`). */
+  private hostHeldAt(holders: ReadonlyMap<string, NodeAddressRole>): boolean {
+    for (const [name, r] of holders) if (r === 'host' && this.nodes.get(name)?.failClosed === 'addresses') return true;
+    return false;
   }
 
   private seqOf(name: string): number {

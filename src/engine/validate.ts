@@ -411,7 +411,7 @@ function checkNodeEvent(e: EventRecord, model: Overlay, fail: Fail): void {
   if (e.local !== undefined && typeof e.local !== 'boolean') fail('local must be true or false');
   if (!Array.isArray(e.ips) || e.ips.length === 0) fail('ips must be a non-empty list of parsed IP addresses');
   if (e.labels !== undefined) checkLabelMap(e.labels, 'labels', fail);
-  if (e.failClosed !== undefined && e.failClosed !== true && (e.failClosed !== 'allPorts' || e.local !== true)) fail("failClosed must be true or absent ('allPorts' on the local node)");
+  if (e.failClosed !== undefined && e.failClosed !== true && ((e.failClosed !== 'allPorts' && e.failClosed !== 'addresses') || e.local !== true)) fail("failClosed must be true or absent ('allPorts' or 'addresses' on the local node)");
   checkParsedIps(e.ips, 'ips', fail);
   for (const field of ['health', 'ingress'] as const) if (e[field] !== undefined) checkParsedIps(e[field], field, fail);
   model.setNode(name, true);

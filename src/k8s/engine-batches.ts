@@ -1,7 +1,7 @@
 import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
-import { podIps, type Pod } from '../model/cluster.js';
+import { type NodeHold, podIps, type Pod } from '../model/cluster.js';
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
 export interface MirrorBatch {
@@ -36,7 +36,7 @@ const namespaceKey = (ns: string): string => `Namespace//${ns}`;
 function hasFailClosedForm(want: Held): boolean {
   if (want.kind === 'Pod') return want.pod.failClosed !== true;
   if (want.kind === 'CidrGroup') return want.group !== undefined && want.group.failClosed !== true;
-  if (want.kind === 'Node') return want.node.failClosed === undefined || (want.node.local && want.node.failClosed === true);
+  if (want.kind === 'Node') return want.node.failClosed === undefined || (want.node.local && want.node.failClosed !== 'addresses');
   return want.kind === 'Policy' && want.denyAll !== true;
 }
 
@@ -77,6 +77,8 @@ export class EngineBatches {
   private readonly denyAll = new Set<string>();
   /** The local node held on every port (finding 2730): its held form was refused too. */
   private readonly allPorts = new Set<string>();
+  /** The local node held at its addresses (finding 2900): its all-port form was refused too. */
+  private readonly addressHeld = new Set<string>();
   /** Policies held at a deny side that keeps the denies of the version in force (finding 2523, `denySideBesideStale`). */
   private readonly keptDenies = new Map<string, Extract<Held, { kind: 'Policy' }>>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
@@ -142,7 +144,7 @@ export class EngineBatches {
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
-    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h, this.allPorts.has(key));
+    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h, this.nodeHold(key));
     return effectiveHeld(h, this.groupsMode);
   }
 
@@ -167,7 +169,12 @@ export class EngineBatches {
   private deletedFailClosed(key: string): Held | undefined {
     const had = this.held.get(key);
     if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
-    return had?.kind === 'Node' ? failClosedNode(had, this.allPorts.has(key)) : undefined;
+    return had?.kind === 'Node' ? failClosedNode(had, this.nodeHold(key)) : undefined;
+  }
+
+  /** The form a node held fail-closed takes: the local node's second (2730) and third (2900) after a refusal of each. */
+  private nodeHold(key: string): NodeHold {
+    return this.addressHeld.has(key) ? 'addresses' : this.allPorts.has(key) ? 'allPorts' : true;
   }
 
   /** Whether the engine holds a policy that reads group peers (not its stand-in). */
@@ -477,6 +484,7 @@ export class EngineBatches {
     this.keptDenies.delete(key);
     this.denyAll.delete(key);
     this.allPorts.delete(key);
+    this.addressHeld.delete(key);
     return this.failClosedPods.delete(key);
   }
 
@@ -540,9 +548,11 @@ export class EngineBatches {
     this.failClosedPods.add(key);
     if (want.kind === 'Policy' && want.denySide === true) this.denyAll.add(key);
     if (want.kind === 'Node' && want.node.failClosed === true) this.allPorts.add(key);
+    if (want.kind === 'Node' && want.node.failClosed === 'allPorts') this.addressHeld.add(key);
     // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
     this.first(key);
-    if (want.kind === 'Node' && want.node.failClosed === true) this.warn('local node and its held form refused by the engine: held fail-closed on every port (every Deny or Pass rule with a nodes peer denies it, no Accept selects it) until it changes or a later change lets it be read', { key });
+    if (want.kind === 'Node' && want.node.failClosed === 'allPorts') this.warn('local node and its held forms refused by the engine: its own addresses held at the unallocated number (denied by every local map) until it changes or a later change lets it be read', { key });
+    else if (want.kind === 'Node' && want.node.failClosed === true) this.warn('local node and its held form refused by the engine: held fail-closed on every port (every Deny or Pass rule with a nodes peer denies it, no Accept selects it) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'Node' && want.node.local) this.warn('local node refused by the engine: held fail-closed (its labels unknown: nodes peers of Deny and Pass rules select it as a Deny, of Accept rules never) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
     else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });

@@ -100,8 +100,8 @@ function nodeEvent(name: string, held: ReadonlyMap<string, Held>, next: Readonly
   const ips = after.flatMap((n) => n.ips).filter((ip, i, all) => all.findIndex((o) => o.text === ip.text) === i);
   const endpoints = nodeEndpointsOf({ health: after.flatMap((n) => n.health ?? []), ingress: after.flatMap((n) => n.ingress ?? []) });
   // The labels of the Node object, else of the CiliumNode (`nodes` peers select on them).
-  // One of its objects held fail-closed (`failClosedNode`) holds the node so; on every port if one is held so.
-  const hold: NodeHold | undefined = after.some((n) => n.failClosed === 'allPorts') ? 'allPorts' : after.some((n) => n.failClosed === true) ? true : undefined;
+  // One of its objects held fail-closed (`failClosedNode`) holds the node so; in the strictest form one is held in.
+  const hold = (['addresses', 'allPorts', true] as const).find((form: NodeHold) => after.some((n) => n.failClosed === form));
   const failClosed = hold === undefined ? {} : { failClosed: hold };
   if (ips.length > 0) return { type: 'upsertNode', name, ips, local: after[0]!.local, ...endpoints, labels: after[0]!.labels, ...failClosed };
   return keys.some((k) => held.has(k)) ? { type: 'deleteNode', name } : undefined;

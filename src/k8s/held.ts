@@ -1,4 +1,4 @@
-import type { Pod } from '../model/cluster.js';
+import type { NodeHold, Pod } from '../model/cluster.js';
 import { FIRST_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY } from '../model/identity.js';
 import { POD_NAMESPACE_KEY } from '../model/labels.js';
 import type { IpAddress } from '../model/cidr.js';
@@ -141,12 +141,13 @@ export function failClosedGroup(h: Extract<Held, { kind: 'CidrGroup' }>, had: He
  * A node held fail-closed (`upsertNode.failClosed`), with its own signature: one whose change the engine refuses alone.
  * A remote node's own addresses read the unallocated number instead of an identity of its last labels (finding 2432);
  * the local node's labels read as unknown instead of its last ones (finding 2541), on every port when that form was
- * refused too (`allPorts`, finding 2730).
+ * refused too (`allPorts`, finding 2730), its own addresses at the unallocated number when that one was refused too
+ * (`addresses`, finding 2900).
  */
-export function failClosedNode(h: Extract<Held, { kind: 'Node' }>, allPorts = false): Held {
-  const hold = allPorts && h.node.local ? 'allPorts' : true;
+export function failClosedNode(h: Extract<Held, { kind: 'Node' }>, form: NodeHold = true): Held {
+  const hold = h.node.local ? form : true;
   if (h.node.failClosed === hold) return h;
-  return { ...h, node: { ...h.node, failClosed: hold }, sig: `failClosed${hold === true ? '' : ':allPorts'}:${h.sig}` };
+  return { ...h, node: { ...h.node, failClosed: hold }, sig: `failClosed${hold === true ? '' : `:${hold}`}:${h.sig}` };
 }
 
 /**

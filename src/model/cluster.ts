@@ -57,7 +57,8 @@ export interface ClusterNode extends NodeEndpointAddresses {
   readonly labels?: Readonly<Record<string, string>>;
   /**
    * Held fail-closed by the agent (`upsertNode.failClosed`): a remote node's own addresses are denied both ways (finding
-   * 2432); the local node's labels are unknown (2541), `allPorts` on every port (2730).
+   * 2432); the local node's labels are unknown (2541), `allPorts` on every port (2730), `addresses` its own addresses
+   * denied both ways (2900).
    */
   readonly failClosed?: NodeHold;
 }
@@ -73,8 +74,11 @@ export interface NodeEndpointAddresses {
   readonly ingress?: readonly IpAddress[];
 }
 
-/** How the agent holds a node fail-closed: `allPorts` only on the local node (finding 2730). */
-export type NodeHold = true | 'allPorts';
+/**
+ * How the agent holds a node fail-closed: `allPorts` (finding 2730) and `addresses` (its own addresses at the
+ * unallocated number, as a held remote node's: finding 2900) only on the local node.
+ */
+export type NodeHold = true | 'allPorts' | 'addresses';
 
 /** The reserved identity a node gives one of its addresses. */
 export type NodeAddressRole = 'host' | 'remote-node' | 'health' | 'ingress';

@@ -137,15 +137,18 @@ export function decideDirection(
 /**
  * A peer the agent holds fail-closed (findings 2431, 2432): an address outside the cluster inside a CIDR group held
  * so (the API server's too: its CIDR identity would lose the group's labels), or a node address whose identity a remote node held so gives (its
- * holders' first role is remote-node, and the first such holder is held). Its ipcache number is the unallocated one,
- * which every local map denies both ways.
+ * holders' first role is remote-node, and the first such holder is held), or one the agent's own node held at its
+ * addresses holds as `host` (finding 2900). Its ipcache number is the unallocated one, which every local map denies
+ * both ways.
  */
 function heldFailClosed(state: ClusterState, peer: FlowEndpoint): boolean {
   if (peer.kind === 'node') {
     const text = peer.address.text;
     const order = (n: ClusterNode): number => NODE_ROLE_ORDER.indexOf(nodeAddressRole(n, text) as NodeAddressRole);
     const first = [...(state.nodes?.values() ?? [])].filter((n) => nodeAddressRole(n, text) !== undefined).sort((a, b) => order(a) - order(b))[0];
-    return first?.failClosed === true && nodeAddressRole(first, text) === 'remote-node';
+    const role = first && nodeAddressRole(first, text);
+    if (role === 'host') return [...(state.nodes?.values() ?? [])].some((n) => n.local && n.failClosed === 'addresses' && nodeAddressRole(n, text) === 'host');
+    return first?.failClosed === true && role === 'remote-node';
   }
   if (peer.kind !== 'external') return false;
   const ip = peer.external.ip;

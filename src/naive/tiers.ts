@@ -85,9 +85,13 @@ function heldLocalNode(state: ClusterState, ep: FlowEndpoint): NodeHold | undefi
   return role === 'host' ? nodes.find((n) => n.local)?.failClosed : undefined;
 }
 
-/** A Deny or Pass rule with a `nodes` peer denies the local node held on every port (finding 2730), whatever its protocols. */
+/**
+ * A Deny or Pass rule with a `nodes` peer denies the local node held on every port (finding 2730), whatever its
+ * protocols; held at its addresses too (2900: its own are denied anyway, another local node's may be `host`).
+ */
 function deniesHeldAllPorts(rule: TierRule, ep: FlowEndpoint, state: ClusterState): boolean {
-  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'nodes') && heldLocalNode(state, ep) === 'allPorts';
+  const held = heldLocalNode(state, ep);
+  return rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'nodes') && (held === 'allPorts' || held === 'addresses');
 }
 
 /**

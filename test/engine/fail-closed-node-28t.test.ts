@@ -76,13 +76,16 @@ describe('28t: a remote node held fail-closed', () => {
   });
 
   // On the local node since 30a (finding 2541): its labels read as unknown (test/engine/held-local-node-30a.property.test.ts).
-  it("validation: failClosed true or absent ('allPorts' on the local node)", () => {
+  it("validation: failClosed true or absent ('allPorts' or 'addresses' on the local node)", () => {
     const e = new Engine();
     expect(() => e.apply([{ ...node('a'), failClosed: 'yes' } as unknown as EngineEvent])).toThrow(EngineError);
     expect(() => e.apply([{ ...node('a', true), local: true } as EngineEvent])).not.toThrow();
     // `allPorts` (finding 2730) on the local node only.
     expect(() => e.apply([{ ...node('a'), failClosed: 'allPorts' } as EngineEvent])).toThrow(EngineError);
     expect(() => e.apply([{ ...node('a'), local: true, failClosed: 'allPorts' } as EngineEvent])).not.toThrow();
+    // `addresses` (finding 2900) on the local node only.
+    expect(() => e.apply([{ ...node('b'), failClosed: 'addresses' } as EngineEvent])).toThrow(EngineError);
+    expect(() => e.apply([{ ...node('b'), local: true, failClosed: 'addresses' } as EngineEvent])).not.toThrow();
   });
   // Review 29r (mutation check): without the guard in NodeTable `apiServerVariant`, the held node's address as the
   // API server took an API-server variant of 255, a number the kube-apiserver entity selects.

@@ -9,6 +9,7 @@ import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { parseManifest } from '../../src/policy/manifest.js';
+import { heldNodePeer, nodeLabels } from './held-node-arbitraries.js';
 
 /*
  * Findings 2541 and 2730 (30a): the agent's own node held fail-closed (`upsertNode.failClosed` with `local`: the engine
@@ -22,24 +23,13 @@ import { parseManifest } from '../../src/policy/manifest.js';
  */
 const HOST = '172.18.0.1';
 const REMOTE = '172.18.0.2';
-const KEYS = ['os', 'pool'] as const;
-const VALUES = ['a', 'b'] as const;
 const PROBES: readonly { port: number; protocol: 'TCP' | 'UDP' }[] = [{ port: 22, protocol: 'TCP' }, { port: 80, protocol: 'TCP' }, { port: 53, protocol: 'UDP' }];
 const RUNS = Number(process.env.DISTILL_HELD_NODE_RUNS ?? 300);
 const SEED = process.env.DISTILL_SEED ? Number(process.env.DISTILL_SEED) : Date.now() % 2 ** 31;
 type Json = Record<string, unknown>;
 
-const labels = fc.dictionary(fc.constantFrom(...KEYS), fc.constantFrom(...VALUES), { maxKeys: 2 });
-const nodeSelector: fc.Arbitrary<Json> = fc.oneof(
-  fc.constant({}),
-  labels.map((m) => ({ matchLabels: m })),
-  fc.record({ key: fc.constantFrom(...KEYS), operator: fc.constantFrom('Exists', 'DoesNotExist', 'NotIn'), v: fc.constantFrom(...VALUES) }).map(({ key, operator, v }) => ({ matchExpressions: [{ key, operator, ...(operator === 'NotIn' ? { values: [v] } : {}) }] })),
-);
-const peer: fc.Arbitrary<Json> = fc.oneof(
-  { weight: 4, arbitrary: nodeSelector.map((s) => ({ nodes: s })) },
-  { weight: 1, arbitrary: fc.constantFrom({ networks: ['172.18.0.0/24'] }, { networks: ['0.0.0.0/0', '::/0'] }) },
-  { weight: 1, arbitrary: fc.constant({ pods: { namespaceSelector: {}, podSelector: {} } }) },
-);
+const labels = nodeLabels;
+const peer = heldNodePeer;
 const rule = fc
   .record({ action: fc.constantFrom('Accept', 'Deny', 'Pass'), to: fc.array(peer, { minLength: 1, maxLength: 2 }), protocols: fc.constantFrom([], [{ tcp: { destinationPort: { number: 80 } } }], [{ udp: { destinationPort: { number: 53 } } }, { tcp: { destinationPort: { range: { start: 20, end: 80 } } } }]) })
   .map(({ protocols, ...r }) => (protocols.length > 0 ? { ...r, protocols } : r));

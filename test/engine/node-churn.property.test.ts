@@ -106,7 +106,7 @@ const tierOp: fc.Arbitrary<Op> = fc
   .map(({ name, tier, priority, egress, subject }) => ({ k: 'policy', manifest: { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name }, spec: { tier, priority, subject, egress } } }));
 const nodeOp: fc.Arbitrary<Op> = fc
   // failClosed: held by the agent (findings 2432, remote: its addresses 255; 2541, local: its labels unknown; 2730, local: on every port).
-  .record({ name: fc.constantFrom(...NODES), ips: fc.subarray(NODE_IPS, { minLength: 1, maxLength: 2 }), local: fc.boolean(), health: fc.subarray(HEALTH, { maxLength: 1 }), labels, failClosed: fc.oneof({ weight: 6, arbitrary: fc.constant<NodeHold | false>(false) }, { weight: 2, arbitrary: fc.constant<NodeHold | false>(true) }, { weight: 1, arbitrary: fc.constant<NodeHold | false>('allPorts') }) })
+  .record({ name: fc.constantFrom(...NODES), ips: fc.subarray(NODE_IPS, { minLength: 1, maxLength: 2 }), local: fc.boolean(), health: fc.subarray(HEALTH, { maxLength: 1 }), labels, failClosed: fc.oneof({ weight: 6, arbitrary: fc.constant<NodeHold | false>(false) }, { weight: 2, arbitrary: fc.constant<NodeHold | false>(true) }, { weight: 1, arbitrary: fc.constant<NodeHold | false>('allPorts') }, { weight: 1, arbitrary: fc.constant<NodeHold | false>('addresses') }) })
   .map((n) => ({ k: 'node', ...n }));
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: nodeOp },
@@ -134,7 +134,7 @@ function parse(manifest: Json): Policy | null {
 function toEvents(o: Op, s: ClusterState): EngineEvent[] {
   switch (o.k) {
     case 'node':
-      return [{ type: 'upsertNode', name: o.name, ips: o.ips.map(parseIp), local: o.local, labels: o.labels, ...(o.health.length > 0 ? { health: o.health.map(parseIp) } : {}), ...(o.failClosed === false ? {} : { failClosed: o.failClosed === 'allPorts' && !o.local ? true : o.failClosed }) }];
+      return [{ type: 'upsertNode', name: o.name, ips: o.ips.map(parseIp), local: o.local, labels: o.labels, ...(o.health.length > 0 ? { health: o.health.map(parseIp) } : {}), ...(o.failClosed === false ? {} : { failClosed: o.failClosed !== true && !o.local ? true : o.failClosed }) }];
     case 'delNode':
       return s.nodes?.has(o.name) ? [{ type: 'deleteNode', name: o.name }] : [];
     case 'pod':

@@ -3,9 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { EMPTY_CLUSTER, upsertExternal, type ClusterState } from '../../src/model/cluster.js';
-import { decideFlow } from '../../src/naive/evaluator.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
-import { rollingMirrorAgent } from './mirror-agent.js';
+import { judgeHistory, serverObjects } from './judged-history.js';
 import { objectHistory, type Objects } from './object-history.js';
 
 /*
@@ -90,9 +89,7 @@ function applyOp(objects: Objects, o: Op): WatchItem {
 }
 
 function initial(): Objects {
-  const objects: Objects = new Map();
-  objects.set('ns/x', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x' } });
-  objects.set('server', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'server', namespace: 'x', labels: { app: 'server' } }, spec: { nodeName: 'n1', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1' } });
+  const objects: Objects = serverObjects();
   objects.set('allow-all', ALLOW_ALL);
   objects.set('group', groupObject('a'));
   objects.set('node', nodeObject('a'));
@@ -111,32 +108,9 @@ describe('2431, 2432: refused group and node relabels never open a flow both inp
         const objects = initial();
         for (const o of start) applyOp(objects, o);
         // What the maps allow after each committed batch (the agent writes each one): judged once the step settles.
-        let allowed: { peer: (typeof PEERS)[number]; dir: 'ingress' | 'egress' }[] | undefined;
-        const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity }, { cidrGroups: true }, () => {
-          if (allowed) for (const peer of PEERS) {
-            for (const dir of ['ingress', 'egress'] as const) {
-              const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(peer.ip)), dir, 6, 80);
-              if (hit !== undefined && !hit.entry.deny) allowed?.push({ peer, dir });
-            }
-          }
-        });
-        const lines = (items: WatchItem[]): string[] => items.map((i) => JSON.stringify(i));
-        feed(...lines([...objects.values()].map((o) => item('ADDED', o))));
-        let before = inputState(objects);
-        for (const ops of steps) {
-          allowed = [];
-          feed(...lines(ops.map((o) => applyOp(objects, o))));
-          const after = inputState(objects);
-          if (mirror.refusedObjects().length > 0) refused++;
-          const open = new Set<string>();
-          for (const { peer: p, dir } of allowed ?? []) {
-            const flow = dir === 'ingress' ? { from: p.name, to: 'x/server' } : { from: 'x/server', to: p.name };
-            const allows = (s: ClusterState): boolean => (decideFlow(s, { ...flow, port: 80, protocol: 'TCP' })[dir]?.allowed ?? true);
-            if (!allows(before) && !allows(after)) open.add(`${p.name} ${dir}`);
-          }
-          expect([...open]).toEqual([]);
-          before = after;
-        }
+        const probes = PEERS.flatMap((p) => (['ingress', 'egress'] as const).map((dir) => ({ peer: p.name, ip: p.ip, dir, port: 80 })));
+        const items = [...objects.values()].map((o) => item('ADDED', o));
+        refused += judgeHistory({ mapCapacity, mirrorOptions: { cidrGroups: true }, start: items, steps: steps.map((ops) => () => ops.map((o) => applyOp(objects, o))), input: () => inputState(objects), probes, refusedKey: () => true });
       }),
       { numRuns: RUNS, ...fcReplay(20261202) },
     );

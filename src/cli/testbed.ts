@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
+import { datapathBuildMissing } from '../datapath/loader.js';
 import { Testbed } from '../datapath/testbed.js';
 import { ManifestError } from '../policy/errors.js';
 import { parseScenario, Scenario } from '../scenario/format.js';
 import { runScenario, scenarioEngineOptions } from '../scenario/run.js';
-import { collectFiles, isYamlFile } from './input.js';
+import { collectFiles, InputError, isYamlFile } from './input.js';
 import { renderRun, resultJson } from './render.js';
 
 interface TestbedOptions {
@@ -32,6 +33,8 @@ export interface TestbedIo {
  * prints (with --json, exactly its format). Exit 1 when an expectation fails.
  */
 function runTestbed(io: TestbedIo, opts: TestbedOptions): number {
+  const missing = datapathBuildMissing();
+  if (missing) throw new InputError(`testbed: ${missing}`);
   const files = collectFiles(opts.scenario, isYamlFile);
   const many = files.length > 1;
   let exit = 0;

@@ -4,6 +4,7 @@ import { addHeader, KAFKA_API_KEYS, L7Request } from '../model/l7.js';
 import { FLOW_PROTOCOLS, FlowProtocol, flowPortRange } from '../model/ports.js';
 import { precedenceLevel, verdictByte } from '../model/policy-map.js';
 import { SideReport, traceFlow } from '../explain/trace.js';
+import { shownInTable } from '../explain/format.js';
 import { CliEnv, CliIo, Ctx, intOption, outputOption, OutputFormat, printData, readPolicies, readScenario, reportInputError } from './common.js';
 import { scenarioEngine } from '../scenario/engine.js';
 import { checkStdinOnce, InputError } from './input.js';
@@ -74,9 +75,15 @@ function passedOn(s: SideReport): string {
   return s.allowedBy.length + s.alsoAllowedBy.length === 0 ? 'nothing decides it: allowed by default' : 'the rules below allow it';
 }
 
+/** The peer's identity as the table names labels (the ones that tell peers apart). */
+function peerText(p: SideReport['peer']): string {
+  const labels = p.labels.filter(shownInTable).join(',');
+  return `${String(p.identity)}${labels ? ` (${labels})` : ''}`;
+}
+
 function renderSide(s: SideReport): string {
   const out = [`${s.direction} of ${s.endpoint}: ${s.verdict}`];
-  out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : '  no map entry matches (default deny)');
+  out.push(s.table !== undefined ? s.table.split('\n').map((l) => `  ${l}`).join('\n') : `  no map entry matches (default deny) for the peer's identity ${peerText(s.peer)}`);
   out.push(`  default deny: ${s.defaultDeny ? `yes, enforced by ${s.enforcedBy.join('; ')}` : 'no (no policy isolates this direction)'}`);
   if (s.deniedBy.length) out.push(`  denied by: ${s.deniedBy.join('; ')}`);
   if (s.verdict === 'DROPPED' && s.entry?.policy === 'Allow' && s.entry.proxyPort !== 0) out.push(`  dropped: the entry redirects to proxy port ${String(s.entry.proxyPort)}, and the proxies take TCP and UDP only`);

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bpf, BPF_CMD, BpfError, closeFd, NativeBuffer } from '../backend/bpf-syscall.js';
@@ -10,6 +10,13 @@ const BUILD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../build/
 /** Built once by bpf/build.sh; every endpoint loads this same object. */
 export const DATAPATH_OBJECT = join(BUILD_DIR, 'datapath.o');
 export const PROBE_TOOL = join(BUILD_DIR, 'probe');
+
+/** What of bpf/build.sh's output is missing (the npm package ships none of it), or null when the testbed has it all. */
+export function datapathBuildMissing(): string | null {
+  const missing = [DATAPATH_OBJECT, PROBE_TOOL].filter((f) => !existsSync(f));
+  if (missing.length === 0) return null;
+  return `${missing.join(' and ')} not built: run 'bash bpf/build.sh' in a clone of distill (npm test runs it; the npm package does not ship the datapath)`;
+}
 
 /** Conntrack lifetimes in seconds (struct ct_lifetimes in bpf/datapath.c). */
 export interface CtLifetimes {

@@ -74,7 +74,7 @@ function groupDeltas(cs: ChangeSet): PlanResult['endpoints'] {
 function verdictChanges(before: ClusterState, after: ClusterState, ports: readonly PlanPort[]): VerdictChange[] {
   const pods = [...new Set([...before.pods.keys(), ...after.pods.keys()])].sort();
   const changes: VerdictChange[] = [];
-  for (const p of ports) {
+  for (const p of distinctPorts(ports)) {
     for (const from of pods) {
       for (const to of pods) {
         if (from === to || !before.pods.has(from) || !before.pods.has(to) || !after.pods.has(from) || !after.pods.has(to)) continue;
@@ -113,13 +113,15 @@ function pressureOf(engine: Engine): Map<string, number> {
 
 /** The ports a scenario's probes use (each with its request), in first-use order. */
 export function probePorts(scenario: Scenario): PlanPort[] {
+  return distinctPorts(scenario.steps.flatMap((s) => s.probes.map((p): PlanPort => ({ port: p.port, protocol: p.protocol, ...(p.request ? { request: p.request } : {}) }))));
+}
+
+/** Each port (with its request) once, in first-use order: a `--port` that a probe already uses is checked once. */
+function distinctPorts(ports: readonly PlanPort[]): PlanPort[] {
   const seen = new Map<string, PlanPort>();
-  for (const step of scenario.steps) {
-    for (const p of step.probes) {
-      const port: PlanPort = { port: p.port, protocol: p.protocol, ...(p.request ? { request: p.request } : {}) };
-      const key = JSON.stringify(port);
-      if (!seen.has(key)) seen.set(key, port);
-    }
+  for (const p of ports) {
+    const key = `${p.port}/${p.protocol} ${JSON.stringify(p.request ?? null)}`;
+    if (!seen.has(key)) seen.set(key, p);
   }
   return [...seen.values()];
 }

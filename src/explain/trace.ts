@@ -40,6 +40,8 @@ export interface SideReport {
   endpoint: string;
   direction: string;
   verdict: string;
+  /** The identity the other end has in this side's lookup (what the map is keyed on), with its labels. */
+  peer: { identity: number; labels: string[] };
   entry: Record<string, unknown> | null;
   /** The entry as `cilium bpf policy get` shows it (text output only). */
   table?: string;
@@ -129,6 +131,7 @@ function side(engine: Engine, at: FlowEndpoint, peer: FlowEndpoint, flow: Flow, 
     endpoint,
     direction: d.direction,
     verdict,
+    peer: { identity: peerId, labels: labelsOf(peerId) },
     entry,
     ...(hit ? { table: renderMapRecords([hit], labelsOf) } : {}),
     defaultDeny: d.enforcedBy.length > 0,

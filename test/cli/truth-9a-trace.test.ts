@@ -22,7 +22,9 @@ interface TracedSide {
   table?: string;
   direction: string;
   verdict: string;
-  entry: { proxyPort: number } | null;
+  /** The other end's identity (30u finding 2942); a side whose entry matched is keyed on it or on the any-peer 0. */
+  peer: { identity: number; labels: string[] };
+  entry: { proxyPort: number; identity: number } | null;
   defaultDeny: boolean;
   enforcedBy: string[];
   allowedBy: string[];
@@ -34,7 +36,7 @@ interface TracedSide {
   tierRules?: { reason: string; tier: string; priority: number; rule: string; action: string }[];
 }
 
-function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | 'alsoAllowedBy' | 'tierRules'> {
+function sideOf(d: DirectionDecision): Omit<TracedSide, 'entry' | 'endpoint' | 'peer' | 'alsoAllowedBy' | 'tierRules'> {
   return {
     direction: d.direction,
     verdict: !d.allowed && d.l7 === undefined ? 'DROPPED' : d.proxied ? 'REDIRECTED' : 'FORWARDED',
@@ -61,7 +63,7 @@ function compare(f: CorpusFlow, t: Traced): string[] {
   if (!expectedVerdict(d, f.flow.request !== undefined).test(t.verdict)) bad.push(`${where}: trace says "${t.verdict}", reach decided allowed=${d.allowed} proxied=${d.proxied}`);
   const want = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined).map(sideOf);
   // `l7.allowAll`/`l7.rules` (the proxy's rules, 21u finding 1606) are the L7 table's, not a decision reach makes.
-  const got = t.sides.map(({ entry: _e, endpoint: _p, table: _t, alsoAllowedBy: _a, tierRules: _tr, l7, ...rest }) => ({ ...rest, ...(l7 ? { l7: { parser: l7.parser, verdict: l7.verdict, allowedBy: l7.allowedBy } } : {}) }));
+  const got = t.sides.map(({ entry: _e, endpoint: _p, peer: _pe, table: _t, alsoAllowedBy: _a, tierRules: _tr, l7, ...rest }) => ({ ...rest, ...(l7 ? { l7: { parser: l7.parser, verdict: l7.verdict, allowedBy: l7.allowedBy } } : {}) }));
   if (JSON.stringify(got) !== JSON.stringify(want)) bad.push(`${where}: sides differ\n  trace ${JSON.stringify(got)}\n  reach ${JSON.stringify(want)}`);
   // tierRules (finding 2305): every ClusterNetworkPolicy origin reach names, with its tier, priority, rule and action, and no other.
   const decided = [d.egress, d.ingress].filter((x): x is DirectionDecision => x !== undefined);
@@ -80,6 +82,7 @@ function compare(f: CorpusFlow, t: Traced): string[] {
     // A redirected side shows the entry that redirects; a side that passes under default deny has an entry.
     if (s.verdict === 'REDIRECTED' && !(s.entry && s.entry.proxyPort > 0)) bad.push(`${where}: ${s.direction} REDIRECTED without a proxy port entry`);
     if (s.verdict !== 'DROPPED' && s.entry === null && s.defaultDeny) bad.push(`${where}: ${s.direction} ${s.verdict} with no entry under default deny`);
+    if (s.entry && s.entry.identity !== 0 && s.entry.identity !== s.peer.identity) bad.push(`${where}: ${s.direction} entry of identity ${s.entry.identity}, peer ${s.peer.identity}`);
   }
   return bad;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../src/engine/events.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
+import { allowGood, ev, expired, pod, podList } from './k8s/replay-objects.js';
 
 type Obj = Record<string, unknown>;
 const ns = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
@@ -12,8 +13,6 @@ const donePod = (name: string, rv: number): Obj => ({
   spec: { nodeName: 'node-b', containers: [{ name: 'c', image: 'i' }] },
   status: { phase: 'Succeeded', podIP: `10.1.${(rv >> 8) & 255}.${rv & 255}` },
 });
-const ev = (type: string, object: Obj): string => JSON.stringify({ type, object });
-const podList = (rv: number, items: Obj[]): string => JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: String(rv) }, items });
 
 describe('2840. objects that mean nothing to the engine and vanish in a watch gap are not kept forever', () => {
   it('completed Job pods deleted while the watch was down, then omitted by the relist, leave at most maxTombstones states', () => {
@@ -38,16 +37,6 @@ describe('2840. objects that mean nothing to the engine and vanish in a watch ga
     expect(h.mirror.size).toBe(3);
   });
 });
-
-const pod = (name: string, rv: number, node: string, app: string, ip?: string): Obj => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name, namespace: 'x', resourceVersion: String(rv), labels: { app } },
-  spec: { nodeName: node, containers: [{ name: 'c', image: 'i' }] },
-  status: ip === undefined ? { phase: 'Pending' } : { phase: 'Running', podIP: ip },
-});
-const allowGood = { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name: 'allow-good', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'good' } }] }] } };
-const expired = ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 });
 
 describe('2841. a relist that omits a pod held as no endpoint raises its version, as it does for an endpoint (1644)', () => {
   it('a Pending pod that ran and was deleted in a watch gap: its replayed Running event stays dropped', () => {

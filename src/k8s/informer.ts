@@ -57,6 +57,7 @@ export function toWire(v: unknown): unknown {
  */
 export function watchInformer(informer: InformerLike, mirror: ClusterMirror, options: InformerFeedOptions): void {
   const source = `informer ${options.kind}`;
+  mirror.fedByInformer(source);
   let queued = false;
   // One call after the run of callbacks the informer makes (a microtask runs once that run returns).
   const changed = (): void => {

@@ -106,6 +106,11 @@ export class ClusterMirror {
    */
   private readonly informersDown = new Set<string>();
   /**
+   * Informer streams: client-node's informer gives its relists as adds, updates and deletes of the differences, in
+   * any order and without a mark of their end, so its events are never known to be in order (`StreamVersions.ordered`).
+   */
+  private readonly informerSources = new Set<string>();
+  /**
    * Streams after an ERROR: their ADDED events since, by object key (the last that is not stale
    * counts), held until it is known whether they are initial events (`holdInitial`).
    */
@@ -225,6 +230,7 @@ export class ClusterMirror {
    */
   private awaitRelist(source: string): void {
     this.awaitingRelist.add(source);
+    this.versions.unordered(source);
     this.watchedSince.delete(source);
     this.initialEvents.set(source, new Map());
   }
@@ -240,7 +246,10 @@ export class ClusterMirror {
     const deleted = item.type === 'DELETED';
     const key = this.observeObject(item.object, deleted, source);
     if (key === undefined) return;
-    this.kindsOf(source).add(key.slice(0, key.indexOf('/')));
+    const kind = key.slice(0, key.indexOf('/'));
+    this.kindsOf(source).add(kind);
+    // Synthetic initial events are ADDED only: a MODIFIED or a DELETED is of the watch proper (not so for an informer's relist).
+    if (item.type !== 'ADDED' && !this.informerSources.has(source)) this.versions.ordered(source, kind);
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.set(source, seen);
     // By what exists after the event: a stale DELETED dropped leaves its object, kept; one that means nothing to the
@@ -269,6 +278,7 @@ export class ClusterMirror {
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
     if (this.refusedAsOlder(source, versionOf(obj), 'initial-events-end bookmark', 0)) return;
     this.versions.note(source, md.resourceVersion);
+    this.versions.viewed(source, kind);
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.delete(source);
     this.counts.relists++;
@@ -288,6 +298,7 @@ export class ClusterMirror {
 
   private streamEnded(source: string): void {
     this.lists.abort(source, 'the stream ended before the List\'s last page');
+    this.versions.ended(source);
     const held = this.initialEvents.get(source)?.size ?? 0;
     this.initialEvents.delete(source);
     if (held > 0) this.warn('stream ended before the end of its initial events: they are dropped (a relist is needed)', { source, events: held });
@@ -342,6 +353,12 @@ export class ClusterMirror {
     if (state !== undefined && stale(rvs, state.rv, deleted)) {
       this.counts.stale++;
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
+      return key;
+    }
+    const forgotten = state === undefined && !deleted && this.versions.known(source, kind) ? this.states.forgottenSince(source, kind, rvs) : undefined;
+    if (forgotten !== undefined) {
+      this.counts.stale++;
+      this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rvs, forgotten });
       return key;
     }
     let desired: Held | undefined;
@@ -426,6 +443,8 @@ export class ClusterMirror {
     if (kinds.has('CiliumCIDRGroup')) this.groupsWatched = true;
     this.watchedSince.delete(source);
     this.versions.note(source, resourceVersion);
+    // The watch after a List starts at the List's version (client-go reflector.go `ListAndWatchWithContext`): in order.
+    for (const k of kinds) this.versions.viewed(source, k);
     this.states.dropUnlisted(kinds, listed, resourceVersion, source);
   }
 
@@ -486,6 +505,11 @@ export class ClusterMirror {
    */
   streamsWithoutView(): string[] {
     return [...this.awaitingRelist].filter((s) => !this.relisted.has(s)).sort();
+  }
+
+  /** An informer feeds `source` (`watchInformer`): its events are never taken as in order (`informerSources`). */
+  fedByInformer(source: string): void {
+    this.informerSources.add(source);
   }
 
   /**

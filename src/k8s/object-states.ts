@@ -29,6 +29,11 @@ export class ObjectStates {
   private readonly tombstones = new Set<string>();
   /** Namespace → keys of the pods and policies wanted in it (`desired`): what `namespaceGone` and `keysIn` visit. */
   private readonly inNamespace = new Map<string, Set<string>>();
+  /**
+   * Stream → kind → the newest resourceVersion of a tombstone of that stream and kind forgotten under the bound
+   * (`bury`): what the forgotten tombstones still say (`forgottenSince`, finding 2960).
+   */
+  private readonly forgotten = new Map<string, Map<string, string>>();
   /** Deleted namespaces → the resourceVersion of their deletion, oldest first (`beforeNamespaceDeletion`). */
   private readonly namespaceDeletions = new Map<string, string>();
 
@@ -144,8 +149,33 @@ export class ObjectStates {
     for (const old of this.tombstones) {
       if (this.tombstones.size <= this.maxTombstones) break;
       this.tombstones.delete(old);
-      if (this.objects.get(old)?.desired === undefined) this.objects.delete(old);
+      const state = this.objects.get(old);
+      if (state?.desired !== undefined) continue;
+      this.objects.delete(old);
+      if (state !== undefined) this.remember(old.slice(0, old.indexOf('/')), state);
     }
+  }
+
+  /** Keeps the newest version of the forgotten tombstones of `state`'s stream and `kind`. */
+  private remember(kind: string, state: ObjectState): void {
+    if (state.source === undefined || state.rv === undefined || !/^\d+$/.test(state.rv)) return;
+    let kinds = this.forgotten.get(state.source);
+    if (kinds === undefined) this.forgotten.set(state.source, (kinds = new Map()));
+    const before = kinds.get(kind);
+    if (before === undefined || compareDecimal(state.rv, before) > 0) kinds.set(kind, state.rv);
+  }
+
+  /**
+   * The newest version of a tombstone of `source` and `kind` that was forgotten, when `rv` is older than it;
+   * undefined otherwise (or when `rv` is not an integer). On a stream whose events are in order, an object with no
+   * state at such a version is one it can have sent only before that deletion: a replay of a deleted object whose
+   * own tombstone was forgotten (finding 2960). An event delivered out of order is dropped only when more than
+   * `maxTombstones` deletes came between it and its place.
+   */
+  forgottenSince(source: string, kind: string, rv: string | undefined): string | undefined {
+    const floor = this.forgotten.get(source)?.get(kind);
+    if (floor === undefined || rv === undefined || !/^\d+$/.test(rv)) return undefined;
+    return compareDecimal(rv, floor) < 0 ? floor : undefined;
   }
 
   /**

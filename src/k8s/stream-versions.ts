@@ -8,9 +8,18 @@ import { compareDecimal } from './resource-version.js';
  * it (`resourceVersionMatch=NotOlderThan`). A relist older than it is a source gone back in time
  * (a lagging API server replica, a replayed recording): it cannot speak for what the stream showed
  * since (finding 1750). Versions that are not integers are not kept nor compared.
+ *
+ * Also, per stream and kind, whether its events are in resourceVersion order (`ordered`): a watch delivers "all
+ * changes that occurred after the resource version the watch started at" (Kubernetes API concepts, "Semantics for
+ * watch"), after an initial state (a List's items, a watch-list's initial events, the synthetic ADDED events of a
+ * watch started without a version) that comes in any order; and whether it showed a whole view once (`viewed`): then
+ * every object it still has is one the mirror was shown, so a later initial state holds no object unknown to it that
+ * is older than what it showed (finding 2960).
  */
 export class StreamVersions {
   private readonly newest = new Map<string, string>();
+  private readonly inOrder = new Map<string, Set<string>>();
+  private readonly views = new Map<string, Set<string>>();
 
   /** `source` showed `rv` (anything but an integer string is ignored). */
   note(source: string, rv: unknown): void {
@@ -25,4 +34,40 @@ export class StreamVersions {
     if (newest === undefined || rv === undefined || !/^\d+$/.test(rv)) return undefined;
     return compareDecimal(rv, newest) < 0 ? newest : undefined;
   }
+
+  /** `source`'s events of `kind` are in resourceVersion order from now on (its initial state is over). */
+  ordered(source: string, kind: string): void {
+    add(this.inOrder, source, kind);
+  }
+
+  /** `source` showed every object of `kind` (a List, a watch-list's initial events), and its events are in order. */
+  viewed(source: string, kind: string): void {
+    add(this.views, source, kind);
+    add(this.inOrder, source, kind);
+  }
+
+  /** `source` may give an initial state again (after an ERROR, a List cut short): no kind of it is in order. */
+  unordered(source: string): void {
+    this.inOrder.delete(source);
+  }
+
+  /** `source` ended: a stream under its name later is another watch, which may see other objects. */
+  ended(source: string): void {
+    this.inOrder.delete(source);
+    this.views.delete(source);
+  }
+
+  /**
+   * True when an event of `source` of an object of `kind` the mirror has no state of cannot be older than what the
+   * stream showed: its events of `kind` are in order, or it showed them all once (`viewed`).
+   */
+  known(source: string, kind: string): boolean {
+    return this.inOrder.get(source)?.has(kind) === true || this.views.get(source)?.has(kind) === true;
+  }
+}
+
+function add(sets: Map<string, Set<string>>, source: string, kind: string): void {
+  let kinds = sets.get(source);
+  if (kinds === undefined) sets.set(source, (kinds = new Set()));
+  kinds.add(kind);
 }

@@ -530,7 +530,7 @@ export class Agent {
    * it waits for the identity events (the node then waits as it did before 2132, for these transactions only).
    * Numbers the engine does not know yet have no previous reading and are left out, and so are readable upserts (a
    * stand-in turning readable widens; Cilium never gives a number other labels). The cost is liveness: the mirror
-   * retries a vetoed batch in halves, as any refused one (finding 2440), so the objects that open such a number wait
+   * retries a vetoed batch in halves, like every refused one (finding 2440), so the objects that open such a number wait
    * with it (a new local pod no policy selects, with its default allow, included), the rest commits.
    */
   private staleVetoOf(identities: readonly EngineEvent[]): TransactionVeto | undefined {

@@ -70,7 +70,7 @@ export class EngineBatches {
    * pod of theirs is sent fail-closed, so the relabel joins its pods' fail-closed versions and commits (a held pod's
    * identity ignores the namespace's labels). Their pods keeping the identities of the old labels was a state of
    * neither input: a policy change committed around it opened flows both deny. Once the namespace commits, its pods
-   * are read again under the new labels (one the engine still refuses alone is held fail-closed as any pod).
+   * are read again under the new labels (one the engine still refuses alone is held fail-closed like every other pod).
    */
   private readonly relabelling = new Set<string>();
   /** Policies held at their deny-all side (finding 2542): their deny side was refused too. */
@@ -564,7 +564,7 @@ export class EngineBatches {
   /**
    * A namespace upsert the engine refused alone, with pods in the engine (finding 2430): sent again at the next flush
    * with its pods fail-closed (`relabelling`), the pods first (with a halving limit, each step only narrows). Refused
-   * again so (or with no pod): false, it waits in `refused` as any object, its pods staying fail-closed.
+   * again so (or with no pod): false, it waits in `refused` like every other object, its pods staying fail-closed.
    */
   private holdRelabelled(key: string, want: Held | undefined): boolean {
     if (want?.kind !== 'Namespace' || this.relabelling.has(key)) return false;

@@ -1,5 +1,5 @@
 import { expiredPod, namespaceOfHeld, type Held, type LogFn } from './held.js';
-import { compareDecimal, stale } from './resource-version.js';
+import { compareDecimal, isDecimalVersion, stale } from './resource-version.js';
 import { podIps, type Pod } from '../model/cluster.js';
 
 /** One object as the streams describe it. */
@@ -158,7 +158,7 @@ export class ObjectStates {
 
   /** Keeps the newest version of the forgotten tombstones of `state`'s stream and `kind`. */
   private remember(kind: string, state: ObjectState): void {
-    if (state.source === undefined || state.rv === undefined || !/^\d+$/.test(state.rv)) return;
+    if (state.source === undefined || !isDecimalVersion(state.rv)) return;
     let kinds = this.forgotten.get(state.source);
     if (kinds === undefined) this.forgotten.set(state.source, (kinds = new Map()));
     const before = kinds.get(kind);
@@ -174,7 +174,7 @@ export class ObjectStates {
    */
   forgottenSince(source: string, kind: string, rv: string | undefined): string | undefined {
     const floor = this.forgotten.get(source)?.get(kind);
-    if (floor === undefined || rv === undefined || !/^\d+$/.test(rv)) return undefined;
+    if (floor === undefined || !isDecimalVersion(rv)) return undefined;
     return compareDecimal(rv, floor) < 0 ? floor : undefined;
   }
 
@@ -190,7 +190,7 @@ export class ObjectStates {
    * an object newer than it is of a namespace re-created since, which stays (waiting for it).
    */
   namespaceGone(ns: string, rv: string | undefined): void {
-    if (rv !== undefined && /^\d+$/.test(rv)) {
+    if (isDecimalVersion(rv)) {
       this.namespaceDeletions.delete(ns);
       this.namespaceDeletions.set(ns, rv);
       for (const old of this.namespaceDeletions.keys()) {
@@ -220,7 +220,7 @@ export class ObjectStates {
   beforeNamespaceDeletion(desired: Held, rv: string | undefined): boolean {
     const ns = namespaceOfHeld(desired);
     const deletedAt = ns === undefined ? undefined : this.namespaceDeletions.get(ns);
-    return deletedAt !== undefined && rv !== undefined && /^\d+$/.test(rv) && compareDecimal(rv, deletedAt) < 0;
+    return deletedAt !== undefined && isDecimalVersion(rv) && compareDecimal(rv, deletedAt) < 0;
   }
 
   /**

@@ -4,9 +4,14 @@
  * vanished object with the last version it saw. Versions that are not integers are not compared.
  */
 export function stale(a: string | undefined, b: string | undefined, deleted: boolean): boolean {
-  if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return false;
+  if (!isDecimalVersion(a) || !isDecimalVersion(b)) return false;
   const order = compareDecimal(a, b);
   return deleted ? order < 0 : order <= 0;
+}
+
+/** True when `rv` is a resourceVersion that can be compared: a decimal integer (the API server's are etcd revisions). */
+export function isDecimalVersion(rv: string | undefined): rv is string {
+  return rv !== undefined && /^\d+$/.test(rv);
 }
 
 /** The order of two decimal integers, in linear time (BigInt parsing of millions of digits takes seconds). */

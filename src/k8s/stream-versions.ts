@@ -1,4 +1,4 @@
-import { compareDecimal } from './resource-version.js';
+import { compareDecimal, isDecimalVersion } from './resource-version.js';
 
 /**
  * The newest resourceVersion each stream showed (its events, bookmarks and relists), as client-go's
@@ -23,7 +23,7 @@ export class StreamVersions {
 
   /** `source` showed `rv` (anything but an integer string is ignored). */
   note(source: string, rv: unknown): void {
-    if (typeof rv !== 'string' || !/^\d+$/.test(rv)) return;
+    if (typeof rv !== 'string' || !isDecimalVersion(rv)) return;
     const before = this.newest.get(source);
     if (before === undefined || compareDecimal(rv, before) > 0) this.newest.set(source, rv);
   }
@@ -31,7 +31,7 @@ export class StreamVersions {
   /** The newest version `source` showed when `rv` is older than it; undefined otherwise. */
   behind(source: string, rv: string | undefined): string | undefined {
     const newest = this.newest.get(source);
-    if (newest === undefined || rv === undefined || !/^\d+$/.test(rv)) return undefined;
+    if (newest === undefined || !isDecimalVersion(rv)) return undefined;
     return compareDecimal(rv, newest) < 0 ? newest : undefined;
   }
 

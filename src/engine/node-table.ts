@@ -24,10 +24,9 @@ interface NodeRecord extends NodeEndpointAddresses {
 }
 
 const rank = (role: NodeAddressRole): number => NODE_ROLE_ORDER.indexOf(role);
-/** The role that decides an address's identity: of its holders' roles, the first in NODE_ROLE_ORDER. */
 /** A node whose own addresses read the unallocated number: a remote node held fail-closed, the local node held at its addresses (2900). */
 const holdsUnallocated = (rec: NodeRecord): boolean => rec.failClosed !== undefined && (!rec.local || rec.failClosed === 'addresses');
-
+/** The role that decides an address's identity: of its holders' roles, the first in NODE_ROLE_ORDER. */
 const roleOf = (holders: ReadonlyMap<string, NodeAddressRole>): NodeAddressRole => NODE_ROLE_ORDER[Math.min(...[...holders.values()].map(rank))] as NodeAddressRole;
 /** A tiered policy with `networks` peers: each such rule's CIDRs. */
 interface Networked {

@@ -34,7 +34,11 @@ function verdict(e: Engine, server: string, name: string): boolean | undefined {
   return e.l7Verdict('x/a', port, id, { dns: { name } }, 53)?.allowed;
 }
 
-const rows = (e: Engine): unknown[] => e.l7Table('x/a').map((r) => [r.peer, r.policy]);
+/** x/a's L7 rows by the server's name (identity numbers depend on the order pods came in). */
+function rows(e: Engine): unknown[] {
+  const names = new Map(['kube-system/kube-dns', 'kube-system/alt'].map((n) => [e.identityOfPod(n), n]));
+  return e.l7Table('x/a').map((r) => [names.get(r.peer) ?? r.peer, r.policy]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+}
 
 describe('2980. a plain named clause beside a DNS clause of its rule is its own L4Filter', () => {
   it('the plain dns2 allow does not widen the numbered DNS redirect of a pod whose 53 is dns2', () => {
@@ -61,5 +65,23 @@ describe('2980. a plain named clause beside a DNS clause of its rule is its own 
     expect(rows(e)).toEqual(fresh([mixed('b')]));
     e.apply([altDns]);
     expect(rows(e)).toEqual(fresh([mixed('b'), altDns]));
+  });
+
+  it('pods (so identities) arriving after the policies and leaving give a fresh engine\'s rows', () => {
+    const fresh = (events: EngineEvent[]): unknown[] => {
+      const f = new Engine();
+      f.apply(events);
+      return rows(f);
+    };
+    const [a, dns, alt] = pods as [EngineEvent, EngineEvent, EngineEvent];
+    const e = new Engine();
+    e.apply([a, mixed('a'), altDns]);
+    e.apply([alt]);
+    expect(rows(e)).toEqual(fresh([a, mixed('a'), altDns, alt]));
+    e.apply([dns]);
+    expect(rows(e)).toEqual(fresh([a, mixed('a'), altDns, alt, dns]));
+    expect(verdict(e, 'kube-system/alt', 'other.example')).toBe(false);
+    e.apply([{ type: 'deletePod', namespace: 'kube-system', name: 'alt' }]);
+    expect(rows(e)).toEqual(fresh([a, mixed('a'), altDns, dns]));
   });
 });

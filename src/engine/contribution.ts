@@ -37,8 +37,11 @@ export interface ContributionSharers {
   readonly origin: RuleOrigin;
   /** Every sharing unit's origin, the leader's first. */
   origins(): RuleOrigin[];
-  /** The clauses the units have in common (their L4 matches: which L4Filters of Cilium's the contribution stands for). */
-  readonly unit: { readonly clauses: readonly { readonly l4: L4Match }[] };
+  /**
+   * The clauses the units have in common, each with the contribution it makes (made once for the share: a new leader
+   * keeps them): which L4Filters of Cilium's a contribution stands for (`dnsFilterKeys`).
+   */
+  readonly clauses: readonly { readonly l4: L4Match; readonly contribution: Contribution }[];
 }
 
 /**
@@ -64,8 +67,10 @@ export function inSinglePortFilter(c: Contribution, protocol: number, port: numb
  */
 export function dnsFilterKeys(c: Contribution, protocol: number, port: number): string[] {
   const out: string[] = [];
-  for (const { l4 } of c.sharers?.unit.clauses ?? []) {
-    if (l4.kind === 'all') continue;
+  for (const { l4, contribution } of c.sharers?.clauses ?? []) {
+    // Only the clauses `c` stands for (its L7 rules', or the unit's plain ones; a pass copy keeps its source's `l7`):
+    // another clause of the unit is another filter (finding 2980).
+    if (l4.kind === 'all' || contribution.l7 !== c.l7) continue;
     if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(protocol) : PROTOCOL_NUMBER[l4.protocol] !== protocol) continue;
     if (l4.kind === 'named') out.push(`n:${l4.name}`);
     else if (l4.from === port && l4.to === port) out.push('#');

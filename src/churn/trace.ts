@@ -8,7 +8,7 @@ import { checkEvents } from '../engine/validate.js';
 import { checkNamespaceName, checkObjectName, forgetExtendedSelectors } from '../policy/common.js';
 import { ManifestError } from '../policy/errors.js';
 import { forgetParsedSelectors } from '../policy/selector.js';
-import { readManifest } from '../policy/manifest.js';
+import { readManifest, type ParseOptions } from '../policy/manifest.js';
 import { parseCidrGroup } from '../policy/cidr-group.js';
 import { isDnsSubdomain } from '../model/labels.js';
 import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
@@ -131,7 +131,7 @@ const EVENT_FIELDS: Readonly<Record<TraceEventType, readonly string[]>> = {
 };
 
 /** One line after the header: its type, then the fields that type has. */
-function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, shared: SharedValues): TraceItem {
+function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, shared: SharedValues, policyOptions: ParseOptions): TraceItem {
   const head = r.object(v, '', ['type', 'tag', 'name', 'labels', 'namespace', 'pod', 'local', 'node', 'manifest', 'ref', 'endpoint', 'ips', 'ttl', 'server', 'seconds']);
   const type = r.oneOf(head.type, 'type', EVENT_TYPES);
   const tag = r.optString(head.tag, 'tag') ?? type;
@@ -162,8 +162,7 @@ function readItem(r: Reader, v: unknown, line: number, options: TraceOptions, sh
       return ev({ type, namespace: r.nonEmptyString(o.namespace, 'namespace'), name: r.nonEmptyString(o.name, 'name') });
     case 'upsertPolicy': {
       const manifestText = options.manifests === false ? null : flat(JSON.stringify(o.manifest));
-      // A trace models CiliumCIDRGroup objects (upsertCidrGroup): group peers are read.
-      return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, { ...options, cidrGroups: true }), manifestText, shared) });
+      return ev({ type, policy: compactPolicy(readManifest(o.manifest, `${r.source} manifest`, policyOptions), manifestText, shared) });
     }
     case 'upsertCidrGroup':
       return ev({ type, group: parseCidrGroup(o.manifest, `${r.source} manifest`) });
@@ -242,6 +241,9 @@ function parseLines(input: string | Uint8Array, source: string, options: TraceOp
   let header: TraceHeader | undefined;
   const items: TraceItem[] = [];
   const shared = new SharedValues(source);
+  // A trace models CiliumCIDRGroup objects (upsertCidrGroup): group peers are read. One object for the whole trace:
+  // a new one per policy made the parser's option reads miss their inline caches on every policy (finding 3124).
+  const policyOptions: ParseOptions = { ...options, cidrGroups: true };
   // Line by line, not text.split: an array of every line would live (and be promoted) through the whole parse.
   for (let i = 0, start = 0; start <= text.length; i++) {
     const nl = text.next(start);
@@ -264,7 +266,7 @@ function parseLines(input: string | Uint8Array, source: string, options: TraceOp
       header = readHeader(r, v);
       continue;
     }
-    items.push(readItem(r, v, line, options, shared));
+    items.push(readItem(r, v, line, options, shared, policyOptions));
   }
   options.onProgress?.(total, total);
   if (header === undefined) throw new ManifestError(`${source}:1`, '', 'is empty: a trace starts with a header line {"distillTrace": 1, ...}');

@@ -2,6 +2,7 @@ import type { Cidr, IpAddress } from '../model/cidr.js';
 import type { IdentityId } from '../model/identity.js';
 import type { IdentityRecord } from './identities.js';
 import type { IpcacheView } from './ipcache-view.js';
+import { type NamedEgress, RESOLVES_NOTHING } from './contribution.js';
 import { failClosedNodeCover, type NodeCover } from './tiers.js';
 import type { LocalIdentity, SharedMapState } from './shared-maps.js';
 import type { EngineStats } from './stats.js';
@@ -89,6 +90,8 @@ export class EngineContext {
   ipcache: IpcacheView | null = null;
   /** Which node roles' addresses `cidrs` hold, all or some (tiers.ts `NodeCover`; unwired: fail closed). */
   nodeCover: NodeCover = failClosedNodeCover;
+  /** Where an egress named port resolves for a peer (named-ports.ts `resolveNamedEgress`; unwired: nowhere). */
+  namedEgress: NamedEgress = RESOLVES_NOTHING;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
   adopting = false;
 

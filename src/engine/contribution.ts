@@ -3,6 +3,8 @@ import { type L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER } from '../model/ports.js
 import type { PolicyEntry } from '../model/policy-map.js';
 import { isPassFloor, PRECEDENCE_ALLOW, PRECEDENCE_DEFAULT_ALLOW, PRECEDENCE_STAND_IN_DENY } from '../model/policy-map.js';
 import { ALLOW_LOCALHOST_ORIGIN, UNALLOCATED_IDENTITY_ORIGIN, UNREADABLE_IDENTITY_ORIGIN } from '../model/localhost.js';
+import type { IdentityId } from '../model/identity.js';
+import type { NamedPortResolver } from './rule-units.js';
 
 /**
  * Who asks a map state for an entry. Map states count contributions by object identity: each is
@@ -44,36 +46,58 @@ export interface ContributionSharers {
   readonly clauses: readonly { readonly l4: L4Match; readonly contribution: Contribution }[];
 }
 
+/** Where an egress named port resolves for a peer identity (named-ports.ts `resolveNamedEgress`). */
+export type NamedEgress = (peer: IdentityId) => NamedPortResolver;
+
+/** Unwired (tests of a map state alone): no name resolves, so no named filter counts and none widens a redirect. */
+export const RESOLVES_NOTHING: NamedEgress = () => () => [];
+
+/** A single-port key of one peer: where a DNS redirect's proxy reads the rules (`dnsFilterKeys`). */
+export interface PeerPortKey {
+  readonly identity: IdentityId;
+  readonly protocol: number;
+  readonly port: number;
+  readonly portPrefixLen: number;
+}
+
 /**
- * Is a contribution at a single-port key (`port`/16 of `protocol`, a number) in one of the L4Filters
- * of that port whose DNS rules the redirect's proxy reads (`dnsFilters`, see `dnsFilterKeys`)? A
- * plain allow is when some clause of its units is such a filter, not when only a range's LPM prefix
- * put it there (`53-54` keys 53/16 and 54/16): a range is its own filter (pkg/policy/l4.go keys
- * filters by port and endPort; attack finding 2030). Contributions of no unit (the default allow,
- * allow-localhost, same-priority cells) and redirects are as before.
+ * Is a contribution at a single-port key in one of the L4Filters of that port whose DNS rules the
+ * redirect's proxy reads (`dnsFilters`, see `dnsFilterKeys`)? A plain allow is when some clause of
+ * its units is such a filter, not when only a range's LPM prefix put it there (`53-54` keys 53/16
+ * and 54/16): a range is its own filter (pkg/policy/l4.go keys filters by port and endPort; attack
+ * finding 2030). Contributions of no unit (the default allow, allow-localhost, same-priority cells)
+ * and redirects are as before.
  */
-export function inSinglePortFilter(c: Contribution, protocol: number, port: number, dnsFilters: { has(filter: string): boolean }): boolean {
+export function inSinglePortFilter(c: Contribution, key: PeerPortKey, dnsFilters: { has(filter: string): boolean }, namedEgress: NamedEgress): boolean {
   if (c.l7 !== undefined || c.entry.deny || !c.sharers) return true;
-  for (const f of dnsFilterKeys(c, protocol, port)) if (dnsFilters.has(f)) return true;
+  for (const f of dnsFilterKeys(c, key, namedEgress)) if (dnsFilters.has(f)) return true;
   return false;
 }
 
 /**
  * The L4Filters of Cilium's a contribution at a single-port key stands for: `#` for the numbered
  * filter of that port (a clause naming it alone: `port: "53"` or `53-53`), `n:<name>` for a named
- * port's. An egress rule's named and numbered ports are separate units (rule-units.ts compileRule),
- * and Cilium keeps a named port's filter (`dns/UDP`) apart from the numbered one (`53/UDP`,
- * pkg/policy/l4.go named ports; attack findings 2682, 2761).
+ * port's, only where that name is the key's port for the key's peer (finding 2981: the unit's other
+ * names are filters of other peers' ports). An egress rule's named and numbered ports are separate
+ * units (rule-units.ts compileRule), and Cilium keeps a named port's filter (`dns/UDP`) apart from
+ * the numbered one (`53/UDP`, pkg/policy/l4.go named ports; attack findings 2682, 2761). Only egress
+ * keys are asked (DNS rules are egress only, cilium-ports.ts), so a name resolves at the peer.
  */
-export function dnsFilterKeys(c: Contribution, protocol: number, port: number): string[] {
+export function dnsFilterKeys(c: Contribution, key: PeerPortKey, namedEgress: NamedEgress): string[] {
   const out: string[] = [];
+  if (key.portPrefixLen !== 16) return out;
+  let resolve: NamedPortResolver | undefined;
   for (const { l4, contribution } of c.sharers?.clauses ?? []) {
     // Only the clauses `c` stands for (its L7 rules', or the unit's plain ones; a pass copy keeps its source's `l7`):
     // another clause of the unit is another filter (finding 2980).
     if (l4.kind === 'all' || contribution.l7 !== c.l7) continue;
-    if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(protocol) : PROTOCOL_NUMBER[l4.protocol] !== protocol) continue;
-    if (l4.kind === 'named') out.push(`n:${l4.name}`);
-    else if (l4.from === port && l4.to === port) out.push('#');
+    if (l4.protocol === 'ANY' ? !ANY_PROTOCOL_NUMBERS.has(key.protocol) : PROTOCOL_NUMBER[l4.protocol] !== key.protocol) continue;
+    if (l4.kind === 'range') {
+      if (l4.from === key.port && l4.to === key.port) out.push('#');
+      continue;
+    }
+    resolve ??= namedEgress(key.identity);
+    if (resolve(l4.name, l4.protocol).some((p) => p.port === key.port && PROTOCOL_NUMBER[p.protocol] === key.protocol)) out.push(`n:${l4.name}`);
   }
   return out;
 }

@@ -2,7 +2,7 @@ import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
-import { DEFAULT_ALLOW, type Contribution, dnsFilterKeys, inSinglePortFilter } from './contribution.js';
+import { DEFAULT_ALLOW, type Contribution, dnsFilterKeys, inSinglePortFilter, type NamedEgress } from './contribution.js';
 import { isPassCopy } from './map-tiers.js';
 import { dirProto, idDir, rawKeyAt } from './raw-key.js';
 import { PARSER_OF_CODE } from './rule-units.js';
@@ -100,6 +100,8 @@ export class L7Tables {
   constructor(
     private readonly raw: RawContributions,
     private readonly stats: EngineStats,
+    /** Where egress named ports resolve per peer: a named clause is its name's filter only at that name's port (`dnsFilterKeys`). */
+    private readonly namedEgress: NamedEgress,
   ) {}
 
   /** The redirects the map's entries use. */
@@ -124,13 +126,17 @@ export class L7Tables {
     if (entry.proxyPort !== 0 || this.redirectUse.size > 0) this.touched.set(rk, key);
   }
 
-  /** `c` was added at `key` (`delta` +1) or removed (-1): counts the DNS filters of its port (see `dnsFilters`). */
+  /**
+   * `c` was added at `key` (`delta` +1) or removed (-1): counts the DNS filters of its port (see `dnsFilters`). The
+   * policy resolver takes a named-port unit out of a peer before that peer's resolution of its names changes and puts
+   * it back after (named-ports.ts `NamedPortListener`), so a removal counts the filters its addition counted.
+   */
   countDnsFilters(key: PolicyKey, c: Contribution, delta: 1 | -1): void {
     if (c.l7?.parser !== 'dns' || c.entry.deny) return;
     const id = portKeyId(key);
     let filters = this.dnsFilters.get(id);
     if (!filters) this.dnsFilters.set(id, (filters = new Map()));
-    for (const f of dnsFilterKeys(c, key.protocol, key.port)) {
+    for (const f of dnsFilterKeys(c, key, this.namedEgress)) {
       const n = (filters.get(f) ?? 0) + delta;
       if (n === 0) filters.delete(f);
       else filters.set(f, n);
@@ -310,7 +316,8 @@ export class L7Tables {
       // The DNS proxy's filter is the port's own: a range's plain allow keyed at the same prefix is not in it (finding 2030).
       if (dns) {
         const filters = this.dnsFilters.get(portKeyId(r)) ?? NO_FILTERS;
-        for (const c of held) if (inSinglePortFilter(c, r.protocol, r.port, filters)) yield c;
+        const key = { identity, protocol: r.protocol, port: r.port, portPrefixLen: len };
+        for (const c of held) if (inSinglePortFilter(c, key, filters, this.namedEgress)) yield c;
       } else yield* held;
     }
     if (countVisits) this.stats.mapEntriesVisited++;

@@ -2,7 +2,7 @@ import type { IdentityId } from '../model/identity.js';
 import { isBelowAdmin, isPassFloor, LookupResult, maskPort, passCopyPrecedence, PolicyEntry, PolicyKey, policyKeyString, precedenceLevel, PRECEDENCE_LOWEST } from '../model/policy-map.js';
 import type { Direction } from '../model/rules.js';
 import type { TierOrigin } from '../model/tiers.js';
-import { type Contribution, derivedContribution } from './contribution.js';
+import { type Contribution, derivedContribution, type NamedEgress, RESOLVES_NOTHING } from './contribution.js';
 import { L7Change, L7Tables } from './l7-tables.js';
 import { entryEquals } from './map-deltas.js';
 import { flatten, Group, Held, hold, isPassCopy, markPassCopy } from './map-tiers.js';
@@ -110,8 +110,11 @@ export class MapState {
   /** The L7 layer: redirects and their rows, read from the raw layer. */
   readonly l7: L7Tables;
 
-  constructor(private readonly stats: EngineStats) {
-    this.l7 = new L7Tables({ at: (rk) => this.raw.get(rk)?.contribs.keys(), entriesOf: (dp) => this.byDirProto.get(dp) }, stats);
+  constructor(
+    private readonly stats: EngineStats,
+    namedEgress: NamedEgress = RESOLVES_NOTHING,
+  ) {
+    this.l7 = new L7Tables({ at: (rk) => this.raw.get(rk)?.contribs.keys(), entriesOf: (dp) => this.byDirProto.get(dp) }, stats, namedEgress);
   }
 
   get isDirty(): boolean {

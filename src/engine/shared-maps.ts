@@ -2,6 +2,7 @@ import { IdentityId, RESERVED_IDENTITIES } from '../model/identity.js';
 import type { ContainerPort } from '../model/ports.js';
 import type { Direction } from '../model/rules.js';
 import type { EngineContext } from './context.js';
+import type { NamedEgress } from './contribution.js';
 import type { IdentityRecord } from './identities.js';
 import { MapState } from './map-state.js';
 import type { AttachedEnforcement, AttachedUnit } from './attached-units.js';
@@ -62,6 +63,8 @@ export class SharedMaps {
   readonly locals = new TombstoneMap<IdentityId, LocalIdentity>();
   /** Local endpoint → its map state. */
   readonly byEndpoint = new TombstoneMap<string, SharedMapState>();
+  /** Read at each call: the engine wires `ctx.namedEgress` with each set of stages. */
+  private readonly namedEgress: NamedEgress = (peer) => this.ctx.namedEgress(peer);
 
   constructor(
     private readonly ctx: EngineContext,
@@ -79,7 +82,7 @@ export class SharedMaps {
     let map = local.maps.get(sig);
     const created = map === undefined;
     if (!map) {
-      map = { key: `${identity.id}|${sig}`, local, ports, resolveNamed: resolveNamedIn(ports), state: new MapState(this.ctx.stats), endpoints: new Set(), deniesPlaced: 0 };
+      map = { key: `${identity.id}|${sig}`, local, ports, resolveNamed: resolveNamedIn(ports), state: new MapState(this.ctx.stats, this.namedEgress), endpoints: new Set(), deniesPlaced: 0 };
       local.maps.set(sig, map);
     }
     map.endpoints.add(endpoint);

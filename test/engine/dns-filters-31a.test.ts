@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { parseIp } from '../../src/model/cidr.js';
+import type { Pod } from '../../src/model/cluster.js';
+import { Engine } from '../../src/engine/engine.js';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { parseManifestFile } from '../../src/policy/manifest.js';
+
+/*
+ * Attack finding 2981: a named clause is its name's L4Filter only at a peer whose port the name is (distill resolves an
+ * egress named port per peer identity, docs/semantics.md "Named ports on egress"). A rule's plain clauses on dns2 and
+ * dns3 make one contribution; at alt (53 named dns2) it stands for dns2/UDP only, which holds no DNS rule, so it does
+ * not widen alt's numbered DNS redirect, though dns3/UDP holds z's.
+ */
+type Ports = Pod['ports'];
+const pod = (ns: string, name: string, labels: Record<string, string>, ip: string, ports: Ports): EngineEvent => ({
+  type: 'upsertPod',
+  pod: { namespace: ns, name, labels, ip: parseIp(ip), serviceAccount: 'default', ports },
+  local: true,
+});
+const udp53 = (name: string): Ports => [{ name, port: 53, protocol: 'UDP' }];
+const client = pod('x', 'a', { app: 'a' }, '10.244.0.5', []);
+const z = (ports: Ports = udp53('dns3')): EngineEvent => pod('kube-system', 'z', { 'k8s-app': 'z' }, '10.96.0.12', ports);
+const alt = (ports: Ports = udp53('dns2')): EngineEvent => pod('kube-system', 'alt', { 'k8s-app': 'alt' }, '10.96.0.11', ports);
+const kubeDns = pod('kube-system', 'kube-dns', { 'k8s-app': 'kube-dns' }, '10.96.0.10', udp53('dns'));
+/** Another pod giving dns3 another port: the name then resolves nowhere (Cilium's node-wide map is ambiguous). */
+const w = pod('kube-system', 'w', { 'k8s-app': 'w' }, '10.96.0.13', [{ name: 'dns3', port: 54, protocol: 'UDP' }]);
+
+const toKs = (app?: string): string => `[{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system${app ? `, k8s:k8s-app: ${app}` : ''}}}]`;
+function cnp(name: string, rules: string[]): EngineEvent {
+  const egress = rules.map((r) => `  - ${r}`).join('\n');
+  const [p] = parseManifestFile(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: ${name}, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {app: a}}\n  egress:\n${egress}\n`, 'test.yaml');
+  return { type: 'upsertPolicy', policy: p! };
+}
+const dnsRule = '{dns: [{matchName: good.example}]}';
+const plainDns2Dns3 = cnp('plain', [`{toEndpoints: ${toKs()}, toPorts: [{ports: [{port: dns2, protocol: UDP}, {port: dns3, protocol: UDP}]}]}`]);
+const zDns3 = cnp('z-dns', [`{toEndpoints: ${toKs('z')}, toPorts: [{ports: [{port: dns3, protocol: UDP}], rules: ${dnsRule}}]}`]);
+const altNumbered = cnp('alt-dns', [`{toEndpoints: ${toKs('alt')}, toPorts: [{ports: [{port: "53", protocol: UDP}], rules: ${dnsRule}}]}`]);
+/** The second form: one toPorts entry naming dns and dns3 with one DNS rule, to kube-dns only; a plain dns3 allow to every kube-system pod. */
+const twoNames = cnp('two-names', [
+  `{toEndpoints: ${toKs('kube-dns')}, toPorts: [{ports: [{port: dns, protocol: UDP}, {port: dns3, protocol: UDP}], rules: ${dnsRule}}]}`,
+  `{toEndpoints: ${toKs()}, toPorts: [{ports: [{port: dns3, protocol: UDP}]}]}`,
+]);
+
+function verdict(e: Engine, server: string, name: string): boolean | undefined {
+  const id = e.identityOfPod(server)!;
+  const port = e.lookup('x/a', id, 'egress', 17, 53)?.entry.proxyPort;
+  if (port === undefined) return undefined;
+  return port === 0 || (e.l7Verdict('x/a', port, id, { dns: { name } }, 53)?.allowed ?? false);
+}
+
+/** x/a's L7 rows by the server's name (identity numbers depend on the order pods came in). */
+function rows(e: Engine): unknown[] {
+  const names = new Map(['z', 'alt', 'kube-dns', 'w'].map((n) => [e.identityOfPod(`kube-system/${n}`), n]));
+  return e.l7Table('x/a').map((r) => [names.get(r.peer) ?? r.peer, r.policy]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+}
+
+const freshRows = (events: EngineEvent[]): unknown[] => {
+  const f = new Engine();
+  f.apply(events);
+  return rows(f);
+};
+
+describe('2981. a named clause is its name\'s filter only where the name is the peer\'s port', () => {
+  it('plain dns2+dns3 allow: alt (53 = dns2) keeps its numbered DNS redirect, z (53 = dns3) is widened', () => {
+    const e = new Engine();
+    e.apply([client, z(), alt(), plainDns2Dns3, zDns3, altNumbered]);
+    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/z', 'other.example')]).toEqual([true, false, true]);
+  });
+
+  it('one DNS rule on dns and dns3 counts dns3/UDP nowhere no pod has dns3', () => {
+    const e = new Engine();
+    e.apply([client, kubeDns, alt(udp53('dns3')), twoNames, altNumbered]);
+    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/kube-dns', 'other.example')]).toEqual([true, false, false]);
+  });
+
+  it('peers changing their named ports (own and cluster-wide) give a fresh engine\'s rows', () => {
+    const policies = [plainDns2Dns3, zDns3, altNumbered];
+    const e = new Engine();
+    let state: EngineEvent[] = [client, z(), alt(), ...policies];
+    e.apply(state);
+    const step = (events: EngineEvent[], altOther: boolean): void => {
+      e.apply(events);
+      state = [...state, ...events];
+      expect(rows(e)).toEqual(freshRows(state));
+      expect(verdict(e, 'kube-system/alt', 'other.example')).toBe(altOther);
+    };
+    // alt's 53 becomes dns3: the plain clause reaches it by dns3, in the filter holding z's DNS rule.
+    step([alt(udp53('dns3'))], true);
+    // w gives dns3 another port: dns3 resolves nowhere, neither z's DNS rule nor alt's plain allow is anywhere.
+    step([w], false);
+    step([{ type: 'deletePod', namespace: 'kube-system', name: 'w' }], true);
+    step([alt()], false);
+    // z loses dns3: no dns3/UDP filter holds a DNS rule.
+    step([z([])], false);
+    step([z()], false);
+    step([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'x', name: 'alt-dns' } }], true);
+    step([altNumbered], false);
+  });
+
+  it('the two-name rule as pods come and go, and the names move', () => {
+    const e = new Engine();
+    let state: EngineEvent[] = [client, twoNames, altNumbered];
+    e.apply(state);
+    for (const events of [[alt(udp53('dns3'))], [kubeDns], [alt()], [alt(udp53('dns3'))], [{ type: 'deletePod', namespace: 'kube-system', name: 'kube-dns' } as EngineEvent], [kubeDns]]) {
+      e.apply(events);
+      state = [...state, ...events];
+      expect(rows(e)).toEqual(freshRows(state));
+      // No dns3/UDP filter ever holds a DNS rule (kube-dns has no dns3): alt's redirect stays its numbered rule's.
+      expect(verdict(e, 'kube-system/alt', 'other.example')).toBe(false);
+    }
+  });
+});

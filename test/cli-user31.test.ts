@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tmpFile } from './cli-helpers.js';
+import { EtcdServer, requireEtcdOrSkip } from './kvstore/etcd-server.js';
 
 // Round 31u (docs/attack-findings-31u.md): a new operator's day with the agent.
 
@@ -55,4 +56,39 @@ describe('3140. (2947) a --watch stream that ended, without --exit-at-eof, is a 
     expect(JSON.parse(json!.body)).toMatchObject({ state: 'Warning', streamsEnded: 1, endedStreams: [events] });
     expect(metrics?.body).toMatch(/^distill_watch_streams_ended 1$/m);
   }, 30_000);
+});
+
+const podOn = (name: string, node: string, ip: string, rv: string) => ({
+  type: 'ADDED',
+  object: { ...POD.object, metadata: { ...POD.object.metadata, name, resourceVersion: rv, labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'c' }] }, status: { phase: 'Running', podIP: ip } },
+});
+
+const hasEtcd = requireEtcdOrSkip('3141 (the --exit-at-eof etcd wait names pods and nodes)');
+describe.skipIf(!hasEtcd)('3141. (2948) the --exit-at-eof etcd wait names the pods it waits for and their nodes', () => {
+  let etcd: EtcdServer | undefined;
+  beforeAll(async () => {
+    etcd = await EtcdServer.start();
+  }, 30_000);
+  afterAll(async () => etcd?.destroy());
+
+  it('the warning says which nodes\' agents to start and which pods lack an id (was: neither)', async () => {
+    const events = tmpFile('events.json', [NS, POD, podOn('db', 'node-b', '10.0.1.2', '3'), podOn('cache', 'node-c', '10.0.2.2', '4')].map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const child = spawn('node', [CLI, 'agent', '--node', 'node-a', '--identities', 'etcd', '--etcd', etcd!.url, '--watch', events, '--exit-at-eof', '--no-warm-up'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    const waiting = new Promise<void>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (/waiting for the identities of remote pods/.test(stderr)) resolve();
+      });
+    });
+    await Promise.race([waiting, exited, new Promise((r) => setTimeout(r, 20_000))]);
+    child.kill('SIGTERM');
+    await exited;
+    const line = stderr.split('\n').find((l) => l.includes('waiting for the identities of remote pods'));
+    expect(line, stderr).toBeDefined();
+    const o = JSON.parse(line!) as { msg: string; pods: string[]; nodes: string[]; podCount: number; nodeCount: number };
+    expect(o.msg).toContain('start the agent of node(s) node-b, node-c (pods default/cache, default/db)');
+    expect(o).toMatchObject({ pods: ['default/cache', 'default/db'], podCount: 2, nodes: ['node-b', 'node-c'], nodeCount: 2 });
+  }, 40_000);
 });

@@ -180,6 +180,9 @@ function agentExit(agent: Agent, opts: AgentCliOptions, io: AgentIo): number {
   return EXIT_BAD_INPUT;
 }
 
+/** How many pods the --exit-at-eof wait's warning names. */
+const WAIT_NAMES = 10;
+
 /**
  * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
  * knows and does not hold fail-closed has one (remote pods: from their nodes' agents; 2845) and the engine has applied them all.
@@ -190,7 +193,10 @@ async function settle(agent: Agent, source: EtcdIdentitySource, logger: Logger):
   while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) {
     if (!told && source.settled && !source.settledCluster) {
       told = true;
-      logger.warn('--exit-at-eof: the streams ended and this node\'s pods hold their identities; waiting for the identities of remote pods, which their nodes\' agents allocate in etcd');
+      const w = source.waitingFor(WAIT_NAMES);
+      const some = (names: string[], count: number): string => names.join(', ') + (count > names.length ? `, … (${count} in all)` : '');
+      const who = w.nodeCount > 0 ? `node(s) ${some(w.nodes, w.nodeCount)}` : 'their nodes';
+      logger.warn(w, `--exit-at-eof: the streams ended and this node's pods hold their identities; waiting for the identities of remote pods, which their nodes' agents allocate in etcd: start the agent of ${who} (pods ${some(w.pods, w.podCount)})`);
     }
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tmpFile } from './cli-helpers.js';
 import { EtcdServer, requireEtcdOrSkip } from './kvstore/etcd-server.js';
@@ -91,4 +91,13 @@ describe.skipIf(!hasEtcd)('3141. (2948) the --exit-at-eof etcd wait names the po
     expect(o.msg).toContain('start the agent of node(s) node-b, node-c (pods default/cache, default/db)');
     expect(o).toMatchObject({ pods: ['default/cache', 'default/db'], podCount: 2, nodes: ['node-b', 'node-c'], nodeCount: 2 });
   }, 40_000);
+});
+
+describe('3143. agent --help says what --exit-at-eof waits for and each exit code', () => {
+  it('names the etcd wait for remote pods and exit 2 after a watch ERROR without relist (was: only 74)', () => {
+    const r = spawnSync('node', [CLI, 'agent', '--help'], { encoding: 'utf8' });
+    const help = r.stdout.replace(/\s+/g, ' ');
+    expect(help).toContain("with --identities etcd, once every pod the streams name has an identity in etcd: remote pods wait for their own nodes' agents");
+    expect(help).toContain('2 when a stream ended after a watch ERROR or inside a List without its relist');
+  });
 });

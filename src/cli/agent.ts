@@ -63,7 +63,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .addOption(new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (maps go to <dir>/agent)').default(DEFAULT_PIN_DIR))
     .option('--no-ipcache', 'with --backend bpf: leave the ipcache (<dir>/agent/ipcache4, ipcache6) to another writer')
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
-    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary; exit code 74 when the maps are behind the policy after failed writes')
+    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary (with --identities etcd, once every pod the streams name has an identity in etcd: remote pods wait for their own nodes\' agents); exit code 74 when the maps are behind the policy after failed writes, 2 when a stream ended after a watch ERROR or inside a List without its relist')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
     .option('--no-warm-up', 'skip the warm-up after the first transaction (scratch engines run the churn paths once before /healthz reports ready)')
     .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))

@@ -8,16 +8,12 @@ import { EtcdServer, requireEtcdOrSkip } from './kvstore/etcd-server.js';
 const CLI = 'dist/cli/main.js';
 
 const NS = { type: 'ADDED', object: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default', resourceVersion: '1', labels: { 'kubernetes.io/metadata.name': 'default' } } } };
-const POD = {
+/** A running pod of namespace default as a watch ADDED event. */
+const podOn = (name: string, node: string, ip: string, rv: string) => ({
   type: 'ADDED',
-  object: {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: 'web', namespace: 'default', resourceVersion: '2', labels: { app: 'web' } },
-    spec: { nodeName: 'node-a', containers: [{ name: 'c' }] },
-    status: { phase: 'Running', podIP: '10.0.0.1' },
-  },
-};
+  object: { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default', resourceVersion: rv, labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'c' }] }, status: { phase: 'Running', podIP: ip } },
+});
+const POD = podOn('web', 'node-a', '10.0.0.1', '2');
 
 /** Runs `distill agent ARGS` until `until(stderr)` holds, then GETs each path and stops it. */
 async function agentAnswers(args: string[], until: RegExp, paths: string[]): Promise<{ bodies: { code: number; body: string }[]; stderr: string }> {
@@ -56,11 +52,6 @@ describe('3140. (2947) a --watch stream that ended, without --exit-at-eof, is a 
     expect(JSON.parse(json!.body)).toMatchObject({ state: 'Warning', streamsEnded: 1, endedStreams: [events] });
     expect(metrics?.body).toMatch(/^distill_watch_streams_ended 1$/m);
   }, 30_000);
-});
-
-const podOn = (name: string, node: string, ip: string, rv: string) => ({
-  type: 'ADDED',
-  object: { ...POD.object, metadata: { ...POD.object.metadata, name, resourceVersion: rv, labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'c' }] }, status: { phase: 'Running', podIP: ip } },
 });
 
 const hasEtcd = requireEtcdOrSkip('3141 (the --exit-at-eof etcd wait names pods and nodes)');

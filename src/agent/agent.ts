@@ -172,6 +172,9 @@ export interface AgentStatus {
   readonly unreadableIdentities: readonly number[];
   /** CiliumCIDRGroup objects that cannot be read (group peers read as the stand-in meanwhile). */
   readonly cidrGroupsUnreadable: number;
+  /** Watch streams that ended without `--exit-at-eof` (finding 3140): no later change of their objects reaches the maps. */
+  readonly streamsEnded: number;
+  readonly endedStreams: readonly string[];
 }
 
 /** How many keys or numbers a status names (the counts are whole): a body any namespace admin can grow stays short. */
@@ -249,7 +252,7 @@ export class Agent {
   /** How many identity events waited after the last split transaction (`applyIdentitiesAlone`), for its warning. */
   private identitiesWaiting = 0;
   /** The counts of the last `status` log line (`logStatus`): one line when they change, not one per flush. */
-  private loggedStatus = '0 0 0 0';
+  private loggedStatus = '0 0 0 0 0';
   /** The `status` lines' rate limit: an object flipping between refused and applied at each event must not flood the log. */
   private readonly statusLimiter: LogLimiter;
   /** With `warmUp`: true once it ran (after the first transaction's write). */
@@ -265,6 +268,8 @@ export class Agent {
   private lastWriteError: string | undefined;
   /** Streams that became unreadable (closed, what they gave before stays): the policy no longer follows them. */
   private readonly unreadable: string[] = [];
+  /** Streams that ended readable without `exitAtEof`: the agent serves what they gave, nothing later (a warning). */
+  private readonly endedStreams: string[] = [];
   /** True once `stop` was called (by SIGTERM, or at the end). */
   stopped = false;
   /**
@@ -361,7 +366,11 @@ export class Agent {
         this.config.logger.error({ stream: path, error: (e as Error).message }, 'watch stream ended inside an object');
         this.markUnreadable(path);
       }
-      if (!this.config.exitAtEof) this.config.logger.warn({ stream: path }, 'watch stream ended: the agent keeps running on what it read, and no later change of these objects reaches it (restart the watch)');
+      if (!this.config.exitAtEof) {
+        this.config.logger.warn({ stream: path }, 'watch stream ended: the agent keeps running on what it read, and no later change of these objects reaches it (restart the watch)');
+        // An unreadable one is already a cause of 503 (`problems`).
+        if (!this.unreadable.includes(path)) this.endedStreams.push(path);
+      }
       ended();
     });
     stream.on('error', (e: Error) => {
@@ -407,6 +416,7 @@ export class Agent {
     new Gauge({ name: 'distill_objects_refused', help: 'Objects the engine refused on their own and still lacks (it keeps their previous version): retried when they change or after the next commit', registers, collect() { this.set(agent.mirror.refusedObjectCount); } });
     new Gauge({ name: 'distill_identities_unreadable', help: 'External identity numbers read as the fail-closed stand-in (their value cannot be read): every local map denies them', registers, collect() { this.set(agent.engine.unreadableIdentities().length); } });
     new Gauge({ name: 'distill_cidr_groups_unreadable', help: 'CiliumCIDRGroup objects that cannot be read: group peers read as the fail-closed stand-in meanwhile', registers, collect() { this.set(agent.mirror.unreadableCidrGroups); } });
+    new Gauge({ name: 'distill_watch_streams_ended', help: 'Watch streams that ended (without --exit-at-eof): the agent keeps what they gave, no later change of their objects reaches the maps', registers, collect() { this.set(agent.endedStreams.length); } });
   }
 
   /**
@@ -426,6 +436,8 @@ export class Agent {
     if (refused.length > 0) warnings.push(`${refused.length} object(s) refused, the engine keeps their previous version (retried when they change or after the next commit): ${some(refused)}`);
     if (unreadable.length > 0) warnings.push(`${unreadable.length} identity number(s) unreadable, read as the fail-closed stand-in (every local map denies them): ${some(unreadable)}`);
     if (groups > 0) warnings.push(`${groups} CiliumCIDRGroup(s) unreadable: policies naming groups read their peers as the fail-closed stand-in`);
+    const ended = this.endedStreams;
+    if (ended.length > 0) warnings.push(`${ended.length} watch stream(s) ended, the node keeps what they gave and no later change of their objects reaches the maps (restart the watch): ${some(ended)}`);
     return {
       state: notReady.length > 0 ? 'Failure' : warnings.length > 0 ? 'Warning' : 'Ok',
       notReady,
@@ -436,6 +448,8 @@ export class Agent {
       identitiesUnreadable: unreadable.length,
       unreadableIdentities: unreadable.slice(0, STATUS_NAMES),
       cidrGroupsUnreadable: groups,
+      streamsEnded: ended.length,
+      endedStreams: ended.slice(0, STATUS_NAMES),
     };
   }
 
@@ -447,15 +461,15 @@ export class Agent {
     const waiting = this.identitiesWaiting;
     const unreadable = this.engine.unreadableIdentities();
     const groups = this.mirror.unreadableCidrGroups;
-    const counts = `${waiting} ${this.mirror.refusedObjectCount} ${unreadable.length} ${groups}`;
+    const counts = `${waiting} ${this.mirror.refusedObjectCount} ${unreadable.length} ${groups} ${this.endedStreams.length}`;
     if (counts === this.loggedStatus) return;
     // A line the limiter drops is tried again at the next flush (the counts still differ from the last written).
     const suppressed = this.statusLimiter.take();
     if (suppressed === undefined) return;
     this.loggedStatus = counts;
     const refused = this.mirror.refusedObjects();
-    const fields = { ...(suppressed > 0 ? { suppressed } : {}), identityEventsWaiting: waiting, objectsRefused: refused.length, refusedObjects: refused.slice(0, STATUS_NAMES), identitiesUnreadable: unreadable.length, unreadableIdentities: unreadable.slice(0, STATUS_NAMES), cidrGroupsUnreadable: groups };
-    if (counts === '0 0 0 0') this.config.logger.info(fields, 'status: every input is in force');
+    const fields = { ...(suppressed > 0 ? { suppressed } : {}), identityEventsWaiting: waiting, objectsRefused: refused.length, refusedObjects: refused.slice(0, STATUS_NAMES), identitiesUnreadable: unreadable.length, unreadableIdentities: unreadable.slice(0, STATUS_NAMES), cidrGroupsUnreadable: groups, streamsEnded: this.endedStreams.length, endedStreams: this.endedStreams.slice(0, STATUS_NAMES) };
+    if (counts === '0 0 0 0 0') this.config.logger.info(fields, 'status: every input is in force');
     else this.config.logger.warn(fields, 'status: some inputs are not in force as given (the node enforces what it last committed for them; /healthz?format=json)');
   }
 

@@ -90,6 +90,8 @@ export class EtcdIdentitySource {
   private readonly pods = new Map<string, Pod>();
   /** Every pod known (local or not) and not held fail-closed -> its label-set key: settledCluster needs an id for each. */
   private readonly allPods = new Map<string, Pod>();
+  /** Known pod -> its node (`spec.nodeName`), where the stream said it: what `settledCluster` waits for is named by it. */
+  private readonly podNodes = new Map<string, string>();
   /** Pod -> the kvstore label set it should hold / holds in etcd now. */
   private readonly wanted = new Map<string, string[]>();
   private readonly held = new Map<string, string[]>();
@@ -178,6 +180,23 @@ export class EtcdIdentitySource {
     return true;
   }
 
+  /**
+   * The known pods without an id here (`settledCluster` waits for them) and the nodes they run on (a pod whose node no
+   * stream named has none), the first `limit` of each, sorted, and their counts: the `--exit-at-eof` wait's warning.
+   */
+  waitingFor(limit: number): { pods: string[]; podCount: number; nodes: string[]; nodeCount: number } {
+    const pods: string[] = [];
+    const nodes = new Set<string>();
+    for (const [key, pod] of this.allPods) {
+      if (this.watcher?.idForLabels(labelSetKey(kvLabels(pod, this.namespaceLabels(pod.namespace)))) !== undefined) continue;
+      pods.push(key);
+      const node = this.podNodes.get(key);
+      if (node !== undefined) nodes.add(node);
+    }
+    const sorted = (names: Iterable<string>): string[] => [...names].sort().slice(0, limit);
+    return { pods: sorted(pods), podCount: pods.length, nodes: sorted(nodes), nodeCount: nodes.size };
+  }
+
   /** The ids this node's watcher knows, label-set key -> id (for checks). */
   identities(): ReadonlyMap<number, string> {
     return this.watcher?.identities ?? new Map();
@@ -195,11 +214,14 @@ export class EtcdIdentitySource {
         // A pod held fail-closed is at the unallocated number whatever id its labels have: none is waited for (2845).
         if (e.pod.failClosed === true) this.allPods.delete(key);
         else this.allPods.set(key, e.pod);
+        if (e.node !== undefined) this.podNodes.set(key, e.node);
+        else this.podNodes.delete(key);
         if (e.local === true) this.pods.set(key, e.pod);
         else this.pods.delete(key);
       } else if (e.type === 'deletePod') {
         this.pods.delete(podKey(e.namespace, e.name));
         this.allPods.delete(podKey(e.namespace, e.name));
+        this.podNodes.delete(podKey(e.namespace, e.name));
       } else continue;
       touched = true;
     }

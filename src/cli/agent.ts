@@ -63,7 +63,7 @@ export function registerAgent(program: Command, io: AgentIo, done: (exit: number
     .addOption(new Option('--pin-dir <dir>', 'bpffs directory for --backend bpf (maps go to <dir>/agent)').default(DEFAULT_PIN_DIR))
     .option('--no-ipcache', 'with --backend bpf: leave the ipcache (<dir>/agent/ipcache4, ipcache6) to another writer')
     .option('--metrics-addr <host:port>', 'serve /metrics and /healthz there')
-    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary; exit code 74 when the maps are behind the policy after failed writes')
+    .option('--exit-at-eof', 'exit when every stream has ended, printing a summary (with --identities etcd, once every pod the streams name has an identity in etcd: remote pods wait for their own nodes\' agents); exit code 74 when the maps are behind the policy after failed writes, 2 when a stream ended after a watch ERROR or inside a List without its relist')
     .option('--json', 'the summary as one JSON object, with every local endpoint\'s map')
     .option('--no-warm-up', 'skip the warm-up after the first transaction (scratch engines run the churn paths once before /healthz reports ready)')
     .addOption(new Option('--allow-localhost <mode>', 'whether the local host reaches its endpoints whatever the policy (Cilium\'s allow-localhost; auto = always under Kubernetes)').choices(['auto', ...ALLOW_LOCALHOST_VALUES]).default('auto'))
@@ -180,6 +180,9 @@ function agentExit(agent: Agent, opts: AgentCliOptions, io: AgentIo): number {
   return EXIT_BAD_INPUT;
 }
 
+/** How many pods the --exit-at-eof wait's warning names. */
+const WAIT_NAMES = 10;
+
 /**
  * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
  * knows and does not hold fail-closed has one (remote pods: from their nodes' agents; 2845) and the engine has applied them all.
@@ -190,7 +193,10 @@ async function settle(agent: Agent, source: EtcdIdentitySource, logger: Logger):
   while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) {
     if (!told && source.settled && !source.settledCluster) {
       told = true;
-      logger.warn('--exit-at-eof: the streams ended and this node\'s pods hold their identities; waiting for the identities of remote pods, which their nodes\' agents allocate in etcd');
+      const w = source.waitingFor(WAIT_NAMES);
+      const some = (names: string[], count: number): string => names.join(', ') + (count > names.length ? `, … (${count} in all)` : '');
+      const who = w.nodeCount > 0 ? `node(s) ${some(w.nodes, w.nodeCount)}` : 'their nodes';
+      logger.warn(w, `--exit-at-eof: the streams ended and this node's pods hold their identities; waiting for the identities of remote pods, which their nodes' agents allocate in etcd: start the agent of ${who} (pods ${some(w.pods, w.podCount)})`);
     }
     await new Promise((r) => setTimeout(r, 20));
   }

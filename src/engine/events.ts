@@ -15,7 +15,8 @@ import type { EngineStats } from './stats.js';
 export type EngineEvent =
   | { readonly type: 'upsertNamespace'; readonly name: string; readonly labels: Readonly<Record<string, string>> }
   | { readonly type: 'deleteNamespace'; readonly name: string }
-  | { readonly type: 'upsertPod'; readonly pod: Pod; readonly local?: boolean }
+  /** `node`: the pod's `spec.nodeName` where the agent read one (the engine does not use it; the etcd wait names it). */
+  | { readonly type: 'upsertPod'; readonly pod: Pod; readonly local?: boolean; readonly node?: string }
   | { readonly type: 'deletePod'; readonly namespace: string; readonly name: string }
   | { readonly type: 'upsertPolicy'; readonly policy: Policy }
   | { readonly type: 'deletePolicy'; readonly ref: PolicyRef }

@@ -120,7 +120,7 @@ function upsertOf(h: Held): AgentEvent {
     case 'Namespace':
       return { type: 'upsertNamespace', name: h.name, labels: h.labels };
     case 'Pod':
-      return { type: 'upsertPod', pod: h.pod, local: h.local };
+      return { type: 'upsertPod', pod: h.pod, local: h.local, ...(h.node !== undefined ? { node: h.node } : {}) };
     case 'Policy':
       return { type: 'upsertPolicy', policy: h.policy };
     case 'Identity':

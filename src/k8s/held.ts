@@ -16,7 +16,7 @@ export type LogFn = (msg: string, fields: Readonly<Record<string, unknown>>) => 
 export type Held =
   | { readonly kind: 'Namespace'; readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly sig: string }
   /** `expired`: a remote pod past its deletionTimestamp, held fail-closed (`expiredPod`). */
-  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly deleteAt: number | undefined; readonly expired?: true; readonly sig: string }
+  | { readonly kind: 'Pod'; readonly pod: Pod; readonly local: boolean; readonly node?: string; readonly deleteAt: number | undefined; readonly expired?: true; readonly sig: string }
   /**
    * `groupless`: the policy mentions `cidrGroupRef`/`cidrGroupSelector`, and this is how it reads
    * without CiliumCIDRGroup objects (the fail-closed stand-in of src/policy/stand-in.ts), enforced
@@ -256,7 +256,7 @@ function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadConte
   }
   // The deadline is not part of the signature: a pod marked for deletion is the same endpoint until it passes.
   const sig = canonical({ ...ep.pod, ip: ep.pod.ip.text, ...(ep.pod.ips ? { ips: ep.pod.ips.map((a) => a.text) } : {}), local: ep.local });
-  const held: Extract<Held, { kind: 'Pod' }> = { kind: 'Pod', pod: ep.pod, local: ep.local, deleteAt: ep.deleteAt, sig };
+  const held: Extract<Held, { kind: 'Pod' }> = { kind: 'Pod', pod: ep.pod, local: ep.local, ...(ep.node !== undefined ? { node: ep.node } : {}), deleteAt: ep.deleteAt, sig };
   return ep.expired === true ? expiredPod(held) : held;
 }
 

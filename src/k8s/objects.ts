@@ -41,7 +41,7 @@ export type IdentityEvent = Extract<EngineEvent, { readonly type: 'upsertIdentit
  * `expired`: a remote pod past its `deletionTimestamp` that is still listed (not `Succeeded`/`Failed`): the agent holds
  * it fail-closed until it is deleted (finding 2843).
  */
-export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly deleteAt?: number; readonly expired?: true } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
+export type PodEndpoint = { readonly pod: Pod; readonly local: boolean; readonly node?: string; readonly deleteAt?: number; readonly expired?: true } | { readonly pod: null; readonly reason: 'host-network' | 'no-ip' | 'terminated' | 'terminating' };
 
 function rec(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -177,8 +177,9 @@ export function podEndpoint(obj: unknown, nodeName: string, source: string, now:
   if (ips.length === 0) return { pod: null, reason: 'no-ip' };
   const serviceAccount = podServiceAccount(r, spec, meta);
   const pod: Pod = { namespace: md.namespace ?? 'default', name: md.name, labels, ip: ips[0]!, ...(ips.length > 1 ? { ips } : {}), serviceAccount, ports };
-  if (expired) return { pod, local, expired: true };
-  return { pod, local, ...(deleteAt !== undefined ? { deleteAt } : {}) };
+  const node = typeof spec.nodeName === 'string' && spec.nodeName !== '' ? { node: spec.nodeName } : {};
+  if (expired) return { pod, local, ...node, expired: true };
+  return { pod, local, ...node, ...(deleteAt !== undefined ? { deleteAt } : {}) };
 }
 
 /**

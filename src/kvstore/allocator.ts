@@ -258,7 +258,7 @@ export class IdentityAllocator {
     // A new id, under the label set's lock as in Cilium (so Cilium agents sharing this etcd never
     // race us into two ids); the transaction itself also requires `noIdOfSet` (nothing written since `seen`).
     if (this.opts.locks === false) return this.createNew(key, lease, noIdOfSet, undefined);
-    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, () => slavesWrittenSince(this.client, this.keys, key, seen.revision));
+    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, slavesWrittenSince(this.keys, key, seen.revision));
     if (!lock) return this.reuse(key, lease, await readSlaves(this.client, this.keys, key));
     try {
       return await this.createNew(key, lease, noIdOfSet, lock);

@@ -1,4 +1,4 @@
-import type { Etcd3, ICompare } from 'etcd3';
+import type { Etcd3, ICompare, IRangeRequest, IRangeResponse, IRequestOp } from 'etcd3';
 import { prefixEnd } from './client.js';
 
 /**
@@ -23,34 +23,42 @@ export class KvLock {
   }
 
   /**
-   * Takes the lock, polling with backoff while others hold it; between polls `giveUp()` may say
-   * the lock is no longer needed (returns undefined then, after withdrawing from the queue).
+   * Takes the lock, polling with backoff while others hold it; with each look at the holder, `giveUp.read` is read in
+   * the same request and `giveUp.done` may say the lock is no longer needed (returns undefined then, after
+   * withdrawing from the queue). The first look comes with the key's creation, as etcd's concurrency.Mutex
+   * `tryAcquire` asks for the holder in the transaction that puts its key: one request per look, not three
+   * (attack-findings-31u, 3142).
    */
-  static async acquire(client: Etcd3, path: string, lease: string, giveUp: () => Promise<boolean>, maxWaitMs = 10_000): Promise<KvLock | undefined> {
+  static async acquire(client: Etcd3, path: string, lease: string, giveUp: GiveUp, maxWaitMs = 10_000): Promise<KvLock | undefined> {
     const key = `${path}/${BigInt(lease).toString(16)}`;
+    const holder: IRequestOp = { request_range: { key: Buffer.from(`${path}/`), range_end: prefixEnd(Buffer.from(`${path}/`)), sort_target: 'Create', sort_order: 'Ascend', limit: 1 } };
+    const check: IRequestOp = { request_range: giveUp.read };
     const res = await client.kv.txn({
       compare: [{ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 }],
-      success: [{ request_put: { key: Buffer.from(key), value: Buffer.alloc(0), lease } }],
-      failure: [{ request_range: { key: Buffer.from(key) } }],
+      success: [{ request_put: { key: Buffer.from(key), value: Buffer.alloc(0), lease } }, holder, check],
+      failure: [{ request_range: { key: Buffer.from(key) } }, holder, check],
     });
     const rev = res.succeeded ? res.header.revision : (res.responses[0]?.response_range?.kvs[0]?.create_revision ?? res.header.revision);
     const lock = new KvLock(client, key, rev);
     const start = Date.now();
+    let looked = res.responses.slice(1);
     for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
-      const first = await client.kv.range({
-        key: Buffer.from(`${path}/`),
-        range_end: prefixEnd(Buffer.from(`${path}/`)),
-        sort_target: 'Create',
-        sort_order: 'Ascend',
-        limit: 1,
-      });
-      if (first.kvs[0]?.key.toString() === key) return lock;
-      if ((await giveUp()) || Date.now() - start > maxWaitMs) {
+      const first = looked[0]?.response_range?.kvs[0]?.key.toString();
+      if (first === key) return lock;
+      const done = looked[1]?.response_range;
+      if ((done !== undefined && giveUp.done(done)) || Date.now() - start > maxWaitMs) {
         await lock.unlock();
-        if (Date.now() - start > maxWaitMs) throw new Error(`lock ${path}: still held by ${first.kvs[0]?.key.toString()} after ${maxWaitMs} ms`);
+        if (Date.now() - start > maxWaitMs) throw new Error(`lock ${path}: still held by ${first} after ${maxWaitMs} ms`);
         return undefined;
       }
       await new Promise((r) => setTimeout(r, wait));
+      looked = (await client.kv.txn({ compare: [], success: [holder, check], failure: [] })).responses;
     }
   }
+}
+
+/** A read asked with each look at a lock's holder, and whether its answer makes the lock unneeded. */
+export interface GiveUp {
+  readonly read: IRangeRequest;
+  readonly done: (res: IRangeResponse) => boolean;
 }

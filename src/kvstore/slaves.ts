@@ -1,6 +1,7 @@
 import type { Etcd3, ICompare } from 'etcd3';
 import type { IdentityKeys } from './allocator.js';
 import { prefixEnd } from './client.js';
+import type { GiveUp } from './lock.js';
 
 /** A slave key as read: which node's key, naming which id, its value as written. */
 export interface SlaveKey {
@@ -78,9 +79,8 @@ export async function readSlaves(client: Etcd3, keys: IdentityKeys, labelsKey: s
   };
 }
 
-/** Some slave key of the label set was written after `revision` (a node joined or created an id). */
-export async function slavesWrittenSince(client: Etcd3, keys: IdentityKeys, labelsKey: string, revision: string): Promise<boolean> {
+/** Some slave key of the label set was written after `revision` (a node joined or created an id): its lock is not needed. */
+export function slavesWrittenSince(keys: IdentityKeys, labelsKey: string, revision: string): GiveUp {
   const prefix = Buffer.from(keys.slavePrefix(labelsKey));
-  const res = await client.kv.range({ key: prefix, range_end: prefixEnd(prefix), keys_only: true, min_mod_revision: String(BigInt(revision) + 1n) });
-  return res.kvs.length > 0;
+  return { read: { key: prefix, range_end: prefixEnd(prefix), keys_only: true, min_mod_revision: String(BigInt(revision) + 1n) }, done: (res) => res.kvs.length > 0 };
 }

@@ -109,7 +109,7 @@ describe('31r: the held deny side of a ClusterNetworkPolicy update (30r, 2800)',
         if (p0.tiered?.subject.key !== p1.tiered?.subject.key) counts.changedSubject++;
         const f1 = denySideOf(p1, p0);
         const f2 = denySideOf(p2, f1);
-        const [o0, o1, o2] = [p0, p1, p2].map((p) => verdicts(null, stateWith(p)));
+        const [o0, o1, o2] = [verdicts(null, stateWith(p0)), verdicts(null, stateWith(p1)), verdicts(null, stateWith(p2))];
         for (const [form, before, after, step] of [[f1, o0, o1, 'held beside v0'], [f2, o1, o2, 'held again beside the form']] as const) {
           const got = verdicts(null, stateWith(form));
           got.forEach((g, i) => {

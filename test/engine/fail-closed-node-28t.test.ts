@@ -22,6 +22,7 @@ const node = (role: string, failClosed = false): EngineEvent => ({
   name: 'n2',
   ips: [parseIp('172.16.0.2')],
   health: [parseIp('10.1.0.9')],
+  ingress: [parseIp('10.1.0.10')],
   labels: { role },
   ...(failClosed ? { failClosed: true as const } : {}),
 });
@@ -46,6 +47,7 @@ describe('28t: a remote node held fail-closed', () => {
     expect(verdict(e, N2, 'egress')).toBe('deny');
     const held = e.apply([node('b', true)]);
     expect(held.ipcache).toEqual([
+      { op: 'upsert', prefix: '10.1.0.10/32', identity: UNALLOCATED_POD_IDENTITY, previous: RESERVED_IDENTITIES.ingress },
       { op: 'upsert', prefix: '10.1.0.9/32', identity: UNALLOCATED_POD_IDENTITY, previous: RESERVED_IDENTITIES.health },
       { op: 'upsert', prefix: `${N2}/32`, identity: UNALLOCATED_POD_IDENTITY, previous: labelled },
     ]);
@@ -62,6 +64,7 @@ describe('28t: a remote node held fail-closed', () => {
     expect(verdict(e, N2, 'egress')).toBe('deny');
     expect(verdict(e, N2, 'ingress')).toBe('allow');
     expect(e.identityOfIp(parseIp('10.1.0.9'))).toBe(RESERVED_IDENTITIES.health);
+    expect(e.identityOfIp(parseIp('10.1.0.10'))).toBe(RESERVED_IDENTITIES.ingress);
     expect(e.lookup('x/server', UNALLOCATED_POD_IDENTITY, 'ingress', 6, 80)?.entry.deny).not.toBe(true);
   });
 

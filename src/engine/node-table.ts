@@ -152,10 +152,14 @@ export class NodeTable {
     const total = new Map<NodeAddressRole, number>();
     for (const { ip, holders } of this.ips.values()) {
       const role = roleOf(holders);
+      const held = this.identityOf(holders) === this.identities.unallocated;
       // The held local node's own addresses are no host address (2900): no rule meets the host role through them.
-      if (role === 'host' && this.hostHeldAt(holders)) continue;
+      if (held && role === 'host') continue;
       total.set(role, (total.get(role) ?? 0) + 1);
-      if (cidrs.some((c) => cidrContainsIp(c, ip))) inside.set(role, (inside.get(role) ?? 0) + 1);
+      // An address a held node gives the unallocated number is never inside (3060, 3061): the role's cover is then at
+      // most what it is in the refused version, so the held form adds no entry for it (left out, the others could
+      // make the role whole).
+      if (!held && cidrs.some((c) => cidrContainsIp(c, ip))) inside.set(role, (inside.get(role) ?? 0) + 1);
     }
     const out = new Map<NodeAddressRole, 'all' | 'some'>();
     for (const [role, n] of inside) out.set(role, n === total.get(role) ? 'all' : 'some');
@@ -359,16 +363,25 @@ export class NodeTable {
       const identity = first === undefined ? undefined : this.remote.get(first);
       if (identity) return identity;
     }
-    // The local node held at its addresses (finding 2900): its own addresses are the unallocated number, as a held remote node's.
-    if (role === 'host' && this.hostHeldAt(holders)) return this.identities.unallocated;
+    if (role !== undefined && this.heldAt(role, holders)) return this.identities.unallocated;
     const identity = role === undefined ? undefined : this.identities.get(RESERVED_IDENTITIES[role]);
     if (!identity) throw new Error(`internal: reserved node identity ${String(role)} missing`);
     return identity;
   }
 
-  /** Whether a local node holding the address as `host` is held at its addresses (`failClosed: 'addresses'`). */
-  private hostHeldAt(holders: ReadonlyMap<string, NodeAddressRole>): boolean {
-    for (const [name, r] of holders) if (r === 'host' && this.nodes.get(name)?.failClosed === 'addresses') return true;
+  /**
+   * Whether an address whose holders give it `role` reads the unallocated number because a node holding it so is held
+   * there (`holdsUnallocated`): the local node held at its addresses as `host` (finding 2900); a held node, remote or
+   * local at its addresses, as `health` or `ingress`, which otherwise kept the reserved identity at the refused
+   * version's address, so the held form overflowed as the change did (finding 3060). `remote-node` is the first
+   * holder's identity (`identityOf`).
+   */
+  private heldAt(role: NodeAddressRole, holders: ReadonlyMap<string, NodeAddressRole>): boolean {
+    if (role === 'remote-node') return false;
+    for (const [name, r] of holders) {
+      const rec = r === role ? this.nodes.get(name) : undefined;
+      if (rec !== undefined && holdsUnallocated(rec)) return true;
+    }
     return false;
   }
 

@@ -138,7 +138,7 @@ export function decideDirection(
  * A peer the agent holds fail-closed (findings 2431, 2432): an address outside the cluster inside a CIDR group held
  * so (the API server's too: its CIDR identity would lose the group's labels), or a node address whose identity a remote node held so gives (its
  * holders' first role is remote-node, and the first such holder is held), or one the agent's own node held at its
- * addresses holds as `host` (finding 2900). Its ipcache number is the unallocated one, which every local map denies
+ * addresses holds as `host` (finding 2900), or a health or Ingress address of a node so held (3060). Its ipcache number is the unallocated one, which every local map denies
  * both ways.
  */
 function heldFailClosed(state: ClusterState, peer: FlowEndpoint): boolean {
@@ -147,8 +147,11 @@ function heldFailClosed(state: ClusterState, peer: FlowEndpoint): boolean {
     const order = (n: ClusterNode): number => NODE_ROLE_ORDER.indexOf(nodeAddressRole(n, text) as NodeAddressRole);
     const first = [...(state.nodes?.values() ?? [])].filter((n) => nodeAddressRole(n, text) !== undefined).sort((a, b) => order(a) - order(b))[0];
     const role = first && nodeAddressRole(first, text);
-    if (role === 'host') return [...(state.nodes?.values() ?? [])].some((n) => n.local && n.failClosed === 'addresses' && nodeAddressRole(n, text) === 'host');
-    return first?.failClosed === true && role === 'remote-node';
+    if (role === 'remote-node') return first?.failClosed === true;
+    // Its own address as `host` of the local node held at its addresses (2900); a health or Ingress address of a node
+    // whose own addresses are so held, remote or local (3060).
+    const held = (n: ClusterNode): boolean => n.failClosed !== undefined && (!n.local || n.failClosed === 'addresses');
+    return role !== undefined && [...(state.nodes?.values() ?? [])].some((n) => held(n) && nodeAddressRole(n, text) === role);
   }
   if (peer.kind !== 'external') return false;
   const ip = peer.external.ip;

@@ -9,7 +9,9 @@ import { parseManifest } from '../../src/policy/manifest.js';
  * Round 28t (finding 2432): a remote node the agent holds fail-closed (`upsertNode.failClosed`: the engine refused its
  * change alone). Its own addresses read UNALLOCATED_POD_IDENTITY, which every local map denies both ways while
  * something holds it (src/engine/engine.ts `syncUnallocatedDeny`), whatever its labels and the `nodes` peers' keys;
- * its health address keeps `health`. Read as written again, it takes its labelled identity.
+ * its health address too since 31r (finding 3060: kept `health` at the refused version's address, a `networks` rule's
+ * cover of the health role made the held form overflow as the change did). Read as written again, it takes its
+ * labelled identity and its health address `health`.
  */
 const policy = (doc: Record<string, unknown>) => parseManifest(doc, 't.yaml');
 const allowAll = policy({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'all', namespace: 'x' }, spec: { endpointSelector: {}, ingress: [{ fromEntities: ['all'] }], egress: [{ toEntities: ['all'] }] } });
@@ -20,6 +22,7 @@ const node = (role: string, failClosed = false): EngineEvent => ({
   name: 'n2',
   ips: [parseIp('172.16.0.2')],
   health: [parseIp('10.1.0.9')],
+  ingress: [parseIp('10.1.0.10')],
   labels: { role },
   ...(failClosed ? { failClosed: true as const } : {}),
 });
@@ -43,10 +46,14 @@ describe('28t: a remote node held fail-closed', () => {
     const labelled = e.identityOfIp(parseIp(N2));
     expect(verdict(e, N2, 'egress')).toBe('deny');
     const held = e.apply([node('b', true)]);
-    expect(held.ipcache).toEqual([{ op: 'upsert', prefix: `${N2}/32`, identity: UNALLOCATED_POD_IDENTITY, previous: labelled }]);
+    expect(held.ipcache).toEqual([
+      { op: 'upsert', prefix: '10.1.0.10/32', identity: UNALLOCATED_POD_IDENTITY, previous: RESERVED_IDENTITIES.ingress },
+      { op: 'upsert', prefix: '10.1.0.9/32', identity: UNALLOCATED_POD_IDENTITY, previous: RESERVED_IDENTITIES.health },
+      { op: 'upsert', prefix: `${N2}/32`, identity: UNALLOCATED_POD_IDENTITY, previous: labelled },
+    ]);
     expect(e.ipcache().find((r) => r.prefix === `${N2}/32`)?.identity).toBe(UNALLOCATED_POD_IDENTITY);
     for (const dir of ['ingress', 'egress'] as const) expect(verdict(e, N2, dir)).toBe('deny');
-    expect(e.identityOfIp(parseIp('10.1.0.9'))).toBe(RESERVED_IDENTITIES.health);
+    expect(e.identityOfIp(parseIp('10.1.0.9'))).toBe(UNALLOCATED_POD_IDENTITY);
     expect(verdict(e, '203.0.113.1', 'egress')).toBe('allow');
     // The `nodes` peers' keys change (the deny moves to role=b, then goes): the node stays held.
     e.apply([{ type: 'upsertPolicy', policy: denyNodes('b') }]);
@@ -56,6 +63,8 @@ describe('28t: a remote node held fail-closed', () => {
     expect(e.identityOfIp(parseIp(N2))).not.toBe(UNALLOCATED_POD_IDENTITY);
     expect(verdict(e, N2, 'egress')).toBe('deny');
     expect(verdict(e, N2, 'ingress')).toBe('allow');
+    expect(e.identityOfIp(parseIp('10.1.0.9'))).toBe(RESERVED_IDENTITIES.health);
+    expect(e.identityOfIp(parseIp('10.1.0.10'))).toBe(RESERVED_IDENTITIES.ingress);
     expect(e.lookup('x/server', UNALLOCATED_POD_IDENTITY, 'ingress', 6, 80)?.entry.deny).not.toBe(true);
   });
 

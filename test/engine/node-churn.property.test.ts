@@ -4,7 +4,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { ChangeSet, EngineEvent, MapCapacityError } from '../../src/engine/events.js';
 import { applyEventToCluster, comparableMaps, diffEndpointMaps, EndpointMaps, endpointMaps, initialEvents, sameEndpointMaps } from '../../src/harness/cluster-sync.js';
 import { cidrContainsIp, parseIp } from '../../src/model/cidr.js';
-import { ClusterState, EMPTY_CLUSTER, type NodeAddressRole, type NodeHold, upsertExternal } from '../../src/model/cluster.js';
+import { ClusterState, EMPTY_CLUSTER, nodeAddressRole, type NodeAddressRole, type NodeHold, upsertExternal } from '../../src/model/cluster.js';
 import { endpointAddress, resolveEndpoint } from '../../src/model/flow.js';
 import { PROTOCOL_NUMBER } from '../../src/model/ports.js';
 import { labelSetKey } from '../../src/model/labels.js';
@@ -156,14 +156,22 @@ const POISON = parseManifest(
   'poison.yaml',
 );
 
-/** Does a ClusterNetworkPolicy rule's networks hold some but not all addresses of `role` (where the engine fails closed, finding 442)? */
+/**
+ * Does a ClusterNetworkPolicy rule's networks hold some but not all addresses of `role` (where the engine fails closed,
+ * finding 442)? An address a held node gives 255 counts as outside (the engine's cover, findings 3060, 3061).
+ */
 function splitsRole(s: ClusterState, role: NodeAddressRole | undefined): boolean {
   if (role === undefined) return false;
   const ips = [...addressRoles(s)].filter(([, r]) => r === role).map(([t]) => parseIp(t));
+  const held = (text: string): boolean => {
+    const holders = [...(s.nodes?.values() ?? [])].filter((n) => nodeAddressRole(n, text) === role);
+    if (role === 'remote-node') return holders[0]?.failClosed !== undefined;
+    return (role === 'health' || role === 'ingress') && holders.some((n) => n.failClosed !== undefined && (!n.local || n.failClosed === 'addresses'));
+  };
   return [...s.policies.values()].some((p) =>
     (p.tiered?.rules ?? []).some((r) => {
       const cidrs = r.peers.flatMap((x) => (x.kind === 'networks' ? x.cidrs : []));
-      const inside = ips.filter((ip) => cidrs.some((c) => cidrContainsIp(c, ip))).length;
+      const inside = ips.filter((ip) => !held(ip.text) && cidrs.some((c) => cidrContainsIp(c, ip))).length;
       return inside > 0 && inside < ips.length;
     }),
   );

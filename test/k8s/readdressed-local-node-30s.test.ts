@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseIp } from '../../src/model/cidr.js';
 import { rollingMirrorAgent } from './mirror-agent.js';
-import { line, md, namespace, other, protocols, server, type Obj } from './refused-objects.js';
+import { acceptNetworks, cnp, egressVerdict, line, md, namespace, other, server, type Obj } from './refused-objects.js';
 
 /**
  * Finding 2900 (30s). The agent's own Node readdressed from 172.16.0.1 to 172.16.0.9, into an Admin Accept of
@@ -15,16 +14,13 @@ import { line, md, namespace, other, protocols, server, type Obj } from './refus
 const OLD = '172.16.0.1';
 const NEW = '172.16.0.9';
 const nodeAt = (rv: number, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Node', metadata: md('n1', rv, { labels: { role: 'a' } }), status: { addresses: [{ type: 'InternalIP', address: ip }] } });
-const acceptNet = (rv: number, ports: number): Obj => ({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: md('accept-net', rv), spec: { tier: 'Admin', priority: 10, subject: { namespaces: {} }, egress: [{ action: 'Accept', to: [{ networks: ['172.16.0.8/29'] }], protocols: protocols.slice(0, ports) }] } });
-const ciliumNp = (name: string, rv: number, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: md(name, rv, { namespace: 'x' }), spec: { endpointSelector: { matchLabels: { app: 'server' } }, ...spec } });
+const acceptNet = (rv: number, ports: number): Obj => acceptNetworks(rv, '172.16.0.8/29', ports);
+const ciliumNp = cnp;
 
 describe('2900: a local Node readdress the engine refuses in every labels form', () => {
   it('is held at the unallocated number: the old address is world, the new one denied, both inputs agreeing', () => {
     const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity: 14 });
-    const verdict = (ip: string, port: number): string => {
-      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, port);
-      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-    };
+    const verdict = egressVerdict(engine);
     feed(line('ADDED', namespace), line('ADDED', nodeAt(20, OLD)), line('ADDED', server), line('ADDED', acceptNet(11, 8)), line('ADDED', ciliumNp('only-ext', 12, { egress: [{ toCIDR: ['198.51.100.0/24'] }] })));
     expect(mirror.refusedObjects()).toEqual([]);
     feed(line('MODIFIED', nodeAt(21, NEW)));

@@ -106,10 +106,11 @@ export class ClusterMirror {
    */
   private readonly informersDown = new Set<string>();
   /**
-   * Informer streams: client-node's informer gives its relists as adds, updates and deletes of the differences, in
-   * any order and without a mark of their end, so its events are never known to be in order (`StreamVersions.ordered`).
+   * Informer streams, with how many informers feed each: client-node's informer gives its relists as adds, updates and
+   * deletes of the differences, in any order and without a mark of their end, so its events are never known to be in
+   * order (`StreamVersions.ordered`); one informer alone is a whole view from its first List (`soleInformer`).
    */
-  private readonly informerSources = new Set<string>();
+  private readonly informerSources = new Map<string, number>();
   /**
    * Streams after an ERROR: their ADDED events since, by object key (the last that is not stale
    * counts), held until it is known whether they are initial events (`holdInitial`).
@@ -355,7 +356,8 @@ export class ClusterMirror {
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
       return key;
     }
-    const forgotten = state === undefined && !deleted && this.versions.known(source, kind) ? this.states.forgottenSince(source, kind, rvs) : undefined;
+    const known = this.versions.known(source, kind) || this.soleInformer(source);
+    const forgotten = state === undefined && !deleted && known ? this.states.forgottenSince(source, kind, rvs) : undefined;
     if (forgotten !== undefined) {
       this.counts.stale++;
       this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rvs, forgotten });
@@ -509,7 +511,21 @@ export class ClusterMirror {
 
   /** An informer feeds `source` (`watchInformer`): its events are never taken as in order (`informerSources`). */
   fedByInformer(source: string): void {
-    this.informerSources.add(source);
+    this.informerSources.set(source, (this.informerSources.get(source) ?? 0) + 1);
+  }
+
+  /**
+   * True when one informer alone feeds `source`: then an add or update of an object with no state older than a
+   * forgotten tombstone of the stream is a replay (finding 3040). client-node's informer (dist/cache.js `ListWatch`)
+   * starts with a List (its `resourceVersion` empty), watches from the List's version and resumes from the last
+   * version it saw (`doneHandler`); its relist after a 410 gives the deletes first (`deleteItems`, at the versions it
+   * held), then an add or update only of an object it does not hold at that version (`addOrUpdateObject`,
+   * `isSameVersion`): one changed or created since, newer than every version it gave before the relist, so newer
+   * than its forgotten tombstones; only the order within one relist is arbitrary. Two informers under one source
+   * (one per namespace, or one replacing another) see different objects: never checked, as before.
+   */
+  private soleInformer(source: string): boolean {
+    return this.informerSources.get(source) === 1;
   }
 
   /**

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../src/engine/events.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
 import { recordedInformer } from './k8s/recorded-informer.js';
 import { allowGood, ev, pod } from './k8s/replay-objects.js';
@@ -57,5 +58,74 @@ describe('3041. (guards of 3040) what an informer must still take', () => {
     await recordedInformer(a.mirror, [[inNamespace(pod('h', 4, 'n2', 'good', '10.0.0.7'), 'y')]], [9]);
     a.step('policies');
     expect(a.verdict('10.0.0.7')).toBe('allow');
+  });
+});
+
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+const at = (name: string, ns: string, rv: number, app: string, ip: string, deleteAt?: number): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: ns, resourceVersion: String(rv), labels: { app }, ...(deleteAt === undefined ? {} : { deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 }) },
+  spec: { nodeName: name === 'server' ? 'n1' : 'n2', containers: [{ name: 'c', image: 'i' }] },
+  status: { phase: 'Running', podIP: ip },
+});
+const namespace = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
+const denyEvilAllowCidr: Obj = {
+  apiVersion: 'cilium.io/v2',
+  kind: 'CiliumClusterwideNetworkPolicy',
+  metadata: { name: 'p', resourceVersion: '3' },
+  spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'evil' } }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] },
+};
+
+/**
+ * x/server (n1), remote x/evil at 10.0.0.9 past its deadline (held at 255), then y/other claiming 10.0.0.9 with its
+ * namespace y, flushed by an engine that refuses every batch upserting namespace y while `refuseY` says so. Returns the
+ * identity at 10.0.0.9 after each committed batch.
+ */
+function claimWhileNamespaceRefused(claimant: Obj, refuseY: () => boolean) {
+  let t = T0;
+  const a = mirrorAgent('n1', { now: () => t, elapsed: () => t });
+  a.step('w', ev('ADDED', namespace('x', 1)), ev('ADDED', at('server', 'x', 2, 'server', '10.0.0.1')), ev('ADDED', at('evil', 'x', 4, 'evil', '10.0.0.9', T0 + 30_000)), ev('ADDED', denyEvilAllowCidr));
+  t += 31_000;
+  const b = a.mirror.flush();
+  a.engine.apply(b.events as EngineEvent[]);
+  b.commit();
+  const idAt = (): number | undefined => a.engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')?.identity;
+  expect(idAt()).toBe(255);
+  for (const object of [claimant, namespace('y', 6)]) a.mirror.observe({ type: 'ADDED', object }, 'w');
+  const seen: (number | undefined)[] = [];
+  for (let i = 0; i < 30 && !a.mirror.idle; i++) {
+    const b = a.mirror.flush();
+    if (refuseY() && b.events.some((e) => e.type === 'upsertNamespace' && e.name === 'y')) {
+      b.rollback();
+      continue;
+    }
+    a.engine.apply(b.events as EngineEvent[]);
+    b.commit();
+    seen.push(idAt());
+  }
+  return { a, seen, idAt };
+}
+
+describe('3042. an expired pod gives an address up only to a claimant the engine holds (2926)', () => {
+  it('the claimant waits for its namespace, which the engine refuses: the address stays at 255, never world', () => {
+    const { seen } = claimWhileNamespaceRefused(at('other', 'y', 5, 'other', '10.0.0.9'), () => true);
+    // Before: evil's delete committed (other counted, its namespace read) while other waited: no /32 entry, world,
+    // which the 10.0.0.0/8 allow admits, though both the cluster before (evil) and after (other) deny it.
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.filter((id) => id !== 255)).toEqual([]);
+  });
+  it('once the engine takes the namespace, the claimant owns the address', () => {
+    let refuse = true;
+    const { a, seen, idAt } = claimWhileNamespaceRefused(at('other', 'y', 5, 'other', '10.0.0.9'), () => refuse);
+    expect(seen.every((id) => id === 255)).toBe(true);
+    refuse = false;
+    // Retried when it changes (or after the next commit).
+    a.step('w', ev('MODIFIED', namespace('y', 7)));
+    const id = idAt();
+    expect(id !== undefined && id !== 255 && a.engine.identityLabels(id)?.some((l) => l.key === 'app' && l.value === 'other')).toBe(true);
+    // The claimant deleted: the address is evil's again, fail-closed.
+    a.step('w', ev('DELETED', at('other', 'y', 9, 'other', '10.0.0.9')));
+    expect(idAt()).toBe(255);
   });
 });

@@ -129,3 +129,46 @@ describe('3042. an expired pod gives an address up only to a claimant the engine
     expect(idAt()).toBe(255);
   });
 });
+
+describe('3044. an informer\'s relist deletes the older version a replay left in its cache', () => {
+  it('g\'s older MODIFIED replayed (dropped by the mirror, kept by the informer), g deleted in a watch gap: the relist deletes it', async () => {
+    const a = mirrorAgent('n1');
+    a.step('policies', ev('ADDED', allowGood));
+    const inf = await recordedInformer(a.mirror, [[server(), pod('g', 2, 'n2', 'good', '10.0.0.9')], [server()]], [3, 6]);
+    await inf.send('MODIFIED', pod('g', 4, 'n2', 'good', '10.0.0.9'));
+    await inf.send('MODIFIED', pod('g', 2, 'n2', 'good', '10.0.0.9'));
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+    // g deleted at 5 while the watch was gone: the informer's relist deletes the g it holds, at 2.
+    await inf.expire();
+    a.step('policies');
+    // Before: the delete, older than the mirror's g (4), was dropped as stale: g stayed for good.
+    expect(a.verdict('10.0.0.9')).toBe('none');
+  });
+});
+
+describe('3045. a replay on another stream of the kind than the one whose delete was kept last (2963)', () => {
+  const old = (rv: number): Obj => pod('old', rv, 'n2', 'good', '10.0.0.9');
+  /** pods-x (namespace x) gives old's life and evil, then pods (every namespace, lagging) the same; tmp forgets old's tombstone. */
+  function twoStreams(podsFirst: string[]) {
+    const a = mirrorAgent('n1', { maxTombstones: 1 });
+    a.step('policies', ev('ADDED', allowGood));
+    a.step('pods', ev('ADDED', server()));
+    a.step('pods-x', ...podsFirst);
+    a.step('pods', ev('ADDED', pod('old', 2, 'n2', 'good')), ev('MODIFIED', old(4)), ev('DELETED', old(5)), ev('ADDED', pod('evil', 6, 'n2', 'bad', '10.0.0.9')));
+    a.step('pods', ev('ADDED', pod('tmp', 7, 'n2', 'bad')), ev('DELETED', pod('tmp', 8, 'n2', 'bad')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    return a;
+  }
+  it('pods-x had shown the delete (and more) when pods buried it: old\'s MODIFIED at 4 replayed on pods-x stays dropped', () => {
+    const a = twoStreams([ev('ADDED', pod('old', 2, 'n2', 'good')), ev('MODIFIED', old(4)), ev('DELETED', old(5)), ev('ADDED', pod('evil', 6, 'n2', 'bad', '10.0.0.9'))]);
+    a.step('pods-x', ev('MODIFIED', old(4)));
+    // Before: the tombstone's bound was kept for pods only: old came back at evil's address, admitted by allow-good.
+    expect(a.verdict('10.0.0.9')).toBe('none');
+  });
+  it('(guard) pods-x lagging behind the delete takes a pod of its own older than it', () => {
+    const a = twoStreams([ev('ADDED', pod('old', 2, 'n2', 'good')), ev('MODIFIED', pod('h', 3, 'n2', 'bad', '10.0.0.8'))]);
+    a.step('pods-x', ev('ADDED', pod('g', 4, 'n2', 'good', '10.0.0.7')));
+    expect(a.verdict('10.0.0.7')).toBe('allow');
+  });
+});

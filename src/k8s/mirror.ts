@@ -111,6 +111,8 @@ export class ClusterMirror {
    * order (`StreamVersions.ordered`); one informer alone is a whole view from its first List (`soleInformer`).
    */
   private readonly informerSources = new Map<string, number>();
+  /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
+  private readonly cachedOlder = new Map<string, Map<string, string>>();
   /**
    * Streams after an ERROR: their ADDED events since, by object key (the last that is not stale
    * counts), held until it is known whether they are initial events (`holdInitial`).
@@ -137,7 +139,13 @@ export class ClusterMirror {
     this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
     this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn, groupsRead: () => this.batches.groupsReadable(this.groupsWatched) };
-    this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug, (key) => this.batches.reread(key));
+    this.states = new ObjectStates(
+      options.maxTombstones ?? 10_000,
+      (key) => this.batches.changed(key),
+      this.debug,
+      (key) => this.batches.reread(key),
+      (key, state) => this.versions.pastOn(key, state.rv, state.source),
+    );
     this.batches = new EngineBatches(this.states, this.debug, this.warn);
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),
@@ -350,12 +358,17 @@ export class ClusterMirror {
     if (id === undefined) return undefined;
     const { kind, key, rv: rvs } = id;
     if (kind === 'Namespace') this.namespacesWatched = true;
+    this.versions.noteObject(source, key, rvs);
     const state = this.states.get(key);
-    if (state !== undefined && stale(rvs, state.rv, deleted)) {
+    const cachedOlder = deleted && this.informerCachedOlder(source, key, rvs);
+    if (state !== undefined && stale(rvs, state.rv, deleted) && !cachedOlder) {
       this.counts.stale++;
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
+      this.informerCached(source, key, deleted || rvs === state.rv ? undefined : rvs);
       return key;
     }
+    this.informerCached(source, key, undefined);
+    if (cachedOlder) this.debug('informer deleted the older version its cache took from a replay: a delete', { source, key, resourceVersion: rvs, held: state?.rv });
     const known = this.versions.known(source, kind) || this.soleInformer(source);
     const forgotten = state === undefined && !deleted && known ? this.states.forgottenSince(source, kind, rvs) : undefined;
     if (forgotten !== undefined) {
@@ -377,7 +390,7 @@ export class ClusterMirror {
       this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
       return key;
     }
-    this.states.set(key, rvs ?? state?.rv, desired, source);
+    this.states.set(key, cachedOlder ? state?.rv : (rvs ?? state?.rv), desired, source);
     if (deleted) this.states.bury(key);
     if (deleted && kind === 'Namespace') this.states.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
@@ -429,6 +442,7 @@ export class ClusterMirror {
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.states.get(key);
       this.versions.note(source, e.rv);
+      this.versions.noteObject(source, key, e.rv);
       // Older than another stream showed it (each stream lags on its own): that stream's newer version stays.
       if (state !== undefined && stale(e.rv, state.rv, true)) {
         this.counts.stale++;
@@ -512,6 +526,28 @@ export class ClusterMirror {
   /** An informer feeds `source` (`watchInformer`): its events are never taken as in order (`informerSources`). */
   fedByInformer(source: string): void {
     this.informerSources.set(source, (this.informerSources.get(source) ?? 0) + 1);
+  }
+
+  /**
+   * What an informer's cache holds older than the mirror, by source and key (finding 3044): client-node's informer
+   * replaces its cached object with any version that differs (dist/cache.js `addOrUpdateObject`, `isSameVersion`), so a
+   * replayed older ADDED or MODIFIED, dropped here as stale, is what it holds; its relist then deletes that version
+   * (`deleteItems` gives the cached object), which, older than the mirror's, was dropped too and the pod stayed.
+   * `rv` undefined: its cache holds the mirror's version (or nothing).
+   */
+  private informerCached(source: string, key: string, rv: string | undefined): void {
+    if (!this.informerSources.has(source)) return;
+    const keys = this.cachedOlder.get(source);
+    if (rv === undefined) {
+      keys?.delete(key);
+      if (keys?.size === 0) this.cachedOlder.delete(source);
+    } else if (keys === undefined) this.cachedOlder.set(source, new Map([[key, rv]]));
+    else keys.set(key, rv);
+  }
+
+  /** True when a DELETED of `key` at `rv` on `source` deletes the older version its informer's cache took (`informerCached`). */
+  private informerCachedOlder(source: string, key: string, rv: string | undefined): boolean {
+    return rv !== undefined && this.cachedOlder.get(source)?.get(key) === rv;
   }
 
   /**

@@ -13,6 +13,8 @@ export interface ObjectState {
    * 1342; client-go gives each informer its own store, and a List does not say its namespace).
    */
   readonly source: string | undefined;
+  /** A tombstone's other streams that had shown its version when it was buried (`bury`, finding 3045). */
+  readonly pastOn?: readonly string[];
 }
 
 /**
@@ -48,6 +50,7 @@ export class ObjectStates {
     private readonly changed: (key: string) => void,
     private readonly debug: LogFn,
     private readonly reread: (key: string) => void = changed,
+    private readonly pastOn: (key: string, state: ObjectState) => readonly string[] = () => [],
   ) {}
 
   get(key: string): ObjectState | undefined {
@@ -161,6 +164,9 @@ export class ObjectStates {
    * (tools/cache/thread_safe_store.go `Delete`). Its meaning is the same (nothing) either way.
    */
   bury(key: string): void {
+    const buried = this.objects.get(key);
+    const pastOn = buried === undefined ? [] : this.pastOn(key, buried);
+    if (buried !== undefined && pastOn.length > 0) this.objects.set(key, { ...buried, pastOn });
     this.tombstones.delete(key);
     this.tombstones.add(key);
     for (const old of this.tombstones) {
@@ -169,21 +175,27 @@ export class ObjectStates {
       const state = this.objects.get(old);
       if (state?.desired !== undefined) continue;
       this.objects.delete(old);
-      if (state !== undefined) this.remember(old.slice(0, old.indexOf('/')), state);
+      if (state === undefined || !isDecimalVersion(state.rv)) continue;
+      for (const source of [state.source, ...(state.pastOn ?? [])]) if (source !== undefined) this.remember(source, old.slice(0, old.indexOf('/')), state.rv);
     }
   }
 
-  /** Keeps the newest version of the forgotten tombstones of `state`'s stream and `kind`. */
-  private remember(kind: string, state: ObjectState): void {
-    if (state.source === undefined || !isDecimalVersion(state.rv)) return;
-    let kinds = this.forgotten.get(state.source);
-    if (kinds === undefined) this.forgotten.set(state.source, (kinds = new Map()));
+  /**
+   * Keeps the newest version of the forgotten tombstones of `kind` for `source`: the tombstone's stream, and the other
+   * streams that had shown its version when it was buried (finding 3045): a replay of the deleted object may come on
+   * any stream that carried it, and on such a stream an event older than it is as far from its place as on its own.
+   */
+  private remember(source: string, kind: string, rv: string): void {
+    let kinds = this.forgotten.get(source);
+    if (kinds === undefined) this.forgotten.set(source, (kinds = new Map()));
     const before = kinds.get(kind);
-    if (before === undefined || compareDecimal(state.rv, before) > 0) kinds.set(kind, state.rv);
+    if (before === undefined || compareDecimal(rv, before) > 0) kinds.set(kind, rv);
   }
 
   /**
-   * The newest version of a tombstone of `source` and `kind` that was forgotten, when `rv` is older than it;
+   * The newest version of a tombstone of `source` and `kind` that was forgotten, when `rv` is not newer than it (each
+   * write has its own version, and a tombstone an informer's relist made holds the deleted object's last one, finding
+   * 3046: a replay of that version is no newer);
    * undefined otherwise (or when `rv` is not an integer). On a stream whose events are in order, an object with no
    * state at such a version is one it can have sent only before that deletion: a replay of a deleted object whose
    * own tombstone was forgotten (finding 2960). An event delivered out of order is dropped only when more than
@@ -192,7 +204,7 @@ export class ObjectStates {
   forgottenSince(source: string, kind: string, rv: string | undefined): string | undefined {
     const floor = this.forgotten.get(source)?.get(kind);
     if (floor === undefined || !isDecimalVersion(rv)) return undefined;
-    return compareDecimal(rv, floor) < 0 ? floor : undefined;
+    return compareDecimal(rv, floor) <= 0 ? floor : undefined;
   }
 
   /**

@@ -6,10 +6,10 @@ type Obj = Record<string, unknown>;
 
 /**
  * A real client-node informer (`ListWatch`) of pods fed by a recorded API server: `lists` answer its Lists in turn
- * (the last repeats), `send` delivers a watch event on its open watch, `expire` ends the watch with a 410 (it
- * relists). Each call returns once the informer's callbacks ran.
+ * (the last repeats) at `listVersions`, or `list` gives each; `send` delivers a watch event on its open watch,
+ * `expire` ends the watch with a 410 (it relists). Each call returns once the informer's callbacks ran.
  */
-export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: number[]) {
+export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: number[], list?: () => { items: Obj[]; resourceVersion: number }) {
   let n = 0;
   let handler: ((phase: string, obj: unknown, raw: unknown) => void) | undefined;
   let done: ((err: unknown) => void) | undefined;
@@ -22,7 +22,8 @@ export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], li
   } as unknown as Watch;
   const listFn = async (): Promise<{ metadata: { resourceVersion: string }; items: KubernetesObject[] }> => {
     const i = Math.min(n++, lists.length - 1);
-    return { metadata: { resourceVersion: String(listVersions[i]) }, items: lists[i] as KubernetesObject[] };
+    const l = list?.() ?? { items: lists[i]!, resourceVersion: listVersions[i]! };
+    return { metadata: { resourceVersion: String(l.resourceVersion) }, items: l.items as KubernetesObject[] };
   };
   const informer = new ListWatch('/api/v1/pods', watch, listFn, false);
   watchInformer(informer, mirror, { kind: 'Pod', apiVersion: 'v1' });

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { fcReplay, fcRuns } from './fc-knobs.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
 import { recordedInformer } from './k8s/recorded-informer.js';
-import { allowGood, ev, pod, podList } from './k8s/replay-objects.js';
+import { allowGood, ev, pod, podChange, podList, stateAt } from './k8s/replay-objects.js';
 
 /*
  * 3040: one client-node informer of pods (a real `ListWatch`) whose server delivers the cluster's changes in order,
@@ -20,17 +20,6 @@ const stepArb = fc.oneof(
   fc.record({ i: fc.nat(PODS - 1), del: fc.boolean(), good: fc.boolean() }).map((op) => ({ op })),
   fc.record({ how: fc.constantFrom('next', 'next', 'next', 'replay', 'replay', 'relist'), pick: fc.nat(1000) }).map((d) => ({ d })),
 );
-
-/** The pods after the first `n` events of `log`. */
-function stateAt(log: readonly { type: string; object: Obj }[], n: number): Map<string, Obj> {
-  const m = new Map<string, Obj>();
-  for (const e of log.slice(0, n)) {
-    const name = String((e.object.metadata as Obj).name);
-    if (e.type === 'DELETED') m.delete(name);
-    else m.set(name, e.object);
-  }
-  return m;
-}
 
 function verdicts(a: ReturnType<typeof mirrorAgent>): string[] {
   return Array.from({ length: PODS }, (_, i) => a.verdict(ip(i)));
@@ -52,14 +41,7 @@ describe('3040. an informer\'s replays never bring back a deleted pod, and its r
         const inf = await recordedInformer(a.mirror, [], [], () => ({ items: listed(), resourceVersion: last() }));
         for (const s of steps) {
           if ('op' in s) {
-            const { i, del, good } = s.op;
-            const before = live.get(i);
-            if (del && before === undefined) continue;
-            rv++;
-            const object = del ? { ...before!, metadata: { ...(before!.metadata as Obj), resourceVersion: String(rv) } } : pod(`p${i}`, rv, 'n2', good ? 'good' : 'bad', ip(i));
-            log.push({ type: del ? 'DELETED' : before === undefined ? 'ADDED' : 'MODIFIED', object, rv });
-            if (del) live.delete(i);
-            else live.set(i, object);
+            if (podChange(log, live, s.op, rv + 1, ip(s.op.i))) rv++;
             continue;
           }
           const { how, pick } = s.d;

@@ -361,21 +361,8 @@ export class ClusterMirror {
     this.versions.noteObject(source, key, rvs);
     const state = this.states.get(key);
     const cachedOlder = deleted && this.informerCachedOlder(source, key, rvs);
-    if (state !== undefined && stale(rvs, state.rv, deleted) && !cachedOlder) {
-      this.counts.stale++;
-      this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
-      this.informerCached(source, key, deleted || rvs === state.rv ? undefined : rvs);
-      return key;
-    }
-    this.informerCached(source, key, undefined);
+    if (this.replayed(id, source, deleted, cachedOlder)) return key;
     if (cachedOlder) this.debug('informer deleted the older version its cache took from a replay: a delete', { source, key, resourceVersion: rvs, held: state?.rv });
-    const known = this.versions.known(source, kind) || this.soleInformer(source);
-    const forgotten = state === undefined && !deleted && known ? this.states.forgottenSince(source, kind, rvs) : undefined;
-    if (forgotten !== undefined) {
-      this.counts.stale++;
-      this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rvs, forgotten });
-      return key;
-    }
     let desired: Held | undefined;
     try {
       desired = deleted ? undefined : meaningOf(kind, obj, source, this.reading);
@@ -394,6 +381,28 @@ export class ClusterMirror {
     if (deleted) this.states.bury(key);
     if (deleted && kind === 'Namespace') this.states.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
+  }
+
+  /**
+   * True (counted, logged) when an event of `key` at `rv` is stale against its state (`deleted`: a DELETED, kept if
+   * not older, or if it deletes the older version an informer's cache took, `cachedOlder`), or an ADDED or MODIFIED of
+   * an object with no state not newer than a forgotten tombstone of its stream.
+   */
+  private replayed({ kind, key, rv }: { kind: string; key: string; rv: string | undefined }, source: string, deleted: boolean, cachedOlder: boolean): boolean {
+    const state = this.states.get(key);
+    if (state !== undefined && stale(rv, state.rv, deleted) && !cachedOlder) {
+      this.counts.stale++;
+      this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rv, held: state.rv });
+      this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
+      return true;
+    }
+    this.informerCached(source, key, undefined);
+    const known = this.versions.known(source, kind) || this.soleInformer(source);
+    const forgotten = state === undefined && !deleted && known ? this.states.forgottenSince(source, kind, rv) : undefined;
+    if (forgotten === undefined) return false;
+    this.counts.stale++;
+    this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rv, forgotten });
+    return true;
   }
 
   /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */

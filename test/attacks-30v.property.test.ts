@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fcReplay, fcRuns } from './fc-knobs.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
-import { allowGood, ev, expired, pod, podList } from './k8s/replay-objects.js';
+import { allowGood, ev, expired, pod, podChange, podList, stateAt } from './k8s/replay-objects.js';
 
 /*
  * 2960: one pod stream, delivered in order but with any delivered event replayed at any time, and relists (a List or
@@ -18,17 +18,6 @@ const stepArb = fc.oneof(
   fc.record({ i: fc.nat(PODS - 1), del: fc.boolean(), good: fc.boolean() }).map((op) => ({ op })),
   fc.record({ how: fc.constantFrom<Delivery['how']>('next', 'next', 'next', 'replay', 'replay', 'relist', 'watchlist'), pick: fc.nat(1000) }).map((d) => ({ d })),
 );
-
-/** The pods after the first `n` events of `log`. */
-function stateAt(log: readonly { type: string; object: Obj }[], n: number): Map<string, Obj> {
-  const m = new Map<string, Obj>();
-  for (const e of log.slice(0, n)) {
-    const name = String((e.object.metadata as Obj).name);
-    if (e.type === 'DELETED') m.delete(name);
-    else m.set(name, e.object);
-  }
-  return m;
-}
 
 function verdicts(a: ReturnType<typeof mirrorAgent>): string[] {
   return Array.from({ length: PODS }, (_, i) => a.verdict(ip(i)));
@@ -48,13 +37,7 @@ describe('2960. replays of a stream delivered in order never bring back a delete
         for (const s of steps) {
           if ('op' in s) {
             rv++;
-            const { i, del, good } = s.op;
-            const before = live.get(i);
-            if (del && before === undefined) continue;
-            const object = del ? { ...before!, metadata: { ...(before!.metadata as Obj), resourceVersion: String(rv) } } : pod(`p${i}`, rv, 'n2', good ? 'good' : 'bad', ip(i));
-            log.push({ type: del ? 'DELETED' : before === undefined ? 'ADDED' : 'MODIFIED', object, rv });
-            if (del) live.delete(i);
-            else live.set(i, object);
+            podChange(log, live, s.op, rv, ip(s.op.i));
             continue;
           }
           const { how, pick } = s.d;

@@ -112,9 +112,10 @@ describe('2961. what the rule must not drop: an initial state comes in any order
     a.step('policies', ev('ADDED', allowGood));
     emit('add', server());
     for (const [verb, p] of [['add', pod('a', 8, 'n2', 'bad')], ['add', pod('b', 9, 'n2', 'bad')], ['delete', pod('a', 10, 'n2', 'bad')], ['delete', pod('b', 12, 'n2', 'bad')]] as const) emit(verb, p);
-    // The relist after a 410: an update and an add, in the order of its List.
+    // The relist after a 410: an update and an add, in the order of its List. g was created in the watch's gap: newer
+    // than what the informer gave before (one older would be a replay, 3040), older than the update before it.
     emit('update', pod('server', 30, 'n1', 'server', '10.0.0.1'));
-    emit('add', pod('g', 4, 'n2', 'good', '10.0.0.9'));
+    emit('add', pod('g', 25, 'n2', 'good', '10.0.0.9'));
     a.step('policies');
     expect(a.verdict('10.0.0.9')).toBe('allow');
   });

@@ -133,14 +133,14 @@ export class EngineBatches {
    * What the engine is to hold for `key` now: a policy as `effectiveHeld` reads it, a group that
    * cannot be read as nothing (its policies read as the stand-in meanwhile).
    */
-  private wanted(key: string): Held | undefined {
+  private wanted(key: string, next?: ReadonlyMap<string, Held | undefined>): Held | undefined {
     const h = this.states.get(key)?.desired;
     if (h === undefined) return this.failClosedPods.has(key) ? this.deletedFailClosed(key) : undefined;
     // An unreadable group stays in the engine as it was while a held policy still reads groups: one the
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
-    if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h);
+    if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h, next);
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
@@ -151,15 +151,26 @@ export class EngineBatches {
   /**
    * A remote pod past its deadline (finding 2843) holds fail-closed the addresses no other pod claims (2844): its upsert
    * would take back one a new pod holds; and only those (2920): a claim on one of its addresses left the others world.
+   * It gives an address up only to a claimant the engine holds there once `next` (the batch, if any) commits (finding
+   * 3042): the claimant was then written there after it (the engine's last writer owns an address), so the give-up
+   * leaves the address to the claimant, never to world, whether the claimant waits for its namespace, a halving or a
+   * refusal, or commits in this batch.
    */
-  private expiredAtFree(key: string, h: Extract<Held, { kind: 'Pod' }>): Held | undefined {
+  private expiredAtFree(key: string, h: Extract<Held, { kind: 'Pod' }>, next?: ReadonlyMap<string, Held | undefined>): Held | undefined {
     const ips = podIps(h.pod);
     // A pod waiting for its namespace (`awaitNamespaces`) claims nothing yet (finding 2923).
-    const sent = (pod: Pod): boolean => !this.namespacesWatched || this.states.get(namespaceKey(pod.namespace))?.desired !== undefined;
+    const sent = (pod: Pod, k: string, ip: string): boolean => (!this.namespacesWatched || this.states.get(namespaceKey(pod.namespace))?.desired !== undefined) && this.engineClaims(k, ip, next);
     const claimed = this.states.claimedByOthers(key, new Set(ips.map((ip) => ip.text)), sent);
     if (claimed.size === 0) return h;
     const free = ips.filter((ip) => !claimed.has(ip.text));
     return free.length === 0 ? undefined : expiredPodAt(h, free);
+  }
+
+  /** True when pod `key` claims address `ip` (text) in the engine once `next` commits (a namespace delete drops its pods). */
+  private engineClaims(key: string, ip: string, next: ReadonlyMap<string, Held | undefined> = new Map()): boolean {
+    const h = next.has(key) ? next.get(key) : this.held.get(key);
+    if (h?.kind !== 'Pod' || (!next.has(key) && next.has(namespaceKey(h.pod.namespace)) && next.get(namespaceKey(h.pod.namespace)) === undefined)) return false;
+    return podIps(h.pod).some((a) => a.text === ip);
   }
 
   /**
@@ -256,11 +267,13 @@ export class EngineBatches {
     this.setGroupsRead(groupsWatched);
     this.endRevertedRelabels();
     const next = new Map<string, Held | undefined>();
+    const expired: string[] = [];
     for (const key of this.dirty) {
       const rejoin = this.rejoinOf(key);
       if (rejoin !== undefined && next.size > 0) break;
       this.dirty.delete(key);
-      const want = this.wanted(key);
+      if (this.isExpired(key)) expired.push(key);
+      const want = this.wanted(key, next);
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
       else this.lagging.delete(key);
       if (rejoin !== undefined) for (const k of rejoin) this.joinStale.add(k);
@@ -270,6 +283,7 @@ export class EngineBatches {
     const joinedStale = this.joinStaleIdentities(next);
     const joined = this.joinRefusedPolicies(next) || joinedStale.size > 0;
     if (namespacesWatched) this.awaitNamespaces(next);
+    this.rereadExpired(next, expired);
     const events = eventsFor(this.held, next);
     const stale = this.staleNumbers(next);
     const batch: MirrorBatch = {
@@ -314,12 +328,35 @@ export class EngineBatches {
    * commits (`commit`).
    */
   private awaitNamespaces(next: Map<string, Held | undefined>): void {
-    for (const [key, want] of next) {
-      if (want?.kind !== 'Pod') continue;
-      const nsKey = namespaceKey(want.pod.namespace);
-      if (next.has(nsKey) ? next.get(nsKey) !== undefined : this.held.has(nsKey)) continue;
-      this.debug('pod waits for its namespace', { key, namespace: want.pod.namespace });
-      if (this.held.has(key)) next.set(key, undefined);
+    for (const [key, want] of next) this.awaitNamespace(next, key, want);
+  }
+
+  /** `awaitNamespaces` for one object of `next`: true when it is a pod that waits. */
+  private awaitNamespace(next: Map<string, Held | undefined>, key: string, want: Held | undefined): boolean {
+    if (want?.kind !== 'Pod') return false;
+    const nsKey = namespaceKey(want.pod.namespace);
+    if (next.has(nsKey) ? next.get(nsKey) !== undefined : this.held.has(nsKey)) return false;
+    this.debug('pod waits for its namespace', { key, namespace: want.pod.namespace });
+    if (this.held.has(key)) next.set(key, undefined);
+    else next.delete(key);
+    return true;
+  }
+
+  private isExpired(key: string): boolean {
+    const h = this.states.get(key)?.desired;
+    return h?.kind === 'Pod' && h.expired === true;
+  }
+
+  /**
+   * The expired pods this flush read, read again against the engine as `next` leaves it (`expiredAtFree`, finding
+   * 3042), lower keys first (of two at one address the lower key holds it, and the higher one reads what it holds).
+   */
+  private rereadExpired(next: Map<string, Held | undefined>, expired: string[]): void {
+    for (const key of expired.sort()) {
+      if (!this.isExpired(key)) continue;
+      const want = this.wanted(key, next);
+      if (this.namespacesWatched && this.awaitNamespace(next, key, want)) continue;
+      if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
       else next.delete(key);
     }
   }
@@ -525,6 +562,7 @@ export class EngineBatches {
     for (const [key, want] of next) {
       this.rejoins.delete(key);
       this.lagging.delete(key);
+      this.claimsChanged(this.held.get(key), want, key);
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
@@ -598,10 +636,21 @@ export class EngineBatches {
     }
   }
 
+  /**
+   * A pod's addresses in the engine changed: the expired pods at them are read again (`expiredAtFree` gives an address
+   * up only to a claimant the engine holds, finding 3042).
+   */
+  private claimsChanged(had: Held | undefined, has: Held | undefined, key: string): void {
+    if (!this.states.hasExpired) return;
+    const ips = [had, has].flatMap((h) => (h?.kind === 'Pod' ? podIps(h.pod).map((ip) => ip.text) : []));
+    if (ips.length > 0) this.states.rereadExpiredAt(ips, key);
+  }
+
   /** The engine deleted everything in the namespace with it: what is still wanted is re-sent at the next flush. */
   private dropNamespace(ns: string): void {
     for (const [key, h] of this.held) {
       if (namespaceOfHeld(h) !== ns) continue;
+      this.claimsChanged(h, undefined, key);
       this.held.delete(key);
       this.dirty.add(key);
     }

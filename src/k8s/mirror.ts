@@ -106,10 +106,13 @@ export class ClusterMirror {
    */
   private readonly informersDown = new Set<string>();
   /**
-   * Informer streams: client-node's informer gives its relists as adds, updates and deletes of the differences, in
-   * any order and without a mark of their end, so its events are never known to be in order (`StreamVersions.ordered`).
+   * Informer streams, with how many informers feed each: client-node's informer gives its relists as adds, updates and
+   * deletes of the differences, in any order and without a mark of their end, so its events are never known to be in
+   * order (`StreamVersions.ordered`); one informer alone is a whole view from its first List (`soleInformer`).
    */
-  private readonly informerSources = new Set<string>();
+  private readonly informerSources = new Map<string, number>();
+  /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
+  private readonly cachedOlder = new Map<string, Map<string, string>>();
   /**
    * Streams after an ERROR: their ADDED events since, by object key (the last that is not stale
    * counts), held until it is known whether they are initial events (`holdInitial`).
@@ -136,7 +139,13 @@ export class ClusterMirror {
     this.warn = this.log.wrap(options.warn ?? (() => {}));
     this.now = steadyClock(options.now ?? Date.now, options.elapsed ?? (options.now ? undefined : () => performance.now()));
     this.reading = { nodeName: options.nodeName, now: this.now, parseOptions, debug: this.debug, warn: this.warn, groupsRead: () => this.batches.groupsReadable(this.groupsWatched) };
-    this.states = new ObjectStates(options.maxTombstones ?? 10_000, (key) => this.batches.changed(key), this.debug, (key) => this.batches.reread(key));
+    this.states = new ObjectStates(
+      options.maxTombstones ?? 10_000,
+      (key) => this.batches.changed(key),
+      this.debug,
+      (key) => this.batches.reread(key),
+      (key, state) => this.versions.pastOn(key, state.rv, state.source),
+    );
     this.batches = new EngineBatches(this.states, this.debug, this.warn);
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),
@@ -349,18 +358,11 @@ export class ClusterMirror {
     if (id === undefined) return undefined;
     const { kind, key, rv: rvs } = id;
     if (kind === 'Namespace') this.namespacesWatched = true;
+    this.versions.noteObject(source, key, rvs);
     const state = this.states.get(key);
-    if (state !== undefined && stale(rvs, state.rv, deleted)) {
-      this.counts.stale++;
-      this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rvs, held: state.rv });
-      return key;
-    }
-    const forgotten = state === undefined && !deleted && this.versions.known(source, kind) ? this.states.forgottenSince(source, kind, rvs) : undefined;
-    if (forgotten !== undefined) {
-      this.counts.stale++;
-      this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rvs, forgotten });
-      return key;
-    }
+    const cachedOlder = deleted && this.informerCachedOlder(source, key, rvs);
+    if (this.replayed(id, source, deleted, cachedOlder)) return key;
+    if (cachedOlder) this.debug('informer deleted the older version its cache took from a replay: a delete', { source, key, resourceVersion: rvs, held: state?.rv });
     let desired: Held | undefined;
     try {
       desired = deleted ? undefined : meaningOf(kind, obj, source, this.reading);
@@ -375,10 +377,32 @@ export class ClusterMirror {
       this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
       return key;
     }
-    this.states.set(key, rvs ?? state?.rv, desired, source);
+    this.states.set(key, cachedOlder ? state?.rv : (rvs ?? state?.rv), desired, source);
     if (deleted) this.states.bury(key);
     if (deleted && kind === 'Namespace') this.states.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
+  }
+
+  /**
+   * True (counted, logged) when an event of `key` at `rv` is stale against its state (`deleted`: a DELETED, kept if
+   * not older, or if it deletes the older version an informer's cache took, `cachedOlder`), or an ADDED or MODIFIED of
+   * an object with no state not newer than a forgotten tombstone of its stream.
+   */
+  private replayed({ kind, key, rv }: { kind: string; key: string; rv: string | undefined }, source: string, deleted: boolean, cachedOlder: boolean): boolean {
+    const state = this.states.get(key);
+    if (state !== undefined && stale(rv, state.rv, deleted) && !cachedOlder) {
+      this.counts.stale++;
+      this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rv, held: state.rv });
+      this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
+      return true;
+    }
+    this.informerCached(source, key, undefined);
+    const known = this.versions.known(source, kind) || this.soleInformer(source);
+    const forgotten = state === undefined && !deleted && known ? this.states.forgottenSince(source, kind, rv) : undefined;
+    if (forgotten === undefined) return false;
+    this.counts.stale++;
+    this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rv, forgotten });
+    return true;
   }
 
   /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */
@@ -427,6 +451,7 @@ export class ClusterMirror {
       if (typeof e.rawKind === 'string') listedKinds.add(e.rawKind);
       const state = this.states.get(key);
       this.versions.note(source, e.rv);
+      this.versions.noteObject(source, key, e.rv);
       // Older than another stream showed it (each stream lags on its own): that stream's newer version stays.
       if (state !== undefined && stale(e.rv, state.rv, true)) {
         this.counts.stale++;
@@ -509,7 +534,43 @@ export class ClusterMirror {
 
   /** An informer feeds `source` (`watchInformer`): its events are never taken as in order (`informerSources`). */
   fedByInformer(source: string): void {
-    this.informerSources.add(source);
+    this.informerSources.set(source, (this.informerSources.get(source) ?? 0) + 1);
+  }
+
+  /**
+   * What an informer's cache holds older than the mirror, by source and key (finding 3044): client-node's informer
+   * replaces its cached object with any version that differs (dist/cache.js `addOrUpdateObject`, `isSameVersion`), so a
+   * replayed older ADDED or MODIFIED, dropped here as stale, is what it holds; its relist then deletes that version
+   * (`deleteItems` gives the cached object), which, older than the mirror's, was dropped too and the pod stayed.
+   * `rv` undefined: its cache holds the mirror's version (or nothing).
+   */
+  private informerCached(source: string, key: string, rv: string | undefined): void {
+    if (!this.informerSources.has(source)) return;
+    const keys = this.cachedOlder.get(source);
+    if (rv === undefined) {
+      keys?.delete(key);
+      if (keys?.size === 0) this.cachedOlder.delete(source);
+    } else if (keys === undefined) this.cachedOlder.set(source, new Map([[key, rv]]));
+    else keys.set(key, rv);
+  }
+
+  /** True when a DELETED of `key` at `rv` on `source` deletes the older version its informer's cache took (`informerCached`). */
+  private informerCachedOlder(source: string, key: string, rv: string | undefined): boolean {
+    return rv !== undefined && this.cachedOlder.get(source)?.get(key) === rv;
+  }
+
+  /**
+   * True when one informer alone feeds `source`: then an add or update of an object with no state older than a
+   * forgotten tombstone of the stream is a replay (finding 3040). client-node's informer (dist/cache.js `ListWatch`)
+   * starts with a List (its `resourceVersion` empty), watches from the List's version and resumes from the last
+   * version it saw (`doneHandler`); its relist after a 410 gives the deletes first (`deleteItems`, at the versions it
+   * held), then an add or update only of an object it does not hold at that version (`addOrUpdateObject`,
+   * `isSameVersion`): one changed or created since, newer than every version it gave before the relist, so newer
+   * than its forgotten tombstones; only the order within one relist is arbitrary. Two informers under one source
+   * (one per namespace, or one replacing another) see different objects: never checked, as before.
+   */
+  private soleInformer(source: string): boolean {
+    return this.informerSources.get(source) === 1;
   }
 
   /**

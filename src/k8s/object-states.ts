@@ -13,6 +13,8 @@ export interface ObjectState {
    * 1342; client-go gives each informer its own store, and a List does not say its namespace).
    */
   readonly source: string | undefined;
+  /** A tombstone's other streams that had shown its version when it was buried (`bury`, finding 3045). */
+  readonly pastOn?: readonly string[];
 }
 
 /**
@@ -39,6 +41,8 @@ export class ObjectStates {
 
   /** Remote pods past their deadline (`expiredPod`) by address text: a pod claiming or leaving one re-reads them. */
   private readonly expiredAt = new Map<string, Set<string>>();
+  /** Wanted pods (`desired`) by address text, while some pod is expired: the claims `claimedByOthers` reads (3043). */
+  private readonly podsAt = new Map<string, Set<string>>();
 
   /** `reread`: told of an expired pod whose addresses another pod claimed or gave up (finding 2921). */
   constructor(
@@ -46,6 +50,7 @@ export class ObjectStates {
     private readonly changed: (key: string) => void,
     private readonly debug: LogFn,
     private readonly reread: (key: string) => void = changed,
+    private readonly pastOn: (key: string, state: ObjectState) => readonly string[] = () => [],
   ) {}
 
   get(key: string): ObjectState | undefined {
@@ -61,15 +66,32 @@ export class ObjectStates {
    * The addresses of `ips` (texts) that a pod other than `key`, wanted and `sent`, claims: one not expired
    * (`expiredPod`), or an expired one of a lower key (of two expired pods at one address the lower key holds it,
    * finding 2924: both holding it, deleting the last writer left it unowned while the other still claimed it).
+   * Read from the pods by address (`podsAt`, finding 3043: a scan of every state per expired pod read before).
    */
-  claimedByOthers(key: string, ips: ReadonlySet<string>, sent: (pod: Pod) => boolean): Set<string> {
+  claimedByOthers(key: string, ips: ReadonlySet<string>, sent: (pod: Pod, key: string, ip: string) => boolean): Set<string> {
     const claimed = new Set<string>();
-    for (const [k, state] of this.objects) {
-      const d = state.desired;
-      if (k === key || d?.kind !== 'Pod' || (d.expired === true && k > key) || !sent(d.pod)) continue;
-      for (const ip of podIps(d.pod)) if (ips.has(ip.text)) claimed.add(ip.text);
+    for (const ip of ips) {
+      for (const k of this.podsAt.get(ip) ?? []) {
+        const d = this.objects.get(k)?.desired;
+        if (k === key || d?.kind !== 'Pod' || (d.expired === true && k > key) || !sent(d.pod, k, ip)) continue;
+        claimed.add(ip);
+        break;
+      }
     }
     return claimed;
+  }
+
+  /** Whether some remote pod past its deadline is held (`expiredPod`). */
+  get hasExpired(): boolean {
+    return this.expiredAt.size > 0;
+  }
+
+  /** Re-reads the expired pods other than `key` at the addresses `ips` (texts): a claim on them changed. */
+  rereadExpiredAt(ips: Iterable<string>, key?: string): void {
+    if (this.expiredAt.size === 0) return;
+    const others = new Set<string>();
+    for (const ip of ips) for (const k of this.expiredAt.get(ip) ?? []) if (k !== key) others.add(k);
+    for (const k of others) this.reread(k);
   }
 
   /** Keys of the pods and policies wanted in namespace `ns`. */
@@ -103,24 +125,22 @@ export class ObjectStates {
   private indexExpired(key: string, before: Held | undefined, after: Held | undefined): void {
     if (this.expiredAt.size === 0 && (after?.kind !== 'Pod' || after.expired !== true)) return;
     const pods = [before, after].filter((h): h is Extract<Held, { kind: 'Pod' }> => h?.kind === 'Pod');
-    for (const h of pods) {
-      if (h.expired !== true) continue;
-      for (const ip of podIps(h.pod)) {
-        const at = this.expiredAt.get(ip.text) ?? new Set<string>();
-        if (h === after) this.expiredAt.set(ip.text, at.add(key));
-        else if (at.delete(key) && at.size === 0) this.expiredAt.delete(ip.text);
-      }
-    }
-    if (this.expiredAt.size === 0) return;
+    for (const h of pods) if (h.expired === true) indexAt(this.expiredAt, key, podIps(h.pod), h === after);
+    if (this.expiredAt.size === 0) return this.podsAt.clear();
+    if (this.podsAt.size === 0) this.indexPods();
+    else for (const h of pods) indexAt(this.podsAt, key, podIps(h.pod), h === after);
     const claims = pods.map((h) => h.pod);
     const ns = (after ?? before)?.kind === 'Namespace' && (before === undefined) !== (after === undefined) ? key.slice('Namespace//'.length) : undefined;
     for (const k of ns === undefined ? [] : this.keysIn(ns)) {
       const d = this.objects.get(k)?.desired;
       if (d?.kind === 'Pod') claims.push(d.pod);
     }
-    const others = new Set<string>();
-    for (const pod of claims) for (const ip of podIps(pod)) for (const k of this.expiredAt.get(ip.text) ?? []) if (k !== key) others.add(k);
-    for (const k of others) this.reread(k);
+    this.rereadExpiredAt(claims.flatMap((pod) => podIps(pod).map((ip) => ip.text)), key);
+  }
+
+  /** Builds `podsAt` from every wanted pod: the first pod expired (kept only while one is, so no pod costs it before). */
+  private indexPods(): void {
+    for (const [k, state] of this.objects) if (state.desired?.kind === 'Pod') indexAt(this.podsAt, k, podIps(state.desired.pod), true);
   }
 
   /** Moves `key` in the namespace index from `from` to `to` (either undefined: none). */
@@ -144,6 +164,9 @@ export class ObjectStates {
    * (tools/cache/thread_safe_store.go `Delete`). Its meaning is the same (nothing) either way.
    */
   bury(key: string): void {
+    const buried = this.objects.get(key);
+    const pastOn = buried === undefined ? [] : this.pastOn(key, buried);
+    if (buried !== undefined && pastOn.length > 0) this.objects.set(key, { ...buried, pastOn });
     this.tombstones.delete(key);
     this.tombstones.add(key);
     for (const old of this.tombstones) {
@@ -152,21 +175,27 @@ export class ObjectStates {
       const state = this.objects.get(old);
       if (state?.desired !== undefined) continue;
       this.objects.delete(old);
-      if (state !== undefined) this.remember(old.slice(0, old.indexOf('/')), state);
+      if (state === undefined || !isDecimalVersion(state.rv)) continue;
+      for (const source of [state.source, ...(state.pastOn ?? [])]) if (source !== undefined) this.remember(source, old.slice(0, old.indexOf('/')), state.rv);
     }
   }
 
-  /** Keeps the newest version of the forgotten tombstones of `state`'s stream and `kind`. */
-  private remember(kind: string, state: ObjectState): void {
-    if (state.source === undefined || !isDecimalVersion(state.rv)) return;
-    let kinds = this.forgotten.get(state.source);
-    if (kinds === undefined) this.forgotten.set(state.source, (kinds = new Map()));
+  /**
+   * Keeps the newest version of the forgotten tombstones of `kind` for `source`: the tombstone's stream, and the other
+   * streams that had shown its version when it was buried (finding 3045): a replay of the deleted object may come on
+   * any stream that carried it, and on such a stream an event older than it is as far from its place as on its own.
+   */
+  private remember(source: string, kind: string, rv: string): void {
+    let kinds = this.forgotten.get(source);
+    if (kinds === undefined) this.forgotten.set(source, (kinds = new Map()));
     const before = kinds.get(kind);
-    if (before === undefined || compareDecimal(state.rv, before) > 0) kinds.set(kind, state.rv);
+    if (before === undefined || compareDecimal(rv, before) > 0) kinds.set(kind, rv);
   }
 
   /**
-   * The newest version of a tombstone of `source` and `kind` that was forgotten, when `rv` is older than it;
+   * The newest version of a tombstone of `source` and `kind` that was forgotten, when `rv` is not newer than it (each
+   * write has its own version, and a tombstone an informer's relist made holds the deleted object's last one, finding
+   * 3046: a replay of that version is no newer);
    * undefined otherwise (or when `rv` is not an integer). On a stream whose events are in order, an object with no
    * state at such a version is one it can have sent only before that deletion: a replay of a deleted object whose
    * own tombstone was forgotten (finding 2960). An event delivered out of order is dropped only when more than
@@ -175,7 +204,7 @@ export class ObjectStates {
   forgottenSince(source: string, kind: string, rv: string | undefined): string | undefined {
     const floor = this.forgotten.get(source)?.get(kind);
     if (floor === undefined || !isDecimalVersion(rv)) return undefined;
-    return compareDecimal(rv, floor) < 0 ? floor : undefined;
+    return compareDecimal(rv, floor) <= 0 ? floor : undefined;
   }
 
   /**
@@ -279,6 +308,15 @@ export class ObjectStates {
     let next: number | undefined;
     for (const at of this.deadlines.values()) if (next === undefined || at < next) next = at;
     return next;
+  }
+}
+
+/** Adds `key` at the addresses `ips` of `index` (`add`), or removes it. */
+function indexAt(index: Map<string, Set<string>>, key: string, ips: readonly { text: string }[], add: boolean): void {
+  for (const ip of ips) {
+    const at = index.get(ip.text) ?? new Set<string>();
+    if (add) index.set(ip.text, at.add(key));
+    else if (at.delete(key) && at.size === 0) index.delete(ip.text);
   }
 }
 

@@ -18,6 +18,10 @@ import { compareDecimal, isDecimalVersion } from './resource-version.js';
  */
 export class StreamVersions {
   private readonly newest = new Map<string, string>();
+  /** Stream → kind → the newest version of an object of that kind it gave (`noteObject`). */
+  private readonly newestOfKind = new Map<string, Map<string, string>>();
+  /** `kind/namespace` → the streams that gave an object of it (`noteObject`): what `pastOn` looks at. */
+  private readonly carriers = new Map<string, Set<string>>();
   private readonly inOrder = new Map<string, Set<string>>();
   private readonly views = new Map<string, Set<string>>();
 
@@ -26,6 +30,33 @@ export class StreamVersions {
     if (typeof rv !== 'string' || !isDecimalVersion(rv)) return;
     const before = this.newest.get(source);
     if (before === undefined || compareDecimal(rv, before) > 0) this.newest.set(source, rv);
+  }
+
+  /** `source` gave an object `key` (`Kind/namespace/name`) at `rv` (an event or a List's item). */
+  noteObject(source: string, key: string, rv: string | undefined): void {
+    const kind = key.slice(0, key.indexOf('/'));
+    const scope = key.slice(0, key.lastIndexOf('/'));
+    const streams = this.carriers.get(scope) ?? new Set<string>();
+    this.carriers.set(scope, streams.add(source));
+    if (!isDecimalVersion(rv)) return;
+    const kinds = this.newestOfKind.get(source) ?? new Map<string, string>();
+    this.newestOfKind.set(source, kinds);
+    const before = kinds.get(kind);
+    if (before === undefined || compareDecimal(rv, before) > 0) kinds.set(kind, rv);
+  }
+
+  /**
+   * The streams other than `source` that gave objects of `key`'s kind and namespace and an object of its kind at `rv`
+   * or newer: a later event of theirs older than `rv` comes after one newer than it (finding 3045).
+   */
+  pastOn(key: string, rv: string | undefined, source: string | undefined): string[] {
+    const streams = this.carriers.get(key.slice(0, key.lastIndexOf('/')));
+    if (streams === undefined || streams.size < 2 || !isDecimalVersion(rv)) return [];
+    const kind = key.slice(0, key.indexOf('/'));
+    return [...streams].filter((s) => {
+      const newest = this.newestOfKind.get(s)?.get(kind);
+      return s !== source && newest !== undefined && compareDecimal(newest, rv) >= 0;
+    });
   }
 
   /** The newest version `source` showed when `rv` is older than it; undefined otherwise. */

@@ -18,3 +18,25 @@ export const allowGood = { apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideN
 
 /** A watch's 410 Gone. */
 export const expired = ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 });
+
+/** The objects (by name) after the first `n` events of `log`. */
+export function stateAt(log: readonly { type: string; object: Obj }[], n: number): Map<string, Obj> {
+  const m = new Map<string, Obj>();
+  for (const e of log.slice(0, n)) {
+    const name = String((e.object.metadata as Obj).name);
+    if (e.type === 'DELETED') m.delete(name);
+    else m.set(name, e.object);
+  }
+  return m;
+}
+
+/** Logs pod `p<i>` (at `ip`, on n2) changed at `rv` into `log` and `live`: deleted, or given its app; false if nothing to delete. */
+export function podChange(log: { type: string; object: Obj; rv: number }[], live: Map<number, Obj>, op: { i: number; del: boolean; good: boolean }, rv: number, ip: string): boolean {
+  const before = live.get(op.i);
+  if (op.del && before === undefined) return false;
+  const object = op.del ? { ...before!, metadata: { ...(before!.metadata as Obj), resourceVersion: String(rv) } } : pod(`p${op.i}`, rv, 'n2', op.good ? 'good' : 'bad', ip);
+  log.push({ type: op.del ? 'DELETED' : before === undefined ? 'ADDED' : 'MODIFIED', object, rv });
+  if (op.del) live.delete(op.i);
+  else live.set(op.i, object);
+  return true;
+}

@@ -1,0 +1,45 @@
+import { ListWatch, type KubernetesObject, type Watch } from '@kubernetes/client-node';
+import { watchInformer } from '../../src/k8s/informer.js';
+import type { ClusterMirror } from '../../src/k8s/mirror.js';
+
+type Obj = Record<string, unknown>;
+
+/**
+ * A real client-node informer (`ListWatch`) of pods fed by a recorded API server: `lists` answer its Lists in turn
+ * (the last repeats) at `listVersions`, or `list` gives each; `send` delivers a watch event on its open watch,
+ * `expire` ends the watch with a 410 (it relists). Each call returns once the informer's callbacks ran.
+ */
+export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: number[], list?: () => { items: Obj[]; resourceVersion: number }) {
+  let n = 0;
+  let handler: ((phase: string, obj: unknown, raw: unknown) => void) | undefined;
+  let done: ((err: unknown) => void) | undefined;
+  const watch = {
+    watch: async (_path: string, _params: unknown, cb: typeof handler, end: typeof done): Promise<AbortController> => {
+      handler = cb;
+      done = end;
+      return new AbortController();
+    },
+  } as unknown as Watch;
+  const listFn = async (): Promise<{ metadata: { resourceVersion: string }; items: KubernetesObject[] }> => {
+    const i = Math.min(n++, lists.length - 1);
+    const l = list?.() ?? { items: lists[i]!, resourceVersion: listVersions[i]! };
+    return { metadata: { resourceVersion: String(l.resourceVersion) }, items: l.items as KubernetesObject[] };
+  };
+  const informer = new ListWatch('/api/v1/pods', watch, listFn, false);
+  watchInformer(informer, mirror, { kind: 'Pod', apiVersion: 'v1' });
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
+  await informer.start();
+  await settle();
+  return {
+    informer,
+    async send(type: string, object: Obj): Promise<void> {
+      handler!(type, object, { type, object });
+      await settle();
+    },
+    async expire(): Promise<void> {
+      done!({ statusCode: 410 });
+      await settle();
+      await settle();
+    },
+  };
+}

@@ -2,6 +2,7 @@ import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocu
 import { checkAnchorName, checkFlowPlain, checkGoEscapes, checkSeparators, checkTabs } from './go-yaml-text.js';
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
+import { checkAliasing } from './go-yaml-aliases.js';
 
 /** go-yaml v2's words for floats (resolve.go `resolveMapList`); the core schema reads them the same. */
 const GO_FLOAT_WORDS = new Map<string, number>([
@@ -116,6 +117,7 @@ function toValue(doc: Document.Parsed, source: string, manifest: boolean): unkno
   if (err) throw new ManifestError(source, '', `invalid YAML: ${err.message}`);
   if (manifest) readAsGoYaml(doc, source);
   checkYamlKeys(doc, source);
+  checkAliasing(doc, source);
   let value: unknown;
   try {
     // toJS resolves aliases and can still fail (e.g. an alias to a missing anchor).

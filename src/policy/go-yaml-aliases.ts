@@ -20,8 +20,8 @@ function allowedAliasRatio(decoded: number): number {
   return 0.99 - (0.89 * (decoded - RATIO_LOW)) / (RATIO_HIGH - RATIO_LOW);
 }
 
-/** A merge key `<<` (a symbol when merge keys are on, its text otherwise). */
-function isMergeKey(key: unknown): boolean {
+/** A merge key `<<` (resolved as a symbol when merge keys are on). */
+export function isMergeKey(key: unknown): boolean {
   return isScalar(key) && typeof key.value === 'symbol' && key.value.description === '<<';
 }
 

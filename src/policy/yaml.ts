@@ -2,7 +2,7 @@ import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocu
 import { checkAnchorName, checkFlowPlain, checkGoEscapes, checkSeparators, checkTabs } from './go-yaml-text.js';
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
-import { checkAliasing } from './go-yaml-aliases.js';
+import { checkAliasing, isMergeKey } from './go-yaml-aliases.js';
 
 /** go-yaml v2's words for floats (resolve.go `resolveMapList`); the core schema reads them the same. */
 const GO_FLOAT_WORDS = new Map<string, number>([
@@ -323,11 +323,6 @@ export function loadYaml(text: string, source: string): unknown {
   const multiple = doc.errors.find((e) => e.code === 'MULTIPLE_DOCS');
   if (multiple !== undefined) throw new ManifestError(source, '', `line ${multiple.linePos?.[0].line ?? '?'}: a second YAML document ("---"): a scenario is one document`);
   return toValue(doc, source, false);
-}
-
-/** A merge key `<<` (resolved as a symbol when merge keys are on). */
-function isMergeKey(key: unknown): boolean {
-  return isScalar(key) && typeof key.value === 'symbol' && key.value.description === '<<';
 }
 
 /** A map key as sigs.k8s.io/yaml's JSON key (its text) and go-yaml's Go map key (the text and its type). */

@@ -33,6 +33,7 @@ class AliasCounter {
 
   constructor(
     private readonly doc: Document.Parsed,
+    private readonly targets: ReadonlyMap<Node, Node | undefined>,
     private readonly source: string,
   ) {}
 
@@ -55,8 +56,8 @@ class AliasCounter {
     else if (isPair(n)) this.mapping([n]); // `[a: b]`: a single-pair mapping inside a flow sequence
   }
 
-  private alias(n: Node & { resolve(doc: Document.Parsed): unknown }): void {
-    const target = n.resolve(this.doc) as Node | undefined;
+  private alias(n: Node): void {
+    const target = this.targets.get(n);
     if (target === undefined) return;
     if (this.expanding.has(target)) throw new ManifestError(this.source, '', 'an anchor\'s value contains an alias of itself, which kubectl\'s go-yaml refuses');
     this.expanding.add(target);
@@ -86,15 +87,25 @@ class AliasCounter {
   }
 }
 
-/** Refuses a document whose aliases go-yaml v2 would call excessive (counts only when it has one). */
-export function checkAliasing(doc: Document.Parsed, source: string): void {
-  let aliases = false;
+/**
+ * Each alias's node: the last node before it with its anchor, an ancestor included (`&x [*x]`, which go-yaml
+ * refuses). Built in one pass: the yaml package's `Alias.resolve` searches the whole document on every call.
+ */
+function aliasTargets(doc: Document.Parsed): Map<Node, Node | undefined> {
+  const anchors = new Map<string, Node>();
+  const targets = new Map<Node, Node | undefined>();
   visit(doc, {
-    Alias() {
-      aliases = true;
-      return visit.BREAK;
+    Node(_, node) {
+      if (isAlias(node)) targets.set(node, anchors.get(node.source));
+      else if (node.anchor !== undefined) anchors.set(node.anchor, node);
     },
   });
-  if (!aliases) return;
-  new AliasCounter(doc, source).document();
+  return targets;
+}
+
+/** Refuses a document whose aliases go-yaml v2 would call excessive (counts only when it has one). */
+export function checkAliasing(doc: Document.Parsed, source: string): void {
+  const targets = aliasTargets(doc);
+  if (targets.size === 0) return;
+  new AliasCounter(doc, targets, source).document();
 }

@@ -33,7 +33,7 @@ class AliasCounter {
 
   constructor(
     private readonly doc: Document.Parsed,
-    private readonly targets: ReadonlyMap<Node, Node | undefined>,
+    private readonly targets: AliasTargets,
     private readonly source: string,
   ) {}
 
@@ -87,11 +87,14 @@ class AliasCounter {
   }
 }
 
+/** Each alias node's target (undefined for an alias of no anchor, which the yaml package reports as an error). */
+export type AliasTargets = ReadonlyMap<Node, Node | undefined>;
+
 /**
  * Each alias's node: the last node before it with its anchor, an ancestor included (`&x [*x]`, which go-yaml
  * refuses). Built in one pass: the yaml package's `Alias.resolve` searches the whole document on every call.
  */
-function aliasTargets(doc: Document.Parsed): Map<Node, Node | undefined> {
+export function aliasTargets(doc: Document.Parsed): AliasTargets {
   const anchors = new Map<string, Node>();
   const targets = new Map<Node, Node | undefined>();
   visit(doc, {
@@ -104,8 +107,7 @@ function aliasTargets(doc: Document.Parsed): Map<Node, Node | undefined> {
 }
 
 /** Refuses a document whose aliases go-yaml v2 would call excessive (counts only when it has one). */
-export function checkAliasing(doc: Document.Parsed, source: string): void {
-  const targets = aliasTargets(doc);
+export function checkAliasing(doc: Document.Parsed, targets: AliasTargets, source: string): void {
   if (targets.size === 0) return;
   new AliasCounter(doc, targets, source).document();
 }

@@ -2,6 +2,7 @@ import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocu
 import { checkAnchorName, checkFlowPlain, checkGoEscapes, checkSeparators, checkTabs } from './go-yaml-text.js';
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
+import { aliasTargets, checkAliasing, isMergeKey, type AliasTargets } from './go-yaml-aliases.js';
 
 /** go-yaml v2's words for floats (resolve.go `resolveMapList`); the core schema reads them the same. */
 const GO_FLOAT_WORDS = new Map<string, number>([
@@ -115,7 +116,9 @@ function toValue(doc: Document.Parsed, source: string, manifest: boolean): unkno
   const err = doc.errors[0];
   if (err) throw new ManifestError(source, '', `invalid YAML: ${err.message}`);
   if (manifest) readAsGoYaml(doc, source);
-  checkYamlKeys(doc, source);
+  const targets = aliasTargets(doc);
+  checkYamlKeys(doc, targets, source);
+  checkAliasing(doc, targets, source);
   let value: unknown;
   try {
     // toJS resolves aliases and can still fail (e.g. an alias to a missing anchor).
@@ -323,11 +326,6 @@ export function loadYaml(text: string, source: string): unknown {
   return toValue(doc, source, false);
 }
 
-/** A merge key `<<` (resolved as a symbol when merge keys are on). */
-function isMergeKey(key: unknown): boolean {
-  return isScalar(key) && typeof key.value === 'symbol' && key.value.description === '<<';
-}
-
 /** A map key as sigs.k8s.io/yaml's JSON key (its text) and go-yaml's Go map key (the text and its type). */
 interface KeyId {
   readonly text: unknown;
@@ -366,7 +364,7 @@ function addKey(keys: Map<unknown, string>, k: KeyId, source: string): void {
  * already set in map"); the yaml package keeps the earlier key. Refusing the ambiguous case reads no
  * manifest differently from kubectl (attack finding 876).
  */
-function checkYamlKeys(doc: Document.Parsed, source: string): void {
+function checkYamlKeys(doc: Document.Parsed, targets: AliasTargets, source: string): void {
   const memo = new Map<Node, Map<unknown, string>>();
   visit(doc, {
     Map(_, map) {
@@ -376,8 +374,8 @@ function checkYamlKeys(doc: Document.Parsed, source: string): void {
         if (isMergeKey(pair.key)) {
           // go-yaml v2 `merge`: an alias must name a mapping ("map merge requires map or sequence of
           // maps as the value"); the yaml package also merges an alias of a list (finding 879).
-          if (isAlias(pair.value) && !isMap(pair.value.resolve(doc))) throw new ManifestError(source, '', 'the merge key "<<" names an alias of a list or a scalar: kubectl\'s go-yaml merges only an alias of a mapping');
-          for (const [text, type] of mergedKeys(doc, pair.value as Node | null, memo, source)) {
+          if (isAlias(pair.value) && !isMap(targets.get(pair.value))) throw new ManifestError(source, '', 'the merge key "<<" names an alias of a list or a scalar: kubectl\'s go-yaml merges only an alias of a mapping');
+          for (const [text, type] of mergedKeys(targets, pair.value as Node | null, memo, source)) {
             if (set.has(text)) throw new ManifestError(source, '', `the merge key "<<" sets ${JSON.stringify(String(text))}, which the mapping already set before it: kubectl's go-yaml lets the merge win, the YAML merge spec the earlier key; put "<<" first`);
             set.set(text, type);
           }
@@ -413,19 +411,19 @@ function checkKeyText(key: unknown, k: unknown, source: string): void {
  * The keys a merge value brings (aliases resolved; a merged mapping's own merges included). Memoized
  * per node, so `<<: [*a, *a, …]` nested many levels deep costs its size, not a power of it.
  */
-function mergedKeys(doc: Document.Parsed, value: Node | null, memo: Map<Node, Map<unknown, string>>, source: string, depth = 0): Map<unknown, string> {
-  const target = isAlias(value) ? value.resolve(doc) : value;
+function mergedKeys(targets: AliasTargets, value: Node | null, memo: Map<Node, Map<unknown, string>>, source: string, depth = 0): Map<unknown, string> {
+  const target = isAlias(value) ? targets.get(value) : value;
   if (!target) return new Map();
   const known = memo.get(target);
   if (known) return known;
   const out = new Map<unknown, string>();
   memo.set(target, out);
   if (depth > 64) return out;
-  const maps = isSeq(target) ? target.items.map((it) => (isAlias(it) ? it.resolve(doc) : it)) : [target];
+  const maps = isSeq(target) ? target.items.map((it) => (isAlias(it) ? targets.get(it) : it)) : [target];
   for (const m of maps) {
     if (!isMap(m)) continue;
     for (const pair of (m as YAMLMap).items) {
-      if (isMergeKey(pair.key)) for (const [text, type] of mergedKeys(doc, pair.value as Node | null, memo, source, depth + 1)) addKey(out, { text, type }, source);
+      if (isMergeKey(pair.key)) for (const [text, type] of mergedKeys(targets, pair.value as Node | null, memo, source, depth + 1)) addKey(out, { text, type }, source);
       else addKey(out, keyOf(pair.key), source);
     }
   }

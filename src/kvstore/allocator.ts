@@ -8,6 +8,8 @@ import { readSlaves, type SlaveKey, type SlaveView, slavesWrittenSince } from '.
 /** Cilium's cluster-wide identity range (the local cluster, no cluster-mesh bits). */
 const MIN_GLOBAL_ID = 256;
 const MAX_GLOBAL_ID = 65535;
+/** How soon a lock key left by a failed unlock is deleted again without waiting for the next allocation. */
+const UNLOCK_RETRY_MS = 1000;
 
 export interface AllocatorOptions {
   /** etcd URL, for error messages. */
@@ -101,6 +103,7 @@ export class IdentityAllocator {
   /** Per label set, the tail of its queue: allocate and release of one label set run in call order. */
   private readonly queues = new Map<string, Promise<unknown>>();
   private readonly pendingUnlocks: KvLock[] = [];
+  private unlockTimer: NodeJS.Timeout | undefined;
   private lease: Lease | undefined;
   private leaseId: string | undefined;
   private closed = false;
@@ -210,6 +213,7 @@ export class IdentityAllocator {
   /** Stops keepalives; `revoke` also deletes every slave key of this node now (else they expire with the lease). */
   async close(revoke = true): Promise<void> {
     this.closed = true;
+    clearTimeout(this.unlockTimer);
     const lease = this.lease;
     this.lease = undefined;
     this.leaseId = undefined;
@@ -258,12 +262,12 @@ export class IdentityAllocator {
     // A new id, under the label set's lock as in Cilium (so Cilium agents sharing this etcd never
     // race us into two ids); the transaction itself also requires `noIdOfSet` (nothing written since `seen`).
     if (this.opts.locks === false) return this.createNew(key, lease, noIdOfSet, undefined);
-    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, slavesWrittenSince(this.keys, key, seen.revision));
+    const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, slavesWrittenSince(this.keys, key, seen.revision), (left) => this.unlockLater(left));
     if (!lock) return this.reuse(key, lease, await readSlaves(this.client, this.keys, key));
     try {
       return await this.createNew(key, lease, noIdOfSet, lock);
     } finally {
-      await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
+      await lock.unlock().catch(() => this.unlockLater(lock));
     }
   }
 
@@ -300,7 +304,21 @@ export class IdentityAllocator {
   /** Lock keys left behind by an unlock that failed (etcd away): they would block others until our lease ends. */
   private async retryUnlocks(): Promise<void> {
     const pending = this.pendingUnlocks.splice(0);
-    for (const lock of pending) await lock.unlock().catch(() => this.pendingUnlocks.push(lock));
+    for (const lock of pending) await lock.unlock().catch(() => this.unlockLater(lock));
+  }
+
+  /**
+   * A lock key an unlock could not delete: retried before the next allocation and, for a node that allocates nothing
+   * more, on a timer; on our live lease it would otherwise hold that label set's lock for every node (3221).
+   */
+  private unlockLater(lock: KvLock): void {
+    this.pendingUnlocks.push(lock);
+    if (this.closed || this.unlockTimer !== undefined) return;
+    this.unlockTimer = setTimeout(() => {
+      this.unlockTimer = undefined;
+      void this.retryUnlocks();
+    }, UNLOCK_RETRY_MS);
+    this.unlockTimer.unref();
   }
 
   /**

@@ -445,6 +445,15 @@ export class IdentityTable {
     return this.pending;
   }
 
+  /**
+   * Drops a pod held fail-closed (`acquirePending`'s): as it came, no named port and no pod of `pending`'s named-port
+   * count (its leaving took one there that it never added: finding 3180).
+   */
+  releasePending(): void {
+    this.pendingPods--;
+    this.release(this.pending);
+  }
+
   /** Drops a pod using it, with the named ports the pod brought. */
   releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[]): void {
     if (rec === this.pending) this.pendingPods--;

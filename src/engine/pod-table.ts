@@ -402,7 +402,8 @@ export class PodTable {
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     for (const ip of podIps(rec.pod)) if (this.facts.ownerOf(ip.text) === rec) this.facts.deleteOwner(ip.text);
-    this.identities.releaseForPod(rec.identity, failClosed ? NO_PORTS : rec.pod.ports);
+    if (failClosed) this.identities.releasePending();
+    else this.identities.releaseForPod(rec.identity, rec.pod.ports);
     if (!failClosed) this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;
     this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned, rec.written));
@@ -440,8 +441,6 @@ function sameFixed(a: LabelSet, b: LabelSet, key: string): boolean {
   const y = fixedValues(b, key);
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
-
-const NO_PORTS: readonly Pod['ports'][number][] = [];
 
 function fail(key: string): never {
   throw new Error(`internal: pod ${key} vanished`);

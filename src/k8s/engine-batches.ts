@@ -315,8 +315,10 @@ export class EngineBatches {
       rollback: (vetoed = false) => {
         this.settle(batch);
         if (vetoed && stale.size > 0 && (next.size === 1 || joined)) this.rollbackVetoed(next, stale, joinedStale);
-        else if (vetoed && stale.size > 0) this.halve(next);
+        else if (vetoed && stale.size > 0) this.halve(next, true);
         else this.rollback(next, joined, joinedStale);
+        // The last of a split batch refused alone: the rest may go on (`releaseSplit`).
+        this.releaseSplit();
       },
     };
     if (events.length > 0) this.open = batch;
@@ -526,11 +528,14 @@ export class EngineBatches {
    * flushes take at most half of them each (`limit`). A vetoed batch too (finding 2440): each part is vetoed on its
    * own, so a part that opens no waiting number commits.
    */
-  private halve(next: ReadonlyMap<string, Held | undefined>): void {
+  private halve(next: ReadonlyMap<string, Held | undefined>, vetoed = false): void {
     // Retried in the batch's order (upserts before deletes, finding 743).
-    const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
+    // Within a split batch, those at their narrowing forms before those with none (`holdStep`).
+    const formless = (key: string): number => (this.splitting.has(key) && !this.failClosedPods.has(key) ? 10 : 0);
+    const order = (key: string, want: Held | undefined): number => formless(key) + rank(want ?? (this.held.get(key) as Held), want !== undefined);
     const sorted = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
-    const keys = this.holdStep(sorted);
+    // A vetoed batch is split as before: its parts are vetoed on their own (3027).
+    const keys = vetoed ? sorted : this.holdStep(sorted);
     const rest = [...this.dirty];
     this.dirty.clear();
     for (const key of [...keys, ...rest]) this.dirty.add(key);
@@ -584,17 +589,24 @@ export class EngineBatches {
   }
 
   /**
-   * Once every object of a split batch has committed at its narrowing form (none waits in `dirty` or `refused`), their
-   * own forms are sent: each part then allows no more than the input after the batch.
+   * Once every object of a split batch has committed at its narrowing form or was refused so (none waits in `dirty`),
+   * their own forms are sent: each part then allows no more than the input after the batch. Those refused (still at
+   * the version before the batch) go first, alone: the others are then at their narrowing forms (3024).
    */
   private releaseSplit(): void {
     if (this.splitting.size === 0) return;
-    for (const key of this.splitting) if (this.dirty.has(key) || this.refused.has(key)) return;
-    for (const key of this.splitting) {
+    for (const key of this.splitting) if (this.dirty.has(key)) return;
+    const keys = [...this.splitting].sort((a, b) => Number(this.refused.has(b)) - Number(this.refused.has(a)));
+    if (this.refused.has(keys[0]!)) this.limit = 1;
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const key of keys) {
       this.dropFailClosed(key);
+      this.refused.delete(key);
       this.released.add(key);
       this.dirty.add(key);
     }
+    for (const key of rest) this.dirty.add(key);
     this.splitting.clear();
   }
 

@@ -29,6 +29,13 @@ export interface MirrorBatch {
 
 const namespaceKey = (ns: string): string => `Namespace//${ns}`;
 
+/** Whether both are nodes with the same addresses. */
+function sameIps(a: Held | undefined, b: Held | undefined): boolean {
+  if (a?.kind !== 'Node' || b?.kind !== 'Node') return false;
+  const texts = (h: typeof a): string => h.node.ips.map((ip) => ip.text).sort().join(',');
+  return texts(a) === texts(b);
+}
+
 /**
  * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a node, a
  * policy (its deny side, then its deny-all side).
@@ -81,6 +88,14 @@ export class EngineBatches {
   private readonly addressHeld = new Set<string>();
   /** Policies held at a deny side that keeps the denies of the version in force (finding 2523, `denySideBesideStale`). */
   private readonly keptDenies = new Map<string, Extract<Held, { kind: 'Policy' }>>();
+  /**
+   * The objects of a refused batch of several objects (finding 2916), held at their narrowing forms (`holdNarrowed`)
+   * until every one of them has committed so (`releaseSplit`): its parts, committed one by one in either form, never
+   * allow what both the input before the batch and the input after it deny.
+   */
+  private readonly splitting = new Set<string>();
+  /** Objects of such a batch sent at their own forms after it: a refused batch of them is halved without a new hold. */
+  private readonly released = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -117,6 +132,9 @@ export class EngineBatches {
     this.rejoins.delete(key);
     // A pod held fail-closed stays counted (as lagging) until a version of it commits (finding 2421).
     if (this.dropFailClosed(key)) this.lagging.add(key);
+    this.released.delete(key);
+    // Changed while its batch is split: its new version is held too until the batch is through.
+    if (this.splitting.has(key)) this.holdNarrowed(key);
     this.dirty.add(key);
     if (!key.startsWith('CiliumCIDRGroup/')) return;
     const h = this.states.get(key)?.desired;
@@ -144,8 +162,20 @@ export class EngineBatches {
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
-    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(h, this.nodeHold(key));
+    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
     return effectiveHeld(h, this.groupsMode);
+  }
+
+  /**
+   * A node of a split batch holds the addresses the engine holds for it beside its new ones (finding 2914): held at
+   * its new ones only, an old one read as world (or the host's, held) in the batch's parts, which neither input does.
+   */
+  private withHeldIps(key: string, h: Extract<Held, { kind: 'Node' }>): Extract<Held, { kind: 'Node' }> {
+    const had = this.held.get(key);
+    if (had?.kind !== 'Node') return h;
+    const extra = had.node.ips.filter((ip) => !h.node.ips.some((o) => o.text === ip.text));
+    if (extra.length === 0) return h;
+    return { ...h, node: { ...h.node, ips: [...h.node.ips, ...extra] }, sig: `${h.sig}+${extra.map((ip) => ip.text).join(',')}` };
   }
 
   /**
@@ -180,6 +210,9 @@ export class EngineBatches {
   private deletedFailClosed(key: string): Held | undefined {
     const had = this.held.get(key);
     if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
+    // A pod or policy delete held so only while its batch is split (`holdNarrowed`).
+    if (had?.kind === 'Pod') return failClosedPod(had);
+    if (had?.kind === 'Policy') return (this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(had);
     return had?.kind === 'Node' ? failClosedNode(had, this.nodeHold(key)) : undefined;
   }
 
@@ -296,8 +329,10 @@ export class EngineBatches {
       rollback: (vetoed = false) => {
         this.settle(batch);
         if (vetoed && stale.size > 0 && (next.size === 1 || joined)) this.rollbackVetoed(next, stale, joinedStale);
-        else if (vetoed && stale.size > 0) this.halve(next);
+        else if (vetoed && stale.size > 0) this.halve(next, true);
         else this.rollback(next, joined, joinedStale);
+        // The last of a split batch refused alone: the rest may go on (`releaseSplit`).
+        this.releaseSplit();
       },
     };
     if (events.length > 0) this.open = batch;
@@ -530,19 +565,93 @@ export class EngineBatches {
    * flushes take at most half of them each (`limit`). A vetoed batch too (finding 2440): each part is vetoed on its
    * own, so a part that opens no waiting number commits.
    */
-  private halve(next: ReadonlyMap<string, Held | undefined>): void {
-    // Retried in the batch's order (upserts before deletes), so no step is more open than the batch.
-    const order = (key: string, want: Held | undefined): number => rank(want ?? (this.held.get(key) as Held), want !== undefined);
-    const keys = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+  private halve(next: ReadonlyMap<string, Held | undefined>, vetoed = false): void {
+    // Retried in the batch's order (upserts before deletes, finding 743).
+    // Within a split batch, those at their narrowing forms before those with none (`holdStep`).
+    const formless = (key: string): number => (this.splitting.has(key) && !this.failClosedPods.has(key) ? 10 : 0);
+    const order = (key: string, want: Held | undefined): number => formless(key) + rank(want ?? (this.held.get(key) as Held), want !== undefined);
+    const sorted = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    // A vetoed batch is split as before: its parts are vetoed on their own (3027).
+    const keys = vetoed ? sorted : this.holdStep(sorted);
     const rest = [...this.dirty];
     this.dirty.clear();
     for (const key of [...keys, ...rest]) this.dirty.add(key);
-    this.limit = Math.ceil(next.size / 2);
+    // A batch held just now is sent whole first (its narrowing forms may fit); else in halves.
+    this.limit = keys === sorted ? Math.ceil(next.size / 2) : keys.length;
+  }
+
+  /**
+   * Finding 2916: the parts of a refused batch committed one by one at their own forms could allow what the input
+   * before and the input after the batch both deny (a Node upsert that makes an allow of the host select more, committed
+   * before the delete of that allow). So its objects not yet split are held at their narrowing forms (`holdNarrowed`),
+   * a relabelled namespace's pods fail-closed, all sent before the objects that have none; once all have committed so
+   * (`releaseSplit`) their own forms follow. `keys` itself when there is nothing new to hold (a part of a split batch,
+   * or the own forms after it): plain halving.
+   */
+  private holdStep(keys: readonly string[]): readonly string[] {
+    const fresh = keys.filter((k) => !this.splitting.has(k) && !this.released.has(k));
+    if (fresh.length === 0) return keys;
+    const narrowed: string[] = [];
+    const formless: string[] = [];
+    for (const key of keys) {
+      this.splitting.add(key);
+      (this.holdNarrowed(key) ? narrowed : formless).push(key);
+      const ns = this.states.get(key)?.desired;
+      if (ns?.kind !== 'Namespace') continue;
+      for (const [k, h] of this.held) if (h.kind === 'Pod' && h.pod.namespace === ns.name && !this.splitting.has(k) && this.holdNarrowed(k)) this.splitting.add(k), narrowed.unshift(k);
+    }
+    this.debug('a refused batch is retried in parts: its objects held at their narrowing forms until all have committed so', { objects: narrowed.length + formless.length });
+    return [...narrowed, ...formless];
+  }
+
+  /**
+   * Holds `key` at a form that allows no more than what the engine holds for it nor its wanted meaning, whatever the
+   * rest holds: a pod fail-closed, a policy at its deny side keeping the denies of the version in force (findings
+   * 2433, 2523), a node or readable CIDR group fail-closed; a pod or policy delete at that form of the version held.
+   * False for the other kinds (namespaces, identities, the API server, CiliumEndpoints, unreadable groups).
+   */
+  private holdNarrowed(key: string): boolean {
+    const want = this.states.get(key)?.desired;
+    const had = this.held.get(key);
+    const h = want ?? had;
+    if (h === undefined || (h.kind !== 'Pod' && h.kind !== 'Policy' && h.kind !== 'Node' && h.kind !== 'CidrGroup')) return false;
+    if ((h.kind === 'CidrGroup' && h.group === undefined) || (h.kind === 'Pod' && h.expired === true)) return false;
+    if (this.failClosedPods.has(key)) return true;
+    this.failClosedPods.add(key);
+    if (want?.kind === 'Policy' && had?.kind === 'Policy') this.keptDenies.set(key, had);
+    // The local node's held forms but the last keep `host` at its new addresses, which the input before reads
+    // otherwise: readdressed, added or deleted, it is held at its addresses (old and new, `withHeldIps`).
+    if (h.kind === 'Node' && h.node.local && !sameIps(want, had)) this.addressHeld.add(key);
+    return true;
+  }
+
+  /**
+   * Once every object of a split batch has committed at its narrowing form or was refused so (none waits in `dirty`),
+   * their own forms are sent: each part then allows no more than the input after the batch. Those refused (still at
+   * the version before the batch) go first, alone: the others are then at their narrowing forms (3024).
+   */
+  private releaseSplit(): void {
+    if (this.splitting.size === 0) return;
+    for (const key of this.splitting) if (this.dirty.has(key)) return;
+    const keys = [...this.splitting].sort((a, b) => Number(this.refused.has(b)) - Number(this.refused.has(a)));
+    if (this.refused.has(keys[0]!)) this.limit = 1;
+    const rest = [...this.dirty];
+    this.dirty.clear();
+    for (const key of keys) {
+      this.dropFailClosed(key);
+      this.refused.delete(key);
+      this.released.add(key);
+      this.dirty.add(key);
+    }
+    for (const key of rest) this.dirty.add(key);
+    this.splitting.clear();
   }
 
   private commit(next: Map<string, Held | undefined>): void {
     // Past the refused object: larger steps again.
     if (this.limit !== Infinity) this.limit *= 2;
+    for (const key of next.keys()) if (!this.failClosedPods.has(key)) this.released.delete(key);
+    this.releaseSplit();
     // Once the backlog is through, what the engine refused alone is tried again (what it conflicted with may have gone).
     if (next.size > 0 && this.dirty.size === 0) {
       // A pod to be sent with the identities it waits for goes before them (`rejoins`): they join its batch.
@@ -552,7 +661,7 @@ export class EngineBatches {
       // committed beside other objects (a deny side joined to a policy delete, finding 2522) is read again too.
       const onlyFailClosed = [...next.keys()].every((key) => this.failClosedPods.has(key));
       for (const key of this.failClosedPods) {
-        if (next.has(key) && onlyFailClosed) continue;
+        if ((next.has(key) && onlyFailClosed) || this.splitting.has(key)) continue;
         this.dropFailClosed(key);
         this.lagging.add(key);
         this.dirty.add(key);
@@ -569,6 +678,7 @@ export class EngineBatches {
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
     for (const key of this.relabelling) if (next.has(key)) this.endRelabel(key);
+    for (const key of this.released) if (this.dirty.has(key)) this.lagging.add(key);
     // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
     const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
     if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);

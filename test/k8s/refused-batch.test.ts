@@ -58,8 +58,10 @@ describe('agent: a refused batch', () => {
     const a = agent();
     a.step(ev('ADDED', ns(1)), ev('ADDED', pod('server', 2, 'n1', '10.0.0.1')), ev('ADDED', pod('client', 3, 'n2', '10.0.0.2')), ev('ADDED', kafka(4)));
     expect(a.verdict()).toBe('allow');
-    // http, refused alone, is held at its deny side (finding 2433: server's ingress isolated, none of its allows).
-    expect(a.step(ev('ADDED', deny(5)), ev('ADDED', http(6)))).toEqual(['refused', 'upsertPolicy', 'refused', 'upsertPolicy']);
+    // The batch refused, both are held at their deny sides until both have committed so (finding 2916, 31b); then
+    // their own versions, refused together, in halves: deny commits, http, refused alone, stays at its deny side
+    // (finding 2433: server's ingress isolated, none of its allows).
+    expect(a.step(ev('ADDED', deny(5)), ev('ADDED', http(6)))).toEqual(['refused', 'upsertPolicy+upsertPolicy', 'refused', 'upsertPolicy', 'refused', '']);
     expect(a.verdict()).toBe('deny');
     // The conflicting policy goes: its deny side with it, nothing waits any more.
     expect(a.step(ev('DELETED', http(7)))).toEqual(['deletePolicy']);
@@ -81,7 +83,9 @@ describe('agent: a refused batch', () => {
     const replacement = cnp('deny2', 7, { ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }] }] });
     // http, refused alone, is held at its deny side (finding 2433); the old deny's delete then commits after its
     // replacement (finding 743 holds a delete back only with a refused policy none of whose denies is in force).
-    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'upsertPolicy', 'deletePolicy', 'refused', '']);
+    // All three first at their deny sides (finding 2916, 31b: the old deny's delete at its deny side), then their own
+    // versions in halves, upserts first.
+    expect(a.step(ev('DELETED', deny(6)), ev('ADDED', replacement), ev('ADDED', http(8)))).toEqual(['refused', 'upsertPolicy+upsertPolicy+upsertPolicy', 'refused', 'refused', 'upsertPolicy', 'refused', 'refused', 'deletePolicy', 'refused', '']);
     expect(a.verdict()).toBe('deny');
     expect([...new Set(a.engine.policyOf('x/server').map((r) => r.origin.policy.name))].sort()).toEqual(['deny2', 'kafka']);
     // The conflict goes: the refused policy is read again and commits.
@@ -95,9 +99,11 @@ describe('agent: a refused batch', () => {
     expect(a.verdict()).toBe('deny');
     // deny-b (40 ports, 70-109) overflows server's map of 16: the listed state cannot be enforced whole.
     const manyPorts = Array.from({ length: 40 }, (_, i) => 70 + i);
-    // deny-b and its deny side are refused; its deny-all side (finding 2542, 29b) commits first, the delete after it.
+    // deny-b's deny side (with deny-a's, finding 2916), then alone, is refused; its deny-all side (finding 2542, 29b)
+    // commits first, deny-a's deny side after it; then their own forms: deny-b and its deny side refused again, its
+    // deny-all side in force, the delete after it.
     const flushes = a.step(ev('DELETED', denyNamed('deny-a', 5, [])), ev('ADDED', denyNamed('deny-b', 6, manyPorts)));
-    expect(flushes.slice(0, 5)).toEqual(['refused', 'refused', 'refused', 'upsertPolicy', 'deletePolicy']);
+    expect(flushes.slice(0, 9)).toEqual(['refused', 'refused', 'refused', 'upsertPolicy', 'upsertPolicy', 'refused', 'refused', 'refused', 'deletePolicy']);
     expect(a.verdict()).toBe('deny');
   });
   it('a big refused batch is retried in halves: a few refusals, not one transaction per object', () => {

@@ -54,7 +54,10 @@ describe('2542: a policy whose deny side the engine refuses too', () => {
     const n = node(24, true);
     n.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', group(20, 'a')), line('ADDED', allowAll));
     expect(n.verdict('198.51.100.7', 'ingress')).toBe('allow');
-    n.feed(line('ADDED', denyEnv(11, 'b', true)), line('MODIFIED', group(21, 'b')));
+    // The group first, then the policy alone (in one step, refused together, the policy now commits and the group is
+    // held instead: finding 2916, 31b).
+    n.feed(line('MODIFIED', group(21, 'b')));
+    n.feed(line('ADDED', denyEnv(11, 'b', true)));
     expect(n.mirror.refusedObjects()).toEqual(['CiliumNetworkPolicy/x/deny-env']);
     n.feed(line('ADDED', other));
     // Both inputs deny 198.51.100.7 → server:80; the deny-all side denies every peer on ingress, egress stays open.
@@ -80,7 +83,9 @@ describe('2542: a policy whose deny side the engine refuses too', () => {
     const n = node(14);
     n.feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', nodeObj(20, 'a')), line('ADDED', allowAll));
     expect(n.verdict('172.16.0.2', 'egress')).toBe('allow');
-    n.feed(line('ADDED', denyNodes(11, 'b', true)), line('MODIFIED', nodeObj(21, 'b')));
+    // The node first, then the policy alone (as above).
+    n.feed(line('MODIFIED', nodeObj(21, 'b')));
+    n.feed(line('ADDED', denyNodes(11, 'b', true)));
     expect(n.mirror.refusedObjects()).toEqual(['ClusterNetworkPolicy//deny-nodes']);
     n.feed(line('ADDED', other));
     expect(n.verdict('172.16.0.2', 'egress')).toBe('deny');

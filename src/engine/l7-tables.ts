@@ -90,8 +90,8 @@ export class L7Tables {
   private readonly touched = new Map<number, PolicyKey>();
   /**
    * Per port key (`portKeyId`), the L4Filters holding a DNS rule for some peer identity, with how many
-   * DNS contributions stand for each (`dnsFilterKeys`): the filters whose rules the port's DNS
-   * proxy reads, a property of the port across every peer (attack finding 2761).
+   * DNS contributions stand for each (`dnsFilterKeys`): the filters one of which the port's DNS
+   * proxy holds (`proxyFilters`), a property of the port across every peer (attack findings 2761, 3160).
    */
   private readonly dnsFilters = new Map<string, Map<string, number>>();
   /** Port keys whose set of DNS filters changed since the last settle: every row of their redirect is redone. */

@@ -293,7 +293,7 @@ const filterKey = (portName: string | undefined): string => (portName === undefi
 
 /**
  * The L4Filters of (direction, protocol, port) holding a DNS rule for some peer the rule selects:
- * the filters whose rules the port's DNS proxy reads, so the plain allows that widen it. A property
+ * the filters one of which the port's DNS proxy holds (`proxyFilters`), so the plain allows that widen it. A property
  * of the port across every peer, not of the flow's peer: a plain allow in such a filter widens the
  * redirect (rule.go `mergePortProto`; a nil selector is `matchPattern: "*"`, dnsproxy
  * `GetSelectorRegexMap`), one in another filter of the same port does not, as a named port's

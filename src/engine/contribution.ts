@@ -61,16 +61,17 @@ export interface PeerPortKey {
 }
 
 /**
- * Is a contribution at a single-port key in one of the L4Filters of that port whose DNS rules the
- * redirect's proxy reads (`dnsFilters`, see `dnsFilterKeys`)? A plain allow is when some clause of
- * its units is such a filter, not when only a range's LPM prefix put it there (`53-54` keys 53/16
- * and 54/16): a range is its own filter (pkg/policy/l4.go keys filters by port and endPort; attack
- * finding 2030). Contributions of no unit (the default allow, allow-localhost, same-priority cells)
- * and redirects are as before.
+ * Is a contribution at a single-port key in one of the L4Filters of that port whose rules the
+ * redirect's DNS proxy holds (`proxyFilters`, see `dnsFilterKeys`)? A plain allow or DNS rule is when
+ * some clause of its units is such a filter, not when only a range's LPM prefix put it there (`53-54`
+ * keys 53/16 and 54/16): a range is its own filter (pkg/policy/l4.go keys filters by port and endPort;
+ * attack finding 2030); a DNS rule of another filter of the port is not (finding 3160: the proxy holds
+ * one filter's rules). Contributions of no unit (the default allow, allow-localhost, same-priority
+ * cells), denies and other parsers' redirects are as before.
  */
-export function inSinglePortFilter(c: Contribution, key: PeerPortKey, dnsFilters: { has(filter: string): boolean }, namedEgress: NamedEgress): boolean {
-  if (c.l7 !== undefined || c.entry.deny || !c.sharers) return true;
-  for (const f of dnsFilterKeys(c, key, namedEgress)) if (dnsFilters.has(f)) return true;
+export function inSinglePortFilter(c: Contribution, key: PeerPortKey, proxyFilters: { has(filter: string): boolean }, namedEgress: NamedEgress): boolean {
+  if ((c.l7 !== undefined && c.l7.parser !== 'dns') || c.entry.deny || !c.sharers) return true;
+  for (const f of dnsFilterKeys(c, key, namedEgress)) if (proxyFilters.has(f)) return true;
   return false;
 }
 

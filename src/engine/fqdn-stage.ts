@@ -217,13 +217,12 @@ export class FqdnStage {
     const hit = probe(m.state, true, keys);
     if (!hit || hit.entry.deny || PARSER_OF_CODE[hit.entry.proxyPort] !== 'dns') return false;
     const redirect = keyRedirect(hit.key, 'dns');
-    // The peer's L7 row and the any-peer row (explain.ts l7Verdict / l7AllowedBy), from the raw contributions.
-    for (const c of m.state.l7.contributions(redirect, peer)) {
-      if (c.entry.deny) continue;
-      if (c.entry.proxyPort === 0) return true;
-      if (PARSER_OF_CODE[c.entry.proxyPort] === 'dns' && c.l7 && l7Allows(c.l7, request)) return true;
-    }
-    return false;
+    // The peer's L7 row and the any-peer row (explain.ts l7Verdict), as the raw contributions make them now.
+    const allows = (id: IdentityId): boolean => {
+      const policy = m.state.l7.policyFor(redirect, id);
+      return policy !== undefined && l7PolicyAllows(policy, request);
+    };
+    return allows(peer) || (peer !== ANY_IDENTITY && allows(ANY_IDENTITY));
   }
 
   /** The policy keys an egress lookup of (peer, transport, port) probes, longest first per identity (memoised: no strings per answer). */

@@ -1,4 +1,4 @@
-import { L7Parser, L7Policy, l7PolicyKey, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
+import { L7Parser, L7Policy, l7PolicyKey, meetDnsPolicies, mergeL7Rules, ALLOW_ALL_L7 } from '../model/l7.js';
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
@@ -90,8 +90,8 @@ export class L7Tables {
   private readonly touched = new Map<number, PolicyKey>();
   /**
    * Per port key (`portKeyId`), the L4Filters holding a DNS rule for some peer identity, with how many
-   * DNS contributions stand for each (`dnsFilterKeys`): the filters whose rules the port's DNS
-   * proxy reads, a property of the port across every peer (attack finding 2761).
+   * DNS contributions stand for each (`dnsFilterKeys`): the filters one of which the port's DNS
+   * proxy holds (`proxyFilters`), a property of the port across every peer (attack findings 2761, 3160).
    */
   private readonly dnsFilters = new Map<string, Map<string, number>>();
   /** Port keys whose set of DNS filters changed since the last settle: every row of their redirect is redone. */
@@ -288,14 +288,45 @@ export class L7Tables {
    * peer and port, else the union of the L7 rules of the redirect's parser on that port.
    */
   private computeRow(redirect: Redirect, peer: IdentityId): L7Row | undefined {
-    const lists: L7Rules[] = [];
-    for (const c of this.proxyReads(peer, redirect, true)) {
-      // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
-      if (c.entry.deny || !ownL7(c)) continue;
-      if (c.entry.proxyPort === 0) return { redirect, peer, policy: ALLOW_ALL_L7 };
-      if (parserOf(c.entry) === redirect.parser && c.l7) lists.push(c.l7);
+    const policy = this.policyFor(redirect, peer, true);
+    return policy === undefined ? undefined : { redirect, peer, policy };
+  }
+
+  /**
+   * What the proxy of `redirect` lets through for `peer` (its row, or the row it would have mid-transaction): a DNS
+   * proxy holds one filter's rules (`proxyFilters`); where Cilium's map order picks among several, only what every
+   * one of them allows (finding 3160).
+   */
+  policyFor(redirect: Redirect, peer: IdentityId, countVisits = false): L7Policy | undefined {
+    const filters = redirect.parser === 'dns' ? this.proxyFilters(redirect) : undefined;
+    if (filters === undefined || filters.size === 1) return policyOf(redirect.parser, this.proxyReads(peer, redirect, countVisits, filters));
+    const byFilter = new Map<string, Contribution[]>([...filters].map((f) => [f, []]));
+    const key = { identity: peer, protocol: redirect.protocol, port: redirect.port, portPrefixLen: redirect.portPrefixLen };
+    for (const c of this.proxyReads(peer, redirect, countVisits, filters)) {
+      const own = c.sharers ? dnsFilterKeys(c, key, this.namedEgress) : [...filters];
+      for (const f of own) byFilter.get(f)?.push(c);
     }
-    return lists.length === 0 ? undefined : { redirect, peer, policy: mergeL7Rules(redirect.parser, lists) };
+    const policies: L7Policy[] = [];
+    for (const held of byFilter.values()) {
+      const p = policyOf(redirect.parser, held);
+      if (p === undefined) return undefined;
+      policies.push(p);
+    }
+    return meetDnsPolicies(policies);
+  }
+
+  /**
+   * The L4Filters of a DNS redirect's port whose rules its proxy holds (attack finding 3160). Cilium 1.19 gives the
+   * port's proxy ID (endpoint, direction, protocol, port, listener) the rules of the first filter with a redirect that
+   * `addNewRedirects` meets (pkg/endpoint/bpf.go: later filters of an ID already seen are skipped), walking
+   * `L4PolicyMap.ForEach` (pkg/policy/l4.go): every named-port filter before the numbered one. So one named filter
+   * holding a DNS rule takes the port; two or more are picked by Go map order (all returned: the row is their meet);
+   * with none, the numbered filter.
+   */
+  private proxyFilters(r: Redirect): ReadonlySet<string> {
+    let named: Set<string> | undefined;
+    for (const f of this.dnsFilters.get(portKeyId(r))?.keys() ?? []) if (f !== '#') (named ??= new Set()).add(f);
+    return named ?? NUMBERED_FILTER;
   }
 
   /**
@@ -307,15 +338,14 @@ export class L7Tables {
    * finding 1965); the default allow of a direction nobody enforces is in that filter too, as a
    * wildcard DNS rule (pkg/policy/l4_filter_test.go `TestDNSWildcardInDefaultAllow`).
    */
-  private *proxyReads(identity: IdentityId, r: Redirect, countVisits = false): Iterable<Contribution> {
+  private *proxyReads(identity: IdentityId, r: Redirect, countVisits = false, filters = r.parser === 'dns' ? this.proxyFilters(r) : undefined): Iterable<Contribution> {
     const idd = idDir(identity, r.direction);
     const dns = r.parser === 'dns';
     for (let len = r.portPrefixLen; len >= (dns ? r.portPrefixLen : 0); len--) {
       if (countVisits) this.stats.mapEntriesVisited++;
       const held = this.raw.at(rawKeyAt(idd, r.protocol, r.port, len)) ?? [];
       // The DNS proxy's filter is the port's own: a range's plain allow keyed at the same prefix is not in it (finding 2030).
-      if (dns) {
-        const filters = this.dnsFilters.get(portKeyId(r)) ?? NO_FILTERS;
+      if (filters) {
         const key = { identity, protocol: r.protocol, port: r.port, portPrefixLen: len };
         for (const c of held) if (inSinglePortFilter(c, key, filters, this.namedEgress)) yield c;
       } else yield* held;
@@ -325,7 +355,22 @@ export class L7Tables {
   }
 }
 
-const NO_FILTERS: ReadonlyMap<string, number> = new Map();
+const NUMBERED_FILTER: ReadonlySet<string> = new Set(['#']);
+
+/**
+ * The policy of contributions held for one peer on one redirect: allow-all when an allow rule without L7 rules is
+ * among them, else the union of the L7 rules of the redirect's parser.
+ */
+function policyOf(parser: L7Parser, held: Iterable<Contribution>): L7Policy | undefined {
+  const lists: L7Rules[] = [];
+  for (const c of held) {
+    // A ClusterNetworkPolicy rule is another tier: it never merges into the NP tier's L7 rules.
+    if (c.entry.deny || !ownL7(c)) continue;
+    if (c.entry.proxyPort === 0) return ALLOW_ALL_L7;
+    if (parserOf(c.entry) === parser && c.l7) lists.push(c.l7);
+  }
+  return lists.length === 0 ? undefined : mergeL7Rules(parser, lists);
+}
 
 /** A (direction, protocol, port prefix) of a key or redirect, whatever its identity. */
 function portKeyId(k: { readonly direction: Direction; readonly protocol: number; readonly port: number; readonly portPrefixLen: number }): string {

@@ -331,6 +331,26 @@ export function mergeL7Rules(parser: L7Parser, lists: readonly L7Rules[]): L7Pol
   return { allowAll: false, rules };
 }
 
+/**
+ * A DNS policy that allows a name only if every one of `policies` does (undefined: none), for a port whose proxy may
+ * hold any one of several filters' rules (attack finding 3160). A list of rules cannot say "and", so it keeps each
+ * `matchName` every policy allows and each `matchPattern` every other policy lists too (or matches all with `*`):
+ * never wider than any of them, narrower than their exact meet only where two different patterns overlap.
+ */
+export function meetDnsPolicies(policies: readonly L7Policy[]): L7Policy | undefined {
+  const lists = policies.flatMap((p) => (p.allowAll || p.rules.parser !== 'dns' ? [] : [p.rules.dns]));
+  if (lists.length === 0) return ALLOW_ALL_L7;
+  const patternIn = (l: readonly DnsRule[], pattern: string): boolean => l.some((r) => r.matchPattern !== undefined && (isDnsWildcard(normalizeName(r.matchPattern)) || normalizeName(r.matchPattern) === normalizeName(pattern)));
+  const kept: DnsRule[] = [];
+  for (const l of lists) {
+    for (const r of l) {
+      if (r.matchName !== undefined && lists.every((o) => o.some((x) => dnsRuleMatches(x, { name: r.matchName as string })))) kept.push({ matchName: r.matchName });
+      if (r.matchPattern !== undefined && lists.every((o) => patternIn(o, r.matchPattern as string))) kept.push({ matchPattern: r.matchPattern });
+    }
+  }
+  return kept.length === 0 ? undefined : mergeL7Rules('dns', [{ parser: 'dns', dns: kept }]);
+}
+
 /** JSON with object keys sorted, so equal rules give equal strings. */
 export function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;

@@ -254,12 +254,41 @@ function proxyVerdict(
   for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
-  const matchedBy = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request)).map((c) => c.origin);
-  const filters = parser === 'dns' ? dnsFilters() : undefined;
-  const plainAllowBy = plainAllows.filter((p) => filters === undefined || (p.onePort && filters.has(filterKey(p.portName)))).map((p) => p.origin);
-  const allowedBy = readable ? uniqueOrigins([...plainAllowBy, ...matchedBy]) : [];
+  const matched = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request));
+  if (parser === 'dns') return dnsProxyVerdict(matched, plainAllows, enforcedBy, readable, proxyFilters(dnsFilters()));
+  const allowedBy = readable ? uniqueOrigins([...plainAllows.map((p) => p.origin), ...matched.map((c) => c.origin)]) : [];
   const allowed = readable && (allowedBy.length > 0 || enforcedBy.length === 0);
   return { parser, allowed, allowedBy };
+}
+
+/**
+ * The DNS proxy holds the rules of one L4Filter of the port (attack finding 3160): pkg/endpoint/bpf.go
+ * `addNewRedirects` gives the port's proxy ID the first filter with a redirect it meets and skips the others, walking
+ * pkg/policy/l4.go `L4PolicyMap.ForEach`, named-port filters first; pkg/proxy/dns.go `setRules` hands that filter's
+ * selectors to dnsproxy `UpdateAllowed`, which replaces the port's rules. One named filter holding a DNS rule: its
+ * rules alone; several: Go map order picks, so a query passes only if every one of them lets it through; none: the
+ * numbered filter.
+ */
+function proxyFilters(dnsFilters: ReadonlySet<string>): ReadonlySet<string> {
+  const named = [...dnsFilters].filter((f) => f !== '#');
+  return new Set(named.length > 0 ? named : ['#']);
+}
+
+/** Within one filter, a plain single-port allow lets every query through (rule.go `mergePortProto`, finding 2761). */
+function dnsProxyVerdict(
+  matched: readonly { readonly origin: RuleOrigin; readonly portName?: string }[],
+  plainAllows: readonly PlainAllow[],
+  enforcedBy: readonly RuleOrigin[],
+  readable: boolean,
+  filters: ReadonlySet<string>,
+): NonNullable<DirectionDecision['l7']> {
+  const byFilter = [...filters].map((f) => [
+    ...plainAllows.filter((p) => p.onePort && filterKey(p.portName) === f).map((p) => p.origin),
+    ...matched.filter((c) => filterKey(c.portName) === f).map((c) => c.origin),
+  ]);
+  const every = byFilter.every((origins) => origins.length > 0);
+  const allowedBy = readable && every ? uniqueOrigins(byFilter.flat()) : [];
+  return { parser: 'dns', allowed: readable && (every || enforcedBy.length === 0), allowedBy };
 }
 
 /** A single-port clause's L4Filter: the numbered one of its port (`#`) or its named port's (engine `dnsFilterKeys`). */
@@ -267,7 +296,7 @@ const filterKey = (portName: string | undefined): string => (portName === undefi
 
 /**
  * The L4Filters of (direction, protocol, port) holding a DNS rule for some peer the rule selects:
- * the filters whose rules the port's DNS proxy reads, so the plain allows that widen it. A property
+ * the filters one of which the port's DNS proxy holds (`proxyFilters`), so the plain allows that widen it. A property
  * of the port across every peer, not of the flow's peer: a plain allow in such a filter widens the
  * redirect (rule.go `mergePortProto`; a nil selector is `matchPattern: "*"`, dnsproxy
  * `GetSelectorRegexMap`), one in another filter of the same port does not, as a named port's

@@ -6,13 +6,15 @@ import type { EngineEvent } from '../../src/engine/events.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 
 /*
- * Attack findings 2761/2870: which plain allows widen a DNS redirect is a property of the port's
- * L4Filters across every peer (pkg/policy/l4.go: a named port's filter apart from the numbered one),
- * so a rule for another peer can change a peer's row without touching its map key.
+ * Attack findings 2761/2870/3160: which plain allows widen a DNS redirect is a property of the port's
+ * L4Filters across every peer (pkg/policy/l4.go: a named port's filter apart from the numbered one; a named
+ * filter holding a DNS rule takes the port's proxy), so a rule for another peer can change a peer's row
+ * without touching its map key.
  */
 const client: Pod = { namespace: 'x', name: 'a', labels: { app: 'a' }, ip: parseIp('10.244.0.5'), serviceAccount: 'default', ports: [] };
 const kubeDns: Pod = { namespace: 'kube-system', name: 'kube-dns', labels: { 'k8s-app': 'kube-dns' }, ip: parseIp('10.96.0.10'), serviceAccount: 'default', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] };
-const pods: EngineEvent[] = [client, kubeDns].map((pod) => ({ type: 'upsertPod', pod, local: true }));
+const alt: Pod = { namespace: 'kube-system', name: 'alt', labels: { 'k8s-app': 'alt' }, ip: parseIp('10.96.0.11'), serviceAccount: 'default', ports: [{ name: 'dns2', port: 53, protocol: 'UDP' }] };
+const pods: EngineEvent[] = [client, kubeDns, alt].map((pod) => ({ type: 'upsertPod', pod, local: true }));
 const TO_DNS = '{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s:k8s-app: kube-dns}}';
 
 function cnp(name: string, egress: string): EngineEvent {
@@ -22,6 +24,7 @@ function cnp(name: string, egress: string): EngineEvent {
 const namedDns = cnp('named-dns', `  - toEndpoints: [${TO_DNS}]\n    toPorts: [{ports: [{port: dns, protocol: UDP}], rules: {dns: [{matchName: good.example}]}}]`);
 const numberedPlain = cnp('plain', `  - toEndpoints: [${TO_DNS}]\n    toPorts: [{ports: [{port: "53", protocol: UDP}]}]`);
 const numberedDnsOtherPeer = cnp('world-dns', `  - toCIDR: [8.8.8.8/32]\n    toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchName: x.example}]}}]`);
+const namedDnsOtherPeer = cnp('alt-dns', `  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s:k8s-app: alt}}]\n    toPorts: [{ports: [{port: dns2, protocol: UDP}], rules: {dns: [{matchName: x.example}]}}]`);
 
 function verdict(e: Engine, name: string): boolean | undefined {
   const dns = e.identityOfPod('kube-system/kube-dns')!;
@@ -42,17 +45,20 @@ describe('DNS filters of a port (findings 2761, 2870)', () => {
     expect([verdict(e, 'good.example'), verdict(e, 'other.example')]).toEqual([true, false]);
   });
 
-  it('a DNS rule for another peer on the numbered filter redoes the rows of every peer, added and removed', () => {
+  it('a DNS rule for another peer on a named filter redoes the rows of every peer, added and removed', () => {
     const e = new Engine();
-    e.apply([...pods, namedDns, numberedPlain]);
+    // The numbered filter holds 8.8.8.8's DNS rule, so kube-dns's plain numbered allow makes its row allow-all.
+    e.apply([...pods, numberedDnsOtherPeer, numberedPlain]);
     const before = kubeDnsRows(e);
-    e.apply([numberedDnsOtherPeer]);
+    expect(before).toHaveLength(1);
+    e.apply([namedDnsOtherPeer]);
     const fresh = new Engine();
-    fresh.apply([...pods, namedDns, numberedPlain, numberedDnsOtherPeer]);
-    // distill reads both DNS filters of the port (finding 2763, the union): the numbered filter's plain allow now counts.
+    fresh.apply([...pods, numberedDnsOtherPeer, numberedPlain, namedDnsOtherPeer]);
+    // A named filter holding a DNS rule (alt's, on dns2 = 53) takes the port's proxy (finding 3160): kube-dns's
+    // numbered allow is no longer in its rules, though nothing changed at kube-dns's map key.
     expect(kubeDnsRows(e)).toEqual(kubeDnsRows(fresh));
-    expect(kubeDnsRows(e)).not.toEqual(before);
-    e.apply([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'x', name: 'world-dns' } }]);
+    expect(kubeDnsRows(e)).toEqual([]);
+    e.apply([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'x', name: 'alt-dns' } }]);
     expect(kubeDnsRows(e)).toEqual(before);
   });
 });

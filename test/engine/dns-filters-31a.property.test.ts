@@ -8,9 +8,9 @@ import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
 import { fcRuns } from '../fc-knobs.js';
 
 /*
- * Attack findings 2761, 2980, 2981: which plain allows widen a DNS redirect is a property of the L4Filters of the port
- * (a numbered one, one per port name), and a named clause is its name's filter only where the name is the peer's
- * port. Three kube-system pods with port names among dns, dns2, dns3 (on 53 or 54, UDP or TCP); rules mixing named and
+ * Attack findings 2761, 2980, 2981, 3160: which plain allows widen a DNS redirect is a property of the L4Filters of the
+ * port (a numbered one, one per port name), a named clause is its name's filter only where the name is the peer's
+ * port, and the proxy holds one filter's rules (a named one before the numbered one; several named: their meet). Three kube-system pods with port names among dns, dns2, dns3 (on 53 or 54, UDP or TCP); rules mixing named and
  * numbered ports, DNS rules and plain allows, UDP and ANY, one or two ports per toPorts entry; a second step moves
  * one pod's ports and drops a rule. The engine decides every DNS query as the oracle.
  */
@@ -21,12 +21,16 @@ const NAMES = ['dns', 'dns2', 'dns3'] as const;
 const SERVERS = ['s0', 's1', 's2'] as const;
 
 const portArb = fc.record({ name: fc.constantFrom(...NAMES), port: fc.constantFrom(53, 53, 53, 54), protocol: fc.constantFrom('UDP', 'UDP', 'UDP', 'TCP') });
-/** A pod's ports: distinct names and distinct (port, protocol) pairs, as Kubernetes validates a pod. */
-const podPortsArb = fc.uniqueArray(portArb, { maxLength: 2, selector: (p) => p.name }).filter((ps) => new Set(ps.map((p) => `${p.port}/${p.protocol}`)).size === ps.length);
+/**
+ * A pod's ports: distinct names, as Kubernetes validates a pod; two names may share a (port, protocol) (Kubernetes only
+ * warns of a duplicate port), so that one peer can be in two named filters of one port (finding 3160).
+ */
+const podPortsArb = fc.uniqueArray(portArb, { maxLength: 2, selector: (p) => p.name });
 const ruleArb = fc.record({
   peer: fc.constantFrom<string | null>(null, ...SERVERS),
   ports: fc.uniqueArray(fc.record({ port: fc.constantFrom<string>(...NAMES, '53'), protocol: fc.constantFrom('UDP', 'UDP', 'ANY') }), { minLength: 1, maxLength: 3, selector: (p) => `${p.port}/${p.protocol}` }),
-  dns: fc.boolean(),
+  /** No DNS rule (a plain allow), or the names its DNS rule allows: several filters of one port may hold different ones. */
+  dns: fc.constantFrom<readonly string[] | null>(null, ['good.example'], ['good.example'], ['good.example', 'other.example'], ['other.example']),
 });
 const scenarioArb = fc.record({
   ports: fc.tuple(podPortsArb, podPortsArb, podPortsArb),
@@ -43,7 +47,8 @@ const podLine = (i: number, ps: Gen['movedPorts']): string => `{name: kube-syste
 function ruleLines(r: Gen['rules'][number]): string[] {
   const peer = `{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system${r.peer ? `, k8s:app: ${r.peer}` : ''}}}`;
   const ports = r.ports.map((p) => `{port: "${p.port}", protocol: ${p.protocol}}`).join(', ');
-  return [`  - toEndpoints: [${peer}]`, `    toPorts: [{ports: [${ports}]${r.dns ? ', rules: {dns: [{matchName: good.example}]}' : ''}}]`];
+  const dns = r.dns ? `, rules: {dns: [${r.dns.map((n) => `{matchName: ${n}}`).join(', ')}]}` : '';
+  return [`  - toEndpoints: [${peer}]`, `    toPorts: [{ports: [${ports}]${dns}}]`];
 }
 
 /** The policy's lines, the first to follow a list dash, the rest indented by `indent`. */
@@ -75,7 +80,7 @@ function scenarioText(g: Gen): string {
 
 const verdicts = (r: ReturnType<typeof runScenario>): string[] => r.steps.flatMap((s) => s.results.map((x) => `step ${s.step} ${x.to} ${x.port} ${x.decision.egress?.l7 ? 'proxied' : ''} ${x.allowed}`));
 
-describe('DNS filters: the engine decides every DNS query as the oracle (findings 2761, 2980, 2981)', () => {
+describe('DNS filters: the engine decides every DNS query as the oracle (findings 2761, 2980, 2981, 3160)', () => {
   it('over random three-server scenarios with several port names', () => {
     let proxied = 0;
     fc.assert(

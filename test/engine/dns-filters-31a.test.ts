@@ -4,6 +4,7 @@ import type { Pod } from '../../src/model/cluster.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
+import { dnsVerdict, namedRows } from './dns-filter-probes.js';
 
 /*
  * Attack finding 2981: a named clause is its name's L4Filter only at a peer whose port the name is (distill resolves an
@@ -41,18 +42,9 @@ const twoNames = cnp('two-names', [
   `{toEndpoints: ${toKs()}, toPorts: [{ports: [{port: dns3, protocol: UDP}]}]}`,
 ]);
 
-function verdict(e: Engine, server: string, name: string): boolean | undefined {
-  const id = e.identityOfPod(server)!;
-  const port = e.lookup('x/a', id, 'egress', 17, 53)?.entry.proxyPort;
-  if (port === undefined) return undefined;
-  return port === 0 || (e.l7Verdict('x/a', port, id, { dns: { name } }, 53)?.allowed ?? false);
-}
+const verdict = dnsVerdict;
 
-/** x/a's L7 rows by the server's name (identity numbers depend on the order pods came in). */
-function rows(e: Engine): unknown[] {
-  const names = new Map(['z', 'alt', 'kube-dns', 'w'].map((n) => [e.identityOfPod(`kube-system/${n}`), n]));
-  return e.l7Table('x/a').map((r) => [names.get(r.peer) ?? r.peer, r.policy]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
-}
+const rows = (e: Engine): unknown[] => namedRows(e, ['z', 'alt', 'kube-dns', 'w']);
 
 const freshRows = (events: EngineEvent[]): unknown[] => {
   const f = new Engine();
@@ -64,13 +56,15 @@ describe('2981. a named clause is its name\'s filter only where the name is the 
   it('plain dns2+dns3 allow: alt (53 = dns2) keeps its numbered DNS redirect, z (53 = dns3) is widened', () => {
     const e = new Engine();
     e.apply([client, z(), alt(), plainDns2Dns3, zDns3, altNumbered]);
-    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/z', 'other.example')]).toEqual([true, false, true]);
+    // dns3/UDP (z's DNS rule) takes the 53/UDP proxy (finding 3160): alt's numbered DNS rule is not in its rules.
+    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/z', 'other.example')]).toEqual([false, false, true]);
   });
 
   it('one DNS rule on dns and dns3 counts dns3/UDP nowhere no pod has dns3', () => {
     const e = new Engine();
     e.apply([client, kubeDns, alt(udp53('dns3')), twoNames, altNumbered]);
-    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/kube-dns', 'other.example')]).toEqual([true, false, false]);
+    // dns/UDP (kube-dns's DNS rule) takes the 53/UDP proxy (finding 3160): alt's numbered DNS rule is not in its rules.
+    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/kube-dns', 'other.example')]).toEqual([false, false, false]);
   });
 
   it('peers changing their named ports (own and cluster-wide) give a fresh engine\'s rows', () => {

@@ -3,6 +3,7 @@ import { checkAnchorName, checkFlowPlain, checkGoEscapes, checkSeparators, check
 import { ManifestError } from './errors.js';
 import { checkInputDepth, checkYamlDepth } from './depth.js';
 import { aliasTargets, checkAliasing, isMergeKey, type AliasTargets } from './go-yaml-aliases.js';
+import { convertDocument } from './yaml-convert.js';
 
 /** go-yaml v2's words for floats (resolve.go `resolveMapList`); the core schema reads them the same. */
 const GO_FLOAT_WORDS = new Map<string, number>([
@@ -121,8 +122,8 @@ function toValue(doc: Document.Parsed, source: string, manifest: boolean): unkno
   checkAliasing(doc, targets, source);
   let value: unknown;
   try {
-    // toJS resolves aliases and can still fail (e.g. an alias to a missing anchor).
-    value = doc.toJS({ maxAliasCount: 1000 });
+    // Resolving aliases can still fail (an alias to a missing anchor, the yaml package's alias budget).
+    value = convertDocument(doc, targets);
   } catch (e) {
     throw new ManifestError(source, '', `invalid YAML: ${(e as Error).message}`);
   }

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../src/engine/events.js';
+import { parseIp } from '../src/model/cidr.js';
+import { mirrorAgent } from './k8s/mirror-agent.js';
+import { ev } from './k8s/replay-objects.js';
+
+type Obj = Record<string, unknown>;
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+const at = (name: string, ns: string, rv: number, app: string, ip: string, deleteAt?: number): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: ns, resourceVersion: String(rv), labels: { app }, ...(deleteAt === undefined ? {} : { deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 }) },
+  spec: { nodeName: name === 'server' ? 'n1' : 'n2', containers: [{ name: 'c', image: 'i' }] },
+  status: { phase: 'Running', podIP: ip },
+});
+const namespace = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
+/** Ingress to x/server: app=evil denied, 10.0.0.0/8 (world addresses in it too) allowed. */
+const denyEvilAllowCidr: Obj = {
+  apiVersion: 'cilium.io/v2',
+  kind: 'CiliumClusterwideNetworkPolicy',
+  metadata: { name: 'p', resourceVersion: '3' },
+  spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'evil' } }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] },
+};
+
+/**
+ * x/server (n1); remote x/evil at 10.0.0.9 past its deadline (held at 255); then `claimant` (app=evil, denied) takes
+ * 10.0.0.9, so evil gives it up. A batch of two unrelated pods is refused once (retried in halves: at most one object,
+ * then two, per flush), and `leave` (the claimant's delete, move or namespace delete) comes meanwhile. Returns the
+ * identity at 10.0.0.9 after each batch committed from then on.
+ */
+function claimantLeavesWhileHalving(claimant: Obj, leave: string[]) {
+  let t = T0;
+  const a = mirrorAgent('n1', { now: () => t, elapsed: () => t });
+  a.step('w', ev('ADDED', namespace('x', 1)), ev('ADDED', namespace('y', 2)), ev('ADDED', at('server', 'x', 2, 'server', '10.0.0.1')), ev('ADDED', at('evil', 'x', 4, 'evil', '10.0.0.9', T0 + 30_000)), ev('ADDED', denyEvilAllowCidr));
+  t += 31_000;
+  const idAt = (): number | undefined => a.engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')?.identity;
+  const b = a.mirror.flush();
+  a.engine.apply(b.events as EngineEvent[]);
+  b.commit();
+  expect(idAt()).toBe(255);
+  a.step('w', ev('ADDED', claimant));
+  const claimed = idAt();
+  expect(claimed !== undefined && claimed !== 255).toBe(true);
+  for (const object of [at('a1', 'x', 20, 'a', '10.0.0.21'), at('a2', 'x', 21, 'a', '10.0.0.22')]) a.mirror.observe({ type: 'ADDED', object }, 'w');
+  const refused = a.mirror.flush();
+  expect(refused.events.length).toBe(2);
+  refused.rollback();
+  for (const line of leave) a.mirror.observe(JSON.parse(line) as never, 'w');
+  // What the datapath reads for 10.0.0.9 (the longest prefix holding it) to x/server on 80/TCP.
+  const verdict = (): string => (a.engine.lookup('x/server', a.engine.identityOfIp(parseIp('10.0.0.9')), 'ingress', 6, 80)?.entry.deny === false ? 'allow' : 'deny');
+  expect(verdict()).toBe('deny');
+  const seen: { id: number | undefined; verdict: string }[] = [];
+  for (let i = 0; i < 30 && !a.mirror.idle; i++) {
+    const b = a.mirror.flush();
+    a.engine.apply(b.events as EngineEvent[]);
+    b.commit();
+    seen.push({ id: idAt(), verdict: verdict() });
+  }
+  expect(a.mirror.idle).toBe(true);
+  return seen;
+}
+
+describe('3200. a claimant leaving an expired pod\'s address commits apart from the expired pod\'s take-back', () => {
+  // Before (0c025669): a batch of a2 and the claimant's delete commits while evil waits for the next flush (the
+  // halving's limit): 10.0.0.9 has no entry, world, admitted by the 10.0.0.0/8 allow, though both the cluster before
+  // (the claimant, app=evil) and after (evil, held at 255) deny it.
+  it('the claimant deleted', () => {
+    const seen = claimantLeavesWhileHalving(at('other', 'y', 10, 'evil', '10.0.0.9'), [ev('DELETED', at('other', 'y', 30, 'evil', '10.0.0.9'))]);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.filter((s) => s.id === undefined || s.verdict !== 'deny')).toEqual([]);
+    expect(seen.at(-1)?.id).toBe(255);
+  });
+  it('the claimant moved to another address', () => {
+    const seen = claimantLeavesWhileHalving(at('other', 'y', 10, 'evil', '10.0.0.9'), [ev('MODIFIED', at('other', 'y', 30, 'evil', '10.0.0.30'))]);
+    expect(seen.filter((s) => s.id === undefined || s.verdict !== 'deny')).toEqual([]);
+    expect(seen.at(-1)?.id).toBe(255);
+  });
+  it('the claimant\'s namespace deleted', () => {
+    const seen = claimantLeavesWhileHalving(at('other', 'y', 10, 'evil', '10.0.0.9'), [ev('DELETED', namespace('y', 30))]);
+    expect(seen.filter((s) => s.id === undefined || s.verdict !== 'deny')).toEqual([]);
+    expect(seen.at(-1)?.id).toBe(255);
+  });
+});

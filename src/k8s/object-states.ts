@@ -88,10 +88,15 @@ export class ObjectStates {
 
   /** Re-reads the expired pods other than `key` at the addresses `ips` (texts): a claim on them changed. */
   rereadExpiredAt(ips: Iterable<string>, key?: string): void {
-    if (this.expiredAt.size === 0) return;
-    const others = new Set<string>();
-    for (const ip of ips) for (const k of this.expiredAt.get(ip) ?? []) if (k !== key) others.add(k);
-    for (const k of others) this.reread(k);
+    for (const k of this.expiredAmong(ips)) if (k !== key) this.reread(k);
+  }
+
+  /** The expired pods (`expiredPod`) at the addresses `ips` (texts). */
+  expiredAmong(ips: Iterable<string>): Set<string> {
+    const keys = new Set<string>();
+    if (this.expiredAt.size === 0) return keys;
+    for (const ip of ips) for (const k of this.expiredAt.get(ip) ?? []) keys.add(k);
+    return keys;
   }
 
   /** Keys of the pods and policies wanted in namespace `ns`. */

@@ -81,3 +81,21 @@ describe('3200. a claimant leaving an expired pod\'s address commits apart from 
     expect(seen.at(-1)?.id).toBe(255);
   });
 });
+
+describe('3201. the streams carrying each kind and namespace (3045\'s `carriers`) are kept for namespaces long gone', () => {
+  it('2,000 namespaces created and deleted, each with a pod: what is kept of them stays bounded', () => {
+    const a = mirrorAgent('n1');
+    for (let i = 0; i < 2000; i++) {
+      const ns = `ci-${i}`;
+      const p = at('job', ns, 10 * i + 3, 'job', `10.2.${i >> 8}.${i & 255}`);
+      a.mirror.observe({ type: 'ADDED', object: namespace(ns, 10 * i + 2) }, 'w');
+      a.mirror.observe({ type: 'ADDED', object: p }, 'w');
+      a.mirror.observe({ type: 'DELETED', object: { ...p, metadata: { ...(p.metadata as Obj), resourceVersion: String(10 * i + 4) } } }, 'w');
+      a.mirror.observe({ type: 'DELETED', object: namespace(ns, 10 * i + 5) }, 'w');
+    }
+    // Before: one entry per kind and namespace ever seen (2,001 here), never removed: memory grows with namespace churn
+    // (a CI cluster creates a namespace per job) however small `maxTombstones` is.
+    const versions = (a.mirror as unknown as { versions: { carriers: ReadonlyMap<string, unknown> } }).versions;
+    expect(versions.carriers.size).toBeLessThanOrEqual(2);
+  });
+});

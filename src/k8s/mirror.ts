@@ -145,6 +145,7 @@ export class ClusterMirror {
       this.debug,
       (key) => this.batches.reread(key),
       (key, state) => this.versions.pastOn(key, state.rv, state.source),
+      (ns) => this.versions.namespaceGone(ns),
     );
     this.batches = new EngineBatches(this.states, this.debug, this.warn);
     this.lists = new ListPages({

@@ -51,6 +51,8 @@ export class ObjectStates {
     private readonly debug: LogFn,
     private readonly reread: (key: string) => void = changed,
     private readonly pastOn: (key: string, state: ObjectState) => readonly string[] = () => [],
+    /** Told of a deleted namespace none of whose objects is wanted any more (`namespaceGone`). */
+    private readonly emptied: (ns: string) => void = () => {},
   ) {}
 
   get(key: string): ObjectState | undefined {
@@ -239,6 +241,7 @@ export class ObjectStates {
       this.set(key, state.rv, undefined);
       this.bury(key);
     }
+    if (!this.inNamespace.has(ns)) this.emptied(ns);
   }
 
   /**

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../src/engine/events.js';
 import { parseIp } from '../src/model/cidr.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
-import { ev } from './k8s/replay-objects.js';
+import { recordedInformer } from './k8s/recorded-informer.js';
+import { allowGood, ev, pod } from './k8s/replay-objects.js';
 
 type Obj = Record<string, unknown>;
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -97,5 +98,34 @@ describe('3201. the streams carrying each kind and namespace (3045\'s `carriers`
     // (a CI cluster creates a namespace per job) however small `maxTombstones` is.
     const versions = (a.mirror as unknown as { versions: { carriers: ReadonlyMap<string, unknown> } }).versions;
     expect(versions.carriers.size).toBeLessThanOrEqual(2);
+  });
+});
+
+describe('3202. a delete of an object with no state leaves a tombstone below its stream\'s forgotten bound', () => {
+  it('informer: g\'s replayed MODIFIED at 4 dropped (bound 7) but cached; the relist deletes g at 4; g\'s MODIFIED at 6 replayed', async () => {
+    const a = mirrorAgent('n1', { maxTombstones: 1 });
+    a.step('policies', ev('ADDED', allowGood));
+    const inf = await recordedInformer(a.mirror, [[pod('server', 1, 'n1', 'server', '10.0.0.1')], [pod('server', 1, 'n1', 'server', '10.0.0.1'), pod('evil', 8, 'n2', 'bad', '10.0.0.9')]], [3, 20]);
+    await inf.send('ADDED', pod('g', 4, 'n2', 'good', '10.0.0.9'));
+    await inf.send('MODIFIED', { ...pod('g', 6, 'n2', 'good', '10.0.0.9'), spec: { nodeName: 'n2', containers: [{ name: 'c', image: 'j' }] } });
+    await inf.send('DELETED', pod('g', 7, 'n2', 'good', '10.0.0.9'));
+    await inf.send('ADDED', pod('evil', 8, 'n2', 'bad', '10.0.0.9'));
+    // One more delete: with the bound at 1, g's tombstone is forgotten (the stream's bound is 7).
+    await inf.send('ADDED', pod('tmp', 9, 'n2', 'bad'));
+    await inf.send('DELETED', pod('tmp', 10, 'n2', 'bad'));
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    // The server replays g's ADDED at 4: the mirror drops it (3040), client-node's cache takes it.
+    await inf.send('ADDED', pod('g', 4, 'n2', 'good', '10.0.0.9'));
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    // A 410: the relist (server, evil) deletes the g the informer holds, at 4.
+    await inf.expire();
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    // The server replays g's MODIFIED at 6. Before: newer than g's new tombstone (4), taken: g back at evil's address.
+    await inf.send('MODIFIED', { ...pod('g', 6, 'n2', 'good', '10.0.0.9'), spec: { nodeName: 'n2', containers: [{ name: 'c', image: 'j' }] } });
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('none');
   });
 });

@@ -129,3 +129,33 @@ describe('3202. a delete of an object with no state leaves a tombstone below its
     expect(a.verdict('10.0.0.9')).toBe('none');
   });
 });
+
+describe('3203. a replayed DELETED of an older incarnation empties the informer\'s cache of the live object', () => {
+  const allowBad = (rv: number): Obj => ({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'allow-bad', namespace: 'x', resourceVersion: String(rv) },
+    spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'bad' } }] }] },
+  });
+  it('the live incarnation\'s genuine DELETED then gives no callback: the deleted allow stays in force', async () => {
+    const a = mirrorAgent('n1');
+    a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('bad', 2, 'n2', 'bad', '10.0.0.9')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+    // An informer (client-node ListWatch) of CiliumNetworkPolicies: allow-bad created, deleted, created again.
+    const inf = await recordedInformer(a.mirror, [[]], [3]);
+    await inf.send('ADDED', allowBad(4));
+    await inf.send('DELETED', allowBad(5));
+    await inf.send('ADDED', allowBad(8));
+    a.step('pods');
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+    // The server replays the first incarnation's DELETED: stale for the mirror; client-node's cache drops allow-bad.
+    await inf.send('DELETED', allowBad(5));
+    a.step('pods');
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+    // allow-bad deleted for good: client-node does not hold it, so it calls nothing (dist/cache.js `deleteObject`).
+    await inf.send('DELETED', allowBad(12));
+    // Any later input: the cluster before and after it has no allow-bad, so bad → x/server is denied.
+    a.step('pods', ev('MODIFIED', pod('server', 13, 'n1', 'server', '10.0.0.1')));
+    expect(a.verdict('10.0.0.9')).toBe('none');
+  });
+});

@@ -137,7 +137,8 @@ describe('3203. a replayed DELETED of an older incarnation empties the informer\
     metadata: { name: 'allow-bad', namespace: 'x', resourceVersion: String(rv) },
     spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'bad' } }] }] },
   });
-  it('the live incarnation\'s genuine DELETED then gives no callback: the deleted allow stays in force', async () => {
+  // Not fixed (pinned with `it.fails`: it passes while the hole is open; see docs/attack-findings-31w.md).
+  it.fails('the live incarnation\'s genuine DELETED then gives no callback: the deleted allow stays in force', async () => {
     const a = mirrorAgent('n1');
     a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('bad', 2, 'n2', 'bad', '10.0.0.9')));
     expect(a.verdict('10.0.0.9')).toBe('none');

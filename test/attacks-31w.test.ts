@@ -3,25 +3,9 @@ import type { EngineEvent } from '../src/engine/events.js';
 import { parseIp } from '../src/model/cidr.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
 import { recordedInformer } from './k8s/recorded-informer.js';
-import { allowGood, ev, pod } from './k8s/replay-objects.js';
+import { allowGood, at, denyEvilAllowCidr, ev, forgetLastTombstone, namespace, pod, T0 } from './k8s/replay-objects.js';
 
 type Obj = Record<string, unknown>;
-const T0 = Date.parse('2026-01-01T00:00:00Z');
-const at = (name: string, ns: string, rv: number, app: string, ip: string, deleteAt?: number): Obj => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name, namespace: ns, resourceVersion: String(rv), labels: { app }, ...(deleteAt === undefined ? {} : { deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 }) },
-  spec: { nodeName: name === 'server' ? 'n1' : 'n2', containers: [{ name: 'c', image: 'i' }] },
-  status: { phase: 'Running', podIP: ip },
-});
-const namespace = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
-/** Ingress to x/server: app=evil denied, 10.0.0.0/8 (world addresses in it too) allowed. */
-const denyEvilAllowCidr: Obj = {
-  apiVersion: 'cilium.io/v2',
-  kind: 'CiliumClusterwideNetworkPolicy',
-  metadata: { name: 'p', resourceVersion: '3' },
-  spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'evil' } }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] },
-};
 
 /**
  * x/server (n1); remote x/evil at 10.0.0.9 past its deadline (held at 255); then `claimant` (app=evil, denied) takes
@@ -111,8 +95,7 @@ describe('3202. a delete of an object with no state leaves a tombstone below its
     await inf.send('DELETED', pod('g', 7, 'n2', 'good', '10.0.0.9'));
     await inf.send('ADDED', pod('evil', 8, 'n2', 'bad', '10.0.0.9'));
     // One more delete: with the bound at 1, g's tombstone is forgotten (the stream's bound is 7).
-    await inf.send('ADDED', pod('tmp', 9, 'n2', 'bad'));
-    await inf.send('DELETED', pod('tmp', 10, 'n2', 'bad'));
+    await forgetLastTombstone(inf.send, 9);
     a.step('policies');
     expect(a.verdict('10.0.0.9')).toBe('none');
     // The server replays g's ADDED at 4: the mirror drops it (3040), client-node's cache takes it.

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../src/engine/events.js';
 import { mirrorAgent } from './k8s/mirror-agent.js';
 import { recordedInformer } from './k8s/recorded-informer.js';
-import { allowGood, ev, pod } from './k8s/replay-objects.js';
+import { allowGood, at, denyEvilAllowCidr, ev, forgetLastTombstone, namespace, pod, T0 } from './k8s/replay-objects.js';
 
 type Obj = Record<string, unknown>;
 const server = (rv = 1): Obj => pod('server', rv, 'n1', 'server', '10.0.0.1');
@@ -21,8 +21,7 @@ async function informed(relist: Obj[] = []) {
   await inf.send('DELETED', pod('old', 5, 'n2', 'good', '10.0.0.9'));
   await inf.send('ADDED', pod('evil', 6, 'n2', 'bad', '10.0.0.9'));
   // One more delete: with the bound at 1 its tombstone evicts old's.
-  await inf.send('ADDED', pod('tmp', 7, 'n2', 'bad'));
-  await inf.send('DELETED', pod('tmp', 8, 'n2', 'bad'));
+  await forgetLastTombstone(inf.send, 7);
   a.step('policies');
   expect(a.verdict('10.0.0.9')).toBe('none');
   return { a, inf };
@@ -60,22 +59,6 @@ describe('3041. (guards of 3040) what an informer must still take', () => {
     expect(a.verdict('10.0.0.7')).toBe('allow');
   });
 });
-
-const T0 = Date.parse('2026-01-01T00:00:00Z');
-const at = (name: string, ns: string, rv: number, app: string, ip: string, deleteAt?: number): Obj => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name, namespace: ns, resourceVersion: String(rv), labels: { app }, ...(deleteAt === undefined ? {} : { deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 }) },
-  spec: { nodeName: name === 'server' ? 'n1' : 'n2', containers: [{ name: 'c', image: 'i' }] },
-  status: { phase: 'Running', podIP: ip },
-});
-const namespace = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
-const denyEvilAllowCidr: Obj = {
-  apiVersion: 'cilium.io/v2',
-  kind: 'CiliumClusterwideNetworkPolicy',
-  metadata: { name: 'p', resourceVersion: '3' },
-  spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'evil' } }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] },
-};
 
 /**
  * x/server (n1), remote x/evil at 10.0.0.9 past its deadline (held at 255), then y/other claiming 10.0.0.9 with its

@@ -51,6 +51,8 @@ export class ObjectStates {
     private readonly debug: LogFn,
     private readonly reread: (key: string) => void = changed,
     private readonly pastOn: (key: string, state: ObjectState) => readonly string[] = () => [],
+    /** Told of a deleted namespace none of whose objects is wanted any more (`namespaceGone`). */
+    private readonly emptied: (ns: string) => void = () => {},
   ) {}
 
   get(key: string): ObjectState | undefined {
@@ -88,10 +90,15 @@ export class ObjectStates {
 
   /** Re-reads the expired pods other than `key` at the addresses `ips` (texts): a claim on them changed. */
   rereadExpiredAt(ips: Iterable<string>, key?: string): void {
-    if (this.expiredAt.size === 0) return;
-    const others = new Set<string>();
-    for (const ip of ips) for (const k of this.expiredAt.get(ip) ?? []) if (k !== key) others.add(k);
-    for (const k of others) this.reread(k);
+    for (const k of this.expiredAmong(ips)) if (k !== key) this.reread(k);
+  }
+
+  /** The expired pods (`expiredPod`) at the addresses `ips` (texts). */
+  expiredAmong(ips: Iterable<string>): Set<string> {
+    const keys = new Set<string>();
+    if (this.expiredAt.size === 0) return keys;
+    for (const ip of ips) for (const k of this.expiredAt.get(ip) ?? []) keys.add(k);
+    return keys;
   }
 
   /** Keys of the pods and policies wanted in namespace `ns`. */
@@ -234,6 +241,7 @@ export class ObjectStates {
       this.set(key, state.rv, undefined);
       this.bury(key);
     }
+    if (!this.inNamespace.has(ns)) this.emptied(ns);
   }
 
   /**

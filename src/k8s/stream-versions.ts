@@ -20,8 +20,11 @@ export class StreamVersions {
   private readonly newest = new Map<string, string>();
   /** Stream → kind → the newest version of an object of that kind it gave (`noteObject`). */
   private readonly newestOfKind = new Map<string, Map<string, string>>();
-  /** `kind/namespace` → the streams that gave an object of it (`noteObject`): what `pastOn` looks at. */
-  private readonly carriers = new Map<string, Set<string>>();
+  /**
+   * Namespace ('' for cluster-scoped kinds) → kind → the streams that gave an object of it (`noteObject`): what `pastOn`
+   * looks at. A namespace's entry goes with it (`namespaceGone`, finding 3201).
+   */
+  private readonly carriers = new Map<string, Map<string, Set<string>>>();
   private readonly inOrder = new Map<string, Set<string>>();
   private readonly views = new Map<string, Set<string>>();
 
@@ -34,15 +37,23 @@ export class StreamVersions {
 
   /** `source` gave an object `key` (`Kind/namespace/name`) at `rv` (an event or a List's item). */
   noteObject(source: string, key: string, rv: string | undefined): void {
-    const kind = key.slice(0, key.indexOf('/'));
-    const scope = key.slice(0, key.lastIndexOf('/'));
-    const streams = this.carriers.get(scope) ?? new Set<string>();
-    this.carriers.set(scope, streams.add(source));
+    const { kind, ns } = scopeOf(key);
+    const kinds = this.carriers.get(ns) ?? new Map<string, Set<string>>();
+    this.carriers.set(ns, kinds);
+    kinds.set(kind, (kinds.get(kind) ?? new Set<string>()).add(source));
     if (!isDecimalVersion(rv)) return;
-    const kinds = this.newestOfKind.get(source) ?? new Map<string, string>();
-    this.newestOfKind.set(source, kinds);
-    const before = kinds.get(kind);
-    if (before === undefined || compareDecimal(rv, before) > 0) kinds.set(kind, rv);
+    const newest = this.newestOfKind.get(source) ?? new Map<string, string>();
+    this.newestOfKind.set(source, newest);
+    const before = newest.get(kind);
+    if (before === undefined || compareDecimal(rv, before) > 0) newest.set(kind, rv);
+  }
+
+  /**
+   * Namespace `ns` was deleted with everything in it (its objects buried first): the streams that carried it are
+   * forgotten; a stream past the deletion gives its objects again, and is noted again, before any of them is buried.
+   */
+  namespaceGone(ns: string): void {
+    this.carriers.delete(ns);
   }
 
   /**
@@ -50,9 +61,9 @@ export class StreamVersions {
    * or newer: a later event of theirs older than `rv` comes after one newer than it (finding 3045).
    */
   pastOn(key: string, rv: string | undefined, source: string | undefined): string[] {
-    const streams = this.carriers.get(key.slice(0, key.lastIndexOf('/')));
+    const { kind, ns } = scopeOf(key);
+    const streams = this.carriers.get(ns)?.get(kind);
     if (streams === undefined || streams.size < 2 || !isDecimalVersion(rv)) return [];
-    const kind = key.slice(0, key.indexOf('/'));
     return [...streams].filter((s) => {
       const newest = this.newestOfKind.get(s)?.get(kind);
       return s !== source && newest !== undefined && compareDecimal(newest, rv) >= 0;
@@ -95,6 +106,12 @@ export class StreamVersions {
   known(source: string, kind: string): boolean {
     return this.inOrder.get(source)?.has(kind) === true || this.views.get(source)?.has(kind) === true;
   }
+}
+
+/** The kind and namespace of an object key (`Kind/namespace/name`). */
+function scopeOf(key: string): { kind: string; ns: string } {
+  const first = key.indexOf('/');
+  return { kind: key.slice(0, first), ns: key.slice(first + 1, key.lastIndexOf('/')) };
 }
 
 function add(sets: Map<string, Set<string>>, source: string, kind: string): void {

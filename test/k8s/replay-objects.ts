@@ -40,3 +40,28 @@ export function podChange(log: { type: string; object: Obj; rv: number }[], live
   else live.set(op.i, object);
   return true;
 }
+
+/** 2026-01-01T00:00:00Z: the expired-pod findings' clock start (3042, 3200). */
+export const T0 = Date.parse('2026-01-01T00:00:00Z');
+/** A Running pod of namespace `ns` at `ip` (x/server on n1, the others on n2), marked for deletion at `deleteAt`. */
+export const at = (name: string, ns: string, rv: number, app: string, ip: string, deleteAt?: number): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: ns, resourceVersion: String(rv), labels: { app }, ...(deleteAt === undefined ? {} : { deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 }) },
+  spec: { nodeName: name === 'server' ? 'n1' : 'n2', containers: [{ name: 'c', image: 'i' }] },
+  status: { phase: 'Running', podIP: ip },
+});
+export const namespace = (name: string, rv: number): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, resourceVersion: String(rv) } });
+/** Ingress to app=server: app=evil denied, 10.0.0.0/8 (world addresses in it too) allowed. */
+export const denyEvilAllowCidr: Obj = {
+  apiVersion: 'cilium.io/v2',
+  kind: 'CiliumClusterwideNetworkPolicy',
+  metadata: { name: 'p', resourceVersion: '3' },
+  spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: 'evil' } }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] },
+};
+
+/** tmp added at `rv` and deleted at `rv + 1` on `send`: with `maxTombstones: 1` the tombstone before it is forgotten. */
+export async function forgetLastTombstone(send: (type: string, object: Obj) => Promise<void>, rv: number): Promise<void> {
+  await send('ADDED', pod('tmp', rv, 'n2', 'bad'));
+  await send('DELETED', pod('tmp', rv + 1, 'n2', 'bad'));
+}

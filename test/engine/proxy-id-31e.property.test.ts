@@ -1,11 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
-import { EngineDecider } from '../../src/harness/engine-decider.js';
-import { decideFlow } from '../../src/naive/evaluator.js';
-import { parseScenario } from '../../src/scenario/format.js';
-import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
+import type { ScenarioRun } from '../../src/scenario/run.js';
 import { fcRuns } from '../fc-knobs.js';
+import { egressPolicyA, runBoth, twoStepScenario } from './dns-filter-probes.js';
 
 /*
  * Attack finding 3280: filters of one endpoint sharing a proxy ID (egress, TCP, port) with different parsers; a named
@@ -49,34 +46,15 @@ function ruleLines(g: Gen, r: Gen['rules'][number]): string[] {
   return [`  - toEndpoints: [${peer}]`, `    toPorts: [{ports: [{port: "${r.port}", protocol: TCP}]${l7}}]`];
 }
 
-function policy(g: Gen, rules: Gen['rules'], indent: string): string {
-  const lines = ['apiVersion: cilium.io/v2', 'kind: CiliumNetworkPolicy', 'metadata: {name: a, namespace: x}', 'spec:', '  endpointSelector: {matchLabels: {app: a}}', '  egress:', ...rules.flatMap((r) => ruleLines(g, r)).map((l) => `  ${l}`)];
-  return lines.join(`\n${indent}`);
-}
-
 function scenarioText(g: Gen): string {
   const requests = ['http: {method: GET, path: /}', 'dns: {name: good.example}'];
   const probes = SERVERS.flatMap((s) => [53, 54].flatMap((port) => requests.map((r) => `      - {from: x/a, to: kube-system/${s}, port: ${port}, protocol: TCP, ${r}}`)));
   const kept = g.rules.filter((_, i) => i !== g.dropped % g.rules.length);
-  return [
-    'namespaces: [{name: x}, {name: kube-system}]',
-    'pods:',
-    '  - {name: x/a, labels: {app: a}}',
-    ...g.ports.map((ps, i) => `  - ${podLine(i, ps)}`),
-    'policies:',
-    `  - ${policy(g, g.rules, '    ')}`,
-    'steps:',
-    '  - probes:',
-    ...probes,
-    '  - changes:',
-    `      - {addPod: ${podLine(g.moved, g.movedPorts)}}`,
-    `      - apply:\n          ${policy(g, kept, '          ')}`,
-    '    probes:',
-    ...probes,
-  ].join('\n');
+  const policy = (rules: Gen['rules']) => (indent: string): string => egressPolicyA(rules.flatMap((r) => ruleLines(g, r)), indent);
+  return twoStepScenario(g.ports.map((ps, i) => podLine(i, ps)), policy(g.rules), podLine(g.moved, g.movedPorts), policy(kept), probes);
 }
 
-const verdicts = (r: ReturnType<typeof runScenario>): string[] => r.steps.flatMap((s) => s.results.map((x) => `step ${s.step} ${x.to} ${x.port} ${x.decision.egress?.l7?.parser ?? ''} ${x.allowed}`));
+const verdicts = (r: ScenarioRun): string[] => r.steps.flatMap((s) => s.results.map((x) => `step ${s.step} ${x.to} ${x.port} ${x.decision.egress?.l7?.parser ?? ''} ${x.allowed}`));
 
 describe('3280. filters sharing a proxy ID: the engine decides every GET and DNS query as the oracle', () => {
   it('over random scenarios mixing named and numbered HTTP and DNS filters on 53/TCP', () => {
@@ -84,9 +62,7 @@ describe('3280. filters sharing a proxy ID: the engine decides every GET and DNS
     fc.assert(
       fc.property(scenarioArb, (g) => {
         const text = scenarioText(g);
-        const s = parseScenario(text, 'proxy-id-31e');
-        const naive = runScenario(s, decideFlow);
-        const engine = runScenario(s, new EngineDecider(new Engine(scenarioEngineOptions(s))).decide);
+        const { naive, engine } = runBoth(text, 'proxy-id-31e');
         const v = verdicts(naive);
         if (v.some((x) => x.includes(' http ')) && v.some((x) => x.includes(' dns '))) mixed++;
         expect(verdicts(engine), text).toEqual(v);

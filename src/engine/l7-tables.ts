@@ -96,6 +96,13 @@ export class L7Tables {
   private readonly dnsFilters = new Map<string, Map<string, number>>();
   /** Port keys whose set of DNS filters changed since the last settle: every row of their redirect is redone. */
   private readonly dnsFiltersChanged = new Set<string>();
+  /**
+   * Per egress port key, the parsers of the named-port L4Filters holding L7 rules there, with how many contributions
+   * stand for each: one of them takes the port's proxy ID (`takenByOtherParser`, attack finding 3280).
+   */
+  private readonly namedParsers = new Map<string, Map<L7Parser, number>>();
+  /** Port keys whose set of named-filter parsers changed since the last settle: every row of their redirects is redone. */
+  private readonly namedParsersChanged = new Set<string>();
 
   constructor(
     private readonly raw: RawContributions,
@@ -127,22 +134,21 @@ export class L7Tables {
   }
 
   /**
-   * `c` was added at `key` (`delta` +1) or removed (-1): counts the DNS filters of its port (see `dnsFilters`). The
+   * `c` was added at `key` (`delta` +1) or removed (-1): counts the DNS filters of its port (see `dnsFilters`) and the
+   * parsers of its named filters (`namedParsers`). The
    * policy resolver takes a named-port unit out of a peer before that peer's resolution of its names changes and puts
    * it back after (named-ports.ts `NamedPortListener`), so a removal counts the filters its addition counted.
    */
   countDnsFilters(key: PolicyKey, c: Contribution, delta: 1 | -1): void {
-    if (c.l7?.parser !== 'dns' || c.entry.deny) return;
+    // DNS rules are egress-only, and `dnsFilterKeys` resolves a name at the peer: ingress named filters are not counted.
+    if (c.l7 === undefined || c.entry.deny || key.direction !== 'egress') return;
+    const keys = dnsFilterKeys(c, key, this.namedEgress);
+    if (keys.length === 0) return;
     const id = portKeyId(key);
-    let filters = this.dnsFilters.get(id);
-    if (!filters) this.dnsFilters.set(id, (filters = new Map()));
-    for (const f of dnsFilterKeys(c, key, this.namedEgress)) {
-      const n = (filters.get(f) ?? 0) + delta;
-      if (n === 0) filters.delete(f);
-      else filters.set(f, n);
-      if (n === 0 || (n === 1 && delta === 1)) this.dnsFiltersChanged.add(id);
-    }
-    if (filters.size === 0) this.dnsFilters.delete(id);
+    const parser = c.l7.parser;
+    if (parser === 'dns') countIn(this.dnsFilters, this.dnsFiltersChanged, id, keys, delta);
+    const named = keys.filter((f) => f !== '#').map(() => parser);
+    if (named.length > 0) countIn(this.namedParsers, this.namedParsersChanged, id, named, delta);
   }
 
   /** Whether settling `changes` can change a row (maps without redirects, most of them, skip the L7 layer). */
@@ -164,12 +170,14 @@ export class L7Tables {
     // A redirect neither new nor touched by a raw key keeps its rows: no scratch work for it.
     if (added.size > 0 || this.touched.size > 0) {
       for (const [id, { redirect }] of this.redirectUse) {
-        const filtersChanged = redirect.parser === 'dns' && this.dnsFiltersChanged.has(portKeyId(redirect));
+        const pk = portKeyId(redirect);
+        const filtersChanged = (redirect.parser === 'dns' && this.dnsFiltersChanged.has(pk)) || this.namedParsersChanged.has(pk);
         this.refreshRedirectRows(out, id, redirect, added.has(id), filtersChanged);
       }
     }
     this.touched.clear();
     this.dnsFiltersChanged.clear();
+    this.namedParsersChanged.clear();
     return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
   }
 
@@ -241,6 +249,7 @@ export class L7Tables {
    */
   contributions(redirect: Redirect, peer: IdentityId): Contribution[] {
     const out: Contribution[] = [];
+    if (this.takenByOtherParser(redirect)) return out;
     for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
       for (const c of this.proxyReads(id, redirect)) if (ownL7(c)) out.push(c);
     }
@@ -298,6 +307,7 @@ export class L7Tables {
    * one of them allows (finding 3160).
    */
   policyFor(redirect: Redirect, peer: IdentityId, countVisits = false): L7Policy | undefined {
+    if (this.takenByOtherParser(redirect)) return undefined;
     const filters = redirect.parser === 'dns' ? this.proxyFilters(redirect) : undefined;
     if (filters === undefined || filters.size === 1) return policyOf(redirect.parser, this.proxyReads(peer, redirect, countVisits, filters));
     const byFilter = new Map<string, Contribution[]>([...filters].map((f) => [f, []]));
@@ -313,6 +323,20 @@ export class L7Tables {
       policies.push(p);
     }
     return meetDnsPolicies(policies);
+  }
+
+  /**
+   * Whether the port's proxy may be another parser's (attack finding 3280). Cilium 1.19's proxy ID is (endpoint,
+   * direction, protocol, port, listener), no parser (pkg/policy `ProxyID`); `addNewRedirects` (pkg/endpoint/bpf.go)
+   * gives it the first filter it meets, named-port filters first (pkg/policy/l4.go `L4PolicyMap.ForEach`), skips the
+   * rest ("if desiredRedirects[proxyID] != 0 { continue }"), and every filter's key takes that redirect's proxy port
+   * (l4.go `makeMapStateEntry` → `LookupRedirectPort`, by proxy ID). So a named filter of another parser takes the
+   * port: this redirect's requests reach a proxy that cannot parse them (denied, as is any query a DNS proxy's
+   * filter does not hold); with several named filters, Go map order picks, so one of another parser is enough.
+   */
+  private takenByOtherParser(r: Redirect): boolean {
+    for (const p of this.namedParsers.get(portKeyId(r))?.keys() ?? []) if (p !== r.parser) return true;
+    return false;
   }
 
   /**
@@ -356,6 +380,19 @@ export class L7Tables {
 }
 
 const NUMBERED_FILTER: ReadonlySet<string> = new Set(['#']);
+
+/** Counts `keys` (with repeats) at port key `id` by `delta`; marks `id` changed when a key comes or goes. */
+function countIn<K>(counts: Map<string, Map<K, number>>, changed: Set<string>, id: string, keys: readonly K[], delta: 1 | -1): void {
+  let m = counts.get(id);
+  if (!m) counts.set(id, (m = new Map()));
+  for (const f of keys) {
+    const n = (m.get(f) ?? 0) + delta;
+    if (n === 0) m.delete(f);
+    else m.set(f, n);
+    if (n === 0 || (n === 1 && delta === 1)) changed.add(id);
+  }
+  if (m.size === 0) counts.delete(id);
+}
 
 /**
  * The policy of contributions held for one peer on one redirect: allow-all when an allow rule without L7 rules is

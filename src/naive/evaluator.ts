@@ -6,7 +6,7 @@ import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, reso
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST, UNALLOCATED_IDENTITY_ORIGIN } from '../model/localhost.js';
 import { ContainerPort, FlowProtocol, l4Covers, proxyTakes } from '../model/ports.js';
-import { l7Allows, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
+import { l7Allows, L7Parser, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
 import { decideTiered, remoteNodeSelected } from './tiers.js';
@@ -190,7 +190,7 @@ function decideNpTier(
   const redirectedBy: RuleOrigin[] = [];
   /** Matching allow clauses without L7 rules: every request passes the proxy (see `proxyVerdict` for DNS). */
   const plainAllows: PlainAllow[] = [];
-  const l7Clauses: { readonly rules: L7Rules; readonly origin: RuleOrigin; readonly portName?: string }[] = [];
+  const l7Clauses: L7Clause[] = [];
   for (const policy of state.policies.values()) {
     for (const e of policy.enforcements) {
       if (e.direction === direction && selectorMatches(e.subject, subject.labels)) enforcedBy.push(e.origin);
@@ -207,8 +207,9 @@ function decideNpTier(
       if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
       for (const c of clauses) {
         const portName = c.l4.kind === 'named' ? { portName: c.l4.name } : {};
-        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, ...portName });
-        else plainAllows.push({ origin: rule.origin, onePort: c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to), ...portName });
+        const onePort = c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to);
+        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, onePort, ...portName });
+        else plainAllows.push({ origin: rule.origin, onePort, ...portName });
       }
     }
   }
@@ -222,11 +223,18 @@ function decideNpTier(
   // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
   if (proxied && !proxyTakes(protocol)) return { ...base, proxied: false, allowed: false };
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
-  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request, () => dnsFiltersOfPort(state, subject, direction, protocol, port));
+  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request, () => l7FiltersOfPort(state, subject, direction, protocol, port));
   return { ...base, allowed: l7.allowed, l7 };
 }
 
 /** A matching allow clause without L7 rules, and whether its port is a single port (not L3-only, not a range). */
+interface L7Clause {
+  readonly rules: L7Rules;
+  readonly origin: RuleOrigin;
+  readonly onePort: boolean;
+  readonly portName?: string;
+}
+
 interface PlainAllow {
   readonly origin: RuleOrigin;
   readonly onePort: boolean;
@@ -244,21 +252,40 @@ interface PlainAllow {
  * single port, so an L3-only or range allow of the server does not widen it (attack finding 1965).
  */
 function proxyVerdict(
-  l7Clauses: readonly { readonly rules: L7Rules; readonly origin: RuleOrigin; readonly portName?: string }[],
+  l7Clauses: readonly L7Clause[],
   plainAllows: readonly PlainAllow[],
   enforcedBy: readonly RuleOrigin[],
   request: L7Request,
-  dnsFilters: () => ReadonlySet<string>,
+  portFilters: () => ReadonlyMap<string, ReadonlySet<L7Parser>>,
 ): NonNullable<DirectionDecision['l7']> {
   let parser = (l7Clauses[0] as { rules: L7Rules }).rules.parser;
   for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
+  const filters = portFilters();
+  if (onePortRedirect(l7Clauses, parser) && takenByOtherParser(filters, parser)) return { parser, allowed: false, allowedBy: [] };
+  const dnsFilters = new Set([...filters].filter(([, parsers]) => parsers.has('dns')).map(([f]) => f));
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
   const matched = l7Clauses.filter((c) => c.rules.parser === parser && l7Allows(c.rules, request));
-  if (parser === 'dns') return dnsProxyVerdict(matched, plainAllows, enforcedBy, readable, proxyFilters(dnsFilters()));
+  if (parser === 'dns') return dnsProxyVerdict(matched, plainAllows, enforcedBy, readable, proxyFilters(dnsFilters));
   const allowedBy = readable ? uniqueOrigins([...plainAllows.map((p) => p.origin), ...matched.map((c) => c.origin)]) : [];
   const allowed = readable && (allowedBy.length > 0 || enforcedBy.length === 0);
   return { parser, allowed, allowedBy };
+}
+
+/** Whether the flow's redirect is a single port's (a named or one-port clause of its parser): the port's proxy ID. */
+function onePortRedirect(l7Clauses: readonly L7Clause[], parser: L7Parser): boolean {
+  return l7Clauses.some((c) => c.rules.parser === parser && c.onePort);
+}
+
+/**
+ * A named-port filter of another parser on the port takes its proxy ID (attack finding 3280): Cilium 1.19's proxy ID
+ * has no parser (pkg/policy `ProxyID`), pkg/endpoint/bpf.go `addNewRedirects` gives it the first filter it meets,
+ * named ones first (pkg/policy/l4.go `L4PolicyMap.ForEach`), and every filter's map entry takes that redirect's port
+ * (l4.go `makeMapStateEntry` → `LookupRedirectPort`): the request reaches a proxy that cannot parse it.
+ */
+function takenByOtherParser(filters: ReadonlyMap<string, ReadonlySet<L7Parser>>, parser: L7Parser): boolean {
+  for (const [f, parsers] of filters) if (f !== '#' && [...parsers].some((p) => p !== parser)) return true;
+  return false;
 }
 
 /**
@@ -295,7 +322,8 @@ function dnsProxyVerdict(
 const filterKey = (portName: string | undefined): string => (portName === undefined ? '#' : `n:${portName}`);
 
 /**
- * The L4Filters of (direction, protocol, port) holding a DNS rule for some peer the rule selects:
+ * The L4Filters of (direction, protocol, port) holding a DNS rule for some peer the rule selects, with their parsers
+ * (and the egress named filters of other parsers, `takenByOtherParser`):
  * the filters one of which the port's DNS proxy holds (`proxyFilters`), so the plain allows that widen it. A property
  * of the port across every peer, not of the flow's peer: a plain allow in such a filter widens the
  * redirect (rule.go `mergePortProto`; a nil selector is `matchPattern: "*"`, dnsproxy
@@ -303,20 +331,24 @@ const filterKey = (portName: string | undefined): string => (portName === undefi
  * filter (`dns/UDP`) is not the numbered one (`53/UDP`, pkg/policy/l4.go; attack findings 2682,
  * 2761) and the redirect wins their shared map entry (mapstate `Merge`).
  */
-function dnsFiltersOfPort(state: ClusterState, subject: FlowEndpoint & { kind: 'pod' }, direction: Direction, protocol: FlowProtocol, port: number): Set<string> {
-  const out = new Set<string>();
+function l7FiltersOfPort(state: ClusterState, subject: FlowEndpoint & { kind: 'pod' }, direction: Direction, protocol: FlowProtocol, port: number): Map<string, Set<L7Parser>> {
+  const out = new Map<string, Set<L7Parser>>();
   const pods = [...state.pods.keys()].map((name) => resolveEndpoint(state, name));
   for (const policy of state.policies.values()) {
     for (const rule of policy.rules) {
       if (rule.direction !== direction || rule.verdict !== 'allow' || !selectorMatches(rule.subject, subject.labels)) continue;
       for (const c of rule.ports) {
-        if (c.l7?.parser !== 'dns' || c.l4.kind === 'all') continue;
+        if (c.l7 === undefined || c.l4.kind === 'all') continue;
+        // Named ports resolve at the peer: the engine counts egress named filters of other parsers only (`namedParsers`).
+        if (c.l7.parser !== 'dns' && (direction !== 'egress' || c.l4.kind !== 'named')) continue;
         if (c.l4.kind === 'range' && (c.l4.from !== port || c.l4.to !== port || !l4Covers(c.l4, protocol, port, []))) continue;
         const l4 = c.l4;
         // The engine keys a rule by the identities it selects: a rule selecting none holds no filter.
         const selected = (ep: FlowEndpoint): boolean => rule.peers.some((p) => peerMatches(state, p, ep)) && l4Covers(l4, protocol, port, direction === 'ingress' ? subject.pod.ports : egressNamedPorts(state, ep));
         const existing = l4.kind === 'range' && rule.peers.some((p) => p.kind !== 'selector' || p.entity !== undefined);
-        if (existing || pods.some(selected)) out.add(l4.kind === 'named' ? `n:${l4.name}` : '#');
+        if (!existing && !pods.some(selected)) continue;
+        const f = l4.kind === 'named' ? `n:${l4.name}` : '#';
+        out.set(f, (out.get(f) ?? new Set<L7Parser>()).add(c.l7.parser));
       }
     }
   }

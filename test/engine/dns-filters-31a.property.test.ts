@@ -1,11 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
-import { EngineDecider } from '../../src/harness/engine-decider.js';
-import { decideFlow } from '../../src/naive/evaluator.js';
-import { parseScenario } from '../../src/scenario/format.js';
-import { runScenario, scenarioEngineOptions } from '../../src/scenario/run.js';
+import type { ScenarioRun } from '../../src/scenario/run.js';
 import { fcRuns } from '../fc-knobs.js';
+import { egressPolicyA, runBoth, twoStepScenario } from './dns-filter-probes.js';
 
 /*
  * Attack findings 2761, 2980, 2981, 3160: which plain allows widen a DNS redirect is a property of the L4Filters of the
@@ -51,34 +48,14 @@ function ruleLines(r: Gen['rules'][number]): string[] {
   return [`  - toEndpoints: [${peer}]`, `    toPorts: [{ports: [${ports}]${dns}}]`];
 }
 
-/** The policy's lines, the first to follow a list dash, the rest indented by `indent`. */
-function policy(rules: Gen['rules'], indent: string): string {
-  const lines = ['apiVersion: cilium.io/v2', 'kind: CiliumNetworkPolicy', 'metadata: {name: a, namespace: x}', 'spec:', '  endpointSelector: {matchLabels: {app: a}}', '  egress:', ...rules.flatMap(ruleLines).map((l) => `  ${l}`)];
-  return lines.join(`\n${indent}`);
-}
-
 function scenarioText(g: Gen): string {
   const probes = SERVERS.flatMap((s) => [53, 54].flatMap((port) => ['good.example', 'other.example'].map((name) => `      - {from: x/a, to: kube-system/${s}, port: ${port}, protocol: UDP, dns: {name: ${name}}}`)));
   const kept = g.rules.length > 1 ? g.rules.filter((_, i) => i !== g.dropped % g.rules.length) : g.rules;
-  return [
-    'namespaces: [{name: x}, {name: kube-system}]',
-    'pods:',
-    '  - {name: x/a, labels: {app: a}}',
-    ...g.ports.map((ps, i) => `  - ${podLine(i, ps)}`),
-    'policies:',
-    `  - ${policy(g.rules, '    ')}`,
-    'steps:',
-    '  - probes:',
-    ...probes,
-    '  - changes:',
-    `      - {addPod: ${podLine(g.moved, g.movedPorts)}}`,
-    `      - apply:\n          ${policy(kept, '          ')}`,
-    '    probes:',
-    ...probes,
-  ].join('\n');
+  const policy = (rules: Gen['rules']) => (indent: string): string => egressPolicyA(rules.flatMap(ruleLines), indent);
+  return twoStepScenario(g.ports.map((ps, i) => podLine(i, ps)), policy(g.rules), podLine(g.moved, g.movedPorts), policy(kept), probes);
 }
 
-const verdicts = (r: ReturnType<typeof runScenario>): string[] => r.steps.flatMap((s) => s.results.map((x) => `step ${s.step} ${x.to} ${x.port} ${x.decision.egress?.l7 ? 'proxied' : ''} ${x.allowed}`));
+const verdicts = (r: ScenarioRun): string[] => r.steps.flatMap((s) => s.results.map((x) => `step ${s.step} ${x.to} ${x.port} ${x.decision.egress?.l7 ? 'proxied' : ''} ${x.allowed}`));
 
 describe('DNS filters: the engine decides every DNS query as the oracle (findings 2761, 2980, 2981, 3160)', () => {
   it('over random three-server scenarios with several port names', () => {
@@ -86,9 +63,7 @@ describe('DNS filters: the engine decides every DNS query as the oracle (finding
     fc.assert(
       fc.property(scenarioArb, (g) => {
         const text = scenarioText(g);
-        const s = parseScenario(text, 'dns-filters-31a');
-        const naive = runScenario(s, decideFlow);
-        const engine = runScenario(s, new EngineDecider(new Engine(scenarioEngineOptions(s))).decide);
+        const { naive, engine } = runBoth(text, 'dns-filters-31a');
         const v = verdicts(naive);
         proxied += v.filter((x) => x.includes('proxied')).length;
         expect(verdicts(engine), text).toEqual(v);

@@ -1,6 +1,7 @@
 import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
+import type { Cidr } from '../model/cidr.js';
 import { type NodeHold, podIps, type Pod } from '../model/cluster.js';
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
@@ -161,7 +162,7 @@ export class EngineBatches {
     if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h, next);
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
-    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
+    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
     return effectiveHeld(h, this.groupsMode);
   }
@@ -190,6 +191,16 @@ export class EngineBatches {
     const extra = podIps(had.pod).filter((ip) => !ips.some((o) => o.text === ip.text));
     if (extra.length === 0) return h;
     return { ...h, pod: { ...h.pod, ips: [...ips, ...extra] }, sig: `${h.sig}+${extra.map((ip) => ip.text).join(',')}` };
+  }
+
+  /** A CIDR group of a split batch holds the prefixes the engine holds for it beside its new ones (finding 3263, as 3260). */
+  private withHeldCidrs(key: string, h: Extract<Held, { kind: 'CidrGroup' }>): Extract<Held, { kind: 'CidrGroup' }> {
+    const had = this.held.get(key);
+    if (had?.kind !== 'CidrGroup' || had.group === undefined || h.group === undefined) return h;
+    const same = (a: Cidr, b: Cidr): boolean => a.family === b.family && a.network === b.network && a.prefixLength === b.prefixLength;
+    const extra = had.group.cidrs.filter((c) => !h.group!.cidrs.some((o) => same(c, o)));
+    if (extra.length === 0) return h;
+    return { ...h, group: { ...h.group, cidrs: [...h.group.cidrs, ...extra] }, sig: `${h.sig}+${extra.map((c) => `${c.network}/${c.prefixLength}`).join(',')}` };
   }
 
   /**

@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { Engine } from '../../src/engine/engine.js';
-import { ClusterMirror } from '../../src/k8s/mirror.js';
+import { ClusterMirror, type MirrorOptions } from '../../src/k8s/mirror.js';
 import { WatchStreamParser } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { cnp, line, md, namespace, server, type Obj } from './refused-objects.js';
 
 /** A mirror feeding an engine that refuses every batch `refuse` names (as a full map would); `onCommit` after each commit. */
-function refusingAgent(refuse: (events: readonly EngineEvent[]) => boolean, onCommit: () => void) {
-  const mirror = new ClusterMirror({ nodeName: 'n1' });
+function refusingAgent(refuse: (events: readonly EngineEvent[]) => boolean, onCommit: () => void, options: Partial<MirrorOptions> = {}) {
+  const mirror = new ClusterMirror({ nodeName: 'n1', ...options });
   const engine = new Engine();
   const parser = new WatchStreamParser('w');
   const feed = (...lines: string[]): void => {
@@ -28,6 +28,7 @@ function refusingAgent(refuse: (events: readonly EngineEvent[]) => boolean, onCo
   return { feed, engine, mirror };
 }
 
+const T0 = Date.parse('2026-01-01T00:00:00Z');
 const pod = (rv: number, ip: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: md('p', rv, { namespace: 'y', labels: { app: 'p' } }), spec: { nodeName: 'n2', containers: [] }, status: { phase: 'Running', podIP: ip } });
 const slice = (rv: number, addresses: string[]): Obj => ({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: md('kubernetes', rv, { namespace: 'default', labels: { 'kubernetes.io/service-name': 'kubernetes' } }), endpoints: addresses.map((a) => ({ addresses: [a] })), ports: [{ name: 'https', port: 6443, protocol: 'TCP' }] });
 
@@ -78,5 +79,94 @@ describe('31z: a split step never commits a part allowing what the inputs before
     expect(verdicts.length).toBeGreaterThan(0);
     expect(verdicts.filter((v) => v !== 'deny')).toEqual([]);
     expect(verdict(P)).toBe('deny');
+  });
+
+  it('3262: an expired pod takes back the address its claimant leaves in the same part', () => {
+    // x/evil at 10.0.0.9 past its deadline, held fail-closed; y/other took 10.0.0.9 (denied by its label). One step
+    // moves other to 10.0.0.8 and changes a policy: retried in parts, other's move committed before evil took 10.0.0.9
+    // back, which was world for that part (the 10.0.0.0/8 allow), though other before and evil after are denied.
+    let t = T0;
+    const verdicts: string[] = [];
+    const verdict = (ip: string): string => {
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'ingress', 6, 80);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    let refusing = false;
+    const { feed, engine, mirror } = refusingAgent((events) => refusing && events.length > 1, () => verdicts.push(verdict('10.0.0.9')), { now: () => t, elapsed: () => t });
+    const at = (name: string, ns: string, rv: number, ip: string, deleteAt?: number): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: md(name, rv, { namespace: ns, labels: { app: name }, ...(deleteAt === undefined ? {} : { deletionTimestamp: new Date(deleteAt).toISOString(), deletionGracePeriodSeconds: 30 }) }), spec: { nodeName: 'n2', containers: [] }, status: { phase: 'Running', podIP: ip } });
+    const policy = cnp('p', 7, { ingressDeny: [{ fromEndpoints: [{ matchExpressions: [{ key: 'app', operator: 'In', values: ['evil', 'other'] }] }] }], ingress: [{ fromCIDR: ['10.0.0.0/8'] }] });
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', { apiVersion: 'v1', kind: 'Namespace', metadata: md('y', 4) }), line('ADDED', at('evil', 'x', 5, '10.0.0.9', T0 + 30_000)), line('ADDED', policy));
+    t += 31_000;
+    mirror.expire();
+    feed(line('ADDED', at('other', 'y', 6, '10.0.0.9')));
+    expect(verdict('10.0.0.9')).toBe('deny');
+    verdicts.length = 0;
+    refusing = true;
+    feed(line('MODIFIED', at('other', 'y', 8, '10.0.0.8')), line('ADDED', cnp('q', 9, { ingress: [{ fromCIDR: ['192.0.2.0/24'] }] })));
+    expect(verdicts.length).toBeGreaterThan(0);
+    expect(verdicts.filter((v) => v !== 'deny')).toEqual([]);
+    expect(engine.ipcache().find((e) => e.prefix === '10.0.0.9/32')?.identity).toBe(255);
+  });
+
+  it('3263: a CIDR group whose prefixes change in a split step holds its old prefixes too', () => {
+    // Group g (env=a) holds 10.0.1.0/24, which deny-g denies; to-net allows 10.0.0.0/8. One step moves g to
+    // 10.0.2.0/24 and makes 10.0.1.1 an API server address, which deny-api denies. Held at its new prefixes only, g
+    // left 10.0.1.1 world while the API server's change had not committed.
+    const A = '10.0.1.1';
+    const verdicts: string[] = [];
+    const verdict = (ip: string): string => {
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 80);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    let refusing = false;
+    const { feed, engine } = refusingAgent((events) => refusing && events.length > 1, () => verdicts.push(verdict(A)), { cidrGroups: true });
+    const g = (rv: number, cidr: string): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumCIDRGroup', metadata: md('g', rv, { labels: { env: 'a' } }), spec: { externalCIDRs: [cidr] } });
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', g(4, '10.0.1.0/24')), line('ADDED', slice(5, ['192.0.2.1'])));
+    feed(line('ADDED', cnp('to-net', 7, { egress: [{ toCIDR: ['10.0.0.0/8'] }] })), line('ADDED', cnp('deny-api', 8, { egressDeny: [{ toEntities: ['kube-apiserver'] }] })), line('ADDED', cnp('deny-g', 9, { egressDeny: [{ toCIDRSet: [{ cidrGroupRef: 'g' }] }] })));
+    expect(verdict(A)).toBe('deny');
+    verdicts.length = 0;
+    refusing = true;
+    feed(line('MODIFIED', g(10, '10.0.2.0/24')), line('MODIFIED', slice(11, ['192.0.2.1', A])));
+    expect(verdicts.length).toBeGreaterThan(0);
+    expect(verdicts.filter((v) => v !== 'deny')).toEqual([]);
+    expect(verdict(A)).toBe('deny');
+  });
+
+  /**
+   * 3264: egressDeny of port name `http` to world, which y/p alone names (8080); x/server may reach every address. Held
+   * fail-closed (no named port), p took 8080 out of the deny while it was held, though before and after the step p
+   * names 8080 `http`. `refuse`: the batches the engine refuses; `step`: the lines of the step.
+   */
+  function namedPortHeld(refuse: (events: readonly EngineEvent[]) => boolean, step: (named: (rv: number, app: string) => Obj) => string[]): string[] {
+    const OUT = '203.0.113.1';
+    const verdicts: string[] = [];
+    const verdict = (ip: string): string => {
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 8080);
+      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+    };
+    let refusing = false;
+    const { feed, engine } = refusingAgent((events) => refusing && refuse(events), () => verdicts.push(verdict(OUT)));
+    const named = (rv: number, app: string): Obj => ({ apiVersion: 'v1', kind: 'Pod', metadata: md('p', rv, { namespace: 'y', labels: { app } }), spec: { nodeName: 'n2', containers: [{ name: 'c', image: 'i', ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }] }] }, status: { phase: 'Running', podIP: '10.0.1.1' } });
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', { apiVersion: 'v1', kind: 'Namespace', metadata: md('y', 4) }), line('ADDED', named(5, 'p')));
+    feed(line('ADDED', cnp('to-all', 7, { egress: [{ toCIDR: ['0.0.0.0/0'] }] })), line('ADDED', cnp('deny-http', 8, { egressDeny: [{ toEntities: ['world'], toPorts: [{ ports: [{ port: 'http', protocol: 'TCP' }] }] }] })));
+    expect(verdict(OUT)).toBe('deny');
+    verdicts.length = 0;
+    refusing = true;
+    feed(...step(named));
+    expect(verdict(OUT)).toBe('deny');
+    return verdicts;
+  }
+
+  it('3264: a pod held fail-closed in a split step keeps the ports its port names give a deny', () => {
+    const verdicts = namedPortHeld((events) => events.length > 1, (named) => [line('MODIFIED', named(9, 'p2')), line('ADDED', cnp('q', 10, { egress: [{ toCIDR: ['192.0.2.0/24'] }] }))]);
+    expect(verdicts.length).toBeGreaterThan(0);
+    expect(verdicts.filter((v) => v !== 'deny')).toEqual([]);
+  });
+
+  it('3264: so does a pod refused alone (2352)', () => {
+    const refusesP2 = (events: readonly EngineEvent[]): boolean => events.some((e) => e.type === 'upsertPod' && e.pod.labels.app === 'p2' && e.pod.failClosed !== true);
+    const verdicts = namedPortHeld(refusesP2, (named) => [line('MODIFIED', named(9, 'p2'))]);
+    expect(verdicts.length).toBeGreaterThan(0);
+    expect(verdicts.filter((v) => v !== 'deny')).toEqual([]);
   });
 });

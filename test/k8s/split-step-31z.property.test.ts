@@ -140,8 +140,10 @@ function initial(): Objects {
 
 const inputState = (objects: Objects): ClusterState => readInput(objects, PEERS.reduce((st, p) => upsertExternal(st, { name: p.name, ip: parseIp(p.ip) }), EMPTY_CLUSTER), { cidrGroups: true });
 const probes = PEERS.flatMap((p) => [...(['ingress', 'egress'] as const).map((dir) => ({ peer: p.name, ip: p.ip, dir, port: 80 })), { peer: p.name, ip: p.ip, dir: 'egress' as const, port: 8080 }]);
-// With small maps, no change of the API server's addresses in the steps: one refused alone waits at its old ones (3265).
-const withoutApi = op.filter((o) => o.k !== 'api');
+// With small maps, no change of the API server's addresses (one refused alone waits at its old ones: 3265) nor of the
+// CIDR group in the steps (its fail-closed form adds the entries of the CIDR identities inside, which a full map
+// refuses too, so it waits at its old version: 31b's 3024, here for a group refused alone).
+const withoutApi = op.filter((o) => o.k !== 'api' && o.k !== 'group');
 const steps = fc.array(fc.array(op, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 });
 
 function run(mapCapacity: number, start: readonly Op[], ops: readonly (readonly Op[])[], refusals: readonly boolean[]): number {
@@ -163,7 +165,7 @@ describe('31z: a split step never commits a part allowing what both inputs deny'
       { numRuns: RUNS, ...fcReplay(20261231) },
     );
   });
-  it('and maps of 12 entries (the API server addresses fixed: 3265)', () => {
+  it('and maps of 12 entries (the API server and the group fixed in the steps: 3265, 3024)', () => {
     fc.assert(
       fc.property(fc.array(op, { maxLength: 8 }), fc.array(fc.array(withoutApi, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 }), fc.array(fc.constantFrom(true, false, false), { maxLength: 20 }), (start, ops, refusals) => {
         run(12, start, ops, refusals);

@@ -437,21 +437,17 @@ export class IdentityTable {
     return ('prefixLength' in at ? this.heldPrefix(at) : this.heldIp(at)) ? this.unallocated : rec;
   }
 
-  /** `pending` for a pod the agent holds fail-closed (`Pod.failClosed`, finding 2352), whatever the identity source; no named ports. */
-  acquirePending(): IdentityRecord {
+  /**
+   * `pending` for a pod the agent holds fail-closed (`Pod.failClosed`, finding 2352), whatever the identity source, with
+   * its named ports (finding 3264): the cluster-wide ports a name has, which an egress deny on the name denies to every
+   * peer, keep the held pod's (without them a deny lost a port both inputs gave it). Dropped by `releaseForPod`.
+   */
+  acquirePending(ports: readonly ContainerPort[]): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
     this.pending.refs++;
     this.pendingPods++;
+    this.namedPorts.changeNamedPorts(this.pending, ports, +1);
     return this.pending;
-  }
-
-  /**
-   * Drops a pod held fail-closed (`acquirePending`'s): as it came, no named port and no pod of `pending`'s named-port
-   * count (its leaving took one there that it never added: finding 3180).
-   */
-  releasePending(): void {
-    this.pendingPods--;
-    this.release(this.pending);
   }
 
   /** Drops a pod using it, with the named ports the pod brought. */

@@ -331,11 +331,11 @@ export class PodTable {
    * A pod the agent holds fail-closed (`Pod.failClosed`, finding 2352): it takes its addresses in the ipcache as
    * `pending`, which `ipIdentity` writes as the unallocated number (no CiliumEndpoint is read for it: its labels
    * are not read), and counts in `pendingPods`, so every local map denies that number both ways. It joins no
-   * group of the network splits (its labels, address or ports change no other pod's identity) and brings no named
-   * port; a local one is attached to `pending`'s map state, which stays empty (default deny both ways).
+   * group of the network splits (its labels, address or ports change no other pod's identity); its named ports count
+   * cluster-wide (`acquirePending`, finding 3264); a local one is attached to `pending`'s map state, which stays empty (default deny both ways).
    */
   private addFailClosed(key: string, pod: Pod, local: boolean, owned: readonly string[] | undefined, written: number | undefined): void {
-    const identity = this.identities.acquirePending();
+    const identity = this.identities.acquirePending(pod.ports);
     const rec: PodRecord = { pod, local, identity, labelKey: '', map: null, written: written ?? ++this.writes };
     if (local) this.localVersion++;
     this.facts.setPod(key, rec);
@@ -402,8 +402,7 @@ export class PodTable {
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     for (const ip of podIps(rec.pod)) if (this.facts.ownerOf(ip.text) === rec) this.facts.deleteOwner(ip.text);
-    if (failClosed) this.identities.releasePending();
-    else this.identities.releaseForPod(rec.identity, rec.pod.ports);
+    this.identities.releaseForPod(rec.identity, rec.pod.ports);
     if (!failClosed) this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;
     this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned, rec.written));

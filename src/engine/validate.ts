@@ -101,15 +101,23 @@ function checkIp(ip: unknown, fail: Fail, field = 'pod.ip'): void {
   if (ip.family !== (ip.text.includes(':') ? 'ipv6' : 'ipv4')) fail(`${field}: family ${JSON.stringify(ip.family)} does not match ${ip.text}`);
 }
 
-/** A dual-stack pod's `ips`: `ip` first, at most one address per family (as `status.podIPs`). */
+/**
+ * A dual-stack pod's `ips`: `ip` first, at most one address per family (as `status.podIPs`). A pod held fail-closed
+ * may list its old addresses after its new ones, two per family at most (the agent's split step, finding 3260).
+ */
 function checkIps(pod: Record<string, unknown>, fail: Fail): void {
   const ips = pod.ips;
   if (ips === undefined) return;
-  if (!Array.isArray(ips) || ips.length === 0 || ips.length > 2) return fail('pod.ips must list 1 or 2 addresses');
+  const most = pod.failClosed === true ? 4 : 2;
+  if (!Array.isArray(ips) || ips.length === 0 || ips.length > most) return fail(`pod.ips must list 1 to ${most} addresses`);
   for (let i = 0; i < ips.length; i++) checkIp(ips[i], fail, `pod.ips[${i}]`);
-  const [first, second] = ips as { text: string; family: string }[];
-  if (first!.text !== (pod.ip as { text: string }).text) fail(`pod.ips[0] (${first!.text}) must be pod.ip (${(pod.ip as { text: string }).text})`);
-  if (second && second.family === first!.family) fail(`pod.ips: two ${first!.family} addresses; a pod has at most one per family`);
+  const list = ips as { text: string; family: string }[];
+  if (list[0]!.text !== (pod.ip as { text: string }).text) fail(`pod.ips[0] (${list[0]!.text}) must be pod.ip (${(pod.ip as { text: string }).text})`);
+  if (new Set(list.map((ip) => ip.text)).size !== list.length) fail('pod.ips lists an address twice');
+  for (const family of ['ipv4', 'ipv6']) {
+    const n = list.filter((ip) => ip.family === family).length;
+    if (n > most / 2) fail(`pod.ips: ${n === 2 ? 'two' : n} ${family} addresses; a pod has at most one per family${pod.failClosed === true ? ' (two held fail-closed)' : ''}`);
+  }
 }
 
 function checkPorts(ports: unknown, fail: Fail): void {

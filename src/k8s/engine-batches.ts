@@ -1,6 +1,7 @@
 import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
+import type { Cidr } from '../model/cidr.js';
 import { type NodeHold, podIps, type Pod } from '../model/cluster.js';
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
@@ -159,9 +160,9 @@ export class EngineBatches {
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h, next);
-    if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(h);
+    if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
-    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(h, this.held.get(key));
+    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
     return effectiveHeld(h, this.groupsMode);
   }
@@ -176,6 +177,30 @@ export class EngineBatches {
     const extra = had.node.ips.filter((ip) => !h.node.ips.some((o) => o.text === ip.text));
     if (extra.length === 0) return h;
     return { ...h, node: { ...h.node, ips: [...h.node.ips, ...extra] }, sig: `${h.sig}+${extra.map((ip) => ip.text).join(',')}` };
+  }
+
+  /**
+   * A pod of a split batch holds the addresses the engine holds for it beside its new ones (finding 3260, as 2914 for a
+   * node): an address it leaves read as world in the batch's parts, where the object that takes it in the input after
+   * (the API server, a CiliumEndpoint: no narrowing form) had not committed yet.
+   */
+  private withHeldPodIps(key: string, h: Extract<Held, { kind: 'Pod' }>): Extract<Held, { kind: 'Pod' }> {
+    const had = this.held.get(key);
+    if (had?.kind !== 'Pod') return h;
+    const ips = podIps(h.pod);
+    const extra = podIps(had.pod).filter((ip) => !ips.some((o) => o.text === ip.text));
+    if (extra.length === 0) return h;
+    return { ...h, pod: { ...h.pod, ips: [...ips, ...extra] }, sig: `${h.sig}+${extra.map((ip) => ip.text).join(',')}` };
+  }
+
+  /** A CIDR group of a split batch holds the prefixes the engine holds for it beside its new ones (finding 3263, as 3260). */
+  private withHeldCidrs(key: string, h: Extract<Held, { kind: 'CidrGroup' }>): Extract<Held, { kind: 'CidrGroup' }> {
+    const had = this.held.get(key);
+    if (had?.kind !== 'CidrGroup' || had.group === undefined || h.group === undefined) return h;
+    const same = (a: Cidr, b: Cidr): boolean => a.family === b.family && a.network === b.network && a.prefixLength === b.prefixLength;
+    const extra = had.group.cidrs.filter((c) => !h.group!.cidrs.some((o) => same(c, o)));
+    if (extra.length === 0) return h;
+    return { ...h, group: { ...h.group, cidrs: [...h.group.cidrs, ...extra] }, sig: `${h.sig}+${extra.map((c) => `${c.network}/${c.prefixLength}`).join(',')}` };
   }
 
   /**
@@ -212,7 +237,7 @@ export class EngineBatches {
     if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
     // A pod or policy delete held so only while its batch is split (`holdNarrowed`).
     if (had?.kind === 'Pod') return failClosedPod(had);
-    if (had?.kind === 'Policy') return (this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(had);
+    if (had?.kind === 'Policy') return (this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(had, this.keptDenies.get(key));
     return had?.kind === 'Node' ? failClosedNode(had, this.nodeHold(key)) : undefined;
   }
 
@@ -642,7 +667,10 @@ export class EngineBatches {
     if ((h.kind === 'CidrGroup' && h.group === undefined) || (h.kind === 'Pod' && h.expired === true)) return false;
     if (this.failClosedPods.has(key)) return true;
     this.failClosedPods.add(key);
-    if (want?.kind === 'Policy' && had?.kind === 'Policy') this.keptDenies.set(key, had);
+    // A ClusterNetworkPolicy added or deleted: its Pass rules as Denies (finding 3261), its deny side beside itself. A
+    // Pass skips the policies after it, which the input without the policy applies.
+    const kept = had?.kind === 'Policy' && (want !== undefined || had.policy.tiered) ? had : want?.kind === 'Policy' && want.policy.tiered ? want : undefined;
+    if (kept !== undefined) this.keptDenies.set(key, kept);
     // The local node's held forms but the last keep `host` at its new addresses, which the input before reads
     // otherwise: readdressed, added or deleted, it is held at its addresses (old and new, `withHeldIps`).
     if (h.kind === 'Node' && h.node.local && !sameIps(want, had)) this.addressHeld.add(key);

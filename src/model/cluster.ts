@@ -23,7 +23,8 @@ export interface Pod {
   readonly ip: IpAddress;
   /**
    * Every address of a dual-stack pod (`status.podIPs`: at most one per family), `ip` first.
-   * Absent: the pod has `ip` only.
+   * Absent: the pod has `ip` only. A pod held fail-closed may also list the addresses the engine held for it (two per
+   * family at most: the agent's split step, finding 3260).
    */
   readonly ips?: readonly IpAddress[];
   /** `spec.serviceAccountName`; empty: the pod has none (a static pod's mirror pod), so no service-account label. */

@@ -1,4 +1,5 @@
 import { expect } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
 import type { MirrorOptions } from '../../src/k8s/mirror.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
@@ -18,16 +19,21 @@ export interface Probe {
  * Feeds `start`, then each step's items, through a mirror and an engine of `mapCapacity`-entry maps (a refused batch
  * rolled back as the agent does). After every committed batch of a step, no probe the maps allow may be denied by both
  * the input before the step and the input after it (`input`: the reference evaluator's reading). Returns how many
- * steps left `refusedKey` refused.
+ * steps left `refusedKey` refused. `refuse`: batches of the steps the engine refuses besides those its maps cannot hold.
  */
-export function judgeHistory(o: { mapCapacity: number; mirrorOptions?: Partial<MirrorOptions>; start: readonly WatchItem[]; steps: readonly (() => WatchItem[])[]; input: () => ClusterState; probes: readonly Probe[]; refusedKey: (key: string) => boolean }): number {
+export function judgeHistory(o: { mapCapacity: number; mirrorOptions?: Partial<MirrorOptions>; start: readonly WatchItem[]; steps: readonly (() => WatchItem[])[]; input: () => ClusterState; probes: readonly Probe[]; refusedKey: (key: string) => boolean; refuse?: (events: readonly EngineEvent[]) => boolean }): number {
   let allowed: Probe[] | undefined;
-  const { feed, engine, mirror } = rollingMirrorAgent({ mapCapacity: o.mapCapacity }, o.mirrorOptions ?? {}, () => {
-    if (allowed) for (const p of o.probes) {
-      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(p.ip)), p.dir, 6, p.port);
-      if (hit !== undefined && !hit.entry.deny) allowed?.push(p);
-    }
-  });
+  const { feed, engine, mirror } = rollingMirrorAgent(
+    { mapCapacity: o.mapCapacity },
+    o.mirrorOptions ?? {},
+    () => {
+      if (allowed) for (const p of o.probes) {
+        const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(p.ip)), p.dir, 6, p.port);
+        if (hit !== undefined && !hit.entry.deny) allowed?.push(p);
+      }
+    },
+    (events) => allowed !== undefined && (o.refuse?.(events) ?? false),
+  );
   const lines = (items: readonly WatchItem[]): string[] => items.map((i) => JSON.stringify(i));
   feed(...lines(o.start));
   let before = o.input();

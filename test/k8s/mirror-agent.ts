@@ -32,9 +32,10 @@ export function mirrorAgent(nodeName = 'n1', options: Partial<MirrorOptions> = {
 
 /**
  * A mirror feeding an engine of `options`, a refused batch rolled back as the agent does (the halving retries it);
- * `onCommit` runs after each committed batch.
+ * `onCommit` runs after each committed batch. `refuse`: batches the engine is to refuse besides those it cannot hold
+ * (an adversary: the mirror's guarantees hold whichever batches the engine refuses).
  */
-export function rollingMirrorAgent(options: EngineOptions = {}, mirrorOptions: Partial<MirrorOptions> = {}, onCommit: () => void = () => {}) {
+export function rollingMirrorAgent(options: EngineOptions = {}, mirrorOptions: Partial<MirrorOptions> = {}, onCommit: () => void = () => {}, refuse: (events: readonly EngineEvent[]) => boolean = () => false) {
   const mirror = new ClusterMirror({ nodeName: 'n1', ...mirrorOptions });
   const engine = new Engine(options);
   const parser = new WatchStreamParser('w');
@@ -44,6 +45,7 @@ export function rollingMirrorAgent(options: EngineOptions = {}, mirrorOptions: P
     for (let i = 0; i < 40 && !mirror.idle; i++) {
       const b = mirror.flush();
       try {
+        if (refuse(b.events as EngineEvent[])) throw new Error('refused by the test');
         engine.apply(b.events as EngineEvent[]);
         b.commit();
         onCommit();

@@ -64,6 +64,16 @@ export interface TieredSpec {
   /** Pods the policy applies to (namespace and pod selector folded into one). */
   readonly subject: Selector;
   readonly rules: readonly TierRule[];
+  /**
+   * Only on a deny side held beside the version in force (`tieredDenySide`, finding 3300): the tier and priority of
+   * the version it stands for, which the next form held beside it places by (not where this one sits).
+   */
+  readonly standsFor?: TierPlacement;
+}
+
+export interface TierPlacement {
+  readonly tier: Tier;
+  readonly priority: number;
 }
 
 /** Where a tier decision came from: what `reach --explain` prints. */

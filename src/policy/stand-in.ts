@@ -2,7 +2,7 @@ import { markParsedPolicy, type Direction, type Policy, type PolicyRule, type Ru
 import { ciliumExtendedKey } from '../model/labels.js';
 import { ALL_L4 } from '../model/ports.js';
 import { coveringSelector, WILDCARD_SELECTOR } from '../model/selector.js';
-import { RULES_PER_DIRECTION, type TieredSpec, type TierRule } from '../model/tiers.js';
+import { RULES_PER_DIRECTION, type TieredSpec, type TierPlacement, type TierRule } from '../model/tiers.js';
 import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
 
@@ -382,14 +382,19 @@ export function denySideOf(policy: Policy, kept?: Policy): Policy {
  * both versions as a Deny, no Accept, at the higher precedence of the two (Admin over Baseline, then the lower
  * priority), for a subject covering both versions' (`coveringSelector`: one spec holds one subject; with kept's alone
  * the pods only the new version selects lost its Denies, finding 2800). Never wider than either version, for any pod:
- * it allows nothing itself, so a flow it lets through matched no Deny or Pass of a version that selects the pod and
- * meets the same other policies as beside it, which at most Accepted it; a flow a version denies or passes it denies,
- * no later (a Pass kept as a Pass at a higher precedence would skip policies that version let decide first). So it
- * removes no deny of the version in force, and keeps every deny of the new one.
+ * it allows nothing itself, so a flow it lets through either never met it (decided or skipped by a Pass above it),
+ * nor would it have met the version V placed where it sits; or matched no Deny or Pass of a version (at its priority
+ * another policy's Pass wins only then, Deny winning over Pass) and met the same other policies as beside V, which at
+ * most Accepted it. A flow a version denies or passes it denies, no later (a Pass kept as a Pass at a higher precedence would skip
+ * policies that version let decide first). So it removes no deny of the version in force, and keeps every deny of the
+ * new one. When `kept` is itself such a form, it places by the version that form stands for (`standsFor`), never by an
+ * older one the cluster no longer has: a Pass above that older placement skipped the form, while neither version
+ * there would have been skipped (finding 3300).
  */
 function tieredDenySide(spec: TieredSpec, kept: TieredSpec): TieredSpec {
-  const tier = spec.tier === 'Admin' || kept.tier === 'Admin' ? 'Admin' : 'Baseline';
-  const priority = Math.min(...[spec, kept].filter((s) => s.tier === tier).map((s) => s.priority));
+  const [own, keptOwn] = [placementOf(spec), placementOf(kept)];
+  const tier = own.tier === 'Admin' || keptOwn.tier === 'Admin' ? 'Admin' : 'Baseline';
+  const priority = Math.min(...[own, keptOwn].filter((s) => s.tier === tier).map((s) => s.priority));
   const next = new Map<Direction, number>();
   const rules: TierRule[] = [];
   for (const r of [...spec.rules, ...kept.rules.map((k) => ({ ...k, path: k.path.startsWith('kept:') ? k.path : `kept:${k.path}` }))]) {
@@ -399,7 +404,12 @@ function tieredDenySide(spec: TieredSpec, kept: TieredSpec): TieredSpec {
     next.set(r.direction, index + 1);
     rules.push({ ...r, index, action: 'Deny' });
   }
-  return { ...spec, subject: coveringSelector(spec.subject, kept.subject), tier, priority, rules };
+  return { ...spec, subject: coveringSelector(spec.subject, kept.subject), tier, priority, rules, standsFor: own };
+}
+
+/** Where the version a spec stands for sits: a held deny side's `standsFor`, else the spec's own placement. */
+function placementOf(s: TieredSpec): TierPlacement {
+  return s.standsFor ?? { tier: s.tier, priority: s.priority };
 }
 
 /** A deny rule of the version in force, its path marked so it never shares a rule's identity with the new version's. */

@@ -20,7 +20,8 @@ import { fcReplay, fcRuns } from '../fc-knobs.js';
  * In/NotIn/Exists/DoesNotExist, tier moves, Pass rules, other ClusterNetworkPolicies and a NetworkPolicy around it):
  * for every local pod, peer, direction and port, a flow the held form allows is allowed by the input with the old
  * version or by the input with the new one; the same for a second update held beside the first form (the agent's
- * re-read: `kept` is then the held form); and the engine given the held form equals the oracle.
+ * re-read: `kept` is then the held form), and a third time (31f, finding 3300: a form held beside a form places by
+ * the version that form stands for, `standsFor`); and the engine given the held form equals the oracle.
  */
 type Json = Record<string, unknown>;
 type Dir = 'ingress' | 'egress';
@@ -51,6 +52,8 @@ const peer: fc.Arbitrary<Json> = fc.oneof(nsSel.map((n) => ({ namespaces: n })),
 const protocols = fc.constantFrom<Json[]>([], [{ tcp: { destinationPort: { number: 80 } } }], [{ udp: { destinationPort: { number: 53 } } }, { tcp: { destinationPort: { range: { start: 79, end: 443 } } } }]);
 const rule = fc.record({ action: fc.constantFrom('Accept', 'Deny', 'Pass'), peers: fc.array(peer, { minLength: 1, maxLength: 2 }), protocols, dir: fc.constantFrom<Dir>('ingress', 'egress') });
 const spec = fc.record({ tier: fc.constantFrom('Admin', 'Baseline'), priority: fc.integer({ min: 1, max: 3 }), subject, rules: fc.array(rule, { minLength: 1, maxLength: 4 }) });
+/** Another policy Passing at the Admin tier above or beside the versions (31f, finding 3300: a Pass skipping a held form). */
+const adminPass = fc.record({ tier: fc.constant('Admin'), priority: fc.integer({ min: 0, max: 2 }), subject, rules: fc.array(rule.map((r) => ({ ...r, action: 'Pass' })), { minLength: 1, maxLength: 2 }) });
 
 function cnp(name: string, s: { tier: string; priority: number; subject: Json; rules: readonly { action: string; peers: Json[]; protocols: Json[]; dir: Dir }[] }): Json {
   const side = (d: Dir) => s.rules.filter((r) => r.dir === d).map((r) => ({ action: r.action, [d === 'egress' ? 'to' : 'from']: r.peers, ...(r.protocols.length > 0 ? { protocols: r.protocols } : {}) }));
@@ -101,16 +104,18 @@ const counts = { cases: 0, formAllows: 0, changedSubject: 0 };
 describe('31r: the held deny side of a ClusterNetworkPolicy update (30r, 2800)', () => {
   it('allows only what the old or the new input allows, for every pod; the engine equals the oracle on it', () => {
     fc.assert(
-      fc.property(fc.record({ v0: spec, v1: spec, v2: spec, others: fc.array(spec, { maxLength: 2 }), np }), ({ v0, v1, v2, others, np: nps }) => {
+      fc.property(fc.record({ v0: spec, v1: spec, v2: spec, v3: spec, others: fc.tuple(fc.array(spec, { maxLength: 2 }), fc.option(adminPass)).map(([o, p]) => (p === null ? o : [...o, p])), np }), ({ v0, v1, v2, v3, others, np: nps }) => {
         counts.cases++;
         const around: EngineEvent[] = [...others.map((o, i) => parse(cnp(`o${i}`, o))), ...nps.map(parse)].map((policy) => ({ type: 'upsertPolicy', policy }));
         const stateWith = (p: Policy): ClusterState => [...setup, ...around, { type: 'upsertPolicy', policy: p } as EngineEvent].reduce(applyEventToCluster, EMPTY_CLUSTER);
-        const [p0, p1, p2] = [parse(cnp('p', v0)), parse(cnp('p', v1)), parse(cnp('p', v2))];
+        const [p0, p1, p2, p3] = [parse(cnp('p', v0)), parse(cnp('p', v1)), parse(cnp('p', v2)), parse(cnp('p', v3))];
         if (p0.tiered?.subject.key !== p1.tiered?.subject.key) counts.changedSubject++;
         const f1 = denySideOf(p1, p0);
         const f2 = denySideOf(p2, f1);
-        const [o0, o1, o2] = [verdicts(null, stateWith(p0)), verdicts(null, stateWith(p1)), verdicts(null, stateWith(p2))];
-        for (const [form, before, after, step] of [[f1, o0, o1, 'held beside v0'], [f2, o1, o2, 'held again beside the form']] as const) {
+        const f3 = denySideOf(p3, f2);
+        const [o0, o1, o2, o3] = [p0, p1, p2, p3].map((p) => verdicts(null, stateWith(p))) as [string[], string[], string[], string[]];
+        const steps = [[f1, o0, o1, 'held beside v0'], [f2, o1, o2, 'held again beside the form'], [f3, o2, o3, 'held a third time']] as const;
+        for (const [form, before, after, step] of steps) {
           const got = verdicts(null, stateWith(form));
           got.forEach((g, i) => {
             if (!g.endsWith('allow')) return;

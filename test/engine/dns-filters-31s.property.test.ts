@@ -242,8 +242,11 @@ function view(e: Engine, state: State): unknown {
 
 /** Local identities (every pod local, as the oracle reads a cluster): the engine decides every DNS query of x/a to each server (53 and 54, UDP and TCP, two names) as the oracle. */
 function naiveDisagreements(e: Engine, state: State): string[] {
-  // The oracle has no agent: a pod held fail-closed is the engine's own reading (unallocated, denied both ways, no
-  // named port, in no identity), so the oracle's cluster leaves it out.
+  // The oracle has no agent: a pod held fail-closed is the engine's own reading (unallocated, denied both ways, in no
+  // identity), so the oracle's cluster leaves it out. Since 3264 (31z) a held pod's named ports still count (at init
+  // and cluster-wide, so a port-name deny keeps its ports), which can make a named DNS filter take a port's proxy
+  // (3160) where the oracle, without the pod, sees none: such histories are judged by the fresh-engine check alone.
+  if ([...state.pods.values()].some(({ pod }) => pod.failClosed === true && pod.ports.length > 0)) return [];
   const read = state.events().filter((ev) => ev.type !== 'upsertPod' || ev.pod.failClosed !== true);
   const cluster = read.reduce<ClusterState>((c, ev) => applyEventToCluster(c, ev), EMPTY_CLUSTER);
   const out: string[] = [];

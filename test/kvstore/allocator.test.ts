@@ -1,34 +1,23 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { IdentityAllocator } from '../../src/kvstore/allocator.js';
 import { connectEtcd, KvstoreUnavailableError } from '../../src/kvstore/client.js';
 import { runIdentityGc } from '../../src/kvstore/gc.js';
 import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
+import { CuttableProxy, PrivateEtcd, requireEtcdOrSkip, until } from './etcd-server.js';
 
 const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('etcd identity allocator tests') ? describe : describe.skip;
 
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
-const client = (): Etcd3 => {
-  const c = connectEtcd(etcd.url, { callTimeoutMs: 1000 });
-  clients.push(c);
-  return c;
-};
+const etcd = new PrivateEtcd();
+const client = (): Etcd3 => etcd.client({ callTimeoutMs: 1000 });
 const alloc = (node: string, c = client()) => IdentityAllocator.create(c, { url: etcd.url, node });
 const dump = async (c: Etcd3, prefix = `${P}/`) => new Map(Object.entries(await c.getAll().prefix(prefix).strings()));
 
 withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('writes the master and slave keys, reuses the id on other nodes, releases by deleting the slave key', async () => {
     const c = client();
@@ -195,7 +184,7 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
   it('a watcher cut off from etcd gets every id made meanwhile, once, and none collected meanwhile, after it reconnects', async () => {
     const proxy = await CuttableProxy.start(etcd.url);
     const watchClient = connectEtcd(proxy.url, { callTimeoutMs: 1000, watchBackoffMs: 20 });
-    clients.push(watchClient);
+    etcd.track(watchClient);
     const events: IdentityEvent[] = [];
     const watcher = await IdentityWatcher.start(watchClient, (e) => events.push(e));
     const a = await alloc('cut-a');
@@ -226,13 +215,13 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
     const held = await a.allocate(['k8s:app=before']);
     await until('watcher saw the first id', () => watcher.identities.has(held.id));
 
-    await etcd.stop();
+    await etcd.server.stop();
     await expect(a.allocate(['k8s:app=during'])).rejects.toThrow(KvstoreUnavailableError);
     await expect(a.allocate(['k8s:app=during'])).rejects.toThrow(/etcd at http:\/\/127\.0\.0\.1:\d+ unavailable during allocation of k8s:app=during;/);
     expect(a.held()).toEqual(new Map([['k8s:app=before;', held.id]]));
     expect(await a.allocate(['k8s:app=before'])).toEqual({ id: held.id, isNew: false });
 
-    await etcd.start();
+    await etcd.server.start();
     // Written right after the restart (the test above makes the missed-while-away case certain).
     const writer = await alloc('fault-b');
     const later = await writer.allocate(['k8s:app=after']);
@@ -257,13 +246,8 @@ withEtcd('identities in real etcd (Cilium kvstore layout)', () => {
 });
 
 withEtcd('distill identity-gc', () => {
-  let server: EtcdServer;
-  beforeAll(async () => {
-    server = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    await server?.destroy();
-  });
+  const server = new PrivateEtcd();
+  server.setUp();
   const MAIN = join(import.meta.dirname, '../../dist/cli/main.js');
   const runGc = (url: string) =>
     new Promise<{ code: number | null; out: string; err: string }>((resolve) => {

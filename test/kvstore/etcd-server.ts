@@ -1,5 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
+import type { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll } from 'vitest';
+import { connectEtcd, type KvstoreOptions } from '../../src/kvstore/client.js';
+import { EtcdServer } from '../../src/cluster/etcd.js';
 
 /** A real etcd for tests: EtcdServer (src/cluster/etcd.ts), and a visible skip without one. */
 function etcdUnavailableReason(): string | undefined {
@@ -19,7 +23,47 @@ export function requireEtcdOrSkip(what: string): boolean {
   return reason === undefined;
 }
 
-export { EtcdServer } from '../../src/cluster/etcd.js';
+export { EtcdServer };
+
+/**
+ * A private etcd for one describe block. Create it at module level (its `client()` may be called by helpers there);
+ * `setUp()`, called inside the describe, starts the server in beforeAll, and in afterAll closes every client made or
+ * tracked through it and destroys the server.
+ */
+export class PrivateEtcd {
+  private started: EtcdServer | undefined;
+  private readonly clients: Etcd3[] = [];
+
+  setUp(startTimeoutMs = 30_000): void {
+    beforeAll(async () => {
+      this.started = await EtcdServer.start();
+    }, startTimeoutMs);
+    afterAll(async () => {
+      for (const c of this.clients.splice(0)) c.close();
+      await this.started?.destroy();
+    });
+  }
+
+  get server(): EtcdServer {
+    if (!this.started) throw new Error('PrivateEtcd: the server is started by setUp() in beforeAll');
+    return this.started;
+  }
+
+  get url(): string {
+    return this.server.url;
+  }
+
+  /** A client of this etcd (default call timeout 2 s), closed in afterAll. */
+  client(opts: KvstoreOptions = { callTimeoutMs: 2000 }): Etcd3 {
+    return this.track(connectEtcd(this.url, opts));
+  }
+
+  /** Closes `c` in afterAll with the others (a client of a proxy in front of this etcd). */
+  track(c: Etcd3): Etcd3 {
+    this.clients.push(c);
+    return c;
+  }
+}
 
 /**
  * A TCP proxy on 127.0.0.1 in front of etcd that can cut every connection (a partition) and heal,

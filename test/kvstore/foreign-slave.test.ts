@@ -1,10 +1,9 @@
 import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { IdentityAllocator } from '../../src/kvstore/allocator.js';
-import { connectEtcd } from '../../src/kvstore/client.js';
 import { slaveId } from '../../src/kvstore/slaves.js';
 import { IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+import { PrivateEtcd, requireEtcdOrSkip } from './etcd-server.js';
 
 /**
  * Finding 1823 (docs/attack-findings-24w.md, fixed in -25a.md): a slave key `value/<labels>/<node>` that names no id
@@ -17,13 +16,8 @@ import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
  * backend never reads the master key), distill creates an id of the set's own labels instead.
  */
 const withEtcd = requireEtcdOrSkip('etcd foreign slave keys') ? describe : describe.skip;
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
-const client = (): Etcd3 => {
-  const c = connectEtcd(etcd.url, { callTimeoutMs: 2000 });
-  clients.push(c);
-  return c;
-};
+const etcd = new PrivateEtcd();
+const client = (): Etcd3 => etcd.client({ callTimeoutMs: 2000 });
 /** Few quick attempts: on the base the allocation fails after them instead of after 16 backoffs. */
 const alloc = (prefix: string, node: string, extra: { cache?: IdentityWatcher; locks?: boolean } = {}) =>
   IdentityAllocator.create(client(), { url: etcd.url, node, prefix, maxAttempts: 4, backoffMs: 1, ...extra });
@@ -39,13 +33,7 @@ describe('slaveId (Cilium kvstoreBackend.GetIfLocked: prefixMatchesKey, strconv.
 });
 
 withEtcd('slave keys naming no id of their label set (1823)', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('1823. a slave key naming an id whose master key holds other labels: a new id of the set, joined by the next node', async () => {
     const prefix = 'foreign/ids';

@@ -1,9 +1,8 @@
-import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { runIdentityGc } from '../../src/kvstore/gc.js';
 import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+import { PrivateEtcd, requireEtcdOrSkip } from './etcd-server.js';
 
 /**
  * Finding 1142 (docs/attack-findings-19w.md): the identity watcher listed id/ in one Range
@@ -16,21 +15,14 @@ const P = 'large/cilium/state/identities/v1';
 const COUNT = 30_000;
 const labels = (i: number): string => `k8s:app=service-${i};k8s:io.cilium.k8s.policy.cluster=default;k8s:io.cilium.k8s.policy.serviceaccount=default;k8s:io.kubernetes.pod.namespace=team-${i % 97}-namespace;k8s:tier=backend;`;
 const withEtcd = requireEtcdOrSkip('etcd identity list over 4 MiB') ? describe : describe.skip;
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
+const etcd = new PrivateEtcd();
 
 withEtcd('identity watcher: more identities than one response carries (1142)', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('1142. lists 30,000 identities (over 4 MiB) and watches from the list\'s revision', async () => {
     const client = connectEtcd(etcd.url, { callTimeoutMs: 20_000 });
-    clients.push(client);
+    etcd.track(client);
     for (let i = 0; i < COUNT; i += 100) {
       const puts = [];
       for (let j = i; j < i + 100; j++) puts.push({ request_put: { key: Buffer.from(`${P}/id/${256 + j}`), value: Buffer.from(labels(j)) } });

@@ -1,8 +1,8 @@
 import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { IdentityAllocator } from '../../src/kvstore/allocator.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
+import { CuttableProxy, PrivateEtcd, requireEtcdOrSkip, until } from './etcd-server.js';
 
 /*
  * Review 31x of 31u's lock (docs/attack-findings-31x.md). etcd's concurrency.Mutex `Lock`, once the keys created
@@ -13,13 +13,8 @@ import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-serv
 const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('lock attack tests') ? describe : describe.skip;
 
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
-const client = (): Etcd3 => {
-  const c = connectEtcd(etcd.url, { callTimeoutMs: 2000 });
-  clients.push(c);
-  return c;
-};
+const etcd = new PrivateEtcd();
+const client = (): Etcd3 => etcd.client({ callTimeoutMs: 2000 });
 
 /** A foreign holder of a label set's lock (a Cilium agent), and the waiter queued behind it. */
 async function queuedBehindHolder(set: string, opts: { leaseTtlSec?: number } = {}) {
@@ -40,13 +35,7 @@ async function queuedBehindHolder(set: string, opts: { leaseTtlSec?: number } = 
 }
 
 withEtcd('31x. the label-set lock in real etcd', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  }, 30_000);
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   describe('3220. a lock waiter whose own key is gone', () => {
     it('an operator removing a stale lock (del --prefix): the waiter allocates at once, not after 10 s with "still held by undefined"', async () => {
@@ -96,7 +85,7 @@ withEtcd('31x. the label-set lock in real etcd', () => {
       await c.put(holder).value('').lease(await lease.grant());
       const proxy = await CuttableProxy.start(etcd.url);
       const viaProxy = connectEtcd(proxy.url, { callTimeoutMs: 500 });
-      clients.push(viaProxy);
+      etcd.track(viaProxy);
       const w = await IdentityAllocator.create(viaProxy, { url: etcd.url, node: 'cut-waiter' });
       const failed = w.allocate(['k8s:app=cut-waiter']).then(
         () => 'allocated',

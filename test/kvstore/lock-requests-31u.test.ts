@@ -1,8 +1,8 @@
 import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { IdentityAllocator } from '../../src/kvstore/allocator.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
-import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+import { PrivateEtcd, requireEtcdOrSkip } from './etcd-server.js';
 
 /*
  * Finding 3142 (docs/attack-findings-31u.md, from 2949): `distill cluster --nodes 8` spends its allocation time in the
@@ -13,13 +13,12 @@ import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
  */
 const withEtcd = requireEtcdOrSkip('lock request count tests') ? describe : describe.skip;
 
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
+const etcd = new PrivateEtcd();
 
 /** A client whose KV requests are counted, and among them the looks at a lock's holder (a range sorted by creation). */
 function counted(): { client: Etcd3; calls: () => number; looks: () => number } {
   const client = connectEtcd(etcd.url, { callTimeoutMs: 2000 });
-  clients.push(client);
+  etcd.track(client);
   let n = 0;
   let looks = 0;
   const kv = client.kv as unknown as Record<string, (...a: unknown[]) => unknown>;
@@ -35,13 +34,7 @@ function counted(): { client: Etcd3; calls: () => number; looks: () => number } 
 }
 
 withEtcd('3142. etcd requests of an allocation under the label set lock', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  }, 30_000);
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('a new id is 4 requests: slave keys read, lock put with its holder, create, unlock (was 5)', async () => {
     const { client, calls } = counted();

@@ -1,12 +1,12 @@
 import type { Etcd3 } from 'etcd3';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { IdentityAllocator } from '../../src/kvstore/allocator.js';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { runIdentityGc } from '../../src/kvstore/gc.js';
 import { labelSetKey } from '../../src/kvstore/labels.js';
 import { IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { EtcdServer, requireEtcdOrSkip } from './etcd-server.js';
+import { PrivateEtcd, requireEtcdOrSkip } from './etcd-server.js';
 
 /**
  * Several in-process allocators (each with its own client, lease and id/ watcher, as separate
@@ -23,7 +23,7 @@ const LABEL_SETS = [['k8s:app=a'], ['k8s:app=b'], ['k8s:app=a', 'k8s:tier=db'], 
 type Op = { node: number; set: number; acquire: boolean };
 const opArb = fc.record({ node: fc.nat(NODES - 1), set: fc.nat(LABEL_SETS.length - 1), acquire: fc.boolean() });
 
-let etcd: EtcdServer;
+const etcd = new PrivateEtcd();
 let run = 0;
 
 /** DISTILL_PROP_SEED / DISTILL_PROP_PATH replay a reported failure; DISTILL_PROP_RUNS sets the number of runs. */
@@ -48,12 +48,7 @@ async function converged(what: string, check: () => Promise<boolean>): Promise<v
 }
 
 withEtcd('identity allocation under random churn on several nodes', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('keeps one id per label set and every node in agreement with etcd', () => churn(false));
 

@@ -1,8 +1,7 @@
-import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
+import { CuttableProxy, PrivateEtcd, requireEtcdOrSkip, until } from './etcd-server.js';
 
 /**
  * Finding 1820 (docs/attack-findings-24w.md): a master key rewritten to a value distill cannot read kept the id's
@@ -15,21 +14,14 @@ import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-serv
  */
 const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('etcd identity unreadable value') ? describe : describe.skip;
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
+const etcd = new PrivateEtcd();
 
 withEtcd('an id whose master key value turns unreadable (1820)', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('1820, 2001. watched: the id leaves the table, reported unreadable (once), not deleted; a readable value later brings it back', async () => {
     const c = connectEtcd(etcd.url);
-    clients.push(c);
+    etcd.track(c);
     const prefix = `watched/${P}`;
     await c.put(`${prefix}/id/300`).value('k8s:app=db;');
     const events: IdentityEvent[] = [];
@@ -55,12 +47,12 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
 
   it('1820, 2001. listed (a relist after a compaction): an id whose value the list gives unreadable leaves the table as unreadable; a relist without it deletes it', async () => {
     const direct = connectEtcd(etcd.url);
-    clients.push(direct);
+    etcd.track(direct);
     const prefix = `listed/${P}`;
     await direct.put(`${prefix}/id/300`).value('k8s:app=db;');
     const proxy = await CuttableProxy.start(etcd.url);
     const viaProxy = connectEtcd(proxy.url);
-    clients.push(viaProxy);
+    etcd.track(viaProxy);
     const events: IdentityEvent[] = [];
     const w = await IdentityWatcher.start(viaProxy, (e) => events.push(e), prefix, 50);
     const compactCut = async (change: () => Promise<unknown>): Promise<void> => {
@@ -98,7 +90,7 @@ withEtcd('an id whose master key value turns unreadable (1820)', () => {
   // distill indexed the raw value: `idForLabels` never found the id, so `--exit-at-eof` (settledCluster) waited for good.
   it('1822. a value in another order, or naming a key twice, is indexed under its sorted label set', async () => {
     const c = connectEtcd(etcd.url);
-    clients.push(c);
+    etcd.track(c);
     const prefix = `unsorted/${P}`;
     await c.put(`${prefix}/id/300`).value('k8s:io.kubernetes.pod.namespace=shop;k8s:app=db;');
     const events: IdentityEvent[] = [];

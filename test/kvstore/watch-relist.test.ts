@@ -1,10 +1,9 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connectEtcd } from '../../src/kvstore/client.js';
 import { IdentityEvent, IdentityWatcher } from '../../src/kvstore/watcher.js';
-import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-server.js';
+import { CuttableProxy, EtcdServer, PrivateEtcd, requireEtcdOrSkip, until } from './etcd-server.js';
 
 // Findings 740, 741 (docs/attack-findings-16w.md): a watch resumed at a compacted revision is canceled
 // by etcd, one resumed on an etcd that lost its data waits for a revision the new history reaches only
@@ -12,26 +11,19 @@ import { CuttableProxy, EtcdServer, requireEtcdOrSkip, until } from './etcd-serv
 // MarkAllForDeletion, reList); distill relists in both cases.
 const P = 'cilium/state/identities/v1';
 const withEtcd = requireEtcdOrSkip('etcd identity watch compaction') ? describe : describe.skip;
-let etcd: EtcdServer;
-const clients: Etcd3[] = [];
+const etcd = new PrivateEtcd();
 
 withEtcd('identity watch relists when its history is gone (740, 741)', () => {
-  beforeAll(async () => {
-    etcd = await EtcdServer.start();
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await etcd?.destroy();
-  });
+  etcd.setUp();
 
   it('740. after a partition during which an id was deleted, reused for other labels and the history compacted, the watcher relists: no stale labels, later events still arrive', async () => {
     const direct = connectEtcd(etcd.url, { callTimeoutMs: 2000 });
-    clients.push(direct);
+    etcd.track(direct);
     await direct.put(`${P}/id/300`).value('k8s:app=db;');
     await direct.put(`${P}/id/310`).value('k8s:app=cache;');
     const proxy = await CuttableProxy.start(etcd.url);
     const viaProxy = connectEtcd(proxy.url, { callTimeoutMs: 2000 });
-    clients.push(viaProxy);
+    etcd.track(viaProxy);
     const events: IdentityEvent[] = [];
     const w = await IdentityWatcher.start(viaProxy, (e) => events.push(e), P, 50);
     try {
@@ -67,7 +59,8 @@ withEtcd('identity watch relists when its history is gone (740, 741)', () => {
     const wiped = await EtcdServer.start();
     const direct = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
     const c = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
-    clients.push(direct, c);
+    etcd.track(direct);
+    etcd.track(c);
     const events: IdentityEvent[] = [];
     let w: IdentityWatcher | undefined;
     try {
@@ -97,10 +90,10 @@ withEtcd('identity watch relists when its history is gone (740, 741)', () => {
   it('1821. after etcd restarts without its data and its new history passes the watch revision before the watch reconnects, the watcher relists', async () => {
     const wiped = await EtcdServer.start();
     const direct = connectEtcd(wiped.url, { callTimeoutMs: 2000 });
-    clients.push(direct);
+    etcd.track(direct);
     const proxy = await CuttableProxy.start(wiped.url);
     const viaProxy = connectEtcd(proxy.url, { callTimeoutMs: 2000 });
-    clients.push(viaProxy);
+    etcd.track(viaProxy);
     const events: IdentityEvent[] = [];
     let w: IdentityWatcher | undefined;
     try {

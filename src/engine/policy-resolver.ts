@@ -15,6 +15,7 @@ import type { PolicyFacts } from './policy-facts.js';
 
 /** Cilium's `localHostKey`: ingress from the local host (reserved identity 1), every protocol and port. */
 const LOCALHOST_KEY = wildcardKey(RESERVED_IDENTITIES.host, 'ingress');
+const NO_IDS: readonly IdentityId[] = [];
 const DIRECTION_BIT: Readonly<Record<Direction, number>> = { ingress: 1, egress: 2 };
 
 /** Whether map state `m` holds the denies of `deniedEverywhere` in direction `d` (`SharedMapState.deniesPlaced`). */
@@ -101,14 +102,22 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
       const c = this.compiled(rec);
       const attached = rec.attached as (Attached | null)[];
       const only = subjects.length === 1 ? g : undefined;
+      // The subject cache holds local identities only, which nothing here adds or removes: one list
+      // of a group's selection serves every item it notifies (a policy's unit and enforcement).
+      let listed: SubjectGroup | undefined;
+      let selected: readonly IdentityId[] = NO_IDS;
       for (let i = 0; i < attached.length; i++) {
         const gi = only ?? (this.groups.get(itemOf(c, i).subject.key) as SubjectGroup);
         if (gi.active === null || attached[i] !== null) continue;
         // Notified here, not through a helper: one call fewer per item of every adopted policy.
         const a = this.attach(rec, i, gi);
         if (gi.cs.selected.size === 0) continue;
-        if (a instanceof AttachedUnit) this.onSubjectChange(a, [...gi.cs.selected], []);
-        else this.onEnforcementChange(a, [...gi.cs.selected], []);
+        if (listed !== gi) {
+          listed = gi;
+          selected = [...gi.cs.selected];
+        }
+        if (a instanceof AttachedUnit) this.onSubjectChange(a, selected, NO_IDS);
+        else this.onEnforcementChange(a, selected, NO_IDS);
       }
     }
     if (this.ctx.undoLog !== null) this.undoUpsert(key, oldPolicy, oldGiven);

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { parseIp } from '../../src/model/cidr.js';
 import type { Pod } from '../../src/model/cluster.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
-import { dnsVerdict, namedRows } from './dns-filter-probes.js';
+import { dnsVerdict, localPod, namedRows } from './dns-filter-probes.js';
 
 /*
  * Attack finding 3381 (3281/3161): Cilium 1.19's redirect filters are the endpoint's own (pkg/policy/resolve.go
@@ -14,11 +13,7 @@ import { dnsVerdict, namedRows } from './dns-filter-probes.js';
  * and later filters of the proxy ID skipped (addNewRedirects). So a named L7 filter selecting nobody takes the port.
  */
 type Ports = Pod['ports'];
-const pod = (name: string, labels: Record<string, string>, ip: string, ports: Ports): EngineEvent => ({
-  type: 'upsertPod',
-  pod: { namespace: name.split('/')[0]!, name: name.split('/')[1]!, labels, ip: parseIp(ip), serviceAccount: 'default', ports },
-  local: true,
-});
+const pod = localPod;
 const client = pod('x/a', { app: 'a' }, '10.244.0.5', []);
 const udp = (port: number, name?: string): Ports => [{ ...(name ? { name } : {}), port, protocol: 'UDP' as const }];
 const kubeDns = (ports: Ports = udp(53, 'dns')): EngineEvent => pod('kube-system/kube-dns', { 'k8s-app': 'kube-dns' }, '10.96.0.10', ports);

@@ -90,7 +90,7 @@ export class EngineContext {
   ipcache: IpcacheView | null = null;
   /** Which node roles' addresses `cidrs` hold, all or some (tiers.ts `NodeCover`; unwired: fail closed). */
   nodeCover: NodeCover = failClosedNodeCover;
-  /** Where an egress named port resolves for a peer (named-ports.ts `resolveNamedEgress`; unwired: nowhere). */
+  /** Where an egress named filter's port is (named-ports.ts `resolveNamedNodeWide`, whatever the peer; unwired: nowhere). */
   namedEgress: NamedEgress = RESOLVES_NOTHING;
   /** While rebuilding after an internal error, identities keep the numbers the allocator holds. */
   adopting = false;

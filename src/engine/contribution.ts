@@ -46,7 +46,7 @@ export interface ContributionSharers {
   readonly clauses: readonly { readonly l4: L4Match; readonly contribution: Contribution }[];
 }
 
-/** Where an egress named port resolves for a peer identity (named-ports.ts `resolveNamedEgress`). */
+/** Where an egress named port's L4Filter is, asked for a peer identity: node-wide (named-ports.ts `resolveNamedNodeWide`). */
 export type NamedEgress = (peer: IdentityId) => NamedPortResolver;
 
 /** Unwired (tests of a map state alone): no name resolves, so no named filter counts and none widens a redirect. */
@@ -78,11 +78,13 @@ export function inSinglePortFilter(c: Contribution, key: PeerPortKey, proxyFilte
 /**
  * The L4Filters of Cilium's a contribution at a single-port key stands for: `#` for the numbered
  * filter of that port (a clause naming it alone: `port: "53"` or `53-53`), `n:<name>` for a named
- * port's, only where that name is the key's port for the key's peer (finding 2981: the unit's other
- * names are filters of other peers' ports). An egress rule's named and numbered ports are separate
- * units (rule-units.ts compileRule), and Cilium keeps a named port's filter (`dns/UDP`) apart from
- * the numbered one (`53/UDP`, pkg/policy/l4.go named ports; attack findings 2682, 2761). Only egress
- * keys are asked (DNS rules are egress only, cilium-ports.ts), so a name resolves at the peer.
+ * port's, only where that name is the key's port (finding 2981: the unit's other names are filters of
+ * other ports), resolved node-wide as Cilium resolves a filter's proxy ID (pkg/endpoint/bpf.go
+ * `Endpoint.proxyID` → `GetNamedPort`: the filter's selectors then judge every peer they select,
+ * whether or not it has the name; finding 3281). An egress rule's named and numbered ports are
+ * separate units (rule-units.ts compileRule), and Cilium keeps a named port's filter (`dns/UDP`) apart
+ * from the numbered one (`53/UDP`, pkg/policy/l4.go named ports; attack findings 2682, 2761). Only
+ * egress keys are asked (DNS rules are egress only, cilium-ports.ts).
  */
 export function dnsFilterKeys(c: Contribution, key: PeerPortKey, namedEgress: NamedEgress): string[] {
   const out: string[] = [];

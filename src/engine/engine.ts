@@ -156,7 +156,7 @@ export class Engine {
     const stages = { identities, maps, pods, nodes, peerCache, subjectCache };
     const fqdn = new FqdnStage(ctx, identities, pods, peerCache, maps, this.model.dns.clone(), this.model.dns.options.maxSelectorCombinations ?? DEFAULT_MAX_SELECTOR_COMBINATIONS);
     ctx.nodeCover = (cidrs) => nodes.cover(cidrs);
-    ctx.namedEgress = (peer) => identities.namedPorts.resolveNamedEgress(peer);
+    ctx.namedEgress = () => identities.namedPorts.resolveNamedNodeWide;
     ctx.ipcache = new IpcacheView(nodes, pods, identities);
     const commit = new Commit(ctx, maps, this.proxyPorts);
     const cidrGroups = new CidrGroupTable(ctx, identities, peerCache, nodes);

@@ -2,10 +2,11 @@ import { L7Parser, L7Policy, l7PolicyKey, meetDnsPolicies, mergeL7Rules, ALLOW_A
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
+import { type L4Match, PROTOCOL_NUMBER } from '../model/ports.js';
 import { DEFAULT_ALLOW, type Contribution, dnsFilterKeys, inSinglePortFilter, type NamedEgress } from './contribution.js';
 import { isPassCopy } from './map-tiers.js';
 import { dirProto, idDir, rawKeyAt } from './raw-key.js';
-import { PARSER_OF_CODE } from './rule-units.js';
+import { type NamedPortResolver, PARSER_OF_CODE } from './rule-units.js';
 import type { EngineStats } from './stats.js';
 
 /**
@@ -89,16 +90,17 @@ export class L7Tables {
   /** Raw keys whose contributions changed since the last settle, while rows may depend on them. */
   private readonly touched = new Map<number, PolicyKey>();
   /**
-   * Per port key (`portKeyId`), the L4Filters holding a DNS rule for some peer identity, with how many
-   * DNS contributions stand for each (`dnsFilterKeys`): the filters one of which the port's DNS
-   * proxy holds (`proxyFilters`), a property of the port across every peer (attack findings 2761, 3160).
+   * Per port key (`portKeyId`), the L4Filters holding a DNS rule: the numbered one (`#`) where it holds one for some
+   * peer identity (`dnsFilterKeys`), a named one (`n:<name>`) where a unit of the endpoint has a DNS clause on a name
+   * resolving there node-wide (`countNamedFilters`), with how many stand for each: the filters one of which the
+   * port's DNS proxy holds (`proxyFilters`), a property of the port across every peer (attack findings 2761, 3160, 3281).
    */
   private readonly dnsFilters = new Map<string, Map<string, number>>();
   /** Port keys whose set of DNS filters changed since the last settle: every row of their redirect is redone. */
   private readonly dnsFiltersChanged = new Set<string>();
   /**
-   * Per egress port key, the parsers of the named-port L4Filters holding L7 rules there, with how many contributions
-   * stand for each: one of them takes the port's proxy ID (`takenByOtherParser`, attack finding 3280).
+   * Per egress port key, the parsers of the named-port L4Filters holding L7 rules there (`countNamedFilters`), with how
+   * many clauses stand for each: one of them takes the port's proxy ID (`takenByOtherParser`, attack findings 3280, 3281).
    */
   private readonly namedParsers = new Map<string, Map<L7Parser, number>>();
   /** Port keys whose set of named-filter parsers changed since the last settle: every row of their redirects is redone. */
@@ -125,7 +127,7 @@ export class L7Tables {
   }
 
   get isDirty(): boolean {
-    return this.touched.size > 0;
+    return this.touched.size > 0 || this.filtersChanged;
   }
 
   /** Raw key `rk` changed by a contribution of `entry`: rows may depend on it if it redirects or the map has redirects. */
@@ -134,26 +136,48 @@ export class L7Tables {
   }
 
   /**
-   * `c` was added at `key` (`delta` +1) or removed (-1): counts the DNS filters of its port (see `dnsFilters`) and the
-   * parsers of its named filters (`namedParsers`). The
-   * policy resolver takes a named-port unit out of a peer before that peer's resolution of its names changes and puts
+   * `c` was added at `key` (`delta` +1) or removed (-1): counts the numbered DNS filter of its port (see `dnsFilters`).
+   * The policy resolver takes a named-port unit out of a peer before that peer's resolution of its names changes and puts
    * it back after (named-ports.ts `NamedPortListener`), so a removal counts the filters its addition counted.
    */
   countDnsFilters(key: PolicyKey, c: Contribution, delta: 1 | -1): void {
-    // DNS rules are egress-only, and `dnsFilterKeys` resolves a name at the peer: ingress named filters are not counted.
-    if (c.l7 === undefined || c.entry.deny || key.direction !== 'egress') return;
-    const keys = dnsFilterKeys(c, key, this.namedEgress);
-    if (keys.length === 0) return;
-    const id = portKeyId(key);
-    const parser = c.l7.parser;
-    if (parser === 'dns') countIn(this.dnsFilters, this.dnsFiltersChanged, id, keys, delta);
-    const named = keys.filter((f) => f !== '#').map(() => parser);
-    if (named.length > 0) countIn(this.namedParsers, this.namedParsersChanged, id, named, delta);
+    // DNS rules are egress-only; named filters are counted from the endpoint's units (`countNamedFilters`).
+    if (c.l7 === undefined || c.l7.parser !== 'dns' || c.entry.deny || key.direction !== 'egress') return;
+    const keys = dnsFilterKeys(c, key, this.namedEgress).filter((f) => f === '#');
+    if (keys.length > 0) countIn(this.dnsFilters, this.dnsFiltersChanged, portKeyId(key), keys, delta);
+  }
+
+  /**
+   * The named-port L7 clauses of a unit this map's endpoint adopted, counted (`delta` +1) or not (-1) as the filters of
+   * the port their name resolves to (`resolve`: node-wide on egress, the resolver taking them out before a name's
+   * node-wide ports change and putting them back after; the map's own ports on ingress). Cilium's redirect filters are
+   * the endpoint's own (pkg/policy/resolve.go `forEachRedirectFilter`: every L4Filter with a redirecting per-selector
+   * policy, whoever its selectors select) and `Endpoint.proxyID` resolves a filter's name with `GetNamedPort` (pkg/endpoint/bpf.go:
+   * the node-wide map on egress, the endpoint's own ports on ingress), so a named filter takes its port whether or not
+   * a peer holds its rules (attack findings 3381, 3382). Whether `clauses` has a named L7 one.
+   */
+  countNamedFilters(direction: Direction, clauses: readonly NamedClause[], resolve: NamedPortResolver, delta: 1 | -1): boolean {
+    let counted = false;
+    for (const { l4, contribution: c } of clauses) {
+      if (l4.kind !== 'named' || c.l7 === undefined || c.entry.deny) continue;
+      counted = true;
+      for (const p of resolve(l4.name, l4.protocol)) {
+        const id = portKeyId({ direction, protocol: PROTOCOL_NUMBER[p.protocol], port: p.port, portPrefixLen: 16 });
+        if (c.l7.parser === 'dns') countIn(this.dnsFilters, this.dnsFiltersChanged, id, [`n:${l4.name}`], delta);
+        countIn(this.namedParsers, this.namedParsersChanged, id, [c.l7.parser], delta);
+      }
+    }
+    return counted;
+  }
+
+  /** Whether a port's set of filters changed since the last settle (no raw key need have). */
+  private get filtersChanged(): boolean {
+    return this.dnsFiltersChanged.size > 0 || this.namedParsersChanged.size > 0;
   }
 
   /** Whether settling `changes` can change a row (maps without redirects, most of them, skip the L7 layer). */
   relevant(changes: readonly KernelChange[]): boolean {
-    return this.touched.size > 0 || this.redirectUse.size > 0 || someRedirect(changes);
+    return this.touched.size > 0 || this.redirectUse.size > 0 || someRedirect(changes) || this.filtersChanged;
   }
 
   /**
@@ -168,7 +192,7 @@ export class L7Tables {
     const out: L7Change[] = [];
     for (const id of removed) for (const rowKey of [...(this.rowsByRedirect.get(id) ?? [])]) this.setRow(out, rowKey, id, undefined);
     // A redirect neither new nor touched by a raw key keeps its rows: no scratch work for it.
-    if (added.size > 0 || this.touched.size > 0) {
+    if (added.size > 0 || this.touched.size > 0 || this.filtersChanged) {
       for (const [id, { redirect }] of this.redirectUse) {
         const pk = portKeyId(redirect);
         const filtersChanged = (redirect.parser === 'dns' && this.dnsFiltersChanged.has(pk)) || this.namedParsersChanged.has(pk);
@@ -380,6 +404,9 @@ export class L7Tables {
 }
 
 const NUMBERED_FILTER: ReadonlySet<string> = new Set(['#']);
+
+/** A unit's clause as `countNamedFilters` reads it. */
+type NamedClause = { readonly l4: L4Match; readonly contribution: Contribution };
 
 /** Counts `keys` (with repeats) at port key `id` by `delta`; marks `id` changed when a key comes or goes. */
 function countIn<K>(counts: Map<string, Map<K, number>>, changed: Set<string>, id: string, keys: readonly K[], delta: 1 | -1): void {

@@ -1,5 +1,5 @@
 import type { IdentityId } from '../model/identity.js';
-import { ContainerPort, FlowProtocol, protocolCovers } from '../model/ports.js';
+import { ContainerPort, FlowProtocol, PORT_PROTOCOLS, protocolCovers } from '../model/ports.js';
 import type { IdentityRecord } from './identities.js';
 import { keyWithoutPortSplit, portSplitNames, splitByPortName } from './network-splits.js';
 import type { NamedPortResolver } from './rule-units.js';
@@ -180,6 +180,22 @@ export class NamedPorts {
     for (const pp of this.cluster.get(name)?.keys() ?? []) {
       const [proto, port] = pp.split('/') as [FlowProtocol, string];
       if (protocolCovers(protocol, proto)) out.push({ protocol: proto, port: Number(port) });
+    }
+    return out;
+  };
+
+  /**
+   * Cilium 1.19's node-wide resolution of an egress named port (pkg/policy/types `namedPortMultiMap.GetNamedPort`, as
+   * `Endpoint.proxyID` asks it for a filter's proxy ID): the one port the name has for the protocol over every pod of
+   * the cluster; nothing when it has none or two ("ErrDuplicateNamedPorts"). `ANY` resolves each protocol apart.
+   */
+  readonly resolveNamedNodeWide: NamedPortResolver = (name, protocol) => {
+    const out: { protocol: FlowProtocol; port: number }[] = [];
+    const ports = [...(this.cluster.get(name)?.keys() ?? [])];
+    for (const proto of PORT_PROTOCOLS) {
+      if (!protocolCovers(protocol, proto)) continue;
+      const mine = ports.filter((k) => k.startsWith(`${proto}/`));
+      if (mine.length === 1) out.push({ protocol: proto, port: Number((mine[0] as string).slice(proto.length + 1)) });
     }
     return out;
   };

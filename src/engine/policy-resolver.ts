@@ -46,6 +46,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   private pass = 0;
   /** Contributions taken out while named ports change, put back after. */
   private namedPortPairs: Map<UnitShare, Set<IdentityId>> | null = null;
+  /** The shares whose named L7 filters `namedPortsChanging` took out, put back by `namedPortsChanged`. */
+  private namedL7Shares: ReadonlySet<UnitShare> = NO_SHARES;
   /**
    * Policy keys by namespace, built at the first namespace deletion (as ModelStore's): until then no
    * upsert pays for a Set entry nobody reads; after it a transaction deleting k namespaces reads k
@@ -341,6 +343,18 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   private contributeTargets(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
     if (s.unit.anyPeer) this.contribute(s, ANY_IDENTITY, m, sign);
     for (const t of s.targets.keys()) this.contribute(s, t, m, sign);
+    if (s.hasL7 && (s.unit.namedEgress || s.unit.direction === 'ingress')) this.countNamedFilters(s, m, sign);
+  }
+
+  /**
+   * The named L7 clauses of `s` as filters of the ports their names resolve to (L7Tables `countNamedFilters`): node-wide
+   * on egress, the map's own ports on ingress (Cilium's `Endpoint.proxyID` → `GetNamedPort`).
+   */
+  private countNamedFilters(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
+    const unit = s.unit;
+    if (unit.verdict !== 'allow' || unit.peerNamedPorts || unit.baseline) return;
+    const resolve = unit.direction === 'egress' ? this.identities.namedPorts.resolveNamedNodeWide : m.resolveNamed;
+    if (m.state.l7.countNamedFilters(unit.direction, s.clauses, resolve, sign)) this.ctx.dirtyMaps.add(m);
   }
 
   /**
@@ -376,12 +390,24 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     }
     for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, -1);
     this.namedPortPairs = pairs;
+    this.namedL7Shares = this.namedL7SharesOn(clusterWide);
+    for (const s of this.namedL7Shares) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.countNamedFilters(s, m, -1);
   }
 
   namedPortsChanged(): void {
     const pairs = this.namedPortPairs;
     this.namedPortPairs = null;
     for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, +1);
+    const shares = this.namedL7Shares;
+    this.namedL7Shares = NO_SHARES;
+    for (const s of shares) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.countNamedFilters(s, m, +1);
+  }
+
+  /** The shares with L7 rules on a name whose node-wide ports change: their filters move (`countNamedFilters`). */
+  private namedL7SharesOn(names: ReadonlySet<string>): ReadonlySet<UnitShare> {
+    let out: Set<UnitShare> | null = null;
+    for (const name of names) for (const s of this.namedEgressUnits.get(name) ?? []) if (s.hasL7 && s.unit.namedEgress) (out ??= new Set()).add(s);
+    return out ?? NO_SHARES;
   }
 
   // ---------------------------------------------------------------- subject groups
@@ -647,6 +673,8 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     }
   }
 }
+
+const NO_SHARES: ReadonlySet<UnitShare> = new Set<UnitShare>();
 
 /** Adds (share, target) to the pairs, creating them on the first. */
 function addPair(pairs: Map<UnitShare, Set<IdentityId>> | null, s: UnitShare, t: IdentityId): Map<UnitShare, Set<IdentityId>> {

@@ -5,7 +5,7 @@ import { ClusterNode, ClusterState, isApiServerAddress, NODE_ROLE_ORDER, NodeAdd
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST, UNALLOCATED_IDENTITY_ORIGIN } from '../model/localhost.js';
-import { ContainerPort, FlowProtocol, l4Covers, proxyTakes } from '../model/ports.js';
+import { ContainerPort, FlowProtocol, l4Covers, protocolCovers, proxyTakes } from '../model/ports.js';
 import { l7Allows, L7Parser, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
@@ -206,16 +206,16 @@ function decideNpTier(
       allowedBy.push(rule.origin);
       if (clauses.some((c) => c.l7 !== undefined)) redirectedBy.push(rule.origin);
       for (const c of clauses) {
-        const portName = c.l4.kind === 'named' ? { portName: c.l4.name } : {};
+        const filters = c.l4.kind === 'named' ? namedFilters(state, rule, c, protocol, port) : NUMBERED;
         const onePort = c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to);
-        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, onePort, ...portName });
-        else plainAllows.push({ origin: rule.origin, onePort, ...portName });
+        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, onePort, filters });
+        else plainAllows.push({ origin: rule.origin, onePort, filters });
       }
     }
   }
   if (direction === 'ingress' && localhostAllowed(state, peer)) {
     allowedBy.push(ALLOW_LOCALHOST_ORIGIN);
-    plainAllows.push({ origin: ALLOW_LOCALHOST_ORIGIN, onePort: false });
+    plainAllows.push({ origin: ALLOW_LOCALHOST_ORIGIN, onePort: false, filters: NUMBERED });
   }
   const l4Allowed = deniedBy.length === 0 && (enforcedBy.length === 0 || allowedBy.length > 0);
   const proxied = l4Allowed && l7Clauses.length > 0;
@@ -232,14 +232,15 @@ interface L7Clause {
   readonly rules: L7Rules;
   readonly origin: RuleOrigin;
   readonly onePort: boolean;
-  readonly portName?: string;
+  /** The L4Filters its rules are in (`namedFilters`): `#` for a numbered clause. */
+  readonly filters: readonly string[];
 }
 
 interface PlainAllow {
   readonly origin: RuleOrigin;
   readonly onePort: boolean;
-  /** Its named port: Cilium's L4Filter `name/proto`, apart from the numbered `53/proto` one (attack finding 2682). */
-  readonly portName?: string;
+  /** Its L4Filters: `n:<name>` for `name/proto`, apart from the numbered `53/proto` one, `#` (attack finding 2682). */
+  readonly filters: readonly string[];
 }
 
 /**
@@ -303,27 +304,41 @@ function proxyFilters(dnsFilters: ReadonlySet<string>): ReadonlySet<string> {
 
 /** Within one filter, a plain single-port allow lets every query through (rule.go `mergePortProto`, finding 2761). */
 function dnsProxyVerdict(
-  matched: readonly { readonly origin: RuleOrigin; readonly portName?: string }[],
+  matched: readonly { readonly origin: RuleOrigin; readonly filters: readonly string[] }[],
   plainAllows: readonly PlainAllow[],
   enforcedBy: readonly RuleOrigin[],
   readable: boolean,
   filters: ReadonlySet<string>,
 ): NonNullable<DirectionDecision['l7']> {
   const byFilter = [...filters].map((f) => [
-    ...plainAllows.filter((p) => p.onePort && filterKey(p.portName) === f).map((p) => p.origin),
-    ...matched.filter((c) => filterKey(c.portName) === f).map((c) => c.origin),
+    ...plainAllows.filter((p) => p.onePort && p.filters.includes(f)).map((p) => p.origin),
+    ...matched.filter((c) => c.filters.includes(f)).map((c) => c.origin),
   ]);
   const every = byFilter.every((origins) => origins.length > 0);
   const allowedBy = readable && every ? uniqueOrigins(byFilter.flat()) : [];
   return { parser: 'dns', allowed: readable && (every || enforcedBy.length === 0), allowedBy };
 }
 
-/** A single-port clause's L4Filter: the numbered one of its port (`#`) or its named port's (engine `dnsFilterKeys`). */
-const filterKey = (portName: string | undefined): string => (portName === undefined ? '#' : `n:${portName}`);
+const NUMBERED: readonly string[] = ['#'];
 
 /**
- * The L4Filters of (direction, protocol, port) holding a DNS rule for some peer the rule selects, with their parsers
- * (and the egress named filters of other parsers, `takenByOtherParser`):
+ * The named L4Filters a matching named clause's rules are in (engine `dnsFilterKeys`): its own name's and those of the
+ * rule's named clauses of the same rules (one toPorts entry's L7 rules, or the rule's plain clauses) whose name
+ * resolves node-wide to the port: Cilium's filter of that name then holds the rule's selector with those rules, and
+ * judges every peer it selects (finding 3281).
+ */
+function namedFilters(state: ClusterState, rule: PolicyRule, c: PolicyRule['ports'][number], protocol: FlowProtocol, port: number): string[] {
+  const out = new Set<string>();
+  if (c.l4.kind === 'named') out.add(`n:${c.l4.name}`);
+  for (const o of rule.ports) {
+    if (o.l4.kind === 'named' && o.l7 === c.l7 && protocolCovers(o.l4.protocol, protocol) && nodeWideNamedPort(state, o.l4.name, protocol) === port) out.add(`n:${o.l4.name}`);
+  }
+  return [...out];
+}
+
+/**
+ * The L4Filters of (direction, protocol, port) with their parsers: the numbered one holding a DNS rule for some peer
+ * the rule selects, the named ones holding L7 rules of any parser (`takenByOtherParser`) whose name resolves there:
  * the filters one of which the port's DNS proxy holds (`proxyFilters`), so the plain allows that widen it. A property
  * of the port across every peer, not of the flow's peer: a plain allow in such a filter widens the
  * redirect (rule.go `mergePortProto`; a nil selector is `matchPattern: "*"`, dnsproxy
@@ -339,20 +354,40 @@ function l7FiltersOfPort(state: ClusterState, subject: FlowEndpoint & { kind: 'p
       if (rule.direction !== direction || rule.verdict !== 'allow' || !selectorMatches(rule.subject, subject.labels)) continue;
       for (const c of rule.ports) {
         if (c.l7 === undefined || c.l4.kind === 'all') continue;
-        // Named ports resolve at the peer: the engine counts egress named filters of other parsers only (`namedParsers`).
-        if (c.l7.parser !== 'dns' && (direction !== 'egress' || c.l4.kind !== 'named')) continue;
+        // Named filters of every parser (the engine's `namedParsers`); of the others, DNS ones only.
+        if (c.l7.parser !== 'dns' && c.l4.kind !== 'named') continue;
         if (c.l4.kind === 'range' && (c.l4.from !== port || c.l4.to !== port || !l4Covers(c.l4, protocol, port, []))) continue;
         const l4 = c.l4;
-        // The engine keys a rule by the identities it selects: a rule selecting none holds no filter.
-        const selected = (ep: FlowEndpoint): boolean => rule.peers.some((p) => peerMatches(state, p, ep)) && l4Covers(l4, protocol, port, direction === 'ingress' ? subject.pod.ports : egressNamedPorts(state, ep));
-        const existing = l4.kind === 'range' && rule.peers.some((p) => p.kind !== 'selector' || p.entity !== undefined);
+        // A named filter is the endpoint's whoever it selects, its name resolved node-wide on egress, at the subject's own
+        // ports on ingress (Cilium's `Endpoint.proxyID` → `GetNamedPort`; findings 3381, 3382).
+        if (l4.kind === 'named') {
+          const resolved = direction === 'egress' ? protocolCovers(l4.protocol, protocol) && nodeWideNamedPort(state, l4.name, protocol) === port : l4Covers(l4, protocol, port, subject.pod.ports);
+          if (resolved) add(out, `n:${l4.name}`, c.l7.parser);
+          continue;
+        }
+        // The engine counts a numbered DNS filter where it keys a rule, by the identities it selects.
+        const selected = (ep: FlowEndpoint): boolean => rule.peers.some((p) => peerMatches(state, p, ep)) && l4Covers(l4, protocol, port, []);
+        const existing = rule.peers.some((p) => p.kind !== 'selector' || p.entity !== undefined);
         if (!existing && !pods.some(selected)) continue;
-        const f = l4.kind === 'named' ? `n:${l4.name}` : '#';
-        out.set(f, (out.get(f) ?? new Set<L7Parser>()).add(c.l7.parser));
+        add(out, '#', c.l7.parser);
       }
     }
   }
   return out;
+}
+
+function add(filters: Map<string, Set<L7Parser>>, f: string, parser: L7Parser): void {
+  filters.set(f, (filters.get(f) ?? new Set<L7Parser>()).add(parser));
+}
+
+/**
+ * Where Cilium 1.19 resolves an egress named port for a filter's proxy ID (pkg/endpoint/bpf.go `Endpoint.proxyID` →
+ * pkg/policy/types `namedPortMultiMap.GetNamedPort`): the one port every pod of the cluster gives the name for the
+ * protocol; none when no pod does or two ports do ("ErrDuplicateNamedPorts").
+ */
+function nodeWideNamedPort(state: ClusterState, name: string, protocol: FlowProtocol): number | undefined {
+  const ports = new Set(clusterNamedPorts(state).filter((cp) => cp.name === name && cp.protocol === protocol).map((cp) => cp.port));
+  return ports.size === 1 ? (ports.values().next().value as number) : undefined;
 }
 
 /** A flow is allowed when the source's egress allows it and the destination's ingress allows it. */

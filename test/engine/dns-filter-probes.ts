@@ -1,4 +1,8 @@
+import fc from 'fast-check';
+import { parseIp } from '../../src/model/cidr.js';
+import type { Pod } from '../../src/model/cluster.js';
 import { Engine } from '../../src/engine/engine.js';
+import type { EngineEvent } from '../../src/engine/events.js';
 import { EngineDecider } from '../../src/harness/engine-decider.js';
 import { decideFlow } from '../../src/naive/evaluator.js';
 import { parseScenario } from '../../src/scenario/format.js';
@@ -54,4 +58,35 @@ export function runBoth(text: string, name: string): { naive: ScenarioRun; engin
 export function egressPolicyA(ruleLines: readonly string[], indent: string): string {
   const lines = ['apiVersion: cilium.io/v2', 'kind: CiliumNetworkPolicy', 'metadata: {name: a, namespace: x}', 'spec:', '  endpointSelector: {matchLabels: {app: a}}', '  egress:', ...ruleLines.map((l) => `  ${l}`)];
   return lines.join(`\n${indent}`);
+}
+
+/** A local pod's upsert, `name` as namespace/name (proxy-id-31e.test.ts, named-filters-32d.test.ts). */
+export const localPod = (name: string, labels: Record<string, string>, ip: string, ports: Pod['ports']): EngineEvent => ({
+  type: 'upsertPod',
+  pod: { namespace: name.split('/')[0]!, name: name.split('/')[1]!, labels, ip: parseIp(ip), serviceAccount: 'default', ports },
+  local: true,
+});
+
+/*
+ * The proxy-ID property tests' scenarios (proxy-id-31e, named-filters-32d): three kube-system servers naming 53 or
+ * 54/TCP n1 or n2, rules on the filter keys n1, n2 and "53", each key with one parser per scenario.
+ */
+export const PROXY_ID_REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
+export const PROXY_ID_KEYS = ['n1', 'n2', '53'] as const;
+export const SERVERS = ['s0', 's1', 's2'] as const;
+export type ProxyIdParser = 'http' | 'dns';
+export const serverPortArb = fc.record({ name: fc.constantFrom('n1', 'n2'), port: fc.constantFrom(53, 53, 54) });
+type ServerPort = { readonly name: string; readonly port: number };
+type ProxyIdRule = { readonly peer: string | null; readonly port: (typeof PROXY_ID_KEYS)[number]; readonly l7: 0 | 1 | 2 };
+
+/** Server `i` with its named TCP ports, as a scenario's pod line. */
+export const serverLine = (i: number, ps: readonly ServerPort[]): string =>
+  `{name: kube-system/${SERVERS[i]}, labels: {app: ${SERVERS[i]}}, ip: 10.96.0.${10 + i}, ports: [${ps.map((p) => `{name: ${p.name}, port: ${p.port}, protocol: TCP}`).join(', ')}]}`;
+
+/** One egress rule of x/a: plain (`l7` 0) or its key's parser's rule (HTTP GET / POST, DNS good / other.example). */
+export function proxyIdRuleLines(parsers: readonly ProxyIdParser[], r: ProxyIdRule): string[] {
+  const peer = `{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system${r.peer ? `, k8s:app: ${r.peer}` : ''}}}`;
+  const parser = parsers[PROXY_ID_KEYS.indexOf(r.port)];
+  const l7 = r.l7 === 0 ? '' : parser === 'http' ? `, rules: {http: [{method: ${r.l7 === 1 ? 'GET' : 'POST'}}]}` : `, rules: {dns: [{matchName: ${r.l7 === 1 ? 'good' : 'other'}.example}]}`;
+  return [`  - toEndpoints: [${peer}]`, `    toPorts: [{ports: [{port: "${r.port}", protocol: TCP}]${l7}}]`];
 }

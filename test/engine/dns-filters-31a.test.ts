@@ -7,10 +7,12 @@ import { parseManifestFile } from '../../src/policy/manifest.js';
 import { dnsVerdict, namedRows } from './dns-filter-probes.js';
 
 /*
- * Attack finding 2981: a named clause is its name's L4Filter only at a peer whose port the name is (distill resolves an
- * egress named port per peer identity, docs/semantics.md "Named ports on egress"). A rule's plain clauses on dns2 and
- * dns3 make one contribution; at alt (53 named dns2) it stands for dns2/UDP only, which holds no DNS rule, so it does
- * not widen alt's numbered DNS redirect, though dns3/UDP holds z's.
+ * Attack finding 2981: a named clause is its name's L4Filter only where the name is the key's port. Since 3381 (32d)
+ * that is read node-wide, as Cilium 1.19 resolves a filter's name (pkg/endpoint/bpf.go Endpoint.proxyID →
+ * namedPortMultiMap.GetNamedPort; the filter's selectors judge every peer they select). A rule's plain clauses on dns2
+ * and dns3 make one contribution; at alt (53 named dns2) it stands for dns2/UDP and, while dns3 is 53/UDP node-wide,
+ * for dns3/UDP, which holds z's DNS rule and takes the 53/UDP proxy: alt's queries pass its plain selector ("*").
+ * Before 3381 the names were resolved at the peer (dns2/UDP only: alt refused, narrower than Cilium).
  */
 type Ports = Pod['ports'];
 const pod = (ns: string, name: string, labels: Record<string, string>, ip: string, ports: Ports): EngineEvent => ({
@@ -52,12 +54,12 @@ const freshRows = (events: EngineEvent[]): unknown[] => {
   return rows(f);
 };
 
-describe('2981. a named clause is its name\'s filter only where the name is the peer\'s port', () => {
-  it('plain dns2+dns3 allow: alt (53 = dns2) keeps its numbered DNS redirect, z (53 = dns3) is widened', () => {
+describe('2981/3381. a named clause is its name\'s filter only where the name is the port, node-wide', () => {
+  it('plain dns2+dns3 allow: dns3/UDP takes the 53/UDP proxy and its plain selector admits alt (53 = dns2) and z', () => {
     const e = new Engine();
     e.apply([client, z(), alt(), plainDns2Dns3, zDns3, altNumbered]);
-    // dns3/UDP (z's DNS rule) takes the 53/UDP proxy (finding 3160): alt's numbered DNS rule is not in its rules.
-    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/z', 'other.example')]).toEqual([false, false, true]);
+    // dns3/UDP (z's DNS rule) takes the 53/UDP proxy (finding 3160); the plain rule's dns3 clause is in it, node-wide (3381).
+    expect([verdict(e, 'kube-system/alt', 'good.example'), verdict(e, 'kube-system/alt', 'other.example'), verdict(e, 'kube-system/z', 'other.example')]).toEqual([true, true, true]);
   });
 
   it('one DNS rule on dns and dns3 counts dns3/UDP nowhere no pod has dns3', () => {
@@ -83,24 +85,35 @@ describe('2981. a named clause is its name\'s filter only where the name is the 
     // w gives dns3 another port: dns3 resolves nowhere, neither z's DNS rule nor alt's plain allow is anywhere.
     step([w], false);
     step([{ type: 'deletePod', namespace: 'kube-system', name: 'w' }], true);
-    step([alt()], false);
-    // z loses dns3: no dns3/UDP filter holds a DNS rule.
+    // alt's 53 is dns2 again: the plain clause's contribution there is in dns3/UDP still (dns3 = 53/UDP node-wide).
+    step([alt()], true);
+    // z loses dns3: no pod names dns3, no dns3/UDP filter has a port; the numbered filter holds the proxy.
     step([z([])], false);
-    step([z()], false);
+    step([z()], true);
     step([{ type: 'deletePolicy', ref: { kind: 'CiliumNetworkPolicy', namespace: 'x', name: 'alt-dns' } }], true);
-    step([altNumbered], false);
+    step([altNumbered], true);
   });
 
   it('the two-name rule as pods come and go, and the names move', () => {
     const e = new Engine();
     let state: EngineEvent[] = [client, twoNames, altNumbered];
     e.apply(state);
-    for (const events of [[alt(udp53('dns3'))], [kubeDns], [alt()], [alt(udp53('dns3'))], [{ type: 'deletePod', namespace: 'kube-system', name: 'kube-dns' } as EngineEvent], [kubeDns]]) {
+    // alt's other.example: while only dns3 names 53/UDP node-wide, dns3/UDP (kube-dns's DNS rule, every kube-system
+    // pod's plain one) holds the proxy and admits alt; while dns does too, dns/UDP may (Go map order), and its one
+    // selector (kube-dns) refuses alt: the meet refuses (finding 3160).
+    const steps: [EngineEvent[], boolean][] = [
+      [[alt(udp53('dns3'))], true],
+      [[kubeDns], false],
+      [[alt()], false],
+      [[alt(udp53('dns3'))], false],
+      [[{ type: 'deletePod', namespace: 'kube-system', name: 'kube-dns' }], true],
+      [[kubeDns], false],
+    ];
+    for (const [events, altOther] of steps) {
       e.apply(events);
       state = [...state, ...events];
       expect(rows(e)).toEqual(freshRows(state));
-      // No dns3/UDP filter ever holds a DNS rule (kube-dns has no dns3): alt's redirect stays its numbered rule's.
-      expect(verdict(e, 'kube-system/alt', 'other.example')).toBe(false);
+      expect(verdict(e, 'kube-system/alt', 'other.example')).toBe(altOther);
     }
   });
 });

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ScenarioRun } from '../../src/scenario/run.js';
 import { fcRuns } from '../fc-knobs.js';
-import { egressPolicyA, runBoth, twoStepScenario } from './dns-filter-probes.js';
+import { egressPolicyA, PROXY_ID_KEYS as KEYS, PROXY_ID_REPLAY as REPLAY, type ProxyIdParser as Parser, proxyIdRuleLines, runBoth, serverLine as podLine, serverPortArb as portArb, SERVERS, twoStepScenario } from './dns-filter-probes.js';
 
 /*
  * Attack finding 3280: filters of one endpoint sharing a proxy ID (egress, TCP, port) with different parsers; a named
@@ -12,13 +12,7 @@ import { egressPolicyA, runBoth, twoStepScenario } from './dns-filter-probes.js'
  * GET and DNS query as the oracle.
  */
 const RUNS = fcRuns(process.env.DISTILL_LONG ? 1000 : 200);
-const REPLAY = process.env.DISTILL_SEED ? { seed: Number(process.env.DISTILL_SEED), ...(process.env.DISTILL_PATH ? { path: process.env.DISTILL_PATH } : {}) } : {};
 
-const KEYS = ['n1', 'n2', '53'] as const;
-const SERVERS = ['s0', 's1', 's2'] as const;
-type Parser = 'http' | 'dns';
-
-const portArb = fc.record({ name: fc.constantFrom('n1', 'n2'), port: fc.constantFrom(53, 53, 54) });
 const podPortsArb = fc.uniqueArray(portArb, { minLength: 1, maxLength: 2, selector: (p) => p.name });
 const ruleArb = fc.record({
   peer: fc.constantFrom<string | null>(null, ...SERVERS),
@@ -36,15 +30,7 @@ const scenarioArb = fc.record({
 });
 type Gen = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
 
-const podLine = (i: number, ps: Gen['movedPorts']): string =>
-  `{name: kube-system/${SERVERS[i]}, labels: {app: ${SERVERS[i]}}, ip: 10.96.0.${10 + i}, ports: [${ps.map((p) => `{name: ${p.name}, port: ${p.port}, protocol: TCP}`).join(', ')}]}`;
-
-function ruleLines(g: Gen, r: Gen['rules'][number]): string[] {
-  const peer = `{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system${r.peer ? `, k8s:app: ${r.peer}` : ''}}}`;
-  const parser = g.parsers[KEYS.indexOf(r.port)];
-  const l7 = r.l7 === 0 ? '' : parser === 'http' ? `, rules: {http: [{method: ${r.l7 === 1 ? 'GET' : 'POST'}}]}` : `, rules: {dns: [{matchName: ${r.l7 === 1 ? 'good' : 'other'}.example}]}`;
-  return [`  - toEndpoints: [${peer}]`, `    toPorts: [{ports: [{port: "${r.port}", protocol: TCP}]${l7}}]`];
-}
+const ruleLines = (g: Gen, r: Gen['rules'][number]): string[] => proxyIdRuleLines(g.parsers, r);
 
 function scenarioText(g: Gen): string {
   const requests = ['http: {method: GET, path: /}', 'dns: {name: good.example}'];

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { parseIp } from '../../src/model/cidr.js';
 import type { Pod } from '../../src/model/cluster.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { L7Request } from '../../src/model/l7.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
+import { localPod } from './dns-filter-probes.js';
 
 /*
  * Attack finding 3280 (3162 of 31d): Cilium 1.19's proxy ID (endpoint, direction, protocol, port, listener) has no
@@ -13,11 +13,7 @@ import { parseManifestFile } from '../../src/policy/manifest.js';
  * A named filter of another parser on the port therefore takes it: the other parser's requests cannot be read.
  */
 type Ports = Pod['ports'];
-const pod = (name: string, labels: Record<string, string>, ip: string, ports: Ports): EngineEvent => ({
-  type: 'upsertPod',
-  pod: { namespace: name.split('/')[0]!, name: name.split('/')[1]!, labels, ip: parseIp(ip), serviceAccount: 'default', ports },
-  local: true,
-});
+const pod = localPod;
 const client = pod('x/a', { app: 'a' }, '10.244.0.5', []);
 const tcp53 = (name?: string): Ports => [{ ...(name ? { name } : {}), port: 53, protocol: 'TCP' as const }];
 const kubeDns = (name?: string): EngineEvent => pod('kube-system/kube-dns', { 'k8s-app': 'kube-dns' }, '10.96.0.10', tcp53(name));

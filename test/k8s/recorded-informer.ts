@@ -1,5 +1,5 @@
 import { ListWatch, type KubernetesObject, type Watch } from '@kubernetes/client-node';
-import { watchInformer } from '../../src/k8s/informer.js';
+import { replayGuard, watchInformer } from '../../src/k8s/informer.js';
 import type { ClusterMirror } from '../../src/k8s/mirror.js';
 
 type Obj = Record<string, unknown>;
@@ -7,13 +7,14 @@ type Obj = Record<string, unknown>;
 /**
  * A real client-node informer (`ListWatch`) of pods fed by a recorded API server: `lists` answer its Lists in turn
  * (the last repeats) at `listVersions`, or `list` gives each; `send` delivers a watch event on its open watch,
- * `expire` ends the watch with a 410 (it relists). Each call returns once the informer's callbacks ran.
+ * `expire` ends the watch with a 410 (it relists), `fail` with a 500 (it stops). Each call returns once the
+ * informer's callbacks ran. `guard`: the informer is built with `replayGuard` (finding 3203).
  */
-export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: number[], list?: () => { items: Obj[]; resourceVersion: number }) {
+export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: number[], list?: () => { items: Obj[]; resourceVersion: number }, guard = false) {
   let n = 0;
   let handler: ((phase: string, obj: unknown, raw: unknown) => void) | undefined;
   let done: ((err: unknown) => void) | undefined;
-  const watch = {
+  const server = {
     watch: async (_path: string, _params: unknown, cb: typeof handler, end: typeof done): Promise<AbortController> => {
       handler = cb;
       done = end;
@@ -25,7 +26,10 @@ export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], li
     const l = list?.() ?? { items: lists[i]!, resourceVersion: listVersions[i]! };
     return { metadata: { resourceVersion: String(l.resourceVersion) }, items: l.items as KubernetesObject[] };
   };
+  const built: { informer?: ListWatch<KubernetesObject> } = {};
+  const watch = guard ? replayGuard(server, (name, ns) => built.informer?.get(name, ns)) : server;
   const informer = new ListWatch('/api/v1/pods', watch, listFn, false);
+  built.informer = informer;
   watchInformer(informer, mirror, { kind: 'Pod', apiVersion: 'v1' });
   const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
   await informer.start();
@@ -34,6 +38,11 @@ export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], li
     informer,
     async send(type: string, object: Obj): Promise<void> {
       handler!(type, object, { type, object });
+      await settle();
+    },
+    /** The watch ends with a 500: the informer reports the error and stops. */
+    async fail(): Promise<void> {
+      done!({ statusCode: 500 });
       await settle();
     },
     async expire(): Promise<void> {

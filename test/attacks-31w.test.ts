@@ -121,7 +121,8 @@ describe('3203. a replayed DELETED of an older incarnation empties the informer\
     spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'bad' } }] }] },
   });
   // Fixed in 32b (docs/attack-findings-32b.md): the informer built with `replayGuard`, the stale DELETED never
-  // reaches client-node's cache. Before (efc2e575, pinned with `it.fails`): `expected 'allow' to be 'none'` at the end.
+  // reaches client-node's cache. Before (efc2e575, guard absent): `expected undefined to be defined` at the cache check,
+  // and without that check `expected 'allow' to be 'none'` at the end.
   // x/server stays selected by allow-good (app=good only): without a policy it would admit everything.
   it('the live incarnation\'s genuine DELETED then gives no callback: the deleted allow stays in force', async () => {
     const a = mirrorAgent('n1');

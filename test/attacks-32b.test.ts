@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { mirrorAgent } from './k8s/mirror-agent.js';
-import { recordedInformer } from './k8s/recorded-informer.js';
-import { allowGood, ev, forgetLastTombstone, pod } from './k8s/replay-objects.js';
+import { informedAfterGap, recordedInformer } from './k8s/recorded-informer.js';
+import { allowGood, ev, pod } from './k8s/replay-objects.js';
 
 type Obj = Record<string, unknown>;
 const server = (): Obj => pod('server', 1, 'n1', 'server', '10.0.0.1');
@@ -67,17 +67,8 @@ describe('3341. two informers of one kind shared the source `informer <kind>` (3
   // Before (efc2e575): both informers fed `informer Pod`, so neither counted as a sole informer and 3040's check of a
   // replay against the stream's forgotten tombstones was off: old came back at evil's address (`expected 'allow' to be 'none'`).
   it('a replay on the second informer of a pod whose tombstone it forgot is dropped', async () => {
-    const a = mirrorAgent('n1', { maxTombstones: 1 });
-    a.step('policies', ev('ADDED', allowGood));
-    // A first informer of pods (namespace y, empty), then the second (x), whose watch gives 2841's gap.
-    await recordedInformer(a.mirror, [[]], [2]);
-    const inf = await recordedInformer(a.mirror, [[server(), pod('old', 2, 'n2', 'good')]], [3]);
-    await inf.send('MODIFIED', pod('old', 4, 'n2', 'good', '10.0.0.9'));
-    await inf.send('DELETED', pod('old', 5, 'n2', 'good', '10.0.0.9'));
-    await inf.send('ADDED', pod('evil', 6, 'n2', 'bad', '10.0.0.9'));
-    await forgetLastTombstone(inf.send, 7);
-    a.step('policies');
-    expect(a.verdict('10.0.0.9')).toBe('none');
+    // A first informer of pods (empty), then the second, whose watch gives 2841's gap.
+    const { a, inf } = await informedAfterGap([], (mirror) => recordedInformer(mirror, [[]], [2]));
     await inf.send('ADDED', pod('old', 4, 'n2', 'good', '10.0.0.9'));
     a.step('policies');
     expect(a.verdict('10.0.0.9')).toBe('none');

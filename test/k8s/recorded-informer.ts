@@ -1,6 +1,9 @@
 import { ListWatch, type KubernetesObject, type Watch } from '@kubernetes/client-node';
+import { expect } from 'vitest';
 import { replayGuard, watchInformer } from '../../src/k8s/informer.js';
 import type { ClusterMirror } from '../../src/k8s/mirror.js';
+import { mirrorAgent } from './mirror-agent.js';
+import { allowGood, ev, forgetLastTombstone, pod } from './replay-objects.js';
 
 type Obj = Record<string, unknown>;
 
@@ -51,4 +54,25 @@ export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], li
       await settle();
     },
   };
+}
+
+/**
+ * allow-good, and one client-node informer of pods (a List at 3 of server and old, Pending) feeding the mirror, once
+ * `before` ran (another informer of pods: 3341); `relist`: what its List after a 410 gives (at 40). Its watch gives
+ * 2841's gap, and one more delete forgets old's tombstone (`maxTombstones: 1`).
+ */
+export async function informedAfterGap(relist: Obj[] = [], before: (mirror: ClusterMirror) => Promise<unknown> = async () => {}) {
+  const a = mirrorAgent('n1', { maxTombstones: 1 });
+  a.step('policies', ev('ADDED', allowGood));
+  await before(a.mirror);
+  const inf = await recordedInformer(a.mirror, [[pod('server', 1, 'n1', 'server', '10.0.0.1'), pod('old', 2, 'n2', 'good')], relist], [3, 40]);
+  // 2841's gap on the informer's watch: old runs at 10.0.0.9, is deleted, evil takes the address.
+  await inf.send('MODIFIED', pod('old', 4, 'n2', 'good', '10.0.0.9'));
+  await inf.send('DELETED', pod('old', 5, 'n2', 'good', '10.0.0.9'));
+  await inf.send('ADDED', pod('evil', 6, 'n2', 'bad', '10.0.0.9'));
+  // One more delete: with the bound at 1 its tombstone evicts old's.
+  await forgetLastTombstone(inf.send, 7);
+  a.step('policies');
+  expect(a.verdict('10.0.0.9')).toBe('none');
+  return { a, inf };
 }

@@ -120,23 +120,27 @@ describe('3203. a replayed DELETED of an older incarnation empties the informer\
     metadata: { name: 'allow-bad', namespace: 'x', resourceVersion: String(rv) },
     spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'bad' } }] }] },
   });
-  // Not fixed (pinned with `it.fails`: it passes while the hole is open; see docs/attack-findings-31w.md).
-  it.fails('the live incarnation\'s genuine DELETED then gives no callback: the deleted allow stays in force', async () => {
+  // Fixed in 32b (docs/attack-findings-32b.md): the informer built with `replayGuard`, the stale DELETED never
+  // reaches client-node's cache. Before (efc2e575, guard absent): `expected undefined to be defined` at the cache check,
+  // and without that check `expected 'allow' to be 'none'` at the end.
+  // x/server stays selected by allow-good (app=good only): without a policy it would admit everything.
+  it('the live incarnation\'s genuine DELETED then gives no callback: the deleted allow stays in force', async () => {
     const a = mirrorAgent('n1');
-    a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('bad', 2, 'n2', 'bad', '10.0.0.9')));
+    a.step('pods', ev('ADDED', allowGood), ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('bad', 2, 'n2', 'bad', '10.0.0.9')));
     expect(a.verdict('10.0.0.9')).toBe('none');
     // An informer (client-node ListWatch) of CiliumNetworkPolicies: allow-bad created, deleted, created again.
-    const inf = await recordedInformer(a.mirror, [[]], [3]);
+    const inf = await recordedInformer(a.mirror, [[]], [3], undefined, true);
     await inf.send('ADDED', allowBad(4));
     await inf.send('DELETED', allowBad(5));
     await inf.send('ADDED', allowBad(8));
     a.step('pods');
     expect(a.verdict('10.0.0.9')).toBe('allow');
-    // The server replays the first incarnation's DELETED: stale for the mirror; client-node's cache drops allow-bad.
+    // The server replays the first incarnation's DELETED: stale for the mirror; before, client-node's cache dropped allow-bad.
     await inf.send('DELETED', allowBad(5));
     a.step('pods');
     expect(a.verdict('10.0.0.9')).toBe('allow');
-    // allow-bad deleted for good: client-node does not hold it, so it calls nothing (dist/cache.js `deleteObject`).
+    expect(inf.informer.get('allow-bad', 'x')).toBeDefined();
+    // allow-bad deleted for good: before, client-node did not hold it, so it called nothing (dist/cache.js `deleteObject`).
     await inf.send('DELETED', allowBad(12));
     // Any later input: the cluster before and after it has no allow-bad, so bad → x/server is denied.
     a.step('pods', ev('MODIFIED', pod('server', 13, 'n1', 'server', '10.0.0.1')));

@@ -1,5 +1,6 @@
 import type { ClusterMirror } from './mirror.js';
 import { objectKind } from './objects.js';
+import { stale } from './resource-version.js';
 
 /**
  * What distill needs of a `@kubernetes/client-node` informer (`makeInformer(...)`): its callbacks.
@@ -56,8 +57,7 @@ export function toWire(v: unknown): unknown {
  * as adds, updates and deletes, which the mirror reduces to the differences.
  */
 export function watchInformer(informer: InformerLike, mirror: ClusterMirror, options: InformerFeedOptions): void {
-  const source = `informer ${options.kind}`;
-  mirror.fedByInformer(source);
+  const source = mirror.fedByInformer(`informer ${options.kind}`);
   let queued = false;
   // One call after the run of callbacks the informer makes (a microtask runs once that run returns).
   const changed = (): void => {
@@ -89,4 +89,43 @@ export function watchInformer(informer: InformerLike, mirror: ClusterMirror, opt
     mirror.informerFailed(source);
     options.onError?.(err);
   });
+}
+
+/** What `replayGuard` needs of a `@kubernetes/client-node` `Watch`: its `watch` call (structural). */
+export interface WatchLike {
+  watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void): Promise<unknown>;
+}
+
+const recordOf = (v: unknown): Readonly<Record<string, unknown>> => (typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {});
+
+/** True when a watch event of an object is older than the version of it `held` returns (a DELETED: older; an add or update: not newer). */
+function olderThanHeld(phase: string, obj: unknown, held: (name: string, namespace: string | undefined) => unknown): boolean {
+  if (phase !== 'ADDED' && phase !== 'MODIFIED' && phase !== 'DELETED') return false;
+  const md = recordOf(recordOf(obj).metadata);
+  if (typeof md.name !== 'string') return false;
+  const cached = recordOf(recordOf(held(md.name, typeof md.namespace === 'string' ? md.namespace : undefined)).metadata);
+  const rv = (m: Readonly<Record<string, unknown>>): string | undefined => (typeof m.resourceVersion === 'string' ? m.resourceVersion : undefined);
+  return stale(rv(md), rv(cached), phase === 'DELETED');
+}
+
+/**
+ * A `Watch` for client-node's `ListWatch` that drops a watch event older than the version of its object the informer
+ * holds (`held`: the informer's `get(name, namespace)`; versions that are not integers are not compared). Build the
+ * informer with it (`new ListWatch(path, replayGuard(new Watch(kc), (n, ns) => informer.get(n, ns)), listFn, false)`)
+ * when its server may replay events (finding 3203): client-node's cache removes an object on any DELETED of its
+ * name, whatever the version (dist/cache.js `deleteObject`), and replaces it with any version that differs, older too
+ * (`addOrUpdateObject`, `isSameVersion`). A replayed DELETED of an older incarnation thus empties the cache of the live
+ * object, and its genuine DELETED later calls nothing: the mirror kept the deleted object. On a stream in order no event
+ * of an object is older than the version the informer holds of it (listed at or below the List's version, or watched
+ * before), so what is dropped is a replay; the informer's resume point is not moved back by it either (`watchHandler`
+ * sets it from every event it reads).
+ */
+export function replayGuard<W extends WatchLike>(watch: W, held: (name: string, namespace: string | undefined) => unknown): W {
+  const guarded = Object.create(watch) as W;
+  const call: WatchLike['watch'] = (path, queryParams, callback, done) =>
+    watch.watch(path, queryParams, (phase, obj, raw) => {
+      if (!olderThanHeld(phase, obj, held)) callback(phase, obj, raw);
+    }, done);
+  Object.defineProperty(guarded, 'watch', { value: call });
+  return guarded;
 }

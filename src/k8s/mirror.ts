@@ -106,11 +106,11 @@ export class ClusterMirror {
    */
   private readonly informersDown = new Set<string>();
   /**
-   * Informer streams, with how many informers feed each: client-node's informer gives its relists as adds, updates and
-   * deletes of the differences, in any order and without a mark of their end, so its events are never known to be in
-   * order (`StreamVersions.ordered`); one informer alone is a whole view from its first List (`soleInformer`).
+   * Informer streams, one informer each (`fedByInformer`): client-node's informer gives its relists as adds, updates
+   * and deletes of the differences, in any order and without a mark of their end, so its events are never known to be
+   * in order (`StreamVersions.ordered`); an informer is a whole view from its first List (`soleInformer`).
    */
-  private readonly informerSources = new Map<string, number>();
+  private readonly informerSources = new Set<string>();
   /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
   private readonly cachedOlder = new Map<string, Map<string, string>>();
   /**
@@ -395,6 +395,7 @@ export class ClusterMirror {
       this.counts.stale++;
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rv, held: state.rv });
       this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
+      if (deleted && state.source === source && this.informerSources.has(source) && this.states.exists(key)) this.lostByInformer(source, key, rv, state.rv);
       return true;
     }
     this.informerCached(source, key, undefined);
@@ -407,6 +408,15 @@ export class ClusterMirror {
     this.counts.stale++;
     this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rv, forgotten });
     return true;
+  }
+
+  /**
+   * An informer gave a stale DELETED of a live object it fed (finding 3203): client-node calls back only once it removed
+   * the object from its cache (dist/cache.js `deleteObject`, by name whatever the version), so it will not report the
+   * object's deletion unless it gives the object again. Only `replayGuard` keeps such a replay out of its cache.
+   */
+  private lostByInformer(source: string, key: string, rv: string | undefined, held: string | undefined): void {
+    this.warn('a replayed DELETED emptied the informer\'s cache of a live object: its deletion will not be reported until the informer gives it again (build the informer\'s watch with replayGuard)', { source, key, resourceVersion: rv, held });
   }
 
   /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */
@@ -536,9 +546,16 @@ export class ClusterMirror {
     return [...this.awaitingRelist].filter((s) => !this.relisted.has(s)).sort();
   }
 
-  /** An informer feeds `source` (`watchInformer`): its events are never taken as in order (`informerSources`). */
-  fedByInformer(source: string): void {
-    this.informerSources.set(source, (this.informerSources.get(source) ?? 0) + 1);
+  /**
+   * An informer feeds the mirror (`watchInformer`): its source name, `name` for the first informer under it, then
+   * `name #2`, `name #3`... so each informer is a stream of its own (finding 3048); its events are never taken as in
+   * order (`informerSources`).
+   */
+  fedByInformer(name: string): string {
+    let source = name;
+    for (let n = 2; this.informerSources.has(source); n++) source = `${name} #${n}`;
+    this.informerSources.add(source);
+    return source;
   }
 
   /**
@@ -564,17 +581,17 @@ export class ClusterMirror {
   }
 
   /**
-   * True when one informer alone feeds `source`: then an add or update of an object with no state older than a
-   * forgotten tombstone of the stream is a replay (finding 3040). client-node's informer (dist/cache.js `ListWatch`)
+   * True when an informer feeds `source` (one alone: `fedByInformer`): then an add or update of an object with no state
+   * older than a forgotten tombstone of the stream is a replay (finding 3040). client-node's informer (dist/cache.js `ListWatch`)
    * starts with a List (its `resourceVersion` empty), watches from the List's version and resumes from the last
    * version it saw (`doneHandler`); its relist after a 410 gives the deletes first (`deleteItems`, at the versions it
    * held), then an add or update only of an object it does not hold at that version (`addOrUpdateObject`,
    * `isSameVersion`): one changed or created since, newer than every version it gave before the relist, so newer
    * than its forgotten tombstones; only the order within one relist is arbitrary. Two informers under one source
-   * (one per namespace, or one replacing another) see different objects: never checked, as before.
+   * (one per namespace, or one replacing another) would see different objects: each has a source of its own (3048).
    */
   private soleInformer(source: string): boolean {
-    return this.informerSources.get(source) === 1;
+    return this.informerSources.has(source);
   }
 
   /**

@@ -5,26 +5,14 @@
 // than MAX times before it (with their count by the end of the warm-up and in the event): code in its
 // first executions (interpreted, maybe without feedback) inside a churn event.
 //   node scripts/path-first-runs.mjs DIST TRACE LINES [MAX=40]
-import { readFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { splitTrace } from './lib/initial.mjs';
+import { replayParts } from './lib/replay-parts.mjs';
 const [dist, tracePath, lineArg, maxArg = '40'] = process.argv.slice(2);
 const targets = new Set(lineArg.split(',').map(Number));
 const session = new Session(); session.connect();
 await session.post('Profiler.enable');
 await session.post('Profiler.startPreciseCoverage', { callCount: true, detailed: false });
-const base = pathToFileURL(resolve(dist)).href;
-const m = async (p) => import(`${base}/${p}`);
-const { Engine } = await m('engine/engine.js');
-const { parseTrace } = await m('churn/trace.js');
-const { warmUpEngine } = await m('churn/warm-up.js');
-const { MemoryBackend } = await m('backend/memory.js');
-const { applyChangeSet } = await m('backend/backend.js');
-const { initial, churn } = splitTrace(parseTrace(readFileSync(tracePath, 'utf8'), tracePath));
-const backend = new MemoryBackend();
-const engine = new Engine();
+const { engine, backend, initial, churn, applyChangeSet, warmUpEngine } = await replayParts(dist, tracePath);
 const total = new Map();
 const key = (s, f) => `${f.functionName || '(anon)'} ${s.url.replace(/^.*\/dist\//, '')}@${f.ranges[0].startOffset}`;
 const take = async () => {

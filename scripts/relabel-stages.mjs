@@ -7,10 +7,9 @@
 // those stages inside such a relabel is listed too (`Label#1`, `Label#2`): the second call of a stage,
 // on another map state's data, against the first, is what the code path costs cold (3461).
 //   [PERCALL=...] node [NODE_FLAGS] scripts/relabel-stages.mjs DIST TRACE
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { splitTrace } from './lib/initial.mjs';
+import { replayParts } from './lib/replay-parts.mjs';
 const [dist, tracePath] = process.argv.slice(2);
 const base = pathToFileURL(resolve(dist)).href;
 const m = async (p) => import(`${base}/${p}`);
@@ -31,13 +30,7 @@ wrap((await m('engine/map-state.js')).MapState, 'settle');
 wrap(Engine, 'transaction');
 wrap((await m('engine/policy-resolver.js')).PolicyResolver, 'contribute');
 wrap((await m('backend/memory.js')).MemoryBackend, 'apply');
-const { parseTrace } = await m('churn/trace.js');
-const { warmUpEngine } = await m('churn/warm-up.js');
-const { MemoryBackend } = await m('backend/memory.js');
-const { applyChangeSet } = await m('backend/backend.js');
-const { initial, churn } = splitTrace(parseTrace(readFileSync(tracePath, 'utf8'), tracePath));
-const backend = new MemoryBackend();
-const engine = new Engine();
+const { engine, backend, initial, churn, applyChangeSet, warmUpEngine } = await replayParts(dist, tracePath);
 applyChangeSet(backend, engine.apply(initial));
 warmUpEngine({});
 const rows = [];

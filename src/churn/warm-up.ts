@@ -108,16 +108,16 @@ const scratch = (engine: Engine): Scratch => ({ engine, backend: new MemoryBacke
 
 /** As `replay` applies a trace: the initial phase as one transaction, then one per churn event. */
 function runTrace(trace: Trace, manifests: boolean, counts: Counts): void {
-  const engine = scratch(new Engine());
+  const s = scratch(new Engine());
   const { initial, churn } = splitItems(trace.items);
   const shaped = (e: EngineEvent): EngineEvent => (manifests ? asParsed(e) : e);
-  apply(engine, initial.map(shaped), counts);
+  apply(s, initial.map(shaped), counts);
   const kept = new Map<string, number>();
   for (const item of churn) {
     const n = kept.get(item.tag) ?? 0;
     if (n >= (item.tag === 'namespace-relabel' ? PER_NAMESPACE_RELABEL : PER_TAG)) continue;
     kept.set(item.tag, n + 1);
-    apply(engine, [shaped(item.event)], counts);
+    apply(s, [shaped(item.event)], counts);
   }
 }
 
@@ -141,26 +141,26 @@ function apply(s: Scratch, events: readonly EngineEvent[], counts: Counts): void
 /** Policy updates, node and API-server events on a cluster with local endpoints, and transactions the engine refuses. */
 function runNodesAndRefusals(manifests: boolean, counts: Counts): void {
   const trace = parseTrace(generateTrace({ profile: 'small', seed: WARM_UP_SEED, churnEvents: 0 }), 'warm-up', { manifests });
-  const engine = scratch(new Engine());
+  const s = scratch(new Engine());
   const events: EngineEvent[] = [];
   for (const item of trace.items) if (item.kind === 'event') events.push(manifests ? asParsed(item.event) : item.event);
-  apply(engine, events, counts);
+  apply(s, events, counts);
   // Policy updates: each policy upserted again under its name (the churn's profiles only add and delete).
-  for (const e of events) if (e.type === 'upsertPolicy') apply(engine, [e], counts);
-  apply(engine, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
-  apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
-  apply(engine, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);
-  apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.3')] }], counts);
-  apply(engine, [{ type: 'deleteNode', name: 'warm-up-1' }], counts);
-  apply(engine, [{ type: 'setApiServer', addresses: [] }], counts);
+  for (const e of events) if (e.type === 'upsertPolicy') apply(s, [e], counts);
+  apply(s, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
+  apply(s, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
+  apply(s, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);
+  apply(s, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.3')] }], counts);
+  apply(s, [{ type: 'deleteNode', name: 'warm-up-1' }], counts);
+  apply(s, [{ type: 'setApiServer', addresses: [] }], counts);
   // Refused: a pod that is not a pod, then an identity event on an engine with local identities.
-  apply(engine, [{ type: 'deleteNode', name: 'warm-up-0' }, { type: 'upsertPod', pod: null } as unknown as EngineEvent], counts);
-  apply(engine, [{ type: 'upsertIdentity', id: 70000, labels: { 'k8s:app': 'warm-up' } }], counts);
+  apply(s, [{ type: 'deleteNode', name: 'warm-up-0' }, { type: 'upsertPod', pod: null } as unknown as EngineEvent], counts);
+  apply(s, [{ type: 'upsertIdentity', id: 70000, labels: { 'k8s:app': 'warm-up' } }], counts);
 }
 
 /** An engine fed identities from elsewhere (an agent with etcd or CiliumIdentity objects). */
 function runExternalIdentities(counts: Counts): void {
-  const engine = scratch(new Engine({ identitySource: 'external' }));
-  for (let i = 0; i < 8; i++) apply(engine, [{ type: 'upsertIdentity', id: 70000 + i, labels: { 'k8s:app': `warm-up-${i % 4}`, 'k8s:io.kubernetes.pod.namespace': 'default' } }], counts);
-  for (let i = 0; i < 8; i += 2) apply(engine, [{ type: 'deleteIdentity', id: 70000 + i }], counts);
+  const s = scratch(new Engine({ identitySource: 'external' }));
+  for (let i = 0; i < 8; i++) apply(s, [{ type: 'upsertIdentity', id: 70000 + i, labels: { 'k8s:app': `warm-up-${i % 4}`, 'k8s:io.kubernetes.pod.namespace': 'default' } }], counts);
+  for (let i = 0; i < 8; i += 2) apply(s, [{ type: 'deleteIdentity', id: 70000 + i }], counts);
 }

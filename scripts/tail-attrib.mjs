@@ -9,7 +9,7 @@
 // KB allocated (events without a GC), the churn's GCs and process CPU, then the events above
 // THRESHOLD µs with their attribution; with --hash, a sha256 over the cold start's and every churn
 // transaction's change set and work counters (old and new builds must agree).
-//   node [--trace-gc] scripts/tail-attrib.mjs DIST TRACE [THRESHOLD=100] [--hash] [--mark]
+//   node [--trace-gc] scripts/tail-attrib.mjs DIST TRACE [THRESHOLD=100] [--hash] [--mark] [--warm-up]
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -54,6 +54,11 @@ const cold = engine.apply(initial);
 const coldCpu = process.cpuUsage(coldCpu0);
 applyChangeSet(backend, cold);
 if (wantHash) hash.update(JSON.stringify(cold));
+// --warm-up: DIST's built-in warm-up after the cold start, as `distill replay` runs it (perf32tail).
+if (process.argv.includes('--warm-up')) {
+  const w = (await import(`${base}/churn/warm-up.js`)).warmUpEngine();
+  if (w.error) throw new Error(`warm-up: ${w.error}`);
+}
 const events = [];
 // The bytes an event allocates are counted between two heap readings and exclude the harness: the
 // schedstat reads sit outside them, and the first reading's own result object (the median of an

@@ -4,6 +4,7 @@
 // trace (`gen --profile cilium-ci --seed 7`: lines below) and the on-CPU p99 of pod-relabel,
 // identity-add and pod-add; then per arm the medians. Header: commits, Node, CPU, date, load.
 // An arm is DIST or DIST@NODE_FLAGS (comma-separated), as in tail-ab.mjs.
+// WARM_UP=1: each run does DIST's built-in warm-up after the cold start, as `distill replay` does (perf32tail).
 //   node scripts/tail-delta-ab.mjs TRACE RUNS ARM... > bench/results/NAME.jsonl
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
@@ -23,11 +24,11 @@ const commitOf = (dist) => {
 const distOf = (a) => (a.includes('@') ? a.slice(0, a.indexOf('@')) : a);
 const flagsOf = (a) => (a.includes('@') ? a.slice(a.indexOf('@') + 1).split(',') : []);
 const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
-out({ header: { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, trace, lines: LINES, arms: arms.map((a) => ({ arm: a, commit: commitOf(distOf(a)), flags: flagsOf(a) })), load: loadavg() } });
+out({ header: { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, trace, lines: LINES, warmUp: process.env.WARM_UP === '1', arms: arms.map((a) => ({ arm: a, commit: commitOf(distOf(a)), flags: flagsOf(a) })), load: loadavg() } });
 const rows = new Map(arms.map((a) => [a, []]));
 for (let i = 0; i < Number(runs ?? 3); i++) {
   for (const a of arms) {
-    const r = JSON.parse(execFileSync('node', [...flagsOf(a), attrib, distOf(a), trace, '0'], { encoding: 'utf8', maxBuffer: 1 << 28 }));
+    const r = JSON.parse(execFileSync('node', [...flagsOf(a), attrib, distOf(a), trace, '0', ...(process.env.WARM_UP === '1' ? ['--warm-up'] : [])], { encoding: 'utf8', maxBuffer: 1 << 28 }));
     const onCpu = new Map(r.slow.map((s) => [s.line, s.us - s.waitUs]));
     const row = { arm: a, run: i, load: loadavg()[0], deltaRelabelsOnCpuUs: LINES.map((l) => onCpu.get(l) ?? null), onCpuP99: Object.fromEntries(['pod-relabel', 'identity-add', 'pod-add'].map((t) => [t, r.stats[t].onCpuP99])) };
     rows.get(a).push(row);

@@ -1,5 +1,7 @@
+import { applyChangeSet } from '../backend/backend.js';
+import { MemoryBackend } from '../backend/memory.js';
 import { Engine } from '../engine/engine.js';
-import type { EngineEvent } from '../engine/events.js';
+import type { ChangeSet, EngineEvent } from '../engine/events.js';
 import { parseIp as ip } from '../model/cidr.js';
 import { parseManifest } from '../policy/manifest.js';
 import { generateTrace } from './profiles.js';
@@ -15,6 +17,8 @@ export interface WarmUpResult {
   readonly events: number;
   /** Transactions the scratch engines refused, as the workload meant them to be. */
   readonly refused: number;
+  /** Map operations written to the scratch engines' backends (the write plan's paths, warmed too). */
+  readonly writes: number;
   readonly error?: string;
 }
 
@@ -67,7 +71,7 @@ export interface WarmUpOptions {
 export function warmUpEngine(options: WarmUpOptions = {}): WarmUpResult {
   const manifests = options.policies === 'manifest';
   const t0 = process.hrtime.bigint();
-  const counts = { events: 0, refused: 0 };
+  const counts: Counts = { events: 0, refused: 0, writes: 0 };
   let error: string | undefined;
   try {
     for (const w of options.workload ?? WORKLOAD) {
@@ -88,54 +92,75 @@ function asParsed(e: EngineEvent): EngineEvent {
   return e.type === 'upsertPolicy' ? { type: 'upsertPolicy', policy: parseManifest(e.policy.manifest, 'warm-up') } : e;
 }
 
+type Counts = { events: number; refused: number; writes: number };
+
+/**
+ * A scratch engine and the memory backend its change sets are written to, as `replay` and the agent
+ * write theirs: the write plan's paths (a map's single operation, its general plan) run here too,
+ * not for the first time inside the churn's rare events that change a map (perf32tail, 3460).
+ */
+interface Scratch {
+  readonly engine: Engine;
+  readonly backend: MemoryBackend;
+}
+
+const scratch = (engine: Engine): Scratch => ({ engine, backend: new MemoryBackend() });
+
 /** As `replay` applies a trace: the initial phase as one transaction, then one per churn event. */
-function runTrace(trace: Trace, manifests: boolean, counts: { events: number; refused: number }): void {
-  const engine = new Engine();
+function runTrace(trace: Trace, manifests: boolean, counts: Counts): void {
+  const s = scratch(new Engine());
   const { initial, churn } = splitItems(trace.items);
   const shaped = (e: EngineEvent): EngineEvent => (manifests ? asParsed(e) : e);
-  apply(engine, initial.map(shaped), counts);
+  apply(s, initial.map(shaped), counts);
   const kept = new Map<string, number>();
   for (const item of churn) {
     const n = kept.get(item.tag) ?? 0;
     if (n >= (item.tag === 'namespace-relabel' ? PER_NAMESPACE_RELABEL : PER_TAG)) continue;
     kept.set(item.tag, n + 1);
-    apply(engine, [shaped(item.event)], counts);
+    apply(s, [shaped(item.event)], counts);
   }
 }
 
-/** Applies one transaction; a refusal is counted (the engine left its state as it was). */
-function apply(engine: Engine, events: readonly EngineEvent[], counts: { events: number; refused: number }): void {
+/**
+ * Applies one transaction and writes its change set; a refusal is counted (the engine left its
+ * state as it was, nothing is written). A write the backend refuses is a bug: it ends the warm-up.
+ */
+function apply(s: Scratch, events: readonly EngineEvent[], counts: Counts): void {
   counts.events += events.length;
+  let cs: ChangeSet;
   try {
-    engine.apply(events);
+    cs = s.engine.apply(events);
   } catch {
     counts.refused++;
+    return;
   }
+  const w = applyChangeSet(s.backend, cs);
+  counts.writes += w.upserts + w.deletes;
 }
 
 /** Policy updates, node and API-server events on a cluster with local endpoints, and transactions the engine refuses. */
-function runNodesAndRefusals(manifests: boolean, counts: { events: number; refused: number }): void {
+function runNodesAndRefusals(manifests: boolean, counts: Counts): void {
   const trace = parseTrace(generateTrace({ profile: 'small', seed: WARM_UP_SEED, churnEvents: 0 }), 'warm-up', { manifests });
-  const engine = new Engine();
+  const s = scratch(new Engine());
   const events: EngineEvent[] = [];
   for (const item of trace.items) if (item.kind === 'event') events.push(manifests ? asParsed(item.event) : item.event);
-  apply(engine, events, counts);
+  apply(s, events, counts);
   // Policy updates: each policy upserted again under its name (the churn's profiles only add and delete).
-  for (const e of events) if (e.type === 'upsertPolicy') apply(engine, [e], counts);
-  apply(engine, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
-  apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
-  apply(engine, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);
-  apply(engine, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.3')] }], counts);
-  apply(engine, [{ type: 'deleteNode', name: 'warm-up-1' }], counts);
-  apply(engine, [{ type: 'setApiServer', addresses: [] }], counts);
+  for (const e of events) if (e.type === 'upsertPolicy') apply(s, [e], counts);
+  apply(s, [{ type: 'upsertNode', name: 'warm-up-0', ips: [ip('10.255.0.1')], local: true }], counts);
+  apply(s, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.2'), ip('fd00:ff::2')], health: [ip('10.255.1.2')], ingress: [ip('10.255.2.2')], labels: { zone: 'a' } }], counts);
+  apply(s, [{ type: 'setApiServer', addresses: [ip('10.255.3.1')] }], counts);
+  apply(s, [{ type: 'upsertNode', name: 'warm-up-1', ips: [ip('10.255.0.3')] }], counts);
+  apply(s, [{ type: 'deleteNode', name: 'warm-up-1' }], counts);
+  apply(s, [{ type: 'setApiServer', addresses: [] }], counts);
   // Refused: a pod that is not a pod, then an identity event on an engine with local identities.
-  apply(engine, [{ type: 'deleteNode', name: 'warm-up-0' }, { type: 'upsertPod', pod: null } as unknown as EngineEvent], counts);
-  apply(engine, [{ type: 'upsertIdentity', id: 70000, labels: { 'k8s:app': 'warm-up' } }], counts);
+  apply(s, [{ type: 'deleteNode', name: 'warm-up-0' }, { type: 'upsertPod', pod: null } as unknown as EngineEvent], counts);
+  apply(s, [{ type: 'upsertIdentity', id: 70000, labels: { 'k8s:app': 'warm-up' } }], counts);
 }
 
 /** An engine fed identities from elsewhere (an agent with etcd or CiliumIdentity objects). */
-function runExternalIdentities(counts: { events: number; refused: number }): void {
-  const engine = new Engine({ identitySource: 'external' });
-  for (let i = 0; i < 8; i++) apply(engine, [{ type: 'upsertIdentity', id: 70000 + i, labels: { 'k8s:app': `warm-up-${i % 4}`, 'k8s:io.kubernetes.pod.namespace': 'default' } }], counts);
-  for (let i = 0; i < 8; i += 2) apply(engine, [{ type: 'deleteIdentity', id: 70000 + i }], counts);
+function runExternalIdentities(counts: Counts): void {
+  const s = scratch(new Engine({ identitySource: 'external' }));
+  for (let i = 0; i < 8; i++) apply(s, [{ type: 'upsertIdentity', id: 70000 + i, labels: { 'k8s:app': `warm-up-${i % 4}`, 'k8s:io.kubernetes.pod.namespace': 'default' } }], counts);
+  for (let i = 0; i < 8; i += 2) apply(s, [{ type: 'deleteIdentity', id: 70000 + i }], counts);
 }

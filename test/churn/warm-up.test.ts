@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { applyChangeSet } from '../../src/backend/backend.js';
 import { MemoryBackend } from '../../src/backend/memory.js';
 import { generateTrace } from '../../src/churn/profiles.js';
@@ -79,6 +79,22 @@ describe('warmUpEngine', () => {
       for (const ev of churn) e.apply([ev]);
     }
     expect(snapshot(after)).toEqual(snapshot(before));
+  });
+
+  it('writes every scratch change set to a backend: maps changed by one operation and by several (perf32tail, 3460)', () => {
+    // The churn's rare map-changing events otherwise run the write plan's paths for the first time
+    // (`planSingle` never ran before the cilium-ci replay's first delta relabel).
+    const spy = vi.spyOn(MemoryBackend.prototype, 'apply');
+    try {
+      const w = warmUpEngine();
+      expect(w.error).toBeUndefined();
+      const sizes = spy.mock.calls.map(([, ops]) => ops.length);
+      expect(sizes.filter((n) => n === 1).length).toBeGreaterThan(20);
+      expect(sizes.filter((n) => n > 1).length).toBeGreaterThan(20);
+      expect(w.writes).toBe(sizes.reduce((a, n) => a + n, 0));
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('a workload that cannot run is reported, not thrown', () => {

@@ -88,7 +88,7 @@ export class BoundaryCopier {
           ...opt('ingress', ipList(e.ingress)), ...opt('labels', e.labels === undefined ? undefined : this.labels(e.labels)), ...opt('failClosed', e.failClosed),
         };
       case 'setApiServer':
-        return { type, addresses: ipList(e.addresses) };
+        return { type, addresses: ipList(e.addresses), ...opt('held', ipList(e.held)) };
       case 'dnsResponse': {
         const sv = e.server;
         return { type, endpoint: e.endpoint, name: e.name, ips: ipList(e.ips), ttl: e.ttl, ...opt('server', isRecord(sv) ? Object.freeze({ ip: ip(sv.ip), port: sv.port, ...opt('protocol', sv.protocol) }) : sv) };

@@ -42,7 +42,9 @@ export class CidrGroupTable {
       this.groups.delete(name);
     }
     const before = this.held.get(name) ?? [];
-    const now = group ? group.cidrs.map((c) => this.identities.acquireCidr(c)) : [];
+    // A group held fail-closed holds no CIDR identity for its prefixes (finding 3273): they read the unallocated number
+    // as entries of their own (`IdentityTable.heldGroupEntry`), so its form adds no identity a full map must take.
+    const now = group && group.failClosed !== true ? group.cidrs.map((c) => this.identities.acquireCidr(c)) : [];
     if (now.length > 0) this.held.set(name, now);
     else this.held.delete(name);
     this.peerCache.refreshGroupSelectors([...(old?.cidrs ?? []), ...(group?.cidrs ?? [])]);
@@ -60,6 +62,8 @@ export class CidrGroupTable {
     if (held.length === 0) return;
     const inside = (c: Cidr): boolean => held.some((h) => cidrContainsCidr(h, c));
     for (const rec of this.identities.cidrIdentities()) if (rec.cidr && !rec.fqdn && inside(rec.cidr)) this.ctx.touchIpcache(rec.cidr);
+    // Its own prefixes, entries of their own while held (no CIDR identity, `set`).
+    for (const c of held) this.ctx.touchIpcache(c);
     for (const { ip } of this.identities.fqdnHostEntries()) if (inside(hostCidr(ip))) this.ctx.touchIpcacheHost(ip);
     // An API server address outside the cluster is a CIDR identity too (it would lose the held group's labels).
     for (const { ip } of this.nodes.apiServerEntries()) if (inside(hostCidr(ip))) this.ctx.touchIpcacheHost(ip);

@@ -283,7 +283,7 @@ export class Engine {
    */
   private syncUnallocatedDeny(): void {
     const { identities, resolver } = this.stages;
-    const want = identities.pendingPods > 0 || identities.heldGroupCount > 0 || this.stages.nodes.heldCount > 0;
+    const want = identities.pendingPods > 0 || identities.heldGroupCount > 0 || this.stages.nodes.heldCount > 0 || this.stages.nodes.heldApiServerCount > 0;
     if (want !== resolver.denies(UNALLOCATED_POD_IDENTITY)) resolver.setDeniedEverywhere(UNALLOCATED_POD_IDENTITY, want);
   }
 
@@ -381,7 +381,7 @@ export class Engine {
       }
       case 'setApiServer': {
         const stale = this.stages.nodes.apiServerKnown ? [] : this.stages.nodes.standInPolicies();
-        this.stages.nodes.setApiServer(e.addresses);
+        this.stages.nodes.setApiServer(e.addresses, e.held);
         // The addresses are known from now on: the stand-ins of finding 100 lapse.
         for (const p of stale) this.upsertPolicy(p);
         return;

@@ -69,9 +69,12 @@ export type EngineEvent =
   /**
    * The API server's addresses (the backends of default/kubernetes), replacing the last set: each
    * is labelled `reserved:kube-apiserver` (docs/semantics.md, "kube-apiserver"). Before the first
-   * such event they are unknown, and a deny naming the entity keeps its stand-in peers (finding 100).
+   * such event they are unknown, and a deny naming the entity keeps its stand-in peers (finding 100). `held`: addresses
+   * whose change the agent holds fail-closed (finding 3265), among `addresses` or not: they read the unallocated number,
+   * which every local map denies both ways, a pod's address the pod's, the agent's own node's `host` (with the label if
+   * some address of it is among `addresses`).
    */
-  | { readonly type: 'setApiServer'; readonly addresses: readonly IpAddress[] }
+  | { readonly type: 'setApiServer'; readonly addresses: readonly IpAddress[]; readonly held?: readonly IpAddress[] }
   /** DNS answers and clock steps (toFQDNs, src/model/fqdn-events.ts; the FQDN stage, fqdn-stage.ts). */
   | FqdnEvent;
 

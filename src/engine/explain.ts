@@ -182,6 +182,8 @@ export class EngineQueries {
     const out = new Map<string, IdentityId>();
     const ids = this.s.identities;
     for (const rec of ids.cidrIdentities()) if (rec.cidr) out.set(rec.cidr.text, (ids.ipcacheOfCidr(rec, rec.cidr) ?? rec).id);
+    // A held group's prefixes hold no CIDR identity (finding 3273): their entries read the unallocated number.
+    for (const c of ids.heldGroupPrefixes()) if (!out.has(c.text)) out.set(c.text, ids.unallocated.id);
     for (const { ip, identity } of ids.fqdnHostEntries()) out.set(hostCidr(ip).text, (ids.ipcacheOfCidr(identity, ip) ?? identity).id);
     for (const { ip, identity } of this.s.nodes.apiServerEntries()) out.set(hostCidr(ip).text, (ids.ipcacheOfCidr(identity, ip) ?? identity).id);
     for (const { ip, identity } of this.s.pods.ipEntries()) out.set(hostCidr(ip).text, identity.id);

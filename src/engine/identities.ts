@@ -421,6 +421,22 @@ export class IdentityTable {
     return false;
   }
 
+  /**
+   * `unallocated` for exactly a prefix of a group held fail-closed: its ipcache entry, which holds no CIDR identity
+   * (finding 3273, `CidrGroupTable.set`). Else undefined.
+   */
+  heldGroupEntry(at: Cidr | IpAddress): IdentityRecord | undefined {
+    if (this.heldGroups.size === 0) return undefined;
+    const [length, network] = 'prefixLength' in at ? [at.prefixLength, at.network] : [at.family === 'ipv4' ? 32 : 128, at.value];
+    for (const cidrs of this.heldGroups.values()) for (const h of cidrs) if (h.family === at.family && h.prefixLength === length && h.network === network) return this.unallocated;
+    return undefined;
+  }
+
+  /** The prefixes of the groups held fail-closed (each an ipcache entry at `unallocated`, `heldGroupEntry`). */
+  *heldGroupPrefixes(): Iterable<Cidr> {
+    for (const cidrs of this.heldGroups.values()) yield* cidrs;
+  }
+
   /** Whether address `ip` lies inside a group held fail-closed (its learnt or CIDR host entry reads `unallocated`). */
   heldIp(ip: IpAddress): boolean {
     if (this.heldGroups.size === 0) return false;

@@ -21,11 +21,11 @@ export class IpcacheView {
   hostAt(ip: IpAddress): IdentityId | undefined {
     const t = ip.text;
     const ids = this.identities;
-    return (this.nodes.at(t) ?? this.pods.ipIdentityAt(t) ?? ids.ipcacheOfCidr(this.nodes.apiServerAt(t) ?? ids.fqdnHost(t) ?? ids.cidrHost(ip), ip))?.id;
+    return (this.nodes.at(t) ?? this.pods.ipIdentityAt(t) ?? ids.ipcacheOfCidr(this.nodes.apiServerAt(t) ?? ids.fqdnHost(t) ?? ids.cidrHost(ip), ip) ?? ids.heldGroupEntry(ip))?.id;
   }
 
   /** An exact prefix shorter than a host prefix (CIDR identities). */
   prefixAt(prefix: Cidr): IdentityId | undefined {
-    return this.identities.ipcacheOfCidr(this.identities.cidrExact(prefix), prefix)?.id;
+    return (this.identities.ipcacheOfCidr(this.identities.cidrExact(prefix), prefix) ?? this.identities.heldGroupEntry(prefix))?.id;
   }
 }

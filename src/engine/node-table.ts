@@ -89,6 +89,8 @@ export class NodeTable {
   private keys: ReadonlySet<string> = new Set();
   /** The API server's addresses by text (`setApiServer`); undefined while unknown. */
   private apiServer: ReadonlyMap<string, IpAddress> | undefined;
+  /** Addresses whose API server change the agent holds fail-closed (`setApiServer.held`), by text. */
+  private apiServerHeld: ReadonlyMap<string, IpAddress> = new Map();
   /** API server address → the identity it holds (acquired here; a node's address or one outside the cluster). */
   private readonly apiServerIds = new Map<string, IdentityRecord>();
   /** Policies with peers standing in for unknown API server addresses, by key: re-resolved once the addresses are known. */
@@ -275,19 +277,28 @@ export class NodeTable {
     return this.apiServer !== undefined;
   }
 
-  /** The API server's addresses (the last set replaces the one before). Undone on rollback. */
-  setApiServer(addresses: readonly IpAddress[]): void {
-    const old = this.apiServer;
+  /** The API server's addresses (the last set replaces the one before), and those held fail-closed (`held`). Undone on rollback. */
+  setApiServer(addresses: readonly IpAddress[], held: readonly IpAddress[] = []): void {
+    const [old, oldHeld] = [this.apiServer, this.apiServerHeld];
     const next = new Map(addresses.map((ip) => [ip.text, ip]));
-    const changed = new Set([...(old?.keys() ?? []), ...next.keys()]);
-    for (const t of changed) this.ctx.touchIpcacheHost((next.get(t) ?? old?.get(t)) as IpAddress);
-    this.apiServer = next;
-    this.refreshApiServer(changed);
+    const nextHeld = new Map(held.map((ip) => [ip.text, ip]));
+    const all = new Map([...(old ?? []), ...oldHeld, ...next, ...nextHeld]);
+    const touch = (): void => {
+      for (const ip of all.values()) this.ctx.touchIpcacheHost(ip);
+    };
+    touch();
+    [this.apiServer, this.apiServerHeld] = [next, nextHeld];
+    this.refreshApiServer(all.keys());
     this.ctx.onUndo(() => {
-      for (const t of changed) this.ctx.touchIpcacheHost((next.get(t) ?? old?.get(t)) as IpAddress);
-      this.apiServer = old;
-      this.refreshApiServer(changed);
+      touch();
+      [this.apiServer, this.apiServerHeld] = [old, oldHeld];
+      this.refreshApiServer(all.keys());
     });
+  }
+
+  /** How many API server addresses are held fail-closed: while some is, every local map denies the unallocated number. */
+  get heldApiServerCount(): number {
+    return this.apiServerHeld.size;
   }
 
   /** Policies whose kube-apiserver deny still holds stand-in peers (to re-resolve once the addresses are known). */
@@ -327,24 +338,36 @@ export class NodeTable {
    * with the label. The others lose theirs. Callers touch the addresses' ipcache entries first.
    */
   private refreshApiServer(texts: Iterable<string>): void {
-    if (this.apiServer === undefined && this.apiServerIds.size === 0) return;
+    if (this.apiServer === undefined && this.apiServerIds.size === 0 && this.apiServerHeld.size === 0) return;
     for (const t of texts) {
       const old = this.apiServerIds.get(t);
       const ip = this.apiServer?.get(t);
       const e = this.ips.get(t);
-      const next = ip === undefined ? undefined : e ? this.apiServerVariant(this.identityOf(e.holders)) : this.identities.acquireApiServerHost(ip);
+      const next = this.apiServerHeld.has(t) ? this.heldApiServerId(t) : ip === undefined ? undefined : e ? this.apiServerVariant(this.identityOf(e.holders)) : this.identities.acquireApiServerHost(ip);
       if (next) this.apiServerIds.set(t, next);
       else this.apiServerIds.delete(t);
       if (old) this.identities.release(old);
     }
     let host = false;
     let remote = false;
-    for (const rec of this.apiServerIds.values()) {
-      if (rec.id === RESERVED_IDENTITIES.host) host = true;
+    for (const [t, rec] of this.apiServerIds) {
+      // A held address on this node gives `host` the label only as one of the addresses (finding 3265).
+      if (rec.id === RESERVED_IDENTITIES.host && this.apiServer?.has(t) === true) host = true;
       if (rec.id === RESERVED_IDENTITIES['kube-apiserver']) remote = true;
     }
     this.identities.setApiServerLabels(RESERVED_IDENTITIES.host, host ? 'kube-apiserver' : undefined);
     this.identities.setApiServerLabels(RESERVED_IDENTITIES['kube-apiserver'], remote ? 'remote-node' : undefined);
+  }
+
+  /**
+   * An address whose API server change is held fail-closed (finding 3265): the unallocated number, which every local map
+   * denies, below its reading in both versions; the agent's own node's stays `host` (the number of its every address),
+   * which carries the label as the addresses (the version after) give it: so every flow to it reads one version.
+   */
+  private heldApiServerId(t: string): IdentityRecord {
+    const e = this.ips.get(t);
+    const base = e && this.identityOf(e.holders);
+    return base?.id === RESERVED_IDENTITIES.host ? base : this.identities.unallocated;
   }
 
   /** A node address's identity once it is an API server address (acquired: the caller releases it). */
@@ -396,7 +419,7 @@ export class NodeTable {
   /** API server addresses no node holds, with their identities. */
   *apiServerEntries(): IterableIterator<{ ip: IpAddress; identity: IdentityRecord }> {
     for (const [t, identity] of this.apiServerIds) {
-      const ip = this.apiServer?.get(t);
+      const ip = this.apiServer?.get(t) ?? this.apiServerHeld.get(t);
       if (ip && !this.ips.has(t)) yield { ip, identity };
     }
   }

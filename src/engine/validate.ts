@@ -333,6 +333,7 @@ function checkEvent(e: EventRecord | undefined, model: Overlay, fail: Fail): voi
       return checkNodeEvent(e, model, fail);
     case 'setApiServer':
       checkParsedIps(e.addresses, 'addresses', fail);
+      if (e.held !== undefined) checkParsedIps(e.held, 'held', fail);
       return;
     case 'upsertCidrGroup':
     case 'deleteCidrGroup':

@@ -77,7 +77,7 @@ export function clusterEvents(from: ClusterState, to: ClusterState, isLocal: Loc
     if (from.cidrGroups?.get(name) !== group) events.push({ type: 'upsertCidrGroup', group });
   }
   // Known addresses never become unknown again (the engine keeps the last set).
-  if (to.apiServer !== undefined && to.apiServer !== from.apiServer) events.push({ type: 'setApiServer', addresses: to.apiServer });
+  if (to.apiServer !== undefined && (to.apiServer !== from.apiServer || to.apiServerHeld !== from.apiServerHeld)) events.push({ type: 'setApiServer', addresses: to.apiServer, ...(to.apiServerHeld ? { held: to.apiServerHeld } : {}) });
   events.push(...dnsEvents(from.dns, to.dns, recreated));
   return events;
 }
@@ -159,7 +159,7 @@ export function applyEventToCluster(s: ClusterState, e: EngineEvent): ClusterSta
     case 'deleteNode':
       return deleteNode(s, e.name);
     case 'setApiServer':
-      return setApiServer(s, e.addresses);
+      return setApiServer(s, e.addresses, e.held);
     case 'upsertCidrGroup':
       return upsertCidrGroup(s, e.group);
     case 'deleteCidrGroup':

@@ -1,4 +1,4 @@
-import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, failClosedSlice, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 import type { Cidr } from '../model/cidr.js';
@@ -39,7 +39,7 @@ function sameIps(a: Held | undefined, b: Held | undefined): boolean {
 
 /**
  * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a node, a
- * policy (its deny side, then its deny-all side).
+ * policy (its deny side, then its deny-all side). An API server slice: `sliceHoldNew`.
  */
 function hasFailClosedForm(want: Held): boolean {
   if (want.kind === 'Pod') return want.pod.failClosed !== true;
@@ -163,6 +163,7 @@ export class EngineBatches {
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
+    if (h.kind === 'ApiServer' && this.failClosedPods.has(key)) return failClosedSlice(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
     return effectiveHeld(h, this.groupsMode);
   }
@@ -230,11 +231,12 @@ export class EngineBatches {
 
   /**
    * A CIDR group or remote node whose delete the engine refused alone (finding 2600): the version the engine holds,
-   * fail-closed. Kept at its last labels, a policy change committed beside the waiting delete read them.
+   * fail-closed; an API server slice, its addresses held (finding 3265). Kept at its last labels, a policy change committed beside the waiting delete read them.
    */
   private deletedFailClosed(key: string): Held | undefined {
     const had = this.held.get(key);
     if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
+    if (had?.kind === 'ApiServer') return failClosedSlice(undefined, had);
     // A pod or policy delete held so only while its batch is split (`holdNarrowed`).
     if (had?.kind === 'Pod') return failClosedPod(had);
     if (had?.kind === 'Policy') return (this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(had, this.keptDenies.get(key));
@@ -656,14 +658,14 @@ export class EngineBatches {
   /**
    * Holds `key` at a form that allows no more than what the engine holds for it nor its wanted meaning, whatever the
    * rest holds: a pod fail-closed, a policy at its deny side keeping the denies of the version in force (findings
-   * 2433, 2523), a node or readable CIDR group fail-closed; a pod or policy delete at that form of the version held.
-   * False for the other kinds (namespaces, identities, the API server, CiliumEndpoints, unreadable groups).
+   * 2433, 2523), a node, readable CIDR group or API server slice (3265) fail-closed; a pod or policy delete at that form
+   * of the version held. False for the other kinds (namespaces, identities, CiliumEndpoints, unreadable groups).
    */
   private holdNarrowed(key: string): boolean {
     const want = this.states.get(key)?.desired;
     const had = this.held.get(key);
     const h = want ?? had;
-    if (h === undefined || (h.kind !== 'Pod' && h.kind !== 'Policy' && h.kind !== 'Node' && h.kind !== 'CidrGroup')) return false;
+    if (h === undefined || (h.kind !== 'Pod' && h.kind !== 'Policy' && h.kind !== 'Node' && h.kind !== 'CidrGroup' && h.kind !== 'ApiServer')) return false;
     if ((h.kind === 'CidrGroup' && h.group === undefined) || (h.kind === 'Pod' && h.expired === true)) return false;
     if (this.failClosedPods.has(key)) return true;
     this.failClosedPods.add(key);
@@ -744,7 +746,8 @@ export class EngineBatches {
   private takeFailClosed(key: string, wanted: Held | undefined): boolean {
     // A delete: the group or node the engine holds (finding 2600).
     const want = wanted ?? this.held.get(key);
-    if (want === undefined || (wanted === undefined && want.kind !== 'CidrGroup' && want.kind !== 'Node') || !hasFailClosedForm(want)) return false;
+    if (want === undefined || (wanted === undefined && want.kind !== 'CidrGroup' && want.kind !== 'Node' && want.kind !== 'ApiServer')) return false;
+    if (want.kind === 'ApiServer' ? !this.sliceHoldNew(key, wanted) : !hasFailClosedForm(want)) return false;
     this.failClosedPods.add(key);
     if (want.kind === 'Policy' && want.denySide === true) this.denyAll.add(key);
     if (want.kind === 'Node' && want.node.failClosed === true) this.allPorts.add(key);
@@ -754,11 +757,21 @@ export class EngineBatches {
     if (want.kind === 'Node' && want.node.failClosed === 'allPorts') this.warn('local node and its held forms refused by the engine: its own addresses held at the unallocated number (denied by every local map) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'Node' && want.node.failClosed === true) this.warn('local node and its held form refused by the engine: held fail-closed on every port (every Deny or Pass rule with a nodes peer denies it, no Accept selects it) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'Node' && want.node.local) this.warn('local node refused by the engine: held fail-closed (its labels unknown: nodes peers of Deny and Pass rules select it as a Deny, of Accept rules never) until it changes or a later change lets it be read', { key });
+    else if (want.kind === 'ApiServer') this.warn('API server slice refused by the engine: the addresses its change adds or drops are held fail-closed (denied by every local map; those of this node stay host) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
     else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
     else if (want.kind === 'Policy' && want.denySide === true) this.warn('policy and its deny side refused by the engine: its subjects are isolated and denied every peer where it denies (none of its allows) until it changes or a later change lets it be read', { key });
     else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;
+  }
+
+  /**
+   * Whether an API server slice refused alone (its `wanted` meaning, undefined for a delete) has a held form other than
+   * what the engine holds (finding 3265): a change or delete of a slice held so is held again, from that form.
+   */
+  private sliceHoldNew(key: string, wanted: Held | undefined): boolean {
+    const had = this.held.get(key);
+    return failClosedSlice(wanted?.kind === 'ApiServer' ? wanted : undefined, had).sig !== had?.sig;
   }
 
   /**

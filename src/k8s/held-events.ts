@@ -81,12 +81,16 @@ function remainingIdentities(held: ReadonlyMap<string, Held>, next: ReadonlyMap<
 function apiServerEvent(held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>): AgentEvent {
   const keys = new Set([...held.keys(), ...next.keys()]);
   const addresses: IpAddress[] = [];
+  const heldIps: IpAddress[] = [];
+  const add = (to: IpAddress[], ip: IpAddress): void => void (to.some((o) => o.text === ip.text) || to.push(ip));
   for (const k of keys) {
     const h = next.has(k) ? next.get(k) : held.get(k);
     if (h?.kind !== 'ApiServer') continue;
-    for (const ip of h.addresses) if (!addresses.some((o) => o.text === ip.text)) addresses.push(ip);
+    for (const ip of h.addresses) add(addresses, ip);
+    for (const ip of h.held ?? []) add(heldIps, ip);
   }
-  return { type: 'setApiServer', addresses };
+  // A slice held fail-closed (`failClosedSlice`): its changing addresses.
+  return { type: 'setApiServer', addresses, ...(heldIps.length > 0 ? { held: heldIps } : {}) };
 }
 
 /**

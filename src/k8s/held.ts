@@ -37,8 +37,11 @@ export type Held =
   | { readonly kind: 'Node'; readonly node: NodeAddresses; readonly sig: string }
   /** A CiliumEndpoint: the identity its agent wrote for its addresses (`upsertEndpoint`). */
   | { readonly kind: 'Endpoint'; readonly endpoint: CiliumEndpointFacts; readonly sig: string }
-  /** An EndpointSlice of default/kubernetes: its addresses are the API server's (`apiServerEvent`). */
-  | { readonly kind: 'ApiServer'; readonly addresses: readonly IpAddress[]; readonly sig: string };
+  /**
+   * An EndpointSlice of default/kubernetes: its addresses are the API server's (`apiServerEvent`). `held`: held
+   * fail-closed (`failClosedSlice`), the addresses its change adds or drops.
+   */
+  | { readonly kind: 'ApiServer'; readonly addresses: readonly IpAddress[]; readonly held?: readonly IpAddress[]; readonly sig: string };
 
 /** What reading an object needs: the node, the clock, how policies read, and where to log. */
 export interface ReadContext {
@@ -148,6 +151,25 @@ export function failClosedNode(h: Extract<Held, { kind: 'Node' }>, form: NodeHol
   const hold = h.node.local ? form : true;
   if (h.node.failClosed === hold) return h;
   return { ...h, node: { ...h.node, failClosed: hold }, sig: `failClosed${hold === true ? '' : `:${hold}`}:${h.sig}` };
+}
+
+/**
+ * An API server EndpointSlice held fail-closed (finding 3265), with its own signature: one whose change (add, update
+ * or delete: `h` is then undefined) the engine refuses alone, or one of a split step. It lists its new addresses, and
+ * holds (`setApiServer.held`) those the version the engine holds does not read as the API server's and those it leaves:
+ * they read the unallocated number, which every local map denies, below their reading in either version; on the agent's
+ * own node `host`, labelled as the new addresses label it. Left at the old version, an address joining the API server
+ * read world, which a world allow admits past a kube-apiserver deny.
+ */
+export function failClosedSlice(h: Extract<Held, { kind: 'ApiServer' }> | undefined, had: Held | undefined): Held {
+  // Held already (`had.held`: a split step's form read again once committed, a change while held): those stay held.
+  const [before, heldBefore] = had?.kind === 'ApiServer' ? [had.addresses, had.held ?? []] : [[], []];
+  const addresses = h?.addresses ?? [];
+  const inAll = (ip: IpAddress, list: readonly IpAddress[]): boolean => list.some((o) => o.text === ip.text);
+  const kept = addresses.filter((ip) => inAll(ip, before) && !inAll(ip, heldBefore));
+  const held = [...addresses, ...before, ...heldBefore].filter((ip, i, all) => !inAll(ip, kept) && all.findIndex((o) => o.text === ip.text) === i);
+  const sig = `failClosed:${canonical({ addresses: addresses.map((a) => a.text).sort(), held: held.map((a) => a.text).sort() })}`;
+  return { kind: 'ApiServer', addresses, held, sig };
 }
 
 /**

@@ -140,6 +140,12 @@ export interface ClusterState {
    * `registerAPIServerBackendWatcher`). Absent = not known yet (docs/semantics.md, "kube-apiserver").
    */
   readonly apiServer?: readonly IpAddress[];
+  /**
+   * Addresses whose API server change the agent holds fail-closed (finding 3265, `setApiServer.held`), among `apiServer`
+   * or not: outside the cluster or on a node other than as `host`, the unallocated number; on the agent's own node,
+   * `host` (with the label as `apiServer` gives it). Absent = none.
+   */
+  readonly apiServerHeld?: readonly IpAddress[];
   /** Cilium's `allow-localhost` agent option (./localhost.ts); absent = `always`, Cilium's default under Kubernetes. */
   readonly allowLocalhost?: AllowLocalhost;
   /** Cilium's IP stack mode (./identity.ts `StackMode`): which world label and identity an outside address has; absent = single, Cilium's default install. */
@@ -346,8 +352,14 @@ export function deleteCidrGroup(state: ClusterState, name: string): ClusterState
 }
 
 /** The API server's addresses, replacing the old set (Cilium diffs the whole backend set on each change). */
-export function setApiServer(state: ClusterState, addresses: readonly IpAddress[]): ClusterState {
-  return { ...state, apiServer: addresses };
+export function setApiServer(state: ClusterState, addresses: readonly IpAddress[], held: readonly IpAddress[] = []): ClusterState {
+  const { apiServerHeld: _old, ...rest } = state;
+  return { ...rest, apiServer: addresses, ...(held.length > 0 ? { apiServerHeld: held } : {}) };
+}
+
+/** Whether `ipText` is an address whose API server change is held fail-closed (`ClusterState.apiServerHeld`). */
+export function isHeldApiServerAddress(state: Pick<ClusterState, 'apiServerHeld'>, ipText: string): boolean {
+  return state.apiServerHeld?.some((ip) => ip.text === ipText) === true;
 }
 
 /** Whether `ipText` is one of the API server's known addresses. */

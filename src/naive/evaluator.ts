@@ -1,7 +1,7 @@
 import { Cidr, cidrContainsIp, hostCidr } from '../model/cidr.js';
 import { groupLabelsByScan, groupSelectorMatches } from '../model/cidr-group.js';
 import { DnsCacheEntry, EMPTY_DNS_CACHE, liveMatches } from '../model/fqdn.js';
-import { ClusterNode, ClusterState, isApiServerAddress, NODE_ROLE_ORDER, NodeAddressRole, nodeAddressRole, Pod, podIps, podLabels } from '../model/cluster.js';
+import { ClusterNode, ClusterState, isApiServerAddress, isHeldApiServerAddress, NODE_ROLE_ORDER, NodeAddressRole, nodeAddressRole, Pod, podIps, podLabels } from '../model/cluster.js';
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST, UNALLOCATED_IDENTITY_ORIGIN } from '../model/localhost.js';
@@ -147,6 +147,8 @@ function heldFailClosed(state: ClusterState, peer: FlowEndpoint): boolean {
     const order = (n: ClusterNode): number => NODE_ROLE_ORDER.indexOf(nodeAddressRole(n, text) as NodeAddressRole);
     const first = [...(state.nodes?.values() ?? [])].filter((n) => nodeAddressRole(n, text) !== undefined).sort((a, b) => order(a) - order(b))[0];
     const role = first && nodeAddressRole(first, text);
+    // An API server address held fail-closed (finding 3265), but as `host` (which carries the label then).
+    if (role !== undefined && role !== 'host' && isHeldApiServerAddress(state, text)) return true;
     if (role === 'remote-node') return first?.failClosed === true;
     // Its own address as `host` of the local node held at its addresses (2900); a health or Ingress address of a node
     // whose own addresses are so held, remote or local (3060).
@@ -155,6 +157,7 @@ function heldFailClosed(state: ClusterState, peer: FlowEndpoint): boolean {
   }
   if (peer.kind !== 'external') return false;
   const ip = peer.external.ip;
+  if (isHeldApiServerAddress(state, ip.text)) return true;
   return [...(state.cidrGroups?.values() ?? [])].some((g) => g.failClosed === true && g.cidrs.some((c) => cidrContainsIp(c, ip)));
 }
 

@@ -13,7 +13,7 @@ import { fcRuns } from '../fc-knobs.js';
 /**
  * The kube-apiserver entity (docs/semantics.md, "kube-apiserver"): random histories of pods, nodes,
  * policies naming the entity (allow and deny, with and without stand-ins) and API server address
- * sets (outside the cluster, on nodes, at a pod's address, moved, emptied). After every transaction
+ * sets (outside the cluster, on nodes, at a pod's address, moved, emptied, some held fail-closed: 32a's 3265). After every transaction
  * the engine's maps equal a fresh engine's on the final state, its ipcache deltas are exact, and
  * every flow from a local pod to every peer (and back) is decided as the oracle decides it.
  */
@@ -46,8 +46,9 @@ const kapiPolicy: fc.Arbitrary<Op> = fc
   })
   .map(({ name, ns, spec }) => ({ k: 'policy' as const, manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: ns }, spec } }));
 
-type KOp = Op | { readonly k: 'api'; readonly ips: readonly string[] };
-const apiOp: fc.Arbitrary<KOp> = fc.subarray(API_ADDRESSES, { minLength: 1, maxLength: 4 }).map((ips) => ({ k: 'api' as const, ips }));
+/** `held`: addresses held fail-closed (finding 3265, `setApiServer.held`). */
+type KOp = Op | { readonly k: 'api'; readonly ips: readonly string[]; readonly held: readonly string[] };
+const apiOp: fc.Arbitrary<KOp> = fc.record({ ips: fc.subarray(API_ADDRESSES, { minLength: 1, maxLength: 4 }), held: fc.oneof(fc.constant([]), fc.subarray(API_ADDRESSES, { maxLength: 3 })) }).map(({ ips, held }) => ({ k: 'api' as const, ips, held }));
 // No ClusterNetworkPolicy: with a `networks` peer the engine is only required to be stricter for nodes (properties.test.ts).
 const noTiers = opWithNodes.filter((o) => o.k !== 'policy' || o.manifest.kind !== 'ClusterNetworkPolicy');
 /** gen.ts's node changes, more often: the API server on a node is the case under test. */
@@ -55,7 +56,7 @@ const nodeOp: fc.Arbitrary<KOp> = fc.record({ k: fc.constant('node' as const), n
 const kop: fc.Arbitrary<KOp> = fc.oneof({ weight: 6, arbitrary: noTiers }, { weight: 2, arbitrary: nodeOp }, { weight: 3, arbitrary: kapiPolicy }, { weight: 2, arbitrary: apiOp });
 
 function event(o: KOp): EngineEvent {
-  return o.k === 'api' ? { type: 'setApiServer', addresses: o.ips.map(parseIp) } : toEvent(o);
+  return o.k === 'api' ? { type: 'setApiServer', addresses: o.ips.map(parseIp), ...(o.held.length > 0 ? { held: o.held.map(parseIp) } : {}) } : toEvent(o);
 }
 
 /** Whether `peer` (an external or `node:<name>`) sits at an API server address (a node: its first address, which flows use). */
@@ -65,9 +66,17 @@ function isApiServerPeer(state: ClusterState, peer: string): boolean {
   return ip !== undefined && state.apiServer?.some((a) => a.text === ip.text) === true;
 }
 
+/** Whether `peer` sits at an address held fail-closed (as `isApiServerPeer`). */
+function isHeldPeer(state: ClusterState, peer: string): boolean {
+  const node = peer.startsWith('node:') ? state.nodes?.get(peer.slice(5)) : undefined;
+  const ip = node ? node.ips[0] : EXTERNALS.find((e) => e.name === peer)?.ip;
+  return ip !== undefined && state.apiServerHeld?.some((a) => a.text === ip.text) === true;
+}
+
 let flows = 0;
 let apiServerFlows = 0;
 let remoteApiServerFlows = 0;
+let heldFlows = 0;
 
 function checkFlows(engine: Engine, state: ClusterState): void {
   const peers = [...engine.endpoints(), ...EXTERNALS.map((e) => e.name), ...[...(state.nodes?.keys() ?? [])].map((n) => `node:${n}`)];
@@ -80,6 +89,7 @@ function checkFlows(engine: Engine, state: ClusterState): void {
         expect(engineDecision(engine, state, flow).allowed, `${from} -> ${to}`).toBe(want);
         flows++;
         if (isApiServerPeer(state, peer)) apiServerFlows++;
+        if (isHeldPeer(state, peer)) heldFlows++;
         if (isApiServerPeer(state, peer) && peer.startsWith('node:') && !state.nodes?.get(peer.slice(5))?.local) remoteApiServerFlows++;
       }
     }
@@ -123,6 +133,7 @@ describe('kube-apiserver addresses: engine vs oracle', () => {
     expect(flows).toBeGreaterThan(2000);
     expect(apiServerFlows).toBeGreaterThan(300);
     expect(remoteApiServerFlows).toBeGreaterThan(50);
+    expect(heldFlows).toBeGreaterThan(100);
   }, 600_000);
 });
 

@@ -52,6 +52,8 @@ describe('28t: a CIDR group held fail-closed', () => {
       { op: 'upsert', prefix: '198.51.100.0/25', identity: UNALLOCATED_POD_IDENTITY, previous: cidr25 },
     ]);
     expect(at(e, '198.51.100.0/24')).toBe(UNALLOCATED_POD_IDENTITY);
+    // Held, the group holds no CIDR identity for its prefix (finding 3273): its entry is the unallocated number alone.
+    expect(e.identities()).not.toContain(cidr24);
     for (const ip of HELD) {
       expect(e.identityOfIp(parseIp(ip))).toBe(UNALLOCATED_POD_IDENTITY);
       for (const dir of ['ingress', 'egress'] as const) expect(verdict(e, ip, dir)).toBe('deny');
@@ -59,7 +61,10 @@ describe('28t: a CIDR group held fail-closed', () => {
     expect(verdict(e, '203.0.113.1', 'ingress')).toBe('allow');
     // Read as written (env=b, which deny-a does not select): back to the CIDR identities, the deny of 255 gone.
     const read = e.apply([{ type: 'upsertCidrGroup', group: group('b') }]);
-    expect(read.ipcache.map((d) => [d.prefix, d.identity])).toEqual([['198.51.100.0/24', cidr24], ['198.51.100.0/25', cidr25]]);
+    // The /24 is a CIDR identity again, a new one: held, the group held none for its prefix (finding 3273).
+    expect(read.ipcache.map((d) => [d.prefix, d.identity])).toEqual([['198.51.100.0/24', expect.any(Number)], ['198.51.100.0/25', cidr25]]);
+    expect(at(e, '198.51.100.0/24')).not.toBe(UNALLOCATED_POD_IDENTITY);
+    expect(e.identityLabels(at(e, '198.51.100.0/24') as number)?.some((l) => l.key === '198.51.100.0/24')).toBe(true);
     for (const ip of HELD) expect(verdict(e, ip, 'ingress')).toBe('allow');
     expect(e.lookup('x/server', UNALLOCATED_POD_IDENTITY, 'egress', 6, 80)?.entry.deny).not.toBe(true);
   });

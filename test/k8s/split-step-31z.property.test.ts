@@ -11,7 +11,7 @@ import { objectHistory, type Objects } from './object-history.js';
 /*
  * 31z: the split step of 31b (finding 2916 = 3020) against an engine that refuses batches of several objects at will
  * (the mirror's guarantee holds whichever batches the engine refuses: a full map refuses by what the rest holds), and
- * one of 14-entry maps. Random steps of one to four objects of mixed kinds: pods of namespace y (labels, addresses
+ * one of 12-entry maps. Random steps of one to four objects of mixed kinds: pods of namespace y (labels, addresses
  * reused between them, deleted), y's labels, the API server's addresses, a remote node, CiliumNetworkPolicies
  * (allows and denies by labels, CIDR and entity), a NetworkPolicy whose policyTypes change, Admin ClusterNetworkPolicies
  * with Accept, Deny and Pass rules, a Baseline one. After every committed batch of a step, no flow of x/server the maps
@@ -140,10 +140,10 @@ function initial(): Objects {
 
 const inputState = (objects: Objects): ClusterState => readInput(objects, PEERS.reduce((st, p) => upsertExternal(st, { name: p.name, ip: parseIp(p.ip) }), EMPTY_CLUSTER), { cidrGroups: true });
 const probes = PEERS.flatMap((p) => [...(['ingress', 'egress'] as const).map((dir) => ({ peer: p.name, ip: p.ip, dir, port: 80 })), { peer: p.name, ip: p.ip, dir: 'egress' as const, port: 8080 }]);
-// With small maps, no change of the API server's addresses (one refused alone waits at its old ones: 3265) nor of the
-// CIDR group in the steps (its fail-closed form adds the entries of the CIDR identities inside, which a full map
-// refuses too, so it waits at its old version: 31b's 3024, here for a group refused alone).
-const withoutApi = op.filter((o) => o.k !== 'api' && o.k !== 'group');
+// With small maps, no change of the CIDR group in the steps: with them seed 0 finds 32a's 3322 (not fixed; a group's
+// own fail-closed form fits since 32a, 3273). The API server's addresses move since 32a (3265: a slice refused alone is
+// held fail-closed).
+const withoutGroup = op.filter((o) => o.k !== 'group');
 const steps = fc.array(fc.array(op, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 });
 
 function run(mapCapacity: number, start: readonly Op[], ops: readonly (readonly Op[])[], refusals: readonly boolean[]): number {
@@ -165,9 +165,9 @@ describe('31z: a split step never commits a part allowing what both inputs deny'
       { numRuns: RUNS, ...fcReplay(20261231) },
     );
   });
-  it('and maps of 12 entries (the API server and the group fixed in the steps: 3265, 3024)', () => {
+  it('and maps of 12 entries (the group fixed in the steps: 3322)', () => {
     fc.assert(
-      fc.property(fc.array(op, { maxLength: 8 }), fc.array(fc.array(withoutApi, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 }), fc.array(fc.constantFrom(true, false, false), { maxLength: 20 }), (start, ops, refusals) => {
+      fc.property(fc.array(op, { maxLength: 8 }), fc.array(fc.array(withoutGroup, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 }), fc.array(fc.constantFrom(true, false, false), { maxLength: 20 }), (start, ops, refusals) => {
         run(12, start, ops, refusals);
       }),
       { numRuns: RUNS, ...fcReplay(20261232) },

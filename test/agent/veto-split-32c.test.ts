@@ -6,17 +6,17 @@ import { cnp, deleted, identity, meta, pod } from './crd-fixtures.js';
 import { crdAgent, full } from './stale-agent.js';
 
 /**
- * Finding 3032 (31b), fixed in 32c (3360). CRD identities; 303 (db) turns unreadable and waits (filler's map has no room
- * for its deny). client's egress is isolated (`iso`: app=zzz) and may reach app=web (`client-web`). One step relabels a
- * remote pod q (10.0.1.9) from app=other to app=web, deletes `client-web` and adds `client-db`: before the step q is
- * not web (denied), after it no rule lets client reach web (denied). The batch opens 303 (`client-db`), so the agent
- * vetoes it, and the base halved it without the held phase: q's relabel committed while `client-web` was still in, and
- * client → 10.0.1.9 was allowed.
+ * Finding 3032 (31b), fixed in 32c (3360). CRD identities; 303 (db) turns unreadable and waits (filler's map has no
+ * room for its deny). client's egress is isolated (`iso`: app=zzz) and may reach app=web (`client-web`). One step
+ * relabels a remote pod q (10.0.1.9) from app=other to app=web, adds a remote pod r, deletes `client-web` and adds
+ * `client-db`: before the step q is not web (denied), after it no rule lets client reach web (denied). The batch opens
+ * 303 (`client-db`), so the agent vetoes it, and the base halved it without the held phase: client-db vetoed alone,
+ * then {q, r} committed while `client-web` was still in, and client → 10.0.1.9 was allowed.
  */
 const Q = '10.0.1.9';
 const q = (app: string, type: 'ADDED' | 'MODIFIED'): WatchItem => ({ type, object: { apiVersion: 'v1', kind: 'Pod', metadata: meta('q', { namespace: 'shop', labels: { app } }), spec: { nodeName: 'n2', containers: [] }, status: { phase: 'Running', podIP: Q } } });
 
-describe("3032: a vetoed batch retried in parts", { timeout: 240_000 }, () => {
+describe('3360 (31b, 3032): a vetoed batch retried in parts', { timeout: 240_000 }, () => {
   it('never commits a part allowing what the inputs before and after the step deny', () => {
     const { a, settle } = crdAgent();
     const filler = full(DEFAULT_MAP_CAPACITY - 2);

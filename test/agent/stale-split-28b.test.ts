@@ -65,7 +65,7 @@ function settle(a: Agent, items: readonly WatchItem[]): void {
   a.flush();
 }
 
-describe('28b: while a narrowing identity waits, a batch commits all but the objects that open its number', () => {
+describe('28b: while a narrowing identity waits, a batch commits all but the objects that open its number', { timeout: 240_000 }, () => {
   it('2440 (CRD): the remote pod commits, the local pod with its default allow and the policy naming db wait, and all commit once the stand-in fits', () => {
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
     settle(a, [shop(), podOf('web', 'n1', '10.0.0.2'), podOf('client', 'n1', '10.0.0.3'), podOf('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(307, 'lonely', 'ADDED')]);

@@ -65,7 +65,7 @@ function settle(a: Agent, items: readonly WatchItem[]): void {
   a.flush();
 }
 
-describe('28b: while a narrowing identity waits, a batch commits all but the objects that open its number', () => {
+describe('28b: while a narrowing identity waits, a batch commits all but the objects that open its number', { timeout: 240_000 }, () => {
   it('2440 (CRD): the remote pod commits, the local pod with its default allow and the policy naming db wait, and all commit once the stand-in fits', () => {
     const a = new Agent({ node: 'n1', watch: [], backend: new MemoryBackend(), logger, registry: new Registry(), identities: 'external' });
     settle(a, [shop(), podOf('web', 'n1', '10.0.0.2'), podOf('client', 'n1', '10.0.0.3'), podOf('db', 'n2', '10.0.1.4'), clientTo('client-web', 'web'), identity(300, 'web', 'ADDED'), identity(301, 'client', 'ADDED'), identity(303, 'db', 'ADDED'), identity(307, 'lonely', 'ADDED')]);
@@ -77,14 +77,15 @@ describe('28b: while a narrowing identity waits, a batch commits all but the obj
     expect(a.engine.identityOfPod('shop/web2')).toBe(300);
     expect(a.engine.endpoints()).not.toContain('shop/lonely');
     expect(a.mirror.refusedObjects()).toEqual(['CiliumIdentity//303', 'CiliumNetworkPolicy/shop/client-db', 'Pod/shop/lonely']);
-    // The batch is refused for capacity first, so its objects commit at their narrowing forms (web2 fail-closed,
-    // client-db's deny side, finding 2916, 31b), then web2's own part, then client-db's deny side once it was refused
-    // with 303 (finding 2521, docs/attack-findings-28r.md).
-    expect(count.committed).toBe(4);
+    // The batch is vetoed, so it is held first (finding 3360, 32c): client-db's deny side commits at its narrowing form
+    // (lonely and web2 fail-closed do not fit: 255's deny has no room), then web2's own part. client-db, vetoed alone and
+    // refused with 303, is held at the deny side already in force (finding 2521): no commit. The base committed the deny
+    // side twice more (at its first refusal with 303 and at the retry), 4 in all.
+    expect(count.committed).toBe(2);
     // The transactions this took: the split of n = 3 objects with k = 2 openers, at most k(2⌈log2 n⌉ + 4) + 2, then the
     // retry of what waits after that commit, at most 3k + 2 (docs/architecture.md, CRD identities: 2 for the pod, its
     // batch with 303 joined and its fail-closed version, 3 for the policy, tried alone first, and the commit).
-    // Plus the held phase of a batch refused for capacity (31b): its narrowing forms whole, then in halves (n = 3: 3).
+    // Plus the held phase of the vetoed batch (31b, 32c's 3360): its narrowing forms whole, then in halves (n = 3: 3).
     expect(count.tried).toBeLessThanOrEqual(2 * (2 * 2 + 4) + 2 + 3 * 2 + 2 + 3);
     settle(a, [wide(DEFAULT_MAP_CAPACITY - 3, 'DELETED')]);
     expect(a.mirror.refusedObjects()).toEqual([]);

@@ -13,6 +13,9 @@ import { waitingDb } from './crd-loop.js';
  * (255's deny has no room in web's map either): one transaction more per opener in the split, and in each retry the
  * opener goes with 303 joined at once (`rejoins`), so a retry is that commit, then per opener the joined batch and the
  * fail-closed version (28b's retry, 3k + 2, also tried each opener alone first, vetoed, and split the retried batch).
+ * Since 32c (finding 3360) the vetoed flush is first held at its objects' narrowing forms (every pod fail-closed), which
+ * here never fit (255's deny has no room): that phase is refused down to each pod alone, at most 2n - 1 transactions,
+ * and its own forms are then vetoed whole once more: at most 2n more (measured: n = 128, k = 1: 148; k = 8 spread: 220).
  */
 const CAP = 24;
 
@@ -41,7 +44,7 @@ describe('28b: the cost of splitting a vetoed batch', () => {
           const r = run(n, k, spread);
           const at = `n=${n} k=${k} ${spread ? 'spread' : 'first'}`;
           expect(r.committed, at).toBe(n - k);
-          expect(r.tried, at).toBeLessThanOrEqual(k * (2 * Math.ceil(Math.log2(n)) + 4) + 2);
+          expect(r.tried, at).toBeLessThanOrEqual(k * (2 * Math.ceil(Math.log2(n)) + 4) + 2 + 2 * n);
           expect(r.retry, at).toBeLessThanOrEqual(2 * k + 1);
         }
   });

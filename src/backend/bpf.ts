@@ -1,6 +1,6 @@
 import { DEFAULT_MAP_CAPACITY } from '../model/policy-map.js';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { MapDelta } from '../engine/events.js';
 import type { Direction } from '../model/rules.js';
 import { BackendError, checkCapacity, emptyWriteStats, MapBackend, MapRecord, WriteStats } from './backend.js';
@@ -8,6 +8,7 @@ import { bpf, BPF_CMD, BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_MAP_TYPE_LPM_TRIE, B
 import { MapWalker } from './map-walk.js';
 import { PinDirError, PinDirLock, preparePinDir } from './pin-dir.js';
 import { decodeKey, decodeValue, DecodedValue, encodeKey, encodePacketKey, encodeValue, KEY_SIZE, VALUE_SIZE } from './encoding.js';
+import { ipcachePinPath } from './ipcache.js';
 
 export { PinDirError } from './pin-dir.js';
 
@@ -604,4 +605,29 @@ export function bpfUnavailableReason(): string | null {
   } finally {
     attr?.free();
   }
+}
+
+/**
+ * Removes distill's pinned maps from one pin dir, holding its lock: every policy map it recognises as its own
+ * (`BpfBackend.remove`, disarmed first) and the ipcache tries beside them, nothing else. Returns what it removed.
+ */
+export function removeDistillMaps(pinDir: string): string[] {
+  const removed: string[] = [];
+  const backend = new BpfBackend({ pinDir });
+  try {
+    for (const ep of backend.endpoints()) {
+      backend.remove(ep);
+      removed.push(`${backend.pinDir}: ${ep}`);
+    }
+    // The kernel ipcache pinned beside them (bpf runs write it): else the dir cannot be removed.
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      const path = ipcachePinPath(backend.pinDir, family);
+      if (!existsSync(path)) continue;
+      unlinkSync(path);
+      removed.push(`${backend.pinDir}: ${basename(path)}`);
+    }
+  } finally {
+    backend.close();
+  }
+  return removed;
 }

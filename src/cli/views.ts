@@ -1,8 +1,7 @@
 import { Command, Option } from 'commander';
-import { existsSync, unlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { BpfBackend } from '../backend/bpf.js';
-import { ipcachePinPath } from '../backend/ipcache.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { removeDistillMaps } from '../backend/bpf.js';
 import { Engine } from '../engine/engine.js';
 import type { ClusterState } from '../model/cluster.js';
 import { CliEnv, Ctx, intOption, outputOption, OutputFormat, printData, readScenario, reportInputError, table } from './common.js';
@@ -87,10 +86,7 @@ function mapsList(ctx: Ctx, opts: ClusterOptions): number {
 /** The subdirectories of a pin dir distill's commands write: reach/maps dump, replay, agent. */
 const PIN_SUBDIRS = ['scenario', 'replay', 'agent'] as const;
 
-/**
- * Removes distill's pinned maps (policy maps and the ipcache: names it recognises as its own, nothing else) from the pin dir
- * and the subdirectories its commands use, each with the pin dir's lock held.
- */
+/** `maps clean`: distill's pinned maps removed (`removeDistillMaps`) from the pin dir and the subdirectories its commands use. */
 function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): number {
   const removed: string[] = [];
   try {
@@ -100,23 +96,7 @@ function mapsClean(ctx: Ctx, opts: { pinDir: string; output: OutputFormat }): nu
       return 0;
     }
     for (const dir of [opts.pinDir, ...PIN_SUBDIRS.map((sub) => join(opts.pinDir, sub))]) {
-      if (dir !== opts.pinDir && !existsSync(dir)) continue;
-      const backend = new BpfBackend({ pinDir: dir });
-      try {
-        for (const ep of backend.endpoints()) {
-          backend.remove(ep);
-          removed.push(`${backend.pinDir}: ${ep}`);
-        }
-        // The kernel ipcache pinned beside them (bpf runs write it): else the dir cannot be removed.
-        for (const family of ['ipv4', 'ipv6'] as const) {
-          const path = ipcachePinPath(backend.pinDir, family);
-          if (!existsSync(path)) continue;
-          unlinkSync(path);
-          removed.push(`${backend.pinDir}: ${basename(path)}`);
-        }
-      } finally {
-        backend.close();
-      }
+      if (dir === opts.pinDir || existsSync(dir)) removed.push(...removeDistillMaps(dir));
     }
     if (!printData(ctx.io, opts.output, { removed })) ctx.io.out(removed.length === 0 ? `no distill maps under ${opts.pinDir}\n` : `removed ${removed.length} maps:\n${removed.map((r) => `  ${r}`).join('\n')}\n`);
     return 0;

@@ -84,7 +84,9 @@ function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
 export class MapState {
   /** By `rawKey`. */
   private readonly raw = new Map<number, RawEntry>();
-  readonly entries = new Map<string, LookupResult>();
+  /** The kernel layer, written only by `settleEntries`; others read it as `entries`. */
+  private readonly kernel = new Map<string, LookupResult>();
+  readonly entries: ReadonlyMap<string, LookupResult> = this.kernel;
   /** Raw entries by `idDir`. */
   private readonly byIdentityDir = new Map<number, Set<RawEntry>>();
   /** Raw entries by `dirProto`. */
@@ -569,8 +571,8 @@ export class MapState {
       if (before === undefined ? after === undefined : entryEquals(before, after)) continue;
       // A new key is stored for the entry's lifetime: flat, not the tree of ~6 pieces the template builds.
       if (before === undefined) ks = flat(ks);
-      if (after) this.entries.set(ks, { key, entry: after });
-      else this.entries.delete(ks);
+      if (after) this.kernel.set(ks, { key, entry: after });
+      else this.kernel.delete(ks);
       changes.push({ keyString: ks, key, before, after });
     }
     return changes;

@@ -80,6 +80,16 @@ describe('map state (Cilium insertion rules)', () => {
     expect(m.settle().entries).toEqual([]);
   });
 
+  it('the kernel layer changes only in settle(): outside MapState it is read-only (docs/architecture.md, "Stage contracts")', () => {
+    const m = new MapState(emptyStats());
+    m.add(key(300, 6, 80), c('allow-80', ALLOW));
+    expect(keys(m)).toEqual([]);
+    // @ts-expect-error `entries` is a ReadonlyMap: no stage may write the kernel layer but settle() (checked by tsconfig.test.json).
+    void m.entries.set;
+    m.settle();
+    expect(keys(m)).toEqual(['300/ingress/6/80/16']);
+  });
+
   it('the datapath lookup on the pruned map gives the verdict of the highest-precedence matching rule', () => {
     const m = new MapState(emptyStats());
     m.add(key(300), c('l3', ALLOW));

@@ -2,7 +2,7 @@ import { markParsedPolicy, type Direction, type Policy, type PolicyRule, type Ru
 import { ciliumExtendedKey } from '../model/labels.js';
 import { ALL_L4 } from '../model/ports.js';
 import { coveringSelector, WILDCARD_SELECTOR } from '../model/selector.js';
-import { RULES_PER_DIRECTION, type TieredSpec, type TierPlacement, type TierRule } from '../model/tiers.js';
+import { MIN_PRIORITY, RULES_PER_DIRECTION, type TieredSpec, type TierPlacement, type TierRule } from '../model/tiers.js';
 import { ManifestError } from './errors.js';
 import { parseManifest, type ParseOptions } from './manifest.js';
 
@@ -379,22 +379,19 @@ export function denySideOf(policy: Policy, kept?: Policy): Policy {
 
 /**
  * The deny side of a ClusterNetworkPolicy beside the version in force `kept` (finding 2671): every Deny and Pass rule of
- * both versions as a Deny, no Accept, at the higher precedence of the two (Admin over Baseline, then the lower
- * priority), for a subject covering both versions' (`coveringSelector`: one spec holds one subject; with kept's alone
- * the pods only the new version selects lost its Denies, finding 2800). Never wider than either version, for any pod:
- * it allows nothing itself, so a flow it lets through either never met it (decided or skipped by a Pass above it),
- * nor would it have met the version V placed where it sits; or matched no Deny or Pass of a version (at its priority
- * another policy's Pass wins only then, Deny winning over Pass) and met the same other policies as beside V, which at
- * most Accepted it. A flow a version denies or passes it denies, no later (a Pass kept as a Pass at a higher precedence would skip
- * policies that version let decide first). So it removes no deny of the version in force, and keeps every deny of the
- * new one. When `kept` is itself such a form, it places by the version that form stands for (`standsFor`), never by an
- * older one the cluster no longer has: a Pass above that older placement skipped the form, while neither version
- * there would have been skipped (finding 3300).
+ * both versions as a Deny, no Accept, for a subject covering both versions' (`coveringSelector`: one spec holds one
+ * subject; with kept's alone the pods only the new version selects lost its Denies, finding 2800), placed where every
+ * flow meeting either version meets it first (`formPlacement`). Never wider than either version, for any pod and
+ * whatever the other policies are (they change while it is held, finding 3540): it allows nothing itself, so a flow
+ * it lets through matched no Deny or Pass of either version (a Pass of another policy at its priority wins only then,
+ * Deny winning over Pass), and the rest decide it as without the policy, which a version's Accept only opens more. A
+ * flow a version denies or passes it denies, no later (a Pass kept as a Pass at a higher precedence would skip
+ * policies that version let decide first). When `kept` is itself such a form, it places by the version that form
+ * stands for (`standsFor`), never by an older one the cluster no longer has (finding 3300).
  */
 function tieredDenySide(spec: TieredSpec, kept: TieredSpec): TieredSpec {
   const [own, keptOwn] = [placementOf(spec), placementOf(kept)];
-  const tier = own.tier === 'Admin' || keptOwn.tier === 'Admin' ? 'Admin' : 'Baseline';
-  const priority = Math.min(...[own, keptOwn].filter((s) => s.tier === tier).map((s) => s.priority));
+  const { tier, priority } = formPlacement(own, keptOwn);
   const next = new Map<Direction, number>();
   const rules: TierRule[] = [];
   for (const r of [...spec.rules, ...kept.rules.map((k) => ({ ...k, path: k.path.startsWith('kept:') ? k.path : `kept:${k.path}` }))]) {
@@ -405,6 +402,17 @@ function tieredDenySide(spec: TieredSpec, kept: TieredSpec): TieredSpec {
     rules.push({ ...r, index, action: 'Deny' });
   }
   return { ...spec, subject: coveringSelector(spec.subject, kept.subject), tier, priority, rules, standsFor: own };
+}
+
+/**
+ * Where a form for two versions sits: in their tier at the lower priority, so that every flow meeting either version
+ * meets the form first (a Pass above the form skips both). Versions in different tiers: Admin priority 0, which no
+ * other policy's Pass precedes (at priority 0 the form's Deny wins over it). At the Admin version's priority a later
+ * Pass above it skipped the form but not the Baseline version, which denied after it (finding 3540).
+ */
+function formPlacement(a: TierPlacement, b: TierPlacement): TierPlacement {
+  if (a.tier !== b.tier) return { tier: 'Admin', priority: MIN_PRIORITY };
+  return { tier: a.tier, priority: Math.min(a.priority, b.priority) };
 }
 
 /** Where the version a spec stands for sits: a held deny side's `standsFor`, else the spec's own placement. */

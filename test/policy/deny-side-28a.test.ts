@@ -111,11 +111,11 @@ describe('2671: denySideOf a ClusterNetworkPolicy with the version in force (29t
   const cnp = (tier: string, priority: number, egress: unknown[]) =>
     parseManifest({ apiVersion: 'policy.networking.k8s.io/v1beta1', kind: 'ClusterNetworkPolicy', metadata: { name: 'c' }, spec: { tier, priority, subject: { namespaces: {} }, egress } }, 'c.yaml');
   const rule = (name: string, action: string) => ({ name, action, to: [{ namespaces: { matchLabels: { t: name } } }] });
-  it('both versions\' Deny and Pass rules as Denies, no Accept, at the higher precedence of the two', () => {
+  it('both versions\' Deny and Pass rules as Denies, no Accept, at the higher precedence of the two (across tiers Admin 0: 3540)', () => {
     const now = cnp('Baseline', 3, [rule('a', 'Accept'), rule('p', 'Pass'), rule('d', 'Deny')]);
     const kept = cnp('Admin', 40, [rule('ka', 'Accept'), rule('kp', 'Pass'), rule('kd', 'Deny')]);
     const d = denySideOf(now, kept);
-    expect([d.tiered?.tier, d.tiered?.priority]).toEqual(['Admin', 40]);
+    expect([d.tiered?.tier, d.tiered?.priority]).toEqual(['Admin', 0]);
     expect(d.tiered?.rules.map((r) => [r.name, r.action, r.index, r.path])).toEqual([
       ['p', 'Deny', 0, 'spec.egress[1]'],
       ['d', 'Deny', 1, 'spec.egress[2]'],
@@ -125,7 +125,8 @@ describe('2671: denySideOf a ClusterNetworkPolicy with the version in force (29t
     expect(denySideOf(cnp('Admin', 7, [rule('d', 'Deny')]), kept).tiered?.priority).toBe(7);
     // Its deny-all side: one Deny of every peer in the direction, at the same precedence.
     const all = denyAllSideOf(now, kept);
-    expect([all.tiered?.tier, all.tiered?.priority, all.tiered?.rules.map((r) => [r.direction, r.action])]).toEqual(['Admin', 40, [['egress', 'Deny']]]);
+    expect([all.tiered?.tier, all.tiered?.priority, all.tiered?.rules.map((r) => [r.direction, r.action])]).toEqual(['Admin', 0, [['egress', 'Deny']]]);
+    expect(denySideOf(cnp('Baseline', 7, [rule('d', 'Deny')]), cnp('Baseline', 4, [rule('kd', 'Deny')])).tiered).toMatchObject({ tier: 'Baseline', priority: 4 });
   });
   it('a changed subject: one covering both, with both versions\' Deny and Pass rules (one spec holds one subject; 2800)', () => {
     const subject = (app: string) => ({ pods: { namespaceSelector: sel('x'), podSelector: sel(app) } });

@@ -21,7 +21,11 @@ import { fcReplay, fcRuns } from '../fc-knobs.js';
  * for every local pod, peer, direction and port, a flow the held form allows is allowed by the input with the old
  * version or by the input with the new one; the same for a second update held beside the first form (the agent's
  * re-read: `kept` is then the held form), and a third time (31f, finding 3300: a form held beside a form places by
- * the version that form stands for, `standsFor`); and the engine given the held form equals the oracle.
+ * the version that form stands for, `standsFor`); and the engine given the held form equals the oracle. 32r (finding
+ * 3540): a form stays held while the rest changes (a later event, or the other objects of a split step committed at
+ * their own forms), so half the time another policy (often an Admin Pass) is added beside the form: the form then
+ * allows only what the new version allows with or without it (a later event), and only what the old version without
+ * it or the new one with it allows (a split step).
  */
 type Json = Record<string, unknown>;
 type Dir = 'ingress' | 'egress';
@@ -99,15 +103,38 @@ function verdicts(e: Engine | null, s: ClusterState): string[] {
   return out;
 }
 
-const counts = { cases: 0, formAllows: 0, changedSubject: 0 };
+const counts = { cases: 0, formAllows: 0, changedSubject: 0, laterAllows: 0 };
+
+/**
+ * 3540: each form beside the added policy `added` against the new version `next` with and without it (a later event:
+ * both inputs hold `next`), and against the old input `before` and `next` with it (a split step); the engine equals the
+ * oracle there too.
+ */
+function laterStep(steps: readonly (readonly [Policy, readonly string[], Policy])[], stateWith: (p: Policy, extra?: readonly EngineEvent[]) => ClusterState, around: readonly EngineEvent[], added: readonly EngineEvent[]): void {
+  for (const [i, [form, before, next]] of steps.entries()) {
+    const got = verdicts(null, stateWith(form, added));
+    const [without, withAdded] = [verdicts(null, stateWith(next)), verdicts(null, stateWith(next, added))];
+    got.forEach((g, j) => {
+      if (!g.endsWith('allow')) return;
+      counts.laterAllows++;
+      const [w, a, b] = [without[j] as string, withAdded[j] as string, before[j] as string];
+      expect(w.endsWith('allow') || a.endsWith('allow'), `form ${i + 1}, a policy added later: ${g}, new version ${w}, with the added policy ${a}`).toBe(true);
+      expect(b.endsWith('allow') || a.endsWith('allow'), `form ${i + 1}, a policy added in its split step: ${g}, old input ${b}, new input ${a}`).toBe(true);
+    });
+    const e = new Engine();
+    e.apply([...setup, ...around, ...added, { type: 'upsertPolicy', policy: form }]);
+    expect(verdicts(e, stateWith(form, added)), `form ${i + 1} beside the added policy: engine against the oracle`).toEqual(got);
+  }
+}
 
 describe('31r: the held deny side of a ClusterNetworkPolicy update (30r, 2800)', () => {
   it('allows only what the old or the new input allows, for every pod; the engine equals the oracle on it', () => {
     fc.assert(
-      fc.property(fc.record({ v0: spec, v1: spec, v2: spec, v3: spec, others: fc.tuple(fc.array(spec, { maxLength: 2 }), fc.option(adminPass)).map(([o, p]) => (p === null ? o : [...o, p])), np }), ({ v0, v1, v2, v3, others, np: nps }) => {
+      fc.property(fc.record({ v0: spec, v1: spec, v2: spec, v3: spec, others: fc.tuple(fc.array(spec, { maxLength: 2 }), fc.option(adminPass)).map(([o, p]) => (p === null ? o : [...o, p])), np, later: fc.option(fc.oneof(adminPass, adminPass, spec)) }), ({ v0, v1, v2, v3, others, np: nps, later }) => {
         counts.cases++;
         const around: EngineEvent[] = [...others.map((o, i) => parse(cnp(`o${i}`, o))), ...nps.map(parse)].map((policy) => ({ type: 'upsertPolicy', policy }));
-        const stateWith = (p: Policy): ClusterState => [...setup, ...around, { type: 'upsertPolicy', policy: p } as EngineEvent].reduce(applyEventToCluster, EMPTY_CLUSTER);
+        const added: EngineEvent[] = later === null ? [] : [{ type: 'upsertPolicy', policy: parse(cnp('later', later)) }];
+        const stateWith = (p: Policy, extra: readonly EngineEvent[] = []): ClusterState => [...setup, ...around, ...extra, { type: 'upsertPolicy', policy: p } as EngineEvent].reduce(applyEventToCluster, EMPTY_CLUSTER);
         const [p0, p1, p2, p3] = [parse(cnp('p', v0)), parse(cnp('p', v1)), parse(cnp('p', v2)), parse(cnp('p', v3))];
         if (p0.tiered?.subject.key !== p1.tiered?.subject.key) counts.changedSubject++;
         const f1 = denySideOf(p1, p0);
@@ -115,6 +142,7 @@ describe('31r: the held deny side of a ClusterNetworkPolicy update (30r, 2800)',
         const f3 = denySideOf(p3, f2);
         const [o0, o1, o2, o3] = [p0, p1, p2, p3].map((p) => verdicts(null, stateWith(p))) as [string[], string[], string[], string[]];
         const steps = [[f1, o0, o1, 'held beside v0'], [f2, o1, o2, 'held again beside the form'], [f3, o2, o3, 'held a third time']] as const;
+        if (added.length > 0) laterStep([[f1, o0, p1], [f2, o1, p2], [f3, o2, p3]], stateWith, around, added);
         for (const [form, before, after, step] of steps) {
           const got = verdicts(null, stateWith(form));
           got.forEach((g, i) => {

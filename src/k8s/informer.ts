@@ -109,6 +109,18 @@ function olderThanHeld(phase: string, obj: unknown, held: (name: string, namespa
 }
 
 /**
+ * True when `older` says so; false when it throws (a `held` given as an unbound `informer.get`): client-node's `Watch`
+ * ignores what its callback throws (dist/watch.js, the `line` handler), so a throw here dropped every event (3600).
+ */
+function judged(older: () => boolean): boolean {
+  try {
+    return older();
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A `Watch` for client-node's `ListWatch` that drops a watch event older than the version of its object the informer
  * holds (`held`: the informer's `get(name, namespace)`; versions that are not integers are not compared). Build the
  * informer with it (`new ListWatch(path, replayGuard(new Watch(kc), (n, ns) => informer.get(n, ns)), listFn, false)`)
@@ -118,13 +130,13 @@ function olderThanHeld(phase: string, obj: unknown, held: (name: string, namespa
  * object, and its genuine DELETED later calls nothing: the mirror kept the deleted object. On a stream in order no event
  * of an object is older than the version the informer holds of it (listed at or below the List's version, or watched
  * before), so what is dropped is a replay; the informer's resume point is not moved back by it either (`watchHandler`
- * sets it from every event it reads).
+ * sets it from every event it reads). When `held` throws, the event passes as it would without the guard (3600).
  */
 export function replayGuard<W extends WatchLike>(watch: W, held: (name: string, namespace: string | undefined) => unknown): W {
   const guarded = Object.create(watch) as W;
   const call: WatchLike['watch'] = (path, queryParams, callback, done) =>
     watch.watch(path, queryParams, (phase, obj, raw) => {
-      if (!olderThanHeld(phase, obj, held)) callback(phase, obj, raw);
+      if (!judged(() => olderThanHeld(phase, obj, held))) callback(phase, obj, raw);
     }, done);
   Object.defineProperty(guarded, 'watch', { value: call });
   return guarded;

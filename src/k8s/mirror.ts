@@ -111,6 +111,8 @@ export class ClusterMirror {
    * in order (`StreamVersions.ordered`); an informer is a whole view from its first List (`soleInformer`).
    */
   private readonly informerSources = new Set<string>();
+  /** Informer streams → keys whose object a replayed DELETED took out of the informer's cache (`lostByInformer`). */
+  private readonly lostKeys = new Map<string, Set<string>>();
   /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
   private readonly cachedOlder = new Map<string, Map<string, string>>();
   /**
@@ -396,9 +398,11 @@ export class ClusterMirror {
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rv, held: state.rv });
       this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
       if (deleted && state.source === source && this.informerSources.has(source) && this.states.exists(key)) this.lostByInformer(source, key, rv, state.rv);
+      else if (!deleted && rv === state.rv) this.informerHolds(source, key);
       return true;
     }
     this.informerCached(source, key, undefined);
+    this.informerHolds(source, key);
     const known = this.versions.known(source, kind) || this.soleInformer(source);
     // A tombstone may be older than the bound (a delete of an object with no state, at an informer's cached version:
     // finding 3202): it stands for no newer write than the bound does.
@@ -413,10 +417,21 @@ export class ClusterMirror {
   /**
    * An informer gave a stale DELETED of a live object it fed (finding 3203): client-node calls back only once it removed
    * the object from its cache (dist/cache.js `deleteObject`, by name whatever the version), so it will not report the
-   * object's deletion unless it gives the object again. Only `replayGuard` keeps such a replay out of its cache.
+   * object's deletion unless it gives the object again. Only `replayGuard` keeps such a replay out of its cache. Warned
+   * once until the informer gives the object again at the mirror's version or newer (a replay storm: finding 3601).
    */
   private lostByInformer(source: string, key: string, rv: string | undefined, held: string | undefined): void {
+    let keys = this.lostKeys.get(source);
+    if (!keys) this.lostKeys.set(source, (keys = new Set()));
+    if (keys.has(key)) return;
+    keys.add(key);
     this.warn('a replayed DELETED emptied the informer\'s cache of a live object: its deletion will not be reported until the informer gives it again (build the informer\'s watch with replayGuard)', { source, key, resourceVersion: rv, held });
+  }
+
+  /** The informer feeding `source` gave `key` at the mirror's version or newer: its cache holds it again (`lostByInformer`). */
+  private informerHolds(source: string, key: string): void {
+    const keys = this.lostKeys.get(source);
+    if (keys?.delete(key) && keys.size === 0) this.lostKeys.delete(source);
   }
 
   /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */

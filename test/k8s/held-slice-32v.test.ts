@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { rollingMirrorAgent } from './mirror-agent.js';
 import { cnp, line, md, namespace, server, type Obj } from './refused-objects.js';
@@ -25,5 +26,22 @@ describe('32v: held API server slice', () => {
     feed(line('DELETED', cnp('deny-api', 10, {})));
     expect(mirror.refusedObjects()).toEqual([]);
     expect(engine.identityOfIp(parseIp('192.0.2.2'))).not.toBe(2);
+  });
+
+  it('3620: so for an update and a delete of a slice whose every form the engine refuses', () => {
+    let flushes = 0;
+    let refusing = false;
+    const refuse = (events: readonly EngineEvent[]): boolean => (flushes++, refusing && events.some((e) => e.type === 'setApiServer'));
+    const { feed, engine, mirror } = rollingMirrorAgent({}, {}, () => {}, refuse);
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', slice(5, ['192.0.2.1'])));
+    refusing = true;
+    for (const [type, rv, addresses] of [['MODIFIED', 9, ['192.0.2.2']], ['DELETED', 10, ['192.0.2.2']]] as const) {
+      flushes = 0;
+      feed(line(type, slice(rv, [...addresses])));
+      expect([mirror.idle, flushes]).toEqual([true, 2]);
+      expect(mirror.refusedObjects()).toEqual(['EndpointSlice/default/kubernetes']);
+      // Still the version the engine holds: .1 the API server's.
+      expect(engine.identityOfIp(parseIp('192.0.2.1'))).not.toBe(2);
+    }
   });
 });

@@ -798,9 +798,11 @@ export class EngineBatches {
 
   /**
    * Whether an API server slice refused alone (its `wanted` meaning, undefined for a delete) has a held form other than
-   * what the engine holds (finding 3265): a change or delete of a slice held so is held again, from that form.
+   * what the engine holds (finding 3265): a change or delete of a slice held so is held again, from that form. None
+   * when `wanted` is a held form already: refused too, it waits (finding 3620: retried, it was refused at every flush).
    */
   private sliceHoldNew(key: string, wanted: Held | undefined): boolean {
+    if (wanted?.kind === 'ApiServer' && wanted.held !== undefined) return false;
     const had = this.held.get(key);
     return failClosedSlice(wanted?.kind === 'ApiServer' ? wanted : undefined, had).sig !== had?.sig;
   }

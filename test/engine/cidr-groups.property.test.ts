@@ -18,7 +18,8 @@ import { fcRuns } from '../fc-knobs.js';
  * CiliumCIDRGroup objects (docs/semantics.md, "CIDR groups"): random histories of pods, policies with
  * `cidrGroupRef`/`cidrGroupSelector` peers (allow and deny, with `except`, beside longer toCIDR
  * prefixes) and groups created, changed (prefixes and labels, nested and equal prefixes across
- * groups) and deleted. After every transaction the engine's maps equal a fresh engine's on the
+ * groups) and deleted, and API server sets some of whose addresses are held fail-closed (32a's 3265, 32v's 3621: inside
+ * held, nested and equal group prefixes, v4 and v6). After every transaction the engine's maps equal a fresh engine's on the
  * final state, its ipcache deltas are exact, and every flow between local pods and the externals
  * (192.168.1.5, 8.8.8.8, 10.1.2.3, 2001:db8::5) is decided as the oracle decides it.
  */
@@ -35,12 +36,16 @@ type GOp =
   | { readonly k: 'group'; readonly name: string; readonly cidrs: readonly string[]; readonly labels: [string, string][]; readonly failClosed: boolean }
   | { readonly k: 'delGroup'; readonly name: string }
   | { readonly k: 'gpolicy'; readonly manifest: Record<string, unknown> }
-  | { readonly k: 'heldNode'; readonly name: string; readonly ips: readonly string[]; readonly labels: [string, string][] };
+  | { readonly k: 'heldNode'; readonly name: string; readonly ips: readonly string[]; readonly labels: [string, string][] }
+  | { readonly k: 'api'; readonly ips: readonly string[]; readonly held: readonly string[] };
 
 // A group or remote node the agent holds fail-closed (findings 2431, 2432): its addresses read the unallocated number.
 const groupOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('group' as const), name: fc.constantFrom(...GROUP_NAMES), cidrs: fc.subarray(PREFIXES, { maxLength: 3 }), labels: LABEL, failClosed: fc.boolean() });
 const heldNodeOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('heldNode' as const), name: fc.constantFrom('n1', 'n2'), ips: fc.constantFrom(['192.168.1.7'], ['192.168.1.8', '2001:db8::8'], ['10.1.2.9']), labels: LABEL });
 const NODE_PEERS = ['node:n1', 'node:n2'];
+/** API server sets over the externals (inside held and nested groups) and node addresses, some held fail-closed (32a's 3265, 32v). */
+const API_ADDRESSES = ['192.168.1.5', '8.8.8.8', '10.1.2.3', '2001:db8::5', '192.168.1.7', '2001:db8::8', '10.1.2.9'];
+const apiOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('api' as const), ips: fc.subarray(API_ADDRESSES, { maxLength: 3 }), held: fc.subarray(API_ADDRESSES, { maxLength: 3 }) });
 const delGroupOp: fc.Arbitrary<GOp> = fc.record({ k: fc.constant('delGroup' as const), name: fc.constantFrom(...GROUP_NAMES) });
 const groupItem = fc.oneof(
   fc.record({ cidrGroupRef: fc.constantFrom(...GROUP_NAMES, 'missing') }),
@@ -52,7 +57,7 @@ const rule = (dir: 'to' | 'from') =>
   fc.oneof(
     { weight: 4, arbitrary: fc.record({ [`${dir}CIDRSet`]: fc.array(groupItem, { minLength: 1, maxLength: 2 }) }) },
     { weight: 1, arbitrary: fc.record({ [`${dir}CIDR`]: fc.constantFrom(['10.1.2.0/24'], ['8.8.8.8/32']) }) },
-    { weight: 1, arbitrary: fc.constant({ [`${dir}Entities`]: ['world'] }) },
+    { weight: 1, arbitrary: fc.constantFrom({ [`${dir}Entities`]: ['world'] }, { [`${dir}Entities`]: ['kube-apiserver'] }) },
     { weight: 2, arbitrary: fc.record({ [`${dir}Endpoints`]: fc.array(namespaceKey, { minLength: 1, maxLength: 1 }) }) },
   );
 const groupPolicy: fc.Arbitrary<GOp> = fc
@@ -63,7 +68,7 @@ const groupPolicy: fc.Arbitrary<GOp> = fc
   })
   .map(({ name, ns, spec }) => ({ k: 'gpolicy' as const, manifest: { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: ns }, spec } }));
 const noTiers = opWithNodes.filter((o) => o.k !== 'policy' || o.manifest.kind !== 'ClusterNetworkPolicy');
-const gop: fc.Arbitrary<GOp> = fc.oneof({ weight: 5, arbitrary: noTiers }, { weight: 4, arbitrary: groupOp }, { weight: 1, arbitrary: delGroupOp }, { weight: 4, arbitrary: groupPolicy }, { weight: 1, arbitrary: heldNodeOp });
+const gop: fc.Arbitrary<GOp> = fc.oneof({ weight: 5, arbitrary: noTiers }, { weight: 4, arbitrary: groupOp }, { weight: 1, arbitrary: delGroupOp }, { weight: 4, arbitrary: groupPolicy }, { weight: 1, arbitrary: heldNodeOp }, { weight: 1, arbitrary: apiOp });
 
 function event(o: GOp): EngineEvent {
   if (o.k === 'group') {
@@ -72,6 +77,7 @@ function event(o: GOp): EngineEvent {
   }
   if (o.k === 'delGroup') return { type: 'deleteCidrGroup', name: o.name };
   if (o.k === 'heldNode') return { type: 'upsertNode', name: o.name, ips: o.ips.map(parseIp), labels: Object.fromEntries(o.labels), failClosed: true };
+  if (o.k === 'api') return { type: 'setApiServer', addresses: o.ips.map(parseIp), ...(o.held.length > 0 ? { held: o.held.map(parseIp) } : {}) };
   if (o.k === 'gpolicy') return { type: 'upsertPolicy', policy: parseManifest(o.manifest, 'gen#1', { cidrGroups: true }) };
   return toEvent(o);
 }

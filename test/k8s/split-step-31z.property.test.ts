@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EngineEvent } from '../../src/engine/events.js';
 import type { WatchItem } from '../../src/k8s/watch.js';
 import { parseIp } from '../../src/model/cidr.js';
@@ -147,13 +147,14 @@ function initial(): Objects {
 
 const inputState = (objects: Objects): ClusterState => readInput(objects, PEERS.reduce((st, p) => upsertExternal(st, { name: p.name, ip: parseIp(p.ip) }), EMPTY_CLUSTER), { cidrGroups: true });
 const probes = PEERS.flatMap((p) => [...(['ingress', 'egress'] as const).map((dir) => ({ peer: p.name, ip: p.ip, dir, port: 80 })), { peer: p.name, ip: p.ip, dir: 'egress' as const, port: 8080 }]);
-// With small maps, no change of the CIDR group in the steps: with them seed 0 finds 32a's 3322 (not fixed; a group's
-// own fail-closed form fits since 32a, 3273). The API server's addresses move since 32a (3265: a slice refused alone is
-// held fail-closed).
-const withoutGroup = op.filter((o) => o.k !== 'group');
+// With small maps a step is judged only when its input before fits them (`fitting`): an input no map of 12 entries
+// holds may have no fail-closed form short of isolating x/server (32a's 3322 and 3323, 32v's 3622: a pod bringing the
+// port name deny-http names, whose own and held forms both need the deny entry). The CIDR group changes in the steps
+// again (32a left it fixed for 3322); the API server's addresses move since 32a (3265).
+const judged = { n: 0 };
 const steps = fc.array(fc.array(op, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 });
 
-function run(mapCapacity: number, start: readonly Op[], ops: readonly (readonly Op[])[], refusals: readonly boolean[]): number {
+function run(mapCapacity: number, start: readonly Op[], ops: readonly (readonly Op[])[], refusals: readonly boolean[], fitting = false): number {
   const objects = initial();
   for (const o of start) applyOp(objects, o);
   const items = [...objects.values()].map((o) => item('ADDED', o));
@@ -166,7 +167,7 @@ function run(mapCapacity: number, start: readonly Op[], ops: readonly (readonly 
       return ip === undefined ? [] : [{ n, ip }];
     });
     return step.map((o) => applyOp(objects, o));
-  }), input: () => inputState(objects), probes, refusedKey: () => true, refuse });
+  }), input: () => inputState(objects), probes, refusedKey: () => true, refuse, ...(fitting ? { fitting, judged } : {}) });
 }
 
 describe('31z: a split step never commits a part allowing what both inputs deny', { timeout: 600_000 }, () => {
@@ -193,12 +194,14 @@ describe('31z: a split step never commits a part allowing what both inputs deny'
     const refuse = (events: readonly EngineEvent[]): boolean => events.length > 1 && (refusals[i++] ?? false);
     judgeHistory({ mapCapacity: 16384, mirrorOptions: { cidrGroups: true }, start: [...objects.values()].map((o) => item('ADDED', o)), steps: steps.map((step) => () => step.map((o) => applyOp(objects, o))), input: () => inputState(objects), probes, refusedKey: () => true, refuse });
   });
-  it('and maps of 12 entries (the group fixed in the steps: 3322)', () => {
+  it('and maps of 12 entries (steps from an input that fits them)', () => {
     fc.assert(
-      fc.property(fc.array(op, { maxLength: 8 }), fc.array(fc.array(withoutGroup, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 6 }), fc.array(fc.constantFrom(true, false, false), { maxLength: 20 }), (start, ops, refusals) => {
-        run(12, start, ops, refusals);
+      fc.property(fc.array(op, { maxLength: 8 }), steps, fc.array(fc.constantFrom(true, false, false), { maxLength: 20 }), (start, ops, refusals) => {
+        run(12, start, ops, refusals, true);
       }),
       { numRuns: RUNS, ...fcReplay(20261232) },
     );
+    // Most steps are judged (about 9 in 10 at 200 runs; a replayed path or a short run judges its few).
+    if (process.env.DISTILL_PATH === undefined && RUNS >= 100) expect(judged.n).toBeGreaterThan(RUNS);
   });
 });

@@ -97,6 +97,8 @@ export class EngineBatches {
   private readonly splitting = new Set<string>();
   /** Objects of such a batch sent at their own forms after it: a refused batch of them is halved without a new hold. */
   private readonly released = new Set<string>();
+  /** Keys of the pods the engine holds fail-closed (`heldClaimants`). */
+  private readonly heldFailClosed = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -347,7 +349,7 @@ export class EngineBatches {
     const joined = this.joinRefusedPolicies(next) || joinedStale.size > 0;
     if (namespacesWatched) this.awaitNamespaces(next);
     this.rereadExpired(next, new Set([...expired, ...this.expiredAtLeft(next)]));
-    const events = eventsFor(this.held, next);
+    const events = eventsFor(this.held, next, this.heldClaimants(next));
     const stale = this.staleNumbers(next);
     const batch: MirrorBatch = {
       events,
@@ -442,6 +444,13 @@ export class EngineBatches {
    */
   private expiredAtLeft(next: ReadonlyMap<string, Held | undefined>): string[] {
     if (!this.states.hasExpired) return [];
+    const keys = [...this.states.expiredAmong(this.leftIps(next))];
+    for (const key of keys) this.dirty.delete(key);
+    return keys;
+  }
+
+  /** The addresses of the pods the engine holds that `next` moves, deletes or drops with their namespace (as texts). */
+  private leftIps(next: ReadonlyMap<string, Held | undefined>): string[] {
     const left: string[] = [];
     const leaves = (h: Held | undefined, want: Held | undefined): void => {
       if (h?.kind !== 'Pod') return;
@@ -454,9 +463,28 @@ export class EngineBatches {
       const ns = key.slice('Namespace//'.length);
       for (const [k, h] of this.held) if (!next.has(k) && namespaceOfHeld(h) === ns) leaves(h, undefined);
     }
-    const keys = [...this.states.expiredAmong(left)];
-    for (const key of keys) this.dirty.delete(key);
-    return keys;
+    return left;
+  }
+
+  /**
+   * The pods the engine holds fail-closed, not in `next`, at an address a pod leaves in `next` that no pod of `next`
+   * claims (finding 3362): written again after the leave, so the address stays at the unallocated number (denied by
+   * every local map). The engine's last writer owns an address and its leave deletes the entry: in a split step two
+   * pods held at one address (3260: old and new), the last written one's own form left it world while the other was
+   * still held, though both inputs read a pod there. Once the batch commits the claimant owns the address.
+   */
+  private heldClaimants(next: ReadonlyMap<string, Held | undefined>): Held[] {
+    if (this.heldFailClosed.size === 0) return [];
+    const claimed = new Set<string>();
+    for (const want of next.values()) if (want?.kind === 'Pod') for (const ip of podIps(want.pod)) claimed.add(ip.text);
+    const left = this.leftIps(next).filter((ip) => !claimed.has(ip));
+    if (left.length === 0) return [];
+    const out: Held[] = [];
+    for (const key of this.heldFailClosed) {
+      const h = this.held.get(key);
+      if (h !== undefined && !next.has(key) && left.some((ip) => this.engineClaims(key, ip, next))) out.push(h);
+    }
+    return out;
   }
 
   private isExpired(key: string): boolean {
@@ -759,6 +787,8 @@ export class EngineBatches {
       this.claimsChanged(this.held.get(key), want, key);
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);
+      if (want?.kind === 'Pod' && want.pod.failClosed === true) this.heldFailClosed.add(key);
+      else this.heldFailClosed.delete(key);
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
@@ -860,6 +890,7 @@ export class EngineBatches {
       if (namespaceOfHeld(h) !== ns) continue;
       this.claimsChanged(h, undefined, key);
       this.held.delete(key);
+      this.heldFailClosed.delete(key);
       this.dirty.add(key);
     }
   }

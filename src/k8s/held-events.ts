@@ -9,9 +9,10 @@ export type AgentEvent = EngineEvent | IdentityEvent;
 
 /**
  * The events from what the engine holds (`held`) to `next` (key → what it should hold; undefined:
- * nothing), in batch order (`rank`); a node's objects make one node event, the API server's slices one.
+ * nothing), in batch order (`rank`); a node's objects make one node event, the API server's slices one. `resend`:
+ * objects the engine holds, upserted again as they are.
  */
-export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>): AgentEvent[] {
+export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<string, Held | undefined>, resend: readonly Held[] = []): AgentEvent[] {
   const order: AgentEvent[][] = [[], [], [], [], [], []];
   const nodes = new Set<string>();
   let apiServer = false;
@@ -30,6 +31,8 @@ export function eventsFor(held: ReadonlyMap<string, Held>, next: ReadonlyMap<str
       if (e) order[rank(had, e.type === 'upsertIdentity')]!.push(e);
     } else if (had !== undefined) order[rank(had, false)]!.push(deleteOf(had));
   }
+  // Written again as they are held, after the pods' upserts and deletes (finding 3362).
+  for (const h of resend) order[3]!.push(upsertOf(h));
   for (const name of nodes) {
     const e = nodeEvent(name, held, next);
     if (e) order[e.type === 'upsertNode' ? 0 : 5]!.push(e);

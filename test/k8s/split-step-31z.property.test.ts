@@ -87,19 +87,13 @@ function tierOf(o: Extract<Op, { k: 'tier' }>): Record<string, unknown> {
 }
 
 /**
- * The pods' addresses when the step began: one pod does not take in a step an address the other left in it (3362,
- * not fixed: both held there in the split step, the last written owns it, and its own form then leaves it world).
- */
-let leftInStep: { readonly n: number; readonly ip: string }[] = [];
-
-/**
  * The address a pod op asks for, or (held by the other pod or the API server) one it is free to take: two pods at one
  * address are a history the reference evaluator reads from the objects alone cannot know (the last writer owns it,
  * `ipOwner`). With no free one the pod keeps its address, or takes one no probe reads.
  */
 function freeIp(objects: Objects, o: Extract<Op, { k: 'pod' }>): string {
   const other = objects.get(`p${3 - o.n}`);
-  const taken = [(other?.status as { podIP?: string } | undefined)?.podIP, ...apiIps(objects), ...leftInStep.filter((l) => l.n !== o.n).map((l) => l.ip)];
+  const taken = [(other?.status as { podIP?: string } | undefined)?.podIP, ...apiIps(objects)];
   const mine = (objects.get(`p${o.n}`)?.status as { podIP?: string } | undefined)?.podIP;
   return [IPS[o.ip]!, ...IPS].find((ip) => !taken.includes(ip)) ?? mine ?? `10.0.1.${4 + o.n}`;
 }
@@ -161,13 +155,7 @@ function run(mapCapacity: number, start: readonly Op[], ops: readonly (readonly 
   // The adversary refuses batches of several events by its list, then none (so every step ends with the mirror idle).
   let i = 0;
   const refuse = (events: readonly EngineEvent[]): boolean => events.length > 1 && (refusals[i++] ?? false);
-  return judgeHistory({ mapCapacity, mirrorOptions: { cidrGroups: true }, start: items, steps: ops.map((step) => () => {
-    leftInStep = [1, 2].flatMap((n) => {
-      const ip = (objects.get(`p${n}`)?.status as { podIP?: string } | undefined)?.podIP;
-      return ip === undefined ? [] : [{ n, ip }];
-    });
-    return step.map((o) => applyOp(objects, o));
-  }), input: () => inputState(objects), probes, refusedKey: () => true, refuse, ...(fitting ? { fitting, judged } : {}) });
+  return judgeHistory({ mapCapacity, mirrorOptions: { cidrGroups: true }, start: items, steps: ops.map((step) => () => step.map((o) => applyOp(objects, o))), input: () => inputState(objects), probes, refusedKey: () => true, refuse, ...(fitting ? { fitting, judged } : {}) });
 }
 
 describe('31z: a split step never commits a part allowing what both inputs deny', { timeout: 600_000 }, () => {
@@ -179,10 +167,9 @@ describe('31z: a split step never commits a part allowing what both inputs deny'
       { numRuns: RUNS, ...fcReplay(20261231) },
     );
   });
-  it.fails('3362 (not fixed): a pod taking in a split step the address another leaves in it', () => {
-    // p1 .1 → .3 and p2 .2 → .1 with a 10.0.0.0/8 allow: both held at .1, p1 written last owns it; its own form then
-    // leaves .1 world (the engine gives an address its last writer leaves to no other claimant) while p2 is held.
-    leftInStep = [];
+  it('3362: a pod taking in a split step the address another leaves in it', () => {
+    // p1 .1 → .3 and p2 .2 → .1 with a 10.0.0.0/8 allow: both held at .1, p1 written last owns it; its own form
+    // left .1 world (the engine gives an address its last writer leaves to no other claimant) while p2 was held.
     const ns = (team: 'a' | 'b'): Op => ({ k: 'ns', team });
     const pod = (n: 1 | 2, ip: number): Op => ({ k: 'pod', n, role: 'a', ip, gone: false });
     const toNet = (on: boolean): Op => ({ k: 'cnp', which: 'to-net', role: 'a', on });

@@ -290,7 +290,7 @@ export class ClusterMirror {
     if (kind === undefined) return this.warn('initial-events-end bookmark of a kind distill does not read: ignored', { source, apiVersion: obj.apiVersion, kind: obj.kind });
     if (this.refusedAsOlder(source, versionOf(obj), 'initial-events-end bookmark', 0)) return;
     this.versions.note(source, md.resourceVersion);
-    this.versions.viewed(source, kind);
+    this.versions.viewed(source, kind, md.resourceVersion);
     const seen = this.watchedSince.get(source) ?? new Set<string>();
     this.watchedSince.delete(source);
     this.counts.relists++;
@@ -407,10 +407,13 @@ export class ClusterMirror {
     // A tombstone may be older than the bound (a delete of an object with no state, at an informer's cached version:
     // finding 3202): it stands for no newer write than the bound does.
     const gone = state === undefined || !this.states.exists(key);
-    const forgotten = gone && !deleted && known ? this.states.forgottenSince(source, kind, rv) : undefined;
-    if (forgotten === undefined) return false;
+    if (!gone || deleted || !known) return false;
+    const forgotten = this.states.forgottenSince(source, kind, rv);
+    const view = forgotten === undefined ? this.versions.viewedSince(source, kind, rv) : undefined;
+    if (forgotten === undefined && view === undefined) return false;
     this.counts.stale++;
-    this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rv, forgotten });
+    if (forgotten !== undefined) this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rv, forgotten });
+    else this.debug('event of an object absent from its stream\'s whole view of a newer version dropped (a replay)', { source, key, resourceVersion: rv, view });
     return true;
   }
 
@@ -498,7 +501,7 @@ export class ClusterMirror {
     this.watchedSince.delete(source);
     this.versions.note(source, resourceVersion);
     // The watch after a List starts at the List's version (client-go reflector.go `ListAndWatchWithContext`): in order.
-    for (const k of kinds) this.versions.viewed(source, k);
+    for (const k of kinds) this.versions.viewed(source, k, resourceVersion);
     this.states.dropUnlisted(kinds, listed, resourceVersion, source);
   }
 

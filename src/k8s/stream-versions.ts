@@ -27,6 +27,8 @@ export class StreamVersions {
   private readonly carriers = new Map<string, Map<string, Set<string>>>();
   private readonly inOrder = new Map<string, Set<string>>();
   private readonly views = new Map<string, Set<string>>();
+  /** Stream → kind → the newest version of a whole view it showed of that kind (`viewed`, `viewedSince`). */
+  private readonly viewVersions = new Map<string, Map<string, string>>();
 
   /** `source` showed `rv` (anything but an integer string is ignored). */
   note(source: string, rv: unknown): void {
@@ -41,11 +43,7 @@ export class StreamVersions {
     const kinds = this.carriers.get(ns) ?? new Map<string, Set<string>>();
     this.carriers.set(ns, kinds);
     kinds.set(kind, (kinds.get(kind) ?? new Set<string>()).add(source));
-    if (!isDecimalVersion(rv)) return;
-    const newest = this.newestOfKind.get(source) ?? new Map<string, string>();
-    this.newestOfKind.set(source, newest);
-    const before = newest.get(kind);
-    if (before === undefined || compareDecimal(rv, before) > 0) newest.set(kind, rv);
+    if (isDecimalVersion(rv)) keepNewest(this.newestOfKind, source, kind, rv);
   }
 
   /**
@@ -82,10 +80,26 @@ export class StreamVersions {
     add(this.inOrder, source, kind);
   }
 
-  /** `source` showed every object of `kind` (a List, a watch-list's initial events), and its events are in order. */
-  viewed(source: string, kind: string): void {
+  /**
+   * `source` showed every object of `kind` (a List, a watch-list's initial events) at `rv` (its resourceVersion, when an
+   * integer), and its events are in order.
+   */
+  viewed(source: string, kind: string, rv: unknown): void {
     add(this.views, source, kind);
     add(this.inOrder, source, kind);
+    if (typeof rv === 'string' && isDecimalVersion(rv)) keepNewest(this.viewVersions, source, kind, rv);
+  }
+
+  /**
+   * The version of `source`'s newest whole view of `kind` when `rv` is not newer than it; undefined otherwise. The
+   * view showed every object of the kind there was at its version, each at its version then, so one the mirror has no
+   * live state of at a version not newer than the view's was gone by then: its event is a replay (finding 3640). An
+   * object's version only grows, and one re-created gets a new one (Kubernetes API concepts, "Resource versions").
+   */
+  viewedSince(source: string, kind: string, rv: string | undefined): string | undefined {
+    const view = this.viewVersions.get(source)?.get(kind);
+    if (view === undefined || !isDecimalVersion(rv)) return undefined;
+    return compareDecimal(rv, view) <= 0 ? view : undefined;
   }
 
   /** `source` may give an initial state again (after an ERROR, a List cut short): no kind of it is in order. */
@@ -97,6 +111,7 @@ export class StreamVersions {
   ended(source: string): void {
     this.inOrder.delete(source);
     this.views.delete(source);
+    this.viewVersions.delete(source);
   }
 
   /**
@@ -112,6 +127,14 @@ export class StreamVersions {
 function scopeOf(key: string): { kind: string; ns: string } {
   const first = key.indexOf('/');
   return { kind: key.slice(0, first), ns: key.slice(first + 1, key.lastIndexOf('/')) };
+}
+
+/** `versions`' entry for `source` and `kind` becomes `rv` unless it is newer already. */
+function keepNewest(versions: Map<string, Map<string, string>>, source: string, kind: string, rv: string): void {
+  let kinds = versions.get(source);
+  if (kinds === undefined) versions.set(source, (kinds = new Map()));
+  const before = kinds.get(kind);
+  if (before === undefined || compareDecimal(rv, before) > 0) kinds.set(kind, rv);
 }
 
 function add(sets: Map<string, Set<string>>, source: string, kind: string): void {

@@ -587,11 +587,25 @@ export class EngineBatches {
     const [only] = next;
     if (next.size === 1 && !joined && only !== undefined && (this.takeFailClosed(only[0], only[1]) || this.holdRelabelled(only[0], only[1]))) return;
     if (this.denySideBesideStale(next, joinedStale)) return;
+    if (!joined && next.size > 1 && this.units(next) === 1 && this.takeSlicesFailClosed(next)) return;
     if (this.units(next) === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
     }
     this.halve(next);
+  }
+
+  /**
+   * A batch of the API server's slices alone refused, one object for the halving (`units`): each slice is held
+   * fail-closed as one refused alone is (`takeFailClosed`, finding 3265). Waiting whole at the version the engine held,
+   * an address joining the API server read world, and a later world allow admitted it past a kube-apiserver deny
+   * (finding 3670). Those with no new held form wait in `refused`. False when none has one.
+   */
+  private takeSlicesFailClosed(next: ReadonlyMap<string, Held | undefined>): boolean {
+    const taken = [...next].filter(([key, want]) => this.takeFailClosed(key, want)).map(([key]) => key);
+    if (taken.length === 0) return false;
+    for (const key of next.keys()) if (!taken.includes(key)) this.refused.add(key), this.lagging.add(key);
+    return true;
   }
 
   /**
@@ -801,6 +815,8 @@ export class EngineBatches {
    * what the engine holds (finding 3265): a change or delete of a slice held so is held again, from that form.
    */
   private sliceHoldNew(key: string, wanted: Held | undefined): boolean {
+    // Held already, so `wanted` was that form: refused too, it has no further one (finding 3671: sent again forever).
+    if (this.failClosedPods.has(key)) return false;
     const had = this.held.get(key);
     return failClosedSlice(wanted?.kind === 'ApiServer' ? wanted : undefined, had).sig !== had?.sig;
   }

@@ -393,12 +393,17 @@ export class EngineBatches {
     return next.size - Math.max(0, slices - 1);
   }
 
-  /** A batch with an API server slice takes every other one waiting in `dirty`, whatever the limit (`units`). */
+  /**
+   * A batch with an API server slice takes every other one waiting in `dirty`, whatever the limit (`units`), and in
+   * `refused` (finding 3672, as 743 for policies: a slice refused at every form, left behind, made an address it takes
+   * world when another slice let it go).
+   */
   private joinApiServer(next: Map<string, Held | undefined>): void {
     if (![...next.keys()].some((key) => this.isApiServer(key))) return;
-    for (const key of this.dirty) {
-      if (!this.isApiServer(key)) continue;
+    for (const key of [...this.dirty, ...this.refused]) {
+      if (!this.isApiServer(key) || next.has(key)) continue;
       this.dirty.delete(key);
+      this.refused.delete(key);
       const want = this.wanted(key, next);
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
       else this.lagging.delete(key);

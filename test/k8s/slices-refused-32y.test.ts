@@ -3,7 +3,7 @@ import type { EngineEvent } from '../../src/engine/events.js';
 import { parseIp } from '../../src/model/cidr.js';
 import { UNALLOCATED_POD_IDENTITY } from '../../src/model/identity.js';
 import { rollingMirrorAgent } from './mirror-agent.js';
-import { cnp, line, md, namespace, server, type Obj } from './refused-objects.js';
+import { cnp, egressVerdict, line, md, namespace, server, type Obj } from './refused-objects.js';
 
 /*
  * 32y (finding 3670): 32c's 3361 counts the API server's slices as one object, so a batch of two slices refused waits
@@ -18,10 +18,8 @@ describe('3670: API server slices refused together', () => {
     const refuse = (events: readonly EngineEvent[]): boolean => refusing && events.some((e) => e.type === 'setApiServer' && e.held === undefined);
     const verdicts: string[] = [];
     const { feed, engine, mirror } = rollingMirrorAgent({}, {}, () => refusing && verdicts.push(verdict('10.0.1.1')), refuse);
-    const verdict = (ip: string): string => {
-      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 80);
-      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-    };
+    const at80 = egressVerdict(engine);
+    const verdict = (ip: string): string => at80(ip, 80);
     feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', slice('k1', 5, ['192.0.2.1'])), line('ADDED', slice('k2', 6, ['192.0.2.2'])));
     feed(line('ADDED', cnp('deny-api', 7, { egressDeny: [{ toEntities: ['kube-apiserver'] }] })));
     refusing = true;
@@ -57,4 +55,24 @@ describe('3670: API server slices refused together', () => {
       expect(tried).toBe(2);
       expect(mirror.refusedObjects()).toEqual(['EndpointSlice/default/k1', 'EndpointSlice/default/k2'].slice(0, slices));
     });
+
+  it('3672: a slice refused at every form joins the next batch of slices: an address it adds is never left world', () => {
+    // The engine refuses every setApiServer naming 192.0.2.7 (k1's new address), in its addresses or held.
+    let refusing = false;
+    const refuse = (events: readonly EngineEvent[]): boolean => refusing && events.some((e) => e.type === 'setApiServer' && [...e.addresses, ...(e.held ?? [])].some((ip) => ip.text === '192.0.2.7'));
+    const verdicts: string[] = [];
+    const { feed, engine, mirror } = rollingMirrorAgent({}, {}, () => refusing && verdicts.push(verdict('10.0.1.1')), refuse);
+    const at80 = egressVerdict(engine);
+    const verdict = (ip: string): string => at80(ip, 80);
+    feed(line('ADDED', namespace), line('ADDED', server), line('ADDED', slice('k1', 5, ['192.0.2.1'])), line('ADDED', slice('k2', 6, ['192.0.2.2', '10.0.1.1'])));
+    feed(line('ADDED', cnp('deny-api', 7, { egressDeny: [{ toEntities: ['kube-apiserver'] }] })), line('ADDED', cnp('to-world', 8, { egress: [{ toEntities: ['world'] }] })));
+    refusing = true;
+    // k1 takes 10.0.1.1 too (and .7): refused at its own form and its held form, it waits.
+    feed(line('MODIFIED', slice('k1', 9, ['192.0.2.1', '10.0.1.1', '192.0.2.7'])));
+    // k2 leaves 10.0.1.1: before and after, k1 has it (the API server's, denied by deny-api).
+    feed(line('MODIFIED', slice('k2', 10, ['192.0.2.2'])));
+    expect(verdicts.filter((v) => v !== 'deny')).toEqual([]);
+    expect(verdict('10.0.1.1')).toBe('deny');
+    expect(mirror.idle).toBe(true);
+  });
 });

@@ -672,13 +672,18 @@ export class EngineBatches {
     // Within a split batch, those at their narrowing forms before those with none (`holdStep`).
     const formless = (key: string): number => (this.splitting.has(key) && !this.failClosedPods.has(key) ? 10 : 0);
     const order = (key: string, want: Held | undefined): number => formless(key) + rank(want ?? (this.held.get(key) as Held), want !== undefined);
-    const sorted = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    const all = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    // Objects new to a batch of a split step wait behind it (finding 3673): held with it, one new object per round kept
+    // the step from ever releasing its own forms (`releaseSplit`), its objects fail-closed for good.
+    const isNew = (k: string): boolean => !this.splitting.has(k) && !this.released.has(k);
+    const later = all.some((k) => !isNew(k)) ? all.filter(isNew) : [];
+    const sorted = all.filter((k) => !later.includes(k));
     const keys = this.holdStep(sorted);
     const rest = [...this.dirty];
     this.dirty.clear();
-    for (const key of [...keys, ...rest]) this.dirty.add(key);
+    for (const key of [...keys, ...later, ...rest]) this.dirty.add(key);
     // A batch held just now is sent whole first (its narrowing forms may fit); else in halves.
-    this.limit = keys === sorted ? Math.ceil(this.units(next) / 2) : keys.length;
+    this.limit = keys === sorted ? Math.max(1, Math.ceil((this.units(next) - later.length) / 2)) : keys.length;
   }
 
   /**

@@ -395,12 +395,17 @@ export class EngineBatches {
     return next.size - Math.max(0, slices - 1);
   }
 
-  /** A batch with an API server slice takes every other one waiting in `dirty`, whatever the limit (`units`). */
+  /**
+   * A batch with an API server slice takes every other one waiting in `dirty`, whatever the limit (`units`), and in
+   * `refused` (finding 3672, as 743 for policies: a slice refused at every form, left behind, made an address it takes
+   * world when another slice let it go).
+   */
   private joinApiServer(next: Map<string, Held | undefined>): void {
     if (![...next.keys()].some((key) => this.isApiServer(key))) return;
-    for (const key of this.dirty) {
-      if (!this.isApiServer(key)) continue;
+    for (const key of [...this.dirty, ...this.refused]) {
+      if (!this.isApiServer(key) || next.has(key)) continue;
       this.dirty.delete(key);
+      this.refused.delete(key);
       const want = this.wanted(key, next);
       if (want?.sig !== this.held.get(key)?.sig) next.set(key, want);
       else this.lagging.delete(key);
@@ -615,11 +620,25 @@ export class EngineBatches {
     const [only] = next;
     if (next.size === 1 && !joined && only !== undefined && (this.takeFailClosed(only[0], only[1]) || this.holdRelabelled(only[0], only[1]))) return;
     if (this.denySideBesideStale(next, joinedStale)) return;
+    if (!joined && next.size > 1 && this.units(next) === 1 && this.takeSlicesFailClosed(next)) return;
     if (this.units(next) === 1 || joined) {
       for (const key of next.keys()) this.refused.add(key), this.lagging.add(key);
       return;
     }
     this.halve(next);
+  }
+
+  /**
+   * A batch of the API server's slices alone refused, one object for the halving (`units`): each slice is held
+   * fail-closed as one refused alone is (`takeFailClosed`, finding 3265). Waiting whole at the version the engine held,
+   * an address joining the API server read world, and a later world allow admitted it past a kube-apiserver deny
+   * (finding 3670). Those with no new held form wait in `refused`. False when none has one.
+   */
+  private takeSlicesFailClosed(next: ReadonlyMap<string, Held | undefined>): boolean {
+    const taken = [...next].filter(([key, want]) => this.takeFailClosed(key, want)).map(([key]) => key);
+    if (taken.length === 0) return false;
+    for (const key of next.keys()) if (!taken.includes(key)) this.refused.add(key), this.lagging.add(key);
+    return true;
   }
 
   /**
@@ -681,13 +700,18 @@ export class EngineBatches {
     // Within a split batch, those at their narrowing forms before those with none (`holdStep`).
     const formless = (key: string): number => (this.splitting.has(key) && !this.failClosedPods.has(key) ? 10 : 0);
     const order = (key: string, want: Held | undefined): number => formless(key) + rank(want ?? (this.held.get(key) as Held), want !== undefined);
-    const sorted = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    const all = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
+    // Objects new to a batch of a split step wait behind it (finding 3673): held with it, one new object per round kept
+    // the step from ever releasing its own forms (`releaseSplit`), its objects fail-closed for good.
+    const isNew = (k: string): boolean => !this.splitting.has(k) && !this.released.has(k);
+    const later = all.some((k) => !isNew(k)) ? all.filter(isNew) : [];
+    const sorted = all.filter((k) => !later.includes(k));
     const keys = this.holdStep(sorted);
     const rest = [...this.dirty];
     this.dirty.clear();
-    for (const key of [...keys, ...rest]) this.dirty.add(key);
+    for (const key of [...keys, ...later, ...rest]) this.dirty.add(key);
     // A batch held just now is sent whole first (its narrowing forms may fit); else in halves.
-    this.limit = keys === sorted ? Math.ceil(this.units(next) / 2) : keys.length;
+    this.limit = keys === sorted ? Math.max(1, Math.ceil((this.units(next) - later.length) / 2)) : keys.length;
   }
 
   /**
@@ -833,6 +857,8 @@ export class EngineBatches {
    */
   private sliceHoldNew(key: string, wanted: Held | undefined): boolean {
     if (wanted?.kind === 'ApiServer' && wanted.held !== undefined) return false;
+    // Held already, so `wanted` was that form: refused too, it has no further one (finding 3671: sent again forever).
+    if (this.failClosedPods.has(key)) return false;
     const had = this.held.get(key);
     return failClosedSlice(wanted?.kind === 'ApiServer' ? wanted : undefined, had).sig !== had?.sig;
   }

@@ -55,7 +55,7 @@ const subject: fc.Arbitrary<Json> = fc.oneof(nsSel.map((n) => ({ namespaces: n }
 const peer: fc.Arbitrary<Json> = fc.oneof(nsSel.map((n) => ({ namespaces: n })), fc.record({ namespaceSelector: nsSel, podSelector: podSel }).map((p) => ({ pods: p })));
 const protocols = fc.constantFrom<Json[]>([], [{ tcp: { destinationPort: { number: 80 } } }], [{ udp: { destinationPort: { number: 53 } } }, { tcp: { destinationPort: { range: { start: 79, end: 443 } } } }]);
 const rule = fc.record({ action: fc.constantFrom('Accept', 'Deny', 'Pass'), peers: fc.array(peer, { minLength: 1, maxLength: 2 }), protocols, dir: fc.constantFrom<Dir>('ingress', 'egress') });
-const spec = fc.record({ tier: fc.constantFrom('Admin', 'Baseline'), priority: fc.integer({ min: 1, max: 3 }), subject, rules: fc.array(rule, { minLength: 1, maxLength: 4 }) });
+const spec = fc.record({ tier: fc.constantFrom('Admin', 'Baseline'), priority: fc.integer({ min: 0, max: 3 }), subject, rules: fc.array(rule, { minLength: 1, maxLength: 4 }) });
 /** Another policy Passing at the Admin tier above or beside the versions (31f, finding 3300: a Pass skipping a held form). */
 const adminPass = fc.record({ tier: fc.constant('Admin'), priority: fc.integer({ min: 0, max: 2 }), subject, rules: fc.array(rule.map((r) => ({ ...r, action: 'Pass' })), { minLength: 1, maxLength: 2 }) });
 

@@ -705,7 +705,8 @@ export class EngineBatches {
     // the step from ever releasing its own forms (`releaseSplit`), its objects fail-closed for good.
     const isNew = (k: string): boolean => !this.splitting.has(k) && !this.released.has(k);
     const later = all.some((k) => !isNew(k)) ? all.filter(isNew) : [];
-    const sorted = all.filter((k) => !later.includes(k));
+    const waiting = new Set(later);
+    const sorted = all.filter((k) => !waiting.has(k));
     const keys = this.holdStep(sorted);
     const rest = [...this.dirty];
     this.dirty.clear();

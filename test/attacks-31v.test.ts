@@ -33,7 +33,7 @@ describe('3041. (guards of 3040) what an informer must still take', () => {
     a.step('policies');
     expect([a.verdict('10.0.0.8'), a.verdict('10.0.0.9')]).toEqual(['allow', 'none']);
   });
-  it('a second informer of the kind (one per namespace) shares the source: its List older than the forgotten tombstone is taken', async () => {
+  it('a second informer of the kind (one per namespace; a source of its own since 3341): its List older than the forgotten tombstone is taken', async () => {
     const { a } = await informedAfterGap();
     await recordedInformer(a.mirror, [[inNamespace(pod('h', 4, 'n2', 'good', '10.0.0.7'), 'y')]], [9]);
     a.step('policies');

@@ -854,12 +854,11 @@ export class EngineBatches {
   /**
    * Whether an API server slice refused alone (its `wanted` meaning, undefined for a delete) has a held form other than
    * what the engine holds (finding 3265): a change or delete of a slice held so is held again, from that form. None
-   * when `wanted` is a held form already: refused too, it waits (finding 3620: retried, it was refused at every flush).
+   * when `wanted` is a held form already (as `hasFailClosedForm` reads a pod's or node's): refused too, it waits
+   * (findings 3620, 3671: retried, it was refused at every flush). A held key's `wanted` is always that form (`wanted`).
    */
   private sliceHoldNew(key: string, wanted: Held | undefined): boolean {
     if (wanted?.kind === 'ApiServer' && wanted.held !== undefined) return false;
-    // Held already, so `wanted` was that form: refused too, it has no further one (finding 3671: sent again forever).
-    if (this.failClosedPods.has(key)) return false;
     const had = this.held.get(key);
     return failClosedSlice(wanted?.kind === 'ApiServer' ? wanted : undefined, had).sig !== had?.sig;
   }

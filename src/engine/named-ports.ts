@@ -147,12 +147,6 @@ export class NamedPorts {
   }
 
   /**
-   * Egress named ports, never more permissive than Kubernetes (the destination pod's own port) nor
-   * Cilium (one cluster-wide map; a name with two ports resolves to nothing): a name resolves, for
-   * a peer identity, to (protocol, port) when every pod of the identity has that named port and
-   * no pod of the cluster gives the name another port for that protocol.
-   */
-  /**
    * ClusterNetworkPolicy egress named ports: the (protocol, port) pairs every pod of the identity
    * has for the name; exact, as network-splits.ts splits identities whose pods disagree.
    */
@@ -191,15 +185,31 @@ export class NamedPorts {
    */
   readonly resolveNamedNodeWide: NamedPortResolver = (name, protocol) => {
     const out: { protocol: FlowProtocol; port: number }[] = [];
-    const ports = [...(this.cluster.get(name)?.keys() ?? [])];
     for (const proto of PORT_PROTOCOLS) {
       if (!protocolCovers(protocol, proto)) continue;
-      const mine = ports.filter((k) => k.startsWith(`${proto}/`));
-      if (mine.length === 1) out.push({ protocol: proto, port: Number((mine[0] as string).slice(proto.length + 1)) });
+      const port = this.clusterPort(name, proto);
+      if (port !== undefined) out.push({ protocol: proto, port });
     }
     return out;
   };
 
+  /** The one port `name` has for `proto` over every pod of the cluster; none when it has none or two. */
+  private clusterPort(name: string, proto: FlowProtocol): number | undefined {
+    let found: number | undefined;
+    for (const pp of this.cluster.get(name)?.keys() ?? []) {
+      if (!pp.startsWith(`${proto}/`)) continue;
+      if (found !== undefined) return undefined;
+      found = Number(pp.slice(proto.length + 1));
+    }
+    return found;
+  }
+
+  /**
+   * Egress named ports, never more permissive than Kubernetes (the destination pod's own port) nor
+   * Cilium (one cluster-wide map; a name with two ports resolves to nothing): a name resolves, for
+   * a peer identity, to (protocol, port) when every pod of the identity has that named port and
+   * no pod of the cluster gives the name another port for that protocol.
+   */
   resolveNamedEgress(peer: IdentityId): NamedPortResolver {
     const rec = this.byId(peer);
     return (name, protocol) => {
@@ -211,11 +221,10 @@ export class NamedPorts {
       const split = rec !== undefined && splitByPortName(rec.labels, name);
       if (split && own === 0) return out;
       const { pods, ports } = split ? this.portSplitClassPods(rec, name) : { pods: own, ports: rec?.namedPorts?.get(name) };
-      const cluster = [...(this.cluster.get(name)?.keys() ?? [])];
       for (const [pp, count] of ports ?? []) {
         const [proto, port] = pp.split('/') as [FlowProtocol, string];
         if (count !== pods || !protocolCovers(protocol, proto)) continue;
-        if (cluster.filter((k) => k.startsWith(`${proto}/`)).length === 1) out.push({ protocol: proto, port: Number(port) });
+        if (this.clusterPort(name, proto) !== undefined) out.push({ protocol: proto, port: Number(port) });
       }
       return out;
     };

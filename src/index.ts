@@ -58,8 +58,8 @@ export type { IdentityEvent, K8sObject, KnownKind, PodEndpoint, Identity } from 
 export { WatchStreamParser, parseWatchItem } from './k8s/watch.js';
 export type { WatchItem, WatchEventType } from './k8s/watch.js';
 export { ClusterMirror } from './k8s/mirror.js';
-export { watchInformer, toWire, replayGuard } from './k8s/informer.js';
-export type { InformerLike, InformerFeedOptions, WatchLike } from './k8s/informer.js';
+export { watchInformer, toWire, replayGuard, makeGuardedInformer } from './k8s/informer.js';
+export type { InformerLike, InformerFeedOptions, WatchLike, InformerClasses, InformerFeed } from './k8s/informer.js';
 export type { MirrorOptions } from './k8s/mirror.js';
 export type { MirrorBatch } from './k8s/engine-batches.js';
 export type { AgentEvent } from './k8s/held-events.js';

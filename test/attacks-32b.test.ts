@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { mirrorAgent } from './k8s/mirror-agent.js';
-import { informedAfterGap, recordedInformer } from './k8s/recorded-informer.js';
-import { allowGood, ev, pod } from './k8s/replay-objects.js';
+import { informedAfterGap, recordedInformer, recreatedGood } from './k8s/recorded-informer.js';
+import { pod } from './k8s/replay-objects.js';
 
 type Obj = Record<string, unknown>;
 const server = (): Obj => pod('server', 1, 'n1', 'server', '10.0.0.1');
@@ -9,19 +9,8 @@ const inNamespace = (p: Obj, ns: string): Obj => ({ ...p, metadata: { ...(p.meta
 const good = (rv: number | string): Obj => pod('g', Number(rv), 'n2', 'good', '10.0.0.9');
 const withVersion = (p: Obj, rv: string): Obj => ({ ...p, metadata: { ...(p.metadata as Obj), resourceVersion: rv } });
 
-/** allow-good; an informer of pods (server listed at 3) built with `replayGuard` or not; g created (4), deleted (5), created again (8). */
-async function recreated(guard: boolean) {
-  const warnings: string[] = [];
-  const a = mirrorAgent('n1', { warn: (msg) => warnings.push(msg) });
-  a.step('policies', ev('ADDED', allowGood));
-  const inf = await recordedInformer(a.mirror, [[server()]], [3], undefined, guard);
-  await inf.send('ADDED', good(4));
-  await inf.send('DELETED', good(5));
-  await inf.send('ADDED', good(8));
-  a.step('policies');
-  expect(a.verdict('10.0.0.9')).toBe('allow');
-  return { a, inf, warnings };
-}
+/** allow-good; g created (4), deleted (5), created again (8) on an informer built with `replayGuard` or not; its relist: server alone. */
+const recreated = (guard: boolean) => recreatedGood(guard, [server()]);
 
 describe('3340. (31w\'s 3203) `replayGuard` keeps replays out of client-node\'s cache', () => {
   // Before (efc2e575): no `replayGuard`; test/attacks-31w.test.ts "3203." and the 3203 property (attacks-31v) fail there.

@@ -1,4 +1,4 @@
-import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, failClosedSlice, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, failClosedSlice, keptOnUnreadable, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
 import type { ObjectStates } from './object-states.js';
 import type { Cidr } from '../model/cidr.js';
@@ -127,6 +127,8 @@ export class EngineBatches {
     private readonly states: ObjectStates,
     private readonly debug: LogFn,
     private readonly warn: LogFn = debug,
+    /** True for an object whose stream may not report its deletion (findings 3700, 3702): held at `unreportedForm`. */
+    private readonly unreported: (key: string) => boolean = () => false,
   ) {}
 
   /** The meaning of `key` was set: it is sent at the next flush (and no longer waits as refused). */
@@ -167,7 +169,23 @@ export class EngineBatches {
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
     if (h.kind === 'ApiServer' && this.failClosedPods.has(key)) return failClosedSlice(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
+    if (this.unreported(key)) return this.unreportedForm(key, h);
     return effectiveHeld(h, this.groupsMode);
+  }
+
+  /**
+   * The form of an object that may be gone (finding 3700): a policy at its deny side (its allows go, its denies and the
+   * default deny of its subjects stay: absent, it has no allows; present, it has those denies); a pod, group, node or
+   * API server slice fail-closed (its addresses the unallocated number every local map denies); an identity its stand-in
+   * denied by every local map, an endpoint dropped, a namespace kept (`keptOnUnreadable`: its pods and policies come
+   * on their own streams).
+   */
+  private unreportedForm(key: string, h: Held): Held | undefined {
+    if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h), this.groupsMode);
+    if (h.kind === 'CidrGroup') return failClosedGroup(h, this.held.get(key));
+    if (h.kind === 'ApiServer') return failClosedSlice(h, this.held.get(key));
+    if (h.kind === 'Node') return failClosedNode(h);
+    return keptOnUnreadable(key, h);
   }
 
   /**

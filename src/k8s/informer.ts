@@ -25,9 +25,20 @@ export interface InformerFeedOptions {
   readonly onChange?: () => void;
   /**
    * Called with the informer's errors. A 410 makes it relist by itself; after another error it
-   * stops until started again, and `mirror.streamsAwaitingRelist()` lists it until it connects.
+   * stops until started again, and `mirror.streamsAwaitingRelist()` lists it until it connects (or is retired: `InformerFeed.retire`).
    */
   readonly onError?: (err: unknown) => void;
+}
+
+/**
+ * What `watchInformer` returns: its source in the mirror, and `retire` for an informer replaced by a new one or stopped
+ * for good (finding 3702): its source leaves `streamsAwaitingRelist()` and every per-stream record, what it gave that
+ * exists is held fail-closed until a stream gives it again (the new informer's first List) or deletes it, and its
+ * callbacks are ignored from then on (stop it too).
+ */
+export interface InformerFeed {
+  readonly source: string;
+  retire(): void;
 }
 
 type TypedModel = { constructor?: { getAttributeTypeMap?: () => readonly { name: string; baseName: string }[] } };
@@ -56,9 +67,10 @@ export function toWire(v: unknown): unknown {
  * are brought back to their JSON form (`toWire`). The informer's own relist after an expired watch arrives
  * as adds, updates and deletes, which the mirror reduces to the differences.
  */
-export function watchInformer(informer: InformerLike, mirror: ClusterMirror, options: InformerFeedOptions): void {
+export function watchInformer(informer: InformerLike, mirror: ClusterMirror, options: InformerFeedOptions): InformerFeed {
   const source = mirror.fedByInformer(`informer ${options.kind}`);
   let queued = false;
+  let retired = false;
   // One call after the run of callbacks the informer makes (a microtask runs once that run returns).
   const changed = (): void => {
     if (queued || options.onChange === undefined) return;
@@ -74,6 +86,7 @@ export function watchInformer(informer: InformerLike, mirror: ClusterMirror, opt
     });
   };
   const take = (type: 'ADDED' | 'MODIFIED' | 'DELETED') => (obj: object) => {
+    if (retired) return;
     const wire = toWire(obj) as Record<string, unknown>;
     const object = objectKind(wire) === undefined && wire.kind === undefined ? { ...wire, kind: options.kind, apiVersion: options.apiVersion } : wire;
     mirror.observe({ type, object }, source);
@@ -84,11 +97,20 @@ export function watchInformer(informer: InformerLike, mirror: ClusterMirror, opt
   informer.on('delete', take('DELETED'));
   // client-node's informer emits `connect` before each list or resumed watch, and stops on an error
   // other than a 410 (dist/cache.js `doneHandler`): down from the error until it connects again.
-  informer.on('connect', () => mirror.informerConnected(source));
+  informer.on('connect', () => {
+    if (!retired) mirror.informerConnected(source);
+  });
   informer.on('error', (err?: unknown) => {
-    mirror.informerFailed(source);
+    if (!retired) mirror.informerFailed(source);
     options.onError?.(err);
   });
+  return {
+    source,
+    retire: () => {
+      retired = true;
+      mirror.retireInformer(source);
+    },
+  };
 }
 
 /** What `replayGuard` needs of a `@kubernetes/client-node` `Watch`: its `watch` call (structural). */
@@ -140,4 +162,29 @@ export function replayGuard<W extends WatchLike>(watch: W, held: (name: string, 
     }, done);
   Object.defineProperty(guarded, 'watch', { value: call });
   return guarded;
+}
+
+/** What `makeGuardedInformer` needs of `@kubernetes/client-node`: its `Watch` and `ListWatch` classes (pass the module). */
+export interface InformerClasses<K, W extends WatchLike, L extends { get(name: string, namespace?: string): unknown }, F> {
+  readonly Watch: new (kubeconfig: K) => W;
+  readonly ListWatch: new (path: string, watch: W, listFn: F, autoStart?: boolean, labelSelector?: string, fieldSelector?: string) => L;
+}
+
+/**
+ * client-node's `makeInformer` with its watch behind `replayGuard` (finding 3603: `makeInformer` builds its own `Watch`,
+ * dist/informer.js, so its informer cannot be guarded): `makeGuardedInformer(k8s, kc, path, listFn)` with `k8s` the
+ * client-node module. Not started, as `makeInformer`'s (`autoStart` false): call `start()` once `watchInformer` took it.
+ */
+export function makeGuardedInformer<K, W extends WatchLike, L extends { get(name: string, namespace?: string): unknown }, F>(
+  client: InformerClasses<K, W, L, F>,
+  kubeconfig: K,
+  path: string,
+  listFn: F,
+  labelSelector?: string,
+  fieldSelector?: string,
+): L {
+  const built: { informer?: L } = {};
+  const watch = replayGuard(new client.Watch(kubeconfig), (name, ns) => built.informer?.get(name, ns));
+  built.informer = new client.ListWatch(path, watch, listFn, false, labelSelector, fieldSelector);
+  return built.informer;
 }

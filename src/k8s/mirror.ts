@@ -111,8 +111,18 @@ export class ClusterMirror {
    * in order (`StreamVersions.ordered`); an informer is a whole view from its first List (`soleInformer`).
    */
   private readonly informerSources = new Set<string>();
-  /** Informer streams → keys whose object a replayed DELETED took out of the informer's cache (`lostByInformer`). */
-  private readonly lostKeys = new Map<string, Set<string>>();
+  /**
+   * Informer streams → keys whose object a replayed DELETED took out of the informer's cache (`lostByInformer`) → the
+   * version the mirror held then: while its state stays so, the object is held fail-closed (`unreported`).
+   */
+  private readonly lostKeys = new Map<string, Map<string, string | undefined>>();
+  /**
+   * Objects a retired informer last gave (`retireInformer`) → it and their version then: held fail-closed until a stream
+   * gives them at that version or newer, or deletes them (finding 3702).
+   */
+  private readonly orphaned = new Map<string, { source: string; rv: string | undefined }>();
+  /** Informer names → the number of informers fed under each (`fedByInformer`): a retired source's name is not reused. */
+  private readonly informerNames = new Map<string, number>();
   /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
   private readonly cachedOlder = new Map<string, Map<string, string>>();
   /**
@@ -149,7 +159,7 @@ export class ClusterMirror {
       (key, state) => this.versions.pastOn(key, state.rv, state.source),
       (ns) => this.versions.namespaceGone(ns),
     );
-    this.batches = new EngineBatches(this.states, this.debug, this.warn);
+    this.batches = new EngineBatches(this.states, this.debug, this.warn, (key) => this.unreported(key));
     this.lists = new ListPages({
       read: (obj, source) => this.readListed(obj, source),
       complete: (listed, header, rv, source) => this.relist(listed, header, rv, source),
@@ -420,21 +430,49 @@ export class ClusterMirror {
   /**
    * An informer gave a stale DELETED of a live object it fed (finding 3203): client-node calls back only once it removed
    * the object from its cache (dist/cache.js `deleteObject`, by name whatever the version), so it will not report the
-   * object's deletion unless it gives the object again. Only `replayGuard` keeps such a replay out of its cache. Warned
-   * once until the informer gives the object again at the mirror's version or newer (a replay storm: finding 3601).
+   * object's deletion unless it gives the object again. Only `replayGuard` keeps such a replay out of its cache. Until
+   * the informer gives it again at the mirror's version or newer, or another stream changes it, the object is held
+   * fail-closed (`unreported`: it may be gone, finding 3700) and its source awaits a relist (3701); warned once (3601).
    */
   private lostByInformer(source: string, key: string, rv: string | undefined, held: string | undefined): void {
     let keys = this.lostKeys.get(source);
-    if (!keys) this.lostKeys.set(source, (keys = new Set()));
-    if (keys.has(key)) return;
-    keys.add(key);
-    this.warn('a replayed DELETED emptied the informer\'s cache of a live object: its deletion will not be reported until the informer gives it again (build the informer\'s watch with replayGuard)', { source, key, resourceVersion: rv, held });
+    if (!keys) this.lostKeys.set(source, (keys = new Map()));
+    if (keys.has(key) && keys.get(key) === held) return;
+    keys.set(key, held);
+    this.batches.reread(key);
+    this.warn('a replayed DELETED emptied the informer\'s cache of a live object: its deletion will not be reported until the informer gives it again, it is held fail-closed meanwhile (build the informer with makeGuardedInformer or replayGuard)', { source, key, resourceVersion: rv, held });
   }
 
-  /** The informer feeding `source` gave `key` at the mirror's version or newer: its cache holds it again (`lostByInformer`). */
+  /**
+   * A stream gave `key` at the mirror's version or newer: an informer feeding `source` holds it again (`lostByInformer`),
+   * and one taking over from a retired informer reports it from now on (`retireInformer`): its source becomes `source`,
+   * so its relists and a replay emptying its cache (`lostByInformer`) count for it.
+   */
   private informerHolds(source: string, key: string): void {
     const keys = this.lostKeys.get(source);
-    if (keys?.delete(key) && keys.size === 0) this.lostKeys.delete(source);
+    const found = keys?.delete(key) === true;
+    if (keys?.size === 0) this.lostKeys.delete(source);
+    const adopted = this.orphaned.delete(key);
+    if (adopted) this.states.adopt(key, source);
+    if (adopted || found) this.batches.reread(key);
+  }
+
+  /** True when `key`'s stream may not report its deletion: its state is as when its informer lost it or retired. */
+  private unreported(key: string): boolean {
+    const state = this.states.get(key);
+    if (state?.source === undefined || !this.states.exists(key)) return false;
+    const keys = this.lostKeys.get(state.source);
+    const orphan = this.orphaned.get(key);
+    return (keys?.has(key) === true && keys.get(key) === state.rv) || (orphan !== undefined && orphan.source === state.source && orphan.rv === state.rv);
+  }
+
+  /** Drops the losses (`lostKeys`, `orphaned`) a later state of their object settled: bounded by the live objects. */
+  private pruneUnreported(): void {
+    for (const [source, keys] of this.lostKeys) {
+      for (const key of keys.keys()) if (this.states.get(key)?.source !== source || !this.unreported(key)) keys.delete(key);
+      if (keys.size === 0) this.lostKeys.delete(source);
+    }
+    for (const key of this.orphaned.keys()) if (!this.unreported(key)) this.orphaned.delete(key);
   }
 
   /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */
@@ -547,11 +585,13 @@ export class ClusterMirror {
   }
 
   /**
-   * Streams whose watch reported an ERROR and that were not relisted since, and informer streams
-   * whose informer failed and did not connect again (sorted).
+   * Streams whose watch reported an ERROR and that were not relisted since, informer streams whose informer failed
+   * and did not connect again, and informer streams whose cache lost a live object (`lostByInformer`: its deletion
+   * would not be reported; it is held fail-closed until given again, finding 3701) (sorted).
    */
   streamsAwaitingRelist(): string[] {
-    return [...new Set([...this.awaitingRelist, ...this.informersDown])].sort();
+    this.pruneUnreported();
+    return [...new Set([...this.awaitingRelist, ...this.informersDown, ...this.lostKeys.keys()])].sort();
   }
 
   /**
@@ -570,10 +610,33 @@ export class ClusterMirror {
    * order (`informerSources`).
    */
   fedByInformer(name: string): string {
-    let source = name;
-    for (let n = 2; this.informerSources.has(source); n++) source = `${name} #${n}`;
+    const n = (this.informerNames.get(name) ?? 0) + 1;
+    this.informerNames.set(name, n);
+    const source = n === 1 ? name : `${name} #${n}`;
     this.informerSources.add(source);
     return source;
+  }
+
+  /**
+   * The informer feeding `source` is replaced or stopped for good (`InformerFeed.retire`, finding 3702): it leaves every
+   * per-stream record, and what it last gave that exists is held fail-closed (`unreported`) until a stream gives it at
+   * the mirror's version or newer (a new informer's first List gives every object it lists as an add: its cache starts
+   * empty) or deletes it. What the new informer's List lacks thus never stays allowed: deleted while no informer ran,
+   * no stream reports its deletion.
+   */
+  retireInformer(source: string): void {
+    if (!this.informerSources.delete(source)) return;
+    this.log.during(() => {
+      for (const [key, rv] of this.states.liveOf(source)) {
+        this.orphaned.set(key, { source, rv });
+        this.batches.reread(key);
+      }
+      for (const set of [this.informersDown, this.awaitingRelist, this.relisted]) set.delete(source);
+      for (const map of [this.lostKeys, this.cachedOlder, this.streamKinds, this.watchedSince, this.initialEvents]) map.delete(source);
+      this.versions.retired(source);
+      this.states.retired(source);
+      this.debug('informer retired: what it gave is held fail-closed until a stream gives it again', { source, objects: this.orphaned.size });
+    });
   }
 
   /**
@@ -663,6 +726,7 @@ export class ClusterMirror {
   flush(): MirrorBatch {
     this.batches.checkSettled();
     return this.log.during(() => {
+      this.pruneUnreported();
       this.expire();
       return this.batches.flush(this.namespacesWatched, this.groupsWatched);
     });

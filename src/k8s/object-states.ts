@@ -199,6 +199,22 @@ export class ObjectStates {
     if (before === undefined || compareDecimal(rv, before) > 0) kinds.set(kind, rv);
   }
 
+  /** The keys and versions of the objects `source` last set that exist (no tombstone). */
+  liveOf(source: string): [string, string | undefined][] {
+    return [...this.objects].filter(([key, st]) => st.source === source && !this.tombstones.has(key)).map(([key, st]) => [key, st.rv]);
+  }
+
+  /** `source` gave `key` at its version: it is the stream that reports it from now on (a retired informer's object, 3702). */
+  adopt(key: string, source: string): void {
+    const state = this.objects.get(key);
+    if (state !== undefined) this.objects.set(key, { ...state, source });
+  }
+
+  /** `source` gives no event again (a retired informer, finding 3702): its forgotten tombstones go. */
+  retired(source: string): void {
+    this.forgotten.delete(source);
+  }
+
   /**
    * The newest version of a tombstone of `source` and `kind` that was forgotten, when `rv` is not newer than it (each
    * write has its own version, and a tombstone an informer's relist made holds the deleted object's last one, finding

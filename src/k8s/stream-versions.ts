@@ -114,6 +114,14 @@ export class StreamVersions {
     this.viewVersions.delete(source);
   }
 
+  /** `source` gives no event again (a retired informer, finding 3702): all it showed goes. */
+  retired(source: string): void {
+    this.ended(source);
+    this.newest.delete(source);
+    this.newestOfKind.delete(source);
+    for (const kinds of this.carriers.values()) for (const streams of kinds.values()) streams.delete(source);
+  }
+
   /**
    * True when an event of `source` of an object of `kind` the mirror has no state of cannot be older than what the
    * stream showed: its events of `kind` are in order, or it showed them all once (`viewed`).

@@ -33,12 +33,13 @@ export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], li
   const watch = guard ? replayGuard(server, (name, ns) => built.informer?.get(name, ns)) : server;
   const informer = new ListWatch('/api/v1/pods', watch, listFn, false);
   built.informer = informer;
-  watchInformer(informer, mirror, { kind: 'Pod', apiVersion: 'v1' });
+  const feed = watchInformer(informer, mirror, { kind: 'Pod', apiVersion: 'v1' });
   const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
   await informer.start();
   await settle();
   return {
     informer,
+    feed,
     async send(type: string, object: Obj): Promise<void> {
       handler!(type, object, { type, object });
       await settle();
@@ -75,4 +76,23 @@ export async function informedAfterGap(relist: Obj[] = [], before: (mirror: Clus
   a.step('policies');
   expect(a.verdict('10.0.0.9')).toBe('none');
   return { a, inf };
+}
+
+/**
+ * allow-good; an informer of pods built with `replayGuard` or not (server listed at 3; after a 410 it lists `relist`,
+ * default server and g at 8, at 20); g (app=good, 10.0.0.9) created (4), deleted (5), created again (8): allowed.
+ */
+export async function recreatedGood(guard: boolean, relist?: Obj[]) {
+  const warnings: string[] = [];
+  const a = mirrorAgent('n1', { warn: (msg) => warnings.push(msg) });
+  a.step('policies', ev('ADDED', allowGood));
+  const server = pod('server', 1, 'n1', 'server', '10.0.0.1');
+  const good = (rv: number): Obj => pod('g', rv, 'n2', 'good', '10.0.0.9');
+  const inf = await recordedInformer(a.mirror, [[server], relist ?? [server, good(8)]], [3, 20], undefined, guard);
+  await inf.send('ADDED', good(4));
+  await inf.send('DELETED', good(5));
+  await inf.send('ADDED', good(8));
+  a.step('policies');
+  expect(a.verdict('10.0.0.9')).toBe('allow');
+  return { a, inf, warnings };
 }

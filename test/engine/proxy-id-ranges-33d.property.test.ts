@@ -1,8 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { ScenarioRun } from '../../src/scenario/run.js';
 import { fcRuns } from '../fc-knobs.js';
-import { egressPolicyA, PROXY_ID_REPLAY as REPLAY, runBoth } from './dns-filter-probes.js';
+import { egressPolicyA, expectStepwiseAsFresh, PROXY_ID_REPLAY as REPLAY } from './dns-filter-probes.js';
 
 /*
  * Attack findings 3760-3762: Cilium 1.19 identifies a range's proxy by its first port and a named filter's by its
@@ -82,20 +81,13 @@ function scenarioTexts(g: Gen): { steps: string; last: string } {
   return { steps, last };
 }
 
-const verdicts = (r: ScenarioRun, step?: number): string[] =>
-  r.steps.filter((s) => step === undefined || s.step === step).flatMap((s) => s.results.map((x) => `${x.to} ${x.port} ${x.decision.egress?.l7?.parser ?? ''} ${x.allowed}`));
-
 describe('3760-3762. filters sharing a proxy ID by a range\'s first port: engine = oracle, incremental = fresh', () => {
   it('over random numbered, range and named HTTP, DNS and Kafka filters from 53/TCP', () => {
     let closed = 0;
     fc.assert(
       fc.property(scenarioArb, (g) => {
         const { steps, last } = scenarioTexts(g);
-        const { naive, engine } = runBoth(steps, 'proxy-id-ranges-33d');
-        expect(verdicts(engine).map((v, i) => `${i} ${v}`), steps).toEqual(verdicts(naive).map((v, i) => `${i} ${v}`));
-        const fresh = runBoth(last, 'proxy-id-ranges-33d-last');
-        expect(verdicts(engine, 2), last).toEqual(verdicts(fresh.engine));
-        expect(verdicts(fresh.naive)).toEqual(verdicts(fresh.engine));
+        expectStepwiseAsFresh(steps, last, 'proxy-id-ranges-33d');
         const ranges = new Set(g.rules.filter((r) => r.l7 !== 0 && r.key !== '54-55').map((r) => g.parsers[KEYS.indexOf(r.key)]));
         if (ranges.size > 1 && g.rules.some((r) => r.l7 !== 0 && r.key.includes('-'))) closed++;
       }),

@@ -2,7 +2,7 @@ import { L7Parser, L7Policy, l7PolicyKey, meetDnsPolicies, mergeL7Rules, ALLOW_A
 import { ANY_IDENTITY, IdentityId } from '../model/identity.js';
 import { maskPort, PolicyEntry, PolicyKey } from '../model/policy-map.js';
 import type { Direction, L7Rules } from '../model/rules.js';
-import { type L4Match, PROTOCOL_NUMBER } from '../model/ports.js';
+import { type L4Match, PORT_PROTOCOLS, PROTOCOL_NUMBER } from '../model/ports.js';
 import { DEFAULT_ALLOW, type Contribution, dnsFilterKeys, inSinglePortFilter, type NamedEgress } from './contribution.js';
 import { isPassCopy } from './map-tiers.js';
 import { dirProto, idDir, rawKeyAt } from './raw-key.js';
@@ -92,19 +92,28 @@ export class L7Tables {
   /**
    * Per port key (`portKeyId`), the L4Filters holding a DNS rule: the numbered one (`#`) where it holds one for some
    * peer identity (`dnsFilterKeys`), a named one (`n:<name>`) where a unit of the endpoint has a DNS clause on a name
-   * resolving there node-wide (`countNamedFilters`), with how many stand for each: the filters one of which the
+   * resolving there node-wide (`countFilters`), with how many stand for each: the filters one of which the
    * port's DNS proxy holds (`proxyFilters`), a property of the port across every peer (attack findings 2761, 3160, 3281).
    */
   private readonly dnsFilters = new Map<string, Map<string, number>>();
   /** Port keys whose set of DNS filters changed since the last settle: every row of their redirect is redone. */
   private readonly dnsFiltersChanged = new Set<string>();
   /**
-   * Per egress port key, the parsers of the named-port L4Filters holding L7 rules there (`countNamedFilters`), with how
+   * Per egress port key, the parsers of the named-port L4Filters holding L7 rules there (`countFilters`), with how
    * many clauses stand for each: one of them takes the port's proxy ID (`takenByOtherParser`, attack findings 3280, 3281).
    */
   private readonly namedParsers = new Map<string, Map<L7Parser, number>>();
   /** Port keys whose set of named-filter parsers changed since the last settle: every row of their redirects is redone. */
   private readonly namedParsersChanged = new Set<string>();
+  /**
+   * Per proxy ID (`proxyIdOf`: direction, protocol, first port), the endpoint's L7 filters there (`countFilters`): a
+   * numbered or range clause from its first port, a named one at its resolved port (attack finding 3760).
+   */
+  private readonly proxyIds = new Map<string, ProxyIdFilters>();
+  /** The proxy IDs holding filters of two parsers or more (`closedByProxyId`). */
+  private readonly sharedIds = new Set<string>();
+  /** Whether a filter came or went at a shared proxy ID since the last settle: every redirect's rows are redone. */
+  private proxyIdsChanged = false;
 
   constructor(
     private readonly raw: RawContributions,
@@ -141,7 +150,7 @@ export class L7Tables {
    * it back after (named-ports.ts `NamedPortListener`), so a removal counts the filters its addition counted.
    */
   countDnsFilters(key: PolicyKey, c: Contribution, delta: 1 | -1): void {
-    // DNS rules are egress-only; named filters are counted from the endpoint's units (`countNamedFilters`).
+    // DNS rules are egress-only; named filters are counted from the endpoint's units (`countFilters`).
     if (c.l7 === undefined || c.l7.parser !== 'dns' || c.entry.deny || key.direction !== 'egress') return;
     const keys = dnsFilterKeys(c, key, this.namedEgress).filter((f) => f === '#');
     if (keys.length > 0) countIn(this.dnsFilters, this.dnsFiltersChanged, portKeyId(key), keys, delta);
@@ -156,23 +165,50 @@ export class L7Tables {
    * the node-wide map on egress, the endpoint's own ports on ingress), so a named filter takes its port whether or not
    * a peer holds its rules (attack findings 3381, 3382). Whether `clauses` has a named L7 one.
    */
-  countNamedFilters(direction: Direction, clauses: readonly NamedClause[], resolve: NamedPortResolver, delta: 1 | -1): boolean {
+  countFilters(direction: Direction, clauses: readonly NamedClause[], resolve: NamedPortResolver, delta: 1 | -1): boolean {
     let counted = false;
     for (const { l4, contribution: c } of clauses) {
-      if (l4.kind !== 'named' || c.l7 === undefined || c.entry.deny) continue;
+      if (l4.kind === 'all' || c.l7 === undefined || c.entry.deny) continue;
+      if (l4.kind === 'range') {
+        // A numbered or range filter's proxy ID is its first port, one per protocol of ANY (finding 3760).
+        if (l4.from === 0) continue;
+        for (const p of l4.protocol === 'ANY' ? PORT_PROTOCOLS : [l4.protocol]) this.countProxyId(direction, PROTOCOL_NUMBER[p], l4.from, l4.to, c.l7.parser, false, delta);
+        continue;
+      }
       counted = true;
       for (const p of resolve(l4.name, l4.protocol)) {
-        const id = portKeyId({ direction, protocol: PROTOCOL_NUMBER[p.protocol], port: p.port, portPrefixLen: 16 });
+        const protocol = PROTOCOL_NUMBER[p.protocol];
+        const id = portKeyId({ direction, protocol, port: p.port, portPrefixLen: 16 });
         if (c.l7.parser === 'dns') countIn(this.dnsFilters, this.dnsFiltersChanged, id, [`n:${l4.name}`], delta);
         countIn(this.namedParsers, this.namedParsersChanged, id, [c.l7.parser], delta);
+        this.countProxyId(direction, protocol, p.port, p.port, c.l7.parser, true, delta);
       }
     }
-    return counted;
+    return counted || this.proxyIdsChanged;
+  }
+
+  /** Counts one filter at its proxy ID; a filter coming or going where two parsers meet changes which redirects close. */
+  private countProxyId(direction: Direction, protocol: number, start: number, to: number, parser: L7Parser, named: boolean, delta: 1 | -1): void {
+    const id = `${direction}/${protocol}/${start}`;
+    let t = this.proxyIds.get(id);
+    if (t === undefined) this.proxyIds.set(id, (t = { direction, protocol, start, filters: new Map() }));
+    const fk = `${named ? 'n' : '#'}/${parser}/${to}`;
+    const f = t.filters.get(fk);
+    const n = (f?.count ?? 0) + delta;
+    if (n === 0) t.filters.delete(fk);
+    else if (f) f.count = n;
+    else t.filters.set(fk, { parser, to, named, count: n });
+    const wasShared = this.sharedIds.has(id);
+    const shared = new Set([...t.filters.values()].map((x) => x.parser)).size > 1;
+    if (shared) this.sharedIds.add(id);
+    else this.sharedIds.delete(id);
+    if (t.filters.size === 0) this.proxyIds.delete(id);
+    if ((wasShared || shared) && (n === 0 || f === undefined)) this.proxyIdsChanged = true;
   }
 
   /** Whether a port's set of filters changed since the last settle (no raw key need have). */
   private get filtersChanged(): boolean {
-    return this.dnsFiltersChanged.size > 0 || this.namedParsersChanged.size > 0;
+    return this.dnsFiltersChanged.size > 0 || this.namedParsersChanged.size > 0 || this.proxyIdsChanged;
   }
 
   /** Whether settling `changes` can change a row (maps without redirects, most of them, skip the L7 layer). */
@@ -195,13 +231,14 @@ export class L7Tables {
     if (added.size > 0 || this.touched.size > 0 || this.filtersChanged) {
       for (const [id, { redirect }] of this.redirectUse) {
         const pk = portKeyId(redirect);
-        const filtersChanged = (redirect.parser === 'dns' && this.dnsFiltersChanged.has(pk)) || this.namedParsersChanged.has(pk);
+        const filtersChanged = (redirect.parser === 'dns' && this.dnsFiltersChanged.has(pk)) || this.namedParsersChanged.has(pk) || this.proxyIdsChanged;
         this.refreshRedirectRows(out, id, redirect, added.has(id), filtersChanged);
       }
     }
     this.touched.clear();
     this.dnsFiltersChanged.clear();
     this.namedParsersChanged.clear();
+    this.proxyIdsChanged = false;
     return { l7: out, redirectsChanged: added.size > 0 || removed.size > 0 };
   }
 
@@ -291,6 +328,8 @@ export class L7Tables {
    */
   narrowerContributions(redirect: Redirect, peer: IdentityId, port: number): Contribution[] {
     const out: Contribution[] = [];
+    // The request reaches the redirect's proxy whatever a narrower key allows: another parser's cannot read it.
+    if (this.takenByOtherParser(redirect)) return out;
     for (const id of peer === ANY_IDENTITY ? [ANY_IDENTITY] : [peer, ANY_IDENTITY]) {
       const idd = idDir(id, redirect.direction);
       for (let len = 16; len > redirect.portPrefixLen; len--) {
@@ -306,6 +345,7 @@ export class L7Tables {
    */
   private computeNarrowerRow(redirect: Redirect, key: PolicyKey): L7Row | undefined {
     this.stats.mapEntriesVisited++;
+    if (this.takenByOtherParser(redirect)) return undefined;
     const range = { port: key.port, portPrefixLen: key.portPrefixLen };
     const lists: L7Rules[] = [];
     for (const c of this.raw.at(rawKeyAt(idDir(key.identity, key.direction), key.protocol, key.port, key.portPrefixLen)) ?? []) {
@@ -360,6 +400,28 @@ export class L7Tables {
    */
   private takenByOtherParser(r: Redirect): boolean {
     for (const p of this.namedParsers.get(portKeyId(r))?.keys() ?? []) if (p !== r.parser) return true;
+    return this.sharedIds.size > 0 && this.closedByProxyId(r);
+  }
+
+  /**
+   * Whether a filter of the redirect's parser whose range covers the redirect's prefix has a proxy ID another parser's
+   * filter may take (attack finding 3760). pkg/endpoint/bpf.go `Endpoint.proxyID`: "For port ranges the proxy is
+   * identified by the first port in the range", so `53` and `53-60` share (endpoint, direction, protocol, 53), and
+   * every key of both filters takes the redirect of that ID (l4.go `makeMapStateEntry` → `LookupRedirectPort` with the
+   * filter's `Port`). `addNewRedirects` gives the ID the first filter `L4PolicyMap.ForEach` meets: named ones first,
+   * else the numbered and range ones in Go map order, so the ID may go to any parser among its named filters if it has
+   * some, else among all; a redirect is open only where its own parser is the one possible (the meet of both orders).
+   * Narrower than Cilium where another filter of the parser, with an ID of its own, keys the same prefix for a peer.
+   */
+  private closedByProxyId(r: Redirect): boolean {
+    const last = r.port + (1 << (16 - r.portPrefixLen)) - 1;
+    for (const id of this.sharedIds) {
+      const t = this.proxyIds.get(id) as ProxyIdFilters;
+      if (t.direction !== r.direction || t.protocol !== r.protocol || t.start > r.port) continue;
+      const winners = possibleWinners(t);
+      if (winners.size === 1 && winners.has(r.parser)) continue;
+      for (const f of t.filters.values()) if (f.parser === r.parser && last <= f.to) return true;
+    }
     return false;
   }
 
@@ -405,8 +467,27 @@ export class L7Tables {
 
 const NUMBERED_FILTER: ReadonlySet<string> = new Set(['#']);
 
-/** A unit's clause as `countNamedFilters` reads it. */
+/** A unit's clause as `countFilters` reads it. */
 type NamedClause = { readonly l4: L4Match; readonly contribution: Contribution };
+
+/** The L7 filters at one proxy ID, by kind, parser and last port, with how many clauses stand for each. */
+interface ProxyIdFilters {
+  readonly direction: Direction;
+  readonly protocol: number;
+  readonly start: number;
+  readonly filters: Map<string, { readonly parser: L7Parser; readonly to: number; readonly named: boolean; count: number }>;
+}
+
+/** The parsers whose filter may take a proxy ID: its named filters' if it has some (they come first), else every one's. */
+function possibleWinners(t: ProxyIdFilters): Set<L7Parser> {
+  const named = new Set<L7Parser>();
+  const all = new Set<L7Parser>();
+  for (const f of t.filters.values()) {
+    all.add(f.parser);
+    if (f.named) named.add(f.parser);
+  }
+  return named.size > 0 ? named : all;
+}
 
 /** Counts `keys` (with repeats) at port key `id` by `delta`; marks `id` changed when a key comes or goes. */
 function countIn<K>(counts: Map<string, Map<K, number>>, changed: Set<string>, id: string, keys: readonly K[], delta: 1 | -1): void {

@@ -343,18 +343,19 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
   private contributeTargets(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
     if (s.unit.anyPeer) this.contribute(s, ANY_IDENTITY, m, sign);
     for (const t of s.targets.keys()) this.contribute(s, t, m, sign);
-    if (s.hasL7 && (s.unit.namedEgress || s.unit.direction === 'ingress')) this.countNamedFilters(s, m, sign);
+    if (s.hasL7) this.countFilters(s, m, sign);
   }
 
   /**
-   * The named L7 clauses of `s` as filters of the ports their names resolve to (L7Tables `countNamedFilters`): node-wide
-   * on egress, the map's own ports on ingress (Cilium's `Endpoint.proxyID` → `GetNamedPort`).
+   * The L7 clauses of `s` as filters of their proxy IDs (L7Tables `countFilters`): a numbered or range one at its first
+   * port, a named one at the port its name resolves to, node-wide on egress, the map's own ports on ingress (Cilium's
+   * `Endpoint.proxyID` → `GetNamedPort`).
    */
-  private countNamedFilters(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
+  private countFilters(s: UnitShare, m: SharedMapState, sign: 1 | -1): void {
     const unit = s.unit;
     if (unit.verdict !== 'allow' || unit.peerNamedPorts || unit.baseline) return;
     const resolve = unit.direction === 'egress' ? this.identities.namedPorts.resolveNamedNodeWide : m.resolveNamed;
-    if (m.state.l7.countNamedFilters(unit.direction, s.clauses, resolve, sign)) this.ctx.dirtyMaps.add(m);
+    if (m.state.l7.countFilters(unit.direction, s.clauses, resolve, sign)) this.ctx.dirtyMaps.add(m);
   }
 
   /**
@@ -391,7 +392,7 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, -1);
     this.namedPortPairs = pairs;
     this.namedL7Shares = this.namedL7SharesOn(clusterWide);
-    for (const s of this.namedL7Shares) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.countNamedFilters(s, m, -1);
+    for (const s of this.namedL7Shares) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.countFilters(s, m, -1);
   }
 
   namedPortsChanged(): void {
@@ -400,10 +401,10 @@ export class PolicyResolver implements NamedPortListener, GroupListener, PeerCha
     for (const [s, ts] of pairs ?? []) for (const t of ts) this.contributePeer(s, t, +1);
     const shares = this.namedL7Shares;
     this.namedL7Shares = NO_SHARES;
-    for (const s of shares) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.countNamedFilters(s, m, +1);
+    for (const s of shares) for (const local of s.adopters.keys()) for (const m of local.maps.values()) this.countFilters(s, m, +1);
   }
 
-  /** The shares with L7 rules on a name whose node-wide ports change: their filters move (`countNamedFilters`). */
+  /** The shares with L7 rules on a name whose node-wide ports change: their filters move (`countFilters`). */
   private namedL7SharesOn(names: ReadonlySet<string>): ReadonlySet<UnitShare> {
     let out: Set<UnitShare> | null = null;
     for (const name of names) for (const s of this.namedEgressUnits.get(name) ?? []) if (s.hasL7 && s.unit.namedEgress) (out ??= new Set()).add(s);

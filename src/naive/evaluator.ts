@@ -5,7 +5,7 @@ import { ClusterNode, ClusterState, isApiServerAddress, isHeldApiServerAddress, 
 import { combineSides, DirectionDecision, Flow, FlowDecision, FlowEndpoint, resolveEndpoint } from '../model/flow.js';
 import { labelSetKey, reservedLabel } from '../model/labels.js';
 import { ALLOW_LOCALHOST_ORIGIN, DEFAULT_ALLOW_LOCALHOST, UNALLOCATED_IDENTITY_ORIGIN } from '../model/localhost.js';
-import { ContainerPort, FlowProtocol, l4Covers, protocolCovers, proxyTakes } from '../model/ports.js';
+import { ContainerPort, FlowProtocol, type L4Match, l4Covers, protocolCovers, proxyTakes } from '../model/ports.js';
 import { l7Allows, L7Parser, L7Request, LISTENER_PRIORITY, proxyReads } from '../model/l7.js';
 import { Direction, L7Rules, Peer, PolicyRule, RuleOrigin, uniqueOrigins } from '../model/rules.js';
 import { selectorMatches } from '../model/selector.js';
@@ -211,7 +211,7 @@ function decideNpTier(
       for (const c of clauses) {
         const filters = c.l4.kind === 'named' ? namedFilters(state, rule, c, protocol, port) : NUMBERED;
         const onePort = c.l4.kind === 'named' || (c.l4.kind === 'range' && c.l4.from !== 0 && c.l4.from === c.l4.to);
-        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, onePort, filters });
+        if (c.l7) l7Clauses.push({ rules: c.l7, origin: rule.origin, onePort, filters, proxyId: proxyIdPort(state, direction, c.l4, protocol, port) });
         else plainAllows.push({ origin: rule.origin, onePort, filters });
       }
     }
@@ -226,7 +226,8 @@ function decideNpTier(
   // A redirect of a protocol no proxy takes (SCTP on a DNS rule's ANY port) is dropped on the way.
   if (proxied && !proxyTakes(protocol)) return { ...base, proxied: false, allowed: false };
   if (!proxied || request === undefined) return { ...base, allowed: l4Allowed };
-  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request, () => l7FiltersOfPort(state, subject, direction, protocol, port));
+  const ids = (start: number): Set<L7Parser> => proxyIdWinners(state, subject, direction, protocol, start);
+  const l7 = proxyVerdict(l7Clauses, plainAllows, enforcedBy, request, () => l7FiltersOfPort(state, subject, direction, protocol, port), ids);
   return { ...base, allowed: l7.allowed, l7 };
 }
 
@@ -237,6 +238,8 @@ interface L7Clause {
   readonly onePort: boolean;
   /** The L4Filters its rules are in (`namedFilters`): `#` for a numbered clause. */
   readonly filters: readonly string[];
+  /** The port of its filter's proxy ID (`proxyIdPort`), if it has one. */
+  readonly proxyId: number | undefined;
 }
 
 interface PlainAllow {
@@ -261,11 +264,13 @@ function proxyVerdict(
   enforcedBy: readonly RuleOrigin[],
   request: L7Request,
   portFilters: () => ReadonlyMap<string, ReadonlySet<L7Parser>>,
+  proxyIdTakers: (start: number) => ReadonlySet<L7Parser>,
 ): NonNullable<DirectionDecision['l7']> {
   let parser = (l7Clauses[0] as { rules: L7Rules }).rules.parser;
   for (const c of l7Clauses) if (LISTENER_PRIORITY[c.rules.parser] < LISTENER_PRIORITY[parser]) parser = c.rules.parser;
   const filters = portFilters();
   if (onePortRedirect(l7Clauses, parser) && takenByOtherParser(filters, parser)) return { parser, allowed: false, allowedBy: [] };
+  if (sharesProxyId(l7Clauses, parser, proxyIdTakers)) return { parser, allowed: false, allowedBy: [] };
   const dnsFilters = new Set([...filters].filter(([, parsers]) => parsers.has('dns')).map(([f]) => f));
   // A proxy cannot read another protocol's requests, nor an HTTP target Envoy refuses: they fail whatever the rules say.
   const readable = proxyReads(parser, request);
@@ -290,6 +295,55 @@ function onePortRedirect(l7Clauses: readonly L7Clause[], parser: L7Parser): bool
 function takenByOtherParser(filters: ReadonlyMap<string, ReadonlySet<L7Parser>>, parser: L7Parser): boolean {
   for (const [f, parsers] of filters) if (f !== '#' && [...parsers].some((p) => p !== parser)) return true;
   return false;
+}
+
+/**
+ * Whether a clause of the redirect's parser has a proxy ID another parser's filter may take (attack finding 3760):
+ * pkg/endpoint/bpf.go `Endpoint.proxyID` identifies a range by its first port, a named filter by its resolved port, so
+ * `53`, `53-60` and a name resolving to 53 share (endpoint, direction, protocol, 53); `addNewRedirects` gives the ID
+ * the first filter pkg/policy/l4.go `L4PolicyMap.ForEach` meets, named ones first, else in Go map order, and every key of
+ * every filter of the ID takes its redirect. Open only where the parser is the one possible taker (the meet of orders).
+ */
+function sharesProxyId(l7Clauses: readonly L7Clause[], parser: L7Parser, takers: (start: number) => ReadonlySet<L7Parser>): boolean {
+  for (const c of l7Clauses) {
+    if (c.rules.parser !== parser || c.proxyId === undefined) continue;
+    for (const p of takers(c.proxyId)) if (p !== parser) return true;
+  }
+  return false;
+}
+
+/** A matched clause's proxy ID port: a range's first port, a named one's port where its name resolves (node-wide on egress). */
+function proxyIdPort(state: ClusterState, direction: Direction, l4: L4Match, protocol: FlowProtocol, port: number): number | undefined {
+  if (l4.kind === 'range') return l4.from === 0 ? undefined : l4.from;
+  if (l4.kind === 'named') return direction === 'ingress' || nodeWideNamedPort(state, l4.name, protocol) === port ? port : undefined;
+  return undefined;
+}
+
+/**
+ * The parsers whose filter may take the proxy ID (direction, protocol, `start`) of `subject`: of the L7 clauses of the
+ * allow rules selecting it, whoever they select (pkg/policy/resolve.go `forEachRedirectFilter`), those whose ID it is;
+ * the named ones' parsers if there are some (they come first in `L4PolicyMap.ForEach`), else every one's.
+ */
+function proxyIdWinners(state: ClusterState, subject: FlowEndpoint & { kind: 'pod' }, direction: Direction, protocol: FlowProtocol, start: number): Set<L7Parser> {
+  const named = new Set<L7Parser>();
+  const all = new Set<L7Parser>();
+  for (const policy of state.policies.values()) {
+    for (const rule of policy.rules) {
+      if (rule.direction !== direction || rule.verdict !== 'allow' || !selectorMatches(rule.subject, subject.labels)) continue;
+      for (const c of rule.ports) {
+        if (c.l7 === undefined || c.l4.kind === 'all' || !protocolCovers(c.l4.protocol, protocol)) continue;
+        if (c.l4.kind === 'range') {
+          if (c.l4.from === start) all.add(c.l7.parser);
+          continue;
+        }
+        const at = direction === 'egress' ? nodeWideNamedPort(state, c.l4.name, protocol) === start : l4Covers(c.l4, protocol, start, subject.pod.ports);
+        if (!at) continue;
+        all.add(c.l7.parser);
+        named.add(c.l7.parser);
+      }
+    }
+  }
+  return named.size > 0 ? named : all;
 }
 
 /**

@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { expect } from 'vitest';
 import { parseIp } from '../../src/model/cidr.js';
 import type { Pod } from '../../src/model/cluster.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -52,6 +53,23 @@ export function twoStepScenario(pods: readonly string[], policy: (indent: string
 export function runBoth(text: string, name: string): { naive: ScenarioRun; engine: ScenarioRun } {
   const s = parseScenario(text, name);
   return { naive: runScenario(s, decideFlow), engine: runScenario(s, new EngineDecider(new Engine(scenarioEngineOptions(s))).decide) };
+}
+
+/** Each probe's egress verdict (server, port, parser, allowed), of one step or all. */
+const stepVerdicts = (r: ScenarioRun, step?: number): string[] =>
+  r.steps.filter((s) => step === undefined || s.step === step).flatMap((s) => s.results.map((x) => `${x.to} ${x.port} ${x.decision.egress?.l7?.parser ?? ''} ${x.allowed}`));
+
+/**
+ * The three-step `steps` decided alike by the oracle and the engine fed step by step, whose step 2 decides as a fresh
+ * engine given `last` (the proxy-ID property tests); the oracle's verdicts.
+ */
+export function expectStepwiseAsFresh(steps: string, last: string, name: string): string[] {
+  const { naive, engine } = runBoth(steps, name);
+  expect(stepVerdicts(engine).map((v, i) => `${i} ${v}`), steps).toEqual(stepVerdicts(naive).map((v, i) => `${i} ${v}`));
+  const fresh = runBoth(last, `${name}-last`);
+  expect(stepVerdicts(engine, 2), last).toEqual(stepVerdicts(fresh.engine));
+  expect(stepVerdicts(fresh.naive)).toEqual(stepVerdicts(fresh.engine));
+  return stepVerdicts(naive);
 }
 
 /** x/a's egress policy `a` with `rules` (each a list of lines), the first line to follow a list dash, the rest indented by `indent`. */

@@ -111,7 +111,7 @@ describe('L7 redirects and tables', () => {
     expect(proxy!.policies.map((p) => p.peers.length).reduce((a, b) => a + b)).toBe(e.l7Table('prod/web').length);
   });
 
-  it('between listeners on one port the lower listener priority wins (HTTP 101 over Kafka 106)', () => {
+  it('between listeners on one port the lower listener priority (HTTP 101 over Kafka 106) takes the key; a range from that port shares its proxy ID', () => {
     const e = new Engine();
     e.apply([
       local(pod('web', { app: 'web' })),
@@ -126,10 +126,24 @@ describe('L7 redirects and tables', () => {
     // Port 80 gets its own HTTP entry and redirect; the Kafka range's redirect keeps serving 81.
     expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.portPrefixLen, r.proxyPort])).toEqual([['kafka', 80, 15, 10000], ['http', 80, undefined, 10001]]);
     expect(cs.deltas.map((d) => [d.op, d.key.port, d.key.portPrefixLen, d.entry.proxyPort, d.previous?.proxyPort])).toEqual([['upsert', 80, 16, 10001, undefined]]);
-    expect(new Set(cs.l7Deltas.map((d) => `${d.op} ${d.redirect.parser}`))).toEqual(new Set(['upsert http']));
-    expect(e.l7Verdict('prod/web', 10000, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 81)?.allowed).toBe(true);
-    expect(e.l7Verdict('prod/web', 10001, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 80)?.allowed).toBe(false);
-    expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } }, 80)?.allowed).toBe(true);
+    // But "80" and 80-81 share the proxy ID (ingress, TCP, 80): a range's is its first port (pkg/endpoint/bpf.go
+    // Endpoint.proxyID), Go map order gives it one parser, the other's requests reach a proxy that cannot read them;
+    // distill's meet of both orders closes both redirects (attack finding 3760).
+    expect(new Set(cs.l7Deltas.map((d) => `${d.op} ${d.redirect.parser}`))).toEqual(new Set(['delete kafka']));
+    expect(e.l7Verdict('prod/web', 10000, client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 81)?.allowed ?? false).toBe(false);
+    expect(e.l7Verdict('prod/web', 10001, client, { http: { method: 'GET', path: '/public' } }, 80)?.allowed ?? false).toBe(false);
+  });
+
+  it('a range of another listener from a port of its own: the lower listener priority wins the shared key', () => {
+    const e = new Engine();
+    const kafka = cnp('kafka', `  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: "79", endPort: 80, protocol: TCP}], rules: {kafka: [{topic: orders}]}}]`);
+    e.apply([local(pod('web', { app: 'web' })), remote(pod('client', { app: 'client' })), kafka, httpGetPublic]);
+    const client = e.identityOfPod('prod/client')!;
+    const at = (port: number): number => e.lookup('prod/web', client, 'ingress', 6, port)!.entry.proxyPort;
+    expect(e.redirects('prod/web').map((r) => [r.parser, r.port, r.portPrefixLen])).toEqual([['kafka', 79, undefined], ['http', 80, undefined]]);
+    expect(e.l7Verdict('prod/web', at(79), client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 79)?.allowed).toBe(true);
+    expect(e.l7Verdict('prod/web', at(80), client, { kafka: { apiKey: 'produce', topic: 'orders' } }, 80)?.allowed).toBe(false);
+    expect(e.l7Verdict('prod/web', at(80), client, { http: { method: 'GET', path: '/public' } }, 80)?.allowed).toBe(true);
   });
 
   it('a port range with L7 rules is one redirect per LPM prefix, and each request is judged by every range covering its port', () => {

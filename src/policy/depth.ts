@@ -8,7 +8,7 @@ import { ManifestError } from './errors.js';
  * failed") when a regular expression is first compiled with the stack nearly exhausted, so the
  * depth is checked up front, without recursion.
  */
-const MAX_INPUT_DEPTH = 64;
+export const MAX_INPUT_DEPTH = 64;
 
 /** Refuses `v` when arrays and objects nest in it more than MAX_INPUT_DEPTH levels deep. */
 export function checkInputDepth(v: unknown, source: string): void {

@@ -22,13 +22,21 @@ describe('attack 33i', () => {
   it('3820. a flow `[[[…` 300,000 deep is refused without building its CST (7.5 s and 400 MB on the base; 2 MB: 29 s, 2.5 GB)', () => {
     for (const [name, read] of [
       ['yaml', () => parseManifestFile(`apiVersion: v1\nkind: List\nitems: ${flow(300_000)}\n`, 'f.yaml')],
-      ['json stream', () => parseManifestFile(`{"kind": "List", "apiVersion": "v1", "items": []}\n{"a": ${flow(300_000)}}\n`, 'f.json')],
       ['scenario', () => parseScenario(`pods: ${flow(300_000)}\n`, 's.yaml')],
     ] as const) {
       const r = timed(read);
       expect(r.message, name).toContain('more than 64 levels deep');
       expect(r.ms, name).toBeLessThan(1500);
     }
+  });
+
+  it('3822. the second value of a JSON stream `[[[…` 1,000,000 deep is refused while its end is looked for, not after JSON.parse', () => {
+    const r = timed(() => parseManifestFile(`{"kind": "List", "apiVersion": "v1", "items": []}\n{"a": ${flow(1_000_000)}}\n`, 'f.json'));
+    expect(r.message).toBe('f.json#2: nests arrays and objects more than 64 levels deep');
+    expect(r.ms).toBeLessThan(1000);
+    const at = (d: number): string => timed(() => parseManifestFile(`{"kind": "List", "apiVersion": "v1", "items": []}\n{"kind": "List", "apiVersion": "v1", "items": [], "a": ${flow(d)}}\n`, 'f.json')).message;
+    expect(at(63)).not.toContain('levels deep');
+    expect(at(64)).toBe('f.json#2: nests arrays and objects more than 64 levels deep');
   });
 
   it('3820. brackets in quoted, plain and block scalars are no nesting; 60 flow levels under the spec are read, 70 are not', () => {

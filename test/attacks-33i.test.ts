@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseTrace } from '../src/churn/trace.js';
 import { WatchStreamParser } from '../src/k8s/watch.js';
 import { parseManifestFile } from '../src/policy/manifest.js';
 import { parseScenario } from '../src/scenario/format.js';
@@ -62,5 +63,13 @@ describe('attack 33i', () => {
     const item = (d: number): string => `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":${flow(d)}}]}\n`;
     expect(new WatchStreamParser('s').push(item(63)).map((i) => i.type)).toEqual(['LIST_ITEM', 'LIST']);
     expect(timed(() => new WatchStreamParser('s').push(item(64))).message).toContain('more than 64 levels deep');
+  });
+
+  it('3823. a trace line `[[[…` 1,000,000 deep is refused by a scan before JSON.parse; strings are skipped', () => {
+    const r = timed(() => parseTrace(`{"distillTrace":1}\n{"type":"upsertPolicy","manifest":${flow(1_000_000)}}\n`, 't.jsonl'));
+    expect(r.message).toBe('t.jsonl:2: nests arrays and objects more than 64 levels deep');
+    expect(r.ms).toBeLessThan(300);
+    const quoted = timed(() => parseTrace(`{"distillTrace":1}\n{"type":"upsertPolicy","tag":"${'[\\"'.repeat(5000)}","manifest":${flow(10)}}\n`, 't.jsonl'));
+    expect(quoted.message).not.toContain('levels deep');
   });
 });

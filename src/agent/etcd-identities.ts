@@ -325,6 +325,7 @@ export class EtcdIdentitySource {
       url: this.opts.url,
       node: this.opts.node,
       cache: this.watcher,
+      usableId: (id) => id >= FIRST_CLUSTER_IDENTITY && id <= MAX_CLUSTER_IDENTITY,
       ...(this.opts.prefix !== undefined ? { prefix: this.opts.prefix } : {}),
       ...(this.opts.leaseTtlSec !== undefined ? { leaseTtlSec: this.opts.leaseTtlSec } : {}),
     });

@@ -15,7 +15,7 @@ import { fqdnSyntaxError, MAX_DNS_TTL } from '../model/fqdn.js';
 import { DNS_TRANSPORTS, type DnsTransport } from '../model/fqdn-events.js';
 import { absent, join, Reader } from '../policy/reader.js';
 import { readContainerPorts, readIp, readLabels, readPodIps } from '../policy/readers.js';
-import { checkInputDepth } from '../policy/depth.js';
+import { checkInputDepth, checkJsonTextDepth } from '../policy/depth.js';
 import { compactPolicy, SharedValues } from './trace-sharing.js';
 import { ByteLines, TextLines } from './trace-lines.js';
 
@@ -254,6 +254,7 @@ function parseLines(input: string | Uint8Array, source: string, options: TraceOp
     if ((i & 4095) === 0) options.onProgress?.(i, total);
     if (raw.trim() === '') continue;
     const r = new Reader(`${source}:${line}`);
+    checkJsonTextDepth(raw, `${source}:${line}`);
     let v: unknown;
     try {
       v = JSON.parse(raw);

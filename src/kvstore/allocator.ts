@@ -19,6 +19,12 @@ export interface AllocatorOptions {
   readonly prefix?: string;
   readonly minId?: number;
   readonly maxId?: number;
+  /**
+   * Ids of other nodes this node may join (default: every id). An id its engine skips (the reserved range, past
+   * 2^24: a hostile master key with a local pod's labels) parked the pod at the unallocated number for good while
+   * the source reported itself settled (finding 3824); such an id is passed over as if it named another set.
+   */
+  readonly usableId?: (id: number) => boolean;
   readonly leaseTtlSec?: number;
   /** Attempts per allocation before AllocationConflictError (Cilium: 16). */
   readonly maxAttempts?: number;
@@ -108,6 +114,7 @@ export class IdentityAllocator {
   private leaseId: string | undefined;
   private closed = false;
   private granting: Promise<string> | undefined;
+  private readonly usable: (id: number) => boolean;
 
   private constructor(
     private readonly client: Etcd3,
@@ -115,6 +122,7 @@ export class IdentityAllocator {
   ) {
     if (opts.node === '' || opts.node.includes('/')) throw new Error(`allocator node ${JSON.stringify(opts.node)}: must be non-empty without '/'`);
     this.keys = new IdentityKeys(opts.prefix);
+    this.usable = opts.usableId ?? (() => true);
   }
 
   static async create(client: Etcd3, opts: AllocatorOptions): Promise<IdentityAllocator> {
@@ -251,7 +259,7 @@ export class IdentityAllocator {
   private async tryOnce(key: string): Promise<Allocation | undefined> {
     const lease = await this.ensureLease();
     await this.retryUnlocks();
-    const seen = await readSlaves(this.client, this.keys, key);
+    const seen = await readSlaves(this.client, this.keys, key, this.usable);
     const reused = await this.reuse(key, lease, seen);
     // Created only after a read that found no id of the set. When the read found one and joining
     // it failed (its slave key deleted or changed since), this attempt ends: Cilium's
@@ -263,7 +271,7 @@ export class IdentityAllocator {
     // race us into two ids); the transaction itself also requires `noIdOfSet` (nothing written since `seen`).
     if (this.opts.locks === false) return this.createNew(key, lease, noIdOfSet, undefined);
     const lock = await KvLock.acquire(this.client, this.keys.lock(key), lease, slavesWrittenSince(this.keys, key, seen.revision), (left) => this.unlockLater(left));
-    if (!lock) return this.reuse(key, lease, await readSlaves(this.client, this.keys, key));
+    if (!lock) return this.reuse(key, lease, await readSlaves(this.client, this.keys, key, this.usable));
     try {
       return await this.createNew(key, lease, noIdOfSet, lock);
     } finally {
@@ -285,7 +293,7 @@ export class IdentityAllocator {
     });
     if (res.succeeded) return { id, isNew: true };
     // Lost the race for this label set (or the id): join the winner's id at once, no backoff.
-    return this.reuse(key, lease, await readSlaves(this.client, this.keys, key));
+    return this.reuse(key, lease, await readSlaves(this.client, this.keys, key, this.usable));
   }
 
   /**
@@ -297,7 +305,7 @@ export class IdentityAllocator {
     const found = seen.joinable;
     if (found !== undefined) return (await this.acquireExisting(key, found.id, lease, [slaveStill(found)])) ? { id: found.id, isNew: false } : undefined;
     const cached = this.opts.cache?.idForLabels(key);
-    if (cached !== undefined && seen.noIdOfSet !== undefined && (await this.acquireExisting(key, cached, lease, seen.noIdOfSet))) return { id: cached, isNew: false };
+    if (cached !== undefined && this.usable(cached) && seen.noIdOfSet !== undefined && (await this.acquireExisting(key, cached, lease, seen.noIdOfSet))) return { id: cached, isNew: false };
     return undefined;
   }
 

@@ -47,9 +47,9 @@ export interface SlaveView {
  * key naming an id whose master key holds other labels (or none), or a value Cilium cannot read,
  * names no id of this set: Cilium's allocator looks the set up in its cache of master keys first
  * (pkg/allocator Allocator.GetIfLocked: `mainCache.get` before the backend) and skips unreadable
- * values, so such keys never stop it from allocating.
+ * values, so such keys never stop it from allocating. Nor does an id `usable` refuses (finding 3824).
  */
-export async function readSlaves(client: Etcd3, keys: IdentityKeys, labelsKey: string): Promise<SlaveView> {
+export async function readSlaves(client: Etcd3, keys: IdentityKeys, labelsKey: string, usable: (id: number) => boolean = () => true): Promise<SlaveView> {
   const prefix = Buffer.from(keys.slavePrefix(labelsKey));
   const res = await client.kv.range({ key: prefix, range_end: prefixEnd(prefix), limit: MAX_SLAVE_KEYS });
   const byId = new Map<number, SlaveKey>();
@@ -70,7 +70,7 @@ export async function readSlaves(client: Etcd3, keys: IdentityKeys, labelsKey: s
     result: 'Less',
     mod_revision: after,
   });
-  const joinable = named.find((_, i) => masters[i]?.kvs[0]?.value.toString() === labelsKey);
+  const joinable = named.find((s, i) => usable(s.id) && masters[i]?.kvs[0]?.value.toString() === labelsKey);
   const complete = !res.more && byId.size <= MAX_NAMED_IDS;
   return {
     joinable,

@@ -1,4 +1,4 @@
-import { type CST, Parser } from 'yaml';
+import { CST, Lexer, Parser } from 'yaml';
 import { ManifestError } from './errors.js';
 
 /**
@@ -8,7 +8,7 @@ import { ManifestError } from './errors.js';
  * failed") when a regular expression is first compiled with the stack nearly exhausted, so the
  * depth is checked up front, without recursion.
  */
-const MAX_INPUT_DEPTH = 64;
+export const MAX_INPUT_DEPTH = 64;
 
 /** Refuses `v` when arrays and objects nest in it more than MAX_INPUT_DEPTH levels deep. */
 export function checkInputDepth(v: unknown, source: string): void {
@@ -28,6 +28,7 @@ export function checkInputDepth(v: unknown, source: string): void {
  * attack finding 526). Its CST parser keeps its own stack, so this walk cannot overflow.
  */
 export function checkYamlDepth(text: string, source: string): void {
+  checkFlowDepth(text, source);
   for (const token of new Parser().parse(text)) {
     if (token.type !== 'document') continue;
     const stack: [CST.Token | null | undefined, number][] = [[token.value, 0]];
@@ -37,5 +38,39 @@ export function checkYamlDepth(text: string, source: string): void {
       if (depth >= MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
       for (const item of node.items) stack.push(['key' in item ? item.key : undefined, depth + 1], [item.value, depth + 1]);
     }
+  }
+}
+
+/**
+ * Refuses flow collections (`[`, `{`) nested more than MAX_INPUT_DEPTH deep from the lexer's token
+ * stream, which it stops reading there. The CST parser holds every open level of a flow `[[[…` at
+ * once: a 2 MB one cost 2.5 GB and 29 s before the walk could refuse it (attack finding 3820).
+ * go-yaml stops at 10,000 levels for the same reason (scannerc.go max_flow_level, CVE-2019-11254).
+ */
+function checkFlowDepth(text: string, source: string): void {
+  let depth = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (token === '[' || token === '{') depth++;
+    else if (token === ']' || token === '}') depth = Math.max(0, depth - 1);
+    else if (token === CST.DOCUMENT) depth = 0;
+    if (depth > MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+  }
+}
+
+/**
+ * Refuses a JSON text nested more than MAX_INPUT_DEPTH deep by scanning it (strings skipped), before JSON.parse
+ * builds it: a 4 MB trace line `[[[…` took JSON.parse and checkInputDepth 5.6 s (attack finding 3823). Texts
+ * shorter than `from` are left to checkInputDepth, which costs less than the scan there.
+ */
+export function checkJsonTextDepth(text: string, source: string, from = 4096): void {
+  if (text.length < from) return;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+    } else if (c === 0x7d || c === 0x5d) depth--;
   }
 }

@@ -23,7 +23,7 @@ export function compareDecimal(a: string, b: string): number {
 }
 
 /** True when two resourceVersions can be ordered: both decimal integers. */
-export function comparable(a: string | undefined, b: string | undefined): boolean {
+function comparable(a: string | undefined, b: string | undefined): boolean {
   return isDecimalVersion(a) && isDecimalVersion(b);
 }
 

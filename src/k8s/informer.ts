@@ -1,6 +1,6 @@
 import type { ClusterMirror } from './mirror.js';
 import { objectKind } from './objects.js';
-import { stale } from './resource-version.js';
+import { compareDecimal, isDecimalVersion, otherIncarnation, stale, uidOf } from './resource-version.js';
 
 /**
  * What distill needs of a `@kubernetes/client-node` informer (`makeInformer(...)`): its callbacks.
@@ -120,46 +120,90 @@ export interface WatchLike {
 
 const recordOf = (v: unknown): Readonly<Record<string, unknown>> => (typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {});
 
-/** True when a watch event of an object is older than the version of it `held` returns (a DELETED: older; an add or update: not newer). */
-function olderThanHeld(phase: string, obj: unknown, held: (name: string, namespace: string | undefined) => unknown): boolean {
-  if (phase !== 'ADDED' && phase !== 'MODIFIED' && phase !== 'DELETED') return false;
-  const md = recordOf(recordOf(obj).metadata);
-  if (typeof md.name !== 'string') return false;
-  const cached = recordOf(recordOf(held(md.name, typeof md.namespace === 'string' ? md.namespace : undefined)).metadata);
-  const rv = (m: Readonly<Record<string, unknown>>): string | undefined => (typeof m.resourceVersion === 'string' ? m.resourceVersion : undefined);
-  return stale(rv(md), rv(cached), phase === 'DELETED');
+/** What the guard does with a watch event: pass it on, drop it, or drop it and make the informer relist. */
+type Verdict = 'pass' | 'drop' | 'relist';
+
+const rvOf = (m: Readonly<Record<string, unknown>>): string | undefined => (typeof m.resourceVersion === 'string' ? m.resourceVersion : undefined);
+
+/**
+ * The version a watch started at when it bounds its events: a watch from a resourceVersion other than "0" gives "all
+ * changes that occurred after" it (Kubernetes API concepts, "Semantics for watch"), so an event at it or older is a
+ * replay (finding 3721). Undefined for '' or "0" (synthetic ADDEDs of the current state, any version) or a version
+ * that is not an integer.
+ */
+function boundOf(queryParams: Readonly<Record<string, unknown>>): string | undefined {
+  const rv = queryParams.resourceVersion;
+  return typeof rv === 'string' && isDecimalVersion(rv) && compareDecimal(rv, '0') > 0 ? rv : undefined;
 }
 
 /**
- * True when `older` says so; false when it throws (a `held` given as an unbound `informer.get`): client-node's `Watch`
+ * An ADDED, MODIFIED or DELETED of an object: dropped when at or below the watch's start (`bound`) or older than the
+ * version of it `held` returns (a DELETED: older; an add or update: not newer); at versions that cannot be ordered, one
+ * of another uid than the held object (3720): a DELETED is dropped (it deletes its own incarnation), an add or update
+ * on a watch started at a version makes the informer relist (`resumed`: in order, the held one's DELETED would have
+ * come first, so it is a replay; or the held one is a replay that passed unjudged, which only a List corrects).
+ */
+function judge(phase: string, obj: unknown, held: (name: string, namespace: string | undefined) => unknown, bound: string | undefined, resumed: boolean): Verdict {
+  if (phase !== 'ADDED' && phase !== 'MODIFIED' && phase !== 'DELETED') return 'pass';
+  const md = recordOf(recordOf(obj).metadata);
+  const rv = rvOf(md);
+  if (bound !== undefined && isDecimalVersion(rv) && compareDecimal(rv, bound) <= 0) return 'drop';
+  if (typeof md.name !== 'string') return 'pass';
+  const cached = recordOf(held(md.name, typeof md.namespace === 'string' ? md.namespace : undefined));
+  const cachedMd = recordOf(cached.metadata);
+  if (stale(rv, rvOf(cachedMd), phase === 'DELETED')) return 'drop';
+  if (!otherIncarnation(uidOf(obj), rv, uidOf(cached), rvOf(cachedMd))) return 'pass';
+  return phase === 'DELETED' ? 'drop' : resumed ? 'relist' : 'pass';
+}
+
+/**
+ * What `judge` says; 'pass' when it throws (a `held` given as an unbound `informer.get`): client-node's `Watch`
  * ignores what its callback throws (dist/watch.js, the `line` handler), so a throw here dropped every event (3600).
  */
-function judged(older: () => boolean): boolean {
+function judged(verdict: () => Verdict): Verdict {
   try {
-    return older();
+    return verdict();
   } catch {
-    return false;
+    return 'pass';
   }
 }
 
+/** What `ListWatch.doneHandler` takes for a 410 Gone: it lists again and watches from the List's version. */
+const relistNeeded = (): Error => Object.assign(new Error('replayGuard: an event of another incarnation than the cached object, at versions that cannot be ordered: relisting'), { statusCode: 410 });
+
 /**
  * A `Watch` for client-node's `ListWatch` that drops a watch event older than the version of its object the informer
- * holds (`held`: the informer's `get(name, namespace)`; versions that are not integers are not compared). Build the
- * informer with it (`new ListWatch(path, replayGuard(new Watch(kc), (n, ns) => informer.get(n, ns)), listFn, false)`)
- * when its server may replay events (finding 3203): client-node's cache removes an object on any DELETED of its
+ * holds (`held`: the informer's `get(name, namespace)`) or not newer than the version the watch started at (3721).
+ * Build the informer with it (`new ListWatch(path, replayGuard(new Watch(kc), (n, ns) => informer.get(n, ns)), listFn,
+ * false)`) when its server may replay events (finding 3203): client-node's cache removes an object on any DELETED of its
  * name, whatever the version (dist/cache.js `deleteObject`), and replaces it with any version that differs, older too
  * (`addOrUpdateObject`, `isSameVersion`). A replayed DELETED of an older incarnation thus empties the cache of the live
  * object, and its genuine DELETED later calls nothing: the mirror kept the deleted object. On a stream in order no event
  * of an object is older than the version the informer holds of it (listed at or below the List's version, or watched
  * before), so what is dropped is a replay; the informer's resume point is not moved back by it either (`watchHandler`
- * sets it from every event it reads). When `held` throws, the event passes as it would without the guard (3600).
+ * sets it from every event it reads). Versions that are not integers are not ordered: there the object's uid tells a
+ * replay of another incarnation (3720, `judge`); an add or update of one ends the watch as a 410 would, so the
+ * informer relists (each such event costs a List). When `held` throws, the event passes as it would without the guard (3600).
  */
 export function replayGuard<W extends WatchLike>(watch: W, held: (name: string, namespace: string | undefined) => unknown): W {
   const guarded = Object.create(watch) as W;
-  const call: WatchLike['watch'] = (path, queryParams, callback, done) =>
-    watch.watch(path, queryParams, (phase, obj, raw) => {
-      if (!judged(() => olderThanHeld(phase, obj, held))) callback(phase, obj, raw);
-    }, done);
+  const call: WatchLike['watch'] = (path, queryParams, callback, done) => {
+    const bound = boundOf(queryParams);
+    const resumed = typeof queryParams.resourceVersion === 'string' && queryParams.resourceVersion !== '' && queryParams.resourceVersion !== '0';
+    let ended = false;
+    // Once: after a relist it forces, the aborted request's own end is not the informer's.
+    const end = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      done(err);
+    };
+    return watch.watch(path, queryParams, (phase, obj, raw) => {
+      if (ended) return;
+      const verdict = judged(() => judge(phase, obj, held, bound, resumed));
+      if (verdict === 'pass') callback(phase, obj, raw);
+      else if (verdict === 'relist') end(relistNeeded());
+    }, end);
+  };
   Object.defineProperty(guarded, 'watch', { value: call });
   return guarded;
 }

@@ -4,6 +4,7 @@ import type { ListHeader, WatchItem } from './watch.js';
 /** One object a List (or a page of it) listed, read when it arrived and applied when the List completes. */
 export interface Listed {
   readonly rv: string | undefined;
+  readonly uid: string | undefined;
   readonly desired: Held | undefined;
   /** The object could not be read: it stands for what `keptOnUnreadable` keeps when the List completes (`desired`: a pod held fail-closed at the addresses that parse, finding 2462). */
   readonly unreadable: boolean;
@@ -37,7 +38,7 @@ type ListPage = Extract<WatchItem, { type: 'LIST' }>;
 /** What the List reader asks of the mirror. */
 export interface ListHooks {
   /** An item's key, resourceVersion and meaning; undefined for a kind distill does not read. */
-  read(obj: Readonly<Record<string, unknown>>, source: string): { key: string; rv: string | undefined; desired: Held | undefined; unreadable: boolean } | undefined;
+  read(obj: Readonly<Record<string, unknown>>, source: string): { key: string; rv: string | undefined; uid: string | undefined; desired: Held | undefined; unreadable: boolean } | undefined;
   /** The List's last page was read: what it listed, as one relist. */
   complete(listed: Map<string, Listed>, header: ListHeader, resourceVersion: string | undefined, source: string): void;
   /** The List was cut short: the stream needs a relist. */
@@ -100,9 +101,9 @@ export class ListPages {
     const obj = itemKind !== undefined && raw.kind === undefined ? { ...raw, kind: itemKind, apiVersion: p.header!.apiVersion } : raw;
     const read = this.hooks.read(obj, source);
     if (read === undefined) return;
-    const { key, rv, desired, unreadable } = read;
+    const { key, rv, uid, desired, unreadable } = read;
     if (p.listed.delete(key)) this.hooks.debug('object listed twice: its last listing counts', { source, key });
-    p.listed.set(key, { rv, desired, unreadable, rawKind: raw.kind, source });
+    p.listed.set(key, { rv, uid, desired, unreadable, rawKind: raw.kind, source });
   }
 
   /**

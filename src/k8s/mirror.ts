@@ -3,9 +3,9 @@ import { EngineBatches, type MirrorBatch } from './engine-batches.js';
 import { DeferredLog } from './deferred-log.js';
 import { keptOnUnreadable, meaningOf, objectKey, rec, unreadablePodMeaning, type Held, type LogFn, type ReadContext } from './held.js';
 import { ListPages, otherKindSkipped, type Listed } from './list-pages.js';
-import { ObjectStates } from './object-states.js';
+import { ObjectStates, type ObjectState } from './object-states.js';
 import { KnownKind, objectKind } from './objects.js';
-import { stale } from './resource-version.js';
+import { otherIncarnation, stale, uidOf } from './resource-version.js';
 import { steadyClock } from './steady-clock.js';
 import { StreamVersions } from './stream-versions.js';
 import type { ListHeader, WatchItem } from './watch.js';
@@ -332,7 +332,7 @@ export class ClusterMirror {
   }
 
   /** An object's kind, key and resourceVersion; undefined (counted, logged) for a kind distill does not read. */
-  private identify(obj: Readonly<Record<string, unknown>>, source: string): { kind: KnownKind; key: string; rv: string | undefined } | undefined {
+  private identify(obj: Readonly<Record<string, unknown>>, source: string): { kind: KnownKind; key: string; rv: string | undefined; uid: string | undefined } | undefined {
     // A CiliumCIDRGroup at a cilium.io version distill does not know is a group it cannot read (finding 2045):
     // ignored, its prefixes and labels (which may name another group) would be missing from every group peer.
     const kind = objectKind(obj) ?? (obj.kind === 'CiliumCIDRGroup' && typeof obj.apiVersion === 'string' && obj.apiVersion.startsWith('cilium.io/') ? 'CiliumCIDRGroup' : undefined);
@@ -343,20 +343,20 @@ export class ClusterMirror {
     }
     if (kind === 'CiliumCIDRGroup') this.groupsWatched = true;
     const rv = rec(obj.metadata).resourceVersion;
-    return { kind, key: objectKey(kind, obj), rv: typeof rv === 'string' ? rv : undefined };
+    return { kind, key: objectKey(kind, obj), rv: typeof rv === 'string' ? rv : undefined, uid: uidOf(obj) };
   }
 
   /** A listed object, read now (`ListPages`): unreadable, it is counted and logged. */
-  private readListed(obj: Readonly<Record<string, unknown>>, source: string): { key: string; rv: string | undefined; desired: Held | undefined; unreadable: boolean } | undefined {
+  private readListed(obj: Readonly<Record<string, unknown>>, source: string): { key: string; rv: string | undefined; uid: string | undefined; desired: Held | undefined; unreadable: boolean } | undefined {
     const id = this.identify(obj, source);
     if (id === undefined) return undefined;
-    const { kind, key, rv } = id;
+    const { kind, key, rv, uid } = id;
     try {
-      return { key, rv, desired: meaningOf(kind, obj, source, this.reading), unreadable: false };
+      return { key, rv, uid, desired: meaningOf(kind, obj, source, this.reading), unreadable: false };
     } catch (e) {
       this.counts.invalid++;
       this.warn('listed object cannot be read: the last readable version of a policy, namespace or identity stays in force', { source, key, error: (e as Error).message });
-      return { key, rv, desired: kind === 'Pod' ? unreadablePodMeaning(obj, this.reading) : undefined, unreadable: true };
+      return { key, rv, uid, desired: kind === 'Pod' ? unreadablePodMeaning(obj, this.reading) : undefined, unreadable: true };
     }
   }
 
@@ -390,7 +390,7 @@ export class ClusterMirror {
       this.debug('event older than its namespace\'s deletion dropped', { source, key, resourceVersion: rvs });
       return key;
     }
-    this.states.set(key, cachedOlder ? state?.rv : (rvs ?? state?.rv), desired, source);
+    this.states.set(key, cachedOlder ? state?.rv : (rvs ?? state?.rv), desired, source, id.uid);
     if (deleted) this.states.bury(key);
     if (deleted && kind === 'Namespace') this.states.namespaceGone(key.slice('Namespace//'.length), rvs);
     return key;
@@ -401,9 +401,9 @@ export class ClusterMirror {
    * not older, or if it deletes the older version an informer's cache took, `cachedOlder`), or an ADDED or MODIFIED of
    * an object with no state or a tombstone not newer than a forgotten tombstone of its stream.
    */
-  private replayed({ kind, key, rv }: { kind: string; key: string; rv: string | undefined }, source: string, deleted: boolean, cachedOlder: boolean): boolean {
+  private replayed({ kind, key, rv, uid }: { kind: string; key: string; rv: string | undefined; uid: string | undefined }, source: string, deleted: boolean, cachedOlder: boolean): boolean {
     const state = this.states.get(key);
-    if (state !== undefined && stale(rv, state.rv, deleted) && !cachedOlder) {
+    if (state !== undefined && (stale(rv, state.rv, deleted) || this.ofAnotherIncarnation(state, key, uid, rv, deleted, source, kind)) && !cachedOlder) {
       this.counts.stale++;
       this.debug('stale or duplicate event dropped', { source, key, resourceVersion: rv, held: state.rv });
       this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
@@ -425,6 +425,20 @@ export class ClusterMirror {
     if (forgotten !== undefined) this.debug('event older than a forgotten tombstone of its stream and kind dropped (a replay)', { source, key, resourceVersion: rv, forgotten });
     else this.debug('event of an object absent from its stream\'s whole view of a newer version dropped (a replay)', { source, key, resourceVersion: rv, view });
     return true;
+  }
+
+  /**
+   * True when an event of `key` is of another incarnation (another `metadata.uid`) than its live state, at versions
+   * that cannot be ordered (`otherIncarnation`, finding 3720), and cannot apply: a DELETED, from any stream (it deletes
+   * its own incarnation, never this one); an ADDED or MODIFIED on the stream that set the state while its events of the
+   * kind are in order (a List or a MODIFIED/DELETED since its last ERROR, not an informer's: its relist gives a
+   * re-created object as an update): on a watch in order the held incarnation's DELETED comes before any event of
+   * another, so this one is a replay (a replayed ADDED of an old allow with the same name). From another stream it
+   * may be that stream lagging or ahead: taken, as before.
+   */
+  private ofAnotherIncarnation(state: ObjectState, key: string, uid: string | undefined, rv: string | undefined, deleted: boolean, source: string, kind: string): boolean {
+    if (!otherIncarnation(uid, rv, state.uid, state.rv) || !this.states.exists(key)) return false;
+    return deleted || (state.source === source && this.versions.isOrdered(source, kind) && !this.informerSources.has(source));
   }
 
   /**
@@ -528,7 +542,7 @@ export class ClusterMirror {
         continue;
       }
       const desired = e.unreadable ? keptOnUnreadable(key, state?.desired, () => e.desired) : e.desired;
-      this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source);
+      this.states.set(key, e.rv ?? state?.rv, desired !== undefined && this.states.beforeNamespaceDeletion(desired, e.rv) ? undefined : desired, source, e.uid);
     }
     for (const k of listedKinds) kinds.add(k);
     if (header.itemKind !== undefined) kinds.add(header.itemKind);

@@ -15,6 +15,8 @@ export interface ObjectState {
   readonly source: string | undefined;
   /** A tombstone's other streams that had shown its version when it was buried (`bury`, finding 3045). */
   readonly pastOn?: readonly string[];
+  /** The object's `metadata.uid`, kept only when `rv` is not an integer: then it tells incarnations apart (finding 3720). */
+  readonly uid?: string;
 }
 
 /**
@@ -111,10 +113,11 @@ export class ObjectStates {
     return this.objects.size;
   }
 
-  set(key: string, rv: string | undefined, desired: Held | undefined, source?: string): void {
+  set(key: string, rv: string | undefined, desired: Held | undefined, source?: string, uid?: string): void {
     const state = this.objects.get(key);
     const before = state?.desired;
-    this.objects.set(key, { rv, desired, source: source ?? state?.source });
+    const from = source ?? state?.source;
+    this.objects.set(key, uid === undefined || isDecimalVersion(rv) ? { rv, desired, source: from } : { rv, desired, source: from, uid });
     this.index(key, before && namespaceOfHeld(before), desired && namespaceOfHeld(desired));
     if (desired !== undefined) this.tombstones.delete(key);
     this.changed(key);
@@ -320,7 +323,7 @@ export class ObjectStates {
       if (at > now) continue;
       const state = this.objects.get(key);
       const was = state?.desired;
-      this.set(key, state?.rv, was?.kind === 'Pod' && !was.local ? expiredPod(was) : undefined);
+      this.set(key, state?.rv, was?.kind === 'Pod' && !was.local ? expiredPod(was) : undefined, state?.source, state?.uid);
       this.debug('pod deletion grace period over: no longer an endpoint', { key, deletionTimestamp: new Date(at).toISOString() });
       n++;
     }

@@ -122,6 +122,11 @@ export class StreamVersions {
     for (const kinds of this.carriers.values()) for (const streams of kinds.values()) streams.delete(source);
   }
 
+  /** True when `source`'s events of `kind` are in resourceVersion order now (not only once viewed: no initial state since). */
+  isOrdered(source: string, kind: string): boolean {
+    return this.inOrder.get(source)?.has(kind) === true;
+  }
+
   /**
    * True when an event of `source` of an object of `kind` the mirror has no state of cannot be older than what the
    * stream showed: its events of `kind` are in order, or it showed them all once (`viewed`).

@@ -13,12 +13,14 @@ type Obj = Record<string, unknown>;
  * `expire` ends the watch with a 410 (it relists), `fail` with a 500 (it stops). Each call returns once the
  * informer's callbacks ran. `guard`: the informer is built with `replayGuard` (finding 3203).
  */
-export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: number[], list?: () => { items: Obj[]; resourceVersion: number }, guard = false) {
+export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], listVersions: (number | string)[], list?: () => { items: Obj[]; resourceVersion: number | string }, guard = false) {
   let n = 0;
+  const watches: unknown[] = [];
   let handler: ((phase: string, obj: unknown, raw: unknown) => void) | undefined;
   let done: ((err: unknown) => void) | undefined;
   const server = {
-    watch: async (_path: string, _params: unknown, cb: typeof handler, end: typeof done): Promise<AbortController> => {
+    watch: async (_path: string, params: unknown, cb: typeof handler, end: typeof done): Promise<AbortController> => {
+      watches.push(params);
       handler = cb;
       done = end;
       return new AbortController();
@@ -40,6 +42,9 @@ export async function recordedInformer(mirror: ClusterMirror, lists: Obj[][], li
   return {
     informer,
     feed,
+    /** How many Lists the informer made, and the query of each watch it opened. */
+    lists: () => n,
+    watches,
     async send(type: string, object: Obj): Promise<void> {
       handler!(type, object, { type, object });
       await settle();

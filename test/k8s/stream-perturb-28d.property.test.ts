@@ -55,7 +55,11 @@ class Server {
   readonly objs: Record<Kind, Map<string, Obj>> = { ns: new Map(), pods: new Map(), pol: new Map() };
   readonly log: Record<Kind, Ev[]> = { ns: [], pods: [], pol: [] };
   private put(kind: Kind, key: string, obj: Obj): void {
-    const type = this.objs[kind].has(key) ? 'MODIFIED' : 'ADDED';
+    const before = this.objs[kind].get(key);
+    const type = before ? 'MODIFIED' : 'ADDED';
+    // Each incarnation its uid (3720): an update keeps it.
+    const uid = before ? (before.metadata as Obj).uid : `${key}@${this.rv}`;
+    obj = { ...obj, metadata: { ...(obj.metadata as Obj), uid } };
     this.objs[kind].set(key, obj);
     this.log[kind].push({ type, object: obj, rv: this.rv });
   }
@@ -98,6 +102,26 @@ const ev = (type: string, object: Obj): string => JSON.stringify({ type, object 
 const bookmark = (kind: Kind, rv: number, end: boolean): string => ev('BOOKMARK', { kind: ITEM[kind][0], apiVersion: ITEM[kind][1], metadata: { resourceVersion: String(rv), ...(end ? { annotations: { 'k8s.io/initial-events-end': 'true' } } : {}) } });
 const ERROR = ev('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410 });
 
+/** Versions as a server whose resourceVersions are not integers gives them (3720): `v<n>`, never compared by the mirror. */
+function opaqueLine(line: string): string {
+  return line.replace(/"resourceVersion":"(\d+)"/g, '"resourceVersion":"v$1"');
+}
+
+/** The key of an event's object in its kind's `stateAt` map. */
+const keyOf = (kind: Kind, o: Obj): string => {
+  const md = o.metadata as Obj;
+  return kind === 'pods' ? `${String(md.namespace)}/${String(md.name)}` : String(md.name);
+};
+
+/**
+ * With opaque versions only a replay of another incarnation than the one the stream last delivered live under its key
+ * is detectable (3720), and only on a stream in order (it showed a whole view and awaits no relist): others are left out.
+ */
+function detectableReplay(kind: Kind, e: Ev, delivered: number, log: readonly Ev[], awaiting: boolean): boolean {
+  const live = stateAt(log, delivered, kind).get(keyOf(kind, e.object));
+  return !awaiting && live !== undefined && (live.metadata as Obj).uid !== (e.object.metadata as Obj).uid;
+}
+
 function agent(options: { maxTombstones?: number } = {}) {
   const a = mirrorAgent('n1', options);
   const step = (source: string, lines: string[]): void => {
@@ -111,8 +135,7 @@ function agent(options: { maxTombstones?: number } = {}) {
 function stateAt(log: readonly Ev[], n: number, kind: Kind): Map<string, Obj> {
   const m = new Map<string, Obj>(kind === 'ns' ? [['x', SETUP_NS]] : kind === 'pods' ? [['x/server', SERVER]] : []);
   for (const e of log.slice(0, n)) {
-    const md = e.object.metadata as Obj;
-    const key = kind === 'pods' ? `${String(md.namespace)}/${String(md.name)}` : String(md.name);
+    const key = keyOf(kind, e.object);
     if (e.type === 'DELETED') m.delete(key);
     else m.set(key, e.object);
   }
@@ -123,21 +146,26 @@ const SETUP_NS = nsObj('x', null, 1);
 const SERVER = podObj('x', 'server', 'server', 'n1', '10.0.0.1', 2);
 
 /** The property; `maxTombstones` bounds the perturbed mirror's tombstones (finding 2960: a replay of a deleted object whose tombstone was forgotten). */
-function converges(maxTombstones?: number): void {
+function converges(maxTombstones?: number, opaque = false): void {
     fc.assert(
-      fc.property(fc.array(fc.oneof(opArb.map((op) => ({ op })), deliveryArb.map((d) => ({ d }))), { minLength: 1, maxLength: 60 }), (steps) => {
+      fc.property(fc.array(fc.oneof(opArb.map((op) => ({ op })), deliveryArb.map((d) => ({ d }))), { minLength: 1, maxLength: 60, ...(opaque ? { size: 'max' as const } : {}) }), (steps) => {
         const server = new Server();
         server.objs.ns.set('x', SETUP_NS);
         server.objs.pods.set('x/server', SERVER);
         const a = agent(maxTombstones === undefined ? {} : { maxTombstones });
-        a.step('ns', [ev('ADDED', SETUP_NS)]);
-        a.step('pods', [ev('ADDED', SERVER)]);
-        a.step('pol', []);
+        const wire = (lines: string[]): string[] => (opaque ? lines.map(opaqueLine) : lines);
+        // Opaque: each stream starts as a watch does after its List (in order from it).
+        a.step('ns', wire([opaque ? list('ns', [SETUP_NS], 2) : ev('ADDED', SETUP_NS)]));
+        a.step('pods', wire([opaque ? list('pods', [SERVER], 2) : ev('ADDED', SERVER)]));
+        a.step('pol', opaque ? wire([list('pol', [], 2)]) : []);
         const at: Record<Kind, number> = { ns: 0, pods: 0, pol: 0 };
         for (const s of steps) {
           if ('op' in s) {
             // The setup namespace x and its server stay.
             if (s.op.k === 'ns' && s.op.ns === 0 && s.op.del) continue;
+            // Opaque: a namespace's deletion deletes every pod the mirror holds in it (none is known newer), also one the
+            // pods stream gives after a re-creation: fail-closed, but not the per-stream view this compares with.
+            if (opaque && s.op.k === 'ns' && s.op.del) continue;
             server.apply(s.op);
             server.objs.pods.set('x/server', SERVER);
             continue;
@@ -145,11 +173,19 @@ function converges(maxTombstones?: number): void {
           const { s: k, how, n } = s.d;
           const log = server.log[k];
           const lines: string[] = [];
+          // Opaque: the replay is the n-th delivered event (from the last) that is detectable, if any.
+          const replay = (e: Ev): void => {
+            if (!opaque) return void lines.push(ev(e.type, e.object));
+            const awaiting = a.mirror.streamsAwaitingRelist().includes(k);
+            const found = log.slice(0, at[k]).filter((x) => detectableReplay(k, x, at[k], log, awaiting));
+            const pick = found[found.length - 1 - ((n - 1) % Math.max(found.length, 1))];
+            if (pick !== undefined) lines.push(ev(pick.type, pick.object));
+          };
           if (how === 'next') for (let i = 0; i < n && at[k] < log.length; i++) lines.push(ev(log[at[k]]!.type, log[at[k]++]!.object));
-          else if (how === 'dup' && at[k] > 0) lines.push(ev(log[at[k] - 1]!.type, log[at[k] - 1]!.object));
-          else if (how === 'old' && at[k] > n) lines.push(ev(log[at[k] - n - 1]!.type, log[at[k] - n - 1]!.object));
+          else if (how === 'dup' && at[k] > 0) replay(log[at[k] - 1]!);
+          else if (how === 'old' && at[k] > n) replay(log[at[k] - n - 1]!);
           // Any delivered event again, however old (2960: of a deleted object whose tombstone was forgotten).
-          else if (how === 'ancient' && at[k] > 0) lines.push(ev(log[Math.floor(((at[k] - 1) * (n - 1)) / 3)]!.type, log[Math.floor(((at[k] - 1) * (n - 1)) / 3)]!.object));
+          else if (how === 'ancient' && at[k] > 0) replay(log[Math.floor(((at[k] - 1) * (n - 1)) / 3)]!);
           else if (how === 'relist') {
             lines.push(ERROR, list(k, [...server.objs[k].values()], server.rv));
             at[k] = log.length;
@@ -161,7 +197,7 @@ function converges(maxTombstones?: number): void {
             lines.push(ERROR);
             for (let i = 0; i < n && at[k] < log.length; i++) lines.push(ev(log[at[k]]!.type, log[at[k]++]!.object));
           } else if (how === 'bookmark' && at[k] > 0) lines.push(bookmark(k, log[at[k] - 1]!.rv, false));
-          a.step(k, lines);
+          a.step(k, wire(lines));
           if (a.mirror.streamsAwaitingRelist().length > 0) continue;
           const view = agent();
           for (const kk of ['ns', 'pods', 'pol'] as const) view.step(kk, [list(kk, [...stateAt(server.log[kk], at[kk], kk).values()], 1)]);
@@ -172,8 +208,8 @@ function converges(maxTombstones?: number): void {
           const log = server.log[k];
           const lines: string[] = [];
           while (at[k] < log.length) lines.push(ev(log[at[k]]!.type, log[at[k]++]!.object));
-          a.step(k, lines);
-          if (a.mirror.streamsAwaitingRelist().includes(k)) a.step(k, [list(k, [...server.objs[k].values()], server.rv)]);
+          a.step(k, wire(lines));
+          if (a.mirror.streamsAwaitingRelist().includes(k)) a.step(k, wire([list(k, [...server.objs[k].values()], server.rv)]));
         }
         const fresh = agent();
         fresh.step('ns', [list('ns', [...server.objs.ns.values()], server.rv)]);
@@ -190,4 +226,6 @@ describe('28d: perturbed multi-stream histories converge to a fresh mirror fed t
   it('holds', () => converges());
   // 2960: every tombstone forgotten at once, the rule on forgotten tombstones (`forgottenSince`) is at its widest: it must drop no event of the history.
   it('holds with no tombstone kept', () => converges(0));
+  // 3720: versions that are not integers (`v<n>`); replays only of another incarnation than the live one, on a stream in order.
+  it('holds with opaque versions, replays of another incarnation', () => converges(undefined, true));
 });

@@ -128,22 +128,25 @@ export class IdentityTable {
     return this.byId.keys();
   }
 
-  /** The identity of a label set, allocated on first use; `ports` are the named ports the new user brings. */
-  acquire(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[], key = labelSetKey(labels)): IdentityRecord {
+  /**
+   * The identity of a label set, allocated on first use; `ports` are the named ports the new user brings, node-wide
+   * too unless `nodeWide` is false (a pod owning none of its addresses: `NamedPorts.changeNamedPorts`).
+   */
+  acquire(labels: LabelSet, cidr: Cidr | undefined, ports: readonly ContainerPort[], key = labelSetKey(labels), nodeWide = true): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
     const existing = this.byKey.get(key) ?? (this.source === 'external' && !cidr ? this.pending : undefined);
     if (existing) {
       existing.refs++;
       if (existing === this.pending) this.pendingPods++;
       this.ctx.pendingRelease.delete(existing);
-      this.namedPorts.changeNamedPorts(existing, ports, +1);
+      this.namedPorts.changeNamedPorts(existing, ports, +1, nodeWide);
       return existing;
     }
     const rec = this.revive(key, labels) ?? this.allocate(labels, key, cidr);
     // Before the named ports: the rules re-resolved there read the classes of port splits by key.
     this.byKey.set(key, rec);
     this.byId.set(rec.id, rec);
-    this.namedPorts.changeNamedPorts(rec, ports, +1);
+    this.namedPorts.changeNamedPorts(rec, ports, +1, nodeWide);
     if (cidr) {
       this.ctx.touchIpcache(cidr);
       const byLen = this.cidrs[cidr.family];
@@ -455,21 +458,21 @@ export class IdentityTable {
 
   /**
    * `pending` for a pod the agent holds fail-closed (`Pod.failClosed`, finding 2352), whatever the identity source, with
-   * its named ports (finding 3264): the cluster-wide ports a name has, which an egress deny on the name denies to every
+   * its named ports (finding 3264; node-wide while it owns an address, 3740): the cluster-wide ports a name has, which an egress deny on the name denies to every
    * peer, keep the held pod's (without them a deny lost a port both inputs gave it). Dropped by `releaseForPod`.
    */
-  acquirePending(ports: readonly ContainerPort[]): IdentityRecord {
+  acquirePending(ports: readonly ContainerPort[], nodeWide: boolean): IdentityRecord {
     if (this.ctx.faultHook) this.ctx.fault('acquireIdentity');
     this.pending.refs++;
     this.pendingPods++;
-    this.namedPorts.changeNamedPorts(this.pending, ports, +1);
+    this.namedPorts.changeNamedPorts(this.pending, ports, +1, nodeWide);
     return this.pending;
   }
 
-  /** Drops a pod using it, with the named ports the pod brought. */
-  releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[]): void {
+  /** Drops a pod using it, with the named ports the pod brought (`nodeWide`: as it acquired them). */
+  releaseForPod(rec: IdentityRecord, ports: readonly ContainerPort[], nodeWide: boolean): void {
     if (rec === this.pending) this.pendingPods--;
-    this.namedPorts.changeNamedPorts(rec, ports, -1);
+    this.namedPorts.changeNamedPorts(rec, ports, -1, nodeWide);
     this.release(rec);
   }
 

@@ -29,7 +29,10 @@ export interface NamedPortListener {
  * listener (the policy resolver), before and after the counts move.
  */
 export class NamedPorts {
-  /** Named ports of every pod (name → "protocol/port" → pods): Cilium's node-wide named-port map. */
+  /**
+   * Named ports of every pod owning one of its addresses (name → "protocol/port" → pods): Cilium's node-wide
+   * named-port map, which its ipcache counts per address from the one pod written there last.
+   */
   private readonly cluster = new Map<string, Map<string, number>>();
   /** Pods per identity, counted with its named ports. */
   private readonly podsPerIdentity = new Map<IdentityId, number>();
@@ -52,8 +55,10 @@ export class NamedPorts {
    * resolveNamedEgress): for that identity, every name it has (the "every pod" condition), and,
    * when the cluster-wide set of ports of a name changes, every target of the rules on that name.
    * The listener takes their contributions out before the change and puts them back after it.
+   * `nodeWide`: the pod owns one of its addresses, so its ports are in the node-wide map too
+   * (`changeNodeWide`); a pod that lost every address to another pod joins its identity only.
    */
-  changeNamedPorts(rec: IdentityRecord, allPorts: readonly ContainerPort[], sign: 1 | -1): void {
+  changeNamedPorts(rec: IdentityRecord, allPorts: readonly ContainerPort[], sign: 1 | -1, nodeWide = true): void {
     const ports = distinctNamedPorts(allPorts);
     const classes = this.portSplitClassesChanging(rec, sign);
     if ((rec.namedPorts?.size ?? 0) === 0 && !ports.some((p) => p.name !== undefined) && classes.length === 0) {
@@ -63,24 +68,44 @@ export class NamedPorts {
     }
     if (!this.listener?.resolvesNamedEgress) {
       addNamedPorts((rec.namedPorts ??= new Map()), ports, sign);
-      addNamedPorts(this.cluster, ports, sign);
+      if (nodeWide) addNamedPorts(this.cluster, ports, sign);
       this.countPods(rec, sign);
       return;
     }
     // The other identities of a class resolve the name over this one's pods too. Usually none
     // changes cluster-wide (every pod add, remove and move comes here): no set is built for none.
     let clusterWide: Set<string> | null = classes.length === 0 ? null : new Set<string>(classes);
-    for (const p of ports) {
-      if (p.name === undefined) continue;
-      const count = this.cluster.get(p.name)?.get(portKey(p)) ?? 0;
-      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) (clusterWide ??= new Set<string>()).add(p.name);
-    }
+    if (nodeWide) clusterWide = this.nodeWideChanging(ports, sign, clusterWide);
     const named = (rec.namedPorts ??= new Map());
     this.listener?.namedPortsChanging(rec.id, named, ports, clusterWide ?? NO_NAMES);
     addNamedPorts(named, ports, sign);
-    addNamedPorts(this.cluster, ports, sign);
+    if (nodeWide) addNamedPorts(this.cluster, ports, sign);
     this.countPods(rec, sign);
     this.listener?.namedPortsChanged();
+  }
+
+  /**
+   * A pod of identity `id` gains its first address or loses its last one to another pod (Cilium's ipcache keeps one
+   * pod's metadata per address, and its named-port map counts the ports of that metadata: pkg/ipcache/ipcache.go
+   * `upsertLocked`, `deleteLocked`): its ports join or leave the node-wide map only, its identity's count stays.
+   */
+  changeNodeWide(id: IdentityId, allPorts: readonly ContainerPort[], sign: 1 | -1): void {
+    const ports = distinctNamedPorts(allPorts);
+    if (!ports.some((p) => p.name !== undefined)) return;
+    const clusterWide = this.listener?.resolvesNamedEgress ? this.nodeWideChanging(ports, sign, null) : null;
+    if (clusterWide !== null) this.listener?.namedPortsChanging(id, NO_OWN, NO_PORTS, clusterWide);
+    addNamedPorts(this.cluster, ports, sign);
+    if (clusterWide !== null) this.listener?.namedPortsChanged();
+  }
+
+  /** `into` with the names whose node-wide set of ports `ports` joining (or leaving) changes. */
+  private nodeWideChanging(ports: readonly ContainerPort[], sign: 1 | -1, into: Set<string> | null): Set<string> | null {
+    for (const p of ports) {
+      if (p.name === undefined) continue;
+      const count = this.cluster.get(p.name)?.get(portKey(p)) ?? 0;
+      if ((sign > 0 && count === 0) || (sign < 0 && count === 1)) (into ??= new Set<string>()).add(p.name);
+    }
+    return into;
   }
 
   private countPods(rec: IdentityRecord, sign: 1 | -1): void {
@@ -164,8 +189,8 @@ export class NamedPorts {
   }
 
   /**
-   * Deny rules on an egress named port: every (protocol, port) some pod of the cluster gives the
-   * name, for any peer. Cilium resolves the name once in its node-wide map and denies that port to
+   * Deny rules on an egress named port: every (protocol, port) the name has in the node-wide map
+   * (the pods owning an address), for any peer. Cilium resolves the name once in its node-wide map and denies that port to
    * every peer the rule selects (pkg/policy/l4.go toMapState, Endpoint.GetNamedPort); where Cilium
    * finds the name ambiguous and writes no deny, this denies every port the name has.
    */
@@ -181,7 +206,7 @@ export class NamedPorts {
   /**
    * Cilium 1.19's node-wide resolution of an egress named port (pkg/policy/types `namedPortMultiMap.GetNamedPort`, as
    * `Endpoint.proxyID` asks it for a filter's proxy ID): the one port the name has for the protocol over every pod of
-   * the cluster; nothing when it has none or two ("ErrDuplicateNamedPorts"). `ANY` resolves each protocol apart.
+   * the cluster owning an address; nothing when it has none or two ("ErrDuplicateNamedPorts"). `ANY` resolves each protocol apart.
    */
   readonly resolveNamedNodeWide: NamedPortResolver = (name, protocol) => {
     const out: { protocol: FlowProtocol; port: number }[] = [];
@@ -193,7 +218,7 @@ export class NamedPorts {
     return out;
   };
 
-  /** The one port `name` has for `proto` over every pod of the cluster; none when it has none or two. */
+  /** The one port `name` has for `proto` in the node-wide map (`cluster`); none when it has none or two. */
   private clusterPort(name: string, proto: FlowProtocol): number | undefined {
     let found: number | undefined;
     for (const pp of this.cluster.get(name)?.keys() ?? []) {
@@ -208,7 +233,7 @@ export class NamedPorts {
    * Egress named ports, never more permissive than Kubernetes (the destination pod's own port) nor
    * Cilium (one cluster-wide map; a name with two ports resolves to nothing): a name resolves, for
    * a peer identity, to (protocol, port) when every pod of the identity has that named port and
-   * no pod of the cluster gives the name another port for that protocol.
+   * it is the name's one port for that protocol in the node-wide map (`clusterPort`).
    */
   resolveNamedEgress(peer: IdentityId): NamedPortResolver {
     const rec = this.byId(peer);
@@ -224,7 +249,8 @@ export class NamedPorts {
       for (const [pp, count] of ports ?? []) {
         const [proto, port] = pp.split('/') as [FlowProtocol, string];
         if (count !== pods || !protocolCovers(protocol, proto)) continue;
-        if (this.clusterPort(name, proto) !== undefined) out.push({ protocol: proto, port: Number(port) });
+        // That port node-wide: the identity's pods may all have lost their addresses (3740).
+        if (this.clusterPort(name, proto) === Number(port)) out.push({ protocol: proto, port: Number(port) });
       }
       return out;
     };
@@ -247,6 +273,8 @@ function distinctNamedPorts(ports: readonly ContainerPort[]): readonly Container
 }
 
 const NO_NAMES: ReadonlySet<string> = new Set<string>();
+const NO_OWN: ReadonlyMap<string, unknown> = new Map<string, unknown>();
+const NO_PORTS: readonly ContainerPort[] = [];
 
 /** Whether two ports agree on name, protocol and port: a pairwise check, no key strings (every pod add, remove and move asks). */
 function hasDuplicatePort(ports: readonly ContainerPort[]): boolean {

@@ -213,14 +213,16 @@ export class PodTable {
     }
     const external = this.identities.source === 'external';
     if (external) removeFrom(this.podsByLabels, rec.labelKey, key);
-    this.identities.releaseForPod(rec.identity, pod.ports);
+    // A move is no write: the pod keeps the addresses it owned, and its ports their node-wide count.
+    const nodeWide = this.ownsAny(rec);
+    this.identities.releaseForPod(rec.identity, pod.ports, nodeWide);
     this.splits?.podLeft(key, pod, rec.identity);
     const memo = this.identityLabels(pod);
     const base = memo.labels;
     const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
-    rec.identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
+    rec.identity = this.identities.acquire(labels, undefined, pod.ports, labelKey, nodeWide);
     rec.labelKey = shareKey(memo, rec.identity, labelKey);
     if (external) addTo(this.podsByLabels, labelKey, key);
     this.reappendIf(reappend, key, pod);
@@ -253,9 +255,36 @@ export class PodTable {
   private retakeIp(ip: string, rec: PodRecord): void {
     const held = this.facts.ownerOf(ip);
     if (held === rec || (held !== undefined && held.pod.namespace === rec.pod.namespace && held.written > rec.written)) return;
-    this.facts.setOwner(ip, rec);
+    this.moveOwner(ip, rec);
     const heldKey = held && podKey(held.pod);
-    this.ctx.onUndo(() => (heldKey === undefined ? this.facts.deleteOwner(ip) : this.facts.setOwner(ip, this.facts.pod(heldKey) ?? fail(heldKey))));
+    this.ctx.onUndo(() => this.moveOwner(ip, heldKey === undefined ? undefined : this.facts.pod(heldKey) ?? fail(heldKey)));
+  }
+
+  /** Whether the pod of `rec` owns one of its addresses in the ipcache: its named ports are then node-wide (3740). */
+  private ownsAny(rec: PodRecord): boolean {
+    const { pod } = rec;
+    if (pod.ips === undefined) return this.facts.ownerOf(pod.ip.text) === rec;
+    return pod.ips.some((ip) => this.facts.ownerOf(ip.text) === rec);
+  }
+
+  /**
+   * `ip` goes to `to` (none: to no pod) from the pod owning it, whose named ports leave the node-wide map if that was
+   * its last address, as `to`'s join it if it owned none (Cilium's ipcache counts the ports of each address's one pod).
+   */
+  private moveOwner(ip: string, to: PodRecord | undefined): void {
+    const from = this.facts.ownerOf(ip);
+    if (from === to) return;
+    const gains = to !== undefined && !this.ownsAny(to);
+    if (to === undefined) this.facts.deleteOwner(ip);
+    else this.facts.setOwner(ip, to);
+    if (from !== undefined) this.lostIp(from);
+    if (gains) this.identities.namedPorts.changeNodeWide(to.identity.id, to.pod.ports, +1);
+  }
+
+  /** After `rec` lost an address to another pod: its named ports leave the node-wide map with its last one (3740). */
+  private lostIp(rec: PodRecord): void {
+    if (this.facts.pod(podKey(rec.pod)) !== rec || this.ownsAny(rec)) return;
+    this.identities.namedPorts.changeNodeWide(rec.identity.id, rec.pod.ports, -1);
   }
 
   /** A local pod is an endpoint: attached to its identity's shared map state (populated when new). */
@@ -287,8 +316,7 @@ export class PodTable {
     }
     for (const [ip, rec] of changes) {
       this.ctx.touchIpcacheHost(ip);
-      if (rec) this.facts.setOwner(ip.text, rec);
-      else this.facts.deleteOwner(ip.text);
+      this.moveOwner(ip.text, rec);
     }
   }
 
@@ -311,7 +339,7 @@ export class PodTable {
     const derived = this.splits?.podJoined(key, pod, base, memo.labelKey) ?? [];
     labels ??= derived.length === 0 ? base : makeLabelSet([...base, ...derived]);
     const labelKey = labels === base ? memo.labelKey : labelSetKey(labels);
-    const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey);
+    const identity = this.identities.acquire(labels, undefined, pod.ports, labelKey, takesAny(pod, owned));
     const rec: PodRecord = { pod, local, identity, labelKey: shareKey(memo, identity, labelKey), map: null, written: written ?? ++this.writes };
     if (local) this.localVersion++;
     if (this.identities.source === 'external') addTo(this.podsByLabels, labelKey, key);
@@ -332,10 +360,10 @@ export class PodTable {
    * `pending`, which `ipIdentity` writes as the unallocated number (no CiliumEndpoint is read for it: its labels
    * are not read), and counts in `pendingPods`, so every local map denies that number both ways. It joins no
    * group of the network splits (its labels, address or ports change no other pod's identity); its named ports count
-   * cluster-wide (`acquirePending`, finding 3264); a local one is attached to `pending`'s map state, which stays empty (default deny both ways).
+   * cluster-wide while it owns an address (`acquirePending`, findings 3264, 3740); a local one is attached to `pending`'s map state, which stays empty (default deny both ways).
    */
   private addFailClosed(key: string, pod: Pod, local: boolean, owned: readonly string[] | undefined, written: number | undefined): void {
-    const identity = this.identities.acquirePending(pod.ports);
+    const identity = this.identities.acquirePending(pod.ports, takesAny(pod, owned));
     const rec: PodRecord = { pod, local, identity, labelKey: '', map: null, written: written ?? ++this.writes };
     if (local) this.localVersion++;
     this.facts.setPod(key, rec);
@@ -352,10 +380,11 @@ export class PodTable {
   private takeIp(ip: Pod['ip'], rec: PodRecord, owned: readonly string[] | undefined, previous: [string, string][] | null): [string, string][] | null {
     this.ctx.touchIpcacheHost(ip);
     if (owned && !owned.includes(ip.text)) return previous;
-    // Who held it matters only to the undo (none in a cold start: one lookup fewer per pod IP).
-    const prev = this.ctx.undoLog === null ? undefined : this.facts.ownerOf(ip.text);
-    if (prev) (previous ??= []).push([ip.text, podKey(prev.pod)]);
+    // Who held it: the undo gives it back, and its named ports may leave the node-wide map (rec's joined it with its identity).
+    const prev = this.facts.ownerOf(ip.text);
+    if (prev && this.ctx.undoLog !== null) (previous ??= []).push([ip.text, podKey(prev.pod)]);
     this.facts.setOwner(ip.text, rec);
+    if (prev) this.lostIp(prev);
     return previous;
   }
 
@@ -364,7 +393,7 @@ export class PodTable {
     this.ctx.onUndo(() => {
       this.removePod(key);
       // The IPs it took go back to the pods that held them (by key: their records may be new ones by now).
-      for (const [ip, prevKey] of previous ?? []) this.facts.setOwner(ip, this.facts.pod(prevKey) ?? fail(prevKey));
+      for (const [ip, prevKey] of previous ?? []) this.moveOwner(ip, this.facts.pod(prevKey) ?? fail(prevKey));
     });
   }
 
@@ -402,7 +431,7 @@ export class PodTable {
     inNs?.delete(key);
     if (inNs?.size === 0) this.podsByNamespace.delete(rec.pod.namespace);
     for (const ip of podIps(rec.pod)) if (this.facts.ownerOf(ip.text) === rec) this.facts.deleteOwner(ip.text);
-    this.identities.releaseForPod(rec.identity, rec.pod.ports);
+    this.identities.releaseForPod(rec.identity, rec.pod.ports, owned === undefined || owned.length > 0);
     if (!failClosed) this.splits?.podLeft(key, rec.pod, rec.identity);
     const labels = this.splits ? rec.identity.labels : undefined;
     this.ctx.onUndo(() => this.addPod(key, rec.pod, rec.local, labels, owned, rec.written));
@@ -439,6 +468,11 @@ function sameFixed(a: LabelSet, b: LabelSet, key: string): boolean {
   const x = fixedValues(a, key);
   const y = fixedValues(b, key);
   return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+/** Whether a pod written now takes one of its addresses: all of them, or those of `owned` (an undone removal's). */
+function takesAny(pod: Pod, owned: readonly string[] | undefined): boolean {
+  return owned === undefined || podIps(pod).some((ip) => owned.includes(ip.text));
 }
 
 function fail(key: string): never {

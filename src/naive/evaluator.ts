@@ -51,9 +51,9 @@ function matchingClauses(state: ClusterState, rule: PolicyRule, peer: FlowEndpoi
 /**
  * The container ports a named port on egress resolves against: the destination pod's own named
  * ports (Kubernetes), kept only when every pod sharing its identity (identity labels) has the
- * same one, since the policy map keys on identity, and when no pod of the cluster gives that name
- * another port for that protocol (Cilium's one cluster-wide map resolves an ambiguous name to
- * nothing). So never more permissive than either.
+ * same one, since the policy map keys on identity, and when that is the one port the name has for
+ * that protocol node-wide (`nodeWideNamedPort`: Cilium's one cluster-wide map resolves an
+ * ambiguous name to nothing). So never more permissive than either.
  */
 function egressNamedPorts(state: ClusterState, peer: FlowEndpoint): ContainerPort[] {
   if (peer.kind !== 'pod') return [];
@@ -66,7 +66,7 @@ function egressNamedPorts(state: ClusterState, peer: FlowEndpoint): ContainerPor
     const name = cp.name;
     const mine = splits(peer.pod, name);
     const sameIdentity = all.filter((p) => labelSetKey(podLabels(state, p)) === key && splits(p, name) === mine);
-    return sameIdentity.every((p) => p.ports.some((q) => same(q, cp))) && all.every((p) => p.ports.every((q) => q.name !== cp.name || q.protocol !== cp.protocol || q.port === cp.port));
+    return sameIdentity.every((p) => p.ports.some((q) => same(q, cp))) && nodeWideNamedPort(state, name, cp.protocol) === cp.port;
   });
 }
 
@@ -107,13 +107,28 @@ function identitySplits(state: ClusterState): (pod: Pod, name: string) => string
 }
 
 /**
- * The container ports a named port in an egress deny rule resolves against: every pod's, whoever
- * the peer is. Cilium resolves the name in its node-wide map and denies that port to every peer
- * the rule selects (pkg/policy/l4.go toMapState; Endpoint.GetNamedPort). Where Cilium finds the
- * name ambiguous and writes no deny, this denies every port the name has: never more open.
+ * The container ports a named port in an egress deny rule resolves against: those of every pod
+ * owning one of its addresses (`ipOwner`), whoever the peer is. Cilium resolves the name in its
+ * node-wide map and denies that port to every peer the rule selects (pkg/policy/l4.go toMapState;
+ * Endpoint.GetNamedPort). Where Cilium finds the name ambiguous and writes no deny, this denies
+ * every port the name has: never more open. The map holds, per ipcache address, the ports of the
+ * one pod written there (pkg/ipcache/ipcache.go `upsertLocked` replaces the address's old
+ * metadata's ports with the new one's, `deleteLocked` drops them): a pod that lost every address
+ * to another pod brings none (3740).
  */
 function clusterNamedPorts(state: ClusterState): ContainerPort[] {
-  return [...state.pods.values()].flatMap((p) => p.ports.filter((cp) => cp.name !== undefined));
+  const owners = ipOwners(state);
+  const out: ContainerPort[] = [];
+  for (const [key, p] of state.pods) if (podIps(p).some((ip) => owners.get(ip.text) === key)) out.push(...p.ports.filter((cp) => cp.name !== undefined));
+  return out;
+}
+
+/** Every claimed address → the key of the pod owning it, as `ipOwner` reads each (pods are kept in write order). */
+function ipOwners(state: ClusterState): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [key, p] of state.pods) for (const ip of podIps(p)) out.set(ip.text, key);
+  for (const ip of state.unownedIps ?? []) out.delete(ip);
+  return out;
 }
 
 /**
@@ -439,8 +454,8 @@ function add(filters: Map<string, Set<L7Parser>>, f: string, parser: L7Parser): 
 
 /**
  * Where Cilium 1.19 resolves an egress named port for a filter's proxy ID (pkg/endpoint/bpf.go `Endpoint.proxyID` →
- * pkg/policy/types `namedPortMultiMap.GetNamedPort`): the one port every pod of the cluster gives the name for the
- * protocol; none when no pod does or two ports do ("ErrDuplicateNamedPorts").
+ * pkg/policy/types `namedPortMultiMap.GetNamedPort`): the one port the pods owning an address (`clusterNamedPorts`)
+ * give the name for the protocol; none when no pod does or two ports do ("ErrDuplicateNamedPorts").
  */
 function nodeWideNamedPort(state: ClusterState, name: string, protocol: FlowProtocol): number | undefined {
   const ports = new Set(clusterNamedPorts(state).filter((cp) => cp.name === name && cp.protocol === protocol).map((cp) => cp.port));

@@ -15,6 +15,7 @@ import { applyEventToCluster, comparableMaps, initialEvents } from '../../src/ha
 import { decideDirection } from '../../src/naive/evaluator.js';
 import { parseManifestFile } from '../../src/policy/manifest.js';
 import { fcReplay, fcRuns } from '../fc-knobs.js';
+import { ownerDepartures } from './fresh-engine.js';
 import { PROXY_ID_KEYS as KEYS, type ProxyIdParser as Parser, proxyIdRuleLines, SERVERS } from './dns-filter-probes.js';
 
 /*
@@ -26,7 +27,9 @@ import { PROXY_ID_KEYS as KEYS, type ProxyIdParser as Parser, proxyIdRuleLines, 
  * state) and x/c (another identity) leave and come back; an ingress policy on the subjects' own named port; a server
  * change refused in one batch with an L7 parser conflict (undone). After every transaction: every request of every
  * subject to and from every server, the engine against the oracle; at the end, the incremental engine's maps and L7
- * tables against a fresh engine given the last state (attack findings 3580, docs/attack-findings-32t.md).
+ * tables against a fresh engine given the last state (attack findings 3580, docs/attack-findings-32t.md). Session 33
+ * (3740, docs/attack-findings-33c.md): servers claim one another's addresses, so a server loses its address to one
+ * written later, or to none when its owner is deleted, and brings no named port node-wide until it is written again.
  */
 const RUNS = fcRuns(process.env.DISTILL_LONG ? 600 : 60);
 const SEED = fcReplay();
@@ -34,7 +37,8 @@ const SEED = fcReplay();
 type Rule = { readonly peer: string | null; readonly port: (typeof KEYS)[number]; readonly l7: 0 | 1 | 2 };
 type ServerPorts = readonly { readonly name: string; readonly port: number }[];
 type Op =
-  | { readonly k: 'server'; readonly i: number; readonly app: number; readonly ports: ServerPorts; readonly where: 'local' | 'remote' | 'held' }
+  /** `addr`: the index of the address it claims (null: its own), so servers share one (the last written owns it: 3740). */
+  | { readonly k: 'server'; readonly i: number; readonly app: number; readonly ports: ServerPorts; readonly where: 'local' | 'remote' | 'held'; readonly addr: number | null }
   | { readonly k: 'delServer'; readonly i: number }
   | { readonly k: 'policy'; readonly rules: readonly Rule[] }
   | { readonly k: 'l7Only'; readonly rule: number; readonly l7: 1 | 2 }
@@ -48,7 +52,14 @@ type IngressParser = 'http' | 'kafka';
 
 const portsArb = fc.uniqueArray(fc.record({ name: fc.constantFrom('n1', 'n2'), port: fc.constantFrom(53, 53, 54) }), { maxLength: 2, selector: (p) => p.name });
 const ruleArb: fc.Arbitrary<Rule> = fc.record({ peer: fc.constantFrom<string | null>(null, 'nobody', ...SERVERS), port: fc.constantFrom(...KEYS), l7: fc.constantFrom<0 | 1 | 2>(0, 1, 1, 2) });
-const serverArb = fc.record({ k: fc.constant('server' as const), i: fc.nat(2), app: fc.nat(3), ports: portsArb, where: fc.constantFrom('local' as const, 'local' as const, 'remote' as const, 'held' as const) });
+const serverArb = fc.record({
+  k: fc.constant('server' as const),
+  i: fc.nat(2),
+  app: fc.nat(3),
+  ports: portsArb,
+  where: fc.constantFrom('local' as const, 'local' as const, 'remote' as const, 'held' as const),
+  addr: fc.option(fc.nat(2), { freq: 2 }),
+});
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: serverArb },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('refused' as const), server: serverArb }) },
@@ -109,7 +120,7 @@ const server = (o: Op & { k: 'server' }): EngineEvent => {
     name: SERVERS[o.i]!,
     // A held pod is selected by no selector in the engine (finding 2352), which the oracle does not model: a label of its own.
     labels: { app: o.where === 'held' ? `held${o.i}` : APPS[o.app]! },
-    ip: parseIp(`10.96.0.${10 + o.i}`),
+    ip: parseIp(`10.96.0.${10 + (o.addr ?? o.i)}`),
     serviceAccount: 'default',
     ports: o.ports.map((p) => ({ name: p.name, port: p.port, protocol: 'TCP' as const })),
     ...(o.where === 'held' ? { failClosed: true as const } : {}),
@@ -194,6 +205,8 @@ function opEvents(g: Gen, rules: Rule[], o: Op, state: ClusterState): { events: 
 
 let flowsChecked = 0;
 let refusals = 0;
+/** Histories with two servers at one address after some transaction. */
+let shared = 0;
 
 function run(g: Gen): void {
   const engine = new Engine();
@@ -201,6 +214,7 @@ function run(g: Gen): void {
   let state: ClusterState = EMPTY_CLUSTER;
   let rules = [...g.rules];
   let ingress = false;
+  let sharing = false;
   const apply = (events: EngineEvent[], refused = false): void => {
     if (events.length === 0) return;
     if (refused) {
@@ -225,10 +239,18 @@ function run(g: Gen): void {
     rules = r.rules;
     apply(r.events, o.k === 'refused');
     flowsChecked += checkFlows(engine, state, `#${i} ${JSON.stringify(o)}`);
+    sharing ||= sharesAnAddress(state);
   });
   const fresh = new Engine();
-  fresh.apply(initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false));
+  fresh.apply([...initialEvents(state, (p) => local.get(`${p.namespace}/${p.name}`) ?? false), ...ownerDepartures(state)]);
   expect(comparableMaps(engine)).toEqual(comparableMaps(fresh));
+  if (sharing) shared++;
+}
+
+/** Whether two servers claim one address. */
+function sharesAnAddress(state: ClusterState): boolean {
+  const servers = [...state.pods.values()].filter((p) => p.namespace === 'kube-system');
+  return new Set(servers.map((p) => p.ip.text)).size < servers.length;
 }
 
 describe('32t review of 3381/3382: named L7 filters over long histories (engine = oracle each step, = fresh at the end)', () => {
@@ -236,5 +258,6 @@ describe('32t review of 3381/3382: named L7 filters over long histories (engine 
     fc.assert(fc.property(scenarioArb, (g) => run(g)), { numRuns: RUNS, ...SEED });
     expect(flowsChecked).toBeGreaterThan(RUNS * 50);
     expect(refusals).toBeGreaterThan(RUNS / 20);
+    expect(shared).toBeGreaterThan(RUNS / 4);
   }, 900_000);
 });

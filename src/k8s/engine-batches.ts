@@ -30,7 +30,8 @@ export interface MirrorBatch {
 
 /**
  * What the engine holds, by object key, and the batches that bring it to what `states` describes:
- * the keys changed since (dirty), the objects the engine refused, and the retry in halves.
+ * the keys changed since (dirty), the objects the engine refused, and the retry in halves. Which objects are held at a
+ * fail-closed form meanwhile, and that form, is `HeldForms`' choice (held-forms.ts).
  */
 export class EngineBatches {
   /** What the engine holds, by object key. */

@@ -69,6 +69,9 @@ const NARROWER: Readonly<Record<string, readonly string[]>> = {
   'engine/validate.ts': ENGINE_STAGE_FILES,
   'engine/node-table.ts': ['engine/shared-maps.ts', 'engine/map-state.ts', 'engine/policy-resolver.ts', 'engine/commit.ts'],
   'engine/selector-cache.ts': ENGINE_STAGE_FILES,
+  // The held forms choose what an object is held at; the batch queue that sends them (engine-batches.ts, the mirror)
+  // and the engine events they become (held-events.ts) are their callers' (src/k8s/held-forms.ts, its contract).
+  'k8s/held-forms.ts': ['k8s/engine-batches.ts', 'k8s/mirror.ts', 'k8s/held-events.ts', 'engine'],
 };
 
 /** Every module specifier of a file: static imports and re-exports (`from '…'`, `import '…'`) and dynamic `import('…')`. */

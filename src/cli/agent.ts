@@ -1,8 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import type { Agent } from '../agent/agent.js';
-import type { EtcdIdentitySource } from '../agent/etcd-identities.js';
 import type { MapBackend } from '../backend/backend.js';
 import { BpfBackend, DEFAULT_PIN_DIR } from '../backend/bpf.js';
 import { KernelIpcache } from '../backend/ipcache.js';
@@ -96,14 +94,15 @@ function openAgentMaps(opts: AgentCliOptions): { backend: MapBackend; ipcache: K
 
 /** The agent's modules, loaded when it runs: etcd's gRPC client, pino and prom-client cost every other command's start-up (docs/benchmarks.md, perf25). */
 async function agentModules() {
-  const [{ pino }, { Registry }, { Agent }, { EtcdIdentitySource }, { summary }] = await Promise.all([
+  const [{ pino }, { Registry }, { Agent }, { EtcdIdentitySource }, { summary }, { settleIdentities }] = await Promise.all([
     import('pino'),
     import('prom-client'),
     import('../agent/agent.js'),
     import('../agent/etcd-identities.js'),
     import('../agent/summary.js'),
+    import('../agent/settle.js'),
   ]);
-  return { pino, Registry, Agent, EtcdIdentitySource, summary };
+  return { pino, Registry, Agent, EtcdIdentitySource, summary, settleIdentities };
 }
 
 /** DISTILL_LOG_LEVEL (default info), checked here: pino's own refusal names neither the variable nor the levels (finding 2304). */
@@ -115,7 +114,7 @@ function logLevel(given: string | undefined, levels: readonly string[]): string 
 }
 
 async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
-  const { pino, Registry, Agent, EtcdIdentitySource, summary } = await agentModules();
+  const { pino, Registry, Agent, EtcdIdentitySource, summary, settleIdentities } = await agentModules();
   const { backend, ipcache } = openAgentMaps(opts);
   const logger = pino({ level: logLevel(process.env.DISTILL_LOG_LEVEL, Object.keys(pino.levels.values)) }, pino.destination(2));
   if ((opts.identities === 'etcd') !== (opts.etcd !== undefined)) throw new Error('--identities etcd and --etcd <url> go together');
@@ -153,7 +152,7 @@ async function runAgent(opts: AgentCliOptions, io: AgentIo): Promise<number> {
   source?.start();
   try {
     await agent.run();
-    if (source && !agent.stopped) await settle(agent, source, logger);
+    if (source && !agent.stopped) await settleIdentities(agent, source, logger);
     if (opts.exitAtEof && !agent.stopped) io.out(summary(agent, backend, opts.json === true, source));
   } finally {
     process.off('SIGTERM', onTerm);
@@ -178,27 +177,4 @@ function agentExit(agent: Agent, opts: AgentCliOptions, io: AgentIo): number {
   if (lost.length === 0) return 0;
   io.err(`error: ${lost.join(', ')}: ended after a watch ERROR or inside a List, without a relist: events may be lost, the maps hold the state from before\n`);
   return EXIT_BAD_INPUT;
-}
-
-/** How many pods the --exit-at-eof wait's warning names. */
-const WAIT_NAMES = 10;
-
-/**
- * With etcd identities, --exit-at-eof waits until this node's pods hold their ids, every pod it
- * knows and does not hold fail-closed has one (remote pods: from their nodes' agents; 2845) and the engine has applied them all.
- * Waiting on other nodes' agents is said once: with none running it lasts until stopped.
- */
-async function settle(agent: Agent, source: EtcdIdentitySource, logger: Logger): Promise<void> {
-  let told = false;
-  while (!agent.stopped && !(source.settledCluster && source.peek().length === 0)) {
-    if (!told && source.settled && !source.settledCluster) {
-      told = true;
-      const w = source.waitingFor(WAIT_NAMES);
-      const some = (names: string[], count: number): string => names.join(', ') + (count > names.length ? `, … (${count} in all)` : '');
-      const who = w.nodeCount > 0 ? `node(s) ${some(w.nodes, w.nodeCount)}` : 'their nodes';
-      logger.warn(w, `--exit-at-eof: the streams ended and this node's pods hold their identities; waiting for the identities of remote pods, which their nodes' agents allocate in etcd: start the agent of ${who} (pods ${some(w.pods, w.podCount)})`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  agent.flush();
 }

@@ -1,8 +1,8 @@
-import { denyAllPolicy, denySidePolicy, effectiveHeld, expiredPodAt, failClosedGroup, failClosedNode, failClosedPod, failClosedSlice, keptOnUnreadable, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
+import { effectiveHeld, namespaceOfHeld, type GroupsMode, type Held, type LogFn } from './held.js';
 import { eventsFor, rank, type AgentEvent } from './held-events.js';
+import { HeldForms, leftIps, namespaceKey } from './held-forms.js';
 import type { ObjectStates } from './object-states.js';
-import type { Cidr } from '../model/cidr.js';
-import { type NodeHold, podIps, type Pod } from '../model/cluster.js';
+import { podIps } from '../model/cluster.js';
 
 /** The events of one flush, to be applied as one transaction, then committed or rolled back. */
 export interface MirrorBatch {
@@ -28,29 +28,10 @@ export interface MirrorBatch {
   rollback(vetoed?: boolean): void;
 }
 
-const namespaceKey = (ns: string): string => `Namespace//${ns}`;
-
-/** Whether both are nodes with the same addresses. */
-function sameIps(a: Held | undefined, b: Held | undefined): boolean {
-  if (a?.kind !== 'Node' || b?.kind !== 'Node') return false;
-  const texts = (h: typeof a): string => h.node.ips.map((ip) => ip.text).sort().join(',');
-  return texts(a) === texts(b);
-}
-
-/**
- * Whether `want`, refused alone, has a fail-closed form not tried yet: a pod, a readable CIDR group, a node, a
- * policy (its deny side, then its deny-all side). An API server slice: `sliceHoldNew`.
- */
-function hasFailClosedForm(want: Held): boolean {
-  if (want.kind === 'Pod') return want.pod.failClosed !== true;
-  if (want.kind === 'CidrGroup') return want.group !== undefined && want.group.failClosed !== true;
-  if (want.kind === 'Node') return want.node.failClosed === undefined || (want.node.local && want.node.failClosed !== 'addresses');
-  return want.kind === 'Policy' && want.denyAll !== true;
-}
-
 /**
  * What the engine holds, by object key, and the batches that bring it to what `states` describes:
- * the keys changed since (dirty), the objects the engine refused, and the retry in halves.
+ * the keys changed since (dirty), the objects the engine refused, and the retry in halves. Which objects are held at a
+ * fail-closed form meanwhile, and that form, is `HeldForms`' choice (held-forms.ts).
  */
 export class EngineBatches {
   /** What the engine holds, by object key. */
@@ -65,15 +46,6 @@ export class EngineBatches {
    */
   private readonly lagging = new Set<string>();
   /**
-   * Pods the engine refused alone (finding 2352): held fail-closed (`Pod.failClosed`: their addresses the unallocated
-   * number every local map denies, a local one an endpoint with an empty map) instead of absent or at their last
-   * version, whose addresses would read as world or an older identity and take its allows. And policies the engine
-   * refused alone (finding 2433), held at their deny side (`denySidePolicy`) instead of absent or at their last
-   * version, whose allows the new version and every later input deny. Read again when they change or after the next
-   * commit of something else.
-   */
-  private readonly failClosedPods = new Set<string>();
-  /**
    * Namespaces whose relabel the engine refused alone (finding 2430), until a version of them commits: meanwhile every
    * pod of theirs is sent fail-closed, so the relabel joins its pods' fail-closed versions and commits (a held pod's
    * identity ignores the namespace's labels). Their pods keeping the identities of the old labels was a state of
@@ -81,24 +53,6 @@ export class EngineBatches {
    * are read again under the new labels (one the engine still refuses alone is held fail-closed like every other pod).
    */
   private readonly relabelling = new Set<string>();
-  /** Policies held at their deny-all side (finding 2542): their deny side was refused too. */
-  private readonly denyAll = new Set<string>();
-  /** The local node held on every port (finding 2730): its held form was refused too. */
-  private readonly allPorts = new Set<string>();
-  /** The local node held at its addresses (finding 2900): its all-port form was refused too. */
-  private readonly addressHeld = new Set<string>();
-  /** Policies held at a deny side that keeps the denies of the version in force (finding 2523, `denySideBesideStale`). */
-  private readonly keptDenies = new Map<string, Extract<Held, { kind: 'Policy' }>>();
-  /**
-   * The objects of a refused batch of several objects (finding 2916), held at their narrowing forms (`holdNarrowed`)
-   * until every one of them has committed so (`releaseSplit`): its parts, committed one by one in either form, never
-   * allow what both the input before the batch and the input after it deny.
-   */
-  private readonly splitting = new Set<string>();
-  /** Objects of such a batch sent at their own forms after it: a refused batch of them is halved without a new hold. */
-  private readonly released = new Set<string>();
-  /** Keys of the pods the engine holds fail-closed (`heldClaimants`). */
-  private readonly heldFailClosed = new Set<string>();
   /** After a refused batch of several objects: at most this many objects per flush (halved at each refusal, doubled at each commit) until the backlog is through. */
   private limit = Infinity;
   /** The last batch with events, until it is committed or rolled back (finding 1522). */
@@ -123,23 +77,26 @@ export class EngineBatches {
   /** How the last flush read group peers (policies with them are re-sent when this changes). */
   private groupsMode: GroupsMode = 'unwatched';
 
+  /** Which objects are held at a fail-closed form, and that form. */
+  private readonly forms: HeldForms;
+
   constructor(
     private readonly states: ObjectStates,
     private readonly debug: LogFn,
     private readonly warn: LogFn = debug,
-    /** True for an object whose stream may not report its deletion (findings 3700, 3702): held at `unreportedForm`. */
+    /** True for an object whose stream may not report its deletion (findings 3700, 3702): held at `HeldForms.unreportedForm`. */
     private readonly unreported: (key: string) => boolean = () => false,
-  ) {}
+  ) {
+    this.forms = new HeldForms(this.held, states, debug, warn);
+  }
 
   /** The meaning of `key` was set: it is sent at the next flush (and no longer waits as refused). */
   changed(key: string): void {
     this.refused.delete(key);
     this.rejoins.delete(key);
     // A pod held fail-closed stays counted (as lagging) until a version of it commits (finding 2421).
-    if (this.dropFailClosed(key)) this.lagging.add(key);
-    this.released.delete(key);
     // Changed while its batch is split: its new version is held too until the batch is through.
-    if (this.splitting.has(key)) this.holdNarrowed(key);
+    if (this.forms.changed(key)) this.lagging.add(key);
     this.dirty.add(key);
     if (!key.startsWith('CiliumCIDRGroup/')) return;
     const h = this.states.get(key)?.desired;
@@ -158,114 +115,14 @@ export class EngineBatches {
    */
   private wanted(key: string, next?: ReadonlyMap<string, Held | undefined>): Held | undefined {
     const h = this.states.get(key)?.desired;
-    if (h === undefined) return this.failClosedPods.has(key) ? this.deletedFailClosed(key) : undefined;
+    if (h === undefined) return this.forms.has(key) ? this.forms.deletedFailClosed(key) : undefined;
     // An unreadable group stays in the engine as it was while a held policy still reads groups: one the
     // engine refused to switch to its stand-in keeps its old version, whose deny on the group must keep
     // the old prefixes (finding 2170). `commit` re-sends the group once none does.
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
-    if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h, next);
-    if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
-    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
-    if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
-    if (h.kind === 'ApiServer' && this.failClosedPods.has(key)) return failClosedSlice(h, this.held.get(key));
-    if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
-    if (this.unreported(key)) return this.unreportedForm(key, h);
-    return effectiveHeld(h, this.groupsMode);
-  }
-
-  /**
-   * The form of an object that may be gone (finding 3700): a policy at its deny side (its allows go, its denies and the
-   * default deny of its subjects stay: absent, it has no allows; present, it has those denies); a pod, group, node or
-   * API server slice fail-closed (its addresses the unallocated number every local map denies); an identity its stand-in
-   * denied by every local map, an endpoint dropped, a namespace kept (`keptOnUnreadable`: its pods and policies come
-   * on their own streams).
-   */
-  private unreportedForm(key: string, h: Held): Held | undefined {
-    if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h), this.groupsMode);
-    if (h.kind === 'CidrGroup') return failClosedGroup(h, this.held.get(key));
-    if (h.kind === 'ApiServer') return failClosedSlice(h, this.held.get(key));
-    if (h.kind === 'Node') return failClosedNode(h);
-    return keptOnUnreadable(key, h);
-  }
-
-  /**
-   * A node of a split batch holds the addresses the engine holds for it beside its new ones (finding 2914): held at
-   * its new ones only, an old one read as world (or the host's, held) in the batch's parts, which neither input does.
-   */
-  private withHeldIps(key: string, h: Extract<Held, { kind: 'Node' }>): Extract<Held, { kind: 'Node' }> {
-    const had = this.held.get(key);
-    if (had?.kind !== 'Node') return h;
-    const extra = had.node.ips.filter((ip) => !h.node.ips.some((o) => o.text === ip.text));
-    if (extra.length === 0) return h;
-    return { ...h, node: { ...h.node, ips: [...h.node.ips, ...extra] }, sig: `${h.sig}+${extra.map((ip) => ip.text).join(',')}` };
-  }
-
-  /**
-   * A pod of a split batch holds the addresses the engine holds for it beside its new ones (finding 3260, as 2914 for a
-   * node): an address it leaves read as world in the batch's parts, where the object that takes it in the input after
-   * (the API server, a CiliumEndpoint: no narrowing form) had not committed yet.
-   */
-  private withHeldPodIps(key: string, h: Extract<Held, { kind: 'Pod' }>): Extract<Held, { kind: 'Pod' }> {
-    const had = this.held.get(key);
-    if (had?.kind !== 'Pod') return h;
-    const ips = podIps(h.pod);
-    const extra = podIps(had.pod).filter((ip) => !ips.some((o) => o.text === ip.text));
-    if (extra.length === 0) return h;
-    return { ...h, pod: { ...h.pod, ips: [...ips, ...extra] }, sig: `${h.sig}+${extra.map((ip) => ip.text).join(',')}` };
-  }
-
-  /** A CIDR group of a split batch holds the prefixes the engine holds for it beside its new ones (finding 3263, as 3260). */
-  private withHeldCidrs(key: string, h: Extract<Held, { kind: 'CidrGroup' }>): Extract<Held, { kind: 'CidrGroup' }> {
-    const had = this.held.get(key);
-    if (had?.kind !== 'CidrGroup' || had.group === undefined || h.group === undefined) return h;
-    const same = (a: Cidr, b: Cidr): boolean => a.family === b.family && a.network === b.network && a.prefixLength === b.prefixLength;
-    const extra = had.group.cidrs.filter((c) => !h.group!.cidrs.some((o) => same(c, o)));
-    if (extra.length === 0) return h;
-    return { ...h, group: { ...h.group, cidrs: [...h.group.cidrs, ...extra] }, sig: `${h.sig}+${extra.map((c) => `${c.network}/${c.prefixLength}`).join(',')}` };
-  }
-
-  /**
-   * A remote pod past its deadline (finding 2843) holds fail-closed the addresses no other pod claims (2844): its upsert
-   * would take back one a new pod holds; and only those (2920): a claim on one of its addresses left the others world.
-   * It gives an address up only to a claimant the engine holds there once `next` (the batch, if any) commits (finding
-   * 3042): the claimant was then written there after it (the engine's last writer owns an address), so the give-up
-   * leaves the address to the claimant, never to world, whether the claimant waits for its namespace, a halving or a
-   * refusal, or commits in this batch.
-   */
-  private expiredAtFree(key: string, h: Extract<Held, { kind: 'Pod' }>, next?: ReadonlyMap<string, Held | undefined>): Held | undefined {
-    const ips = podIps(h.pod);
-    // A pod waiting for its namespace (`awaitNamespaces`) claims nothing yet (finding 2923).
-    const sent = (pod: Pod, k: string, ip: string): boolean => (!this.namespacesWatched || this.states.get(namespaceKey(pod.namespace))?.desired !== undefined) && this.engineClaims(k, ip, next);
-    const claimed = this.states.claimedByOthers(key, new Set(ips.map((ip) => ip.text)), sent);
-    if (claimed.size === 0) return h;
-    const free = ips.filter((ip) => !claimed.has(ip.text));
-    return free.length === 0 ? undefined : expiredPodAt(h, free);
-  }
-
-  /** True when pod `key` claims address `ip` (text) in the engine once `next` commits (a namespace delete drops its pods). */
-  private engineClaims(key: string, ip: string, next: ReadonlyMap<string, Held | undefined> = new Map()): boolean {
-    const h = next.has(key) ? next.get(key) : this.held.get(key);
-    if (h?.kind !== 'Pod' || (!next.has(key) && next.has(namespaceKey(h.pod.namespace)) && next.get(namespaceKey(h.pod.namespace)) === undefined)) return false;
-    return podIps(h.pod).some((a) => a.text === ip);
-  }
-
-  /**
-   * A CIDR group or remote node whose delete the engine refused alone (finding 2600): the version the engine holds,
-   * fail-closed; an API server slice, its addresses held (finding 3265). Kept at its last labels, a policy change committed beside the waiting delete read them.
-   */
-  private deletedFailClosed(key: string): Held | undefined {
-    const had = this.held.get(key);
-    if (had?.kind === 'CidrGroup') return failClosedGroup(had, had);
-    if (had?.kind === 'ApiServer') return failClosedSlice(undefined, had);
-    // A pod or policy delete held so only while its batch is split (`holdNarrowed`).
-    if (had?.kind === 'Pod') return failClosedPod(had);
-    if (had?.kind === 'Policy') return (this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(had, this.keptDenies.get(key));
-    return had?.kind === 'Node' ? failClosedNode(had, this.nodeHold(key)) : undefined;
-  }
-
-  /** The form a node held fail-closed takes: the local node's second (2730) and third (2900) after a refusal of each. */
-  private nodeHold(key: string): NodeHold {
-    return this.addressHeld.has(key) ? 'addresses' : this.allPorts.has(key) ? 'allPorts' : true;
+    if (h.kind === 'Pod' && h.expired === true) return this.forms.expiredAtFree(key, h, this.namespacesWatched, next);
+    const relabelled = h.kind === 'Pod' && this.relabelling.has(namespaceKey(h.pod.namespace));
+    return this.forms.formOf(key, h, this.groupsMode, relabelled) ?? (this.unreported(key) ? this.forms.unreportedForm(key, h, this.groupsMode) : effectiveHeld(h, this.groupsMode));
   }
 
   /** Whether the engine holds a policy that reads group peers (not its stand-in). */
@@ -304,13 +161,13 @@ export class EngineBatches {
 
   /** The objects the engine refused and still lacks (`lagging`, and the pods it holds fail-closed instead), by key, sorted. */
   refusedObjects(): string[] {
-    return [...new Set([...this.lagging, ...this.failClosedPods])].sort();
+    return [...new Set([...this.lagging, ...this.forms.heldKeys])].sort();
   }
 
   /** How many objects `refusedObjects` lists. */
   get refusedObjectCount(): number {
     let n = this.lagging.size;
-    for (const key of this.failClosedPods) if (!this.lagging.has(key)) n++;
+    for (const key of this.forms.heldKeys) if (!this.lagging.has(key)) n++;
     return n;
   }
 
@@ -367,7 +224,7 @@ export class EngineBatches {
     const joined = this.joinRefusedPolicies(next) || joinedStale.size > 0;
     if (namespacesWatched) this.awaitNamespaces(next);
     this.rereadExpired(next, new Set([...expired, ...this.expiredAtLeft(next)]));
-    const events = eventsFor(this.held, next, this.heldClaimants(next));
+    const events = eventsFor(this.held, next, this.forms.heldClaimants(next));
     const stale = this.staleNumbers(next);
     const batch: MirrorBatch = {
       events,
@@ -467,47 +324,9 @@ export class EngineBatches {
    */
   private expiredAtLeft(next: ReadonlyMap<string, Held | undefined>): string[] {
     if (!this.states.hasExpired) return [];
-    const keys = [...this.states.expiredAmong(this.leftIps(next))];
+    const keys = [...this.states.expiredAmong(leftIps(this.held, next))];
     for (const key of keys) this.dirty.delete(key);
     return keys;
-  }
-
-  /** The addresses of the pods the engine holds that `next` moves, deletes or drops with their namespace (as texts). */
-  private leftIps(next: ReadonlyMap<string, Held | undefined>): string[] {
-    const left: string[] = [];
-    const leaves = (h: Held | undefined, want: Held | undefined): void => {
-      if (h?.kind !== 'Pod') return;
-      const kept = new Set(want?.kind === 'Pod' ? podIps(want.pod).map((ip) => ip.text) : []);
-      for (const ip of podIps(h.pod)) if (!kept.has(ip.text)) left.push(ip.text);
-    };
-    for (const [key, want] of next) {
-      leaves(this.held.get(key), want);
-      if (want !== undefined || !key.startsWith('Namespace/')) continue;
-      const ns = key.slice('Namespace//'.length);
-      for (const [k, h] of this.held) if (!next.has(k) && namespaceOfHeld(h) === ns) leaves(h, undefined);
-    }
-    return left;
-  }
-
-  /**
-   * The pods the engine holds fail-closed, not in `next`, at an address a pod leaves in `next` that no pod of `next`
-   * claims (finding 3362): written again after the leave, so the address stays at the unallocated number (denied by
-   * every local map). The engine's last writer owns an address and its leave deletes the entry: in a split step two
-   * pods held at one address (3260: old and new), the last written one's own form left it world while the other was
-   * still held, though both inputs read a pod there. Once the batch commits the claimant owns the address.
-   */
-  private heldClaimants(next: ReadonlyMap<string, Held | undefined>): Held[] {
-    if (this.heldFailClosed.size === 0) return [];
-    const claimed = new Set<string>();
-    for (const want of next.values()) if (want?.kind === 'Pod') for (const ip of podIps(want.pod)) claimed.add(ip.text);
-    const left = this.leftIps(next).filter((ip) => !claimed.has(ip));
-    if (left.length === 0) return [];
-    const out: Held[] = [];
-    for (const key of this.heldFailClosed) {
-      const h = this.held.get(key);
-      if (h !== undefined && !next.has(key) && left.some((ip) => this.engineClaims(key, ip, next))) out.push(h);
-    }
-    return out;
   }
 
   private isExpired(key: string): boolean {
@@ -516,8 +335,9 @@ export class EngineBatches {
   }
 
   /**
-   * The expired pods this flush read, read again against the engine as `next` leaves it (`expiredAtFree`, finding
-   * 3042), lower keys first (of two at one address the lower key holds it, and the higher one reads what it holds).
+   * The expired pods this flush read, read again against the engine as `next` leaves it (`HeldForms.expiredAtFree`,
+   * finding 3042), lower keys first (of two at one address the lower key holds it, and the higher one reads what it
+   * holds).
    */
   private rereadExpired(next: Map<string, Held | undefined>, expired: ReadonlySet<string>): void {
     for (const key of [...expired].sort()) {
@@ -561,7 +381,7 @@ export class EngineBatches {
    */
   private rejoinOf(key: string): string[] | undefined {
     const ids = this.rejoins.get(key);
-    if (ids === undefined || this.failClosedPods.has(key)) return undefined;
+    if (ids === undefined || this.forms.has(key)) return undefined;
     const waiting = [...ids].filter((k) => this.narrowing(k) !== undefined);
     if (waiting.length > 0 && this.wanted(key)?.sig !== this.held.get(key)?.sig) return waiting;
     this.rejoins.delete(key);
@@ -648,13 +468,13 @@ export class EngineBatches {
 
   /**
    * A batch of the API server's slices alone refused, one object for the halving (`units`): each slice is held
-   * fail-closed as one refused alone is (`takeFailClosed`, finding 3265). Waiting whole at the version the engine held,
-   * an address joining the API server read world, and a later world allow admitted it past a kube-apiserver deny
-   * (finding 3670). Those with no new held form wait in `refused`. False when none has one.
+   * fail-closed as one refused alone is (`HeldForms.takeSlicesFailClosed`, finding 3670), first in the next flush;
+   * those with no new held form wait in `refused`. False when none has one.
    */
   private takeSlicesFailClosed(next: ReadonlyMap<string, Held | undefined>): boolean {
-    const taken = [...next].filter(([key, want]) => this.takeFailClosed(key, want)).map(([key]) => key);
+    const taken = this.forms.takeSlicesFailClosed(next);
     if (taken.length === 0) return false;
+    for (const key of taken) this.first(key);
     for (const key of next.keys()) if (!taken.includes(key)) this.refused.add(key), this.lagging.add(key);
     return true;
   }
@@ -679,12 +499,8 @@ export class EngineBatches {
       if (!this.takeFailClosed(key, want)) return false;
       if (want.kind === 'Pod') this.rejoins.set(key, new Set(joinedStale));
     } else {
-      if (want?.kind !== 'Policy') return false;
-      const had = this.held.get(key);
-      if (had?.kind !== 'Policy' || this.denyAll.has(key)) return false;
       // Vetoed even so (an allow it drops unmasks a plain allow under a redirect: finding 2672): its deny-all side.
-      if (this.keptDenies.has(key)) this.denyAll.add(key);
-      else this.keptDenies.set(key, had);
+      if (want?.kind !== 'Policy' || !this.forms.keepDenies(key)) return false;
       this.first(key);
     }
     for (const k of joinedStale) this.refused.add(k), this.lagging.add(k);
@@ -698,15 +514,6 @@ export class EngineBatches {
     for (const k of [key, ...rest]) this.dirty.add(k);
   }
 
-  /** `key` is no longer held fail-closed (or at a deny side): false if it was not. */
-  private dropFailClosed(key: string): boolean {
-    this.keptDenies.delete(key);
-    this.denyAll.delete(key);
-    this.allPorts.delete(key);
-    this.addressHeld.delete(key);
-    return this.failClosedPods.delete(key);
-  }
-
   /**
    * A refused batch of several objects is retried in halves: its objects go back to the head of `dirty` and the next
    * flushes take at most half of them each (`limit`). A vetoed batch too (finding 2440): each part is vetoed on its
@@ -716,16 +523,16 @@ export class EngineBatches {
   private halve(next: ReadonlyMap<string, Held | undefined>): void {
     // Retried in the batch's order (upserts before deletes, finding 743).
     // Within a split batch, those at their narrowing forms before those with none (`holdStep`).
-    const formless = (key: string): number => (this.splitting.has(key) && !this.failClosedPods.has(key) ? 10 : 0);
+    const formless = (key: string): number => (this.forms.isFormless(key) ? 10 : 0);
     const order = (key: string, want: Held | undefined): number => formless(key) + rank(want ?? (this.held.get(key) as Held), want !== undefined);
     const all = [...next].sort(([ka, a], [kb, b]) => order(ka, a) - order(kb, b)).map(([key]) => key);
     // Objects new to a batch of a split step wait behind it (finding 3673): held with it, one new object per round kept
     // the step from ever releasing its own forms (`releaseSplit`), its objects fail-closed for good.
-    const isNew = (k: string): boolean => !this.splitting.has(k) && !this.released.has(k);
+    const isNew = (k: string): boolean => this.forms.isNew(k);
     const later = all.some((k) => !isNew(k)) ? all.filter(isNew) : [];
     const waiting = new Set(later);
     const sorted = all.filter((k) => !waiting.has(k));
-    const keys = this.holdStep(sorted);
+    const keys = this.forms.holdStep(sorted);
     const rest = [...this.dirty];
     this.dirty.clear();
     for (const key of [...keys, ...later, ...rest]) this.dirty.add(key);
@@ -734,94 +541,38 @@ export class EngineBatches {
   }
 
   /**
-   * Finding 2916: the parts of a refused batch committed one by one at their own forms could allow what the input
-   * before and the input after the batch both deny (a Node upsert that makes an allow of the host select more, committed
-   * before the delete of that allow). So its objects not yet split are held at their narrowing forms (`holdNarrowed`),
-   * a relabelled namespace's pods fail-closed, all sent before the objects that have none; once all have committed so
-   * (`releaseSplit`) their own forms follow. `keys` itself when there is nothing new to hold (a part of a split batch,
-   * or the own forms after it): plain halving.
-   */
-  private holdStep(keys: readonly string[]): readonly string[] {
-    const fresh = keys.filter((k) => !this.splitting.has(k) && !this.released.has(k));
-    if (fresh.length === 0) return keys;
-    const narrowed: string[] = [];
-    const formless: string[] = [];
-    for (const key of keys) {
-      this.splitting.add(key);
-      (this.holdNarrowed(key) ? narrowed : formless).push(key);
-      const ns = this.states.get(key)?.desired;
-      if (ns?.kind !== 'Namespace') continue;
-      for (const [k, h] of this.held) if (h.kind === 'Pod' && h.pod.namespace === ns.name && !this.splitting.has(k) && this.holdNarrowed(k)) this.splitting.add(k), narrowed.unshift(k);
-    }
-    this.debug('a refused batch is retried in parts: its objects held at their narrowing forms until all have committed so', { objects: narrowed.length + formless.length });
-    return [...narrowed, ...formless];
-  }
-
-  /**
-   * Holds `key` at a form that allows no more than what the engine holds for it nor its wanted meaning, whatever the
-   * rest holds: a pod fail-closed, a policy at its deny side keeping the denies of the version in force (findings
-   * 2433, 2523), a node, readable CIDR group or API server slice (3265) fail-closed; a pod or policy delete at that form
-   * of the version held. False for the other kinds (namespaces, identities, CiliumEndpoints, unreadable groups).
-   */
-  private holdNarrowed(key: string): boolean {
-    const want = this.states.get(key)?.desired;
-    const had = this.held.get(key);
-    const h = want ?? had;
-    if (h === undefined || (h.kind !== 'Pod' && h.kind !== 'Policy' && h.kind !== 'Node' && h.kind !== 'CidrGroup' && h.kind !== 'ApiServer')) return false;
-    if ((h.kind === 'CidrGroup' && h.group === undefined) || (h.kind === 'Pod' && h.expired === true)) return false;
-    if (this.failClosedPods.has(key)) return true;
-    this.failClosedPods.add(key);
-    // A ClusterNetworkPolicy added or deleted: its Pass rules as Denies (finding 3261), its deny side beside itself. A
-    // Pass skips the policies after it, which the input without the policy applies.
-    const kept = had?.kind === 'Policy' && (want !== undefined || had.policy.tiered) ? had : want?.kind === 'Policy' && want.policy.tiered ? want : undefined;
-    if (kept !== undefined) this.keptDenies.set(key, kept);
-    // The local node's held forms but the last keep `host` at its new addresses, which the input before reads
-    // otherwise: readdressed, added or deleted, it is held at its addresses (old and new, `withHeldIps`).
-    if (h.kind === 'Node' && h.node.local && !sameIps(want, had)) this.addressHeld.add(key);
-    return true;
-  }
-
-  /**
    * Once every object of a split batch has committed at its narrowing form or was refused so (none waits in `dirty`),
    * their own forms are sent: each part then allows no more than the input after the batch. Those refused (still at
    * the version before the batch) go first, alone: the others are then at their narrowing forms (3024).
    */
   private releaseSplit(): void {
-    if (this.splitting.size === 0) return;
-    for (const key of this.splitting) if (this.dirty.has(key)) return;
-    const keys = [...this.splitting].sort((a, b) => Number(this.refused.has(b)) - Number(this.refused.has(a)));
+    const split = this.forms.splitKeys;
+    if (split.size === 0) return;
+    for (const key of split) if (this.dirty.has(key)) return;
+    const keys = [...split].sort((a, b) => Number(this.refused.has(b)) - Number(this.refused.has(a)));
     if (this.refused.has(keys[0]!)) this.limit = 1;
     const rest = [...this.dirty];
     this.dirty.clear();
+    this.forms.release();
     for (const key of keys) {
-      this.dropFailClosed(key);
       this.refused.delete(key);
-      this.released.add(key);
       this.dirty.add(key);
     }
     for (const key of rest) this.dirty.add(key);
-    this.splitting.clear();
   }
 
   private commit(next: Map<string, Held | undefined>): void {
     // Past the refused object: larger steps again.
     if (this.limit !== Infinity) this.limit *= 2;
-    for (const key of next.keys()) if (!this.failClosedPods.has(key)) this.released.delete(key);
+    this.forms.committed(next);
     this.releaseSplit();
     // Once the backlog is through, what the engine refused alone is tried again (what it conflicted with may have gone).
     if (next.size > 0 && this.dirty.size === 0) {
       // A pod to be sent with the identities it waits for goes before them (`rejoins`): they join its batch.
       for (const key of [...this.refused].sort((a, b) => Number(this.rejoins.has(b)) - Number(this.rejoins.has(a)))) this.dirty.add(key);
       this.refused.clear();
-      // A pod held fail-closed is read again, unless this commit was only fail-closed versions (refused just now); one
-      // committed beside other objects (a deny side joined to a policy delete, finding 2522) is read again too.
-      const onlyFailClosed = [...next.keys()].every((key) => this.failClosedPods.has(key));
-      for (const key of this.failClosedPods) {
-        if ((next.has(key) && onlyFailClosed) || this.splitting.has(key)) continue;
-        this.dropFailClosed(key);
-        this.lagging.add(key);
-        this.dirty.add(key);
-      }
+      // A pod held fail-closed is read again, unless this commit was only fail-closed versions (refused just now).
+      for (const key of this.forms.readAgain(next)) this.lagging.add(key), this.dirty.add(key);
     }
     if ([...next.keys()].some((key) => !key.startsWith('Pod/'))) this.rejoins.clear();
     for (const [key, want] of next) {
@@ -830,55 +581,25 @@ export class EngineBatches {
       this.claimsChanged(this.held.get(key), want, key);
       if (want === undefined) this.held.delete(key);
       else this.held.set(key, want);
-      if (want?.kind === 'Pod' && want.pod.failClosed === true) this.heldFailClosed.add(key);
-      else this.heldFailClosed.delete(key);
+      this.forms.engineHolds(key, want);
       if (want === undefined && key.startsWith('Namespace/')) this.dropNamespace(key.slice('Namespace//'.length));
       if (want !== undefined && key.startsWith('Namespace/')) this.podsWaitingIn(key.slice('Namespace//'.length));
     }
     for (const key of this.relabelling) if (next.has(key)) this.endRelabel(key);
-    for (const key of this.released) if (this.dirty.has(key)) this.lagging.add(key);
+    for (const key of this.forms.releasedKeys) if (this.dirty.has(key)) this.lagging.add(key);
     // Unreadable groups kept for a policy that read groups (`wanted`): removed once none does.
     const kept = [...this.unreadableGroups].filter((key) => this.held.has(key));
     if (kept.length > 0 && !this.heldReadsGroups()) for (const key of kept) this.dirty.add(key);
   }
 
   /**
-   * A pod upsert the engine refused alone (its reading, not its fail-closed version) is sent again at the next flush
-   * as its fail-closed version (finding 2352); a policy upsert, as its deny side (finding 2433), its deny side as its
-   * deny-all side (finding 2542). Every other refusal: false.
+   * A single object the engine refused alone takes its next held form (`HeldForms.takeFailClosed`), first in the next
+   * flush: a policy delete the halving left behind must not commit before it (finding 743). False when it has none.
    */
   private takeFailClosed(key: string, wanted: Held | undefined): boolean {
-    // A delete: the group or node the engine holds (finding 2600).
-    const want = wanted ?? this.held.get(key);
-    if (want === undefined || (wanted === undefined && want.kind !== 'CidrGroup' && want.kind !== 'Node' && want.kind !== 'ApiServer')) return false;
-    if (want.kind === 'ApiServer' ? !this.sliceHoldNew(key, wanted) : !hasFailClosedForm(want)) return false;
-    this.failClosedPods.add(key);
-    if (want.kind === 'Policy' && want.denySide === true) this.denyAll.add(key);
-    if (want.kind === 'Node' && want.node.failClosed === true) this.allPorts.add(key);
-    if (want.kind === 'Node' && want.node.failClosed === 'allPorts') this.addressHeld.add(key);
-    // First in the next flush: a policy delete the halving left behind must not commit before it (finding 743).
+    if (!this.forms.takeFailClosed(key, wanted)) return false;
     this.first(key);
-    if (want.kind === 'Node' && want.node.failClosed === 'allPorts') this.warn('local node and its held forms refused by the engine: its own addresses held at the unallocated number (denied by every local map) until it changes or a later change lets it be read', { key });
-    else if (want.kind === 'Node' && want.node.failClosed === true) this.warn('local node and its held form refused by the engine: held fail-closed on every port (every Deny or Pass rule with a nodes peer denies it, no Accept selects it) until it changes or a later change lets it be read', { key });
-    else if (want.kind === 'Node' && want.node.local) this.warn('local node refused by the engine: held fail-closed (its labels unknown: nodes peers of Deny and Pass rules select it as a Deny, of Accept rules never) until it changes or a later change lets it be read', { key });
-    else if (want.kind === 'ApiServer') this.warn('API server slice refused by the engine: the addresses its change adds or drops are held fail-closed (denied by every local map; those of this node stay host) until it changes or a later change lets it be read', { key });
-    else if (want.kind === 'CidrGroup' || want.kind === 'Node') this.warn(`${want.kind === 'Node' ? 'node' : 'CIDR group'} refused by the engine: held fail-closed (its addresses denied by every local map) until it changes or a later change lets it be read`, { key });
-    else if (want.kind === 'Pod') this.warn('pod refused by the engine: held fail-closed (its addresses denied by every local map, its endpoint denying both ways) until it changes or a later change lets it be read', { key });
-    else if (want.kind === 'Policy' && want.denySide === true) this.warn('policy and its deny side refused by the engine: its subjects are isolated and denied every peer where it denies (none of its allows) until it changes or a later change lets it be read', { key });
-    else this.warn('policy refused by the engine: its deny side is enforced (its subjects isolated, its denies, none of its allows) until it changes or a later change lets it be read', { key });
     return true;
-  }
-
-  /**
-   * Whether an API server slice refused alone (its `wanted` meaning, undefined for a delete) has a held form other than
-   * what the engine holds (finding 3265): a change or delete of a slice held so is held again, from that form. None
-   * when `wanted` is a held form already (as `hasFailClosedForm` reads a pod's or node's): refused too, it waits
-   * (findings 3620, 3671: retried, it was refused at every flush). A held key's `wanted` is always that form (`wanted`).
-   */
-  private sliceHoldNew(key: string, wanted: Held | undefined): boolean {
-    if (wanted?.kind === 'ApiServer' && wanted.held !== undefined) return false;
-    const had = this.held.get(key);
-    return failClosedSlice(wanted?.kind === 'ApiServer' ? wanted : undefined, had).sig !== had?.sig;
   }
 
   /**
@@ -905,7 +626,7 @@ export class EngineBatches {
     const ns = key.slice('Namespace//'.length);
     for (const k of this.states.keysIn(ns)) {
       const h = this.held.get(k);
-      if (h?.kind !== 'Pod' || this.failClosedPods.has(k) || this.wanted(k)?.sig === h.sig) continue;
+      if (h?.kind !== 'Pod' || this.forms.has(k) || this.wanted(k)?.sig === h.sig) continue;
       this.lagging.add(k);
       this.dirty.add(k);
     }
@@ -919,8 +640,8 @@ export class EngineBatches {
   }
 
   /**
-   * A pod's addresses in the engine changed: the expired pods at them are read again (`expiredAtFree` gives an address
-   * up only to a claimant the engine holds, finding 3042).
+   * A pod's addresses in the engine changed: the expired pods at them are read again (`HeldForms.expiredAtFree` gives
+   * an address up only to a claimant the engine holds, finding 3042).
    */
   private claimsChanged(had: Held | undefined, has: Held | undefined, key: string): void {
     if (!this.states.hasExpired) return;
@@ -934,7 +655,7 @@ export class EngineBatches {
       if (namespaceOfHeld(h) !== ns) continue;
       this.claimsChanged(h, undefined, key);
       this.held.delete(key);
-      this.heldFailClosed.delete(key);
+      this.forms.engineHolds(key, undefined);
       this.dirty.add(key);
     }
   }

@@ -289,7 +289,7 @@ function podMeaning(obj: Record<string, unknown>, source: string, ctx: ReadConte
  * identity (the pod watcher never reads `deletionTimestamp`, and the remote agent deletes its CiliumEndpoint only
  * when the endpoint goes). Removed, its addresses read as world, which a world or CIDR allow admits past the deny of
  * its labels; held at the unallocated number, every local map denies it, and neither its allows nor world's apply.
- * Only at addresses no other pod claims (`EngineBatches.wanted`): its upsert would take back one a new pod holds.
+ * Only at addresses no other pod claims (`HeldForms.expiredAtFree`): its upsert would take back one a new pod holds.
  */
 export function expiredPod(h: Extract<Held, { kind: 'Pod' }>): Held {
   return { ...(failClosedPod(h) as Extract<Held, { kind: 'Pod' }>), deleteAt: undefined, expired: true };
@@ -297,7 +297,7 @@ export function expiredPod(h: Extract<Held, { kind: 'Pod' }>): Held {
 
 /**
  * An expired pod (`expiredPod`) held at `ips` only, some of its addresses: the others are claimed by other pods
- * (`EngineBatches.wanted`, finding 2920). Its own signature, so a claim made or given up re-sends it.
+ * (`HeldForms.expiredAtFree`, finding 2920). Its own signature, so a claim made or given up re-sends it.
  */
 export function expiredPodAt(h: Extract<Held, { kind: 'Pod' }>, ips: readonly IpAddress[]): Held {
   const { ips: _all, ...one } = h.pod;

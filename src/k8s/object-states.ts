@@ -129,7 +129,7 @@ export class ObjectStates {
   /**
    * Keeps `expiredAt`, and re-reads the expired pods at the addresses a pod other than them claimed or gave up (or a
    * namespace's pods, when it comes or goes: its pods' claims count only with it, `claimedByOthers`): what an expired
-   * pod holds depends on the other pods' claims (`EngineBatches.wanted`), so a claim given up hands the address back
+   * pod holds depends on the other pods' claims (`HeldForms.expiredAtFree`), so a claim given up hands the address back
    * to it, fail-closed, as a fresh mirror reads it, not to world (finding 2921).
    */
   private indexExpired(key: string, before: Held | undefined, after: Held | undefined): void {

@@ -165,7 +165,7 @@ export class EngineBatches {
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && h.expired === true) return this.expiredAtFree(key, h, next);
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
-    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), this.groupsMode);
+    if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptBeside(key, h)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
     if (h.kind === 'ApiServer' && this.failClosedPods.has(key)) return failClosedSlice(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
@@ -181,11 +181,20 @@ export class EngineBatches {
    * on their own streams).
    */
   private unreportedForm(key: string, h: Held): Held | undefined {
-    if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h), this.groupsMode);
+    if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h, this.keptBeside(key, h)), this.groupsMode);
     if (h.kind === 'CidrGroup') return failClosedGroup(h, this.held.get(key));
     if (h.kind === 'ApiServer') return failClosedSlice(h, this.held.get(key));
     if (h.kind === 'Node') return failClosedNode(h);
     return keptOnUnreadable(key, h);
+  }
+
+  /**
+   * The version a policy's deny side is held beside: the one the engine held when refused (`keptDenies`), else an
+   * unreported ClusterNetworkPolicy itself, its Pass rules so held as Denies (`tieredDenySide`, as a refused add or
+   * delete: 3261). A Pass kept skips the policies below it, which the policy's absence lets decide (finding 3880).
+   */
+  private keptBeside(key: string, h: Extract<Held, { kind: 'Policy' }>): Extract<Held, { kind: 'Policy' }> | undefined {
+    return this.keptDenies.get(key) ?? (h.policy.tiered !== undefined && this.unreported(key) ? h : undefined);
   }
 
   /**

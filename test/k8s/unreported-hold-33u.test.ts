@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import type { EngineEvent } from '../../src/engine/events.js';
+import { parseIp } from '../../src/model/cidr.js';
+import { mirrorAgent, rollingMirrorAgent } from './mirror-agent.js';
+import { recordedInformer } from './recorded-informer.js';
+import { allowGood, ev, pod } from './replay-objects.js';
+
+type Obj = Record<string, unknown>;
+const server = pod('server', 1, 'n1', 'server', '10.0.0.1');
+const good = pod('g', 2, 'n2', 'good', '10.0.0.9');
+
+/** An Admin ClusterNetworkPolicy at `priority` taking `action` on ingress to app=server from app=good. */
+const cnp = (name: string, rv: number, priority: number, action: string, more: Obj[] = []): Obj => ({
+  apiVersion: 'policy.networking.k8s.io/v1beta1',
+  kind: 'ClusterNetworkPolicy',
+  metadata: { name, resourceVersion: String(rv) },
+  spec: {
+    tier: 'Admin',
+    priority,
+    subject: { pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'server' } } } },
+    ingress: [{ action, from: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'good' } } } }] }, ...more],
+  },
+});
+
+describe('3880. a tiered policy an unguarded informer lost (3700): its Pass rules held as Deny, not as Pass', () => {
+  // pass-good (Admin 10) passes g to allow-good; deny-good (Admin 20) would deny it. pass-good absent: g denied; present:
+  // allowed. Held with its Pass kept, g passes deny-good and is allowed, which its absence (its unreported deletion) denies.
+  it('pass-good lost: g not allowed; given again: allowed', async () => {
+    const a = mirrorAgent('n1');
+    a.step('policies', ev('ADDED', allowGood), ev('ADDED', cnp('deny-good', 3, 20, 'Deny')), ev('ADDED', server), ev('ADDED', good));
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    const inf = await recordedInformer(a.mirror, [[]], [3]);
+    await inf.send('ADDED', cnp('pass-good', 4, 10, 'Pass'));
+    await inf.send('DELETED', cnp('pass-good', 5, 10, 'Pass'));
+    await inf.send('ADDED', cnp('pass-good', 8, 10, 'Pass'));
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+    await inf.send('DELETED', cnp('pass-good', 5, 10, 'Pass'));
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('deny');
+    await inf.send('MODIFIED', cnp('pass-good', 14, 10, 'Pass'));
+    a.step('policies');
+    expect(a.verdict('10.0.0.9')).toBe('allow');
+  });
+});
+
+describe('3881. a ClusterNetworkPolicy the engine refused (held at its deny side) and then lost: its Pass rules held as Denies', () => {
+  const acceptOther = { action: 'Accept', from: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: 'other' } } } }] };
+  const passGood = (rv: number): Obj => cnp('pass-good', rv, 10, 'Pass', [acceptOther]);
+  /** The engine refuses pass-good whole (with its Accept): it is held at its deny side, its Pass kept (finding 2433). */
+  const refuse = (events: readonly EngineEvent[]): boolean =>
+    events.some((e) => e.type === 'upsertPolicy' && JSON.stringify(e.policy).includes('pass-good') && e.policy.tiered?.rules.some((r) => r.action === 'Accept') === true);
+  // Before: held at that side whatever the loss, g passed deny-good to allow-good: `expected 'allow' to be 'deny'`.
+  it('refused, then lost: g not allowed', async () => {
+    const { feed, engine, mirror } = rollingMirrorAgent({}, {}, () => {}, refuse);
+    const verdict = (ip: string): string => {
+      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'ingress', 6, 80);
+      return hit === undefined ? 'none' : hit.entry.deny ? 'deny' : 'allow';
+    };
+    feed(ev('ADDED', allowGood), ev('ADDED', cnp('deny-good', 3, 20, 'Deny')), ev('ADDED', server), ev('ADDED', good));
+    expect(verdict('10.0.0.9')).toBe('deny');
+    const inf = await recordedInformer(mirror, [[]], [3]);
+    await inf.send('ADDED', passGood(4));
+    await inf.send('DELETED', passGood(5));
+    await inf.send('ADDED', passGood(8));
+    feed();
+    expect(mirror.refusedObjects()).toEqual(['ClusterNetworkPolicy//pass-good']);
+    expect(verdict('10.0.0.9')).toBe('allow');
+    await inf.send('DELETED', passGood(5));
+    feed();
+    expect(verdict('10.0.0.9')).toBe('deny');
+  });
+});

@@ -167,7 +167,7 @@ export class EngineBatches {
     if (h.kind === 'Pod' && (this.failClosedPods.has(key) || this.relabelling.has(namespaceKey(h.pod.namespace)))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
     if (h.kind === 'Policy' && this.failClosedPods.has(key)) return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptBeside(key, h)), this.groupsMode);
     if (h.kind === 'CidrGroup' && this.failClosedPods.has(key)) return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
-    if (h.kind === 'ApiServer' && this.failClosedPods.has(key)) return failClosedSlice(h, this.held.get(key));
+    if (h.kind === 'ApiServer' && this.failClosedPods.has(key)) return this.unreported(key) ? this.unreportedSlice(key, h) : failClosedSlice(h, this.held.get(key));
     if (h.kind === 'Node' && this.failClosedPods.has(key)) return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
     if (this.unreported(key)) return this.unreportedForm(key, h);
     return effectiveHeld(h, this.groupsMode);
@@ -183,9 +183,19 @@ export class EngineBatches {
   private unreportedForm(key: string, h: Held): Held | undefined {
     if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h, this.keptBeside(key, h)), this.groupsMode);
     if (h.kind === 'CidrGroup') return failClosedGroup(h, this.held.get(key));
-    if (h.kind === 'ApiServer') return failClosedSlice(h, this.held.get(key));
+    if (h.kind === 'ApiServer') return this.unreportedSlice(key, h);
     if (h.kind === 'Node') return failClosedNode(h);
     return keptOnUnreadable(key, h);
+  }
+
+  /**
+   * An API server slice that may be gone (finding 3882): as if deleted, every address it or the version the engine
+   * holds reads held (`failClosedSlice` beside the version held holds only those a change adds or drops: none here).
+   */
+  private unreportedSlice(key: string, h: Extract<Held, { kind: 'ApiServer' }>): Held {
+    const had = this.held.get(key);
+    const before = had?.kind === 'ApiServer' ? [...had.addresses, ...(had.held ?? [])] : [];
+    return failClosedSlice(undefined, { ...h, held: [...h.addresses, ...before] });
   }
 
   /**

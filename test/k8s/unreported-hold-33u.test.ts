@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import type { Engine } from '../../src/engine/engine.js';
 import type { EngineEvent } from '../../src/engine/events.js';
 import { ClusterMirror } from '../../src/k8s/mirror.js';
 import type { ObjectStates } from '../../src/k8s/object-states.js';
@@ -74,18 +75,21 @@ describe('3881. a ClusterNetworkPolicy the engine refused (held at its deny side
   });
 });
 
+const slice = (rv: number, addresses = ['192.0.2.1']): Obj => ({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: 'kubernetes', namespace: 'default', resourceVersion: String(rv), labels: { 'kubernetes.io/service-name': 'kubernetes' } }, endpoints: addresses.map((a) => ({ addresses: [a] })), ports: [{ name: 'https', port: 6443, protocol: 'TCP' }] });
+const allowApi = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'allow-api', namespace: 'x', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, egress: [{ toEntities: ['kube-apiserver'] }] } };
+/** x/server's egress verdict towards `ip` on 6443/TCP, as the engine's maps read it. */
+const egressTo = (engine: Engine) => (ip: string): string => {
+  const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 6443);
+  return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
+};
+
 describe('3882. the API server EndpointSlice an unguarded informer lost: its addresses held at the unallocated number', () => {
-  const slice = (rv: number): Obj => ({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: 'kubernetes', namespace: 'default', resourceVersion: String(rv), labels: { 'kubernetes.io/service-name': 'kubernetes' } }, endpoints: [{ addresses: ['192.0.2.1'] }], ports: [{ name: 'https', port: 6443, protocol: 'TCP' }] });
-  const allowApi = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'allow-api', namespace: 'x', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, egress: [{ toEntities: ['kube-apiserver'] }] } };
   // Before: `failClosedSlice(h, held)` of the version the engine holds holds none of its addresses (each is in both), so
   // 192.0.2.1 stayed the API server's and allowed, which the slice's unreported deletion (192.0.2.1 world) denies:
   // `expected 'allow' to be 'deny'`.
   it('lost: 192.0.2.1 denied; given again: allowed', async () => {
     const { feed, engine, mirror } = rollingMirrorAgent();
-    const verdict = (ip: string): string => {
-      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 6443);
-      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-    };
+    const verdict = egressTo(engine);
     feed(ev('ADDED', allowApi), ev('ADDED', server));
     const inf = await recordedInformer(mirror, [[]], [3]);
     await inf.send('ADDED', slice(4));
@@ -103,18 +107,13 @@ describe('3882. the API server EndpointSlice an unguarded informer lost: its add
 });
 
 describe('3883. the API server EndpointSlice refused (held at the addresses its change moves) and then lost', () => {
-  const slice = (rv: number, addresses: string[]): Obj => ({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: 'kubernetes', namespace: 'default', resourceVersion: String(rv), labels: { 'kubernetes.io/service-name': 'kubernetes' } }, endpoints: addresses.map((a) => ({ addresses: [a] })), ports: [{ name: 'https', port: 6443, protocol: 'TCP' }] });
-  const allowApi = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'allow-api', namespace: 'x', resourceVersion: '3' }, spec: { endpointSelector: { matchLabels: { app: 'server' } }, egress: [{ toEntities: ['kube-apiserver'] }] } };
   // Before: the refused form (3265) holds .2 only, .1 (in both versions) stays the API server's after the loss:
   // `expected [ 'allow', 'deny' ] to deeply equal [ 'deny', 'deny' ]`.
   it('.1 and .2 held once lost', async () => {
     let refusing = false;
     const refuse = (events: readonly EngineEvent[]): boolean => refusing && events.some((e) => e.type === 'setApiServer' && e.held === undefined);
     const { feed, engine, mirror } = rollingMirrorAgent({}, {}, () => {}, refuse);
-    const verdict = (ip: string): string => {
-      const hit = engine.lookup('x/server', engine.identityOfIp(parseIp(ip)), 'egress', 6, 6443);
-      return hit === undefined || hit.entry.deny ? 'deny' : 'allow';
-    };
+    const verdict = egressTo(engine);
     feed(ev('ADDED', allowApi), ev('ADDED', server));
     const inf = await recordedInformer(mirror, [[]], [3]);
     await inf.send('ADDED', slice(4, ['192.0.2.1']));

@@ -122,7 +122,8 @@ export class EngineBatches {
     if (h.kind === 'CidrGroup' && h.group === undefined) return this.heldReadsGroups() ? this.held.get(key) : undefined;
     if (h.kind === 'Pod' && h.expired === true) return this.forms.expiredAtFree(key, h, this.namespacesWatched, next);
     const relabelled = h.kind === 'Pod' && this.relabelling.has(namespaceKey(h.pod.namespace));
-    return this.forms.formOf(key, h, this.groupsMode, relabelled) ?? (this.unreported(key) ? this.forms.unreportedForm(key, h, this.groupsMode) : effectiveHeld(h, this.groupsMode));
+    const unreported = this.unreported(key);
+    return this.forms.formOf(key, h, this.groupsMode, relabelled, unreported) ?? (unreported ? this.forms.unreportedForm(key, h, this.groupsMode) : effectiveHeld(h, this.groupsMode));
   }
 
   /** Whether the engine holds a policy that reads group peers (not its stand-in). */

@@ -160,12 +160,12 @@ export class HeldForms {
    * The held form of `key` whose wanted meaning is `h`, or undefined when it is not held. `relabelled`: its
    * namespace's relabel was refused (a pod is then held fail-closed whatever its own hold).
    */
-  formOf(key: string, h: Held, groupsMode: GroupsMode, relabelled: boolean): Held | undefined {
+  formOf(key: string, h: Held, groupsMode: GroupsMode, relabelled: boolean, unreported: boolean): Held | undefined {
     if (h.kind === 'Pod' && (relabelled || this.failClosedPods.has(key))) return failClosedPod(this.splitting.has(key) ? this.withHeldPodIps(key, h) : h);
     if (!this.failClosedPods.has(key)) return undefined;
-    if (h.kind === 'Policy') return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptDenies.get(key)), groupsMode);
+    if (h.kind === 'Policy') return effectiveHeld((this.denyAll.has(key) ? denyAllPolicy : denySidePolicy)(h, this.keptBeside(key, h, unreported)), groupsMode);
     if (h.kind === 'CidrGroup') return failClosedGroup(this.splitting.has(key) ? this.withHeldCidrs(key, h) : h, this.held.get(key));
-    if (h.kind === 'ApiServer') return failClosedSlice(h, this.held.get(key));
+    if (h.kind === 'ApiServer') return unreported ? this.unreportedSlice(key, h) : failClosedSlice(h, this.held.get(key));
     if (h.kind === 'Node') return failClosedNode(this.splitting.has(key) ? this.withHeldIps(key, h) : h, this.nodeHold(key));
     return undefined;
   }
@@ -178,11 +178,30 @@ export class HeldForms {
    * on their own streams).
    */
   unreportedForm(key: string, h: Held, groupsMode: GroupsMode): Held | undefined {
-    if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h), groupsMode);
+    if (h.kind === 'Policy') return effectiveHeld(denySidePolicy(h, this.keptBeside(key, h, true)), groupsMode);
     if (h.kind === 'CidrGroup') return failClosedGroup(h, this.held.get(key));
-    if (h.kind === 'ApiServer') return failClosedSlice(h, this.held.get(key));
+    if (h.kind === 'ApiServer') return this.unreportedSlice(key, h);
     if (h.kind === 'Node') return failClosedNode(h);
     return keptOnUnreadable(key, h);
+  }
+
+  /**
+   * An API server slice that may be gone (finding 3882): as if deleted, every address it or the version the engine
+   * holds reads held (`failClosedSlice` beside the version held holds only those a change adds or drops: none here).
+   */
+  private unreportedSlice(key: string, h: Extract<Held, { kind: 'ApiServer' }>): Held {
+    const had = this.held.get(key);
+    const before = had?.kind === 'ApiServer' ? [...had.addresses, ...(had.held ?? [])] : [];
+    return failClosedSlice(undefined, { ...h, held: [...h.addresses, ...before] });
+  }
+
+  /**
+   * The version a policy's deny side is held beside: the one the engine held when refused (`keptDenies`), else an
+   * unreported ClusterNetworkPolicy itself, its Pass rules so held as Denies (`tieredDenySide`, as a refused add or
+   * delete: 3261). A Pass kept skips the policies below it, which the policy's absence lets decide (finding 3880).
+   */
+  private keptBeside(key: string, h: Extract<Held, { kind: 'Policy' }>, unreported: boolean): Extract<Held, { kind: 'Policy' }> | undefined {
+    return this.keptDenies.get(key) ?? (h.policy.tiered !== undefined && unreported ? h : undefined);
   }
 
   /**

@@ -143,7 +143,7 @@ function boundOf(queryParams: Readonly<Record<string, unknown>>): string | undef
  * on a watch started at a version makes the informer relist (`resumed`: in order, the held one's DELETED would have
  * come first, so it is a replay; or the held one is a replay that passed unjudged, which only a List corrects).
  */
-function judge(phase: string, obj: unknown, held: (name: string, namespace: string | undefined) => unknown, bound: string | undefined, resumed: boolean): Verdict {
+function judge(phase: string, obj: unknown, held: (name: string, namespace: string | undefined) => unknown, bound: string | undefined, resumed: boolean, forced: ForcedRelists): Verdict {
   if (phase !== 'ADDED' && phase !== 'MODIFIED' && phase !== 'DELETED') return 'pass';
   const md = recordOf(recordOf(obj).metadata);
   const rv = rvOf(md);
@@ -153,7 +153,28 @@ function judge(phase: string, obj: unknown, held: (name: string, namespace: stri
   const cachedMd = recordOf(cached.metadata);
   if (stale(rv, rvOf(cachedMd), phase === 'DELETED')) return 'drop';
   if (!otherIncarnation(uidOf(obj), rv, uidOf(cached), rvOf(cachedMd))) return 'pass';
-  return phase === 'DELETED' ? 'drop' : resumed ? 'relist' : 'pass';
+  if (phase === 'DELETED') return 'drop';
+  return resumed ? forced.verdict(JSON.stringify([md.namespace, md.name, uidOf(obj), rv, uidOf(cached), rvOf(cachedMd)])) : 'pass';
+}
+
+/** At most so many forced relists are remembered (`ForcedRelists`): a replay older than them may cost one List again. */
+const maxForcedRelists = 1024;
+
+/**
+ * The replays a guard made its informer relist for, each with the incarnation and version it held then (finding 3921).
+ * Met again with the held object unchanged, the List since confirmed that one (a relist keeps a cached object only when
+ * it lists it at that version): the event is a replay, dropped. Without this a server replaying at each watch start
+ * kept its informer listing for good.
+ */
+class ForcedRelists {
+  private readonly seen = new Set<string>();
+
+  verdict(event: string): Verdict {
+    if (this.seen.has(event)) return 'drop';
+    if (this.seen.size >= maxForcedRelists) this.seen.delete(this.seen.values().next().value as string);
+    this.seen.add(event);
+    return 'relist';
+  }
 }
 
 /**
@@ -187,6 +208,7 @@ const relistNeeded = (): Error => Object.assign(new Error('replayGuard: an event
  */
 export function replayGuard<W extends WatchLike>(watch: W, held: (name: string, namespace: string | undefined) => unknown): W {
   const guarded = Object.create(watch) as W;
+  const forced = new ForcedRelists();
   const call: WatchLike['watch'] = (path, queryParams, callback, done) => {
     const bound = boundOf(queryParams);
     const resumed = typeof queryParams.resourceVersion === 'string' && queryParams.resourceVersion !== '' && queryParams.resourceVersion !== '0';
@@ -199,7 +221,7 @@ export function replayGuard<W extends WatchLike>(watch: W, held: (name: string, 
     };
     return watch.watch(path, queryParams, (phase, obj, raw) => {
       if (ended) return;
-      const verdict = judged(() => judge(phase, obj, held, bound, resumed));
+      const verdict = judged(() => judge(phase, obj, held, bound, resumed, forced));
       if (verdict === 'pass') callback(phase, obj, raw);
       else if (verdict === 'relist') end(relistNeeded());
     }, end);

@@ -121,6 +121,12 @@ export class ClusterMirror {
    * gives them at that version or newer, or deletes them (finding 3702).
    */
   private readonly orphaned = new Map<string, { source: string; rv: string | undefined }>();
+  /**
+   * Objects a raw stream's event of another incarnation met (`ofAnotherIncarnation`, finding 3920) → the stream that set
+   * their state and its version then: the held one may be a replay the mirror took (3722, 3723) as well as the event, so
+   * it is held fail-closed until its state changes or that stream relists.
+   */
+  private readonly conflicted = new Map<string, { source: string; rv: string | undefined }>();
   /** Informer names → the number of informers fed under each (`fedByInformer`): a retired source's name is not reused. */
   private readonly informerNames = new Map<string, number>();
   /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
@@ -409,6 +415,7 @@ export class ClusterMirror {
       this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
       if (deleted && state.source === source && this.informerSources.has(source) && this.states.exists(key)) this.lostByInformer(source, key, rv, state.rv);
       else if (!deleted && rv === state.rv) this.informerHolds(source, key);
+      else if (!stale(rv, state.rv, deleted) && state.source !== undefined && !this.informerSources.has(state.source)) this.incarnationsConflict(state.source, key, rv, state.rv);
       return true;
     }
     this.informerCached(source, key, undefined);
@@ -471,13 +478,32 @@ export class ClusterMirror {
     if (adopted || found) this.batches.reread(key);
   }
 
+  /**
+   * A raw stream's event of another incarnation than the held state was dropped (`ofAnotherIncarnation`): without versions
+   * either may be the replay (the held one taken onto a tombstone, 3722, or from another stream, 3723), and keeping a
+   * replayed allow against its name's genuine events would hold it for good (3920). Held fail-closed and its stream
+   * awaiting a relist until its state changes.
+   */
+  private incarnationsConflict(source: string, key: string, rv: string | undefined, held: string | undefined): void {
+    const before = this.conflicted.get(key);
+    if (before?.source === source && before.rv === held) return;
+    this.conflicted.set(key, { source, rv: held });
+    this.batches.reread(key);
+    this.warn('an event of another incarnation than the held object, at versions that cannot be ordered: the held one is held fail-closed until its stream relists', { source, key, resourceVersion: rv, held });
+  }
+
   /** True when `key`'s stream may not report its deletion: its state is as when its informer lost it or retired. */
   private unreported(key: string): boolean {
     const state = this.states.get(key);
     if (state?.source === undefined || !this.states.exists(key)) return false;
     const keys = this.lostKeys.get(state.source);
     const orphan = this.orphaned.get(key);
-    return (keys?.has(key) === true && keys.get(key) === state.rv) || (orphan !== undefined && orphan.source === state.source && orphan.rv === state.rv);
+    const conflict = this.conflicted.get(key);
+    return (
+      (keys?.has(key) === true && keys.get(key) === state.rv) ||
+      (orphan !== undefined && orphan.source === state.source && orphan.rv === state.rv) ||
+      (conflict !== undefined && conflict.source === state.source && conflict.rv === state.rv)
+    );
   }
 
   /**
@@ -493,6 +519,7 @@ export class ClusterMirror {
       if (keys.size === 0) this.lostKeys.delete(source);
     }
     for (const key of this.orphaned.keys()) if (!this.unreported(key)) this.orphaned.delete(key);
+    for (const key of this.conflicted.keys()) if (!this.unreported(key)) this.conflicted.delete(key);
   }
 
   /** Objects the mirror keeps a state of (live ones and at most `maxTombstones` deleted ones). */
@@ -513,6 +540,15 @@ export class ClusterMirror {
     return this.states.nextDeadline();
   }
 
+  /** `source` relisted: the states it set are its List's, the conflicts it held (`incarnationsConflict`) are settled. */
+  private relistedConflicts(source: string): void {
+    for (const [key, c] of this.conflicted) {
+      if (c.source !== source) continue;
+      this.conflicted.delete(key);
+      this.batches.reread(key);
+    }
+  }
+
   /**
    * A relist: what the stream holds now. Held objects of its kinds (the list's, or its items')
    * that it does not list are deleted. `kubectl get -o json` prints every list as a plain `List`
@@ -530,6 +566,7 @@ export class ClusterMirror {
     this.counts.relists++;
     this.awaitingRelist.delete(source);
     this.relisted.add(source);
+    this.relistedConflicts(source);
     const kinds = header.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
     const listedKinds = new Set<string>();
     for (const [key, e] of listed) {
@@ -611,7 +648,8 @@ export class ClusterMirror {
    */
   streamsAwaitingRelist(): string[] {
     this.pruneUnreported();
-    return [...new Set([...this.awaitingRelist, ...this.informersDown, ...this.lostKeys.keys()])].sort();
+    const conflicts = [...this.conflicted.values()].map((c) => c.source);
+    return [...new Set([...this.awaitingRelist, ...this.informersDown, ...this.lostKeys.keys(), ...conflicts])].sort();
   }
 
   /**

@@ -123,10 +123,11 @@ export class ClusterMirror {
   private readonly orphaned = new Map<string, { source: string; rv: string | undefined }>();
   /**
    * Objects a raw stream's event of another incarnation met (`ofAnotherIncarnation`, finding 3920) → the stream that set
-   * their state and its version then: the held one may be a replay the mirror took (3722, 3723) as well as the event, so
-   * it is held fail-closed until its state changes or that stream relists.
+   * their state and its incarnation then: the held one may be a replay the mirror took (3722, 3723) as well as the event,
+   * so it is held fail-closed while it is that incarnation (an event of it at another version may be a replay as well,
+   * 3960) until a List of its kind from that stream (3961).
    */
-  private readonly conflicted = new Map<string, { source: string; rv: string | undefined }>();
+  private readonly conflicted = new Map<string, { source: string; uid: string }>();
   /** Informer names → the number of informers fed under each (`fedByInformer`): a retired source's name is not reused. */
   private readonly informerNames = new Map<string, number>();
   /** Informer streams → keys → the older version the informer's cache took from a replay (`informerCached`). */
@@ -415,7 +416,7 @@ export class ClusterMirror {
       this.informerCached(source, key, deleted || rv === state.rv ? undefined : rv);
       if (deleted && state.source === source && this.informerSources.has(source) && this.states.exists(key)) this.lostByInformer(source, key, rv, state.rv);
       else if (!deleted && rv === state.rv) this.informerHolds(source, key);
-      else if (!stale(rv, state.rv, deleted) && state.source !== undefined && !this.informerSources.has(state.source)) this.incarnationsConflict(state.source, key, rv, state.rv);
+      else if (!stale(rv, state.rv, deleted) && state.source !== undefined && !this.informerSources.has(state.source)) this.incarnationsConflict(state, key, rv);
       return true;
     }
     this.informerCached(source, key, undefined);
@@ -482,12 +483,12 @@ export class ClusterMirror {
    * A raw stream's event of another incarnation than the held state was dropped (`ofAnotherIncarnation`): without versions
    * either may be the replay (the held one taken onto a tombstone, 3722, or from another stream, 3723), and keeping a
    * replayed allow against its name's genuine events would hold it for good (3920). Held fail-closed and its stream
-   * awaiting a relist until its state changes.
+   * awaiting a relist while the state is that incarnation (`relistedConflicts`).
    */
-  private incarnationsConflict(source: string, key: string, rv: string | undefined, held: string | undefined): void {
+  private incarnationsConflict({ source, uid, rv: held }: ObjectState, key: string, rv: string | undefined): void {
     const before = this.conflicted.get(key);
-    if (before?.source === source && before.rv === held) return;
-    this.conflicted.set(key, { source, rv: held });
+    if (source === undefined || uid === undefined || (before?.source === source && before.uid === uid)) return;
+    this.conflicted.set(key, { source, uid });
     this.batches.reread(key);
     this.warn('an event of another incarnation than the held object, at versions that cannot be ordered: the held one is held fail-closed until its stream relists', { source, key, resourceVersion: rv, held });
   }
@@ -502,7 +503,7 @@ export class ClusterMirror {
     return (
       (keys?.has(key) === true && keys.get(key) === state.rv) ||
       (orphan !== undefined && orphan.source === state.source && orphan.rv === state.rv) ||
-      (conflict !== undefined && conflict.source === state.source && conflict.rv === state.rv)
+      (conflict !== undefined && conflict.uid === state.uid)
     );
   }
 
@@ -540,10 +541,10 @@ export class ClusterMirror {
     return this.states.nextDeadline();
   }
 
-  /** `source` relisted: the states it set are its List's, the conflicts it held (`incarnationsConflict`) are settled. */
-  private relistedConflicts(source: string): void {
+  /** `source` relisted `kinds`: the states it set of them are its List's, their conflicts (`incarnationsConflict`) settled. */
+  private relistedConflicts(source: string, kinds: ReadonlySet<string>): void {
     for (const [key, c] of this.conflicted) {
-      if (c.source !== source) continue;
+      if (c.source !== source || !kinds.has(key.slice(0, key.indexOf('/')))) continue;
       this.conflicted.delete(key);
       this.batches.reread(key);
     }
@@ -566,7 +567,6 @@ export class ClusterMirror {
     this.counts.relists++;
     this.awaitingRelist.delete(source);
     this.relisted.add(source);
-    this.relistedConflicts(source);
     const kinds = header.itemKind === undefined ? new Set(this.streamKinds.get(source)) : new Set<string>();
     const listedKinds = new Set<string>();
     for (const [key, e] of listed) {
@@ -591,6 +591,7 @@ export class ClusterMirror {
     if (header.itemKind !== undefined) kinds.add(header.itemKind);
     this.warnKindsDropped(header, listedKinds, listed.size, source, kinds);
     for (const k of kinds) this.kindsOf(source).add(k);
+    this.relistedConflicts(source, kinds);
     if (kinds.has('Namespace')) this.namespacesWatched = true;
     if (kinds.has('CiliumCIDRGroup')) this.groupsWatched = true;
     this.watchedSince.delete(source);

@@ -1,18 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { allowXBad, allowXGood, at, isolate } from './incarnation-objects.js';
 import { mirrorAgent } from './mirror-agent.js';
 import { ev, pod } from './replay-objects.js';
 
 type Obj = Record<string, unknown>;
-
-const at = (o: Obj, rv: string, uid: string): Obj => ({ ...o, metadata: { ...(o.metadata as Obj), resourceVersion: rv, uid } });
-const ccnp = (name: string, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', metadata: { name }, spec });
-const toServer = { matchLabels: { app: 'server' } };
-/** allow-x's first incarnation allows app=bad, its second app=good only. */
-const allowXBad = ccnp('allow-x', { endpointSelector: toServer, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'bad' } }] }] });
-const allowXGood = ccnp('allow-x', { endpointSelector: toServer, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'good' } }] }] });
-
-/** Isolates x/server (allows app=good only): without allow-x, app=bad is denied ('none'). */
-const isolate = at(ccnp('isolate', { endpointSelector: toServer, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'good' } }] }] }), 'z1', 'i1');
 
 function cluster(...policies: string[]) {
   const a = mirrorAgent('n1');

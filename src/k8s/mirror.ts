@@ -125,7 +125,7 @@ export class ClusterMirror {
    * Objects a raw stream's event of another incarnation met (`ofAnotherIncarnation`, finding 3920) → the stream that set
    * their state and its incarnation then: the held one may be a replay the mirror took (3722, 3723) as well as the event,
    * so it is held fail-closed while it is that incarnation (an event of it at another version may be a replay as well,
-   * 3960) until a List of its kind from that stream (3961).
+   * 3960) until a List of its kind from the stream that set its state last (3961, 3980).
    */
   private readonly conflicted = new Map<string, { source: string; uid: string }>();
   /** Informer names → the number of informers fed under each (`fedByInformer`): a retired source's name is not reused. */
@@ -541,10 +541,14 @@ export class ClusterMirror {
     return this.states.nextDeadline();
   }
 
-  /** `source` relisted `kinds`: the states it set of them are its List's, their conflicts (`incarnationsConflict`) settled. */
+  /**
+   * `source` relisted `kinds`: the states it set of them are its List's, their conflicts (`incarnationsConflict`) settled.
+   * Those of the states another stream set since (an event of the held incarnation, 3960) stay: its List neither lists
+   * nor drops them (`dropUnlisted` reads its own states only), so only that stream's relist speaks for them (3980).
+   */
   private relistedConflicts(source: string, kinds: ReadonlySet<string>): void {
-    for (const [key, c] of this.conflicted) {
-      if (c.source !== source || !kinds.has(key.slice(0, key.indexOf('/')))) continue;
+    for (const key of this.conflicted.keys()) {
+      if (this.states.get(key)?.source !== source || !kinds.has(key.slice(0, key.indexOf('/')))) continue;
       this.conflicted.delete(key);
       this.batches.reread(key);
     }
@@ -649,7 +653,8 @@ export class ClusterMirror {
    */
   streamsAwaitingRelist(): string[] {
     this.pruneUnreported();
-    const conflicts = [...this.conflicted.values()].map((c) => c.source);
+    // The stream that set the held state now: its relist settles the conflict (`relistedConflicts`).
+    const conflicts = [...this.conflicted].map(([key, c]) => this.states.get(key)?.source ?? c.source);
     return [...new Set([...this.awaitingRelist, ...this.informersDown, ...this.lostKeys.keys(), ...conflicts])].sort();
   }
 

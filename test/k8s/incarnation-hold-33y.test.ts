@@ -1,18 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { allowXBad, allowXGood, at, isolate } from './incarnation-objects.js';
+import { allowXBad, at, conflictedAgent, isolate } from './incarnation-objects.js';
 import { mirrorAgent } from './mirror-agent.js';
 import { recordedInformer } from './recorded-informer.js';
 import { allowGood, ev, pod } from './replay-objects.js';
 
 type Obj = Record<string, unknown>;
 
-/** The 3920 conflict: ghost p1 (allows app=bad) replayed onto its tombstone, then the genuine p2's ADDED and DELETED dropped. */
+/** The 3920 conflict (`conflictedAgent`): p1 held fail-closed. */
 function conflicted() {
-  const a = mirrorAgent('n1');
-  a.step('pods', ev('ADDED', pod('server', 1, 'n1', 'server', '10.0.0.1')), ev('ADDED', pod('b', 2, 'n2', 'bad', '10.0.0.7')));
-  a.step('policies', ev('ADDED', isolate), ev('ADDED', at(allowXBad, 'z4', 'p1')), ev('DELETED', at(allowXBad, 'z5', 'p1')));
-  a.step('policies', ev('ADDED', at(allowXBad, 'z4', 'p1')));
-  a.step('policies', ev('ADDED', at(allowXGood, 'z8', 'p2')), ev('DELETED', at(allowXGood, 'z9', 'p2')));
+  const a = conflictedAgent();
   expect(a.verdict('10.0.0.7')).toBe('none');
   return a;
 }

@@ -132,7 +132,7 @@ export class StreamVersions {
    * stream showed: its events of `kind` are in order, or it showed them all once (`viewed`).
    */
   known(source: string, kind: string): boolean {
-    return this.inOrder.get(source)?.has(kind) === true || this.views.get(source)?.has(kind) === true;
+    return this.isOrdered(source, kind) || this.views.get(source)?.has(kind) === true;
   }
 }
 

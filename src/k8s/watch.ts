@@ -1,5 +1,5 @@
 import { ManifestError } from '../policy/errors.js';
-import { checkInputDepth, MAX_INPUT_DEPTH } from '../policy/depth.js';
+import { checkInputDepth, MAX_INPUT_DEPTH, tooDeep } from '../policy/depth.js';
 
 /** The event types of a Kubernetes watch. */
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
@@ -247,7 +247,7 @@ export class WatchStreamParser {
   private deeper(): void {
     if (++this.depth <= MAX_INPUT_DEPTH + 2) return;
     const where = this.target === 'elem' ? `items[${this.itemIndex}]` : '';
-    throw new ManifestError(this.valueSource(), where, `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+    throw tooDeep(this.valueSource(), where);
   }
 
   private closeString(): void {

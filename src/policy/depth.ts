@@ -10,13 +10,18 @@ import { ManifestError } from './errors.js';
  */
 export const MAX_INPUT_DEPTH = 64;
 
+/** The one refusal of every depth check (`where`: the path inside `source`, if known). */
+export function tooDeep(source: string, where = ''): ManifestError {
+  return new ManifestError(source, where, `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+}
+
 /** Refuses `v` when arrays and objects nest in it more than MAX_INPUT_DEPTH levels deep. */
 export function checkInputDepth(v: unknown, source: string): void {
   const stack: [unknown, number][] = [[v, 1]];
   while (stack.length > 0) {
     const [node, depth] = stack.pop() as [unknown, number];
     if (typeof node !== 'object' || node === null) continue;
-    if (depth > MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+    if (depth > MAX_INPUT_DEPTH) throw tooDeep(source);
     for (const child of Array.isArray(node) ? node : Object.values(node)) stack.push([child, depth + 1]);
   }
 }
@@ -35,7 +40,7 @@ export function checkYamlDepth(text: string, source: string): void {
     while (stack.length > 0) {
       const [node, depth] = stack.pop() as [CST.Token | null | undefined, number];
       if (!node || (node.type !== 'block-map' && node.type !== 'block-seq' && node.type !== 'flow-collection')) continue;
-      if (depth >= MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+      if (depth >= MAX_INPUT_DEPTH) throw tooDeep(source);
       for (const item of node.items) stack.push(['key' in item ? item.key : undefined, depth + 1], [item.value, depth + 1]);
     }
   }
@@ -53,7 +58,7 @@ function checkFlowDepth(text: string, source: string): void {
     if (token === '[' || token === '{') depth++;
     else if (token === ']' || token === '}') depth = Math.max(0, depth - 1);
     else if (token === CST.DOCUMENT) depth = 0;
-    if (depth > MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+    if (depth > MAX_INPUT_DEPTH) throw tooDeep(source);
   }
 }
 
@@ -70,7 +75,7 @@ export function checkJsonTextDepth(text: string, source: string, from = 4096): v
     if (c === 0x22) {
       for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
     } else if (c === 0x7b || c === 0x5b) {
-      if (++depth > MAX_INPUT_DEPTH) throw new ManifestError(source, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+      if (++depth > MAX_INPUT_DEPTH) throw tooDeep(source);
     } else if (c === 0x7d || c === 0x5d) depth--;
   }
 }

@@ -1,7 +1,7 @@
 import { Document, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocument, ScalarTag, Tags, visit, type Node, type YAMLMap } from 'yaml';
 import { checkAnchorName, checkFlowPlain, checkGoEscapes, checkSeparators, checkTabs } from './go-yaml-text.js';
 import { ManifestError } from './errors.js';
-import { checkInputDepth, checkYamlDepth, MAX_INPUT_DEPTH } from './depth.js';
+import { checkInputDepth, checkYamlDepth, MAX_INPUT_DEPTH, tooDeep } from './depth.js';
 import { aliasTargets, checkAliasing, isMergeKey, type AliasTargets } from './go-yaml-aliases.js';
 import { convertDocument } from './yaml-convert.js';
 
@@ -256,7 +256,7 @@ function jsonStreamValues(text: string, fileName: string): string[] | undefined 
     const c = text[i];
     if (c !== '{' && (c !== '[' || values.length === 0)) return undefined;
     const end = jsonValueEnd(text, i);
-    if (end === -2 && values.length > 0) throw new ManifestError(`${fileName}#${values.length + 1}`, '', `nests arrays and objects more than ${MAX_INPUT_DEPTH} levels deep`);
+    if (end === -2 && values.length > 0) throw tooDeep(`${fileName}#${values.length + 1}`);
     if (end < 0) return undefined;
     values.push(text.slice(i, end));
     i = end;
